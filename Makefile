@@ -1,0 +1,39 @@
+# Quick start: `make run` starts the main job, `make test` runs the whole suite.
+# Each target creates .venv on first use and re-installs only when pyproject.toml or the
+# set of package files changes (the strict editable install links files, not folders).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PKG_DIRS := protocol storage node tools
+FILES_ID := $(shell { cat pyproject.toml; find $(PKG_DIRS) -type f \( -name '*.py' -o -name '*.json' -o -name 'py.typed' \) | sort; } | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(FILES_ID)
+
+.PHONY: run test lint venv clean _install
+
+$(STAMP):
+	@flock .venv.lock $(MAKE) --no-print-directory _install
+
+_install:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -f $(STAMP) || { \
+	  echo "installing hearthmesh into $(VENV) ..." && \
+	  $(PY) -m pip install -q --disable-pip-version-check --upgrade pip >$(VENV)/install.log 2>&1 && \
+	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' \
+	    --config-settings editable_mode=strict >>$(VENV)/install.log 2>&1 && \
+	  rm -f $(VENV)/.installed-* && touch $(STAMP); } || { cat $(VENV)/install.log; exit 1; }
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/hearthmesh --help
+	$(VENV)/bin/hearthmesh version
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check protocol storage node tools tests
+	$(VENV)/bin/mypy --strict -p hearthmesh.protocol -p hearthmesh.storage -p hearthmesh.node -p hearthmesh.tools
+
+clean:
+	rm -rf $(VENV) build *.egg-info

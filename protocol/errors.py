@@ -1,0 +1,172 @@
+"""The one error hierarchy of hearthmesh, with the stable wire codes of SPEC §9.
+
+`LocalProtocolError` means our caller broke the spec (a bug on this side); `RemoteProtocolError`
+means a peer did, and its `code` is what goes back on the wire. Storage and node errors derive
+from `HearthError` too, so nothing we raise is a bare `ValueError`.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import ClassVar
+
+__all__ = [
+    "BadCertificate",
+    "BadSignature",
+    "ClockSkew",
+    "ErrorCode",
+    "HearthError",
+    "InvalidIdentifier",
+    "LocalProtocolError",
+    "MalformedMessage",
+    "NotAuthorized",
+    "ProtocolError",
+    "QuotaExceeded",
+    "RateLimited",
+    "RemoteProtocolError",
+    "SequenceOverflow",
+    "StorageError",
+    "TooLarge",
+    "UnknownKind",
+    "UnsupportedVersion",
+    "error_for_code",
+]
+
+
+class ErrorCode(IntEnum):
+    """Wire error codes (SPEC §9). Values are never renumbered or reused."""
+
+    PROTOCOL = 1
+    MALFORMED = 2
+    CLOCK_SKEW = 3
+    BAD_SIGNATURE = 4
+    TOO_LARGE = 5
+    UNSUPPORTED_VERSION = 6
+    UNKNOWN_KIND = 7
+    INVALID_IDENTIFIER = 8
+    BAD_CERTIFICATE = 9
+    NOT_AUTHORIZED = 10
+    QUOTA_EXCEEDED = 11
+    RATE_LIMITED = 12
+    SEQUENCE_OVERFLOW = 13
+    STORAGE = 100
+
+
+class HearthError(Exception):
+    """Base of every error this project raises."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.PROTOCOL
+
+
+class ProtocolError(HearthError):
+    """A rule of SPEC.md was broken."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We (our caller) broke the spec: a bug on this side, never sent as a peer's fault."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """A peer broke the spec; `code` goes back on the wire."""
+
+
+class MalformedMessage(RemoteProtocolError):
+    """Bytes that do not decode to a well-formed structure (SPEC §6)."""
+
+    code = ErrorCode.MALFORMED
+
+
+class ClockSkew(RemoteProtocolError):
+    """A remote HLC stamp is further ahead of our clock than MAX_DRIFT_MS (SPEC §4.3)."""
+
+    code = ErrorCode.CLOCK_SKEW
+
+
+class BadSignature(RemoteProtocolError):
+    """A signature does not verify under the claimed key (SPEC §5.4)."""
+
+    code = ErrorCode.BAD_SIGNATURE
+
+
+class TooLarge(RemoteProtocolError):
+    """Input longer than a size limit of SPEC §7, rejected before it is parsed."""
+
+    code = ErrorCode.TOO_LARGE
+
+
+class UnsupportedVersion(RemoteProtocolError):
+    """A protocol version this implementation does not speak (SPEC §5.1)."""
+
+    code = ErrorCode.UNSUPPORTED_VERSION
+
+
+class UnknownKind(RemoteProtocolError):
+    """An envelope kind missing from the table of SPEC §5.2."""
+
+    code = ErrorCode.UNKNOWN_KIND
+
+
+class InvalidIdentifier(RemoteProtocolError):
+    """A user, device or room id whose encoding is wrong (SPEC §3)."""
+
+    code = ErrorCode.INVALID_IDENTIFIER
+
+
+class BadCertificate(RemoteProtocolError):
+    """A device certificate that is forged, expired or not yet valid (SPEC §3.3)."""
+
+    code = ErrorCode.BAD_CERTIFICATE
+
+
+class NotAuthorized(RemoteProtocolError):
+    """The sender may not do this: not a member, a revoked device, a wrong token."""
+
+    code = ErrorCode.NOT_AUTHORIZED
+
+
+class QuotaExceeded(RemoteProtocolError):
+    """A relay quota (count or bytes per recipient) would be exceeded (SPEC §9)."""
+
+    code = ErrorCode.QUOTA_EXCEEDED
+
+
+class RateLimited(RemoteProtocolError):
+    """Too many requests from one peer or client in the current window."""
+
+    code = ErrorCode.RATE_LIMITED
+
+
+class SequenceOverflow(RemoteProtocolError):
+    """A sender ran further ahead of its contiguous sequence than the reorder window (SPEC §8)."""
+
+    code = ErrorCode.SEQUENCE_OVERFLOW
+
+
+class StorageError(HearthError):
+    """The store failed or holds something it cannot read; the message names the path or key."""
+
+    code = ErrorCode.STORAGE
+
+
+_REMOTE_BY_CODE: dict[int, type[HearthError]] = {
+    cls.code: cls
+    for cls in (
+        MalformedMessage,
+        ClockSkew,
+        BadSignature,
+        TooLarge,
+        UnsupportedVersion,
+        UnknownKind,
+        InvalidIdentifier,
+        BadCertificate,
+        NotAuthorized,
+        QuotaExceeded,
+        RateLimited,
+        SequenceOverflow,
+    )
+}
+
+
+def error_for_code(code: int) -> type[HearthError]:
+    """The error class a wire code stands for; unknown codes map to `RemoteProtocolError`."""
+    return _REMOTE_BY_CODE.get(code, RemoteProtocolError)

@@ -1,0 +1,30 @@
+"""Room ids (SPEC §3.4): a direct room is derived from its two users, a group from its creator."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from .envelope import RoomId
+from .errors import LocalProtocolError
+from .identity import UserId
+
+__all__ = ["DIRECT_ROOM_DOMAIN", "GROUP_ROOM_DOMAIN", "direct_room_id", "group_room_id"]
+
+DIRECT_ROOM_DOMAIN: Final = b"hearthmesh/direct-room/v0\x00"
+GROUP_ROOM_DOMAIN: Final = b"hearthmesh/group-room/v0\x00"
+
+
+def direct_room_id(a: UserId, b: UserId) -> RoomId:
+    """SHA-256(domain | lower key | higher key): both users derive the same id."""
+    if a == b:
+        raise LocalProtocolError("a direct room needs two different users")
+    low, high = sorted((a, b))
+    return RoomId(hashlib.sha256(DIRECT_ROOM_DOMAIN + low + high).digest())
+
+
+def group_room_id(creator: UserId, nonce: bytes) -> RoomId:
+    """SHA-256(domain | creator | nonce); the nonce (16+ random bytes) comes from the caller."""
+    if len(nonce) < 16:
+        raise LocalProtocolError("a group nonce is at least 16 bytes")
+    return RoomId(hashlib.sha256(GROUP_ROOM_DOMAIN + creator + nonce).digest())

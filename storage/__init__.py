@@ -1,0 +1,5 @@
+"""hearthmesh.storage"""
+
+from __future__ import annotations
+
+__all__: list[str] = []

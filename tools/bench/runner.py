@@ -1,0 +1,63 @@
+"""`hearthmesh bench`: run one benchmark and print one JSON object with the machine's facts."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["BENCHMARKS", "machine_facts", "run_bench"]
+
+BenchFn = Callable[[bool], dict[str, Any]]
+
+BENCHMARKS: dict[str, str] = {
+    "codec": "hearthmesh.tools.bench.codec",
+}
+"""Name → module whose `run(quick: bool) -> dict` returns the figures."""
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def machine_facts() -> dict[str, Any]:
+    """Facts that make a figure comparable: cores, Python, platform, commit."""
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": _git_commit(),
+    }
+
+
+def run_bench(name: str | None, *, list_only: bool, quick: bool) -> int:
+    """Print the list of benchmarks, or run `name` and print its JSON; returns an exit code."""
+    if list_only or name is None:
+        for bench in sorted(BENCHMARKS):
+            print(bench)
+        return 0 if list_only else 2
+    if name not in BENCHMARKS:
+        print(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(BENCHMARKS[name])
+    run: BenchFn = module.run
+    figures = run(quick)
+    print(json.dumps({"benchmark": name, "quick": quick, **figures, "machine": machine_facts()}))
+    return 0
