@@ -1,11 +1,12 @@
 # Quick start: `make run` starts the main job, `make test` runs the whole suite.
-# Each target creates .venv on first use and re-installs only when pyproject.toml or the
-# set of package files changes (the strict editable install links files, not folders).
+# Each target creates .venv on first use and re-installs only when pyproject.toml changes.
+# The strict editable install links each file; we then link the four package folders whole,
+# so a module added later is importable (and visible to mypy) without a re-install.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PKG_DIRS := protocol storage node tools
-FILES_ID := $(shell { cat pyproject.toml; find $(PKG_DIRS) -type f \( -name '*.py' -o -name '*.json' -o -name 'py.typed' \) | sort; } | cksum | cut -d' ' -f1)
+FILES_ID := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(FILES_ID)
 
 .PHONY: run test lint venv clean _install
@@ -20,6 +21,9 @@ _install:
 	  $(PY) -m pip install -q --disable-pip-version-check --upgrade pip >$(VENV)/install.log 2>&1 && \
 	  $(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' \
 	    --config-settings editable_mode=strict >>$(VENV)/install.log 2>&1 && \
+	  for pkg in $(PKG_DIRS); do \
+	    link=$$(echo build/__editable__.hearthmesh-*/hearthmesh)/$$pkg && \
+	    rm -rf $$link && ln -s $(CURDIR)/$$pkg $$link || exit 1; done && \
 	  rm -f $(VENV)/.installed-* && touch $(STAMP); } || { cat $(VENV)/install.log; exit 1; }
 
 venv: $(STAMP)

@@ -1,8 +1,8 @@
 """Deterministic CBOR (RFC 8949 §4.2.1) for everything we sign or hash, SPEC §6.
 
-Decoding is strict: the input must be exactly the canonical encoding of what it decodes to,
-so one value has one byte string, and a signature or a message id can never be replayed under
-another encoding. Only the CBOR subset of SPEC §6.1 is accepted (unsigned and negative integers, byte and text
+Decoding is strict: the input must be exactly the canonical encoding of what it decodes
+to, so one value has one byte string, and a signature or a message id can never be replayed
+under another encoding. Only the CBOR subset of SPEC §6.1 is accepted (integers, byte and text
 strings, arrays, null); tags, floats, booleans, maps, indefinite lengths and trailing bytes are
 rejected.
 """

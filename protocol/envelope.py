@@ -191,10 +191,7 @@ def _parse(data: bytes) -> Envelope:
             str() as content_type,
             bytes() as body,
             bytes() as signature,
-        ] if (
-            len(hlc) == TIMESTAMP_BYTES
-            and len(signature) == SIGNATURE_BYTES
-        ):
+        ] if len(hlc) == TIMESTAMP_BYTES and len(signature) == SIGNATURE_BYTES:
             _check_fields(kind, room, user, device, seq, content_type, body)
             signed = _signing_bytes_of_wire(data)
             return Envelope(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, NewType
 
 import nacl.exceptions
@@ -64,10 +64,12 @@ class KeyPair:
 
     seed: bytes
     public: bytes
+    _signer: nacl.signing.SigningKey = field(repr=False, compare=False)
+    """Expanded once: re-deriving it from the seed costs as much as a signature."""
 
     def sign(self, message: bytes) -> bytes:
         """The 64-byte Ed25519 signature of `message`."""
-        return nacl.signing.SigningKey(self.seed).sign(message).signature
+        return self._signer.sign(message).signature
 
     def __repr__(self) -> str:  # never print a private key into a log
         return f"KeyPair(public={self.public.hex()})"
@@ -77,7 +79,8 @@ def keypair_from_seed(seed: bytes) -> KeyPair:
     """The key pair of a stored 32-byte seed. Raises MalformedMessage on a wrong length."""
     if len(seed) != KEY_BYTES:
         raise MalformedMessage(f"an Ed25519 seed is {KEY_BYTES} bytes, got {len(seed)}")
-    return KeyPair(seed=bytes(seed), public=bytes(nacl.signing.SigningKey(seed).verify_key))
+    signer = nacl.signing.SigningKey(bytes(seed))
+    return KeyPair(seed=bytes(seed), public=bytes(signer.verify_key), _signer=signer)
 
 
 def generate_keypair(rng: Rng) -> KeyPair:

@@ -54,7 +54,8 @@ def run_bench(name: str | None, *, list_only: bool, quick: bool) -> int:
             print(bench)
         return 0 if list_only else 2
     if name not in BENCHMARKS:
-        print(f"unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}", file=sys.stderr)
+        known = ", ".join(sorted(BENCHMARKS))
+        print(f"unknown benchmark {name!r}; known: {known}", file=sys.stderr)
         return 2
     module = importlib.import_module(BENCHMARKS[name])
     run: BenchFn = module.run

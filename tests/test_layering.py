@@ -1,0 +1,76 @@
+"""The import direction of DESIGN §2 and CONVENTIONS §1, enforced by walking the AST."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FORBIDDEN: dict[str, set[str]] = {
+    "protocol": {
+        "asyncio",
+        "trio",
+        "socket",
+        "lmdb",
+        "time",
+        "random",
+        "secrets",
+        "libp2p",
+        "threading",
+        "hearthmesh.node",
+        "hearthmesh.storage",
+        "hearthmesh.tools",
+    },
+    "storage": {"trio", "libp2p", "hearthmesh.node", "hearthmesh.tools"},
+    "node": {"hearthmesh.tools"},
+}
+"""Package folder → top-level modules or hearthmesh packages it must never import."""
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def _violations(package: str) -> list[str]:
+    found = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for name in _imports(path):
+            for banned in FORBIDDEN[package]:
+                if name == banned or name.startswith(banned + "."):
+                    found.append(f"{path.relative_to(ROOT)} imports {name}")
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_package_respects_the_import_direction(package: str) -> None:
+    assert _violations(package) == []
+
+
+BRIDGE_MODULES = {"node/trio_bridge.py"}
+"""The only modules that may import trio or libp2p (DESIGN §3)."""
+
+
+def test_only_the_bridge_imports_trio_or_libp2p() -> None:
+    importers = {
+        str(path.relative_to(ROOT))
+        for folder in ("protocol", "storage", "node", "tools")
+        for path in (ROOT / folder).rglob("*.py")
+        if any(n.split(".")[0] in {"trio", "libp2p", "multiaddr"} for n in _imports(path))
+    }
+    assert importers <= BRIDGE_MODULES
+
+
+def test_the_checker_sees_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import time\nfrom hearthmesh.storage import api\n")
+    assert _imports(bad) == {"time", "hearthmesh.storage"}

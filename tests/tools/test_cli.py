@@ -1,0 +1,50 @@
+"""The `hearthmesh` console script: version, help, and the benchmark harness's JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(sys.executable).parent / "hearthmesh"
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_version_names_package_and_protocol() -> None:
+    result = run("version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("hearthmesh 0.")
+    assert "protocol v0" in result.stdout
+
+
+def test_help_lists_commands() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    assert "version" in result.stdout and "bench" in result.stdout
+
+
+def test_bench_list_names_codec() -> None:
+    result = run("bench", "--list")
+    assert result.returncode == 0
+    assert "codec" in result.stdout.split()
+
+
+def test_unknown_bench_is_a_clear_error() -> None:
+    result = run("bench", "nope")
+    assert result.returncode == 2
+    assert "unknown benchmark" in result.stderr
+
+
+def test_bench_codec_prints_one_json_object() -> None:
+    result = run("bench", "codec", "--quick")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["benchmark"] == "codec"
+    assert figures["encode_per_s"] > 0 and figures["decode_per_s"] > 0
+    assert figures["machine"]["cpu_count"] >= 1
