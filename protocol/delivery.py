@@ -1,0 +1,314 @@
+"""The guaranteed delivery protocol `/hearthmesh/deliver/0` (SPEC §11): frames and acks.
+
+A sender writes DELIVER frames, each a batch of envelopes with the device certificates that
+prove who sent them; the receiving node answers each batch with one ACK frame holding one result
+per envelope (stored, duplicate, relayed, rejected with a code), signed by the node key. Only a
+STORED or DUPLICATE result signed by a recipient's home node ends a delivery (SPEC §11.4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from .canonical import CborValue, decode_canonical, encode_canonical
+from .envelope import MAX_ENVELOPE_BYTES, Envelope, MessageId, decode_envelope
+from .errors import (
+    BadCertificate,
+    HearthError,
+    MalformedMessage,
+    NotAuthorized,
+    RemoteProtocolError,
+    TooLarge,
+)
+from .identity import (
+    KEY_BYTES,
+    SIGNATURE_BYTES,
+    DeviceCertificate,
+    KeyPair,
+    decode_certificate,
+    verify_certificate,
+    verify_signature,
+)
+
+__all__ = [
+    "ACK_DOMAIN",
+    "DELIVER_PROTOCOL",
+    "MAX_BATCH_ENVELOPES",
+    "MAX_FRAME_BYTES",
+    "UNPARSED_ID",
+    "Ack",
+    "AckStatus",
+    "Deliver",
+    "DeliveryResult",
+    "FrameType",
+    "ProtocolErrorFrame",
+    "VerifiedItem",
+    "decode_frame",
+    "encode_ack",
+    "encode_deliver",
+    "encode_error",
+    "rejected",
+    "sign_ack",
+    "verify_ack",
+    "verify_batch",
+]
+
+DELIVER_PROTOCOL: Final = "/hearthmesh/deliver/0"
+ACK_DOMAIN: Final = b"hearthmesh/ack/v0\x00"
+MAX_BATCH_ENVELOPES: Final = 256
+MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
+"""A DELIVER frame holds at most this many bytes; senders fill batches up to it (SPEC §11.2)."""
+_MAX_ERROR_TEXT: Final = 256
+UNPARSED_ID: Final = MessageId(bytes(32))
+"""Stands in an ACK for an item whose envelope did not parse (results are positional)."""
+
+
+class FrameType(IntEnum):
+    """First element of every frame on the deliver stream (SPEC §11.1)."""
+
+    DELIVER = 1
+    ACK = 2
+    ERROR = 3
+
+
+class AckStatus(IntEnum):
+    """Per-envelope result in an ACK (SPEC §11.3). Values are never renumbered."""
+
+    STORED = 1
+    """Newly stored by the node that signed the ack."""
+    DUPLICATE = 2
+    """Already stored there: as good as STORED for the sender."""
+    RELAYED = 3
+    """Held by a relay for a home node that is away: NOT a delivery (SPEC §11.4)."""
+    REJECTED = 4
+    """Refused with `code`; resending the same bytes will not help."""
+    DEFERRED = 5
+    """Not taken now (quota, rate, a gap before it); try again later."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Deliver:
+    """A batch of envelopes for the receiving node; wire bytes, not yet verified."""
+
+    batch_id: int
+    certificates: tuple[bytes, ...]
+    items: tuple[tuple[int, bytes], ...]
+    """(index into `certificates`, envelope wire bytes)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveryResult:
+    """The outcome for one envelope of a batch."""
+
+    message_id: MessageId
+    status: AckStatus
+    code: int = 0
+    """Error code of SPEC §9 when REJECTED or DEFERRED, else 0."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ack:
+    """The receiving node's signed answer to one DELIVER frame."""
+
+    batch_id: int
+    node_key: bytes
+    """Ed25519 public key of the node that signs: its libp2p identity (SPEC §11.3)."""
+    results: tuple[DeliveryResult, ...]
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProtocolErrorFrame:
+    """The peer refused the stream or a frame as a whole, and will close it."""
+
+    code: int
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifiedItem:
+    """One batch item after verification: an envelope with its proven sender, or an error."""
+
+    message_id: MessageId
+    """UNPARSED_ID when the envelope did not parse."""
+    envelope: Envelope | None
+    certificate: DeviceCertificate | None
+    error: RemoteProtocolError | None
+
+
+# --- encoding -----------------------------------------------------------------------------------
+
+
+def encode_deliver(
+    batch_id: int, certificates: list[bytes], items: list[tuple[int, bytes]]
+) -> bytes:
+    """[1, batch_id, [certificate...], [[certificate index, envelope], ...]]."""
+    body: list[CborValue] = [[index, wire] for index, wire in items]
+    return encode_canonical([int(FrameType.DELIVER), batch_id, list(certificates), body])
+
+
+def _ack_unsigned(
+    batch_id: int, node_key: bytes, results: tuple[DeliveryResult, ...]
+) -> list[CborValue]:
+    rows: list[CborValue] = [[r.message_id, int(r.status), r.code] for r in results]
+    return [int(FrameType.ACK), batch_id, node_key, rows]
+
+
+def sign_ack(node: KeyPair, batch_id: int, results: tuple[DeliveryResult, ...]) -> Ack:
+    """The node's signature over `ACK_DOMAIN || CBOR([2, batch_id, node_key, results])`."""
+    unsigned = _ack_unsigned(batch_id, node.public, results)
+    signature = node.sign(ACK_DOMAIN + encode_canonical(unsigned))
+    return Ack(batch_id=batch_id, node_key=node.public, results=results, signature=signature)
+
+
+def encode_ack(ack: Ack) -> bytes:
+    """[2, batch_id, node_key, [[message_id, status, code], ...], signature]."""
+    return encode_canonical(
+        [*_ack_unsigned(ack.batch_id, ack.node_key, ack.results), ack.signature]
+    )
+
+
+def encode_error(error: HearthError) -> bytes:
+    """[3, code, message]: sent before closing a stream whose input was refused whole."""
+    text = str(error)[:_MAX_ERROR_TEXT].encode("ascii", "replace").decode("ascii")
+    return encode_canonical([int(FrameType.ERROR), int(error.code), text])
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def _uint(value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise MalformedMessage("expected an unsigned integer")
+    return value
+
+
+def _decode_deliver(value: list[CborValue]) -> Deliver:
+    match value:
+        case [_, int() as batch_id, list() as certs, list() as items] if batch_id >= 0:
+            pass
+        case _:
+            raise MalformedMessage("not a DELIVER frame")
+    if len(items) > MAX_BATCH_ENVELOPES or len(certs) > MAX_BATCH_ENVELOPES:
+        raise TooLarge(f"a batch holds at most {MAX_BATCH_ENVELOPES} envelopes")
+    if not all(isinstance(c, bytes) for c in certs):
+        raise MalformedMessage("certificates are byte strings")
+    pairs: list[tuple[int, bytes]] = []
+    for item in items:
+        match item:
+            case [int() as index, bytes() as wire] if 0 <= index < len(certs):
+                pairs.append((index, wire))
+            case _:
+                raise MalformedMessage("a batch item is [certificate index, envelope]")
+    return Deliver(
+        batch_id=batch_id,
+        certificates=tuple(c for c in certs if isinstance(c, bytes)),
+        items=tuple(pairs),
+    )
+
+
+def _decode_ack(value: list[CborValue]) -> Ack:
+    match value:
+        case [_, int() as batch_id, bytes() as node_key, list() as rows, bytes() as signature] if (
+            batch_id >= 0 and len(node_key) == KEY_BYTES and len(signature) == SIGNATURE_BYTES
+        ):
+            pass
+        case _:
+            raise MalformedMessage("not an ACK frame")
+    if len(rows) > MAX_BATCH_ENVELOPES:
+        raise TooLarge(f"an ack holds at most {MAX_BATCH_ENVELOPES} results")
+    results: list[DeliveryResult] = []
+    for row in rows:
+        match row:
+            case [bytes() as message_id, int() as status, int() as code] if (
+                len(message_id) == 32 and status in AckStatus._value2member_map_ and code >= 0
+            ):
+                results.append(
+                    DeliveryResult(
+                        message_id=MessageId(message_id), status=AckStatus(status), code=code
+                    )
+                )
+            case _:
+                raise MalformedMessage("an ack result is [message id, status, code]")
+    return Ack(batch_id=batch_id, node_key=node_key, results=tuple(results), signature=signature)
+
+
+def decode_frame(data: bytes) -> Deliver | Ack | ProtocolErrorFrame:
+    """Parse one frame of the deliver stream (structure only; see verify_batch / verify_ack).
+
+    Raises:
+        TooLarge: over MAX_FRAME_BYTES (checked before parsing) or too many items.
+        MalformedMessage: anything else that is not a frame of SPEC §11.1.
+    """
+    value = decode_canonical(data, max_bytes=MAX_FRAME_BYTES)
+    if not isinstance(value, list) or not value:
+        raise MalformedMessage("a frame is a non-empty array")
+    frame_type = _uint(value[0])
+    if frame_type == FrameType.DELIVER:
+        return _decode_deliver(value)
+    if frame_type == FrameType.ACK:
+        return _decode_ack(value)
+    if frame_type == FrameType.ERROR:
+        match value:
+            case [_, int() as code, str() as message] if code >= 0:
+                return ProtocolErrorFrame(code=code, message=message[:_MAX_ERROR_TEXT])
+        raise MalformedMessage("not an ERROR frame")
+    raise MalformedMessage(f"unknown frame type {frame_type}")
+
+
+# --- verification -------------------------------------------------------------------------------
+
+
+def verify_ack(ack: Ack) -> None:
+    """Check the node's signature. Raises BadSignature."""
+    unsigned = _ack_unsigned(ack.batch_id, ack.node_key, ack.results)
+    verify_signature(ack.node_key, ACK_DOMAIN + encode_canonical(unsigned), ack.signature)
+
+
+def verify_batch(batch: Deliver, *, now_ms: int) -> list[VerifiedItem]:
+    """Verify every item: envelope signature, the certificate, and that they name one sender.
+
+    Returns one item per batch item, in order. Each item fails alone: one bad envelope never
+    spoils the rest of the batch (SPEC §11.2).
+    """
+    certificates: dict[int, DeviceCertificate | RemoteProtocolError] = {}
+    verified: list[VerifiedItem] = []
+    for index, wire in batch.items:
+        if index not in certificates:
+            try:
+                cert = decode_certificate(batch.certificates[index])
+                verify_certificate(cert, now_ms=now_ms)
+                certificates[index] = cert
+            except RemoteProtocolError as exc:
+                certificates[index] = exc
+        try:
+            if len(wire) > MAX_ENVELOPE_BYTES:
+                raise TooLarge(f"envelope of {len(wire)} bytes")
+            envelope = decode_envelope(wire)
+        except RemoteProtocolError as exc:
+            verified.append(
+                VerifiedItem(message_id=UNPARSED_ID, envelope=None, certificate=None, error=exc)
+            )
+            continue
+        proof = certificates[index]
+        error: RemoteProtocolError | None = None
+        if isinstance(proof, RemoteProtocolError):
+            error = BadCertificate(f"sender certificate: {proof}")
+        elif proof.user != envelope.sender_user or proof.device != envelope.sender_device:
+            error = NotAuthorized("the certificate does not name this sender")
+        verified.append(
+            VerifiedItem(
+                message_id=envelope.message_id,
+                envelope=envelope if error is None else None,
+                certificate=None if isinstance(proof, RemoteProtocolError) else proof,
+                error=error,
+            )
+        )
+    return verified
+
+
+def rejected(message_id: MessageId, error: HearthError) -> DeliveryResult:
+    """The REJECTED result for `error`, with its wire code."""
+    return DeliveryResult(message_id=message_id, status=AckStatus.REJECTED, code=int(error.code))

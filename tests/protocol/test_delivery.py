@@ -1,0 +1,160 @@
+"""Deliver-stream frames of SPEC §11: batches, signed acks, per-item verification."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hearthmesh.protocol.delivery import (
+    UNPARSED_ID,
+    Ack,
+    AckStatus,
+    Deliver,
+    DeliveryResult,
+    ProtocolErrorFrame,
+    decode_frame,
+    encode_ack,
+    encode_deliver,
+    encode_error,
+    rejected,
+    sign_ack,
+    verify_ack,
+    verify_batch,
+)
+from hearthmesh.protocol.envelope import Kind, RoomId, seal
+from hearthmesh.protocol.errors import (
+    BadCertificate,
+    BadSignature,
+    MalformedMessage,
+    NotAuthorized,
+    RemoteProtocolError,
+    TooLarge,
+)
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import (
+    DeviceId,
+    UserId,
+    encode_certificate,
+    issue_certificate,
+    keypair_from_seed,
+)
+
+NOW_MS = 1_700_000_000_000
+USER = keypair_from_seed(b"\x01" * 32)
+DEVICE = keypair_from_seed(b"\x02" * 32)
+NODE = keypair_from_seed(b"\x03" * 32)
+CERT = encode_certificate(issue_certificate(USER, DeviceId(DEVICE.public), created_ms=NOW_MS))
+
+
+def envelope_wire(seq: int, user: bytes = USER.public) -> bytes:
+    return seal(
+        DEVICE,
+        kind=Kind.MESSAGE,
+        room=RoomId(bytes(32)),
+        sender_user=UserId(user),
+        seq=seq,
+        hlc=Timestamp(wall_ms=NOW_MS, counter=seq),
+        content_type="text/plain",
+        body=b"x",
+    ).wire
+
+
+def test_deliver_round_trips_and_verifies() -> None:
+    frame = decode_frame(encode_deliver(7, [CERT], [(0, envelope_wire(1)), (0, envelope_wire(2))]))
+    assert isinstance(frame, Deliver)
+    assert frame.batch_id == 7
+    items = verify_batch(frame, now_ms=NOW_MS)
+    assert [i.error for i in items] == [None, None]
+    assert [i.envelope.seq for i in items if i.envelope] == [1, 2]
+
+
+def test_one_bad_item_does_not_spoil_the_batch() -> None:
+    forged = bytearray(envelope_wire(2))
+    forged[-1] ^= 1
+    frame = decode_frame(
+        encode_deliver(1, [CERT], [(0, envelope_wire(1)), (0, bytes(forged)), (0, b"junk")])
+    )
+    assert isinstance(frame, Deliver)
+    items = verify_batch(frame, now_ms=NOW_MS)
+    assert items[0].error is None
+    assert isinstance(items[1].error, BadSignature)
+    assert isinstance(items[2].error, MalformedMessage)
+    assert items[2].message_id == UNPARSED_ID
+
+
+def test_certificate_must_name_the_sender() -> None:
+    mallory = keypair_from_seed(b"\x09" * 32)
+    frame = decode_frame(encode_deliver(1, [CERT], [(0, envelope_wire(1, mallory.public))]))
+    assert isinstance(frame, Deliver)
+    assert isinstance(verify_batch(frame, now_ms=NOW_MS)[0].error, NotAuthorized)
+
+
+def test_expired_or_forged_certificate_rejects_its_items() -> None:
+    expired = encode_certificate(
+        issue_certificate(USER, DeviceId(DEVICE.public), created_ms=NOW_MS, expires_ms=NOW_MS + 1)
+    )
+    frame = decode_frame(encode_deliver(1, [expired], [(0, envelope_wire(1))]))
+    assert isinstance(frame, Deliver)
+    assert isinstance(verify_batch(frame, now_ms=NOW_MS + 5)[0].error, BadCertificate)
+
+
+def test_ack_is_signed_and_round_trips() -> None:
+    results = (
+        DeliveryResult(message_id=UNPARSED_ID, status=AckStatus.STORED),
+        rejected(UNPARSED_ID, BadSignature("x")),
+    )
+    ack = sign_ack(NODE, 3, results)
+    decoded = decode_frame(encode_ack(ack))
+    assert decoded == ack
+    assert isinstance(decoded, Ack)
+    verify_ack(decoded)
+    assert decoded.results[1].code == 4
+
+
+def test_tampered_ack_fails() -> None:
+    ack = sign_ack(NODE, 3, (DeliveryResult(message_id=UNPARSED_ID, status=AckStatus.REJECTED),))
+    lie = Ack(
+        batch_id=3,
+        node_key=ack.node_key,
+        results=(DeliveryResult(message_id=UNPARSED_ID, status=AckStatus.STORED),),
+        signature=ack.signature,
+    )
+    with pytest.raises(BadSignature):
+        verify_ack(lie)
+
+
+def test_error_frame_round_trips() -> None:
+    frame = decode_frame(encode_error(TooLarge("frame of 9 MB")))
+    assert frame == ProtocolErrorFrame(code=5, message="frame of 9 MB")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [9, 1],
+        [1, 1, [CERT], [[1, b"x"]]],  # certificate index out of range
+        [1, 1, [CERT], [[0]]],
+        [2, 1, b"short", [], bytes(64)],
+        [3, 1],
+    ],
+)
+def test_malformed_frames(value: list[object]) -> None:
+    from hearthmesh.protocol.canonical import encode_canonical
+
+    with pytest.raises(MalformedMessage):
+        decode_frame(encode_canonical(value))  # type: ignore[arg-type]
+
+
+def test_too_many_items_is_too_large() -> None:
+    with pytest.raises(TooLarge):
+        decode_frame(encode_deliver(1, [CERT], [(0, b"x")] * 257))
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_raise_only_protocol_errors(data: bytes) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        decode_frame(data)
