@@ -1,0 +1,696 @@
+"""`P2PHost`: a py-libp2p host in its own trio thread, driven from asyncio (DESIGN §3, §10).
+
+This module and `trio_bridge` are the only ones that import trio; this is the only one that
+imports libp2p. libp2p objects are touched on the trio thread only: every public method either
+hops there with `TrioThread.run` (awaitable, cancellable) or schedules a callback there with
+`run_sync_soon`. What libp2p reports (inbound streams, gossip, connections, mDNS) comes back with
+`call_soon_threadsafe`.
+
+Transport: TCP + Noise (only) + yamux, at most one connection per peer (avoids the 250 ms dial
+fallback of libp2p-notes). Gossip: gossipsub v1.1, signed, spam protection and adaptive gossip
+off, 1 s heartbeat, app-supplied message ids and topic validators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import multiaddr  # type: ignore[import-untyped]
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.discovery.events.peerDiscovery import peerDiscovery
+from libp2p.identity_utils import create_identity_from_seed
+from libp2p.network.config import ConnectionConfig
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+
+from hearthmesh.node.frame_stream import FrameStream
+from hearthmesh.node.framing import MAX_FRAME_BYTES
+from hearthmesh.node.p2p_errors import (
+    DialFailed,
+    HostClosed,
+    P2PError,
+    StreamClosed,
+    StreamOpenFailed,
+)
+from hearthmesh.node.p2p_gossip import (
+    SUBSCRIPTION_QUEUE_SIZE,
+    GossipMessage,
+    GossipValidator,
+    MessageIdFn,
+    Subscription,
+)
+from hearthmesh.node.trio_bridge import TrioThread
+from hearthmesh.protocol.errors import HearthError, LocalProtocolError
+
+__all__ = [
+    "HEARTBEAT_S",
+    "STOP_GRACE_S",
+    "HostConfig",
+    "P2PHost",
+    "StreamHandler",
+    "peer_id_from_seed",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+StreamHandler = Callable[[FrameStream], Awaitable[None]]
+"""Serves one inbound stream on asyncio; the stream is closed (or reset on error) after it."""
+
+HEARTBEAT_S: Final = 1
+"""Gossipsub heartbeat: the mesh forms in ~1.5 s (libp2p-notes "Gossipsub")."""
+STOP_GRACE_S: Final = 2.0
+"""Upper bound for closing all connections at stop (each close sleeps 200 ms inside libp2p)."""
+_WAIT_FOREVER_S: Final = 1e9  # libp2p waits need a timeout; callers bound them with asyncio
+_SEED_BYTES: Final = 32
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostConfig:
+    """How to build one node's libp2p host."""
+
+    identity_seed: bytes
+    """32-byte Ed25519 seed: the same seed gives the same peer id after a restart."""
+    listen_addrs: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
+    """Multiaddrs to listen on; `tcp/0` picks a free port (see `P2PHost.listen_addrs`)."""
+    bootstrap: list[str] = field(default_factory=list)
+    """Multiaddrs with `/p2p/<id>` dialled in the background at start (failures are logged)."""
+    enable_mdns: bool = False
+    """Announce on and browse the LAN with mDNS; peers found are connected automatically."""
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    """Largest frame on a `FrameStream` (both directions)."""
+    message_id: MessageIdFn | None = None
+    """Gossip message id over the payload; None keeps libp2p's (origin, seqno) id."""
+    subscription_queue_size: int = SUBSCRIPTION_QUEUE_SIZE
+    """Undelivered gossip messages per subscription before new ones are dropped."""
+    gossip_degree: int = 6
+    """Gossipsub D (mesh size target); D_low = D - 2, D_high = 2 * D."""
+
+
+def peer_id_from_seed(seed: bytes) -> str:
+    """The peer id (base58) that a host with `identity_seed=seed` will have."""
+    if len(seed) != _SEED_BYTES:
+        raise LocalProtocolError(f"identity seed must be {_SEED_BYTES} bytes, got {len(seed)}")
+    return ID.from_pubkey(create_identity_from_seed(seed).public_key).to_base58()
+
+
+class _DemoteFilter(logging.Filter):
+    """Demotes libp2p's ERROR records for ordinary network events to DEBUG.
+
+    A failed `new_stream` logs a multi-line ERROR although we raise it to the caller, and a
+    peer that hangs up (or a host that stops) logs handshake and yamux ERRORs: both are normal
+    life on a P2P mesh, not faults of this node.
+    """
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self._prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(self._prefixes):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_NOISY_ERRORS: Final = {
+    "libp2p.host.basic_host": ("Failed to open stream to peer",),
+    "libp2p.protocol_muxer.multiselect_client": ("MultiselectClient handshake:",),
+    "libp2p.stream_muxer.yamux.yamux": ("Error in handle_incoming for peer",),
+}
+_FILTERS: Final = {name: _DemoteFilter(prefixes) for name, prefixes in _NOISY_ERRORS.items()}
+
+
+def _configure_libp2p_logging() -> None:
+    """libp2p sets its logger to WARNING with propagate=False (stderr via lastResort); route it
+    through the app's handlers instead and keep it at WARNING unless the app chose a level."""
+    root = logging.getLogger("libp2p")
+    root.propagate = True
+    if root.level == logging.NOTSET:
+        root.setLevel(logging.WARNING)
+    # auto_connector forces INFO on import; it logs every check at INFO.
+    logging.getLogger("libp2p.network.auto_connector").setLevel(logging.WARNING)
+    for name, log_filter in _FILTERS.items():
+        logger = logging.getLogger(name)
+        if log_filter not in logger.filters:
+            logger.addFilter(log_filter)
+
+
+class _LibP2PStream:
+    """`RawStream` over a libp2p stream; its coroutines run on the trio thread."""
+
+    def __init__(self, stream: INetStream) -> None:
+        self._stream = stream
+
+    async def read(self, max_bytes: int) -> bytes:
+        try:
+            return await self._stream.read(max_bytes)
+        except StreamEOF:
+            return b""
+        except StreamError as exc:
+            raise StreamClosed(f"stream read failed: {exc!r}") from exc
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await self._stream.write(data)
+        except StreamError as exc:
+            raise StreamClosed(f"stream write failed: {exc!r}") from exc
+
+    async def close(self) -> None:
+        try:
+            await self._stream.close()
+        except StreamError as exc:
+            raise StreamClosed(f"stream close failed: {exc!r}") from exc
+
+    async def reset(self) -> None:
+        with contextlib.suppress(StreamError):
+            await self._stream.reset()
+
+
+class _ConnectionTracker(INotifee):
+    """Mirrors the set of connected peers to asyncio (counted per connection)."""
+
+    def __init__(self, report: Callable[[str, int], None]) -> None:
+        self._report = report
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._report(conn.muxed_conn.peer_id.to_base58(), 1)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._report(conn.muxed_conn.peer_id.to_base58(), -1)
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+
+class P2PHost:
+    """One node's libp2p host. Use as `async with P2PHost(config) as host:`."""
+
+    def __init__(self, config: HostConfig) -> None:
+        if len(config.identity_seed) != _SEED_BYTES:
+            raise LocalProtocolError(f"identity seed must be {_SEED_BYTES} bytes")
+        self.config = config
+        self.peer_id = peer_id_from_seed(config.identity_seed)
+        """This host's peer id (base58), fixed by the identity seed."""
+        self.listen_addrs: list[str] = []
+        """Actual listen multiaddrs with `/p2p/<id>` (ports resolved); set by `__aenter__`."""
+        self._bridge = TrioThread(name=f"libp2p-{self.peer_id[-8:]}")
+        self._tasks: asyncio.TaskGroup | None = None
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._handlers: dict[str, StreamHandler] = {}
+        self._peers: dict[str, int] = {}
+        self._peer_waiters: dict[str, asyncio.Event] = {}
+        self._subscriptions: dict[str, Subscription] = {}
+        self._closing = False
+        # Owned by the trio thread:
+        self._host: IHost | None = None
+        self._pubsub: Pubsub | None = None
+        self._trio_validators: dict[str, GossipValidator] = {}
+
+    # ---- lifetime -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> P2PHost:
+        _configure_libp2p_logging()
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        try:
+            await self._bridge.start(self._service)
+        except BaseException as exc:
+            await self._tasks.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        for addr in self.config.bootstrap:
+            self._bridge.run_sync_soon(self._bridge.spawn, self._dial_in_background, addr)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop handlers, end subscriptions, close connections and join the trio thread."""
+        if self._closing:
+            return
+        self._closing = True
+        for task in self._handler_tasks:
+            task.cancel()
+        try:
+            if self._tasks is not None:
+                await self._tasks.__aexit__(None, None, None)
+        finally:
+            for sub in self._subscriptions.values():
+                sub.end()
+            self._subscriptions.clear()
+            await self._bridge.stop()
+
+    @asynccontextmanager
+    async def _service(self) -> AsyncIterator[None]:
+        """Runs on the trio thread: build the host, listen, run pubsub; close all on exit."""
+        key_pair = create_identity_from_seed(self.config.identity_seed)
+        # Noise only: new_host's default also offers TLS, SECIO and plaintext (libp2p-notes).
+        security = {
+            NOISE_PROTOCOL_ID: NoiseTransport(
+                key_pair, noise_privkey=create_x25519_key_pair().private_key
+            )
+        }
+        listen = [multiaddr.Multiaddr(a) for a in self.config.listen_addrs]
+        host = new_host(
+            key_pair=key_pair,
+            sec_opt=security,
+            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+            listen_addrs=listen,
+            enable_mDNS=self.config.enable_mdns,
+            # One connection per peer skips the 250 ms dial fallback; min/low 0 keeps libp2p's
+            # auto-connector from dialling every peerstore entry: the app picks its peers.
+            connection_config=ConnectionConfig(
+                max_connections_per_peer=1, min_connections=0, low_watermark=0
+            ),
+        )
+        degree = self.config.gossip_degree
+        gossipsub = GossipSub(
+            protocols=[PROTOCOL_ID_V11],
+            degree=degree,
+            degree_low=max(1, degree - 2),
+            degree_high=degree * 2,
+            heartbeat_interval=HEARTBEAT_S,
+            heartbeat_initial_delay=0.1,
+            adaptive_gossip_enabled=False,  # else the heartbeat stretches to 30-60 s
+            spam_protection_enabled=False,  # else 10 msg/s per topic, our own included
+        )
+        pubsub = Pubsub(
+            host,
+            gossipsub,
+            strict_signing=True,
+            msg_id_constructor=self._msg_id_constructor(),
+        )
+        host.get_network().register_notifee(_ConnectionTracker(self._report_connection))
+        self._host, self._pubsub = host, pubsub
+        token = trio.lowlevel.current_trio_token()
+
+        def on_mdns_peer(info: PeerInfo) -> None:  # zeroconf's thread: hop to ours
+            if info.peer_id != host.get_id():
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(self._spawn_connect_info, info)
+
+        if self.config.enable_mdns:
+            peerDiscovery.register_peer_discovered_handler(on_mdns_peer)
+        try:
+            async with host.run(listen):
+                try:
+                    async with background_trio_service(pubsub), background_trio_service(
+                        gossipsub
+                    ):
+                        await pubsub.wait_until_ready()
+                        self.listen_addrs = [str(a) for a in host.get_addrs()]
+                        yield
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self._close_host(host)
+        finally:
+            # Pubsub's seen-message cache runs a sweeper thread that nothing else stops.
+            pubsub.seen_messages.stop()
+            if self.config.enable_mdns:
+                peerDiscovery.unregister_peer_discovered_handler(on_mdns_peer)
+            self._host = self._pubsub = None
+
+    async def _close_host(self, host: IHost) -> None:
+        """Close connections concurrently, then the host. `host.run()` alone leaves the
+        listener sockets and outbound sockets open (3 fds per 2-host cycle, libp2p-notes),
+        and closing connections one by one costs 200 ms each."""
+        network = host.get_network()
+        with trio.move_on_after(STOP_GRACE_S):
+            async with trio.open_nursery() as nursery:
+                for conns in list(network.connections.values()):
+                    for conn in list(conns):
+                        nursery.start_soon(_close_quietly, conn)
+        try:
+            await host.close()
+        except Exception:
+            log.warning("closing libp2p host %s failed", self.peer_id, exc_info=True)
+
+    def _report_connection(self, peer: str, delta: int) -> None:
+        self._bridge.to_asyncio(self._apply_connection, peer, delta)
+
+    def _apply_connection(self, peer: str, delta: int) -> None:
+        count = self._peers.get(peer, 0) + delta
+        if count > 0:
+            self._peers[peer] = count
+            waiter = self._peer_waiters.pop(peer, None)
+            if waiter is not None:
+                waiter.set()
+        else:
+            self._peers.pop(peer, None)
+
+    def _require_host(self) -> IHost:
+        if self._host is None:
+            raise HostClosed("libp2p host is not running")
+        return self._host
+
+    def _require_pubsub(self) -> Pubsub:
+        if self._pubsub is None:
+            raise HostClosed("libp2p host is not running")
+        return self._pubsub
+
+    async def _call(
+        self, error: type[P2PError], what: str, fn: Callable[..., Awaitable[T]], *args: Any
+    ) -> T:
+        """Run `fn` on the trio thread; libp2p exceptions become `error` (cause chained)."""
+        if self._closing:
+            raise HostClosed(f"{what}: host is closing")
+        try:
+            return await self._bridge.run(fn, *args)
+        except HearthError:
+            raise
+        except Exception as exc:
+            raise error(f"{what}: {exc!r}") from exc
+
+    # ---- connections ------------------------------------------------------------------------
+
+    async def connect(self, address: str) -> str:
+        """Connect to a peer at `address` (a multiaddr ending in `/p2p/<id>`).
+
+        Returns:
+            The peer id (base58).
+
+        Raises:
+            DialFailed: bad address, refused, or the Noise handshake failed.
+        """
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(address))
+        except Exception as exc:
+            raise DialFailed(f"bad peer address {address!r}: {exc}") from exc
+        await self._call(DialFailed, f"connect to {address}", self._connect_on_trio, info)
+        return info.peer_id.to_base58()
+
+    async def _connect_on_trio(self, info: PeerInfo) -> None:
+        await self._require_host().connect(info)
+
+    def _spawn_connect_info(self, info: PeerInfo) -> None:
+        with contextlib.suppress(HostClosed):
+            self._bridge.spawn(self._connect_quietly, info)
+
+    async def _connect_quietly(self, info: PeerInfo) -> None:
+        host = self._host
+        if host is None or info.peer_id in host.get_connected_peers():
+            return
+        try:
+            await host.connect(info)
+        except Exception as exc:
+            log.info("auto-connect to %s failed: %r", info.peer_id, exc)
+
+    async def _dial_in_background(self, address: str) -> None:
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(address))
+        except Exception as exc:
+            log.warning("bad bootstrap address %r: %r", address, exc)
+            return
+        await self._connect_quietly(info)
+
+    async def add_peer_address(self, address: str) -> str:
+        """Remember where a peer listens (`.../p2p/<id>`) without dialling; returns its id."""
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(address))
+        except Exception as exc:
+            raise DialFailed(f"bad peer address {address!r}: {exc}") from exc
+        await self._call(DialFailed, "add peer address", self._add_addrs_on_trio, info)
+        return info.peer_id.to_base58()
+
+    async def _add_addrs_on_trio(self, info: PeerInfo) -> None:
+        self._require_host().get_peerstore().add_addrs(info.peer_id, info.addrs, 3600)
+
+    def connected_peers(self) -> list[str]:
+        """Peer ids with at least one open connection (as last reported by the trio thread)."""
+        return sorted(self._peers)
+
+    async def wait_connected(self, peer_id: str) -> None:
+        """Wait until a connection to `peer_id` exists (dialled by anyone, e.g. mDNS)."""
+        if peer_id in self._peers:
+            return
+        await self._peer_waiters.setdefault(peer_id, asyncio.Event()).wait()
+
+    async def disconnect(self, peer_id: str) -> None:
+        """Close every connection to `peer_id` (takes ~200 ms inside libp2p)."""
+        await self._call(P2PError, f"disconnect {peer_id}", self._disconnect_on_trio, peer_id)
+
+    async def _disconnect_on_trio(self, peer_id: str) -> None:
+        await self._require_host().disconnect(ID.from_base58(peer_id))
+
+    # ---- streams -----------------------------------------------------------------------------
+
+    def set_stream_handler(self, protocol_id: str, handler: StreamHandler) -> None:
+        """Serve inbound streams of `protocol_id` with `handler`, one asyncio task per stream.
+
+        The handler's task belongs to the host; an exception in it is logged and the stream is
+        reset, a normal return closes the stream.
+        """
+        self._handlers[protocol_id] = handler
+        self._bridge.run_sync_soon(self._install_handler_on_trio, protocol_id)
+
+    def _install_handler_on_trio(self, protocol_id: str) -> None:
+        async def on_stream(stream: INetStream) -> None:
+            raw = _LibP2PStream(stream)
+            peer = stream.muxed_conn.peer_id.to_base58()
+            if not self._bridge.to_asyncio(self._on_inbound, protocol_id, raw, peer):
+                await raw.reset()
+
+        if self._host is not None:
+            self._host.set_stream_handler(TProtocol(protocol_id), on_stream)
+
+    def _on_inbound(self, protocol_id: str, raw: _LibP2PStream, peer: str) -> None:
+        handler = self._handlers.get(protocol_id)
+        if self._closing or handler is None or self._tasks is None:
+            with contextlib.suppress(HostClosed):
+                self._bridge.run_sync_soon(self._bridge.spawn, raw.reset)
+            return
+        stream = self._frame_stream(raw, peer, protocol_id)
+        task = self._tasks.create_task(self._serve(handler, stream))
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+
+    async def _serve(self, handler: StreamHandler, stream: FrameStream) -> None:
+        try:
+            await handler(stream)
+        except Exception:
+            log.exception(
+                "stream handler for %s from %s failed", stream.protocol_id, stream.remote_peer
+            )
+            await stream.reset()
+        else:
+            await stream.close()
+        finally:
+            if not stream.closed:  # cancelled: the host is stopping
+                await stream.reset()
+
+    def _frame_stream(self, raw: _LibP2PStream, peer: str, protocol_id: str) -> FrameStream:
+        return FrameStream(
+            raw=raw,
+            bridge=self._bridge,
+            remote_peer=peer,
+            protocol_id=protocol_id,
+            max_frame_bytes=self.config.max_frame_bytes,
+        )
+
+    async def open_stream(self, peer_id: str, protocol_id: str) -> FrameStream:
+        """Open a stream to `peer_id` (dialling known addresses if not connected).
+
+        Raises:
+            StreamOpenFailed: no route to the peer, or it does not speak `protocol_id`.
+        """
+        raw = await self._call(
+            StreamOpenFailed,
+            f"open {protocol_id} to {peer_id}",
+            self._open_on_trio,
+            peer_id,
+            protocol_id,
+        )
+        return self._frame_stream(raw, peer_id, protocol_id)
+
+    async def _open_on_trio(self, peer_id: str, protocol_id: str) -> _LibP2PStream:
+        stream = await self._require_host().new_stream(
+            ID.from_base58(peer_id), [TProtocol(protocol_id)]
+        )
+        return _LibP2PStream(stream)
+
+    # ---- gossip ------------------------------------------------------------------------------
+
+    def _msg_id_constructor(self) -> Callable[[rpc_pb2.Message], bytes]:
+        app_fn = self.config.message_id
+
+        def msg_id(msg: rpc_pb2.Message) -> bytes:
+            if app_fn is None:
+                return bytes(msg.from_id) + bytes(msg.seqno)
+            try:
+                return app_fn(bytes(msg.data))
+            except Exception:
+                # Undecodable payload: a per-publication id keeps it out of the dedupe space
+                # of real envelopes; the topic validator then rejects it.
+                return b"\x00undecodable:" + bytes(msg.from_id) + bytes(msg.seqno)
+
+        return msg_id
+
+    def _gossip_message(self, topic: str, msg: rpc_pb2.Message) -> GossipMessage:
+        return GossipMessage(
+            topic=topic,
+            origin=ID(bytes(msg.from_id)).to_base58(),
+            data=bytes(msg.data),
+            msg_id=self._require_pubsub().get_message_id(msg),
+            seqno=int.from_bytes(bytes(msg.seqno), "big"),
+        )
+
+    def set_topic_validator(self, topic_prefix: str, validator: GossipValidator) -> None:
+        """Validate every message on topics starting with `topic_prefix` (longest prefix wins).
+
+        `validator` runs on the trio thread for our own publishes too; a rejected message is
+        neither delivered nor forwarded. Set validators before subscribing.
+        """
+        self._bridge.run_sync_soon(self._set_validator_on_trio, topic_prefix, validator)
+
+    def _set_validator_on_trio(self, prefix: str, validator: GossipValidator) -> None:
+        self._trio_validators[prefix] = validator
+        if self._pubsub is not None:
+            for topic in list(self._pubsub.topic_ids):
+                self._install_validator_on_trio(topic)
+
+    def _validator_for(self, topic: str) -> GossipValidator | None:
+        best = max((p for p in self._trio_validators if topic.startswith(p)), key=len, default=None)
+        return None if best is None else self._trio_validators[best]
+
+    def _install_validator_on_trio(self, topic: str) -> None:
+        validator = self._validator_for(topic)
+        pubsub = self._require_pubsub()
+        if validator is None:
+            pubsub.remove_topic_validator(topic)
+            return
+
+        def check(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+            try:
+                return bool(validator(self._gossip_message(topic, msg)))
+            except Exception:
+                log.warning("validator for %r raised; message rejected", topic, exc_info=True)
+                return False
+
+        pubsub.set_topic_validator(topic, check, False)
+
+    async def subscribe(self, topic: str) -> Subscription:
+        """Join `topic`; returns an async iterator of messages from other peers.
+
+        Our own publishes are not delivered back. Use `async with await host.subscribe(t)`
+        or call `unsubscribe()`; the host's stop ends every subscription.
+
+        Raises:
+            LocalProtocolError: already subscribed to `topic` on this host.
+        """
+        if topic in self._subscriptions:
+            raise LocalProtocolError(f"already subscribed to {topic!r}")
+        sub = Subscription(
+            topic, maxsize=self.config.subscription_queue_size, unsubscribe=self._unsubscribe
+        )
+        self._subscriptions[topic] = sub
+        try:
+            await self._call(P2PError, f"subscribe {topic}", self._subscribe_on_trio, sub)
+        except BaseException:
+            self._subscriptions.pop(topic, None)
+            sub.end()
+            raise
+        return sub
+
+    async def _subscribe_on_trio(self, sub: Subscription) -> None:
+        self._install_validator_on_trio(sub.topic)
+        trio_sub = await self._require_pubsub().subscribe(sub.topic)
+        self._bridge.spawn(self._pump_subscription, trio_sub, sub)
+
+    async def _pump_subscription(self, trio_sub: Any, sub: Subscription) -> None:
+        """Drain libp2p's 32-slot channel into asyncio without ever blocking (trio thread)."""
+        own = self._require_host().get_id().to_bytes()
+        try:
+            async for msg in trio_sub:
+                if bytes(msg.from_id) == own:
+                    continue
+                message = self._gossip_message(sub.topic, msg)
+                if not self._bridge.to_asyncio(sub.deliver_nowait, message):
+                    return
+        finally:
+            self._bridge.to_asyncio(sub.end)
+
+    async def _unsubscribe(self, sub: Subscription) -> None:
+        if self._subscriptions.get(sub.topic) is sub:
+            del self._subscriptions[sub.topic]
+        with contextlib.suppress(HostClosed):
+            await self._call(
+                P2PError, f"unsubscribe {sub.topic}", self._unsubscribe_on_trio, sub.topic
+            )
+
+    async def _unsubscribe_on_trio(self, topic: str) -> None:
+        await self._require_pubsub().unsubscribe(topic)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Publish `data` on `topic` (at most once; may be dropped on the way).
+
+        Raises:
+            LocalProtocolError: our own validator for `topic` rejects `data`.
+        """
+        await self._call(P2PError, f"publish on {topic}", self._publish_on_trio, topic, data)
+
+    async def _publish_on_trio(self, topic: str, data: bytes) -> None:
+        pubsub = self._require_pubsub()
+        if topic not in pubsub.topic_validators:
+            self._install_validator_on_trio(topic)
+        validator = self._validator_for(topic)
+        if validator is not None:
+            probe = GossipMessage(
+                topic=topic, origin=self.peer_id, data=data, msg_id=b"", seqno=0
+            )
+            if not validator(probe):
+                raise LocalProtocolError(f"publish on {topic!r}: rejected by our own validator")
+        await pubsub.publish(topic, data)
+
+    async def wait_for_mesh_peer(self, topic: str, peer_id: str) -> None:
+        """Wait until `peer_id` is in our gossipsub mesh for `topic` (bound it with a timeout)."""
+        await self._call(
+            P2PError, f"wait for mesh {topic}", self._wait_mesh_on_trio, topic, peer_id
+        )
+
+    async def _wait_mesh_on_trio(self, topic: str, peer_id: str) -> None:
+        await self._require_pubsub().wait_for_mesh(
+            ID.from_base58(peer_id), topic, timeout=_WAIT_FOREVER_S
+        )
+
+
+async def _close_quietly(conn: INetConn) -> None:
+    try:
+        await conn.close()
+    except Exception as exc:  # shutdown races are expected here
+        log.debug("closing connection failed: %r", exc)

@@ -1,0 +1,37 @@
+"""Errors of the libp2p bridge: every one derives from `HearthError` (CONVENTIONS §1.7).
+
+libp2p and trio exceptions never leave the bridge; they are chained (`raise ... from exc`) to one
+of these so callers in `node/` catch a single family.
+"""
+
+from __future__ import annotations
+
+from hearthmesh.protocol.errors import HearthError
+
+__all__ = [
+    "DialFailed",
+    "HostClosed",
+    "P2PError",
+    "StreamClosed",
+    "StreamOpenFailed",
+]
+
+
+class P2PError(HearthError):
+    """Something in the libp2p layer failed; the message says what and the cause is chained."""
+
+
+class HostClosed(P2PError):
+    """The host is stopped (or stopping), or its trio thread is gone."""
+
+
+class DialFailed(P2PError):
+    """A connection to a peer could not be made (refused, bad address, handshake failed)."""
+
+
+class StreamOpenFailed(P2PError):
+    """A stream could not be opened: no connection, or the peer does not speak the protocol."""
+
+
+class StreamClosed(P2PError):
+    """The stream ended: clean EOF at a frame boundary, a reset by the peer, or a local close."""
