@@ -40,6 +40,7 @@ __all__ = [
     "UNPARSED_ID",
     "Ack",
     "AckStatus",
+    "BatchItem",
     "Deliver",
     "DeliveryResult",
     "FrameType",
@@ -88,14 +89,25 @@ class AckStatus(IntEnum):
     """Not taken now (quota, rate, a gap before it); try again later."""
 
 
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """One envelope of a batch, for one recipient user."""
+
+    certificate: int
+    """Index into the batch's certificates: the sender device's certificate."""
+    recipient: bytes
+    """The user whose home node should store it: a relay holds it for them (SPEC §11.2)."""
+    wire: bytes
+    """Envelope bytes, not yet verified."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deliver:
     """A batch of envelopes for the receiving node; wire bytes, not yet verified."""
 
     batch_id: int
     certificates: tuple[bytes, ...]
-    items: tuple[tuple[int, bytes], ...]
-    """(index into `certificates`, envelope wire bytes)."""
+    items: tuple[BatchItem, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,11 +153,9 @@ class VerifiedItem:
 # --- encoding -----------------------------------------------------------------------------------
 
 
-def encode_deliver(
-    batch_id: int, certificates: list[bytes], items: list[tuple[int, bytes]]
-) -> bytes:
-    """[1, batch_id, [certificate...], [[certificate index, envelope], ...]]."""
-    body: list[CborValue] = [[index, wire] for index, wire in items]
+def encode_deliver(batch_id: int, certificates: list[bytes], items: list[BatchItem]) -> bytes:
+    """[1, batch_id, [certificate...], [[certificate index, recipient, envelope], ...]]."""
+    body: list[CborValue] = [[i.certificate, i.recipient, i.wire] for i in items]
     return encode_canonical([int(FrameType.DELIVER), batch_id, list(certificates), body])
 
 
@@ -195,13 +205,15 @@ def _decode_deliver(value: list[CborValue]) -> Deliver:
         raise TooLarge(f"a batch holds at most {MAX_BATCH_ENVELOPES} envelopes")
     if not all(isinstance(c, bytes) for c in certs):
         raise MalformedMessage("certificates are byte strings")
-    pairs: list[tuple[int, bytes]] = []
+    pairs: list[BatchItem] = []
     for item in items:
         match item:
-            case [int() as index, bytes() as wire] if 0 <= index < len(certs):
-                pairs.append((index, wire))
+            case [int() as index, bytes() as recipient, bytes() as wire] if (
+                0 <= index < len(certs) and len(recipient) == KEY_BYTES
+            ):
+                pairs.append(BatchItem(index, recipient, wire))
             case _:
-                raise MalformedMessage("a batch item is [certificate index, envelope]")
+                raise MalformedMessage("a batch item is [certificate index, recipient, envelope]")
     return Deliver(
         batch_id=batch_id,
         certificates=tuple(c for c in certs if isinstance(c, bytes)),
@@ -275,7 +287,7 @@ def verify_batch(batch: Deliver, *, now_ms: int) -> list[VerifiedItem]:
     """
     certificates: dict[int, DeviceCertificate | RemoteProtocolError] = {}
     verified: list[VerifiedItem] = []
-    for index, wire in batch.items:
+    for index, wire in ((i.certificate, i.wire) for i in batch.items):
         if index not in certificates:
             try:
                 cert = decode_certificate(batch.certificates[index])

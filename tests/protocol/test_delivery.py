@@ -12,6 +12,7 @@ from hearthmesh.protocol.delivery import (
     UNPARSED_ID,
     Ack,
     AckStatus,
+    BatchItem,
     Deliver,
     DeliveryResult,
     ProtocolErrorFrame,
@@ -46,6 +47,7 @@ NOW_MS = 1_700_000_000_000
 USER = keypair_from_seed(b"\x01" * 32)
 DEVICE = keypair_from_seed(b"\x02" * 32)
 NODE = keypair_from_seed(b"\x03" * 32)
+RECIPIENT = bytes(range(32))
 CERT = encode_certificate(issue_certificate(USER, DeviceId(DEVICE.public), created_ms=NOW_MS))
 
 
@@ -63,7 +65,13 @@ def envelope_wire(seq: int, user: bytes = USER.public) -> bytes:
 
 
 def test_deliver_round_trips_and_verifies() -> None:
-    frame = decode_frame(encode_deliver(7, [CERT], [(0, envelope_wire(1)), (0, envelope_wire(2))]))
+    frame = decode_frame(
+        encode_deliver(
+            7,
+            [CERT],
+            [BatchItem(0, RECIPIENT, envelope_wire(1)), BatchItem(0, RECIPIENT, envelope_wire(2))],
+        )
+    )
     assert isinstance(frame, Deliver)
     assert frame.batch_id == 7
     items = verify_batch(frame, now_ms=NOW_MS)
@@ -75,7 +83,15 @@ def test_one_bad_item_does_not_spoil_the_batch() -> None:
     forged = bytearray(envelope_wire(2))
     forged[-1] ^= 1
     frame = decode_frame(
-        encode_deliver(1, [CERT], [(0, envelope_wire(1)), (0, bytes(forged)), (0, b"junk")])
+        encode_deliver(
+            1,
+            [CERT],
+            [
+                BatchItem(0, RECIPIENT, envelope_wire(1)),
+                BatchItem(0, RECIPIENT, bytes(forged)),
+                BatchItem(0, RECIPIENT, b"junk"),
+            ],
+        )
     )
     assert isinstance(frame, Deliver)
     items = verify_batch(frame, now_ms=NOW_MS)
@@ -87,7 +103,9 @@ def test_one_bad_item_does_not_spoil_the_batch() -> None:
 
 def test_certificate_must_name_the_sender() -> None:
     mallory = keypair_from_seed(b"\x09" * 32)
-    frame = decode_frame(encode_deliver(1, [CERT], [(0, envelope_wire(1, mallory.public))]))
+    frame = decode_frame(
+        encode_deliver(1, [CERT], [BatchItem(0, RECIPIENT, envelope_wire(1, mallory.public))])
+    )
     assert isinstance(frame, Deliver)
     assert isinstance(verify_batch(frame, now_ms=NOW_MS)[0].error, NotAuthorized)
 
@@ -96,7 +114,7 @@ def test_expired_or_forged_certificate_rejects_its_items() -> None:
     expired = encode_certificate(
         issue_certificate(USER, DeviceId(DEVICE.public), created_ms=NOW_MS, expires_ms=NOW_MS + 1)
     )
-    frame = decode_frame(encode_deliver(1, [expired], [(0, envelope_wire(1))]))
+    frame = decode_frame(encode_deliver(1, [expired], [BatchItem(0, RECIPIENT, envelope_wire(1))]))
     assert isinstance(frame, Deliver)
     assert isinstance(verify_batch(frame, now_ms=NOW_MS + 5)[0].error, BadCertificate)
 
@@ -135,7 +153,8 @@ def test_error_frame_round_trips() -> None:
     "value",
     [
         [9, 1],
-        [1, 1, [CERT], [[1, b"x"]]],  # certificate index out of range
+        [1, 1, [CERT], [[1, bytes(32), b"x"]]],  # certificate index out of range
+        [1, 1, [CERT], [[0, b"short", b"x"]]],
         [1, 1, [CERT], [[0]]],
         [2, 1, b"short", [], bytes(64)],
         [3, 1],
@@ -150,7 +169,7 @@ def test_malformed_frames(value: list[object]) -> None:
 
 def test_too_many_items_is_too_large() -> None:
     with pytest.raises(TooLarge):
-        decode_frame(encode_deliver(1, [CERT], [(0, b"x")] * 257))
+        decode_frame(encode_deliver(1, [CERT], [BatchItem(0, RECIPIENT, b"x")] * 257))
 
 
 @settings(max_examples=300)
