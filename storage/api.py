@@ -1,0 +1,543 @@
+"""What node/ imports from storage: typed Protocols and the frozen values they return.
+
+Both implementations (`LmdbStore`, `MemoryStore`) satisfy `Store`; node/ depends on the narrow
+protocols below and never on an implementation. Every public method is one transaction with all
+its indexes (DESIGN §8). Time is always passed in as `now_ms`; storage never reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+from typing import Final, NewType, Protocol
+
+from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import DeviceId, UserId
+
+__all__ = [
+    "DEFAULT_RELAY_QUOTA",
+    "NODE_KEY_SETTING",
+    "RETENTION_MS",
+    "RETENTION_SETTING",
+    "AppendRequest",
+    "AppendResult",
+    "Contact",
+    "ConversationPage",
+    "ConversationSummary",
+    "Cursor",
+    "DeliveryStatus",
+    "DeviceRecord",
+    "Direction",
+    "FriendRequest",
+    "HistoryPage",
+    "HistoryStore",
+    "Maintenance",
+    "MediaInfo",
+    "MediaStore",
+    "Member",
+    "Outbox",
+    "OutboxEntry",
+    "Profile",
+    "PurgeReport",
+    "PushSubscription",
+    "RelayEntry",
+    "RelayInbox",
+    "RelayQuota",
+    "RelayUsage",
+    "RoomDirectory",
+    "Settings",
+    "StatusRecord",
+    "Store",
+    "StoredEvent",
+    "SyncStateStore",
+    "UserDirectory",
+]
+
+RETENTION_MS: Final = 30 * 24 * 3600 * 1000
+"""Default history retention: 30 days, as the seed keeps (DESIGN §8)."""
+RETENTION_SETTING: Final = "retention.ms"
+"""Setting (decimal text) that overrides RETENTION_MS for `purge`."""
+NODE_KEY_SETTING: Final = "node.key"
+"""Setting holding the node's persisted libp2p identity seed."""
+
+Cursor = NewType("Cursor", bytes)
+"""Opaque position in a room's history; only ever obtained from a `HistoryPage`."""
+
+
+class AppendResult(Enum):
+    """What an append did."""
+
+    STORED = "stored"
+    """Newly stored, with its indexes and outbox entries."""
+    DUPLICATE = "duplicate"
+    """This message id was already stored; nothing changed."""
+    CONFLICT = "conflict"
+    """Another event holds the same (room, hlc, sender device, seq) slot; nothing changed."""
+
+
+class Direction(Enum):
+    """Which way a history page walks."""
+
+    BACKWARD = "backward"
+    """Towards older events; without a cursor, start at the newest."""
+    FORWARD = "forward"
+    """Towards newer events; without a cursor, start at the oldest."""
+
+
+class DeliveryStatus(IntEnum):
+    """Per-recipient status of a message; it only moves forward. Values are never renumbered."""
+
+    SENT = 1
+    DELIVERED = 2
+    READ = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppendRequest:
+    """One event to append, with the home nodes it must be delivered to."""
+
+    envelope: Envelope
+    """Already verified (or made) by this node."""
+    outbox_to: tuple[bytes, ...] = ()
+    """Destination peer / home-node ids that get an outbox entry in the same transaction."""
+    next_attempt_ms: int = 0
+    """When those outbox entries are first due."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredEvent:
+    """An event read back from history."""
+
+    envelope: Envelope
+    cursor: Cursor
+    """Position of this event, usable as a page cursor."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryPage:
+    """A page of one room's history, always in history order (oldest first)."""
+
+    events: tuple[StoredEvent, ...]
+    next: Cursor | None
+    """Continue in the same direction from here; None when nothing is left that way."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusRecord:
+    """Delivery status of one message for one recipient."""
+
+    recipient: bytes
+    status: DeliveryStatus
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboxEntry:
+    """One pending delivery of a stored message to one destination."""
+
+    destination: bytes
+    message_id: MessageId
+    next_attempt_ms: int
+    attempts: int
+    """Times it was handed out by `take_due`."""
+    last_error: str | None
+    wire: bytes
+    """The envelope to send."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayQuota:
+    """Store-and-forward limits per recipient (DESIGN §1)."""
+
+    max_count: int
+    max_bytes: int
+
+
+DEFAULT_RELAY_QUOTA: Final = RelayQuota(max_count=10_000, max_bytes=64 * 1024 * 1024)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayUsage:
+    """What one recipient currently holds in the relay inbox."""
+
+    count: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayEntry:
+    """An envelope held for another user's home node."""
+
+    recipient: UserId
+    message_id: MessageId
+    wire: bytes
+    expires_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Member:
+    """A room member (the seed's ConversationUser row)."""
+
+    room: RoomId
+    user: UserId
+    role: int
+    """Role number as protocol/ defines it; storage does not interpret it."""
+    joined_ms: int
+    local: bool
+    """Hosted on this node: has a conversation list that appends keep current."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationSummary:
+    """One entry of a user's conversation list."""
+
+    room: RoomId
+    latest_activity: Timestamp
+    latest: StoredEvent | None
+    """The room's newest stored event; None before the first one (or after purge)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationPage:
+    """A page of a user's conversations, latest activity first."""
+
+    items: tuple[ConversationSummary, ...]
+    page_number: int
+    """1-based, as requested."""
+    page_size: int
+    has_more: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Profile:
+    """A user's profile (the seed's User row): signed profile data, not identity (DESIGN §4)."""
+
+    user: UserId
+    handle: str
+    display_name: str
+    avatar: bytes | None
+    """sha-256 of the profile picture in the media store."""
+    bio: str
+    updated_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Contact:
+    """`contact` is in `owner`'s contact list."""
+
+    owner: UserId
+    contact: UserId
+    added_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FriendRequest:
+    """A pending friend request."""
+
+    sender: UserId
+    recipient: UserId
+    created_ms: int
+    note: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceRecord:
+    """A device of a user with its certificate and E2EE identity key."""
+
+    user: UserId
+    device: DeviceId
+    certificate: bytes
+    """`protocol.identity.encode_certificate` bytes."""
+    e2ee_identity_key: bytes
+    """The device's Olm Curve25519 identity key."""
+    added_ms: int
+    revoked_ms: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushSubscription:
+    """A push endpoint of a user; `data` is opaque to storage (node/ encodes it)."""
+
+    user: UserId
+    subscription_id: bytes
+    data: bytes
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaInfo:
+    """Metadata of a content-addressed blob."""
+
+    digest: bytes
+    """sha-256 of the content: its address."""
+    size: int
+    content_type: str
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PurgeReport:
+    """What one `purge` call removed; call again while anything was removed."""
+
+    events: int
+    relay_entries: int
+    kept_for_outbox: int
+    """Expired events kept because an outbox entry still needs them."""
+
+
+class HistoryStore(Protocol):
+    """Room history, the message index and per-recipient status."""
+
+    def append(self, request: AppendRequest) -> AppendResult:
+        """Store one event and enqueue its outbox entries in one transaction."""
+        ...
+
+    def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        """Store many events in ONE transaction (group commit); results in request order."""
+        ...
+
+    def get_event(self, message_id: bytes) -> StoredEvent | None:
+        """The stored event with this id, if any."""
+        ...
+
+    def page_history(
+        self, room: bytes, *, direction: Direction, cursor: Cursor | None = None, limit: int = 50
+    ) -> HistoryPage:
+        """Up to `limit` events of `room` beyond `cursor` (exclusive) in `direction`."""
+        ...
+
+    def set_status(
+        self, message_id: bytes, recipient: bytes, status: DeliveryStatus, *, now_ms: int
+    ) -> bool:
+        """Raise a recipient's status; False if it was already at or past `status`."""
+        ...
+
+    def statuses(self, message_id: bytes) -> list[StatusRecord]:
+        """Every recipient's status of one message, by recipient."""
+        ...
+
+
+class Outbox(Protocol):
+    """Pending deliveries, due in time order."""
+
+    def enqueue(self, destination: bytes, message_id: bytes, *, next_attempt_ms: int) -> bool:
+        """Add a delivery of a stored message; False if already pending."""
+        ...
+
+    def take_due(self, *, now_ms: int, limit: int, lease_ms: int) -> list[OutboxEntry]:
+        """Hand out due entries (oldest first), counting an attempt and leasing them.
+
+        Each returned entry is rescheduled to `now_ms + lease_ms` in the same transaction, so
+        an entry that is neither acked nor rescheduled (a crash) comes due again by itself.
+        """
+        ...
+
+    def ack(self, destination: bytes, message_id: bytes) -> bool:
+        """The destination stored it: remove the entry. False if there was none."""
+        ...
+
+    def reschedule(
+        self, destination: bytes, message_id: bytes, *, next_attempt_ms: int, error: str | None
+    ) -> bool:
+        """Move an entry to `next_attempt_ms` (the caller's backoff) with its last error."""
+        ...
+
+
+class RelayInbox(Protocol):
+    """Store-and-forward of other users' envelopes, within quotas."""
+
+    def relay_put(self, recipient: bytes, envelope: Envelope, *, now_ms: int, ttl_ms: int) -> bool:
+        """Hold an envelope; False if already held. Raises QuotaExceeded over quota."""
+        ...
+
+    def relay_take(self, recipient: bytes, *, now_ms: int, limit: int) -> list[RelayEntry]:
+        """The oldest unexpired envelopes held for `recipient` (they stay until acked)."""
+        ...
+
+    def relay_ack(self, recipient: bytes, message_ids: Sequence[bytes]) -> int:
+        """Drop delivered envelopes; returns how many were held."""
+        ...
+
+    def relay_usage(self, recipient: bytes) -> RelayUsage:
+        """Count and bytes held for `recipient`."""
+        ...
+
+
+class RoomDirectory(Protocol):
+    """Rooms, members in both directions, and each local user's conversation list."""
+
+    def add_member(self, room: bytes, user: bytes, *, role: int, local: bool, now_ms: int) -> None:
+        """Add or update a member; a local member's conversation list gains the room."""
+        ...
+
+    def remove_member(self, room: bytes, user: bytes) -> bool:
+        """Remove a member from both directions; the conversation stays listed."""
+        ...
+
+    def members(self, room: bytes) -> list[Member]:
+        """Members of `room`, by user id."""
+        ...
+
+    def rooms_of(self, user: bytes) -> list[RoomId]:
+        """Rooms `user` is a member of, by room id."""
+        ...
+
+    def open_conversation(self, user: bytes, room: bytes, *, now_ms: int) -> None:
+        """List `room` for `user` (no-op if listed), with activity `now_ms`."""
+        ...
+
+    def conversations(
+        self, user: bytes, *, page_size: int, page_number: int = 1
+    ) -> ConversationPage:
+        """A page of `user`'s conversations, latest activity first (the seed's paging)."""
+        ...
+
+    def delete_conversation(self, user: bytes, room: bytes) -> bool:
+        """Remove the room from `user`'s list; a later event in the room lists it again."""
+        ...
+
+
+class UserDirectory(Protocol):
+    """Users and profiles, contacts and friend requests, devices, push subscriptions."""
+
+    def put_profile(self, profile: Profile) -> None:
+        """Store or replace a profile (keeps the handle index in step)."""
+        ...
+
+    def get_profile(self, user: bytes) -> Profile | None:
+        """The stored profile of `user`."""
+        ...
+
+    def find_handle(self, handle: str) -> list[UserId]:
+        """Users whose profile carries `handle` (handles are not unique in a mesh)."""
+        ...
+
+    def add_contact(self, owner: bytes, contact: bytes, *, now_ms: int) -> None:
+        """Put `contact` in `owner`'s list."""
+        ...
+
+    def remove_contact(self, owner: bytes, contact: bytes) -> bool:
+        """Take `contact` off `owner`'s list."""
+        ...
+
+    def contacts(self, owner: bytes) -> list[Contact]:
+        """`owner`'s contacts, by contact id."""
+        ...
+
+    def put_friend_request(self, request: FriendRequest) -> bool:
+        """Record a request; False if one from the same sender is already pending."""
+        ...
+
+    def friend_requests(self, recipient: bytes) -> list[FriendRequest]:
+        """Pending requests to `recipient`, by sender id."""
+        ...
+
+    def accept_friend_request(self, sender: bytes, recipient: bytes, *, now_ms: int) -> bool:
+        """Drop the request and make both users contacts of each other; False if none."""
+        ...
+
+    def delete_friend_request(self, sender: bytes, recipient: bytes) -> bool:
+        """Decline or withdraw a request."""
+        ...
+
+    def put_device(self, record: DeviceRecord) -> None:
+        """Store or replace a device of a user."""
+        ...
+
+    def devices(self, user: bytes) -> list[DeviceRecord]:
+        """A user's devices (revoked ones included), by device id."""
+        ...
+
+    def device_owner(self, device: bytes) -> UserId | None:
+        """The user a stored device belongs to."""
+        ...
+
+    def put_push_subscription(self, subscription: PushSubscription) -> None:
+        """Store or replace a push subscription."""
+        ...
+
+    def push_subscriptions(self, user: bytes) -> list[PushSubscription]:
+        """A user's push subscriptions."""
+        ...
+
+    def delete_push_subscription(self, user: bytes, subscription_id: bytes) -> bool:
+        """Forget a push subscription."""
+        ...
+
+
+class SyncStateStore(Protocol):
+    """Per-peer, per-room sync state (an opaque resumable token for DESIGN §7)."""
+
+    def get_sync_state(self, peer: bytes, room: bytes) -> bytes | None:
+        """The stored state, if any."""
+        ...
+
+    def set_sync_state(self, peer: bytes, room: bytes, state: bytes) -> None:
+        """Replace the stored state."""
+        ...
+
+
+class MediaStore(Protocol):
+    """Content-addressed blobs (files beside the environment) and their metadata."""
+
+    def put_media(self, data: bytes, *, content_type: str, now_ms: int) -> MediaInfo:
+        """Store a blob under its sha-256 (idempotent) and return its metadata."""
+        ...
+
+    def media_info(self, digest: bytes) -> MediaInfo | None:
+        """Metadata of a stored blob."""
+        ...
+
+    def read_media(self, digest: bytes) -> bytes | None:
+        """The blob's content, checked against its digest."""
+        ...
+
+    def delete_media(self, digest: bytes) -> bool:
+        """Remove a blob and its metadata."""
+        ...
+
+
+class Settings(Protocol):
+    """Node identity and settings."""
+
+    def get_setting(self, name: str) -> bytes | None:
+        """A stored setting."""
+        ...
+
+    def set_setting(self, name: str, value: bytes) -> None:
+        """Store a setting."""
+        ...
+
+
+class Maintenance(Protocol):
+    """Retention and lifetime."""
+
+    def purge(
+        self, *, now_ms: int, retention_ms: int | None = None, limit: int = 10_000
+    ) -> PurgeReport:
+        """Remove up to `limit` events older than the retention and expired relay entries.
+
+        Never removes an outbox entry or an event an outbox entry still needs.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the store; idempotent."""
+        ...
+
+
+class Store(
+    HistoryStore,
+    Outbox,
+    RelayInbox,
+    RoomDirectory,
+    UserDirectory,
+    SyncStateStore,
+    MediaStore,
+    Settings,
+    Maintenance,
+    Protocol,
+):
+    """Everything a node persists."""

@@ -1,0 +1,48 @@
+"""Appending events: history, message index, outbox and conversation lists in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hearthmesh.protocol.errors import LocalProtocolError
+from hearthmesh.protocol.hlc import encode_timestamp
+
+from .api import AppendRequest, AppendResult
+from .keys import Table, history_key
+from .kv import KvTxn
+from .outbox import enqueue_txn
+from .rooms import bump_conversation_txn, local_members_txn
+
+__all__ = ["append_batch_txn", "check_appendable"]
+
+
+def check_appendable(request: AppendRequest) -> None:
+    """Reject what must never be stored, before any transaction starts.
+
+    Raises:
+        LocalProtocolError: an ephemeral kind (SPEC §5.2: typing and presence are not stored).
+    """
+    if request.envelope.kind.ephemeral:
+        raise LocalProtocolError(f"{request.envelope.kind.name} events are never stored")
+
+
+def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+    """Append each request in order; a duplicate or a conflict writes nothing for that request."""
+    results = []
+    for request in requests:
+        envelope = request.envelope
+        hlc = encode_timestamp(envelope.hlc)
+        key = history_key(envelope.room, hlc, envelope.sender_device, envelope.seq)
+        if not txn.insert(Table.MESSAGE_IDS, envelope.message_id, key):
+            results.append(AppendResult.DUPLICATE)
+            continue
+        if not txn.insert(Table.HISTORY, key, envelope.message_id + envelope.wire):
+            txn.delete(Table.MESSAGE_IDS, envelope.message_id)  # undo: nothing else was written
+            results.append(AppendResult.CONFLICT)
+            continue
+        for destination in request.outbox_to:
+            enqueue_txn(txn, destination, envelope.message_id, request.next_attempt_ms)
+        for user in local_members_txn(txn, envelope.room):
+            bump_conversation_txn(txn, user, envelope.room, hlc)
+        results.append(AppendResult.STORED)
+    return results

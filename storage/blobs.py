@@ -1,0 +1,108 @@
+"""Content-addressed media blobs: files beside the LMDB environment, or a dict for tests.
+
+A blob is written to a temporary file, fsynced and renamed into `media/ab/abcdef...` before its
+metadata is committed, so committed metadata always points at a complete file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+from typing import Protocol
+
+from hearthmesh.protocol.errors import StorageError
+
+from .keys import blob_name
+
+__all__ = ["BlobStore", "FileBlobs", "MemoryBlobs"]
+
+
+class BlobStore(Protocol):
+    """Where blob contents live; the digest is the sha-256 of the content."""
+
+    def write(self, digest: bytes, data: bytes) -> None:
+        """Store `data` durably under `digest` (no-op if present)."""
+        ...
+
+    def read(self, digest: bytes) -> bytes | None:
+        """The content, checked against `digest`; None if absent."""
+        ...
+
+    def delete(self, digest: bytes) -> None:
+        """Remove the content if present."""
+        ...
+
+
+def _check(digest: bytes, data: bytes, where: str) -> bytes:
+    if hashlib.sha256(data).digest() != digest:
+        raise StorageError(f"media blob {where} does not match its sha-256 address")
+    return data
+
+
+class FileBlobs:
+    """Blobs as files under `root` (`root/ab/abcdef...`)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def _path(self, digest: bytes) -> Path:
+        return self._root / blob_name(digest)
+
+    def write(self, digest: bytes, data: bytes) -> None:
+        """Write, fsync, rename: a crash leaves the old state or the whole blob."""
+        path = self._path(digest)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        try:
+            with open(temporary, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, path)
+            directory = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        except OSError as exc:
+            raise StorageError(f"cannot write media blob {path}: {exc}") from None
+
+    def read(self, digest: bytes) -> bytes | None:
+        """The blob's bytes, verified."""
+        path = self._path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read media blob {path}: {exc}") from None
+        return _check(digest, data, str(path))
+
+    def delete(self, digest: bytes) -> None:
+        """Unlink the file if it exists."""
+        with contextlib.suppress(FileNotFoundError):
+            self._path(digest).unlink()
+
+
+class MemoryBlobs:
+    """Blobs in a dict, for the in-memory twin."""
+
+    def __init__(self) -> None:
+        self._blobs: dict[bytes, bytes] = {}
+
+    def write(self, digest: bytes, data: bytes) -> None:
+        """Keep a copy."""
+        self._blobs.setdefault(digest, bytes(data))
+
+    def read(self, digest: bytes) -> bytes | None:
+        """The copy, verified."""
+        data = self._blobs.get(digest)
+        return None if data is None else _check(digest, data, digest.hex())
+
+    def delete(self, digest: bytes) -> None:
+        """Forget it."""
+        self._blobs.pop(digest, None)

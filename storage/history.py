@@ -1,0 +1,155 @@
+"""Room history reads, per-recipient status and retention purge (`_txn` helpers).
+
+A history value is message id | envelope wire: the id makes purge and lookups work without
+re-parsing the envelope, and `load_envelope` re-derives it from the wire when an event is read.
+"""
+
+from __future__ import annotations
+
+from hearthmesh.protocol.envelope import MessageId
+from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage
+
+from .api import Cursor, DeliveryStatus, Direction, HistoryPage, StatusRecord, StoredEvent
+from .keys import (
+    ID_BYTES,
+    KEY_END,
+    SLOT_BYTES,
+    Table,
+    decode_slot,
+    pack_u64,
+    prefix_end,
+)
+from .kv import KvTxn
+from .records import corrupt, decode_envelope_at, decode_status, encode_status
+
+__all__ = [
+    "MAX_HISTORY_PAGE",
+    "get_event_txn",
+    "latest_event_txn",
+    "page_history_txn",
+    "purge_events_txn",
+    "set_status_txn",
+    "statuses_txn",
+    "stored_event",
+]
+
+MAX_HISTORY_PAGE = 1000
+
+
+def stored_event(key: bytes, value: bytes) -> StoredEvent:
+    """Decode one `history.events` item; StorageError names the key if it is damaged."""
+    envelope = decode_envelope_at(Table.HISTORY, key, value[ID_BYTES:])
+    if envelope.message_id != value[:ID_BYTES]:
+        raise corrupt(Table.HISTORY, key, "message id does not match the envelope")
+    return StoredEvent(envelope=envelope, cursor=Cursor(decode_slot(key)[1]))
+
+
+def get_event_txn(txn: KvTxn, message_id: bytes) -> StoredEvent | None:
+    """The event stored under `message_id`."""
+    key = txn.get(Table.MESSAGE_IDS, message_id)
+    if key is None:
+        return None
+    value = txn.get(Table.HISTORY, key)
+    if value is None:
+        raise corrupt(Table.MESSAGE_IDS, message_id, "points at a missing history entry")
+    return stored_event(key, value)
+
+
+def latest_event_txn(txn: KvTxn, room: bytes) -> StoredEvent | None:
+    """The newest event of `room`."""
+    for key, value in txn.scan(Table.HISTORY, room, prefix_end(room), reverse=True):
+        return stored_event(key, value)
+    return None
+
+
+def page_history_txn(
+    txn: KvTxn, room: bytes, *, direction: Direction, cursor: Cursor | None, limit: int
+) -> HistoryPage:
+    """Up to `limit` events beyond `cursor` (exclusive), returned oldest first.
+
+    Raises:
+        MalformedMessage: the cursor did not come from a page (it may come from a client).
+        LocalProtocolError: `limit` outside 1..MAX_HISTORY_PAGE.
+    """
+    if not 1 <= limit <= MAX_HISTORY_PAGE:
+        raise LocalProtocolError(f"history page limit must be 1..{MAX_HISTORY_PAGE}, got {limit}")
+    if cursor is not None and len(cursor) != SLOT_BYTES:
+        raise MalformedMessage("not a history cursor")
+    if direction is Direction.BACKWARD:
+        start, end = room, (room + cursor if cursor is not None else prefix_end(room))
+    else:
+        # Keys are fixed-width, so the next key after `room + cursor` is at least this.
+        start = room + cursor + b"\x00" if cursor is not None else room
+        end = prefix_end(room)
+    items: list[tuple[bytes, bytes]] = []
+    for item in txn.scan(Table.HISTORY, start, end, reverse=direction is Direction.BACKWARD):
+        items.append(item)
+        if len(items) > limit:
+            break
+    more = len(items) > limit
+    events = [stored_event(k, v) for k, v in items[:limit]]
+    next_cursor = events[-1].cursor if more else None
+    if direction is Direction.BACKWARD:
+        events.reverse()
+    return HistoryPage(events=tuple(events), next=next_cursor)
+
+
+def set_status_txn(
+    txn: KvTxn, message_id: bytes, recipient: bytes, status: DeliveryStatus, now_ms: int
+) -> bool:
+    """Raise the status (never lower it); False if unchanged or the message is not stored."""
+    if txn.get(Table.MESSAGE_IDS, message_id) is None:
+        return False
+    key = message_id + recipient
+    old = txn.get(Table.STATUS, key)
+    if old is not None and decode_status(key, old)[0] >= status:
+        return False
+    txn.put(Table.STATUS, key, encode_status(status, now_ms))
+    return True
+
+
+def statuses_txn(txn: KvTxn, message_id: bytes) -> list[StatusRecord]:
+    """All recipients' statuses of one message."""
+    records = []
+    for key, value in txn.scan(Table.STATUS, message_id, prefix_end(message_id)):
+        status, updated_ms = decode_status(key, value)
+        records.append(StatusRecord(recipient=key[ID_BYTES:], status=status, updated_ms=updated_ms))
+    return records
+
+
+def _pending_delivery_txn(txn: KvTxn, message_id: bytes) -> bool:
+    for _ in txn.scan(Table.OUTBOX_BY_MESSAGE, message_id, prefix_end(message_id)):
+        return True
+    return False
+
+
+def purge_events_txn(txn: KvTxn, cutoff_ms: int, limit: int) -> tuple[int, int]:
+    """Remove up to `limit` events with wall time before `cutoff_ms`, room by room.
+
+    Events that an outbox entry still needs stay. Returns (removed, kept for outbox).
+    """
+    removed = kept = 0
+    position = b""
+    while removed < limit:
+        first = next(txn.scan(Table.HISTORY, position, KEY_END), None)
+        if first is None:
+            break
+        room = first[0][:ID_BYTES]
+        doomed: list[tuple[bytes, MessageId]] = []
+        for key, value in txn.scan(Table.HISTORY, room, room + pack_u64(cutoff_ms)):
+            if removed + len(doomed) == limit:
+                break
+            message_id = MessageId(value[:ID_BYTES])
+            if _pending_delivery_txn(txn, message_id):
+                kept += 1
+            else:
+                doomed.append((key, message_id))
+        for key, message_id in doomed:  # written after the scan: never mutate under a cursor
+            txn.delete(Table.HISTORY, key)
+            txn.delete(Table.MESSAGE_IDS, message_id)
+            statuses = [k for k, _ in txn.scan(Table.STATUS, message_id, prefix_end(message_id))]
+            for status_key in statuses:
+                txn.delete(Table.STATUS, status_key)
+        removed += len(doomed)
+        position = prefix_end(room)
+    return removed, kept

@@ -1,0 +1,280 @@
+"""Every byte layout of the store: sub-database names, keys, and the fixed-width values.
+
+Integers are big-endian and fixed-width, so byte order is numeric order and a prefix scan is a
+range scan (CONVENTIONS §5 "Storage"). Ids of users, devices, rooms and messages are 32 bytes;
+peer / home-node ids vary in length and carry a one-byte length prefix where something follows
+them in a key. Record values (profiles, devices, ...) are encoded in `records.py`.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import Enum
+from typing import Final
+
+from hearthmesh.protocol.errors import LocalProtocolError
+from hearthmesh.protocol.hlc import TIMESTAMP_BYTES
+
+__all__ = [
+    "ID_BYTES",
+    "KEY_END",
+    "MAX_PEER_ID_BYTES",
+    "SCHEMA_KEY",
+    "SCHEMA_VERSION",
+    "SEQ_BYTES",
+    "SLOT_BYTES",
+    "Table",
+    "activity_key",
+    "blob_name",
+    "contact_key",
+    "conversation_key",
+    "decode_activity_key",
+    "decode_outbox_queue_key",
+    "decode_relay_expiry_key",
+    "decode_slot",
+    "device_key",
+    "handle_key",
+    "history_key",
+    "member_key",
+    "outbox_message_key",
+    "outbox_queue_key",
+    "pack_u32",
+    "pack_u64",
+    "peer_prefix",
+    "prefix_end",
+    "push_key",
+    "relay_expiry_key",
+    "relay_id_key",
+    "relay_message_key",
+    "slot",
+    "sync_key",
+    "unpack_u32",
+    "unpack_u64",
+]
+
+SCHEMA_VERSION: Final = 1
+"""Layout version written at creation and checked at every open."""
+SCHEMA_KEY: Final = b"version"
+"""Key of the schema version (u32) in `Table.SCHEMA`."""
+
+ID_BYTES: Final = 32
+SEQ_BYTES: Final = 8
+MAX_PEER_ID_BYTES: Final = 255
+SLOT_BYTES: Final = TIMESTAMP_BYTES + ID_BYTES + SEQ_BYTES
+"""hlc | sender device | seq: where an event lives within its room (the cursor form)."""
+KEY_END: Final = b"\xff" * 512
+"""Greater than every key we write (LMDB keys are at most 511 bytes)."""
+
+_U32: Final = struct.Struct(">I")
+_U64: Final = struct.Struct(">Q")
+
+
+class Table(Enum):
+    """The named sub-databases; the value is the LMDB name (dotted nouns, CONVENTIONS §3)."""
+
+    SCHEMA = b"meta.schema"
+    """b"version" -> u32."""
+    SETTINGS = b"meta.settings"
+    """setting name (utf-8) -> value bytes."""
+    HISTORY = b"history.events"
+    """room | hlc(12) | sender device | seq u64 -> message id | envelope wire bytes."""
+    MESSAGE_IDS = b"history.ids"
+    """message id -> slot (the history key): dedupe and lookup by id."""
+    STATUS = b"status.receipts"
+    """message id | recipient -> status u8 | updated_ms u64."""
+    OUTBOX_QUEUE = b"outbox.queue"
+    """next_attempt_ms u64 | len u8 | destination | message id -> attempts u32 | error utf-8."""
+    OUTBOX_BY_MESSAGE = b"outbox.by_message"
+    """message id | len u8 | destination -> next_attempt_ms u64 (finds the queue key)."""
+    RELAY_MESSAGES = b"relay.messages"
+    """recipient | arrival u64 -> expires_ms u64 | message id | envelope wire bytes."""
+    RELAY_IDS = b"relay.ids"
+    """recipient | message id -> arrival u64 (dedupe)."""
+    RELAY_USAGE = b"relay.usage"
+    """recipient -> count u64 | bytes u64 | next arrival u64 (quota bookkeeping)."""
+    RELAY_EXPIRY = b"relay.expiry"
+    """expires_ms u64 | recipient | arrival u64 -> b"" (TTL purge in time order)."""
+    MEMBERS = b"rooms.members"
+    """room | user -> member record (the seed's ConversationUser)."""
+    ROOMS_BY_USER = b"rooms.by_user"
+    """user | room -> b"" (the seed's UserConversation)."""
+    LOCAL_MEMBERS = b"rooms.local_members"
+    """room | user -> b"" for users hosted here: whose conversation lists an append bumps."""
+    CONVERSATIONS = b"conversations.latest"
+    """user | room -> hlc(12) of the latest activity in a listed conversation."""
+    ACTIVITY = b"conversations.by_activity"
+    """user | hlc(12) | room -> b"": a user's conversations in activity order."""
+    PROFILES = b"users.profiles"
+    """user -> profile record."""
+    HANDLES = b"users.handles"
+    """handle (utf-8) | 0x00 | user -> b""."""
+    CONTACTS = b"contacts.entries"
+    """owner | contact -> added_ms u64."""
+    FRIEND_REQUESTS = b"contacts.requests"
+    """recipient | sender -> friend request record."""
+    DEVICES = b"devices.records"
+    """user | device -> device record."""
+    DEVICE_OWNERS = b"devices.owners"
+    """device -> user."""
+    SYNC = b"sync.peers"
+    """len u8 | peer | room -> opaque sync state."""
+    PUSH = b"push.subscriptions"
+    """user | subscription id -> subscription record."""
+    MEDIA = b"media.blobs"
+    """sha-256 of the blob -> media record; the blob is a file beside the environment."""
+
+
+def pack_u32(value: int) -> bytes:
+    """4 bytes, big-endian."""
+    return _U32.pack(value)
+
+
+def unpack_u32(data: bytes) -> int:
+    """Inverse of `pack_u32`."""
+    return int(_U32.unpack(data)[0])
+
+
+def pack_u64(value: int) -> bytes:
+    """8 bytes, big-endian."""
+    return _U64.pack(value)
+
+
+def unpack_u64(data: bytes) -> int:
+    """Inverse of `pack_u64`."""
+    return int(_U64.unpack(data)[0])
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key that starts with `prefix`."""
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        return b"\xff" * (len(prefix) + 1)  # all-0xff prefix: no finite bound, go past it
+    return stripped[:-1] + bytes([stripped[-1] + 1])
+
+
+def _peer(peer: bytes) -> bytes:
+    if not 0 < len(peer) <= MAX_PEER_ID_BYTES:
+        raise LocalProtocolError(f"peer id of {len(peer)} bytes (1..{MAX_PEER_ID_BYTES})")
+    return bytes([len(peer)]) + peer
+
+
+def peer_prefix(peer: bytes) -> bytes:
+    """The length-prefixed form of a variable-length peer id used inside keys."""
+    return _peer(peer)
+
+
+# --- history ---------------------------------------------------------------------------------
+
+
+def slot(hlc: bytes, sender_device: bytes, seq: int) -> bytes:
+    """hlc(12) | device(32) | seq u64: an event's place within its room, also the cursor form."""
+    return hlc + sender_device + _U64.pack(seq)
+
+
+def history_key(room: bytes, hlc: bytes, sender_device: bytes, seq: int) -> bytes:
+    """room | hlc | sender device | seq: sorts in history order (SPEC §4.5) within a room."""
+    return room + slot(hlc, sender_device, seq)
+
+
+def decode_slot(key: bytes) -> tuple[bytes, bytes]:
+    """Split a history key into (room, in-room slot)."""
+    return key[:ID_BYTES], key[ID_BYTES:]
+
+
+# --- outbox ----------------------------------------------------------------------------------
+
+
+def outbox_queue_key(next_attempt_ms: int, destination: bytes, message_id: bytes) -> bytes:
+    """next_attempt_ms | len | destination | message id: due entries come first."""
+    return _U64.pack(next_attempt_ms) + _peer(destination) + message_id
+
+
+def decode_outbox_queue_key(key: bytes) -> tuple[int, bytes, bytes]:
+    """(next_attempt_ms, destination, message id) of an outbox queue key."""
+    length = key[8]
+    return unpack_u64(key[:8]), key[9 : 9 + length], key[9 + length :]
+
+
+def outbox_message_key(message_id: bytes, destination: bytes) -> bytes:
+    """message id | len | destination: all pending deliveries of one message share a prefix."""
+    return message_id + _peer(destination)
+
+
+# --- relay -----------------------------------------------------------------------------------
+
+
+def relay_message_key(recipient: bytes, arrival: int) -> bytes:
+    """recipient | arrival u64: a recipient's envelopes in arrival order."""
+    return recipient + _U64.pack(arrival)
+
+
+def relay_id_key(recipient: bytes, message_id: bytes) -> bytes:
+    """recipient | message id."""
+    return recipient + message_id
+
+
+def relay_expiry_key(expires_ms: int, recipient: bytes, arrival: int) -> bytes:
+    """expires_ms | recipient | arrival: expired entries come first."""
+    return _U64.pack(expires_ms) + recipient + _U64.pack(arrival)
+
+
+def decode_relay_expiry_key(key: bytes) -> tuple[int, bytes, int]:
+    """(expires_ms, recipient, arrival) of a relay expiry key."""
+    return unpack_u64(key[:8]), key[8 : 8 + ID_BYTES], unpack_u64(key[8 + ID_BYTES :])
+
+
+# --- rooms and conversations -----------------------------------------------------------------
+
+
+def member_key(room: bytes, user: bytes) -> bytes:
+    """room | user (also user | room for the reverse direction)."""
+    return room + user
+
+
+def conversation_key(user: bytes, room: bytes) -> bytes:
+    """user | room."""
+    return user + room
+
+
+def activity_key(user: bytes, hlc: bytes, room: bytes) -> bytes:
+    """user | hlc | room: a reverse scan of the user's prefix lists the latest first."""
+    return user + hlc + room
+
+
+def decode_activity_key(key: bytes) -> tuple[bytes, bytes]:
+    """(hlc, room) of an activity key."""
+    return key[ID_BYTES : ID_BYTES + TIMESTAMP_BYTES], key[ID_BYTES + TIMESTAMP_BYTES :]
+
+
+# --- directory -------------------------------------------------------------------------------
+
+
+def handle_key(handle: str, user: bytes) -> bytes:
+    """handle | 0x00 | user; a handle never contains NUL (checked by the caller)."""
+    return handle.encode("utf-8") + b"\x00" + user
+
+
+def contact_key(owner: bytes, other: bytes) -> bytes:
+    """owner | other (contacts) and recipient | sender (friend requests)."""
+    return owner + other
+
+
+def device_key(user: bytes, device: bytes) -> bytes:
+    """user | device."""
+    return user + device
+
+
+def sync_key(peer: bytes, room: bytes) -> bytes:
+    """len | peer | room."""
+    return _peer(peer) + room
+
+
+def push_key(user: bytes, subscription_id: bytes) -> bytes:
+    """user | subscription id."""
+    return user + subscription_id
+
+
+def blob_name(digest: bytes) -> str:
+    """Relative file name of a media blob: `ab/abcdef...` from its sha-256 hex."""
+    text = digest.hex()
+    return f"{text[:2]}/{text}"

@@ -1,0 +1,86 @@
+"""The ordered key-value layer under the store: what LMDB and the in-memory twin both provide.
+
+The store's logic (`store.py` and its `_txn` helpers) is written once against `KvTxn`, so both
+engines share the key layouts of `keys.py` and behave alike; the contract suite runs on both.
+This is the sawtooth `Database` / `DictDatabase` split (CONVENTIONS §1.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from typing import Protocol, TypeVar
+
+from hearthmesh.protocol.errors import LocalProtocolError
+
+from .keys import Table
+
+__all__ = ["MAX_KEY_BYTES", "KvEngine", "KvTxn", "T", "check_key"]
+
+T = TypeVar("T")
+
+MAX_KEY_BYTES = 511
+"""LMDB's default key size limit; both engines enforce it."""
+
+
+def check_key(key: bytes) -> None:
+    """Keys are 1..MAX_KEY_BYTES bytes in both engines.
+
+    Raises:
+        LocalProtocolError: an empty or over-long key (e.g. a 600-byte handle).
+    """
+    if not 0 < len(key) <= MAX_KEY_BYTES:
+        raise LocalProtocolError(f"key of {len(key)} bytes (1..{MAX_KEY_BYTES})")
+
+
+class KvTxn(Protocol):
+    """One open transaction. Keys and values are `bytes`; tables are `keys.Table`."""
+
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        """The value under `key`, or None."""
+        ...
+
+    def put(self, table: Table, key: bytes, value: bytes) -> None:
+        """Store `value` under `key`, replacing any value."""
+        ...
+
+    def insert(self, table: Table, key: bytes, value: bytes) -> bool:
+        """Store `value` unless `key` exists; True if it was stored."""
+        ...
+
+    def delete(self, table: Table, key: bytes) -> bool:
+        """Remove `key`; True if it existed."""
+        ...
+
+    def scan(
+        self, table: Table, start: bytes, end: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Items with `start <= key < end`, ascending (or descending with `reverse`).
+
+        Do not write to `table` while a scan of it is being consumed: collect first.
+        """
+        ...
+
+
+class KvEngine(Protocol):
+    """Opens transactions. Writes are serialised; a write is all-or-nothing."""
+
+    @property
+    def where(self) -> str:
+        """The path (or `:memory:`) that error messages name."""
+        ...
+
+    def read(self) -> AbstractContextManager[KvTxn]:
+        """A read-only snapshot for the duration of the `with` block."""
+        ...
+
+    def write(self, fn: Callable[[KvTxn], T]) -> T:
+        """Run `fn` in one write transaction and commit it; `fn` may be run again on retry.
+
+        Returns only after the commit is durable. If `fn` raises, nothing is written.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the engine; idempotent."""
+        ...

@@ -1,0 +1,152 @@
+"""The in-memory twin: the same store over sorted Python lists, for fast unit tests.
+
+It keeps LMDB's semantics that the store relies on: ordered byte keys, all-or-nothing write
+transactions (an undo log rolls back a failed one), the 511-byte key limit, and a clean error
+after close. It holds nothing across restarts.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+from hearthmesh.protocol.errors import LocalProtocolError, StorageError
+
+from .api import DEFAULT_RELAY_QUOTA, RelayQuota
+from .blobs import MemoryBlobs
+from .keys import Table
+from .kv import KvTxn, T, check_key
+from .store import KvStore
+
+__all__ = ["MemoryEngine", "MemoryStore"]
+
+
+class _Table:
+    __slots__ = ("data", "keys")
+
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.data: dict[bytes, bytes] = {}
+
+
+_Undo = list[tuple[_Table, bytes, bytes | None]]
+
+
+class _MemoryTxn:
+    """A transaction over the tables; writes are recorded in `undo` (None: read-only)."""
+
+    def __init__(self, tables: dict[Table, _Table], undo: _Undo | None) -> None:
+        self._tables = tables
+        self._undo = undo
+
+    def _writable(self, table: Table, key: bytes) -> tuple[_Table, _Undo]:
+        if self._undo is None:
+            raise LocalProtocolError("write in a read-only transaction")
+        check_key(key)
+        return self._tables[table], self._undo
+
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        return self._tables[table].data.get(key)
+
+    def put(self, table: Table, key: bytes, value: bytes) -> None:
+        t, undo = self._writable(table, key)
+        old = t.data.get(key)
+        undo.append((t, key, old))
+        if old is None:
+            bisect.insort(t.keys, key)
+        t.data[key] = bytes(value)
+
+    def insert(self, table: Table, key: bytes, value: bytes) -> bool:
+        if key in self._tables[table].data:
+            return False
+        self.put(table, key, value)
+        return True
+
+    def delete(self, table: Table, key: bytes) -> bool:
+        t, undo = self._writable(table, key)
+        old = t.data.pop(key, None)
+        if old is None:
+            return False
+        undo.append((t, key, old))
+        del t.keys[bisect.bisect_left(t.keys, key)]
+        return True
+
+    def scan(
+        self, table: Table, start: bytes, end: bytes, *, reverse: bool = False
+    ) -> Iterator[tuple[bytes, bytes]]:
+        # Re-bisect from the last key on every step, so writes between steps cannot skip keys.
+        t = self._tables[table]
+        if reverse:
+            i = bisect.bisect_left(t.keys, end) - 1
+            while i >= 0 and (key := t.keys[i]) >= start:
+                yield key, t.data[key]
+                i = bisect.bisect_left(t.keys, key) - 1
+        else:
+            i = bisect.bisect_left(t.keys, start)
+            while i < len(t.keys) and (key := t.keys[i]) < end:
+                yield key, t.data[key]
+                i = bisect.bisect_right(t.keys, key)
+
+
+def _undo(undo: _Undo) -> None:
+    for t, key, old in reversed(undo):
+        if old is None:
+            del t.data[key]
+            del t.keys[bisect.bisect_left(t.keys, key)]
+        else:
+            if key not in t.data:
+                bisect.insort(t.keys, key)
+            t.data[key] = old
+
+
+class MemoryEngine:
+    """Sorted in-memory tables with all-or-nothing writes (the `KvEngine` of the twin)."""
+
+    def __init__(self) -> None:
+        self._tables: dict[Table, _Table] | None = {table: _Table() for table in Table}
+        self._writing = False
+
+    @property
+    def where(self) -> str:
+        """Always `:memory:`."""
+        return ":memory:"
+
+    def _open_tables(self) -> dict[Table, _Table]:
+        if self._tables is None:
+            raise StorageError("store :memory: is closed")
+        return self._tables
+
+    def read(self) -> AbstractContextManager[KvTxn]:
+        """A read transaction (the twin is single-threaded, so it sees the latest state)."""
+        return self._read()
+
+    @contextmanager
+    def _read(self) -> Iterator[KvTxn]:
+        yield _MemoryTxn(self._open_tables(), None)
+
+    def write(self, fn: Callable[[KvTxn], T]) -> T:
+        """Run `fn`; if it raises, every change it made is undone."""
+        tables = self._open_tables()
+        if self._writing:
+            raise LocalProtocolError("nested write transaction")
+        undo: _Undo = []
+        self._writing = True
+        try:
+            return fn(_MemoryTxn(tables, undo))
+        except BaseException:
+            _undo(undo)
+            raise
+        finally:
+            self._writing = False
+
+    def close(self) -> None:
+        """Drop everything; idempotent."""
+        self._tables = None
+
+
+class MemoryStore(KvStore):
+    """The whole `api.Store` in memory."""
+
+    def __init__(self, *, relay_quota: RelayQuota = DEFAULT_RELAY_QUOTA) -> None:
+        super().__init__(MemoryEngine(), MemoryBlobs(), relay_quota=relay_quota)

@@ -1,0 +1,365 @@
+"""`KvStore`: the `api.Store` protocol over any `KvEngine`, one transaction per public method.
+
+`LmdbStore` and `MemoryStore` are this class over their engines; the logic lives in the `_txn`
+helpers of `append`, `history`, `outbox`, `relay`, `rooms` and `directory`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Self
+
+from hearthmesh.protocol.envelope import Envelope, RoomId
+from hearthmesh.protocol.errors import LocalProtocolError, StorageError
+from hearthmesh.protocol.identity import UserId
+
+from . import directory, history, outbox, relay, rooms
+from .api import (
+    DEFAULT_RELAY_QUOTA,
+    RETENTION_MS,
+    RETENTION_SETTING,
+    AppendRequest,
+    AppendResult,
+    Contact,
+    ConversationPage,
+    Cursor,
+    DeliveryStatus,
+    DeviceRecord,
+    Direction,
+    FriendRequest,
+    HistoryPage,
+    MediaInfo,
+    Member,
+    OutboxEntry,
+    Profile,
+    PurgeReport,
+    PushSubscription,
+    RelayEntry,
+    RelayQuota,
+    RelayUsage,
+    StatusRecord,
+    StoredEvent,
+)
+from .append import append_batch_txn, check_appendable
+from .blobs import BlobStore
+from .keys import Table, contact_key, push_key
+from .kv import KvEngine, KvTxn
+
+__all__ = ["KvStore"]
+
+
+class KvStore:
+    """Everything a node persists, over an ordered key-value engine (see `api.Store`)."""
+
+    def __init__(
+        self, engine: KvEngine, blobs: BlobStore, *, relay_quota: RelayQuota = DEFAULT_RELAY_QUOTA
+    ) -> None:
+        self._engine = engine
+        self._blobs = blobs
+        self._relay_quota = relay_quota
+
+    @property
+    def where(self) -> str:
+        """The store's path (or `:memory:`)."""
+        return self._engine.where
+
+    # --- history -------------------------------------------------------------------------
+
+    def append(self, request: AppendRequest) -> AppendResult:
+        """Store one event and enqueue its outbox entries in one transaction."""
+        return self.append_many([request])[0]
+
+    def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        """Store many events in one transaction (group commit); durable when this returns."""
+        for request in requests:
+            check_appendable(request)
+        if not requests:
+            return []
+        return self._engine.write(lambda txn: append_batch_txn(txn, requests))
+
+    def get_event(self, message_id: bytes) -> StoredEvent | None:
+        """The stored event with this id."""
+        with self._engine.read() as txn:
+            return history.get_event_txn(txn, message_id)
+
+    def page_history(
+        self, room: bytes, *, direction: Direction, cursor: Cursor | None = None, limit: int = 50
+    ) -> HistoryPage:
+        """Up to `limit` events of `room` beyond `cursor` in `direction`, oldest first."""
+        with self._engine.read() as txn:
+            return history.page_history_txn(
+                txn, room, direction=direction, cursor=cursor, limit=limit
+            )
+
+    def set_status(
+        self, message_id: bytes, recipient: bytes, status: DeliveryStatus, *, now_ms: int
+    ) -> bool:
+        """Raise a recipient's status of a stored message."""
+        return self._engine.write(
+            lambda txn: history.set_status_txn(txn, message_id, recipient, status, now_ms)
+        )
+
+    def statuses(self, message_id: bytes) -> list[StatusRecord]:
+        """Every recipient's status of one message."""
+        with self._engine.read() as txn:
+            return history.statuses_txn(txn, message_id)
+
+    # --- outbox --------------------------------------------------------------------------
+
+    def enqueue(self, destination: bytes, message_id: bytes, *, next_attempt_ms: int) -> bool:
+        """Add a delivery of a stored message; False if already pending."""
+        return self._engine.write(
+            lambda txn: outbox.enqueue_txn(txn, destination, message_id, next_attempt_ms)
+        )
+
+    def take_due(self, *, now_ms: int, limit: int, lease_ms: int) -> list[OutboxEntry]:
+        """Hand out due entries, counting an attempt and leasing each for `lease_ms`."""
+        return self._engine.write(lambda txn: outbox.take_due_txn(txn, now_ms, limit, lease_ms))
+
+    def ack(self, destination: bytes, message_id: bytes) -> bool:
+        """Remove a delivered entry."""
+        return self._engine.write(lambda txn: outbox.ack_txn(txn, destination, message_id))
+
+    def reschedule(
+        self, destination: bytes, message_id: bytes, *, next_attempt_ms: int, error: str | None
+    ) -> bool:
+        """Move an entry to `next_attempt_ms` with its last error."""
+        return self._engine.write(
+            lambda txn: outbox.reschedule_txn(txn, destination, message_id, next_attempt_ms, error)
+        )
+
+    # --- relay ---------------------------------------------------------------------------
+
+    def relay_put(self, recipient: bytes, envelope: Envelope, *, now_ms: int, ttl_ms: int) -> bool:
+        """Hold an envelope for another user's home node; raises QuotaExceeded over quota."""
+        return self._engine.write(
+            lambda txn: relay.relay_put_txn(
+                txn, recipient, envelope, now_ms=now_ms, ttl_ms=ttl_ms, quota=self._relay_quota
+            )
+        )
+
+    def relay_take(self, recipient: bytes, *, now_ms: int, limit: int) -> list[RelayEntry]:
+        """The oldest unexpired envelopes held for `recipient`."""
+        with self._engine.read() as txn:
+            return relay.relay_take_txn(txn, recipient, now_ms=now_ms, limit=limit)
+
+    def relay_ack(self, recipient: bytes, message_ids: Sequence[bytes]) -> int:
+        """Drop delivered envelopes."""
+        return self._engine.write(lambda txn: relay.relay_ack_txn(txn, recipient, message_ids))
+
+    def relay_usage(self, recipient: bytes) -> RelayUsage:
+        """Count and bytes held for `recipient`."""
+        with self._engine.read() as txn:
+            return relay.relay_usage_txn(txn, recipient)
+
+    # --- rooms and conversations ---------------------------------------------------------
+
+    def add_member(self, room: bytes, user: bytes, *, role: int, local: bool, now_ms: int) -> None:
+        """Add or update a member in both directions."""
+        self._engine.write(
+            lambda txn: rooms.add_member_txn(txn, room, user, role=role, local=local, now_ms=now_ms)
+        )
+
+    def remove_member(self, room: bytes, user: bytes) -> bool:
+        """Remove a member from both directions."""
+        return self._engine.write(lambda txn: rooms.remove_member_txn(txn, room, user))
+
+    def members(self, room: bytes) -> list[Member]:
+        """Members of `room`."""
+        with self._engine.read() as txn:
+            return rooms.members_txn(txn, room)
+
+    def rooms_of(self, user: bytes) -> list[RoomId]:
+        """Rooms `user` belongs to."""
+        with self._engine.read() as txn:
+            return rooms.rooms_of_txn(txn, user)
+
+    def open_conversation(self, user: bytes, room: bytes, *, now_ms: int) -> None:
+        """List `room` for `user`."""
+        self._engine.write(lambda txn: rooms.open_conversation_txn(txn, user, room, now_ms=now_ms))
+
+    def conversations(
+        self, user: bytes, *, page_size: int, page_number: int = 1
+    ) -> ConversationPage:
+        """A page of `user`'s conversations, latest activity first."""
+        with self._engine.read() as txn:
+            return rooms.conversations_txn(txn, user, page_size=page_size, page_number=page_number)
+
+    def delete_conversation(self, user: bytes, room: bytes) -> bool:
+        """Unlist `room` for `user`."""
+        return self._engine.write(lambda txn: rooms.delete_conversation_txn(txn, user, room))
+
+    # --- users, contacts, devices, push --------------------------------------------------
+
+    def put_profile(self, profile: Profile) -> None:
+        """Store or replace a profile."""
+        self._engine.write(lambda txn: directory.put_profile_txn(txn, profile))
+
+    def get_profile(self, user: bytes) -> Profile | None:
+        """The stored profile of `user`."""
+        with self._engine.read() as txn:
+            return directory.get_profile_txn(txn, user)
+
+    def find_handle(self, handle: str) -> list[UserId]:
+        """Users whose profile carries `handle`."""
+        with self._engine.read() as txn:
+            return directory.find_handle_txn(txn, handle)
+
+    def add_contact(self, owner: bytes, contact: bytes, *, now_ms: int) -> None:
+        """Put `contact` on `owner`'s list."""
+        self._engine.write(lambda txn: directory.add_contact_txn(txn, owner, contact, now_ms))
+
+    def remove_contact(self, owner: bytes, contact: bytes) -> bool:
+        """Take `contact` off `owner`'s list."""
+        return self._engine.write(
+            lambda txn: txn.delete(Table.CONTACTS, contact_key(owner, contact))
+        )
+
+    def contacts(self, owner: bytes) -> list[Contact]:
+        """`owner`'s contacts."""
+        with self._engine.read() as txn:
+            return directory.contacts_txn(txn, owner)
+
+    def put_friend_request(self, request: FriendRequest) -> bool:
+        """Record a pending friend request."""
+        return self._engine.write(lambda txn: directory.put_friend_request_txn(txn, request))
+
+    def friend_requests(self, recipient: bytes) -> list[FriendRequest]:
+        """Requests pending for `recipient`."""
+        with self._engine.read() as txn:
+            return directory.friend_requests_txn(txn, recipient)
+
+    def accept_friend_request(self, sender: bytes, recipient: bytes, *, now_ms: int) -> bool:
+        """Drop the request and make both users contacts."""
+        return self._engine.write(
+            lambda txn: directory.accept_friend_request_txn(txn, sender, recipient, now_ms)
+        )
+
+    def delete_friend_request(self, sender: bytes, recipient: bytes) -> bool:
+        """Decline or withdraw a request."""
+        return self._engine.write(
+            lambda txn: txn.delete(Table.FRIEND_REQUESTS, contact_key(recipient, sender))
+        )
+
+    def put_device(self, record: DeviceRecord) -> None:
+        """Store or replace a device."""
+        self._engine.write(lambda txn: directory.put_device_txn(txn, record))
+
+    def devices(self, user: bytes) -> list[DeviceRecord]:
+        """A user's devices."""
+        with self._engine.read() as txn:
+            return directory.devices_txn(txn, user)
+
+    def device_owner(self, device: bytes) -> UserId | None:
+        """The user a device belongs to."""
+        with self._engine.read() as txn:
+            return directory.device_owner_txn(txn, device)
+
+    def put_push_subscription(self, subscription: PushSubscription) -> None:
+        """Store or replace a push subscription."""
+        self._engine.write(lambda txn: directory.put_push_txn(txn, subscription))
+
+    def push_subscriptions(self, user: bytes) -> list[PushSubscription]:
+        """A user's push subscriptions."""
+        with self._engine.read() as txn:
+            return directory.push_subscriptions_txn(txn, user)
+
+    def delete_push_subscription(self, user: bytes, subscription_id: bytes) -> bool:
+        """Forget a push subscription."""
+        return self._engine.write(
+            lambda txn: txn.delete(Table.PUSH, push_key(user, subscription_id))
+        )
+
+    # --- sync state, settings ------------------------------------------------------------
+
+    def get_sync_state(self, peer: bytes, room: bytes) -> bytes | None:
+        """The stored sync state of (peer, room)."""
+        with self._engine.read() as txn:
+            return txn.get(Table.SYNC, directory.sync_state_key(peer, room))
+
+    def set_sync_state(self, peer: bytes, room: bytes, state: bytes) -> None:
+        """Replace the sync state of (peer, room)."""
+        key = directory.sync_state_key(peer, room)
+        self._engine.write(lambda txn: txn.put(Table.SYNC, key, state))
+
+    def get_setting(self, name: str) -> bytes | None:
+        """A stored setting."""
+        with self._engine.read() as txn:
+            return txn.get(Table.SETTINGS, directory.setting_key(name))
+
+    def set_setting(self, name: str, value: bytes) -> None:
+        """Store a setting."""
+        key = directory.setting_key(name)
+        self._engine.write(lambda txn: txn.put(Table.SETTINGS, key, value))
+
+    # --- media ---------------------------------------------------------------------------
+
+    def put_media(self, data: bytes, *, content_type: str, now_ms: int) -> MediaInfo:
+        """Write the blob file first, then commit its metadata (idempotent)."""
+        digest = hashlib.sha256(data).digest()
+        self._blobs.write(digest, data)
+        info = MediaInfo(
+            digest=digest, size=len(data), content_type=content_type, created_ms=now_ms
+        )
+        return self._engine.write(lambda txn: directory.put_media_txn(txn, info))
+
+    def media_info(self, digest: bytes) -> MediaInfo | None:
+        """Metadata of a stored blob."""
+        with self._engine.read() as txn:
+            return directory.media_info_txn(txn, digest)
+
+    def read_media(self, digest: bytes) -> bytes | None:
+        """A stored blob's content, verified against its digest."""
+        if self.media_info(digest) is None:
+            return None
+        data = self._blobs.read(digest)
+        if data is None:
+            raise StorageError(f"media {digest.hex()} has metadata but no blob in {self.where}")
+        return data
+
+    def delete_media(self, digest: bytes) -> bool:
+        """Drop the metadata (one transaction), then the file."""
+        existed = self._engine.write(lambda txn: txn.delete(Table.MEDIA, digest))
+        self._blobs.delete(digest)
+        return existed
+
+    # --- maintenance ---------------------------------------------------------------------
+
+    def purge(
+        self, *, now_ms: int, retention_ms: int | None = None, limit: int = 10_000
+    ) -> PurgeReport:
+        """Remove old events (never those the outbox still needs) and expired relay entries."""
+        if limit < 1:
+            raise LocalProtocolError(f"purge limit must be >= 1, got {limit}")
+
+        def purge_txn(txn: KvTxn) -> PurgeReport:
+            keep_ms = retention_ms if retention_ms is not None else _retention_txn(txn)
+            events, kept = history.purge_events_txn(txn, now_ms - keep_ms, limit)
+            dropped = relay.purge_relay_txn(txn, now_ms, limit)
+            return PurgeReport(events=events, relay_entries=dropped, kept_for_outbox=kept)
+
+        return self._engine.write(purge_txn)
+
+    def close(self) -> None:
+        """Release the engine; idempotent."""
+        self._engine.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _retention_txn(txn: KvTxn) -> int:
+    key = directory.setting_key(RETENTION_SETTING)
+    value = txn.get(Table.SETTINGS, key)
+    if value is None:
+        return RETENTION_MS
+    try:
+        return int(value.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise StorageError(
+            f"setting {RETENTION_SETTING} is not a decimal number of ms: {value!r}"
+        ) from None

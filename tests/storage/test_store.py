@@ -1,0 +1,445 @@
+"""The storage contract: every test runs on the in-memory twin and on LMDB (`store` fixture)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hearthmesh.protocol.envelope import Kind
+from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, StorageError
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.storage.api import (
+    RETENTION_MS,
+    RETENTION_SETTING,
+    AppendRequest,
+    AppendResult,
+    Cursor,
+    DeliveryStatus,
+    Direction,
+    StoredEvent,
+)
+from hearthmesh.storage.store import KvStore
+
+from .helpers import ROOM_A, ROOM_B, USER_A, USER_B, make_envelope
+
+DEST_1 = b"peer-one"
+DEST_2 = b"peer-two"
+
+
+def ids(events: tuple[StoredEvent, ...] | list[StoredEvent]) -> list[bytes]:
+    return [e.envelope.message_id for e in events]
+
+
+# --- append and dedupe ---------------------------------------------------------------------
+
+
+def test_append_then_duplicate_changes_nothing(store: KvStore) -> None:
+    store.add_member(ROOM_A, USER_A, role=0, local=True, now_ms=10)
+    env = make_envelope(wall_ms=500)
+    request = AppendRequest(envelope=env, outbox_to=(DEST_1,), next_attempt_ms=100)
+    assert store.append(request) is AppendResult.STORED
+    before = store.conversations(USER_A, page_size=10)
+    assert store.append(request) is AppendResult.DUPLICATE
+    assert store.append(AppendRequest(envelope=env, outbox_to=(DEST_2,))) is AppendResult.DUPLICATE
+    assert store.conversations(USER_A, page_size=10) == before
+    taken = store.take_due(now_ms=10**9, limit=10, lease_ms=1)
+    assert [(e.destination, e.message_id) for e in taken] == [(DEST_1, env.message_id)]
+    stored = store.get_event(env.message_id)
+    assert stored is not None
+    assert stored.envelope == env
+    assert stored.envelope.wire == env.wire
+
+
+def test_conflicting_slot_is_reported_and_not_stored(store: KvStore) -> None:
+    first = make_envelope(body=b"one")
+    second = make_envelope(body=b"two")  # same room, hlc, device, seq; another id
+    assert store.append(AppendRequest(envelope=first)) is AppendResult.STORED
+    assert store.append(AppendRequest(envelope=second, outbox_to=(DEST_1,))) is (
+        AppendResult.CONFLICT
+    )
+    assert store.get_event(second.message_id) is None
+    assert store.take_due(now_ms=10**9, limit=10, lease_ms=1) == []
+    page = store.page_history(ROOM_A, direction=Direction.FORWARD)
+    assert ids(page.events) == [first.message_id]
+
+
+def test_ephemeral_kinds_are_never_stored(store: KvStore) -> None:
+    with pytest.raises(LocalProtocolError):
+        store.append(AppendRequest(envelope=make_envelope(kind=Kind.TYPING)))
+
+
+def test_append_many_is_one_transaction_with_results_in_order(store: KvStore) -> None:
+    a, b = make_envelope(seq=1), make_envelope(seq=2, wall_ms=1_001)
+    results = store.append_many(
+        [AppendRequest(envelope=a), AppendRequest(envelope=b), AppendRequest(envelope=a)]
+    )
+    assert results == [AppendResult.STORED, AppendResult.STORED, AppendResult.DUPLICATE]
+
+
+def test_failed_write_changes_nothing(store: KvStore) -> None:
+    good = make_envelope(seq=1)
+    bad = AppendRequest(envelope=make_envelope(seq=2, wall_ms=2_000), outbox_to=(b"",))
+    with pytest.raises(LocalProtocolError):
+        store.append_many([AppendRequest(envelope=good, outbox_to=(DEST_1,)), bad])
+    assert store.get_event(good.message_id) is None
+    assert store.take_due(now_ms=10**9, limit=10, lease_ms=1) == []
+    assert store.append(AppendRequest(envelope=good)) is AppendResult.STORED
+
+
+# --- history pages -------------------------------------------------------------------------
+
+
+def _fill(store: KvStore) -> list[bytes]:
+    """25 events in ROOM_A (two devices sharing wall times) and noise in ROOM_B."""
+    envelopes = []
+    for i in range(25):
+        envelopes.append(make_envelope(seq=i + 1, wall_ms=1_000 + i // 2, device_index=1 + i % 2))
+    store.append_many([AppendRequest(envelope=e) for e in reversed(envelopes)])
+    store.append(AppendRequest(envelope=make_envelope(ROOM_B, wall_ms=1_005)))
+    ordered = sorted(envelopes, key=lambda e: e.order_key)
+    return [e.message_id for e in ordered]
+
+
+@pytest.mark.parametrize("direction", [Direction.FORWARD, Direction.BACKWARD])
+def test_pages_walk_the_whole_room_in_history_order(store: KvStore, direction: Direction) -> None:
+    expected = _fill(store)
+    seen: list[list[bytes]] = []
+    cursor: Cursor | None = None
+    while True:
+        page = store.page_history(ROOM_A, direction=direction, cursor=cursor, limit=10)
+        seen.append(ids(page.events))
+        if page.next is None:
+            break
+        cursor = page.next
+    if direction is Direction.BACKWARD:
+        seen.reverse()
+    assert [len(p) for p in seen] == (
+        [5, 10, 10] if direction is Direction.BACKWARD else [10, 10, 5]
+    )
+    assert [m for p in seen for m in p] == expected
+
+
+def test_page_from_an_event_cursor_is_exclusive(store: KvStore) -> None:
+    expected = _fill(store)
+    middle = store.get_event(expected[12])
+    assert middle is not None
+    after = store.page_history(ROOM_A, direction=Direction.FORWARD, cursor=middle.cursor, limit=3)
+    before = store.page_history(ROOM_A, direction=Direction.BACKWARD, cursor=middle.cursor, limit=3)
+    assert ids(after.events) == expected[13:16]
+    assert ids(before.events) == expected[9:12]
+
+
+def test_empty_room_and_bad_page_arguments(store: KvStore) -> None:
+    page = store.page_history(ROOM_B, direction=Direction.BACKWARD)
+    assert page.events == () and page.next is None
+    with pytest.raises(MalformedMessage):
+        store.page_history(ROOM_A, direction=Direction.FORWARD, cursor=Cursor(b"nope"))
+    with pytest.raises(LocalProtocolError):
+        store.page_history(ROOM_A, direction=Direction.FORWARD, limit=0)
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+def test_status_only_moves_forward(store: KvStore) -> None:
+    env = make_envelope()
+    store.append(AppendRequest(envelope=env))
+    mid = env.message_id
+    assert store.set_status(mid, USER_B, DeliveryStatus.DELIVERED, now_ms=5)
+    assert not store.set_status(mid, USER_B, DeliveryStatus.SENT, now_ms=6)
+    assert store.set_status(mid, USER_B, DeliveryStatus.READ, now_ms=7)
+    assert store.set_status(mid, USER_A, DeliveryStatus.SENT, now_ms=8)
+    assert [(s.recipient, s.status, s.updated_ms) for s in store.statuses(mid)] == [
+        (USER_A, DeliveryStatus.SENT, 8),
+        (USER_B, DeliveryStatus.READ, 7),
+    ]
+    assert not store.set_status(b"\x00" * 32, USER_B, DeliveryStatus.READ, now_ms=9)
+
+
+# --- outbox --------------------------------------------------------------------------------
+
+
+def test_outbox_take_lease_ack_reschedule(store: KvStore) -> None:
+    a, b = make_envelope(seq=1), make_envelope(seq=2, wall_ms=1_001)
+    store.append(AppendRequest(envelope=a, outbox_to=(DEST_1, DEST_2), next_attempt_ms=100))
+    store.append(AppendRequest(envelope=b, outbox_to=(DEST_1,), next_attempt_ms=50))
+    assert store.take_due(now_ms=49, limit=10, lease_ms=1_000) == []
+    first = store.take_due(now_ms=100, limit=2, lease_ms=1_000)
+    assert [(e.message_id, e.destination) for e in first] == [
+        (b.message_id, DEST_1),
+        (a.message_id, DEST_1),
+    ]
+    assert all(e.attempts == 1 and e.next_attempt_ms == 1_100 for e in first)
+    assert first[0].wire == b.wire
+    rest = store.take_due(now_ms=100, limit=10, lease_ms=1_000)
+    assert [(e.message_id, e.destination) for e in rest] == [(a.message_id, DEST_2)]
+    assert store.ack(DEST_1, b.message_id)
+    assert not store.ack(DEST_1, b.message_id)
+    assert store.reschedule(DEST_1, a.message_id, next_attempt_ms=300, error="unreachable")
+    assert not store.reschedule(DEST_1, b.message_id, next_attempt_ms=300, error=None)
+    again = store.take_due(now_ms=300, limit=10, lease_ms=10)
+    assert [(e.destination, e.attempts, e.last_error) for e in again] == [
+        (DEST_1, 2, "unreachable")
+    ]
+    leased_out = store.take_due(now_ms=1_100, limit=10, lease_ms=10)
+    assert [(e.destination, e.attempts) for e in leased_out] == [(DEST_1, 3), (DEST_2, 2)]
+
+
+def test_enqueue_refers_to_stored_messages_only(store: KvStore) -> None:
+    env = make_envelope()
+    with pytest.raises(LocalProtocolError):
+        store.enqueue(DEST_1, env.message_id, next_attempt_ms=0)
+    store.append(AppendRequest(envelope=env))
+    assert store.enqueue(DEST_1, env.message_id, next_attempt_ms=0)
+    assert not store.enqueue(DEST_1, env.message_id, next_attempt_ms=5)
+    assert len(store.take_due(now_ms=0, limit=10, lease_ms=1)) == 1
+
+
+# --- relay inbox ---------------------------------------------------------------------------
+
+
+def test_relay_put_take_ack(store: KvStore) -> None:
+    a, b = make_envelope(seq=1), make_envelope(seq=2, wall_ms=1_001)
+    assert store.relay_put(USER_B, a, now_ms=0, ttl_ms=100)
+    assert store.relay_put(USER_B, b, now_ms=1, ttl_ms=100)
+    assert not store.relay_put(USER_B, a, now_ms=2, ttl_ms=100)
+    taken = store.relay_take(USER_B, now_ms=50, limit=10)
+    assert [(e.message_id, e.wire, e.expires_ms) for e in taken] == [
+        (a.message_id, a.wire, 100),
+        (b.message_id, b.wire, 101),
+    ]
+    assert store.relay_take(USER_A, now_ms=50, limit=10) == []
+    assert store.relay_ack(USER_B, [a.message_id, b"\x00" * 32]) == 1
+    assert [e.message_id for e in store.relay_take(USER_B, now_ms=50, limit=10)] == [b.message_id]
+    usage = store.relay_usage(USER_B)
+    assert (usage.count, usage.bytes) == (1, len(b.wire))
+
+
+def test_relay_quota_refuses_and_drops_nothing(store: KvStore) -> None:
+    from hearthmesh.protocol.errors import QuotaExceeded
+
+    held = [make_envelope(seq=i, wall_ms=1_000 + i) for i in range(1, 4)]
+    for env in held:
+        store.relay_put(USER_B, env, now_ms=0, ttl_ms=1_000)
+    with pytest.raises(QuotaExceeded, match=USER_B.hex()):
+        store.relay_put(USER_B, make_envelope(seq=9, wall_ms=2_000), now_ms=0, ttl_ms=1_000)
+    assert [e.message_id for e in store.relay_take(USER_B, now_ms=0, limit=10)] == [
+        e.message_id for e in held
+    ]
+    big = make_envelope(body=b"x" * 5_000)
+    with pytest.raises(QuotaExceeded):
+        store.relay_put(USER_A, big, now_ms=0, ttl_ms=1_000)
+    assert store.relay_usage(USER_A).count == 0
+
+
+def test_relay_entries_expire(store: KvStore) -> None:
+    a, b = make_envelope(seq=1), make_envelope(seq=2, wall_ms=1_001)
+    store.relay_put(USER_B, a, now_ms=0, ttl_ms=10)
+    store.relay_put(USER_B, b, now_ms=0, ttl_ms=1_000)
+    assert [e.message_id for e in store.relay_take(USER_B, now_ms=10, limit=5)] == [b.message_id]
+    report = store.purge(now_ms=10, retention_ms=10**12)
+    assert report.relay_entries == 1
+    assert store.relay_usage(USER_B).count == 1
+    assert store.relay_put(USER_B, a, now_ms=20, ttl_ms=10)
+
+
+# --- rooms and conversations ---------------------------------------------------------------
+
+
+def test_members_in_both_directions(store: KvStore) -> None:
+    store.add_member(ROOM_A, USER_A, role=2, local=True, now_ms=1)
+    store.add_member(ROOM_A, USER_B, role=0, local=False, now_ms=2)
+    store.add_member(ROOM_B, USER_B, role=0, local=False, now_ms=3)
+    assert [(m.user, m.role, m.joined_ms, m.local) for m in store.members(ROOM_A)] == [
+        (USER_A, 2, 1, True),
+        (USER_B, 0, 2, False),
+    ]
+    assert store.rooms_of(USER_B) == [ROOM_A, ROOM_B]
+    assert store.remove_member(ROOM_A, USER_B)
+    assert not store.remove_member(ROOM_A, USER_B)
+    assert store.rooms_of(USER_B) == [ROOM_B]
+    assert [c.room for c in store.conversations(USER_A, page_size=5).items] == [ROOM_A]
+    assert store.conversations(USER_B, page_size=5).items == ()
+
+
+def test_conversations_follow_latest_activity_and_page(store: KvStore) -> None:
+    rooms = [bytes([i]) * 32 for i in range(1, 8)]
+    for i, room in enumerate(rooms):
+        store.add_member(room, USER_A, role=0, local=True, now_ms=100 + i)
+    # A message in rooms[2] makes it the most recent; an older backfill does not lower it.
+    latest = make_envelope(rooms[2], wall_ms=5_000)
+    store.append(AppendRequest(envelope=latest))
+    store.append(AppendRequest(envelope=make_envelope(rooms[2], wall_ms=50, seq=2)))
+    first = store.conversations(USER_A, page_size=3, page_number=1)
+    assert [c.room for c in first.items] == [rooms[2], rooms[6], rooms[5]]
+    assert first.has_more
+    assert first.items[0].latest is not None
+    assert first.items[0].latest.envelope.message_id == latest.message_id
+    assert first.items[0].latest_activity == Timestamp(5_000, 0)
+    assert first.items[1].latest is None
+    third = store.conversations(USER_A, page_size=3, page_number=3)
+    assert [c.room for c in third.items] == [rooms[0]] and not third.has_more
+    assert store.conversations(USER_A, page_size=3, page_number=4).items == ()
+    with pytest.raises(LocalProtocolError):
+        store.conversations(USER_A, page_size=0)
+
+
+def test_delete_conversation_until_the_next_event(store: KvStore) -> None:
+    store.add_member(ROOM_A, USER_A, role=0, local=True, now_ms=1)
+    store.open_conversation(USER_B, ROOM_B, now_ms=2)
+    assert store.delete_conversation(USER_A, ROOM_A)
+    assert not store.delete_conversation(USER_A, ROOM_A)
+    assert store.conversations(USER_A, page_size=5).items == ()
+    store.append(AppendRequest(envelope=make_envelope(ROOM_A, wall_ms=9_000)))
+    assert [c.room for c in store.conversations(USER_A, page_size=5).items] == [ROOM_A]
+    assert [c.room for c in store.conversations(USER_B, page_size=5).items] == [ROOM_B]
+
+
+# --- users, contacts, devices, push, sync, settings, media ---------------------------------
+
+
+def test_profiles_and_handles(store: KvStore) -> None:
+    from hearthmesh.storage.api import Profile
+
+    profile = Profile(
+        user=USER_A, handle="ann", display_name="Ann", avatar=None, bio="hi", updated_ms=1
+    )
+    store.put_profile(profile)
+    store.put_profile(
+        Profile(
+            user=USER_B, handle="ann", display_name="B", avatar=b"\x01" * 32, bio="", updated_ms=2
+        )
+    )
+    assert store.get_profile(USER_A) == profile
+    assert store.find_handle("ann") == [USER_A, USER_B]
+    store.put_profile(
+        Profile(user=USER_A, handle="annie", display_name="Ann", avatar=None, bio="", updated_ms=3)
+    )
+    assert store.find_handle("ann") == [USER_B]
+    assert store.find_handle("annie") == [USER_A]
+    assert store.get_profile(b"\x00" * 32) is None
+    with pytest.raises(LocalProtocolError):
+        store.put_profile(
+            Profile(
+                user=USER_A, handle="a" * 600, display_name="", avatar=None, bio="", updated_ms=4
+            )
+        )
+
+
+def test_contacts_and_friend_requests(store: KvStore) -> None:
+    from hearthmesh.storage.api import FriendRequest
+
+    request = FriendRequest(sender=USER_A, recipient=USER_B, created_ms=5, note="hi")
+    assert store.put_friend_request(request)
+    assert not store.put_friend_request(request)
+    assert store.friend_requests(USER_B) == [request]
+    assert store.accept_friend_request(USER_A, USER_B, now_ms=9)
+    assert not store.accept_friend_request(USER_A, USER_B, now_ms=9)
+    assert store.friend_requests(USER_B) == []
+    assert [(c.contact, c.added_ms) for c in store.contacts(USER_A)] == [(USER_B, 9)]
+    assert [(c.contact, c.added_ms) for c in store.contacts(USER_B)] == [(USER_A, 9)]
+    assert store.remove_contact(USER_A, USER_B)
+    assert store.contacts(USER_A) == []
+    store.put_friend_request(request)
+    assert store.delete_friend_request(USER_A, USER_B)
+    assert store.friend_requests(USER_B) == []
+
+
+def test_devices_push_sync_settings(store: KvStore) -> None:
+    from hearthmesh.storage.api import NODE_KEY_SETTING, DeviceRecord, PushSubscription
+
+    record = DeviceRecord(
+        user=USER_A,
+        device=b"\x0d" * 32,
+        certificate=b"cert",
+        e2ee_identity_key=b"k" * 32,
+        added_ms=1,
+        revoked_ms=None,
+    )
+    store.put_device(record)
+    assert store.devices(USER_A) == [record]
+    assert store.device_owner(b"\x0d" * 32) == USER_A
+    with pytest.raises(LocalProtocolError):
+        store.put_device(
+            DeviceRecord(
+                user=USER_B,
+                device=b"\x0d" * 32,
+                certificate=b"",
+                e2ee_identity_key=b"",
+                added_ms=2,
+                revoked_ms=None,
+            )
+        )
+    sub = PushSubscription(user=USER_A, subscription_id=b"sub1", data=b"{}", created_ms=3)
+    store.put_push_subscription(sub)
+    assert store.push_subscriptions(USER_A) == [sub]
+    assert store.delete_push_subscription(USER_A, b"sub1")
+    assert store.push_subscriptions(USER_A) == []
+    assert store.get_sync_state(DEST_1, ROOM_A) is None
+    store.set_sync_state(DEST_1, ROOM_A, b"token")
+    assert store.get_sync_state(DEST_1, ROOM_A) == b"token"
+    store.set_setting(NODE_KEY_SETTING, b"\x01" * 32)
+    assert store.get_setting(NODE_KEY_SETTING) == b"\x01" * 32
+
+
+def test_media_is_content_addressed(store: KvStore) -> None:
+    info = store.put_media(b"picture", content_type="image/png", now_ms=4)
+    again = store.put_media(b"picture", content_type="image/jpeg", now_ms=9)
+    assert again == info and info.size == 7
+    assert store.media_info(info.digest) == info
+    assert store.read_media(info.digest) == b"picture"
+    assert store.delete_media(info.digest)
+    assert store.read_media(info.digest) is None
+    assert not store.delete_media(info.digest)
+
+
+# --- retention -----------------------------------------------------------------------------
+
+
+def test_purge_keeps_what_the_outbox_needs(store: KvStore) -> None:
+    day_ms = 24 * 3600 * 1000
+    old_sent = make_envelope(seq=1, wall_ms=1_000)
+    old_pending = make_envelope(seq=2, wall_ms=2_000)
+    recent = make_envelope(seq=3, wall_ms=40 * day_ms)
+    store.append(AppendRequest(envelope=old_sent, outbox_to=(DEST_1,)))
+    store.append(AppendRequest(envelope=old_pending, outbox_to=(DEST_1,)))
+    store.append(AppendRequest(envelope=recent))
+    store.set_status(old_sent.message_id, USER_B, DeliveryStatus.READ, now_ms=1)
+    store.ack(DEST_1, old_sent.message_id)
+    report = store.purge(now_ms=31 * day_ms + 3_000)
+    assert (report.events, report.kept_for_outbox) == (1, 1)
+    assert store.get_event(old_sent.message_id) is None
+    assert store.statuses(old_sent.message_id) == []
+    assert store.get_event(old_pending.message_id) is not None
+    assert [e.message_id for e in store.take_due(now_ms=0, limit=5, lease_ms=1)] == [
+        old_pending.message_id
+    ]
+    page = store.page_history(ROOM_A, direction=Direction.FORWARD)
+    assert ids(page.events) == [old_pending.message_id, recent.message_id]
+    assert 30 * day_ms == RETENTION_MS
+
+
+def test_purge_uses_the_retention_setting_and_limit(store: KvStore) -> None:
+    store.append_many(
+        [AppendRequest(envelope=make_envelope(ROOM_B, seq=i, wall_ms=i)) for i in range(1, 6)]
+    )
+    store.append(AppendRequest(envelope=make_envelope(ROOM_A, wall_ms=3)))
+    store.set_setting(RETENTION_SETTING, b"100")
+    assert store.purge(now_ms=103, limit=2).events == 2  # wall < 3: two of ROOM_A/B's old ones
+    assert store.purge(now_ms=103, limit=2).events == 0
+    assert store.purge(now_ms=1_000, limit=4).events == 4
+    assert store.purge(now_ms=1_000).events == 0
+    store.set_setting(RETENTION_SETTING, b"soon")
+    with pytest.raises(StorageError, match=RETENTION_SETTING):
+        store.purge(now_ms=1_000)
+
+
+# --- lifetime ------------------------------------------------------------------------------
+
+
+def test_close_is_idempotent_and_later_use_is_a_clear_error(store: KvStore) -> None:
+    store.close()
+    store.close()
+    with pytest.raises(StorageError, match="closed"):
+        store.get_event(b"\x00" * 32)
+    with pytest.raises(StorageError, match="closed"):
+        store.append(AppendRequest(envelope=make_envelope()))
