@@ -333,9 +333,15 @@ class P2PHost:
                     async with background_trio_service(pubsub), background_trio_service(
                         gossipsub
                     ):
-                        await pubsub.wait_until_ready()
-                        self.listen_addrs = [str(a) for a in host.get_addrs()]
-                        yield
+                        try:
+                            await pubsub.wait_until_ready()
+                            self.listen_addrs = [str(a) for a in host.get_addrs()]
+                            yield
+                        finally:
+                            # Connections go first: an RPC arriving after pubsub's service
+                            # stopped crashes the whole host ("Nursery is closed").
+                            with trio.CancelScope(shield=True):
+                                await _close_connections(host)
                 finally:
                     with trio.CancelScope(shield=True):
                         await self._close_host(host)
@@ -347,15 +353,9 @@ class P2PHost:
             self._host = self._pubsub = None
 
     async def _close_host(self, host: IHost) -> None:
-        """Close connections concurrently, then the host. `host.run()` alone leaves the
-        listener sockets and outbound sockets open (3 fds per 2-host cycle, libp2p-notes),
-        and closing connections one by one costs 200 ms each."""
-        network = host.get_network()
-        with trio.move_on_after(STOP_GRACE_S):
-            async with trio.open_nursery() as nursery:
-                for conns in list(network.connections.values()):
-                    for conn in list(conns):
-                        nursery.start_soon(_close_quietly, conn)
+        """`host.run()` alone leaves listener and outbound sockets open (3 fds per 2-host
+        cycle, libp2p-notes): close the host explicitly."""
+        await _close_connections(host)
         try:
             await host.close()
         except Exception:
@@ -687,6 +687,16 @@ class P2PHost:
         await self._require_pubsub().wait_for_mesh(
             ID.from_base58(peer_id), topic, timeout=_WAIT_FOREVER_S
         )
+
+
+async def _close_connections(host: IHost) -> None:
+    """Close all connections concurrently: each close sleeps 200 ms inside libp2p."""
+    network = host.get_network()
+    with trio.move_on_after(STOP_GRACE_S):
+        async with trio.open_nursery() as nursery:
+            for conns in list(network.connections.values()):
+                for conn in list(conns):
+                    nursery.start_soon(_close_quietly, conn)
 
 
 async def _close_quietly(conn: INetConn) -> None:

@@ -1,0 +1,52 @@
+"""What a node tells the app that embeds it (`Node.events()`): past-tense facts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
+from hearthmesh.protocol.identity import UserId
+
+__all__ = [
+    "DeliveredToHome",
+    "MembershipChanged",
+    "MessageReceived",
+    "NodeEvent",
+    "PresenceChanged",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageReceived:
+    """A stored, non-ephemeral envelope of a room this node's user is in, in per-sender order."""
+
+    envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeliveredToHome:
+    """A recipient's home node signed that it stored one of our messages."""
+
+    message_id: MessageId
+    recipient: UserId
+    peer_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PresenceChanged:
+    """A user went online or offline."""
+
+    user: UserId
+    online: bool
+    last_seen_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MembershipChanged:
+    """The member set of a room changed."""
+
+    room: RoomId
+    members: frozenset[UserId]
+
+
+NodeEvent = MessageReceived | DeliveredToHome | PresenceChanged | MembershipChanged

@@ -1,0 +1,262 @@
+"""The libp2p bridge (node/libp2p_host.py) with real hosts on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+
+from hearthmesh.node.frame_stream import FrameStream
+from hearthmesh.node.libp2p_host import HostConfig, P2PHost, peer_id_from_seed
+from hearthmesh.node.p2p_errors import StreamClosed
+from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
+from hearthmesh.protocol.errors import LocalProtocolError, TooLarge
+
+pytestmark = pytest.mark.integration
+
+ECHO = "/hearthmesh/test-echo/1"
+SINK = "/hearthmesh/test-sink/1"
+TOPIC = "hearthmesh/test/room"
+
+
+def seed(n: int) -> bytes:
+    return bytes([n]) * 32
+
+
+def config(n: int, **kwargs: object) -> HostConfig:
+    return HostConfig(identity_seed=seed(n), **kwargs)  # type: ignore[arg-type]
+
+
+async def echo(stream: FrameStream) -> None:
+    async for frame in stream:
+        await stream.write_frame(frame)
+
+
+@asynccontextmanager
+async def hosts(*configs: HostConfig) -> AsyncIterator[list[P2PHost]]:
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(P2PHost(c)) for c in configs]
+
+
+async def connect_all(group: list[P2PHost]) -> None:
+    for i, a in enumerate(group):
+        for b in group[i + 1 :]:
+            assert await a.connect(b.listen_addrs[0]) == b.peer_id
+
+
+async def test_two_hosts_exchange_frames_both_ways() -> None:
+    async with asyncio.timeout(8), hosts(config(1), config(2)) as (a, b):
+        b.set_stream_handler(ECHO, echo)
+        assert await a.connect(b.listen_addrs[0]) == b.peer_id
+        assert b.peer_id in a.connected_peers()
+        await b.wait_connected(a.peer_id)
+
+        async with await a.open_stream(b.peer_id, ECHO) as stream:
+            assert stream.remote_peer == b.peer_id
+            for payload in (b"hello", b"", b"\x00" * 1000):
+                await stream.write_frame(payload)
+                assert await stream.read_frame() == payload
+            batch = [b"msg-%d" % i for i in range(50)]
+            await stream.write_frames(batch)
+            assert [await stream.read_frame() for _ in batch] == batch
+            at_limit = os.urandom(a.config.max_frame_bytes)
+            await stream.write_frame(at_limit)
+            assert await stream.read_frame() == at_limit
+            with pytest.raises(LocalProtocolError):
+                await stream.write_frame(at_limit + b"!")
+
+
+async def test_inbound_side_can_open_streams_too() -> None:
+    async with asyncio.timeout(8), hosts(config(1), config(2)) as (a, b):
+        a.set_stream_handler(ECHO, echo)
+        await a.connect(b.listen_addrs[0])
+        await b.wait_connected(a.peer_id)
+        async with await b.open_stream(a.peer_id, ECHO) as stream:
+            await stream.write_frame(b"from b")
+            assert await stream.read_frame() == b"from b"
+
+
+async def test_oversized_frame_is_rejected_and_the_host_keeps_working() -> None:
+    small = 64 * 1024
+    outcome: asyncio.Queue[BaseException | bytes] = asyncio.Queue()
+
+    async def sink(stream: FrameStream) -> None:
+        try:
+            outcome.put_nowait(await stream.read_frame())
+        except TooLarge as exc:
+            outcome.put_nowait(exc)
+            raise
+
+    async with asyncio.timeout(8), hosts(config(1), config(2, max_frame_bytes=small)) as (a, b):
+        b.set_stream_handler(SINK, sink)
+        await a.connect(b.listen_addrs[0])
+        stream = await a.open_stream(b.peer_id, SINK)
+        await stream.write_frame(b"z" * (small + 1))  # a's limit is the default 1 MiB
+        assert isinstance(await outcome.get(), TooLarge)
+        with pytest.raises(StreamClosed):  # b reset the stream
+            await stream.read_frame()
+        await stream.close()
+
+        later = await a.open_stream(b.peer_id, SINK)
+        await later.write_frame(b"y" * small)
+        assert await outcome.get() == b"y" * small
+        await later.close()
+
+
+async def test_same_seed_gives_the_same_peer_id_after_restart() -> None:
+    async with asyncio.timeout(8):
+        async with P2PHost(config(7)) as first:
+            first_id = first.peer_id
+            assert first.listen_addrs[0].endswith(f"/p2p/{first_id}")
+        async with P2PHost(config(7)) as again, P2PHost(config(8)) as other:
+            assert again.peer_id == first_id == peer_id_from_seed(seed(7))
+            assert other.peer_id != first_id
+
+
+def _multistream(message: str) -> bytes:
+    data = (message + "\n").encode()
+    return bytes([len(data)]) + data  # varint length: every message here is < 128 bytes
+
+
+async def _propose_security(port: int, protocol: str) -> bytes:
+    """Act as a dialer that offers only `protocol`; returns the listener's answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(_multistream("/multistream/1.0.0") + _multistream(protocol))
+        await writer.drain()
+        header = await reader.readexactly(1 + len("/multistream/1.0.0\n"))
+        assert header[1:] == b"/multistream/1.0.0\n"
+        length = (await reader.readexactly(1))[0]
+        return (await reader.readexactly(length)).rstrip(b"\n")
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_only_noise_is_offered_so_a_plaintext_dialer_cannot_connect() -> None:
+    async with asyncio.timeout(8), P2PHost(config(1)) as host:
+        port = int(host.listen_addrs[0].split("/tcp/")[1].split("/")[0])
+        for refused in ("/plaintext/2.0.0", "/plaintext/1.0.0", "/secio/1.0.0", "/tls/1.0.0"):
+            assert await _propose_security(port, refused) == b"na"
+        assert await _propose_security(port, "/noise") == b"/noise"
+
+
+async def _next_message(sub: Subscription) -> GossipMessage:
+    return await anext(sub)
+
+
+async def test_gossip_reaches_the_other_hosts_and_validators_reject() -> None:
+    def message_id(data: bytes) -> bytes:
+        return hashlib.sha256(data).digest()
+
+    def valid(message: GossipMessage) -> bool:
+        return not message.data.startswith(b"bad")
+
+    configs = [config(n, message_id=message_id) for n in (1, 2, 3)]
+    async with asyncio.timeout(9), hosts(*configs) as (a, b, c):
+        a.set_topic_validator("hearthmesh/test/", valid)
+        b.set_topic_validator("hearthmesh/test/", valid)
+        # c has no validator: it will publish what a and b reject.
+        await connect_all([a, b, c])
+        subs = [await h.subscribe(TOPIC) for h in (a, b, c)]
+        for host, others in ((a, (b, c)), (b, (a, c)), (c, (a, b))):
+            for other in others:
+                await host.wait_for_mesh_peer(TOPIC, other.peer_id)
+
+        await a.publish(TOPIC, b"hello from a")
+        for sub in (subs[1], subs[2]):
+            got = await _next_message(sub)
+            assert (got.origin, got.data, got.topic) == (a.peer_id, b"hello from a", TOPIC)
+            assert got.msg_id == message_id(b"hello from a")
+
+        with pytest.raises(LocalProtocolError):  # a's own validator refuses to publish it
+            await a.publish(TOPIC, b"bad from a")
+        await c.publish(TOPIC, b"bad from c")
+        await c.publish(TOPIC, b"good from c")
+        for sub in (subs[0], subs[1]):
+            assert (await _next_message(sub)).data == b"good from c"
+
+        # The app's message id dedupes one payload published by two hosts.
+        await a.publish(TOPIC, b"same envelope")
+        await b.publish(TOPIC, b"same envelope")
+        await a.publish(TOPIC, b"end a")
+        await b.publish(TOPIC, b"end b")
+        seen: list[bytes] = []
+        while not {b"end a", b"end b"} <= set(seen):
+            seen.append((await _next_message(subs[2])).data)
+        assert seen.count(b"same envelope") == 1
+        assert all(sub.dropped == 0 for sub in subs)
+        while (own := subs[0].get_nowait()) is not None:  # a never hears its own publishes
+            assert own.origin != a.peer_id
+
+        await subs[2].unsubscribe()
+        with pytest.raises(StopAsyncIteration):
+            await _next_message(subs[2])
+
+
+async def test_cancelled_open_stream_is_prompt_and_leaves_the_host_usable() -> None:
+    # A TCP listener that never answers: the Noise handshake would hang for the 10 s dial timeout.
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(8)
+    port = blackhole.getsockname()[1]
+    silent_peer = peer_id_from_seed(seed(99))
+    try:
+        async with asyncio.timeout(8), hosts(config(1), config(2)) as (a, b):
+            b.set_stream_handler(ECHO, echo)
+            await a.add_peer_address(f"/ip4/127.0.0.1/tcp/{port}/p2p/{silent_peer}")
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await a.open_stream(silent_peer, ECHO)
+            assert time.monotonic() - started < 1.0
+
+            await a.connect(b.listen_addrs[0])
+            async with await a.open_stream(b.peer_id, ECHO) as stream:
+                await stream.write_frame(b"still alive")
+                assert await stream.read_frame() == b"still alive"
+    finally:
+        blackhole.close()
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _cycle(first: int) -> None:
+    async with hosts(config(first), config(first + 1)) as (a, b):
+        b.set_stream_handler(ECHO, echo)
+        await a.connect(b.listen_addrs[0])
+        async with await a.open_stream(b.peer_id, ECHO) as stream:
+            await stream.write_frame(b"ping")
+            assert await stream.read_frame() == b"ping"
+        sub = await b.subscribe(TOPIC)
+        await a.publish(TOPIC, b"x")
+        assert not sub.ended
+
+
+async def test_stopping_hosts_leaks_no_threads_fds_or_tasks() -> None:
+    async with asyncio.timeout(9):
+        await _cycle(10)  # warm-up: lazy imports, loggers, the loop's own sockets
+        threads, fds = threading.active_count(), _fd_count()
+        for first in (20, 30, 40):
+            await _cycle(first)
+        assert threading.active_count() == threads
+        assert _fd_count() == fds
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_mdns_finds_and_connects_peers() -> None:
+    # Measured here: each mDNS host takes ~1.6 s to start (zeroconf probing), peers are found
+    # by then, and stopping adds ~250 ms per host.
+    mdns = [config(n, enable_mdns=True) for n in (1, 2)]
+    async with asyncio.timeout(9), hosts(*mdns) as (a, b):
+        await a.wait_connected(b.peer_id)
+        await b.wait_connected(a.peer_id)
