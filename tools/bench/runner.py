@@ -18,6 +18,7 @@ BenchFn = Callable[[bool], dict[str, Any]]
 
 BENCHMARKS: dict[str, str] = {
     "codec": "hearthmesh.tools.bench.codec",
+    "p2p": "hearthmesh.tools.bench.p2p",
 }
 """Name → module whose `run(quick: bool) -> dict` returns the figures."""
 
