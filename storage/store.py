@@ -335,7 +335,9 @@ class KvStore:
 
         def purge_txn(txn: KvTxn) -> PurgeReport:
             keep_ms = retention_ms if retention_ms is not None else _retention_txn(txn)
-            events, kept = history.purge_events_txn(txn, now_ms - keep_ms, limit)
+            # Before the epoch plus the retention nothing is old enough (and u64 keys are >= 0).
+            cutoff_ms = max(0, now_ms - keep_ms)
+            events, kept = history.purge_events_txn(txn, cutoff_ms, limit)
             dropped = relay.purge_relay_txn(txn, now_ms, limit)
             return PurgeReport(events=events, relay_entries=dropped, kept_for_outbox=kept)
 

@@ -1,0 +1,107 @@
+"""AsyncStore: one storage thread, group commit, acknowledgement only after commit."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.protocol.envelope import Kind
+from hearthmesh.protocol.errors import LocalProtocolError, StorageError
+from hearthmesh.storage.api import AppendRequest, AppendResult, Direction
+from hearthmesh.storage.async_store import AsyncStore
+from hearthmesh.storage.lmdb_store import LmdbStore
+from hearthmesh.storage.memory import MemoryStore
+
+from .helpers import ROOM_A, make_envelope
+
+
+def _storage_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("hearthmesh-store")]
+
+
+async def test_concurrent_appends_share_transactions(tmp_path: Path) -> None:
+    async with asyncio.timeout(20):
+        envelopes = [make_envelope(seq=i, wall_ms=i) for i in range(1, 301)]
+        async with AsyncStore(LmdbStore(tmp_path / "db")) as db:
+            results = await asyncio.gather(
+                *(db.append(AppendRequest(envelope=e)) for e in envelopes)
+            )
+            assert results == [AppendResult.STORED] * 300
+            assert db.batches_committed < 30
+            assert await db.append(AppendRequest(envelope=envelopes[0])) is AppendResult.DUPLICATE
+            page = await db.run(
+                db.store.page_history, ROOM_A, direction=Direction.FORWARD, limit=500
+            )
+            assert len(page.events) == 300
+        assert _storage_threads() == []
+
+
+class _GatedStore(MemoryStore):
+    """Holds every append_many until the test opens the gate; records the batch sizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.batches: list[int] = []
+
+    def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        self.entered.set()
+        self.gate.wait(10)
+        self.batches.append(len(requests))
+        return super().append_many(requests)
+
+
+async def test_acknowledged_only_after_commit_and_later_arrivals_batch_together() -> None:
+    async with asyncio.timeout(10):
+        gated = _GatedStore()
+        async with AsyncStore(gated) as db, asyncio.TaskGroup() as tasks:
+            first = tasks.create_task(db.append(AppendRequest(envelope=make_envelope(seq=1))))
+            await asyncio.to_thread(gated.entered.wait, 5)
+            later = [
+                tasks.create_task(
+                    db.append(AppendRequest(envelope=make_envelope(seq=i, wall_ms=i)))
+                )
+                for i in range(2, 12)
+            ]
+            await asyncio.sleep(0)  # let the later appends queue behind the commit
+            assert not first.done() and not any(t.done() for t in later)
+            gated.gate.set()
+        assert first.result() is AppendResult.STORED
+        assert [t.result() for t in later] == [AppendResult.STORED] * 10
+        assert gated.batches == [1, 10]
+
+
+class _FailingStore(MemoryStore):
+    def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        raise StorageError("disk on fire")
+
+
+async def test_a_failed_commit_fails_every_append_of_the_batch() -> None:
+    async with asyncio.timeout(10):
+        async with AsyncStore(_FailingStore()) as db:
+            results = await asyncio.gather(
+                *(db.append(AppendRequest(envelope=make_envelope(seq=i))) for i in range(1, 4)),
+                return_exceptions=True,
+            )
+        assert all(isinstance(r, StorageError) for r in results)
+
+
+async def test_lifetime_is_clean_and_idempotent() -> None:
+    async with asyncio.timeout(10):
+        store = MemoryStore()
+        db = AsyncStore(store)
+        with pytest.raises(LocalProtocolError):
+            await db.append(AppendRequest(envelope=make_envelope(kind=Kind.PRESENCE)))
+        await db.append(AppendRequest(envelope=make_envelope()))
+        await db.aclose()
+        await db.aclose()
+        assert _storage_threads() == []
+        with pytest.raises(StorageError, match="closing"):
+            await db.append(AppendRequest(envelope=make_envelope(seq=2)))
+        with pytest.raises(StorageError, match="closed"):
+            store.get_event(b"\x00" * 32)

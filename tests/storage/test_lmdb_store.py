@@ -1,0 +1,124 @@
+"""What only the LMDB store has: a path, a schema, map growth, damage on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from hearthmesh.protocol.errors import StorageError
+from hearthmesh.storage.api import AppendRequest, AppendResult, Direction
+from hearthmesh.storage.keys import SCHEMA_KEY, Table, pack_u32
+from hearthmesh.storage.lmdb_store import LmdbStore
+
+from .helpers import ROOM_A, ROOM_B, make_envelope
+
+
+def test_reopen_keeps_everything(tmp_path: Path) -> None:
+    env = make_envelope()
+    with LmdbStore(tmp_path / "db") as store:
+        store.append(AppendRequest(envelope=env, outbox_to=(b"peer",)))
+        info = store.put_media(b"blob", content_type="text/plain", now_ms=1)
+    with LmdbStore(tmp_path / "db") as store:
+        stored = store.get_event(env.message_id)
+        assert stored is not None and stored.envelope.wire == env.wire
+        assert [e.message_id for e in store.take_due(now_ms=0, limit=5, lease_ms=1)] == [
+            env.message_id
+        ]
+        assert store.read_media(info.digest) == b"blob"
+    assert (tmp_path / "db" / "media").is_dir()
+
+
+def test_map_grows_instead_of_failing(tmp_path: Path) -> None:
+    with LmdbStore(tmp_path / "db", map_size=64 * 1024) as store:
+        start = store.map_size
+        envelopes = [make_envelope(seq=i, wall_ms=i, body=bytes(2_000)) for i in range(1, 201)]
+        for i in range(0, 200, 50):
+            batch = [AppendRequest(envelope=e) for e in envelopes[i : i + 50]]
+            assert store.append_many(batch) == [AppendResult.STORED] * 50
+        assert store.map_size > start
+        page = store.page_history(ROOM_A, direction=Direction.FORWARD, limit=1000)
+        assert len(page.events) == 200
+
+
+def test_opening_twice_in_one_process_is_refused(tmp_path: Path) -> None:
+    with LmdbStore(tmp_path / "db"), pytest.raises(StorageError, match="already open"):
+        LmdbStore(tmp_path / "db")
+    LmdbStore(tmp_path / "db").close()  # closing released the path
+
+
+def test_a_file_is_not_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_bytes(b"hello")
+    with pytest.raises(StorageError, match=str(path)):
+        LmdbStore(path)
+
+
+def test_a_directory_of_other_files_is_not_a_store(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StorageError, match=str(tmp_path)):
+        LmdbStore(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_garbage_data_file_is_not_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    path.mkdir()
+    (path / "data.mdb").write_bytes(b"\x13" * 20_000)
+    with pytest.raises(StorageError, match=str(path)):
+        LmdbStore(path)
+
+
+def test_another_lmdb_environment_is_not_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    env = lmdb.open(str(path), max_dbs=2)
+    with env.begin(write=True) as txn:
+        txn.put(b"k", b"v", db=env.open_db(b"something.else", txn=txn))
+    env.close()
+    with pytest.raises(StorageError, match=f"{path} is an LMDB environment but not a hearthmesh"):
+        LmdbStore(path)
+
+
+def test_a_newer_schema_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    LmdbStore(path).close()
+    env = lmdb.open(str(path), max_dbs=len(Table))
+    with env.begin(write=True) as txn:
+        txn.put(SCHEMA_KEY, pack_u32(2), db=env.open_db(Table.SCHEMA.value, txn=txn))
+    env.close()
+    with pytest.raises(StorageError, match=f"{path} has schema version 2"):
+        LmdbStore(path)
+
+
+def test_an_undecodable_value_names_its_key_and_the_rest_stays_readable(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    good, bad = make_envelope(ROOM_A), make_envelope(ROOM_B)
+    with LmdbStore(path) as store:
+        store.append_many([AppendRequest(envelope=good), AppendRequest(envelope=bad)])
+        bad_cursor = store.get_event(bad.message_id)
+        assert bad_cursor is not None
+    bad_key = ROOM_B + bad_cursor.cursor
+    env = lmdb.open(str(path), max_dbs=len(Table))
+    with env.begin(write=True) as txn:
+        txn.put(
+            bad_key, bad.message_id + b"\xff garbage", db=env.open_db(Table.HISTORY.value, txn=txn)
+        )
+    env.close()
+    with LmdbStore(path) as store:
+        with pytest.raises(StorageError, match=f"history.events at key {bad_key.hex()}"):
+            store.get_event(bad.message_id)
+        with pytest.raises(StorageError, match=bad_key.hex()):
+            store.page_history(ROOM_B, direction=Direction.BACKWARD)
+        page = store.page_history(ROOM_A, direction=Direction.BACKWARD)
+        assert [e.envelope.message_id for e in page.events] == [good.message_id]
+        assert store.get_event(good.message_id) is not None
+
+
+def test_a_damaged_media_blob_is_reported(tmp_path: Path) -> None:
+    with LmdbStore(tmp_path / "db") as store:
+        info = store.put_media(b"original", content_type="text/plain", now_ms=1)
+        blob = tmp_path / "db" / "media" / info.digest.hex()[:2] / info.digest.hex()
+        blob.write_bytes(b"tampered")
+        with pytest.raises(StorageError, match=str(blob)):
+            store.read_media(info.digest)
