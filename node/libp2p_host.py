@@ -1,14 +1,13 @@
 """`P2PHost`: a py-libp2p host in its own trio thread, driven from asyncio (DESIGN §3, §10).
 
-This module and `trio_bridge` are the only ones that import trio; this is the only one that
-imports libp2p. libp2p objects are touched on the trio thread only: every public method either
-hops there with `TrioThread.run` (awaitable, cancellable) or schedules a callback there with
-`run_sync_soon`. What libp2p reports (inbound streams, gossip, connections, mDNS) comes back with
-`call_soon_threadsafe`.
+This module, `libp2p_gossip` and `libp2p_dht` (the parts the host owns) and `trio_bridge` are the
+only ones that import trio or libp2p. libp2p objects are touched on the trio thread only: every
+public method either hops there with `TrioThread.run` (awaitable, cancellable) or schedules a
+callback there with `run_sync_soon`. What libp2p reports (inbound streams, gossip, connections,
+mDNS) comes back with `call_soon_threadsafe`.
 
 Transport: TCP + Noise (only) + yamux, at most one connection per peer (avoids the 250 ms dial
-fallback of libp2p-notes). Gossip: gossipsub v1.1, signed, spam protection and adaptive gossip
-off, 1 s heartbeat, app-supplied message ids and topic validators.
+fallback of libp2p-notes). Gossip: see `libp2p_gossip`.
 """
 
 from __future__ import annotations
@@ -34,17 +33,14 @@ from libp2p.network.config import ConnectionConfig
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
-from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
-from libp2p.tools.anyio_service import background_trio_service
 
 from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.framing import MAX_FRAME_BYTES
+from hearthmesh.node.libp2p_gossip import HEARTBEAT_S, GossipLayer
 from hearthmesh.node.p2p_errors import (
     DialFailed,
     HostClosed,
@@ -54,7 +50,6 @@ from hearthmesh.node.p2p_errors import (
 )
 from hearthmesh.node.p2p_gossip import (
     SUBSCRIPTION_QUEUE_SIZE,
-    GossipMessage,
     GossipValidator,
     MessageIdFn,
     Subscription,
@@ -78,11 +73,8 @@ T = TypeVar("T")
 StreamHandler = Callable[[FrameStream], Awaitable[None]]
 """Serves one inbound stream on asyncio; the stream is closed (or reset on error) after it."""
 
-HEARTBEAT_S: Final = 1
-"""Gossipsub heartbeat: the mesh forms in ~1.5 s (libp2p-notes "Gossipsub")."""
 STOP_GRACE_S: Final = 2.0
 """Upper bound for closing all connections at stop (each close sleeps 200 ms inside libp2p)."""
-_WAIT_FOREVER_S: Final = 1e9  # libp2p waits need a timeout; callers bound them with asyncio
 _SEED_BYTES: Final = 32
 
 
@@ -230,12 +222,17 @@ class P2PHost:
         self._handlers: dict[str, StreamHandler] = {}
         self._peers: dict[str, int] = {}
         self._peer_waiters: dict[str, asyncio.Event] = {}
-        self._subscriptions: dict[str, Subscription] = {}
         self._closing = False
+        self._gossip = GossipLayer(
+            bridge=self._bridge,
+            call=self._call,
+            peer_id=self.peer_id,
+            message_id=config.message_id,
+            subscription_queue_size=config.subscription_queue_size,
+            degree=config.gossip_degree,
+        )
         # Owned by the trio thread:
         self._host: IHost | None = None
-        self._pubsub: Pubsub | None = None
-        self._trio_validators: dict[str, GossipValidator] = {}
 
     # ---- lifetime -------------------------------------------------------------------------
 
@@ -271,9 +268,7 @@ class P2PHost:
             if self._tasks is not None:
                 await self._tasks.__aexit__(None, None, None)
         finally:
-            for sub in self._subscriptions.values():
-                sub.end()
-            self._subscriptions.clear()
+            self._gossip.end_subscriptions()
             await self._bridge.stop()
 
     @asynccontextmanager
@@ -299,25 +294,9 @@ class P2PHost:
                 max_connections_per_peer=1, min_connections=0, low_watermark=0
             ),
         )
-        degree = self.config.gossip_degree
-        gossipsub = GossipSub(
-            protocols=[PROTOCOL_ID_V11],
-            degree=degree,
-            degree_low=max(1, degree - 2),
-            degree_high=degree * 2,
-            heartbeat_interval=HEARTBEAT_S,
-            heartbeat_initial_delay=0.1,
-            adaptive_gossip_enabled=False,  # else the heartbeat stretches to 30-60 s
-            spam_protection_enabled=False,  # else 10 msg/s per topic, our own included
-        )
-        pubsub = Pubsub(
-            host,
-            gossipsub,
-            strict_signing=True,
-            msg_id_constructor=self._msg_id_constructor(),
-        )
+        self._gossip.build(host)
         host.get_network().register_notifee(_ConnectionTracker(self._report_connection))
-        self._host, self._pubsub = host, pubsub
+        self._host = host
         token = trio.lowlevel.current_trio_token()
 
         def on_mdns_peer(info: PeerInfo) -> None:  # zeroconf's thread: hop to ours
@@ -330,11 +309,8 @@ class P2PHost:
         try:
             async with host.run(listen):
                 try:
-                    async with background_trio_service(pubsub), background_trio_service(
-                        gossipsub
-                    ):
+                    async with self._gossip.running():
                         try:
-                            await pubsub.wait_until_ready()
                             self.listen_addrs = [str(a) for a in host.get_addrs()]
                             yield
                         finally:
@@ -346,11 +322,10 @@ class P2PHost:
                     with trio.CancelScope(shield=True):
                         await self._close_host(host)
         finally:
-            # Pubsub's seen-message cache runs a sweeper thread that nothing else stops.
-            pubsub.seen_messages.stop()
+            self._gossip.release()
             if self.config.enable_mdns:
                 peerDiscovery.unregister_peer_discovered_handler(on_mdns_peer)
-            self._host = self._pubsub = None
+            self._host = None
 
     async def _close_host(self, host: IHost) -> None:
         """`host.run()` alone leaves listener and outbound sockets open (3 fds per 2-host
@@ -378,11 +353,6 @@ class P2PHost:
         if self._host is None:
             raise HostClosed("libp2p host is not running")
         return self._host
-
-    def _require_pubsub(self) -> Pubsub:
-        if self._pubsub is None:
-            raise HostClosed("libp2p host is not running")
-        return self._pubsub
 
     async def _call(
         self, error: type[P2PError], what: str, fn: Callable[..., Awaitable[T]], *args: Any
@@ -544,31 +514,7 @@ class P2PHost:
         )
         return _LibP2PStream(stream)
 
-    # ---- gossip ------------------------------------------------------------------------------
-
-    def _msg_id_constructor(self) -> Callable[[rpc_pb2.Message], bytes]:
-        app_fn = self.config.message_id
-
-        def msg_id(msg: rpc_pb2.Message) -> bytes:
-            if app_fn is None:
-                return bytes(msg.from_id) + bytes(msg.seqno)
-            try:
-                return app_fn(bytes(msg.data))
-            except Exception:
-                # Undecodable payload: a per-publication id keeps it out of the dedupe space
-                # of real envelopes; the topic validator then rejects it.
-                return b"\x00undecodable:" + bytes(msg.from_id) + bytes(msg.seqno)
-
-        return msg_id
-
-    def _gossip_message(self, topic: str, msg: rpc_pb2.Message) -> GossipMessage:
-        return GossipMessage(
-            topic=topic,
-            origin=ID(bytes(msg.from_id)).to_base58(),
-            data=bytes(msg.data),
-            msg_id=self._require_pubsub().get_message_id(msg),
-            seqno=int.from_bytes(bytes(msg.seqno), "big"),
-        )
+    # ---- gossip (node/libp2p_gossip.py) -------------------------------------------------------
 
     def set_topic_validator(self, topic_prefix: str, validator: GossipValidator) -> None:
         """Validate every message on topics starting with `topic_prefix` (longest prefix wins).
@@ -576,33 +522,7 @@ class P2PHost:
         `validator` runs on the trio thread for our own publishes too; a rejected message is
         neither delivered nor forwarded. Set validators before subscribing.
         """
-        self._bridge.run_sync_soon(self._set_validator_on_trio, topic_prefix, validator)
-
-    def _set_validator_on_trio(self, prefix: str, validator: GossipValidator) -> None:
-        self._trio_validators[prefix] = validator
-        if self._pubsub is not None:
-            for topic in list(self._pubsub.topic_ids):
-                self._install_validator_on_trio(topic)
-
-    def _validator_for(self, topic: str) -> GossipValidator | None:
-        best = max((p for p in self._trio_validators if topic.startswith(p)), key=len, default=None)
-        return None if best is None else self._trio_validators[best]
-
-    def _install_validator_on_trio(self, topic: str) -> None:
-        validator = self._validator_for(topic)
-        pubsub = self._require_pubsub()
-        if validator is None:
-            pubsub.remove_topic_validator(topic)
-            return
-
-        def check(forwarder: ID, msg: rpc_pb2.Message) -> bool:
-            try:
-                return bool(validator(self._gossip_message(topic, msg)))
-            except Exception:
-                log.warning("validator for %r raised; message rejected", topic, exc_info=True)
-                return False
-
-        pubsub.set_topic_validator(topic, check, False)
+        self._gossip.set_topic_validator(topic_prefix, validator)
 
     async def subscribe(self, topic: str) -> Subscription:
         """Join `topic`; returns an async iterator of messages from other peers.
@@ -613,48 +533,7 @@ class P2PHost:
         Raises:
             LocalProtocolError: already subscribed to `topic` on this host.
         """
-        if topic in self._subscriptions:
-            raise LocalProtocolError(f"already subscribed to {topic!r}")
-        sub = Subscription(
-            topic, maxsize=self.config.subscription_queue_size, unsubscribe=self._unsubscribe
-        )
-        self._subscriptions[topic] = sub
-        try:
-            await self._call(P2PError, f"subscribe {topic}", self._subscribe_on_trio, sub)
-        except BaseException:
-            self._subscriptions.pop(topic, None)
-            sub.end()
-            raise
-        return sub
-
-    async def _subscribe_on_trio(self, sub: Subscription) -> None:
-        self._install_validator_on_trio(sub.topic)
-        trio_sub = await self._require_pubsub().subscribe(sub.topic)
-        self._bridge.spawn(self._pump_subscription, trio_sub, sub)
-
-    async def _pump_subscription(self, trio_sub: Any, sub: Subscription) -> None:
-        """Drain libp2p's 32-slot channel into asyncio without ever blocking (trio thread)."""
-        own = self._require_host().get_id().to_bytes()
-        try:
-            async for msg in trio_sub:
-                if bytes(msg.from_id) == own:
-                    continue
-                message = self._gossip_message(sub.topic, msg)
-                if not self._bridge.to_asyncio(sub.deliver_nowait, message):
-                    return
-        finally:
-            self._bridge.to_asyncio(sub.end)
-
-    async def _unsubscribe(self, sub: Subscription) -> None:
-        if self._subscriptions.get(sub.topic) is sub:
-            del self._subscriptions[sub.topic]
-        with contextlib.suppress(HostClosed):
-            await self._call(
-                P2PError, f"unsubscribe {sub.topic}", self._unsubscribe_on_trio, sub.topic
-            )
-
-    async def _unsubscribe_on_trio(self, topic: str) -> None:
-        await self._require_pubsub().unsubscribe(topic)
+        return await self._gossip.subscribe(topic)
 
     async def publish(self, topic: str, data: bytes) -> None:
         """Publish `data` on `topic` (at most once; may be dropped on the way).
@@ -662,31 +541,11 @@ class P2PHost:
         Raises:
             LocalProtocolError: our own validator for `topic` rejects `data`.
         """
-        await self._call(P2PError, f"publish on {topic}", self._publish_on_trio, topic, data)
-
-    async def _publish_on_trio(self, topic: str, data: bytes) -> None:
-        pubsub = self._require_pubsub()
-        if topic not in pubsub.topic_validators:
-            self._install_validator_on_trio(topic)
-        validator = self._validator_for(topic)
-        if validator is not None:
-            probe = GossipMessage(
-                topic=topic, origin=self.peer_id, data=data, msg_id=b"", seqno=0
-            )
-            if not validator(probe):
-                raise LocalProtocolError(f"publish on {topic!r}: rejected by our own validator")
-        await pubsub.publish(topic, data)
+        await self._gossip.publish(topic, data)
 
     async def wait_for_mesh_peer(self, topic: str, peer_id: str) -> None:
         """Wait until `peer_id` is in our gossipsub mesh for `topic` (bound it with a timeout)."""
-        await self._call(
-            P2PError, f"wait for mesh {topic}", self._wait_mesh_on_trio, topic, peer_id
-        )
-
-    async def _wait_mesh_on_trio(self, topic: str, peer_id: str) -> None:
-        await self._require_pubsub().wait_for_mesh(
-            ID.from_base58(peer_id), topic, timeout=_WAIT_FOREVER_S
-        )
+        await self._gossip.wait_for_mesh_peer(topic, peer_id)
 
 
 async def _close_connections(host: IHost) -> None:
