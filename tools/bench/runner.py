@@ -19,6 +19,7 @@ BenchFn = Callable[[bool], dict[str, Any]]
 BENCHMARKS: dict[str, str] = {
     "codec": "hearthmesh.tools.bench.codec",
     "p2p": "hearthmesh.tools.bench.p2p",
+    "storage": "hearthmesh.tools.bench.storage",
 }
 """Name → module whose `run(quick: bool) -> dict` returns the figures."""
 
