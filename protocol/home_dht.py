@@ -1,0 +1,109 @@
+"""Home records in the kad-dht (DESIGN §4, §10; SPEC §13): the key and the record rules.
+
+A user's signed home record is stored under `/home/<user id hex>`. Every DHT node checks a value
+before it stores or returns one (`validate_home_record`) and, between several valid values for
+one key, keeps the newest (`select_home_record`). Both are pure: the node layer closes
+`validate_home_record` over its clock and hands the pair to the libp2p host as the validator of
+the `home` namespace, the only namespace our DHT accepts.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .errors import InvalidIdentifier, MalformedMessage, NotAuthorized, RemoteProtocolError
+from .home_record import HomeRecord, decode_home_record, verify_home_record
+from .identity import KEY_BYTES, UserId
+
+__all__ = [
+    "HOME_DHT_NAMESPACE",
+    "home_record_key",
+    "select_home_record",
+    "validate_home_record",
+]
+
+HOME_DHT_NAMESPACE: Final = "home"
+"""The DHT key namespace of home records: keys are `/home/<64 lowercase hex digits>`."""
+_PREFIX: Final = f"/{HOME_DHT_NAMESPACE}/"
+
+
+def home_record_key(user: UserId) -> str:
+    """The DHT key of `user`'s home record: `/home/` + the 32-byte user id in lowercase hex.
+
+    Raises:
+        InvalidIdentifier: `user` is not 32 bytes.
+    """
+    if len(user) != KEY_BYTES:
+        raise InvalidIdentifier(f"a user id is {KEY_BYTES} bytes, got {len(user)}")
+    return _PREFIX + bytes(user).hex()
+
+
+def _user_of_key(key: str) -> UserId:
+    hex_id = key.removeprefix(_PREFIX)
+    # Exactly the form home_record_key produces: one spelling per user, so one DHT slot.
+    if (
+        not key.startswith(_PREFIX)
+        or len(hex_id) != 2 * KEY_BYTES
+        or hex_id != hex_id.lower()
+        or not all(c in "0123456789abcdef" for c in hex_id)
+    ):
+        raise InvalidIdentifier(f"not a home record key: {key[:80]!r}")
+    return UserId(bytes.fromhex(hex_id))
+
+
+def validate_home_record(key: str, value: bytes, *, now_ms: int) -> HomeRecord:
+    """Accept `value` under `key` only if it is a valid home record of the user the key names.
+
+    Args:
+        key: The DHT key, `/home/<user id hex>`.
+        value: The encoded home record.
+        now_ms: The caller's clock (a record issued beyond the allowed drift is refused).
+
+    Returns:
+        The decoded, verified record.
+
+    Raises:
+        InvalidIdentifier: `key` is not a home record key.
+        TooLarge: `value` is larger than a home record may be.
+        MalformedMessage: `value` is not a home record.
+        BadSignature: not signed by its user, or issued too far in the future.
+        BadCertificate: a device certificate fails or belongs to another user.
+        NotAuthorized: the record is valid but belongs to another user than `key` names.
+    """
+    user = _user_of_key(key)
+    record = decode_home_record(value)
+    verify_home_record(record, now_ms=now_ms)
+    if record.user != user:
+        raise NotAuthorized("home record stored under another user's key")
+    return record
+
+
+def _rank(key: str, value: bytes) -> tuple[int, bytes] | None:
+    try:
+        record = decode_home_record(value)
+    except RemoteProtocolError:
+        return None
+    if _PREFIX + bytes(record.user).hex() != key:
+        return None
+    return record.issued_ms, value
+
+
+def select_home_record(key: str, values: list[bytes]) -> int:
+    """The index of the best of `values` for `key`: the newest `issued_ms` wins.
+
+    The values are expected to have passed `validate_home_record` already (the DHT validates
+    before it selects); one that does not decode or names another user never wins. Equal
+    `issued_ms` is settled by the larger encoding, so every node picks the same record; on equal
+    bytes the first index wins.
+
+    Raises:
+        MalformedMessage: no value is a home record for `key`.
+    """
+    best_index, best_rank = -1, None
+    for index, value in enumerate(values):
+        rank = _rank(key, value)
+        if rank is not None and (best_rank is None or rank > best_rank):
+            best_index, best_rank = index, rank
+    if best_rank is None:
+        raise MalformedMessage(f"no home record for {key[:80]!r} among {len(values)} values")
+    return best_index
