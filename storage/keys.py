@@ -67,6 +67,7 @@ KEY_END: Final = b"\xff" * 512
 
 _U32: Final = struct.Struct(">I")
 _U64: Final = struct.Struct(">Q")
+_U64_MAX: Final = (1 << 64) - 1
 
 
 class Table(Enum):
@@ -135,7 +136,13 @@ def unpack_u32(data: bytes) -> int:
 
 
 def pack_u64(value: int) -> bytes:
-    """8 bytes, big-endian."""
+    """8 bytes, big-endian.
+
+    Raises:
+        LocalProtocolError: `value` (a time or counter from the caller) is outside 0..2^64-1.
+    """
+    if not 0 <= value <= _U64_MAX:
+        raise LocalProtocolError(f"{value} does not fit an unsigned 64-bit field")
     return _U64.pack(value)
 
 
@@ -186,7 +193,7 @@ def decode_slot(key: bytes) -> tuple[bytes, bytes]:
 
 def outbox_queue_key(next_attempt_ms: int, destination: bytes, message_id: bytes) -> bytes:
     """next_attempt_ms | len | destination | message id: due entries come first."""
-    return _U64.pack(next_attempt_ms) + _peer(destination) + message_id
+    return pack_u64(next_attempt_ms) + _peer(destination) + message_id
 
 
 def decode_outbox_queue_key(key: bytes) -> tuple[int, bytes, bytes]:
@@ -215,7 +222,7 @@ def relay_id_key(recipient: bytes, message_id: bytes) -> bytes:
 
 def relay_expiry_key(expires_ms: int, recipient: bytes, arrival: int) -> bytes:
     """expires_ms | recipient | arrival: expired entries come first."""
-    return _U64.pack(expires_ms) + recipient + _U64.pack(arrival)
+    return pack_u64(expires_ms) + recipient + _U64.pack(arrival)
 
 
 def decode_relay_expiry_key(key: bytes) -> tuple[int, bytes, int]:

@@ -25,7 +25,7 @@ from .api import (
     PushSubscription,
     RelayUsage,
 )
-from .keys import ID_BYTES, Table
+from .keys import ID_BYTES, Table, pack_u64
 
 __all__ = [
     "corrupt",
@@ -238,7 +238,7 @@ def decode_outbox_value(key: bytes, data: bytes) -> tuple[int, str | None]:
 
 def encode_relay_message(expires_ms: int, message_id: bytes, wire: bytes) -> bytes:
     """expires_ms u64 | message id | wire."""
-    return struct.pack(">Q", expires_ms) + message_id + wire
+    return pack_u64(expires_ms) + message_id + wire
 
 
 def decode_relay_message(key: bytes, data: bytes) -> tuple[int, MessageId, bytes]:

@@ -39,6 +39,7 @@ from .api import (
     RelayQuota,
     RelayUsage,
     StatusRecord,
+    Store,
     StoredEvent,
 )
 from .append import append_batch_txn, check_appendable
@@ -365,3 +366,8 @@ def _retention_txn(txn: KvTxn) -> int:
         raise StorageError(
             f"setting {RETENTION_SETTING} is not a decimal number of ms: {value!r}"
         ) from None
+
+
+def _conforms(store: KvStore) -> Store:
+    """Never called: makes mypy prove that `KvStore` satisfies the `api.Store` protocol."""
+    return store

@@ -7,6 +7,7 @@ import pytest
 from hearthmesh.protocol.envelope import Kind
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, StorageError
 from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.storage.api import (
     RETENTION_MS,
     RETENTION_SETTING,
@@ -349,7 +350,7 @@ def test_devices_push_sync_settings(store: KvStore) -> None:
 
     record = DeviceRecord(
         user=USER_A,
-        device=b"\x0d" * 32,
+        device=DeviceId(b"\x0d" * 32),
         certificate=b"cert",
         e2ee_identity_key=b"k" * 32,
         added_ms=1,
@@ -362,7 +363,7 @@ def test_devices_push_sync_settings(store: KvStore) -> None:
         store.put_device(
             DeviceRecord(
                 user=USER_B,
-                device=b"\x0d" * 32,
+                device=DeviceId(b"\x0d" * 32),
                 certificate=b"",
                 e2ee_identity_key=b"",
                 added_ms=2,
@@ -443,3 +444,14 @@ def test_close_is_idempotent_and_later_use_is_a_clear_error(store: KvStore) -> N
         store.get_event(b"\x00" * 32)
     with pytest.raises(StorageError, match="closed"):
         store.append(AppendRequest(envelope=make_envelope()))
+
+
+def test_times_out_of_range_are_a_caller_error(store: KvStore) -> None:
+    env = make_envelope()
+    with pytest.raises(LocalProtocolError):
+        store.append(AppendRequest(envelope=env, outbox_to=(DEST_1,), next_attempt_ms=-1))
+    assert store.get_event(env.message_id) is None
+    with pytest.raises(LocalProtocolError):
+        store.take_due(now_ms=-5, limit=1, lease_ms=0)
+    with pytest.raises(LocalProtocolError):
+        store.relay_put(USER_B, env, now_ms=2**64 - 1, ttl_ms=1)
