@@ -514,6 +514,11 @@ class Settings(Protocol):
 class Maintenance(Protocol):
     """Retention and lifetime."""
 
+    @property
+    def where(self) -> str:
+        """The store's path (`:memory:` for the twin), as error messages name it."""
+        ...
+
     def purge(
         self, *, now_ms: int, retention_ms: int | None = None, limit: int = 10_000
     ) -> PurgeReport:

@@ -70,7 +70,7 @@ class AsyncStore:
         """
         check_appendable(request)
         if self._closing:
-            raise StorageError(f"store {self._where()} is closing")
+            raise StorageError(f"store {self._store.where} is closing")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AppendResult] = loop.create_future()
         self._pending.append((request, future))
@@ -84,12 +84,9 @@ class AsyncStore:
     async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run `fn(*args, **kwargs)` (a method of `store`) on the storage thread."""
         if self._closing:
-            raise StorageError(f"store {self._where()} is closing")
+            raise StorageError(f"store {self._store.where} is closing")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
-
-    def _where(self) -> str:
-        return str(getattr(self._store, "where", "?"))
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._pending[: self._max_batch]

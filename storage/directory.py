@@ -16,6 +16,7 @@ from .api import (
 from .keys import (
     ID_BYTES,
     Table,
+    check_id,
     contact_key,
     device_key,
     handle_key,
@@ -61,11 +62,6 @@ __all__ = [
 ]
 
 
-def _check_id(value: bytes, what: str) -> None:
-    if len(value) != ID_BYTES:
-        raise LocalProtocolError(f"{what} id must be {ID_BYTES} bytes, got {len(value)}")
-
-
 def setting_key(name: str) -> bytes:
     """Settings are keyed by their utf-8 name."""
     if not name or len(name) > 200:
@@ -75,7 +71,7 @@ def setting_key(name: str) -> bytes:
 
 def put_profile_txn(txn: KvTxn, profile: Profile) -> None:
     """Replace a profile and move its handle index entry."""
-    _check_id(profile.user, "user")
+    check_id(profile.user, "user")
     if "\x00" in profile.handle:
         raise LocalProtocolError("a handle never contains NUL")
     old = txn.get(Table.PROFILES, profile.user)
@@ -103,8 +99,8 @@ def find_handle_txn(txn: KvTxn, handle: str) -> list[UserId]:
 
 def add_contact_txn(txn: KvTxn, owner: bytes, contact: bytes, now_ms: int) -> None:
     """Put `contact` on `owner`'s list (keeps the first added time)."""
-    _check_id(owner, "owner")
-    _check_id(contact, "contact")
+    check_id(owner, "owner")
+    check_id(contact, "contact")
     txn.insert(Table.CONTACTS, contact_key(owner, contact), pack_u64(now_ms))
 
 
@@ -122,8 +118,8 @@ def contacts_txn(txn: KvTxn, owner: bytes) -> list[Contact]:
 
 def put_friend_request_txn(txn: KvTxn, request: FriendRequest) -> bool:
     """Record a pending request; False if one is pending already."""
-    _check_id(request.sender, "sender")
-    _check_id(request.recipient, "recipient")
+    check_id(request.sender, "sender")
+    check_id(request.recipient, "recipient")
     return txn.insert(
         Table.FRIEND_REQUESTS,
         contact_key(request.recipient, request.sender),
@@ -150,8 +146,8 @@ def accept_friend_request_txn(txn: KvTxn, sender: bytes, recipient: bytes, now_m
 
 def put_device_txn(txn: KvTxn, record: DeviceRecord) -> None:
     """Store a device and its owner index."""
-    _check_id(record.user, "user")
-    _check_id(record.device, "device")
+    check_id(record.user, "user")
+    check_id(record.device, "device")
     owner = txn.get(Table.DEVICE_OWNERS, record.device)
     if owner is not None and owner != record.user:
         raise LocalProtocolError(f"device {record.device.hex()} already belongs to another user")
@@ -177,7 +173,7 @@ def push_subscriptions_txn(txn: KvTxn, user: bytes) -> list[PushSubscription]:
 
 def put_push_txn(txn: KvTxn, subscription: PushSubscription) -> None:
     """Store a push subscription."""
-    _check_id(subscription.user, "user")
+    check_id(subscription.user, "user")
     if not subscription.subscription_id:
         raise LocalProtocolError("a push subscription needs an id")
     txn.put(
@@ -189,7 +185,7 @@ def put_push_txn(txn: KvTxn, subscription: PushSubscription) -> None:
 
 def sync_state_key(peer: bytes, room: bytes) -> bytes:
     """Checked key of a sync state."""
-    _check_id(room, "room")
+    check_id(room, "room")
     return sync_key(peer, room)
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "Table",
     "activity_key",
     "blob_name",
+    "check_id",
     "contact_key",
     "conversation_key",
     "decode_activity_key",
@@ -123,6 +124,16 @@ class Table(Enum):
     """user | subscription id -> subscription record."""
     MEDIA = b"media.blobs"
     """sha-256 of the blob -> media record; the blob is a file beside the environment."""
+
+
+def check_id(value: bytes, what: str) -> None:
+    """User, device, room and message ids are 32 bytes.
+
+    Raises:
+        LocalProtocolError: `value` (named `what` in the message) has another length.
+    """
+    if len(value) != ID_BYTES:
+        raise LocalProtocolError(f"{what} id must be {ID_BYTES} bytes, got {len(value)}")
 
 
 def pack_u32(value: int) -> bytes:

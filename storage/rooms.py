@@ -18,6 +18,7 @@ from .keys import (
     ID_BYTES,
     Table,
     activity_key,
+    check_id,
     conversation_key,
     decode_activity_key,
     member_key,
@@ -42,11 +43,6 @@ __all__ = [
 MAX_PAGE_SIZE = 1000
 
 
-def _check_id(value: bytes, what: str) -> None:
-    if len(value) != ID_BYTES:
-        raise LocalProtocolError(f"{what} id must be {ID_BYTES} bytes, got {len(value)}")
-
-
 def bump_conversation_txn(txn: KvTxn, user: bytes, room: bytes, hlc: bytes) -> None:
     """List `room` for `user` with activity `hlc` unless it already shows later activity."""
     key = conversation_key(user, room)
@@ -63,8 +59,8 @@ def add_member_txn(
     txn: KvTxn, room: bytes, user: bytes, *, role: int, local: bool, now_ms: int
 ) -> None:
     """Write the member in both directions (and the local index); list it for a local user."""
-    _check_id(room, "room")
-    _check_id(user, "user")
+    check_id(room, "room")
+    check_id(user, "user")
     key = member_key(room, user)
     txn.put(Table.MEMBERS, key, encode_member(role, now_ms, local))
     txn.put(Table.ROOMS_BY_USER, member_key(user, room), b"")
@@ -96,8 +92,8 @@ def rooms_of_txn(txn: KvTxn, user: bytes) -> list[RoomId]:
 
 def open_conversation_txn(txn: KvTxn, user: bytes, room: bytes, *, now_ms: int) -> None:
     """List `room` for `user` if it is not listed."""
-    _check_id(room, "room")
-    _check_id(user, "user")
+    check_id(room, "room")
+    check_id(user, "user")
     if txn.get(Table.CONVERSATIONS, conversation_key(user, room)) is None:
         bump_conversation_txn(txn, user, room, encode_timestamp(Timestamp(now_ms, 0)))
 
