@@ -122,3 +122,33 @@ def test_a_damaged_media_blob_is_reported(tmp_path: Path) -> None:
         blob.write_bytes(b"tampered")
         with pytest.raises(StorageError, match=str(blob)):
             store.read_media(info.digest)
+
+
+def test_an_open_reader_does_not_block_the_writer(tmp_path: Path) -> None:
+    import threading
+
+    from hearthmesh.storage.keys import Table as T
+    from hearthmesh.storage.lmdb_store import LmdbEngine
+
+    engine = LmdbEngine(tmp_path / "db")
+    opened, release = threading.Event(), threading.Event()
+    seen: list[bytes | None] = []
+
+    def reader() -> None:
+        with engine.read() as txn:
+            opened.set()
+            release.wait(10)
+            seen.append(txn.get(T.SETTINGS, b"k"))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        assert opened.wait(10)
+        engine.write(lambda txn: txn.put(T.SETTINGS, b"k", b"v"))  # commits with the reader open
+        with engine.read() as txn:
+            assert txn.get(T.SETTINGS, b"k") == b"v"
+    finally:
+        release.set()
+        thread.join(10)
+        engine.close()
+    assert seen == [None]  # the reader kept its snapshot
