@@ -1,0 +1,242 @@
+"""The outbox worker: the guaranteed path of DESIGN §5 step 4.
+
+It takes due outbox entries (leased, so a crash hands them out again), sends them in batches
+to each recipient's home node and retries with backoff until that node's signed ack says
+stored. When no home node is reachable, a connected peer relays the batch (store-and-forward),
+but only the home node's ack ends a delivery (SPEC §11.4): the entry stays in the outbox and
+is retried until then. One batch per destination is in flight at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from hearthmesh.node.clock import Clock
+from hearthmesh.node.directory import HomeDirectory
+from hearthmesh.node.events import DeliveredToHome, NodeEvent
+from hearthmesh.node.keyring import Keyring
+from hearthmesh.node.libp2p_host import P2PHost
+from hearthmesh.node.p2p_errors import P2PError
+from hearthmesh.node.peer_link import DeliveryFailed, PeerLinks
+from hearthmesh.protocol.backoff import next_attempt_ms
+from hearthmesh.protocol.delivery import Ack, AckStatus, BatchItem
+from hearthmesh.protocol.envelope import MessageId, load_envelope
+from hearthmesh.protocol.identity import DeviceId, Rng, UserId
+from hearthmesh.storage.api import OutboxEntry, Store
+from hearthmesh.storage.async_store import AsyncStore
+
+__all__ = ["BATCH_ENTRIES", "LEASE_MS", "OutboxWorker", "build_batch"]
+
+log = logging.getLogger(__name__)
+
+BATCH_ENTRIES: Final = 256
+BATCH_BYTES: Final = 768 * 1024
+"""Below the bridge's 1 MiB frame limit with room for certificates and framing."""
+LEASE_MS: Final = 30_000
+"""An entry handed out but never settled (a crash) comes due again after this long."""
+_RELAYS_TRIED: Final = 2
+
+
+def build_batch(
+    entries: list[OutboxEntry], recipient: bytes, certificate_of: Callable[[DeviceId], bytes | None]
+) -> tuple[list[bytes], list[BatchItem], list[OutboxEntry], list[OutboxEntry]]:
+    """Certificates and items for one batch, the entries they carry, and entries left out
+    (no certificate known for their device, or past the byte budget: they wait for the next)."""
+    certificates: list[bytes] = []
+    index_of: dict[bytes, int] = {}
+    items: list[BatchItem] = []
+    carried: list[OutboxEntry] = []
+    left: list[OutboxEntry] = []
+    size = 0
+    for entry in entries:
+        device = load_envelope(entry.wire).sender_device
+        cert = certificate_of(device)
+        if cert is None or size + len(entry.wire) > BATCH_BYTES:
+            left.append(entry)
+            continue
+        if cert not in index_of:
+            index_of[cert] = len(certificates)
+            certificates.append(cert)
+        items.append(BatchItem(index_of[cert], recipient, entry.wire))
+        carried.append(entry)
+        size += len(entry.wire)
+    return certificates, items, carried, left
+
+
+class OutboxWorker:
+    """Drains the outbox; owned by the node's task group (`run` until cancelled)."""
+
+    def __init__(
+        self,
+        *,
+        store: AsyncStore,
+        host: P2PHost,
+        links: PeerLinks,
+        directory: HomeDirectory,
+        keyring: Keyring,
+        clock: Clock,
+        rng: Rng,
+        emit: Callable[[NodeEvent], None],
+        poll_ms: int,
+    ) -> None:
+        self._store = store
+        self._host = host
+        self._links = links
+        self._directory = directory
+        self._keyring = keyring
+        self._clock = clock
+        self._rng = rng
+        self._emit = emit
+        self._poll_s = poll_ms / 1000
+        self._wake = asyncio.Event()
+        self._queued: dict[bytes, list[OutboxEntry]] = {}
+        """Entries taken for each destination whose delivery task is running."""
+        self.delivered = 0
+        """Entries acked by a home node (for status and benchmarks)."""
+
+    def wake(self) -> None:
+        """New entries were enqueued: look now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Serve the outbox until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            while True:
+                self._wake.clear()
+                entries = await self._store.run(
+                    self._store.store.take_due,
+                    now_ms=self._clock.now_ms(),
+                    limit=BATCH_ENTRIES * 4,
+                    lease_ms=LEASE_MS,
+                )
+                for entry in entries:
+                    queued = self._queued.get(entry.destination)
+                    if queued is None:
+                        self._queued[entry.destination] = [entry]
+                        group.create_task(self._serve(entry.destination))
+                    else:
+                        queued.append(entry)  # its task takes it after the batch in flight
+                if len(entries) < BATCH_ENTRIES * 4:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._poll_s):
+                            await self._wake.wait()
+
+    async def _serve(self, destination: bytes) -> None:
+        """Deliver everything queued for one destination, one batch at a time."""
+        queued = self._queued[destination]
+        try:
+            while queued:
+                certs, items, carried, left = build_batch(
+                    queued[:BATCH_ENTRIES], destination, self._certificate
+                )
+                del queued[:BATCH_ENTRIES]
+                if not carried:
+                    await self._retry(destination, left, "no certificate for the sender device")
+                    continue
+                queued[:0] = left  # over the byte budget: first in the next batch
+                await self._deliver(UserId(destination), certs, items, carried)
+        finally:
+            del self._queued[destination]
+
+    def _certificate(self, device: DeviceId) -> bytes | None:
+        if device == self._keyring.device_id:
+            return self._keyring.certificate_bytes
+        return self._directory.certificate(device)
+
+    async def _deliver(
+        self,
+        recipient: UserId,
+        certs: list[bytes],
+        items: list[BatchItem],
+        entries: list[OutboxEntry],
+    ) -> None:
+        homes = self._directory.homes(recipient)
+        if not homes:
+            await self._retry(recipient, entries, "no home record for the recipient")
+            return
+        errors: list[str] = []
+        for home in homes:
+            try:
+                await self._reach(recipient, home)
+                ack = await self._links.deliver(home, certs, items)
+            except (DeliveryFailed, P2PError) as exc:
+                errors.append(str(exc))
+                continue
+            await self._settle(recipient, home, ack, entries)
+            return
+        relayed = await self._relay(recipient, homes, certs, items)
+        await self._retry(recipient, entries, "; ".join([*errors, relayed])[:200])
+
+    async def _reach(self, recipient: UserId, peer_id: str) -> None:
+        """Dial a home node we are not connected to, from its home record's addresses."""
+        if peer_id in self._host.connected_peers():
+            return
+        for address in self._directory.addresses(recipient):
+            if address.endswith("/p2p/" + peer_id):
+                with contextlib.suppress(P2PError):
+                    await self._host.connect(address)
+                    return
+
+    async def _relay(
+        self, recipient: UserId, homes: tuple[str, ...], certs: list[bytes], items: list[BatchItem]
+    ) -> str:
+        relays = [p for p in self._host.connected_peers() if p not in homes][:_RELAYS_TRIED]
+        for relay in relays:
+            try:
+                ack = await self._links.deliver(relay, certs, items)
+            except DeliveryFailed:
+                continue
+            held = sum(r.status in (AckStatus.RELAYED, AckStatus.STORED) for r in ack.results)
+            log.info(
+                "home of %s unreachable: %d relayed via %s", recipient.hex()[:12], held, relay[-8:]
+            )
+            return f"relayed via {relay[-8:]}"
+        return "home unreachable, no relay"
+
+    async def _settle(
+        self, recipient: UserId, home: str, ack: Ack, entries: list[OutboxEntry]
+    ) -> None:
+        done: list[MessageId] = []
+        again: list[OutboxEntry] = []
+        for entry, result in zip(entries, ack.results, strict=True):
+            if result.message_id != entry.message_id and result.status is not AckStatus.REJECTED:
+                again.append(entry)  # the home answered for another envelope: keep ours
+            elif result.status in (AckStatus.STORED, AckStatus.DUPLICATE):
+                done.append(entry.message_id)
+            elif result.status is AckStatus.REJECTED:
+                log.warning(
+                    "home %s rejected %s with code %d; dropped from the outbox",
+                    home[-8:],
+                    entry.message_id.hex()[:12],
+                    result.code,
+                )
+                done.append(entry.message_id)
+            else:
+                again.append(entry)
+        await self._store.run(_ack_all, self._store.store, recipient, done)
+        for message_id in done:
+            self._emit(DeliveredToHome(message_id=message_id, recipient=recipient, peer_id=home))
+        self.delivered += len(done)
+        if again:
+            await self._retry(recipient, again, f"deferred by {home[-8:]}")
+
+    async def _retry(self, destination: bytes, entries: list[OutboxEntry], error: str) -> None:
+        now = self._clock.now_ms()
+        plan = [(e.message_id, next_attempt_ms(e.attempts, now, self._rng)) for e in entries]
+        await self._store.run(_reschedule_all, self._store.store, destination, plan, error)
+
+
+def _ack_all(store: Store, destination: bytes, message_ids: list[MessageId]) -> None:
+    for message_id in message_ids:
+        store.ack(destination, message_id)
+
+
+def _reschedule_all(
+    store: Store, destination: bytes, plan: list[tuple[MessageId, int]], error: str
+) -> None:
+    for message_id, when in plan:
+        store.reschedule(destination, message_id, next_attempt_ms=when, error=error)

@@ -1,0 +1,165 @@
+"""Receiving envelopes: DELIVER batches (guaranteed path) and gossip (fast path).
+
+Everything that decides *what* happens lives in protocol/ (verification, the fold) and in
+`RoomRegistry`; this module moves verified envelopes into the store and reports the outcome:
+one ack result per item, sent only after the transaction that stored the item committed
+(DESIGN §5 step 5). All store work of one batch runs in one hop to the store thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from hearthmesh.node.directory import HomeDirectory
+from hearthmesh.node.rooms import Admission, RoomRegistry
+from hearthmesh.node.sequencing import ReleaseOrder
+from hearthmesh.protocol.delivery import AckStatus, DeliveryResult, rejected
+from hearthmesh.protocol.envelope import Envelope, MessageId
+from hearthmesh.protocol.errors import (
+    ClockSkew,
+    ErrorCode,
+    HearthError,
+    ProtocolError,
+    QuotaExceeded,
+)
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.rooms import direct_room_id
+from hearthmesh.storage.api import AppendRequest, AppendResult, Store
+
+__all__ = ["Arrival", "Inbox", "StoreOutcome", "error_result"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Arrival:
+    """A verified envelope, with whom it is for and the certificate of its device."""
+
+    envelope: Envelope
+    recipient: UserId
+    certificate: bytes
+
+
+@dataclass(slots=True)
+class StoreOutcome:
+    """What one hop to the store thread did."""
+
+    results: list[DeliveryResult] = field(default_factory=list)
+    released: list[Envelope] = field(default_factory=list)
+    """Newly stored envelopes the app may now see, in per-sender order."""
+    membership_changed: set[bytes] = field(default_factory=set)
+    """Rooms whose member set changed."""
+    relayed_for: set[UserId] = field(default_factory=set)
+    """Users for whom this node now holds relayed envelopes."""
+
+
+class Inbox:
+    """Accepts verified envelopes for local users (history) or others (relay inbox)."""
+
+    def __init__(
+        self,
+        *,
+        local_users: set[UserId],
+        rooms: RoomRegistry,
+        release: ReleaseOrder,
+        directory: HomeDirectory,
+        relay_ttl_ms: int,
+    ) -> None:
+        self._local = local_users
+        self._rooms = rooms
+        self._release = release
+        self._directory = directory
+        self._relay_ttl_ms = relay_ttl_ms
+
+    def accept(
+        self, store: Store, items: list[Arrival | DeliveryResult], *, now_ms: int
+    ) -> StoreOutcome:
+        """Store or relay each arrival; runs on the store thread. Results are in input order.
+
+        Args:
+            items: verified arrivals, or the result already decided for an item that failed
+                before the store (a bad signature, clock skew).
+        """
+        outcome = StoreOutcome()
+        requests: list[AppendRequest] = []
+        slots: list[int] = []
+        results: list[DeliveryResult] = []
+        for item in items:
+            if isinstance(item, DeliveryResult):
+                results.append(item)
+                continue
+            envelope = item.envelope
+            self._directory.remember_certificate(envelope.sender_device, item.certificate)
+            if envelope.kind.ephemeral:
+                refusal = ProtocolError("ephemeral kinds are not delivered")
+                results.append(rejected(envelope.message_id, refusal))
+            elif item.recipient in self._local:
+                admission = self._rooms.admit(store, envelope)
+                if admission is Admission.ACCEPT:
+                    slots.append(len(results))
+                    requests.append(AppendRequest(envelope=envelope))
+                status = {
+                    Admission.ACCEPT: AckStatus.STORED,  # replaced below after the commit
+                    Admission.DEFER: AckStatus.DEFERRED,
+                    Admission.REJECT: AckStatus.REJECTED,
+                }[admission]
+                code = 0 if admission is Admission.ACCEPT else int(ErrorCode.NOT_AUTHORIZED)
+                results.append(
+                    DeliveryResult(message_id=envelope.message_id, status=status, code=code)
+                )
+            else:
+                results.append(self._relay(store, item, now_ms, outcome))
+        if requests:
+            appended = store.append_many(requests)
+            for slot, request, stored in zip(slots, requests, appended, strict=True):
+                results[slot] = self._after_append(store, request.envelope, stored, now_ms, outcome)
+        outcome.results = results
+        return outcome
+
+    def _after_append(
+        self,
+        store: Store,
+        envelope: Envelope,
+        stored: AppendResult,
+        now_ms: int,
+        outcome: StoreOutcome,
+    ) -> DeliveryResult:
+        if stored is AppendResult.DUPLICATE:
+            return DeliveryResult(message_id=envelope.message_id, status=AckStatus.DUPLICATE)
+        if stored is AppendResult.CONFLICT:
+            return rejected(envelope.message_id, ProtocolError("another event holds this slot"))
+        if self._rooms.note_stored(store, envelope, now_ms=now_ms):
+            outcome.membership_changed.add(envelope.room)
+        first = 1 if self._is_direct(envelope) else envelope.seq
+        outcome.released += self._release.offer(store, envelope, first_seq_if_new=first)
+        return DeliveryResult(message_id=envelope.message_id, status=AckStatus.STORED)
+
+    def _is_direct(self, envelope: Envelope) -> bool:
+        return any(
+            u != envelope.sender_user and direct_room_id(envelope.sender_user, u) == envelope.room
+            for u in self._local
+        )
+
+    def _relay(
+        self, store: Store, arrival: Arrival, now_ms: int, outcome: StoreOutcome
+    ) -> DeliveryResult:
+        envelope = arrival.envelope
+        try:
+            store.relay_put(arrival.recipient, envelope, now_ms=now_ms, ttl_ms=self._relay_ttl_ms)
+        except QuotaExceeded as exc:
+            log.info("relay quota for %s: %s", arrival.recipient.hex()[:12], exc)
+            return DeliveryResult(
+                message_id=envelope.message_id, status=AckStatus.DEFERRED, code=int(exc.code)
+            )
+        outcome.relayed_for.add(arrival.recipient)
+        return DeliveryResult(message_id=envelope.message_id, status=AckStatus.RELAYED)
+
+
+def error_result(message_id: MessageId, error: HearthError) -> DeliveryResult:
+    """The result for an item that failed before the store: skew is worth a retry later."""
+    if isinstance(error, ClockSkew):
+        return DeliveryResult(
+            message_id=message_id, status=AckStatus.DEFERRED, code=int(ErrorCode.CLOCK_SKEW)
+        )
+    return rejected(message_id, error)

@@ -1,0 +1,542 @@
+"""`Node`: one home node and relay, embeddable as `async with Node(config) as node:`.
+
+The composition root of node/: it opens the store, loads or creates the keys, starts the libp2p
+host and the services (outbox worker, relay forwarder, presence, gossip listeners) in one task
+group, and offers the embedding API: rooms, sending, history and an event stream. Stopping
+announces offline, cancels the services, stops the host and closes the store, in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Final, Self
+
+from hearthmesh.node.clock import Clock, HybridClock, SystemClock
+from hearthmesh.node.config import NodeConfig
+from hearthmesh.node.delivery import OutboxWorker
+from hearthmesh.node.directory import HomeDirectory, Presence
+from hearthmesh.node.events import MembershipChanged, NodeEvent
+from hearthmesh.node.frame_stream import FrameStream
+from hearthmesh.node.inbox import Inbox, StoreOutcome
+from hearthmesh.node.keyring import Keyring, load_or_create_keyring
+from hearthmesh.node.libp2p_host import HostConfig, P2PHost
+from hearthmesh.node.p2p_errors import P2PError, StreamClosed
+from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
+from hearthmesh.node.peer_link import PeerLinks
+from hearthmesh.node.presence import PresenceService
+from hearthmesh.node.receiver import Receiver
+from hearthmesh.node.relay import RelayForwarder
+from hearthmesh.node.rooms import RoomRegistry
+from hearthmesh.node.sequencing import ReleaseOrder, last_own_seq
+from hearthmesh.node.subscribers import EventHub
+from hearthmesh.protocol.canonical import decode_canonical, encode_canonical
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, load_envelope, seal
+from hearthmesh.protocol.errors import (
+    HearthError,
+    LocalProtocolError,
+    NotAuthorized,
+    RemoteProtocolError,
+)
+from hearthmesh.protocol.gossip import PRESENCE_TOPIC, decode_gossip, encode_gossip, room_topic
+from hearthmesh.protocol.home_record import encode_home_record, issue_home_record
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.membership import (
+    MEMBERSHIP_CONTENT_TYPE,
+    Action,
+    MembershipChange,
+    Role,
+    encode_membership,
+)
+from hearthmesh.protocol.rooms import group_room_id
+from hearthmesh.storage.api import (
+    AppendRequest,
+    AppendResult,
+    Cursor,
+    Direction,
+    HistoryPage,
+    Store,
+)
+from hearthmesh.storage.async_store import AsyncStore
+from hearthmesh.storage.lmdb_store import LmdbStore
+
+__all__ = ["HELLO_PROTOCOL", "Node"]
+
+log = logging.getLogger(__name__)
+
+HELLO_PROTOCOL: Final = "/hearthmesh/hello/0"
+"""Two peers swap the home records of their users when one connects to the other."""
+_MAX_HELLO_BYTES: Final = 64 * 1024
+
+
+class Node:
+    """A home node for one user (and its device) and a relay for everyone else."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        clock: Clock | None = None,
+        store: Store | None = None,
+    ) -> None:
+        self.config = config
+        self._clock: Clock = clock or SystemClock()
+        self._sync_store = store
+        self._stack = contextlib.AsyncExitStack()
+        self._events = EventHub()
+        self._hlc = HybridClock(self._clock)
+        self._own_next_seq: dict[RoomId, int] = {}
+        self._seq_lock = asyncio.Lock()
+        self._room_topics: dict[RoomId, Subscription] = {}
+        self._started = False
+
+    # --- lifetime ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Open everything; on failure, close what was opened and re-raise."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._stack.aclose()
+            raise
+        self._started = True
+
+    async def _start(self) -> None:
+        data_dir = Path(self.config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # noqa: ASYNC240 - once, at start
+        store = self._sync_store or LmdbStore(data_dir / "store")
+        self._store = await self._stack.enter_async_context(AsyncStore(store))
+        self.keyring: Keyring = await self._store.run(
+            load_or_create_keyring, store, now_ms=self._clock.now_ms, rng=secrets.token_bytes
+        )
+        local = {self.keyring.user_id}
+        self._directory = HomeDirectory()
+        self._rooms = RoomRegistry(local)
+        self._inbox = Inbox(
+            local_users=local,
+            rooms=self._rooms,
+            release=ReleaseOrder(),
+            directory=self._directory,
+            relay_ttl_ms=self.config.relay_ttl_ms,
+        )
+        self._host = await self._stack.enter_async_context(
+            P2PHost(
+                HostConfig(
+                    identity_seed=self.keyring.node.seed,
+                    listen_addrs=list(self.config.listen_addrs),
+                    enable_mdns=self.config.enable_mdns,
+                    message_id=_gossip_message_id,
+                )
+            )
+        )
+        self._links = PeerLinks(self._host)
+        self._stack.push_async_callback(self._links.aclose)
+        self._receiver = Receiver(
+            inbox=self._inbox,
+            store=self._store,
+            keyring=self.keyring,
+            clock=self._clock,
+            hlc=self._hlc,
+            emit=self._events.emit,
+            on_outcome=self._after_store,
+        )
+        self._outbox = OutboxWorker(
+            store=self._store,
+            host=self._host,
+            links=self._links,
+            directory=self._directory,
+            keyring=self.keyring,
+            clock=self._clock,
+            rng=secrets.token_bytes,
+            emit=self._events.emit,
+            poll_ms=self.config.retry_poll_ms,
+        )
+        self._relay = RelayForwarder(
+            store=self._store,
+            host=self._host,
+            links=self._links,
+            directory=self._directory,
+            clock=self._clock,
+            poll_ms=max(self.config.retry_poll_ms, 1000),
+        )
+        self._presence = PresenceService(
+            host=self._host,
+            store=self._store,
+            directory=self._directory,
+            keyring=self.keyring,
+            clock=self._clock,
+            hlc=self._hlc,
+            home_record=self.home_record,
+            emit=self._events.emit,
+            interval_ms=self.config.presence_interval_ms,
+            ttl_ms=self.config.presence_ttl_ms,
+        )
+        self._home_record = self._issue_home_record()
+        self._host.set_stream_handler("/hearthmesh/deliver/0", self._receiver.serve_deliver)
+        self._host.set_stream_handler(HELLO_PROTOCOL, self._serve_hello)
+        self._host.set_topic_validator(PRESENCE_TOPIC, lambda m: self._presence.validate(m.data))
+        self._host.set_topic_validator("/hearthmesh/room/", self._validate_room_gossip)
+        presence_sub = await self._host.subscribe(PRESENCE_TOPIC)
+        self._tasks = asyncio.TaskGroup()
+        await self._stack.enter_async_context(self._tasks)
+        self._stack.push_async_callback(self._cancel_services)
+        self._started = True
+        for room in await self._store.run(store.rooms_of, self.keyring.user_id):
+            await self._watch_room(room)
+        self._services = [
+            self._tasks.create_task(self._outbox.run(), name="outbox"),
+            self._tasks.create_task(self._relay.run(), name="relay"),
+            self._tasks.create_task(self._presence.run(presence_sub), name="presence"),
+        ]
+        self._stack.push_async_callback(self._presence.stop)
+        for address in self.config.bootstrap:
+            try:
+                await self.connect(address)
+            except HearthError as exc:
+                log.warning("bootstrap peer %s unreachable: %s", address, exc)
+        log.info(
+            "node up: peer %s, user %s, listening on %s",
+            self.peer_id,
+            self.keyring.user_id.hex()[:16],
+            ", ".join(self._host.listen_addrs),
+        )
+
+    async def _cancel_services(self) -> None:
+        for task in self._services:
+            task.cancel()
+        for subscription in self._room_topics.values():
+            with contextlib.suppress(HearthError):
+                await subscription.unsubscribe()
+
+    async def stop(self) -> None:
+        """Announce offline, stop services, the host and the store. Idempotent."""
+        self._started = False
+        self._events.close()
+        await self._stack.aclose()
+
+    # --- identity ---------------------------------------------------------------------------
+
+    @property
+    def user_id(self) -> UserId:
+        return self.keyring.user_id
+
+    @property
+    def peer_id(self) -> str:
+        return self._host.peer_id
+
+    @property
+    def listen_addrs(self) -> list[str]:
+        return self._host.listen_addrs
+
+    def home_record(self) -> bytes:
+        """Our user's signed home record: where to deliver, which devices are theirs."""
+        return self._home_record
+
+    def _issue_home_record(self) -> bytes:
+        addrs = self.config.announce_addrs or tuple(self._host.listen_addrs)
+        record = issue_home_record(
+            self.keyring.user,
+            issued_ms=self._clock.now_ms(),
+            homes=(self._host.peer_id,),
+            addrs=tuple(addrs)[:16],
+            devices=(self.keyring.certificate,),
+        )
+        return encode_home_record(record)
+
+    async def learn_home_record(self, data: bytes) -> None:
+        """Adopt another user's home record (a contact card). Raises RemoteProtocolError."""
+        await self._store.run(
+            self._directory.learn, self._store.store, data, now_ms=self._clock.now_ms()
+        )
+        self._relay.wake()
+
+    # --- peers ------------------------------------------------------------------------------
+
+    async def connect(self, address: str) -> str:
+        """Dial a peer and swap home records with it; returns its peer id."""
+        peer_id = await self._host.connect(address)
+        await self._hello(peer_id)
+        return peer_id
+
+    async def _hello(self, peer_id: str) -> None:
+        stream = await self._host.open_stream(peer_id, HELLO_PROTOCOL)
+        async with stream:
+            await stream.write_frame(encode_canonical([self._home_record]))
+            await self._take_hello(await stream.read_frame())
+
+    async def _serve_hello(self, stream: FrameStream) -> None:
+        try:
+            await self._take_hello(await stream.read_frame())
+        except StreamClosed:
+            return
+        await stream.write_frame(encode_canonical([self._home_record]))
+
+    async def _take_hello(self, data: bytes) -> None:
+        value = decode_canonical(data, max_bytes=_MAX_HELLO_BYTES)
+        if not isinstance(value, list) or len(value) > 8:
+            raise RemoteProtocolError("hello is a short list of home records")
+        for record in value:
+            if isinstance(record, bytes):
+                await self.learn_home_record(record)
+
+    def connected_peers(self) -> list[str]:
+        return self._host.connected_peers()
+
+    def presence(self, user: UserId) -> Presence | None:
+        """What we know of a user's presence (None: never heard of them)."""
+        return self._directory.presence.get(user)
+
+    # --- rooms ------------------------------------------------------------------------------
+
+    async def open_direct(self, user: UserId) -> RoomId:
+        """The direct room with `user`, created on first use."""
+        if user == self.user_id:
+            raise LocalProtocolError("a direct room needs another user")
+        room = await self._store.run(
+            self._rooms.open_direct,
+            self._store.store,
+            self.user_id,
+            user,
+            now_ms=self._clock.now_ms(),
+        )
+        await self._watch_room(room)
+        return room
+
+    async def create_group(
+        self, name: str, members: list[UserId], *, open_: bool = False
+    ) -> RoomId:
+        """Create a group with us as admin and add `members`; returns its room id."""
+        nonce = secrets.token_bytes(16)
+        room = group_room_id(self.user_id, nonce)
+        create = MembershipChange(
+            action=Action.CREATE,
+            target=self.user_id,
+            role=Role.ADMIN,
+            nonce=nonce,
+            open=open_,
+            name=name,
+        )
+        await self._send_membership(room, create, recipients=set())
+        await self._watch_room(room)
+        for member in members:
+            await self.add_member(room, member)
+        return room
+
+    async def add_member(self, room: RoomId, user: UserId) -> None:
+        """Add `user` (we must be an admin); they receive the room's membership history."""
+        change = MembershipChange(action=Action.ADD, target=user)
+        envelope = await self._send_membership(room, change, recipients={user})
+        history = [
+            e for e in self._rooms.membership_events(room) if e.message_id != envelope.message_id
+        ]
+        await self._store.run(
+            _enqueue_history, self._store.store, user, history, self._clock.now_ms()
+        )
+        self._outbox.wake()
+
+    async def join(self, room: RoomId) -> None:
+        """Join an open group whose membership events we hold."""
+        await self._send_membership(
+            room, MembershipChange(action=Action.JOIN, target=self.user_id), recipients=set()
+        )
+
+    async def leave(self, room: RoomId) -> None:
+        """Leave a group: members learn it, and we stop watching its topic."""
+        await self._send_membership(
+            room, MembershipChange(action=Action.LEAVE, target=self.user_id), recipients=set()
+        )
+        subscription = self._room_topics.pop(room, None)
+        if subscription is not None:
+            await subscription.unsubscribe()
+
+    async def members(self, room: RoomId) -> set[UserId]:
+        return await self._store.run(self._rooms.members, self._store.store, room)
+
+    async def rooms(self) -> list[RoomId]:
+        return await self._store.run(self._store.store.rooms_of, self.user_id)
+
+    async def _send_membership(
+        self, room: RoomId, change: MembershipChange, *, recipients: set[UserId]
+    ) -> Envelope:
+        return await self._send(
+            room,
+            encode_membership(change),
+            MEMBERSHIP_CONTENT_TYPE,
+            Kind.MEMBERSHIP,
+            extra=recipients,
+        )
+
+    # --- messages ---------------------------------------------------------------------------
+
+    async def send(
+        self,
+        room: RoomId,
+        body: bytes,
+        *,
+        content_type: str = "text/plain",
+        kind: Kind = Kind.MESSAGE,
+    ) -> Envelope:
+        """Seal, store durably (history + outbox in one transaction), then fan out.
+
+        Returns once the envelope is committed on this node: "sent" (DESIGN §5 step 2).
+
+        Raises:
+            NotAuthorized: we are not a member of `room`.
+        """
+        if kind in (Kind.MEMBERSHIP, Kind.TYPING, Kind.PRESENCE):
+            raise LocalProtocolError(f"{kind.name} is not sent with send()")
+        return await self._send(room, body, content_type, kind, extra=set())
+
+    async def _send(
+        self, room: RoomId, body: bytes, content_type: str, kind: Kind, *, extra: set[UserId]
+    ) -> Envelope:
+        members = await self._store.run(self._rooms.members, self._store.store, room)
+        if kind is not Kind.MEMBERSHIP and self.user_id not in members:
+            raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
+        seq = await self._next_seq(room)
+        envelope = seal(
+            self.keyring.device,
+            kind=kind,
+            room=room,
+            sender_user=self.user_id,
+            seq=seq,
+            hlc=self._hlc.stamp(),
+            content_type=content_type,
+            body=body,
+        )
+        recipients = (members | extra) - {self.user_id}
+        request = AppendRequest(
+            envelope=envelope,
+            outbox_to=tuple(sorted(recipients)),
+            next_attempt_ms=self._clock.now_ms(),
+        )
+        result = await self._store.append(request)
+        if result is not AppendResult.STORED:
+            raise LocalProtocolError(f"own envelope not stored: {result.value}")
+        outcome = await self._store.run(
+            _note_own, self._inbox, self._rooms, self._store.store, envelope, self._clock.now_ms()
+        )
+        self._after_store(outcome)
+        self._outbox.wake()
+        if kind is not Kind.MEMBERSHIP:
+            await self._publish_room(envelope)
+        return envelope
+
+    async def _next_seq(self, room: RoomId) -> int:
+        if room not in self._own_next_seq:
+            async with self._seq_lock:
+                if room not in self._own_next_seq:
+                    last = await self._store.run(
+                        last_own_seq, self._store.store, room, self.keyring.device_id
+                    )
+                    self._own_next_seq[room] = last + 1
+        seq = self._own_next_seq[room]
+        self._own_next_seq[room] = seq + 1
+        return seq
+
+    async def _publish_room(self, envelope: Envelope) -> None:
+        payload = encode_gossip(self.keyring.certificate_bytes, envelope.wire)
+        try:
+            await self._host.publish(room_topic(envelope.room), payload)
+        except P2PError as exc:  # the fast path may fail; the outbox still delivers
+            log.debug("gossip publish failed: %s", exc)
+
+    async def history(
+        self,
+        room: RoomId,
+        *,
+        limit: int = 50,
+        cursor: bytes | None = None,
+        direction: Direction = Direction.BACKWARD,
+    ) -> HistoryPage:
+        """A page of a room's history (oldest first within the page)."""
+        return await self._store.run(
+            self._store.store.page_history,
+            room,
+            cursor=None if cursor is None else Cursor(cursor),
+            direction=direction,
+            limit=limit,
+        )
+
+    async def get_event(self, message_id: MessageId) -> Envelope | None:
+        stored = await self._store.run(self._store.store.get_event, message_id)
+        return None if stored is None else stored.envelope
+
+    def events(self) -> AsyncIterator[NodeEvent]:
+        """Subscribe to this node's events from now on (bounded: see EventHub)."""
+        return self._events.subscribe()
+
+    @property
+    def outbox_delivered(self) -> int:
+        return self._outbox.delivered
+
+    # --- gossip -----------------------------------------------------------------------------
+
+    def _validate_room_gossip(self, message: GossipMessage) -> bool:
+        try:
+            item = decode_gossip(message.data, now_ms=self._clock.now_ms())
+        except RemoteProtocolError:
+            return False
+        return room_topic(item.envelope.room) == message.topic
+
+    async def _watch_room(self, room: RoomId) -> None:
+        if room in self._room_topics:
+            return
+        subscription = await self._host.subscribe(room_topic(room))
+        self._room_topics[room] = subscription
+        self._tasks.create_task(self._listen_room(subscription), name=f"room-{room.hex()[:8]}")
+
+    async def _listen_room(self, subscription: Subscription) -> None:
+        async for message in subscription:
+            try:
+                item = decode_gossip(message.data, now_ms=self._clock.now_ms())
+                await self._receiver.accept_gossip(item)
+            except HearthError as exc:
+                log.debug("room gossip from %s ignored: %s", message.origin[-8:], exc)
+
+    def _after_store(self, outcome: StoreOutcome) -> None:
+        if not self._started:
+            return  # stopping: the services that would act on it are gone
+        if outcome.relayed_for:
+            self._relay.hold(outcome.relayed_for)
+        for room in outcome.membership_changed:
+            self._tasks.create_task(self._membership_changed(RoomId(room)))
+
+    async def _membership_changed(self, room: RoomId) -> None:
+        members = await self.members(room)
+        if self.user_id in members:
+            await self._watch_room(room)
+        self._events.emit(MembershipChanged(room=room, members=frozenset(members)))
+
+
+def _gossip_message_id(data: bytes) -> bytes:
+    """Gossip dedupes by our message id, so one envelope is one gossip message everywhere."""
+    value = decode_canonical(data, max_bytes=1 << 20)
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[1], bytes):
+        return load_envelope(value[1]).message_id
+    raise RemoteProtocolError("not a gossip payload")
+
+
+def _note_own(
+    inbox: Inbox, rooms: RoomRegistry, store: Store, envelope: Envelope, now_ms: int
+) -> StoreOutcome:
+    outcome = StoreOutcome()
+    if rooms.note_stored(store, envelope, now_ms=now_ms):
+        outcome.membership_changed.add(envelope.room)
+    return outcome
+
+
+def _enqueue_history(store: Store, user: UserId, history: list[Envelope], now_ms: int) -> None:
+    for envelope in history:
+        store.enqueue(user, envelope.message_id, next_attempt_ms=now_ms)

@@ -1,0 +1,107 @@
+"""Sending DELIVER batches to a peer and checking its signed ACK (SPEC §11).
+
+One deliver stream per peer, reused across batches, one batch in flight per peer (the in-flight
+window): the receiver's ack comes back before the next batch goes, so a slow peer slows only
+itself. Any failure closes the stream; the next batch opens a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from typing import Final
+
+from hearthmesh.node.frame_stream import FrameStream
+from hearthmesh.node.libp2p_host import P2PHost
+from hearthmesh.protocol.delivery import (
+    DELIVER_PROTOCOL,
+    Ack,
+    BatchItem,
+    ProtocolErrorFrame,
+    decode_frame,
+    encode_deliver,
+    verify_ack,
+)
+from hearthmesh.protocol.errors import HearthError, MalformedMessage, RemoteProtocolError
+from hearthmesh.protocol.peer_id import peer_id_of_node_key
+
+__all__ = ["ACK_TIMEOUT_S", "DeliveryFailed", "PeerLinks"]
+
+log = logging.getLogger(__name__)
+
+ACK_TIMEOUT_S: Final = 10.0
+"""How long a batch may wait for its ack before the stream is given up."""
+
+
+class DeliveryFailed(HearthError):
+    """A batch could not be handed to a peer (unreachable, closed, refused, bad ack)."""
+
+
+class PeerLinks:
+    """Deliver streams to peers, opened on demand."""
+
+    def __init__(self, host: P2PHost) -> None:
+        self._host = host
+        self._streams: dict[str, FrameStream] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._batch_ids = itertools.count(1)
+
+    async def deliver(self, peer_id: str, certificates: list[bytes], items: list[BatchItem]) -> Ack:
+        """Send one batch to `peer_id` and return its verified ack.
+
+        Raises:
+            DeliveryFailed: no stream, a timeout, an ERROR frame, or an ack that is not from
+                `peer_id`, not for this batch, or not one result per item.
+        """
+        lock = self._locks.setdefault(peer_id, asyncio.Lock())
+        async with lock:
+            batch_id = next(self._batch_ids)
+            try:
+                stream = await self._stream(peer_id)
+                async with asyncio.timeout(ACK_TIMEOUT_S):
+                    await stream.write_frame(encode_deliver(batch_id, certificates, items))
+                    frame = decode_frame(await stream.read_frame())
+                ack = self._check(peer_id, batch_id, len(items), frame)
+            except (HearthError, OSError, TimeoutError) as exc:
+                await self._drop(peer_id)
+                if isinstance(exc, DeliveryFailed):
+                    raise
+                raise DeliveryFailed(f"{peer_id[-8:]}: {type(exc).__name__}: {exc}") from exc
+            return ack
+
+    def _check(self, peer_id: str, batch_id: int, count: int, frame: object) -> Ack:
+        if isinstance(frame, ProtocolErrorFrame):
+            raise DeliveryFailed(f"{peer_id[-8:]} refused the batch: {frame.code} {frame.message}")
+        if not isinstance(frame, Ack):
+            raise MalformedMessage("expected an ACK frame")
+        verify_ack(frame)
+        if peer_id_of_node_key(frame.node_key) != peer_id:
+            raise RemoteProtocolError("ack signed by another node")
+        if frame.batch_id != batch_id or len(frame.results) != count:
+            raise MalformedMessage("ack does not answer this batch")
+        return frame
+
+    async def _stream(self, peer_id: str) -> FrameStream:
+        stream = self._streams.get(peer_id)
+        if stream is None or stream.closed:
+            stream = await self._host.open_stream(peer_id, DELIVER_PROTOCOL)
+            self._streams[peer_id] = stream
+        return stream
+
+    async def _drop(self, peer_id: str) -> None:
+        stream = self._streams.pop(peer_id, None)
+        if stream is not None:
+            try:
+                await stream.reset()
+            except (HearthError, OSError):
+                log.debug("reset of a failed stream to %s failed too", peer_id[-8:])
+
+    async def aclose(self) -> None:
+        """Close every stream (the host closes connections after this)."""
+        for peer_id in list(self._streams):
+            stream = self._streams.pop(peer_id)
+            try:
+                await stream.close()
+            except (HearthError, OSError):
+                log.debug("closing the stream to %s failed", peer_id[-8:])

@@ -1,0 +1,134 @@
+"""Serving inbound deliver streams and gossip: verify, store, then ack (DESIGN §5 step 5).
+
+Verification is pure protocol/ work; storing is `Inbox.accept` on the store thread; the signed
+ack goes out only after that transaction committed. A frame that cannot be a DELIVER batch is
+answered with an ERROR frame and the stream is closed; a bad envelope inside a good batch is
+rejected alone and the rest of the batch is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from hearthmesh.node.clock import Clock, HybridClock
+from hearthmesh.node.events import MessageReceived, NodeEvent
+from hearthmesh.node.frame_stream import FrameStream
+from hearthmesh.node.inbox import Arrival, Inbox, StoreOutcome, error_result
+from hearthmesh.node.keyring import Keyring
+from hearthmesh.node.p2p_errors import StreamClosed
+from hearthmesh.protocol.delivery import (
+    Deliver,
+    DeliveryResult,
+    decode_frame,
+    encode_ack,
+    encode_error,
+    sign_ack,
+    verify_batch,
+)
+from hearthmesh.protocol.errors import ClockSkew, MalformedMessage, RemoteProtocolError
+from hearthmesh.protocol.gossip import GossipItem
+from hearthmesh.protocol.identity import UserId, encode_certificate
+from hearthmesh.storage.async_store import AsyncStore
+
+__all__ = ["Receiver"]
+
+log = logging.getLogger(__name__)
+
+
+class Receiver:
+    """Turns verified arrivals into stored history, acks and app events."""
+
+    def __init__(
+        self,
+        *,
+        inbox: Inbox,
+        store: AsyncStore,
+        keyring: Keyring,
+        clock: Clock,
+        hlc: HybridClock,
+        emit: Callable[[NodeEvent], None],
+        on_outcome: Callable[[StoreOutcome], None],
+    ) -> None:
+        self._inbox = inbox
+        self._store = store
+        self._keyring = keyring
+        self._clock = clock
+        self._hlc = hlc
+        self._emit = emit
+        self._on_outcome = on_outcome
+        self.rejected_frames = 0
+
+    async def serve_deliver(self, stream: FrameStream) -> None:
+        """Handle one inbound deliver stream until the peer closes it."""
+        while True:
+            try:
+                data = await stream.read_frame()
+            except StreamClosed:
+                return
+            except RemoteProtocolError as exc:  # oversized or truncated frame: stream is done
+                self._refuse(stream.remote_peer, exc)
+                return
+            try:
+                frame = decode_frame(data)
+                if not isinstance(frame, Deliver):
+                    raise MalformedMessage("only DELIVER frames are sent to a receiver")
+            except RemoteProtocolError as exc:
+                self._refuse(stream.remote_peer, exc)
+                await stream.write_frame(encode_error(exc))
+                return
+            results = await self.accept_batch(frame)
+            ack = sign_ack(self._keyring.node, frame.batch_id, tuple(results))
+            await stream.write_frame(encode_ack(ack))
+
+    def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
+        self.rejected_frames += 1
+        log.warning("refused a frame from %s: %s (code %d)", peer[-8:], error, error.code)
+
+    async def accept_batch(self, batch: Deliver) -> list[DeliveryResult]:
+        """Verify, merge clocks, store; one result per item, in order."""
+        verified = verify_batch(batch, now_ms=self._clock.now_ms())
+        items: list[Arrival | DeliveryResult] = []
+        for item, raw in zip(verified, batch.items, strict=True):
+            if item.error is not None or item.envelope is None:
+                error = item.error or MalformedMessage("no envelope")
+                items.append(error_result(item.message_id, error))
+                continue
+            try:
+                self._hlc.merge(item.envelope.hlc)
+            except ClockSkew as exc:
+                items.append(error_result(item.message_id, exc))
+                continue
+            certificate = batch.certificates[raw.certificate]
+            items.append(
+                Arrival(
+                    envelope=item.envelope, recipient=UserId(raw.recipient), certificate=certificate
+                )
+            )
+        outcome = await self._store.run(
+            self._inbox.accept, self._store.store, items, now_ms=self._clock.now_ms()
+        )
+        self._publish(outcome)
+        return outcome.results
+
+    async def accept_gossip(self, item: GossipItem) -> None:
+        """A verified envelope from a room topic, for our user (the fast path)."""
+        try:
+            self._hlc.merge(item.envelope.hlc)
+        except ClockSkew as exc:
+            log.info("gossip from a skewed clock ignored: %s", exc)
+            return
+        arrival = Arrival(
+            envelope=item.envelope,
+            recipient=self._keyring.user_id,
+            certificate=encode_certificate(item.certificate),
+        )
+        outcome = await self._store.run(
+            self._inbox.accept, self._store.store, [arrival], now_ms=self._clock.now_ms()
+        )
+        self._publish(outcome)
+
+    def _publish(self, outcome: StoreOutcome) -> None:
+        for envelope in outcome.released:
+            self._emit(MessageReceived(envelope=envelope))
+        self._on_outcome(outcome)

@@ -1,0 +1,77 @@
+"""Per-sender sequence numbers on both ends (SPEC §8).
+
+Outgoing: the next number of this device in each room, found once from history after a start.
+Incoming: envelopes are released to the app in each sender's order through
+`protocol.ordering.SenderSequencer`; how far each sender was released is kept in the store's
+sync state, so a restart neither repeats nor skips what the app was given.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from hearthmesh.protocol.envelope import Envelope, RoomId
+from hearthmesh.protocol.errors import SequenceOverflow
+from hearthmesh.protocol.identity import DeviceId
+from hearthmesh.protocol.ordering import SenderSequencer
+from hearthmesh.storage.api import Direction, Store
+
+__all__ = ["ReleaseOrder", "last_own_seq"]
+
+_SCAN_PAGE: Final = 256
+_NEXT: Final = struct.Struct(">Q")
+_RELEASE_PREFIX: Final = b"release:"
+
+Sender = tuple[RoomId, DeviceId]
+
+
+def last_own_seq(store: Store, room: RoomId, device: DeviceId) -> int:
+    """The highest sequence number `device` used in `room`, 0 if none (scans back from the end)."""
+    cursor = None
+    while True:
+        page = store.page_history(
+            room, cursor=cursor, direction=Direction.BACKWARD, limit=_SCAN_PAGE
+        )
+        own = [e.envelope.seq for e in page.events if e.envelope.sender_device == device]
+        if own:
+            return max(own)
+        if page.next is None:
+            return 0
+        cursor = page.next
+
+
+class ReleaseOrder:
+    """Releases stored envelopes to the app in per-sender order; persists progress."""
+
+    def __init__(self) -> None:
+        self._sequencer: SenderSequencer[Sender, Envelope] = SenderSequencer()
+        self._known: set[Sender] = set()
+
+    def offer(self, store: Store, envelope: Envelope, *, first_seq_if_new: int) -> list[Envelope]:
+        """Take a newly stored envelope; return what may now go to the app, in order.
+
+        Args:
+            first_seq_if_new: where a sender never seen before starts (1 in a direct room; the
+                first number the guaranteed path brought in a group joined later).
+        """
+        sender = (envelope.room, envelope.sender_device)
+        if sender not in self._known:
+            stored = store.get_sync_state(_RELEASE_PREFIX + envelope.sender_device, envelope.room)
+            start = _NEXT.unpack(stored)[0] if stored is not None else first_seq_if_new
+            self._sequencer.resume(sender, start)
+            self._known.add(sender)
+        try:
+            released = self._sequencer.offer(sender, envelope.seq, envelope)
+        except SequenceOverflow:
+            return []  # stored anyway; it is released once the sender's earlier ones arrive
+        if released:
+            store.set_sync_state(
+                _RELEASE_PREFIX + envelope.sender_device,
+                envelope.room,
+                _NEXT.pack(self._sequencer.next_seq(sender)),
+            )
+        return released
+
+    def held(self) -> int:
+        return self._sequencer.held()

@@ -1,0 +1,67 @@
+"""Fan-out of node events to the app's subscribers, bounded so a slow reader costs only itself.
+
+Each subscriber has its own queue of at most `MAX_QUEUED_EVENTS`. A subscriber that falls that
+far behind is ended with `SubscriberTooSlow` rather than growing memory without bound or
+slowing the node; everything it missed is in the store (history, statuses) to re-read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Final
+
+from hearthmesh.node.events import NodeEvent
+from hearthmesh.protocol.errors import HearthError
+
+__all__ = ["MAX_QUEUED_EVENTS", "EventHub", "SubscriberTooSlow"]
+
+MAX_QUEUED_EVENTS: Final = 10_000
+
+
+class SubscriberTooSlow(HearthError):
+    """The subscriber fell more than MAX_QUEUED_EVENTS behind and was ended."""
+
+
+_END: Final = object()
+
+
+class EventHub:
+    """Emits each event to every current subscriber."""
+
+    def __init__(self, *, max_queued: int = MAX_QUEUED_EVENTS) -> None:
+        self._max = max_queued
+        self._queues: set[asyncio.Queue[object]] = set()
+        self._closed = False
+
+    def emit(self, event: NodeEvent) -> None:
+        for queue in list(self._queues):
+            if queue.qsize() >= self._max:
+                self._queues.discard(queue)
+                queue.put_nowait(SubscriberTooSlow(f"more than {self._max} events behind"))
+            else:
+                queue.put_nowait(event)
+
+    def close(self) -> None:
+        """End every subscription (the node stops)."""
+        self._closed = True
+        for queue in self._queues:
+            queue.put_nowait(_END)
+        self._queues.clear()
+
+    async def subscribe(self) -> AsyncIterator[NodeEvent]:
+        """Events from now on until the node stops."""
+        if self._closed:
+            return
+        queue: asyncio.Queue[object] = asyncio.Queue()  # bounded by emit(), one slot over max
+        self._queues.add(queue)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, SubscriberTooSlow):
+                    raise item
+                yield item  # type: ignore[misc]
+        finally:
+            self._queues.discard(queue)

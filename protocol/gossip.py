@@ -1,0 +1,118 @@
+"""What travels on gossipsub topics (SPEC §14): signed envelopes with their sender's proof.
+
+Gossip is the fast, at-most-once path. A room topic carries the room's envelopes; the presence
+topic carries PRESENCE envelopes whose body holds the user's home record, so every node learns
+where each online user's inbox lives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from .canonical import decode_canonical, encode_canonical
+from .envelope import MAX_ENVELOPE_BYTES, Envelope, Kind, RoomId, decode_envelope
+from .errors import MalformedMessage, NotAuthorized
+from .home_record import MAX_HOME_RECORD_BYTES, HomeRecord, decode_home_record, verify_home_record
+from .identity import DeviceCertificate, decode_certificate, verify_certificate
+
+__all__ = [
+    "MAX_GOSSIP_BYTES",
+    "PRESENCE_CONTENT_TYPE",
+    "PRESENCE_TOPIC",
+    "GossipItem",
+    "Presence",
+    "PresenceStatus",
+    "decode_gossip",
+    "decode_presence",
+    "encode_gossip",
+    "encode_presence",
+    "room_topic",
+]
+
+PRESENCE_TOPIC: Final = "/hearthmesh/presence/0"
+PRESENCE_CONTENT_TYPE: Final = "application/x-hearthmesh-presence"
+MAX_GOSSIP_BYTES: Final = MAX_ENVELOPE_BYTES + 1024
+
+
+def room_topic(room: RoomId) -> str:
+    """The gossipsub topic of a room: `/hearthmesh/room/0/<hex room id>`."""
+    return f"/hearthmesh/room/0/{room.hex()}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GossipItem:
+    """A verified envelope with the certificate that ties its device to its user."""
+
+    certificate: DeviceCertificate
+    envelope: Envelope
+
+
+def encode_gossip(certificate: bytes, envelope_wire: bytes) -> bytes:
+    """CBOR [certificate, envelope]."""
+    return encode_canonical([certificate, envelope_wire])
+
+
+def decode_gossip(data: bytes, *, now_ms: int) -> GossipItem:
+    """Parse and verify a gossip payload: the envelope's signature and its sender's certificate.
+
+    Raises:
+        RemoteProtocolError subclasses: TooLarge, MalformedMessage, BadSignature,
+        BadCertificate, NotAuthorized (certificate of another device or user).
+    """
+    match decode_canonical(data, max_bytes=MAX_GOSSIP_BYTES):
+        case [bytes() as cert_bytes, bytes() as wire]:
+            pass
+        case _:
+            raise MalformedMessage("gossip payload is [certificate, envelope]")
+    certificate = decode_certificate(cert_bytes)
+    verify_certificate(certificate, now_ms=now_ms)
+    envelope = decode_envelope(wire)
+    if (certificate.user, certificate.device) != (envelope.sender_user, envelope.sender_device):
+        raise NotAuthorized("the certificate does not name this sender")
+    return GossipItem(certificate=certificate, envelope=envelope)
+
+
+class PresenceStatus(IntEnum):
+    """SPEC §14.2."""
+
+    ONLINE = 1
+    OFFLINE = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Presence:
+    """The body of a PRESENCE envelope."""
+
+    status: PresenceStatus
+    ttl_ms: int
+    """Online until this long after the envelope's HLC unless renewed."""
+    home_record: HomeRecord
+
+
+def encode_presence(status: PresenceStatus, ttl_ms: int, home_record: bytes) -> bytes:
+    """CBOR [status, ttl_ms, home record]."""
+    return encode_canonical([int(status), ttl_ms, home_record])
+
+
+def decode_presence(envelope: Envelope, *, now_ms: int) -> Presence:
+    """Parse and verify the body of a PRESENCE envelope, including its home record.
+
+    Raises:
+        MalformedMessage, BadSignature, BadCertificate, NotAuthorized (a record of another user).
+    """
+    if envelope.kind is not Kind.PRESENCE:
+        raise MalformedMessage("not a presence envelope")
+    match decode_canonical(envelope.body, max_bytes=MAX_HOME_RECORD_BYTES + 64):
+        case [int() as status, int() as ttl_ms, bytes() as record_bytes] if (
+            status in PresenceStatus._value2member_map_ and 0 < ttl_ms <= 3_600_000
+        ):
+            pass
+        case _:
+            raise MalformedMessage("presence body is [status, ttl_ms, home record]")
+    record = decode_home_record(record_bytes)
+    verify_home_record(record, now_ms=now_ms)
+    if record.user != envelope.sender_user:
+        raise NotAuthorized("a home record of another user")
+    return Presence(status=PresenceStatus(status), ttl_ms=ttl_ms, home_record=record)

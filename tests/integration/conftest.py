@@ -1,0 +1,58 @@
+"""Real nodes on 127.0.0.1 with LMDB in temporary directories."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from hearthmesh.node.config import NodeConfig
+from hearthmesh.node.events import NodeEvent
+from hearthmesh.node.node import Node
+
+E = TypeVar("E")
+
+FAST = {"presence_interval_ms": 300, "presence_ttl_ms": 1500, "retry_poll_ms": 50}
+
+
+def node_config(path: Path, **overrides: Any) -> NodeConfig:
+    return NodeConfig(
+        data_dir=path, listen_addrs=("/ip4/127.0.0.1/tcp/0",), **{**FAST, **overrides}
+    )
+
+
+NodeFactory = Callable[..., AbstractAsyncContextManager[Node]]
+
+
+@pytest.fixture
+def make_node(tmp_path: Path) -> NodeFactory:
+    counter = iter(range(1000))
+
+    @asynccontextmanager
+    async def factory(name: str | None = None, **overrides: Any) -> AsyncIterator[Node]:
+        path = tmp_path / (name or f"node{next(counter)}")
+        async with Node(node_config(path, **overrides)) as node:
+            yield node
+
+    return factory
+
+
+async def collect(events: AsyncIterator[NodeEvent], kind: type[E], count: int) -> list[E]:
+    """The first `count` events of type `kind` (others are skipped)."""
+    found: list[E] = []
+    async for event in events:
+        if isinstance(event, kind):
+            found.append(event)
+            if len(found) == count:
+                break
+    return found
+
+
+async def wait_until(predicate: Callable[[], bool], *, poll_s: float = 0.02) -> None:
+    """Poll a condition that has no event to await (callers bound it with asyncio.timeout)."""
+    while not predicate():  # noqa: ASYNC110 - the condition (a peer's state) has no event
+        await asyncio.sleep(poll_s)
