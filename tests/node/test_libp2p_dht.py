@@ -1,0 +1,194 @@
+"""kad-dht home records and bootstrap (node/libp2p_dht.py via P2PHost) on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+
+from hearthmesh.node.libp2p_dht import home_record_rules
+from hearthmesh.node.libp2p_host import HostConfig, P2PHost, peer_id_from_seed
+from hearthmesh.protocol.errors import LocalProtocolError
+from hearthmesh.protocol.home_dht import home_record_key
+from hearthmesh.protocol.home_record import encode_home_record, issue_home_record
+from hearthmesh.protocol.identity import (
+    DeviceId,
+    KeyPair,
+    UserId,
+    issue_certificate,
+    keypair_from_seed,
+)
+
+pytestmark = pytest.mark.integration
+
+NOW_MS = 1_700_000_000_000
+ALICE, BOB, DEVICE = (keypair_from_seed(bytes([100 + i]) * 32) for i in range(3))
+ALICE_KEY = home_record_key(UserId(ALICE.public))
+BOB_KEY = home_record_key(UserId(BOB.public))
+
+
+def home_record(user: KeyPair, issued_ms: int, home: str = "12D3KooWHome") -> bytes:
+    cert = issue_certificate(user, DeviceId(DEVICE.public), created_ms=NOW_MS - 1_000)
+    return encode_home_record(
+        issue_home_record(
+            user,
+            issued_ms=issued_ms,
+            homes=(home,),
+            addrs=(f"/ip4/127.0.0.1/tcp/4470/p2p/{home}",),
+            devices=(cert,),
+        )
+    )
+
+
+def dht_config(n: int, **kwargs: object) -> HostConfig:
+    validate, select = home_record_rules(lambda: NOW_MS)
+    return HostConfig(
+        identity_seed=bytes([n]) * 32,
+        dht_validate=validate,
+        dht_select=select,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def rogue_config(n: int) -> HostConfig:
+    """A host that stores and serves anything: what an attacker would run."""
+    return HostConfig(
+        identity_seed=bytes([n]) * 32,
+        dht_validate=lambda key, value: None,
+        dht_select=lambda key, values: 0,  # whatever it is handed last wins locally
+    )
+
+
+@asynccontextmanager
+async def hosts(*configs: HostConfig) -> AsyncIterator[list[P2PHost]]:
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(P2PHost(c)) for c in configs]
+
+
+async def link(a: P2PHost, b: P2PHost) -> None:
+    await a.connect(b.listen_addrs[0])
+    await b.wait_connected(a.peer_id)
+
+
+async def test_put_on_one_host_get_from_a_host_that_never_met_it() -> None:
+    v1, v2 = home_record(ALICE, NOW_MS), home_record(ALICE, NOW_MS + 1, "12D3KooWMoved")
+    async with asyncio.timeout(9), hosts(dht_config(1), dht_config(2), dht_config(3)) as (a, b, c):
+        await link(a, b)
+        await link(c, b)  # chain A - B - C
+        assert a.peer_id not in c.connected_peers()
+
+        await a.dht_put(ALICE_KEY, v1)
+        assert await c.dht_get(ALICE_KEY) == v1
+        assert await c.dht_get(BOB_KEY) is None
+
+        # A newer record replaces the older one everywhere it was stored, the getter included.
+        await a.dht_put(ALICE_KEY, v2)
+        for host in (a, b, c):
+            assert await host.dht_get(ALICE_KEY) == v2
+        with pytest.raises(LocalProtocolError):  # an older record never replaces a newer one
+            await a.dht_put(ALICE_KEY, v1)
+        with pytest.raises(LocalProtocolError):
+            await c.dht_put(ALICE_KEY, v1)
+        assert await b.dht_get(ALICE_KEY) == v2
+
+
+async def test_invalid_values_are_refused_by_put_and_never_returned_by_get() -> None:
+    good = home_record(ALICE, NOW_MS)
+    forged = bytearray(home_record(BOB, NOW_MS + 5))
+    forged[-1] ^= 1  # signature bit flipped
+    invalid = {
+        "forged": bytes(forged),
+        "wrong key": good,  # Alice's valid record under Bob's key
+        "malformed": b"\xa1not a home record",
+        "from the future": home_record(BOB, NOW_MS + 24 * 3600 * 1000),
+    }
+    outside = ("/pk/" + BOB.public.hex(), "/ipns/" + BOB.public.hex(), "plain-key")
+    configs = (dht_config(1), dht_config(2), dht_config(3), rogue_config(4))
+    async with asyncio.timeout(9), hosts(*configs) as (a, b, c, rogue):
+        await link(a, b)
+        await link(c, b)
+        await link(rogue, b)
+        await link(rogue, c)
+        for name, value in invalid.items():
+            with pytest.raises(LocalProtocolError):
+                await a.dht_put(BOB_KEY, value)
+            # The rogue skips its own checks; honest peers refuse to store what it sends.
+            await rogue.dht_put(BOB_KEY, value)
+            assert await rogue.dht_get(BOB_KEY) == value, name
+        for host in (a, b, c):
+            assert await host.dht_get(BOB_KEY) is None
+        for key in outside:  # strict: one namespace, even the rogue's own DHT refuses others
+            for host in (a, rogue):
+                with pytest.raises(LocalProtocolError):
+                    await host.dht_put(key, good)
+                with pytest.raises(LocalProtocolError):
+                    await host.dht_get(key)
+        # A valid record is stored despite the rogue; its junk never displaces it.
+        await c.dht_put(ALICE_KEY, good)
+        await rogue.dht_put(ALICE_KEY, b"junk")
+        assert await a.dht_get(ALICE_KEY) == good
+        assert await b.dht_get(ALICE_KEY) == good
+
+
+async def test_dht_is_off_without_record_rules() -> None:
+    async with asyncio.timeout(5), P2PHost(HostConfig(identity_seed=b"\x05" * 32)) as host:
+        with pytest.raises(LocalProtocolError):
+            await host.dht_put(ALICE_KEY, home_record(ALICE, NOW_MS))
+        with pytest.raises(LocalProtocolError):
+            await host.dht_get(ALICE_KEY)
+    validate, _ = home_record_rules(lambda: NOW_MS)
+    with pytest.raises(LocalProtocolError):
+        P2PHost(HostConfig(identity_seed=b"\x05" * 32, dht_validate=validate))
+
+
+async def test_bootstrap_peer_is_connected_at_start() -> None:
+    async with asyncio.timeout(8), P2PHost(dht_config(1)) as first:
+        config = dht_config(2, bootstrap=[first.listen_addrs[0]])
+        async with P2PHost(config) as second:
+            await second.wait_connected(first.peer_id)
+            await first.wait_connected(second.peer_id)
+            record = home_record(ALICE, NOW_MS)
+            await second.dht_put(ALICE_KEY, record)
+            assert await first.dht_get(ALICE_KEY) == record
+
+
+async def test_bad_bootstrap_addresses_do_not_stop_the_host() -> None:
+    async with asyncio.timeout(8), P2PHost(dht_config(1)) as first:
+        dead = peer_id_from_seed(bytes([9]) * 32)  # a peer that is not running
+        bootstrap = [
+            "/not/a/multiaddr",
+            f"/ip4/127.0.0.1/tcp/1/p2p/{dead}",  # refused
+            first.listen_addrs[0],
+        ]
+        async with P2PHost(dht_config(2, bootstrap=bootstrap)) as second:
+            await second.wait_connected(first.peer_id)
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _cycle(first: int) -> None:
+    async with hosts(dht_config(first), dht_config(first + 1)) as (a, b):
+        await link(a, b)
+        record = home_record(ALICE, NOW_MS + first)
+        await a.dht_put(ALICE_KEY, record)
+        assert await b.dht_get(ALICE_KEY) == record
+
+
+async def test_stopping_dht_hosts_leaks_no_threads_fds_or_tasks() -> None:
+    async with asyncio.timeout(9):
+        await _cycle(10)  # warm-up: lazy imports, loggers, the loop's own sockets
+        threads, fds = threading.active_count(), _fd_count()
+        started = time.monotonic()
+        for first in (20, 30, 40):
+            await _cycle(first)
+        assert threading.active_count() == threads
+        assert _fd_count() == fds
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+        assert time.monotonic() - started < 6
