@@ -26,7 +26,7 @@ from hearthmesh.protocol.backoff import next_attempt_ms
 from hearthmesh.protocol.delivery import Ack, AckStatus, BatchItem
 from hearthmesh.protocol.envelope import MessageId, load_envelope
 from hearthmesh.protocol.identity import DeviceId, Rng, UserId
-from hearthmesh.storage.api import OutboxEntry, Store
+from hearthmesh.storage.api import OutboxEntry
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["BATCH_ENTRIES", "LEASE_MS", "OutboxWorker", "build_batch"]
@@ -217,7 +217,7 @@ class OutboxWorker:
                 done.append(entry.message_id)
             else:
                 again.append(entry)
-        await self._store.run(_ack_all, self._store.store, recipient, done)
+        await self._store.run(self._store.store.ack_many, recipient, done)
         for message_id in done:
             self._emit(DeliveredToHome(message_id=message_id, recipient=recipient, peer_id=home))
         self.delivered += len(done)
@@ -227,16 +227,4 @@ class OutboxWorker:
     async def _retry(self, destination: bytes, entries: list[OutboxEntry], error: str) -> None:
         now = self._clock.now_ms()
         plan = [(e.message_id, next_attempt_ms(e.attempts, now, self._rng)) for e in entries]
-        await self._store.run(_reschedule_all, self._store.store, destination, plan, error)
-
-
-def _ack_all(store: Store, destination: bytes, message_ids: list[MessageId]) -> None:
-    for message_id in message_ids:
-        store.ack(destination, message_id)
-
-
-def _reschedule_all(
-    store: Store, destination: bytes, plan: list[tuple[MessageId, int]], error: str
-) -> None:
-    for message_id, when in plan:
-        store.reschedule(destination, message_id, next_attempt_ms=when, error=error)
+        await self._store.run(self._store.store.reschedule_many, destination, plan, error=error)

@@ -32,7 +32,7 @@ from hearthmesh.node.presence import PresenceService
 from hearthmesh.node.receiver import Receiver
 from hearthmesh.node.relay import RelayForwarder
 from hearthmesh.node.rooms import RoomRegistry
-from hearthmesh.node.sequencing import ReleaseOrder, last_own_seq
+from hearthmesh.node.sequencing import ReleaseOrder
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.protocol.canonical import decode_canonical, encode_canonical
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, load_envelope, seal
@@ -192,8 +192,13 @@ class Node:
         await self._stack.enter_async_context(self._tasks)
         self._stack.push_async_callback(self._cancel_services)
         self._started = True
-        for room in await self._store.run(store.rooms_of, self.keyring.user_id):
+        rooms = await self._store.run(store.rooms_of, self.keyring.user_id)
+        for room in rooms:
             await self._watch_room(room)
+        held_for = set(await self._store.run(store.relay_recipients))
+        known = await self._store.run(_room_members, store, rooms)
+        await self._store.run(self._directory.load, store, sorted(held_for | known))
+        self._relay.hold(held_for)
         self._services = [
             self._tasks.create_task(self._outbox.run(), name="outbox"),
             self._tasks.create_task(self._relay.run(), name="relay"),
@@ -438,7 +443,7 @@ class Node:
             async with self._seq_lock:
                 if room not in self._own_next_seq:
                     last = await self._store.run(
-                        last_own_seq, self._store.store, room, self.keyring.device_id
+                        self._store.store.last_seq, room, self.keyring.device_id
                     )
                     self._own_next_seq[room] = last + 1
         seq = self._own_next_seq[room]
@@ -540,3 +545,8 @@ def _note_own(
 def _enqueue_history(store: Store, user: UserId, history: list[Envelope], now_ms: int) -> None:
     for envelope in history:
         store.enqueue(user, envelope.message_id, next_attempt_ms=now_ms)
+
+
+def _room_members(store: Store, rooms: list[RoomId]) -> set[UserId]:
+    """Everyone we share a room with: their home records are loaded at start."""
+    return {member.user for room in rooms for member in store.members(room)}

@@ -1,6 +1,6 @@
 """Per-sender sequence numbers on both ends (SPEC §8).
 
-Outgoing: the next number of this device in each room, found once from history after a start.
+Outgoing numbers come from the store's per-(room, device) index (`Store.last_seq`).
 Incoming: envelopes are released to the app in each sender's order through
 `protocol.ordering.SenderSequencer`; how far each sender was released is kept in the store's
 sync state, so a restart neither repeats nor skips what the app was given.
@@ -15,30 +15,14 @@ from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import SequenceOverflow
 from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.protocol.ordering import SenderSequencer
-from hearthmesh.storage.api import Direction, Store
+from hearthmesh.storage.api import Store
 
-__all__ = ["ReleaseOrder", "last_own_seq"]
+__all__ = ["ReleaseOrder"]
 
-_SCAN_PAGE: Final = 256
 _NEXT: Final = struct.Struct(">Q")
 _RELEASE_PREFIX: Final = b"release:"
 
 Sender = tuple[RoomId, DeviceId]
-
-
-def last_own_seq(store: Store, room: RoomId, device: DeviceId) -> int:
-    """The highest sequence number `device` used in `room`, 0 if none (scans back from the end)."""
-    cursor = None
-    while True:
-        page = store.page_history(
-            room, cursor=cursor, direction=Direction.BACKWARD, limit=_SCAN_PAGE
-        )
-        own = [e.envelope.seq for e in page.events if e.envelope.sender_device == device]
-        if own:
-            return max(own)
-        if page.next is None:
-            return 0
-        cursor = page.next
 
 
 class ReleaseOrder:

@@ -314,6 +314,10 @@ class HistoryStore(Protocol):
         """Raise a recipient's status; False if it was already at or past `status`."""
         ...
 
+    def last_seq(self, room: bytes, sender_device: bytes) -> int:
+        """The highest sequence number of `sender_device` stored in `room`, 0 if none."""
+        ...
+
     def statuses(self, message_id: bytes) -> list[StatusRecord]:
         """Every recipient's status of one message, by recipient."""
         ...
@@ -344,6 +348,16 @@ class Outbox(Protocol):
         """Move an entry to `next_attempt_ms` (the caller's backoff) with its last error."""
         ...
 
+    def ack_many(self, destination: bytes, message_ids: Sequence[bytes]) -> int:
+        """`ack` for many entries in one transaction; returns how many were pending."""
+        ...
+
+    def reschedule_many(
+        self, destination: bytes, plan: Sequence[tuple[bytes, int]], *, error: str | None
+    ) -> int:
+        """`reschedule` (message id, next attempt) pairs in one transaction."""
+        ...
+
 
 class RelayInbox(Protocol):
     """Store-and-forward of other users' envelopes, within quotas."""
@@ -358,6 +372,10 @@ class RelayInbox(Protocol):
 
     def relay_ack(self, recipient: bytes, message_ids: Sequence[bytes]) -> int:
         """Drop delivered envelopes; returns how many were held."""
+        ...
+
+    def relay_recipients(self) -> list[UserId]:
+        """Recipients that hold relayed envelopes, by user id."""
         ...
 
     def relay_usage(self, recipient: bytes) -> RelayUsage:

@@ -18,6 +18,8 @@ from .keys import (
     decode_slot,
     pack_u64,
     prefix_end,
+    sequence_key,
+    unpack_u64,
 )
 from .kv import KvTxn
 from .records import corrupt, decode_envelope_at, decode_status, encode_status
@@ -25,6 +27,7 @@ from .records import corrupt, decode_envelope_at, decode_status, encode_status
 __all__ = [
     "MAX_HISTORY_PAGE",
     "get_event_txn",
+    "last_seq_txn",
     "latest_event_txn",
     "page_history_txn",
     "purge_events_txn",
@@ -153,3 +156,9 @@ def purge_events_txn(txn: KvTxn, cutoff_ms: int, limit: int) -> tuple[int, int]:
         removed += len(doomed)
         position = prefix_end(room)
     return removed, kept
+
+
+def last_seq_txn(txn: KvTxn, room: bytes, sender_device: bytes) -> int:
+    """The highest sequence number of `sender_device` stored in `room`, 0 if none."""
+    value = txn.get(Table.SEQUENCES, sequence_key(room, sender_device))
+    return 0 if value is None else unpack_u64(value)

@@ -47,6 +47,7 @@ __all__ = [
     "relay_expiry_key",
     "relay_id_key",
     "relay_message_key",
+    "sequence_key",
     "slot",
     "sync_key",
     "unpack_u32",
@@ -80,6 +81,8 @@ class Table(Enum):
     """setting name (utf-8) -> value bytes."""
     HISTORY = b"history.events"
     """room | hlc(12) | sender device | seq u64 -> message id | envelope wire bytes."""
+    SEQUENCES = b"history.sequences"
+    """room | sender device -> highest seq u64 stored (a sender resumes its numbering here)."""
     MESSAGE_IDS = b"history.ids"
     """message id -> slot (the history key): dedupe and lookup by id."""
     STATUS = b"status.receipts"
@@ -187,6 +190,11 @@ def peer_prefix(peer: bytes) -> bytes:
 def slot(hlc: bytes, sender_device: bytes, seq: int) -> bytes:
     """hlc(12) | device(32) | seq u64: an event's place within its room, also the cursor form."""
     return hlc + sender_device + _U64.pack(seq)
+
+
+def sequence_key(room: bytes, sender_device: bytes) -> bytes:
+    """room | sender device."""
+    return room + sender_device
 
 
 def history_key(room: bytes, hlc: bytes, sender_device: bytes, seq: int) -> bytes:

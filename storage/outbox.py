@@ -7,6 +7,8 @@ for ack / reschedule and tells purge which events are still needed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.protocol.errors import LocalProtocolError
 
@@ -23,7 +25,14 @@ from .keys import (
 from .kv import KvTxn
 from .records import corrupt, decode_outbox_value, encode_outbox_value
 
-__all__ = ["ack_txn", "enqueue_txn", "reschedule_txn", "take_due_txn"]
+__all__ = [
+    "ack_many_txn",
+    "ack_txn",
+    "enqueue_txn",
+    "reschedule_many_txn",
+    "reschedule_txn",
+    "take_due_txn",
+]
 
 
 def enqueue_txn(txn: KvTxn, destination: bytes, message_id: bytes, next_attempt_ms: int) -> bool:
@@ -134,3 +143,15 @@ def reschedule_txn(
         pack_u64(next_attempt_ms),
     )
     return True
+
+
+def ack_many_txn(txn: KvTxn, destination: bytes, message_ids: Sequence[bytes]) -> int:
+    """Remove delivered entries; returns how many were pending."""
+    return sum(ack_txn(txn, destination, message_id) for message_id in message_ids)
+
+
+def reschedule_many_txn(
+    txn: KvTxn, destination: bytes, plan: Sequence[tuple[bytes, int]], error: str | None
+) -> int:
+    """Move each (message id, next attempt) entry; returns how many were pending."""
+    return sum(reschedule_txn(txn, destination, m, when, error) for m, when in plan)

@@ -16,6 +16,7 @@ from hearthmesh.protocol.identity import UserId
 from .api import RelayEntry, RelayQuota, RelayUsage
 from .keys import (
     ID_BYTES,
+    KEY_END,
     Table,
     decode_relay_expiry_key,
     pack_u64,
@@ -38,6 +39,7 @@ __all__ = [
     "purge_relay_txn",
     "relay_ack_txn",
     "relay_put_txn",
+    "relay_recipients_txn",
     "relay_take_txn",
     "relay_usage_txn",
 ]
@@ -145,3 +147,12 @@ def purge_relay_txn(txn: KvTxn, now_ms: int, limit: int) -> int:
     for _, recipient, arrival in expired:
         _remove_txn(txn, recipient, arrival)
     return len(expired)
+
+
+def relay_recipients_txn(txn: KvTxn) -> list[UserId]:
+    """Recipients that hold at least one relayed envelope, by user id."""
+    return [
+        UserId(key)
+        for key, value in txn.scan(Table.RELAY_USAGE, b"", KEY_END)
+        if decode_relay_usage(key, value)[0].count > 0
+    ]

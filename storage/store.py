@@ -101,6 +101,11 @@ class KvStore:
             lambda txn: history.set_status_txn(txn, message_id, recipient, status, now_ms)
         )
 
+    def last_seq(self, room: bytes, sender_device: bytes) -> int:
+        """The highest sequence number of `sender_device` stored in `room`, 0 if none."""
+        with self._engine.read() as txn:
+            return history.last_seq_txn(txn, room, sender_device)
+
     def statuses(self, message_id: bytes) -> list[StatusRecord]:
         """Every recipient's status of one message."""
         with self._engine.read() as txn:
@@ -130,7 +135,24 @@ class KvStore:
             lambda txn: outbox.reschedule_txn(txn, destination, message_id, next_attempt_ms, error)
         )
 
+    def ack_many(self, destination: bytes, message_ids: Sequence[bytes]) -> int:
+        """Remove delivered entries in one transaction; returns how many were pending."""
+        return self._engine.write(lambda txn: outbox.ack_many_txn(txn, destination, message_ids))
+
+    def reschedule_many(
+        self, destination: bytes, plan: Sequence[tuple[bytes, int]], *, error: str | None
+    ) -> int:
+        """Move (message id, next attempt) entries in one transaction with their last error."""
+        return self._engine.write(
+            lambda txn: outbox.reschedule_many_txn(txn, destination, plan, error)
+        )
+
     # --- relay ---------------------------------------------------------------------------
+
+    def relay_recipients(self) -> list[UserId]:
+        """Recipients that hold relayed envelopes."""
+        with self._engine.read() as txn:
+            return relay.relay_recipients_txn(txn)
 
     def relay_put(self, recipient: bytes, envelope: Envelope, *, now_ms: int, ttl_ms: int) -> bool:
         """Hold an envelope for another user's home node; raises QuotaExceeded over quota."""

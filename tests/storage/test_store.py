@@ -185,6 +185,31 @@ def test_outbox_take_lease_ack_reschedule(store: KvStore) -> None:
     assert [(e.destination, e.attempts) for e in leased_out] == [(DEST_1, 3), (DEST_2, 2)]
 
 
+def test_outbox_ack_and_reschedule_many_in_one_call(store: KvStore) -> None:
+    envelopes = [make_envelope(seq=i, wall_ms=1_000 + i) for i in range(1, 5)]
+    for env in envelopes:
+        store.append(AppendRequest(envelope=env, outbox_to=(DEST_1,), next_attempt_ms=0))
+    ids_ = [e.message_id for e in envelopes]
+    assert store.ack_many(DEST_1, [ids_[0], ids_[1], b"\x00" * 32]) == 2
+    assert store.reschedule_many(DEST_1, [(ids_[2], 500), (ids_[0], 500)], error="later") == 1
+    due = store.take_due(now_ms=0, limit=10, lease_ms=1)
+    assert [e.message_id for e in due] == [ids_[3]]
+    later = store.take_due(now_ms=500, limit=10, lease_ms=1)  # ids_[3]'s lease ran out too
+    assert {(e.message_id, e.last_error) for e in later} == {(ids_[2], "later"), (ids_[3], None)}
+
+
+def test_last_seq_follows_each_device_in_each_room(store: KvStore) -> None:
+    assert store.last_seq(ROOM_A, make_envelope().sender_device) == 0
+    for seq in (1, 3, 2):
+        store.append(AppendRequest(envelope=make_envelope(seq=seq, wall_ms=1_000 + seq)))
+    store.append(AppendRequest(envelope=make_envelope(ROOM_B, seq=7)))
+    store.append(AppendRequest(envelope=make_envelope(seq=9, device_index=2)))
+    device = make_envelope().sender_device
+    assert store.last_seq(ROOM_A, device) == 3
+    assert store.last_seq(ROOM_B, device) == 7
+    assert store.last_seq(ROOM_A, make_envelope(device_index=2).sender_device) == 9
+
+
 def test_enqueue_refers_to_stored_messages_only(store: KvStore) -> None:
     env = make_envelope()
     with pytest.raises(LocalProtocolError):
@@ -213,6 +238,16 @@ def test_relay_put_take_ack(store: KvStore) -> None:
     assert [e.message_id for e in store.relay_take(USER_B, now_ms=50, limit=10)] == [b.message_id]
     usage = store.relay_usage(USER_B)
     assert (usage.count, usage.bytes) == (1, len(b.wire))
+
+
+def test_relay_recipients_lists_who_holds_envelopes(store: KvStore) -> None:
+    assert store.relay_recipients() == []
+    env = make_envelope()
+    store.relay_put(USER_B, env, now_ms=0, ttl_ms=100)
+    store.relay_put(USER_A, make_envelope(seq=2), now_ms=0, ttl_ms=100)
+    assert sorted(store.relay_recipients()) == sorted([USER_A, USER_B])
+    store.relay_ack(USER_B, [env.message_id])
+    assert store.relay_recipients() == [USER_A]
 
 
 def test_relay_quota_refuses_and_drops_nothing(store: KvStore) -> None:
