@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from hearthmesh.storage.api import DEFAULT_RELAY_QUOTA, RelayQuota
+
 __all__ = ["DEFAULT_LISTEN", "NodeConfig"]
 
 DEFAULT_LISTEN: Final = "/ip4/127.0.0.1/tcp/4470"
@@ -33,6 +35,8 @@ class NodeConfig:
     """A user not heard from for this long is offline."""
     relay_ttl_ms: int = 7 * 24 * 3600 * 1000
     """How long this node keeps envelopes it relays for others."""
+    relay_quota: RelayQuota = DEFAULT_RELAY_QUOTA
+    """How much this node holds for any one user whose home is away."""
     retry_poll_ms: int = 200
     """Longest sleep of the delivery worker between looks at the outbox."""
     extra: dict[str, str] = field(default_factory=dict)

@@ -20,7 +20,7 @@ from hearthmesh.node.clock import Clock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.delivery import OutboxWorker
 from hearthmesh.node.directory import HomeDirectory, Presence
-from hearthmesh.node.events import MembershipChanged, NodeEvent
+from hearthmesh.node.events import MembershipChanged, NodeEvent, TypingChanged
 from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.inbox import Inbox, StoreOutcome
 from hearthmesh.node.keyring import Keyring, load_or_create_keyring
@@ -35,6 +35,7 @@ from hearthmesh.node.rooms import RoomRegistry
 from hearthmesh.node.sequencing import ReleaseOrder
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.protocol.canonical import decode_canonical, encode_canonical
+from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, decode_typing, encode_typing
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, load_envelope, seal
 from hearthmesh.protocol.errors import (
     HearthError,
@@ -115,7 +116,9 @@ class Node:
     async def _start(self) -> None:
         data_dir = Path(self.config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # noqa: ASYNC240 - once, at start
-        store = self._sync_store or LmdbStore(data_dir / "store")
+        store = self._sync_store or LmdbStore(
+            data_dir / "store", relay_quota=self.config.relay_quota
+        )
         self._store = await self._stack.enter_async_context(AsyncStore(store))
         self.keyring: Keyring = await self._store.run(
             load_or_create_keyring, store, now_ms=self._clock.now_ms, rng=secrets.token_bytes
@@ -294,6 +297,11 @@ class Node:
         for record in value:
             if isinstance(record, bytes):
                 await self.learn_home_record(record)
+
+    async def relay_held(self, user: UserId) -> int:
+        """How many envelopes this node holds as a relay for `user`."""
+        usage = await self._store.run(self._store.store.relay_usage, user)
+        return usage.count
 
     def connected_peers(self) -> list[str]:
         return self._host.connected_peers()
@@ -486,6 +494,31 @@ class Node:
     def outbox_delivered(self) -> int:
         return self._outbox.delivered
 
+    @property
+    def store(self) -> AsyncStore:
+        """The node's store, for the client API: call its methods through `store.run`."""
+        return self._store
+
+    async def send_typing(self, room: RoomId, active: bool) -> None:
+        """Tell the room's members we are (or stopped) typing: gossip only, never stored.
+
+        Raises:
+            NotAuthorized: we are not a member of `room`.
+        """
+        if self.user_id not in await self.members(room):
+            raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
+        envelope = seal(
+            self.keyring.device,
+            kind=Kind.TYPING,
+            room=room,
+            sender_user=self.user_id,
+            seq=1,  # ephemeral: freshness comes from the HLC, never from the sequence
+            hlc=self._hlc.stamp(),
+            content_type=TYPING_CONTENT_TYPE,
+            body=encode_typing(active),
+        )
+        await self._publish_room(envelope)
+
     # --- gossip -----------------------------------------------------------------------------
 
     def _validate_room_gossip(self, message: GossipMessage) -> bool:
@@ -506,9 +539,22 @@ class Node:
         async for message in subscription:
             try:
                 item = decode_gossip(message.data, now_ms=self._clock.now_ms())
+                if item.envelope.kind is Kind.TYPING:
+                    await self._take_typing(item.envelope)  # ephemeral: never stored
+                    continue
                 await self._receiver.accept_gossip(item)
             except HearthError as exc:
                 log.debug("room gossip from %s ignored: %s", message.origin[-8:], exc)
+
+    async def _take_typing(self, envelope: Envelope) -> None:
+        if envelope.sender_user == self.user_id:
+            return  # our own publish, echoed by gossipsub
+        active = decode_typing(envelope.body)
+        if envelope.sender_user not in await self.members(envelope.room):
+            raise NotAuthorized("typing from a non-member")
+        self._events.emit(
+            TypingChanged(room=envelope.room, user=envelope.sender_user, active=active)
+        )
 
     def _after_store(self, outcome: StoreOutcome) -> None:
         if not self._started:

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
 from hearthmesh.node.events import DeliveredToHome, MessageReceived
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.storage.api import Direction, RelayQuota
+from hearthmesh.storage.lmdb_store import LmdbStore
 
-from .conftest import NodeFactory, collect
+from .conftest import (
+    NodeFactory,
+    collect,
+    free_port,
+    spawn_node,
+    wait_until,
+    wait_until_async,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -27,3 +38,72 @@ async def test_two_nodes_exactly_once_in_order(make_node: NodeFactory) -> None:
         assert {e.message_id for e in await acked} == {e.message_id for e in sent}
         page = await bob.history(room, limit=100)
         assert [e.envelope.body for e in page.events] == [e.body for e in sent]
+
+
+async def test_kill_9_recipient_loses_nothing(make_node: NodeFactory, tmp_path: Path) -> None:
+    """Every message alice's node acknowledged as sent reaches bob exactly once, in order,
+    although bob's node is killed with SIGKILL in the middle of the stream."""
+    async with asyncio.timeout(30), make_node("alice") as alice:
+        port, bob_dir = free_port(), tmp_path / "bob"
+        bob = await spawn_node(bob_dir, port)
+        try:
+            await alice.connect(bob.addr)
+            room = await alice.open_direct(UserId(bob.user_id))
+            sent = [await alice.send(room, f"m{i}".encode()) for i in range(100)]
+            await bob.kill()
+            sent += [await alice.send(room, f"m{i}".encode()) for i in range(100, 200)]
+            bob = await spawn_node(bob_dir, port, connect=(alice.listen_addrs[0],))
+            await wait_until(lambda: alice.outbox_delivered >= len(sent))
+        finally:
+            assert await bob.terminate() == 0
+        store = LmdbStore(bob_dir / "store")
+        try:
+            page = store.page_history(room, cursor=None, direction=Direction.FORWARD, limit=1000)
+        finally:
+            store.close()
+        assert [e.envelope.message_id for e in page.events] == [e.message_id for e in sent]
+
+
+async def test_relay_stores_and_forwards(make_node: NodeFactory) -> None:
+    """Bob's home is away: a relay holds alice's messages and hands them over when bob returns,
+    after alice's node has gone."""
+    async with asyncio.timeout(30), make_node("relay") as relay:
+        async with make_node("bob") as bob:
+            bob_id = bob.user_id
+            await bob.connect(relay.listen_addrs[0])
+            bob_record = bob.home_record()
+        async with make_node("alice") as alice:
+            await alice.connect(relay.listen_addrs[0])
+            await alice.learn_home_record(bob_record)
+            room = await alice.open_direct(bob_id)
+            sent = [await alice.send(room, f"r{i}".encode()) for i in range(10)]
+            await wait_until_async(lambda: relay.relay_held(bob_id), 10)
+        async with make_node("bob") as bob:
+            events = bob.events()
+            arriving = asyncio.create_task(collect(events, MessageReceived, 10))
+            await bob.connect(relay.listen_addrs[0])
+            received = await arriving
+            assert [e.envelope.message_id for e in received] == [e.message_id for e in sent]
+        assert await relay.relay_held(bob_id) == 0
+
+
+async def test_relay_quota_keeps_outbox(make_node: NodeFactory) -> None:
+    """A relay over quota defers; alice keeps every entry and delivers directly later."""
+    quota = RelayQuota(max_count=3, max_bytes=1 << 20)
+    async with asyncio.timeout(30), make_node("relay", relay_quota=quota) as relay:
+        async with make_node("bob") as bob:
+            bob_id, bob_record = bob.user_id, bob.home_record()
+        async with make_node("alice") as alice:
+            await alice.connect(relay.listen_addrs[0])
+            await alice.learn_home_record(bob_record)
+            room = await alice.open_direct(bob_id)
+            sent = [await alice.send(room, f"q{i}".encode()) for i in range(8)]
+            await wait_until_async(lambda: relay.relay_held(bob_id), 3)
+            assert alice.outbox_delivered == 0
+            async with make_node("bob") as bob:
+                events = bob.events()
+                arriving = asyncio.create_task(collect(events, MessageReceived, 8))
+                await bob.connect(alice.listen_addrs[0])
+                received = await arriving
+                assert [e.envelope.message_id for e in received] == [e.message_id for e in sent]
+                await wait_until(lambda: alice.outbox_delivered == len(sent))
