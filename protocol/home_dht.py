@@ -1,14 +1,22 @@
 """Home records in the kad-dht (DESIGN §4, §10; SPEC §13): the key and the record rules.
 
-A user's signed home record is stored under `/home/<user id hex>`. Every DHT node checks a value
-before it stores or returns one (`validate_home_record`) and, between several valid values for
-one key, keeps the newest (`select_home_record`). Both are pure: the node layer closes
-`validate_home_record` over its clock and hands the pair to the libp2p host as the validator of
-the `home` namespace, the only namespace our DHT accepts.
+A user's signed home record is stored under `/home/<user id, base64url without padding>`.
+Every DHT node checks a value before it stores or returns one (`validate_home_record`) and,
+between several valid values for one key, keeps the newest (`select_home_record`). Both are
+pure: the node layer closes `validate_home_record` over its clock and hands the pair to the
+libp2p host as the validator of the `home` namespace, the only namespace our DHT accepts.
+
+Why base64url and not hex: py-libp2p 0.8.1 uses the key bytes as the FIND_NODE target of every
+put and get, and its servers reset FIND_NODE for a key longer than 50 bytes that is not a
+multihash (kad_dht.py, "FIND_NODE key is not a valid PeerId"). `/home/` + 64 hex digits is 70
+bytes, so multi-hop lookups failed (7 of 10 gets across a 6-host chain); 6 + 43 = 49 bytes
+passes (10 of 10).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Final
 
 from .errors import InvalidIdentifier, MalformedMessage, NotAuthorized, RemoteProtocolError
@@ -17,38 +25,46 @@ from .identity import KEY_BYTES, UserId
 
 __all__ = [
     "HOME_DHT_NAMESPACE",
+    "MAX_FIND_NODE_KEY_BYTES",
     "home_record_key",
     "select_home_record",
     "validate_home_record",
 ]
 
 HOME_DHT_NAMESPACE: Final = "home"
-"""The DHT key namespace of home records: keys are `/home/<64 lowercase hex digits>`."""
+"""The DHT key namespace of home records: keys are `/home/<43 base64url characters>`."""
 _PREFIX: Final = f"/{HOME_DHT_NAMESPACE}/"
+MAX_FIND_NODE_KEY_BYTES: Final = 50
+"""py-libp2p servers refuse longer non-multihash FIND_NODE targets; our keys must fit."""
 
 
 def home_record_key(user: UserId) -> str:
-    """The DHT key of `user`'s home record: `/home/` + the 32-byte user id in lowercase hex.
+    """The DHT key of `user`'s home record: `/home/` + the 32-byte user id in base64url
+    (RFC 4648 §5) without padding: 49 bytes, under `MAX_FIND_NODE_KEY_BYTES`.
 
     Raises:
         InvalidIdentifier: `user` is not 32 bytes.
     """
     if len(user) != KEY_BYTES:
         raise InvalidIdentifier(f"a user id is {KEY_BYTES} bytes, got {len(user)}")
-    return _PREFIX + bytes(user).hex()
+    return _PREFIX + _b64(bytes(user))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def _user_of_key(key: str) -> UserId:
-    hex_id = key.removeprefix(_PREFIX)
-    # Exactly the form home_record_key produces: one spelling per user, so one DHT slot.
-    if (
-        not key.startswith(_PREFIX)
-        or len(hex_id) != 2 * KEY_BYTES
-        or hex_id != hex_id.lower()
-        or not all(c in "0123456789abcdef" for c in hex_id)
-    ):
-        raise InvalidIdentifier(f"not a home record key: {key[:80]!r}")
-    return UserId(bytes.fromhex(hex_id))
+    text = key.removeprefix(_PREFIX)
+    if key.startswith(_PREFIX) and len(text) == 43 and text.isascii():
+        try:
+            raw = base64.urlsafe_b64decode(text + "=")
+        except (binascii.Error, ValueError):
+            raw = b""
+        # Exactly the form home_record_key produces: one spelling per user, so one DHT slot.
+        if len(raw) == KEY_BYTES and _b64(raw) == text:
+            return UserId(raw)
+    raise InvalidIdentifier(f"not a home record key: {key[:80]!r}")
 
 
 def validate_home_record(key: str, value: bytes, *, now_ms: int) -> HomeRecord:
@@ -83,7 +99,7 @@ def _rank(key: str, value: bytes) -> tuple[int, bytes] | None:
         record = decode_home_record(value)
     except RemoteProtocolError:
         return None
-    if _PREFIX + bytes(record.user).hex() != key:
+    if _PREFIX + _b64(bytes(record.user)) != key:
         return None
     return record.issued_ms, value
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
 
@@ -21,6 +22,7 @@ from hearthmesh.protocol.errors import (
 from hearthmesh.protocol.hlc import MAX_DRIFT_MS
 from hearthmesh.protocol.home_dht import (
     HOME_DHT_NAMESPACE,
+    MAX_FIND_NODE_KEY_BYTES,
     home_record_key,
     select_home_record,
     validate_home_record,
@@ -68,11 +70,16 @@ def encoded(user: KeyPair = USER, **kwargs: object) -> bytes:
 # ---- key ----------------------------------------------------------------------------------------
 
 
-def test_key_is_the_home_namespace_and_the_user_id_in_lowercase_hex() -> None:
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def test_key_is_the_home_namespace_and_the_user_id_in_unpadded_base64url() -> None:
     assert HOME_DHT_NAMESPACE == "home"
-    assert "/home/" + USER.public.hex() == KEY
-    assert len(KEY) == len("/home/") + 64
+    assert "/home/" + b64(USER.public) == KEY
+    assert len(KEY.encode()) == len("/home/") + 43 <= MAX_FIND_NODE_KEY_BYTES
     assert home_record_key(UserId(OTHER.public)) != KEY
+    assert home_record_key(UserId(b"\xff" * 32)) == "/home/" + "_" * 42 + "8"
 
 
 def test_key_of_a_wrong_length_user_id_is_refused() -> None:
@@ -91,13 +98,16 @@ def test_valid_record_under_its_own_key_is_accepted() -> None:
 @pytest.mark.parametrize(
     "key",
     [
-        "/home/" + USER.public.hex().upper(),  # one spelling per user
-        "/home/" + USER.public.hex()[:-2],
-        "/home/" + USER.public.hex() + "00",
-        "/home/" + USER.public.hex()[:-1] + "g",
-        "/pk/" + USER.public.hex(),
-        "home/" + USER.public.hex(),
-        USER.public.hex(),
+        "/home/" + b64(USER.public) + "=",  # one spelling per user: no padding
+        "/home/" + base64.b64encode(b"\xff" * 32).rstrip(b"=").decode(),  # not url-safe
+        "/home/" + "_" * 42 + "_",  # non-zero trailing bits: another spelling of 0xff...
+        "/home/" + b64(USER.public)[:-1],
+        "/home/" + b64(USER.public) + "A",
+        "/home/" + b64(USER.public)[:-1] + "é",
+        "/home/" + USER.public.hex(),
+        "/pk/" + b64(USER.public),
+        "home/" + b64(USER.public),
+        b64(USER.public),
         "",
     ],
 )

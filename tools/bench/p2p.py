@@ -2,19 +2,27 @@
 
 Figures: request/response round trip over one stream (p50/p99 ms), and one-way throughput with
 one 200-byte message per frame, with 50 messages packed in one frame, and with 50 one-message
-frames per stream write (`write_frames`).
+frames per stream write (`write_frames`). kad-dht: `dht_put` / `dht_get` of fresh signed home
+records: puts along a chain of `DHT_HOSTS` - 1 hosts, gets by a host that joins at the far end
+afterwards (so every get is a network lookup); p50 and max ms.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import statistics
 import time
+from contextlib import AsyncExitStack
 from typing import Any, Final
 
 from hearthmesh.node.frame_stream import FrameStream
+from hearthmesh.node.libp2p_dht import home_record_rules
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost
+from hearthmesh.protocol.home_dht import home_record_key
+from hearthmesh.protocol.home_record import encode_home_record, issue_home_record
+from hearthmesh.protocol.identity import UserId, keypair_from_seed
 
 __all__ = ["run"]
 
@@ -22,6 +30,7 @@ ECHO: Final = "/hearthmesh/bench-echo/1"
 SINK: Final = "/hearthmesh/bench-sink/1"
 MESSAGE_BYTES: Final = 200
 BATCH: Final = 50
+DHT_HOSTS: Final = 6
 
 
 async def _echo(stream: FrameStream) -> None:
@@ -108,6 +117,50 @@ async def _main(quick: bool) -> dict[str, Any]:
     return figures
 
 
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def _dht(samples: int) -> dict[str, Any]:
+    validate, select = home_record_rules(_now_ms)
+    configs = [
+        HostConfig(identity_seed=os.urandom(32), dht_validate=validate, dht_select=select)
+        for _ in range(DHT_HOSTS)
+    ]
+    async with AsyncExitStack() as stack:
+        hosts = [await stack.enter_async_context(P2PHost(c)) for c in configs]
+        *chain, late = hosts
+        for near, far in itertools.pairwise(chain):
+            await far.connect(near.listen_addrs[0])
+        put_ms, get_ms, records = [], [], []
+        for _ in range(samples):
+            user = keypair_from_seed(os.urandom(32))
+            record = issue_home_record(
+                user, issued_ms=_now_ms(), homes=(chain[0].peer_id,), addrs=(), devices=()
+            )
+            key, value = home_record_key(UserId(user.public)), encode_home_record(record)
+            started = time.perf_counter()
+            await chain[0].dht_put(key, value)
+            put_ms.append((time.perf_counter() - started) * 1000)
+            records.append((key, value))
+        # A put reaches every host of a mesh this small, so gets are timed on a host that
+        # joins afterwards (at the far end): each get is a network lookup.
+        await late.connect(chain[-1].listen_addrs[0])
+        for key, value in records:
+            started = time.perf_counter()
+            assert await late.dht_get(key) == value
+            get_ms.append((time.perf_counter() - started) * 1000)
+    return {
+        "dht_hosts": DHT_HOSTS,
+        "dht_put_ms": round(statistics.median(put_ms), 2),
+        "dht_get_ms": round(statistics.median(get_ms), 2),
+        "dht_put_max_ms": round(max(put_ms), 2),
+        "dht_get_max_ms": round(max(get_ms), 2),
+    }
+
+
 def run(quick: bool) -> dict[str, Any]:
     """Start two hosts on 127.0.0.1, measure, stop them; returns the figures."""
-    return asyncio.run(_main(quick))
+    figures = asyncio.run(_main(quick))
+    figures.update(asyncio.run(_dht(10 if quick else 50)))
+    return figures
