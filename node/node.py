@@ -51,6 +51,7 @@ from hearthmesh.protocol.membership import (
     Action,
     MembershipChange,
     Role,
+    RoomState,
     encode_membership,
 )
 from hearthmesh.protocol.rooms import group_room_id
@@ -93,6 +94,7 @@ class Node:
         self._own_next_seq: dict[RoomId, int] = {}
         self._seq_lock = asyncio.Lock()
         self._room_topics: dict[RoomId, Subscription] = {}
+        self._subscribing: set[RoomId] = set()
         self._started = False
 
     # --- lifetime ---------------------------------------------------------------------------
@@ -379,6 +381,13 @@ class Node:
     async def rooms(self) -> list[RoomId]:
         return await self._store.run(self._store.store.rooms_of, self.user_id)
 
+    async def room_state(self, room: RoomId) -> RoomState | None:
+        """The folded state of a room (name, openness, members and roles); None if unknown.
+
+        The returned object is the node's own: read it, never change it.
+        """
+        return await self._store.run(self._rooms.state, self._store.store, room)
+
     async def _send_membership(
         self, room: RoomId, change: MembershipChange, *, recipients: set[UserId]
     ) -> Envelope:
@@ -529,9 +538,13 @@ class Node:
         return room_topic(item.envelope.room) == message.topic
 
     async def _watch_room(self, room: RoomId) -> None:
-        if room in self._room_topics:
+        if room in self._room_topics or room in self._subscribing:
             return
-        subscription = await self._host.subscribe(room_topic(room))
+        self._subscribing.add(room)  # before the await: a concurrent call must not subscribe too
+        try:
+            subscription = await self._host.subscribe(room_topic(room))
+        finally:
+            self._subscribing.discard(room)
         self._room_topics[room] = subscription
         self._tasks.create_task(self._listen_room(subscription), name=f"room-{room.hex()[:8]}")
 
@@ -565,9 +578,13 @@ class Node:
             self._tasks.create_task(self._membership_changed(RoomId(room)))
 
     async def _membership_changed(self, room: RoomId) -> None:
-        members = await self.members(room)
-        if self.user_id in members:
-            await self._watch_room(room)
+        try:
+            members = await self.members(room)
+            if self.user_id in members:
+                await self._watch_room(room)
+        except HearthError as exc:  # a background reaction must never take the node down
+            log.warning("membership change of room %s not applied: %s", room.hex()[:12], exc)
+            return
         self._events.emit(MembershipChanged(room=room, members=frozenset(members)))
 
 

@@ -49,12 +49,16 @@ class EventHub:
             queue.put_nowait(_END)
         self._queues.clear()
 
-    async def subscribe(self) -> AsyncIterator[NodeEvent]:
-        """Events from now on until the node stops."""
-        if self._closed:
-            return
+    def subscribe(self) -> AsyncIterator[NodeEvent]:
+        """Events from this call on (not from the first iteration) until the node stops."""
         queue: asyncio.Queue[object] = asyncio.Queue()  # bounded by emit(), one slot over max
-        self._queues.add(queue)
+        if self._closed:
+            queue.put_nowait(_END)
+        else:
+            self._queues.add(queue)
+        return self._drain(queue)
+
+    async def _drain(self, queue: asyncio.Queue[object]) -> AsyncIterator[NodeEvent]:
         try:
             while True:
                 item = await queue.get()

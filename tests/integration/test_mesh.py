@@ -1,0 +1,179 @@
+"""A mesh of real nodes: group fan-out, hostile peers, presence, clean lifetimes (issue 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.node.events import MessageReceived, PresenceChanged
+from hearthmesh.node.libp2p_host import HostConfig, P2PHost
+from hearthmesh.node.node import Node
+from hearthmesh.protocol.delivery import (
+    DELIVER_PROTOCOL,
+    Ack,
+    AckStatus,
+    BatchItem,
+    ProtocolErrorFrame,
+    decode_frame,
+    encode_deliver,
+)
+from hearthmesh.protocol.envelope import Kind, RoomId, seal
+from hearthmesh.protocol.errors import ErrorCode, HearthError
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import (
+    DeviceId,
+    UserId,
+    encode_certificate,
+    issue_certificate,
+    keypair_from_seed,
+)
+from hearthmesh.protocol.rooms import direct_room_id
+
+from .conftest import NodeFactory, collect, node_config, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+async def test_five_node_group_in_a_chain(make_node: NodeFactory) -> None:
+    """Five nodes connected in a chain; every member gets every other member's messages
+    exactly once, in each sender's order, after learning homes through presence gossip."""
+    async with asyncio.timeout(30), AsyncExitStack() as stack:
+        nodes: list[Node] = []
+        for i in range(5):
+            node = await stack.enter_async_context(make_node(f"n{i}"))
+            if nodes:
+                await node.connect(nodes[-1].listen_addrs[0])
+            nodes.append(node)
+        users = [n.user_id for n in nodes]
+        for node in nodes:  # homes spread by presence gossip through the chain
+            await wait_until(lambda n=node: all(n.presence(u) for u in users if u != n.user_id))
+        room = await nodes[0].create_group("chain", users[1:])
+        for node in nodes:
+            await wait_until_members(node, room, set(users))
+        streams = [asyncio.create_task(collect(n.events(), MessageReceived, 16)) for n in nodes]
+        sent = {
+            i: [await nodes[i].send(room, f"{i}:{k}".encode()) for k in range(4)] for i in range(5)
+        }
+        for i, task in enumerate(streams):
+            got = [e.envelope for e in await task if e.envelope.kind is Kind.MESSAGE]
+            assert len({e.message_id for e in got}) == 16
+            for j in range(5):
+                if j != i:
+                    theirs = [e.message_id for e in got if e.sender_user == users[j]]
+                    assert theirs == [e.message_id for e in sent[j]]
+
+
+async def wait_until_members(node: Node, room: RoomId, users: set[UserId]) -> None:
+    while await node.members(room) != users:  # noqa: ASYNC110 - store state has no event
+        await asyncio.sleep(0.02)
+
+
+async def test_hostile_peer_is_refused_and_others_still_deliver(make_node: NodeFactory) -> None:
+    async with (
+        asyncio.timeout(20),
+        make_node("alice") as alice,
+        make_node("bob") as bob,
+        P2PHost(HostConfig(identity_seed=os.urandom(32), max_frame_bytes=4 << 20)) as mallory,
+    ):
+        await alice.connect(bob.listen_addrs[0])
+        await mallory.connect(bob.listen_addrs[0])
+        # garbage: an ERROR frame, then the stream ends
+        stream = await mallory.open_stream(bob.peer_id, DELIVER_PROTOCOL)
+        await stream.write_frame(b"\xff\x00garbage")
+        refusal = decode_frame(await stream.read_frame())
+        assert isinstance(refusal, ProtocolErrorFrame)
+        assert refusal.code == ErrorCode.MALFORMED
+        # a forged envelope and a forged sender in one batch: each rejected with its code
+        mallory_user, mallory_device = (
+            keypair_from_seed(os.urandom(32)),
+            keypair_from_seed(os.urandom(32)),
+        )
+        cert = encode_certificate(
+            issue_certificate(mallory_user, DeviceId(mallory_device.public), created_ms=0)
+        )
+        room = direct_room_id(UserId(mallory_user.public), bob.user_id)
+        good = seal(
+            mallory_device,
+            kind=Kind.MESSAGE,
+            room=room,
+            sender_user=UserId(mallory_user.public),
+            seq=1,
+            hlc=Timestamp(wall_ms=1, counter=0),
+            content_type="text/plain",
+            body=b"hi",
+        )
+        forged = bytearray(good.wire)
+        forged[-1] ^= 1
+        impostor = seal(
+            mallory_device,
+            kind=Kind.MESSAGE,
+            room=direct_room_id(alice.user_id, bob.user_id),
+            sender_user=alice.user_id,  # pretends to be alice
+            seq=1,
+            hlc=Timestamp(wall_ms=1, counter=0),
+            content_type="text/plain",
+            body=b"i am alice",
+        )
+        stream = await mallory.open_stream(bob.peer_id, DELIVER_PROTOCOL)
+        items = [BatchItem(0, bob.user_id, bytes(forged)), BatchItem(0, bob.user_id, impostor.wire)]
+        await stream.write_frame(encode_deliver(1, [cert], items))
+        ack = decode_frame(await stream.read_frame())
+        assert isinstance(ack, Ack)
+        assert [(r.status, r.code) for r in ack.results] == [
+            (AckStatus.REJECTED, ErrorCode.BAD_SIGNATURE),
+            (AckStatus.REJECTED, ErrorCode.NOT_AUTHORIZED),
+        ]
+        # an oversized frame: the stream is reset, bob stays up
+        stream = await mallory.open_stream(bob.peer_id, DELIVER_PROTOCOL)
+        with pytest.raises(HearthError):  # bob resets the stream once it reads the length
+            await stream.write_frame(b"\x00" * (2 << 20))
+            await stream.read_frame()
+        # alice's messages still arrive, and nothing of mallory's was stored
+        alice_room = await alice.open_direct(bob.user_id)
+        arriving = asyncio.create_task(collect(bob.events(), MessageReceived, 3))
+        sent = [await alice.send(alice_room, f"ok {i}".encode()) for i in range(3)]
+        assert [e.envelope.message_id for e in await arriving] == [e.message_id for e in sent]
+        assert await bob.get_event(good.message_id) is None
+        assert await bob.get_event(impostor.message_id) is None
+
+
+async def test_presence_flips_on_stop_and_after_a_silent_ttl(make_node: NodeFactory) -> None:
+    async with asyncio.timeout(20), make_node("alice") as alice:
+        events = alice.events()
+        async with make_node("bob") as bob:
+            bob_id = bob.user_id
+            await bob.connect(alice.listen_addrs[0])
+            online = await collect(events, PresenceChanged, 1)
+            assert online[0].user == bob_id and online[0].online
+        offline = await collect(events, PresenceChanged, 1)
+        assert offline[0].user == bob_id and not offline[0].online
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_nodes_start_and_stop_without_leaks(tmp_path: Path) -> None:
+    async def cycle(name: str) -> None:
+        async with (
+            Node(node_config(tmp_path / name)) as a,
+            Node(node_config(tmp_path / "peer")) as b,
+        ):
+            await a.connect(b.listen_addrs[0])
+            room = await a.open_direct(b.user_id)
+            await a.send(room, b"x")
+            await wait_until(lambda: a.outbox_delivered == 1)
+
+    async with asyncio.timeout(30):
+        await cycle("warm-up")
+        threads, fds = threading.active_count(), _fd_count()
+        for i in range(3):
+            await cycle(f"c{i}")
+        assert threading.active_count() == threads
+        assert _fd_count() == fds
+        assert asyncio.all_tasks() == {asyncio.current_task()}
