@@ -13,6 +13,7 @@ __all__ = [
     "MessageReceived",
     "NodeEvent",
     "PresenceChanged",
+    "TypingChanged",
 ]
 
 
@@ -49,4 +50,13 @@ class MembershipChanged:
     members: frozenset[UserId]
 
 
-NodeEvent = MessageReceived | DeliveredToHome | PresenceChanged | MembershipChanged
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TypingChanged:
+    """A member of a room started or stopped typing (ephemeral: never stored, SPEC §17)."""
+
+    room: RoomId
+    user: UserId
+    active: bool
+
+
+NodeEvent = MessageReceived | DeliveredToHome | PresenceChanged | MembershipChanged | TypingChanged

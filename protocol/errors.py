@@ -20,6 +20,7 @@ __all__ = [
     "LocalProtocolError",
     "MalformedMessage",
     "NotAuthorized",
+    "NotFound",
     "ProtocolError",
     "QuotaExceeded",
     "RateLimited",
@@ -49,6 +50,7 @@ class ErrorCode(IntEnum):
     QUOTA_EXCEEDED = 11
     RATE_LIMITED = 12
     SEQUENCE_OVERFLOW = 13
+    NOT_FOUND = 14
     STORAGE = 100
 
 
@@ -124,6 +126,12 @@ class NotAuthorized(RemoteProtocolError):
     code = ErrorCode.NOT_AUTHORIZED
 
 
+class NotFound(RemoteProtocolError):
+    """The named room, message, user or subscription is not known here (SPEC §15)."""
+
+    code = ErrorCode.NOT_FOUND
+
+
 class QuotaExceeded(RemoteProtocolError):
     """A relay quota (count or bytes per recipient) would be exceeded (SPEC §9)."""
 
@@ -160,6 +168,7 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         InvalidIdentifier,
         BadCertificate,
         NotAuthorized,
+        NotFound,
         QuotaExceeded,
         RateLimited,
         SequenceOverflow,

@@ -24,10 +24,64 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("version", help="print the hearthmesh and protocol versions")
+    init = commands.add_parser(
+        "init", help="create a node identity, a user, its first device and the API token"
+    )
+    _data_dir(init)
+    init.add_argument("--name", default="", help="the user's display name")
+    init.add_argument(
+        "--force", action="store_true", help="replace an existing identity (deletes it!)"
+    )
+    run = commands.add_parser(
+        "run",
+        help="run the home node: libp2p, client API, presence, delivery, push",
+        description="Run a home node until Ctrl-C / SIGTERM. Settings: command line, then "
+        "HEARTHMESH_* environment variables, then --config (default DATA_DIR/config.toml).",
+    )
+    _data_dir(run)
+    run.add_argument("--config", help="a TOML file with data_dir, api, listen, bootstrap, mdns")
+    run.add_argument("--api", metavar="HOST:PORT", help="client API address (127.0.0.1:8470)")
+    run.add_argument(
+        "--listen", metavar="MULTIADDR", action="append", help="libp2p address (repeatable)"
+    )
+    run.add_argument("--bootstrap", metavar="MULTIADDR", nargs="+", help="peers to dial at start")
+    run.add_argument("--no-mdns", action="store_true", help="do not look for peers on the LAN")
+    run.add_argument("--name", default="", help="display name if a new identity is created")
+    status = _client(commands.add_parser("status", help="show a running node's status"))
+    status.add_argument("--json", action="store_true", help="print the raw JSON")
+    send = _client(commands.add_parser("send", help="send a text message"))
+    target = send.add_mutually_exclusive_group(required=True)
+    target.add_argument("--room", help="conversation id (64 hex digits)")
+    target.add_argument("--to", metavar="USER_ID", help="a user: the direct conversation")
+    send.add_argument("text", help="the message")
+    tail = _client(commands.add_parser("tail", help="follow conversations as they happen"))
+    tail.add_argument("room", nargs="?", help="only this conversation")
+    tail.add_argument("--cursor", help="resume after this cursor")
+    tail.add_argument("--ack", action="store_true", help="send delivered receipts")
+    tail.add_argument("--json", action="store_true", help="print every frame as JSON")
+    friends = _client(commands.add_parser("friends", help="list, add or answer friends"))
+    friends.add_argument(
+        "action", nargs="?", choices=["list", "requests", "add", "accept", "decline"]
+    )
+    friends.add_argument("user", nargs="?", metavar="USER_ID")
+    friends.add_argument("--note", default="", help="a note with a friend request")
     bench = commands.add_parser("bench", help="run a benchmark and print one JSON object")
     bench.add_argument("name", nargs="?", help="which benchmark (see --list)")
     bench.add_argument("--list", action="store_true", help="name the benchmarks")
     bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    return parser
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", metavar="DIR", help="where the node keeps its data (./data/node)"
+    )
+
+
+def _client(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    _data_dir(parser)
+    parser.add_argument("--api", metavar="HOST:PORT", help="the node's API (127.0.0.1:8470)")
+    parser.add_argument("--token-file", help="the API token file (DATA_DIR/api-token)")
     return parser
 
 
@@ -40,6 +94,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"hearthmesh {_version()} (protocol v{PROTOCOL_VERSION})")
         return 0
+    if args.command == "init":
+        from hearthmesh.protocol.errors import HearthError
+        from hearthmesh.tools.home import init_node, resolve_settings
+
+        try:
+            settings = resolve_settings(args)
+            ids = init_node(settings.data_dir, args.name, force=args.force)
+        except HearthError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"initialised {settings.data_dir}")
+        for key, value in ids.items():
+            print(f"  {key}: {value}")
+        return 0
+    if args.command == "run":
+        from hearthmesh.protocol.errors import HearthError
+        from hearthmesh.tools.home import resolve_settings, run_node
+
+        try:
+            settings = resolve_settings(args)
+        except HearthError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        settings.name = args.name
+        return run_node(settings)
+    if args.command in ("status", "send", "tail", "friends"):
+        from hearthmesh.tools.client import run_client_command
+
+        return run_client_command(args)
     if args.command == "bench":
         from hearthmesh.tools.bench.runner import run_bench
 

@@ -1,0 +1,48 @@
+"""Settings of the client API: where it listens, who may talk to it, and its limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from hearthmesh.protocol.client_api import MAX_FRAME_BYTES
+
+__all__ = ["DEFAULT_API_HOST", "DEFAULT_API_PORT", "LOOPBACK_HOSTS", "ApiConfig"]
+
+DEFAULT_API_HOST: Final = "127.0.0.1"
+DEFAULT_API_PORT: Final = 8470
+LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+"""Host header names accepted without configuration (DNS-rebinding defence, SPEC §15.2)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApiConfig:
+    """How the client API listens and what it accepts; only `token` has no default."""
+
+    token: str
+    """The bearer token every request must carry (the content of DATA_DIR/api-token)."""
+    host: str = DEFAULT_API_HOST
+    port: int = DEFAULT_API_PORT
+    """0 picks a free port (tests); `ApiServer.url` tells which."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Host header names accepted besides the loopback names (a reverse proxy's name)."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins (scheme://host[:port]) a browser may call from; none by default."""
+    max_json_bytes: int = 256 * 1024
+    """Largest JSON request body; larger is 413 TOO_LARGE."""
+    max_media_bytes: int = 16 * 1024 * 1024
+    """Largest media upload."""
+    max_ws_frame_bytes: int = MAX_FRAME_BYTES
+    """Largest WebSocket frame a client may send; larger is an `error` frame (TOO_LARGE)."""
+    http_rate_per_s: float = 200.0
+    """Sustained HTTP requests per second per client address; beyond the burst, 429."""
+    http_burst: int = 400
+    ws_rate_per_s: float = 20_000.0
+    """Sustained WebSocket frames per second per connection; beyond the burst, error 12."""
+    ws_burst: int = 40_000
+    feed_size: int = 65_536
+    """Events kept in memory for clients that reconnect with a cursor (SPEC §15.4)."""
+    max_clients: int = 64
+    """Open WebSocket connections; more are refused with 429."""
+    client_queue: int = 8_192
+    """Frames queued for one slow client before it is disconnected (it resumes by cursor)."""

@@ -1,0 +1,447 @@
+"""HTTP routes of the client API (SPEC §15.5): the seed's endpoints and what features need.
+
+Handlers parse their input at the edge (query, path, JSON body) and raise `HearthError`s; the
+guard middleware renders every error as `{"error": {code, name, message}}` with its status.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Final
+
+from aiohttp import web
+
+from hearthmesh.node.api.errors import ApiError
+from hearthmesh.node.api.openapi import openapi_document
+from hearthmesh.node.api.push import encode_target, new_subscription_id, parse_target
+from hearthmesh.node.api.service import ApiService
+from hearthmesh.node.api.views import decode_cursor, hlc_view
+from hearthmesh.node.api.ws import websocket_handler
+from hearthmesh.protocol.client_api import Send as SendCommand
+from hearthmesh.protocol.client_api import (
+    decode_client_frame,
+    decode_hex_id,
+    decode_user,
+)
+from hearthmesh.protocol.content import MAX_NOTE_BYTES
+from hearthmesh.protocol.envelope import PROTOCOL_VERSION, RoomId
+from hearthmesh.protocol.errors import (
+    ErrorCode,
+    InvalidIdentifier,
+    MalformedMessage,
+    NotFound,
+    TooLarge,
+)
+from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
+from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES
+from hearthmesh.storage.api import Profile, PushSubscription
+
+__all__ = ["add_routes"]
+
+MAX_PAGE_SIZE: Final = 100
+MAX_GROUP_MEMBERS: Final = 256
+
+
+def _version() -> str:
+    try:
+        return version("hearthmesh")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _service(request: web.Request) -> ApiService:
+    service: ApiService = request.app["service"]
+    return service
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise MalformedMessage(f"{name} must be an integer in {low}..{high}")
+    return int(text)
+
+
+def _uid_param(request: web.Request) -> UserId | None:
+    text = request.query.get("uid")
+    return None if text is None else decode_user(text, "uid")
+
+
+def _room(request: web.Request, text: str | None) -> RoomId:
+    return RoomId(decode_hex_id(text, "conversation id"))
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object body, within the size limit. Raises TooLarge, MalformedMessage."""
+    limit = _service(request).config.max_json_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"JSON body over {limit} bytes")
+    data = await request.content.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"JSON body over {limit} bytes")
+    try:
+        value = json.loads(data or b"{}")
+    except (ValueError, RecursionError):
+        raise MalformedMessage("body is not JSON") from None
+    if not isinstance(value, dict):
+        raise MalformedMessage("body is a JSON object")
+    return value
+
+
+def _text(body: dict[str, Any], name: str, max_bytes: int, default: str | None = None) -> str:
+    value = body.get(name, default)
+    if not isinstance(value, str):
+        raise MalformedMessage(f"{name} is a string")
+    if len(value.encode()) > max_bytes:
+        raise TooLarge(f"{name} is longer than {max_bytes} bytes")
+    return value
+
+
+# --- node -------------------------------------------------------------------------------------
+
+
+async def node_status(request: web.Request) -> web.Response:
+    service = _service(request)
+    node = service.node
+    return web.json_response(
+        {
+            "peer_id": node.peer_id,
+            "listen_addrs": node.listen_addrs,
+            "user_id": user_id_text(node.user_id),
+            "device_id": device_id_text(node.keyring.device_id),
+            "connected_peers": node.connected_peers(),
+            "clients": len(service.sessions),
+            "api_url": service.api_url,
+            "version": _version(),
+            "protocol_version": PROTOCOL_VERSION,
+        }
+    )
+
+
+async def connect_peer(request: web.Request) -> web.Response:
+    body = await _json(request)
+    address = _text(body, "address", 1024)
+    if "/p2p/" not in address:
+        raise MalformedMessage("address is a multiaddr ending in /p2p/<peer id>")
+    peer_id = await _service(request).node.connect(address)
+    return web.json_response({"peer_id": peer_id})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document(_version()))
+
+
+# --- conversations ----------------------------------------------------------------------------
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    service = _service(request)
+    service.require_self(_uid_param(request))
+    page_size = _int_param(request, "page_size", 20, 1, MAX_PAGE_SIZE)
+    page_number = _int_param(request, "page_number", 1, 1, 1_000_000)
+    return web.json_response(await service.conversations(page_size, page_number))
+
+
+async def create_conversation(request: web.Request) -> web.Response:
+    body = await _json(request)
+    user = decode_user(body.get("recipient_id"), "recipient_id")
+    created = await _service(request).create_conversation(user)
+    return web.json_response(created, status=201)
+
+
+async def delete_conversation(request: web.Request) -> web.Response:
+    service = _service(request)
+    service.require_self(_uid_param(request))
+    room = _room(request, request.query.get("id"))
+    store = service.node.store
+    if not await store.run(store.store.delete_conversation, service.own, room):
+        raise NotFound(f"no conversation {room.hex()[:16]} in the list")
+    return web.json_response({"id": room.hex(), "deleted": True})
+
+
+async def conversation_details(request: web.Request) -> web.Response:
+    service = _service(request)
+    service.require_self(_uid_param(request))
+    room = _room(request, request.match_info["id"])
+    cursor_text = request.query.get("cursor")
+    cursor = None if cursor_text is None else decode_cursor(cursor_text)
+    limit = _int_param(request, "limit", 50, 1, MAX_PAGE_SIZE)
+    return web.json_response(await service.details(room, cursor, limit))
+
+
+async def send_message(request: web.Request) -> web.Response:
+    """The WebSocket `send`, over HTTP (for scripts and the CLI)."""
+    body = await _json(request)
+    frame = {**body, "event": "send", "room_id": request.match_info["id"]}
+    frame.setdefault("client_id", "http")
+    command = decode_client_frame(json.dumps(frame))
+    assert isinstance(command, SendCommand)
+    envelope = await _service(request).send(command)
+    return web.json_response(
+        {
+            "client_id": command.client_id,
+            "message_id": envelope.message_id.hex(),
+            "room_id": envelope.room.hex(),
+            "hlc": hlc_view(envelope.hlc),
+        },
+        status=201,
+    )
+
+
+# --- friends ----------------------------------------------------------------------------------
+
+
+async def list_friends(request: web.Request) -> web.Response:
+    service = _service(request)
+    service.require_self(_uid_param(request))
+    return web.json_response({"friends": await service.friends()})
+
+
+async def list_friend_requests(request: web.Request) -> web.Response:
+    service = _service(request)
+    store = service.node.store
+    requests = await store.run(store.store.friend_requests, service.own)
+    items = []
+    for r in requests:
+        view = await service.profile(r.sender)
+        items.append({**view, "note": r.note, "created_ms": r.created_ms})
+    return web.json_response({"requests": items})
+
+
+async def send_friend_request(request: web.Request) -> web.Response:
+    body = await _json(request)
+    user = decode_user(body.get("user_id"), "user_id")
+    note = _text(body, "note", MAX_NOTE_BYTES, default="")
+    return web.json_response(await _service(request).friend_request(user, note), status=202)
+
+
+async def accept_friend_request(request: web.Request) -> web.Response:
+    user = decode_user(request.match_info["user_id"])
+    await _service(request).answer_friend_request(user, accept=True)
+    return web.json_response({"user_id": user_id_text(user), "accepted": True})
+
+
+async def decline_friend_request(request: web.Request) -> web.Response:
+    user = decode_user(request.match_info["user_id"])
+    await _service(request).answer_friend_request(user, accept=False)
+    return web.json_response({"user_id": user_id_text(user), "declined": True})
+
+
+# --- groups -----------------------------------------------------------------------------------
+
+
+async def list_groups(request: web.Request) -> web.Response:
+    return web.json_response({"groups": await _service(request).groups()})
+
+
+async def create_group(request: web.Request) -> web.Response:
+    body = await _json(request)
+    name = _text(body, "name", MAX_GROUP_NAME_BYTES)
+    members_raw = body.get("members", [])
+    if not isinstance(members_raw, list) or len(members_raw) > MAX_GROUP_MEMBERS:
+        raise MalformedMessage(f"members is a list of at most {MAX_GROUP_MEMBERS} user ids")
+    members = [decode_user(m, "member") for m in members_raw]
+    open_ = body.get("open", False)
+    if not isinstance(open_, bool):
+        raise MalformedMessage("open is true or false")
+    service = _service(request)
+    if service.own in members:
+        raise MalformedMessage("the creator is a member already")
+    room = await service.node.create_group(name, members, open_=open_)
+    return web.json_response(await service.room_summary(room), status=201)
+
+
+async def add_group_member(request: web.Request) -> web.Response:
+    service = _service(request)
+    room = _room(request, request.match_info["id"])
+    await service.require_room(room)
+    user = decode_user((await _json(request)).get("user_id"), "user_id")
+    await service.node.add_member(room, user)
+    return web.json_response(await service.room_summary(room))
+
+
+async def join_group(request: web.Request) -> web.Response:
+    service = _service(request)
+    room = _room(request, request.match_info["id"])
+    if await service.node.room_state(room) is None:
+        raise NotFound("no such group known here (an admin must add you or share it first)")
+    await service.node.join(room)
+    return web.json_response(await service.room_summary(room))
+
+
+async def leave_group(request: web.Request) -> web.Response:
+    service = _service(request)
+    room = _room(request, request.match_info["id"])
+    await service.require_room(room)
+    await service.node.leave(room)
+    return web.json_response({"id": room.hex(), "left": True})
+
+
+# --- users ------------------------------------------------------------------------------------
+
+
+async def get_own_profile(request: web.Request) -> web.Response:
+    service = _service(request)
+    return web.json_response(await service.profile(service.own))
+
+
+async def put_own_profile(request: web.Request) -> web.Response:
+    service = _service(request)
+    body = await _json(request)
+    store = service.node.store
+    held = await store.run(store.store.get_profile, service.own)
+    avatar_text = body.get("profile_pic")
+    avatar = held.avatar if held else None
+    if avatar_text is not None:
+        avatar = decode_hex_id(avatar_text, "profile_pic")
+    profile = Profile(
+        user=service.own,
+        handle=_text(body, "handle", 64, default=held.handle if held else ""),
+        display_name=_text(body, "display_name", 128, default=held.display_name if held else ""),
+        avatar=avatar,
+        bio=_text(body, "bio", 1024, default=held.bio if held else ""),
+        updated_ms=service.clock.now_ms(),
+    )
+    await store.run(store.store.put_profile, profile)
+    return web.json_response(await service.profile(service.own))
+
+
+async def get_user(request: web.Request) -> web.Response:
+    user = decode_user(request.match_info["user_id"])
+    return web.json_response(await _service(request).profile(user))
+
+
+# --- media ------------------------------------------------------------------------------------
+
+
+async def upload_media(request: web.Request) -> web.Response:
+    service = _service(request)
+    limit = service.config.max_media_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"media over {limit} bytes")
+    data = await request.content.read(limit + 1)
+    if len(data) > limit:
+        raise TooLarge(f"media over {limit} bytes")
+    if not data:
+        raise MalformedMessage("empty upload")
+    content_type = request.headers.get("Content-Type", "application/octet-stream")[:127]
+    store = service.node.store
+    info = await store.run(
+        store.store.put_media, data, content_type=content_type, now_ms=service.clock.now_ms()
+    )
+    return web.json_response(
+        {"digest": info.digest.hex(), "size": info.size, "content_type": info.content_type},
+        status=201,
+    )
+
+
+async def download_media(request: web.Request) -> web.Response:
+    digest = decode_hex_id(request.match_info["digest"], "digest")
+    store = _service(request).node.store
+    info = await store.run(store.store.media_info, digest)
+    data = await store.run(store.store.read_media, digest)
+    if info is None or data is None:
+        raise NotFound("no such media here")
+    return web.Response(body=data, content_type=info.content_type.split(";")[0] or None)
+
+
+# --- push -------------------------------------------------------------------------------------
+
+
+async def vapid_key(request: web.Request) -> web.Response:
+    service = _service(request)
+    store = service.node.store
+    from hearthmesh.node.api.push import load_vapid_key
+
+    key = await store.run(load_vapid_key, store)
+    return web.json_response({"public_key": key.public_key})
+
+
+async def list_push(request: web.Request) -> web.Response:
+    service = _service(request)
+    store = service.node.store
+    subscriptions = await store.run(store.store.push_subscriptions, service.own)
+    items = []
+    for s in subscriptions:
+        target = json.loads(s.data)
+        items.append(
+            {
+                "id": s.subscription_id.hex(),
+                "kind": target["kind"],
+                "endpoint": target["endpoint"],
+                "created_ms": s.created_ms,
+            }
+        )
+    return web.json_response({"subscriptions": items})
+
+
+async def add_push(request: web.Request) -> web.Response:
+    service = _service(request)
+    target = parse_target(await _json(request))
+    store = service.node.store
+    held = await store.run(store.store.push_subscriptions, service.own)
+    if len(held) >= 32:
+        raise ApiError(409, ErrorCode.QUOTA_EXCEEDED, "at most 32 push subscriptions")
+    subscription = PushSubscription(
+        user=service.own,
+        subscription_id=new_subscription_id(),
+        data=encode_target(target),
+        created_ms=service.clock.now_ms(),
+    )
+    await store.run(store.store.put_push_subscription, subscription)
+    return web.json_response({"id": subscription.subscription_id.hex()}, status=201)
+
+
+async def delete_push(request: web.Request) -> web.Response:
+    service = _service(request)
+    text = request.match_info["id"]
+    if len(text) != 32:
+        raise InvalidIdentifier("a subscription id is 32 hex digits")
+    try:
+        subscription_id = bytes.fromhex(text)
+    except ValueError:
+        raise InvalidIdentifier("a subscription id is 32 hex digits") from None
+    store = service.node.store
+    if not await store.run(store.store.delete_push_subscription, service.own, subscription_id):
+        raise NotFound("no such push subscription")
+    return web.json_response({"id": text, "deleted": True})
+
+
+ROUTES: Final = (
+    ("GET", "/openapi.json", openapi),
+    ("GET", "/v1/node/status", node_status),
+    ("POST", "/v1/peers", connect_peer),
+    ("GET", "/v1/conversation", list_conversations),
+    ("POST", "/v1/conversation", create_conversation),
+    ("DELETE", "/v1/conversation", delete_conversation),
+    ("GET", "/v1/conversation/{id}/details", conversation_details),
+    ("POST", "/v1/conversation/{id}/messages", send_message),
+    ("GET", "/v1/friends", list_friends),
+    ("GET", "/v1/friends/requests", list_friend_requests),
+    ("POST", "/v1/friends/requests", send_friend_request),
+    ("POST", "/v1/friends/requests/{user_id}/accept", accept_friend_request),
+    ("POST", "/v1/friends/requests/{user_id}/decline", decline_friend_request),
+    ("GET", "/v1/groups", list_groups),
+    ("POST", "/v1/groups", create_group),
+    ("POST", "/v1/groups/{id}/members", add_group_member),
+    ("POST", "/v1/groups/{id}/join", join_group),
+    ("POST", "/v1/groups/{id}/leave", leave_group),
+    ("GET", "/v1/profile", get_own_profile),
+    ("PUT", "/v1/profile", put_own_profile),
+    ("GET", "/v1/users/{user_id}", get_user),
+    ("POST", "/v1/media", upload_media),
+    ("GET", "/v1/media/{digest}", download_media),
+    ("GET", "/v1/push/vapid", vapid_key),
+    ("GET", "/v1/push/subscriptions", list_push),
+    ("POST", "/v1/push/subscriptions", add_push),
+    ("DELETE", "/v1/push/subscriptions/{id}", delete_push),
+    ("GET", "/v1/ws", websocket_handler),
+)
+"""Every route: (method, path, handler). The OpenAPI test checks each is documented."""
+
+
+def add_routes(app: web.Application) -> None:
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)

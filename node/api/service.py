@@ -1,0 +1,433 @@
+"""`ApiService`: what the HTTP routes and WebSocket sessions do to a `Node`, and what the node's
+events become for clients (SPEC §15-§19).
+
+One pump reads `Node.events()` and turns each event into a client frame: durable ones (message,
+receipt, membership, contact) get a feed number (SPEC §15.4); ephemeral ones (presence, typing)
+do not. A message for our user that arrives while no client is connected becomes a push
+notification (SPEC §19).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections import deque
+from typing import Any, Final
+
+from aiohttp import web
+
+from hearthmesh.node.api.config import ApiConfig
+from hearthmesh.node.api.feed import Feed
+from hearthmesh.node.api.push import PushDispatcher, load_vapid_key
+from hearthmesh.node.api.receipts import ReceiptService, StatusChange, statuses_of
+from hearthmesh.node.api.views import (
+    STATUS_NAMES,
+    encode_cursor,
+    message_view,
+    profile_view,
+)
+from hearthmesh.node.clock import Clock
+from hearthmesh.node.events import (
+    MembershipChanged,
+    MessageReceived,
+    NodeEvent,
+    PresenceChanged,
+    TypingChanged,
+)
+from hearthmesh.node.node import Node
+from hearthmesh.protocol.client_api import Send
+from hearthmesh.protocol.content import (
+    CONTACT_CONTENT_TYPE,
+    MEDIA_CONTENT_TYPE,
+    TEXT_CONTENT_TYPE,
+    ContactAction,
+    ContactEvent,
+    MediaRef,
+    decode_contact,
+    encode_contact,
+    encode_media,
+    is_user_content,
+)
+from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
+from hearthmesh.protocol.errors import HearthError, MalformedMessage, NotFound
+from hearthmesh.protocol.identity import UserId, user_id_text
+from hearthmesh.protocol.rooms import direct_room_id
+from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Profile, Store
+
+__all__ = ["ApiService", "ClientSession"]
+
+log = logging.getLogger(__name__)
+
+_LATEST_SCAN: Final = 200
+"""Events looked at, newest first, to find a conversation's latest user message."""
+
+
+class ClientSession:
+    """One connected WebSocket client: a bounded queue that its writer task drains."""
+
+    def __init__(self, ws: web.WebSocketResponse, *, max_queued: int) -> None:
+        self.ws = ws
+        self._queue: deque[str] = deque()
+        self._max = max_queued
+        self._wake = asyncio.Event()
+        self.too_slow = False
+
+    def put(self, text: str) -> None:
+        """Queue a frame; a client this far behind is cut off (it resumes by cursor)."""
+        if self.too_slow:
+            return
+        if len(self._queue) >= self._max:
+            self.too_slow = True
+            self._wake.set()
+            return
+        self._queue.append(text)
+        self._wake.set()
+
+    async def write_loop(self) -> None:
+        """Send queued frames in order until the client is gone or too slow."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                await self.ws.send_str(self._queue.popleft())
+            if self.too_slow:
+                await self.ws.close(code=1013, message=b"too slow; reconnect with your cursor")
+                return
+
+
+class ApiService:
+    """The client API's state: feed, sessions, receipts, push; and its operations."""
+
+    def __init__(self, node: Node, config: ApiConfig, clock: Clock) -> None:
+        self.node = node
+        self.config = config
+        self.clock = clock
+        self.feed = Feed(size=config.feed_size, epoch=secrets.token_hex(4))
+        self.sessions: set[ClientSession] = set()
+        self.receipts = ReceiptService(node, clock)
+        self.push: PushDispatcher | None = None
+        self.api_url = ""
+
+    @property
+    def own(self) -> UserId:
+        return self.node.user_id
+
+    async def start(self, group: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
+        """Start the event pump, the receipt flusher and the push workers in `group`."""
+        store = self.node.store
+        vapid = await store.run(load_vapid_key, store)
+        self.push = PushDispatcher(store=store, user=self.own, vapid=vapid, clock=self.clock)
+        pump = group.create_task(self._pump(), name="api-pump")
+        # The pump's first step subscribes to the node's events; let it run before any
+        # client can act, so no event falls between start and subscription.
+        await asyncio.sleep(0)
+        return [
+            pump,
+            group.create_task(self.receipts.run(), name="api-receipts"),
+            group.create_task(self.push.run(), name="api-push"),
+        ]
+
+    # --- frames to clients ------------------------------------------------------------------
+
+    def broadcast(self, frame: dict[str, Any], *, durable: bool = True) -> None:
+        """Send a frame to every connected client; durable frames are numbered in the feed."""
+        if durable:
+            text = self.feed.append(frame)
+        else:
+            text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+        for session in self.sessions:
+            session.put(text)
+
+    async def _pump(self) -> None:
+        async for event in self.node.events():
+            try:
+                await self._on_event(event)
+            except HearthError as exc:
+                log.warning("event %s not passed to clients: %s", type(event).__name__, exc)
+
+    async def _on_event(self, event: NodeEvent) -> None:
+        match event:
+            case MessageReceived(envelope=envelope):
+                await self._on_envelope(envelope)
+            case PresenceChanged(user=user, online=online, last_seen_ms=last_seen):
+                self.broadcast(
+                    {
+                        "event": "presence",
+                        "user_id": user_id_text(user),
+                        "online": online,
+                        "last_seen_ms": last_seen,
+                    },
+                    durable=False,
+                )
+            case TypingChanged(room=room, user=user, active=active):
+                self.broadcast(
+                    {
+                        "event": "typing",
+                        "room_id": room.hex(),
+                        "user_id": user_id_text(user),
+                        "active": active,
+                    },
+                    durable=False,
+                )
+            case MembershipChanged(room=room, members=members):
+                self.broadcast(
+                    {
+                        "event": "membership",
+                        "room_id": room.hex(),
+                        "members": sorted(user_id_text(m) for m in members),
+                    }
+                )
+
+    async def _on_envelope(self, envelope: Envelope) -> None:
+        if envelope.sender_user == self.own:
+            return  # our own (another of our nodes): clients saw it when it was sent
+        if envelope.kind is Kind.RECEIPT:
+            for change in await self.receipts.apply(envelope):
+                self.broadcast(receipt_frame(change))
+        elif envelope.kind is Kind.MESSAGE and envelope.content_type == CONTACT_CONTENT_TYPE:
+            await self._on_contact(envelope)
+        elif is_user_content(envelope):
+            self.broadcast({"event": "message", **message_view(envelope)})
+            if not self.sessions and self.push is not None:
+                self.push.notify_nowait(
+                    {
+                        "event": "message",
+                        "room_id": envelope.room.hex(),
+                        "message_id": envelope.message_id.hex(),
+                        "sender_id": user_id_text(envelope.sender_user),
+                        "sent_ms": envelope.hlc.wall_ms,
+                    }
+                )
+
+    async def _on_contact(self, envelope: Envelope) -> None:
+        event = decode_contact(envelope.body)
+        sender = envelope.sender_user
+        store = self.node.store
+        now = self.clock.now_ms()
+        await store.run(_remember_profile, store.store, sender, event, now)
+        frame: dict[str, Any] = {"user_id": user_id_text(sender)}
+        match event.action:
+            case ContactAction.REQUEST:
+                request = FriendRequest(
+                    sender=sender, recipient=self.own, created_ms=now, note=event.note
+                )
+                await store.run(store.store.put_friend_request, request)
+                frame |= {"event": "friend_request", "note": event.note}
+            case ContactAction.ACCEPT:
+                if not await store.run(
+                    store.store.accept_friend_request, self.own, sender, now_ms=now
+                ):
+                    return  # an answer to no request of ours
+                frame["event"] = "friend_accepted"
+            case ContactAction.DECLINE:
+                await store.run(store.store.delete_friend_request, self.own, sender)
+                frame["event"] = "friend_declined"
+        frame["display_name"] = event.display_name
+        self.broadcast(frame)
+
+    # --- operations -------------------------------------------------------------------------
+
+    async def create_conversation(self, user: UserId) -> dict[str, Any]:
+        room = await self.node.open_direct(user)
+        return {"room_id": room.hex(), "recipient_id": user_id_text(user)}
+
+    async def send(self, command: Send) -> Envelope:
+        """Store and send a client's message; returns once durable here ("sent")."""
+        if command.media is None:
+            body = command.message.encode()
+            content_type = TEXT_CONTENT_TYPE
+        else:
+            body = encode_media(
+                MediaRef(
+                    type=command.type,
+                    digest=command.media.digest,
+                    content_type=command.media.content_type,
+                    size=command.media.size,
+                    caption=command.message,
+                )
+            )
+            content_type = MEDIA_CONTENT_TYPE
+        await self.require_room(command.room_id)
+        envelope = await self.node.send(command.room_id, body, content_type=content_type)
+        # Our user's other clients see it too (multi-device on one node).
+        self.broadcast(
+            {"event": "message", **message_view(envelope), "client_id": command.client_id}
+        )
+        return envelope
+
+    async def require_room(self, room: RoomId) -> None:
+        """Raises NotFound unless our user is in `room`."""
+        if self.own not in await self.node.members(room):
+            raise NotFound(f"no conversation {room.hex()[:16]} for this user")
+
+    def require_self(self, uid: UserId | None) -> None:
+        """The seed's `uid` parameter must name this node's user when given."""
+        if uid is not None and uid != self.own:
+            raise NotFound("that user does not live on this node")
+
+    async def room_summary(self, room: RoomId) -> dict[str, Any]:
+        """Id, type, name, members of a room (groups: the seed's group row)."""
+        state = await self.node.room_state(room)
+        members = sorted(state.members) if state else []
+        others = [m for m in members if m != self.own]
+        direct = len(members) == 2 and direct_room_id(members[0], members[1]) == room
+        summary: dict[str, Any] = {
+            "id": room.hex(),
+            "type": "direct" if direct else "group",
+            "members": [user_id_text(m) for m in members],
+        }
+        if direct:
+            profile = await self.node.store.run(self.node.store.store.get_profile, others[0])
+            summary["RecipientId"] = user_id_text(others[0])
+            summary["RecipientName"] = (
+                profile.display_name
+                if profile and profile.display_name
+                else user_id_text(others[0])
+            )
+            summary["RecipientProfilePic"] = (
+                profile.avatar.hex() if profile and profile.avatar else None
+            )
+        else:
+            summary["name"] = state.name if state else ""
+            summary["open"] = state.open if state else False
+            summary["RecipientName"] = summary["name"]
+            summary["RecipientProfilePic"] = None
+        return summary
+
+    async def conversations(self, page_size: int, page_number: int) -> dict[str, Any]:
+        store = self.node.store
+        page = await store.run(
+            store.store.conversations, self.own, page_size=page_size, page_number=page_number
+        )
+        items = []
+        for summary in page.items:
+            row = await self.room_summary(summary.room)
+            latest = await store.run(_latest_content, store.store, summary.room)
+            row["LatestMessage"] = None if latest is None else message_view(latest)
+            row["latest_activity_ms"] = summary.latest_activity.wall_ms
+            items.append(row)
+        return {
+            "conversations": items,
+            "page_size": page.page_size,
+            "page_number": page.page_number,
+            "has_more": page.has_more,
+        }
+
+    async def details(self, room: RoomId, cursor: Cursor | None, limit: int) -> dict[str, Any]:
+        """A page of a conversation's messages (newest page first, oldest first within)."""
+        await self.require_room(room)
+        page = await self.node.history(room, limit=limit, cursor=cursor)
+        envelopes = [e.envelope for e in page.events if is_user_content(e.envelope)]
+        members = await self.node.members(room)
+        store = self.node.store
+        statuses = await store.run(statuses_of, store.store, self.own, envelopes, members)
+        messages = []
+        for envelope in envelopes:
+            view = message_view(envelope)
+            if envelope.message_id in statuses:
+                aggregate, per_member = statuses[envelope.message_id]
+                view["status"] = STATUS_NAMES[aggregate]
+                view["statuses"] = {u: STATUS_NAMES[s] for u, s in per_member.items()}
+            messages.append(view)
+        return {"id": room.hex(), "messages": messages, "next_cursor": encode_cursor(page.next)}
+
+    async def groups(self) -> list[dict[str, Any]]:
+        """The seed's get_all_group: every group our user is in."""
+        out = []
+        for room in await self.node.rooms():
+            summary = await self.room_summary(room)
+            if summary["type"] == "group":
+                out.append(summary)
+        return out
+
+    async def profile(self, user: UserId) -> dict[str, Any]:
+        store = self.node.store
+        profile = await store.run(store.store.get_profile, user)
+        view = profile_view(user, profile)
+        presence = self.node.presence(user)
+        if user == self.own:
+            view["online"] = True
+        elif presence is not None:
+            view["online"] = presence.online
+            view["last_seen_ms"] = presence.last_seen_ms
+        else:
+            view["online"] = False
+        return view
+
+    async def friends(self) -> list[dict[str, Any]]:
+        store = self.node.store
+        contacts = await store.run(store.store.contacts, self.own)
+        return [await self.profile(contact.contact) for contact in contacts]
+
+    async def friend_request(self, user: UserId, note: str) -> dict[str, Any]:
+        if user == self.own:
+            raise MalformedMessage("a friend request to oneself")
+        store = self.node.store
+        room = await self.node.open_direct(user)
+        request = FriendRequest(
+            sender=self.own, recipient=user, created_ms=self.clock.now_ms(), note=note
+        )
+        await store.run(store.store.put_friend_request, request)
+        envelope = await self._contact(room, ContactAction.REQUEST, note)
+        return {"room_id": room.hex(), "message_id": envelope.message_id.hex()}
+
+    async def answer_friend_request(self, user: UserId, *, accept: bool) -> None:
+        """Accept or decline a pending request from `user`. Raises NotFound."""
+        store = self.node.store
+        if accept:
+            done = await store.run(
+                store.store.accept_friend_request, user, self.own, now_ms=self.clock.now_ms()
+            )
+        else:
+            done = await store.run(store.store.delete_friend_request, user, self.own)
+        if not done:
+            raise NotFound(f"no friend request from {user_id_text(user)}")
+        room = await self.node.open_direct(user)
+        await self._contact(room, ContactAction.ACCEPT if accept else ContactAction.DECLINE, "")
+
+    async def _contact(self, room: RoomId, action: ContactAction, note: str) -> Envelope:
+        store = self.node.store
+        own = await store.run(store.store.get_profile, self.own)
+        event = ContactEvent(
+            action=action,
+            note=note,
+            display_name=own.display_name if own else "",
+            handle=own.handle if own else "",
+        )
+        return await self.node.send(room, encode_contact(event), content_type=CONTACT_CONTENT_TYPE)
+
+
+def receipt_frame(change: StatusChange) -> dict[str, Any]:
+    return {
+        "event": "receipt",
+        "room_id": change.room.hex(),
+        "message_id": change.message_id.hex(),
+        "user_id": user_id_text(change.recipient),
+        "status": STATUS_NAMES[change.status],
+        "aggregate": STATUS_NAMES[change.aggregate],
+    }
+
+
+def _remember_profile(store: Store, user: UserId, event: ContactEvent, now_ms: int) -> None:
+    """Keep the name a contact event carries, unless a profile is already known."""
+    if store.get_profile(user) is None and (event.display_name or event.handle):
+        store.put_profile(
+            Profile(
+                user=user,
+                handle=event.handle,
+                display_name=event.display_name,
+                avatar=None,
+                bio="",
+                updated_ms=now_ms,
+            )
+        )
+
+
+def _latest_content(store: Store, room: bytes) -> Envelope | None:
+    page = store.page_history(room, direction=Direction.BACKWARD, limit=_LATEST_SCAN)
+    for stored in reversed(page.events):
+        if is_user_content(stored.envelope):
+            return stored.envelope
+    return None

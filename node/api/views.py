@@ -1,0 +1,100 @@
+"""JSON shapes of the client API (SPEC §15.5): envelopes, conversations, users, groups.
+
+Field names keep the seed's spelling where the seed named them (RecipientName,
+RecipientProfilePic, LatestMessage); everything else is snake_case.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from hearthmesh.protocol.content import (
+    MEDIA_CONTENT_TYPE,
+    TEXT_CONTENT_TYPE,
+    decode_media,
+)
+from hearthmesh.protocol.envelope import Envelope
+from hearthmesh.protocol.errors import MalformedMessage
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
+from hearthmesh.protocol.receipts import ReceiptStatus
+from hearthmesh.storage.api import Cursor, Profile
+
+__all__ = [
+    "STATUS_NAMES",
+    "decode_cursor",
+    "encode_cursor",
+    "hlc_view",
+    "message_view",
+    "profile_view",
+]
+
+STATUS_NAMES: dict[int, str] = {
+    ReceiptStatus.SENT: "sent",
+    ReceiptStatus.DELIVERED: "delivered",
+    ReceiptStatus.READ: "read",
+}
+
+
+def hlc_view(ts: Timestamp) -> list[int]:
+    """[wall_ms, counter]."""
+    return [ts.wall_ms, ts.counter]
+
+
+def encode_cursor(cursor: Cursor | None) -> str | None:
+    return None if cursor is None else base64.urlsafe_b64encode(cursor).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> Cursor:
+    """Raises MalformedMessage."""
+    try:
+        return Cursor(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    except ValueError:
+        raise MalformedMessage("cursor is not one this API returned") from None
+
+
+def message_view(envelope: Envelope) -> dict[str, Any]:
+    """A message as clients see it; text and media are decoded, other bodies are base64."""
+    view: dict[str, Any] = {
+        "message_id": envelope.message_id.hex(),
+        "room_id": envelope.room.hex(),
+        "sender_id": user_id_text(envelope.sender_user),
+        "sender_device": device_id_text(envelope.sender_device),
+        "kind": envelope.kind.name.lower(),
+        "seq": envelope.seq,
+        "hlc": hlc_view(envelope.hlc),
+        "sent_ms": envelope.hlc.wall_ms,
+        "content_type": envelope.content_type,
+    }
+    if envelope.content_type == TEXT_CONTENT_TYPE:
+        view["type"] = "text"
+        view["message"] = envelope.body.decode("utf-8", errors="replace")
+    elif envelope.content_type == MEDIA_CONTENT_TYPE:
+        try:
+            media = decode_media(envelope.body)
+        except MalformedMessage:
+            view["type"] = "unknown"
+        else:
+            view["type"] = media.type
+            view["message"] = media.caption
+            view["media"] = {
+                "digest": media.digest.hex(),
+                "content_type": media.content_type,
+                "size": media.size,
+            }
+    else:
+        view["type"] = "binary"
+        view["body_b64"] = base64.b64encode(envelope.body).decode()
+    return view
+
+
+def profile_view(user: UserId, profile: Profile | None) -> dict[str, Any]:
+    """The seed's User row: id, name, picture (a media digest), bio."""
+    return {
+        "user_id": user_id_text(user),
+        "handle": profile.handle if profile else "",
+        "display_name": profile.display_name if profile else "",
+        "profile_pic": profile.avatar.hex() if profile and profile.avatar else None,
+        "bio": profile.bio if profile else "",
+    }

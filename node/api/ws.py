@@ -1,0 +1,188 @@
+"""WebSocket `/v1/ws` (SPEC §15.4): JSON event frames both ways.
+
+A connection starts with a `ready` frame; a client that passes `?cursor=` first gets every
+durable event after it (or `resync` when the cursor cannot be answered exactly), then the live
+stream. Sends run concurrently (so their appends share group commits) and each is answered by
+`message_sent` once durable, or by `error` with the same `client_id`. A bad frame is answered
+by `error` and changes nothing; the connection stays open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, Final
+
+from aiohttp import WSMsgType, web
+
+from hearthmesh.node.api.auth import TokenBucket
+from hearthmesh.node.api.errors import error_body, error_response
+from hearthmesh.node.api.service import ApiService, ClientSession
+from hearthmesh.node.api.views import hlc_view
+from hearthmesh.protocol.client_api import (
+    Ack,
+    ClientCommand,
+    CreateConversation,
+    GetAllGroup,
+    JoinGroup,
+    LeaveGroup,
+    Send,
+    Typing,
+    decode_client_frame,
+)
+from hearthmesh.protocol.errors import ErrorCode, HearthError, RateLimited, TooLarge
+from hearthmesh.protocol.identity import user_id_text
+
+__all__ = ["websocket_handler"]
+
+log = logging.getLogger(__name__)
+
+_MAX_IN_FLIGHT: Final = 4096
+"""Sends of one connection awaiting their commit; the reader waits beyond this."""
+_HEARTBEAT_S: Final = 30.0
+
+
+def _dumps(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+
+
+async def websocket_handler(request: web.Request) -> web.StreamResponse:
+    """Upgrade, then serve one client until it closes (auth already checked by the guard)."""
+    service: ApiService = request.app["service"]
+    config = service.config
+    if len(service.sessions) >= config.max_clients:
+        return error_response(RateLimited("too many open WebSocket connections"))
+    # The library's own limit sits above ours, so an oversized frame gets a JSON error
+    # from us (below) instead of a bare close.
+    ws = web.WebSocketResponse(max_msg_size=config.max_ws_frame_bytes * 4, heartbeat=_HEARTBEAT_S)
+    await ws.prepare(request)
+    session = ClientSession(ws, max_queued=config.client_queue)
+    # No await between reading the feed and joining the sessions: nothing is missed or doubled.
+    cursor = request.query.get("cursor")
+    replay = service.feed.since(cursor) if cursor else []
+    ready: dict[str, Any] = {
+        "event": "ready",
+        "user_id": user_id_text(service.own),
+        "cursor": service.feed.cursor,
+        "resumed": replay is not None and cursor is not None,
+    }
+    session.put(_dumps(ready))
+    if replay is None:
+        session.put(_dumps({"event": "resync", "reason": "cursor unknown or too old"}))
+    for text in replay or ():
+        session.put(text)
+    service.sessions.add(session)
+    try:
+        async with asyncio.TaskGroup() as group:
+            writer = group.create_task(session.write_loop())
+            await _read_loop(service, session, ws, group)
+            writer.cancel()
+    except* ConnectionResetError:
+        log.debug("client went away while being written to")
+    finally:
+        service.sessions.discard(session)
+        await ws.close()
+    return ws
+
+
+async def _read_loop(
+    service: ApiService,
+    session: ClientSession,
+    ws: web.WebSocketResponse,
+    group: asyncio.TaskGroup,
+) -> None:
+    config = service.config
+    bucket = TokenBucket(config.ws_rate_per_s, config.ws_burst, service.clock)
+    in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
+    async for message in ws:
+        if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            continue
+        data: str | bytes = message.data
+        try:
+            if len(data) > config.max_ws_frame_bytes:
+                raise TooLarge(f"frame longer than {config.max_ws_frame_bytes} bytes")
+            if not bucket.take():
+                raise RateLimited("too many frames; this one was not processed")
+            command = decode_client_frame(data)
+        except HearthError as exc:
+            session.put(_dumps({"event": "error", **error_body(exc), **_echo(data)}))
+            continue
+        if isinstance(command, Send):
+            await in_flight.acquire()
+            task = group.create_task(_send(service, session, command))
+            task.add_done_callback(lambda _: in_flight.release())
+        else:
+            try:
+                reply = await _handle(service, command)
+            except HearthError as exc:
+                reply = {"event": "error", **error_body(exc), **_request_id(command)}
+            if reply is not None:
+                session.put(_dumps(reply))
+
+
+def _echo(data: str | bytes) -> dict[str, Any]:
+    """The client_id / request_id of a refused frame, if it can be read at all."""
+    if len(data) > 1 << 20:
+        return {}
+    try:
+        frame = json.loads(data)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(frame, dict):
+        return {}
+    return {k: frame[k] for k in ("client_id", "request_id") if isinstance(frame.get(k), str)}
+
+
+def _request_id(command: ClientCommand) -> dict[str, Any]:
+    request_id = getattr(command, "request_id", None)
+    return {} if request_id is None else {"request_id": request_id}
+
+
+async def _send(service: ApiService, session: ClientSession, command: Send) -> None:
+    try:
+        envelope = await service.send(command)
+    except HearthError as exc:
+        session.put(_dumps({"event": "error", **error_body(exc), "client_id": command.client_id}))
+        return
+    session.put(
+        _dumps(
+            {
+                "event": "message_sent",
+                "client_id": command.client_id,
+                "message_id": envelope.message_id.hex(),
+                "room_id": envelope.room.hex(),
+                "hlc": hlc_view(envelope.hlc),
+            }
+        )
+    )
+
+
+async def _handle(service: ApiService, command: ClientCommand) -> dict[str, Any] | None:
+    node = service.node
+    match command:
+        case CreateConversation(recipient_id=user):
+            created = await service.create_conversation(user)
+            return {"event": "conversation_created", **created, **_request_id(command)}
+        case JoinGroup(room_id=room):
+            await node.join(room)
+            members = sorted(user_id_text(m) for m in await node.members(room))
+            return {
+                "event": "group_joined",
+                "room_id": room.hex(),
+                "members": members,
+                **_request_id(command),
+            }
+        case LeaveGroup(room_id=room):
+            await service.require_room(room)
+            await node.leave(room)
+            return {"event": "group_left", "room_id": room.hex(), **_request_id(command)}
+        case GetAllGroup():
+            return {"event": "all_group", "groups": await service.groups(), **_request_id(command)}
+        case Ack(message_id=message_id, status=status):
+            await service.receipts.ack(message_id, status)
+            return None
+        case Typing(room_id=room, active=active):
+            await node.send_typing(room, active)
+            return None
+    return {"event": "error", "error": {"code": int(ErrorCode.MALFORMED), "message": "?"}}

@@ -1,0 +1,244 @@
+"""Client API frames (SPEC §15): parse a client's WebSocket JSON into typed commands, sans-I/O.
+
+Parse at the edge: a `dict` from a client never gets past `decode_client_frame`, which returns
+one of the command dataclasses below or raises a `RemoteProtocolError` whose code goes back to
+the client in an `error` frame. Ids on the API: users in their text form (SPEC §3.2), rooms and
+messages as 64 lowercase hex digits.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .envelope import MAX_BODY_BYTES, MessageId, RoomId
+from .errors import InvalidIdentifier, MalformedMessage, TooLarge
+from .identity import UserId, decode_user_id
+from .receipts import ReceiptStatus
+
+__all__ = [
+    "MAX_CLIENT_ID_CHARS",
+    "MAX_FRAME_BYTES",
+    "Ack",
+    "ClientCommand",
+    "CreateConversation",
+    "GetAllGroup",
+    "JoinGroup",
+    "LeaveGroup",
+    "MediaFields",
+    "Send",
+    "Typing",
+    "decode_client_frame",
+    "decode_hex_id",
+    "decode_user",
+]
+
+MAX_FRAME_BYTES: Final = MAX_BODY_BYTES * 2 + 4096
+"""Longest client frame: a maximal text message JSON-escaped, plus its fields."""
+MAX_CLIENT_ID_CHARS: Final = 128
+_MESSAGE_TYPES: Final = frozenset({"text", "image", "video", "audio", "file"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CreateConversation:
+    """Open (or find) the direct room with `recipient_id`."""
+
+    recipient_id: UserId
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaFields:
+    """The `media` object of a `send` frame: a blob uploaded before (`POST /v1/media`)."""
+
+    digest: bytes
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Send:
+    """Send a message; answered by `message_sent` once it is durable on this node."""
+
+    room_id: RoomId
+    message: str
+    type: str
+    client_id: str
+    media: MediaFields | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JoinGroup:
+    room_id: RoomId
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaveGroup:
+    room_id: RoomId
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GetAllGroup:
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ack:
+    """The client received (or showed) a message: a signed receipt goes to its sender."""
+
+    message_id: MessageId
+    status: ReceiptStatus
+    """DELIVERED or READ."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Typing:
+    room_id: RoomId
+    active: bool
+
+
+ClientCommand = CreateConversation | Send | JoinGroup | LeaveGroup | GetAllGroup | Ack | Typing
+
+
+def decode_hex_id(text: object, what: str) -> bytes:
+    """A room or message id: 64 lowercase hex digits. Raises InvalidIdentifier."""
+    if not isinstance(text, str) or len(text) != 64:
+        raise InvalidIdentifier(f"{what} must be 64 hex digits")
+    try:
+        raw = bytes.fromhex(text)
+    except ValueError:
+        raise InvalidIdentifier(f"{what} must be 64 hex digits") from None
+    if raw.hex() != text:
+        raise InvalidIdentifier(f"{what} must be lowercase hex")
+    return raw
+
+
+def decode_user(text: object, what: str = "user id") -> UserId:
+    """A user id in its text form (SPEC §3.2). Raises InvalidIdentifier."""
+    if not isinstance(text, str):
+        raise InvalidIdentifier(f"{what} must be a user id string")
+    return decode_user_id(text)
+
+
+def _str(frame: dict[str, Any], name: str, *, max_chars: int, optional: bool = False) -> str:
+    value = frame.get(name)
+    if value is None and optional:
+        return ""
+    if not isinstance(value, str):
+        raise MalformedMessage(f"{name} must be a string")
+    if len(value) > max_chars:
+        raise TooLarge(f"{name} is longer than {max_chars} characters")
+    return value
+
+
+def _request_id(frame: dict[str, Any]) -> str | None:
+    value = frame.get("request_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > MAX_CLIENT_ID_CHARS:
+        raise MalformedMessage(f"request_id is a string of at most {MAX_CLIENT_ID_CHARS}")
+    return value
+
+
+def _media(value: object) -> MediaFields:
+    if not isinstance(value, dict):
+        raise MalformedMessage("media is an object {digest, content_type, size}")
+    size = value.get("size")
+    content_type = value.get("content_type")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        raise MalformedMessage("media.size is a non-negative integer")
+    if not isinstance(content_type, str) or not 0 < len(content_type) <= 127:
+        raise MalformedMessage("media.content_type is a string of 1..127 characters")
+    return MediaFields(
+        digest=decode_hex_id(value.get("digest"), "media.digest"),
+        content_type=content_type,
+        size=size,
+    )
+
+
+def _send(frame: dict[str, Any]) -> Send:
+    message = _str(frame, "message", max_chars=MAX_BODY_BYTES)
+    if len(message.encode()) > MAX_BODY_BYTES:
+        raise TooLarge(f"message is longer than {MAX_BODY_BYTES} bytes")
+    type_ = frame.get("type", "text")
+    if type_ not in _MESSAGE_TYPES:
+        raise MalformedMessage(f"type must be one of {sorted(_MESSAGE_TYPES)}")
+    media = None if frame.get("media") is None else _media(frame["media"])
+    if (type_ == "text") != (media is None):
+        raise MalformedMessage("a text message has no media; a media message needs media")
+    client_id = _str(frame, "client_id", max_chars=MAX_CLIENT_ID_CHARS)
+    if not client_id:
+        raise MalformedMessage("client_id must not be empty")
+    return Send(
+        room_id=RoomId(decode_hex_id(frame.get("room_id"), "room_id")),
+        message=message,
+        type=type_,
+        client_id=client_id,
+        media=media,
+    )
+
+
+def _ack(frame: dict[str, Any]) -> Ack:
+    statuses = {"delivered": ReceiptStatus.DELIVERED, "read": ReceiptStatus.READ}
+    status = frame.get("status")
+    if status not in statuses:
+        raise MalformedMessage("ack status is 'delivered' or 'read'")
+    return Ack(
+        message_id=MessageId(decode_hex_id(frame.get("message_id"), "message_id")),
+        status=statuses[status],
+    )
+
+
+def _typing(frame: dict[str, Any]) -> Typing:
+    active = frame.get("active", True)
+    if not isinstance(active, bool):
+        raise MalformedMessage("active is true or false")
+    return Typing(room_id=RoomId(decode_hex_id(frame.get("room_id"), "room_id")), active=active)
+
+
+def decode_client_frame(data: str | bytes) -> ClientCommand:
+    """Parse one client frame (JSON text).
+
+    Raises:
+        TooLarge: longer than MAX_FRAME_BYTES (checked before parsing).
+        MalformedMessage: not a JSON object, an unknown `event`, a missing or mistyped field.
+        InvalidIdentifier: a user, room or message id with a wrong encoding.
+    """
+    if len(data) > MAX_FRAME_BYTES:
+        raise TooLarge(f"frame longer than {MAX_FRAME_BYTES} bytes")
+    try:
+        frame = json.loads(data)
+    except (ValueError, RecursionError):
+        raise MalformedMessage("frame is not JSON") from None
+    if not isinstance(frame, dict):
+        raise MalformedMessage("frame is a JSON object with an 'event' field")
+    match frame.get("event"):
+        case "create_conversation":
+            return CreateConversation(
+                recipient_id=decode_user(frame.get("recipient_id"), "recipient_id"),
+                request_id=_request_id(frame),
+            )
+        case "send":
+            return _send(frame)
+        case "join_group":
+            return JoinGroup(
+                room_id=RoomId(decode_hex_id(frame.get("room_id"), "room_id")),
+                request_id=_request_id(frame),
+            )
+        case "leave_group":
+            return LeaveGroup(
+                room_id=RoomId(decode_hex_id(frame.get("room_id"), "room_id")),
+                request_id=_request_id(frame),
+            )
+        case "get_all_group":
+            return GetAllGroup(request_id=_request_id(frame))
+        case "ack":
+            return _ack(frame)
+        case "typing":
+            return _typing(frame)
+        case str() as other:
+            raise MalformedMessage(f"unknown event {other[:40]!r}")
+    raise MalformedMessage("frame needs an 'event' string")

@@ -1,0 +1,152 @@
+"""Bodies of user content and small control envelopes (SPEC §17, §18), sans-I/O.
+
+- text messages: `text/plain`, UTF-8;
+- media references: MEDIA_CONTENT_TYPE, CBOR [type, sha-256, media type, size, caption]; the
+  blob itself travels by reference, never inside an envelope (SPEC §7.2);
+- typing indicators: TYPING envelopes, CBOR [active], never stored (SPEC §17);
+- contact (friend request) events: MESSAGE envelopes in the direct room of the two users with
+  CONTACT_CONTENT_TYPE, CBOR [action, note, display name, handle] (SPEC §18).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from .canonical import decode_canonical, encode_canonical
+from .envelope import Envelope, Kind
+from .errors import MalformedMessage
+
+__all__ = [
+    "CONTACT_CONTENT_TYPE",
+    "MAX_NOTE_BYTES",
+    "MEDIA_CONTENT_TYPE",
+    "TEXT_CONTENT_TYPE",
+    "TYPING_CONTENT_TYPE",
+    "ContactAction",
+    "ContactEvent",
+    "MediaRef",
+    "decode_contact",
+    "decode_media",
+    "decode_typing",
+    "encode_contact",
+    "encode_media",
+    "encode_typing",
+    "is_user_content",
+]
+
+TEXT_CONTENT_TYPE: Final = "text/plain"
+MEDIA_CONTENT_TYPE: Final = "application/x-hearthmesh-media"
+TYPING_CONTENT_TYPE: Final = "application/x-hearthmesh-typing"
+CONTACT_CONTENT_TYPE: Final = "application/x-hearthmesh-contact"
+MAX_NOTE_BYTES: Final = 1024
+_MAX_NAME_BYTES: Final = 256
+_MEDIA_TYPES: Final = frozenset({"image", "video", "audio", "file"})
+
+
+def is_user_content(envelope: Envelope) -> bool:
+    """A message clients show as a chat bubble (not a receipt, membership or contact event)."""
+    if envelope.kind is Kind.MESSAGE:
+        return envelope.content_type in (TEXT_CONTENT_TYPE, MEDIA_CONTENT_TYPE)
+    return envelope.kind in (Kind.EDIT, Kind.RECALL, Kind.REACTION)
+
+
+def encode_typing(active: bool) -> bytes:
+    """CBOR [active (0/1)]."""
+    return encode_canonical([int(active)])
+
+
+def decode_typing(body: bytes) -> bool:
+    """Parse a TYPING body. Raises MalformedMessage."""
+    match decode_canonical(body, max_bytes=8):
+        case [int() as active] if active in (0, 1):
+            return bool(active)
+    raise MalformedMessage("typing body is [active]")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MediaRef:
+    """A media message: where the blob is (its digest) and what it is."""
+
+    type: str
+    """image, video, audio or file."""
+    digest: bytes
+    content_type: str
+    size: int
+    caption: str = ""
+
+
+def encode_media(media: MediaRef) -> bytes:
+    """CBOR [type, digest, content type, size, caption]. Raises MalformedMessage."""
+    _check_media(media)
+    return encode_canonical(
+        [media.type, media.digest, media.content_type, media.size, media.caption]
+    )
+
+
+def decode_media(body: bytes) -> MediaRef:
+    """Parse a media body. Raises MalformedMessage (or TooLarge)."""
+    match decode_canonical(body, max_bytes=4096):
+        case [str() as type_, bytes() as digest, str() as content_type, int() as size, str() as c]:
+            media = MediaRef(
+                type=type_, digest=digest, content_type=content_type, size=size, caption=c
+            )
+            _check_media(media)
+            return media
+    raise MalformedMessage("media body is [type, digest, content type, size, caption]")
+
+
+def _check_media(media: MediaRef) -> None:
+    if media.type not in _MEDIA_TYPES:
+        raise MalformedMessage(f"media type must be one of {sorted(_MEDIA_TYPES)}")
+    if len(media.digest) != 32 or media.size < 0 or len(media.content_type) > 127:
+        raise MalformedMessage("media digest is 32 bytes, size >= 0, content type <= 127")
+    if len(media.caption.encode()) > 2048:
+        raise MalformedMessage("media caption is at most 2048 bytes")
+
+
+class ContactAction(IntEnum):
+    """What a contact event does (SPEC §18.1). Values are never renumbered."""
+
+    REQUEST = 1
+    ACCEPT = 2
+    DECLINE = 3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ContactEvent:
+    """The body of a contact event: a friend request or the answer to one."""
+
+    action: ContactAction
+    note: str = ""
+    display_name: str = ""
+    """The sender's display name, so the other side can name them before any profile sync."""
+    handle: str = ""
+
+
+def encode_contact(event: ContactEvent) -> bytes:
+    """CBOR [action, note, display name, handle]. Raises MalformedMessage."""
+    _check_contact(event)
+    return encode_canonical([int(event.action), event.note, event.display_name, event.handle])
+
+
+def decode_contact(body: bytes) -> ContactEvent:
+    """Parse a contact body. Raises MalformedMessage (or TooLarge)."""
+    match decode_canonical(body, max_bytes=MAX_NOTE_BYTES + 2 * _MAX_NAME_BYTES + 32):
+        case [int() as action, str() as note, str() as name, str() as handle] if (
+            action in ContactAction._value2member_map_
+        ):
+            event = ContactEvent(
+                action=ContactAction(action), note=note, display_name=name, handle=handle
+            )
+            _check_contact(event)
+            return event
+    raise MalformedMessage("contact body is [action, note, display name, handle]")
+
+
+def _check_contact(event: ContactEvent) -> None:
+    if len(event.note.encode()) > MAX_NOTE_BYTES:
+        raise MalformedMessage(f"a friend request note is at most {MAX_NOTE_BYTES} bytes")
+    if max(len(event.display_name.encode()), len(event.handle.encode())) > _MAX_NAME_BYTES:
+        raise MalformedMessage(f"names are at most {_MAX_NAME_BYTES} bytes")

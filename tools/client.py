@@ -1,0 +1,194 @@
+"""CLI commands that talk to a running home node through its client API.
+
+Exit codes: 0 success, 1 the node refused (its JSON error is printed), 2 bad usage,
+3 no node answers at the API address (or no token file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+
+from hearthmesh.protocol.errors import HearthError
+
+__all__ = ["EXIT_API", "EXIT_UNREACHABLE", "ApiClient", "run_client_command"]
+
+EXIT_API: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNREACHABLE: Final = 3
+_TIMEOUT_S: Final = 30.0
+
+
+class ApiRefused(HearthError):
+    """The node answered with an error."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        super().__init__(f"{status} {error.get('name', '')}: {error.get('message', body)}")
+        self.status = status
+
+
+class ApiClient:
+    """A small async client of the HTTP API (also used by tests and the benchmark)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self._http = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S),
+        )
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._http.close()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        """The JSON answer. Raises ApiRefused for a 4xx/5xx."""
+        async with self._http.request(
+            method, self.url + path, json=body, params=params
+        ) as response:
+            data = await response.json(content_type=None)
+            if response.status >= 400:
+                raise ApiRefused(response.status, data)
+            return data
+
+    def websocket(self, cursor: str | None = None) -> Any:
+        params = {} if cursor is None else {"cursor": cursor}
+        return self._http.ws_connect(self.url + "/v1/ws", params=params)
+
+
+def _connection(args: Any) -> tuple[str, str]:
+    from hearthmesh.tools.home import parse_api, resolve_settings
+
+    settings = resolve_settings(args)
+    host, port = parse_api(settings.api)
+    host = f"[{host}]" if ":" in host else host
+    token_file = Path(args.token_file) if args.token_file else settings.data_dir / "api-token"
+    try:
+        token = token_file.read_text(encoding="ascii").strip()
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot read the API token: {exc}") from None
+    return f"http://{host}:{port}", token
+
+
+async def _status(client: ApiClient, args: Any) -> int:
+    status = await client.call("GET", "/v1/node/status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    print(f"user id:   {status['user_id']}")
+    print(f"peer id:   {status['peer_id']}")
+    for address in status["listen_addrs"]:
+        print(f"listening: {address}")
+    print(f"peers:     {len(status['connected_peers'])} connected")
+    print(f"clients:   {status['clients']} connected")
+    print(f"version:   hearthmesh {status['version']} (protocol v{status['protocol_version']})")
+    return 0
+
+
+async def _send(client: ApiClient, args: Any) -> int:
+    room = args.room
+    if room is None:
+        room = (await client.call("POST", "/v1/conversation", {"recipient_id": args.to}))["room_id"]
+    sent = await client.call(
+        "POST", f"/v1/conversation/{room}/messages", {"message": args.text, "client_id": "cli"}
+    )
+    print(f"sent {sent['message_id']} to {room}")
+    return 0
+
+
+async def _tail(client: ApiClient, args: Any) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with client.websocket(args.cursor) as ws:
+        reader = asyncio.ensure_future(_print_frames(ws, args))
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (reader, stopper):
+            task.cancel()
+    return 0
+
+
+async def _print_frames(ws: Any, args: Any) -> None:
+    async for message in ws:
+        frame = json.loads(message.data)
+        if args.room and frame.get("room_id") not in (None, args.room):
+            continue
+        if args.json:
+            print(json.dumps(frame), flush=True)
+        elif frame["event"] == "message":
+            print(f"[{frame['sender_id'][:12]}] {frame.get('message', '')}", flush=True)
+            if args.ack and frame.get("client_id") is None:
+                await ws.send_json(
+                    {"event": "ack", "message_id": frame["message_id"], "status": "delivered"}
+                )
+        elif frame["event"] in ("receipt", "presence", "typing", "error", "resync"):
+            print(f"({frame['event']}) {json.dumps(frame)}", flush=True)
+
+
+async def _friends(client: ApiClient, args: Any) -> int:
+    action = args.action or "list"
+    if action == "list":
+        friends = (await client.call("GET", "/v1/friends"))["friends"]
+        for friend in friends:
+            online = "online" if friend.get("online") else "offline"
+            print(f"{friend['user_id']}  {friend['display_name'] or '-'}  ({online})")
+        if not friends:
+            print("no friends yet: `hearthmesh friends add USER_ID`")
+        return 0
+    if action == "requests":
+        for request in (await client.call("GET", "/v1/friends/requests"))["requests"]:
+            print(f"{request['user_id']}  {request['display_name'] or '-'}  {request['note']}")
+        return 0
+    if not args.user:
+        print(f"friends {action} needs a USER_ID", file=sys.stderr)
+        return EXIT_USAGE
+    if action == "add":
+        await client.call("POST", "/v1/friends/requests", {"user_id": args.user, "note": args.note})
+        print(f"friend request sent to {args.user}")
+    else:
+        await client.call("POST", f"/v1/friends/requests/{args.user}/{action}")
+        print(f"{action}ed {args.user}")
+    return 0
+
+
+_COMMANDS: Final = {"status": _status, "send": _send, "tail": _tail, "friends": _friends}
+
+
+def run_client_command(args: Any) -> int:
+    """Run one client subcommand; returns its exit code."""
+    try:
+        url, token = _connection(args)
+    except (FileNotFoundError, HearthError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+
+    async def main() -> int:
+        async with ApiClient(url, token) as client:
+            return await _COMMANDS[args.command](client, args)
+
+    try:
+        return asyncio.run(main())
+    except ApiRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_API
+    except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+        print(f"error: no node answers at {url} ({exc}); is `hearthmesh run` up?", file=sys.stderr)
+        return EXIT_UNREACHABLE

@@ -1,0 +1,220 @@
+"""`hearthmesh init` and `hearthmesh run`: create a home node's identity, then run it.
+
+Settings come from, in rising priority: built-in defaults, a TOML config file
+(`--config FILE`, else `DATA_DIR/config.toml` if present), environment variables
+(`HEARTHMESH_DATA_DIR`, `HEARTHMESH_API`, `HEARTHMESH_LISTEN`, `HEARTHMESH_BOOTSTRAP` comma-
+separated, `HEARTHMESH_NO_MDNS=1`), and the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from hearthmesh.node.config import DEFAULT_LISTEN
+from hearthmesh.protocol.errors import HearthError
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_LISTEN_TCP",
+    "HomeSettings",
+    "init_node",
+    "parse_api",
+    "resolve_settings",
+    "run_node",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR: Final = Path("data/node")
+DEFAULT_LISTEN_TCP: Final = DEFAULT_LISTEN  # 127.0.0.1:4470; --listen for the LAN
+DEFAULT_API: Final = "127.0.0.1:8470"
+
+
+class SettingsError(HearthError):
+    """A setting that cannot be used (a bad address, an unreadable config file)."""
+
+
+@dataclass(kw_only=True)
+class HomeSettings:
+    """Everything `run` needs."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    api: str = DEFAULT_API
+    listen: list[str] = field(default_factory=lambda: [DEFAULT_LISTEN_TCP])
+    bootstrap: list[str] = field(default_factory=list)
+    mdns: bool = True
+    name: str = ""
+
+
+def parse_api(text: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 as [::1]:PORT). Raises SettingsError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise SettingsError(f"--api wants HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"config file {path}: {exc}") from None
+
+
+def resolve_settings(args: Any, env: dict[str, str] | None = None) -> HomeSettings:
+    """Merge defaults, config file, environment and command line (in that order)."""
+    env = dict(os.environ) if env is None else env
+    settings = HomeSettings()
+    data_dir = args.data_dir or env.get("HEARTHMESH_DATA_DIR")
+    config_path = getattr(args, "config", None)
+    if config_path is None and data_dir and (Path(data_dir) / "config.toml").is_file():
+        config_path = Path(data_dir) / "config.toml"
+    if config_path is not None:
+        values = _from_file(Path(config_path))
+        settings.data_dir = Path(values.get("data_dir", settings.data_dir))
+        settings.api = str(values.get("api", settings.api))
+        settings.listen = list(values.get("listen", settings.listen))
+        settings.bootstrap = list(values.get("bootstrap", settings.bootstrap))
+        settings.mdns = bool(values.get("mdns", settings.mdns))
+        settings.name = str(values.get("name", settings.name))
+    if "HEARTHMESH_API" in env:
+        settings.api = env["HEARTHMESH_API"]
+    if "HEARTHMESH_LISTEN" in env:
+        settings.listen = [a for a in env["HEARTHMESH_LISTEN"].split(",") if a]
+    if "HEARTHMESH_BOOTSTRAP" in env:
+        settings.bootstrap = [a for a in env["HEARTHMESH_BOOTSTRAP"].split(",") if a]
+    if env.get("HEARTHMESH_NO_MDNS") in ("1", "true", "yes"):
+        settings.mdns = False
+    if data_dir:
+        settings.data_dir = Path(data_dir)
+    if getattr(args, "api", None):
+        settings.api = args.api
+    if getattr(args, "listen", None):
+        settings.listen = list(args.listen)
+    if getattr(args, "bootstrap", None):
+        settings.bootstrap = list(args.bootstrap)
+    if getattr(args, "no_mdns", False):
+        settings.mdns = False
+    parse_api(settings.api)
+    return settings
+
+
+def _has_identity(data_dir: Path) -> bool:
+    return (data_dir / "store").exists()
+
+
+def init_node(data_dir: Path, name: str, *, force: bool) -> dict[str, str]:
+    """Create the keys, the user's profile and the API token; returns the new ids.
+
+    Raises:
+        SettingsError: an identity exists and `force` is not set.
+    """
+    from hearthmesh.node.api.token import create_token
+    from hearthmesh.node.clock import SystemClock
+    from hearthmesh.node.keyring import load_or_create_keyring
+    from hearthmesh.protocol.identity import device_id_text, user_id_text
+    from hearthmesh.storage.api import Profile
+    from hearthmesh.storage.lmdb_store import LmdbStore
+
+    if _has_identity(data_dir) or (data_dir / "api-token").exists():
+        if not force:
+            raise SettingsError(
+                f"{data_dir} already holds a node identity; "
+                "pass --force to replace it (its keys and history are deleted)"
+            )
+        shutil.rmtree(data_dir / "store", ignore_errors=True)
+        (data_dir / "api-token").unlink(missing_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    clock = SystemClock()
+    store = LmdbStore(data_dir / "store")
+    try:
+        keyring = load_or_create_keyring(store, now_ms=clock.now_ms, rng=secrets.token_bytes)
+        store.put_profile(
+            Profile(
+                user=keyring.user_id,
+                handle="",
+                display_name=name,
+                avatar=None,
+                bio="",
+                updated_ms=clock.now_ms(),
+            )
+        )
+    finally:
+        store.close()
+    create_token(data_dir, force=True)
+    return {
+        "user_id": user_id_text(keyring.user_id),
+        "device_id": device_id_text(keyring.device_id),
+        "peer_id": keyring.peer_id,
+        "token_file": str(data_dir / "api-token"),
+    }
+
+
+async def _serve(settings: HomeSettings, started: Any) -> None:
+    from hearthmesh.node.api import ApiConfig, ApiServer
+    from hearthmesh.node.api.token import load_token
+    from hearthmesh.node.config import NodeConfig
+    from hearthmesh.node.node import Node
+
+    host, port = parse_api(settings.api)
+    token = load_token(settings.data_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    config = NodeConfig(
+        data_dir=settings.data_dir,
+        display_name=settings.name,
+        listen_addrs=tuple(settings.listen),
+        bootstrap=tuple(settings.bootstrap),
+        enable_mdns=settings.mdns,
+    )
+    async with (
+        Node(config) as node,
+        ApiServer(node, ApiConfig(token=token, host=host, port=port)) as api,
+    ):
+        started(node, api)
+        await stop.wait()
+        print("stopping: announcing offline, flushing, closing the store ...", flush=True)
+    print("stopped cleanly", flush=True)
+
+
+def run_node(settings: HomeSettings) -> int:
+    """Run until SIGINT/SIGTERM; returns the exit code."""
+    from hearthmesh.protocol.identity import user_id_text
+
+    if not _has_identity(settings.data_dir):
+        ids = init_node(settings.data_dir, settings.name, force=False)
+        print(f"created a new identity in {settings.data_dir} (user {ids['user_id']})")
+
+    def started(node: Any, api: Any) -> None:
+        print("hearthmesh home node up", flush=True)
+        print(f"  user id:   {user_id_text(node.user_id)}")
+        print(f"  peer id:   {node.peer_id}")
+        for address in node.listen_addrs:
+            print(f"  listening: {address}")
+        print(f"  API:       {api.url}  (token: {settings.data_dir / 'api-token'})")
+        print("press Ctrl-C to stop", flush=True)
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    try:
+        asyncio.run(_serve(settings, started))
+    except HearthError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the API port is taken, say
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
