@@ -31,7 +31,7 @@ from hearthmesh.protocol.client_api import (
     Typing,
     decode_client_frame,
 )
-from hearthmesh.protocol.errors import ErrorCode, HearthError, RateLimited, TooLarge
+from hearthmesh.protocol.errors import ErrorCode, HearthError, NotFound, RateLimited, TooLarge
 from hearthmesh.protocol.identity import user_id_text
 
 __all__ = ["websocket_handler"]
@@ -165,6 +165,8 @@ async def _handle(service: ApiService, command: ClientCommand) -> dict[str, Any]
             created = await service.create_conversation(user)
             return {"event": "conversation_created", **created, **_request_id(command)}
         case JoinGroup(room_id=room):
+            if await node.room_state(room) is None:
+                raise NotFound("no such group known here (an admin must add you first)")
             await node.join(room)
             members = sorted(user_id_text(m) for m in await node.members(room))
             return {

@@ -1,0 +1,87 @@
+"""Home nodes with their client API on 127.0.0.1, driven through HTTP and WebSocket only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from hearthmesh.node.api import ApiConfig, ApiServer
+from hearthmesh.node.node import Node
+from hearthmesh.tools.client import ApiClient
+
+from .conftest import node_config
+
+TOKEN = "test-token-0123456789"
+
+
+@dataclass
+class Home:
+    """A running node + API, and an authenticated HTTP client for it."""
+
+    node: Node
+    api: ApiServer
+    client: ApiClient
+
+    @property
+    def url(self) -> str:
+        return self.api.url
+
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.client.call("GET", "/v1/node/status")
+        return result
+
+    @asynccontextmanager
+    async def socket(self, cursor: str | None = None) -> AsyncIterator[Socket]:
+        async with self.client.websocket(cursor) as ws:
+            socket = Socket(ws)
+            socket.ready = await socket.next("ready")
+            yield socket
+
+
+class Socket:
+    """A client WebSocket: send frames, wait for the next frame of an event."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []
+        self.ready: dict[str, Any] = {}
+
+    async def send(self, **frame: Any) -> None:
+        await self.ws.send_str(json.dumps(frame))
+
+    async def send_raw(self, data: str) -> None:
+        await self.ws.send_str(data)
+
+    async def next(
+        self, event: str, where: Callable[[dict[str, Any]], bool] = lambda f: True
+    ) -> dict[str, Any]:
+        """The next frame of `event` that satisfies `where` (callers bound the wait)."""
+        while True:
+            message = await self.ws.receive()
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                raise AssertionError(f"socket ended: {message.type} {message.extra}")
+            frame: dict[str, Any] = json.loads(message.data)
+            self.seen.append(frame)
+            if frame["event"] == event and where(frame):
+                return frame
+
+
+@asynccontextmanager
+async def home(path: Path, **overrides: Any) -> AsyncIterator[Home]:
+    api_options = overrides.pop("api", {})
+    async with Node(node_config(path, **overrides)) as node:
+        config = ApiConfig(token=TOKEN, port=0, **api_options)
+        async with ApiServer(node, config) as api, ApiClient(api.url, TOKEN) as client:
+            yield Home(node=node, api=api, client=client)
+
+
+async def link(a: Home, b: Home) -> None:
+    """Dial b from a through a's API (swaps home records)."""
+    address = (await b.status())["listen_addrs"][0]
+    await a.client.call("POST", "/v1/peers", {"address": address})
