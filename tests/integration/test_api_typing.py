@@ -1,0 +1,39 @@
+"""Typing indicators between two real nodes: ephemeral, over the room's gossip, never stored."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.protocol.envelope import Kind, RoomId
+
+from .api_helpers import Socket, home, link
+
+pytestmark = pytest.mark.integration
+
+
+async def _keep_typing(ws: Socket, room: str) -> None:
+    # Clients repeat typing while the user types; gossip may drop the first before the mesh forms.
+    while True:
+        await ws.send(event="typing", room_id=room, active=True)
+        await asyncio.sleep(0.2)
+
+
+async def test_typing_reaches_the_other_member_and_is_never_stored(tmp_path: Path) -> None:
+    async with asyncio.timeout(15), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        alice = (await a.status())["user_id"]
+        bob = (await b.status())["user_id"]
+        room = (await a.client.call("POST", "/v1/conversation", {"recipient_id": bob}))["room_id"]
+        await b.client.call("POST", "/v1/conversation", {"recipient_id": alice})
+        async with a.socket() as alice_ws, b.socket() as bob_ws, asyncio.TaskGroup() as group:
+            typing = group.create_task(_keep_typing(bob_ws, room))
+            seen = await alice_ws.next("typing")
+            typing.cancel()
+            assert (seen["room_id"], seen["user_id"], seen["active"]) == (room, bob, True)
+            assert "cursor" not in seen  # ephemeral: not in the resumable feed
+        for node in (a.node, b.node):
+            page = await node.history(RoomId(bytes.fromhex(room)), limit=100)
+            assert all(e.envelope.kind is not Kind.TYPING for e in page.events)

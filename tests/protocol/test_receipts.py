@@ -1,0 +1,93 @@
+"""Receipt bodies, which statuses a receipt justifies, and group aggregation (SPEC §16)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hearthmesh.protocol.content import TEXT_CONTENT_TYPE
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
+from hearthmesh.protocol.errors import MalformedMessage, RemoteProtocolError
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import UserId, keypair_from_seed
+from hearthmesh.protocol.receipts import (
+    MAX_RECEIPT_IDS,
+    RECEIPT_CONTENT_TYPE,
+    Receipt,
+    ReceiptStatus,
+    aggregate_status,
+    decode_receipt,
+    encode_receipt,
+    receipt_updates,
+)
+
+ALICE = keypair_from_seed(b"\x01" * 32)
+BOB = keypair_from_seed(b"\x02" * 32)
+ROOM = RoomId(b"\x07" * 32)
+
+
+def _env(key: object, kind: Kind, body: bytes, room: RoomId = ROOM, ctype: str = "") -> Envelope:
+    assert hasattr(key, "public")
+    return seal(
+        key,  # type: ignore[arg-type]
+        kind=kind,
+        room=room,
+        sender_user=UserId(key.public),
+        seq=1,
+        hlc=Timestamp(1_700_000_000_000, 0),
+        content_type=ctype or (RECEIPT_CONTENT_TYPE if kind is Kind.RECEIPT else TEXT_CONTENT_TYPE),
+        body=body,
+    )
+
+
+def test_receipt_round_trips_and_refuses_bad_bodies() -> None:
+    receipt = Receipt(status=ReceiptStatus.READ, message_ids=(MessageId(b"\x01" * 32),))
+    assert decode_receipt(encode_receipt(receipt)) == receipt
+    for bad in (
+        Receipt(status=ReceiptStatus.SENT, message_ids=(MessageId(b"\x01" * 32),)),
+        Receipt(status=ReceiptStatus.READ, message_ids=()),
+        Receipt(status=ReceiptStatus.READ, message_ids=(MessageId(b"\x01" * 31),)),
+        Receipt(status=ReceiptStatus.READ, message_ids=(MessageId(b"\x01" * 32),) * 2),
+        Receipt(
+            status=ReceiptStatus.READ,
+            message_ids=tuple(MessageId(i.to_bytes(32, "big")) for i in range(MAX_RECEIPT_IDS + 1)),
+        ),
+    ):
+        with pytest.raises(MalformedMessage):
+            encode_receipt(bad)
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_receipt_bodies_raise_only_protocol_errors(data: bytes) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        decode_receipt(data)
+
+
+def test_receipt_counts_only_for_its_own_sender_and_room() -> None:
+    mine = _env(ALICE, Kind.MESSAGE, b"hi")
+    other_room = _env(ALICE, Kind.MESSAGE, b"elsewhere", room=RoomId(b"\x08" * 32))
+    bobs_own = _env(BOB, Kind.MESSAGE, b"bob's")
+    body = encode_receipt(
+        Receipt(
+            status=ReceiptStatus.DELIVERED,
+            message_ids=(mine.message_id, other_room.message_id, bobs_own.message_id),
+        )
+    )
+    receipt_env = _env(BOB, Kind.RECEIPT, body)
+    originals = {e.message_id: e for e in (mine, other_room, bobs_own)}
+    updates = receipt_updates(receipt_env, decode_receipt(body), originals)
+    assert [(u.message_id, u.recipient, u.status) for u in updates] == [
+        (mine.message_id, UserId(BOB.public), ReceiptStatus.DELIVERED)
+    ]
+
+
+def test_group_aggregate_is_the_lowest_recipient_status() -> None:
+    a, b, c = UserId(b"a" * 32), UserId(b"b" * 32), UserId(b"c" * 32)
+    assert aggregate_status(a, {a, b, c}, {}) is ReceiptStatus.SENT
+    assert aggregate_status(a, {a, b, c}, {b: 3}) is ReceiptStatus.SENT
+    assert aggregate_status(a, {a, b, c}, {b: 3, c: 2}) is ReceiptStatus.DELIVERED
+    assert aggregate_status(a, {a, b, c}, {b: 3, c: 3}) is ReceiptStatus.READ
+    assert aggregate_status(a, {a}, {}) is ReceiptStatus.READ

@@ -1,0 +1,84 @@
+"""`hearthmesh init`, `run`, `status`, `send`, `friends` as a person runs them (subprocesses)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(sys.executable).parent / "hearthmesh"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_init_writes_a_private_token_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    data = tmp_path / "node"
+    first = cli("init", "--data-dir", str(data), "--name", "Alice")
+    assert first.returncode == 0, first.stderr
+    assert "user_id: u" in first.stdout
+    assert (data / "api-token").stat().st_mode & 0o777 == 0o600
+    again = cli("init", "--data-dir", str(data))
+    assert again.returncode == 1 and "--force" in again.stderr
+    forced = cli("init", "--data-dir", str(data), "--force")
+    assert forced.returncode == 0
+    assert forced.stdout.split("user_id: ")[1][:53] != first.stdout.split("user_id: ")[1][:53]
+
+
+def test_status_without_a_running_node_exits_3(tmp_path: Path) -> None:
+    data = tmp_path / "node"
+    assert cli("init", "--data-dir", str(data)).returncode == 0
+    result = cli("status", "--data-dir", str(data), "--api", "127.0.0.1:9")
+    assert result.returncode == 3 and "hearthmesh run" in result.stderr
+
+
+def test_run_prints_addresses_serves_status_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    data = tmp_path / "node"
+    assert cli("init", "--data-dir", str(data), "--name", "Alice").returncode == 0
+    process = subprocess.Popen(
+        [
+            str(SCRIPT),
+            "run",
+            "--data-dir",
+            str(data),
+            "--api",
+            "127.0.0.1:0",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--no-mdns",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:  # blocks until the node prints its API line
+            lines.append(line)
+            if line.strip().startswith("API:"):
+                break
+        output = "".join(lines)
+        assert "peer id:" in output and "/p2p/12D3KooW" in output
+        api = output.split("API:")[1].split()[0].removeprefix("http://")
+        status = cli("status", "--data-dir", str(data), "--api", api)
+        assert status.returncode == 0, status.stderr
+        assert "user id:" in status.stdout
+        friends = cli("friends", "--data-dir", str(data), "--api", api)
+        assert friends.returncode == 0 and "no friends yet" in friends.stdout
+        bad = cli("send", "--data-dir", str(data), "--api", api, "--room", "zz", "hi")
+        assert bad.returncode == 1 and "INVALID_IDENTIFIER" in bad.stderr
+        process.send_signal(signal.SIGTERM)
+        rest, errors = process.communicate(timeout=20)
+        assert process.returncode == 0, errors
+        assert "stopped cleanly" in rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
