@@ -28,9 +28,11 @@ _install:
 
 venv: $(STAMP)
 
+# A home node with its own data dir (./data/node, created on first run), LMDB and the client
+# API on 127.0.0.1:8470; Ctrl-C stops it cleanly. Override with e.g. RUN_ARGS="--api 127.0.0.1:9000".
+RUN_ARGS ?=
 run: $(STAMP)
-	$(VENV)/bin/hearthmesh --help
-	$(VENV)/bin/hearthmesh version
+	$(VENV)/bin/hearthmesh run --data-dir data/node $(RUN_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
