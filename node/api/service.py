@@ -51,7 +51,7 @@ from hearthmesh.protocol.content import (
     is_user_content,
 )
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
-from hearthmesh.protocol.errors import HearthError, MalformedMessage, NotFound
+from hearthmesh.protocol.errors import HearthError, MalformedMessage, NotAuthorized, NotFound
 from hearthmesh.protocol.identity import UserId, user_id_text
 from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Profile, Store
@@ -249,8 +249,11 @@ class ApiService:
                 )
             )
             content_type = MEDIA_CONTENT_TYPE
-        await self.require_room(command.room_id)
-        envelope = await self.node.send(command.room_id, body, content_type=content_type)
+        try:
+            envelope = await self.node.send(command.room_id, body, content_type=content_type)
+        except NotAuthorized:
+            await self.require_room(command.room_id)  # a room unknown here is NOT_FOUND
+            raise
         # Our user's other clients see it too (multi-device on one node).
         self.broadcast(
             {"event": "message", **message_view(envelope), "client_id": command.client_id}

@@ -17,6 +17,7 @@ __all__ = ["BENCHMARKS", "machine_facts", "run_bench"]
 BenchFn = Callable[[bool], dict[str, Any]]
 
 BENCHMARKS: dict[str, str] = {
+    "api": "hearthmesh.tools.bench.api",
     "codec": "hearthmesh.tools.bench.codec",
     "p2p": "hearthmesh.tools.bench.p2p",
     "storage": "hearthmesh.tools.bench.storage",
