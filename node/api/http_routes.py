@@ -14,8 +14,14 @@ from aiohttp import web
 
 from hearthmesh.node.api.errors import ApiError
 from hearthmesh.node.api.openapi import openapi_document
-from hearthmesh.node.api.push import encode_target, new_subscription_id, parse_target
-from hearthmesh.node.api.service import ApiService
+from hearthmesh.node.api.push import (
+    decode_target,
+    encode_target,
+    load_vapid_key,
+    new_subscription_id,
+    parse_target,
+)
+from hearthmesh.node.api.service import SERVICE_KEY, ApiService
 from hearthmesh.node.api.views import decode_cursor, hlc_view
 from hearthmesh.node.api.ws import websocket_handler
 from hearthmesh.protocol.client_api import Send as SendCommand
@@ -51,8 +57,7 @@ def _version() -> str:
 
 
 def _service(request: web.Request) -> ApiService:
-    service: ApiService = request.app["service"]
-    return service
+    return request.app[SERVICE_KEY]
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -177,7 +182,8 @@ async def send_message(request: web.Request) -> web.Response:
     frame = {**body, "event": "send", "room_id": request.match_info["id"]}
     frame.setdefault("client_id", "http")
     command = decode_client_frame(json.dumps(frame))
-    assert isinstance(command, SendCommand)
+    if not isinstance(command, SendCommand):  # the event is fixed above; cannot happen
+        raise MalformedMessage("not a send")
     envelope = await _service(request).send(command)
     return web.json_response(
         {
@@ -353,8 +359,6 @@ async def download_media(request: web.Request) -> web.Response:
 async def vapid_key(request: web.Request) -> web.Response:
     service = _service(request)
     store = service.node.store
-    from hearthmesh.node.api.push import load_vapid_key
-
     key = await store.run(load_vapid_key, store)
     return web.json_response({"public_key": key.public_key})
 
@@ -365,12 +369,12 @@ async def list_push(request: web.Request) -> web.Response:
     subscriptions = await store.run(store.store.push_subscriptions, service.own)
     items = []
     for s in subscriptions:
-        target = json.loads(s.data)
+        target = decode_target(s.data)
         items.append(
             {
                 "id": s.subscription_id.hex(),
-                "kind": target["kind"],
-                "endpoint": target["endpoint"],
+                "kind": target.kind,
+                "endpoint": target.endpoint,
                 "created_ms": s.created_ms,
             }
         )

@@ -22,7 +22,7 @@ from aiohttp import web
 from hearthmesh.node.api.auth import make_guard
 from hearthmesh.node.api.config import ApiConfig
 from hearthmesh.node.api.http_routes import add_routes
-from hearthmesh.node.api.service import ApiService
+from hearthmesh.node.api.service import SERVICE_KEY, ApiService
 from hearthmesh.node.clock import Clock, SystemClock
 from hearthmesh.node.node import Node
 
@@ -66,7 +66,7 @@ class ApiServer:
             middlewares=[make_guard(self.config, self.service.clock)],
             client_max_size=self.config.max_media_bytes + 1,
         )
-        app["service"] = self.service
+        app[SERVICE_KEY] = self.service
         add_routes(app)
         group = await self._stack.enter_async_context(asyncio.TaskGroup())
         tasks = await self.service.start(group)

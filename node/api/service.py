@@ -56,7 +56,7 @@ from hearthmesh.protocol.identity import UserId, user_id_text
 from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Profile, Store
 
-__all__ = ["ApiService", "ClientSession"]
+__all__ = ["SERVICE_KEY", "ApiService", "ClientSession"]
 
 log = logging.getLogger(__name__)
 
@@ -434,3 +434,7 @@ def _latest_content(store: Store, room: bytes) -> Envelope | None:
         if is_user_content(stored.envelope):
             return stored.envelope
     return None
+
+
+SERVICE_KEY: Final = web.AppKey("service", ApiService)
+"""Where the aiohttp application keeps its `ApiService`."""

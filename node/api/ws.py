@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 
 from hearthmesh.node.api.auth import TokenBucket
 from hearthmesh.node.api.errors import error_body, error_response
-from hearthmesh.node.api.service import ApiService, ClientSession
+from hearthmesh.node.api.service import SERVICE_KEY, ApiService, ClientSession
 from hearthmesh.node.api.views import hlc_view
 from hearthmesh.protocol.client_api import (
     Ack,
@@ -49,7 +49,7 @@ def _dumps(frame: dict[str, Any]) -> str:
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """Upgrade, then serve one client until it closes (auth already checked by the guard)."""
-    service: ApiService = request.app["service"]
+    service = request.app[SERVICE_KEY]
     config = service.config
     if len(service.sessions) >= config.max_clients:
         return error_response(RateLimited("too many open WebSocket connections"))
