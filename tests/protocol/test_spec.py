@@ -44,7 +44,8 @@ def test_every_named_test_exists() -> None:
     assert named
     for path, name in named:
         source = (ROOT / path).read_text(encoding="utf-8")
-        assert re.search(rf"^(async )?def {name}\(", source, re.M), f"{path}::{name} is named in SPEC.md"
+        found = re.search(rf"^(async )?def {name}\(", source, re.M)
+        assert found, f"{path}::{name} is named in SPEC.md"
 
 
 def test_every_named_vector_file_exists() -> None:
