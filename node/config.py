@@ -29,6 +29,9 @@ class NodeConfig:
     """Multiaddrs with /p2p/<peer id> dialled at start."""
     enable_mdns: bool = False
     """Find peers on the LAN with mDNS."""
+    share_presence: bool = True
+    """Announce our user's presence (and home record) on gossip; off: invisible, and others
+    find our inbox through hello and the DHT only."""
     presence_interval_ms: int = 10_000
     """How often this node announces its users online (and their home records)."""
     presence_ttl_ms: int = 30_000

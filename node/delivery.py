@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from hearthmesh.node.clock import Clock
@@ -82,6 +82,7 @@ class OutboxWorker:
         rng: Rng,
         emit: Callable[[NodeEvent], None],
         poll_ms: int,
+        find_home: Callable[[UserId], Awaitable[bool]],
     ) -> None:
         self._store = store
         self._host = host
@@ -91,6 +92,7 @@ class OutboxWorker:
         self._clock = clock
         self._rng = rng
         self._emit = emit
+        self._find_home = find_home
         self._poll_s = poll_ms / 1000
         self._wake = asyncio.Event()
         self._queued: dict[bytes, list[OutboxEntry]] = {}
@@ -155,6 +157,9 @@ class OutboxWorker:
         entries: list[OutboxEntry],
     ) -> None:
         homes = self._directory.homes(recipient)
+        print("deliver", homes, flush=True)
+        if not homes and await self._find_home(recipient):
+            homes = self._directory.homes(recipient)
         if not homes:
             await self._retry(recipient, entries, "no home record for the recipient")
             return

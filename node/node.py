@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Final, Self
+from typing import Any, Final, Self
 
 from hearthmesh.node.clock import Clock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
@@ -24,6 +24,7 @@ from hearthmesh.node.events import MembershipChanged, NodeEvent, TypingChanged
 from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.inbox import Inbox, StoreOutcome
 from hearthmesh.node.keyring import Keyring, load_or_create_keyring
+from hearthmesh.node.libp2p_dht import home_record_rules
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost
 from hearthmesh.node.p2p_errors import P2PError, StreamClosed
 from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
@@ -44,6 +45,7 @@ from hearthmesh.protocol.errors import (
     RemoteProtocolError,
 )
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC, decode_gossip, encode_gossip, room_topic
+from hearthmesh.protocol.home_dht import home_record_key
 from hearthmesh.protocol.home_record import encode_home_record, issue_home_record
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.membership import (
@@ -95,6 +97,7 @@ class Node:
         self._seq_lock = asyncio.Lock()
         self._room_topics: dict[RoomId, Subscription] = {}
         self._subscribing: set[RoomId] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._started = False
 
     # --- lifetime ---------------------------------------------------------------------------
@@ -135,6 +138,7 @@ class Node:
             directory=self._directory,
             relay_ttl_ms=self.config.relay_ttl_ms,
         )
+        dht_validate, dht_select = home_record_rules(self._clock.now_ms)
         self._host = await self._stack.enter_async_context(
             P2PHost(
                 HostConfig(
@@ -142,6 +146,8 @@ class Node:
                     listen_addrs=list(self.config.listen_addrs),
                     enable_mdns=self.config.enable_mdns,
                     message_id=_gossip_message_id,
+                    dht_validate=dht_validate,
+                    dht_select=dht_select,
                 )
             )
         )
@@ -166,6 +172,7 @@ class Node:
             rng=secrets.token_bytes,
             emit=self._events.emit,
             poll_ms=self.config.retry_poll_ms,
+            find_home=self.find_home,
         )
         self._relay = RelayForwarder(
             store=self._store,
@@ -186,6 +193,7 @@ class Node:
             emit=self._events.emit,
             interval_ms=self.config.presence_interval_ms,
             ttl_ms=self.config.presence_ttl_ms,
+            share=self.config.share_presence,
         )
         self._home_record = self._issue_home_record()
         self._host.set_stream_handler("/hearthmesh/deliver/0", self._receiver.serve_deliver)
@@ -204,11 +212,9 @@ class Node:
         known = await self._store.run(_room_members, store, rooms)
         await self._store.run(self._directory.load, store, sorted(held_for | known))
         self._relay.hold(held_for)
-        self._services = [
-            self._tasks.create_task(self._outbox.run(), name="outbox"),
-            self._tasks.create_task(self._relay.run(), name="relay"),
-            self._tasks.create_task(self._presence.run(presence_sub), name="presence"),
-        ]
+        self._spawn(self._outbox.run(), "outbox")
+        self._spawn(self._relay.run(), "relay")
+        self._spawn(self._presence.run(presence_sub), "presence")
         self._stack.push_async_callback(self._presence.stop)
         for address in self.config.bootstrap:
             try:
@@ -222,8 +228,15 @@ class Node:
             ", ".join(self._host.listen_addrs),
         )
 
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `work` in the node's task group; `_cancel_services` cancels it at stop."""
+        task = self._tasks.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _cancel_services(self) -> None:
-        for task in self._services:
+        self._started = False
+        for task in list(self._background):
             task.cancel()
         for subscription in self._room_topics.values():
             with contextlib.suppress(HearthError):
@@ -277,7 +290,29 @@ class Node:
         """Dial a peer and swap home records with it; returns its peer id."""
         peer_id = await self._host.connect(address)
         await self._hello(peer_id)
+        await self.publish_home_record()
         return peer_id
+
+    async def publish_home_record(self) -> bool:
+        """Put our home record in the DHT, so nodes that never met us can find our inbox."""
+        try:
+            await self._host.dht_put(home_record_key(self.user_id), self._home_record)
+        except HearthError as exc:  # no DHT peers yet: presence and hello still spread it
+            log.info("home record not published to the DHT: %s", exc)
+            return False
+        return True
+
+    async def find_home(self, user: UserId) -> bool:
+        """Look `user`'s home record up in the DHT and adopt it; True if one was found."""
+        try:
+            data = await self._host.dht_get(home_record_key(user))
+            if data is None:
+                return False
+            await self.learn_home_record(data)
+        except HearthError as exc:
+            log.info("home of %s not found in the DHT: %s", user.hex()[:12], exc)
+            return False
+        return True
 
     async def _hello(self, peer_id: str) -> None:
         stream = await self._host.open_stream(peer_id, HELLO_PROTOCOL)
@@ -546,7 +581,10 @@ class Node:
         finally:
             self._subscribing.discard(room)
         self._room_topics[room] = subscription
-        self._tasks.create_task(self._listen_room(subscription), name=f"room-{room.hex()[:8]}")
+        if not self._started:  # the node began stopping while we subscribed
+            await subscription.unsubscribe()
+            return
+        self._spawn(self._listen_room(subscription), f"room-{room.hex()[:8]}")
 
     async def _listen_room(self, subscription: Subscription) -> None:
         async for message in subscription:
@@ -575,7 +613,7 @@ class Node:
         if outcome.relayed_for:
             self._relay.hold(outcome.relayed_for)
         for room in outcome.membership_changed:
-            self._tasks.create_task(self._membership_changed(RoomId(room)))
+            self._spawn(self._membership_changed(RoomId(room)), "membership")
 
     async def _membership_changed(self, room: RoomId) -> None:
         try:

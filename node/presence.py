@@ -57,6 +57,7 @@ class PresenceService:
         emit: Callable[[NodeEvent], None],
         interval_ms: int,
         ttl_ms: int,
+        share: bool,
     ) -> None:
         self._host = host
         self._store = store
@@ -68,6 +69,7 @@ class PresenceService:
         self._emit = emit
         self._interval_s = interval_ms / 1000
         self._ttl_ms = ttl_ms
+        self._share = share
 
     def payload(self, status: PresenceStatus) -> bytes:
         """A signed presence announcement of our user, ready to publish."""
@@ -94,6 +96,8 @@ class PresenceService:
 
     async def announce(self, status: PresenceStatus = PresenceStatus.ONLINE) -> None:
         """Publish our presence now; a mesh without peers yet is not an error."""
+        if not self._share:
+            return
         try:
             await self._host.publish(PRESENCE_TOPIC, self.payload(status))
         except P2PError as exc:

@@ -177,3 +177,22 @@ async def test_nodes_start_and_stop_without_leaks(tmp_path: Path) -> None:
         assert threading.active_count() == threads
         assert _fd_count() == fds
         assert asyncio.all_tasks() == {asyncio.current_task()}
+
+
+async def test_unknown_user_is_found_through_the_dht(make_node: NodeFactory) -> None:
+    """Alice never met carol and no one shares presence: her node finds carol's home in the
+    DHT (through the hub) and delivers to it directly."""
+    quiet = {"share_presence": False}
+    async with (
+        asyncio.timeout(20),
+        make_node("hub", **quiet) as hub,
+        make_node("alice", **quiet) as alice,
+        make_node("carol", **quiet) as carol,
+    ):
+        await alice.connect(hub.listen_addrs[0])
+        await carol.connect(hub.listen_addrs[0])  # puts carol's home record in the DHT
+        assert alice.presence(carol.user_id) is None
+        room = await alice.open_direct(carol.user_id)
+        arriving = asyncio.create_task(collect(carol.events(), MessageReceived, 1))
+        sent = await alice.send(room, b"found you")
+        assert [e.envelope.message_id for e in await arriving] == [sent.message_id]
