@@ -157,7 +157,6 @@ class OutboxWorker:
         entries: list[OutboxEntry],
     ) -> None:
         homes = self._directory.homes(recipient)
-        print("deliver", homes, flush=True)
         if not homes and await self._find_home(recipient):
             homes = self._directory.homes(recipient)
         if not homes:
