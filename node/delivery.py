@@ -24,7 +24,7 @@ from hearthmesh.node.p2p_errors import P2PError
 from hearthmesh.node.peer_link import DeliveryFailed, PeerLinks
 from hearthmesh.protocol.backoff import next_attempt_ms
 from hearthmesh.protocol.delivery import Ack, AckStatus, BatchItem
-from hearthmesh.protocol.envelope import MessageId, load_envelope
+from hearthmesh.protocol.envelope import Envelope, MessageId, load_envelope
 from hearthmesh.protocol.identity import DeviceId, Rng, UserId
 from hearthmesh.storage.api import OutboxEntry
 from hearthmesh.storage.async_store import AsyncStore
@@ -96,17 +96,50 @@ class OutboxWorker:
         self._poll_s = poll_ms / 1000
         self._wake = asyncio.Event()
         self._queued: dict[bytes, list[OutboxEntry]] = {}
+        self._group: asyncio.TaskGroup | None = None
         """Entries taken for each destination whose delivery task is running."""
         self.delivered = 0
         """Entries acked by a home node (for status and benchmarks)."""
 
     def wake(self) -> None:
-        """New entries were enqueued: look now rather than at the next poll."""
+        """New entries are due: look now rather than at the next poll."""
         self._wake.set()
+
+    def submit(self, envelope: Envelope, recipients: tuple[UserId, ...]) -> None:
+        """Deliver a just-stored envelope now, without a trip through the store.
+
+        Its outbox entries were stored already leased (due LEASE_MS later), so the store hands
+        them out again only if this node stops before they are acked.
+        """
+        if self._group is None:
+            self.wake()
+            return
+        due = self._clock.now_ms() + LEASE_MS
+        for recipient in recipients:
+            self._queue(
+                self._group,
+                OutboxEntry(
+                    destination=recipient,
+                    message_id=envelope.message_id,
+                    next_attempt_ms=due,
+                    attempts=1,
+                    last_error=None,
+                    wire=envelope.wire,
+                ),
+            )
+
+    def _queue(self, group: asyncio.TaskGroup, entry: OutboxEntry) -> None:
+        queued = self._queued.get(entry.destination)
+        if queued is None:
+            self._queued[entry.destination] = [entry]
+            group.create_task(self._serve(entry.destination))
+        else:
+            queued.append(entry)  # its task takes it after the batch in flight
 
     async def run(self) -> None:
         """Serve the outbox until cancelled."""
         async with asyncio.TaskGroup() as group:
+            self._group = group
             while True:
                 self._wake.clear()
                 entries = await self._store.run(
@@ -116,12 +149,7 @@ class OutboxWorker:
                     lease_ms=LEASE_MS,
                 )
                 for entry in entries:
-                    queued = self._queued.get(entry.destination)
-                    if queued is None:
-                        self._queued[entry.destination] = [entry]
-                        group.create_task(self._serve(entry.destination))
-                    else:
-                        queued.append(entry)  # its task takes it after the batch in flight
+                    self._queue(group, entry)
                 if len(entries) < BATCH_ENTRIES * 4:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self._poll_s):

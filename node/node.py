@@ -18,15 +18,16 @@ from typing import Any, Final, Self
 
 from hearthmesh.node.clock import Clock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
-from hearthmesh.node.delivery import OutboxWorker
+from hearthmesh.node.delivery import LEASE_MS, OutboxWorker
 from hearthmesh.node.directory import HomeDirectory, Presence
 from hearthmesh.node.events import MembershipChanged, NodeEvent, TypingChanged
 from hearthmesh.node.frame_stream import FrameStream
+from hearthmesh.node.gossip_out import GossipPublisher
 from hearthmesh.node.inbox import Inbox, StoreOutcome
 from hearthmesh.node.keyring import Keyring, load_or_create_keyring
 from hearthmesh.node.libp2p_dht import home_record_rules
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost
-from hearthmesh.node.p2p_errors import P2PError, StreamClosed
+from hearthmesh.node.p2p_errors import StreamClosed
 from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
 from hearthmesh.node.peer_link import PeerLinks
 from hearthmesh.node.presence import PresenceService
@@ -98,6 +99,8 @@ class Node:
         self._room_topics: dict[RoomId, Subscription] = {}
         self._subscribing: set[RoomId] = set()
         self._background: set[asyncio.Task[None]] = set()
+        self._members: dict[RoomId, frozenset[UserId]] = {}
+        """Member sets by room, for sending; dropped whenever the room's membership changes."""
         self._started = False
 
     # --- lifetime ---------------------------------------------------------------------------
@@ -212,6 +215,8 @@ class Node:
         known = await self._store.run(_room_members, store, rooms)
         await self._store.run(self._directory.load, store, sorted(held_for | known))
         self._relay.hold(held_for)
+        self._gossip_out = GossipPublisher(self._host)
+        self._spawn(self._gossip_out.run(), "gossip-out")
         self._spawn(self._outbox.run(), "outbox")
         self._spawn(self._relay.run(), "relay")
         self._spawn(self._presence.run(presence_sub), "presence")
@@ -458,7 +463,7 @@ class Node:
     async def _send(
         self, room: RoomId, body: bytes, content_type: str, kind: Kind, *, extra: set[UserId]
     ) -> Envelope:
-        members = await self._store.run(self._rooms.members, self._store.store, room)
+        members = await self._room_members(room)
         if kind is not Kind.MEMBERSHIP and self.user_id not in members:
             raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
         seq = await self._next_seq(room)
@@ -472,23 +477,34 @@ class Node:
             content_type=content_type,
             body=body,
         )
-        recipients = (members | extra) - {self.user_id}
+        recipients = tuple(sorted((members | extra) - {self.user_id}))
+        # The entries are handed to the worker in memory, so they are stored already leased:
+        # the outbox serves them again by itself only if this node dies before the ack.
         request = AppendRequest(
             envelope=envelope,
-            outbox_to=tuple(sorted(recipients)),
-            next_attempt_ms=self._clock.now_ms(),
+            outbox_to=recipients,
+            next_attempt_ms=self._clock.now_ms() + LEASE_MS,
         )
         result = await self._store.append(request)
         if result is not AppendResult.STORED:
             raise LocalProtocolError(f"own envelope not stored: {result.value}")
-        outcome = await self._store.run(
-            _note_own, self._inbox, self._rooms, self._store.store, envelope, self._clock.now_ms()
-        )
-        self._after_store(outcome)
-        self._outbox.wake()
+        if kind is Kind.MEMBERSHIP:
+            outcome = await self._store.run(
+                _note_own, self._rooms, self._store.store, envelope, self._clock.now_ms()
+            )
+            self._after_store(outcome)
+        self._outbox.submit(envelope, recipients)
         if kind is not Kind.MEMBERSHIP:
-            await self._publish_room(envelope)
+            self._gossip_out.publish_nowait(room_topic(room), self._gossip_payload(envelope))
         return envelope
+
+    async def _room_members(self, room: RoomId) -> frozenset[UserId]:
+        """Members of `room`, cached on the event loop until a membership change."""
+        members = self._members.get(room)
+        if members is None:
+            members = frozenset(await self._store.run(self._rooms.members, self._store.store, room))
+            self._members[room] = members
+        return members
 
     async def _next_seq(self, room: RoomId) -> int:
         if room not in self._own_next_seq:
@@ -502,12 +518,8 @@ class Node:
         self._own_next_seq[room] = seq + 1
         return seq
 
-    async def _publish_room(self, envelope: Envelope) -> None:
-        payload = encode_gossip(self.keyring.certificate_bytes, envelope.wire)
-        try:
-            await self._host.publish(room_topic(envelope.room), payload)
-        except P2PError as exc:  # the fast path may fail; the outbox still delivers
-            log.debug("gossip publish failed: %s", exc)
+    def _gossip_payload(self, envelope: Envelope) -> bytes:
+        return encode_gossip(self.keyring.certificate_bytes, envelope.wire)
 
     async def history(
         self,
@@ -561,7 +573,7 @@ class Node:
             content_type=TYPING_CONTENT_TYPE,
             body=encode_typing(active),
         )
-        await self._publish_room(envelope)
+        self._gossip_out.publish_nowait(room_topic(room), self._gossip_payload(envelope))
 
     # --- gossip -----------------------------------------------------------------------------
 
@@ -613,6 +625,7 @@ class Node:
         if outcome.relayed_for:
             self._relay.hold(outcome.relayed_for)
         for room in outcome.membership_changed:
+            self._members.pop(RoomId(room), None)
             self._spawn(self._membership_changed(RoomId(room)), "membership")
 
     async def _membership_changed(self, room: RoomId) -> None:
@@ -634,9 +647,7 @@ def _gossip_message_id(data: bytes) -> bytes:
     raise RemoteProtocolError("not a gossip payload")
 
 
-def _note_own(
-    inbox: Inbox, rooms: RoomRegistry, store: Store, envelope: Envelope, now_ms: int
-) -> StoreOutcome:
+def _note_own(rooms: RoomRegistry, store: Store, envelope: Envelope, now_ms: int) -> StoreOutcome:
     outcome = StoreOutcome()
     if rooms.note_stored(store, envelope, now_ms=now_ms):
         outcome.membership_changed.add(envelope.room)
