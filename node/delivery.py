@@ -249,9 +249,9 @@ class OutboxWorker:
                 done.append(entry.message_id)
             else:
                 again.append(entry)
-        await self._store.run(self._store.store.ack_many, recipient, done)
-        for message_id in done:
+        for message_id in done:  # the signed ack is the fact; our outbox row is bookkeeping
             self._emit(DeliveredToHome(message_id=message_id, recipient=recipient, peer_id=home))
+        await self._store.run(self._store.store.ack_many, recipient, done)
         self.delivered += len(done)
         if again:
             await self._retry(recipient, again, f"deferred by {home[-8:]}")

@@ -24,7 +24,6 @@ from hearthmesh.protocol.errors import (
     QuotaExceeded,
 )
 from hearthmesh.protocol.identity import UserId
-from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.storage.api import AppendRequest, AppendResult, Store
 
 __all__ = ["Arrival", "Inbox", "StoreOutcome", "error_result"]
@@ -114,6 +113,7 @@ class Inbox:
             appended = store.append_many(requests)
             for slot, request, stored in zip(slots, requests, appended, strict=True):
                 results[slot] = self._after_append(store, request.envelope, stored, now_ms, outcome)
+            self._release.save(store)
         outcome.results = results
         return outcome
 
@@ -131,15 +131,9 @@ class Inbox:
             return rejected(envelope.message_id, ProtocolError("another event holds this slot"))
         if self._rooms.note_stored(store, envelope, now_ms=now_ms):
             outcome.membership_changed.add(envelope.room)
-        first = 1 if self._is_direct(envelope) else envelope.seq
+        first = 1 if self._rooms.is_direct_with_local(envelope) else envelope.seq
         outcome.released += self._release.offer(store, envelope, first_seq_if_new=first)
         return DeliveryResult(message_id=envelope.message_id, status=AckStatus.STORED)
-
-    def _is_direct(self, envelope: Envelope) -> bool:
-        return any(
-            u != envelope.sender_user and direct_room_id(envelope.sender_user, u) == envelope.room
-            for u in self._local
-        )
 
     def _relay(
         self, store: Store, arrival: Arrival, now_ms: int, outcome: StoreOutcome

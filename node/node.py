@@ -45,7 +45,13 @@ from hearthmesh.protocol.errors import (
     NotAuthorized,
     RemoteProtocolError,
 )
-from hearthmesh.protocol.gossip import PRESENCE_TOPIC, decode_gossip, encode_gossip, room_topic
+from hearthmesh.protocol.gossip import (
+    PRESENCE_TOPIC,
+    decode_gossip,
+    encode_gossip,
+    load_gossip,
+    room_topic,
+)
 from hearthmesh.protocol.home_dht import home_record_key
 from hearthmesh.protocol.home_record import encode_home_record, issue_home_record
 from hearthmesh.protocol.identity import UserId
@@ -57,7 +63,7 @@ from hearthmesh.protocol.membership import (
     RoomState,
     encode_membership,
 )
-from hearthmesh.protocol.rooms import group_room_id
+from hearthmesh.protocol.rooms import group_room_id, is_direct_room
 from hearthmesh.storage.api import (
     AppendRequest,
     AppendResult,
@@ -76,6 +82,7 @@ log = logging.getLogger(__name__)
 HELLO_PROTOCOL: Final = "/hearthmesh/hello/0"
 """Two peers swap the home records of their users when one connects to the other."""
 _MAX_HELLO_BYTES: Final = 64 * 1024
+_GOSSIP_BATCH: Final = 256
 
 
 class Node:
@@ -494,7 +501,9 @@ class Node:
             )
             self._after_store(outcome)
         self._outbox.submit(envelope, recipients)
-        if kind is not Kind.MEMBERSHIP:
+        # Gossip is a fan-out: a direct room has one other home node, which the direct stream
+        # reaches at once, so gossip would only double the work on both ends.
+        if kind is not Kind.MEMBERSHIP and not is_direct_room(room, members):
             self._gossip_out.publish_nowait(room_topic(room), self._gossip_payload(envelope))
         return envelope
 
@@ -599,15 +608,23 @@ class Node:
         self._spawn(self._listen_room(subscription), f"room-{room.hex()[:8]}")
 
     async def _listen_room(self, subscription: Subscription) -> None:
-        async for message in subscription:
-            try:
-                item = decode_gossip(message.data, now_ms=self._clock.now_ms())
-                if item.envelope.kind is Kind.TYPING:
-                    await self._take_typing(item.envelope)  # ephemeral: never stored
-                    continue
-                await self._receiver.accept_gossip(item)
-            except HearthError as exc:
-                log.debug("room gossip from %s ignored: %s", message.origin[-8:], exc)
+        """Take a room's gossip in batches: whatever queued up goes to the store in one hop."""
+        async for first in subscription:
+            messages = [first]
+            while len(messages) < _GOSSIP_BATCH and (more := subscription.get_nowait()):
+                messages.append(more)
+            items = []
+            for message in messages:
+                try:
+                    item = load_gossip(message.data)  # our validator verified it already
+                    if item.envelope.kind is Kind.TYPING:
+                        await self._take_typing(item.envelope)  # ephemeral: never stored
+                    else:
+                        items.append(item)
+                except HearthError as exc:
+                    log.debug("room gossip from %s ignored: %s", message.origin[-8:], exc)
+            if items:
+                await self._receiver.accept_gossip(items)
 
     async def _take_typing(self, envelope: Envelope) -> None:
         if envelope.sender_user == self.user_id:

@@ -9,7 +9,9 @@ rejected alone and the rest of the batch is stored.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
+from typing import Final
 
 from hearthmesh.node.clock import Clock, HybridClock
 from hearthmesh.node.events import MessageReceived, NodeEvent
@@ -18,6 +20,7 @@ from hearthmesh.node.inbox import Arrival, Inbox, StoreOutcome, error_result
 from hearthmesh.node.keyring import Keyring
 from hearthmesh.node.p2p_errors import StreamClosed
 from hearthmesh.protocol.delivery import (
+    AckStatus,
     Deliver,
     DeliveryResult,
     decode_frame,
@@ -34,6 +37,8 @@ from hearthmesh.storage.async_store import AsyncStore
 __all__ = ["Receiver"]
 
 log = logging.getLogger(__name__)
+
+RECENT_IDS: Final = 65_536
 
 
 class Receiver:
@@ -58,6 +63,7 @@ class Receiver:
         self._emit = emit
         self._on_outcome = on_outcome
         self.rejected_frames = 0
+        self._recent = RecentIds()
 
     async def serve_deliver(self, stream: FrameStream) -> None:
         """Handle one inbound deliver stream until the peer closes it."""
@@ -87,9 +93,12 @@ class Receiver:
 
     async def accept_batch(self, batch: Deliver) -> list[DeliveryResult]:
         """Verify, merge clocks, store; one result per item, in order."""
-        verified = verify_batch(batch, now_ms=self._clock.now_ms())
+        verified = verify_batch(batch, now_ms=self._clock.now_ms(), known=self._recent.seen)
         items: list[Arrival | DeliveryResult] = []
         for item, raw in zip(verified, batch.items, strict=True):
+            if item.already_stored:
+                items.append(DeliveryResult(message_id=item.message_id, status=AckStatus.DUPLICATE))
+                continue
             if item.error is not None or item.envelope is None:
                 error = item.error or MalformedMessage("no envelope")
                 items.append(error_result(item.message_id, error))
@@ -111,24 +120,52 @@ class Receiver:
         self._publish(outcome)
         return outcome.results
 
-    async def accept_gossip(self, item: GossipItem) -> None:
-        """A verified envelope from a room topic, for our user (the fast path)."""
-        try:
-            self._hlc.merge(item.envelope.hlc)
-        except ClockSkew as exc:
-            log.info("gossip from a skewed clock ignored: %s", exc)
+    async def accept_gossip(self, items: list[GossipItem]) -> None:
+        """Verified envelopes from a room topic, for our user (the fast path), in one hop."""
+        arrivals: list[Arrival | DeliveryResult] = []
+        for item in items:
+            if self._recent.seen(item.envelope.message_id):
+                continue  # the guaranteed path brought it first
+            try:
+                self._hlc.merge(item.envelope.hlc)
+            except ClockSkew as exc:
+                log.info("gossip from a skewed clock ignored: %s", exc)
+                continue
+            arrivals.append(
+                Arrival(
+                    envelope=item.envelope,
+                    recipient=self._keyring.user_id,
+                    certificate=encode_certificate(item.certificate),
+                )
+            )
+        if not arrivals:
             return
-        arrival = Arrival(
-            envelope=item.envelope,
-            recipient=self._keyring.user_id,
-            certificate=encode_certificate(item.certificate),
-        )
         outcome = await self._store.run(
-            self._inbox.accept, self._store.store, [arrival], now_ms=self._clock.now_ms()
+            self._inbox.accept, self._store.store, arrivals, now_ms=self._clock.now_ms()
         )
         self._publish(outcome)
 
     def _publish(self, outcome: StoreOutcome) -> None:
+        for result in outcome.results:
+            if result.status in (AckStatus.STORED, AckStatus.DUPLICATE):
+                self._recent.add(result.message_id)
         for envelope in outcome.released:
             self._emit(MessageReceived(envelope=envelope))
         self._on_outcome(outcome)
+
+
+class RecentIds:
+    """Message ids stored lately (bounded, oldest forgotten first): a copy of one arriving by
+    the other path is answered DUPLICATE without verifying or storing it again."""
+
+    def __init__(self, capacity: int = RECENT_IDS) -> None:
+        self._ids: OrderedDict[bytes, None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, message_id: bytes) -> None:
+        self._ids[message_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+    def seen(self, message_id: bytes) -> bool:
+        return message_id in self._ids

@@ -81,14 +81,15 @@ class RoomRegistry:
             return Admission.ACCEPT  # the fold decides what it does; storing it is harmless
         state = self.state(store, envelope.room)
         if state is None:
-            if self._is_direct_with_local(envelope):
+            if self.is_direct_with_local(envelope):
                 return Admission.ACCEPT
             return Admission.DEFER
         if state.is_member(envelope.sender_user):
             return Admission.ACCEPT
         return Admission.DEFER if not state.created else Admission.REJECT
 
-    def _is_direct_with_local(self, envelope: Envelope) -> bool:
+    def is_direct_with_local(self, envelope: Envelope) -> bool:
+        """Is the envelope's room the direct room of its sender and one of our users?"""
         return any(
             user != envelope.sender_user
             and direct_room_id(envelope.sender_user, user) == envelope.room
@@ -110,7 +111,7 @@ class RoomRegistry:
     def note_stored(self, store: Store, envelope: Envelope, *, now_ms: int) -> bool:
         """Account for a newly stored envelope; True if the member set changed."""
         if envelope.kind is not Kind.MEMBERSHIP:
-            if self.state(store, envelope.room) is None and self._is_direct_with_local(envelope):
+            if self.state(store, envelope.room) is None and self.is_direct_with_local(envelope):
                 local = next(
                     u
                     for u in self._local

@@ -31,6 +31,7 @@ class ReleaseOrder:
     def __init__(self) -> None:
         self._sequencer: SenderSequencer[Sender, Envelope] = SenderSequencer()
         self._known: set[Sender] = set()
+        self._unsaved: set[Sender] = set()
 
     def offer(self, store: Store, envelope: Envelope, *, first_seq_if_new: int) -> list[Envelope]:
         """Take a newly stored envelope; return what may now go to the app, in order.
@@ -50,12 +51,15 @@ class ReleaseOrder:
         except SequenceOverflow:
             return []  # stored anyway; it is released once the sender's earlier ones arrive
         if released:
-            store.set_sync_state(
-                _RELEASE_PREFIX + envelope.sender_device,
-                envelope.room,
-                _NEXT.pack(self._sequencer.next_seq(sender)),
-            )
+            self._unsaved.add(sender)
         return released
+
+    def save(self, store: Store) -> None:
+        """Persist how far each sender was released: once per batch, not per envelope."""
+        for room, device in self._unsaved:
+            next_seq = self._sequencer.next_seq((room, device))
+            store.set_sync_state(_RELEASE_PREFIX + device, room, _NEXT.pack(next_seq))
+        self._unsaved.clear()
 
     def held(self) -> int:
         return self._sequencer.held()

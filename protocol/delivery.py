@@ -8,12 +8,13 @@ STORED or DUPLICATE result signed by a recipient's home node ends a delivery (SP
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
 from .canonical import CborValue, decode_canonical, encode_canonical
-from .envelope import MAX_ENVELOPE_BYTES, Envelope, MessageId, decode_envelope
+from .envelope import MAX_ENVELOPE_BYTES, Envelope, MessageId, load_envelope, verify_envelope
 from .errors import (
     BadCertificate,
     HearthError,
@@ -148,6 +149,8 @@ class VerifiedItem:
     envelope: Envelope | None
     certificate: DeviceCertificate | None
     error: RemoteProtocolError | None
+    already_stored: bool = False
+    """The receiver holds this message id already: nothing was verified."""
 
 
 # --- encoding -----------------------------------------------------------------------------------
@@ -279,11 +282,15 @@ def verify_ack(ack: Ack) -> None:
     verify_signature(ack.node_key, ACK_DOMAIN + encode_canonical(unsigned), ack.signature)
 
 
-def verify_batch(batch: Deliver, *, now_ms: int) -> list[VerifiedItem]:
+def verify_batch(
+    batch: Deliver, *, now_ms: int, known: Callable[[MessageId], bool] = lambda _: False
+) -> list[VerifiedItem]:
     """Verify every item: envelope signature, the certificate, and that they name one sender.
 
     Returns one item per batch item, in order. Each item fails alone: one bad envelope never
-    spoils the rest of the batch (SPEC §11.2).
+    spoils the rest of the batch (SPEC §11.2). An item whose message id `known` says is stored
+    already comes back `already_stored`, unverified: the id covers every signed byte, so the
+    receiver holds these very contents and needs nothing from this copy.
     """
     certificates: dict[int, DeviceCertificate | RemoteProtocolError] = {}
     verified: list[VerifiedItem] = []
@@ -298,7 +305,19 @@ def verify_batch(batch: Deliver, *, now_ms: int) -> list[VerifiedItem]:
         try:
             if len(wire) > MAX_ENVELOPE_BYTES:
                 raise TooLarge(f"envelope of {len(wire)} bytes")
-            envelope = decode_envelope(wire)
+            envelope = load_envelope(wire)
+            if known(envelope.message_id):
+                verified.append(
+                    VerifiedItem(
+                        message_id=envelope.message_id,
+                        envelope=None,
+                        certificate=None,
+                        error=None,
+                        already_stored=True,
+                    )
+                )
+                continue
+            verify_envelope(envelope)
         except RemoteProtocolError as exc:
             verified.append(
                 VerifiedItem(message_id=UNPARSED_ID, envelope=None, certificate=None, error=exc)

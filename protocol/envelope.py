@@ -31,6 +31,7 @@ __all__ = [
     "decode_envelope",
     "load_envelope",
     "seal",
+    "verify_envelope",
 ]
 
 PROTOCOL_VERSION: Final = 0
@@ -220,10 +221,19 @@ def decode_envelope(data: bytes) -> Envelope:
         BadSignature: the sender device did not sign these bytes.
     """
     envelope = _parse(bytes(data))
+    verify_envelope(envelope)
+    return envelope
+
+
+def verify_envelope(envelope: Envelope) -> None:
+    """Check the sender device's signature of an envelope parsed by `load_envelope`.
+
+    Raises:
+        BadSignature: the sender device did not sign these bytes.
+    """
     verify_signature(
         envelope.sender_device, _signing_bytes_of_wire(envelope.wire), envelope.signature
     )
-    return envelope
 
 
 def load_envelope(data: bytes) -> Envelope:

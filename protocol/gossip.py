@@ -12,7 +12,7 @@ from enum import IntEnum
 from typing import Final
 
 from .canonical import decode_canonical, encode_canonical
-from .envelope import MAX_ENVELOPE_BYTES, Envelope, Kind, RoomId, decode_envelope
+from .envelope import MAX_ENVELOPE_BYTES, Envelope, Kind, RoomId, load_envelope, verify_envelope
 from .errors import MalformedMessage, NotAuthorized
 from .home_record import MAX_HOME_RECORD_BYTES, HomeRecord, decode_home_record, verify_home_record
 from .identity import DeviceCertificate, decode_certificate, verify_certificate
@@ -28,6 +28,7 @@ __all__ = [
     "decode_presence",
     "encode_gossip",
     "encode_presence",
+    "load_gossip",
     "room_topic",
 ]
 
@@ -54,6 +55,28 @@ def encode_gossip(certificate: bytes, envelope_wire: bytes) -> bytes:
     return encode_canonical([certificate, envelope_wire])
 
 
+def _parse_gossip(data: bytes) -> tuple[DeviceCertificate, Envelope]:
+    match decode_canonical(data, max_bytes=MAX_GOSSIP_BYTES):
+        case [bytes() as cert_bytes, bytes() as wire]:
+            pass
+        case _:
+            raise MalformedMessage("gossip payload is [certificate, envelope]")
+    certificate = decode_certificate(cert_bytes)
+    envelope = load_envelope(wire)
+    if (certificate.user, certificate.device) != (envelope.sender_user, envelope.sender_device):
+        raise NotAuthorized("the certificate does not name this sender")
+    return certificate, envelope
+
+
+def load_gossip(data: bytes) -> GossipItem:
+    """Parse a payload that this node's topic validator already verified: no signature checks.
+
+    Only for messages handed over by our own gossipsub after validation (SPEC §14.1).
+    """
+    certificate, envelope = _parse_gossip(data)
+    return GossipItem(certificate=certificate, envelope=envelope)
+
+
 def decode_gossip(data: bytes, *, now_ms: int) -> GossipItem:
     """Parse and verify a gossip payload: the envelope's signature and its sender's certificate.
 
@@ -61,16 +84,9 @@ def decode_gossip(data: bytes, *, now_ms: int) -> GossipItem:
         RemoteProtocolError subclasses: TooLarge, MalformedMessage, BadSignature,
         BadCertificate, NotAuthorized (certificate of another device or user).
     """
-    match decode_canonical(data, max_bytes=MAX_GOSSIP_BYTES):
-        case [bytes() as cert_bytes, bytes() as wire]:
-            pass
-        case _:
-            raise MalformedMessage("gossip payload is [certificate, envelope]")
-    certificate = decode_certificate(cert_bytes)
+    certificate, envelope = _parse_gossip(data)
     verify_certificate(certificate, now_ms=now_ms)
-    envelope = decode_envelope(wire)
-    if (certificate.user, certificate.device) != (envelope.sender_user, envelope.sender_device):
-        raise NotAuthorized("the certificate does not name this sender")
+    verify_envelope(envelope)
     return GossipItem(certificate=certificate, envelope=envelope)
 
 

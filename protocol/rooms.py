@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from typing import Final
 
 from .envelope import RoomId
 from .errors import LocalProtocolError
 from .identity import UserId
 
-__all__ = ["DIRECT_ROOM_DOMAIN", "GROUP_ROOM_DOMAIN", "direct_room_id", "group_room_id"]
+__all__ = [
+    "DIRECT_ROOM_DOMAIN",
+    "GROUP_ROOM_DOMAIN",
+    "direct_room_id",
+    "group_room_id",
+    "is_direct_room",
+]
 
 DIRECT_ROOM_DOMAIN: Final = b"hearthmesh/direct-room/v0\x00"
 GROUP_ROOM_DOMAIN: Final = b"hearthmesh/group-room/v0\x00"
@@ -21,6 +28,12 @@ def direct_room_id(a: UserId, b: UserId) -> RoomId:
         raise LocalProtocolError("a direct room needs two different users")
     low, high = sorted((a, b))
     return RoomId(hashlib.sha256(DIRECT_ROOM_DOMAIN + low + high).digest())
+
+
+def is_direct_room(room: RoomId, members: Iterable[UserId]) -> bool:
+    """True if `room` is the direct room of exactly these two users."""
+    users = sorted(set(members))
+    return len(users) == 2 and direct_room_id(users[0], users[1]) == room
 
 
 def group_room_id(creator: UserId, nonce: bytes) -> RoomId:

@@ -13,10 +13,11 @@ import pytest
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import NodeEvent
 from hearthmesh.node.node import Node
+from hearthmesh.tools.node_process import NodeProcess, free_port, spawn_node
+
+__all__ = ["NodeProcess", "collect", "free_port", "node_config", "spawn_node", "wait_until"]
 
 E = TypeVar("E")
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FAST = {"presence_interval_ms": 300, "presence_ttl_ms": 1500, "retry_poll_ms": 50}
 
@@ -64,50 +65,3 @@ async def wait_until_async(probe: Callable[[], Awaitable[int]], target: int) -> 
     """Poll an async count until it reaches `target` (bounded by the caller's timeout)."""
     while await probe() < target:  # noqa: ASYNC110 - a store count has no event
         await asyncio.sleep(0.02)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class NodeProcess:
-    """A node in a child process (tests/integration/node_process.py)."""
-
-    def __init__(self, process: asyncio.subprocess.Process, info: dict[str, str]) -> None:
-        self.process = process
-        self.peer_id = info["peer_id"]
-        self.user_id = bytes.fromhex(info["user_id"])
-        self.addr = info["addr"]
-
-    async def kill(self) -> None:
-        self.process.kill()
-        await self.process.wait()
-
-    async def terminate(self) -> int:
-        self.process.terminate()
-        return await self.process.wait()
-
-
-async def spawn_node(data_dir: Path, port: int, connect: tuple[str, ...] = ()) -> NodeProcess:
-    """Start a node process and wait for its ready line."""
-    import json
-    import sys
-
-    args = ["-m", "tests.integration.node_process", "--data-dir", str(data_dir)]
-    args += ["--port", str(port), *[a for addr in connect for a in ("--connect", addr)]]
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=REPO_ROOT,
-    )
-    assert process.stdout is not None
-    line = await process.stdout.readline()
-    if not line:
-        raise RuntimeError(f"node process exited with {await process.wait()}")
-    return NodeProcess(process, json.loads(line))

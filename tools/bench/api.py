@@ -29,6 +29,7 @@ from hearthmesh.node.api import ApiConfig, ApiServer
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.identity import user_id_text
+from hearthmesh.tools.bench.stats import percentile
 
 __all__ = ["run"]
 
@@ -77,11 +78,6 @@ class _Client:
             await self.changed.wait()
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 async def _measure(
     sender: _Client, receiver: _Client, room: str, *, samples: int, burst: int, tag: str
 ) -> dict[str, float]:
@@ -111,7 +107,7 @@ async def _measure(
     elapsed = time.perf_counter() - start
     return {
         "p50_ms": round(statistics.median(latencies), 3),
-        "p99_ms": round(_pct(latencies, 0.99), 3),
+        "p99_ms": round(percentile(latencies, 99), 3),
         "msgs_per_s": round(burst / elapsed, 1),
     }
 

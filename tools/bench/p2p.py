@@ -23,6 +23,7 @@ from hearthmesh.node.libp2p_host import HostConfig, P2PHost
 from hearthmesh.protocol.home_dht import home_record_key
 from hearthmesh.protocol.home_record import encode_home_record, issue_home_record
 from hearthmesh.protocol.identity import UserId, keypair_from_seed
+from hearthmesh.tools.bench.stats import percentile
 
 __all__ = ["run"]
 
@@ -46,10 +47,6 @@ async def _sink(stream: FrameStream) -> None:
     await stream.write_frame(b"ack")
 
 
-def _percentile(sorted_ms: list[float], fraction: float) -> float:
-    return sorted_ms[min(len(sorted_ms) - 1, int(fraction * len(sorted_ms)))]
-
-
 async def _round_trips(a: P2PHost, peer: str, count: int) -> dict[str, float]:
     payload = os.urandom(MESSAGE_BYTES)
     async with await a.open_stream(peer, ECHO) as stream:
@@ -65,7 +62,7 @@ async def _round_trips(a: P2PHost, peer: str, count: int) -> dict[str, float]:
     samples.sort()
     return {
         "rtt_p50_ms": round(statistics.median(samples), 3),
-        "rtt_p99_ms": round(_percentile(samples, 0.99), 3),
+        "rtt_p99_ms": round(percentile(samples, 99), 3),
     }
 
 

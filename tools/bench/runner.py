@@ -19,6 +19,8 @@ BenchFn = Callable[[bool], dict[str, Any]]
 BENCHMARKS: dict[str, str] = {
     "api": "hearthmesh.tools.bench.api",
     "codec": "hearthmesh.tools.bench.codec",
+    "delivery": "hearthmesh.tools.bench.delivery",
+    "fanout": "hearthmesh.tools.bench.fanout",
     "p2p": "hearthmesh.tools.bench.p2p",
     "storage": "hearthmesh.tools.bench.storage",
 }

@@ -1,0 +1,101 @@
+"""`hearthmesh bench delivery`: send-to-stored-ack latency and durable throughput, two processes.
+
+The sender node runs in this process; the recipient's home node is a child process
+(`hearthmesh.tools.node_process`). Latency is from `Node.send` being called to the recipient
+home node's signed STORED ack arriving back (`DeliveredToHome`), one message at a time.
+Throughput keeps many sends in flight and counts acks until the last one arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from hearthmesh.node.config import NodeConfig
+from hearthmesh.node.events import DeliveredToHome
+from hearthmesh.node.node import Node
+from hearthmesh.protocol.envelope import MessageId
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.tools.bench.stats import percentile, process_rss_mb
+from hearthmesh.tools.node_process import free_port, spawn_node
+
+__all__ = ["run"]
+
+_BODY = b"x" * 200
+
+
+async def _measure(quick: bool) -> dict[str, Any]:
+    samples, burst = (100, 2_000) if quick else (500, 20_000)
+    with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-") as tmp:
+        recipient = await spawn_node(Path(tmp) / "bob", free_port())
+        try:
+            config = NodeConfig(
+                data_dir=Path(tmp) / "alice", listen_addrs=("/ip4/127.0.0.1/tcp/0",)
+            )
+            async with Node(config) as alice:
+                await alice.connect(recipient.addr)
+                room = await alice.open_direct(UserId(recipient.user_id))
+                acks = _AckWatch(alice)
+                for _ in range(20):  # warm-up: streams open, caches filled
+                    await acks.wait_for((await alice.send(room, _BODY)).message_id)
+                latencies = []
+                for _ in range(samples):
+                    started = time.perf_counter()
+                    envelope = await alice.send(room, _BODY)
+                    await acks.wait_for(envelope.message_id)
+                    latencies.append((time.perf_counter() - started) * 1000)
+                started = time.perf_counter()
+                sent = await asyncio.gather(*(alice.send(room, _BODY) for _ in range(burst)))
+                sent_s = time.perf_counter() - started
+                for envelope in sent:
+                    await acks.wait_for(envelope.message_id)
+                delivered_s = time.perf_counter() - started
+                acks.close()
+                figures = {
+                    "samples": samples,
+                    "burst": burst,
+                    "body_bytes": len(_BODY),
+                    "latency_p50_ms": round(percentile(latencies, 50), 3),
+                    "latency_p99_ms": round(percentile(latencies, 99), 3),
+                    "sent_per_s": round(burst / sent_s),
+                    "msgs_per_s": round(burst / delivered_s),
+                    "rss_mb": process_rss_mb(),
+                    "threads": threading.active_count(),
+                    "recipient_rss_mb": process_rss_mb(recipient.process.pid),
+                }
+        finally:
+            await recipient.terminate()
+    return figures
+
+
+class _AckWatch:
+    """Collects DeliveredToHome events so a sender can await one message's ack."""
+
+    def __init__(self, node: Node) -> None:
+        self._acked: set[MessageId] = set()
+        self._changed = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._follow(node))
+
+    async def _follow(self, node: Node) -> None:
+        async for event in node.events():
+            if isinstance(event, DeliveredToHome):
+                self._acked.add(event.message_id)
+                self._changed.set()
+
+    async def wait_for(self, message_id: MessageId) -> None:
+        while message_id not in self._acked:
+            self._changed.clear()
+            await self._changed.wait()
+        self._acked.discard(message_id)
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Figures for `hearthmesh bench delivery`."""
+    return asyncio.run(_measure(quick))

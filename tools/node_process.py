@@ -1,0 +1,133 @@
+"""A bare home node in its own process, for kill -9 tests and multi-process benchmarks.
+
+`python -m hearthmesh.tools.node_process --data-dir D --port P [--connect ADDR] [--report]`
+prints one JSON line (peer id, user id, address) once the node is up, then serves until killed
+or until SIGTERM, which stops it cleanly. With `--report` it also prints a JSON line
+`{"received": <message id hex>, "at_ns": <wall clock>}` for every message it takes in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from hearthmesh.node.config import NodeConfig
+from hearthmesh.node.events import MessageReceived
+from hearthmesh.node.node import Node
+from hearthmesh.protocol.errors import HearthError
+
+__all__ = ["NodeProcess", "NodeProcessFailed", "free_port", "main", "serve", "spawn_node"]
+
+
+async def _report(node: Node) -> None:
+    async for event in node.events():
+        if isinstance(event, MessageReceived):
+            line = {"received": event.envelope.message_id.hex(), "at_ns": time.time_ns()}
+            print(json.dumps(line), flush=True)
+
+
+async def serve(data_dir: Path, port: int, connect: list[str], *, report: bool = False) -> None:
+    """Run one node until SIGTERM."""
+    config = NodeConfig(
+        data_dir=data_dir,
+        listen_addrs=(f"/ip4/127.0.0.1/tcp/{port}",),
+        presence_interval_ms=300,
+        presence_ttl_ms=1500,
+        retry_poll_ms=50,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    async with Node(config) as node:
+        for address in connect:
+            await node.connect(address)
+        line = {
+            "peer_id": node.peer_id,
+            "user_id": node.user_id.hex(),
+            "addr": node.listen_addrs[0],
+        }
+        print(json.dumps(line), flush=True)
+        async with asyncio.TaskGroup() as group:
+            reporter = group.create_task(_report(node)) if report else None
+            await stop.wait()
+            if reporter is not None:
+                reporter.cancel()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class NodeProcessFailed(HearthError):
+    """The node process ended before it said it was up."""
+
+
+class NodeProcess:
+    """A node in a child process (hearthmesh.tools.node_process)."""
+
+    def __init__(self, process: asyncio.subprocess.Process, info: dict[str, str]) -> None:
+        self.process = process
+        self.peer_id = info["peer_id"]
+        self.user_id = bytes.fromhex(info["user_id"])
+        self.addr = info["addr"]
+
+    async def reports(self) -> AsyncIterator[tuple[bytes, int]]:
+        """(message id, wall-clock ns) for each message the node took in (`--report`)."""
+        if self.process.stdout is None:
+            return
+        async for line in self.process.stdout:
+            report = json.loads(line)
+            yield bytes.fromhex(report["received"]), int(report["at_ns"])
+
+    async def kill(self) -> None:
+        self.process.kill()
+        await self.process.wait()
+
+    async def terminate(self) -> int:
+        self.process.terminate()
+        return await self.process.wait()
+
+
+async def spawn_node(
+    data_dir: Path, port: int, connect: tuple[str, ...] = (), *, report: bool = False
+) -> NodeProcess:
+    """Start a node process and wait for its ready line."""
+    args = ["-m", "hearthmesh.tools.node_process", "--data-dir", str(data_dir)]
+    args += ["--port", str(port), *[a for addr in connect for a in ("--connect", addr)]]
+    if report:
+        args.append("--report")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    line = await process.stdout.readline() if process.stdout is not None else b""
+    if not line:
+        raise NodeProcessFailed(f"node process exited with {await process.wait()}")
+    return NodeProcess(process, json.loads(line))
+
+
+def main() -> None:
+    """Entry point: `python -m hearthmesh.tools.node_process`."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--connect", action="append", default=[])
+    parser.add_argument("--report", action="store_true")
+    args = parser.parse_args()
+    asyncio.run(serve(args.data_dir, args.port, args.connect, report=args.report))
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
