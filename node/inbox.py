@@ -113,9 +113,12 @@ class Inbox:
             appended = store.append_many(requests)
             for slot, request, stored in zip(slots, requests, appended, strict=True):
                 results[slot] = self._after_append(store, request.envelope, stored, now_ms, outcome)
-            self._release.save(store)
         outcome.results = results
         return outcome
+
+    def save_release(self, store: Store) -> None:
+        """Persist release progress; the caller does it after acking, off the ack's path."""
+        self._release.save(store)
 
     def _after_append(
         self,
