@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from hearthmesh.node.clock import Clock
+from hearthmesh.node.destinations import destination_peer
 from hearthmesh.node.directory import HomeDirectory
 from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.keyring import Keyring
@@ -105,7 +106,7 @@ class OutboxWorker:
         """New entries are due: look now rather than at the next poll."""
         self._wake.set()
 
-    def submit(self, envelope: Envelope, recipients: tuple[UserId, ...]) -> None:
+    def submit(self, envelope: Envelope, destinations: tuple[bytes, ...]) -> None:
         """Deliver a just-stored envelope now, without a trip through the store.
 
         Its outbox entries were stored already leased (due LEASE_MS later), so the store hands
@@ -115,11 +116,11 @@ class OutboxWorker:
             self.wake()
             return
         due = self._clock.now_ms() + LEASE_MS
-        for recipient in recipients:
+        for destination in destinations:
             self._queue(
                 self._group,
                 OutboxEntry(
-                    destination=recipient,
+                    destination=destination,
                     message_id=envelope.message_id,
                     next_attempt_ms=due,
                     attempts=1,
@@ -160,15 +161,20 @@ class OutboxWorker:
         queued = self._queued[destination]
         try:
             while queued:
+                sibling = destination_peer(destination)
+                recipient = self._keyring.user_id if sibling else UserId(destination)
                 certs, items, carried, left = build_batch(
-                    queued[:BATCH_ENTRIES], destination, self._certificate
+                    queued[:BATCH_ENTRIES], recipient, self._certificate
                 )
                 del queued[:BATCH_ENTRIES]
                 if not carried:
                     await self._retry(destination, left, "no certificate for the sender device")
                     continue
                 queued[:0] = left  # over the byte budget: first in the next batch
-                await self._deliver(UserId(destination), certs, items, carried)
+                if sibling is None:
+                    await self._deliver(recipient, certs, items, carried)
+                else:
+                    await self._deliver_to_node(destination, sibling, certs, items, carried)
         finally:
             del self._queued[destination]
 
@@ -198,10 +204,27 @@ class OutboxWorker:
             except (DeliveryFailed, P2PError) as exc:
                 errors.append(str(exc))
                 continue
-            await self._settle(recipient, home, ack, entries)
+            await self._settle(recipient, recipient, home, ack, entries)
             return
         relayed = await self._relay(recipient, homes, certs, items)
         await self._retry(recipient, entries, "; ".join([*errors, relayed])[:200])
+
+    async def _deliver_to_node(
+        self,
+        destination: bytes,
+        peer_id: str,
+        certs: list[bytes],
+        items: list[BatchItem],
+        entries: list[OutboxEntry],
+    ) -> None:
+        """One of our own user's other homes: only that node will do (no relay)."""
+        try:
+            await self._reach(self._keyring.user_id, peer_id)
+            ack = await self._links.deliver(peer_id, certs, items)
+        except (DeliveryFailed, P2PError) as exc:
+            await self._retry(destination, entries, str(exc)[:200])
+            return
+        await self._settle(destination, self._keyring.user_id, peer_id, ack, entries)
 
     async def _reach(self, recipient: UserId, peer_id: str) -> None:
         """Dial a home node we are not connected to, from its home record's addresses."""
@@ -230,7 +253,12 @@ class OutboxWorker:
         return "home unreachable, no relay"
 
     async def _settle(
-        self, recipient: UserId, home: str, ack: Ack, entries: list[OutboxEntry]
+        self,
+        destination: bytes,
+        recipient: UserId,
+        home: str,
+        ack: Ack,
+        entries: list[OutboxEntry],
     ) -> None:
         done: list[MessageId] = []
         again: list[OutboxEntry] = []
@@ -251,10 +279,10 @@ class OutboxWorker:
                 again.append(entry)
         for message_id in done:  # the signed ack is the fact; our outbox row is bookkeeping
             self._emit(DeliveredToHome(message_id=message_id, recipient=recipient, peer_id=home))
-        await self._store.run(self._store.store.ack_many, recipient, done)
+        await self._store.run(self._store.store.ack_many, destination, done)
         self.delivered += len(done)
         if again:
-            await self._retry(recipient, again, f"deferred by {home[-8:]}")
+            await self._retry(destination, again, f"deferred by {home[-8:]}")
 
     async def _retry(self, destination: bytes, entries: list[OutboxEntry], error: str) -> None:
         now = self._clock.now_ms()

@@ -9,6 +9,7 @@ one ack result per item, sent only after the transaction that stored the item co
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hearthmesh.node.directory import HomeDirectory
@@ -64,15 +65,22 @@ class Inbox:
         release: ReleaseOrder,
         directory: HomeDirectory,
         relay_ttl_ms: int,
+        siblings: Callable[[], tuple[bytes, ...]],
     ) -> None:
         self._local = local_users
         self._rooms = rooms
         self._release = release
         self._directory = directory
         self._relay_ttl_ms = relay_ttl_ms
+        self._siblings = siblings
 
     def accept(
-        self, store: Store, items: list[Arrival | DeliveryResult], *, now_ms: int
+        self,
+        store: Store,
+        items: list[Arrival | DeliveryResult],
+        *,
+        now_ms: int,
+        from_sibling: bool = False,
     ) -> StoreOutcome:
         """Store or relay each arrival; runs on the store thread. Results are in input order.
 
@@ -81,6 +89,9 @@ class Inbox:
                 before the store (a bad signature, clock skew).
         """
         outcome = StoreOutcome()
+        # What reaches one of our homes from outside goes on to the others (DESIGN §7); what a
+        # sibling sends us it has sent to every sibling itself.
+        forward = () if from_sibling else self._siblings()
         requests: list[AppendRequest] = []
         slots: list[int] = []
         results: list[DeliveryResult] = []
@@ -97,7 +108,9 @@ class Inbox:
                 admission = self._rooms.admit(store, envelope)
                 if admission is Admission.ACCEPT:
                     slots.append(len(results))
-                    requests.append(AppendRequest(envelope=envelope))
+                    requests.append(
+                        AppendRequest(envelope=envelope, outbox_to=forward, next_attempt_ms=now_ms)
+                    )
                 status = {
                     Admission.ACCEPT: AckStatus.STORED,  # replaced below after the commit
                     Admission.DEFER: AckStatus.DEFERRED,

@@ -19,14 +19,16 @@ from typing import Any, Final, Self
 from hearthmesh.node.clock import Clock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.delivery import LEASE_MS, OutboxWorker
+from hearthmesh.node.destinations import node_destination
 from hearthmesh.node.directory import HomeDirectory, Presence
 from hearthmesh.node.events import MembershipChanged, NodeEvent, TypingChanged
 from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.gossip_out import GossipPublisher
 from hearthmesh.node.inbox import Inbox, StoreOutcome
-from hearthmesh.node.keyring import Keyring, load_or_create_keyring
+from hearthmesh.node.keyring import HOME_RECORD_SETTING, Keyring, load_or_create_keyring
 from hearthmesh.node.libp2p_dht import home_record_rules
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost
+from hearthmesh.node.linking import LinkService
 from hearthmesh.node.p2p_errors import StreamClosed
 from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
 from hearthmesh.node.peer_link import PeerLinks
@@ -44,6 +46,7 @@ from hearthmesh.protocol.errors import (
     LocalProtocolError,
     NotAuthorized,
     RemoteProtocolError,
+    StorageError,
 )
 from hearthmesh.protocol.gossip import (
     PRESENCE_TOPIC,
@@ -53,8 +56,13 @@ from hearthmesh.protocol.gossip import (
     room_topic,
 )
 from hearthmesh.protocol.home_dht import home_record_key
-from hearthmesh.protocol.home_record import encode_home_record, issue_home_record
-from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.home_record import (
+    decode_home_record,
+    encode_home_record,
+    issue_home_record,
+)
+from hearthmesh.protocol.identity import DeviceId, UserId, encode_certificate, issue_certificate
+from hearthmesh.protocol.linking import LINK_PROTOCOL, LinkCode
 from hearthmesh.protocol.membership import (
     MEMBERSHIP_CONTENT_TYPE,
     Action,
@@ -107,6 +115,9 @@ class Node:
         self._subscribing: set[RoomId] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._members: dict[RoomId, frozenset[UserId]] = {}
+        self._siblings: tuple[bytes, ...] = ()
+        """Outbox destinations of our own user's other home nodes (DESIGN §7)."""
+        self._sibling_peers: frozenset[str] = frozenset()
         """Member sets by room, for sending; dropped whenever the room's membership changes."""
         self._started = False
 
@@ -147,6 +158,7 @@ class Node:
             release=ReleaseOrder(),
             directory=self._directory,
             relay_ttl_ms=self.config.relay_ttl_ms,
+            siblings=lambda: self._siblings,
         )
         dht_validate, dht_select = home_record_rules(self._clock.now_ms)
         self._host = await self._stack.enter_async_context(
@@ -171,6 +183,7 @@ class Node:
             hlc=self._hlc,
             emit=self._events.emit,
             on_outcome=self._after_store,
+            is_sibling=lambda peer: peer in self._sibling_peers,
         )
         self._outbox = OutboxWorker(
             store=self._store,
@@ -205,7 +218,11 @@ class Node:
             ttl_ms=self.config.presence_ttl_ms,
             share=self.config.share_presence,
         )
-        self._home_record = self._issue_home_record()
+        self._adopt_home_record(await self._store.run(self._current_home_record, store))
+        self._linking = LinkService(
+            add_home=self._add_home, now_ms=self._clock.now_ms, rng=secrets.token_bytes
+        )
+        self._host.set_stream_handler(LINK_PROTOCOL, self._linking.serve)
         self._host.set_stream_handler("/hearthmesh/deliver/0", self._receiver.serve_deliver)
         self._host.set_stream_handler(HELLO_PROTOCOL, self._serve_hello)
         self._host.set_topic_validator(PRESENCE_TOPIC, lambda m: self._presence.validate(m.data))
@@ -278,22 +295,98 @@ class Node:
         """Our user's signed home record: where to deliver, which devices are theirs."""
         return self._home_record
 
-    def _issue_home_record(self) -> bytes:
-        addrs = self.config.announce_addrs or tuple(self._host.listen_addrs)
-        record = issue_home_record(
-            self.keyring.user,
-            issued_ms=self._clock.now_ms(),
-            homes=(self._host.peer_id,),
-            addrs=tuple(addrs)[:16],
-            devices=(self.keyring.certificate,),
+    def _current_home_record(self, store: Store) -> bytes:
+        """Runs on the store thread at start: our user's record, re-issued if we are primary.
+
+        The primary keeps the homes and devices of linked nodes from its last record and puts
+        its own current addresses first; a linked node uses the record the primary issued.
+        """
+        stored = store.get_setting(HOME_RECORD_SETTING)
+        previous = decode_home_record(stored) if stored is not None else None
+        user_key = self.keyring.user
+        if user_key is None:
+            if stored is None:
+                raise StorageError("a linked device without its home record: link it again")
+            return stored
+        own = self.config.announce_addrs or tuple(self._host.listen_addrs)
+        others = previous.homes if previous is not None else ()
+        homes = (self._host.peer_id, *[h for h in others if h != self._host.peer_id])
+        addrs = (
+            *own,
+            *[
+                a
+                for a in (previous.addrs if previous else ())
+                if not a.endswith(self._host.peer_id)
+            ],
         )
-        return encode_home_record(record)
+        devices = (
+            self.keyring.certificate,
+            *[
+                d
+                for d in (previous.devices if previous else ())
+                if d.device != self.keyring.device_id
+            ],
+        )
+        record = issue_home_record(
+            user_key,
+            issued_ms=max(self._clock.now_ms(), previous.issued_ms + 1 if previous else 0),
+            homes=homes[:8],
+            addrs=addrs[:16],
+            devices=devices[:16],
+        )
+        data = encode_home_record(record)
+        store.set_setting(HOME_RECORD_SETTING, data)
+        return data
+
+    async def _add_home(
+        self, peer_id: str, addrs: tuple[str, ...], device: DeviceId
+    ) -> tuple[bytes, bytes]:
+        """Certify a newly linked device and list its node as one of our user's homes."""
+        user_key = self.keyring.user
+        if user_key is None:
+            raise NotAuthorized("only the primary device links new devices")
+        certificate = issue_certificate(user_key, device, created_ms=self._clock.now_ms())
+        current = decode_home_record(self._home_record)
+        record = issue_home_record(
+            user_key,
+            issued_ms=max(self._clock.now_ms(), current.issued_ms + 1),
+            homes=(*current.homes, peer_id)[:8],
+            addrs=(*current.addrs, *addrs)[:16],
+            devices=(*current.devices, certificate)[:16],
+        )
+        self._adopt_home_record(encode_home_record(record))
+        await self._store.run(self._store.store.set_setting, HOME_RECORD_SETTING, self._home_record)
+        await self._store.run(self._directory.learn_verified, self._store.store, record)
+        self._spawn(self._announce_home_record(), "announce-home")
+        return encode_certificate(certificate), self._home_record
+
+    def _adopt_home_record(self, data: bytes) -> None:
+        """Use `data` as our user's home record; our siblings are its other homes."""
+        self._home_record = data
+        homes = decode_home_record(data).homes
+        self._siblings = tuple(node_destination(h) for h in homes if h != self._host.peer_id)
+        self._sibling_peers = frozenset(h for h in homes if h != self._host.peer_id)
+
+    async def _announce_home_record(self) -> None:
+        await self.publish_home_record()
+        await self._presence.announce()
+
+    def create_link_code(self, *, ttl_ms: int = 600_000) -> LinkCode:
+        """A one-time pairing code for a new device of our user (primary only)."""
+        if not self.keyring.is_primary:
+            raise LocalProtocolError("only the primary device links new devices")
+        return self._linking.offer(address=self._host.listen_addrs[0], ttl_ms=ttl_ms)
 
     async def learn_home_record(self, data: bytes) -> None:
         """Adopt another user's home record (a contact card). Raises RemoteProtocolError."""
-        await self._store.run(
+        record = await self._store.run(
             self._directory.learn, self._store.store, data, now_ms=self._clock.now_ms()
         )
+        if record is not None and record.user == self.user_id:  # the primary linked a device
+            current = decode_home_record(self._home_record)
+            if record.issued_ms > current.issued_ms:
+                self._adopt_home_record(data)
+                await self._store.run(self._store.store.set_setting, HOME_RECORD_SETTING, data)
         self._relay.wake()
 
     # --- peers ------------------------------------------------------------------------------
@@ -484,7 +577,8 @@ class Node:
             content_type=content_type,
             body=body,
         )
-        recipients = tuple(sorted((members | extra) - {self.user_id}))
+        others: tuple[bytes, ...] = tuple(sorted((members | extra) - {self.user_id}))
+        recipients = others + self._siblings  # our own user's other homes get it too
         # The entries are handed to the worker in memory, so they are stored already leased:
         # the outbox serves them again by itself only if this node dies before the ack.
         request = AppendRequest(
@@ -641,6 +735,8 @@ class Node:
             return  # stopping: the services that would act on it are gone
         if outcome.relayed_for:
             self._relay.hold(outcome.relayed_for)
+        if outcome.released and self._siblings:
+            self._outbox.wake()  # stored with entries for our other homes
         for room in outcome.membership_changed:
             self._members.pop(RoomId(room), None)
             self._spawn(self._membership_changed(RoomId(room)), "membership")

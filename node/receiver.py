@@ -54,6 +54,7 @@ class Receiver:
         hlc: HybridClock,
         emit: Callable[[NodeEvent], None],
         on_outcome: Callable[[StoreOutcome], None],
+        is_sibling: Callable[[str], bool],
     ) -> None:
         self._inbox = inbox
         self._store = store
@@ -62,6 +63,7 @@ class Receiver:
         self._hlc = hlc
         self._emit = emit
         self._on_outcome = on_outcome
+        self._is_sibling = is_sibling
         self.rejected_frames = 0
         self._recent = RecentIds()
 
@@ -83,7 +85,9 @@ class Receiver:
                 self._refuse(stream.remote_peer, exc)
                 await stream.write_frame(encode_error(exc))
                 return
-            results = await self.accept_batch(frame)
+            results = await self.accept_batch(
+                frame, from_sibling=self._is_sibling(stream.remote_peer)
+            )
             ack = sign_ack(self._keyring.node, frame.batch_id, tuple(results))
             await stream.write_frame(encode_ack(ack))
             await self._store.run(self._inbox.save_release, self._store.store)
@@ -92,7 +96,9 @@ class Receiver:
         self.rejected_frames += 1
         log.warning("refused a frame from %s: %s (code %d)", peer[-8:], error, error.code)
 
-    async def accept_batch(self, batch: Deliver) -> list[DeliveryResult]:
+    async def accept_batch(
+        self, batch: Deliver, *, from_sibling: bool = False
+    ) -> list[DeliveryResult]:
         """Verify, merge clocks, store; one result per item, in order."""
         verified = verify_batch(batch, now_ms=self._clock.now_ms(), known=self._recent.seen)
         items: list[Arrival | DeliveryResult] = []
@@ -116,7 +122,11 @@ class Receiver:
                 )
             )
         outcome = await self._store.run(
-            self._inbox.accept, self._store.store, items, now_ms=self._clock.now_ms()
+            self._inbox.accept,
+            self._store.store,
+            items,
+            now_ms=self._clock.now_ms(),
+            from_sibling=from_sibling,
         )
         self._publish(outcome)
         return outcome.results

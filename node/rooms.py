@@ -79,6 +79,8 @@ class RoomRegistry:
         """May `envelope` be stored in its room's history on this node?"""
         if envelope.kind is Kind.MEMBERSHIP:
             return Admission.ACCEPT  # the fold decides what it does; storing it is harmless
+        if envelope.sender_user in self._local:
+            return Admission.ACCEPT  # our own user, from another certified device
         state = self.state(store, envelope.room)
         if state is None:
             if self.is_direct_with_local(envelope):

@@ -1,0 +1,66 @@
+"""Linked devices (SPEC §22): pairing, and every message on every home of the user."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.node.clock import SystemClock
+from hearthmesh.node.events import MessageReceived
+from hearthmesh.node.linking import link_new_device
+from hearthmesh.node.node import Node
+from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.errors import NotAuthorized
+from hearthmesh.protocol.home_record import decode_home_record
+from hearthmesh.protocol.linking import encode_link_code
+
+from .conftest import NodeFactory, collect, node_config
+
+pytestmark = pytest.mark.integration
+
+
+async def history_ids(node: Node, room: RoomId) -> list[bytes]:
+    page = await node.history(room, limit=1000)
+    return [e.envelope.message_id for e in page.events]
+
+
+async def test_linked_device_gets_every_message_of_its_user(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
+        code = encode_link_code(alice.create_link_code())
+        linked = await link_new_device(
+            tmp_path / "alice-laptop", code, now_ms=SystemClock().now_ms, rng=secrets.token_bytes
+        )
+        assert linked.user == alice.user_id
+        assert linked.peer_id in decode_home_record(alice.home_record()).homes
+        async with Node(node_config(tmp_path / "alice-laptop")) as laptop:
+            assert laptop.user_id == alice.user_id
+            assert laptop.keyring.device_id != alice.keyring.device_id
+            await laptop.connect(alice.listen_addrs[0])
+            await bob.connect(alice.listen_addrs[0])  # bob learns both of alice's homes
+            room = await bob.open_direct(alice.user_id)
+            on_laptop = asyncio.create_task(collect(laptop.events(), MessageReceived, 3))
+            sent = [await bob.send(room, f"to both {i}".encode()) for i in range(3)]
+            assert [e.envelope.message_id for e in await on_laptop] == [e.message_id for e in sent]
+            # alice answers from the laptop: bob and alice's phone node both get it
+            on_bob = asyncio.create_task(collect(bob.events(), MessageReceived, 1))
+            on_phone = asyncio.create_task(collect(alice.events(), MessageReceived, 1))
+            reply = await laptop.send(room, b"from my laptop")
+            assert (await on_bob)[0].envelope.message_id == reply.message_id
+            assert (await on_phone)[0].envelope.message_id == reply.message_id
+            assert await history_ids(alice, room) == await history_ids(laptop, room)
+            assert await history_ids(bob, room) == await history_ids(laptop, room)
+
+
+async def test_a_pairing_code_works_once(make_node: NodeFactory, tmp_path: Path) -> None:
+    async with asyncio.timeout(20), make_node("alice") as alice:
+        code = encode_link_code(alice.create_link_code())
+        clock = SystemClock().now_ms
+        await link_new_device(tmp_path / "one", code, now_ms=clock, rng=secrets.token_bytes)
+        with pytest.raises(NotAuthorized):
+            await link_new_device(tmp_path / "two", code, now_ms=clock, rng=secrets.token_bytes)
+        assert len(decode_home_record(alice.home_record()).homes) == 2
