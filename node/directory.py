@@ -45,6 +45,7 @@ class HomeDirectory:
     def __init__(self) -> None:
         self._records: dict[UserId, HomeRecord] = {}
         self._certificates: dict[DeviceId, bytes] = {}
+        self._devices: dict[UserId, frozenset[DeviceId]] = {}
         self.presence: dict[UserId, Presence] = {}
 
     def load(self, store: Store, users: list[UserId]) -> None:
@@ -84,12 +85,18 @@ class HomeDirectory:
 
     def _adopt(self, record: HomeRecord) -> None:
         self._records[record.user] = record
+        self._devices[record.user] = frozenset(cert.device for cert in record.devices)
         for cert in record.devices:
             self._certificates[cert.device] = encode_certificate(cert)
 
     def remember_certificate(self, device: DeviceId, certificate: bytes) -> None:
         """Keep a certificate verified elsewhere (a delivery batch) for forwarding."""
         self._certificates[device] = certificate
+
+    def lists_device(self, user: UserId, device: DeviceId) -> bool | None:
+        """Does the user's newest record list `device`? None: we hold no record of the user."""
+        devices = self._devices.get(user)
+        return None if devices is None else device in devices
 
     def record(self, user: UserId) -> HomeRecord | None:
         return self._records.get(user)

@@ -52,6 +52,8 @@ class StoreOutcome:
     """Rooms whose member set changed."""
     relayed_for: set[UserId] = field(default_factory=set)
     """Users for whom this node now holds relayed envelopes."""
+    unknown_devices: set[UserId] = field(default_factory=set)
+    """Users who sent from a device their newest record we hold does not list."""
 
 
 class Inbox:
@@ -106,6 +108,13 @@ class Inbox:
                 results.append(rejected(envelope.message_id, refusal))
             elif item.recipient in self._local:
                 admission = self._rooms.admit(store, envelope)
+                if (
+                    self._directory.lists_device(envelope.sender_user, envelope.sender_device)
+                    is False
+                ):
+                    # revoked, or linked after the record we hold: retry once we know more
+                    admission = Admission.DEFER
+                    outcome.unknown_devices.add(envelope.sender_user)
                 if admission is Admission.ACCEPT:
                     slots.append(len(results))
                     requests.append(

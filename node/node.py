@@ -40,11 +40,13 @@ from hearthmesh.node.sequencing import ReleaseOrder
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.protocol.canonical import decode_canonical, encode_canonical
 from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, decode_typing, encode_typing
+from hearthmesh.protocol.digest import HistoryDigest
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, load_envelope, seal
 from hearthmesh.protocol.errors import (
     HearthError,
     LocalProtocolError,
     NotAuthorized,
+    NotFound,
     RemoteProtocolError,
     StorageError,
 )
@@ -61,7 +63,13 @@ from hearthmesh.protocol.home_record import (
     encode_home_record,
     issue_home_record,
 )
-from hearthmesh.protocol.identity import DeviceId, UserId, encode_certificate, issue_certificate
+from hearthmesh.protocol.identity import (
+    DeviceCertificate,
+    DeviceId,
+    UserId,
+    encode_certificate,
+    issue_certificate,
+)
 from hearthmesh.protocol.linking import LINK_PROTOCOL, LinkCode
 from hearthmesh.protocol.membership import (
     MEMBERSHIP_CONTENT_TYPE,
@@ -118,6 +126,7 @@ class Node:
         self._siblings: tuple[bytes, ...] = ()
         """Outbox destinations of our own user's other home nodes (DESIGN §7)."""
         self._sibling_peers: frozenset[str] = frozenset()
+        self._looking_up: set[UserId] = set()
         """Member sets by room, for sending; dropped whenever the room's membership changes."""
         self._started = False
 
@@ -371,6 +380,45 @@ class Node:
         await self.publish_home_record()
         await self._presence.announce()
 
+    def devices(self) -> list[tuple[DeviceCertificate, str | None]]:
+        """Our user's devices from the current home record, each with its home's peer id."""
+        record = decode_home_record(self._home_record)
+        homes = dict(zip(record.devices, record.homes, strict=False))
+        return [(cert, homes.get(cert)) for cert in record.devices]
+
+    async def revoke_device(self, device: DeviceId) -> None:
+        """Drop a device and its home from our user's record (primary only).
+
+        Senders stop delivering to its node, siblings stop forwarding to it, and what it still
+        sends is deferred by every node that knows the new record (SPEC §22.4).
+        """
+        user_key = self.keyring.user
+        if user_key is None:
+            raise NotAuthorized("only the primary device revokes devices")
+        if device == self.keyring.device_id:
+            raise LocalProtocolError("the primary cannot revoke itself")
+        current = decode_home_record(self._home_record)
+        kept = tuple(c for c in current.devices if c.device != device)
+        if len(kept) == len(current.devices):
+            raise NotFound("no such device")
+        index = [c.device for c in current.devices].index(device)
+        gone = current.homes[index] if index < len(current.homes) else None
+        record = issue_home_record(
+            user_key,
+            issued_ms=max(self._clock.now_ms(), current.issued_ms + 1),
+            homes=tuple(h for h in current.homes if h != gone),
+            addrs=tuple(a for a in current.addrs if gone is None or not a.endswith(gone)),
+            devices=kept,
+        )
+        self._adopt_home_record(encode_home_record(record))
+        await self._store.run(self._store.store.set_setting, HOME_RECORD_SETTING, self._home_record)
+        await self._store.run(self._directory.learn_verified, self._store.store, record)
+        await self._announce_home_record()
+
+    async def history_digest(self, room: RoomId) -> tuple[bytes, int]:
+        """(SHA-256 over the room's ordered event ids, how many): compare two devices."""
+        return await self._store.run(_digest_room, self._store.store, room)
+
     def create_link_code(self, *, ttl_ms: int = 600_000) -> LinkCode:
         """A one-time pairing code for a new device of our user (primary only)."""
         if not self.keyring.is_primary:
@@ -406,6 +454,12 @@ class Node:
             log.info("home record not published to the DHT: %s", exc)
             return False
         return True
+
+    async def _refresh_home(self, user: UserId) -> None:
+        try:
+            await self.find_home(user)
+        finally:
+            self._looking_up.discard(user)
 
     async def find_home(self, user: UserId) -> bool:
         """Look `user`'s home record up in the DHT and adopt it; True if one was found."""
@@ -735,6 +789,9 @@ class Node:
             return  # stopping: the services that would act on it are gone
         if outcome.relayed_for:
             self._relay.hold(outcome.relayed_for)
+        for user in outcome.unknown_devices - self._looking_up:
+            self._looking_up.add(user)
+            self._spawn(self._refresh_home(user), "refresh-home")
         if outcome.released and self._siblings:
             self._outbox.wake()  # stored with entries for our other homes
         for room in outcome.membership_changed:
@@ -775,3 +832,15 @@ def _enqueue_history(store: Store, user: UserId, history: list[Envelope], now_ms
 def _room_members(store: Store, rooms: list[RoomId]) -> set[UserId]:
     """Everyone we share a room with: their home records are loaded at start."""
     return {member.user for room in rooms for member in store.members(room)}
+
+
+def _digest_room(store: Store, room: RoomId) -> tuple[bytes, int]:
+    running = HistoryDigest()
+    cursor = None
+    while True:
+        page = store.page_history(room, cursor=cursor, direction=Direction.FORWARD, limit=1000)
+        for event in page.events:
+            running.update(event.envelope.message_id)
+        if page.next is None:
+            return running.digest(), running.count
+        cursor = page.next

@@ -15,6 +15,7 @@ from hearthmesh.node.node import Node
 from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.protocol.errors import NotAuthorized
 from hearthmesh.protocol.home_record import decode_home_record
+from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.protocol.linking import encode_link_code
 
 from .conftest import NodeFactory, collect, node_config
@@ -64,3 +65,28 @@ async def test_a_pairing_code_works_once(make_node: NodeFactory, tmp_path: Path)
         with pytest.raises(NotAuthorized):
             await link_new_device(tmp_path / "two", code, now_ms=clock, rng=secrets.token_bytes)
         assert len(decode_home_record(alice.home_record()).homes) == 2
+
+
+async def test_a_revoked_device_gets_nothing_new_and_is_not_believed(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
+        code = encode_link_code(alice.create_link_code())
+        linked = await link_new_device(
+            tmp_path / "old-phone", code, now_ms=SystemClock().now_ms, rng=secrets.token_bytes
+        )
+        async with Node(node_config(tmp_path / "old-phone")) as old_phone:
+            await old_phone.connect(alice.listen_addrs[0])
+            await bob.connect(alice.listen_addrs[0])
+            room = await bob.open_direct(alice.user_id)
+            await alice.revoke_device(DeviceId(linked.device))
+            assert linked.peer_id not in decode_home_record(alice.home_record()).homes
+            await bob.learn_home_record(alice.home_record())
+            on_alice = asyncio.create_task(collect(alice.events(), MessageReceived, 1))
+            fresh = await bob.send(room, b"after the revocation")
+            assert (await on_alice)[0].envelope.message_id == fresh.message_id
+            assert await old_phone.open_direct(bob.user_id) == room
+            stale = await old_phone.send(room, b"from a revoked device")
+            await asyncio.sleep(1.0)  # a negative check: give its outbox time to try
+            assert await old_phone.get_event(fresh.message_id) is None
+            assert await bob.get_event(stale.message_id) is None
