@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import hashlib
 
-from . import gen_envelope, gen_hlc, gen_identity
+from . import gen_envelope, gen_hlc, gen_identity, gen_reconcile
 
 __all__ = ["main"]
 
 
 def main() -> None:
     """Write all vector files and print their hashes."""
-    for generator in (gen_identity, gen_hlc, gen_envelope):
+    for generator in (gen_identity, gen_hlc, gen_envelope, gen_reconcile):
         path = generator.generate()
         print(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  protocol/vectors/{path.name}")
 
