@@ -48,3 +48,12 @@ def test_bench_codec_prints_one_json_object() -> None:
     assert figures["benchmark"] == "codec"
     assert figures["encode_per_s"] > 0 and figures["decode_per_s"] > 0
     assert figures["machine"]["cpu_count"] >= 1
+
+
+def test_bench_sync_prints_one_json_object() -> None:
+    result = run("bench", "sync", "--quick")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["benchmark"] == "sync"
+    assert set(figures["diff_bytes"]) == {"1", "10", "100", "1000"}
+    assert figures["insync_round_trips"] >= 1 and figures["new_device_bytes"] > 0

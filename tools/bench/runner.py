@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "fanout": "hearthmesh.tools.bench.fanout",
     "p2p": "hearthmesh.tools.bench.p2p",
     "storage": "hearthmesh.tools.bench.storage",
+    "sync": "hearthmesh.tools.bench.sync",
 }
 """Name → module whose `run(quick: bool) -> dict` returns the figures."""
 
