@@ -73,7 +73,7 @@ MAX_RANGES: Final = 4_096
 MIN_FRAME_LIMIT_BYTES: Final = 4_096
 MAX_FRAME_LIMIT_BYTES: Final = 262_144
 DEFAULT_FRAME_LIMIT_BYTES: Final = 65_536
-"""Target size of the messages we build; the tail range may pass it by `_TAIL_RESERVE_BYTES`."""
+"""Size our messages stay within (SPEC §21.6.2); the receiver accepts up to MAX_MESSAGE_BYTES."""
 DEFAULT_BRANCHING: Final = 16
 """Sub-ranges a differing range is split into (SPEC §21.6)."""
 MAX_BRANCHING: Final = 32
@@ -438,7 +438,17 @@ class Reconciler:
         branching: int = DEFAULT_BRANCHING,
         id_list_threshold: int = DEFAULT_ID_LIST_THRESHOLD,
     ) -> None:
-        """Raises LocalProtocolError on a limit outside the ranges SPEC §21.7 allows."""
+        """Reconcile `items`, which must not change until `done`.
+
+        Args:
+            items: our replica's items.
+            frame_limit_bytes: the largest message we build (SPEC §21.6.2).
+            branching: sub-ranges per split (SPEC §21.6.1).
+            id_list_threshold: at most this many of our items in a differing range: send ids.
+
+        Raises:
+            LocalProtocolError: a limit outside the ranges SPEC §21.6 allows.
+        """
         if not MIN_FRAME_LIMIT_BYTES <= frame_limit_bytes <= MAX_FRAME_LIMIT_BYTES:
             raise LocalProtocolError(f"frame limit {frame_limit_bytes} out of range")
         if not 2 <= branching <= MAX_BRANCHING or not 1 <= id_list_threshold <= 64:
