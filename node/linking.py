@@ -119,9 +119,17 @@ class LinkedDevice:
 
 
 async def link_new_device(
-    data_dir: Path, code_text: str, *, now_ms: Callable[[], int], rng: Rng
+    data_dir: Path,
+    code_text: str,
+    *,
+    now_ms: Callable[[], int],
+    rng: Rng,
+    listen_addrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",),
 ) -> LinkedDevice:
     """Link a fresh data directory to the user whose primary showed `code_text`.
+
+    `listen_addrs` should be where the node will listen when it runs: they go into the user's
+    home record as this home's addresses.
 
     Raises:
         InvalidIdentifier: the code is damaged.
@@ -134,7 +142,8 @@ async def link_new_device(
     store = LmdbStore(data_dir / "store")
     try:
         node, device = prepare_link_keys(store, rng)
-        async with P2PHost(HostConfig(identity_seed=node.seed)) as host:
+        config = HostConfig(identity_seed=node.seed, listen_addrs=list(listen_addrs))
+        async with P2PHost(config) as host:
             primary = await host.connect(code.address)
             proof = link_proof(code.secret, device=device.public, node_key=node.public)
             request = LinkRequest(

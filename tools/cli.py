@@ -32,6 +32,14 @@ def _build_parser() -> argparse.ArgumentParser:
     init.add_argument(
         "--force", action="store_true", help="replace an existing identity (deletes it!)"
     )
+    init.add_argument(
+        "--listen", metavar="MULTIADDR", action="append", help="with --link: where it will listen"
+    )
+    init.add_argument(
+        "--link",
+        metavar="CODE",
+        help="join an existing user as a new device, with the code `hearthmesh device link` shows",
+    )
     run = commands.add_parser(
         "run",
         help="run the home node: libp2p, client API, presence, delivery, push",
@@ -65,6 +73,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     friends.add_argument("user", nargs="?", metavar="USER_ID")
     friends.add_argument("--note", default="", help="a note with a friend request")
+    device = _client(commands.add_parser("device", help="link, list or revoke this user's devices"))
+    device.add_argument("action", nargs="?", choices=["list", "link", "revoke"], default="list")
+    device.add_argument("device_id", nargs="?", metavar="DEVICE_ID", help="for revoke")
+    device.add_argument("--png", metavar="FILE", help="with link: also write the QR code as PNG")
     bench = commands.add_parser("bench", help="run a benchmark and print one JSON object")
     bench.add_argument("name", nargs="?", help="which benchmark (see --list)")
     bench.add_argument("--list", action="store_true", help="name the benchmarks")
@@ -100,7 +112,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             settings = resolve_settings(args)
-            ids = init_node(settings.data_dir, args.name, force=args.force)
+            if args.link:
+                from hearthmesh.tools.home import link_node
+
+                ids = link_node(settings.data_dir, args.link, settings.listen)
+            else:
+                ids = init_node(settings.data_dir, args.name, force=args.force)
         except HearthError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -119,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         settings.name = args.name
         return run_node(settings)
-    if args.command in ("status", "send", "tail", "friends"):
+    if args.command in ("status", "send", "tail", "friends", "device"):
         from hearthmesh.tools.client import run_client_command
 
         return run_client_command(args)

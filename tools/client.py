@@ -169,7 +169,40 @@ async def _friends(client: ApiClient, args: Any) -> int:
     return 0
 
 
-_COMMANDS: Final = {"status": _status, "send": _send, "tail": _tail, "friends": _friends}
+async def _device(client: ApiClient, args: Any) -> int:
+    if args.action == "link":
+        import segno
+
+        offer = await client.call("POST", "/v1/devices/link")
+        qr = segno.make(offer["code"], error="m")
+        qr.terminal(compact=True)
+        if args.png:
+            qr.save(args.png, scale=6)
+            print(f"QR code written to {args.png}")
+        print(f"on the new device: hearthmesh init --data-dir DIR --link {offer['code']}")
+        print(f"check that both screens show {offer['short_code']}; the code works once")
+        return 0
+    if args.action == "revoke":
+        if not args.device_id:
+            print("device revoke needs a DEVICE_ID", file=sys.stderr)
+            return EXIT_USAGE
+        await client.call("DELETE", f"/v1/devices/{args.device_id}")
+        print(f"revoked {args.device_id}: it receives nothing new")
+        return 0
+    listing = await client.call("GET", "/v1/devices")
+    for device in listing["devices"]:
+        mark = "  (this device)" if device["this_device"] else ""
+        print(f"{device['device_id']}  on {device['peer_id'] or '-'}{mark}")
+    return 0
+
+
+_COMMANDS: Final = {
+    "status": _status,
+    "send": _send,
+    "tail": _tail,
+    "friends": _friends,
+    "device": _device,
+}
 
 
 def run_client_command(args: Any) -> int:

@@ -161,6 +161,37 @@ def init_node(data_dir: Path, name: str, *, force: bool) -> dict[str, str]:
     }
 
 
+def link_node(data_dir: Path, code: str, listen: list[str]) -> dict[str, str]:
+    """Make `data_dir` a new device of the user whose primary showed `code`; returns the ids.
+
+    Raises:
+        HearthError: a damaged or used code, an unreachable primary, or a directory that
+            already holds a user.
+    """
+    from hearthmesh.node.api.token import create_token
+    from hearthmesh.node.clock import SystemClock
+    from hearthmesh.node.linking import link_new_device
+    from hearthmesh.protocol.identity import DeviceId, UserId, device_id_text, user_id_text
+
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    linked = asyncio.run(
+        link_new_device(
+            data_dir,
+            code,
+            now_ms=SystemClock().now_ms,
+            rng=secrets.token_bytes,
+            listen_addrs=tuple(listen),
+        )
+    )
+    create_token(data_dir, force=True)
+    return {
+        "user_id": user_id_text(UserId(linked.user)),
+        "device_id": device_id_text(DeviceId(linked.device)),
+        "peer_id": linked.peer_id,
+        "token_file": str(data_dir / "api-token"),
+    }
+
+
 async def _serve(settings: HomeSettings, started: Any) -> None:
     from hearthmesh.node.api import ApiConfig, ApiServer
     from hearthmesh.node.api.token import load_token

@@ -36,10 +36,12 @@ from hearthmesh.protocol.errors import (
     ErrorCode,
     InvalidIdentifier,
     MalformedMessage,
+    NotAuthorized,
     NotFound,
     TooLarge,
 )
-from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
+from hearthmesh.protocol.identity import UserId, decode_device_id, device_id_text, user_id_text
+from hearthmesh.protocol.linking import encode_link_code, short_code
 from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES
 from hearthmesh.storage.api import Profile, PushSubscription
 
@@ -285,6 +287,53 @@ async def leave_group(request: web.Request) -> web.Response:
     return web.json_response({"id": room.hex(), "left": True})
 
 
+async def conversation_digest(request: web.Request) -> web.Response:
+    service = _service(request)
+    room = _room(request, request.match_info["id"])
+    await service.require_room(room)
+    digest, count = await service.node.history_digest(room)
+    return web.json_response({"id": room.hex(), "digest": digest.hex(), "events": count})
+
+
+# --- devices ----------------------------------------------------------------------------------
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    node = _service(request).node
+    devices = [
+        {
+            "device_id": device_id_text(cert.device),
+            "peer_id": home,
+            "created_ms": cert.created_ms,
+            "this_device": cert.device == node.keyring.device_id,
+        }
+        for cert, home in node.devices()
+    ]
+    return web.json_response({"devices": devices, "primary": node.keyring.is_primary})
+
+
+async def create_link_code(request: web.Request) -> web.Response:
+    node = _service(request).node
+    if not node.keyring.is_primary:
+        raise NotAuthorized("only the primary device links new devices")
+    code = node.create_link_code()
+    return web.json_response(
+        {
+            "code": encode_link_code(code),
+            "short_code": short_code(code),
+            "expires_ms": code.expires_ms,
+        },
+        status=201,
+    )
+
+
+async def revoke_device(request: web.Request) -> web.Response:
+    node = _service(request).node
+    device = decode_device_id(request.match_info["device_id"])
+    await node.revoke_device(device)
+    return web.json_response({"device_id": device_id_text(device), "revoked": True})
+
+
 # --- users ------------------------------------------------------------------------------------
 
 
@@ -422,6 +471,10 @@ ROUTES: Final = (
     ("DELETE", "/v1/conversation", delete_conversation),
     ("GET", "/v1/conversation/{id}/details", conversation_details),
     ("POST", "/v1/conversation/{id}/messages", send_message),
+    ("GET", "/v1/conversation/{id}/digest", conversation_digest),
+    ("GET", "/v1/devices", list_devices),
+    ("POST", "/v1/devices/link", create_link_code),
+    ("DELETE", "/v1/devices/{device_id}", revoke_device),
     ("GET", "/v1/friends", list_friends),
     ("GET", "/v1/friends/requests", list_friend_requests),
     ("POST", "/v1/friends/requests", send_friend_request),

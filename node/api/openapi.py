@@ -127,6 +127,22 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             body=_body(message=_STR, type=_STR, client_id=_STR, media=_OBJECT),
         )
     },
+    "/v1/conversation/{id}/digest": {
+        "get": _op(
+            "SHA-256 over the conversation's ordered event ids: compare two devices",
+            params=(_ROOM,),
+        )
+    },
+    "/v1/devices": {"get": _op("this user's devices and the node each lives on")},
+    "/v1/devices/link": {
+        "post": _op("a one-time pairing code for a new device (primary only)", ok=201)
+    },
+    "/v1/devices/{device_id}": {
+        "delete": _op(
+            "revoke a device (primary only): it receives nothing new",
+            params=({"name": "device_id", "in": "path", "required": True, "schema": _STR},),
+        )
+    },
     "/v1/friends": {"get": _op("contacts with profile and presence", params=(_UID,))},
     "/v1/friends/requests": {
         "get": _op("pending friend requests to this user"),

@@ -23,9 +23,8 @@ FAST = {"presence_interval_ms": 300, "presence_ttl_ms": 1500, "retry_poll_ms": 5
 
 
 def node_config(path: Path, **overrides: Any) -> NodeConfig:
-    return NodeConfig(
-        data_dir=path, listen_addrs=("/ip4/127.0.0.1/tcp/0",), **{**FAST, **overrides}
-    )
+    settings = {"listen_addrs": ("/ip4/127.0.0.1/tcp/0",), **FAST, **overrides}
+    return NodeConfig(data_dir=path, **settings)
 
 
 NodeFactory = Callable[..., AbstractAsyncContextManager[Node]]

@@ -18,9 +18,13 @@ from hearthmesh.protocol.home_record import decode_home_record
 from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.protocol.linking import encode_link_code
 
-from .conftest import NodeFactory, collect, node_config
+from .conftest import NodeFactory, collect, free_port, node_config
 
 pytestmark = pytest.mark.integration
+
+
+def _local_addr() -> str:
+    return f"/ip4/127.0.0.1/tcp/{free_port()}"
 
 
 async def history_ids(node: Node, room: RoomId) -> list[bytes]:
@@ -33,12 +37,17 @@ async def test_linked_device_gets_every_message_of_its_user(
 ) -> None:
     async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
         code = encode_link_code(alice.create_link_code())
+        laptop_config = node_config(tmp_path / "alice-laptop", listen_addrs=(_local_addr(),))
         linked = await link_new_device(
-            tmp_path / "alice-laptop", code, now_ms=SystemClock().now_ms, rng=secrets.token_bytes
+            laptop_config.data_dir,
+            code,
+            now_ms=SystemClock().now_ms,
+            rng=secrets.token_bytes,
+            listen_addrs=laptop_config.listen_addrs,
         )
         assert linked.user == alice.user_id
         assert linked.peer_id in decode_home_record(alice.home_record()).homes
-        async with Node(node_config(tmp_path / "alice-laptop")) as laptop:
+        async with Node(laptop_config) as laptop:
             assert laptop.user_id == alice.user_id
             assert laptop.keyring.device_id != alice.keyring.device_id
             await laptop.connect(alice.listen_addrs[0])

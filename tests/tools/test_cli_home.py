@@ -82,3 +82,52 @@ def test_run_prints_addresses_serves_status_and_stops_cleanly_on_sigterm(tmp_pat
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_device_link_shows_a_qr_code_and_links_a_second_device(tmp_path: Path) -> None:
+    data, laptop = tmp_path / "node", tmp_path / "laptop"
+    assert cli("init", "--data-dir", str(data), "--name", "Alice").returncode == 0
+    process = subprocess.Popen(
+        [
+            *(str(SCRIPT), "run", "--data-dir", str(data), "--api", "127.0.0.1:0"),
+            *("--listen", "/ip4/127.0.0.1/tcp/0", "--no-mdns"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        output = ""
+        for line in process.stdout:
+            output += line
+            if line.strip().startswith("API:"):
+                break
+        api = output.split("API:")[1].split()[0].removeprefix("http://")
+        png = tmp_path / "link.png"
+        shown = cli("device", "link", "--data-dir", str(data), "--api", api, "--png", str(png))
+        assert shown.returncode == 0, shown.stderr
+        assert png.read_bytes().startswith(b"\x89PNG")
+        code = shown.stdout.split("--link ")[1].split()[0]
+        linked = cli(
+            "init", "--data-dir", str(laptop), "--link", code, "--listen", "/ip4/127.0.0.1/tcp/0"
+        )
+        assert linked.returncode == 0, linked.stderr
+        user = output.split("user id:")[1].split()[0]
+        assert f"user_id: {user}" in linked.stdout
+        listing = cli("device", "list", "--data-dir", str(data), "--api", api)
+        assert listing.returncode == 0 and listing.stdout.count("\n") == 2
+        reused = cli(
+            "init",
+            "--data-dir",
+            str(tmp_path / "third"),
+            "--link",
+            code,
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        )
+        assert reused.returncode == 1 and "pairing code" in reused.stderr
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
