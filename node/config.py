@@ -40,6 +40,8 @@ class NodeConfig:
     """How long this node keeps envelopes it relays for others."""
     relay_quota: RelayQuota = DEFAULT_RELAY_QUOTA
     """How much this node holds for any one user whose home is away."""
+    sync_interval_ms: int = 60_000
+    """How often this node reconciles its rooms with its user's other homes (DESIGN §7)."""
     retry_poll_ms: int = 200
     """Longest sleep of the delivery worker between looks at the outbox."""
     extra: dict[str, str] = field(default_factory=dict)

@@ -38,6 +38,7 @@ from hearthmesh.node.relay import RelayForwarder
 from hearthmesh.node.rooms import RoomRegistry
 from hearthmesh.node.sequencing import ReleaseOrder
 from hearthmesh.node.subscribers import EventHub
+from hearthmesh.node.sync import SyncReport, SyncService
 from hearthmesh.protocol.canonical import decode_canonical, encode_canonical
 from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, decode_typing, encode_typing
 from hearthmesh.protocol.digest import HistoryDigest
@@ -80,6 +81,7 @@ from hearthmesh.protocol.membership import (
     encode_membership,
 )
 from hearthmesh.protocol.rooms import group_room_id, is_direct_room
+from hearthmesh.protocol.sync import SYNC_PROTOCOL
 from hearthmesh.storage.api import (
     AppendRequest,
     AppendResult,
@@ -232,6 +234,16 @@ class Node:
             add_home=self._add_home, now_ms=self._clock.now_ms, rng=secrets.token_bytes
         )
         self._host.set_stream_handler(LINK_PROTOCOL, self._linking.serve)
+        self._sync = SyncService(
+            host=self._host,
+            store=self._store,
+            rooms=self._rooms,
+            user=self.keyring.user_id,
+            is_sibling=lambda peer: peer in self._sibling_peers,
+            now_ms=self._clock.now_ms,
+            wake_outbox=self._outbox.wake,
+        )
+        self._host.set_stream_handler(SYNC_PROTOCOL, self._sync.serve)
         self._host.set_stream_handler("/hearthmesh/deliver/0", self._receiver.serve_deliver)
         self._host.set_stream_handler(HELLO_PROTOCOL, self._serve_hello)
         self._host.set_topic_validator(PRESENCE_TOPIC, lambda m: self._presence.validate(m.data))
@@ -251,6 +263,7 @@ class Node:
         self._gossip_out = GossipPublisher(self._host)
         self._spawn(self._gossip_out.run(), "gossip-out")
         self._spawn(self._outbox.run(), "outbox")
+        self._spawn(self._sync_siblings_periodically(), "sync-siblings")
         self._spawn(self._relay.run(), "relay")
         self._spawn(self._presence.run(presence_sub), "presence")
         self._stack.push_async_callback(self._presence.stop)
@@ -444,7 +457,25 @@ class Node:
         peer_id = await self._host.connect(address)
         await self._hello(peer_id)
         await self.publish_home_record()
+        if peer_id in self._sibling_peers:  # another home of our user: repair what we missed
+            self._spawn(self._sync_quietly(peer_id), "sync")
         return peer_id
+
+    async def sync_with(self, peer_id: str) -> SyncReport:
+        """Reconcile every room with one of our user's other homes (SPEC §23)."""
+        return await self._sync.sync_with(peer_id)
+
+    async def _sync_quietly(self, peer_id: str) -> None:
+        try:
+            await self._sync.sync_with(peer_id)
+        except HearthError as exc:
+            log.info("sync with %s failed: %s", peer_id[-8:], exc)
+
+    async def _sync_siblings_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sync_interval_ms / 1000)
+            for peer_id in self._sibling_peers & set(self._host.connected_peers()):
+                await self._sync_quietly(peer_id)
 
     async def publish_home_record(self) -> bool:
         """Put our home record in the DHT, so nodes that never met us can find our inbox."""

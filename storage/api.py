@@ -330,6 +330,10 @@ class Outbox(Protocol):
         """Add a delivery of a stored message; False if already pending."""
         ...
 
+    def enqueue_many(self, destination: bytes, plan: Sequence[tuple[bytes, int]]) -> int:
+        """`enqueue` (message id, first attempt) pairs in one transaction; how many were new."""
+        ...
+
     def take_due(self, *, now_ms: int, limit: int, lease_ms: int) -> list[OutboxEntry]:
         """Hand out due entries (oldest first), counting an attempt and leasing them.
 

@@ -28,6 +28,7 @@ from .records import corrupt, decode_outbox_value, encode_outbox_value
 __all__ = [
     "ack_many_txn",
     "ack_txn",
+    "enqueue_many_txn",
     "enqueue_txn",
     "reschedule_many_txn",
     "reschedule_txn",
@@ -155,3 +156,8 @@ def reschedule_many_txn(
 ) -> int:
     """Move each (message id, next attempt) entry; returns how many were pending."""
     return sum(reschedule_txn(txn, destination, m, when, error) for m, when in plan)
+
+
+def enqueue_many_txn(txn: KvTxn, destination: bytes, plan: Sequence[tuple[bytes, int]]) -> int:
+    """Enqueue (message id, first attempt) pairs; returns how many were new."""
+    return sum(enqueue_txn(txn, destination, m, when) for m, when in plan)

@@ -119,6 +119,10 @@ class KvStore:
             lambda txn: outbox.enqueue_txn(txn, destination, message_id, next_attempt_ms)
         )
 
+    def enqueue_many(self, destination: bytes, plan: Sequence[tuple[bytes, int]]) -> int:
+        """Enqueue (message id, first attempt) pairs in one transaction; how many were new."""
+        return self._engine.write(lambda txn: outbox.enqueue_many_txn(txn, destination, plan))
+
     def take_due(self, *, now_ms: int, limit: int, lease_ms: int) -> list[OutboxEntry]:
         """Hand out due entries, counting an attempt and leasing each for `lease_ms`."""
         return self._engine.write(lambda txn: outbox.take_due_txn(txn, now_ms, limit, lease_ms))

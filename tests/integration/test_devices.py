@@ -99,3 +99,55 @@ async def test_a_revoked_device_gets_nothing_new_and_is_not_believed(
             await asyncio.sleep(1.0)  # a negative check: give its outbox time to try
             assert await old_phone.get_event(fresh.message_id) is None
             assert await bob.get_event(stale.message_id) is None
+
+
+async def test_a_device_linked_late_gets_the_whole_history(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    async with (
+        asyncio.timeout(40),
+        make_node("alice") as alice,
+        make_node("bob") as bob,
+        make_node("carol") as carol,
+    ):
+        for other in (bob, carol):
+            await other.connect(alice.listen_addrs[0])
+        direct = await alice.open_direct(bob.user_id)
+        assert await bob.open_direct(alice.user_id) == direct
+        group = await alice.create_group("three", [bob.user_id, carol.user_id])
+        for i in range(20):
+            await alice.send(direct, f"a{i}".encode())
+            await bob.send(direct, f"b{i}".encode())
+        await wait_until_digests_agree([alice, bob], direct, 40)
+        for member in (bob, carol):
+            await wait_until_members(member, group, 3)
+            await member.send(group, b"hello group")
+        await wait_until_digests_agree([alice, bob, carol], group, 5)
+
+        laptop_config = node_config(tmp_path / "alice-laptop", listen_addrs=(_local_addr(),))
+        await link_new_device(
+            laptop_config.data_dir,
+            encode_link_code(alice.create_link_code()),
+            now_ms=SystemClock().now_ms,
+            rng=secrets.token_bytes,
+            listen_addrs=laptop_config.listen_addrs,
+        )
+        async with Node(laptop_config) as laptop:
+            await laptop.connect(alice.listen_addrs[0])  # connecting to a sibling syncs
+            await wait_until_digests_agree([alice, laptop], direct, 40)
+            await wait_until_digests_agree([alice, laptop], group, 5)
+            assert await laptop.members(group) == await alice.members(group)
+
+
+async def wait_until_digests_agree(nodes: list[Node], room: RoomId, count: int) -> None:
+    """Poll until every node holds `count` events of `room` with one digest."""
+    while True:
+        digests = {await n.history_digest(room) for n in nodes}
+        if len(digests) == 1 and next(iter(digests))[1] == count:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def wait_until_members(node: Node, room: RoomId, count: int) -> None:
+    while len(await node.members(room)) != count:  # noqa: ASYNC110 - store state has no event
+        await asyncio.sleep(0.05)

@@ -198,6 +198,17 @@ def test_outbox_ack_and_reschedule_many_in_one_call(store: KvStore) -> None:
     assert {(e.message_id, e.last_error) for e in later} == {(ids_[2], "later"), (ids_[3], None)}
 
 
+def test_enqueue_many_is_one_call_and_skips_pending(store: KvStore) -> None:
+    envelopes = [make_envelope(seq=i, wall_ms=1_000 + i) for i in range(1, 4)]
+    for env in envelopes:
+        store.append(AppendRequest(envelope=env))
+    plan = [(e.message_id, 10 + i) for i, e in enumerate(envelopes)]
+    assert store.enqueue_many(DEST_1, plan) == 3
+    assert store.enqueue_many(DEST_1, plan[:1]) == 0
+    due = store.take_due(now_ms=20, limit=10, lease_ms=1)
+    assert [e.message_id for e in due] == [e.message_id for e in envelopes]
+
+
 def test_last_seq_follows_each_device_in_each_room(store: KvStore) -> None:
     assert store.last_seq(ROOM_A, make_envelope().sender_device) == 0
     for seq in (1, 3, 2):
