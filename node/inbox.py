@@ -116,18 +116,16 @@ class Inbox:
                     admission = Admission.DEFER
                     outcome.unknown_devices.add(envelope.sender_user)
                 if admission is Admission.ACCEPT:
-                    slots.append(len(results))
+                    slots.append(len(results))  # its result is set after the commit
                     requests.append(
                         AppendRequest(envelope=envelope, outbox_to=forward, next_attempt_ms=now_ms)
                     )
-                status = {
-                    Admission.ACCEPT: AckStatus.STORED,  # replaced below after the commit
-                    Admission.DEFER: AckStatus.DEFERRED,
-                    Admission.REJECT: AckStatus.REJECTED,
-                }[admission]
-                code = 0 if admission is Admission.ACCEPT else int(ErrorCode.NOT_AUTHORIZED)
                 results.append(
-                    DeliveryResult(message_id=envelope.message_id, status=status, code=code)
+                    DeliveryResult(
+                        message_id=envelope.message_id,
+                        status=AckStatus.DEFERRED,
+                        code=int(ErrorCode.NOT_AUTHORIZED),
+                    )
                 )
             else:
                 results.append(self._relay(store, item, now_ms, outcome))

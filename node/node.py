@@ -16,20 +16,19 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any, Final, Self
 
-from hearthmesh.node.clock import Clock, HybridClock, SystemClock
+from hearthmesh.node.clock import Clock, CorrectedClock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.delivery import LEASE_MS, OutboxWorker
 from hearthmesh.node.destinations import node_destination
 from hearthmesh.node.directory import HomeDirectory, Presence
 from hearthmesh.node.events import MembershipChanged, NodeEvent, TypingChanged
-from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.gossip_out import GossipPublisher
+from hearthmesh.node.hello import HelloService
 from hearthmesh.node.inbox import Inbox, StoreOutcome
 from hearthmesh.node.keyring import HOME_RECORD_SETTING, Keyring, load_or_create_keyring
 from hearthmesh.node.libp2p_dht import home_record_rules
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost
 from hearthmesh.node.linking import LinkService
-from hearthmesh.node.p2p_errors import StreamClosed
 from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
 from hearthmesh.node.peer_link import PeerLinks
 from hearthmesh.node.presence import PresenceService
@@ -39,7 +38,7 @@ from hearthmesh.node.rooms import RoomRegistry
 from hearthmesh.node.sequencing import ReleaseOrder
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.sync import SyncReport, SyncService
-from hearthmesh.protocol.canonical import decode_canonical, encode_canonical
+from hearthmesh.protocol.canonical import decode_canonical
 from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, decode_typing, encode_typing
 from hearthmesh.protocol.digest import HistoryDigest
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, load_envelope, seal
@@ -58,6 +57,7 @@ from hearthmesh.protocol.gossip import (
     load_gossip,
     room_topic,
 )
+from hearthmesh.protocol.hello import HELLO_PROTOCOL
 from hearthmesh.protocol.home_dht import home_record_key
 from hearthmesh.protocol.home_record import (
     decode_home_record,
@@ -93,13 +93,10 @@ from hearthmesh.storage.api import (
 from hearthmesh.storage.async_store import AsyncStore
 from hearthmesh.storage.lmdb_store import LmdbStore
 
-__all__ = ["HELLO_PROTOCOL", "Node"]
+__all__ = ["Node"]
 
 log = logging.getLogger(__name__)
 
-HELLO_PROTOCOL: Final = "/hearthmesh/hello/0"
-"""Two peers swap the home records of their users when one connects to the other."""
-_MAX_HELLO_BYTES: Final = 64 * 1024
 _GOSSIP_BATCH: Final = 256
 
 
@@ -114,7 +111,7 @@ class Node:
         store: Store | None = None,
     ) -> None:
         self.config = config
-        self._clock: Clock = clock or SystemClock()
+        self._clock = CorrectedClock(clock or SystemClock())
         self._sync_store = store
         self._stack = contextlib.AsyncExitStack()
         self._events = EventHub()
@@ -245,7 +242,16 @@ class Node:
         )
         self._host.set_stream_handler(SYNC_PROTOCOL, self._sync.serve)
         self._host.set_stream_handler("/hearthmesh/deliver/0", self._receiver.serve_deliver)
-        self._host.set_stream_handler(HELLO_PROTOCOL, self._serve_hello)
+        self._hello = HelloService(
+            host=self._host,
+            clock=self._clock,
+            home_record=self.home_record,
+            learn=self.learn_home_record,
+            takes_time_from=lambda peer: (
+                not self.keyring.is_primary and peer in self._sibling_peers
+            ),
+        )
+        self._host.set_stream_handler(HELLO_PROTOCOL, self._hello.serve)
         self._host.set_topic_validator(PRESENCE_TOPIC, lambda m: self._presence.validate(m.data))
         self._host.set_topic_validator("/hearthmesh/room/", self._validate_room_gossip)
         presence_sub = await self._host.subscribe(PRESENCE_TOPIC)
@@ -455,7 +461,7 @@ class Node:
     async def connect(self, address: str) -> str:
         """Dial a peer and swap home records with it; returns its peer id."""
         peer_id = await self._host.connect(address)
-        await self._hello(peer_id)
+        await self._hello.hello(peer_id)
         await self.publish_home_record()
         if peer_id in self._sibling_peers:  # another home of our user: repair what we missed
             self._spawn(self._sync_quietly(peer_id), "sync")
@@ -504,31 +510,15 @@ class Node:
             return False
         return True
 
-    async def _hello(self, peer_id: str) -> None:
-        stream = await self._host.open_stream(peer_id, HELLO_PROTOCOL)
-        async with stream:
-            await stream.write_frame(encode_canonical([self._home_record]))
-            await self._take_hello(await stream.read_frame())
-
-    async def _serve_hello(self, stream: FrameStream) -> None:
-        try:
-            await self._take_hello(await stream.read_frame())
-        except StreamClosed:
-            return
-        await stream.write_frame(encode_canonical([self._home_record]))
-
-    async def _take_hello(self, data: bytes) -> None:
-        value = decode_canonical(data, max_bytes=_MAX_HELLO_BYTES)
-        if not isinstance(value, list) or len(value) > 8:
-            raise RemoteProtocolError("hello is a short list of home records")
-        for record in value:
-            if isinstance(record, bytes):
-                await self.learn_home_record(record)
-
     async def relay_held(self, user: UserId) -> int:
         """How many envelopes this node holds as a relay for `user`."""
         usage = await self._store.run(self._store.store.relay_usage, user)
         return usage.count
+
+    @property
+    def clock_offset_ms(self) -> int:
+        """How far our home moved our clock (SPEC §24): 0 on a primary or a correct clock."""
+        return self._clock.offset_ms
 
     def connected_peers(self) -> list[str]:
         return self._host.connected_peers()
@@ -757,7 +747,7 @@ class Node:
             room=room,
             sender_user=self.user_id,
             seq=1,  # ephemeral: freshness comes from the HLC, never from the sequence
-            hlc=self._hlc.stamp(),
+            hlc=self._hlc.ephemeral(),
             content_type=TYPING_CONTENT_TYPE,
             body=encode_typing(active),
         )

@@ -79,7 +79,7 @@ class PresenceService:
             room=PRESENCE_ROOM,
             sender_user=self._keyring.user_id,
             seq=1,  # ephemeral: freshness comes from the HLC, never from the sequence
-            hlc=self._hlc.stamp(),
+            hlc=self._hlc.ephemeral(),
             content_type=PRESENCE_CONTENT_TYPE,
             body=encode_presence(status, self._ttl_ms, self._home_record()),
         )
@@ -102,6 +102,8 @@ class PresenceService:
             await self._host.publish(PRESENCE_TOPIC, self.payload(status))
         except P2PError as exc:
             log.debug("presence not published: %s", exc)
+        except HearthError as exc:  # e.g. our own validator: a clock not yet corrected
+            log.info("presence not published: %s", exc)
 
     async def run(self, subscription: Subscription) -> None:
         """Announce every interval, expire silent users, and take others' announcements."""

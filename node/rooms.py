@@ -27,7 +27,6 @@ class Admission(Enum):
     ACCEPT = "accept"
     DEFER = "defer"
     """Not yet: the membership events that would allow it may still be on their way."""
-    REJECT = "reject"
 
 
 class RoomRegistry:
@@ -88,7 +87,9 @@ class RoomRegistry:
             return Admission.DEFER
         if state.is_member(envelope.sender_user):
             return Admission.ACCEPT
-        return Admission.DEFER if not state.created else Admission.REJECT
+        # Not a member as far as we know: the ADD that makes them one may still be on its way
+        # (sync and the outbox bring events in any order), so wait rather than refuse for good.
+        return Admission.DEFER
 
     def is_direct_with_local(self, envelope: Envelope) -> bool:
         """Is the envelope's room the direct room of its sender and one of our users?"""

@@ -17,6 +17,7 @@ from .canonical import CborValue, decode_canonical, encode_canonical
 from .envelope import MAX_ENVELOPE_BYTES, Envelope, MessageId, load_envelope, verify_envelope
 from .errors import (
     BadCertificate,
+    ClockSkew,
     HearthError,
     MalformedMessage,
     NotAuthorized,
@@ -325,7 +326,9 @@ def verify_batch(
             continue
         proof = certificates[index]
         error: RemoteProtocolError | None = None
-        if isinstance(proof, RemoteProtocolError):
+        if isinstance(proof, ClockSkew):
+            error = proof  # transient: the receiver defers, the sender retries
+        elif isinstance(proof, RemoteProtocolError):
             error = BadCertificate(f"sender certificate: {proof}")
         elif proof.user != envelope.sender_user or proof.device != envelope.sender_device:
             error = NotAuthorized("the certificate does not name this sender")

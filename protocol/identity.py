@@ -18,7 +18,7 @@ import nacl.exceptions
 import nacl.signing
 
 from .canonical import decode_canonical, encode_canonical
-from .errors import BadCertificate, BadSignature, InvalidIdentifier, MalformedMessage
+from .errors import BadCertificate, BadSignature, ClockSkew, InvalidIdentifier, MalformedMessage
 from .hlc import MAX_DRIFT_MS
 
 __all__ = [
@@ -235,8 +235,8 @@ def verify_certificate(cert: DeviceCertificate, *, now_ms: int) -> None:
     """Check the user's signature and the validity window at `now_ms`.
 
     Raises:
-        BadCertificate: unknown version, forged, expired, or created in the future
-            (beyond MAX_DRIFT_MS).
+        BadCertificate: unknown version, forged, or expired.
+        ClockSkew: created more than MAX_DRIFT_MS after `now_ms` (one of the clocks is wrong).
     """
     if cert.version != _CERTIFICATE_VERSION:
         raise BadCertificate(f"unknown certificate version {cert.version}")
@@ -244,7 +244,7 @@ def verify_certificate(cert: DeviceCertificate, *, now_ms: int) -> None:
         verify_signature(cert.user, cert.signing_bytes(), cert.signature)
     except BadSignature:
         raise BadCertificate("certificate signature does not verify") from None
-    if cert.created_ms - now_ms > MAX_DRIFT_MS:
-        raise BadCertificate("certificate created in the future")
+    if cert.created_ms - now_ms > MAX_DRIFT_MS:  # a clock problem, not a forgery: retry later
+        raise ClockSkew(f"certificate created {cert.created_ms - now_ms} ms in the future")
     if cert.expires_ms is not None and now_ms >= cert.expires_ms:
         raise BadCertificate("certificate expired")

@@ -86,7 +86,7 @@ def generate() -> Path:
             "op": "certificate",
             "hex": cert_hex,
             "now_ms": _CREATED_MS - 60_001,
-            "error": "BadCertificate",
+            "error": "ClockSkew",
             "note": "created more than MAX_DRIFT_MS in the future",
         },
         {
