@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 BATCH_ENTRIES: Final = 256
 BATCH_BYTES: Final = 768 * 1024
 """Below the bridge's 1 MiB frame limit with room for certificates and framing."""
-LEASE_MS: Final = 30_000
+LEASE_MS: Final = 15_000
 """An entry handed out but never settled (a crash) comes due again after this long."""
 _RELAYS_TRIED: Final = 2
 

@@ -159,5 +159,21 @@ def reschedule_many_txn(
 
 
 def enqueue_many_txn(txn: KvTxn, destination: bytes, plan: Sequence[tuple[bytes, int]]) -> int:
-    """Enqueue (message id, first attempt) pairs; returns how many were new."""
-    return sum(enqueue_txn(txn, destination, m, when) for m, when in plan)
+    """Enqueue (message id, attempt at) pairs; returns how many were new.
+
+    An entry already pending is moved earlier if the plan wants it sooner (a repair found the
+    destination lacks it: waiting out an old lease or backoff helps nobody); never later.
+    """
+    new = 0
+    for message_id, when in plan:
+        if enqueue_txn(txn, destination, message_id, when):
+            new += 1
+            continue
+        at = txn.get(Table.OUTBOX_BY_MESSAGE, outbox_message_key(message_id, destination))
+        if at is None or unpack_u64(at) <= when:
+            continue
+        key = outbox_queue_key(unpack_u64(at), destination, message_id)
+        value = txn.get(Table.OUTBOX_QUEUE, key)
+        error = None if value is None else decode_outbox_value(key, value)[1]
+        reschedule_txn(txn, destination, message_id, when, error)
+    return new

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hearthmesh.node.clock import SystemClock
+from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.linking import link_new_device
 from hearthmesh.node.node import Node
@@ -213,3 +214,63 @@ async def test_a_stamp_beyond_the_drift_bound_is_deferred_and_nothing_else_chang
             await asyncio.sleep(0.5)  # a negative check: the skewed one had its tries
             assert await bob.get_event(skewed.message_id) is None
             assert fast.outbox_delivered == 0
+
+
+async def test_three_devices_two_friends_skew_churn_and_a_late_link_converge(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """Issue 6's scenario: alice on three devices (one 5 min fast, one 5 min slow, one linked
+    late), bob and carol; devices go offline and come back; everyone sends at once; at the
+    end every device of every member holds the same history of every room."""
+    clock = SystemClock().now_ms
+
+    async def link(name: str) -> NodeConfig:
+        config = node_config(tmp_path / name, listen_addrs=(_local_addr(),))
+        code = encode_link_code(alice.create_link_code())
+        await link_new_device(
+            config.data_dir,
+            code,
+            now_ms=clock,
+            rng=secrets.token_bytes,
+            listen_addrs=config.listen_addrs,
+        )
+        return config
+
+    async with (
+        asyncio.timeout(60),
+        make_node("alice") as alice,
+        make_node("bob") as bob,
+        make_node("carol") as carol,
+    ):
+        fast_config, slow_config = await link("fast"), await link("slow")
+        for friend in (bob, carol):
+            await friend.connect(alice.listen_addrs[0])
+        direct = await alice.open_direct(bob.user_id)
+        assert await bob.open_direct(alice.user_id) == direct
+        group = await alice.create_group("all", [bob.user_id, carol.user_id])
+        async with Node(fast_config, clock=SkewedClock(300_000)) as fast:
+            await fast.connect(alice.listen_addrs[0])
+            async with Node(slow_config, clock=SkewedClock(-300_000)) as slow:
+                await slow.connect(alice.listen_addrs[0])
+                for friend in (bob, carol):
+                    await friend.learn_home_record(alice.home_record())
+                for device in (fast, slow):  # the rooms came with sync (and the outbox)
+                    await wait_until_members(device, direct, 2)
+                    await wait_until_members(device, group, 3)
+                await wait_until_members(carol, group, 3)
+                senders = [(alice, direct), (fast, direct), (slow, direct), (bob, direct)]
+                senders += [(alice, group), (fast, group), (bob, group), (carol, group)]
+                await asyncio.gather(
+                    *(n.send(r, f"burst {i}".encode()) for n, r in senders for i in range(5))
+                )
+            # slow is away now; the others keep talking
+            await asyncio.gather(*(n.send(direct, b"while slow is away") for n in (alice, bob)))
+            await carol.send(group, b"while slow is away")
+            async with Node(slow_config, clock=SkewedClock(-300_000)) as slow:
+                await slow.connect(alice.listen_addrs[0])  # back: sync repairs what it missed
+                late = await link("late")
+                async with Node(late) as latecomer:
+                    await latecomer.connect(alice.listen_addrs[0])
+                    devices = [alice, fast, slow, latecomer]
+                    await wait_until_digests_agree([*devices, bob], direct, 22)
+                    await wait_until_digests_agree([*devices, bob, carol], group, 24)

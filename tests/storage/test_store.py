@@ -205,8 +205,12 @@ def test_enqueue_many_is_one_call_and_skips_pending(store: KvStore) -> None:
     plan = [(e.message_id, 10 + i) for i, e in enumerate(envelopes)]
     assert store.enqueue_many(DEST_1, plan) == 3
     assert store.enqueue_many(DEST_1, plan[:1]) == 0
-    due = store.take_due(now_ms=20, limit=10, lease_ms=1)
+    due = store.take_due(now_ms=20, limit=10, lease_ms=1_000)  # leased until 1_020
     assert [e.message_id for e in due] == [e.message_id for e in envelopes]
+    assert store.enqueue_many(DEST_1, [(envelopes[0].message_id, 30)]) == 0  # sooner, please
+    assert [e.message_id for e in store.take_due(now_ms=30, limit=10, lease_ms=1)] == [
+        envelopes[0].message_id
+    ]
 
 
 def test_last_seq_follows_each_device_in_each_room(store: KvStore) -> None:
