@@ -516,6 +516,11 @@ class Node:
         return usage.count
 
     @property
+    def delivery_round_trips_ms(self) -> list[float]:
+        """Recent batch round trips (written to stored-ack verified), oldest first."""
+        return list(self._links.round_trips_ms)
+
+    @property
     def clock_offset_ms(self) -> int:
         """How far our home moved our clock (SPEC §24): 0 on a primary or a correct clock."""
         return self._clock.offset_ms

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
+from collections import deque
 from typing import Final
 
 from hearthmesh.node.frame_stream import FrameStream
@@ -46,6 +48,8 @@ class PeerLinks:
         self._streams: dict[str, FrameStream] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._batch_ids = itertools.count(1)
+        self.round_trips_ms: deque[float] = deque(maxlen=1024)
+        """Batch written to signed ack verified, most recent last (status and benchmarks)."""
 
     async def deliver(self, peer_id: str, certificates: list[bytes], items: list[BatchItem]) -> Ack:
         """Send one batch to `peer_id` and return its verified ack.
@@ -60,9 +64,11 @@ class PeerLinks:
             try:
                 stream = await self._stream(peer_id)
                 async with asyncio.timeout(ACK_TIMEOUT_S):
+                    started = time.perf_counter()
                     await stream.write_frame(encode_deliver(batch_id, certificates, items))
                     frame = decode_frame(await stream.read_frame())
                 ack = self._check(peer_id, batch_id, len(items), frame)
+                self.round_trips_ms.append((time.perf_counter() - started) * 1000)
             except (HearthError, OSError, TimeoutError) as exc:
                 await self._drop(peer_id)
                 if isinstance(exc, DeliveryFailed):
