@@ -14,62 +14,51 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any, Final, Self
+from typing import Any, Self
 
 from hearthmesh.node.clock import Clock, CorrectedClock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.delivery import LEASE_MS, OutboxWorker
-from hearthmesh.node.destinations import node_destination
 from hearthmesh.node.directory import HomeDirectory, Presence
-from hearthmesh.node.events import MembershipChanged, NodeEvent, TypingChanged
+from hearthmesh.node.events import MembershipChanged, NodeEvent
 from hearthmesh.node.gossip_out import GossipPublisher
 from hearthmesh.node.hello import HelloService
 from hearthmesh.node.inbox import Inbox, StoreOutcome
-from hearthmesh.node.keyring import HOME_RECORD_SETTING, Keyring, load_or_create_keyring
+from hearthmesh.node.keyring import Keyring, load_or_create_keyring
 from hearthmesh.node.libp2p_dht import home_record_rules
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost
 from hearthmesh.node.linking import LinkService
-from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
+from hearthmesh.node.own_homes import OwnHomes
 from hearthmesh.node.peer_link import PeerLinks
 from hearthmesh.node.presence import PresenceService
 from hearthmesh.node.receiver import Receiver
 from hearthmesh.node.relay import RelayForwarder
+from hearthmesh.node.room_topics import ROOM_TOPIC_PREFIX, RoomTopics
 from hearthmesh.node.rooms import RoomRegistry
 from hearthmesh.node.sequencing import ReleaseOrder
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.sync import SyncReport, SyncService
 from hearthmesh.protocol.canonical import decode_canonical
-from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, decode_typing, encode_typing
+from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, encode_typing
 from hearthmesh.protocol.digest import HistoryDigest
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, load_envelope, seal
 from hearthmesh.protocol.errors import (
     HearthError,
     LocalProtocolError,
     NotAuthorized,
-    NotFound,
     RemoteProtocolError,
-    StorageError,
 )
 from hearthmesh.protocol.gossip import (
     PRESENCE_TOPIC,
-    decode_gossip,
     encode_gossip,
-    load_gossip,
     room_topic,
 )
 from hearthmesh.protocol.hello import HELLO_PROTOCOL
 from hearthmesh.protocol.home_dht import home_record_key
-from hearthmesh.protocol.home_record import (
-    decode_home_record,
-    encode_home_record,
-    issue_home_record,
-)
 from hearthmesh.protocol.identity import (
     DeviceCertificate,
     DeviceId,
     UserId,
-    encode_certificate,
-    issue_certificate,
 )
 from hearthmesh.protocol.linking import LINK_PROTOCOL, LinkCode
 from hearthmesh.protocol.membership import (
@@ -97,8 +86,6 @@ __all__ = ["Node"]
 
 log = logging.getLogger(__name__)
 
-_GOSSIP_BATCH: Final = 256
-
 
 class Node:
     """A home node for one user (and its device) and a relay for everyone else."""
@@ -118,15 +105,10 @@ class Node:
         self._hlc = HybridClock(self._clock)
         self._own_next_seq: dict[RoomId, int] = {}
         self._seq_lock = asyncio.Lock()
-        self._room_topics: dict[RoomId, Subscription] = {}
-        self._subscribing: set[RoomId] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._members: dict[RoomId, frozenset[UserId]] = {}
-        self._siblings: tuple[bytes, ...] = ()
-        """Outbox destinations of our own user's other home nodes (DESIGN §7)."""
-        self._sibling_peers: frozenset[str] = frozenset()
-        self._looking_up: set[UserId] = set()
         """Member sets by room, for sending; dropped whenever the room's membership changes."""
+        self._looking_up: set[UserId] = set()
         self._started = False
 
     # --- lifetime ---------------------------------------------------------------------------
@@ -166,7 +148,7 @@ class Node:
             release=ReleaseOrder(),
             directory=self._directory,
             relay_ttl_ms=self.config.relay_ttl_ms,
-            siblings=lambda: self._siblings,
+            siblings=lambda: self._homes.siblings,
         )
         dht_validate, dht_select = home_record_rules(self._clock.now_ms)
         self._host = await self._stack.enter_async_context(
@@ -191,7 +173,7 @@ class Node:
             hlc=self._hlc,
             emit=self._events.emit,
             on_outcome=self._after_store,
-            is_sibling=lambda peer: peer in self._sibling_peers,
+            is_sibling=lambda peer: peer in self._homes.sibling_peers,
         )
         self._outbox = OutboxWorker(
             store=self._store,
@@ -226,7 +208,15 @@ class Node:
             ttl_ms=self.config.presence_ttl_ms,
             share=self.config.share_presence,
         )
-        self._adopt_home_record(await self._store.run(self._current_home_record, store))
+        self._homes = OwnHomes(
+            keyring=self.keyring,
+            clock=self._clock,
+            peer_id=self._host.peer_id,
+            addrs=lambda: self.config.announce_addrs or tuple(self._host.listen_addrs),
+            store=self._store,
+            directory=self._directory,
+        )
+        await self._store.run(self._homes.load, store)
         self._linking = LinkService(
             add_home=self._add_home, now_ms=self._clock.now_ms, rng=secrets.token_bytes
         )
@@ -236,7 +226,7 @@ class Node:
             store=self._store,
             rooms=self._rooms,
             user=self.keyring.user_id,
-            is_sibling=lambda peer: peer in self._sibling_peers,
+            is_sibling=lambda peer: peer in self._homes.sibling_peers,
             now_ms=self._clock.now_ms,
             wake_outbox=self._outbox.wake,
         )
@@ -248,12 +238,22 @@ class Node:
             home_record=self.home_record,
             learn=self.learn_home_record,
             takes_time_from=lambda peer: (
-                not self.keyring.is_primary and peer in self._sibling_peers
+                not self.keyring.is_primary and peer in self._homes.sibling_peers
             ),
         )
         self._host.set_stream_handler(HELLO_PROTOCOL, self._hello.serve)
         self._host.set_topic_validator(PRESENCE_TOPIC, lambda m: self._presence.validate(m.data))
-        self._host.set_topic_validator("/hearthmesh/room/", self._validate_room_gossip)
+        self._topics = RoomTopics(
+            host=self._host,
+            receiver=self._receiver,
+            clock=self._clock,
+            user=self.keyring.user_id,
+            members=self.members,
+            emit=self._events.emit,
+            spawn=self._spawn,
+            running=lambda: self._started,
+        )
+        self._host.set_topic_validator(ROOM_TOPIC_PREFIX, self._topics.validate)
         presence_sub = await self._host.subscribe(PRESENCE_TOPIC)
         self._tasks = asyncio.TaskGroup()
         await self._stack.enter_async_context(self._tasks)
@@ -261,7 +261,7 @@ class Node:
         self._started = True
         rooms = await self._store.run(store.rooms_of, self.keyring.user_id)
         for room in rooms:
-            await self._watch_room(room)
+            await self._topics.watch(room)
         held_for = set(await self._store.run(store.relay_recipients))
         known = await self._store.run(_room_members, store, rooms)
         await self._store.run(self._directory.load, store, sorted(held_for | known))
@@ -295,9 +295,7 @@ class Node:
         self._started = False
         for task in list(self._background):
             task.cancel()
-        for subscription in self._room_topics.values():
-            with contextlib.suppress(HearthError):
-                await subscription.unsubscribe()
+        await self._topics.close()
 
     async def stop(self) -> None:
         """Announce offline, stop services, the host and the store. Idempotent."""
@@ -321,79 +319,15 @@ class Node:
 
     def home_record(self) -> bytes:
         """Our user's signed home record: where to deliver, which devices are theirs."""
-        return self._home_record
-
-    def _current_home_record(self, store: Store) -> bytes:
-        """Runs on the store thread at start: our user's record, re-issued if we are primary.
-
-        The primary keeps the homes and devices of linked nodes from its last record and puts
-        its own current addresses first; a linked node uses the record the primary issued.
-        """
-        stored = store.get_setting(HOME_RECORD_SETTING)
-        previous = decode_home_record(stored) if stored is not None else None
-        user_key = self.keyring.user
-        if user_key is None:
-            if stored is None:
-                raise StorageError("a linked device without its home record: link it again")
-            return stored
-        own = self.config.announce_addrs or tuple(self._host.listen_addrs)
-        others = previous.homes if previous is not None else ()
-        homes = (self._host.peer_id, *[h for h in others if h != self._host.peer_id])
-        addrs = (
-            *own,
-            *[
-                a
-                for a in (previous.addrs if previous else ())
-                if not a.endswith(self._host.peer_id)
-            ],
-        )
-        devices = (
-            self.keyring.certificate,
-            *[
-                d
-                for d in (previous.devices if previous else ())
-                if d.device != self.keyring.device_id
-            ],
-        )
-        record = issue_home_record(
-            user_key,
-            issued_ms=max(self._clock.now_ms(), previous.issued_ms + 1 if previous else 0),
-            homes=homes[:8],
-            addrs=addrs[:16],
-            devices=devices[:16],
-        )
-        data = encode_home_record(record)
-        store.set_setting(HOME_RECORD_SETTING, data)
-        return data
+        return self._homes.record
 
     async def _add_home(
         self, peer_id: str, addrs: tuple[str, ...], device: DeviceId
     ) -> tuple[bytes, bytes]:
-        """Certify a newly linked device and list its node as one of our user's homes."""
-        user_key = self.keyring.user
-        if user_key is None:
-            raise NotAuthorized("only the primary device links new devices")
-        certificate = issue_certificate(user_key, device, created_ms=self._clock.now_ms())
-        current = decode_home_record(self._home_record)
-        record = issue_home_record(
-            user_key,
-            issued_ms=max(self._clock.now_ms(), current.issued_ms + 1),
-            homes=(*current.homes, peer_id)[:8],
-            addrs=(*current.addrs, *addrs)[:16],
-            devices=(*current.devices, certificate)[:16],
-        )
-        self._adopt_home_record(encode_home_record(record))
-        await self._store.run(self._store.store.set_setting, HOME_RECORD_SETTING, self._home_record)
-        await self._store.run(self._directory.learn_verified, self._store.store, record)
+        """A new device was linked: list it, then tell the mesh (in the background)."""
+        answer = await self._homes.add(peer_id, addrs, device)
         self._spawn(self._announce_home_record(), "announce-home")
-        return encode_certificate(certificate), self._home_record
-
-    def _adopt_home_record(self, data: bytes) -> None:
-        """Use `data` as our user's home record; our siblings are its other homes."""
-        self._home_record = data
-        homes = decode_home_record(data).homes
-        self._siblings = tuple(node_destination(h) for h in homes if h != self._host.peer_id)
-        self._sibling_peers = frozenset(h for h in homes if h != self._host.peer_id)
+        return answer
 
     async def _announce_home_record(self) -> None:
         await self.publish_home_record()
@@ -401,9 +335,7 @@ class Node:
 
     def devices(self) -> list[tuple[DeviceCertificate, str | None]]:
         """Our user's devices from the current home record, each with its home's peer id."""
-        record = decode_home_record(self._home_record)
-        homes = dict(zip(record.devices, record.homes, strict=False))
-        return [(cert, homes.get(cert)) for cert in record.devices]
+        return self._homes.devices()
 
     async def revoke_device(self, device: DeviceId) -> None:
         """Drop a device and its home from our user's record (primary only).
@@ -411,27 +343,7 @@ class Node:
         Senders stop delivering to its node, siblings stop forwarding to it, and what it still
         sends is deferred by every node that knows the new record (SPEC §22.4).
         """
-        user_key = self.keyring.user
-        if user_key is None:
-            raise NotAuthorized("only the primary device revokes devices")
-        if device == self.keyring.device_id:
-            raise LocalProtocolError("the primary cannot revoke itself")
-        current = decode_home_record(self._home_record)
-        kept = tuple(c for c in current.devices if c.device != device)
-        if len(kept) == len(current.devices):
-            raise NotFound("no such device")
-        index = [c.device for c in current.devices].index(device)
-        gone = current.homes[index] if index < len(current.homes) else None
-        record = issue_home_record(
-            user_key,
-            issued_ms=max(self._clock.now_ms(), current.issued_ms + 1),
-            homes=tuple(h for h in current.homes if h != gone),
-            addrs=tuple(a for a in current.addrs if gone is None or not a.endswith(gone)),
-            devices=kept,
-        )
-        self._adopt_home_record(encode_home_record(record))
-        await self._store.run(self._store.store.set_setting, HOME_RECORD_SETTING, self._home_record)
-        await self._store.run(self._directory.learn_verified, self._store.store, record)
+        await self._homes.revoke(device)
         await self._announce_home_record()
 
     async def history_digest(self, room: RoomId) -> tuple[bytes, int]:
@@ -449,11 +361,8 @@ class Node:
         record = await self._store.run(
             self._directory.learn, self._store.store, data, now_ms=self._clock.now_ms()
         )
-        if record is not None and record.user == self.user_id:  # the primary linked a device
-            current = decode_home_record(self._home_record)
-            if record.issued_ms > current.issued_ms:
-                self._adopt_home_record(data)
-                await self._store.run(self._store.store.set_setting, HOME_RECORD_SETTING, data)
+        if record is not None:
+            await self._homes.consider(record, data)  # our own user's, newer: a change of devices
         self._relay.wake()
 
     # --- peers ------------------------------------------------------------------------------
@@ -463,7 +372,7 @@ class Node:
         peer_id = await self._host.connect(address)
         await self._hello.hello(peer_id)
         await self.publish_home_record()
-        if peer_id in self._sibling_peers:  # another home of our user: repair what we missed
+        if peer_id in self._homes.sibling_peers:  # another home of our user: repair what we missed
             self._spawn(self._sync_quietly(peer_id), "sync")
         return peer_id
 
@@ -480,13 +389,13 @@ class Node:
     async def _sync_siblings_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.config.sync_interval_ms / 1000)
-            for peer_id in self._sibling_peers & set(self._host.connected_peers()):
+            for peer_id in self._homes.sibling_peers & set(self._host.connected_peers()):
                 await self._sync_quietly(peer_id)
 
     async def publish_home_record(self) -> bool:
         """Put our home record in the DHT, so nodes that never met us can find our inbox."""
         try:
-            await self._host.dht_put(home_record_key(self.user_id), self._home_record)
+            await self._host.dht_put(home_record_key(self.user_id), self._homes.record)
         except HearthError as exc:  # no DHT peers yet: presence and hello still spread it
             log.info("home record not published to the DHT: %s", exc)
             return False
@@ -545,7 +454,7 @@ class Node:
             user,
             now_ms=self._clock.now_ms(),
         )
-        await self._watch_room(room)
+        await self._topics.watch(room)
         return room
 
     async def create_group(
@@ -563,7 +472,7 @@ class Node:
             name=name,
         )
         await self._send_membership(room, create, recipients=set())
-        await self._watch_room(room)
+        await self._topics.watch(room)
         for member in members:
             await self.add_member(room, member)
         return room
@@ -591,9 +500,7 @@ class Node:
         await self._send_membership(
             room, MembershipChange(action=Action.LEAVE, target=self.user_id), recipients=set()
         )
-        subscription = self._room_topics.pop(room, None)
-        if subscription is not None:
-            await subscription.unsubscribe()
+        await self._topics.unwatch(room)
 
     async def members(self, room: RoomId) -> set[UserId]:
         return await self._store.run(self._rooms.members, self._store.store, room)
@@ -658,7 +565,7 @@ class Node:
             body=body,
         )
         others: tuple[bytes, ...] = tuple(sorted((members | extra) - {self.user_id}))
-        recipients = others + self._siblings  # our own user's other homes get it too
+        recipients = others + self._homes.siblings  # our own user's other homes get it too
         # The entries are handed to the worker in memory, so they are stored already leased:
         # the outbox serves them again by itself only if this node dies before the ack.
         request = AppendRequest(
@@ -758,58 +665,6 @@ class Node:
         )
         self._gossip_out.publish_nowait(room_topic(room), self._gossip_payload(envelope))
 
-    # --- gossip -----------------------------------------------------------------------------
-
-    def _validate_room_gossip(self, message: GossipMessage) -> bool:
-        try:
-            item = decode_gossip(message.data, now_ms=self._clock.now_ms())
-        except RemoteProtocolError:
-            return False
-        return room_topic(item.envelope.room) == message.topic
-
-    async def _watch_room(self, room: RoomId) -> None:
-        if room in self._room_topics or room in self._subscribing:
-            return
-        self._subscribing.add(room)  # before the await: a concurrent call must not subscribe too
-        try:
-            subscription = await self._host.subscribe(room_topic(room))
-        finally:
-            self._subscribing.discard(room)
-        self._room_topics[room] = subscription
-        if not self._started:  # the node began stopping while we subscribed
-            await subscription.unsubscribe()
-            return
-        self._spawn(self._listen_room(subscription), f"room-{room.hex()[:8]}")
-
-    async def _listen_room(self, subscription: Subscription) -> None:
-        """Take a room's gossip in batches: whatever queued up goes to the store in one hop."""
-        async for first in subscription:
-            messages = [first]
-            while len(messages) < _GOSSIP_BATCH and (more := subscription.get_nowait()):
-                messages.append(more)
-            items = []
-            for message in messages:
-                try:
-                    item = load_gossip(message.data)  # our validator verified it already
-                    if item.envelope.kind is Kind.TYPING:
-                        await self._take_typing(item.envelope)  # ephemeral: never stored
-                    else:
-                        items.append(item)
-                except HearthError as exc:
-                    log.debug("room gossip from %s ignored: %s", message.origin[-8:], exc)
-            if items:
-                await self._receiver.accept_gossip(items)
-
-    async def _take_typing(self, envelope: Envelope) -> None:
-        if envelope.sender_user == self.user_id:
-            return  # our own publish, echoed by gossipsub
-        active = decode_typing(envelope.body)
-        if envelope.sender_user not in await self.members(envelope.room):
-            raise NotAuthorized("typing from a non-member")
-        self._events.emit(
-            TypingChanged(room=envelope.room, user=envelope.sender_user, active=active)
-        )
-
     def _after_store(self, outcome: StoreOutcome) -> None:
         if not self._started:
             return  # stopping: the services that would act on it are gone
@@ -818,7 +673,7 @@ class Node:
         for user in outcome.unknown_devices - self._looking_up:
             self._looking_up.add(user)
             self._spawn(self._refresh_home(user), "refresh-home")
-        if outcome.released and self._siblings:
+        if outcome.released and self._homes.siblings:
             self._outbox.wake()  # stored with entries for our other homes
         for room in outcome.membership_changed:
             self._members.pop(RoomId(room), None)
@@ -828,7 +683,7 @@ class Node:
         try:
             members = await self.members(room)
             if self.user_id in members:
-                await self._watch_room(room)
+                await self._topics.watch(room)
         except HearthError as exc:  # a background reaction must never take the node down
             log.warning("membership change of room %s not applied: %s", room.hex()[:12], exc)
             return

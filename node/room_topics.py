@@ -1,0 +1,119 @@
+"""The gossip topics of our rooms (SPEC §14.1): which we follow, and what arrives on them.
+
+A room topic brings the fast-path copies of the room's envelopes, taken in batches so that
+whatever queued up goes to the store in one hop, and typing indicators, which are never
+stored. Payloads were verified by our topic validator before they got here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final
+
+from hearthmesh.node.clock import Clock
+from hearthmesh.node.events import NodeEvent, TypingChanged
+from hearthmesh.node.libp2p_host import P2PHost
+from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
+from hearthmesh.node.receiver import Receiver
+from hearthmesh.protocol.content import decode_typing
+from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
+from hearthmesh.protocol.errors import HearthError, NotAuthorized, RemoteProtocolError
+from hearthmesh.protocol.gossip import decode_gossip, load_gossip, room_topic
+from hearthmesh.protocol.identity import UserId
+
+__all__ = ["ROOM_TOPIC_PREFIX", "RoomTopics"]
+
+log = logging.getLogger(__name__)
+
+ROOM_TOPIC_PREFIX: Final = "/hearthmesh/room/"
+_GOSSIP_BATCH: Final = 256
+
+
+class RoomTopics:
+    """Subscriptions to our rooms' topics and their listeners."""
+
+    def __init__(
+        self,
+        *,
+        host: P2PHost,
+        receiver: Receiver,
+        clock: Clock,
+        user: UserId,
+        members: Callable[[RoomId], Awaitable[set[UserId]]],
+        emit: Callable[[NodeEvent], None],
+        spawn: Callable[[Coroutine[Any, Any, None], str], None],
+        running: Callable[[], bool],
+    ) -> None:
+        self._host = host
+        self._receiver = receiver
+        self._clock = clock
+        self._user = user
+        self._members = members
+        self._emit = emit
+        self._spawn = spawn
+        self._running = running
+        self._topics: dict[RoomId, Subscription] = {}
+        self._subscribing: set[RoomId] = set()
+
+    def validate(self, message: GossipMessage) -> bool:
+        """Topic validator (trio thread, pure): a verified envelope of this very room."""
+        try:
+            item = decode_gossip(message.data, now_ms=self._clock.now_ms())
+        except RemoteProtocolError:
+            return False
+        return room_topic(item.envelope.room) == message.topic
+
+    async def watch(self, room: RoomId) -> None:
+        """Follow a room's topic (idempotent)."""
+        if room in self._topics or room in self._subscribing:
+            return
+        self._subscribing.add(room)  # before the await: a concurrent call must not subscribe too
+        try:
+            subscription = await self._host.subscribe(room_topic(room))
+        finally:
+            self._subscribing.discard(room)
+        self._topics[room] = subscription
+        if not self._running():  # the node began stopping while we subscribed
+            await subscription.unsubscribe()
+            return
+        self._spawn(self._listen(subscription), f"room-{room.hex()[:8]}")
+
+    async def unwatch(self, room: RoomId) -> None:
+        subscription = self._topics.pop(room, None)
+        if subscription is not None:
+            await subscription.unsubscribe()
+
+    async def close(self) -> None:
+        """End every subscription (their listeners end with them)."""
+        for room in list(self._topics):
+            try:
+                await self.unwatch(room)
+            except HearthError as exc:
+                log.debug("unsubscribing from room %s failed: %s", room.hex()[:8], exc)
+
+    async def _listen(self, subscription: Subscription) -> None:
+        async for first in subscription:
+            messages = [first]
+            while len(messages) < _GOSSIP_BATCH and (more := subscription.get_nowait()):
+                messages.append(more)
+            items = []
+            for message in messages:
+                try:
+                    item = load_gossip(message.data)  # our validator verified it already
+                    if item.envelope.kind is Kind.TYPING:
+                        await self._take_typing(item.envelope)  # ephemeral: never stored
+                    else:
+                        items.append(item)
+                except HearthError as exc:
+                    log.debug("room gossip from %s ignored: %s", message.origin[-8:], exc)
+            if items:
+                await self._receiver.accept_gossip(items)
+
+    async def _take_typing(self, envelope: Envelope) -> None:
+        if envelope.sender_user == self._user:
+            return  # our own publish, echoed by gossipsub
+        active = decode_typing(envelope.body)
+        if envelope.sender_user not in await self._members(envelope.room):
+            raise NotAuthorized("typing from a non-member")
+        self._emit(TypingChanged(room=envelope.room, user=envelope.sender_user, active=active))
