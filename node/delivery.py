@@ -22,50 +22,22 @@ from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.keyring import Keyring
 from hearthmesh.node.libp2p_host import P2PHost
 from hearthmesh.node.p2p_errors import P2PError
-from hearthmesh.node.peer_link import DeliveryFailed, PeerLinks
+from hearthmesh.node.peer_link import DeliveryFailed, PeerLinks, build_batch
 from hearthmesh.protocol.backoff import next_attempt_ms
 from hearthmesh.protocol.delivery import Ack, AckStatus, BatchItem
-from hearthmesh.protocol.envelope import Envelope, MessageId, load_envelope
+from hearthmesh.protocol.envelope import Envelope, MessageId
 from hearthmesh.protocol.identity import DeviceId, Rng, UserId
 from hearthmesh.storage.api import OutboxEntry
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["BATCH_ENTRIES", "LEASE_MS", "OutboxWorker", "build_batch"]
+__all__ = ["BATCH_ENTRIES", "LEASE_MS", "OutboxWorker"]
 
 log = logging.getLogger(__name__)
 
 BATCH_ENTRIES: Final = 256
-BATCH_BYTES: Final = 768 * 1024
-"""Below the bridge's 1 MiB frame limit with room for certificates and framing."""
 LEASE_MS: Final = 15_000
 """An entry handed out but never settled (a crash) comes due again after this long."""
 _RELAYS_TRIED: Final = 2
-
-
-def build_batch(
-    entries: list[OutboxEntry], recipient: bytes, certificate_of: Callable[[DeviceId], bytes | None]
-) -> tuple[list[bytes], list[BatchItem], list[OutboxEntry], list[OutboxEntry]]:
-    """Certificates and items for one batch, the entries they carry, and entries left out
-    (no certificate known for their device, or past the byte budget: they wait for the next)."""
-    certificates: list[bytes] = []
-    index_of: dict[bytes, int] = {}
-    items: list[BatchItem] = []
-    carried: list[OutboxEntry] = []
-    left: list[OutboxEntry] = []
-    size = 0
-    for entry in entries:
-        device = load_envelope(entry.wire).sender_device
-        cert = certificate_of(device)
-        if cert is None or size + len(entry.wire) > BATCH_BYTES:
-            left.append(entry)
-            continue
-        if cert not in index_of:
-            index_of[cert] = len(certificates)
-            certificates.append(cert)
-        items.append(BatchItem(index_of[cert], recipient, entry.wire))
-        carried.append(entry)
-        size += len(entry.wire)
-    return certificates, items, carried, left
 
 
 class OutboxWorker:
@@ -199,7 +171,7 @@ class OutboxWorker:
         errors: list[str] = []
         for home in homes:
             try:
-                await self._reach(recipient, home)
+                await self._links.reach(home, self._directory.addresses(recipient))
                 ack = await self._links.deliver(home, certs, items)
             except (DeliveryFailed, P2PError) as exc:
                 errors.append(str(exc))
@@ -219,22 +191,12 @@ class OutboxWorker:
     ) -> None:
         """One of our own user's other homes: only that node will do (no relay)."""
         try:
-            await self._reach(self._keyring.user_id, peer_id)
+            await self._links.reach(peer_id, self._directory.addresses(self._keyring.user_id))
             ack = await self._links.deliver(peer_id, certs, items)
         except (DeliveryFailed, P2PError) as exc:
             await self._retry(destination, entries, str(exc)[:200])
             return
         await self._settle(destination, self._keyring.user_id, peer_id, ack, entries)
-
-    async def _reach(self, recipient: UserId, peer_id: str) -> None:
-        """Dial a home node we are not connected to, from its home record's addresses."""
-        if peer_id in self._host.connected_peers():
-            return
-        for address in self._directory.addresses(recipient):
-            if address.endswith("/p2p/" + peer_id):
-                with contextlib.suppress(P2PError):
-                    await self._host.connect(address)
-                    return
 
     async def _relay(
         self, recipient: UserId, homes: tuple[str, ...], certs: list[bytes], items: list[BatchItem]

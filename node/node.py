@@ -189,7 +189,6 @@ class Node:
         )
         self._relay = RelayForwarder(
             store=self._store,
-            host=self._host,
             links=self._links,
             directory=self._directory,
             clock=self._clock,

@@ -12,10 +12,12 @@ import itertools
 import logging
 import time
 from collections import deque
-from typing import Final
+from collections.abc import Callable
+from typing import Final, Protocol, TypeVar
 
 from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.libp2p_host import P2PHost
+from hearthmesh.node.p2p_errors import P2PError
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,
     Ack,
@@ -25,15 +27,56 @@ from hearthmesh.protocol.delivery import (
     encode_deliver,
     verify_ack,
 )
+from hearthmesh.protocol.envelope import load_envelope
 from hearthmesh.protocol.errors import HearthError, MalformedMessage, RemoteProtocolError
+from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.protocol.peer_id import peer_id_of_node_key
 
-__all__ = ["ACK_TIMEOUT_S", "DeliveryFailed", "PeerLinks"]
+__all__ = ["ACK_TIMEOUT_S", "BATCH_BYTES", "DeliveryFailed", "PeerLinks", "build_batch"]
 
 log = logging.getLogger(__name__)
 
 ACK_TIMEOUT_S: Final = 10.0
 """How long a batch may wait for its ack before the stream is given up."""
+
+
+BATCH_BYTES: Final = 768 * 1024
+"""Below the bridge's 1 MiB frame limit with room for certificates and framing."""
+
+
+class HasWire(Protocol):
+    """Anything queued for delivery: an outbox or a relay inbox entry."""
+
+    @property
+    def wire(self) -> bytes: ...
+
+
+W = TypeVar("W", bound=HasWire)
+
+
+def build_batch(
+    entries: list[W], recipient: bytes, certificate_of: Callable[[DeviceId], bytes | None]
+) -> tuple[list[bytes], list[BatchItem], list[W], list[W]]:
+    """Certificates and items for one batch, the entries they carry, and entries left out
+    (no certificate known for their device, or past the byte budget: they wait for the next)."""
+    certificates: list[bytes] = []
+    index_of: dict[bytes, int] = {}
+    items: list[BatchItem] = []
+    carried: list[W] = []
+    left: list[W] = []
+    size = 0
+    for entry in entries:
+        cert = certificate_of(load_envelope(entry.wire).sender_device)
+        if cert is None or size + len(entry.wire) > BATCH_BYTES:
+            left.append(entry)
+            continue
+        if cert not in index_of:
+            index_of[cert] = len(certificates)
+            certificates.append(cert)
+        items.append(BatchItem(index_of[cert], recipient, entry.wire))
+        carried.append(entry)
+        size += len(entry.wire)
+    return certificates, items, carried, left
 
 
 class DeliveryFailed(HearthError):
@@ -75,6 +118,19 @@ class PeerLinks:
                     raise
                 raise DeliveryFailed(f"{peer_id[-8:]}: {type(exc).__name__}: {exc}") from exc
             return ack
+
+    async def reach(self, peer_id: str, addresses: tuple[str, ...]) -> bool:
+        """Dial `peer_id` from the addresses a home record gives, unless connected already."""
+        if peer_id in self._host.connected_peers():
+            return True
+        for address in addresses:
+            if address.endswith("/p2p/" + peer_id):
+                try:
+                    await self._host.connect(address)
+                except P2PError:
+                    continue
+                return True
+        return False
 
     def _check(self, peer_id: str, batch_id: int, count: int, frame: object) -> Ack:
         if isinstance(frame, ProtocolErrorFrame):

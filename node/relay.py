@@ -14,11 +14,8 @@ from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.directory import HomeDirectory
-from hearthmesh.node.libp2p_host import P2PHost
-from hearthmesh.node.p2p_errors import P2PError
-from hearthmesh.node.peer_link import DeliveryFailed, PeerLinks
-from hearthmesh.protocol.delivery import AckStatus, BatchItem
-from hearthmesh.protocol.envelope import load_envelope
+from hearthmesh.node.peer_link import DeliveryFailed, PeerLinks, build_batch
+from hearthmesh.protocol.delivery import AckStatus
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.storage.api import RelayEntry
 from hearthmesh.storage.async_store import AsyncStore
@@ -37,14 +34,12 @@ class RelayForwarder:
         self,
         *,
         store: AsyncStore,
-        host: P2PHost,
         links: PeerLinks,
         directory: HomeDirectory,
         clock: Clock,
         poll_ms: int,
     ) -> None:
         self._store = store
-        self._host = host
         self._links = links
         self._directory = directory
         self._clock = clock
@@ -82,29 +77,16 @@ class RelayForwarder:
         if not entries:
             return True
         for home in self._directory.homes(recipient):
-            if home not in self._host.connected_peers():
-                for address in self._directory.addresses(recipient):
-                    if address.endswith("/p2p/" + home):
-                        with contextlib.suppress(P2PError):
-                            await self._host.connect(address)
-            if home not in self._host.connected_peers():
+            if not await self._links.reach(home, self._directory.addresses(recipient)):
                 continue
             if await self._deliver(recipient, home, entries):
                 return len(entries) < _BATCH and await self._forward(recipient)
         return False
 
     async def _deliver(self, recipient: UserId, home: str, entries: list[RelayEntry]) -> bool:
-        certificates: list[bytes] = []
-        items: list[BatchItem] = []
-        carried: list[RelayEntry] = []
-        for entry in entries:
-            cert = self._directory.certificate(load_envelope(entry.wire).sender_device)
-            if cert is None:
-                continue
-            if cert not in certificates:
-                certificates.append(cert)
-            items.append(BatchItem(certificates.index(cert), recipient, entry.wire))
-            carried.append(entry)
+        certificates, items, carried, _ = build_batch(
+            entries, recipient, self._directory.certificate
+        )
         try:
             ack = await self._links.deliver(home, certificates, items)
         except DeliveryFailed as exc:
