@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hearthmesh.node.clock import SystemClock
 from hearthmesh.node.events import MessageReceived, PresenceChanged
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost
 from hearthmesh.node.node import Node
@@ -34,7 +35,7 @@ from hearthmesh.protocol.identity import (
 )
 from hearthmesh.protocol.rooms import direct_room_id
 
-from .conftest import NodeFactory, collect, node_config, wait_until
+from .conftest import NodeFactory, collect, free_port, node_config, spawn_node, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +143,7 @@ async def test_hostile_peer_is_refused_and_others_still_deliver(make_node: NodeF
         assert await bob.get_event(impostor.message_id) is None
 
 
-async def test_presence_flips_on_stop_and_after_a_silent_ttl(make_node: NodeFactory) -> None:
+async def test_presence_flips_online_and_offline_on_a_graceful_stop(make_node: NodeFactory) -> None:
     async with asyncio.timeout(20), make_node("alice") as alice:
         events = alice.events()
         async with make_node("bob") as bob:
@@ -196,3 +197,20 @@ async def test_unknown_user_is_found_through_the_dht(make_node: NodeFactory) -> 
         arriving = asyncio.create_task(collect(carol.events(), MessageReceived, 1))
         sent = await alice.send(room, b"found you")
         assert [e.envelope.message_id for e in await arriving] == [sent.message_id]
+
+
+async def test_a_killed_node_goes_offline_after_the_ttl(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """No goodbye from a node killed with SIGKILL: its user is offline once the TTL passes."""
+    async with asyncio.timeout(20), make_node("alice") as alice:
+        events = alice.events()
+        bob = await spawn_node(tmp_path / "bob", free_port(), connect=(alice.listen_addrs[0],))
+        online = await collect(events, PresenceChanged, 1)
+        assert online[0].user == bob.user_id and online[0].online
+        await bob.kill()
+        killed_at_ms = SystemClock().now_ms()
+        offline = await collect(events, PresenceChanged, 1)
+        assert offline[0].user == bob.user_id and not offline[0].online
+        assert SystemClock().now_ms() - offline[0].last_seen_ms >= 1_000  # the TTL, not a goodbye
+        assert SystemClock().now_ms() - killed_at_ms < 10_000
