@@ -314,6 +314,12 @@ class HistoryStore(Protocol):
         """Raise a recipient's status; False if it was already at or past `status`."""
         ...
 
+    def set_statuses(
+        self, updates: Sequence[tuple[bytes, bytes, DeliveryStatus]], *, now_ms: int
+    ) -> list[bool]:
+        """`set_status` for many (message id, recipient, status) in one transaction."""
+        ...
+
     def last_seq(self, room: bytes, sender_device: bytes) -> int:
         """The highest sequence number of `sender_device` stored in `room`, 0 if none."""
         ...

@@ -101,6 +101,17 @@ class KvStore:
             lambda txn: history.set_status_txn(txn, message_id, recipient, status, now_ms)
         )
 
+    def set_statuses(
+        self, updates: Sequence[tuple[bytes, bytes, DeliveryStatus]], *, now_ms: int
+    ) -> list[bool]:
+        """`set_status` for many (message id, recipient, status) in one transaction."""
+        return self._engine.write(
+            lambda txn: [
+                history.set_status_txn(txn, message_id, recipient, status, now_ms)
+                for message_id, recipient, status in updates
+            ]
+        )
+
     def last_seq(self, room: bytes, sender_device: bytes) -> int:
         """The highest sequence number of `sender_device` stored in `room`, 0 if none."""
         with self._engine.read() as txn:

@@ -120,11 +120,11 @@ class ReceiptService:
 def _raise_own(
     store: Store, own: UserId, ids: list[MessageId], status: ReceiptStatus, now_ms: int
 ) -> list[MessageId]:
-    fresh: list[MessageId] = []
-    for message_id in dict.fromkeys(ids):
-        if store.set_status(message_id, own, DeliveryStatus(status), now_ms=now_ms):
-            fresh.append(message_id)
-    return fresh
+    unique = list(dict.fromkeys(ids))
+    raised = store.set_statuses(
+        [(m, own, DeliveryStatus(status)) for m in unique], now_ms=now_ms
+    )  # one transaction for the whole flush
+    return [m for m, changed in zip(unique, raised, strict=True) if changed]
 
 
 def _apply(
@@ -141,10 +141,12 @@ def _apply(
         if stored is not None and stored.envelope.sender_user == own:
             originals[message_id] = stored.envelope
     changes: list[StatusChange] = []
-    for update in receipt_updates(envelope, receipt, originals):
-        if not store.set_status(
-            update.message_id, update.recipient, DeliveryStatus(update.status), now_ms=now_ms
-        ):
+    updates = receipt_updates(envelope, receipt, originals)
+    raised = store.set_statuses(
+        [(u.message_id, u.recipient, DeliveryStatus(u.status)) for u in updates], now_ms=now_ms
+    )  # one transaction for the whole receipt
+    for update, changed in zip(updates, raised, strict=True):
+        if not changed:
             continue  # already there: a duplicate or overtaken receipt changes nothing
         statuses = {UserId(r.recipient): int(r.status) for r in store.statuses(update.message_id)}
         changes.append(

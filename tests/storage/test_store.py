@@ -141,6 +141,22 @@ def test_empty_room_and_bad_page_arguments(store: KvStore) -> None:
 # --- status --------------------------------------------------------------------------------
 
 
+def test_set_statuses_is_one_call_with_a_result_each(store: KvStore) -> None:
+    env = make_envelope()
+    store.append(AppendRequest(envelope=env))
+    first = store.set_statuses(
+        [
+            (env.message_id, USER_B, DeliveryStatus.DELIVERED),
+            (b"\x00" * 32, USER_B, DeliveryStatus.READ),
+        ],
+        now_ms=5,
+    )
+    assert first == [True, False]
+    again = store.set_statuses([(env.message_id, USER_B, DeliveryStatus.SENT)], now_ms=6)
+    assert again == [False]
+    assert [r.status for r in store.statuses(env.message_id)] == [DeliveryStatus.DELIVERED]
+
+
 def test_status_only_moves_forward(store: KvStore) -> None:
     env = make_envelope()
     store.append(AppendRequest(envelope=env))
