@@ -26,8 +26,9 @@ from hearthmesh.node.peer_link import DeliveryFailed, PeerLinks, build_batch
 from hearthmesh.protocol.backoff import next_attempt_ms
 from hearthmesh.protocol.delivery import Ack, AckStatus, BatchItem
 from hearthmesh.protocol.envelope import Envelope, MessageId
+from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.identity import DeviceId, Rng, UserId
-from hearthmesh.storage.api import OutboxEntry
+from hearthmesh.storage.api import OutboxEntry, Store
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["BATCH_ENTRIES", "LEASE_MS", "OutboxWorker"]
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 
 BATCH_ENTRIES: Final = 256
 LEASE_MS: Final = 15_000
+SETTLE_EVERY_MS: Final = 50
+"""How often acked entries leave the stored outbox (one transaction for all of them)."""
 """An entry handed out but never settled (a crash) comes due again after this long."""
 _RELAYS_TRIED: Final = 2
 
@@ -70,6 +73,8 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._queued: dict[bytes, list[OutboxEntry]] = {}
         self._group: asyncio.TaskGroup | None = None
+        self._settled: dict[bytes, list[MessageId]] = {}
+        """Acked entries by destination, not yet removed from the stored outbox."""
         """Entries taken for each destination whose delivery task is running."""
         self.delivered = 0
         """Entries acked by a home node (for status and benchmarks)."""
@@ -109,10 +114,31 @@ class OutboxWorker:
         else:
             queued.append(entry)  # its task takes it after the batch in flight
 
+    async def _write_settled(self) -> None:
+        """Drop acked entries from the stored outbox, coalesced every SETTLE_EVERY_MS.
+
+        The signed ack is what counts; the outbox row is bookkeeping. A row that outlives a
+        crash is sent once more and answered DUPLICATE, so one commit (and fsync) per interval
+        serves every ack of the interval instead of one per batch on the hot path.
+        """
+        try:
+            while True:
+                await asyncio.sleep(SETTLE_EVERY_MS / 1000)
+                await self._flush_settled()
+        finally:
+            with contextlib.suppress(HearthError):
+                await self._flush_settled()  # a clean stop leaves no stale rows
+
+    async def _flush_settled(self) -> None:
+        settled, self._settled = self._settled, {}
+        if settled:
+            await self._store.run(_ack_all, self._store.store, settled)
+
     async def run(self) -> None:
         """Serve the outbox until cancelled."""
         async with asyncio.TaskGroup() as group:
             self._group = group
+            group.create_task(self._write_settled())
             while True:
                 self._wake.clear()
                 entries = await self._store.run(
@@ -241,7 +267,7 @@ class OutboxWorker:
                 again.append(entry)
         for message_id in done:  # the signed ack is the fact; our outbox row is bookkeeping
             self._emit(DeliveredToHome(message_id=message_id, recipient=recipient, peer_id=home))
-        await self._store.run(self._store.store.ack_many, destination, done)
+        self._settled.setdefault(destination, []).extend(done)  # written by _write_settled
         self.delivered += len(done)
         if again:
             await self._retry(destination, again, f"deferred by {home[-8:]}")
@@ -250,3 +276,8 @@ class OutboxWorker:
         now = self._clock.now_ms()
         plan = [(e.message_id, next_attempt_ms(e.attempts, now, self._rng)) for e in entries]
         await self._store.run(self._store.store.reschedule_many, destination, plan, error=error)
+
+
+def _ack_all(store: Store, settled: dict[bytes, list[MessageId]]) -> None:
+    for destination, message_ids in settled.items():
+        store.ack_many(destination, message_ids)
