@@ -14,7 +14,7 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Final, Self
 
 from hearthmesh.node.clock import Clock, CorrectedClock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
@@ -54,6 +54,7 @@ from hearthmesh.protocol.gossip import (
     room_topic,
 )
 from hearthmesh.protocol.hello import HELLO_PROTOCOL
+from hearthmesh.protocol.hlc import ZERO, Timestamp, decode_timestamp, encode_timestamp
 from hearthmesh.protocol.home_dht import home_record_key
 from hearthmesh.protocol.identity import (
     DeviceCertificate,
@@ -83,6 +84,8 @@ from hearthmesh.storage.async_store import AsyncStore
 from hearthmesh.storage.lmdb_store import LmdbStore
 
 __all__ = ["Node"]
+
+_HLC_SETTING: Final = "hlc.last"
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,8 @@ class Node:
         self.keyring: Keyring = await self._store.run(
             load_or_create_keyring, store, now_ms=self._clock.now_ms, rng=secrets.token_bytes
         )
+        self._hlc.last = await self._store.run(_restored_hlc, store, self.keyring.user_id)
+        self._stack.push_async_callback(self._save_hlc)
         local = {self.keyring.user_id}
         self._directory = HomeDirectory()
         self._rooms = RoomRegistry(local)
@@ -295,6 +300,11 @@ class Node:
         for task in list(self._background):
             task.cancel()
         await self._topics.close()
+
+    async def _save_hlc(self) -> None:
+        await self._store.run(
+            self._store.store.set_setting, _HLC_SETTING, encode_timestamp(self._hlc.last)
+        )
 
     async def stop(self) -> None:
         """Announce offline, stop services, the host and the store. Idempotent."""
@@ -724,3 +734,15 @@ def _digest_room(store: Store, room: RoomId) -> tuple[bytes, int]:
         if page.next is None:
             return running.digest(), running.count
         cursor = page.next
+
+
+def _restored_hlc(store: Store, user: UserId) -> Timestamp:
+    """Where our HLC stood: saved at the last clean stop, or the latest activity stored.
+
+    An HLC that restarted from zero under a clock that went back would stamp new events
+    before our earlier ones (SPEC §4.2.3).
+    """
+    saved = store.get_setting(_HLC_SETTING)
+    last = decode_timestamp(saved) if saved is not None else ZERO
+    newest = store.conversations(user, page_size=1).items
+    return max(last, newest[0].latest_activity) if newest else last

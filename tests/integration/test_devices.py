@@ -274,3 +274,17 @@ async def test_three_devices_two_friends_skew_churn_and_a_late_link_converge(
                     devices = [alice, fast, slow, latecomer]
                     await wait_until_digests_agree([*devices, bob], direct, 22)
                     await wait_until_digests_agree([*devices, bob, carol], group, 24)
+
+
+async def test_a_restart_under_a_clock_that_went_back_stamps_after_earlier_events(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(20), make_node("bob") as bob:
+        config = node_config(tmp_path / "alice")
+        async with Node(config) as alice:
+            room = await alice.open_direct(bob.user_id)
+            before = await alice.send(room, b"before the restart")
+        async with Node(config, clock=SkewedClock(-600_000)) as alice:
+            after = await alice.send(room, b"after the restart, clock 10 min back")
+        assert after.hlc > before.hlc
+        assert after.seq == before.seq + 1
