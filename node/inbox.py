@@ -16,16 +16,18 @@ from hearthmesh.node.directory import HomeDirectory
 from hearthmesh.node.rooms import Admission, RoomRegistry
 from hearthmesh.node.sequencing import ReleaseOrder
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult, rejected
-from hearthmesh.protocol.envelope import Envelope, MessageId
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId
 from hearthmesh.protocol.errors import (
     ClockSkew,
     ErrorCode,
     HearthError,
     ProtocolError,
     QuotaExceeded,
+    RemoteProtocolError,
 )
 from hearthmesh.protocol.identity import UserId
-from hearthmesh.storage.api import AppendRequest, AppendResult, Store
+from hearthmesh.protocol.private import decode_private
+from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, Store
 
 __all__ = ["Arrival", "Inbox", "StoreOutcome", "error_result"]
 
@@ -154,6 +156,8 @@ class Inbox:
             return rejected(envelope.message_id, ProtocolError("another event holds this slot"))
         if self._rooms.note_stored(store, envelope, now_ms=now_ms):
             outcome.membership_changed.add(envelope.room)
+        if envelope.kind is Kind.PRIVATE and envelope.sender_user in self._local:
+            apply_private(store, envelope)
         first = 1 if self._rooms.is_direct_with_local(envelope) else envelope.seq
         outcome.released += self._release.offer(store, envelope, first_seq_if_new=first)
         return DeliveryResult(message_id=envelope.message_id, status=AckStatus.STORED)
@@ -180,3 +184,19 @@ def error_result(message_id: MessageId, error: HearthError) -> DeliveryResult:
             message_id=message_id, status=AckStatus.DEFERRED, code=int(ErrorCode.CLOCK_SKEW)
         )
     return rejected(message_id, error)
+
+
+def apply_private(store: Store, envelope: Envelope) -> None:
+    """Apply our user's PRIVATE change (SPEC §22.6); runs on the store thread.
+
+    A conversation deleted on another device leaves our list too, unless something newer than
+    the deletion arrived here meanwhile (a later event lists a conversation again).
+    """
+    try:
+        change = decode_private(envelope.body)
+    except RemoteProtocolError as exc:
+        log.info("private change %s ignored: %s", envelope.message_id.hex()[:12], exc)
+        return
+    newest = store.page_history(change.room, cursor=None, direction=Direction.BACKWARD, limit=1)
+    if not newest.events or newest.events[-1].envelope.hlc <= envelope.hlc:
+        store.delete_conversation(envelope.sender_user, change.room)

@@ -70,6 +70,11 @@ from hearthmesh.protocol.membership import (
     RoomState,
     encode_membership,
 )
+from hearthmesh.protocol.private import (
+    PRIVATE_CONTENT_TYPE,
+    encode_conversation_deleted,
+    self_room_id,
+)
 from hearthmesh.protocol.rooms import group_room_id, is_direct_room
 from hearthmesh.protocol.sync import SYNC_PROTOCOL
 from hearthmesh.storage.api import (
@@ -86,6 +91,8 @@ from hearthmesh.storage.lmdb_store import LmdbStore
 __all__ = ["Node"]
 
 _HLC_SETTING: Final = "hlc.last"
+_NOT_GOSSIPED: Final = (Kind.MEMBERSHIP, Kind.PRIVATE)
+"""Membership goes by the guaranteed path only; private state only to our own homes."""
 
 log = logging.getLogger(__name__)
 
@@ -263,9 +270,19 @@ class Node:
         await self._stack.enter_async_context(self._tasks)
         self._stack.push_async_callback(self._cancel_services)
         self._started = True
+        self._self_room = self_room_id(self.keyring.user_id)
+        await self._store.run(  # listed nowhere (not local), but synced like any room
+            store.add_member,
+            self._self_room,
+            self.keyring.user_id,
+            role=0,
+            local=False,
+            now_ms=self._clock.now_ms(),
+        )
         rooms = await self._store.run(store.rooms_of, self.keyring.user_id)
         for room in rooms:
-            await self._topics.watch(room)
+            if room != self._self_room:  # private state never goes on gossip
+                await self._topics.watch(room)
         held_for = set(await self._store.run(store.relay_recipients))
         known = await self._store.run(_room_members, store, rooms)
         await self._store.run(self._directory.load, store, sorted(held_for | known))
@@ -354,6 +371,17 @@ class Node:
         """
         await self._homes.revoke(device)
         await self._announce_home_record()
+
+    async def delete_conversation(self, room: RoomId) -> bool:
+        """Take a conversation off our list on every device of our user (SPEC §22.6).
+
+        History stays; a later event in the room lists it again. False if it was not listed.
+        """
+        removed = await self._store.run(self._store.store.delete_conversation, self.user_id, room)
+        if removed:
+            body = encode_conversation_deleted(room)
+            await self._send(self._self_room, body, PRIVATE_CONTENT_TYPE, Kind.PRIVATE, extra=set())
+        return removed
 
     async def history_digest(self, room: RoomId) -> tuple[bytes, int]:
         """(SHA-256 over the room's ordered event ids, how many): compare two devices."""
@@ -515,7 +543,8 @@ class Node:
         return await self._store.run(self._rooms.members, self._store.store, room)
 
     async def rooms(self) -> list[RoomId]:
-        return await self._store.run(self._store.store.rooms_of, self.user_id)
+        rooms = await self._store.run(self._store.store.rooms_of, self.user_id)
+        return [room for room in rooms if room != self._self_room]  # private state, not a room
 
     async def room_state(self, room: RoomId) -> RoomState | None:
         """The folded state of a room (name, openness, members and roles); None if unknown.
@@ -552,7 +581,7 @@ class Node:
         Raises:
             NotAuthorized: we are not a member of `room`.
         """
-        if kind in (Kind.MEMBERSHIP, Kind.TYPING, Kind.PRESENCE):
+        if kind in (Kind.MEMBERSHIP, Kind.TYPING, Kind.PRESENCE, Kind.PRIVATE):
             raise LocalProtocolError(f"{kind.name} is not sent with send()")
         return await self._send(room, body, content_type, kind, extra=set())
 
@@ -593,7 +622,7 @@ class Node:
         self._outbox.submit(envelope, recipients)
         # Gossip is a fan-out: a direct room has one other home node, which the direct stream
         # reaches at once, so gossip would only double the work on both ends.
-        if kind is not Kind.MEMBERSHIP and not is_direct_room(room, members):
+        if kind not in _NOT_GOSSIPED and not is_direct_room(room, members):
             self._gossip_out.publish_nowait(room_topic(room), self._gossip_payload(envelope))
         return envelope
 

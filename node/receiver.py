@@ -29,6 +29,7 @@ from hearthmesh.protocol.delivery import (
     sign_ack,
     verify_batch,
 )
+from hearthmesh.protocol.envelope import Kind
 from hearthmesh.protocol.errors import ClockSkew, MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.gossip import GossipItem
 from hearthmesh.protocol.identity import UserId, encode_certificate
@@ -162,7 +163,8 @@ class Receiver:
             if result.status in (AckStatus.STORED, AckStatus.DUPLICATE):
                 self._recent.add(result.message_id)
         for envelope in outcome.released:
-            self._emit(MessageReceived(envelope=envelope))
+            if envelope.kind is not Kind.PRIVATE:  # our own bookkeeping, not a message
+                self._emit(MessageReceived(envelope=envelope))
         self._on_outcome(outcome)
 
 

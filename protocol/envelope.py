@@ -65,6 +65,7 @@ class Kind(IntEnum):
     HOME_RECORD = 8
     TYPING = 9
     PRESENCE = 10
+    PRIVATE = 11
 
     @property
     def ephemeral(self) -> bool:

@@ -162,8 +162,7 @@ async def delete_conversation(request: web.Request) -> web.Response:
     service = _service(request)
     service.require_self(_uid_param(request))
     room = _room(request, request.query.get("id"))
-    store = service.node.store
-    if not await store.run(store.store.delete_conversation, service.own, room):
+    if not await service.node.delete_conversation(room):
         raise NotFound(f"no conversation {room.hex()[:16]} in the list")
     return web.json_response({"id": room.hex(), "deleted": True})
 

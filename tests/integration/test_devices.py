@@ -288,3 +288,42 @@ async def test_a_restart_under_a_clock_that_went_back_stamps_after_earlier_event
             after = await alice.send(room, b"after the restart, clock 10 min back")
         assert after.hlc > before.hlc
         assert after.seq == before.seq + 1
+
+
+async def test_deleting_a_conversation_reaches_every_device_of_the_user(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
+        config = node_config(tmp_path / "laptop", listen_addrs=(_local_addr(),))
+        await link_new_device(
+            config.data_dir,
+            encode_link_code(alice.create_link_code()),
+            now_ms=SystemClock().now_ms,
+            rng=secrets.token_bytes,
+            listen_addrs=config.listen_addrs,
+        )
+        async with Node(config) as laptop:
+            await laptop.connect(alice.listen_addrs[0])
+            await bob.connect(alice.listen_addrs[0])
+            room = await bob.open_direct(alice.user_id)
+            await bob.send(room, b"hi alice")
+            await wait_until_digests_agree([alice, laptop], room, 1)
+            assert room in await listed(laptop)
+            assert await alice.delete_conversation(room)
+            assert room not in await listed(alice)
+            await wait_until_not_listed(laptop, room)
+            assert room in await alice.rooms()  # membership and history stay
+            await bob.send(room, b"are you there?")  # a later event lists it again
+            await wait_until_digests_agree([alice, laptop], room, 2)
+            assert room in await listed(alice) and room in await listed(laptop)
+            assert (await laptop.history_digest(room)) == (await alice.history_digest(room))
+
+
+async def listed(node: Node) -> list[RoomId]:
+    page = await node.store.run(node.store.store.conversations, node.user_id, page_size=50)
+    return [item.room for item in page.items]
+
+
+async def wait_until_not_listed(node: Node, room: RoomId) -> None:
+    while room in await listed(node):  # noqa: ASYNC110 - store state has no event
+        await asyncio.sleep(0.05)

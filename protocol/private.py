@@ -1,0 +1,64 @@
+"""Private state of one user, shared by their own devices only (SPEC §22.6).
+
+Some changes concern one user alone — a conversation deleted from their list — yet must reach
+every device of that user. They travel as PRIVATE envelopes in the user's self room, a room
+whose only member is the user: they go to the user's other homes and to no one else, and sync
+between homes repairs them like any history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final
+
+from .canonical import decode_canonical, encode_canonical
+from .envelope import RoomId
+from .errors import MalformedMessage
+from .identity import UserId
+
+__all__ = [
+    "PRIVATE_CONTENT_TYPE",
+    "SELF_ROOM_DOMAIN",
+    "ConversationDeleted",
+    "PrivateAction",
+    "decode_private",
+    "encode_conversation_deleted",
+    "self_room_id",
+]
+
+SELF_ROOM_DOMAIN: Final = b"hearthmesh/self-room/v0\x00"
+PRIVATE_CONTENT_TYPE: Final = "application/x-hearthmesh-private"
+_MAX_BODY_BYTES: Final = 256
+
+
+def self_room_id(user: UserId) -> RoomId:
+    """SHA-256(domain | user): the room of a user's private state."""
+    return RoomId(hashlib.sha256(SELF_ROOM_DOMAIN + user).digest())
+
+
+class PrivateAction(IntEnum):
+    """What a PRIVATE envelope does. Values are never renumbered."""
+
+    CONVERSATION_DELETED = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConversationDeleted:
+    """The user removed `room` from their conversation list (history stays)."""
+
+    room: RoomId
+
+
+def encode_conversation_deleted(room: RoomId) -> bytes:
+    """CBOR [1, room]."""
+    return encode_canonical([int(PrivateAction.CONVERSATION_DELETED), room])
+
+
+def decode_private(body: bytes) -> ConversationDeleted:
+    """Parse a PRIVATE body. Raises MalformedMessage or TooLarge."""
+    match decode_canonical(body, max_bytes=_MAX_BODY_BYTES):
+        case [1, bytes() as room] if len(room) == 32:
+            return ConversationDeleted(room=RoomId(room))
+    raise MalformedMessage("not a private-state body")
