@@ -178,8 +178,10 @@ class SyncService:
         if not have:
             return
         wanted = set(have)
-        now = self._now_ms()
-        plan = [(m, now + i) for i, m in enumerate(m for m in room.order if m in wanted)]
+        ordered = [m for m in room.order if m in wanted]
+        # Due at once, yet in history order: distinct due times ending now, 1 ms apart.
+        first_ms = self._now_ms() - len(ordered)
+        plan = [(m, first_ms + i) for i, m in enumerate(ordered)]
         queued = await self._store.run(
             self._store.store.enqueue_many, node_destination(peer_id), plan
         )

@@ -5,7 +5,8 @@ the network or the store, so the figures are the protocol's own: messages, bytes
 Events are one second apart with SHA-256 ids. Differences are spread uniformly at random (fixed
 seed), the worst case; `diff_bytes_newest` shows the common case of a device missing the newest
 events. `new_device_bytes` adds what moving the missing events would cost: their count times the
-wire size of a sealed 200-byte text envelope.
+wire size of a sealed 200-byte text envelope. The `node_*` figures come from real nodes
+(`sync_nodes.py`): a device linked to a primary that holds the events, until its digest agrees.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from hearthmesh.protocol.envelope import Kind, MessageId, RoomId, seal
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, generate_keypair
 from hearthmesh.protocol.reconcile import DEFAULT_FRAME_LIMIT_BYTES, Reconciler, SortedItems
+from hearthmesh.tools.bench.sync_nodes import node_new_device
 
 __all__ = ["run"]
 
@@ -125,4 +127,5 @@ def run(quick: bool) -> dict[str, Any]:
         ),
         "index_build_ms": index_ms,
         "reconcile_ms": timings,
+        **node_new_device(2_000 if quick else 20_000),
     }
