@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 BATCH_ENTRIES: Final = 256
 LEASE_MS: Final = 15_000
+MAX_QUEUED_ENTRIES: Final = 4 * BATCH_ENTRIES * 4
+"""Entries taken from the store and not yet settled, over all destinations (the in-memory bound)."""
 SETTLE_EVERY_MS: Final = 50
 """How often acked entries leave the stored outbox (one transaction for all of them)."""
 """An entry handed out but never settled (a crash) comes due again after this long."""
@@ -141,6 +143,13 @@ class OutboxWorker:
             group.create_task(self._write_settled())
             while True:
                 self._wake.clear()
+                if sum(map(len, self._queued.values())) >= MAX_QUEUED_ENTRIES:
+                    # Enough in hand: taking more would lease entries we cannot send before
+                    # their lease runs out, and they would be handed out (and sent) twice.
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._poll_s):
+                            await self._wake.wait()
+                    continue
                 entries = await self._store.run(
                     self._store.store.take_due,
                     now_ms=self._clock.now_ms(),
@@ -173,6 +182,7 @@ class OutboxWorker:
                     await self._deliver(recipient, certs, items, carried)
                 else:
                     await self._deliver_to_node(destination, sibling, certs, items, carried)
+                self._wake.set()  # room in hand again: the loop may take more
         finally:
             del self._queued[destination]
 

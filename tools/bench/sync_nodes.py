@@ -55,9 +55,9 @@ async def _measure(events: int) -> dict[str, Any]:
                     await asyncio.sleep(0.05)  # polling a store: there is no event to await
                 caught_up_s = time.perf_counter() - started
     return {
-        "node_new_device_events": total,
-        "node_new_device_s": round(caught_up_s, 3),
-        "node_new_device_events_per_s": round(total / caught_up_s),
+        "new_device_events": total,
+        "new_device_s": round(caught_up_s, 3),
+        "new_device_events_per_s": round(total / caught_up_s),
         "node_history_build_s": round(build_s, 3),
     }
 
