@@ -1,6 +1,7 @@
 """`hearthmesh bench api`: client to client through the WebSocket API, receipts on.
 
-Two home nodes (alice on A, bob on B) on 127.0.0.1 with LMDB in a temporary directory. Every
+Two home nodes (alice on A, bob on B) on 127.0.0.1 with LMDB in a temporary directory; A, its
+API and the three clients run in this process, B runs as `hearthmesh run` in its own. Every
 message a client sends is durable on A before `message_sent`; bob's client acks every message
 it receives (`delivered`), so signed receipts flow back while we measure.
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,8 +31,9 @@ import aiohttp
 from hearthmesh.node.api import ApiConfig, ApiServer
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.node import Node
-from hearthmesh.protocol.identity import user_id_text
+from hearthmesh.protocol.identity import decode_user_id, user_id_text
 from hearthmesh.tools.bench.stats import percentile
+from hearthmesh.tools.node_process import NodeProcessFailed
 
 __all__ = ["run"]
 
@@ -112,47 +116,88 @@ async def _measure(
     }
 
 
+async def _start_bob(data_dir: Path) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
+    """Bob's home node and API in their own process (`hearthmesh run`), as a person runs it."""
+    script = str(Path(sys.executable).parent / "hearthmesh")
+    init = await asyncio.create_subprocess_exec(
+        script,
+        "init",
+        "--data-dir",
+        str(data_dir),
+        "--name",
+        "bob",
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    await init.wait()
+    process = await asyncio.create_subprocess_exec(
+        script,
+        "run",
+        "--data-dir",
+        str(data_dir),
+        "--api",
+        "127.0.0.1:0",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--no-mdns",
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    facts: dict[str, str] = {}
+    while process.stdout is not None and "api" not in facts:
+        line = (await process.stdout.readline()).decode()
+        if not line:
+            raise NodeProcessFailed("bob's node did not start")
+        key, _, value = line.strip().partition(":")
+        if key in ("user id", "listening"):
+            facts[key] = value.split()[0]
+        elif key == "API":
+            facts["api"] = value.split()[0]
+    facts["token"] = (data_dir / "api-token").read_text().strip()
+    return process, facts
+
+
 async def _bench(quick: bool) -> dict[str, Any]:
     samples, burst = (50, 300) if quick else (300, 3000)
     with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-api-") as tmp:
+        bob_process, bob = await _start_bob(Path(tmp) / "b")
+        try:
+            return await _with_bob(Path(tmp), bob, samples, burst)
+        finally:
+            bob_process.terminate()
+            await bob_process.wait()
 
-        def config(name: str) -> NodeConfig:
-            return NodeConfig(
-                data_dir=Path(tmp) / name,
-                listen_addrs=("/ip4/127.0.0.1/tcp/0",),
-                retry_poll_ms=50,
-            )
 
-        api_config = ApiConfig(token=_TOKEN, port=0)
+async def _with_bob(tmp: Path, bob: dict[str, str], samples: int, burst: int) -> dict[str, Any]:
+    config = NodeConfig(
+        data_dir=tmp / "a", listen_addrs=("/ip4/127.0.0.1/tcp/0",), retry_poll_ms=50
+    )
+    async with (
+        Node(config) as node_a,
+        ApiServer(node_a, ApiConfig(token=_TOKEN, port=0)) as api_a,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {_TOKEN}"}) as http,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {bob['token']}"}) as bob_http,
+    ):
+        await node_a.connect(bob["listening"])
+        alice = user_id_text(node_a.user_id)
+        room = (await node_a.open_direct(decode_user_id(bob["user id"]))).hex()
+        async with bob_http.post(bob["api"] + "/v1/conversation", json={"recipient_id": alice}):
+            pass
         async with (
-            Node(config("a")) as node_a,
-            Node(config("b")) as node_b,
-            ApiServer(node_a, api_config) as api_a,
-            ApiServer(node_b, api_config) as api_b,
-            aiohttp.ClientSession(headers={"Authorization": f"Bearer {_TOKEN}"}) as http,
+            http.ws_connect(api_a.url + "/v1/ws") as phone_ws,
+            http.ws_connect(api_a.url + "/v1/ws") as laptop_ws,
+            bob_http.ws_connect(bob["api"] + "/v1/ws") as bob_ws,
+            asyncio.TaskGroup() as group,
         ):
-            await node_a.connect(node_b.listen_addrs[0])
-            alice, bob = user_id_text(node_a.user_id), user_id_text(node_b.user_id)
-            room = (await node_a.open_direct(node_b.user_id)).hex()
-            await node_b.open_direct(node_a.user_id)
-            async with (
-                http.ws_connect(api_a.url + "/v1/ws") as phone_ws,
-                http.ws_connect(api_a.url + "/v1/ws") as laptop_ws,
-                http.ws_connect(api_b.url + "/v1/ws") as bob_ws,
-                asyncio.TaskGroup() as group,
-            ):
-                phone = _Client(phone_ws, alice, ack=False)
-                laptop = _Client(laptop_ws, alice, ack=False)
-                bob_client = _Client(bob_ws, bob, ack=True)
-                readers = [group.create_task(c.read()) for c in (phone, laptop, bob_client)]
-                await _measure(phone, bob_client, room, samples=10, burst=50, tag="warm")
-                same = await _measure(phone, laptop, room, samples=samples, burst=burst, tag="s")
-                cross = await _measure(
-                    phone, bob_client, room, samples=samples, burst=burst, tag="c"
-                )
-                for reader in readers:
-                    reader.cancel()
-                receipts = phone.receipts + laptop.receipts
+            phone = _Client(phone_ws, alice, ack=False)
+            laptop = _Client(laptop_ws, alice, ack=False)
+            bob_client = _Client(bob_ws, bob["user id"], ack=True)
+            readers = [group.create_task(c.read()) for c in (phone, laptop, bob_client)]
+            await _measure(phone, bob_client, room, samples=10, burst=50, tag="warm")
+            same = await _measure(phone, laptop, room, samples=samples, burst=burst, tag="s")
+            cross = await _measure(phone, bob_client, room, samples=samples, burst=burst, tag="c")
+            for reader in readers:
+                reader.cancel()
+            receipts = phone.receipts + laptop.receipts
     return {
         "samples": samples,
         "burst": burst,
@@ -164,6 +209,8 @@ async def _bench(quick: bool) -> dict[str, Any]:
         "cross_node_p99_ms": cross["p99_ms"],
         "cross_node_msgs_per_s": cross["msgs_per_s"],
         "receipt_events_seen_by_alice": receipts,
+        "layout": "alice's node, API and the three clients in this process; bob's node and API "
+        "in a `hearthmesh run` process",
     }
 
 
