@@ -11,7 +11,7 @@ import pytest
 from hearthmesh.node.clock import SystemClock
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import MessageReceived
-from hearthmesh.node.linking import link_new_device
+from hearthmesh.node.linking import LinkedDevice, link_new_device
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.protocol.errors import NotAuthorized
@@ -28,6 +28,19 @@ def _local_addr() -> str:
     return f"/ip4/127.0.0.1/tcp/{free_port()}"
 
 
+async def link_device(primary: Node, path: Path) -> tuple[NodeConfig, LinkedDevice]:
+    """Link a new device (data directory `path`) to `primary`'s user; its config and result."""
+    config = node_config(path, listen_addrs=(_local_addr(),))
+    linked = await link_new_device(
+        config.data_dir,
+        encode_link_code(primary.create_link_code()),
+        now_ms=SystemClock().now_ms,
+        rng=secrets.token_bytes,
+        listen_addrs=config.listen_addrs,
+    )
+    return config, linked
+
+
 async def history_ids(node: Node, room: RoomId) -> list[bytes]:
     page = await node.history(room, limit=1000)
     return [e.envelope.message_id for e in page.events]
@@ -37,15 +50,7 @@ async def test_linked_device_gets_every_message_of_its_user(
     make_node: NodeFactory, tmp_path: Path
 ) -> None:
     async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
-        code = encode_link_code(alice.create_link_code())
-        laptop_config = node_config(tmp_path / "alice-laptop", listen_addrs=(_local_addr(),))
-        linked = await link_new_device(
-            laptop_config.data_dir,
-            code,
-            now_ms=SystemClock().now_ms,
-            rng=secrets.token_bytes,
-            listen_addrs=laptop_config.listen_addrs,
-        )
+        laptop_config, linked = await link_device(alice, tmp_path / "alice-laptop")
         assert linked.user == alice.user_id
         assert linked.peer_id in decode_home_record(alice.home_record()).homes
         async with Node(laptop_config) as laptop:
@@ -125,14 +130,7 @@ async def test_a_device_linked_late_gets_the_whole_history(
             await member.send(group, b"hello group")
         await wait_until_digests_agree([alice, bob, carol], group, 5)
 
-        laptop_config = node_config(tmp_path / "alice-laptop", listen_addrs=(_local_addr(),))
-        await link_new_device(
-            laptop_config.data_dir,
-            encode_link_code(alice.create_link_code()),
-            now_ms=SystemClock().now_ms,
-            rng=secrets.token_bytes,
-            listen_addrs=laptop_config.listen_addrs,
-        )
+        laptop_config, _ = await link_device(alice, tmp_path / "alice-laptop")
         async with Node(laptop_config) as laptop:
             await laptop.connect(alice.listen_addrs[0])  # connecting to a sibling syncs
             await wait_until_digests_agree([alice, laptop], direct, 40)
@@ -171,14 +169,7 @@ async def test_a_device_five_minutes_off_is_corrected_by_its_home(
     async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
         await bob.connect(alice.listen_addrs[0])
         room = await alice.open_direct(bob.user_id)
-        config = node_config(tmp_path / "skewed-laptop", listen_addrs=(_local_addr(),))
-        await link_new_device(
-            config.data_dir,
-            encode_link_code(alice.create_link_code()),
-            now_ms=SystemClock().now_ms,
-            rng=secrets.token_bytes,
-            listen_addrs=config.listen_addrs,
-        )
+        config, _ = await link_device(alice, tmp_path / "skewed-laptop")
         async with Node(config, clock=SkewedClock(skew_ms)) as laptop:
             await laptop.connect(alice.listen_addrs[0])
             assert abs(laptop.clock_offset_ms + skew_ms) < 1_000
@@ -222,19 +213,9 @@ async def test_three_devices_two_friends_skew_churn_and_a_late_link_converge(
     """Issue 6's scenario: alice on three devices (one 5 min fast, one 5 min slow, one linked
     late), bob and carol; devices go offline and come back; everyone sends at once; at the
     end every device of every member holds the same history of every room."""
-    clock = SystemClock().now_ms
 
     async def link(name: str) -> NodeConfig:
-        config = node_config(tmp_path / name, listen_addrs=(_local_addr(),))
-        code = encode_link_code(alice.create_link_code())
-        await link_new_device(
-            config.data_dir,
-            code,
-            now_ms=clock,
-            rng=secrets.token_bytes,
-            listen_addrs=config.listen_addrs,
-        )
-        return config
+        return (await link_device(alice, tmp_path / name))[0]
 
     async with (
         asyncio.timeout(60),
@@ -294,14 +275,7 @@ async def test_deleting_a_conversation_reaches_every_device_of_the_user(
     make_node: NodeFactory, tmp_path: Path
 ) -> None:
     async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
-        config = node_config(tmp_path / "laptop", listen_addrs=(_local_addr(),))
-        await link_new_device(
-            config.data_dir,
-            encode_link_code(alice.create_link_code()),
-            now_ms=SystemClock().now_ms,
-            rng=secrets.token_bytes,
-            listen_addrs=config.listen_addrs,
-        )
+        config, _ = await link_device(alice, tmp_path / "laptop")
         async with Node(config) as laptop:
             await laptop.connect(alice.listen_addrs[0])
             await bob.connect(alice.listen_addrs[0])
