@@ -136,11 +136,10 @@ class Inbox:
             for slot, request, stored in zip(slots, requests, appended, strict=True):
                 results[slot] = self._after_append(store, request.envelope, stored, now_ms, outcome)
         outcome.results = results
-        return outcome
-
-    def save_release(self, store: Store) -> None:
-        """Persist release progress; the caller does it after acking, off the ack's path."""
+        # How far each sender was released commits with the events themselves: a restart
+        # neither repeats nor skips what the app was given, at the cost of a few puts.
         self._release.save(store)
+        return outcome
 
     def _after_append(
         self,

@@ -385,7 +385,7 @@ class Node:
 
     async def history_digest(self, room: RoomId) -> tuple[bytes, int]:
         """(SHA-256 over the room's ordered event ids, how many): compare two devices."""
-        return await self._store.run(_digest_room, self._store.store, room)
+        return await self._store.read(_digest_room, self._store.store, room)
 
     def create_link_code(self, *, ttl_ms: int = 600_000) -> LinkCode:
         """A one-time pairing code for a new device of our user (primary only)."""
@@ -458,7 +458,7 @@ class Node:
 
     async def relay_held(self, user: UserId) -> int:
         """How many envelopes this node holds as a relay for `user`."""
-        usage = await self._store.run(self._store.store.relay_usage, user)
+        usage = await self._store.read(self._store.store.relay_usage, user)
         return usage.count
 
     @property
@@ -638,7 +638,7 @@ class Node:
         if room not in self._own_next_seq:
             async with self._seq_lock:
                 if room not in self._own_next_seq:
-                    last = await self._store.run(
+                    last = await self._store.read(
                         self._store.store.last_seq, room, self.keyring.device_id
                     )
                     self._own_next_seq[room] = last + 1
@@ -658,7 +658,7 @@ class Node:
         direction: Direction = Direction.BACKWARD,
     ) -> HistoryPage:
         """A page of a room's history (oldest first within the page)."""
-        return await self._store.run(
+        return await self._store.read(
             self._store.store.page_history,
             room,
             cursor=None if cursor is None else Cursor(cursor),
@@ -667,7 +667,7 @@ class Node:
         )
 
     async def get_event(self, message_id: MessageId) -> Envelope | None:
-        stored = await self._store.run(self._store.store.get_event, message_id)
+        stored = await self._store.read(self._store.store.get_event, message_id)
         return None if stored is None else stored.envelope
 
     def events(self) -> AsyncIterator[NodeEvent]:

@@ -91,7 +91,6 @@ class Receiver:
             )
             ack = sign_ack(self._keyring.node, frame.batch_id, tuple(results))
             await stream.write_frame(encode_ack(ack))
-            await self._store.run(self._inbox.save_release, self._store.store)
 
     def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
         self.rejected_frames += 1
@@ -156,7 +155,6 @@ class Receiver:
             self._inbox.accept, self._store.store, arrivals, now_ms=self._clock.now_ms()
         )
         self._publish(outcome)
-        await self._store.run(self._inbox.save_release, self._store.store)
 
     def _publish(self, outcome: StoreOutcome) -> None:
         for result in outcome.results:

@@ -151,7 +151,7 @@ class SyncService:
             await stream.write_frame(encode_error(exc))
 
     async def _room_list(self) -> list[RoomEntry]:
-        return await self._store.run(_room_list, self._store.store, self._user)
+        return await self._store.read(_room_list, self._store.store, self._user)
 
     async def _union(self, theirs: RoomList) -> list[RoomId]:
         """Both sides' rooms; direct rooms we did not know are opened from the peer's entry."""
@@ -168,7 +168,7 @@ class SyncService:
         return sorted(ours | {entry.room for entry in theirs.rooms})
 
     async def _reconciler(self, room: RoomId) -> _RoomSync:
-        items = await self._store.run(_room_items, self._store.store, room)
+        items = await self._store.read(_room_items, self._store.store, room)
         return _RoomSync(items)
 
     async def _push(

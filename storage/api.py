@@ -7,10 +7,10 @@ its indexes (DESIGN §8). Time is always passed in as `now_ms`; storage never re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import Final, NewType, Protocol
+from typing import Final, NewType, Protocol, TypeVar
 
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.hlc import Timestamp
@@ -39,6 +39,7 @@ __all__ = [
     "Member",
     "Outbox",
     "OutboxEntry",
+    "Outcome",
     "Profile",
     "PurgeReport",
     "PushSubscription",
@@ -52,8 +53,20 @@ __all__ = [
     "Store",
     "StoredEvent",
     "SyncStateStore",
+    "Transactions",
     "UserDirectory",
 ]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one call of a write batch came to: its value, or the exception it raised."""
+
+    value: object = None
+    error: Exception | None = None
+
 
 RETENTION_MS: Final = 30 * 24 * 3600 * 1000
 """Default history retention: 30 days, as the seed keeps (DESIGN §8)."""
@@ -539,6 +552,27 @@ class Settings(Protocol):
         ...
 
 
+class Transactions(Protocol):
+    """Many calls in one transaction: how `AsyncStore` shares one commit and one snapshot."""
+
+    def run_batch(self, calls: Sequence[Callable[[], object]]) -> list[Outcome]:
+        """Run `calls` (each calling methods of this store) in one write transaction.
+
+        One durable commit for all; a call that raises is undone alone and its exception
+        is its outcome.
+        """
+        ...
+
+    def snapshot(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (calling read methods of this store) in one read-only snapshot."""
+        ...
+
+    @property
+    def concurrent_reads(self) -> bool:
+        """True if `snapshot` may run on another thread while `run_batch` commits."""
+        ...
+
+
 class Maintenance(Protocol):
     """Retention and lifetime."""
 
@@ -570,6 +604,7 @@ class Store(
     SyncStateStore,
     MediaStore,
     Settings,
+    Transactions,
     Maintenance,
     Protocol,
 ):

@@ -1,12 +1,16 @@
-"""`AsyncStore`: the asyncio face of a store, with group commit for appends.
+"""`AsyncStore`: the asyncio face of a store, with group commit for every write.
 
-Every storage call runs on ONE worker thread, so no transaction is ever held across an await
-and writes keep a deterministic order (CONVENTIONS §5 "LMDB rules"). Appends that arrive
-together are committed in one write transaction (`Store.append_many`); each caller's await
-returns only after that transaction committed (DESIGN §8: acknowledge only after commit).
+One writer thread runs every write (`append`, `run`), so no transaction is ever held across an
+await and writes keep the order they were issued in (CONVENTIONS §5 "LMDB rules"). Writes that
+arrive together share ONE transaction and one fsync (`Store.run_batch`); each caller's await
+returns only after that transaction committed (DESIGN §8: acknowledge only after commit). While
+one batch commits, new writes queue up and form the next batch: the more load, the bigger the
+batches. A receipt, an outbox ack and a release mark issued while a message is being appended
+all ride on the same commit instead of three more.
 
-While one batch commits, new appends queue up and form the next batch: the more load, the
-bigger the batches, and one fsync is shared by the whole batch.
+Reads (`read`) run on a second thread in a snapshot of what is committed, so a page of history
+never waits behind a commit (LMDB readers do not block the writer). A store whose engine cannot
+read concurrently (the in-memory twin) reads on the writer thread instead.
 """
 
 from __future__ import annotations
@@ -15,42 +19,59 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final, ParamSpec, Self, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, ParamSpec, Self, TypeVar, cast
 
 from hearthmesh.protocol.errors import StorageError
 
-from .api import AppendRequest, AppendResult, Store
+from .api import AppendRequest, AppendResult, Outcome, Store
 from .append import check_appendable
 
 __all__ = ["MAX_BATCH", "AsyncStore"]
 
 MAX_BATCH: Final = 1024
-"""Most appends committed in one transaction; bounds a commit's latency and size."""
+"""Most writes committed in one transaction; bounds a commit's latency and size."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
-_Waiter = tuple[AppendRequest, "asyncio.Future[AppendResult]"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One queued write: an append (merged with its neighbours) or any store call."""
+
+    future: asyncio.Future[Any]
+    append: AppendRequest | None = None
+    call: Callable[[], object] | None = None
 
 
 class AsyncStore:
-    """Owns a store and the one thread that touches it. Use `async with` or `aclose()`."""
+    """Owns a store and the threads that touch it. Use `async with` or `aclose()`."""
 
     def __init__(self, store: Store, *, max_batch: int = MAX_BATCH) -> None:
         self._store = store
         self._max_batch = max_batch
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hearthmesh-store")
-        self._pending: list[_Waiter] = []
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hearthmesh-store")
+        self._reader = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="hearthmesh-store-read")
+            if store.concurrent_reads
+            else self._writer
+        )
+        self._pending: list[_Write] = []
         self._flushing = False
         self._closing = False
         self._closed = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._reads = 0
+        self._no_reads = asyncio.Event()
+        self._no_reads.set()
         self.batches_committed = 0
-        """Write transactions used for appends so far (for tests and the benchmark)."""
+        """Write transactions committed so far (for tests and the benchmark)."""
 
     @property
     def store(self) -> Store:
-        """The synchronous store; call its methods through `run`, never directly."""
+        """The synchronous store; call its methods through `run` or `read`, never directly."""
         return self._store
 
     async def __aenter__(self) -> Self:
@@ -69,48 +90,81 @@ class AsyncStore:
             StorageError: the batch's transaction failed, or the store is closing.
         """
         check_appendable(request)
+        return cast(AppendResult, await self._queue(append=request))
+
+    async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run `fn(*args, **kwargs)` (calling methods of `store`) in the next group commit.
+
+        `fn` may read and write; it sees the writes queued before it. Returns (or raises what
+        `fn` raised, with `fn`'s own writes undone) once the batch committed.
+        """
+        return cast(R, await self._queue(call=functools.partial(fn, *args, **kwargs)))
+
+    async def read(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run `fn(*args, **kwargs)` (read methods of `store` only) in a committed snapshot.
+
+        Raises:
+            LocalProtocolError: `fn` tried to write.
+        """
         if self._closing:
             raise StorageError(f"store {self._store.where} is closing")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[AppendResult] = loop.create_future()
-        self._pending.append((request, future))
+        running = self._reader.submit(self._store.snapshot, functools.partial(fn, *args, **kwargs))
+        # Counted until the thread is done with it, even if our caller is cancelled sooner.
+        self._reads += 1
+        self._no_reads.clear()
+        running.add_done_callback(lambda _: loop.call_soon_threadsafe(self._read_done))
+        return await asyncio.wrap_future(running)
+
+    def _read_done(self) -> None:
+        self._reads -= 1
+        if not self._reads:
+            self._no_reads.set()
+
+    async def _queue(
+        self, *, append: AppendRequest | None = None, call: Callable[[], object] | None = None
+    ) -> object:
+        if self._closing:
+            raise StorageError(f"store {self._store.where} is closing")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._pending.append(_Write(future=future, append=append, call=call))
         if not self._flushing:
-            # Next loop iteration: appends issued together in this one join the batch.
+            # Next loop iteration: writes issued together in this one join the batch.
             self._flushing = True
             self._idle.clear()
             loop.call_soon(self._flush, loop)
         return await future
 
-    async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-        """Run `fn(*args, **kwargs)` (a method of `store`) on the storage thread."""
-        if self._closing:
-            raise StorageError(f"store {self._store.where} is closing")
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
-
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._pending[: self._max_batch]
         del self._pending[: self._max_batch]
-        requests = [request for request, _ in batch]
-        done = loop.run_in_executor(self._executor, self._store.append_many, requests)
-        done.add_done_callback(functools.partial(self._flushed, loop, batch))
+        groups = _group_appends(batch)
+        calls = [self._call_of(group) for group in groups]
+        done = loop.run_in_executor(self._writer, self._store.run_batch, calls)
+        done.add_done_callback(functools.partial(self._flushed, loop, groups))
+
+    def _call_of(self, group: list[_Write]) -> Callable[[], object]:
+        first = group[0]
+        if first.call is not None:
+            return first.call
+        requests = [write.append for write in group if write.append is not None]
+        return functools.partial(self._store.append_many, requests)
 
     def _flushed(
         self,
         loop: asyncio.AbstractEventLoop,
-        batch: list[_Waiter],
-        done: asyncio.Future[list[AppendResult]],
+        groups: list[list[_Write]],
+        done: asyncio.Future[list[Outcome]],
     ) -> None:
         error = done.exception()
         if error is None:
             self.batches_committed += 1
-            for (_, future), result in zip(batch, done.result(), strict=True):
-                if not future.done():
-                    future.set_result(result)
+            for group, outcome in zip(groups, done.result(), strict=True):
+                _settle(group, outcome)
         else:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            for group in groups:
+                _settle(group, Outcome(error=cast(Exception, error)))
         if self._pending:
             self._flush(loop)
         else:
@@ -118,15 +172,40 @@ class AsyncStore:
             self._idle.set()
 
     async def aclose(self) -> None:
-        """Commit what is queued, close the store and stop the thread; idempotent."""
+        """Commit what is queued, close the store and stop the threads; idempotent."""
         if self._closing:
             await self._closed.wait()
             return
         self._closing = True
         try:
             await self._idle.wait()
+            await self._no_reads.wait()  # no snapshot may outlive the environment
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._executor, self._store.close)
+            await loop.run_in_executor(self._writer, self._store.close)
         finally:
-            self._executor.shutdown(wait=True)
+            self._reader.shutdown(wait=True)
+            self._writer.shutdown(wait=True)
             self._closed.set()
+
+
+def _group_appends(batch: list[_Write]) -> list[list[_Write]]:
+    """Consecutive appends become one `append_many` call; every other call stands alone."""
+    groups: list[list[_Write]] = []
+    for write in batch:
+        if write.append is not None and groups and groups[-1][0].append is not None:
+            groups[-1].append(write)
+        else:
+            groups.append([write])
+    return groups
+
+
+def _settle(group: list[_Write], outcome: Outcome) -> None:
+    if outcome.error is not None:
+        for write in group:
+            if not write.future.done():
+                write.future.set_exception(outcome.error)
+        return
+    values = outcome.value if group[0].append is not None else [outcome.value]
+    for write, value in zip(group, cast(list[object], values), strict=True):
+        if not write.future.done():
+            write.future.set_result(value)

@@ -7,15 +7,16 @@ This is the sawtooth `Database` / `DictDatabase` split (CONVENTIONS §1.5).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol, TypeVar
 
 from hearthmesh.protocol.errors import LocalProtocolError
 
+from .api import Outcome
 from .keys import Table
 
-__all__ = ["MAX_KEY_BYTES", "KvEngine", "KvTxn", "T", "check_key"]
+__all__ = ["MAX_KEY_BYTES", "KvEngine", "KvTxn", "Outcome", "T", "check_key"]
 
 T = TypeVar("T")
 
@@ -78,7 +79,31 @@ class KvEngine(Protocol):
         """Run `fn` in one write transaction and commit it; `fn` may be run again on retry.
 
         Returns only after the commit is durable. If `fn` raises, nothing is written.
+        Inside `write_batch` it is a nested transaction of the batch's (committed with it).
         """
+        ...
+
+    def write_batch(self, calls: Sequence[Callable[[], object]]) -> list[Outcome]:
+        """Run `calls` in order in ONE write transaction, committed once (group commit).
+
+        Every `read()` and `write()` a call makes on this thread joins that transaction, so a
+        call sees the ones before it. A call that raises has its own changes undone and its
+        exception returned as its `Outcome`; the others are unaffected. If the commit fails,
+        every outcome is that `StorageError`.
+        """
+        ...
+
+    def snapshot(self, fn: Callable[[], T]) -> T:
+        """Run `fn` with every `read()` it makes on this thread in one read-only snapshot.
+
+        Raises:
+            LocalProtocolError: `fn` tried to write.
+        """
+        ...
+
+    @property
+    def concurrent_reads(self) -> bool:
+        """True if a snapshot may run on another thread while a write batch commits."""
         ...
 
     def close(self) -> None:

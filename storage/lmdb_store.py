@@ -6,9 +6,10 @@ Settings, and why:
   kill -9, an OS crash and power loss. Group commit (`append_many`, `AsyncStore`) buys the
   throughput back by sharing one sync between many appends.
 - The map grows by doubling whenever a write hits `MapFullError`; the transaction is retried
-  from scratch, so no caller ever sees it.
+  from scratch, so no caller ever sees it. A write batch grows the map beforehand once it is
+  half full, since its calls cannot be re-run (see `write_batch`).
 - Transactions are short and never span an await; readers use MVCC snapshots and never block
-  the writer. A store is used from one thread at a time (node/ goes through `AsyncStore`).
+  the writer, so `AsyncStore` reads on a second thread while its writer commits.
 No `lmdb` type or exception leaves this module: errors become `StorageError` naming the path.
 """
 
@@ -16,19 +17,20 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import lmdb
 
-from hearthmesh.protocol.errors import StorageError
+from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 
 from .api import DEFAULT_RELAY_QUOTA, RelayQuota
 from .blobs import FileBlobs
 from .keys import SCHEMA_KEY, SCHEMA_VERSION, Table, pack_u32, unpack_u32
-from .kv import KvTxn, T, check_key
+from .kv import KvTxn, Outcome, T, check_key
 from .store import KvStore
 
 __all__ = ["DEFAULT_MAP_SIZE_BYTES", "MAX_MAP_SIZE_BYTES", "LmdbEngine", "LmdbStore"]
@@ -50,6 +52,10 @@ class _LmdbTxn:
     def __init__(self, txn: lmdb.Transaction[bytes], dbs: dict[Table, lmdb._Database]) -> None:
         self._txn = txn
         self._dbs = dbs
+
+    @property
+    def raw(self) -> lmdb.Transaction[bytes]:
+        return self._txn
 
     def get(self, table: Table, key: bytes) -> bytes | None:
         return self._txn.get(key, db=self._dbs[table])
@@ -102,6 +108,48 @@ def _check_directory(path: Path) -> None:
             )
 
 
+class _ReadGate:
+    """Growing the map invalidates every open transaction of the process (py-lmdb closes them),
+    so snapshots on other threads hold the gate shared and a resize holds it alone."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._readers = 0
+        self._resizing = False
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._changed:
+            self._changed.wait_for(lambda: not self._resizing)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._readers -= 1
+                self._changed.notify_all()
+
+    @contextmanager
+    def resizing(self) -> Iterator[None]:
+        with self._changed:
+            self._resizing = True
+            self._changed.wait_for(lambda: self._readers == 0)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._resizing = False
+                self._changed.notify_all()
+
+
+@dataclass(slots=True)
+class _Frame:
+    """A transaction this thread is in: batch calls and nested writes join the innermost."""
+
+    view: _LmdbTxn
+    writable: bool
+
+
 class LmdbEngine:
     """The `KvEngine` over one LMDB environment in the directory `path`."""
 
@@ -109,6 +157,9 @@ class LmdbEngine:
         self._path = path
         _check_directory(path)
         self._key = str(path.resolve())
+        self._local = threading.local()
+        self._gate = _ReadGate()
+        self._grow_next = False
         with _open_paths_lock:
             if self._key in _open_paths:
                 raise StorageError(f"store {path} is already open in this process")
@@ -175,40 +226,141 @@ class LmdbEngine:
             raise StorageError(f"store {self._path} is closed")
         return self._env
 
+    @property
+    def concurrent_reads(self) -> bool:
+        """LMDB readers never block (nor are blocked by) the writer."""
+        return True
+
+    def _joined(self) -> list[_Frame]:
+        """This thread's open transactions, innermost last (a batch's, nested writes')."""
+        frames: list[_Frame] | None = getattr(self._local, "frames", None)
+        if frames is None:
+            frames = self._local.frames = []
+        return frames
+
     def read(self) -> AbstractContextManager[KvTxn]:
-        """A read-only snapshot."""
+        """A read-only snapshot, or the transaction this thread is already in."""
+        frames = self._joined()
+        if frames:
+            return nullcontext(frames[-1].view)
         return self._read()
 
     @contextmanager
-    def _read(self) -> Iterator[KvTxn]:
-        env = self._live_env()
-        try:
-            txn = env.begin()
+    def _read(self) -> Iterator[_LmdbTxn]:
+        with self._gate.reading():
+            env = self._live_env()
             try:
-                yield _LmdbTxn(txn, self._dbs)
+                txn = env.begin()
+                try:
+                    yield _LmdbTxn(txn, self._dbs)
+                finally:
+                    txn.abort()
+            except lmdb.Error as exc:
+                raise StorageError(f"read from store {self._path} failed: {exc}") from None
+
+    def snapshot(self, fn: Callable[[], T]) -> T:
+        """Run `fn` with all its reads in one snapshot; it may not write."""
+        frames = self._joined()
+        with self._read() as view:
+            frames.append(_Frame(view, writable=False))
+            try:
+                return fn()
             finally:
-                txn.abort()
-        except lmdb.Error as exc:
-            raise StorageError(f"read from store {self._path} failed: {exc}") from None
+                frames.pop()
 
     def write(self, fn: Callable[[KvTxn], T]) -> T:
-        """One write transaction, committed durably; grows the map and retries when full."""
+        """One write transaction, committed durably; grows the map and retries when full.
+
+        Inside a batch it is a nested transaction that commits with the batch.
+        """
         env = self._live_env()
+        frames = self._joined()
+        if frames:
+            return self._nested(env, frames, fn)
         while True:
             try:
                 with env.begin(write=True) as txn:  # commits on success, aborts on exception
-                    return fn(_LmdbTxn(txn, self._dbs))
+                    frames.append(_Frame(_LmdbTxn(txn, self._dbs), writable=True))
+                    try:
+                        return fn(frames[-1].view)
+                    finally:
+                        frames.pop()
             except lmdb.MapFullError:
                 self._grow(env)
             except lmdb.Error as exc:
                 raise StorageError(f"write to store {self._path} failed: {exc}") from None
+
+    def _nested(self, env: lmdb.Environment, frames: list[_Frame], fn: Callable[[KvTxn], T]) -> T:
+        parent = frames[-1]
+        if not parent.writable:
+            raise LocalProtocolError("a write inside a read-only snapshot")
+        try:
+            child = env.begin(write=True, parent=parent.view.raw)
+        except lmdb.Error as exc:
+            raise StorageError(f"write to store {self._path} failed: {exc}") from None
+        frames.append(_Frame(_LmdbTxn(child, self._dbs), writable=True))
+        try:
+            value = fn(frames[-1].view)
+        except BaseException:
+            child.abort()
+            raise
+        finally:
+            frames.pop()
+        try:
+            child.commit()
+        except lmdb.Error as exc:
+            raise StorageError(f"write to store {self._path} failed: {exc}") from None
+        return value
+
+    def write_batch(self, calls: Sequence[Callable[[], object]]) -> list[Outcome]:
+        """All `calls` in one transaction, each in its own nested one; one durable commit."""
+        env = self._live_env()
+        frames = self._joined()
+        if frames:
+            raise LocalProtocolError("a write batch inside a transaction")
+        self._grow_if_half_full(env)
+        outcomes: list[Outcome] = []
+        try:
+            with env.begin(write=True) as txn:
+                frames.append(_Frame(_LmdbTxn(txn, self._dbs), writable=True))
+                try:
+                    outcomes = [self._outcome(env, frames, call) for call in calls]
+                finally:
+                    frames.pop()
+        except lmdb.Error as exc:
+            failed = StorageError(f"write to store {self._path} failed: {exc}")
+            return [Outcome(error=failed) for _ in calls]
+        return outcomes
+
+    def _outcome(
+        self, env: lmdb.Environment, frames: list[_Frame], call: Callable[[], object]
+    ) -> Outcome:
+        try:
+            return Outcome(value=self._nested(env, frames, lambda _txn: call()))
+        except lmdb.MapFullError:
+            # The map cannot grow under an open transaction: this call fails, the batch
+            # commits what fitted, and the next batch finds the map grown.
+            self._grow_next = True
+            return Outcome(error=StorageError(f"store {self._path} was full; try again"))
+        except lmdb.Error as exc:
+            return Outcome(error=StorageError(f"write to store {self._path} failed: {exc}"))
+        except Exception as exc:  # handed to the call's owner, not swallowed
+            return Outcome(error=exc)
+
+    def _grow_if_half_full(self, env: lmdb.Environment) -> None:
+        info = env.info()
+        used = (info["last_pgno"] + 1) * env.stat()["psize"]
+        if self._grow_next or used * 2 > info["map_size"]:
+            self._grow_next = False
+            self._grow(env)
 
     def _grow(self, env: lmdb.Environment) -> None:
         size = env.info()["map_size"]
         if size >= MAX_MAP_SIZE_BYTES:
             raise StorageError(f"store {self._path} reached {size} bytes, the map size limit")
         try:
-            env.set_mapsize(min(size * 2, MAX_MAP_SIZE_BYTES))
+            with self._gate.resizing():
+                env.set_mapsize(min(size * 2, MAX_MAP_SIZE_BYTES))
         except lmdb.Error as exc:
             raise StorageError(f"cannot grow the map of store {self._path}: {exc}") from None
 

@@ -8,15 +8,15 @@ after close. It holds nothing across restarts.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 
 from .api import DEFAULT_RELAY_QUOTA, RelayQuota
 from .blobs import MemoryBlobs
 from .keys import Table
-from .kv import KvTxn, T, check_key
+from .kv import KvTxn, Outcome, T, check_key
 from .store import KvStore
 
 __all__ = ["MemoryEngine", "MemoryStore"]
@@ -39,6 +39,10 @@ class _MemoryTxn:
     def __init__(self, tables: dict[Table, _Table], undo: _Undo | None) -> None:
         self._tables = tables
         self._undo = undo
+
+    @property
+    def undo(self) -> _Undo | None:
+        return self._undo
 
     def _writable(self, table: Table, key: bytes) -> tuple[_Table, _Undo]:
         if self._undo is None:
@@ -105,12 +109,18 @@ class MemoryEngine:
 
     def __init__(self) -> None:
         self._tables: dict[Table, _Table] | None = {table: _Table() for table in Table}
-        self._writing = False
+        self._frames: list[_MemoryTxn] = []
+        """The transactions being run, innermost last: nested writes and reads join them."""
 
     @property
     def where(self) -> str:
         """Always `:memory:`."""
         return ":memory:"
+
+    @property
+    def concurrent_reads(self) -> bool:
+        """Python lists change under a reader: one thread at a time."""
+        return False
 
     def _open_tables(self) -> dict[Table, _Table]:
         if self._tables is None:
@@ -119,26 +129,48 @@ class MemoryEngine:
 
     def read(self) -> AbstractContextManager[KvTxn]:
         """A read transaction (the twin is single-threaded, so it sees the latest state)."""
-        return self._read()
+        if self._frames:
+            return nullcontext(self._frames[-1])
+        return nullcontext(_MemoryTxn(self._open_tables(), None))
 
-    @contextmanager
-    def _read(self) -> Iterator[KvTxn]:
-        yield _MemoryTxn(self._open_tables(), None)
+    def snapshot(self, fn: Callable[[], T]) -> T:
+        """Run `fn` read-only."""
+        self._frames.append(_MemoryTxn(self._open_tables(), None))
+        try:
+            return fn()
+        finally:
+            self._frames.pop()
 
     def write(self, fn: Callable[[KvTxn], T]) -> T:
-        """Run `fn`; if it raises, every change it made is undone."""
+        """Run `fn`; if it raises, every change it made is undone (a nested write's too)."""
         tables = self._open_tables()
-        if self._writing:
-            raise LocalProtocolError("nested write transaction")
+        parent = self._frames[-1].undo if self._frames else []
+        if self._frames and parent is None:
+            raise LocalProtocolError("a write inside a read-only snapshot")
         undo: _Undo = []
-        self._writing = True
+        self._frames.append(_MemoryTxn(tables, undo))
         try:
-            return fn(_MemoryTxn(tables, undo))
+            value = fn(self._frames[-1])
         except BaseException:
             _undo(undo)
             raise
         finally:
-            self._writing = False
+            self._frames.pop()
+        if parent is not None:
+            parent.extend(undo)  # a nested write is undone with its parent
+        return value
+
+    def write_batch(self, calls: Sequence[Callable[[], object]]) -> list[Outcome]:
+        """Each call in its own nested write; a call that raises is undone alone."""
+        if self._frames:
+            raise LocalProtocolError("a write batch inside a transaction")
+        return [self._outcome(call) for call in calls]
+
+    def _outcome(self, call: Callable[[], object]) -> Outcome:
+        try:
+            return Outcome(value=self.write(lambda _txn: call()))
+        except Exception as exc:  # handed to the call's owner, not swallowed
+            return Outcome(error=exc)
 
     def close(self) -> None:
         """Drop everything; idempotent."""

@@ -7,7 +7,7 @@ helpers of `append`, `history`, `outbox`, `relay`, `rooms` and `directory`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Self
 
 from hearthmesh.protocol.envelope import Envelope, RoomId
@@ -32,6 +32,7 @@ from .api import (
     MediaInfo,
     Member,
     OutboxEntry,
+    Outcome,
     Profile,
     PurgeReport,
     PushSubscription,
@@ -45,7 +46,7 @@ from .api import (
 from .append import append_batch_txn, check_appendable
 from .blobs import BlobStore
 from .keys import Table, contact_key, push_key
-from .kv import KvEngine, KvTxn
+from .kv import KvEngine, KvTxn, T
 
 __all__ = ["KvStore"]
 
@@ -380,6 +381,21 @@ class KvStore:
             return PurgeReport(events=events, relay_entries=dropped, kept_for_outbox=kept)
 
         return self._engine.write(purge_txn)
+
+    # --- transactions ----------------------------------------------------------------------
+
+    def run_batch(self, calls: Sequence[Callable[[], object]]) -> list[Outcome]:
+        """The calls in one write transaction, each undone alone if it raises; one commit."""
+        return self._engine.write_batch(calls)
+
+    def snapshot(self, fn: Callable[[], T]) -> T:
+        """`fn`'s reads in one snapshot; a write in it raises `LocalProtocolError`."""
+        return self._engine.snapshot(fn)
+
+    @property
+    def concurrent_reads(self) -> bool:
+        """True if a snapshot may run on another thread while a batch commits."""
+        return self._engine.concurrent_reads
 
     def close(self) -> None:
         """Release the engine; idempotent."""

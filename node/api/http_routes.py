@@ -209,7 +209,7 @@ async def list_friends(request: web.Request) -> web.Response:
 async def list_friend_requests(request: web.Request) -> web.Response:
     service = _service(request)
     store = service.node.store
-    requests = await store.run(store.store.friend_requests, service.own)
+    requests = await store.read(store.store.friend_requests, service.own)
     items = []
     for r in requests:
         view = await service.profile(r.sender)
@@ -394,8 +394,8 @@ async def upload_media(request: web.Request) -> web.Response:
 async def download_media(request: web.Request) -> web.Response:
     digest = decode_hex_id(request.match_info["digest"], "digest")
     store = _service(request).node.store
-    info = await store.run(store.store.media_info, digest)
-    data = await store.run(store.store.read_media, digest)
+    info = await store.read(store.store.media_info, digest)
+    data = await store.read(store.store.read_media, digest)
     if info is None or data is None:
         raise NotFound("no such media here")
     return web.Response(body=data, content_type=info.content_type.split(";")[0] or None)
@@ -414,7 +414,7 @@ async def vapid_key(request: web.Request) -> web.Response:
 async def list_push(request: web.Request) -> web.Response:
     service = _service(request)
     store = service.node.store
-    subscriptions = await store.run(store.store.push_subscriptions, service.own)
+    subscriptions = await store.read(store.store.push_subscriptions, service.own)
     items = []
     for s in subscriptions:
         target = decode_target(s.data)

@@ -282,7 +282,7 @@ class ApiService:
             "members": [user_id_text(m) for m in members],
         }
         if direct:
-            profile = await self.node.store.run(self.node.store.store.get_profile, others[0])
+            profile = await self.node.store.read(self.node.store.store.get_profile, others[0])
             summary["RecipientId"] = user_id_text(others[0])
             summary["RecipientName"] = (
                 profile.display_name
@@ -301,13 +301,13 @@ class ApiService:
 
     async def conversations(self, page_size: int, page_number: int) -> dict[str, Any]:
         store = self.node.store
-        page = await store.run(
+        page = await store.read(
             store.store.conversations, self.own, page_size=page_size, page_number=page_number
         )
         items = []
         for summary in page.items:
             row = await self.room_summary(summary.room)
-            latest = await store.run(_latest_content, store.store, summary.room)
+            latest = await store.read(_latest_content, store.store, summary.room)
             row["LatestMessage"] = None if latest is None else message_view(latest)
             row["latest_activity_ms"] = summary.latest_activity.wall_ms
             items.append(row)
@@ -325,7 +325,7 @@ class ApiService:
         envelopes = [e.envelope for e in page.events if is_user_content(e.envelope)]
         members = await self.node.members(room)
         store = self.node.store
-        statuses = await store.run(statuses_of, store.store, self.own, envelopes, members)
+        statuses = await store.read(statuses_of, store.store, self.own, envelopes, members)
         messages = []
         for envelope in envelopes:
             view = message_view(envelope)
@@ -347,7 +347,7 @@ class ApiService:
 
     async def profile(self, user: UserId) -> dict[str, Any]:
         store = self.node.store
-        profile = await store.run(store.store.get_profile, user)
+        profile = await store.read(store.store.get_profile, user)
         view = profile_view(user, profile)
         presence = self.node.presence(user)
         if user == self.own:
@@ -361,7 +361,7 @@ class ApiService:
 
     async def friends(self) -> list[dict[str, Any]]:
         store = self.node.store
-        contacts = await store.run(store.store.contacts, self.own)
+        contacts = await store.read(store.store.contacts, self.own)
         return [await self.profile(contact.contact) for contact in contacts]
 
     async def friend_request(self, user: UserId, note: str) -> dict[str, Any]:
@@ -392,7 +392,7 @@ class ApiService:
 
     async def _contact(self, room: RoomId, action: ContactAction, note: str) -> Envelope:
         store = self.node.store
-        own = await store.run(store.store.get_profile, self.own)
+        own = await store.read(store.store.get_profile, self.own)
         event = ContactEvent(
             action=action,
             note=note,

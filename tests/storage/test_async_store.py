@@ -1,17 +1,17 @@
-"""AsyncStore: one storage thread, group commit, acknowledgement only after commit."""
+"""AsyncStore: one writer thread with group commit for every write, reads beside it, acks only after commit."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
 from hearthmesh.protocol.envelope import Kind
 from hearthmesh.protocol.errors import LocalProtocolError, StorageError
-from hearthmesh.storage.api import AppendRequest, AppendResult, Direction
+from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, Outcome
 from hearthmesh.storage.async_store import AsyncStore
 from hearthmesh.storage.lmdb_store import LmdbStore
 from hearthmesh.storage.memory import MemoryStore
@@ -105,3 +105,72 @@ async def test_lifetime_is_clean_and_idempotent() -> None:
             await db.append(AppendRequest(envelope=make_envelope(seq=2)))
         with pytest.raises(StorageError, match="closed"):
             store.get_event(b"\x00" * 32)
+
+
+async def test_every_kind_of_write_shares_the_commit(tmp_path: Path) -> None:
+    async with asyncio.timeout(20):
+        async with AsyncStore(LmdbStore(tmp_path / "db")) as db:
+            await db.append(AppendRequest(envelope=make_envelope(seq=1)))
+            before = db.batches_committed
+            results = await asyncio.gather(
+                db.append(AppendRequest(envelope=make_envelope(seq=2, wall_ms=2))),
+                db.run(db.store.set_setting, "a", b"1"),
+                db.append(AppendRequest(envelope=make_envelope(seq=3, wall_ms=3))),
+                db.run(db.store.get_setting, "a"),  # sees the write queued before it
+                db.run(db.store.set_setting, "", b"bad key"),  # fails alone
+                return_exceptions=True,
+            )
+            assert results[:4] == [AppendResult.STORED, None, AppendResult.STORED, b"1"]
+            assert isinstance(results[4], LocalProtocolError)
+            assert db.batches_committed == before + 1
+            assert await db.read(db.store.last_seq, ROOM_A, make_envelope().sender_device) == 3
+
+
+class _SlowWriteStore(LmdbStore):
+    """Holds every write batch until the test opens the gate."""
+
+    gate = threading.Event()
+
+    def run_batch(self, calls: Sequence[Callable[[], object]]) -> list[Outcome]:
+        self.gate.wait(10)
+        return super().run_batch(calls)
+
+
+async def test_reads_do_not_wait_behind_a_commit(tmp_path: Path) -> None:
+    async with asyncio.timeout(20):
+        store = _SlowWriteStore(tmp_path / "db")
+        async with AsyncStore(store) as db:
+            store.gate.set()
+            await db.run(store.set_setting, "a", b"1")
+            store.gate.clear()
+            writing = asyncio.create_task(db.run(store.set_setting, "a", b"2"))
+            assert await db.read(store.get_setting, "a") == b"1"  # the committed state
+            assert not writing.done()
+            with pytest.raises(LocalProtocolError):
+                await db.read(store.set_setting, "a", b"3")
+            store.gate.set()
+            await writing
+            assert await db.read(store.get_setting, "a") == b"2"
+        assert _storage_threads() == []
+
+
+async def test_reads_survive_the_map_growing_under_them(tmp_path: Path) -> None:
+    async with asyncio.timeout(60):
+        async with AsyncStore(LmdbStore(tmp_path / "db", map_size=64 * 1024)) as db:
+            start = db.store.map_size  # type: ignore[attr-defined]
+
+            async def write_much() -> None:
+                for i in range(1, 200):
+                    await db.append(AppendRequest(envelope=make_envelope(seq=i, body=b"x" * 900)))
+
+            async def read_much() -> int:
+                pages = 0
+                while not writer.done():
+                    await db.read(db.store.page_history, ROOM_A, direction=Direction.BACKWARD)
+                    pages += 1
+                return pages
+
+            writer = asyncio.create_task(write_much())
+            assert await read_much() > 0
+            await writer
+            assert db.store.map_size > start  # type: ignore[attr-defined]

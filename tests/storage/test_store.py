@@ -86,6 +86,37 @@ def test_failed_write_changes_nothing(store: KvStore) -> None:
     assert store.append(AppendRequest(envelope=good)) is AppendResult.STORED
 
 
+def test_a_batch_commits_once_and_undoes_a_failing_call_alone(store: KvStore) -> None:
+    a, b = make_envelope(seq=1), make_envelope(seq=2, wall_ms=1_001)
+
+    def fails_after_writing() -> None:
+        store.set_setting("half-done", b"x")
+        raise StorageError("this call fails")
+
+    outcomes = store.run_batch(
+        [
+            lambda: store.append(AppendRequest(envelope=a, outbox_to=(DEST_1,))),
+            fails_after_writing,
+            lambda: store.get_event(a.message_id) is not None,  # sees the call before it
+            lambda: store.append(AppendRequest(envelope=b)),
+        ]
+    )
+    assert [o.value for o in outcomes] == [AppendResult.STORED, None, True, AppendResult.STORED]
+    assert isinstance(outcomes[1].error, StorageError)
+    assert store.get_setting("half-done") is None
+    assert store.get_event(a.message_id) is not None
+    assert store.get_event(b.message_id) is not None
+    assert len(store.take_due(now_ms=10**9, limit=10, lease_ms=1)) == 1
+
+
+def test_a_snapshot_reads_and_refuses_writes(store: KvStore) -> None:
+    store.set_setting("name", b"v")
+    assert store.snapshot(lambda: store.get_setting("name")) == b"v"
+    with pytest.raises(LocalProtocolError, match="read-only"):
+        store.snapshot(lambda: store.set_setting("name", b"w"))
+    assert store.get_setting("name") == b"v"
+
+
 # --- history pages -------------------------------------------------------------------------
 
 
