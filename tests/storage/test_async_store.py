@@ -1,4 +1,4 @@
-"""AsyncStore: one writer thread with group commit for every write, reads beside it, acks only after commit."""
+"""AsyncStore: one writer with group commit for every write, reads beside it, acks after commit."""
 
 from __future__ import annotations
 
