@@ -1,15 +1,19 @@
 """Receipts on a home node (SPEC §16): clients' acks become signed RECEIPT envelopes; RECEIPT
 envelopes from recipients become statuses of our messages.
 
-Acks are coalesced: while one receipt is being stored, later acks of the same room and status
-gather, and the next flush carries them all in one envelope (up to MAX_RECEIPT_IDS ids).
+Acks are coalesced: acks of one room and status that come within RECEIPT_LINGER_MS (or while
+the previous receipt is being stored) travel in one envelope of up to MAX_RECEIPT_IDS ids, so a
+burst of acks costs one signature, one commit and one delivery instead of one each. Receipts
+that arrive are applied in the same way: all that queued up, in one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.node import Node
@@ -29,9 +33,12 @@ from hearthmesh.protocol.receipts import (
 )
 from hearthmesh.storage.api import DeliveryStatus, Store
 
-__all__ = ["ReceiptService", "StatusChange", "statuses_of"]
+__all__ = ["RECEIPT_LINGER_MS", "ReceiptService", "StatusChange", "statuses_of"]
 
 log = logging.getLogger(__name__)
+
+RECEIPT_LINGER_MS: Final = 20
+"""How long an ack waits for others to share its receipt: below what an eye sees on a tick."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,11 +56,16 @@ class StatusChange:
 class ReceiptService:
     """Sends our user's receipts and applies the receipts others send us."""
 
-    def __init__(self, node: Node, clock: Clock) -> None:
+    def __init__(
+        self, node: Node, clock: Clock, on_changes: Callable[[list[StatusChange]], None]
+    ) -> None:
         self._node = node
         self._clock = clock
+        self._on_changes = on_changes
         self._pending: dict[tuple[RoomId, ReceiptStatus], list[MessageId]] = {}
         self._wake = asyncio.Event()
+        self._arrived: list[tuple[Envelope, Receipt]] = []
+        self._arrival = asyncio.Event()
         self.sent = 0
 
     async def ack(self, message_id: MessageId, status: ReceiptStatus) -> None:
@@ -74,9 +86,15 @@ class ReceiptService:
         self._wake.set()
 
     async def run(self) -> None:
-        """Flush queued acks until cancelled."""
+        """Send queued acks and apply arrived receipts until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._send_loop())
+            group.create_task(self._apply_loop())
+
+    async def _send_loop(self) -> None:
         while True:
             await self._wake.wait()
+            await asyncio.sleep(RECEIPT_LINGER_MS / 1000)
             self._wake.clear()
             pending, self._pending = self._pending, {}
             for (room, status), ids in pending.items():
@@ -87,44 +105,86 @@ class ReceiptService:
 
     async def _flush(self, room: RoomId, status: ReceiptStatus, ids: list[MessageId]) -> None:
         store = self._node.store
-        # Record our own status first: a second ack of the same status sends nothing.
-        fresh = await store.run(
-            _raise_own, store.store, self._node.user_id, ids, status, self._clock.now_ms()
+        # A second ack of a status already recorded sends nothing. Recording it and storing the
+        # receipt are issued together, so they share one commit.
+        fresh = await store.read(_fresh, store.store, self._node.user_id, ids, status)
+        if not fresh:
+            return
+        recorded = store.run(
+            _raise_own, store.store, self._node.user_id, fresh, status, self._clock.now_ms()
         )
-        for start in range(0, len(fresh), MAX_RECEIPT_IDS):
-            chunk = tuple(fresh[start : start + MAX_RECEIPT_IDS])
-            body = encode_receipt(Receipt(status=status, message_ids=chunk))
-            await self._node.send(room, body, kind=Kind.RECEIPT, content_type=RECEIPT_CONTENT_TYPE)
-            self.sent += 1
+        sends = [self._send(room, status, chunk) for chunk in _chunks(fresh)]
+        await asyncio.gather(recorded, *sends)
 
-    async def apply(self, envelope: Envelope) -> list[StatusChange]:
-        """Apply a stored RECEIPT from another user to our messages' statuses.
+    async def _send(self, room: RoomId, status: ReceiptStatus, ids: tuple[MessageId, ...]) -> None:
+        body = encode_receipt(Receipt(status=status, message_ids=ids))
+        await self._node.send(room, body, kind=Kind.RECEIPT, content_type=RECEIPT_CONTENT_TYPE)
+        self.sent += 1
+
+    def apply_later(self, envelope: Envelope) -> None:
+        """Queue a stored RECEIPT from another user; changes reach `on_changes` once applied.
 
         Raises:
             MalformedMessage: the body is not a receipt.
         """
-        receipt = decode_receipt(envelope.body)
-        members = await self._node.members(envelope.room)
+        self._arrived.append((envelope, decode_receipt(envelope.body)))
+        self._arrival.set()
+
+    async def _apply_loop(self) -> None:
+        while True:
+            await self._arrival.wait()
+            self._arrival.clear()
+            arrived, self._arrived = self._arrived, []
+            try:
+                changes = await self._apply(arrived)
+            except HearthError as exc:  # e.g. the store is closing
+                log.warning("%d receipts not applied: %s", len(arrived), exc)
+                continue
+            if changes:
+                self._on_changes(changes)
+
+    async def _apply(self, arrived: list[tuple[Envelope, Receipt]]) -> list[StatusChange]:
+        rooms = {envelope.room for envelope, _ in arrived}
+        members = {room: await self._node.members(room) for room in rooms}
         store = self._node.store
         return await store.run(
-            _apply,
-            store.store,
-            self._node.user_id,
-            envelope,
-            receipt,
-            members,
-            self._clock.now_ms(),
+            _apply_all, store.store, self._node.user_id, arrived, members, self._clock.now_ms()
         )
+
+
+def _chunks(ids: list[MessageId]) -> list[tuple[MessageId, ...]]:
+    return [tuple(ids[i : i + MAX_RECEIPT_IDS]) for i in range(0, len(ids), MAX_RECEIPT_IDS)]
+
+
+def _fresh(
+    store: Store, own: UserId, ids: list[MessageId], status: ReceiptStatus
+) -> list[MessageId]:
+    """The ids (each once) whose recorded status of our own user is below `status`."""
+    fresh = []
+    for message_id in dict.fromkeys(ids):
+        held = {r.recipient: r.status for r in store.statuses(message_id)}.get(own)
+        if held is None or held < status:
+            fresh.append(message_id)
+    return fresh
+
+
+def _apply_all(
+    store: Store,
+    own: UserId,
+    arrived: list[tuple[Envelope, Receipt]],
+    members: dict[RoomId, set[UserId]],
+    now_ms: int,
+) -> list[StatusChange]:
+    changes: list[StatusChange] = []
+    for envelope, receipt in arrived:
+        changes += _apply(store, own, envelope, receipt, members[envelope.room], now_ms)
+    return changes
 
 
 def _raise_own(
     store: Store, own: UserId, ids: list[MessageId], status: ReceiptStatus, now_ms: int
-) -> list[MessageId]:
-    unique = list(dict.fromkeys(ids))
-    raised = store.set_statuses(
-        [(m, own, DeliveryStatus(status)) for m in unique], now_ms=now_ms
-    )  # one transaction for the whole flush
-    return [m for m, changed in zip(unique, raised, strict=True) if changed]
+) -> None:
+    store.set_statuses([(m, own, DeliveryStatus(status)) for m in ids], now_ms=now_ms)
 
 
 def _apply(

@@ -106,7 +106,7 @@ class ApiService:
         self.clock = clock
         self.feed = Feed(size=config.feed_size, epoch=secrets.token_hex(4))
         self.sessions: set[ClientSession] = set()
-        self.receipts = ReceiptService(node, clock)
+        self.receipts = ReceiptService(node, clock, self._on_status_changes)
         self.push: PushDispatcher | None = None
         self.api_url = ""
 
@@ -139,6 +139,10 @@ class ApiService:
             text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
         for session in self.sessions:
             session.put(text)
+
+    def _on_status_changes(self, changes: list[StatusChange]) -> None:
+        for change in changes:
+            self.broadcast(receipt_frame(change))
 
     async def _pump(self) -> None:
         async for event in self.node.events():
@@ -184,8 +188,7 @@ class ApiService:
         if envelope.sender_user == self.own:
             return  # our own (another of our nodes): clients saw it when it was sent
         if envelope.kind is Kind.RECEIPT:
-            for change in await self.receipts.apply(envelope):
-                self.broadcast(receipt_frame(change))
+            self.receipts.apply_later(envelope)  # never holds up the messages behind it
         elif envelope.kind is Kind.MESSAGE and envelope.content_type == CONTACT_CONTENT_TYPE:
             await self._on_contact(envelope)
         elif is_user_content(envelope):

@@ -70,6 +70,27 @@ async def test_no_false_delivered_before_the_recipient_acks(tmp_path: Path) -> N
             assert sent["message_id"] == details["messages"][-1]["message_id"]
 
 
+async def test_a_burst_of_acks_shares_receipts_and_every_tick_arrives(tmp_path: Path) -> None:
+    async with asyncio.timeout(20), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        bob = await _user(b)
+        async with a.socket() as alice_ws, b.socket() as bob_ws:
+            room = (await a.client.call("POST", "/v1/conversation", {"recipient_id": bob}))[
+                "room_id"
+            ]
+            for i in range(20):
+                await alice_ws.send(event="send", room_id=room, message=f"m{i}", client_id=str(i))
+            ids = [(await bob_ws.next("message"))["message_id"] for _ in range(20)]
+            for message_id in ids:  # one after another, as a client that shows them does
+                await bob_ws.send(event="ack", message_id=message_id, status="delivered")
+            ticked = {(await alice_ws.next("receipt"))["message_id"] for _ in range(20)}
+            assert ticked == set(ids)
+            receipts = b.api.service.receipts.sent
+            assert 1 <= receipts < 20  # coalesced: fewer envelopes (and commits) than acks
+            details = await a.client.call("GET", f"/v1/conversation/{room}/details")
+            assert {m["status"] for m in details["messages"]} == {"delivered"}
+
+
 async def test_presence_flips_when_bobs_node_stops_and_starts(tmp_path: Path) -> None:
     async with asyncio.timeout(20), home(tmp_path / "a") as a:
         a_addr = (await a.status())["listen_addrs"][0]
