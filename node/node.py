@@ -28,6 +28,8 @@ from hearthmesh.node.keyring import Keyring, load_or_create_keyring
 from hearthmesh.node.libp2p_dht import home_record_rules
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost
 from hearthmesh.node.linking import LinkService
+from hearthmesh.node.media_fetch import MediaFetcher
+from hearthmesh.node.media_server import MediaServer
 from hearthmesh.node.own_homes import OwnHomes
 from hearthmesh.node.peer_link import PeerLinks
 from hearthmesh.node.presence import PresenceService
@@ -62,6 +64,7 @@ from hearthmesh.protocol.identity import (
     UserId,
 )
 from hearthmesh.protocol.linking import LINK_PROTOCOL, LinkCode
+from hearthmesh.protocol.media import MEDIA_PROTOCOL
 from hearthmesh.protocol.membership import (
     MEMBERSHIP_CONTENT_TYPE,
     Action,
@@ -253,6 +256,22 @@ class Node:
             ),
         )
         self._host.set_stream_handler(HELLO_PROTOCOL, self._hello.serve)
+        media_server = MediaServer(
+            store=self._store,
+            directory=self._directory,
+            own_homes=lambda: self._homes.sibling_peers,
+        )
+        self._host.set_stream_handler(MEDIA_PROTOCOL, media_server.serve)
+        self.media = MediaFetcher(
+            host=self._host,
+            links=self._links,
+            store=self._store,
+            directory=self._directory,
+            clock=self._clock,
+            rng=secrets.token_bytes,
+            find_home=self.find_home,
+        )
+        """Fetches the media that stored messages reference (SPEC §25); the API waits on it."""
         self._host.set_topic_validator(PRESENCE_TOPIC, lambda m: self._presence.validate(m.data))
         self._topics = RoomTopics(
             host=self._host,
@@ -292,6 +311,7 @@ class Node:
         self._spawn(self._outbox.run(), "outbox")
         self._spawn(self._sync_siblings_periodically(), "sync-siblings")
         self._spawn(self._relay.run(), "relay")
+        self._spawn(self.media.run(), "media")
         self._spawn(self._presence.run(presence_sub), "presence")
         self._stack.push_async_callback(self._presence.stop)
         for address in self.config.bootstrap:
@@ -713,6 +733,7 @@ class Node:
             self._spawn(self._refresh_home(user), "refresh-home")
         if outcome.released and self._homes.siblings:
             self._outbox.wake()  # stored with entries for our other homes
+        self.media.want(outcome.released)
         for room in outcome.membership_changed:
             self._members.pop(RoomId(room), None)
             self._spawn(self._membership_changed(RoomId(room)), "membership")

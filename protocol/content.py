@@ -16,7 +16,7 @@ from typing import Final
 
 from .canonical import decode_canonical, encode_canonical
 from .envelope import Envelope, Kind
-from .errors import MalformedMessage
+from .errors import MalformedMessage, RemoteProtocolError
 
 __all__ = [
     "CONTACT_CONTENT_TYPE",
@@ -34,6 +34,7 @@ __all__ = [
     "encode_media",
     "encode_typing",
     "is_user_content",
+    "media_ref_of",
 ]
 
 TEXT_CONTENT_TYPE: Final = "text/plain"
@@ -95,6 +96,16 @@ def decode_media(body: bytes) -> MediaRef:
             _check_media(media)
             return media
     raise MalformedMessage("media body is [type, digest, content type, size, caption]")
+
+
+def media_ref_of(envelope: Envelope) -> MediaRef | None:
+    """The media reference a stored MESSAGE carries; None for anything else or a bad body."""
+    if envelope.kind is not Kind.MESSAGE or envelope.content_type != MEDIA_CONTENT_TYPE:
+        return None
+    try:
+        return decode_media(envelope.body)
+    except RemoteProtocolError:
+        return None  # shown as a broken message; there is nothing to fetch
 
 
 def _check_media(media: MediaRef) -> None:

@@ -35,6 +35,7 @@ __all__ = [
     "HistoryStore",
     "Maintenance",
     "MediaInfo",
+    "MediaReference",
     "MediaStore",
     "Member",
     "Outbox",
@@ -291,6 +292,16 @@ class MediaInfo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MediaReference:
+    """A room whose stored events reference a blob, by whom, at what declared size."""
+
+    room: RoomId
+    sender: UserId
+    size: int
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PurgeReport:
     """What one `purge` call removed; call again while anything was removed."""
 
@@ -537,6 +548,10 @@ class MediaStore(Protocol):
 
     def delete_media(self, digest: bytes) -> bool:
         """Remove a blob and its metadata."""
+        ...
+
+    def media_references(self, digest: bytes) -> list[MediaReference]:
+        """Rooms whose stored events reference `digest` (written with each append)."""
         ...
 
 

@@ -1,4 +1,4 @@
-"""Appending events: history, message index, outbox and conversation lists in one transaction."""
+"""Appending events: history, ids, outbox, conversation lists and media references in one txn."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from hearthmesh.protocol.hlc import encode_timestamp
 from .api import AppendRequest, AppendResult
 from .keys import Table, history_key, pack_u64, sequence_key, unpack_u64
 from .kv import KvTxn
+from .media_refs import note_media_txn
 from .outbox import enqueue_txn
 from .rooms import bump_conversation_txn, local_members_txn
 
@@ -48,5 +49,6 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
             enqueue_txn(txn, destination, envelope.message_id, request.next_attempt_ms)
         for user in local_members_txn(txn, envelope.room):
             bump_conversation_txn(txn, user, envelope.room, hlc)
+        note_media_txn(txn, envelope)
         results.append(AppendResult.STORED)
     return results

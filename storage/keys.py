@@ -36,6 +36,7 @@ __all__ = [
     "device_key",
     "handle_key",
     "history_key",
+    "media_ref_key",
     "member_key",
     "outbox_message_key",
     "outbox_queue_key",
@@ -127,6 +128,8 @@ class Table(Enum):
     """user | subscription id -> subscription record."""
     MEDIA = b"media.blobs"
     """sha-256 of the blob -> media record; the blob is a file beside the environment."""
+    MEDIA_REFS = b"media.references"
+    """digest | room | sender -> declared size u64 | content type: where a blob is named."""
 
 
 def check_id(value: bytes, what: str) -> None:
@@ -298,6 +301,11 @@ def sync_key(peer: bytes, room: bytes) -> bytes:
 def push_key(user: bytes, subscription_id: bytes) -> bytes:
     """user | subscription id."""
     return user + subscription_id
+
+
+def media_ref_key(digest: bytes, room: bytes, sender: bytes) -> bytes:
+    """digest | room | sender user: a prefix scan on the digest finds every reference."""
+    return digest + room + sender
 
 
 def blob_name(digest: bytes) -> str:

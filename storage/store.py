@@ -30,6 +30,7 @@ from .api import (
     FriendRequest,
     HistoryPage,
     MediaInfo,
+    MediaReference,
     Member,
     OutboxEntry,
     Outcome,
@@ -47,6 +48,7 @@ from .append import append_batch_txn, check_appendable
 from .blobs import BlobStore
 from .keys import Table, contact_key, push_key
 from .kv import KvEngine, KvTxn, T
+from .media_refs import media_references_txn
 
 __all__ = ["KvStore"]
 
@@ -362,6 +364,11 @@ class KvStore:
         existed = self._engine.write(lambda txn: txn.delete(Table.MEDIA, digest))
         self._blobs.delete(digest)
         return existed
+
+    def media_references(self, digest: bytes) -> list[MediaReference]:
+        """Rooms whose stored events reference `digest`."""
+        with self._engine.read() as txn:
+            return media_references_txn(txn, digest)
 
     # --- maintenance ---------------------------------------------------------------------
 

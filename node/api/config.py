@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from hearthmesh.protocol.client_api import MAX_FRAME_BYTES
+from hearthmesh.protocol.media import MAX_MEDIA_BYTES
 
 __all__ = ["DEFAULT_API_HOST", "DEFAULT_API_PORT", "LOOPBACK_HOSTS", "ApiConfig"]
 
@@ -30,8 +31,10 @@ class ApiConfig:
     """Origins (scheme://host[:port]) a browser may call from; none by default."""
     max_json_bytes: int = 256 * 1024
     """Largest JSON request body; larger is 413 TOO_LARGE."""
-    max_media_bytes: int = 16 * 1024 * 1024
-    """Largest media upload."""
+    max_media_bytes: int = MAX_MEDIA_BYTES
+    """Largest media upload (also the most a node serves or fetches, SPEC §25)."""
+    media_fetch_wait_s: float = 5.0
+    """How long `GET /v1/media/{digest}` waits for a blob still on its way (then 504)."""
     max_ws_frame_bytes: int = MAX_FRAME_BYTES
     """Largest WebSocket frame a client may send; larger is an `error` frame (TOO_LARGE)."""
     http_rate_per_s: float = 200.0

@@ -48,6 +48,7 @@ from hearthmesh.storage.api import Profile, PushSubscription
 __all__ = ["add_routes"]
 
 MAX_PAGE_SIZE: Final = 100
+_UPLOAD_READ_BYTES: Final = 256 * 1024
 MAX_GROUP_MEMBERS: Final = 256
 
 
@@ -375,9 +376,15 @@ async def upload_media(request: web.Request) -> web.Response:
     limit = service.config.max_media_bytes
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"media over {limit} bytes")
-    data = await request.content.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"media over {limit} bytes")
+    # One read() returns what has arrived so far, not the whole body: read up to EOF.
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.content.iter_chunked(_UPLOAD_READ_BYTES):
+        size += len(part)
+        if size > limit:
+            raise TooLarge(f"media over {limit} bytes")
+        parts.append(part)
+    data = b"".join(parts)
     if not data:
         raise MalformedMessage("empty upload")
     content_type = request.headers.get("Content-Type", "application/octet-stream")[:127]
@@ -392,8 +399,14 @@ async def upload_media(request: web.Request) -> web.Response:
 
 
 async def download_media(request: web.Request) -> web.Response:
+    """The blob; one a message here references but not yet fetched is waited for (SPEC §25.5)."""
     digest = decode_hex_id(request.match_info["digest"], "digest")
-    store = _service(request).node.store
+    service = _service(request)
+    store = service.node.store
+    if await store.read(store.store.media_info, digest) is None and not (
+        await service.node.media.wait_fetched(digest, wait_s=service.config.media_fetch_wait_s)
+    ):
+        raise ApiError(504, ErrorCode.NOT_FOUND, "not fetched from the sender's home yet")
     info = await store.read(store.store.media_info, digest)
     data = await store.read(store.store.read_media, digest)
     if info is None or data is None:

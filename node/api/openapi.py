@@ -187,7 +187,13 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             "requestBody": {"required": True, "content": {"*/*": {"schema": {}}}},
         }
     },
-    "/v1/media/{digest}": {"get": _op("download a blob", params=(_path("digest", _HEX_ID),))},
+    "/v1/media/{digest}": {
+        "get": _op(
+            "download a blob (fetched from the sender's home if needed)",
+            params=(_path("digest", _HEX_ID),),
+            errors=(400, 401, 403, 404, 429, 504),
+        )
+    },
     "/v1/push/vapid": {"get": _op("the VAPID applicationServerKey (RFC 8292)")},
     "/v1/push/subscriptions": {
         "get": _op("this user's push endpoints"),

@@ -33,6 +33,7 @@ def make_envelope(
     body: bytes = b"hello",
     kind: Kind = Kind.MESSAGE,
     user: bytes = USER_A,
+    content_type: str = "text/plain",
 ) -> Envelope:
     """A sealed envelope of `device(device_index)`."""
     return seal(
@@ -42,6 +43,6 @@ def make_envelope(
         sender_user=UserId(user),
         seq=seq,
         hlc=Timestamp(wall_ms, counter),
-        content_type="text/plain",
+        content_type=content_type,
         body=body,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from hearthmesh.protocol.content import MEDIA_CONTENT_TYPE, MediaRef, encode_media
 from hearthmesh.protocol.envelope import Kind
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, StorageError
 from hearthmesh.protocol.hlc import Timestamp
@@ -488,6 +489,29 @@ def test_media_is_content_addressed(store: KvStore) -> None:
     assert store.delete_media(info.digest)
     assert store.read_media(info.digest) is None
     assert not store.delete_media(info.digest)
+
+
+def test_media_references_are_indexed_with_the_append(store: KvStore) -> None:
+    picture = MediaRef(type="image", digest=b"\x01" * 32, content_type="image/png", size=7)
+    first = make_envelope(body=encode_media(picture), content_type=MEDIA_CONTENT_TYPE)
+    again = make_envelope(seq=2, body=encode_media(picture), content_type=MEDIA_CONTENT_TYPE)
+    elsewhere = make_envelope(
+        ROOM_B, user=USER_B, body=encode_media(picture), content_type=MEDIA_CONTENT_TYPE
+    )
+    broken = make_envelope(seq=3, body=b"not cbor", content_type=MEDIA_CONTENT_TYPE)
+    for envelope in (first, again, elsewhere, broken, make_envelope(seq=4, body=b"\x01" * 32)):
+        assert store.append(AppendRequest(envelope=envelope)) is AppendResult.STORED
+    found = store.media_references(picture.digest)
+    assert {(r.room, r.sender, r.size, r.content_type) for r in found} == {
+        (ROOM_A, USER_A, 7, "image/png"),
+        (ROOM_B, USER_B, 7, "image/png"),
+    }
+    assert store.media_references(b"\x02" * 32) == []
+    # a refused append (a conflict) indexes nothing
+    other = MediaRef(type="file", digest=b"\x03" * 32, content_type="text/csv", size=1)
+    clash = make_envelope(body=encode_media(other), content_type=MEDIA_CONTENT_TYPE)
+    assert store.append(AppendRequest(envelope=clash)) is AppendResult.CONFLICT
+    assert store.media_references(other.digest) == []
 
 
 # --- retention -----------------------------------------------------------------------------

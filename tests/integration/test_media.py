@@ -1,0 +1,186 @@
+"""Media reach the other side (SPEC §25): real nodes on 127.0.0.1, driven through the API."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hearthmesh.node.frame_stream import FrameStream
+from hearthmesh.node.libp2p_host import HostConfig, P2PHost
+from hearthmesh.node.media_fetch import PeerShunned
+from hearthmesh.node.p2p_errors import StreamClosed
+from hearthmesh.protocol.canonical import encode_canonical
+from hearthmesh.protocol.delivery import ProtocolErrorFrame
+from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.errors import ErrorCode, TooLarge
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.media import (
+    MAX_CHUNK_BYTES,
+    MEDIA_PROTOCOL,
+    DigestMismatch,
+    MediaRefused,
+    answer_frames,
+    decode_answer,
+    encode_request,
+)
+from hearthmesh.storage.api import MediaReference
+
+from .api_helpers import TOKEN, Home, home, link
+
+pytestmark = pytest.mark.integration
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def _upload(h: Home, data: bytes, content_type: str) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as http,
+        http.post(h.url + "/v1/media", data=data, headers={"Content-Type": content_type}) as r,
+    ):
+        assert r.status == 201
+        media: dict[str, Any] = await r.json()
+        return media
+
+
+async def _download(h: Home, digest: str) -> tuple[int, bytes, str]:
+    async with (
+        aiohttp.ClientSession(headers=AUTH) as http,
+        http.get(h.url + f"/v1/media/{digest}") as response,
+    ):
+        return response.status, await response.read(), response.content_type
+
+
+async def _send_image(alice: Home, bob: Home, data: bytes) -> dict[str, Any]:
+    """Alice uploads `data` and sends it to bob; returns the media object once bob's client
+    has the message (the blob itself may still be on its way)."""
+    bob_user = (await bob.status())["user_id"]
+    room = (await alice.client.call("POST", "/v1/conversation", {"recipient_id": bob_user}))[
+        "room_id"
+    ]
+    media = await _upload(alice, data, "image/png")
+    async with bob.socket() as bob_ws:
+        await alice.client.call(
+            "POST",
+            f"/v1/conversation/{room}/messages",
+            {"message": "look", "type": "image", "media": media},
+        )
+        received = await bob_ws.next("message")
+    assert received["media"]["digest"] == media["digest"]
+    return media
+
+
+async def _ask(host: P2PHost, peer: str, request: bytes) -> tuple[Any, FrameStream]:
+    stream = await host.open_stream(peer, MEDIA_PROTOCOL)
+    await stream.write_frame(request)
+    return decode_answer(await stream.read_frame()), stream
+
+
+async def test_an_image_reaches_bobs_node_and_no_one_else(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="hearthmesh.node.media_fetch")
+    image = os.urandom(5 * MAX_CHUNK_BYTES + 1234)  # over 1 MiB: six chunks
+    async with (
+        asyncio.timeout(20),
+        home(tmp_path / "a") as a,
+        home(tmp_path / "b") as b,
+        home(tmp_path / "c") as c,
+        P2PHost(HostConfig(identity_seed=os.urandom(32))) as mallory,
+    ):
+        await link(a, b)
+        await link(c, a)  # carol's node is known to alice's, but carol is in no room of hers
+        media = await _send_image(a, b, image)
+        status, body, content_type = await _download(b, media["digest"])  # waits if needed
+        assert (status, content_type) == (200, "image/png")
+        assert len(body) == len(image) and media["size"] == len(image)
+        assert body == image
+        assert b.node.media.fetched == 1
+        assert any("bytes fetched from" in r.getMessage() for r in caplog.records)
+        # carol's node asks alice's directly: refused, and it stores nothing
+        digest = bytes.fromhex(media["digest"])
+        reference = MediaReference(
+            room=RoomId(bytes(32)), sender=a.node.user_id, size=len(image), content_type="x"
+        )
+        with pytest.raises(MediaRefused) as refused:
+            await c.node.media.fetch_from(a.node.peer_id, digest, reference)
+        assert refused.value.refusal_code == ErrorCode.NOT_AUTHORIZED
+        assert await c.node.store.run(c.node.store.store.media_info, digest) is None
+        status, _, _ = await _download(c, media["digest"])
+        assert status == 404  # no message of carol's names it: nothing to fetch
+        # a stranger's requests: unknown digest, oversized and malformed frames get a code
+        await mallory.connect(a.node.listen_addrs[0])
+        for request, code in (
+            (encode_request(digest), ErrorCode.NOT_AUTHORIZED),
+            (encode_request(hashlib.sha256(b"nothing").digest()), ErrorCode.NOT_FOUND),
+            (encode_canonical([1, b"\x00" * 1000]), ErrorCode.TOO_LARGE),
+            (encode_canonical([7, digest]), ErrorCode.MALFORMED),
+            (b"\xff garbage", ErrorCode.MALFORMED),
+        ):
+            answer, stream = await _ask(mallory, a.node.peer_id, request)
+            assert answer == ProtocolErrorFrame(code=code, message=answer.message)
+            with pytest.raises(StreamClosed):  # the server closes after its answer
+                await stream.read_frame()
+            await stream.close()
+        # alice's node is unharmed: bob still reads the image, alice still serves her own
+        assert (await _download(a, media["digest"]))[1] == image
+
+
+async def test_bad_bytes_are_discarded_and_the_liar_is_not_asked_again(tmp_path: Path) -> None:
+    image = os.urandom(3 * MAX_CHUNK_BYTES)
+    digest = hashlib.sha256(image).digest()
+    asked: list[bytes] = []
+
+    async def liar(stream: FrameStream) -> None:
+        asked.append(await stream.read_frame())
+        lie = bytes(len(image)) if len(asked) == 1 else image + b"more"
+        await stream.write_frames(answer_frames(lie))
+
+    async with (
+        asyncio.timeout(15),
+        home(tmp_path / "b") as b,
+        P2PHost(HostConfig(identity_seed=os.urandom(32))) as mallory,
+    ):
+        mallory.set_stream_handler(MEDIA_PROTOCOL, liar)
+        await mallory.connect(b.node.listen_addrs[0])
+        reference = MediaReference(
+            room=RoomId(bytes(32)), sender=UserId(bytes(32)), size=len(image), content_type="x"
+        )
+        with pytest.raises(DigestMismatch):
+            await b.node.media.fetch_from(mallory.peer_id, digest, reference)
+        assert await b.node.store.run(b.node.store.store.media_info, digest) is None
+        assert b.node.media.shunned(mallory.peer_id, digest)
+        with pytest.raises(PeerShunned):
+            await b.node.media.fetch_from(mallory.peer_id, digest, reference)
+        assert len(asked) == 1  # not asked again for that digest
+        # more bytes than declared: refused once the declared size is passed, nothing kept
+        other = hashlib.sha256(image + b"more").digest()
+        with pytest.raises(TooLarge):
+            await b.node.media.fetch_from(mallory.peer_id, other, reference)
+        assert await b.node.store.run(b.node.store.store.media_info, other) is None
+        assert b.node.media.fetched == 0
+
+
+async def test_bobs_api_answers_504_while_alices_home_is_away_then_fetches(tmp_path: Path) -> None:
+    image = os.urandom(4096)
+    async with asyncio.timeout(25), home(tmp_path / "b", api={"media_fetch_wait_s": 1.0}) as b:
+        b_addr = (await b.status())["listen_addrs"][0]
+        async with home(tmp_path / "a") as a:
+            await link(a, b)
+            media = await _send_image(a, b, image)
+            assert (await _download(b, media["digest"]))[:2] == (200, image)
+        digest = bytes.fromhex(media["digest"])
+        await b.node.store.run(b.node.store.store.delete_media, digest)  # as if never fetched
+        status, body, _ = await _download(b, media["digest"])
+        assert status == 504, body
+        async with home(tmp_path / "a", bootstrap=(b_addr,)):
+            status, body, _ = await _download(b, media["digest"])
+            while status == 504:  # alice's new address reaches bob with her hello
+                status, body, _ = await _download(b, media["digest"])
+            assert (status, body) == (200, image)
