@@ -49,6 +49,8 @@ __all__ = ["add_routes"]
 
 MAX_PAGE_SIZE: Final = 100
 _UPLOAD_READ_BYTES: Final = 256 * 1024
+_INLINE_MEDIA: Final = ("image/", "audio/", "video/")
+"""Shown in place (the sandbox policy keeps an SVG's scripts still); all else downloads."""
 MAX_GROUP_MEMBERS: Final = 256
 
 
@@ -411,7 +413,12 @@ async def download_media(request: web.Request) -> web.Response:
     data = await store.read(store.store.read_media, digest)
     if info is None or data is None:
         raise NotFound("no such media here")
-    return web.Response(body=data, content_type=info.content_type.split(";")[0] or None)
+    # The content type is the sender's word: never let a browser run it on our origin.
+    headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+    content_type = info.content_type.split(";")[0]
+    if not content_type.startswith(_INLINE_MEDIA):
+        headers["Content-Disposition"] = "attachment"
+    return web.Response(body=data, content_type=content_type or None, headers=headers)
 
 
 # --- push -------------------------------------------------------------------------------------

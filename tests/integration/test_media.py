@@ -184,3 +184,21 @@ async def test_bobs_api_answers_504_while_alices_home_is_away_then_fetches(tmp_p
             while status == 504:  # alice's new address reaches bob with her hello
                 status, body, _ = await _download(b, media["digest"])
             assert (status, body) == (200, image)
+
+
+async def test_media_never_runs_as_a_page_on_the_api_origin(tmp_path: Path) -> None:
+    async with (
+        asyncio.timeout(15),
+        home(tmp_path / "a") as a,
+        aiohttp.ClientSession(headers=AUTH) as http,
+    ):
+        for content_type, attachment in (("text/html", True), ("image/svg+xml", False)):
+            body = f"<script>alert('{content_type}')</script>".encode()  # one blob per type
+            media = await _upload(a, body, content_type)
+            async with http.get(a.url + f"/v1/media/{media['digest']}") as response:
+                assert response.status == 200
+                assert response.headers["X-Content-Type-Options"] == "nosniff"
+                assert response.headers["Content-Security-Policy"] == "sandbox"
+                assert ("attachment" in response.headers.get("Content-Disposition", "")) is (
+                    attachment
+                )
