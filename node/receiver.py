@@ -132,6 +132,12 @@ class Receiver:
         self._publish(outcome)
         return outcome.results
 
+    async def accept_fetched(self, batch: Deliver, *, from_sibling: bool) -> list[DeliveryResult]:
+        """Envelopes a gap fetch brought (SPEC §26): checked and stored as a delivery, no ack."""
+        results = await self.accept_batch(batch, from_sibling=from_sibling)
+        await self._store.run(self._inbox.save_release, self._store.store)
+        return results
+
     async def accept_gossip(self, items: list[GossipItem]) -> None:
         """Verified envelopes from a room topic, for our user (the fast path), in one hop."""
         arrivals: list[Arrival | DeliveryResult] = []
