@@ -44,5 +44,8 @@ class NodeConfig:
     """How often this node reconciles its rooms with its user's other homes (DESIGN §7)."""
     retry_poll_ms: int = 200
     """Longest sleep of the delivery worker between looks at the outbox."""
+    gap_grace_ms: int = 1500
+    """How long a gap in a sender's sequence may stay open before other homes are asked for
+    the missing envelopes (SPEC §26); the sender's own retries usually fill it sooner."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

@@ -21,6 +21,8 @@ from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.delivery import LEASE_MS, OutboxWorker
 from hearthmesh.node.directory import HomeDirectory, Presence
 from hearthmesh.node.events import MembershipChanged, NodeEvent
+from hearthmesh.node.fetch import FetchService
+from hearthmesh.node.gap_fetch import GapFetcher
 from hearthmesh.node.gossip_out import GossipPublisher
 from hearthmesh.node.hello import HelloService
 from hearthmesh.node.inbox import Inbox, StoreOutcome
@@ -50,6 +52,7 @@ from hearthmesh.protocol.errors import (
     NotAuthorized,
     RemoteProtocolError,
 )
+from hearthmesh.protocol.fetch import FETCH_PROTOCOL
 from hearthmesh.protocol.gossip import (
     PRESENCE_TOPIC,
     encode_gossip,
@@ -157,10 +160,11 @@ class Node:
         local = {self.keyring.user_id}
         self._directory = HomeDirectory()
         self._rooms = RoomRegistry(local)
+        self._release = ReleaseOrder()
         self._inbox = Inbox(
             local_users=local,
             rooms=self._rooms,
-            release=ReleaseOrder(),
+            release=self._release,
             directory=self._directory,
             relay_ttl_ms=self.config.relay_ttl_ms,
             siblings=lambda: self._homes.siblings,
@@ -272,6 +276,30 @@ class Node:
             find_home=self.find_home,
         )
         """Fetches the media that stored messages reference (SPEC §25); the API waits on it."""
+        self._fetch = FetchService(
+            host=self._host,
+            store=self._store,
+            rooms=self._rooms,
+            directory=self._directory,
+            is_sibling=lambda peer: peer in self._homes.sibling_peers,
+            certificate_of=self._certificate_of,
+        )
+        self._host.set_stream_handler(FETCH_PROTOCOL, self._fetch.serve)
+        self._gaps = GapFetcher(
+            release=self._release,
+            fetch=self._fetch,
+            receiver=self._receiver,
+            links=self._links,
+            store=self._store,
+            rooms=self._rooms,
+            directory=self._directory,
+            clock=self._clock,
+            rng=secrets.token_bytes,
+            user=self.keyring.user_id,
+            peer_id=self._host.peer_id,
+            siblings=lambda: self._homes.sibling_peers,
+            grace_ms=self.config.gap_grace_ms,
+        )
         self._host.set_topic_validator(PRESENCE_TOPIC, lambda m: self._presence.validate(m.data))
         self._topics = RoomTopics(
             host=self._host,
@@ -312,6 +340,7 @@ class Node:
         self._spawn(self._sync_siblings_periodically(), "sync-siblings")
         self._spawn(self._relay.run(), "relay")
         self._spawn(self.media.run(), "media")
+        self._spawn(self._gaps.run(), "gap-fetch")
         self._spawn(self._presence.run(presence_sub), "presence")
         self._stack.push_async_callback(self._presence.stop)
         for address in self.config.bootstrap:
@@ -362,6 +391,12 @@ class Node:
     @property
     def listen_addrs(self) -> list[str]:
         return self._host.listen_addrs
+
+    def _certificate_of(self, device: DeviceId) -> bytes | None:
+        """The certificate proving whose `device` is: ours, or one a record or batch gave."""
+        if device == self.keyring.device_id:
+            return self.keyring.certificate_bytes
+        return self._directory.certificate(device)
 
     def home_record(self) -> bytes:
         """Our user's signed home record: where to deliver, which devices are theirs."""

@@ -9,20 +9,32 @@ sync state, so a restart neither repeats nor skips what the app was given.
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from typing import Final
 
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import SequenceOverflow
-from hearthmesh.protocol.identity import DeviceId
+from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.ordering import SenderSequencer
 from hearthmesh.storage.api import Store
 
-__all__ = ["ReleaseOrder"]
+__all__ = ["ReleaseOrder", "SenderGap"]
 
 _NEXT: Final = struct.Struct(">Q")
 _RELEASE_PREFIX: Final = b"release:"
 
 Sender = tuple[RoomId, DeviceId]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SenderGap:
+    """Numbers `first..last` of `device` (of `user`) in `room` are missing; later ones wait."""
+
+    room: RoomId
+    device: DeviceId
+    user: UserId
+    first: int
+    last: int
 
 
 class ReleaseOrder:
@@ -32,6 +44,8 @@ class ReleaseOrder:
         self._sequencer: SenderSequencer[Sender, Envelope] = SenderSequencer()
         self._known: set[Sender] = set()
         self._unsaved: set[Sender] = set()
+        self._users: dict[Sender, UserId] = {}
+        """Whose device each sender is: a gap is fetched from that user's homes first."""
 
     def offer(self, store: Store, envelope: Envelope, *, first_seq_if_new: int) -> list[Envelope]:
         """Take a newly stored envelope; return what may now go to the app, in order.
@@ -46,6 +60,7 @@ class ReleaseOrder:
             start = _NEXT.unpack(stored)[0] if stored is not None else first_seq_if_new
             self._sequencer.resume(sender, start)
             self._known.add(sender)
+            self._users[sender] = envelope.sender_user
         try:
             released = self._sequencer.offer(sender, envelope.seq, envelope)
         except SequenceOverflow:
@@ -63,3 +78,18 @@ class ReleaseOrder:
 
     def held(self) -> int:
         return self._sequencer.held()
+
+    def gaps(self) -> list[SenderGap]:
+        """The first missing range of every sender whose later envelopes wait (SPEC §8, §26)."""
+        found: dict[Sender, SenderGap] = {}
+        for gap in self._sequencer.gaps():
+            room, device = gap.sender
+            if gap.sender not in found:
+                found[gap.sender] = SenderGap(
+                    room=room,
+                    device=device,
+                    user=self._users[gap.sender],
+                    first=gap.first,
+                    last=gap.last,
+                )
+        return list(found.values())

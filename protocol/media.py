@@ -194,8 +194,7 @@ class MediaDownload:
             return None
         if answer.total != self._received or answer.total != self._declared:
             raise MalformedMessage(
-                f"END at {answer.total} bytes: received {self._received}, declared "
-                f"{self._declared}"
+                f"END at {answer.total} bytes: received {self._received}, declared {self._declared}"
             )
         data = b"".join(self._parts)
         self._parts = []

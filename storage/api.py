@@ -348,6 +348,13 @@ class HistoryStore(Protocol):
         """The highest sequence number of `sender_device` stored in `room`, 0 if none."""
         ...
 
+    def sender_events(
+        self, room: bytes, sender_device: bytes, first_seq: int, last_seq: int
+    ) -> list[StoredEvent]:
+        """Events of `sender_device` in `room` numbered `first_seq..last_seq` (at most 256
+        numbers), in sequence order; numbers not stored are skipped (SPEC §26)."""
+        ...
+
     def statuses(self, message_id: bytes) -> list[StatusRecord]:
         """Every recipient's status of one message, by recipient."""
         ...

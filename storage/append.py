@@ -8,7 +8,7 @@ from hearthmesh.protocol.errors import LocalProtocolError
 from hearthmesh.protocol.hlc import encode_timestamp
 
 from .api import AppendRequest, AppendResult
-from .keys import Table, history_key, pack_u64, sequence_key, unpack_u64
+from .keys import Table, history_key, pack_u64, sender_seq_key, sequence_key, unpack_u64
 from .kv import KvTxn
 from .media_refs import note_media_txn
 from .outbox import enqueue_txn
@@ -41,6 +41,9 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
             txn.delete(Table.MESSAGE_IDS, envelope.message_id)  # undo: nothing else was written
             results.append(AppendResult.CONFLICT)
             continue
+        # The first event stored under a number keeps it, as the first released does.
+        by_sender = sender_seq_key(envelope.room, envelope.sender_device, envelope.seq)
+        txn.insert(Table.BY_SENDER, by_sender, hlc)
         at = sequence_key(envelope.room, envelope.sender_device)
         highest = txn.get(Table.SEQUENCES, at)
         if highest is None or unpack_u64(highest) < envelope.seq:

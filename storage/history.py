@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage
+from hearthmesh.protocol.hlc import TIMESTAMP_BYTES
 
 from .api import Cursor, DeliveryStatus, Direction, HistoryPage, StatusRecord, StoredEvent
 from .keys import (
     ID_BYTES,
     KEY_END,
+    SEQ_BYTES,
     SLOT_BYTES,
     Table,
     decode_slot,
+    history_key,
     pack_u64,
     prefix_end,
+    sender_seq_key,
     sequence_key,
     unpack_u64,
 )
@@ -26,17 +30,22 @@ from .records import corrupt, decode_envelope_at, decode_status, encode_status
 
 __all__ = [
     "MAX_HISTORY_PAGE",
+    "MAX_SENDER_RANGE",
+    "fill_sender_index_txn",
     "get_event_txn",
     "last_seq_txn",
     "latest_event_txn",
     "page_history_txn",
     "purge_events_txn",
+    "sender_events_txn",
     "set_status_txn",
     "statuses_txn",
     "stored_event",
 ]
 
 MAX_HISTORY_PAGE = 1000
+MAX_SENDER_RANGE = 256
+"""Most sequence numbers one `sender_events` call covers (a gap fetch asks for no more)."""
 
 
 def stored_event(key: bytes, value: bytes) -> StoredEvent:
@@ -149,6 +158,7 @@ def purge_events_txn(txn: KvTxn, cutoff_ms: int, limit: int) -> tuple[int, int]:
                 doomed.append((key, message_id))
         for key, message_id in doomed:  # written after the scan: never mutate under a cursor
             txn.delete(Table.HISTORY, key)
+            _unindex_sender_txn(txn, key)
             txn.delete(Table.MESSAGE_IDS, message_id)
             statuses = [k for k, _ in txn.scan(Table.STATUS, message_id, prefix_end(message_id))]
             for status_key in statuses:
@@ -162,3 +172,56 @@ def last_seq_txn(txn: KvTxn, room: bytes, sender_device: bytes) -> int:
     """The highest sequence number of `sender_device` stored in `room`, 0 if none."""
     value = txn.get(Table.SEQUENCES, sequence_key(room, sender_device))
     return 0 if value is None else unpack_u64(value)
+
+
+def sender_events_txn(
+    txn: KvTxn, room: bytes, sender_device: bytes, first_seq: int, last_seq: int
+) -> list[StoredEvent]:
+    """The events of `sender_device` in `room` numbered `first_seq..last_seq`, in seq order.
+
+    Numbers not stored are skipped.
+
+    Raises:
+        LocalProtocolError: an empty range, or one wider than MAX_SENDER_RANGE.
+    """
+    if not 1 <= first_seq <= last_seq < first_seq + MAX_SENDER_RANGE:
+        raise LocalProtocolError(f"sender range {first_seq}..{last_seq} (1..{MAX_SENDER_RANGE})")
+    start = sender_seq_key(room, sender_device, first_seq)
+    end = sender_seq_key(room, sender_device, last_seq + 1)
+    events = []
+    for key, hlc in txn.scan(Table.BY_SENDER, start, end):
+        seq = unpack_u64(key[-SEQ_BYTES:])
+        at = history_key(room, hlc, sender_device, seq)
+        value = txn.get(Table.HISTORY, at)
+        if value is None:
+            raise corrupt(Table.BY_SENDER, key, "points at a missing history entry")
+        events.append(stored_event(at, value))
+    return events
+
+
+def _by_sender(key: bytes) -> tuple[bytes, bytes]:
+    """(by-sender key, hlc) of the event under the history key `key`."""
+    room, rest = decode_slot(key)
+    hlc, device = rest[:TIMESTAMP_BYTES], rest[TIMESTAMP_BYTES : TIMESTAMP_BYTES + ID_BYTES]
+    return sender_seq_key(room, device, unpack_u64(rest[-SEQ_BYTES:])), hlc
+
+
+def _unindex_sender_txn(txn: KvTxn, key: bytes) -> None:
+    """Drop the by-sender entry of the history key `key`, if it names this very event."""
+    by_sender, hlc = _by_sender(key)
+    if txn.get(Table.BY_SENDER, by_sender) == hlc:
+        txn.delete(Table.BY_SENDER, by_sender)
+
+
+def fill_sender_index_txn(txn: KvTxn) -> int:
+    """Index every stored event by sender, once, for a store written before the index existed.
+
+    Every append writes both, so an empty index beside a non-empty history means exactly that.
+    Returns how many events were indexed.
+    """
+    if next(txn.scan(Table.BY_SENDER, b"", KEY_END), None) is not None:
+        return 0
+    entries = [_by_sender(key) for key, _ in txn.scan(Table.HISTORY, b"", KEY_END)]
+    for by_sender, hlc in entries:  # written after the scan: never mutate under a cursor
+        txn.insert(Table.BY_SENDER, by_sender, hlc)
+    return len(entries)

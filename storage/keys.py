@@ -48,6 +48,7 @@ __all__ = [
     "relay_expiry_key",
     "relay_id_key",
     "relay_message_key",
+    "sender_seq_key",
     "sequence_key",
     "slot",
     "sync_key",
@@ -84,6 +85,8 @@ class Table(Enum):
     """room | hlc(12) | sender device | seq u64 -> message id | envelope wire bytes."""
     SEQUENCES = b"history.sequences"
     """room | sender device -> highest seq u64 stored (a sender resumes its numbering here)."""
+    BY_SENDER = b"history.by_sender"
+    """room | sender device | seq u64 -> hlc(12): a sender's events by number (gap fetching)."""
     MESSAGE_IDS = b"history.ids"
     """message id -> slot (the history key): dedupe and lookup by id."""
     STATUS = b"status.receipts"
@@ -198,6 +201,11 @@ def slot(hlc: bytes, sender_device: bytes, seq: int) -> bytes:
 def sequence_key(room: bytes, sender_device: bytes) -> bytes:
     """room | sender device."""
     return room + sender_device
+
+
+def sender_seq_key(room: bytes, sender_device: bytes, seq: int) -> bytes:
+    """room | sender device | seq u64: a sender's events in one room in sequence order."""
+    return room + sender_device + pack_u64(seq)
 
 
 def history_key(room: bytes, hlc: bytes, sender_device: bytes, seq: int) -> bytes:

@@ -29,6 +29,7 @@ from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 
 from .api import DEFAULT_RELAY_QUOTA, RelayQuota
 from .blobs import FileBlobs
+from .history import fill_sender_index_txn
 from .keys import SCHEMA_KEY, SCHEMA_VERSION, Table, pack_u32, unpack_u32
 from .kv import KvTxn, Outcome, T, check_key
 from .store import KvStore
@@ -396,6 +397,11 @@ class LmdbStore(KvStore):
         root = Path(path)
         self._lmdb = LmdbEngine(root, map_size=map_size)
         super().__init__(self._lmdb, FileBlobs(root / _MEDIA_DIR), relay_quota=relay_quota)
+        try:  # a store written before the by-sender index: fill it once (cheap when full)
+            self._lmdb.write(fill_sender_index_txn)
+        except BaseException:
+            self._lmdb.close()
+            raise
 
     @property
     def map_size(self) -> int:

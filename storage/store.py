@@ -120,6 +120,13 @@ class KvStore:
         with self._engine.read() as txn:
             return history.last_seq_txn(txn, room, sender_device)
 
+    def sender_events(
+        self, room: bytes, sender_device: bytes, first_seq: int, last_seq: int
+    ) -> list[StoredEvent]:
+        """Events of one sender in one room by sequence number (see `api.HistoryStore`)."""
+        with self._engine.read() as txn:
+            return history.sender_events_txn(txn, room, sender_device, first_seq, last_seq)
+
     def statuses(self, message_id: bytes) -> list[StatusRecord]:
         """Every recipient's status of one message."""
         with self._engine.read() as txn:

@@ -91,6 +91,20 @@ def test_a_newer_schema_is_refused_by_name(tmp_path: Path) -> None:
         LmdbStore(path)
 
 
+def test_a_store_from_before_the_by_sender_index_is_indexed_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    events = [make_envelope(seq=seq, wall_ms=100 - seq) for seq in (1, 2, 3)]
+    with LmdbStore(path) as store:
+        store.append_many([AppendRequest(envelope=e) for e in events])
+    env = lmdb.open(str(path), max_dbs=len(Table))
+    with env.begin(write=True) as txn:  # as an older build left it: history, no index
+        txn.drop(env.open_db(Table.BY_SENDER.value, txn=txn), delete=False)
+    env.close()
+    with LmdbStore(path) as store:
+        found = store.sender_events(ROOM_A, events[0].sender_device, 1, 3)
+        assert [e.envelope.message_id for e in found] == [e.message_id for e in events]
+
+
 def test_an_undecodable_value_names_its_key_and_the_rest_stays_readable(tmp_path: Path) -> None:
     path = tmp_path / "db"
     good, bad = make_envelope(ROOM_A), make_envelope(ROOM_B)

@@ -273,6 +273,41 @@ def test_last_seq_follows_each_device_in_each_room(store: KvStore) -> None:
     assert store.last_seq(ROOM_A, make_envelope(device_index=2).sender_device) == 9
 
 
+def test_sender_events_finds_one_senders_numbers_in_a_room(store: KvStore) -> None:
+    """SPEC §26: the events of one device in one room by sequence number, in seq order,
+    whatever their HLC order; other rooms, other devices and missing numbers are left out."""
+    device = make_envelope().sender_device
+    mine = {seq: make_envelope(seq=seq, wall_ms=5_000 - seq) for seq in (1, 2, 4, 5, 300)}
+    store.append_many([AppendRequest(envelope=e) for e in mine.values()])
+    store.append(AppendRequest(envelope=make_envelope(ROOM_B, seq=3)))
+    store.append(AppendRequest(envelope=make_envelope(seq=3, device_index=2)))
+    assert ids(store.sender_events(ROOM_A, device, 2, 5)) == [
+        mine[seq].message_id for seq in (2, 4, 5)
+    ]
+    assert ids(store.sender_events(ROOM_A, device, 3, 3)) == []
+    assert ids(store.sender_events(ROOM_A, device, 45, 300)) == [mine[300].message_id]
+    assert store.sender_events(ROOM_B, device, 1, 256)[0].envelope.seq == 3
+    for first, last in ((0, 1), (5, 4), (1, 257)):
+        with pytest.raises(LocalProtocolError):
+            store.sender_events(ROOM_A, device, first, last)
+
+
+def test_sender_events_keep_the_first_event_of_a_number_and_forget_purged_ones(
+    store: KvStore,
+) -> None:
+    device = make_envelope().sender_device
+    first = make_envelope(seq=1, wall_ms=10)
+    twin = make_envelope(seq=1, wall_ms=20, body=b"the same number again")
+    later = make_envelope(seq=2, wall_ms=10**9)
+    for envelope in (first, twin, later):
+        assert store.append(AppendRequest(envelope=envelope)) is AppendResult.STORED
+    assert ids(store.sender_events(ROOM_A, device, 1, 2)) == [first.message_id, later.message_id]
+    store.purge(now_ms=10**9, retention_ms=10**9 - 15)  # removes `first` (wall 10) only
+    assert ids(store.sender_events(ROOM_A, device, 1, 2)) == [later.message_id]
+    store.purge(now_ms=10**9, retention_ms=1)
+    assert ids(store.sender_events(ROOM_A, device, 1, 2)) == [later.message_id]
+
+
 def test_enqueue_refers_to_stored_messages_only(store: KvStore) -> None:
     env = make_envelope()
     with pytest.raises(LocalProtocolError):
