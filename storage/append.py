@@ -1,4 +1,5 @@
-"""Appending events: history, message index, outbox and conversation lists in one transaction."""
+"""Appending events: history, message index, arrival log, outbox and conversation lists, all in
+one transaction."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from hearthmesh.protocol.errors import LocalProtocolError
 from hearthmesh.protocol.hlc import encode_timestamp
 
 from .api import AppendRequest, AppendResult
+from .arrivals import ArrivalCounter
 from .keys import Table, history_key, pack_u64, sequence_key, unpack_u64
 from .kv import KvTxn
 from .outbox import enqueue_txn
@@ -29,6 +31,7 @@ def check_appendable(request: AppendRequest) -> None:
 def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[AppendResult]:
     """Append each request in order; a duplicate or a conflict writes nothing for that request."""
     results = []
+    arrivals = ArrivalCounter()
     for request in requests:
         envelope = request.envelope
         hlc = encode_timestamp(envelope.hlc)
@@ -40,6 +43,7 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
             txn.delete(Table.MESSAGE_IDS, envelope.message_id)  # undo: nothing else was written
             results.append(AppendResult.CONFLICT)
             continue
+        arrivals.record_txn(txn, key)
         at = sequence_key(envelope.room, envelope.sender_device)
         highest = txn.get(Table.SEQUENCES, at)
         if highest is None or unpack_u64(highest) < envelope.seq:

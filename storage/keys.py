@@ -127,6 +127,11 @@ class Table(Enum):
     """user | subscription id -> subscription record."""
     MEDIA = b"media.blobs"
     """sha-256 of the blob -> media record; the blob is a file beside the environment."""
+    ARRIVALS = b"feed.arrivals"
+    """arrival u64 -> history key: stored events in the order this store took them (the
+    client feed, SPEC §15.4)."""
+    FRIEND_REQUESTS_SENT = b"contacts.requests_sent"
+    """sender | recipient -> b"": the reverse of `contacts.requests` (outgoing, SPEC §18)."""
 
 
 def check_id(value: bytes, what: str) -> None:

@@ -97,8 +97,12 @@ class ReceiptService:
             await self._node.send(room, body, kind=Kind.RECEIPT, content_type=RECEIPT_CONTENT_TYPE)
             self.sent += 1
 
-    async def apply(self, envelope: Envelope) -> list[StatusChange]:
+    async def apply(self, envelope: Envelope, *, write: bool = True) -> list[StatusChange]:
         """Apply a stored RECEIPT from another user to our messages' statuses.
+
+        Returns the credited statuses that are current (a duplicate or overtaken receipt
+        yields nothing). With `write=False` nothing is applied: the same view is read back,
+        for replaying the feed (SPEC §15.4.3).
 
         Raises:
             MalformedMessage: the body is not a receipt.
@@ -113,7 +117,7 @@ class ReceiptService:
             envelope,
             receipt,
             members,
-            self._clock.now_ms(),
+            self._clock.now_ms() if write else None,
         )
 
 
@@ -133,22 +137,25 @@ def _apply(
     envelope: Envelope,
     receipt: Receipt,
     members: set[UserId],
-    now_ms: int,
+    now_ms: int | None,
 ) -> list[StatusChange]:
+    """Credit the receipt (unless `now_ms` is None), then read back what it says now."""
     originals: dict[MessageId, Envelope] = {}
     for message_id in receipt.message_ids:
         stored = store.get_event(message_id)
         if stored is not None and stored.envelope.sender_user == own:
             originals[message_id] = stored.envelope
-    changes: list[StatusChange] = []
     updates = receipt_updates(envelope, receipt, originals)
-    raised = store.set_statuses(
-        [(u.message_id, u.recipient, DeliveryStatus(u.status)) for u in updates], now_ms=now_ms
-    )  # one transaction for the whole receipt
-    for update, changed in zip(updates, raised, strict=True):
-        if not changed:
-            continue  # already there: a duplicate or overtaken receipt changes nothing
+    if now_ms is not None:
+        store.set_statuses(
+            [(u.message_id, u.recipient, DeliveryStatus(u.status)) for u in updates],
+            now_ms=now_ms,
+        )  # one transaction for the whole receipt
+    changes: list[StatusChange] = []
+    for update in updates:
         statuses = {UserId(r.recipient): int(r.status) for r in store.statuses(update.message_id)}
+        if statuses.get(update.recipient) != update.status:
+            continue  # overtaken by a later status (or never credited): nothing to tell
         changes.append(
             StatusChange(
                 room=envelope.room,
