@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hearthmesh.node.directory import HomeDirectory
+from hearthmesh.node.receipt_credit import credit_receipt
 from hearthmesh.node.rooms import Admission, RoomRegistry
 from hearthmesh.node.sequencing import ReleaseOrder
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult, rejected
@@ -157,6 +158,9 @@ class Inbox:
             outcome.membership_changed.add(envelope.room)
         if envelope.kind is Kind.PRIVATE and envelope.sender_user in self._local:
             apply_private(store, envelope)
+        if envelope.kind is Kind.RECEIPT:
+            for user in self._local:
+                credit_receipt(store, user, envelope, now_ms=now_ms)
         first = 1 if self._rooms.is_direct_with_local(envelope) else envelope.seq
         outcome.released += self._release.offer(store, envelope, first_seq_if_new=first)
         return DeliveryResult(message_id=envelope.message_id, status=AckStatus.STORED)

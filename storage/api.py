@@ -30,6 +30,8 @@ __all__ = [
     "DeliveryStatus",
     "DeviceRecord",
     "Direction",
+    "FeedEntry",
+    "FeedPage",
     "FriendRequest",
     "HistoryPage",
     "HistoryStore",
@@ -127,6 +129,26 @@ class StoredEvent:
     envelope: Envelope
     cursor: Cursor
     """Position of this event, usable as a page cursor."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedEntry:
+    """A stored event with its arrival number (the order this store took it in)."""
+
+    number: int
+    event: StoredEvent
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FeedPage:
+    """A page of the arrival log (`HistoryStore.arrivals_after`)."""
+
+    entries: tuple[FeedEntry, ...]
+    """In number order; events purged since they arrived are left out."""
+    position: int
+    """The highest number this page looked at: ask again from here."""
+    last: int
+    """The newest arrival number in the store when the page was read."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -355,6 +377,14 @@ class HistoryStore(Protocol):
         numbers), in sequence order; numbers not stored are skipped (SPEC §26)."""
         ...
 
+    def last_arrival(self) -> int:
+        """The newest arrival number (each stored event gets the next one), 0 if none."""
+        ...
+
+    def arrivals_after(self, after: int, *, limit: int) -> FeedPage:
+        """Up to `limit` arrival-log entries numbered above `after`, in number order."""
+        ...
+
     def statuses(self, message_id: bytes) -> list[StatusRecord]:
         """Every recipient's status of one message, by recipient."""
         ...
@@ -487,6 +517,10 @@ class UserDirectory(Protocol):
 
     def put_friend_request(self, request: FriendRequest) -> bool:
         """Record a request; False if one from the same sender is already pending."""
+        ...
+
+    def friend_requests_sent(self, sender: bytes) -> list[FriendRequest]:
+        """Requests `sender` made that are still pending."""
         ...
 
     def friend_requests(self, recipient: bytes) -> list[FriendRequest]:

@@ -1,4 +1,5 @@
-"""Appending events: history, ids, outbox, conversation lists and media references in one txn."""
+"""Appending events: history, ids, arrival log, outbox, conversation lists and media references,
+all in one transaction."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from hearthmesh.protocol.errors import LocalProtocolError
 from hearthmesh.protocol.hlc import encode_timestamp
 
 from .api import AppendRequest, AppendResult
+from .arrivals import ArrivalCounter
 from .keys import Table, history_key, pack_u64, sender_seq_key, sequence_key, unpack_u64
 from .kv import KvTxn
 from .media_refs import note_media_txn
@@ -30,6 +32,7 @@ def check_appendable(request: AppendRequest) -> None:
 def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[AppendResult]:
     """Append each request in order; a duplicate or a conflict writes nothing for that request."""
     results = []
+    arrivals = ArrivalCounter()
     for request in requests:
         envelope = request.envelope
         hlc = encode_timestamp(envelope.hlc)
@@ -44,6 +47,7 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
         # The first event stored under a number keeps it, as the first released does.
         by_sender = sender_seq_key(envelope.room, envelope.sender_device, envelope.seq)
         txn.insert(Table.BY_SENDER, by_sender, hlc)
+        arrivals.record_txn(txn, key)
         at = sequence_key(envelope.room, envelope.sender_device)
         highest = txn.get(Table.SEQUENCES, at)
         if highest is None or unpack_u64(highest) < envelope.seq:

@@ -45,9 +45,11 @@ __all__ = [
     "accept_friend_request_txn",
     "add_contact_txn",
     "contacts_txn",
+    "delete_friend_request_txn",
     "device_owner_txn",
     "devices_txn",
     "find_handle_txn",
+    "friend_requests_sent_txn",
     "friend_requests_txn",
     "get_profile_txn",
     "media_info_txn",
@@ -120,11 +122,14 @@ def put_friend_request_txn(txn: KvTxn, request: FriendRequest) -> bool:
     """Record a pending request; False if one is pending already."""
     check_id(request.sender, "sender")
     check_id(request.recipient, "recipient")
-    return txn.insert(
+    if not txn.insert(
         Table.FRIEND_REQUESTS,
         contact_key(request.recipient, request.sender),
         encode_friend_request(request),
-    )
+    ):
+        return False
+    txn.put(Table.FRIEND_REQUESTS_SENT, contact_key(request.sender, request.recipient), b"")
+    return True
 
 
 def friend_requests_txn(txn: KvTxn, recipient: bytes) -> list[FriendRequest]:
@@ -135,9 +140,27 @@ def friend_requests_txn(txn: KvTxn, recipient: bytes) -> list[FriendRequest]:
     ]
 
 
+def friend_requests_sent_txn(txn: KvTxn, sender: bytes) -> list[FriendRequest]:
+    """Requests `sender` made that are still pending, by recipient id."""
+    requests = []
+    for key, _ in txn.scan(Table.FRIEND_REQUESTS_SENT, sender, prefix_end(sender)):
+        at = contact_key(key[ID_BYTES:], sender)
+        value = txn.get(Table.FRIEND_REQUESTS, at)
+        if value is None:
+            raise corrupt(Table.FRIEND_REQUESTS_SENT, key, "points at a missing request")
+        requests.append(decode_friend_request(at, value))
+    return requests
+
+
+def delete_friend_request_txn(txn: KvTxn, sender: bytes, recipient: bytes) -> bool:
+    """Drop a pending request and its reverse index; False if there was none."""
+    txn.delete(Table.FRIEND_REQUESTS_SENT, contact_key(sender, recipient))
+    return txn.delete(Table.FRIEND_REQUESTS, contact_key(recipient, sender))
+
+
 def accept_friend_request_txn(txn: KvTxn, sender: bytes, recipient: bytes, now_ms: int) -> bool:
     """Drop the request and make the two users contacts both ways."""
-    if not txn.delete(Table.FRIEND_REQUESTS, contact_key(recipient, sender)):
+    if not delete_friend_request_txn(txn, sender, recipient):
         return False
     add_contact_txn(txn, recipient, sender, now_ms)
     add_contact_txn(txn, sender, recipient, now_ms)

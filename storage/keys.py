@@ -133,6 +133,11 @@ class Table(Enum):
     """sha-256 of the blob -> media record; the blob is a file beside the environment."""
     MEDIA_REFS = b"media.references"
     """digest | room | sender -> declared size u64 | content type: where a blob is named."""
+    ARRIVALS = b"feed.arrivals"
+    """arrival u64 -> history key: stored events in the order this store took them (the
+    client feed, SPEC §15.4)."""
+    FRIEND_REQUESTS_SENT = b"contacts.requests_sent"
+    """sender | recipient -> b"": the reverse of `contacts.requests` (outgoing, SPEC §18)."""
 
 
 def check_id(value: bytes, what: str) -> None:

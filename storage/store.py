@@ -14,7 +14,7 @@ from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 from hearthmesh.protocol.identity import UserId
 
-from . import directory, history, outbox, relay, rooms
+from . import arrivals, directory, history, outbox, relay, rooms
 from .api import (
     DEFAULT_RELAY_QUOTA,
     RETENTION_MS,
@@ -27,6 +27,7 @@ from .api import (
     DeliveryStatus,
     DeviceRecord,
     Direction,
+    FeedPage,
     FriendRequest,
     HistoryPage,
     MediaInfo,
@@ -126,6 +127,16 @@ class KvStore:
         """Events of one sender in one room by sequence number (see `api.HistoryStore`)."""
         with self._engine.read() as txn:
             return history.sender_events_txn(txn, room, sender_device, first_seq, last_seq)
+
+    def last_arrival(self) -> int:
+        """The newest arrival number, 0 before the first stored event."""
+        with self._engine.read() as txn:
+            return arrivals.last_arrival_txn(txn)
+
+    def arrivals_after(self, after: int, *, limit: int) -> FeedPage:
+        """Up to `limit` arrival-log entries numbered above `after`, in number order."""
+        with self._engine.read() as txn:
+            return arrivals.arrivals_after_txn(txn, after, limit)
 
     def statuses(self, message_id: bytes) -> list[StatusRecord]:
         """Every recipient's status of one message."""
@@ -273,6 +284,11 @@ class KvStore:
         """Record a pending friend request."""
         return self._engine.write(lambda txn: directory.put_friend_request_txn(txn, request))
 
+    def friend_requests_sent(self, sender: bytes) -> list[FriendRequest]:
+        """Requests `sender` made that are still pending."""
+        with self._engine.read() as txn:
+            return directory.friend_requests_sent_txn(txn, sender)
+
     def friend_requests(self, recipient: bytes) -> list[FriendRequest]:
         """Requests pending for `recipient`."""
         with self._engine.read() as txn:
@@ -287,7 +303,7 @@ class KvStore:
     def delete_friend_request(self, sender: bytes, recipient: bytes) -> bool:
         """Decline or withdraw a request."""
         return self._engine.write(
-            lambda txn: txn.delete(Table.FRIEND_REQUESTS, contact_key(recipient, sender))
+            lambda txn: directory.delete_friend_request_txn(txn, sender, recipient)
         )
 
     def put_device(self, record: DeviceRecord) -> None:
@@ -391,6 +407,7 @@ class KvStore:
             # Before the epoch plus the retention nothing is old enough (and u64 keys are >= 0).
             cutoff_ms = max(0, now_ms - keep_ms)
             events, kept = history.purge_events_txn(txn, cutoff_ms, limit)
+            arrivals.trim_arrivals_txn(txn, limit)
             dropped = relay.purge_relay_txn(txn, now_ms, limit)
             return PurgeReport(events=events, relay_entries=dropped, kept_for_outbox=kept)
 

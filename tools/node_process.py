@@ -1,4 +1,5 @@
-"""A bare home node in its own process, for kill -9 tests and multi-process benchmarks.
+"""A bare home node in its own process, for kill -9 tests and multi-process benchmarks; and
+`spawn_home`, a whole home node (node + client API) as a person runs it (`hearthmesh run`).
 
 `python -m hearthmesh.tools.node_process --data-dir D --port P [--connect ADDR] [--report]`
 prints one JSON line (peer id, user id, address) once the node is up, then serves until killed
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import socket
 import sys
@@ -23,7 +25,16 @@ from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.errors import HearthError
 
-__all__ = ["NodeProcess", "NodeProcessFailed", "free_port", "main", "serve", "spawn_node"]
+__all__ = [
+    "HomeProcess",
+    "NodeProcess",
+    "NodeProcessFailed",
+    "free_port",
+    "main",
+    "serve",
+    "spawn_home",
+    "spawn_node",
+]
 
 
 async def _report(node: Node) -> None:
@@ -72,11 +83,26 @@ class NodeProcessFailed(HearthError):
     """The node process ended before it said it was up."""
 
 
-class NodeProcess:
+class _Child:
+    """A child process that can be killed (SIGKILL) or stopped cleanly (SIGTERM)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    async def kill(self) -> None:
+        self.process.kill()
+        await self.process.wait()
+
+    async def terminate(self) -> int:
+        self.process.terminate()
+        return await self.process.wait()
+
+
+class NodeProcess(_Child):
     """A node in a child process (hearthmesh.tools.node_process)."""
 
     def __init__(self, process: asyncio.subprocess.Process, info: dict[str, str]) -> None:
-        self.process = process
+        super().__init__(process)
         self.peer_id = info["peer_id"]
         self.user_id = bytes.fromhex(info["user_id"])
         self.addr = info["addr"]
@@ -88,14 +114,6 @@ class NodeProcess:
         async for line in self.process.stdout:
             report = json.loads(line)
             yield bytes.fromhex(report["received"]), int(report["at_ns"])
-
-    async def kill(self) -> None:
-        self.process.kill()
-        await self.process.wait()
-
-    async def terminate(self) -> int:
-        self.process.terminate()
-        return await self.process.wait()
 
 
 async def spawn_node(
@@ -115,6 +133,51 @@ async def spawn_node(
     if not line:
         raise NodeProcessFailed(f"node process exited with {await process.wait()}")
     return NodeProcess(process, json.loads(line))
+
+
+class HomeProcess(_Child):
+    """A `hearthmesh run` process: a home node with its client API."""
+
+    def __init__(self, process: asyncio.subprocess.Process, facts: dict[str, str]) -> None:
+        super().__init__(process)
+        self.user_text = facts["user id"]
+        self.addr = facts["listening"]
+        self.api = facts["api"]
+        self.token = facts["token"]
+
+
+async def spawn_home(
+    data_dir: Path,
+    *,
+    name: str = "",
+    api_port: int = 0,
+    listen_port: int = 0,
+    bootstrap: tuple[str, ...] = (),
+) -> HomeProcess:
+    """Start `hearthmesh run` (creating the identity on first use); wait until its API is up."""
+    script = str(Path(sys.executable).parent / "hearthmesh")
+    args = ["run", "--data-dir", str(data_dir), "--api", f"127.0.0.1:{api_port}", "--no-mdns"]
+    args += ["--listen", f"/ip4/127.0.0.1/tcp/{listen_port}", "--name", name]
+    if bootstrap:
+        args += ["--bootstrap", *bootstrap]
+    process = await asyncio.create_subprocess_exec(
+        script,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    facts: dict[str, str] = {}
+    while process.stdout is not None and "api" not in facts:
+        line = (await process.stdout.readline()).decode()
+        if not line:
+            raise NodeProcessFailed(f"home node process exited with {await process.wait()}")
+        key, _, value = line.strip().partition(":")
+        if key in ("user id", "listening"):
+            facts[key] = value.split()[0]
+        elif key == "API":
+            facts["api"] = value.split()[0]
+    facts["token"] = (data_dir / "api-token").read_text().strip()
+    return HomeProcess(process, facts)
 
 
 def main() -> None:

@@ -44,7 +44,10 @@ class ApiConfig:
     """Sustained WebSocket frames per second per connection; beyond the burst, error 12."""
     ws_burst: int = 40_000
     feed_size: int = 65_536
-    """Events kept in memory for clients that reconnect with a cursor (SPEC §15.4)."""
+    """Most missed events replayed to a client that reconnects with a cursor; further behind,
+    it gets `resync` (SPEC §15.4.3)."""
+    typing_ttl_ms: int = 6_000
+    """A typing indicator not refreshed for this long is ended for clients (SPEC §17)."""
     max_clients: int = 64
     """Open WebSocket connections; more are refused with 429."""
     client_queue: int = 8_192

@@ -1,51 +1,133 @@
-"""The client feed (SPEC §15.4): numbered server events, so a client can resume exactly once.
+"""The client feed (SPEC §15.4.3): the store's arrival log, told to clients as numbered events.
 
-Every durable event a client is told of (message, receipt, membership, friend request) gets
-the next number of this process's feed and is kept, serialised once, in a bounded ring. A
-client that reconnects with the cursor of the last event it saw gets every later event, then
-the live stream, with no gap and no repeat. A cursor of another epoch (the node restarted) or
-older than the ring answers `None`: the client re-reads state over HTTP (`resync`).
+Every event the store keeps has an arrival number, written in its append transaction
+(storage/arrivals.py), so the feed survives a restart: a cursor is `<epoch>.<number>`, where
+the epoch is random per store and kept in its settings (a new or wiped store gets a new one,
+and old cursors then answer `resync`). One tail task renders new log entries in number order
+and publishes them, so live frames never overtake each other; a client that reconnects with a
+cursor gets the entries after it rendered by the same code from the store, then the live
+stream, with no gap and no repeat.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections import deque
-from typing import Any
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
 
-__all__ = ["Feed"]
+from hearthmesh.protocol.errors import HearthError
+from hearthmesh.storage.api import FeedEntry
+from hearthmesh.storage.async_store import AsyncStore
+
+__all__ = ["EPOCH_SETTING", "Feed", "dumps"]
+
+log = logging.getLogger(__name__)
+
+EPOCH_SETTING: Final = "api.feed_epoch"
+_PAGE: Final = 256
+_POLL_S: Final = 2.0
+"""Backstop: an event stored without a node event (held back, synced) still goes out."""
+
+Render = Callable[[FeedEntry, bool], Awaitable[list[dict[str, Any]]]]
+"""(entry, live) -> client frames; `live` applies the entry's side effects first."""
+
+
+def dumps(frame: dict[str, Any]) -> str:
+    """A frame's JSON text as sent to clients."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
 
 
 class Feed:
-    """A ring of the last `size` events; cursors are `<epoch>.<number>`."""
+    """Tails the arrival log for live clients and replays it for reconnecting ones."""
 
-    def __init__(self, *, size: int, epoch: str) -> None:
-        self._frames: deque[tuple[int, str]] = deque(maxlen=size)
-        self._epoch = epoch
-        self._last = 0
+    def __init__(
+        self,
+        store: AsyncStore,
+        *,
+        render: Render,
+        publish: Callable[[str], None],
+        replay_limit: int,
+    ) -> None:
+        self._store = store
+        self._render = render
+        self._publish = publish
+        self._replay_limit = replay_limit
+        self._wake = asyncio.Event()
+        self._epoch = ""
+        self.position = 0
+        """The newest arrival number whose frames were published."""
 
-    @property
-    def cursor(self) -> str:
-        """The cursor of the newest event (`<epoch>.0` before the first)."""
-        return f"{self._epoch}.{self._last}"
+    async def start(self) -> None:
+        """Load (or create) the store's epoch; the tail starts at the newest entry."""
+        store = self._store
+        epoch = await store.run(store.store.get_setting, EPOCH_SETTING)
+        if epoch is None:
+            epoch = secrets.token_hex(4).encode()
+            await store.run(store.store.set_setting, EPOCH_SETTING, epoch)
+        self._epoch = epoch.decode("ascii", errors="replace")
+        self.position = await store.read(store.store.last_arrival)
 
-    def append(self, frame: dict[str, Any]) -> str:
-        """Number `frame`, add its `cursor` field, keep and return its JSON text."""
-        self._last += 1
-        frame["cursor"] = f"{self._epoch}.{self._last}"
-        text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
-        self._frames.append((self._last, text))
-        return text
+    def cursor_at(self, number: int) -> str:
+        """The cursor of the event numbered `number`."""
+        return f"{self._epoch}.{number}"
 
-    def since(self, cursor: str) -> list[str] | None:
-        """Every event after `cursor`, oldest first; None if it cannot be answered exactly."""
-        epoch, _, number = cursor.partition(".")
-        if epoch != self._epoch or not number.isdigit():
+    def wake(self) -> None:
+        """Something was stored: publish it soon."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Publish new log entries in number order until cancelled."""
+        while True:
+            self._wake.clear()  # before reading: a wake during the read is not lost
+            store = self._store
+            page = await store.read(store.store.arrivals_after, self.position, limit=_PAGE)
+            for entry in page.entries:
+                for text in await self._frames(entry, live=True):
+                    self._publish(text)
+                self.position = entry.number
+            self.position = max(self.position, page.position)
+            if page.position < page.last:
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_POLL_S):
+                    await self._wake.wait()
+
+    async def replay(self, cursor: str, upto: int) -> list[str] | None:
+        """Frames of every entry after `cursor` up to `upto`; None if that cannot be exact.
+
+        None means: another epoch (a new store), not a cursor at all, one ahead of `upto`, or
+        more than the replay limit behind.
+        """
+        epoch, _, digits = cursor.partition(".")
+        if epoch != self._epoch or not digits.isdigit() or len(digits) > 20:
             return None
-        seen = int(number)
-        if seen > self._last:
+        position = int(digits)
+        if position > upto or upto - position > self._replay_limit:
             return None
-        oldest = self._frames[0][0] if self._frames else self._last + 1
-        if seen + 1 < oldest:
-            return None  # fell out of the ring
-        return [text for number_, text in self._frames if number_ > seen]
+        out: list[str] = []
+        store = self._store
+        while position < upto:
+            page = await store.read(
+                store.store.arrivals_after, position, limit=min(_PAGE, upto - position)
+            )
+            for entry in page.entries:
+                if entry.number > upto:
+                    return out
+                out += await self._frames(entry, live=False)
+            if page.position == position:
+                break  # nothing further in the log
+            position = page.position
+        return out
+
+    async def _frames(self, entry: FeedEntry, *, live: bool) -> list[str]:
+        try:
+            frames = await self._render(entry, live)
+        except HearthError as exc:  # one bad event must not stop the feed
+            log.warning("event #%d not shown to clients: %s", entry.number, exc)
+            return []
+        cursor = self.cursor_at(entry.number)
+        return [dumps({**frame, "cursor": cursor}) for frame in frames]

@@ -210,14 +210,19 @@ async def list_friends(request: web.Request) -> web.Response:
 
 
 async def list_friend_requests(request: web.Request) -> web.Response:
+    """Pending requests to our user (`direction=incoming`, the default) or from it (SPEC §18)."""
     service = _service(request)
+    direction = request.query.get("direction", "incoming")
+    if direction not in ("incoming", "outgoing"):
+        raise MalformedMessage("direction must be incoming or outgoing")
     store = service.node.store
-    requests = await store.read(store.store.friend_requests, service.own)
+    outgoing = direction == "outgoing"
+    listing = store.store.friend_requests_sent if outgoing else store.store.friend_requests
     items = []
-    for r in requests:
-        view = await service.profile(r.sender)
+    for r in await store.read(listing, service.own):
+        view = await service.profile(r.recipient if outgoing else r.sender)
         items.append({**view, "note": r.note, "created_ms": r.created_ms})
-    return web.json_response({"requests": items})
+    return web.json_response({"direction": direction, "requests": items})
 
 
 async def send_friend_request(request: web.Request) -> web.Response:
@@ -237,6 +242,12 @@ async def decline_friend_request(request: web.Request) -> web.Response:
     user = decode_user(request.match_info["user_id"])
     await _service(request).answer_friend_request(user, accept=False)
     return web.json_response({"user_id": user_id_text(user), "declined": True})
+
+
+async def cancel_friend_request(request: web.Request) -> web.Response:
+    user = decode_user(request.match_info["user_id"])
+    await _service(request).cancel_friend_request(user)
+    return web.json_response({"user_id": user_id_text(user), "cancelled": True})
 
 
 # --- groups -----------------------------------------------------------------------------------
@@ -499,6 +510,7 @@ ROUTES: Final = (
     ("POST", "/v1/friends/requests", send_friend_request),
     ("POST", "/v1/friends/requests/{user_id}/accept", accept_friend_request),
     ("POST", "/v1/friends/requests/{user_id}/decline", decline_friend_request),
+    ("DELETE", "/v1/friends/requests/{user_id}", cancel_friend_request),
     ("GET", "/v1/groups", list_groups),
     ("POST", "/v1/groups", create_group),
     ("POST", "/v1/groups/{id}/members", add_group_member),

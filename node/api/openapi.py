@@ -145,7 +145,16 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     },
     "/v1/friends": {"get": _op("contacts with profile and presence", params=(_UID,))},
     "/v1/friends/requests": {
-        "get": _op("pending friend requests to this user"),
+        "get": _op(
+            "pending friend requests to this user (incoming) or from it (outgoing)",
+            params=(
+                _query(
+                    "direction",
+                    {"type": "string", "enum": ["incoming", "outgoing"], "default": "incoming"},
+                    "which pending requests to list",
+                ),
+            ),
+        ),
         "post": _op("send a friend request", ok=202, body=_body(user_id=_USER_ID, note=_STR)),
     },
     "/v1/friends/requests/{user_id}/accept": {
@@ -153,6 +162,9 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     },
     "/v1/friends/requests/{user_id}/decline": {
         "post": _op("decline a request", params=(_path("user_id", _USER_ID),))
+    },
+    "/v1/friends/requests/{user_id}": {
+        "delete": _op("withdraw our pending request", params=(_path("user_id", _USER_ID),))
     },
     "/v1/groups": {
         "get": _op("the seed's get_all_group"),

@@ -1,22 +1,22 @@
-"""Receipts on a home node (SPEC §16): clients' acks become signed RECEIPT envelopes; RECEIPT
-envelopes from recipients become statuses of our messages.
+"""Receipts on a home node (SPEC §16): clients' acks become signed RECEIPT envelopes; the
+receipts others send are credited where they are stored (node/receipt_credit.py) and read back
+here as `receipt` frames.
 
 Acks are coalesced: acks of one room and status that come within RECEIPT_LINGER_MS (or while
 the previous receipt is being stored) travel in one envelope of up to MAX_RECEIPT_IDS ids, so a
-burst of acks costs one signature, one commit and one delivery instead of one each. Receipts
-that arrive are applied in the same way: all that queued up, in one transaction.
+burst of acks costs one signature, one commit and one delivery instead of one each.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.node import Node
+from hearthmesh.node.receipt_credit import credited_updates
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
 from hearthmesh.protocol.errors import HearthError, MalformedMessage, NotFound
 from hearthmesh.protocol.identity import UserId, user_id_text
@@ -29,7 +29,6 @@ from hearthmesh.protocol.receipts import (
     decode_receipt,
     encode_receipt,
     is_receiptable,
-    receipt_updates,
 )
 from hearthmesh.storage.api import DeliveryStatus, Store
 
@@ -54,18 +53,13 @@ class StatusChange:
 
 
 class ReceiptService:
-    """Sends our user's receipts and applies the receipts others send us."""
+    """Sends our user's receipts and reads back what the receipts others sent us credited."""
 
-    def __init__(
-        self, node: Node, clock: Clock, on_changes: Callable[[list[StatusChange]], None]
-    ) -> None:
+    def __init__(self, node: Node, clock: Clock) -> None:
         self._node = node
         self._clock = clock
-        self._on_changes = on_changes
         self._pending: dict[tuple[RoomId, ReceiptStatus], list[MessageId]] = {}
         self._wake = asyncio.Event()
-        self._arrived: list[tuple[Envelope, Receipt]] = []
-        self._arrival = asyncio.Event()
         self.sent = 0
 
     async def ack(self, message_id: MessageId, status: ReceiptStatus) -> None:
@@ -86,12 +80,7 @@ class ReceiptService:
         self._wake.set()
 
     async def run(self) -> None:
-        """Send queued acks and apply arrived receipts until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self._send_loop())
-            group.create_task(self._apply_loop())
-
-    async def _send_loop(self) -> None:
+        """Send queued acks until cancelled."""
         while True:
             await self._wake.wait()
             await asyncio.sleep(RECEIPT_LINGER_MS / 1000)
@@ -121,34 +110,18 @@ class ReceiptService:
         await self._node.send(room, body, kind=Kind.RECEIPT, content_type=RECEIPT_CONTENT_TYPE)
         self.sent += 1
 
-    def apply_later(self, envelope: Envelope) -> None:
-        """Queue a stored RECEIPT from another user; changes reach `on_changes` once applied.
+    async def changes(self, envelope: Envelope) -> list[StatusChange]:
+        """The statuses a stored RECEIPT from another user credited that are still current
+        (a duplicate or overtaken receipt yields nothing); reads only.
 
         Raises:
             MalformedMessage: the body is not a receipt.
         """
-        self._arrived.append((envelope, decode_receipt(envelope.body)))
-        self._arrival.set()
-
-    async def _apply_loop(self) -> None:
-        while True:
-            await self._arrival.wait()
-            self._arrival.clear()
-            arrived, self._arrived = self._arrived, []
-            try:
-                changes = await self._apply(arrived)
-            except HearthError as exc:  # e.g. the store is closing
-                log.warning("%d receipts not applied: %s", len(arrived), exc)
-                continue
-            if changes:
-                self._on_changes(changes)
-
-    async def _apply(self, arrived: list[tuple[Envelope, Receipt]]) -> list[StatusChange]:
-        rooms = {envelope.room for envelope, _ in arrived}
-        members = {room: await self._node.members(room) for room in rooms}
+        receipt = decode_receipt(envelope.body)
+        members = await self._node.members(envelope.room)
         store = self._node.store
-        return await store.run(
-            _apply_all, store.store, self._node.user_id, arrived, members, self._clock.now_ms()
+        return await store.read(
+            _current, store.store, self._node.user_id, envelope, receipt, members
         )
 
 
@@ -168,47 +141,24 @@ def _fresh(
     return fresh
 
 
-def _apply_all(
-    store: Store,
-    own: UserId,
-    arrived: list[tuple[Envelope, Receipt]],
-    members: dict[RoomId, set[UserId]],
-    now_ms: int,
-) -> list[StatusChange]:
-    changes: list[StatusChange] = []
-    for envelope, receipt in arrived:
-        changes += _apply(store, own, envelope, receipt, members[envelope.room], now_ms)
-    return changes
-
-
 def _raise_own(
     store: Store, own: UserId, ids: list[MessageId], status: ReceiptStatus, now_ms: int
 ) -> None:
     store.set_statuses([(m, own, DeliveryStatus(status)) for m in ids], now_ms=now_ms)
 
 
-def _apply(
+def _current(
     store: Store,
     own: UserId,
     envelope: Envelope,
     receipt: Receipt,
     members: set[UserId],
-    now_ms: int,
 ) -> list[StatusChange]:
-    originals: dict[MessageId, Envelope] = {}
-    for message_id in receipt.message_ids:
-        stored = store.get_event(message_id)
-        if stored is not None and stored.envelope.sender_user == own:
-            originals[message_id] = stored.envelope
     changes: list[StatusChange] = []
-    updates = receipt_updates(envelope, receipt, originals)
-    raised = store.set_statuses(
-        [(u.message_id, u.recipient, DeliveryStatus(u.status)) for u in updates], now_ms=now_ms
-    )  # one transaction for the whole receipt
-    for update, changed in zip(updates, raised, strict=True):
-        if not changed:
-            continue  # already there: a duplicate or overtaken receipt changes nothing
+    for update in credited_updates(store, own, envelope, receipt):
         statuses = {UserId(r.recipient): int(r.status) for r in store.statuses(update.message_id)}
+        if statuses.get(update.recipient) != update.status:
+            continue  # overtaken by a later status (or never credited): nothing to tell
         changes.append(
             StatusChange(
                 room=envelope.room,

@@ -1,27 +1,28 @@
 """`ApiService`: what the HTTP routes and WebSocket sessions do to a `Node`, and what the node's
 events become for clients (SPEC §15-§19).
 
-One pump reads `Node.events()` and turns each event into a client frame: durable ones (message,
-receipt, membership, contact) get a feed number (SPEC §15.4); ephemeral ones (presence, typing)
-do not. A message for our user that arrives while no client is connected becomes a push
-notification (SPEC §19).
+Durable events (message, receipt, membership, contact) reach clients through the feed, which
+tails the store's arrival log in number order (feed.py, frames.py; SPEC §15.4.3). One pump
+reads `Node.events()`: a stored event wakes the feed; ephemeral ones (presence, typing) become
+frames at once, with no cursor. A message for our user that arrives while no client is
+connected becomes a push notification (SPEC §19).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
-import secrets
 from collections import deque
 from typing import Any, Final
 
 from aiohttp import web
 
 from hearthmesh.node.api.config import ApiConfig
-from hearthmesh.node.api.feed import Feed
+from hearthmesh.node.api.feed import Feed, dumps
+from hearthmesh.node.api.frames import FrameRenderer
 from hearthmesh.node.api.push import PushDispatcher, load_vapid_key
-from hearthmesh.node.api.receipts import ReceiptService, StatusChange, statuses_of
+from hearthmesh.node.api.receipts import ReceiptService, statuses_of
 from hearthmesh.node.api.views import (
     STATUS_NAMES,
     encode_cursor,
@@ -45,16 +46,16 @@ from hearthmesh.protocol.content import (
     ContactAction,
     ContactEvent,
     MediaRef,
-    decode_contact,
     encode_contact,
     encode_media,
     is_user_content,
 )
-from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
-from hearthmesh.protocol.errors import HearthError, MalformedMessage, NotAuthorized, NotFound
+from hearthmesh.protocol.envelope import Envelope, RoomId
+from hearthmesh.protocol.errors import MalformedMessage, NotAuthorized, NotFound
 from hearthmesh.protocol.identity import UserId, user_id_text
 from hearthmesh.protocol.rooms import direct_room_id
-from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Profile, Store
+from hearthmesh.protocol.typing_ttl import TypingTimers
+from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Store
 
 __all__ = ["SERVICE_KEY", "ApiService", "ClientSession"]
 
@@ -73,9 +74,20 @@ class ClientSession:
         self._max = max_queued
         self._wake = asyncio.Event()
         self.too_slow = False
+        self._held: list[str] | None = []
+        """Live frames that arrive while the connection's replay is read; None once open."""
+
+    def open(self, first: list[str]) -> None:
+        """Queue `first` (ready, replay), then the live frames held meanwhile; go live."""
+        held, self._held = self._held or [], None
+        for text in first + held:
+            self.put(text)
 
     def put(self, text: str) -> None:
         """Queue a frame; a client this far behind is cut off (it resumes by cursor)."""
+        if self._held is not None:
+            self._held.append(text)
+            return
         if self.too_slow:
             return
         if len(self._queue) >= self._max:
@@ -104,11 +116,19 @@ class ApiService:
         self.node = node
         self.config = config
         self.clock = clock
-        self.feed = Feed(size=config.feed_size, epoch=secrets.token_hex(4))
         self.sessions: set[ClientSession] = set()
-        self.receipts = ReceiptService(node, clock, self._on_status_changes)
+        self.receipts = ReceiptService(node, clock)
+        self.frames = FrameRenderer(node, self.receipts, clock, self._on_message)
+        self.feed = Feed(
+            node.store,
+            render=self.frames.render,
+            publish=self._publish,
+            replay_limit=config.feed_size,
+        )
         self.push: PushDispatcher | None = None
         self.api_url = ""
+        self._typing = TypingTimers(config.typing_ttl_ms)
+        self._typing_changed = asyncio.Event()
 
     @property
     def own(self) -> UserId:
@@ -119,42 +139,37 @@ class ApiService:
         store = self.node.store
         vapid = await store.run(load_vapid_key, store)
         self.push = PushDispatcher(store=store, user=self.own, vapid=vapid, clock=self.clock)
+        await self.feed.start()
         pump = group.create_task(self._pump(), name="api-pump")
         # The pump's first step subscribes to the node's events; let it run before any
         # client can act, so no event falls between start and subscription.
         await asyncio.sleep(0)
         return [
             pump,
+            group.create_task(self.feed.run(), name="api-feed"),
+            group.create_task(self._end_lapsed_typing(), name="api-typing"),
             group.create_task(self.receipts.run(), name="api-receipts"),
             group.create_task(self.push.run(), name="api-push"),
         ]
 
     # --- frames to clients ------------------------------------------------------------------
 
-    def broadcast(self, frame: dict[str, Any], *, durable: bool = True) -> None:
-        """Send a frame to every connected client; durable frames are numbered in the feed."""
-        if durable:
-            text = self.feed.append(frame)
-        else:
-            text = json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    def broadcast(self, frame: dict[str, Any]) -> None:
+        """Send an ephemeral frame (no cursor, not replayed) to every connected client."""
+        self._publish(dumps(frame))
+
+    def _publish(self, text: str) -> None:
         for session in self.sessions:
             session.put(text)
 
-    def _on_status_changes(self, changes: list[StatusChange]) -> None:
-        for change in changes:
-            self.broadcast(receipt_frame(change))
-
     async def _pump(self) -> None:
         async for event in self.node.events():
-            try:
-                await self._on_event(event)
-            except HearthError as exc:
-                log.warning("event %s not passed to clients: %s", type(event).__name__, exc)
+            self._on_event(event)
 
-    async def _on_event(self, event: NodeEvent) -> None:
+    def _on_event(self, event: NodeEvent) -> None:
         match event:
-            case MessageReceived(envelope=envelope):
-                await self._on_envelope(envelope)
+            case MessageReceived() | MembershipChanged():
+                self.feed.wake()
             case PresenceChanged(user=user, online=online, last_seen_ms=last_seen):
                 self.broadcast(
                     {
@@ -162,73 +177,47 @@ class ApiService:
                         "user_id": user_id_text(user),
                         "online": online,
                         "last_seen_ms": last_seen,
-                    },
-                    durable=False,
+                    }
                 )
             case TypingChanged(room=room, user=user, active=active):
-                self.broadcast(
-                    {
-                        "event": "typing",
-                        "room_id": room.hex(),
-                        "user_id": user_id_text(user),
-                        "active": active,
-                    },
-                    durable=False,
-                )
-            case MembershipChanged(room=room, members=members):
-                self.broadcast(
-                    {
-                        "event": "membership",
-                        "room_id": room.hex(),
-                        "members": sorted(user_id_text(m) for m in members),
-                    }
-                )
+                self._typing.update(room, user, active, self.clock.now_ms())
+                self._typing_changed.set()
+                self._typing_frame(room, user, active)
 
-    async def _on_envelope(self, envelope: Envelope) -> None:
-        if envelope.sender_user == self.own:
-            return  # our own (another of our nodes): clients saw it when it was sent
-        if envelope.kind is Kind.RECEIPT:
-            self.receipts.apply_later(envelope)  # never holds up the messages behind it
-        elif envelope.kind is Kind.MESSAGE and envelope.content_type == CONTACT_CONTENT_TYPE:
-            await self._on_contact(envelope)
-        elif is_user_content(envelope):
-            self.broadcast({"event": "message", **message_view(envelope)})
-            if not self.sessions and self.push is not None:
-                self.push.notify_nowait(
-                    {
-                        "event": "message",
-                        "room_id": envelope.room.hex(),
-                        "message_id": envelope.message_id.hex(),
-                        "sender_id": user_id_text(envelope.sender_user),
-                        "sent_ms": envelope.hlc.wall_ms,
-                    }
-                )
+    def _typing_frame(self, room: RoomId, user: UserId, active: bool) -> None:
+        self.broadcast(
+            {
+                "event": "typing",
+                "room_id": room.hex(),
+                "user_id": user_id_text(user),
+                "active": active,
+            }
+        )
 
-    async def _on_contact(self, envelope: Envelope) -> None:
-        event = decode_contact(envelope.body)
-        sender = envelope.sender_user
-        store = self.node.store
-        now = self.clock.now_ms()
-        await store.run(_remember_profile, store.store, sender, event, now)
-        frame: dict[str, Any] = {"user_id": user_id_text(sender)}
-        match event.action:
-            case ContactAction.REQUEST:
-                request = FriendRequest(
-                    sender=sender, recipient=self.own, created_ms=now, note=event.note
-                )
-                await store.run(store.store.put_friend_request, request)
-                frame |= {"event": "friend_request", "note": event.note}
-            case ContactAction.ACCEPT:
-                if not await store.run(
-                    store.store.accept_friend_request, self.own, sender, now_ms=now
-                ):
-                    return  # an answer to no request of ours
-                frame["event"] = "friend_accepted"
-            case ContactAction.DECLINE:
-                await store.run(store.store.delete_friend_request, self.own, sender)
-                frame["event"] = "friend_declined"
-        frame["display_name"] = event.display_name
-        self.broadcast(frame)
+    async def _end_lapsed_typing(self) -> None:
+        """Tell clients `active: false` for indicators not refreshed in time (SPEC §17)."""
+        while True:
+            self._typing_changed.clear()
+            deadline = self._typing.timer_ms()
+            delay = None if deadline is None else max(0, deadline - self.clock.now_ms()) / 1000
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._typing_changed.wait()
+            for room, user in self._typing.handle_timer(self.clock.now_ms()):
+                self._typing_frame(room, user, False)
+
+    def _on_message(self, envelope: Envelope) -> None:
+        """Another user's message reached the feed: push it if no client is connected."""
+        if not self.sessions and self.push is not None:
+            self.push.notify_nowait(
+                {
+                    "event": "message",
+                    "room_id": envelope.room.hex(),
+                    "message_id": envelope.message_id.hex(),
+                    "sender_id": user_id_text(envelope.sender_user),
+                    "sent_ms": envelope.hlc.wall_ms,
+                }
+            )
 
     # --- operations -------------------------------------------------------------------------
 
@@ -257,10 +246,9 @@ class ApiService:
         except NotAuthorized:
             await self.require_room(command.room_id)  # a room unknown here is NOT_FOUND
             raise
-        # Our user's other clients see it too (multi-device on one node).
-        self.broadcast(
-            {"event": "message", **message_view(envelope), "client_id": command.client_id}
-        )
+        # Our user's other clients see it too (multi-device on one node), through the feed.
+        self.frames.note_client_id(envelope.message_id, command.client_id)
+        self.feed.wake()
         return envelope
 
     async def require_room(self, room: RoomId) -> None:
@@ -393,6 +381,14 @@ class ApiService:
         room = await self.node.open_direct(user)
         await self._contact(room, ContactAction.ACCEPT if accept else ContactAction.DECLINE, "")
 
+    async def cancel_friend_request(self, user: UserId) -> None:
+        """Withdraw our pending request to `user`: a DECLINE tells their node. Raises NotFound."""
+        store = self.node.store
+        if not await store.run(store.store.delete_friend_request, self.own, user):
+            raise NotFound(f"no pending friend request to {user_id_text(user)}")
+        room = await self.node.open_direct(user)
+        await self._contact(room, ContactAction.DECLINE, "")
+
     async def _contact(self, room: RoomId, action: ContactAction, note: str) -> Envelope:
         store = self.node.store
         own = await store.read(store.store.get_profile, self.own)
@@ -403,32 +399,6 @@ class ApiService:
             handle=own.handle if own else "",
         )
         return await self.node.send(room, encode_contact(event), content_type=CONTACT_CONTENT_TYPE)
-
-
-def receipt_frame(change: StatusChange) -> dict[str, Any]:
-    return {
-        "event": "receipt",
-        "room_id": change.room.hex(),
-        "message_id": change.message_id.hex(),
-        "user_id": user_id_text(change.recipient),
-        "status": STATUS_NAMES[change.status],
-        "aggregate": STATUS_NAMES[change.aggregate],
-    }
-
-
-def _remember_profile(store: Store, user: UserId, event: ContactEvent, now_ms: int) -> None:
-    """Keep the name a contact event carries, unless a profile is already known."""
-    if store.get_profile(user) is None and (event.display_name or event.handle):
-        store.put_profile(
-            Profile(
-                user=user,
-                handle=event.handle,
-                display_name=event.display_name,
-                avatar=None,
-                bio="",
-                updated_ms=now_ms,
-            )
-        )
 
 
 def _latest_content(store: Store, room: bytes) -> Envelope | None:

@@ -18,6 +18,7 @@ from aiohttp import WSMsgType, web
 
 from hearthmesh.node.api.auth import TokenBucket
 from hearthmesh.node.api.errors import error_body, error_response
+from hearthmesh.node.api.feed import dumps
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService, ClientSession
 from hearthmesh.node.api.views import hlc_view
 from hearthmesh.protocol.client_api import (
@@ -43,10 +44,6 @@ _MAX_IN_FLIGHT: Final = 4096
 _HEARTBEAT_S: Final = 30.0
 
 
-def _dumps(frame: dict[str, Any]) -> str:
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
-
-
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """Upgrade, then serve one client until it closes (auth already checked by the guard)."""
     service = request.app[SERVICE_KEY]
@@ -58,21 +55,22 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=config.max_ws_frame_bytes * 4, heartbeat=_HEARTBEAT_S)
     await ws.prepare(request)
     session = ClientSession(ws, max_queued=config.client_queue)
-    # No await between reading the feed and joining the sessions: nothing is missed or doubled.
+    # Live frames are held from here while the replay is read: nothing is missed or doubled,
+    # since the feed publishes every entry after `upto` and the replay ends at it.
+    service.sessions.add(session)
+    upto = service.feed.position
     cursor = request.query.get("cursor")
-    replay = service.feed.since(cursor) if cursor else []
+    replay = await _replay(service, cursor, upto) if cursor else []
     ready: dict[str, Any] = {
         "event": "ready",
         "user_id": user_id_text(service.own),
-        "cursor": service.feed.cursor,
+        "cursor": service.feed.cursor_at(upto),
         "resumed": replay is not None and cursor is not None,
     }
-    session.put(_dumps(ready))
+    first = [dumps(ready)]
     if replay is None:
-        session.put(_dumps({"event": "resync", "reason": "cursor unknown or too old"}))
-    for text in replay or ():
-        session.put(text)
-    service.sessions.add(session)
+        first.append(dumps({"event": "resync", "reason": "cursor unknown or too old"}))
+    session.open(first + (replay or []))
     try:
         async with asyncio.TaskGroup() as group:
             writer = group.create_task(session.write_loop())
@@ -106,7 +104,7 @@ async def _read_loop(
                 raise RateLimited("too many frames; this one was not processed")
             command = decode_client_frame(data)
         except HearthError as exc:
-            session.put(_dumps({"event": "error", **error_body(exc), **_echo(data)}))
+            session.put(dumps({"event": "error", **error_body(exc), **_echo(data)}))
             continue
         if isinstance(command, Send):
             await in_flight.acquire()
@@ -118,7 +116,15 @@ async def _read_loop(
             except HearthError as exc:
                 reply = {"event": "error", **error_body(exc), **_request_id(command)}
             if reply is not None:
-                session.put(_dumps(reply))
+                session.put(dumps(reply))
+
+
+async def _replay(service: ApiService, cursor: str, upto: int) -> list[str] | None:
+    try:
+        return await service.feed.replay(cursor, upto)
+    except HearthError as exc:  # e.g. the store is closing: the client re-reads instead
+        log.warning("replay after %s failed: %s", cursor[:40], exc)
+        return None
 
 
 def _echo(data: str | bytes) -> dict[str, Any]:
@@ -143,10 +149,10 @@ async def _send(service: ApiService, session: ClientSession, command: Send) -> N
     try:
         envelope = await service.send(command)
     except HearthError as exc:
-        session.put(_dumps({"event": "error", **error_body(exc), "client_id": command.client_id}))
+        session.put(dumps({"event": "error", **error_body(exc), "client_id": command.client_id}))
         return
     session.put(
-        _dumps(
+        dumps(
             {
                 "event": "message_sent",
                 "client_id": command.client_id,

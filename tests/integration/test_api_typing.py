@@ -37,3 +37,26 @@ async def test_typing_reaches_the_other_member_and_is_never_stored(tmp_path: Pat
         for node in (a.node, b.node):
             page = await node.history(RoomId(bytes.fromhex(room)), limit=100)
             assert all(e.envelope.kind is not Kind.TYPING for e in page.events)
+
+
+async def test_typing_that_is_never_ended_lapses_after_the_ttl(tmp_path: Path) -> None:
+    """Bob's app dies while he types: alice's clients see him stop after the TTL (SPEC §17)."""
+    ttl = {"typing_ttl_ms": 700}
+    async with (
+        asyncio.timeout(15),
+        home(tmp_path / "a", api=ttl) as a,
+        home(tmp_path / "b") as b,
+    ):
+        await link(a, b)
+        alice = (await a.status())["user_id"]
+        bob = (await b.status())["user_id"]
+        room = (await a.client.call("POST", "/v1/conversation", {"recipient_id": bob}))["room_id"]
+        await b.client.call("POST", "/v1/conversation", {"recipient_id": alice})
+        async with a.socket() as alice_ws, b.socket() as bob_ws, asyncio.TaskGroup() as group:
+            typing = group.create_task(_keep_typing(bob_ws, room))
+            await alice_ws.next("typing", lambda f: f["active"] is True)
+            typing.cancel()  # never followed by active: false
+            ended = await alice_ws.next("typing", lambda f: f["active"] is False)
+            assert (ended["room_id"], ended["user_id"]) == (room, bob)
+            assert "cursor" not in ended
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "api-typing"]

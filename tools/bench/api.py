@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,7 +31,7 @@ from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.identity import decode_user_id, user_id_text
 from hearthmesh.tools.bench.stats import percentile
-from hearthmesh.tools.node_process import NodeProcessFailed
+from hearthmesh.tools.node_process import HomeProcess, spawn_home
 
 __all__ = ["run"]
 
@@ -116,58 +114,18 @@ async def _measure(
     }
 
 
-async def _start_bob(data_dir: Path) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
-    """Bob's home node and API in their own process (`hearthmesh run`), as a person runs it."""
-    script = str(Path(sys.executable).parent / "hearthmesh")
-    init = await asyncio.create_subprocess_exec(
-        script,
-        "init",
-        "--data-dir",
-        str(data_dir),
-        "--name",
-        "bob",
-        stdout=asyncio.subprocess.DEVNULL,
-    )
-    await init.wait()
-    process = await asyncio.create_subprocess_exec(
-        script,
-        "run",
-        "--data-dir",
-        str(data_dir),
-        "--api",
-        "127.0.0.1:0",
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--no-mdns",
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    facts: dict[str, str] = {}
-    while process.stdout is not None and "api" not in facts:
-        line = (await process.stdout.readline()).decode()
-        if not line:
-            raise NodeProcessFailed("bob's node did not start")
-        key, _, value = line.strip().partition(":")
-        if key in ("user id", "listening"):
-            facts[key] = value.split()[0]
-        elif key == "API":
-            facts["api"] = value.split()[0]
-    facts["token"] = (data_dir / "api-token").read_text().strip()
-    return process, facts
-
-
 async def _bench(quick: bool) -> dict[str, Any]:
     samples, burst = (50, 300) if quick else (300, 3000)
     with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-api-") as tmp:
-        bob_process, bob = await _start_bob(Path(tmp) / "b")
+        # Bob's home node and API in their own process, as a person runs it.
+        bob = await spawn_home(Path(tmp) / "b", name="bob")
         try:
             return await _with_bob(Path(tmp), bob, samples, burst)
         finally:
-            bob_process.terminate()
-            await bob_process.wait()
+            await bob.terminate()
 
 
-async def _with_bob(tmp: Path, bob: dict[str, str], samples: int, burst: int) -> dict[str, Any]:
+async def _with_bob(tmp: Path, bob: HomeProcess, samples: int, burst: int) -> dict[str, Any]:
     config = NodeConfig(
         data_dir=tmp / "a", listen_addrs=("/ip4/127.0.0.1/tcp/0",), retry_poll_ms=50
     )
@@ -175,22 +133,22 @@ async def _with_bob(tmp: Path, bob: dict[str, str], samples: int, burst: int) ->
         Node(config) as node_a,
         ApiServer(node_a, ApiConfig(token=_TOKEN, port=0)) as api_a,
         aiohttp.ClientSession(headers={"Authorization": f"Bearer {_TOKEN}"}) as http,
-        aiohttp.ClientSession(headers={"Authorization": f"Bearer {bob['token']}"}) as bob_http,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {bob.token}"}) as bob_http,
     ):
-        await node_a.connect(bob["listening"])
+        await node_a.connect(bob.addr)
         alice = user_id_text(node_a.user_id)
-        room = (await node_a.open_direct(decode_user_id(bob["user id"]))).hex()
-        async with bob_http.post(bob["api"] + "/v1/conversation", json={"recipient_id": alice}):
+        room = (await node_a.open_direct(decode_user_id(bob.user_text))).hex()
+        async with bob_http.post(bob.api + "/v1/conversation", json={"recipient_id": alice}):
             pass
         async with (
             http.ws_connect(api_a.url + "/v1/ws") as phone_ws,
             http.ws_connect(api_a.url + "/v1/ws") as laptop_ws,
-            bob_http.ws_connect(bob["api"] + "/v1/ws") as bob_ws,
+            bob_http.ws_connect(bob.api + "/v1/ws") as bob_ws,
             asyncio.TaskGroup() as group,
         ):
             phone = _Client(phone_ws, alice, ack=False)
             laptop = _Client(laptop_ws, alice, ack=False)
-            bob_client = _Client(bob_ws, bob["user id"], ack=True)
+            bob_client = _Client(bob_ws, bob.user_text, ack=True)
             readers = [group.create_task(c.read()) for c in (phone, laptop, bob_client)]
             await _measure(phone, bob_client, room, samples=10, burst=50, tag="warm")
             same = await _measure(phone, laptop, room, samples=samples, burst=burst, tag="s")

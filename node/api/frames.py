@@ -1,0 +1,160 @@
+"""What a stored event becomes for clients (SPEC §15.4.3): the frames of one feed entry.
+
+The live tail first applies an entry's side effects (a receipt credits statuses, a contact
+event records the request or the contact), then renders it; a replay renders the same entry
+from the store as it is now, with no side effects. Both read the same state, so a client that
+resumes sees what it would have seen live.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Final
+
+from hearthmesh.node.api.receipts import ReceiptService, StatusChange
+from hearthmesh.node.api.views import STATUS_NAMES, message_view
+from hearthmesh.node.clock import Clock
+from hearthmesh.node.node import Node
+from hearthmesh.protocol.content import (
+    CONTACT_CONTENT_TYPE,
+    ContactAction,
+    ContactEvent,
+    decode_contact,
+    is_user_content,
+)
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId
+from hearthmesh.protocol.identity import UserId, user_id_text
+from hearthmesh.storage.api import FeedEntry, FriendRequest, Profile, Store
+
+__all__ = ["FrameRenderer", "receipt_frame"]
+
+_CLIENT_IDS: Final = 4096
+"""Client ids of our own recent sends kept for their echo (SPEC §15.4.4); oldest go first."""
+
+
+class FrameRenderer:
+    """Renders feed entries; `live` entries get their side effects applied first."""
+
+    def __init__(
+        self,
+        node: Node,
+        receipts: ReceiptService,
+        clock: Clock,
+        on_message: Callable[[Envelope], None],
+    ) -> None:
+        self._node = node
+        self._receipts = receipts
+        self._clock = clock
+        self._on_message = on_message
+        self._client_ids: OrderedDict[MessageId, str] = OrderedDict()
+
+    def note_client_id(self, message_id: MessageId, client_id: str) -> None:
+        """Our client sent this message: its echo to our other clients names `client_id`."""
+        self._client_ids[message_id] = client_id
+        if len(self._client_ids) > _CLIENT_IDS:
+            self._client_ids.popitem(last=False)
+
+    async def render(self, entry: FeedEntry, live: bool) -> list[dict[str, Any]]:
+        """The client frames of one stored event (none for bookkeeping kinds)."""
+        envelope = entry.event.envelope
+        own = envelope.sender_user == self._node.user_id
+        if envelope.kind is Kind.MEMBERSHIP:
+            store = self._node.store
+            members = await store.read(store.store.members, envelope.room)
+            return [
+                {
+                    "event": "membership",
+                    "room_id": envelope.room.hex(),
+                    "members": sorted(user_id_text(m.user) for m in members),
+                }
+            ]
+        if envelope.kind is Kind.RECEIPT or _is_contact(envelope):
+            # our own receipts and contact events were made by our clients: nothing to tell
+            return [] if own else await self._other(envelope, live)
+        if not is_user_content(envelope):
+            return []  # profiles, home records, private bookkeeping
+        frame = {"event": "message", **message_view(envelope)}
+        client_id = self._client_ids.pop(envelope.message_id, None)
+        if client_id is not None:
+            frame["client_id"] = client_id
+        if live and not own:
+            self._on_message(envelope)
+        return [frame]
+
+    async def _other(self, envelope: Envelope, live: bool) -> list[dict[str, Any]]:
+        if envelope.kind is Kind.RECEIPT:  # credited as it was stored
+            return [receipt_frame(change) for change in await self._receipts.changes(envelope)]
+        event = decode_contact(envelope.body)
+        store = self._node.store
+        frame = await store.run(
+            _contact_frame_txn,
+            store.store,
+            self._node.user_id,
+            envelope.sender_user,
+            event,
+            self._clock.now_ms() if live else None,
+        )
+        return [] if frame is None else [frame]
+
+
+def _is_contact(envelope: Envelope) -> bool:
+    return envelope.kind is Kind.MESSAGE and envelope.content_type == CONTACT_CONTENT_TYPE
+
+
+def receipt_frame(change: StatusChange) -> dict[str, Any]:
+    return {
+        "event": "receipt",
+        "room_id": change.room.hex(),
+        "message_id": change.message_id.hex(),
+        "user_id": user_id_text(change.recipient),
+        "status": STATUS_NAMES[change.status],
+        "aggregate": STATUS_NAMES[change.aggregate],
+    }
+
+
+def _contact_frame_txn(
+    store: Store, own: UserId, sender: UserId, event: ContactEvent, now_ms: int | None
+) -> dict[str, Any] | None:
+    """Apply a contact event from `sender` (unless `now_ms` is None) and render it (SPEC §18)."""
+    if now_ms is not None:
+        _apply_contact(store, own, sender, event, now_ms)
+    frame: dict[str, Any] = {"user_id": user_id_text(sender), "display_name": event.display_name}
+    match event.action:
+        case ContactAction.REQUEST:
+            return frame | {"event": "friend_request", "note": event.note}
+        case ContactAction.ACCEPT:
+            if not any(c.contact == sender for c in store.contacts(own)):
+                return None  # an answer to no request of ours
+            return frame | {"event": "friend_accepted"}
+        case ContactAction.DECLINE:
+            return frame | {"event": "friend_declined"}
+    return None
+
+
+def _apply_contact(
+    store: Store, own: UserId, sender: UserId, event: ContactEvent, now_ms: int
+) -> None:
+    if store.get_profile(sender) is None and (event.display_name or event.handle):
+        # keep the name a contact event carries, unless a profile is already known
+        store.put_profile(
+            Profile(
+                user=sender,
+                handle=event.handle,
+                display_name=event.display_name,
+                avatar=None,
+                bio="",
+                updated_ms=now_ms,
+            )
+        )
+    match event.action:
+        case ContactAction.REQUEST:
+            store.put_friend_request(
+                FriendRequest(sender=sender, recipient=own, created_ms=now_ms, note=event.note)
+            )
+        case ContactAction.ACCEPT:
+            store.accept_friend_request(own, sender, now_ms=now_ms)
+        case ContactAction.DECLINE:
+            # a refusal of our request, or the sender withdrawing theirs
+            store.delete_friend_request(own, sender)
+            store.delete_friend_request(sender, own)

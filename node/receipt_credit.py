@@ -1,0 +1,71 @@
+"""Receipts are credited where they are stored (SPEC §16.3), in the same transaction.
+
+A RECEIPT envelope that reaches one of our homes raises the statuses it names as it is stored:
+another user's receipt raises that user's status of our messages; one of our own user's
+(sent by another of our devices, SPEC §22) raises our own status of the messages it names,
+so a message read on the phone is read on the laptop too. Crediting at storage time costs no
+commit of its own, and nothing stored is ever left uncredited, even while no client API runs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from hearthmesh.protocol.envelope import Envelope, MessageId
+from hearthmesh.protocol.errors import MalformedMessage
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.receipts import (
+    Receipt,
+    StatusUpdate,
+    decode_receipt,
+    is_receiptable,
+    receipt_updates,
+)
+from hearthmesh.storage.api import DeliveryStatus, Store
+
+__all__ = ["credit_receipt", "credited_updates"]
+
+log = logging.getLogger(__name__)
+
+
+def credited_updates(
+    store: Store, own: UserId, envelope: Envelope, receipt: Receipt
+) -> list[StatusUpdate]:
+    """What another user's `receipt` says of our messages that we hold (reads only)."""
+    originals: dict[MessageId, Envelope] = {}
+    for message_id in receipt.message_ids:
+        stored = store.get_event(message_id)
+        if stored is not None and stored.envelope.sender_user == own:
+            originals[message_id] = stored.envelope
+    return receipt_updates(envelope, receipt, originals)
+
+
+def credit_receipt(store: Store, own: UserId, envelope: Envelope, *, now_ms: int) -> None:
+    """Raise the statuses a just-stored RECEIPT names; runs in the storing transaction."""
+    try:
+        receipt = decode_receipt(envelope.body)
+    except MalformedMessage as exc:  # stored as sent; it names nothing we can credit
+        log.info("receipt %s credits nothing: %s", envelope.message_id.hex()[:16], exc)
+        return
+    if envelope.sender_user == own:
+        named = [
+            (message_id, own, DeliveryStatus(receipt.status))
+            for message_id in receipt.message_ids
+            if _is_others_in(store, message_id, envelope, own)
+        ]
+        store.set_statuses(named, now_ms=now_ms)
+        return
+    updates = credited_updates(store, own, envelope, receipt)
+    store.set_statuses(
+        [(u.message_id, u.recipient, DeliveryStatus(u.status)) for u in updates], now_ms=now_ms
+    )
+
+
+def _is_others_in(store: Store, message_id: MessageId, receipt: Envelope, own: UserId) -> bool:
+    stored = store.get_event(message_id)
+    return (
+        stored is not None
+        and stored.envelope.room == receipt.room
+        and stored.envelope.sender_user != own
+        and is_receiptable(stored.envelope)
+    )

@@ -1,0 +1,100 @@
+"""The arrival log: every stored event numbered in the order this store took it (`_txn` helpers).
+
+The client feed (SPEC §15.4) resumes by these numbers, so they must survive a restart: the
+append transaction gives each newly stored event the next number and writes
+`arrival -> history key` beside it (one put, no extra transaction). The counter is the last key
+of the log itself; trimming never removes the newest entry, so a number is never reused.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from hearthmesh.protocol.errors import LocalProtocolError
+
+from .api import FeedEntry, FeedPage
+from .history import stored_event
+from .keys import KEY_END, Table, pack_u64, unpack_u64
+from .kv import KvTxn
+from .records import corrupt
+
+__all__ = [
+    "MAX_FEED_PAGE",
+    "ArrivalCounter",
+    "arrivals_after_txn",
+    "last_arrival_txn",
+    "trim_arrivals_txn",
+]
+
+MAX_FEED_PAGE: Final = 1000
+
+
+def last_arrival_txn(txn: KvTxn) -> int:
+    """The newest arrival number, 0 before the first stored event."""
+    for key, _ in txn.scan(Table.ARRIVALS, b"", KEY_END, reverse=True):
+        return _number(key)
+    return 0
+
+
+class ArrivalCounter:
+    """Numbers the events stored by one write transaction; reads the log's end only once."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+
+    def record_txn(self, txn: KvTxn, history_key: bytes) -> int:
+        """Give the event at `history_key` the next number; returns it."""
+        if self._last is None:
+            self._last = last_arrival_txn(txn)
+        self._last += 1
+        txn.put(Table.ARRIVALS, pack_u64(self._last), history_key)
+        return self._last
+
+
+def arrivals_after_txn(txn: KvTxn, after: int, limit: int) -> FeedPage:
+    """Up to `limit` log entries numbered above `after`, in number order.
+
+    Entries whose event was purged are passed over (they count towards `position`, not
+    `entries`), so a caller pages on from `position` until it reaches `last`.
+
+    Raises:
+        LocalProtocolError: `limit` outside 1..MAX_FEED_PAGE, or a negative `after`.
+    """
+    if not 1 <= limit <= MAX_FEED_PAGE:
+        raise LocalProtocolError(f"feed page limit must be 1..{MAX_FEED_PAGE}, got {limit}")
+    entries: list[FeedEntry] = []
+    position = after
+    for examined, (key, history_key) in enumerate(
+        txn.scan(Table.ARRIVALS, pack_u64(after + 1), KEY_END)
+    ):
+        if examined == limit:
+            break
+        position = _number(key)
+        value = txn.get(Table.HISTORY, history_key)
+        if value is not None:
+            entries.append(FeedEntry(number=position, event=stored_event(history_key, value)))
+    return FeedPage(entries=tuple(entries), position=position, last=last_arrival_txn(txn))
+
+
+def trim_arrivals_txn(txn: KvTxn, limit: int) -> int:
+    """Drop the oldest entries whose event is gone (purged), up to `limit`; never the newest.
+
+    Returns how many were dropped.
+    """
+    newest = last_arrival_txn(txn)
+    doomed: list[bytes] = []
+    for key, history_key in txn.scan(Table.ARRIVALS, b"", pack_u64(newest)):
+        if len(doomed) == limit or txn.get(Table.HISTORY, history_key) is not None:
+            break
+        doomed.append(key)
+    for key in doomed:  # after the scan: never mutate under a cursor
+        txn.delete(Table.ARRIVALS, key)
+    return len(doomed)
+
+
+def _number(key: bytes) -> int:
+    if len(key) != 8:
+        raise corrupt(Table.ARRIVALS, key, "not an arrival number")
+    return unpack_u64(key)
