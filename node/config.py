@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.storage.api import DEFAULT_RELAY_QUOTA, RelayQuota
 
 __all__ = ["DEFAULT_LISTEN", "NodeConfig"]
@@ -47,5 +48,7 @@ class NodeConfig:
     gap_grace_ms: int = 1500
     """How long a gap in a sender's sequence may stay open before other homes are asked for
     the missing envelopes (SPEC §26); the sender's own retries usually fill it sooner."""
+    standing: StandingPolicy = field(default_factory=StandingPolicy)
+    """What misbehaving peers pay (SPEC §11.6)."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

@@ -47,6 +47,7 @@ class FetchService:
         directory: HomeDirectory,
         is_sibling: Callable[[str], bool],
         certificate_of: Callable[[DeviceId], bytes | None],
+        on_refused: Callable[[str, RemoteProtocolError], None],
     ) -> None:
         self._host = host
         self._store = store
@@ -54,6 +55,8 @@ class FetchService:
         self._directory = directory
         self._is_sibling = is_sibling
         self._certificate_of = certificate_of
+        self._on_refused = on_refused
+        """Charges the peer's standing (SPEC §11.6)."""
         self.refused = 0
         """Requests answered with an ERROR frame (status and tests)."""
 
@@ -82,7 +85,8 @@ class FetchService:
             return
         except RemoteProtocolError as exc:
             self.refused += 1
-            log.info("fetch from %s refused: %s (code %d)", peer[-8:], exc, exc.code)
+            self._on_refused(peer, exc)
+            log.debug("fetch from %s refused: %s (code %d)", peer[-8:], exc, exc.code)
             await stream.write_frame(encode_error(exc))
             return
         await stream.write_frame(encode_answer(events))

@@ -15,6 +15,7 @@ from hearthmesh.node.clock import CorrectedClock
 from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.libp2p_host import P2PHost
 from hearthmesh.node.p2p_errors import StreamClosed
+from hearthmesh.node.peer_standing import PeerStanding
 from hearthmesh.protocol.errors import HearthError, RemoteProtocolError
 from hearthmesh.protocol.hello import HELLO_PROTOCOL, Hello, decode_hello, encode_hello
 from hearthmesh.protocol.hlc import estimate_offset
@@ -35,20 +36,26 @@ class HelloService:
         home_record: Callable[[], bytes],
         learn: Callable[[bytes], Awaitable[None]],
         takes_time_from: Callable[[str], bool],
+        standing: PeerStanding,
     ) -> None:
         self._host = host
         self._clock = clock
         self._home_record = home_record
         self._learn = learn
         self._takes_time_from = takes_time_from
+        self._standing = standing
 
     async def hello(self, peer_id: str) -> None:
         """Ask `peer_id`; adopt its records, and its view of our clock if it is our home."""
         async with await self._host.open_stream(peer_id, HELLO_PROTOCOL) as stream:
             ours = Hello(records=(self._home_record(),), sent_ms=self._clock.now_ms())
             await stream.write_frame(encode_hello(ours))
-            answer = decode_hello(await stream.read_frame())
-        await self._take_records(answer)
+            try:
+                answer = decode_hello(await stream.read_frame())
+            except RemoteProtocolError as exc:
+                self._standing.refused(peer_id, exc)
+                raise
+        await self._take_records(peer_id, answer)
         if answer.offset_ms is not None and self._takes_time_from(peer_id):
             if answer.offset_ms != 0:
                 log.info(
@@ -64,6 +71,10 @@ class HelloService:
             asked = decode_hello(await stream.read_frame())
         except StreamClosed:
             return
+        except RemoteProtocolError as exc:  # hello has no error frame: the stream just ends
+            self._standing.refused(stream.remote_peer, exc)
+            log.debug("hello from %s refused: %s", stream.remote_peer[-8:], exc)
+            return
         received_ms = self._clock.now_ms()
         offset = estimate_offset(
             event_ms=asked.sent_ms, send_ms=asked.sent_ms, receive_ms=received_ms
@@ -72,13 +83,14 @@ class HelloService:
             records=(self._home_record(),), sent_ms=received_ms, offset_ms=offset.offset_ms
         )
         await stream.write_frame(encode_hello(answer))
-        await self._take_records(asked)
+        await self._take_records(stream.remote_peer, asked)
 
-    async def _take_records(self, hello: Hello) -> None:
+    async def _take_records(self, peer: str, hello: Hello) -> None:
         for record in hello.records:
             try:
                 await self._learn(record)
-            except RemoteProtocolError as exc:
-                log.info("a home record in a hello was refused: %s", exc)
+            except RemoteProtocolError as exc:  # forged costs the sender; skewed does not
+                self._standing.refused(peer, exc, whole_frame=False)
+                log.info("a home record in a hello from %s was refused: %s", peer[-8:], exc)
             except HearthError as exc:
                 log.warning("a home record in a hello could not be kept: %s", exc)

@@ -149,13 +149,16 @@ class GossipLayer:
 
         return msg_id
 
-    def _gossip_message(self, topic: str, msg: rpc_pb2.Message) -> GossipMessage:
+    def _gossip_message(
+        self, topic: str, msg: rpc_pb2.Message, forwarder: ID | None = None
+    ) -> GossipMessage:
         return GossipMessage(
             topic=topic,
             origin=ID(bytes(msg.from_id)).to_base58(),
             data=bytes(msg.data),
             msg_id=self._require_pubsub().get_message_id(msg),
             seqno=int.from_bytes(bytes(msg.seqno), "big"),
+            forwarder="" if forwarder is None else forwarder.to_base58(),
         )
 
     def set_topic_validator(self, topic_prefix: str, validator: GossipValidator) -> None:
@@ -181,7 +184,7 @@ class GossipLayer:
 
         def check(forwarder: ID, msg: rpc_pb2.Message) -> bool:
             try:
-                return bool(validator(self._gossip_message(topic, msg)))
+                return bool(validator(self._gossip_message(topic, msg, forwarder)))
             except Exception:
                 log.warning("validator for %r raised; message rejected", topic, exc_info=True)
                 return False

@@ -61,8 +61,10 @@ from hearthmesh.protocol.errors import HearthError, LocalProtocolError
 __all__ = [
     "HEARTBEAT_S",
     "STOP_GRACE_S",
+    "ConnectionHandler",
     "HostConfig",
     "P2PHost",
+    "PeerFilter",
     "StreamHandler",
     "peer_id_from_seed",
 ]
@@ -73,6 +75,13 @@ T = TypeVar("T")
 
 StreamHandler = Callable[[FrameStream], Awaitable[None]]
 """Serves one inbound stream on asyncio; the stream is closed (or reset on error) after it."""
+
+ConnectionHandler = Callable[[str, bool], None]
+"""Told on asyncio `(peer id, True)` when a peer's first connection opens (dialled by us or
+by it, found by mDNS or bootstrap) and `(peer id, False)` when its last one closes."""
+
+PeerFilter = Callable[[str], bool]
+"""Asked on asyncio for each inbound stream: False resets it unread (a banned peer)."""
 
 STOP_GRACE_S: Final = 2.0
 """Upper bound for closing all connections at stop (each close sleeps 200 ms inside libp2p)."""
@@ -228,6 +237,8 @@ class P2PHost:
         self._handlers: dict[str, StreamHandler] = {}
         self._peers: dict[str, int] = {}
         self._peer_waiters: dict[str, asyncio.Event] = {}
+        self._on_connection: ConnectionHandler | None = None
+        self._admits: PeerFilter = lambda _peer: True
         self._closing = False
         self._gossip = GossipLayer(
             bridge=self._bridge,
@@ -363,7 +374,8 @@ class P2PHost:
         self._bridge.to_asyncio(self._apply_connection, peer, delta)
 
     def _apply_connection(self, peer: str, delta: int) -> None:
-        count = self._peers.get(peer, 0) + delta
+        before = self._peers.get(peer, 0)
+        count = before + delta
         if count > 0:
             self._peers[peer] = count
             waiter = self._peer_waiters.pop(peer, None)
@@ -371,6 +383,8 @@ class P2PHost:
                 waiter.set()
         else:
             self._peers.pop(peer, None)
+        if self._on_connection is not None and (before > 0) != (count > 0):
+            self._on_connection(peer, count > 0)
 
     def _require_host(self) -> IHost:
         if self._host is None:
@@ -444,6 +458,18 @@ class P2PHost:
     async def _add_addrs_on_trio(self, info: PeerInfo) -> None:
         self._require_host().get_peerstore().add_addrs(info.peer_id, info.addrs, 3600)
 
+    def set_connection_handler(self, handler: ConnectionHandler) -> None:
+        """Call `handler` on asyncio when a peer gets its first connection or loses its last.
+
+        Every new connection counts however it came (dialled, accepted, mDNS, bootstrap); with
+        at most one connection per peer, each reconnect is one call.
+        """
+        self._on_connection = handler
+
+    def set_peer_filter(self, admits: PeerFilter) -> None:
+        """Reset unread every inbound stream from a peer `admits` refuses (asked on asyncio)."""
+        self._admits = admits
+
     def connected_peers(self) -> list[str]:
         """Peer ids with at least one open connection (as last reported by the trio thread)."""
         return sorted(self._peers)
@@ -460,6 +486,27 @@ class P2PHost:
 
     async def _disconnect_on_trio(self, peer_id: str) -> None:
         await self._require_host().disconnect(ID.from_base58(peer_id))
+
+    def disconnect_nowait(self, peer_id: str) -> None:
+        """Start closing every connection to `peer_id` and return at once; failures are logged.
+
+        The closing runs in the trio thread's nursery, so the host's stop ends it.
+        """
+        with contextlib.suppress(HostClosed):
+            self._bridge.run_sync_soon(self._spawn_disconnect, peer_id)
+
+    def _spawn_disconnect(self, peer_id: str) -> None:
+        with contextlib.suppress(HostClosed):
+            self._bridge.spawn(self._disconnect_quietly, peer_id)
+
+    async def _disconnect_quietly(self, peer_id: str) -> None:
+        host = self._host
+        if host is None:
+            return
+        try:
+            await host.disconnect(ID.from_base58(peer_id))
+        except Exception as exc:
+            log.debug("disconnecting %s failed: %r", peer_id, exc)
 
     # ---- streams -----------------------------------------------------------------------------
 
@@ -484,7 +531,7 @@ class P2PHost:
 
     def _on_inbound(self, protocol_id: str, raw: _LibP2PStream, peer: str) -> None:
         handler = self._handlers.get(protocol_id)
-        if self._closing or handler is None or self._tasks is None:
+        if self._closing or handler is None or self._tasks is None or not self._admits(peer):
             with contextlib.suppress(HostClosed):
                 self._bridge.run_sync_soon(self._bridge.spawn, raw.reset)
             return

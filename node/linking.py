@@ -16,6 +16,7 @@ from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.keyring import prepare_link_keys, store_link
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost
 from hearthmesh.node.p2p_errors import StreamClosed
+from hearthmesh.node.peer_standing import PeerStanding
 from hearthmesh.protocol.delivery import ProtocolErrorFrame, decode_frame, encode_error
 from hearthmesh.protocol.errors import (
     BadCertificate,
@@ -59,10 +60,18 @@ AddHome = Callable[[str, tuple[str, ...], DeviceId], Awaitable[tuple[bytes, byte
 class LinkService:
     """The primary's pending pairing codes and the `/hearthmesh/link/0` handler."""
 
-    def __init__(self, *, add_home: AddHome, now_ms: Callable[[], int], rng: Rng) -> None:
+    def __init__(
+        self,
+        *,
+        add_home: AddHome,
+        now_ms: Callable[[], int],
+        rng: Rng,
+        standing: PeerStanding,
+    ) -> None:
         self._add_home = add_home
         self._now_ms = now_ms
         self._rng = rng
+        self._standing = standing
         self._pending: list[LinkCode] = []
 
     def offer(self, *, address: str, ttl_ms: int) -> LinkCode:
@@ -95,8 +104,9 @@ class LinkService:
                 raise NotAuthorized("the request names another node than the one asking")
         except StreamClosed:
             return
-        except RemoteProtocolError as exc:
-            log.warning("link request from %s refused: %s", stream.remote_peer[-8:], exc)
+        except RemoteProtocolError as exc:  # a guessed code costs as much as garbage
+            self._standing.refused(stream.remote_peer, exc)
+            log.info("link request from %s refused: %s", stream.remote_peer[-8:], exc)
             await stream.write_frame(encode_error(exc))
             return
         certificate, record = await self._add_home(

@@ -51,10 +51,13 @@ class MediaServer:
         store: AsyncStore,
         directory: HomeDirectory,
         own_homes: Callable[[], frozenset[str]],
+        on_refused: Callable[[str, RemoteProtocolError], None],
     ) -> None:
         self._store = store
         self._directory = directory
         self._own_homes = own_homes
+        self._on_refused = on_refused
+        """Charges the peer's standing (SPEC §11.6)."""
         self.refused = 0
         """Requests answered with an ERROR frame (for tests and status)."""
 
@@ -81,7 +84,8 @@ class MediaServer:
 
     def _note_refusal(self, peer: str, error: RemoteProtocolError) -> None:
         self.refused += 1
-        log.info("media request from %s refused: %s (code %d)", peer[-8:], error, error.code)
+        self._on_refused(peer, error)
+        log.debug("media request from %s refused: %s (code %d)", peer[-8:], error, error.code)
 
     async def _blob_for(self, peer: str, digest: bytes) -> bytes:
         """The blob, if `peer` may see it.

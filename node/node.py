@@ -24,6 +24,7 @@ from hearthmesh.node.events import MembershipChanged, NodeEvent
 from hearthmesh.node.fetch import FetchService
 from hearthmesh.node.gap_fetch import GapFetcher
 from hearthmesh.node.gossip_out import GossipPublisher
+from hearthmesh.node.greetings import Greetings
 from hearthmesh.node.hello import HelloService
 from hearthmesh.node.inbox import Inbox, StoreOutcome
 from hearthmesh.node.keyring import Keyring, load_or_create_keyring
@@ -34,6 +35,7 @@ from hearthmesh.node.media_fetch import MediaFetcher
 from hearthmesh.node.media_server import MediaServer
 from hearthmesh.node.own_homes import OwnHomes
 from hearthmesh.node.peer_link import PeerLinks
+from hearthmesh.node.peer_standing import PeerStanding
 from hearthmesh.node.presence import PresenceService
 from hearthmesh.node.receiver import Receiver
 from hearthmesh.node.relay import RelayForwarder
@@ -184,6 +186,16 @@ class Node:
         )
         self._links = PeerLinks(self._host)
         self._stack.push_async_callback(self._links.aclose)
+        self._standing = PeerStanding(
+            clock=self._clock,
+            own_peer=self._host.peer_id,
+            protected=lambda peer: peer in self._homes.sibling_peers,
+            disconnect=self._host.disconnect_nowait,
+            policy=self.config.standing,
+        )
+        self._host.set_peer_filter(self._standing.admits)
+        self._greetings = Greetings(meet=self._meet, spawn=self._spawn)
+        self._host.set_connection_handler(self._connection_changed)
         self._receiver = Receiver(
             inbox=self._inbox,
             store=self._store,
@@ -193,6 +205,7 @@ class Node:
             emit=self._events.emit,
             on_outcome=self._after_store,
             is_sibling=lambda peer: peer in self._homes.sibling_peers,
+            standing=self._standing,
         )
         self._outbox = OutboxWorker(
             store=self._store,
@@ -236,7 +249,10 @@ class Node:
         )
         await self._store.run(self._homes.load, store)
         self._linking = LinkService(
-            add_home=self._add_home, now_ms=self._clock.now_ms, rng=secrets.token_bytes
+            add_home=self._add_home,
+            now_ms=self._clock.now_ms,
+            rng=secrets.token_bytes,
+            standing=self._standing,
         )
         self._host.set_stream_handler(LINK_PROTOCOL, self._linking.serve)
         self._sync = SyncService(
@@ -258,12 +274,14 @@ class Node:
             takes_time_from=lambda peer: (
                 not self.keyring.is_primary and peer in self._homes.sibling_peers
             ),
+            standing=self._standing,
         )
         self._host.set_stream_handler(HELLO_PROTOCOL, self._hello.serve)
         media_server = MediaServer(
             store=self._store,
             directory=self._directory,
             own_homes=lambda: self._homes.sibling_peers,
+            on_refused=self._standing.refused,
         )
         self._host.set_stream_handler(MEDIA_PROTOCOL, media_server.serve)
         self.media = MediaFetcher(
@@ -283,6 +301,7 @@ class Node:
             directory=self._directory,
             is_sibling=lambda peer: peer in self._homes.sibling_peers,
             certificate_of=self._certificate_of,
+            on_refused=self._standing.refused,
         )
         self._host.set_stream_handler(FETCH_PROTOCOL, self._fetch.serve)
         self._gaps = GapFetcher(
@@ -300,7 +319,9 @@ class Node:
             siblings=lambda: self._homes.sibling_peers,
             grace_ms=self.config.gap_grace_ms,
         )
-        self._host.set_topic_validator(PRESENCE_TOPIC, lambda m: self._presence.validate(m.data))
+        self._host.set_topic_validator(
+            PRESENCE_TOPIC, self._standing.gossip_validator(self._presence.check)
+        )
         self._topics = RoomTopics(
             host=self._host,
             receiver=self._receiver,
@@ -311,12 +332,16 @@ class Node:
             spawn=self._spawn,
             running=lambda: self._started,
         )
-        self._host.set_topic_validator(ROOM_TOPIC_PREFIX, self._topics.validate)
+        self._host.set_topic_validator(
+            ROOM_TOPIC_PREFIX, self._standing.gossip_validator(self._topics.check)
+        )
         presence_sub = await self._host.subscribe(PRESENCE_TOPIC)
         self._tasks = asyncio.TaskGroup()
         await self._stack.enter_async_context(self._tasks)
         self._stack.push_async_callback(self._cancel_services)
         self._started = True
+        for peer in self._host.connected_peers():  # connected while we started (mDNS, inbound)
+            self._connection_changed(peer, True)
         self._self_room = self_room_id(self.keyring.user_id)
         await self._store.run(  # listed nowhere (not local), but synced like any room
             store.add_member,
@@ -460,13 +485,36 @@ class Node:
     # --- peers ------------------------------------------------------------------------------
 
     async def connect(self, address: str) -> str:
-        """Dial a peer and swap home records with it; returns its peer id."""
+        """Dial a peer and swap home records with it; returns its peer id.
+
+        Raises:
+            NotAuthorized: the peer is banned here (SPEC §11.6).
+            HearthError: the dial or the hello failed.
+        """
         peer_id = await self._host.connect(address)
-        await self._hello.hello(peer_id)
-        await self.publish_home_record()
+        if not self._standing.admits(peer_id):
+            raise NotAuthorized(f"peer {peer_id} is banned for bad input")
+        await self._greetings.wait(peer_id)
+        if len(self._host.connected_peers()) > 1:  # else the meeting published it already
+            await self.publish_home_record()
         if peer_id in self._homes.sibling_peers:  # another home of our user: repair what we missed
             self._spawn(self._sync_quietly(peer_id), "sync")
         return peer_id
+
+    def _connection_changed(self, peer_id: str, connected: bool) -> None:
+        """The host's report of a peer's first connection or last disconnection."""
+        if not connected:
+            self._greetings.forget(peer_id)
+        elif not self._standing.admits(peer_id):
+            self._host.disconnect_nowait(peer_id)  # a banned peer that dialled again
+        elif self._started:
+            self._greetings.start(peer_id)
+
+    async def _meet(self, peer_id: str) -> None:
+        """Once per connection (SPEC §13.3): hello, and what a new peer makes worth doing."""
+        await self._hello.hello(peer_id)
+        if self._host.connected_peers() == [peer_id]:  # our first peer: the DHT has a member
+            await self.publish_home_record()
 
     async def sync_with(self, peer_id: str) -> SyncReport:
         """Reconcile every room with one of our user's other homes (SPEC §23)."""
@@ -528,6 +576,19 @@ class Node:
 
     def connected_peers(self) -> list[str]:
         return self._host.connected_peers()
+
+    def home_peers(self, user: UserId) -> tuple[str, ...]:
+        """Peer ids of `user`'s home nodes as this node knows them (hello, presence, DHT)."""
+        return self._directory.homes(user)
+
+    def is_banned(self, peer_id: str) -> bool:
+        """True while `peer_id` is banned here for bad input (SPEC §11.6)."""
+        return not self._standing.admits(peer_id)
+
+    @property
+    def hellos_started(self) -> int:
+        """Hellos this node opened: one per connection per peer (SPEC §13.3)."""
+        return self._greetings.started
 
     def presence(self, user: UserId) -> Presence | None:
         """What we know of a user's presence (None: never heard of them)."""

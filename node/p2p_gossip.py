@@ -44,6 +44,9 @@ class GossipMessage:
     """Gossip message id: the app's id function over `data` if one is configured."""
     seqno: int
     """The publisher's gossipsub sequence number."""
+    forwarder: str = ""
+    """Peer id of the neighbour that passed it to us, as validators see it (it answers for
+    what it forwards: SPEC §11.6); empty where unknown or for our own publishes."""
 
 
 GossipValidator = Callable[[GossipMessage], bool]

@@ -19,9 +19,9 @@ from hearthmesh.node.events import NodeEvent, PresenceChanged
 from hearthmesh.node.keyring import Keyring
 from hearthmesh.node.libp2p_host import P2PHost
 from hearthmesh.node.p2p_errors import P2PError
-from hearthmesh.node.p2p_gossip import Subscription
+from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
 from hearthmesh.protocol.envelope import Kind, RoomId, seal
-from hearthmesh.protocol.errors import HearthError, RemoteProtocolError
+from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.gossip import (
     PRESENCE_CONTENT_TYPE,
     PRESENCE_TOPIC,
@@ -85,14 +85,14 @@ class PresenceService:
         )
         return encode_gossip(self._keyring.certificate_bytes, envelope.wire)
 
-    def validate(self, data: bytes) -> bool:
-        """Gossip validator for the presence topic: runs on the trio thread, pure."""
-        try:
-            item = decode_gossip(data, now_ms=self._clock.now_ms())
-            decode_presence(item.envelope, now_ms=self._clock.now_ms())
-        except RemoteProtocolError:
-            return False
-        return True
+    def check(self, message: GossipMessage) -> None:
+        """Gossip check for the presence topic: runs on the trio thread, pure.
+
+        Raises:
+            RemoteProtocolError: not a verified presence announcement.
+        """
+        item = decode_gossip(message.data, now_ms=self._clock.now_ms())
+        decode_presence(item.envelope, now_ms=self._clock.now_ms())
 
     async def announce(self, status: PresenceStatus = PresenceStatus.ONLINE) -> None:
         """Publish our presence now; a mesh without peers yet is not an error."""

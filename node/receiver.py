@@ -19,6 +19,7 @@ from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.inbox import Arrival, Inbox, StoreOutcome, error_result
 from hearthmesh.node.keyring import Keyring
 from hearthmesh.node.p2p_errors import StreamClosed
+from hearthmesh.node.peer_standing import PeerStanding
 from hearthmesh.protocol.delivery import (
     AckStatus,
     Deliver,
@@ -56,6 +57,7 @@ class Receiver:
         emit: Callable[[NodeEvent], None],
         on_outcome: Callable[[StoreOutcome], None],
         is_sibling: Callable[[str], bool],
+        standing: PeerStanding,
     ) -> None:
         self._inbox = inbox
         self._store = store
@@ -65,6 +67,7 @@ class Receiver:
         self._emit = emit
         self._on_outcome = on_outcome
         self._is_sibling = is_sibling
+        self._standing = standing
         self.rejected_frames = 0
         self._recent = RecentIds()
 
@@ -89,12 +92,14 @@ class Receiver:
             results = await self.accept_batch(
                 frame, from_sibling=self._is_sibling(stream.remote_peer)
             )
+            self._standing.refused_results(stream.remote_peer, results)
             ack = sign_ack(self._keyring.node, frame.batch_id, tuple(results))
             await stream.write_frame(encode_ack(ack))
 
     def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
         self.rejected_frames += 1
-        log.warning("refused a frame from %s: %s (code %d)", peer[-8:], error, error.code)
+        self._standing.refused(peer, error)  # it logs a ban once; each frame only at DEBUG
+        log.debug("refused a frame from %s: %s (code %d)", peer[-8:], error, error.code)
 
     async def accept_batch(
         self, batch: Deliver, *, from_sibling: bool = False

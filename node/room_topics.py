@@ -18,7 +18,7 @@ from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
 from hearthmesh.node.receiver import Receiver
 from hearthmesh.protocol.content import decode_typing
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
-from hearthmesh.protocol.errors import HearthError, NotAuthorized, RemoteProtocolError
+from hearthmesh.protocol.errors import HearthError, MalformedMessage, NotAuthorized
 from hearthmesh.protocol.gossip import decode_gossip, load_gossip, room_topic
 from hearthmesh.protocol.identity import UserId
 
@@ -56,13 +56,15 @@ class RoomTopics:
         self._topics: dict[RoomId, Subscription] = {}
         self._subscribing: set[RoomId] = set()
 
-    def validate(self, message: GossipMessage) -> bool:
-        """Topic validator (trio thread, pure): a verified envelope of this very room."""
-        try:
-            item = decode_gossip(message.data, now_ms=self._clock.now_ms())
-        except RemoteProtocolError:
-            return False
-        return room_topic(item.envelope.room) == message.topic
+    def check(self, message: GossipMessage) -> None:
+        """Topic check (trio thread, pure): a verified envelope of this very room.
+
+        Raises:
+            RemoteProtocolError: anything else, with the code that says whose fault it is.
+        """
+        item = decode_gossip(message.data, now_ms=self._clock.now_ms())
+        if room_topic(item.envelope.room) != message.topic:
+            raise MalformedMessage("an envelope of another room on this room's topic")
 
     async def watch(self, room: RoomId) -> None:
         """Follow a room's topic (idempotent)."""

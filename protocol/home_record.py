@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .canonical import CborValue, decode_canonical, encode_canonical
-from .errors import BadCertificate, BadSignature, MalformedMessage, RemoteProtocolError
+from .errors import BadCertificate, ClockSkew, MalformedMessage, RemoteProtocolError
 from .hlc import MAX_DRIFT_MS
 from .identity import (
     KEY_BYTES,
@@ -146,17 +146,21 @@ def verify_home_record(record: HomeRecord, *, now_ms: int) -> None:
     """Check the user's signature, the issue time, and every device certificate.
 
     Raises:
-        BadSignature: not signed by `record.user`, or issued beyond MAX_DRIFT_MS in the future.
+        BadSignature: not signed by `record.user`.
+        ClockSkew: issued (or a certificate created) beyond MAX_DRIFT_MS in the future: one of
+            the two clocks is wrong, so the record may be good later (SPEC §13.2).
         BadCertificate: a device certificate that fails or belongs to someone else.
     """
     unsigned = HOME_RECORD_DOMAIN + encode_canonical(record._unsigned())
     verify_signature(record.user, unsigned, record.signature)
     if record.issued_ms - now_ms > MAX_DRIFT_MS:
-        raise BadSignature("home record issued in the future")
+        raise ClockSkew("home record issued in the future")
     for cert in record.devices:
         if cert.user != record.user:
             raise BadCertificate("a device certificate of another user")
         try:
             verify_certificate(cert, now_ms=now_ms)
+        except ClockSkew:
+            raise
         except RemoteProtocolError as exc:
             raise BadCertificate(f"device certificate: {exc}") from None

@@ -13,6 +13,7 @@ import pytest
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import NodeEvent
 from hearthmesh.node.node import Node
+from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.node_process import NodeProcess, free_port, spawn_node
 
 __all__ = ["NodeProcess", "collect", "free_port", "node_config", "spawn_node", "wait_until"]
@@ -20,6 +21,11 @@ __all__ = ["NodeProcess", "collect", "free_port", "node_config", "spawn_node", "
 E = TypeVar("E")
 
 FAST = {"presence_interval_ms": 300, "presence_ttl_ms": 1500, "retry_poll_ms": 50}
+
+
+CATALOGUE_STANDING = StandingPolicy(ban_points=1_000_000)
+"""For a test that walks one peer through a catalogue of refusals: its codes are the subject,
+not the ban that would follow the fourth (SPEC §11.6 has its own tests)."""
 
 
 def node_config(path: Path, **overrides: Any) -> NodeConfig:

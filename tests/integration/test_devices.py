@@ -175,7 +175,8 @@ async def test_a_device_five_minutes_off_is_corrected_by_its_home(
             assert abs(laptop.clock_offset_ms + skew_ms) < 1_000
             await bob.learn_home_record(alice.home_record())
             await alice.send(room, b"before")
-            await wait_until_digests_agree([alice, laptop], room, 1)
+            # bob too: else "before" may reach him after the collector starts, and come first
+            await wait_until_digests_agree([alice, bob, laptop], room, 1)
             on_bob = asyncio.create_task(collect(bob.events(), MessageReceived, 1))
             sent = await laptop.send(room, b"from the skewed laptop")
             assert (await on_bob)[0].envelope.message_id == sent.message_id

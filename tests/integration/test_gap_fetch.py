@@ -43,7 +43,7 @@ from hearthmesh.protocol.identity import (
 )
 from hearthmesh.protocol.rooms import direct_room_id
 
-from .conftest import NodeFactory, wait_until
+from .conftest import CATALOGUE_STANDING, NodeFactory, wait_until
 from .test_mesh import wait_until_members
 
 pytestmark = pytest.mark.integration
@@ -134,7 +134,7 @@ async def test_fetch_requests_from_outside_the_room_or_malformed_are_refused(
     async with (
         asyncio.timeout(20),
         make_node("alice") as alice,
-        make_node("bob") as bob,
+        make_node("bob", standing=CATALOGUE_STANDING) as bob,
         P2PHost(HostConfig(identity_seed=os.urandom(32))) as mallory,
     ):
         await alice.connect(bob.listen_addrs[0])

@@ -33,6 +33,7 @@ from hearthmesh.protocol.media import (
 from hearthmesh.storage.api import MediaReference
 
 from .api_helpers import TOKEN, Home, home, link
+from .conftest import CATALOGUE_STANDING
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +90,7 @@ async def test_an_image_reaches_bobs_node_and_no_one_else(
     image = os.urandom(5 * MAX_CHUNK_BYTES + 1234)  # over 1 MiB: six chunks
     async with (
         asyncio.timeout(20),
-        home(tmp_path / "a") as a,
+        home(tmp_path / "a", standing=CATALOGUE_STANDING) as a,
         home(tmp_path / "b") as b,
         home(tmp_path / "c") as c,
         P2PHost(HostConfig(identity_seed=os.urandom(32))) as mallory,

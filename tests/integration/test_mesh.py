@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from contextlib import AsyncExitStack
@@ -74,7 +75,13 @@ async def wait_until_members(node: Node, room: RoomId, users: set[UserId]) -> No
         await asyncio.sleep(0.02)
 
 
-async def test_hostile_peer_is_refused_and_others_still_deliver(make_node: NodeFactory) -> None:
+async def test_hostile_peer_is_refused_then_banned_and_others_still_deliver(
+    make_node: NodeFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SPEC §11.6: each refused frame costs mallory points; past the threshold bob disconnects
+    it and refuses its streams, logging one line for the ban however long the flood goes on.
+    Alice's delivery goes on exactly once in order, and what mallory sent before is kept."""
+    caplog.set_level(logging.INFO, logger="hearthmesh.node.peer_standing")
     async with (
         asyncio.timeout(20),
         make_node("alice") as alice,
@@ -83,13 +90,6 @@ async def test_hostile_peer_is_refused_and_others_still_deliver(make_node: NodeF
     ):
         await alice.connect(bob.listen_addrs[0])
         await mallory.connect(bob.listen_addrs[0])
-        # garbage: an ERROR frame, then the stream ends
-        stream = await mallory.open_stream(bob.peer_id, DELIVER_PROTOCOL)
-        await stream.write_frame(b"\xff\x00garbage")
-        refusal = decode_frame(await stream.read_frame())
-        assert isinstance(refusal, ProtocolErrorFrame)
-        assert refusal.code == ErrorCode.MALFORMED
-        # a forged envelope and a forged sender in one batch: each rejected with its code
         mallory_user, mallory_device = (
             keypair_from_seed(os.urandom(32)),
             keypair_from_seed(os.urandom(32)),
@@ -108,8 +108,30 @@ async def test_hostile_peer_is_refused_and_others_still_deliver(make_node: NodeF
             content_type="text/plain",
             body=b"hi",
         )
-        forged = bytearray(good.wire)
-        forged[-1] ^= 1
+        # a valid message first: stored, and it stays stored through the ban
+        stream = await mallory.open_stream(bob.peer_id, DELIVER_PROTOCOL)
+        await stream.write_frame(encode_deliver(1, [cert], [BatchItem(0, bob.user_id, good.wire)]))
+        ack = decode_frame(await stream.read_frame())
+        assert isinstance(ack, Ack) and ack.results[0].status is AckStatus.STORED
+        # garbage: an ERROR frame, then the stream ends
+        stream = await mallory.open_stream(bob.peer_id, DELIVER_PROTOCOL)
+        await stream.write_frame(b"\xff\x00garbage")
+        refusal = decode_frame(await stream.read_frame())
+        assert isinstance(refusal, ProtocolErrorFrame)
+        assert refusal.code == ErrorCode.MALFORMED
+        # a forged envelope and a forged sender in one batch: each rejected with its code
+        later = seal(
+            mallory_device,
+            kind=Kind.MESSAGE,
+            room=room,
+            sender_user=UserId(mallory_user.public),
+            seq=2,
+            hlc=Timestamp(wall_ms=2, counter=0),
+            content_type="text/plain",
+            body=b"forged",
+        )
+        forged = bytearray(later.wire)
+        forged[-1] ^= 1  # the id skips the signature: a new id, or it would be a DUPLICATE
         impostor = seal(
             mallory_device,
             kind=Kind.MESSAGE,
@@ -122,7 +144,7 @@ async def test_hostile_peer_is_refused_and_others_still_deliver(make_node: NodeF
         )
         stream = await mallory.open_stream(bob.peer_id, DELIVER_PROTOCOL)
         items = [BatchItem(0, bob.user_id, bytes(forged)), BatchItem(0, bob.user_id, impostor.wire)]
-        await stream.write_frame(encode_deliver(1, [cert], items))
+        await stream.write_frame(encode_deliver(2, [cert], items))
         ack = decode_frame(await stream.read_frame())
         assert isinstance(ack, Ack)
         assert [(r.status, r.code) for r in ack.results] == [
@@ -134,13 +156,34 @@ async def test_hostile_peer_is_refused_and_others_still_deliver(make_node: NodeF
         with pytest.raises(HearthError):  # bob resets the stream once it reads the length
             await stream.write_frame(b"\x00" * (2 << 20))
             await stream.read_frame()
-        # alice's messages still arrive, and nothing of mallory's was stored
+        assert not bob.is_banned(mallory.peer_id)  # so far each refusal only cost points
+        # mallory keeps at it: banned, disconnected, and every later stream refused unread
+        refused = 0
+        while refused < 20:
+            try:
+                stream = await mallory.open_stream(bob.peer_id, DELIVER_PROTOCOL)
+                await stream.write_frame(b"\xff\x00garbage")
+                frame = decode_frame(await stream.read_frame())
+                assert isinstance(frame, ProtocolErrorFrame)  # refused, not yet banned
+            except HearthError:  # reset unread, or no connection at all
+                assert bob.is_banned(mallory.peer_id)
+                refused += 1
+        assert bob.is_banned(mallory.peer_id)
+        await wait_until(lambda: mallory.peer_id not in bob.connected_peers())
+        # alice is untouched: her messages arrive exactly once, in order
+        assert not bob.is_banned(alice.peer_id) and alice.peer_id in bob.connected_peers()
         alice_room = await alice.open_direct(bob.user_id)
         arriving = asyncio.create_task(collect(bob.events(), MessageReceived, 3))
         sent = [await alice.send(alice_room, f"ok {i}".encode()) for i in range(3)]
         assert [e.envelope.message_id for e in await arriving] == [e.message_id for e in sent]
-        assert await bob.get_event(good.message_id) is None
+        page = await bob.history(alice_room)
+        assert [e.envelope.body for e in page.events] == [b"ok 0", b"ok 1", b"ok 2"]
+        # mallory's valid message stayed; nothing forged was stored
+        assert await bob.get_event(good.message_id) is not None
         assert await bob.get_event(impostor.message_id) is None
+        assert await bob.get_event(later.message_id) is None
+        bans = [r for r in caplog.records if "banned" in r.getMessage()]
+        assert len(bans) == 1 and mallory.peer_id in bans[0].getMessage()
 
 
 async def test_presence_flips_online_and_offline_on_a_graceful_stop(make_node: NodeFactory) -> None:
@@ -214,3 +257,25 @@ async def test_a_killed_node_goes_offline_after_the_ttl(
         assert offline[0].user == bob.user_id and not offline[0].online
         assert SystemClock().now_ms() - offline[0].last_seen_ms >= 1_000  # the TTL, not a goodbye
         assert SystemClock().now_ms() - killed_at_ms < 10_000
+
+
+async def test_peers_found_by_mdns_say_hello_once_per_connection(make_node: NodeFactory) -> None:
+    """SPEC §13.3: nobody dials anybody by hand; mDNS connects the two nodes, and the
+    connection alone leads to one hello each way, which teaches each the other's home (no
+    presence gossip here, so the hello is the only way they learn it)."""
+    settings = {"enable_mdns": True, "share_presence": False}
+    async with (
+        asyncio.timeout(15),
+        make_node("alice", **settings) as alice,
+        make_node("bob", **settings) as bob,
+    ):
+        await wait_until(
+            lambda: (
+                alice.home_peers(bob.user_id) == (bob.peer_id,)
+                and bob.home_peers(alice.user_id) == (alice.peer_id,)
+            )
+        )
+        assert (alice.hellos_started, bob.hellos_started) == (1, 1)
+        # dialling a peer already met on this connection waits for that hello, adds none
+        assert await alice.connect(bob.listen_addrs[0]) == bob.peer_id
+        assert (alice.hellos_started, bob.hellos_started) == (1, 1)

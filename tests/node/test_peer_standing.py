@@ -1,0 +1,98 @@
+"""The standing keeper of a node (SPEC §11.6): charges, one log line per ban, gossip refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from hearthmesh.node.p2p_gossip import GossipMessage
+from hearthmesh.node.peer_standing import PeerStanding
+from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
+from hearthmesh.protocol.envelope import MessageId
+from hearthmesh.protocol.errors import (
+    BadSignature,
+    ClockSkew,
+    ErrorCode,
+    MalformedMessage,
+)
+from tests.conftest import FakeClock
+
+OWN, HOME, MALLORY, HONEST = "own", "home", "mallory", "honest"
+
+
+def keeper(clock: FakeClock, disconnected: list[str]) -> PeerStanding:
+    return PeerStanding(
+        clock=clock,
+        own_peer=OWN,
+        protected=lambda peer: peer == HOME,
+        disconnect=disconnected.append,
+    )
+
+
+async def test_a_flood_bans_once_logs_once_and_touches_no_one_else(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    disconnected: list[str] = []
+    standing = keeper(clock, disconnected)
+    garbage = MalformedMessage("garbage")
+    with caplog.at_level(logging.DEBUG, logger="hearthmesh.node.peer_standing"):
+        standing.refused(HONEST, garbage)
+        for _ in range(1000):
+            standing.refused(MALLORY, garbage)
+            standing.refused(HOME, garbage)  # our own home: never banned
+            standing.refused(OWN, garbage)
+    bans = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(bans) == 1 and MALLORY in bans[0].getMessage()
+    assert disconnected == [MALLORY]
+    assert not standing.admits(MALLORY)
+    assert standing.admits(HONEST) and standing.admits(HOME) and standing.admits(OWN)
+    clock.advance(standing.policy.ban_ms)
+    assert standing.admits(MALLORY)
+
+
+async def test_deferred_results_cost_nothing_and_rejected_forgeries_do(clock: FakeClock) -> None:
+    standing = keeper(clock, [])
+    mid = MessageId(bytes(32))
+    deferred = [
+        DeliveryResult(message_id=mid, status=AckStatus.DEFERRED, code=int(code))
+        for code in (ErrorCode.CLOCK_SKEW, ErrorCode.QUOTA_EXCEEDED, ErrorCode.NOT_AUTHORIZED)
+    ]
+    standing.refused_results(MALLORY, deferred)
+    standing.refused(MALLORY, ClockSkew("ahead"))
+    assert standing.points(MALLORY) == 0
+    forged = DeliveryResult(
+        message_id=mid, status=AckStatus.REJECTED, code=int(ErrorCode.BAD_SIGNATURE)
+    )
+    standing.refused_results(MALLORY, [forged, forged])
+    assert standing.points(MALLORY) == 2 * standing.policy.item_points
+
+
+async def test_gossip_refusals_are_charged_to_the_forwarder(clock: FakeClock) -> None:
+    standing = keeper(clock, [])
+
+    def check(message: GossipMessage) -> None:
+        if message.data == b"forged":
+            raise BadSignature("forged")
+        if message.data == b"skewed":
+            raise ClockSkew("ahead")
+
+    validate = standing.gossip_validator(check)
+
+    def message(data: bytes, forwarder: str) -> GossipMessage:
+        return GossipMessage(
+            topic="t", origin="o", data=data, msg_id=b"", seqno=1, forwarder=forwarder
+        )
+
+    results = await asyncio.to_thread(  # validators run on the libp2p thread
+        lambda: [
+            validate(message(b"fine", MALLORY)),
+            validate(message(b"forged", MALLORY)),
+            validate(message(b"skewed", MALLORY)),
+            validate(message(b"forged", "")),  # our own publish: no forwarder
+        ]
+    )
+    assert results == [True, False, False, False]
+    # The charges hopped back to the loop before the thread's result did (FIFO).
+    assert standing.points(MALLORY) == standing.policy.item_points
