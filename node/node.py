@@ -271,8 +271,9 @@ class Node:
             clock=self._clock,
             home_record=self.home_record,
             learn=self.learn_home_record,
+            # Only the primary's clock: another linked device may not be corrected yet.
             takes_time_from=lambda peer: (
-                not self.keyring.is_primary and peer in self._homes.sibling_peers
+                not self.keyring.is_primary and peer == self._homes.primary_peer
             ),
             standing=self._standing,
         )

@@ -62,6 +62,8 @@ class OwnHomes:
         self.siblings: tuple[bytes, ...] = ()
         """Outbox destinations of our user's other homes."""
         self.sibling_peers: frozenset[str] = frozenset()
+        self.primary_peer: str | None = None
+        """The peer id of our user's primary home (the first in the record)."""
 
     # --- start --------------------------------------------------------------------------
 
@@ -173,7 +175,10 @@ class OwnHomes:
 
     def _adopt(self, data: bytes) -> None:
         self.record = data
-        others = [h for h in decode_home_record(data).homes if h != self._peer_id]
+        homes = decode_home_record(data).homes
+        # The primary issues the first record naming only itself; linked homes are appended.
+        self.primary_peer = homes[0] if homes else None
+        others = [h for h in homes if h != self._peer_id]
         self.siblings = tuple(node_destination(h) for h in others)
         self.sibling_peers = frozenset(others)
 
