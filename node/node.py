@@ -784,7 +784,7 @@ class Node:
         )
 
     async def get_event(self, message_id: MessageId) -> Envelope | None:
-        stored = await self._store.read(self._store.store.get_event, message_id)
+        stored = await self._store.read_inline(self._store.store.get_event, message_id)
         return None if stored is None else stored.envelope
 
     def events(self) -> AsyncIterator[NodeEvent]:

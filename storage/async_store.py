@@ -9,8 +9,10 @@ batches. A receipt, an outbox ack and a release mark issued while a message is b
 all ride on the same commit instead of three more.
 
 Reads (`read`) run on a second thread in a snapshot of what is committed, so a page of history
-never waits behind a commit (LMDB readers do not block the writer). A store whose engine cannot
-read concurrently (the in-memory twin) reads on the writer thread instead.
+never waits behind a commit (LMDB readers do not block the writer); `read_inline` runs a small
+read on the event loop's own thread, where a hop to another thread would cost more than the
+read. A store whose engine cannot read concurrently (the in-memory twin) reads on the writer
+thread instead.
 """
 
 from __future__ import annotations
@@ -115,6 +117,19 @@ class AsyncStore:
         self._no_reads.clear()
         running.add_done_callback(lambda _: loop.call_soon_threadsafe(self._read_done))
         return await asyncio.wrap_future(running)
+
+    async def read_inline(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """`read`, but on the calling thread when the engine allows it: for a read of a few
+        recent keys, which costs less than the hop to another thread and back.
+
+        Raises:
+            LocalProtocolError: `fn` tried to write.
+        """
+        if self._reader is self._writer:
+            return await self.read(fn, *args, **kwargs)
+        if self._closing:
+            raise StorageError(f"store {self._store.where} is closing")
+        return self._store.snapshot(functools.partial(fn, *args, **kwargs))
 
     def _read_done(self) -> None:
         self._reads -= 1

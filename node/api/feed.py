@@ -84,7 +84,7 @@ class Feed:
         while True:
             self._wake.clear()  # before reading: a wake during the read is not lost
             store = self._store
-            page = await store.read(store.store.arrivals_after, self.position, limit=_PAGE)
+            page = await store.read_inline(store.store.arrivals_after, self.position, limit=_PAGE)
             for entry in page.entries:
                 for text in await self._frames(entry, live=True):
                     self._publish(text)

@@ -61,7 +61,7 @@ class FrameRenderer:
         own = envelope.sender_user == self._node.user_id
         if envelope.kind is Kind.MEMBERSHIP:
             store = self._node.store
-            members = await store.read(store.store.members, envelope.room)
+            members = await store.read_inline(store.store.members, envelope.room)
             return [
                 {
                     "event": "membership",

@@ -96,7 +96,7 @@ class ReceiptService:
         store = self._node.store
         # A second ack of a status already recorded sends nothing. Recording it and storing the
         # receipt are issued together, so they share one commit.
-        fresh = await store.read(_fresh, store.store, self._node.user_id, ids, status)
+        fresh = await store.read_inline(_fresh, store.store, self._node.user_id, ids, status)
         if not fresh:
             return
         recorded = store.run(
@@ -120,7 +120,7 @@ class ReceiptService:
         receipt = decode_receipt(envelope.body)
         members = await self._node.members(envelope.room)
         store = self._node.store
-        return await store.read(
+        return await store.read_inline(
             _current, store.store, self._node.user_id, envelope, receipt, members
         )
 

@@ -1,9 +1,10 @@
 """`hearthmesh bench api`: client to client through the WebSocket API, receipts on.
 
-Two home nodes (alice on A, bob on B) on 127.0.0.1 with LMDB in a temporary directory; A, its
-API and the three clients run in this process, B runs as `hearthmesh run` in its own. Every
-message a client sends is durable on A before `message_sent`; bob's client acks every message
-it receives (`delivered`), so signed receipts flow back while we measure.
+Two home nodes (alice on A, bob on B) on 127.0.0.1 with LMDB in a temporary directory, each a
+`hearthmesh run` process as a person runs it; the three clients (apps, which live elsewhere)
+share this process. Every message a client sends is durable on A before `message_sent`; bob's
+client acks every message it receives (`delivered`), so signed receipts flow back while we
+measure.
 
 - same node: alice's "phone" sends, alice's "laptop" on the same node receives;
 - across nodes: alice's phone sends, bob's client on node B receives.
@@ -26,16 +27,11 @@ from typing import Any
 
 import aiohttp
 
-from hearthmesh.node.api import ApiConfig, ApiServer
-from hearthmesh.node.config import NodeConfig
-from hearthmesh.node.node import Node
-from hearthmesh.protocol.identity import decode_user_id, user_id_text
 from hearthmesh.tools.bench.stats import percentile
+from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.node_process import HomeProcess, spawn_home
 
 __all__ = ["run"]
-
-_TOKEN = "bench-token"
 
 
 class _Client:
@@ -117,37 +113,36 @@ async def _measure(
 async def _bench(quick: bool) -> dict[str, Any]:
     samples, burst = (50, 300) if quick else (300, 3000)
     with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-api-") as tmp:
-        # Bob's home node and API in their own process, as a person runs it.
-        bob = await spawn_home(Path(tmp) / "b", name="bob")
+        alice = await spawn_home(Path(tmp) / "a", name="alice")
         try:
-            return await _with_bob(Path(tmp), bob, samples, burst)
+            bob = await spawn_home(Path(tmp) / "b", name="bob")
+            try:
+                return await _between(alice, bob, samples, burst)
+            finally:
+                await bob.terminate()
         finally:
-            await bob.terminate()
+            await alice.terminate()
 
 
-async def _with_bob(tmp: Path, bob: HomeProcess, samples: int, burst: int) -> dict[str, Any]:
-    config = NodeConfig(
-        data_dir=tmp / "a", listen_addrs=("/ip4/127.0.0.1/tcp/0",), retry_poll_ms=50
-    )
+async def _between(
+    alice: HomeProcess, bob: HomeProcess, samples: int, burst: int
+) -> dict[str, Any]:
     async with (
-        Node(config) as node_a,
-        ApiServer(node_a, ApiConfig(token=_TOKEN, port=0)) as api_a,
-        aiohttp.ClientSession(headers={"Authorization": f"Bearer {_TOKEN}"}) as http,
-        aiohttp.ClientSession(headers={"Authorization": f"Bearer {bob.token}"}) as bob_http,
+        ApiClient(alice.api, alice.token) as alice_api,
+        ApiClient(bob.api, bob.token) as bob_api,
     ):
-        await node_a.connect(bob.addr)
-        alice = user_id_text(node_a.user_id)
-        room = (await node_a.open_direct(decode_user_id(bob.user_text))).hex()
-        async with bob_http.post(bob.api + "/v1/conversation", json={"recipient_id": alice}):
-            pass
+        await alice_api.call("POST", "/v1/peers", {"address": bob.addr})
+        opened = await alice_api.call("POST", "/v1/conversation", {"recipient_id": bob.user_text})
+        await bob_api.call("POST", "/v1/conversation", {"recipient_id": alice.user_text})
+        room = opened["room_id"]
         async with (
-            http.ws_connect(api_a.url + "/v1/ws") as phone_ws,
-            http.ws_connect(api_a.url + "/v1/ws") as laptop_ws,
-            bob_http.ws_connect(bob.api + "/v1/ws") as bob_ws,
+            alice_api.websocket() as phone_ws,
+            alice_api.websocket() as laptop_ws,
+            bob_api.websocket() as bob_ws,
             asyncio.TaskGroup() as group,
         ):
-            phone = _Client(phone_ws, alice, ack=False)
-            laptop = _Client(laptop_ws, alice, ack=False)
+            phone = _Client(phone_ws, alice.user_text, ack=False)
+            laptop = _Client(laptop_ws, alice.user_text, ack=False)
             bob_client = _Client(bob_ws, bob.user_text, ack=True)
             readers = [group.create_task(c.read()) for c in (phone, laptop, bob_client)]
             await _measure(phone, bob_client, room, samples=10, burst=50, tag="warm")
@@ -167,8 +162,8 @@ async def _with_bob(tmp: Path, bob: HomeProcess, samples: int, burst: int) -> di
         "cross_node_p99_ms": cross["p99_ms"],
         "cross_node_msgs_per_s": cross["msgs_per_s"],
         "receipt_events_seen_by_alice": receipts,
-        "layout": "alice's node, API and the three clients in this process; bob's node and API "
-        "in a `hearthmesh run` process",
+        "layout": "alice's and bob's nodes each a `hearthmesh run` process; the three clients "
+        "in the bench process",
     }
 
 
