@@ -174,3 +174,15 @@ async def test_reads_survive_the_map_growing_under_them(tmp_path: Path) -> None:
             assert await read_much() > 0
             await writer
             assert db.store.map_size > start  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb"])
+async def test_inline_reads_see_commits_and_refuse_writes(tmp_path: Path, kind: str) -> None:
+    async with asyncio.timeout(10):
+        store = MemoryStore() if kind == "memory" else LmdbStore(tmp_path / "db")
+        async with AsyncStore(store) as db:
+            await db.run(store.set_setting, "a", b"1")
+            assert await db.read_inline(store.get_setting, "a") == b"1"
+            with pytest.raises(LocalProtocolError):
+                await db.read_inline(store.set_setting, "a", b"2")
+            assert await db.read_inline(store.get_setting, "a") == b"1"
