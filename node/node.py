@@ -18,7 +18,7 @@ from typing import Any, Final, Self
 
 from hearthmesh.node.clock import Clock, CorrectedClock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
-from hearthmesh.node.delivery import LEASE_MS, OutboxWorker
+from hearthmesh.node.delivery import OutboxWorker
 from hearthmesh.node.directory import HomeDirectory, Presence
 from hearthmesh.node.events import MembershipChanged, NodeEvent
 from hearthmesh.node.fetch import FetchService
@@ -33,6 +33,7 @@ from hearthmesh.node.libp2p_host import HostConfig, P2PHost
 from hearthmesh.node.linking import LinkService
 from hearthmesh.node.media_fetch import MediaFetcher
 from hearthmesh.node.media_server import MediaServer
+from hearthmesh.node.outgoing import Outgoing
 from hearthmesh.node.own_homes import OwnHomes
 from hearthmesh.node.peer_link import PeerLinks
 from hearthmesh.node.peer_standing import PeerStanding
@@ -45,9 +46,8 @@ from hearthmesh.node.sequencing import ReleaseOrder
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.sync import SyncReport, SyncService
 from hearthmesh.protocol.canonical import decode_canonical
-from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, encode_typing
 from hearthmesh.protocol.digest import HistoryDigest
-from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, load_envelope, seal
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, load_envelope
 from hearthmesh.protocol.errors import (
     HearthError,
     LocalProtocolError,
@@ -57,8 +57,6 @@ from hearthmesh.protocol.errors import (
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
 from hearthmesh.protocol.gossip import (
     PRESENCE_TOPIC,
-    encode_gossip,
-    room_topic,
 )
 from hearthmesh.protocol.hello import HELLO_PROTOCOL
 from hearthmesh.protocol.hlc import ZERO, Timestamp, decode_timestamp, encode_timestamp
@@ -83,11 +81,9 @@ from hearthmesh.protocol.private import (
     encode_conversation_deleted,
     self_room_id,
 )
-from hearthmesh.protocol.rooms import group_room_id, is_direct_room
+from hearthmesh.protocol.rooms import group_room_id
 from hearthmesh.protocol.sync import SYNC_PROTOCOL
 from hearthmesh.storage.api import (
-    AppendRequest,
-    AppendResult,
     Cursor,
     Direction,
     HistoryPage,
@@ -99,8 +95,6 @@ from hearthmesh.storage.lmdb_store import LmdbStore
 __all__ = ["Node"]
 
 _HLC_SETTING: Final = "hlc.last"
-_NOT_GOSSIPED: Final = (Kind.MEMBERSHIP, Kind.PRIVATE)
-"""Membership goes by the guaranteed path only; private state only to our own homes."""
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +115,7 @@ class Node:
         self._stack = contextlib.AsyncExitStack()
         self._events = EventHub()
         self._hlc = HybridClock(self._clock)
-        self._own_next_seq: dict[RoomId, int] = {}
-        self._seq_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
-        self._members: dict[RoomId, frozenset[UserId]] = {}
-        """Member sets by room, for sending; dropped whenever the room's membership changes."""
         self._looking_up: set[UserId] = set()
         self._started = False
 
@@ -360,8 +350,19 @@ class Node:
         known = await self._store.run(_room_members, store, rooms)
         await self._store.run(self._directory.load, store, sorted(held_for | known))
         self._relay.hold(held_for)
-        self._gossip_out = GossipPublisher(self._host)
-        self._spawn(self._gossip_out.run(), "gossip-out")
+        gossip_out = GossipPublisher(self._host)
+        self._spawn(gossip_out.run(), "gossip-out")
+        self._outgoing = Outgoing(
+            keyring=self.keyring,
+            hlc=self._hlc,
+            clock=self._clock,
+            store=self._store,
+            rooms=self._rooms,
+            outbox=self._outbox,
+            gossip=gossip_out,
+            siblings=lambda: self._homes.siblings,
+            after_store=self._after_store,
+        )
         self._spawn(self._outbox.run(), "outbox")
         self._spawn(self._sync_siblings_periodically(), "sync-siblings")
         self._spawn(self._relay.run(), "relay")
@@ -461,7 +462,9 @@ class Node:
         removed = await self._store.run(self._store.store.delete_conversation, self.user_id, room)
         if removed:
             body = encode_conversation_deleted(room)
-            await self._send(self._self_room, body, PRIVATE_CONTENT_TYPE, Kind.PRIVATE, extra=set())
+            await self._outgoing.send(
+                self._self_room, body, PRIVATE_CONTENT_TYPE, Kind.PRIVATE, extra=set()
+            )
         return removed
 
     async def history_digest(self, room: RoomId) -> tuple[bytes, int]:
@@ -673,7 +676,7 @@ class Node:
     async def _send_membership(
         self, room: RoomId, change: MembershipChange, *, recipients: set[UserId]
     ) -> Envelope:
-        return await self._send(
+        return await self._outgoing.send(
             room,
             encode_membership(change),
             MEMBERSHIP_CONTENT_TYPE,
@@ -700,71 +703,7 @@ class Node:
         """
         if kind in (Kind.MEMBERSHIP, Kind.TYPING, Kind.PRESENCE, Kind.PRIVATE):
             raise LocalProtocolError(f"{kind.name} is not sent with send()")
-        return await self._send(room, body, content_type, kind, extra=set())
-
-    async def _send(
-        self, room: RoomId, body: bytes, content_type: str, kind: Kind, *, extra: set[UserId]
-    ) -> Envelope:
-        members = await self._room_members(room)
-        if kind is not Kind.MEMBERSHIP and self.user_id not in members:
-            raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
-        seq = await self._next_seq(room)
-        envelope = seal(
-            self.keyring.device,
-            kind=kind,
-            room=room,
-            sender_user=self.user_id,
-            seq=seq,
-            hlc=self._hlc.stamp(),
-            content_type=content_type,
-            body=body,
-        )
-        others: tuple[bytes, ...] = tuple(sorted((members | extra) - {self.user_id}))
-        recipients = others + self._homes.siblings  # our own user's other homes get it too
-        # The entries are handed to the worker in memory, so they are stored already leased:
-        # the outbox serves them again by itself only if this node dies before the ack.
-        request = AppendRequest(
-            envelope=envelope,
-            outbox_to=recipients,
-            next_attempt_ms=self._clock.now_ms() + LEASE_MS,
-        )
-        result = await self._store.append(request)
-        if result is not AppendResult.STORED:
-            raise LocalProtocolError(f"own envelope not stored: {result.value}")
-        if kind is Kind.MEMBERSHIP:
-            outcome = await self._store.run(
-                _note_own, self._rooms, self._store.store, envelope, self._clock.now_ms()
-            )
-            self._after_store(outcome)
-        self._outbox.submit(envelope, recipients)
-        # Gossip is a fan-out: a direct room has one other home node, which the direct stream
-        # reaches at once, so gossip would only double the work on both ends.
-        if kind not in _NOT_GOSSIPED and not is_direct_room(room, members):
-            self._gossip_out.publish_nowait(room_topic(room), self._gossip_payload(envelope))
-        return envelope
-
-    async def _room_members(self, room: RoomId) -> frozenset[UserId]:
-        """Members of `room`, cached on the event loop until a membership change."""
-        members = self._members.get(room)
-        if members is None:
-            members = frozenset(await self._store.run(self._rooms.members, self._store.store, room))
-            self._members[room] = members
-        return members
-
-    async def _next_seq(self, room: RoomId) -> int:
-        if room not in self._own_next_seq:
-            async with self._seq_lock:
-                if room not in self._own_next_seq:
-                    last = await self._store.read(
-                        self._store.store.last_seq, room, self.keyring.device_id
-                    )
-                    self._own_next_seq[room] = last + 1
-        seq = self._own_next_seq[room]
-        self._own_next_seq[room] = seq + 1
-        return seq
-
-    def _gossip_payload(self, envelope: Envelope) -> bytes:
-        return encode_gossip(self.keyring.certificate_bytes, envelope.wire)
+        return await self._outgoing.send(room, body, content_type, kind, extra=set())
 
     async def history(
         self,
@@ -806,19 +745,7 @@ class Node:
         Raises:
             NotAuthorized: we are not a member of `room`.
         """
-        if self.user_id not in await self.members(room):
-            raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
-        envelope = seal(
-            self.keyring.device,
-            kind=Kind.TYPING,
-            room=room,
-            sender_user=self.user_id,
-            seq=1,  # ephemeral: freshness comes from the HLC, never from the sequence
-            hlc=self._hlc.ephemeral(),
-            content_type=TYPING_CONTENT_TYPE,
-            body=encode_typing(active),
-        )
-        self._gossip_out.publish_nowait(room_topic(room), self._gossip_payload(envelope))
+        await self._outgoing.typing(room, active)
 
     def _after_store(self, outcome: StoreOutcome) -> None:
         if not self._started:
@@ -832,7 +759,7 @@ class Node:
             self._outbox.wake()  # stored with entries for our other homes
         self.media.want(outcome.released)
         for room in outcome.membership_changed:
-            self._members.pop(RoomId(room), None)
+            self._outgoing.forget_members(RoomId(room))
             self._spawn(self._membership_changed(RoomId(room)), "membership")
 
     async def _membership_changed(self, room: RoomId) -> None:
@@ -852,13 +779,6 @@ def _gossip_message_id(data: bytes) -> bytes:
     if isinstance(value, list) and len(value) == 2 and isinstance(value[1], bytes):
         return load_envelope(value[1]).message_id
     raise RemoteProtocolError("not a gossip payload")
-
-
-def _note_own(rooms: RoomRegistry, store: Store, envelope: Envelope, now_ms: int) -> StoreOutcome:
-    outcome = StoreOutcome()
-    if rooms.note_stored(store, envelope, now_ms=now_ms):
-        outcome.membership_changed.add(envelope.room)
-    return outcome
 
 
 def _enqueue_history(store: Store, user: UserId, history: list[Envelope], now_ms: int) -> None:
