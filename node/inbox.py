@@ -12,10 +12,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hearthmesh.node.contact_events import apply_contact_event
 from hearthmesh.node.directory import HomeDirectory
 from hearthmesh.node.receipt_credit import credit_receipt
 from hearthmesh.node.rooms import Admission, RoomRegistry
 from hearthmesh.node.sequencing import ReleaseOrder
+from hearthmesh.protocol.content import is_contact_event
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult, rejected
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId
 from hearthmesh.protocol.errors import (
@@ -161,6 +163,9 @@ class Inbox:
         if envelope.kind is Kind.RECEIPT:
             for user in self._local:
                 credit_receipt(store, user, envelope, now_ms=now_ms)
+        elif is_contact_event(envelope) and envelope.sender_user not in self._local:
+            for user in self._local:
+                apply_contact_event(store, user, envelope, now_ms=now_ms)
         first = 1 if self._rooms.is_direct_with_local(envelope) else envelope.seq
         outcome.released += self._release.offer(store, envelope, first_seq_if_new=first)
         return DeliveryResult(message_id=envelope.message_id, status=AckStatus.STORED)

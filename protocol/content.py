@@ -33,6 +33,7 @@ __all__ = [
     "encode_contact",
     "encode_media",
     "encode_typing",
+    "is_contact_event",
     "is_user_content",
     "media_ref_of",
 ]
@@ -51,6 +52,11 @@ def is_user_content(envelope: Envelope) -> bool:
     if envelope.kind is Kind.MESSAGE:
         return envelope.content_type in (TEXT_CONTENT_TYPE, MEDIA_CONTENT_TYPE)
     return envelope.kind in (Kind.EDIT, Kind.RECALL, Kind.REACTION)
+
+
+def is_contact_event(envelope: Envelope) -> bool:
+    """A friend request, acceptance or refusal (SPEC §18)."""
+    return envelope.kind is Kind.MESSAGE and envelope.content_type == CONTACT_CONTENT_TYPE
 
 
 def encode_typing(active: bool) -> bytes:

@@ -1,9 +1,9 @@
 """What a stored event becomes for clients (SPEC §15.4.3): the frames of one feed entry.
 
-The live tail first applies an entry's side effects (a receipt credits statuses, a contact
-event records the request or the contact), then renders it; a replay renders the same entry
-from the store as it is now, with no side effects. Both read the same state, so a client that
-resumes sees what it would have seen live.
+An event's side effects (a receipt credits statuses, a contact event records the request or the
+contact) were applied in the transaction that stored it (node/receipt_credit.py,
+node/contact_events.py), so rendering only reads: the live tail and a replay render an entry
+from the same state, and a client that resumes sees what it would have seen live.
 """
 
 from __future__ import annotations
@@ -14,18 +14,17 @@ from typing import Any, Final
 
 from hearthmesh.node.api.receipts import ReceiptService, StatusChange
 from hearthmesh.node.api.views import STATUS_NAMES, message_view
-from hearthmesh.node.clock import Clock
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.content import (
-    CONTACT_CONTENT_TYPE,
     ContactAction,
     ContactEvent,
     decode_contact,
+    is_contact_event,
     is_user_content,
 )
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId
 from hearthmesh.protocol.identity import UserId, user_id_text
-from hearthmesh.storage.api import FeedEntry, FriendRequest, Profile, Store
+from hearthmesh.storage.api import FeedEntry, Store
 
 __all__ = ["FrameRenderer", "receipt_frame"]
 
@@ -34,18 +33,16 @@ _CLIENT_IDS: Final = 4096
 
 
 class FrameRenderer:
-    """Renders feed entries; `live` entries get their side effects applied first."""
+    """Renders feed entries; a `live` message for us also goes to push (when no client is on)."""
 
     def __init__(
         self,
         node: Node,
         receipts: ReceiptService,
-        clock: Clock,
         on_message: Callable[[Envelope], None],
     ) -> None:
         self._node = node
         self._receipts = receipts
-        self._clock = clock
         self._on_message = on_message
         self._client_ids: OrderedDict[MessageId, str] = OrderedDict()
 
@@ -69,9 +66,9 @@ class FrameRenderer:
                     "members": sorted(user_id_text(m.user) for m in members),
                 }
             ]
-        if envelope.kind is Kind.RECEIPT or _is_contact(envelope):
+        if envelope.kind is Kind.RECEIPT or is_contact_event(envelope):
             # our own receipts and contact events were made by our clients: nothing to tell
-            return [] if own else await self._other(envelope, live)
+            return [] if own else await self._other(envelope)
         if not is_user_content(envelope):
             return []  # profiles, home records, private bookkeeping
         frame = {"event": "message", **message_view(envelope)}
@@ -82,24 +79,15 @@ class FrameRenderer:
             self._on_message(envelope)
         return [frame]
 
-    async def _other(self, envelope: Envelope, live: bool) -> list[dict[str, Any]]:
+    async def _other(self, envelope: Envelope) -> list[dict[str, Any]]:
         if envelope.kind is Kind.RECEIPT:  # credited as it was stored
             return [receipt_frame(change) for change in await self._receipts.changes(envelope)]
-        event = decode_contact(envelope.body)
+        event = decode_contact(envelope.body)  # applied as it was stored (node/contact_credit.py)
         store = self._node.store
-        frame = await store.run(
-            _contact_frame_txn,
-            store.store,
-            self._node.user_id,
-            envelope.sender_user,
-            event,
-            self._clock.now_ms() if live else None,
+        frame = await store.read_inline(
+            _contact_frame, store.store, self._node.user_id, envelope.sender_user, event
         )
         return [] if frame is None else [frame]
-
-
-def _is_contact(envelope: Envelope) -> bool:
-    return envelope.kind is Kind.MESSAGE and envelope.content_type == CONTACT_CONTENT_TYPE
 
 
 def receipt_frame(change: StatusChange) -> dict[str, Any]:
@@ -113,12 +101,10 @@ def receipt_frame(change: StatusChange) -> dict[str, Any]:
     }
 
 
-def _contact_frame_txn(
-    store: Store, own: UserId, sender: UserId, event: ContactEvent, now_ms: int | None
+def _contact_frame(
+    store: Store, own: UserId, sender: UserId, event: ContactEvent
 ) -> dict[str, Any] | None:
-    """Apply a contact event from `sender` (unless `now_ms` is None) and render it (SPEC §18)."""
-    if now_ms is not None:
-        _apply_contact(store, own, sender, event, now_ms)
+    """Render a contact event from `sender` (SPEC §18)."""
     frame: dict[str, Any] = {"user_id": user_id_text(sender), "display_name": event.display_name}
     match event.action:
         case ContactAction.REQUEST:
@@ -130,31 +116,3 @@ def _contact_frame_txn(
         case ContactAction.DECLINE:
             return frame | {"event": "friend_declined"}
     return None
-
-
-def _apply_contact(
-    store: Store, own: UserId, sender: UserId, event: ContactEvent, now_ms: int
-) -> None:
-    if store.get_profile(sender) is None and (event.display_name or event.handle):
-        # keep the name a contact event carries, unless a profile is already known
-        store.put_profile(
-            Profile(
-                user=sender,
-                handle=event.handle,
-                display_name=event.display_name,
-                avatar=None,
-                bio="",
-                updated_ms=now_ms,
-            )
-        )
-    match event.action:
-        case ContactAction.REQUEST:
-            store.put_friend_request(
-                FriendRequest(sender=sender, recipient=own, created_ms=now_ms, note=event.note)
-            )
-        case ContactAction.ACCEPT:
-            store.accept_friend_request(own, sender, now_ms=now_ms)
-        case ContactAction.DECLINE:
-            # a refusal of our request, or the sender withdrawing theirs
-            store.delete_friend_request(own, sender)
-            store.delete_friend_request(sender, own)

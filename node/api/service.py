@@ -118,7 +118,7 @@ class ApiService:
         self.clock = clock
         self.sessions: set[ClientSession] = set()
         self.receipts = ReceiptService(node, clock)
-        self.frames = FrameRenderer(node, self.receipts, clock, self._on_message)
+        self.frames = FrameRenderer(node, self.receipts, self._on_message)
         self.feed = Feed(
             node.store,
             render=self.frames.render,

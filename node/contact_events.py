@@ -1,0 +1,53 @@
+"""Contact events take effect where they are stored (SPEC §18), in the same transaction.
+
+A friend request, acceptance or refusal that reaches one of our homes changes our user's
+requests and contacts as it is stored, so nothing stored is ever left unapplied, even while no
+client API runs; the client feed then only reads what it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from hearthmesh.protocol.content import ContactAction, decode_contact
+from hearthmesh.protocol.envelope import Envelope
+from hearthmesh.protocol.errors import MalformedMessage
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.storage.api import FriendRequest, Profile, Store
+
+__all__ = ["apply_contact_event"]
+
+log = logging.getLogger(__name__)
+
+
+def apply_contact_event(store: Store, own: UserId, envelope: Envelope, *, now_ms: int) -> None:
+    """Apply a just-stored contact event from another user; runs in the storing transaction."""
+    try:
+        event = decode_contact(envelope.body)
+    except MalformedMessage as exc:  # stored as sent; it changes nothing
+        log.info("contact event %s ignored: %s", envelope.message_id.hex()[:16], exc)
+        return
+    sender = envelope.sender_user
+    if store.get_profile(sender) is None and (event.display_name or event.handle):
+        # keep the name a contact event carries, unless a profile is already known
+        store.put_profile(
+            Profile(
+                user=sender,
+                handle=event.handle,
+                display_name=event.display_name,
+                avatar=None,
+                bio="",
+                updated_ms=now_ms,
+            )
+        )
+    match event.action:
+        case ContactAction.REQUEST:
+            store.put_friend_request(
+                FriendRequest(sender=sender, recipient=own, created_ms=now_ms, note=event.note)
+            )
+        case ContactAction.ACCEPT:
+            store.accept_friend_request(own, sender, now_ms=now_ms)
+        case ContactAction.DECLINE:
+            # a refusal of our request, or the sender withdrawing theirs
+            store.delete_friend_request(own, sender)
+            store.delete_friend_request(sender, own)

@@ -1,0 +1,93 @@
+"""Receipts and contact events take effect in the transaction that stores them: on real nodes
+with no client API running, and across the devices of one user (SPEC §16.3, §18, §22)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.node.node import Node
+from hearthmesh.protocol.content import (
+    CONTACT_CONTENT_TYPE,
+    ContactAction,
+    ContactEvent,
+    encode_contact,
+)
+from hearthmesh.protocol.envelope import Kind
+from hearthmesh.protocol.receipts import (
+    RECEIPT_CONTENT_TYPE,
+    Receipt,
+    ReceiptStatus,
+    encode_receipt,
+)
+from hearthmesh.storage.api import DeliveryStatus
+
+from .conftest import NodeFactory, wait_until_async
+from .test_devices import link_device, wait_until_digests_agree
+
+pytestmark = pytest.mark.integration
+
+
+async def _status(node: Node, message_id: bytes, user: bytes) -> DeliveryStatus | None:
+    records = await node.store.read(node.store.store.statuses, message_id)
+    return next((r.status for r in records if r.recipient == user), None)
+
+
+async def test_a_receipt_raises_the_status_as_it_is_stored_with_no_api(
+    make_node: NodeFactory,
+) -> None:
+    async with asyncio.timeout(20), make_node("alice") as alice, make_node("bob") as bob:
+        await bob.connect(alice.listen_addrs[0])
+        room = await alice.open_direct(bob.user_id)
+        sent = await alice.send(room, b"hello bob")
+        await wait_until_digests_agree([alice, bob], room, 1)
+        body = encode_receipt(Receipt(status=ReceiptStatus.READ, message_ids=(sent.message_id,)))
+        await bob.send(room, body, kind=Kind.RECEIPT, content_type=RECEIPT_CONTENT_TYPE)
+
+        async def read_by_bob() -> int:
+            return int(await _status(alice, sent.message_id, bob.user_id) == DeliveryStatus.READ)
+
+        await wait_until_async(read_by_bob, 1)
+
+
+async def test_a_read_on_one_device_is_read_on_the_others(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
+        config, _ = await link_device(alice, tmp_path / "laptop")
+        async with Node(config) as laptop:
+            await laptop.connect(alice.listen_addrs[0])
+            await bob.connect(alice.listen_addrs[0])
+            room = await bob.open_direct(alice.user_id)
+            message = await bob.send(room, b"read me anywhere")
+            await wait_until_digests_agree([alice, laptop], room, 1)
+            read = Receipt(status=ReceiptStatus.READ, message_ids=(message.message_id,))
+            await laptop.send(
+                room, encode_receipt(read), kind=Kind.RECEIPT, content_type=RECEIPT_CONTENT_TYPE
+            )
+
+            async def read_on_alice() -> int:
+                status = await _status(alice, message.message_id, alice.user_id)
+                return int(status == DeliveryStatus.READ)
+
+            await wait_until_async(read_on_alice, 1)
+
+
+async def test_a_friend_request_is_recorded_as_it_is_stored_with_no_api(
+    make_node: NodeFactory,
+) -> None:
+    async with asyncio.timeout(20), make_node("alice") as alice, make_node("bob") as bob:
+        await alice.connect(bob.listen_addrs[0])
+        room = await alice.open_direct(bob.user_id)
+        request = ContactEvent(action=ContactAction.REQUEST, note="hi", display_name="Alice")
+        await alice.send(room, encode_contact(request), content_type=CONTACT_CONTENT_TYPE)
+
+        async def requested() -> int:
+            held = await bob.store.read(bob.store.store.friend_requests, bob.user_id)
+            return int([(r.sender, r.note) for r in held] == [(alice.user_id, "hi")])
+
+        await wait_until_async(requested, 1)
+        profile = await bob.store.read(bob.store.store.get_profile, alice.user_id)
+        assert profile is not None and profile.display_name == "Alice"
