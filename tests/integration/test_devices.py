@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -272,26 +274,37 @@ async def test_a_restart_under_a_clock_that_went_back_stamps_after_earlier_event
         assert after.seq == before.seq + 1
 
 
-async def test_deleting_a_conversation_reaches_every_device_of_the_user(
+@asynccontextmanager
+async def alice_on_two_devices_and_bob(
     make_node: NodeFactory, tmp_path: Path
-) -> None:
-    async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
+) -> AsyncIterator[tuple[Node, Node, Node, RoomId]]:
+    """alice (primary), her linked laptop and bob, all connected; bob's direct room with her."""
+    async with make_node("alice") as alice, make_node("bob") as bob:
         config, _ = await link_device(alice, tmp_path / "laptop")
         async with Node(config) as laptop:
             await laptop.connect(alice.listen_addrs[0])
             await bob.connect(alice.listen_addrs[0])
-            room = await bob.open_direct(alice.user_id)
-            await bob.send(room, b"hi alice")
-            await wait_until_digests_agree([alice, laptop], room, 1)
-            assert room in await listed(laptop)
-            assert await alice.delete_conversation(room)
-            assert room not in await listed(alice)
-            await wait_until_not_listed(laptop, room)
-            assert room in await alice.rooms()  # membership and history stay
-            await bob.send(room, b"are you there?")  # a later event lists it again
-            await wait_until_digests_agree([alice, laptop], room, 2)
-            assert room in await listed(alice) and room in await listed(laptop)
-            assert (await laptop.history_digest(room)) == (await alice.history_digest(room))
+            yield alice, laptop, bob, await bob.open_direct(alice.user_id)
+
+
+async def test_deleting_a_conversation_reaches_every_device_of_the_user(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    async with (
+        asyncio.timeout(30),
+        alice_on_two_devices_and_bob(make_node, tmp_path) as (alice, laptop, bob, room),
+    ):
+        await bob.send(room, b"hi alice")
+        await wait_until_digests_agree([alice, laptop], room, 1)
+        assert room in await listed(laptop)
+        assert await alice.delete_conversation(room)
+        assert room not in await listed(alice)
+        await wait_until_not_listed(laptop, room)
+        assert room in await alice.rooms()  # membership and history stay
+        await bob.send(room, b"are you there?")  # a later event lists it again
+        await wait_until_digests_agree([alice, laptop], room, 2)
+        assert room in await listed(alice) and room in await listed(laptop)
+        assert (await laptop.history_digest(room)) == (await alice.history_digest(room))
 
 
 async def listed(node: Node) -> list[RoomId]:

@@ -25,7 +25,7 @@ from hearthmesh.protocol.receipts import (
 from hearthmesh.storage.api import DeliveryStatus
 
 from .conftest import NodeFactory, wait_until_async
-from .test_devices import link_device, wait_until_digests_agree
+from .test_devices import alice_on_two_devices_and_bob, wait_until_digests_agree
 
 pytestmark = pytest.mark.integration
 
@@ -55,24 +55,22 @@ async def test_a_receipt_raises_the_status_as_it_is_stored_with_no_api(
 async def test_a_read_on_one_device_is_read_on_the_others(
     make_node: NodeFactory, tmp_path: Path
 ) -> None:
-    async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
-        config, _ = await link_device(alice, tmp_path / "laptop")
-        async with Node(config) as laptop:
-            await laptop.connect(alice.listen_addrs[0])
-            await bob.connect(alice.listen_addrs[0])
-            room = await bob.open_direct(alice.user_id)
-            message = await bob.send(room, b"read me anywhere")
-            await wait_until_digests_agree([alice, laptop], room, 1)
-            read = Receipt(status=ReceiptStatus.READ, message_ids=(message.message_id,))
-            await laptop.send(
-                room, encode_receipt(read), kind=Kind.RECEIPT, content_type=RECEIPT_CONTENT_TYPE
-            )
+    async with (
+        asyncio.timeout(30),
+        alice_on_two_devices_and_bob(make_node, tmp_path) as (alice, laptop, bob, room),
+    ):
+        message = await bob.send(room, b"read me anywhere")
+        await wait_until_digests_agree([alice, laptop], room, 1)
+        read = Receipt(status=ReceiptStatus.READ, message_ids=(message.message_id,))
+        await laptop.send(
+            room, encode_receipt(read), kind=Kind.RECEIPT, content_type=RECEIPT_CONTENT_TYPE
+        )
 
-            async def read_on_alice() -> int:
-                status = await _status(alice, message.message_id, alice.user_id)
-                return int(status == DeliveryStatus.READ)
+        async def read_on_alice() -> int:
+            status = await _status(alice, message.message_id, alice.user_id)
+            return int(status == DeliveryStatus.READ)
 
-            await wait_until_async(read_on_alice, 1)
+        await wait_until_async(read_on_alice, 1)
 
 
 async def test_a_friend_request_is_recorded_as_it_is_stored_with_no_api(
