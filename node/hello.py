@@ -63,7 +63,7 @@ class HelloService:
                     answer.offset_ms,
                     peer_id[-8:],
                 )
-            self._clock.offset_ms += answer.offset_ms
+            self._clock.correct(answer.offset_ms)
 
     async def serve(self, stream: FrameStream) -> None:
         """Answer one hello."""

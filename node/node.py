@@ -115,6 +115,7 @@ class Node:
         self._stack = contextlib.AsyncExitStack()
         self._events = EventHub()
         self._hlc = HybridClock(self._clock)
+        self._clock.on_correction(self._hlc.clock_corrected)
         self._background: set[asyncio.Task[None]] = set()
         self._looking_up: set[UserId] = set()
         self._started = False
@@ -147,7 +148,7 @@ class Node:
         self.keyring: Keyring = await self._store.run(
             load_or_create_keyring, store, now_ms=self._clock.now_ms, rng=secrets.token_bytes
         )
-        self._hlc.last = await self._store.run(_restored_hlc, store, self.keyring.user_id)
+        self._hlc.restore(await self._store.run(_restored_hlc, store, self.keyring.user_id))
         self._stack.push_async_callback(self._save_hlc)
         local = {self.keyring.user_id}
         self._directory = HomeDirectory()
