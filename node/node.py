@@ -95,6 +95,8 @@ from hearthmesh.storage.lmdb_store import LmdbStore
 __all__ = ["Node"]
 
 _HLC_SETTING: Final = "hlc.last"
+_FIRST_PUBLISH_DELAY_S: Final = (10.0, 30.0)
+"""Seconds after a first peer that did not come by `connect` before we publish our record."""
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +120,8 @@ class Node:
         self._clock.on_correction(self._hlc.clock_corrected)
         self._background: set[asyncio.Task[None]] = set()
         self._looking_up: set[UserId] = set()
+        self._published = False
+        """Our home record went into the DHT since start."""
         self._started = False
 
     # --- lifetime ---------------------------------------------------------------------------
@@ -500,8 +504,7 @@ class Node:
         if not self._standing.admits(peer_id):
             raise NotAuthorized(f"peer {peer_id} is banned for bad input")
         await self._greetings.wait(peer_id)
-        if len(self._host.connected_peers()) > 1:  # else the meeting published it already
-            await self.publish_home_record()
+        await self.publish_home_record()
         if peer_id in self._homes.sibling_peers:  # another home of our user: repair what we missed
             self._spawn(self._sync_quietly(peer_id), "sync")
         return peer_id
@@ -518,7 +521,14 @@ class Node:
     async def _meet(self, peer_id: str) -> None:
         """Once per connection (SPEC §13.3): hello, and what a new peer makes worth doing."""
         await self._hello.hello(peer_id)
-        if self._host.connected_peers() == [peer_id]:  # our first peer: the DHT has a member
+        if not self._published and self._host.connected_peers() == [peer_id]:
+            # Our first peer (mDNS, or one that dialled us): the DHT has a member now. Later and
+            # spread out, so a burst of new peers does not become a burst of DHT puts.
+            self._spawn(self._publish_after(_FIRST_PUBLISH_DELAY_S), "publish-home")
+
+    async def _publish_after(self, delay_s: tuple[float, float]) -> None:
+        await asyncio.sleep(secrets.SystemRandom().uniform(*delay_s))
+        if not self._published:
             await self.publish_home_record()
 
     async def sync_with(self, peer_id: str) -> SyncReport:
@@ -544,6 +554,7 @@ class Node:
         except HearthError as exc:  # no DHT peers yet: presence and hello still spread it
             log.info("home record not published to the DHT: %s", exc)
             return False
+        self._published = True
         return True
 
     async def _refresh_home(self, user: UserId) -> None:
