@@ -152,7 +152,10 @@ class Inbox:
         now_ms: int,
         outcome: StoreOutcome,
     ) -> DeliveryResult:
+        first = 1 if self._rooms.is_direct_with_local(envelope) else envelope.seq
         if stored is AppendResult.DUPLICATE:
+            # held back before a restart, it may be due now: the app has not seen it yet
+            outcome.released += self._release.offer(store, envelope, first_seq_if_new=first)
             return DeliveryResult(message_id=envelope.message_id, status=AckStatus.DUPLICATE)
         if stored is AppendResult.CONFLICT:
             return rejected(envelope.message_id, ProtocolError("another event holds this slot"))
@@ -166,7 +169,6 @@ class Inbox:
         elif is_contact_event(envelope) and envelope.sender_user not in self._local:
             for user in self._local:
                 apply_contact_event(store, user, envelope, now_ms=now_ms)
-        first = 1 if self._rooms.is_direct_with_local(envelope) else envelope.seq
         outcome.released += self._release.offer(store, envelope, first_seq_if_new=first)
         return DeliveryResult(message_id=envelope.message_id, status=AckStatus.STORED)
 

@@ -16,7 +16,7 @@ from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import SequenceOverflow
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.ordering import SenderSequencer
-from hearthmesh.storage.api import Store
+from hearthmesh.storage.api import MAX_SENDER_RANGE, Store
 
 __all__ = ["ReleaseOrder", "SenderGap"]
 
@@ -48,7 +48,12 @@ class ReleaseOrder:
         """Whose device each sender is: a gap is fetched from that user's homes first."""
 
     def offer(self, store: Store, envelope: Envelope, *, first_seq_if_new: int) -> list[Envelope]:
-        """Take a newly stored envelope; return what may now go to the app, in order.
+        """Take a stored envelope (new, or a duplicate of one stored); return what may now go
+        to the app, in order.
+
+        Envelopes held back live in memory, and a restart forgets them; so whenever a sender
+        moves on, the ones it stored beyond are read back from the store and released too, as
+        is one held past the reorder window.
 
         Args:
             first_seq_if_new: where a sender never seen before starts (1 in a direct room; the
@@ -61,12 +66,26 @@ class ReleaseOrder:
             self._sequencer.resume(sender, start)
             self._known.add(sender)
             self._users[sender] = envelope.sender_user
+        released = self._offer(sender, envelope)
+        if not released:
+            return released
+        while more := self._stored_beyond(store, sender):
+            released += more
+        self._unsaved.add(sender)
+        return released
+
+    def _offer(self, sender: Sender, envelope: Envelope) -> list[Envelope]:
         try:
-            released = self._sequencer.offer(sender, envelope.seq, envelope)
+            return self._sequencer.offer(sender, envelope.seq, envelope)
         except SequenceOverflow:
-            return []  # stored anyway; it is released once the sender's earlier ones arrive
-        if released:
-            self._unsaved.add(sender)
+            return []  # stored anyway; read back once the sender's earlier ones arrive
+
+    def _stored_beyond(self, store: Store, sender: Sender) -> list[Envelope]:
+        room, device = sender
+        first = self._sequencer.next_seq(sender)
+        released: list[Envelope] = []
+        for event in store.sender_events(room, device, first, first + MAX_SENDER_RANGE - 1):
+            released += self._offer(sender, event.envelope)
         return released
 
     def save(self, store: Store) -> None:

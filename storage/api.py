@@ -18,6 +18,7 @@ from hearthmesh.protocol.identity import DeviceId, UserId
 
 __all__ = [
     "DEFAULT_RELAY_QUOTA",
+    "MAX_SENDER_RANGE",
     "NODE_KEY_SETTING",
     "RETENTION_MS",
     "RETENTION_SETTING",
@@ -61,6 +62,9 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+MAX_SENDER_RANGE: Final = 256
+"""Most sequence numbers one `sender_events` call covers."""
 
 
 @dataclass(frozen=True, slots=True)

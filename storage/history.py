@@ -10,7 +10,15 @@ from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage
 from hearthmesh.protocol.hlc import TIMESTAMP_BYTES
 
-from .api import Cursor, DeliveryStatus, Direction, HistoryPage, StatusRecord, StoredEvent
+from .api import (
+    MAX_SENDER_RANGE,
+    Cursor,
+    DeliveryStatus,
+    Direction,
+    HistoryPage,
+    StatusRecord,
+    StoredEvent,
+)
 from .keys import (
     ID_BYTES,
     KEY_END,
@@ -44,8 +52,6 @@ __all__ = [
 ]
 
 MAX_HISTORY_PAGE = 1000
-MAX_SENDER_RANGE = 256
-"""Most sequence numbers one `sender_events` call covers (a gap fetch asks for no more)."""
 
 
 def stored_event(key: bytes, value: bytes) -> StoredEvent:
