@@ -286,4 +286,3 @@ def _only_a_closing_race(error: BaseException) -> bool:
         lambda e: isinstance(e, RuntimeError) and "Nursery is closed to new arrivals" in str(e)
     )
     return rest is None
-
