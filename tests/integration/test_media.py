@@ -33,7 +33,7 @@ from hearthmesh.protocol.media import (
 from hearthmesh.storage.api import MediaReference
 
 from .api_helpers import TOKEN, Home, home, link
-from .conftest import CATALOGUE_STANDING
+from .conftest import CATALOGUE_STANDING, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -150,6 +150,8 @@ async def test_bad_bytes_are_discarded_and_the_liar_is_not_asked_again(tmp_path:
     ):
         mallory.set_stream_handler(MEDIA_PROTOCOL, liar)
         await mallory.connect(b.node.listen_addrs[0])
+        # b asks back over mallory's connection: wait until b's side has it too
+        await wait_until(lambda: mallory.peer_id in b.node.connected_peers())
         reference = MediaReference(
             room=RoomId(bytes(32)), sender=UserId(bytes(32)), size=len(image), content_type="x"
         )
