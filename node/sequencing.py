@@ -44,6 +44,9 @@ class ReleaseOrder:
         self._sequencer: SenderSequencer[Sender, Envelope] = SenderSequencer()
         self._known: set[Sender] = set()
         self._unsaved: set[Sender] = set()
+        self._unsure: set[Sender] = set()
+        """Senders that may have envelopes stored beyond what memory holds: resumed after a
+        restart, or with one refused past the window. The rest need no read-back."""
         self._users: dict[Sender, UserId] = {}
         """Whose device each sender is: a gap is fetched from that user's homes first."""
 
@@ -51,9 +54,9 @@ class ReleaseOrder:
         """Take a stored envelope (new, or a duplicate of one stored); return what may now go
         to the app, in order.
 
-        Envelopes held back live in memory, and a restart forgets them; so whenever a sender
-        moves on, the ones it stored beyond are read back from the store and released too, as
-        is one held past the reorder window.
+        Envelopes held back live in memory, and a restart forgets them; so when a sender
+        resumed from the store (or with one past the reorder window) moves on, the ones it
+        stored beyond are read back and released too, until a read finds none.
 
         Args:
             first_seq_if_new: where a sender never seen before starts (1 in a direct room; the
@@ -65,12 +68,15 @@ class ReleaseOrder:
             start = _NEXT.unpack(stored)[0] if stored is not None else first_seq_if_new
             self._sequencer.resume(sender, start)
             self._known.add(sender)
+            self._unsure.add(sender)
             self._users[sender] = envelope.sender_user
         released = self._offer(sender, envelope)
         if not released:
             return released
-        while more := self._stored_beyond(store, sender):
-            released += more
+        if sender in self._unsure:
+            while more := self._stored_beyond(store, sender):
+                released += more
+            self._unsure.discard(sender)
         self._unsaved.add(sender)
         return released
 
@@ -78,6 +84,7 @@ class ReleaseOrder:
         try:
             return self._sequencer.offer(sender, envelope.seq, envelope)
         except SequenceOverflow:
+            self._unsure.add(sender)
             return []  # stored anyway; read back once the sender's earlier ones arrive
 
     def _stored_beyond(self, store: Store, sender: Sender) -> list[Envelope]:

@@ -108,8 +108,7 @@ class AsyncStore:
         Raises:
             LocalProtocolError: `fn` tried to write.
         """
-        if self._closing:
-            raise StorageError(f"store {self._store.where} is closing")
+        self._check_open()
         loop = asyncio.get_running_loop()
         running = self._reader.submit(self._store.snapshot, functools.partial(fn, *args, **kwargs))
         # Counted until the thread is done with it, even if our caller is cancelled sooner.
@@ -127,9 +126,12 @@ class AsyncStore:
         """
         if self._reader is self._writer:
             return await self.read(fn, *args, **kwargs)
+        self._check_open()
+        return self._store.snapshot(functools.partial(fn, *args, **kwargs))
+
+    def _check_open(self) -> None:
         if self._closing:
             raise StorageError(f"store {self._store.where} is closing")
-        return self._store.snapshot(functools.partial(fn, *args, **kwargs))
 
     def _read_done(self) -> None:
         self._reads -= 1
@@ -139,8 +141,7 @@ class AsyncStore:
     async def _queue(
         self, *, append: AppendRequest | None = None, call: Callable[[], object] | None = None
     ) -> object:
-        if self._closing:
-            raise StorageError(f"store {self._store.where} is closing")
+        self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append(_Write(future=future, append=append, call=call))
