@@ -81,6 +81,12 @@ async def home(path: Path, **overrides: Any) -> AsyncIterator[Home]:
             yield Home(node=node, api=api, client=client)
 
 
+async def open_conversation(h: Home, user: str) -> str:
+    """`POST /v1/conversation` on `h` with `user`; the room id."""
+    room: str = (await h.client.call("POST", "/v1/conversation", {"recipient_id": user}))["room_id"]
+    return room
+
+
 async def link(a: Home, b: Home) -> None:
     """Dial b from a through a's API (swaps home records)."""
     address = (await b.status())["listen_addrs"][0]

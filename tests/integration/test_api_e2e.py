@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from .api_helpers import Home, home, link
+from .api_helpers import Home, home, link, open_conversation
 
 pytestmark = pytest.mark.integration
 
@@ -58,9 +58,7 @@ async def test_no_false_delivered_before_the_recipient_acks(tmp_path: Path) -> N
         await link(a, b)
         bob = await _user(b)
         async with a.socket() as alice_ws, b.socket() as bob_ws:
-            room = (await a.client.call("POST", "/v1/conversation", {"recipient_id": bob}))[
-                "room_id"
-            ]
+            room = await open_conversation(a, bob)
             await alice_ws.send(event="send", room_id=room, message="one", client_id="1")
             sent = await alice_ws.next("message_sent")
             await bob_ws.next("message")  # stored on bob's home node, not yet acked by a client
@@ -75,9 +73,7 @@ async def test_a_burst_of_acks_shares_receipts_and_every_tick_arrives(tmp_path: 
         await link(a, b)
         bob = await _user(b)
         async with a.socket() as alice_ws, b.socket() as bob_ws:
-            room = (await a.client.call("POST", "/v1/conversation", {"recipient_id": bob}))[
-                "room_id"
-            ]
+            room = await open_conversation(a, bob)
             for i in range(20):
                 await alice_ws.send(event="send", room_id=room, message=f"m{i}", client_id=str(i))
             ids = [(await bob_ws.next("message"))["message_id"] for _ in range(20)]
@@ -129,9 +125,7 @@ async def test_push_reaches_a_webhook_while_bob_has_no_client(tmp_path: Path) ->
                 "POST", "/v1/push/subscriptions", {"kind": "webhook", "endpoint": endpoint}
             )
             bob = await _user(b)
-            room = (await a.client.call("POST", "/v1/conversation", {"recipient_id": bob}))[
-                "room_id"
-            ]
+            room = await open_conversation(a, bob)
             sent = await a.client.call(
                 "POST", f"/v1/conversation/{room}/messages", {"message": "secret words"}
             )

@@ -9,7 +9,7 @@ import pytest
 
 from hearthmesh.protocol.envelope import Kind, RoomId
 
-from .api_helpers import Socket, home, link
+from .api_helpers import Socket, home, link, open_conversation
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ async def test_typing_reaches_the_other_member_and_is_never_stored(tmp_path: Pat
         await link(a, b)
         alice = (await a.status())["user_id"]
         bob = (await b.status())["user_id"]
-        room = (await a.client.call("POST", "/v1/conversation", {"recipient_id": bob}))["room_id"]
+        room = await open_conversation(a, bob)
         await b.client.call("POST", "/v1/conversation", {"recipient_id": alice})
         async with a.socket() as alice_ws, b.socket() as bob_ws, asyncio.TaskGroup() as group:
             typing = group.create_task(_keep_typing(bob_ws, room))
@@ -50,7 +50,7 @@ async def test_typing_that_is_never_ended_lapses_after_the_ttl(tmp_path: Path) -
         await link(a, b)
         alice = (await a.status())["user_id"]
         bob = (await b.status())["user_id"]
-        room = (await a.client.call("POST", "/v1/conversation", {"recipient_id": bob}))["room_id"]
+        room = await open_conversation(a, bob)
         await b.client.call("POST", "/v1/conversation", {"recipient_id": alice})
         async with a.socket() as alice_ws, b.socket() as bob_ws, asyncio.TaskGroup() as group:
             typing = group.create_task(_keep_typing(bob_ws, room))

@@ -32,7 +32,7 @@ from hearthmesh.protocol.media import (
 )
 from hearthmesh.storage.api import MediaReference
 
-from .api_helpers import TOKEN, Home, home, link
+from .api_helpers import TOKEN, Home, home, link, open_conversation
 from .conftest import CATALOGUE_STANDING, wait_until
 
 pytestmark = pytest.mark.integration
@@ -62,9 +62,7 @@ async def _send_image(alice: Home, bob: Home, data: bytes) -> dict[str, Any]:
     """Alice uploads `data` and sends it to bob; returns the media object once bob's client
     has the message (the blob itself may still be on its way)."""
     bob_user = (await bob.status())["user_id"]
-    room = (await alice.client.call("POST", "/v1/conversation", {"recipient_id": bob_user}))[
-        "room_id"
-    ]
+    room = await open_conversation(alice, bob_user)
     media = await _upload(alice, data, "image/png")
     async with bob.socket() as bob_ws:
         await alice.client.call(
