@@ -92,7 +92,7 @@ class FetchService:
         await stream.write_frame(encode_answer(events))
 
     def _answer(self, store: Store, peer: str, request: FetchRequest) -> list[tuple[bytes, bytes]]:
-        """(certificate, envelope) pairs to answer with; runs on the store thread.
+        """(certificate, envelope) pairs to answer with; runs in a store write batch.
 
         Raises:
             NotAuthorized: `peer` is neither our sibling nor a home of a member of the room.

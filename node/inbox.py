@@ -3,7 +3,7 @@
 Everything that decides *what* happens lives in protocol/ (verification, the fold) and in
 `RoomRegistry`; this module moves verified envelopes into the store and reports the outcome:
 one ack result per item, sent only after the transaction that stored the item committed
-(DESIGN §5 step 5). All store work of one batch runs in one hop to the store thread.
+(DESIGN §5 step 5). All store work of one batch runs in one store write batch.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class Arrival:
 
 @dataclass(slots=True)
 class StoreOutcome:
-    """What one hop to the store thread did."""
+    """What one store write batch did."""
 
     results: list[DeliveryResult] = field(default_factory=list)
     released: list[Envelope] = field(default_factory=list)
@@ -89,7 +89,7 @@ class Inbox:
         now_ms: int,
         from_sibling: bool = False,
     ) -> StoreOutcome:
-        """Store or relay each arrival; runs on the store thread. Results are in input order.
+        """Store or relay each arrival; runs in a store write batch. Results are in input order.
 
         Args:
             items: verified arrivals, or the result already decided for an item that failed
@@ -197,7 +197,7 @@ def error_result(message_id: MessageId, error: HearthError) -> DeliveryResult:
 
 
 def apply_private(store: Store, envelope: Envelope) -> None:
-    """Apply our user's PRIVATE change (SPEC §22.6); runs on the store thread.
+    """Apply our user's PRIVATE change (SPEC §22.6); runs in a store write batch.
 
     A conversation deleted on another device leaves our list too, unless something newer than
     the deletion arrived here meanwhile (a later event lists a conversation again).

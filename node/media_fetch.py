@@ -263,7 +263,7 @@ class MediaFetcher:
                     async with asyncio.timeout(FRAME_TIMEOUT_S):
                         frame = await stream.read_frame()
                     data = download.receive(frame)
-            info = await self._store.run(
+            info = await self._store.run_long(
                 self._store.store.put_media,
                 data,
                 content_type=reference.content_type,

@@ -353,7 +353,7 @@ class Node:
                 await self._topics.watch(room)
         held_for = set(await self._store.run(store.relay_recipients))
         known = await self._store.run(_room_members, store, rooms)
-        await self._store.run(self._directory.load, store, sorted(held_for | known))
+        await self._store.run_long(self._directory.load, store, sorted(held_for | known))
         self._relay.hold(held_for)
         gossip_out = GossipPublisher(self._host)
         self._spawn(gossip_out.run(), "gossip-out")
@@ -653,7 +653,7 @@ class Node:
         history = [
             e for e in self._rooms.membership_events(room) if e.message_id != envelope.message_id
         ]
-        await self._store.run(
+        await self._store.run_long(
             _enqueue_history, self._store.store, user, history, self._clock.now_ms()
         )
         self._outbox.wake()

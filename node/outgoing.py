@@ -162,7 +162,7 @@ class Outgoing:
 
 
 def _note_own(rooms: RoomRegistry, store: Store, envelope: Envelope, now_ms: int) -> StoreOutcome:
-    """Fold our own MEMBERSHIP event into the room state (the store thread)."""
+    """Fold our own MEMBERSHIP event into the room state (in a store write batch)."""
     outcome = StoreOutcome()
     if rooms.note_stored(store, envelope, now_ms=now_ms):
         outcome.membership_changed.add(envelope.room)

@@ -68,7 +68,7 @@ class OwnHomes:
     # --- start --------------------------------------------------------------------------
 
     def load(self, store: Store) -> None:
-        """Runs on the store thread at start: adopt the stored record, re-issued if primary.
+        """Runs in a store write batch at start: adopt the stored record, re-issued if primary.
 
         The primary keeps the homes and devices of linked nodes from its last record and puts
         its own current addresses first; a linked node uses the record the primary issued.

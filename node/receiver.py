@@ -1,6 +1,6 @@
 """Serving inbound deliver streams and gossip: verify, store, then ack (DESIGN §5 step 5).
 
-Verification is pure protocol/ work; storing is `Inbox.accept` on the store thread; the signed
+Verification is pure protocol/ work; storing is `Inbox.accept` in one store write batch; the signed
 ack goes out only after that transaction committed. A frame that cannot be a DELIVER batch is
 answered with an ERROR frame and the stream is closed; a bad envelope inside a good batch is
 rejected alone and the rest of the batch is stored.

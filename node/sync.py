@@ -182,7 +182,7 @@ class SyncService:
         # Due at once, yet in history order: distinct due times ending now, 1 ms apart.
         first_ms = self._now_ms() - len(ordered)
         plan = [(m, first_ms + i) for i, m in enumerate(ordered)]
-        queued = await self._store.run(
+        queued = await self._store.run_long(
             self._store.store.enqueue_many, node_destination(peer_id), plan
         )
         report.sent += queued

@@ -1,18 +1,22 @@
 """`AsyncStore`: the asyncio face of a store, with group commit for every write.
 
-One writer thread runs every write (`append`, `run`), so no transaction is ever held across an
-await and writes keep the order they were issued in (CONVENTIONS §5 "LMDB rules"). Writes that
-arrive together share ONE transaction and one fsync (`Store.run_batch`); each caller's await
-returns only after that transaction committed (DESIGN §8: acknowledge only after commit). While
-one batch commits, new writes queue up and form the next batch: the more load, the bigger the
-batches. A receipt, an outbox ack and a release mark issued while a message is being appended
-all ride on the same commit instead of three more.
+Writes (`append`, `run`) keep the order they were issued in and never hold a transaction across
+an await (CONVENTIONS §5 "LMDB rules"). Writes that arrive together share ONE transaction and
+one fsync (`Store.run_batch`); each caller's await returns only after that transaction committed
+(DESIGN §8: acknowledge only after commit). A receipt, an outbox ack and a release mark issued
+while a message is being appended all ride on the same commit instead of three more.
 
-Reads (`read`) run on a second thread in a snapshot of what is committed, so a page of history
-never waits behind a commit (LMDB readers do not block the writer); `read_inline` runs a small
-read on the event loop's own thread, where a hop to another thread would cost more than the
-read. A store whose engine cannot read concurrently (the in-memory twin) reads on the writer
-thread instead.
+A batch commits on the event loop's own thread. The writer's Python work holds the GIL either
+way, so a writer thread would only buy overlap during the fsync, and on this 2-core machine the
+two thread hand-offs per batch cost more than that (measured: `bench api` same-node p50 and
+msgs/s, `bench delivery` p50 all improved with inline commits). Work whose cost grows with what
+is stored (`run_long`: deleting a conversation, a media blob, a history hand-over) commits on
+the writer thread instead, in a batch of its own order, so the loop keeps its slices of the GIL.
+
+Reads (`read`) run on a reader thread in a snapshot of what is committed, so a page of history
+never waits behind a long write; `read_inline` runs a small read on the loop's thread, where a
+hop to another thread would cost more than the read. A store whose engine cannot read
+concurrently (the in-memory twin) reads through the write queue instead.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class _Write:
     future: asyncio.Future[Any]
     append: AppendRequest | None = None
     call: Callable[[], object] | None = None
+    long: bool = False
+    """Costs more as the store grows: committed on the writer thread."""
 
 
 class AsyncStore:
@@ -57,7 +63,7 @@ class AsyncStore:
         self._reader = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="hearthmesh-store-read")
             if store.concurrent_reads
-            else self._writer
+            else None
         )
         self._pending: list[_Write] = []
         self._flushing = False
@@ -102,12 +108,20 @@ class AsyncStore:
         """
         return cast(R, await self._queue(call=functools.partial(fn, *args, **kwargs)))
 
+    async def run_long(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """`run` for work whose cost grows with the store (a whole room, a media blob): its
+        batch commits on the writer thread, so the event loop is not held for its length."""
+        call = functools.partial(fn, *args, **kwargs)
+        return cast(R, await self._queue(call=call, long=True))
+
     async def read(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run `fn(*args, **kwargs)` (read methods of `store` only) in a committed snapshot.
 
         Raises:
             LocalProtocolError: `fn` tried to write.
         """
+        if self._reader is None:
+            return await self.run(self._store.snapshot, functools.partial(fn, *args, **kwargs))
         self._check_open()
         loop = asyncio.get_running_loop()
         running = self._reader.submit(self._store.snapshot, functools.partial(fn, *args, **kwargs))
@@ -124,7 +138,7 @@ class AsyncStore:
         Raises:
             LocalProtocolError: `fn` tried to write.
         """
-        if self._reader is self._writer:
+        if self._reader is None:
             return await self.read(fn, *args, **kwargs)
         self._check_open()
         return self._store.snapshot(functools.partial(fn, *args, **kwargs))
@@ -139,12 +153,16 @@ class AsyncStore:
             self._no_reads.set()
 
     async def _queue(
-        self, *, append: AppendRequest | None = None, call: Callable[[], object] | None = None
+        self,
+        *,
+        append: AppendRequest | None = None,
+        call: Callable[[], object] | None = None,
+        long: bool = False,
     ) -> object:
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append(_Write(future=future, append=append, call=call))
+        self._pending.append(_Write(future=future, append=append, call=call, long=long))
         if not self._flushing:
             # Next loop iteration: writes issued together in this one join the batch.
             self._flushing = True
@@ -157,8 +175,17 @@ class AsyncStore:
         del self._pending[: self._max_batch]
         groups = _group_appends(batch)
         calls = [self._call_of(group) for group in groups]
-        done = loop.run_in_executor(self._writer, self._store.run_batch, calls)
-        done.add_done_callback(functools.partial(self._flushed, loop, groups))
+        if any(write.long for write in batch):
+            done = loop.run_in_executor(self._writer, self._store.run_batch, calls)
+            done.add_done_callback(
+                lambda _: self._flushed(loop, groups, done.exception() or done.result())
+            )
+            return
+        try:
+            outcomes: list[Outcome] | BaseException = self._store.run_batch(calls)
+        except Exception as exc:  # every caller of the batch gets it
+            outcomes = exc
+        self._flushed(loop, groups, outcomes)
 
     def _call_of(self, group: list[_Write]) -> Callable[[], object]:
         first = group[0]
@@ -171,18 +198,17 @@ class AsyncStore:
         self,
         loop: asyncio.AbstractEventLoop,
         groups: list[list[_Write]],
-        done: asyncio.Future[list[Outcome]],
+        outcomes: list[Outcome] | BaseException,
     ) -> None:
-        error = done.exception()
-        if error is None:
-            self.batches_committed += 1
-            for group, outcome in zip(groups, done.result(), strict=True):
-                _settle(group, outcome)
-        else:
+        if isinstance(outcomes, BaseException):
             for group in groups:
-                _settle(group, Outcome(error=cast(Exception, error)))
+                _settle(group, Outcome(error=cast(Exception, outcomes)))
+        else:
+            self.batches_committed += 1
+            for group, outcome in zip(groups, outcomes, strict=True):
+                _settle(group, outcome)
         if self._pending:
-            self._flush(loop)
+            loop.call_soon(self._flush, loop)  # writes issued meanwhile form the next batch
         else:
             self._flushing = False
             self._idle.set()
@@ -199,7 +225,8 @@ class AsyncStore:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._writer, self._store.close)
         finally:
-            self._reader.shutdown(wait=True)
+            if self._reader is not None:
+                self._reader.shutdown(wait=True)
             self._writer.shutdown(wait=True)
             self._closed.set()
 

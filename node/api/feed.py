@@ -6,7 +6,9 @@ the epoch is random per store and kept in its settings (a new or wiped store get
 and old cursors then answer `resync`). One tail task renders new log entries in number order
 and publishes them, so live frames never overtake each other; a client that reconnects with a
 cursor gets the entries after it rendered by the same code from the store, then the live
-stream, with no gap and no repeat.
+stream, with no gap and no repeat. A client's own send publishes at once from the sending task
+(`catch_up`), saving the switch to the tail task on the hot path; one drain runs at a time, so
+the order holds either way.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class Feed:
         self._publish = publish
         self._replay_limit = replay_limit
         self._wake = asyncio.Event()
+        self._draining = asyncio.Lock()
         self._epoch = ""
         self.position = 0
         """The newest arrival number whose frames were published."""
@@ -82,19 +85,32 @@ class Feed:
     async def run(self) -> None:
         """Publish new log entries in number order until cancelled."""
         while True:
+            async with self._draining:
+                await self._drain()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_POLL_S):
+                    await self._wake.wait()
+
+    async def catch_up(self) -> None:
+        """Publish what is new now, in the calling task; if a drain is under way, it will."""
+        if self._draining.locked():
+            self._wake.set()
+            return
+        async with self._draining:
+            await self._drain()
+
+    async def _drain(self) -> None:
+        store = self._store
+        while True:
             self._wake.clear()  # before reading: a wake during the read is not lost
-            store = self._store
             page = await store.read_inline(store.store.arrivals_after, self.position, limit=_PAGE)
             for entry in page.entries:
                 for text in await self._frames(entry, live=True):
                     self._publish(text)
                 self.position = entry.number
             self.position = max(self.position, page.position)
-            if page.position < page.last:
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_POLL_S):
-                    await self._wake.wait()
+            if page.position >= page.last:
+                return
 
     async def replay(self, cursor: str, upto: int) -> list[str] | None:
         """Frames of every entry after `cursor` up to `upto`; None if that cannot be exact.

@@ -402,7 +402,7 @@ async def upload_media(request: web.Request) -> web.Response:
         raise MalformedMessage("empty upload")
     content_type = request.headers.get("Content-Type", "application/octet-stream")[:127]
     store = service.node.store
-    info = await store.run(
+    info = await store.run_long(
         store.store.put_media, data, content_type=content_type, now_ms=service.clock.now_ms()
     )
     return web.json_response(

@@ -117,7 +117,7 @@ def parse_target(body: dict[str, Any]) -> PushTarget:
 
 
 def load_vapid_key(store: AsyncStore) -> VapidKey:
-    """Read (or create and keep) the node's VAPID key. Runs on the store thread."""
+    """Read (or create and keep) the node's VAPID key. Runs in a store write batch."""
     raw = store.store.get_setting(VAPID_SETTING)
     if raw is None:
         key = VapidKey(ec.generate_private_key(ec.SECP256R1()))

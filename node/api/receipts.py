@@ -174,7 +174,7 @@ def _current(
 def statuses_of(
     store: Store, own: UserId, envelopes: list[Envelope], members: set[UserId]
 ) -> dict[MessageId, tuple[ReceiptStatus, dict[str, int]]]:
-    """Aggregate and per-recipient statuses of our messages among `envelopes` (store thread)."""
+    """Aggregate and per-recipient statuses of our messages among `envelopes` (in a store batch)."""
     out: dict[MessageId, tuple[ReceiptStatus, dict[str, int]]] = {}
     for envelope in envelopes:
         if envelope.sender_user != own or not is_receiptable(envelope):

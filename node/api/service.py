@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import web
@@ -51,7 +52,7 @@ from hearthmesh.protocol.content import (
     is_user_content,
 )
 from hearthmesh.protocol.envelope import Envelope, RoomId
-from hearthmesh.protocol.errors import MalformedMessage, NotAuthorized, NotFound
+from hearthmesh.protocol.errors import MalformedMessage, NotAuthorized, NotFound, StorageError
 from hearthmesh.protocol.identity import UserId, user_id_text
 from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.protocol.typing_ttl import TypingTimers
@@ -225,8 +226,13 @@ class ApiService:
         room = await self.node.open_direct(user)
         return {"room_id": room.hex(), "recipient_id": user_id_text(user)}
 
-    async def send(self, command: Send) -> Envelope:
-        """Store and send a client's message; returns once durable here ("sent")."""
+    async def send(
+        self, command: Send, *, on_durable: Callable[[Envelope], None] | None = None
+    ) -> Envelope:
+        """Store and send a client's message; returns once durable here ("sent").
+
+        `on_durable` hears of it first, then every client gets its `message` frame.
+        """
         if command.media is None:
             body = command.message.encode()
             content_type = TEXT_CONTENT_TYPE
@@ -248,7 +254,10 @@ class ApiService:
             raise
         # Our user's other clients see it too (multi-device on one node), through the feed.
         self.frames.note_client_id(envelope.message_id, command.client_id)
-        self.feed.wake()
+        if on_durable is not None:
+            on_durable(envelope)
+        with contextlib.suppress(StorageError):  # closing: clients read it by cursor later
+            await self.feed.catch_up()
         return envelope
 
     async def require_room(self, room: RoomId) -> None:

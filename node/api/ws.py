@@ -32,6 +32,7 @@ from hearthmesh.protocol.client_api import (
     Typing,
     decode_client_frame,
 )
+from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import ErrorCode, HearthError, NotFound, RateLimited, TooLarge
 from hearthmesh.protocol.identity import user_id_text
 
@@ -146,22 +147,23 @@ def _request_id(command: ClientCommand) -> dict[str, Any]:
 
 
 async def _send(service: ApiService, session: ClientSession, command: Send) -> None:
+    def sent(envelope: Envelope) -> None:
+        session.put(
+            dumps(
+                {
+                    "event": "message_sent",
+                    "client_id": command.client_id,
+                    "message_id": envelope.message_id.hex(),
+                    "room_id": envelope.room.hex(),
+                    "hlc": hlc_view(envelope.hlc),
+                }
+            )
+        )
+
     try:
-        envelope = await service.send(command)
+        await service.send(command, on_durable=sent)
     except HearthError as exc:
         session.put(dumps({"event": "error", **error_body(exc), "client_id": command.client_id}))
-        return
-    session.put(
-        dumps(
-            {
-                "event": "message_sent",
-                "client_id": command.client_id,
-                "message_id": envelope.message_id.hex(),
-                "room_id": envelope.room.hex(),
-                "hlc": hlc_view(envelope.hlc),
-            }
-        )
-    )
 
 
 async def _handle(service: ApiService, command: ClientCommand) -> dict[str, Any] | None:

@@ -41,17 +41,23 @@ async def test_concurrent_appends_share_transactions(tmp_path: Path) -> None:
 
 
 class _GatedStore(MemoryStore):
-    """Holds every append_many until the test opens the gate; records the batch sizes."""
+    """A long write that holds the writer thread until the test opens the gate; records the
+    sizes of the append batches and the threads that ran each kind of write."""
 
     def __init__(self) -> None:
         super().__init__()
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.batches: list[int] = []
+        self.threads: dict[str, str] = {}
 
-    def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+    def hold(self) -> None:
+        self.threads["long"] = threading.current_thread().name
         self.entered.set()
         self.gate.wait(10)
+
+    def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        self.threads["append"] = threading.current_thread().name
         self.batches.append(len(requests))
         return super().append_many(requests)
 
@@ -61,6 +67,8 @@ async def test_acknowledged_only_after_commit_and_later_arrivals_batch_together(
         gated = _GatedStore()
         async with AsyncStore(gated) as db, asyncio.TaskGroup() as tasks:
             first = tasks.create_task(db.append(AppendRequest(envelope=make_envelope(seq=1))))
+            await first  # an append alone: its own batch, committed on the loop's thread
+            holding = tasks.create_task(db.run_long(gated.hold))
             await asyncio.to_thread(gated.entered.wait, 5)
             later = [
                 tasks.create_task(
@@ -68,12 +76,17 @@ async def test_acknowledged_only_after_commit_and_later_arrivals_batch_together(
                 )
                 for i in range(2, 12)
             ]
-            await asyncio.sleep(0)  # let the later appends queue behind the commit
-            assert not first.done() and not any(t.done() for t in later)
+            await asyncio.sleep(0.05)  # the later appends queue behind the long write
+            assert not holding.done() and not any(t.done() for t in later)
             gated.gate.set()
         assert first.result() is AppendResult.STORED
         assert [t.result() for t in later] == [AppendResult.STORED] * 10
         assert gated.batches == [1, 10]
+        assert gated.threads == {
+            "append": threading.current_thread().name,
+            "long": gated.threads["long"],
+        }
+        assert gated.threads["long"].startswith("hearthmesh-store")
 
 
 class _FailingStore(MemoryStore):
@@ -143,7 +156,8 @@ async def test_reads_do_not_wait_behind_a_commit(tmp_path: Path) -> None:
             store.gate.set()
             await db.run(store.set_setting, "a", b"1")
             store.gate.clear()
-            writing = asyncio.create_task(db.run(store.set_setting, "a", b"2"))
+            writing = asyncio.create_task(db.run_long(store.set_setting, "a", b"2"))
+            await asyncio.sleep(0.05)
             assert await db.read(store.get_setting, "a") == b"1"  # the committed state
             assert not writing.done()
             with pytest.raises(LocalProtocolError):
