@@ -26,6 +26,7 @@ from hearthmesh.node.gap_fetch import GapFetcher
 from hearthmesh.node.gossip_out import GossipPublisher
 from hearthmesh.node.greetings import Greetings
 from hearthmesh.node.hello import HelloService
+from hearthmesh.node.home_lookup import HomeLookups
 from hearthmesh.node.inbox import Inbox, StoreOutcome
 from hearthmesh.node.keyring import Keyring, load_or_create_keyring
 from hearthmesh.node.libp2p_dht import home_record_rules
@@ -119,7 +120,6 @@ class Node:
         self._hlc = HybridClock(self._clock)
         self._clock.on_correction(self._hlc.clock_corrected)
         self._background: set[asyncio.Task[None]] = set()
-        self._looking_up: set[UserId] = set()
         self._published = False
         """Our home record went into the DHT since start."""
         self._started = False
@@ -202,6 +202,7 @@ class Node:
             is_sibling=lambda peer: peer in self._homes.sibling_peers,
             standing=self._standing,
         )
+        self._home_lookups = HomeLookups(self.find_home, clock=self._clock, rng=secrets.token_bytes)
         self._outbox = OutboxWorker(
             store=self._store,
             host=self._host,
@@ -212,7 +213,7 @@ class Node:
             rng=secrets.token_bytes,
             emit=self._events.emit,
             poll_ms=self.config.retry_poll_ms,
-            find_home=self.find_home,
+            find_home=self._home_lookups.find,
         )
         self._relay = RelayForwarder(
             store=self._store,
@@ -287,7 +288,7 @@ class Node:
             directory=self._directory,
             clock=self._clock,
             rng=secrets.token_bytes,
-            find_home=self.find_home,
+            find_home=self._home_lookups.find,
         )
         """Fetches the media that stored messages reference (SPEC §25); the API waits on it."""
         self._fetch = FetchService(
@@ -558,10 +559,7 @@ class Node:
         return True
 
     async def _refresh_home(self, user: UserId) -> None:
-        try:
-            await self.find_home(user)
-        finally:
-            self._looking_up.discard(user)
+        await self._home_lookups.find(user)
 
     async def find_home(self, user: UserId) -> bool:
         """Look `user`'s home record up in the DHT and adopt it; True if one was found."""
@@ -764,8 +762,7 @@ class Node:
             return  # stopping: the services that would act on it are gone
         if outcome.relayed_for:
             self._relay.hold(outcome.relayed_for)
-        for user in outcome.unknown_devices - self._looking_up:
-            self._looking_up.add(user)
+        for user in outcome.unknown_devices:  # one lookup at a time per user (SPEC §13.5)
             self._spawn(self._refresh_home(user), "refresh-home")
         if outcome.released and self._homes.siblings:
             self._outbox.wake()  # stored with entries for our other homes

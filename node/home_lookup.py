@@ -1,0 +1,76 @@
+"""Looking up other users' home records in the DHT for the node's own needs (SPEC §13.5).
+
+The outbox asks for a recipient's home each time it has a batch for a user whose home it does
+not know, and the media fetcher for each reference. Asking the DHT every time would send one
+network walk per batch for as long as the user stays unknown, so a lookup that found nothing
+is not repeated before the §11.5 backoff for that user (growing with consecutive misses), and
+callers asking for the same user at once share one lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from hearthmesh.node.clock import Clock
+from hearthmesh.protocol.backoff import next_attempt_ms
+from hearthmesh.protocol.identity import Rng, UserId
+
+__all__ = ["MAX_REMEMBERED_MISSES", "HomeLookups"]
+
+MAX_REMEMBERED_MISSES: Final = 10_000
+"""Users whose misses are remembered; the oldest are forgotten first (and asked again)."""
+
+
+class HomeLookups:
+    """`find(user)`: a shared, backed-off `lookup(user)`; True once a home record was adopted."""
+
+    def __init__(
+        self, lookup: Callable[[UserId], Awaitable[bool]], *, clock: Clock, rng: Rng
+    ) -> None:
+        self._lookup = lookup
+        self._clock = clock
+        self._rng = rng
+        self._misses: OrderedDict[UserId, tuple[int, int]] = OrderedDict()
+        """user -> (consecutive misses, earliest time to ask again)."""
+        self._running: dict[UserId, asyncio.Future[bool]] = {}
+        self.asked = 0
+        """Lookups actually sent to the DHT (for tests and status)."""
+
+    async def find(self, user: UserId) -> bool:
+        """Look `user`'s home up unless a recent miss says not yet; False if none was found."""
+        running = self._running.get(user)
+        if running is not None:
+            return await asyncio.shield(running)
+        missed = self._misses.get(user)
+        if missed is not None and self._clock.now_ms() < missed[1]:
+            return False
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._running[user] = future
+        try:
+            self.asked += 1
+            found = await self._lookup(user)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no warning if nobody else was waiting
+            raise
+        else:
+            future.set_result(found)
+            self._note(user, found)
+            return found
+        finally:
+            del self._running[user]
+
+    def _note(self, user: UserId, found: bool) -> None:
+        if found:
+            self._misses.pop(user, None)
+            return
+        misses = self._misses.pop(user, (0, 0))[0] + 1
+        self._misses[user] = (misses, next_attempt_ms(misses, self._clock.now_ms(), self._rng))
+        while len(self._misses) > MAX_REMEMBERED_MISSES:
+            self._misses.popitem(last=False)

@@ -1,0 +1,70 @@
+"""Home lookups for the node's own needs (SPEC §13.5): misses back off, one lookup per user."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hearthmesh.node.home_lookup import HomeLookups
+from hearthmesh.protocol.backoff import BACKOFF_BASE_MS
+from hearthmesh.protocol.identity import UserId
+
+from ..conftest import FakeClock, counter_rng
+
+ALICE = UserId(b"\x01" * 32)
+BOB = UserId(b"\x02" * 32)
+
+
+class _Dht:
+    """Answers lookups from `homes`; each lookup waits for `release` when one is given."""
+
+    def __init__(self) -> None:
+        self.homes: set[UserId] = set()
+        self.asked: list[UserId] = []
+        self.release: asyncio.Event | None = None
+
+    async def lookup(self, user: UserId) -> bool:
+        self.asked.append(user)
+        if self.release is not None:
+            await self.release.wait()
+        return user in self.homes
+
+
+async def test_a_miss_is_not_asked_again_before_its_backoff() -> None:
+    clock, dht = FakeClock(), _Dht()
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    assert not await lookups.find(ALICE)
+    assert not await lookups.find(ALICE)  # within the first backoff: answered from memory
+    assert await lookups.find(BOB) is False  # another user is asked at once
+    assert dht.asked == [ALICE, BOB]
+    clock.advance(BACKOFF_BASE_MS)  # the first delay is at most the base
+    dht.homes.add(ALICE)
+    assert await lookups.find(ALICE)
+    assert await lookups.find(ALICE)  # found: asked again whenever the caller wants
+    assert dht.asked == [ALICE, BOB, ALICE, ALICE]
+
+
+async def test_consecutive_misses_wait_longer() -> None:
+    clock, dht = FakeClock(), _Dht()
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    for miss in range(4):  # the delays after misses 1..3 are at most base * 4
+        if miss:
+            clock.advance(BACKOFF_BASE_MS * 4)
+        assert not await lookups.find(ALICE)
+    assert len(dht.asked) == 4
+    clock.advance(BACKOFF_BASE_MS * 4 - 1)  # after miss 4: at least half of base * 8
+    assert not await lookups.find(ALICE)
+    assert len(dht.asked) == 4
+
+
+async def test_callers_asking_at_once_share_one_lookup() -> None:
+    clock, dht = FakeClock(), _Dht()
+    dht.release = asyncio.Event()
+    dht.homes.add(ALICE)
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    async with asyncio.timeout(5):
+        waiting = [asyncio.create_task(lookups.find(ALICE)) for _ in range(5)]
+        await asyncio.sleep(0)
+        dht.release.set()
+        assert await asyncio.gather(*waiting) == [True] * 5
+    assert dht.asked == [ALICE]
+    assert lookups.asked == 1
