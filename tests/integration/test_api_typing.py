@@ -9,7 +9,7 @@ import pytest
 
 from hearthmesh.protocol.envelope import Kind, RoomId
 
-from .api_helpers import Socket, home, link, open_conversation
+from .api_helpers import Home, Socket, home, link, open_conversation
 
 pytestmark = pytest.mark.integration
 
@@ -21,13 +21,19 @@ async def _keep_typing(ws: Socket, room: str) -> None:
         await asyncio.sleep(0.2)
 
 
+async def _talking(a: Home, b: Home) -> tuple[str, str]:
+    """a and b linked, each with the direct conversation open: (room id, b's user id)."""
+    await link(a, b)
+    alice = (await a.status())["user_id"]
+    bob = (await b.status())["user_id"]
+    room = await open_conversation(a, bob)
+    await open_conversation(b, alice)
+    return room, bob
+
+
 async def test_typing_reaches_the_other_member_and_is_never_stored(tmp_path: Path) -> None:
     async with asyncio.timeout(15), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
-        await link(a, b)
-        alice = (await a.status())["user_id"]
-        bob = (await b.status())["user_id"]
-        room = await open_conversation(a, bob)
-        await b.client.call("POST", "/v1/conversation", {"recipient_id": alice})
+        room, bob = await _talking(a, b)
         async with a.socket() as alice_ws, b.socket() as bob_ws, asyncio.TaskGroup() as group:
             typing = group.create_task(_keep_typing(bob_ws, room))
             seen = await alice_ws.next("typing")
@@ -47,11 +53,7 @@ async def test_typing_that_is_never_ended_lapses_after_the_ttl(tmp_path: Path) -
         home(tmp_path / "a", api=ttl) as a,
         home(tmp_path / "b") as b,
     ):
-        await link(a, b)
-        alice = (await a.status())["user_id"]
-        bob = (await b.status())["user_id"]
-        room = await open_conversation(a, bob)
-        await b.client.call("POST", "/v1/conversation", {"recipient_id": alice})
+        room, bob = await _talking(a, b)
         async with a.socket() as alice_ws, b.socket() as bob_ws, asyncio.TaskGroup() as group:
             typing = group.create_task(_keep_typing(bob_ws, room))
             await alice_ws.next("typing", lambda f: f["active"] is True)
