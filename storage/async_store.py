@@ -10,8 +10,9 @@ A batch commits on the event loop's own thread. The writer's Python work holds t
 way, so a writer thread would only buy overlap during the fsync, and on this 2-core machine the
 two thread hand-offs per batch cost more than that (measured: `bench api` same-node p50 and
 msgs/s, `bench delivery` p50 all improved with inline commits). Work whose cost grows with what
-is stored (`run_long`: deleting a conversation, a media blob, a history hand-over) commits on
-the writer thread instead, in a batch of its own order, so the loop keeps its slices of the GIL.
+is stored (`run_long`: a media blob, a room's history handed to a new member, a sync plan, the
+directory at start) commits on the writer thread instead, so the loop keeps its slices of the
+GIL meanwhile; the writes queued after it wait their turn as always.
 
 Reads (`read`) run on a reader thread in a snapshot of what is committed, so a page of history
 never waits behind a long write; `read_inline` runs a small read on the loop's thread, where a
