@@ -9,14 +9,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Final
 
+from hearthmesh.node.clock import Clock
 from hearthmesh.node.directory import HomeDirectory
 from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.libp2p_host import P2PHost
 from hearthmesh.node.p2p_errors import StreamClosed
+from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.node.rooms import RoomRegistry
 from hearthmesh.protocol.delivery import ProtocolErrorFrame, encode_error
-from hearthmesh.protocol.errors import NotAuthorized, RemoteProtocolError, error_for_code
+from hearthmesh.protocol.errors import (
+    NotAuthorized,
+    RateLimited,
+    RemoteProtocolError,
+    error_for_code,
+)
 from hearthmesh.protocol.fetch import (
     FETCH_PROTOCOL,
     FetchAnswer,
@@ -34,6 +42,10 @@ __all__ = ["FetchService"]
 
 log = logging.getLogger(__name__)
 
+REQUESTS_PER_S: Final = 10
+REQUESTS_BURST: Final = 50
+"""Fetch requests a peer may make (SPEC §26.3.1): a burst of gaps at once, then 10 a second."""
+
 
 class FetchService:
     """Serves fetch requests (`serve`) and asks peers (`fetch`)."""
@@ -48,7 +60,9 @@ class FetchService:
         is_sibling: Callable[[str], bool],
         certificate_of: Callable[[DeviceId], bytes | None],
         on_refused: Callable[[str, RemoteProtocolError], None],
+        clock: Clock,
     ) -> None:
+        self._limits = RateLimiter(REQUESTS_PER_S, REQUESTS_BURST, clock)
         self._host = host
         self._store = store
         self._rooms = rooms
@@ -79,7 +93,10 @@ class FetchService:
         """Answer one request, or refuse it with an ERROR frame of its code."""
         peer = stream.remote_peer
         try:
-            request = decode_request(await stream.read_frame())
+            frame = await stream.read_frame()
+            if not self._limits.take(peer):
+                raise RateLimited(f"more than {REQUESTS_PER_S} fetch requests a second")
+            request = decode_request(frame)
             events = await self._store.run(self._answer, self._store.store, peer, request)
         except StreamClosed:
             return

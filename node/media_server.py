@@ -14,12 +14,15 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
+from hearthmesh.node.clock import Clock
 from hearthmesh.node.directory import HomeDirectory
 from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.p2p_errors import StreamClosed
+from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol.errors import (
     NotAuthorized,
     NotFound,
+    RateLimited,
     RemoteProtocolError,
     StorageError,
     TooLarge,
@@ -40,6 +43,9 @@ log = logging.getLogger(__name__)
 
 FRAMES_PER_WRITE: Final = 4
 """Chunks written in one bridge hop (1 MiB): few hops, bounded bytes in flight per write."""
+REQUESTS_PER_S: Final = 2
+REQUESTS_BURST: Final = 20
+"""Media requests a peer may make (SPEC §25.3.3): a chat's images at once, then 2 a second."""
 
 
 class MediaServer:
@@ -52,8 +58,10 @@ class MediaServer:
         directory: HomeDirectory,
         own_homes: Callable[[], frozenset[str]],
         on_refused: Callable[[str, RemoteProtocolError], None],
+        clock: Clock,
     ) -> None:
         self._store = store
+        self._limits = RateLimiter(REQUESTS_PER_S, REQUESTS_BURST, clock)
         self._directory = directory
         self._own_homes = own_homes
         self._on_refused = on_refused
@@ -71,6 +79,8 @@ class MediaServer:
             self._note_refusal(stream.remote_peer, exc)
             return
         try:
+            if not self._limits.take(stream.remote_peer):
+                raise RateLimited(f"more than {REQUESTS_PER_S} media requests a second")
             digest = decode_request(request)
             frames = answer_frames(await self._blob_for(stream.remote_peer, digest))
         except RemoteProtocolError as exc:

@@ -279,6 +279,7 @@ class Node:
             directory=self._directory,
             own_homes=lambda: self._homes.sibling_peers,
             on_refused=self._standing.refused,
+            clock=self._clock,
         )
         self._host.set_stream_handler(MEDIA_PROTOCOL, media_server.serve)
         self.media = MediaFetcher(
@@ -299,6 +300,7 @@ class Node:
             is_sibling=lambda peer: peer in self._homes.sibling_peers,
             certificate_of=self._certificate_of,
             on_refused=self._standing.refused,
+            clock=self._clock,
         )
         self._host.set_stream_handler(FETCH_PROTOCOL, self._fetch.serve)
         self._gaps = GapFetcher(

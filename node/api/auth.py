@@ -10,7 +10,6 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Final
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -18,54 +17,14 @@ from aiohttp.typedefs import Middleware
 from hearthmesh.node.api.config import LOOPBACK_HOSTS, ApiConfig
 from hearthmesh.node.api.errors import ApiError, error_response
 from hearthmesh.node.clock import Clock
+from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol.errors import ErrorCode, HearthError
 
-__all__ = ["RateLimiter", "TokenBucket", "check_origin", "make_guard"]
+__all__ = ["check_origin", "make_guard"]
 
 log = logging.getLogger(__name__)
 
-_MAX_TRACKED_CLIENTS: Final = 4096
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class TokenBucket:
-    """`rate_per_s` tokens a second, at most `burst` saved up; time comes from a Clock."""
-
-    def __init__(self, rate_per_s: float, burst: int, clock: Clock) -> None:
-        self._rate_per_ms = rate_per_s / 1000
-        self._burst = float(burst)
-        self._clock = clock
-        self._tokens = float(burst)
-        self._last_ms = clock.now_ms()
-
-    def take(self) -> bool:
-        """Spend one token; False when none is left (the caller refuses the request)."""
-        now = self._clock.now_ms()
-        elapsed = max(0, now - self._last_ms)
-        self._last_ms = now
-        self._tokens = min(self._burst, self._tokens + elapsed * self._rate_per_ms)
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-
-class RateLimiter:
-    """One bucket per client address, bounded: the least recently added is forgotten."""
-
-    def __init__(self, rate_per_s: float, burst: int, clock: Clock) -> None:
-        self._rate = rate_per_s
-        self._burst = burst
-        self._clock = clock
-        self._buckets: dict[str, TokenBucket] = {}
-
-    def take(self, client: str) -> bool:
-        bucket = self._buckets.get(client)
-        if bucket is None:
-            if len(self._buckets) >= _MAX_TRACKED_CLIENTS:
-                del self._buckets[next(iter(self._buckets))]
-            bucket = self._buckets[client] = TokenBucket(self._rate, self._burst, self._clock)
-        return bucket.take()
 
 
 def _host_name(host_header: str) -> str:

@@ -16,11 +16,11 @@ from typing import Any, Final
 
 from aiohttp import WSMsgType, web
 
-from hearthmesh.node.api.auth import TokenBucket
 from hearthmesh.node.api.errors import error_body, error_response
 from hearthmesh.node.api.feed import dumps
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService, ClientSession
 from hearthmesh.node.api.views import hlc_view
+from hearthmesh.node.rate_limit import TokenBucket
 from hearthmesh.protocol.client_api import (
     Ack,
     ClientCommand,

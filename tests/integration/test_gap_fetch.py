@@ -10,6 +10,7 @@ import pytest
 
 from hearthmesh.node.clock import SystemClock
 from hearthmesh.node.events import MessageReceived, NodeEvent
+from hearthmesh.node.fetch import REQUESTS_BURST, REQUESTS_PER_S
 from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost
 from hearthmesh.protocol.canonical import encode_canonical
@@ -22,7 +23,7 @@ from hearthmesh.protocol.delivery import (
     decode_frame,
     encode_deliver,
 )
-from hearthmesh.protocol.envelope import Envelope, Kind, seal
+from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
 from hearthmesh.protocol.errors import ErrorCode
 from hearthmesh.protocol.fetch import (
     FETCH_PROTOCOL,
@@ -157,6 +158,42 @@ async def test_fetch_requests_from_outside_the_room_or_malformed_are_refused(
                 await stream.write_frame(frame)
                 refusal = decode_answer(await stream.read_frame())
             assert isinstance(refusal, ProtocolErrorFrame) and refusal.code == code
+
+
+async def test_a_peer_asking_faster_than_its_limit_is_refused_with_rate_limited(
+    make_node: NodeFactory,
+) -> None:
+    """SPEC §26.3.1: past its burst a peer's requests get RATE_LIMITED, and then, once its
+    bucket refills, answers again."""
+    async with (
+        asyncio.timeout(30),
+        make_node("bob", standing=CATALOGUE_STANDING) as bob,
+        P2PHost(HostConfig(identity_seed=os.urandom(32))) as mallory,
+    ):
+        await mallory.connect(bob.listen_addrs[0])
+        asked = FetchRequest(
+            room=RoomId(os.urandom(32)),
+            sender_device=DeviceId(os.urandom(32)),
+            first_seq=1,
+            last_seq=1,
+        )
+
+        async def ask() -> int:
+            async with await mallory.open_stream(bob.peer_id, FETCH_PROTOCOL) as stream:
+                await stream.write_frame(encode_request(asked))
+                refusal = decode_answer(await stream.read_frame())
+            assert isinstance(refusal, ProtocolErrorFrame)
+            return refusal.code
+
+        codes = [await ask() for _ in range(REQUESTS_BURST)]
+        assert set(codes) == {ErrorCode.NOT_AUTHORIZED}  # the burst is served (and refused)
+        while (code := await ask()) != ErrorCode.RATE_LIMITED:
+            assert code == ErrorCode.NOT_AUTHORIZED
+            codes.append(code)
+        assert len(codes) < REQUESTS_BURST * 2  # a refill of 10 a second, not unlimited
+        await asyncio.sleep(2 / REQUESTS_PER_S)
+        assert await ask() == ErrorCode.NOT_AUTHORIZED
+        assert mallory.peer_id in bob.connected_peers()  # refused, not banned
 
 
 async def test_a_tampered_answer_is_discarded_and_the_gap_is_asked_for_again(

@@ -15,6 +15,7 @@ import pytest
 from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost
 from hearthmesh.node.media_fetch import PeerShunned
+from hearthmesh.node.media_server import REQUESTS_BURST as MEDIA_REQUESTS_BURST
 from hearthmesh.node.p2p_errors import StreamClosed
 from hearthmesh.protocol.canonical import encode_canonical
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
@@ -33,7 +34,7 @@ from hearthmesh.protocol.media import (
 from hearthmesh.storage.api import MediaReference
 
 from .api_helpers import TOKEN, Home, home, link, open_conversation
-from .conftest import CATALOGUE_STANDING, wait_until
+from .conftest import CATALOGUE_STANDING, NodeFactory, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +204,30 @@ async def test_media_never_runs_as_a_page_on_the_api_origin(tmp_path: Path) -> N
                 assert ("attachment" in response.headers.get("Content-Disposition", "")) is (
                     attachment
                 )
+
+
+async def test_a_peer_asking_faster_than_its_limit_is_refused_with_rate_limited(
+    make_node: NodeFactory,
+) -> None:
+    """SPEC §25.3.3: past its burst a peer's media requests get RATE_LIMITED, not served."""
+    async with (
+        asyncio.timeout(30),
+        make_node("alice", standing=CATALOGUE_STANDING) as alice,
+        P2PHost(HostConfig(identity_seed=os.urandom(32))) as mallory,
+    ):
+        await mallory.connect(alice.listen_addrs[0])
+        request = encode_request(hashlib.sha256(b"nothing").digest())
+
+        async def ask() -> int:
+            answer, stream = await _ask(mallory, alice.peer_id, request)
+            await stream.close()
+            assert isinstance(answer, ProtocolErrorFrame)
+            return answer.code
+
+        codes = [await ask() for _ in range(MEDIA_REQUESTS_BURST)]
+        assert set(codes) == {ErrorCode.NOT_FOUND}  # the burst is answered
+        while (code := await ask()) != ErrorCode.RATE_LIMITED:
+            assert code == ErrorCode.NOT_FOUND
+            codes.append(code)
+        assert len(codes) < MEDIA_REQUESTS_BURST * 2  # a refill of 2 a second, not unlimited
+        assert mallory.peer_id in alice.connected_peers()  # refused, not banned
