@@ -234,6 +234,7 @@ class Node:
             interval_ms=self.config.presence_interval_ms,
             ttl_ms=self.config.presence_ttl_ms,
             share=self.config.share_presence,
+            certificates=self._receiver.certificates,
         )
         self._homes = OwnHomes(
             keyring=self.keyring,

@@ -20,6 +20,7 @@ from hearthmesh.node.keyring import Keyring
 from hearthmesh.node.libp2p_host import P2PHost
 from hearthmesh.node.p2p_errors import P2PError
 from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
+from hearthmesh.protocol.certificate_cache import VerifiedCertificates
 from hearthmesh.protocol.envelope import Kind, RoomId, seal
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.gossip import (
@@ -58,7 +59,9 @@ class PresenceService:
         interval_ms: int,
         ttl_ms: int,
         share: bool,
+        certificates: VerifiedCertificates,
     ) -> None:
+        self._certificates = certificates
         self._host = host
         self._store = store
         self._directory = directory
@@ -91,7 +94,9 @@ class PresenceService:
         Raises:
             RemoteProtocolError: not a verified presence announcement.
         """
-        item = decode_gossip(message.data, now_ms=self._clock.now_ms())
+        item = decode_gossip(
+            message.data, now_ms=self._clock.now_ms(), certificates=self._certificates
+        )
         decode_presence(item.envelope, now_ms=self._clock.now_ms())
 
     async def announce(self, status: PresenceStatus = PresenceStatus.ONLINE) -> None:
@@ -123,7 +128,7 @@ class PresenceService:
 
     async def _take(self, data: bytes) -> None:
         now = self._clock.now_ms()
-        item = decode_gossip(data, now_ms=now)
+        item = decode_gossip(data, now_ms=now, certificates=self._certificates)
         presence = decode_presence(item.envelope, now_ms=now)
         user = item.envelope.sender_user
         if user == self._keyring.user_id:

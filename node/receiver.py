@@ -20,6 +20,7 @@ from hearthmesh.node.inbox import Arrival, Inbox, StoreOutcome, error_result
 from hearthmesh.node.keyring import Keyring
 from hearthmesh.node.p2p_errors import StreamClosed
 from hearthmesh.node.peer_standing import PeerStanding
+from hearthmesh.protocol.certificate_cache import VerifiedCertificates
 from hearthmesh.protocol.delivery import (
     AckStatus,
     Deliver,
@@ -70,6 +71,8 @@ class Receiver:
         self._standing = standing
         self.rejected_frames = 0
         self._recent = RecentIds()
+        self.certificates = VerifiedCertificates()
+        """Sender certificates verified so far (deliveries and gossip share them)."""
 
     async def serve_deliver(self, stream: FrameStream) -> None:
         """Handle one inbound deliver stream until the peer closes it."""
@@ -105,7 +108,12 @@ class Receiver:
         self, batch: Deliver, *, from_sibling: bool = False
     ) -> list[DeliveryResult]:
         """Verify, merge clocks, store; one result per item, in order."""
-        verified = verify_batch(batch, now_ms=self._clock.now_ms(), known=self._recent.seen)
+        verified = verify_batch(
+            batch,
+            now_ms=self._clock.now_ms(),
+            known=self._recent.seen,
+            certificates=self.certificates,
+        )
         items: list[Arrival | DeliveryResult] = []
         for item, raw in zip(verified, batch.items, strict=True):
             if item.already_stored:

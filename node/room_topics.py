@@ -62,7 +62,9 @@ class RoomTopics:
         Raises:
             RemoteProtocolError: anything else, with the code that says whose fault it is.
         """
-        item = decode_gossip(message.data, now_ms=self._clock.now_ms())
+        item = decode_gossip(
+            message.data, now_ms=self._clock.now_ms(), certificates=self._receiver.certificates
+        )
         if room_topic(item.envelope.room) != message.topic:
             raise MalformedMessage("an envelope of another room on this room's topic")
 

@@ -14,6 +14,7 @@ from enum import IntEnum
 from typing import Final
 
 from .canonical import CborValue, decode_canonical, encode_canonical
+from .certificate_cache import VerifiedCertificates
 from .envelope import MAX_ENVELOPE_BYTES, Envelope, MessageId, load_envelope, verify_envelope
 from .errors import (
     BadCertificate,
@@ -30,7 +31,6 @@ from .identity import (
     DeviceCertificate,
     KeyPair,
     decode_certificate,
-    verify_certificate,
     verify_signature,
 )
 
@@ -284,25 +284,31 @@ def verify_ack(ack: Ack) -> None:
 
 
 def verify_batch(
-    batch: Deliver, *, now_ms: int, known: Callable[[MessageId], bool] = lambda _: False
+    batch: Deliver,
+    *,
+    now_ms: int,
+    known: Callable[[MessageId], bool] = lambda _: False,
+    certificates: VerifiedCertificates | None = None,
 ) -> list[VerifiedItem]:
     """Verify every item: envelope signature, the certificate, and that they name one sender.
 
     Returns one item per batch item, in order. Each item fails alone: one bad envelope never
     spoils the rest of the batch (SPEC §11.2). An item whose message id `known` says is stored
     already comes back `already_stored`, unverified: the id covers every signed byte, so the
-    receiver holds these very contents and needs nothing from this copy.
+    receiver holds these very contents and needs nothing from this copy. `certificates`
+    remembers certificates verified in earlier batches.
     """
-    certificates: dict[int, DeviceCertificate | RemoteProtocolError] = {}
+    seen = certificates or VerifiedCertificates()
+    proofs: dict[int, DeviceCertificate | RemoteProtocolError] = {}
     verified: list[VerifiedItem] = []
     for index, wire in ((i.certificate, i.wire) for i in batch.items):
-        if index not in certificates:
+        if index not in proofs:
             try:
                 cert = decode_certificate(batch.certificates[index])
-                verify_certificate(cert, now_ms=now_ms)
-                certificates[index] = cert
+                seen.verify(cert, now_ms=now_ms)
+                proofs[index] = cert
             except RemoteProtocolError as exc:
-                certificates[index] = exc
+                proofs[index] = exc
         try:
             if len(wire) > MAX_ENVELOPE_BYTES:
                 raise TooLarge(f"envelope of {len(wire)} bytes")
@@ -324,7 +330,7 @@ def verify_batch(
                 VerifiedItem(message_id=UNPARSED_ID, envelope=None, certificate=None, error=exc)
             )
             continue
-        proof = certificates[index]
+        proof = proofs[index]
         error: RemoteProtocolError | None = None
         if isinstance(proof, ClockSkew):
             error = proof  # transient: the receiver defers, the sender retries

@@ -12,10 +12,11 @@ from enum import IntEnum
 from typing import Final
 
 from .canonical import decode_canonical, encode_canonical
+from .certificate_cache import VerifiedCertificates
 from .envelope import MAX_ENVELOPE_BYTES, Envelope, Kind, RoomId, load_envelope, verify_envelope
 from .errors import MalformedMessage, NotAuthorized
 from .home_record import MAX_HOME_RECORD_BYTES, HomeRecord, decode_home_record, verify_home_record
-from .identity import DeviceCertificate, decode_certificate, verify_certificate
+from .identity import DeviceCertificate, decode_certificate
 
 __all__ = [
     "MAX_GOSSIP_BYTES",
@@ -77,15 +78,18 @@ def load_gossip(data: bytes) -> GossipItem:
     return GossipItem(certificate=certificate, envelope=envelope)
 
 
-def decode_gossip(data: bytes, *, now_ms: int) -> GossipItem:
-    """Parse and verify a gossip payload: the envelope's signature and its sender's certificate.
+def decode_gossip(
+    data: bytes, *, now_ms: int, certificates: VerifiedCertificates | None = None
+) -> GossipItem:
+    """Parse and verify a gossip payload: the envelope's signature and its sender's certificate
+    (its signature checked once if `certificates` remembers it).
 
     Raises:
         RemoteProtocolError subclasses: TooLarge, MalformedMessage, BadSignature,
         BadCertificate, NotAuthorized (certificate of another device or user).
     """
     certificate, envelope = _parse_gossip(data)
-    verify_certificate(certificate, now_ms=now_ms)
+    (certificates or VerifiedCertificates()).verify(certificate, now_ms=now_ms)
     verify_envelope(envelope)
     return GossipItem(certificate=certificate, envelope=envelope)
 

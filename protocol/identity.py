@@ -30,6 +30,7 @@ __all__ = [
     "KeyPair",
     "Rng",
     "UserId",
+    "check_certificate_window",
     "decode_certificate",
     "decode_device_id",
     "decode_user_id",
@@ -244,6 +245,16 @@ def verify_certificate(cert: DeviceCertificate, *, now_ms: int) -> None:
         verify_signature(cert.user, cert.signing_bytes(), cert.signature)
     except BadSignature:
         raise BadCertificate("certificate signature does not verify") from None
+    check_certificate_window(cert, now_ms=now_ms)
+
+
+def check_certificate_window(cert: DeviceCertificate, *, now_ms: int) -> None:
+    """The time checks of `verify_certificate` alone (for a certificate verified before).
+
+    Raises:
+        BadCertificate: expired.
+        ClockSkew: created more than MAX_DRIFT_MS after `now_ms`.
+    """
     if cert.created_ms - now_ms > MAX_DRIFT_MS:  # a clock problem, not a forgery: retry later
         raise ClockSkew(f"certificate created {cert.created_ms - now_ms} ms in the future")
     if cert.expires_ms is not None and now_ms >= cert.expires_ms:
