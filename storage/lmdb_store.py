@@ -32,6 +32,7 @@ from .blobs import FileBlobs
 from .history import fill_sender_index_txn
 from .keys import SCHEMA_KEY, SCHEMA_VERSION, Table, pack_u32, unpack_u32
 from .kv import KvTxn, Outcome, T, check_key
+from .media_refs import fill_media_refs_txn
 from .store import KvStore
 
 __all__ = ["DEFAULT_MAP_SIZE_BYTES", "MAX_MAP_SIZE_BYTES", "LmdbEngine", "LmdbStore"]
@@ -397,8 +398,9 @@ class LmdbStore(KvStore):
         root = Path(path)
         self._lmdb = LmdbEngine(root, map_size=map_size)
         super().__init__(self._lmdb, FileBlobs(root / _MEDIA_DIR), relay_quota=relay_quota)
-        try:  # a store written before the by-sender index: fill it once (cheap when full)
+        try:  # a store written before these indexes: fill them once (cheap when full)
             self._lmdb.write(fill_sender_index_txn)
+            self._lmdb.write(fill_media_refs_txn)
         except BaseException:
             self._lmdb.close()
             raise

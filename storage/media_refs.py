@@ -7,15 +7,27 @@ scan on the digest plus the member lists of those few rooms, never a scan of his
 
 from __future__ import annotations
 
-from hearthmesh.protocol.content import media_ref_of
+from typing import Final
+
+from hearthmesh.protocol.content import MEDIA_CONTENT_TYPE, media_ref_of
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.identity import UserId
 
 from .api import MediaReference
-from .keys import ID_BYTES, Table, media_ref_key, pack_u64, prefix_end, unpack_u64
+from .directory import setting_key
+from .history import stored_event
+from .keys import ID_BYTES, KEY_END, Table, media_ref_key, pack_u64, prefix_end, unpack_u64
 from .kv import KvTxn
 
-__all__ = ["media_references_txn", "note_media_txn"]
+__all__ = [
+    "MEDIA_REFS_FILLED_SETTING",
+    "fill_media_refs_txn",
+    "media_references_txn",
+    "note_media_txn",
+]
+
+MEDIA_REFS_FILLED_SETTING: Final = "storage.media_refs_filled"
+"""Set once the history written before the index existed has been indexed."""
 
 
 def note_media_txn(txn: KvTxn, envelope: Envelope) -> None:
@@ -39,3 +51,26 @@ def media_references_txn(txn: KvTxn, digest: bytes) -> list[MediaReference]:
             )
         )
     return found
+
+
+def fill_media_refs_txn(txn: KvTxn) -> int:
+    """Index the media references of events stored before the index existed, once per store.
+
+    Returns how many events referencing media were indexed.
+    """
+    done = setting_key(MEDIA_REFS_FILLED_SETTING)
+    if txn.get(Table.SETTINGS, done) is not None:
+        return 0
+    marker = MEDIA_CONTENT_TYPE.encode()
+    media = [  # the content type's bytes sit in the wire: only those events are parsed
+        stored_event(key, value).envelope
+        for key, value in txn.scan(Table.HISTORY, b"", KEY_END)
+        if marker in value
+    ]
+    indexed = 0
+    for envelope in media:  # written after the scan: never mutate under a cursor
+        if media_ref_of(envelope) is not None:
+            note_media_txn(txn, envelope)
+            indexed += 1
+    txn.put(Table.SETTINGS, done, b"1")
+    return indexed

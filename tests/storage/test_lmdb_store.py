@@ -7,10 +7,13 @@ from pathlib import Path
 import lmdb
 import pytest
 
+from hearthmesh.protocol.content import MEDIA_CONTENT_TYPE, MediaRef, encode_media
 from hearthmesh.protocol.errors import StorageError
 from hearthmesh.storage.api import AppendRequest, AppendResult, Direction
+from hearthmesh.storage.directory import setting_key
 from hearthmesh.storage.keys import SCHEMA_KEY, Table, pack_u32
 from hearthmesh.storage.lmdb_store import LmdbStore
+from hearthmesh.storage.media_refs import MEDIA_REFS_FILLED_SETTING
 
 from .helpers import ROOM_A, ROOM_B, make_envelope
 
@@ -103,6 +106,26 @@ def test_a_store_from_before_the_by_sender_index_is_indexed_when_opened(tmp_path
     with LmdbStore(path) as store:
         found = store.sender_events(ROOM_A, events[0].sender_device, 1, 3)
         assert [e.envelope.message_id for e in found] == [e.message_id for e in events]
+
+
+def test_a_store_from_before_the_media_index_is_indexed_once_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    picture = MediaRef(type="image", digest=b"\x01" * 32, content_type="image/png", size=7)
+    shared = make_envelope(body=encode_media(picture), content_type=MEDIA_CONTENT_TYPE)
+    with LmdbStore(path) as store:
+        store.append_many(
+            [AppendRequest(envelope=shared), AppendRequest(envelope=make_envelope(seq=2))]
+        )
+    env = lmdb.open(str(path), max_dbs=len(Table))
+    with env.begin(write=True) as txn:  # as an older build left it: history, no media index
+        txn.drop(env.open_db(Table.MEDIA_REFS.value, txn=txn), delete=False)
+        settings = env.open_db(Table.SETTINGS.value, txn=txn)
+        assert txn.delete(setting_key(MEDIA_REFS_FILLED_SETTING), db=settings)
+    env.close()
+    with LmdbStore(path) as store:
+        [found] = store.media_references(picture.digest)
+        assert (found.room, found.size, found.content_type) == (ROOM_A, 7, "image/png")
+        assert store.get_setting(MEDIA_REFS_FILLED_SETTING) == b"1"  # never scanned again
 
 
 def test_an_undecodable_value_names_its_key_and_the_rest_stays_readable(tmp_path: Path) -> None:
