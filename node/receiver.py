@@ -108,10 +108,13 @@ class Receiver:
         self, batch: Deliver, *, from_sibling: bool = False
     ) -> list[DeliveryResult]:
         """Verify, merge clocks, store; one result per item, in order."""
+        # "Stored lately" answers DUPLICATE only for our user: a copy addressed to another
+        # user is for us to relay even if we hold our own (a member of the same room).
+        ours = all(item.recipient == self._keyring.user_id for item in batch.items)
         verified = verify_batch(
             batch,
             now_ms=self._clock.now_ms(),
-            known=self._recent.seen,
+            known=self._recent.seen if ours else _nothing_known,
             certificates=self.certificates,
         )
         items: list[Arrival | DeliveryResult] = []
@@ -177,6 +180,10 @@ class Receiver:
             if envelope.kind is not Kind.PRIVATE:  # our own bookkeeping, not a message
                 self._emit(MessageReceived(envelope=envelope))
         self._on_outcome(outcome)
+
+
+def _nothing_known(_: bytes) -> bool:
+    return False
 
 
 class RecentIds:

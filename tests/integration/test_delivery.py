@@ -20,6 +20,7 @@ from .conftest import (
     wait_until,
     wait_until_async,
 )
+from .test_gap_fetch import next_messages
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +108,25 @@ async def test_relay_quota_keeps_outbox(make_node: NodeFactory) -> None:
                 received = await arriving
                 assert [e.envelope.message_id for e in received] == [e.message_id for e in sent]
                 await wait_until(lambda: alice.outbox_delivered == len(sent))
+
+
+async def test_a_relay_that_is_a_member_too_holds_the_copy_for_the_absent_member(
+    make_node: NodeFactory,
+) -> None:
+    """Carol's node stores alice's group messages as a member and must still hold bob's copies
+    as his relay (not answer DUPLICATE): bob gets them from carol after alice has gone."""
+    async with asyncio.timeout(40), make_node("carol") as carol:
+        async with make_node("bob") as bob:
+            bob_id, bob_record = bob.user_id, bob.home_record()
+        async with make_node("alice") as alice:
+            await alice.connect(carol.listen_addrs[0])
+            await alice.learn_home_record(bob_record)
+            room = await alice.create_group("trip", [bob_id, carol.user_id])
+            sent = [await alice.send(room, f"g{i}".encode()) for i in range(5)]
+            await wait_until(lambda: alice.outbox_delivered >= len(sent))  # carol's copies
+            await wait_until_async(lambda: carol.relay_held(bob_id), len(sent))
+        async with make_node("bob") as bob:
+            arriving = asyncio.create_task(next_messages(bob.events(), len(sent)))
+            await bob.connect(carol.listen_addrs[0])
+            received = await arriving
+            assert [e.message_id for e in received] == [e.message_id for e in sent]
