@@ -3,8 +3,11 @@
 It takes due outbox entries (leased, so a crash hands them out again), sends them in batches
 to each recipient's home node and retries with backoff until that node's signed ack says
 stored. When no home node is reachable, a connected peer relays the batch (store-and-forward),
-but only the home node's ack ends a delivery (SPEC §11.4): the entry stays in the outbox and
-is retried until then. One batch per destination is in flight at a time.
+but only the home node's ack ends a delivery (SPEC §11.4): the entry stays in the outbox. A
+destination found unreachable is down (node/outages.py): its entries are parked in the store
+(new ones relayed first), and one probe batch tries it again after its backoff, or at once
+when one of its homes connects (SPEC §11.5.2). One batch per destination is in flight at a
+time.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from hearthmesh.node.directory import HomeDirectory
 from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.keyring import Keyring
 from hearthmesh.node.libp2p_host import P2PHost
+from hearthmesh.node.outages import Outages
 from hearthmesh.node.p2p_errors import P2PError
 from hearthmesh.node.peer_link import DeliveryFailed, PeerLinks, build_batch
 from hearthmesh.protocol.backoff import next_attempt_ms
@@ -43,6 +47,8 @@ SETTLE_EVERY_MS: Final = 50
 """How often acked entries leave the stored outbox (one transaction for all of them)."""
 """An entry handed out but never settled (a crash) comes due again after this long."""
 _RELAYS_TRIED: Final = 2
+_ALL: Final = 1 << 40
+"""`unpark` limit meaning every entry."""
 
 
 class OutboxWorker:
@@ -75,6 +81,7 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._queued: dict[bytes, list[OutboxEntry]] = {}
         self._group: asyncio.TaskGroup | None = None
+        self._outages = Outages(clock=clock, rng=rng)
         self._settled: dict[bytes, list[MessageId]] = {}
         """Acked entries by destination, not yet removed from the stored outbox."""
         """Entries taken for each destination whose delivery task is running."""
@@ -84,6 +91,18 @@ class OutboxWorker:
     def wake(self) -> None:
         """New entries are due: look now rather than at the next poll."""
         self._wake.set()
+
+    def revive(self, peer_id: str) -> None:
+        """`peer_id` connected: a destination down that it is a home of is probed at once."""
+
+        def homed_at(destination: bytes) -> bool:
+            sibling = destination_peer(destination)
+            if sibling is not None:
+                return sibling == peer_id
+            return peer_id in self._directory.homes(UserId(destination))
+
+        if self._outages.revive(homed_at):
+            self.wake()
 
     def submit(self, envelope: Envelope, destinations: tuple[bytes, ...]) -> None:
         """Deliver a just-stored envelope now, without a trip through the store.
@@ -141,8 +160,11 @@ class OutboxWorker:
         async with asyncio.TaskGroup() as group:
             self._group = group
             group.create_task(self._write_settled())
+            store = self._store
+            self._outages.restored(await store.read(store.store.parked_destinations))
             while True:
                 self._wake.clear()
+                await self._start_probes()
                 if sum(map(len, self._queued.values())) >= MAX_QUEUED_ENTRIES:
                     # Enough in hand: taking more would lease entries we cannot send before
                     # their lease runs out, and they would be handed out (and sent) twice.
@@ -163,6 +185,18 @@ class OutboxWorker:
                         async with asyncio.timeout(self._poll_s):
                             await self._wake.wait()
 
+    async def _start_probes(self) -> None:
+        """Put one batch of each down destination whose time has come back in the queue."""
+        for destination in self._outages.due_probes():
+            back = await self._store.run(
+                self._store.store.unpark,
+                destination,
+                now_ms=self._clock.now_ms(),
+                limit=BATCH_ENTRIES,
+            )
+            if not back:
+                self._outages.forget(destination)  # nothing waits for it any more
+
     async def _serve(self, destination: bytes) -> None:
         """Deliver everything queued for one destination, one batch at a time."""
         queued = self._queued[destination]
@@ -178,7 +212,9 @@ class OutboxWorker:
                     await self._retry(destination, left, "no certificate for the sender device")
                     continue
                 queued[:0] = left  # over the byte budget: first in the next batch
-                if sibling is None:
+                if self._outages.parking(destination):
+                    await self._park_while_down(destination, recipient, certs, items, carried)
+                elif sibling is None:
                     await self._deliver(recipient, certs, items, carried)
                 else:
                     await self._deliver_to_node(destination, sibling, certs, items, carried)
@@ -202,7 +238,7 @@ class OutboxWorker:
         if not homes and await self._find_home(recipient):
             homes = self._directory.homes(recipient)
         if not homes:
-            await self._retry(recipient, entries, "no home record for the recipient")
+            await self._unreachable(recipient, entries, "no home record for the recipient")
             return
         errors: list[str] = []
         for home in homes:
@@ -215,7 +251,7 @@ class OutboxWorker:
             await self._settle(recipient, recipient, home, ack, entries)
             return
         relayed = await self._relay(recipient, homes, certs, items)
-        await self._retry(recipient, entries, "; ".join([*errors, relayed])[:200])
+        await self._unreachable(recipient, entries, "; ".join([*errors, relayed])[:200])
 
     async def _deliver_to_node(
         self,
@@ -230,7 +266,7 @@ class OutboxWorker:
             await self._links.reach(peer_id, self._directory.addresses(self._keyring.user_id))
             ack = await self._links.deliver(peer_id, certs, items)
         except (DeliveryFailed, P2PError) as exc:
-            await self._retry(destination, entries, str(exc)[:200])
+            await self._unreachable(destination, entries, str(exc)[:200])
             return
         await self._settle(destination, self._keyring.user_id, peer_id, ack, entries)
 
@@ -275,6 +311,10 @@ class OutboxWorker:
                 done.append(entry.message_id)
             else:
                 again.append(entry)
+        if self._outages.reached(destination):
+            log.info("%s reachable again: delivering what was parked", _name(destination))
+            if self._group is not None:
+                self._group.create_task(self._unpark_all(destination))
         for message_id in done:  # the signed ack is the fact; our outbox row is bookkeeping
             self._emit(DeliveredToHome(message_id=message_id, recipient=recipient, peer_id=home))
         self._settled.setdefault(destination, []).extend(done)  # written by _write_settled
@@ -282,10 +322,47 @@ class OutboxWorker:
         if again:
             await self._retry(destination, again, f"deferred by {home[-8:]}")
 
+    async def _unreachable(
+        self, destination: bytes, entries: list[OutboxEntry], error: str
+    ) -> None:
+        """No home took the batch: the destination is down and its entries wait parked."""
+        if self._outages.failed(destination):
+            log.info("%s unreachable (%s): parking its deliveries", _name(destination), error)
+        await self._park(destination, entries)
+
+    async def _park_while_down(
+        self,
+        destination: bytes,
+        recipient: UserId,
+        certs: list[bytes],
+        items: list[BatchItem],
+        entries: list[OutboxEntry],
+    ) -> None:
+        """A batch for a destination that is down: relayed (a user's), then parked."""
+        if destination_peer(destination) is None:
+            await self._relay(recipient, self._directory.homes(recipient), certs, items)
+        await self._park(destination, entries)
+
+    async def _unpark_all(self, destination: bytes) -> None:
+        """Everything parked for a destination that is back: due now, in order, in one go."""
+        store = self._store
+        now_ms = self._clock.now_ms()
+        if await store.run_long(store.store.unpark, destination, now_ms=now_ms, limit=_ALL):
+            self.wake()
+
+    async def _park(self, destination: bytes, entries: list[OutboxEntry]) -> None:
+        ids = [entry.message_id for entry in entries]
+        await self._store.run(self._store.store.park_many, destination, ids)
+
     async def _retry(self, destination: bytes, entries: list[OutboxEntry], error: str) -> None:
         now = self._clock.now_ms()
         plan = [(e.message_id, next_attempt_ms(e.attempts, now, self._rng)) for e in entries]
         await self._store.run(self._store.store.reschedule_many, destination, plan, error=error)
+
+
+def _name(destination: bytes) -> str:
+    sibling = destination_peer(destination)
+    return f"our home {sibling[-8:]}" if sibling else f"home of {destination.hex()[:12]}"
 
 
 def _ack_all(store: Store, settled: dict[bytes, list[MessageId]]) -> None:

@@ -525,6 +525,7 @@ class Node:
     async def _meet(self, peer_id: str) -> None:
         """Once per connection (SPEC §13.3): hello, and what a new peer makes worth doing."""
         await self._hello.hello(peer_id)
+        self._outbox.revive(peer_id)  # a home we were waiting for may have come back
         if not self._published and self._host.connected_peers() == [peer_id]:
             # Our first peer (mDNS, or one that dialled us): the DHT has a member now. Later and
             # spread out, so a burst of new peers does not become a burst of DHT puts.

@@ -433,6 +433,19 @@ class Outbox(Protocol):
         """`reschedule` (message id, next attempt) pairs in one transaction."""
         ...
 
+    def park_many(self, destination: bytes, message_ids: Sequence[bytes]) -> int:
+        """Take a down destination's entries out of the due queue, in order (SPEC §11.5.2);
+        ack and reschedule still find them. Returns how many were parked."""
+        ...
+
+    def unpark(self, destination: bytes, *, now_ms: int, limit: int) -> int:
+        """Put up to `limit` parked entries, oldest first, back in the queue, due now."""
+        ...
+
+    def parked_destinations(self) -> list[bytes]:
+        """Destinations with parked entries (after a restart: who to try again)."""
+        ...
+
 
 class RelayInbox(Protocol):
     """Store-and-forward of other users' envelopes, within quotas."""

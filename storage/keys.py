@@ -30,6 +30,7 @@ __all__ = [
     "contact_key",
     "conversation_key",
     "decode_activity_key",
+    "decode_outbox_parked_key",
     "decode_outbox_queue_key",
     "decode_relay_expiry_key",
     "decode_slot",
@@ -39,6 +40,7 @@ __all__ = [
     "media_ref_key",
     "member_key",
     "outbox_message_key",
+    "outbox_parked_key",
     "outbox_queue_key",
     "pack_u32",
     "pack_u64",
@@ -94,7 +96,11 @@ class Table(Enum):
     OUTBOX_QUEUE = b"outbox.queue"
     """next_attempt_ms u64 | len u8 | destination | message id -> attempts u32 | error utf-8."""
     OUTBOX_BY_MESSAGE = b"outbox.by_message"
-    """message id | len u8 | destination -> next_attempt_ms u64 (finds the queue key)."""
+    """message id | len u8 | destination -> next_attempt_ms u64, + b"p" when parked (finds the
+    entry's key)."""
+    OUTBOX_PARKED = b"outbox.parked"
+    """len u8 | destination | queued_ms u64 | message id -> attempts u32 | error utf-8: entries
+    of a destination that is down, out of the due queue until it is tried again."""
     RELAY_MESSAGES = b"relay.messages"
     """recipient | arrival u64 -> expires_ms u64 | message id | envelope wire bytes."""
     RELAY_IDS = b"relay.ids"
@@ -235,6 +241,17 @@ def decode_outbox_queue_key(key: bytes) -> tuple[int, bytes, bytes]:
     """(next_attempt_ms, destination, message id) of an outbox queue key."""
     length = key[8]
     return unpack_u64(key[:8]), key[9 : 9 + length], key[9 + length :]
+
+
+def outbox_parked_key(destination: bytes, queued_ms: int, message_id: bytes) -> bytes:
+    """len | destination | queued_ms | message id: a destination's parked entries in order."""
+    return _peer(destination) + pack_u64(queued_ms) + message_id
+
+
+def decode_outbox_parked_key(key: bytes) -> tuple[bytes, int, bytes]:
+    """(destination, queued_ms, message id) of a parked outbox key."""
+    end = 1 + key[0]
+    return key[1:end], unpack_u64(key[end : end + 8]), key[end + 8 :]
 
 
 def outbox_message_key(message_id: bytes, destination: bytes) -> bytes:

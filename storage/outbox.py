@@ -2,12 +2,17 @@
 
 `outbox.queue` is keyed by next attempt time first, so due entries are a prefix scan;
 `outbox.by_message` (message id | destination -> next attempt time) finds an entry's queue key
-for ack / reschedule and tells purge which events are still needed.
+for ack / reschedule and tells purge which events are still needed. The entries of a
+destination that is down are parked in `outbox.parked` (SPEC §11.5.2): out of the due queue,
+in their order, until the destination is tried again; so a long outage costs nothing per entry
+between tries.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from typing import Final
 
 from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.protocol.errors import LocalProtocolError
@@ -15,11 +20,16 @@ from hearthmesh.protocol.errors import LocalProtocolError
 from .api import OutboxEntry
 from .keys import (
     ID_BYTES,
+    KEY_END,
     Table,
+    decode_outbox_parked_key,
     decode_outbox_queue_key,
     outbox_message_key,
+    outbox_parked_key,
     outbox_queue_key,
     pack_u64,
+    peer_prefix,
+    prefix_end,
     unpack_u64,
 )
 from .kv import KvTxn
@@ -30,10 +40,16 @@ __all__ = [
     "ack_txn",
     "enqueue_many_txn",
     "enqueue_txn",
+    "park_many_txn",
+    "parked_destinations_txn",
     "reschedule_many_txn",
     "reschedule_txn",
     "take_due_txn",
+    "unpark_txn",
 ]
+
+_PARKED: Final = b"p"
+"""Suffix of an `outbox.by_message` value whose entry is parked."""
 
 
 def enqueue_txn(txn: KvTxn, destination: bytes, message_id: bytes, next_attempt_ms: int) -> bool:
@@ -106,17 +122,36 @@ def take_due_txn(txn: KvTxn, now_ms: int, limit: int, lease_ms: int) -> list[Out
     return entries
 
 
-def _queue_key_txn(txn: KvTxn, destination: bytes, message_id: bytes) -> bytes | None:
+def _locate_txn(txn: KvTxn, destination: bytes, message_id: bytes) -> tuple[Table, bytes] | None:
+    """The table and key of a pending entry (queued or parked), None if there is none."""
     at = txn.get(Table.OUTBOX_BY_MESSAGE, outbox_message_key(message_id, destination))
-    return None if at is None else outbox_queue_key(unpack_u64(at), destination, message_id)
+    if at is None:
+        return None
+    when = unpack_u64(at[:8])
+    if at[8:] == _PARKED:
+        return Table.OUTBOX_PARKED, outbox_parked_key(destination, when, message_id)
+    return Table.OUTBOX_QUEUE, outbox_queue_key(when, destination, message_id)
+
+
+def _move_txn(
+    txn: KvTxn, destination: bytes, message_id: bytes, to: Table, when: int, value: bytes
+) -> None:
+    """Write a pending entry (its old key already deleted) into `to` at time `when`."""
+    if to is Table.OUTBOX_PARKED:
+        txn.put(to, outbox_parked_key(destination, when, message_id), value)
+        at = pack_u64(when) + _PARKED
+    else:
+        txn.put(to, outbox_queue_key(when, destination, message_id), value)
+        at = pack_u64(when)
+    txn.put(Table.OUTBOX_BY_MESSAGE, outbox_message_key(message_id, destination), at)
 
 
 def ack_txn(txn: KvTxn, destination: bytes, message_id: bytes) -> bool:
-    """Remove a delivered entry; False if none was pending."""
-    key = _queue_key_txn(txn, destination, message_id)
-    if key is None:
+    """Remove a delivered entry (queued or parked); False if none was pending."""
+    found = _locate_txn(txn, destination, message_id)
+    if found is None:
         return False
-    txn.delete(Table.OUTBOX_QUEUE, key)
+    txn.delete(*found)
     txn.delete(Table.OUTBOX_BY_MESSAGE, outbox_message_key(message_id, destination))
     return True
 
@@ -124,26 +159,70 @@ def ack_txn(txn: KvTxn, destination: bytes, message_id: bytes) -> bool:
 def reschedule_txn(
     txn: KvTxn, destination: bytes, message_id: bytes, next_attempt_ms: int, error: str | None
 ) -> bool:
-    """Move a pending entry to `next_attempt_ms`, recording `error`; False if none."""
-    key = _queue_key_txn(txn, destination, message_id)
-    if key is None:
+    """Move a pending entry (queued or parked) to `next_attempt_ms`, recording `error`."""
+    found = _locate_txn(txn, destination, message_id)
+    if found is None:
         return False
-    value = txn.get(Table.OUTBOX_QUEUE, key)
+    value = txn.get(*found)
     if value is None:
         raise corrupt(Table.OUTBOX_BY_MESSAGE, message_id, "has no queue entry")
-    attempts, _ = decode_outbox_value(key, value)
-    txn.delete(Table.OUTBOX_QUEUE, key)
-    txn.put(
+    attempts, _ = decode_outbox_value(found[1], value)
+    txn.delete(*found)
+    _move_txn(
+        txn,
+        destination,
+        message_id,
         Table.OUTBOX_QUEUE,
-        outbox_queue_key(next_attempt_ms, destination, message_id),
+        next_attempt_ms,
         encode_outbox_value(attempts, error),
     )
-    txn.put(
-        Table.OUTBOX_BY_MESSAGE,
-        outbox_message_key(message_id, destination),
-        pack_u64(next_attempt_ms),
-    )
     return True
+
+
+def park_many_txn(txn: KvTxn, destination: bytes, message_ids: Sequence[bytes]) -> int:
+    """Take queued entries of a destination that is down out of the due queue, keeping their
+    order; returns how many were parked (already parked or gone ones are passed over)."""
+    parked = 0
+    for message_id in message_ids:
+        found = _locate_txn(txn, destination, message_id)
+        if found is None or found[0] is Table.OUTBOX_PARKED:
+            continue
+        value = txn.get(*found)
+        if value is None:
+            raise corrupt(Table.OUTBOX_BY_MESSAGE, message_id, "has no queue entry")
+        txn.delete(*found)
+        queued_ms, _, _ = decode_outbox_queue_key(found[1])
+        _move_txn(txn, destination, message_id, Table.OUTBOX_PARKED, queued_ms, value)
+        parked += 1
+    return parked
+
+
+def unpark_txn(txn: KvTxn, destination: bytes, now_ms: int, limit: int) -> int:
+    """Put up to `limit` of a destination's parked entries, oldest first, back in the queue,
+    due at once and still in order; returns how many."""
+    if limit < 1:
+        raise LocalProtocolError(f"unpark needs limit >= 1, got {limit}")
+    prefix = peer_prefix(destination)
+    moving = list(
+        itertools.islice(txn.scan(Table.OUTBOX_PARKED, prefix, prefix_end(prefix)), limit)
+    )
+    first_ms = max(0, now_ms - len(moving))
+    for i, (key, value) in enumerate(moving):  # written after the scan: never under a cursor
+        _, _, message_id = decode_outbox_parked_key(key)
+        txn.delete(Table.OUTBOX_PARKED, key)
+        _move_txn(txn, destination, message_id, Table.OUTBOX_QUEUE, first_ms + i, value)
+    return len(moving)
+
+
+def parked_destinations_txn(txn: KvTxn) -> list[bytes]:
+    """Every destination with parked entries (one seek per destination)."""
+    found: list[bytes] = []
+    position = b""
+    while (item := next(txn.scan(Table.OUTBOX_PARKED, position, KEY_END), None)) is not None:
+        destination, _, _ = decode_outbox_parked_key(item[0])
+        found.append(destination)
+        position = prefix_end(peer_prefix(destination))
+    return found
 
 
 def ack_many_txn(txn: KvTxn, destination: bytes, message_ids: Sequence[bytes]) -> int:
@@ -162,18 +241,21 @@ def enqueue_many_txn(txn: KvTxn, destination: bytes, plan: Sequence[tuple[bytes,
     """Enqueue (message id, attempt at) pairs; returns how many were new.
 
     An entry already pending is moved earlier if the plan wants it sooner (a repair found the
-    destination lacks it: waiting out an old lease or backoff helps nobody); never later.
+    destination lacks it: waiting out an old lease or backoff helps nobody), a parked one back
+    into the queue; never later.
     """
     new = 0
     for message_id, when in plan:
         if enqueue_txn(txn, destination, message_id, when):
             new += 1
             continue
-        at = txn.get(Table.OUTBOX_BY_MESSAGE, outbox_message_key(message_id, destination))
-        if at is None or unpack_u64(at) <= when:
+        found = _locate_txn(txn, destination, message_id)
+        if found is None:
             continue
-        key = outbox_queue_key(unpack_u64(at), destination, message_id)
-        value = txn.get(Table.OUTBOX_QUEUE, key)
+        table, key = found
+        if table is Table.OUTBOX_QUEUE and decode_outbox_queue_key(key)[0] <= when:
+            continue
+        value = txn.get(table, key)
         error = None if value is None else decode_outbox_value(key, value)[1]
         reschedule_txn(txn, destination, message_id, when, error)
     return new

@@ -183,6 +183,19 @@ class KvStore:
             lambda txn: outbox.reschedule_many_txn(txn, destination, plan, error)
         )
 
+    def park_many(self, destination: bytes, message_ids: Sequence[bytes]) -> int:
+        """Take a down destination's entries out of the due queue, in order."""
+        return self._engine.write(lambda txn: outbox.park_many_txn(txn, destination, message_ids))
+
+    def unpark(self, destination: bytes, *, now_ms: int, limit: int) -> int:
+        """Put up to `limit` parked entries, oldest first, back in the queue, due now."""
+        return self._engine.write(lambda txn: outbox.unpark_txn(txn, destination, now_ms, limit))
+
+    def parked_destinations(self) -> list[bytes]:
+        """Destinations with parked entries."""
+        with self._engine.read() as txn:
+            return outbox.parked_destinations_txn(txn)
+
     # --- relay ---------------------------------------------------------------------------
 
     def relay_recipients(self) -> list[UserId]:

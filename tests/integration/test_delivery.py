@@ -130,3 +130,31 @@ async def test_a_relay_that_is_a_member_too_holds_the_copy_for_the_absent_member
             await bob.connect(carol.listen_addrs[0])
             received = await arriving
             assert [e.message_id for e in received] == [e.message_id for e in sent]
+
+
+async def test_a_down_homes_entries_wait_parked_and_go_when_it_connects(
+    make_node: NodeFactory,
+) -> None:
+    """SPEC §11.5.2: bob's home is away, so alice's node parks what it has for him (it does not
+    retry each entry), keeps it parked across a restart, and sends it all, in order, as soon as
+    bob's home connects."""
+    async with asyncio.timeout(40):
+        async with make_node("bob") as bob:
+            bob_id, bob_record = bob.user_id, bob.home_record()
+        async with make_node("alice") as alice:
+            await alice.learn_home_record(bob_record)
+            room = await alice.open_direct(bob_id)
+            sent = [await alice.send(room, f"p{i}".encode()) for i in range(40)]
+            store = alice.store
+            await wait_until_async(
+                lambda: store.read(lambda: len(store.store.parked_destinations())), 1
+            )
+            assert alice.outbox_delivered == 0
+        async with make_node("alice") as alice:  # restarted: the parked entries wait on
+            async with make_node("bob") as bob:
+                arriving = asyncio.create_task(next_messages(bob.events(), len(sent)))
+                await bob.connect(alice.listen_addrs[0])
+                received = await arriving
+                assert [e.message_id for e in received] == [e.message_id for e in sent]
+                await wait_until(lambda: alice.outbox_delivered == len(sent))
+            assert await alice.store.read(alice.store.store.parked_destinations) == []

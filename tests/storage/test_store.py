@@ -261,6 +261,42 @@ def test_enqueue_many_is_one_call_and_skips_pending(store: KvStore) -> None:
     ]
 
 
+def test_a_down_destinations_entries_park_in_order_and_come_back_due(store: KvStore) -> None:
+    envelopes = [make_envelope(seq=i, wall_ms=1_000 + i) for i in range(1, 6)]
+    for i, env in enumerate(envelopes):
+        store.append(
+            AppendRequest(envelope=env, outbox_to=(DEST_1, DEST_2), next_attempt_ms=10 + i)
+        )
+    ids_ = [e.message_id for e in envelopes]
+    assert store.park_many(DEST_1, [ids_[3], ids_[0], ids_[1], ids_[2], b"\x00" * 32]) == 4
+    assert store.park_many(DEST_1, ids_[:2]) == 0  # parked already
+    assert store.parked_destinations() == [DEST_1]
+    due = store.take_due(now_ms=100, limit=10, lease_ms=1_000)  # parked ones are not handed out
+    assert sorted((e.destination, e.message_id) for e in due) == sorted(
+        [(DEST_1, ids_[4])] + [(DEST_2, m) for m in ids_]
+    )
+    assert store.ack(DEST_1, ids_[1])  # an ack (e.g. a late one) finds a parked entry
+    assert store.unpark(DEST_1, now_ms=200, limit=2) == 2  # oldest first
+    back = store.take_due(now_ms=200, limit=10, lease_ms=1_000)
+    assert [e.message_id for e in back] == [ids_[0], ids_[2]]
+    assert store.reschedule(DEST_1, ids_[3], next_attempt_ms=300, error="probe")  # unparks
+    assert store.parked_destinations() == []
+    assert [
+        (e.message_id, e.last_error) for e in store.take_due(now_ms=300, limit=10, lease_ms=1)
+    ] == [(ids_[3], "probe")]
+
+
+def test_enqueue_many_puts_a_parked_entry_back_in_the_queue(store: KvStore) -> None:
+    envelope = make_envelope()
+    store.append(AppendRequest(envelope=envelope, outbox_to=(DEST_1,), next_attempt_ms=10))
+    assert store.park_many(DEST_1, [envelope.message_id]) == 1
+    assert store.enqueue_many(DEST_1, [(envelope.message_id, 50)]) == 0  # pending already
+    assert [e.message_id for e in store.take_due(now_ms=50, limit=10, lease_ms=1)] == [
+        envelope.message_id
+    ]
+    assert store.parked_destinations() == []
+
+
 def test_last_seq_follows_each_device_in_each_room(store: KvStore) -> None:
     assert store.last_seq(ROOM_A, make_envelope().sender_device) == 0
     for seq in (1, 3, 2):

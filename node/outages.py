@@ -1,0 +1,77 @@
+"""Destinations that are down, for the outbox worker (SPEC §11.5.2).
+
+A destination (a recipient user's homes, or one of our own other homes) whose delivery failed
+for want of a reachable home is down: its entries are parked in the store, and it is tried again
+with one probe batch after the §11.5 delay for its consecutive failures, or at once when it shows
+up (a connection from one of its homes). A successful probe ends the outage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hearthmesh.node.clock import Clock
+from hearthmesh.protocol.backoff import next_attempt_ms
+from hearthmesh.protocol.identity import Rng
+
+__all__ = ["Outages"]
+
+
+@dataclass(slots=True)
+class _Outage:
+    failures: int
+    retry_at_ms: int
+    probing: bool = False
+
+
+class Outages:
+    """Which destinations are down, and when each is probed next."""
+
+    def __init__(self, *, clock: Clock, rng: Rng) -> None:
+        self._clock = clock
+        self._rng = rng
+        self._down: dict[bytes, _Outage] = {}
+
+    def parking(self, destination: bytes) -> bool:
+        """True if entries for `destination` are to be parked, not sent (no probe under way)."""
+        outage = self._down.get(destination)
+        return outage is not None and not outage.probing
+
+    def failed(self, destination: bytes) -> bool:
+        """An attempt (or probe) found no reachable home; True if it was up until now."""
+        outage = self._down.get(destination)
+        failures = 1 if outage is None else outage.failures + 1
+        retry_at = next_attempt_ms(failures, self._clock.now_ms(), self._rng)
+        self._down[destination] = _Outage(failures=failures, retry_at_ms=retry_at)
+        return outage is None
+
+    def reached(self, destination: bytes) -> bool:
+        """One of its homes answered; True if it was down until now."""
+        return self._down.pop(destination, None) is not None
+
+    def restored(self, destinations: list[bytes]) -> None:
+        """After a restart: these have parked entries; probe each at once."""
+        for destination in destinations:
+            self._down.setdefault(destination, _Outage(failures=1, retry_at_ms=0))
+
+    def due_probes(self) -> list[bytes]:
+        """Destinations whose probe is due, now marked as probing."""
+        now = self._clock.now_ms()
+        due = [d for d, o in self._down.items() if not o.probing and o.retry_at_ms <= now]
+        for destination in due:
+            self._down[destination].probing = True
+        return due
+
+    def forget(self, destination: bytes) -> None:
+        """Nothing is parked for it any more: no probe needed."""
+        self._down.pop(destination, None)
+
+    def revive(self, homed_at: Callable[[bytes], bool]) -> bool:
+        """Probe at once every destination for which `homed_at(destination)`; True if any."""
+        found = False
+        for destination, outage in self._down.items():
+            if not outage.probing and homed_at(destination):
+                outage.retry_at_ms = 0
+                found = True
+        return found
