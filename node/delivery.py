@@ -41,11 +41,11 @@ log = logging.getLogger(__name__)
 
 BATCH_ENTRIES: Final = 256
 LEASE_MS: Final = 15_000
+"""An entry handed out but never settled (a crash) comes due again after this long."""
 MAX_QUEUED_ENTRIES: Final = 4 * BATCH_ENTRIES * 4
 """Entries taken from the store and not yet settled, over all destinations (the in-memory bound)."""
 SETTLE_EVERY_MS: Final = 50
 """How often acked entries leave the stored outbox (one transaction for all of them)."""
-"""An entry handed out but never settled (a crash) comes due again after this long."""
 _RELAYS_TRIED: Final = 2
 _ALL: Final = 1 << 40
 """`unpark` limit meaning every entry."""
@@ -80,11 +80,11 @@ class OutboxWorker:
         self._poll_s = poll_ms / 1000
         self._wake = asyncio.Event()
         self._queued: dict[bytes, list[OutboxEntry]] = {}
+        """Entries taken for each destination whose delivery task is running."""
         self._group: asyncio.TaskGroup | None = None
         self._outages = Outages(clock=clock, rng=rng)
         self._settled: dict[bytes, list[MessageId]] = {}
         """Acked entries by destination, not yet removed from the stored outbox."""
-        """Entries taken for each destination whose delivery task is running."""
         self.delivered = 0
         """Entries acked by a home node (for status and benchmarks)."""
 
