@@ -1,9 +1,10 @@
 """Destinations that are down, for the outbox worker (SPEC §11.5.2).
 
 A destination (a recipient user's homes, or one of our own other homes) whose delivery failed
-for want of a reachable home is down: its entries are parked in the store, and it is tried again
-with one probe batch after the §11.5 delay for its consecutive failures, or at once when it shows
-up (a connection from one of its homes). A successful probe ends the outage.
+for want of a reachable home is down: the failed entries are parked in the store, and so are new
+ones once it failed twice in a row; it is tried again with one probe batch after the §11.5 delay
+for its consecutive failures, or at once when it shows up (a connection from one of its homes).
+Any ack from one of its homes ends the outage.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ class Outages:
         self._down: dict[bytes, _Outage] = {}
 
     def parking(self, destination: bytes) -> bool:
-        """True if entries for `destination` are to be parked, not sent (no probe under way)."""
+        """True if new entries for `destination` are to be parked, not sent: it failed twice
+        in a row (one failure may be a passing hiccup) and no probe is under way."""
         outage = self._down.get(destination)
-        return outage is not None and not outage.probing
+        return outage is not None and outage.failures >= 2 and not outage.probing
 
     def failed(self, destination: bytes) -> bool:
         """An attempt (or probe) found no reachable home; True if it was up until now."""
