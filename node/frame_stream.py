@@ -7,8 +7,9 @@ frames on the asyncio side. So a burst of small frames costs one hop per chunk, 
 End of stream: `read_frame()` raises `StreamClosed` at a clean EOF (the peer closed at a frame
 boundary), because an empty frame `b""` is a valid payload and cannot double as EOF.
 `async for frame in stream` ends quietly at a clean EOF. EOF in the middle of a frame raises
-`MalformedMessage`; a frame longer than `max_frame_bytes` raises `TooLarge` and resets the
-stream (a length-prefixed stream cannot resynchronise).
+`StreamCutOff`, a `StreamClosed`: the peer went away mid-write, which is no breach (SPEC
+§10.2). A frame longer than `max_frame_bytes` raises `TooLarge` and resets the stream (a
+length-prefixed stream cannot resynchronise).
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ from types import TracebackType
 from typing import Final, Protocol
 
 from hearthmesh.node.framing import MAX_FRAME_BYTES, FrameDecoder, encode_frame, encode_frames
-from hearthmesh.node.p2p_errors import HostClosed, StreamClosed
+from hearthmesh.node.p2p_errors import HostClosed, StreamClosed, StreamCutOff
 from hearthmesh.node.trio_bridge import TrioThread
-from hearthmesh.protocol.errors import MalformedMessage, TooLarge
+from hearthmesh.protocol.errors import TooLarge
 
 __all__ = ["READ_CHUNK_BYTES", "FrameStream", "RawStream"]
 
@@ -88,8 +89,8 @@ class FrameStream:
         """The next frame's payload.
 
         Raises:
-            StreamClosed: clean EOF, or the stream was reset or closed.
-            MalformedMessage: EOF in the middle of a frame.
+            StreamClosed: clean EOF, or the stream was reset or closed; `StreamCutOff` for an
+                EOF in the middle of a frame.
             TooLarge: the peer declared a frame above `max_frame_bytes`; the stream is reset.
         """
         async with self._read_lock:
@@ -109,7 +110,7 @@ class FrameStream:
                 else:
                     self._eof = True
             if self._decoder.buffered_bytes:
-                raise MalformedMessage(
+                raise StreamCutOff(
                     f"stream from {self.remote_peer} ended inside a frame "
                     f"({self._decoder.buffered_bytes} bytes buffered)"
                 )

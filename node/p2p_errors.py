@@ -13,6 +13,7 @@ __all__ = [
     "HostClosed",
     "P2PError",
     "StreamClosed",
+    "StreamCutOff",
     "StreamOpenFailed",
 ]
 
@@ -35,3 +36,8 @@ class StreamOpenFailed(P2PError):
 
 class StreamClosed(P2PError):
     """The stream ended: clean EOF at a frame boundary, a reset by the peer, or a local close."""
+
+
+class StreamCutOff(StreamClosed):
+    """The stream ended inside a frame: the peer went away mid-write (a crash, a dropped link).
+    Like any other end of a stream, it costs the peer no standing (SPEC §10.2)."""
