@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final, Self
 
@@ -707,17 +707,21 @@ class Node:
         *,
         content_type: str = "text/plain",
         kind: Kind = Kind.MESSAGE,
+        on_sealed: Callable[[Envelope], None] | None = None,
     ) -> Envelope:
         """Seal, store durably (history + outbox in one transaction), then fan out.
 
         Returns once the envelope is committed on this node: "sent" (DESIGN §5 step 2).
+        `on_sealed(envelope)` runs before it is stored (an app may note its message id first).
 
         Raises:
             NotAuthorized: we are not a member of `room`.
         """
         if kind in (Kind.MEMBERSHIP, Kind.TYPING, Kind.PRESENCE, Kind.PRIVATE):
             raise LocalProtocolError(f"{kind.name} is not sent with send()")
-        return await self._outgoing.send(room, body, content_type, kind, extra=set())
+        return await self._outgoing.send(
+            room, body, content_type, kind, extra=set(), on_sealed=on_sealed
+        )
 
     async def history(
         self,

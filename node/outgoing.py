@@ -71,9 +71,19 @@ class Outgoing:
         self._members.pop(room, None)
 
     async def send(
-        self, room: RoomId, body: bytes, content_type: str, kind: Kind, *, extra: set[UserId]
+        self,
+        room: RoomId,
+        body: bytes,
+        content_type: str,
+        kind: Kind,
+        *,
+        extra: set[UserId],
+        on_sealed: Callable[[Envelope], None] | None = None,
     ) -> Envelope:
         """Seal, store durably (history + outbox in one commit), then hand on and gossip.
+
+        `on_sealed` learns the envelope before it is stored, so whatever shows the stored event
+        (the client feed) can already tell whose send it was.
 
         Returns once the envelope is committed here: "sent".
 
@@ -93,6 +103,8 @@ class Outgoing:
             content_type=content_type,
             body=body,
         )
+        if on_sealed is not None:
+            on_sealed(envelope)
         others: tuple[bytes, ...] = tuple(sorted((members | extra) - {self._user}))
         recipients = others + self._siblings()  # our own user's other homes get it too
         # The entries are handed to the worker in memory, so they are stored already leased:

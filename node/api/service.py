@@ -248,12 +248,19 @@ class ApiService:
             )
             content_type = MEDIA_CONTENT_TYPE
         try:
-            envelope = await self.node.send(command.room_id, body, content_type=content_type)
+            envelope = await self.node.send(
+                command.room_id,
+                body,
+                content_type=content_type,
+                on_sealed=lambda sealed: self.frames.note_client_id(
+                    sealed.message_id, command.client_id
+                ),
+            )
         except NotAuthorized:
             await self.require_room(command.room_id)  # a room unknown here is NOT_FOUND
             raise
-        # Our user's other clients see it too (multi-device on one node), through the feed.
-        self.frames.note_client_id(envelope.message_id, command.client_id)
+        # Our user's other clients see it too (multi-device on one node), through the feed; its
+        # client_id was noted as it was sealed, so even a render before this line names it.
         if on_durable is not None:
             on_durable(envelope)
         with contextlib.suppress(StorageError):  # closing: clients read it by cursor later
