@@ -92,6 +92,11 @@ class OutboxWorker:
         """New entries are due: look now rather than at the next poll."""
         self._wake.set()
 
+    @property
+    def unreachable(self) -> list[bytes]:
+        """Destinations down now (SPEC §11.5.2): their deliveries wait parked."""
+        return self._outages.down()
+
     def revive(self, peer_id: str) -> None:
         """`peer_id` connected: a destination down that it is a home of is probed at once."""
 

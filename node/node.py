@@ -19,6 +19,7 @@ from typing import Any, Final, Self
 from hearthmesh.node.clock import Clock, CorrectedClock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.delivery import OutboxWorker
+from hearthmesh.node.destinations import destination_peer
 from hearthmesh.node.directory import HomeDirectory, Presence
 from hearthmesh.node.events import MembershipChanged, NodeEvent
 from hearthmesh.node.fetch import FetchService
@@ -751,6 +752,18 @@ class Node:
     @property
     def outbox_delivered(self) -> int:
         return self._outbox.delivered
+
+    def unreachable(self) -> tuple[list[UserId], list[str]]:
+        """(users, our own homes' peer ids) whose deliveries wait parked: no home answers."""
+        users: list[UserId] = []
+        homes: list[str] = []
+        for destination in self._outbox.unreachable:
+            peer = destination_peer(destination)
+            if peer is None:
+                users.append(UserId(destination))
+            else:
+                homes.append(peer)
+        return users, homes
 
     @property
     def store(self) -> AsyncStore:

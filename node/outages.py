@@ -34,6 +34,10 @@ class Outages:
         self._rng = rng
         self._down: dict[bytes, _Outage] = {}
 
+    def down(self) -> list[bytes]:
+        """Every destination down now, sorted."""
+        return sorted(self._down)
+
     def parking(self, destination: bytes) -> bool:
         """True if new entries for `destination` are to be parked, not sent: it failed twice
         in a row (one failure may be a passing hiccup) and no probe is under way."""

@@ -97,6 +97,11 @@ async def _status(client: ApiClient, args: Any) -> int:
         print(f"listening: {address}")
     print(f"peers:     {len(status['connected_peers'])} connected")
     print(f"clients:   {status['clients']} connected")
+    unreachable = status["unreachable"]
+    for user in unreachable["users"]:
+        print(f"waiting:   home of {user} unreachable; its messages wait parked")
+    for peer in unreachable["own_homes"]:
+        print(f"waiting:   our home {peer} unreachable; its copies wait parked")
     print(f"version:   hearthmesh {status['version']} (protocol v{status['protocol_version']})")
     return 0
 

@@ -115,6 +115,7 @@ def _text(body: dict[str, Any], name: str, max_bytes: int, default: str | None =
 async def node_status(request: web.Request) -> web.Response:
     service = _service(request)
     node = service.node
+    users, homes = node.unreachable()
     return web.json_response(
         {
             "peer_id": node.peer_id,
@@ -122,6 +123,7 @@ async def node_status(request: web.Request) -> web.Response:
             "user_id": user_id_text(node.user_id),
             "device_id": device_id_text(node.keyring.device_id),
             "connected_peers": node.connected_peers(),
+            "unreachable": {"users": [user_id_text(u) for u in users], "own_homes": homes},
             "clients": len(service.sessions),
             "api_url": service.api_url,
             "version": _version(),

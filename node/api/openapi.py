@@ -90,7 +90,11 @@ def _body(**properties: dict[str, Any]) -> dict[str, Any]:
 _STR: Final = {"type": "string"}
 _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/openapi.json": {"get": _op("this document")},
-    "/v1/node/status": {"get": _op("peer id, listen addresses, user id, connected peers, version")},
+    "/v1/node/status": {
+        "get": _op(
+            "peer id, listen addresses, user id, connected peers, unreachable homes, version"
+        )
+    },
     "/v1/peers": {"post": _op("dial a peer and swap home records", body=_body(address=_STR))},
     "/v1/conversation": {
         "get": _op(

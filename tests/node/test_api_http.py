@@ -13,7 +13,7 @@ import pytest
 from hearthmesh.node.api.http_routes import ROUTES
 from hearthmesh.protocol.identity import UserId, user_id_text
 from hearthmesh.tools.client import ApiClient, ApiRefused
-from tests.integration.api_helpers import TOKEN, Home, home
+from tests.integration.api_helpers import TOKEN, Home, home, open_conversation
 
 OTHER = user_id_text(UserId(bytes(range(32))))
 
@@ -75,6 +75,12 @@ async def test_node_status_names_peer_user_and_version(tmp_path: Path) -> None:
         assert status["user_id"] == user_id_text(h.node.user_id)
         assert status["listen_addrs"] and status["version"]
         assert status["connected_peers"] == []
+        assert status["unreachable"] == {"users": [], "own_homes": []}
+        # a message for a user whose home no one can find: status names who we wait for
+        room = await open_conversation(h, OTHER)
+        await h.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "hi"})
+        while OTHER not in (await h.status())["unreachable"]["users"]:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
 
 
 async def test_bad_requests_get_a_json_error_and_change_nothing(tmp_path: Path) -> None:
