@@ -298,7 +298,7 @@ def verify_batch(
     receiver holds these very contents and needs nothing from this copy. `certificates`
     remembers certificates verified in earlier batches.
     """
-    seen = certificates or VerifiedCertificates()
+    seen = VerifiedCertificates() if certificates is None else certificates
     proofs: dict[int, DeviceCertificate | RemoteProtocolError] = {}
     verified: list[VerifiedItem] = []
     for index, wire in ((i.certificate, i.wire) for i in batch.items):

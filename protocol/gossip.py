@@ -89,7 +89,8 @@ def decode_gossip(
         BadCertificate, NotAuthorized (certificate of another device or user).
     """
     certificate, envelope = _parse_gossip(data)
-    (certificates or VerifiedCertificates()).verify(certificate, now_ms=now_ms)
+    seen = VerifiedCertificates() if certificates is None else certificates
+    seen.verify(certificate, now_ms=now_ms)
     verify_envelope(envelope)
     return GossipItem(certificate=certificate, envelope=envelope)
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hearthmesh.protocol.certificate_cache import VerifiedCertificates
 from hearthmesh.protocol.delivery import (
     UNPARSED_ID,
     Ack,
@@ -38,6 +39,7 @@ from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import (
     DeviceId,
     UserId,
+    decode_certificate,
     encode_certificate,
     issue_certificate,
     keypair_from_seed,
@@ -77,6 +79,14 @@ def test_deliver_round_trips_and_verifies() -> None:
     items = verify_batch(frame, now_ms=NOW_MS)
     assert [i.error for i in items] == [None, None]
     assert [i.envelope.seq for i in items if i.envelope] == [1, 2]
+
+
+def test_a_shared_certificate_cache_remembers_across_batches() -> None:
+    frame = decode_frame(encode_deliver(7, [CERT], [BatchItem(0, RECIPIENT, envelope_wire(1))]))
+    assert isinstance(frame, Deliver)
+    seen = VerifiedCertificates()  # empty, so falsy: it must still be the one filled
+    assert [i.error for i in verify_batch(frame, now_ms=NOW_MS, certificates=seen)] == [None]
+    assert decode_certificate(CERT) in seen
 
 
 def test_one_bad_item_does_not_spoil_the_batch() -> None:
