@@ -1,10 +1,10 @@
 """`P2PHost`: a py-libp2p host in its own trio thread, driven from asyncio (DESIGN §3, §10).
 
-This module, `libp2p_gossip` and `libp2p_dht` (the parts the host owns) and `trio_bridge` are the
-only ones that import trio or libp2p. libp2p objects are touched on the trio thread only: every
-public method either hops there with `TrioThread.run` (awaitable, cancellable) or schedules a
-callback there with `run_sync_soon`. What libp2p reports (inbound streams, gossip, connections,
-mDNS) comes back with `call_soon_threadsafe`.
+This module, `libp2p_gossip`, `libp2p_dht` and `libp2p_yamux` (the parts the host owns) and
+`trio_bridge` are the only ones that import trio or libp2p. libp2p objects are touched on the
+trio thread only: every public method either hops there with `TrioThread.run` (awaitable,
+cancellable) or schedules a callback there with `run_sync_soon`. What libp2p reports (inbound
+streams, gossip, connections, mDNS) comes back with `call_soon_threadsafe`.
 
 Transport: TCP + Noise (only) + yamux, at most one connection per peer (avoids the 250 ms dial
 fallback of libp2p-notes). Gossip: see `libp2p_gossip`.
@@ -42,6 +42,7 @@ from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.framing import MAX_FRAME_BYTES
 from hearthmesh.node.libp2p_dht import DhtLayer, DhtSelect, DhtValidate
 from hearthmesh.node.libp2p_gossip import HEARTBEAT_S, GossipLayer
+from hearthmesh.node.libp2p_yamux import release_credit_in_half_windows
 from hearthmesh.node.p2p_errors import (
     DialFailed,
     HostClosed,
@@ -169,6 +170,7 @@ class _LibP2PStream:
 
     def __init__(self, stream: INetStream) -> None:
         self._stream = stream
+        release_credit_in_half_windows(getattr(stream, "muxed_stream", None))
 
     async def read(self, max_bytes: int) -> bytes:
         try:

@@ -61,6 +61,7 @@ BRIDGE_MODULES = {
     "node/libp2p_host.py",
     "node/libp2p_gossip.py",
     "node/libp2p_dht.py",
+    "node/libp2p_yamux.py",
 }
 """The only modules that may import trio or libp2p (DESIGN §3)."""
 

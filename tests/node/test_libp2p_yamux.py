@@ -1,0 +1,74 @@
+"""Yamux receive credit in half-window steps (node/libp2p_yamux.py), on real hosts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
+
+from hearthmesh.node.frame_stream import FrameStream
+from hearthmesh.node.libp2p_host import HostConfig, P2PHost
+
+pytestmark = pytest.mark.integration
+
+ECHO = "/hearthmesh/test-echo/1"
+
+
+async def _echo(stream: FrameStream) -> None:
+    async for frame in stream:
+        await stream.write_frame(frame)
+
+
+def _yamux_of(stream: FrameStream) -> YamuxStream:
+    muxed = stream._raw._stream.muxed_stream  # type: ignore[attr-defined]
+    assert isinstance(muxed, YamuxStream)
+    return muxed
+
+
+async def test_small_frames_cost_no_window_update_and_half_a_window_returns_credit() -> None:
+    async with (
+        asyncio.timeout(10),
+        P2PHost(HostConfig(identity_seed=b"\x31" * 32)) as a,
+        P2PHost(HostConfig(identity_seed=b"\x32" * 32)) as b,
+    ):
+        b.set_stream_handler(ECHO, _echo)
+        await a.connect(b.listen_addrs[0])
+        async with await a.open_stream(b.peer_id, ECHO) as stream:
+            yamux = _yamux_of(stream)
+            await stream.write_frame(b"first")
+            assert await stream.read_frame() == b"first"
+            before = yamux.send_window
+            for _ in range(100):
+                payload = os.urandom(300)
+                await stream.write_frame(payload)
+                assert await stream.read_frame() == payload
+            # b read every frame, yet returned no credit: our send window only shrank.
+            assert yamux.send_window <= before - 100 * 300
+            # Once half of b's window is read, b credits it back in one update.
+            credited = False
+            for _ in range(40):
+                shrunk = yamux.send_window - DEFAULT_WINDOW_SIZE
+                big = os.urandom(DEFAULT_WINDOW_SIZE)
+                await stream.write_frame(big)
+                assert await stream.read_frame() == big
+                if yamux.send_window > shrunk:
+                    credited = True
+                    break
+            assert credited
+
+
+async def test_frames_larger_than_the_window_still_flow_both_ways() -> None:
+    async with (
+        asyncio.timeout(20),
+        P2PHost(HostConfig(identity_seed=b"\x33" * 32)) as a,
+        P2PHost(HostConfig(identity_seed=b"\x34" * 32)) as b,
+    ):
+        b.set_stream_handler(ECHO, _echo)
+        await a.connect(b.listen_addrs[0])
+        async with await a.open_stream(b.peer_id, ECHO) as stream:
+            for _ in range(4):
+                payload = os.urandom(900_000)  # > 3 windows of 256 KiB each way
+                await stream.write_frame(payload)
+                assert await stream.read_frame() == payload
