@@ -609,7 +609,8 @@ class MediaStore(Protocol):
         ...
 
     def media_references(self, digest: bytes) -> list[MediaReference]:
-        """Rooms whose stored events reference `digest` (written with each append)."""
+        """Rooms (and senders) whose stored events reference `digest`: written with each append,
+        removed with each purged event."""
         ...
 
 

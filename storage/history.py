@@ -6,6 +6,8 @@ re-parsing the envelope, and `load_envelope` re-derives it from the wire when an
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage
 from hearthmesh.protocol.hlc import TIMESTAMP_BYTES
@@ -141,10 +143,17 @@ def _pending_delivery_txn(txn: KvTxn, message_id: bytes) -> bool:
     return False
 
 
-def purge_events_txn(txn: KvTxn, cutoff_ms: int, limit: int) -> tuple[int, int]:
+def purge_events_txn(
+    txn: KvTxn,
+    cutoff_ms: int,
+    limit: int,
+    *,
+    on_removed: Callable[[KvTxn, bytes, bytes], None],
+) -> tuple[int, int]:
     """Remove up to `limit` events with wall time before `cutoff_ms`, room by room.
 
-    Events that an outbox entry still needs stay. Returns (removed, kept for outbox).
+    Events that an outbox entry still needs stay; `on_removed(txn, key, value)` drops what
+    other tables keep of each removed event. Returns (removed, kept for outbox).
     """
     removed = kept = 0
     position = b""
@@ -153,7 +162,7 @@ def purge_events_txn(txn: KvTxn, cutoff_ms: int, limit: int) -> tuple[int, int]:
         if first is None:
             break
         room = first[0][:ID_BYTES]
-        doomed: list[tuple[bytes, MessageId]] = []
+        doomed: list[tuple[bytes, bytes, MessageId]] = []
         for key, value in txn.scan(Table.HISTORY, room, room + pack_u64(cutoff_ms)):
             if removed + len(doomed) == limit:
                 break
@@ -161,8 +170,9 @@ def purge_events_txn(txn: KvTxn, cutoff_ms: int, limit: int) -> tuple[int, int]:
             if _pending_delivery_txn(txn, message_id):
                 kept += 1
             else:
-                doomed.append((key, message_id))
-        for key, message_id in doomed:  # written after the scan: never mutate under a cursor
+                doomed.append((key, value, message_id))
+        for key, value, message_id in doomed:  # after the scan: never mutate under a cursor
+            on_removed(txn, key, value)
             txn.delete(Table.HISTORY, key)
             _unindex_sender_txn(txn, key)
             txn.delete(Table.MESSAGE_IDS, message_id)

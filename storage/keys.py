@@ -333,9 +333,10 @@ def push_key(user: bytes, subscription_id: bytes) -> bytes:
     return user + subscription_id
 
 
-def media_ref_key(digest: bytes, room: bytes, sender: bytes) -> bytes:
-    """digest | room | sender user: a prefix scan on the digest finds every reference."""
-    return digest + room + sender
+def media_ref_key(digest: bytes, room: bytes, sender: bytes, message_id: bytes) -> bytes:
+    """digest | room | sender user | message id: a prefix scan on the digest finds every
+    reference, and each message's own entry goes when that message does."""
+    return digest + room + sender + message_id
 
 
 def blob_name(digest: bytes) -> str:

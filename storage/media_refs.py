@@ -2,7 +2,9 @@
 
 Written in the append transaction of every MESSAGE that carries a media reference, however it
 arrived (sent here, delivered, synced, gossiped), so "may this peer see the blob?" is a prefix
-scan on the digest plus the member lists of those few rooms, never a scan of history.
+scan on the digest plus the member lists of those few rooms, never a scan of history. Each
+message has its own entry, removed with the message when retention purges it: a reference only
+purged events made no longer lets anyone fetch the blob.
 """
 
 from __future__ import annotations
@@ -22,50 +24,77 @@ from .kv import KvTxn
 __all__ = [
     "MEDIA_REFS_FILLED_SETTING",
     "fill_media_refs_txn",
+    "forget_media_txn",
     "media_references_txn",
     "note_media_txn",
 ]
 
-MEDIA_REFS_FILLED_SETTING: Final = "storage.media_refs_filled"
-"""Set once the history written before the index existed has been indexed."""
+MEDIA_REFS_FILLED_SETTING: Final = "storage.media_refs_by_message"
+"""Set once the history written before this index (one entry per message) has been indexed."""
+
+_EARLIER_SETTINGS: Final = ("storage.media_refs_filled",)
+"""Markers of earlier forms of the index, dropped with the entries they describe."""
+
+_MEDIA_MARKER: Final = MEDIA_CONTENT_TYPE.encode()
+"""The content type's bytes sit in the wire: only events holding them need parsing."""
 
 
 def note_media_txn(txn: KvTxn, envelope: Envelope) -> None:
     """Index the blob `envelope` references, if any (a no-op for every other event)."""
     media = media_ref_of(envelope)
     if media is not None:
-        key = media_ref_key(media.digest, envelope.room, envelope.sender_user)
-        txn.put(Table.MEDIA_REFS, key, pack_u64(media.size) + media.content_type.encode())
+        value = pack_u64(media.size) + media.content_type.encode()
+        txn.put(Table.MEDIA_REFS, _entry_key(media.digest, envelope), value)
+
+
+def forget_media_txn(txn: KvTxn, key: bytes, value: bytes) -> None:
+    """The history entry `key` → `value` is going: drop its media reference, if it has one."""
+    if _MEDIA_MARKER not in value:
+        return
+    envelope = stored_event(key, value).envelope
+    media = media_ref_of(envelope)
+    if media is not None:
+        txn.delete(Table.MEDIA_REFS, _entry_key(media.digest, envelope))
+
+
+def _entry_key(digest: bytes, envelope: Envelope) -> bytes:
+    return media_ref_key(digest, envelope.room, envelope.sender_user, envelope.message_id)
 
 
 def media_references_txn(txn: KvTxn, digest: bytes) -> list[MediaReference]:
-    """Every (room, sender, declared size and content type) that references `digest`."""
-    found = []
+    """Every (room, sender) whose stored messages reference `digest`, once each, with the size
+    and content type the first of them declared."""
+    found: dict[bytes, MediaReference] = {}
     for key, value in txn.scan(Table.MEDIA_REFS, digest, prefix_end(digest)):
-        found.append(
-            MediaReference(
-                room=RoomId(key[ID_BYTES : 2 * ID_BYTES]),
-                sender=UserId(key[2 * ID_BYTES :]),
+        room_and_sender = key[ID_BYTES : 3 * ID_BYTES]
+        if room_and_sender not in found:
+            found[room_and_sender] = MediaReference(
+                room=RoomId(room_and_sender[:ID_BYTES]),
+                sender=UserId(room_and_sender[ID_BYTES:]),
                 size=unpack_u64(value[:8]),
                 content_type=value[8:].decode(errors="replace"),
             )
-        )
-    return found
+    return list(found.values())
 
 
 def fill_media_refs_txn(txn: KvTxn) -> int:
-    """Index the media references of events stored before the index existed, once per store.
+    """Index the media references of events stored before this index existed, once per store;
+    entries of an earlier form of the index (one per room and sender) are replaced.
 
     Returns how many events referencing media were indexed.
     """
     done = setting_key(MEDIA_REFS_FILLED_SETTING)
     if txn.get(Table.SETTINGS, done) is not None:
         return 0
-    marker = MEDIA_CONTENT_TYPE.encode()
-    media = [  # the content type's bytes sit in the wire: only those events are parsed
+    earlier = [key for key, _ in txn.scan(Table.MEDIA_REFS, b"", KEY_END)]
+    for key in earlier:  # after the scan: never mutate under a cursor
+        txn.delete(Table.MEDIA_REFS, key)
+    for name in _EARLIER_SETTINGS:
+        txn.delete(Table.SETTINGS, setting_key(name))
+    media = [
         stored_event(key, value).envelope
         for key, value in txn.scan(Table.HISTORY, b"", KEY_END)
-        if marker in value
+        if _MEDIA_MARKER in value
     ]
     indexed = 0
     for envelope in media:  # written after the scan: never mutate under a cursor

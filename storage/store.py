@@ -14,7 +14,7 @@ from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 from hearthmesh.protocol.identity import UserId
 
-from . import arrivals, directory, history, outbox, relay, rooms
+from . import arrivals, directory, history, media_refs, outbox, relay, rooms
 from .api import (
     DEFAULT_RELAY_QUOTA,
     RETENTION_MS,
@@ -49,7 +49,6 @@ from .append import append_batch_txn, check_appendable
 from .blobs import BlobStore
 from .keys import Table, contact_key, push_key
 from .kv import KvEngine, KvTxn, T
-from .media_refs import media_references_txn
 
 __all__ = ["KvStore"]
 
@@ -404,7 +403,7 @@ class KvStore:
     def media_references(self, digest: bytes) -> list[MediaReference]:
         """Rooms whose stored events reference `digest`."""
         with self._engine.read() as txn:
-            return media_references_txn(txn, digest)
+            return media_refs.media_references_txn(txn, digest)
 
     # --- maintenance ---------------------------------------------------------------------
 
@@ -419,7 +418,9 @@ class KvStore:
             keep_ms = retention_ms if retention_ms is not None else _retention_txn(txn)
             # Before the epoch plus the retention nothing is old enough (and u64 keys are >= 0).
             cutoff_ms = max(0, now_ms - keep_ms)
-            events, kept = history.purge_events_txn(txn, cutoff_ms, limit)
+            events, kept = history.purge_events_txn(
+                txn, cutoff_ms, limit, on_removed=media_refs.forget_media_txn
+            )
             arrivals.trim_arrivals_txn(txn, limit)
             dropped = relay.purge_relay_txn(txn, now_ms, limit)
             return PurgeReport(events=events, relay_entries=dropped, kept_for_outbox=kept)

@@ -128,6 +128,28 @@ def test_a_store_from_before_the_media_index_is_indexed_once_when_opened(tmp_pat
         assert store.get_setting(MEDIA_REFS_FILLED_SETTING) == b"1"  # never scanned again
 
 
+def test_the_earlier_media_index_is_replaced_by_one_entry_per_message(tmp_path: Path) -> None:
+    path = tmp_path / "db"
+    picture = MediaRef(type="image", digest=b"\x01" * 32, content_type="image/png", size=7)
+    kept = make_envelope(body=encode_media(picture), content_type=MEDIA_CONTENT_TYPE)
+    with LmdbStore(path) as store:
+        store.append(AppendRequest(envelope=kept))
+    env = lmdb.open(str(path), max_dbs=len(Table))
+    with env.begin(write=True) as txn:  # as an older build left it: digest | room | sender
+        refs = env.open_db(Table.MEDIA_REFS.value, txn=txn)
+        txn.drop(refs, delete=False)
+        stale = picture.digest + ROOM_B + kept.sender_user  # its message was purged long ago
+        txn.put(stale, b"\x00" * 8 + b"image/png", db=refs)
+        settings = env.open_db(Table.SETTINGS.value, txn=txn)
+        assert txn.delete(setting_key(MEDIA_REFS_FILLED_SETTING), db=settings)
+        txn.put(setting_key("storage.media_refs_filled"), b"1", db=settings)
+    env.close()
+    with LmdbStore(path) as store:
+        assert [r.room for r in store.media_references(picture.digest)] == [ROOM_A]
+        assert store.get_setting("storage.media_refs_filled") is None
+        assert store.get_setting(MEDIA_REFS_FILLED_SETTING) == b"1"
+
+
 def test_an_undecodable_value_names_its_key_and_the_rest_stays_readable(tmp_path: Path) -> None:
     path = tmp_path / "db"
     good, bad = make_envelope(ROOM_A), make_envelope(ROOM_B)

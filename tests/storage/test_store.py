@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hearthmesh.protocol.content import MEDIA_CONTENT_TYPE, MediaRef, encode_media
-from hearthmesh.protocol.envelope import Kind
+from hearthmesh.protocol.envelope import Envelope, Kind
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, StorageError
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import DeviceId
@@ -609,6 +609,30 @@ def test_purge_keeps_what_the_outbox_needs(store: KvStore) -> None:
     page = store.page_history(ROOM_A, direction=Direction.FORWARD)
     assert ids(page.events) == [old_pending.message_id, recent.message_id]
     assert 30 * day_ms == RETENTION_MS
+
+
+def test_purge_drops_the_media_references_only_purged_messages_made(store: KvStore) -> None:
+    day_ms = 24 * 3600 * 1000
+    picture = MediaRef(type="image", digest=b"\x01" * 32, content_type="image/png", size=7)
+
+    def media(room: bytes, seq: int, wall_ms: int) -> Envelope:
+        body = encode_media(picture)
+        return make_envelope(
+            room, seq=seq, wall_ms=wall_ms, body=body, content_type=MEDIA_CONTENT_TYPE
+        )
+
+    store.append_many(
+        [
+            AppendRequest(envelope=media(ROOM_A, 1, 1_000)),
+            AppendRequest(envelope=media(ROOM_A, 2, 40 * day_ms)),  # still referenced in A
+            AppendRequest(envelope=media(ROOM_B, 1, 1_000)),  # B's only reference
+        ]
+    )
+    assert {r.room for r in store.media_references(picture.digest)} == {ROOM_A, ROOM_B}
+    assert store.purge(now_ms=31 * day_ms).events == 2
+    assert [r.room for r in store.media_references(picture.digest)] == [ROOM_A]
+    store.purge(now_ms=80 * day_ms)
+    assert store.media_references(picture.digest) == []
 
 
 def test_purge_uses_the_retention_setting_and_limit(store: KvStore) -> None:
