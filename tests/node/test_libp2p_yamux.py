@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
@@ -27,48 +29,47 @@ def _yamux_of(stream: FrameStream) -> YamuxStream:
     return muxed
 
 
-async def test_small_frames_cost_no_window_update_and_half_a_window_returns_credit() -> None:
+@asynccontextmanager
+async def _echo_stream(first: int) -> AsyncIterator[FrameStream]:
+    """A stream from one real host to another that echoes every frame."""
     async with (
-        asyncio.timeout(10),
-        P2PHost(HostConfig(identity_seed=b"\x31" * 32)) as a,
-        P2PHost(HostConfig(identity_seed=b"\x32" * 32)) as b,
+        P2PHost(HostConfig(identity_seed=bytes([first]) * 32)) as a,
+        P2PHost(HostConfig(identity_seed=bytes([first + 1]) * 32)) as b,
     ):
         b.set_stream_handler(ECHO, _echo)
         await a.connect(b.listen_addrs[0])
         async with await a.open_stream(b.peer_id, ECHO) as stream:
-            yamux = _yamux_of(stream)
-            await stream.write_frame(b"first")
-            assert await stream.read_frame() == b"first"
-            before = yamux.send_window
-            for _ in range(100):
-                payload = os.urandom(300)
-                await stream.write_frame(payload)
-                assert await stream.read_frame() == payload
-            # b read every frame, yet returned no credit: our send window only shrank.
-            assert yamux.send_window <= before - 100 * 300
-            # Once half of b's window is read, b credits it back in one update.
-            credited = False
-            for _ in range(40):
-                shrunk = yamux.send_window - DEFAULT_WINDOW_SIZE
-                big = os.urandom(DEFAULT_WINDOW_SIZE)
-                await stream.write_frame(big)
-                assert await stream.read_frame() == big
-                if yamux.send_window > shrunk:
-                    credited = True
-                    break
-            assert credited
+            yield stream
+
+
+async def test_small_frames_cost_no_window_update_and_half_a_window_returns_credit() -> None:
+    async with asyncio.timeout(10), _echo_stream(0x31) as stream:
+        yamux = _yamux_of(stream)
+        await stream.write_frame(b"first")
+        assert await stream.read_frame() == b"first"
+        before = yamux.send_window
+        for _ in range(100):
+            payload = os.urandom(300)
+            await stream.write_frame(payload)
+            assert await stream.read_frame() == payload
+        # b read every frame, yet returned no credit: our send window only shrank.
+        assert yamux.send_window <= before - 100 * 300
+        # Once half of b's window is read, b credits it back in one update.
+        credited = False
+        for _ in range(40):
+            shrunk = yamux.send_window - DEFAULT_WINDOW_SIZE
+            big = os.urandom(DEFAULT_WINDOW_SIZE)
+            await stream.write_frame(big)
+            assert await stream.read_frame() == big
+            if yamux.send_window > shrunk:
+                credited = True
+                break
+        assert credited
 
 
 async def test_frames_larger_than_the_window_still_flow_both_ways() -> None:
-    async with (
-        asyncio.timeout(20),
-        P2PHost(HostConfig(identity_seed=b"\x33" * 32)) as a,
-        P2PHost(HostConfig(identity_seed=b"\x34" * 32)) as b,
-    ):
-        b.set_stream_handler(ECHO, _echo)
-        await a.connect(b.listen_addrs[0])
-        async with await a.open_stream(b.peer_id, ECHO) as stream:
-            for _ in range(4):
-                payload = os.urandom(900_000)  # > 3 windows of 256 KiB each way
-                await stream.write_frame(payload)
-                assert await stream.read_frame() == payload
+    async with asyncio.timeout(20), _echo_stream(0x33) as stream:
+        for _ in range(4):
+            payload = os.urandom(900_000)  # > 3 windows of 256 KiB each way
+            await stream.write_frame(payload)
+            assert await stream.read_frame() == payload
