@@ -22,6 +22,7 @@ from typing import Any, Final
 
 from hearthmesh.node.config import DEFAULT_LISTEN
 from hearthmesh.protocol.errors import HearthError
+from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -230,6 +231,7 @@ def run_node(settings: HomeSettings) -> int:
         print(f"created a new identity in {settings.data_dir} (user {ids['user_id']})")
 
     def started(node: Any, api: Any) -> None:
+        freeze_startup_objects()
         print("hearthmesh home node up", flush=True)
         print(f"  user id:   {user_id_text(node.user_id)}")
         print(f"  peer id:   {node.peer_id}")
@@ -240,6 +242,7 @@ def run_node(settings: HomeSettings) -> int:
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    tune_collector()
     try:
         asyncio.run(_serve(settings, started))
     except HearthError as exc:

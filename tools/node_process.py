@@ -24,6 +24,7 @@ from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.errors import HearthError
+from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 
 __all__ = [
     "HomeProcess",
@@ -59,6 +60,7 @@ async def serve(data_dir: Path, port: int, connect: list[str], *, report: bool =
     async with Node(config) as node:
         for address in connect:
             await node.connect(address)
+        freeze_startup_objects()
         line = {
             "peer_id": node.peer_id,
             "user_id": node.user_id.hex(),
@@ -188,6 +190,7 @@ def main() -> None:
     parser.add_argument("--connect", action="append", default=[])
     parser.add_argument("--report", action="store_true")
     args = parser.parse_args()
+    tune_collector()
     asyncio.run(serve(args.data_dir, args.port, args.connect, report=args.report))
     sys.exit(0)
 
