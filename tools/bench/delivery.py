@@ -1,10 +1,11 @@
 """`hearthmesh bench delivery`: send-to-stored-ack latency and durable throughput, two processes.
 
-The sender node runs in this process; the recipient's home node is a child process
-(`hearthmesh.tools.node_process`). Latency is from `Node.send` being called (it returns once the
-message is durable on the sender's node) to the recipient home node's signed STORED ack
-arriving back (`DeliveredToHome`), one message at a time; `deliver_rtt_*` is the part from the
-batch being written on the stream to the signed ack being verified (the remote store included).
+The sender node runs in this process, tuned as a node process is (`tools/process_gc.py`); the
+recipient's home node is a child process (`hearthmesh.tools.node_process`). Latency is from
+`Node.send` being called (it returns once the message is durable on the sender's node) to the
+recipient home node's signed STORED ack arriving back (`DeliveredToHome`), one message at a
+time; `deliver_rtt_*` is the part from the batch being written on the stream to the signed ack
+being verified (the remote store included).
 Throughput keeps many sends in flight and counts acks until the last one arrives.
 """
 
@@ -24,6 +25,7 @@ from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.tools.bench.stats import percentile, process_rss_mb
 from hearthmesh.tools.node_process import free_port, spawn_node
+from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 
 __all__ = ["run"]
 
@@ -39,6 +41,7 @@ async def _measure(quick: bool) -> dict[str, Any]:
                 data_dir=Path(tmp) / "alice", listen_addrs=("/ip4/127.0.0.1/tcp/0",)
             )
             async with Node(config) as alice:
+                freeze_startup_objects()
                 await alice.connect(recipient.addr)
                 room = await alice.open_direct(UserId(recipient.user_id))
                 acks = _AckWatch(alice)
@@ -104,4 +107,5 @@ class _AckWatch:
 
 def run(quick: bool) -> dict[str, Any]:
     """Figures for `hearthmesh bench delivery`."""
+    tune_collector()
     return asyncio.run(_measure(quick))

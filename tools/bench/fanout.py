@@ -1,5 +1,7 @@
 """`hearthmesh bench fanout`: one sender, a group room of 10 nodes (each its own process).
 
+The sender runs in this process, tuned as a node process is (`tools/process_gc.py`).
+
 `fanout_*`: from `Node.send` to a member's home node taking the message in (whichever path is
 first, gossip or the direct stream), over every (message, member) pair, read from each
 member process's `--report` lines (one machine, one wall clock). `guaranteed_fanout_*`: from
@@ -25,6 +27,7 @@ from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.tools.bench.stats import percentile, process_rss_mb
 from hearthmesh.tools.node_process import NodeProcess, free_port, spawn_node
+from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 
 __all__ = ["run"]
 
@@ -65,6 +68,7 @@ async def _measure(quick: bool) -> dict[str, Any]:
                 data_dir=Path(tmp) / "sender", listen_addrs=("/ip4/127.0.0.1/tcp/0",)
             )
             sender = await stack.enter_async_context(Node(config))
+            freeze_startup_objects()
             for member in members:
                 await sender.connect(member.addr)
             changed = asyncio.Event()
@@ -124,4 +128,5 @@ async def _measure(quick: bool) -> dict[str, Any]:
 
 def run(quick: bool) -> dict[str, Any]:
     """Figures for `hearthmesh bench fanout`."""
+    tune_collector()
     return asyncio.run(_measure(quick))
