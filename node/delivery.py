@@ -85,6 +85,8 @@ class OutboxWorker:
         self._outages = Outages(clock=clock, rng=rng)
         self._settled: dict[bytes, list[MessageId]] = {}
         """Acked entries by destination, not yet removed from the stored outbox."""
+        self._hand_full = False
+        """The loop waits for room in hand: the next batch delivered should wake it."""
         self.delivered = 0
         """Entries acked by a home node (for status and benchmarks)."""
 
@@ -173,6 +175,7 @@ class OutboxWorker:
                 if sum(map(len, self._queued.values())) >= MAX_QUEUED_ENTRIES:
                     # Enough in hand: taking more would lease entries we cannot send before
                     # their lease runs out, and they would be handed out (and sent) twice.
+                    self._hand_full = True
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self._poll_s):
                             await self._wake.wait()
@@ -223,7 +226,9 @@ class OutboxWorker:
                     await self._deliver(recipient, certs, items, carried)
                 else:
                     await self._deliver_to_node(destination, sibling, certs, items, carried)
-                self._wake.set()  # room in hand again: the loop may take more
+                if self._hand_full:  # room in hand again: the loop may take more
+                    self._hand_full = False
+                    self._wake.set()
         finally:
             del self._queued[destination]
 

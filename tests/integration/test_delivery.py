@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from hearthmesh.node import delivery
 from hearthmesh.node.events import DeliveredToHome, MessageReceived
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.storage.api import Direction, RelayQuota
@@ -158,3 +159,27 @@ async def test_a_down_homes_entries_wait_parked_and_go_when_it_connects(
                 assert [e.message_id for e in received] == [e.message_id for e in sent]
                 await wait_until(lambda: alice.outbox_delivered == len(sent))
             assert await alice.store.read(alice.store.store.parked_destinations) == []
+
+
+async def test_a_full_hand_takes_more_as_soon_as_a_batch_is_delivered(
+    make_node: NodeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outbox stops taking stored entries while it holds MAX_QUEUED_ENTRIES; each batch
+    delivered then makes room, and the loop takes more at once, not at its next poll (here a
+    minute away). Everything reaches bob in order."""
+    monkeypatch.setattr(delivery, "MAX_QUEUED_ENTRIES", 300)
+    bob_at = (f"/ip4/127.0.0.1/tcp/{free_port()}",)
+    async with asyncio.timeout(30):  # half the poll: only the wake-ups can finish in time
+        async with make_node("bob", listen_addrs=bob_at) as bob:
+            bob_id, bob_record = bob.user_id, bob.home_record()
+        async with make_node("alice") as alice:  # bob is away: everything waits stored
+            await alice.learn_home_record(bob_record)
+            room = await alice.open_direct(bob_id)
+            sent = [await alice.send(room, f"m{i}".encode()) for i in range(1_200)]
+        with LmdbStore(tmp_path / "alice" / "store") as store:  # as if every lease ran out
+            store.enqueue_many(bytes(bob_id), [(e.message_id, 0) for e in sent])
+        async with make_node("bob", listen_addrs=bob_at) as bob:
+            arriving = asyncio.create_task(next_messages(bob.events(), len(sent)))
+            async with make_node("alice", retry_poll_ms=60_000):
+                received = await arriving
+            assert [e.message_id for e in received] == [e.message_id for e in sent]
