@@ -40,6 +40,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check protocol storage node tools tests
 	$(VENV)/bin/mypy --strict -p hearthmesh.protocol -p hearthmesh.storage -p hearthmesh.node -p hearthmesh.tools
+	$(VENV)/bin/mypy --strict tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -52,8 +53,12 @@ async def test_five_node_group_in_a_chain(make_node: NodeFactory) -> None:
                 await node.connect(nodes[-1].listen_addrs[0])
             nodes.append(node)
         users = [n.user_id for n in nodes]
+
+        def knows_everyone(node: Node) -> bool:
+            return all(node.presence(u) for u in users if u != node.user_id)
+
         for node in nodes:  # homes spread by presence gossip through the chain
-            await wait_until(lambda n=node: all(n.presence(u) for u in users if u != n.user_id))
+            await wait_until(functools.partial(knows_everyone, node))
         room = await nodes[0].create_group("chain", users[1:])
         for node in nodes:
             await wait_until_members(node, room, set(users))

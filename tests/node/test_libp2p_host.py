@@ -208,8 +208,8 @@ async def test_gossip_reaches_the_other_hosts_and_validators_reject() -> None:
         while refused.count(b"bad from c") < 2:  # noqa: ASYNC110 - the validator has no event
             await asyncio.sleep(0.01)
         for sub in (subs[0], subs[1]):
-            while (other := sub.get_nowait()) is not None:
-                assert other.data != b"bad from c"
+            while (left := sub.get_nowait()) is not None:
+                assert left.data != b"bad from c"
 
         await subs[2].unsubscribe()
         with pytest.raises(StopAsyncIteration):

@@ -15,18 +15,19 @@ from hearthmesh.protocol.errors import (
     RemoteProtocolError,
 )
 from hearthmesh.protocol.home_record import (
+    HomeRecord,
     decode_home_record,
     encode_home_record,
     issue_home_record,
     verify_home_record,
 )
-from hearthmesh.protocol.identity import DeviceId, issue_certificate, keypair_from_seed
+from hearthmesh.protocol.identity import DeviceId, KeyPair, issue_certificate, keypair_from_seed
 
 NOW_MS = 1_700_000_000_000
 USER, DEVICE, OTHER = (keypair_from_seed(bytes([i]) * 32) for i in (1, 2, 3))
 
 
-def record(user=USER, cert_user=USER, issued_ms=NOW_MS):  # type: ignore[no-untyped-def]
+def record(user: KeyPair = USER, cert_user: KeyPair = USER, issued_ms: int = NOW_MS) -> HomeRecord:
     cert = issue_certificate(cert_user, DeviceId(DEVICE.public), created_ms=NOW_MS)
     return issue_home_record(
         user,

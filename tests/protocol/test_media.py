@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hearthmesh.protocol.canonical import encode_canonical
+from hearthmesh.protocol.canonical import CborValue, encode_canonical
 from hearthmesh.protocol.errors import (
     ErrorCode,
     MalformedMessage,
@@ -56,7 +56,8 @@ def test_frames_round_trip_and_a_blob_goes_in_chunks() -> None:
 def test_requests_over_the_limit_or_malformed_are_refused() -> None:
     with pytest.raises(TooLarge):
         decode_request(encode_canonical([1, b"\x00" * 100]))
-    for bad in ([1, b"\x00" * 31], [2, DIGEST], [1], [1, DIGEST, 0], "x"):
+    cases: list[CborValue] = [[1, b"\x00" * 31], [2, DIGEST], [1], [1, DIGEST, 0], "x"]
+    for bad in cases:
         with pytest.raises(MalformedMessage):
             decode_request(encode_canonical(bad))
 
