@@ -19,12 +19,7 @@ from hearthmesh.node.p2p_errors import StreamClosed
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.node.rooms import RoomRegistry
 from hearthmesh.protocol.delivery import ProtocolErrorFrame, encode_error
-from hearthmesh.protocol.errors import (
-    NotAuthorized,
-    RateLimited,
-    RemoteProtocolError,
-    error_for_code,
-)
+from hearthmesh.protocol.errors import NotAuthorized, RemoteProtocolError, error_for_code
 from hearthmesh.protocol.fetch import (
     FETCH_PROTOCOL,
     FetchAnswer,
@@ -94,8 +89,7 @@ class FetchService:
         peer = stream.remote_peer
         try:
             frame = await stream.read_frame()
-            if not self._limits.take(peer):
-                raise RateLimited(f"more than {REQUESTS_PER_S} fetch requests a second")
+            self._limits.require(peer, "fetch requests")
             request = decode_request(frame)
             events = await self._store.run(self._answer, self._store.store, peer, request)
         except StreamClosed:

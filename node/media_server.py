@@ -22,7 +22,6 @@ from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol.errors import (
     NotAuthorized,
     NotFound,
-    RateLimited,
     RemoteProtocolError,
     StorageError,
     TooLarge,
@@ -79,8 +78,7 @@ class MediaServer:
             self._note_refusal(stream.remote_peer, exc)
             return
         try:
-            if not self._limits.take(stream.remote_peer):
-                raise RateLimited(f"more than {REQUESTS_PER_S} media requests a second")
+            self._limits.require(stream.remote_peer, "media requests")
             digest = decode_request(request)
             frames = answer_frames(await self._blob_for(stream.remote_peer, digest))
         except RemoteProtocolError as exc:

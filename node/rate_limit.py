@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 from hearthmesh.node.clock import Clock
+from hearthmesh.protocol.errors import RateLimited
 
 __all__ = ["MAX_TRACKED_CLIENTS", "RateLimiter", "TokenBucket"]
 
@@ -49,3 +50,12 @@ class RateLimiter:
                 del self._buckets[next(iter(self._buckets))]
             bucket = self._buckets[client] = TokenBucket(self._rate, self._burst, self._clock)
         return bucket.take()
+
+    def require(self, client: str, what: str) -> None:
+        """`take`, for a peer's request: over the limit raises.
+
+        Raises:
+            RateLimited: `client` asked for `what` more often than the limit allows.
+        """
+        if not self.take(client):
+            raise RateLimited(f"more than {self._rate} {what} a second")
