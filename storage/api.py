@@ -189,10 +189,39 @@ class OutboxEntry:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RelayQuota:
-    """Store-and-forward limits per recipient (DESIGN §1)."""
+    """Store-and-forward bounds (SPEC §11.5.3): what the relay inbox holds at most.
+
+    An envelope is *known* when its sender or recipient is one of the node's users, a contact
+    or a co-member of a room (the node decides); any other is a *stranger's*. A put past a
+    bound of its own recipient, sender user or sending peer is refused; one past a pool's cap
+    may evict the oldest entries of that pool's largest holder, never those of a holder no
+    larger than the newcomer, and a stranger's envelope never evicts a known one.
+    """
 
     max_count: int
+    """Envelopes held for one recipient user (default 10,000)."""
     max_bytes: int
+    """Bytes held for one recipient user (default 64 MiB)."""
+    sender_count: int = 5_000
+    """Envelopes held from one sender user, over all recipients (default 5,000)."""
+    sender_bytes: int = 64 * 1024 * 1024
+    """Bytes held from one sender user (default 64 MiB)."""
+    peer_count: int = 10_000
+    """Envelopes held from one sending peer (default 10,000)."""
+    peer_bytes: int = 128 * 1024 * 1024
+    """Bytes held from one sending peer (default 128 MiB)."""
+    stranger_peer_count: int = 100
+    """Strangers' envelopes held from one sending peer (default 100)."""
+    stranger_peer_bytes: int = 4 * 1024 * 1024
+    """Bytes of strangers' envelopes held from one sending peer (default 4 MiB)."""
+    stranger_count: int = 2_000
+    """Strangers' envelopes held in all (default 2,000)."""
+    stranger_bytes: int = 32 * 1024 * 1024
+    """Bytes of strangers' envelopes held in all (default 32 MiB)."""
+    total_count: int = 50_000
+    """Envelopes held in all (default 50,000)."""
+    total_bytes: int = 256 * 1024 * 1024
+    """Bytes held in all (default 256 MiB)."""
 
 
 DEFAULT_RELAY_QUOTA: Final = RelayQuota(max_count=10_000, max_bytes=64 * 1024 * 1024)
@@ -450,8 +479,25 @@ class Outbox(Protocol):
 class RelayInbox(Protocol):
     """Store-and-forward of other users' envelopes, within quotas."""
 
-    def relay_put(self, recipient: bytes, envelope: Envelope, *, now_ms: int, ttl_ms: int) -> bool:
-        """Hold an envelope; False if already held. Raises QuotaExceeded over quota."""
+    def relay_put(
+        self,
+        recipient: bytes,
+        envelope: Envelope,
+        *,
+        peer: bytes,
+        known: bool,
+        now_ms: int,
+        ttl_ms: int,
+    ) -> bool:
+        """Hold an envelope that `peer` sent; False if already held (SPEC §11.5.3).
+
+        `known`: its sender or recipient is one of ours, a contact or a co-member. Expired
+        entries count for nothing: they are dropped before the bounds are checked.
+
+        Raises:
+            QuotaExceeded: a bound of the recipient, sender or peer, or a full pool with
+                nothing fair to evict; nothing changed.
+        """
         ...
 
     def relay_take(self, recipient: bytes, *, now_ms: int, limit: int) -> list[RelayEntry]:

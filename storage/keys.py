@@ -33,6 +33,7 @@ __all__ = [
     "decode_outbox_parked_key",
     "decode_outbox_queue_key",
     "decode_relay_expiry_key",
+    "decode_relay_size_key",
     "decode_slot",
     "device_key",
     "handle_key",
@@ -47,9 +48,12 @@ __all__ = [
     "peer_prefix",
     "prefix_end",
     "push_key",
+    "relay_by_peer_key",
     "relay_expiry_key",
+    "relay_holder_key",
     "relay_id_key",
     "relay_message_key",
+    "relay_size_key",
     "sender_seq_key",
     "sequence_key",
     "slot",
@@ -109,6 +113,20 @@ class Table(Enum):
     """recipient -> count u64 | bytes u64 | next arrival u64 (quota bookkeeping)."""
     RELAY_EXPIRY = b"relay.expiry"
     """expires_ms u64 | recipient | arrival u64 -> b"" (TTL purge in time order)."""
+    RELAY_HOLDERS = b"relay.holders"
+    """recipient | arrival u64 -> known u8 | sender user | peer: whose share an entry is
+    (SPEC §11.5.3); an entry without one (written before shares existed) counts for nobody."""
+    RELAY_SENDERS = b"relay.senders"
+    """sender user -> count u64 | bytes u64 held for that sender."""
+    RELAY_PEERS = b"relay.peers"
+    """known u8 | len u8 | peer -> count u64 | bytes u64 held from that peer, per class."""
+    RELAY_TOTALS = b"relay.totals"
+    """known u8 -> count u64 | bytes u64 held in that class (strangers 0, known 1)."""
+    RELAY_BY_SIZE = b"relay.by_size"
+    """known u8 | bytes u64 | len u8 | peer -> b"": the largest holder of a class comes last."""
+    RELAY_BY_PEER = b"relay.by_peer"
+    """known u8 | len u8 | peer | expires_ms u64 | recipient | arrival u64 -> b"": a holder's
+    oldest entry comes first (fair eviction, SPEC §11.5.3)."""
     MEMBERS = b"rooms.members"
     """room | user -> member record (the seed's ConversationUser)."""
     ROOMS_BY_USER = b"rooms.by_user"
@@ -280,6 +298,28 @@ def relay_expiry_key(expires_ms: int, recipient: bytes, arrival: int) -> bytes:
 def decode_relay_expiry_key(key: bytes) -> tuple[int, bytes, int]:
     """(expires_ms, recipient, arrival) of a relay expiry key."""
     return unpack_u64(key[:8]), key[8 : 8 + ID_BYTES], unpack_u64(key[8 + ID_BYTES :])
+
+
+def relay_holder_key(known: bool, peer: bytes) -> bytes:
+    """known u8 | len | peer: one holder (a sending peer) within its class."""
+    return bytes([known]) + _peer(peer)
+
+
+def relay_size_key(known: bool, held_bytes: int, peer: bytes) -> bytes:
+    """known u8 | bytes u64 | len | peer: holders of a class by the bytes they hold."""
+    return bytes([known]) + pack_u64(held_bytes) + _peer(peer)
+
+
+def decode_relay_size_key(key: bytes) -> tuple[int, bytes]:
+    """(bytes held, peer) of a `relay.by_size` key."""
+    return unpack_u64(key[1:9]), key[10:]
+
+
+def relay_by_peer_key(
+    known: bool, peer: bytes, expires_ms: int, recipient: bytes, arrival: int
+) -> bytes:
+    """known u8 | len | peer | expires_ms | recipient | arrival: a holder's entries by age."""
+    return relay_holder_key(known, peer) + relay_expiry_key(expires_ms, recipient, arrival)
 
 
 # --- rooms and conversations -----------------------------------------------------------------

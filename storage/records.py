@@ -37,7 +37,9 @@ __all__ = [
     "decode_outbox_value",
     "decode_profile",
     "decode_push",
+    "decode_relay_holder",
     "decode_relay_message",
+    "decode_relay_share",
     "decode_relay_usage",
     "decode_status",
     "encode_device",
@@ -47,7 +49,9 @@ __all__ = [
     "encode_outbox_value",
     "encode_profile",
     "encode_push",
+    "encode_relay_holder",
     "encode_relay_message",
+    "encode_relay_share",
     "encode_relay_usage",
     "encode_status",
 ]
@@ -56,6 +60,7 @@ _MAX_RECORD_BYTES: Final = 1 << 20
 _STATUS: Final = struct.Struct(">BQ")
 _OUTBOX: Final = struct.Struct(">IB")
 _USAGE: Final = struct.Struct(">QQQ")
+_SHARE: Final = struct.Struct(">QQ")
 
 
 def corrupt(table: Table, key: bytes, detail: str) -> StorageError:
@@ -263,3 +268,31 @@ def decode_relay_usage(key: bytes, data: bytes | None) -> tuple[RelayUsage, int]
     except struct.error as exc:
         raise corrupt(Table.RELAY_USAGE, key, str(exc)) from None
     return RelayUsage(count=count, bytes=size), int(arrival)
+
+
+def encode_relay_share(usage: RelayUsage) -> bytes:
+    """count u64 | bytes u64 (a sender's, a peer's or a class's share of the relay inbox)."""
+    return _SHARE.pack(usage.count, usage.bytes)
+
+
+def decode_relay_share(table: Table, key: bytes, data: bytes | None) -> RelayUsage:
+    """Inverse of `encode_relay_share`; absent means nothing held."""
+    if data is None:
+        return RelayUsage(count=0, bytes=0)
+    try:
+        count, size = _SHARE.unpack(data)
+    except struct.error as exc:
+        raise corrupt(table, key, str(exc)) from None
+    return RelayUsage(count=count, bytes=size)
+
+
+def encode_relay_holder(known: bool, sender: bytes, peer: bytes) -> bytes:
+    """known u8 | sender user | peer."""
+    return bytes([known]) + sender + peer
+
+
+def decode_relay_holder(key: bytes, data: bytes) -> tuple[bool, bytes, bytes]:
+    """(known, sender user, peer) of a `relay.holders` value."""
+    if len(data) < 2 + ID_BYTES or data[0] > 1:
+        raise corrupt(Table.RELAY_HOLDERS, key, "not known | sender | peer")
+    return bool(data[0]), data[1 : 1 + ID_BYTES], data[1 + ID_BYTES :]

@@ -1,13 +1,17 @@
-"""The relay inbox: other users' envelopes held for their home nodes, within quotas (`_txn`).
+"""The relay inbox: other users' envelopes held for their home nodes, within bounds (`_txn`).
 
-Usage per recipient (count, bytes) is kept in `relay.usage` and checked before anything is
-written, so a put over quota raises `QuotaExceeded` and changes nothing; nothing already held is
-evicted to make room. Entries expire at `expires_ms` and are dropped by `purge`.
+Usage per recipient (count, bytes) is kept in `relay.usage`, and the shares of each sender user,
+sending peer and class in `relay_shares`, all in the transaction of the entry they count. A put
+past a bound of its own recipient, sender or peer raises `QuotaExceeded` and changes nothing;
+one past a pool's cap (strangers', or all) evicts the oldest entries of the pool's largest
+holder only when that is fair, else it is refused too (SPEC §11.5.3). Entries expire at
+`expires_ms`: they are never handed out, and `purge_relay_txn` drops them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import LocalProtocolError, QuotaExceeded
@@ -34,15 +38,31 @@ from .records import (
     encode_relay_message,
     encode_relay_usage,
 )
+from .relay_shares import (
+    Holder,
+    check_own_bounds_txn,
+    class_share_txn,
+    grant_share_txn,
+    largest_holder_txn,
+    oldest_entry_txn,
+    peer_share_txn,
+    release_share_txn,
+)
 
 __all__ = [
+    "MAX_EVICTIONS_PER_PUT",
+    "Holder",
     "purge_relay_txn",
     "relay_ack_txn",
+    "relay_expired_txn",
     "relay_put_txn",
     "relay_recipients_txn",
     "relay_take_txn",
     "relay_usage_txn",
 ]
+
+MAX_EVICTIONS_PER_PUT: Final = 256
+"""Most entries one put may evict to make room; past it the put is refused."""
 
 
 def relay_usage_txn(txn: KvTxn, recipient: bytes) -> RelayUsage:
@@ -55,6 +75,7 @@ def relay_put_txn(
     recipient: bytes,
     envelope: Envelope,
     *,
+    holder: Holder,
     now_ms: int,
     ttl_ms: int,
     quota: RelayQuota,
@@ -62,14 +83,16 @@ def relay_put_txn(
     """Hold `envelope` for `recipient` until `now_ms + ttl_ms`; False if already held.
 
     Raises:
-        QuotaExceeded: one more envelope of this size would pass the count or byte quota.
+        QuotaExceeded: a bound of the recipient, sender or peer would be passed, or a pool is
+            full with nothing fair to evict; the caller's transaction must be dropped (an
+            eviction may have run), as `KvEngine.write` does when this raises.
     """
     if len(recipient) != ID_BYTES or ttl_ms <= 0:
         raise LocalProtocolError("relay recipient must be a 32-byte user id and ttl_ms > 0")
     id_key = relay_id_key(recipient, envelope.message_id)
     if txn.get(Table.RELAY_IDS, id_key) is not None:
         return False
-    usage, arrival = decode_relay_usage(recipient, txn.get(Table.RELAY_USAGE, recipient))
+    usage = relay_usage_txn(txn, recipient)
     size = len(envelope.wire)
     if usage.count + 1 > quota.max_count or usage.bytes + size > quota.max_bytes:
         raise QuotaExceeded(
@@ -77,6 +100,11 @@ def relay_put_txn(
             f"{usage.bytes} bytes, limits {quota.max_count} / {quota.max_bytes}, "
             f"refused {size} more bytes"
         )
+    check_own_bounds_txn(txn, holder, size, quota)
+    if not holder.known:
+        _make_room_txn(txn, holder, size, (False,), quota.stranger_count, quota.stranger_bytes)
+    _make_room_txn(txn, holder, size, (False, True), quota.total_count, quota.total_bytes)
+    usage, arrival = decode_relay_usage(recipient, txn.get(Table.RELAY_USAGE, recipient))
     expires_ms = now_ms + ttl_ms
     txn.put(
         Table.RELAY_MESSAGES,
@@ -87,7 +115,73 @@ def relay_put_txn(
     txn.put(Table.RELAY_EXPIRY, relay_expiry_key(expires_ms, recipient, arrival), b"")
     grown = RelayUsage(count=usage.count + 1, bytes=usage.bytes + size)
     txn.put(Table.RELAY_USAGE, recipient, encode_relay_usage(grown, arrival + 1))
+    grant_share_txn(txn, holder, recipient, arrival, expires_ms, size)
     return True
+
+
+def _pool_txn(txn: KvTxn, classes: tuple[bool, ...]) -> RelayUsage:
+    """What the classes of a pool hold together."""
+    held = [class_share_txn(txn, known) for known in classes]
+    return RelayUsage(count=sum(u.count for u in held), bytes=sum(u.bytes for u in held))
+
+
+def _make_room_txn(
+    txn: KvTxn,
+    holder: Holder,
+    size: int,
+    pool: tuple[bool, ...],
+    max_count: int,
+    max_bytes: int,
+) -> None:
+    """Evict until one more entry of `size` fits the pool of the classes in `pool`, or refuse.
+
+    The victim is the oldest entry of the pool's largest holder (by bytes), taken in class
+    order (strangers first). Within the newcomer's own class the victim must hold more than the
+    newcomer would after the put, on each dimension that is full: so holders converge on equal
+    shares, and one that reached its share (or is the largest) is refused instead of evicting.
+    """
+    # A known envelope outranks every stranger's; a stranger's evicts only strangers' ones.
+    victims = (False, True) if holder.known else (False,)
+    for _ in range(MAX_EVICTIONS_PER_PUT + 1):
+        held = _pool_txn(txn, pool)
+        over_count = held.count + 1 > max_count
+        over_bytes = held.bytes + size > max_bytes
+        if not (over_count or over_bytes):
+            return
+        victim = _victim_txn(txn, holder, size, victims, over_count, over_bytes)
+        if victim is None:
+            raise QuotaExceeded(
+                f"relay pool full: holds {held.count} envelopes / {held.bytes} bytes, limits "
+                f"{max_count} / {max_bytes}, and no larger holder to evict for {size} bytes"
+            )
+        _, recipient, arrival = victim
+        _remove_txn(txn, recipient, arrival)
+    raise QuotaExceeded(f"relay pool: more than {MAX_EVICTIONS_PER_PUT} evictions for one put")
+
+
+def _victim_txn(
+    txn: KvTxn,
+    holder: Holder,
+    size: int,
+    classes: tuple[bool, ...],
+    over_count: bool,
+    over_bytes: bool,
+) -> tuple[int, bytes, int] | None:
+    for known in classes:
+        largest = largest_holder_txn(txn, known)
+        if largest is None:
+            continue
+        if known == holder.known:
+            if largest == holder.peer:
+                return None
+            theirs = peer_share_txn(txn, known, largest)
+            mine = peer_share_txn(txn, known, holder.peer)
+            if over_count and theirs.count <= mine.count + 1:
+                return None
+            if over_bytes and theirs.bytes <= mine.bytes + size:
+                return None
+        return oldest_entry_txn(txn, known, largest)
+    return None
 
 
 def relay_take_txn(txn: KvTxn, recipient: bytes, *, now_ms: int, limit: int) -> list[RelayEntry]:
@@ -124,6 +218,7 @@ def _remove_txn(txn: KvTxn, recipient: bytes, arrival: int) -> None:
     usage, next_arrival = decode_relay_usage(recipient, txn.get(Table.RELAY_USAGE, recipient))
     shrunk = RelayUsage(count=usage.count - 1, bytes=usage.bytes - len(wire))
     txn.put(Table.RELAY_USAGE, recipient, encode_relay_usage(shrunk, next_arrival))
+    release_share_txn(txn, recipient, arrival, expires_ms, len(wire))
 
 
 def relay_ack_txn(txn: KvTxn, recipient: bytes, message_ids: Sequence[bytes]) -> int:
@@ -147,6 +242,11 @@ def purge_relay_txn(txn: KvTxn, now_ms: int, limit: int) -> int:
     for _, recipient, arrival in expired:
         _remove_txn(txn, recipient, arrival)
     return len(expired)
+
+
+def relay_expired_txn(txn: KvTxn, now_ms: int) -> bool:
+    """Does any entry expire at or before `now_ms`?"""
+    return any(True for _ in txn.scan(Table.RELAY_EXPIRY, b"", pack_u64(now_ms + 1)))
 
 
 def relay_recipients_txn(txn: KvTxn) -> list[UserId]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Self
+from typing import Final, Self
 
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import LocalProtocolError, StorageError
@@ -50,7 +50,11 @@ from .blobs import BlobStore
 from .keys import Table, contact_key, push_key
 from .kv import KvEngine, KvTxn, T
 
-__all__ = ["KvStore"]
+__all__ = ["RELAY_EXPIRED_PER_PUT", "KvStore"]
+
+RELAY_EXPIRED_PER_PUT: Final = 1_024
+"""Expired relay entries a put drops first, so they stop counting against any bound at once
+(the purge service drops the rest in its own batches)."""
 
 
 class KvStore:
@@ -202,11 +206,34 @@ class KvStore:
         with self._engine.read() as txn:
             return relay.relay_recipients_txn(txn)
 
-    def relay_put(self, recipient: bytes, envelope: Envelope, *, now_ms: int, ttl_ms: int) -> bool:
-        """Hold an envelope for another user's home node; raises QuotaExceeded over quota."""
+    def relay_put(
+        self,
+        recipient: bytes,
+        envelope: Envelope,
+        *,
+        peer: bytes,
+        known: bool,
+        now_ms: int,
+        ttl_ms: int,
+    ) -> bool:
+        """Hold an envelope for another user's home node (see `api.RelayInbox.relay_put`)."""
+        with self._engine.read() as txn:
+            expired = relay.relay_expired_txn(txn, now_ms)
+        if expired:
+            # Its own write (nested in a batch): what expired is gone even if the put is refused.
+            self._engine.write(
+                lambda txn: relay.purge_relay_txn(txn, now_ms, RELAY_EXPIRED_PER_PUT)
+            )
+        holder = relay.Holder(known=known, sender=envelope.sender_user, peer=peer)
         return self._engine.write(
             lambda txn: relay.relay_put_txn(
-                txn, recipient, envelope, now_ms=now_ms, ttl_ms=ttl_ms, quota=self._relay_quota
+                txn,
+                recipient,
+                envelope,
+                holder=holder,
+                now_ms=now_ms,
+                ttl_ms=ttl_ms,
+                quota=self._relay_quota,
             )
         )
 

@@ -6,12 +6,14 @@ from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import KeyPair, UserId, keypair_from_seed
 
-__all__ = ["ROOM_A", "ROOM_B", "USER_A", "USER_B", "device", "make_envelope"]
+__all__ = ["PEER", "ROOM_A", "ROOM_B", "USER_A", "USER_B", "device", "make_envelope"]
 
 ROOM_A = RoomId(b"\xaa" * 32)
 ROOM_B = RoomId(b"\xbb" * 32)
 USER_A = UserId(b"\x0a" * 32)
 USER_B = UserId(b"\x0b" * 32)
+PEER = b"12D3KooWStorageTestPeer"
+"""The sending peer of relayed envelopes, as the node passes it (its peer id, ASCII)."""
 
 _DEVICES: dict[int, KeyPair] = {}
 

@@ -21,7 +21,7 @@ from hearthmesh.storage.api import (
 )
 from hearthmesh.storage.store import KvStore
 
-from .helpers import ROOM_A, ROOM_B, USER_A, USER_B, make_envelope
+from .helpers import PEER, ROOM_A, ROOM_B, USER_A, USER_B, make_envelope
 
 DEST_1 = b"peer-one"
 DEST_2 = b"peer-two"
@@ -359,9 +359,9 @@ def test_enqueue_refers_to_stored_messages_only(store: KvStore) -> None:
 
 def test_relay_put_take_ack(store: KvStore) -> None:
     a, b = make_envelope(seq=1), make_envelope(seq=2, wall_ms=1_001)
-    assert store.relay_put(USER_B, a, now_ms=0, ttl_ms=100)
-    assert store.relay_put(USER_B, b, now_ms=1, ttl_ms=100)
-    assert not store.relay_put(USER_B, a, now_ms=2, ttl_ms=100)
+    assert store.relay_put(USER_B, a, peer=PEER, known=True, now_ms=0, ttl_ms=100)
+    assert store.relay_put(USER_B, b, peer=PEER, known=True, now_ms=1, ttl_ms=100)
+    assert not store.relay_put(USER_B, a, peer=PEER, known=True, now_ms=2, ttl_ms=100)
     taken = store.relay_take(USER_B, now_ms=50, limit=10)
     assert [(e.message_id, e.wire, e.expires_ms) for e in taken] == [
         (a.message_id, a.wire, 100),
@@ -377,8 +377,8 @@ def test_relay_put_take_ack(store: KvStore) -> None:
 def test_relay_recipients_lists_who_holds_envelopes(store: KvStore) -> None:
     assert store.relay_recipients() == []
     env = make_envelope()
-    store.relay_put(USER_B, env, now_ms=0, ttl_ms=100)
-    store.relay_put(USER_A, make_envelope(seq=2), now_ms=0, ttl_ms=100)
+    store.relay_put(USER_B, env, peer=PEER, known=True, now_ms=0, ttl_ms=100)
+    store.relay_put(USER_A, make_envelope(seq=2), peer=PEER, known=True, now_ms=0, ttl_ms=100)
     assert sorted(store.relay_recipients()) == sorted([USER_A, USER_B])
     store.relay_ack(USER_B, [env.message_id])
     assert store.relay_recipients() == [USER_A]
@@ -389,27 +389,34 @@ def test_relay_quota_refuses_and_drops_nothing(store: KvStore) -> None:
 
     held = [make_envelope(seq=i, wall_ms=1_000 + i) for i in range(1, 4)]
     for env in held:
-        store.relay_put(USER_B, env, now_ms=0, ttl_ms=1_000)
+        store.relay_put(USER_B, env, peer=PEER, known=True, now_ms=0, ttl_ms=1_000)
     with pytest.raises(QuotaExceeded, match=USER_B.hex()):
-        store.relay_put(USER_B, make_envelope(seq=9, wall_ms=2_000), now_ms=0, ttl_ms=1_000)
+        store.relay_put(
+            USER_B,
+            make_envelope(seq=9, wall_ms=2_000),
+            peer=PEER,
+            known=True,
+            now_ms=0,
+            ttl_ms=1_000,
+        )
     assert [e.message_id for e in store.relay_take(USER_B, now_ms=0, limit=10)] == [
         e.message_id for e in held
     ]
     big = make_envelope(body=b"x" * 5_000)
     with pytest.raises(QuotaExceeded):
-        store.relay_put(USER_A, big, now_ms=0, ttl_ms=1_000)
+        store.relay_put(USER_A, big, peer=PEER, known=True, now_ms=0, ttl_ms=1_000)
     assert store.relay_usage(USER_A).count == 0
 
 
 def test_relay_entries_expire(store: KvStore) -> None:
     a, b = make_envelope(seq=1), make_envelope(seq=2, wall_ms=1_001)
-    store.relay_put(USER_B, a, now_ms=0, ttl_ms=10)
-    store.relay_put(USER_B, b, now_ms=0, ttl_ms=1_000)
+    store.relay_put(USER_B, a, peer=PEER, known=True, now_ms=0, ttl_ms=10)
+    store.relay_put(USER_B, b, peer=PEER, known=True, now_ms=0, ttl_ms=1_000)
     assert [e.message_id for e in store.relay_take(USER_B, now_ms=10, limit=5)] == [b.message_id]
     report = store.purge(now_ms=10, retention_ms=10**12)
     assert report.relay_entries == 1
     assert store.relay_usage(USER_B).count == 1
-    assert store.relay_put(USER_B, a, now_ms=20, ttl_ms=10)
+    assert store.relay_put(USER_B, a, peer=PEER, known=True, now_ms=20, ttl_ms=10)
 
 
 # --- rooms and conversations ---------------------------------------------------------------
@@ -670,4 +677,4 @@ def test_times_out_of_range_are_a_caller_error(store: KvStore) -> None:
     with pytest.raises(LocalProtocolError):
         store.take_due(now_ms=-5, limit=1, lease_ms=0)
     with pytest.raises(LocalProtocolError):
-        store.relay_put(USER_B, env, now_ms=2**64 - 1, ttl_ms=1)
+        store.relay_put(USER_B, env, peer=PEER, known=True, now_ms=2**64 - 1, ttl_ms=1)

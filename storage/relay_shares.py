@@ -1,0 +1,177 @@
+"""Shares of the relay inbox: what each sender user, sending peer and class holds (`_txn`).
+
+A class is *known* (the envelope's sender or recipient has a relationship with this node's
+users) or a *stranger's* (SPEC §11.5.3). Every counter here changes in the transaction that
+writes or removes the entry it counts, so a bound is checked by reading a few keys, never by
+scanning; `relay.by_size` and `relay.by_peer` find the largest holder of a class and its oldest
+entry for fair eviction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hearthmesh.protocol.errors import QuotaExceeded
+
+from .api import RelayQuota, RelayUsage
+from .keys import (
+    Table,
+    decode_relay_expiry_key,
+    decode_relay_size_key,
+    prefix_end,
+    relay_by_peer_key,
+    relay_holder_key,
+    relay_message_key,
+    relay_size_key,
+)
+from .kv import KvTxn
+from .records import (
+    decode_relay_holder,
+    decode_relay_share,
+    encode_relay_holder,
+    encode_relay_share,
+)
+
+__all__ = [
+    "Holder",
+    "check_own_bounds_txn",
+    "class_share_txn",
+    "grant_share_txn",
+    "largest_holder_txn",
+    "oldest_entry_txn",
+    "peer_share_txn",
+    "release_share_txn",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Whose share a relayed envelope is: its class, sender user and the peer that sent it."""
+
+    known: bool
+    sender: bytes
+    peer: bytes
+
+
+def _share_txn(txn: KvTxn, table: Table, key: bytes) -> RelayUsage:
+    return decode_relay_share(table, key, txn.get(table, key))
+
+
+def _set_share_txn(txn: KvTxn, table: Table, key: bytes, usage: RelayUsage) -> None:
+    if usage.count <= 0:
+        txn.delete(table, key)
+    else:
+        txn.put(table, key, encode_relay_share(usage))
+
+
+def _moved(usage: RelayUsage, count: int, size: int) -> RelayUsage:
+    return RelayUsage(count=usage.count + count, bytes=usage.bytes + size)
+
+
+def peer_share_txn(txn: KvTxn, known: bool, peer: bytes) -> RelayUsage:
+    """What `peer` holds in one class."""
+    return _share_txn(txn, Table.RELAY_PEERS, relay_holder_key(known, peer))
+
+
+def class_share_txn(txn: KvTxn, known: bool) -> RelayUsage:
+    """What one class holds in all."""
+    return _share_txn(txn, Table.RELAY_TOTALS, bytes([known]))
+
+
+def _move_txn(txn: KvTxn, holder: Holder, count: int, size: int) -> None:
+    """Add (count, size) to every share of `holder`, keeping the size index in step."""
+    sender = _share_txn(txn, Table.RELAY_SENDERS, holder.sender)
+    _set_share_txn(txn, Table.RELAY_SENDERS, holder.sender, _moved(sender, count, size))
+    peer_key = relay_holder_key(holder.known, holder.peer)
+    peer = _share_txn(txn, Table.RELAY_PEERS, peer_key)
+    grown = _moved(peer, count, size)
+    if peer.count > 0:
+        txn.delete(Table.RELAY_BY_SIZE, relay_size_key(holder.known, peer.bytes, holder.peer))
+    if grown.count > 0:
+        txn.put(Table.RELAY_BY_SIZE, relay_size_key(holder.known, grown.bytes, holder.peer), b"")
+    _set_share_txn(txn, Table.RELAY_PEERS, peer_key, grown)
+    total_key = bytes([holder.known])
+    total = _share_txn(txn, Table.RELAY_TOTALS, total_key)
+    _set_share_txn(txn, Table.RELAY_TOTALS, total_key, _moved(total, count, size))
+
+
+def grant_share_txn(
+    txn: KvTxn, holder: Holder, recipient: bytes, arrival: int, expires_ms: int, size: int
+) -> None:
+    """Count a newly held entry for its holder."""
+    txn.put(
+        Table.RELAY_HOLDERS,
+        relay_message_key(recipient, arrival),
+        encode_relay_holder(holder.known, holder.sender, holder.peer),
+    )
+    txn.put(
+        Table.RELAY_BY_PEER,
+        relay_by_peer_key(holder.known, holder.peer, expires_ms, recipient, arrival),
+        b"",
+    )
+    _move_txn(txn, holder, 1, size)
+
+
+def release_share_txn(
+    txn: KvTxn, recipient: bytes, arrival: int, expires_ms: int, size: int
+) -> None:
+    """Return a removed entry's share (an entry held before shares existed has none)."""
+    key = relay_message_key(recipient, arrival)
+    value = txn.get(Table.RELAY_HOLDERS, key)
+    if value is None:
+        return
+    known, sender, peer = decode_relay_holder(key, value)
+    holder = Holder(known=known, sender=sender, peer=peer)
+    txn.delete(Table.RELAY_HOLDERS, key)
+    txn.delete(Table.RELAY_BY_PEER, relay_by_peer_key(known, peer, expires_ms, recipient, arrival))
+    _move_txn(txn, holder, -1, -size)
+
+
+def check_own_bounds_txn(txn: KvTxn, holder: Holder, size: int, quota: RelayQuota) -> None:
+    """Refuse an entry past its sender's or peer's bounds: those never evict anything.
+
+    Raises:
+        QuotaExceeded: naming the bound.
+    """
+    sender = _share_txn(txn, Table.RELAY_SENDERS, holder.sender)
+    _require(sender, size, quota.sender_count, quota.sender_bytes, f"sender {holder.sender.hex()}")
+    stranger = peer_share_txn(txn, False, holder.peer)
+    peer = _moved(stranger, *_pair(peer_share_txn(txn, True, holder.peer)))
+    name = f"peer {holder.peer.decode('ascii', 'replace')}"
+    _require(peer, size, quota.peer_count, quota.peer_bytes, name)
+    if not holder.known:
+        _require(
+            stranger,
+            size,
+            quota.stranger_peer_count,
+            quota.stranger_peer_bytes,
+            "strangers' " + name,
+        )
+
+
+def _pair(usage: RelayUsage) -> tuple[int, int]:
+    return usage.count, usage.bytes
+
+
+def _require(usage: RelayUsage, size: int, max_count: int, max_bytes: int, what: str) -> None:
+    if usage.count + 1 > max_count or usage.bytes + size > max_bytes:
+        raise QuotaExceeded(
+            f"relay bound of {what}: holds {usage.count} envelopes / {usage.bytes} bytes, "
+            f"limits {max_count} / {max_bytes}, refused {size} more bytes"
+        )
+
+
+def largest_holder_txn(txn: KvTxn, known: bool) -> bytes | None:
+    """The peer holding the most bytes in one class, if any."""
+    prefix = bytes([known])
+    for key, _ in txn.scan(Table.RELAY_BY_SIZE, prefix, prefix_end(prefix), reverse=True):
+        return decode_relay_size_key(key)[1]
+    return None
+
+
+def oldest_entry_txn(txn: KvTxn, known: bool, peer: bytes) -> tuple[int, bytes, int] | None:
+    """(expires_ms, recipient, arrival) of `peer`'s oldest entry in one class."""
+    prefix = relay_holder_key(known, peer)
+    for key, _ in txn.scan(Table.RELAY_BY_PEER, prefix, prefix_end(prefix)):
+        return decode_relay_expiry_key(key[len(prefix) :])
+    return None

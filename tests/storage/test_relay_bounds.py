@@ -1,0 +1,214 @@
+"""Relay inbox bounds (SPEC §11.5.3): per sender, per peer, strangers, the total, fair eviction,
+and expired entries that count for nothing. Contract tests: memory twin and LMDB alike."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.protocol.envelope import Envelope
+from hearthmesh.protocol.errors import QuotaExceeded
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.storage.api import RelayQuota
+from hearthmesh.storage.lmdb_store import LmdbStore
+from hearthmesh.storage.memory import MemoryStore
+from hearthmesh.storage.store import KvStore
+
+from .helpers import USER_A, USER_B, make_envelope
+
+HONEST = b"12D3KooWHonestHome"
+ABUSER = b"12D3KooWAbuser"
+ABUSER_2 = b"12D3KooWAbuserTwo"
+ROOMY = RelayQuota(max_count=1_000, max_bytes=1 << 30)
+"""Every bound out of the way but the ones a test sets."""
+
+StoreFactory = Callable[[RelayQuota], KvStore]
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+def open_relay(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    opened: list[KvStore] = []
+
+    def factory(quota: RelayQuota) -> KvStore:
+        if request.param == "memory":
+            store: KvStore = MemoryStore(relay_quota=quota)
+        else:
+            store = LmdbStore(tmp_path / "store", map_size=1 << 22, relay_quota=quota)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
+def _recipient(index: int) -> UserId:
+    return UserId(hashlib.sha256(b"recipient %d" % index).digest())
+
+
+def _envelope(index: int, *, user: bytes = USER_A, body: bytes = b"hello") -> Envelope:
+    return make_envelope(seq=index + 1, wall_ms=1_000 + index, user=user, body=body)
+
+
+def _held(store: KvStore, recipient: bytes) -> list[bytes]:
+    return [e.message_id for e in store.relay_take(recipient, now_ms=0, limit=1_000)]
+
+
+def test_one_stranger_peer_cannot_fill_the_relay_with_random_recipients(
+    open_relay: StoreFactory,
+) -> None:
+    # The finding: 330 envelopes to 330 made-up recipients were all held. Defaults otherwise.
+    store = open_relay(RelayQuota(max_count=10_000, max_bytes=64 << 20))
+    held = refused = 0
+    for index in range(330):
+        try:
+            store.relay_put(
+                _recipient(index),
+                _envelope(index, body=b"x" * 2_000),
+                peer=ABUSER,
+                known=False,
+                now_ms=0,
+                ttl_ms=10_000,
+            )
+            held += 1
+        except QuotaExceeded as exc:
+            assert "strangers' peer" in str(exc)
+            refused += 1
+    assert (held, refused) == (100, 230)
+    # Its refusals changed nothing: the first 100 are still there, the rest never were.
+    assert len(_held(store, _recipient(0))) == 1
+    assert _held(store, _recipient(100)) == []
+
+
+def test_a_sender_is_bounded_across_peers_and_recipients(open_relay: StoreFactory) -> None:
+    store = open_relay(RelayQuota(max_count=1_000, max_bytes=1 << 30, sender_count=3))
+    for index, peer in enumerate([HONEST, ABUSER, ABUSER_2]):
+        store.relay_put(
+            _recipient(index), _envelope(index), peer=peer, known=True, now_ms=0, ttl_ms=100
+        )
+    with pytest.raises(QuotaExceeded, match="sender " + USER_A.hex()):
+        store.relay_put(_recipient(9), _envelope(9), peer=HONEST, known=True, now_ms=0, ttl_ms=100)
+    # Another sender through the same peer is not touched by USER_A's bound.
+    assert store.relay_put(
+        _recipient(9), _envelope(9, user=USER_B), peer=HONEST, known=True, now_ms=0, ttl_ms=100
+    )
+
+
+def test_a_peer_is_bounded_and_an_ack_gives_its_share_back(open_relay: StoreFactory) -> None:
+    quota = RelayQuota(max_count=1_000, max_bytes=1 << 30, peer_count=2)
+    store = open_relay(quota)
+    first, second = _envelope(1), _envelope(2, user=USER_B)
+    store.relay_put(_recipient(1), first, peer=ABUSER, known=True, now_ms=0, ttl_ms=100)
+    store.relay_put(_recipient(2), second, peer=ABUSER, known=True, now_ms=0, ttl_ms=100)
+    with pytest.raises(QuotaExceeded, match="peer " + ABUSER.decode()):
+        store.relay_put(_recipient(3), _envelope(3), peer=ABUSER, known=False, now_ms=0, ttl_ms=99)
+    assert store.relay_ack(_recipient(1), [first.message_id]) == 1
+    assert store.relay_put(_recipient(3), _envelope(3), peer=ABUSER, known=True, now_ms=0, ttl_ms=9)
+
+
+def test_an_expired_entry_counts_for_nothing_before_any_purge(open_relay: StoreFactory) -> None:
+    # The finding: expired entries kept counting, so a full recipient was refused forever.
+    store = open_relay(RelayQuota(max_count=3, max_bytes=1 << 30))
+    for index in range(3):
+        store.relay_put(USER_B, _envelope(index), peer=HONEST, known=True, now_ms=0, ttl_ms=100)
+    with pytest.raises(QuotaExceeded):
+        store.relay_put(USER_B, _envelope(7), peer=HONEST, known=True, now_ms=99, ttl_ms=100)
+    fresh = _envelope(8)
+    assert store.relay_put(USER_B, fresh, peer=HONEST, known=True, now_ms=100, ttl_ms=100)
+    assert _held(store, USER_B) == [fresh.message_id]
+    assert store.relay_usage(USER_B).count == 1
+
+
+def test_fair_eviction_keeps_the_honest_holders_envelopes(open_relay: StoreFactory) -> None:
+    store = open_relay(RelayQuota(max_count=1_000, max_bytes=1 << 30, total_count=10, peer_count=6))
+    honest = [_envelope(i, user=USER_B) for i in range(2)]
+    for env in honest:
+        store.relay_put(USER_A, env, peer=HONEST, known=True, now_ms=0, ttl_ms=1_000)
+    for index in range(6):
+        store.relay_put(
+            _recipient(index), _envelope(10 + index), peer=ABUSER, known=True, now_ms=0, ttl_ms=99
+        )
+    # Its own bound refuses the abuser: it may not evict anyone to make room for itself.
+    with pytest.raises(QuotaExceeded, match="peer"):
+        store.relay_put(_recipient(9), _envelope(30), peer=ABUSER, known=True, now_ms=0, ttl_ms=9)
+    # A second identity fills the total, then can only take from the largest holder, until
+    # the two hold equal shares.
+    taken = 0
+    for index in range(6):
+        try:
+            store.relay_put(
+                _recipient(20 + index),
+                _envelope(40 + index, user=b"\x0c" * 32),
+                peer=ABUSER_2,
+                known=True,
+                now_ms=0,
+                ttl_ms=1_000,
+            )
+        except QuotaExceeded as exc:
+            assert "pool full" in str(exc)
+            break
+        taken += 1
+    assert taken == 4
+    assert _held(store, USER_A) == [env.message_id for env in honest]
+    assert sum(len(_held(store, _recipient(i))) for i in range(6)) == 4
+    # The honest home, holding least, still gets room: from the largest holder.
+    later = _envelope(50, user=USER_B)
+    assert store.relay_put(USER_A, later, peer=HONEST, known=True, now_ms=0, ttl_ms=1_000)
+    assert _held(store, USER_A) == [env.message_id for env in [*honest, later]]
+
+
+def test_a_strangers_envelope_never_evicts_a_known_one(open_relay: StoreFactory) -> None:
+    store = open_relay(RelayQuota(max_count=1_000, max_bytes=1 << 30, total_count=3))
+    known = [_envelope(i, user=USER_B) for i in range(3)]
+    for env in known:
+        store.relay_put(USER_A, env, peer=HONEST, known=True, now_ms=0, ttl_ms=1_000)
+    with pytest.raises(QuotaExceeded, match="pool full"):
+        store.relay_put(_recipient(1), _envelope(9), peer=ABUSER, known=False, now_ms=0, ttl_ms=9)
+    assert _held(store, USER_A) == [env.message_id for env in known]
+
+
+def test_a_known_envelope_takes_the_place_of_a_strangers(open_relay: StoreFactory) -> None:
+    store = open_relay(RelayQuota(max_count=1_000, max_bytes=1 << 30, total_count=3))
+    strangers = [_envelope(i) for i in range(3)]
+    for index, env in enumerate(strangers):
+        store.relay_put(
+            _recipient(index), env, peer=ABUSER, known=False, now_ms=index, ttl_ms=1_000
+        )
+    mine = _envelope(9, user=USER_B)
+    assert store.relay_put(USER_A, mine, peer=HONEST, known=True, now_ms=0, ttl_ms=1_000)
+    assert _held(store, USER_A) == [mine.message_id]
+    assert _held(store, _recipient(0)) == []  # the oldest stranger's envelope made room
+    assert len(_held(store, _recipient(1)) + _held(store, _recipient(2))) == 2
+
+
+def test_the_strangers_pool_is_capped_below_the_total(open_relay: StoreFactory) -> None:
+    store = open_relay(
+        RelayQuota(max_count=1_000, max_bytes=1 << 30, stranger_count=2, stranger_peer_count=2)
+    )
+    for index in range(2):
+        store.relay_put(
+            _recipient(index), _envelope(index), peer=ABUSER, known=False, now_ms=0, ttl_ms=99
+        )
+    with pytest.raises(QuotaExceeded):  # the largest stranger holder is the one putting
+        store.relay_put(_recipient(5), _envelope(5), peer=ABUSER, known=False, now_ms=0, ttl_ms=9)
+    assert store.relay_put(_recipient(6), _envelope(6), peer=HONEST, known=True, now_ms=0, ttl_ms=9)
+
+
+def test_shares_are_given_back_by_ack_purge_and_eviction(open_relay: StoreFactory) -> None:
+    quota = RelayQuota(max_count=1_000, max_bytes=1 << 30, peer_count=2, sender_count=2)
+    store = open_relay(quota)
+    for round_ms in (0, 1_000, 2_000):
+        envs = [_envelope(round_ms + i) for i in range(2)]
+        for index, env in enumerate(envs):
+            assert store.relay_put(
+                _recipient(index), env, peer=ABUSER, known=True, now_ms=round_ms, ttl_ms=500
+            )
+        if round_ms == 1_000:
+            store.relay_ack(_recipient(0), [envs[0].message_id])
+            store.relay_ack(_recipient(1), [envs[1].message_id])
+        else:
+            assert store.purge(now_ms=round_ms + 500, retention_ms=10**12).relay_entries == 2
+    assert store.relay_recipients() == []
