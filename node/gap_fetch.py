@@ -138,7 +138,7 @@ class GapFetcher:
                 if not batch.items:
                     continue
                 results = await self._receiver.accept_batch(
-                    batch, from_sibling=peer in self._siblings()
+                    batch, peer=peer, from_sibling=peer in self._siblings()
                 )
             except (HearthError, OSError, TimeoutError) as exc:
                 log.info("fetch of a gap from %s failed: %s", peer[-8:], exc)

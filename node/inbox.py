@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from hearthmesh.node.contact_events import apply_contact_event
 from hearthmesh.node.directory import HomeDirectory
 from hearthmesh.node.receipt_credit import credit_receipt
+from hearthmesh.node.relationships import knows
 from hearthmesh.node.rooms import Admission, RoomRegistry
 from hearthmesh.node.sequencing import ReleaseOrder
 from hearthmesh.protocol.content import is_contact_event
@@ -24,6 +25,7 @@ from hearthmesh.protocol.errors import (
     ClockSkew,
     ErrorCode,
     HearthError,
+    LocalProtocolError,
     ProtocolError,
     QuotaExceeded,
     RemoteProtocolError,
@@ -87,6 +89,7 @@ class Inbox:
         items: list[Arrival | DeliveryResult],
         *,
         now_ms: int,
+        peer: str = "",
         from_sibling: bool = False,
     ) -> StoreOutcome:
         """Store or relay each arrival; runs in a store write batch. Results are in input order.
@@ -94,6 +97,8 @@ class Inbox:
         Args:
             items: verified arrivals, or the result already decided for an item that failed
                 before the store (a bad signature, clock skew).
+            peer: the peer that delivered them, whose share of the relay inbox (SPEC §11.5.3)
+                an envelope for another user counts against; gossip is only for our users.
         """
         outcome = StoreOutcome()
         # What reaches one of our homes from outside goes on to the others (DESIGN §7); what a
@@ -133,7 +138,7 @@ class Inbox:
                     )
                 )
             else:
-                results.append(self._relay(store, item, now_ms, outcome))
+                results.append(self._relay(store, item, peer, now_ms, outcome))
         if requests:
             appended = store.append_many(requests)
             for slot, request, stored in zip(slots, requests, appended, strict=True):
@@ -173,13 +178,25 @@ class Inbox:
         return DeliveryResult(message_id=envelope.message_id, status=AckStatus.STORED)
 
     def _relay(
-        self, store: Store, arrival: Arrival, now_ms: int, outcome: StoreOutcome
+        self, store: Store, arrival: Arrival, peer: str, now_ms: int, outcome: StoreOutcome
     ) -> DeliveryResult:
         envelope = arrival.envelope
+        if not peer:
+            raise LocalProtocolError("a relayed envelope needs the peer that delivered it")
+        known = knows(store, self._local, envelope.sender_user) or knows(
+            store, self._local, arrival.recipient
+        )
         try:
-            store.relay_put(arrival.recipient, envelope, now_ms=now_ms, ttl_ms=self._relay_ttl_ms)
+            store.relay_put(
+                arrival.recipient,
+                envelope,
+                peer=peer.encode("ascii"),
+                known=known,
+                now_ms=now_ms,
+                ttl_ms=self._relay_ttl_ms,
+            )
         except QuotaExceeded as exc:
-            log.info("relay quota for %s: %s", arrival.recipient.hex()[:12], exc)
+            log.debug("relay refused for %s: %s", arrival.recipient.hex()[:12], exc)
             return DeliveryResult(
                 message_id=envelope.message_id, status=AckStatus.DEFERRED, code=int(exc.code)
             )

@@ -24,8 +24,8 @@ from hearthmesh.protocol.errors import RemoteProtocolError
 from hearthmesh.protocol.standing import (
     StandingPolicy,
     StandingTable,
+    batch_points,
     refusal_points,
-    result_points,
 )
 
 __all__ = ["GossipCheck", "PeerStanding"]
@@ -74,10 +74,11 @@ class PeerStanding:
         self._charge(peer, refusal_points(error.code, self.policy, whole_frame=whole_frame), error)
 
     def refused_results(self, peer: str, results: Iterable[DeliveryResult]) -> None:
-        """The results of a batch `peer` delivered: REJECTED items cost, DEFERRED ones do not."""
-        points = sum(result_points(result, self.policy) for result in results)
+        """The results of a batch `peer` delivered: REJECTED items cost, DEFERRED ones do not,
+        but a batch with envelopes over a relay bound does (`protocol.standing.batch_points`)."""
+        points = batch_points(results, self.policy)
         if points:
-            self._charge(peer, points, "rejected envelopes in a batch")
+            self._charge(peer, points, "rejected or over-quota envelopes in a batch")
 
     def refused_threadsafe(self, peer: str, error: RemoteProtocolError) -> None:
         """`refused(..., whole_frame=False)` from another thread (gossip validators)."""

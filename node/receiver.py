@@ -93,7 +93,7 @@ class Receiver:
                 await stream.write_frame(encode_error(exc))
                 return
             results = await self.accept_batch(
-                frame, from_sibling=self._is_sibling(stream.remote_peer)
+                frame, peer=stream.remote_peer, from_sibling=self._is_sibling(stream.remote_peer)
             )
             self._standing.refused_results(stream.remote_peer, results)
             ack = sign_ack(self._keyring.node, frame.batch_id, tuple(results))
@@ -105,9 +105,12 @@ class Receiver:
         log.debug("refused a frame from %s: %s (code %d)", peer[-8:], error, error.code)
 
     async def accept_batch(
-        self, batch: Deliver, *, from_sibling: bool = False
+        self, batch: Deliver, *, peer: str, from_sibling: bool = False
     ) -> list[DeliveryResult]:
-        """Verify, merge clocks, store; one result per item, in order."""
+        """Verify, merge clocks, store; one result per item, in order.
+
+        `peer` delivered the batch (or answered our fetch): relayed items count against it.
+        """
         # "Stored lately" answers DUPLICATE only for our user: a copy addressed to another
         # user is for us to relay even if we hold our own (a member of the same room).
         ours = all(item.recipient == self._keyring.user_id for item in batch.items)
@@ -142,6 +145,7 @@ class Receiver:
             self._store.store,
             items,
             now_ms=self._clock.now_ms(),
+            peer=peer,
             from_sibling=from_sibling,
         )
         self._publish(outcome)

@@ -10,6 +10,7 @@ later (clock skew, quotas, rates, a sender not yet known as a member: DEFERRED) 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,6 +22,7 @@ __all__ = [
     "Ban",
     "StandingPolicy",
     "StandingTable",
+    "batch_points",
     "refusal_points",
     "result_points",
 ]
@@ -60,6 +62,9 @@ class StandingPolicy:
     """No ban lasts longer."""
     max_peers: int = 4096
     """Peers remembered; beyond it the least recently seen peer not banned is forgotten."""
+    quota_points: int = 10
+    """A delivered batch some of whose envelopes a relay bound refused (SPEC §11.5.3): once
+    per batch, so an honest home retrying with backoff is forgiven, a flood is banned."""
 
 
 def refusal_points(code: int, policy: StandingPolicy, *, whole_frame: bool) -> int:
@@ -75,6 +80,19 @@ def result_points(result: DeliveryResult, policy: StandingPolicy) -> int:
     if result.status is not AckStatus.REJECTED:
         return 0
     return refusal_points(result.code, policy, whole_frame=False)
+
+
+def batch_points(results: Iterable[DeliveryResult], policy: StandingPolicy) -> int:
+    """Points for the results of one batch we ack: each REJECTED offence, plus `quota_points`
+    once if any item was DEFERRED over a relay bound (`QUOTA_EXCEEDED`)."""
+    points = 0
+    over_quota = False
+    for result in results:
+        points += result_points(result, policy)
+        over_quota = over_quota or (
+            result.status is AckStatus.DEFERRED and result.code == ErrorCode.QUOTA_EXCEEDED
+        )
+    return points + (policy.quota_points if over_quota else 0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -578,6 +578,10 @@ class UserDirectory(Protocol):
         """`owner`'s contacts, by contact id."""
         ...
 
+    def is_contact(self, owner: bytes, contact: bytes) -> bool:
+        """Is `contact` on `owner`'s list? One key read."""
+        ...
+
     def put_friend_request(self, request: FriendRequest) -> bool:
         """Record a request; False if one from the same sender is already pending."""
         ...

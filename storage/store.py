@@ -314,6 +314,11 @@ class KvStore:
             lambda txn: txn.delete(Table.CONTACTS, contact_key(owner, contact))
         )
 
+    def is_contact(self, owner: bytes, contact: bytes) -> bool:
+        """Is `contact` on `owner`'s list?"""
+        with self._engine.read() as txn:
+            return txn.get(Table.CONTACTS, contact_key(owner, contact)) is not None
+
     def contacts(self, owner: bytes) -> list[Contact]:
         """`owner`'s contacts."""
         with self._engine.read() as txn:

@@ -57,7 +57,7 @@ async def test_deferred_results_cost_nothing_and_rejected_forgeries_do(clock: Fa
     mid = MessageId(bytes(32))
     deferred = [
         DeliveryResult(message_id=mid, status=AckStatus.DEFERRED, code=int(code))
-        for code in (ErrorCode.CLOCK_SKEW, ErrorCode.QUOTA_EXCEEDED, ErrorCode.NOT_AUTHORIZED)
+        for code in (ErrorCode.CLOCK_SKEW, ErrorCode.NOT_AUTHORIZED)
     ]
     standing.refused_results(MALLORY, deferred)
     standing.refused(MALLORY, ClockSkew("ahead"))
@@ -67,6 +67,22 @@ async def test_deferred_results_cost_nothing_and_rejected_forgeries_do(clock: Fa
     )
     standing.refused_results(MALLORY, [forged, forged])
     assert standing.points(MALLORY) == 2 * standing.policy.item_points
+
+
+async def test_a_batch_over_a_relay_bound_costs_once(clock: FakeClock) -> None:
+    """SPEC §11.5.3: envelopes refused over a relay bound cost the batch `quota_points` once."""
+    standing = keeper(clock, [])
+    over = DeliveryResult(
+        message_id=MessageId(bytes(32)),
+        status=AckStatus.DEFERRED,
+        code=int(ErrorCode.QUOTA_EXCEEDED),
+    )
+    standing.refused_results(MALLORY, [over] * 200)
+    assert standing.points(MALLORY) == standing.policy.quota_points
+    batches = standing.policy.ban_points // standing.policy.quota_points
+    for _ in range(batches):
+        standing.refused_results(MALLORY, [over])
+    assert not standing.admits(MALLORY)
 
 
 async def test_gossip_refusals_are_charged_to_the_forwarder(clock: FakeClock) -> None:

@@ -12,6 +12,7 @@ from hearthmesh.protocol.errors import ErrorCode
 from hearthmesh.protocol.standing import (
     StandingPolicy,
     StandingTable,
+    batch_points,
     refusal_points,
     result_points,
 )
@@ -147,3 +148,12 @@ def test_points_stay_below_the_threshold_unless_banned(steps: list[tuple[int, in
         now += wait_ms
         table.offend("p", points, now)
         assert 0 <= table.points("p", now) < POLICY.ban_points
+
+
+def test_a_batch_over_a_relay_bound_costs_quota_points_once() -> None:
+    over = result(AckStatus.DEFERRED, ErrorCode.QUOTA_EXCEEDED)
+    forged = result(AckStatus.REJECTED, ErrorCode.BAD_SIGNATURE)
+    skewed = result(AckStatus.DEFERRED, ErrorCode.CLOCK_SKEW)
+    assert batch_points([over, over, over], POLICY) == POLICY.quota_points
+    assert batch_points([over, forged], POLICY) == POLICY.quota_points + POLICY.item_points
+    assert batch_points([skewed, result(AckStatus.RELAYED, ErrorCode.PROTOCOL)], POLICY) == 0
