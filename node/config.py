@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from hearthmesh.node.directory import (
+    DEFAULT_MAX_LOOSE_CERTIFICATES,
+    DEFAULT_MAX_STRANGERS,
+    DEFAULT_RECORD_MAX_AGE_MS,
+)
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.storage.api import DEFAULT_RELAY_QUOTA, RelayQuota
 
@@ -40,7 +45,8 @@ class NodeConfig:
     relay_ttl_ms: int = 7 * 24 * 3600 * 1000
     """How long this node keeps envelopes it relays for others."""
     relay_quota: RelayQuota = DEFAULT_RELAY_QUOTA
-    """How much this node holds for any one user whose home is away."""
+    """What the relay inbox holds at most: per recipient, sender user and sending peer, for
+    strangers and in total, each field with its default (SPEC §11.5.3, `RelayQuota`)."""
     sync_interval_ms: int = 60_000
     """How often this node reconciles its rooms with its user's other homes (DESIGN §7)."""
     retry_poll_ms: int = 200
@@ -50,5 +56,22 @@ class NodeConfig:
     the missing envelopes (SPEC §26); the sender's own retries usually fill it sooner."""
     standing: StandingPolicy = field(default_factory=StandingPolicy)
     """What misbehaving peers pay (SPEC §11.6)."""
+    # --- #12 resources slice: the purge service and directory bounds (SPEC §11.5.4, §13.6) ---
+    purge_interval_ms: int = 60_000
+    """How often the purge runs: relay TTL, history retention, stale directory entries
+    (default 60 s; the first pass runs at start)."""
+    purge_batch: int = 1_000
+    """Most events (and relay entries) one purge transaction removes; the service yields to
+    the event loop between batches (default 1,000)."""
+    history_retention_ms: int | None = None
+    """History older than this is purged; None (default): the store's `retention.ms` setting,
+    else 30 days."""
+    directory_max_strangers: int = DEFAULT_MAX_STRANGERS
+    """Home records kept of users who are neither ours nor a contact or co-member of ours; the
+    one learned longest ago goes first (default 2,000)."""
+    directory_max_certificates: int = DEFAULT_MAX_LOOSE_CERTIFICATES
+    """Device certificates kept from deliveries beyond those in kept records (default 4,096)."""
+    directory_record_max_age_ms: int = DEFAULT_RECORD_MAX_AGE_MS
+    """A stranger's home record issued longer ago than this is purged (default 30 days)."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

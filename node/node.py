@@ -40,6 +40,7 @@ from hearthmesh.node.own_homes import OwnHomes
 from hearthmesh.node.peer_link import PeerLinks
 from hearthmesh.node.peer_standing import PeerStanding
 from hearthmesh.node.presence import PresenceService
+from hearthmesh.node.purge import PurgeService
 from hearthmesh.node.receiver import Receiver
 from hearthmesh.node.relay import RelayForwarder
 from hearthmesh.node.room_topics import ROOM_TOPIC_PREFIX, RoomTopics
@@ -156,7 +157,12 @@ class Node:
         self._hlc.restore(await self._store.run(_restored_hlc, store, self.keyring.user_id))
         self._stack.push_async_callback(self._save_hlc)
         local = {self.keyring.user_id}
-        self._directory = HomeDirectory()
+        self._directory = HomeDirectory(
+            local_users=local,
+            max_strangers=self.config.directory_max_strangers,
+            max_loose_certificates=self.config.directory_max_certificates,
+            record_max_age_ms=self.config.directory_record_max_age_ms,
+        )
         self._rooms = RoomRegistry(local)
         self._release = ReleaseOrder()
         self._inbox = Inbox(
@@ -222,6 +228,14 @@ class Node:
             directory=self._directory,
             clock=self._clock,
             poll_ms=max(self.config.retry_poll_ms, 1000),
+        )
+        self._purge = PurgeService(
+            store=self._store,
+            directory=self._directory,
+            clock=self._clock,
+            interval_ms=self.config.purge_interval_ms,
+            batch=self.config.purge_batch,
+            retention_ms=self.config.history_retention_ms,
         )
         self._presence = PresenceService(
             host=self._host,
@@ -376,6 +390,7 @@ class Node:
         self._spawn(self._outbox.run(), "outbox")
         self._spawn(self._sync_siblings_periodically(), "sync-siblings")
         self._spawn(self._relay.run(), "relay")
+        self._spawn(self._purge.run(), "purge")
         self._spawn(self.media.run(), "media")
         self._spawn(self._gaps.run(), "gap-fetch")
         self._spawn(self._presence.run(presence_sub), "presence")

@@ -675,6 +675,10 @@ class Settings(Protocol):
         """Store a setting."""
         ...
 
+    def delete_setting(self, name: str) -> bool:
+        """Forget a setting; False if there was none."""
+        ...
+
 
 class Transactions(Protocol):
     """Many calls in one transaction: how `AsyncStore` shares one commit and one snapshot."""

@@ -401,6 +401,11 @@ class KvStore:
         key = directory.setting_key(name)
         self._engine.write(lambda txn: txn.put(Table.SETTINGS, key, value))
 
+    def delete_setting(self, name: str) -> bool:
+        """Forget a setting; False if there was none."""
+        key = directory.setting_key(name)
+        return self._engine.write(lambda txn: txn.delete(Table.SETTINGS, key))
+
     # --- media ---------------------------------------------------------------------------
 
     def put_media(self, data: bytes, *, content_type: str, now_ms: int) -> MediaInfo:
