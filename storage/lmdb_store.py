@@ -33,6 +33,7 @@ from .history import fill_sender_index_txn
 from .keys import SCHEMA_KEY, SCHEMA_VERSION, Table, pack_u32, unpack_u32
 from .kv import KvTxn, Outcome, T, check_key
 from .media_refs import fill_media_refs_txn
+from .relay import fill_relay_shares_txn
 from .store import KvStore
 
 __all__ = ["DEFAULT_MAP_SIZE_BYTES", "MAX_MAP_SIZE_BYTES", "LmdbEngine", "LmdbStore"]
@@ -401,6 +402,7 @@ class LmdbStore(KvStore):
         try:  # a store written before these indexes: fill them once (cheap when full)
             self._lmdb.write(fill_sender_index_txn)
             self._lmdb.write(fill_media_refs_txn)
+            self._lmdb.write(fill_relay_shares_txn)
         except BaseException:
             self._lmdb.close()
             raise

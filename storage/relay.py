@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final
 
-from hearthmesh.protocol.envelope import Envelope
-from hearthmesh.protocol.errors import LocalProtocolError, QuotaExceeded
+from hearthmesh.protocol.envelope import Envelope, load_envelope
+from hearthmesh.protocol.errors import HearthError, LocalProtocolError, QuotaExceeded
 from hearthmesh.protocol.identity import UserId
 
 from .api import RelayEntry, RelayQuota, RelayUsage
+from .directory import setting_key
 from .keys import (
     ID_BYTES,
     KEY_END,
@@ -50,8 +51,11 @@ from .relay_shares import (
 )
 
 __all__ = [
+    "LEGACY_PEER",
     "MAX_EVICTIONS_PER_PUT",
+    "RELAY_SHARES_FILLED_SETTING",
     "Holder",
+    "fill_relay_shares_txn",
     "purge_relay_txn",
     "relay_ack_txn",
     "relay_expired_txn",
@@ -63,6 +67,10 @@ __all__ = [
 
 MAX_EVICTIONS_PER_PUT: Final = 256
 """Most entries one put may evict to make room; past it the put is refused."""
+RELAY_SHARES_FILLED_SETTING: Final = "storage.relay_shares"
+"""Set once the entries held before shares existed were counted (`fill_relay_shares_txn`)."""
+LEGACY_PEER: Final = b"-"
+"""The holder of entries held before shares existed: their peer was not recorded."""
 
 
 def relay_usage_txn(txn: KvTxn, recipient: bytes) -> RelayUsage:
@@ -242,6 +250,30 @@ def purge_relay_txn(txn: KvTxn, now_ms: int, limit: int) -> int:
     for _, recipient, arrival in expired:
         _remove_txn(txn, recipient, arrival)
     return len(expired)
+
+
+def fill_relay_shares_txn(txn: KvTxn) -> int:
+    """Count entries held before shares existed, once per store: as strangers' envelopes of
+    one `LEGACY_PEER`, so they are the first the bounds evict. Returns how many."""
+    done = setting_key(RELAY_SHARES_FILLED_SETTING)
+    if txn.get(Table.SETTINGS, done) is not None:
+        return 0
+    legacy = [
+        (key, value)
+        for key, value in txn.scan(Table.RELAY_MESSAGES, b"", KEY_END)
+        if txn.get(Table.RELAY_HOLDERS, key) is None
+    ]
+    for key, value in legacy:  # after the scan: never mutate under a cursor
+        expires_ms, _, wire = decode_relay_message(key, value)
+        try:
+            sender = bytes(load_envelope(wire).sender_user)
+        except HearthError:
+            sender = bytes(ID_BYTES)
+        holder = Holder(known=False, sender=sender, peer=LEGACY_PEER)
+        recipient, arrival = key[:ID_BYTES], unpack_u64(key[ID_BYTES:])
+        grant_share_txn(txn, holder, recipient, arrival, expires_ms, len(wire))
+    txn.put(Table.SETTINGS, done, b"1")
+    return len(legacy)
 
 
 def relay_expired_txn(txn: KvTxn, now_ms: int) -> bool:

@@ -15,6 +15,8 @@ from hearthmesh.protocol.errors import QuotaExceeded
 
 from .api import RelayQuota, RelayUsage
 from .keys import (
+    ID_BYTES,
+    KEY_END,
     Table,
     decode_relay_expiry_key,
     decode_relay_size_key,
@@ -34,6 +36,7 @@ from .records import (
 
 __all__ = [
     "Holder",
+    "audit_shares_txn",
     "check_own_bounds_txn",
     "class_share_txn",
     "grant_share_txn",
@@ -175,3 +178,48 @@ def oldest_entry_txn(txn: KvTxn, known: bool, peer: bytes) -> tuple[int, bytes, 
     for key, _ in txn.scan(Table.RELAY_BY_PEER, prefix, prefix_end(prefix)):
         return decode_relay_expiry_key(key[len(prefix) :])
     return None
+
+
+def audit_shares_txn(txn: KvTxn) -> list[str]:
+    """Differences between the kept counters and a recount from the held entries (empty when
+    they agree): for tests, and for an operator's check of a store."""
+    counted: dict[tuple[Table, bytes], RelayUsage] = {}
+    indexed: set[bytes] = set()
+
+    def add(table: Table, key: bytes, size: int) -> None:
+        counted[table, key] = _moved(
+            counted.get((table, key), RelayUsage(count=0, bytes=0)), 1, size
+        )
+
+    for key, value in txn.scan(Table.RELAY_HOLDERS, b"", KEY_END):
+        known, sender, peer = decode_relay_holder(key, value)
+        message = txn.get(Table.RELAY_MESSAGES, key)
+        if message is None:
+            return [f"holder without an entry at {key.hex()}"]
+        expires_ms = int.from_bytes(message[:8], "big")
+        size = len(message) - 8 - ID_BYTES
+        add(Table.RELAY_SENDERS, sender, size)
+        add(Table.RELAY_PEERS, relay_holder_key(known, peer), size)
+        add(Table.RELAY_TOTALS, bytes([known]), size)
+        indexed.add(
+            relay_by_peer_key(
+                known, peer, expires_ms, key[:ID_BYTES], int.from_bytes(key[ID_BYTES:], "big")
+            )
+        )
+    problems = []
+    for table in (Table.RELAY_SENDERS, Table.RELAY_PEERS, Table.RELAY_TOTALS):
+        kept = {k: decode_relay_share(table, k, v) for k, v in txn.scan(table, b"", KEY_END)}
+        recount = {k: u for (t, k), u in counted.items() if t is table}
+        if kept != recount:
+            problems.append(f"{table.value.decode()}: kept {kept}, recounted {recount}")
+    sizes = {k for k, _ in txn.scan(Table.RELAY_BY_SIZE, b"", KEY_END)}
+    expected = {
+        relay_size_key(bool(k[0]), u.bytes, k[2:])
+        for (t, k), u in counted.items()
+        if t is Table.RELAY_PEERS
+    }
+    if sizes != expected:
+        problems.append(f"relay.by_size: kept {len(sizes)} keys, expected {len(expected)}")
+    if {k for k, _ in txn.scan(Table.RELAY_BY_PEER, b"", KEY_END)} != indexed:
+        problems.append("relay.by_peer does not match the held entries")
+    return problems

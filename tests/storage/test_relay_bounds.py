@@ -8,13 +8,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import QuotaExceeded
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.storage.api import RelayQuota
+from hearthmesh.storage.keys import KEY_END, Table
+from hearthmesh.storage.kv import KvTxn
 from hearthmesh.storage.lmdb_store import LmdbStore
 from hearthmesh.storage.memory import MemoryStore
+from hearthmesh.storage.relay import RELAY_SHARES_FILLED_SETTING
+from hearthmesh.storage.relay_shares import audit_shares_txn
 from hearthmesh.storage.store import KvStore
 
 from .helpers import USER_A, USER_B, make_envelope
@@ -212,3 +218,104 @@ def test_shares_are_given_back_by_ack_purge_and_eviction(open_relay: StoreFactor
         else:
             assert store.purge(now_ms=round_ms + 500, retention_ms=10**12).relay_entries == 2
     assert store.relay_recipients() == []
+
+
+_PEERS = [HONEST, ABUSER, ABUSER_2]
+_SENDERS = [USER_A, USER_B, b"\x0c" * 32]
+
+
+@st.composite
+def _operations(draw: st.DrawFn) -> list[tuple[str, int, int, int, bool, int]]:
+    """(op, peer, sender, recipient, known, size) steps: puts, acks and purges."""
+    return draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["put", "put", "put", "ack", "advance"]),
+                st.integers(0, 2),
+                st.integers(0, 2),
+                st.integers(0, 3),
+                st.booleans(),
+                st.integers(0, 3_000),
+            ),
+            max_size=60,
+        )
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=_operations())
+def test_kept_counters_always_equal_a_recount(
+    steps: list[tuple[str, int, int, int, bool, int]],
+) -> None:
+    """Whatever puts, refusals, evictions, acks and expiries happen, the incremental counters
+    agree with a recount of the held entries (SPEC §11.5.3: kept, never scanned)."""
+    quota = RelayQuota(
+        max_count=6,
+        max_bytes=12_000,
+        sender_count=8,
+        peer_count=8,
+        stranger_peer_count=3,
+        stranger_count=5,
+        stranger_bytes=8_000,
+        total_count=12,
+        total_bytes=24_000,
+    )
+    store = MemoryStore(relay_quota=quota)
+    now_ms = 0
+    held: dict[int, list[bytes]] = {}
+    for number, (op, peer, sender, recipient, known, size) in enumerate(steps):
+        if op == "put":
+            env = make_envelope(seq=number + 1, user=_SENDERS[sender], body=b"x" * size)
+            try:
+                store.relay_put(
+                    _recipient(recipient),
+                    env,
+                    peer=_PEERS[peer],
+                    known=known,
+                    now_ms=now_ms,
+                    ttl_ms=1_000,
+                )
+                held.setdefault(recipient, []).append(env.message_id)
+            except QuotaExceeded:
+                pass
+        elif op == "ack":
+            store.relay_ack(_recipient(recipient), held.pop(recipient, [])[:1])
+        else:
+            now_ms += size
+        with store._engine.read() as txn:
+            assert audit_shares_txn(txn) == []
+    store.close()
+
+
+def test_entries_held_before_shares_existed_are_counted_once_at_open(tmp_path: Path) -> None:
+    quota = RelayQuota(max_count=1_000, max_bytes=1 << 30, stranger_count=2)
+    store = LmdbStore(tmp_path / "store", map_size=1 << 22, relay_quota=quota)
+    for index in range(2):
+        store.relay_put(
+            _recipient(index), _envelope(index), peer=HONEST, known=True, now_ms=0, ttl_ms=99
+        )
+
+    def forget_shares(txn: KvTxn) -> None:  # what a store written before this revision holds
+        for table in (
+            Table.RELAY_HOLDERS,
+            Table.RELAY_SENDERS,
+            Table.RELAY_PEERS,
+            Table.RELAY_TOTALS,
+            Table.RELAY_BY_SIZE,
+            Table.RELAY_BY_PEER,
+        ):
+            for key in [k for k, _ in txn.scan(table, b"", KEY_END)]:
+                txn.delete(table, key)
+        txn.delete(Table.SETTINGS, RELAY_SHARES_FILLED_SETTING.encode())
+
+    store._engine.write(forget_shares)
+    store.close()
+    store = LmdbStore(tmp_path / "store", map_size=1 << 22, relay_quota=quota)
+    with store._engine.read() as txn:
+        assert audit_shares_txn(txn) == []
+    # counted as strangers' envelopes: a new stranger's one makes room by evicting one of them
+    assert store.relay_put(
+        _recipient(5), _envelope(5), peer=ABUSER, known=False, now_ms=0, ttl_ms=9
+    )
+    assert len(_held(store, _recipient(0)) + _held(store, _recipient(1))) == 1
+    store.close()
