@@ -136,9 +136,10 @@ class HomeDirectory:
             self._certificates.pop(device, None)
 
     def _forget(self, store: Store, user: UserId) -> None:
-        """Drop a stranger's record here and in the store."""
+        """Drop a stranger's record (and presence) here and in the store."""
         self._strangers.pop(user, None)
         self._records.pop(user, None)
+        self.presence.pop(user, None)
         self._drop_certificates(user)
         store.delete_setting(_RECORD_SETTING + user.hex())
 

@@ -136,6 +136,8 @@ class PresenceService:
         await self._store.run(
             self._directory.learn_verified, self._store.store, presence.home_record
         )
+        if self._directory.record(user) is None:
+            return  # a stranger past the directory's bound (SPEC §13.6): nothing kept of them
         online = presence.status is PresenceStatus.ONLINE
         held = self._directory.presence.get(user)
         seen = item.envelope.hlc.wall_ms

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from hearthmesh.node.directory import HomeDirectory
+from hearthmesh.node.directory import HomeDirectory, Presence
 from hearthmesh.protocol.home_record import HomeRecord, encode_home_record, issue_home_record
 from hearthmesh.protocol.identity import (
     DeviceId,
@@ -39,6 +39,10 @@ def test_a_flood_of_valid_records_keeps_the_bound_and_contacts_records() -> None
     assert directory.learn(store, encode_home_record(member), now_ms=NOW_MS) == member
     for index in range(500):  # self-made identities, each record valid
         directory.learn(store, encode_home_record(_record(index)), now_ms=NOW_MS)
+        if index == 0:
+            directory.presence[_record(0).user] = Presence(
+                online=True, last_seen_ms=NOW_MS, expires_ms=NOW_MS + 1
+            )
     assert directory.strangers == 50
     assert len(directory.known_users()) == 52
     assert directory.homes(contact.user) == ("peer1000",)
@@ -47,6 +51,7 @@ def test_a_flood_of_valid_records_keeps_the_bound_and_contacts_records() -> None
     assert directory.record(_record(499).user) is not None
     assert directory.record(_record(0).user) is None
     assert store.get_setting("home-record." + _record(0).user.hex()) is None
+    assert _record(0).user not in directory.presence
     assert store.get_setting("home-record." + contact.user.hex()) is not None
 
 
