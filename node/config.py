@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.storage.api import DEFAULT_RELAY_QUOTA, RelayQuota
 
@@ -50,5 +51,9 @@ class NodeConfig:
     the missing envelopes (SPEC §26); the sender's own retries usually fill it sooner."""
     standing: StandingPolicy = field(default_factory=StandingPolicy)
     """What misbehaving peers pay (SPEC §11.6)."""
+    # --- the peer edge (issue #12, slice "peeredge"): SPEC §10.4, §11.6 ---
+    inbound: InboundPolicy = field(default_factory=InboundPolicy)
+    """Inbound streams: at most 16 per peer and 128 in all, 32 MiB of partially read frames
+    in all, a frame complete within 30 s, a stream idle at most 120 s (SPEC §10.4)."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

@@ -177,6 +177,7 @@ class Node:
                     message_id=_gossip_message_id,
                     dht_validate=dht_validate,
                     dht_select=dht_select,
+                    inbound=self.config.inbound,
                 )
             )
         )
@@ -190,6 +191,7 @@ class Node:
             policy=self.config.standing,
         )
         self._host.set_peer_filter(self._standing.admits)
+        self._host.set_refusal_handler(self._standing.refused)
         self._greetings = Greetings(meet=self._meet, spawn=self._spawn)
         self._host.set_connection_handler(self._connection_changed)
         self._receiver = Receiver(
@@ -261,6 +263,7 @@ class Node:
             is_sibling=lambda peer: peer in self._homes.sibling_peers,
             now_ms=self._clock.now_ms,
             wake_outbox=self._outbox.wake,
+            on_refused=self._standing.refused,
         )
         self._host.set_stream_handler(SYNC_PROTOCOL, self._sync.serve)
         self._host.set_stream_handler("/hearthmesh/deliver/0", self._receiver.serve_deliver)
