@@ -42,6 +42,7 @@ from hearthmesh.node.peer_standing import PeerStanding
 from hearthmesh.node.presence import PresenceService
 from hearthmesh.node.receiver import Receiver
 from hearthmesh.node.relay import RelayForwarder
+from hearthmesh.node.relay_choice import RelayChooser
 from hearthmesh.node.room_topics import ROOM_TOPIC_PREFIX, RoomTopics
 from hearthmesh.node.rooms import RoomRegistry
 from hearthmesh.node.sequencing import ReleaseOrder
@@ -181,15 +182,16 @@ class Node:
                 )
             )
         )
-        self._links = PeerLinks(self._host)
-        self._stack.push_async_callback(self._links.aclose)
         self._standing = PeerStanding(
             clock=self._clock,
             own_peer=self._host.peer_id,
             protected=lambda peer: peer in self._homes.sibling_peers,
             disconnect=self._host.disconnect_nowait,
             policy=self.config.standing,
+            prefix_policy=self.config.prefixes,
         )
+        self._links = PeerLinks(self._host, on_ack=self._standing.exchanged)
+        self._stack.push_async_callback(self._links.aclose)
         self._host.set_peer_filter(self._standing.admits)
         self._host.set_refusal_handler(self._standing.refused)
         self._greetings = Greetings(meet=self._meet, spawn=self._spawn)
@@ -206,9 +208,17 @@ class Node:
             standing=self._standing,
         )
         self._home_lookups = HomeLookups(self.find_home, clock=self._clock, rng=secrets.token_bytes)
+        relays = RelayChooser(
+            host=self._host,
+            standing=self._standing,
+            directory=self._directory,
+            co_members=self._co_members,
+            rng=secrets.token_bytes,
+            policy=self.config.relay_choice,
+        )
         self._outbox = OutboxWorker(
             store=self._store,
-            host=self._host,
+            relays=relays,
             links=self._links,
             directory=self._directory,
             keyring=self.keyring,
@@ -521,8 +531,9 @@ class Node:
         """The host's report of a peer's first connection or last disconnection."""
         if not connected:
             self._greetings.forget(peer_id)
-        elif not self._standing.admits(peer_id):
-            self._host.disconnect_nowait(peer_id)  # a banned peer that dialled again
+            self._standing.disconnected(peer_id)
+        elif not self._standing.connected(peer_id, self._host.remote_ip(peer_id)):
+            self._host.disconnect_nowait(peer_id)  # banned (itself or its prefix), or one too many
         elif self._started:
             self._greetings.start(peer_id)
 
@@ -680,6 +691,10 @@ class Node:
     async def members(self, room: RoomId) -> set[UserId]:
         return await self._store.run(self._rooms.members, self._store.store, room)
 
+    async def _co_members(self) -> set[UserId]:
+        """Users who share a room with ours (contacts included): trusted relays' users."""
+        return await self._store.read(_co_members, self._store.store, self.user_id)
+
     async def rooms(self) -> list[RoomId]:
         rooms = await self._store.run(self._store.store.rooms_of, self.user_id)
         return [room for room in rooms if room != self._self_room]  # private state, not a room
@@ -817,6 +832,10 @@ def _gossip_message_id(data: bytes) -> bytes:
 def _enqueue_history(store: Store, user: UserId, history: list[Envelope], now_ms: int) -> None:
     for envelope in history:
         store.enqueue(user, envelope.message_id, next_attempt_ms=now_ms)
+
+
+def _co_members(store: Store, user: UserId) -> set[UserId]:
+    return _room_members(store, store.rooms_of(user))
 
 
 def _room_members(store: Store, rooms: list[RoomId]) -> set[UserId]:
