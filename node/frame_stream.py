@@ -64,11 +64,11 @@ class RawStream(Protocol):
 class ReadBudget(Protocol):
     """Bytes for partially read frames, shared by streams (`protocol.inbound.InboundLedger`)."""
 
-    def reserve(self, size: int) -> bool:
-        """Take `size` bytes; False (nothing taken) when there is no room."""
+    def reserve(self, peer: str, size: int) -> bool:
+        """Take `size` bytes for `peer`; False (nothing taken) when there is no room."""
         ...
 
-    def release(self, size: int) -> None:
+    def release(self, peer: str, size: int) -> None:
         """Give back bytes taken with `reserve`."""
         ...
 
@@ -165,7 +165,7 @@ class FrameStream:
         loop = asyncio.get_running_loop()
         pending = self._decoder.pending_frame_bytes
         if pending > self._reserved:  # a frame that did not arrive whole: hold its size
-            if not limits.budget.reserve(pending - self._reserved):
+            if not limits.budget.reserve(self.remote_peer, pending - self._reserved):
                 await self.reset()
                 raise Busy(f"no room for a frame of {pending} bytes from {self.remote_peer}")
             self._reserved = pending
@@ -197,7 +197,7 @@ class FrameStream:
 
     def _give_back(self) -> None:
         if self._reserved and self._limits is not None:
-            self._limits.budget.release(self._reserved)
+            self._limits.budget.release(self.remote_peer, self._reserved)
         self._reserved = 0
 
     def __aiter__(self) -> FrameStream:

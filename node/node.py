@@ -69,6 +69,7 @@ from hearthmesh.protocol.identity import (
     DeviceId,
     UserId,
 )
+from hearthmesh.protocol.inbound import InboundLedger
 from hearthmesh.protocol.linking import LINK_PROTOCOL, LinkCode
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
 from hearthmesh.protocol.membership import (
@@ -617,6 +618,16 @@ class Node:
     def is_banned(self, peer_id: str) -> bool:
         """True while `peer_id` is banned here for bad input (SPEC §11.6)."""
         return not self._standing.admits(peer_id)
+
+    @property
+    def prefix_bans(self) -> int:
+        """Address prefixes banned since start (SPEC §11.6.5)."""
+        return self._standing.prefix_bans
+
+    @property
+    def inbound(self) -> InboundLedger:
+        """Inbound streams open and bytes held for partial frames (SPEC §10.4); read only."""
+        return self._host.inbound
 
     @property
     def hellos_started(self) -> int:

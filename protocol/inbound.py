@@ -30,6 +30,9 @@ class InboundPolicy:
     max_buffered_bytes: int = 32 << 20
     """Bytes of frames that did not arrive whole, over all inbound streams (default 32 MiB);
     a frame that would exceed it resets its stream, charging no one."""
+    max_buffered_bytes_per_peer: int = 4 << 20
+    """The same, for the streams of one peer (default 4 MiB): one peer cannot take the whole
+    budget from the others."""
     frame_timeout_ms: int = 30_000
     """A frame begun must be complete within this time (default 30 s), else the stream is
     reset and the peer charged (`FRAME_TIMEOUT`)."""
@@ -44,6 +47,7 @@ class InboundLedger:
     def __init__(self, policy: InboundPolicy | None = None) -> None:
         self.policy = policy or InboundPolicy()
         self._streams: dict[str, int] = {}
+        self._bytes: dict[str, int] = {}
         self._total = 0
         self.buffered_bytes = 0
         """Bytes reserved for partially read frames now."""
@@ -84,14 +88,29 @@ class InboundLedger:
         if held:
             self._total -= 1
 
-    def reserve(self, size: int) -> bool:
-        """Room for `size` more bytes of a partial frame; False (nothing reserved) if none."""
-        if self.buffered_bytes + size > self.policy.max_buffered_bytes:
+    def buffered_bytes_of(self, peer: str) -> int:
+        """Bytes reserved for the partial frames of `peer` now."""
+        return self._bytes.get(peer, 0)
+
+    def reserve(self, peer: str, size: int) -> bool:
+        """Room for `size` more bytes of a partial frame of `peer`; False (nothing reserved)
+        if its share or the whole budget has none."""
+        held = self._bytes.get(peer, 0)
+        if (
+            held + size > self.policy.max_buffered_bytes_per_peer
+            or self.buffered_bytes + size > self.policy.max_buffered_bytes
+        ):
             return False
+        self._bytes[peer] = held + size
         self.buffered_bytes += size
         self.peak_buffered_bytes = max(self.peak_buffered_bytes, self.buffered_bytes)
         return True
 
-    def release(self, size: int) -> None:
+    def release(self, peer: str, size: int) -> None:
         """Give back bytes from `reserve`."""
+        held = self._bytes.get(peer, 0) - size
+        if held > 0:
+            self._bytes[peer] = held
+        else:
+            self._bytes.pop(peer, None)
         self.buffered_bytes = max(0, self.buffered_bytes - size)

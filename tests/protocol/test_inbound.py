@@ -40,12 +40,16 @@ def test_the_total_cap_refuses_everyone_as_busy() -> None:
     assert ledger.streams == 0
 
 
-def test_bytes_of_partial_frames_stay_under_the_budget() -> None:
-    ledger = InboundLedger(InboundPolicy(max_buffered_bytes=3 << 20))
+def test_bytes_of_partial_frames_stay_under_the_budget_and_each_peers_share() -> None:
+    policy = InboundPolicy(max_buffered_bytes=3 << 20, max_buffered_bytes_per_peer=2 << 20)
+    ledger = InboundLedger(policy)
     frame = (1 << 20) - 1
-    held = [ledger.reserve(frame) for _ in range(200)]
-    assert held.count(True) == 3
+    held = [ledger.reserve("mallory", frame) for _ in range(200)]
+    assert held.count(True) == 2  # its share
+    assert ledger.reserve("honest", frame)  # the rest of the budget is still there for others
+    assert not ledger.reserve("honest", frame)  # the whole budget is spent
     assert ledger.buffered_bytes == ledger.peak_buffered_bytes == 3 * frame
-    ledger.release(frame)
-    assert ledger.reserve(frame)
+    ledger.release("mallory", frame)
+    assert ledger.buffered_bytes_of("mallory") == frame
+    assert ledger.reserve("other", frame)
     assert ledger.peak_buffered_bytes <= 3 << 20
