@@ -209,5 +209,7 @@ class PeerStanding:
             (until_ms - now_ms) / 1000,
         )
         for other, other_prefix in list(self._prefix_of.items()):
-            if other_prefix == prefix and other != peer and not self._protected(other):
+            if other_prefix != prefix or self._protected(other):
+                continue
+            if not self._table.banned(other, now_ms):  # a banned one is on its way out
                 self._disconnect(other)
