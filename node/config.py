@@ -11,6 +11,9 @@ from hearthmesh.node.directory import (
     DEFAULT_MAX_STRANGERS,
     DEFAULT_RECORD_MAX_AGE_MS,
 )
+from hearthmesh.protocol.inbound import InboundPolicy
+from hearthmesh.protocol.prefixes import PrefixPolicy
+from hearthmesh.protocol.relay_choice import RelayPolicy
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.storage.api import DEFAULT_RELAY_QUOTA, RelayQuota
 
@@ -73,5 +76,16 @@ class NodeConfig:
     """Device certificates kept from deliveries beyond those in kept records (default 4,096)."""
     directory_record_max_age_ms: int = DEFAULT_RECORD_MAX_AGE_MS
     """A stranger's home record issued longer ago than this is purged (default 30 days)."""
+    # --- the peer edge (issue #12, slice "peeredge"): SPEC §10.4, §11.6 ---
+    inbound: InboundPolicy = field(default_factory=InboundPolicy)
+    """Inbound streams: at most 16 per peer and 128 in all, 32 MiB of partially read frames
+    in all, a frame complete within 30 s, a stream idle at most 120 s (SPEC §10.4)."""
+    prefixes: PrefixPolicy = field(default_factory=PrefixPolicy)
+    """Address prefixes (IPv4 /24, IPv6 /48): at most 32 new peer ids per prefix per 10 min,
+    a prefix banned once 3 of its peer ids were banned within 10 min; loopback exempt
+    (SPEC §11.6.5)."""
+    relay_choice: RelayPolicy = field(default_factory=RelayPolicy)
+    """Relays for away recipients: co-members' homes, then peers connected 10 min with 8 good
+    exchanges and no points, then others; 2 tried per batch, at random in a tier (SPEC §11.7)."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

@@ -23,10 +23,10 @@ from hearthmesh.node.destinations import destination_peer
 from hearthmesh.node.directory import HomeDirectory
 from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.keyring import Keyring
-from hearthmesh.node.libp2p_host import P2PHost
 from hearthmesh.node.outages import Outages
 from hearthmesh.node.p2p_errors import P2PError
 from hearthmesh.node.peer_link import DeliveryFailed, PeerLinks, build_batch
+from hearthmesh.node.relay_choice import RelayChooser
 from hearthmesh.protocol.backoff import next_attempt_ms
 from hearthmesh.protocol.delivery import Ack, AckStatus, BatchItem
 from hearthmesh.protocol.envelope import Envelope, MessageId
@@ -46,7 +46,6 @@ MAX_QUEUED_ENTRIES: Final = 4 * BATCH_ENTRIES * 4
 """Entries taken from the store and not yet settled, over all destinations (the in-memory bound)."""
 SETTLE_EVERY_MS: Final = 50
 """How often acked entries leave the stored outbox (one transaction for all of them)."""
-_RELAYS_TRIED: Final = 2
 _ALL: Final = 1 << 40
 """`unpark` limit meaning every entry."""
 
@@ -58,7 +57,7 @@ class OutboxWorker:
         self,
         *,
         store: AsyncStore,
-        host: P2PHost,
+        relays: RelayChooser,
         links: PeerLinks,
         directory: HomeDirectory,
         keyring: Keyring,
@@ -69,7 +68,7 @@ class OutboxWorker:
         find_home: Callable[[UserId], Awaitable[bool]],
     ) -> None:
         self._store = store
-        self._host = host
+        self._relays = relays
         self._links = links
         self._directory = directory
         self._keyring = keyring
@@ -283,8 +282,7 @@ class OutboxWorker:
     async def _relay(
         self, recipient: UserId, homes: tuple[str, ...], certs: list[bytes], items: list[BatchItem]
     ) -> str:
-        relays = [p for p in self._host.connected_peers() if p not in homes][:_RELAYS_TRIED]
-        for relay in relays:
+        for relay in await self._relays.choose(homes):  # on trust, not id order (SPEC §11.7)
             try:
                 ack = await self._links.deliver(relay, certs, items)
             except DeliveryFailed:

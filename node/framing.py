@@ -59,6 +59,15 @@ class FrameDecoder:
         """Bytes received but not yet returned as a frame (a partial frame at EOF is an error)."""
         return len(self._buf) - self._pos
 
+    @property
+    def pending_frame_bytes(self) -> int:
+        """Header and declared length of the frame begun but not complete; 0 before its
+        header is in (a partial header is at most 3 bytes)."""
+        if len(self._buf) - self._pos < FRAME_HEADER_BYTES:
+            return 0
+        (length,) = _HEADER.unpack_from(self._buf, self._pos)
+        return FRAME_HEADER_BYTES + int(length)
+
     def feed(self, data: bytes) -> None:
         """Append bytes read from the stream."""
         if self._pos >= _COMPACT_AT_BYTES and self._pos * 2 >= len(self._buf):

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 import multiaddr  # type: ignore[import-untyped]
 import trio
@@ -38,7 +38,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from hearthmesh.node.frame_stream import FrameStream
+from hearthmesh.node.frame_stream import FrameStream, ReadLimits
 from hearthmesh.node.framing import MAX_FRAME_BYTES
 from hearthmesh.node.libp2p_dht import DhtLayer, DhtSelect, DhtValidate
 from hearthmesh.node.libp2p_gossip import HEARTBEAT_S, GossipLayer
@@ -57,7 +57,8 @@ from hearthmesh.node.p2p_gossip import (
     Subscription,
 )
 from hearthmesh.node.trio_bridge import TrioThread
-from hearthmesh.protocol.errors import HearthError, LocalProtocolError
+from hearthmesh.protocol.errors import HearthError, LocalProtocolError, RemoteProtocolError
+from hearthmesh.protocol.inbound import InboundLedger, InboundPolicy
 
 __all__ = [
     "HEARTBEAT_S",
@@ -66,6 +67,7 @@ __all__ = [
     "HostConfig",
     "P2PHost",
     "PeerFilter",
+    "RefusalHandler",
     "StreamHandler",
     "peer_id_from_seed",
 ]
@@ -83,6 +85,15 @@ by it, found by mDNS or bootstrap) and `(peer id, False)` when its last one clos
 
 PeerFilter = Callable[[str], bool]
 """Asked on asyncio for each inbound stream: False resets it unread (a banned peer)."""
+
+
+class RefusalHandler(Protocol):
+    """Told on asyncio of what a peer did wrong at the stream level (SPEC §10.4, §11.6)."""
+
+    def __call__(self, peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
+        """`whole_frame=False` for a lesser offence (one stream past the peer's cap)."""
+        ...
+
 
 STOP_GRACE_S: Final = 2.0
 """Upper bound for closing all connections at stop (each close sleeps 200 ms inside libp2p)."""
@@ -114,6 +125,8 @@ class HostConfig:
     kad-dht (server mode). Pure and thread-safe: it runs on the trio thread."""
     dht_select: DhtSelect | None = None
     """Picks the best of several valid values for one DHT key (see `dht_validate`)."""
+    inbound: InboundPolicy = field(default_factory=InboundPolicy)
+    """Bounds on inbound streams: counts, bytes of partial frames, timeouts (SPEC §10.4)."""
 
 
 def peer_id_from_seed(seed: bytes) -> str:
@@ -200,7 +213,7 @@ class _LibP2PStream:
 class _ConnectionTracker(INotifee):
     """Mirrors the set of connected peers to asyncio (counted per connection)."""
 
-    def __init__(self, report: Callable[[str, int], None]) -> None:
+    def __init__(self, report: Callable[[str, int, str | None], None]) -> None:
         self._report = report
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
@@ -210,10 +223,10 @@ class _ConnectionTracker(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._report(conn.muxed_conn.peer_id.to_base58(), 1)
+        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn))
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._report(conn.muxed_conn.peer_id.to_base58(), -1)
+        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None)
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
@@ -241,6 +254,15 @@ class P2PHost:
         self._peer_waiters: dict[str, asyncio.Event] = {}
         self._on_connection: ConnectionHandler | None = None
         self._admits: PeerFilter = lambda _peer: True
+        self._refused: RefusalHandler = _refuse_nothing
+        self._remote_ips: dict[str, str] = {}
+        self.inbound = InboundLedger(config.inbound)
+        """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
+        self._read_limits = ReadLimits(
+            budget=self.inbound,
+            frame_timeout_s=config.inbound.frame_timeout_ms / 1000,
+            idle_timeout_s=config.inbound.idle_timeout_ms / 1000,
+        )
         self._closing = False
         self._gossip = GossipLayer(
             bridge=self._bridge,
@@ -369,15 +391,17 @@ class P2PHost:
         except Exception:
             log.warning("closing libp2p host %s failed", self.peer_id, exc_info=True)
 
-    def _report_connection(self, peer: str, delta: int) -> None:
+    def _report_connection(self, peer: str, delta: int, ip: str | None) -> None:
         if delta > 0 and self._dht is not None:  # a new peer may serve the DHT
             with contextlib.suppress(HostClosed):
                 self._bridge.spawn(self._dht.add_peer, ID.from_base58(peer))
-        self._bridge.to_asyncio(self._apply_connection, peer, delta)
+        self._bridge.to_asyncio(self._apply_connection, peer, delta, ip)
 
-    def _apply_connection(self, peer: str, delta: int) -> None:
+    def _apply_connection(self, peer: str, delta: int, ip: str | None) -> None:
         before = self._peers.get(peer, 0)
         count = before + delta
+        if ip is not None:
+            self._remote_ips[peer] = ip
         if count > 0:
             self._peers[peer] = count
             waiter = self._peer_waiters.pop(peer, None)
@@ -385,6 +409,7 @@ class P2PHost:
                 waiter.set()
         else:
             self._peers.pop(peer, None)
+            self._remote_ips.pop(peer, None)
         if self._on_connection is not None and (before > 0) != (count > 0):
             self._on_connection(peer, count > 0)
 
@@ -472,6 +497,15 @@ class P2PHost:
         """Reset unread every inbound stream from a peer `admits` refuses (asked on asyncio)."""
         self._admits = admits
 
+    def set_refusal_handler(self, refused: RefusalHandler) -> None:
+        """Report to `refused` each stream-level offence of a peer: a stream past its cap, or a
+        `RemoteProtocolError` that a stream handler let out (SPEC §10.4, §11.6)."""
+        self._refused = refused
+
+    def remote_ip(self, peer_id: str) -> str | None:
+        """The IP address a connected peer's connection comes from (None if not known)."""
+        return self._remote_ips.get(peer_id)
+
     def connected_peers(self) -> list[str]:
         """Peer ids with at least one open connection (as last reported by the trio thread)."""
         return sorted(self._peers)
@@ -515,8 +549,13 @@ class P2PHost:
     def set_stream_handler(self, protocol_id: str, handler: StreamHandler) -> None:
         """Serve inbound streams of `protocol_id` with `handler`, one asyncio task per stream.
 
-        The handler's task belongs to the host; an exception in it is logged and the stream is
-        reset, a normal return closes the stream.
+        The handler's task belongs to the host; a normal return closes the stream. A
+        `RemoteProtocolError` it lets out is reported to the refusal handler (the peer pays,
+        SPEC §11.6) and a `StreamClosed` (the peer went away) is one quiet line; either way
+        the stream is reset. Any other exception is logged with its traceback.
+
+        Inbound streams are bounded per peer and in total, and read within the budget and
+        timeouts of `HostConfig.inbound` (SPEC §10.4).
         """
         self._handlers[protocol_id] = handler
         self._bridge.run_sync_soon(self._install_handler_on_trio, protocol_id)
@@ -534,35 +573,59 @@ class P2PHost:
     def _on_inbound(self, protocol_id: str, raw: _LibP2PStream, peer: str) -> None:
         handler = self._handlers.get(protocol_id)
         if self._closing or handler is None or self._tasks is None or not self._admits(peer):
-            with contextlib.suppress(HostClosed):
-                self._bridge.run_sync_soon(self._bridge.spawn, raw.reset)
+            self._reset_unread(raw)
             return
-        stream = self._frame_stream(raw, peer, protocol_id)
+        try:
+            self.inbound.open(peer)
+        except RemoteProtocolError as exc:  # SPEC §10.4: past a cap, reset unread
+            self._reset_unread(raw)
+            self._refused(peer, exc, whole_frame=False)  # BUSY costs nothing
+            log.debug("inbound %s stream from %s refused: %s", protocol_id, peer[-8:], exc)
+            return
+        stream = self._frame_stream(raw, peer, protocol_id, self._read_limits)
         task = self._tasks.create_task(self._serve(handler, stream))
         self._handler_tasks.add(task)
         task.add_done_callback(self._handler_tasks.discard)
 
+    def _reset_unread(self, raw: _LibP2PStream) -> None:
+        with contextlib.suppress(HostClosed):
+            self._bridge.run_sync_soon(self._bridge.spawn, raw.reset)
+
     async def _serve(self, handler: StreamHandler, stream: FrameStream) -> None:
+        peer = stream.remote_peer
         try:
             await handler(stream)
+        except StreamClosed as exc:  # a peer killed or gone mid-answer: expected on a mesh
+            log.info("%s stream from %s ended early: %s", stream.protocol_id, peer[-8:], exc)
+            await stream.reset()
+        except RemoteProtocolError as exc:  # every peer error path reaches its standing
+            self._refused(peer, exc)
+            log.debug("%s stream from %s refused: %s", stream.protocol_id, peer[-8:], exc)
+            await stream.reset()
         except Exception:
-            log.exception(
-                "stream handler for %s from %s failed", stream.protocol_id, stream.remote_peer
-            )
+            log.exception("stream handler for %s from %s failed", stream.protocol_id, peer)
             await stream.reset()
         else:
             await stream.close()
         finally:
+            self.inbound.close(peer)
             if not stream.closed:  # cancelled: the host is stopping
                 await stream.reset()
 
-    def _frame_stream(self, raw: _LibP2PStream, peer: str, protocol_id: str) -> FrameStream:
+    def _frame_stream(
+        self,
+        raw: _LibP2PStream,
+        peer: str,
+        protocol_id: str,
+        limits: ReadLimits | None = None,
+    ) -> FrameStream:
         return FrameStream(
             raw=raw,
             bridge=self._bridge,
             remote_peer=peer,
             protocol_id=protocol_id,
             max_frame_bytes=self.config.max_frame_bytes,
+            limits=limits,
         )
 
     async def open_stream(self, peer_id: str, protocol_id: str) -> FrameStream:
@@ -653,6 +716,19 @@ class P2PHost:
             P2PError: libp2p failed (cause chained).
         """
         return await self._require_dht_layer().get(key)
+
+
+def _refuse_nothing(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
+    """The refusal handler until one is set: a bare host keeps no standing."""
+
+
+def _remote_ip(conn: INetConn) -> str | None:
+    """The IP address at the other end of `conn`, if its transport tells."""
+    try:
+        address = conn.muxed_conn.get_remote_address()  # type: ignore[attr-defined]
+    except Exception:  # a transport without addresses (e.g. a relayed circuit)
+        return None
+    return str(address[0]) if address else None
 
 
 async def _close_connections(host: IHost) -> None:

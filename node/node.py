@@ -43,6 +43,7 @@ from hearthmesh.node.presence import PresenceService
 from hearthmesh.node.purge import PurgeService
 from hearthmesh.node.receiver import Receiver
 from hearthmesh.node.relay import RelayForwarder
+from hearthmesh.node.relay_choice import RelayChooser
 from hearthmesh.node.room_topics import ROOM_TOPIC_PREFIX, RoomTopics
 from hearthmesh.node.rooms import RoomRegistry
 from hearthmesh.node.sequencing import ReleaseOrder
@@ -69,6 +70,7 @@ from hearthmesh.protocol.identity import (
     DeviceId,
     UserId,
 )
+from hearthmesh.protocol.inbound import InboundLedger
 from hearthmesh.protocol.linking import LINK_PROTOCOL, LinkCode
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
 from hearthmesh.protocol.membership import (
@@ -183,19 +185,22 @@ class Node:
                     message_id=_gossip_message_id,
                     dht_validate=dht_validate,
                     dht_select=dht_select,
+                    inbound=self.config.inbound,
                 )
             )
         )
-        self._links = PeerLinks(self._host)
-        self._stack.push_async_callback(self._links.aclose)
         self._standing = PeerStanding(
             clock=self._clock,
             own_peer=self._host.peer_id,
             protected=lambda peer: peer in self._homes.sibling_peers,
             disconnect=self._host.disconnect_nowait,
             policy=self.config.standing,
+            prefix_policy=self.config.prefixes,
         )
+        self._links = PeerLinks(self._host, on_ack=self._standing.exchanged)
+        self._stack.push_async_callback(self._links.aclose)
         self._host.set_peer_filter(self._standing.admits)
+        self._host.set_refusal_handler(self._standing.refused)
         self._greetings = Greetings(meet=self._meet, spawn=self._spawn)
         self._host.set_connection_handler(self._connection_changed)
         self._receiver = Receiver(
@@ -210,9 +215,17 @@ class Node:
             standing=self._standing,
         )
         self._home_lookups = HomeLookups(self.find_home, clock=self._clock, rng=secrets.token_bytes)
+        relays = RelayChooser(
+            host=self._host,
+            standing=self._standing,
+            directory=self._directory,
+            co_members=self._co_members,
+            rng=secrets.token_bytes,
+            policy=self.config.relay_choice,
+        )
         self._outbox = OutboxWorker(
             store=self._store,
-            host=self._host,
+            relays=relays,
             links=self._links,
             directory=self._directory,
             keyring=self.keyring,
@@ -275,6 +288,7 @@ class Node:
             is_sibling=lambda peer: peer in self._homes.sibling_peers,
             now_ms=self._clock.now_ms,
             wake_outbox=self._outbox.wake,
+            on_refused=self._standing.refused,
         )
         self._host.set_stream_handler(SYNC_PROTOCOL, self._sync.serve)
         self._host.set_stream_handler("/hearthmesh/deliver/0", self._receiver.serve_deliver)
@@ -533,8 +547,9 @@ class Node:
         """The host's report of a peer's first connection or last disconnection."""
         if not connected:
             self._greetings.forget(peer_id)
-        elif not self._standing.admits(peer_id):
-            self._host.disconnect_nowait(peer_id)  # a banned peer that dialled again
+            self._standing.disconnected(peer_id)
+        elif not self._standing.connected(peer_id, self._host.remote_ip(peer_id)):
+            self._host.disconnect_nowait(peer_id)  # banned (itself or its prefix), or one too many
         elif self._started:
             self._greetings.start(peer_id)
 
@@ -620,6 +635,16 @@ class Node:
         return not self._standing.admits(peer_id)
 
     @property
+    def prefix_bans(self) -> int:
+        """Address prefixes banned since start (SPEC §11.6.5)."""
+        return self._standing.prefix_bans
+
+    @property
+    def inbound(self) -> InboundLedger:
+        """Inbound streams open and bytes held for partial frames (SPEC §10.4); read only."""
+        return self._host.inbound
+
+    @property
     def hellos_started(self) -> int:
         """Hellos this node opened: one per connection per peer (SPEC §13.3)."""
         return self._greetings.started
@@ -691,6 +716,10 @@ class Node:
 
     async def members(self, room: RoomId) -> set[UserId]:
         return await self._store.run(self._rooms.members, self._store.store, room)
+
+    async def _co_members(self) -> set[UserId]:
+        """Users who share a room with ours (contacts included): trusted relays' users."""
+        return await self._store.read(_co_members, self._store.store, self.user_id)
 
     async def rooms(self) -> list[RoomId]:
         rooms = await self._store.run(self._store.store.rooms_of, self.user_id)
@@ -829,6 +858,10 @@ def _gossip_message_id(data: bytes) -> bytes:
 def _enqueue_history(store: Store, user: UserId, history: list[Envelope], now_ms: int) -> None:
     for envelope in history:
         store.enqueue(user, envelope.message_id, next_attempt_ms=now_ms)
+
+
+def _co_members(store: Store, user: UserId) -> set[UserId]:
+    return _room_members(store, store.rooms_of(user))
 
 
 def _room_members(store: Store, rooms: list[RoomId]) -> set[UserId]:

@@ -14,6 +14,7 @@ __all__ = [
     "P2PError",
     "StreamClosed",
     "StreamCutOff",
+    "StreamIdle",
     "StreamOpenFailed",
 ]
 
@@ -41,3 +42,8 @@ class StreamClosed(P2PError):
 class StreamCutOff(StreamClosed):
     """The stream ended inside a frame: the peer went away mid-write (a crash, a dropped link).
     Like any other end of a stream, it costs the peer no standing (SPEC §10.2)."""
+
+
+class StreamIdle(StreamClosed):
+    """We reset an inbound stream on which no frame began within the idle timeout (SPEC
+    §10.4). Quiet is no breach: it costs the peer no standing."""

@@ -40,6 +40,11 @@ ACK_TIMEOUT_S: Final = 10.0
 """How long a batch may wait for its ack before the stream is given up."""
 
 
+REUSE_IDLE_S: Final = 60.0
+"""A deliver stream idle longer is not reused but replaced: receivers reset streams idle for
+their idle timeout, at least 120 s by default (SPEC §10.4), and a batch written into a stream
+being reset would fail and wait for a retry."""
+
 BATCH_BYTES: Final = 768 * 1024
 """Below the bridge's 1 MiB frame limit with room for certificates and framing."""
 
@@ -86,9 +91,14 @@ class DeliveryFailed(HearthError):
 class PeerLinks:
     """Deliver streams to peers, opened on demand."""
 
-    def __init__(self, host: P2PHost) -> None:
+    def __init__(
+        self, host: P2PHost, *, on_ack: Callable[[str], None] = lambda _peer: None
+    ) -> None:
         self._host = host
+        self._on_ack = on_ack
+        """Told of each verified ack, by peer (an exchange that went well, SPEC §11.7)."""
         self._streams: dict[str, FrameStream] = {}
+        self._last_used: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._batch_ids = itertools.count(1)
         self.round_trips_ms: deque[float] = deque(maxlen=1024)
@@ -112,6 +122,7 @@ class PeerLinks:
                     frame = decode_frame(await stream.read_frame())
                 ack = self._check(peer_id, batch_id, len(items), frame)
                 self.round_trips_ms.append((time.perf_counter() - started) * 1000)
+                self._on_ack(peer_id)
             except (HearthError, OSError, TimeoutError) as exc:
                 await self._drop(peer_id)
                 if isinstance(exc, DeliveryFailed):
@@ -146,12 +157,19 @@ class PeerLinks:
 
     async def _stream(self, peer_id: str) -> FrameStream:
         stream = self._streams.get(peer_id)
+        now = time.monotonic()
+        if stream is not None and now - self._last_used.get(peer_id, now) > REUSE_IDLE_S:
+            del self._streams[peer_id]
+            await stream.close()  # never raises: the receiver reads a clean end
+            stream = None
         if stream is None or stream.closed:
             stream = await self._host.open_stream(peer_id, DELIVER_PROTOCOL)
             self._streams[peer_id] = stream
+        self._last_used[peer_id] = now
         return stream
 
     async def _drop(self, peer_id: str) -> None:
+        self._last_used.pop(peer_id, None)
         stream = self._streams.pop(peer_id, None)
         if stream is not None:
             try:

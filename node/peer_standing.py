@@ -8,6 +8,12 @@ ban ends. Our own node and our user's other homes are never charged.
 Every refusal here comes after the Noise handshake, so the peer id is known. Bytes refused
 before it (a plaintext or broken handshake, a protocol we do not speak) are refused by libp2p
 with no peer id to charge.
+
+Peer ids are free, so each connection also counts against its address prefix
+(`protocol.prefixes`, SPEC §11.6.5): new identities per prefix are capped, and a prefix whose
+identities keep getting banned is banned itself. The standing also remembers, per connected
+peer, how long it has been connected and how many exchanges with it went well: the facts that
+relay choice ranks on (SPEC §11.7).
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from hearthmesh.node.clock import Clock
 from hearthmesh.node.p2p_gossip import GossipMessage, GossipValidator
 from hearthmesh.protocol.delivery import DeliveryResult
 from hearthmesh.protocol.errors import RemoteProtocolError
+from hearthmesh.protocol.prefixes import PrefixPolicy, PrefixTable, address_prefix
+from hearthmesh.protocol.relay_choice import RelayCandidate
 from hearthmesh.protocol.standing import (
     StandingPolicy,
     StandingTable,
@@ -47,23 +55,81 @@ class PeerStanding:
         protected: Callable[[str], bool],
         disconnect: Callable[[str], None],
         policy: StandingPolicy | None = None,
+        prefix_policy: PrefixPolicy | None = None,
     ) -> None:
         self._clock = clock
         self._own_peer = own_peer
         self._protected = protected
         self._disconnect = disconnect
         self._table = StandingTable(policy)
+        self._prefixes = PrefixTable(prefix_policy)
         self._loop = asyncio.get_running_loop()
+        # Per connected peer (forgotten at its disconnection, so bounded by connections):
+        self._prefix_of: dict[str, str] = {}
+        self._connected_at_ms: dict[str, int] = {}
+        self._exchanges: dict[str, int] = {}
+        self._unadmitted: set[str] = set()
+        """Connected peers whose connection was refused (their streams too, until it closes)."""
         self.bans = 0
         """Bans started since the node started."""
+        self.prefix_bans = 0
+        """Prefix bans started since the node started."""
 
     @property
     def policy(self) -> StandingPolicy:
         return self._table.policy
 
     def admits(self, peer: str) -> bool:
-        """False while `peer` is banned: refuse its streams and connections."""
-        return not self._table.banned(peer, self._clock.now_ms())
+        """False while `peer` or its prefix is banned, or its connection was refused: refuse
+        its streams and connections."""
+        now_ms = self._clock.now_ms()
+        if self._table.banned(peer, now_ms) or peer in self._unadmitted:
+            return False
+        prefix = self._prefix_of.get(peer)
+        return prefix is None or not self._prefixes.banned(prefix, now_ms)
+
+    def connected(self, peer: str, ip: str | None) -> bool:
+        """A connection of `peer` from `ip` opened: False to refuse it (disconnect), because
+        the peer or its prefix is banned or the prefix brought too many new identities."""
+        now_ms = self._clock.now_ms()
+        self._connected_at_ms.setdefault(peer, now_ms)
+        if peer == self._own_peer or self._protected(peer):
+            return True
+        prefix = None
+        if ip is not None:
+            prefix = address_prefix(ip, exempt_loopback=self._prefixes.policy.exempt_loopback)
+        if prefix is not None:
+            self._prefix_of[peer] = prefix
+        admitted = not self._table.banned(peer, now_ms) and (
+            prefix is None or self._prefixes.admit(prefix, peer, now_ms)
+        )
+        if not admitted:
+            self._unadmitted.add(peer)
+            log.debug("connection of %s from %s refused", peer[-8:], prefix or ip)
+        return admitted
+
+    def disconnected(self, peer: str) -> None:
+        """The last connection of `peer` closed."""
+        self._prefix_of.pop(peer, None)
+        self._connected_at_ms.pop(peer, None)
+        self._exchanges.pop(peer, None)
+        self._unadmitted.discard(peer)
+
+    def exchanged(self, peer: str) -> None:
+        """An exchange with a connected `peer` went well (a batch or an ack, SPEC §11.7)."""
+        if peer in self._connected_at_ms:
+            self._exchanges[peer] = self._exchanges.get(peer, 0) + 1
+
+    def relay_candidate(self, peer: str, *, co_member_home: bool) -> RelayCandidate:
+        """What relay choice (SPEC §11.7) needs to know of a connected peer."""
+        now_ms = self._clock.now_ms()
+        return RelayCandidate(
+            peer=peer,
+            co_member_home=co_member_home,
+            connected_ms=now_ms - self._connected_at_ms.get(peer, now_ms),
+            exchanges=self._exchanges.get(peer, 0),
+            points=self._table.points(peer, now_ms),
+        )
 
     def points(self, peer: str) -> int:
         """The peer's current points (0 for a peer never charged)."""
@@ -75,10 +141,13 @@ class PeerStanding:
 
     def refused_results(self, peer: str, results: Iterable[DeliveryResult]) -> None:
         """The results of a batch `peer` delivered: REJECTED items cost, DEFERRED ones do not,
-        but a batch with envelopes over a relay bound does (`protocol.standing.batch_points`)."""
+        but a batch with envelopes over a relay bound does (`protocol.standing.batch_points`);
+        a batch with nothing to charge is an exchange that went well."""
         points = batch_points(results, self.policy)
         if points:
             self._charge(peer, points, "rejected or over-quota envelopes in a batch")
+        else:
+            self.exchanged(peer)
 
     def refused_threadsafe(self, peer: str, error: RemoteProtocolError) -> None:
         """`refused(..., whole_frame=False)` from another thread (gossip validators)."""
@@ -124,3 +193,24 @@ class PeerStanding:
             why,
         )
         self._disconnect(peer)
+        prefix = self._prefix_of.get(peer)
+        if prefix is not None:
+            self._peer_banned_in(prefix, peer)
+
+    def _peer_banned_in(self, prefix: str, peer: str) -> None:
+        """Several banned identities from one prefix ban the prefix (SPEC §11.6.5)."""
+        now_ms = self._clock.now_ms()
+        until_ms = self._prefixes.peer_banned(prefix, peer, now_ms)
+        if until_ms is None:
+            return
+        self.prefix_bans += 1
+        log.warning(
+            "address prefix %s banned for %.0f s: several of its peer ids were banned",
+            prefix,
+            (until_ms - now_ms) / 1000,
+        )
+        for other, other_prefix in list(self._prefix_of.items()):
+            if other_prefix != prefix or self._protected(other):
+                continue
+            if not self._table.banned(other, now_ms):  # a banned one is on its way out
+                self._disconnect(other)

@@ -71,8 +71,11 @@ class SyncService:
         is_sibling: Callable[[str], bool],
         now_ms: Callable[[], int],
         wake_outbox: Callable[[], None],
+        on_refused: Callable[[str, RemoteProtocolError], None],
     ) -> None:
         self._host = host
+        self._on_refused = on_refused
+        """Charges the peer's standing (SPEC §11.6)."""
         self._store = store
         self._rooms = rooms
         self._user = user
@@ -120,7 +123,9 @@ class SyncService:
         """The responder side, for one of our sibling homes only."""
         peer_id = stream.remote_peer
         if not self._is_sibling(peer_id):
-            await stream.write_frame(encode_error(NotAuthorized("sync is for homes of one user")))
+            refusal = NotAuthorized("sync is for homes of one user")
+            self._on_refused(peer_id, refusal)
+            await stream.write_frame(encode_error(refusal))
             return
         report = SyncReport()
         reconcilers: dict[RoomId, _RoomSync] = {}
@@ -147,6 +152,7 @@ class SyncService:
         except StreamClosed:
             return
         except RemoteProtocolError as exc:
+            self._on_refused(peer_id, exc)
             log.warning("sync from %s refused: %s", peer_id[-8:], exc)
             await stream.write_frame(encode_error(exc))
 

@@ -13,8 +13,10 @@ from typing import ClassVar
 __all__ = [
     "BadCertificate",
     "BadSignature",
+    "Busy",
     "ClockSkew",
     "ErrorCode",
+    "FrameTimeout",
     "HearthError",
     "InvalidIdentifier",
     "LocalProtocolError",
@@ -28,6 +30,7 @@ __all__ = [
     "SequenceOverflow",
     "StorageError",
     "TooLarge",
+    "TooManyStreams",
     "UnknownKind",
     "UnsupportedVersion",
     "error_for_code",
@@ -51,6 +54,10 @@ class ErrorCode(IntEnum):
     RATE_LIMITED = 12
     SEQUENCE_OVERFLOW = 13
     NOT_FOUND = 14
+    # 25-29: the peer edge (SPEC §10.4)
+    TOO_MANY_STREAMS = 25
+    FRAME_TIMEOUT = 26
+    BUSY = 27
     STORAGE = 100
 
 
@@ -150,6 +157,24 @@ class SequenceOverflow(RemoteProtocolError):
     code = ErrorCode.SEQUENCE_OVERFLOW
 
 
+class TooManyStreams(RemoteProtocolError):
+    """A peer opened more inbound streams than its cap (SPEC §10.4)."""
+
+    code = ErrorCode.TOO_MANY_STREAMS
+
+
+class FrameTimeout(RemoteProtocolError):
+    """A peer began a frame and did not complete it within the read timeout (SPEC §10.4)."""
+
+    code = ErrorCode.FRAME_TIMEOUT
+
+
+class Busy(RemoteProtocolError):
+    """A limit over all peers together is reached; no one peer's fault (SPEC §10.4)."""
+
+    code = ErrorCode.BUSY
+
+
 class StorageError(HearthError):
     """The store failed or holds something it cannot read; the message names the path or key."""
 
@@ -172,6 +197,9 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         QuotaExceeded,
         RateLimited,
         SequenceOverflow,
+        TooManyStreams,
+        FrameTimeout,
+        Busy,
     )
 }
 

@@ -37,6 +37,8 @@ OFFENCE_CODES: Final = frozenset(
         ErrorCode.INVALID_IDENTIFIER,
         ErrorCode.BAD_CERTIFICATE,
         ErrorCode.NOT_AUTHORIZED,
+        ErrorCode.TOO_MANY_STREAMS,
+        ErrorCode.FRAME_TIMEOUT,
     }
 )
 """Codes that prove the sender at fault when the refusal is final. NOT_AUTHORIZED is final for a

@@ -17,6 +17,8 @@ from hearthmesh.protocol.errors import (
     ErrorCode,
     MalformedMessage,
 )
+from hearthmesh.protocol.prefixes import PrefixPolicy
+from hearthmesh.protocol.standing import StandingPolicy
 from tests.conftest import FakeClock
 
 OWN, HOME, MALLORY, HONEST = "own", "home", "mallory", "honest"
@@ -112,3 +114,47 @@ async def test_gossip_refusals_are_charged_to_the_forwarder(clock: FakeClock) ->
     assert results == [True, False, False, False]
     # The charges hopped back to the loop before the thread's result did (FIFO).
     assert standing.points(MALLORY) == standing.policy.item_points
+
+
+async def test_banned_identities_of_one_prefix_ban_it_and_its_other_peers_go(
+    clock: FakeClock,
+) -> None:
+    """SPEC §11.6.5 in the node's keeper: the third banned id of a /24 bans the /24, which
+    disconnects its other peers and refuses new ones; another prefix and our home stay."""
+    disconnected: list[str] = []
+    standing = PeerStanding(
+        clock=clock,
+        own_peer=OWN,
+        protected=lambda peer: peer == HOME,
+        disconnect=disconnected.append,
+        policy=StandingPolicy(ban_points=25),
+        prefix_policy=PrefixPolicy(prefix_ban_identities=3),
+    )
+    assert standing.connected(HOME, "203.0.113.9")
+    assert standing.connected("bystander", "203.0.113.10")
+    assert standing.connected(HONEST, "198.51.100.1")
+    assert standing.connected("on-loopback", "127.0.0.1")  # exempt by default
+    for n in range(3):
+        assert standing.connected(f"sybil{n}", f"203.0.113.{20 + n}")
+        standing.refused(f"sybil{n}", MalformedMessage("garbage"))
+    assert standing.prefix_bans == 1
+    assert disconnected == ["sybil0", "sybil1", "sybil2", "bystander"]
+    assert not standing.admits("bystander")
+    assert not standing.connected("fresh", "203.0.113.99")
+    assert not standing.admits("fresh")
+    standing.disconnected("fresh")
+    assert standing.admits(HONEST) and standing.admits(HOME) and standing.admits("on-loopback")
+
+
+async def test_relay_facts_are_connected_time_and_good_exchanges(clock: FakeClock) -> None:
+    standing = keeper(clock, [])
+    standing.connected(HONEST, "198.51.100.1")
+    clock.advance(5000)
+    standing.exchanged(HONEST)
+    standing.refused_results(HONEST, [])  # a batch with nothing to charge
+    standing.exchanged("never-connected")
+    fact = standing.relay_candidate(HONEST, co_member_home=False)
+    assert (fact.connected_ms, fact.exchanges, fact.points) == (5000, 2, 0)
+    assert standing.relay_candidate("never-connected", co_member_home=True).exchanges == 0
+    standing.disconnected(HONEST)
+    assert standing.relay_candidate(HONEST, co_member_home=False).connected_ms == 0

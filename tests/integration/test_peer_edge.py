@@ -1,0 +1,212 @@
+"""The peer edge between real nodes (issue #12 findings 5 and 6): stream caps while an honest
+peer delivers, every refusal path charged, bans by address prefix, relays chosen on trust."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import struct
+from dataclasses import dataclass
+
+import pytest
+
+from hearthmesh.node.events import MessageReceived
+from hearthmesh.node.frame_stream import FrameStream
+from hearthmesh.node.libp2p_host import HostConfig, P2PHost, peer_id_from_seed
+from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, BatchItem, encode_deliver
+from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
+from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import (
+    DeviceId,
+    KeyPair,
+    UserId,
+    encode_certificate,
+    issue_certificate,
+    keypair_from_seed,
+)
+from hearthmesh.protocol.inbound import InboundPolicy
+from hearthmesh.protocol.membership import MEMBERSHIP_CONTENT_TYPE
+from hearthmesh.protocol.prefixes import PrefixPolicy
+from hearthmesh.protocol.standing import StandingPolicy
+
+from .conftest import NodeFactory, collect, wait_until, wait_until_async
+
+pytestmark = pytest.mark.integration
+
+NEARLY_FULL = (1 << 20) - 1
+
+
+@dataclass(frozen=True)
+class Stranger:
+    """A self-made user identity with no relationship to anyone."""
+
+    user: KeyPair
+    device: KeyPair
+    certificate: bytes
+
+    @classmethod
+    def new(cls) -> Stranger:
+        user, device = keypair_from_seed(os.urandom(32)), keypair_from_seed(os.urandom(32))
+        cert = issue_certificate(user, DeviceId(device.public), created_ms=0)
+        return cls(user=user, device=device, certificate=encode_certificate(cert))
+
+    def envelope(self, kind: Kind, room: RoomId, seq: int, body: bytes) -> Envelope:
+        return seal(
+            self.device,
+            kind=kind,
+            room=room,
+            sender_user=UserId(self.user.public),
+            seq=seq,
+            hlc=Timestamp(wall_ms=seq, counter=0),
+            content_type=MEMBERSHIP_CONTENT_TYPE if kind is Kind.MEMBERSHIP else "text/plain",
+            body=body,
+        )
+
+
+def stranger_host(seed: bytes | None = None) -> P2PHost:
+    return P2PHost(HostConfig(identity_seed=seed or os.urandom(32)))
+
+
+async def send_batch(host: P2PHost, peer: str, batch: bytes) -> None:
+    """One deliver frame on a new stream; whatever the answer, or none."""
+    with contextlib.suppress(HearthError):
+        async with await host.open_stream(peer, DELIVER_PROTOCOL) as stream:
+            await stream.write_frame(batch)
+            await stream.read_frame()
+
+
+async def test_streams_past_the_cap_are_refused_while_an_honest_peer_delivers(
+    make_node: NodeFactory,
+) -> None:
+    """Issue #12 finding 5: streams each holding a frame 1 byte short of 1 MiB. Bob holds at
+    most mallory's cap, the bytes of partial frames stay in the budget, mallory pays for its
+    excess until it is banned, and alice's messages arrive all the same."""
+    inbound = InboundPolicy(
+        max_streams_per_peer=4, max_buffered_bytes_per_peer=2 << 20, max_buffered_bytes=8 << 20
+    )
+    async with (
+        asyncio.timeout(20),
+        make_node("alice") as alice,
+        make_node("bob", inbound=inbound) as bob,
+        stranger_host() as mallory,
+    ):
+        await alice.connect(bob.listen_addrs[0])
+        await mallory.connect(bob.listen_addrs[0])
+        room = await alice.open_direct(bob.user_id)
+        arriving = asyncio.create_task(collect(bob.events(), MessageReceived, 5))
+
+        async def hold() -> None:
+            with contextlib.suppress(HearthError):
+                stream: FrameStream = await mallory.open_stream(bob.peer_id, DELIVER_PROTOCOL)
+                data = struct.pack(">I", NEARLY_FULL) + bytes(NEARLY_FULL - 1)
+                await stream._bridge.run(stream._raw.write, data)  # a frame held open
+
+        async with asyncio.TaskGroup() as group:  # mallory's streams up to its cap
+            for _ in range(inbound.max_streams_per_peer):
+                group.create_task(hold())
+        assert 0 < bob.inbound.buffered_bytes_of(mallory.peer_id) <= 2 << 20
+        sent = [await alice.send(room, f"honest {i}".encode()) for i in range(5)]
+        received = await arriving
+        assert [e.envelope.message_id for e in received] == [e.message_id for e in sent]
+        async with asyncio.TaskGroup() as group:  # and far past it
+            for _ in range(60):
+                group.create_task(hold())
+        await wait_until(lambda: bob.is_banned(mallory.peer_id))
+        assert 0 < bob.inbound.peak_buffered_bytes <= 2 << 20
+        assert not bob.is_banned(alice.peer_id)
+
+
+async def test_oversized_membership_envelopes_charge_the_peer_until_it_is_banned(
+    make_node: NodeFactory,
+) -> None:
+    """Issue #12 finding 5: oversized membership envelopes in random rooms reached no charging
+    code (1,500 tracebacks, no ban). Whatever path refuses them, the sender pays."""
+    async with asyncio.timeout(20), make_node("bob") as bob, stranger_host() as mallory:
+        await mallory.connect(bob.listen_addrs[0])
+        stranger = Stranger.new()
+        for n in range(1, 40):
+            if bob.is_banned(mallory.peer_id):
+                break
+            room = RoomId(os.urandom(32))
+            envelope = stranger.envelope(Kind.MEMBERSHIP, room, n, os.urandom(600))
+            item = BatchItem(0, bob.user_id, envelope.wire)
+            await send_batch(
+                mallory, bob.peer_id, encode_deliver(n, [stranger.certificate], [item])
+            )
+        await wait_until(lambda: bob.is_banned(mallory.peer_id))
+
+
+async def test_identities_rotated_from_one_prefix_get_the_prefix_banned(
+    make_node: NodeFactory,
+) -> None:
+    """Issue #12 finding 5: bans were per peer id, which costs nothing to replace. Here every
+    identity from 127.0.0.0/24 (not exempt in this test) is banned after one bad frame; the
+    third ban bans the prefix, and a fresh identity from it is refused at once."""
+    prefixes = PrefixPolicy(exempt_loopback=False, prefix_ban_identities=3)
+    standing = StandingPolicy(ban_points=25)  # one garbage frame bans: the prefix is the subject
+    async with asyncio.timeout(20), make_node("bob", prefixes=prefixes, standing=standing) as bob:
+        for _ in range(3):
+            async with stranger_host() as mallory:
+                await mallory.connect(bob.listen_addrs[0])
+                await send_batch(mallory, bob.peer_id, b"\xff\x00garbage")
+                await wait_until(lambda m=mallory: bob.is_banned(m.peer_id))  # type: ignore[misc]
+        assert bob.prefix_bans == 1
+        async with stranger_host() as fresh:
+            with contextlib.suppress(HearthError):
+                await fresh.connect(bob.listen_addrs[0])
+            await wait_until(lambda: fresh.peer_id not in bob.connected_peers())
+            with pytest.raises(HearthError):  # refused unread, never served
+                async with await fresh.open_stream(bob.peer_id, DELIVER_PROTOCOL) as stream:
+                    await stream.write_frame(b"\xff\x00garbage")
+                    await stream.read_frame()
+
+
+async def test_new_identities_per_prefix_are_capped(make_node: NodeFactory) -> None:
+    prefixes = PrefixPolicy(exempt_loopback=False, new_identities_per_prefix=2)
+    async with (
+        asyncio.timeout(20),
+        make_node("bob", prefixes=prefixes) as bob,
+        stranger_host() as first,
+        stranger_host() as second,
+        stranger_host() as third,
+    ):
+        for host in (first, second):
+            await host.connect(bob.listen_addrs[0])
+        await wait_until(lambda: {first.peer_id, second.peer_id} <= set(bob.connected_peers()))
+        with contextlib.suppress(HearthError):
+            await third.connect(bob.listen_addrs[0])
+        await wait_until(lambda: third.peer_id not in bob.connected_peers())
+        assert {first.peer_id, second.peer_id} <= set(bob.connected_peers())
+
+
+async def test_a_grinded_peer_id_that_sorts_first_is_not_preferred_over_a_contacts_home(
+    make_node: NodeFactory,
+) -> None:
+    """Issue #12 finding 6: the relay was one of the first two connected peers in id order.
+    Mallory grinds an id that sorts before carol's; alice's relay for away bob is carol's
+    home (alice and carol share a room), and mallory is never asked."""
+    async with asyncio.timeout(30), make_node("carol") as carol, make_node("alice") as alice:
+        async with make_node("bob") as bob:
+            bob_id, bob_record = bob.user_id, bob.home_record()
+        seed = os.urandom(32)
+        while peer_id_from_seed(seed) >= carol.peer_id:
+            seed = os.urandom(32)
+        async with stranger_host(seed) as mallory:
+            asked: list[str] = []
+
+            async def deliver(stream: FrameStream) -> None:
+                asked.append(stream.remote_peer)
+
+            mallory.set_stream_handler(DELIVER_PROTOCOL, deliver)
+            await alice.connect(carol.listen_addrs[0])
+            await alice.open_direct(carol.user_id)
+            await mallory.connect(alice.listen_addrs[0])
+            await wait_until(lambda: mallory.peer_id in alice.connected_peers())
+            assert sorted(alice.connected_peers())[0] == mallory.peer_id
+            await alice.learn_home_record(bob_record)
+            room = await alice.open_direct(bob_id)
+            await alice.send(room, b"for bob, who is away")
+            await wait_until_async(lambda: carol.relay_held(bob_id), 1)
+            assert asked == []
