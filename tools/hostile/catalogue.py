@@ -12,9 +12,11 @@ Sizes come from `Scale`: `Scale()` is the issue's figures, `Scale.soak()` a run 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -90,11 +92,11 @@ class Scale:
             membership_events=256,
             held_streams=16,
             held_frame_bytes=256 * 1024,
-            hold_s=1.0,
+            hold_s=0.5,
             directory_records=64,
             rotations=2,
-            grind_tries=200,
-            relay_watch_s=1.0,
+            grind_tries=100,
+            relay_watch_s=0.5,
             rate_per_s=1_000.0,
         )
 
@@ -161,6 +163,15 @@ async def _deliver_in_batches(
         seen.note(await kit.deliver(target.peer_id, batches[i]))
 
     await kit.flood(target.scale.rate_per_s / _BATCH, len(batches), send)
+
+
+@asynccontextmanager
+async def _fresh(kit: HostilePeer, target: Target) -> AsyncIterator[HostilePeer]:
+    """The same attacker under a new peer id, connected to the target: for an attack whose
+    every step should be answered on its merits, not refused for the steps before it."""
+    async with kit.rotated() as peer:
+        await peer.connect(target.address)
+        yield peer
 
 
 def _rooms_of(target: Target) -> list[RoomId]:
@@ -281,23 +292,29 @@ async def stream_hold(kit: HostilePeer, target: Target) -> Observation:
 
 
 async def partial_frames(kit: HostilePeer, target: Target) -> Observation:
-    """On every protocol: a frame cut off by EOF, and a length past every limit."""
+    """On every protocol (each under a new peer id): a frame cut off by EOF, and a length
+    past every limit."""
     seen = Observation(name="partial_frames")
     for protocol in PROTOCOLS:
-        cut = await kit.partial_frame(target.peer_id, protocol, declared=100, sent=50)
-        seen.note(f"cut:{cut.outcome}")
-        lying = await kit.request(target.peer_id, protocol, b"\xff\xff\xff\xff", framed=False)
-        seen.note(f"huge-length:{lying.outcome}")
+        name = protocol.rsplit("/", 2)[-2]
+        async with _fresh(kit, target) as peer:
+            cut = await peer.partial_frame(target.peer_id, protocol, declared=100, sent=50)
+            seen.note(f"{name}:cut:{cut.summary}")
+            lying = await peer.request(target.peer_id, protocol, b"\xff\xff\xff\xff", framed=False)
+            seen.note(f"{name}:huge-length:{lying.summary}")
     return seen
 
 
 async def garbage_frames(kit: HostilePeer, target: Target) -> Observation:
-    """A frame of random bytes, and an empty frame, on every protocol."""
+    """A frame of random bytes, and an empty frame, on every protocol (each under a new
+    peer id)."""
     seen = Observation(name="garbage_frames")
     for protocol in PROTOCOLS:
-        for payload in (kit.rng(200), b""):
-            reply = await kit.request(target.peer_id, protocol, payload)
-            seen.note(f"{protocol.rsplit('/', 2)[-2]}:{reply.outcome}")
+        name = protocol.rsplit("/", 2)[-2]
+        async with _fresh(kit, target) as peer:
+            for payload in (kit.rng(200), b""):
+                reply = await peer.request(target.peer_id, protocol, payload)
+                seen.note(f"{name}:{reply.summary}")
     return seen
 
 
@@ -314,33 +331,24 @@ async def directory_flood(kit: HostilePeer, target: Target) -> Observation:
         ]
         hello = Hello(records=tuple(records), sent_ms=kit.now_ms())
         reply = await kit.request(target.peer_id, HELLO_PROTOCOL, encode_hello(hello))
-        seen.note(reply.outcome)
+        seen.note(reply.summary)
     return seen
 
 
 async def identity_rotation(kit: HostilePeer, target: Target) -> Observation:
-    """Bad frames until refused (a ban), then again under a new peer id, `rotations` times:
+    """Bad frames until cut off (a ban), then again under a new peer id, `rotations` times:
     a ban keyed by peer id costs the attacker one key pair."""
     seen = Observation(name="identity_rotation")
-    bans = 0
-    peer: HostilePeer = kit
-    for round_ in range(target.scale.rotations + 1):
-        if round_:
-            peer = kit.rotated()
-            await peer.__aenter__()
-        try:
-            if round_:
-                await peer.connect(target.address)
+    cut_off = 0
+    for _ in range(target.scale.rotations + 1):
+        async with _fresh(kit, target) as peer:
             for _ in range(20):
                 outcome = await peer.deliver_raw(target.peer_id, b"\xa0")  # a map, not a frame
                 seen.note(outcome)
                 if outcome in ("refused", "closed"):
-                    bans += 1
+                    cut_off += 1
                     break
-        finally:
-            if round_:
-                await peer.__aexit__(None, None, None)
-    seen.notes["cut_off"] = bans
+    seen.notes["cut_off"] = cut_off
     return seen
 
 
@@ -503,19 +511,20 @@ ATTACKS: Final[tuple[Attack, ...]] = (
 """The whole catalogue, the node-killer last so the others are seen first."""
 
 
-async def probe(target: Target, *, answer_s: float = 3.0) -> bool:
-    """Does the target answer a clean peer's hello (a new identity, nothing else sent)?"""
-    async with HostilePeer(answer_s=answer_s) as prober:
-        try:
-            await prober.connect(target.address)
-        except P2PError:  # unreachable means down
-            return False
-        reply = await prober.announce_home(target.peer_id)
-        return reply.frame is not None
+async def probe(prober: HostilePeer, target: Target) -> bool:
+    """Does the target answer a clean peer's hello (a peer that sends nothing else)?"""
+    try:
+        await prober.connect(target.address)
+    except P2PError:  # unreachable means down
+        return False
+    return (await prober.announce_home(target.peer_id)).frame is not None
 
 
-async def run_attack(attack: Attack, target: Target) -> Observation:
-    """One attack by a fresh identity connected to the target; then a probe."""
+async def run_attack(
+    attack: Attack, target: Target, prober: HostilePeer | None = None
+) -> Observation:
+    """One attack by a fresh identity connected to the target; then a probe by `prober` (a
+    clean peer of its own if None)."""
     began = time.perf_counter()
     async with HostilePeer() as kit:
         try:
@@ -526,10 +535,14 @@ async def run_attack(attack: Attack, target: Target) -> Observation:
         else:
             seen = await attack(kit, target)
     seen.seconds = time.perf_counter() - began
-    seen.target_up = await probe(target)
+    async with contextlib.AsyncExitStack() as stack:
+        if prober is None:
+            prober = await stack.enter_async_context(HostilePeer())
+        seen.target_up = await probe(prober, target)
     return seen
 
 
 async def run_catalogue(target: Target, attacks: Sequence[Attack] = ATTACKS) -> list[Observation]:
     """Every attack in turn against `target`, each observed and followed by a probe."""
-    return [await run_attack(attack, target) for attack in attacks]
+    async with HostilePeer() as prober:
+        return [await run_attack(attack, target, prober) for attack in attacks]

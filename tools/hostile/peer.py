@@ -28,6 +28,7 @@ from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost, peer_id_from_seed
 from hearthmesh.node.p2p_errors import P2PError
 from hearthmesh.node.p2p_gossip import Subscription
+from hearthmesh.protocol.canonical import decode_canonical
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,
     UNPARSED_ID,
@@ -89,6 +90,21 @@ class Reply:
 
     outcome: str
     frame: bytes | None = None
+
+    @property
+    def summary(self) -> str:
+        """The outcome, with the code when the answer is an error frame: `[type, code,
+        text]`, the shape of every protocol's ERROR frame (SPEC §11.1, §25.2, ...)."""
+        if self.frame is None:
+            return self.outcome
+        try:
+            value = decode_canonical(self.frame, max_bytes=len(self.frame))
+        except HearthError:
+            return "answered:garbled"
+        match value:
+            case [int(), int() as code, str()]:
+                return f"ERROR:{code_name(code)}"
+        return "answered"
 
 
 @dataclass(slots=True)
@@ -394,16 +410,18 @@ class HostilePeer:
 
     @staticmethod
     async def flood(
-        rate_per_s: float, count: int, send: Callable[[int], Awaitable[object]]
+        rate_per_s: float, count: int, send: Callable[[int], Awaitable[bool | None]]
     ) -> float:
-        """Call `send(i)` for i in 0..count-1 at `rate_per_s`; returns the seconds it took (a
-        slow target or a slow kit makes it longer, never faster)."""
+        """Call `send(i)` for i in 0..count-1 at `rate_per_s`, stopping early if it returns
+        False; returns the seconds it took (a slow target or kit makes it longer, never
+        shorter)."""
         start = time.perf_counter()
         for i in range(count):
             delay = start + i / rate_per_s - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await send(i)
+            if await send(i) is False:
+                break
         return time.perf_counter() - start
 
 
