@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hearthmesh.node.config import NodeConfig
+from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.libp2p_host import peer_id_from_seed
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.certificate_cache import VerifiedCertificates
@@ -24,7 +25,7 @@ from hearthmesh.protocol.errors import (
     UnknownKind,
     UnsupportedVersion,
 )
-from hearthmesh.protocol.gossip import decode_gossip, encode_gossip
+from hearthmesh.protocol.gossip import decode_gossip, encode_gossip, room_topic
 from hearthmesh.protocol.membership import decode_membership
 from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.protocol.standing import StandingPolicy
@@ -33,6 +34,7 @@ from hearthmesh.tools.hostile.catalogue import Scale, Target, run_attack, stream
 from hearthmesh.tools.hostile.forge import EnvelopeForge, certificate_of_other, random_room
 
 from ..conftest import counter_rng
+from ..integration.conftest import collect
 
 NOW_MS = 1_700_000_000_000
 
@@ -159,3 +161,25 @@ async def test_the_kit_holds_streams_open_inside_a_partial_frame(victim: Node) -
     assert seen.notes["opened"] == 4
     assert seen.outcomes["held"] == 4
     assert seen.target_up is True
+
+
+def test_a_rotated_kit_has_a_new_peer_id_and_the_same_user() -> None:
+    kit = HostilePeer(rng=counter_rng("rotate"))
+    again, other = kit.rotated(), kit.rotated(new_user=True)
+    assert again.peer_id != kit.peer_id and again.user_id == kit.user_id
+    assert other.peer_id not in (kit.peer_id, again.peer_id) and other.user_id != kit.user_id
+
+
+@pytest.mark.integration
+async def test_the_kit_publishes_on_a_room_topic_the_node_follows(victim: Node) -> None:
+    """Gossip reaches a real node: a valid message of our stranger, on the topic of the
+    direct room the victim opened with it, is stored there."""
+    async with asyncio.timeout(10), HostilePeer() as kit:
+        room = await victim.open_direct(kit.user_id)
+        await kit.connect(victim.listen_addrs[0])
+        assert await kit.join(room_topic(room), victim.peer_id)
+        arrived = asyncio.create_task(collect(victim.events(), MessageReceived, 1))
+        envelope = kit.forge.message(room, "over gossip", now_ms=kit.now_ms())
+        assert await kit.publish(room_topic(room), kit.gossip(envelope.wire)) == "published"
+        (event,) = await arrived
+        assert event.envelope == envelope

@@ -533,7 +533,11 @@ async def run_attack(
             seen = Observation(name=attack.__name__)
             seen.note(f"connect-failed:{type(exc).__name__}")
         else:
-            seen = await attack(kit, target)
+            try:
+                seen = await attack(kit, target)
+            except HearthError as exc:  # the target cut a step short (a ban, a reset)
+                seen = Observation(name=attack.__name__)
+                seen.note(f"attack-cut-short:{type(exc).__name__}")
     seen.seconds = time.perf_counter() - began
     async with contextlib.AsyncExitStack() as stack:
         if prober is None:
