@@ -60,6 +60,7 @@ __all__ = [
     "Reply",
     "code_name",
     "grind_seed",
+    "result_outcome",
 ]
 
 ANSWER_S: Final = 3.0
@@ -78,7 +79,8 @@ def code_name(code: int) -> str:
         return str(code)
 
 
-def _result_outcome(result: DeliveryResult) -> str:
+def result_outcome(result: DeliveryResult) -> str:
+    """An ack's answer for one item: its status, with the code when refused or deferred."""
     if result.status in (AckStatus.REJECTED, AckStatus.DEFERRED):
         return f"{result.status.name}:{code_name(result.code)}"
     return result.status.name
@@ -292,7 +294,7 @@ class HostilePeer:
         frame = encode_deliver(next(self._batch_ids), certs, list(items))
         whole = await self._deliver_frame(peer, frame)
         if isinstance(whole, Ack):
-            return [_result_outcome(r) for r in whole.results]
+            return [result_outcome(r) for r in whole.results]
         return [whole] * len(items)
 
     async def deliver_wires(self, peer: str, wires: Sequence[bytes], recipient: bytes) -> list[str]:
