@@ -7,6 +7,10 @@ one attack must not hide the next) and, after each, checks from a clean peer tha
 still answers: `Observation.target_up` says which attack took a node down.
 
 Sizes come from `Scale`: `Scale()` is the issue's figures, `Scale.soak()` a run of seconds.
+
+Not here: finding 3 (our own membership write) has no outside trigger, and finding 8 is the
+client API, which a peer cannot reach. `grinded_relay_candidate` sees batches only while the
+target has an away recipient to relay for.
 """
 
 from __future__ import annotations
