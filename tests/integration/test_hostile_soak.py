@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.tools.bench.hostile import HomePair, SteadyChat, home_pair
 from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.hostile import Observation, Scale, Target, run_catalogue
@@ -65,7 +66,7 @@ async def _target(pair: HomePair) -> Target:
         address=pair.bob.addr,
         user=pair.bob_user,
         contacts=(pair.alice_user,),
-        groups=(bytes.fromhex(group["id"]),),  # type: ignore[arg-type]
+        groups=(RoomId(bytes.fromhex(group["id"])),),
         media=(await _upload(pair.bob_api, os.urandom(4096)),),
         scale=Scale.soak(),
     )

@@ -32,6 +32,7 @@ from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.hostile import HostilePeer, grind_seed, new_stranger
 from hearthmesh.tools.hostile.catalogue import Scale, Target, run_attack, stream_hold
 from hearthmesh.tools.hostile.forge import EnvelopeForge, certificate_of_other, random_room
+from hearthmesh.tools.hostile.pipe import deliver_pipe
 
 from ..conftest import counter_rng
 from ..integration.conftest import collect
@@ -183,3 +184,22 @@ async def test_the_kit_publishes_on_a_room_topic_the_node_follows(victim: Node) 
         assert await kit.publish(room_topic(room), kit.gossip(envelope.wire)) == "published"
         (event,) = await arrived
         assert event.envelope == envelope
+
+
+@pytest.mark.integration
+async def test_a_pipe_writes_batches_without_waiting_and_counts_every_answer(
+    victim: Node,
+) -> None:
+    async with asyncio.timeout(10), HostilePeer() as kit:
+        await kit.connect(victim.listen_addrs[0])
+        room = direct_room_id(kit.user_id, victim.user_id)
+        batches = [
+            [BatchItem(0, victim.user_id, kit.forge.message(room, f"{b}.{i}", now_ms=1).wire)]
+            for b in range(3)
+            for i in range(2)
+        ]
+        async with deliver_pipe(kit, victim.peer_id) as pipe:
+            for batch in batches:
+                assert await pipe.send(batch)
+            await pipe.wait_answered()
+        assert pipe.outcomes == {"STORED": 6}

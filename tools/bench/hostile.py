@@ -418,6 +418,7 @@ def _figures(
         "honest_sent": flood["sent"],
         "honest_acked": flood["acked"],
         "honest_lost": flood["lost"],
+        "honest_latency_samples": flood["acked"] - flood["lost"],
         "honest_p50_ms": flood["p50_ms"],
         "honest_p99_ms": flood["p99_ms"],
         "calm_lost": calm["lost"],

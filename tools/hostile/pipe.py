@@ -84,7 +84,8 @@ class DeliverPipe:
         """Stop counting: what is still in flight counts as unanswered."""
         if not self.closed.is_set():
             self.closed.set()
-            self.outcomes["unanswered"] += sum(self._in_flight.values())
+            if unanswered := sum(self._in_flight.values()):
+                self.outcomes["unanswered"] += unanswered
             self._in_flight.clear()
             self._answered.set()
 
