@@ -226,6 +226,11 @@ class FrameStream:
         """Send several frames in one stream write (much cheaper than one write each)."""
         await self._write(encode_frames(payloads, max_frame_bytes=self.max_frame_bytes))
 
+    async def write_bytes(self, data: bytes) -> None:
+        """Send `data` as it is, unframed: for a test peer that must break the framing (a
+        partial frame, a lying length); nodes only ever write frames."""
+        await self._write(data)
+
     async def _write(self, data: bytes) -> None:
         async with self._write_lock:
             if self._closed:

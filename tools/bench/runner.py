@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "codec": "hearthmesh.tools.bench.codec",
     "delivery": "hearthmesh.tools.bench.delivery",
     "fanout": "hearthmesh.tools.bench.fanout",
+    "hostile": "hearthmesh.tools.bench.hostile",
     "p2p": "hearthmesh.tools.bench.p2p",
     "storage": "hearthmesh.tools.bench.storage",
     "sync": "hearthmesh.tools.bench.sync",
