@@ -19,6 +19,7 @@ __all__ = [
     "InvalidIdentifier",
     "LocalProtocolError",
     "MalformedMessage",
+    "MembershipLimit",
     "NotAuthorized",
     "NotFound",
     "ProtocolError",
@@ -51,6 +52,7 @@ class ErrorCode(IntEnum):
     RATE_LIMITED = 12
     SEQUENCE_OVERFLOW = 13
     NOT_FOUND = 14
+    MEMBERSHIP_LIMIT = 15
     STORAGE = 100
 
 
@@ -150,6 +152,12 @@ class SequenceOverflow(RemoteProtocolError):
     code = ErrorCode.SEQUENCE_OVERFLOW
 
 
+class MembershipLimit(RemoteProtocolError):
+    """A room, or one sender in it, holds as many MEMBERSHIP events as its bound (SPEC §12.4)."""
+
+    code = ErrorCode.MEMBERSHIP_LIMIT
+
+
 class StorageError(HearthError):
     """The store failed or holds something it cannot read; the message names the path or key."""
 
@@ -172,6 +180,7 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         QuotaExceeded,
         RateLimited,
         SequenceOverflow,
+        MembershipLimit,
     )
 }
 

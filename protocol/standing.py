@@ -35,6 +35,7 @@ OFFENCE_CODES: Final = frozenset(
         ErrorCode.INVALID_IDENTIFIER,
         ErrorCode.BAD_CERTIFICATE,
         ErrorCode.NOT_AUTHORIZED,
+        ErrorCode.MEMBERSHIP_LIMIT,
     }
 )
 """Codes that prove the sender at fault when the refusal is final. NOT_AUTHORIZED is final for a
