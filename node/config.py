@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from hearthmesh.protocol.authority import DEFAULT_DEFERRAL_POLICY, DeferralPolicy
+from hearthmesh.protocol.membership_log import DEFAULT_MEMBERSHIP_LIMITS, MembershipLimits
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.storage.api import DEFAULT_RELAY_QUOTA, RelayQuota
 
@@ -50,5 +52,12 @@ class NodeConfig:
     the missing envelopes (SPEC §26); the sender's own retries usually fill it sooner."""
     standing: StandingPolicy = field(default_factory=StandingPolicy)
     """What misbehaving peers pay (SPEC §11.6)."""
+    # --- room authority and membership state (issue #12, slice "authority") ---
+    membership_limits: MembershipLimits = DEFAULT_MEMBERSHIP_LIMITS
+    """Bounds of SPEC §12.4: 4,096 MEMBERSHIP events per room, 256 per sender in a room, a
+    checkpoint of the folded state every 64 events."""
+    deferrals: DeferralPolicy = DEFAULT_DEFERRAL_POLICY
+    """SPEC §12.5: a sender may be answered DEFERRED for authority 1,024 times at once, 16 more
+    per second, 4,096 senders remembered; past that its envelopes are refused NOT_AUTHORIZED."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""
