@@ -55,7 +55,7 @@ class NodeConfig:
     # --- room authority and membership state (issue #12, slice "authority") ---
     membership_limits: MembershipLimits = DEFAULT_MEMBERSHIP_LIMITS
     """Bounds of SPEC §12.4: 4,096 MEMBERSHIP events per room, 256 per sender in a room, a
-    checkpoint of the folded state every 64 events."""
+    checkpoint of the folded state every 64 events, 1,024 groups' folds held in memory."""
     deferrals: DeferralPolicy = DEFAULT_DEFERRAL_POLICY
     """SPEC §12.5: a sender may be answered DEFERRED for authority 1,024 times at once, 16 more
     per second, 4,096 senders remembered; past that its envelopes are refused NOT_AUTHORIZED."""

@@ -9,6 +9,7 @@ store's thread (inside a store write batch); `view` may be called from any threa
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from enum import Enum
 
 from hearthmesh.protocol.authority import (
@@ -64,8 +65,8 @@ class RoomRegistry:
         self._limits = limits
         self._fixed: dict[RoomId, RoomState] = {}
         """Rooms whose members follow from their id (direct rooms, our user's own room)."""
-        self._logs: dict[RoomId, MembershipLog] = {}
-        """Groups: their MEMBERSHIP events and fold."""
+        self._logs: OrderedDict[RoomId, MembershipLog] = OrderedDict()
+        """Groups: their MEMBERSHIP events and fold, least recently used first (bounded)."""
         self._budget = DeferralBudget(deferrals)
 
     # --- reading ----------------------------------------------------------------------------
@@ -105,8 +106,11 @@ class RoomRegistry:
         """A group's log, loading the room from the store on first use (a room whose members
         follow from its id goes to `_fixed` instead, and None is returned)."""
         log = self._logs.get(room)
-        if log is not None or room in self._fixed:
+        if log is not None:
+            self._logs.move_to_end(room)
             return log
+        if room in self._fixed:
+            return None
         rows = store.members(room)
         members = [m.user for m in rows]
         if is_direct_room(room, members):
@@ -114,7 +118,7 @@ class RoomRegistry:
             return None
         events = self._load_membership_events(store, room)
         if events:
-            log = self._logs[room] = MembershipLog.load(room, events, limits=self._limits)
+            log = self._hold(MembershipLog.load(room, events, limits=self._limits))
         elif members:  # our own user's room: members from the rows, no events
             self._fixed[room] = RoomState(
                 room=room,
@@ -220,9 +224,7 @@ class RoomRegistry:
                 diff = _rows_diff(store.members(envelope.room), log.state)
             else:
                 if log is None:
-                    log = self._logs[envelope.room] = MembershipLog(
-                        envelope.room, limits=self._limits
-                    )
+                    log = self._hold(MembershipLog(envelope.room, limits=self._limits))
                 diff = log.add(envelope, change)
             self._write_members(store, envelope.room, diff, now_ms)
         except BaseException:
@@ -231,6 +233,12 @@ class RoomRegistry:
             self.forget(envelope.room)
             raise
         return bool(diff)
+
+    def _hold(self, log: MembershipLog) -> MembershipLog:
+        self._logs[log.room] = log
+        while len(self._logs) > self._limits.max_rooms_held:
+            self._logs.popitem(last=False)  # loaded again from the store when next needed
+        return log
 
     def forget(self, room: RoomId) -> None:
         """Drop what memory holds of `room` (after a failed write): reload it on next use."""

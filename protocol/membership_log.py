@@ -47,6 +47,9 @@ class MembershipLimits:
     checkpoint_every: int = 64
     """A copy of the state is kept every this many events: a late event re-folds at most the
     events after the checkpoint before its place."""
+    max_rooms_held: int = 1024
+    """Groups whose log a node keeps in memory; the least recently used one is dropped, and
+    loaded from the store again (one fold) when it is next needed."""
 
 
 DEFAULT_MEMBERSHIP_LIMITS: Final = MembershipLimits()

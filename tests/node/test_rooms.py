@@ -79,3 +79,37 @@ def test_a_256_event_batch_in_a_2300_event_room_costs_256_fold_steps() -> None:
     rows = {m.user: m.role for m in store.members(ROOM)}
     assert all(rows[user(i)] == Role.ADMIN for i in range(256))
     assert len(rooms.members(store, ROOM)) == 2300
+
+
+def test_folds_held_in_memory_are_bounded_and_reload_from_the_store() -> None:
+    """Only `max_rooms_held` groups' logs stay in memory; a dropped one is folded again from
+    the store when next needed, to the same state."""
+    store = MemoryStore()
+    rooms = RoomRegistry({OURS}, limits=MembershipLimits(max_rooms_held=1))
+    groups = []
+    for nonce in (b"a" * 16, b"b" * 16):
+        room = group_room_id(ADMIN_ID, nonce)
+        create = MembershipChange(
+            action=Action.CREATE, target=ADMIN_ID, role=Role.ADMIN, nonce=nonce
+        )
+        add = MembershipChange(action=Action.ADD, target=OURS)
+        for change in (create, add):
+            envelope = seal(
+                ADMIN,
+                kind=Kind.MEMBERSHIP,
+                room=room,
+                sender_user=ADMIN_ID,
+                seq=next(_seq),
+                hlc=Timestamp(wall_ms=next(_seq), counter=0),
+                content_type=MEMBERSHIP_CONTENT_TYPE,
+                body=encode_membership(change),
+            )
+            assert rooms.admit(store, envelope, now_ms=0) is Admission.ACCEPT
+            assert store.append(AppendRequest(envelope=envelope)) is AppendResult.STORED
+            rooms.note_stored(store, envelope, now_ms=0)
+        groups.append(room)
+    first, second = groups
+    assert rooms.view(first) is None and rooms.view(second) is not None  # first was dropped
+    assert rooms.members(store, first) == {ADMIN_ID, OURS}  # folded again from the store
+    assert rooms.view(second) is None
+    assert {m.user for m in store.members(first)} == {ADMIN_ID, OURS}
