@@ -14,6 +14,8 @@ from hearthmesh.node.directory import (
 from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.protocol.relay_choice import RelayPolicy
+from hearthmesh.protocol.authority import DEFAULT_DEFERRAL_POLICY, DeferralPolicy
+from hearthmesh.protocol.membership_log import DEFAULT_MEMBERSHIP_LIMITS, MembershipLimits
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.storage.api import DEFAULT_RELAY_QUOTA, RelayQuota
 
@@ -87,5 +89,12 @@ class NodeConfig:
     relay_choice: RelayPolicy = field(default_factory=RelayPolicy)
     """Relays for away recipients: co-members' homes, then peers connected 10 min with 8 good
     exchanges and no points, then others; 2 tried per batch, at random in a tier (SPEC §11.7)."""
+    # --- room authority and membership state (issue #12, slice "authority") ---
+    membership_limits: MembershipLimits = DEFAULT_MEMBERSHIP_LIMITS
+    """Bounds of SPEC §12.4: 4,096 MEMBERSHIP events per room, 256 per sender in a room, a
+    checkpoint of the folded state every 64 events, 1,024 groups' folds held in memory."""
+    deferrals: DeferralPolicy = DEFAULT_DEFERRAL_POLICY
+    """SPEC §12.5: a sender may be answered DEFERRED for authority 1,024 times at once, 16 more
+    per second, 4,096 senders remembered; past that its envelopes are refused NOT_AUTHORIZED."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

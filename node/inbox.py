@@ -107,6 +107,16 @@ class Inbox:
         requests: list[AppendRequest] = []
         slots: list[int] = []
         results: list[DeliveryResult] = []
+
+        def append_pending() -> None:
+            if requests:
+                appended = store.append_many(requests)
+                for slot, request, stored in zip(slots, requests, appended, strict=True):
+                    envelope = request.envelope
+                    results[slot] = self._after_append(store, envelope, stored, now_ms, outcome)
+                requests.clear()
+                slots.clear()
+
         for item in items:
             if isinstance(item, DeliveryResult):
                 results.append(item)
@@ -116,33 +126,37 @@ class Inbox:
             if envelope.kind.ephemeral:
                 refusal = ProtocolError("ephemeral kinds are not delivered")
                 results.append(rejected(envelope.message_id, refusal))
-            elif item.recipient in self._local:
-                admission = self._rooms.admit(store, envelope)
-                if (
-                    self._directory.lists_device(envelope.sender_user, envelope.sender_device)
-                    is False
-                ):
-                    # revoked, or linked after the record we hold: retry once we know more
-                    admission = Admission.DEFER
-                    outcome.unknown_devices.add(envelope.sender_user)
-                if admission is Admission.ACCEPT:
-                    slots.append(len(results))  # its result is set after the commit
-                    requests.append(
-                        AppendRequest(envelope=envelope, outbox_to=forward, next_attempt_ms=now_ms)
-                    )
-                results.append(
-                    DeliveryResult(
-                        message_id=envelope.message_id,
-                        status=AckStatus.DEFERRED,
-                        code=int(ErrorCode.NOT_AUTHORIZED),
-                    )
-                )
-            else:
+                continue
+            if item.recipient not in self._local:
                 results.append(self._relay(store, item, peer, now_ms, outcome))
-        if requests:
-            appended = store.append_many(requests)
-            for slot, request, stored in zip(slots, requests, appended, strict=True):
-                results[slot] = self._after_append(store, request.envelope, stored, now_ms, outcome)
+                continue
+            if self._directory.lists_device(envelope.sender_user, envelope.sender_device) is False:
+                # revoked, or linked after the record we hold: retry once we know more
+                admission = Admission.DEFER
+                outcome.unknown_devices.add(envelope.sender_user)
+            else:
+                try:  # SPEC §12.2: decided before anything is stored or held
+                    admission = self._rooms.admit(store, envelope, now_ms=now_ms)
+                except RemoteProtocolError as exc:
+                    results.append(rejected(envelope.message_id, exc))
+                    continue
+            if admission is Admission.ACCEPT:
+                slots.append(len(results))  # its result is set after the commit
+                requests.append(
+                    AppendRequest(envelope=envelope, outbox_to=forward, next_attempt_ms=now_ms)
+                )
+            results.append(
+                DeliveryResult(
+                    message_id=envelope.message_id,
+                    status=AckStatus.DEFERRED,
+                    code=int(ErrorCode.NOT_AUTHORIZED),
+                )
+            )
+            if envelope.kind is Kind.MEMBERSHIP:
+                # folded before the next item is judged: a batch may hold the CREATE and the
+                # ADDs after it, each allowed only by the ones before
+                append_pending()
+        append_pending()
         outcome.results = results
         # How far each sender was released commits with the events themselves: a restart
         # neither repeats nor skips what the app was given, at the cost of a few puts.

@@ -74,12 +74,10 @@ from hearthmesh.protocol.inbound import InboundLedger
 from hearthmesh.protocol.linking import LINK_PROTOCOL, LinkCode
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
 from hearthmesh.protocol.membership import (
-    MEMBERSHIP_CONTENT_TYPE,
     Action,
     MembershipChange,
     Role,
     RoomState,
-    encode_membership,
 )
 from hearthmesh.protocol.private import (
     PRIVATE_CONTENT_TYPE,
@@ -165,7 +163,9 @@ class Node:
             max_loose_certificates=self.config.directory_max_certificates,
             record_max_age_ms=self.config.directory_record_max_age_ms,
         )
-        self._rooms = RoomRegistry(local)
+        self._rooms = RoomRegistry(
+            local, limits=self.config.membership_limits, deferrals=self.config.deferrals
+        )
         self._release = ReleaseOrder()
         self._inbox = Inbox(
             local_users=local,
@@ -357,6 +357,7 @@ class Node:
             clock=self._clock,
             user=self.keyring.user_id,
             members=self.members,
+            rooms=self._rooms,
             emit=self._events.emit,
             spawn=self._spawn,
             running=lambda: self._started,
@@ -634,6 +635,10 @@ class Node:
         """True while `peer_id` is banned here for bad input (SPEC §11.6)."""
         return not self._standing.admits(peer_id)
 
+    def peer_points(self, peer_id: str) -> int:
+        """The points `peer_id` has for refused input, before forgiveness ends them (§11.6)."""
+        return self._standing.points(peer_id)
+
     @property
     def prefix_bans(self) -> int:
         """Address prefixes banned since start (SPEC §11.6.5)."""
@@ -683,7 +688,7 @@ class Node:
             open=open_,
             name=name,
         )
-        await self._send_membership(room, create, recipients=set())
+        await self._outgoing.change_membership(room, create)
         await self._topics.watch(room)
         for member in members:
             await self.add_member(room, member)
@@ -692,25 +697,18 @@ class Node:
     async def add_member(self, room: RoomId, user: UserId) -> None:
         """Add `user` (we must be an admin); they receive the room's membership history."""
         change = MembershipChange(action=Action.ADD, target=user)
-        envelope = await self._send_membership(room, change, recipients={user})
-        history = [
-            e for e in self._rooms.membership_events(room) if e.message_id != envelope.message_id
-        ]
-        await self._store.run_long(
-            _enqueue_history, self._store.store, user, history, self._clock.now_ms()
-        )
-        self._outbox.wake()
+        await self._outgoing.change_membership(room, change, welcome=user)
 
     async def join(self, room: RoomId) -> None:
         """Join an open group whose membership events we hold."""
-        await self._send_membership(
-            room, MembershipChange(action=Action.JOIN, target=self.user_id), recipients=set()
+        await self._outgoing.change_membership(
+            room, MembershipChange(action=Action.JOIN, target=self.user_id)
         )
 
     async def leave(self, room: RoomId) -> None:
         """Leave a group: members learn it, and we stop watching its topic."""
-        await self._send_membership(
-            room, MembershipChange(action=Action.LEAVE, target=self.user_id), recipients=set()
+        await self._outgoing.change_membership(
+            room, MembershipChange(action=Action.LEAVE, target=self.user_id)
         )
         await self._topics.unwatch(room)
 
@@ -731,17 +729,6 @@ class Node:
         The returned object is the node's own: read it, never change it.
         """
         return await self._store.run(self._rooms.state, self._store.store, room)
-
-    async def _send_membership(
-        self, room: RoomId, change: MembershipChange, *, recipients: set[UserId]
-    ) -> Envelope:
-        return await self._outgoing.send(
-            room,
-            encode_membership(change),
-            MEMBERSHIP_CONTENT_TYPE,
-            Kind.MEMBERSHIP,
-            extra=recipients,
-        )
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -853,11 +840,6 @@ def _gossip_message_id(data: bytes) -> bytes:
     if isinstance(value, list) and len(value) == 2 and isinstance(value[1], bytes):
         return load_envelope(value[1]).message_id
     raise RemoteProtocolError("not a gossip payload")
-
-
-def _enqueue_history(store: Store, user: UserId, history: list[Envelope], now_ms: int) -> None:
-    for envelope in history:
-        store.enqueue(user, envelope.message_id, next_attempt_ms=now_ms)
 
 
 def _co_members(store: Store, user: UserId) -> set[UserId]:

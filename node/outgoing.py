@@ -19,9 +19,19 @@ from hearthmesh.node.keyring import Keyring
 from hearthmesh.node.rooms import RoomRegistry
 from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, encode_typing
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
-from hearthmesh.protocol.errors import LocalProtocolError, NotAuthorized
+from hearthmesh.protocol.errors import (
+    HearthError,
+    LocalProtocolError,
+    NotAuthorized,
+    StorageError,
+)
 from hearthmesh.protocol.gossip import encode_gossip, room_topic
 from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.membership import (
+    MEMBERSHIP_CONTENT_TYPE,
+    MembershipChange,
+    encode_membership,
+)
 from hearthmesh.protocol.rooms import is_direct_room
 from hearthmesh.storage.api import AppendRequest, AppendResult, Store
 from hearthmesh.storage.async_store import AsyncStore
@@ -88,21 +98,14 @@ class Outgoing:
         Returns once the envelope is committed here: "sent".
 
         Raises:
-            NotAuthorized: our user is not a member of `room` (MEMBERSHIP excepted).
+            NotAuthorized: our user is not a member of `room`.
         """
+        if kind is Kind.MEMBERSHIP:
+            raise LocalProtocolError("membership changes go through change_membership")
         members = await self._room_members(room)
-        if kind is not Kind.MEMBERSHIP and self._user not in members:
+        if self._user not in members:
             raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
-        envelope = seal(
-            self._keyring.device,
-            kind=kind,
-            room=room,
-            sender_user=self._user,
-            seq=await self._take_seq(room),
-            hlc=self._hlc.stamp(),
-            content_type=content_type,
-            body=body,
-        )
+        envelope = self._seal(room, content_type, kind, body, seq=await self._take_seq(room))
         if on_sealed is not None:
             on_sealed(envelope)
         others: tuple[bytes, ...] = tuple(sorted((members | extra) - {self._user}))
@@ -117,16 +120,65 @@ class Outgoing:
         result = await self._store.append(request)
         if result is not AppendResult.STORED:
             raise LocalProtocolError(f"own envelope not stored: {result.value}")
-        if kind is Kind.MEMBERSHIP:
-            outcome = await self._store.run(
-                _note_own, self._rooms, self._store.store, envelope, self._clock.now_ms()
-            )
-            self._after_store(outcome)
         self._outbox.submit(envelope, recipients)
         # Gossip is a fan-out: a direct room has one other home node, which the direct stream
         # reaches at once, so gossip would only double the work on both ends.
         if kind not in _NOT_GOSSIPED and not is_direct_room(room, members):
             self._publish(envelope)
+        return envelope
+
+    async def change_membership(
+        self, room: RoomId, change: MembershipChange, *, welcome: UserId | None = None
+    ) -> Envelope:
+        """Seal and commit our MEMBERSHIP change atomically (SPEC §12.6), then deliver it.
+
+        The change is checked against the room's folded state first; the envelope, its outbox
+        entries and the new member rows then commit in one transaction, or nothing does.
+        `welcome` (an ADD's new member) gets the room's earlier MEMBERSHIP events queued first,
+        in history order, and the ADD after them, so its fold sees them in order.
+
+        Raises:
+            NotAuthorized: the rules do not allow the change now; nothing was written.
+            MembershipLimit: the room or our user is at its bound; nothing was written.
+        """
+        body = encode_membership(change)
+        probe = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=1)
+        # Checked before a sequence number is taken: a refusal must not leave a gap in it.
+        await self._store.run(self._rooms.check_own, self._store.store, probe)
+        members = await self._room_members(room)
+        seq = await self._take_seq(room)
+        envelope = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=seq)
+        # the new member's entries are queued with the room's history (in `_commit_own`)
+        skip = {self._user} if welcome is None else {self._user, welcome}
+        others = tuple(sorted(members - skip))
+        recipients = others + self._siblings()
+        request = AppendRequest(
+            envelope=envelope,
+            outbox_to=recipients,
+            next_attempt_ms=self._clock.now_ms() + LEASE_MS,
+        )
+        # a welcome queues the room's whole membership history: off the loop's thread
+        commit = self._store.run if welcome is None else self._store.run_long
+        try:
+            outcome = await commit(
+                _commit_own,
+                self._rooms,
+                self._store.store,
+                request,
+                welcome,
+                self._clock.now_ms(),
+            )
+        except StorageError:
+            # the batch did not commit: what the fold holds in memory may be ahead of it
+            self._rooms.forget(room)
+            raise
+        except HearthError:
+            self._give_back_seq(room, seq)  # refused after all (a change raced in): no gap
+            raise
+        self._after_store(outcome)
+        self._outbox.submit(envelope, recipients)
+        if welcome is not None:
+            self._outbox.wake()  # its entries wait in the store, due now, in history order
         return envelope
 
     async def typing(self, room: RoomId, active: bool) -> None:
@@ -148,6 +200,20 @@ class Outgoing:
             body=encode_typing(active),
         )
         self._publish(envelope)
+
+    def _seal(
+        self, room: RoomId, content_type: str, kind: Kind, body: bytes, *, seq: int
+    ) -> Envelope:
+        return seal(
+            self._keyring.device,
+            kind=kind,
+            room=room,
+            sender_user=self._user,
+            seq=seq,
+            hlc=self._hlc.stamp(),
+            content_type=content_type,
+            body=body,
+        )
 
     def _publish(self, envelope: Envelope) -> None:
         payload = encode_gossip(self._keyring.certificate_bytes, envelope.wire)
@@ -172,10 +238,32 @@ class Outgoing:
         self._next_seq[room] = seq + 1
         return seq
 
+    def _give_back_seq(self, room: RoomId, seq: int) -> None:
+        """Return `seq` unless a later one was taken meanwhile (then the gap stays)."""
+        if self._next_seq.get(room) == seq + 1:
+            self._next_seq[room] = seq
 
-def _note_own(rooms: RoomRegistry, store: Store, envelope: Envelope, now_ms: int) -> StoreOutcome:
-    """Fold our own MEMBERSHIP event into the room state (in a store write batch)."""
+
+def _commit_own(
+    rooms: RoomRegistry,
+    store: Store,
+    request: AppendRequest,
+    welcome: UserId | None,
+    now_ms: int,
+) -> StoreOutcome:
+    """Check, store, queue and fold our MEMBERSHIP change: one call of a store write batch,
+    so a refusal (or any failure) undoes every write of it (SPEC §12.6)."""
+    envelope = request.envelope
+    rooms.check_own(store, envelope)  # again: the state may have moved since the first look
+    earlier = rooms.membership_events(envelope.room)
+    if store.append_many([request])[0] is not AppendResult.STORED:
+        raise LocalProtocolError("own membership change not stored")
+    if welcome is not None:
+        # Due in history order, all before now: the new member folds them in order.
+        first_ms = now_ms - len(earlier) - 1
+        plan = [(m, first_ms + i) for i, m in enumerate([*earlier, envelope.message_id])]
+        store.enqueue_many(welcome, plan)
     outcome = StoreOutcome()
-    if rooms.note_stored(store, envelope, now_ms=now_ms):
+    if rooms.note_stored(store, envelope, now_ms=now_ms):  # last: memory follows the store
         outcome.membership_changed.add(envelope.room)
     return outcome

@@ -16,9 +16,16 @@ from hearthmesh.node.events import NodeEvent, TypingChanged
 from hearthmesh.node.libp2p_host import P2PHost
 from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
 from hearthmesh.node.receiver import Receiver
+from hearthmesh.node.rooms import RoomRegistry
+from hearthmesh.protocol.authority import Ruling, gossip_ruling
 from hearthmesh.protocol.content import decode_typing
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
-from hearthmesh.protocol.errors import HearthError, MalformedMessage, NotAuthorized
+from hearthmesh.protocol.errors import (
+    HearthError,
+    MalformedMessage,
+    NotAuthorized,
+    RemoteProtocolError,
+)
 from hearthmesh.protocol.gossip import decode_gossip, load_gossip, room_topic
 from hearthmesh.protocol.identity import UserId
 
@@ -41,6 +48,7 @@ class RoomTopics:
         clock: Clock,
         user: UserId,
         members: Callable[[RoomId], Awaitable[set[UserId]]],
+        rooms: RoomRegistry,
         emit: Callable[[NodeEvent], None],
         spawn: Callable[[Coroutine[Any, Any, None], str], None],
         running: Callable[[], bool],
@@ -50,6 +58,7 @@ class RoomTopics:
         self._clock = clock
         self._user = user
         self._members = members
+        self._rooms = rooms
         self._emit = emit
         self._spawn = spawn
         self._running = running
@@ -57,16 +66,24 @@ class RoomTopics:
         self._subscribing: set[RoomId] = set()
 
     def check(self, message: GossipMessage) -> None:
-        """Topic check (trio thread, pure): a verified envelope of this very room.
+        """Topic check (trio thread): a verified envelope of this very room, that its sender may
+        write there (SPEC §14.1, §12.2), judged from the room's state in memory.
 
         Raises:
-            RemoteProtocolError: anything else, with the code that says whose fault it is.
+            RemoteProtocolError: anything else, with the code that says whose fault it is; a
+                group's sender not (yet) known as a member costs nothing (code PROTOCOL).
         """
         item = decode_gossip(
             message.data, now_ms=self._clock.now_ms(), certificates=self._receiver.certificates
         )
-        if room_topic(item.envelope.room) != message.topic:
+        envelope = item.envelope
+        if room_topic(envelope.room) != message.topic:
             raise MalformedMessage("an envelope of another room on this room's topic")
+        ruling = gossip_ruling(self._rooms.view(envelope.room), envelope)
+        if ruling is Ruling.NEVER:
+            raise NotAuthorized(f"{envelope.kind.name} from a sender who may not write it here")
+        if ruling is Ruling.NOT_YET:
+            raise RemoteProtocolError("not a member of this group (yet): dropped")
 
     async def watch(self, room: RoomId) -> None:
         """Follow a room's topic (idempotent)."""

@@ -1,20 +1,42 @@
-"""Rooms this node takes part in: who is in each, kept in step with the membership fold.
+"""Rooms this node takes part in: who is in each, and who may write into each (SPEC §12).
 
-The fold itself is `protocol.membership`; this module holds each group's MEMBERSHIP events in
-history order, re-folds when one arrives (possibly out of order), and writes the difference to
-the store's member tables. Methods taking a `store` run on the store's thread.
+The rules are `protocol.authority` and `protocol.membership`; the incremental fold is
+`protocol.membership_log`. This module is the one owner of the rooms' states in memory: a direct
+room's fixed state, or a group's log, loaded from the store on first use and then kept up to date
+per event; it writes each change to the store's member rows. Methods taking a `store` run on the
+store's thread (inside a store write batch); `view` may be called from any thread.
 """
 
 from __future__ import annotations
 
-import bisect
+from collections import OrderedDict
 from enum import Enum
 
-from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
+from hearthmesh.protocol.authority import (
+    DEFAULT_DEFERRAL_POLICY,
+    DeferralBudget,
+    DeferralPolicy,
+    Ruling,
+    membership_ruling,
+    writer_ruling,
+)
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
+from hearthmesh.protocol.errors import NotAuthorized
 from hearthmesh.protocol.identity import UserId
-from hearthmesh.protocol.membership import Role, RoomState, direct_room_state, fold
-from hearthmesh.protocol.rooms import direct_room_id
-from hearthmesh.storage.api import Direction, Store
+from hearthmesh.protocol.membership import (
+    Role,
+    RoomState,
+    decode_membership,
+    direct_room_state,
+)
+from hearthmesh.protocol.membership_log import (
+    DEFAULT_MEMBERSHIP_LIMITS,
+    MemberDiff,
+    MembershipLimits,
+    MembershipLog,
+)
+from hearthmesh.protocol.rooms import direct_room_id, is_direct_room
+from hearthmesh.storage.api import Direction, Member, Store
 
 __all__ = ["Admission", "RoomRegistry"]
 
@@ -22,7 +44,7 @@ _SCAN_PAGE = 512
 
 
 class Admission(Enum):
-    """Whether a received envelope may enter a room's history here."""
+    """Whether a received envelope may enter a room's history here (a refusal raises)."""
 
     ACCEPT = "accept"
     DEFER = "defer"
@@ -32,26 +54,36 @@ class Admission(Enum):
 class RoomRegistry:
     """Member sets of the rooms of this node's local users."""
 
-    def __init__(self, local_users: set[UserId]) -> None:
+    def __init__(
+        self,
+        local_users: set[UserId],
+        *,
+        limits: MembershipLimits = DEFAULT_MEMBERSHIP_LIMITS,
+        deferrals: DeferralPolicy = DEFAULT_DEFERRAL_POLICY,
+    ) -> None:
         self._local = local_users
-        self._states: dict[RoomId, RoomState] = {}
-        self._events: dict[RoomId, list[Envelope]] = {}
+        self._limits = limits
+        self._fixed: dict[RoomId, RoomState] = {}
+        """Rooms whose members follow from their id (direct rooms, our user's own room)."""
+        self._logs: OrderedDict[RoomId, MembershipLog] = OrderedDict()
+        """Groups: their MEMBERSHIP events and fold, least recently used first (bounded)."""
+        self._budget = DeferralBudget(deferrals)
 
     # --- reading ----------------------------------------------------------------------------
 
     def state(self, store: Store, room: RoomId) -> RoomState | None:
         """The room's folded state, loading it from the store on first use."""
-        if room not in self._states:
-            members = store.members(room)
-            if not members:
-                return None
-            events = self._load_membership_events(store, room)
-            state = fold(room, events) if events else RoomState(room=room, created=True)
-            if not events:  # a direct room: members follow from the id
-                state.members = {m.user: _role(m.role) for m in members}
-            self._states[room] = state
-            self._events[room] = events
-        return self._states[room]
+        log = self._log(store, room)
+        return self._fixed.get(room) if log is None else log.state
+
+    def view(self, room: RoomId) -> RoomState | None:
+        """The state held in memory, if any, without loading (safe from any thread: see
+        `protocol.membership_log` on readers)."""
+        fixed = self._fixed.get(room)
+        if fixed is not None:
+            return fixed
+        log = self._logs.get(room)
+        return None if log is None else log.state
 
     def members(self, store: Store, room: RoomId) -> set[UserId]:
         state = self.state(store, room)
@@ -59,6 +91,42 @@ class RoomRegistry:
 
     def rooms(self, store: Store, user: UserId) -> list[RoomId]:
         return store.rooms_of(user)
+
+    def membership_events(self, room: RoomId) -> list[MessageId]:
+        """The room's MEMBERSHIP events held, in history order."""
+        log = self._logs.get(room)
+        return [] if log is None else log.message_ids()
+
+    def fold_steps(self, room: RoomId) -> int:
+        """Fold steps spent on `room` since it was loaded (the work, for tests)."""
+        log = self._logs.get(room)
+        return 0 if log is None else log.steps
+
+    def _log(self, store: Store, room: RoomId) -> MembershipLog | None:
+        """A group's log, loading the room from the store on first use (a room whose members
+        follow from its id goes to `_fixed` instead, and None is returned)."""
+        log = self._logs.get(room)
+        if log is not None:
+            self._logs.move_to_end(room)
+            return log
+        if room in self._fixed:
+            return None
+        rows = store.members(room)
+        members = [m.user for m in rows]
+        if is_direct_room(room, members):
+            self._fixed[room] = direct_room_state(members[0], members[1])
+            return None
+        events = self._load_membership_events(store, room)
+        if events:
+            log = self._hold(MembershipLog.load(room, events, limits=self._limits))
+        elif members:  # our own user's room: members from the rows, no events
+            self._fixed[room] = RoomState(
+                room=room,
+                created=True,
+                members={m.user: _role(m.role) for m in rows},
+                direct=True,
+            )
+        return log
 
     def _load_membership_events(self, store: Store, room: RoomId) -> list[Envelope]:
         events: list[Envelope] = []
@@ -74,22 +142,46 @@ class RoomRegistry:
 
     # --- admission --------------------------------------------------------------------------
 
-    def admit(self, store: Store, envelope: Envelope) -> Admission:
-        """May `envelope` be stored in its room's history on this node?"""
-        if envelope.kind is Kind.MEMBERSHIP:
-            return Admission.ACCEPT  # the fold decides what it does; storing it is harmless
-        if envelope.sender_user in self._local:
-            return Admission.ACCEPT  # our own user, from another certified device
-        state = self.state(store, envelope.room)
-        if state is None:
-            if self.is_direct_with_local(envelope):
-                return Admission.ACCEPT
-            return Admission.DEFER
-        if state.is_member(envelope.sender_user):
+    def admit(self, store: Store, envelope: Envelope, *, now_ms: int) -> Admission:
+        """May `envelope` be stored in its room's history on this node (SPEC §12.2)?
+
+        Raises:
+            RemoteProtocolError: a final refusal (the sender may never write this here, a bad
+                body, a bound reached): store nothing, charge the peer.
+        """
+        ruling = self._ruling(store, envelope)
+        if ruling is Ruling.ALLOWED:
             return Admission.ACCEPT
-        # Not a member as far as we know: the ADD that makes them one may still be on its way
-        # (sync and the outbox bring events in any order), so wait rather than refuse for good.
-        return Admission.DEFER
+        if ruling is Ruling.NEVER:
+            raise NotAuthorized(f"{envelope.kind.name} not allowed from this sender here")
+        if envelope.sender_user in self._local or self._budget.take(envelope.sender_user, now_ms):
+            return Admission.DEFER
+        raise NotAuthorized("deferred too often: not a member of this room")
+
+    def check_own(self, store: Store, envelope: Envelope) -> None:
+        """Our own MEMBERSHIP change must be allowed now, against the folded state (§12.6).
+
+        Raises:
+            NotAuthorized: the rules do not allow it (nothing may be written).
+            MembershipLimit: the room or our user is at its bound.
+        """
+        ruling = self._ruling(store, envelope)
+        if ruling is not Ruling.ALLOWED:
+            raise NotAuthorized(f"membership change refused: {ruling.name.lower()}")
+
+    def _ruling(self, store: Store, envelope: Envelope) -> Ruling:
+        is_membership = envelope.kind is Kind.MEMBERSHIP
+        if not is_membership and envelope.sender_user in self._local:
+            return Ruling.ALLOWED  # our own user, from another certified device
+        state = self.state(store, envelope.room)
+        if not is_membership and state is not None and state.is_member(envelope.sender_user):
+            return Ruling.ALLOWED  # the common case, decided without hashing room ids
+        direct_with_local = self.is_direct_with_local(envelope)
+        if not is_membership or direct_with_local or (state is not None and state.direct):
+            return writer_ruling(state, envelope, direct_with_local=direct_with_local)
+        change = decode_membership(envelope.body)  # only the remote-error family
+        log = self._logs.get(envelope.room) or MembershipLog(envelope.room, limits=self._limits)
+        return membership_ruling(log, envelope, change)
 
     def is_direct_with_local(self, envelope: Envelope) -> bool:
         """Is the envelope's room the direct room of its sender and one of our users?"""
@@ -104,15 +196,14 @@ class RoomRegistry:
     def open_direct(self, store: Store, a: UserId, b: UserId, *, now_ms: int) -> RoomId:
         """Create (or find) the direct room of two users and list it for the local one(s)."""
         state = direct_room_state(a, b)
-        if state.room not in self._states:
+        if state.room not in self._fixed:
             for user in (a, b):
                 store.add_member(state.room, user, role=0, local=user in self._local, now_ms=now_ms)
-            self._states[state.room] = state
-            self._events[state.room] = []
+            self._fixed[state.room] = state
         return state.room
 
     def note_stored(self, store: Store, envelope: Envelope, *, now_ms: int) -> bool:
-        """Account for a newly stored envelope; True if the member set changed."""
+        """Account for a newly stored (admitted) envelope; True if the member set changed."""
         if envelope.kind is not Kind.MEMBERSHIP:
             if self.state(store, envelope.room) is None and self.is_direct_with_local(envelope):
                 local = next(
@@ -123,28 +214,50 @@ class RoomRegistry:
                 self.open_direct(store, envelope.sender_user, local, now_ms=now_ms)
                 return True
             return False
-        before = self.members(store, envelope.room)
-        events = self._events.setdefault(envelope.room, [])
-        keys = [e.order_key for e in events]
-        events.insert(bisect.bisect(keys, envelope.order_key), envelope)
-        state = fold(envelope.room, events)
-        self._states[envelope.room] = state
-        after = set(state.members)
-        for user in after - before:
-            store.add_member(
-                envelope.room,
-                user,
-                role=int(state.members[user]),
-                local=user in self._local,
-                now_ms=now_ms,
-            )
-        for user in before - after:
-            store.remove_member(envelope.room, user)
-        return before != after
+        if envelope.room in self._fixed:
+            return False  # admission never lets one in; nothing to fold
+        change = decode_membership(envelope.body)
+        try:
+            log = self._logs.get(envelope.room)
+            if log is None and (log := self._log(store, envelope.room)) is not None:
+                # loaded from the store, this event included: bring the rows in line with it
+                diff = _rows_diff(store.members(envelope.room), log.state)
+            else:
+                if log is None:
+                    log = self._hold(MembershipLog(envelope.room, limits=self._limits))
+                diff = log.add(envelope, change)
+            self._write_members(store, envelope.room, diff, now_ms)
+        except BaseException:
+            # The store undoes this batch's writes; memory must not keep what it lost:
+            # the room is loaded again from the store on next use.
+            self.forget(envelope.room)
+            raise
+        return bool(diff)
 
-    def membership_events(self, room: RoomId) -> list[Envelope]:
-        """The room's MEMBERSHIP events in history order (sent to a member who is added)."""
-        return list(self._events.get(room, []))
+    def _hold(self, log: MembershipLog) -> MembershipLog:
+        self._logs[log.room] = log
+        while len(self._logs) > self._limits.max_rooms_held:
+            self._logs.popitem(last=False)  # loaded again from the store when next needed
+        return log
+
+    def forget(self, room: RoomId) -> None:
+        """Drop what memory holds of `room` (after a failed write): reload it on next use."""
+        self._logs.pop(room, None)
+
+    def _write_members(self, store: Store, room: RoomId, diff: MemberDiff, now_ms: int) -> None:
+        for user, role in diff.changed.items():
+            store.add_member(room, user, role=int(role), local=user in self._local, now_ms=now_ms)
+        for user in diff.removed:
+            store.remove_member(room, user)
+
+
+def _rows_diff(rows: list[Member], state: RoomState) -> MemberDiff:
+    stored = {row.user: _role(row.role) for row in rows}
+    diff = MemberDiff(removed=set(stored) - set(state.members))
+    for user, role in state.members.items():
+        if stored.get(user) is not role:
+            diff.changed[user] = role
+    return diff
 
 
 def _role(value: int) -> Role:

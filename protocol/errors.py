@@ -21,6 +21,7 @@ __all__ = [
     "InvalidIdentifier",
     "LocalProtocolError",
     "MalformedMessage",
+    "MembershipLimit",
     "NotAuthorized",
     "NotFound",
     "ProtocolError",
@@ -54,6 +55,7 @@ class ErrorCode(IntEnum):
     RATE_LIMITED = 12
     SEQUENCE_OVERFLOW = 13
     NOT_FOUND = 14
+    MEMBERSHIP_LIMIT = 15
     # 25-29: the peer edge (SPEC §10.4)
     TOO_MANY_STREAMS = 25
     FRAME_TIMEOUT = 26
@@ -157,6 +159,12 @@ class SequenceOverflow(RemoteProtocolError):
     code = ErrorCode.SEQUENCE_OVERFLOW
 
 
+class MembershipLimit(RemoteProtocolError):
+    """A room, or one sender in it, holds as many MEMBERSHIP events as its bound (SPEC §12.4)."""
+
+    code = ErrorCode.MEMBERSHIP_LIMIT
+
+
 class TooManyStreams(RemoteProtocolError):
     """A peer opened more inbound streams than its cap (SPEC §10.4)."""
 
@@ -197,6 +205,7 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         QuotaExceeded,
         RateLimited,
         SequenceOverflow,
+        MembershipLimit,
         TooManyStreams,
         FrameTimeout,
         Busy,

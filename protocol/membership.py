@@ -3,19 +3,20 @@
 The member set of a room is a pure function of its MEMBERSHIP events taken in history order
 (SPEC §4.5): every replica that holds the same events computes the same members. An event that
 breaks a rule (a non-admin adding someone, a second CREATE) is ignored by the fold, never
-half-applied.
+half-applied. `ruling` is the one statement of those rules: the fold applies what it allows, and
+admission (`protocol.authority`) refuses or defers the rest before anything is stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from enum import IntEnum
+from enum import Enum, IntEnum
 from typing import Final
 
 from .canonical import decode_canonical, encode_canonical
 from .envelope import Envelope, Kind, RoomId
-from .errors import MalformedMessage
+from .errors import MalformedMessage, RemoteProtocolError
 from .identity import KEY_BYTES, UserId
 from .rooms import direct_room_id, group_room_id
 
@@ -26,10 +27,12 @@ __all__ = [
     "MembershipChange",
     "Role",
     "RoomState",
+    "Ruling",
     "decode_membership",
     "direct_room_state",
     "encode_membership",
     "fold",
+    "ruling",
 ]
 
 MEMBERSHIP_CONTENT_TYPE: Final = "application/x-hearthmesh-membership"
@@ -85,7 +88,12 @@ def encode_membership(change: MembershipChange) -> bytes:
 
 
 def decode_membership(body: bytes) -> MembershipChange:
-    """Parse a MEMBERSHIP body. Raises MalformedMessage (or TooLarge)."""
+    """Parse a MEMBERSHIP body.
+
+    Raises:
+        RemoteProtocolError: only this family (`TooLarge` past 512 bytes, `MalformedMessage`
+            otherwise), so a caller that catches the family catches every bad body.
+    """
     value = decode_canonical(body, max_bytes=_MAX_BODY_BYTES)
     match value:
         case [
@@ -123,11 +131,25 @@ class RoomState:
     name: str = ""
     open: bool = False
     members: dict[UserId, Role] = field(default_factory=dict)
+    direct: bool = False
+    """A direct room (SPEC §3.4.1): its two members follow from its id and never change."""
     ignored: int = 0
     """Events the fold refused (rule broken or body malformed)."""
 
     def is_member(self, user: UserId) -> bool:
         return user in self.members
+
+    def copy(self) -> RoomState:
+        """An independent copy (the member table is not shared)."""
+        return RoomState(
+            room=self.room,
+            created=self.created,
+            name=self.name,
+            open=self.open,
+            members=dict(self.members),
+            direct=self.direct,
+            ignored=self.ignored,
+        )
 
     def apply(self, envelope: Envelope) -> bool:
         """Apply one MEMBERSHIP event in history order; False (and nothing changes) if refused."""
@@ -135,37 +157,60 @@ class RoomState:
             return False
         try:
             change = decode_membership(envelope.body)
-        except MalformedMessage:
+        except RemoteProtocolError:  # the whole family: TooLarge as much as MalformedMessage
             self.ignored += 1
             return False
-        if _allowed(self, envelope.sender_user, change):
-            _apply(self, envelope.sender_user, change)
+        return self.apply_change(envelope.sender_user, change)
+
+    def apply_change(self, sender: UserId, change: MembershipChange) -> bool:
+        """`apply` for a body already decoded; False (and nothing changes) if not allowed."""
+        if ruling(self, sender, change) is Ruling.ALLOWED:
+            _apply(self, sender, change)
             return True
         self.ignored += 1
         return False
 
 
-def _allowed(state: RoomState, sender: UserId, change: MembershipChange) -> bool:
+class Ruling(Enum):
+    """What the rules of SPEC §12.2 say of one change at one point of a room's history."""
+
+    ALLOWED = 0
+    NOT_YET = 1
+    """Not at this point, but an event that sorts earlier and has not arrived yet (the CREATE,
+    the ADD or ROLE that empowers the sender) could allow it: defer, never refuse for good."""
+    NEVER = 2
+    """No history can allow it (a direct room, a LEAVE for someone else, a forged CREATE)."""
+
+
+def ruling(state: RoomState, sender: UserId, change: MembershipChange) -> Ruling:
+    """The one statement of the membership rules (SPEC §12.2), for the fold and for admission."""
+    if state.direct:
+        return Ruling.NEVER  # a direct room's members follow from its id
+    action = change.action
+    if action is Action.CREATE:
+        valid = (
+            change.target == sender
+            and len(change.nonce) >= 16
+            and group_room_id(sender, change.nonce) == state.room
+        )
+        return Ruling.ALLOWED if valid and not state.created else Ruling.NEVER
+    if action in (Action.JOIN, Action.LEAVE) and change.target != sender:
+        return Ruling.NEVER  # self-only
+    if not state.created:
+        return Ruling.NOT_YET  # the CREATE may still be on its way
     sender_role = state.members.get(sender)
-    match change.action:
-        case Action.CREATE:
-            return (
-                not state.created
-                and change.target == sender
-                and len(change.nonce) >= 16
-                and group_room_id(sender, change.nonce) == state.room
-            )
+    match action:
         case Action.ADD:
-            return sender_role is Role.ADMIN and change.target not in state.members
+            allowed = sender_role is Role.ADMIN and change.target not in state.members
         case Action.JOIN:
-            return state.open and change.target == sender and sender not in state.members
+            if not state.open:
+                return Ruling.NEVER  # openness is fixed by the CREATE
+            allowed = sender not in state.members
         case Action.LEAVE:
-            return change.target == sender and sender_role is not None
-        case Action.KICK:
-            return sender_role is Role.ADMIN and change.target in state.members
-        case Action.ROLE:
-            return sender_role is Role.ADMIN and change.target in state.members
-    return False
+            allowed = sender_role is not None
+        case _:  # KICK, ROLE
+            allowed = sender_role is Role.ADMIN and change.target in state.members
+    return Ruling.ALLOWED if allowed else Ruling.NOT_YET
 
 
 def _apply(state: RoomState, sender: UserId, change: MembershipChange) -> None:
@@ -196,4 +241,5 @@ def direct_room_state(a: UserId, b: UserId) -> RoomState:
         room=direct_room_id(a, b),
         created=True,
         members={a: Role.MEMBER, b: Role.MEMBER},
+        direct=True,
     )

@@ -37,6 +37,7 @@ OFFENCE_CODES: Final = frozenset(
         ErrorCode.INVALID_IDENTIFIER,
         ErrorCode.BAD_CERTIFICATE,
         ErrorCode.NOT_AUTHORIZED,
+        ErrorCode.MEMBERSHIP_LIMIT,
         ErrorCode.TOO_MANY_STREAMS,
         ErrorCode.FRAME_TIMEOUT,
     }
