@@ -11,11 +11,11 @@ from hearthmesh.node.directory import (
     DEFAULT_MAX_STRANGERS,
     DEFAULT_RECORD_MAX_AGE_MS,
 )
+from hearthmesh.protocol.authority import DEFAULT_DEFERRAL_POLICY, DeferralPolicy
 from hearthmesh.protocol.inbound import InboundPolicy
+from hearthmesh.protocol.membership_log import DEFAULT_MEMBERSHIP_LIMITS, MembershipLimits
 from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.protocol.relay_choice import RelayPolicy
-from hearthmesh.protocol.authority import DEFAULT_DEFERRAL_POLICY, DeferralPolicy
-from hearthmesh.protocol.membership_log import DEFAULT_MEMBERSHIP_LIMITS, MembershipLimits
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.storage.api import DEFAULT_RELAY_QUOTA, RelayQuota
 
