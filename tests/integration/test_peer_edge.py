@@ -7,62 +7,25 @@ import asyncio
 import contextlib
 import os
 import struct
-from dataclasses import dataclass
 
 import pytest
 
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost, peer_id_from_seed
-from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, BatchItem, encode_deliver
-from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
+from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
 from hearthmesh.protocol.errors import HearthError
-from hearthmesh.protocol.hlc import Timestamp
-from hearthmesh.protocol.identity import (
-    DeviceId,
-    KeyPair,
-    UserId,
-    encode_certificate,
-    issue_certificate,
-    keypair_from_seed,
-)
 from hearthmesh.protocol.inbound import InboundPolicy
-from hearthmesh.protocol.membership import MEMBERSHIP_CONTENT_TYPE
 from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.protocol.standing import StandingPolicy
+from hearthmesh.tools.hostile.forge import random_room
+from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .conftest import NodeFactory, collect, wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration
 
 NEARLY_FULL = (1 << 20) - 1
-
-
-@dataclass(frozen=True)
-class Stranger:
-    """A self-made user identity with no relationship to anyone."""
-
-    user: KeyPair
-    device: KeyPair
-    certificate: bytes
-
-    @classmethod
-    def new(cls) -> Stranger:
-        user, device = keypair_from_seed(os.urandom(32)), keypair_from_seed(os.urandom(32))
-        cert = issue_certificate(user, DeviceId(device.public), created_ms=0)
-        return cls(user=user, device=device, certificate=encode_certificate(cert))
-
-    def envelope(self, kind: Kind, room: RoomId, seq: int, body: bytes) -> Envelope:
-        return seal(
-            self.device,
-            kind=kind,
-            room=room,
-            sender_user=UserId(self.user.public),
-            seq=seq,
-            hlc=Timestamp(wall_ms=seq, counter=0),
-            content_type=MEMBERSHIP_CONTENT_TYPE if kind is Kind.MEMBERSHIP else "text/plain",
-            body=body,
-        )
 
 
 def stranger_host(seed: bytes | None = None) -> P2PHost:
@@ -123,18 +86,14 @@ async def test_oversized_membership_envelopes_charge_the_peer_until_it_is_banned
 ) -> None:
     """Issue #12 finding 5: oversized membership envelopes in random rooms reached no charging
     code (1,500 tracebacks, no ban). Whatever path refuses them, the sender pays."""
-    async with asyncio.timeout(20), make_node("bob") as bob, stranger_host() as mallory:
+    async with asyncio.timeout(20), make_node("bob") as bob, HostilePeer() as mallory:
         await mallory.connect(bob.listen_addrs[0])
-        stranger = Stranger.new()
-        for n in range(1, 40):
+        for _ in range(1, 40):
             if bob.is_banned(mallory.peer_id):
                 break
-            room = RoomId(os.urandom(32))
-            envelope = stranger.envelope(Kind.MEMBERSHIP, room, n, os.urandom(600))
-            item = BatchItem(0, bob.user_id, envelope.wire)
-            await send_batch(
-                mallory, bob.peer_id, encode_deliver(n, [stranger.certificate], [item])
-            )
+            room = random_room(os.urandom)
+            envelope = mallory.forge.oversized_membership(room, now_ms=mallory.now_ms())
+            await mallory.deliver_wires(bob.peer_id, [envelope.wire], bob.user_id)
         await wait_until(lambda: bob.is_banned(mallory.peer_id))
 
 
