@@ -27,7 +27,10 @@ from hearthmesh.node.api.ws import websocket_handler
 from hearthmesh.protocol.client_api import Send as SendCommand
 from hearthmesh.protocol.client_api import (
     decode_client_frame,
+    decode_count,
     decode_hex_id,
+    decode_json_object,
+    decode_text,
     decode_user,
 )
 from hearthmesh.protocol.content import MAX_NOTE_BYTES
@@ -42,6 +45,7 @@ from hearthmesh.protocol.errors import (
 )
 from hearthmesh.protocol.identity import UserId, decode_device_id, device_id_text, user_id_text
 from hearthmesh.protocol.linking import encode_link_code, short_code
+from hearthmesh.protocol.media_type import check_media_type
 from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES
 from hearthmesh.storage.api import Profile, PushSubscription
 
@@ -52,6 +56,8 @@ _UPLOAD_READ_BYTES: Final = 256 * 1024
 _INLINE_MEDIA: Final = ("image/", "audio/", "video/")
 """Shown in place (the sandbox policy keeps an SVG's scripts still); all else downloads."""
 MAX_GROUP_MEMBERS: Final = 256
+MAX_PUSH_SUBSCRIPTIONS: Final = 32
+"""Push endpoints one user may register (SPEC §19)."""
 
 
 def _version() -> str:
@@ -67,11 +73,7 @@ def _service(request: web.Request) -> ApiService:
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     text = request.query.get(name)
-    if text is None:
-        return default
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise MalformedMessage(f"{name} must be an integer in {low}..{high}")
-    return int(text)
+    return default if text is None else decode_count(text, name, low, high)
 
 
 def _uid_param(request: web.Request) -> UserId | None:
@@ -91,22 +93,11 @@ async def _json(request: web.Request) -> dict[str, Any]:
     data = await request.content.read(limit + 1)
     if len(data) > limit:
         raise TooLarge(f"JSON body over {limit} bytes")
-    try:
-        value = json.loads(data or b"{}")
-    except (ValueError, RecursionError):
-        raise MalformedMessage("body is not JSON") from None
-    if not isinstance(value, dict):
-        raise MalformedMessage("body is a JSON object")
-    return value
+    return decode_json_object(data, "body")  # an empty body is no object: it is required
 
 
 def _text(body: dict[str, Any], name: str, max_bytes: int, default: str | None = None) -> str:
-    value = body.get(name, default)
-    if not isinstance(value, str):
-        raise MalformedMessage(f"{name} is a string")
-    if len(value.encode()) > max_bytes:
-        raise TooLarge(f"{name} is longer than {max_bytes} bytes")
-    return value
+    return decode_text(body.get(name, default), name, max_bytes=max_bytes)
 
 
 # --- node -------------------------------------------------------------------------------------
@@ -402,7 +393,9 @@ async def upload_media(request: web.Request) -> web.Response:
     data = b"".join(parts)
     if not data:
         raise MalformedMessage("empty upload")
-    content_type = request.headers.get("Content-Type", "application/octet-stream")[:127]
+    content_type = check_media_type(
+        request.headers.get("Content-Type", "application/octet-stream"), "Content-Type"
+    )
     store = service.node.store
     info = await store.run_long(
         store.store.put_media, data, content_type=content_type, now_ms=service.clock.now_ms()
@@ -428,7 +421,10 @@ async def download_media(request: web.Request) -> web.Response:
         raise NotFound("no such media here")
     # The content type is the sender's word: never let a browser run it on our origin.
     headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
-    content_type = info.content_type.split(";")[0]
+    try:
+        content_type = check_media_type(info.content_type).split(";")[0]
+    except MalformedMessage:  # stored before types were checked where they enter
+        content_type = "application/octet-stream"
     if not content_type.startswith(_INLINE_MEDIA):
         headers["Content-Disposition"] = "attachment"
     return web.Response(body=data, content_type=content_type or None, headers=headers)
@@ -466,16 +462,17 @@ async def add_push(request: web.Request) -> web.Response:
     service = _service(request)
     target = parse_target(await _json(request))
     store = service.node.store
-    held = await store.run(store.store.push_subscriptions, service.own)
-    if len(held) >= 32:
-        raise ApiError(409, ErrorCode.QUOTA_EXCEEDED, "at most 32 push subscriptions")
     subscription = PushSubscription(
         user=service.own,
         subscription_id=new_subscription_id(),
         data=encode_target(target),
         created_ms=service.clock.now_ms(),
     )
-    await store.run(store.store.put_push_subscription, subscription)
+    # The count and the write in one transaction: concurrent adds cannot pass the cap together.
+    if not await store.run(store.store.add_push_subscription, subscription, MAX_PUSH_SUBSCRIPTIONS):
+        raise ApiError(
+            409, ErrorCode.QUOTA_EXCEEDED, f"at most {MAX_PUSH_SUBSCRIPTIONS} push subscriptions"
+        )
     return web.json_response({"id": subscription.subscription_id.hex()}, status=201)
 
 
