@@ -27,6 +27,8 @@ from .receipts import ReceiptStatus
 __all__ = [
     "MAX_CLIENT_ID_CHARS",
     "MAX_FRAME_BYTES",
+    "MAX_GROUP_MEMBERS",
+    "MAX_PAGE_NUMBER",
     "Ack",
     "ClientCommand",
     "CreateConversation",
@@ -47,6 +49,11 @@ __all__ = [
 MAX_FRAME_BYTES: Final = MAX_BODY_BYTES * 2 + 4096
 """Longest client frame: a maximal text message JSON-escaped, plus its fields."""
 MAX_CLIENT_ID_CHARS: Final = 128
+MAX_PAGE_NUMBER: Final = 1_000_000
+"""Highest page number a list route accepts."""
+MAX_GROUP_MEMBERS: Final = 64
+"""Members named when a group is created (each is one membership commit; more are added with
+`POST /v1/groups/{id}/members`)."""
 _MESSAGE_TYPES: Final = frozenset({"text", "image", "video", "audio", "file"})
 
 
@@ -195,6 +202,8 @@ def _media(value: object) -> MediaFields:
     if not isinstance(value, dict):
         raise MalformedMessage("media is an object {digest, content_type, size}")
     size = value.get("size")
+    if isinstance(size, float) and size.is_integer():  # JSON Schema: 5.0 is an integer
+        size = int(size)
     if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_MEDIA_BYTES:
         raise MalformedMessage(f"media.size is an integer in 0..{MAX_MEDIA_BYTES}")
     return MediaFields(

@@ -60,4 +60,6 @@ def error_response(error: HearthError, headers: dict[str, str] | None = None) ->
     headers = dict(headers or {})
     if isinstance(error, ApiError) and error.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="hearthmesh"'
+    if isinstance(error, ApiError) and error.status == 426:
+        headers["Upgrade"] = "websocket"
     return web.json_response(error_body(error), status=http_status_of(error), headers=headers)

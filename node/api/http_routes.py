@@ -7,6 +7,7 @@ guard middleware renders every error as `{"error": {code, name, message}}` with 
 from __future__ import annotations
 
 import json
+import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
@@ -24,8 +25,10 @@ from hearthmesh.node.api.push import (
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService
 from hearthmesh.node.api.views import decode_cursor, hlc_view
 from hearthmesh.node.api.ws import websocket_handler
-from hearthmesh.protocol.client_api import Send as SendCommand
+from hearthmesh.node.p2p_errors import DialFailed
 from hearthmesh.protocol.client_api import (
+    MAX_GROUP_MEMBERS,
+    MAX_PAGE_NUMBER,
     decode_client_frame,
     decode_count,
     decode_hex_id,
@@ -33,6 +36,7 @@ from hearthmesh.protocol.client_api import (
     decode_text,
     decode_user,
 )
+from hearthmesh.protocol.client_api import Send as SendCommand
 from hearthmesh.protocol.content import MAX_NOTE_BYTES
 from hearthmesh.protocol.envelope import PROTOCOL_VERSION, RoomId
 from hearthmesh.protocol.errors import (
@@ -49,13 +53,12 @@ from hearthmesh.protocol.media_type import check_media_type
 from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES
 from hearthmesh.storage.api import Profile, PushSubscription
 
-__all__ = ["add_routes"]
+__all__ = ["ROUTES", "add_routes", "documented_path"]
 
 MAX_PAGE_SIZE: Final = 100
 _UPLOAD_READ_BYTES: Final = 256 * 1024
 _INLINE_MEDIA: Final = ("image/", "audio/", "video/")
 """Shown in place (the sandbox policy keeps an SVG's scripts still); all else downloads."""
-MAX_GROUP_MEMBERS: Final = 256
 MAX_PUSH_SUBSCRIPTIONS: Final = 32
 """Push endpoints one user may register (SPEC §19)."""
 
@@ -128,7 +131,10 @@ async def connect_peer(request: web.Request) -> web.Response:
     address = _text(body, "address", 1024)
     if "/p2p/" not in address:
         raise MalformedMessage("address is a multiaddr ending in /p2p/<peer id>")
-    peer_id = await _service(request).node.connect(address)
+    try:
+        peer_id = await _service(request).node.connect(address)
+    except DialFailed as exc:  # well-formed input; nobody answers there
+        raise NotFound(f"no peer answered: {exc}") from None
     return web.json_response({"peer_id": peer_id})
 
 
@@ -143,7 +149,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     service = _service(request)
     service.require_self(_uid_param(request))
     page_size = _int_param(request, "page_size", 20, 1, MAX_PAGE_SIZE)
-    page_number = _int_param(request, "page_number", 1, 1, 1_000_000)
+    page_number = _int_param(request, "page_number", 1, 1, MAX_PAGE_NUMBER)
     return web.json_response(await service.conversations(page_size, page_number))
 
 
@@ -257,6 +263,8 @@ async def create_group(request: web.Request) -> web.Response:
     if not isinstance(members_raw, list) or len(members_raw) > MAX_GROUP_MEMBERS:
         raise MalformedMessage(f"members is a list of at most {MAX_GROUP_MEMBERS} user ids")
     members = [decode_user(m, "member") for m in members_raw]
+    if len(set(members)) != len(members):
+        raise MalformedMessage("members names a user twice")
     open_ = body.get("open", False)
     if not isinstance(open_, bool):
         raise MalformedMessage("open is true or false")
@@ -503,7 +511,7 @@ ROUTES: Final = (
     ("GET", "/v1/conversation/{id}/digest", conversation_digest),
     ("GET", "/v1/devices", list_devices),
     ("POST", "/v1/devices/link", create_link_code),
-    ("DELETE", "/v1/devices/{device_id}", revoke_device),
+    ("DELETE", "/v1/devices/{device_id:d[a-z2-7]+}", revoke_device),  # not /v1/devices/link
     ("GET", "/v1/friends", list_friends),
     ("GET", "/v1/friends/requests", list_friend_requests),
     ("POST", "/v1/friends/requests", send_friend_request),
@@ -527,6 +535,11 @@ ROUTES: Final = (
     ("GET", "/v1/ws", websocket_handler),
 )
 """Every route: (method, path, handler). The OpenAPI test checks each is documented."""
+
+
+def documented_path(path: str) -> str:
+    """A route's path as the OpenAPI document names it: `{name:regex}` is `{name}`."""
+    return re.sub(r"\{(\w+):[^/]+\}", r"{\1}", path)
 
 
 def add_routes(app: web.Application) -> None:

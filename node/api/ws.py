@@ -16,7 +16,7 @@ from typing import Any, Final
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from hearthmesh.node.api.errors import error_body, error_response
+from hearthmesh.node.api.errors import ApiError, error_body, error_response
 from hearthmesh.node.api.feed import dumps
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService, ClientSession
 from hearthmesh.node.api.views import hlc_view
@@ -71,6 +71,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """Upgrade, then serve one client until it closes (auth already checked by the guard)."""
     service = request.app[SERVICE_KEY]
     config = service.config
+    if not web.WebSocketResponse().can_prepare(request).ok:  # RFC 9110 §15.5.22
+        raise ApiError(426, ErrorCode.MALFORMED, "this is a WebSocket: send an upgrade request")
     if len(service.sessions) >= config.max_clients:
         return error_response(RateLimited("too many open WebSocket connections"))
     # The library's own limit sits a little above ours, so an oversized frame gets a JSON error
