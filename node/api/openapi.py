@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from hearthmesh.node.api.views import CURSOR_PATTERN
 from hearthmesh.protocol.client_api import MAX_CLIENT_ID_CHARS, MAX_GROUP_MEMBERS, MAX_PAGE_NUMBER
 from hearthmesh.protocol.content import MAX_NOTE_BYTES
 from hearthmesh.protocol.envelope import MAX_BODY_BYTES
@@ -43,7 +44,7 @@ _USER_ID: Final = {"type": "string", "pattern": "^u[a-z2-7]{51}[aq]$", "descript
 _DEVICE_ID: Final = {"type": "string", "pattern": "^d[a-z2-7]{51}[aq]$", "description": "SPEC §3.2"}
 _HEX_ID: Final = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _SUBSCRIPTION_ID: Final = {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"}
-_CURSOR: Final = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$", "description": "opaque"}
+_CURSOR: Final = {"type": "string", "pattern": CURSOR_PATTERN, "description": "next_cursor"}
 _MEDIA_TYPE: Final = {
     "type": "string",
     "pattern": r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$",
