@@ -365,9 +365,12 @@ async def put_own_profile(request: web.Request) -> web.Response:
     avatar = held.avatar if held else None
     if avatar_text is not None:
         avatar = decode_hex_id(avatar_text, "profile_pic")
+    handle = _text(body, "handle", 64, default=held.handle if held else "")
+    if "\x00" in handle:  # it keys the handle index (storage/keys.py)
+        raise MalformedMessage("a handle never contains NUL")
     profile = Profile(
         user=service.own,
-        handle=_text(body, "handle", 64, default=held.handle if held else ""),
+        handle=handle,
         display_name=_text(body, "display_name", 128, default=held.display_name if held else ""),
         avatar=avatar,
         bio=_text(body, "bio", 1024, default=held.bio if held else ""),

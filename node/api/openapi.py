@@ -313,7 +313,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             "change this user's profile",
             body=_body(
                 display_name=_text(128),
-                handle=_text(64),
+                handle={**_text(64), "pattern": "^[^\\u0000]*$"},
                 bio=_text(1024),
                 profile_pic={"anyOf": [_HEX_ID, {"type": "null"}], "description": "null: keep"},
             ),
@@ -347,8 +347,9 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/v1/push/subscriptions": {
         "get": _op("this user's push endpoints"),
         "post": _op(
-            "register a webhook / UnifiedPush or Web Push endpoint",
+            "register a webhook / UnifiedPush or Web Push endpoint (409: 32 are kept already)",
             ok=201,
+            errors=(400, 401, 403, 404, 409, 413, 429),
             body=_PUSH,
         ),
     },
