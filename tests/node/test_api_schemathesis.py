@@ -39,6 +39,7 @@ async def test_schemathesis_all_checks_find_nothing(tmp_path: Path) -> None:
             *("--max-examples", "5", "--seed", "12", "--generation-codec", "ascii"),
             *("--phases", "examples,coverage,fuzzing", "--exclude-path", "/v1/ws"),
             *("--no-color",),
+            cwd=tmp_path,  # its cache directory goes there, not into the worktree
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
