@@ -85,3 +85,15 @@ async def test_a_frame_over_the_librarys_limit_gets_an_error_frame(tmp_path: Pat
         room = await open_conversation(h, OTHER)
         await other.send(event="send", room_id=room, message="fine", client_id="c")
         assert (await other.next("message_sent"))["client_id"] == "c"
+
+
+async def test_an_unencodable_frame_is_dropped_not_every_connection(tmp_path: Path) -> None:
+    """Defence in depth: frames are written with ensure_ascii=False, so a lone surrogate that
+    got past the decoders closed the connection of every client it was published to."""
+    async with asyncio.timeout(10), home(tmp_path / "a") as h, h.socket() as a, h.socket() as b:
+        for session in h.api.service.sessions:
+            session.put('{"event":"bogus","text":"\ud800"}')
+        room = await open_conversation(h, OTHER)
+        await a.send(event="send", room_id=room, message="still here", client_id="c")
+        assert (await a.next("message_sent"))["client_id"] == "c"
+        assert (await b.next("message"))["message"] == "still here"
