@@ -2,8 +2,13 @@
 
 Parse at the edge: a `dict` from a client never gets past `decode_client_frame`, which returns
 one of the command dataclasses below or raises a `RemoteProtocolError` whose code goes back to
-the client in an `error` frame. Ids on the API: users in their text form (SPEC §3.2), rooms and
-messages as 64 lowercase hex digits.
+the client in an `error` frame; it raises nothing else, whatever the input (SPEC §15.4.2). Ids
+on the API: users in their text form (SPEC §3.2), rooms and messages as 64 lowercase hex digits.
+
+The input rules of the whole API live here, once, and the HTTP routes use them too (SPEC
+§15.6): `decode_json_object` (a JSON object), `decode_text` (a string of valid Unicode within a
+bound: a lone surrogate would fail later, when it is encoded for storage or a client) and
+`decode_count` (a number of ASCII digits within a range).
 """
 
 from __future__ import annotations
@@ -15,11 +20,15 @@ from typing import Any, Final
 from .envelope import MAX_BODY_BYTES, MessageId, RoomId
 from .errors import InvalidIdentifier, MalformedMessage, TooLarge
 from .identity import UserId, decode_user_id
+from .media import MAX_MEDIA_BYTES
+from .media_type import check_media_type
 from .receipts import ReceiptStatus
 
 __all__ = [
     "MAX_CLIENT_ID_CHARS",
     "MAX_FRAME_BYTES",
+    "MAX_GROUP_MEMBERS",
+    "MAX_PAGE_NUMBER",
     "Ack",
     "ClientCommand",
     "CreateConversation",
@@ -30,13 +39,21 @@ __all__ = [
     "Send",
     "Typing",
     "decode_client_frame",
+    "decode_count",
     "decode_hex_id",
+    "decode_json_object",
+    "decode_text",
     "decode_user",
 ]
 
 MAX_FRAME_BYTES: Final = MAX_BODY_BYTES * 2 + 4096
 """Longest client frame: a maximal text message JSON-escaped, plus its fields."""
 MAX_CLIENT_ID_CHARS: Final = 128
+MAX_PAGE_NUMBER: Final = 1_000_000
+"""Highest page number a list route accepts."""
+MAX_GROUP_MEMBERS: Final = 64
+"""Members named when a group is created (each is one membership commit; more are added with
+`POST /v1/groups/{id}/members`)."""
 _MESSAGE_TYPES: Final = frozenset({"text", "image", "video", "audio", "file"})
 
 
@@ -123,14 +140,54 @@ def decode_user(text: object, what: str = "user id") -> UserId:
     return decode_user_id(text)
 
 
-def _str(frame: dict[str, Any], name: str, *, max_chars: int, optional: bool = False) -> str:
-    value = frame.get(name)
-    if value is None and optional:
-        return ""
+def decode_text(
+    value: object, name: str, *, max_bytes: int | None = None, max_chars: int | None = None
+) -> str:
+    """A client's string: valid Unicode (no lone surrogate) within its bound (SPEC §15.6).
+
+    Raises:
+        MalformedMessage: not a string, or not encodable as UTF-8.
+        TooLarge: over `max_chars` characters or `max_bytes` UTF-8 bytes.
+    """
     if not isinstance(value, str):
         raise MalformedMessage(f"{name} must be a string")
-    if len(value) > max_chars:
-        raise TooLarge(f"{name} is longer than {max_chars} characters")
+    limit = max_chars if max_bytes is None else max_bytes  # a character is at least a byte
+    if limit is not None and len(value) > limit:
+        raise TooLarge(f"{name} is longer than {limit} {'bytes' if max_bytes else 'characters'}")
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        raise MalformedMessage(f"{name} is not valid Unicode (a lone surrogate)") from None
+    if max_bytes is not None and size > max_bytes:
+        raise TooLarge(f"{name} is longer than {max_bytes} bytes")
+    return value
+
+
+def decode_count(text: str, name: str, low: int, high: int) -> int:
+    """A number a client wrote in decimal: ASCII digits only, in `low..high` (SPEC §15.6).
+
+    `str.isdigit` also accepts superscripts and Arabic-Indic digits, and `int` reads thousands
+    of digits slowly or not at all, so the length is bounded by `high`'s before converting.
+
+    Raises:
+        MalformedMessage: anything else.
+    """
+    if not (0 < len(text) <= len(str(high)) and text.isascii() and text.isdigit()):
+        raise MalformedMessage(f"{name} must be an integer in {low}..{high}")
+    value = int(text)
+    if not low <= value <= high:
+        raise MalformedMessage(f"{name} must be an integer in {low}..{high}")
+    return value
+
+
+def decode_json_object(data: str | bytes, what: str = "frame") -> dict[str, Any]:
+    """Parse JSON text that must be an object. Raises MalformedMessage."""
+    try:
+        value = json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise MalformedMessage(f"{what} is not JSON") from None
+    if not isinstance(value, dict):
+        raise MalformedMessage(f"{what} is a JSON object")
     return value
 
 
@@ -138,38 +195,33 @@ def _request_id(frame: dict[str, Any]) -> str | None:
     value = frame.get("request_id")
     if value is None:
         return None
-    if not isinstance(value, str) or len(value) > MAX_CLIENT_ID_CHARS:
-        raise MalformedMessage(f"request_id is a string of at most {MAX_CLIENT_ID_CHARS}")
-    return value
+    return decode_text(value, "request_id", max_chars=MAX_CLIENT_ID_CHARS)
 
 
 def _media(value: object) -> MediaFields:
     if not isinstance(value, dict):
         raise MalformedMessage("media is an object {digest, content_type, size}")
     size = value.get("size")
-    content_type = value.get("content_type")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise MalformedMessage("media.size is a non-negative integer")
-    if not isinstance(content_type, str) or not 0 < len(content_type) <= 127:
-        raise MalformedMessage("media.content_type is a string of 1..127 characters")
+    if isinstance(size, float) and size.is_integer():  # JSON Schema: 5.0 is an integer
+        size = int(size)
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_MEDIA_BYTES:
+        raise MalformedMessage(f"media.size is an integer in 0..{MAX_MEDIA_BYTES}")
     return MediaFields(
         digest=decode_hex_id(value.get("digest"), "media.digest"),
-        content_type=content_type,
+        content_type=check_media_type(value.get("content_type"), "media.content_type"),
         size=size,
     )
 
 
 def _send(frame: dict[str, Any]) -> Send:
-    message = _str(frame, "message", max_chars=MAX_BODY_BYTES)
-    if len(message.encode()) > MAX_BODY_BYTES:
-        raise TooLarge(f"message is longer than {MAX_BODY_BYTES} bytes")
+    message = decode_text(frame.get("message"), "message", max_bytes=MAX_BODY_BYTES)
     type_ = frame.get("type", "text")
-    if type_ not in _MESSAGE_TYPES:
+    if not isinstance(type_, str) or type_ not in _MESSAGE_TYPES:
         raise MalformedMessage(f"type must be one of {sorted(_MESSAGE_TYPES)}")
     media = None if frame.get("media") is None else _media(frame["media"])
     if (type_ == "text") != (media is None):
         raise MalformedMessage("a text message has no media; a media message needs media")
-    client_id = _str(frame, "client_id", max_chars=MAX_CLIENT_ID_CHARS)
+    client_id = decode_text(frame.get("client_id"), "client_id", max_chars=MAX_CLIENT_ID_CHARS)
     if not client_id:
         raise MalformedMessage("client_id must not be empty")
     return Send(
@@ -184,7 +236,7 @@ def _send(frame: dict[str, Any]) -> Send:
 def _ack(frame: dict[str, Any]) -> Ack:
     statuses = {"delivered": ReceiptStatus.DELIVERED, "read": ReceiptStatus.READ}
     status = frame.get("status")
-    if status not in statuses:
+    if not isinstance(status, str) or status not in statuses:
         raise MalformedMessage("ack status is 'delivered' or 'read'")
     return Ack(
         message_id=MessageId(decode_hex_id(frame.get("message_id"), "message_id")),
@@ -209,12 +261,7 @@ def decode_client_frame(data: str | bytes) -> ClientCommand:
     """
     if len(data) > MAX_FRAME_BYTES:
         raise TooLarge(f"frame longer than {MAX_FRAME_BYTES} bytes")
-    try:
-        frame = json.loads(data)
-    except (ValueError, RecursionError):
-        raise MalformedMessage("frame is not JSON") from None
-    if not isinstance(frame, dict):
-        raise MalformedMessage("frame is a JSON object with an 'event' field")
+    frame = decode_json_object(data)
     match frame.get("event"):
         case "create_conversation":
             return CreateConversation(

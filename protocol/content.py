@@ -17,6 +17,7 @@ from typing import Final
 from .canonical import decode_canonical, encode_canonical
 from .envelope import Envelope, Kind
 from .errors import MalformedMessage, RemoteProtocolError
+from .media_type import check_media_type
 
 __all__ = [
     "CONTACT_CONTENT_TYPE",
@@ -117,8 +118,9 @@ def media_ref_of(envelope: Envelope) -> MediaRef | None:
 def _check_media(media: MediaRef) -> None:
     if media.type not in _MEDIA_TYPES:
         raise MalformedMessage(f"media type must be one of {sorted(_MEDIA_TYPES)}")
-    if len(media.digest) != 32 or media.size < 0 or len(media.content_type) > 127:
-        raise MalformedMessage("media digest is 32 bytes, size >= 0, content type <= 127")
+    if len(media.digest) != 32 or media.size < 0:
+        raise MalformedMessage("media digest is 32 bytes, size >= 0")
+    check_media_type(media.content_type, "media content type")  # enters a header later
     if len(media.caption.encode()) > 2048:
         raise MalformedMessage("media caption is at most 2048 bytes")
 

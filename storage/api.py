@@ -622,6 +622,11 @@ class UserDirectory(Protocol):
         """A user's push subscriptions."""
         ...
 
+    def add_push_subscription(self, subscription: PushSubscription, max_per_user: int) -> bool:
+        """Store a new push subscription unless its user has `max_per_user` already; the
+        count and the write are one transaction. False: refused, nothing written."""
+        ...
+
     def delete_push_subscription(self, user: bytes, subscription_id: bytes) -> bool:
         """Forget a push subscription."""
         ...

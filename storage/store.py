@@ -373,6 +373,17 @@ class KvStore:
         with self._engine.read() as txn:
             return directory.push_subscriptions_txn(txn, user)
 
+    def add_push_subscription(self, subscription: PushSubscription, max_per_user: int) -> bool:
+        """Store a new push subscription unless its user has `max_per_user` already."""
+
+        def add(txn: KvTxn) -> bool:
+            if len(directory.push_subscriptions_txn(txn, subscription.user)) >= max_per_user:
+                return False
+            directory.put_push_txn(txn, subscription)
+            return True
+
+        return self._engine.write(add)
+
     def delete_push_subscription(self, user: bytes, subscription_id: bytes) -> bool:
         """Forget a push subscription."""
         return self._engine.write(

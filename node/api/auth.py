@@ -1,8 +1,10 @@
 """The API's gate (SPEC §15.2): Host, Origin, bearer token, rate and size limits.
 
 Every HTTP request and WebSocket upgrade passes `guard` first. The checks run in the order
-that leaks least: Host (DNS rebinding), Origin (cross-site pages), rate (before the token, so
-guessing is slow too), then the token, compared in constant time.
+that leaks least: Host (DNS rebinding), Origin (cross-site pages), then the token, compared in
+constant time. Rates are counted per address in two sets of buckets: requests that carry the
+token spend one, refused ones the other (stricter) one, so a tokenless client can neither guess
+fast nor spend the token holder's rate (SPEC §15.2.3).
 """
 
 from __future__ import annotations
@@ -52,9 +54,15 @@ def _bearer(request: web.Request) -> str | None:
     return None
 
 
+def _is_token(given: str, expected: bytes) -> bool:
+    """Constant-time comparison; a header that is not ASCII (`\\xff\\xfe`) is no token."""
+    return given.isascii() and hmac.compare_digest(given.encode(), expected)
+
+
 def make_guard(config: ApiConfig, clock: Clock) -> Middleware:
     """The middleware that checks every request and turns every error into JSON."""
-    limiter = RateLimiter(config.http_rate_per_s, config.http_burst, clock)
+    authorized = RateLimiter(config.http_rate_per_s, config.http_burst, clock)
+    refused = RateLimiter(config.unauthenticated_rate_per_s, config.unauthenticated_burst, clock)
     allowed_hosts = LOOPBACK_HOSTS | set(config.allowed_hosts)
     expected = config.token.encode()
 
@@ -66,13 +74,15 @@ def make_guard(config: ApiConfig, clock: Clock) -> Middleware:
                 raise ApiError(403, ErrorCode.NOT_AUTHORIZED, "Host is not a loopback name")
             if not check_origin(request.headers.get("Origin"), host, config):
                 raise ApiError(403, ErrorCode.NOT_AUTHORIZED, "Origin not allowed")
-            if not limiter.take(request.remote or "?"):
-                raise ApiError(429, ErrorCode.RATE_LIMITED, "too many requests; slow down")
+            address = request.remote or "?"
             given = _bearer(request)
-            if given is None:
-                raise ApiError(401, ErrorCode.NOT_AUTHORIZED, "missing bearer token")
-            if not hmac.compare_digest(given.encode(), expected):
-                raise ApiError(401, ErrorCode.NOT_AUTHORIZED, "wrong bearer token")
+            if given is None or not _is_token(given, expected):
+                if not refused.take(address):
+                    raise ApiError(429, ErrorCode.RATE_LIMITED, "too many refused requests")
+                reason = "missing bearer token" if given is None else "wrong bearer token"
+                raise ApiError(401, ErrorCode.NOT_AUTHORIZED, reason)
+            if not authorized.take(address):
+                raise ApiError(429, ErrorCode.RATE_LIMITED, "too many requests; slow down")
             return await handler(request)
         except HearthError as exc:
             return error_response(exc)
@@ -82,6 +92,8 @@ def make_guard(config: ApiConfig, clock: Clock) -> Middleware:
             if exc.status < 400:
                 raise
             code = ErrorCode.NOT_FOUND if exc.status == 404 else ErrorCode.MALFORMED
-            return error_response(ApiError(exc.status, code, exc.reason))
+            allow = exc.headers.get("Allow")  # RFC 9110 §15.5.6: a 405 names what is allowed
+            headers = None if allow is None else {"Allow": allow}
+            return error_response(ApiError(exc.status, code, exc.reason), headers=headers)
 
     return guard

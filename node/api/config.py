@@ -40,6 +40,11 @@ class ApiConfig:
     http_rate_per_s: float = 200.0
     """Sustained HTTP requests per second per client address; beyond the burst, 429."""
     http_burst: int = 400
+    unauthenticated_rate_per_s: float = 20.0
+    """Sustained requests per second per address that carry no valid token (each answered 401);
+    beyond the burst, 429. Counted apart from `http_rate_per_s`, so they never spend the token
+    holder's rate (SPEC §15.2.3)."""
+    unauthenticated_burst: int = 100
     ws_rate_per_s: float = 20_000.0
     """Sustained WebSocket frames per second per connection; beyond the burst, error 12."""
     ws_burst: int = 40_000

@@ -55,11 +55,11 @@ def error_body(error: HearthError, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": int(code), "name": code.name, "message": str(error)}, **extra}
 
 
-def error_response(error: HearthError) -> web.Response:
+def error_response(error: HearthError, headers: dict[str, str] | None = None) -> web.Response:
     """The JSON response for `error`; 401 also names the auth scheme (RFC 6750)."""
-    headers = (
-        {"WWW-Authenticate": 'Bearer realm="hearthmesh"'}
-        if isinstance(error, ApiError) and error.status == 401
-        else None
-    )
+    headers = dict(headers or {})
+    if isinstance(error, ApiError) and error.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="hearthmesh"'
+    if isinstance(error, ApiError) and error.status == 426:
+        headers["Upgrade"] = "websocket"
     return web.json_response(error_body(error), status=http_status_of(error), headers=headers)

@@ -7,6 +7,7 @@ guard middleware renders every error as `{"error": {code, name, message}}` with 
 from __future__ import annotations
 
 import json
+import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
@@ -24,12 +25,18 @@ from hearthmesh.node.api.push import (
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService
 from hearthmesh.node.api.views import decode_cursor, hlc_view
 from hearthmesh.node.api.ws import websocket_handler
-from hearthmesh.protocol.client_api import Send as SendCommand
+from hearthmesh.node.p2p_errors import DialFailed
 from hearthmesh.protocol.client_api import (
+    MAX_GROUP_MEMBERS,
+    MAX_PAGE_NUMBER,
     decode_client_frame,
+    decode_count,
     decode_hex_id,
+    decode_json_object,
+    decode_text,
     decode_user,
 )
+from hearthmesh.protocol.client_api import Send as SendCommand
 from hearthmesh.protocol.content import MAX_NOTE_BYTES
 from hearthmesh.protocol.envelope import PROTOCOL_VERSION, RoomId
 from hearthmesh.protocol.errors import (
@@ -42,16 +49,18 @@ from hearthmesh.protocol.errors import (
 )
 from hearthmesh.protocol.identity import UserId, decode_device_id, device_id_text, user_id_text
 from hearthmesh.protocol.linking import encode_link_code, short_code
+from hearthmesh.protocol.media_type import check_media_type
 from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES
 from hearthmesh.storage.api import Profile, PushSubscription
 
-__all__ = ["add_routes"]
+__all__ = ["ROUTES", "add_routes", "documented_path"]
 
 MAX_PAGE_SIZE: Final = 100
 _UPLOAD_READ_BYTES: Final = 256 * 1024
 _INLINE_MEDIA: Final = ("image/", "audio/", "video/")
 """Shown in place (the sandbox policy keeps an SVG's scripts still); all else downloads."""
-MAX_GROUP_MEMBERS: Final = 256
+MAX_PUSH_SUBSCRIPTIONS: Final = 32
+"""Push endpoints one user may register (SPEC §19)."""
 
 
 def _version() -> str:
@@ -67,11 +76,7 @@ def _service(request: web.Request) -> ApiService:
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
     text = request.query.get(name)
-    if text is None:
-        return default
-    if not text.isdigit() or not low <= int(text) <= high:
-        raise MalformedMessage(f"{name} must be an integer in {low}..{high}")
-    return int(text)
+    return default if text is None else decode_count(text, name, low, high)
 
 
 def _uid_param(request: web.Request) -> UserId | None:
@@ -91,22 +96,11 @@ async def _json(request: web.Request) -> dict[str, Any]:
     data = await request.content.read(limit + 1)
     if len(data) > limit:
         raise TooLarge(f"JSON body over {limit} bytes")
-    try:
-        value = json.loads(data or b"{}")
-    except (ValueError, RecursionError):
-        raise MalformedMessage("body is not JSON") from None
-    if not isinstance(value, dict):
-        raise MalformedMessage("body is a JSON object")
-    return value
+    return decode_json_object(data, "body")  # an empty body is no object: it is required
 
 
 def _text(body: dict[str, Any], name: str, max_bytes: int, default: str | None = None) -> str:
-    value = body.get(name, default)
-    if not isinstance(value, str):
-        raise MalformedMessage(f"{name} is a string")
-    if len(value.encode()) > max_bytes:
-        raise TooLarge(f"{name} is longer than {max_bytes} bytes")
-    return value
+    return decode_text(body.get(name, default), name, max_bytes=max_bytes)
 
 
 # --- node -------------------------------------------------------------------------------------
@@ -137,7 +131,10 @@ async def connect_peer(request: web.Request) -> web.Response:
     address = _text(body, "address", 1024)
     if "/p2p/" not in address:
         raise MalformedMessage("address is a multiaddr ending in /p2p/<peer id>")
-    peer_id = await _service(request).node.connect(address)
+    try:
+        peer_id = await _service(request).node.connect(address)
+    except DialFailed as exc:  # well-formed input; nobody answers there
+        raise NotFound(f"no peer answered: {exc}") from None
     return web.json_response({"peer_id": peer_id})
 
 
@@ -152,7 +149,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     service = _service(request)
     service.require_self(_uid_param(request))
     page_size = _int_param(request, "page_size", 20, 1, MAX_PAGE_SIZE)
-    page_number = _int_param(request, "page_number", 1, 1, 1_000_000)
+    page_number = _int_param(request, "page_number", 1, 1, MAX_PAGE_NUMBER)
     return web.json_response(await service.conversations(page_size, page_number))
 
 
@@ -266,6 +263,8 @@ async def create_group(request: web.Request) -> web.Response:
     if not isinstance(members_raw, list) or len(members_raw) > MAX_GROUP_MEMBERS:
         raise MalformedMessage(f"members is a list of at most {MAX_GROUP_MEMBERS} user ids")
     members = [decode_user(m, "member") for m in members_raw]
+    if len(set(members)) != len(members):
+        raise MalformedMessage("members names a user twice")
     open_ = body.get("open", False)
     if not isinstance(open_, bool):
         raise MalformedMessage("open is true or false")
@@ -366,9 +365,12 @@ async def put_own_profile(request: web.Request) -> web.Response:
     avatar = held.avatar if held else None
     if avatar_text is not None:
         avatar = decode_hex_id(avatar_text, "profile_pic")
+    handle = _text(body, "handle", 64, default=held.handle if held else "")
+    if "\x00" in handle:  # it keys the handle index (storage/keys.py)
+        raise MalformedMessage("a handle never contains NUL")
     profile = Profile(
         user=service.own,
-        handle=_text(body, "handle", 64, default=held.handle if held else ""),
+        handle=handle,
         display_name=_text(body, "display_name", 128, default=held.display_name if held else ""),
         avatar=avatar,
         bio=_text(body, "bio", 1024, default=held.bio if held else ""),
@@ -402,7 +404,9 @@ async def upload_media(request: web.Request) -> web.Response:
     data = b"".join(parts)
     if not data:
         raise MalformedMessage("empty upload")
-    content_type = request.headers.get("Content-Type", "application/octet-stream")[:127]
+    content_type = check_media_type(
+        request.headers.get("Content-Type", "application/octet-stream"), "Content-Type"
+    )
     store = service.node.store
     info = await store.run_long(
         store.store.put_media, data, content_type=content_type, now_ms=service.clock.now_ms()
@@ -428,7 +432,10 @@ async def download_media(request: web.Request) -> web.Response:
         raise NotFound("no such media here")
     # The content type is the sender's word: never let a browser run it on our origin.
     headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
-    content_type = info.content_type.split(";")[0]
+    try:
+        content_type = check_media_type(info.content_type).split(";")[0]
+    except MalformedMessage:  # stored before types were checked where they enter
+        content_type = "application/octet-stream"
     if not content_type.startswith(_INLINE_MEDIA):
         headers["Content-Disposition"] = "attachment"
     return web.Response(body=data, content_type=content_type or None, headers=headers)
@@ -466,16 +473,17 @@ async def add_push(request: web.Request) -> web.Response:
     service = _service(request)
     target = parse_target(await _json(request))
     store = service.node.store
-    held = await store.run(store.store.push_subscriptions, service.own)
-    if len(held) >= 32:
-        raise ApiError(409, ErrorCode.QUOTA_EXCEEDED, "at most 32 push subscriptions")
     subscription = PushSubscription(
         user=service.own,
         subscription_id=new_subscription_id(),
         data=encode_target(target),
         created_ms=service.clock.now_ms(),
     )
-    await store.run(store.store.put_push_subscription, subscription)
+    # The count and the write in one transaction: concurrent adds cannot pass the cap together.
+    if not await store.run(store.store.add_push_subscription, subscription, MAX_PUSH_SUBSCRIPTIONS):
+        raise ApiError(
+            409, ErrorCode.QUOTA_EXCEEDED, f"at most {MAX_PUSH_SUBSCRIPTIONS} push subscriptions"
+        )
     return web.json_response({"id": subscription.subscription_id.hex()}, status=201)
 
 
@@ -506,7 +514,7 @@ ROUTES: Final = (
     ("GET", "/v1/conversation/{id}/digest", conversation_digest),
     ("GET", "/v1/devices", list_devices),
     ("POST", "/v1/devices/link", create_link_code),
-    ("DELETE", "/v1/devices/{device_id}", revoke_device),
+    ("DELETE", "/v1/devices/{device_id:d[a-z2-7]+}", revoke_device),  # not /v1/devices/link
     ("GET", "/v1/friends", list_friends),
     ("GET", "/v1/friends/requests", list_friend_requests),
     ("POST", "/v1/friends/requests", send_friend_request),
@@ -530,6 +538,11 @@ ROUTES: Final = (
     ("GET", "/v1/ws", websocket_handler),
 )
 """Every route: (method, path, handler). The OpenAPI test checks each is documented."""
+
+
+def documented_path(path: str) -> str:
+    """A route's path as the OpenAPI document names it: `{name:regex}` is `{name}`."""
+    return re.sub(r"\{(\w+):[^/]+\}", r"{\1}", path)
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,12 +1,24 @@
 """The OpenAPI 3.1 document of the client API, written as data and served at /openapi.json.
 
 Kept beside the routes by hand rather than generated from handlers: aiohttp has no schema
-layer, and a test checks that every route of `http_routes.ROUTES` appears here.
+layer, and a test checks that every route of `http_routes.ROUTES` appears here. It states what
+the server accepts (SPEC §15.6): required fields, the patterns the decoders enforce, bounds; and
+schemathesis checks it against a running API in the test suite
+(tests/node/test_api_schemathesis.py). String bounds are in characters, as JSON Schema counts;
+the server's are UTF-8 bytes, equal for ASCII (the descriptions say so).
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
+
+from hearthmesh.node.api.views import CURSOR_PATTERN
+from hearthmesh.protocol.client_api import MAX_CLIENT_ID_CHARS, MAX_GROUP_MEMBERS, MAX_PAGE_NUMBER
+from hearthmesh.protocol.content import MAX_NOTE_BYTES
+from hearthmesh.protocol.envelope import MAX_BODY_BYTES
+from hearthmesh.protocol.media import MAX_MEDIA_BYTES
+from hearthmesh.protocol.media_type import MAX_MEDIA_TYPE_CHARS
+from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES
 
 __all__ = ["openapi_document"]
 
@@ -26,8 +38,28 @@ _ERROR: Final = {
     },
 }
 _OBJECT: Final = {"type": "object"}
-_USER_ID: Final = {"type": "string", "pattern": "^u[a-z2-7]{52}$", "description": "SPEC §3.2"}
+# 32 bytes in 52 base32 characters leave 4 spare bits, which must be zero: the last character
+# is then `a` or `q` (SPEC §3.2, one text per id).
+_USER_ID: Final = {"type": "string", "pattern": "^u[a-z2-7]{51}[aq]$", "description": "SPEC §3.2"}
+_DEVICE_ID: Final = {"type": "string", "pattern": "^d[a-z2-7]{51}[aq]$", "description": "SPEC §3.2"}
 _HEX_ID: Final = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_SUBSCRIPTION_ID: Final = {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"}
+_CURSOR: Final = {"type": "string", "pattern": CURSOR_PATTERN, "description": "next_cursor"}
+_MEDIA_TYPE: Final = {
+    "type": "string",
+    "pattern": r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$",
+    "maxLength": MAX_MEDIA_TYPE_CHARS,
+    "description": "RFC 6838 type/subtype (parameters are accepted too)",
+}
+
+
+def _text(max_bytes: int, min_length: int = 0) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "minLength": min_length,
+        "maxLength": max_bytes,
+        "description": f"valid Unicode (no lone surrogate) of at most {max_bytes} UTF-8 bytes",
+    }
 
 
 def _query(
@@ -83,8 +115,63 @@ def _op(
     return operation
 
 
-def _body(**properties: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "properties": properties}
+def _body(*required: str, **properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": list(required), "properties": properties}
+
+
+_MEDIA_FIELDS: Final = _body(
+    "digest",
+    "content_type",
+    "size",
+    digest=_HEX_ID,
+    content_type=_MEDIA_TYPE,
+    size={"type": "integer", "minimum": 0, "maximum": MAX_MEDIA_BYTES},
+)
+_CLIENT_ID: Final = _text(MAX_CLIENT_ID_CHARS, min_length=1)
+_SEND: Final = {
+    "oneOf": [
+        _body(
+            "message",
+            message=_text(MAX_BODY_BYTES),
+            type={"type": "string", "enum": ["text"]},
+            client_id=_CLIENT_ID,
+            media={"type": "null"},
+        ),
+        _body(
+            "message",
+            "type",
+            "media",
+            message=_text(MAX_BODY_BYTES),
+            type={"type": "string", "enum": ["image", "video", "audio", "file"]},
+            client_id=_CLIENT_ID,
+            media=_MEDIA_FIELDS,
+        ),
+    ]
+}
+_PUSH: Final = {
+    "oneOf": [
+        _body(
+            "endpoint",
+            kind={"type": "string", "enum": ["webhook"]},
+            endpoint={"type": "string", "pattern": "^https?://", "maxLength": 2048},
+        ),
+        _body(
+            "kind",
+            "endpoint",
+            "keys",
+            kind={"type": "string", "enum": ["webpush"]},
+            endpoint={"type": "string", "pattern": "^https?://", "maxLength": 2048},
+            keys={
+                **_body(
+                    "p256dh",
+                    "auth",
+                    p256dh={"type": "string", "description": "a P-256 point, base64url"},
+                    auth={"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"},
+                ),
+            },
+        ),
+    ]
+}
 
 
 _STR: Final = {"type": "string"}
@@ -95,7 +182,20 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             "peer id, listen addresses, user id, connected peers, unreachable homes, version"
         )
     },
-    "/v1/peers": {"post": _op("dial a peer and swap home records", body=_body(address=_STR))},
+    "/v1/peers": {
+        "post": _op(
+            "dial a peer and swap home records; 404 if no peer answers there",
+            body=_body(
+                "address",
+                address={
+                    "type": "string",
+                    "pattern": "^/.*/p2p/[1-9A-HJ-NP-Za-km-z]+$",
+                    "maxLength": 1024,
+                    "description": "a multiaddr ending in /p2p/<peer id>",
+                },
+            ),
+        )
+    },
     "/v1/conversation": {
         "get": _op(
             "the seed's conversation list: conversations (RecipientName, "
@@ -103,10 +203,18 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             params=(
                 _UID,
                 _query("page_size", {"type": "integer", "minimum": 1, "maximum": 100}, "1..100"),
-                _query("page_number", {"type": "integer", "minimum": 1}, "1-based"),
+                _query(
+                    "page_number",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_NUMBER},
+                    "1-based",
+                ),
             ),
         ),
-        "post": _op("open a direct conversation", ok=201, body=_body(recipient_id=_USER_ID)),
+        "post": _op(
+            "open a direct conversation",
+            ok=201,
+            body=_body("recipient_id", recipient_id=_USER_ID),
+        ),
         "delete": _op(
             "remove a conversation from the list",
             params=(_UID, _query("id", _HEX_ID, "conversation id", required=True)),
@@ -118,7 +226,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             params=(
                 _ROOM,
                 _UID,
-                _query("cursor", _STR, "next_cursor of the previous page"),
+                _query("cursor", _CURSOR, "next_cursor of the previous page"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "1..100"),
             ),
         )
@@ -128,7 +236,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             "send a message (the WebSocket send, over HTTP)",
             ok=201,
             params=(_ROOM,),
-            body=_body(message=_STR, type=_STR, client_id=_STR, media=_OBJECT),
+            body=_SEND,
         )
     },
     "/v1/conversation/{id}/digest": {
@@ -144,7 +252,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/v1/devices/{device_id}": {
         "delete": _op(
             "revoke a device (primary only): it receives nothing new",
-            params=({"name": "device_id", "in": "path", "required": True, "schema": _STR},),
+            params=(_path("device_id", _DEVICE_ID),),
         )
     },
     "/v1/friends": {"get": _op("contacts with profile and presence", params=(_UID,))},
@@ -159,7 +267,11 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
                 ),
             ),
         ),
-        "post": _op("send a friend request", ok=202, body=_body(user_id=_USER_ID, note=_STR)),
+        "post": _op(
+            "send a friend request",
+            ok=202,
+            body=_body("user_id", user_id=_USER_ID, note=_text(MAX_NOTE_BYTES)),
+        ),
     },
     "/v1/friends/requests/{user_id}/accept": {
         "post": _op("accept a request", params=(_path("user_id", _USER_ID),))
@@ -176,14 +288,22 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             "create a group",
             ok=201,
             body=_body(
-                name=_STR,
-                members={"type": "array", "items": _USER_ID},
+                "name",
+                name=_text(MAX_GROUP_NAME_BYTES),
+                members={
+                    "type": "array",
+                    "items": _USER_ID,
+                    "maxItems": MAX_GROUP_MEMBERS,
+                    "uniqueItems": True,
+                },
                 open={"type": "boolean"},
             ),
         ),
     },
     "/v1/groups/{id}/members": {
-        "post": _op("add a member (admins)", params=(_ROOM,), body=_body(user_id=_USER_ID))
+        "post": _op(
+            "add a member (admins)", params=(_ROOM,), body=_body("user_id", user_id=_USER_ID)
+        )
     },
     "/v1/groups/{id}/join": {"post": _op("join an open group", params=(_ROOM,))},
     "/v1/groups/{id}/leave": {"post": _op("leave a group", params=(_ROOM,))},
@@ -191,7 +311,12 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
         "get": _op("this user's profile"),
         "put": _op(
             "change this user's profile",
-            body=_body(display_name=_STR, handle=_STR, bio=_STR, profile_pic=_HEX_ID),
+            body=_body(
+                display_name=_text(128),
+                handle={**_text(64), "pattern": "^[^\\u0000]*$"},
+                bio=_text(1024),
+                profile_pic={"anyOf": [_HEX_ID, {"type": "null"}], "description": "null: keep"},
+            ),
         ),
     },
     "/v1/users/{user_id}": {
@@ -200,7 +325,15 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/v1/media": {
         "post": {
             **_op("upload a blob (raw body, its Content-Type)", ok=201),
-            "requestBody": {"required": True, "content": {"*/*": {"schema": {}}}},
+            "requestBody": {
+                "required": True,
+                "description": f"the blob, 1..{MAX_MEDIA_BYTES} bytes; Content-Type is kept",
+                "content": {
+                    "application/octet-stream": {
+                        "schema": {"type": "string", "format": "binary", "minLength": 1}
+                    }
+                },
+            },
         }
     },
     "/v1/media/{digest}": {
@@ -214,19 +347,21 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/v1/push/subscriptions": {
         "get": _op("this user's push endpoints"),
         "post": _op(
-            "register a webhook / UnifiedPush or Web Push endpoint",
+            "register a webhook / UnifiedPush or Web Push endpoint (409: 32 are kept already)",
             ok=201,
-            body=_body(kind=_STR, endpoint=_STR, keys=_body(p256dh=_STR, auth=_STR)),
+            errors=(400, 401, 403, 404, 409, 413, 429),
+            body=_PUSH,
         ),
     },
     "/v1/push/subscriptions/{id}": {
-        "delete": _op("forget a push endpoint", params=(_path("id", _STR),))
+        "delete": _op("forget a push endpoint", params=(_path("id", _SUBSCRIPTION_ID),))
     },
     "/v1/ws": {
         "get": _op(
             "WebSocket upgrade: JSON event frames (SPEC §15.4); ?cursor= resumes",
             ok=101,
             params=(_query("cursor", _STR, "cursor of the last event seen"),),
+            errors=(400, 401, 403, 404, 426, 429),
         )
     },
 }

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from hearthmesh.node.api.webpush import VapidKey, b64url_decode, encrypt_webpush
 from hearthmesh.node.clock import Clock
+from hearthmesh.protocol.client_api import decode_text
 from hearthmesh.protocol.errors import HearthError, MalformedMessage
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.storage.api import PushSubscription
@@ -93,20 +94,18 @@ def decode_target(data: bytes) -> PushTarget:
 def parse_target(body: dict[str, Any]) -> PushTarget:
     """A push subscription from an API request. Raises MalformedMessage."""
     kind = body.get("kind", "webhook")
-    endpoint = body.get("endpoint")
+    endpoint = decode_text(body.get("endpoint"), "endpoint", max_bytes=2048)
     if kind not in ("webhook", "webpush"):
         raise MalformedMessage("kind is 'webhook' (or UnifiedPush) or 'webpush'")
-    if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+    if not endpoint.startswith(("http://", "https://")):
         raise MalformedMessage("endpoint is an http(s) URL")
-    if len(endpoint) > 2048:
-        raise MalformedMessage("endpoint is at most 2048 characters")
     if kind == "webhook":
         return PushTarget(kind=kind, endpoint=endpoint)
     keys = body.get("keys")
     if not isinstance(keys, dict):
         raise MalformedMessage("a webpush subscription has keys {p256dh, auth}")
-    p256dh = b64url_decode(str(keys.get("p256dh", "")))
-    auth = b64url_decode(str(keys.get("auth", "")))
+    p256dh = b64url_decode(decode_text(keys.get("p256dh"), "keys.p256dh", max_bytes=128))
+    auth = b64url_decode(decode_text(keys.get("auth"), "keys.auth", max_bytes=64))
     if len(p256dh) != 65 or p256dh[0] != 4 or len(auth) != 16:
         raise MalformedMessage("p256dh is a 65-byte P-256 point, auth 16 bytes (base64url)")
     try:

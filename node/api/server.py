@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Self
+from typing import Any, Self
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from hearthmesh.node.api.auth import make_guard
 from hearthmesh.node.api.config import ApiConfig
@@ -71,7 +72,9 @@ class ApiServer:
         group = await self._stack.enter_async_context(asyncio.TaskGroup())
         tasks = await self.service.start(group)
         self._stack.callback(_cancel_all, tasks)  # runs before the group waits for them
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_S)
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=_SHUTDOWN_S, logger=_ServerLogger()
+        )
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
@@ -86,6 +89,22 @@ class ApiServer:
             with contextlib.suppress(Exception):
                 await session.ws.close(code=1001, message=b"node stopping")
         await self._stack.aclose()
+
+
+class _ServerLogger(logging.Logger):
+    """aiohttp's server log: a request it cannot parse (a NUL in a header, a bad request line)
+    is the client's fault and answered 400 by aiohttp; one quiet line, not a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(f"{__name__}.http")
+        self.parent = log
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info")
+        if isinstance(error, HttpProcessingError):
+            self.info("refused a request aiohttp cannot parse: %s", error.message)
+            return
+        super().exception(msg, *args, **kwargs)
 
 
 def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:

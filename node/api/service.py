@@ -104,7 +104,13 @@ class ClientSession:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                await self.ws.send_str(self._queue.popleft())
+                text = self._queue.popleft()
+                try:
+                    await self.ws.send_str(text)
+                except UnicodeEncodeError:  # nothing was written: drop the frame, keep the client
+                    log.error(
+                        "dropped a frame with a lone surrogate (a decoder let it in): %.80r", text
+                    )
             if self.too_slow:
                 await self.ws.close(code=1013, message=b"too slow; reconnect with your cursor")
                 return

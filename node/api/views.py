@@ -7,7 +7,8 @@ RecipientProfilePic, LatestMessage); everything else is snake_case.
 from __future__ import annotations
 
 import base64
-from typing import Any
+import re
+from typing import Any, Final
 
 from hearthmesh.protocol.content import (
     MEDIA_CONTENT_TYPE,
@@ -22,6 +23,7 @@ from hearthmesh.protocol.receipts import ReceiptStatus
 from hearthmesh.storage.api import Cursor, Profile
 
 __all__ = [
+    "CURSOR_PATTERN",
     "STATUS_NAMES",
     "decode_cursor",
     "encode_cursor",
@@ -46,12 +48,17 @@ def encode_cursor(cursor: Cursor | None) -> str | None:
     return None if cursor is None else base64.urlsafe_b64encode(cursor).decode().rstrip("=")
 
 
+_CURSOR: Final = "[A-Za-z0-9_-]{70}"
+"""A history cursor: a 52-byte history slot (storage/keys.py) in unpadded base64url."""
+CURSOR_PATTERN: Final = f"^{_CURSOR}$"
+"""The same, as the OpenAPI document states it."""
+
+
 def decode_cursor(text: str) -> Cursor:
-    """Raises MalformedMessage."""
-    try:
-        return Cursor(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except ValueError:
-        raise MalformedMessage("cursor is not one this API returned") from None
+    """Raises MalformedMessage (base64 decoding alone would skip characters it does not know)."""
+    if re.fullmatch(_CURSOR, text, re.ASCII) is None:
+        raise MalformedMessage("cursor is not one this API returned")
+    return Cursor(base64.urlsafe_b64decode(text + "=="))
 
 
 def message_view(envelope: Envelope) -> dict[str, Any]:

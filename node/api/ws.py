@@ -10,18 +10,19 @@ by `error` and changes nothing; the connection stays open.
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
 from typing import Any, Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
-from hearthmesh.node.api.errors import error_body, error_response
+from hearthmesh.node.api.errors import ApiError, error_body, error_response
 from hearthmesh.node.api.feed import dumps
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService, ClientSession
 from hearthmesh.node.api.views import hlc_view
 from hearthmesh.node.rate_limit import TokenBucket
 from hearthmesh.protocol.client_api import (
+    MAX_CLIENT_ID_CHARS,
     Ack,
     ClientCommand,
     CreateConversation,
@@ -31,6 +32,8 @@ from hearthmesh.protocol.client_api import (
     Send,
     Typing,
     decode_client_frame,
+    decode_json_object,
+    decode_text,
 )
 from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import ErrorCode, HearthError, NotFound, RateLimited, TooLarge
@@ -43,17 +46,41 @@ log = logging.getLogger(__name__)
 _MAX_IN_FLIGHT: Final = 4096
 """Sends of one connection awaiting their commit; the reader waits beyond this."""
 _HEARTBEAT_S: Final = 30.0
+_LIBRARY_MARGIN_BYTES: Final = 16 * 1024
+"""aiohttp's own frame limit sits this far above ours: frames between the two get our `error`
+frame on an open connection; beyond it aiohttp must stop reading (SPEC §15.4.2)."""
+
+
+class _ApiWebSocket(web.WebSocketResponse):
+    """A WebSocket that says why before aiohttp closes it for an oversized frame (1009)."""
+
+    frame_limit = 0
+    """Our limit (ApiConfig.max_ws_frame_bytes), named in the error."""
+
+    async def close(
+        self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True
+    ) -> bool:
+        if code == WSCloseCode.MESSAGE_TOO_BIG and not self.closed:
+            error = TooLarge(f"frame longer than {self.frame_limit} bytes; closing")
+            with contextlib.suppress(ConnectionError):
+                await self.send_str(dumps({"event": "error", **error_body(error)}))
+        return await super().close(code=code, message=message, drain=drain)
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     """Upgrade, then serve one client until it closes (auth already checked by the guard)."""
     service = request.app[SERVICE_KEY]
     config = service.config
+    if not web.WebSocketResponse().can_prepare(request).ok:  # RFC 9110 §15.5.22
+        raise ApiError(426, ErrorCode.MALFORMED, "this is a WebSocket: send an upgrade request")
     if len(service.sessions) >= config.max_clients:
         return error_response(RateLimited("too many open WebSocket connections"))
-    # The library's own limit sits above ours, so an oversized frame gets a JSON error
-    # from us (below) instead of a bare close.
-    ws = web.WebSocketResponse(max_msg_size=config.max_ws_frame_bytes * 4, heartbeat=_HEARTBEAT_S)
+    # The library's own limit sits a little above ours, so an oversized frame gets a JSON error
+    # from us (below) on an open connection; a far larger one gets it just before the close.
+    ws = _ApiWebSocket(
+        max_msg_size=config.max_ws_frame_bytes + _LIBRARY_MARGIN_BYTES, heartbeat=_HEARTBEAT_S
+    )
+    ws.frame_limit = config.max_ws_frame_bytes
     await ws.prepare(request)
     session = ClientSession(ws, max_queued=config.client_queue)
     # Live frames are held from here while the replay is read: nothing is missed or doubled,
@@ -129,16 +156,17 @@ async def _replay(service: ApiService, cursor: str, upto: int) -> list[str] | No
 
 
 def _echo(data: str | bytes) -> dict[str, Any]:
-    """The client_id / request_id of a refused frame, if it can be read at all."""
-    if len(data) > 1 << 20:
-        return {}
+    """The client_id / request_id of a refused frame, if they are valid strings; a lone
+    surrogate echoed would break the writer of the connection."""
     try:
-        frame = json.loads(data)
-    except (ValueError, RecursionError):
+        frame = decode_json_object(data)
+    except HearthError:
         return {}
-    if not isinstance(frame, dict):
-        return {}
-    return {k: frame[k] for k in ("client_id", "request_id") if isinstance(frame.get(k), str)}
+    echo = {}
+    for name in ("client_id", "request_id"):
+        with contextlib.suppress(HearthError):
+            echo[name] = decode_text(frame.get(name), name, max_chars=MAX_CLIENT_ID_CHARS)
+    return echo
 
 
 def _request_id(command: ClientCommand) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from hearthmesh.protocol.content import MEDIA_CONTENT_TYPE, MediaRef, encode_med
 from hearthmesh.protocol.envelope import Envelope, Kind
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, StorageError
 from hearthmesh.protocol.hlc import Timestamp
-from hearthmesh.protocol.identity import DeviceId
+from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.storage.api import (
     RETENTION_MS,
     RETENTION_SETTING,
@@ -519,6 +519,20 @@ def test_contacts_and_friend_requests(store: KvStore) -> None:
     store.put_friend_request(request)
     assert store.delete_friend_request(USER_A, USER_B)
     assert store.friend_requests(USER_B) == []
+
+
+def test_add_push_subscription_counts_and_writes_in_one_transaction(store: KvStore) -> None:
+    """The API's cap on push endpoints (SPEC §15.6) holds: a full user gets False, no write."""
+    from hearthmesh.storage.api import PushSubscription
+
+    def sub(n: int, user: UserId = USER_A) -> PushSubscription:
+        return PushSubscription(
+            user=user, subscription_id=bytes([n]) * 16, data=b"{}", created_ms=n
+        )
+
+    assert [store.add_push_subscription(sub(n), 3) for n in range(1, 5)] == [True] * 3 + [False]
+    assert [s.subscription_id[0] for s in store.push_subscriptions(USER_A)] == [1, 2, 3]
+    assert store.add_push_subscription(sub(9, USER_B), 3)  # the cap is per user
 
 
 def test_devices_push_sync_settings(store: KvStore) -> None:
