@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -46,6 +47,7 @@ from hearthmesh.node.room_topics import ROOM_TOPIC_PREFIX, RoomTopics
 from hearthmesh.node.rooms import RoomRegistry
 from hearthmesh.node.sequencing import ReleaseOrder
 from hearthmesh.node.subscribers import EventHub
+from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.node.sync import SyncReport, SyncService
 from hearthmesh.protocol.canonical import decode_canonical
 from hearthmesh.protocol.digest import HistoryDigest
@@ -120,7 +122,7 @@ class Node:
         self._events = EventHub()
         self._hlc = HybridClock(self._clock)
         self._clock.on_correction(self._hlc.clock_corrected)
-        self._background: set[asyncio.Task[None]] = set()
+        self._supervisor = Supervisor()
         self._published = False
         """Our home record went into the DHT since start."""
         self._started = False
@@ -330,15 +332,16 @@ class Node:
             user=self.keyring.user_id,
             members=self.members,
             emit=self._events.emit,
-            spawn=self._spawn,
+            supervisor=self._supervisor,
+            standing=self._standing,
             running=lambda: self._started,
         )
         self._host.set_topic_validator(
             ROOM_TOPIC_PREFIX, self._standing.gossip_validator(self._topics.check)
         )
         presence_sub = await self._host.subscribe(PRESENCE_TOPIC)
-        self._tasks = asyncio.TaskGroup()
-        await self._stack.enter_async_context(self._tasks)
+        self._supervisor.set_charge(self._standing.refused_item)
+        await self._stack.enter_async_context(self._supervisor)
         self._stack.push_async_callback(self._cancel_services)
         self._started = True
         for peer in self._host.connected_peers():  # connected while we started (mDNS, inbound)
@@ -361,7 +364,8 @@ class Node:
         await self._store.run_long(self._directory.load, store, sorted(held_for | known))
         self._relay.hold(held_for)
         gossip_out = GossipPublisher(self._host)
-        self._spawn(gossip_out.run(), "gossip-out")
+        keep = self._supervisor.keep
+        keep(gossip_out.run, "gossip-out")
         self._outgoing = Outgoing(
             keyring=self.keyring,
             hlc=self._hlc,
@@ -373,12 +377,12 @@ class Node:
             siblings=lambda: self._homes.siblings,
             after_store=self._after_store,
         )
-        self._spawn(self._outbox.run(), "outbox")
-        self._spawn(self._sync_siblings_periodically(), "sync-siblings")
-        self._spawn(self._relay.run(), "relay")
-        self._spawn(self.media.run(), "media")
-        self._spawn(self._gaps.run(), "gap-fetch")
-        self._spawn(self._presence.run(presence_sub), "presence")
+        keep(self._outbox.run, "outbox")
+        keep(self._sync_siblings_periodically, "sync-siblings")
+        keep(self._relay.run, "relay")
+        keep(self.media.run, "media")
+        keep(self._gaps.run, "gap-fetch")
+        keep(functools.partial(self._presence.run, presence_sub), "presence")
         self._stack.push_async_callback(self._presence.stop)
         for address in self.config.bootstrap:
             try:
@@ -393,15 +397,12 @@ class Node:
         )
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        """Run `work` in the node's task group; `_cancel_services` cancels it at stop."""
-        task = self._tasks.create_task(work, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        """Run a one-shot reaction under the supervisor; `_cancel_services` cancels it."""
+        self._supervisor.spawn(work, name)
 
     async def _cancel_services(self) -> None:
         self._started = False
-        for task in list(self._background):
-            task.cancel()
+        self._supervisor.cancel()
         await self._topics.close()
 
     async def _save_hlc(self) -> None:
@@ -599,6 +600,15 @@ class Node:
     def home_peers(self, user: UserId) -> tuple[str, ...]:
         """Peer ids of `user`'s home nodes as this node knows them (hello, presence, DHT)."""
         return self._directory.homes(user)
+
+    def peer_points(self, peer_id: str) -> int:
+        """The points `peer_id` has for bad input now (SPEC §11.6); 0 for a peer never charged."""
+        return self._standing.points(peer_id)
+
+    @property
+    def supervision_faults(self) -> int:
+        """Unexpected exceptions its services contained since start (SPEC §11.7)."""
+        return self._supervisor.faults
 
     def is_banned(self, peer_id: str) -> bool:
         """True while `peer_id` is banned here for bad input (SPEC §11.6)."""

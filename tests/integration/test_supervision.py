@@ -1,0 +1,71 @@
+"""Supervision (SPEC §11.7): what a stranger sends can end neither a service nor the node."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from hearthmesh.node.events import MessageReceived
+from hearthmesh.node.libp2p_host import HostConfig, P2PHost
+from hearthmesh.protocol.envelope import Kind, seal
+from hearthmesh.protocol.gossip import encode_gossip, room_topic
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import (
+    DeviceId,
+    UserId,
+    encode_certificate,
+    issue_certificate,
+    keypair_from_seed,
+)
+from hearthmesh.protocol.membership import MEMBERSHIP_CONTENT_TYPE
+from hearthmesh.protocol.rooms import direct_room_id
+
+from .conftest import NodeFactory, collect
+
+pytestmark = pytest.mark.integration
+
+
+async def test_a_gossip_message_that_breaks_the_listener_does_not_end_the_node(
+    make_node: NodeFactory,
+) -> None:
+    """Issue #12 finding 1: a stranger's correctly signed MEMBERSHIP envelope with a body over
+    the limit, on the topic of alice and bob's direct room, made bob's room listener raise and
+    stopped every service of bob's node. Now it costs that message alone: bob's node goes on,
+    and alice's next message reaches bob over that very room."""
+    async with (
+        asyncio.timeout(20),
+        make_node("alice") as alice,
+        make_node("bob") as bob,
+        P2PHost(HostConfig(identity_seed=os.urandom(32))) as mallory,
+    ):
+        await alice.connect(bob.listen_addrs[0])
+        room = await alice.open_direct(bob.user_id)
+        assert await bob.open_direct(alice.user_id) == room  # bob follows the room's topic
+        topic = room_topic(room)
+        await mallory.connect(bob.listen_addrs[0])
+        subscription = await mallory.subscribe(topic)
+        await mallory.wait_for_mesh_peer(topic, bob.peer_id)
+        user, device = keypair_from_seed(os.urandom(32)), keypair_from_seed(os.urandom(32))
+        certificate = issue_certificate(user, DeviceId(device.public), created_ms=0)
+        oversized = seal(
+            device,
+            kind=Kind.MEMBERSHIP,
+            room=direct_room_id(alice.user_id, bob.user_id),
+            sender_user=UserId(user.public),
+            seq=1,
+            hlc=Timestamp(wall_ms=1, counter=0),
+            content_type=MEMBERSHIP_CONTENT_TYPE,
+            body=b"\x00" * 600,
+        )
+        arriving = asyncio.create_task(collect(bob.events(), MessageReceived, 1))
+        await mallory.publish(topic, encode_gossip(encode_certificate(certificate), oversized.wire))
+        await subscription.unsubscribe()
+        # the listener took mallory's message, charged mallory for it, and goes on
+        while bob.peer_points(mallory.peer_id) == 0:  # noqa: ASYNC110 - a count with no event
+            await asyncio.sleep(0.02)
+        sent = await alice.send(room, b"still there?")
+        [received] = await arriving
+        assert received.envelope.message_id == sent.message_id
+        assert await bob.get_event(oversized.message_id) is None
