@@ -281,6 +281,7 @@ class Node:
         media_server = MediaServer(
             store=self._store,
             directory=self._directory,
+            own_user=self.keyring.user_id,
             own_homes=lambda: self._homes.sibling_peers,
             on_refused=self._standing.refused,
             clock=self._clock,
