@@ -385,11 +385,8 @@ class Node:
         keep(self._gaps.run, "gap-fetch")
         keep(functools.partial(self._presence.run, presence_sub), "presence")
         self._stack.push_async_callback(self._presence.stop)
-        for address in self.config.bootstrap:
-            try:
-                await self.connect(address)
-            except HearthError as exc:
-                log.warning("bootstrap peer %s unreachable: %s", address, exc)
+        for address in self.config.bootstrap:  # in the background: start waits for no peer
+            self._spawn(self._bootstrap(address), "bootstrap")
         log.info(
             "node up: peer %s, user %s, listening on %s",
             self.peer_id,
@@ -515,6 +512,14 @@ class Node:
         if peer_id in self._homes.sibling_peers:  # another home of our user: repair what we missed
             self._spawn(self._sync_quietly(peer_id), "sync")
         return peer_id
+
+    async def _bootstrap(self, address: str) -> None:
+        """Dial a bootstrap peer and publish our record: never on the start path, so an
+        unreachable peer or a slow DHT cannot hold the API back (SPEC §11.7.4)."""
+        try:
+            await self.connect(address)
+        except HearthError as exc:
+            log.warning("bootstrap peer %s unreachable: %s", address, exc)
 
     def _connection_changed(self, peer_id: str, connected: bool) -> None:
         """The host's report of a peer's first connection or last disconnection."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+from pathlib import Path
 
 import pytest
 
 from hearthmesh.node.events import MessageReceived
-from hearthmesh.node.libp2p_host import HostConfig, P2PHost
+from hearthmesh.node.libp2p_host import HostConfig, P2PHost, peer_id_from_seed
 from hearthmesh.protocol.envelope import Kind, seal
 from hearthmesh.protocol.gossip import encode_gossip, room_topic
 from hearthmesh.protocol.hlc import Timestamp
@@ -22,6 +24,7 @@ from hearthmesh.protocol.identity import (
 from hearthmesh.protocol.membership import MEMBERSHIP_CONTENT_TYPE
 from hearthmesh.protocol.rooms import direct_room_id
 
+from .api_helpers import home
 from .conftest import NodeFactory, collect
 
 pytestmark = pytest.mark.integration
@@ -69,3 +72,32 @@ async def test_a_gossip_message_that_breaks_the_listener_does_not_end_the_node(
         [received] = await arriving
         assert received.envelope.message_id == sent.message_id
         assert await bob.get_event(oversized.message_id) is None
+
+
+def _still_open(connection: socket.socket) -> bool:
+    """Read what the dialler sent so far: True while it has not closed its end."""
+    connection.setblocking(False)
+    while True:
+        try:
+            if not connection.recv(4096):
+                return False
+        except BlockingIOError:
+            return True
+
+
+async def test_the_api_answers_while_a_bootstrap_dial_hangs(tmp_path: Path) -> None:
+    """Issue #12 availability (a): the start path waits for no peer. The bootstrap peer is a
+    socket that takes the connection and never answers, so the dial cannot complete; the API
+    answers first, with that dial still open."""
+    with socket.create_server(("127.0.0.1", 0)) as blackhole:
+        port = blackhole.getsockname()[1]
+        stranger = peer_id_from_seed(os.urandom(32))
+        address = f"/ip4/127.0.0.1/tcp/{port}/p2p/{stranger}"
+        async with asyncio.timeout(8), home(tmp_path / "a", bootstrap=(address,)) as a:
+            assert (await a.status())["user_id"]
+            loop = asyncio.get_running_loop()
+            blackhole.setblocking(False)
+            connection, _ = await loop.sock_accept(blackhole)  # the dial under way
+            with connection:
+                assert _still_open(connection)  # not given up: it goes on in the background
+                assert stranger not in a.node.connected_peers()
