@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from hearthmesh.node.outages import PROBE_MAX_MS
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.storage.api import DEFAULT_RELAY_QUOTA, RelayQuota
 
@@ -50,5 +51,9 @@ class NodeConfig:
     the missing envelopes (SPEC §26); the sender's own retries usually fill it sooner."""
     standing: StandingPolicy = field(default_factory=StandingPolicy)
     """What misbehaving peers pay (SPEC §11.6)."""
+    # --- issue #12 slice "supervision": availability under faults ---
+    outage_probe_max_ms: int = PROBE_MAX_MS
+    """Longest wait, default 5,000 ms, between two probes of a destination whose homes are
+    down (SPEC §11.5.2): after a healed partition its backlog waits no longer than this."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

@@ -24,7 +24,7 @@ from hearthmesh.node.directory import HomeDirectory
 from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.keyring import Keyring
 from hearthmesh.node.libp2p_host import P2PHost
-from hearthmesh.node.outages import Outages
+from hearthmesh.node.outages import PROBE_MAX_MS, Outages
 from hearthmesh.node.p2p_errors import P2PError
 from hearthmesh.node.peer_link import DeliveryFailed, PeerLinks, build_batch
 from hearthmesh.protocol.backoff import next_attempt_ms
@@ -67,6 +67,7 @@ class OutboxWorker:
         emit: Callable[[NodeEvent], None],
         poll_ms: int,
         find_home: Callable[[UserId], Awaitable[bool]],
+        probe_max_ms: int = PROBE_MAX_MS,
     ) -> None:
         self._store = store
         self._host = host
@@ -82,7 +83,7 @@ class OutboxWorker:
         self._queued: dict[bytes, list[OutboxEntry]] = {}
         """Entries taken for each destination whose delivery task is running."""
         self._group: asyncio.TaskGroup | None = None
-        self._outages = Outages(clock=clock, rng=rng)
+        self._outages = Outages(clock=clock, rng=rng, probe_max_ms=probe_max_ms)
         self._settled: dict[bytes, list[MessageId]] = {}
         """Acked entries by destination, not yet removed from the stored outbox."""
         self._hand_full = False

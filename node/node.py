@@ -217,6 +217,7 @@ class Node:
             emit=self._events.emit,
             poll_ms=self.config.retry_poll_ms,
             find_home=self._home_lookups.find,
+            probe_max_ms=self.config.outage_probe_max_ms,
         )
         self._relay = RelayForwarder(
             store=self._store,
