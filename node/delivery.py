@@ -254,7 +254,9 @@ class OutboxWorker:
         errors: list[str] = []
         for home in homes:
             try:
-                await self._links.reach(home, self._directory.addresses(recipient))
+                # The outbox has its own backoff (§11.5): libp2p's minute of "failed lately"
+                # must not hold a home back from a probe once it is reachable again.
+                await self._links.reach(home, self._directory.addresses(recipient), retry_now=True)
                 ack = await self._links.deliver(home, certs, items)
             except (DeliveryFailed, P2PError) as exc:
                 errors.append(str(exc))
@@ -274,7 +276,8 @@ class OutboxWorker:
     ) -> None:
         """One of our own user's other homes: only that node will do (no relay)."""
         try:
-            await self._links.reach(peer_id, self._directory.addresses(self._keyring.user_id))
+            addresses = self._directory.addresses(self._keyring.user_id)
+            await self._links.reach(peer_id, addresses, retry_now=True)
             ack = await self._links.deliver(peer_id, certs, items)
         except (DeliveryFailed, P2PError) as exc:
             await self._unreachable(destination, entries, str(exc)[:200])

@@ -505,7 +505,7 @@ class Node:
             NotAuthorized: the peer is banned here (SPEC §11.6).
             HearthError: the dial or the hello failed.
         """
-        peer_id = await self._host.connect(address)
+        peer_id = await self._host.connect(address, retry_now=True)  # a deliberate dial
         if not self._standing.admits(peer_id):
             raise NotAuthorized(f"peer {peer_id} is banned for bad input")
         await self._greetings.wait(peer_id)

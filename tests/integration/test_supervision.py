@@ -11,7 +11,9 @@ import pytest
 
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost, peer_id_from_seed
+from hearthmesh.node.node import Node
 from hearthmesh.protocol.envelope import Kind, seal
+from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.gossip import encode_gossip, room_topic
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import (
@@ -25,7 +27,7 @@ from hearthmesh.protocol.membership import MEMBERSHIP_CONTENT_TYPE
 from hearthmesh.protocol.rooms import direct_room_id
 
 from .api_helpers import home
-from .conftest import NodeFactory, collect
+from .conftest import NodeFactory, collect, free_port, node_config
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +103,32 @@ async def test_the_api_answers_while_a_bootstrap_dial_hangs(tmp_path: Path) -> N
             with connection:
                 assert _still_open(connection)  # not given up: it goes on in the background
                 assert stranger not in a.node.connected_peers()
+
+
+async def test_a_home_back_from_an_outage_gets_its_backlog_from_the_next_probe(
+    tmp_path: Path,
+) -> None:
+    """Issue #12 availability (b): bob's node went away and came back at the same address,
+    dialling no one. A failed dial had put bob in libp2p's negative cache for a minute, so
+    alice's probes failed without dialling and the backlog waited 30-60 s; now her next probe
+    (outage_probe_max_ms) dials, and everything parked follows."""
+    listen = f"/ip4/127.0.0.1/tcp/{free_port()}"  # the same address after the restart
+    bob_config = node_config(tmp_path / "bob", listen_addrs=(listen,))
+    async with (
+        asyncio.timeout(9),
+        Node(node_config(tmp_path / "alice", outage_probe_max_ms=500)) as alice,
+    ):
+        async with Node(bob_config) as bob:
+            bob_address = bob.listen_addrs[0]
+            await alice.connect(bob_address)
+            room = await alice.open_direct(bob.user_id)
+            await alice.send(room, b"before")
+            while alice.outbox_delivered < 1:  # noqa: ASYNC110 - a count with no event
+                await asyncio.sleep(0.02)
+        for i in range(300):
+            await alice.send(room, f"while away {i}".encode())
+        with pytest.raises(HearthError):
+            await alice.connect(bob_address)  # refused: libp2p remembers bob as failed
+        async with Node(bob_config) as bob:
+            while (await bob.history_digest(room))[1] < 301:  # noqa: ASYNC110 - store count
+                await asyncio.sleep(0.05)
