@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final, Self
 
@@ -24,6 +24,7 @@ from hearthmesh.node.destinations import destination_peer
 from hearthmesh.node.directory import HomeDirectory, Presence
 from hearthmesh.node.events import MembershipChanged, NodeEvent
 from hearthmesh.node.fetch import FetchService
+from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.gap_fetch import GapFetcher
 from hearthmesh.node.gossip_out import GossipPublisher
 from hearthmesh.node.greetings import Greetings
@@ -192,6 +193,7 @@ class Node:
             policy=self.config.standing,
         )
         self._host.set_peer_filter(self._standing.admits)
+        self._supervisor.set_charge(self._standing.refused_item)
         self._greetings = Greetings(meet=self._meet, spawn=self._spawn)
         self._host.set_connection_handler(self._connection_changed)
         self._receiver = Receiver(
@@ -255,7 +257,7 @@ class Node:
             rng=secrets.token_bytes,
             standing=self._standing,
         )
-        self._host.set_stream_handler(LINK_PROTOCOL, self._linking.serve)
+        self._serve(LINK_PROTOCOL, self._linking.serve)
         self._sync = SyncService(
             host=self._host,
             store=self._store,
@@ -265,8 +267,8 @@ class Node:
             now_ms=self._clock.now_ms,
             wake_outbox=self._outbox.wake,
         )
-        self._host.set_stream_handler(SYNC_PROTOCOL, self._sync.serve)
-        self._host.set_stream_handler("/hearthmesh/deliver/0", self._receiver.serve_deliver)
+        self._serve(SYNC_PROTOCOL, self._sync.serve)
+        self._serve("/hearthmesh/deliver/0", self._receiver.serve_deliver)
         self._hello = HelloService(
             host=self._host,
             clock=self._clock,
@@ -278,7 +280,7 @@ class Node:
             ),
             standing=self._standing,
         )
-        self._host.set_stream_handler(HELLO_PROTOCOL, self._hello.serve)
+        self._serve(HELLO_PROTOCOL, self._hello.serve)
         media_server = MediaServer(
             store=self._store,
             directory=self._directory,
@@ -287,7 +289,7 @@ class Node:
             on_refused=self._standing.refused,
             clock=self._clock,
         )
-        self._host.set_stream_handler(MEDIA_PROTOCOL, media_server.serve)
+        self._serve(MEDIA_PROTOCOL, media_server.serve)
         self.media = MediaFetcher(
             host=self._host,
             links=self._links,
@@ -308,7 +310,7 @@ class Node:
             on_refused=self._standing.refused,
             clock=self._clock,
         )
-        self._host.set_stream_handler(FETCH_PROTOCOL, self._fetch.serve)
+        self._serve(FETCH_PROTOCOL, self._fetch.serve)
         self._gaps = GapFetcher(
             release=self._release,
             fetch=self._fetch,
@@ -342,7 +344,6 @@ class Node:
             ROOM_TOPIC_PREFIX, self._standing.gossip_validator(self._topics.check)
         )
         presence_sub = await self._host.subscribe(PRESENCE_TOPIC)
-        self._supervisor.set_charge(self._standing.refused_item)
         await self._stack.enter_async_context(self._supervisor)
         self._stack.push_async_callback(self._cancel_services)
         self._started = True
@@ -394,6 +395,11 @@ class Node:
             self.keyring.user_id.hex()[:16],
             ", ".join(self._host.listen_addrs),
         )
+
+    def _serve(self, protocol: str, handler: Callable[[FrameStream], Awaitable[None]]) -> None:
+        """Serve `protocol` with `handler`, each stream contained by the supervisor: what a
+        peer's stream makes it raise is charged to that peer and ends that stream alone."""
+        self._host.set_stream_handler(protocol, self._supervisor.handler(protocol, handler))
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run a one-shot reaction under the supervisor; `_cancel_services` cancels it."""

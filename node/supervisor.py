@@ -17,9 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, Final, Self
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, Final, Protocol, Self, TypeVar
 
+from hearthmesh.node.p2p_errors import P2PError
 from hearthmesh.protocol.errors import (
     LocalProtocolError,
     MalformedMessage,
@@ -39,6 +40,14 @@ Charge = Callable[[str, RemoteProtocolError], None]
 """Charges a refusal to a peer (`PeerStanding.refused` for one item)."""
 
 Work = Coroutine[Any, Any, None]
+
+
+class _FromPeer(Protocol):
+    @property
+    def remote_peer(self) -> str: ...
+
+
+S = TypeVar("S", bound=_FromPeer)
 
 
 class Supervisor:
@@ -88,15 +97,29 @@ class Supervisor:
         for task in list(self._tasks):
             task.cancel()
 
+    def handler(
+        self, name: str, serve: Callable[[S], Awaitable[None]]
+    ) -> Callable[[S], Awaitable[None]]:
+        """`serve` for a stream handler, each stream contained (`contain`) with its peer."""
+
+        async def supervised(stream: S) -> None:
+            with self.contain(name, stream.remote_peer):
+                await serve(stream)
+
+        return supervised
+
     @contextlib.contextmanager
     def contain(self, name: str, peer: str | None = None) -> Iterator[None]:
         """Handle one input of `peer`: a `RemoteProtocolError` is charged and dropped quietly;
-        anything else unexpected is logged once and charged as malformed input. A
-        `StorageError` and cancellation pass through."""
+        a stream or connection that ended (`P2PError`: a peer killed, a link cut) is an
+        expected event, one DEBUG line; anything else unexpected is logged once and charged as
+        malformed input. A `StorageError` and cancellation pass through."""
         try:
             yield
         except StorageError:
             raise
+        except P2PError as exc:
+            log.debug("%s: the link to %s ended: %s", name, _short(peer), exc)
         except RemoteProtocolError as exc:
             log.debug("%s: input from %s refused: %s", name, _short(peer), exc)
             self._charge_peer(peer, exc)

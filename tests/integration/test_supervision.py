@@ -12,12 +12,14 @@ import pytest
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost, peer_id_from_seed
 from hearthmesh.node.node import Node
-from hearthmesh.protocol.envelope import Kind, seal
+from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, BatchItem, encode_deliver
+from hearthmesh.protocol.envelope import Kind, RoomId, seal
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.gossip import encode_gossip, room_topic
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import (
     DeviceId,
+    KeyPair,
     UserId,
     encode_certificate,
     issue_certificate,
@@ -75,6 +77,59 @@ async def test_a_gossip_message_that_breaks_the_listener_does_not_end_the_node(
         assert received.envelope.message_id == sent.message_id
         assert await bob.get_event(oversized.message_id) is None
 
+
+
+async def test_deliveries_that_break_the_handler_cost_their_sender_a_ban(
+    make_node: NodeFactory,
+) -> None:
+    """Issue #12 finding 5: the same oversized MEMBERSHIP envelope over the deliver protocol
+    made bob's handler raise; each failure logged a traceback and reached no standing code, so
+    a flood never got mallory banned. Now each costs mallory, who is banned; alice's messages
+    still arrive."""
+    async with (
+        asyncio.timeout(20),
+        make_node("alice") as alice,
+        make_node("bob") as bob,
+        P2PHost(HostConfig(identity_seed=os.urandom(32))) as mallory,
+    ):
+        await alice.connect(bob.listen_addrs[0])
+        await mallory.connect(bob.listen_addrs[0])
+        user, device = keypair_from_seed(os.urandom(32)), keypair_from_seed(os.urandom(32))
+        certificate = encode_certificate(
+            issue_certificate(user, DeviceId(device.public), created_ms=0)
+        )
+        room = direct_room_id(alice.user_id, bob.user_id)
+        for seq in range(1, 40):
+            oversized = _oversized_membership(device, UserId(user.public), room, seq)
+            try:
+                stream = await mallory.open_stream(bob.peer_id, DELIVER_PROTOCOL)
+                await stream.write_frame(
+                    encode_deliver(seq, [certificate], [BatchItem(0, bob.user_id, oversized)])
+                )
+                await stream.read_frame()  # an ack (REJECTED), or the stream ends
+            except HearthError:
+                pass
+            if bob.is_banned(mallory.peer_id):
+                break
+        assert bob.is_banned(mallory.peer_id)
+        arriving = asyncio.create_task(collect(bob.events(), MessageReceived, 1))
+        sent = await alice.send(await alice.open_direct(bob.user_id), b"still there?")
+        [received] = await arriving
+        assert received.envelope.message_id == sent.message_id
+
+
+def _oversized_membership(device: KeyPair, user: UserId, room: RoomId, seq: int) -> bytes:
+    """A correctly signed MEMBERSHIP envelope whose body is over the membership limit."""
+    return seal(
+        device,
+        kind=Kind.MEMBERSHIP,
+        room=room,
+        sender_user=user,
+        seq=seq,
+        hlc=Timestamp(wall_ms=seq, counter=0),
+        content_type=MEMBERSHIP_CONTENT_TYPE,
+        body=b"\x00" * 600,
+    ).wire
 
 def _still_open(connection: socket.socket) -> bool:
     """Read what the dialler sent so far: True while it has not closed its end."""

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 
+from hearthmesh.node.p2p_errors import StreamClosed
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.errors import (
     ErrorCode,
@@ -90,6 +91,8 @@ async def test_contained_inputs_are_charged_to_their_peer(
             raise IndexError("a bug an input found")
     with supervisor.contain("listener"):  # no peer known: logged, charged to no one
         raise IndexError("a bug an input found")
+    with supervisor.contain("listener", "peer-c"):  # a killed peer: expected, costs nothing
+        raise StreamClosed("stream write failed: StreamReset()")
     assert [(peer, error.code) for peer, error in charged] == [
         ("peer-a", ErrorCode.TOO_LARGE),
         ("peer-b", ErrorCode.MALFORMED),
