@@ -522,7 +522,7 @@ class Node:
 
     async def _bootstrap(self, address: str) -> None:
         """Dial a bootstrap peer and publish our record: never on the start path, so an
-        unreachable peer or a slow DHT cannot hold the API back (SPEC §11.7.4)."""
+        unreachable peer or a slow DHT cannot hold the API back (SPEC §11.8.4)."""
         try:
             await self.connect(address)
         except HearthError as exc:
@@ -614,18 +614,18 @@ class Node:
         """Peer ids of `user`'s home nodes as this node knows them (hello, presence, DHT)."""
         return self._directory.homes(user)
 
-    def peer_points(self, peer_id: str) -> int:
-        """The points `peer_id` has for bad input now (SPEC §11.6); 0 for a peer never charged."""
-        return self._standing.points(peer_id)
-
     @property
     def supervision_faults(self) -> int:
-        """Unexpected exceptions its services contained since start (SPEC §11.7)."""
+        """Unexpected exceptions its services contained since start (SPEC §11.8)."""
         return self._supervisor.faults
 
     def is_banned(self, peer_id: str) -> bool:
         """True while `peer_id` is banned here for bad input (SPEC §11.6)."""
         return not self._standing.admits(peer_id)
+
+    def peer_points(self, peer_id: str) -> int:
+        """The points `peer_id` has for refused input, before forgiveness ends them (§11.6)."""
+        return self._standing.points(peer_id)
 
     @property
     def hellos_started(self) -> int:

@@ -104,7 +104,7 @@ class RoomTopics:
 
     async def _listen(self, subscription: Subscription) -> None:
         """Take the topic's messages in batches; each message is contained on its own, so what
-        one peer sent can never end the listener (SPEC §11.7)."""
+        one peer sent can never end the listener (SPEC §11.8)."""
         async for first in subscription:
             messages = [first]
             while len(messages) < _GOSSIP_BATCH and (more := subscription.get_nowait()):

@@ -1,4 +1,4 @@
-"""Supervision (SPEC §11.7): nothing a peer or a client sends can end a service or the node.
+"""Supervision (SPEC §11.8): nothing a peer or a client sends can end a service or the node.
 
 Every long-lived service of a node (the outbox worker, the relay, presence, the room-gossip
 listeners, the API pumps...) and every background reaction runs under one `Supervisor`, in one

@@ -138,7 +138,7 @@ class ApiService:
 
     async def start(self, supervisor: Supervisor) -> None:
         """Start the event pump, the receipt flusher and the push workers, each kept running
-        by `supervisor` (SPEC §11.7): what one client or event breaks ends none of them."""
+        by `supervisor` (SPEC §11.8): what one client or event breaks ends none of them."""
         store = self.node.store
         vapid = await store.run(load_vapid_key, store)
         self.push = PushDispatcher(store=store, user=self.own, vapid=vapid, clock=self.clock)

@@ -1,4 +1,4 @@
-"""Supervision (SPEC §11.7): what a stranger sends can end neither a service nor the node."""
+"""Supervision (SPEC §11.8): what a stranger sends can end neither a service nor the node."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bodies of stored envelopes are read with the whole remote-error family caught (SPEC §11.7):
+"""Bodies of stored envelopes are read with the whole remote-error family caught (SPEC §11.8):
 a body over its decoder's limit (TooLarge, not MalformedMessage) is stored as sent and changes
 nothing, instead of failing the transaction that stores the batch it came in."""
 

@@ -1,4 +1,4 @@
-"""The supervisor (SPEC §11.7): faults are logged once, charged, and services go on."""
+"""The supervisor (SPEC §11.8): faults are logged once, charged, and services go on."""
 
 from __future__ import annotations
 
