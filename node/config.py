@@ -11,6 +11,7 @@ from hearthmesh.node.directory import (
     DEFAULT_MAX_STRANGERS,
     DEFAULT_RECORD_MAX_AGE_MS,
 )
+from hearthmesh.node.outages import PROBE_MAX_MS
 from hearthmesh.protocol.authority import DEFAULT_DEFERRAL_POLICY, DeferralPolicy
 from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.protocol.membership_log import DEFAULT_MEMBERSHIP_LIMITS, MembershipLimits
@@ -96,5 +97,9 @@ class NodeConfig:
     deferrals: DeferralPolicy = DEFAULT_DEFERRAL_POLICY
     """SPEC §12.5: a sender may be answered DEFERRED for authority 1,024 times at once, 16 more
     per second, 4,096 senders remembered; past that its envelopes are refused NOT_AUTHORIZED."""
+    # --- issue #12 slice "supervision": availability under faults ---
+    outage_probe_max_ms: int = PROBE_MAX_MS
+    """Longest wait, default 5,000 ms, between two probes of a destination whose homes are
+    down (SPEC §11.5.2): after a healed partition its backlog waits no longer than this."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

@@ -11,7 +11,7 @@ import logging
 
 from hearthmesh.protocol.content import ContactAction, decode_contact
 from hearthmesh.protocol.envelope import Envelope
-from hearthmesh.protocol.errors import MalformedMessage
+from hearthmesh.protocol.errors import RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.storage.api import FriendRequest, Profile, Store
 
@@ -24,7 +24,7 @@ def apply_contact_event(store: Store, own: UserId, envelope: Envelope, *, now_ms
     """Apply a just-stored contact event from another user; runs in the storing transaction."""
     try:
         event = decode_contact(envelope.body)
-    except MalformedMessage as exc:  # stored as sent; it changes nothing
+    except RemoteProtocolError as exc:  # stored as sent; it changes nothing
         log.info("contact event %s ignored: %s", envelope.message_id.hex()[:16], exc)
         return
     sender = envelope.sender_user

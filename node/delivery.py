@@ -23,7 +23,7 @@ from hearthmesh.node.destinations import destination_peer
 from hearthmesh.node.directory import HomeDirectory
 from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.keyring import Keyring
-from hearthmesh.node.outages import Outages
+from hearthmesh.node.outages import PROBE_MAX_MS, Outages
 from hearthmesh.node.p2p_errors import P2PError
 from hearthmesh.node.peer_link import DeliveryFailed, PeerLinks, build_batch
 from hearthmesh.node.relay_choice import RelayChooser
@@ -66,6 +66,7 @@ class OutboxWorker:
         emit: Callable[[NodeEvent], None],
         poll_ms: int,
         find_home: Callable[[UserId], Awaitable[bool]],
+        probe_max_ms: int = PROBE_MAX_MS,
     ) -> None:
         self._store = store
         self._relays = relays
@@ -81,7 +82,7 @@ class OutboxWorker:
         self._queued: dict[bytes, list[OutboxEntry]] = {}
         """Entries taken for each destination whose delivery task is running."""
         self._group: asyncio.TaskGroup | None = None
-        self._outages = Outages(clock=clock, rng=rng)
+        self._outages = Outages(clock=clock, rng=rng, probe_max_ms=probe_max_ms)
         self._settled: dict[bytes, list[MessageId]] = {}
         """Acked entries by destination, not yet removed from the stored outbox."""
         self._hand_full = False
@@ -252,7 +253,9 @@ class OutboxWorker:
         errors: list[str] = []
         for home in homes:
             try:
-                await self._links.reach(home, self._directory.addresses(recipient))
+                # The outbox has its own backoff (§11.5): libp2p's minute of "failed lately"
+                # must not hold a home back from a probe once it is reachable again.
+                await self._links.reach(home, self._directory.addresses(recipient), retry_now=True)
                 ack = await self._links.deliver(home, certs, items)
             except (DeliveryFailed, P2PError) as exc:
                 errors.append(str(exc))
@@ -272,7 +275,8 @@ class OutboxWorker:
     ) -> None:
         """One of our own user's other homes: only that node will do (no relay)."""
         try:
-            await self._links.reach(peer_id, self._directory.addresses(self._keyring.user_id))
+            addresses = self._directory.addresses(self._keyring.user_id)
+            await self._links.reach(peer_id, addresses, retry_now=True)
             ack = await self._links.deliver(peer_id, certs, items)
         except (DeliveryFailed, P2PError) as exc:
             await self._unreachable(destination, entries, str(exc)[:200])

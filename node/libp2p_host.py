@@ -31,6 +31,7 @@ from libp2p.discovery.events.peerDiscovery import peerDiscovery
 from libp2p.identity_utils import create_identity_from_seed
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -433,8 +434,13 @@ class P2PHost:
 
     # ---- connections ------------------------------------------------------------------------
 
-    async def connect(self, address: str) -> str:
+    async def connect(self, address: str, *, retry_now: bool = False) -> str:
         """Connect to a peer at `address` (a multiaddr ending in `/p2p/<id>`).
+
+        Args:
+            retry_now: dial even if libp2p's negative cache says every address of the peer
+                failed within the last minute: for callers with a backoff of their own (the
+                outbox's probes), whom a peer back from a partition must not wait a minute for.
 
         Returns:
             The peer id (base58).
@@ -446,11 +452,17 @@ class P2PHost:
             info = info_from_p2p_addr(multiaddr.Multiaddr(address))
         except Exception as exc:
             raise DialFailed(f"bad peer address {address!r}: {exc}") from exc
-        await self._call(DialFailed, f"connect to {address}", self._connect_on_trio, info)
+        await self._call(
+            DialFailed, f"connect to {address}", self._connect_on_trio, info, retry_now
+        )
         return info.peer_id.to_base58()
 
-    async def _connect_on_trio(self, info: PeerInfo) -> None:
-        await self._require_host().connect(info)
+    async def _connect_on_trio(self, info: PeerInfo, retry_now: bool) -> None:
+        host = self._require_host()
+        network = host.get_network()
+        if retry_now and isinstance(network, Swarm):
+            network.unblock_peer(info.peer_id)
+        await host.connect(info)
 
     def _spawn_connect_info(self, info: PeerInfo) -> None:
         with contextlib.suppress(HostClosed):

@@ -1,11 +1,12 @@
 """Serving `/hearthmesh/media/0` (SPEC §25): a blob goes only to a peer that may see it.
 
 A peer may fetch a blob if it is one of our own user's homes, or a home node (by the newest
-home record we hold) of a user who is a member of a room whose stored events reference the
-blob. The media-reference index (storage/media_refs.py, written in each append transaction)
-turns that into one prefix scan plus the member lists of those rooms, read in one store hop;
-the home lookup is the in-memory directory. No history is scanned, so a refusal costs as
-little as an answer.
+home record we hold) of a user who is a member of a room where our own user sent a message
+with that blob. A reference someone else wrote opens nothing here: anyone can name a digest,
+and a stranger who DMs us one must not get the blob by it (issue #12). The media-reference
+index (storage/media_refs.py, written in each append transaction) turns that into one prefix
+scan plus the member lists of those rooms, read in one store hop; the home lookup is the
+in-memory directory. No history is scanned, so a refusal costs as little as an answer.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class MediaServer:
         *,
         store: AsyncStore,
         directory: HomeDirectory,
+        own_user: UserId,
         own_homes: Callable[[], frozenset[str]],
         on_refused: Callable[[str, RemoteProtocolError], None],
         clock: Clock,
@@ -62,6 +64,7 @@ class MediaServer:
         self._store = store
         self._limits = RateLimiter(REQUESTS_PER_S, REQUESTS_BURST, clock)
         self._directory = directory
+        self._own_user = own_user
         self._own_homes = own_homes
         self._on_refused = on_refused
         """Charges the peer's standing (SPEC §11.6)."""
@@ -101,10 +104,11 @@ class MediaServer:
         Raises:
             NotFound: we neither hold the blob nor know of a reference to it, or we may serve
                 it but do not hold it (yet).
-            NotAuthorized: `peer` is not a home of anyone who may see it.
+            NotAuthorized: `peer` is not a home of anyone who may see it (a member of a room
+                where our user sent it).
             TooLarge: a blob over MAX_MEDIA_BYTES (never fetched or uploaded that way).
         """
-        viewers, held = await self._store.read(_viewers, self._store.store, digest)
+        viewers, held = await self._store.read(_viewers, self._store.store, digest, self._own_user)
         if not viewers and held is None:
             raise NotFound("no such media here")
         if not self._may_see(peer, viewers):
@@ -128,8 +132,13 @@ class MediaServer:
         return any(peer in self._directory.homes(user) for user in viewers)
 
 
-def _viewers(store: Store, digest: bytes) -> tuple[set[UserId], MediaInfo | None]:
-    """Members of the rooms that reference `digest`, and the blob's metadata if held here."""
-    rooms = {reference.room for reference in store.media_references(digest)}
+def _viewers(store: Store, digest: bytes, own_user: UserId) -> tuple[set[UserId], MediaInfo | None]:
+    """Members of the rooms where `own_user` sent `digest`, and the blob's metadata if held.
+
+    Others' references open nothing: a stranger naming a digest is no member sending the blob
+    with its message (SPEC §25.3.1).
+    """
+    references = store.media_references(digest)
+    rooms = {reference.room for reference in references if reference.sender == own_user}
     viewers = {member.user for room in rooms for member in store.members(room)}
     return viewers, store.media_info(digest)

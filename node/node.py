@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final, Self
 
@@ -23,6 +24,7 @@ from hearthmesh.node.destinations import destination_peer
 from hearthmesh.node.directory import HomeDirectory, Presence
 from hearthmesh.node.events import MembershipChanged, NodeEvent
 from hearthmesh.node.fetch import FetchService
+from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.gap_fetch import GapFetcher
 from hearthmesh.node.gossip_out import GossipPublisher
 from hearthmesh.node.greetings import Greetings
@@ -48,6 +50,7 @@ from hearthmesh.node.room_topics import ROOM_TOPIC_PREFIX, RoomTopics
 from hearthmesh.node.rooms import RoomRegistry
 from hearthmesh.node.sequencing import ReleaseOrder
 from hearthmesh.node.subscribers import EventHub
+from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.node.sync import SyncReport, SyncService
 from hearthmesh.protocol.canonical import decode_canonical
 from hearthmesh.protocol.digest import HistoryDigest
@@ -121,7 +124,7 @@ class Node:
         self._events = EventHub()
         self._hlc = HybridClock(self._clock)
         self._clock.on_correction(self._hlc.clock_corrected)
-        self._background: set[asyncio.Task[None]] = set()
+        self._supervisor = Supervisor()
         self._published = False
         """Our home record went into the DHT since start."""
         self._started = False
@@ -200,7 +203,8 @@ class Node:
         self._links = PeerLinks(self._host, on_ack=self._standing.exchanged)
         self._stack.push_async_callback(self._links.aclose)
         self._host.set_peer_filter(self._standing.admits)
-        self._host.set_refusal_handler(self._standing.refused)
+        self._host.set_refusal_handler(self._standing.refused)  # a stream's outcome
+        self._supervisor.set_charge(self._standing.refused_item)  # one contained item
         self._greetings = Greetings(meet=self._meet, spawn=self._spawn)
         self._host.set_connection_handler(self._connection_changed)
         self._receiver = Receiver(
@@ -234,6 +238,7 @@ class Node:
             emit=self._events.emit,
             poll_ms=self.config.retry_poll_ms,
             find_home=self._home_lookups.find,
+            probe_max_ms=self.config.outage_probe_max_ms,
         )
         self._relay = RelayForwarder(
             store=self._store,
@@ -279,7 +284,7 @@ class Node:
             rng=secrets.token_bytes,
             standing=self._standing,
         )
-        self._host.set_stream_handler(LINK_PROTOCOL, self._linking.serve)
+        self._serve(LINK_PROTOCOL, self._linking.serve)
         self._sync = SyncService(
             host=self._host,
             store=self._store,
@@ -290,8 +295,8 @@ class Node:
             wake_outbox=self._outbox.wake,
             on_refused=self._standing.refused,
         )
-        self._host.set_stream_handler(SYNC_PROTOCOL, self._sync.serve)
-        self._host.set_stream_handler("/hearthmesh/deliver/0", self._receiver.serve_deliver)
+        self._serve(SYNC_PROTOCOL, self._sync.serve)
+        self._serve("/hearthmesh/deliver/0", self._receiver.serve_deliver)
         self._hello = HelloService(
             host=self._host,
             clock=self._clock,
@@ -303,15 +308,16 @@ class Node:
             ),
             standing=self._standing,
         )
-        self._host.set_stream_handler(HELLO_PROTOCOL, self._hello.serve)
+        self._serve(HELLO_PROTOCOL, self._hello.serve)
         media_server = MediaServer(
             store=self._store,
             directory=self._directory,
+            own_user=self.keyring.user_id,
             own_homes=lambda: self._homes.sibling_peers,
             on_refused=self._standing.refused,
             clock=self._clock,
         )
-        self._host.set_stream_handler(MEDIA_PROTOCOL, media_server.serve)
+        self._serve(MEDIA_PROTOCOL, media_server.serve)
         self.media = MediaFetcher(
             host=self._host,
             links=self._links,
@@ -332,7 +338,7 @@ class Node:
             on_refused=self._standing.refused,
             clock=self._clock,
         )
-        self._host.set_stream_handler(FETCH_PROTOCOL, self._fetch.serve)
+        self._serve(FETCH_PROTOCOL, self._fetch.serve)
         self._gaps = GapFetcher(
             release=self._release,
             fetch=self._fetch,
@@ -359,15 +365,15 @@ class Node:
             members=self.members,
             rooms=self._rooms,
             emit=self._events.emit,
-            spawn=self._spawn,
+            supervisor=self._supervisor,
+            standing=self._standing,
             running=lambda: self._started,
         )
         self._host.set_topic_validator(
             ROOM_TOPIC_PREFIX, self._standing.gossip_validator(self._topics.check)
         )
         presence_sub = await self._host.subscribe(PRESENCE_TOPIC)
-        self._tasks = asyncio.TaskGroup()
-        await self._stack.enter_async_context(self._tasks)
+        await self._stack.enter_async_context(self._supervisor)
         self._stack.push_async_callback(self._cancel_services)
         self._started = True
         for peer in self._host.connected_peers():  # connected while we started (mDNS, inbound)
@@ -390,7 +396,8 @@ class Node:
         await self._store.run_long(self._directory.load, store, sorted(held_for | known))
         self._relay.hold(held_for)
         gossip_out = GossipPublisher(self._host)
-        self._spawn(gossip_out.run(), "gossip-out")
+        keep = self._supervisor.keep
+        keep(gossip_out.run, "gossip-out")
         self._outgoing = Outgoing(
             keyring=self.keyring,
             hlc=self._hlc,
@@ -402,19 +409,16 @@ class Node:
             siblings=lambda: self._homes.siblings,
             after_store=self._after_store,
         )
-        self._spawn(self._outbox.run(), "outbox")
-        self._spawn(self._sync_siblings_periodically(), "sync-siblings")
-        self._spawn(self._relay.run(), "relay")
-        self._spawn(self._purge.run(), "purge")
-        self._spawn(self.media.run(), "media")
-        self._spawn(self._gaps.run(), "gap-fetch")
-        self._spawn(self._presence.run(presence_sub), "presence")
+        keep(self._outbox.run, "outbox")
+        keep(self._sync_siblings_periodically, "sync-siblings")
+        keep(self._relay.run, "relay")
+        keep(self._purge.run, "purge")
+        keep(self.media.run, "media")
+        keep(self._gaps.run, "gap-fetch")
+        keep(functools.partial(self._presence.run, presence_sub), "presence")
         self._stack.push_async_callback(self._presence.stop)
-        for address in self.config.bootstrap:
-            try:
-                await self.connect(address)
-            except HearthError as exc:
-                log.warning("bootstrap peer %s unreachable: %s", address, exc)
+        for address in self.config.bootstrap:  # in the background: start waits for no peer
+            self._spawn(self._bootstrap(address), "bootstrap")
         log.info(
             "node up: peer %s, user %s, listening on %s",
             self.peer_id,
@@ -422,16 +426,18 @@ class Node:
             ", ".join(self._host.listen_addrs),
         )
 
+    def _serve(self, protocol: str, handler: Callable[[FrameStream], Awaitable[None]]) -> None:
+        """Serve `protocol` with `handler`, each stream contained by the supervisor: what a
+        peer's stream makes it raise is charged to that peer and ends that stream alone."""
+        self._host.set_stream_handler(protocol, self._supervisor.handler(protocol, handler))
+
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        """Run `work` in the node's task group; `_cancel_services` cancels it at stop."""
-        task = self._tasks.create_task(work, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        """Run a one-shot reaction under the supervisor; `_cancel_services` cancels it."""
+        self._supervisor.spawn(work, name)
 
     async def _cancel_services(self) -> None:
         self._started = False
-        for task in list(self._background):
-            task.cancel()
+        self._supervisor.cancel()
         await self._topics.close()
 
     async def _save_hlc(self) -> None:
@@ -535,7 +541,7 @@ class Node:
             NotAuthorized: the peer is banned here (SPEC §11.6).
             HearthError: the dial or the hello failed.
         """
-        peer_id = await self._host.connect(address)
+        peer_id = await self._host.connect(address, retry_now=True)  # a deliberate dial
         if not self._standing.admits(peer_id):
             raise NotAuthorized(f"peer {peer_id} is banned for bad input")
         await self._greetings.wait(peer_id)
@@ -543,6 +549,14 @@ class Node:
         if peer_id in self._homes.sibling_peers:  # another home of our user: repair what we missed
             self._spawn(self._sync_quietly(peer_id), "sync")
         return peer_id
+
+    async def _bootstrap(self, address: str) -> None:
+        """Dial a bootstrap peer and publish our record: never on the start path, so an
+        unreachable peer or a slow DHT cannot hold the API back (SPEC §11.8.4)."""
+        try:
+            await self.connect(address)
+        except HearthError as exc:
+            log.warning("bootstrap peer %s unreachable: %s", address, exc)
 
     def _connection_changed(self, peer_id: str, connected: bool) -> None:
         """The host's report of a peer's first connection or last disconnection."""
@@ -630,6 +644,11 @@ class Node:
     def home_peers(self, user: UserId) -> tuple[str, ...]:
         """Peer ids of `user`'s home nodes as this node knows them (hello, presence, DHT)."""
         return self._directory.homes(user)
+
+    @property
+    def supervision_faults(self) -> int:
+        """Unexpected exceptions its services contained since start (SPEC §11.8)."""
+        return self._supervisor.faults
 
     def is_banned(self, peer_id: str) -> bool:
         """True while `peer_id` is banned here for bad input (SPEC §11.6)."""

@@ -5,18 +5,27 @@ for want of a reachable home is down: the failed entries are parked in the store
 ones once it failed twice in a row; it is tried again with one probe batch after the §11.5 delay
 for its consecutive failures, or at once when it shows up (a connection from one of its homes).
 Any ack from one of its homes ends the outage.
+
+A healed partition brings no new connection, so the probe is what finds a home back: its delay
+is capped at `probe_max_ms` (a few seconds, not the minute of SPEC §11.5.1), and a home that
+connects while a probe is under way is probed again as soon as that probe ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.protocol.backoff import next_attempt_ms
 from hearthmesh.protocol.identity import Rng
 
-__all__ = ["Outages"]
+__all__ = ["PROBE_MAX_MS", "Outages"]
+
+
+PROBE_MAX_MS: Final = 5_000
+"""Longest wait between two probes of a down destination (SPEC §11.5.2)."""
 
 
 @dataclass(slots=True)
@@ -24,14 +33,17 @@ class _Outage:
     failures: int
     retry_at_ms: int
     probing: bool = False
+    revived: bool = False
+    """One of its homes connected while a probe was under way: probe again at once."""
 
 
 class Outages:
     """Which destinations are down, and when each is probed next."""
 
-    def __init__(self, *, clock: Clock, rng: Rng) -> None:
+    def __init__(self, *, clock: Clock, rng: Rng, probe_max_ms: int = PROBE_MAX_MS) -> None:
         self._clock = clock
         self._rng = rng
+        self._probe_max_ms = probe_max_ms
         self._down: dict[bytes, _Outage] = {}
 
     def down(self) -> list[bytes]:
@@ -48,7 +60,11 @@ class Outages:
         """An attempt (or probe) found no reachable home; True if it was up until now."""
         outage = self._down.get(destination)
         failures = 1 if outage is None else outage.failures + 1
-        retry_at = next_attempt_ms(failures, self._clock.now_ms(), self._rng)
+        now = self._clock.now_ms()
+        if outage is not None and outage.revived:
+            retry_at = now  # a home connected during the probe: that one may answer now
+        else:
+            retry_at = next_attempt_ms(failures, now, self._rng, cap_ms=self._probe_max_ms)
         self._down[destination] = _Outage(failures=failures, retry_at_ms=retry_at)
         return outage is None
 
@@ -77,7 +93,11 @@ class Outages:
         """Probe at once every destination for which `homed_at(destination)`; True if any."""
         found = False
         for destination, outage in self._down.items():
-            if not outage.probing and homed_at(destination):
+            if not homed_at(destination):
+                continue
+            if outage.probing:
+                outage.revived = True  # its probe may have dialled before the home was back
+            else:
                 outage.retry_at_ms = 0
                 found = True
         return found

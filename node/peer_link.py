@@ -130,14 +130,19 @@ class PeerLinks:
                 raise DeliveryFailed(f"{peer_id[-8:]}: {type(exc).__name__}: {exc}") from exc
             return ack
 
-    async def reach(self, peer_id: str, addresses: tuple[str, ...]) -> bool:
-        """Dial `peer_id` from the addresses a home record gives, unless connected already."""
+    async def reach(
+        self, peer_id: str, addresses: tuple[str, ...], *, retry_now: bool = False
+    ) -> bool:
+        """Dial `peer_id` from the addresses a home record gives, unless connected already.
+
+        `retry_now`: the caller backs off on its own; see `P2PHost.connect`.
+        """
         if peer_id in self._host.connected_peers():
             return True
         for address in addresses:
             if address.endswith("/p2p/" + peer_id):
                 try:
-                    await self._host.connect(address)
+                    await self._host.connect(address, retry_now=retry_now)
                 except P2PError:
                     continue
                 return True

@@ -152,9 +152,10 @@ class PeerStanding:
     def refused_threadsafe(self, peer: str, error: RemoteProtocolError) -> None:
         """`refused(..., whole_frame=False)` from another thread (gossip validators)."""
         with contextlib.suppress(RuntimeError):  # the loop closed: the node is gone
-            self._loop.call_soon_threadsafe(self._refused_item, peer, error)
+            self._loop.call_soon_threadsafe(self.refused_item, peer, error)
 
-    def _refused_item(self, peer: str, error: RemoteProtocolError) -> None:
+    def refused_item(self, peer: str, error: RemoteProtocolError) -> None:
+        """`refused(..., whole_frame=False)`: one item (a gossip message, an input) refused."""
         self.refused(peer, error, whole_frame=False)
 
     def gossip_validator(self, check: GossipCheck) -> GossipValidator:

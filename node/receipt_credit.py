@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from hearthmesh.protocol.envelope import Envelope, MessageId
-from hearthmesh.protocol.errors import MalformedMessage
+from hearthmesh.protocol.errors import RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.receipts import (
     Receipt,
@@ -44,7 +44,7 @@ def credit_receipt(store: Store, own: UserId, envelope: Envelope, *, now_ms: int
     """Raise the statuses a just-stored RECEIPT names; runs in the storing transaction."""
     try:
         receipt = decode_receipt(envelope.body)
-    except MalformedMessage as exc:  # stored as sent; it names nothing we can credit
+    except RemoteProtocolError as exc:  # stored as sent; it names nothing we can credit
         log.info("receipt %s credits nothing: %s", envelope.message_id.hex()[:16], exc)
         return
     if envelope.sender_user == own:

@@ -151,8 +151,12 @@ class Receiver:
         self._publish(outcome)
         return outcome.results
 
-    async def accept_gossip(self, items: list[GossipItem]) -> None:
-        """Verified envelopes from a room topic, for our user (the fast path), in one hop."""
+    async def accept_gossip(self, items: list[GossipItem]) -> list[DeliveryResult]:
+        """Verified envelopes from a room topic, for our user (the fast path), in one hop.
+
+        Returns the result of each envelope that went to the store (by message id; those
+        already stored or from a skewed clock are skipped): the caller charges refusals.
+        """
         arrivals: list[Arrival | DeliveryResult] = []
         for item in items:
             if self._recent.seen(item.envelope.message_id):
@@ -170,11 +174,12 @@ class Receiver:
                 )
             )
         if not arrivals:
-            return
+            return []
         outcome = await self._store.run(
             self._inbox.accept, self._store.store, arrivals, now_ms=self._clock.now_ms()
         )
         self._publish(outcome)
+        return outcome.results
 
     def _publish(self, outcome: StoreOutcome) -> None:
         for result in outcome.results:

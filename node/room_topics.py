@@ -8,25 +8,29 @@ stored. Payloads were verified by our topic validator before they got here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.events import NodeEvent, TypingChanged
 from hearthmesh.node.libp2p_host import P2PHost
 from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
+from hearthmesh.node.peer_standing import PeerStanding
 from hearthmesh.node.receiver import Receiver
 from hearthmesh.node.rooms import RoomRegistry
+from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.authority import Ruling, gossip_ruling
 from hearthmesh.protocol.content import decode_typing
+from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
 from hearthmesh.protocol.errors import (
     HearthError,
     MalformedMessage,
     NotAuthorized,
     RemoteProtocolError,
+    StorageError,
 )
-from hearthmesh.protocol.gossip import decode_gossip, load_gossip, room_topic
+from hearthmesh.protocol.gossip import GossipItem, decode_gossip, load_gossip, room_topic
 from hearthmesh.protocol.identity import UserId
 
 __all__ = ["ROOM_TOPIC_PREFIX", "RoomTopics"]
@@ -35,6 +39,7 @@ log = logging.getLogger(__name__)
 
 ROOM_TOPIC_PREFIX: Final = "/hearthmesh/room/"
 _GOSSIP_BATCH: Final = 256
+_ROOM_GOSSIP: Final = "room gossip listener"
 
 
 class RoomTopics:
@@ -50,7 +55,8 @@ class RoomTopics:
         members: Callable[[RoomId], Awaitable[set[UserId]]],
         rooms: RoomRegistry,
         emit: Callable[[NodeEvent], None],
-        spawn: Callable[[Coroutine[Any, Any, None], str], None],
+        supervisor: Supervisor,
+        standing: PeerStanding,
         running: Callable[[], bool],
     ) -> None:
         self._host = host
@@ -60,7 +66,8 @@ class RoomTopics:
         self._members = members
         self._rooms = rooms
         self._emit = emit
-        self._spawn = spawn
+        self._supervisor = supervisor
+        self._standing = standing
         self._running = running
         self._topics: dict[RoomId, Subscription] = {}
         self._subscribing: set[RoomId] = set()
@@ -98,7 +105,7 @@ class RoomTopics:
         if not self._running():  # the node began stopping while we subscribed
             await subscription.unsubscribe()
             return
-        self._spawn(self._listen(subscription), f"room-{room.hex()[:8]}")
+        self._supervisor.keep(lambda: self._listen(subscription), f"room-{room.hex()[:8]}")
 
     async def unwatch(self, room: RoomId) -> None:
         subscription = self._topics.pop(room, None)
@@ -114,27 +121,59 @@ class RoomTopics:
                 log.debug("unsubscribing from room %s failed: %s", room.hex()[:8], exc)
 
     async def _listen(self, subscription: Subscription) -> None:
+        """Take the topic's messages in batches; each message is contained on its own, so what
+        one peer sent can never end the listener (SPEC §11.8)."""
         async for first in subscription:
             messages = [first]
             while len(messages) < _GOSSIP_BATCH and (more := subscription.get_nowait()):
                 messages.append(more)
-            items = []
+            taken: list[tuple[GossipMessage, GossipItem]] = []
             for message in messages:
-                try:
+                with self._supervisor.contain(_ROOM_GOSSIP, _sender(message)):
                     item = load_gossip(message.data)  # our validator verified it already
                     if item.envelope.kind is Kind.TYPING:
                         await self._take_typing(item.envelope)  # ephemeral: never stored
                     else:
-                        items.append(item)
-                except HearthError as exc:
-                    log.debug("room gossip from %s ignored: %s", message.origin[-8:], exc)
-            if items:
-                await self._receiver.accept_gossip(items)
+                        taken.append((message, item))
+            if taken:
+                await self._accept(taken)
+
+    async def _accept(self, taken: list[tuple[GossipMessage, GossipItem]]) -> None:
+        """Store a batch in one hop; if it fails, one by one, so only the message that breaks
+        is dropped and charged to the peer that sent it."""
+        if len(taken) > 1:
+            try:
+                results = await self._receiver.accept_gossip([item for _, item in taken])
+            except StorageError:
+                raise
+            except Exception as exc:  # find the message that breaks it, one by one
+                log.debug("a room gossip batch failed (%r): taken one by one", exc)
+            else:
+                self._charge(taken, results)
+                return
+        for message, item in taken:
+            with self._supervisor.contain(_ROOM_GOSSIP, _sender(message)):
+                self._charge([(message, item)], await self._receiver.accept_gossip([item]))
+
+    def _charge(
+        self, taken: list[tuple[GossipMessage, GossipItem]], results: list[DeliveryResult]
+    ) -> None:
+        """Envelopes the store refused cost their publishers, as on the deliver path."""
+        sender = {item.envelope.message_id: _sender(message) for message, item in taken}
+        for result in results:
+            if result.status is AckStatus.REJECTED and result.message_id in sender:
+                self._standing.refused_results(sender[result.message_id], [result])
 
     async def _take_typing(self, envelope: Envelope) -> None:
         if envelope.sender_user == self._user:
             return  # our own publish, echoed by gossipsub
         active = decode_typing(envelope.body)
         if envelope.sender_user not in await self._members(envelope.room):
-            raise NotAuthorized("typing from a non-member")
+            return  # not a member as far as we know: views of a room may differ for a while
         self._emit(TypingChanged(room=envelope.room, user=envelope.sender_user, active=active))
+
+
+def _sender(message: GossipMessage) -> str:
+    """The peer that answers for what breaks after validation: its publisher. A forwarder only
+    vouches for what its validator checks (SPEC §11.6), which every honest one passed."""
+    return message.origin

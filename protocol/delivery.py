@@ -268,8 +268,10 @@ def decode_frame(data: bytes) -> Deliver | Ack | ProtocolErrorFrame:
         return _decode_ack(value)
     if frame_type == FrameType.ERROR:
         match value:
-            case [_, int() as code, str() as message] if code >= 0:
-                return ProtocolErrorFrame(code=code, message=message[:_MAX_ERROR_TEXT])
+            case [_, int() as code, str() as message] if (
+                code >= 0 and len(message) <= _MAX_ERROR_TEXT  # no cut: one encoding per frame
+            ):
+                return ProtocolErrorFrame(code=code, message=message)
         raise MalformedMessage("not an ERROR frame")
     raise MalformedMessage(f"unknown frame type {frame_type}")
 

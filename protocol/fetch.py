@@ -142,8 +142,8 @@ def decode_answer(data: bytes) -> FetchAnswer | ProtocolErrorFrame:
     match value:
         case [2, list() as certificates, list() as items]:
             pass
-        case [3, int() as code, str() as message] if code >= 0:
-            return ProtocolErrorFrame(code=code, message=message[:256])
+        case [3, int() as code, str() as message] if code >= 0 and len(message) <= 256:
+            return ProtocolErrorFrame(code=code, message=message)  # no cut: one encoding
         case _:
             raise MalformedMessage("not a fetch answer")
     if len(items) > MAX_FETCH_RANGE or len(certificates) > MAX_FETCH_RANGE:

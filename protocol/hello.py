@@ -49,9 +49,14 @@ def decode_hello(data: bytes) -> Hello:
             and sent_ms >= 0
             and len(rest) <= 1
         ):
-            offset = rest[0] if rest else None
-            if offset is not None and (not isinstance(offset, int) or abs(offset) > _MAX_OFFSET_MS):
-                raise MalformedMessage("hello offset out of range")
+            # An absent offset is no 4th item, never null: one encoding per hello (SPEC §6.1.2).
+            match rest:
+                case []:
+                    offset = None
+                case [int() as offset] if abs(offset) <= _MAX_OFFSET_MS:
+                    pass
+                case _:
+                    raise MalformedMessage("hello offset is an integer in range")
             return Hello(
                 records=tuple(r for r in records if isinstance(r, bytes)),
                 sent_ms=sent_ms,

@@ -143,8 +143,10 @@ def decode_answer(data: bytes) -> MediaChunk | MediaEnd | ProtocolErrorFrame:
             return MediaChunk(offset=offset, data=chunk)
         case [3, int() as total] if total >= 0:
             return MediaEnd(total=total)
-        case [4, int() as code, str() as message] if code >= 0:
-            return ProtocolErrorFrame(code=code, message=message[:_MAX_ERROR_TEXT])
+        case [4, int() as code, str() as message] if (
+            code >= 0 and len(message) <= _MAX_ERROR_TEXT  # no cut: one encoding per frame
+        ):
+            return ProtocolErrorFrame(code=code, message=message)
     raise MalformedMessage("a media answer is CHUNK [2, offset, bytes], END [3, total] or ERROR")
 
 

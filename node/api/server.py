@@ -12,7 +12,6 @@ advantage; a data-written document and a test that covers every route give the s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from typing import Any, Self
@@ -26,6 +25,7 @@ from hearthmesh.node.api.http_routes import add_routes
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService
 from hearthmesh.node.clock import Clock, SystemClock
 from hearthmesh.node.node import Node
+from hearthmesh.node.supervisor import Supervisor
 
 __all__ = ["ApiServer"]
 
@@ -69,9 +69,8 @@ class ApiServer:
         )
         app[SERVICE_KEY] = self.service
         add_routes(app)
-        group = await self._stack.enter_async_context(asyncio.TaskGroup())
-        tasks = await self.service.start(group)
-        self._stack.callback(_cancel_all, tasks)  # runs before the group waits for them
+        supervisor = await self._stack.enter_async_context(Supervisor())  # cancels at exit
+        await self.service.start(supervisor)
         runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=_SHUTDOWN_S, logger=_ServerLogger()
         )
@@ -105,8 +104,3 @@ class _ServerLogger(logging.Logger):
             self.info("refused a request aiohttp cannot parse: %s", error.message)
             return
         super().exception(msg, *args, **kwargs)
-
-
-def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()

@@ -39,6 +39,7 @@ from hearthmesh.node.events import (
     TypingChanged,
 )
 from hearthmesh.node.node import Node
+from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.client_api import Send
 from hearthmesh.protocol.content import (
     CONTACT_CONTENT_TYPE,
@@ -141,23 +142,21 @@ class ApiService:
     def own(self) -> UserId:
         return self.node.user_id
 
-    async def start(self, group: asyncio.TaskGroup) -> list[asyncio.Task[None]]:
-        """Start the event pump, the receipt flusher and the push workers in `group`."""
+    async def start(self, supervisor: Supervisor) -> None:
+        """Start the event pump, the receipt flusher and the push workers, each kept running
+        by `supervisor` (SPEC §11.8): what one client or event breaks ends none of them."""
         store = self.node.store
         vapid = await store.run(load_vapid_key, store)
         self.push = PushDispatcher(store=store, user=self.own, vapid=vapid, clock=self.clock)
         await self.feed.start()
-        pump = group.create_task(self._pump(), name="api-pump")
+        supervisor.keep(self._pump, "api-pump")
         # The pump's first step subscribes to the node's events; let it run before any
         # client can act, so no event falls between start and subscription.
         await asyncio.sleep(0)
-        return [
-            pump,
-            group.create_task(self.feed.run(), name="api-feed"),
-            group.create_task(self._end_lapsed_typing(), name="api-typing"),
-            group.create_task(self.receipts.run(), name="api-receipts"),
-            group.create_task(self.push.run(), name="api-push"),
-        ]
+        supervisor.keep(self.feed.run, "api-feed")
+        supervisor.keep(self._end_lapsed_typing, "api-typing")
+        supervisor.keep(self.receipts.run, "api-receipts")
+        supervisor.keep(self.push.run, "api-push")
 
     # --- frames to clients ------------------------------------------------------------------
 

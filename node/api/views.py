@@ -16,7 +16,7 @@ from hearthmesh.protocol.content import (
     decode_media,
 )
 from hearthmesh.protocol.envelope import Envelope
-from hearthmesh.protocol.errors import MalformedMessage
+from hearthmesh.protocol.errors import MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
 from hearthmesh.protocol.receipts import ReceiptStatus
@@ -80,7 +80,7 @@ def message_view(envelope: Envelope) -> dict[str, Any]:
     elif envelope.content_type == MEDIA_CONTENT_TYPE:
         try:
             media = decode_media(envelope.body)
-        except MalformedMessage:
+        except RemoteProtocolError:
             view["type"] = "unknown"
         else:
             view["type"] = media.type

@@ -12,12 +12,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.frame_stream import FrameStream
 from hearthmesh.node.libp2p_host import HostConfig, P2PHost
 from hearthmesh.node.media_fetch import PeerShunned
 from hearthmesh.node.media_server import REQUESTS_BURST as MEDIA_REQUESTS_BURST
 from hearthmesh.node.p2p_errors import StreamClosed
 from hearthmesh.protocol.canonical import encode_canonical
+from hearthmesh.protocol.content import MEDIA_CONTENT_TYPE, MediaRef, encode_media
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
 from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.protocol.errors import ErrorCode, TooLarge
@@ -34,7 +36,7 @@ from hearthmesh.protocol.media import (
 from hearthmesh.storage.api import MediaReference
 
 from .api_helpers import TOKEN, Home, home, link, open_conversation
-from .conftest import CATALOGUE_STANDING, NodeFactory, wait_until
+from .conftest import CATALOGUE_STANDING, NodeFactory, collect, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -130,6 +132,43 @@ async def test_an_image_reaches_bobs_node_and_no_one_else(
             await stream.close()
         # alice's node is unharmed: bob still reads the image, alice still serves her own
         assert (await _download(a, media["digest"]))[1] == image
+
+
+async def test_a_stranger_naming_a_digest_opens_nothing(tmp_path: Path) -> None:
+    """Issue #12 finding 7: carol, a stranger to alice, DMs her a media message naming the
+    digest of the image alice sent bob; alice's node stores it, yet it serves carol nothing.
+    Only a room where alice herself sent the blob opens it, to that room's members."""
+    image = os.urandom(1000)
+    async with (
+        asyncio.timeout(20),
+        home(tmp_path / "a", standing=CATALOGUE_STANDING) as a,
+        home(tmp_path / "b") as b,
+        home(tmp_path / "c") as c,
+    ):
+        await link(a, b)
+        await link(c, a)
+        media = await _send_image(a, b, image)
+        digest = bytes.fromhex(media["digest"])
+        reference = MediaReference(
+            room=await c.node.open_direct(a.node.user_id),
+            sender=c.node.user_id,
+            size=len(image),
+            content_type="image/png",
+        )
+        arriving = asyncio.create_task(collect(a.node.events(), MessageReceived, 1))
+        body = encode_media(
+            MediaRef(type="image", digest=digest, content_type="image/png", size=len(image))
+        )
+        named = await c.node.send(reference.room, body, content_type=MEDIA_CONTENT_TYPE)
+        [stored] = await arriving  # alice's node holds carol's reference now
+        assert stored.envelope.message_id == named.message_id
+        with pytest.raises(MediaRefused) as refused:
+            await c.node.media.fetch_from(a.node.peer_id, digest, reference)
+        assert refused.value.refusal_code == ErrorCode.NOT_AUTHORIZED
+        assert await c.node.store.run(c.node.store.store.media_info, digest) is None
+        # bob, in the room where alice sent it, still gets it from alice's node
+        status, data, _ = await _download(b, media["digest"])
+        assert (status, data) == (200, image)
 
 
 async def test_bad_bytes_are_discarded_and_the_liar_is_not_asked_again(tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from hearthmesh.node.outages import Outages
-from hearthmesh.protocol.backoff import BACKOFF_BASE_MS
+from hearthmesh.node.outages import PROBE_MAX_MS, Outages
+from hearthmesh.protocol.backoff import BACKOFF_BASE_MS, BACKOFF_CAP_MS
 
 from ..conftest import FakeClock, counter_rng
 
@@ -50,3 +50,31 @@ def test_a_home_that_connects_is_probed_at_once_and_a_restart_probes_everything(
     restarted = Outages(clock=clock, rng=counter_rng())
     restarted.restored([BOB, CAROL])
     assert restarted.due_probes() == [BOB, CAROL]
+
+
+def test_a_long_outage_is_probed_at_least_every_probe_max() -> None:
+    """Issue #12 availability (b): a healed partition brings no connection; the probe finds
+    the home back. Before, its delay grew to a minute and the backlog waited 30-40 s."""
+    clock = FakeClock()
+    outages = Outages(clock=clock, rng=counter_rng())
+    for _ in range(20):  # a long outage: every probe failed
+        outages.failed(BOB)
+        clock.advance(BACKOFF_CAP_MS)
+        assert outages.due_probes() == [BOB]
+    outages.failed(BOB)
+    clock.advance(PROBE_MAX_MS)
+    assert outages.due_probes() == [BOB]
+
+
+def test_a_home_that_connects_during_a_probe_is_probed_again_when_it_ends() -> None:
+    clock = FakeClock()
+    outages = Outages(clock=clock, rng=counter_rng())
+    for _ in range(5):
+        outages.failed(BOB)
+    clock.advance(PROBE_MAX_MS)
+    assert outages.due_probes() == [BOB]  # a probe dials while the home is still away
+    assert not outages.revive(lambda destination: destination == BOB)  # it connects now
+    outages.failed(BOB)  # that probe's dial had failed
+    assert outages.due_probes() == [BOB]  # no backoff: the home is there
+    outages.failed(BOB)
+    assert outages.due_probes() == []  # an ordinary failure waits again

@@ -1,0 +1,190 @@
+"""Supervision (SPEC §11.8): nothing a peer or a client sends can end a service or the node.
+
+Every long-lived service of a node (the outbox worker, the relay, presence, the room-gossip
+listeners, the API pumps...) and every background reaction runs under one `Supervisor`, in one
+task group. An unexpected exception in one of them is logged once with its context (the
+service's name, and the peer when one is known), charged to that peer, and the service goes
+on: a one-shot reaction simply ends, a service is restarted after a backoff. The node stops only
+for its own fatal faults: a `StorageError` (the store failed or holds what it cannot read)
+propagates and ends the task group, and with it the node.
+
+Inside a service, one input at a time is contained with `contain(name, peer)`: what one peer's
+message breaks costs that message alone, and the next one is handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, Final, Protocol, Self, TypeVar
+
+from hearthmesh.node.p2p_errors import P2PError
+from hearthmesh.protocol.errors import (
+    LocalProtocolError,
+    MalformedMessage,
+    RemoteProtocolError,
+    StorageError,
+)
+
+__all__ = ["RESTART_BACKOFF_S", "Supervisor"]
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_S: Final = (0.05, 30.0)
+"""A failed service is restarted after the first delay, doubled per failure in a row, capped
+at the second; a run that lasted longer than the cap resets the count."""
+
+Charge = Callable[[str, RemoteProtocolError], None]
+"""Charges a refusal to a peer (`PeerStanding.refused` for one item)."""
+
+Work = Coroutine[Any, Any, None]
+
+
+class _FromPeer(Protocol):
+    @property
+    def remote_peer(self) -> str: ...
+
+
+S = TypeVar("S", bound=_FromPeer)
+
+
+class Supervisor:
+    """One task group of supervised services; `async with` bounds their lifetime."""
+
+    def __init__(
+        self,
+        *,
+        charge: Charge | None = None,
+        backoff_s: tuple[float, float] = RESTART_BACKOFF_S,
+    ) -> None:
+        self._charge = charge
+        self._backoff_s = backoff_s
+        self._group: asyncio.TaskGroup | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._logged: set[tuple[str, str]] = set()
+        self.faults = 0
+        """Unexpected exceptions contained since start (services and inputs)."""
+
+    async def __aenter__(self) -> Self:
+        group = asyncio.TaskGroup()
+        await group.__aenter__()
+        self._group = group
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        group, self._group = self._group, None
+        self.cancel()
+        if group is not None:
+            await group.__aexit__(*exc_info)
+
+    def set_charge(self, charge: Charge) -> None:
+        """Where contained faults with a known peer are charged (set once peers exist)."""
+        self._charge = charge
+
+    def spawn(self, work: Work, name: str) -> None:
+        """Run a one-shot reaction: an unexpected exception is logged once and ends it."""
+        self._start(self._once(work, name), name)
+
+    def keep(self, service: Callable[[], Work], name: str) -> None:
+        """Run a service until it returns: after an unexpected exception, `service()` starts
+        it again after a backoff (RESTART_BACKOFF_S)."""
+        self._start(self._keep(service, name), name)
+
+    def cancel(self) -> None:
+        """Cancel every task (the node is stopping); the group's exit waits for them."""
+        for task in list(self._tasks):
+            task.cancel()
+
+    def handler(
+        self, name: str, serve: Callable[[S], Awaitable[None]]
+    ) -> Callable[[S], Awaitable[None]]:
+        """`serve` for a stream handler: an unexpected exception is logged once (`_fault`) and
+        raised as `MalformedMessage`, so the host, which owns a stream's outcome, charges it to
+        the peer as a whole frame and resets the stream, exactly once (SPEC §11.8.2).
+        Refusals, ended links and storage faults pass through unchanged."""
+
+        async def supervised(stream: S) -> None:
+            try:
+                await serve(stream)
+            except (RemoteProtocolError, P2PError, StorageError):
+                raise
+            except Exception as exc:
+                self._fault(name, exc, stream.remote_peer)
+                raise MalformedMessage(f"input made {name} fail: {exc!r}") from exc
+
+        return supervised
+
+    @contextlib.contextmanager
+    def contain(self, name: str, peer: str | None = None) -> Iterator[None]:
+        """Handle one input of `peer`: a `RemoteProtocolError` is charged and dropped quietly;
+        a stream or connection that ended (`P2PError`: a peer killed, a link cut) is an
+        expected event, one DEBUG line; anything else unexpected is logged once and charged as
+        malformed input. A `StorageError` and cancellation pass through."""
+        try:
+            yield
+        except StorageError:
+            raise
+        except P2PError as exc:
+            log.debug("%s: the link to %s ended: %s", name, _short(peer), exc)
+        except RemoteProtocolError as exc:
+            log.debug("%s: input from %s refused: %s", name, _short(peer), exc)
+            self._charge_peer(peer, exc)
+        except Exception as exc:
+            self._fault(name, exc, peer)
+            self._charge_peer(peer, MalformedMessage(f"input made {name} fail: {exc!r}"))
+
+    def _start(self, work: Work, name: str) -> None:
+        if self._group is None:
+            work.close()
+            raise LocalProtocolError(f"{name} started outside the supervisor's lifetime")
+        task = self._group.create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _once(self, work: Work, name: str) -> None:
+        try:
+            await work
+        except StorageError:
+            raise
+        except Exception as exc:
+            self._fault(name, exc, None)
+
+    async def _keep(self, service: Callable[[], Work], name: str) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            started = loop.time()
+            try:
+                await service()
+                return
+            except StorageError:
+                raise
+            except Exception as exc:
+                self._fault(name, exc, None)
+            first, cap = self._backoff_s
+            failures = 1 if loop.time() - started > cap else failures + 1
+            delay = min(cap, first * 2 ** min(failures - 1, 30))
+            log.info("service %s restarts in %.2f s", name, delay)
+            await asyncio.sleep(delay)
+
+    def _fault(self, name: str, exc: Exception, peer: str | None) -> None:
+        """Log an unexpected exception: with its traceback the first time for this service and
+        type, then one DEBUG line each (a flood of one bad input is not a flood of tracebacks)."""
+        self.faults += 1
+        key = (name, type(exc).__qualname__)
+        context = name if peer is None else f"{name} (input from peer {peer})"
+        if key in self._logged:
+            log.debug("%s failed again: %r", context, exc)
+            return
+        self._logged.add(key)
+        log.error("%s failed; it goes on: %r", context, exc, exc_info=exc)
+
+    def _charge_peer(self, peer: str | None, error: RemoteProtocolError) -> None:
+        if peer and self._charge is not None:
+            self._charge(peer, error)
+
+
+def _short(peer: str | None) -> str:
+    return "?" if peer is None else peer[-8:]

@@ -1,0 +1,106 @@
+"""The supervisor (SPEC §11.8): faults are logged once, charged, and services go on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from hearthmesh.node.p2p_errors import StreamClosed
+from hearthmesh.node.supervisor import Supervisor
+from hearthmesh.protocol.errors import (
+    ErrorCode,
+    MalformedMessage,
+    RemoteProtocolError,
+    StorageError,
+    TooLarge,
+)
+
+FAST = (0.001, 0.01)
+
+
+class FlakyService:
+    """Fails `failures` times with the same bug, then runs until told to stop."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.starts = 0
+        self.running = asyncio.Event()
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        self.starts += 1
+        if self.starts <= self.failures:
+            raise KeyError("a bug an input found")
+        self.running.set()
+        await self.stop.wait()
+
+
+async def test_a_failing_service_is_restarted_and_its_fault_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="hearthmesh.node.supervisor")
+    async with asyncio.timeout(5):
+        service = FlakyService(failures=3)
+        async with Supervisor(backoff_s=FAST) as supervisor:
+            supervisor.keep(service.run, "flaky")
+            await service.running.wait()
+            service.stop.set()
+        assert service.starts == 4
+        assert supervisor.faults == 3
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert "flaky" in errors[0].getMessage() and errors[0].exc_info is not None
+
+
+async def test_a_one_shot_reaction_that_fails_ends_alone() -> None:
+    async with asyncio.timeout(5):
+        service = FlakyService(failures=0)
+        async with Supervisor(backoff_s=FAST) as supervisor:
+            supervisor.keep(service.run, "steady")
+            supervisor.spawn(FlakyService(failures=1).run(), "reaction")
+            await service.running.wait()
+            while supervisor.faults == 0:  # noqa: ASYNC110 - a count with no event
+                await asyncio.sleep(0)
+            assert service.starts == 1  # the other service never noticed
+            service.stop.set()
+
+
+async def test_a_storage_error_ends_the_group() -> None:
+    async def broken_store() -> None:
+        raise StorageError("the disk is gone")
+
+    async with asyncio.timeout(5):
+        with pytest.raises(ExceptionGroup) as caught:
+            async with Supervisor(backoff_s=FAST) as supervisor:
+                supervisor.keep(broken_store, "outbox")
+                await asyncio.Event().wait()  # cancelled by the group
+        assert caught.group_contains(StorageError)
+
+
+async def test_contained_inputs_are_charged_to_their_peer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    charged: list[tuple[str, RemoteProtocolError]] = []
+    supervisor = Supervisor(charge=lambda peer, error: charged.append((peer, error)))
+    with supervisor.contain("listener", "peer-a"):
+        raise TooLarge("a refusal of the family")
+    for _ in range(3):
+        with supervisor.contain("listener", "peer-b"):
+            raise IndexError("a bug an input found")
+    with supervisor.contain("listener"):  # no peer known: logged, charged to no one
+        raise IndexError("a bug an input found")
+    with supervisor.contain("listener", "peer-c"):  # a killed peer: expected, costs nothing
+        raise StreamClosed("stream write failed: StreamReset()")
+    assert [(peer, error.code) for peer, error in charged] == [
+        ("peer-a", ErrorCode.TOO_LARGE),
+        ("peer-b", ErrorCode.MALFORMED),
+        ("peer-b", ErrorCode.MALFORMED),
+        ("peer-b", ErrorCode.MALFORMED),
+    ]
+    assert isinstance(charged[1][1], MalformedMessage)
+    assert supervisor.faults == 4
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+    with pytest.raises(StorageError), supervisor.contain("listener", "peer-a"):
+        raise StorageError("ours, fatal")

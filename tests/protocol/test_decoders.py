@@ -1,0 +1,527 @@
+"""Every decoder of protocol/ at the edge (SPEC §6.1.2, §9): hostile bytes raise only the
+remote-error family, and whatever decodes re-encodes to the very same bytes.
+
+`DECODERS` lists each public decoder with its encoder and valid samples; Hypothesis feeds each
+arbitrary bytes, canonical CBOR of arbitrary values, and mutated samples. A new public
+`decode_*`/`load_*` in protocol/ fails `test_every_public_decoder_is_listed` until it is added.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import hearthmesh.protocol
+from hearthmesh.protocol import (
+    client_api,
+    content,
+    delivery,
+    envelope,
+    fetch,
+    gossip,
+    hello,
+    hlc,
+    home_record,
+    identity,
+    linking,
+    media,
+    membership,
+    private,
+    receipts,
+    reconcile,
+    sync,
+)
+from hearthmesh.protocol.canonical import CborValue, decode_canonical, encode_canonical
+from hearthmesh.protocol.errors import RemoteProtocolError
+
+_USER = identity.keypair_from_seed(b"u" * 32)
+_DEVICE = identity.keypair_from_seed(b"d" * 32)
+_NODE = identity.keypair_from_seed(b"n" * 32)
+_ROOM = envelope.RoomId(b"r" * 32)
+_CERT = identity.issue_certificate(
+    _USER, identity.DeviceId(_DEVICE.public), created_ms=1, expires_ms=None
+)
+_CERT_BYTES = identity.encode_certificate(_CERT)
+_RECORD = home_record.issue_home_record(
+    _USER,
+    issued_ms=5,
+    homes=("12D3KooWhome",),
+    addrs=("/ip4/127.0.0.1/tcp/1",),
+    devices=(_CERT,),
+)
+_RECORD_BYTES = home_record.encode_home_record(_RECORD)
+
+
+def _seal(kind: envelope.Kind, body: bytes, content_type: str = "text/plain") -> envelope.Envelope:
+    return envelope.seal(
+        _DEVICE,
+        kind=kind,
+        room=_ROOM,
+        sender_user=identity.UserId(_USER.public),
+        seq=1,
+        hlc=hlc.Timestamp(wall_ms=7, counter=0),
+        content_type=content_type,
+        body=body,
+    )
+
+
+_MESSAGE = _seal(envelope.Kind.MESSAGE, b"hello")
+
+
+def _presence(body: bytes) -> gossip.Presence:
+    return gossip.decode_presence(_seal(envelope.Kind.PRESENCE, body), now_ms=10)
+
+
+def _encode_presence(value: gossip.Presence) -> bytes:
+    return gossip.encode_presence(
+        value.status, value.ttl_ms, home_record.encode_home_record(value.home_record)
+    )
+
+
+def _encode_frame(frame: Any) -> bytes:
+    match frame:
+        case delivery.Deliver():
+            return delivery.encode_deliver(
+                frame.batch_id, list(frame.certificates), list(frame.items)
+            )
+        case delivery.Ack():
+            return delivery.encode_ack(frame)
+        case delivery.ProtocolErrorFrame():
+            return encode_canonical([int(delivery.FrameType.ERROR), frame.code, frame.message])
+    raise AssertionError(frame)
+
+
+def _encode_fetch_answer(answer: Any) -> bytes:
+    if isinstance(answer, delivery.ProtocolErrorFrame):
+        return encode_canonical([3, answer.code, answer.message])
+    certificates: list[CborValue] = list(answer.certificates)
+    items: list[CborValue] = [[index, wire] for index, wire in answer.items]
+    return encode_canonical([2, certificates, items])
+
+
+def _encode_media_answer(answer: Any) -> bytes:
+    match answer:
+        case media.MediaChunk():
+            return encode_canonical([2, answer.offset, answer.data])
+        case media.MediaEnd():
+            return encode_canonical([3, answer.total])
+        case delivery.ProtocolErrorFrame():
+            return encode_canonical([4, answer.code, answer.message])
+    raise AssertionError(answer)
+
+
+def _encode_sync(frame: Any) -> bytes:
+    match frame:
+        case sync.RoomList():
+            return sync.encode_room_list(list(frame.rooms))
+        case sync.RoomReconcile():
+            return sync.encode_reconcile(frame.room, frame.message)
+        case sync.SyncDone():
+            return sync.encode_done()
+    raise AssertionError(frame)
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """A decoder of bytes from a peer, its inverse (None: not canonical by design), samples."""
+
+    decode: Callable[[bytes], object]
+    encode: Callable[[Any], bytes] | None
+    samples: tuple[bytes, ...]
+
+
+_ID = b"i" * 32
+DECODERS: dict[str, Decoder] = {
+    "canonical.decode_canonical": Decoder(
+        lambda b: decode_canonical(b, max_bytes=4096),
+        lambda v: encode_canonical(v),
+        (encode_canonical([0, [b"x", "y"], None, -5]),),
+    ),
+    "content.decode_typing": Decoder(
+        content.decode_typing, content.encode_typing, (content.encode_typing(True),)
+    ),
+    "content.decode_media": Decoder(
+        content.decode_media,
+        content.encode_media,
+        (
+            content.encode_media(
+                content.MediaRef(type="image", digest=_ID, content_type="image/png", size=3)
+            ),
+        ),
+    ),
+    "content.decode_contact": Decoder(
+        content.decode_contact,
+        content.encode_contact,
+        (
+            content.encode_contact(
+                content.ContactEvent(action=content.ContactAction.REQUEST, note="hi")
+            ),
+        ),
+    ),
+    "delivery.decode_frame": Decoder(
+        delivery.decode_frame,
+        _encode_frame,
+        (
+            delivery.encode_deliver(
+                3, [_CERT_BYTES], [delivery.BatchItem(0, _USER.public, _MESSAGE.wire)]
+            ),
+            delivery.encode_ack(
+                delivery.sign_ack(
+                    _NODE,
+                    3,
+                    (
+                        delivery.DeliveryResult(
+                            message_id=_MESSAGE.message_id, status=delivery.AckStatus.STORED
+                        ),
+                    ),
+                )
+            ),
+            encode_canonical([3, 2, "malformed"]),
+        ),
+    ),
+    "envelope.decode_envelope": Decoder(
+        envelope.decode_envelope, lambda e: e.wire, (_MESSAGE.wire,)
+    ),
+    "envelope.load_envelope": Decoder(envelope.load_envelope, lambda e: e.wire, (_MESSAGE.wire,)),
+    "fetch.decode_request": Decoder(
+        fetch.decode_request,
+        fetch.encode_request,
+        (
+            fetch.encode_request(
+                fetch.FetchRequest(
+                    room=_ROOM,
+                    sender_device=identity.DeviceId(_DEVICE.public),
+                    first_seq=1,
+                    last_seq=4,
+                )
+            ),
+        ),
+    ),
+    "fetch.decode_answer": Decoder(
+        fetch.decode_answer,
+        _encode_fetch_answer,
+        (fetch.encode_answer([(_CERT_BYTES, _MESSAGE.wire)]), encode_canonical([3, 14, "no"])),
+    ),
+    "gossip.decode_gossip": Decoder(
+        lambda b: gossip.decode_gossip(b, now_ms=10),
+        lambda item: gossip.encode_gossip(
+            identity.encode_certificate(item.certificate), item.envelope.wire
+        ),
+        (gossip.encode_gossip(_CERT_BYTES, _MESSAGE.wire),),
+    ),
+    "gossip.load_gossip": Decoder(
+        gossip.load_gossip,
+        lambda item: gossip.encode_gossip(
+            identity.encode_certificate(item.certificate), item.envelope.wire
+        ),
+        (gossip.encode_gossip(_CERT_BYTES, _MESSAGE.wire),),
+    ),
+    "gossip.decode_presence": Decoder(
+        _presence,
+        _encode_presence,
+        (gossip.encode_presence(gossip.PresenceStatus.ONLINE, 3000, _RECORD_BYTES),),
+    ),
+    "hello.decode_hello": Decoder(
+        hello.decode_hello,
+        hello.encode_hello,
+        (
+            hello.encode_hello(hello.Hello(records=(_RECORD_BYTES,), sent_ms=9)),
+            hello.encode_hello(hello.Hello(records=(), sent_ms=9, offset_ms=-4)),
+        ),
+    ),
+    "hlc.decode_timestamp": Decoder(
+        hlc.decode_timestamp,
+        hlc.encode_timestamp,
+        (hlc.encode_timestamp(hlc.Timestamp(wall_ms=5, counter=2)),),
+    ),
+    "home_record.decode_home_record": Decoder(
+        home_record.decode_home_record, home_record.encode_home_record, (_RECORD_BYTES,)
+    ),
+    "identity.decode_certificate": Decoder(
+        identity.decode_certificate, identity.encode_certificate, (_CERT_BYTES,)
+    ),
+    "linking.decode_link_request": Decoder(
+        linking.decode_link_request,
+        linking.encode_link_request,
+        (
+            linking.encode_link_request(
+                linking.LinkRequest(
+                    device=_DEVICE.public,
+                    node_key=_NODE.public,
+                    addrs=("/ip4/127.0.0.1/tcp/1",),
+                    proof=b"p" * 32,
+                )
+            ),
+        ),
+    ),
+    "linking.decode_link_answer": Decoder(
+        linking.decode_link_answer,
+        linking.encode_link_answer,
+        (
+            linking.encode_link_answer(
+                linking.LinkAnswer(certificate=_CERT_BYTES, home_record=_RECORD_BYTES)
+            ),
+        ),
+    ),
+    "media.decode_request": Decoder(
+        media.decode_request, media.encode_request, (media.encode_request(_ID),)
+    ),
+    "media.decode_answer": Decoder(
+        media.decode_answer,
+        _encode_media_answer,
+        (*media.answer_frames(b"blob"), encode_canonical([4, 10, "no"])),
+    ),
+    "membership.decode_membership": Decoder(
+        membership.decode_membership,
+        membership.encode_membership,
+        (
+            membership.encode_membership(
+                membership.MembershipChange(
+                    action=membership.Action.CREATE,
+                    target=identity.UserId(_USER.public),
+                    role=membership.Role.ADMIN,
+                    nonce=b"n" * 16,
+                    open=True,
+                    name="g",
+                )
+            ),
+        ),
+    ),
+    "private.decode_private": Decoder(
+        private.decode_private,
+        lambda deleted: private.encode_conversation_deleted(deleted.room),
+        (private.encode_conversation_deleted(_ROOM),),
+    ),
+    "receipts.decode_receipt": Decoder(
+        receipts.decode_receipt,
+        receipts.encode_receipt,
+        (
+            receipts.encode_receipt(
+                receipts.Receipt(
+                    status=receipts.ReceiptStatus.READ,
+                    message_ids=(envelope.MessageId(_ID),),
+                )
+            ),
+        ),
+    ),
+    "reconcile.decode_message": Decoder(
+        reconcile.decode_message,
+        reconcile.encode_message,
+        (
+            reconcile.encode_message(
+                reconcile.ReconcileMessage(
+                    ranges=(
+                        reconcile.Range(
+                            upper=None,
+                            mode=reconcile.RangeMode.ID_LIST,
+                            ids=(envelope.MessageId(_ID),),
+                        ),
+                    )
+                )
+            ),
+        ),
+    ),
+    "sync.decode_sync_frame": Decoder(
+        sync.decode_sync_frame,
+        _encode_sync,
+        (
+            sync.encode_room_list([sync.RoomEntry(room=_ROOM, direct_users=())]),
+            sync.encode_reconcile(_ROOM, b"\x81\x00"),
+            sync.encode_done(),
+        ),
+    ),
+}
+"""Decoders of bytes from peers (wire formats): canonical, and only the remote family."""
+
+TEXT_DECODERS: dict[str, tuple[Callable[[str], object], tuple[str, ...]]] = {
+    "identity.decode_user_id": (
+        identity.decode_user_id,
+        (identity.user_id_text(identity.UserId(_USER.public)),),
+    ),
+    "identity.decode_device_id": (
+        identity.decode_device_id,
+        (identity.device_id_text(identity.DeviceId(_DEVICE.public)),),
+    ),
+    "linking.decode_link_code": (
+        linking.decode_link_code,
+        (
+            linking.encode_link_code(
+                linking.LinkCode(
+                    secret=b"s" * linking.LINK_SECRET_BYTES,
+                    address="/ip4/127.0.0.1/tcp/1/p2p/12D3KooWx",
+                    expires_ms=9,
+                )
+            ),
+        ),
+    ),
+    "client_api.decode_hex_id": (lambda text: client_api.decode_hex_id(text, "id"), ("ab" * 32,)),
+    "client_api.decode_user": (
+        client_api.decode_user,
+        (identity.user_id_text(identity.UserId(_USER.public)),),
+    ),
+    "client_api.decode_text": (
+        lambda text: client_api.decode_text(text, "text", max_bytes=64),
+        ("hi", "h\u00e9llo"),
+    ),
+    "client_api.decode_count": (lambda text: client_api.decode_count(text, "n", 1, 1000), ("42",)),
+    "client_api.decode_json_object": (client_api.decode_json_object, ('{"a": [1, "b"]}',)),
+    "client_api.decode_client_frame": (
+        client_api.decode_client_frame,
+        (
+            '{"event":"send","room_id":"' + "ab" * 32 + '","message":"hi","client_id":"c1"}',
+            '{"event":"ack","message_id":"' + "ab" * 32 + '","status":"read"}',
+            '{"event":"typing","room_id":"' + "ab" * 32 + '","active":false}',
+        ),
+    ),
+}
+"""Decoders of text from people and clients (pasted codes, ids, JSON frames)."""
+
+
+def test_every_public_decoder_is_listed() -> None:
+    found = set()
+    for module_info in pkgutil.iter_modules(hearthmesh.protocol.__path__):
+        module = importlib.import_module(f"hearthmesh.protocol.{module_info.name}")
+        for name in getattr(module, "__all__", ()):
+            if name.startswith(("decode_", "load_")) and callable(getattr(module, name)):
+                found.add(f"{module_info.name}.{name}")
+    assert found == set(DECODERS) | set(TEXT_DECODERS)
+
+
+@st.composite
+def _mutated(draw: st.DrawFn, samples: tuple[bytes, ...]) -> bytes:
+    data = bytearray(draw(st.sampled_from(samples)))
+    for _ in range(draw(st.integers(1, 4))):
+        action = draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
+        at = draw(st.integers(0, max(len(data) - 1, 0)))
+        if action == "flip" and data:
+            data[at] = draw(st.integers(0, 255))
+        elif action == "cut":
+            del data[at:]
+        elif action == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=4))
+        elif data:
+            del data[at]
+    return bytes(data)
+
+
+_SCALARS = st.one_of(
+    st.integers(min_value=-(1 << 64), max_value=(1 << 64) - 1),
+    st.integers(-3, 40),
+    st.binary(max_size=70),
+    st.sampled_from([b"r" * 32, b"s" * 64, _CERT_BYTES, _RECORD_BYTES, _MESSAGE.wire]),
+    st.text(max_size=12),
+    st.none(),
+)
+_CBOR = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=7), max_leaves=24).map(
+    lambda value: encode_canonical(value)
+)
+
+
+_SPECIAL: st.SearchStrategy[CborValue] = st.one_of(
+    st.sampled_from([None, 0, 1, -1, 2, b"", "", [], (1 << 64) - 1, -(1 << 64)]),
+    st.text(min_size=250, max_size=300),
+    _SCALARS,
+)
+
+
+def _reshaped(draw: st.DrawFn, value: CborValue) -> CborValue:
+    """`value` with one node replaced, or one array grown or shrunk at a random place."""
+    if not isinstance(value, list):
+        return draw(_SPECIAL)
+    action = draw(st.sampled_from(["descend", "insert", "delete"] if value else ["insert"]))
+    if action == "insert":
+        at = draw(st.integers(0, len(value)))
+        return [*value[:at], draw(_SPECIAL), *value[at:]]
+    at = draw(st.integers(0, len(value) - 1))
+    if action == "delete":
+        return [*value[:at], *value[at + 1 :]]
+    return [*value[:at], _reshaped(draw, value[at]), *value[at + 1 :]]
+
+
+@st.composite
+def _restructured(draw: st.DrawFn, samples: tuple[bytes, ...]) -> bytes:
+    value = decode_canonical(draw(st.sampled_from(samples)), max_bytes=1 << 20)
+    for _ in range(draw(st.integers(1, 2))):
+        value = _reshaped(draw, value)
+    return encode_canonical(value)
+
+
+def _inputs(decoder: Decoder) -> st.SearchStrategy[bytes]:
+    mutated = [_mutated(decoder.samples)]
+    if all(_is_cbor(sample) for sample in decoder.samples):
+        mutated.append(_restructured(decoder.samples))
+    return st.one_of(st.binary(max_size=200), _CBOR, *mutated, *mutated[1:])
+
+
+def _is_cbor(data: bytes) -> bool:
+    try:
+        decode_canonical(data, max_bytes=1 << 20)
+    except RemoteProtocolError:
+        return False
+    return True
+
+
+def _decode_or_none(decoder: Decoder, data: bytes) -> object | None:
+    try:
+        return decoder.decode(data)
+    except RemoteProtocolError:
+        return None  # the family: what every caller catches
+
+
+_FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.parametrize("name", sorted(DECODERS))
+def test_samples_decode_and_re_encode_exactly(name: str) -> None:
+    decoder = DECODERS[name]
+    for sample in decoder.samples:
+        value = decoder.decode(sample)
+        if decoder.encode is not None:
+            assert decoder.encode(value) == sample
+
+
+@pytest.mark.parametrize("name", sorted(DECODERS))
+@_FUZZ
+@given(data=st.data())
+def test_hostile_bytes_raise_only_remote_errors_and_what_decodes_is_canonical(
+    name: str, data: st.DataObject
+) -> None:
+    decoder = DECODERS[name]
+    raw = data.draw(_inputs(decoder))
+    value = _decode_or_none(decoder, raw)
+    if value is not None and decoder.encode is not None:
+        assert decoder.encode(value) == raw  # SPEC §6.1.2: one encoding per value
+
+
+@st.composite
+def _mutated_text(draw: st.DrawFn, samples: tuple[str, ...]) -> str:
+    text = draw(st.sampled_from(samples))
+    at = draw(st.integers(0, len(text)))
+    cut = draw(st.integers(0, 3))
+    return text[:at] + draw(st.text(max_size=3)) + text[at + cut :]
+
+
+@pytest.mark.parametrize("name", sorted(TEXT_DECODERS))
+@_FUZZ
+@given(data=st.data())
+def test_hostile_text_raises_only_remote_errors(name: str, data: st.DataObject) -> None:
+    decode, samples = TEXT_DECODERS[name]
+    for sample in samples:
+        decode(sample)
+    text = data.draw(st.one_of(st.text(max_size=120), _mutated_text(samples)))
+    with contextlib.suppress(RemoteProtocolError):
+        decode(text)
+
+
+def test_a_hello_has_one_encoding() -> None:
+    """Issue #12: `[0, [], 0, null]` decoded, and re-encoded as `[0, [], 0]`."""
+    with pytest.raises(RemoteProtocolError):
+        hello.decode_hello(bytes.fromhex("84008000f6"))
