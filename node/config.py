@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from hearthmesh.node.directory import (
+from hearthmesh.node.delivery.outages import PROBE_MAX_MS
+from hearthmesh.node.identity.home_directory import (
     DEFAULT_MAX_LOOSE_CERTIFICATES,
     DEFAULT_MAX_STRANGERS,
     DEFAULT_RECORD_MAX_AGE_MS,
 )
-from hearthmesh.node.outages import PROBE_MAX_MS
 from hearthmesh.protocol.authority import DEFAULT_DEFERRAL_POLICY, DeferralPolicy
 from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.protocol.membership_log import DEFAULT_MEMBERSHIP_LIMITS, MembershipLimits

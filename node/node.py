@@ -19,39 +19,39 @@ from typing import Any, Final, Self
 
 from hearthmesh.node.clock import Clock, CorrectedClock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
-from hearthmesh.node.delivery import OutboxWorker
-from hearthmesh.node.destinations import destination_peer
-from hearthmesh.node.directory import HomeDirectory, Presence
+from hearthmesh.node.delivery.destinations import destination_peer
+from hearthmesh.node.delivery.fetch import FetchService
+from hearthmesh.node.delivery.gap_fetch import GapFetcher
+from hearthmesh.node.delivery.gossip_out import GossipPublisher
+from hearthmesh.node.delivery.inbox import Inbox, StoreOutcome
+from hearthmesh.node.delivery.outbox import OutboxWorker
+from hearthmesh.node.delivery.outgoing import Outgoing
+from hearthmesh.node.delivery.peer_link import PeerLinks
+from hearthmesh.node.delivery.receiver import Receiver
+from hearthmesh.node.delivery.relay import RelayForwarder
+from hearthmesh.node.delivery.relay_choice import RelayChooser
+from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.delivery.sync import SyncReport, SyncService
 from hearthmesh.node.events import MembershipChanged, NodeEvent
-from hearthmesh.node.fetch import FetchService
-from hearthmesh.node.frame_stream import FrameStream
-from hearthmesh.node.gap_fetch import GapFetcher
-from hearthmesh.node.gossip_out import GossipPublisher
-from hearthmesh.node.greetings import Greetings
-from hearthmesh.node.hello import HelloService
-from hearthmesh.node.home_lookup import HomeLookups
-from hearthmesh.node.inbox import Inbox, StoreOutcome
-from hearthmesh.node.keyring import Keyring, load_or_create_keyring
-from hearthmesh.node.libp2p_dht import home_record_rules
-from hearthmesh.node.libp2p_host import HostConfig, P2PHost
-from hearthmesh.node.linking import LinkService
-from hearthmesh.node.media_fetch import MediaFetcher
-from hearthmesh.node.media_server import MediaServer
-from hearthmesh.node.outgoing import Outgoing
-from hearthmesh.node.own_homes import OwnHomes
-from hearthmesh.node.peer_link import PeerLinks
-from hearthmesh.node.peer_standing import PeerStanding
-from hearthmesh.node.presence import PresenceService
+from hearthmesh.node.identity.home_directory import HomeDirectory, Presence
+from hearthmesh.node.identity.home_lookup import HomeLookups
+from hearthmesh.node.identity.keyring import Keyring, load_or_create_keyring
+from hearthmesh.node.identity.linking import LinkService
+from hearthmesh.node.identity.own_homes import OwnHomes
+from hearthmesh.node.media.fetch import MediaFetcher
+from hearthmesh.node.media.server import MediaServer
+from hearthmesh.node.mesh.greetings import Greetings
+from hearthmesh.node.mesh.hello import HelloService
+from hearthmesh.node.mesh.presence import PresenceService
+from hearthmesh.node.mesh.standing import PeerStanding
+from hearthmesh.node.p2p.dht import home_record_rules
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.node.purge import PurgeService
-from hearthmesh.node.receiver import Receiver
-from hearthmesh.node.relay import RelayForwarder
-from hearthmesh.node.relay_choice import RelayChooser
-from hearthmesh.node.room_topics import ROOM_TOPIC_PREFIX, RoomTopics
-from hearthmesh.node.rooms import RoomRegistry
-from hearthmesh.node.sequencing import ReleaseOrder
+from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.node.rooms.topics import ROOM_TOPIC_PREFIX, RoomTopics
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
-from hearthmesh.node.sync import SyncReport, SyncService
 from hearthmesh.protocol.canonical import decode_canonical
 from hearthmesh.protocol.digest import HistoryDigest
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, load_envelope

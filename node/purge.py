@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from hearthmesh.node.clock import Clock
-from hearthmesh.node.directory import HomeDirectory
+from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["PROGRESS_EVERY_BATCHES", "PurgePass", "PurgeService"]

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Final, Protocol, Self, TypeVar
 
-from hearthmesh.node.p2p_errors import P2PError
+from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.protocol.errors import (
     LocalProtocolError,
     MalformedMessage,

@@ -57,11 +57,11 @@ def test_package_respects_the_import_direction(package: str) -> None:
 
 
 BRIDGE_MODULES = {
-    "node/trio_bridge.py",
-    "node/libp2p_host.py",
-    "node/libp2p_gossip.py",
-    "node/libp2p_dht.py",
-    "node/libp2p_yamux.py",
+    "node/p2p/bridge.py",
+    "node/p2p/host.py",
+    "node/p2p/gossipsub.py",
+    "node/p2p/dht.py",
+    "node/p2p/yamux.py",
 }
 """The only modules that may import trio or libp2p (DESIGN §3)."""
 

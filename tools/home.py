@@ -123,7 +123,7 @@ def init_node(data_dir: Path, name: str, *, force: bool) -> dict[str, str]:
     """
     from hearthmesh.node.api.token import create_token
     from hearthmesh.node.clock import SystemClock
-    from hearthmesh.node.keyring import load_or_create_keyring
+    from hearthmesh.node.identity.keyring import load_or_create_keyring
     from hearthmesh.protocol.identity import device_id_text, user_id_text
     from hearthmesh.storage.api import Profile
     from hearthmesh.storage.lmdb_store import LmdbStore
@@ -171,7 +171,7 @@ def link_node(data_dir: Path, code: str, listen: list[str]) -> dict[str, str]:
     """
     from hearthmesh.node.api.token import create_token
     from hearthmesh.node.clock import SystemClock
-    from hearthmesh.node.linking import link_new_device
+    from hearthmesh.node.identity.linking import link_new_device
     from hearthmesh.protocol.identity import DeviceId, UserId, device_id_text, user_id_text
 
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

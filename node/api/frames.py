@@ -1,8 +1,8 @@
 """What a stored event becomes for clients (SPEC §15.4.3): the frames of one feed entry.
 
 An event's side effects (a receipt credits statuses, a contact event records the request or the
-contact) were applied in the transaction that stored it (node/receipt_credit.py,
-node/contact_events.py), so rendering only reads: the live tail and a replay render an entry
+contact) were applied in the transaction that stored it (node/rooms/receipt_credit.py,
+node/rooms/contact_events.py), so rendering only reads: the live tail and a replay render an entry
 from the same state, and a client that resumes sees what it would have seen live.
 """
 

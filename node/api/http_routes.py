@@ -25,7 +25,7 @@ from hearthmesh.node.api.push import (
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService
 from hearthmesh.node.api.views import decode_cursor, hlc_view
 from hearthmesh.node.api.ws import websocket_handler
-from hearthmesh.node.p2p_errors import DialFailed
+from hearthmesh.node.p2p.errors import DialFailed
 from hearthmesh.protocol.client_api import (
     MAX_GROUP_MEMBERS,
     MAX_PAGE_NUMBER,

@@ -1,5 +1,5 @@
 """Receipts on a home node (SPEC §16): clients' acks become signed RECEIPT envelopes; the
-receipts others send are credited where they are stored (node/receipt_credit.py) and read back
+receipts others send are credited where they are stored (node/rooms/receipt_credit.py) and read back
 here as `receipt` frames.
 
 Acks are coalesced: acks of one room and status that come within RECEIPT_LINGER_MS (or while
@@ -16,7 +16,7 @@ from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.node import Node
-from hearthmesh.node.receipt_credit import credited_updates
+from hearthmesh.node.rooms.receipt_credit import credited_updates
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
 from hearthmesh.protocol.errors import HearthError, MalformedMessage, NotFound
 from hearthmesh.protocol.identity import UserId, user_id_text

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hearthmesh.node import delivery
+from hearthmesh.node.delivery import outbox as delivery
 from hearthmesh.node.events import DeliveredToHome, MessageReceived
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.storage.api import Direction, RelayQuota

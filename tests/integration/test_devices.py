@@ -13,7 +13,7 @@ import pytest
 from hearthmesh.node.clock import SystemClock
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import MessageReceived
-from hearthmesh.node.linking import LinkedDevice, link_new_device
+from hearthmesh.node.identity.linking import LinkedDevice, link_new_device
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.protocol.errors import NotAuthorized

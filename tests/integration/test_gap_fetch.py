@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from hearthmesh.node.clock import SystemClock
+from hearthmesh.node.delivery.fetch import REQUESTS_BURST, REQUESTS_PER_S
 from hearthmesh.node.events import MessageReceived, NodeEvent
-from hearthmesh.node.fetch import REQUESTS_BURST, REQUESTS_PER_S
-from hearthmesh.node.frame_stream import FrameStream
-from hearthmesh.node.libp2p_host import HostConfig, P2PHost
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.protocol.canonical import encode_canonical
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,

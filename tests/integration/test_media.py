@@ -13,11 +13,11 @@ import aiohttp
 import pytest
 
 from hearthmesh.node.events import MessageReceived
-from hearthmesh.node.frame_stream import FrameStream
-from hearthmesh.node.libp2p_host import HostConfig, P2PHost
-from hearthmesh.node.media_fetch import PeerShunned
-from hearthmesh.node.media_server import REQUESTS_BURST as MEDIA_REQUESTS_BURST
-from hearthmesh.node.p2p_errors import StreamClosed
+from hearthmesh.node.media.fetch import PeerShunned
+from hearthmesh.node.media.server import REQUESTS_BURST as MEDIA_REQUESTS_BURST
+from hearthmesh.node.p2p.errors import StreamClosed
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.protocol.canonical import encode_canonical
 from hearthmesh.protocol.content import MEDIA_CONTENT_TYPE, MediaRef, encode_media
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
@@ -87,7 +87,7 @@ async def _ask(host: P2PHost, peer: str, request: bytes) -> tuple[Any, FrameStre
 async def test_an_image_reaches_bobs_node_and_no_one_else(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="hearthmesh.node.media_fetch")
+    caplog.set_level(logging.INFO, logger="hearthmesh.node.media.fetch")
     image = os.urandom(5 * MAX_CHUNK_BYTES + 1234)  # over 1 MiB: six chunks
     async with (
         asyncio.timeout(20),

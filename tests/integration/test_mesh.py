@@ -14,8 +14,8 @@ import pytest
 
 from hearthmesh.node.clock import SystemClock
 from hearthmesh.node.events import MessageReceived, PresenceChanged
-from hearthmesh.node.libp2p_host import HostConfig, P2PHost
 from hearthmesh.node.node import Node
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,
     Ack,
@@ -86,7 +86,7 @@ async def test_hostile_peer_is_refused_then_banned_and_others_still_deliver(
     """SPEC §11.6: each refused frame costs mallory points; past the threshold bob disconnects
     it and refuses its streams, logging one line for the ban however long the flood goes on.
     Alice's delivery goes on exactly once in order, and what mallory sent before is kept."""
-    caplog.set_level(logging.INFO, logger="hearthmesh.node.peer_standing")
+    caplog.set_level(logging.INFO, logger="hearthmesh.node.mesh.standing")
     async with (
         asyncio.timeout(20),
         make_node("alice") as alice,

@@ -11,8 +11,8 @@ import struct
 import pytest
 
 from hearthmesh.node.events import MessageReceived
-from hearthmesh.node.frame_stream import FrameStream
-from hearthmesh.node.libp2p_host import HostConfig, P2PHost, peer_id_from_seed
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import HostConfig, P2PHost, peer_id_from_seed
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.inbound import InboundPolicy

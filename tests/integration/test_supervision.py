@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from hearthmesh.node.events import MessageReceived
-from hearthmesh.node.libp2p_host import HostConfig, P2PHost, peer_id_from_seed
 from hearthmesh.node.node import Node
+from hearthmesh.node.p2p.host import HostConfig, P2PHost, peer_id_from_seed
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, BatchItem, encode_deliver
 from hearthmesh.protocol.envelope import Kind, RoomId, seal
 from hearthmesh.protocol.errors import HearthError

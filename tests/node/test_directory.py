@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from hearthmesh.node.directory import HomeDirectory, Presence
+from hearthmesh.node.identity.home_directory import HomeDirectory, Presence
 from hearthmesh.protocol.home_record import HomeRecord, encode_home_record, issue_home_record
 from hearthmesh.protocol.identity import (
     DeviceId,

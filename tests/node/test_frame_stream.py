@@ -8,11 +8,11 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from hearthmesh.node.frame_stream import FrameStream
-from hearthmesh.node.framing import encode_frame
-from hearthmesh.node.p2p_errors import StreamClosed, StreamCutOff
-from hearthmesh.node.trio_bridge import TrioThread
+from hearthmesh.node.p2p.bridge import TrioThread
+from hearthmesh.node.p2p.errors import StreamClosed, StreamCutOff
+from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol.errors import RemoteProtocolError
+from hearthmesh.protocol.framing import encode_frame
 
 
 class _Bytes:

@@ -1,4 +1,4 @@
-"""Buffered length-prefixed framing (node/framing.py): pure, no network."""
+"""Buffered length-prefixed framing (protocol/framing.py): pure, no network."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hearthmesh.node.framing import FRAME_HEADER_BYTES, FrameDecoder, encode_frame, encode_frames
 from hearthmesh.protocol.errors import LocalProtocolError, TooLarge
+from hearthmesh.protocol.framing import (
+    FRAME_HEADER_BYTES,
+    FrameDecoder,
+    encode_frame,
+    encode_frames,
+)
 
 
 def _drain(decoder: FrameDecoder) -> list[bytes]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from hearthmesh.node.greetings import Greetings
+from hearthmesh.node.mesh.greetings import Greetings
 from hearthmesh.protocol.errors import HearthError
 
 

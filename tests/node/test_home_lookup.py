@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hearthmesh.node.home_lookup import HomeLookups
+from hearthmesh.node.identity.home_lookup import HomeLookups
 from hearthmesh.protocol.backoff import BACKOFF_BASE_MS
 from hearthmesh.protocol.identity import UserId
 

@@ -13,9 +13,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 
-from hearthmesh.node.frame_stream import FrameStream
-from hearthmesh.node.libp2p_host import HostConfig, P2PHost
-from hearthmesh.node.p2p_errors import StreamClosed
+from hearthmesh.node.p2p.errors import StreamClosed
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.protocol.errors import (
     FrameTimeout,
     HearthError,
@@ -174,7 +174,7 @@ async def test_an_error_a_handler_lets_out_is_charged_and_a_reset_peer_is_one_qu
         while True:
             await stream.write_frame(bytes(64 * 1024))
 
-    caplog.set_level(logging.INFO, logger="hearthmesh.node.libp2p_host")
+    caplog.set_level(logging.INFO, logger="hearthmesh.node.p2p.host")
     async with asyncio.timeout(8), victim_and_attacker(InboundPolicy()) as (victim, attacker):
         victim.set_refusal_handler(refusals)
         victim.set_stream_handler(SINK, refuse)

@@ -1,4 +1,4 @@
-"""kad-dht home records and bootstrap (node/libp2p_dht.py via P2PHost) on 127.0.0.1."""
+"""kad-dht home records and bootstrap (node/p2p/dht.py via P2PHost) on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 
-from hearthmesh.node.libp2p_dht import home_record_rules
-from hearthmesh.node.libp2p_host import HostConfig, P2PHost, peer_id_from_seed
+from hearthmesh.node.p2p.dht import home_record_rules
+from hearthmesh.node.p2p.host import HostConfig, P2PHost, peer_id_from_seed
 from hearthmesh.protocol.errors import LocalProtocolError
 from hearthmesh.protocol.home_dht import home_record_key
 from hearthmesh.protocol.home_record import encode_home_record, issue_home_record

@@ -1,4 +1,4 @@
-"""The libp2p bridge (node/libp2p_host.py) with real hosts on 127.0.0.1."""
+"""The libp2p bridge (node/p2p/host.py) with real hosts on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 
-from hearthmesh.node.frame_stream import FrameStream
-from hearthmesh.node.libp2p_host import HostConfig, P2PHost, peer_id_from_seed
-from hearthmesh.node.p2p_errors import StreamClosed
-from hearthmesh.node.p2p_gossip import GossipMessage, Subscription
+from hearthmesh.node.p2p.errors import StreamClosed
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
+from hearthmesh.node.p2p.host import HostConfig, P2PHost, peer_id_from_seed
 from hearthmesh.protocol.errors import LocalProtocolError, TooLarge
 
 pytestmark = pytest.mark.integration

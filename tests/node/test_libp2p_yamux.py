@@ -1,4 +1,4 @@
-"""Yamux receive credit in half-window steps (node/libp2p_yamux.py), on real hosts."""
+"""Yamux receive credit in half-window steps (node/p2p/yamux.py), on real hosts."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 import pytest
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
 
-from hearthmesh.node.frame_stream import FrameStream
-from hearthmesh.node.libp2p_host import HostConfig, P2PHost
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
 
 pytestmark = pytest.mark.integration
 

@@ -1,8 +1,8 @@
-"""Which destinations are down (node/outages.py, SPEC §11.5.2): parking, probes, revival."""
+"""Which destinations are down (node/delivery/outages.py, SPEC §11.5.2): parking, probes."""
 
 from __future__ import annotations
 
-from hearthmesh.node.outages import PROBE_MAX_MS, Outages
+from hearthmesh.node.delivery.outages import PROBE_MAX_MS, Outages
 from hearthmesh.protocol.backoff import BACKOFF_BASE_MS, BACKOFF_CAP_MS
 
 from ..conftest import FakeClock, counter_rng

@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from hearthmesh.node.p2p_gossip import GossipMessage
-from hearthmesh.node.peer_standing import PeerStanding
+from hearthmesh.node.mesh.standing import PeerStanding
+from hearthmesh.node.p2p.gossip import GossipMessage
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
 from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.protocol.errors import (
@@ -39,7 +39,7 @@ async def test_a_flood_bans_once_logs_once_and_touches_no_one_else(
     disconnected: list[str] = []
     standing = keeper(clock, disconnected)
     garbage = MalformedMessage("garbage")
-    with caplog.at_level(logging.DEBUG, logger="hearthmesh.node.peer_standing"):
+    with caplog.at_level(logging.DEBUG, logger="hearthmesh.node.mesh.standing"):
         standing.refused(HONEST, garbage)
         for _ in range(1000):
             standing.refused(MALLORY, garbage)

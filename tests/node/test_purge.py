@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from hearthmesh.node.directory import HomeDirectory
+from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.purge import PROGRESS_EVERY_BATCHES, PurgeService
 from hearthmesh.storage.api import AppendRequest
 from hearthmesh.storage.async_store import AsyncStore

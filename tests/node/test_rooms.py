@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 
-from hearthmesh.node.rooms import Admission, RoomRegistry
+from hearthmesh.node.rooms.registry import Admission, RoomRegistry
 from hearthmesh.protocol.envelope import Envelope, Kind, seal
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, keypair_from_seed

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hearthmesh.node.sequencing import ReleaseOrder
+from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.protocol.ordering import REORDER_WINDOW
 from hearthmesh.storage.api import AppendRequest, AppendResult
 from hearthmesh.storage.lmdb_store import LmdbStore

@@ -4,8 +4,8 @@ nothing, instead of failing the transaction that stores the batch it came in."""
 
 from __future__ import annotations
 
-from hearthmesh.node.contact_events import apply_contact_event
-from hearthmesh.node.receipt_credit import credit_receipt
+from hearthmesh.node.rooms.contact_events import apply_contact_event
+from hearthmesh.node.rooms.receipt_credit import credit_receipt
 from hearthmesh.protocol.content import CONTACT_CONTENT_TYPE
 from hearthmesh.protocol.envelope import Kind
 from hearthmesh.protocol.identity import UserId

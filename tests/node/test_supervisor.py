@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from hearthmesh.node.p2p_errors import StreamClosed
+from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.errors import (
     ErrorCode,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hearthmesh.node.trio_bridge import _only_a_closing_race
+from hearthmesh.node.p2p.bridge import _only_a_closing_race
 
 CLOSED = RuntimeError("Nursery is closed to new arrivals")
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hearthmesh.node.libp2p_host import peer_id_from_seed
+from hearthmesh.node.p2p.host import peer_id_from_seed
 from hearthmesh.protocol.errors import InvalidIdentifier
 from hearthmesh.protocol.identity import keypair_from_seed
 from hearthmesh.protocol.peer_id import node_key_of_peer_id, peer_id_of_node_key

@@ -12,8 +12,8 @@ import pytest
 
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import MessageReceived
-from hearthmesh.node.libp2p_host import peer_id_from_seed
 from hearthmesh.node.node import Node
+from hearthmesh.node.p2p.host import peer_id_from_seed
 from hearthmesh.protocol.certificate_cache import VerifiedCertificates
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, BatchItem, Deliver, verify_batch
 from hearthmesh.protocol.envelope import Kind, decode_envelope

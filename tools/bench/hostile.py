@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import aiohttp
 
-from hearthmesh.node.p2p_errors import P2PError
+from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, BatchItem
 from hearthmesh.protocol.identity import UserId, decode_user_id
 from hearthmesh.protocol.membership import Action

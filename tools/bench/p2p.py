@@ -17,9 +17,9 @@ import time
 from contextlib import AsyncExitStack
 from typing import Any, Final
 
-from hearthmesh.node.frame_stream import FrameStream
-from hearthmesh.node.libp2p_dht import home_record_rules
-from hearthmesh.node.libp2p_host import HostConfig, P2PHost
+from hearthmesh.node.p2p.dht import home_record_rules
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.protocol.home_dht import home_record_key
 from hearthmesh.protocol.home_record import encode_home_record, issue_home_record
 from hearthmesh.protocol.identity import UserId, keypair_from_seed

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hearthmesh.node.config import NodeConfig
-from hearthmesh.node.linking import link_new_device
+from hearthmesh.node.identity.linking import link_new_device
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.linking import encode_link_code
 from hearthmesh.tools.node_process import free_port

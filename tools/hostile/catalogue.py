@@ -24,12 +24,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
-from hearthmesh.node.framing import MAX_FRAME_BYTES
-from hearthmesh.node.p2p_errors import P2PError
+from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, BatchItem, encode_deliver
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
+from hearthmesh.protocol.framing import MAX_FRAME_BYTES
 from hearthmesh.protocol.gossip import load_gossip, room_topic
 from hearthmesh.protocol.hello import HELLO_PROTOCOL, Hello, encode_hello
 from hearthmesh.protocol.identity import UserId

@@ -24,10 +24,10 @@ from types import TracebackType
 from typing import Final
 
 from hearthmesh.node.clock import SystemClock
-from hearthmesh.node.frame_stream import FrameStream
-from hearthmesh.node.libp2p_host import HostConfig, P2PHost, peer_id_from_seed
-from hearthmesh.node.p2p_errors import P2PError
-from hearthmesh.node.p2p_gossip import Subscription
+from hearthmesh.node.p2p.errors import P2PError
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.gossip import Subscription
+from hearthmesh.node.p2p.host import HostConfig, P2PHost, peer_id_from_seed
 from hearthmesh.protocol.canonical import decode_canonical
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,

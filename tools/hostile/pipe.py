@@ -11,8 +11,8 @@ from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from hearthmesh.node.frame_stream import FrameStream
-from hearthmesh.node.p2p_errors import P2PError
+from hearthmesh.node.p2p.errors import P2PError
+from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,
     Ack,

@@ -1,0 +1,269 @@
+"""What our user sends (DESIGN §5 steps 1-3): sealed, stored with its outbox entries in one
+group commit, handed to the delivery worker in memory, and gossiped to groups.
+
+Per-room member sets and our next sequence numbers are kept on the event loop, so the hot path
+from a client's `send` to the store's append awaits nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Final
+
+from hearthmesh.node.clock import Clock, HybridClock
+from hearthmesh.node.delivery.gossip_out import GossipPublisher
+from hearthmesh.node.delivery.inbox import StoreOutcome
+from hearthmesh.node.delivery.outbox import LEASE_MS, OutboxWorker
+from hearthmesh.node.identity.keyring import Keyring
+from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, encode_typing
+from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
+from hearthmesh.protocol.errors import (
+    HearthError,
+    LocalProtocolError,
+    NotAuthorized,
+    StorageError,
+)
+from hearthmesh.protocol.gossip import encode_gossip, room_topic
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.membership import (
+    MEMBERSHIP_CONTENT_TYPE,
+    MembershipChange,
+    encode_membership,
+)
+from hearthmesh.protocol.rooms import is_direct_room
+from hearthmesh.storage.api import AppendRequest, AppendResult, Store
+from hearthmesh.storage.async_store import AsyncStore
+
+__all__ = ["Outgoing"]
+
+_NOT_GOSSIPED: Final = (Kind.MEMBERSHIP, Kind.PRIVATE)
+"""Membership goes by the guaranteed path only; private state only to our own homes."""
+
+
+class Outgoing:
+    """Seals and sends our user's envelopes."""
+
+    def __init__(
+        self,
+        *,
+        keyring: Keyring,
+        hlc: HybridClock,
+        clock: Clock,
+        store: AsyncStore,
+        rooms: RoomRegistry,
+        outbox: OutboxWorker,
+        gossip: GossipPublisher,
+        siblings: Callable[[], tuple[bytes, ...]],
+        after_store: Callable[[StoreOutcome], None],
+    ) -> None:
+        self._keyring = keyring
+        self._hlc = hlc
+        self._clock = clock
+        self._store = store
+        self._rooms = rooms
+        self._outbox = outbox
+        self._gossip = gossip
+        self._siblings = siblings
+        self._after_store = after_store
+        self._next_seq: dict[RoomId, int] = {}
+        self._seq_lock = asyncio.Lock()
+        self._members: dict[RoomId, frozenset[UserId]] = {}
+        """Member sets by room; dropped whenever the room's membership changes."""
+
+    @property
+    def _user(self) -> UserId:
+        return self._keyring.user_id
+
+    def forget_members(self, room: RoomId) -> None:
+        """The room's membership changed: read it again on the next send."""
+        self._members.pop(room, None)
+
+    async def send(
+        self,
+        room: RoomId,
+        body: bytes,
+        content_type: str,
+        kind: Kind,
+        *,
+        extra: set[UserId],
+        on_sealed: Callable[[Envelope], None] | None = None,
+    ) -> Envelope:
+        """Seal, store durably (history + outbox in one commit), then hand on and gossip.
+
+        `on_sealed` learns the envelope before it is stored, so whatever shows the stored event
+        (the client feed) can already tell whose send it was.
+
+        Returns once the envelope is committed here: "sent".
+
+        Raises:
+            NotAuthorized: our user is not a member of `room`.
+        """
+        if kind is Kind.MEMBERSHIP:
+            raise LocalProtocolError("membership changes go through change_membership")
+        members = await self._room_members(room)
+        if self._user not in members:
+            raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
+        envelope = self._seal(room, content_type, kind, body, seq=await self._take_seq(room))
+        if on_sealed is not None:
+            on_sealed(envelope)
+        others: tuple[bytes, ...] = tuple(sorted((members | extra) - {self._user}))
+        recipients = others + self._siblings()  # our own user's other homes get it too
+        # The entries are handed to the worker in memory, so they are stored already leased:
+        # the outbox serves them again by itself only if this node dies before the ack.
+        request = AppendRequest(
+            envelope=envelope,
+            outbox_to=recipients,
+            next_attempt_ms=self._clock.now_ms() + LEASE_MS,
+        )
+        result = await self._store.append(request)
+        if result is not AppendResult.STORED:
+            raise LocalProtocolError(f"own envelope not stored: {result.value}")
+        self._outbox.submit(envelope, recipients)
+        # Gossip is a fan-out: a direct room has one other home node, which the direct stream
+        # reaches at once, so gossip would only double the work on both ends.
+        if kind not in _NOT_GOSSIPED and not is_direct_room(room, members):
+            self._publish(envelope)
+        return envelope
+
+    async def change_membership(
+        self, room: RoomId, change: MembershipChange, *, welcome: UserId | None = None
+    ) -> Envelope:
+        """Seal and commit our MEMBERSHIP change atomically (SPEC §12.6), then deliver it.
+
+        The change is checked against the room's folded state first; the envelope, its outbox
+        entries and the new member rows then commit in one transaction, or nothing does.
+        `welcome` (an ADD's new member) gets the room's earlier MEMBERSHIP events queued first,
+        in history order, and the ADD after them, so its fold sees them in order.
+
+        Raises:
+            NotAuthorized: the rules do not allow the change now; nothing was written.
+            MembershipLimit: the room or our user is at its bound; nothing was written.
+        """
+        body = encode_membership(change)
+        probe = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=1)
+        # Checked before a sequence number is taken: a refusal must not leave a gap in it.
+        await self._store.run(self._rooms.check_own, self._store.store, probe)
+        members = await self._room_members(room)
+        seq = await self._take_seq(room)
+        envelope = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=seq)
+        # the new member's entries are queued with the room's history (in `_commit_own`)
+        skip = {self._user} if welcome is None else {self._user, welcome}
+        others = tuple(sorted(members - skip))
+        recipients = others + self._siblings()
+        request = AppendRequest(
+            envelope=envelope,
+            outbox_to=recipients,
+            next_attempt_ms=self._clock.now_ms() + LEASE_MS,
+        )
+        # a welcome queues the room's whole membership history: off the loop's thread
+        commit = self._store.run if welcome is None else self._store.run_long
+        try:
+            outcome = await commit(
+                _commit_own,
+                self._rooms,
+                self._store.store,
+                request,
+                welcome,
+                self._clock.now_ms(),
+            )
+        except StorageError:
+            # the batch did not commit: what the fold holds in memory may be ahead of it
+            self._rooms.forget(room)
+            raise
+        except HearthError:
+            self._give_back_seq(room, seq)  # refused after all (a change raced in): no gap
+            raise
+        self._after_store(outcome)
+        self._outbox.submit(envelope, recipients)
+        if welcome is not None:
+            self._outbox.wake()  # its entries wait in the store, due now, in history order
+        return envelope
+
+    async def typing(self, room: RoomId, active: bool) -> None:
+        """Tell the room's members we are (or stopped) typing: gossip only, never stored.
+
+        Raises:
+            NotAuthorized: our user is not a member of `room`.
+        """
+        if self._user not in await self._room_members(room):
+            raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
+        envelope = seal(
+            self._keyring.device,
+            kind=Kind.TYPING,
+            room=room,
+            sender_user=self._user,
+            seq=1,  # ephemeral: freshness comes from the HLC, never from the sequence
+            hlc=self._hlc.ephemeral(),
+            content_type=TYPING_CONTENT_TYPE,
+            body=encode_typing(active),
+        )
+        self._publish(envelope)
+
+    def _seal(
+        self, room: RoomId, content_type: str, kind: Kind, body: bytes, *, seq: int
+    ) -> Envelope:
+        return seal(
+            self._keyring.device,
+            kind=kind,
+            room=room,
+            sender_user=self._user,
+            seq=seq,
+            hlc=self._hlc.stamp(),
+            content_type=content_type,
+            body=body,
+        )
+
+    def _publish(self, envelope: Envelope) -> None:
+        payload = encode_gossip(self._keyring.certificate_bytes, envelope.wire)
+        self._gossip.publish_nowait(room_topic(envelope.room), payload)
+
+    async def _room_members(self, room: RoomId) -> frozenset[UserId]:
+        members = self._members.get(room)
+        if members is None:
+            members = frozenset(await self._store.run(self._rooms.members, self._store.store, room))
+            self._members[room] = members
+        return members
+
+    async def _take_seq(self, room: RoomId) -> int:
+        if room not in self._next_seq:
+            async with self._seq_lock:
+                if room not in self._next_seq:
+                    last = await self._store.read(
+                        self._store.store.last_seq, room, self._keyring.device_id
+                    )
+                    self._next_seq[room] = last + 1
+        seq = self._next_seq[room]
+        self._next_seq[room] = seq + 1
+        return seq
+
+    def _give_back_seq(self, room: RoomId, seq: int) -> None:
+        """Return `seq` unless a later one was taken meanwhile (then the gap stays)."""
+        if self._next_seq.get(room) == seq + 1:
+            self._next_seq[room] = seq
+
+
+def _commit_own(
+    rooms: RoomRegistry,
+    store: Store,
+    request: AppendRequest,
+    welcome: UserId | None,
+    now_ms: int,
+) -> StoreOutcome:
+    """Check, store, queue and fold our MEMBERSHIP change: one call of a store write batch,
+    so a refusal (or any failure) undoes every write of it (SPEC §12.6)."""
+    envelope = request.envelope
+    rooms.check_own(store, envelope)  # again: the state may have moved since the first look
+    earlier = rooms.membership_events(envelope.room)
+    if store.append_many([request])[0] is not AppendResult.STORED:
+        raise LocalProtocolError("own membership change not stored")
+    if welcome is not None:
+        # Due in history order, all before now: the new member folds them in order.
+        first_ms = now_ms - len(earlier) - 1
+        plan = [(m, first_ms + i) for i, m in enumerate([*earlier, envelope.message_id])]
+        store.enqueue_many(welcome, plan)
+    outcome = StoreOutcome()
+    if rooms.note_stored(store, envelope, now_ms=now_ms):  # last: memory follows the store
+        outcome.membership_changed.add(envelope.room)
+    return outcome

@@ -1,0 +1,192 @@
+"""Sending DELIVER batches to a peer and checking its signed ACK (SPEC §11).
+
+One deliver stream per peer, reused across batches, one batch in flight per peer (the in-flight
+window): the receiver's ack comes back before the next batch goes, so a slow peer slows only
+itself. Any failure closes the stream; the next batch opens a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Final, Protocol, TypeVar
+
+from hearthmesh.node.p2p.errors import P2PError
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.protocol.delivery import (
+    DELIVER_PROTOCOL,
+    Ack,
+    BatchItem,
+    ProtocolErrorFrame,
+    decode_frame,
+    encode_deliver,
+    verify_ack,
+)
+from hearthmesh.protocol.envelope import load_envelope
+from hearthmesh.protocol.errors import HearthError, MalformedMessage, RemoteProtocolError
+from hearthmesh.protocol.identity import DeviceId
+from hearthmesh.protocol.peer_id import peer_id_of_node_key
+
+__all__ = ["ACK_TIMEOUT_S", "BATCH_BYTES", "DeliveryFailed", "PeerLinks", "build_batch"]
+
+log = logging.getLogger(__name__)
+
+ACK_TIMEOUT_S: Final = 10.0
+"""How long a batch may wait for its ack before the stream is given up."""
+
+
+REUSE_IDLE_S: Final = 60.0
+"""A deliver stream idle longer is not reused but replaced: receivers reset streams idle for
+their idle timeout, at least 120 s by default (SPEC §10.4), and a batch written into a stream
+being reset would fail and wait for a retry."""
+
+BATCH_BYTES: Final = 768 * 1024
+"""Below the bridge's 1 MiB frame limit with room for certificates and framing."""
+
+
+class HasWire(Protocol):
+    """Anything queued for delivery: an outbox or a relay inbox entry."""
+
+    @property
+    def wire(self) -> bytes: ...
+
+
+W = TypeVar("W", bound=HasWire)
+
+
+def build_batch(
+    entries: list[W], recipient: bytes, certificate_of: Callable[[DeviceId], bytes | None]
+) -> tuple[list[bytes], list[BatchItem], list[W], list[W]]:
+    """Certificates and items for one batch, the entries they carry, and entries left out
+    (no certificate known for their device, or past the byte budget: they wait for the next)."""
+    certificates: list[bytes] = []
+    index_of: dict[bytes, int] = {}
+    items: list[BatchItem] = []
+    carried: list[W] = []
+    left: list[W] = []
+    size = 0
+    for entry in entries:
+        cert = certificate_of(load_envelope(entry.wire).sender_device)
+        if cert is None or size + len(entry.wire) > BATCH_BYTES:
+            left.append(entry)
+            continue
+        if cert not in index_of:
+            index_of[cert] = len(certificates)
+            certificates.append(cert)
+        items.append(BatchItem(index_of[cert], recipient, entry.wire))
+        carried.append(entry)
+        size += len(entry.wire)
+    return certificates, items, carried, left
+
+
+class DeliveryFailed(HearthError):
+    """A batch could not be handed to a peer (unreachable, closed, refused, bad ack)."""
+
+
+class PeerLinks:
+    """Deliver streams to peers, opened on demand."""
+
+    def __init__(
+        self, host: P2PHost, *, on_ack: Callable[[str], None] = lambda _peer: None
+    ) -> None:
+        self._host = host
+        self._on_ack = on_ack
+        """Told of each verified ack, by peer (an exchange that went well, SPEC §11.7)."""
+        self._streams: dict[str, FrameStream] = {}
+        self._last_used: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._batch_ids = itertools.count(1)
+        self.round_trips_ms: deque[float] = deque(maxlen=1024)
+        """Batch written to signed ack verified, most recent last (status and benchmarks)."""
+
+    async def deliver(self, peer_id: str, certificates: list[bytes], items: list[BatchItem]) -> Ack:
+        """Send one batch to `peer_id` and return its verified ack.
+
+        Raises:
+            DeliveryFailed: no stream, a timeout, an ERROR frame, or an ack that is not from
+                `peer_id`, not for this batch, or not one result per item.
+        """
+        lock = self._locks.setdefault(peer_id, asyncio.Lock())
+        async with lock:
+            batch_id = next(self._batch_ids)
+            try:
+                stream = await self._stream(peer_id)
+                async with asyncio.timeout(ACK_TIMEOUT_S):
+                    started = time.perf_counter()
+                    await stream.write_frame(encode_deliver(batch_id, certificates, items))
+                    frame = decode_frame(await stream.read_frame())
+                ack = self._check(peer_id, batch_id, len(items), frame)
+                self.round_trips_ms.append((time.perf_counter() - started) * 1000)
+                self._on_ack(peer_id)
+            except (HearthError, OSError, TimeoutError) as exc:
+                await self._drop(peer_id)
+                if isinstance(exc, DeliveryFailed):
+                    raise
+                raise DeliveryFailed(f"{peer_id[-8:]}: {type(exc).__name__}: {exc}") from exc
+            return ack
+
+    async def reach(
+        self, peer_id: str, addresses: tuple[str, ...], *, retry_now: bool = False
+    ) -> bool:
+        """Dial `peer_id` from the addresses a home record gives, unless connected already.
+
+        `retry_now`: the caller backs off on its own; see `P2PHost.connect`.
+        """
+        if peer_id in self._host.connected_peers():
+            return True
+        for address in addresses:
+            if address.endswith("/p2p/" + peer_id):
+                try:
+                    await self._host.connect(address, retry_now=retry_now)
+                except P2PError:
+                    continue
+                return True
+        return False
+
+    def _check(self, peer_id: str, batch_id: int, count: int, frame: object) -> Ack:
+        if isinstance(frame, ProtocolErrorFrame):
+            raise DeliveryFailed(f"{peer_id[-8:]} refused the batch: {frame.code} {frame.message}")
+        if not isinstance(frame, Ack):
+            raise MalformedMessage("expected an ACK frame")
+        verify_ack(frame)
+        if peer_id_of_node_key(frame.node_key) != peer_id:
+            raise RemoteProtocolError("ack signed by another node")
+        if frame.batch_id != batch_id or len(frame.results) != count:
+            raise MalformedMessage("ack does not answer this batch")
+        return frame
+
+    async def _stream(self, peer_id: str) -> FrameStream:
+        stream = self._streams.get(peer_id)
+        now = time.monotonic()
+        if stream is not None and now - self._last_used.get(peer_id, now) > REUSE_IDLE_S:
+            del self._streams[peer_id]
+            await stream.close()  # never raises: the receiver reads a clean end
+            stream = None
+        if stream is None or stream.closed:
+            stream = await self._host.open_stream(peer_id, DELIVER_PROTOCOL)
+            self._streams[peer_id] = stream
+        self._last_used[peer_id] = now
+        return stream
+
+    async def _drop(self, peer_id: str) -> None:
+        self._last_used.pop(peer_id, None)
+        stream = self._streams.pop(peer_id, None)
+        if stream is not None:
+            try:
+                await stream.reset()
+            except (HearthError, OSError):
+                log.debug("reset of a failed stream to %s failed too", peer_id[-8:])
+
+    async def aclose(self) -> None:
+        """Close every stream (the host closes connections after this)."""
+        for peer_id in list(self._streams):
+            stream = self._streams.pop(peer_id)
+            try:
+                await stream.close()
+            except (HearthError, OSError):
+                log.debug("closing the stream to %s failed", peer_id[-8:])

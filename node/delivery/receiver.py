@@ -1,0 +1,212 @@
+"""Serving inbound deliver streams and gossip: verify, store, then ack (DESIGN §5 step 5).
+
+Verification is pure protocol/ work; storing is `Inbox.accept` in one store write batch; the signed
+ack goes out only after that transaction committed. A frame that cannot be a DELIVER batch is
+answered with an ERROR frame and the stream is closed; a bad envelope inside a good batch is
+rejected alone and the rest of the batch is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Final
+
+from hearthmesh.node.clock import Clock, HybridClock
+from hearthmesh.node.delivery.inbox import Arrival, Inbox, StoreOutcome, error_result
+from hearthmesh.node.events import MessageReceived, NodeEvent
+from hearthmesh.node.identity.keyring import Keyring
+from hearthmesh.node.mesh.standing import PeerStanding
+from hearthmesh.node.p2p.errors import StreamClosed
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.protocol.certificate_cache import VerifiedCertificates
+from hearthmesh.protocol.delivery import (
+    AckStatus,
+    Deliver,
+    DeliveryResult,
+    decode_frame,
+    encode_ack,
+    encode_error,
+    sign_ack,
+    verify_batch,
+)
+from hearthmesh.protocol.envelope import Kind
+from hearthmesh.protocol.errors import ClockSkew, MalformedMessage, RemoteProtocolError
+from hearthmesh.protocol.gossip import GossipItem
+from hearthmesh.protocol.identity import UserId, encode_certificate
+from hearthmesh.storage.async_store import AsyncStore
+
+__all__ = ["Receiver"]
+
+log = logging.getLogger(__name__)
+
+RECENT_IDS: Final = 65_536
+
+
+class Receiver:
+    """Turns verified arrivals into stored history, acks and app events."""
+
+    def __init__(
+        self,
+        *,
+        inbox: Inbox,
+        store: AsyncStore,
+        keyring: Keyring,
+        clock: Clock,
+        hlc: HybridClock,
+        emit: Callable[[NodeEvent], None],
+        on_outcome: Callable[[StoreOutcome], None],
+        is_sibling: Callable[[str], bool],
+        standing: PeerStanding,
+    ) -> None:
+        self._inbox = inbox
+        self._store = store
+        self._keyring = keyring
+        self._clock = clock
+        self._hlc = hlc
+        self._emit = emit
+        self._on_outcome = on_outcome
+        self._is_sibling = is_sibling
+        self._standing = standing
+        self.rejected_frames = 0
+        self._recent = RecentIds()
+        self.certificates = VerifiedCertificates()
+        """Sender certificates verified so far (deliveries and gossip share them)."""
+
+    async def serve_deliver(self, stream: FrameStream) -> None:
+        """Handle one inbound deliver stream until the peer closes it."""
+        while True:
+            try:
+                data = await stream.read_frame()
+            except StreamClosed:
+                return
+            except RemoteProtocolError as exc:  # oversized or truncated frame: stream is done
+                self._refuse(stream.remote_peer, exc)
+                return
+            try:
+                frame = decode_frame(data)
+                if not isinstance(frame, Deliver):
+                    raise MalformedMessage("only DELIVER frames are sent to a receiver")
+            except RemoteProtocolError as exc:
+                self._refuse(stream.remote_peer, exc)
+                await stream.write_frame(encode_error(exc))
+                return
+            results = await self.accept_batch(
+                frame, peer=stream.remote_peer, from_sibling=self._is_sibling(stream.remote_peer)
+            )
+            self._standing.refused_results(stream.remote_peer, results)
+            ack = sign_ack(self._keyring.node, frame.batch_id, tuple(results))
+            await stream.write_frame(encode_ack(ack))
+
+    def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
+        self.rejected_frames += 1
+        self._standing.refused(peer, error)  # it logs a ban once; each frame only at DEBUG
+        log.debug("refused a frame from %s: %s (code %d)", peer[-8:], error, error.code)
+
+    async def accept_batch(
+        self, batch: Deliver, *, peer: str, from_sibling: bool = False
+    ) -> list[DeliveryResult]:
+        """Verify, merge clocks, store; one result per item, in order.
+
+        `peer` delivered the batch (or answered our fetch): relayed items count against it.
+        """
+        # "Stored lately" answers DUPLICATE only for our user: a copy addressed to another
+        # user is for us to relay even if we hold our own (a member of the same room).
+        ours = all(item.recipient == self._keyring.user_id for item in batch.items)
+        verified = verify_batch(
+            batch,
+            now_ms=self._clock.now_ms(),
+            known=self._recent.seen if ours else _nothing_known,
+            certificates=self.certificates,
+        )
+        items: list[Arrival | DeliveryResult] = []
+        for item, raw in zip(verified, batch.items, strict=True):
+            if item.already_stored:
+                items.append(DeliveryResult(message_id=item.message_id, status=AckStatus.DUPLICATE))
+                continue
+            if item.error is not None or item.envelope is None:
+                error = item.error or MalformedMessage("no envelope")
+                items.append(error_result(item.message_id, error))
+                continue
+            try:
+                self._hlc.merge(item.envelope.hlc)
+            except ClockSkew as exc:
+                items.append(error_result(item.message_id, exc))
+                continue
+            certificate = batch.certificates[raw.certificate]
+            items.append(
+                Arrival(
+                    envelope=item.envelope, recipient=UserId(raw.recipient), certificate=certificate
+                )
+            )
+        outcome = await self._store.run(
+            self._inbox.accept,
+            self._store.store,
+            items,
+            now_ms=self._clock.now_ms(),
+            peer=peer,
+            from_sibling=from_sibling,
+        )
+        self._publish(outcome)
+        return outcome.results
+
+    async def accept_gossip(self, items: list[GossipItem]) -> list[DeliveryResult]:
+        """Verified envelopes from a room topic, for our user (the fast path), in one hop.
+
+        Returns the result of each envelope that went to the store (by message id; those
+        already stored or from a skewed clock are skipped): the caller charges refusals.
+        """
+        arrivals: list[Arrival | DeliveryResult] = []
+        for item in items:
+            if self._recent.seen(item.envelope.message_id):
+                continue  # the guaranteed path brought it first
+            try:
+                self._hlc.merge(item.envelope.hlc)
+            except ClockSkew as exc:
+                log.info("gossip from a skewed clock ignored: %s", exc)
+                continue
+            arrivals.append(
+                Arrival(
+                    envelope=item.envelope,
+                    recipient=self._keyring.user_id,
+                    certificate=encode_certificate(item.certificate),
+                )
+            )
+        if not arrivals:
+            return []
+        outcome = await self._store.run(
+            self._inbox.accept, self._store.store, arrivals, now_ms=self._clock.now_ms()
+        )
+        self._publish(outcome)
+        return outcome.results
+
+    def _publish(self, outcome: StoreOutcome) -> None:
+        for result in outcome.results:
+            if result.status in (AckStatus.STORED, AckStatus.DUPLICATE):
+                self._recent.add(result.message_id)
+        for envelope in outcome.released:
+            if envelope.kind is not Kind.PRIVATE:  # our own bookkeeping, not a message
+                self._emit(MessageReceived(envelope=envelope))
+        self._on_outcome(outcome)
+
+
+def _nothing_known(_: bytes) -> bool:
+    return False
+
+
+class RecentIds:
+    """Message ids stored lately (bounded, oldest forgotten first): a copy of one arriving by
+    the other path is answered DUPLICATE without verifying or storing it again."""
+
+    def __init__(self, capacity: int = RECENT_IDS) -> None:
+        self._ids: OrderedDict[bytes, None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, message_id: bytes) -> None:
+        self._ids[message_id] = None
+        if len(self._ids) > self._capacity:
+            self._ids.popitem(last=False)
+
+    def seen(self, message_id: bytes) -> bool:
+        return message_id in self._ids

@@ -1,0 +1,102 @@
+"""Store-and-forward: hand relayed envelopes to their recipient's home node when it is back.
+
+The inbox puts envelopes for users who do not live here into the relay inbox (quota'd, with a
+TTL); this forwarder delivers them with ordinary DELIVER batches and drops each one once the
+home node's signed ack says stored (SPEC §11.4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Final
+
+from hearthmesh.node.clock import Clock
+from hearthmesh.node.delivery.peer_link import DeliveryFailed, PeerLinks, build_batch
+from hearthmesh.node.identity.home_directory import HomeDirectory
+from hearthmesh.protocol.delivery import AckStatus
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.storage.api import RelayEntry
+from hearthmesh.storage.async_store import AsyncStore
+
+__all__ = ["RelayForwarder"]
+
+log = logging.getLogger(__name__)
+
+_BATCH: Final = 256
+
+
+class RelayForwarder:
+    """Forwards the relay inbox; owned by the node's task group (`run` until cancelled)."""
+
+    def __init__(
+        self,
+        *,
+        store: AsyncStore,
+        links: PeerLinks,
+        directory: HomeDirectory,
+        clock: Clock,
+        poll_ms: int,
+    ) -> None:
+        self._store = store
+        self._links = links
+        self._directory = directory
+        self._clock = clock
+        self._poll_s = poll_ms / 1000
+        self._wake = asyncio.Event()
+        self.waiting: set[UserId] = set()
+        """Recipients this node holds envelopes for."""
+        self.forwarded = 0
+
+    def hold(self, recipients: set[UserId]) -> None:
+        """The inbox relayed envelopes for `recipients`."""
+        self.waiting |= recipients
+        self._wake.set()
+
+    def wake(self) -> None:
+        """A peer connected or announced itself: its users' homes may be reachable now."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Forward until cancelled; each recipient is tried every poll or on wake."""
+        while True:
+            self._wake.clear()
+            for recipient in list(self.waiting):
+                if await self._forward(recipient):
+                    self.waiting.discard(recipient)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll_s):
+                    await self._wake.wait()
+
+    async def _forward(self, recipient: UserId) -> bool:
+        """Deliver what is held for `recipient`; True when nothing is left."""
+        entries = await self._store.run(
+            self._store.store.relay_take, recipient, now_ms=self._clock.now_ms(), limit=_BATCH
+        )
+        if not entries:
+            return True
+        for home in self._directory.homes(recipient):
+            if not await self._links.reach(home, self._directory.addresses(recipient)):
+                continue
+            if await self._deliver(recipient, home, entries):
+                return len(entries) < _BATCH and await self._forward(recipient)
+        return False
+
+    async def _deliver(self, recipient: UserId, home: str, entries: list[RelayEntry]) -> bool:
+        certificates, items, carried, _ = build_batch(
+            entries, recipient, self._directory.certificate
+        )
+        try:
+            ack = await self._links.deliver(home, certificates, items)
+        except DeliveryFailed as exc:
+            log.info("relay to %s failed: %s", home[-8:], exc)
+            return False
+        done = [
+            e.message_id
+            for e, r in zip(carried, ack.results, strict=True)
+            if r.status in (AckStatus.STORED, AckStatus.DUPLICATE, AckStatus.REJECTED)
+        ]
+        await self._store.run(self._store.store.relay_ack, recipient, done)
+        self.forwarded += len(done)
+        return len(done) == len(carried)

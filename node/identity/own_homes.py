@@ -1,0 +1,188 @@
+"""Our own user's home record: which nodes are our user's homes, and changing it (SPEC §22).
+
+The primary re-issues the record at every start (its addresses may have changed) and when a
+device is linked or revoked; a linked node takes the record the primary issued and adopts a
+newer one when it hears of it. The homes other than this node are its siblings, which get every
+message this node takes in from outside (SPEC §22.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hearthmesh.node.clock import Clock
+from hearthmesh.node.delivery.destinations import node_destination
+from hearthmesh.node.identity.home_directory import HomeDirectory
+from hearthmesh.node.identity.keyring import HOME_RECORD_SETTING, Keyring
+from hearthmesh.protocol.errors import LocalProtocolError, NotAuthorized, NotFound, StorageError
+from hearthmesh.protocol.home_record import (
+    HomeRecord,
+    decode_home_record,
+    encode_home_record,
+    issue_home_record,
+)
+from hearthmesh.protocol.identity import (
+    DeviceCertificate,
+    DeviceId,
+    KeyPair,
+    encode_certificate,
+    issue_certificate,
+)
+from hearthmesh.storage.api import Store
+from hearthmesh.storage.async_store import AsyncStore
+
+__all__ = ["OwnHomes"]
+
+_MAX_HOMES = 8
+_MAX_ADDRS = 16
+_MAX_DEVICES = 16
+
+
+class OwnHomes:
+    """The current record of our user and the sibling homes it names."""
+
+    def __init__(
+        self,
+        *,
+        keyring: Keyring,
+        clock: Clock,
+        peer_id: str,
+        addrs: Callable[[], tuple[str, ...]],
+        store: AsyncStore,
+        directory: HomeDirectory,
+    ) -> None:
+        self._keyring = keyring
+        self._clock = clock
+        self._peer_id = peer_id
+        self._addrs = addrs
+        self._store = store
+        self._directory = directory
+        self.record = b""
+        """Our user's signed home record (bytes as issued)."""
+        self.siblings: tuple[bytes, ...] = ()
+        """Outbox destinations of our user's other homes."""
+        self.sibling_peers: frozenset[str] = frozenset()
+        self.primary_peer: str | None = None
+        """The peer id of our user's primary home (the first in the record)."""
+
+    # --- start --------------------------------------------------------------------------
+
+    def load(self, store: Store) -> None:
+        """Runs in a store write batch at start: adopt the stored record, re-issued if primary.
+
+        The primary keeps the homes and devices of linked nodes from its last record and puts
+        its own current addresses first; a linked node uses the record the primary issued.
+        """
+        stored = store.get_setting(HOME_RECORD_SETTING)
+        previous = decode_home_record(stored) if stored is not None else None
+        if self._keyring.user is None:
+            if stored is None:
+                raise StorageError("a linked device without its home record: link it again")
+            self._adopt(stored)
+            return
+        me, device = self._peer_id, self._keyring.device_id
+        homes = (me, *[h for h in (previous.homes if previous else ()) if h != me])
+        addrs = (
+            *self._addrs(),
+            *[a for a in (previous.addrs if previous else ()) if not a.endswith(me)],
+        )
+        devices = (
+            self._keyring.certificate,
+            *[d for d in (previous.devices if previous else ()) if d.device != device],
+        )
+        record = self._issue(self._keyring.user, previous, homes, addrs, devices)
+        self._adopt(encode_home_record(record))
+        store.set_setting(HOME_RECORD_SETTING, self.record)
+
+    # --- changes (primary) --------------------------------------------------------------
+
+    async def add(
+        self, peer_id: str, addrs: tuple[str, ...], device: DeviceId
+    ) -> tuple[bytes, bytes]:
+        """Certify a newly linked device and list its node; (certificate, new record)."""
+        user_key = self._primary_key("links new devices")
+        certificate = issue_certificate(user_key, device, created_ms=self._clock.now_ms())
+        current = decode_home_record(self.record)
+        record = self._issue(
+            user_key,
+            current,
+            (*current.homes, peer_id),
+            (*current.addrs, *addrs),
+            (*current.devices, certificate),
+        )
+        await self._keep(record)
+        return encode_certificate(certificate), self.record
+
+    async def revoke(self, device: DeviceId) -> None:
+        """Drop a device and the home it lives on (they share a position in the record)."""
+        user_key = self._primary_key("revokes devices")
+        if device == self._keyring.device_id:
+            raise LocalProtocolError("the primary cannot revoke itself")
+        current = decode_home_record(self.record)
+        positions = [c.device for c in current.devices]
+        if device not in positions:
+            raise NotFound("no such device")
+        index = positions.index(device)
+        gone = current.homes[index] if index < len(current.homes) else None
+        record = self._issue(
+            user_key,
+            current,
+            tuple(h for h in current.homes if h != gone),
+            tuple(a for a in current.addrs if gone is None or not a.endswith(gone)),
+            tuple(c for c in current.devices if c.device != device),
+        )
+        await self._keep(record)
+
+    async def consider(self, record: HomeRecord, data: bytes) -> bool:
+        """A record of our own user was learned; adopt it if newer (the primary changed it)."""
+        if record.user != self._keyring.user_id:
+            return False
+        if record.issued_ms <= decode_home_record(self.record).issued_ms:
+            return False
+        self._adopt(data)
+        await self._store.run(self._store.store.set_setting, HOME_RECORD_SETTING, data)
+        return True
+
+    def devices(self) -> list[tuple[DeviceCertificate, str | None]]:
+        """Our user's devices, each with the peer id of the home it lives on."""
+        record = decode_home_record(self.record)
+        homes = dict(zip(record.devices, record.homes, strict=False))
+        return [(cert, homes.get(cert)) for cert in record.devices]
+
+    # --- inside -------------------------------------------------------------------------
+
+    def _primary_key(self, what: str) -> KeyPair:
+        if self._keyring.user is None:
+            raise NotAuthorized(f"only the primary device {what}")
+        return self._keyring.user
+
+    def _issue(
+        self,
+        user_key: KeyPair,
+        previous: HomeRecord | None,
+        homes: tuple[str, ...],
+        addrs: tuple[str, ...],
+        devices: tuple[DeviceCertificate, ...],
+    ) -> HomeRecord:
+        newer = previous.issued_ms + 1 if previous is not None else 0
+        return issue_home_record(
+            user_key,
+            issued_ms=max(self._clock.now_ms(), newer),
+            homes=homes[:_MAX_HOMES],
+            addrs=addrs[:_MAX_ADDRS],
+            devices=devices[:_MAX_DEVICES],
+        )
+
+    def _adopt(self, data: bytes) -> None:
+        self.record = data
+        homes = decode_home_record(data).homes
+        # The primary issues the first record naming only itself; linked homes are appended.
+        self.primary_peer = homes[0] if homes else None
+        others = [h for h in homes if h != self._peer_id]
+        self.siblings = tuple(node_destination(h) for h in others)
+        self.sibling_peers = frozenset(others)
+
+    async def _keep(self, record: HomeRecord) -> None:
+        self._adopt(encode_home_record(record))
+        await self._store.run(self._store.store.set_setting, HOME_RECORD_SETTING, self.record)
+        await self._store.run(self._directory.learn_verified, self._store.store, record)

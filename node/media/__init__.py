@@ -1,0 +1,1 @@
+"""hearthmesh.node.media"""

@@ -1,0 +1,165 @@
+"""Presence: who is online, from signed heartbeats on the presence topic (SPEC §14.2).
+
+Each node announces its user every `interval` with a PRESENCE envelope that carries the user's
+home record, so presence also spreads where every inbox lives. A user not heard from within
+the TTL is offline; a node that stops gracefully says so at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from hearthmesh.node.clock import Clock, HybridClock
+from hearthmesh.node.events import NodeEvent, PresenceChanged
+from hearthmesh.node.identity.home_directory import HomeDirectory, Presence
+from hearthmesh.node.identity.keyring import Keyring
+from hearthmesh.node.p2p.errors import P2PError
+from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
+from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.protocol.certificate_cache import VerifiedCertificates
+from hearthmesh.protocol.envelope import Kind, RoomId, seal
+from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.gossip import (
+    PRESENCE_CONTENT_TYPE,
+    PRESENCE_TOPIC,
+    PresenceStatus,
+    decode_gossip,
+    decode_presence,
+    encode_gossip,
+    encode_presence,
+)
+from hearthmesh.storage.async_store import AsyncStore
+
+__all__ = ["PRESENCE_ROOM", "PresenceService"]
+
+log = logging.getLogger(__name__)
+
+PRESENCE_ROOM: Final = RoomId(bytes(32))
+"""Ephemeral envelopes that belong to no room name the all-zero room (SPEC §14.2)."""
+
+
+class PresenceService:
+    """Announces our user and tracks everyone else's presence."""
+
+    def __init__(
+        self,
+        *,
+        host: P2PHost,
+        store: AsyncStore,
+        directory: HomeDirectory,
+        keyring: Keyring,
+        clock: Clock,
+        hlc: HybridClock,
+        home_record: Callable[[], bytes],
+        emit: Callable[[NodeEvent], None],
+        interval_ms: int,
+        ttl_ms: int,
+        share: bool,
+        certificates: VerifiedCertificates,
+    ) -> None:
+        self._certificates = certificates
+        self._host = host
+        self._store = store
+        self._directory = directory
+        self._keyring = keyring
+        self._clock = clock
+        self._hlc = hlc
+        self._home_record = home_record
+        self._emit = emit
+        self._interval_s = interval_ms / 1000
+        self._ttl_ms = ttl_ms
+        self._share = share
+
+    def payload(self, status: PresenceStatus) -> bytes:
+        """A signed presence announcement of our user, ready to publish."""
+        envelope = seal(
+            self._keyring.device,
+            kind=Kind.PRESENCE,
+            room=PRESENCE_ROOM,
+            sender_user=self._keyring.user_id,
+            seq=1,  # ephemeral: freshness comes from the HLC, never from the sequence
+            hlc=self._hlc.ephemeral(),
+            content_type=PRESENCE_CONTENT_TYPE,
+            body=encode_presence(status, self._ttl_ms, self._home_record()),
+        )
+        return encode_gossip(self._keyring.certificate_bytes, envelope.wire)
+
+    def check(self, message: GossipMessage) -> None:
+        """Gossip check for the presence topic: runs on the trio thread, pure.
+
+        Raises:
+            RemoteProtocolError: not a verified presence announcement.
+        """
+        item = decode_gossip(
+            message.data, now_ms=self._clock.now_ms(), certificates=self._certificates
+        )
+        decode_presence(item.envelope, now_ms=self._clock.now_ms())
+
+    async def announce(self, status: PresenceStatus = PresenceStatus.ONLINE) -> None:
+        """Publish our presence now; a mesh without peers yet is not an error."""
+        if not self._share:
+            return
+        try:
+            await self._host.publish(PRESENCE_TOPIC, self.payload(status))
+        except P2PError as exc:
+            log.debug("presence not published: %s", exc)
+        except HearthError as exc:  # e.g. our own validator: a clock not yet corrected
+            log.info("presence not published: %s", exc)
+
+    async def run(self, subscription: Subscription) -> None:
+        """Announce every interval, expire silent users, and take others' announcements."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._listen(subscription))
+            while True:
+                await self.announce()
+                self._expire()
+                await asyncio.sleep(self._interval_s)
+
+    async def _listen(self, subscription: Subscription) -> None:
+        async for message in subscription:
+            try:
+                await self._take(message.data)
+            except HearthError as exc:  # validated on the trio thread; a race with expiry only
+                log.debug("presence from %s ignored: %s", message.origin[-8:], exc)
+
+    async def _take(self, data: bytes) -> None:
+        now = self._clock.now_ms()
+        item = decode_gossip(data, now_ms=now, certificates=self._certificates)
+        presence = decode_presence(item.envelope, now_ms=now)
+        user = item.envelope.sender_user
+        if user == self._keyring.user_id:
+            return
+        await self._store.run(
+            self._directory.learn_verified, self._store.store, presence.home_record
+        )
+        if self._directory.record(user) is None:
+            return  # a stranger past the directory's bound (SPEC §13.6): nothing kept of them
+        online = presence.status is PresenceStatus.ONLINE
+        held = self._directory.presence.get(user)
+        seen = item.envelope.hlc.wall_ms
+        if held is not None and seen < held.last_seen_ms:
+            return  # an older announcement overtaken by a newer one
+        self._directory.presence[user] = Presence(
+            online=online, last_seen_ms=seen, expires_ms=now + presence.ttl_ms if online else now
+        )
+        if held is None or held.online != online:
+            self._emit(PresenceChanged(user=user, online=online, last_seen_ms=seen))
+
+    def _expire(self) -> None:
+        now = self._clock.now_ms()
+        for user, presence in self._directory.presence.items():
+            if presence.online and presence.expires_ms <= now:
+                presence.online = False
+                self._emit(
+                    PresenceChanged(user=user, online=False, last_seen_ms=presence.last_seen_ms)
+                )
+
+    async def stop(self) -> None:
+        """Say offline before the host stops (a graceful stop)."""
+        with contextlib.suppress(HearthError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.announce(PresenceStatus.OFFLINE)

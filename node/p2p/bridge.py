@@ -1,0 +1,288 @@
+"""One trio run loop in a dedicated thread, driven from asyncio by callbacks (DESIGN §3).
+
+asyncio → trio: `TrioThread.run(fn, *args)` hands `fn` to the trio thread with
+`TrioToken.run_sync_soon`, which starts it in the thread's work nursery; the outcome comes back
+with `loop.call_soon_threadsafe`. Cancelling the awaiting asyncio task cancels the trio task's
+cancel scope and waits (briefly) until the trio side has unwound, so nothing keeps running on
+behalf of a caller that gave up. trio → asyncio: `TrioThread.to_asyncio(fn, *args)`.
+
+The thread's lifetime is `start()` … `stop()`: every trio task runs in the work nursery, which
+is cancelled before the service context (the libp2p host) is exited, and `stop()` returns only
+after `trio.run` has returned and the thread has been joined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Final, Generic, TypeVar
+
+import trio
+
+from hearthmesh.node.p2p.errors import HostClosed, P2PError
+
+__all__ = ["CANCEL_GRACE_S", "TrioThread"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CANCEL_GRACE_S: Final = 2.0
+"""How long a cancelled asyncio caller waits for its trio task to unwind (it takes ~0.3 ms)."""
+
+
+class _Call(Generic[T]):
+    """One asyncio → trio call. `scope` and `cancel_requested` are touched on the trio thread."""
+
+    __slots__ = ("cancel_requested", "finished", "result", "scope")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.result: asyncio.Future[T] = loop.create_future()
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self.scope: trio.CancelScope | None = None
+        self.cancel_requested = False
+
+    def cancel_on_trio(self) -> None:
+        self.cancel_requested = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+def _settle(call: _Call[Any], ok: bool, value: Any) -> None:
+    """Runs on asyncio: deliver the outcome unless the caller already gave up."""
+    if not call.result.done():
+        if ok:
+            call.result.set_result(value)
+        else:
+            call.result.set_exception(value)
+    if not call.finished.done():
+        call.finished.set_result(None)
+
+
+def _mark_ready(ready: asyncio.Future[None]) -> None:
+    if not ready.done():
+        ready.set_result(None)
+
+
+class TrioThread:
+    """A trio thread that enters `service()` and then serves calls until `stop()`."""
+
+    def __init__(self, *, name: str) -> None:
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._nursery: trio.Nursery | None = None
+        self._stop_event: trio.Event | None = None
+        self._finished: asyncio.Future[None] | None = None
+        self._stopping = False
+
+    @property
+    def running(self) -> bool:
+        """True between a successful `start()` and the beginning of `stop()`."""
+        return self._nursery is not None and not self._stopping
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The asyncio loop that owns this thread."""
+        if self._loop is None:
+            raise HostClosed("trio thread not started")
+        return self._loop
+
+    async def start(self, service: Callable[[], AbstractAsyncContextManager[None]]) -> None:
+        """Start the thread, enter `service()` on it and open the work nursery.
+
+        Raises:
+            P2PError: entering the service failed; the cause is chained and the thread is gone.
+        """
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        ready: asyncio.Future[None] = loop.create_future()
+        self._finished = loop.create_future()
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(service, ready), name=self._name, daemon=True
+        )
+        self._thread.start()
+        try:
+            await asyncio.shield(ready)
+        except BaseException:
+            # Failed or cancelled start: make sure the thread is gone before we return.
+            self._request_stop()
+            await self._join()
+            raise
+
+    def _thread_main(
+        self,
+        service: Callable[[], AbstractAsyncContextManager[None]],
+        ready: asyncio.Future[None],
+    ) -> None:
+        error: BaseException | None = None
+        try:
+            trio.run(self._trio_main, service, ready)
+        except BaseException as exc:  # surfaced to asyncio below, never swallowed
+            if ready.done() and _only_a_closing_race(exc):
+                log.info("trio thread %s: libp2p took a stream while closing", self._name)
+            else:
+                error = exc
+                log.error("trio thread %s failed: %r", self._name, exc, exc_info=exc)
+        finished = self._finished
+        assert finished is not None
+
+        def report() -> None:
+            if not ready.done():
+                failure: HostClosed | P2PError
+                if error is None:
+                    failure = HostClosed(f"trio thread {self._name} stopped before it was ready")
+                else:
+                    failure = P2PError(f"trio thread {self._name} failed to start: {error!r}")
+                    failure.__cause__ = error
+                ready.set_exception(failure)
+            if not finished.done():
+                if error is None:
+                    finished.set_result(None)
+                else:
+                    finished.set_exception(error)
+
+        self._to_loop(report)
+
+    async def _trio_main(
+        self,
+        service: Callable[[], AbstractAsyncContextManager[None]],
+        ready: asyncio.Future[None],
+    ) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop_event = trio.Event()
+        async with service(), trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._to_loop(_mark_ready, ready)
+            await self._stop_event.wait()
+            self._nursery = None
+            nursery.cancel_scope.cancel()
+
+    def _to_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
+        loop = self._loop
+        if loop is None:
+            return False
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # loop closed: nobody is left to tell
+            log.debug("asyncio loop closed; dropped callback %r", fn)
+            return False
+        return True
+
+    def to_asyncio(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """From the trio thread, schedule `fn(*args)` on the asyncio loop; False if it is gone."""
+        return self._to_loop(fn, *args)
+
+    def run_sync_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Schedule the sync `fn(*args)` on the trio thread (FIFO with every other call).
+
+        Raises:
+            HostClosed: the thread is stopping or gone.
+        """
+        token = self._token
+        if token is None or self._stopping:
+            raise HostClosed(f"trio thread {self._name} is not running")
+        try:
+            token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError as exc:
+            raise HostClosed(f"trio thread {self._name} has exited") from exc
+
+    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """On the trio thread: start a task owned by the work nursery (ends at `stop()`)."""
+        nursery = self._nursery
+        if nursery is None:
+            raise HostClosed(f"trio thread {self._name} is stopping")
+        nursery.start_soon(fn, *args)
+
+    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run `fn(*args)` on the trio thread and return its result.
+
+        Exceptions raised by `fn` are re-raised here unchanged. Cancelling the caller cancels
+        the trio task.
+
+        Raises:
+            HostClosed: the thread stopped before `fn` finished.
+        """
+        call: _Call[T] = _Call(self.loop)
+
+        async def task() -> None:
+            ok: bool = False
+            value: Any = None
+            try:
+                with trio.CancelScope() as scope:
+                    call.scope = scope
+                    if call.cancel_requested:
+                        scope.cancel()
+                    try:
+                        ok, value = True, await fn(*args)
+                    except Exception as exc:
+                        ok, value = False, exc
+            finally:
+                if value is None and not ok:
+                    value = HostClosed(f"trio thread {self._name} stopped during the call")
+                self._to_loop(_settle, call, ok, value)
+
+        def start() -> None:
+            nursery = self._nursery
+            if nursery is None:
+                self._to_loop(_settle, call, False, HostClosed("trio thread is stopping"))
+            else:
+                nursery.start_soon(task)
+
+        self.run_sync_soon(start)
+        try:
+            return await call.result
+        except asyncio.CancelledError:
+            with contextlib.suppress(HostClosed):
+                self.run_sync_soon(call.cancel_on_trio)
+            # Wait until the trio side has unwound so no work outlives its caller.
+            await asyncio.wait([call.finished], timeout=CANCEL_GRACE_S)
+            raise
+
+    def _request_stop(self) -> None:
+        self._stopping = True
+        token, event = self._token, self._stop_event
+        if token is None or event is None:
+            return
+        with contextlib.suppress(trio.RunFinishedError):
+            token.run_sync_soon(event.set)
+
+    async def _join(self) -> None:
+        finished, thread = self._finished, self._thread
+        if finished is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(finished)
+        if thread is not None:
+            # trio.run has returned when `finished` is set, so this join is immediate.
+            thread.join()
+
+    async def stop(self) -> None:
+        """Cancel the work nursery, exit the service, end `trio.run` and join the thread.
+
+        Raises:
+            P2PError: the trio thread failed (the original error is chained).
+        """
+        self._request_stop()
+        finished = self._finished
+        await self._join()
+        if finished is not None and finished.done() and not finished.cancelled():
+            error = finished.exception()
+            if error is not None:
+                raise P2PError(f"trio thread {self._name} failed: {error!r}") from error
+
+
+def _only_a_closing_race(error: BaseException) -> bool:
+    """py-libp2p 0.8.1 may accept a stream while its service nursery closes (pubsub, at stop):
+    trio refuses the task with this RuntimeError. Nothing of ours was lost, so stopping is clean.
+    """
+    if not isinstance(error, BaseExceptionGroup):
+        return False
+    _, rest = error.split(
+        lambda e: isinstance(e, RuntimeError) and "Nursery is closed to new arrivals" in str(e)
+    )
+    return rest is None

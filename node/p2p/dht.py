@@ -1,0 +1,168 @@
+"""kad-dht for `P2PHost`: signed home records under one strictly validated namespace.
+
+Part of the libp2p bridge (DESIGN §3, §4, §10; tests/test_layering.py `BRIDGE_MODULES`).
+`P2PHost` owns one `DhtLayer` when its config carries the record rules and forwards
+`dht_put` / `dht_get` to it through the host's call path. libp2p objects live on the trio thread.
+
+The DHT runs in server mode (it answers FIND_NODE / GET_VALUE / PUT_VALUE) with py-libp2p's
+`NamespacedValidator` in strict mode holding exactly one namespace, `home`: a key outside it is
+refused, and a value under it must pass the app's `validate` callable before any node stores,
+returns or forwards it. Between several valid values the app's `select` callable picks the best
+(for home records: the newest, see protocol/home_dht.py). The default `pk` and `ipns`
+namespaces of py-libp2p are not installed (`validator_changed=True`).
+
+py-libp2p 0.8.1 behaviour worth knowing (kad_dht/kad_dht.py): `get_value` answers from the
+local store when it holds the key (a node that stored or fetched a record serves it from then
+on, and later puts reach it only if it is among the closest peers); with fewer than 5 peers in
+the routing table a lookup starts from the connected peers and the peerstore; a put stores
+locally and then at the closest peers that accept it (the count is only logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Final
+
+from libp2p.abc import IHost
+from libp2p.kad_dht import DHTMode, KadDHT
+from libp2p.peer.id import ID
+from libp2p.records.validator import NamespacedValidator, Validator
+from libp2p.tools.anyio_service import background_trio_service
+
+from hearthmesh.node.p2p.errors import HostClosed, P2PError
+from hearthmesh.node.p2p.gossipsub import BridgeCall
+from hearthmesh.protocol.errors import LocalProtocolError
+from hearthmesh.protocol.home_dht import (
+    HOME_DHT_NAMESPACE,
+    select_home_record,
+    validate_home_record,
+)
+
+__all__ = ["DHT_NAMESPACE", "DhtLayer", "DhtSelect", "DhtValidate", "home_record_rules"]
+
+log = logging.getLogger(__name__)
+
+DHT_NAMESPACE: Final = HOME_DHT_NAMESPACE
+"""The only key namespace the DHT accepts: keys are `/home/<...>`."""
+_KEY_PREFIX: Final = f"/{DHT_NAMESPACE}/"
+
+DhtValidate = Callable[[str, bytes], None]
+"""`validate(key, value)`: returns if `value` may be stored under `key`, raises otherwise.
+Runs on the trio thread for every put, every stored value and every value fetched: it must be
+pure (close over a clock if it needs one), fast and thread-safe."""
+
+DhtSelect = Callable[[str, list[bytes]], int]
+"""`select(key, values)`: the index of the best of several validated values for `key`."""
+
+
+def home_record_rules(now_ms: Callable[[], int]) -> tuple[DhtValidate, DhtSelect]:
+    """`(dht_validate, dht_select)` for `HostConfig`: home records checked at `now_ms()`.
+
+    Args:
+        now_ms: The node's clock (e.g. `Clock.now_ms`); called on the trio thread.
+    """
+
+    def validate(key: str, value: bytes) -> None:
+        validate_home_record(key, value, now_ms=now_ms())
+
+    return validate, select_home_record
+
+
+class _AppValidator(Validator):
+    """Adapts the app's two callables to py-libp2p's `Validator` (trio thread)."""
+
+    def __init__(self, validate: DhtValidate, select: DhtSelect) -> None:
+        self._validate = validate
+        self._select = select
+
+    def validate(self, key: str, value: bytes) -> None:
+        self._validate(key, value)
+
+    def select(self, key: str, values: list[bytes]) -> int:
+        index = self._select(key, values)
+        if not 0 <= index < len(values):
+            raise LocalProtocolError(f"DHT select returned {index} for {len(values)} values")
+        return index
+
+
+class DhtLayer:
+    """The kad-dht half of one `P2PHost` (see the module docstring)."""
+
+    def __init__(self, *, call: BridgeCall, validate: DhtValidate, select: DhtSelect) -> None:
+        self._call = call
+        self._app_validator = _AppValidator(validate, select)
+        # Owned by the trio thread:
+        self._dht: KadDHT | None = None
+
+    # ---- lifetime (trio thread) ---------------------------------------------------------------
+
+    def build(self, host: IHost) -> None:
+        """Create the DHT on `host` before it listens; this registers the kad protocol."""
+        validator = NamespacedValidator(
+            {DHT_NAMESPACE: self._app_validator}, strict_validation=True
+        )
+        self._dht = KadDHT(
+            host,
+            DHTMode.SERVER,
+            validator=validator,
+            validator_changed=True,  # else py-libp2p adds its `pk` and `ipns` namespaces
+            strict_validation=True,  # else keys outside every namespace are accepted
+        )
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the DHT's maintenance service while the block runs (trio thread)."""
+        dht = self._require_dht()
+        async with background_trio_service(dht):
+            yield
+
+    def release(self) -> None:
+        """Forget the DHT (trio thread, after the host closed)."""
+        self._dht = None
+
+    async def add_peer(self, peer: ID) -> None:
+        """Offer a connected peer to the routing table (trio thread; it must speak kad)."""
+        dht = self._dht
+        if dht is None:
+            return
+        try:
+            await dht.add_peer(peer)
+        except Exception as exc:  # a peer that went away meanwhile: nothing to add
+            log.debug("adding %s to the DHT routing table failed: %r", peer, exc)
+
+    def _require_dht(self) -> KadDHT:
+        if self._dht is None:
+            raise HostClosed("libp2p host is not running")
+        return self._dht
+
+    # ---- values -------------------------------------------------------------------------------
+
+    async def put(self, key: str, value: bytes) -> None:
+        """See `P2PHost.dht_put`."""
+        await self._call(P2PError, f"DHT put {key[:80]}", self._put_on_trio, key, value)
+
+    async def _put_on_trio(self, key: str, value: bytes) -> None:
+        dht = self._require_dht()
+        validator = dht.validator
+        assert validator is not None
+        try:
+            validator.validate(key, value)
+        except Exception as exc:
+            raise LocalProtocolError(f"DHT put {key[:80]!r}: value rejected: {exc}") from exc
+        held = dht.value_store.get(key.encode())
+        if held is not None and held.value != value and validator.select(key, [value, held.value]):
+            raise LocalProtocolError(f"DHT put {key[:80]!r}: a newer value is already held")
+        await dht.put_value(key, value)
+
+    async def get(self, key: str) -> bytes | None:
+        """See `P2PHost.dht_get`."""
+        return await self._call(P2PError, f"DHT get {key[:80]}", self._get_on_trio, key)
+
+    async def _get_on_trio(self, key: str) -> bytes | None:
+        if not key.startswith(_KEY_PREFIX):
+            raise LocalProtocolError(
+                f"DHT get {key[:80]!r}: outside the {DHT_NAMESPACE!r} namespace"
+            )
+        return await self._require_dht().get_value(key)

@@ -1,0 +1,268 @@
+"""Gossipsub for `P2PHost`: pubsub setup, topic validators, message ids, subscriptions.
+
+Part of the libp2p bridge (DESIGN §3, tests/test_layering.py `BRIDGE_MODULES`). `P2PHost` owns
+one `GossipLayer` and forwards its public gossip methods to it, so callers only ever see the
+host. As in the host, libp2p objects are touched on the trio thread only: asyncio-facing
+coroutines hop there through the host's call path (`BridgeCall`), and messages come back with
+`TrioThread.to_asyncio`.
+
+Settings: gossipsub v1.1, signed (strict), spam protection and adaptive gossip off, 1 s
+heartbeat, app-supplied message ids and prefix-matched topic validators (libp2p-notes
+"Gossipsub").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Final, Protocol, TypeVar
+
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.tools.anyio_service import background_trio_service
+
+from hearthmesh.node.p2p.bridge import TrioThread
+from hearthmesh.node.p2p.errors import HostClosed, P2PError
+from hearthmesh.node.p2p.gossip import GossipMessage, GossipValidator, MessageIdFn, Subscription
+from hearthmesh.protocol.errors import LocalProtocolError
+
+__all__ = ["HEARTBEAT_S", "BridgeCall", "GossipLayer"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+HEARTBEAT_S: Final = 1
+"""Gossipsub heartbeat: the mesh forms in ~1.5 s (libp2p-notes "Gossipsub")."""
+_HEARTBEAT_INITIAL_DELAY_S: Final = 0.1
+_WAIT_FOREVER_S: Final = 1e9  # libp2p waits need a timeout; callers bound them with asyncio
+
+
+class BridgeCall(Protocol):
+    """The host's asyncio → trio call path: runs `fn` there, maps libp2p errors to `error`."""
+
+    async def __call__(
+        self, error: type[P2PError], what: str, fn: Callable[..., Awaitable[T]], *args: Any
+    ) -> T: ...
+
+
+class GossipLayer:
+    """The gossipsub half of one `P2PHost` (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        bridge: TrioThread,
+        call: BridgeCall,
+        peer_id: str,
+        message_id: MessageIdFn | None,
+        subscription_queue_size: int,
+        degree: int,
+    ) -> None:
+        self._bridge = bridge
+        self._call = call
+        self._peer_id = peer_id
+        self._message_id = message_id
+        self._queue_size = subscription_queue_size
+        self._degree = degree
+        self._subscriptions: dict[str, Subscription] = {}
+        # Owned by the trio thread:
+        self._host: IHost | None = None
+        self._pubsub: Pubsub | None = None
+        self._gossipsub: GossipSub | None = None
+        self._trio_validators: dict[str, GossipValidator] = {}
+
+    # ---- lifetime (trio thread) ---------------------------------------------------------------
+
+    def build(self, host: IHost) -> None:
+        """Create gossipsub and pubsub on `host` before it listens (trio thread)."""
+        degree = self._degree
+        self._gossipsub = GossipSub(
+            protocols=[PROTOCOL_ID_V11],
+            degree=degree,
+            degree_low=max(1, degree - 2),
+            degree_high=degree * 2,
+            heartbeat_interval=HEARTBEAT_S,
+            heartbeat_initial_delay=_HEARTBEAT_INITIAL_DELAY_S,
+            adaptive_gossip_enabled=False,  # else the heartbeat stretches to 30-60 s
+            spam_protection_enabled=False,  # else 10 msg/s per topic, our own included
+        )
+        self._pubsub = Pubsub(
+            host,
+            self._gossipsub,
+            strict_signing=True,
+            msg_id_constructor=self._msg_id_constructor(),
+        )
+        self._host = host
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run pubsub and gossipsub while the block runs (trio thread, after `build`).
+
+        Close the host's connections before leaving the block: an RPC that arrives after
+        pubsub's service stopped crashes the whole host ("Nursery is closed").
+        """
+        pubsub, gossipsub = self._pubsub, self._gossipsub
+        if pubsub is None or gossipsub is None:
+            raise HostClosed("gossip layer was not built")
+        async with background_trio_service(pubsub), background_trio_service(gossipsub):
+            await pubsub.wait_until_ready()
+            yield
+
+    def release(self) -> None:
+        """Stop what the services leave running and forget libp2p objects (trio thread)."""
+        if self._pubsub is not None:
+            # Pubsub's seen-message cache runs a sweeper thread that nothing else stops.
+            self._pubsub.seen_messages.stop()
+        self._host = self._pubsub = self._gossipsub = None
+
+    def end_subscriptions(self) -> None:
+        """End every subscription (asyncio side; the host is stopping)."""
+        for sub in self._subscriptions.values():
+            sub.end()
+        self._subscriptions.clear()
+
+    def _require_pubsub(self) -> Pubsub:
+        if self._pubsub is None:
+            raise HostClosed("libp2p host is not running")
+        return self._pubsub
+
+    # ---- message ids and validators ------------------------------------------------------------
+
+    def _msg_id_constructor(self) -> Callable[[rpc_pb2.Message], bytes]:
+        app_fn = self._message_id
+
+        def msg_id(msg: rpc_pb2.Message) -> bytes:
+            if app_fn is None:
+                return bytes(msg.from_id) + bytes(msg.seqno)
+            try:
+                return app_fn(bytes(msg.data))
+            except Exception:
+                # Undecodable payload: a per-publication id keeps it out of the dedupe space
+                # of real envelopes; the topic validator then rejects it.
+                return b"\x00undecodable:" + bytes(msg.from_id) + bytes(msg.seqno)
+
+        return msg_id
+
+    def _gossip_message(
+        self, topic: str, msg: rpc_pb2.Message, forwarder: ID | None = None
+    ) -> GossipMessage:
+        return GossipMessage(
+            topic=topic,
+            origin=ID(bytes(msg.from_id)).to_base58(),
+            data=bytes(msg.data),
+            msg_id=self._require_pubsub().get_message_id(msg),
+            seqno=int.from_bytes(bytes(msg.seqno), "big"),
+            forwarder="" if forwarder is None else forwarder.to_base58(),
+        )
+
+    def set_topic_validator(self, topic_prefix: str, validator: GossipValidator) -> None:
+        """See `P2PHost.set_topic_validator`."""
+        self._bridge.run_sync_soon(self._set_validator_on_trio, topic_prefix, validator)
+
+    def _set_validator_on_trio(self, prefix: str, validator: GossipValidator) -> None:
+        self._trio_validators[prefix] = validator
+        if self._pubsub is not None:
+            for topic in list(self._pubsub.topic_ids):
+                self._install_validator_on_trio(topic)
+
+    def _validator_for(self, topic: str) -> GossipValidator | None:
+        best = max((p for p in self._trio_validators if topic.startswith(p)), key=len, default=None)
+        return None if best is None else self._trio_validators[best]
+
+    def _install_validator_on_trio(self, topic: str) -> None:
+        validator = self._validator_for(topic)
+        pubsub = self._require_pubsub()
+        if validator is None:
+            pubsub.remove_topic_validator(topic)
+            return
+
+        def check(forwarder: ID, msg: rpc_pb2.Message) -> bool:
+            try:
+                return bool(validator(self._gossip_message(topic, msg, forwarder)))
+            except Exception:
+                log.warning("validator for %r raised; message rejected", topic, exc_info=True)
+                return False
+
+        pubsub.set_topic_validator(topic, check, False)
+
+    # ---- subscriptions ------------------------------------------------------------------------
+
+    async def subscribe(self, topic: str) -> Subscription:
+        """See `P2PHost.subscribe`."""
+        if topic in self._subscriptions:
+            raise LocalProtocolError(f"already subscribed to {topic!r}")
+        sub = Subscription(topic, maxsize=self._queue_size, unsubscribe=self._unsubscribe)
+        self._subscriptions[topic] = sub
+        try:
+            await self._call(P2PError, f"subscribe {topic}", self._subscribe_on_trio, sub)
+        except BaseException:
+            self._subscriptions.pop(topic, None)
+            sub.end()
+            raise
+        return sub
+
+    async def _subscribe_on_trio(self, sub: Subscription) -> None:
+        self._install_validator_on_trio(sub.topic)
+        trio_sub = await self._require_pubsub().subscribe(sub.topic)
+        self._bridge.spawn(self._pump_subscription, trio_sub, sub)
+
+    async def _pump_subscription(self, trio_sub: Any, sub: Subscription) -> None:
+        """Drain libp2p's 32-slot channel into asyncio without ever blocking (trio thread)."""
+        host = self._host
+        if host is None:
+            raise HostClosed("libp2p host is not running")
+        own = host.get_id().to_bytes()
+        try:
+            async for msg in trio_sub:
+                if bytes(msg.from_id) == own:
+                    continue
+                message = self._gossip_message(sub.topic, msg)
+                if not self._bridge.to_asyncio(sub.deliver_nowait, message):
+                    return
+        finally:
+            self._bridge.to_asyncio(sub.end)
+
+    async def _unsubscribe(self, sub: Subscription) -> None:
+        if self._subscriptions.get(sub.topic) is sub:
+            del self._subscriptions[sub.topic]
+        with contextlib.suppress(HostClosed):
+            await self._call(
+                P2PError, f"unsubscribe {sub.topic}", self._unsubscribe_on_trio, sub.topic
+            )
+
+    async def _unsubscribe_on_trio(self, topic: str) -> None:
+        await self._require_pubsub().unsubscribe(topic)
+
+    # ---- publishing and the mesh --------------------------------------------------------------
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """See `P2PHost.publish`."""
+        await self._call(P2PError, f"publish on {topic}", self._publish_on_trio, topic, data)
+
+    async def _publish_on_trio(self, topic: str, data: bytes) -> None:
+        pubsub = self._require_pubsub()
+        if topic not in pubsub.topic_validators:
+            self._install_validator_on_trio(topic)
+        validator = self._validator_for(topic)
+        if validator is not None:
+            probe = GossipMessage(topic=topic, origin=self._peer_id, data=data, msg_id=b"", seqno=0)
+            if not validator(probe):
+                raise LocalProtocolError(f"publish on {topic!r}: rejected by our own validator")
+        await pubsub.publish(topic, data)
+
+    async def wait_for_mesh_peer(self, topic: str, peer_id: str) -> None:
+        """See `P2PHost.wait_for_mesh_peer`."""
+        await self._call(
+            P2PError, f"wait for mesh {topic}", self._wait_mesh_on_trio, topic, peer_id
+        )
+
+    async def _wait_mesh_on_trio(self, topic: str, peer_id: str) -> None:
+        await self._require_pubsub().wait_for_mesh(
+            ID.from_base58(peer_id), topic, timeout=_WAIT_FOREVER_S
+        )

@@ -1,0 +1,760 @@
+"""`P2PHost`: a py-libp2p host in its own trio thread, driven from asyncio (DESIGN §3, §10).
+
+This module, `libp2p_gossip`, `libp2p_dht` and `libp2p_yamux` (the parts the host owns) and
+`trio_bridge` are the only ones that import trio or libp2p. libp2p objects are touched on the
+trio thread only: every public method either hops there with `TrioThread.run` (awaitable,
+cancellable) or schedules a callback there with `run_sync_soon`. What libp2p reports (inbound
+streams, gossip, connections, mDNS) comes back with `call_soon_threadsafe`.
+
+Transport: TCP + Noise (only) + yamux, at most one connection per peer (avoids the 250 ms dial
+fallback of libp2p-notes). Gossip: see `libp2p_gossip`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final, Protocol, TypeVar
+
+import multiaddr  # type: ignore[import-untyped]
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.discovery.events.peerDiscovery import peerDiscovery
+from libp2p.identity_utils import create_identity_from_seed
+from libp2p.network.config import ConnectionConfig
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.network.swarm import Swarm
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from hearthmesh.node.p2p.bridge import TrioThread
+from hearthmesh.node.p2p.dht import DhtLayer, DhtSelect, DhtValidate
+from hearthmesh.node.p2p.errors import (
+    DialFailed,
+    HostClosed,
+    P2PError,
+    StreamClosed,
+    StreamOpenFailed,
+)
+from hearthmesh.node.p2p.frame_stream import FrameStream, ReadLimits
+from hearthmesh.node.p2p.gossip import (
+    SUBSCRIPTION_QUEUE_SIZE,
+    GossipValidator,
+    MessageIdFn,
+    Subscription,
+)
+from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
+from hearthmesh.node.p2p.yamux import release_credit_in_half_windows
+from hearthmesh.protocol.errors import HearthError, LocalProtocolError, RemoteProtocolError
+from hearthmesh.protocol.framing import MAX_FRAME_BYTES
+from hearthmesh.protocol.inbound import InboundLedger, InboundPolicy
+
+__all__ = [
+    "HEARTBEAT_S",
+    "STOP_GRACE_S",
+    "ConnectionHandler",
+    "HostConfig",
+    "P2PHost",
+    "PeerFilter",
+    "RefusalHandler",
+    "StreamHandler",
+    "peer_id_from_seed",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+StreamHandler = Callable[[FrameStream], Awaitable[None]]
+"""Serves one inbound stream on asyncio; the stream is closed (or reset on error) after it."""
+
+ConnectionHandler = Callable[[str, bool], None]
+"""Told on asyncio `(peer id, True)` when a peer's first connection opens (dialled by us or
+by it, found by mDNS or bootstrap) and `(peer id, False)` when its last one closes."""
+
+PeerFilter = Callable[[str], bool]
+"""Asked on asyncio for each inbound stream: False resets it unread (a banned peer)."""
+
+
+class RefusalHandler(Protocol):
+    """Told on asyncio of what a peer did wrong at the stream level (SPEC §10.4, §11.6)."""
+
+    def __call__(self, peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
+        """`whole_frame=False` for a lesser offence (one stream past the peer's cap)."""
+        ...
+
+
+STOP_GRACE_S: Final = 2.0
+"""Upper bound for closing all connections at stop (each close sleeps 200 ms inside libp2p)."""
+_SEED_BYTES: Final = 32
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostConfig:
+    """How to build one node's libp2p host."""
+
+    identity_seed: bytes
+    """32-byte Ed25519 seed: the same seed gives the same peer id after a restart."""
+    listen_addrs: list[str] = field(default_factory=lambda: ["/ip4/127.0.0.1/tcp/0"])
+    """Multiaddrs to listen on; `tcp/0` picks a free port (see `P2PHost.listen_addrs`)."""
+    bootstrap: list[str] = field(default_factory=list)
+    """Multiaddrs with `/p2p/<id>` dialled in the background at start (failures are logged)."""
+    enable_mdns: bool = False
+    """Announce on and browse the LAN with mDNS; peers found are connected automatically."""
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    """Largest frame on a `FrameStream` (both directions)."""
+    message_id: MessageIdFn | None = None
+    """Gossip message id over the payload; None keeps libp2p's (origin, seqno) id."""
+    subscription_queue_size: int = SUBSCRIPTION_QUEUE_SIZE
+    """Undelivered gossip messages per subscription before new ones are dropped."""
+    gossip_degree: int = 6
+    """Gossipsub D (mesh size target); D_low = D - 2, D_high = 2 * D."""
+    dht_validate: DhtValidate | None = None
+    """Validator of the DHT's one namespace (`/home/...`); with `dht_select` it turns on the
+    kad-dht (server mode). Pure and thread-safe: it runs on the trio thread."""
+    dht_select: DhtSelect | None = None
+    """Picks the best of several valid values for one DHT key (see `dht_validate`)."""
+    inbound: InboundPolicy = field(default_factory=InboundPolicy)
+    """Bounds on inbound streams: counts, bytes of partial frames, timeouts (SPEC §10.4)."""
+
+
+def peer_id_from_seed(seed: bytes) -> str:
+    """The peer id (base58) that a host with `identity_seed=seed` will have."""
+    if len(seed) != _SEED_BYTES:
+        raise LocalProtocolError(f"identity seed must be {_SEED_BYTES} bytes, got {len(seed)}")
+    return ID.from_pubkey(create_identity_from_seed(seed).public_key).to_base58()
+
+
+class _DemoteFilter(logging.Filter):
+    """Demotes libp2p's ERROR records for ordinary network events to DEBUG.
+
+    A failed `new_stream` logs a multi-line ERROR although we raise it to the caller, and a
+    peer that hangs up (or a host that stops) logs handshake and yamux ERRORs: both are normal
+    life on a P2P mesh, not faults of this node.
+    """
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self._prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(self._prefixes):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+_NOISY_ERRORS: Final = {
+    "libp2p.host.basic_host": ("Failed to open stream to peer",),
+    "libp2p.protocol_muxer.multiselect_client": ("MultiselectClient handshake:",),
+    "libp2p.stream_muxer.yamux.yamux": ("Error in handle_incoming for peer",),
+}
+_FILTERS: Final = {name: _DemoteFilter(prefixes) for name, prefixes in _NOISY_ERRORS.items()}
+
+
+def _configure_libp2p_logging() -> None:
+    """libp2p sets its logger to WARNING with propagate=False (stderr via lastResort); route it
+    through the app's handlers instead and keep it at WARNING unless the app chose a level."""
+    root = logging.getLogger("libp2p")
+    root.propagate = True
+    if root.level == logging.NOTSET:
+        root.setLevel(logging.WARNING)
+    # auto_connector forces INFO on import; it logs every check at INFO.
+    logging.getLogger("libp2p.network.auto_connector").setLevel(logging.WARNING)
+    for name, log_filter in _FILTERS.items():
+        logger = logging.getLogger(name)
+        if log_filter not in logger.filters:
+            logger.addFilter(log_filter)
+
+
+class _LibP2PStream:
+    """`RawStream` over a libp2p stream; its coroutines run on the trio thread."""
+
+    def __init__(self, stream: INetStream) -> None:
+        self._stream = stream
+        release_credit_in_half_windows(getattr(stream, "muxed_stream", None))
+
+    async def read(self, max_bytes: int) -> bytes:
+        try:
+            return await self._stream.read(max_bytes)
+        except StreamEOF:
+            return b""
+        except StreamError as exc:
+            raise StreamClosed(f"stream read failed: {exc!r}") from exc
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await self._stream.write(data)
+        except StreamError as exc:
+            raise StreamClosed(f"stream write failed: {exc!r}") from exc
+
+    async def close(self) -> None:
+        try:
+            await self._stream.close()
+        except StreamError as exc:
+            raise StreamClosed(f"stream close failed: {exc!r}") from exc
+
+    async def reset(self) -> None:
+        with contextlib.suppress(StreamError):
+            await self._stream.reset()
+
+
+class _ConnectionTracker(INotifee):
+    """Mirrors the set of connected peers to asyncio (counted per connection)."""
+
+    def __init__(self, report: Callable[[str, int, str | None], None]) -> None:
+        self._report = report
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn))
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None)
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+
+class P2PHost:
+    """One node's libp2p host. Use as `async with P2PHost(config) as host:`."""
+
+    def __init__(self, config: HostConfig) -> None:
+        if len(config.identity_seed) != _SEED_BYTES:
+            raise LocalProtocolError(f"identity seed must be {_SEED_BYTES} bytes")
+        self.config = config
+        self.peer_id = peer_id_from_seed(config.identity_seed)
+        """This host's peer id (base58), fixed by the identity seed."""
+        self.listen_addrs: list[str] = []
+        """Actual listen multiaddrs with `/p2p/<id>` (ports resolved); set by `__aenter__`."""
+        self._bridge = TrioThread(name=f"libp2p-{self.peer_id[-8:]}")
+        self._tasks: asyncio.TaskGroup | None = None
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._handlers: dict[str, StreamHandler] = {}
+        self._peers: dict[str, int] = {}
+        self._peer_waiters: dict[str, asyncio.Event] = {}
+        self._on_connection: ConnectionHandler | None = None
+        self._admits: PeerFilter = lambda _peer: True
+        self._refused: RefusalHandler = _refuse_nothing
+        self._remote_ips: dict[str, str] = {}
+        self.inbound = InboundLedger(config.inbound)
+        """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
+        self._read_limits = ReadLimits(
+            budget=self.inbound,
+            frame_timeout_s=config.inbound.frame_timeout_ms / 1000,
+            idle_timeout_s=config.inbound.idle_timeout_ms / 1000,
+        )
+        self._closing = False
+        self._gossip = GossipLayer(
+            bridge=self._bridge,
+            call=self._call,
+            peer_id=self.peer_id,
+            message_id=config.message_id,
+            subscription_queue_size=config.subscription_queue_size,
+            degree=config.gossip_degree,
+        )
+        self._dht: DhtLayer | None = None
+        if (config.dht_validate is None) != (config.dht_select is None):
+            raise LocalProtocolError("dht_validate and dht_select go together")
+        if config.dht_validate is not None and config.dht_select is not None:
+            self._dht = DhtLayer(
+                call=self._call, validate=config.dht_validate, select=config.dht_select
+            )
+        # Owned by the trio thread:
+        self._host: IHost | None = None
+
+    # ---- lifetime -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> P2PHost:
+        _configure_libp2p_logging()
+        self._tasks = asyncio.TaskGroup()
+        await self._tasks.__aenter__()
+        try:
+            await self._bridge.start(self._service)
+        except BaseException as exc:
+            await self._tasks.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        for addr in self.config.bootstrap:
+            self._bridge.run_sync_soon(self._bridge.spawn, self._dial_in_background, addr)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop handlers, end subscriptions, close connections and join the trio thread."""
+        if self._closing:
+            return
+        self._closing = True
+        for task in self._handler_tasks:
+            task.cancel()
+        try:
+            if self._tasks is not None:
+                await self._tasks.__aexit__(None, None, None)
+        finally:
+            self._gossip.end_subscriptions()
+            await self._bridge.stop()
+
+    @asynccontextmanager
+    async def _service(self) -> AsyncIterator[None]:
+        """Runs on the trio thread: build the host, listen, run pubsub; close all on exit."""
+        key_pair = create_identity_from_seed(self.config.identity_seed)
+        # Noise only: new_host's default also offers TLS, SECIO and plaintext (libp2p-notes).
+        security = {
+            NOISE_PROTOCOL_ID: NoiseTransport(
+                key_pair, noise_privkey=create_x25519_key_pair().private_key
+            )
+        }
+        listen = [multiaddr.Multiaddr(a) for a in self.config.listen_addrs]
+        host = new_host(
+            key_pair=key_pair,
+            sec_opt=security,
+            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+            listen_addrs=listen,
+            enable_mDNS=self.config.enable_mdns,
+            # One connection per peer skips the 250 ms dial fallback; min/low 0 keeps libp2p's
+            # auto-connector from dialling every peerstore entry: the app picks its peers.
+            connection_config=ConnectionConfig(
+                max_connections_per_peer=1, min_connections=0, low_watermark=0
+            ),
+        )
+        self._gossip.build(host)
+        if self._dht is not None:
+            self._dht.build(host)
+        host.get_network().register_notifee(_ConnectionTracker(self._report_connection))
+        self._host = host
+        token = trio.lowlevel.current_trio_token()
+
+        def on_mdns_peer(info: PeerInfo) -> None:  # zeroconf's thread: hop to ours
+            if info.peer_id != host.get_id():
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(self._spawn_connect_info, info)
+
+        if self.config.enable_mdns:
+            peerDiscovery.register_peer_discovered_handler(on_mdns_peer)
+        try:
+            async with host.run(listen):
+                try:
+                    dht_running = (
+                        contextlib.nullcontext() if self._dht is None else self._dht.running()
+                    )
+                    async with self._gossip.running(), dht_running:
+                        try:
+                            self.listen_addrs = [str(a) for a in host.get_addrs()]
+                            yield
+                        finally:
+                            # Connections go first: an RPC arriving after pubsub's service
+                            # stopped crashes the whole host ("Nursery is closed").
+                            with trio.CancelScope(shield=True):
+                                await _close_connections(host)
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self._close_host(host)
+        finally:
+            self._gossip.release()
+            if self._dht is not None:
+                self._dht.release()
+            if self.config.enable_mdns:
+                peerDiscovery.unregister_peer_discovered_handler(on_mdns_peer)
+            self._host = None
+
+    async def _close_host(self, host: IHost) -> None:
+        """`host.run()` alone leaves listener and outbound sockets open (3 fds per 2-host
+        cycle, libp2p-notes): close the host explicitly."""
+        await _close_connections(host)
+        try:
+            await host.close()
+        except Exception:
+            log.warning("closing libp2p host %s failed", self.peer_id, exc_info=True)
+
+    def _report_connection(self, peer: str, delta: int, ip: str | None) -> None:
+        if delta > 0 and self._dht is not None:  # a new peer may serve the DHT
+            with contextlib.suppress(HostClosed):
+                self._bridge.spawn(self._dht.add_peer, ID.from_base58(peer))
+        self._bridge.to_asyncio(self._apply_connection, peer, delta, ip)
+
+    def _apply_connection(self, peer: str, delta: int, ip: str | None) -> None:
+        before = self._peers.get(peer, 0)
+        count = before + delta
+        if ip is not None:
+            self._remote_ips[peer] = ip
+        if count > 0:
+            self._peers[peer] = count
+            waiter = self._peer_waiters.pop(peer, None)
+            if waiter is not None:
+                waiter.set()
+        else:
+            self._peers.pop(peer, None)
+            self._remote_ips.pop(peer, None)
+        if self._on_connection is not None and (before > 0) != (count > 0):
+            self._on_connection(peer, count > 0)
+
+    def _require_host(self) -> IHost:
+        if self._host is None:
+            raise HostClosed("libp2p host is not running")
+        return self._host
+
+    async def _call(
+        self, error: type[P2PError], what: str, fn: Callable[..., Awaitable[T]], *args: Any
+    ) -> T:
+        """Run `fn` on the trio thread; libp2p exceptions become `error` (cause chained)."""
+        if self._closing:
+            raise HostClosed(f"{what}: host is closing")
+        try:
+            return await self._bridge.run(fn, *args)
+        except HearthError:
+            raise
+        except Exception as exc:
+            raise error(f"{what}: {exc!r}") from exc
+
+    # ---- connections ------------------------------------------------------------------------
+
+    async def connect(self, address: str, *, retry_now: bool = False) -> str:
+        """Connect to a peer at `address` (a multiaddr ending in `/p2p/<id>`).
+
+        Args:
+            retry_now: dial even if libp2p's negative cache says every address of the peer
+                failed within the last minute: for callers with a backoff of their own (the
+                outbox's probes), whom a peer back from a partition must not wait a minute for.
+
+        Returns:
+            The peer id (base58).
+
+        Raises:
+            DialFailed: bad address, refused, or the Noise handshake failed.
+        """
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(address))
+        except Exception as exc:
+            raise DialFailed(f"bad peer address {address!r}: {exc}") from exc
+        await self._call(
+            DialFailed, f"connect to {address}", self._connect_on_trio, info, retry_now
+        )
+        return info.peer_id.to_base58()
+
+    async def _connect_on_trio(self, info: PeerInfo, retry_now: bool) -> None:
+        host = self._require_host()
+        network = host.get_network()
+        if retry_now and isinstance(network, Swarm):
+            network.unblock_peer(info.peer_id)
+        await host.connect(info)
+
+    def _spawn_connect_info(self, info: PeerInfo) -> None:
+        with contextlib.suppress(HostClosed):
+            self._bridge.spawn(self._connect_quietly, info)
+
+    async def _connect_quietly(self, info: PeerInfo) -> None:
+        host = self._host
+        if host is None or info.peer_id in host.get_connected_peers():
+            return
+        try:
+            await host.connect(info)
+        except Exception as exc:
+            log.info("auto-connect to %s failed: %r", info.peer_id, exc)
+
+    async def _dial_in_background(self, address: str) -> None:
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(address))
+        except Exception as exc:
+            log.warning("bad bootstrap address %r: %r", address, exc)
+            return
+        await self._connect_quietly(info)
+
+    async def add_peer_address(self, address: str) -> str:
+        """Remember where a peer listens (`.../p2p/<id>`) without dialling; returns its id."""
+        try:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(address))
+        except Exception as exc:
+            raise DialFailed(f"bad peer address {address!r}: {exc}") from exc
+        await self._call(DialFailed, "add peer address", self._add_addrs_on_trio, info)
+        return info.peer_id.to_base58()
+
+    async def _add_addrs_on_trio(self, info: PeerInfo) -> None:
+        self._require_host().get_peerstore().add_addrs(info.peer_id, info.addrs, 3600)
+
+    def set_connection_handler(self, handler: ConnectionHandler) -> None:
+        """Call `handler` on asyncio when a peer gets its first connection or loses its last.
+
+        Every new connection counts however it came (dialled, accepted, mDNS, bootstrap); with
+        at most one connection per peer, each reconnect is one call.
+        """
+        self._on_connection = handler
+
+    def set_peer_filter(self, admits: PeerFilter) -> None:
+        """Reset unread every inbound stream from a peer `admits` refuses (asked on asyncio)."""
+        self._admits = admits
+
+    def set_refusal_handler(self, refused: RefusalHandler) -> None:
+        """Report to `refused` each stream-level offence of a peer: a stream past its cap, or a
+        `RemoteProtocolError` that a stream handler let out (SPEC §10.4, §11.6)."""
+        self._refused = refused
+
+    def remote_ip(self, peer_id: str) -> str | None:
+        """The IP address a connected peer's connection comes from (None if not known)."""
+        return self._remote_ips.get(peer_id)
+
+    def connected_peers(self) -> list[str]:
+        """Peer ids with at least one open connection (as last reported by the trio thread)."""
+        return sorted(self._peers)
+
+    async def wait_connected(self, peer_id: str) -> None:
+        """Wait until a connection to `peer_id` exists (dialled by anyone, e.g. mDNS)."""
+        if peer_id in self._peers:
+            return
+        await self._peer_waiters.setdefault(peer_id, asyncio.Event()).wait()
+
+    async def disconnect(self, peer_id: str) -> None:
+        """Close every connection to `peer_id` (takes ~200 ms inside libp2p)."""
+        await self._call(P2PError, f"disconnect {peer_id}", self._disconnect_on_trio, peer_id)
+
+    async def _disconnect_on_trio(self, peer_id: str) -> None:
+        await self._require_host().disconnect(ID.from_base58(peer_id))
+
+    def disconnect_nowait(self, peer_id: str) -> None:
+        """Start closing every connection to `peer_id` and return at once; failures are logged.
+
+        The closing runs in the trio thread's nursery, so the host's stop ends it.
+        """
+        with contextlib.suppress(HostClosed):
+            self._bridge.run_sync_soon(self._spawn_disconnect, peer_id)
+
+    def _spawn_disconnect(self, peer_id: str) -> None:
+        with contextlib.suppress(HostClosed):
+            self._bridge.spawn(self._disconnect_quietly, peer_id)
+
+    async def _disconnect_quietly(self, peer_id: str) -> None:
+        host = self._host
+        if host is None:
+            return
+        try:
+            await host.disconnect(ID.from_base58(peer_id))
+        except Exception as exc:
+            log.debug("disconnecting %s failed: %r", peer_id, exc)
+
+    # ---- streams -----------------------------------------------------------------------------
+
+    def set_stream_handler(self, protocol_id: str, handler: StreamHandler) -> None:
+        """Serve inbound streams of `protocol_id` with `handler`, one asyncio task per stream.
+
+        The handler's task belongs to the host; a normal return closes the stream. A
+        `RemoteProtocolError` it lets out is reported to the refusal handler (the peer pays,
+        SPEC §11.6) and a `StreamClosed` (the peer went away) is one quiet line; either way
+        the stream is reset. Any other exception is logged with its traceback.
+
+        Inbound streams are bounded per peer and in total, and read within the budget and
+        timeouts of `HostConfig.inbound` (SPEC §10.4).
+        """
+        self._handlers[protocol_id] = handler
+        self._bridge.run_sync_soon(self._install_handler_on_trio, protocol_id)
+
+    def _install_handler_on_trio(self, protocol_id: str) -> None:
+        async def on_stream(stream: INetStream) -> None:
+            raw = _LibP2PStream(stream)
+            peer = stream.muxed_conn.peer_id.to_base58()
+            if not self._bridge.to_asyncio(self._on_inbound, protocol_id, raw, peer):
+                await raw.reset()
+
+        if self._host is not None:
+            self._host.set_stream_handler(TProtocol(protocol_id), on_stream)
+
+    def _on_inbound(self, protocol_id: str, raw: _LibP2PStream, peer: str) -> None:
+        handler = self._handlers.get(protocol_id)
+        if self._closing or handler is None or self._tasks is None or not self._admits(peer):
+            self._reset_unread(raw)
+            return
+        try:
+            self.inbound.open(peer)
+        except RemoteProtocolError as exc:  # SPEC §10.4: past a cap, reset unread
+            self._reset_unread(raw)
+            self._refused(peer, exc, whole_frame=False)  # BUSY costs nothing
+            log.debug("inbound %s stream from %s refused: %s", protocol_id, peer[-8:], exc)
+            return
+        stream = self._frame_stream(raw, peer, protocol_id, self._read_limits)
+        task = self._tasks.create_task(self._serve(handler, stream))
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+
+    def _reset_unread(self, raw: _LibP2PStream) -> None:
+        with contextlib.suppress(HostClosed):
+            self._bridge.run_sync_soon(self._bridge.spawn, raw.reset)
+
+    async def _serve(self, handler: StreamHandler, stream: FrameStream) -> None:
+        peer = stream.remote_peer
+        try:
+            await handler(stream)
+        except StreamClosed as exc:  # a peer killed or gone mid-answer: expected on a mesh
+            log.info("%s stream from %s ended early: %s", stream.protocol_id, peer[-8:], exc)
+            await stream.reset()
+        except RemoteProtocolError as exc:  # every peer error path reaches its standing
+            self._refused(peer, exc)
+            log.debug("%s stream from %s refused: %s", stream.protocol_id, peer[-8:], exc)
+            await stream.reset()
+        except Exception:
+            log.exception("stream handler for %s from %s failed", stream.protocol_id, peer)
+            await stream.reset()
+        else:
+            await stream.close()
+        finally:
+            self.inbound.close(peer)
+            if not stream.closed:  # cancelled: the host is stopping
+                await stream.reset()
+
+    def _frame_stream(
+        self,
+        raw: _LibP2PStream,
+        peer: str,
+        protocol_id: str,
+        limits: ReadLimits | None = None,
+    ) -> FrameStream:
+        return FrameStream(
+            raw=raw,
+            bridge=self._bridge,
+            remote_peer=peer,
+            protocol_id=protocol_id,
+            max_frame_bytes=self.config.max_frame_bytes,
+            limits=limits,
+        )
+
+    async def open_stream(self, peer_id: str, protocol_id: str) -> FrameStream:
+        """Open a stream to `peer_id` (dialling known addresses if not connected).
+
+        Raises:
+            StreamOpenFailed: no route to the peer, or it does not speak `protocol_id`.
+        """
+        raw = await self._call(
+            StreamOpenFailed,
+            f"open {protocol_id} to {peer_id}",
+            self._open_on_trio,
+            peer_id,
+            protocol_id,
+        )
+        return self._frame_stream(raw, peer_id, protocol_id)
+
+    async def _open_on_trio(self, peer_id: str, protocol_id: str) -> _LibP2PStream:
+        stream = await self._require_host().new_stream(
+            ID.from_base58(peer_id), [TProtocol(protocol_id)]
+        )
+        return _LibP2PStream(stream)
+
+    # ---- gossip (node/p2p/gossipsub.py) -------------------------------------------------------
+
+    def set_topic_validator(self, topic_prefix: str, validator: GossipValidator) -> None:
+        """Validate every message on topics starting with `topic_prefix` (longest prefix wins).
+
+        `validator` runs on the trio thread for our own publishes too; a rejected message is
+        neither delivered nor forwarded. Set validators before subscribing.
+        """
+        self._gossip.set_topic_validator(topic_prefix, validator)
+
+    async def subscribe(self, topic: str) -> Subscription:
+        """Join `topic`; returns an async iterator of messages from other peers.
+
+        Our own publishes are not delivered back. Use `async with await host.subscribe(t)`
+        or call `unsubscribe()`; the host's stop ends every subscription.
+
+        Raises:
+            LocalProtocolError: already subscribed to `topic` on this host.
+        """
+        return await self._gossip.subscribe(topic)
+
+    async def publish(self, topic: str, data: bytes) -> None:
+        """Publish `data` on `topic` (at most once; may be dropped on the way).
+
+        Raises:
+            LocalProtocolError: our own validator for `topic` rejects `data`.
+        """
+        await self._gossip.publish(topic, data)
+
+    async def wait_for_mesh_peer(self, topic: str, peer_id: str) -> None:
+        """Wait until `peer_id` is in our gossipsub mesh for `topic` (bound it with a timeout)."""
+        await self._gossip.wait_for_mesh_peer(topic, peer_id)
+
+    # ---- kad-dht (node/p2p/dht.py) ---------------------------------------------------------
+
+    def _require_dht_layer(self) -> DhtLayer:
+        if self._dht is None:
+            raise LocalProtocolError("the DHT is off: set dht_validate and dht_select")
+        return self._dht
+
+    async def dht_put(self, key: str, value: bytes) -> None:
+        """Store `value` under `key` here and at the closest DHT peers that accept it.
+
+        Best effort beyond this node: peers that refuse or cannot be reached are skipped (a
+        later `dht_get` elsewhere corrects them). ~180 ms over 6 nodes (libp2p-notes).
+
+        Raises:
+            LocalProtocolError: the DHT is off; `dht_validate` rejects the value (cause
+                chained); or this node already holds a value that `dht_select` prefers.
+            P2PError: libp2p failed (cause chained).
+        """
+        await self._require_dht_layer().put(key, value)
+
+    async def dht_get(self, key: str) -> bytes | None:
+        """The best valid value for `key`: our own copy if we hold one, else from the network.
+
+        Values that fail `dht_validate` are never returned; between several valid ones
+        `dht_select` decides, and the winner is kept locally.
+
+        Returns:
+            The value, or None when no peer reached holds a valid one.
+
+        Raises:
+            LocalProtocolError: the DHT is off, or `key` is outside the DHT's namespace.
+            P2PError: libp2p failed (cause chained).
+        """
+        return await self._require_dht_layer().get(key)
+
+
+def _refuse_nothing(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
+    """The refusal handler until one is set: a bare host keeps no standing."""
+
+
+def _remote_ip(conn: INetConn) -> str | None:
+    """The IP address at the other end of `conn`, if its transport tells."""
+    try:
+        address = conn.muxed_conn.get_remote_address()  # type: ignore[attr-defined]
+    except Exception:  # a transport without addresses (e.g. a relayed circuit)
+        return None
+    return str(address[0]) if address else None
+
+
+async def _close_connections(host: IHost) -> None:
+    """Close all connections concurrently: each close sleeps 200 ms inside libp2p."""
+    network = host.get_network()
+    with trio.move_on_after(STOP_GRACE_S):
+        async with trio.open_nursery() as nursery:
+            for conns in list(network.connections.values()):
+                for conn in list(conns):
+                    nursery.start_soon(_close_quietly, conn)
+
+
+async def _close_quietly(conn: INetConn) -> None:
+    try:
+        await conn.close()
+    except Exception as exc:  # shutdown races are expected here
+        log.debug("closing connection failed: %r", exc)
