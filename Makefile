@@ -35,9 +35,10 @@ run: $(STAMP)
 	$(VENV)/bin/hearthmesh run --data-dir data/node $(RUN_ARGS)
 
 # Two pytest-xdist workers: most integration tests wait on the network, not the CPU (on 2
-# shared cores tests/integration took 131 s instead of 263 s). mDNS tests share one worker
-# (xdist_group); TEST_ARGS="-n 0" runs serially. HYPOTHESIS_PROFILE=quick: see tests/conftest.py.
-TEST_ARGS ?= -n 2 --dist loadgroup
+# shared cores tests/integration took 131 s instead of 263 s). mDNS tests take a machine-wide
+# lock (tests/conftest.py); TEST_ARGS="-n 0" runs serially. HYPOTHESIS_PROFILE=quick: see
+# tests/conftest.py.
+TEST_ARGS ?= -n 2
 test: $(STAMP)
 	$(PY) -m pytest -q $(TEST_ARGS)
 

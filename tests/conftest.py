@@ -9,9 +9,12 @@ Profiles (`HYPOTHESIS_PROFILE=...`):
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Final
 
 import pytest
@@ -42,6 +45,18 @@ class FakeClock:
 
     def advance(self, ms: int) -> None:
         self._now_ms += ms
+
+
+MDNS_LOCK: Final = Path(tempfile.gettempdir()) / "hearthmesh-tests-mdns.lock"
+
+
+@pytest.fixture
+def mdns_alone() -> Iterator[None]:
+    """Hold a machine-wide lock while the test runs mDNS nodes: those of two tests running at
+    once (two xdist workers, or two checkouts' suites) find each other and meet."""
+    with MDNS_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 @pytest.fixture

@@ -268,7 +268,7 @@ async def test_stopping_hosts_leaks_no_threads_fds_or_tasks() -> None:
         assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
-@pytest.mark.xdist_group("mdns")  # one worker: mDNS nodes of two tests would meet
+@pytest.mark.usefixtures("mdns_alone")
 async def test_mdns_finds_and_connects_peers() -> None:
     # Measured here: each mDNS host takes ~1.6 s to start (zeroconf probing), peers are found
     # by then, and stopping adds ~250 ms per host.
