@@ -367,13 +367,28 @@ class OutboxMachine(Generic[E]):
         """What is due at `now_ms`: settling acked rows, probing down destinations."""
         commands: list[OutboxCommand] = []
         if self._settle_at_ms is not None and self._settle_at_ms <= now_ms:
-            commands.extend(self.flush())
+            commands.extend(self._settle())
         for destination in self._outages.due_probes(now_ms):
             commands.append(Probe(destination=destination, limit=BATCH_ENTRIES))
         return commands
 
-    def flush(self) -> list[Settle]:
-        """Settle every acked row now (at a clean stop)."""
+    def stop(self, now_ms: int) -> list[OutboxCommand]:
+        """A clean stop: settle every acked row now, and hand every row still in hand back to
+        the store, due at once (its lease is for a crash; a restart need not wait it out)."""
+        commands: list[OutboxCommand] = [*self._settle()]
+        for destination in sorted(self._queued):
+            rows = [*self._in_flight.get(destination, ()), *self._queued[destination]]
+            if not rows:
+                continue
+            first_ms = now_ms - len(rows)  # in their order, as `unpark` puts rows back
+            plan = tuple((row.message_id, first_ms + i) for i, row in enumerate(rows))
+            commands.append(Reschedule(destination=destination, plan=plan, error=_HANDED_BACK))
+        self._held.clear()
+        self._queued.clear()
+        self._in_flight.clear()
+        return commands
+
+    def _settle(self) -> list[Settle]:
         self._settle_at_ms = None
         if not self._acked:
             return []
@@ -403,6 +418,9 @@ class OutboxMachine(Generic[E]):
         """Each row's next attempt after the §11.5.1 backoff for its attempts so far."""
         rng = self._rng
         return tuple((e.message_id, next_attempt_ms(e.attempts, now_ms, rng)) for e in entries)
+
+
+_HANDED_BACK: Final = "handed back at a stop"
 
 
 def _is_user(destination: bytes) -> bool:

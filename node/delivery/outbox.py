@@ -166,7 +166,8 @@ class OutboxWorker:
         finally:
             self._group = None
             with contextlib.suppress(HearthError):
-                await self._perform(self._machine.flush())  # a clean stop leaves no stale rows
+                # a clean stop leaves no stale rows, and none leased: a restart takes them at once
+                await self._perform(self._machine.stop(self._now()))
 
     async def _take(self, now_ms: int) -> bool:
         """Take due rows into the machine; True if it took a full load (take again at once)."""

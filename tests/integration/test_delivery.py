@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hearthmesh.protocol import outbox as outbox_machine
 from hearthmesh.node.events import DeliveredToHome, MessageReceived
+from hearthmesh.protocol import outbox as outbox_machine
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.storage.api import Direction, RelayQuota
 from hearthmesh.storage.lmdb_store import LmdbStore

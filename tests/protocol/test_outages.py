@@ -29,7 +29,8 @@ def test_a_probe_is_due_after_the_backoff_and_only_once() -> None:
     outages.failed(BOB, T0)
     assert outages.due_probes(T0) == []
     now = T0 + BACKOFF_BASE_MS * 2  # the delay after a second failure is at most that
-    assert outages.next_probe_ms() is not None and outages.next_probe_ms() <= now  # type: ignore[operator]
+    probe_ms = outages.next_probe_ms()
+    assert probe_ms is not None and T0 < probe_ms <= now
     assert outages.due_probes(now) == [BOB]
     assert outages.due_probes(now) == []  # probing: not handed out twice
     assert outages.next_probe_ms() is None
