@@ -138,7 +138,8 @@ async def test_a_down_homes_entries_wait_parked_and_go_when_it_connects(
 ) -> None:
     """SPEC §11.5.2: bob's home is away, so alice's node parks what it has for him (it does not
     retry each entry), keeps it parked across a restart, and sends it all, in order, as soon as
-    bob's home connects."""
+    bob's home connects. The wiring on real nodes; the timing is
+    tests/protocol/test_outbox.py's clocked test of the same name."""
     async with asyncio.timeout(40):
         async with make_node("bob") as bob:
             bob_id, bob_record = bob.user_id, bob.home_record()

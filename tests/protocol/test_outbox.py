@@ -210,6 +210,13 @@ def _perform(outbox: Outbox, homes: dict[bytes, Home], command: OutboxCommand, n
         outbox.rows.apply(command, now_ms)
 
 
+def send_one_by_one(outbox: Outbox, home: Home, destination: bytes, count: int) -> None:
+    """`count` rows for `destination`, each stored and served before the next (as sends go)."""
+    for n in range(count):
+        outbox.rows.add(destination, [mid(n)], T0)
+        transfer(outbox, {destination: home}, T0)
+
+
 def delivered(outbox: Outbox) -> list[MessageId]:
     return [m for c in outbox.commands(Delivered) for m in c.message_ids]
 
@@ -387,9 +394,7 @@ def test_a_down_destination_parks_and_new_batches_are_relayed_then_parked() -> N
 def test_our_own_other_home_is_never_relayed_to() -> None:
     outbox = Outbox()
     sibling = Home(OWN_HOME, up=False)
-    for n in range(3):
-        outbox.rows.add(SIBLING, [mid(n)], T0)
-        transfer(outbox, {SIBLING: sibling}, T0)
+    send_one_by_one(outbox, sibling, SIBLING, 3)
     sends = outbox.commands(SendBatch)
     assert sends and all(not s.relay_fallback for s in sends)
     assert outbox.commands(RelayBatch) == []
@@ -399,9 +404,7 @@ def test_our_own_other_home_is_never_relayed_to() -> None:
 def test_a_probe_after_the_backoff_brings_everything_back_in_order() -> None:
     outbox = Outbox()
     bob = Home("bob", up=False)
-    for n in range(3):
-        outbox.rows.add(BOB, [mid(n)], T0)
-        transfer(outbox, {BOB: bob}, T0)
+    send_one_by_one(outbox, bob, BOB, 3)
     probe_at = outbox.machine.timer_ms()
     assert probe_at is not None and T0 < probe_at <= T0 + PROBE_MAX_MS
     transfer(outbox, {BOB: bob}, probe_at - 1)
@@ -426,9 +429,7 @@ def test_a_probe_that_finds_nothing_parked_ends_the_outage() -> None:
 def test_a_home_that_connects_is_probed_at_once() -> None:
     outbox = Outbox()
     bob = Home("bob", up=False)
-    for n in range(3):
-        outbox.rows.add(BOB, [mid(n)], T0)
-        transfer(outbox, {BOB: bob}, T0)
+    send_one_by_one(outbox, bob, BOB, 3)
     assert not outbox.machine.home_connected([CAROL])  # not one of bob's
     bob.up = True
     assert outbox.machine.home_connected([BOB])
@@ -447,9 +448,7 @@ def test_a_down_homes_entries_wait_parked_and_go_when_it_connects() -> None:
     outbox = Outbox(rows)
     bob = Home("bob", up=False)
     sent = [mid(n) for n in range(40)]
-    for message_id in sent:  # as alice sends: one row a send, due at once
-        rows.add(BOB, [message_id], T0)
-        transfer(outbox, {BOB: bob}, T0)
+    send_one_by_one(outbox, bob, BOB, len(sent))  # as alice sends: one row a send, due at once
     assert rows.parked(BOB) == sent
     assert outbox.commands(Reschedule) == [] and delivered(outbox) == []
     in_flight = mid(40)  # alice's node dies while this row's batch is out: its lease holds it
