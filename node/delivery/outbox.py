@@ -91,7 +91,10 @@ class OutboxWorker:
         self._find_home = find_home
         self._poll_ms = poll_ms
         self._probe_max_ms = probe_max_ms
-        self._wake = asyncio.Event()
+        self._nudge = asyncio.Event()
+        """Set to end the loop's sleep: rows to take, or a timer earlier than it sleeps until."""
+        self._take_asked = False
+        self._sleeping_until_ms: int | None = None
         self._machine: OutboxMachine[OutboxEntry] = self._new_machine()
         self._group: asyncio.TaskGroup | None = None
         self.delivered = 0
@@ -102,7 +105,15 @@ class OutboxWorker:
 
     def wake(self) -> None:
         """New entries are due: look now rather than at the next poll."""
-        self._wake.set()
+        self._take_asked = True
+        self._nudge.set()
+
+    def _rearm(self) -> None:
+        """The machine was fed: if its timer is now earlier than the loop sleeps, wake it."""
+        timer_ms = self._machine.timer_ms()
+        sleeping_until = self._sleeping_until_ms
+        if timer_ms is not None and sleeping_until is not None and timer_ms < sleeping_until:
+            self._nudge.set()
 
     @property
     def unreachable(self) -> list[bytes]:
@@ -155,14 +166,15 @@ class OutboxWorker:
                 self._machine.restored(await store.read(store.store.parked_destinations))
                 take_now, next_poll_ms = True, 0
                 while True:
-                    self._wake.clear()
+                    self._nudge.clear()
                     await self._perform(self._machine.handle_timer(self._clock.now_ms()))
                     now_ms = self._clock.now_ms()
-                    if take_now or now_ms >= next_poll_ms:
+                    if take_now or self._take_asked or now_ms >= next_poll_ms:
+                        self._take_asked = False
                         take_now = await self._take(now_ms)
                         next_poll_ms = now_ms + self._poll_ms
-                    if not take_now:
-                        take_now = await self._wait(next_poll_ms)
+                    if not take_now and not self._take_asked:
+                        await self._sleep(next_poll_ms)
         finally:
             self._group = None
             with contextlib.suppress(HearthError):
@@ -181,18 +193,19 @@ class OutboxWorker:
         self._serve_all(self._machine.entries_ready(entries))
         return len(entries) == wanted
 
-    async def _wait(self, next_poll_ms: int) -> bool:
-        """Sleep until woken (True), the next poll or the machine's timer (False)."""
+    async def _sleep(self, next_poll_ms: int) -> None:
+        """Until the next poll, the machine's timer or a nudge, whichever comes first."""
         deadline_ms = next_poll_ms
         timer_ms = self._machine.timer_ms()
         if timer_ms is not None:
             deadline_ms = min(deadline_ms, timer_ms)
-        delay_s = max(0, deadline_ms - self._clock.now_ms()) / 1000
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay_s):
-                await self._wake.wait()
-                return True
-        return False
+        self._sleeping_until_ms = deadline_ms
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0, deadline_ms - self._now()) / 1000):
+                    await self._nudge.wait()
+        finally:
+            self._sleeping_until_ms = None
 
     def _serve_all(self, commands: Iterable[OutboxCommand]) -> None:
         for command in commands:
@@ -212,6 +225,7 @@ class OutboxWorker:
                 command = commands.popleft()
                 if isinstance(command, SendBatch):
                     commands.extend(await self._send(command, recipient, certs, items))
+                    self._rearm()  # an ack arms the settle timer, a failure the probe's
                 elif isinstance(command, RelayBatch):
                     await self._relay(recipient, self._directory.homes(recipient), certs, items)
                 else:
