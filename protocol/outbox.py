@@ -279,9 +279,10 @@ class OutboxMachine(Generic[E]):
     ) -> list[OutboxCommand]:
         """The pump built the batch: `carried` went in, `left` did not (no certificate for the
         sender device, or past the byte budget). What to do with it."""
-        batch = self._take_in_flight(destination)
+        batch = self._batch_of(destination)
         if len(carried) + len(left) != len(batch):
             raise LocalProtocolError("batch_built must account for every row of the batch")
+        del self._in_flight[destination]
         if not carried:
             self._release(destination, batch)
             plan = self._retry_plan(batch, now_ms)
@@ -305,9 +306,10 @@ class OutboxMachine(Generic[E]):
     ) -> list[OutboxCommand]:
         """A home of the destination acked the batch in flight (one result per row, checked by
         the pump): what each status means (SPEC §11.4.1)."""
-        batch = self._take_in_flight(destination)
+        batch = self._batch_of(destination)
         if len(results) != len(batch):
             raise LocalProtocolError("an ack answers every row of its batch")
+        del self._in_flight[destination]
         self._release(destination, batch)
         commands: list[OutboxCommand] = []
         done: list[MessageId] = []
@@ -344,7 +346,8 @@ class OutboxMachine(Generic[E]):
 
     def send_failed(self, destination: bytes, error: str, now_ms: int) -> list[OutboxCommand]:
         """No home took the batch in flight: the destination is down, the batch parked."""
-        batch = self._take_in_flight(destination)
+        batch = self._batch_of(destination)
+        del self._in_flight[destination]
         self._release(destination, batch)
         commands: list[OutboxCommand] = []
         if self._outages.failed(destination, now_ms):
@@ -397,8 +400,9 @@ class OutboxMachine(Generic[E]):
 
     # --- helpers ----------------------------------------------------------------------------
 
-    def _take_in_flight(self, destination: bytes) -> list[E]:
-        batch = self._in_flight.pop(destination, None)
+    def _batch_of(self, destination: bytes) -> list[E]:
+        """The batch in flight for `destination`; a caller bug if there is none."""
+        batch = self._in_flight.get(destination)
         if batch is None:
             raise LocalProtocolError("no batch in flight for this destination")
         return batch

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from hearthmesh.protocol import outbox as outbox_module
 from hearthmesh.protocol.backoff import BACKOFF_BASE_MS
@@ -511,3 +514,77 @@ def test_a_clean_stop_settles_and_hands_back_the_rows_in_hand_in_order() -> None
         Reschedule(destination=CAROL, plan=((mid(9), T0 + 4),), error="handed back at a stop"),
     ]
     assert machine.entries_wanted() > 0 and machine.next_batch(BOB) is None
+
+
+# --- against a model: every row reaches its home once (Hypothesis) ---------------------------
+
+DESTINATIONS = (BOB, CAROL, SIBLING)
+
+
+class OutboxAgainstHomes(RuleBasedStateMachine):
+    """Rows are added, homes come and go, answer DEFERRED now and then, time passes, the node
+    restarts cleanly: once every home is up for long enough, each row has reached its home,
+    exactly once (a home never answers DUPLICATE), and nothing is left in the store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = T0
+        self.added: dict[bytes, list[MessageId]] = {d: [] for d in DESTINATIONS}
+        self.defer: set[MessageId] = set()
+        self.homes = {d: Home(f"home-{d.hex()[:4]}", answer=self._answer) for d in DESTINATIONS}
+        self.outbox = Outbox()
+        self.count = 0
+
+    def _answer(self, row: Row) -> AckStatus:
+        if row.message_id in self.defer:
+            self.defer.discard(row.message_id)  # deferred once, then taken
+            return AckStatus.DEFERRED
+        return AckStatus.STORED
+
+    @rule(destination=st.sampled_from(DESTINATIONS), many=st.integers(1, 3), defer=st.booleans())
+    def send(self, destination: bytes, many: int, defer: bool) -> None:
+        ids = [mid(self.count + n) for n in range(many)]
+        self.count += many
+        self.added[destination] += ids
+        if defer:
+            self.defer.add(ids[0])
+        self.outbox.rows.add(destination, ids, self.now)
+        transfer(self.outbox, self.homes, self.now)
+
+    @rule(destination=st.sampled_from(DESTINATIONS), up=st.booleans())
+    def home(self, destination: bytes, up: bool) -> None:
+        self.homes[destination].up = up
+        if up and self.outbox.machine.home_connected([destination]):
+            transfer(self.outbox, self.homes, self.now)
+
+    @rule(ms=st.sampled_from([1, SETTLE_EVERY_MS, BACKOFF_BASE_MS, PROBE_MAX_MS, LEASE_MS]))
+    def wait(self, ms: int) -> None:
+        self.now += ms
+        transfer(self.outbox, self.homes, self.now)
+
+    @rule()
+    def restart(self) -> None:
+        for command in self.outbox.machine.stop(self.now):
+            self.outbox.rows.apply(command, self.now)
+        self.outbox = Outbox(self.outbox.rows, label=f"restart {self.now}")
+
+    @invariant()
+    def never_twice(self) -> None:
+        for home in self.homes.values():
+            assert len(home.stored) == len(set(home.stored))
+
+    def teardown(self) -> None:
+        for home in self.homes.values():
+            home.up = True
+        for _ in range(20):  # probes, backoffs and leases all run out within this
+            self.now += PROBE_MAX_MS
+            transfer(self.outbox, self.homes, self.now)
+        for destination, home in self.homes.items():
+            assert sorted(home.stored) == sorted(self.added[destination])
+        assert self.outbox.rows.rows == {}
+
+
+OutboxAgainstHomes.TestCase.settings = settings(
+    max_examples=40, stateful_step_count=30, deadline=None
+)
+TestOutboxAgainstHomes = OutboxAgainstHomes.TestCase
