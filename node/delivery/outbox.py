@@ -208,11 +208,12 @@ class OutboxWorker:
             self._sleeping_until_ms = None
 
     def _serve_all(self, commands: Iterable[OutboxCommand]) -> None:
+        """A task for each destination the machine says to serve (only while `run` runs)."""
+        group = self._group
         for command in commands:
-            if not isinstance(command, ServeDestination):
-                raise LocalProtocolError(f"{type(command).__name__} from entries_ready")
-            if self._group is not None:
-                self._group.create_task(self._serve(command.destination))
+            if group is None or not isinstance(command, ServeDestination):
+                raise LocalProtocolError(f"{type(command).__name__} outside the outbox's run")
+            group.create_task(self._serve(command.destination))
 
     async def _serve(self, destination: bytes) -> None:
         """Deliver the destination's batches, one at a time, as the machine hands them out."""
