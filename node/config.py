@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from hearthmesh.node.delivery.outages import PROBE_MAX_MS
 from hearthmesh.node.identity.home_directory import (
     DEFAULT_MAX_LOOSE_CERTIFICATES,
     DEFAULT_MAX_STRANGERS,
@@ -15,6 +14,7 @@ from hearthmesh.node.identity.home_directory import (
 from hearthmesh.protocol.authority import DEFAULT_DEFERRAL_POLICY, DeferralPolicy
 from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.protocol.membership_log import DEFAULT_MEMBERSHIP_LIMITS, MembershipLimits
+from hearthmesh.protocol.outages import PROBE_MAX_MS
 from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.protocol.relay_choice import RelayPolicy
 from hearthmesh.protocol.standing import StandingPolicy

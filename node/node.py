@@ -19,7 +19,6 @@ from typing import Any, Final, Self
 
 from hearthmesh.node.clock import Clock, CorrectedClock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
-from hearthmesh.node.delivery.destinations import destination_peer
 from hearthmesh.node.delivery.fetch import FetchService
 from hearthmesh.node.delivery.gap_fetch import GapFetcher
 from hearthmesh.node.delivery.gossip_out import GossipPublisher
@@ -53,6 +52,7 @@ from hearthmesh.node.rooms.topics import ROOM_TOPIC_PREFIX, RoomTopics
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.canonical import decode_canonical
+from hearthmesh.protocol.destinations import destination_peer
 from hearthmesh.protocol.digest import HistoryDigest
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, load_envelope
 from hearthmesh.protocol.errors import (

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hearthmesh.node.clock import Clock
-from hearthmesh.node.delivery.destinations import node_destination
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.keyring import HOME_RECORD_SETTING, Keyring
+from hearthmesh.protocol.destinations import node_destination
 from hearthmesh.protocol.errors import LocalProtocolError, NotAuthorized, NotFound, StorageError
 from hearthmesh.protocol.home_record import (
     HomeRecord,
