@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Set
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Final, Protocol
 
@@ -69,6 +69,7 @@ __all__ = [
     "appended_result",
     "direct_partner",
     "error_result",
+    "reaches_the_app",
     "room_ruling",
 ]
 
@@ -110,6 +111,14 @@ class Decision:
     unknown_device: bool = False
     """Deferred for a device the sender's newest record we hold does not list: look the
     sender's record up again (SPEC §13.5)."""
+    store_before_next: bool = False
+    """Append what is pending before judging the next item of the batch: a MEMBERSHIP event
+    changes what the items after it may do (a batch may hold a CREATE and the ADDs after it,
+    each allowed only by the ones before)."""
+
+
+_HISTORY_VERDICTS: Final = frozenset({Verdict.STORE, Verdict.DEFER})
+"""Verdicts of envelopes meant for a room's history here (now or later)."""
 
 
 class RoomStates(Protocol):
@@ -149,6 +158,22 @@ class ArrivalRules:
             rooms: the rooms' states, read only if the rule needs them.
             now_ms: the clock reading, for the deferral budget.
         """
+        decision = self._decide(
+            envelope, recipient=recipient, device_listed=device_listed, rooms=rooms, now_ms=now_ms
+        )
+        if envelope.kind is Kind.MEMBERSHIP and decision.verdict in _HISTORY_VERDICTS:
+            return replace(decision, store_before_next=True)
+        return decision
+
+    def _decide(
+        self,
+        envelope: Envelope,
+        *,
+        recipient: UserId,
+        device_listed: bool | None,
+        rooms: RoomStates,
+        now_ms: int,
+    ) -> Decision:
         message_id = envelope.message_id
         if envelope.kind.ephemeral:
             refusal = ProtocolError("ephemeral kinds are not delivered")
@@ -223,6 +248,12 @@ def appended_result(message_id: MessageId, *, stored: bool, duplicate: bool) -> 
     if duplicate:
         return DeliveryResult(message_id=message_id, status=AckStatus.DUPLICATE)
     return rejected(message_id, ProtocolError("another event holds this slot"))
+
+
+def reaches_the_app(envelope: Envelope) -> bool:
+    """Is a released envelope shown to clients? PRIVATE is our user's bookkeeping between its
+    devices (SPEC §22.6), not a message."""
+    return envelope.kind is not Kind.PRIVATE
 
 
 def error_result(message_id: MessageId, error: HearthError) -> DeliveryResult:

@@ -30,7 +30,7 @@ from hearthmesh.protocol.arrival import (
     error_result,
 )
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
-from hearthmesh.protocol.envelope import Envelope, Kind, MessageId
+from hearthmesh.protocol.envelope import Envelope, MessageId
 from hearthmesh.protocol.errors import LocalProtocolError, QuotaExceeded, RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.private import decode_private
@@ -155,10 +155,8 @@ class Inbox:
                     AppendRequest(envelope=envelope, outbox_to=forward, next_attempt_ms=now_ms)
                 )
                 results.append(_PENDING)
-            if decision.verdict is not Verdict.REJECT and envelope.kind is Kind.MEMBERSHIP:
-                # folded before the next item is judged: a batch may hold the CREATE and the
-                # ADDs after it, each allowed only by the ones before
-                append_pending()
+            if decision.store_before_next:
+                append_pending()  # folded before the next item is judged
         append_pending()
         outcome.results = results
         # How far each sender was released commits with the events themselves: a restart

@@ -18,7 +18,7 @@ from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.mesh.standing import PeerStanding
 from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
-from hearthmesh.protocol.arrival import RecentlyStored, error_result
+from hearthmesh.protocol.arrival import RecentlyStored, error_result, reaches_the_app
 from hearthmesh.protocol.certificate_cache import VerifiedCertificates
 from hearthmesh.protocol.delivery import (
     AckStatus,
@@ -30,7 +30,6 @@ from hearthmesh.protocol.delivery import (
     sign_ack,
     verify_batch,
 )
-from hearthmesh.protocol.envelope import Kind
 from hearthmesh.protocol.errors import ClockSkew, MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.gossip import GossipItem
 from hearthmesh.protocol.identity import UserId, encode_certificate
@@ -183,7 +182,7 @@ class Receiver:
     def _publish(self, outcome: StoreOutcome) -> None:
         self._recent.note(outcome.results)
         for envelope in outcome.released:
-            if envelope.kind is not Kind.PRIVATE:  # our own bookkeeping, not a message
+            if reaches_the_app(envelope):
                 self._emit(MessageReceived(envelope=envelope))
         self._on_outcome(outcome)
 

@@ -17,6 +17,7 @@ from hearthmesh.protocol.arrival import (
     appended_result,
     direct_partner,
     error_result,
+    reaches_the_app,
 )
 from hearthmesh.protocol.authority import DeferralPolicy
 from hearthmesh.protocol.content import CONTACT_CONTENT_TYPE
@@ -300,3 +301,20 @@ def test_the_memo_holds_only_what_the_store_answered_holding_and_forgets_the_old
     assert [recent.seen(m) for m in (a, b, c, d)] == [True, False, True, False]
     recent.note([DeliveryResult(message_id=d, status=AckStatus.STORED)])
     assert [recent.seen(m) for m in (a, c, d)] == [False, True, True]
+
+
+def test_a_membership_event_meant_for_history_is_stored_before_the_next_is_judged() -> None:
+    rooms = Rooms()
+    create = decide(membership(ADMIN, CREATE), rooms)
+    assert create.verdict is Verdict.STORE and create.store_before_next
+    add = MembershipChange(action=Action.ADD, target=uid(MEMBER))
+    early = decide(membership(ADMIN, add), rooms)  # before the CREATE is held
+    assert early.verdict is Verdict.DEFER and early.store_before_next
+    direct = decide(membership(MEMBER, CREATE, DIRECT), rooms)
+    assert direct.verdict is Verdict.REJECT and not direct.store_before_next
+    assert not decide(sealed(OURS), rooms).store_before_next
+
+
+def test_private_state_is_released_but_never_shown_to_clients() -> None:
+    assert not reaches_the_app(sealed(OURS, kind=Kind.PRIVATE))
+    assert reaches_the_app(sealed(OURS)) and reaches_the_app(sealed(MEMBER, kind=Kind.RECEIPT))
