@@ -101,6 +101,12 @@ class Reaction(Enum):
     """Someone else's friend request, acceptance or refusal (SPEC §18)."""
 
 
+_NO_REACTION: Final[frozenset[Reaction]] = frozenset()
+_APPLY_PRIVATE: Final = frozenset({Reaction.APPLY_PRIVATE})
+_CREDIT_RECEIPT: Final = frozenset({Reaction.CREDIT_RECEIPT})
+_APPLY_CONTACT_EVENT: Final = frozenset({Reaction.APPLY_CONTACT_EVENT})
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
     """The verdict on one envelope, and the ack result it fixes now (if it fixes one)."""
@@ -117,6 +123,8 @@ class Decision:
     each allowed only by the ones before)."""
 
 
+_STORE: Final = Decision(verdict=Verdict.STORE)
+_RELAY: Final = Decision(verdict=Verdict.RELAY)
 _HISTORY_VERDICTS: Final = frozenset({Verdict.STORE, Verdict.DEFER})
 """Verdicts of envelopes meant for a room's history here (now or later)."""
 
@@ -179,7 +187,7 @@ class ArrivalRules:
             refusal = ProtocolError("ephemeral kinds are not delivered")
             return Decision(verdict=Verdict.REJECT, result=rejected(message_id, refusal))
         if recipient not in self._local:
-            return Decision(verdict=Verdict.RELAY)
+            return _RELAY
         if device_listed is False:
             # revoked, or linked after the record we hold: retry once we know more
             deferred = _deferred(message_id)
@@ -189,7 +197,7 @@ class ArrivalRules:
         except RemoteProtocolError as exc:  # a bad MEMBERSHIP body, a bound reached
             return Decision(verdict=Verdict.REJECT, result=rejected(message_id, exc))
         if ruling is Ruling.ALLOWED:
-            return Decision(verdict=Verdict.STORE)
+            return _STORE
         if ruling is Ruling.NEVER:
             refusal = NotAuthorized(f"{envelope.kind.name} not allowed from this sender here")
             return Decision(verdict=Verdict.REJECT, result=rejected(message_id, refusal))
@@ -211,12 +219,12 @@ class ArrivalRules:
     def reactions(self, envelope: Envelope) -> frozenset[Reaction]:
         """What storing `envelope` (new here) sets off besides its release."""
         if envelope.kind is Kind.PRIVATE and envelope.sender_user in self._local:
-            return frozenset({Reaction.APPLY_PRIVATE})
+            return _APPLY_PRIVATE
         if envelope.kind is Kind.RECEIPT:
-            return frozenset({Reaction.CREDIT_RECEIPT})
+            return _CREDIT_RECEIPT
         if is_contact_event(envelope) and envelope.sender_user not in self._local:
-            return frozenset({Reaction.APPLY_CONTACT_EVENT})
-        return frozenset()
+            return _APPLY_CONTACT_EVENT
+        return _NO_REACTION
 
 
 def room_ruling(envelope: Envelope, rooms: RoomStates, local_users: Set[UserId]) -> Ruling:
