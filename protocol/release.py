@@ -4,16 +4,17 @@
 node needs around it (SPEC §8.4: release by what is stored, not by what memory holds):
 
 - a sender seen for the first time since start is `resume`d from the progress the pump read
-  from the store (or the first number the rules give a new sender);
-- after a release, a sender that may have envelopes stored beyond what memory holds (resumed
-  after a restart, or with one offered past the reorder window) has the pump read them back
-  (`Step.read_from`), and the pump feeds them to `offer_read_back` until a read releases none;
+  from the store (or the first number the rules give a new sender), with the highest number
+  the store holds of it;
+- while a sender's next number is at most the highest one known to be stored but not held in
+  memory (stored before a restart, or offered past the reorder window), each release has the
+  pump read the store from the next number on (`Step.read_from`) and feed what it finds to
+  `offer_read_back`;
 - `progress()` hands over how far each sender moved since the last call, for the pump to save
   with the batch that released them.
 
-State owned here: per (room, device) sender, the next number due, the envelopes held back, who
-may have more stored (resumed after a restart, or with one stored past the window), whose
-progress is unsaved, and the sender's user.
+State owned here: per (room, device) sender, the next number due, the envelopes held back, the
+highest number stored beyond memory, whose progress is unsaved, and the sender's user.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from .envelope import Envelope, RoomId
 from .errors import SequenceOverflow
 from .identity import DeviceId, UserId
-from .ordering import SenderSequencer
+from .ordering import REORDER_WINDOW, SenderSequencer
 
 __all__ = ["Progress", "Sender", "SenderGap", "SenderReleases", "Step"]
 
@@ -64,28 +65,31 @@ class Step:
 class SenderReleases:
     """Releases stored envelopes in per-sender order (SPEC §8.2) and says when to read back."""
 
-    def __init__(self) -> None:
-        self._sequencer: SenderSequencer[Sender, Envelope] = SenderSequencer()
+    def __init__(self, *, window: int = REORDER_WINDOW) -> None:
+        self._sequencer: SenderSequencer[Sender, Envelope] = SenderSequencer(window=window)
         self._users: dict[Sender, UserId] = {}
         """Whose device each sender is (a gap is fetched from that user's homes first); a
         sender listed here was resumed."""
         self._unsaved: set[Sender] = set()
-        self._unsure: set[Sender] = set()
-        """Senders resumed after a restart, until a read-back finds nothing more: they may
-        have envelopes stored beyond what memory holds."""
         self._beyond: dict[Sender, int] = {}
-        """The highest number of each sender offered past the reorder window: stored, not
-        held, so it is read back once the sender's next number reaches it (SPEC §8.4)."""
+        """The highest number of each sender stored but perhaps not held in memory (stored
+        before a restart, or offered past the reorder window): the store is read back on each
+        release until the sender's next number passes it (SPEC §8.4)."""
 
     def knows(self, sender: Sender) -> bool:
         """Was `sender` resumed since start (else the pump reads its progress first)?"""
         return sender in self._users
 
-    def resume(self, sender: Sender, user: UserId, next_seq: int) -> None:
-        """Start `sender` at `next_seq` (its saved progress, or where a new sender starts)."""
+    def resume(self, sender: Sender, user: UserId, next_seq: int, *, last_stored: int) -> None:
+        """Start `sender` at `next_seq` (its saved progress, or where a new sender starts).
+
+        Args:
+            last_stored: the highest number of `sender` the store holds (0 if none).
+        """
         self._sequencer.resume(sender, next_seq)
         self._users[sender] = user
-        self._unsure.add(sender)
+        if last_stored >= next_seq:
+            self._beyond[sender] = last_stored
 
     def offer(self, envelope: Envelope) -> Step:
         """Take a stored envelope (new, or a duplicate of one stored) of a resumed sender."""
@@ -102,10 +106,7 @@ class SenderReleases:
         for envelope in envelopes:
             released += self._offer(sender, envelope)
         if not released:
-            # nothing stored next: memory holds all that follows, but for one known to wait
-            # past the window (read again on the sender's next release)
-            self._unsure.discard(sender)
-            return Step()
+            return Step()  # the next number is not stored: read again on the next release
         return Step(released=released, read_from=self._read_from(sender))
 
     def progress(self) -> list[Progress]:
@@ -137,18 +138,19 @@ class SenderReleases:
         return list(found.values())
 
     def _read_from(self, sender: Sender) -> int | None:
-        next_seq = self._sequencer.next_seq(sender)
         beyond = self._beyond.get(sender)
-        if beyond is not None and next_seq > beyond:
-            del self._beyond[sender]  # released: nothing is known to wait past the window
-            beyond = None
-        return next_seq if sender in self._unsure or beyond is not None else None
+        if beyond is None:
+            return None
+        next_seq = self._sequencer.next_seq(sender)
+        if next_seq > beyond:
+            del self._beyond[sender]  # memory has caught up with the store
+            return None
+        return next_seq
 
     def _offer(self, sender: Sender, envelope: Envelope) -> list[Envelope]:
         try:
             return self._sequencer.offer(sender, envelope.seq, envelope)
         except SequenceOverflow:
-            # stored anyway; read back once the sender's earlier ones arrive, however many
-            # reads of the numbers before it find nothing
+            # stored anyway: read back once the sender's earlier ones arrive
             self._beyond[sender] = max(self._beyond.get(sender, 0), envelope.seq)
             return []

@@ -3,8 +3,9 @@
 Outgoing numbers come from the store's per-(room, device) index (`Store.last_seq`).
 Incoming: `protocol.release.SenderReleases` decides what goes to the app and when the store
 must be read back (SPEC §8.4); this pump reads each sender's saved progress on first sight,
-reads back what the machine asks for, and saves the progress with the batch, so a restart
-neither repeats nor skips what the app was given. State owned here: none beyond the machine's.
+and the highest number stored, reads back what the machine asks for, and saves the progress
+with the batch, so a restart neither repeats nor skips what the app was given. State owned
+here: none beyond the machine's.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class ReleaseOrder:
         if not self._machine.knows(sender):
             saved = store.get_sync_state(_RELEASE_PREFIX + device, room)
             start = _NEXT.unpack(saved)[0] if saved is not None else first_seq_if_new
-            self._machine.resume(sender, envelope.sender_user, start)
+            last = store.last_seq(room, device)  # what a restart may have left unreleased
+            self._machine.resume(sender, envelope.sender_user, start, last_stored=last)
         step = self._machine.offer(envelope)
         released = step.released
         while step.read_from is not None:
