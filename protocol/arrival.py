@@ -2,10 +2,14 @@
 
 Every way an envelope reaches one of our homes (a DELIVER batch, gossip, sync between our
 homes, a gap fetch) asks `ArrivalRules.decide`, after verification (SPEC §11.2.2) and the HLC
-merge (SPEC §4.3), and before anything is stored:
+merge (SPEC §4.3), and before anything is stored. What fails before that is answered by
+`error_result`, and a copy the store answered lately by `RecentlyStored`:
 
 | what arrives                                   | verdict | ack                          |
 |------------------------------------------------|---------|------------------------------|
+| an id `RecentlyStored` holds (for our user)    | -       | DUPLICATE, left unverified   |
+| a bad signature, certificate or envelope       | -       | REJECTED (its code)          |
+| a stamp past the drift bound (SPEC §4.3)       | -       | DEFERRED (3)                 |
 | an ephemeral kind (typing, presence)           | REJECT  | REJECTED (1)                 |
 | for a user who does not live here              | RELAY   | RELAYED; DEFERRED (quota)    |
 | from a device our newest record does not list  | DEFER   | DEFERRED (10); look it up    |
