@@ -170,29 +170,21 @@ class ArrivalRules:
             rooms: the rooms' states, read only if the rule needs them.
             now_ms: the clock reading, for the deferral budget.
         """
-        decision = self._decide(
-            envelope, recipient=recipient, device_listed=device_listed, rooms=rooms, now_ms=now_ms
-        )
+        decision = self._verdict(envelope, recipient in self._local, device_listed, rooms, now_ms)
         if envelope.kind is Kind.MEMBERSHIP and decision.verdict in _HISTORY_VERDICTS:
             return replace(decision, store_before_next=True)
         return decision
 
-    def _decide(
-        self,
-        envelope: Envelope,
-        *,
-        recipient: UserId,
-        device_listed: bool | None,
-        rooms: RoomStates,
-        now_ms: int,
+    def _verdict(
+        self, envelope: Envelope, ours: bool, listed: bool | None, rooms: RoomStates, now_ms: int
     ) -> Decision:
         message_id = envelope.message_id
         if envelope.kind.ephemeral:
             refusal = ProtocolError("ephemeral kinds are not delivered")
             return Decision(verdict=Verdict.REJECT, result=rejected(message_id, refusal))
-        if recipient not in self._local:
+        if not ours:
             return _RELAY
-        if device_listed is False:
+        if listed is False:
             # revoked, or linked after the record we hold: retry once we know more
             deferred = _deferred(message_id)
             return Decision(verdict=Verdict.DEFER, result=deferred, unknown_device=True)
