@@ -51,6 +51,7 @@ from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.rooms.topics import ROOM_TOPIC_PREFIX, RoomTopics
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
+from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.canonical import decode_canonical
 from hearthmesh.protocol.destinations import destination_peer
 from hearthmesh.protocol.digest import HistoryDigest
@@ -166,12 +167,11 @@ class Node:
             max_loose_certificates=self.config.directory_max_certificates,
             record_max_age_ms=self.config.directory_record_max_age_ms,
         )
-        self._rooms = RoomRegistry(
-            local, limits=self.config.membership_limits, deferrals=self.config.deferrals
-        )
+        self._rooms = RoomRegistry(local, limits=self.config.membership_limits)
         self._release = ReleaseOrder()
         self._inbox = Inbox(
             local_users=local,
+            rules=ArrivalRules(local, deferrals=self.config.deferrals),
             rooms=self._rooms,
             release=self._release,
             directory=self._directory,
