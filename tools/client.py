@@ -73,7 +73,7 @@ class ApiClient:
 
 
 def _connection(args: Any) -> tuple[str, str]:
-    from hearthmesh.tools.home import parse_api, resolve_settings
+    from hearthmesh.tools.settings import parse_api, resolve_settings
 
     settings = resolve_settings(args)
     host, port = parse_api(settings.api)

@@ -39,6 +39,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from hearthmesh.node.p2p.addresses import expand_unspecified, interface_ipv4s
 from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.dht import DhtLayer, DhtSelect, DhtValidate
 from hearthmesh.node.p2p.errors import (
@@ -252,7 +253,8 @@ class P2PHost:
         self.peer_id = peer_id_from_seed(config.identity_seed)
         """This host's peer id (base58), fixed by the identity seed."""
         self.listen_addrs: list[str] = []
-        """Actual listen multiaddrs with `/p2p/<id>` (ports resolved); set by `__aenter__`."""
+        """Actual listen multiaddrs with `/p2p/<id>` (ports resolved, `0.0.0.0` expanded to
+        each interface's address, loopback last); set by `__aenter__`."""
         self._bridge = TrioThread(name=f"libp2p-{self.peer_id[-8:]}")
         self._tasks: asyncio.TaskGroup | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
@@ -344,6 +346,8 @@ class P2PHost:
             muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
             listen_addrs=listen,
             enable_mDNS=self.config.enable_mdns,
+            # QUIC (TLS 1.3 inside, its own streams) only where a listen address asks for it.
+            enable_quic=any("/quic" in a for a in self.config.listen_addrs),
             # One connection per peer skips the 250 ms dial fallback; min/low 0 keeps libp2p's
             # auto-connector from dialling every peerstore entry: the app picks its peers.
             connection_config=ConnectionConfig(
@@ -373,7 +377,9 @@ class P2PHost:
                     )
                     async with self._gossip.running(), dht_running:
                         try:
-                            self.listen_addrs = [str(a) for a in host.get_addrs()]
+                            self.listen_addrs = expand_unspecified(
+                                [str(a) for a in host.get_addrs()], interface_ipv4s()
+                            )
                             yield
                         finally:
                             # Connections go first: an RPC arriving after pubsub's service
