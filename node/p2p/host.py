@@ -40,6 +40,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from hearthmesh.node.p2p.addresses import expand_unspecified, interface_ipv4s
+from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
 from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.dht import DhtLayer, DhtSelect, DhtValidate
 from hearthmesh.node.p2p.errors import (
@@ -135,6 +136,13 @@ class HostConfig:
     """Picks the best of several valid values for one DHT key (see `dht_validate`)."""
     inbound: InboundPolicy = field(default_factory=InboundPolicy)
     """Bounds on inbound streams: counts, bytes of partial frames, timeouts (SPEC §10.4)."""
+    # --- NAT traversal (#16) ---
+    announce_addrs: list[str] = field(default_factory=list)
+    """Addresses AutoNAT servers are asked to dial instead of `listen_addrs` (SPEC §10.6)."""
+    autonat_confirmations: int = 3
+    """Agreeing AutoNAT verdicts that make this node public or private (SPEC §10.6)."""
+    autonat_interval_s: float = 300.0
+    """Time between two rounds of AutoNAT checks once reachability is known."""
 
 
 def peer_id_from_seed(seed: bytes) -> str:
@@ -289,6 +297,14 @@ class P2PHost:
             self._dht = DhtLayer(
                 call=self._call, validate=config.dht_validate, select=config.dht_select
             )
+        self.reachability = Reachability.UNKNOWN
+        """AutoNAT's latest verdict on whether peers elsewhere can dial us (SPEC §10.6)."""
+        self._autonat = AutoNatLayer(
+            report=self._report_reachability,
+            advertised=lambda: list(config.announce_addrs or self.listen_addrs),
+            confirmations=config.autonat_confirmations,
+            interval_s=config.autonat_interval_s,
+        )
         # Owned by the trio thread:
         self._host: IHost | None = None
 
@@ -356,6 +372,7 @@ class P2PHost:
             resource_manager=self._stream_slots,
         )
         self._gossip.build(host)
+        self._autonat.build(host)
         if self._dht is not None:
             self._dht.build(host)
         host.get_network().register_notifee(_ConnectionTracker(self._report_connection))
@@ -375,7 +392,7 @@ class P2PHost:
                     dht_running = (
                         contextlib.nullcontext() if self._dht is None else self._dht.running()
                     )
-                    async with self._gossip.running(), dht_running:
+                    async with self._gossip.running(), dht_running, self._autonat.running():
                         try:
                             self.listen_addrs = expand_unspecified(
                                 [str(a) for a in host.get_addrs()], interface_ipv4s()
@@ -406,7 +423,15 @@ class P2PHost:
         except Exception:
             log.warning("closing libp2p host %s failed", self.peer_id, exc_info=True)
 
+    def _report_reachability(self, now: Reachability) -> None:
+        self._bridge.to_asyncio(self._apply_reachability, now)
+
+    def _apply_reachability(self, now: Reachability) -> None:
+        self.reachability = now
+
     def _report_connection(self, peer: str, delta: int, ip: str | None) -> None:
+        if delta > 0:  # a new peer may serve AutoNAT
+            self._autonat.peer_connected()
         if delta > 0 and self._dht is not None:  # a new peer may serve the DHT
             with contextlib.suppress(HostClosed):
                 self._bridge.spawn(self._dht.add_peer, ID.from_base58(peer))
@@ -531,6 +556,10 @@ class P2PHost:
     def libp2p_inbound_streams(self, peer_id: str) -> int:
         """Inbound streams of `peer_id` in all protocols, libp2p's own included (SPEC §10.4)."""
         return self._stream_slots.inbound_of(peer_id)
+
+    async def check_reachability(self) -> Reachability:
+        """Ask the connected AutoNAT servers now; returns (and records) the verdict."""
+        return await self._call(P2PError, "AutoNAT check", self._autonat.check_once)
 
     def remote_ip(self, peer_id: str) -> str | None:
         """The IP address a connected peer's connection comes from (None if not known)."""
