@@ -28,6 +28,8 @@ from libp2p.host.basic_host import BasicHost
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 
+from hearthmesh.node.p2p.circuit_relay import is_relayed
+
 __all__ = [
     "AUTONAT_PROTOCOL",
     "AutoNatLayer",
@@ -85,7 +87,10 @@ class _FreshDialBack(AutoNATService):
                     try:
                         if not isinstance(conn, IMuxedConn):  # QUIC authenticates in dial
                             secured = await network.upgrader.upgrade_security(conn, True, peer_id)
-                            await secured.close()
+                            # Finish the upgrade so the peer sees a whole connection, not a
+                            # failed one (it would log an ERROR for each dial-back).
+                            muxed = await network.upgrader.upgrade_connection(secured, peer_id)
+                            await muxed.close()
                     finally:
                         await conn.close()
             except Exception as exc:  # any failure means: not reachable at this address
@@ -190,13 +195,7 @@ def _servers(host: IHost) -> list[ID]:
             continue
         if AUTONAT_PROTOCOL not in protocols:
             continue
-        if all(_is_relayed(conn) for conn in conns):
+        if all(is_relayed(conn) for conn in conns):
             continue
         servers.append(peer)
     return servers
-
-
-def _is_relayed(conn: object) -> bool:
-    get_addrs = getattr(getattr(conn, "muxed_conn", None), "get_transport_addresses", None)
-    addrs: list[object] = list(get_addrs()) if callable(get_addrs) else []
-    return any("/p2p-circuit" in str(addr) for addr in addrs)

@@ -42,6 +42,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from hearthmesh.node.p2p.addresses import expand_unspecified, interface_ipv4s
 from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
 from hearthmesh.node.p2p.bridge import TrioThread
+from hearthmesh.node.p2p.circuit_relay import CircuitRelayLayer, RelayServiceLimits, relay_of
 from hearthmesh.node.p2p.dht import DhtLayer, DhtSelect, DhtValidate
 from hearthmesh.node.p2p.errors import (
     DialFailed,
@@ -143,6 +144,15 @@ class HostConfig:
     """Agreeing AutoNAT verdicts that make this node public or private (SPEC §10.6)."""
     autonat_interval_s: float = 300.0
     """Time between two rounds of AutoNAT checks once reachability is known."""
+    relay_service: bool = True
+    """Offer circuit relay v2 hop service to peers, within `relay_limits` (SPEC §10.7)."""
+    relay_limits: RelayServiceLimits = field(default_factory=RelayServiceLimits)
+    """Reservations, circuits, bytes and time the hop service gives (SPEC §10.7)."""
+    relay_reservations: int = 2
+    """Relays a private node reserves on, in `relay_rank` order (SPEC §10.7)."""
+    relay_rank: Callable[[list[str]], list[str]] | None = None
+    """Orders candidate relays, best first (contacts' homes first, SPEC §11.7); runs on the
+    trio thread; None keeps the order in which they connected."""
 
 
 def peer_id_from_seed(seed: bytes) -> str:
@@ -229,7 +239,7 @@ class _LibP2PStream:
 class _ConnectionTracker(INotifee):
     """Mirrors the set of connected peers to asyncio (counted per connection)."""
 
-    def __init__(self, report: Callable[[str, int, str | None], None]) -> None:
+    def __init__(self, report: Callable[[str, int, str | None, str | None], None]) -> None:
         self._report = report
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
@@ -239,10 +249,10 @@ class _ConnectionTracker(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn))
+        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), relay_of(conn))
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None)
+        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, relay_of(conn))
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
@@ -273,6 +283,11 @@ class P2PHost:
         self._admits: PeerFilter = lambda _peer: True
         self._refused: RefusalHandler = _refuse_nothing
         self._remote_ips: dict[str, str] = {}
+        self._paths: dict[str, dict[str | None, int]] = {}
+        self._direct_addrs: list[str] = []
+        self._relay = CircuitRelayLayer(
+            hop=config.relay_service, limits=config.relay_limits, report=self._report_relayed
+        )
         self.inbound = InboundLedger(config.inbound)
         """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
         self._stream_slots = PerPeerStreamSlots(config.inbound, self._slots_exceeded)
@@ -373,6 +388,7 @@ class P2PHost:
         )
         self._gossip.build(host)
         self._autonat.build(host)
+        self._relay.build(host)
         if self._dht is not None:
             self._dht.build(host)
         host.get_network().register_notifee(_ConnectionTracker(self._report_connection))
@@ -392,11 +408,17 @@ class P2PHost:
                     dht_running = (
                         contextlib.nullcontext() if self._dht is None else self._dht.running()
                     )
-                    async with self._gossip.running(), dht_running, self._autonat.running():
+                    async with (
+                        self._gossip.running(),
+                        dht_running,
+                        self._autonat.running(),
+                        self._relay.running(),
+                    ):
                         try:
-                            self.listen_addrs = expand_unspecified(
+                            self._direct_addrs = expand_unspecified(
                                 [str(a) for a in host.get_addrs()], interface_ipv4s()
                             )
+                            self.listen_addrs = list(self._direct_addrs)
                             yield
                         finally:
                             # Connections go first: an RPC arriving after pubsub's service
@@ -425,17 +447,64 @@ class P2PHost:
 
     def _report_reachability(self, now: Reachability) -> None:
         self._bridge.to_asyncio(self._apply_reachability, now)
+        if now is Reachability.PRIVATE:
+            self._spawn_reserve()
+
+    def _spawn_reserve(self) -> None:
+        with contextlib.suppress(HostClosed):
+            self._bridge.spawn(self._reserve_on_trio)
+
+    async def _reserve_on_trio(self) -> list[str]:
+        host = self._require_host()
+        candidates = [p.to_base58() for p in host.get_connected_peers()]
+        if self.config.relay_rank is not None:
+            candidates = self.config.relay_rank(candidates)
+        return await self._relay.reserve(candidates, self.config.relay_reservations)
+
+    async def reserve_relays(self) -> list[str]:
+        """Reserve on connected relays until `relay_reservations` are held (a private node
+        does this by itself); returns the relays' peer ids (SPEC §10.7)."""
+        return await self._call(P2PError, "relay reservation", self._reserve_on_trio)
+
+    def _report_relayed(self, relayed: list[str]) -> None:
+        self._bridge.to_asyncio(self._apply_relayed, relayed)
+
+    def _apply_relayed(self, relayed: list[str]) -> None:
+        self.listen_addrs = self._direct_addrs + relayed
+
+    def peer_paths(self) -> dict[str, list[str]]:
+        """Each connected peer -> how we reach it: `"direct"` and/or the relays' peer ids."""
+        return {
+            peer: sorted("direct" if relay is None else relay for relay in paths)
+            for peer, paths in self._paths.items()
+        }
 
     def _apply_reachability(self, now: Reachability) -> None:
         self.reachability = now
 
-    def _report_connection(self, peer: str, delta: int, ip: str | None) -> None:
-        if delta > 0:  # a new peer may serve AutoNAT
+    def _report_connection(
+        self, peer: str, delta: int, ip: str | None, relay: str | None = None
+    ) -> None:
+        if delta > 0:  # a new peer may serve AutoNAT, or be a relay we want
             self._autonat.peer_connected()
+            if self._autonat.reachability is Reachability.PRIVATE:
+                self._spawn_reserve()
+        elif peer in self._relay.relayed_addrs and relay is None:
+            self._relay.forget(peer)
+            self._spawn_reserve()
+        self._bridge.to_asyncio(self._apply_path, peer, delta, relay)
         if delta > 0 and self._dht is not None:  # a new peer may serve the DHT
             with contextlib.suppress(HostClosed):
                 self._bridge.spawn(self._dht.add_peer, ID.from_base58(peer))
         self._bridge.to_asyncio(self._apply_connection, peer, delta, ip)
+
+    def _apply_path(self, peer: str, delta: int, relay: str | None) -> None:
+        paths = self._paths.setdefault(peer, {})
+        paths[relay] = paths.get(relay, 0) + delta
+        if paths[relay] <= 0:
+            del paths[relay]
+        if not paths:
+            del self._paths[peer]
 
     def _apply_connection(self, peer: str, delta: int, ip: str | None) -> None:
         before = self._peers.get(peer, 0)
@@ -491,9 +560,14 @@ class P2PHost:
             info = info_from_p2p_addr(multiaddr.Multiaddr(address))
         except Exception as exc:
             raise DialFailed(f"bad peer address {address!r}: {exc}") from exc
-        await self._call(
-            DialFailed, f"connect to {address}", self._connect_on_trio, info, retry_now
-        )
+        if "/p2p-circuit/" in address:
+            # The swarm's own dial expects a raw connection from every transport; the circuit
+            # transport hands back an upgraded one, so it dials itself (SPEC §10.7).
+            await self._call(DialFailed, f"connect to {address}", self._relay.dial, address)
+        else:
+            await self._call(
+                DialFailed, f"connect to {address}", self._connect_on_trio, info, retry_now
+            )
         return info.peer_id.to_base58()
 
     async def _connect_on_trio(self, info: PeerInfo, retry_now: bool) -> None:
