@@ -1,9 +1,9 @@
 """Which of our listen addresses a peer elsewhere can dial (SPEC §10.6).
 
 A node that listens on `0.0.0.0` (every interface, the default of `hearthmesh run`) must not
-put `0.0.0.0` in its home record: a peer would dial its own machine. This module expands an
-unspecified address into one address per IPv4 interface, LAN and public ones first, loopback
-last. It owns no state.
+put `0.0.0.0` (nor `127.0.0.1`) in its home record: a peer would dial its own machine. This
+module expands an unspecified address into one address per IPv4 interface other than loopback.
+It owns no state.
 """
 
 from __future__ import annotations
@@ -20,14 +20,16 @@ _ANY_IPV4 = "/ip4/0.0.0.0/"
 
 
 def interface_ipv4s() -> list[str]:
-    """This machine's IPv4 interface addresses, loopback last (read from the OS each call)."""
+    """This machine's IPv4 interface addresses (read from the OS each call), loopback only if
+    there is no other: a peer that dials our loopback address reaches itself."""
     found = {
         address.address
         for addresses in psutil.net_if_addrs().values()
         for address in addresses
         if address.family == socket.AF_INET
     }
-    return sorted(found, key=lambda ip: (ipaddress.ip_address(ip).is_loopback, ip))
+    outside = sorted(ip for ip in found if not ipaddress.ip_address(ip).is_loopback)
+    return outside or sorted(found)
 
 
 def expand_unspecified(addrs: Sequence[str], ips: Iterable[str]) -> list[str]:

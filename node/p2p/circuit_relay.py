@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Final
 
 import multiaddr  # type: ignore[import-untyped]
@@ -26,10 +25,11 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service import background_trio_service
 
+from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
+
 __all__ = [
     "HOP_PROTOCOL",
     "CircuitRelayLayer",
-    "RelayServiceLimits",
     "RelayedAddrsReport",
     "is_relayed",
 ]
@@ -40,24 +40,9 @@ HOP_PROTOCOL: Final = str(HOP_PROTOCOL_ID)
 RESERVE_TIMEOUT_S: Final = 10.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class RelayServiceLimits:
-    """What this node's hop service gives others (SPEC §10.7); defaults documented there."""
-
-    max_reservations: int = 16
-    """Peers that may hold a reservation on us at once."""
-    max_circuits_per_reservation: int = 8
-    """Circuits open at once to one reserved peer."""
-    circuit_bytes: int = 16 * 1024 * 1024
-    """Bytes one circuit carries (both directions together) before the relay closes it."""
-    circuit_seconds: int = 600
-    """How long one circuit lives before the relay closes it (the peers re-dial)."""
-    reservation_ttl_seconds: int = 3600
-    """How long a reservation lasts unless refreshed (the client refreshes it before)."""
-
-
-RelayedAddrsReport = Callable[[list[str]], None]
-"""Told (on the trio thread) our `/p2p-circuit` addresses each time they change."""
+RelayedAddrsReport = Callable[[dict[str, str]], None]
+"""Told (on the trio thread) relay peer id -> our `/p2p-circuit` address through it, each time
+they change."""
 
 
 def is_relayed(conn: INetConn) -> bool:
@@ -66,7 +51,42 @@ def is_relayed(conn: INetConn) -> bool:
 
 
 def relay_of(conn: INetConn) -> str | None:
-    """The relay's peer id if `conn` is a relayed connection, else None."""
+    """The relay's peer id if `conn` is a relayed connection, else None.
+
+    Upstream fault (py-libp2p 0.8.1, circuit_v2/protocol.py `handle_incoming_connection`): an
+    inbound circuit is tagged `/p2p/<our own id>/p2p-circuit/...`, naming us as the relay; the
+    relay is the peer at the other end of the stop stream the circuit runs on, so we ask it.
+    """
+    named = _named_relay(conn)
+    if named is None:
+        return None
+    own = _own_peer(conn)
+    if named == own or not named:
+        carrier = _carrier_peer(conn)
+        return carrier if carrier is not None else named
+    return named
+
+
+def _own_peer(conn: INetConn) -> str | None:
+    local = getattr(getattr(conn, "muxed_conn", None), "secured_conn", None)
+    peer = getattr(local, "local_peer", None)
+    return peer.to_base58() if peer is not None else None
+
+
+def _carrier_peer(conn: INetConn) -> str | None:
+    """The peer at the other end of the stream a circuit connection runs on."""
+    layer: object = getattr(conn, "muxed_conn", None)
+    for _ in range(6):  # muxed -> secured -> raw circuit connection -> its stream
+        stream = getattr(layer, "stream", None)
+        if stream is not None:
+            peer = getattr(getattr(stream, "muxed_conn", None), "peer_id", None)
+            return peer.to_base58() if peer is not None else None
+        layer = getattr(layer, "secured_conn", None) or getattr(layer, "conn", None)
+    return None
+
+
+def _named_relay(conn: INetConn) -> str | None:
+    """The relay named in `conn`'s transport addresses ("" if unnamed), None if direct."""
     get_addrs = getattr(conn, "get_transport_addresses", None)
     if not callable(get_addrs):
         get_addrs = getattr(getattr(conn, "muxed_conn", None), "get_transport_addresses", None)
@@ -155,13 +175,13 @@ class CircuitRelayLayer:
             if reserved:
                 me = host.get_id().to_base58()
                 self.relayed_addrs[candidate] = f"{relay_addr}/p2p/{candidate}/p2p-circuit/p2p/{me}"
-                self._report(list(self.relayed_addrs.values()))
+                self._report(self.relayed_addrs)
         return list(self.relayed_addrs)
 
     def forget(self, relay: str) -> None:
         """The connection to `relay` closed: its circuit address no longer reaches us."""
         if self.relayed_addrs.pop(relay, None) is not None:
-            self._report(list(self.relayed_addrs.values()))
+            self._report(self.relayed_addrs)
 
     async def dial(self, address: str) -> None:
         """Connect to a peer through the relay `address` names (`.../p2p-circuit/p2p/<id>`)."""

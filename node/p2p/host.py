@@ -42,7 +42,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from hearthmesh.node.p2p.addresses import expand_unspecified, interface_ipv4s
 from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
 from hearthmesh.node.p2p.bridge import TrioThread
-from hearthmesh.node.p2p.circuit_relay import CircuitRelayLayer, RelayServiceLimits, relay_of
+from hearthmesh.node.p2p.circuit_relay import CircuitRelayLayer, relay_of
 from hearthmesh.node.p2p.dht import DhtLayer, DhtSelect, DhtValidate
 from hearthmesh.node.p2p.errors import (
     DialFailed,
@@ -59,6 +59,7 @@ from hearthmesh.node.p2p.gossip import (
     Subscription,
 )
 from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
+from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.yamux import release_credit_in_half_windows
 from hearthmesh.protocol.errors import (
@@ -150,9 +151,9 @@ class HostConfig:
     """Reservations, circuits, bytes and time the hop service gives (SPEC §10.7)."""
     relay_reservations: int = 2
     """Relays a private node reserves on, in `relay_rank` order (SPEC §10.7)."""
-    relay_rank: Callable[[list[str]], list[str]] | None = None
-    """Orders candidate relays, best first (contacts' homes first, SPEC §11.7); runs on the
-    trio thread; None keeps the order in which they connected."""
+    relay_rank: Callable[[list[str]], Awaitable[list[str]]] | None = None
+    """Orders the connected peers as candidate relays, best first (co-members' homes first,
+    SPEC §11.7); runs on asyncio; None (or a failure) keeps the order of `connected_peers`."""
 
 
 def peer_id_from_seed(seed: bytes) -> str:
@@ -271,8 +272,9 @@ class P2PHost:
         self.peer_id = peer_id_from_seed(config.identity_seed)
         """This host's peer id (base58), fixed by the identity seed."""
         self.listen_addrs: list[str] = []
-        """Actual listen multiaddrs with `/p2p/<id>` (ports resolved, `0.0.0.0` expanded to
-        each interface's address, loopback last); set by `__aenter__`."""
+        """Where peers reach us, with `/p2p/<id>`: our `/p2p-circuit` addresses while we hold
+        relay reservations (SPEC §10.7), then the listen addresses (ports resolved, `0.0.0.0`
+        expanded per interface); set by `__aenter__`."""
         self._bridge = TrioThread(name=f"libp2p-{self.peer_id[-8:]}")
         self._tasks: asyncio.TaskGroup | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
@@ -284,6 +286,9 @@ class P2PHost:
         self._refused: RefusalHandler = _refuse_nothing
         self._remote_ips: dict[str, str] = {}
         self._paths: dict[str, dict[str | None, int]] = {}
+        self._reserving = False
+        self._relayed_via: dict[str, str] = {}
+        self._on_addresses: Callable[[], None] = lambda: None
         self._direct_addrs: list[str] = []
         self._relay = CircuitRelayLayer(
             hop=config.relay_service, limits=config.relay_limits, report=self._report_relayed
@@ -316,7 +321,7 @@ class P2PHost:
         """AutoNAT's latest verdict on whether peers elsewhere can dial us (SPEC §10.6)."""
         self._autonat = AutoNatLayer(
             report=self._report_reachability,
-            advertised=lambda: list(config.announce_addrs or self.listen_addrs),
+            advertised=lambda: list(config.announce_addrs or self._direct_addrs),
             confirmations=config.autonat_confirmations,
             interval_s=config.autonat_interval_s,
         )
@@ -385,6 +390,8 @@ class P2PHost:
                 max_connections_per_peer=1, min_connections=0, low_watermark=0
             ),
             resource_manager=self._stream_slots,
+            # What identify and AutoNAT tell peers: never 0.0.0.0 (a peer would dial itself).
+            addrs_factory=self._advertised_addrs,
         )
         self._gossip.build(host)
         self._autonat.build(host)
@@ -415,9 +422,10 @@ class P2PHost:
                         self._relay.running(),
                     ):
                         try:
-                            self._direct_addrs = expand_unspecified(
-                                [str(a) for a in host.get_addrs()], interface_ipv4s()
-                            )
+                            listening = [
+                                f"{a}/p2p/{self.peer_id}" for a in host.get_transport_addrs()
+                            ]
+                            self._direct_addrs = expand_unspecified(listening, interface_ipv4s())
                             self.listen_addrs = list(self._direct_addrs)
                             yield
                         finally:
@@ -436,6 +444,18 @@ class P2PHost:
                 peerDiscovery.unregister_peer_discovered_handler(on_mdns_peer)
             self._host = None
 
+    def _advertised_addrs(self, candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+        """libp2p's addrs factory (trio thread): the announce addresses if set, else the
+        listen addresses with `0.0.0.0` expanded per interface (what identify tells peers)."""
+        if self.config.announce_addrs:
+            return [multiaddr.Multiaddr(a) for a in self.config.announce_addrs]
+        # Our listen addresses only: an address a peer observed us at is, behind a NAT, a
+        # mapping that drops new connections (each dial of it waits out libp2p's 10 s).
+        host = self._host
+        listening = candidates if host is None else host.get_transport_addrs()
+        expanded = expand_unspecified([str(a) for a in listening], interface_ipv4s())
+        return [multiaddr.Multiaddr(a) for a in expanded]
+
     async def _close_host(self, host: IHost) -> None:
         """`host.run()` alone leaves listener and outbound sockets open (3 fds per 2-host
         cycle, libp2p-notes): close the host explicitly."""
@@ -450,27 +470,53 @@ class P2PHost:
         if now is Reachability.PRIVATE:
             self._spawn_reserve()
 
-    def _spawn_reserve(self) -> None:
-        with contextlib.suppress(HostClosed):
-            self._bridge.spawn(self._reserve_on_trio)
+    def _spawn_reserve(self) -> None:  # trio thread
+        if len(self._relay.relayed_addrs) < self.config.relay_reservations:
+            self._bridge.to_asyncio(self._schedule_reserve)
 
-    async def _reserve_on_trio(self) -> list[str]:
-        host = self._require_host()
-        candidates = [p.to_base58() for p in host.get_connected_peers()]
-        if self.config.relay_rank is not None:
-            candidates = self.config.relay_rank(candidates)
-        return await self._relay.reserve(candidates, self.config.relay_reservations)
+    def _schedule_reserve(self) -> None:
+        if self._closing or self._tasks is None or self._reserving:
+            return
+        self._reserving = True
+        self._tasks.create_task(self._reserve_in_background())
+
+    async def _reserve_in_background(self) -> None:
+        try:
+            await self.reserve_relays()
+        except (P2PError, HostClosed) as exc:
+            log.info("relay reservation failed: %r", exc)
+        finally:
+            self._reserving = False
 
     async def reserve_relays(self) -> list[str]:
-        """Reserve on connected relays until `relay_reservations` are held (a private node
-        does this by itself); returns the relays' peer ids (SPEC §10.7)."""
-        return await self._call(P2PError, "relay reservation", self._reserve_on_trio)
+        """Reserve on connected relays, in `relay_rank` order, until `relay_reservations` are
+        held (a private node does this by itself); returns the relays' peer ids (SPEC §10.7)."""
+        candidates = self.connected_peers()
+        if self.config.relay_rank is not None:
+            try:
+                ranked = await self.config.relay_rank(candidates)
+            except Exception:  # a ranking that fails must not keep us unreachable
+                log.warning("ranking relays failed; taking them as connected", exc_info=True)
+            else:
+                candidates = ranked + [c for c in candidates if c not in ranked]
+        wanted = self.config.relay_reservations
+        return await self._call(
+            P2PError, "relay reservation", self._relay.reserve, candidates, wanted
+        )
 
-    def _report_relayed(self, relayed: list[str]) -> None:
-        self._bridge.to_asyncio(self._apply_relayed, relayed)
+    def _report_relayed(self, relayed: dict[str, str]) -> None:
+        self._bridge.to_asyncio(self._apply_relayed, dict(relayed))
 
-    def _apply_relayed(self, relayed: list[str]) -> None:
-        self.listen_addrs = self._direct_addrs + relayed
+    def _apply_relayed(self, relayed: dict[str, str]) -> None:
+        self._relayed_via = relayed
+        # Circuit addresses first: we reserved because AutoNAT found us private, so a peer
+        # elsewhere would wait out a dial timeout on each direct address before them.
+        self.listen_addrs = list(relayed.values()) + self._direct_addrs
+        self._on_addresses()
+
+    def relays(self) -> list[str]:
+        """Peer ids of the relays we hold reservations on (as last reported)."""
+        return sorted(self._relayed_via)
 
     def peer_paths(self) -> dict[str, list[str]]:
         """Each connected peer -> how we reach it: `"direct"` and/or the relays' peer ids."""
@@ -609,6 +655,11 @@ class P2PHost:
 
     async def _add_addrs_on_trio(self, info: PeerInfo) -> None:
         self._require_host().get_peerstore().add_addrs(info.peer_id, info.addrs, 3600)
+
+    def set_address_handler(self, handler: Callable[[], None]) -> None:
+        """Call `handler` on asyncio when `listen_addrs` change (a relay reservation came or
+        went, SPEC §10.7)."""
+        self._on_addresses = handler
 
     def set_connection_handler(self, handler: ConnectionHandler) -> None:
         """Call `handler` on asyncio when a peer gets its first connection or loses its last.

@@ -44,7 +44,7 @@ async def test_two_homes_behind_nats_talk_through_a_public_relay() -> None:
                 await asyncio.sleep(0.2)
             assert relays == [relay.peer_id]
             circuit = f"/ip4/{relay_ip}/tcp/4470/p2p/{relay.peer_id}/p2p-circuit/p2p/{bob.peer_id}"
-            assert bob.listen_addrs[-1] == circuit
+            assert bob.listen_addrs[0] == circuit
             assert await alice.connect(circuit) == bob.peer_id
             assert alice.peer_paths()[bob.peer_id] == [relay.peer_id]
             async with await alice.open_stream(bob.peer_id, ECHO) as stream:

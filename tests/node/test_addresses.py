@@ -24,6 +24,6 @@ def test_duplicates_are_dropped() -> None:
     assert expand_unspecified([addr, f"/ip4/0.0.0.0/tcp/1{PEER}"], ["127.0.0.1"]) == [addr]
 
 
-def test_this_machine_has_loopback_and_lists_it_last() -> None:
+def test_interface_addresses_leave_loopback_out_where_there_is_another() -> None:
     ips = interface_ipv4s()
-    assert ips[-1].startswith("127.")
+    assert ips and (all(not ip.startswith("127.") for ip in ips) or ips == ["127.0.0.1"])
