@@ -110,6 +110,18 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         help="announce the user's presence and home record on gossip (on)",
     )
     parser.add_argument(
+        "--relay-service",
+        action=argparse.BooleanOptionalAction,
+        help="offer circuit relay v2 to peers, within the relay_* limits (on)",
+    )
+    for name, what in (
+        ("max-reservations", "peers holding a reservation at once (16)"),
+        ("circuits-per-reservation", "circuits open at once per reserved peer (8)"),
+        ("circuit-bytes", "bytes one circuit carries (16 MiB)"),
+        ("circuit-seconds", "seconds one circuit lives (600)"),
+    ):
+        parser.add_argument(f"--relay-{name}", type=int, metavar="N", help=f"relay: {what}")
+    parser.add_argument(
         "--api-allowed-host",
         dest="api_allowed_hosts",
         metavar="NAME",

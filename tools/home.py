@@ -110,6 +110,7 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
     from hearthmesh.node.api.token import load_token
     from hearthmesh.node.config import NodeConfig
     from hearthmesh.node.node import Node
+    from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 
     host, port = parse_api(settings.api)
     token = load_token(settings.data_dir)
@@ -125,6 +126,13 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
         bootstrap=tuple(settings.bootstrap),
         enable_mdns=settings.mdns,
         share_presence=settings.share_presence,
+        relay_service=settings.relay_service,
+        relay_limits=RelayServiceLimits(
+            max_reservations=settings.relay_max_reservations,
+            max_circuits_per_reservation=settings.relay_circuits_per_reservation,
+            circuit_bytes=settings.relay_circuit_bytes,
+            circuit_seconds=settings.relay_circuit_seconds,
+        ),
     )
     api_config = ApiConfig(
         token=token,

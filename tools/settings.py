@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.protocol.errors import HearthError
 
 __all__ = [
@@ -35,6 +36,9 @@ DEFAULT_API: Final = "127.0.0.1:8470"
 DEFAULT_LISTEN_ALL: Final = ("/ip4/0.0.0.0/tcp/4470", "/ip4/0.0.0.0/udp/4470/quic-v1")
 """Peers reach a home on every interface, TCP and QUIC on 4470; the client API stays on
 loopback (`DEFAULT_API`)."""
+
+
+_RELAY: Final = RelayServiceLimits()
 
 
 class SettingsError(HearthError):
@@ -60,6 +64,12 @@ class HomeSettings:
     """Host header names the API accepts besides the loopback names (a reverse proxy)."""
     api_allowed_origins: list[str] = field(default_factory=list)
     """Browser origins (scheme://host[:port]) allowed to call the API."""
+    relay_service: bool = True
+    """Offer circuit relay v2 to peers within the limits below (SPEC §10.7)."""
+    relay_max_reservations: int = _RELAY.max_reservations
+    relay_circuits_per_reservation: int = _RELAY.max_circuits_per_reservation
+    relay_circuit_bytes: int = _RELAY.circuit_bytes
+    relay_circuit_seconds: int = _RELAY.circuit_seconds
     sources: dict[str, str] = field(default_factory=dict)
     """Key -> `default`, `file <path>:<line>`, `env HEARTHMESH_<KEY>` or `flag`."""
 
@@ -84,6 +94,11 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "share_presence": bool,
     "api_allowed_hosts": list,
     "api_allowed_origins": list,
+    "relay_service": bool,
+    "relay_max_reservations": int,
+    "relay_circuits_per_reservation": int,
+    "relay_circuit_bytes": int,
+    "relay_circuit_seconds": int,
 }
 """Every setting and its type; the config file accepts these keys and no others."""
 
@@ -102,6 +117,8 @@ def parse_api(text: str) -> tuple[str, int]:
 def _toml_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -128,6 +145,10 @@ def _checked(key: str, value: Any, where: str) -> Any:
     if kind is bool:
         if not isinstance(value, bool):
             raise SettingsError(f"{where}: {key} wants true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SettingsError(f"{where}: {key} wants a whole number >= 0, got {value!r}")
         return value
     if not isinstance(value, str):
         raise SettingsError(f"{where}: {key} wants a string, got {value!r}")
@@ -162,6 +183,10 @@ def _from_env(key: str, text: str) -> Any:
         if lowered not in _TRUE | _FALSE:
             raise SettingsError(f"HEARTHMESH_{key.upper()} wants 1 or 0, got {text!r}")
         return lowered in _TRUE
+    if kind is int:
+        if not text.strip().isdigit():
+            raise SettingsError(f"HEARTHMESH_{key.upper()} wants a whole number, got {text!r}")
+        return int(text)
     return Path(text) if kind is Path else text
 
 
@@ -169,7 +194,7 @@ def _from_flags(args: argparse.Namespace) -> dict[str, Any]:
     flags: dict[str, Any] = {}
     for key in SETTING_KEYS:
         value: Any = getattr(args, key, None)
-        if isinstance(value, bool) or value:  # an unset flag is None, "" or []
+        if isinstance(value, int) or value:  # an unset flag is None, "" or [] (0 is set)
             flags[key] = Path(str(value)) if SETTING_KEYS[key] is Path else value
     if getattr(args, "no_mdns", False):
         flags["mdns"] = False

@@ -58,3 +58,4 @@ async def test_two_natted_homes_chat_through_a_public_relay_and_lose_nothing(
             assert {e.peer_id for e in await acked} == {bob.peer_id}
             assert alice.peer_paths()[bob.peer_id] == [relay.peer_id]
             assert bob.peer_paths()[alice.peer_id] == [relay.peer_id]
+            assert alice.peer_paths()[relay.peer_id] == ["direct"]

@@ -24,6 +24,11 @@ name = "Alice"
 share_presence = false
 api_allowed_hosts = ["chat.example"]
 api_allowed_origins = ["https://chat.example"]
+relay_service = false
+relay_max_reservations = 4
+relay_circuits_per_reservation = 2
+relay_circuit_bytes = 1048576
+relay_circuit_seconds = 120
 """
 
 
@@ -46,6 +51,8 @@ def test_the_config_file_in_the_data_dir_sets_every_setting(tmp_path: Path) -> N
     assert settings.announce == ["/ip4/203.0.113.7/tcp/4480"]
     assert not settings.mdns and not settings.share_presence
     assert settings.api_allowed_origins == ["https://chat.example"]
+    assert not settings.relay_service and settings.relay_circuit_seconds == 120
+    assert all(source != "default" for *_, source in settings.describe())
     sources = {key: source for key, _, source in settings.describe()}
     assert sources["data_dir"] == "flag"
     assert sources["api_allowed_origins"] == f"file {tmp_path / 'config.toml'}:10"
@@ -61,8 +68,12 @@ def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) 
     assert settings.share_presence
     assert settings.sources["share_presence"] == "env HEARTHMESH_SHARE_PRESENCE"
     assert settings.listen == ["/ip4/10.0.0.2/tcp/2"] and settings.sources["listen"] == "flag"
-    flagged = resolve_settings(args("--data-dir", str(tmp_path), "--no-share-presence"), env=env)
-    assert not flagged.share_presence
+    flagged = resolve_settings(
+        args("--data-dir", str(tmp_path), "--no-share-presence", "--relay-circuit-seconds", "0"),
+        env={**env, "HEARTHMESH_RELAY_MAX_RESERVATIONS": "9"},
+    )
+    assert not flagged.share_presence and flagged.relay_circuit_seconds == 0
+    assert flagged.relay_max_reservations == 9
 
 
 @pytest.mark.parametrize(
@@ -72,6 +83,7 @@ def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) 
         ('name = "x"\n\nshare_presence = "no"\n', 3, "share_presence"),
         ('listen = "/ip4/0.0.0.0/tcp/1"\n', 1, "listen"),
         ("[relay]\nlimit = 1\n", 1, "relay"),
+        ("relay_circuit_bytes = -1\n", 1, "relay_circuit_bytes"),
     ],
 )
 def test_a_bad_config_file_is_refused_with_the_line_and_key_at_fault(
