@@ -173,18 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value in ids.items():
             print(f"  {key}: {value}")
         return 0
-    if args.command == "run":
-        from hearthmesh.protocol.errors import HearthError
-        from hearthmesh.tools.home import run_node
-        from hearthmesh.tools.settings import resolve_settings
-
-        try:
-            settings = resolve_settings(args)
-        except HearthError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        return run_node(settings)
-    if args.command == "config":
+    if args.command in ("run", "config"):
         from hearthmesh.protocol.errors import HearthError
         from hearthmesh.tools.settings import resolve_settings
 
@@ -193,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except HearthError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        if args.command == "run":
+            from hearthmesh.tools.home import run_node
+
+            return run_node(settings)
         for key, value, source in settings.describe():
             print(f"{key} = {value}  # {source}")
         return 0

@@ -86,11 +86,11 @@ class _FreshDialBack(AutoNATService):
                     conn = await transport.dial(addr)
                     try:
                         if not isinstance(conn, IMuxedConn):  # QUIC authenticates in dial
+                            # Noise proves the peer id at this address. No muxer: a whole
+                            # second connection would make the peer trim one of its two, maybe
+                            # the one in use (max_connections_per_peer=1).
                             secured = await network.upgrader.upgrade_security(conn, True, peer_id)
-                            # Finish the upgrade so the peer sees a whole connection, not a
-                            # failed one (it would log an ERROR for each dial-back).
-                            muxed = await network.upgrader.upgrade_connection(secured, peer_id)
-                            await muxed.close()
+                            await secured.close()
                     finally:
                         await conn.close()
             except Exception as exc:  # any failure means: not reachable at this address

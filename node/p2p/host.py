@@ -186,6 +186,13 @@ _NOISY_ERRORS: Final = {
     "libp2p.host.basic_host": ("Failed to open stream to peer",),
     "libp2p.protocol_muxer.multiselect_client": ("MultiselectClient handshake:",),
     "libp2p.stream_muxer.yamux.yamux": ("Error in handle_incoming for peer",),
+    # An AutoNAT server's dial-back ends after the security handshake, by design (autonat.py).
+    "libp2p.network.swarm": ("fail to upgrade mux for peer",),
+    # A client closes its reservation stream once reserved; the relay reads on and logs EOF.
+    "libp2p.relay.circuit_v2.protocol": (
+        "Error reading from hop stream",
+        "Error sending status message",
+    ),
 }
 _FILTERS: Final = {name: _DemoteFilter(prefixes) for name, prefixes in _NOISY_ERRORS.items()}
 
