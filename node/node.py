@@ -189,6 +189,13 @@ class Node:
                     dht_validate=dht_validate,
                     dht_select=dht_select,
                     inbound=self.config.inbound,
+                    announce_addrs=list(self.config.announce_addrs),
+                    autonat_confirmations=self.config.autonat_confirmations,
+                    relay_service=self.config.relay_service,
+                    relay_limits=self.config.relay_limits,
+                    relay_reservations=self.config.relay_reservations,
+                    # Co-members' homes first, then peers of good standing (SPEC §11.7).
+                    relay_rank=lambda _connected: self._relay_chooser.choose(()),
                 )
             )
         )
@@ -219,7 +226,7 @@ class Node:
             standing=self._standing,
         )
         self._home_lookups = HomeLookups(self.find_home, clock=self._clock, rng=secrets.token_bytes)
-        relays = RelayChooser(
+        relays = self._relay_chooser = RelayChooser(
             host=self._host,
             standing=self._standing,
             directory=self._directory,
@@ -278,6 +285,7 @@ class Node:
             directory=self._directory,
         )
         await self._store.run(self._homes.load, store)
+        self._host.set_address_handler(self._addresses_changed)
         self._linking = LinkService(
             add_home=self._add_home,
             now_ms=self._clock.now_ms,
@@ -483,6 +491,15 @@ class Node:
         self._spawn(self._announce_home_record(), "announce-home")
         return answer
 
+    def _addresses_changed(self) -> None:
+        if self._started:  # at stop, the relays' connections close too: nothing to tell
+            self._spawn(self._readdress(), "readdress")
+
+    async def _readdress(self) -> None:
+        """A relay reservation came or went (SPEC §10.7): re-issue and announce our record."""
+        if await self._homes.readdress():
+            await self._announce_home_record()
+
     async def _announce_home_record(self) -> None:
         await self.publish_home_record()
         await self._presence.announce()
@@ -640,6 +657,19 @@ class Node:
 
     def connected_peers(self) -> list[str]:
         return self._host.connected_peers()
+
+    @property
+    def reachability(self) -> str:
+        """`public`, `private` or `unknown`: AutoNAT's verdict (SPEC §10.6)."""
+        return str(self._host.reachability)
+
+    def peer_paths(self) -> dict[str, list[str]]:
+        """Connected peer -> `direct` and/or the relays we reach it through (SPEC §10.7)."""
+        return self._host.peer_paths()
+
+    def relays(self) -> list[str]:
+        """Peer ids of the relays this node holds reservations on (SPEC §10.7)."""
+        return self._host.relays()
 
     def home_peers(self, user: UserId) -> tuple[str, ...]:
         """Peer ids of `user`'s home nodes as this node knows them (hello, presence, DHT)."""

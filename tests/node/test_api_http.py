@@ -77,6 +77,9 @@ async def test_node_status_names_peer_user_and_version(tmp_path: Path) -> None:
         assert status["user_id"] == user_id_text(h.node.user_id)
         assert status["listen_addrs"] and status["version"]
         assert status["connected_peers"] == []
+        # alone, AutoNAT has no one to ask: neither public nor private, no relays (SPEC §10.6)
+        assert status["reachability"] == "unknown"
+        assert status["relays"] == [] and status["peer_paths"] == {}
         assert status["unreachable"] == {"users": [], "own_homes": []}
         # a message for a user whose home no one can find: status names who we wait for
         room = await open_conversation(h, OTHER)
