@@ -46,7 +46,7 @@ from hearthmesh.protocol.outbox import (
 )
 from hearthmesh.protocol.peer_id import peer_id_of_node_key
 
-from ..conftest import counter_rng
+from ..conftest import counter_rng, examples
 
 T0 = 1_700_000_000_000
 BOB = b"\x02" * 32
@@ -585,6 +585,6 @@ class OutboxAgainstHomes(RuleBasedStateMachine):
 
 
 OutboxAgainstHomes.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=30, deadline=None
+    max_examples=examples(40), stateful_step_count=30, deadline=None
 )
 TestOutboxAgainstHomes = OutboxAgainstHomes.TestCase
