@@ -45,6 +45,7 @@ from hearthmesh.protocol.outbox import (
     WentDown,
 )
 from hearthmesh.protocol.peer_id import peer_id_of_node_key
+from tests.conftest import examples
 
 from ..conftest import counter_rng
 
@@ -585,6 +586,6 @@ class OutboxAgainstHomes(RuleBasedStateMachine):
 
 
 OutboxAgainstHomes.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=30, deadline=None
+    max_examples=examples(40), stateful_step_count=30, deadline=None
 )
 TestOutboxAgainstHomes = OutboxAgainstHomes.TestCase
