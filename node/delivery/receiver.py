@@ -16,11 +16,11 @@ from typing import Final
 from hearthmesh.node.clock import Clock, HybridClock
 from hearthmesh.node.delivery.inbox import Arrival, Inbox, StoreOutcome, error_result
 from hearthmesh.node.events import MessageReceived, NodeEvent
+from hearthmesh.node.identity.certificates import ThreadCertificates
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.mesh.standing import PeerStanding
 from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
-from hearthmesh.protocol.certificate_cache import VerifiedCertificates
 from hearthmesh.protocol.delivery import (
     AckStatus,
     Deliver,
@@ -71,8 +71,9 @@ class Receiver:
         self._standing = standing
         self.rejected_frames = 0
         self._recent = RecentIds()
-        self.certificates = VerifiedCertificates()
-        """Sender certificates verified so far (deliveries and gossip share them)."""
+        self.certificates = ThreadCertificates()
+        """Sender certificates verified so far: the event loop's cache (deliveries, gossip
+        listeners and presence share it; the trio thread's validators have their own)."""
 
     async def serve_deliver(self, stream: FrameStream) -> None:
         """Handle one inbound deliver stream until the peer closes it."""
