@@ -643,6 +643,15 @@ class SyncStateStore(Protocol):
         """Replace the stored state."""
         ...
 
+    def release_progress(self, room: bytes, device: bytes) -> int | None:
+        """The next sequence number of `device` in `room` to release to the app (SPEC §8);
+        None if none was saved."""
+        ...
+
+    def set_release_progress(self, room: bytes, device: bytes, next_seq: int) -> None:
+        """Save how far `device`'s envelopes in `room` were released."""
+        ...
+
 
 class MediaStore(Protocol):
     """Content-addressed blobs (files beside the environment) and their metadata."""

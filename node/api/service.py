@@ -26,7 +26,10 @@ from hearthmesh.node.api.push import PushDispatcher, load_vapid_key
 from hearthmesh.node.api.receipts import ReceiptService, statuses_of
 from hearthmesh.node.api.views import (
     STATUS_NAMES,
+    direct_recipient_view,
     encode_cursor,
+    group_recipient_view,
+    latest_message_view,
     message_view,
     profile_view,
 )
@@ -295,20 +298,11 @@ class ApiService:
         }
         if direct:
             profile = await self.node.store.read(self.node.store.store.get_profile, others[0])
-            summary["RecipientId"] = user_id_text(others[0])
-            summary["RecipientName"] = (
-                profile.display_name
-                if profile and profile.display_name
-                else user_id_text(others[0])
-            )
-            summary["RecipientProfilePic"] = (
-                profile.avatar.hex() if profile and profile.avatar else None
-            )
+            summary.update(direct_recipient_view(others[0], profile))
         else:
             summary["name"] = state.name if state else ""
             summary["open"] = state.open if state else False
-            summary["RecipientName"] = summary["name"]
-            summary["RecipientProfilePic"] = None
+            summary.update(group_recipient_view(summary["name"]))
         return summary
 
     async def conversations(self, page_size: int, page_number: int) -> dict[str, Any]:
@@ -320,7 +314,7 @@ class ApiService:
         for summary in page.items:
             row = await self.room_summary(summary.room)
             latest = await store.read(_latest_content, store.store, summary.room)
-            row["LatestMessage"] = None if latest is None else message_view(latest)
+            row.update(latest_message_view(latest))
             row["latest_activity_ms"] = summary.latest_activity.wall_ms
             items.append(row)
         return {

@@ -2,15 +2,13 @@
 
 Outgoing numbers come from the store's per-(room, device) index (`Store.last_seq`).
 Incoming: envelopes are released to the app in each sender's order through
-`protocol.ordering.SenderSequencer`; how far each sender was released is kept in the store's
-sync state, so a restart neither repeats nor skips what the app was given.
+`protocol.ordering.SenderSequencer`; how far each sender was released is kept in the store
+(`Store.release_progress`), so a restart neither repeats nor skips what the app was given.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
-from typing import Final
 
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import SequenceOverflow
@@ -19,9 +17,6 @@ from hearthmesh.protocol.ordering import SenderSequencer
 from hearthmesh.storage.api import MAX_SENDER_RANGE, Store
 
 __all__ = ["ReleaseOrder", "SenderGap"]
-
-_NEXT: Final = struct.Struct(">Q")
-_RELEASE_PREFIX: Final = b"release:"
 
 Sender = tuple[RoomId, DeviceId]
 
@@ -64,8 +59,8 @@ class ReleaseOrder:
         """
         sender = (envelope.room, envelope.sender_device)
         if sender not in self._known:
-            stored = store.get_sync_state(_RELEASE_PREFIX + envelope.sender_device, envelope.room)
-            start = _NEXT.unpack(stored)[0] if stored is not None else first_seq_if_new
+            stored = store.release_progress(envelope.room, envelope.sender_device)
+            start = stored if stored is not None else first_seq_if_new
             self._sequencer.resume(sender, start)
             self._known.add(sender)
             self._unsure.add(sender)
@@ -99,7 +94,7 @@ class ReleaseOrder:
         """Persist how far each sender was released: once per batch, not per envelope."""
         for room, device in self._unsaved:
             next_seq = self._sequencer.next_seq((room, device))
-            store.set_sync_state(_RELEASE_PREFIX + device, room, _NEXT.pack(next_seq))
+            store.set_release_progress(room, device, next_seq)
         self._unsaved.clear()
 
     def held(self) -> int:
