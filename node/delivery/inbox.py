@@ -3,7 +3,7 @@
 Everything that decides *what* happens lives in protocol/ (verification, the fold) and in
 `RoomRegistry`; this module moves verified envelopes into the store and reports the outcome:
 one ack result per item, sent only after the transaction that stored the item committed
-(DESIGN §5 step 5). All store work of one batch runs in one store write batch.
+(ARCHITECTURE §3 step 5). All store work of one batch runs in one store write batch.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class Inbox:
                 an envelope for another user counts against; gossip is only for our users.
         """
         outcome = StoreOutcome()
-        # What reaches one of our homes from outside goes on to the others (DESIGN §7); what a
+        # What reaches one of our homes from outside goes on to the others (ARCHITECTURE §8); what a
         # sibling sends us it has sent to every sibling itself.
         forward = () if from_sibling else self._siblings()
         requests: list[AppendRequest] = []

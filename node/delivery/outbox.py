@@ -1,4 +1,4 @@
-"""The outbox worker: the guaranteed path of DESIGN §5 step 4.
+"""The outbox worker: the guaranteed path of ARCHITECTURE §3 step 4.
 
 It takes due outbox entries (leased, so a crash hands them out again), sends them in batches
 to each recipient's home node and retries with backoff until that node's signed ack says

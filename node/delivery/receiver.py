@@ -1,4 +1,4 @@
-"""Serving inbound deliver streams and gossip: verify, store, then ack (DESIGN §5 step 5).
+"""Serving inbound deliver streams and gossip: verify, store, then ack (ARCHITECTURE §3 step 5).
 
 Verification is pure protocol/ work; storing is `Inbox.accept` in one store write batch; the signed
 ack goes out only after that transaction committed. A frame that cannot be a DELIVER batch is
