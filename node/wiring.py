@@ -285,7 +285,7 @@ def build_services(
         rng=rng,
         user=user,
         peer_id=host.peer_id,
-        siblings=homes.sibling_peers,
+        sibling_peers=homes.sibling_peers,
         grace_ms=config.gap_grace_ms,
     )
     topics = RoomTopics(
