@@ -11,21 +11,10 @@ import pytest
 
 from hearthmesh.node.identity.certificates import ThreadCertificates
 from hearthmesh.protocol.errors import LocalProtocolError
-from hearthmesh.protocol.identity import (
-    DeviceCertificate,
-    DeviceId,
-    generate_keypair,
-    issue_certificate,
-)
+from hearthmesh.protocol.identity import DeviceCertificate
 
-NOW_MS = 1_700_000_000_000
-
-
-def _certificate(rng: Callable[[int], bytes]) -> DeviceCertificate:
-    user, device = generate_keypair(rng), generate_keypair(rng)
-    return issue_certificate(
-        user, DeviceId(device.public), created_ms=NOW_MS, expires_ms=NOW_MS + 1000
-    )
+from ..protocol.test_certificate_cache import NOW_MS
+from ..protocol.test_certificate_cache import _certificate as certificate
 
 
 def _verify_on_another_thread(cache: ThreadCertificates, cert: DeviceCertificate) -> BaseException:
@@ -48,11 +37,11 @@ def test_the_first_thread_owns_the_cache_and_a_second_is_refused(
     rng: Callable[[int], bytes],
 ) -> None:
     cache = ThreadCertificates()
-    cert = _certificate(rng)
+    cert = certificate(rng)
     cache.verify(cert, now_ms=NOW_MS)
     cache.verify(cert, now_ms=NOW_MS)  # the owner, again
     assert cert in cache
-    refused = _verify_on_another_thread(cache, _certificate(rng))
+    refused = _verify_on_another_thread(cache, certificate(rng))
     assert isinstance(refused, LocalProtocolError)
     assert len(cache) == 1  # the refused call changed nothing
 
@@ -61,7 +50,7 @@ def test_a_cache_first_used_on_another_thread_belongs_to_it(
     rng: Callable[[int], bytes],
 ) -> None:
     cache = ThreadCertificates()
-    cert = _certificate(rng)
+    cert = certificate(rng)
     thread = threading.Thread(target=cache.verify, args=(cert,), kwargs={"now_ms": NOW_MS})
     thread.start()
     thread.join()

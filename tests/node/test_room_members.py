@@ -7,45 +7,21 @@ registry dropped from memory is loaded again through the store."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 
 from hearthmesh.node.rooms.members import RoomMembers
 from hearthmesh.node.rooms.registry import Admission, RoomRegistry
-from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
-from hearthmesh.protocol.hlc import Timestamp
-from hearthmesh.protocol.identity import UserId, keypair_from_seed
-from hearthmesh.protocol.membership import (
-    MEMBERSHIP_CONTENT_TYPE,
-    Action,
-    MembershipChange,
-    Role,
-    encode_membership,
-)
+from hearthmesh.protocol.envelope import Envelope, RoomId
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.membership import Action, MembershipChange, Role
 from hearthmesh.protocol.membership_log import MembershipLimits
 from hearthmesh.protocol.rooms import group_room_id
 from hearthmesh.storage.api import AppendRequest, AppendResult, Store
 from hearthmesh.storage.async_store import AsyncStore
 from hearthmesh.storage.memory import MemoryStore
 
-ADMIN = keypair_from_seed(b"\x01" * 32)
-ADMIN_ID = UserId(ADMIN.public)
-OURS = UserId(b"\x02" * 32)
+from .test_rooms import ADMIN_ID, OURS, membership
+
 NEWCOMER = UserId(b"\x03" * 32)
-_seq = itertools.count(1)
-
-
-def _change(room: RoomId, change: MembershipChange) -> Envelope:
-    n = next(_seq)
-    return seal(
-        ADMIN,
-        kind=Kind.MEMBERSHIP,
-        room=room,
-        sender_user=ADMIN_ID,
-        seq=n,
-        hlc=Timestamp(wall_ms=1_000_000 + n, counter=0),
-        content_type=MEMBERSHIP_CONTENT_TYPE,
-        body=encode_membership(change),
-    )
 
 
 def _take(rooms: RoomRegistry, store: Store, envelope: Envelope) -> None:
@@ -55,11 +31,15 @@ def _take(rooms: RoomRegistry, store: Store, envelope: Envelope) -> None:
     rooms.note_stored(store, envelope, now_ms=0)
 
 
+def _add(rooms: RoomRegistry, store: Store, room: RoomId, user: UserId) -> None:
+    _take(rooms, store, membership(MembershipChange(action=Action.ADD, target=user), room=room))
+
+
 def _group(rooms: RoomRegistry, store: Store, nonce: bytes) -> RoomId:
     room = group_room_id(ADMIN_ID, nonce)
     create = MembershipChange(action=Action.CREATE, target=ADMIN_ID, role=Role.ADMIN, nonce=nonce)
-    _take(rooms, store, _change(room, create))
-    _take(rooms, store, _change(room, MembershipChange(action=Action.ADD, target=OURS)))
+    _take(rooms, store, membership(create, room=room))
+    _add(rooms, store, room, OURS)
     return room
 
 
@@ -71,7 +51,7 @@ async def test_a_folded_change_is_what_the_next_read_sees_and_a_dropped_room_rel
             members = RoomMembers(store=async_store, rooms=rooms, user=OURS)
             room = _group(rooms, store, b"a" * 16)
             assert await members.of(room) == {ADMIN_ID, OURS}
-            _take(rooms, store, _change(room, MembershipChange(action=Action.ADD, target=NEWCOMER)))
+            _add(rooms, store, room, NEWCOMER)
             assert await members.of(room) == {ADMIN_ID, OURS, NEWCOMER}  # nothing to forget
 
             other = _group(rooms, store, b"b" * 16)  # holds one room: the first is dropped
