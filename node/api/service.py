@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
@@ -29,6 +28,7 @@ from hearthmesh.node.api.views import (
     direct_recipient_view,
     encode_cursor,
     group_recipient_view,
+    hlc_view,
     latest_message_view,
     message_view,
     profile_view,
@@ -62,12 +62,19 @@ from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.protocol.typing_ttl import TypingTimers
 from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Store
 
-__all__ = ["SERVICE_KEY", "ApiService", "ClientSession"]
+__all__ = ["SERVICE_KEY", "ApiService", "ClientSession", "SendWitness"]
 
 log = logging.getLogger(__name__)
 
 _LATEST_SCAN: Final = 200
 """Events looked at, newest first, to find a conversation's latest user message."""
+
+
+class SendWitness(Protocol):
+    """Who sent a message and hears first that it is durable ("sent"), before any client
+    gets its `message` frame (SPEC §15.4)."""
+
+    def message_sent(self, client_id: str, envelope: Envelope) -> None: ...
 
 
 class ClientSession:
@@ -87,6 +94,20 @@ class ClientSession:
         held, self._held = self._held or [], None
         for text in first + held:
             self.put(text)
+
+    def message_sent(self, client_id: str, envelope: Envelope) -> None:
+        """Our send is durable: `message_sent` (a `SendWitness`)."""
+        self.put(
+            dumps(
+                {
+                    "event": "message_sent",
+                    "client_id": client_id,
+                    "message_id": envelope.message_id.hex(),
+                    "room_id": envelope.room.hex(),
+                    "hlc": hlc_view(envelope.hlc),
+                }
+            )
+        )
 
     def put(self, text: str) -> None:
         """Queue a frame; a client this far behind is cut off (it resumes by cursor)."""
@@ -234,12 +255,11 @@ class ApiService:
         room = await self.node.open_direct(user)
         return {"room_id": room.hex(), "recipient_id": user_id_text(user)}
 
-    async def send(
-        self, command: Send, *, on_durable: Callable[[Envelope], None] | None = None
-    ) -> Envelope:
+    async def send(self, command: Send, *, witness: SendWitness | None = None) -> Envelope:
         """Store and send a client's message; returns once durable here ("sent").
 
-        `on_durable` hears of it first, then every client gets its `message` frame.
+        The `witness` (the sending session) hears of it first, then every client gets its
+        `message` frame.
         """
         if command.media is None:
             body = command.message.encode()
@@ -269,8 +289,8 @@ class ApiService:
             raise
         # Our user's other clients see it too (multi-device on one node), through the feed; its
         # client_id was noted as it was sealed, so even a render before this line names it.
-        if on_durable is not None:
-            on_durable(envelope)
+        if witness is not None:
+            witness.message_sent(command.client_id, envelope)
         with contextlib.suppress(StorageError):  # closing: clients read it by cursor later
             await self.feed.catch_up()
         return envelope
