@@ -1,9 +1,14 @@
 """`Node`: one home node and relay, embeddable as `async with Node(config) as node:`.
 
-The composition root of node/: it opens the store, loads or creates the keys, starts the libp2p
-host and the services (outbox worker, relay forwarder, presence, gossip listeners) in one task
-group, and offers the embedding API: rooms, sending, history and an event stream. Stopping
-announces offline, cancels the services, stops the host and closes the store, in that order.
+The facade of node/ (ARCHITECTURE §6): it owns the lifetime and offers the embedding API. Start
+opens the store, loads or creates the keys, restores the HLC, starts the libp2p host, has
+`wiring.build_services` build the services and `wiring.serve` serve their protocols, and runs
+them under the supervisor. Stopping announces offline, cancels the services, stops the host and
+closes the store, in that order. The API (rooms, sending, history, events, peers, devices)
+delegates to the services.
+
+State: the lifetime (the exit stack, the store, the host), the clock and HLC, the event hub,
+the supervisor and the run state; every service owns its own.
 """
 
 from __future__ import annotations
