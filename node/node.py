@@ -126,7 +126,7 @@ class Node:
                 )
             )
         )
-        self._s = s = build_services(
+        self._services = s = build_services(
             config=self.config,
             keyring=self.keyring,
             store=self._store,
@@ -191,7 +191,7 @@ class Node:
     async def _cancel_services(self) -> None:
         self._run_state.stopping()
         self._supervisor.cancel()
-        await self._s.topics.close()
+        await self._services.topics.close()
 
     async def _save_hlc(self) -> None:
         await self._store.run(
@@ -220,11 +220,11 @@ class Node:
 
     def home_record(self) -> bytes:
         """Our user's signed home record: where to deliver, which devices are theirs."""
-        return self._s.homes.signed_record()
+        return self._services.homes.signed_record()
 
     def devices(self) -> list[tuple[DeviceCertificate, str | None]]:
         """Our user's devices from the current home record, each with its home's peer id."""
-        return self._s.homes.devices()
+        return self._services.homes.devices()
 
     async def revoke_device(self, device: DeviceId) -> None:
         """Drop a device and its home from our user's record (primary only).
@@ -232,8 +232,8 @@ class Node:
         Senders stop delivering to its node, siblings stop forwarding to it, and what it still
         sends is deferred by every node that knows the new record (SPEC §22.4).
         """
-        await self._s.homes.revoke(device)
-        await self._s.records.announce()
+        await self._services.homes.revoke(device)
+        await self._services.records.announce()
 
     async def delete_conversation(self, room: RoomId) -> bool:
         """Take a conversation off our list on every device of our user (SPEC §22.6).
@@ -243,7 +243,9 @@ class Node:
         removed = await self._store.run(self._store.store.delete_conversation, self.user_id, room)
         if removed:
             body = encode_conversation_deleted(room)
-            await self._s.outgoing.send(self._self_room, body, PRIVATE_CONTENT_TYPE, Kind.PRIVATE)
+            await self._services.outgoing.send(
+                self._self_room, body, PRIVATE_CONTENT_TYPE, Kind.PRIVATE
+            )
         return removed
 
     async def history_digest(self, room: RoomId) -> tuple[bytes, int]:
@@ -254,11 +256,11 @@ class Node:
         """A one-time pairing code for a new device of our user (primary only)."""
         if not self.keyring.is_primary:
             raise LocalProtocolError("only the primary device links new devices")
-        return self._s.linking.offer(address=self._host.listen_addrs[0], ttl_ms=ttl_ms)
+        return self._services.linking.offer(address=self._host.listen_addrs[0], ttl_ms=ttl_ms)
 
     async def learn_home_record(self, data: bytes) -> None:
         """Adopt another user's home record (a contact card). Raises RemoteProtocolError."""
-        await self._s.records.learn(data)
+        await self._services.records.learn(data)
 
     # --- peers ------------------------------------------------------------------------------
 
@@ -270,11 +272,13 @@ class Node:
             HearthError: the dial or the hello failed.
         """
         peer_id = await self._host.connect(address, retry_now=True)  # a deliberate dial
-        if not self._s.standing.admits(peer_id):
+        if not self._services.standing.admits(peer_id):
             raise NotAuthorized(f"peer {peer_id} is banned for bad input")
-        await self._s.greetings.wait(peer_id)
+        await self._services.greetings.wait(peer_id)
         await self.publish_home_record()
-        if self._s.homes.is_sibling(peer_id):  # another home of our user: repair what we missed
+        if self._services.homes.is_sibling(
+            peer_id
+        ):  # another home of our user: repair what we missed
             self._supervisor.spawn(self._sync_quietly(peer_id), "sync")
         return peer_id
 
@@ -289,36 +293,36 @@ class Node:
     def _connection_changed(self, peer_id: str, connected: bool) -> None:
         """The host's report of a peer's first connection or last disconnection."""
         if not connected:
-            self._s.greetings.forget(peer_id)
-            self._s.standing.disconnected(peer_id)
-        elif not self._s.standing.connected(peer_id, self._host.remote_ip(peer_id)):
+            self._services.greetings.forget(peer_id)
+            self._services.standing.disconnected(peer_id)
+        elif not self._services.standing.connected(peer_id, self._host.remote_ip(peer_id)):
             self._host.disconnect_nowait(peer_id)  # banned (itself or its prefix), or one too many
         elif self._run_state.running():
-            self._s.greetings.start(peer_id)
+            self._services.greetings.start(peer_id)
 
     async def sync_with(self, peer_id: str) -> SyncReport:
         """Reconcile every room with one of our user's other homes (SPEC §23)."""
-        return await self._s.sync.sync_with(peer_id)
+        return await self._services.sync.sync_with(peer_id)
 
     async def _sync_quietly(self, peer_id: str) -> None:
         try:
-            await self._s.sync.sync_with(peer_id)
+            await self._services.sync.sync_with(peer_id)
         except HearthError as exc:
             log.info("sync with %s failed: %s", peer_id[-8:], exc)
 
     async def _sync_siblings_periodically(self) -> None:
         while True:
             await asyncio.sleep(self.config.sync_interval_ms / 1000)
-            for peer_id in self._s.homes.sibling_peers() & set(self._host.connected_peers()):
+            for peer_id in self._services.homes.sibling_peers() & set(self._host.connected_peers()):
                 await self._sync_quietly(peer_id)
 
     async def publish_home_record(self) -> bool:
         """Put our home record in the DHT, so nodes that never met us can find our inbox."""
-        return await self._s.records.publish()
+        return await self._services.records.publish()
 
     async def find_home(self, user: UserId) -> bool:
         """Look `user`'s home record up in the DHT and adopt it; True if one was found."""
-        return await self._s.records.find(user)
+        return await self._services.records.find(user)
 
     async def relay_held(self, user: UserId) -> int:
         """How many envelopes this node holds as a relay for `user`."""
@@ -328,7 +332,7 @@ class Node:
     @property
     def delivery_round_trips_ms(self) -> list[float]:
         """Recent batch round trips (written to stored-ack verified), oldest first."""
-        return list(self._s.links.round_trips_ms)
+        return list(self._services.links.round_trips_ms)
 
     @property
     def clock_offset_ms(self) -> int:
@@ -340,7 +344,7 @@ class Node:
 
     def home_peers(self, user: UserId) -> tuple[str, ...]:
         """Peer ids of `user`'s home nodes as this node knows them (hello, presence, DHT)."""
-        return self._s.directory.homes(user)
+        return self._services.directory.homes(user)
 
     @property
     def supervision_faults(self) -> int:
@@ -349,16 +353,16 @@ class Node:
 
     def is_banned(self, peer_id: str) -> bool:
         """True while `peer_id` is banned here for bad input (SPEC §11.6)."""
-        return not self._s.standing.admits(peer_id)
+        return not self._services.standing.admits(peer_id)
 
     def peer_points(self, peer_id: str) -> int:
         """The points `peer_id` has for refused input, before forgiveness ends them (§11.6)."""
-        return self._s.standing.points(peer_id)
+        return self._services.standing.points(peer_id)
 
     @property
     def prefix_bans(self) -> int:
         """Address prefixes banned since start (SPEC §11.6.5)."""
-        return self._s.standing.prefix_bans
+        return self._services.standing.prefix_bans
 
     def libp2p_inbound_streams(self, peer_id: str) -> int:
         """Inbound streams of a peer in all protocols, libp2p's own included (SPEC §10.4)."""
@@ -372,11 +376,11 @@ class Node:
     @property
     def hellos_started(self) -> int:
         """Hellos this node opened: one per connection per peer (SPEC §13.3)."""
-        return self._s.greetings.started
+        return self._services.greetings.started
 
     def presence(self, user: UserId) -> Presence | None:
         """What we know of a user's presence (None: never heard of them)."""
-        return self._s.directory.presence.get(user)
+        return self._services.directory.presence.get(user)
 
     # --- rooms ------------------------------------------------------------------------------
 
@@ -385,13 +389,13 @@ class Node:
         if user == self.user_id:
             raise LocalProtocolError("a direct room needs another user")
         room = await self._store.run(
-            self._s.rooms.open_direct,
+            self._services.rooms.open_direct,
             self._store.store,
             self.user_id,
             user,
             now_ms=self._clock.now_ms(),
         )
-        await self._s.topics.watch(room)
+        await self._services.topics.watch(room)
         return room
 
     async def create_group(
@@ -408,8 +412,8 @@ class Node:
             open=open_,
             name=name,
         )
-        await self._s.outgoing.change_membership(room, create)
-        await self._s.topics.watch(room)
+        await self._services.outgoing.change_membership(room, create)
+        await self._services.topics.watch(room)
         for member in members:
             await self.add_member(room, member)
         return room
@@ -417,23 +421,23 @@ class Node:
     async def add_member(self, room: RoomId, user: UserId) -> None:
         """Add `user` (we must be an admin); they receive the room's membership history."""
         change = MembershipChange(action=Action.ADD, target=user)
-        await self._s.outgoing.change_membership(room, change, welcome=user)
+        await self._services.outgoing.change_membership(room, change, welcome=user)
 
     async def join(self, room: RoomId) -> None:
         """Join an open group whose membership events we hold."""
-        await self._s.outgoing.change_membership(
+        await self._services.outgoing.change_membership(
             room, MembershipChange(action=Action.JOIN, target=self.user_id)
         )
 
     async def leave(self, room: RoomId) -> None:
         """Leave a group: members learn it, and we stop watching its topic."""
-        await self._s.outgoing.change_membership(
+        await self._services.outgoing.change_membership(
             room, MembershipChange(action=Action.LEAVE, target=self.user_id)
         )
-        await self._s.topics.unwatch(room)
+        await self._services.topics.unwatch(room)
 
     async def members(self, room: RoomId) -> set[UserId]:
-        return set(await self._s.members.of(room))
+        return set(await self._services.members.of(room))
 
     async def rooms(self) -> list[RoomId]:
         rooms = await self._store.run(self._store.store.rooms_of, self.user_id)
@@ -444,7 +448,7 @@ class Node:
 
         The returned object is the node's own: read it, never change it.
         """
-        return await self._store.run(self._s.rooms.state, self._store.store, room)
+        return await self._store.run(self._services.rooms.state, self._store.store, room)
 
     # --- messages ---------------------------------------------------------------------------
 
@@ -467,10 +471,10 @@ class Node:
         """
         if kind in (Kind.MEMBERSHIP, Kind.TYPING, Kind.PRESENCE, Kind.PRIVATE):
             raise LocalProtocolError(f"{kind.name} is not sent with send()")
-        sealed = await self._s.outgoing.seal(room, body, content_type, kind)
+        sealed = await self._services.outgoing.seal(room, body, content_type, kind)
         if on_sealed is not None:
             on_sealed(sealed.envelope)
-        return await self._s.outgoing.commit(sealed)
+        return await self._services.outgoing.commit(sealed)
 
     async def history(
         self,
@@ -499,13 +503,13 @@ class Node:
 
     @property
     def outbox_delivered(self) -> int:
-        return self._s.outbox.delivered
+        return self._services.outbox.delivered
 
     def unreachable(self) -> tuple[list[UserId], list[str]]:
         """(users, our own homes' peer ids) whose deliveries wait parked: no home answers."""
         users: list[UserId] = []
         homes: list[str] = []
-        for destination in self._s.outbox.unreachable:
+        for destination in self._services.outbox.unreachable:
             peer = destination_peer(destination)
             if peer is None:
                 users.append(UserId(destination))
@@ -524,7 +528,7 @@ class Node:
         Raises:
             NotAuthorized: we are not a member of `room`.
         """
-        await self._s.outgoing.typing(room, active)
+        await self._services.outgoing.typing(room, active)
 
 
 def _digest_room(store: Store, room: RoomId) -> tuple[bytes, int]:
