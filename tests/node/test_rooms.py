@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from hearthmesh.node.rooms.registry import Admission, RoomRegistry
-from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
+from hearthmesh.protocol.envelope import Envelope, Kind, seal
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, keypair_from_seed
 from hearthmesh.protocol.membership import (
@@ -28,12 +28,12 @@ ROOM = group_room_id(ADMIN_ID, NONCE)
 _seq = itertools.count(1)
 
 
-def membership(change: MembershipChange, *, room: RoomId = ROOM) -> Envelope:
+def membership(change: MembershipChange) -> Envelope:
     n = next(_seq)
     return seal(
         ADMIN,
         kind=Kind.MEMBERSHIP,
-        room=room,
+        room=ROOM,
         sender_user=ADMIN_ID,
         seq=n,
         hlc=Timestamp(wall_ms=1_000_000 + n, counter=0),
