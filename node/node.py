@@ -24,7 +24,6 @@ from typing import Final, Self
 
 from hearthmesh.node.clock import Clock, CorrectedClock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
-from hearthmesh.node.delivery.destinations import destination_peer
 from hearthmesh.node.delivery.sync import SyncReport
 from hearthmesh.node.events import NodeEvent
 from hearthmesh.node.identity.home_directory import Presence
@@ -36,6 +35,7 @@ from hearthmesh.node.run_state import RunState
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.node.wiring import build_services, serve
+from hearthmesh.protocol.destinations import destination_peer
 from hearthmesh.protocol.digest import HistoryDigest
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
 from hearthmesh.protocol.errors import HearthError, LocalProtocolError, NotAuthorized
@@ -123,6 +123,12 @@ class Node:
                     dht_validate=dht_validate,
                     dht_select=dht_select,
                     inbound=self.config.inbound,
+                    announce_addrs=list(self.config.announce_addrs),
+                    autonat_confirmations=self.config.autonat_confirmations,
+                    relay_service=self.config.relay_service,
+                    relay_limits=self.config.relay_limits,
+                    relay_reservations=self.config.relay_reservations,
+                    relay_rank=self._rank_relays,
                 )
             )
         )
@@ -145,6 +151,7 @@ class Node:
         self._supervisor.set_charge(s.standing.refused_item)  # one contained item
         host.set_connection_handler(self._connection_changed)
         await self._store.run(s.homes.load, store)
+        host.set_address_handler(s.records.addresses_changed)
         serve(s, host=host, supervisor=self._supervisor)
         presence_sub = await host.subscribe(PRESENCE_TOPIC)
         await self._stack.enter_async_context(self._supervisor)
@@ -187,6 +194,13 @@ class Node:
             self.keyring.user_id.hex()[:16],
             ", ".join(host.listen_addrs),
         )
+
+    async def _rank_relays(self, _connected: list[str]) -> list[str]:
+        """Candidate relays for the host, best first: co-members' homes first, then peers of
+        good standing (SPEC §11.7). None before the services run: the host keeps its order."""
+        if not self._run_state.running():
+            return []
+        return await self._services.relays.choose(())
 
     async def _cancel_services(self) -> None:
         self._run_state.stopping()
@@ -342,9 +356,26 @@ class Node:
     def connected_peers(self) -> list[str]:
         return self._host.connected_peers()
 
+    @property
+    def reachability(self) -> str:
+        """`public`, `private` or `unknown`: AutoNAT's verdict (SPEC §10.6)."""
+        return str(self._host.reachability)
+
+    def peer_paths(self) -> dict[str, list[str]]:
+        """Connected peer -> `direct` and/or the relays we reach it through (SPEC §10.7)."""
+        return self._host.peer_paths()
+
+    def relays(self) -> list[str]:
+        """Peer ids of the relays this node holds reservations on (SPEC §10.7)."""
+        return self._host.relays()
+
     def home_peers(self, user: UserId) -> tuple[str, ...]:
         """Peer ids of `user`'s home nodes as this node knows them (hello, presence, DHT)."""
         return self._services.directory.homes(user)
+
+    def home_addresses(self, user: UserId) -> tuple[str, ...]:
+        """The addresses `user`'s home record gives, as this node knows it (SPEC §13)."""
+        return self._services.directory.addresses(user)
 
     @property
     def supervision_faults(self) -> int:

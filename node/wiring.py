@@ -14,6 +14,7 @@ State: none; the services own theirs (each module docstring names it).
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from hearthmesh.node.rooms.topics import ROOM_TOPIC_PREFIX, RoomTopics
 from hearthmesh.node.run_state import RunState
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
+from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC
@@ -66,7 +68,7 @@ from hearthmesh.protocol.media import MEDIA_PROTOCOL
 from hearthmesh.protocol.sync import SYNC_PROTOCOL
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["Services", "build_services", "serve"]
+__all__ = ["Services", "announce_addrs", "build_services", "serve"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +87,7 @@ class Services:
     presence: PresenceService
     records: HomeRecords
     home_lookups: HomeLookups
+    relays: RelayChooser
     outbox: OutboxWorker
     purge: PurgeService
     linking: LinkService
@@ -98,6 +101,12 @@ class Services:
     gossip_out: GossipPublisher
     outgoing: Outgoing
     greetings: Greetings
+
+
+def announce_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
+    """Where our home record says this node is: the configured addresses, else the host's
+    listen addresses as they are now (relayed ones come and go, SPEC §10.7)."""
+    return config.announce_addrs or tuple(host.listen_addrs)
 
 
 def build_services(
@@ -122,24 +131,25 @@ def build_services(
         max_loose_certificates=config.directory_max_certificates,
         record_max_age_ms=config.directory_record_max_age_ms,
     )
-    rooms = RoomRegistry(local, limits=config.membership_limits, deferrals=config.deferrals)
+    rooms = RoomRegistry(local, limits=config.membership_limits)
     members = RoomMembers(store=store, rooms=rooms, user=user)
     homes = OwnHomes(
         keyring=keyring,
         clock=clock,
         peer_id=host.peer_id,
-        addrs=config.announce_addrs or tuple(host.listen_addrs),
+        addrs=functools.partial(announce_addrs, config, host),
         store=store,
         directory=directory,
     )
     release = ReleaseOrder()
     inbox = Inbox(
         local_users=local,
+        rules=ArrivalRules(local, deferrals=config.deferrals),
         rooms=rooms,
         release=release,
         directory=directory,
         relay_ttl_ms=config.relay_ttl_ms,
-        siblings=homes.sibling_destinations,
+        sibling_destinations=homes.sibling_destinations,
     )
     standing = PeerStanding(
         clock=clock,
@@ -195,18 +205,20 @@ def build_services(
         relay=relay,
         presence=presence,
         supervisor=supervisor,
+        run_state=run_state,
     )
     home_lookups = HomeLookups(records.find, clock=clock, rng=rng)
+    relays = RelayChooser(
+        host=host,
+        standing=standing,
+        directory=directory,
+        co_members=members.co_members,
+        rng=rng,
+        policy=config.relay_choice,
+    )
     outbox = OutboxWorker(
         store=store,
-        relays=RelayChooser(
-            host=host,
-            standing=standing,
-            directory=directory,
-            co_members=members.co_members,
-            rng=rng,
-            policy=config.relay_choice,
-        ),
+        relays=relays,
         links=links,
         directory=directory,
         keyring=keyring,
@@ -250,7 +262,7 @@ def build_services(
         store=store,
         directory=directory,
         own_user=user,
-        own_homes=homes.sibling_peers,
+        sibling_peers=homes.sibling_peers,
         on_refused=standing.refused,
         clock=clock,
     )
@@ -343,6 +355,7 @@ def build_services(
         presence=presence,
         records=records,
         home_lookups=home_lookups,
+        relays=relays,
         outbox=outbox,
         purge=purge,
         linking=linking,

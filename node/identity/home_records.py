@@ -1,8 +1,9 @@
 """Home records on the mesh (SPEC §13): publishing ours, finding and learning others'.
 
 Our record is `OwnHomes`'s; other users' are `HomeDirectory`'s. This service moves them: it puts
-ours in the DHT and announces it, looks a user's up in the DHT, and adopts what hello, presence
-or the DHT brought (our own user's newer record included: a device was linked or revoked).
+ours in the DHT and announces it (again when a relay reservation changes our addresses), looks
+a user's up in the DHT, and adopts what hello, presence or the DHT brought (our own user's newer
+record included: a device was linked or revoked).
 
 State: `published`, whether our record went into the DHT since start.
 """
@@ -17,6 +18,7 @@ from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.own_homes import OwnHomes
 from hearthmesh.node.mesh.presence import PresenceService
 from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.node.run_state import RunState
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.home_dht import home_record_key
@@ -43,6 +45,7 @@ class HomeRecords:
         relay: RelayForwarder,
         presence: PresenceService,
         supervisor: Supervisor,
+        run_state: RunState,
     ) -> None:
         self._user = user
         self._host = host
@@ -53,6 +56,7 @@ class HomeRecords:
         self._relay = relay
         self._presence = presence
         self._supervisor = supervisor
+        self._run_state = run_state
         self.published = False
         """Our home record went into the DHT since start."""
 
@@ -91,6 +95,16 @@ class HomeRecords:
         if record is not None:
             await self._homes.consider(record, data)  # our own user's, newer: a change of devices
         self._relay.wake()
+
+    def addresses_changed(self) -> None:
+        """The host's report that a relay reservation came or went (SPEC §10.7)."""
+        if self._run_state.running():  # at stop, the relays' connections close too
+            self._supervisor.spawn(self._readdress(), "readdress")
+
+    async def _readdress(self) -> None:
+        """Re-issue our record with our addresses as they are now, and announce it."""
+        if await self._homes.readdress():
+            await self.announce()
 
     async def add_home(
         self, peer_id: str, addrs: tuple[str, ...], device: DeviceId

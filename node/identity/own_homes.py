@@ -13,10 +13,12 @@ what follows from it; everything else asks it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hearthmesh.node.clock import Clock
-from hearthmesh.node.delivery.destinations import node_destination
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.keyring import HOME_RECORD_SETTING, Keyring
+from hearthmesh.protocol.destinations import node_destination
 from hearthmesh.protocol.errors import LocalProtocolError, NotAuthorized, NotFound, StorageError
 from hearthmesh.protocol.home_record import (
     HomeRecord,
@@ -50,7 +52,7 @@ class OwnHomes:
         keyring: Keyring,
         clock: Clock,
         peer_id: str,
-        addrs: tuple[str, ...],
+        addrs: Callable[[], tuple[str, ...]],
         store: AsyncStore,
         directory: HomeDirectory,
     ) -> None:
@@ -85,7 +87,7 @@ class OwnHomes:
         me, device = self._peer_id, self._keyring.device_id
         homes = (me, *[h for h in (previous.homes if previous else ()) if h != me])
         addrs = (
-            *self._addrs,
+            *self._addrs(),
             *[a for a in (previous.addrs if previous else ()) if not a.endswith(me)],
         )
         devices = (
@@ -114,6 +116,22 @@ class OwnHomes:
         )
         await self._keep(record)
         return encode_certificate(certificate), self.record
+
+    async def readdress(self) -> bool:
+        """Our node's addresses changed (a relay reservation came or went, SPEC §10.7): the
+        primary re-issues the record with them first. False if nothing changed, or if we are
+        a linked node (only the primary signs the record)."""
+        if self._keyring.user is None:
+            return False
+        current = decode_home_record(self.record)
+        me = self._peer_id
+        addrs = (*self._addrs(), *[a for a in current.addrs if not a.endswith(me)])
+        if addrs[:_MAX_ADDRS] == current.addrs:
+            return False
+        await self._keep(
+            self._issue(self._keyring.user, current, current.homes, addrs, current.devices)
+        )
+        return True
 
     async def revoke(self, device: DeviceId) -> None:
         """Drop a device and the home it lives on (they share a position in the record)."""
