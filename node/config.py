@@ -55,7 +55,7 @@ class NodeConfig:
     """What the relay inbox holds at most: per recipient, sender user and sending peer, for
     strangers and in total, each field with its default (SPEC §11.5.3, `RelayQuota`)."""
     sync_interval_ms: int = 60_000
-    """How often this node reconciles its rooms with its user's other homes (DESIGN §7)."""
+    """How often this node reconciles its rooms with its user's other homes (ARCHITECTURE §8)."""
     retry_poll_ms: int = 200
     """Longest sleep of the delivery worker between looks at the outbox."""
     gap_grace_ms: int = 1500

@@ -1,7 +1,7 @@
 """Outbox destinations: a user (any one of their home nodes) or one node (our own siblings).
 
 A message for another user needs to reach one of their homes; those homes share it among
-themselves. A message for our own user's other homes (siblings, DESIGN §7) names each node.
+themselves. A message for our own user's other homes (siblings, ARCHITECTURE §8) names each node.
 Node destinations are 33 bytes (`n` + node key), so they never collide with 32-byte user ids.
 """
 

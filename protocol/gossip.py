@@ -14,7 +14,7 @@ from typing import Final
 from .canonical import decode_canonical, encode_canonical
 from .certificate_cache import VerifiedCertificates
 from .envelope import MAX_ENVELOPE_BYTES, Envelope, Kind, RoomId, load_envelope, verify_envelope
-from .errors import MalformedMessage, NotAuthorized
+from .errors import MalformedMessage, NotAuthorized, RemoteProtocolError
 from .home_record import MAX_HOME_RECORD_BYTES, HomeRecord, decode_home_record, verify_home_record
 from .identity import DeviceCertificate, decode_certificate
 
@@ -29,6 +29,7 @@ __all__ = [
     "decode_presence",
     "encode_gossip",
     "encode_presence",
+    "gossip_message_id",
     "load_gossip",
     "room_topic",
 ]
@@ -36,11 +37,27 @@ __all__ = [
 PRESENCE_TOPIC: Final = "/hearthmesh/presence/0"
 PRESENCE_CONTENT_TYPE: Final = "application/x-hearthmesh-presence"
 MAX_GOSSIP_BYTES: Final = MAX_ENVELOPE_BYTES + 1024
+_MESSAGE_ID_MAX_BYTES: Final = 1 << 20
+"""What the message id function reads of a payload: the most a gossip message can be. The
+tighter MAX_GOSSIP_BYTES is the validator's to enforce, with its charge (SPEC §14)."""
 
 
 def room_topic(room: RoomId) -> str:
     """The gossipsub topic of a room: `/hearthmesh/room/0/<hex room id>`."""
     return f"/hearthmesh/room/0/{room.hex()}"
+
+
+def gossip_message_id(data: bytes) -> bytes:
+    """The gossipsub message id of a payload: its envelope's message id (SPEC §5.5), so one
+    envelope is one gossip message everywhere, whoever published it and whenever.
+
+    Raises:
+        RemoteProtocolError: not a gossip payload `[certificate, envelope]`.
+    """
+    value = decode_canonical(data, max_bytes=_MESSAGE_ID_MAX_BYTES)
+    if isinstance(value, list) and len(value) == 2 and isinstance(value[1], bytes):
+        return load_envelope(value[1]).message_id
+    raise RemoteProtocolError("not a gossip payload")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

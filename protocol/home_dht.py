@@ -1,4 +1,4 @@
-"""Home records in the kad-dht (DESIGN §4, §10; SPEC §13): the key and the record rules.
+"""Home records in the kad-dht (ARCHITECTURE §9; SPEC §13): the key and the record rules.
 
 A user's signed home record is stored under `/home/<user id, base64url without padding>`.
 Every DHT node checks a value before it stores or returns one (`validate_home_record`) and,

@@ -1,4 +1,4 @@
-"""hearthmesh.storage: everything a node persists (DESIGN §8).
+"""hearthmesh.storage: everything a node persists (ARCHITECTURE §10).
 
 node/ imports the Protocols and values of `hearthmesh.storage.api`; `LmdbStore`
 (`lmdb_store`) is the real implementation, `MemoryStore` (`memory`) its in-memory twin, and

@@ -2,7 +2,7 @@
 
 Both implementations (`LmdbStore`, `MemoryStore`) satisfy `Store`; node/ depends on the narrow
 protocols below and never on an implementation. Every public method is one transaction with all
-its indexes (DESIGN §8). Time is always passed in as `now_ms`; storage never reads a clock.
+its indexes (ARCHITECTURE §10). Time is always passed in as `now_ms`; storage never reads a clock.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Outcome:
 
 
 RETENTION_MS: Final = 30 * 24 * 3600 * 1000
-"""Default history retention: 30 days, as the seed keeps (DESIGN §8)."""
+"""Default history retention: 30 days, as the seed keeps (ARCHITECTURE §10)."""
 RETENTION_SETTING: Final = "retention.ms"
 """Setting (decimal text) that overrides RETENTION_MS for `purge`."""
 NODE_KEY_SETTING: Final = "node.key"
@@ -281,7 +281,8 @@ class ConversationPage:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Profile:
-    """A user's profile (the seed's User row): signed profile data, not identity (DESIGN §4)."""
+    """A user's profile (the seed's User row): signed profile data, not identity (ARCHITECTURE
+    §9)."""
 
     user: UserId
     handle: str
@@ -633,7 +634,7 @@ class UserDirectory(Protocol):
 
 
 class SyncStateStore(Protocol):
-    """Per-peer, per-room sync state (an opaque resumable token for DESIGN §7)."""
+    """Per-peer, per-room sync state (an opaque resumable token for ARCHITECTURE §8)."""
 
     def get_sync_state(self, peer: bytes, room: bytes) -> bytes | None:
         """The stored state, if any."""
@@ -641,6 +642,15 @@ class SyncStateStore(Protocol):
 
     def set_sync_state(self, peer: bytes, room: bytes, state: bytes) -> None:
         """Replace the stored state."""
+        ...
+
+    def release_progress(self, room: bytes, device: bytes) -> int | None:
+        """The next sequence number of `device` in `room` to release to the app (SPEC §8);
+        None if none was saved."""
+        ...
+
+    def set_release_progress(self, room: bytes, device: bytes, next_seq: int) -> None:
+        """Save how far `device`'s envelopes in `room` were released."""
         ...
 
 

@@ -3,8 +3,8 @@
 Writes (`append`, `run`) keep the order they were issued in and never hold a transaction across
 an await (CONVENTIONS §5 "LMDB rules"). Writes that arrive together share ONE transaction and
 one fsync (`Store.run_batch`); each caller's await returns only after that transaction committed
-(DESIGN §8: acknowledge only after commit). A receipt, an outbox ack and a release mark issued
-while a message is being appended all ride on the same commit instead of three more.
+(ARCHITECTURE §10: acknowledge only after commit). A receipt, an outbox ack and a release mark
+issued while a message is being appended all ride on the same commit instead of three more.
 
 A batch commits on the event loop's own thread. The writer's Python work holds the GIL either
 way, so a writer thread would only buy overlap during the fsync, and on this 2-core machine the

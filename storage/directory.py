@@ -23,6 +23,7 @@ from .keys import (
     pack_u64,
     prefix_end,
     push_key,
+    release_key,
     sync_key,
     unpack_u64,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "put_media_txn",
     "put_profile_txn",
     "put_push_txn",
+    "release_progress_key",
     "setting_key",
     "sync_state_key",
 ]
@@ -210,6 +212,13 @@ def sync_state_key(peer: bytes, room: bytes) -> bytes:
     """Checked key of a sync state."""
     check_id(room, "room")
     return sync_key(peer, room)
+
+
+def release_progress_key(room: bytes, device: bytes) -> bytes:
+    """Checked key of a sender device's release progress in a room."""
+    check_id(room, "room")
+    check_id(device, "device")
+    return release_key(room, device)
 
 
 def put_media_txn(txn: KvTxn, info: MediaInfo) -> MediaInfo:

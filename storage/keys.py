@@ -54,6 +54,7 @@ __all__ = [
     "relay_id_key",
     "relay_message_key",
     "relay_size_key",
+    "release_key",
     "sender_seq_key",
     "sequence_key",
     "slot",
@@ -150,7 +151,7 @@ class Table(Enum):
     DEVICE_OWNERS = b"devices.owners"
     """device -> user."""
     SYNC = b"sync.peers"
-    """len u8 | peer | room -> opaque sync state."""
+    """len u8 | peer | room -> opaque sync state; `release_key` rows: next seq u64."""
     PUSH = b"push.subscriptions"
     """user | subscription id -> subscription record."""
     MEDIA = b"media.blobs"
@@ -366,6 +367,16 @@ def device_key(user: bytes, device: bytes) -> bytes:
 def sync_key(peer: bytes, room: bytes) -> bytes:
     """len | peer | room."""
     return _peer(peer) + room
+
+
+_RELEASE_PEER: Final = b"release:"
+
+
+def release_key(room: bytes, device: bytes) -> bytes:
+    """len | "release:" | device | room, in `Table.SYNC`: how far a sender device's envelopes
+    in a room were released to the app (SPEC §8). A pseudo-peer "release:" + device keeps the
+    rows apart from real peers' sync state (a peer id never starts with it)."""
+    return sync_key(_RELEASE_PEER + device, room)
 
 
 def push_key(user: bytes, subscription_id: bytes) -> bytes:

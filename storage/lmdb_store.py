@@ -1,4 +1,4 @@
-"""The LMDB store: one environment per node, named sub-databases only (DESIGN §8).
+"""The LMDB store: one environment per node, named sub-databases only (ARCHITECTURE §10).
 
 Settings, and why:
 - `sync=True, metasync=True` (LMDB's defaults), `writemap=False`, `map_async=False`: a commit

@@ -47,7 +47,7 @@ from .api import (
 )
 from .append import append_batch_txn, check_appendable
 from .blobs import BlobStore
-from .keys import Table, contact_key, push_key
+from .keys import Table, contact_key, pack_u64, push_key, unpack_u64
 from .kv import KvEngine, KvTxn, T
 
 __all__ = ["RELAY_EXPIRED_PER_PUT", "KvStore"]
@@ -401,6 +401,17 @@ class KvStore:
         """Replace the sync state of (peer, room)."""
         key = directory.sync_state_key(peer, room)
         self._engine.write(lambda txn: txn.put(Table.SYNC, key, state))
+
+    def release_progress(self, room: bytes, device: bytes) -> int | None:
+        """The next sequence number of `device` in `room` to release; None if none saved."""
+        with self._engine.read() as txn:
+            stored = txn.get(Table.SYNC, directory.release_progress_key(room, device))
+        return None if stored is None else unpack_u64(stored)
+
+    def set_release_progress(self, room: bytes, device: bytes, next_seq: int) -> None:
+        """Save how far `device`'s envelopes in `room` were released."""
+        key, value = directory.release_progress_key(room, device), pack_u64(next_seq)
+        self._engine.write(lambda txn: txn.put(Table.SYNC, key, value))
 
     def get_setting(self, name: str) -> bytes | None:
         """A stored setting."""

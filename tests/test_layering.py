@@ -1,4 +1,4 @@
-"""The import direction of DESIGN §2 and CONVENTIONS §1, enforced by walking the AST."""
+"""The import direction of ARCHITECTURE §2 and CONVENTIONS §1, enforced by walking the AST."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ BRIDGE_MODULES = {
     "node/p2p/autonat.py",
     "node/p2p/circuit_relay.py",
 }
-"""The only modules that may import trio or libp2p (DESIGN §3)."""
+"""The only modules that may import trio or libp2p (ARCHITECTURE §5)."""
 
 
 def test_only_the_bridge_imports_trio_or_libp2p() -> None:

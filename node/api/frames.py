@@ -82,7 +82,7 @@ class FrameRenderer:
     async def _other(self, envelope: Envelope) -> list[dict[str, Any]]:
         if envelope.kind is Kind.RECEIPT:  # credited as it was stored
             return [receipt_frame(change) for change in await self._receipts.changes(envelope)]
-        event = decode_contact(envelope.body)  # applied as it was stored (node/contact_credit.py)
+        event = decode_contact(envelope.body)  # applied as stored (node/rooms/contact_events.py)
         store = self._node.store
         frame = await store.read_inline(
             _contact_frame, store.store, self._node.user_id, envelope.sender_user, event

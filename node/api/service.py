@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiohttp import web
 
@@ -26,7 +25,11 @@ from hearthmesh.node.api.push import PushDispatcher, load_vapid_key
 from hearthmesh.node.api.receipts import ReceiptService, statuses_of
 from hearthmesh.node.api.views import (
     STATUS_NAMES,
+    direct_recipient_view,
     encode_cursor,
+    group_recipient_view,
+    hlc_view,
+    latest_message_view,
     message_view,
     profile_view,
 )
@@ -59,12 +62,19 @@ from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.protocol.typing_ttl import TypingTimers
 from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Store
 
-__all__ = ["SERVICE_KEY", "ApiService", "ClientSession"]
+__all__ = ["SERVICE_KEY", "ApiService", "ClientSession", "SendWitness"]
 
 log = logging.getLogger(__name__)
 
 _LATEST_SCAN: Final = 200
 """Events looked at, newest first, to find a conversation's latest user message."""
+
+
+class SendWitness(Protocol):
+    """Who sent a message and hears first that it is durable ("sent"), before any client
+    gets its `message` frame (SPEC §15.4)."""
+
+    def message_sent(self, client_id: str, envelope: Envelope) -> None: ...
 
 
 class ClientSession:
@@ -84,6 +94,20 @@ class ClientSession:
         held, self._held = self._held or [], None
         for text in first + held:
             self.put(text)
+
+    def message_sent(self, client_id: str, envelope: Envelope) -> None:
+        """Our send is durable: `message_sent` (a `SendWitness`)."""
+        self.put(
+            dumps(
+                {
+                    "event": "message_sent",
+                    "client_id": client_id,
+                    "message_id": envelope.message_id.hex(),
+                    "room_id": envelope.room.hex(),
+                    "hlc": hlc_view(envelope.hlc),
+                }
+            )
+        )
 
     def put(self, text: str) -> None:
         """Queue a frame; a client this far behind is cut off (it resumes by cursor)."""
@@ -231,12 +255,11 @@ class ApiService:
         room = await self.node.open_direct(user)
         return {"room_id": room.hex(), "recipient_id": user_id_text(user)}
 
-    async def send(
-        self, command: Send, *, on_durable: Callable[[Envelope], None] | None = None
-    ) -> Envelope:
+    async def send(self, command: Send, *, witness: SendWitness | None = None) -> Envelope:
         """Store and send a client's message; returns once durable here ("sent").
 
-        `on_durable` hears of it first, then every client gets its `message` frame.
+        The `witness` (the sending session) hears of it first, then every client gets its
+        `message` frame.
         """
         if command.media is None:
             body = command.message.encode()
@@ -266,8 +289,8 @@ class ApiService:
             raise
         # Our user's other clients see it too (multi-device on one node), through the feed; its
         # client_id was noted as it was sealed, so even a render before this line names it.
-        if on_durable is not None:
-            on_durable(envelope)
+        if witness is not None:
+            witness.message_sent(command.client_id, envelope)
         with contextlib.suppress(StorageError):  # closing: clients read it by cursor later
             await self.feed.catch_up()
         return envelope
@@ -295,20 +318,11 @@ class ApiService:
         }
         if direct:
             profile = await self.node.store.read(self.node.store.store.get_profile, others[0])
-            summary["RecipientId"] = user_id_text(others[0])
-            summary["RecipientName"] = (
-                profile.display_name
-                if profile and profile.display_name
-                else user_id_text(others[0])
-            )
-            summary["RecipientProfilePic"] = (
-                profile.avatar.hex() if profile and profile.avatar else None
-            )
+            summary.update(direct_recipient_view(others[0], profile))
         else:
             summary["name"] = state.name if state else ""
             summary["open"] = state.open if state else False
-            summary["RecipientName"] = summary["name"]
-            summary["RecipientProfilePic"] = None
+            summary.update(group_recipient_view(summary["name"]))
         return summary
 
     async def conversations(self, page_size: int, page_number: int) -> dict[str, Any]:
@@ -320,7 +334,7 @@ class ApiService:
         for summary in page.items:
             row = await self.room_summary(summary.room)
             latest = await store.read(_latest_content, store.store, summary.room)
-            row["LatestMessage"] = None if latest is None else message_view(latest)
+            row.update(latest_message_view(latest))
             row["latest_activity_ms"] = summary.latest_activity.wall_ms
             items.append(row)
         return {

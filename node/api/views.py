@@ -1,7 +1,8 @@
 """JSON shapes of the client API (SPEC §15.5): envelopes, conversations, users, groups.
 
-Field names keep the seed's spelling where the seed named them (RecipientName,
-RecipientProfilePic, LatestMessage); everything else is snake_case.
+Field names keep the seed's spelling where the seed named them (RecipientId, RecipientName,
+RecipientProfilePic, LatestMessage), and those are spelt here only (`direct_recipient_view`,
+`group_recipient_view`, `latest_message_view`); everything else is snake_case.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ __all__ = [
     "CURSOR_PATTERN",
     "STATUS_NAMES",
     "decode_cursor",
+    "direct_recipient_view",
     "encode_cursor",
+    "group_recipient_view",
     "hlc_view",
+    "latest_message_view",
     "message_view",
     "profile_view",
 ]
@@ -105,3 +109,24 @@ def profile_view(user: UserId, profile: Profile | None) -> dict[str, Any]:
         "profile_pic": profile.avatar.hex() if profile and profile.avatar else None,
         "bio": profile.bio if profile else "",
     }
+
+
+def direct_recipient_view(user: UserId, profile: Profile | None) -> dict[str, Any]:
+    """The seed's recipient fields of a direct conversation: the other user and their profile."""
+    return {
+        "RecipientId": user_id_text(user),
+        "RecipientName": (
+            profile.display_name if profile and profile.display_name else user_id_text(user)
+        ),
+        "RecipientProfilePic": profile.avatar.hex() if profile and profile.avatar else None,
+    }
+
+
+def group_recipient_view(name: str) -> dict[str, Any]:
+    """The seed's recipient fields of a group: its name, and no picture."""
+    return {"RecipientName": name, "RecipientProfilePic": None}
+
+
+def latest_message_view(envelope: Envelope | None) -> dict[str, Any]:
+    """The seed's field for a conversation's latest message (None: none yet)."""
+    return {"LatestMessage": None if envelope is None else message_view(envelope)}

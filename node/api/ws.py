@@ -19,7 +19,6 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from hearthmesh.node.api.errors import ApiError, error_body, error_response
 from hearthmesh.node.api.feed import dumps
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService, ClientSession
-from hearthmesh.node.api.views import hlc_view
 from hearthmesh.node.rate_limit import TokenBucket
 from hearthmesh.protocol.client_api import (
     MAX_CLIENT_ID_CHARS,
@@ -35,7 +34,6 @@ from hearthmesh.protocol.client_api import (
     decode_json_object,
     decode_text,
 )
-from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import ErrorCode, HearthError, NotFound, RateLimited, TooLarge
 from hearthmesh.protocol.identity import user_id_text
 
@@ -175,21 +173,8 @@ def _request_id(command: ClientCommand) -> dict[str, Any]:
 
 
 async def _send(service: ApiService, session: ClientSession, command: Send) -> None:
-    def sent(envelope: Envelope) -> None:
-        session.put(
-            dumps(
-                {
-                    "event": "message_sent",
-                    "client_id": command.client_id,
-                    "message_id": envelope.message_id.hex(),
-                    "room_id": envelope.room.hex(),
-                    "hlc": hlc_view(envelope.hlc),
-                }
-            )
-        )
-
     try:
-        await service.send(command, on_durable=sent)
+        await service.send(command, witness=session)
     except HearthError as exc:
         session.put(dumps({"event": "error", **error_body(exc), "client_id": command.client_id}))
 

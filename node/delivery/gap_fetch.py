@@ -64,7 +64,7 @@ class GapFetcher:
         rng: Rng,
         user: UserId,
         peer_id: str,
-        siblings: Callable[[], frozenset[str]],
+        sibling_peers: Callable[[], frozenset[str]],
         grace_ms: int,
     ) -> None:
         self._release = release
@@ -78,7 +78,7 @@ class GapFetcher:
         self._rng = rng
         self._user = user
         self._peer_id = peer_id
-        self._siblings = siblings
+        self._sibling_peers = sibling_peers
         self._grace_ms = grace_ms
         self._open: dict[tuple[RoomId, DeviceId], _Open] = {}
         self.filled = 0
@@ -138,7 +138,7 @@ class GapFetcher:
                 if not batch.items:
                     continue
                 results = await self._receiver.accept_batch(
-                    batch, peer=peer, from_sibling=peer in self._siblings()
+                    batch, peer=peer, from_sibling=peer in self._sibling_peers()
                 )
             except (HearthError, OSError, TimeoutError) as exc:
                 log.info("fetch of a gap from %s failed: %s", peer[-8:], exc)
@@ -162,7 +162,7 @@ class GapFetcher:
         chosen: dict[str, UserId] = {}
         for owner in (gap.user, self._user, *sorted(members - {gap.user, self._user})):
             own = owner == self._user
-            homes = sorted(self._siblings()) if own else self._directory.homes(owner)
+            homes = sorted(self._sibling_peers()) if own else self._directory.homes(owner)
             for peer in homes:
                 if peer != self._peer_id:
                     chosen.setdefault(peer, owner)

@@ -1,6 +1,6 @@
 """The gossip fast path's sender: publishes off the caller's path, dropping when it falls behind.
 
-A send is done when it is durable (DESIGN §5 step 2); the gossip copy is a best-effort extra
+A send is done when it is durable (ARCHITECTURE §3 step 2); the gossip copy is a best-effort extra
 (at most once), so `send` never waits for it. The queue is bounded: past `MAX_QUEUED` a new
 payload is dropped and counted — the guaranteed path still carries it.
 """

@@ -4,7 +4,7 @@ Everything that decides *what* happens lives in protocol/: verification, the arr
 (`protocol.arrival.ArrivalRules`: store, relay, defer or reject, and what a stored envelope
 sets off), the fold, the release order. This module is the pump: it does in the store what the
 decision says and reports the outcome (`StoreOutcome`): one ack result per item, sent only
-after the transaction that stored the item committed (DESIGN §5 step 5), and what the rest of
+after the transaction that stored the item committed (ARCHITECTURE §3 step 5), and what the rest of
 the node reacts to. All store work of one batch runs in one store write batch. State owned
 here: none (the rooms, the release order and the rules own theirs).
 """
@@ -82,7 +82,7 @@ class Inbox:
         release: ReleaseOrder,
         directory: HomeDirectory,
         relay_ttl_ms: int,
-        siblings: Callable[[], tuple[bytes, ...]],
+        sibling_destinations: Callable[[], tuple[bytes, ...]],
     ) -> None:
         self._local = local_users
         self._rules = rules
@@ -90,7 +90,7 @@ class Inbox:
         self._release = release
         self._directory = directory
         self._relay_ttl_ms = relay_ttl_ms
-        self._siblings = siblings
+        self._sibling_destinations = sibling_destinations
 
     def accept(
         self,
@@ -110,9 +110,9 @@ class Inbox:
                 an envelope for another user counts against; gossip is only for our users.
         """
         outcome = StoreOutcome()
-        # What reaches one of our homes from outside goes on to the others (DESIGN §7); what a
+        # What reaches one of our homes from outside goes on to the others (ARCHITECTURE §8); what a
         # sibling sends us it has sent to every sibling itself.
-        forward = () if from_sibling else self._siblings()
+        forward = () if from_sibling else self._sibling_destinations()
         rooms = self._rooms.states(store)
         requests: list[AppendRequest] = []
         slots: list[int] = []

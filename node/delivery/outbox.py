@@ -1,4 +1,4 @@
-"""The outbox pump: the guaranteed path of DESIGN §5 step 4, driven by `protocol.outbox`.
+"""The outbox pump: the guaranteed path of ARCHITECTURE §3 step 4, driven by `protocol.outbox`.
 
 It reads due rows from the store (leased, so a crash hands them out again) and takes the ones
 handed over as they were stored, feeds them to the `OutboxMachine`, and does what it says:

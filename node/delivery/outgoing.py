@@ -1,21 +1,26 @@
-"""What our user sends (DESIGN §5 steps 1-3): sealed, stored with its outbox entries in one
-group commit, handed to the delivery worker in memory, and gossiped to groups.
+"""What our user sends (ARCHITECTURE §3 steps 1-3): sealed, stored with its outbox entries in
+one group commit, handed to the delivery worker in memory, and gossiped to groups.
 
-Per-room member sets and our next sequence numbers are kept on the event loop, so the hot path
-from a client's `send` to the store's append awaits nothing else.
+State: our next sequence number per room, kept on the event loop, so the hot path from a
+client's `send` to the store's append awaits nothing else. Member sets are `RoomRegistry`'s
+(read through `RoomMembers`, from memory when it holds the room); what our membership changes
+did goes out on the `StoreOutcomes` flow, never to a caller above.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 from hearthmesh.node.clock import Clock, HybridClock
 from hearthmesh.node.delivery.gossip_out import GossipPublisher
 from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.delivery.outbox import LEASE_MS, OutboxWorker
+from hearthmesh.node.delivery.outcomes import StoreOutcomes
 from hearthmesh.node.identity.keyring import Keyring
+from hearthmesh.node.rooms.members import RoomMembers
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, encode_typing
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
@@ -36,10 +41,18 @@ from hearthmesh.protocol.rooms import is_direct_room
 from hearthmesh.storage.api import AppendRequest, AppendResult, Store
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["Outgoing"]
+__all__ = ["Outgoing", "Sealed"]
 
 _NOT_GOSSIPED: Final = (Kind.MEMBERSHIP, Kind.PRIVATE)
 """Membership goes by the guaranteed path only; private state only to our own homes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sealed:
+    """Our envelope, sealed but not yet stored, with the members it goes to."""
+
+    envelope: Envelope
+    members: frozenset[UserId]
 
 
 class Outgoing:
@@ -53,10 +66,11 @@ class Outgoing:
         clock: Clock,
         store: AsyncStore,
         rooms: RoomRegistry,
+        members: RoomMembers,
         outbox: OutboxWorker,
         gossip: GossipPublisher,
-        siblings: Callable[[], tuple[bytes, ...]],
-        after_store: Callable[[StoreOutcome], None],
+        sibling_destinations: Callable[[], tuple[bytes, ...]],
+        outcomes: StoreOutcomes,
     ) -> None:
         self._keyring = keyring
         self._hlc = hlc
@@ -65,51 +79,38 @@ class Outgoing:
         self._rooms = rooms
         self._outbox = outbox
         self._gossip = gossip
-        self._siblings = siblings
-        self._after_store = after_store
+        self._members = members
+        self._sibling_destinations = sibling_destinations
+        self._outcomes = outcomes
         self._next_seq: dict[RoomId, int] = {}
         self._seq_lock = asyncio.Lock()
-        self._members: dict[RoomId, frozenset[UserId]] = {}
-        """Member sets by room; dropped whenever the room's membership changes."""
 
     @property
     def _user(self) -> UserId:
         return self._keyring.user_id
 
-    def forget_members(self, room: RoomId) -> None:
-        """The room's membership changed: read it again on the next send."""
-        self._members.pop(room, None)
+    async def seal(self, room: RoomId, body: bytes, content_type: str, kind: Kind) -> Sealed:
+        """Seal our user's envelope for `room`, taking its sequence number; nothing is stored.
 
-    async def send(
-        self,
-        room: RoomId,
-        body: bytes,
-        content_type: str,
-        kind: Kind,
-        *,
-        extra: set[UserId],
-        on_sealed: Callable[[Envelope], None] | None = None,
-    ) -> Envelope:
-        """Seal, store durably (history + outbox in one commit), then hand on and gossip.
-
-        `on_sealed` learns the envelope before it is stored, so whatever shows the stored event
-        (the client feed) can already tell whose send it was.
-
-        Returns once the envelope is committed here: "sent".
+        Whoever shows the stored event (the client feed) can learn it here, before `commit`.
 
         Raises:
             NotAuthorized: our user is not a member of `room`.
         """
         if kind is Kind.MEMBERSHIP:
             raise LocalProtocolError("membership changes go through change_membership")
-        members = await self._room_members(room)
+        members = await self._members.of(room)
         if self._user not in members:
             raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
         envelope = self._seal(room, content_type, kind, body, seq=await self._take_seq(room))
-        if on_sealed is not None:
-            on_sealed(envelope)
-        others: tuple[bytes, ...] = tuple(sorted((members | extra) - {self._user}))
-        recipients = others + self._siblings()  # our own user's other homes get it too
+        return Sealed(envelope=envelope, members=members)
+
+    async def commit(self, sealed: Sealed) -> Envelope:
+        """Store a sealed envelope durably (history + outbox in one commit), then hand it to
+        the outbox and gossip it. Returns once it is committed here: "sent"."""
+        envelope, members = sealed.envelope, sealed.members
+        others: tuple[bytes, ...] = tuple(sorted(members - {self._user}))
+        recipients = others + self._sibling_destinations()  # our user's other homes get it too
         # The entries are handed to the worker in memory, so they are stored already leased:
         # the outbox serves them again by itself only if this node dies before the ack.
         request = AppendRequest(
@@ -123,9 +124,13 @@ class Outgoing:
         self._outbox.submit(envelope, recipients)
         # Gossip is a fan-out: a direct room has one other home node, which the direct stream
         # reaches at once, so gossip would only double the work on both ends.
-        if kind not in _NOT_GOSSIPED and not is_direct_room(room, members):
+        if envelope.kind not in _NOT_GOSSIPED and not is_direct_room(envelope.room, members):
             self._publish(envelope)
         return envelope
+
+    async def send(self, room: RoomId, body: bytes, content_type: str, kind: Kind) -> Envelope:
+        """`seal`, then `commit`."""
+        return await self.commit(await self.seal(room, body, content_type, kind))
 
     async def change_membership(
         self, room: RoomId, change: MembershipChange, *, welcome: UserId | None = None
@@ -145,13 +150,13 @@ class Outgoing:
         probe = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=1)
         # Checked before a sequence number is taken: a refusal must not leave a gap in it.
         await self._store.run(self._rooms.check_own, self._store.store, probe)
-        members = await self._room_members(room)
+        members = await self._members.of(room)
         seq = await self._take_seq(room)
         envelope = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=seq)
         # the new member's entries are queued with the room's history (in `_commit_own`)
         skip = {self._user} if welcome is None else {self._user, welcome}
         others = tuple(sorted(members - skip))
-        recipients = others + self._siblings()
+        recipients = others + self._sibling_destinations()
         request = AppendRequest(
             envelope=envelope,
             outbox_to=recipients,
@@ -175,7 +180,7 @@ class Outgoing:
         except HearthError:
             self._give_back_seq(room, seq)  # refused after all (a change raced in): no gap
             raise
-        self._after_store(outcome)
+        self._outcomes.publish(outcome)
         self._outbox.submit(envelope, recipients)
         if welcome is not None:
             self._outbox.wake()  # its entries wait in the store, due now, in history order
@@ -187,7 +192,7 @@ class Outgoing:
         Raises:
             NotAuthorized: our user is not a member of `room`.
         """
-        if self._user not in await self._room_members(room):
+        if self._user not in await self._members.of(room):
             raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
         envelope = seal(
             self._keyring.device,
@@ -218,13 +223,6 @@ class Outgoing:
     def _publish(self, envelope: Envelope) -> None:
         payload = encode_gossip(self._keyring.certificate_bytes, envelope.wire)
         self._gossip.publish_nowait(room_topic(envelope.room), payload)
-
-    async def _room_members(self, room: RoomId) -> frozenset[UserId]:
-        members = self._members.get(room)
-        if members is None:
-            members = frozenset(await self._store.run(self._rooms.members, self._store.store, room))
-            self._members[room] = members
-        return members
 
     async def _take_seq(self, room: RoomId) -> int:
         if room not in self._next_seq:

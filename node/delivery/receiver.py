@@ -1,4 +1,4 @@
-"""Serving inbound deliver streams and gossip: verify, store, then ack (DESIGN §5 step 5).
+"""Serving inbound deliver streams and gossip: verify, store, then ack (ARCHITECTURE §3 step 5).
 
 Verification is pure protocol/ work; storing is `Inbox.accept` in one store write batch; the signed
 ack goes out only after that transaction committed. A frame that cannot be a DELIVER batch is
@@ -14,12 +14,12 @@ from collections.abc import Callable
 from hearthmesh.node.clock import Clock, HybridClock
 from hearthmesh.node.delivery.inbox import Arrival, Inbox, StoreOutcome
 from hearthmesh.node.events import MessageReceived, NodeEvent
+from hearthmesh.node.identity.certificates import ThreadCertificates
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.mesh.standing import PeerStanding
 from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol.arrival import RecentlyStored, error_result, reaches_the_app
-from hearthmesh.protocol.certificate_cache import VerifiedCertificates
 from hearthmesh.protocol.delivery import (
     AckStatus,
     Deliver,
@@ -69,8 +69,9 @@ class Receiver:
         self._recent = RecentlyStored()
         """What the store answered STORED or DUPLICATE lately (`protocol.arrival`: the store
         owns dedupe; this only spares a second copy the checks)."""
-        self.certificates = VerifiedCertificates()
-        """Sender certificates verified so far (deliveries and gossip share them)."""
+        self.certificates = ThreadCertificates()
+        """Sender certificates verified so far: the event loop's cache (deliveries, gossip
+        listeners and presence share it; the trio thread's validators have their own)."""
 
     async def serve_deliver(self, stream: FrameStream) -> None:
         """Handle one inbound deliver stream until the peer closes it."""

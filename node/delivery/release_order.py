@@ -10,17 +10,11 @@ here: none beyond the machine's.
 
 from __future__ import annotations
 
-import struct
-from typing import Final
-
 from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.release import SenderGap, SenderReleases
 from hearthmesh.storage.api import MAX_SENDER_RANGE, Store
 
 __all__ = ["ReleaseOrder", "SenderGap"]
-
-_NEXT: Final = struct.Struct(">Q")
-_RELEASE_PREFIX: Final = b"release:"
 
 
 class ReleaseOrder:
@@ -39,8 +33,8 @@ class ReleaseOrder:
         """
         room, device = sender = (envelope.room, envelope.sender_device)
         if not self._machine.knows(sender):
-            saved = store.get_sync_state(_RELEASE_PREFIX + device, room)
-            start = _NEXT.unpack(saved)[0] if saved is not None else first_seq_if_new
+            saved = store.release_progress(room, device)
+            start = saved if saved is not None else first_seq_if_new
             last = store.last_seq(room, device)  # what a restart may have left unreleased
             self._machine.resume(sender, envelope.sender_user, start, last_stored=last)
         step = self._machine.offer(envelope)
@@ -55,9 +49,7 @@ class ReleaseOrder:
     def save(self, store: Store) -> None:
         """Persist how far each sender was released: once per batch, not per envelope."""
         for moved in self._machine.progress():
-            store.set_sync_state(
-                _RELEASE_PREFIX + moved.device, moved.room, _NEXT.pack(moved.next_seq)
-            )
+            store.set_release_progress(moved.room, moved.device, moved.next_seq)
 
     def held(self) -> int:
         return self._machine.held()

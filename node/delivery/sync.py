@@ -1,4 +1,4 @@
-"""Repair sync between homes of one user (DESIGN §7, SPEC §23).
+"""Repair sync between homes of one user (ARCHITECTURE §8, SPEC §23).
 
 Pushing every new envelope to the siblings (the inbox and `Node.send` do that) keeps the homes
 of a user in step while they are up; this service repairs what that missed: a device that was

@@ -8,6 +8,10 @@ Bounded (SPEC §13.6): the records of our users, their contacts and co-members a
 strangers' records are kept up to `max_strangers`, the one learned longest ago going first, and
 dropped by the purge once older than `record_max_age_ms`. Certificates remembered from
 deliveries outside any kept record are a bounded LRU.
+
+State: other users' home records, the device certificates they and delivery batches carry,
+and presence, by user and by device. Our own user's record is `OwnHomes`'s, our own keys the
+`Keyring`'s (ARCHITECTURE §7).
 """
 
 from __future__ import annotations

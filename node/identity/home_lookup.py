@@ -5,6 +5,8 @@ not know, and the media fetcher for each reference. Asking the DHT every time wo
 network walk per batch for as long as the user stays unknown, so a lookup that found nothing
 is not repeated before the §11.5 backoff for that user (growing with consecutive misses), and
 callers asking for the same user at once share one lookup.
+
+State: per user, the misses in a row and when to ask again, and the lookups running.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ id survive restarts. Randomness and time come from the caller.
 A user's first node holds the user key (the primary): it certifies devices and signs the
 user's home record. A linked node holds only the user's public key, its own device key and the
 certificate the primary gave it (SPEC §22).
+
+State: our keys and our device's certificate, immutable once loaded.
 """
 
 from __future__ import annotations

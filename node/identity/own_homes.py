@@ -2,8 +2,13 @@
 
 The primary re-issues the record at every start (its addresses may have changed) and when a
 device is linked or revoked; a linked node takes the record the primary issued and adopts a
-newer one when it hears of it. The homes other than this node are its siblings, which get every
-message this node takes in from outside (SPEC §22.3).
+newer one when it hears of it. The homes other than this node are its siblings (SPEC §22.3),
+which get every message this node takes in from outside.
+
+Words, one each: "own homes" are all the homes our user's record names, this node included;
+"siblings" are the own homes other than this node, known by peer id (`sibling_peers`) or as
+outbox destinations (`sibling_destinations`). This module owns our user's current record and
+what follows from it; everything else asks it.
 """
 
 from __future__ import annotations
@@ -59,9 +64,8 @@ class OwnHomes:
         self._directory = directory
         self.record = b""
         """Our user's signed home record (bytes as issued)."""
-        self.siblings: tuple[bytes, ...] = ()
-        """Outbox destinations of our user's other homes."""
-        self.sibling_peers: frozenset[str] = frozenset()
+        self._sibling_destinations: tuple[bytes, ...] = ()
+        self._sibling_peers: frozenset[str] = frozenset()
         self.primary_peer: str | None = None
         """The peer id of our user's primary home (the first in the record)."""
 
@@ -165,6 +169,29 @@ class OwnHomes:
         homes = dict(zip(record.devices, record.homes, strict=False))
         return [(cert, homes.get(cert)) for cert in record.devices]
 
+    # --- reading (bound methods are what the services are given) ------------------------
+
+    def signed_record(self) -> bytes:
+        """Our user's signed home record, as issued (hello, presence and the DHT carry it)."""
+        return self.record
+
+    def sibling_destinations(self) -> tuple[bytes, ...]:
+        """Outbox destinations of our siblings: each of our sends is queued for them too."""
+        return self._sibling_destinations
+
+    def sibling_peers(self) -> frozenset[str]:
+        """Peer ids of our siblings."""
+        return self._sibling_peers
+
+    def is_sibling(self, peer: str) -> bool:
+        """True if `peer` is another home of our user (SPEC §22.3)."""
+        return peer in self._sibling_peers
+
+    def is_clock_source(self, peer: str) -> bool:
+        """True if our clock takes its time from `peer` (SPEC §24): the primary's home, for a
+        linked node only; another linked device may not be corrected yet."""
+        return not self._keyring.is_primary and peer == self.primary_peer
+
     # --- inside -------------------------------------------------------------------------
 
     def _primary_key(self, what: str) -> KeyPair:
@@ -195,8 +222,8 @@ class OwnHomes:
         # The primary issues the first record naming only itself; linked homes are appended.
         self.primary_peer = homes[0] if homes else None
         others = [h for h in homes if h != self._peer_id]
-        self.siblings = tuple(node_destination(h) for h in others)
-        self.sibling_peers = frozenset(others)
+        self._sibling_destinations = tuple(node_destination(h) for h in others)
+        self._sibling_peers = frozenset(others)
 
     async def _keep(self, record: HomeRecord) -> None:
         self._adopt(encode_home_record(record))

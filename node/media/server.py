@@ -58,7 +58,7 @@ class MediaServer:
         store: AsyncStore,
         directory: HomeDirectory,
         own_user: UserId,
-        own_homes: Callable[[], frozenset[str]],
+        sibling_peers: Callable[[], frozenset[str]],
         on_refused: Callable[[str, RemoteProtocolError], None],
         clock: Clock,
     ) -> None:
@@ -66,7 +66,7 @@ class MediaServer:
         self._limits = RateLimiter(REQUESTS_PER_S, REQUESTS_BURST, clock)
         self._directory = directory
         self._own_user = own_user
-        self._own_homes = own_homes
+        self._sibling_peers = sibling_peers
         self._on_refused = on_refused
         """Charges the peer's standing (SPEC §11.6)."""
         self.refused = 0
@@ -112,7 +112,7 @@ class MediaServer:
         viewers, held = await self._store.read(_viewers, self._store.store, digest, self._own_user)
         if not viewers and held is None:
             raise NotFound("no such media here")
-        own_home = peer in self._own_homes()
+        own_home = peer in self._sibling_peers()
         if not may_read(peer, viewers, own_home=own_home, homes_of=self._directory.homes):
             raise NotAuthorized("not a home of a member of a room that references this media")
         if held is None:

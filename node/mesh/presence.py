@@ -60,8 +60,12 @@ class PresenceService:
         ttl_ms: int,
         share: bool,
         certificates: VerifiedCertificates,
+        validator_certificates: VerifiedCertificates,
     ) -> None:
         self._certificates = certificates
+        """The event loop's cache (the listener), shared with the receiver."""
+        self._validator_certificates = validator_certificates
+        """The trio thread's cache (the validator): one owner per thread."""
         self._host = host
         self._store = store
         self._directory = directory
@@ -94,10 +98,9 @@ class PresenceService:
         Raises:
             RemoteProtocolError: not a verified presence announcement.
         """
-        item = decode_gossip(
-            message.data, now_ms=self._clock.now_ms(), certificates=self._certificates
-        )
-        decode_presence(item.envelope, now_ms=self._clock.now_ms())
+        now = self._clock.now_ms()
+        item = decode_gossip(message.data, now_ms=now, certificates=self._validator_certificates)
+        decode_presence(item.envelope, now_ms=now)
 
     async def announce(self, status: PresenceStatus = PresenceStatus.ONLINE) -> None:
         """Publish our presence now; a mesh without peers yet is not an error."""

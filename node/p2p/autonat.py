@@ -1,7 +1,7 @@
 """AutoNAT v1 for `P2PHost`: answer peers' dial-back requests, and learn whether this node is
 publicly reachable (SPEC §10.6).
 
-Part of the libp2p bridge (DESIGN §3; tests/test_layering.py `BRIDGE_MODULES`); its objects
+Part of the libp2p bridge (ARCHITECTURE §5; tests/test_layering.py `BRIDGE_MODULES`); its objects
 live on the trio thread. State owned: libp2p's `AutoNATService` (the verdicts of servers about
 us, one per server) and the current `Reachability`, reported to asyncio when it changes.
 

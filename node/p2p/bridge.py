@@ -1,4 +1,4 @@
-"""One trio run loop in a dedicated thread, driven from asyncio by callbacks (DESIGN §3).
+"""One trio run loop in a dedicated thread, driven from asyncio by callbacks (ARCHITECTURE §5).
 
 asyncio → trio: `TrioThread.run(fn, *args)` hands `fn` to the trio thread with
 `TrioToken.run_sync_soon`, which starts it in the thread's work nursery; the outcome comes back

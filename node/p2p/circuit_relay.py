@@ -1,7 +1,7 @@
 """Circuit relay v2 for `P2PHost`: every node a relay (the hop service, within limits), and a
 private node reachable through reservations on relays (SPEC §10.7).
 
-Part of the libp2p bridge (DESIGN §3; tests/test_layering.py `BRIDGE_MODULES`); its objects
+Part of the libp2p bridge (ARCHITECTURE §5; tests/test_layering.py `BRIDGE_MODULES`); its objects
 live on the trio thread. State owned: py-libp2p's `CircuitV2Protocol` (hop and stop handlers,
 the relay's reservations and circuits) and `CircuitV2Transport` (our reservations), and the
 `/p2p-circuit` addresses our reservations give us, reported to asyncio when they change.

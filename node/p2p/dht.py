@@ -1,6 +1,6 @@
 """kad-dht for `P2PHost`: signed home records under one strictly validated namespace.
 
-Part of the libp2p bridge (DESIGN §3, §4, §10; tests/test_layering.py `BRIDGE_MODULES`).
+Part of the libp2p bridge (ARCHITECTURE §5, §9; tests/test_layering.py `BRIDGE_MODULES`).
 `P2PHost` owns one `DhtLayer` when its config carries the record rules and forwards
 `dht_put` / `dht_get` to it through the host's call path. libp2p objects live on the trio thread.
 

@@ -1,9 +1,9 @@
 """Gossip messages and subscriptions as asyncio sees them (no trio, no libp2p here).
 
-Gossip is the at-most-once fast path (DESIGN §5). A subscription buffers at most `maxsize`
-messages; when the consumer falls behind, newer messages are dropped and counted (`dropped`),
-never queued without bound and never allowed to block the trio thread. Delivery that matters
-goes again over the ack-and-retry stream path.
+Gossip is the at-most-once fast path (ARCHITECTURE §3 step 3). A subscription buffers at most
+`maxsize` messages; when the consumer falls behind, newer messages are dropped and counted
+(`dropped`), never queued without bound and never allowed to block the trio thread. Delivery
+that matters goes again over the ack-and-retry stream path.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Gossipsub for `P2PHost`: pubsub setup, topic validators, message ids, subscriptions.
 
-Part of the libp2p bridge (DESIGN §3, tests/test_layering.py `BRIDGE_MODULES`). `P2PHost` owns
+Part of the libp2p bridge (ARCHITECTURE §5, tests/test_layering.py `BRIDGE_MODULES`). `P2PHost` owns
 one `GossipLayer` and forwards its public gossip methods to it, so callers only ever see the
 host. As in the host, libp2p objects are touched on the trio thread only: asyncio-facing
 coroutines hop there through the host's call path (`BridgeCall`), and messages come back with

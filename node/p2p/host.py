@@ -1,4 +1,4 @@
-"""`P2PHost`: a py-libp2p host in its own trio thread, driven from asyncio (DESIGN §3, §10).
+"""`P2PHost`: a py-libp2p host in its own trio thread, driven from asyncio (ARCHITECTURE §5, §9).
 
 This module, `libp2p_gossip`, `libp2p_dht` and `libp2p_yamux` (the parts the host owns) and
 `trio_bridge` are the only ones that import trio or libp2p. libp2p objects are touched on the

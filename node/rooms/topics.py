@@ -8,7 +8,7 @@ stored. Payloads were verified by our topic validator before they got here.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Set
 from typing import Final
 
 from hearthmesh.node.clock import Clock
@@ -20,6 +20,7 @@ from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.authority import Ruling, gossip_ruling
+from hearthmesh.protocol.certificate_cache import VerifiedCertificates
 from hearthmesh.protocol.content import decode_typing
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
@@ -52,12 +53,13 @@ class RoomTopics:
         receiver: Receiver,
         clock: Clock,
         user: UserId,
-        members: Callable[[RoomId], Awaitable[set[UserId]]],
+        members: Callable[[RoomId], Awaitable[Set[UserId]]],
         rooms: RoomRegistry,
         emit: Callable[[NodeEvent], None],
         supervisor: Supervisor,
         standing: PeerStanding,
         running: Callable[[], bool],
+        certificates: VerifiedCertificates,
     ) -> None:
         self._host = host
         self._receiver = receiver
@@ -69,6 +71,8 @@ class RoomTopics:
         self._supervisor = supervisor
         self._standing = standing
         self._running = running
+        self._certificates = certificates
+        """The trio thread's own cache: the validator runs there (node/identity/certificates.py)."""
         self._topics: dict[RoomId, Subscription] = {}
         self._subscribing: set[RoomId] = set()
 
@@ -81,7 +85,7 @@ class RoomTopics:
                 group's sender not (yet) known as a member costs nothing (code PROTOCOL).
         """
         item = decode_gossip(
-            message.data, now_ms=self._clock.now_ms(), certificates=self._receiver.certificates
+            message.data, now_ms=self._clock.now_ms(), certificates=self._certificates
         )
         envelope = item.envelope
         if room_topic(envelope.room) != message.topic:

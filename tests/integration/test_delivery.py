@@ -1,4 +1,4 @@
-"""Guaranteed delivery between real nodes on 127.0.0.1 (DESIGN §5, SPEC §11)."""
+"""Guaranteed delivery between real nodes on 127.0.0.1 (ARCHITECTURE §3, SPEC §11)."""
 
 from __future__ import annotations
 

@@ -47,7 +47,7 @@ async def test_two_natted_homes_chat_through_a_public_relay_and_lose_nothing(
             assert any("/p2p-circuit/" in addr for addr in bob.listen_addrs)
             # Bob's record, re-issued with his circuit address, reaches alice through gossip.
             await wait_until(
-                lambda: any("/p2p-circuit/" in a for a in alice._directory.addresses(bob.user_id)),
+                lambda: any("/p2p-circuit/" in a for a in alice.home_addresses(bob.user_id)),
                 poll_s=0.1,
             )
             room = await alice.open_direct(bob.user_id)

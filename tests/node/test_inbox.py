@@ -94,7 +94,7 @@ def make_inbox() -> Inbox:
         release=ReleaseOrder(),
         directory=HomeDirectory(local_users=local),
         relay_ttl_ms=60_000,
-        siblings=tuple,
+        sibling_destinations=tuple,
     )
 
 

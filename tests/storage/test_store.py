@@ -568,6 +568,14 @@ def test_devices_push_sync_settings(store: KvStore) -> None:
     assert store.get_sync_state(DEST_1, ROOM_A) is None
     store.set_sync_state(DEST_1, ROOM_A, b"token")
     assert store.get_sync_state(DEST_1, ROOM_A) == b"token"
+    device = b"\x07" * 32
+    assert store.release_progress(ROOM_A, device) is None
+    store.set_release_progress(ROOM_A, device, 42)
+    assert store.release_progress(ROOM_A, device) == 42
+    assert store.release_progress(ROOM_B, device) is None  # per room
+    assert store.get_sync_state(DEST_1, ROOM_A) == b"token"  # apart from peers' sync state
+    # the layout stores written before it had a name hold: "release:" + device as the peer
+    assert store.get_sync_state(b"release:" + device, ROOM_A) == (42).to_bytes(8, "big")
     store.set_setting(NODE_KEY_SETTING, b"\x01" * 32)
     assert store.get_setting(NODE_KEY_SETTING) == b"\x01" * 32
 

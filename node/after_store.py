@@ -1,0 +1,93 @@
+"""What the node does after a store write batch took something in (ARCHITECTURE §4).
+
+The writers (`Receiver` for what arrives, `Outgoing` for our own membership changes) publish each
+batch's `StoreOutcome` on the `StoreOutcomes` flow (node/delivery/outcomes.py) and know nothing
+of who reacts. `AfterStore` is the subscriber that turns an outcome into the reactions of the
+services above the store: hold relayed envelopes, look up unknown devices' homes, forward to our
+siblings, fetch media, follow a room we joined and tell the app its members changed.
+
+State: none of its own (it reads the rooms
+through `RoomMembers` and acts through the services it was given).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from hearthmesh.node.delivery.inbox import StoreOutcome
+from hearthmesh.node.delivery.outbox import OutboxWorker
+from hearthmesh.node.delivery.relay import RelayForwarder
+from hearthmesh.node.events import MembershipChanged
+from hearthmesh.node.identity.home_lookup import HomeLookups
+from hearthmesh.node.identity.own_homes import OwnHomes
+from hearthmesh.node.media.fetch import MediaFetcher
+from hearthmesh.node.rooms.members import RoomMembers
+from hearthmesh.node.rooms.topics import RoomTopics
+from hearthmesh.node.run_state import RunState
+from hearthmesh.node.subscribers import EventHub
+from hearthmesh.node.supervisor import Supervisor
+from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.identity import UserId
+
+__all__ = ["AfterStore"]
+
+log = logging.getLogger(__name__)
+
+
+class AfterStore:
+    """The node's reactions to a committed store write batch."""
+
+    def __init__(
+        self,
+        *,
+        user: UserId,
+        run_state: RunState,
+        relay: RelayForwarder,
+        lookups: HomeLookups,
+        homes: OwnHomes,
+        outbox: OutboxWorker,
+        media: MediaFetcher,
+        members: RoomMembers,
+        topics: RoomTopics,
+        events: EventHub,
+        supervisor: Supervisor,
+    ) -> None:
+        self._user = user
+        self._run_state = run_state
+        self._relay = relay
+        self._lookups = lookups
+        self._homes = homes
+        self._outbox = outbox
+        self._media = media
+        self._members = members
+        self._topics = topics
+        self._events = events
+        self._supervisor = supervisor
+
+    def react(self, outcome: StoreOutcome) -> None:
+        """Act on `outcome`; background work runs under the supervisor."""
+        if not self._run_state.running():
+            return  # stopping: the services that would act on it are gone
+        if outcome.relayed_for:
+            self._relay.hold(outcome.relayed_for)
+        for user in outcome.unknown_devices:  # one lookup at a time per user (SPEC §13.5)
+            self._supervisor.spawn(self._refresh_home(user), "refresh-home")
+        if outcome.released and self._homes.sibling_destinations():
+            self._outbox.wake()  # stored with entries for our siblings
+        self._media.want(outcome.released)
+        for room in outcome.membership_changed:
+            self._supervisor.spawn(self._membership_changed(RoomId(room)), "membership")
+
+    async def _refresh_home(self, user: UserId) -> None:
+        await self._lookups.find(user)
+
+    async def _membership_changed(self, room: RoomId) -> None:
+        try:
+            members = await self._members.of(room)
+            if self._user in members:
+                await self._topics.watch(room)
+        except HearthError as exc:  # a background reaction must never take the node down
+            log.warning("membership change of room %s not applied: %s", room.hex()[:12], exc)
+            return
+        self._events.emit(MembershipChanged(room=room, members=frozenset(members)))

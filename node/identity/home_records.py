@@ -1,0 +1,115 @@
+"""Home records on the mesh (SPEC §13): publishing ours, finding and learning others'.
+
+Our record is `OwnHomes`'s; other users' are `HomeDirectory`'s. This service moves them: it puts
+ours in the DHT and announces it (again when a relay reservation changes our addresses), looks
+a user's up in the DHT, and adopts what hello, presence or the DHT brought (our own user's newer
+record included: a device was linked or revoked).
+
+State: `published`, whether our record went into the DHT since start.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from hearthmesh.node.clock import Clock
+from hearthmesh.node.delivery.relay import RelayForwarder
+from hearthmesh.node.identity.home_directory import HomeDirectory
+from hearthmesh.node.identity.own_homes import OwnHomes
+from hearthmesh.node.mesh.presence import PresenceService
+from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.node.run_state import RunState
+from hearthmesh.node.supervisor import Supervisor
+from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.home_dht import home_record_key
+from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.storage.async_store import AsyncStore
+
+__all__ = ["HomeRecords"]
+
+log = logging.getLogger(__name__)
+
+
+class HomeRecords:
+    """Publishes our user's home record and adopts other users' records."""
+
+    def __init__(
+        self,
+        *,
+        user: UserId,
+        host: P2PHost,
+        store: AsyncStore,
+        clock: Clock,
+        directory: HomeDirectory,
+        homes: OwnHomes,
+        relay: RelayForwarder,
+        presence: PresenceService,
+        supervisor: Supervisor,
+        run_state: RunState,
+    ) -> None:
+        self._user = user
+        self._host = host
+        self._store = store
+        self._clock = clock
+        self._directory = directory
+        self._homes = homes
+        self._relay = relay
+        self._presence = presence
+        self._supervisor = supervisor
+        self._run_state = run_state
+        self.published = False
+        """Our home record went into the DHT since start."""
+
+    async def publish(self) -> bool:
+        """Put our home record in the DHT, so nodes that never met us can find our inbox."""
+        try:
+            await self._host.dht_put(home_record_key(self._user), self._homes.signed_record())
+        except HearthError as exc:  # no DHT peers yet: presence and hello still spread it
+            log.info("home record not published to the DHT: %s", exc)
+            return False
+        self.published = True
+        return True
+
+    async def announce(self) -> None:
+        """Our record changed: publish it and tell the mesh through presence."""
+        await self.publish()
+        await self._presence.announce()
+
+    async def find(self, user: UserId) -> bool:
+        """Look `user`'s home record up in the DHT and adopt it; True if one was found."""
+        try:
+            data = await self._host.dht_get(home_record_key(user))
+            if data is None:
+                return False
+            await self.learn(data)
+        except HearthError as exc:
+            log.info("home of %s not found in the DHT: %s", user.hex()[:12], exc)
+            return False
+        return True
+
+    async def learn(self, data: bytes) -> None:
+        """Adopt another user's home record (a contact card). Raises RemoteProtocolError."""
+        record = await self._store.run(
+            self._directory.learn, self._store.store, data, now_ms=self._clock.now_ms()
+        )
+        if record is not None:
+            await self._homes.consider(record, data)  # our own user's, newer: a change of devices
+        self._relay.wake()
+
+    def addresses_changed(self) -> None:
+        """The host's report that a relay reservation came or went (SPEC §10.7)."""
+        if self._run_state.running():  # at stop, the relays' connections close too
+            self._supervisor.spawn(self._readdress(), "readdress")
+
+    async def _readdress(self) -> None:
+        """Re-issue our record with our addresses as they are now, and announce it."""
+        if await self._homes.readdress():
+            await self.announce()
+
+    async def add_home(
+        self, peer_id: str, addrs: tuple[str, ...], device: DeviceId
+    ) -> tuple[bytes, bytes]:
+        """A new device was linked: list it, then tell the mesh (in the background)."""
+        answer = await self._homes.add(peer_id, addrs, device)
+        self._supervisor.spawn(self.announce(), "announce-home")
+        return answer

@@ -1,0 +1,391 @@
+"""The one place the node's services are built and connected (ARCHITECTURE §6).
+
+`build_services` makes every service of a node with its dependencies given by name, in an order
+where each exists before whoever needs it; nothing reaches back up into `Node`. Where a service
+needs a question answered, it gets the bound method of the service that owns the answer (our
+siblings: `OwnHomes`; member sets: `RoomMembers` over `RoomRegistry`; home records:
+`HomeRecords`), and what the store took in flows out on `StoreOutcomes` to `AfterStore`.
+`serve` then hands the host the stream handlers, gossip validators and peer policy, each stream
+under the supervisor. `Node` is the facade: it owns the lifetime (store, keys, host, supervisor)
+and the embedding API, and calls this.
+
+State: none; the services own theirs (each module docstring names it).
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from hearthmesh.node.after_store import AfterStore
+from hearthmesh.node.clock import CorrectedClock, HybridClock
+from hearthmesh.node.config import NodeConfig
+from hearthmesh.node.delivery.fetch import FetchService
+from hearthmesh.node.delivery.gap_fetch import GapFetcher
+from hearthmesh.node.delivery.gossip_out import GossipPublisher
+from hearthmesh.node.delivery.inbox import Inbox
+from hearthmesh.node.delivery.outbox import OutboxWorker
+from hearthmesh.node.delivery.outcomes import StoreOutcomes
+from hearthmesh.node.delivery.outgoing import Outgoing
+from hearthmesh.node.delivery.peer_link import PeerLinks
+from hearthmesh.node.delivery.receiver import Receiver
+from hearthmesh.node.delivery.relay import RelayForwarder
+from hearthmesh.node.delivery.relay_choice import RelayChooser
+from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.delivery.sync import SyncService
+from hearthmesh.node.identity.certificates import CertificateLookup, ThreadCertificates
+from hearthmesh.node.identity.home_directory import HomeDirectory
+from hearthmesh.node.identity.home_lookup import HomeLookups
+from hearthmesh.node.identity.home_records import HomeRecords
+from hearthmesh.node.identity.keyring import Keyring
+from hearthmesh.node.identity.linking import LinkService
+from hearthmesh.node.identity.own_homes import OwnHomes
+from hearthmesh.node.media.fetch import MediaFetcher
+from hearthmesh.node.media.server import MediaServer
+from hearthmesh.node.mesh.greetings import Greetings
+from hearthmesh.node.mesh.hello import HelloService
+from hearthmesh.node.mesh.meeting import Meeting
+from hearthmesh.node.mesh.presence import PresenceService
+from hearthmesh.node.mesh.standing import PeerStanding
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.node.purge import PurgeService
+from hearthmesh.node.rooms.members import RoomMembers
+from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.node.rooms.topics import ROOM_TOPIC_PREFIX, RoomTopics
+from hearthmesh.node.run_state import RunState
+from hearthmesh.node.subscribers import EventHub
+from hearthmesh.node.supervisor import Supervisor
+from hearthmesh.protocol.arrival import ArrivalRules
+from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
+from hearthmesh.protocol.fetch import FETCH_PROTOCOL
+from hearthmesh.protocol.gossip import PRESENCE_TOPIC
+from hearthmesh.protocol.hello import HELLO_PROTOCOL
+from hearthmesh.protocol.linking import LINK_PROTOCOL
+from hearthmesh.protocol.media import MEDIA_PROTOCOL
+from hearthmesh.protocol.sync import SYNC_PROTOCOL
+from hearthmesh.storage.async_store import AsyncStore
+
+__all__ = ["Services", "announce_addrs", "build_services", "serve"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Services:
+    """Every service of one node, built by `build_services`."""
+
+    directory: HomeDirectory
+    rooms: RoomRegistry
+    members: RoomMembers
+    homes: OwnHomes
+    standing: PeerStanding
+    links: PeerLinks
+    outcomes: StoreOutcomes
+    receiver: Receiver
+    relay: RelayForwarder
+    presence: PresenceService
+    records: HomeRecords
+    home_lookups: HomeLookups
+    relays: RelayChooser
+    outbox: OutboxWorker
+    purge: PurgeService
+    linking: LinkService
+    sync: SyncService
+    hello: HelloService
+    media_server: MediaServer
+    media: MediaFetcher
+    fetch: FetchService
+    gaps: GapFetcher
+    topics: RoomTopics
+    gossip_out: GossipPublisher
+    outgoing: Outgoing
+    greetings: Greetings
+
+
+def announce_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
+    """Where our home record says this node is: the configured addresses, else the host's
+    listen addresses as they are now (relayed ones come and go, SPEC §10.7)."""
+    return config.announce_addrs or tuple(host.listen_addrs)
+
+
+def build_services(
+    *,
+    config: NodeConfig,
+    keyring: Keyring,
+    store: AsyncStore,
+    host: P2PHost,
+    clock: CorrectedClock,
+    hlc: HybridClock,
+    events: EventHub,
+    supervisor: Supervisor,
+    run_state: RunState,
+) -> Services:
+    """Build a node's services over its opened store, keys and started host; start none."""
+    user = keyring.user_id
+    local = {user}
+    rng = secrets.token_bytes
+    directory = HomeDirectory(
+        local_users=local,
+        max_strangers=config.directory_max_strangers,
+        max_loose_certificates=config.directory_max_certificates,
+        record_max_age_ms=config.directory_record_max_age_ms,
+    )
+    rooms = RoomRegistry(local, limits=config.membership_limits)
+    members = RoomMembers(store=store, rooms=rooms, user=user)
+    homes = OwnHomes(
+        keyring=keyring,
+        clock=clock,
+        peer_id=host.peer_id,
+        addrs=functools.partial(announce_addrs, config, host),
+        store=store,
+        directory=directory,
+    )
+    release = ReleaseOrder()
+    inbox = Inbox(
+        local_users=local,
+        rules=ArrivalRules(local, deferrals=config.deferrals),
+        rooms=rooms,
+        release=release,
+        directory=directory,
+        relay_ttl_ms=config.relay_ttl_ms,
+        sibling_destinations=homes.sibling_destinations,
+    )
+    standing = PeerStanding(
+        clock=clock,
+        own_peer=host.peer_id,
+        protected=homes.is_sibling,
+        disconnect=host.disconnect_nowait,
+        policy=config.standing,
+        prefix_policy=config.prefixes,
+    )
+    links = PeerLinks(host, on_ack=standing.exchanged)
+    outcomes = StoreOutcomes()
+    receiver = Receiver(
+        inbox=inbox,
+        store=store,
+        keyring=keyring,
+        clock=clock,
+        hlc=hlc,
+        emit=events.emit,
+        on_outcome=outcomes.publish,
+        is_sibling=homes.is_sibling,
+        standing=standing,
+    )
+    validator_certificates = ThreadCertificates()  # the trio thread's own (identity/certificates)
+    relay = RelayForwarder(
+        store=store,
+        links=links,
+        directory=directory,
+        clock=clock,
+        poll_ms=max(config.retry_poll_ms, 1000),
+    )
+    presence = PresenceService(
+        host=host,
+        store=store,
+        directory=directory,
+        keyring=keyring,
+        clock=clock,
+        hlc=hlc,
+        home_record=homes.signed_record,
+        emit=events.emit,
+        interval_ms=config.presence_interval_ms,
+        ttl_ms=config.presence_ttl_ms,
+        share=config.share_presence,
+        certificates=receiver.certificates,
+        validator_certificates=validator_certificates,
+    )
+    records = HomeRecords(
+        user=user,
+        host=host,
+        store=store,
+        clock=clock,
+        directory=directory,
+        homes=homes,
+        relay=relay,
+        presence=presence,
+        supervisor=supervisor,
+        run_state=run_state,
+    )
+    home_lookups = HomeLookups(records.find, clock=clock, rng=rng)
+    relays = RelayChooser(
+        host=host,
+        standing=standing,
+        directory=directory,
+        co_members=members.co_members,
+        rng=rng,
+        policy=config.relay_choice,
+    )
+    outbox = OutboxWorker(
+        store=store,
+        relays=relays,
+        links=links,
+        directory=directory,
+        keyring=keyring,
+        clock=clock,
+        rng=rng,
+        emit=events.emit,
+        poll_ms=config.retry_poll_ms,
+        find_home=home_lookups.find,
+        probe_max_ms=config.outage_probe_max_ms,
+    )
+    purge = PurgeService(
+        store=store,
+        directory=directory,
+        clock=clock,
+        interval_ms=config.purge_interval_ms,
+        batch=config.purge_batch,
+        retention_ms=config.history_retention_ms,
+    )
+    linking = LinkService(
+        add_home=records.add_home, now_ms=clock.now_ms, rng=rng, standing=standing
+    )
+    sync = SyncService(
+        host=host,
+        store=store,
+        rooms=rooms,
+        user=user,
+        is_sibling=homes.is_sibling,
+        now_ms=clock.now_ms,
+        wake_outbox=outbox.wake,
+        on_refused=standing.refused,
+    )
+    hello = HelloService(
+        host=host,
+        clock=clock,
+        home_record=homes.signed_record,
+        learn=records.learn,
+        takes_time_from=homes.is_clock_source,
+        standing=standing,
+    )
+    media_server = MediaServer(
+        store=store,
+        directory=directory,
+        own_user=user,
+        sibling_peers=homes.sibling_peers,
+        on_refused=standing.refused,
+        clock=clock,
+    )
+    media = MediaFetcher(
+        host=host,
+        links=links,
+        store=store,
+        directory=directory,
+        clock=clock,
+        rng=rng,
+        find_home=home_lookups.find,
+    )
+    fetch = FetchService(
+        host=host,
+        store=store,
+        rooms=rooms,
+        directory=directory,
+        is_sibling=homes.is_sibling,
+        certificate_of=CertificateLookup(keyring=keyring, directory=directory).of,
+        on_refused=standing.refused,
+        clock=clock,
+    )
+    gaps = GapFetcher(
+        release=release,
+        fetch=fetch,
+        receiver=receiver,
+        links=links,
+        store=store,
+        rooms=rooms,
+        directory=directory,
+        clock=clock,
+        rng=rng,
+        user=user,
+        peer_id=host.peer_id,
+        sibling_peers=homes.sibling_peers,
+        grace_ms=config.gap_grace_ms,
+    )
+    topics = RoomTopics(
+        host=host,
+        receiver=receiver,
+        clock=clock,
+        user=user,
+        members=members.of,
+        rooms=rooms,
+        emit=events.emit,
+        supervisor=supervisor,
+        standing=standing,
+        running=run_state.running,
+        certificates=validator_certificates,
+    )
+    gossip_out = GossipPublisher(host)
+    outgoing = Outgoing(
+        keyring=keyring,
+        hlc=hlc,
+        clock=clock,
+        store=store,
+        rooms=rooms,
+        members=members,
+        outbox=outbox,
+        gossip=gossip_out,
+        sibling_destinations=homes.sibling_destinations,
+        outcomes=outcomes,
+    )
+    meeting = Meeting(hello=hello, outbox=outbox, host=host, records=records, supervisor=supervisor)
+    greetings = Greetings(meet=meeting.meet, spawn=supervisor.spawn)
+    after_store = AfterStore(
+        user=user,
+        run_state=run_state,
+        relay=relay,
+        lookups=home_lookups,
+        homes=homes,
+        outbox=outbox,
+        media=media,
+        members=members,
+        topics=topics,
+        events=events,
+        supervisor=supervisor,
+    )
+    outcomes.subscribe(after_store.react)
+    return Services(
+        directory=directory,
+        rooms=rooms,
+        members=members,
+        homes=homes,
+        standing=standing,
+        links=links,
+        outcomes=outcomes,
+        receiver=receiver,
+        relay=relay,
+        presence=presence,
+        records=records,
+        home_lookups=home_lookups,
+        relays=relays,
+        outbox=outbox,
+        purge=purge,
+        linking=linking,
+        sync=sync,
+        hello=hello,
+        media_server=media_server,
+        media=media,
+        fetch=fetch,
+        gaps=gaps,
+        topics=topics,
+        gossip_out=gossip_out,
+        outgoing=outgoing,
+        greetings=greetings,
+    )
+
+
+def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
+    """Give the host our stream protocols and gossip validators, each under the supervisor:
+    what a peer's stream makes a handler raise is charged to that peer and ends that stream
+    alone (SPEC §11.8)."""
+    s = services
+    handlers: dict[str, Callable[[FrameStream], Awaitable[None]]] = {
+        LINK_PROTOCOL: s.linking.serve,
+        SYNC_PROTOCOL: s.sync.serve,
+        DELIVER_PROTOCOL: s.receiver.serve_deliver,
+        HELLO_PROTOCOL: s.hello.serve,
+        MEDIA_PROTOCOL: s.media_server.serve,
+        FETCH_PROTOCOL: s.fetch.serve,
+    }
+    for protocol, handler in handlers.items():
+        host.set_stream_handler(protocol, supervisor.handler(protocol, handler))
+    host.set_topic_validator(PRESENCE_TOPIC, s.standing.gossip_validator(s.presence.check))
+    host.set_topic_validator(ROOM_TOPIC_PREFIX, s.standing.gossip_validator(s.topics.check))
