@@ -3,8 +3,9 @@ events become for clients (SPEC §15-§19).
 
 Durable events (message, receipt, membership, contact) reach clients through the feed, which
 tails the store's arrival log in number order (feed.py, frames.py; SPEC §15.4.3). One pump
-reads `Node.events()`: a stored event wakes the feed; ephemeral ones (presence, typing) become
-frames at once, with no cursor. A message for our user that arrives while no client is
+reads `Node.events()`: a stored event is handed to the feed with its envelope (rendered from
+that copy, not read back) and wakes it; ephemeral ones (presence, typing) become frames at
+once, with no cursor. A message for our user that arrives while no client is
 connected becomes a push notification (SPEC §19).
 """
 
@@ -174,7 +175,10 @@ class ApiService:
 
     def _on_event(self, event: NodeEvent) -> None:
         match event:
-            case MessageReceived() | MembershipChanged():
+            case MessageReceived(envelope=envelope):
+                self.feed.hold(envelope)
+                self.feed.wake()
+            case MembershipChanged():
                 self.feed.wake()
             case PresenceChanged(user=user, online=online, last_seen_ms=last_seen):
                 self.broadcast(
@@ -268,6 +272,7 @@ class ApiService:
         # client_id was noted as it was sealed, so even a render before this line names it.
         if on_durable is not None:
             on_durable(envelope)
+        self.feed.hold(envelope)
         with contextlib.suppress(StorageError):  # closing: clients read it by cursor later
             await self.feed.catch_up()
         return envelope
