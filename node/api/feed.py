@@ -11,8 +11,10 @@ stream, with no gap and no repeat. A client's own send publishes at once from th
 the order holds either way.
 
 The live tail renders each new event from the envelope already in hand (`hold`: the one a
-client just sent, or the one the node reported arriving), so the store is asked only for the
-log's numbers; a replay for a client that is catching up decodes from the store.
+client just sent, or the one the node reported arriving): the store's log still gives the
+numbers and order (they are assigned in the append transaction), but a held envelope is not
+decoded again from its stored bytes. A replay for a client that is catching up decodes from
+the store.
 
 State owned here: the epoch, the published position, and the envelopes in hand.
 """
