@@ -10,7 +10,9 @@ measure.
 - across nodes: alice's phone sends, bob's client on node B receives.
 
 Latency is one message at a time (send → the other client's `message` frame); throughput is
-N messages pipelined on one connection until the receiving client has them all. The `deflate_*`
+N messages pipelined on one connection until the receiving client has them all.
+`*_node_cpu_us_per_msg` is the CPU time each node process used over both plain runs, per
+message (with its receipt): a cost a loaded machine distorts far less than latency. The `deflate_*`
 figures repeat both with three more clients that offer permessage-deflate (RFC 7692), as
 browsers do, so the server compresses every frame it sends them.
 
@@ -33,7 +35,7 @@ from typing import Any
 
 import aiohttp
 
-from hearthmesh.tools.bench.stats import percentile
+from hearthmesh.tools.bench.stats import percentile, process_cpu_s
 from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.node_process import HomeProcess, spawn_home
 
@@ -161,12 +163,21 @@ async def _between(
                 readers = [group.create_task(c.read()) for c in (phone, laptop, bob_client)]
                 tag = "z" if deflate else ""
                 await _measure(phone, bob_client, room, samples=10, burst=50, tag=f"{tag}warm")
+                cpu = [process_cpu_s(p.process.pid) for p in (alice, bob)]
                 figures[f"{tag}s"] = await _measure(
                     phone, laptop, room, samples=samples, burst=burst, tag=f"{tag}s"
                 )
                 figures[f"{tag}c"] = await _measure(
                     phone, bob_client, room, samples=samples, burst=burst, tag=f"{tag}c"
                 )
+                if not deflate:  # every message of both runs goes to bob's node too
+                    sent = 2 * (samples + burst)
+                    nodes = zip((alice, bob), cpu, strict=True)
+                    used = [process_cpu_s(p.process.pid) - c for p, c in nodes]
+                    figures["cpu"] = {
+                        "alice": round(used[0] / sent * 1e6, 1),
+                        "bob": round(used[1] / sent * 1e6, 1),
+                    }
                 for reader in readers:
                     reader.cancel()
                 if not deflate:
@@ -188,6 +199,8 @@ async def _between(
         "deflate_cross_node_p50_ms": zcross["p50_ms"],
         "deflate_cross_node_p99_ms": zcross["p99_ms"],
         "deflate_cross_node_msgs_per_s": zcross["msgs_per_s"],
+        "alice_node_cpu_us_per_msg": figures["cpu"]["alice"],
+        "bob_node_cpu_us_per_msg": figures["cpu"]["bob"],
         "receipt_events_seen_by_alice": receipts,
         "layout": "alice's and bob's nodes each a `hearthmesh run` process; the three clients "
         "in the bench process",
