@@ -77,8 +77,12 @@ class Feed:
         self.position = 0
         """The newest arrival number whose frames were published."""
         self._in_hand: OrderedDict[bytes, Envelope] = OrderedDict()
-        """Stored envelopes not yet published, by message id (see `hold`)."""
+        """Envelopes stored (or about to be) and not yet published, by message id (`hold`)."""
         self._in_hand_bytes = 0
+        self._aging: list[bytes] = []
+        """Held when the log last grew: let go once it grows again without them."""
+        self._aging_at = -1
+        """The log's newest number when `_aging` was taken."""
 
     async def start(self) -> None:
         """Load (or create) the store's epoch; the tail starts at the newest entry."""
@@ -99,7 +103,8 @@ class Feed:
         self._wake.set()
 
     def hold(self, envelope: Envelope) -> None:
-        """`envelope` was just stored: the tail renders it from this copy, not from the store."""
+        """`envelope` was just stored, or is about to be: the tail renders it from this copy,
+        not from the store."""
         if envelope.message_id in self._in_hand:
             return
         self._in_hand[envelope.message_id] = envelope
@@ -142,18 +147,20 @@ class Feed:
             page = await store.read_inline(
                 store.store.arrivals_after, self.position, limit=_PAGE, in_hand=self._in_hand
             )
-            # The last page covers everything stored before it was read, so whatever was held
-            # by then is in it or was published before (the tail read it first).
-            passed = list(self._in_hand) if page.position >= page.last else []
             for entry in page.entries:
                 self._release(entry.event.envelope.message_id)
                 for text in await self._frames(entry, live=True):
                     self._publish(text)
                 self.position = entry.number
-            for message_id in passed:
-                self._release(message_id)
             self.position = max(self.position, page.position)
             if page.position >= page.last:
+                # Caught up. What is still held was published before it was held (the tail
+                # read it first), or is not committed yet. An envelope held before the log
+                # last grew and still not in it was the former (or never stored): let go.
+                if page.last != self._aging_at:
+                    for message_id in self._aging:
+                        self._release(message_id)
+                    self._aging, self._aging_at = list(self._in_hand), page.last
                 return
 
     async def replay(self, cursor: str, upto: int) -> list[str] | None:

@@ -261,9 +261,7 @@ class ApiService:
                 command.room_id,
                 body,
                 content_type=content_type,
-                on_sealed=lambda sealed: self.frames.note_client_id(
-                    sealed.message_id, command.client_id
-                ),
+                on_sealed=lambda sealed: self._sealed(sealed, command.client_id),
             )
         except NotAuthorized:
             await self.require_room(command.room_id)  # a room unknown here is NOT_FOUND
@@ -272,10 +270,16 @@ class ApiService:
         # client_id was noted as it was sealed, so even a render before this line names it.
         if on_durable is not None:
             on_durable(envelope)
-        self.feed.hold(envelope)
         with contextlib.suppress(StorageError):  # closing: clients read it by cursor later
             await self.feed.catch_up()
         return envelope
+
+    def _sealed(self, envelope: Envelope, client_id: str) -> None:
+        """A client's message is sealed, about to be stored: its echo will name `client_id`,
+        and the feed renders it from this copy. Held before the commit, since sends committed
+        in one group are all published by the first of them to resume."""
+        self.frames.note_client_id(envelope.message_id, client_id)
+        self.feed.hold(envelope)
 
     async def require_room(self, room: RoomId) -> None:
         """Raises NotFound unless our user is in `room`."""

@@ -57,6 +57,25 @@ async def test_the_tail_renders_held_envelopes_and_decodes_the_rest(store: Async
         assert feed.position == 2
 
 
+async def test_envelopes_held_before_their_group_commit_are_rendered_from_the_hand(
+    store: AsyncStore,
+) -> None:
+    """Sends committed together are all published by the first to resume: each was held as
+    it was sealed, before the commit."""
+    async with asyncio.timeout(10):
+        rendered = _Rendered()
+        feed = await _feed(store, rendered)
+        envelopes = [make_envelope(seq=n, wall_ms=1_000 * n) for n in (1, 2, 3)]
+        for envelope in envelopes:
+            feed.hold(envelope)
+        await feed.catch_up()  # before the commit: nothing to publish, nothing let go
+        await asyncio.gather(*(store.append(AppendRequest(envelope=e)) for e in envelopes))
+        await feed.catch_up()
+        assert len(rendered.envelopes) == 3
+        assert all(a is b for a, b in zip(rendered.envelopes, envelopes, strict=True))
+        assert feed.held_count == 0
+
+
 async def test_a_replay_renders_from_the_store_as_the_tail_did(store: AsyncStore) -> None:
     async with asyncio.timeout(10):
         rendered = _Rendered()
