@@ -226,29 +226,6 @@ class FrameStream:
         """Send several frames in one stream write (much cheaper than one write each)."""
         await self._write(encode_frames(payloads, max_frame_bytes=self.max_frame_bytes))
 
-    async def request(self, payload: bytes) -> bytes:
-        """Send one frame and return the next frame read: a request and its answer (a DELIVER
-        batch and its ACK) in one bridge hop when the answer comes in one chunk.
-
-        Raises what `write_frame` and `read_frame` raise.
-        """
-        data = encode_frame(payload, max_frame_bytes=self.max_frame_bytes)
-        async with self._write_lock:
-            if self._closed:
-                raise StreamClosed(f"stream to {self.remote_peer} is closed")
-            if self._limits is not None or self._eof or self._decoder.buffered_bytes:
-                await self._bridge.run(self._raw.write, data)  # the plain way: read below
-            else:
-                async with self._read_lock:
-                    chunk = await self._bridge.run(
-                        _write_then_read, self._raw, data, READ_CHUNK_BYTES
-                    )
-                    if chunk:
-                        self._decoder.feed(chunk)
-                    else:
-                        self._eof = True
-        return await self.read_frame()
-
     async def write_bytes(self, data: bytes) -> None:
         """Send `data` as it is, unframed: for a test peer that must break the framing (a
         partial frame, a lying length); nodes only ever write frames."""
@@ -289,9 +266,3 @@ class FrameStream:
             await self.close()
         else:
             await self.reset()
-
-
-async def _write_then_read(raw: RawStream, data: bytes, max_bytes: int) -> bytes:
-    """On the trio thread: write `data`, then read one chunk (`FrameStream.request`)."""
-    await raw.write(data)
-    return await raw.read(max_bytes)
