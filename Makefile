@@ -34,8 +34,13 @@ RUN_ARGS ?=
 run: $(STAMP)
 	$(VENV)/bin/hearthmesh run --data-dir data/node $(RUN_ARGS)
 
+# Two pytest-xdist workers: most integration tests wait on the network, not the CPU (on 2
+# shared cores tests/integration took 131 s instead of 263 s). mDNS tests take a machine-wide
+# lock (tests/conftest.py); TEST_ARGS="-n 0" runs serially. HYPOTHESIS_PROFILE=quick: see
+# tests/conftest.py.
+TEST_ARGS ?= -n 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(TEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check protocol storage node tools tests

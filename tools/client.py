@@ -76,7 +76,7 @@ class ApiClient:
 
 
 def _connection(args: Any) -> tuple[str, str]:
-    from hearthmesh.tools.home import parse_api, resolve_settings
+    from hearthmesh.tools.settings import parse_api, resolve_settings
 
     settings = resolve_settings(args)
     host, port = parse_api(settings.api)
@@ -99,6 +99,10 @@ async def _status(client: ApiClient, args: Any) -> int:
     for address in status["listen_addrs"]:
         print(f"listening: {address}")
     print(f"peers:     {len(status['connected_peers'])} connected")
+    relays = ", ".join(status["relays"]) or "none"
+    print(f"reachable: {status['reachability']} (relays: {relays})")
+    for peer, paths in sorted(status["peer_paths"].items()):
+        print(f"  {peer}: " + ", ".join(p if p == "direct" else f"via {p}" for p in paths))
     print(f"clients:   {status['clients']} connected")
     unreachable = status["unreachable"]
     for user in unreachable["users"]:

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from hearthmesh.node.api import ApiConfig, ApiServer
+from hearthmesh.node.clock import Clock
 from hearthmesh.node.node import Node
 from hearthmesh.tools.client import ApiClient
 
@@ -73,11 +74,15 @@ class Socket:
 
 
 @asynccontextmanager
-async def home(path: Path, **overrides: Any) -> AsyncIterator[Home]:
+async def home(
+    path: Path, *, api_clock: Clock | None = None, **overrides: Any
+) -> AsyncIterator[Home]:
+    """A node and its API; `api_clock` (default: the system clock) times the API's limits."""
     api_options = overrides.pop("api", {})
     async with Node(node_config(path, **overrides)) as node:
         config = ApiConfig(token=TOKEN, port=0, **api_options)
-        async with ApiServer(node, config) as api, ApiClient(api.url, TOKEN) as client:
+        server = ApiServer(node, config, clock=api_clock)
+        async with server as api, ApiClient(api.url, TOKEN) as client:
             yield Home(node=node, api=api, client=client)
 
 
