@@ -42,6 +42,7 @@ __all__ = [
     "decode_count",
     "decode_hex_id",
     "decode_json_object",
+    "decode_send",
     "decode_text",
     "decode_user",
 ]
@@ -213,7 +214,9 @@ def _media(value: object) -> MediaFields:
     )
 
 
-def _send(frame: dict[str, Any]) -> Send:
+def decode_send(frame: dict[str, Any]) -> Send:
+    """A `send` frame's fields, already parsed from JSON (the WebSocket frame, or the HTTP
+    send's body with its path's room). Raises MalformedMessage, TooLarge, InvalidIdentifier."""
     message = decode_text(frame.get("message"), "message", max_bytes=MAX_BODY_BYTES)
     type_ = frame.get("type", "text")
     if not isinstance(type_, str) or type_ not in _MESSAGE_TYPES:
@@ -269,7 +272,7 @@ def decode_client_frame(data: str | bytes) -> ClientCommand:
                 request_id=_request_id(frame),
             )
         case "send":
-            return _send(frame)
+            return decode_send(frame)
         case "join_group":
             return JoinGroup(
                 room_id=RoomId(decode_hex_id(frame.get("room_id"), "room_id")),

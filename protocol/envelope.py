@@ -31,6 +31,7 @@ __all__ = [
     "decode_envelope",
     "load_envelope",
     "seal",
+    "sender_device_of",
     "verify_envelope",
 ]
 
@@ -50,6 +51,11 @@ _ARRAY_10: Final = b"\x8a"
 _ARRAY_9: Final = b"\x89"
 _SIGNATURE_ITEM: Final = b"\x58\x40"  # CBOR byte string header of 64 bytes
 _SIGNATURE_TAIL: Final = len(_SIGNATURE_ITEM) + SIGNATURE_BYTES
+_ID_ITEM: Final = b"\x58\x20"  # CBOR byte string header of 32 bytes
+_ID_ITEMS_AT: Final = (3, 37, 71)
+"""Where room, user and device start in a wire form whose kind is one byte (SPEC §5.1): after
+the array header, the version and the kind, each a 32-byte string (2 header bytes + 32)."""
+_DEVICE_AT: Final = _ID_ITEMS_AT[2] + len(_ID_ITEM)
 
 
 class Kind(IntEnum):
@@ -235,6 +241,24 @@ def verify_envelope(envelope: Envelope) -> None:
     verify_signature(
         envelope.sender_device, _signing_bytes_of_wire(envelope.wire), envelope.signature
     )
+
+
+def sender_device_of(wire: bytes) -> DeviceId:
+    """The sender device of an envelope this node holds verified (its store, its outbox), read
+    from the wire form without parsing the rest of it.
+
+    Raises:
+        MalformedMessage and the rest of `load_envelope`'s errors: not an envelope.
+    """
+    start = _DEVICE_AT
+    if (
+        wire[:2] == _ARRAY_10 + b"\x00"
+        and wire[2] < 24  # a kind of one byte
+        and all(wire[at : at + len(_ID_ITEM)] == _ID_ITEM for at in _ID_ITEMS_AT)
+        and len(wire) > start + KEY_BYTES
+    ):
+        return DeviceId(wire[start : start + KEY_BYTES])
+    return _parse(bytes(wire)).sender_device
 
 
 def load_envelope(data: bytes) -> Envelope:

@@ -7,7 +7,7 @@ its indexes (ARCHITECTURE §10). Time is always passed in as `now_ms`; storage n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Final, NewType, Protocol, TypeVar
@@ -415,8 +415,14 @@ class HistoryStore(Protocol):
         """The newest arrival number (each stored event gets the next one), 0 if none."""
         ...
 
-    def arrivals_after(self, after: int, *, limit: int) -> FeedPage:
-        """Up to `limit` arrival-log entries numbered above `after`, in number order."""
+    def arrivals_after(
+        self, after: int, *, limit: int, in_hand: Mapping[bytes, Envelope] | None = None
+    ) -> FeedPage:
+        """Up to `limit` arrival-log entries numbered above `after`, in number order.
+
+        `in_hand`: envelopes the caller holds already, by message id; an entry whose stored
+        bytes are one of them gets that envelope instead of a decode of its bytes.
+        """
         ...
 
     def statuses(self, message_id: bytes) -> list[StatusRecord]:

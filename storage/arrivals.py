@@ -8,8 +8,10 @@ of the log itself; trimming never removes the newest entry, so a number is never
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
+from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import LocalProtocolError
 
 from .api import FeedEntry, FeedPage
@@ -53,11 +55,14 @@ class ArrivalCounter:
         return self._last
 
 
-def arrivals_after_txn(txn: KvTxn, after: int, limit: int) -> FeedPage:
+def arrivals_after_txn(
+    txn: KvTxn, after: int, limit: int, in_hand: Mapping[bytes, Envelope] | None = None
+) -> FeedPage:
     """Up to `limit` log entries numbered above `after`, in number order.
 
     Entries whose event was purged are passed over (they count towards `position`, not
-    `entries`), so a caller pages on from `position` until it reaches `last`.
+    `entries`), so a caller pages on from `position` until it reaches `last`. An event held in
+    `in_hand` (by message id, with the same bytes) is not decoded again (`stored_event`).
 
     Raises:
         LocalProtocolError: `limit` outside 1..MAX_FEED_PAGE, or a negative `after`.
@@ -74,7 +79,8 @@ def arrivals_after_txn(txn: KvTxn, after: int, limit: int) -> FeedPage:
         position = _number(key)
         value = txn.get(Table.HISTORY, history_key)
         if value is not None:
-            entries.append(FeedEntry(number=position, event=stored_event(history_key, value)))
+            event = stored_event(history_key, value, in_hand)
+            entries.append(FeedEntry(number=position, event=event))
     return FeedPage(entries=tuple(entries), position=position, last=last_arrival_txn(txn))
 
 

@@ -6,9 +6,9 @@ re-parsing the envelope, and `load_envelope` re-derives it from the wire when an
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from hearthmesh.protocol.envelope import MessageId
+from hearthmesh.protocol.envelope import Envelope, MessageId
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage
 from hearthmesh.protocol.hlc import TIMESTAMP_BYTES
 
@@ -56,8 +56,17 @@ __all__ = [
 MAX_HISTORY_PAGE = 1000
 
 
-def stored_event(key: bytes, value: bytes) -> StoredEvent:
-    """Decode one `history.events` item; StorageError names the key if it is damaged."""
+def stored_event(
+    key: bytes, value: bytes, in_hand: Mapping[bytes, Envelope] | None = None
+) -> StoredEvent:
+    """Decode one `history.events` item; StorageError names the key if it is damaged.
+
+    An envelope in `in_hand` under the item's message id, with the same wire bytes, is the
+    item already decoded: it is taken as it is.
+    """
+    held = None if in_hand is None else in_hand.get(value[:ID_BYTES])
+    if held is not None and held.wire == value[ID_BYTES:]:
+        return StoredEvent(envelope=held, cursor=Cursor(decode_slot(key)[1]))
     envelope = decode_envelope_at(Table.HISTORY, key, value[ID_BYTES:])
     if envelope.message_id != value[:ID_BYTES]:
         raise corrupt(Table.HISTORY, key, "message id does not match the envelope")

@@ -7,7 +7,7 @@ helpers of `append`, `history`, `outbox`, `relay`, `rooms` and `directory`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Self
 
 from hearthmesh.protocol.envelope import Envelope, RoomId
@@ -136,10 +136,12 @@ class KvStore:
         with self._engine.read() as txn:
             return arrivals.last_arrival_txn(txn)
 
-    def arrivals_after(self, after: int, *, limit: int) -> FeedPage:
+    def arrivals_after(
+        self, after: int, *, limit: int, in_hand: Mapping[bytes, Envelope] | None = None
+    ) -> FeedPage:
         """Up to `limit` arrival-log entries numbered above `after`, in number order."""
         with self._engine.read() as txn:
-            return arrivals.arrivals_after_txn(txn, after, limit)
+            return arrivals.arrivals_after_txn(txn, after, limit, in_hand)
 
     def statuses(self, message_id: bytes) -> list[StatusRecord]:
         """Every recipient's status of one message."""

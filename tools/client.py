@@ -67,9 +67,12 @@ class ApiClient:
                 raise ApiRefused(response.status, data)
             return data
 
-    def websocket(self, cursor: str | None = None) -> Any:
+    def websocket(self, cursor: str | None = None, *, deflate: bool = False) -> Any:
+        """Open `/v1/ws`; `deflate` offers permessage-deflate (RFC 7692), as browsers do."""
         params = {} if cursor is None else {"cursor": cursor}
-        return self._http.ws_connect(self.url + "/v1/ws", params=params)
+        return self._http.ws_connect(
+            self.url + "/v1/ws", params=params, compress=15 if deflate else 0
+        )
 
 
 def _connection(args: Any) -> tuple[str, str]:

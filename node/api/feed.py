@@ -9,6 +9,14 @@ cursor gets the entries after it rendered by the same code from the store, then 
 stream, with no gap and no repeat. A client's own send publishes at once from the sending task
 (`catch_up`), saving the switch to the tail task on the hot path; one drain runs at a time, so
 the order holds either way.
+
+The live tail renders each new event from the envelope already in hand (`hold`: the one a
+client just sent, or the one the node reported arriving): the store's log still gives the
+numbers and order (they are assigned in the append transaction), but a held envelope is not
+decoded again from its stored bytes. A replay for a client that is catching up decodes from
+the store.
+
+State owned here: the epoch, the published position, and the envelopes in hand.
 """
 
 from __future__ import annotations
@@ -18,9 +26,11 @@ import contextlib
 import json
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
+from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.storage.api import FeedEntry
 from hearthmesh.storage.async_store import AsyncStore
@@ -33,6 +43,9 @@ EPOCH_SETTING: Final = "api.feed_epoch"
 _PAGE: Final = 256
 _POLL_S: Final = 2.0
 """Backstop: an event stored without a node event (held back, synced) still goes out."""
+_IN_HAND_BYTES: Final = 4 * 1024 * 1024
+"""Wire bytes of envelopes held for the tail at most; the oldest go first (and are then
+decoded from the store, as a replay does)."""
 
 Render = Callable[[FeedEntry, bool], Awaitable[list[dict[str, Any]]]]
 """(entry, live) -> client frames; `live` applies the entry's side effects first."""
@@ -63,6 +76,13 @@ class Feed:
         self._epoch = ""
         self.position = 0
         """The newest arrival number whose frames were published."""
+        self._in_hand: OrderedDict[bytes, Envelope] = OrderedDict()
+        """Envelopes stored (or about to be) and not yet published, by message id (`hold`)."""
+        self._in_hand_bytes = 0
+        self._aging: list[bytes] = []
+        """Held when the log last grew: let go once it grows again without them."""
+        self._aging_at = -1
+        """The log's newest number when `_aging` was taken."""
 
     async def start(self) -> None:
         """Load (or create) the store's epoch; the tail starts at the newest entry."""
@@ -81,6 +101,27 @@ class Feed:
     def wake(self) -> None:
         """Something was stored: publish it soon."""
         self._wake.set()
+
+    def hold(self, envelope: Envelope) -> None:
+        """`envelope` was just stored, or is about to be: the tail renders it from this copy,
+        not from the store."""
+        if envelope.message_id in self._in_hand:
+            return
+        self._in_hand[envelope.message_id] = envelope
+        self._in_hand_bytes += len(envelope.wire)
+        while self._in_hand_bytes > _IN_HAND_BYTES:
+            _, oldest = self._in_hand.popitem(last=False)
+            self._in_hand_bytes -= len(oldest.wire)
+
+    @property
+    def held_count(self) -> int:
+        """Envelopes in hand, not yet published."""
+        return len(self._in_hand)
+
+    def _release(self, message_id: bytes) -> None:
+        envelope = self._in_hand.pop(message_id, None)
+        if envelope is not None:
+            self._in_hand_bytes -= len(envelope.wire)
 
     async def run(self) -> None:
         """Publish new log entries in number order until cancelled."""
@@ -103,13 +144,23 @@ class Feed:
         store = self._store
         while True:
             self._wake.clear()  # before reading: a wake during the read is not lost
-            page = await store.read_inline(store.store.arrivals_after, self.position, limit=_PAGE)
+            page = await store.read_inline(
+                store.store.arrivals_after, self.position, limit=_PAGE, in_hand=self._in_hand
+            )
             for entry in page.entries:
+                self._release(entry.event.envelope.message_id)
                 for text in await self._frames(entry, live=True):
                     self._publish(text)
                 self.position = entry.number
             self.position = max(self.position, page.position)
             if page.position >= page.last:
+                # Caught up. What is still held was published before it was held (the tail
+                # read it first), or is not committed yet. An envelope held before the log
+                # last grew and still not in it was the former (or never stored): let go.
+                if page.last != self._aging_at:
+                    for message_id in self._aging:
+                        self._release(message_id)
+                    self._aging, self._aging_at = list(self._in_hand), page.last
                 return
 
     async def replay(self, cursor: str, upto: int) -> list[str] | None:

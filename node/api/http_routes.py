@@ -6,7 +6,6 @@ guard middleware renders every error as `{"error": {code, name, message}}` with 
 
 from __future__ import annotations
 
-import json
 import re
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
@@ -26,17 +25,17 @@ from hearthmesh.node.api.service import SERVICE_KEY, ApiService
 from hearthmesh.node.api.views import decode_cursor, hlc_view
 from hearthmesh.node.api.ws import websocket_handler
 from hearthmesh.node.p2p.errors import DialFailed
+from hearthmesh.protocol.client_api import MAX_FRAME_BYTES as MAX_CLIENT_FRAME_BYTES
 from hearthmesh.protocol.client_api import (
     MAX_GROUP_MEMBERS,
     MAX_PAGE_NUMBER,
-    decode_client_frame,
     decode_count,
     decode_hex_id,
     decode_json_object,
+    decode_send,
     decode_text,
     decode_user,
 )
-from hearthmesh.protocol.client_api import Send as SendCommand
 from hearthmesh.protocol.content import MAX_NOTE_BYTES
 from hearthmesh.protocol.envelope import PROTOCOL_VERSION, RoomId
 from hearthmesh.protocol.errors import (
@@ -88,9 +87,13 @@ def _room(request: web.Request, text: str | None) -> RoomId:
     return RoomId(decode_hex_id(text, "conversation id"))
 
 
-async def _json(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body, within the size limit. Raises TooLarge, MalformedMessage."""
+async def _json(request: web.Request, *, max_bytes: int | None = None) -> dict[str, Any]:
+    """The request's JSON object body, within the size limit (and `max_bytes`, if lower).
+
+    Raises TooLarge, MalformedMessage."""
     limit = _service(request).config.max_json_bytes
+    if max_bytes is not None:
+        limit = min(limit, max_bytes)
     if request.content_length is not None and request.content_length > limit:
         raise TooLarge(f"JSON body over {limit} bytes")
     data = await request.content.read(limit + 1)
@@ -184,12 +187,11 @@ async def conversation_details(request: web.Request) -> web.Response:
 
 async def send_message(request: web.Request) -> web.Response:
     """The WebSocket `send`, over HTTP (for scripts and the CLI)."""
-    body = await _json(request)
-    frame = {**body, "event": "send", "room_id": request.match_info["id"]}
-    frame.setdefault("client_id", "http")
-    command = decode_client_frame(json.dumps(frame))
-    if not isinstance(command, SendCommand):  # the event is fixed above; cannot happen
-        raise MalformedMessage("not a send")
+    # The body is a WebSocket `send` frame's fields: the same limit, decoded from the object in
+    # hand (no JSON text is made again to be parsed again).
+    body = await _json(request, max_bytes=MAX_CLIENT_FRAME_BYTES)
+    frame = {"client_id": "http", **body, "room_id": request.match_info["id"]}
+    command = decode_send(frame)
     envelope = await _service(request).send(command)
     return web.json_response(
         {

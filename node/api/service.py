@@ -3,8 +3,9 @@ events become for clients (SPEC §15-§19).
 
 Durable events (message, receipt, membership, contact) reach clients through the feed, which
 tails the store's arrival log in number order (feed.py, frames.py; SPEC §15.4.3). One pump
-reads `Node.events()`: a stored event wakes the feed; ephemeral ones (presence, typing) become
-frames at once, with no cursor. A message for our user that arrives while no client is
+reads `Node.events()`: a stored event is handed to the feed with its envelope (rendered from
+that copy, not read back) and wakes it; ephemeral ones (presence, typing) become frames at
+once, with no cursor. A message for our user that arrives while no client is
 connected becomes a push notification (SPEC §19).
 """
 
@@ -198,7 +199,10 @@ class ApiService:
 
     def _on_event(self, event: NodeEvent) -> None:
         match event:
-            case MessageReceived() | MembershipChanged():
+            case MessageReceived(envelope=envelope):
+                self.feed.hold(envelope)
+                self.feed.wake()
+            case MembershipChanged():
                 self.feed.wake()
             case PresenceChanged(user=user, online=online, last_seen_ms=last_seen):
                 self.broadcast(
@@ -280,9 +284,7 @@ class ApiService:
                 command.room_id,
                 body,
                 content_type=content_type,
-                on_sealed=lambda sealed: self.frames.note_client_id(
-                    sealed.message_id, command.client_id
-                ),
+                on_sealed=lambda sealed: self._sealed(sealed, command.client_id),
             )
         except NotAuthorized:
             await self.require_room(command.room_id)  # a room unknown here is NOT_FOUND
@@ -294,6 +296,13 @@ class ApiService:
         with contextlib.suppress(StorageError):  # closing: clients read it by cursor later
             await self.feed.catch_up()
         return envelope
+
+    def _sealed(self, envelope: Envelope, client_id: str) -> None:
+        """A client's message is sealed, about to be stored: its echo will name `client_id`,
+        and the feed renders it from this copy. Held before the commit, since sends committed
+        in one group are all published by the first of them to resume."""
+        self.frames.note_client_id(envelope.message_id, client_id)
+        self.feed.hold(envelope)
 
     async def require_room(self, room: RoomId) -> None:
         """Raises NotFound unless our user is in `room`."""

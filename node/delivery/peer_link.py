@@ -27,7 +27,7 @@ from hearthmesh.protocol.delivery import (
     encode_deliver,
     verify_ack,
 )
-from hearthmesh.protocol.envelope import load_envelope
+from hearthmesh.protocol.envelope import sender_device_of
 from hearthmesh.protocol.errors import HearthError, MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.protocol.peer_id import peer_id_of_node_key
@@ -63,7 +63,9 @@ def build_batch(
     entries: list[W], recipient: bytes, certificate_of: Callable[[DeviceId], bytes | None]
 ) -> tuple[list[bytes], list[BatchItem], list[W], list[W]]:
     """Certificates and items for one batch, the entries they carry, and entries left out
-    (no certificate known for their device, or past the byte budget: they wait for the next)."""
+    (no certificate known for their device, or past the byte budget: they wait for the next).
+
+    Each entry's stored wire bytes go out as they are: nothing is decoded or encoded again."""
     certificates: list[bytes] = []
     index_of: dict[bytes, int] = {}
     items: list[BatchItem] = []
@@ -71,7 +73,7 @@ def build_batch(
     left: list[W] = []
     size = 0
     for entry in entries:
-        cert = certificate_of(load_envelope(entry.wire).sender_device)
+        cert = certificate_of(sender_device_of(entry.wire))  # no parse: it was verified
         if cert is None or size + len(entry.wire) > BATCH_BYTES:
             left.append(entry)
             continue

@@ -374,6 +374,13 @@ TEXT_DECODERS: dict[str, tuple[Callable[[str], object], tuple[str, ...]]] = {
     ),
     "client_api.decode_count": (lambda text: client_api.decode_count(text, "n", 1, 1000), ("42",)),
     "client_api.decode_json_object": (client_api.decode_json_object, ('{"a": [1, "b"]}',)),
+    "client_api.decode_send": (  # takes the object parsed from JSON (the HTTP send's body)
+        lambda text: client_api.decode_send(client_api.decode_json_object(text)),
+        (
+            '{"room_id":"' + "ab" * 32 + '","message":"hi","client_id":"c1"}',
+            '{"room_id":"' + "ab" * 32 + '","message":"h\u00e9","client_id":"c","type":"text"}',
+        ),
+    ),
     "client_api.decode_client_frame": (
         client_api.decode_client_frame,
         (

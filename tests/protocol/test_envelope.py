@@ -19,6 +19,7 @@ from hearthmesh.protocol.envelope import (
     decode_envelope,
     load_envelope,
     seal,
+    sender_device_of,
 )
 from hearthmesh.protocol.errors import (
     BadSignature,
@@ -139,6 +140,17 @@ ENVELOPES = st.builds(
 @given(ENVELOPES)
 def test_round_trip(envelope: Envelope) -> None:
     assert decode_envelope(envelope.wire) == envelope
+
+
+@settings(max_examples=examples(200))
+@given(ENVELOPES)
+def test_sender_device_is_read_from_the_wire_as_a_parse_reads_it(envelope: Envelope) -> None:
+    assert sender_device_of(envelope.wire) == load_envelope(envelope.wire).sender_device
+
+
+def test_sender_device_of_what_is_no_envelope_raises() -> None:
+    with pytest.raises(MalformedMessage):
+        sender_device_of(b"\x8a\x00" + b"\x00" * 120)
 
 
 @settings(max_examples=examples(300))

@@ -42,6 +42,21 @@ def test_each_stored_event_gets_the_next_number_in_arrival_order(store: KvStore)
     assert store.arrivals_after(3, limit=5).entries == ()
 
 
+def test_envelopes_in_hand_are_taken_as_they_are_not_decoded_again(store: KvStore) -> None:
+    held = make_envelope(seq=1, wall_ms=1_000)
+    other = make_envelope(seq=2, wall_ms=2_000)
+    store.append_many([AppendRequest(envelope=held), AppendRequest(envelope=other)])
+    page = store.arrivals_after(0, limit=10, in_hand={held.message_id: held})
+    assert page.entries[0].event.envelope is held
+    assert page.entries[1].event.envelope is not other  # read from the store
+    assert page.entries[1].event.envelope == other
+    assert page == store.arrivals_after(0, limit=10)  # the same page either way
+    # A held envelope whose bytes are not the stored ones is never taken for them.
+    impostor = make_envelope(seq=1, wall_ms=1_000, body=b"else")
+    page = store.arrivals_after(0, limit=1, in_hand={held.message_id: impostor})
+    assert page.entries[0].event.envelope.wire == held.wire
+
+
 def test_duplicates_conflicts_and_failed_writes_take_no_number(store: KvStore) -> None:
     first = make_envelope(body=b"one")
     assert store.append(AppendRequest(envelope=first)) is AppendResult.STORED

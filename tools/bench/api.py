@@ -11,6 +11,14 @@ measure.
 
 Latency is one message at a time (send → the other client's `message` frame); throughput is
 N messages pipelined on one connection until the receiving client has them all.
+`*_node_cpu_us_per_msg` is the CPU time each node process used over both plain runs, per
+message (with its receipt): a cost a loaded machine distorts far less than latency. The `deflate_*`
+figures repeat both with three more clients that offer permessage-deflate (RFC 7692), as
+browsers do, so the server compresses every frame it sends them.
+
+`bench api-nosync` runs the same with both stores on tmpfs (/dev/shm), where fsync returns at
+once: the same code with the disk's cost gone, so the path's own cost shows (an experiment; a
+node never runs so).
 """
 
 from __future__ import annotations
@@ -27,11 +35,11 @@ from typing import Any
 
 import aiohttp
 
-from hearthmesh.tools.bench.stats import percentile
+from hearthmesh.tools.bench.stats import percentile, process_cpu_s
 from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.node_process import HomeProcess, spawn_home
 
-__all__ = ["run"]
+__all__ = ["run", "run_nosync"]
 
 
 class _Client:
@@ -110,14 +118,19 @@ async def _measure(
     }
 
 
-async def _bench(quick: bool) -> dict[str, Any]:
+_TMPFS = Path("/dev/shm")
+
+
+async def _bench(quick: bool, *, on_tmpfs: bool) -> dict[str, Any]:
     samples, burst = (50, 300) if quick else (300, 3000)
-    with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-api-") as tmp:
+    where = str(_TMPFS) if on_tmpfs else None
+    with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-api-", dir=where) as tmp:
         alice = await spawn_home(Path(tmp) / "a", name="alice")
         try:
             bob = await spawn_home(Path(tmp) / "b", name="bob")
             try:
-                return await _between(alice, bob, samples, burst)
+                figures = await _between(alice, bob, samples, burst)
+                return {**figures, "stores": "tmpfs (fsync free)" if on_tmpfs else "disk"}
             finally:
                 await bob.terminate()
         finally:
@@ -135,22 +148,41 @@ async def _between(
         opened = await alice_api.call("POST", "/v1/conversation", {"recipient_id": bob.user_text})
         await bob_api.call("POST", "/v1/conversation", {"recipient_id": alice.user_text})
         room = opened["room_id"]
-        async with (
-            alice_api.websocket() as phone_ws,
-            alice_api.websocket() as laptop_ws,
-            bob_api.websocket() as bob_ws,
-            asyncio.TaskGroup() as group,
-        ):
-            phone = _Client(phone_ws, alice.user_text, ack=False)
-            laptop = _Client(laptop_ws, alice.user_text, ack=False)
-            bob_client = _Client(bob_ws, bob.user_text, ack=True)
-            readers = [group.create_task(c.read()) for c in (phone, laptop, bob_client)]
-            await _measure(phone, bob_client, room, samples=10, burst=50, tag="warm")
-            same = await _measure(phone, laptop, room, samples=samples, burst=burst, tag="s")
-            cross = await _measure(phone, bob_client, room, samples=samples, burst=burst, tag="c")
-            for reader in readers:
-                reader.cancel()
-            receipts = phone.receipts + laptop.receipts
+        figures: dict[str, dict[str, float]] = {}
+        receipts = 0
+        for deflate in (False, True):
+            async with (
+                alice_api.websocket(deflate=deflate) as phone_ws,
+                alice_api.websocket(deflate=deflate) as laptop_ws,
+                bob_api.websocket(deflate=deflate) as bob_ws,
+                asyncio.TaskGroup() as group,
+            ):
+                phone = _Client(phone_ws, alice.user_text, ack=False)
+                laptop = _Client(laptop_ws, alice.user_text, ack=False)
+                bob_client = _Client(bob_ws, bob.user_text, ack=True)
+                readers = [group.create_task(c.read()) for c in (phone, laptop, bob_client)]
+                tag = "z" if deflate else ""
+                await _measure(phone, bob_client, room, samples=10, burst=50, tag=f"{tag}warm")
+                cpu = [process_cpu_s(p.process.pid) for p in (alice, bob)]
+                figures[f"{tag}s"] = await _measure(
+                    phone, laptop, room, samples=samples, burst=burst, tag=f"{tag}s"
+                )
+                figures[f"{tag}c"] = await _measure(
+                    phone, bob_client, room, samples=samples, burst=burst, tag=f"{tag}c"
+                )
+                if not deflate:  # every message of both runs goes to bob's node too
+                    sent = 2 * (samples + burst)
+                    nodes = zip((alice, bob), cpu, strict=True)
+                    used = [process_cpu_s(p.process.pid) - c for p, c in nodes]
+                    figures["cpu"] = {
+                        "alice": round(used[0] / sent * 1e6, 1),
+                        "bob": round(used[1] / sent * 1e6, 1),
+                    }
+                for reader in readers:
+                    reader.cancel()
+                if not deflate:
+                    receipts = phone.receipts + laptop.receipts
+    same, cross, zsame, zcross = figures["s"], figures["c"], figures["zs"], figures["zc"]
     return {
         "samples": samples,
         "burst": burst,
@@ -161,6 +193,14 @@ async def _between(
         "cross_node_p50_ms": cross["p50_ms"],
         "cross_node_p99_ms": cross["p99_ms"],
         "cross_node_msgs_per_s": cross["msgs_per_s"],
+        "deflate_same_node_p50_ms": zsame["p50_ms"],
+        "deflate_same_node_p99_ms": zsame["p99_ms"],
+        "deflate_same_node_msgs_per_s": zsame["msgs_per_s"],
+        "deflate_cross_node_p50_ms": zcross["p50_ms"],
+        "deflate_cross_node_p99_ms": zcross["p99_ms"],
+        "deflate_cross_node_msgs_per_s": zcross["msgs_per_s"],
+        "alice_node_cpu_us_per_msg": figures["cpu"]["alice"],
+        "bob_node_cpu_us_per_msg": figures["cpu"]["bob"],
         "receipt_events_seen_by_alice": receipts,
         "layout": "alice's and bob's nodes each a `hearthmesh run` process; the three clients "
         "in the bench process",
@@ -170,4 +210,12 @@ async def _between(
 def run(quick: bool) -> dict[str, Any]:
     """Figures of the client API benchmark (see the module docstring)."""
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
-    return asyncio.run(_bench(quick))
+    return asyncio.run(_bench(quick, on_tmpfs=False))
+
+
+def run_nosync(quick: bool) -> dict[str, Any]:
+    """The same figures with both stores on tmpfs, where fsync costs nothing (`api-nosync`)."""
+    if not _TMPFS.is_dir():
+        raise RuntimeError(f"no tmpfs at {_TMPFS}: the no-sync experiment needs one")
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    return asyncio.run(_bench(quick, on_tmpfs=True))

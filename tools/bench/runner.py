@@ -18,6 +18,7 @@ BenchFn = Callable[[bool], dict[str, Any]]
 
 BENCHMARKS: dict[str, str] = {
     "api": "hearthmesh.tools.bench.api",
+    "api-nosync": "hearthmesh.tools.bench.api:run_nosync",
     "codec": "hearthmesh.tools.bench.codec",
     "delivery": "hearthmesh.tools.bench.delivery",
     "fanout": "hearthmesh.tools.bench.fanout",
@@ -26,7 +27,8 @@ BENCHMARKS: dict[str, str] = {
     "storage": "hearthmesh.tools.bench.storage",
     "sync": "hearthmesh.tools.bench.sync",
 }
-"""Name → module whose `run(quick: bool) -> dict` returns the figures."""
+"""Name → module whose `run(quick: bool) -> dict` returns the figures (`module:function` names
+another function than `run`)."""
 
 
 def _git_commit() -> str | None:
@@ -64,8 +66,8 @@ def run_bench(name: str | None, *, list_only: bool, quick: bool) -> int:
         known = ", ".join(sorted(BENCHMARKS))
         print(f"unknown benchmark {name!r}; known: {known}", file=sys.stderr)
         return 2
-    module = importlib.import_module(BENCHMARKS[name])
-    run: BenchFn = module.run
+    module_name, _, function = BENCHMARKS[name].partition(":")
+    run: BenchFn = getattr(importlib.import_module(module_name), function or "run")
     figures = run(quick)
     print(json.dumps({"benchmark": name, "quick": quick, **figures, "machine": machine_facts()}))
     return 0

@@ -1,0 +1,116 @@
+"""The client feed's tail renders the envelope in hand; a replay decodes from the store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hearthmesh.node.api.feed import Feed
+from hearthmesh.protocol.envelope import Envelope
+from hearthmesh.storage.api import AppendRequest, FeedEntry
+from hearthmesh.storage.async_store import AsyncStore
+from hearthmesh.storage.lmdb_store import LmdbStore
+
+from ..storage.helpers import make_envelope
+
+
+class _Rendered:
+    """What the feed rendered (each entry's envelope object) and published."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[Envelope] = []
+        self.texts: list[str] = []
+
+    async def render(self, entry: FeedEntry, live: bool) -> list[dict[str, Any]]:
+        self.envelopes.append(entry.event.envelope)
+        return [{"event": "message", "seq": entry.event.envelope.seq, "live": live}]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
+    async with AsyncStore(LmdbStore(tmp_path / "db")) as store:
+        yield store
+
+
+async def _feed(store: AsyncStore, rendered: _Rendered) -> Feed:
+    feed = Feed(store, render=rendered.render, publish=rendered.texts.append, replay_limit=100)
+    await feed.start()
+    return feed
+
+
+async def test_the_tail_renders_held_envelopes_and_decodes_the_rest(store: AsyncStore) -> None:
+    async with asyncio.timeout(10):
+        rendered = _Rendered()
+        feed = await _feed(store, rendered)
+        held, other = make_envelope(seq=1, wall_ms=1_000), make_envelope(seq=2, wall_ms=2_000)
+        for envelope in (held, other):
+            await store.append(AppendRequest(envelope=envelope))
+        feed.hold(held)
+        await feed.catch_up()
+        assert rendered.envelopes[0] is held  # the copy in hand, not a decode of the store
+        assert rendered.envelopes[1] == other and rendered.envelopes[1] is not other
+        assert [t.count('"live":true') for t in rendered.texts] == [1, 1]
+        assert feed.position == 2
+
+
+async def test_envelopes_held_before_their_group_commit_are_rendered_from_the_hand(
+    store: AsyncStore,
+) -> None:
+    """Sends committed together are all published by the first to resume: each was held as
+    it was sealed, before the commit."""
+    async with asyncio.timeout(10):
+        rendered = _Rendered()
+        feed = await _feed(store, rendered)
+        envelopes = [make_envelope(seq=n, wall_ms=1_000 * n) for n in (1, 2, 3)]
+        for envelope in envelopes:
+            feed.hold(envelope)
+        await feed.catch_up()  # before the commit: nothing to publish, nothing let go
+        await asyncio.gather(*(store.append(AppendRequest(envelope=e)) for e in envelopes))
+        await feed.catch_up()
+        assert len(rendered.envelopes) == 3
+        assert all(a is b for a, b in zip(rendered.envelopes, envelopes, strict=True))
+        assert feed.held_count == 0
+
+
+async def test_a_replay_renders_from_the_store_as_the_tail_did(store: AsyncStore) -> None:
+    async with asyncio.timeout(10):
+        rendered = _Rendered()
+        feed = await _feed(store, rendered)
+        start = feed.cursor_at(feed.position)
+        envelopes = [make_envelope(seq=n, wall_ms=1_000 * n) for n in (1, 2, 3)]
+        for envelope in envelopes:
+            await store.append(AppendRequest(envelope=envelope))
+            feed.hold(envelope)
+        await feed.catch_up()
+        live = list(rendered.texts)
+        replay = await feed.replay(start, feed.position)
+        assert replay == [t.replace('"live":true', '"live":false') for t in live]
+        assert rendered.envelopes[3:] == envelopes  # equal, read back from the store
+        assert all(a is not b for a, b in zip(rendered.envelopes[3:], envelopes, strict=True))
+
+
+async def test_held_envelopes_the_tail_passed_are_let_go(store: AsyncStore) -> None:
+    """An envelope held after the tail already published it is not kept for ever."""
+    async with asyncio.timeout(10):
+        rendered = _Rendered()
+        feed = await _feed(store, rendered)
+        late = make_envelope(seq=1, wall_ms=1_000)
+        await store.append(AppendRequest(envelope=late))
+        await feed.catch_up()  # published from the store: nothing held yet
+        feed.hold(late)  # the node's event about it comes after
+        fresh = make_envelope(seq=2, wall_ms=2_000)
+        await store.append(AppendRequest(envelope=fresh))
+        feed.hold(fresh)
+        await feed.catch_up()
+        assert rendered.envelopes[1] is fresh
+        assert len(rendered.texts) == 2  # `late` once
+        # Nothing stays in hand: a third event is rendered, and `late` never again.
+        third = make_envelope(seq=3, wall_ms=3_000)
+        await store.append(AppendRequest(envelope=third))
+        await feed.catch_up()
+        assert [e.seq for e in rendered.envelopes] == [1, 2, 3]
+        assert feed.held_count == 0
