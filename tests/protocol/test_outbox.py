@@ -45,7 +45,6 @@ from hearthmesh.protocol.outbox import (
     WentDown,
 )
 from hearthmesh.protocol.peer_id import peer_id_of_node_key
-from tests.conftest import examples
 
 from ..conftest import counter_rng, examples
 
