@@ -13,6 +13,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from hearthmesh.node.api.bodies import read_json
+from hearthmesh.node.api.client_routes import CLIENT_ROUTES
 from hearthmesh.node.api.errors import ApiError
 from hearthmesh.node.api.openapi import openapi_document
 from hearthmesh.node.api.push import (
@@ -32,7 +34,6 @@ from hearthmesh.protocol.client_api import (
     decode_client_frame,
     decode_count,
     decode_hex_id,
-    decode_json_object,
     decode_text,
     decode_user,
 )
@@ -88,17 +89,6 @@ def _room(request: web.Request, text: str | None) -> RoomId:
     return RoomId(decode_hex_id(text, "conversation id"))
 
 
-async def _json(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body, within the size limit. Raises TooLarge, MalformedMessage."""
-    limit = _service(request).config.max_json_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"JSON body over {limit} bytes")
-    data = await request.content.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"JSON body over {limit} bytes")
-    return decode_json_object(data, "body")  # an empty body is no object: it is required
-
-
 def _text(body: dict[str, Any], name: str, max_bytes: int, default: str | None = None) -> str:
     return decode_text(body.get(name, default), name, max_bytes=max_bytes)
 
@@ -127,7 +117,7 @@ async def node_status(request: web.Request) -> web.Response:
 
 
 async def connect_peer(request: web.Request) -> web.Response:
-    body = await _json(request)
+    body = await read_json(request)
     address = _text(body, "address", 1024)
     if "/p2p/" not in address:
         raise MalformedMessage("address is a multiaddr ending in /p2p/<peer id>")
@@ -154,7 +144,7 @@ async def list_conversations(request: web.Request) -> web.Response:
 
 
 async def create_conversation(request: web.Request) -> web.Response:
-    body = await _json(request)
+    body = await read_json(request)
     user = decode_user(body.get("recipient_id"), "recipient_id")
     created = await _service(request).create_conversation(user)
     return web.json_response(created, status=201)
@@ -181,7 +171,7 @@ async def conversation_details(request: web.Request) -> web.Response:
 
 async def send_message(request: web.Request) -> web.Response:
     """The WebSocket `send`, over HTTP (for scripts and the CLI)."""
-    body = await _json(request)
+    body = await read_json(request)
     frame = {**body, "event": "send", "room_id": request.match_info["id"]}
     frame.setdefault("client_id", "http")
     command = decode_client_frame(json.dumps(frame))
@@ -225,7 +215,7 @@ async def list_friend_requests(request: web.Request) -> web.Response:
 
 
 async def send_friend_request(request: web.Request) -> web.Response:
-    body = await _json(request)
+    body = await read_json(request)
     user = decode_user(body.get("user_id"), "user_id")
     note = _text(body, "note", MAX_NOTE_BYTES, default="")
     return web.json_response(await _service(request).friend_request(user, note), status=202)
@@ -257,7 +247,7 @@ async def list_groups(request: web.Request) -> web.Response:
 
 
 async def create_group(request: web.Request) -> web.Response:
-    body = await _json(request)
+    body = await read_json(request)
     name = _text(body, "name", MAX_GROUP_NAME_BYTES)
     members_raw = body.get("members", [])
     if not isinstance(members_raw, list) or len(members_raw) > MAX_GROUP_MEMBERS:
@@ -279,7 +269,7 @@ async def add_group_member(request: web.Request) -> web.Response:
     service = _service(request)
     room = _room(request, request.match_info["id"])
     await service.require_room(room)
-    user = decode_user((await _json(request)).get("user_id"), "user_id")
+    user = decode_user((await read_json(request)).get("user_id"), "user_id")
     await service.node.add_member(room, user)
     return web.json_response(await service.room_summary(room))
 
@@ -358,7 +348,7 @@ async def get_own_profile(request: web.Request) -> web.Response:
 
 async def put_own_profile(request: web.Request) -> web.Response:
     service = _service(request)
-    body = await _json(request)
+    body = await read_json(request)
     store = service.node.store
     held = await store.run(store.store.get_profile, service.own)
     avatar_text = body.get("profile_pic")
@@ -471,7 +461,7 @@ async def list_push(request: web.Request) -> web.Response:
 
 async def add_push(request: web.Request) -> web.Response:
     service = _service(request)
-    target = parse_target(await _json(request))
+    target = parse_target(await read_json(request))
     store = service.node.store
     subscription = PushSubscription(
         user=service.own,
@@ -536,6 +526,7 @@ ROUTES: Final = (
     ("POST", "/v1/push/subscriptions", add_push),
     ("DELETE", "/v1/push/subscriptions/{id}", delete_push),
     ("GET", "/v1/ws", websocket_handler),
+    *CLIENT_ROUTES,
 )
 """Every route: (method, path, handler). The OpenAPI test checks each is documented."""
 

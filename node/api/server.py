@@ -20,9 +20,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from hearthmesh.node.api.auth import make_guard
+from hearthmesh.node.api.client_routes import CODES_KEY, PUBLIC_ROUTES
 from hearthmesh.node.api.config import ApiConfig
 from hearthmesh.node.api.http_routes import add_routes
+from hearthmesh.node.api.paired_clients import CLIENTS_KEY, PairedClients
+from hearthmesh.node.api.pairing import PairingCodes
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService
+from hearthmesh.node.api.web_client import FILES_KEY, load_web_files
 from hearthmesh.node.clock import Clock, SystemClock
 from hearthmesh.node.node import Node
 from hearthmesh.node.supervisor import Supervisor
@@ -63,12 +67,25 @@ class ApiServer:
         await self.aclose()
 
     async def _start(self) -> None:
+        clock, config = self.service.clock, self.config
+        clients = PairedClients(self.node.store, clock, max_clients=config.max_paired_clients)
+        await clients.load()
         app = web.Application(
-            middlewares=[make_guard(self.config, self.service.clock)],
-            client_max_size=self.config.max_media_bytes + 1,
+            middlewares=[make_guard(config, clock, clients)],
+            client_max_size=config.max_media_bytes + 1,
         )
         app[SERVICE_KEY] = self.service
+        app[CLIENTS_KEY] = clients
+        app[CODES_KEY] = PairingCodes(
+            clock,
+            ttl_s=config.pairing_code_ttl_s,
+            rate_per_s=config.pairing_rate_per_s,
+            burst=config.pairing_burst,
+        )
+        app[FILES_KEY] = load_web_files()
         add_routes(app)
+        for method, path, handler in PUBLIC_ROUTES:
+            app.router.add_route(method, path, handler)
         supervisor = await self._stack.enter_async_context(Supervisor())  # cancels at exit
         await self.service.start(supervisor)
         runner = web.AppRunner(
