@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Final
 
+import segno
 from aiohttp import web
 
 from hearthmesh.node.api.bodies import read_json
@@ -36,6 +37,9 @@ SESSION_KEY: Final = web.RequestKey("session", tuple[ClientRecord, str])
 _COOKIE_MAX_AGE_S: Final = 400 * 86_400
 """The longest a browser keeps a cookie (RFC 6265bis): the pairing outlives browser restarts."""
 _MAX_CODE_CHARS: Final = 64
+PAIRED_MARKER: Final = "hearthmesh_paired"
+"""A cookie the page can read, beside the HttpOnly one: it shows the app, not the pairing form,
+without a request that would fail (and log a console error) in an unpaired browser."""
 
 
 def _client_view(record: ClientRecord) -> dict[str, object]:
@@ -68,15 +72,16 @@ async def redeem_pairing_code(request: web.Request) -> web.Response:
     record, cookie = await request.app[CLIENTS_KEY].pair(name)
     secret = cookie.partition(".")[2]
     response = web.json_response(_session_view(request, record, secret), status=201)
-    response.set_cookie(
-        COOKIE_NAME,
-        cookie,
-        max_age=_COOKIE_MAX_AGE_S,
-        path="/",
-        httponly=True,
-        samesite="Strict",
-        secure=request.secure,
-    )
+    for name, value, httponly in ((COOKIE_NAME, cookie, True), (PAIRED_MARKER, "1", False)):
+        response.set_cookie(
+            name,
+            value,
+            max_age=_COOKIE_MAX_AGE_S,
+            path="/",
+            httponly=httponly,
+            samesite="Strict",
+            secure=request.secure,
+        )
     return response
 
 
@@ -93,10 +98,10 @@ async def session(request: web.Request) -> web.Response:
 
 async def issue_pairing_code(request: web.Request) -> web.Response:
     code, expires_ms = request.app[CODES_KEY].issue()
-    service = request.app[SERVICE_KEY]
+    url = f"{request.app[SERVICE_KEY].api_url}/#pair={code}"
+    qr = segno.make(url, error="m").svg_data_uri(scale=4)
     return web.json_response(
-        {"code": code, "expires_ms": expires_ms, "url": f"{service.api_url}/#pair={code}"},
-        status=201,
+        {"code": code, "expires_ms": expires_ms, "url": url, "qr": qr}, status=201
     )
 
 

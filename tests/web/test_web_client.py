@@ -1,0 +1,118 @@
+"""The web client in real Chromium against real home nodes (issue #17, SPEC §15.7).
+
+Alice uses the browser, paired with her home node; Bob uses the API of his. Each test asserts
+what a person sees (text, ticks as `data-status`), and that the page logged no error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from playwright.async_api import Browser, expect
+
+from tests.integration.api_helpers import Home, home, link
+
+from .conftest import Tab, open_tab
+
+
+
+async def _pair(h: Home, tab: Tab) -> None:
+    offer = await h.client.call("POST", "/v1/clients/pair")
+    await tab.page.get_by_label("Pairing code").fill(offer["code"])
+    await tab.page.get_by_role("button", name="Pair").click()
+    await expect(tab.page.get_by_role("heading", name="Chats")).to_be_visible()
+
+
+async def test_pair_a_browser_by_code_and_by_link(tmp_path: Path, browser: Browser) -> None:
+    async with asyncio.timeout(15), home(tmp_path / "a") as h:
+        context, tab = await open_tab(browser, h.url)
+        await expect(tab.page.get_by_role("heading", name="Pair this browser")).to_be_visible()
+        await tab.screenshot("pairing")
+        await tab.page.get_by_label("Pairing code").fill("WRONG-CODE")
+        await tab.page.get_by_role("button", name="Pair").click()
+        await expect(tab.page.get_by_role("alert")).to_have_text("wrong, used or expired pairing code")
+        tab.errors.clear()  # the refused code's 401 is logged by Chromium itself
+        await _pair(h, tab)
+        user = (await h.status())["user_id"]
+        await expect(tab.page.locator("#my-id")).to_have_text(user)
+        await expect(tab.page.locator("#connection")).to_have_text("online")
+        await tab.page.reload()  # the pairing outlives a reload
+        await expect(tab.page.get_by_role("heading", name="Chats")).to_be_visible()
+        await context.close()
+
+        offer = await h.client.call("POST", "/v1/clients/pair")
+        context, linked = await open_tab(browser, offer["url"], phone=True)
+        await expect(linked.page.get_by_role("heading", name="Chats")).to_be_visible()
+        assert "#pair" not in linked.page.url  # the used code leaves the address bar
+        assert len((await h.client.call("GET", "/v1/clients"))["clients"]) == 2
+        await context.close()
+        assert tab.errors == [] and linked.errors == []
+
+
+async def test_chat_both_ways_with_ticks_then_reload_without_duplicates(
+    tmp_path: Path, browser: Browser
+) -> None:
+    async with asyncio.timeout(15), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        bob = (await b.status())["user_id"]
+        context, tab = await open_tab(browser, a.url)
+        await _pair(a, tab)
+        page = tab.page
+        async with b.socket() as bob_ws:
+            await page.get_by_role("button", name="New chat").click()
+            await page.get_by_label("Friend's user id").fill(bob)
+            await page.get_by_role("button", name="Start chat").click()
+            await page.get_by_role("textbox", name="Message").fill("hello bob")
+            await page.keyboard.press("Enter")
+            received = await bob_ws.next("message")
+            assert received["message"] == "hello bob"
+            mine = page.locator(".message.mine", has_text="hello bob")
+            await expect(mine).to_have_attribute("data-status", "sent")
+            await bob_ws.send(event="ack", message_id=received["message_id"], status="delivered")
+            await expect(mine).to_have_attribute("data-status", "delivered")
+            await bob_ws.send(event="ack", message_id=received["message_id"], status="read")
+            await expect(mine).to_have_attribute("data-status", "read")
+
+            room = received["room_id"]
+            await b.client.call(
+                "POST", f"/v1/conversation/{room}/messages", {"message": "hi alice"}
+            )
+            await expect(page.locator(".message.theirs", has_text="hi alice")).to_be_visible()
+            # the open chat tells bob it was read
+            await bob_ws.next("receipt", lambda f: f["status"] == "read")
+        await tab.screenshot("chat-desktop")
+
+        await page.reload()
+        await page.locator(".conversation").first.click()
+        await expect(page.locator(".message.theirs", has_text="hi alice")).to_have_count(1)
+        await expect(page.locator(".message.mine", has_text="hello bob")).to_have_count(1)
+        await expect(page.locator(".message.mine")).to_have_attribute("data-status", "read")
+        await context.close()
+        assert tab.errors == []
+
+
+async def test_phone_layout_conversation_list_and_chat(tmp_path: Path, browser: Browser) -> None:
+    async with asyncio.timeout(15), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        alice = (await a.status())["user_id"]
+        room = (await b.client.call("POST", "/v1/conversation", {"recipient_id": alice}))[
+            "room_id"
+        ]
+        for text in ("one", "two", "three"):
+            await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": text})
+        context, tab = await open_tab(browser, a.url, phone=True)
+        await _pair(a, tab)
+        page = tab.page
+        row = page.locator(".conversation")
+        await expect(row.locator(".unread")).to_have_text("3")
+        await expect(row.locator(".preview")).to_have_text("three")
+        await tab.screenshot("list-phone")
+        await row.click()
+        await expect(page.locator(".message.theirs")).to_have_count(3)
+        await expect(page.locator(".list")).to_be_hidden()  # one column on a phone
+        await tab.screenshot("chat-phone")
+        await page.get_by_role("button", name="Back to conversations").click()
+        await expect(row.locator(".unread")).to_have_count(0)  # read now
+        await context.close()
+        assert tab.errors == []
