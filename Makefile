@@ -9,7 +9,7 @@ PKG_DIRS := protocol storage node tools
 FILES_ID := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(FILES_ID)
 
-.PHONY: run test lint venv clean _install
+.PHONY: run test lint venv browser clean _install
 
 $(STAMP):
 	@flock .venv.lock $(MAKE) --no-print-directory _install
@@ -34,8 +34,17 @@ RUN_ARGS ?=
 run: $(STAMP)
 	$(VENV)/bin/hearthmesh run --data-dir data/node $(RUN_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(PY) -m pytest -q
+
+# The browser tests (tests/web) drive Debian's Chromium through Playwright (a dev dependency);
+# `playwright install` cannot download here, so apt installs it once; instant when present.
+CHROMIUM ?= /usr/lib/chromium/chromium
+browser:
+	@test -x $(CHROMIUM) || { echo "installing chromium (apt) for the browser tests ..." && \
+	  apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    chromium fonts-liberation >/dev/null; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check protocol storage node tools tests

@@ -77,6 +77,12 @@ def _build_parser() -> argparse.ArgumentParser:
     device.add_argument("action", nargs="?", choices=["list", "link", "revoke"], default="list")
     device.add_argument("device_id", nargs="?", metavar="DEVICE_ID", help="for revoke")
     device.add_argument("--png", metavar="FILE", help="with link: also write the QR code as PNG")
+    client = _client(
+        commands.add_parser("client", help="pair, list or revoke browser clients (web client)")
+    )
+    client.add_argument("action", nargs="?", choices=["list", "pair", "revoke"], default="list")
+    client.add_argument("client_id", nargs="?", metavar="CLIENT_ID", help="for revoke")
+    client.add_argument("--png", metavar="FILE", help="with pair: also write the QR code as PNG")
     bench = commands.add_parser("bench", help="run a benchmark and print one JSON object")
     bench.add_argument("name", nargs="?", help="which benchmark (see --list)")
     bench.add_argument("--list", action="store_true", help="name the benchmarks")
@@ -136,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         settings.name = args.name
         return run_node(settings)
-    if args.command in ("status", "send", "tail", "friends", "device"):
+    if args.command in ("status", "send", "tail", "friends", "device", "client"):
         from hearthmesh.tools.client import run_client_command
 
         return run_client_command(args)

@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -201,12 +202,46 @@ async def _device(client: ApiClient, args: Any) -> int:
     return 0
 
 
+async def _paired_clients(client: ApiClient, args: Any) -> int:
+    """`hearthmesh client pair|list|revoke`: browsers paired with the web client (SPEC §15.7)."""
+    if args.action == "pair":
+        import segno
+
+        offer = await client.call("POST", "/v1/clients/pair")
+        qr = segno.make(offer["url"], error="m")
+        qr.terminal(compact=True)
+        if args.png:
+            qr.save(args.png, scale=6)
+            print(f"QR code written to {args.png}")
+        print(f"open {offer['url']} in the browser to pair (or scan the QR code),")
+        print(f"or type the code {offer['code']} on its pairing screen; it works once, for 5 min")
+        return 0
+    if args.action == "revoke":
+        if not args.client_id:
+            print("client revoke needs a CLIENT_ID (see `hearthmesh client list`)", file=sys.stderr)
+            return EXIT_USAGE
+        await client.call("DELETE", f"/v1/clients/{args.client_id}")
+        print(f"revoked {args.client_id}: its session ended")
+        return 0
+    clients = (await client.call("GET", "/v1/clients"))["clients"]
+    for paired in clients:
+        print(f"{paired['client_id']}  {paired['name']}  paired {_when(paired['created_ms'])}")
+    if not clients:
+        print("no browser is paired: `hearthmesh client pair`")
+    return 0
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 _COMMANDS: Final = {
     "status": _status,
     "send": _send,
     "tail": _tail,
     "friends": _friends,
     "device": _device,
+    "client": _paired_clients,
 }
 
 

@@ -10,9 +10,9 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from hearthmesh.node.api.pairing import PairingCodes
-from hearthmesh.node.api.paired_clients import COOKIE_NAME, CSRF_HEADER
 from hearthmesh.node.api.errors import ApiError
+from hearthmesh.node.api.paired_clients import COOKIE_NAME, CSRF_HEADER
+from hearthmesh.node.api.pairing import PairingCodes
 from tests.integration.api_helpers import Home, home
 
 
@@ -72,7 +72,9 @@ async def test_a_paired_browser_uses_its_cookie_and_csrf_token(tmp_path: Path) -
         # Changing state needs the CSRF token besides the cookie.
         assert await _status(browser, "PUT", h.url + "/v1/profile", json=body) == 403
         headers = {CSRF_HEADER: session["csrf_token"]}
-        assert await _status(browser, "PUT", h.url + "/v1/profile", json=body, headers=headers) == 200
+        assert (
+            await _status(browser, "PUT", h.url + "/v1/profile", json=body, headers=headers) == 200
+        )
         listed = (await h.client.call("GET", "/v1/clients"))["clients"]
         assert [c["client_id"] for c in listed] == [session["client_id"]]
 
@@ -93,7 +95,9 @@ async def test_a_tampered_cookie_and_a_revoked_client_are_shut_out(tmp_path: Pat
         forged = cookie[:-4] + ("AAAA" if not cookie.endswith("AAAA") else "BBBB")
         async with (
             aiohttp.ClientSession() as other,
-            other.get(h.url + "/v1/node/status", headers={"Cookie": f"{COOKIE_NAME}={forged}"}) as r,
+            other.get(
+                h.url + "/v1/node/status", headers={"Cookie": f"{COOKIE_NAME}={forged}"}
+            ) as r,
         ):
             assert r.status == 401
 

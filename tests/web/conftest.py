@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright
 
 CHROMIUM = Path(os.environ.get("HEARTHMESH_CHROMIUM", "/usr/lib/chromium/chromium"))
+_HAVE_CHROMIUM = CHROMIUM.exists()
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "web-screenshots"
 """Where the tests leave a screenshot of each screen (build/ is not committed)."""
 
@@ -36,7 +37,7 @@ class Tab:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Browser]:
-    if not CHROMIUM.exists():
+    if not _HAVE_CHROMIUM:
         pytest.fail(f"no Chromium at {CHROMIUM}: run `make browser` (apt-get install chromium)")
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
@@ -48,9 +49,13 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
-async def open_tab(browser: Browser, url: str, *, phone: bool = False) -> tuple[BrowserContext, Tab]:
+async def open_tab(
+    browser: Browser, url: str, *, phone: bool = False
+) -> tuple[BrowserContext, Tab]:
     """A new context (its own cookies) with one page at `url`, its errors collected."""
-    viewport = {"width": 390, "height": 844} if phone else {"width": 1200, "height": 800}
+    viewport: ViewportSize = (
+        {"width": 390, "height": 844} if phone else {"width": 1200, "height": 800}
+    )
     context = await browser.new_context(viewport=viewport, is_mobile=phone, has_touch=phone)
     context.set_default_timeout(5_000)
     page = await context.new_page()

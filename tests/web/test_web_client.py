@@ -16,7 +16,6 @@ from tests.integration.api_helpers import Home, home, link
 from .conftest import Tab, open_tab
 
 
-
 async def _pair(h: Home, tab: Tab) -> None:
     offer = await h.client.call("POST", "/v1/clients/pair")
     await tab.page.get_by_label("Pairing code").fill(offer["code"])
@@ -31,7 +30,9 @@ async def test_pair_a_browser_by_code_and_by_link(tmp_path: Path, browser: Brows
         await tab.screenshot("pairing")
         await tab.page.get_by_label("Pairing code").fill("WRONG-CODE")
         await tab.page.get_by_role("button", name="Pair").click()
-        await expect(tab.page.get_by_role("alert")).to_have_text("wrong, used or expired pairing code")
+        await expect(tab.page.get_by_role("alert")).to_have_text(
+            "wrong, used or expired pairing code"
+        )
         tab.errors.clear()  # the refused code's 401 is logged by Chromium itself
         await _pair(h, tab)
         user = (await h.status())["user_id"]
@@ -96,9 +97,7 @@ async def test_phone_layout_conversation_list_and_chat(tmp_path: Path, browser: 
     async with asyncio.timeout(15), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
         await link(a, b)
         alice = (await a.status())["user_id"]
-        room = (await b.client.call("POST", "/v1/conversation", {"recipient_id": alice}))[
-            "room_id"
-        ]
+        room = (await b.client.call("POST", "/v1/conversation", {"recipient_id": alice}))["room_id"]
         for text in ("one", "two", "three"):
             await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": text})
         context, tab = await open_tab(browser, a.url, phone=True)

@@ -1,0 +1,51 @@
+"""`hearthmesh client pair|list|revoke` against a running API (SPEC §15.7), as a person runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from tests.integration.api_helpers import TOKEN, Home, home
+
+SCRIPT = Path(sys.executable).parent / "hearthmesh"
+
+
+async def _cli(h: Home, token_file: Path, *args: str) -> tuple[int, str]:
+    api = h.url.removeprefix("http://")
+    process = await asyncio.create_subprocess_exec(
+        *(str(SCRIPT), "client", *args, "--api", api, "--token-file", str(token_file)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+async def test_pair_shows_a_code_and_qr_then_list_and_revoke(tmp_path: Path) -> None:
+    token_file = tmp_path / "api-token"
+    token_file.write_text(TOKEN)
+    async with asyncio.timeout(30), home(tmp_path / "a") as h:
+        status, shown = await _cli(h, token_file, "pair", "--png", str(tmp_path / "qr.png"))
+        assert status == 0, shown
+        assert (tmp_path / "qr.png").read_bytes().startswith(b"\x89PNG")
+        code = shown.split("type the code ")[1].split()[0]
+        assert f"{h.url}/#pair={code}" in shown
+        async with (
+            aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser,
+            browser.post(h.url + "/v1/pair", json={"code": code, "name": "phone"}) as response,
+        ):
+            assert response.status == 201
+            client_id = (await response.json())["client_id"]
+        status, listing = await _cli(h, token_file, "list")
+        assert status == 0 and listing.startswith(f"{client_id}  phone  paired ")
+        assert (await _cli(h, token_file, "revoke"))[0] == 2  # which one?
+        status, revoked = await _cli(h, token_file, "revoke", client_id)
+        assert status == 0, revoked
+        status, listing = await _cli(h, token_file, "list")
+        assert "no browser is paired" in listing
+        status, again = await _cli(h, token_file, "revoke", client_id)
+        assert status == 1 and "404" in again
