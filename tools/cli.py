@@ -47,13 +47,22 @@ def _build_parser() -> argparse.ArgumentParser:
         "HEARTHMESH_* environment variables, then --config (default DATA_DIR/config.toml).",
     )
     _data_dir(run)
-    run.add_argument("--config", help="a TOML file with data_dir, api, listen, bootstrap, mdns")
+    run.add_argument(
+        "--config",
+        help="a TOML file with data_dir, api, listen, bootstrap, mdns, tls, tls_cert, tls_key, "
+        "allowed_hosts, allowed_origins",
+    )
     run.add_argument("--api", metavar="HOST:PORT", help="client API address (127.0.0.1:8470)")
     run.add_argument(
         "--listen", metavar="MULTIADDR", action="append", help="libp2p address (repeatable)"
     )
     run.add_argument("--bootstrap", metavar="MULTIADDR", nargs="+", help="peers to dial at start")
     run.add_argument("--no-mdns", action="store_true", help="do not look for peers on the LAN")
+    run.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the API over HTTPS (needed beyond loopback, e.g. --api 0.0.0.0:8470)",
+    )
     run.add_argument("--name", default="", help="display name if a new identity is created")
     status = _client(commands.add_parser("status", help="show a running node's status"))
     status.add_argument("--json", action="store_true", help="print the raw JSON")

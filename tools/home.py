@@ -16,7 +16,7 @@ import shutil
 import signal
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -55,6 +55,13 @@ class HomeSettings:
     bootstrap: list[str] = field(default_factory=list)
     mdns: bool = True
     name: str = ""
+    # web client (#17): reaching the API from a phone (SPEC §15.7)
+    tls: bool = False
+    tls_cert: Path | None = None
+    """An operator's certificate (PEM) instead of the one made at init; with `tls_key`."""
+    tls_key: Path | None = None
+    allowed_hosts: list[str] = field(default_factory=list)
+    allowed_origins: list[str] = field(default_factory=list)
 
 
 def parse_api(text: str) -> tuple[str, int]:
@@ -89,6 +96,11 @@ def resolve_settings(args: Any, env: dict[str, str] | None = None) -> HomeSettin
         settings.bootstrap = list(values.get("bootstrap", settings.bootstrap))
         settings.mdns = bool(values.get("mdns", settings.mdns))
         settings.name = str(values.get("name", settings.name))
+        settings.tls = bool(values.get("tls", settings.tls))
+        settings.tls_cert = Path(values["tls_cert"]) if "tls_cert" in values else None
+        settings.tls_key = Path(values["tls_key"]) if "tls_key" in values else None
+        settings.allowed_hosts = [str(h) for h in values.get("allowed_hosts", [])]
+        settings.allowed_origins = [str(o) for o in values.get("allowed_origins", [])]
     if "HEARTHMESH_API" in env:
         settings.api = env["HEARTHMESH_API"]
     if "HEARTHMESH_LISTEN" in env:
@@ -107,6 +119,8 @@ def resolve_settings(args: Any, env: dict[str, str] | None = None) -> HomeSettin
         settings.bootstrap = list(args.bootstrap)
     if getattr(args, "no_mdns", False):
         settings.mdns = False
+    if getattr(args, "tls", False):
+        settings.tls = True
     parse_api(settings.api)
     return settings
 
@@ -121,6 +135,7 @@ def init_node(data_dir: Path, name: str, *, force: bool) -> dict[str, str]:
     Raises:
         SettingsError: an identity exists and `force` is not set.
     """
+    from hearthmesh.node.api.tls import ensure_certificate
     from hearthmesh.node.api.token import create_token
     from hearthmesh.node.clock import SystemClock
     from hearthmesh.node.identity.keyring import load_or_create_keyring
@@ -154,6 +169,7 @@ def init_node(data_dir: Path, name: str, *, force: bool) -> dict[str, str]:
     finally:
         store.close()
     create_token(data_dir, force=True)
+    ensure_certificate(data_dir)  # for `run --tls` (SPEC §15.7)
     return {
         "user_id": user_id_text(keyring.user_id),
         "device_id": device_id_text(keyring.device_id),
@@ -212,14 +228,32 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
         bootstrap=tuple(settings.bootstrap),
         enable_mdns=settings.mdns,
     )
-    async with (
-        Node(config) as node,
-        ApiServer(node, ApiConfig(token=token, host=host, port=port)) as api,
-    ):
+    api_config = ApiConfig(
+        token=token,
+        host=host,
+        port=port,
+        allowed_hosts=tuple(settings.allowed_hosts),
+        allowed_origins=tuple(settings.allowed_origins),
+    )
+    if settings.tls:
+        cert, key = _tls_files(settings)
+        api_config = replace(api_config, tls_cert_file=cert, tls_key_file=key)
+    async with Node(config) as node, ApiServer(node, api_config) as api:
         started(node, api)
         await stop.wait()
         print("stopping: announcing offline, flushing, closing the store ...", flush=True)
     print("stopped cleanly", flush=True)
+
+
+def _tls_files(settings: HomeSettings) -> tuple[Path, Path]:
+    """The API's certificate and key with --tls: the operator's, else the one made at init
+    (made now for a data dir from before), naming the configured hosts."""
+    from hearthmesh.node.api.tls import CERT_FILE, KEY_FILE, ensure_certificate
+
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        return settings.tls_cert, settings.tls_key
+    ensure_certificate(settings.data_dir, settings.allowed_hosts)
+    return settings.data_dir / CERT_FILE, settings.data_dir / KEY_FILE
 
 
 def run_node(settings: HomeSettings) -> int:

@@ -29,9 +29,18 @@ from hearthmesh.protocol.identity import user_id_text
 from hearthmesh.storage.api import ClientRecord
 from hearthmesh.storage.clients import CLIENT_ID_BYTES
 
-__all__ = ["CLIENT_ROUTES", "CODES_KEY", "PUBLIC_ROUTES", "SESSION_KEY", "is_public"]
+__all__ = [
+    "CLIENT_ROUTES",
+    "CODES_KEY",
+    "FINGERPRINT_KEY",
+    "PUBLIC_ROUTES",
+    "SESSION_KEY",
+    "is_public",
+]
 
 CODES_KEY: Final = web.AppKey("pairing_codes", PairingCodes)
+FINGERPRINT_KEY: Final = web.AppKey("tls_fingerprint", str)
+"""sha-256 of the API's TLS certificate (64 hex digits), or "" over plain HTTP."""
 SESSION_KEY: Final = web.RequestKey("session", tuple[ClientRecord, str])
 """request[SESSION_KEY]: (ClientRecord, secret) of a request made with a session cookie."""
 _COOKIE_MAX_AGE_S: Final = 400 * 86_400
@@ -96,9 +105,24 @@ async def session(request: web.Request) -> web.Response:
     return web.json_response(_session_view(request, record, secret))
 
 
+def _reachable_origin(request: web.Request) -> str:
+    """Where the paired device will reach the API: the first configured host name (a LAN name
+    or address, as a phone sees it), else the host this request came to."""
+    service = request.app[SERVICE_KEY]
+    scheme = "https" if request.app[FINGERPRINT_KEY] else "http"
+    hosts = service.config.allowed_hosts
+    if not hosts:
+        return f"{scheme}://{request.host}"
+    port = service.api_url.rsplit(":", 1)[1]
+    return f"{scheme}://{hosts[0]}:{port}"
+
+
 async def issue_pairing_code(request: web.Request) -> web.Response:
     code, expires_ms = request.app[CODES_KEY].issue()
-    url = f"{request.app[SERVICE_KEY].api_url}/#pair={code}"
+    url = f"{_reachable_origin(request)}/#pair={code}"
+    fingerprint = request.app[FINGERPRINT_KEY]
+    if fingerprint:  # the scanning client can pin the certificate (SPEC §15.7)
+        url += f"&fp={fingerprint}"
     qr = segno.make(url, error="m").svg_data_uri(scale=4)
     return web.json_response(
         {"code": code, "expires_ms": expires_ms, "url": url, "qr": qr}, status=201
@@ -129,6 +153,6 @@ CLIENT_ROUTES: Final = (
     ("GET", "/v1/session", session),
     ("GET", "/v1/clients", list_clients),
     ("POST", "/v1/clients/pair", issue_pairing_code),
-    ("DELETE", "/v1/clients/{client_id}", revoke_client),
+    ("DELETE", "/v1/clients/{client_id:[0-9a-f]+}", revoke_client),  # not /v1/clients/pair
 )
 """Routes that need the bearer token or a session (part of `http_routes.ROUTES`)."""

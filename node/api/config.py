@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from hearthmesh.protocol.client_api import MAX_FRAME_BYTES
@@ -66,3 +67,7 @@ class ApiConfig:
     pairing_rate_per_s: float = 1.0
     """Sustained pairing attempts per second for the whole node; beyond the burst, 429."""
     pairing_burst: int = 10
+    tls_cert_file: Path | None = None
+    """With `tls_key_file`: serve HTTPS (SPEC §15.7). Without TLS the API binds only to a
+    loopback address; plain HTTP on any other address is refused at start."""
+    tls_key_file: Path | None = None
