@@ -103,6 +103,8 @@ function onState(connection, ready) {
     badge.textContent = connection === "open" ? "online" : "offline";
   }
   if (connection === "open" && !ready.resumed) reload();
+  // A dropped socket may mean this browser was revoked: ask once, show pairing if so.
+  if (connection === "closed") call("GET", "/v1/session").catch(handleError);
 }
 
 async function reload() {
@@ -201,7 +203,8 @@ async function onNewChat(event) {
     }
     await openChat(created.room_id);
   } catch (error) {
-    document.getElementById("new-chat-error").textContent = error.message;
+    if (error instanceof ApiError && error.status === 401) handleError(error);
+    else document.getElementById("new-chat-error").textContent = error.message;
   }
 }
 

@@ -115,3 +115,44 @@ async def test_phone_layout_conversation_list_and_chat(tmp_path: Path, browser: 
         await expect(row.locator(".unread")).to_have_count(0)  # read now
         await context.close()
         assert tab.errors == []
+
+
+async def test_reconnect_resumes_by_cursor_without_duplicates(
+    tmp_path: Path, browser: Browser
+) -> None:
+    async with asyncio.timeout(15), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        alice = (await a.status())["user_id"]
+        room = (await b.client.call("POST", "/v1/conversation", {"recipient_id": alice}))["room_id"]
+        await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "before"})
+        context, tab = await open_tab(browser, a.url)
+        await _pair(a, tab)
+        page = tab.page
+        await page.locator(".conversation").click()
+        await expect(page.locator(".message.theirs")).to_have_count(1)
+        await expect(page.locator("#connection")).to_have_text("online")
+        for session in list(a.api.service.sessions):  # the node drops the browser's socket
+            await session.ws.close(code=1001, message=b"test")
+        await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "during"})
+        await expect(page.locator("#connection")).to_have_text("online")  # reconnected
+        await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "after"})
+        theirs = page.locator(".message.theirs .text")
+        await expect(theirs).to_have_text(["before", "during", "after"])
+        await context.close()
+        assert tab.errors == []
+
+
+async def test_a_revoked_browser_is_shown_the_pairing_screen(
+    tmp_path: Path, browser: Browser
+) -> None:
+    async with asyncio.timeout(15), home(tmp_path / "a") as a:
+        context, tab = await open_tab(browser, a.url)
+        await _pair(a, tab)
+        (paired,) = (await a.client.call("GET", "/v1/clients"))["clients"]
+        await a.client.call("DELETE", f"/v1/clients/{paired['client_id']}")
+        # revoking ends the page's socket; the page learns why and asks to pair again
+        await expect(tab.page.get_by_role("heading", name="Pair this browser")).to_be_visible()
+        await expect(tab.page.get_by_role("alert")).to_have_text(
+            "This browser is no longer paired."
+        )
+        await context.close()
