@@ -175,16 +175,21 @@ async def _friends(client: ApiClient, args: Any) -> int:
     return 0
 
 
+def _show_qr(text: str, png: str | None) -> None:
+    """Print `text` as a QR code in the terminal; also as a PNG file if asked."""
+    import segno
+
+    qr = segno.make(text, error="m")
+    qr.terminal(compact=True)
+    if png:
+        qr.save(png, scale=6)
+        print(f"QR code written to {png}")
+
+
 async def _device(client: ApiClient, args: Any) -> int:
     if args.action == "link":
-        import segno
-
         offer = await client.call("POST", "/v1/devices/link")
-        qr = segno.make(offer["code"], error="m")
-        qr.terminal(compact=True)
-        if args.png:
-            qr.save(args.png, scale=6)
-            print(f"QR code written to {args.png}")
+        _show_qr(offer["code"], args.png)
         print(f"on the new device: hearthmesh init --data-dir DIR --link {offer['code']}")
         print(f"check that both screens show {offer['short_code']}; the code works once")
         return 0
@@ -205,14 +210,8 @@ async def _device(client: ApiClient, args: Any) -> int:
 async def _paired_clients(client: ApiClient, args: Any) -> int:
     """`hearthmesh client pair|list|revoke`: browsers paired with the web client (SPEC §15.7)."""
     if args.action == "pair":
-        import segno
-
         offer = await client.call("POST", "/v1/clients/pair")
-        qr = segno.make(offer["url"], error="m")
-        qr.terminal(compact=True)
-        if args.png:
-            qr.save(args.png, scale=6)
-            print(f"QR code written to {args.png}")
+        _show_qr(offer["url"], args.png)
         print(f"open {offer['url']} in the browser to pair (or scan the QR code),")
         print(f"or type the code {offer['code']} on its pairing screen; it works once, for 5 min")
         return 0

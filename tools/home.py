@@ -272,6 +272,7 @@ def run_node(settings: HomeSettings) -> int:
         for address in node.listen_addrs:
             print(f"  listening: {address}")
         print(f"  API:       {api.url}  (token: {settings.data_dir / 'api-token'})")
+        print(f"  web:       {api.url}/  (pair a browser: hearthmesh client pair)")
         print("press Ctrl-C to stop", flush=True)
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -23,6 +23,18 @@ async def _pair(h: Home, tab: Tab) -> None:
     await expect(tab.page.get_by_role("heading", name="Chats")).to_be_visible()
 
 
+async def _bob_writes(a: Home, b: Home, *texts: str) -> str:
+    """Link the nodes; Bob (through his API) writes `texts` to Alice; the room id."""
+    await link(a, b)
+    alice = (await a.status())["user_id"]
+    room: str = (await b.client.call("POST", "/v1/conversation", {"recipient_id": alice}))[
+        "room_id"
+    ]
+    for text in texts:
+        await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": text})
+    return room
+
+
 async def test_pair_a_browser_by_code_and_by_link(tmp_path: Path, browser: Browser) -> None:
     async with asyncio.timeout(15), home(tmp_path / "a") as h:
         context, tab = await open_tab(browser, h.url)
@@ -95,11 +107,7 @@ async def test_chat_both_ways_with_ticks_then_reload_without_duplicates(
 
 async def test_phone_layout_conversation_list_and_chat(tmp_path: Path, browser: Browser) -> None:
     async with asyncio.timeout(15), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
-        await link(a, b)
-        alice = (await a.status())["user_id"]
-        room = (await b.client.call("POST", "/v1/conversation", {"recipient_id": alice}))["room_id"]
-        for text in ("one", "two", "three"):
-            await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": text})
+        await _bob_writes(a, b, "one", "two", "three")
         context, tab = await open_tab(browser, a.url, phone=True)
         await _pair(a, tab)
         page = tab.page
@@ -121,10 +129,7 @@ async def test_reconnect_resumes_by_cursor_without_duplicates(
     tmp_path: Path, browser: Browser
 ) -> None:
     async with asyncio.timeout(15), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
-        await link(a, b)
-        alice = (await a.status())["user_id"]
-        room = (await b.client.call("POST", "/v1/conversation", {"recipient_id": alice}))["room_id"]
-        await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "before"})
+        room = await _bob_writes(a, b, "before")
         context, tab = await open_tab(browser, a.url)
         await _pair(a, tab)
         page = tab.page
