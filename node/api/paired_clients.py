@@ -116,10 +116,16 @@ class PairedClients:
             record = self._records.get(bytes.fromhex(id_text))
         except ValueError:
             record = None
-        if record is None or not hmac.compare_digest(_secret_hash(secret), record.secret_sha256):
+        # A header that is not ASCII (aiohttp keeps its bytes as lone surrogates) is no secret.
+        if (
+            record is None
+            or not secret.isascii()
+            or not hmac.compare_digest(_secret_hash(secret), record.secret_sha256)
+        ):
             raise ApiError(401, ErrorCode.NOT_AUTHORIZED, "session cookie of no paired client")
-        if request.method not in _SAFE_METHODS and not hmac.compare_digest(
-            request.headers.get(CSRF_HEADER, "").encode(), csrf_token(secret).encode()
+        given = request.headers.get(CSRF_HEADER, "")
+        if request.method not in _SAFE_METHODS and not (
+            given.isascii() and hmac.compare_digest(given.encode(), csrf_token(secret).encode())
         ):
             raise ApiError(403, ErrorCode.NOT_AUTHORIZED, f"missing or wrong {CSRF_HEADER}")
         return record, secret

@@ -125,3 +125,21 @@ async def test_the_web_client_is_served_without_a_credential(tmp_path: Path) -> 
         assert await _status(browser, "GET", h.url + "/web/nope.js") == 404
         # a path out of the web folder serves nothing (aiohttp normalises it to /api-token)
         assert await _status(browser, "GET", h.url + "/web/../api-token") == 401
+
+
+async def test_a_cookie_or_csrf_header_that_is_not_ascii_is_refused_not_an_error(
+    tmp_path: Path,
+) -> None:
+    async with asyncio.timeout(15), home(tmp_path / "a") as h, _browser() as browser:
+        session = await _pair(h, browser)
+        cookie = f"{COOKIE_NAME}={session['client_id']}.\u00e9\u00ff"
+        async with (
+            aiohttp.ClientSession() as other,
+            other.get(h.url + "/v1/node/status", headers={"Cookie": cookie}) as r,
+        ):
+            assert r.status == 401
+        headers = {CSRF_HEADER: "\u00e9" * 64}
+        body = {"display_name": "x"}
+        assert (
+            await _status(browser, "PUT", h.url + "/v1/profile", json=body, headers=headers) == 403
+        )
