@@ -7,6 +7,7 @@ what a person sees (text, ticks as `data-status`), and that the page logged no e
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 from playwright.async_api import Browser, expect
@@ -161,3 +162,26 @@ async def test_a_revoked_browser_is_shown_the_pairing_screen(
             "This browser is no longer paired."
         )
         await context.close()
+
+
+async def test_scroll_back_through_history_by_keyboard(tmp_path: Path, browser: Browser) -> None:
+    async with asyncio.timeout(15), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await _bob_writes(a, b, *(f"m{i}" for i in range(60)))
+        context, tab = await open_tab(browser, a.url)
+        await _pair(a, tab)
+        page = tab.page
+        await page.locator(".conversation").focus()
+        await page.keyboard.press("Enter")  # rows are buttons: keyboard opens them
+        theirs = page.locator(".message.theirs")
+        await expect(theirs).to_have_count(50)  # the newest page
+        await expect(theirs.last).to_have_text(re.compile("^m59"))
+        await page.get_by_role("button", name="Load older messages").focus()
+        await page.keyboard.press("Enter")
+        await expect(theirs).to_have_count(60)
+        await expect(theirs.first).to_have_text(re.compile("^m0"))
+        await expect(page.get_by_role("button", name="Load older messages")).to_be_hidden()
+        await page.get_by_role("textbox", name="Message").focus()
+        await page.keyboard.press("Escape")  # back to the list
+        await expect(page.locator(".conversation")).to_be_focused()
+        await context.close()
+        assert tab.errors == []
