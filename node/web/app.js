@@ -93,7 +93,6 @@ async function startApp(session) {
   app.setAttribute("aria-busy", "false");
   state.live = new Live({ onFrame, onState });
   state.live.start();
-  document.addEventListener("visibilitychange", markOpenChatRead);
 }
 
 function onState(connection, ready) {
@@ -104,7 +103,9 @@ function onState(connection, ready) {
   }
   if (connection === "open" && !ready.resumed) reload();
   // A dropped socket may mean this browser was revoked: ask once, show pairing if so.
-  if (connection === "closed") call("GET", "/v1/session").catch(handleError);
+  if (connection === "closed" && !state.live.stopped) {
+    call("GET", "/v1/session").catch(handleError);
+  }
 }
 
 async function reload() {
@@ -478,4 +479,5 @@ async function main() {
   }
 }
 
+document.addEventListener("visibilitychange", markOpenChatRead);
 main();
