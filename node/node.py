@@ -663,6 +663,10 @@ class Node:
         """Address prefixes banned since start (SPEC §11.6.5)."""
         return self._standing.prefix_bans
 
+    def libp2p_inbound_streams(self, peer_id: str) -> int:
+        """Inbound streams of a peer in all protocols, libp2p's own included (SPEC §10.4)."""
+        return self._host.libp2p_inbound_streams(peer_id)
+
     @property
     def inbound(self) -> InboundLedger:
         """Inbound streams open and bytes held for partial frames (SPEC §10.4); read only."""

@@ -39,6 +39,11 @@ class InboundPolicy:
     idle_timeout_ms: int = 120_000
     """An inbound stream with no frame begun for this long is reset (default 120 s); a
     quiet stream costs the peer nothing."""
+    max_libp2p_streams_per_peer: int = 64
+    """Inbound streams of one peer in all protocols, libp2p's own included (ping, identify,
+    gossipsub, kad), before negotiation (default 64); past it a new one is reset unread."""
+    max_libp2p_streams: int = 4_096
+    """Inbound and outbound streams of all peers together in all protocols (default 4,096)."""
 
 
 class InboundLedger:

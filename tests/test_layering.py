@@ -62,6 +62,7 @@ BRIDGE_MODULES = {
     "node/p2p/gossipsub.py",
     "node/p2p/dht.py",
     "node/p2p/yamux.py",
+    "node/p2p/stream_slots.py",
 }
 """The only modules that may import trio or libp2p (DESIGN §3)."""
 

@@ -56,8 +56,14 @@ from hearthmesh.node.p2p.gossip import (
     Subscription,
 )
 from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
+from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.yamux import release_credit_in_half_windows
-from hearthmesh.protocol.errors import HearthError, LocalProtocolError, RemoteProtocolError
+from hearthmesh.protocol.errors import (
+    HearthError,
+    LocalProtocolError,
+    RemoteProtocolError,
+    TooManyStreams,
+)
 from hearthmesh.protocol.framing import MAX_FRAME_BYTES
 from hearthmesh.protocol.inbound import InboundLedger, InboundPolicy
 
@@ -259,6 +265,7 @@ class P2PHost:
         self._remote_ips: dict[str, str] = {}
         self.inbound = InboundLedger(config.inbound)
         """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
+        self._stream_slots = PerPeerStreamSlots(config.inbound, self._slots_exceeded)
         self._read_limits = ReadLimits(
             budget=self.inbound,
             frame_timeout_s=config.inbound.frame_timeout_ms / 1000,
@@ -342,6 +349,7 @@ class P2PHost:
             connection_config=ConnectionConfig(
                 max_connections_per_peer=1, min_connections=0, low_watermark=0
             ),
+            resource_manager=self._stream_slots,
         )
         self._gossip.build(host)
         if self._dht is not None:
@@ -514,6 +522,10 @@ class P2PHost:
         `RemoteProtocolError` that a stream handler let out (SPEC §10.4, §11.6)."""
         self._refused = refused
 
+    def libp2p_inbound_streams(self, peer_id: str) -> int:
+        """Inbound streams of `peer_id` in all protocols, libp2p's own included (SPEC §10.4)."""
+        return self._stream_slots.inbound_of(peer_id)
+
     def remote_ip(self, peer_id: str) -> str | None:
         """The IP address a connected peer's connection comes from (None if not known)."""
         return self._remote_ips.get(peer_id)
@@ -598,6 +610,14 @@ class P2PHost:
         task = self._tasks.create_task(self._serve(handler, stream))
         self._handler_tasks.add(task)
         task.add_done_callback(self._handler_tasks.discard)
+
+    def _slots_exceeded(self, peer: str) -> None:
+        """On the trio thread: a stream of `peer` past its slots was reset before negotiation."""
+        self._bridge.to_asyncio(self._charge_slots_excess, peer)
+
+    def _charge_slots_excess(self, peer: str) -> None:
+        excess = TooManyStreams("a stream past the peer's slots, reset before negotiation")
+        self._refused(peer, excess, whole_frame=False)
 
     def _reset_unread(self, raw: _LibP2PStream) -> None:
         with contextlib.suppress(HostClosed):

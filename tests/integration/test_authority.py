@@ -128,3 +128,23 @@ async def test_an_own_change_the_rules_refuse_writes_nothing(make_node: NodeFact
         queued = await store.run(store.store.take_due, now_ms=1 << 62, limit=1000, lease_ms=0)
         assert {entry.message_id for entry in queued} <= set(after)
         assert await alice.members(group) == {bob}
+
+
+async def test_our_own_join_or_leave_of_a_direct_room_is_refused_and_changes_nothing(
+    make_node: NodeFactory,
+) -> None:
+    """A direct room takes no MEMBERSHIP event, ours included (SPEC §12.2): leaving or joining
+    alice<->bob through the node (the API's /v1/groups/{id}/leave and /join call these) is
+    refused, writes nothing, and both can still write."""
+    bob = UserId(keypair_from_seed(os.urandom(32)).public)  # away: the room opens on its own
+    async with asyncio.timeout(10), make_node("alice") as alice:
+        room = await alice.open_direct(bob)
+        await alice.send(room, b"hi")
+        before = [e.envelope.message_id for e in (await alice.history(room)).events]
+        with pytest.raises(NotAuthorized):
+            await alice.leave(room)
+        with pytest.raises(NotAuthorized):
+            await alice.join(room)
+        assert [e.envelope.message_id for e in (await alice.history(room)).events] == before
+        assert await alice.members(room) == {alice.user_id, bob}
+        await alice.send(room, b"still here")

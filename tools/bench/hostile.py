@@ -1,12 +1,13 @@
 """`hearthmesh bench hostile`: a steady chat while a stranger floods the receiving node (#12).
 
 Two home nodes, alice's and bob's, each a `hearthmesh run` process on 127.0.0.1; their clients
-live in this process. Alice's client sends to bob at a steady rate (`RATE_PER_S`) for a fixed
-time, once in peace and once while a `HostilePeer` floods bob's node with `FLOOD_FACTOR` times
-that rate of invalid envelopes (bad signatures, unknown kinds, oversized membership bodies) and
-unauthorized ones (a stranger's membership events in alice and bob's room and in groups, relay
-requests for random recipients), plus a held stream (a partial frame) every `HOLD_EVERY_S`.
-When bob's node cuts the flooder off it comes back under a new peer id, as a real one would.
+live in this process, the flooder in one of its own (tools/bench/flooder.py says why). Alice's
+client sends to bob at a steady rate (`RATE_PER_S`) for a fixed time, once in peace and once
+while a `HostilePeer` floods bob's node with `FLOOD_FACTOR` times that rate of invalid envelopes
+(bad signatures, unknown kinds, oversized membership bodies) and unauthorized ones (a
+stranger's membership events in alice and bob's room and in groups, relay requests for random
+recipients), plus a held stream (a partial frame) every half second. When bob's node cuts the
+flooder off it comes back under a new peer id, as a real one would.
 
 Figures: `honest_lost` (messages durable at alice, acked to her client, that never reached
 bob's client; must be 0), honest p50/p99 with and without the flood and their ratio (target
@@ -23,39 +24,28 @@ import contextlib
 import json
 import logging
 import statistics
+import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
 
-from hearthmesh.node.p2p.errors import P2PError
-from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, BatchItem
 from hearthmesh.protocol.identity import UserId, decode_user_id
-from hearthmesh.protocol.membership import Action
-from hearthmesh.protocol.rooms import direct_room_id
+from hearthmesh.tools.bench.flooder import FloodOrders, orders_argument
 from hearthmesh.tools.bench.stats import percentile, process_rss_mb
 from hearthmesh.tools.client import ApiClient
-from hearthmesh.tools.hostile.forge import random_room
 from hearthmesh.tools.hostile.peer import HostilePeer
-from hearthmesh.tools.hostile.pipe import DeliverPipe, deliver_pipe
 from hearthmesh.tools.node_process import HomeProcess, spawn_home
 
 __all__ = ["FLOOD_FACTOR", "RATE_PER_S", "HomePair", "SteadyChat", "home_pair", "run"]
 
 RATE_PER_S: Final = 50
 FLOOD_FACTOR: Final = 10
-FLOOD_BATCH: Final = 10
-"""Envelopes per DELIVER frame of the flood."""
-WARM_IDENTITIES: Final = 3
-"""Identities started and connected ahead of their turn (a ban then costs no start-up)."""
-HOLD_EVERY_S: Final = 0.5
-HELD_FRAME_BYTES: Final = 256 * 1024
 SETTLE_S: Final = 10.0
 """How long after the last send a message may take to arrive before it counts as lost."""
 
@@ -221,158 +211,41 @@ class SteadyChat:
         }
 
 
-@dataclass(slots=True)
-class Flooder:
-    """Floods one node with invalid and unauthorized envelopes; comes back when cut off."""
-
-    target_peer: str
-    target_addr: str
-    victim: UserId
-    contact: UserId
-    outcomes: Counter[str] = field(default_factory=Counter)
-    identities: int = 0
-    held: int = 0
-    banned_after_s: float | None = None
-    frames: int = 0
-    """DELIVER frames sent, over all identities: frame i carries kind i % 6."""
-    _started: float = 0.0
-
-    async def run(self, rate_per_s: float, duration_s: float) -> None:
-        """Flood for `duration_s`, identity after identity: while one floods, the next one
-        starts its host and connects, so a ban costs the attacker little time."""
-        self._started = time.perf_counter()
-        deadline = self._started + duration_s
-        async with asyncio.TaskGroup() as group:
-            turns = [asyncio.Event()]  # turns[k] set: identity k may flood
-            turns[0].set()
-            kit = HostilePeer(answer_s=2.0)
-            flooding = 0
-            while time.perf_counter() < deadline:
-                while len(turns) <= flooding + WARM_IDENTITIES:
-                    turns.append(asyncio.Event())
-                    group.create_task(
-                        self._identity(kit, turns[-2], turns[-1], rate_per_s, deadline)
-                    )
-                    kit = kit.rotated()
-                await turns[flooding + 1].wait()  # identity `flooding` was cut off
-                flooding += 1
-
-    async def _identity(
-        self,
-        kit: HostilePeer,
-        turn: asyncio.Event,
-        after: asyncio.Event,
-        rate_per_s: float,
-        deadline: float,
-    ) -> None:
-        """Start, connect, wait for our turn, flood until cut off; then pass the turn on."""
-        try:
-            async with kit:
-                try:
-                    await kit.connect(self.target_addr)
-                except P2PError:
-                    self.outcomes["connect-failed"] += 1
-                    await turn.wait()
-                    await asyncio.sleep(HOLD_EVERY_S)  # the target may be down: slow down
-                    return
-                await turn.wait()
-                if time.perf_counter() >= deadline:
-                    return
-                self.identities += 1
-                async with asyncio.TaskGroup() as group:
-                    holder = group.create_task(self._hold(kit, deadline))
-                    await self._flood(kit, rate_per_s, deadline)
-                    holder.cancel()
-                after.set()  # before our host's stop, which takes a while
-        finally:
-            after.set()
-
-    async def _flood(self, kit: HostilePeer, rate_per_s: float, deadline: float) -> None:
-        """Until the deadline or until this identity is cut off, without waiting for acks;
-        a stream the target closes without a ban (a handler that failed) is opened again."""
-        while time.perf_counter() < deadline:
-            pipe: DeliverPipe | None = None
-            try:
-                async with deliver_pipe(kit, self.target_peer) as opened:
-                    pipe = opened
-                    frames = int((deadline - time.perf_counter()) * rate_per_s / FLOOD_BATCH) + 1
-
-                    async def send(_: int) -> bool:
-                        if time.perf_counter() >= deadline:
-                            return False
-                        self.frames += 1
-                        return await opened.send(self._batch(kit, self.frames))
-
-                    await kit.flood(rate_per_s / FLOOD_BATCH, frames, send)
-                    with contextlib.suppress(TimeoutError):  # the last acks, if they come
-                        async with asyncio.timeout(1.0):
-                            await opened.wait_answered()
-            except P2PError:
-                self.outcomes["stream-refused"] += 1
-            if pipe is not None:
-                self.outcomes.update(pipe.outcomes)
-            if await self._banned(kit):
-                if self.banned_after_s is None:
-                    self.banned_after_s = round(time.perf_counter() - self._started, 2)
-                return
-
-    async def _banned(self, kit: HostilePeer) -> bool:
-        """A failed frame is a ban if even a plain hello goes unanswered (else a crash)."""
-        return (await kit.announce_home(self.target_peer)).frame is None
-
-    def _batch(self, kit: HostilePeer, i: int) -> list[BatchItem]:
-        """Frame `i` of the flood: ten of one kind of bad envelope, the kinds in turn."""
-        now, forge, rng, me = kit.now_ms(), kit.forge, kit.rng, kit.user_id
-        direct = direct_room_id(self.victim, self.contact)
-        recipient: bytes = self.victim
-        wires: list[bytes] = []
-        for _ in range(FLOOD_BATCH):
-            room = random_room(rng)
-            match i % 6:
-                case 0:
-                    wires.append(forge.bad_signature(room, now_ms=now))
-                case 1:
-                    wires.append(forge.unknown_kind(room, now_ms=now))
-                case 2:
-                    wires.append(forge.oversized_membership(room, now_ms=now).wire)
-                case 3:  # a stranger's membership event in alice and bob's room
-                    wires.append(forge.membership(direct, Action.LEAVE, me, now_ms=now).wire)
-                case 4:  # a non-member adding itself to a group
-                    wires.append(forge.membership(room, Action.ADD, me, now_ms=now).wire)
-                case _:  # relay requests for random recipients
-                    recipient = rng(32)
-                    wires.append(forge.message(room, "r" * 200, now_ms=now).wire)
-        return [BatchItem(0, recipient, wire) for wire in wires]
-
-    async def _hold(self, kit: HostilePeer, deadline: float) -> None:
-        """One more stream inside a partial frame every HOLD_EVERY_S, all held to the end."""
-        async with AsyncExitStack() as stack:
-            while time.perf_counter() < deadline:
-                held = await stack.enter_async_context(
-                    kit.hold_streams(
-                        self.target_peer,
-                        DELIVER_PROTOCOL,
-                        1,
-                        declared=HELD_FRAME_BYTES,
-                        sent=HELD_FRAME_BYTES - 1,
-                    )
-                )
-                self.held += held.opened
-                await asyncio.sleep(HOLD_EVERY_S)
+async def _flood_elsewhere(orders: FloodOrders) -> dict[str, Any]:
+    """Run the flooder in its own process (tools/bench/flooder.py says why); its figures."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hearthmesh.tools.bench.flooder",
+        orders_argument(orders),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, _ = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    if process.returncode != 0:
+        raise RuntimeError(f"the flooder process failed with exit code {process.returncode}")
+    figures: dict[str, Any] = json.loads(out)
+    return figures
 
 
 async def _phase(
-    pair: HomePair, chat: SteadyChat, tag: str, duration_s: float, flooder: Flooder | None
-) -> None:
+    pair: HomePair, chat: SteadyChat, tag: str, duration_s: float, orders: FloodOrders | None
+) -> dict[str, Any]:
+    """Chat for `duration_s` (flooded as `orders` say, if any); the flooder's figures."""
     async with asyncio.TaskGroup() as group:
-        if flooder is not None:
-            group.create_task(flooder.run(RATE_PER_S * FLOOD_FACTOR, duration_s))
+        flood = None if orders is None else group.create_task(_flood_elsewhere(orders))
         await chat.send(pair.room, tag=tag, rate_per_s=RATE_PER_S, duration_s=duration_s)
     await chat.settle(tag)
+    return {} if flood is None else flood.result()
 
 
 async def _bench(quick: bool) -> dict[str, Any]:
     duration_s = 5.0 if quick else 20.0
+    flooded: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-hostile-") as tmp:
         async with (
             home_pair(Path(tmp)) as pair,
@@ -385,32 +258,35 @@ async def _bench(quick: bool) -> dict[str, Any]:
             await _phase(pair, chat, "warm", 1.0, None)
             await _phase(pair, chat, "calm", duration_s, None)
             rss_before = process_rss_mb(pair.bob.process.pid)
-            flooder = Flooder(
+            orders = FloodOrders(
                 target_peer=pair.bob_peer,
                 target_addr=pair.bob.addr,
-                victim=pair.bob_user,
-                contact=pair.alice_user,
+                victim=pair.bob.user_text,
+                contact=pair.alice.user_text,
+                rate_per_s=RATE_PER_S * FLOOD_FACTOR,
+                duration_s=duration_s,
             )
             try:
-                await _phase(pair, chat, "flood", duration_s, flooder)
+                flooded = await _phase(pair, chat, "flood", duration_s, orders)
             except* Exception as group_error:  # the victim died under us: report it
                 chat.errors.append(repr(group_error.exceptions[0]))
             victim_up = pair.bob_up()
             rss_after = process_rss_mb(pair.bob.process.pid) if victim_up else None
             for task in tasks:
                 task.cancel()
-    return _figures(chat, flooder, duration_s, rss_before, rss_after, victim_up)
+    return _figures(chat, flooded, duration_s, rss_before, rss_after, victim_up)
 
 
 def _figures(
     chat: SteadyChat,
-    flooder: Flooder,
+    flooded: dict[str, Any],
     duration_s: float,
     rss_before: float,
     rss_after: float | None,
     victim_up: bool,
 ) -> dict[str, Any]:
     calm, flood = chat.figures("calm"), chat.figures("flood")
+    sent = flooded.get("sent", 0)
     return {
         "rate_per_s": RATE_PER_S,
         "duration_s": duration_s,
@@ -428,15 +304,16 @@ def _figures(
         "victim_rss_before_mb": rss_before,
         "victim_rss_growth_mb": None if rss_after is None else round(rss_after - rss_before, 1),
         "victim_up_at_end": victim_up,
-        "flooder_banned_after_s": flooder.banned_after_s,
-        "flooder_identities": flooder.identities,
-        "attacker_sent": flooder.frames * FLOOD_BATCH,
-        "attacker_rate_per_s": round(flooder.frames * FLOOD_BATCH / duration_s, 1),
-        "attacker_outcomes": dict(flooder.outcomes.most_common()),
-        "attacker_streams_held": flooder.held,
+        "flooder_banned_after_s": flooded.get("banned_after_s"),
+        "flooder_identities": flooded.get("identities"),
+        "attacker_sent": sent,
+        "attacker_rate_per_s": round(sent / duration_s, 1),
+        "attacker_outcomes": flooded.get("outcomes", {}),
+        "attacker_streams_held": flooded.get("streams_held"),
         "chat_errors": chat.errors[:5],
-        "layout": "alice's and bob's nodes each a `hearthmesh run` process; the clients and "
-        "the flooder (its own libp2p host) in the bench process; the flood targets bob's node",
+        "layout": "alice's and bob's nodes each a `hearthmesh run` process, the clients in the "
+        "bench process, the flooder (a new libp2p host per identity) in a process of its own; "
+        "the flood targets bob's node",
     }
 
 
