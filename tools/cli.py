@@ -109,6 +109,9 @@ def _client(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _data_dir(parser)
     parser.add_argument("--api", metavar="HOST:PORT", help="the node's API (127.0.0.1:8470)")
     parser.add_argument("--token-file", help="the API token file (DATA_DIR/api-token)")
+    parser.add_argument(
+        "--tls", action="store_true", help="the node serves HTTPS (pins DATA_DIR/api-cert.pem)"
+    )
     return parser
 
 

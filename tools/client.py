@@ -38,12 +38,16 @@ class ApiRefused(HearthError):
 class ApiClient:
     """A small async client of the HTTP API (also used by tests and the benchmark)."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, *, pin: str | None = None) -> None:
+        """`pin`: over HTTPS, the sha-256 (hex) of the node's certificate, which is trusted
+        instead of a certificate authority (the node makes its own at init, SPEC §15.7)."""
         self.url = url.rstrip("/")
         self.token = token
+        ssl = True if pin is None else aiohttp.Fingerprint(bytes.fromhex(pin))
         self._http = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {token}"},
             timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S),
+            connector=aiohttp.TCPConnector(ssl=ssl),
         )
 
     async def __aenter__(self) -> ApiClient:
@@ -73,18 +77,25 @@ class ApiClient:
         return self._http.ws_connect(self.url + "/v1/ws", params=params)
 
 
-def _connection(args: Any) -> tuple[str, str]:
+def _connection(args: Any) -> tuple[str, str, str | None]:
+    """The API's URL, the token and, over TLS, the certificate's fingerprint to pin."""
+    from hearthmesh.node.api.tls import CERT_FILE, certificate_fingerprint
     from hearthmesh.tools.home import parse_api, resolve_settings
 
     settings = resolve_settings(args)
     host, port = parse_api(settings.api)
+    if host in ("0.0.0.0", "::"):  # a node listening everywhere answers on loopback too
+        host = "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     token_file = Path(args.token_file) if args.token_file else settings.data_dir / "api-token"
     try:
         token = token_file.read_text(encoding="ascii").strip()
     except OSError as exc:
         raise FileNotFoundError(f"cannot read the API token: {exc}") from None
-    return f"http://{host}:{port}", token
+    if not settings.tls:
+        return f"http://{host}:{port}", token, None
+    pin = certificate_fingerprint(settings.tls_cert or settings.data_dir / CERT_FILE)
+    return f"https://{host}:{port}", token, pin
 
 
 async def _status(client: ApiClient, args: Any) -> int:
@@ -247,13 +258,13 @@ _COMMANDS: Final = {
 def run_client_command(args: Any) -> int:
     """Run one client subcommand; returns its exit code."""
     try:
-        url, token = _connection(args)
+        url, token, pin = _connection(args)
     except (FileNotFoundError, HearthError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
 
     async def main() -> int:
-        async with ApiClient(url, token) as client:
+        async with ApiClient(url, token, pin=pin) as client:
             return await _COMMANDS[args.command](client, args)
 
     try:
@@ -261,6 +272,13 @@ def run_client_command(args: Any) -> int:
     except ApiRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_API
+    except aiohttp.ServerFingerprintMismatch:
+        print(
+            f"error: the node at {url} shows another certificate than the one pinned "
+            "(its fingerprint differs from DATA_DIR/api-cert.pem's); not talking to it",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
     except (aiohttp.ClientConnectionError, TimeoutError) as exc:
         print(f"error: no node answers at {url} ({exc}); is `hearthmesh run` up?", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from hearthmesh.node.api import ApiConfig, ApiServer
+from hearthmesh.node.api.tls import certificate_fingerprint
 from hearthmesh.node.node import Node
 from hearthmesh.tools.client import ApiClient
 
@@ -77,7 +78,9 @@ async def home(path: Path, **overrides: Any) -> AsyncIterator[Home]:
     api_options = overrides.pop("api", {})
     async with Node(node_config(path, **overrides)) as node:
         config = ApiConfig(token=TOKEN, port=0, **api_options)
-        async with ApiServer(node, config) as api, ApiClient(api.url, TOKEN) as client:
+        cert = config.tls_cert_file
+        pin = None if cert is None else certificate_fingerprint(cert)
+        async with ApiServer(node, config) as api, ApiClient(api.url, TOKEN, pin=pin) as client:
             yield Home(node=node, api=api, client=client)
 
 

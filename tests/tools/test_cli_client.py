@@ -8,13 +8,14 @@ from pathlib import Path
 
 import aiohttp
 
+from hearthmesh.node.api.tls import KEY_FILE, ensure_certificate
 from tests.integration.api_helpers import TOKEN, Home, home
 
 SCRIPT = Path(sys.executable).parent / "hearthmesh"
 
 
 async def _cli(h: Home, token_file: Path, *args: str) -> tuple[int, str]:
-    api = h.url.removeprefix("http://")
+    api = h.url.split("://")[1]
     process = await asyncio.create_subprocess_exec(
         *(str(SCRIPT), "client", *args, "--api", api, "--token-file", str(token_file)),
         stdout=asyncio.subprocess.PIPE,
@@ -49,3 +50,18 @@ async def test_pair_shows_a_code_and_qr_then_list_and_revoke(tmp_path: Path) -> 
         assert "no browser is paired" in listing
         status, again = await _cli(h, token_file, "revoke", client_id)
         assert status == 1 and "404" in again
+
+
+async def test_the_cli_reaches_a_tls_node_by_pinning_its_certificate(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "api-token").write_text(TOKEN)
+    tls = {"tls_cert_file": ensure_certificate(data), "tls_key_file": data / KEY_FILE}
+    async with asyncio.timeout(30), home(tmp_path / "a", api=tls) as h:
+        flags = ("--data-dir", str(data), "--tls")
+        status, listing = await _cli(h, data / "api-token", "list", *flags)
+        assert status == 0 and "no browser is paired" in listing, listing
+        (tmp_path / "other").mkdir()
+        (data / "api-cert.pem").write_bytes(ensure_certificate(tmp_path / "other").read_bytes())
+        status, refused = await _cli(h, data / "api-token", "list", *flags)
+        assert status == 3 and "fingerprint" in refused.lower(), refused  # not the pinned one

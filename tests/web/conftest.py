@@ -50,13 +50,16 @@ async def browser() -> AsyncIterator[Browser]:
 
 
 async def open_tab(
-    browser: Browser, url: str, *, phone: bool = False
+    browser: Browser, url: str, *, phone: bool = False, self_signed: bool = False
 ) -> tuple[BrowserContext, Tab]:
-    """A new context (its own cookies) with one page at `url`, its errors collected."""
+    """A new context (its own cookies) with one page at `url`, its errors collected;
+    `self_signed`: accept the node's own certificate (a person confirms it once)."""
     viewport: ViewportSize = (
         {"width": 390, "height": 844} if phone else {"width": 1200, "height": 800}
     )
-    context = await browser.new_context(viewport=viewport, is_mobile=phone, has_touch=phone)
+    context = await browser.new_context(
+        viewport=viewport, is_mobile=phone, has_touch=phone, ignore_https_errors=self_signed
+    )
     context.set_default_timeout(5_000)
     page = await context.new_page()
     tab = Tab(page)

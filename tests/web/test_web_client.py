@@ -12,6 +12,8 @@ from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
+from hearthmesh.node.api.paired_clients import COOKIE_NAME
+from hearthmesh.node.api.tls import KEY_FILE, ensure_certificate
 from tests.integration.api_helpers import Home, home, link
 
 from .conftest import Tab, open_tab
@@ -183,5 +185,20 @@ async def test_scroll_back_through_history_by_keyboard(tmp_path: Path, browser: 
         await page.get_by_role("textbox", name="Message").focus()
         await page.keyboard.press("Escape")  # back to the list
         await expect(page.locator(".conversation")).to_be_focused()
+        await context.close()
+        assert tab.errors == []
+
+
+async def test_pair_and_chat_over_tls(tmp_path: Path, browser: Browser) -> None:
+    cert = ensure_certificate(tmp_path)
+    tls = {"tls_cert_file": cert, "tls_key_file": tmp_path / KEY_FILE}
+    async with asyncio.timeout(15), home(tmp_path / "a", api=tls) as a:
+        offer = await a.client.call("POST", "/v1/clients/pair")
+        assert offer["url"].startswith("https://") and "&fp=" in offer["url"]
+        context, tab = await open_tab(browser, offer["url"], phone=True, self_signed=True)
+        await expect(tab.page.get_by_role("heading", name="Chats")).to_be_visible()
+        await expect(tab.page.locator("#connection")).to_have_text("online")  # wss
+        (cookie,) = [c for c in await context.cookies() if c["name"] == COOKIE_NAME]
+        assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         await context.close()
         assert tab.errors == []
