@@ -34,8 +34,13 @@ RUN_ARGS ?=
 run: $(STAMP)
 	$(VENV)/bin/hearthmesh run --data-dir data/node $(RUN_ARGS)
 
+# Two pytest-xdist workers: most integration tests wait on the network, not the CPU (on 2
+# shared cores tests/integration took 131 s instead of 263 s). mDNS tests take a machine-wide
+# lock (tests/conftest.py); TEST_ARGS="-n 0" runs serially. HYPOTHESIS_PROFILE=quick: see
+# tests/conftest.py.
+TEST_ARGS ?= -n 2
 test: $(STAMP) browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(TEST_ARGS)
 
 # The browser tests (tests/web) drive Debian's Chromium through Playwright (a dev dependency);
 # `playwright install` cannot download here, so apt installs it once; instant when present.

@@ -6,15 +6,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from hearthmesh.node.delivery.outages import PROBE_MAX_MS
 from hearthmesh.node.identity.home_directory import (
     DEFAULT_MAX_LOOSE_CERTIFICATES,
     DEFAULT_MAX_STRANGERS,
     DEFAULT_RECORD_MAX_AGE_MS,
 )
+from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.protocol.authority import DEFAULT_DEFERRAL_POLICY, DeferralPolicy
 from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.protocol.membership_log import DEFAULT_MEMBERSHIP_LIMITS, MembershipLimits
+from hearthmesh.protocol.outages import PROBE_MAX_MS
 from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.protocol.relay_choice import RelayPolicy
 from hearthmesh.protocol.standing import StandingPolicy
@@ -101,5 +102,15 @@ class NodeConfig:
     outage_probe_max_ms: int = PROBE_MAX_MS
     """Longest wait, default 5,000 ms, between two probes of a destination whose homes are
     down (SPEC §11.5.2): after a healed partition its backlog waits no longer than this."""
+    # --- NAT traversal (#16): SPEC §10.6, §10.7 ---
+    autonat_confirmations: int = 3
+    """Agreeing AutoNAT verdicts of other nodes that make this node public or private."""
+    relay_service: bool = True
+    """Offer circuit relay v2 to peers ("every node a relay"), within `relay_limits`."""
+    relay_limits: RelayServiceLimits = field(default_factory=RelayServiceLimits)
+    """Hop service limits: 16 reservations, 8 circuits per reservation, 16 MiB and 600 s per
+    circuit, reservations valid 1 h (SPEC §10.7)."""
+    relay_reservations: int = 2
+    """Relays a private node reserves on (co-members' homes first, SPEC §11.7's tiers)."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

@@ -19,7 +19,6 @@ from typing import Any, Final, Self
 
 from hearthmesh.node.clock import Clock, CorrectedClock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
-from hearthmesh.node.delivery.destinations import destination_peer
 from hearthmesh.node.delivery.fetch import FetchService
 from hearthmesh.node.delivery.gap_fetch import GapFetcher
 from hearthmesh.node.delivery.gossip_out import GossipPublisher
@@ -52,7 +51,9 @@ from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.rooms.topics import ROOM_TOPIC_PREFIX, RoomTopics
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
+from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.canonical import decode_canonical
+from hearthmesh.protocol.destinations import destination_peer
 from hearthmesh.protocol.digest import HistoryDigest
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, load_envelope
 from hearthmesh.protocol.errors import (
@@ -166,12 +167,11 @@ class Node:
             max_loose_certificates=self.config.directory_max_certificates,
             record_max_age_ms=self.config.directory_record_max_age_ms,
         )
-        self._rooms = RoomRegistry(
-            local, limits=self.config.membership_limits, deferrals=self.config.deferrals
-        )
+        self._rooms = RoomRegistry(local, limits=self.config.membership_limits)
         self._release = ReleaseOrder()
         self._inbox = Inbox(
             local_users=local,
+            rules=ArrivalRules(local, deferrals=self.config.deferrals),
             rooms=self._rooms,
             release=self._release,
             directory=self._directory,
@@ -189,6 +189,13 @@ class Node:
                     dht_validate=dht_validate,
                     dht_select=dht_select,
                     inbound=self.config.inbound,
+                    announce_addrs=list(self.config.announce_addrs),
+                    autonat_confirmations=self.config.autonat_confirmations,
+                    relay_service=self.config.relay_service,
+                    relay_limits=self.config.relay_limits,
+                    relay_reservations=self.config.relay_reservations,
+                    # Co-members' homes first, then peers of good standing (SPEC §11.7).
+                    relay_rank=lambda _connected: self._relay_chooser.choose(()),
                 )
             )
         )
@@ -219,7 +226,7 @@ class Node:
             standing=self._standing,
         )
         self._home_lookups = HomeLookups(self.find_home, clock=self._clock, rng=secrets.token_bytes)
-        relays = RelayChooser(
+        relays = self._relay_chooser = RelayChooser(
             host=self._host,
             standing=self._standing,
             directory=self._directory,
@@ -278,6 +285,7 @@ class Node:
             directory=self._directory,
         )
         await self._store.run(self._homes.load, store)
+        self._host.set_address_handler(self._addresses_changed)
         self._linking = LinkService(
             add_home=self._add_home,
             now_ms=self._clock.now_ms,
@@ -483,6 +491,15 @@ class Node:
         self._spawn(self._announce_home_record(), "announce-home")
         return answer
 
+    def _addresses_changed(self) -> None:
+        if self._started:  # at stop, the relays' connections close too: nothing to tell
+            self._spawn(self._readdress(), "readdress")
+
+    async def _readdress(self) -> None:
+        """A relay reservation came or went (SPEC §10.7): re-issue and announce our record."""
+        if await self._homes.readdress():
+            await self._announce_home_record()
+
     async def _announce_home_record(self) -> None:
         await self.publish_home_record()
         await self._presence.announce()
@@ -640,6 +657,19 @@ class Node:
 
     def connected_peers(self) -> list[str]:
         return self._host.connected_peers()
+
+    @property
+    def reachability(self) -> str:
+        """`public`, `private` or `unknown`: AutoNAT's verdict (SPEC §10.6)."""
+        return str(self._host.reachability)
+
+    def peer_paths(self) -> dict[str, list[str]]:
+        """Connected peer -> `direct` and/or the relays we reach it through (SPEC §10.7)."""
+        return self._host.peer_paths()
+
+    def relays(self) -> list[str]:
+        """Peer ids of the relays this node holds reservations on (SPEC §10.7)."""
+        return self._host.relays()
 
     def home_peers(self, user: UserId) -> tuple[str, ...]:
         """Peer ids of `user`'s home nodes as this node knows them (hello, presence, DHT)."""

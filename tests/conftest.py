@@ -1,11 +1,37 @@
-"""Shared fixtures: a deterministic clock and deterministic randomness (CONVENTIONS §6)."""
+"""Shared fixtures: a deterministic clock and deterministic randomness (CONVENTIONS §6), and
+the Hypothesis profiles.
+
+Profiles (`HYPOTHESIS_PROFILE=...`):
+- `dev` (the default): every property test runs its full count of examples.
+- `quick`: a fifth of each count (at least 10), for a fast loop on a loaded machine or a CI
+  job that runs often; `dev` keeps the power, so run it before a merge.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Final
 
 import pytest
+from hypothesis import settings
+
+QUICK_SHARE: Final = 5
+"""Under the `quick` profile a property test runs 1/QUICK_SHARE of its examples."""
+
+settings.register_profile("dev")
+settings.register_profile("quick", max_examples=100 // QUICK_SHARE)
+PROFILE: Final = os.environ.get("HYPOTHESIS_PROFILE", "dev")
+settings.load_profile(PROFILE)
+
+
+def examples(full: int) -> int:
+    """`max_examples` for a test that runs `full` examples under the `dev` profile."""
+    return full if PROFILE == "dev" else max(10, full // QUICK_SHARE)
 
 
 class FakeClock:
@@ -19,6 +45,18 @@ class FakeClock:
 
     def advance(self, ms: int) -> None:
         self._now_ms += ms
+
+
+MDNS_LOCK: Final = Path(tempfile.gettempdir()) / "hearthmesh-tests-mdns.lock"
+
+
+@pytest.fixture
+def mdns_alone() -> Iterator[None]:
+    """Hold a machine-wide lock while the test runs mDNS nodes: those of two tests running at
+    once (two xdist workers, or two checkouts' suites) find each other and meet."""
+    with MDNS_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
 
 
 @pytest.fixture

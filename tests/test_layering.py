@@ -63,6 +63,8 @@ BRIDGE_MODULES = {
     "node/p2p/dht.py",
     "node/p2p/yamux.py",
     "node/p2p/stream_slots.py",
+    "node/p2p/autonat.py",
+    "node/p2p/circuit_relay.py",
 }
 """The only modules that may import trio or libp2p (DESIGN §3)."""
 

@@ -43,27 +43,15 @@ def _build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="run the home node: libp2p, client API, presence, delivery, push",
-        description="Run a home node until Ctrl-C / SIGTERM. Settings: command line, then "
-        "HEARTHMESH_* environment variables, then --config (default DATA_DIR/config.toml).",
+        description="Run a home node until Ctrl-C / SIGTERM. Settings, in rising priority: "
+        "--config (default DATA_DIR/config.toml), HEARTHMESH_<KEY> environment variables, "
+        "the command line; `hearthmesh config show` prints them.",
     )
-    _data_dir(run)
-    run.add_argument(
-        "--config",
-        help="a TOML file with data_dir, api, listen, bootstrap, mdns, tls, tls_cert, tls_key, "
-        "allowed_hosts, allowed_origins",
-    )
-    run.add_argument("--api", metavar="HOST:PORT", help="client API address (127.0.0.1:8470)")
-    run.add_argument(
-        "--listen", metavar="MULTIADDR", action="append", help="libp2p address (repeatable)"
-    )
-    run.add_argument("--bootstrap", metavar="MULTIADDR", nargs="+", help="peers to dial at start")
-    run.add_argument("--no-mdns", action="store_true", help="do not look for peers on the LAN")
-    run.add_argument(
-        "--tls",
-        action="store_true",
-        help="serve the API over HTTPS (needed beyond loopback, e.g. --api 0.0.0.0:8470)",
-    )
-    run.add_argument("--name", default="", help="display name if a new identity is created")
+    _settings_flags(run)
+    run.add_argument("--name", help="display name if a new identity is created")
+    config = commands.add_parser("config", help="show the effective settings and their sources")
+    config.add_argument("action", choices=["show"], help="show: every setting, value and source")
+    _settings_flags(config)
     status = _client(commands.add_parser("status", help="show a running node's status"))
     status.add_argument("--json", action="store_true", help="print the raw JSON")
     send = _client(commands.add_parser("send", help="send a text message"))
@@ -105,14 +93,68 @@ def _data_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    _data_dir(parser)
+    parser.add_argument("--config", help="a TOML file of settings (DATA_DIR/config.toml)")
+    parser.add_argument("--api", metavar="HOST:PORT", help="client API address (127.0.0.1:8470)")
+    parser.add_argument(
+        "--listen",
+        metavar="MULTIADDR",
+        action="append",
+        help="libp2p address, repeatable (all interfaces, TCP and QUIC on 4470)",
+    )
+    parser.add_argument(
+        "--announce", metavar="MULTIADDR", action="append", help="address for the home record"
+    )
+    parser.add_argument(
+        "--bootstrap", metavar="MULTIADDR", nargs="+", help="peers to dial at start"
+    )
+    parser.add_argument("--no-mdns", action="store_true", help="do not look for peers on the LAN")
+    parser.add_argument(
+        "--share-presence",
+        action=argparse.BooleanOptionalAction,
+        help="announce the user's presence and home record on gossip (on)",
+    )
+    parser.add_argument(
+        "--relay-service",
+        action=argparse.BooleanOptionalAction,
+        help="offer circuit relay v2 to peers, within the relay_* limits (on)",
+    )
+    for name, what in (
+        ("max-reservations", "peers holding a reservation at once (16)"),
+        ("circuits-per-reservation", "circuits open at once per reserved peer (8)"),
+        ("circuit-bytes", "bytes one circuit carries (16 MiB)"),
+        ("circuit-seconds", "seconds one circuit lives (600)"),
+    ):
+        parser.add_argument(f"--relay-{name}", type=int, metavar="N", help=f"relay: {what}")
+    parser.add_argument(
+        "--api-allowed-host",
+        dest="api_allowed_hosts",
+        metavar="NAME",
+        action="append",
+        help="a Host header name the API accepts besides loopback (repeatable)",
+    )
+    parser.add_argument(
+        "--api-allowed-origin",
+        dest="api_allowed_origins",
+        metavar="ORIGIN",
+        action="append",
+        help="a browser origin allowed to call the API (repeatable)",
+    )
+    _tls_flag(parser, "serve the API over HTTPS (needed beyond loopback, e.g. --api 0.0.0.0:8470)")
+
+
 def _client(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _data_dir(parser)
     parser.add_argument("--api", metavar="HOST:PORT", help="the node's API (127.0.0.1:8470)")
     parser.add_argument("--token-file", help="the API token file (DATA_DIR/api-token)")
-    parser.add_argument(
-        "--tls", action="store_true", help="the node serves HTTPS (pins DATA_DIR/api-cert.pem)"
-    )
+    _tls_flag(parser, "the node serves HTTPS (pins DATA_DIR/api-cert.pem)")
     return parser
+
+
+def _tls_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    # default None: an absent flag must not override the config file (False would)
+    parser.add_argument("--tls", dest="api_tls", action="store_true", default=None, help=help_text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -126,7 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "init":
         from hearthmesh.protocol.errors import HearthError
-        from hearthmesh.tools.home import init_node, resolve_settings
+        from hearthmesh.tools.home import init_node
+        from hearthmesh.tools.settings import resolve_settings
 
         try:
             settings = resolve_settings(args)
@@ -143,17 +186,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value in ids.items():
             print(f"  {key}: {value}")
         return 0
-    if args.command == "run":
+    if args.command in ("run", "config"):
         from hearthmesh.protocol.errors import HearthError
-        from hearthmesh.tools.home import resolve_settings, run_node
+        from hearthmesh.tools.settings import resolve_settings
 
         try:
             settings = resolve_settings(args)
         except HearthError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
-        settings.name = args.name
-        return run_node(settings)
+        if args.command == "run":
+            from hearthmesh.tools.home import run_node
+
+            return run_node(settings)
+        for key, value, source in settings.describe():
+            print(f"{key} = {value}  # {source}")
+        return 0
     if args.command in ("status", "send", "tail", "friends", "device", "client"):
         from hearthmesh.tools.client import run_client_command
 

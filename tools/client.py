@@ -80,7 +80,7 @@ class ApiClient:
 def _connection(args: Any) -> tuple[str, str, str | None]:
     """The API's URL, the token and, over TLS, the certificate's fingerprint to pin."""
     from hearthmesh.node.api.tls import CERT_FILE, certificate_fingerprint
-    from hearthmesh.tools.home import parse_api, resolve_settings
+    from hearthmesh.tools.settings import parse_api, resolve_settings
 
     settings = resolve_settings(args)
     host, port = parse_api(settings.api)
@@ -92,9 +92,10 @@ def _connection(args: Any) -> tuple[str, str, str | None]:
         token = token_file.read_text(encoding="ascii").strip()
     except OSError as exc:
         raise FileNotFoundError(f"cannot read the API token: {exc}") from None
-    if not settings.tls:
+    if not settings.api_tls:
         return f"http://{host}:{port}", token, None
-    pin = certificate_fingerprint(settings.tls_cert or settings.data_dir / CERT_FILE)
+    cert = Path(settings.api_tls_cert) if settings.api_tls_cert else settings.data_dir / CERT_FILE
+    pin = certificate_fingerprint(cert)
     return f"https://{host}:{port}", token, pin
 
 
@@ -108,6 +109,10 @@ async def _status(client: ApiClient, args: Any) -> int:
     for address in status["listen_addrs"]:
         print(f"listening: {address}")
     print(f"peers:     {len(status['connected_peers'])} connected")
+    relays = ", ".join(status["relays"]) or "none"
+    print(f"reachable: {status['reachability']} (relays: {relays})")
+    for peer, paths in sorted(status["peer_paths"].items()):
+        print(f"  {peer}: " + ", ".join(p if p == "direct" else f"via {p}" for p in paths))
     print(f"clients:   {status['clients']} connected")
     unreachable = status["unreachable"]
     for user in unreachable["users"]:

@@ -1,128 +1,27 @@
 """`hearthmesh init` and `hearthmesh run`: create a home node's identity, then run it.
 
-Settings come from, in rising priority: built-in defaults, a TOML config file
-(`--config FILE`, else `DATA_DIR/config.toml` if present), environment variables
-(`HEARTHMESH_DATA_DIR`, `HEARTHMESH_API`, `HEARTHMESH_LISTEN`, `HEARTHMESH_BOOTSTRAP` comma-
-separated, `HEARTHMESH_NO_MDNS=1`), and the command line.
+Settings (config file, environment, flags) are merged by `hearthmesh.tools.settings`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import shutil
 import signal
 import sys
-import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-from hearthmesh.node.config import DEFAULT_LISTEN
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
+from hearthmesh.tools.settings import HomeSettings, SettingsError, parse_api
 
-__all__ = [
-    "DEFAULT_DATA_DIR",
-    "DEFAULT_LISTEN_TCP",
-    "HomeSettings",
-    "init_node",
-    "parse_api",
-    "resolve_settings",
-    "run_node",
-]
+__all__ = ["init_node", "link_node", "run_node"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DATA_DIR: Final = Path("data/node")
-DEFAULT_LISTEN_TCP: Final = DEFAULT_LISTEN  # 127.0.0.1:4470; --listen for the LAN
-DEFAULT_API: Final = "127.0.0.1:8470"
-
-
-class SettingsError(HearthError):
-    """A setting that cannot be used (a bad address, an unreadable config file)."""
-
-
-@dataclass(kw_only=True)
-class HomeSettings:
-    """Everything `run` needs."""
-
-    data_dir: Path = DEFAULT_DATA_DIR
-    api: str = DEFAULT_API
-    listen: list[str] = field(default_factory=lambda: [DEFAULT_LISTEN_TCP])
-    bootstrap: list[str] = field(default_factory=list)
-    mdns: bool = True
-    name: str = ""
-    # web client (#17): reaching the API from a phone (SPEC §15.7)
-    tls: bool = False
-    tls_cert: Path | None = None
-    """An operator's certificate (PEM) instead of the one made at init; with `tls_key`."""
-    tls_key: Path | None = None
-    allowed_hosts: list[str] = field(default_factory=list)
-    allowed_origins: list[str] = field(default_factory=list)
-
-
-def parse_api(text: str) -> tuple[str, int]:
-    """HOST:PORT (IPv6 as [::1]:PORT). Raises SettingsError."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
-        raise SettingsError(f"--api wants HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
-
-
-def _from_file(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as file:
-            return tomllib.load(file)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SettingsError(f"config file {path}: {exc}") from None
-
-
-def resolve_settings(args: Any, env: dict[str, str] | None = None) -> HomeSettings:
-    """Merge defaults, config file, environment and command line (in that order)."""
-    env = dict(os.environ) if env is None else env
-    settings = HomeSettings()
-    data_dir = args.data_dir or env.get("HEARTHMESH_DATA_DIR")
-    config_path = getattr(args, "config", None)
-    if config_path is None and data_dir and (Path(data_dir) / "config.toml").is_file():
-        config_path = Path(data_dir) / "config.toml"
-    if config_path is not None:
-        values = _from_file(Path(config_path))
-        settings.data_dir = Path(values.get("data_dir", settings.data_dir))
-        settings.api = str(values.get("api", settings.api))
-        settings.listen = list(values.get("listen", settings.listen))
-        settings.bootstrap = list(values.get("bootstrap", settings.bootstrap))
-        settings.mdns = bool(values.get("mdns", settings.mdns))
-        settings.name = str(values.get("name", settings.name))
-        settings.tls = bool(values.get("tls", settings.tls))
-        settings.tls_cert = Path(values["tls_cert"]) if "tls_cert" in values else None
-        settings.tls_key = Path(values["tls_key"]) if "tls_key" in values else None
-        settings.allowed_hosts = [str(h) for h in values.get("allowed_hosts", [])]
-        settings.allowed_origins = [str(o) for o in values.get("allowed_origins", [])]
-    if "HEARTHMESH_API" in env:
-        settings.api = env["HEARTHMESH_API"]
-    if "HEARTHMESH_LISTEN" in env:
-        settings.listen = [a for a in env["HEARTHMESH_LISTEN"].split(",") if a]
-    if "HEARTHMESH_BOOTSTRAP" in env:
-        settings.bootstrap = [a for a in env["HEARTHMESH_BOOTSTRAP"].split(",") if a]
-    if env.get("HEARTHMESH_NO_MDNS") in ("1", "true", "yes"):
-        settings.mdns = False
-    if data_dir:
-        settings.data_dir = Path(data_dir)
-    if getattr(args, "api", None):
-        settings.api = args.api
-    if getattr(args, "listen", None):
-        settings.listen = list(args.listen)
-    if getattr(args, "bootstrap", None):
-        settings.bootstrap = list(args.bootstrap)
-    if getattr(args, "no_mdns", False):
-        settings.mdns = False
-    if getattr(args, "tls", False):
-        settings.tls = True
-    parse_api(settings.api)
-    return settings
 
 
 def _has_identity(data_dir: Path) -> bool:
@@ -214,6 +113,7 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
     from hearthmesh.node.api.token import load_token
     from hearthmesh.node.config import NodeConfig
     from hearthmesh.node.node import Node
+    from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 
     host, port = parse_api(settings.api)
     token = load_token(settings.data_dir)
@@ -225,17 +125,26 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
         data_dir=settings.data_dir,
         display_name=settings.name,
         listen_addrs=tuple(settings.listen),
+        announce_addrs=tuple(settings.announce),
         bootstrap=tuple(settings.bootstrap),
         enable_mdns=settings.mdns,
+        share_presence=settings.share_presence,
+        relay_service=settings.relay_service,
+        relay_limits=RelayServiceLimits(
+            max_reservations=settings.relay_max_reservations,
+            max_circuits_per_reservation=settings.relay_circuits_per_reservation,
+            circuit_bytes=settings.relay_circuit_bytes,
+            circuit_seconds=settings.relay_circuit_seconds,
+        ),
     )
     api_config = ApiConfig(
         token=token,
         host=host,
         port=port,
-        allowed_hosts=tuple(settings.allowed_hosts),
-        allowed_origins=tuple(settings.allowed_origins),
+        allowed_hosts=tuple(settings.api_allowed_hosts),
+        allowed_origins=tuple(settings.api_allowed_origins),
     )
-    if settings.tls:
+    if settings.api_tls:
         cert, key = _tls_files(settings)
         api_config = replace(api_config, tls_cert_file=cert, tls_key_file=key)
     async with Node(config) as node, ApiServer(node, api_config) as api:
@@ -247,12 +156,12 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
 
 def _tls_files(settings: HomeSettings) -> tuple[Path, Path]:
     """The API's certificate and key with --tls: the operator's, else the one made at init
-    (made now for a data dir from before), naming the configured hosts."""
+    (made now for a data dir from before), naming the configured hosts (SPEC §15.7)."""
     from hearthmesh.node.api.tls import CERT_FILE, KEY_FILE, ensure_certificate
 
-    if settings.tls_cert is not None and settings.tls_key is not None:
-        return settings.tls_cert, settings.tls_key
-    ensure_certificate(settings.data_dir, settings.allowed_hosts)
+    if settings.api_tls_cert and settings.api_tls_key:
+        return Path(settings.api_tls_cert), Path(settings.api_tls_key)
+    ensure_certificate(settings.data_dir, settings.api_allowed_hosts)
     return settings.data_dir / CERT_FILE, settings.data_dir / KEY_FILE
 
 

@@ -180,7 +180,9 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/openapi.json": {"get": _op("this document")},
     "/v1/node/status": {
         "get": _op(
-            "peer id, listen addresses, user id, connected peers, unreachable homes, version"
+            "peer id, listen addresses, user id, connected peers, reachability (public, "
+            "private, unknown), relays we hold reservations on, each peer's path (direct or "
+            "relay peer ids), unreachable homes, version"
         )
     },
     "/v1/peers": {

@@ -1,8 +1,9 @@
 """Both sides of `/hearthmesh/fetch/0` (SPEC §26): serve a sender's envelopes by number, ask.
 
 The answering side serves a peer only if it is a home of a current member of the room or one of
-our own user's other homes: the room's history is for its members. The asking side returns the
-answer unverified; `GapFetcher` feeds it through the receive path, which verifies every item.
+our own user's other homes (`protocol.access.may_read`): the room's history is for its members.
+The asking side returns the answer unverified; `GapFetcher` feeds it through the receive path,
+which verifies every item.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.protocol.access import may_read
 from hearthmesh.protocol.delivery import ProtocolErrorFrame, encode_error
 from hearthmesh.protocol.errors import NotAuthorized, RemoteProtocolError, error_for_code
 from hearthmesh.protocol.fetch import (
@@ -109,8 +111,8 @@ class FetchService:
             NotAuthorized: `peer` is neither our sibling nor a home of a member of the room.
         """
         members = self._rooms.members(store, request.room)
-        if not self._is_sibling(peer) and not any(
-            peer in self._directory.homes(user) for user in members
+        if not may_read(
+            peer, members, own_home=self._is_sibling(peer), homes_of=self._directory.homes
         ):
             raise NotAuthorized("fetching is for homes of the room's members")
         found = store.sender_events(

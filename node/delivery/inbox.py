@@ -1,9 +1,12 @@
 """Receiving envelopes: DELIVER batches (guaranteed path) and gossip (fast path).
 
-Everything that decides *what* happens lives in protocol/ (verification, the fold) and in
-`RoomRegistry`; this module moves verified envelopes into the store and reports the outcome:
-one ack result per item, sent only after the transaction that stored the item committed
-(DESIGN §5 step 5). All store work of one batch runs in one store write batch.
+Everything that decides *what* happens lives in protocol/: verification, the arrival decision
+(`protocol.arrival.ArrivalRules`: store, relay, defer or reject, and what a stored envelope
+sets off), the fold, the release order. This module is the pump: it does in the store what the
+decision says and reports the outcome (`StoreOutcome`): one ack result per item, sent only
+after the transaction that stored the item committed (DESIGN §5 step 5), and what the rest of
+the node reacts to. All store work of one batch runs in one store write batch. State owned
+here: none (the rooms, the release order and the rules own theirs).
 """
 
 from __future__ import annotations
@@ -11,30 +14,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.mesh.relationships import knows
 from hearthmesh.node.rooms.contact_events import apply_contact_event
 from hearthmesh.node.rooms.receipt_credit import credit_receipt
-from hearthmesh.node.rooms.registry import Admission, RoomRegistry
-from hearthmesh.protocol.content import is_contact_event
-from hearthmesh.protocol.delivery import AckStatus, DeliveryResult, rejected
-from hearthmesh.protocol.envelope import Envelope, Kind, MessageId
-from hearthmesh.protocol.errors import (
-    ClockSkew,
-    ErrorCode,
-    HearthError,
-    LocalProtocolError,
-    ProtocolError,
-    QuotaExceeded,
-    RemoteProtocolError,
+from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.protocol.arrival import (
+    ArrivalRules,
+    Reaction,
+    Verdict,
+    appended_result,
+    error_result,
 )
+from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
+from hearthmesh.protocol.envelope import Envelope, MessageId
+from hearthmesh.protocol.errors import LocalProtocolError, QuotaExceeded, RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.private import decode_private
 from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, Store
 
-__all__ = ["Arrival", "Inbox", "StoreOutcome", "error_result"]
+__all__ = ["Arrival", "Inbox", "StoreOutcome"]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ class Arrival:
 
 @dataclass(slots=True)
 class StoreOutcome:
-    """What one store write batch did."""
+    """What one store write batch did: the acks, and what the node reacts to after it."""
 
     results: list[DeliveryResult] = field(default_factory=list)
     released: list[Envelope] = field(default_factory=list)
@@ -63,13 +65,19 @@ class StoreOutcome:
     """Users who sent from a device their newest record we hold does not list."""
 
 
+_PENDING: Final = DeliveryResult(message_id=MessageId(b""), status=AckStatus.DEFERRED)
+"""Holds an admitted item's place until the store answers (`_after_append` replaces it)."""
+
+
 class Inbox:
-    """Accepts verified envelopes for local users (history) or others (relay inbox)."""
+    """Does what `ArrivalRules` decides for verified envelopes: store them in history for our
+    users, hold them in the relay inbox for others, set off what a stored one entails."""
 
     def __init__(
         self,
         *,
         local_users: set[UserId],
+        rules: ArrivalRules,
         rooms: RoomRegistry,
         release: ReleaseOrder,
         directory: HomeDirectory,
@@ -77,6 +85,7 @@ class Inbox:
         siblings: Callable[[], tuple[bytes, ...]],
     ) -> None:
         self._local = local_users
+        self._rules = rules
         self._rooms = rooms
         self._release = release
         self._directory = directory
@@ -104,6 +113,7 @@ class Inbox:
         # What reaches one of our homes from outside goes on to the others (DESIGN §7); what a
         # sibling sends us it has sent to every sibling itself.
         forward = () if from_sibling else self._siblings()
+        rooms = self._rooms.states(store)
         requests: list[AppendRequest] = []
         slots: list[int] = []
         results: list[DeliveryResult] = []
@@ -123,39 +133,30 @@ class Inbox:
                 continue
             envelope = item.envelope
             self._directory.remember_certificate(envelope.sender_device, item.certificate)
-            if envelope.kind.ephemeral:
-                refusal = ProtocolError("ephemeral kinds are not delivered")
-                results.append(rejected(envelope.message_id, refusal))
-                continue
-            if item.recipient not in self._local:
+            decision = self._rules.decide(
+                envelope,
+                recipient=item.recipient,
+                device_listed=self._directory.lists_device(
+                    envelope.sender_user, envelope.sender_device
+                ),
+                rooms=rooms,
+                now_ms=now_ms,
+            )
+            if decision.unknown_device:
+                outcome.unknown_devices.add(envelope.sender_user)
+            if decision.verdict is Verdict.RELAY:
                 results.append(self._relay(store, item, peer, now_ms, outcome))
                 continue
-            if self._directory.lists_device(envelope.sender_user, envelope.sender_device) is False:
-                # revoked, or linked after the record we hold: retry once we know more
-                admission = Admission.DEFER
-                outcome.unknown_devices.add(envelope.sender_user)
+            if decision.result is not None:  # deferred or rejected: fixed before the store
+                results.append(decision.result)
             else:
-                try:  # SPEC §12.2: decided before anything is stored or held
-                    admission = self._rooms.admit(store, envelope, now_ms=now_ms)
-                except RemoteProtocolError as exc:
-                    results.append(rejected(envelope.message_id, exc))
-                    continue
-            if admission is Admission.ACCEPT:
                 slots.append(len(results))  # its result is set after the commit
                 requests.append(
                     AppendRequest(envelope=envelope, outbox_to=forward, next_attempt_ms=now_ms)
                 )
-            results.append(
-                DeliveryResult(
-                    message_id=envelope.message_id,
-                    status=AckStatus.DEFERRED,
-                    code=int(ErrorCode.NOT_AUTHORIZED),
-                )
-            )
-            if envelope.kind is Kind.MEMBERSHIP:
-                # folded before the next item is judged: a batch may hold the CREATE and the
-                # ADDs after it, each allowed only by the ones before
-                append_pending()
+                results.append(_PENDING)
+            if decision.store_before_next:
+                append_pending()  # folded before the next item is judged
         append_pending()
         outcome.results = results
         # How far each sender was released commits with the events themselves: a restart
@@ -171,25 +172,33 @@ class Inbox:
         now_ms: int,
         outcome: StoreOutcome,
     ) -> DeliveryResult:
-        first = 1 if self._rooms.is_direct_with_local(envelope) else envelope.seq
-        if stored is AppendResult.DUPLICATE:
-            # held back before a restart, it may be due now: the app has not seen it yet
-            outcome.released += self._release.offer(store, envelope, first_seq_if_new=first)
-            return DeliveryResult(message_id=envelope.message_id, status=AckStatus.DUPLICATE)
+        result = appended_result(
+            envelope.message_id,
+            stored=stored is AppendResult.STORED,
+            duplicate=stored is AppendResult.DUPLICATE,
+        )
         if stored is AppendResult.CONFLICT:
-            return rejected(envelope.message_id, ProtocolError("another event holds this slot"))
-        if self._rooms.note_stored(store, envelope, now_ms=now_ms):
-            outcome.membership_changed.add(envelope.room)
-        if envelope.kind is Kind.PRIVATE and envelope.sender_user in self._local:
-            apply_private(store, envelope)
-        if envelope.kind is Kind.RECEIPT:
-            for user in self._local:
-                credit_receipt(store, user, envelope, now_ms=now_ms)
-        elif is_contact_event(envelope) and envelope.sender_user not in self._local:
-            for user in self._local:
-                apply_contact_event(store, user, envelope, now_ms=now_ms)
+            return result
+        if stored is AppendResult.STORED:
+            if self._rooms.note_stored(store, envelope, now_ms=now_ms):
+                outcome.membership_changed.add(envelope.room)
+            for reaction in self._rules.reactions(envelope):
+                self._react(store, reaction, envelope, now_ms)
+        # a duplicate held back before a restart may be due now: the app has not seen it yet
+        first = self._rules.first_seq_if_new(envelope)
         outcome.released += self._release.offer(store, envelope, first_seq_if_new=first)
-        return DeliveryResult(message_id=envelope.message_id, status=AckStatus.STORED)
+        return result
+
+    def _react(self, store: Store, reaction: Reaction, envelope: Envelope, now_ms: int) -> None:
+        match reaction:
+            case Reaction.APPLY_PRIVATE:
+                apply_private(store, envelope)
+            case Reaction.CREDIT_RECEIPT:
+                for user in self._local:
+                    credit_receipt(store, user, envelope, now_ms=now_ms)
+            case Reaction.APPLY_CONTACT_EVENT:
+                for user in self._local:
+                    apply_contact_event(store, user, envelope, now_ms=now_ms)
 
     def _relay(
         self, store: Store, arrival: Arrival, peer: str, now_ms: int, outcome: StoreOutcome
@@ -211,20 +220,9 @@ class Inbox:
             )
         except QuotaExceeded as exc:
             log.debug("relay refused for %s: %s", arrival.recipient.hex()[:12], exc)
-            return DeliveryResult(
-                message_id=envelope.message_id, status=AckStatus.DEFERRED, code=int(exc.code)
-            )
+            return error_result(envelope.message_id, exc)
         outcome.relayed_for.add(arrival.recipient)
         return DeliveryResult(message_id=envelope.message_id, status=AckStatus.RELAYED)
-
-
-def error_result(message_id: MessageId, error: HearthError) -> DeliveryResult:
-    """The result for an item that failed before the store: skew is worth a retry later."""
-    if isinstance(error, ClockSkew):
-        return DeliveryResult(
-            message_id=message_id, status=AckStatus.DEFERRED, code=int(ErrorCode.CLOCK_SKEW)
-        )
-    return rejected(message_id, error)
 
 
 def apply_private(store: Store, envelope: Envelope) -> None:

@@ -9,17 +9,16 @@ rejected alone and the rest of the batch is stored.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final
 
 from hearthmesh.node.clock import Clock, HybridClock
-from hearthmesh.node.delivery.inbox import Arrival, Inbox, StoreOutcome, error_result
+from hearthmesh.node.delivery.inbox import Arrival, Inbox, StoreOutcome
 from hearthmesh.node.events import MessageReceived, NodeEvent
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.mesh.standing import PeerStanding
 from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.protocol.arrival import RecentlyStored, error_result, reaches_the_app
 from hearthmesh.protocol.certificate_cache import VerifiedCertificates
 from hearthmesh.protocol.delivery import (
     AckStatus,
@@ -31,7 +30,6 @@ from hearthmesh.protocol.delivery import (
     sign_ack,
     verify_batch,
 )
-from hearthmesh.protocol.envelope import Kind
 from hearthmesh.protocol.errors import ClockSkew, MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.gossip import GossipItem
 from hearthmesh.protocol.identity import UserId, encode_certificate
@@ -40,8 +38,6 @@ from hearthmesh.storage.async_store import AsyncStore
 __all__ = ["Receiver"]
 
 log = logging.getLogger(__name__)
-
-RECENT_IDS: Final = 65_536
 
 
 class Receiver:
@@ -70,7 +66,9 @@ class Receiver:
         self._is_sibling = is_sibling
         self._standing = standing
         self.rejected_frames = 0
-        self._recent = RecentIds()
+        self._recent = RecentlyStored()
+        """What the store answered STORED or DUPLICATE lately (`protocol.arrival`: the store
+        owns dedupe; this only spares a second copy the checks)."""
         self.certificates = VerifiedCertificates()
         """Sender certificates verified so far (deliveries and gossip share them)."""
 
@@ -182,31 +180,12 @@ class Receiver:
         return outcome.results
 
     def _publish(self, outcome: StoreOutcome) -> None:
-        for result in outcome.results:
-            if result.status in (AckStatus.STORED, AckStatus.DUPLICATE):
-                self._recent.add(result.message_id)
+        self._recent.note(outcome.results)
         for envelope in outcome.released:
-            if envelope.kind is not Kind.PRIVATE:  # our own bookkeeping, not a message
+            if reaches_the_app(envelope):
                 self._emit(MessageReceived(envelope=envelope))
         self._on_outcome(outcome)
 
 
 def _nothing_known(_: bytes) -> bool:
     return False
-
-
-class RecentIds:
-    """Message ids stored lately (bounded, oldest forgotten first): a copy of one arriving by
-    the other path is answered DUPLICATE without verifying or storing it again."""
-
-    def __init__(self, capacity: int = RECENT_IDS) -> None:
-        self._ids: OrderedDict[bytes, None] = OrderedDict()
-        self._capacity = capacity
-
-    def add(self, message_id: bytes) -> None:
-        self._ids[message_id] = None
-        if len(self._ids) > self._capacity:
-            self._ids.popitem(last=False)
-
-    def seen(self, message_id: bytes) -> bool:
-        return message_id in self._ids

@@ -14,12 +14,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hearthmesh.node.delivery.destinations import node_destination
 from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.protocol.delivery import encode_error
+from hearthmesh.protocol.destinations import node_destination
 from hearthmesh.protocol.envelope import MessageId, RoomId
 from hearthmesh.protocol.errors import MalformedMessage, NotAuthorized, RemoteProtocolError
 from hearthmesh.protocol.hlc import Timestamp

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from hearthmesh.node.clock import Clock
-from hearthmesh.node.delivery.destinations import node_destination
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.keyring import HOME_RECORD_SETTING, Keyring
+from hearthmesh.protocol.destinations import node_destination
 from hearthmesh.protocol.errors import LocalProtocolError, NotAuthorized, NotFound, StorageError
 from hearthmesh.protocol.home_record import (
     HomeRecord,
@@ -112,6 +112,22 @@ class OwnHomes:
         )
         await self._keep(record)
         return encode_certificate(certificate), self.record
+
+    async def readdress(self) -> bool:
+        """Our node's addresses changed (a relay reservation came or went, SPEC §10.7): the
+        primary re-issues the record with them first. False if nothing changed, or if we are
+        a linked node (only the primary signs the record)."""
+        if self._keyring.user is None:
+            return False
+        current = decode_home_record(self.record)
+        me = self._peer_id
+        addrs = (*self._addrs(), *[a for a in current.addrs if not a.endswith(me)])
+        if addrs[:_MAX_ADDRS] == current.addrs:
+            return False
+        await self._keep(
+            self._issue(self._keyring.user, current, current.homes, addrs, current.devices)
+        )
+        return True
 
     async def revoke(self, device: DeviceId) -> None:
         """Drop a device and the home it lives on (they share a position in the record)."""

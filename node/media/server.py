@@ -20,6 +20,7 @@ from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.rate_limit import RateLimiter
+from hearthmesh.protocol.access import may_read
 from hearthmesh.protocol.errors import (
     NotAuthorized,
     NotFound,
@@ -111,7 +112,8 @@ class MediaServer:
         viewers, held = await self._store.read(_viewers, self._store.store, digest, self._own_user)
         if not viewers and held is None:
             raise NotFound("no such media here")
-        if not self._may_see(peer, viewers):
+        own_home = peer in self._own_homes()
+        if not may_read(peer, viewers, own_home=own_home, homes_of=self._directory.homes):
             raise NotAuthorized("not a home of a member of a room that references this media")
         if held is None:
             raise NotFound("this media is not here (yet)")
@@ -125,11 +127,6 @@ class MediaServer:
         if data is None:
             raise NotFound("this media is not here")
         return data
-
-    def _may_see(self, peer: str, viewers: set[UserId]) -> bool:
-        if peer in self._own_homes():
-            return True
-        return any(peer in self._directory.homes(user) for user in viewers)
 
 
 def _viewers(store: Store, digest: bytes, own_user: UserId) -> tuple[set[UserId], MediaInfo | None]:

@@ -39,7 +39,10 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from hearthmesh.node.p2p.addresses import expand_unspecified, interface_ipv4s
+from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
 from hearthmesh.node.p2p.bridge import TrioThread
+from hearthmesh.node.p2p.circuit_relay import CircuitRelayLayer, relay_of
 from hearthmesh.node.p2p.dht import DhtLayer, DhtSelect, DhtValidate
 from hearthmesh.node.p2p.errors import (
     DialFailed,
@@ -56,6 +59,7 @@ from hearthmesh.node.p2p.gossip import (
     Subscription,
 )
 from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
+from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.yamux import release_credit_in_half_windows
 from hearthmesh.protocol.errors import (
@@ -103,7 +107,7 @@ class RefusalHandler(Protocol):
 
 
 STOP_GRACE_S: Final = 2.0
-"""Upper bound for closing all connections at stop (each close sleeps 200 ms inside libp2p)."""
+"""Upper bound for closing all connections at stop (see `_close_quietly`)."""
 _SEED_BYTES: Final = 32
 
 
@@ -134,6 +138,22 @@ class HostConfig:
     """Picks the best of several valid values for one DHT key (see `dht_validate`)."""
     inbound: InboundPolicy = field(default_factory=InboundPolicy)
     """Bounds on inbound streams: counts, bytes of partial frames, timeouts (SPEC §10.4)."""
+    # --- NAT traversal (#16) ---
+    announce_addrs: list[str] = field(default_factory=list)
+    """Addresses AutoNAT servers are asked to dial instead of `listen_addrs` (SPEC §10.6)."""
+    autonat_confirmations: int = 3
+    """Agreeing AutoNAT verdicts that make this node public or private (SPEC §10.6)."""
+    autonat_interval_s: float = 300.0
+    """Time between two rounds of AutoNAT checks once reachability is known."""
+    relay_service: bool = True
+    """Offer circuit relay v2 hop service to peers, within `relay_limits` (SPEC §10.7)."""
+    relay_limits: RelayServiceLimits = field(default_factory=RelayServiceLimits)
+    """Reservations, circuits, bytes and time the hop service gives (SPEC §10.7)."""
+    relay_reservations: int = 2
+    """Relays a private node reserves on, in `relay_rank` order (SPEC §10.7)."""
+    relay_rank: Callable[[list[str]], Awaitable[list[str]]] | None = None
+    """Orders the connected peers as candidate relays, best first (co-members' homes first,
+    SPEC §11.7); runs on asyncio; None (or a failure) keeps the order of `connected_peers`."""
 
 
 def peer_id_from_seed(seed: bytes) -> str:
@@ -166,6 +186,13 @@ _NOISY_ERRORS: Final = {
     "libp2p.host.basic_host": ("Failed to open stream to peer",),
     "libp2p.protocol_muxer.multiselect_client": ("MultiselectClient handshake:",),
     "libp2p.stream_muxer.yamux.yamux": ("Error in handle_incoming for peer",),
+    # An AutoNAT server's dial-back ends after the security handshake, by design (autonat.py).
+    "libp2p.network.swarm": ("fail to upgrade mux for peer",),
+    # A client closes its reservation stream once reserved; the relay reads on and logs EOF.
+    "libp2p.relay.circuit_v2.protocol": (
+        "Error reading from hop stream",
+        "Error sending status message",
+    ),
 }
 _FILTERS: Final = {name: _DemoteFilter(prefixes) for name, prefixes in _NOISY_ERRORS.items()}
 
@@ -220,7 +247,7 @@ class _LibP2PStream:
 class _ConnectionTracker(INotifee):
     """Mirrors the set of connected peers to asyncio (counted per connection)."""
 
-    def __init__(self, report: Callable[[str, int, str | None], None]) -> None:
+    def __init__(self, report: Callable[[str, int, str | None, str | None], None]) -> None:
         self._report = report
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
@@ -230,10 +257,10 @@ class _ConnectionTracker(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn))
+        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), relay_of(conn))
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None)
+        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, relay_of(conn))
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
@@ -252,7 +279,9 @@ class P2PHost:
         self.peer_id = peer_id_from_seed(config.identity_seed)
         """This host's peer id (base58), fixed by the identity seed."""
         self.listen_addrs: list[str] = []
-        """Actual listen multiaddrs with `/p2p/<id>` (ports resolved); set by `__aenter__`."""
+        """Where peers reach us, with `/p2p/<id>`: our `/p2p-circuit` addresses while we hold
+        relay reservations (SPEC §10.7), then the listen addresses (ports resolved, `0.0.0.0`
+        expanded per interface); set by `__aenter__`."""
         self._bridge = TrioThread(name=f"libp2p-{self.peer_id[-8:]}")
         self._tasks: asyncio.TaskGroup | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
@@ -263,6 +292,14 @@ class P2PHost:
         self._admits: PeerFilter = lambda _peer: True
         self._refused: RefusalHandler = _refuse_nothing
         self._remote_ips: dict[str, str] = {}
+        self._paths: dict[str, dict[str | None, int]] = {}
+        self._reserving = False
+        self._relayed_via: dict[str, str] = {}
+        self._on_addresses: Callable[[], None] = lambda: None
+        self._direct_addrs: list[str] = []
+        self._relay = CircuitRelayLayer(
+            hop=config.relay_service, limits=config.relay_limits, report=self._report_relayed
+        )
         self.inbound = InboundLedger(config.inbound)
         """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
         self._stream_slots = PerPeerStreamSlots(config.inbound, self._slots_exceeded)
@@ -287,6 +324,14 @@ class P2PHost:
             self._dht = DhtLayer(
                 call=self._call, validate=config.dht_validate, select=config.dht_select
             )
+        self.reachability = Reachability.UNKNOWN
+        """AutoNAT's latest verdict on whether peers elsewhere can dial us (SPEC §10.6)."""
+        self._autonat = AutoNatLayer(
+            report=self._report_reachability,
+            advertised=lambda: list(config.announce_addrs or self._direct_addrs),
+            confirmations=config.autonat_confirmations,
+            interval_s=config.autonat_interval_s,
+        )
         # Owned by the trio thread:
         self._host: IHost | None = None
 
@@ -344,14 +389,20 @@ class P2PHost:
             muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
             listen_addrs=listen,
             enable_mDNS=self.config.enable_mdns,
+            # QUIC (TLS 1.3 inside, its own streams) only where a listen address asks for it.
+            enable_quic=any("/quic" in a for a in self.config.listen_addrs),
             # One connection per peer skips the 250 ms dial fallback; min/low 0 keeps libp2p's
             # auto-connector from dialling every peerstore entry: the app picks its peers.
             connection_config=ConnectionConfig(
                 max_connections_per_peer=1, min_connections=0, low_watermark=0
             ),
             resource_manager=self._stream_slots,
+            # What identify and AutoNAT tell peers: never 0.0.0.0 (a peer would dial itself).
+            addrs_factory=self._advertised_addrs,
         )
         self._gossip.build(host)
+        self._autonat.build(host)
+        self._relay.build(host)
         if self._dht is not None:
             self._dht.build(host)
         host.get_network().register_notifee(_ConnectionTracker(self._report_connection))
@@ -371,9 +422,18 @@ class P2PHost:
                     dht_running = (
                         contextlib.nullcontext() if self._dht is None else self._dht.running()
                     )
-                    async with self._gossip.running(), dht_running:
+                    async with (
+                        self._gossip.running(),
+                        dht_running,
+                        self._autonat.running(),
+                        self._relay.running(),
+                    ):
                         try:
-                            self.listen_addrs = [str(a) for a in host.get_addrs()]
+                            listening = [
+                                f"{a}/p2p/{self.peer_id}" for a in host.get_transport_addrs()
+                            ]
+                            self._direct_addrs = expand_unspecified(listening, interface_ipv4s())
+                            self.listen_addrs = list(self._direct_addrs)
                             yield
                         finally:
                             # Connections go first: an RPC arriving after pubsub's service
@@ -391,6 +451,18 @@ class P2PHost:
                 peerDiscovery.unregister_peer_discovered_handler(on_mdns_peer)
             self._host = None
 
+    def _advertised_addrs(self, candidates: list[multiaddr.Multiaddr]) -> list[multiaddr.Multiaddr]:
+        """libp2p's addrs factory (trio thread): the announce addresses if set, else the
+        listen addresses with `0.0.0.0` expanded per interface (what identify tells peers)."""
+        if self.config.announce_addrs:
+            return [multiaddr.Multiaddr(a) for a in self.config.announce_addrs]
+        # Our listen addresses only: an address a peer observed us at is, behind a NAT, a
+        # mapping that drops new connections (each dial of it waits out libp2p's 10 s).
+        host = self._host
+        listening = candidates if host is None else host.get_transport_addrs()
+        expanded = expand_unspecified([str(a) for a in listening], interface_ipv4s())
+        return [multiaddr.Multiaddr(a) for a in expanded]
+
     async def _close_host(self, host: IHost) -> None:
         """`host.run()` alone leaves listener and outbound sockets open (3 fds per 2-host
         cycle, libp2p-notes): close the host explicitly."""
@@ -400,11 +472,92 @@ class P2PHost:
         except Exception:
             log.warning("closing libp2p host %s failed", self.peer_id, exc_info=True)
 
-    def _report_connection(self, peer: str, delta: int, ip: str | None) -> None:
+    def _report_reachability(self, now: Reachability) -> None:
+        self._bridge.to_asyncio(self._apply_reachability, now)
+        if now is Reachability.PRIVATE:
+            self._spawn_reserve()
+
+    def _spawn_reserve(self) -> None:  # trio thread
+        if len(self._relay.relayed_addrs) < self.config.relay_reservations:
+            self._bridge.to_asyncio(self._schedule_reserve)
+
+    def _schedule_reserve(self) -> None:
+        if self._closing or self._tasks is None or self._reserving:
+            return
+        self._reserving = True
+        self._tasks.create_task(self._reserve_in_background())
+
+    async def _reserve_in_background(self) -> None:
+        try:
+            await self.reserve_relays()
+        except (P2PError, HostClosed) as exc:
+            log.info("relay reservation failed: %r", exc)
+        finally:
+            self._reserving = False
+
+    async def reserve_relays(self) -> list[str]:
+        """Reserve on connected relays, in `relay_rank` order, until `relay_reservations` are
+        held (a private node does this by itself); returns the relays' peer ids (SPEC §10.7)."""
+        candidates = self.connected_peers()
+        if self.config.relay_rank is not None:
+            try:
+                ranked = await self.config.relay_rank(candidates)
+            except Exception:  # a ranking that fails must not keep us unreachable
+                log.warning("ranking relays failed; taking them as connected", exc_info=True)
+            else:
+                candidates = ranked + [c for c in candidates if c not in ranked]
+        wanted = self.config.relay_reservations
+        return await self._call(
+            P2PError, "relay reservation", self._relay.reserve, candidates, wanted
+        )
+
+    def _report_relayed(self, relayed: dict[str, str]) -> None:
+        self._bridge.to_asyncio(self._apply_relayed, dict(relayed))
+
+    def _apply_relayed(self, relayed: dict[str, str]) -> None:
+        self._relayed_via = relayed
+        # Circuit addresses first: we reserved because AutoNAT found us private, so a peer
+        # elsewhere would wait out a dial timeout on each direct address before them.
+        self.listen_addrs = list(relayed.values()) + self._direct_addrs
+        self._on_addresses()
+
+    def relays(self) -> list[str]:
+        """Peer ids of the relays we hold reservations on (as last reported)."""
+        return sorted(self._relayed_via)
+
+    def peer_paths(self) -> dict[str, list[str]]:
+        """Each connected peer -> how we reach it: `"direct"` and/or the relays' peer ids."""
+        return {
+            peer: sorted("direct" if relay is None else relay for relay in paths)
+            for peer, paths in self._paths.items()
+        }
+
+    def _apply_reachability(self, now: Reachability) -> None:
+        self.reachability = now
+
+    def _report_connection(
+        self, peer: str, delta: int, ip: str | None, relay: str | None = None
+    ) -> None:
+        if delta > 0:  # a new peer may serve AutoNAT, or be a relay we want
+            self._autonat.peer_connected()
+            if self._autonat.reachability is Reachability.PRIVATE:
+                self._spawn_reserve()
+        elif peer in self._relay.relayed_addrs and relay is None:
+            self._relay.forget(peer)
+            self._spawn_reserve()
+        self._bridge.to_asyncio(self._apply_path, peer, delta, relay)
         if delta > 0 and self._dht is not None:  # a new peer may serve the DHT
             with contextlib.suppress(HostClosed):
                 self._bridge.spawn(self._dht.add_peer, ID.from_base58(peer))
         self._bridge.to_asyncio(self._apply_connection, peer, delta, ip)
+
+    def _apply_path(self, peer: str, delta: int, relay: str | None) -> None:
+        paths = self._paths.setdefault(peer, {})
+        paths[relay] = paths.get(relay, 0) + delta
+        if paths[relay] <= 0:
+            del paths[relay]
+        if not paths:
+            del self._paths[peer]
 
     def _apply_connection(self, peer: str, delta: int, ip: str | None) -> None:
         before = self._peers.get(peer, 0)
@@ -460,9 +613,14 @@ class P2PHost:
             info = info_from_p2p_addr(multiaddr.Multiaddr(address))
         except Exception as exc:
             raise DialFailed(f"bad peer address {address!r}: {exc}") from exc
-        await self._call(
-            DialFailed, f"connect to {address}", self._connect_on_trio, info, retry_now
-        )
+        if "/p2p-circuit/" in address:
+            # The swarm's own dial expects a raw connection from every transport; the circuit
+            # transport hands back an upgraded one, so it dials itself (SPEC §10.7).
+            await self._call(DialFailed, f"connect to {address}", self._relay.dial, address)
+        else:
+            await self._call(
+                DialFailed, f"connect to {address}", self._connect_on_trio, info, retry_now
+            )
         return info.peer_id.to_base58()
 
     async def _connect_on_trio(self, info: PeerInfo, retry_now: bool) -> None:
@@ -505,6 +663,11 @@ class P2PHost:
     async def _add_addrs_on_trio(self, info: PeerInfo) -> None:
         self._require_host().get_peerstore().add_addrs(info.peer_id, info.addrs, 3600)
 
+    def set_address_handler(self, handler: Callable[[], None]) -> None:
+        """Call `handler` on asyncio when `listen_addrs` change (a relay reservation came or
+        went, SPEC §10.7)."""
+        self._on_addresses = handler
+
     def set_connection_handler(self, handler: ConnectionHandler) -> None:
         """Call `handler` on asyncio when a peer gets its first connection or loses its last.
 
@@ -525,6 +688,10 @@ class P2PHost:
     def libp2p_inbound_streams(self, peer_id: str) -> int:
         """Inbound streams of `peer_id` in all protocols, libp2p's own included (SPEC §10.4)."""
         return self._stream_slots.inbound_of(peer_id)
+
+    async def check_reachability(self) -> Reachability:
+        """Ask the connected AutoNAT servers now; returns (and records) the verdict."""
+        return await self._call(P2PError, "AutoNAT check", self._autonat.check_once)
 
     def remote_ip(self, peer_id: str) -> str | None:
         """The IP address a connected peer's connection comes from (None if not known)."""
@@ -764,7 +931,7 @@ def _remote_ip(conn: INetConn) -> str | None:
 
 
 async def _close_connections(host: IHost) -> None:
-    """Close all connections concurrently: each close sleeps 200 ms inside libp2p."""
+    """Close all connections concurrently, each only until its socket is closed."""
     network = host.get_network()
     with trio.move_on_after(STOP_GRACE_S):
         async with trio.open_nursery() as nursery:
@@ -774,7 +941,23 @@ async def _close_connections(host: IHost) -> None:
 
 
 async def _close_quietly(conn: INetConn) -> None:
-    try:
-        await conn.close()
-    except Exception as exc:  # shutdown races are expected here
-        log.debug("closing connection failed: %r", exc)
+    """Close `conn`, and stop waiting once its muxer has closed the socket.
+
+    py-libp2p 0.8.1 then sleeps 100 ms in `Yamux.close` and 100 ms more in `SwarmConn` (to let
+    stream handlers see their resets) before it tells notifees: at stop our handlers are gone
+    and the host follows, so those 200 ms only delayed every stop of a connected node.
+    """
+    socket_closed = getattr(conn.muxed_conn, "event_closed", None)
+    async with trio.open_nursery() as nursery:
+        if isinstance(socket_closed, trio.Event):
+            nursery.start_soon(_cancel_when_set, socket_closed, nursery.cancel_scope)
+        try:
+            await conn.close()
+        except Exception as exc:  # shutdown races are expected here
+            log.debug("closing connection failed: %r", exc)
+        nursery.cancel_scope.cancel()
+
+
+async def _cancel_when_set(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

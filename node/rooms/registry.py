@@ -1,54 +1,36 @@
-"""Rooms this node takes part in: who is in each, and who may write into each (SPEC §12).
+"""Rooms this node takes part in: who is in each (SPEC §12).
 
-The rules are `protocol.authority` and `protocol.membership`; the incremental fold is
-`protocol.membership_log`. This module is the one owner of the rooms' states in memory: a direct
-room's fixed state, or a group's log, loaded from the store on first use and then kept up to date
-per event; it writes each change to the store's member rows. Methods taking a `store` run on the
-store's thread (inside a store write batch); `view` may be called from any thread.
+Who may write into each is decided in `protocol.arrival` (over `protocol.authority` and
+`protocol.membership`), reading the states held here through `states(store)`; the incremental
+fold is `protocol.membership_log`. This module is the one owner of the rooms' states in memory:
+a direct room's fixed state, or a group's log, loaded from the store on first use and then kept
+up to date per event; it writes each change to the store's member rows. Methods taking a
+`store` run on the store's thread (inside a store write batch); `view` may be called from any
+thread.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from enum import Enum
 
-from hearthmesh.protocol.authority import (
-    DEFAULT_DEFERRAL_POLICY,
-    DeferralBudget,
-    DeferralPolicy,
-    Ruling,
-    membership_ruling,
-    writer_ruling,
-)
+from hearthmesh.protocol.arrival import RoomStates, direct_partner, room_ruling
+from hearthmesh.protocol.authority import Ruling
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
 from hearthmesh.protocol.errors import NotAuthorized
 from hearthmesh.protocol.identity import UserId
-from hearthmesh.protocol.membership import (
-    Role,
-    RoomState,
-    decode_membership,
-    direct_room_state,
-)
+from hearthmesh.protocol.membership import Role, RoomState, decode_membership, direct_room_state
 from hearthmesh.protocol.membership_log import (
     DEFAULT_MEMBERSHIP_LIMITS,
     MemberDiff,
     MembershipLimits,
     MembershipLog,
 )
-from hearthmesh.protocol.rooms import direct_room_id, is_direct_room
+from hearthmesh.protocol.rooms import is_direct_room
 from hearthmesh.storage.api import Direction, Member, Store
 
-__all__ = ["Admission", "RoomRegistry"]
+__all__ = ["RoomRegistry"]
 
 _SCAN_PAGE = 512
-
-
-class Admission(Enum):
-    """Whether a received envelope may enter a room's history here (a refusal raises)."""
-
-    ACCEPT = "accept"
-    DEFER = "defer"
-    """Not yet: the membership events that would allow it may still be on their way."""
 
 
 class RoomRegistry:
@@ -59,7 +41,6 @@ class RoomRegistry:
         local_users: set[UserId],
         *,
         limits: MembershipLimits = DEFAULT_MEMBERSHIP_LIMITS,
-        deferrals: DeferralPolicy = DEFAULT_DEFERRAL_POLICY,
     ) -> None:
         self._local = local_users
         self._limits = limits
@@ -67,7 +48,6 @@ class RoomRegistry:
         """Rooms whose members follow from their id (direct rooms, our user's own room)."""
         self._logs: OrderedDict[RoomId, MembershipLog] = OrderedDict()
         """Groups: their MEMBERSHIP events and fold, least recently used first (bounded)."""
-        self._budget = DeferralBudget(deferrals)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -140,23 +120,15 @@ class RoomRegistry:
                 return events
             cursor = page.next
 
-    # --- admission --------------------------------------------------------------------------
+    # --- the rule's view -------------------------------------------------------------------
 
-    def admit(self, store: Store, envelope: Envelope, *, now_ms: int) -> Admission:
-        """May `envelope` be stored in its room's history on this node (SPEC §12.2)?
+    def states(self, store: Store) -> RoomStates:
+        """The rooms as `protocol.arrival` reads them, loading from `store` on first use."""
+        return _StoreRooms(self, store)
 
-        Raises:
-            RemoteProtocolError: a final refusal (the sender may never write this here, a bad
-                body, a bound reached): store nothing, charge the peer.
-        """
-        ruling = self._ruling(store, envelope)
-        if ruling is Ruling.ALLOWED:
-            return Admission.ACCEPT
-        if ruling is Ruling.NEVER:
-            raise NotAuthorized(f"{envelope.kind.name} not allowed from this sender here")
-        if envelope.sender_user in self._local or self._budget.take(envelope.sender_user, now_ms):
-            return Admission.DEFER
-        raise NotAuthorized("deferred too often: not a member of this room")
+    def membership_log(self, room: RoomId) -> MembershipLog:
+        """The group's log as held, or an empty one (a room not held, or not a group)."""
+        return self._logs.get(room) or MembershipLog(room, limits=self._limits)
 
     def check_own(self, store: Store, envelope: Envelope) -> None:
         """Our own MEMBERSHIP change must be allowed now, against the folded state (§12.6).
@@ -165,31 +137,9 @@ class RoomRegistry:
             NotAuthorized: the rules do not allow it (nothing may be written).
             MembershipLimit: the room or our user is at its bound.
         """
-        ruling = self._ruling(store, envelope)
+        ruling = room_ruling(envelope, self.states(store), self._local)
         if ruling is not Ruling.ALLOWED:
             raise NotAuthorized(f"membership change refused: {ruling.name.lower()}")
-
-    def _ruling(self, store: Store, envelope: Envelope) -> Ruling:
-        is_membership = envelope.kind is Kind.MEMBERSHIP
-        if not is_membership and envelope.sender_user in self._local:
-            return Ruling.ALLOWED  # our own user, from another certified device
-        state = self.state(store, envelope.room)
-        if not is_membership and state is not None and state.is_member(envelope.sender_user):
-            return Ruling.ALLOWED  # the common case, decided without hashing room ids
-        direct_with_local = self.is_direct_with_local(envelope)
-        if not is_membership or direct_with_local or (state is not None and state.direct):
-            return writer_ruling(state, envelope, direct_with_local=direct_with_local)
-        change = decode_membership(envelope.body)  # only the remote-error family
-        log = self._logs.get(envelope.room) or MembershipLog(envelope.room, limits=self._limits)
-        return membership_ruling(log, envelope, change)
-
-    def is_direct_with_local(self, envelope: Envelope) -> bool:
-        """Is the envelope's room the direct room of its sender and one of our users?"""
-        return any(
-            user != envelope.sender_user
-            and direct_room_id(envelope.sender_user, user) == envelope.room
-            for user in self._local
-        )
 
     # --- changes ----------------------------------------------------------------------------
 
@@ -205,14 +155,11 @@ class RoomRegistry:
     def note_stored(self, store: Store, envelope: Envelope, *, now_ms: int) -> bool:
         """Account for a newly stored (admitted) envelope; True if the member set changed."""
         if envelope.kind is not Kind.MEMBERSHIP:
-            if self.state(store, envelope.room) is None and self.is_direct_with_local(envelope):
-                local = next(
-                    u
-                    for u in self._local
-                    if direct_room_id(envelope.sender_user, u) == envelope.room
-                )
-                self.open_direct(store, envelope.sender_user, local, now_ms=now_ms)
-                return True
+            if self.state(store, envelope.room) is None:
+                local = direct_partner(envelope, self._local)
+                if local is not None:  # a direct room opens with its first message
+                    self.open_direct(store, envelope.sender_user, local, now_ms=now_ms)
+                    return True
             return False
         if envelope.room in self._fixed:
             return False  # admission never lets one in; nothing to fold
@@ -262,3 +209,19 @@ def _rows_diff(rows: list[Member], state: RoomState) -> MemberDiff:
 
 def _role(value: int) -> Role:
     return Role(value) if value in Role._value2member_map_ else Role.MEMBER
+
+
+class _StoreRooms:
+    """`RoomRegistry` bound to one store transaction, as the arrival rules read rooms."""
+
+    __slots__ = ("_registry", "_store")
+
+    def __init__(self, registry: RoomRegistry, store: Store) -> None:
+        self._registry = registry
+        self._store = store
+
+    def state(self, room: RoomId) -> RoomState | None:
+        return self._registry.state(self._store, room)
+
+    def membership_log(self, room: RoomId) -> MembershipLog:
+        return self._registry.membership_log(room)

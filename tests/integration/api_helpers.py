@@ -13,6 +13,7 @@ import aiohttp
 
 from hearthmesh.node.api import ApiConfig, ApiServer
 from hearthmesh.node.api.tls import certificate_fingerprint
+from hearthmesh.node.clock import Clock
 from hearthmesh.node.node import Node
 from hearthmesh.tools.client import ApiClient
 
@@ -74,13 +75,18 @@ class Socket:
 
 
 @asynccontextmanager
-async def home(path: Path, **overrides: Any) -> AsyncIterator[Home]:
+async def home(
+    path: Path, *, api_clock: Clock | None = None, **overrides: Any
+) -> AsyncIterator[Home]:
+    """A node and its API; `api_clock` (default: the system clock) times the API's limits."""
     api_options = overrides.pop("api", {})
     async with Node(node_config(path, **overrides)) as node:
         config = ApiConfig(token=TOKEN, port=0, **api_options)
-        cert = config.tls_cert_file
-        pin = None if cert is None else certificate_fingerprint(cert)
-        async with ApiServer(node, config) as api, ApiClient(api.url, TOKEN, pin=pin) as client:
+        pin = (
+            None if config.tls_cert_file is None else certificate_fingerprint(config.tls_cert_file)
+        )
+        server = ApiServer(node, config, clock=api_clock)
+        async with server as api, ApiClient(api.url, TOKEN, pin=pin) as client:
             yield Home(node=node, api=api, client=client)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hearthmesh.node.delivery import outbox as delivery
 from hearthmesh.node.events import DeliveredToHome, MessageReceived
+from hearthmesh.protocol import outbox as outbox_machine
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.storage.api import Direction, RelayQuota
 from hearthmesh.storage.lmdb_store import LmdbStore
@@ -138,7 +138,8 @@ async def test_a_down_homes_entries_wait_parked_and_go_when_it_connects(
 ) -> None:
     """SPEC §11.5.2: bob's home is away, so alice's node parks what it has for him (it does not
     retry each entry), keeps it parked across a restart, and sends it all, in order, as soon as
-    bob's home connects."""
+    bob's home connects. The wiring on real nodes; the timing is
+    tests/protocol/test_outbox.py's clocked test of the same name."""
     async with asyncio.timeout(40):
         async with make_node("bob") as bob:
             bob_id, bob_record = bob.user_id, bob.home_record()
@@ -164,10 +165,10 @@ async def test_a_down_homes_entries_wait_parked_and_go_when_it_connects(
 async def test_a_full_hand_takes_more_as_soon_as_a_batch_is_delivered(
     make_node: NodeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The outbox stops taking stored entries while it holds MAX_QUEUED_ENTRIES; each batch
+    """The outbox stops taking stored entries while it holds MAX_HELD_ENTRIES; each batch
     delivered then makes room, and the loop takes more at once, not at its next poll (here a
     minute away). Everything reaches bob in order."""
-    monkeypatch.setattr(delivery, "MAX_QUEUED_ENTRIES", 300)
+    monkeypatch.setattr(outbox_machine, "MAX_HELD_ENTRIES", 300)
     bob_at = (f"/ip4/127.0.0.1/tcp/{free_port()}",)
     async with asyncio.timeout(30):  # half the poll: only the wake-ups can finish in time
         async with make_node("bob", listen_addrs=bob_at) as bob:

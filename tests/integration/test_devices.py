@@ -21,7 +21,7 @@ from hearthmesh.protocol.home_record import decode_home_record
 from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.protocol.linking import encode_link_code
 
-from .conftest import NodeFactory, collect, free_port, node_config
+from .conftest import NodeFactory, collect, free_port, node_config, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -103,8 +103,10 @@ async def test_a_revoked_device_gets_nothing_new_and_is_not_believed(
             fresh = await bob.send(room, b"after the revocation")
             assert (await on_alice)[0].envelope.message_id == fresh.message_id
             assert await old_phone.open_direct(bob.user_id) == room
+            answered = len(old_phone.delivery_round_trips_ms)
             stale = await old_phone.send(room, b"from a revoked device")
-            await asyncio.sleep(1.0)  # a negative check: give its outbox time to try
+            # a negative check: both homes it sends to (bob's, alice's) answered its batch
+            await wait_until(lambda: len(old_phone.delivery_round_trips_ms) >= answered + 2)
             assert await old_phone.get_event(fresh.message_id) is None
             assert await bob.get_event(stale.message_id) is None
 
@@ -200,12 +202,14 @@ async def test_a_stamp_beyond_the_drift_bound_is_deferred_and_nothing_else_chang
         async with Node(config, clock=SkewedClock(300_000)) as fast:  # nobody corrects it
             await fast.connect(bob.listen_addrs[0])
             await carol.connect(bob.listen_addrs[0])
+            answered = len(fast.delivery_round_trips_ms)
             skewed = await fast.send(await fast.open_direct(bob.user_id), b"from the future")
             room = await carol.open_direct(bob.user_id)
             on_bob = asyncio.create_task(collect(bob.events(), MessageReceived, 1))
             fine = await carol.send(room, b"on time")
             assert (await on_bob)[0].envelope.message_id == fine.message_id
-            await asyncio.sleep(0.5)  # a negative check: the skewed one had its tries
+            # a negative check: bob's home answered the skewed batch (and deferred it)
+            await wait_until(lambda: len(fast.delivery_round_trips_ms) > answered)
             assert await bob.get_event(skewed.message_id) is None
             assert fast.outbox_delivered == 0
 

@@ -264,6 +264,7 @@ async def test_a_killed_node_goes_offline_after_the_ttl(
         assert SystemClock().now_ms() - killed_at_ms < 10_000
 
 
+@pytest.mark.usefixtures("mdns_alone")
 async def test_peers_found_by_mdns_say_hello_once_per_connection(make_node: NodeFactory) -> None:
     """SPEC §13.3: nobody dials anybody by hand; mDNS connects the two nodes, and the
     connection alone leads to one hello each way, which teaches each the other's home (no

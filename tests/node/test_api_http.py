@@ -13,6 +13,7 @@ import pytest
 from hearthmesh.node.api.http_routes import ROUTES, documented_path
 from hearthmesh.protocol.identity import UserId, user_id_text
 from hearthmesh.tools.client import ApiClient, ApiRefused
+from tests.conftest import FakeClock
 from tests.integration.api_helpers import TOKEN, Home, home, open_conversation
 
 OTHER = user_id_text(UserId(bytes(range(32))))
@@ -76,6 +77,9 @@ async def test_node_status_names_peer_user_and_version(tmp_path: Path) -> None:
         assert status["user_id"] == user_id_text(h.node.user_id)
         assert status["listen_addrs"] and status["version"]
         assert status["connected_peers"] == []
+        # alone, AutoNAT has no one to ask: neither public nor private, no relays (SPEC §10.6)
+        assert status["reachability"] == "unknown"
+        assert status["relays"] == [] and status["peer_paths"] == {}
         assert status["unreachable"] == {"users": [], "own_homes": []}
         # a message for a user whose home no one can find: status names who we wait for
         room = await open_conversation(h, OTHER)
@@ -126,16 +130,18 @@ async def test_body_over_the_limit_is_413(tmp_path: Path) -> None:
         assert len(created["room_id"]) == 64
 
 
-async def test_rate_limit_answers_429_then_recovers(tmp_path: Path) -> None:
+async def test_rate_limit_answers_429_then_recovers(tmp_path: Path, clock: FakeClock) -> None:
     options = {"http_rate_per_s": 20.0, "http_burst": 5}
-    async with asyncio.timeout(10), home(tmp_path / "a", api=options) as h:
-        statuses = [(await _raw(h, "GET", "/v1/node/status", headers=AUTH))[0] for _ in range(8)]
-        assert statuses[:5] == [200] * 5 and 429 in statuses[5:]
+    async with asyncio.timeout(10), home(tmp_path / "a", api=options, api_clock=clock) as h:
+        statuses = [(await _raw(h, "GET", "/v1/node/status", headers=AUTH))[0] for _ in range(5)]
+        assert statuses == [200] * 5  # the burst, while the API's clock stands still
         status, body = await _raw(h, "GET", "/v1/node/status", headers=AUTH)
-        if status == 429:
-            assert body["error"]["code"] == 12
-        await asyncio.sleep(0.2)  # the bucket refills with time: that is what is tested
+        assert (status, body["error"]["code"]) == (429, 12)
+        clock.advance(25)  # 20 a second: half a token back, not enough
+        assert (await _raw(h, "GET", "/v1/node/status", headers=AUTH))[0] == 429
+        clock.advance(50)  # the bucket refills with time: that is what is tested
         assert (await _raw(h, "GET", "/v1/node/status", headers=AUTH))[0] == 200
+        assert (await _raw(h, "GET", "/v1/node/status", headers=AUTH))[0] == 429
 
 
 async def test_conversation_list_uses_the_seeds_paging_and_fields(tmp_path: Path) -> None:

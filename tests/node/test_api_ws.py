@@ -10,6 +10,7 @@ import aiohttp
 
 from hearthmesh.protocol.client_api import MAX_FRAME_BYTES
 from hearthmesh.protocol.identity import UserId, user_id_text
+from tests.conftest import FakeClock
 from tests.integration.api_helpers import Home, home
 
 OTHER = user_id_text(UserId(bytes(range(32))))
@@ -94,9 +95,11 @@ async def test_bad_frames_get_error_codes_and_later_messages_still_arrive(tmp_pa
         assert [m["message"] for m in details["messages"]] == ["still fine"]
 
 
-async def test_frames_beyond_the_rate_are_refused_not_lost(tmp_path: Path) -> None:
-    options = {"ws_rate_per_s": 1.0, "ws_burst": 3}
-    async with asyncio.timeout(10), home(tmp_path / "a", api=options) as h:
+async def test_frames_beyond_the_rate_are_refused_not_lost(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    options = {"ws_rate_per_s": 1.0, "ws_burst": 3}  # the API's clock stands still: no refill
+    async with asyncio.timeout(10), home(tmp_path / "a", api=options, api_clock=clock) as h:
         room = await _room(h)
         async with h.socket() as ws:
             for i in range(5):

@@ -268,6 +268,7 @@ async def test_stopping_hosts_leaks_no_threads_fds_or_tasks() -> None:
         assert asyncio.all_tasks() == {asyncio.current_task()}
 
 
+@pytest.mark.usefixtures("mdns_alone")
 async def test_mdns_finds_and_connects_peers() -> None:
     # Measured here: each mDNS host takes ~1.6 s to start (zeroconf probing), peers are found
     # by then, and stopping adds ~250 ms per host.
@@ -275,3 +276,25 @@ async def test_mdns_finds_and_connects_peers() -> None:
     async with asyncio.timeout(9), hosts(*mdns) as (a, b):
         await a.wait_connected(b.peer_id)
         await b.wait_connected(a.peer_id)
+
+
+async def test_a_chat_over_quic_only() -> None:
+    quic = "/ip4/127.0.0.1/udp/0/quic-v1"
+    async with (
+        asyncio.timeout(10),
+        hosts(config(1, listen_addrs=[quic]), config(2, listen_addrs=[quic])) as (a, b),
+    ):
+        assert all("/quic-v1/" in addr for addr in a.listen_addrs + b.listen_addrs)
+        b.set_stream_handler(ECHO, echo)
+        assert await a.connect(b.listen_addrs[0]) == b.peer_id
+        async with await a.open_stream(b.peer_id, ECHO) as stream:
+            await stream.write_frames([b"over", b"quic"])
+            assert [await stream.read_frame(), await stream.read_frame()] == [b"over", b"quic"]
+
+
+async def test_listening_on_every_interface_lists_each_interface_address() -> None:
+    async with asyncio.timeout(8), hosts(config(1, listen_addrs=["/ip4/0.0.0.0/tcp/0"])) as [a]:
+        assert a.listen_addrs and not any("/0.0.0.0/" in addr for addr in a.listen_addrs)
+        assert not any("/127.0.0.1/" in addr for addr in a.listen_addrs)
+        async with hosts(config(2, listen_addrs=["/ip4/0.0.0.0/tcp/0"])) as [b]:
+            assert await b.connect(a.listen_addrs[0]) == a.peer_id

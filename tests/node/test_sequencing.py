@@ -58,3 +58,33 @@ def test_one_stored_beyond_the_window_is_released_when_its_turn_comes(store: KvS
     for envelope in earlier:
         released += [e.seq for e in release.offer(store, envelope, first_seq_if_new=1)]
     assert released == list(range(1, far + 1))
+
+
+def test_one_stored_beyond_the_window_is_released_when_the_rest_come_one_by_one() -> None:
+    """A read-back that finds nothing right after the next number proves nothing about one
+    stored past the window: it still follows the gap (it used to wait for a restart). In
+    memory: 4,097 commits one by one are the disk's time, not the rule's."""
+    store = MemoryStore()
+    release = ReleaseOrder()
+    far = REORDER_WINDOW + 1
+    assert _store_and_offer(store, release, far) == []
+    released: list[int] = []
+    for seq in range(1, far):
+        released += _store_and_offer(store, release, seq)
+    assert released == list(range(1, far + 1))
+
+
+def test_one_held_past_the_read_back_range_before_a_restart_is_released_in_its_turn() -> None:
+    """Memory held 300 (2..299 missing) when the node stopped; a read-back covers 256 numbers,
+    so the first one after the restart does not reach it. The highest number stored, read on
+    resume, keeps the sender read back until it is released (it used to wait for another
+    restart). In memory: 300 commits one by one are the disk's time, not the rule's."""
+    store = MemoryStore()
+    before = ReleaseOrder()
+    assert _store_and_offer(store, before, 1) == [1]
+    assert _store_and_offer(store, before, 300) == []
+    after = ReleaseOrder()
+    released: list[int] = []
+    for seq in range(2, 300):
+        released += _store_and_offer(store, after, seq)
+    assert released == list(range(2, 301))

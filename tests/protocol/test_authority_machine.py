@@ -40,6 +40,7 @@ from hearthmesh.protocol.membership import (
 )
 from hearthmesh.protocol.membership_log import MembershipLimits, MembershipLog
 from hearthmesh.protocol.rooms import group_room_id
+from tests.conftest import examples
 
 KEYS = [keypair_from_seed(bytes([i + 1]) * 32) for i in range(4)]
 USERS = [UserId(key.public) for key in KEYS]
@@ -182,5 +183,6 @@ class AuthorityFold(RuleBasedStateMachine):
 
 def test_any_delivery_order_gives_one_state_and_only_admins_change_membership() -> None:
     run_state_machine_as_test(
-        AuthorityFold, settings=settings(max_examples=150, stateful_step_count=40, deadline=None)
+        AuthorityFold,
+        settings=settings(max_examples=examples(150), stateful_step_count=40, deadline=None),
     )

@@ -41,6 +41,7 @@ from hearthmesh.protocol import (
 )
 from hearthmesh.protocol.canonical import CborValue, decode_canonical, encode_canonical
 from hearthmesh.protocol.errors import RemoteProtocolError
+from tests.conftest import examples
 
 _USER = identity.keypair_from_seed(b"u" * 32)
 _DEVICE = identity.keypair_from_seed(b"d" * 32)
@@ -476,7 +477,9 @@ def _decode_or_none(decoder: Decoder, data: bytes) -> object | None:
         return None  # the family: what every caller catches
 
 
-_FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_FUZZ = settings(
+    max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @pytest.mark.parametrize("name", sorted(DECODERS))

@@ -44,6 +44,7 @@ from hearthmesh.protocol.identity import (
     issue_certificate,
     keypair_from_seed,
 )
+from tests.conftest import examples
 
 NOW_MS = 1_700_000_000_000
 USER = keypair_from_seed(b"\x01" * 32)
@@ -182,7 +183,7 @@ def test_too_many_items_is_too_large() -> None:
         decode_frame(encode_deliver(1, [CERT], [BatchItem(0, RECIPIENT, b"x")] * 257))
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.binary(max_size=400))
 def test_arbitrary_bytes_raise_only_protocol_errors(data: bytes) -> None:
     with contextlib.suppress(RemoteProtocolError):

@@ -29,6 +29,7 @@ from hearthmesh.protocol.errors import (
 )
 from hearthmesh.protocol.hlc import MAX_COUNTER, Timestamp
 from hearthmesh.protocol.identity import KeyPair, UserId, keypair_from_seed
+from tests.conftest import examples
 
 DEVICE = keypair_from_seed(b"\x01" * 32)
 USER = UserId(keypair_from_seed(b"\x02" * 32).public)
@@ -134,20 +135,20 @@ ENVELOPES = st.builds(
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(ENVELOPES)
 def test_round_trip(envelope: Envelope) -> None:
     assert decode_envelope(envelope.wire) == envelope
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.binary(max_size=600))
 def test_arbitrary_bytes_raise_only_protocol_errors(data: bytes) -> None:
     with contextlib.suppress(RemoteProtocolError):
         decode_envelope(data)
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(position=st.integers(min_value=0), bit=st.integers(min_value=0, max_value=7))
 def test_any_single_bit_flip_is_rejected(position: int, bit: int) -> None:
     wire = bytearray(make().wire)

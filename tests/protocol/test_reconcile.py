@@ -44,6 +44,7 @@ from hearthmesh.protocol.reconcile import (
     item_key,
     separating_bound,
 )
+from tests.conftest import examples
 
 BASE_MS = 1_700_000_000_000
 
@@ -247,7 +248,7 @@ def test_bad_diff_leaves_the_machine_unchanged() -> None:
 NUMBERS = st.sets(st.integers(min_value=0, max_value=600), max_size=300)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     a_set=NUMBERS,
     b_set=NUMBERS,
@@ -267,7 +268,7 @@ def test_any_two_sets_end_with_exact_differences(
     assert outcome.round_trips <= math.ceil(math.log(largest, branching)) + 3
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(
     seed=st.integers(min_value=0, max_value=1 << 32),
     only_a=st.integers(min_value=0, max_value=1500),

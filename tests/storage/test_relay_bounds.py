@@ -22,6 +22,7 @@ from hearthmesh.storage.memory import MemoryStore
 from hearthmesh.storage.relay import RELAY_SHARES_FILLED_SETTING
 from hearthmesh.storage.relay_shares import audit_shares_txn
 from hearthmesh.storage.store import KvStore
+from tests.conftest import examples
 
 from .helpers import USER_A, USER_B, make_envelope
 
@@ -242,7 +243,7 @@ def _operations(draw: st.DrawFn) -> list[tuple[str, int, int, int, bool, int]]:
     )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=_operations())
 def test_kept_counters_always_equal_a_recount(
     steps: list[tuple[str, int, int, int, bool, int]],

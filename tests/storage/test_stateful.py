@@ -14,6 +14,7 @@ from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.hlc import encode_timestamp
 from hearthmesh.storage.api import AppendRequest, AppendResult, Cursor, Direction
 from hearthmesh.storage.lmdb_store import LmdbStore
+from tests.conftest import examples
 
 from .helpers import ROOM_A, ROOM_B, USER_A, make_envelope
 
@@ -190,5 +191,7 @@ class StoreMachine(RuleBasedStateMachine):
             assert stored is not None and stored.envelope.wire == env.wire
 
 
-StoreMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+StoreMachine.TestCase.settings = settings(
+    max_examples=examples(100), stateful_step_count=40, deadline=None
+)
 TestStoreAgainstModel = StoreMachine.TestCase

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from hearthmesh.protocol.identity import KEY_BYTES
-from hearthmesh.protocol.peer_id import node_key_of_peer_id, peer_id_of_node_key
+from .identity import KEY_BYTES
+from .peer_id import node_key_of_peer_id, peer_id_of_node_key
 
 __all__ = ["destination_peer", "node_destination"]
 

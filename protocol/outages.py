@@ -1,4 +1,4 @@
-"""Destinations that are down, for the outbox worker (SPEC §11.5.2).
+"""Destinations that are down, for the outbox machine (SPEC §11.5.2). Owns: each outage.
 
 A destination (a recipient user's homes, or one of our own other homes) whose delivery failed
 for want of a reachable home is down: the failed entries are parked in the store, and so are new
@@ -9,17 +9,18 @@ Any ack from one of its homes ends the outage.
 A healed partition brings no new connection, so the probe is what finds a home back: its delay
 is capped at `probe_max_ms` (a few seconds, not the minute of SPEC §11.5.1), and a home that
 connects while a probe is under way is probed again as soon as that probe ends.
+
+Pure: the caller passes the time (`now_ms`) and the randomness (`rng`) in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from hearthmesh.node.clock import Clock
-from hearthmesh.protocol.backoff import next_attempt_ms
-from hearthmesh.protocol.identity import Rng
+from .backoff import next_attempt_ms
+from .identity import Rng
 
 __all__ = ["PROBE_MAX_MS", "Outages"]
 
@@ -40,8 +41,7 @@ class _Outage:
 class Outages:
     """Which destinations are down, and when each is probed next."""
 
-    def __init__(self, *, clock: Clock, rng: Rng, probe_max_ms: int = PROBE_MAX_MS) -> None:
-        self._clock = clock
+    def __init__(self, *, rng: Rng, probe_max_ms: int = PROBE_MAX_MS) -> None:
         self._rng = rng
         self._probe_max_ms = probe_max_ms
         self._down: dict[bytes, _Outage] = {}
@@ -56,15 +56,14 @@ class Outages:
         outage = self._down.get(destination)
         return outage is not None and outage.failures >= 2 and not outage.probing
 
-    def failed(self, destination: bytes) -> bool:
+    def failed(self, destination: bytes, now_ms: int) -> bool:
         """An attempt (or probe) found no reachable home; True if it was up until now."""
         outage = self._down.get(destination)
         failures = 1 if outage is None else outage.failures + 1
-        now = self._clock.now_ms()
         if outage is not None and outage.revived:
-            retry_at = now  # a home connected during the probe: that one may answer now
+            retry_at = now_ms  # a home connected during the probe: that one may answer now
         else:
-            retry_at = next_attempt_ms(failures, now, self._rng, cap_ms=self._probe_max_ms)
+            retry_at = next_attempt_ms(failures, now_ms, self._rng, cap_ms=self._probe_max_ms)
         self._down[destination] = _Outage(failures=failures, retry_at_ms=retry_at)
         return outage is None
 
@@ -72,15 +71,18 @@ class Outages:
         """One of its homes answered; True if it was down until now."""
         return self._down.pop(destination, None) is not None
 
-    def restored(self, destinations: list[bytes]) -> None:
+    def restored(self, destinations: Iterable[bytes]) -> None:
         """After a restart: these have parked entries; probe each at once."""
         for destination in destinations:
             self._down.setdefault(destination, _Outage(failures=1, retry_at_ms=0))
 
-    def due_probes(self) -> list[bytes]:
+    def next_probe_ms(self) -> int | None:
+        """When the earliest probe not under way is due; None if there is none."""
+        return min((o.retry_at_ms for o in self._down.values() if not o.probing), default=None)
+
+    def due_probes(self, now_ms: int) -> list[bytes]:
         """Destinations whose probe is due, now marked as probing."""
-        now = self._clock.now_ms()
-        due = [d for d, o in self._down.items() if not o.probing and o.retry_at_ms <= now]
+        due = [d for d, o in self._down.items() if not o.probing and o.retry_at_ms <= now_ms]
         for destination in due:
             self._down[destination].probing = True
         return due
@@ -89,11 +91,13 @@ class Outages:
         """Nothing is parked for it any more: no probe needed."""
         self._down.pop(destination, None)
 
-    def revive(self, homed_at: Callable[[bytes], bool]) -> bool:
-        """Probe at once every destination for which `homed_at(destination)`; True if any."""
+    def revive(self, destinations: Iterable[bytes]) -> bool:
+        """One of their homes connected: probe each of `destinations` that is down at once;
+        True if a probe is due now."""
         found = False
-        for destination, outage in self._down.items():
-            if not homed_at(destination):
+        for destination in destinations:
+            outage = self._down.get(destination)
+            if outage is None:
                 continue
             if outage.probing:
                 outage.revived = True  # its probe may have dialled before the home was back

@@ -1,0 +1,54 @@
+"""Which of our listen addresses a peer elsewhere can dial (SPEC §10.6).
+
+A node that listens on `0.0.0.0` (every interface, the default of `hearthmesh run`) must not
+put `0.0.0.0` (nor `127.0.0.1`) in its home record: a peer would dial its own machine. This
+module expands an unspecified address into one address per IPv4 interface other than loopback.
+It owns no state.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterable, Sequence
+
+import psutil  # type: ignore[import-untyped]
+
+__all__ = ["expand_unspecified", "interface_ipv4s"]
+
+_ANY_IPV4 = "/ip4/0.0.0.0/"
+
+
+def interface_ipv4s() -> list[str]:
+    """This machine's IPv4 interface addresses (read from the OS each call), loopback only if
+    there is no other: a peer that dials our loopback address reaches itself."""
+    found = {
+        address.address
+        for addresses in psutil.net_if_addrs().values()
+        for address in addresses
+        if address.family == socket.AF_INET
+    }
+    outside = sorted(ip for ip in found if not ipaddress.ip_address(ip).is_loopback)
+    return outside or sorted(found)
+
+
+def expand_unspecified(addrs: Sequence[str], ips: Iterable[str]) -> list[str]:
+    """Each `/ip4/0.0.0.0/...` multiaddr of `addrs` replaced by one per address in `ips`.
+
+    Args:
+        addrs: multiaddrs as libp2p reports them after listening (ports resolved).
+        ips: the interface addresses, in the order they should be offered.
+
+    Returns:
+        The addresses in their order, each unspecified one expanded in place, no duplicates.
+    """
+    ips = list(ips)
+    expanded: list[str] = []
+    for addr in addrs:
+        if addr.startswith(_ANY_IPV4):
+            rest = addr[len(_ANY_IPV4) :]
+            candidates = [f"/ip4/{ip}/{rest}" for ip in ips]
+        else:
+            candidates = [addr]
+        expanded += [c for c in candidates if c not in expanded]
+    return expanded

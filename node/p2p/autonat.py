@@ -1,0 +1,201 @@
+"""AutoNAT v1 for `P2PHost`: answer peers' dial-back requests, and learn whether this node is
+publicly reachable (SPEC §10.6).
+
+Part of the libp2p bridge (DESIGN §3; tests/test_layering.py `BRIDGE_MODULES`); its objects
+live on the trio thread. State owned: libp2p's `AutoNATService` (the verdicts of servers about
+us, one per server) and the current `Reachability`, reported to asyncio when it changes.
+
+Upstream fault fixed here (py-libp2p 0.8.1, host/autonat/autonat.py `_try_dial`): the server
+"dials back" with `host.connect`, which returns at once when a connection to the peer exists,
+and one always does, since the request came on it. Every requester is told OK, so every node
+believes itself public. `_FreshDialBack` dials a new raw connection and completes the security
+handshake on it (proving the peer id at that address), then closes it without registering it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from enum import StrEnum
+from typing import Final
+
+import multiaddr  # type: ignore[import-untyped]
+import trio
+from libp2p.abc import IHost, IMuxedConn
+from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID, AutoNATService, AutoNATStatus
+from libp2p.host.basic_host import BasicHost
+from libp2p.network.swarm import Swarm
+from libp2p.peer.id import ID
+
+from hearthmesh.node.p2p.circuit_relay import is_relayed
+
+__all__ = [
+    "AUTONAT_PROTOCOL",
+    "AutoNatLayer",
+    "Reachability",
+    "ReachabilityReport",
+]
+
+log = logging.getLogger(__name__)
+
+AUTONAT_PROTOCOL: Final = str(AUTONAT_PROTOCOL_ID)
+DIAL_BACK_TIMEOUT_S: Final = 5.0
+"""How long a server tries one address of a requester before calling it unreachable."""
+QUERY_TIMEOUT_S: Final = 10.0
+"""How long we wait for one server's verdict (it may try several of our addresses)."""
+UNKNOWN_RETRY_S: Final = 5.0
+"""Time between rounds while no verdict is in (few servers connected yet)."""
+IDENTIFY_GRACE_S: Final = 0.5
+MAX_SERVERS_PER_ROUND: Final = 8
+"""Servers asked per round; more would only repeat what the first ones said."""
+
+
+class Reachability(StrEnum):
+    """Whether peers elsewhere can dial this node (AutoNAT's verdict)."""
+
+    UNKNOWN = "unknown"
+    PUBLIC = "public"
+    PRIVATE = "private"
+
+
+ReachabilityReport = Callable[[Reachability], None]
+"""Told (on the trio thread) the new reachability each time it changes."""
+
+_FROM_LIBP2P: Final = {
+    AutoNATStatus.UNKNOWN: Reachability.UNKNOWN,
+    AutoNATStatus.PUBLIC: Reachability.PUBLIC,
+    AutoNATStatus.PRIVATE: Reachability.PRIVATE,
+}
+
+
+class _FreshDialBack(AutoNATService):
+    """`AutoNATService` whose dial-back opens a new connection (see the module docstring)."""
+
+    async def _try_dial(self, peer_id: ID, addrs: list[bytes]) -> bytes | None:
+        network = self.host.get_network()
+        if not isinstance(network, Swarm):
+            return None
+        for raw in addrs:
+            addr = multiaddr.Multiaddr(raw)
+            transport = network.transport_manager.transport_for_dialing(addr)
+            if transport is None:
+                continue
+            try:
+                with trio.fail_after(DIAL_BACK_TIMEOUT_S):
+                    conn = await transport.dial(addr)
+                    try:
+                        if not isinstance(conn, IMuxedConn):  # QUIC authenticates in dial
+                            # Noise proves the peer id at this address. No muxer: a whole
+                            # second connection would make the peer trim one of its two, maybe
+                            # the one in use (max_connections_per_peer=1).
+                            secured = await network.upgrader.upgrade_security(conn, True, peer_id)
+                            await secured.close()
+                    finally:
+                        await conn.close()
+            except Exception as exc:  # any failure means: not reachable at this address
+                log.debug("AutoNAT dial-back to %s at %s failed: %r", peer_id, addr, exc)
+                continue
+            return raw
+        return None
+
+
+class AutoNatLayer:
+    """Serves AutoNAT and runs the reachability checks of one host (trio thread only)."""
+
+    def __init__(
+        self,
+        *,
+        report: ReachabilityReport,
+        advertised: Callable[[], list[str]],
+        confirmations: int,
+        interval_s: float,
+    ) -> None:
+        """Args:
+        report: told each change of reachability.
+        advertised: the addresses we ask servers to dial (expanded, never `0.0.0.0`).
+        confirmations: agreeing verdicts needed to call us public or private.
+        interval_s: time between two rounds of checks.
+        """
+        self._report = report
+        self._advertised = advertised
+        self._confirmations = confirmations
+        self._interval_s = interval_s
+        self._service: _FreshDialBack | None = None
+        self._wake = trio.Event()
+        self.reachability = Reachability.UNKNOWN
+
+    def build(self, host: IHost) -> None:
+        """Install the AutoNAT server on `host` (before it listens)."""
+        if not isinstance(host, BasicHost):
+            raise TypeError("AutoNAT needs a BasicHost")
+        self._service = _FreshDialBack(host, serve=True, confirmations=self._confirmations)
+
+    def peer_connected(self) -> None:
+        """A new peer may be a server we have not asked: check soon while we know nothing."""
+        if self.reachability is Reachability.UNKNOWN:
+            self._wake.set()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the periodic checks for the lifetime of the block."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._check_forever)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _check_forever(self) -> None:
+        while True:
+            wait_s = self._interval_s
+            if self.reachability is Reachability.UNKNOWN:
+                wait_s = min(wait_s, UNKNOWN_RETRY_S)
+            with trio.move_on_after(wait_s):
+                await self._wake.wait()
+            # Identify (which tells us who serves AutoNAT) follows a new connection closely.
+            await trio.sleep(IDENTIFY_GRACE_S)
+            self._wake = trio.Event()
+            await self.check_once()
+
+    async def check_once(self) -> Reachability:
+        """Ask the connected AutoNAT servers (direct connections only) to dial us back."""
+        service = self._service
+        if service is None:
+            return self.reachability
+        addrs = [multiaddr.Multiaddr(a).to_bytes() for a in self._advertised()]
+
+        async def ask(server: ID) -> None:
+            try:
+                await service.query_server(server, addrs, timeout=QUERY_TIMEOUT_S)
+            except Exception as exc:  # a server that cannot answer gives no verdict
+                log.debug("AutoNAT query to %s failed: %r", server, exc)
+
+        async with trio.open_nursery() as nursery:  # a dial-back may take DIAL_BACK_TIMEOUT_S
+            for server in _servers(service.host)[:MAX_SERVERS_PER_ROUND]:
+                nursery.start_soon(ask, server)
+        service.update_status()
+        now = _FROM_LIBP2P.get(service.get_status(), Reachability.UNKNOWN)
+        if now != self.reachability:
+            self.reachability = now
+            self._report(now)
+        return now
+
+
+def _servers(host: IHost) -> list[ID]:
+    """Connected peers that speak AutoNAT over a direct connection (a server refuses requests
+    that come through a relay)."""
+    network = host.get_network()
+    peerstore = host.get_peerstore()
+    servers = []
+    for peer, conns in network.get_connections_map().items():
+        try:
+            protocols = peerstore.get_protocols(peer)
+        except Exception:  # identify has not finished: not known to serve yet
+            continue
+        if AUTONAT_PROTOCOL not in protocols:
+            continue
+        if all(is_relayed(conn) for conn in conns):
+            continue
+        servers.append(peer)
+    return servers

@@ -1,0 +1,431 @@
+"""The outbox machine: what to send, to whom, and what each answer means (SPEC §11.4, §11.5).
+
+Sans-I/O in the style of aioquic's `QuicConnection`: the node's pump reads due rows from the
+store, feeds them in (`entries_ready`), builds and sends the batches the machine hands out
+(`next_batch`, `batch_built`), reports each outcome (`ack_received`, `send_failed`), tells it
+of connections (`home_connected`) and of time (`handle_timer` at `timer_ms()`), and performs the
+commands that come back (store writes, sends, relays, events). Time (`now_ms`) and randomness
+(`rng`) come in as arguments.
+
+Owns: every outbox row in hand (taken from the store or handed over at send, until it is
+settled, rescheduled or parked), the batch in flight per destination, the acked rows not yet
+removed from the store, and the outages (`Outages`). A row is held once whichever way it came
+in: one taken again from the store after its lease ran out while it was still in hand (a slow
+destination) is the same row, not a second delivery.
+
+The rules: one batch per destination in flight (SPEC §11.4.2, oldest first); STORED, DUPLICATE
+and REJECTED end a delivery, RELAYED and DEFERRED keep it (SPEC §11.4.1); a failed row comes due
+again after the §11.5.1 backoff; a destination no home answered is down and its rows wait
+parked, a user's batches for it are relayed first, one probe batch tries it again (SPEC §11.5.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final, Generic, Protocol, TypeAlias, TypeVar
+
+from .backoff import next_attempt_ms
+from .delivery import AckStatus, DeliveryResult
+from .destinations import destination_peer
+from .envelope import MessageId
+from .errors import LocalProtocolError
+from .identity import Rng
+from .outages import PROBE_MAX_MS, Outages
+
+__all__ = [
+    "BATCH_ENTRIES",
+    "LEASE_MS",
+    "MAX_HELD_ENTRIES",
+    "SETTLE_EVERY_MS",
+    "TAKE_ENTRIES",
+    "Delivered",
+    "OutboxCommand",
+    "OutboxMachine",
+    "Park",
+    "PendingEntry",
+    "Probe",
+    "Rejected",
+    "RelayBatch",
+    "Reschedule",
+    "SendBatch",
+    "ServeDestination",
+    "Settle",
+    "TakeMore",
+    "UnparkAll",
+    "WentDown",
+]
+
+BATCH_ENTRIES: Final = 256
+"""Rows in one batch at most (the pump's byte budget may carry fewer)."""
+TAKE_ENTRIES: Final = BATCH_ENTRIES * 4
+"""Rows the pump takes from the store at a time."""
+LEASE_MS: Final = 15_000
+"""A row handed out but never settled (a crash) comes due again after this long."""
+MAX_HELD_ENTRIES: Final = 4 * BATCH_ENTRIES * 4
+"""Rows in hand, over all destinations, past which no more are taken from the store."""
+SETTLE_EVERY_MS: Final = 50
+"""How often acked rows leave the stored outbox (one transaction for all of them)."""
+
+
+class PendingEntry(Protocol):
+    """One outbox row as the machine sees it (`storage.api.OutboxEntry` is one)."""
+
+    @property
+    def destination(self) -> bytes: ...
+
+    @property
+    def message_id(self) -> MessageId: ...
+
+    @property
+    def attempts(self) -> int:
+        """Times the row was handed out, this time included (the §11.5.1 n)."""
+        ...
+
+
+E = TypeVar("E", bound=PendingEntry)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeDestination:
+    """Rows wait for a destination with no batch out: start taking its batches (`next_batch`)."""
+
+    destination: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendBatch:
+    """Send the batch just built to the destination's homes; report `ack_received` or
+    `send_failed`."""
+
+    destination: bytes
+    relay_fallback: bool
+    """No home took it: hand it to a relay before reporting the failure (a user's homes, never
+    our own other homes: only that node will do)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RelayBatch:
+    """The destination is down: hand the batch just built to a relay (best effort, no report)."""
+
+    destination: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Park:
+    """Take these rows out of the due queue until the destination is tried again (§11.5.2)."""
+
+    destination: bytes
+    message_ids: tuple[MessageId, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reschedule:
+    """Move these rows to their next attempt (message id, due at), noting `error`."""
+
+    destination: bytes
+    plan: tuple[tuple[MessageId, int], ...]
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Probe:
+    """Put up to `limit` parked rows back, due now, and report `unparked` (§11.5.2)."""
+
+    destination: bytes
+    limit: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnparkAll:
+    """The destination is back: every parked row of it is due now, in order."""
+
+    destination: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settle:
+    """Remove these acked rows (by destination) from the stored outbox, in one transaction."""
+
+    acked: Mapping[bytes, tuple[MessageId, ...]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivered:
+    """A home of the destination acked these rows: delivered (SPEC §11.4)."""
+
+    destination: bytes
+    home: str
+    message_ids: tuple[MessageId, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rejected:
+    """A home refused a row for good (it leaves the outbox)."""
+
+    destination: bytes
+    home: str
+    message_id: MessageId
+    code: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WentDown:
+    """No home took a batch of a destination that was up until now."""
+
+    destination: bytes
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TakeMore:
+    """The hand was full and a batch left it: take more rows from the store now."""
+
+
+OutboxCommand: TypeAlias = (
+    ServeDestination
+    | SendBatch
+    | RelayBatch
+    | Park
+    | Reschedule
+    | Probe
+    | UnparkAll
+    | Settle
+    | Delivered
+    | Rejected
+    | WentDown
+    | TakeMore
+)
+
+
+class OutboxMachine(Generic[E]):
+    """The outbox's decisions, fed by a pump (see the module docstring)."""
+
+    def __init__(self, *, rng: Rng, probe_max_ms: int = PROBE_MAX_MS) -> None:
+        self._rng = rng
+        self._outages = Outages(rng=rng, probe_max_ms=probe_max_ms)
+        self._queued: dict[bytes, list[E]] = {}
+        """Rows in hand per destination with a batch out (its key exists while one is)."""
+        self._in_flight: dict[bytes, list[E]] = {}
+        """The batch out for each destination (one at a time)."""
+        self._held: set[tuple[bytes, MessageId]] = set()
+        """(destination, message id) of every row queued or in flight."""
+        self._acked: dict[bytes, dict[MessageId, None]] = {}
+        """Acked rows by destination (in ack order), not yet settled in the store."""
+        self._settle_at_ms: int | None = None
+        self._hand_full = False
+
+    # --- what the pump asks -----------------------------------------------------------------
+
+    def down(self) -> list[bytes]:
+        """Destinations down now (SPEC §11.5.2), sorted: their rows wait parked."""
+        return self._outages.down()
+
+    def entries_wanted(self) -> int:
+        """How many rows to take from the store now: 0 while the hand is full (rows taken and
+        not sent before their lease ran out would be handed out again)."""
+        if len(self._held) >= MAX_HELD_ENTRIES:
+            self._hand_full = True
+            return 0
+        return TAKE_ENTRIES
+
+    def timer_ms(self) -> int | None:
+        """The next time `handle_timer` has something to do; None if nothing is pending."""
+        probe = self._outages.next_probe_ms()
+        if self._settle_at_ms is None:
+            return probe
+        return self._settle_at_ms if probe is None else min(probe, self._settle_at_ms)
+
+    # --- inputs -----------------------------------------------------------------------------
+
+    def restored(self, destinations: Iterable[bytes]) -> None:
+        """At start: these destinations have rows parked; each is probed at once."""
+        self._outages.restored(destinations)
+
+    def entries_ready(self, entries: Iterable[E]) -> list[OutboxCommand]:
+        """Rows due (taken from the store, or handed over as they were stored). A row already
+        in hand or acked is passed over: it is the same delivery."""
+        started: list[OutboxCommand] = []
+        for entry in entries:
+            destination = entry.destination
+            key = (destination, entry.message_id)
+            if key in self._held or entry.message_id in self._acked.get(destination, {}):
+                continue
+            self._held.add(key)
+            queued = self._queued.get(destination)
+            if queued is None:
+                self._queued[destination] = [entry]
+                started.append(ServeDestination(destination=destination))
+            else:
+                queued.append(entry)  # it goes after the batch in flight
+        return started
+
+    def next_batch(self, destination: bytes) -> list[E] | None:
+        """The destination's next batch, oldest first, now in flight; None when none is left
+        (the destination is served again after its next `ServeDestination`)."""
+        if destination in self._in_flight:
+            raise LocalProtocolError("a batch is already in flight for this destination")
+        queued = self._queued.get(destination)
+        if not queued:
+            self._queued.pop(destination, None)
+            return None
+        batch = queued[:BATCH_ENTRIES]
+        del queued[:BATCH_ENTRIES]
+        self._in_flight[destination] = batch
+        return batch
+
+    def batch_built(
+        self, destination: bytes, carried: Sequence[E], left: Sequence[E], now_ms: int
+    ) -> list[OutboxCommand]:
+        """The pump built the batch: `carried` went in, `left` did not (no certificate for the
+        sender device, or past the byte budget). What to do with it."""
+        batch = self._batch_of(destination)
+        if len(carried) + len(left) != len(batch):
+            raise LocalProtocolError("batch_built must account for every row of the batch")
+        del self._in_flight[destination]
+        if not carried:
+            self._release(destination, batch)
+            plan = self._retry_plan(batch, now_ms)
+            error = "no certificate for the sender device"
+            return [Reschedule(destination=destination, plan=plan, error=error), *self._ended()]
+        self._queued[destination][:0] = left  # past the budget: first in the next batch
+        if not self._outages.parking(destination):
+            self._in_flight[destination] = list(carried)
+            return [SendBatch(destination=destination, relay_fallback=_is_user(destination))]
+        self._release(destination, carried)
+        relay: list[OutboxCommand] = [RelayBatch(destination=destination)]
+        ids = tuple(e.message_id for e in carried)
+        return [
+            *(relay if _is_user(destination) else []),
+            Park(destination=destination, message_ids=ids),
+            *self._ended(),
+        ]
+
+    def ack_received(
+        self, destination: bytes, home: str, results: Sequence[DeliveryResult], now_ms: int
+    ) -> list[OutboxCommand]:
+        """A home of the destination acked the batch in flight (one result per row, checked by
+        the pump): what each status means (SPEC §11.4.1)."""
+        batch = self._batch_of(destination)
+        if len(results) != len(batch):
+            raise LocalProtocolError("an ack answers every row of its batch")
+        del self._in_flight[destination]
+        self._release(destination, batch)
+        commands: list[OutboxCommand] = []
+        done: list[MessageId] = []
+        again: list[E] = []
+        for entry, result in zip(batch, results, strict=True):
+            if result.message_id != entry.message_id and result.status is not AckStatus.REJECTED:
+                again.append(entry)  # the home answered for another envelope: keep ours
+            elif result.status in (AckStatus.STORED, AckStatus.DUPLICATE):
+                done.append(entry.message_id)
+            elif result.status is AckStatus.REJECTED:
+                commands.append(
+                    Rejected(
+                        destination=destination,
+                        home=home,
+                        message_id=entry.message_id,
+                        code=result.code,
+                    )
+                )
+                done.append(entry.message_id)
+            else:  # RELAYED, DEFERRED: not a delivery
+                again.append(entry)
+        if self._outages.reached(destination):
+            commands.append(UnparkAll(destination=destination))
+        if done:
+            commands.append(Delivered(destination=destination, home=home, message_ids=tuple(done)))
+            self._acked.setdefault(destination, {}).update(dict.fromkeys(done))
+            if self._settle_at_ms is None:
+                self._settle_at_ms = now_ms + SETTLE_EVERY_MS
+        if again:
+            plan = self._retry_plan(again, now_ms)
+            error = f"deferred by {home[-8:]}"
+            commands.append(Reschedule(destination=destination, plan=plan, error=error))
+        return commands + self._ended()
+
+    def send_failed(self, destination: bytes, error: str, now_ms: int) -> list[OutboxCommand]:
+        """No home took the batch in flight: the destination is down, the batch parked."""
+        batch = self._batch_of(destination)
+        del self._in_flight[destination]
+        self._release(destination, batch)
+        commands: list[OutboxCommand] = []
+        if self._outages.failed(destination, now_ms):
+            commands.append(WentDown(destination=destination, error=error))
+        ids = tuple(e.message_id for e in batch)
+        commands.append(Park(destination=destination, message_ids=ids))
+        return commands + self._ended()
+
+    def unparked(self, destination: bytes, count: int) -> None:
+        """A `Probe` put `count` rows back; none means nothing waits for the destination."""
+        if count == 0:
+            self._outages.forget(destination)
+
+    def home_connected(self, destinations: Iterable[bytes]) -> bool:
+        """A node connected that is a home of each of `destinations`: those that are down are
+        probed at once (or again as soon as their probe ends). True if a probe is due now."""
+        return self._outages.revive(destinations)
+
+    def handle_timer(self, now_ms: int) -> list[OutboxCommand]:
+        """What is due at `now_ms`: settling acked rows, probing down destinations."""
+        commands: list[OutboxCommand] = []
+        if self._settle_at_ms is not None and self._settle_at_ms <= now_ms:
+            commands.extend(self._settle())
+        for destination in self._outages.due_probes(now_ms):
+            commands.append(Probe(destination=destination, limit=BATCH_ENTRIES))
+        return commands
+
+    def stop(self, now_ms: int) -> list[OutboxCommand]:
+        """A clean stop: settle every acked row now, and hand every row still in hand back to
+        the store, due at once (its lease is for a crash; a restart need not wait it out)."""
+        commands: list[OutboxCommand] = [*self._settle()]
+        for destination in sorted(self._queued):
+            rows = [*self._in_flight.get(destination, ()), *self._queued[destination]]
+            if not rows:
+                continue
+            first_ms = now_ms - len(rows)  # in their order, as `unpark` puts rows back
+            plan = tuple((row.message_id, first_ms + i) for i, row in enumerate(rows))
+            commands.append(Reschedule(destination=destination, plan=plan, error=_HANDED_BACK))
+        self._held.clear()
+        self._queued.clear()
+        self._in_flight.clear()
+        return commands
+
+    def _settle(self) -> list[Settle]:
+        self._settle_at_ms = None
+        if not self._acked:
+            return []
+        acked, self._acked = self._acked, {}
+        return [Settle(acked={d: tuple(ids) for d, ids in acked.items()})]
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _batch_of(self, destination: bytes) -> list[E]:
+        """The batch in flight for `destination`; a caller bug if there is none."""
+        batch = self._in_flight.get(destination)
+        if batch is None:
+            raise LocalProtocolError("no batch in flight for this destination")
+        return batch
+
+    def _release(self, destination: bytes, entries: Iterable[E]) -> None:
+        for entry in entries:
+            self._held.discard((destination, entry.message_id))
+
+    def _ended(self) -> list[OutboxCommand]:
+        """A batch left the hand: if the pump waits for room, it has some now."""
+        if not self._hand_full:
+            return []
+        self._hand_full = False
+        return [TakeMore()]
+
+    def _retry_plan(self, entries: Iterable[E], now_ms: int) -> tuple[tuple[MessageId, int], ...]:
+        """Each row's next attempt after the §11.5.1 backoff for its attempts so far."""
+        rng = self._rng
+        return tuple((e.message_id, next_attempt_ms(e.attempts, now_ms, rng)) for e in entries)
+
+
+_HANDED_BACK: Final = "handed back at a stop"
+
+
+def _is_user(destination: bytes) -> bool:
+    return destination_peer(destination) is None

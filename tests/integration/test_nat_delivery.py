@@ -1,0 +1,61 @@
+"""Guaranteed delivery between two homes behind their own NATs, through a public node's circuit
+relay (SPEC §10.7, §11), with real nodes in network namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.node.events import DeliveredToHome, MessageReceived
+from hearthmesh.node.node import Node
+from tests.integration.netlab import NetLab, in_netns, require_netlab
+
+from .conftest import collect, node_config, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+async def start(stack: AsyncExitStack, ns: str, path: Path, *bootstrap: str) -> Node:
+    config = node_config(
+        path,
+        listen_addrs=("/ip4/0.0.0.0/tcp/4470",),
+        bootstrap=bootstrap,
+        autonat_confirmations=1,
+    )
+    with in_netns(ns):
+        return await stack.enter_async_context(Node(config))
+
+
+async def test_two_natted_homes_chat_through_a_public_relay_and_lose_nothing(
+    tmp_path: Path,
+) -> None:
+    require_netlab()
+    with NetLab() as lab:
+        relay_ns, _ = lab.public_host(1)
+        alice_ns, _ = lab.home_behind_nat(1)
+        bob_ns, _ = lab.home_behind_nat(2)
+        async with asyncio.timeout(14), AsyncExitStack() as stack:
+            relay = await start(stack, relay_ns, tmp_path / "relay")
+            alice = await start(stack, alice_ns, tmp_path / "alice", relay.listen_addrs[0])
+            bob = await start(stack, bob_ns, tmp_path / "bob", relay.listen_addrs[0])
+            # Each home learns it is private and reserves on the relay by itself.
+            await wait_until(lambda: bob.relays() == [relay.peer_id], poll_s=0.1)
+            assert bob.reachability == "private"
+            assert any("/p2p-circuit/" in addr for addr in bob.listen_addrs)
+            # Bob's record, re-issued with his circuit address, reaches alice through gossip.
+            await wait_until(
+                lambda: any("/p2p-circuit/" in a for a in alice._directory.addresses(bob.user_id)),
+                poll_s=0.1,
+            )
+            room = await alice.open_direct(bob.user_id)
+            received = asyncio.create_task(collect(bob.events(), MessageReceived, 20))
+            acked = asyncio.create_task(collect(alice.events(), DeliveredToHome, 20))
+            sent = [await alice.send(room, f"hello {i}".encode()) for i in range(20)]
+            assert [e.envelope.message_id for e in await received] == [e.message_id for e in sent]
+            assert {e.peer_id for e in await acked} == {bob.peer_id}
+            assert alice.peer_paths()[bob.peer_id] == [relay.peer_id]
+            assert bob.peer_paths()[alice.peer_id] == [relay.peer_id]
+            assert alice.peer_paths()[relay.peer_id] == ["direct"]

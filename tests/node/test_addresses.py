@@ -1,0 +1,29 @@
+"""`node/p2p/addresses.py`: an unspecified listen address becomes one per interface."""
+
+from __future__ import annotations
+
+from hearthmesh.node.p2p.addresses import expand_unspecified, interface_ipv4s
+
+PEER = "/p2p/12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"
+
+
+def test_any_address_is_expanded_per_interface_in_order_and_others_kept() -> None:
+    addrs = [f"/ip4/0.0.0.0/tcp/4470{PEER}", f"/ip4/0.0.0.0/udp/4470/quic-v1{PEER}"]
+    addrs.append(f"/ip4/203.0.113.9/tcp/1{PEER}")
+    assert expand_unspecified(addrs, ["192.168.1.5", "127.0.0.1"]) == [
+        f"/ip4/192.168.1.5/tcp/4470{PEER}",
+        f"/ip4/127.0.0.1/tcp/4470{PEER}",
+        f"/ip4/192.168.1.5/udp/4470/quic-v1{PEER}",
+        f"/ip4/127.0.0.1/udp/4470/quic-v1{PEER}",
+        f"/ip4/203.0.113.9/tcp/1{PEER}",
+    ]
+
+
+def test_duplicates_are_dropped() -> None:
+    addr = f"/ip4/127.0.0.1/tcp/1{PEER}"
+    assert expand_unspecified([addr, f"/ip4/0.0.0.0/tcp/1{PEER}"], ["127.0.0.1"]) == [addr]
+
+
+def test_interface_addresses_leave_loopback_out_where_there_is_another() -> None:
+    ips = interface_ipv4s()
+    assert ips and (all(not ip.startswith("127.") for ip in ips) or ips == ["127.0.0.1"])

@@ -1,0 +1,171 @@
+"""The arrival pump (node/delivery/inbox.py) over a real store: it does what the decision says,
+one result per item in order, membership folded item by item, the store's answer as the ack
+(SPEC §11.2.3, §11.3.2, §12.2)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.node.delivery.inbox import Arrival, Inbox
+from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.identity.home_directory import HomeDirectory
+from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.protocol.arrival import ArrivalRules
+from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, seal
+from hearthmesh.protocol.errors import ErrorCode
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import KeyPair, UserId, keypair_from_seed
+from hearthmesh.protocol.membership import (
+    MEMBERSHIP_CONTENT_TYPE,
+    Action,
+    MembershipChange,
+    Role,
+    encode_membership,
+)
+from hearthmesh.protocol.rooms import group_room_id
+from hearthmesh.storage.api import RelayQuota
+from hearthmesh.storage.lmdb_store import LmdbStore
+from hearthmesh.storage.memory import MemoryStore
+from hearthmesh.storage.store import KvStore
+
+OURS, ADMIN, MEMBER, ABSENT = (keypair_from_seed(bytes([i]) * 32) for i in (11, 12, 13, 14))
+NONCE = b"i" * 16
+PEER = "12D3KooWInboxTestPeer"
+_wall = itertools.count(1)
+
+
+def uid(key: KeyPair) -> UserId:
+    return UserId(key.public)
+
+
+GROUP = group_room_id(uid(ADMIN), NONCE)
+
+
+def sealed(
+    who: KeyPair,
+    seq: int,
+    *,
+    kind: Kind = Kind.MESSAGE,
+    body: bytes = b"hi",
+    wall_ms: int | None = None,
+) -> Envelope:
+    return seal(
+        who,
+        kind=kind,
+        room=GROUP,
+        sender_user=uid(who),
+        seq=seq,
+        hlc=Timestamp(wall_ms=next(_wall) if wall_ms is None else wall_ms, counter=0),
+        content_type=MEMBERSHIP_CONTENT_TYPE if kind is Kind.MEMBERSHIP else "text/plain",
+        body=body,
+    )
+
+
+def change(seq: int, action: Action, target: KeyPair) -> Envelope:
+    role = Role.ADMIN if action is Action.CREATE else Role.MEMBER
+    body = MembershipChange(
+        action=action, target=uid(target), role=role, nonce=NONCE if seq == 1 else b""
+    )
+    return sealed(ADMIN, seq, kind=Kind.MEMBERSHIP, body=encode_membership(body))
+
+
+def arrival(envelope: Envelope, recipient: KeyPair = OURS) -> Arrival:
+    return Arrival(envelope=envelope, recipient=uid(recipient), certificate=b"cert")
+
+
+@pytest.fixture(params=["memory", "lmdb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> KvStore:
+    quota = RelayQuota(max_count=1, max_bytes=1 << 20)
+    if request.param == "memory":
+        return MemoryStore(relay_quota=quota)
+    return LmdbStore(tmp_path / "db", relay_quota=quota)
+
+
+def make_inbox() -> Inbox:
+    local = {uid(OURS)}
+    return Inbox(
+        local_users=local,
+        rules=ArrivalRules(local),
+        rooms=RoomRegistry(local),
+        release=ReleaseOrder(),
+        directory=HomeDirectory(local_users=local),
+        relay_ttl_ms=60_000,
+        siblings=tuple,
+    )
+
+
+def statuses(results: list[DeliveryResult]) -> list[tuple[AckStatus, int]]:
+    return [(r.status, r.code) for r in results]
+
+
+STORED, DUPLICATE = (AckStatus.STORED, 0), (AckStatus.DUPLICATE, 0)
+
+
+def test_a_batch_that_creates_a_group_admits_each_item_by_the_ones_before(
+    store: KvStore,
+) -> None:
+    inbox = make_inbox()
+    early = sealed(MEMBER, 1)
+    batch = [
+        early,  # before the CREATE: may not write yet
+        change(1, Action.CREATE, ADMIN),
+        change(2, Action.ADD, OURS),
+        change(3, Action.ADD, MEMBER),
+        sealed(MEMBER, 2),  # after its ADD, in the same batch
+    ]
+    outcome = inbox.accept(store, [arrival(e) for e in batch], now_ms=0, peer=PEER)
+    deferred = (AckStatus.DEFERRED, ErrorCode.NOT_AUTHORIZED)
+    assert statuses(outcome.results) == [deferred, STORED, STORED, STORED, STORED]
+    assert [r.message_id for r in outcome.results] == [e.message_id for e in batch]
+    assert outcome.membership_changed == {GROUP}
+    assert {m.user for m in store.members(GROUP)} == {uid(ADMIN), uid(OURS), uid(MEMBER)}
+    # a group joined later starts each sender at the first number brought
+    assert [e.message_id for e in outcome.released] == [e.message_id for e in batch[1:]]
+    again = inbox.accept(store, [arrival(e) for e in batch[1:]], now_ms=0, peer=PEER)
+    assert statuses(again.results) == [DUPLICATE] * 4
+    assert again.released == [] and again.membership_changed == set()
+
+
+def test_another_event_in_the_same_slot_is_rejected_and_a_decided_result_keeps_its_place(
+    store: KvStore,
+) -> None:
+    inbox = make_inbox()
+    setup = [change(1, Action.CREATE, ADMIN), change(2, Action.ADD, OURS)]
+    inbox.accept(store, [arrival(e) for e in setup], now_ms=0, peer=PEER)
+    first = sealed(ADMIN, 3, wall_ms=5_000, body=b"one")
+    rival = sealed(ADMIN, 3, wall_ms=5_000, body=b"two")  # same (room, hlc, device, seq)
+    skewed = DeliveryResult(
+        message_id=MessageId(b"s" * 32), status=AckStatus.DEFERRED, code=ErrorCode.CLOCK_SKEW
+    )
+    typing = sealed(ADMIN, 1, kind=Kind.TYPING)
+    items: list[Arrival | DeliveryResult] = [
+        arrival(first),
+        skewed,
+        arrival(rival),
+        arrival(typing),
+    ]
+    outcome = inbox.accept(store, items, now_ms=0, peer=PEER)
+    rejected = (AckStatus.REJECTED, ErrorCode.PROTOCOL)
+    assert statuses(outcome.results) == [
+        STORED,
+        (AckStatus.DEFERRED, ErrorCode.CLOCK_SKEW),
+        rejected,
+        rejected,
+    ]
+    assert outcome.results[1] is skewed
+
+
+def test_an_envelope_for_another_user_is_relayed_within_its_quota(store: KvStore) -> None:
+    inbox = make_inbox()
+    one, two = sealed(MEMBER, 1), sealed(MEMBER, 2)
+    outcome = inbox.accept(store, [arrival(one, ABSENT), arrival(two, ABSENT)], now_ms=0, peer=PEER)
+    assert statuses(outcome.results) == [
+        (AckStatus.RELAYED, 0),
+        (AckStatus.DEFERRED, ErrorCode.QUOTA_EXCEEDED),  # max_count=1 per recipient
+    ]
+    assert outcome.relayed_for == {uid(ABSENT)}
+    assert outcome.released == []

@@ -1,0 +1,320 @@
+"""The arrival decision (protocol/arrival.py): every verdict, the follow-ups of a stored
+envelope, the ack results fixed around the store, and the memo of stored ids (SPEC §11.2.3,
+§11.3.2, §12.2, §12.5)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from hearthmesh.protocol.arrival import (
+    ArrivalRules,
+    Decision,
+    Reaction,
+    RecentlyStored,
+    Verdict,
+    appended_result,
+    direct_partner,
+    error_result,
+    reaches_the_app,
+)
+from hearthmesh.protocol.authority import DeferralPolicy
+from hearthmesh.protocol.content import CONTACT_CONTENT_TYPE
+from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
+from hearthmesh.protocol.errors import (
+    BadSignature,
+    ClockSkew,
+    ErrorCode,
+    QuotaExceeded,
+)
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import KeyPair, UserId, keypair_from_seed
+from hearthmesh.protocol.membership import (
+    MEMBERSHIP_CONTENT_TYPE,
+    Action,
+    MembershipChange,
+    Role,
+    RoomState,
+    direct_room_state,
+    encode_membership,
+)
+from hearthmesh.protocol.membership_log import MembershipLimits, MembershipLog
+from hearthmesh.protocol.rooms import direct_room_id, group_room_id
+
+OURS, ADMIN, MEMBER, STRANGER = (keypair_from_seed(bytes([i]) * 32) for i in (1, 2, 3, 4))
+NONCE = b"g" * 16
+_seq = itertools.count(1)
+
+
+def uid(key: KeyPair) -> UserId:
+    return UserId(key.public)
+
+
+GROUP = group_room_id(uid(ADMIN), NONCE)
+DIRECT = direct_room_id(uid(OURS), uid(MEMBER))
+OUR_USER = uid(OURS)
+LOCAL = {OUR_USER}
+
+
+def sealed(
+    who: KeyPair,
+    room: RoomId = GROUP,
+    *,
+    kind: Kind = Kind.MESSAGE,
+    body: bytes = b"hi",
+    content_type: str = "text/plain",
+    seq: int | None = None,
+) -> Envelope:
+    n = next(_seq)
+    return seal(
+        who,
+        kind=kind,
+        room=room,
+        sender_user=uid(who),
+        seq=n if seq is None else seq,
+        hlc=Timestamp(wall_ms=1_000 + n, counter=0),
+        content_type=content_type,
+        body=body,
+    )
+
+
+def membership(who: KeyPair, change: MembershipChange, room: RoomId = GROUP) -> Envelope:
+    return sealed(
+        who,
+        room,
+        kind=Kind.MEMBERSHIP,
+        body=encode_membership(change),
+        content_type=MEMBERSHIP_CONTENT_TYPE,
+    )
+
+
+CREATE = MembershipChange(action=Action.CREATE, target=uid(ADMIN), role=Role.ADMIN, nonce=NONCE)
+
+
+class Rooms:
+    """Rooms as held here, from real folds; counts reads so a test sees when none was needed."""
+
+    def __init__(self, limits: MembershipLimits | None = None) -> None:
+        self.fixed: dict[RoomId, RoomState] = {}
+        self.logs: dict[RoomId, MembershipLog] = {}
+        self.limits = limits or MembershipLimits()
+        self.reads = 0
+
+    def state(self, room: RoomId) -> RoomState | None:
+        self.reads += 1
+        log = self.logs.get(room)
+        return self.fixed.get(room) if log is None else log.state
+
+    def membership_log(self, room: RoomId) -> MembershipLog:
+        return self.logs.get(room) or MembershipLog(room, limits=self.limits)
+
+    def hold(self, *events: Envelope) -> None:
+        """Fold `events` (stored, in history order) into their room's log."""
+        log = MembershipLog.load(events[0].room, list(events), limits=self.limits)
+        self.logs[log.room] = log
+
+
+def group_with_member() -> Rooms:
+    rooms = Rooms()
+    rooms.hold(
+        membership(ADMIN, CREATE),
+        membership(ADMIN, MembershipChange(action=Action.ADD, target=uid(OURS))),
+        membership(ADMIN, MembershipChange(action=Action.ADD, target=uid(MEMBER))),
+    )
+    return rooms
+
+
+def decide(
+    envelope: Envelope,
+    rooms: Rooms,
+    *,
+    rules: ArrivalRules | None = None,
+    recipient: UserId = OUR_USER,
+    device_listed: bool | None = None,
+    now_ms: int = 0,
+) -> Decision:
+    rules = rules or ArrivalRules(LOCAL)
+    return rules.decide(
+        envelope, recipient=recipient, device_listed=device_listed, rooms=rooms, now_ms=now_ms
+    )
+
+
+def refused(decision: Decision, status: AckStatus, code: int) -> bool:
+    result = decision.result
+    return result is not None and (result.status, result.code) == (status, code)
+
+
+def test_a_member_writes_into_the_group_and_our_user_writes_unasked() -> None:
+    rooms = group_with_member()
+    assert decide(sealed(MEMBER), rooms) == Decision(verdict=Verdict.STORE)
+    reads = rooms.reads
+    assert decide(sealed(OURS, RoomId(b"\x07" * 32)), rooms).verdict is Verdict.STORE
+    assert rooms.reads == reads  # our own user's envelope needs no room state
+
+
+def test_ephemeral_kinds_are_never_delivered() -> None:
+    for kind in (Kind.TYPING, Kind.PRESENCE):
+        decision = decide(sealed(MEMBER, kind=kind), group_with_member())
+        assert decision.verdict is Verdict.REJECT
+        assert refused(decision, AckStatus.REJECTED, ErrorCode.PROTOCOL)
+
+
+def test_an_envelope_for_another_user_is_relayed_whoever_sent_it() -> None:
+    rooms = Rooms()
+    decision = decide(sealed(STRANGER), rooms, recipient=uid(MEMBER), device_listed=False)
+    assert decision == Decision(verdict=Verdict.RELAY)
+    assert rooms.reads == 0
+
+
+def test_a_device_the_newest_record_does_not_list_waits_and_is_looked_up() -> None:
+    rooms = group_with_member()
+    decision = decide(sealed(MEMBER), rooms, device_listed=False)
+    assert decision.verdict is Verdict.DEFER and decision.unknown_device
+    assert refused(decision, AckStatus.DEFERRED, ErrorCode.NOT_AUTHORIZED)
+    assert decide(sealed(MEMBER), rooms, device_listed=True).verdict is Verdict.STORE
+
+
+def test_a_direct_room_opens_with_its_first_message_and_takes_no_one_else() -> None:
+    rooms = Rooms()
+    assert decide(sealed(MEMBER, DIRECT), rooms).verdict is Verdict.STORE  # unknown yet
+    rooms.fixed[DIRECT] = direct_room_state(uid(OURS), uid(MEMBER))
+    decision = decide(sealed(STRANGER, DIRECT), rooms)
+    assert decision.verdict is Verdict.REJECT
+    assert refused(decision, AckStatus.REJECTED, ErrorCode.NOT_AUTHORIZED)
+    never = decide(membership(MEMBER, CREATE, DIRECT), rooms)
+    assert never.verdict is Verdict.REJECT  # a direct room takes no MEMBERSHIP event
+
+
+def test_a_non_member_waits_within_its_budget_then_is_refused_until_it_refills() -> None:
+    rules = ArrivalRules(LOCAL, deferrals=DeferralPolicy(burst=2, per_s=1))
+    rooms = group_with_member()
+
+    def verdict(now_ms: int) -> Verdict:
+        return decide(sealed(STRANGER), rooms, rules=rules, now_ms=now_ms).verdict
+
+    first = decide(sealed(STRANGER), rooms, rules=rules, now_ms=0)
+    assert refused(first, AckStatus.DEFERRED, ErrorCode.NOT_AUTHORIZED)
+    assert verdict(0) is Verdict.DEFER
+    last = decide(sealed(STRANGER), rooms, rules=rules, now_ms=999)
+    assert last.verdict is Verdict.REJECT
+    assert refused(last, AckStatus.REJECTED, ErrorCode.NOT_AUTHORIZED)
+    assert verdict(1_999) is Verdict.DEFER  # one token back a second
+    assert verdict(1_999) is Verdict.REJECT
+
+
+def test_our_own_early_membership_change_always_waits() -> None:
+    rules = ArrivalRules(LOCAL, deferrals=DeferralPolicy(burst=1, per_s=1))
+    rooms = Rooms()  # our ADD of someone before the CREATE we were added by arrived
+    early = membership(OURS, MembershipChange(action=Action.ADD, target=uid(MEMBER)))
+    assert all(decide(early, rooms, rules=rules).verdict is Verdict.DEFER for _ in range(3))
+
+
+def test_membership_is_judged_by_the_fold_at_its_place() -> None:
+    rooms = Rooms()
+    assert decide(membership(ADMIN, CREATE), rooms).verdict is Verdict.STORE
+    forged = MembershipChange(action=Action.CREATE, target=uid(STRANGER), nonce=NONCE)
+    assert decide(membership(STRANGER, forged), rooms).verdict is Verdict.REJECT
+    rooms = group_with_member()
+    add = MembershipChange(action=Action.ADD, target=uid(STRANGER))
+    assert decide(membership(MEMBER, add), rooms).verdict is Verdict.DEFER  # not an admin yet
+    assert decide(membership(ADMIN, add), rooms).verdict is Verdict.STORE
+
+
+def test_a_bad_membership_body_or_a_full_room_is_refused_with_its_code() -> None:
+    bad = decide(sealed(ADMIN, kind=Kind.MEMBERSHIP, body=b"\xff"), Rooms())
+    assert bad.verdict is Verdict.REJECT
+    assert bad.result is not None and bad.result.code == ErrorCode.MALFORMED
+    rooms = Rooms(MembershipLimits(max_events_per_room=1))
+    rooms.hold(membership(ADMIN, CREATE))
+    add = MembershipChange(action=Action.ADD, target=uid(MEMBER))
+    full = decide(membership(ADMIN, add), rooms)
+    assert full.verdict is Verdict.REJECT
+    assert refused(full, AckStatus.REJECTED, ErrorCode.MEMBERSHIP_LIMIT)
+
+
+@pytest.mark.parametrize(
+    ("envelope", "reactions"),
+    [
+        (sealed(OURS, kind=Kind.PRIVATE), {Reaction.APPLY_PRIVATE}),
+        (sealed(MEMBER, kind=Kind.PRIVATE), set()),  # only our own user's private state
+        (sealed(MEMBER, kind=Kind.RECEIPT), {Reaction.CREDIT_RECEIPT}),
+        (sealed(OURS, kind=Kind.RECEIPT), {Reaction.CREDIT_RECEIPT}),
+        (sealed(MEMBER, content_type=CONTACT_CONTENT_TYPE), {Reaction.APPLY_CONTACT_EVENT}),
+        (sealed(OURS, content_type=CONTACT_CONTENT_TYPE), set()),  # our own, sent elsewhere
+        (sealed(MEMBER), set()),
+    ],
+    ids=[
+        "own-private",
+        "others-private",
+        "receipt",
+        "own-receipt",
+        "contact",
+        "own-contact",
+        "message",
+    ],
+)
+def test_what_a_newly_stored_envelope_sets_off(
+    envelope: Envelope, reactions: set[Reaction]
+) -> None:
+    assert ArrivalRules(LOCAL).reactions(envelope) == reactions
+
+
+def test_a_new_sender_is_released_from_1_in_a_direct_room_else_from_its_first_number() -> None:
+    rules = ArrivalRules(LOCAL)
+    assert rules.first_seq_if_new(sealed(MEMBER, DIRECT, seq=7)) == 1
+    assert rules.first_seq_if_new(sealed(MEMBER, GROUP, seq=7)) == 7
+    assert direct_partner(sealed(MEMBER, DIRECT), LOCAL) == uid(OURS)
+    assert direct_partner(sealed(OURS, DIRECT), LOCAL) is None  # our own side of it
+
+
+def test_the_stores_answer_fixes_the_ack() -> None:
+    mid = MessageId(b"m" * 32)
+    assert appended_result(mid, stored=True, duplicate=False).status is AckStatus.STORED
+    assert appended_result(mid, stored=False, duplicate=True).status is AckStatus.DUPLICATE
+    conflict = appended_result(mid, stored=False, duplicate=False)
+    assert (conflict.status, conflict.code) == (AckStatus.REJECTED, ErrorCode.PROTOCOL)
+
+
+def test_skew_and_a_full_quota_are_worth_a_retry_other_errors_are_final() -> None:
+    mid = MessageId(b"m" * 32)
+    skew = error_result(mid, ClockSkew("ahead"))
+    assert (skew.status, skew.code) == (AckStatus.DEFERRED, ErrorCode.CLOCK_SKEW)
+    quota = error_result(mid, QuotaExceeded("full"))
+    assert (quota.status, quota.code) == (AckStatus.DEFERRED, ErrorCode.QUOTA_EXCEEDED)
+    bad = error_result(mid, BadSignature("no"))
+    assert (bad.status, bad.code) == (AckStatus.REJECTED, ErrorCode.BAD_SIGNATURE)
+
+
+def test_the_memo_holds_only_what_the_store_answered_holding_and_forgets_the_oldest() -> None:
+    recent = RecentlyStored(capacity=2)
+    a, b, c, d = (MessageId(bytes([i]) * 32) for i in range(4))
+    recent.note(
+        [
+            DeliveryResult(message_id=a, status=AckStatus.STORED),
+            DeliveryResult(message_id=b, status=AckStatus.RELAYED),
+            DeliveryResult(message_id=c, status=AckStatus.DUPLICATE),
+            DeliveryResult(message_id=d, status=AckStatus.DEFERRED, code=10),
+        ]
+    )
+    assert [recent.seen(m) for m in (a, b, c, d)] == [True, False, True, False]
+    recent.note([DeliveryResult(message_id=d, status=AckStatus.STORED)])
+    assert [recent.seen(m) for m in (a, c, d)] == [False, True, True]
+
+
+def test_a_membership_event_meant_for_history_is_stored_before_the_next_is_judged() -> None:
+    rooms = Rooms()
+    create = decide(membership(ADMIN, CREATE), rooms)
+    assert create.verdict is Verdict.STORE and create.store_before_next
+    add = MembershipChange(action=Action.ADD, target=uid(MEMBER))
+    early = decide(membership(ADMIN, add), rooms)  # before the CREATE is held
+    assert early.verdict is Verdict.DEFER and early.store_before_next
+    direct = decide(membership(MEMBER, CREATE, DIRECT), rooms)
+    assert direct.verdict is Verdict.REJECT and not direct.store_before_next
+    assert not decide(sealed(OURS), rooms).store_before_next
+
+
+def test_private_state_is_released_but_never_shown_to_clients() -> None:
+    assert not reaches_the_app(sealed(OURS, kind=Kind.PRIVATE))
+    assert reaches_the_app(sealed(OURS)) and reaches_the_app(sealed(MEMBER, kind=Kind.RECEIPT))

@@ -1,0 +1,80 @@
+"""Which destinations are down (protocol/outages.py, SPEC §11.5.2): parking, probes."""
+
+from __future__ import annotations
+
+from hearthmesh.protocol.backoff import BACKOFF_BASE_MS, BACKOFF_CAP_MS
+from hearthmesh.protocol.outages import PROBE_MAX_MS, Outages
+
+from ..conftest import counter_rng
+
+BOB = b"\x02" * 32
+CAROL = b"\x03" * 32
+T0 = 1_700_000_000_000
+
+
+def test_new_entries_park_only_after_two_failures_in_a_row() -> None:
+    outages = Outages(rng=counter_rng())
+    assert not outages.parking(BOB)
+    assert outages.failed(BOB, T0)  # it was up until now
+    assert not outages.parking(BOB)  # one failure may be a hiccup: new batches still try
+    assert not outages.failed(BOB, T0)
+    assert outages.parking(BOB)
+    assert outages.reached(BOB)  # an ack from one of its homes
+    assert not outages.parking(BOB) and not outages.reached(BOB)
+
+
+def test_a_probe_is_due_after_the_backoff_and_only_once() -> None:
+    outages = Outages(rng=counter_rng())
+    outages.failed(BOB, T0)
+    outages.failed(BOB, T0)
+    assert outages.due_probes(T0) == []
+    now = T0 + BACKOFF_BASE_MS * 2  # the delay after a second failure is at most that
+    probe_ms = outages.next_probe_ms()
+    assert probe_ms is not None and T0 < probe_ms <= now
+    assert outages.due_probes(now) == [BOB]
+    assert outages.due_probes(now) == []  # probing: not handed out twice
+    assert outages.next_probe_ms() is None
+    assert not outages.parking(BOB)  # the probe batch goes out
+    outages.failed(BOB, now)  # the probe failed: parked again, at least half of base * 4 to wait
+    assert outages.parking(BOB)
+    assert outages.due_probes(now + BACKOFF_BASE_MS * 2 - 1) == []
+
+
+def test_a_home_that_connects_is_probed_at_once_and_a_restart_probes_everything() -> None:
+    outages = Outages(rng=counter_rng())
+    for _ in range(5):
+        outages.failed(BOB, T0)
+        outages.failed(CAROL, T0)
+    assert not outages.revive([])
+    assert not outages.revive([b"\x04" * 32])  # not down: nothing to probe
+    assert outages.revive([BOB])
+    assert outages.due_probes(T0) == [BOB]
+    restarted = Outages(rng=counter_rng())
+    restarted.restored([BOB, CAROL])
+    assert restarted.due_probes(T0) == [BOB, CAROL]
+
+
+def test_a_long_outage_is_probed_at_least_every_probe_max() -> None:
+    """Issue #12 availability (b): a healed partition brings no connection; the probe finds
+    the home back. Before, its delay grew to a minute and the backlog waited 30-40 s."""
+    outages = Outages(rng=counter_rng())
+    now = T0
+    for _ in range(20):  # a long outage: every probe failed
+        outages.failed(BOB, now)
+        now += BACKOFF_CAP_MS
+        assert outages.due_probes(now) == [BOB]
+    outages.failed(BOB, now)
+    assert outages.due_probes(now + PROBE_MAX_MS) == [BOB]
+
+
+def test_a_home_that_connects_during_a_probe_is_probed_again_when_it_ends() -> None:
+    outages = Outages(rng=counter_rng())
+    for _ in range(5):
+        outages.failed(BOB, T0)
+    now = T0 + PROBE_MAX_MS
+    assert outages.due_probes(now) == [BOB]  # a probe dials while the home is still away
+    assert not outages.revive([BOB])  # it connects now
+    outages.failed(BOB, now)  # that probe's dial had failed
+    assert outages.due_probes(now) == [BOB]  # no backoff: the home is there
+    outages.failed(BOB, now)
+    assert outages.due_probes(now) == []  # an ordinary failure waits again

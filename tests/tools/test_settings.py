@@ -1,0 +1,128 @@
+"""`hearthmesh.tools.settings`: one config file, environment and flags, each value's source."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.tools.cli import _build_parser
+from hearthmesh.tools.settings import DEFAULT_LISTEN_ALL, SettingsError, resolve_settings
+
+SCRIPT = Path(sys.executable).parent / "hearthmesh"
+
+EVERY_SETTING = """\
+# every key once
+api = "127.0.0.1:9001"
+listen = ["/ip4/0.0.0.0/tcp/4480"]
+announce = ["/ip4/203.0.113.7/tcp/4480"]
+bootstrap = ["/ip4/198.51.100.1/tcp/4470/p2p/12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"]
+mdns = false
+name = "Alice"
+share_presence = false
+api_allowed_hosts = ["chat.example"]
+api_allowed_origins = ["https://chat.example"]
+relay_service = false
+relay_max_reservations = 4
+relay_circuits_per_reservation = 2
+relay_circuit_bytes = 1048576
+relay_circuit_seconds = 120
+api_tls = true
+api_tls_cert = "/etc/hearthmesh/cert.pem"
+api_tls_key = "/etc/hearthmesh/key.pem"
+"""
+
+
+def args(*argv: str) -> object:
+    return _build_parser().parse_args(["run", *argv])
+
+
+def test_run_listens_on_every_interface_with_tcp_and_quic_and_keeps_the_api_on_loopback() -> None:
+    settings = resolve_settings(args(), env={})
+    assert settings.listen == list(DEFAULT_LISTEN_ALL)
+    assert settings.listen == ["/ip4/0.0.0.0/tcp/4470", "/ip4/0.0.0.0/udp/4470/quic-v1"]
+    assert settings.api == "127.0.0.1:8470"
+    assert all(source == "default" for *_, source in settings.describe()[1:])
+
+
+def test_the_config_file_in_the_data_dir_sets_every_setting(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(EVERY_SETTING)
+    settings = resolve_settings(args("--data-dir", str(tmp_path)), env={})
+    assert settings.api == "127.0.0.1:9001"
+    assert settings.announce == ["/ip4/203.0.113.7/tcp/4480"]
+    assert not settings.mdns and not settings.share_presence
+    assert settings.api_allowed_origins == ["https://chat.example"]
+    assert not settings.relay_service and settings.relay_circuit_seconds == 120
+    assert all(source != "default" for *_, source in settings.describe())
+    sources = {key: source for key, _, source in settings.describe()}
+    assert sources["data_dir"] == "flag"
+    assert sources["api_allowed_origins"] == f"file {tmp_path / 'config.toml'}:10"
+    assert sources["api"] == f"file {tmp_path / 'config.toml'}:2"
+
+
+def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(EVERY_SETTING)
+    env = {"HEARTHMESH_SHARE_PRESENCE": "yes", "HEARTHMESH_LISTEN": "/ip4/10.0.0.1/tcp/1,"}
+    settings = resolve_settings(
+        args("--data-dir", str(tmp_path), "--listen", "/ip4/10.0.0.2/tcp/2"), env=env
+    )
+    assert settings.share_presence
+    assert settings.sources["share_presence"] == "env HEARTHMESH_SHARE_PRESENCE"
+    assert settings.listen == ["/ip4/10.0.0.2/tcp/2"] and settings.sources["listen"] == "flag"
+    flagged = resolve_settings(
+        args("--data-dir", str(tmp_path), "--no-share-presence", "--relay-circuit-seconds", "0"),
+        env={**env, "HEARTHMESH_RELAY_MAX_RESERVATIONS": "9"},
+    )
+    assert not flagged.share_presence and flagged.relay_circuit_seconds == 0
+    assert flagged.relay_max_reservations == 9
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        ('api = "127.0.0.1:1"\nlisten_addrs = ["/ip4/0.0.0.0/tcp/1"]\n', 2, "listen_addrs"),
+        ('name = "x"\n\nshare_presence = "no"\n', 3, "share_presence"),
+        ('listen = "/ip4/0.0.0.0/tcp/1"\n', 1, "listen"),
+        ("[relay]\nlimit = 1\n", 1, "relay"),
+        ("relay_circuit_bytes = -1\n", 1, "relay_circuit_bytes"),
+    ],
+)
+def test_a_bad_config_file_is_refused_with_the_line_and_key_at_fault(
+    tmp_path: Path, text: str, line: int, key: str
+) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(SettingsError, match=rf"{path}:{line}: .*{key}"):
+        resolve_settings(args("--config", str(path)), env={})
+
+
+def test_a_bad_environment_value_is_refused() -> None:
+    with pytest.raises(SettingsError, match="HEARTHMESH_MDNS"):
+        resolve_settings(args(), env={"HEARTHMESH_MDNS": "maybe"})
+
+
+def test_config_show_prints_each_value_and_its_source(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(EVERY_SETTING)
+    shown = subprocess.run(
+        [str(SCRIPT), "config", "show", "--data-dir", str(tmp_path), "--api", "127.0.0.1:9002"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = dict(line.split(" = ", 1) for line in shown.stdout.splitlines())
+    assert lines["api"] == '"127.0.0.1:9002"  # flag'
+    assert lines["share_presence"] == f"false  # file {tmp_path / 'config.toml'}:8"
+    assert lines["api_allowed_hosts"].startswith('["chat.example"]  # file ')
+    (tmp_path / "config.toml").write_text("mdns = 1\n")
+    refused = subprocess.run(
+        [str(SCRIPT), "config", "show", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2 and "config.toml:1: mdns wants true or false" in refused.stderr

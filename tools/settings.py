@@ -1,0 +1,241 @@
+"""The settings of `hearthmesh run` (and the client commands): one TOML config file, environment
+variables and command-line flags, merged in that rising order; each value remembers its source.
+
+The config file is `--config FILE`, else `DATA_DIR/config.toml` if present. Every key is also
+an environment variable `HEARTHMESH_<KEY>` (lists comma-separated, booleans 1/0, true/false,
+yes/no) and a flag. A key the file does not know, or a value of the wrong type, is refused with
+the line and the key at fault. `hearthmesh config show` prints the effective values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
+from hearthmesh.protocol.errors import HearthError
+
+__all__ = [
+    "DEFAULT_API",
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_LISTEN_ALL",
+    "SETTING_KEYS",
+    "HomeSettings",
+    "SettingsError",
+    "parse_api",
+    "resolve_settings",
+]
+
+DEFAULT_DATA_DIR: Final = Path("data/node")
+DEFAULT_API: Final = "127.0.0.1:8470"
+DEFAULT_LISTEN_ALL: Final = ("/ip4/0.0.0.0/tcp/4470", "/ip4/0.0.0.0/udp/4470/quic-v1")
+"""Peers reach a home on every interface, TCP and QUIC on 4470; the client API stays on
+loopback (`DEFAULT_API`)."""
+
+
+_RELAY: Final = RelayServiceLimits()
+
+
+class SettingsError(HearthError):
+    """A setting that cannot be used (a bad address, an unknown key, an unreadable file)."""
+
+
+@dataclass(kw_only=True)
+class HomeSettings:
+    """Everything `run` needs; `sources` says where each value came from."""
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    api: str = DEFAULT_API
+    """The client API's HOST:PORT; loopback by default."""
+    listen: list[str] = field(default_factory=lambda: list(DEFAULT_LISTEN_ALL))
+    """libp2p multiaddrs to listen on (`0.0.0.0`: every interface)."""
+    announce: list[str] = field(default_factory=list)
+    """Addresses put in the home record instead of the listen addresses (a forwarded port)."""
+    bootstrap: list[str] = field(default_factory=list)
+    mdns: bool = True
+    name: str = ""
+    share_presence: bool = True
+    api_allowed_hosts: list[str] = field(default_factory=list)
+    """Host header names the API accepts besides the loopback names (a reverse proxy)."""
+    api_allowed_origins: list[str] = field(default_factory=list)
+    """Browser origins (scheme://host[:port]) allowed to call the API."""
+    # web client (#17): the API beyond loopback (SPEC §15.7)
+    api_tls: bool = False
+    """Serve the API over HTTPS (`--tls`); plain HTTP is refused beyond loopback."""
+    api_tls_cert: str = ""
+    """An operator's certificate (PEM), with `api_tls_key`; "" is the one made at init."""
+    api_tls_key: str = ""
+    relay_service: bool = True
+    """Offer circuit relay v2 to peers within the limits below (SPEC §10.7)."""
+    relay_max_reservations: int = _RELAY.max_reservations
+    relay_circuits_per_reservation: int = _RELAY.max_circuits_per_reservation
+    relay_circuit_bytes: int = _RELAY.circuit_bytes
+    relay_circuit_seconds: int = _RELAY.circuit_seconds
+    sources: dict[str, str] = field(default_factory=dict)
+    """Key -> `default`, `file <path>:<line>`, `env HEARTHMESH_<KEY>` or `flag`."""
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """(key, value as TOML would spell it, source) for every key, in `SETTING_KEYS` order."""
+        rows = []
+        for key in SETTING_KEYS:
+            value = getattr(self, key)
+            shown = str(value) if isinstance(value, Path) else value
+            rows.append((key, _toml_value(shown), self.sources.get(key, "default")))
+        return rows
+
+
+SETTING_KEYS: Final[dict[str, type]] = {
+    "data_dir": Path,
+    "api": str,
+    "listen": list,
+    "announce": list,
+    "bootstrap": list,
+    "mdns": bool,
+    "name": str,
+    "share_presence": bool,
+    "api_allowed_hosts": list,
+    "api_allowed_origins": list,
+    "api_tls": bool,
+    "api_tls_cert": str,
+    "api_tls_key": str,
+    "relay_service": bool,
+    "relay_max_reservations": int,
+    "relay_circuits_per_reservation": int,
+    "relay_circuit_bytes": int,
+    "relay_circuit_seconds": int,
+}
+"""Every setting and its type; the config file accepts these keys and no others."""
+
+_TRUE: Final = frozenset({"1", "true", "yes"})
+_FALSE: Final = frozenset({"0", "false", "no", ""})
+
+
+def parse_api(text: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 as [::1]:PORT). Raises SettingsError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise SettingsError(f"--api wants HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _line_of(text: str, key: str) -> int:
+    """The 1-based line where `key = ...` is set in TOML `text` (0 if not found)."""
+    pattern = re.compile(rf"^\s*[\"']?{re.escape(key)}[\"']?\s*[=.\[]")
+    for number, line in enumerate(text.splitlines(), start=1):
+        if pattern.match(line) or line.strip().strip("[]").strip() == key:
+            return number
+    return 0
+
+
+def _checked(key: str, value: Any, where: str) -> Any:
+    """`value` as the type of setting `key`; SettingsError naming `where` otherwise."""
+    kind = SETTING_KEYS.get(key)
+    if kind is None:
+        raise SettingsError(f"{where}: unknown setting {key!r} (known: {', '.join(SETTING_KEYS)})")
+    if kind is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SettingsError(f"{where}: {key} wants a list of strings, got {value!r}")
+        return list(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(f"{where}: {key} wants true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SettingsError(f"{where}: {key} wants a whole number >= 0, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise SettingsError(f"{where}: {key} wants a string, got {value!r}")
+    return Path(value) if kind is Path else value
+
+
+def read_config_file(path: Path) -> dict[str, tuple[Any, str]]:
+    """Key -> (checked value, `file <path>:<line>`) for each key `path` sets.
+
+    Raises:
+        SettingsError: the file cannot be read, is not TOML, or sets an unknown key or a value
+            of the wrong type (the message names the line and the key).
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+        values = tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"config file {path}: {exc}") from None
+    checked = {}
+    for key, value in values.items():
+        where = f"file {path}:{_line_of(text, key)}"
+        checked[key] = (_checked(key, value, f"config {where.removeprefix('file ')}"), where)
+    return checked
+
+
+def _from_env(key: str, text: str) -> Any:
+    kind = SETTING_KEYS[key]
+    if kind is list:
+        return [item for item in text.split(",") if item]
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered not in _TRUE | _FALSE:
+            raise SettingsError(f"HEARTHMESH_{key.upper()} wants 1 or 0, got {text!r}")
+        return lowered in _TRUE
+    if kind is int:
+        if not text.strip().isdigit():
+            raise SettingsError(f"HEARTHMESH_{key.upper()} wants a whole number, got {text!r}")
+        return int(text)
+    return Path(text) if kind is Path else text
+
+
+def _from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    flags: dict[str, Any] = {}
+    for key in SETTING_KEYS:
+        value: Any = getattr(args, key, None)
+        if isinstance(value, int) or value:  # an unset flag is None, "" or [] (0 is set)
+            flags[key] = Path(str(value)) if SETTING_KEYS[key] is Path else value
+    if getattr(args, "no_mdns", False):
+        flags["mdns"] = False
+    return flags
+
+
+def resolve_settings(args: Any, env: dict[str, str] | None = None) -> HomeSettings:
+    """Merge defaults, config file, environment and command line (in that order).
+
+    Raises:
+        SettingsError: a bad config file, environment value or API address.
+    """
+    env = dict(os.environ) if env is None else env
+    settings = HomeSettings()
+    flags = _from_flags(args)
+    data_dir: Path | str | None = flags.get("data_dir") or env.get("HEARTHMESH_DATA_DIR")
+    config_path = getattr(args, "config", None) or env.get("HEARTHMESH_CONFIG")
+    if config_path is None and data_dir and (Path(data_dir) / "config.toml").is_file():
+        config_path = Path(data_dir) / "config.toml"
+    layers: list[tuple[str, Any, str]] = []
+    if config_path is not None:
+        for key, (value, where) in read_config_file(Path(config_path)).items():
+            layers.append((key, value, where))
+    for key in SETTING_KEYS:
+        name = f"HEARTHMESH_{key.upper()}"
+        if name in env:
+            layers.append((key, _from_env(key, env[name]), f"env {name}"))
+    if env.get("HEARTHMESH_NO_MDNS", "").lower() in _TRUE:
+        layers.append(("mdns", False, "env HEARTHMESH_NO_MDNS"))
+    layers += [(key, value, "flag") for key, value in flags.items()]
+    for key, value, source in layers:
+        setattr(settings, key, value)
+        settings.sources[key] = source
+    parse_api(settings.api)
+    return settings
