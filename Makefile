@@ -9,7 +9,7 @@ PKG_DIRS := protocol storage node tools
 FILES_ID := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(FILES_ID)
 
-.PHONY: run test lint venv clean _install netlab
+.PHONY: run test lint venv browser clean _install netlab
 
 $(STAMP):
 	@flock .venv.lock $(MAKE) --no-print-directory _install
@@ -50,8 +50,17 @@ netlab:
 	    apt-get install -y -q --no-install-recommends nftables iproute2 >/dev/null 2>&1; } || \
 	  echo "nftables/iproute2 not installed: the NAT tests will skip"; }
 
-test: $(STAMP) netlab
+test: $(STAMP) netlab browser
 	$(PY) -m pytest -q $(TEST_ARGS)
+
+# The browser tests (tests/web) drive Debian's Chromium through Playwright (a dev dependency);
+# `playwright install` cannot download here, so apt installs it once; instant when present.
+CHROMIUM ?= /usr/lib/chromium/chromium
+browser:
+	@test -x $(CHROMIUM) || { echo "installing chromium (apt) for the browser tests ..." && \
+	  apt-get update -q >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    chromium fonts-liberation >/dev/null; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check protocol storage node tools tests

@@ -24,6 +24,8 @@ __all__ = [
     "RETENTION_SETTING",
     "AppendRequest",
     "AppendResult",
+    "ClientCredentials",
+    "ClientRecord",
     "Contact",
     "ConversationPage",
     "ConversationSummary",
@@ -337,6 +339,19 @@ class PushSubscription:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClientRecord:
+    """A client paired with the API (a browser), which holds a secret whose hash is kept."""
+
+    client_id: bytes
+    """16 random bytes, named in the client's session cookie."""
+    secret_sha256: bytes
+    """sha-256 of the client's secret; the secret itself is never stored."""
+    name: str
+    """What the user calls it (from the browser's user agent, or given)."""
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MediaInfo:
     """Metadata of a content-addressed blob."""
 
@@ -639,6 +654,23 @@ class UserDirectory(Protocol):
         ...
 
 
+class ClientCredentials(Protocol):
+    """Paired clients of the API (SPEC §15.7), bounded by the caller's `max_clients`."""
+
+    def add_client(self, record: ClientRecord, max_clients: int) -> bool:
+        """Store a new client unless `max_clients` are paired already; the count and the write
+        are one transaction. False: refused, nothing written."""
+        ...
+
+    def clients(self) -> list[ClientRecord]:
+        """Every paired client, by client id."""
+        ...
+
+    def delete_client(self, client_id: bytes) -> bool:
+        """Forget a client (revoke); False if there was none."""
+        ...
+
+
 class SyncStateStore(Protocol):
     """Per-peer, per-room sync state (an opaque resumable token for ARCHITECTURE §8)."""
 
@@ -750,6 +782,7 @@ class Store(
     RelayInbox,
     RoomDirectory,
     UserDirectory,
+    ClientCredentials,
     SyncStateStore,
     MediaStore,
     Settings,

@@ -163,6 +163,8 @@ class Table(Enum):
     client feed, SPEC §15.4)."""
     FRIEND_REQUESTS_SENT = b"contacts.requests_sent"
     """sender | recipient -> b"": the reverse of `contacts.requests` (outgoing, SPEC §18)."""
+    CLIENTS = b"clients.credentials"
+    """client id (16 bytes) -> paired client record (web client #17, SPEC §15.7)."""
 
 
 def check_id(value: bytes, what: str) -> None:

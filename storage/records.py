@@ -16,6 +16,7 @@ from hearthmesh.protocol.errors import HearthError, StorageError
 from hearthmesh.protocol.identity import DeviceId, UserId
 
 from .api import (
+    ClientRecord,
     DeliveryStatus,
     DeviceRecord,
     FriendRequest,
@@ -29,6 +30,7 @@ from .keys import ID_BYTES, Table, pack_u64
 
 __all__ = [
     "corrupt",
+    "decode_client",
     "decode_device",
     "decode_envelope_at",
     "decode_friend_request",
@@ -42,6 +44,7 @@ __all__ = [
     "decode_relay_share",
     "decode_relay_usage",
     "decode_status",
+    "encode_client",
     "encode_device",
     "encode_friend_request",
     "encode_media",
@@ -194,6 +197,21 @@ def decode_push(key: bytes, data: bytes) -> PushSubscription:
                 created_ms=created_ms,
             )
     raise corrupt(Table.PUSH, key, "not a push subscription record")
+
+
+def encode_client(record: ClientRecord) -> bytes:
+    """[secret_sha256, name, created_ms]."""
+    return encode_canonical([record.secret_sha256, record.name, record.created_ms])
+
+
+def decode_client(key: bytes, data: bytes) -> ClientRecord:
+    """A `clients.credentials` record; `key` is the client id."""
+    match _load(Table.CLIENTS, key, data):
+        case [bytes() as secret_sha256, str() as name, int() as created_ms]:
+            return ClientRecord(
+                client_id=key, secret_sha256=secret_sha256, name=name, created_ms=created_ms
+            )
+    raise corrupt(Table.CLIENTS, key, "not a client record")
 
 
 def encode_media(info: MediaInfo) -> bytes:

@@ -14,13 +14,14 @@ from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 from hearthmesh.protocol.identity import UserId
 
-from . import arrivals, directory, history, media_refs, outbox, relay, rooms
+from . import arrivals, clients, directory, history, media_refs, outbox, relay, rooms
 from .api import (
     DEFAULT_RELAY_QUOTA,
     RETENTION_MS,
     RETENTION_SETTING,
     AppendRequest,
     AppendResult,
+    ClientRecord,
     Contact,
     ConversationPage,
     Cursor,
@@ -391,6 +392,21 @@ class KvStore:
         return self._engine.write(
             lambda txn: txn.delete(Table.PUSH, push_key(user, subscription_id))
         )
+
+    # --- paired API clients (SPEC §15.7) ------------------------------------------------
+
+    def add_client(self, record: ClientRecord, max_clients: int) -> bool:
+        """Store a new client unless `max_clients` are paired already."""
+        return self._engine.write(lambda txn: clients.add_client_txn(txn, record, max_clients))
+
+    def clients(self) -> list[ClientRecord]:
+        """Every paired client, by client id."""
+        with self._engine.read() as txn:
+            return clients.clients_txn(txn)
+
+    def delete_client(self, client_id: bytes) -> bool:
+        """Forget a client."""
+        return self._engine.write(lambda txn: txn.delete(Table.CLIENTS, client_id))
 
     # --- sync state, settings ------------------------------------------------------------
 

@@ -74,6 +74,12 @@ def _build_parser() -> argparse.ArgumentParser:
     device.add_argument("action", nargs="?", choices=["list", "link", "revoke"], default="list")
     device.add_argument("device_id", nargs="?", metavar="DEVICE_ID", help="for revoke")
     device.add_argument("--png", metavar="FILE", help="with link: also write the QR code as PNG")
+    client = _client(
+        commands.add_parser("client", help="pair, list or revoke browser clients (web client)")
+    )
+    client.add_argument("action", nargs="?", choices=["list", "pair", "revoke"], default="list")
+    client.add_argument("client_id", nargs="?", metavar="CLIENT_ID", help="for revoke")
+    client.add_argument("--png", metavar="FILE", help="with pair: also write the QR code as PNG")
     bench = commands.add_parser("bench", help="run a benchmark and print one JSON object")
     bench.add_argument("name", nargs="?", help="which benchmark (see --list)")
     bench.add_argument("--list", action="store_true", help="name the benchmarks")
@@ -135,13 +141,20 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         action="append",
         help="a browser origin allowed to call the API (repeatable)",
     )
+    _tls_flag(parser, "serve the API over HTTPS (needed beyond loopback, e.g. --api 0.0.0.0:8470)")
 
 
 def _client(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _data_dir(parser)
     parser.add_argument("--api", metavar="HOST:PORT", help="the node's API (127.0.0.1:8470)")
     parser.add_argument("--token-file", help="the API token file (DATA_DIR/api-token)")
+    _tls_flag(parser, "the node serves HTTPS (pins DATA_DIR/api-cert.pem)")
     return parser
+
+
+def _tls_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    # default None: an absent flag must not override the config file (False would)
+    parser.add_argument("--tls", dest="api_tls", action="store_true", default=None, help=help_text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value, source in settings.describe():
             print(f"{key} = {value}  # {source}")
         return 0
-    if args.command in ("status", "send", "tail", "friends", "device"):
+    if args.command in ("status", "send", "tail", "friends", "device", "client"):
         from hearthmesh.tools.client import run_client_command
 
         return run_client_command(args)

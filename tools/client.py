@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,12 +38,16 @@ class ApiRefused(HearthError):
 class ApiClient:
     """A small async client of the HTTP API (also used by tests and the benchmark)."""
 
-    def __init__(self, url: str, token: str) -> None:
+    def __init__(self, url: str, token: str, *, pin: str | None = None) -> None:
+        """`pin`: over HTTPS, the sha-256 (hex) of the node's certificate, which is trusted
+        instead of a certificate authority (the node makes its own at init, SPEC §15.7)."""
         self.url = url.rstrip("/")
         self.token = token
+        ssl = True if pin is None else aiohttp.Fingerprint(bytes.fromhex(pin))
         self._http = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {token}"},
             timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S),
+            connector=aiohttp.TCPConnector(ssl=ssl),
         )
 
     async def __aenter__(self) -> ApiClient:
@@ -75,18 +80,26 @@ class ApiClient:
         )
 
 
-def _connection(args: Any) -> tuple[str, str]:
+def _connection(args: Any) -> tuple[str, str, str | None]:
+    """The API's URL, the token and, over TLS, the certificate's fingerprint to pin."""
+    from hearthmesh.node.api.tls import CERT_FILE, certificate_fingerprint
     from hearthmesh.tools.settings import parse_api, resolve_settings
 
     settings = resolve_settings(args)
     host, port = parse_api(settings.api)
+    if host in ("0.0.0.0", "::"):  # a node listening everywhere answers on loopback too
+        host = "127.0.0.1"
     host = f"[{host}]" if ":" in host else host
     token_file = Path(args.token_file) if args.token_file else settings.data_dir / "api-token"
     try:
         token = token_file.read_text(encoding="ascii").strip()
     except OSError as exc:
         raise FileNotFoundError(f"cannot read the API token: {exc}") from None
-    return f"http://{host}:{port}", token
+    if not settings.api_tls:
+        return f"http://{host}:{port}", token, None
+    cert = Path(settings.api_tls_cert) if settings.api_tls_cert else settings.data_dir / CERT_FILE
+    pin = certificate_fingerprint(cert)
+    return f"https://{host}:{port}", token, pin
 
 
 async def _status(client: ApiClient, args: Any) -> int:
@@ -181,16 +194,21 @@ async def _friends(client: ApiClient, args: Any) -> int:
     return 0
 
 
+def _show_qr(text: str, png: str | None) -> None:
+    """Print `text` as a QR code in the terminal; also as a PNG file if asked."""
+    import segno
+
+    qr = segno.make(text, error="m")
+    qr.terminal(compact=True)
+    if png:
+        qr.save(png, scale=6)
+        print(f"QR code written to {png}")
+
+
 async def _device(client: ApiClient, args: Any) -> int:
     if args.action == "link":
-        import segno
-
         offer = await client.call("POST", "/v1/devices/link")
-        qr = segno.make(offer["code"], error="m")
-        qr.terminal(compact=True)
-        if args.png:
-            qr.save(args.png, scale=6)
-            print(f"QR code written to {args.png}")
+        _show_qr(offer["code"], args.png)
         print(f"on the new device: hearthmesh init --data-dir DIR --link {offer['code']}")
         print(f"check that both screens show {offer['short_code']}; the code works once")
         return 0
@@ -208,25 +226,53 @@ async def _device(client: ApiClient, args: Any) -> int:
     return 0
 
 
+async def _paired_clients(client: ApiClient, args: Any) -> int:
+    """`hearthmesh client pair|list|revoke`: browsers paired with the web client (SPEC §15.7)."""
+    if args.action == "pair":
+        offer = await client.call("POST", "/v1/clients/pair")
+        _show_qr(offer["url"], args.png)
+        print(f"open {offer['url']} in the browser to pair (or scan the QR code),")
+        print(f"or type the code {offer['code']} on its pairing screen; it works once, for 5 min")
+        return 0
+    if args.action == "revoke":
+        if not args.client_id:
+            print("client revoke needs a CLIENT_ID (see `hearthmesh client list`)", file=sys.stderr)
+            return EXIT_USAGE
+        await client.call("DELETE", f"/v1/clients/{args.client_id}")
+        print(f"revoked {args.client_id}: its session ended")
+        return 0
+    clients = (await client.call("GET", "/v1/clients"))["clients"]
+    for paired in clients:
+        print(f"{paired['client_id']}  {paired['name']}  paired {_when(paired['created_ms'])}")
+    if not clients:
+        print("no browser is paired: `hearthmesh client pair`")
+    return 0
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 _COMMANDS: Final = {
     "status": _status,
     "send": _send,
     "tail": _tail,
     "friends": _friends,
     "device": _device,
+    "client": _paired_clients,
 }
 
 
 def run_client_command(args: Any) -> int:
     """Run one client subcommand; returns its exit code."""
     try:
-        url, token = _connection(args)
+        url, token, pin = _connection(args)
     except (FileNotFoundError, HearthError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
 
     async def main() -> int:
-        async with ApiClient(url, token) as client:
+        async with ApiClient(url, token, pin=pin) as client:
             return await _COMMANDS[args.command](client, args)
 
     try:
@@ -234,6 +280,13 @@ def run_client_command(args: Any) -> int:
     except ApiRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_API
+    except aiohttp.ServerFingerprintMismatch:
+        print(
+            f"error: the node at {url} shows another certificate than the one pinned "
+            "(its fingerprint differs from DATA_DIR/api-cert.pem's); not talking to it",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
     except (aiohttp.ClientConnectionError, TimeoutError) as exc:
         print(f"error: no node answers at {url} ({exc}); is `hearthmesh run` up?", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -11,6 +11,7 @@ import secrets
 import shutil
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ def init_node(data_dir: Path, name: str, *, force: bool) -> dict[str, str]:
     Raises:
         SettingsError: an identity exists and `force` is not set.
     """
+    from hearthmesh.node.api.tls import ensure_certificate
     from hearthmesh.node.api.token import create_token
     from hearthmesh.node.clock import SystemClock
     from hearthmesh.node.identity.keyring import load_or_create_keyring
@@ -66,6 +68,7 @@ def init_node(data_dir: Path, name: str, *, force: bool) -> dict[str, str]:
     finally:
         store.close()
     create_token(data_dir, force=True)
+    ensure_certificate(data_dir)  # for `run --tls` (SPEC §15.7)
     return {
         "user_id": user_id_text(keyring.user_id),
         "device_id": device_id_text(keyring.device_id),
@@ -141,11 +144,25 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
         allowed_hosts=tuple(settings.api_allowed_hosts),
         allowed_origins=tuple(settings.api_allowed_origins),
     )
+    if settings.api_tls:
+        cert, key = _tls_files(settings)
+        api_config = replace(api_config, tls_cert_file=cert, tls_key_file=key)
     async with Node(config) as node, ApiServer(node, api_config) as api:
         started(node, api)
         await stop.wait()
         print("stopping: announcing offline, flushing, closing the store ...", flush=True)
     print("stopped cleanly", flush=True)
+
+
+def _tls_files(settings: HomeSettings) -> tuple[Path, Path]:
+    """The API's certificate and key with --tls: the operator's, else the one made at init
+    (made now for a data dir from before), naming the configured hosts (SPEC §15.7)."""
+    from hearthmesh.node.api.tls import CERT_FILE, KEY_FILE, ensure_certificate
+
+    if settings.api_tls_cert and settings.api_tls_key:
+        return Path(settings.api_tls_cert), Path(settings.api_tls_key)
+    ensure_certificate(settings.data_dir, settings.api_allowed_hosts)
+    return settings.data_dir / CERT_FILE, settings.data_dir / KEY_FILE
 
 
 def run_node(settings: HomeSettings) -> int:
@@ -164,6 +181,7 @@ def run_node(settings: HomeSettings) -> int:
         for address in node.listen_addrs:
             print(f"  listening: {address}")
         print(f"  API:       {api.url}  (token: {settings.data_dir / 'api-token'})")
+        print(f"  web:       {api.url}/  (pair a browser: hearthmesh client pair)")
         print("press Ctrl-C to stop", flush=True)
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

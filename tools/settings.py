@@ -64,6 +64,12 @@ class HomeSettings:
     """Host header names the API accepts besides the loopback names (a reverse proxy)."""
     api_allowed_origins: list[str] = field(default_factory=list)
     """Browser origins (scheme://host[:port]) allowed to call the API."""
+    # web client (#17): the API beyond loopback (SPEC §15.7)
+    api_tls: bool = False
+    """Serve the API over HTTPS (`--tls`); plain HTTP is refused beyond loopback."""
+    api_tls_cert: str = ""
+    """An operator's certificate (PEM), with `api_tls_key`; "" is the one made at init."""
+    api_tls_key: str = ""
     relay_service: bool = True
     """Offer circuit relay v2 to peers within the limits below (SPEC §10.7)."""
     relay_max_reservations: int = _RELAY.max_reservations
@@ -94,6 +100,9 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "share_presence": bool,
     "api_allowed_hosts": list,
     "api_allowed_origins": list,
+    "api_tls": bool,
+    "api_tls_cert": str,
+    "api_tls_key": str,
     "relay_service": bool,
     "relay_max_reservations": int,
     "relay_circuits_per_reservation": int,

@@ -1,10 +1,12 @@
-"""The API's gate (SPEC §15.2): Host, Origin, bearer token, rate and size limits.
+"""The API's gate (SPEC §15.2, §15.7): Host, Origin, token or session, rate and size limits.
 
 Every HTTP request and WebSocket upgrade passes `guard` first. The checks run in the order
 that leaks least: Host (DNS rebinding), Origin (cross-site pages), then the token, compared in
-constant time. Rates are counted per address in two sets of buckets: requests that carry the
-token spend one, refused ones the other (stricter) one, so a tokenless client can neither guess
-fast nor spend the token holder's rate (SPEC §15.2.3).
+constant time; a browser without the token shows its session cookie instead (SPEC §15.7). The
+web client's files and the pairing route need neither. Rates are counted per address in two
+sets of buckets: requests that carry the token (or a session) spend one, refused ones and the
+public routes the other (stricter) one, so a tokenless client can neither guess fast nor spend
+the token holder's rate (SPEC §15.2.3).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from hearthmesh.node.api.client_routes import SESSION_KEY, is_public
 from hearthmesh.node.api.config import LOOPBACK_HOSTS, ApiConfig
 from hearthmesh.node.api.errors import ApiError, error_response
+from hearthmesh.node.api.paired_clients import PairedClients
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol.errors import ErrorCode, HearthError
@@ -59,12 +63,16 @@ def _is_token(given: str, expected: bytes) -> bool:
     return given.isascii() and hmac.compare_digest(given.encode(), expected)
 
 
-def make_guard(config: ApiConfig, clock: Clock) -> Middleware:
+def make_guard(config: ApiConfig, clock: Clock, clients: PairedClients) -> Middleware:
     """The middleware that checks every request and turns every error into JSON."""
     authorized = RateLimiter(config.http_rate_per_s, config.http_burst, clock)
     refused = RateLimiter(config.unauthenticated_rate_per_s, config.unauthenticated_burst, clock)
     allowed_hosts = LOOPBACK_HOSTS | set(config.allowed_hosts)
     expected = config.token.encode()
+
+    def spend_refused(address: str) -> None:
+        if not refused.take(address):
+            raise ApiError(429, ErrorCode.RATE_LIMITED, "too many refused requests")
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -75,15 +83,28 @@ def make_guard(config: ApiConfig, clock: Clock) -> Middleware:
             if not check_origin(request.headers.get("Origin"), host, config):
                 raise ApiError(403, ErrorCode.NOT_AUTHORIZED, "Origin not allowed")
             address = request.remote or "?"
+            if is_public(request):  # the page and its files; pairing (the code is the secret)
+                spend_refused(address)  # these carry no credential: the stricter bucket
+                return await handler(request)
             given = _bearer(request)
+            held = None
             if given is None or not _is_token(given, expected):
-                if not refused.take(address):
-                    raise ApiError(429, ErrorCode.RATE_LIMITED, "too many refused requests")
-                reason = "missing bearer token" if given is None else "wrong bearer token"
-                raise ApiError(401, ErrorCode.NOT_AUTHORIZED, reason)
+                try:  # a browser's session cookie (SPEC §15.7), when no bearer is given
+                    held = clients.check(request) if given is None else None
+                except ApiError:
+                    spend_refused(address)
+                    raise
+                if held is None:
+                    spend_refused(address)
+                    reason = "missing bearer token" if given is None else "wrong bearer token"
+                    raise ApiError(401, ErrorCode.NOT_AUTHORIZED, reason)
             if not authorized.take(address):
                 raise ApiError(429, ErrorCode.RATE_LIMITED, "too many requests; slow down")
-            return await handler(request)
+            if held is None:
+                return await handler(request)
+            request[SESSION_KEY] = held
+            with clients.in_progress(held[0].client_id):  # revoking the client ends it
+                return await handler(request)
         except HearthError as exc:
             return error_response(exc)
         except web.HTTPRequestEntityTooLarge:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final
 
 from hearthmesh.protocol.client_api import MAX_FRAME_BYTES
@@ -57,3 +58,16 @@ class ApiConfig:
     """Open WebSocket connections; more are refused with 429."""
     client_queue: int = 8_192
     """Frames queued for one slow client before it is disconnected (it resumes by cursor)."""
+
+    # --- web client (#17) ---------------------------------------------------------------------
+    max_paired_clients: int = 32
+    """Browsers paired at once (SPEC §15.7); pairing another is 409 until one is revoked."""
+    pairing_code_ttl_s: float = 300.0
+    """How long a code from `hearthmesh client pair` can be redeemed (once)."""
+    pairing_rate_per_s: float = 1.0
+    """Sustained pairing attempts per second for the whole node; beyond the burst, 429."""
+    pairing_burst: int = 10
+    tls_cert_file: Path | None = None
+    """With `tls_key_file`: serve HTTPS (SPEC §15.7). Without TLS the API binds only to a
+    loopback address; plain HTTP on any other address is refused at start."""
+    tls_key_file: Path | None = None

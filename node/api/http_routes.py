@@ -12,6 +12,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from hearthmesh.node.api.bodies import read_json
+from hearthmesh.node.api.client_routes import CLIENT_ROUTES
 from hearthmesh.node.api.errors import ApiError
 from hearthmesh.node.api.openapi import openapi_document
 from hearthmesh.node.api.push import (
@@ -31,7 +33,6 @@ from hearthmesh.protocol.client_api import (
     MAX_PAGE_NUMBER,
     decode_count,
     decode_hex_id,
-    decode_json_object,
     decode_send,
     decode_text,
     decode_user,
@@ -87,21 +88,6 @@ def _room(request: web.Request, text: str | None) -> RoomId:
     return RoomId(decode_hex_id(text, "conversation id"))
 
 
-async def _json(request: web.Request, *, max_bytes: int | None = None) -> dict[str, Any]:
-    """The request's JSON object body, within the size limit (and `max_bytes`, if lower).
-
-    Raises TooLarge, MalformedMessage."""
-    limit = _service(request).config.max_json_bytes
-    if max_bytes is not None:
-        limit = min(limit, max_bytes)
-    if request.content_length is not None and request.content_length > limit:
-        raise TooLarge(f"JSON body over {limit} bytes")
-    data = await request.content.read(limit + 1)
-    if len(data) > limit:
-        raise TooLarge(f"JSON body over {limit} bytes")
-    return decode_json_object(data, "body")  # an empty body is no object: it is required
-
-
 def _text(body: dict[str, Any], name: str, max_bytes: int, default: str | None = None) -> str:
     return decode_text(body.get(name, default), name, max_bytes=max_bytes)
 
@@ -133,7 +119,7 @@ async def node_status(request: web.Request) -> web.Response:
 
 
 async def connect_peer(request: web.Request) -> web.Response:
-    body = await _json(request)
+    body = await read_json(request)
     address = _text(body, "address", 1024)
     if "/p2p/" not in address:
         raise MalformedMessage("address is a multiaddr ending in /p2p/<peer id>")
@@ -160,7 +146,7 @@ async def list_conversations(request: web.Request) -> web.Response:
 
 
 async def create_conversation(request: web.Request) -> web.Response:
-    body = await _json(request)
+    body = await read_json(request)
     user = decode_user(body.get("recipient_id"), "recipient_id")
     created = await _service(request).create_conversation(user)
     return web.json_response(created, status=201)
@@ -189,7 +175,7 @@ async def send_message(request: web.Request) -> web.Response:
     """The WebSocket `send`, over HTTP (for scripts and the CLI)."""
     # The body is a WebSocket `send` frame's fields: the same limit, decoded from the object in
     # hand (no JSON text is made again to be parsed again).
-    body = await _json(request, max_bytes=MAX_CLIENT_FRAME_BYTES)
+    body = await read_json(request, max_bytes=MAX_CLIENT_FRAME_BYTES)
     frame = {"client_id": "http", **body, "room_id": request.match_info["id"]}
     command = decode_send(frame)
     envelope = await _service(request).send(command)
@@ -230,7 +216,7 @@ async def list_friend_requests(request: web.Request) -> web.Response:
 
 
 async def send_friend_request(request: web.Request) -> web.Response:
-    body = await _json(request)
+    body = await read_json(request)
     user = decode_user(body.get("user_id"), "user_id")
     note = _text(body, "note", MAX_NOTE_BYTES, default="")
     return web.json_response(await _service(request).friend_request(user, note), status=202)
@@ -262,7 +248,7 @@ async def list_groups(request: web.Request) -> web.Response:
 
 
 async def create_group(request: web.Request) -> web.Response:
-    body = await _json(request)
+    body = await read_json(request)
     name = _text(body, "name", MAX_GROUP_NAME_BYTES)
     members_raw = body.get("members", [])
     if not isinstance(members_raw, list) or len(members_raw) > MAX_GROUP_MEMBERS:
@@ -284,7 +270,7 @@ async def add_group_member(request: web.Request) -> web.Response:
     service = _service(request)
     room = _room(request, request.match_info["id"])
     await service.require_room(room)
-    user = decode_user((await _json(request)).get("user_id"), "user_id")
+    user = decode_user((await read_json(request)).get("user_id"), "user_id")
     await service.node.add_member(room, user)
     return web.json_response(await service.room_summary(room))
 
@@ -363,7 +349,7 @@ async def get_own_profile(request: web.Request) -> web.Response:
 
 async def put_own_profile(request: web.Request) -> web.Response:
     service = _service(request)
-    body = await _json(request)
+    body = await read_json(request)
     store = service.node.store
     held = await store.run(store.store.get_profile, service.own)
     avatar_text = body.get("profile_pic")
@@ -476,7 +462,7 @@ async def list_push(request: web.Request) -> web.Response:
 
 async def add_push(request: web.Request) -> web.Response:
     service = _service(request)
-    target = parse_target(await _json(request))
+    target = parse_target(await read_json(request))
     store = service.node.store
     subscription = PushSubscription(
         user=service.own,
@@ -541,6 +527,7 @@ ROUTES: Final = (
     ("POST", "/v1/push/subscriptions", add_push),
     ("DELETE", "/v1/push/subscriptions/{id}", delete_push),
     ("GET", "/v1/ws", websocket_handler),
+    *CLIENT_ROUTES,
 )
 """Every route: (method, path, handler). The OpenAPI test checks each is documented."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from hearthmesh.node.api.paired_clients import MAX_CLIENT_NAME_CHARS
 from hearthmesh.node.api.views import CURSOR_PATTERN
 from hearthmesh.protocol.client_api import MAX_CLIENT_ID_CHARS, MAX_GROUP_MEMBERS, MAX_PAGE_NUMBER
 from hearthmesh.protocol.content import MAX_NOTE_BYTES
@@ -358,6 +359,30 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/v1/push/subscriptions/{id}": {
         "delete": _op("forget a push endpoint", params=(_path("id", _SUBSCRIPTION_ID),))
     },
+    "/v1/pair": {
+        "post": {
+            **_op(
+                "redeem a one-time pairing code for a session cookie (SPEC §15.7); no token",
+                ok=201,
+                errors=(400, 401, 403, 409, 413, 429),
+                body=_body(
+                    "code",
+                    code=_text(64, min_length=1),
+                    name=_text(MAX_CLIENT_NAME_CHARS),
+                ),
+            ),
+            "security": [],
+        }
+    },
+    "/v1/session": {"get": _op("who this client is, and its CSRF token (SPEC §15.7)")},
+    "/v1/clients": {"get": _op("the paired browser clients")},
+    "/v1/clients/pair": {"post": _op("a one-time pairing code and its URL", ok=201)},
+    "/v1/clients/{client_id}": {
+        "delete": _op(
+            "revoke a paired client: its session ends at once",
+            params=(_path("client_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"}),),
+        )
+    },
     "/v1/ws": {
         "get": _op(
             "WebSocket upgrade: JSON event frames (SPEC §15.4); ?cursor= resumes",
@@ -377,7 +402,8 @@ def openapi_document(version: str) -> dict[str, Any]:
             "title": "hearthmesh home node client API",
             "version": version,
             "description": "See SPEC.md §15-§19. Every request needs "
-            "`Authorization: Bearer <DATA_DIR/api-token>`.",
+            "`Authorization: Bearer <DATA_DIR/api-token>` or a paired browser's session "
+            "cookie (with `X-CSRF-Token` on requests that change state, §15.7).",
         },
         "servers": [{"url": "http://127.0.0.1:8470"}],
         "components": {

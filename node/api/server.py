@@ -20,9 +20,14 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from hearthmesh.node.api.auth import make_guard
-from hearthmesh.node.api.config import ApiConfig
+from hearthmesh.node.api.client_routes import CODES_KEY, FINGERPRINT_KEY, PUBLIC_ROUTES
+from hearthmesh.node.api.config import LOOPBACK_HOSTS, ApiConfig
 from hearthmesh.node.api.http_routes import add_routes
+from hearthmesh.node.api.paired_clients import CLIENTS_KEY, PairedClients
+from hearthmesh.node.api.pairing import PairingCodes
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService
+from hearthmesh.node.api.tls import TlsError, certificate_fingerprint, server_context
+from hearthmesh.node.api.web_client import FILES_KEY, load_web_files
 from hearthmesh.node.clock import Clock, SystemClock
 from hearthmesh.node.node import Node
 from hearthmesh.node.supervisor import Supervisor
@@ -47,9 +52,10 @@ class ApiServer:
 
     @property
     def url(self) -> str:
-        """http://host:port of the running API."""
+        """http(s)://host:port of the running API."""
         host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.config.tls_cert_file else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     async def __aenter__(self) -> Self:
         try:
@@ -63,12 +69,32 @@ class ApiServer:
         await self.aclose()
 
     async def _start(self) -> None:
+        clock, config = self.service.clock, self.config
+        ssl_context, fingerprint = None, ""
+        if config.tls_cert_file is not None and config.tls_key_file is not None:
+            ssl_context = server_context(config.tls_cert_file, config.tls_key_file)
+            fingerprint = certificate_fingerprint(config.tls_cert_file)
+        elif config.host not in LOOPBACK_HOSTS:  # SPEC §15.7: no plaintext beyond this machine
+            raise TlsError(f"plain HTTP on {config.host} is refused: use --tls, or a loopback host")
+        clients = PairedClients(self.node.store, clock, max_clients=config.max_paired_clients)
+        await clients.load()
         app = web.Application(
-            middlewares=[make_guard(self.config, self.service.clock)],
-            client_max_size=self.config.max_media_bytes + 1,
+            middlewares=[make_guard(config, clock, clients)],
+            client_max_size=config.max_media_bytes + 1,
         )
         app[SERVICE_KEY] = self.service
+        app[CLIENTS_KEY] = clients
+        app[CODES_KEY] = PairingCodes(
+            clock,
+            ttl_s=config.pairing_code_ttl_s,
+            rate_per_s=config.pairing_rate_per_s,
+            burst=config.pairing_burst,
+        )
+        app[FILES_KEY] = load_web_files()
+        app[FINGERPRINT_KEY] = fingerprint
         add_routes(app)
+        for method, path, handler in PUBLIC_ROUTES:
+            app.router.add_route(method, path, handler)
         supervisor = await self._stack.enter_async_context(Supervisor())  # cancels at exit
         await self.service.start(supervisor)
         runner = web.AppRunner(
@@ -76,7 +102,9 @@ class ApiServer:
         )
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, self.config.host, self.config.port, reuse_address=True)
+        site = web.TCPSite(
+            runner, config.host, config.port, reuse_address=True, ssl_context=ssl_context
+        )
         await site.start()
         self.port = int(runner.addresses[0][1])
         self.service.api_url = self.url

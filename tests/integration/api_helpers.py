@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 
 from hearthmesh.node.api import ApiConfig, ApiServer
+from hearthmesh.node.api.tls import certificate_fingerprint
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.node import Node
 from hearthmesh.tools.client import ApiClient
@@ -81,8 +82,11 @@ async def home(
     api_options = overrides.pop("api", {})
     async with Node(node_config(path, **overrides)) as node:
         config = ApiConfig(token=TOKEN, port=0, **api_options)
+        pin = (
+            None if config.tls_cert_file is None else certificate_fingerprint(config.tls_cert_file)
+        )
         server = ApiServer(node, config, clock=api_clock)
-        async with server as api, ApiClient(api.url, TOKEN) as client:
+        async with server as api, ApiClient(api.url, TOKEN, pin=pin) as client:
             yield Home(node=node, api=api, client=client)
 
 

@@ -27,6 +27,8 @@ _UNLIMITED = {
     "unauthenticated_rate_per_s": 1e6,
     "unauthenticated_burst": 1_000_000,
     "media_fetch_wait_s": 0.1,
+    "pairing_rate_per_s": 1e6,
+    "pairing_burst": 1_000_000,
 }
 
 

@@ -14,6 +14,7 @@ from hearthmesh.storage.api import (
     RETENTION_SETTING,
     AppendRequest,
     AppendResult,
+    ClientRecord,
     Cursor,
     DeliveryStatus,
     Direction,
@@ -700,3 +701,23 @@ def test_times_out_of_range_are_a_caller_error(store: KvStore) -> None:
         store.take_due(now_ms=-5, limit=1, lease_ms=0)
     with pytest.raises(LocalProtocolError):
         store.relay_put(USER_B, env, peer=PEER, known=True, now_ms=2**64 - 1, ttl_ms=1)
+
+
+# --- paired API clients (SPEC §15.7) ---------------------------------------------------------
+
+
+def test_clients_are_bounded_listed_and_deleted(store: KvStore) -> None:
+    def record(n: int) -> ClientRecord:
+        return ClientRecord(
+            client_id=bytes([n]) * 16, secret_sha256=bytes([n]) * 32, name=f"c{n}", created_ms=n
+        )
+
+    assert store.add_client(record(2), max_clients=2)
+    assert store.add_client(record(1), max_clients=2)
+    assert not store.add_client(record(3), max_clients=2)  # the bound: nothing written
+    assert store.clients() == [record(1), record(2)]
+    with pytest.raises(LocalProtocolError):
+        store.add_client(record(1), max_clients=9)  # an id is never reused silently
+    assert store.delete_client(record(1).client_id)
+    assert not store.delete_client(record(1).client_id)
+    assert store.clients() == [record(2)]

@@ -29,6 +29,9 @@ relay_max_reservations = 4
 relay_circuits_per_reservation = 2
 relay_circuit_bytes = 1048576
 relay_circuit_seconds = 120
+api_tls = true
+api_tls_cert = "/etc/hearthmesh/cert.pem"
+api_tls_key = "/etc/hearthmesh/key.pem"
 """
 
 

@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, str] = {
     "p2p": "hearthmesh.tools.bench.p2p",
     "storage": "hearthmesh.tools.bench.storage",
     "sync": "hearthmesh.tools.bench.sync",
+    "web": "hearthmesh.tools.bench.web",
 }
 """Name → module whose `run(quick: bool) -> dict` returns the figures (`module:function` names
 another function than `run`)."""

@@ -1,0 +1,483 @@
+// The hearthmesh web client, slice 1 (SPEC §15.7): pairing, the conversation list, a chat
+// view with live messages, ticks and history, and starting a chat by user id. Plain DOM; all
+// text from the network is set with textContent, never parsed as HTML.
+
+import { ApiError, Live, call, looksPaired, setCsrfToken } from "./api.js";
+import { h, formatTime, statusLabel, ticks } from "./dom.js";
+
+const RANK = { pending: 0, sent: 1, delivered: 2, read: 3 };
+const PAGE = 50;
+
+const state = {
+  me: null,
+  rooms: new Map(), // room id -> {id, name, latest, latestMs, unread}
+  chats: new Map(), // room id -> {messages: Map(key -> message), older: cursor|null|undefined}
+  pending: new Map(), // client_id -> room id
+  open: null,
+  live: null,
+};
+
+const app = document.getElementById("app");
+const statusLine = document.getElementById("status");
+
+function say(text) {
+  statusLine.textContent = text;
+}
+
+// --- pairing ----------------------------------------------------------------------------------
+
+function showPairing(message) {
+  app.replaceChildren(
+    h("main", { class: "pairing" },
+      h("h1", {}, "Pair this browser"),
+      h("p", {}, "On the node's machine, run ", h("code", {}, "hearthmesh client pair"),
+        " and type the code it shows (or open the link of its QR code)."),
+      h("form", { id: "pair-form", onsubmit: onPair },
+        h("label", { for: "pair-code" }, "Pairing code"),
+        h("input", { id: "pair-code", name: "code", autocomplete: "one-time-code",
+          autocapitalize: "characters", spellcheck: "false", required: true, maxlength: "64" }),
+        h("button", { type: "submit" }, "Pair")),
+      h("p", { id: "pair-error", class: "error", role: "alert" }, message || "")));
+  app.setAttribute("aria-busy", "false");
+  document.getElementById("pair-code").focus();
+}
+
+async function onPair(event) {
+  event.preventDefault();
+  await pairWith(document.getElementById("pair-code").value.trim());
+}
+
+async function pairWith(code) {
+  try {
+    const session = await call("POST", "/v1/pair", { code, name: browserName() });
+    await startApp(session);
+  } catch (error) {
+    showPairing(error instanceof ApiError ? error.message : "The node did not answer.");
+  }
+}
+
+function browserName() {
+  const agent = navigator.userAgent;
+  const browser = /Firefox/.test(agent) ? "Firefox" : /Chrom/.test(agent) ? "Chromium" : "Browser";
+  const system = /Android/.test(agent) ? "Android" : /iPhone|iPad/.test(agent) ? "iOS"
+    : /Mac/.test(agent) ? "macOS" : /Windows/.test(agent) ? "Windows" : "Linux";
+  return `${browser} on ${system}`;
+}
+
+// --- the app shell ----------------------------------------------------------------------------
+
+async function startApp(session) {
+  setCsrfToken(session.csrf_token);
+  state.me = session.user_id;
+  app.replaceChildren(
+    h("aside", { class: "list", "aria-label": "Conversations" },
+      h("header", { class: "bar" },
+        h("h1", {}, "Chats"),
+        h("span", { id: "connection", class: "connection", "data-state": "closed",
+          title: "connection to your node" }, "offline"),
+        h("button", { id: "new-chat-toggle", type: "button", "aria-expanded": "false",
+          "aria-controls": "new-chat", onclick: toggleNewChat }, "New chat"),
+        h("button", { id: "pair-another", type: "button", onclick: pairAnother },
+          "Pair a device")),
+      h("form", { id: "new-chat", class: "new-chat", hidden: true, onsubmit: onNewChat },
+        h("label", { for: "new-chat-user" }, "Friend's user id"),
+        h("input", { id: "new-chat-user", required: true, spellcheck: "false",
+          pattern: "u[a-z2-7]{51}[aq]", placeholder: "u…" }),
+        h("button", { type: "submit" }, "Start chat"),
+        h("p", { id: "new-chat-error", class: "error", role: "alert" })),
+      h("div", { id: "pair-offer", class: "pair-offer", hidden: true }),
+      h("p", { class: "me" }, "You: ", h("code", { id: "my-id" }, state.me)),
+      h("ul", { id: "conversations", class: "conversations" })),
+    h("section", { id: "chat", class: "chat", "aria-label": "Chat" },
+      h("p", { class: "empty" }, "Choose a conversation.")));
+  app.setAttribute("aria-busy", "false");
+  state.live = new Live({ onFrame, onState });
+  state.live.start();
+}
+
+function onState(connection, ready) {
+  const badge = document.getElementById("connection");
+  if (badge) {
+    badge.dataset.state = connection;
+    badge.textContent = connection === "open" ? "online" : "offline";
+  }
+  if (connection === "open" && !ready.resumed) reload();
+  // A dropped socket may mean this browser was revoked: ask once, show pairing if so.
+  if (connection === "closed" && !state.live.stopped) {
+    call("GET", "/v1/session").catch(handleError);
+  }
+}
+
+async function reload() {
+  try {
+    await loadConversations();
+    if (state.open) await openChat(state.open, { refresh: true });
+  } catch (error) {
+    handleError(error);
+  }
+}
+
+function handleError(error) {
+  if (error instanceof ApiError && error.status === 401) {
+    state.live?.stop();
+    document.cookie = "hearthmesh_paired=; Max-Age=0; Path=/; SameSite=Strict";
+    showPairing("This browser is no longer paired.");
+    return;
+  }
+  say(error.message);
+}
+
+// --- conversation list ------------------------------------------------------------------------
+
+function readMark(room) {
+  return Number(localStorage.getItem(`hearthmesh.read.${room}`) || 0);
+}
+
+function setReadMark(room, wallMs) {
+  if (wallMs > readMark(room)) localStorage.setItem(`hearthmesh.read.${room}`, String(wallMs));
+}
+
+async function loadConversations() {
+  const page = await call("GET", "/v1/conversation?page_size=100");
+  for (const row of page.conversations) {
+    const room = state.rooms.get(row.id) || { id: row.id, unread: 0 };
+    room.name = row.RecipientName || row.name || row.id.slice(0, 12);
+    room.recipient = row.RecipientId || null;
+    room.latest = row.LatestMessage;
+    room.latestMs = row.latest_activity_ms;
+    state.rooms.set(row.id, room);
+    if (row.LatestMessage && row.LatestMessage.sender_id !== state.me
+        && row.LatestMessage.sent_ms > readMark(row.id)) {
+      const details = await call("GET", `/v1/conversation/${row.id}/details?limit=${PAGE}`);
+      room.unread = details.messages.filter(
+        (m) => m.sender_id !== state.me && m.sent_ms > readMark(row.id)).length;
+    } else {
+      room.unread = 0;
+    }
+  }
+  renderList();
+}
+
+function renderList() {
+  const list = document.getElementById("conversations");
+  if (!list) return;
+  const rooms = [...state.rooms.values()].sort((a, b) => (b.latestMs || 0) - (a.latestMs || 0));
+  list.replaceChildren(...rooms.map((room) => {
+    const latest = room.latest;
+    const preview = latest ? (latest.sender_id === state.me ? "You: " : "") +
+      (latest.message || `[${latest.type}]`) : "No messages yet";
+    return h("li", {},
+      h("button", { type: "button", class: "conversation", "data-room": room.id,
+        "aria-current": room.id === state.open ? "true" : "false",
+        onclick: () => openChat(room.id) },
+        h("span", { class: "avatar", "aria-hidden": "true" }, initials(room.name)),
+        h("span", { class: "name" }, room.name),
+        h("span", { class: "preview" }, preview),
+        h("span", { class: "time" }, latest ? formatTime(latest.sent_ms) : ""),
+        room.unread ? h("span", { class: "unread", "aria-label": `${room.unread} unread` },
+          String(room.unread)) : ""));
+  }));
+}
+
+function initials(name) {
+  return (name || "?").trim().slice(0, 2).toUpperCase();
+}
+
+function toggleNewChat() {
+  const form = document.getElementById("new-chat");
+  form.hidden = !form.hidden;
+  document.getElementById("new-chat-toggle").setAttribute("aria-expanded", String(!form.hidden));
+  if (!form.hidden) document.getElementById("new-chat-user").focus();
+}
+
+async function onNewChat(event) {
+  event.preventDefault();
+  const input = document.getElementById("new-chat-user");
+  try {
+    const created = await call("POST", "/v1/conversation", { recipient_id: input.value.trim() });
+    input.value = "";
+    toggleNewChat();
+    await loadConversations();
+    if (!state.rooms.has(created.room_id)) {
+      state.rooms.set(created.room_id, { id: created.room_id, name: created.recipient_id,
+        unread: 0, latestMs: Date.now() });
+    }
+    await openChat(created.room_id);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) handleError(error);
+    else document.getElementById("new-chat-error").textContent = error.message;
+  }
+}
+
+async function pairAnother() {
+  const box = document.getElementById("pair-offer");
+  try {
+    const offer = await call("POST", "/v1/clients/pair");
+    box.replaceChildren(
+      h("p", {}, "On the other device, open the link of this QR code, or type ",
+        h("strong", { class: "code" }, offer.code), ". It works once, for 5 minutes."),
+      h("img", { src: offer.qr, alt: `QR code of ${offer.url}`, width: "180", height: "180" }),
+      h("button", { type: "button", onclick: () => { box.hidden = true; } }, "Done"));
+    box.hidden = false;
+  } catch (error) {
+    handleError(error);
+  }
+}
+
+// --- chat view --------------------------------------------------------------------------------
+
+function chatOf(room) {
+  let chat = state.chats.get(room);
+  if (!chat) {
+    chat = { messages: new Map(), older: undefined };
+    state.chats.set(room, chat);
+  }
+  return chat;
+}
+
+async function openChat(roomId, { refresh = false } = {}) {
+  const room = state.rooms.get(roomId) || { id: roomId, name: roomId.slice(0, 12), unread: 0 };
+  state.open = roomId;
+  app.classList.add("chat-open");
+  const section = document.getElementById("chat");
+  section.setAttribute("aria-label", `Chat with ${room.name}`);
+  section.replaceChildren(
+    h("header", { class: "bar" },
+      h("button", { type: "button", class: "back", "aria-label": "Back to conversations",
+        onclick: closeChat }, "←"),
+      h("span", { class: "avatar", "aria-hidden": "true" }, initials(room.name)),
+      h("h2", {}, room.name)),
+    h("div", { id: "messages", class: "messages", role: "log", "aria-live": "polite",
+      tabindex: "0", "aria-label": "Messages" },
+      h("button", { id: "older", type: "button", class: "older", hidden: true,
+        onclick: loadOlder }, "Load older messages"),
+      h("ol", { id: "message-list" })),
+    h("form", { id: "composer", class: "composer", onsubmit: onSend },
+      h("label", { for: "composer-text", class: "visually-hidden" }, "Message"),
+      h("textarea", { id: "composer-text", rows: "1", placeholder: "Message",
+        onkeydown: onComposerKey }),
+      h("button", { type: "submit" }, "Send")));
+  document.getElementById("messages").addEventListener("scroll", onScroll);
+  renderList();
+  const chat = chatOf(roomId);
+  if (refresh || chat.older === undefined) {
+    try {
+      const page = await call("GET", `/v1/conversation/${roomId}/details?limit=${PAGE}`);
+      for (const message of page.messages) addMessage(message);
+      chat.older = page.next_cursor;
+    } catch (error) {
+      handleError(error);
+    }
+  }
+  renderMessages({ toBottom: true });
+  markOpenChatRead();
+  document.getElementById("composer-text").focus();
+}
+
+function closeChat() {
+  state.open = null;
+  app.classList.remove("chat-open");
+  renderList();
+  document.querySelector(".conversation")?.focus();
+}
+
+async function loadOlder() {
+  const chat = chatOf(state.open);
+  if (!chat.older) return;
+  const box = document.getElementById("messages");
+  const fromBottom = box.scrollHeight - box.scrollTop;
+  const page = await call("GET",
+    `/v1/conversation/${state.open}/details?limit=${PAGE}&cursor=${encodeURIComponent(chat.older)}`);
+  for (const message of page.messages) addMessage(message);
+  chat.older = page.next_cursor;
+  renderMessages({});
+  box.scrollTop = box.scrollHeight - fromBottom;
+}
+
+function onScroll(event) {
+  const chat = chatOf(state.open);
+  if (event.target.scrollTop < 40 && chat.older && !chat.loading) {
+    chat.loading = true;
+    loadOlder().catch(handleError).finally(() => { chat.loading = false; });
+  }
+}
+
+function onComposerKey(event) {
+  if (event.key === "Enter" && !event.shiftKey) {
+    event.preventDefault();
+    document.getElementById("composer").requestSubmit();
+  } else if (event.key === "Escape") {
+    closeChat();
+  }
+}
+
+function onSend(event) {
+  event.preventDefault();
+  const input = document.getElementById("composer-text");
+  const text = input.value.trim();
+  if (!text) return;
+  input.value = "";
+  const clientId = crypto.randomUUID();
+  state.pending.set(clientId, state.open);
+  addMessage({ client_id: clientId, room_id: state.open, sender_id: state.me, message: text,
+    type: "text", sent_ms: Date.now(), hlc: [Date.now(), 0], status: "pending" });
+  renderMessages({ toBottom: true });
+  state.live.send({ event: "send", room_id: state.open, message: text, type: "text",
+    client_id: clientId });
+}
+
+/** Put a message in its chat, once: by message id, or by client id while it is pending. */
+function addMessage(message) {
+  const chat = chatOf(message.room_id);
+  const pendingKey = message.client_id ? `pending:${message.client_id}` : null;
+  let status = message.status || (message.sender_id === state.me ? "sent" : undefined);
+  if (message.message_id) {
+    const pending = pendingKey && chat.messages.get(pendingKey);
+    if (pending) chat.messages.delete(pendingKey);
+    const known = chat.messages.get(message.message_id);
+    for (const old of [pending, known]) {
+      if (old && old.status && RANK[old.status] > RANK[status]) status = old.status;
+    }
+    const merged = { ...pending, ...known, ...message, status };
+    merged.sent_ms = merged.sent_ms ?? merged.hlc[0];
+    chat.messages.set(message.message_id, merged);
+    if (message.client_id) state.pending.delete(message.client_id);
+  } else if (pendingKey) {
+    chat.messages.set(pendingKey, { ...message, status });
+  }
+}
+
+function setStatus(room, messageId, status) {
+  const message = chatOf(room).messages.get(messageId);
+  if (message && RANK[status] > RANK[message.status ?? "pending"]) {
+    message.status = status;
+    return true;
+  }
+  return false;
+}
+
+function sortedMessages(room) {
+  return [...chatOf(room).messages.values()].sort((a, b) =>
+    a.hlc[0] - b.hlc[0] || a.hlc[1] - b.hlc[1] ||
+    String(a.message_id).localeCompare(String(b.message_id)));
+}
+
+function renderMessages({ toBottom }) {
+  const list = document.getElementById("message-list");
+  if (!list) return;
+  const box = document.getElementById("messages");
+  const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  list.replaceChildren(...sortedMessages(state.open).map(renderMessage));
+  document.getElementById("older").hidden = !chatOf(state.open).older;
+  if (toBottom || nearBottom) box.scrollTop = box.scrollHeight;
+}
+
+function renderMessage(message) {
+  const mine = message.sender_id === state.me;
+  const text = message.message || `[${message.type}]`;
+  return h("li", { class: `message ${mine ? "mine" : "theirs"}`,
+    "data-message-id": message.message_id || "", "data-status": mine ? message.status : "" },
+    h("p", { class: "text" }, text),
+    h("span", { class: "meta" },
+      h("time", { datetime: new Date(message.sent_ms).toISOString() },
+        formatTime(message.sent_ms)),
+      mine ? h("span", { class: `ticks ${message.status}`, "aria-label": statusLabel(message.status),
+        title: statusLabel(message.status) }, ticks(message.status)) : ""));
+}
+
+/** Tell the senders that what is on screen has been read (SPEC §16). */
+function markOpenChatRead() {
+  if (!state.open || document.visibilityState !== "visible") return;
+  const mark = readMark(state.open);
+  let newest = mark;
+  for (const message of chatOf(state.open).messages.values()) {
+    if (message.sender_id !== state.me && message.message_id && message.sent_ms > mark) {
+      state.live.send({ event: "ack", message_id: message.message_id, status: "read" });
+      newest = Math.max(newest, message.sent_ms);
+    }
+  }
+  setReadMark(state.open, newest);
+  const room = state.rooms.get(state.open);
+  if (room && room.unread) {
+    room.unread = 0;
+    renderList();
+  }
+}
+
+// --- live frames --------------------------------------------------------------------------------
+
+function onFrame(frame) {
+  switch (frame.event) {
+    case "message":
+      return onMessage(frame);
+    case "message_sent":
+      addMessage({ ...frame, sender_id: state.me, status: "sent" });
+      if (frame.room_id === state.open) renderMessages({});
+      return;
+    case "receipt":
+      if (setStatus(frame.room_id, frame.message_id, frame.aggregate)
+          && frame.room_id === state.open) {
+        renderMessages({});
+      }
+      return;
+    case "resync":
+      state.chats.clear();
+      reload();
+      return;
+    case "error":
+      if (frame.client_id && state.pending.has(frame.client_id)) {
+        say(`Not sent: ${frame.error.message}`);
+      } else if (frame.error) {
+        say(frame.error.message);
+      }
+      return;
+    default:
+      return;
+  }
+}
+
+function onMessage(frame) {
+  const mine = frame.sender_id === state.me;
+  addMessage(frame);
+  let room = state.rooms.get(frame.room_id);
+  if (!room) {
+    loadConversations().catch(handleError);
+    room = { id: frame.room_id, name: frame.sender_id.slice(0, 12), unread: 0 };
+    state.rooms.set(frame.room_id, room);
+  }
+  room.latest = frame;
+  room.latestMs = frame.sent_ms;
+  if (!mine) {
+    state.live.send({ event: "ack", message_id: frame.message_id, status: "delivered" });
+    if (frame.room_id === state.open && document.visibilityState === "visible") {
+      markOpenChatRead();
+    } else if (frame.sent_ms > readMark(frame.room_id)) {
+      room.unread += 1;
+    }
+  }
+  if (frame.room_id === state.open) renderMessages({});
+  renderList();
+}
+
+// --- start ----------------------------------------------------------------------------------------
+
+async function main() {
+  const code = new URLSearchParams(location.hash.slice(1)).get("pair");
+  if (code) {
+    history.replaceState(null, "", location.pathname);
+    await pairWith(code);
+    return;
+  }
+  if (!looksPaired()) {
+    showPairing();
+    return;
+  }
+  try {
+    await startApp(await call("GET", "/v1/session"));
+  } catch (error) {
+    handleError(error);
+  }
+}
+
+document.addEventListener("visibilitychange", markOpenChatRead);
+main();

@@ -1,0 +1,69 @@
+"""Real Chromium (Debian's, installed by `make browser`) driven by async Playwright.
+
+Async Playwright runs inside our pytest-asyncio tests, so the two never fight over the event
+loop (a sync Playwright would: browser-test-facts). Each test gets a fresh browser context;
+every console error and page error is collected, and the tests assert there are none.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright
+
+CHROMIUM = Path(os.environ.get("HEARTHMESH_CHROMIUM", "/usr/lib/chromium/chromium"))
+_HAVE_CHROMIUM = CHROMIUM.exists()
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "web-screenshots"
+"""Where the tests leave a screenshot of each screen (build/ is not committed)."""
+
+
+@dataclass
+class Tab:
+    """A page and the errors it logged."""
+
+    page: Page
+    errors: list[str] = field(default_factory=list)
+
+    async def screenshot(self, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        await self.page.screenshot(path=str(path))
+        return path
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    if not _HAVE_CHROMIUM:
+        pytest.fail(f"no Chromium at {CHROMIUM}: run `make browser` (apt-get install chromium)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--disable-gpu"]
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def open_tab(
+    browser: Browser, url: str, *, phone: bool = False, self_signed: bool = False
+) -> tuple[BrowserContext, Tab]:
+    """A new context (its own cookies) with one page at `url`, its errors collected;
+    `self_signed`: accept the node's own certificate (a person confirms it once)."""
+    viewport: ViewportSize = (
+        {"width": 390, "height": 844} if phone else {"width": 1200, "height": 800}
+    )
+    context = await browser.new_context(
+        viewport=viewport, is_mobile=phone, has_touch=phone, ignore_https_errors=self_signed
+    )
+    context.set_default_timeout(5_000)
+    page = await context.new_page()
+    tab = Tab(page)
+    page.on("console", lambda m: tab.errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: tab.errors.append(str(e)))
+    await page.goto(url)
+    return context, tab
