@@ -39,7 +39,10 @@ class NodeConfig:
     announce_addrs: tuple[str, ...] = ()
     """Addresses put in the home record instead of the listen addresses (NAT, proxies)."""
     bootstrap: tuple[str, ...] = ()
-    """Multiaddrs with /p2p/<peer id> dialled at start."""
+    """Multiaddrs with /p2p/<peer id> dialled at start, in the background, until they answer."""
+    bootstrap_retry_max_ms: int = 30_000
+    """Longest wait between two dials of a bootstrap peer that did not answer (the first
+    retry comes after 250 ms, doubling; SPEC §11.8.4)."""
     enable_mdns: bool = False
     """Find peers on the LAN with mDNS."""
     share_presence: bool = True

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -58,6 +59,9 @@ from hearthmesh.storage.lmdb_store import LmdbStore
 __all__ = ["Node"]
 
 _HLC_SETTING: Final = "hlc.last"
+
+BOOTSTRAP_FIRST_RETRY_MS: Final = 250
+"""First wait before a bootstrap peer that did not answer is dialled again (doubling)."""
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +293,7 @@ class Node:
         if not self._services.standing.admits(peer_id):
             raise NotAuthorized(f"peer {peer_id} is banned for bad input")
         await self._services.greetings.wait(peer_id)
-        await self.publish_home_record()
+        self._services.records.publish_soon()  # the DHT put may take seconds: not awaited
         if self._services.homes.is_sibling(
             peer_id
         ):  # another home of our user: repair what we missed
@@ -297,12 +301,30 @@ class Node:
         return peer_id
 
     async def _bootstrap(self, address: str) -> None:
-        """Dial a bootstrap peer and publish our record: never on the start path, so an
-        unreachable peer or a slow DHT cannot hold the API back (SPEC §11.8.4)."""
-        try:
-            await self.connect(address)
-        except HearthError as exc:
-            log.warning("bootstrap peer %s unreachable: %s", address, exc)
+        """Dial a bootstrap peer until it answers, then publish our record (in `connect`):
+        never on the start path, so an unreachable peer or a slow DHT cannot hold the API back
+        (SPEC §11.8.4). Retries back off from BOOTSTRAP_FIRST_RETRY_MS to
+        `config.bootstrap_retry_max_ms`; a peer that bans us is not dialled again."""
+        delay_ms = BOOTSTRAP_FIRST_RETRY_MS
+        for attempt in itertools.count(1):
+            try:
+                peer_id = await self.connect(address)
+            except NotAuthorized as exc:
+                log.warning("bootstrap peer %s refused: %s", address, exc)
+                return
+            except HearthError as exc:
+                log.warning(
+                    "bootstrap peer %s unreachable (attempt %d, next in %d ms): %s",
+                    address,
+                    attempt,
+                    delay_ms,
+                    exc,
+                )
+                await asyncio.sleep(delay_ms / 1000)
+                delay_ms = min(delay_ms * 2, self.config.bootstrap_retry_max_ms)
+                continue
+            log.info("bootstrap peer %s connected (attempt %d)", peer_id[-8:], attempt)
+            return
 
     def _connection_changed(self, peer_id: str, connected: bool) -> None:
         """The host's report of a peer's first connection or last disconnection."""
@@ -333,6 +355,10 @@ class Node:
     async def publish_home_record(self) -> bool:
         """Put our home record in the DHT, so nodes that never met us can find our inbox."""
         return await self._services.records.publish()
+
+    async def home_record_published(self) -> None:
+        """Returns once our home record went into the DHT (bound it with a timeout)."""
+        await self._services.records.published_once.wait()
 
     async def find_home(self, user: UserId) -> bool:
         """Look `user`'s home record up in the DHT and adopt it; True if one was found."""

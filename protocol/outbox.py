@@ -221,6 +221,13 @@ class OutboxMachine(Generic[E]):
         """Destinations down now (SPEC §11.5.2), sorted: their rows wait parked."""
         return self._outages.down()
 
+    def lease_due_ms(self, now_ms: int) -> int:
+        """When a row handed out at `now_ms` comes due again if it is never settled (the node
+        died first): the store's lease on rows taken, and on rows stored for `entries_ready`
+        straight from a send (they are stored already leased, so the store does not hand them
+        out a second time while this machine holds them)."""
+        return now_ms + LEASE_MS
+
     def entries_wanted(self) -> int:
         """How many rows to take from the store now: 0 while the hand is full (rows taken and
         not sent before their lease ran out would be handed out again)."""

@@ -132,17 +132,22 @@ class OutboxWorker:
         if self._machine.home_connected(filter(homed_at, self._machine.down())):
             self.wake()
 
+    def lease_due_ms(self) -> int:
+        """When rows stored now for `submit` come due again if never settled (the machine's
+        lease): the sender stores them leased, so the store does not hand them out twice."""
+        return self._machine.lease_due_ms(self._clock.now_ms())
+
     def submit(self, envelope: Envelope, destinations: tuple[bytes, ...]) -> None:
         """Deliver a just-stored envelope now, without a trip through the store.
 
-        Its outbox rows were stored already leased (due LEASE_MS later), so the store hands
+        Its outbox rows were stored already leased (`lease_due_ms`), so the store hands
         them out again only if they are not settled by then (this node stopped); the machine
         holds each row once either way.
         """
         if self._group is None:
             self.wake()
             return
-        due = self._clock.now_ms() + LEASE_MS
+        due = self.lease_due_ms()
         entries = [
             OutboxEntry(
                 destination=destination,

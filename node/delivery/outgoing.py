@@ -17,7 +17,7 @@ from typing import Final
 from hearthmesh.node.clock import Clock, HybridClock
 from hearthmesh.node.delivery.gossip_out import GossipPublisher
 from hearthmesh.node.delivery.inbox import StoreOutcome
-from hearthmesh.node.delivery.outbox import LEASE_MS, OutboxWorker
+from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.delivery.outcomes import StoreOutcomes
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.rooms.members import RoomMembers
@@ -116,7 +116,7 @@ class Outgoing:
         request = AppendRequest(
             envelope=envelope,
             outbox_to=recipients,
-            next_attempt_ms=self._clock.now_ms() + LEASE_MS,
+            next_attempt_ms=self._outbox.lease_due_ms(),
         )
         result = await self._store.append(request)
         if result is not AppendResult.STORED:
@@ -160,7 +160,7 @@ class Outgoing:
         request = AppendRequest(
             envelope=envelope,
             outbox_to=recipients,
-            next_attempt_ms=self._clock.now_ms() + LEASE_MS,
+            next_attempt_ms=self._outbox.lease_due_ms(),
         )
         # a welcome queues the room's whole membership history: off the loop's thread
         commit = self._store.run if welcome is None else self._store.run_long

@@ -5,11 +5,13 @@ ours in the DHT and announces it (again when a relay reservation changes our add
 a user's up in the DHT, and adopts what hello, presence or the DHT brought (our own user's newer
 record included: a device was linked or revoked).
 
-State: `published`, whether our record went into the DHT since start.
+State: `published`, whether our record went into the DHT since start (`published_once` is set
+then), and whether a background put is under way or asked for again meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from hearthmesh.node.clock import Clock
@@ -59,6 +61,10 @@ class HomeRecords:
         self._run_state = run_state
         self.published = False
         """Our home record went into the DHT since start."""
+        self.published_once = asyncio.Event()
+        """Set with `published`: what a caller that needs the record in the DHT awaits."""
+        self._putting = False
+        self._again = False
 
     async def publish(self) -> bool:
         """Put our home record in the DHT, so nodes that never met us can find our inbox."""
@@ -68,7 +74,29 @@ class HomeRecords:
             log.info("home record not published to the DHT: %s", exc)
             return False
         self.published = True
+        self.published_once.set()
         return True
+
+    def publish_soon(self) -> None:
+        """Put our record in the DHT in the background: a put takes 0.15-25 s on a young
+        mesh, so no dial, start or API call waits on it (SPEC §11.8.4). Calls while a put
+        is under way coalesce into one more put after it, with the record as it is then."""
+        if self._putting:
+            self._again = True
+            return
+        self._putting = True
+        self._supervisor.spawn(self._put_in_background(), "publish-home")
+
+    async def _put_in_background(self) -> None:
+        try:
+            again = True
+            while again:
+                self._again = False
+                if await self.publish():
+                    log.info("home record published to the DHT")
+                again = self._again
+        finally:
+            self._putting = False
 
     async def announce(self) -> None:
         """Our record changed: publish it and tell the mesh through presence."""

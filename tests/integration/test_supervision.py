@@ -187,3 +187,24 @@ async def test_a_home_back_from_an_outage_gets_its_backlog_from_the_next_probe(
         async with Node(bob_config) as bob:
             while (await bob.history_digest(room))[1] < 301:  # noqa: ASYNC110 - store count
                 await asyncio.sleep(0.05)
+
+
+async def test_a_node_whose_bootstrap_peer_is_down_answers_and_publishes_once_it_is_up(
+    tmp_path: Path,
+) -> None:
+    """Issue #13: start and connect wait on no peer and no DHT put. Alice's bootstrap peer
+    (bob, at a port where nothing listens yet) refuses her dials; her API answers meanwhile,
+    and once bob is up her retries reach him and her home record goes into the DHT."""
+    listen = f"/ip4/127.0.0.1/tcp/{free_port()}"
+    bob_config = node_config(tmp_path / "bob", listen_addrs=(listen,))
+    async with Node(bob_config) as bob:  # only to learn bob's peer id and address
+        bob_address = bob.listen_addrs[0]
+    async with (
+        asyncio.timeout(20),
+        home(tmp_path / "a", bootstrap=(bob_address,), bootstrap_retry_max_ms=200) as a,
+    ):
+        assert (await a.status())["user_id"]  # up, with the bootstrap peer down
+        assert bob.peer_id not in a.node.connected_peers()
+        async with Node(bob_config):
+            await a.node.home_record_published()
+            assert bob.peer_id in a.node.connected_peers()
