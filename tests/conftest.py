@@ -29,6 +29,13 @@ PROFILE: Final = os.environ.get("HYPOTHESIS_PROFILE", "dev")
 settings.load_profile(PROFILE)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked `slow` first (stable otherwise): pytest-xdist hands tests out in this
+    order, so the longest start while the short ones fill the other worker, and the run does
+    not end with one worker alone on a long test."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def examples(full: int) -> int:
     """`max_examples` for a test that runs `full` examples under the `dev` profile."""
     return full if PROFILE == "dev" else max(10, full // QUICK_SHARE)

@@ -48,6 +48,7 @@ async def _stored_on(bob: HomeProcess, room: str, count: int) -> None:
 
 
 @pytest.mark.parametrize("stop", ["sigterm", "sigkill"])
+@pytest.mark.slow
 async def test_cursor_resumes_exactly_after_the_home_node_restarts(
     tmp_path: Path, stop: str
 ) -> None:

@@ -42,6 +42,7 @@ async def test_two_nodes_exactly_once_in_order(make_node: NodeFactory) -> None:
         assert [e.envelope.body for e in page.events] == [e.body for e in sent]
 
 
+@pytest.mark.slow
 async def test_kill_9_recipient_loses_nothing(make_node: NodeFactory, tmp_path: Path) -> None:
     """Every message alice's node acknowledged as sent reaches bob exactly once, in order,
     although bob's node is killed with SIGKILL in the middle of the stream."""

@@ -111,6 +111,7 @@ async def test_a_revoked_device_gets_nothing_new_and_is_not_believed(
             assert await bob.get_event(stale.message_id) is None
 
 
+@pytest.mark.slow
 async def test_a_device_linked_late_gets_the_whole_history(
     make_node: NodeFactory, tmp_path: Path
 ) -> None:
@@ -214,6 +215,7 @@ async def test_a_stamp_beyond_the_drift_bound_is_deferred_and_nothing_else_chang
             assert fast.outbox_delivered == 0
 
 
+@pytest.mark.slow
 async def test_three_devices_two_friends_skew_churn_and_a_late_link_converge(
     make_node: NodeFactory, tmp_path: Path
 ) -> None:
@@ -291,6 +293,7 @@ async def alice_on_two_devices_and_bob(
             yield alice, laptop, bob, await bob.open_direct(alice.user_id)
 
 
+@pytest.mark.slow
 async def test_deleting_a_conversation_reaches_every_device_of_the_user(
     make_node: NodeFactory, tmp_path: Path
 ) -> None:

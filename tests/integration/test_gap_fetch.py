@@ -76,6 +76,7 @@ async def released_from(
     return found
 
 
+@pytest.mark.slow
 async def test_a_gap_left_by_a_sender_that_went_away_is_fetched_from_another_member(
     make_node: NodeFactory,
 ) -> None:

@@ -72,6 +72,7 @@ async def _target(pair: HomePair) -> Target:
     )
 
 
+@pytest.mark.slow
 async def test_a_chat_loses_nothing_while_the_kit_runs_the_whole_catalogue(
     tmp_path: Path,
 ) -> None:

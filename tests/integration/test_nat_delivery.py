@@ -29,6 +29,7 @@ async def start(stack: AsyncExitStack, ns: str, path: Path, *bootstrap: str) -> 
         return await stack.enter_async_context(Node(config))
 
 
+@pytest.mark.slow
 async def test_two_natted_homes_chat_through_a_public_relay_and_lose_nothing(
     tmp_path: Path,
 ) -> None:

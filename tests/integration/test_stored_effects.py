@@ -52,6 +52,7 @@ async def test_a_receipt_raises_the_status_as_it_is_stored_with_no_api(
         await wait_until_async(read_by_bob, 1)
 
 
+@pytest.mark.slow
 async def test_a_read_on_one_device_is_read_on_the_others(
     make_node: NodeFactory, tmp_path: Path
 ) -> None:

@@ -18,6 +18,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.integration.api_helpers import TOKEN, home
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -32,6 +34,7 @@ _UNLIMITED = {
 }
 
 
+@pytest.mark.slow
 async def test_schemathesis_all_checks_find_nothing(tmp_path: Path) -> None:
     async with asyncio.timeout(150), home(tmp_path / "a", api=_UNLIMITED) as h:
         process = await asyncio.create_subprocess_exec(

@@ -76,6 +76,7 @@ def assert_all_present(path: Path, acked: set[bytes]) -> None:
         assert count >= len(acked)
 
 
+@pytest.mark.slow
 def test_kill9_never_loses_an_acknowledged_append(tmp_path: Path) -> None:
     rng = random.Random(20261129)
     acked = kill_repeatedly(tmp_path / "db", KILLS, rng)

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(sys.executable).parent / "hearthmesh"
 
 
@@ -50,6 +52,7 @@ def test_bench_codec_prints_one_json_object() -> None:
     assert figures["machine"]["cpu_count"] >= 1
 
 
+@pytest.mark.slow
 def test_bench_sync_prints_one_json_object() -> None:
     result = run("bench", "sync", "--quick")
     assert result.returncode == 0, result.stderr

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from hearthmesh.node.api.tls import KEY_FILE, ensure_certificate
 from tests.integration.api_helpers import TOKEN, Home, home
@@ -26,6 +27,7 @@ async def _cli(h: Home, token_file: Path, *args: str) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
+@pytest.mark.slow
 async def test_pair_shows_a_code_and_qr_then_list_and_revoke(tmp_path: Path) -> None:
     token_file = tmp_path / "api-token"
     token_file.write_text(TOKEN)

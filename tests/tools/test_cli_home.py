@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(sys.executable).parent / "hearthmesh"
 
 
@@ -84,6 +86,7 @@ def test_run_prints_addresses_serves_status_and_stops_cleanly_on_sigterm(tmp_pat
             process.wait()
 
 
+@pytest.mark.slow
 def test_device_link_shows_a_qr_code_and_links_a_second_device(tmp_path: Path) -> None:
     data, laptop = tmp_path / "node", tmp_path / "laptop"
     assert cli("init", "--data-dir", str(data), "--name", "Alice").returncode == 0
