@@ -1,4 +1,5 @@
-"""`hearthmesh bench storage`: durable append rates, history page and conversation list latency.
+"""`hearthmesh bench storage`: durable append rates, history page and conversation list latency,
+and how late the event loop runs while sends append one at a time.
 
 Every figure uses the real LMDB store with its durable settings (sync on commit), in a
 temporary directory. Envelopes are built unsigned (a zero signature) because storage never
@@ -117,6 +118,46 @@ def _grouped_rate(path: Path, count: int) -> tuple[float, int]:
     return asyncio.run(main())
 
 
+def _loop_lag(path: Path, count: int) -> dict[str, Any]:
+    """Appends through AsyncStore one at a time, as single sends make them, while a 1 ms ticker
+    measures how late the event loop answers: a commit's fsync held on the loop's thread shows
+    as lateness (ARCHITECTURE §10); the append latency is what a client waits for `sent`."""
+    requests = _requests(b"\x30" * 32, b"\x31" * 32, 1, count)
+
+    async def main() -> tuple[list[float], list[float]]:
+        late: list[float] = []
+        appends: list[float] = []
+        done = asyncio.Event()
+
+        async def tick() -> None:
+            while not done.is_set():
+                started = time.perf_counter()
+                await asyncio.sleep(0.001)
+                late.append(time.perf_counter() - started - 0.001)
+
+        async with AsyncStore(LmdbStore(path)) as db:
+            ticker = asyncio.create_task(tick())
+            for request in requests:
+                started = time.perf_counter()
+                await db.append(request)
+                appends.append(time.perf_counter() - started)
+            done.set()
+            await ticker
+        return late, appends
+
+    late, appends = asyncio.run(main())
+    late_p50, late_p99 = _percentiles_ms(late)
+    append_p50, append_p99 = _percentiles_ms(appends)
+    return {
+        "appends_one_at_a_time": count,
+        "append_p50_ms": append_p50,
+        "append_p99_ms": append_p99,
+        "loop_late_p50_ms": late_p50,
+        "loop_late_p99_ms": late_p99,
+        "loop_late_max_ms": round(max(late) * 1000, 3),
+    }
+
+
 def _chunks(total: int, size: int) -> Iterator[tuple[int, int]]:
     for first in range(1, total + 1, size):
         yield first, min(size, total + 1 - first)
@@ -208,6 +249,7 @@ def run(quick: bool) -> dict[str, Any]:
                 "appends_per_s_grouped": round(grouped_rate),
                 "grouped_transactions": batches,
             }
+            figures |= _loop_lag(root / "lag", single // 4)
             figures |= _history_figures(store, events, samples // 2)
             figures |= _conversation_figures(store, rooms, samples)
             figures["store_bytes"] = os.path.getsize(root / "main" / "data.mdb")
