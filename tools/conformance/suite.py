@@ -1,0 +1,487 @@
+"""The black-box suite (SPEC §20.2): scripted cases against a running node, over the wire only.
+
+`run_suite(address)` dials the node at `address` as a stranger (a `HostilePeer` of issue #12,
+with a fresh user), learns the node's user from its hello answer, and runs every case of
+`CASES` in order: each sends what SPEC says a peer may send (or must not) and compares the
+node's answer with the one SPEC requires. After each hostile case a clean peer checks that
+the node still answers a hello. Another implementation is tested by pointing this at it.
+
+State owned here: one run's `Session` (the kit, the target's ids, what was delivered so far).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from hearthmesh.node.p2p.errors import P2PError
+from hearthmesh.protocol.delivery import (
+    DELIVER_PROTOCOL,
+    Ack,
+    BatchItem,
+    decode_frame,
+    encode_deliver,
+    verify_ack,
+)
+from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
+from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.fetch import FETCH_PROTOCOL, FetchRequest
+from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
+from hearthmesh.protocol.fetch import encode_request as encode_fetch_request
+from hearthmesh.protocol.hello import HELLO_PROTOCOL, Hello, decode_hello, encode_hello
+from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
+from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.protocol.media import MEDIA_PROTOCOL
+from hearthmesh.protocol.media import encode_request as encode_media_request
+from hearthmesh.protocol.membership import Action
+from hearthmesh.protocol.peer_id import peer_id_of_node_key
+from hearthmesh.protocol.receipts import (
+    RECEIPT_CONTENT_TYPE,
+    Receipt,
+    ReceiptStatus,
+    encode_receipt,
+)
+from hearthmesh.protocol.rooms import direct_room_id
+from hearthmesh.protocol.sync import SYNC_PROTOCOL, encode_room_list
+from hearthmesh.tools.client import ApiClient
+from hearthmesh.tools.hostile.forge import certificate_of_other, random_room
+from hearthmesh.tools.hostile.peer import HostilePeer, Reply, code_name
+
+__all__ = ["CASES", "CaseResult", "Session", "SuiteReport", "run_suite"]
+
+
+@dataclass(slots=True)
+class Session:
+    """What the cases share: the stranger's kit, the target, and what was delivered."""
+
+    kit: HostilePeer
+    address: str
+    peer_id: str
+    user: UserId = field(default_factory=lambda: UserId(bytes(32)))
+    """Learnt from the node's hello answer (the record naming it as a home)."""
+    delivered: list[Envelope] = field(default_factory=list)
+    api: ApiClient | None = None
+    """The node's client API, when the run was given one: cases that look at what the node's
+    user is shown need it."""
+
+    @property
+    def room(self) -> RoomId:
+        """The direct room of our stranger and the node's user (SPEC §3.4.1)."""
+        return direct_room_id(self.kit.user_id, self.user)
+
+    def message(self, text: str) -> Envelope:
+        return self.kit.forge.message(self.room, text, now_ms=self.kit.now_ms())
+
+    async def deliver(self, wires: list[bytes], certificate: bytes | None = None) -> str:
+        """One DELIVER batch on a fresh stream; the outcomes, comma-separated (SPEC §11.3).
+        The ack must be signed by the node key of the peer we asked."""
+        certificates = [certificate or self.kit.stranger.certificate_bytes]
+        items = [BatchItem(0, self.user, w) for w in wires]
+        reply = await self.kit.request(
+            self.peer_id, DELIVER_PROTOCOL, encode_deliver(1, certificates, items)
+        )
+        if reply.frame is None:
+            return reply.outcome
+        try:
+            answer = decode_frame(reply.frame)
+        except HearthError as exc:
+            return f"garbled:{type(exc).__name__}"
+        if not isinstance(answer, Ack):
+            return reply.summary
+        try:
+            verify_ack(answer)
+        except HearthError:
+            return "ack-signature-fails"
+        if peer_id_of_node_key(answer.node_key) != self.peer_id:
+            return "ack-signed-by-another-node"
+        return ",".join(
+            r.status.name if not r.code else f"{r.status.name}:{code_name(r.code)}"
+            for r in answer.results
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaseResult:
+    name: str
+    section: str
+    expected: str
+    got: str
+    target_up: bool | None
+    """After a hostile case: the node still answered a clean peer's hello."""
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return self.got == self.expected and self.target_up is not False
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "case": self.name,
+            "section": self.section,
+            "passed": self.passed,
+            "expected": self.expected,
+            "got": self.got,
+            "target_up": self.target_up,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Case:
+    name: str
+    section: str
+    expected: str
+    run: Callable[[Session], Awaitable[str]]
+    hostile: bool = False
+    needs_api: bool = False
+
+
+# --- the scenarios ------------------------------------------------------------------------------
+
+
+async def _hello(s: Session) -> str:
+    """Our hello carries our record; the answer carries the node's users' records and our
+    clock offset (SPEC §13.3, §24)."""
+    reply = await s.kit.announce_home(s.peer_id)
+    if reply.frame is None:
+        return reply.outcome
+    try:
+        hello = decode_hello(reply.frame)
+        records = [decode_home_record(r) for r in hello.records]
+        for record in records:
+            verify_home_record(record, now_ms=s.kit.now_ms())
+    except HearthError as exc:
+        return f"invalid:{type(exc).__name__}"
+    if hello.offset_ms is None:
+        return "answer-without-offset"
+    homed = [r for r in records if s.peer_id in r.homes]
+    if not homed:
+        return "no-record-names-the-node"
+    s.user = homed[0].user
+    return "ok"
+
+
+async def _deliver(s: Session) -> str:
+    envelope = s.message("hello from the conformance suite")
+    s.delivered.append(envelope)
+    return await s.deliver([envelope.wire])
+
+
+async def _duplicate(s: Session) -> str:
+    return await s.deliver([s.delivered[0].wire])
+
+
+async def _out_of_order(s: Session) -> str:
+    second, third = s.message("second"), s.message("third")
+    s.delivered += [second, third]
+    return ",".join([await s.deliver([third.wire]), await s.deliver([second.wire])])
+
+
+async def _receipt(s: Session) -> str:
+    body = encode_receipt(
+        Receipt(status=ReceiptStatus.READ, message_ids=(s.delivered[0].message_id,))
+    )
+    envelope = s.kit.forge.seal(
+        Kind.RECEIPT, s.room, body, now_ms=s.kit.now_ms(), content_type=RECEIPT_CONTENT_TYPE
+    )
+    return await s.deliver([envelope.wire])
+
+
+async def _shown_once_in_order(s: Session) -> str:
+    """What the node's user is shown of our direct room (SPEC §15.5): each message we
+    delivered, once, in our sequence order, the out-of-order pair included (§8.2)."""
+    assert s.api is not None
+    page = await s.api.call(
+        "GET", f"/v1/conversation/{s.room.hex()}/details", params={"limit": "100"}
+    )
+    delivered = {e.message_id.hex() for e in s.delivered}
+    ours = [m for m in page["messages"] if m["message_id"] in delivered]
+    return "SHOWN:" + ",".join(str(m["seq"]) for m in ours)
+
+
+async def _fetch(s: Session, room: RoomId, first: int, last: int) -> str:
+    request = FetchRequest(
+        room=room,
+        sender_device=DeviceId(s.kit.stranger.device.public),
+        first_seq=first,
+        last_seq=last,
+    )
+    reply = await s.kit.request(s.peer_id, FETCH_PROTOCOL, encode_fetch_request(request))
+    if reply.frame is None:
+        return reply.outcome
+    try:
+        answer = decode_fetch_answer(reply.frame)
+    except HearthError as exc:
+        return f"garbled:{type(exc).__name__}"
+    if not hasattr(answer, "items"):
+        return reply.summary
+    seqs = []
+    for _, wire in answer.items:
+        seqs.append(next((e.seq for e in s.delivered if e.wire == wire), -1))
+    return "ANSWER:" + ",".join(map(str, seqs))
+
+
+async def _gap_fetch(s: Session) -> str:
+    return await _fetch(s, s.room, 1, 3)
+
+
+async def _gap_fetch_outside(s: Session) -> str:
+    return await _fetch(s, random_room(os.urandom), 1, 1)
+
+
+async def _membership_in_direct(s: Session) -> str:
+    forge = s.kit.forge
+    event = forge.membership(s.room, Action.ADD, s.kit.user_id, now_ms=s.kit.now_ms())
+    return await s.deliver([event.wire])
+
+
+async def _sync_stranger(s: Session) -> str:
+    return (await s.kit.request(s.peer_id, SYNC_PROTOCOL, encode_room_list([]))).summary
+
+
+async def _media_unknown(s: Session) -> str:
+    digest = os.urandom(32)
+    return (await s.kit.request(s.peer_id, MEDIA_PROTOCOL, encode_media_request(digest))).summary
+
+
+async def _malformed_frame(s: Session) -> str:
+    return (await s.kit.request(s.peer_id, DELIVER_PROTOCOL, b"\xa1\x01\x02")).summary
+
+
+async def _forged(s: Session) -> str:
+    return await s.deliver([s.kit.forge.bad_signature(s.room, now_ms=s.kit.now_ms())])
+
+
+async def _unknown_version(s: Session) -> str:
+    return await s.deliver([s.kit.forge.unknown_version(s.room, now_ms=s.kit.now_ms())])
+
+
+async def _unknown_kind(s: Session) -> str:
+    return await s.deliver([s.kit.forge.unknown_kind(s.room, now_ms=s.kit.now_ms())])
+
+
+async def _oversized_body(s: Session) -> str:
+    return await s.deliver([s.kit.forge.oversized_body(s.room, now_ms=s.kit.now_ms())])
+
+
+async def _unauthorized_certificate(s: Session) -> str:
+    other = certificate_of_other(os.urandom, now_ms=s.kit.now_ms())
+    return await s.deliver([s.message("whose device?").wire], certificate=other)
+
+
+async def _replayed(s: Session) -> str:
+    """Run under a fresh peer id, like every hostile case: bytes another peer delivered."""
+    return await s.deliver([s.delivered[0].wire])
+
+
+async def _oversized_frame(s: Session) -> str:
+    """A frame one byte past the 1 MiB limit: refused before it is read (SPEC §10.2)."""
+    reply = await s.kit.request(s.peer_id, DELIVER_PROTOCOL, bytes(1024 * 1024 + 1))
+    return "refused" if reply.outcome in ("closed", "refused") else reply.summary
+
+
+CASES: Final[tuple[Case, ...]] = (
+    Case(name="hello", section="§13.3", expected="ok", run=_hello),
+    Case(name="deliver_and_ack", section="§11.2, §11.3", expected="STORED", run=_deliver),
+    Case(name="duplicate", section="§11.3", expected="DUPLICATE", run=_duplicate),
+    Case(
+        name="out_of_order_stored",
+        section="§8.2",
+        expected="STORED,STORED",
+        run=_out_of_order,
+    ),
+    Case(
+        name="shown_once_in_order",
+        section="§8.2, §15.5",
+        expected="SHOWN:1,2,3",
+        run=_shown_once_in_order,
+        needs_api=True,
+    ),
+    Case(name="gap_fetch", section="§26.4", expected="ANSWER:1,2,3", run=_gap_fetch),
+    Case(name="receipt", section="§16.2", expected="STORED", run=_receipt),
+    Case(
+        name="membership_in_a_direct_room",
+        section="§12.2",
+        expected="REJECTED:NOT_AUTHORIZED",
+        run=_membership_in_direct,
+        hostile=True,
+    ),
+    Case(
+        name="gap_fetch_outside_the_room",
+        section="§26.3",
+        expected="ERROR:NOT_AUTHORIZED",
+        run=_gap_fetch_outside,
+        hostile=True,
+    ),
+    Case(
+        name="sync_from_a_stranger",
+        section="§23.1",
+        expected="ERROR:NOT_AUTHORIZED",
+        run=_sync_stranger,
+        hostile=True,
+    ),
+    Case(
+        name="media_unknown_digest",
+        section="§25.3.1",
+        expected="ERROR:NOT_FOUND",
+        run=_media_unknown,
+        hostile=True,
+    ),
+    Case(
+        name="malformed_frame",
+        section="§11.1",
+        expected="ERROR:MALFORMED",
+        run=_malformed_frame,
+        hostile=True,
+    ),
+    Case(
+        name="oversized_frame",
+        section="§10.2",
+        expected="refused",
+        run=_oversized_frame,
+        hostile=True,
+    ),
+    Case(
+        name="forged_signature",
+        section="§5.4",
+        expected="REJECTED:BAD_SIGNATURE",
+        run=_forged,
+        hostile=True,
+    ),
+    Case(
+        name="unknown_version",
+        section="§5.1",
+        expected="REJECTED:UNSUPPORTED_VERSION",
+        run=_unknown_version,
+        hostile=True,
+    ),
+    Case(
+        name="unknown_kind",
+        section="§5.2",
+        expected="REJECTED:UNKNOWN_KIND",
+        run=_unknown_kind,
+        hostile=True,
+    ),
+    Case(
+        name="oversized_body",
+        section="§7",
+        expected="REJECTED:TOO_LARGE",
+        run=_oversized_body,
+        hostile=True,
+    ),
+    Case(
+        name="certificate_of_another_device",
+        section="§11.2",
+        expected="REJECTED:NOT_AUTHORIZED",
+        run=_unauthorized_certificate,
+        hostile=True,
+    ),
+    Case(
+        name="replayed_by_another_peer",
+        section="§11.3",
+        expected="DUPLICATE",
+        run=_replayed,
+        hostile=True,
+    ),
+)
+"""Every case, in the order they run (later ones use what earlier ones delivered)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class SuiteReport:
+    target: str
+    results: list[CaseResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Cases not run: they need the client API and none was given."""
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "target": self.target,
+            "passed": self.passed,
+            "cases": len(self.results),
+            "failed": [r.name for r in self.results if not r.passed],
+            "skipped": self.skipped,
+            "results": [r.as_json() for r in self.results],
+        }
+
+
+async def _still_up(address: str, peer_id: str) -> bool:
+    """A clean peer's hello is answered (SPEC §13.3): the node survived the case."""
+    async with HostilePeer() as prober:
+        try:
+            await prober.connect(address)
+        except P2PError:
+            return False
+        hello = Hello(records=(), sent_ms=prober.now_ms())
+        reply: Reply = await prober.request(peer_id, HELLO_PROTOCOL, encode_hello(hello))
+        return reply.frame is not None
+
+
+async def _run_case(case: Case, session: Session) -> str:
+    """A hostile case runs as the same user under a fresh peer id: the charges one case
+    earns (SPEC §11.6) must not hide the answer to the next."""
+    try:
+        if not case.hostile:
+            return await case.run(session)
+        async with session.kit.rotated() as fresh:
+            await fresh.connect(session.address)
+            return await case.run(
+                Session(
+                    kit=fresh,
+                    address=session.address,
+                    peer_id=session.peer_id,
+                    user=session.user,
+                    delivered=session.delivered,
+                )
+            )
+    except (HearthError, IndexError) as exc:  # cut off, or an earlier case left nothing
+        return f"cut-short:{type(exc).__name__}"
+
+
+async def run_suite(
+    address: str, *, api: ApiClient | None = None, cases: tuple[Case, ...] = CASES
+) -> SuiteReport:
+    """Every case against the node at `address` (a multiaddr ending in /p2p/<peer id>), and
+    its client API when `api` is given."""
+    report = SuiteReport(target=address)
+    async with HostilePeer() as kit:
+        try:
+            peer_id = await kit.connect(address)
+        except P2PError as exc:
+            report.results.append(
+                CaseResult(
+                    name="connect",
+                    section="§10",
+                    expected="connected",
+                    got=f"failed:{type(exc).__name__}",
+                    target_up=False,
+                    seconds=0.0,
+                )
+            )
+            return report
+        session = Session(kit=kit, address=address, peer_id=peer_id, api=api)
+        for case in cases:
+            if case.needs_api and api is None:
+                report.skipped.append(case.name)
+                continue
+            began = time.perf_counter()
+            got = await _run_case(case, session)
+            up = await _still_up(address, peer_id) if case.hostile else None
+            report.results.append(
+                CaseResult(
+                    name=case.name,
+                    section=case.section,
+                    expected=case.expected,
+                    got=got,
+                    target_up=up,
+                    seconds=time.perf_counter() - began,
+                )
+            )
+    return report
