@@ -38,10 +38,11 @@ def test_one_seed_is_one_run() -> None:
     assert simulate(config).as_json() == simulate(config).as_json()
 
 
-def test_faults_happen_and_nothing_acked_is_lost_through_them() -> None:
+def test_faults_and_reconciliations_happen_and_nothing_acked_is_lost_through_them() -> None:
     report = simulate(SimConfig(seed=11, steps=2_000, nodes=4, loss=0.2))
     assert report.ok, report.as_json()
     assert report.crashes > 0 and report.partitions > 0 and report.frames_lost > 0
+    assert report.syncs > 0 and report.synced > 0
 
 
 class ShowsOnArrival(SimNode):

@@ -24,11 +24,14 @@ from hearthmesh.protocol.digest import history_digest
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.hlc import encode_timestamp
 from hearthmesh.protocol.identity import keypair_from_seed
+from hearthmesh.protocol.reconcile import Reconciler, SortedItems
 
 from .sim_node import SimNode
 
 __all__ = ["SimConfig", "SimReport", "World", "simulate"]
 
+MAX_ROUNDS: Final = 64
+"""Reconciliation messages one exchange may take before it counts as a violation."""
 TIMEOUT_MS: Final = 2_000
 """How long a sender waits for an ack that never comes before it reports the send failed."""
 SETTLE_STEPS: Final = 20_000
@@ -58,6 +61,10 @@ class SimReport:
     acked: int = 0
     crashes: int = 0
     partitions: int = 0
+    syncs: int = 0
+    """Reconciliations (SPEC §21) between two linked nodes."""
+    synced: int = 0
+    """Envelopes one of them lacked and got by a reconciliation."""
     converged: bool = False
     converge_ms: int | None = None
     """Simulated time from the final heal until every node held and showed everything."""
@@ -72,6 +79,11 @@ class SimReport:
 
 
 NodeFactory = Callable[..., SimNode]
+
+
+def _history_key(envelope: Envelope) -> tuple[bytes, bytes, int]:
+    """History order (SPEC §4.5): timestamp, then device id, then sequence number."""
+    return encode_timestamp(envelope.hlc), envelope.sender_device, envelope.seq
 
 
 class World:
@@ -199,15 +211,47 @@ class World:
     def digests(self) -> set[bytes]:
         """Each node's history digest (SPEC §21.9): one value once converged."""
         return {
-            history_digest(
-                e.message_id
-                for e in sorted(
-                    n.stored.values(),
-                    key=lambda e: (encode_timestamp(e.hlc), e.sender_device, e.seq),
-                )
-            )
+            history_digest(e.message_id for e in sorted(n.stored.values(), key=_history_key))
             for n in self.nodes
         }
+
+    # --- reconciliation ----------------------------------------------------------------------
+
+    def sync(self, a: SimNode, b: SimNode) -> None:
+        """Reconcile the stored histories of `a` and `b` (SPEC §21) with the real machines and
+        hand each what it lacks, in history order (§23.4). What the exchange finds must be
+        exactly the difference of the two sets."""
+        machines = [
+            Reconciler(SortedItems((e.hlc, e.message_id) for e in n.stored.values()))
+            for n in (a, b)
+        ]
+        have: list[set[MessageId]] = [set(), set()]
+        need: list[set[MessageId]] = [set(), set()]
+        message: bytes | None = machines[0].initiate()
+        turn = 1
+        for _ in range(MAX_ROUNDS):
+            if message is None:
+                break
+            step = machines[turn].reconcile(message)
+            have[turn] |= set(step.have)
+            need[turn] |= set(step.need)
+            message, turn = step.reply, 1 - turn
+        else:
+            self.violation(f"reconciling nodes {a.index} and {b.index} took over {MAX_ROUNDS}")
+            return
+        self.report.syncs += 1
+        for giver, taker, side in ((a, b, 0), (b, a, 1)):
+            missing = set(giver.stored) - set(taker.stored)
+            found = have[side] | need[1 - side]
+            if found != missing:
+                self.violation(
+                    f"reconciliation found {len(found)} of node {giver.index}'s ids for node "
+                    f"{taker.index}, which lacks {len(missing)}"
+                )
+            envelopes = sorted((giver.stored[i] for i in missing), key=_history_key)
+            taker.receive(envelopes)
+            self.report.synced += len(envelopes)
+            self._check_shown(taker)
 
     # --- the script -------------------------------------------------------------------------
 
@@ -234,9 +278,13 @@ class World:
             self._written.append(writer.write(others, self.now_ms))
             self.report.written += 1
             self._check_shown(writer)
-        elif roll < 0.95:
+        elif roll < 0.93:
             self.advance(self.rnd.randint(1, 800))
-        elif roll < 0.98 and self.config.restarts:
+        elif roll < 0.96:
+            a, b = self.rnd.sample(self.nodes, 2)
+            if self._linked(a, b):
+                self.sync(a, b)
+        elif roll < 0.985 and self.config.restarts:
             node = self.rnd.choice(self.nodes)
             if node.up and len(up) > 1:
                 node.crash()
