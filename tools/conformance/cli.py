@@ -31,6 +31,12 @@ def add_conformance_parser(commands: argparse._SubParsersAction[argparse.Argumen
     simulate.add_argument("--loss", type=float, default=0.1, help="chance a frame is lost (0.1)")
     simulate.add_argument("--no-restarts", action="store_true", help="never kill a node")
     simulate.add_argument("--no-partitions", action="store_true", help="never split the mesh")
+    vectors = tools.add_parser(
+        "vectors", help="every wire vector through an implementation, as JSON lines"
+    )
+    vectors.add_argument(
+        "--impl", metavar="CMD", help="the implementation's command line (default: ours)"
+    )
     run = tools.add_parser(
         "run", help="the black-box suite against a running node; prints one JSON report"
     )
@@ -44,6 +50,12 @@ def add_conformance_parser(commands: argparse._SubParsersAction[argparse.Argumen
 
 def run_conformance(args: argparse.Namespace) -> int:
     """Run the chosen tool; 0 when every check passed, 1 otherwise (2: bad arguments)."""
+    if args.tool == "vectors":
+        from .vector_driver import OUR_IMPL, drive
+
+        vector_report = drive(args.impl or OUR_IMPL)
+        print(json.dumps(vector_report.as_json()))
+        return 0 if vector_report.passed else 1
     if args.tool == "run":
         if (args.api is None) != (args.token_file is None):
             print("error: --api and --token-file go together", file=sys.stderr)
