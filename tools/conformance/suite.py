@@ -36,7 +36,12 @@ from hearthmesh.protocol.home_record import decode_home_record, verify_home_reco
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
 from hearthmesh.protocol.media import encode_request as encode_media_request
-from hearthmesh.protocol.membership import Action
+from hearthmesh.protocol.membership import (
+    MEMBERSHIP_CONTENT_TYPE,
+    Action,
+    MembershipChange,
+    encode_membership,
+)
 from hearthmesh.protocol.peer_id import peer_id_of_node_key
 from hearthmesh.protocol.receipts import (
     RECEIPT_CONTENT_TYPE,
@@ -44,10 +49,15 @@ from hearthmesh.protocol.receipts import (
     ReceiptStatus,
     encode_receipt,
 )
-from hearthmesh.protocol.rooms import direct_room_id
+from hearthmesh.protocol.rooms import direct_room_id, group_room_id
 from hearthmesh.protocol.sync import SYNC_PROTOCOL, encode_room_list
 from hearthmesh.tools.client import ApiClient
-from hearthmesh.tools.hostile.forge import certificate_of_other, random_room
+from hearthmesh.tools.hostile.forge import (
+    EnvelopeForge,
+    certificate_of_other,
+    new_stranger,
+    random_room,
+)
 from hearthmesh.tools.hostile.peer import HostilePeer, Reply, code_name
 
 __all__ = ["CASES", "CaseResult", "Session", "SuiteReport", "run_suite"]
@@ -63,6 +73,8 @@ class Session:
     user: UserId = field(default_factory=lambda: UserId(bytes(32)))
     """Learnt from the node's hello answer (the record naming it as a home)."""
     delivered: list[Envelope] = field(default_factory=list)
+    group: RoomId | None = None
+    """A group our second stranger created and added the node's user and ours to."""
     api: ApiClient | None = None
     """The node's client API, when the run was given one: cases that look at what the node's
     user is shown need it."""
@@ -202,6 +214,57 @@ async def _shown_once_in_order(s: Session) -> str:
     return "SHOWN:" + ",".join(str(m["seq"]) for m in ours)
 
 
+async def _group_created(s: Session) -> str:
+    """A second stranger creates a closed group and, as its admin, adds the node's user and
+    ours (SPEC §12.2): all allowed."""
+    creator = EnvelopeForge(new_stranger(os.urandom, now_ms=s.kit.now_ms()))
+    nonce = os.urandom(16)
+    group = group_room_id(creator.stranger.user_id, nonce)
+    create = MembershipChange(
+        action=Action.CREATE, target=creator.stranger.user_id, nonce=nonce, name="conformance"
+    )
+    now = s.kit.now_ms()
+    events = [
+        creator.seal(
+            Kind.MEMBERSHIP,
+            group,
+            encode_membership(create),
+            now_ms=now,
+            content_type=MEMBERSHIP_CONTENT_TYPE,
+        ),
+        creator.membership(group, Action.ADD, s.user, now_ms=now),
+        creator.membership(group, Action.ADD, s.kit.user_id, now_ms=now),
+    ]
+    s.group = group
+    return await s.deliver([e.wire for e in events], certificate=creator.stranger.certificate_bytes)
+
+
+async def _group_member_writes(s: Session) -> str:
+    assert s.group is not None
+    return await s.deliver([s.kit.forge.message(s.group, "hi group", now_ms=s.kit.now_ms()).wire])
+
+
+async def _group_member_kicks(s: Session) -> str:
+    """A member who is no admin KICKs: not allowed now, but a ROLE that sorts earlier could
+    still arrive, so it is deferred, never refused (SPEC §12.2)."""
+    assert s.group is not None
+    kick = s.kit.forge.membership(s.group, Action.KICK, s.user, now_ms=s.kit.now_ms())
+    return await s.deliver([kick.wire])
+
+
+async def _forged_create(s: Session) -> str:
+    """A CREATE whose room is not the group id of its sender and nonce (SPEC §12.2)."""
+    create = MembershipChange(action=Action.CREATE, target=s.kit.user_id, nonce=os.urandom(16))
+    envelope = s.kit.forge.seal(
+        Kind.MEMBERSHIP,
+        random_room(os.urandom),
+        encode_membership(create),
+        now_ms=s.kit.now_ms(),
+        content_type=MEMBERSHIP_CONTENT_TYPE,
+    )
+    return await s.deliver([envelope.wire])
+
+
 async def _fetch(s: Session, room: RoomId, first: int, last: int) -> str:
     request = FetchRequest(
         room=room,
@@ -302,6 +365,23 @@ CASES: Final[tuple[Case, ...]] = (
     ),
     Case(name="gap_fetch", section="§26.4", expected="ANSWER:1,2,3", run=_gap_fetch),
     Case(name="receipt", section="§16.2", expected="STORED", run=_receipt),
+    Case(
+        name="group_created", section="§12.2", expected="STORED,STORED,STORED", run=_group_created
+    ),
+    Case(name="group_member_writes", section="§12.2", expected="STORED", run=_group_member_writes),
+    Case(
+        name="group_member_kicks",
+        section="§12.2",
+        expected="DEFERRED:NOT_AUTHORIZED",
+        run=_group_member_kicks,
+    ),
+    Case(
+        name="group_forged_create",
+        section="§12.2",
+        expected="REJECTED:NOT_AUTHORIZED",
+        run=_forged_create,
+        hostile=True,
+    ),
     Case(
         name="membership_in_a_direct_room",
         section="§12.2",
@@ -439,6 +519,7 @@ async def _run_case(case: Case, session: Session) -> str:
                     peer_id=session.peer_id,
                     user=session.user,
                     delivered=session.delivered,
+                    group=session.group,
                 )
             )
     except (HearthError, IndexError) as exc:  # cut off, or an earlier case left nothing
