@@ -62,6 +62,9 @@ from hearthmesh.tools.hostile.peer import HostilePeer, Reply, code_name
 
 __all__ = ["CASES", "CaseResult", "Session", "SuiteReport", "run_suite"]
 
+MEDIA_FLOOD: Final = 40
+"""Media requests sent back to back: twice the burst a node must allow (SPEC §25.3.3)."""
+
 
 @dataclass(slots=True)
 class Session:
@@ -310,6 +313,16 @@ async def _media_unknown(s: Session) -> str:
     return (await s.kit.request(s.peer_id, MEDIA_PROTOCOL, encode_media_request(digest))).summary
 
 
+async def _media_flood(s: Session) -> str:
+    """More media requests than the burst of 20 (SPEC §25.3.3): the excess is refused with
+    RATE_LIMITED, not served and not the end of the node."""
+    answers = set()
+    for _ in range(MEDIA_FLOOD):
+        request = encode_media_request(os.urandom(32))
+        answers.add((await s.kit.request(s.peer_id, MEDIA_PROTOCOL, request)).summary)
+    return ",".join(sorted(answers))
+
+
 async def _malformed_frame(s: Session) -> str:
     return (await s.kit.request(s.peer_id, DELIVER_PROTOCOL, b"\xa1\x01\x02")).summary
 
@@ -408,6 +421,13 @@ CASES: Final[tuple[Case, ...]] = (
         section="§25.3.1",
         expected="ERROR:NOT_FOUND",
         run=_media_unknown,
+        hostile=True,
+    ),
+    Case(
+        name="media_flood",
+        section="§25.3.3",
+        expected="ERROR:NOT_FOUND,ERROR:RATE_LIMITED",
+        run=_media_flood,
         hostile=True,
     ),
     Case(
