@@ -4,6 +4,9 @@ replays the same run, and the checker catches a node that breaks a rule."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -36,6 +39,19 @@ def test_any_seeded_run_keeps_the_invariants_and_converges(
 def test_one_seed_is_one_run() -> None:
     config = SimConfig(seed=7, steps=500)
     assert simulate(config).as_json() == simulate(config).as_json()
+
+
+def test_one_seed_is_one_run_in_any_process() -> None:
+    """Nothing depends on the order of a set of bytes, which changes with PYTHONHASHSEED."""
+    argv = [sys.executable, "-m", "hearthmesh.tools.cli", "conformance", "simulate"]
+    argv += ["--seed", "42", "--steps", "5000", "--nodes", "5"]
+    outputs = {
+        subprocess.run(
+            argv, env={**os.environ, "PYTHONHASHSEED": str(h)}, capture_output=True, check=True
+        ).stdout
+        for h in (1, 2, 3)
+    }
+    assert len(outputs) == 1
 
 
 def test_faults_and_reconciliations_happen_and_nothing_acked_is_lost_through_them() -> None:

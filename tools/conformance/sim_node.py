@@ -90,7 +90,7 @@ class SimNode:
         self.machine: OutboxMachine[Row] = OutboxMachine(rng=self._rng)
         self.releases = SenderReleases()
         self.flight: dict[bytes, list[Row]] = {}
-        self.machine.restored({r.destination for r in self.outbox.values() if r.parked})
+        self.machine.restored(sorted({r.destination for r in self.outbox.values() if r.parked}))
 
     # --- life -------------------------------------------------------------------------------
 

@@ -112,7 +112,8 @@ class World:
         self._events: list[tuple[int, int, Callable[[], None]]] = []
         self._order = 0
         self._written: list[Envelope] = []
-        self._acked: set[tuple[int, MessageId]] = set()
+        self._acked: list[set[MessageId]] = [set() for _ in self.nodes]
+        """Per node, the ids it acked STORED or DUPLICATE to some sender."""
         self._shown: list[int] = [0] * config.nodes
         """How much of each node's app log was checked."""
         self._seen: list[set[MessageId]] = [set() for _ in self.nodes]
@@ -167,7 +168,7 @@ class World:
     def acked(self, node: SimNode, destination: bytes, ids: tuple[MessageId, ...]) -> None:
         target = self.by_user[destination]
         for mid in ids:
-            self._acked.add((target.index, mid))
+            self._acked[target.index].add(mid)
             self.report.acked += 1
             if mid not in target.stored:
                 self.violation(f"{mid.hex()[:8]} acked by node {target.index}, not stored there")
@@ -194,11 +195,11 @@ class World:
             last[sender] = envelope.seq
         self._shown[node.index] = len(node.app)
 
-    def _check_acked_kept(self) -> None:
-        """Nothing acked is ever lost: a crash keeps what the store committed."""
-        for index, mid in self._acked:
-            if mid not in self.nodes[index].stored:
-                self.violation(f"{mid.hex()[:8]} acked by node {index} and lost")
+    def _check_acked_kept(self, node: SimNode) -> None:
+        """Nothing acked is ever lost: a restart finds what the store committed."""
+        lost = self._acked[node.index] - node.stored.keys()
+        for mid in sorted(lost)[:3]:
+            self.violation(f"{mid.hex()[:8]} acked by node {node.index} and lost")
 
     def converged(self) -> bool:
         """Every node stores and has shown every message written, and owes nothing."""
@@ -291,13 +292,13 @@ class World:
                 self.report.crashes += 1
             elif not node.up:
                 node.restart(self.now_ms)
+                self._check_acked_kept(node)
         elif self.config.partitions:
             if self.split:
                 self.split = set()
             else:
                 self.split = set(self.rnd.sample(range(len(self.nodes)), len(self.nodes) // 2))
                 self.report.partitions += 1
-        self._check_acked_kept()
 
     def settle(self) -> None:
         """Heal the mesh, restart every node, stop losing frames, and wait for convergence."""
@@ -314,7 +315,8 @@ class World:
             self.advance(100)
         self.report.converged = self.converged() and len(self.digests()) == 1
         self.report.converge_ms = self.now_ms - healed_ms if self.report.converged else None
-        self._check_acked_kept()
+        for node in self.nodes:
+            self._check_acked_kept(node)
 
 
 def simulate(config: SimConfig, node_factory: NodeFactory = SimNode) -> SimReport:
