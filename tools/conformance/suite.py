@@ -28,10 +28,10 @@ from hearthmesh.protocol.delivery import (
 )
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
 from hearthmesh.protocol.errors import HearthError
-from hearthmesh.protocol.fetch import FETCH_PROTOCOL, FetchRequest
+from hearthmesh.protocol.fetch import FETCH_PROTOCOL, FetchAnswer, FetchRequest
 from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
 from hearthmesh.protocol.fetch import encode_request as encode_fetch_request
-from hearthmesh.protocol.hello import HELLO_PROTOCOL, Hello, decode_hello, encode_hello
+from hearthmesh.protocol.hello import decode_hello
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
@@ -52,13 +52,14 @@ from hearthmesh.protocol.receipts import (
 from hearthmesh.protocol.rooms import direct_room_id, group_room_id
 from hearthmesh.protocol.sync import SYNC_PROTOCOL, encode_room_list
 from hearthmesh.tools.client import ApiClient
+from hearthmesh.tools.hostile.catalogue import Target, probe
 from hearthmesh.tools.hostile.forge import (
     EnvelopeForge,
     certificate_of_other,
     new_stranger,
     random_room,
 )
-from hearthmesh.tools.hostile.peer import HostilePeer, Reply, code_name
+from hearthmesh.tools.hostile.peer import HostilePeer, code_name
 
 __all__ = ["CASES", "CaseResult", "Session", "SuiteReport", "run_suite"]
 
@@ -282,7 +283,7 @@ async def _fetch(s: Session, room: RoomId, first: int, last: int) -> str:
         answer = decode_fetch_answer(reply.frame)
     except HearthError as exc:
         return f"garbled:{type(exc).__name__}"
-    if not hasattr(answer, "items"):
+    if not isinstance(answer, FetchAnswer):
         return reply.summary
     seqs = []
     for _, wire in answer.items:
@@ -512,16 +513,11 @@ class SuiteReport:
         }
 
 
-async def _still_up(address: str, peer_id: str) -> bool:
+async def _still_up(session: Session) -> bool:
     """A clean peer's hello is answered (SPEC §13.3): the node survived the case."""
     async with HostilePeer() as prober:
-        try:
-            await prober.connect(address)
-        except P2PError:
-            return False
-        hello = Hello(records=(), sent_ms=prober.now_ms())
-        reply: Reply = await prober.request(peer_id, HELLO_PROTOCOL, encode_hello(hello))
-        return reply.frame is not None
+        target = Target(peer_id=session.peer_id, address=session.address, user=session.user)
+        return await probe(prober, target)
 
 
 async def _run_case(case: Case, session: Session) -> str:
@@ -574,7 +570,7 @@ async def run_suite(
                 continue
             began = time.perf_counter()
             got = await _run_case(case, session)
-            up = await _still_up(address, peer_id) if case.hostile else None
+            up = await _still_up(session) if case.hostile else None
             report.results.append(
                 CaseResult(
                     name=case.name,
