@@ -15,13 +15,14 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,
     Ack,
     BatchItem,
+    ProtocolErrorFrame,
     decode_frame,
     encode_deliver,
     verify_ack,
@@ -59,9 +60,11 @@ from hearthmesh.tools.hostile.forge import (
     new_stranger,
     random_room,
 )
-from hearthmesh.tools.hostile.peer import HostilePeer, code_name
+from hearthmesh.tools.hostile.peer import HostilePeer, code_name, result_outcome
 
 __all__ = ["CASES", "CaseResult", "Session", "SuiteReport", "run_suite"]
+
+T = TypeVar("T")
 
 MEDIA_FLOOD: Final = 40
 """Media requests sent back to back: twice the burst a node must allow (SPEC §25.3.3)."""
@@ -96,27 +99,33 @@ class Session:
         The ack must be signed by the node key of the peer we asked."""
         certificates = [certificate or self.kit.stranger.certificate_bytes]
         items = [BatchItem(0, self.user, w) for w in wires]
-        reply = await self.kit.request(
-            self.peer_id, DELIVER_PROTOCOL, encode_deliver(1, certificates, items)
-        )
-        if reply.frame is None:
-            return reply.outcome
-        try:
-            answer = decode_frame(reply.frame)
-        except HearthError as exc:
-            return f"garbled:{type(exc).__name__}"
+        frame = encode_deliver(1, certificates, items)
+        answer = await self.ask(DELIVER_PROTOCOL, frame, decode_frame)
+        if isinstance(answer, str | ProtocolErrorFrame):
+            return _outcome(answer)
         if not isinstance(answer, Ack):
-            return reply.summary
+            return "answered-with-a-deliver"
         try:
             verify_ack(answer)
         except HearthError:
             return "ack-signature-fails"
         if peer_id_of_node_key(answer.node_key) != self.peer_id:
             return "ack-signed-by-another-node"
-        return ",".join(
-            r.status.name if not r.code else f"{r.status.name}:{code_name(r.code)}"
-            for r in answer.results
-        )
+        return ",".join(result_outcome(r) for r in answer.results)
+
+    async def ask(self, protocol: str, payload: bytes, decode: Callable[[bytes], T]) -> T | str:
+        """One request on a fresh stream and its answer decoded, or what happened instead."""
+        reply = await self.kit.request(self.peer_id, protocol, payload)
+        if reply.frame is None:
+            return reply.outcome
+        try:
+            return decode(reply.frame)
+        except HearthError as exc:
+            return f"garbled:{type(exc).__name__}"
+
+
+def _outcome(answer: str | ProtocolErrorFrame) -> str:
+    return answer if isinstance(answer, str) else f"ERROR:{code_name(answer.code)}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -276,15 +285,9 @@ async def _fetch(s: Session, room: RoomId, first: int, last: int) -> str:
         first_seq=first,
         last_seq=last,
     )
-    reply = await s.kit.request(s.peer_id, FETCH_PROTOCOL, encode_fetch_request(request))
-    if reply.frame is None:
-        return reply.outcome
-    try:
-        answer = decode_fetch_answer(reply.frame)
-    except HearthError as exc:
-        return f"garbled:{type(exc).__name__}"
+    answer = await s.ask(FETCH_PROTOCOL, encode_fetch_request(request), decode_fetch_answer)
     if not isinstance(answer, FetchAnswer):
-        return reply.summary
+        return _outcome(answer)
     seqs = []
     for _, wire in answer.items:
         seqs.append(next((e.seq for e in s.delivered if e.wire == wire), -1))
