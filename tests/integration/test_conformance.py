@@ -11,7 +11,8 @@ import pytest
 
 from hearthmesh.protocol import delivery
 from hearthmesh.tools.cli import main
-from hearthmesh.tools.conformance.suite import CASES, run_suite
+from hearthmesh.tools.conformance.cases import CASES
+from hearthmesh.tools.conformance.suite import run_suite
 
 from .api_helpers import TOKEN, home
 
