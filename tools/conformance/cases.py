@@ -56,6 +56,9 @@ MEDIA_FLOOD: Final = 40
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Case:
+    """One scripted case: `run` returns the node's answer, which must equal `expected`; a
+    `hostile` case runs under a fresh peer id and is followed by a liveness probe."""
+
     name: str
     section: str
     expected: str

@@ -87,4 +87,5 @@ class Session:
 
 
 def outcome(answer: str | ProtocolErrorFrame) -> str:
+    """An answer that was no success, as an outcome string: what happened, or `ERROR:<code>`."""
     return answer if isinstance(answer, str) else f"ERROR:{code_name(answer.code)}"
