@@ -15,12 +15,18 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["NetLab", "in_netns", "require_netlab"]
+from hearthmesh.node.node import Node
+
+from .conftest import node_config
+
+__all__ = ["NetLab", "in_netns", "require_netlab", "start_node"]
 
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -45,6 +51,21 @@ def in_netns(name: str) -> Iterator[None]:
             yield
         finally:
             _setns(home.fileno())
+
+
+async def start_node(
+    stack: AsyncExitStack, ns: str, path: Path, *bootstrap: str, **overrides: Any
+) -> Node:
+    """A node in namespace `ns` listening on every interface (TCP 4470), stopped with `stack`;
+    one AutoNAT verdict decides its reachability (a lab has few servers)."""
+    settings: dict[str, Any] = {
+        "listen_addrs": ("/ip4/0.0.0.0/tcp/4470",),
+        "autonat_confirmations": 1,
+        **overrides,
+    }
+    config = node_config(path, bootstrap=bootstrap, **settings)
+    with in_netns(ns):
+        return await stack.enter_async_context(Node(config))
 
 
 def _sh(*args: str, ns: str | None = None, stdin: str | None = None) -> None:
