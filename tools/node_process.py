@@ -4,7 +4,8 @@
 `python -m hearthmesh.tools.node_process --data-dir D --port P [--connect ADDR] [--report]
 [--listen MULTIADDR]` prints one JSON line (peer id, user id, address) once the node is up,
 then serves until killed or until SIGTERM, which stops it cleanly. With `--report` it also
-prints a JSON line `{"received": <message id hex>, "at_ns": <wall clock>}` for every message it takes in.
+prints a JSON line `{"received": <message id hex>, "at_ns": <wall clock>}` for every message
+it takes in.
 """
 
 from __future__ import annotations
