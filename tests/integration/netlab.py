@@ -144,9 +144,14 @@ class NetLab:
         _sh("nft", "-f", "-", ns=ns, stdin=_FIREWALL)
         return ns, address
 
-    def home_behind_nat(self, number: int) -> tuple[str, str]:
+    def home_behind_nat(self, number: int, *, random_ports: bool = False) -> tuple[str, str]:
         """A home 192.168.`number`.2 behind its own router (WAN PUBLIC_NET.(100+number)) that
-        masquerades outbound and forwards nothing inbound; returns (namespace, LAN address)."""
+        masquerades outbound and forwards nothing inbound (an unsolicited packet is dropped,
+        not answered); returns (namespace, LAN address).
+
+        The router keeps a connection's source port where it is free (Linux's masquerade: the
+        mapping of a home's listen port is predictable, so TCP hole punching works), or with
+        `random_ports` picks a random one per connection (a symmetric-like NAT: it does not)."""
         router = self._namespace(f"rtr{number}")
         home = self._namespace(f"home{number}")
         self._on_internet(router, "wan", 100 + number)
@@ -156,7 +161,8 @@ class NetLab:
         _sh("ip", "addr", "add", f"{lan}.2/24", "dev", "eth0", ns=home)
         _sh("ip", "route", "add", "default", "via", f"{lan}.1", ns=home)
         _sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
-        _sh("nft", "-f", "-", ns=router, stdin=_NAT_ROUTER)
+        masquerade = "masquerade random,fully-random" if random_ports else "masquerade"
+        _sh("nft", "-f", "-", ns=router, stdin=_NAT_ROUTER.replace("masquerade", masquerade))
         return home, f"{lan}.2"
 
 
@@ -184,6 +190,10 @@ table inet filter {
     type filter hook forward priority 0; policy drop;
     ct state established,related accept
     iifname "lan" accept
+  }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    iifname "wan" ct state new drop
   }
 }
 """
