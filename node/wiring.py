@@ -238,7 +238,11 @@ def build_services(
         retention_ms=config.history_retention_ms,
     )
     linking = LinkService(
-        add_home=records.add_home, now_ms=clock.now_ms, rng=rng, standing=standing
+        add_home=records.add_home,
+        readdress_home=records.readdress_home,
+        now_ms=clock.now_ms,
+        rng=rng,
+        standing=standing,
     )
     sync = SyncService(
         host=host,
