@@ -229,6 +229,8 @@ def build_services(
         find_home=home_lookups.find,
         probe_max_ms=config.outage_probe_max_ms,
     )
+    records.revive_with(outbox.revive)
+    presence.revive_with(outbox.revive)
     purge = PurgeService(
         store=store,
         directory=directory,

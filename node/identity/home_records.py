@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Final
 
 from hearthmesh.node.clock import Clock
@@ -66,6 +67,12 @@ class HomeRecords:
         self._run_state = run_state
         self.published = False
         """Our home record went into the DHT since start."""
+        self._revive: Callable[[str], None] = _revive_nothing
+
+    def revive_with(self, revive: Callable[[str], None]) -> None:
+        """Tell `revive` each home of a user whose newer record we learn: its addresses may be
+        new (a relay reservation, SPEC §10.8), so a delivery waiting on it tries again now."""
+        self._revive = revive
 
     async def publish(self) -> bool:
         """Put our home record in the DHT, so nodes that never met us can find our inbox."""
@@ -78,9 +85,10 @@ class HomeRecords:
         return True
 
     async def announce(self) -> None:
-        """Our record changed: publish it and tell the mesh through presence."""
-        await self.publish()
+        """Our record changed: tell the mesh through presence (gossip, fast) and publish it
+        in the DHT (a put may take seconds)."""
         await self._presence.announce()
+        await self.publish()
 
     async def find(self, user: UserId) -> bool:
         """Look `user`'s home record up in the DHT and adopt it; True if one was found."""
@@ -101,6 +109,8 @@ class HomeRecords:
         )
         if record is not None:
             await self._homes.consider(record, data)  # our own user's, newer: a change of devices
+            for home in record.homes:
+                self._revive(home)
         self._relay.wake()
 
     def addresses_changed(self) -> None:
@@ -144,3 +154,7 @@ class HomeRecords:
         answer = await self._homes.add(peer_id, addrs, device)
         self._supervisor.spawn(self.announce(), "announce-home")
         return answer
+
+
+def _revive_nothing(peer: str) -> None:
+    """The revive hook until `revive_with` sets one."""
