@@ -32,8 +32,9 @@ import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
-from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr  # type: ignore[import-untyped]
+
+from hearthmesh.node.p2p.serving import serving
 
 __all__ = [
     "DIRECT_DIAL_TIMEOUT_S",
@@ -109,13 +110,12 @@ class HolePunchLayer:
         """Serve `/libp2p/dcutr` and punch relayed connections for the lifetime of the block."""
         if self._dcutr is None:
             raise RuntimeError("build() first")
-        async with background_trio_service(self._dcutr), trio.open_nursery() as nursery:
+        async with serving(self._dcutr) as nursery:
             self._nursery = nursery
             try:
                 yield
             finally:
                 self._nursery = None
-                nursery.cancel_scope.cancel()
 
     def relayed_connection_opened(self, peer: str) -> None:
         """Start upgrading our relayed connection to `peer` now (both ends do; DCUtR runs
