@@ -400,6 +400,11 @@ class Node:
         """Address prefixes banned since start (SPEC §11.6.5)."""
         return self._services.standing.prefix_bans
 
+    @property
+    def refused_before_handshake(self) -> int:
+        """Connections from banned prefixes refused before their handshake (SPEC §11.6.5)."""
+        return self._host.refused_before_handshake
+
     def libp2p_inbound_streams(self, peer_id: str) -> int:
         """Inbound streams of a peer in all protocols, libp2p's own included (SPEC §10.4)."""
         return self._host.libp2p_inbound_streams(peer_id)

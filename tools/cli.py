@@ -128,6 +128,11 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     ):
         parser.add_argument(f"--relay-{name}", type=int, metavar="N", help=f"relay: {what}")
     parser.add_argument(
+        "--prefix-exempt-loopback",
+        action=argparse.BooleanOptionalAction,
+        help="peers on loopback count against no address prefix (on; SPEC §11.6.5)",
+    )
+    parser.add_argument(
         "--api-allowed-host",
         dest="api_allowed_hosts",
         metavar="NAME",

@@ -60,6 +60,7 @@ from hearthmesh.node.p2p.gossip import (
 )
 from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
 from hearthmesh.node.p2p.hole_punch import HolePunchCounts, HolePunchLayer
+from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.yamux import release_credit_in_half_windows
@@ -338,6 +339,7 @@ class P2PHost:
         )
         # Owned by the trio thread:
         self._host: IHost | None = None
+        self._gate: PrefixGate | None = None
 
     # ---- lifetime -------------------------------------------------------------------------
 
@@ -404,6 +406,12 @@ class P2PHost:
             # What identify and AutoNAT tell peers: never 0.0.0.0 (a peer would dial itself).
             addrs_factory=self._advertised_addrs,
         )
+        network = host.get_network()
+        if isinstance(network, Swarm):  # refuse banned prefixes before their handshake
+            gate = network.connection_config
+            network.connection_gate = self._gate = PrefixGate(
+                allow_list=gate.allow_list, deny_list=gate.deny_list
+            )
         self._gossip.build(host)
         self._autonat.build(host)
         self._relay.build(host)
@@ -724,6 +732,21 @@ class P2PHost:
 
     async def _disconnect_on_trio(self, peer_id: str) -> None:
         await self._require_host().disconnect(ID.from_base58(peer_id))
+
+    def ban_prefix(self, prefix: str, seconds: float, interval_s: float) -> None:
+        """Refuse `prefix`'s new connections before their handshake for `seconds`, but one per
+        `interval_s` (`node.p2p.prefix_gate`); returns at once."""
+        with contextlib.suppress(HostClosed):
+            self._bridge.run_sync_soon(self._ban_prefix, prefix, seconds, interval_s)
+
+    def _ban_prefix(self, prefix: str, seconds: float, interval_s: float) -> None:
+        if self._gate is not None:
+            self._gate.ban(prefix, seconds, interval_s=interval_s)
+
+    @property
+    def refused_before_handshake(self) -> int:
+        """Connections the prefix gate refused before their handshake."""
+        return 0 if self._gate is None else self._gate.refused
 
     def disconnect_nowait(self, peer_id: str) -> None:
         """Start closing every connection to `peer_id` and return at once; failures are logged.
