@@ -68,19 +68,16 @@ class HomeRecords:
         self._run_state = run_state
         self.published = False
         """Our home record went into the DHT since start."""
-<<<<<<< HEAD
         self.published_once = asyncio.Event()
         """Set with `published`: what a caller that needs the record in the DHT awaits."""
         self._putting = False
         self._again = False
-=======
         self._revive: Callable[[str], None] = _revive_nothing
 
     def revive_with(self, revive: Callable[[str], None]) -> None:
         """Tell `revive` each home of a user whose newer record we learn: its addresses may be
         new (a relay reservation, SPEC §10.8), so a delivery waiting on it tries again now."""
         self._revive = revive
->>>>>>> main
 
     async def publish(self) -> bool:
         """Put our home record in the DHT, so nodes that never met us can find our inbox."""
