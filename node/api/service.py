@@ -59,6 +59,7 @@ from hearthmesh.protocol.content import (
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import MalformedMessage, NotAuthorized, NotFound, StorageError
 from hearthmesh.protocol.identity import UserId, user_id_text
+from hearthmesh.protocol.membership import Role
 from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.protocol.typing_ttl import TypingTimers
 from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Store
@@ -317,13 +318,16 @@ class ApiService:
     async def room_summary(self, room: RoomId) -> dict[str, Any]:
         """Id, type, name, members of a room (groups: the seed's group row)."""
         state = await self.node.room_state(room)
-        members = sorted(state.members) if state else []
+        roles = state.members if state else {}
+        members = sorted(roles)
         others = [m for m in members if m != self.own]
         direct = len(members) == 2 and direct_room_id(members[0], members[1]) == room
         summary: dict[str, Any] = {
             "id": room.hex(),
             "type": "direct" if direct else "group",
             "members": [user_id_text(m) for m in members],
+            # Who may add members and change the group (SPEC §12.1); the web client shows roles.
+            "admins": [user_id_text(m) for m in members if roles[m] >= Role.ADMIN],
         }
         if direct:
             profile = await self.node.store.read(self.node.store.store.get_profile, others[0])

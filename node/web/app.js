@@ -1,12 +1,16 @@
-// The hearthmesh web client, slice 1 (SPEC §15.7): pairing, the conversation list, a chat
-// view with live messages, ticks and history, and starting a chat by user id. Plain DOM; all
-// text from the network is set with textContent, never parsed as HTML.
+// The hearthmesh web client (SPEC §15.7): pairing, the conversation list (message requests
+// apart), a chat view with live messages, ticks, history, day separators, media, presence and
+// typing; groups, friends. Plain DOM; all text from the network is set with textContent,
+// never parsed as HTML.
 
-import { ApiError, Live, call, looksPaired, setCsrfToken } from "./api.js";
-import { h, formatTime, statusLabel, ticks } from "./dom.js";
+import { ApiError, Live, call, looksPaired, setCsrfToken, upload } from "./api.js";
+import {
+  h, dayLabel, formatTime, mediaElement, presenceText, statusLabel, ticks,
+} from "./dom.js";
 
 const RANK = { pending: 0, sent: 1, delivered: 2, read: 3 };
 const PAGE = 50;
+const TYPING_REFRESH_MS = 3_000;
 
 const state = {
   me: null,
@@ -15,6 +19,12 @@ const state = {
   pending: new Map(), // client_id -> room id
   open: null,
   live: null,
+  users: new Map(), // user id -> profile view with presence (GET /v1/users/{id}, presence frames)
+  friends: new Set(), // user ids
+  requests: [], // incoming friend requests
+  typing: new Map(), // room id -> Set of user ids typing there
+  typingSentMs: 0,
+  listLoad: Promise.resolve(), // the latest load of the conversation list
 };
 
 const app = document.getElementById("app");
@@ -77,17 +87,44 @@ async function startApp(session) {
           title: "connection to your node" }, "offline"),
         h("button", { id: "new-chat-toggle", type: "button", "aria-expanded": "false",
           "aria-controls": "new-chat", onclick: toggleNewChat }, "New chat"),
+        h("button", { id: "new-group-toggle", type: "button", "aria-expanded": "false",
+          "aria-controls": "new-group", onclick: () => toggle("new-group") }, "New group"),
+        h("button", { id: "friends-toggle", type: "button", "aria-expanded": "false",
+          "aria-controls": "friends", onclick: () => toggle("friends") },
+          "Friends", h("span", { id: "request-count", class: "unread", hidden: true })),
         h("button", { id: "pair-another", type: "button", onclick: pairAnother },
           "Pair a device")),
       h("form", { id: "new-chat", class: "new-chat", hidden: true, onsubmit: onNewChat },
         h("label", { for: "new-chat-user" }, "Friend's user id"),
         h("input", { id: "new-chat-user", required: true, spellcheck: "false",
-          pattern: "u[a-z2-7]{51}[aq]", placeholder: "u…" }),
+          pattern: USER_PATTERN, placeholder: "u…" }),
         h("button", { type: "submit" }, "Start chat"),
         h("p", { id: "new-chat-error", class: "error", role: "alert" })),
+      h("form", { id: "new-group", class: "new-chat", hidden: true, onsubmit: onNewGroup },
+        h("label", { for: "new-group-name" }, "Group name"),
+        h("input", { id: "new-group-name", required: true, maxlength: "64" }),
+        h("label", { for: "new-group-members" }, "Members' user ids (one per line)"),
+        h("textarea", { id: "new-group-members", rows: "2", spellcheck: "false" }),
+        h("button", { type: "submit" }, "Create group"),
+        // Invite links and QR codes come with issue #15 (join by invite): they go here.
+        h("p", { id: "new-group-error", class: "error", role: "alert" })),
+      h("section", { id: "friends", class: "new-chat", hidden: true, "aria-label": "Friends" },
+        h("h2", {}, "Friend requests"),
+        h("ul", { id: "friend-requests", class: "people" }),
+        h("form", { id: "add-friend", onsubmit: onAddFriend },
+          h("label", { for: "add-friend-user" }, "Add a friend by user id"),
+          h("input", { id: "add-friend-user", required: true, spellcheck: "false",
+            pattern: USER_PATTERN, placeholder: "u…" }),
+          h("button", { type: "submit" }, "Send request")),
+        h("p", { id: "friends-error", class: "error", role: "alert" }),
+        h("h2", {}, "Friends"),
+        h("ul", { id: "friend-list", class: "people" })),
       h("div", { id: "pair-offer", class: "pair-offer", hidden: true }),
       h("p", { class: "me" }, "You: ", h("code", { id: "my-id" }, state.me)),
-      h("ul", { id: "conversations", class: "conversations" })),
+      h("ul", { id: "conversations", class: "conversations", "aria-label": "Chats" }),
+      h("h2", { id: "requests-heading", class: "section", hidden: true }, "Message requests"),
+      h("ul", { id: "message-requests", class: "conversations",
+        "aria-labelledby": "requests-heading" })),
     h("section", { id: "chat", class: "chat", "aria-label": "Chat" },
       h("p", { class: "empty" }, "Choose a conversation.")));
   app.setAttribute("aria-busy", "false");
@@ -101,7 +138,10 @@ function onState(connection, ready) {
     badge.dataset.state = connection;
     badge.textContent = connection === "open" ? "online" : "offline";
   }
-  if (connection === "open" && !ready.resumed) reload();
+  if (connection === "open" && !ready.resumed) {
+    reload();
+    loadFriends().catch(handleError);
+  }
   // A dropped socket may mean this browser was revoked: ask once, show pairing if so.
   if (connection === "closed" && !state.live.stopped) {
     call("GET", "/v1/session").catch(handleError);
@@ -137,12 +177,22 @@ function setReadMark(room, wallMs) {
   if (wallMs > readMark(room)) localStorage.setItem(`hearthmesh.read.${room}`, String(wallMs));
 }
 
-async function loadConversations() {
+/** Loads run one after another, so an older snapshot never lands after a newer one. */
+function loadConversations() {
+  const run = state.listLoad.catch(() => {}).then(fetchConversations);
+  state.listLoad = run;
+  return run;
+}
+
+async function fetchConversations() {
   const page = await call("GET", "/v1/conversation?page_size=100");
   for (const row of page.conversations) {
     const room = state.rooms.get(row.id) || { id: row.id, unread: 0 };
     room.name = row.RecipientName || row.name || row.id.slice(0, 12);
     room.recipient = row.RecipientId || null;
+    room.type = row.type;
+    room.members = row.members || [];
+    room.admins = row.admins || [];
     room.latest = row.LatestMessage;
     room.latestMs = row.latest_activity_ms;
     state.rooms.set(row.id, room);
@@ -158,36 +208,140 @@ async function loadConversations() {
   renderList();
 }
 
+/** A direct chat a stranger opened and we have not answered: listed apart (SPEC §15.7.5). */
+function isRequest(room) {
+  return Boolean(room.recipient && !state.friends.has(room.recipient) && room.latest
+    && room.latest.sender_id !== state.me);
+}
+
 function renderList() {
   const list = document.getElementById("conversations");
   if (!list) return;
   const rooms = [...state.rooms.values()].sort((a, b) => (b.latestMs || 0) - (a.latestMs || 0));
-  list.replaceChildren(...rooms.map((room) => {
-    const latest = room.latest;
-    const preview = latest ? (latest.sender_id === state.me ? "You: " : "") +
-      (latest.message || `[${latest.type}]`) : "No messages yet";
-    return h("li", {},
-      h("button", { type: "button", class: "conversation", "data-room": room.id,
-        "aria-current": room.id === state.open ? "true" : "false",
-        onclick: () => openChat(room.id) },
-        h("span", { class: "avatar", "aria-hidden": "true" }, initials(room.name)),
-        h("span", { class: "name" }, room.name),
-        h("span", { class: "preview" }, preview),
-        h("span", { class: "time" }, latest ? formatTime(latest.sent_ms) : ""),
-        room.unread ? h("span", { class: "unread", "aria-label": `${room.unread} unread` },
-          String(room.unread)) : ""));
-  }));
+  const requests = rooms.filter(isRequest);
+  list.replaceChildren(...rooms.filter((room) => !isRequest(room)).map(renderRow));
+  document.getElementById("message-requests").replaceChildren(...requests.map(renderRow));
+  document.getElementById("requests-heading").hidden = requests.length === 0;
+}
+
+function renderRow(room) {
+  const latest = room.latest;
+  const user = room.recipient && state.users.get(room.recipient);
+  const preview = latest ? (latest.sender_id === state.me ? "You: " : "") +
+    (latest.type === "text" ? latest.message : `[${latest.type}] ${latest.message || ""}`)
+    : "No messages yet";
+  return h("li", {},
+    h("button", { type: "button", class: "conversation", "data-room": room.id,
+      "aria-current": room.id === state.open ? "true" : "false",
+      onclick: () => openChat(room.id) },
+      h("span", { class: "avatar", "aria-hidden": "true" }, initials(room.name),
+        user ? h("span", { class: `dot ${user.online ? "online" : ""}` }) : ""),
+      h("span", { class: "name" }, room.name),
+      h("span", { class: "preview" }, preview),
+      h("span", { class: "time" }, latest ? formatTime(latest.sent_ms) : ""),
+      room.unread ? h("span", { class: "unread", "aria-label": `${room.unread} unread` },
+        String(room.unread)) : ""));
 }
 
 function initials(name) {
   return (name || "?").trim().slice(0, 2).toUpperCase();
 }
 
+const USER_PATTERN = "u[a-z2-7]{51}[aq]";
+
 function toggleNewChat() {
-  const form = document.getElementById("new-chat");
-  form.hidden = !form.hidden;
-  document.getElementById("new-chat-toggle").setAttribute("aria-expanded", String(!form.hidden));
-  if (!form.hidden) document.getElementById("new-chat-user").focus();
+  toggle("new-chat");
+}
+
+/** Show or hide one of the list's panels (its toggle button says which is open). */
+function toggle(id) {
+  const panel = document.getElementById(id);
+  panel.hidden = !panel.hidden;
+  document.getElementById(`${id}-toggle`).setAttribute("aria-expanded", String(!panel.hidden));
+  if (!panel.hidden) panel.querySelector("input")?.focus();
+}
+
+async function onNewGroup(event) {
+  event.preventDefault();
+  const name = document.getElementById("new-group-name");
+  const members = document.getElementById("new-group-members");
+  try {
+    const group = await call("POST", "/v1/groups", {
+      name: name.value.trim(),
+      members: members.value.split(/\s+/).filter(Boolean),
+    });
+    name.value = "";
+    members.value = "";
+    toggle("new-group");
+    await loadConversations();
+    await openChat(group.id);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) handleError(error);
+    else document.getElementById("new-group-error").textContent = error.message;
+  }
+}
+
+// --- friends (SPEC §18) -------------------------------------------------------------------------
+
+async function loadFriends() {
+  const [friends, requests] = await Promise.all([
+    call("GET", "/v1/friends"), call("GET", "/v1/friends/requests")]);
+  state.friends = new Set(friends.friends.map((f) => f.user_id));
+  for (const friend of friends.friends) state.users.set(friend.user_id, friend);
+  state.requests = requests.requests;
+  renderFriends();
+  renderList();
+}
+
+function displayName(user) {
+  return user.display_name || user.handle || user.user_id.slice(0, 12);
+}
+
+function renderFriends() {
+  const count = document.getElementById("request-count");
+  if (!count) return;
+  count.hidden = state.requests.length === 0;
+  count.textContent = String(state.requests.length);
+  count.setAttribute("aria-label", `${state.requests.length} friend requests`);
+  document.getElementById("friend-requests").replaceChildren(...state.requests.map((r) =>
+    h("li", { class: "person", "data-user": r.user_id },
+      h("span", { class: "name" }, displayName(r)),
+      r.note ? h("span", { class: "preview" }, r.note) : "",
+      h("button", { type: "button", onclick: () => answerRequest(r.user_id, "accept") },
+        "Accept"),
+      h("button", { type: "button", onclick: () => answerRequest(r.user_id, "decline") },
+        "Decline"))));
+  document.getElementById("friend-list").replaceChildren(...[...state.friends].map((id) => {
+    const user = state.users.get(id) || { user_id: id };
+    return h("li", { class: "person", "data-user": id },
+      h("span", { class: `dot ${user.online ? "online" : ""}`, "aria-hidden": "true" }),
+      h("span", { class: "name" }, displayName(user)),
+      h("span", { class: "preview" }, presenceText(user)));
+  }));
+}
+
+async function answerRequest(user, answer) {
+  try {
+    await call("POST", `/v1/friends/requests/${user}/${answer}`);
+    await loadFriends();
+  } catch (error) {
+    handleError(error);
+  }
+}
+
+async function onAddFriend(event) {
+  event.preventDefault();
+  const input = document.getElementById("add-friend-user");
+  const error = document.getElementById("friends-error");
+  try {
+    await call("POST", "/v1/friends/requests", { user_id: input.value.trim() });
+    input.value = "";
+    error.textContent = "";
+    say("Friend request sent.");
+  } catch (failure) {
+    if (failure instanceof ApiError && failure.status === 401) handleError(failure);
+    else error.textContent = failure.message;
+  }
 }
 
 async function onNewChat(event) {
@@ -246,7 +400,14 @@ async function openChat(roomId, { refresh = false } = {}) {
       h("button", { type: "button", class: "back", "aria-label": "Back to conversations",
         onclick: closeChat }, "←"),
       h("span", { class: "avatar", "aria-hidden": "true" }, initials(room.name)),
-      h("h2", {}, room.name)),
+      h("div", { class: "title" },
+        h("h2", {}, room.name),
+        h("p", { id: "presence", class: "subtitle" }),
+        h("p", { id: "typing", class: "subtitle typing", "aria-live": "polite" })),
+      room.type === "group" ? h("button", { id: "members-toggle", type: "button",
+        "aria-expanded": "false", "aria-controls": "members", onclick: () => toggle("members") },
+        "Members") : ""),
+    room.type === "group" ? membersPanel(room) : "",
     h("div", { id: "messages", class: "messages", role: "log", "aria-live": "polite",
       tabindex: "0", "aria-label": "Messages" },
       h("button", { id: "older", type: "button", class: "older", hidden: true,
@@ -255,8 +416,16 @@ async function openChat(roomId, { refresh = false } = {}) {
     h("form", { id: "composer", class: "composer", onsubmit: onSend },
       h("label", { for: "composer-text", class: "visually-hidden" }, "Message"),
       h("textarea", { id: "composer-text", rows: "1", placeholder: "Message",
-        onkeydown: onComposerKey }),
+        onkeydown: onComposerKey, oninput: onComposerInput, onblur: () => sendTyping(false) }),
+      h("label", { class: "attach", title: "Attach an image or file" },
+        h("span", { class: "visually-hidden" }, "Attach a file"),
+        h("span", { "aria-hidden": "true" }, "📎"),
+        h("input", { id: "attach", type: "file", class: "visually-hidden", onchange: onAttach })),
+      h("progress", { id: "upload-progress", max: "1", value: "0", hidden: true,
+        "aria-label": "Upload" }),
       h("button", { type: "submit" }, "Send")));
+  renderPresence().catch(handleError);
+  renderTyping();
   document.getElementById("messages").addEventListener("scroll", onScroll);
   renderList();
   const chat = chatOf(roomId);
@@ -274,7 +443,114 @@ async function openChat(roomId, { refresh = false } = {}) {
   document.getElementById("composer-text").focus();
 }
 
+function membersPanel(room) {
+  const mayAdd = room.admins.includes(state.me);
+  return h("section", { id: "members", class: "members", hidden: true, "aria-label": "Members" },
+    h("ul", { class: "people" }, ...room.members.map((id) => {
+      const user = state.users.get(id) || { user_id: id };
+      return h("li", { class: "person", "data-user": id },
+        h("span", { class: "name" }, id === state.me ? "You" : displayName(user)),
+        room.admins.includes(id) ? h("span", { class: "role" }, "admin") : "");
+    })),
+    mayAdd ? h("form", { id: "add-member", onsubmit: onAddMember },
+      h("label", { for: "add-member-user" }, "Add a member by user id"),
+      h("input", { id: "add-member-user", required: true, spellcheck: "false",
+        pattern: USER_PATTERN }),
+      h("button", { type: "submit" }, "Add member")) : "",
+    h("button", { type: "button", class: "danger", onclick: onLeave }, "Leave group"),
+    h("p", { id: "members-error", class: "error", role: "alert" }));
+}
+
+async function onAddMember(event) {
+  event.preventDefault();
+  const input = document.getElementById("add-member-user");
+  try {
+    await call("POST", `/v1/groups/${state.open}/members`, { user_id: input.value.trim() });
+    await loadConversations();
+    await openChat(state.open);
+    toggle("members");
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) handleError(error);
+    else document.getElementById("members-error").textContent = error.message;
+  }
+}
+
+async function onLeave() {
+  const room = state.open;
+  try {
+    await call("POST", `/v1/groups/${room}/leave`);
+    state.rooms.delete(room);
+    state.chats.delete(room);
+    closeChat();
+    await loadConversations();
+  } catch (error) {
+    handleError(error);
+  }
+}
+
+/** The open direct chat's other user: presence dot and last seen (SPEC §17). */
+async function renderPresence() {
+  const room = state.rooms.get(state.open);
+  const line = document.getElementById("presence");
+  if (!room || !line) return;
+  if (!room.recipient) {
+    line.textContent = `${(room.members || []).length} members`;
+    return;
+  }
+  if (!state.users.has(room.recipient)) {
+    state.users.set(room.recipient, await call("GET", `/v1/users/${room.recipient}`));
+  }
+  const user = state.users.get(room.recipient);
+  line.textContent = presenceText(user);
+  line.dataset.online = String(Boolean(user.online));
+}
+
+function renderTyping() {
+  const line = document.getElementById("typing");
+  if (!line) return;
+  const typing = [...(state.typing.get(state.open) || [])];
+  const direct = Boolean(state.rooms.get(state.open)?.recipient);
+  const names = typing.map((id) => displayName(state.users.get(id) || { user_id: id }));
+  line.textContent = typing.length === 0 ? "" : direct ? "typing…" : `${names.join(", ")} typing…`;
+}
+
+/** Tell the room we type, at most every few seconds; the node ends it if we stop (§17). */
+function sendTyping(active) {
+  if (!state.open) return;
+  const now = Date.now();
+  if (active && now - state.typingSentMs < TYPING_REFRESH_MS) return;
+  if (!active && state.typingSentMs === 0) return;
+  state.typingSentMs = active ? now : 0;
+  state.live.send({ event: "typing", room_id: state.open, active });
+}
+
+function onComposerInput(event) {
+  sendTyping(event.target.value.trim() !== "");
+}
+
+async function onAttach(event) {
+  const file = event.target.files[0];
+  event.target.value = "";
+  if (!file) return;
+  const room = state.open;
+  const progress = document.getElementById("upload-progress");
+  progress.hidden = false;
+  progress.value = 0;
+  try {
+    const blob = await upload(file, (fraction) => { progress.value = fraction; });
+    const type = blob.content_type.startsWith("image/") ? "image"
+      : blob.content_type.startsWith("video/") ? "video"
+        : blob.content_type.startsWith("audio/") ? "audio" : "file";
+    sendMessage(room, { message: file.name, type, media: blob });
+  } catch (error) {
+    handleError(error);
+  } finally {
+    progress.hidden = true;
+  }
+}
+
 function closeChat() {
+  sendTyping(false);
   state.open = null;
   app.classList.remove("chat-open");
   renderList();
@@ -317,13 +593,18 @@ function onSend(event) {
   const text = input.value.trim();
   if (!text) return;
   input.value = "";
+  sendTyping(false);
+  sendMessage(state.open, { message: text, type: "text" });
+}
+
+/** Show a message as pending and send it; `message_sent` confirms it (SPEC §15.4.1). */
+function sendMessage(room, content) {
   const clientId = crypto.randomUUID();
-  state.pending.set(clientId, state.open);
-  addMessage({ client_id: clientId, room_id: state.open, sender_id: state.me, message: text,
-    type: "text", sent_ms: Date.now(), hlc: [Date.now(), 0], status: "pending" });
-  renderMessages({ toBottom: true });
-  state.live.send({ event: "send", room_id: state.open, message: text, type: "text",
-    client_id: clientId });
+  state.pending.set(clientId, room);
+  addMessage({ ...content, client_id: clientId, room_id: room, sender_id: state.me,
+    sent_ms: Date.now(), hlc: [Date.now(), 0], status: "pending" });
+  if (room === state.open) renderMessages({ toBottom: true });
+  state.live.send({ event: "send", room_id: room, ...content, client_id: clientId });
 }
 
 /** Put a message in its chat, once: by message id, or by client id while it is pending. */
@@ -367,7 +648,17 @@ function renderMessages({ toBottom }) {
   if (!list) return;
   const box = document.getElementById("messages");
   const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-  list.replaceChildren(...sortedMessages(state.open).map(renderMessage));
+  const items = [];
+  let day = null;
+  for (const message of sortedMessages(state.open)) {
+    const label = dayLabel(message.sent_ms);
+    if (label !== day) {
+      day = label;
+      items.push(h("li", { class: "day", role: "separator" }, label));
+    }
+    items.push(renderMessage(message));
+  }
+  list.replaceChildren(...items);
   document.getElementById("older").hidden = !chatOf(state.open).older;
   if (toBottom || nearBottom) box.scrollTop = box.scrollHeight;
 }
@@ -375,9 +666,12 @@ function renderMessages({ toBottom }) {
 function renderMessage(message) {
   const mine = message.sender_id === state.me;
   const text = message.message || `[${message.type}]`;
+  const group = state.rooms.get(message.room_id)?.type === "group";
   return h("li", { class: `message ${mine ? "mine" : "theirs"}`,
     "data-message-id": message.message_id || "", "data-status": mine ? message.status : "" },
-    h("p", { class: "text" }, text),
+    group && !mine ? h("span", { class: "sender" },
+      displayName(state.users.get(message.sender_id) || { user_id: message.sender_id })) : "",
+    message.media ? mediaElement(message) : h("p", { class: "text" }, text),
     h("span", { class: "meta" },
       h("time", { datetime: new Date(message.sent_ms).toISOString() },
         formatTime(message.sent_ms)),
@@ -420,6 +714,23 @@ function onFrame(frame) {
         renderMessages({});
       }
       return;
+    case "presence":
+      state.users.set(frame.user_id, { ...state.users.get(frame.user_id),
+        user_id: frame.user_id, online: frame.online, last_seen_ms: frame.last_seen_ms });
+      renderPresence().catch(handleError);
+      renderList();
+      renderFriends();
+      return;
+    case "typing":
+      return onTyping(frame);
+    case "membership":
+      loadConversations().catch(handleError);
+      return;
+    case "friend_request":
+    case "friend_accepted":
+    case "friend_declined":
+      loadFriends().catch(handleError);
+      return;
     case "resync":
       state.chats.clear();
       reload();
@@ -436,8 +747,19 @@ function onFrame(frame) {
   }
 }
 
+function onTyping(frame) {
+  if (frame.user_id === state.me) return;
+  const typing = state.typing.get(frame.room_id) || new Set();
+  if (frame.active) typing.add(frame.user_id);
+  else typing.delete(frame.user_id);
+  state.typing.set(frame.room_id, typing);
+  if (frame.room_id === state.open) renderTyping();
+}
+
 function onMessage(frame) {
   const mine = frame.sender_id === state.me;
+  state.typing.get(frame.room_id)?.delete(frame.sender_id); // a sent message ends its typing
+  if (frame.room_id === state.open) renderTyping();
   addMessage(frame);
   let room = state.rooms.get(frame.room_id);
   if (!room) {
