@@ -79,6 +79,7 @@ function browserName() {
 async function startApp(session) {
   setCsrfToken(session.csrf_token);
   state.me = session.user_id;
+  state.clientId = session.client_id;
   app.replaceChildren(
     h("aside", { class: "list", "aria-label": "Conversations" },
       h("header", { class: "bar" },
@@ -93,7 +94,33 @@ async function startApp(session) {
           "aria-controls": "friends", onclick: () => toggle("friends") },
           "Friends", h("span", { id: "request-count", class: "unread", hidden: true })),
         h("button", { id: "pair-another", type: "button", onclick: pairAnother },
-          "Pair a device")),
+          "Pair a device"),
+        h("button", { id: "settings-toggle", type: "button", "aria-expanded": "false",
+          "aria-controls": "settings", onclick: toggleSettings }, "Settings")),
+      h("section", { id: "settings", class: "new-chat", hidden: true,
+        "aria-label": "Profile and devices" },
+        h("h2", {}, "Profile"),
+        h("form", { id: "profile", onsubmit: onSaveProfile },
+          h("img", { id: "profile-picture", class: "picture", alt: "Your picture", hidden: true,
+            width: "64", height: "64" }),
+          h("label", { for: "profile-name" }, "Name"),
+          h("input", { id: "profile-name", maxlength: "128" }),
+          h("label", { for: "profile-bio" }, "Bio"),
+          h("textarea", { id: "profile-bio", rows: "2", maxlength: "1024" }),
+          h("label", { for: "profile-picture-file" }, "Picture"),
+          h("input", { id: "profile-picture-file", type: "file", accept: "image/*" }),
+          h("button", { type: "submit" }, "Save profile")),
+        h("p", { id: "profile-error", class: "error", role: "alert" }),
+        h("h2", {}, "Devices"),
+        h("ul", { id: "devices", class: "people" }),
+        h("button", { type: "button", onclick: linkDevice }, "Link a new device"),
+        h("p", { id: "link-code", class: "link-code" }),
+        h("h2", {}, "Paired browsers"),
+        h("ul", { id: "browsers", class: "people" }),
+        h("h2", {}, "Notifications"),
+        h("button", { id: "notifications", type: "button", onclick: enableNotifications },
+          "Turn on notifications"),
+        h("p", { id: "notifications-state", role: "status" })),
       h("form", { id: "new-chat", class: "new-chat", hidden: true, onsubmit: onNewChat },
         h("label", { for: "new-chat-user" }, "Friend's user id"),
         h("input", { id: "new-chat-user", required: true, spellcheck: "false",
@@ -259,6 +286,114 @@ function toggle(id) {
   panel.hidden = !panel.hidden;
   document.getElementById(`${id}-toggle`).setAttribute("aria-expanded", String(!panel.hidden));
   if (!panel.hidden) panel.querySelector("input")?.focus();
+}
+
+// --- profile and devices (SPEC §15.5.1, §15.7.3) -------------------------------------------------
+
+async function toggleSettings() {
+  toggle("settings");
+  if (!document.getElementById("settings").hidden) await loadSettings().catch(handleError);
+}
+
+async function loadSettings() {
+  const [profile, devices, clients] = await Promise.all([
+    call("GET", "/v1/profile"), call("GET", "/v1/devices"), call("GET", "/v1/clients")]);
+  document.getElementById("profile-name").value = profile.display_name;
+  document.getElementById("profile-bio").value = profile.bio;
+  const picture = document.getElementById("profile-picture");
+  picture.hidden = !profile.profile_pic;
+  if (profile.profile_pic) picture.src = `/v1/media/${profile.profile_pic}`;
+  document.getElementById("devices").replaceChildren(...devices.devices.map((device) =>
+    h("li", { class: "person" },
+      h("code", { class: "name" }, device.device_id.slice(0, 16)),
+      device.this_device ? h("span", { class: "role" }, "this node") : "",
+      devices.primary && !device.this_device ? h("button", { type: "button",
+        onclick: () => revoke(`/v1/devices/${device.device_id}`) }, "Revoke") : "")));
+  document.getElementById("browsers").replaceChildren(...clients.clients.map((client) =>
+    h("li", { class: "person", "data-client": client.client_id },
+      h("span", { class: "name" }, client.name),
+      client.client_id === state.clientId ? h("span", { class: "role" }, "this browser") : "",
+      h("button", { type: "button", onclick: () => revoke(`/v1/clients/${client.client_id}`),
+        "aria-label": `Revoke ${client.name}` }, "Revoke"))));
+}
+
+async function revoke(path) {
+  try {
+    await call("DELETE", path);
+    await loadSettings();
+  } catch (error) {
+    handleError(error);
+  }
+}
+
+async function onSaveProfile(event) {
+  event.preventDefault();
+  const file = document.getElementById("profile-picture-file").files[0];
+  const error = document.getElementById("profile-error");
+  try {
+    const profile = {
+      display_name: document.getElementById("profile-name").value.trim(),
+      bio: document.getElementById("profile-bio").value,
+    };
+    if (file) profile.profile_pic = (await upload(file, () => {})).digest;
+    await call("PUT", "/v1/profile", profile);
+    document.getElementById("profile-picture-file").value = "";
+    error.textContent = "";
+    say("Profile saved.");
+    await loadSettings();
+  } catch (failure) {
+    if (failure instanceof ApiError && failure.status === 401) handleError(failure);
+    else error.textContent = failure.message;
+  }
+}
+
+/** A code the new device's `hearthmesh device link` takes (only the primary links, §7). */
+async function linkDevice() {
+  try {
+    const link = await call("POST", "/v1/devices/link");
+    document.getElementById("link-code").replaceChildren(
+      h("img", { src: link.qr, alt: "QR code of the device link code", width: "180",
+        height: "180" }),
+      h("span", {}, "On the new device: ", h("code", {}, `hearthmesh init --link ${link.code}`),
+        ". Both screens show ", h("strong", {}, link.short_code), "; the code works once."));
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) handleError(error);
+    else document.getElementById("link-code").textContent = error.message;
+  }
+}
+
+// --- Web Push (SPEC §19) ----------------------------------------------------------------------
+
+/** Register the service worker and this browser's push subscription with the node. */
+async function enableNotifications() {
+  const line = document.getElementById("notifications-state");
+  if (!("serviceWorker" in navigator) || !("PushManager" in window)) {
+    line.textContent = "This browser cannot receive push notifications.";
+    return;
+  }
+  try {
+    if (await Notification.requestPermission() !== "granted") {
+      line.textContent = "Notifications are blocked for this page.";
+      return;
+    }
+    const registration = await navigator.serviceWorker.register("/web/sw.js", { scope: "/" });
+    await navigator.serviceWorker.ready;
+    const { public_key: key } = await call("GET", "/v1/push/vapid");
+    const subscription = await registration.pushManager.subscribe({
+      userVisibleOnly: true, applicationServerKey: base64UrlBytes(key) });
+    const { endpoint, keys } = subscription.toJSON();
+    await call("POST", "/v1/push/subscriptions", { kind: "webpush", endpoint, keys });
+    line.textContent = "Notifications are on.";
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) handleError(error);
+    // No push service reachable (a browser without one, offline): say so, quietly.
+    else line.textContent = `Notifications are off: ${error.message}`;
+  }
+}
+
+function base64UrlBytes(text) {
+  const binary = atob(text.replace(/-/g, "+").replace(/_/g, "/"));
+  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
 }
 
 async function onNewGroup(event) {
