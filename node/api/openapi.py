@@ -202,7 +202,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/v1/conversation": {
         "get": _op(
             "the seed's conversation list: conversations (RecipientName, "
-            "RecipientProfilePic, LatestMessage), page_size, page_number",
+            "RecipientProfilePic, LatestMessage, members, admins, unread), page_size, page_number",
             params=(
                 _UID,
                 _query("page_size", {"type": "integer", "minimum": 1, "maximum": 100}, "1..100"),

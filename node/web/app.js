@@ -11,6 +11,7 @@ import {
 const RANK = { pending: 0, sent: 1, delivered: 2, read: 3 };
 const PAGE = 50;
 const TYPING_REFRESH_MS = 3_000;
+const UNREAD_COUNTED = 50;
 
 const state = {
   me: null,
@@ -222,15 +223,8 @@ async function fetchConversations() {
     room.admins = row.admins || [];
     room.latest = row.LatestMessage;
     room.latestMs = row.latest_activity_ms;
+    room.unread = row.unread; // counted by the node from our read receipts (SPEC §15.5.1)
     state.rooms.set(row.id, room);
-    if (row.LatestMessage && row.LatestMessage.sender_id !== state.me
-        && row.LatestMessage.sent_ms > readMark(row.id)) {
-      const details = await call("GET", `/v1/conversation/${row.id}/details?limit=${PAGE}`);
-      room.unread = details.messages.filter(
-        (m) => m.sender_id !== state.me && m.sent_ms > readMark(row.id)).length;
-    } else {
-      room.unread = 0;
-    }
   }
   renderList();
 }
@@ -266,8 +260,13 @@ function renderRow(room) {
       h("span", { class: "name" }, room.name),
       h("span", { class: "preview" }, preview),
       h("span", { class: "time" }, latest ? formatTime(latest.sent_ms) : ""),
-      room.unread ? h("span", { class: "unread", "aria-label": `${room.unread} unread` },
-        String(room.unread)) : ""));
+      room.unread ? h("span", { class: "unread", "aria-label": `${unreadText(room)} unread` },
+        unreadText(room)) : ""));
+}
+
+/** The node counts at most 50 back (MAX_UNREAD_COUNTED); live arrivals may add to that. */
+function unreadText(room) {
+  return room.unread >= UNREAD_COUNTED ? `${UNREAD_COUNTED}+` : String(room.unread);
 }
 
 function initials(name) {
