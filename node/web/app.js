@@ -22,6 +22,7 @@ const state = {
   live: null,
   users: new Map(), // user id -> profile view with presence (GET /v1/users/{id}, presence frames)
   friends: new Set(), // user ids
+  friendsKnown: false, // the friends list has been read once (until then: no message requests)
   requests: [], // incoming friend requests
   typing: new Map(), // room id -> Set of user ids typing there
   typingSentMs: 0,
@@ -166,9 +167,10 @@ function onState(connection, ready) {
     badge.dataset.state = connection;
     badge.textContent = connection === "open" ? "online" : "offline";
   }
+  // Friends after the list, so the list's first paint waits for nothing else; until they
+  // are known, no chat is set apart as a message request.
   if (connection === "open" && !ready.resumed) {
-    reload();
-    loadFriends().catch(handleError);
+    reload().then(() => loadFriends()).catch(handleError);
   }
   // A dropped socket may mean this browser was revoked: ask once, show pairing if so.
   if (connection === "closed" && !state.live.stopped) {
@@ -214,8 +216,10 @@ function loadConversations() {
 
 async function fetchConversations() {
   const page = await call("GET", "/v1/conversation?page_size=100");
+  const known = state.rooms;
+  state.rooms = new Map(); // the node's list is the truth: a left group goes
   for (const row of page.conversations) {
-    const room = state.rooms.get(row.id) || { id: row.id, unread: 0 };
+    const room = known.get(row.id) || { id: row.id, unread: 0 };
     room.name = row.RecipientName || row.name || row.id.slice(0, 12);
     room.recipient = row.RecipientId || null;
     room.type = row.type;
@@ -231,7 +235,7 @@ async function fetchConversations() {
 
 /** A direct chat a stranger opened and we have not answered: listed apart (SPEC §15.7.5). */
 function isRequest(room) {
-  return Boolean(room.recipient && !state.friends.has(room.recipient) && room.latest
+  return Boolean(state.friendsKnown && room.recipient && !state.friends.has(room.recipient) && room.latest
     && room.latest.sender_id !== state.me);
 }
 
@@ -421,6 +425,7 @@ async function loadFriends() {
   const [friends, requests] = await Promise.all([
     call("GET", "/v1/friends"), call("GET", "/v1/friends/requests")]);
   state.friends = new Set(friends.friends.map((f) => f.user_id));
+  state.friendsKnown = true;
   for (const friend of friends.friends) state.users.set(friend.user_id, friend);
   state.requests = requests.requests;
   renderFriends();
@@ -558,7 +563,6 @@ async function openChat(roomId, { refresh = false } = {}) {
       h("progress", { id: "upload-progress", max: "1", value: "0", hidden: true,
         "aria-label": "Upload" }),
       h("button", { type: "submit" }, "Send")));
-  renderPresence().catch(handleError);
   renderTyping();
   document.getElementById("messages").addEventListener("scroll", onScroll);
   renderList();
@@ -575,6 +579,7 @@ async function openChat(roomId, { refresh = false } = {}) {
   renderMessages({ toBottom: true });
   markOpenChatRead();
   document.getElementById("composer-text").focus();
+  renderPresence().catch(handleError); // after the messages: their page comes first
 }
 
 function membersPanel(room) {
