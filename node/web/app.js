@@ -244,9 +244,12 @@ function renderList() {
   if (!list) return;
   const rooms = [...state.rooms.values()].sort((a, b) => (b.latestMs || 0) - (a.latestMs || 0));
   const requests = rooms.filter(isRequest);
+  // Redrawing replaces the rows: keep the keyboard's place on the row it was on.
+  const focused = document.activeElement?.closest(".conversation")?.dataset.room;
   list.replaceChildren(...rooms.filter((room) => !isRequest(room)).map(renderRow));
   document.getElementById("message-requests").replaceChildren(...requests.map(renderRow));
   document.getElementById("requests-heading").hidden = requests.length === 0;
+  if (focused) document.querySelector(`.conversation[data-room="${focused}"]`)?.focus();
 }
 
 function renderRow(room) {
