@@ -51,9 +51,11 @@ from .room_key import (
     encode_room_key,
     encode_room_key_shares,
 )
+from .rotation import DEFAULT_ROTATION, Rotation, needs_rotation
 
 __all__ = [
     "CURVE_KEY_BYTES",
+    "DEFAULT_ROTATION",
     "ENCRYPTED_CONTENT_TYPE",
     "KEY_BUNDLE_DOMAIN",
     "MAX_SESSION_KEY_BYTES",
@@ -68,6 +70,7 @@ __all__ = [
     "Opened",
     "RoomKey",
     "RoomKeyShares",
+    "Rotation",
     "Share",
     "check_replay",
     "check_room_key",
@@ -87,6 +90,7 @@ __all__ = [
     "encrypt_content",
     "issue_key_bundle",
     "issue_one_time_key",
+    "needs_rotation",
     "open_encrypted",
     "plan_open",
     "session_id_bytes",
