@@ -234,3 +234,25 @@ def test_a_replayed_index_is_refused_and_the_same_message_is_idempotent() -> Non
 def test_an_encrypted_body_inside_an_encrypted_body_is_malformed() -> None:
     with pytest.raises(MalformedMessage):
         e2ee.decode_plaintext(e2ee.encode_plaintext(e2ee.ENCRYPTED_CONTENT_TYPE, b"x"))
+
+
+@pytest.mark.parametrize(
+    ("created_ms", "messages", "now_ms", "removed", "rotate"),
+    [
+        (0, 0, 1000, False, False),
+        (0, 99, 1000, False, False),
+        (0, 100, 1000, False, True),
+        (0, 0, 7 * 24 * 3600 * 1000 - 1, False, False),
+        (0, 0, 7 * 24 * 3600 * 1000, False, True),
+        (0, 0, 1000, True, True),
+    ],
+)
+def test_rotation_after_a_removal_100_messages_or_a_week(
+    created_ms: int, messages: int, now_ms: int, removed: bool, rotate: bool
+) -> None:
+    assert (
+        e2ee.needs_rotation(
+            created_ms=created_ms, messages=messages, now_ms=now_ms, member_removed_since=removed
+        )
+        is rotate
+    )
