@@ -120,6 +120,12 @@ def _encode_media_answer(answer: Any) -> bytes:
     raise AssertionError(answer)
 
 
+def _encode_claim_answer(answer: Any) -> bytes:
+    if isinstance(answer, delivery.ProtocolErrorFrame):
+        return encode_canonical([3, answer.code, answer.message])
+    return e2ee.encode_claim_answer(answer)
+
+
 def _encode_sync(frame: Any) -> bytes:
     match frame:
         case sync.RoomList():
@@ -187,6 +193,20 @@ DECODERS: dict[str, Decoder] = {
                 )
             ),
             encode_canonical([3, 2, "malformed"]),
+        ),
+    ),
+    "e2ee.decode_claim_request": Decoder(
+        e2ee.decode_claim_request,
+        e2ee.encode_claim_request,
+        (e2ee.encode_claim_request(identity.DeviceId(_DEVICE.public)),),
+    ),
+    "e2ee.decode_claim_answer": Decoder(
+        e2ee.decode_claim_answer,
+        _encode_claim_answer,
+        (
+            e2ee.encode_claim_answer(e2ee.ClaimAnswer(bundle=b"b" * 40, one_time_key=None)),
+            e2ee.encode_claim_answer(e2ee.ClaimAnswer(bundle=b"b" * 40, one_time_key=b"k")),
+            encode_canonical([3, 14, "no"]),
         ),
     ),
     "e2ee.decode_key_bundle": Decoder(

@@ -256,3 +256,32 @@ def test_rotation_after_a_removal_100_messages_or_a_week(
         )
         is rotate
     )
+
+
+def test_a_claim_answer_holds_keys_signed_by_the_device_asked_for() -> None:
+    device = DeviceId(_DEVICE.public)
+    assert e2ee.decode_claim_request(e2ee.encode_claim_request(device)) == device
+    bundle = e2ee.issue_key_bundle(
+        _DEVICE, identity_key=b"i" * 32, fallback_key=b"f" * 32, issued_ms=1
+    )
+    key = e2ee.issue_one_time_key(_DEVICE, b"k" * 32)
+    answer = e2ee.decode_claim_answer(
+        e2ee.encode_claim_answer(
+            e2ee.ClaimAnswer(
+                bundle=e2ee.encode_key_bundle(bundle), one_time_key=e2ee.encode_one_time_key(key)
+            )
+        )
+    )
+    assert isinstance(answer, e2ee.ClaimAnswer)
+    assert e2ee.check_claim_answer(answer, device) == (bundle, key)
+    with pytest.raises(KeyMismatch):
+        e2ee.check_claim_answer(answer, DeviceId(b"o" * 32))
+    other = keypair_from_seed(b"o" * 32)
+    swapped = e2ee.ClaimAnswer(
+        bundle=e2ee.encode_key_bundle(bundle),
+        one_time_key=e2ee.encode_one_time_key(
+            e2ee.OneTimeKey(device=device, key=b"x" * 32, signature=other.sign(b"x"))
+        ),
+    )
+    with pytest.raises(BadSignature):
+        e2ee.check_claim_answer(swapped, device)
