@@ -737,6 +737,10 @@ class CryptoStore(Protocol):
         """Mark one of our one-time keys handed out; False if it already was (SPEC §27.2)."""
         ...
 
+    def forget_handed_out(self, keep: frozenset[bytes]) -> int:
+        """Forget the handed-out marks of keys outside `keep`; how many were forgotten."""
+        ...
+
 
 class SyncStateStore(Protocol):
     """Per-peer, per-room sync state (an opaque resumable token for ARCHITECTURE §8)."""

@@ -32,6 +32,7 @@ from .kv import KvTxn
 __all__ = [
     "account_txn",
     "claim_index_txn",
+    "forget_handed_out_txn",
     "hand_out_txn",
     "inbound_session_txn",
     "olm_sessions_txn",
@@ -132,3 +133,14 @@ def hand_out_txn(txn: KvTxn, one_time_key: bytes) -> bool:
     """Mark one of our one-time keys as handed out; False if it was already (SPEC §27.2)."""
     check_id(one_time_key, "one-time key")
     return txn.insert(Table.E2EE_HANDED_OUT, one_time_key, b"")
+
+
+def forget_handed_out_txn(txn: KvTxn, keep: frozenset[bytes]) -> int:
+    """Forget handed-out marks of keys not in `keep` (the account's current pool): the account
+    no longer holds them, so they cannot be handed out again. Bounds the table. Returns how
+    many were forgotten."""
+    stale = [key for key, _ in txn.scan(Table.E2EE_HANDED_OUT, b"", b"\xff" * (ID_BYTES + 1))]
+    stale = [key for key in stale if key not in keep]
+    for key in stale:
+        txn.delete(Table.E2EE_HANDED_OUT, key)
+    return len(stale)

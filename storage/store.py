@@ -462,6 +462,10 @@ class KvStore:
         """Mark one of our one-time keys handed out; False if it already was."""
         return self._engine.write(lambda txn: crypto.hand_out_txn(txn, key))
 
+    def forget_handed_out(self, keep: frozenset[bytes]) -> int:
+        """Forget the handed-out marks of keys outside `keep`."""
+        return self._engine.write(lambda txn: crypto.forget_handed_out_txn(txn, keep))
+
     # --- sync state, settings ------------------------------------------------------------
 
     def get_sync_state(self, peer: bytes, room: bytes) -> bytes | None:

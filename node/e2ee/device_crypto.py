@@ -106,6 +106,10 @@ class DeviceCrypto:
             # and forgets the oldest, which only a very late claimer would still hold.
             account.generate_one_time_keys(ONE_TIME_KEY_POOL)
             self._save_account(account)
+            # marks of keys the account dropped (it keeps 50) can go: bounded by the pool
+            self._store.forget_handed_out(
+                frozenset(bytes(key.to_bytes()) for key in account.one_time_keys.values())
+            )
         raise LocalProtocolError("a fresh one-time key pool had no key to hand out")
 
     # --- Megolm out: sessions, rotation, encryption (SPEC §27.6, §27.9) -------------------

@@ -90,3 +90,11 @@ def test_crypto_state_survives_reopening(tmp_path: Path) -> None:
         )
     finally:
         reopened.close()
+
+
+def test_forgetting_handed_out_marks_keeps_the_pool(store: KvStore) -> None:
+    for key in (b"a" * 32, b"b" * 32, b"c" * 32):
+        assert store.hand_out_one_time_key(key)
+    assert store.forget_handed_out(frozenset({b"b" * 32})) == 2
+    assert not store.hand_out_one_time_key(b"b" * 32)
+    assert store.hand_out_one_time_key(b"a" * 32)
