@@ -26,7 +26,7 @@ from hearthmesh.protocol.e2ee import (
 from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.protocol.identity import DeviceId, UserId, keypair_from_seed
 
-from .common import fixed_seed, write_vectors
+from .common import VECTORS_DIR, fixed_seed, write_vectors
 
 __all__ = ["GROUP_SESSION_PICKLE", "PICKLE_KEY", "curve_public", "generate"]
 
@@ -56,7 +56,7 @@ def _b64(data: str) -> bytes:
     return base64.b64decode(data + "=" * (-len(data) % 4))
 
 
-def generate() -> Path:
+def generate(directory: Path = VECTORS_DIR) -> Path:
     """Compute every expectation with the implementation, for review and for other impls."""
     device = keypair_from_seed(fixed_seed("e2ee-device"))
     bundle = issue_key_bundle(
@@ -147,6 +147,7 @@ def generate() -> Path:
         function="hearthmesh.protocol.e2ee",
         valid=valid,
         invalid=invalid,
+        directory=directory,
     )
 
 
