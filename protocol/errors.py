@@ -63,10 +63,10 @@ class ErrorCode(IntEnum):
     TOO_MANY_STREAMS = 25
     FRAME_TIMEOUT = 26
     BUSY = 27
-    # 40-49: end-to-end encryption (SPEC §27)
-    UNDECRYPTABLE = 40
-    KEY_MISMATCH = 41
-    REPLAYED = 42
+    # 50-59: end-to-end encryption of messages (SPEC §27); 40-49 are media and SAS (§28, §29)
+    UNDECRYPTABLE = 50
+    KEY_MISMATCH = 51
+    REPLAYED = 52
     STORAGE = 100
 
 
