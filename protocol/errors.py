@@ -21,6 +21,7 @@ __all__ = [
     "InvalidIdentifier",
     "LocalProtocolError",
     "MalformedMessage",
+    "MediaTampered",
     "MembershipLimit",
     "NotAuthorized",
     "NotFound",
@@ -60,6 +61,7 @@ class ErrorCode(IntEnum):
     TOO_MANY_STREAMS = 25
     FRAME_TIMEOUT = 26
     BUSY = 27
+    MEDIA_TAMPERED = 40
     STORAGE = 100
 
 
@@ -181,6 +183,12 @@ class Busy(RemoteProtocolError):
     """A limit over all peers together is reached; no one peer's fault (SPEC §10.4)."""
 
     code = ErrorCode.BUSY
+
+
+class MediaTampered(RemoteProtocolError):
+    """A media blob whose AES-GCM tag or plaintext hash does not verify (SPEC §28.3)."""
+
+    code = ErrorCode.MEDIA_TAMPERED
 
 
 class StorageError(HearthError):

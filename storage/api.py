@@ -15,6 +15,7 @@ from typing import Final, NewType, Protocol, TypeVar
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.protocol.media_seal import MediaSeal
 
 __all__ = [
     "DEFAULT_RELAY_QUOTA",
@@ -360,6 +361,8 @@ class MediaInfo:
     size: int
     content_type: str
     created_ms: int
+    seal: MediaSeal | None = None
+    """What opens the content, when it is a sealed blob (SPEC §28); None for a plain one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -369,7 +372,10 @@ class MediaReference:
     room: RoomId
     sender: UserId
     size: int
+    """Bytes of the blob (the ciphertext's when sealed)."""
     content_type: str
+    seal: MediaSeal | None = None
+    """What opens the blob, as the referencing message carries it (SPEC §28.2)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -695,8 +701,11 @@ class SyncStateStore(Protocol):
 class MediaStore(Protocol):
     """Content-addressed blobs (files beside the environment) and their metadata."""
 
-    def put_media(self, data: bytes, *, content_type: str, now_ms: int) -> MediaInfo:
-        """Store a blob under its sha-256 (idempotent) and return its metadata."""
+    def put_media(
+        self, data: bytes, *, content_type: str, now_ms: int, seal: MediaSeal | None = None
+    ) -> MediaInfo:
+        """Store a blob under its sha-256 (idempotent) and return its metadata; `seal` opens a
+        sealed blob (SPEC §28)."""
         ...
 
     def media_info(self, digest: bytes) -> MediaInfo | None:

@@ -13,6 +13,7 @@ from typing import Final, Self
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.media_seal import MediaSeal
 
 from . import arrivals, clients, directory, history, media_refs, outbox, relay, rooms
 from .api import (
@@ -448,12 +449,14 @@ class KvStore:
 
     # --- media ---------------------------------------------------------------------------
 
-    def put_media(self, data: bytes, *, content_type: str, now_ms: int) -> MediaInfo:
+    def put_media(
+        self, data: bytes, *, content_type: str, now_ms: int, seal: MediaSeal | None = None
+    ) -> MediaInfo:
         """Write the blob file first, then commit its metadata (idempotent)."""
         digest = hashlib.sha256(data).digest()
         self._blobs.write(digest, data)
         info = MediaInfo(
-            digest=digest, size=len(data), content_type=content_type, created_ms=now_ms
+            digest=digest, size=len(data), content_type=content_type, created_ms=now_ms, seal=seal
         )
         return self._engine.write(lambda txn: directory.put_media_txn(txn, info))
 

@@ -42,6 +42,7 @@ from hearthmesh.node.events import (
     PresenceChanged,
     TypingChanged,
 )
+from hearthmesh.node.media.sealed import plain_size
 from hearthmesh.node.node import Node
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.client_api import Send
@@ -269,13 +270,19 @@ class ApiService:
             body = command.message.encode()
             content_type = TEXT_CONTENT_TYPE
         else:
+            # A blob uploaded here is sealed: its seal goes inside the message (SPEC §28.2).
+            info = await self.node.store.read(
+                self.node.store.store.media_info, command.media.digest
+            )
+            seal = None if info is None else info.seal
             body = encode_media(
                 MediaRef(
                     type=command.type,
                     digest=command.media.digest,
                     content_type=command.media.content_type,
-                    size=command.media.size,
+                    size=command.media.size if info is None else plain_size(info),
                     caption=command.message,
+                    seal=seal,
                 )
             )
             content_type = MEDIA_CONTENT_TYPE

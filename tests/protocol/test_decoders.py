@@ -33,6 +33,7 @@ from hearthmesh.protocol import (
     identity,
     linking,
     media,
+    media_seal,
     membership,
     private,
     receipts,
@@ -155,6 +156,15 @@ DECODERS: dict[str, Decoder] = {
         (
             content.encode_media(
                 content.MediaRef(type="image", digest=_ID, content_type="image/png", size=3)
+            ),
+            content.encode_media(
+                content.MediaRef(
+                    type="image",
+                    digest=_ID,
+                    content_type="image/png",
+                    size=3,
+                    seal=media_seal.MediaSeal(key=b"k" * 32, nonce=b"n" * 12, plain_digest=_ID),
+                )
             ),
         ),
     ),
