@@ -29,12 +29,14 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "RemoteProtocolError",
+    "SasMismatch",
     "SequenceOverflow",
     "StorageError",
     "TooLarge",
     "TooManyStreams",
     "UnknownKind",
     "UnsupportedVersion",
+    "VerificationCancelled",
     "error_for_code",
 ]
 
@@ -62,6 +64,8 @@ class ErrorCode(IntEnum):
     FRAME_TIMEOUT = 26
     BUSY = 27
     MEDIA_TAMPERED = 40
+    SAS_MISMATCH = 41
+    VERIFICATION_CANCELLED = 42
     STORAGE = 100
 
 
@@ -189,6 +193,18 @@ class MediaTampered(RemoteProtocolError):
     """A media blob whose AES-GCM tag or plaintext hash does not verify (SPEC §28.3)."""
 
     code = ErrorCode.MEDIA_TAMPERED
+
+
+class SasMismatch(RemoteProtocolError):
+    """A SAS commitment or MAC that does not verify: someone swapped a key (SPEC §29.3)."""
+
+    code = ErrorCode.SAS_MISMATCH
+
+
+class VerificationCancelled(HearthError):
+    """A verification flow was cancelled by a user or ended by the peer (SPEC §29.3); no breach."""
+
+    code = ErrorCode.VERIFICATION_CANCELLED
 
 
 class StorageError(HearthError):

@@ -39,6 +39,7 @@ from hearthmesh.protocol import (
     receipts,
     reconcile,
     sync,
+    verification,
 )
 from hearthmesh.protocol.canonical import CborValue, decode_canonical, encode_canonical
 from hearthmesh.protocol.errors import RemoteProtocolError
@@ -280,6 +281,21 @@ DECODERS: dict[str, Decoder] = {
             linking.encode_link_answer(
                 linking.LinkAnswer(certificate=_CERT_BYTES, home_record=_RECORD_BYTES)
             ),
+        ),
+    ),
+    "verification.decode_verify_frame": Decoder(
+        verification.decode_verify_frame,
+        verification.encode_verify_frame,
+        tuple(
+            verification.encode_verify_frame(frame)
+            for frame in (
+                verification.Start(flow=b"f" * 16, user=_ID, device=_ID),
+                verification.Accept(flow=b"f" * 16, user=_ID, device=_ID, commitment=_ID),
+                verification.KeyShare(flow=b"f" * 16, key=_ID),
+                verification.Mac(flow=b"f" * 16, mac="bWFj"),
+                verification.Done(flow=b"f" * 16),
+                verification.Cancel(flow=b"f" * 16, code=42, reason="user"),
+            )
         ),
     ),
     "media.decode_request": Decoder(
