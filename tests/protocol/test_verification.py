@@ -58,7 +58,7 @@ def test_both_sides_show_the_same_seven_emoji_and_decimals_then_verify() -> None
     assert (a.peer_user, a.peer_device) == BOB and (b.peer_user, b.peer_device) == ALICE
     a.confirm()
     drive(a, b)
-    assert a.state is VerifyState.CONFIRMED and not a.verified  # bob has not confirmed
+    assert (a.state, a.verified) == (VerifyState.CONFIRMED, False)  # bob has not confirmed
     b.confirm()
     drive(a, b)
     assert a.verified and b.verified
