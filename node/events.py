@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
-from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.identity import DeviceId, UserId
 
 __all__ = [
     "DeliveredToHome",
+    "DeviceVerified",
     "MembershipChanged",
     "MessageReceived",
     "NodeEvent",
@@ -59,4 +60,19 @@ class TypingChanged:
     active: bool
 
 
-NodeEvent = MessageReceived | DeliveredToHome | PresenceChanged | MembershipChanged | TypingChanged
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceVerified:
+    """Our user confirmed a SAS with `user`'s `device` and both MACs verified (SPEC §29.4)."""
+
+    user: UserId
+    device: DeviceId
+
+
+NodeEvent = (
+    MessageReceived
+    | DeliveredToHome
+    | PresenceChanged
+    | MembershipChanged
+    | TypingChanged
+    | DeviceVerified
+)

@@ -35,6 +35,7 @@ from hearthmesh.node.delivery.relay import RelayForwarder
 from hearthmesh.node.delivery.relay_choice import RelayChooser
 from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.delivery.sync import SyncService
+from hearthmesh.node.events import DeviceVerified
 from hearthmesh.node.identity.certificates import CertificateLookup, ThreadCertificates
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.home_lookup import HomeLookups
@@ -42,6 +43,7 @@ from hearthmesh.node.identity.home_records import HomeRecords
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.identity.linking import LinkService
 from hearthmesh.node.identity.own_homes import OwnHomes
+from hearthmesh.node.identity.verification import VerificationService
 from hearthmesh.node.media.fetch import MediaFetcher
 from hearthmesh.node.media.server import MediaServer
 from hearthmesh.node.mesh.greetings import Greetings
@@ -66,6 +68,7 @@ from hearthmesh.protocol.hello import HELLO_PROTOCOL
 from hearthmesh.protocol.linking import LINK_PROTOCOL
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
 from hearthmesh.protocol.sync import SYNC_PROTOCOL
+from hearthmesh.protocol.verification import VERIFY_PROTOCOL
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["Services", "announce_addrs", "build_services", "serve"]
@@ -101,6 +104,7 @@ class Services:
     gossip_out: GossipPublisher
     outgoing: Outgoing
     greetings: Greetings
+    verification: VerificationService
 
 
 def announce_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
@@ -275,6 +279,17 @@ def build_services(
         rng=rng,
         find_home=home_lookups.find,
     )
+    verification = VerificationService(
+        host=host,
+        links=links,
+        store=store,
+        keyring=keyring,
+        homes=homes,
+        directory=directory,
+        standing=standing,
+        clock=clock,
+        on_verified=lambda user, device: events.emit(DeviceVerified(user=user, device=device)),
+    )
     fetch = FetchService(
         host=host,
         store=store,
@@ -369,6 +384,7 @@ def build_services(
         gossip_out=gossip_out,
         outgoing=outgoing,
         greetings=greetings,
+        verification=verification,
     )
 
 
@@ -384,6 +400,7 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
         HELLO_PROTOCOL: s.hello.serve,
         MEDIA_PROTOCOL: s.media_server.serve,
         FETCH_PROTOCOL: s.fetch.serve,
+        VERIFY_PROTOCOL: s.verification.serve,
     }
     for protocol, handler in handlers.items():
         host.set_stream_handler(protocol, supervisor.handler(protocol, handler))

@@ -284,6 +284,22 @@ class SasVerification:
         if initiator:
             self._start_bytes = self._queue(Start(flow=flow, user=user, device=device))
 
+    @classmethod
+    def respond_to(
+        cls, start: bytes, *, sas: vodozemac.Sas, user: bytes, device: bytes
+    ) -> SasVerification:
+        """The responder's machine for the first frame of a stream, which MUST be START.
+
+        Raises:
+            RemoteProtocolError: the frame is not a well-formed START.
+        """
+        frame = decode_verify_frame(start)
+        if not isinstance(frame, Start):
+            raise MalformedMessage("a verify stream begins with START")
+        machine = cls(sas=sas, flow=frame.flow, user=user, device=device, initiator=False)
+        machine.receive(start)
+        return machine
+
     @property
     def flow(self) -> bytes:
         return self._flow

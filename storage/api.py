@@ -61,6 +61,7 @@ __all__ = [
     "StoredEvent",
     "SyncStateStore",
     "Transactions",
+    "Trust",
     "UserDirectory",
 ]
 
@@ -115,6 +116,13 @@ class DeliveryStatus(IntEnum):
     SENT = 1
     DELIVERED = 2
     READ = 3
+
+
+class Trust(IntEnum):
+    """What our user settled about a (user, device key) by SAS (SPEC §29.4). Never renumbered."""
+
+    VERIFIED = 1
+    """Both sides confirmed the same string and the MACs verified."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -596,6 +604,14 @@ class UserDirectory(Protocol):
 
     def add_contact(self, owner: bytes, contact: bytes, *, now_ms: int) -> None:
         """Put `contact` in `owner`'s list."""
+        ...
+
+    def set_trust(self, user: UserId, device: DeviceId, trust: Trust, *, now_ms: int) -> None:
+        """Record what verification settled about `user`'s `device` key (SPEC §29.4)."""
+        ...
+
+    def trusted_devices(self, user: UserId) -> dict[DeviceId, Trust]:
+        """`user`'s device keys with a trust state; one prefix scan."""
         ...
 
     def remove_contact(self, owner: bytes, contact: bytes) -> bool:

@@ -168,6 +168,8 @@ class Table(Enum):
     """sender | recipient -> b"": the reverse of `contacts.requests` (outgoing, SPEC §18)."""
     CLIENTS = b"clients.credentials"
     """client id (16 bytes) -> paired client record (web client #17, SPEC §15.7)."""
+    TRUST = b"verification.trust"
+    """user | device -> trust u8 | updated_ms u64: what SAS verification settled (SPEC §29.4)."""
 
 
 def check_id(value: bytes, what: str) -> None:

@@ -24,6 +24,7 @@ from hearthmesh.node.api.push import (
     parse_target,
 )
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService
+from hearthmesh.node.api.verify_routes import VERIFY_ROUTES
 from hearthmesh.node.api.views import decode_cursor, hlc_view
 from hearthmesh.node.api.ws import websocket_handler
 from hearthmesh.node.media.sealed import put_sealed, read_opened
@@ -530,6 +531,7 @@ ROUTES: Final = (
     ("DELETE", "/v1/push/subscriptions/{id}", delete_push),
     ("GET", "/v1/ws", websocket_handler),
     *CLIENT_ROUTES,
+    *VERIFY_ROUTES,
 )
 """Every route: (method, path, handler). The OpenAPI test checks each is documented."""
 

@@ -36,6 +36,7 @@ from hearthmesh.node.api.views import (
 )
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.events import (
+    DeviceVerified,
     MembershipChanged,
     MessageReceived,
     NodeEvent,
@@ -59,7 +60,7 @@ from hearthmesh.protocol.content import (
 )
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import MalformedMessage, NotAuthorized, NotFound, StorageError
-from hearthmesh.protocol.identity import UserId, user_id_text
+from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
 from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.protocol.typing_ttl import TypingTimers
 from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Store
@@ -218,6 +219,14 @@ class ApiService:
                 self._typing.update(room, user, active, self.clock.now_ms())
                 self._typing_changed.set()
                 self._typing_frame(room, user, active)
+            case DeviceVerified(user=user, device=device):
+                self.broadcast(
+                    {
+                        "event": "device_verified",
+                        "user_id": user_id_text(user),
+                        "device_id": device_id_text(device),
+                    }
+                )
 
     def _typing_frame(self, room: RoomId, user: UserId, active: bool) -> None:
         self.broadcast(

@@ -20,6 +20,7 @@ from hearthmesh.storage.api import (
     DeliveryStatus,
     Direction,
     StoredEvent,
+    Trust,
 )
 from hearthmesh.storage.store import KvStore
 
@@ -741,3 +742,12 @@ def test_clients_are_bounded_listed_and_deleted(store: KvStore) -> None:
     assert store.delete_client(record(1).client_id)
     assert not store.delete_client(record(1).client_id)
     assert store.clients() == [record(2)]
+
+
+def test_trust_is_kept_per_user_and_device_key(store: KvStore) -> None:
+    alice, bob = UserId(b"A" * 32), UserId(b"B" * 32)
+    assert store.trusted_devices(alice) == {}
+    store.set_trust(alice, DeviceId(b"1" * 32), Trust.VERIFIED, now_ms=5)
+    store.set_trust(bob, DeviceId(b"2" * 32), Trust.VERIFIED, now_ms=6)
+    assert store.trusted_devices(alice) == {DeviceId(b"1" * 32): Trust.VERIFIED}
+    assert store.trusted_devices(bob) == {DeviceId(b"2" * 32): Trust.VERIFIED}

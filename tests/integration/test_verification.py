@@ -1,0 +1,113 @@
+"""SAS verification between real nodes on 127.0.0.1, driven through the client API (SPEC §29)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.protocol.errors import ErrorCode
+from hearthmesh.protocol.verification import (
+    VERIFY_PROTOCOL,
+    Cancel,
+    Start,
+    VerifyState,
+    decode_verify_frame,
+    encode_verify_frame,
+)
+
+from .api_helpers import Home, home, link
+from .conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+async def _flows(h: Home) -> list[dict[str, Any]]:
+    answer: dict[str, Any] = await h.client.call("GET", "/v1/verifications")
+    flows: list[dict[str, Any]] = answer["verifications"]
+    return flows
+
+
+def _shown(h: Home, flow_id: str) -> bool:
+    return h.node.verification.flow(bytes.fromhex(flow_id)).machine.shown is not None
+
+
+async def _flow(h: Home, flow_id: str) -> dict[str, Any]:
+    view: dict[str, Any] = await h.client.call("GET", f"/v1/verifications/{flow_id}")
+    return view
+
+
+async def test_two_users_see_the_same_emoji_confirm_and_trust_each_other(
+    tmp_path: Path,
+) -> None:
+    async with asyncio.timeout(25), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        alice, bob = (await a.status())["user_id"], (await b.status())["user_id"]
+        before = await a.client.call("GET", f"/v1/users/{bob}/trust")
+        assert before["keys_changed"] is False
+        assert [d["verified"] for d in before["devices"]] == [False]
+        async with a.socket() as a_ws, b.socket() as b_ws:
+            started = await a.client.call("POST", "/v1/verifications", {"user_id": bob})
+            flow_id = started["flow_id"]
+            await wait_until(lambda: bool(b.node.verification.flows()))
+            await wait_until(lambda: _shown(a, flow_id) and _shown(b, flow_id))
+            view_a, view_b = await _flow(a, flow_id), await _flow(b, flow_id)
+            shown_a, shown_b = view_a["emoji"], view_b["emoji"]
+            assert len(shown_a) == 7 and shown_a == shown_b
+            assert view_a["decimals"] == view_b["decimals"] and len(view_a["decimals"]) == 3
+            assert (view_a["user_id"], view_b["user_id"]) == (bob, alice)
+            assert (await _flows(b))[0]["initiator"] is False
+            await a.client.call("POST", f"/v1/verifications/{flow_id}/confirm")
+            await b.client.call("POST", f"/v1/verifications/{flow_id}/confirm")
+            a_event = await a_ws.next("device_verified")
+            b_event = await b_ws.next("device_verified")
+        assert (a_event["user_id"], b_event["user_id"]) == (bob, alice)
+        assert (await _flow(a, flow_id))["verified"] is True
+        assert (await _flow(b, flow_id))["verified"] is True
+        trust_a = await a.client.call("GET", f"/v1/users/{bob}/trust")
+        trust_b = await b.client.call("GET", f"/v1/users/{alice}/trust")
+        assert [d["verified"] for d in trust_a["devices"]] == [True]
+        assert [d["verified"] for d in trust_b["devices"]] == [True]
+        assert trust_a["keys_changed"] is False and trust_b["keys_changed"] is False
+        assert trust_a["devices"][0]["device_id"] == a_event["device_id"]
+
+
+async def test_a_cancelled_flow_trusts_nothing_and_a_stranger_is_refused(
+    tmp_path: Path,
+) -> None:
+    async with asyncio.timeout(25), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        bob = (await b.status())["user_id"]
+        started = await a.client.call("POST", "/v1/verifications", {"user_id": bob})
+        flow_id = started["flow_id"]
+        await wait_until(lambda: bool(b.node.verification.flows()))
+        await b.client.call("POST", f"/v1/verifications/{flow_id}/cancel")
+        await wait_until(
+            lambda: (
+                a.node.verification.flow(bytes.fromhex(flow_id)).machine.state
+                is VerifyState.CANCELLED
+            )
+        )
+        assert (await _flow(a, flow_id))["cancel_code"] == 42
+        trust = await a.client.call("GET", f"/v1/users/{bob}/trust")
+        assert [d["verified"] for d in trust["devices"]] == [False]
+        # a START naming a device that no record places on the asking peer: CANCEL with
+        # NOT_AUTHORIZED, charged, and no flow is held for it
+        mallory = P2PHost(HostConfig(identity_seed=os.urandom(32)))
+        async with mallory:
+            await mallory.connect(b.node.listen_addrs[0])
+            stream = await mallory.open_stream(b.node.peer_id, VERIFY_PROTOCOL)
+            bob_device = b.node.verification.flows()[0].machine  # to name a real device
+            assert bob_device.peer_device is not None
+            await stream.write_frame(
+                encode_verify_frame(
+                    Start(flow=b"x" * 16, user=b"u" * 32, device=bob_device.peer_device)
+                )
+            )
+            answer = decode_verify_frame(await stream.read_frame())
+        assert isinstance(answer, Cancel) and answer.code == ErrorCode.NOT_AUTHORIZED
+        assert len(b.node.verification.flows()) == 1
