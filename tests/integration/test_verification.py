@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,9 @@ from hearthmesh.protocol.verification import (
     decode_verify_frame,
     encode_verify_frame,
 )
+from hearthmesh.tools.cli import main
 
-from .api_helpers import Home, home, link
+from .api_helpers import TOKEN, Home, home, link
 from .conftest import wait_until
 
 pytestmark = pytest.mark.integration
@@ -30,6 +33,22 @@ async def _flows(h: Home) -> list[dict[str, Any]]:
     answer: dict[str, Any] = await h.client.call("GET", "/v1/verifications")
     flows: list[dict[str, Any]] = answer["verifications"]
     return flows
+
+
+async def _cli(tmp_path: Path, h: Home, *argv: str) -> str:
+    """Run `hearthmesh ARGV` against `h`'s API (in a thread: it runs its own loop)."""
+    token = tmp_path / "cli-token"
+    token.write_text(TOKEN, encoding="ascii")
+    api = h.url.removeprefix("http://")
+    out = io.StringIO()
+
+    def run() -> int:
+        with contextlib.redirect_stdout(out):
+            return main([*argv, "--data-dir", str(tmp_path / "cli"), "--api", api,
+                         "--token-file", str(token)])  # fmt: skip
+
+    assert await asyncio.to_thread(run) == 0
+    return out.getvalue()
 
 
 def _shown(h: Home, flow_id: str) -> bool:
@@ -74,6 +93,10 @@ async def test_two_users_see_the_same_emoji_confirm_and_trust_each_other(
         assert [d["verified"] for d in trust_b["devices"]] == [True]
         assert trust_a["keys_changed"] is False and trust_b["keys_changed"] is False
         assert trust_a["devices"][0]["device_id"] == a_event["device_id"]
+        # the CLI shows the same through the API
+        shown = await _cli(tmp_path, a, "verify", "show", flow_id)
+        assert "done" in shown and all(e["name"] in shown for e in shown_a)
+        assert "verified" in await _cli(tmp_path, a, "verify", "trust", bob)
 
 
 async def test_a_cancelled_flow_trusts_nothing_and_a_stranger_is_refused(
