@@ -21,6 +21,7 @@ BENCHMARKS: dict[str, str] = {
     "api-nosync": "hearthmesh.tools.bench.api:run_nosync",
     "codec": "hearthmesh.tools.bench.codec",
     "delivery": "hearthmesh.tools.bench.delivery",
+    "e2ee": "hearthmesh.tools.bench.e2ee_media",
     "fanout": "hearthmesh.tools.bench.fanout",
     "hostile": "hearthmesh.tools.bench.hostile",
     "p2p": "hearthmesh.tools.bench.p2p",
