@@ -11,8 +11,11 @@ from typing import Any
 
 import pytest
 
+from hearthmesh.node.api.verify_routes import trust_view
+from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.protocol.errors import ErrorCode
+from hearthmesh.protocol.identity import DeviceId, UserId, device_id_text
 from hearthmesh.protocol.verification import (
     VERIFY_PROTOCOL,
     Cancel,
@@ -21,10 +24,12 @@ from hearthmesh.protocol.verification import (
     decode_verify_frame,
     encode_verify_frame,
 )
+from hearthmesh.storage.api import Trust
 from hearthmesh.tools.cli import main
 
 from .api_helpers import TOKEN, Home, home, link
-from .conftest import wait_until
+from .conftest import NodeFactory, wait_until, wait_until_async
+from .test_devices import link_device
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +139,49 @@ async def test_a_cancelled_flow_trusts_nothing_and_a_stranger_is_refused(
             answer = decode_verify_frame(await stream.read_frame())
         assert isinstance(answer, Cancel) and answer.code == ErrorCode.NOT_AUTHORIZED
         assert len(b.node.verification.flows()) == 1
+
+
+async def test_two_devices_of_one_user_verify_each_other(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(30), make_node("alice") as phone:
+        config, _ = await link_device(phone, tmp_path / "laptop")
+        async with Node(config) as laptop:
+            await laptop.connect(phone.listen_addrs[0])
+            flow = await phone.verification.start(phone.user_id)  # her other home: the laptop
+            assert flow.peer == laptop.peer_id
+            flow_id = flow.machine.flow
+            await wait_until(lambda: bool(laptop.verification.flows()))
+            other = laptop.verification.flow(flow_id)
+            await wait_until(
+                lambda: flow.machine.shown is not None and other.machine.shown is not None
+            )
+            assert flow.machine.shown == other.machine.shown
+            await phone.verification.confirm(flow_id)
+            await laptop.verification.confirm(flow_id)
+            alice = phone.user_id
+
+            async def trusted(node: Node) -> int:  # written after the flow ends: wait for it
+                return len(await node.store.read(node.store.store.trusted_devices, alice))
+
+            await wait_until_async(lambda: trusted(phone), 1)
+            await wait_until_async(lambda: trusted(laptop), 1)
+            assert flow.machine.verified and other.machine.verified
+            phone_trust = await phone.store.read(phone.store.store.trusted_devices, alice)
+            laptop_trust = await laptop.store.read(laptop.store.store.trusted_devices, alice)
+        assert phone_trust == {laptop.keyring.device_id: Trust.VERIFIED}
+        assert laptop_trust == {phone.keyring.device_id: Trust.VERIFIED}
+
+
+def test_keys_changed_warns_of_a_new_or_dropped_key_of_a_verified_user() -> None:
+    user = UserId(b"U" * 32)
+    old, new = DeviceId(b"o" * 32), DeviceId(b"n" * 32)
+    assert trust_view(user, {}, (old,))["keys_changed"] is False  # nothing verified: no warning
+    assert trust_view(user, {old: Trust.VERIFIED}, (old,))["keys_changed"] is False
+    added = trust_view(user, {old: Trust.VERIFIED}, (old, new))
+    assert added["keys_changed"] is True
+    assert [d["verified"] for d in added["devices"]] == [True, False]
+    replaced = trust_view(user, {old: Trust.VERIFIED}, (new,))
+    assert replaced["keys_changed"] is True and replaced["verified_not_listed"] == [
+        device_id_text(old)
+    ]
