@@ -9,6 +9,7 @@ from hearthmesh.protocol.identity import DeviceId, UserId
 
 __all__ = [
     "DeliveredToHome",
+    "DeviceKeysChanged",
     "DeviceVerified",
     "MembershipChanged",
     "MessageReceived",
@@ -68,6 +69,16 @@ class DeviceVerified:
     device: DeviceId
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceKeysChanged:
+    """A user with verified device keys now lists a key not verified, or dropped a verified
+    one (SPEC §29.5): the warning to show before trusting their messages again."""
+
+    user: UserId
+    devices: tuple[DeviceId, ...]
+    """The device keys their newest record lists."""
+
+
 NodeEvent = (
     MessageReceived
     | DeliveredToHome
@@ -75,4 +86,5 @@ NodeEvent = (
     | MembershipChanged
     | TypingChanged
     | DeviceVerified
+    | DeviceKeysChanged
 )

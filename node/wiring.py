@@ -43,6 +43,7 @@ from hearthmesh.node.identity.home_records import HomeRecords
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.identity.linking import LinkService
 from hearthmesh.node.identity.own_homes import OwnHomes
+from hearthmesh.node.identity.trust_watch import TrustWatch
 from hearthmesh.node.identity.verification import VerificationService
 from hearthmesh.node.media.fetch import MediaFetcher
 from hearthmesh.node.media.server import MediaServer
@@ -184,7 +185,9 @@ def build_services(
         clock=clock,
         poll_ms=max(config.retry_poll_ms, 1000),
     )
+    trust = TrustWatch(store=store, emit=events.emit)
     presence = PresenceService(
+        trust=trust,
         host=host,
         store=store,
         directory=directory,
@@ -208,6 +211,7 @@ def build_services(
         homes=homes,
         relay=relay,
         presence=presence,
+        trust=trust,
         supervisor=supervisor,
         run_state=run_state,
     )

@@ -26,6 +26,7 @@ from the OS), feeds frames with `receive`, and sends what `data_to_send` returns
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Final
@@ -58,6 +59,7 @@ __all__ = [
     "VerifyState",
     "decode_verify_frame",
     "encode_verify_frame",
+    "keys_changed",
 ]
 
 VERIFY_PROTOCOL: Final = "/hearthmesh/verify/0"
@@ -180,6 +182,14 @@ class SasShown:
     @property
     def emoji_symbols(self) -> tuple[str, ...]:
         return tuple(EMOJI[i][0] for i in self.emoji)
+
+
+def keys_changed(verified: Collection[bytes], listed: Collection[bytes]) -> bool:
+    """The warning of SPEC §29.5: a user has verified device keys, and their newest record
+    lists a key that is not verified, or no longer lists a verified one."""
+    return bool(verified) and (
+        any(key not in verified for key in listed) or any(key not in listed for key in verified)
+    )
 
 
 # --- frames ------------------------------------------------------------------------------------

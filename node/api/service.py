@@ -36,6 +36,7 @@ from hearthmesh.node.api.views import (
 )
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.events import (
+    DeviceKeysChanged,
     DeviceVerified,
     MembershipChanged,
     MessageReceived,
@@ -219,6 +220,14 @@ class ApiService:
                 self._typing.update(room, user, active, self.clock.now_ms())
                 self._typing_changed.set()
                 self._typing_frame(room, user, active)
+            case DeviceKeysChanged(user=user, devices=devices):
+                self.broadcast(
+                    {
+                        "event": "device_keys_changed",
+                        "user_id": user_id_text(user),
+                        "device_ids": [device_id_text(d) for d in devices],
+                    }
+                )
             case DeviceVerified(user=user, device=device):
                 self.broadcast(
                     {

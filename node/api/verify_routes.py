@@ -20,7 +20,7 @@ from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.protocol.client_api import decode_user
 from hearthmesh.protocol.errors import ErrorCode, InvalidIdentifier
 from hearthmesh.protocol.identity import DeviceId, UserId, device_id_text, user_id_text
-from hearthmesh.protocol.verification import FLOW_ID_BYTES
+from hearthmesh.protocol.verification import FLOW_ID_BYTES, keys_changed
 from hearthmesh.storage.api import Trust
 
 __all__ = ["VERIFY_ROUTES", "flow_view", "trust_view"]
@@ -79,14 +79,12 @@ def trust_view(
     verified device key and their newest record lists a key that is not verified, or no longer
     lists a verified one."""
     verified = {d for d, t in trusted.items() if t is Trust.VERIFIED}
-    unverified = [d for d in listed if d not in verified]
     dropped = sorted(device_id_text(d) for d in verified - set(listed))
-    changed = bool(verified) and bool(unverified or dropped)
     return {
         "user_id": user_id_text(user),
         "devices": [{"device_id": device_id_text(d), "verified": d in verified} for d in listed],
         "verified_not_listed": dropped,
-        "keys_changed": changed,
+        "keys_changed": keys_changed(verified, listed),
     }
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from hearthmesh.node.api.verify_routes import trust_view
+from hearthmesh.node.events import DeviceKeysChanged
 from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.protocol.errors import ErrorCode
@@ -28,7 +29,7 @@ from hearthmesh.storage.api import Trust
 from hearthmesh.tools.cli import main
 
 from .api_helpers import TOKEN, Home, home, link
-from .conftest import NodeFactory, wait_until, wait_until_async
+from .conftest import NodeFactory, collect, wait_until, wait_until_async
 from .test_devices import link_device
 
 pytestmark = pytest.mark.integration
@@ -185,3 +186,33 @@ def test_keys_changed_warns_of_a_new_or_dropped_key_of_a_verified_user() -> None
     assert replaced["keys_changed"] is True and replaced["verified_not_listed"] == [
         device_id_text(old)
     ]
+
+
+async def _verify(a: Node, b: Node, user: UserId) -> None:
+    """`a` verifies `user`'s device on `b`; both confirm; returns once both stored the trust."""
+    flow = await a.verification.start(user)
+    await wait_until(lambda: bool(b.verification.flows()))
+    other = b.verification.flow(flow.machine.flow)
+    await wait_until(lambda: None not in (flow.machine.shown, other.machine.shown))
+    await a.verification.confirm(flow.machine.flow)
+    await b.verification.confirm(flow.machine.flow)
+
+    async def trusted() -> int:
+        return len(await a.store.read(a.store.store.trusted_devices, user))
+
+    await wait_until_async(trusted, 1)
+
+
+async def test_a_verified_contact_linking_a_new_device_raises_the_warning(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(40), make_node("alice") as alice, make_node("bob") as bob:
+        await alice.connect(bob.listen_addrs[0])
+        await _verify(alice, bob, bob.user_id)
+        warned = asyncio.create_task(collect(alice.events(), DeviceKeysChanged, 1))
+        config, _ = await link_device(bob, tmp_path / "bob-laptop")
+        async with Node(config) as laptop:
+            await laptop.connect(bob.listen_addrs[0])
+            [warning] = await warned
+        assert warning.user == bob.user_id
+        assert set(warning.devices) == {bob.keyring.device_id, laptop.keyring.device_id}
