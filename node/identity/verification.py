@@ -148,8 +148,13 @@ class VerificationService:
             initiator=True,
         )
         flow = self._hold(VerifyFlow(machine=machine, peer=peer))
-        await self._links.reach(peer, self._directory.addresses(user))
-        flow.stream = await self._host.open_stream(peer, VERIFY_PROTOCOL)
+        try:
+            await self._links.reach(peer, self._directory.addresses(user))
+            flow.stream = await self._host.open_stream(peer, VERIFY_PROTOCOL)
+        except BaseException:  # unreachable or cancelled: the flow ends, the peer's slot frees
+            machine.cancel(ErrorCode.VERIFICATION_CANCELLED, "the peer was not reached")
+            machine.data_to_send()
+            raise
         flow.task = self._group.create_task(self._pump(flow))
         return flow
 
