@@ -29,6 +29,7 @@ from hearthmesh.node.events import NodeEvent
 from hearthmesh.node.identity.home_directory import Presence
 from hearthmesh.node.identity.keyring import Keyring, load_or_create_keyring
 from hearthmesh.node.p2p.dht import home_record_rules
+from hearthmesh.node.p2p.hole_punch import HolePunchCounts
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.node.rooms.members import room_members
 from hearthmesh.node.run_state import RunState
@@ -372,6 +373,10 @@ class Node:
         """Peer ids of the relays this node holds reservations on (SPEC §10.7)."""
         return self._host.relays()
 
+    def hole_punches(self) -> HolePunchCounts:
+        """Hole punches tried and those that went direct, per transport (SPEC §10.9)."""
+        return self._host.hole_punches
+
     def home_peers(self, user: UserId) -> tuple[str, ...]:
         """Peer ids of `user`'s home nodes as this node knows them (hello, presence, DHT)."""
         return self._services.directory.homes(user)
@@ -397,6 +402,11 @@ class Node:
     def prefix_bans(self) -> int:
         """Address prefixes banned since start (SPEC §11.6.5)."""
         return self._services.standing.prefix_bans
+
+    @property
+    def refused_before_handshake(self) -> int:
+        """Connections from banned prefixes refused before their handshake (SPEC §11.6.5)."""
+        return self._host.refused_before_handshake
 
     def libp2p_inbound_streams(self, peer_id: str) -> int:
         """Inbound streams of a peer in all protocols, libp2p's own included (SPEC §10.4)."""

@@ -95,6 +95,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", nargs="?", help="which benchmark (see --list)")
     bench.add_argument("--list", action="store_true", help="name the benchmarks")
     bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    from hearthmesh.tools.conformance.cli import add_conformance_parser
+
+    add_conformance_parser(commands)
     return parser
 
 
@@ -138,6 +141,11 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         ("circuit-seconds", "seconds one circuit lives (600)"),
     ):
         parser.add_argument(f"--relay-{name}", type=int, metavar="N", help=f"relay: {what}")
+    parser.add_argument(
+        "--prefix-exempt-loopback",
+        action=argparse.BooleanOptionalAction,
+        help="peers on loopback count against no address prefix (on; SPEC §11.6.5)",
+    )
     parser.add_argument(
         "--api-allowed-host",
         dest="api_allowed_hosts",
@@ -221,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hearthmesh.tools.bench.runner import run_bench
 
         return run_bench(args.name, list_only=args.list, quick=args.quick)
+    if args.command == "conformance":
+        from hearthmesh.tools.conformance.cli import run_conformance
+
+        return run_conformance(args)
     parser.print_help()
     return 0
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 from hearthmesh.tools.settings import HomeSettings, SettingsError, parse_api
 
@@ -136,6 +137,7 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
             circuit_bytes=settings.relay_circuit_bytes,
             circuit_seconds=settings.relay_circuit_seconds,
         ),
+        prefixes=PrefixPolicy(exempt_loopback=settings.prefix_exempt_loopback),
     )
     api_config = ApiConfig(
         token=token,

@@ -76,6 +76,9 @@ class HomeSettings:
     relay_circuits_per_reservation: int = _RELAY.max_circuits_per_reservation
     relay_circuit_bytes: int = _RELAY.circuit_bytes
     relay_circuit_seconds: int = _RELAY.circuit_seconds
+    prefix_exempt_loopback: bool = True
+    """A peer on loopback counts against no address prefix (SPEC §11.6.5: a local proxy or
+    tunnel says nothing about who is behind it); off where loopback peers are plain peers."""
     sources: dict[str, str] = field(default_factory=dict)
     """Key -> `default`, `file <path>:<line>`, `env HEARTHMESH_<KEY>` or `flag`."""
 
@@ -108,6 +111,7 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "relay_circuits_per_reservation": int,
     "relay_circuit_bytes": int,
     "relay_circuit_seconds": int,
+    "prefix_exempt_loopback": bool,
 }
 """Every setting and its type; the config file accepts these keys and no others."""
 

@@ -59,6 +59,8 @@ from hearthmesh.node.p2p.gossip import (
     Subscription,
 )
 from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
+from hearthmesh.node.p2p.hole_punch import HolePunchCounts, HolePunchLayer
+from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.yamux import release_credit_in_half_windows
@@ -300,6 +302,9 @@ class P2PHost:
         self._relay = CircuitRelayLayer(
             hop=config.relay_service, limits=config.relay_limits, report=self._report_relayed
         )
+        self._punch = HolePunchLayer(report=self._report_punch)
+        self.hole_punches = HolePunchCounts()
+        """Hole punches tried and those that went direct, per transport (SPEC §10.9)."""
         self.inbound = InboundLedger(config.inbound)
         """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
         self._stream_slots = PerPeerStreamSlots(config.inbound, self._slots_exceeded)
@@ -334,6 +339,7 @@ class P2PHost:
         )
         # Owned by the trio thread:
         self._host: IHost | None = None
+        self._gate: PrefixGate | None = None
 
     # ---- lifetime -------------------------------------------------------------------------
 
@@ -400,9 +406,16 @@ class P2PHost:
             # What identify and AutoNAT tell peers: never 0.0.0.0 (a peer would dial itself).
             addrs_factory=self._advertised_addrs,
         )
+        network = host.get_network()
+        if isinstance(network, Swarm):  # refuse banned prefixes before their handshake
+            gate = network.connection_config
+            network.connection_gate = self._gate = PrefixGate(
+                allow_list=gate.allow_list, deny_list=gate.deny_list
+            )
         self._gossip.build(host)
         self._autonat.build(host)
         self._relay.build(host)
+        self._punch.build(host)
         if self._dht is not None:
             self._dht.build(host)
         host.get_network().register_notifee(_ConnectionTracker(self._report_connection))
@@ -427,6 +440,7 @@ class P2PHost:
                         dht_running,
                         self._autonat.running(),
                         self._relay.running(),
+                        self._punch.running(),
                     ):
                         try:
                             listening = [
@@ -511,6 +525,9 @@ class P2PHost:
             P2PError, "relay reservation", self._relay.reserve, candidates, wanted
         )
 
+    def _report_punch(self, transport: str, went_direct: bool) -> None:
+        self._bridge.to_asyncio(self.hole_punches.record, transport, went_direct)
+
     def _report_relayed(self, relayed: dict[str, str]) -> None:
         self._bridge.to_asyncio(self._apply_relayed, dict(relayed))
 
@@ -538,6 +555,8 @@ class P2PHost:
     def _report_connection(
         self, peer: str, delta: int, ip: str | None, relay: str | None = None
     ) -> None:
+        if delta > 0 and relay is not None:  # DCUtR: go direct where the NATs allow
+            self._punch.relayed_connection_opened(peer)
         if delta > 0:  # a new peer may serve AutoNAT, or be a relay we want
             self._autonat.peer_connected()
             if self._autonat.reachability is Reachability.PRIVATE:
@@ -713,6 +732,21 @@ class P2PHost:
 
     async def _disconnect_on_trio(self, peer_id: str) -> None:
         await self._require_host().disconnect(ID.from_base58(peer_id))
+
+    def ban_prefix(self, prefix: str, seconds: float, interval_s: float) -> None:
+        """Refuse `prefix`'s new connections before their handshake for `seconds`, but one per
+        `interval_s` (`node.p2p.prefix_gate`); returns at once."""
+        with contextlib.suppress(HostClosed):
+            self._bridge.run_sync_soon(self._ban_prefix, prefix, seconds, interval_s)
+
+    def _ban_prefix(self, prefix: str, seconds: float, interval_s: float) -> None:
+        if self._gate is not None:
+            self._gate.ban(prefix, seconds, interval_s=interval_s)
+
+    @property
+    def refused_before_handshake(self) -> int:
+        """Connections the prefix gate refused before their handshake."""
+        return 0 if self._gate is None else self._gate.refused
 
     def disconnect_nowait(self, peer_id: str) -> None:
         """Start closing every connection to `peer_id` and return at once; failures are logged.

@@ -102,8 +102,11 @@ async def test_identities_rotated_from_one_prefix_get_the_prefix_banned(
 ) -> None:
     """Issue #12 finding 5: bans were per peer id, which costs nothing to replace. Here every
     identity from 127.0.0.0/24 (not exempt in this test) is banned after one bad frame; the
-    third ban bans the prefix, and a fresh identity from it is refused at once."""
-    prefixes = PrefixPolicy(exempt_loopback=False, prefix_ban_identities=3)
+    third ban bans the prefix, and a fresh identity from it is refused at once: the first one
+    of the interval after its handshake (by its peer id), the next ones before it."""
+    prefixes = PrefixPolicy(
+        exempt_loopback=False, prefix_ban_identities=3, banned_handshake_interval_ms=600_000
+    )
     standing = StandingPolicy(ban_points=25)  # one garbage frame bans: the prefix is the subject
     async with asyncio.timeout(20), make_node("bob", prefixes=prefixes, standing=standing) as bob:
         for _ in range(3):
@@ -120,6 +123,13 @@ async def test_identities_rotated_from_one_prefix_get_the_prefix_banned(
                 async with await fresh.open_stream(bob.peer_id, DELIVER_PROTOCOL) as stream:
                     await stream.write_frame(b"\xff\x00garbage")
                     await stream.read_frame()
+        refused = bob.refused_before_handshake  # the dialler's retries after its one handshake
+        for _ in range(2):
+            async with stranger_host() as later:
+                with pytest.raises(HearthError):  # closed before any handshake
+                    await later.connect(bob.listen_addrs[0])
+            assert bob.refused_before_handshake > refused
+            refused = bob.refused_before_handshake
 
 
 async def test_new_identities_per_prefix_are_capped(make_node: NodeFactory) -> None:

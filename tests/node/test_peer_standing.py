@@ -146,6 +146,33 @@ async def test_banned_identities_of_one_prefix_ban_it_and_its_other_peers_go(
     assert standing.admits(HONEST) and standing.admits(HOME) and standing.admits("on-loopback")
 
 
+async def test_a_vouched_correspondent_outlasts_its_prefixs_ban(clock: FakeClock) -> None:
+    """SPEC §11.6.5: a peer with enough good exchanges and no points is not cut off when its
+    prefix is banned; a peer of that prefix with fewer, or with points, is."""
+    disconnected: list[str] = []
+    standing = PeerStanding(
+        clock=clock,
+        own_peer=OWN,
+        protected=lambda peer: peer == HOME,
+        disconnect=disconnected.append,
+        policy=StandingPolicy(ban_points=25),
+        prefix_policy=PrefixPolicy(prefix_ban_identities=3, vouched_exchanges=4),
+    )
+    for peer, exchanges in (("correspondent", 4), ("newcomer", 3), ("charged", 4)):
+        assert standing.connected(peer, f"203.0.113.{len(peer)}")
+        for _ in range(exchanges):
+            standing.exchanged(peer)
+    standing.refused("charged", MalformedMessage("one bad frame"), whole_frame=False)
+    for n in range(3):
+        assert standing.connected(f"sybil{n}", f"203.0.113.{20 + n}")
+        standing.refused(f"sybil{n}", MalformedMessage("garbage"))
+    assert standing.prefix_bans == 1
+    assert "correspondent" not in disconnected
+    assert {"newcomer", "charged"} <= set(disconnected)
+    assert standing.admits("correspondent")
+    assert not standing.admits("newcomer") and not standing.admits("charged")
+
+
 async def test_relay_facts_are_connected_time_and_good_exchanges(clock: FakeClock) -> None:
     standing = keeper(clock, [])
     standing.connected(HONEST, "198.51.100.1")
