@@ -22,6 +22,7 @@ __all__ = [
     "KeyMismatch",
     "LocalProtocolError",
     "MalformedMessage",
+    "MediaTampered",
     "MembershipLimit",
     "NotAuthorized",
     "NotFound",
@@ -30,6 +31,7 @@ __all__ = [
     "RateLimited",
     "RemoteProtocolError",
     "Replayed",
+    "SasMismatch",
     "SequenceOverflow",
     "StorageError",
     "TooLarge",
@@ -37,6 +39,7 @@ __all__ = [
     "Undecryptable",
     "UnknownKind",
     "UnsupportedVersion",
+    "VerificationCancelled",
     "error_for_code",
 ]
 
@@ -63,6 +66,9 @@ class ErrorCode(IntEnum):
     TOO_MANY_STREAMS = 25
     FRAME_TIMEOUT = 26
     BUSY = 27
+    MEDIA_TAMPERED = 40
+    SAS_MISMATCH = 41
+    VERIFICATION_CANCELLED = 42
     # 50-59: end-to-end encryption of messages (SPEC §27); 40-49 are media and SAS (§28, §29)
     UNDECRYPTABLE = 50
     KEY_MISMATCH = 51
@@ -208,6 +214,24 @@ class Replayed(RemoteProtocolError):
     """A Megolm (session, index) already opened for another message (SPEC §27.6)."""
 
     code = ErrorCode.REPLAYED
+
+
+class MediaTampered(RemoteProtocolError):
+    """A media blob whose AES-GCM tag or plaintext hash does not verify (SPEC §28.3)."""
+
+    code = ErrorCode.MEDIA_TAMPERED
+
+
+class SasMismatch(RemoteProtocolError):
+    """A SAS commitment or MAC that does not verify: someone swapped a key (SPEC §29.3)."""
+
+    code = ErrorCode.SAS_MISMATCH
+
+
+class VerificationCancelled(HearthError):
+    """A verification flow was cancelled by a user or ended by the peer (SPEC §29.3); no breach."""
+
+    code = ErrorCode.VERIFICATION_CANCELLED
 
 
 class StorageError(HearthError):

@@ -15,6 +15,7 @@ from typing import Final, NewType, Protocol, TypeVar
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.protocol.media_seal import MediaSeal
 
 __all__ = [
     "DEFAULT_RELAY_QUOTA",
@@ -63,6 +64,7 @@ __all__ = [
     "StoredEvent",
     "SyncStateStore",
     "Transactions",
+    "Trust",
     "UserDirectory",
 ]
 
@@ -117,6 +119,13 @@ class DeliveryStatus(IntEnum):
     SENT = 1
     DELIVERED = 2
     READ = 3
+
+
+class Trust(IntEnum):
+    """What our user settled about a (user, device key) by SAS (SPEC §29.4). Never renumbered."""
+
+    VERIFIED = 1
+    """Both sides confirmed the same string and the MACs verified."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -363,6 +372,8 @@ class MediaInfo:
     size: int
     content_type: str
     created_ms: int
+    seal: MediaSeal | None = None
+    """What opens the content, when it is a sealed blob (SPEC §28); None for a plain one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -372,7 +383,10 @@ class MediaReference:
     room: RoomId
     sender: UserId
     size: int
+    """Bytes of the blob (the ciphertext's when sealed)."""
     content_type: str
+    seal: MediaSeal | None = None
+    """What opens the blob, as the referencing message carries it (SPEC §28.2)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -614,6 +628,14 @@ class UserDirectory(Protocol):
         """Put `contact` in `owner`'s list."""
         ...
 
+    def set_trust(self, user: UserId, device: DeviceId, trust: Trust, *, now_ms: int) -> None:
+        """Record what verification settled about `user`'s `device` key (SPEC §29.4)."""
+        ...
+
+    def trusted_devices(self, user: UserId) -> dict[DeviceId, Trust]:
+        """`user`'s device keys with a trust state; one prefix scan."""
+        ...
+
     def remove_contact(self, owner: bytes, contact: bytes) -> bool:
         """Take `contact` off `owner`'s list."""
         ...
@@ -766,8 +788,11 @@ class SyncStateStore(Protocol):
 class MediaStore(Protocol):
     """Content-addressed blobs (files beside the environment) and their metadata."""
 
-    def put_media(self, data: bytes, *, content_type: str, now_ms: int) -> MediaInfo:
-        """Store a blob under its sha-256 (idempotent) and return its metadata."""
+    def put_media(
+        self, data: bytes, *, content_type: str, now_ms: int, seal: MediaSeal | None = None
+    ) -> MediaInfo:
+        """Store a blob under its sha-256 (idempotent) and return its metadata; `seal` opens a
+        sealed blob (SPEC §28)."""
         ...
 
     def media_info(self, digest: bytes) -> MediaInfo | None:

@@ -12,8 +12,9 @@ import struct
 from enum import Enum
 from typing import Final
 
-from hearthmesh.protocol.errors import LocalProtocolError
+from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 from hearthmesh.protocol.hlc import TIMESTAMP_BYTES
+from hearthmesh.protocol.media_seal import KEY_BYTES, NONCE_BYTES, MediaSeal
 
 __all__ = [
     "ID_BYTES",
@@ -44,6 +45,7 @@ __all__ = [
     "outbox_message_key",
     "outbox_parked_key",
     "outbox_queue_key",
+    "pack_seal",
     "pack_u32",
     "pack_u64",
     "peer_prefix",
@@ -60,6 +62,7 @@ __all__ = [
     "sequence_key",
     "slot",
     "sync_key",
+    "unpack_seal",
     "unpack_u32",
     "unpack_u64",
 ]
@@ -179,6 +182,8 @@ class Table(Enum):
     (replay, SPEC §27.7)."""
     E2EE_HANDED_OUT = b"e2ee.handed_out"
     """one-time key(32) -> b"": keys of ours already handed to a claimer (SPEC §27.2)."""
+    TRUST = b"verification.trust"
+    """user | device -> trust u8 | updated_ms u64: what SAS verification settled (SPEC §29.4)."""
 
 
 def crypto_pair_key(first: bytes, second: bytes) -> bytes:
@@ -410,6 +415,22 @@ def media_ref_key(digest: bytes, room: bytes, sender: bytes, message_id: bytes) 
     """digest | room | sender user | message id: a prefix scan on the digest finds every
     reference, and each message's own entry goes when that message does."""
     return digest + room + sender + message_id
+
+
+def pack_seal(seal: MediaSeal) -> bytes:
+    """key(32) | nonce(12) | plaintext sha-256(32): a media seal in an index value (SPEC §28)."""
+    return seal.key + seal.nonce + seal.plain_digest
+
+
+def unpack_seal(data: bytes) -> MediaSeal:
+    """The seal `pack_seal` wrote. Raises StorageError for any other length."""
+    if len(data) != KEY_BYTES + NONCE_BYTES + 32:
+        raise StorageError(f"a stored media seal is 76 bytes, not {len(data)}")
+    return MediaSeal(
+        key=data[:KEY_BYTES],
+        nonce=data[KEY_BYTES : KEY_BYTES + NONCE_BYTES],
+        plain_digest=data[KEY_BYTES + NONCE_BYTES :],
+    )
 
 
 def blob_name(digest: bytes) -> str:

@@ -12,7 +12,8 @@ from typing import Final, Self
 
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.errors import LocalProtocolError, StorageError
-from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.protocol.media_seal import MediaSeal
 
 from . import arrivals, clients, crypto, directory, history, media_refs, outbox, relay, rooms
 from .api import (
@@ -47,10 +48,11 @@ from .api import (
     StatusRecord,
     Store,
     StoredEvent,
+    Trust,
 )
 from .append import append_batch_txn, check_appendable
 from .blobs import BlobStore
-from .keys import Table, contact_key, pack_u64, push_key, unpack_u64
+from .keys import ID_BYTES, Table, contact_key, pack_u64, prefix_end, push_key, unpack_u64
 from .kv import KvEngine, KvTxn, T
 
 __all__ = ["RELAY_EXPIRED_PER_PUT", "KvStore"]
@@ -313,6 +315,19 @@ class KvStore:
         """Put `contact` on `owner`'s list."""
         self._engine.write(lambda txn: directory.add_contact_txn(txn, owner, contact, now_ms))
 
+    def set_trust(self, user: UserId, device: DeviceId, trust: Trust, *, now_ms: int) -> None:
+        """Record what verification settled about `user`'s `device` key."""
+        value = bytes([trust]) + pack_u64(now_ms)
+        self._engine.write(lambda txn: txn.put(Table.TRUST, bytes(user) + bytes(device), value))
+
+    def trusted_devices(self, user: UserId) -> dict[DeviceId, Trust]:
+        """`user`'s device keys with a trust state."""
+        with self._engine.read() as txn:
+            return {
+                DeviceId(key[ID_BYTES:]): Trust(value[0])
+                for key, value in txn.scan(Table.TRUST, user, prefix_end(user))
+            }
+
     def remove_contact(self, owner: bytes, contact: bytes) -> bool:
         """Take `contact` off `owner`'s list."""
         return self._engine.write(
@@ -506,12 +521,14 @@ class KvStore:
 
     # --- media ---------------------------------------------------------------------------
 
-    def put_media(self, data: bytes, *, content_type: str, now_ms: int) -> MediaInfo:
+    def put_media(
+        self, data: bytes, *, content_type: str, now_ms: int, seal: MediaSeal | None = None
+    ) -> MediaInfo:
         """Write the blob file first, then commit its metadata (idempotent)."""
         digest = hashlib.sha256(data).digest()
         self._blobs.write(digest, data)
         info = MediaInfo(
-            digest=digest, size=len(data), content_type=content_type, created_ms=now_ms
+            digest=digest, size=len(data), content_type=content_type, created_ms=now_ms, seal=seal
         )
         return self._engine.write(lambda txn: directory.put_media_txn(txn, info))
 

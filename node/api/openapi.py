@@ -81,6 +81,7 @@ def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 _UID: Final = _query("uid", _USER_ID, "the seed's uid: must name this node's user if given")
 _ROOM: Final = _path("id", _HEX_ID)
+_FLOW_ID: Final = _path("flow_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"})
 
 
 def _op(
@@ -385,6 +386,37 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
         "delete": _op(
             "revoke a paired client: its session ends at once",
             params=(_path("client_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"}),),
+        )
+    },
+    "/v1/verifications": {
+        "get": _op("the SAS verification flows held here (SPEC §29.5)"),
+        "post": _op(
+            "start verifying a user's device (default: their first home; SPEC §29.5)",
+            ok=201,
+            errors=(400, 401, 403, 404, 413, 429, 504),
+            body=_body(
+                "user_id",
+                user_id=_USER_ID,
+                peer_id={"type": "string", "minLength": 1, "maxLength": 128},
+            ),
+        ),
+    },
+    "/v1/verifications/{flow_id}": {
+        "get": _op("a verification: state, emoji and decimals", params=(_FLOW_ID,))
+    },
+    "/v1/verifications/{flow_id}/confirm": {
+        "post": _op(
+            "our user sees the same emoji on both devices: send our MAC",
+            params=(_FLOW_ID,),
+        )
+    },
+    "/v1/verifications/{flow_id}/cancel": {
+        "post": _op("the emoji differ, or give up: cancel the flow", params=(_FLOW_ID,))
+    },
+    "/v1/users/{user_id}/trust": {
+        "get": _op(
+            "a user's device keys, which are verified, and keys_changed (SPEC §29.5)",
+            params=(_path("user_id", _USER_ID),),
         )
     },
     "/v1/ws": {

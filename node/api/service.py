@@ -36,12 +36,15 @@ from hearthmesh.node.api.views import (
 )
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.events import (
+    DeviceKeysChanged,
+    DeviceVerified,
     MembershipChanged,
     MessageReceived,
     NodeEvent,
     PresenceChanged,
     TypingChanged,
 )
+from hearthmesh.node.media.sealed import plain_size
 from hearthmesh.node.node import Node
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.client_api import Send
@@ -58,7 +61,7 @@ from hearthmesh.protocol.content import (
 )
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import MalformedMessage, NotAuthorized, NotFound, StorageError
-from hearthmesh.protocol.identity import UserId, user_id_text
+from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
 from hearthmesh.protocol.membership import Role
 from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.protocol.typing_ttl import TypingTimers
@@ -220,6 +223,22 @@ class ApiService:
                 self._typing.update(room, user, active, self.clock.now_ms())
                 self._typing_changed.set()
                 self._typing_frame(room, user, active)
+            case DeviceKeysChanged(user=user, devices=devices):
+                self.broadcast(
+                    {
+                        "event": "device_keys_changed",
+                        "user_id": user_id_text(user),
+                        "device_ids": [device_id_text(d) for d in devices],
+                    }
+                )
+            case DeviceVerified(user=user, device=device):
+                self.broadcast(
+                    {
+                        "event": "device_verified",
+                        "user_id": user_id_text(user),
+                        "device_id": device_id_text(device),
+                    }
+                )
 
     def _typing_frame(self, room: RoomId, user: UserId, active: bool) -> None:
         self.broadcast(
@@ -272,13 +291,19 @@ class ApiService:
             body = command.message.encode()
             content_type = TEXT_CONTENT_TYPE
         else:
+            # A blob uploaded here is sealed: its seal goes inside the message (SPEC §28.2).
+            info = await self.node.store.read(
+                self.node.store.store.media_info, command.media.digest
+            )
+            seal = None if info is None else info.seal
             body = encode_media(
                 MediaRef(
                     type=command.type,
                     digest=command.media.digest,
                     content_type=command.media.content_type,
-                    size=command.media.size,
+                    size=command.media.size if info is None else plain_size(info),
                     caption=command.message,
+                    seal=seal,
                 )
             )
             content_type = MEDIA_CONTENT_TYPE

@@ -34,11 +34,13 @@ from hearthmesh.protocol import (
     identity,
     linking,
     media,
+    media_seal,
     membership,
     private,
     receipts,
     reconcile,
     sync,
+    verification,
 )
 from hearthmesh.protocol.canonical import CborValue, decode_canonical, encode_canonical
 from hearthmesh.protocol.errors import RemoteProtocolError
@@ -162,6 +164,15 @@ DECODERS: dict[str, Decoder] = {
         (
             content.encode_media(
                 content.MediaRef(type="image", digest=_ID, content_type="image/png", size=3)
+            ),
+            content.encode_media(
+                content.MediaRef(
+                    type="image",
+                    digest=_ID,
+                    content_type="image/png",
+                    size=3,
+                    seal=media_seal.MediaSeal(key=b"k" * 32, nonce=b"n" * 12, plain_digest=_ID),
+                )
             ),
         ),
     ),
@@ -377,6 +388,21 @@ DECODERS: dict[str, Decoder] = {
             linking.encode_link_answer(
                 linking.LinkAnswer(certificate=_CERT_BYTES, home_record=_RECORD_BYTES)
             ),
+        ),
+    ),
+    "verification.decode_verify_frame": Decoder(
+        verification.decode_verify_frame,
+        verification.encode_verify_frame,
+        tuple(
+            verification.encode_verify_frame(frame)
+            for frame in (
+                verification.Start(flow=b"f" * 16, user=_ID, device=_ID),
+                verification.Accept(flow=b"f" * 16, user=_ID, device=_ID, commitment=_ID),
+                verification.KeyShare(flow=b"f" * 16, key=_ID),
+                verification.Mac(flow=b"f" * 16, mac="bWFj"),
+                verification.Done(flow=b"f" * 16),
+                verification.Cancel(flow=b"f" * 16, code=42, reason="user"),
+            )
         ),
     ),
     "media.decode_request": Decoder(

@@ -19,6 +19,7 @@ from hearthmesh.protocol.envelope import Kind, RoomId, decode_envelope, seal
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, generate_keypair
 from hearthmesh.storage.memory import MemoryStore
+from hearthmesh.tools.bench.e2ee_media import run_media
 
 __all__ = ["run"]
 
@@ -95,4 +96,5 @@ def run(quick: bool) -> dict[str, Any]:
         "encrypt_sign_us": round(encrypt_s / count * 1e6, 1),
         "verify_decrypt_us": round(decrypt_s / count * 1e6, 1),
         "room_key_share_ms": shares,
+        "media": run_media(quick),
     }
