@@ -147,6 +147,7 @@ class Node:
         """Fetches the media that stored messages reference (SPEC §25); the API waits on it."""
         self._stack.push_async_callback(s.links.aclose)
         host.set_peer_filter(s.standing.admits)
+        host.set_address_filter(s.standing.refuses_address)  # before the handshake
         host.set_refusal_handler(s.standing.refused)  # a stream's outcome
         self._supervisor.set_charge(s.standing.refused_item)  # one contained item
         host.set_connection_handler(self._connection_changed)
@@ -394,6 +395,16 @@ class Node:
     def prefix_bans(self) -> int:
         """Address prefixes banned since start (SPEC §11.6.5)."""
         return self._services.standing.prefix_bans
+
+    @property
+    def refused_at_accept(self) -> int:
+        """Inbound TCP connections closed before the handshake: a banned prefix (§11.6.5)."""
+        return self._host.accept_gate.refused
+
+    @property
+    def inbound_handshakes(self) -> int:
+        """Inbound TCP connections let through to the Noise handshake since start."""
+        return self._host.accept_gate.handshaken
 
     def libp2p_inbound_streams(self, peer_id: str) -> int:
         """Inbound streams of a peer in all protocols, libp2p's own included (SPEC §10.4)."""

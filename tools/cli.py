@@ -116,6 +116,11 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         help="announce the user's presence and home record on gossip (on)",
     )
     parser.add_argument(
+        "--prefix-exempt-loopback",
+        action=argparse.BooleanOptionalAction,
+        help="loopback peers count against no address prefix (on; SPEC 11.6.5)",
+    )
+    parser.add_argument(
         "--relay-service",
         action=argparse.BooleanOptionalAction,
         help="offer circuit relay v2 to peers, within the relay_* limits (on)",

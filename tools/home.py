@@ -114,6 +114,7 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
     from hearthmesh.node.config import NodeConfig
     from hearthmesh.node.node import Node
     from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
+    from hearthmesh.protocol.prefixes import PrefixPolicy
 
     host, port = parse_api(settings.api)
     token = load_token(settings.data_dir)
@@ -129,6 +130,7 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
         bootstrap=tuple(settings.bootstrap),
         enable_mdns=settings.mdns,
         share_presence=settings.share_presence,
+        prefixes=PrefixPolicy(exempt_loopback=settings.prefix_exempt_loopback),
         relay_service=settings.relay_service,
         relay_limits=RelayServiceLimits(
             max_reservations=settings.relay_max_reservations,

@@ -155,6 +155,7 @@ async def spawn_home(
     api_port: int = 0,
     listen_port: int = 0,
     bootstrap: tuple[str, ...] = (),
+    flags: tuple[str, ...] = (),
 ) -> HomeProcess:
     """Start `hearthmesh run` (creating the identity on first use); wait until its API is up."""
     script = str(Path(sys.executable).parent / "hearthmesh")
@@ -162,6 +163,7 @@ async def spawn_home(
     args += ["--listen", f"/ip4/127.0.0.1/tcp/{listen_port}", "--name", name]
     if bootstrap:
         args += ["--bootstrap", *bootstrap]
+    args += flags
     process = await asyncio.create_subprocess_exec(
         script,
         *args,

@@ -7,7 +7,8 @@ ban ends. Our own node and our user's other homes are never charged.
 
 Every refusal here comes after the Noise handshake, so the peer id is known. Bytes refused
 before it (a plaintext or broken handshake, a protocol we do not speak) are refused by libp2p
-with no peer id to charge.
+with no peer id to charge. The one refusal before the handshake is `refuses_address`: a TCP
+connection from a banned prefix is closed at accept (node.p2p.accept_gate), uncharged.
 
 Peer ids are free, so each connection also counts against its address prefix
 (`protocol.prefixes`, SPEC §11.6.5): new identities per prefix are capped, and a prefix whose
@@ -68,6 +69,9 @@ class PeerStanding:
         self._prefix_of: dict[str, str] = {}
         self._connected_at_ms: dict[str, int] = {}
         self._exchanges: dict[str, int] = {}
+        self._banned_prefixes: dict[str, int] = {}
+        """Banned prefix -> ban end (ms): a copy replaced whole on each new prefix ban, so the
+        trio thread can read it in `refuses_address` without a lock."""
         self._unadmitted: set[str] = set()
         """Connected peers whose connection was refused (their streams too, until it closes)."""
         self.bans = 0
@@ -87,6 +91,16 @@ class PeerStanding:
             return False
         prefix = self._prefix_of.get(peer)
         return prefix is None or not self._prefixes.banned(prefix, now_ms)
+
+    def refuses_address(self, ip: str) -> bool:
+        """True while `ip`'s prefix is banned: its connections are closed before the handshake
+        (SPEC §11.6.5). Thread-safe: the trio thread asks it at each accept."""
+        banned = self._banned_prefixes
+        if not banned:
+            return False
+        prefix = address_prefix(ip, exempt_loopback=self._prefixes.policy.exempt_loopback)
+        until_ms = None if prefix is None else banned.get(prefix)
+        return until_ms is not None and self._clock.now_ms() < until_ms
 
     def connected(self, peer: str, ip: str | None) -> bool:
         """A connection of `peer` from `ip` opened: False to refuse it (disconnect), because
@@ -205,6 +219,8 @@ class PeerStanding:
         if until_ms is None:
             return
         self.prefix_bans += 1
+        live = {p: end for p, end in self._banned_prefixes.items() if end > now_ms}
+        self._banned_prefixes = {**live, prefix: until_ms}  # bounded by the prefixes banned now
         log.warning(
             "address prefix %s banned for %.0f s: several of its peer ids were banned",
             prefix,

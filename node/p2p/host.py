@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -38,7 +39,9 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.transport.tcp.tcp import TCP
 
+from hearthmesh.node.p2p.accept_gate import AcceptGate, AddressFilter
 from hearthmesh.node.p2p.addresses import expand_unspecified, interface_ipv4s
 from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
 from hearthmesh.node.p2p.bridge import TrioThread
@@ -138,6 +141,9 @@ class HostConfig:
     """Picks the best of several valid values for one DHT key (see `dht_validate`)."""
     inbound: InboundPolicy = field(default_factory=InboundPolicy)
     """Bounds on inbound streams: counts, bytes of partial frames, timeouts (SPEC §10.4)."""
+    dial_from: str | None = None
+    """The IP address outbound TCP dials leave from; None lets the system pick. The bench's
+    flooder uses it to come from a network other than the honest peers' (on loopback)."""
     # --- NAT traversal (#16) ---
     announce_addrs: list[str] = field(default_factory=list)
     """Addresses AutoNAT servers are asked to dial instead of `listen_addrs` (SPEC §10.6)."""
@@ -290,6 +296,8 @@ class P2PHost:
         self._peer_waiters: dict[str, asyncio.Event] = {}
         self._on_connection: ConnectionHandler | None = None
         self._admits: PeerFilter = lambda _peer: True
+        self.accept_gate = AcceptGate()
+        """Refuses inbound TCP connections from refused addresses before the handshake."""
         self._refused: RefusalHandler = _refuse_nothing
         self._remote_ips: dict[str, str] = {}
         self._paths: dict[str, dict[str | None, int]] = {}
@@ -406,6 +414,8 @@ class P2PHost:
         if self._dht is not None:
             self._dht.build(host)
         host.get_network().register_notifee(_ConnectionTracker(self._report_connection))
+        if self.config.dial_from is not None:
+            _dial_from(host.get_network(), self.config.dial_from)
         self._host = host
         token = trio.lowlevel.current_trio_token()
 
@@ -418,6 +428,7 @@ class P2PHost:
             peerDiscovery.register_peer_discovered_handler(on_mdns_peer)
         try:
             async with host.run(listen):
+                self.accept_gate.install(host.get_network())
                 try:
                     dht_running = (
                         contextlib.nullcontext() if self._dht is None else self._dht.running()
@@ -680,6 +691,11 @@ class P2PHost:
         """Reset unread every inbound stream from a peer `admits` refuses (asked on asyncio)."""
         self._admits = admits
 
+    def set_address_filter(self, refuses: AddressFilter) -> None:
+        """Close, before the handshake, inbound TCP connections from an address `refuses`
+        names (asked on the trio thread: it must be thread-safe; SPEC §11.6.5)."""
+        self.accept_gate.refuses = refuses
+
     def set_refusal_handler(self, refused: RefusalHandler) -> None:
         """Report to `refused` each stream-level offence of a peer: a stream past its cap, or a
         `RemoteProtocolError` that a stream handler let out (SPEC §10.4, §11.6)."""
@@ -919,6 +935,13 @@ class P2PHost:
 
 def _refuse_nothing(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
     """The refusal handler until one is set: a bare host keeps no standing."""
+
+
+def _dial_from(network: INetwork, ip: str) -> None:
+    """Make the TCP transport's dials leave from `ip` (any free port)."""
+    for transport in network.transport_manager.get_transports():  # type: ignore[attr-defined]
+        if isinstance(transport, TCP):
+            transport.dial = functools.partial(transport.dial_with_source, source=(ip, 0))  # type: ignore[method-assign]
 
 
 def _remote_ip(conn: INetConn) -> str | None:

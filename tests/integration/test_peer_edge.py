@@ -28,8 +28,8 @@ pytestmark = pytest.mark.integration
 NEARLY_FULL = (1 << 20) - 1
 
 
-def stranger_host(seed: bytes | None = None) -> P2PHost:
-    return P2PHost(HostConfig(identity_seed=seed or os.urandom(32)))
+def stranger_host(seed: bytes | None = None, *, dial_from: str | None = None) -> P2PHost:
+    return P2PHost(HostConfig(identity_seed=seed or os.urandom(32), dial_from=dial_from))
 
 
 async def send_batch(host: P2PHost, peer: str, batch: bytes) -> None:
@@ -169,3 +169,35 @@ async def test_a_grinded_peer_id_that_sorts_first_is_not_preferred_over_a_contac
             await alice.send(room, b"for bob, who is away")
             await wait_until_async(lambda: carol.relay_held(bob_id), 1)
             assert asked == []
+
+
+async def test_a_banned_prefix_is_refused_before_the_handshake_and_others_still_connect(
+    make_node: NodeFactory,
+) -> None:
+    """Issue #12's flood: each new identity cost bob a Noise handshake before it could be
+    refused. Strangers dial from 127.0.1.x (another /24 than alice's 127.0.0.1; loopback not
+    exempt here); three of them banned ban 127.0.1.0/24, and a fourth identity from it is
+    closed at accept: bob's handshake count does not move, while alice still connects."""
+    prefixes = PrefixPolicy(exempt_loopback=False, prefix_ban_identities=3)
+    standing = StandingPolicy(ban_points=25)
+    async with (
+        asyncio.timeout(20),
+        make_node("bob", prefixes=prefixes, standing=standing) as bob,
+        make_node("alice") as alice,
+    ):
+        for _ in range(3):
+            async with stranger_host(dial_from="127.0.1.7") as mallory:
+                await mallory.connect(bob.listen_addrs[0])
+                await send_batch(mallory, bob.peer_id, b"\xff\x00garbage")
+                await wait_until(lambda m=mallory: bob.is_banned(m.peer_id))  # type: ignore[misc]
+        assert bob.prefix_bans == 1
+        handshakes = bob.inbound_handshakes
+        async with stranger_host(dial_from="127.0.1.9") as fresh:
+            with pytest.raises(HearthError):
+                await fresh.connect(bob.listen_addrs[0])
+        assert bob.refused_at_accept >= 1
+        assert bob.inbound_handshakes == handshakes
+        assert fresh.peer_id not in bob.connected_peers()
+        await alice.connect(bob.listen_addrs[0])
+        await wait_until(lambda: alice.peer_id in bob.connected_peers())
+        assert bob.inbound_handshakes == handshakes + 1

@@ -24,6 +24,7 @@ name = "Alice"
 share_presence = false
 api_allowed_hosts = ["chat.example"]
 api_allowed_origins = ["https://chat.example"]
+prefix_exempt_loopback = false
 relay_service = false
 relay_max_reservations = 4
 relay_circuits_per_reservation = 2
@@ -55,6 +56,7 @@ def test_the_config_file_in_the_data_dir_sets_every_setting(tmp_path: Path) -> N
     assert not settings.mdns and not settings.share_presence
     assert settings.api_allowed_origins == ["https://chat.example"]
     assert not settings.relay_service and settings.relay_circuit_seconds == 120
+    assert not settings.prefix_exempt_loopback
     assert all(source != "default" for *_, source in settings.describe())
     sources = {key: source for key, _, source in settings.describe()}
     assert sources["data_dir"] == "flag"

@@ -46,6 +46,10 @@ __all__ = ["FLOOD_FACTOR", "RATE_PER_S", "HomePair", "SteadyChat", "home_pair", 
 
 RATE_PER_S: Final = 50
 FLOOD_FACTOR: Final = 10
+FLOOD_FROM: Final = "127.0.1.1"
+"""Where the flood comes from: 127.0.1.0/24, another network than the honest peers' 127.0.0.1."""
+VICTIM_FLAGS: Final = ("--no-prefix-exempt-loopback",)
+"""The victim counts loopback addresses against their /24 like any other (SPEC §11.6.5)."""
 SETTLE_S: Final = 10.0
 """How long after the last send a message may take to arrive before it counts as lost."""
 
@@ -78,11 +82,13 @@ class HomePair:
 
 
 @asynccontextmanager
-async def home_pair(tmp: Path) -> AsyncIterator[HomePair]:
-    """Start both home processes, connect them and open their conversation; stop both after."""
+async def home_pair(tmp: Path, *, bob_flags: tuple[str, ...] = ()) -> AsyncIterator[HomePair]:
+    """Start both home processes (bob's with `bob_flags` for `hearthmesh run`), connect them
+    and open their conversation; stop both after."""
     async with AsyncExitStack() as stack:
         alice, bob = await asyncio.gather(
-            spawn_home(tmp / "alice", name="alice"), spawn_home(tmp / "bob", name="bob")
+            spawn_home(tmp / "alice", name="alice"),
+            spawn_home(tmp / "bob", name="bob", flags=bob_flags),
         )
         for process in (alice, bob):
             stack.push_async_callback(_stop, process)
@@ -248,7 +254,7 @@ async def _bench(quick: bool) -> dict[str, Any]:
     flooded: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-hostile-") as tmp:
         async with (
-            home_pair(Path(tmp)) as pair,
+            home_pair(Path(tmp), bob_flags=VICTIM_FLAGS) as pair,
             pair.alice_api.websocket() as alice_ws,
             pair.bob_api.websocket() as bob_ws,
             asyncio.TaskGroup() as readers,
@@ -265,6 +271,7 @@ async def _bench(quick: bool) -> dict[str, Any]:
                 contact=pair.alice.user_text,
                 rate_per_s=RATE_PER_S * FLOOD_FACTOR,
                 duration_s=duration_s,
+                dial_from=FLOOD_FROM,
             )
             try:
                 flooded = await _phase(pair, chat, "flood", duration_s, orders)
@@ -313,7 +320,9 @@ def _figures(
         "chat_errors": chat.errors[:5],
         "layout": "alice's and bob's nodes each a `hearthmesh run` process, the clients in the "
         "bench process, the flooder (a new libp2p host per identity) in a process of its own; "
-        "the flood targets bob's node",
+        f"the flood targets bob's node from {FLOOD_FROM} (another /24 than alice's node at "
+        "127.0.0.1: one attacker on one network), bob counting loopback against prefixes "
+        "(--no-prefix-exempt-loopback)",
     }
 
 
