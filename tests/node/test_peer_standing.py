@@ -146,6 +146,31 @@ async def test_banned_identities_of_one_prefix_ban_it_and_its_other_peers_go(
     assert standing.admits(HONEST) and standing.admits(HOME) and standing.admits("on-loopback")
 
 
+async def test_a_banned_prefix_is_refused_by_address_until_its_ban_ends(
+    clock: FakeClock,
+) -> None:
+    """SPEC §11.6.6: what the accept gate asks, before any peer id is known."""
+    standing = PeerStanding(
+        clock=clock,
+        own_peer=OWN,
+        protected=lambda _peer: False,
+        disconnect=lambda _peer: None,
+        policy=StandingPolicy(ban_points=25),
+        prefix_policy=PrefixPolicy(prefix_ban_identities=2, ban_ms=60_000),
+    )
+    assert not standing.refuses_address("203.0.113.50")
+    for n in range(2):
+        assert standing.connected(f"sybil{n}", f"203.0.113.{20 + n}")
+        standing.refused(f"sybil{n}", MalformedMessage("garbage"))
+    assert standing.refuses_address("203.0.113.50")
+    assert standing.refuses_address("::ffff:203.0.113.7")  # IPv4-mapped counts as IPv4
+    assert not standing.refuses_address("203.0.114.50")
+    assert not standing.refuses_address("127.0.0.1")  # loopback exempt by default
+    assert not standing.refuses_address("not an address")
+    clock.advance(60_000)
+    assert not standing.refuses_address("203.0.113.50")
+
+
 async def test_relay_facts_are_connected_time_and_good_exchanges(clock: FakeClock) -> None:
     standing = keeper(clock, [])
     standing.connected(HONEST, "198.51.100.1")
