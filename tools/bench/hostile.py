@@ -14,6 +14,16 @@ bob's client; must be 0), honest p50/p99 with and without the flood and their ra
 <= 2), `victim_rss_growth_mb` over the flood (target <= 50), `flooder_banned_after_s` (first
 cut-off; null if never), and the attacker's sends by outcome.
 
+Where the flood comes from: `FLOOD_FROM` (127.0.1.1), another /24 than alice's node on
+127.0.0.1, and bob counts loopback addresses against their prefixes (`VICTIM_FLAGS`): the bench
+models one attacker on one network, which a real flooder is (never on the victim's own
+loopback). Once three of its identities are banned its prefix is, and its connections are then
+closed at accept, before the Noise handshake (SPEC §11.6.6).
+
+To see where the victim's time goes, sample bob's process during the flood phase (py-spy is a
+dev dependency): `py-spy record -p <bob's pid> -d 18 -r 50 --threads --idle -f raw -o out.txt`
+(bob is the `hearthmesh run ... --name bob` process; the flood starts with the flooder process).
+
 `SteadyChat` and `home_pair` are shared with the soak test (tests/integration).
 """
 
