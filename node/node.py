@@ -147,7 +147,6 @@ class Node:
         """Fetches the media that stored messages reference (SPEC §25); the API waits on it."""
         self._stack.push_async_callback(s.links.aclose)
         host.set_peer_filter(s.standing.admits)
-        host.set_address_filter(s.standing.refuses_address)  # before the handshake
         host.set_refusal_handler(s.standing.refused)  # a stream's outcome
         self._supervisor.set_charge(s.standing.refused_item)  # one contained item
         host.set_connection_handler(self._connection_changed)
@@ -397,14 +396,9 @@ class Node:
         return self._services.standing.prefix_bans
 
     @property
-    def refused_at_accept(self) -> int:
-        """Inbound TCP connections closed before the handshake: a banned prefix (§11.6.5)."""
-        return self._host.accept_gate.refused
-
-    @property
-    def inbound_handshakes(self) -> int:
-        """Inbound TCP connections let through to the Noise handshake since start."""
-        return self._host.accept_gate.handshaken
+    def refused_before_handshake(self) -> int:
+        """Connections from banned prefixes refused before their handshake (SPEC §11.6.5)."""
+        return self._host.refused_before_handshake
 
     def libp2p_inbound_streams(self, peer_id: str) -> int:
         """Inbound streams of a peer in all protocols, libp2p's own included (SPEC §10.4)."""

@@ -156,6 +156,7 @@ def build_services(
         own_peer=host.peer_id,
         protected=homes.is_sibling,
         disconnect=host.disconnect_nowait,
+        gate_prefix=host.ban_prefix,
         policy=config.standing,
         prefix_policy=config.prefixes,
     )

@@ -40,6 +40,12 @@ class PrefixPolicy:
     """Loopback peers have no prefix (default True; see the module docstring)."""
     max_prefixes: int = 4096
     """Prefixes remembered; beyond it the least recently seen one not banned is forgotten."""
+    banned_handshake_interval_ms: int = 1000
+    """A banned prefix's connections are refused before their handshake, but one per this
+    interval, judged by its peer id (default 1 s)."""
+    vouched_exchanges: int = 8
+    """Good exchanges (a batch taken, an ack given) after which a connected peer with no points
+    is vouched for: its prefix's ban does not cut it off (default 8)."""
 
 
 def address_prefix(ip: str, *, exempt_loopback: bool = True) -> str | None:

@@ -59,13 +59,13 @@ def test_package_respects_the_import_direction(package: str) -> None:
 BRIDGE_MODULES = {
     "node/p2p/bridge.py",
     "node/p2p/host.py",
-    "node/p2p/accept_gate.py",
     "node/p2p/gossipsub.py",
     "node/p2p/dht.py",
     "node/p2p/yamux.py",
     "node/p2p/stream_slots.py",
     "node/p2p/autonat.py",
     "node/p2p/circuit_relay.py",
+    "node/p2p/prefix_gate.py",
 }
 """The only modules that may import trio or libp2p (ARCHITECTURE §5)."""
 

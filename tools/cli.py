@@ -116,11 +116,6 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         help="announce the user's presence and home record on gossip (on)",
     )
     parser.add_argument(
-        "--prefix-exempt-loopback",
-        action=argparse.BooleanOptionalAction,
-        help="loopback peers count against no address prefix (on; SPEC 11.6.5)",
-    )
-    parser.add_argument(
         "--relay-service",
         action=argparse.BooleanOptionalAction,
         help="offer circuit relay v2 to peers, within the relay_* limits (on)",
@@ -132,6 +127,11 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         ("circuit-seconds", "seconds one circuit lives (600)"),
     ):
         parser.add_argument(f"--relay-{name}", type=int, metavar="N", help=f"relay: {what}")
+    parser.add_argument(
+        "--prefix-exempt-loopback",
+        action=argparse.BooleanOptionalAction,
+        help="peers on loopback count against no address prefix (on; SPEC §11.6.5)",
+    )
     parser.add_argument(
         "--api-allowed-host",
         dest="api_allowed_hosts",

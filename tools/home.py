@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 from hearthmesh.tools.settings import HomeSettings, SettingsError, parse_api
 
@@ -114,7 +115,6 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
     from hearthmesh.node.config import NodeConfig
     from hearthmesh.node.node import Node
     from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
-    from hearthmesh.protocol.prefixes import PrefixPolicy
 
     host, port = parse_api(settings.api)
     token = load_token(settings.data_dir)
@@ -130,7 +130,6 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
         bootstrap=tuple(settings.bootstrap),
         enable_mdns=settings.mdns,
         share_presence=settings.share_presence,
-        prefixes=PrefixPolicy(exempt_loopback=settings.prefix_exempt_loopback),
         relay_service=settings.relay_service,
         relay_limits=RelayServiceLimits(
             max_reservations=settings.relay_max_reservations,
@@ -138,6 +137,7 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
             circuit_bytes=settings.relay_circuit_bytes,
             circuit_seconds=settings.relay_circuit_seconds,
         ),
+        prefixes=PrefixPolicy(exempt_loopback=settings.prefix_exempt_loopback),
     )
     api_config = ApiConfig(
         token=token,

@@ -157,7 +157,8 @@ async def spawn_home(
     bootstrap: tuple[str, ...] = (),
     flags: tuple[str, ...] = (),
 ) -> HomeProcess:
-    """Start `hearthmesh run` (creating the identity on first use); wait until its API is up."""
+    """Start `hearthmesh run` (creating the identity on first use) with any further `flags`;
+    wait until its API is up."""
     script = str(Path(sys.executable).parent / "hearthmesh")
     args = ["run", "--data-dir", str(data_dir), "--api", f"127.0.0.1:{api_port}", "--no-mdns"]
     args += ["--listen", f"/ip4/127.0.0.1/tcp/{listen_port}", "--name", name]

@@ -70,16 +70,15 @@ class HomeSettings:
     api_tls_cert: str = ""
     """An operator's certificate (PEM), with `api_tls_key`; "" is the one made at init."""
     api_tls_key: str = ""
-    prefix_exempt_loopback: bool = True
-    """Loopback peers count against no address prefix (SPEC §11.6.5): on by default, since
-    behind a local proxy or tunnel every peer shares one address; off makes 127.a.b.0/24
-    a prefix like any other (the hostile bench: its flooder comes from 127.0.1.x)."""
     relay_service: bool = True
     """Offer circuit relay v2 to peers within the limits below (SPEC §10.7)."""
     relay_max_reservations: int = _RELAY.max_reservations
     relay_circuits_per_reservation: int = _RELAY.max_circuits_per_reservation
     relay_circuit_bytes: int = _RELAY.circuit_bytes
     relay_circuit_seconds: int = _RELAY.circuit_seconds
+    prefix_exempt_loopback: bool = True
+    """A peer on loopback counts against no address prefix (SPEC §11.6.5: a local proxy or
+    tunnel says nothing about who is behind it); off where loopback peers are plain peers."""
     sources: dict[str, str] = field(default_factory=dict)
     """Key -> `default`, `file <path>:<line>`, `env HEARTHMESH_<KEY>` or `flag`."""
 
@@ -107,12 +106,12 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "api_tls": bool,
     "api_tls_cert": str,
     "api_tls_key": str,
-    "prefix_exempt_loopback": bool,
     "relay_service": bool,
     "relay_max_reservations": int,
     "relay_circuits_per_reservation": int,
     "relay_circuit_bytes": int,
     "relay_circuit_seconds": int,
+    "prefix_exempt_loopback": bool,
 }
 """Every setting and its type; the config file accepts these keys and no others."""
 

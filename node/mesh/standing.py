@@ -7,8 +7,7 @@ ban ends. Our own node and our user's other homes are never charged.
 
 Every refusal here comes after the Noise handshake, so the peer id is known. Bytes refused
 before it (a plaintext or broken handshake, a protocol we do not speak) are refused by libp2p
-with no peer id to charge. The one refusal before the handshake is `refuses_address`: a TCP
-connection from a banned prefix is closed at accept (node.p2p.accept_gate), uncharged.
+with no peer id to charge.
 
 Peer ids are free, so each connection also counts against its address prefix
 (`protocol.prefixes`, SPEC §11.6.5): new identities per prefix are capped, and a prefix whose
@@ -55,6 +54,7 @@ class PeerStanding:
         own_peer: str,
         protected: Callable[[str], bool],
         disconnect: Callable[[str], None],
+        gate_prefix: Callable[[str, float, float], None] | None = None,
         policy: StandingPolicy | None = None,
         prefix_policy: PrefixPolicy | None = None,
     ) -> None:
@@ -62,6 +62,8 @@ class PeerStanding:
         self._own_peer = own_peer
         self._protected = protected
         self._disconnect = disconnect
+        self._gate_prefix = gate_prefix
+        """Refuses a banned prefix's connections before their handshake (node.p2p.prefix_gate)."""
         self._table = StandingTable(policy)
         self._prefixes = PrefixTable(prefix_policy)
         self._loop = asyncio.get_running_loop()
@@ -69,9 +71,6 @@ class PeerStanding:
         self._prefix_of: dict[str, str] = {}
         self._connected_at_ms: dict[str, int] = {}
         self._exchanges: dict[str, int] = {}
-        self._banned_prefixes: dict[str, int] = {}
-        """Banned prefix -> ban end (ms): a copy replaced whole on each new prefix ban, so the
-        trio thread can read it in `refuses_address` without a lock."""
         self._unadmitted: set[str] = set()
         """Connected peers whose connection was refused (their streams too, until it closes)."""
         self.bans = 0
@@ -90,17 +89,11 @@ class PeerStanding:
         if self._table.banned(peer, now_ms) or peer in self._unadmitted:
             return False
         prefix = self._prefix_of.get(peer)
-        return prefix is None or not self._prefixes.banned(prefix, now_ms)
-
-    def refuses_address(self, ip: str) -> bool:
-        """True while `ip`'s prefix is banned: its connections are closed before the handshake
-        (SPEC §11.6.5). Thread-safe: the trio thread asks it at each accept."""
-        banned = self._banned_prefixes
-        if not banned:
-            return False
-        prefix = address_prefix(ip, exempt_loopback=self._prefixes.policy.exempt_loopback)
-        until_ms = None if prefix is None else banned.get(prefix)
-        return until_ms is not None and self._clock.now_ms() < until_ms
+        return (
+            prefix is None
+            or not self._prefixes.banned(prefix, now_ms)
+            or self._vouched(peer, now_ms)
+        )
 
     def connected(self, peer: str, ip: str | None) -> bool:
         """A connection of `peer` from `ip` opened: False to refuse it (disconnect), because
@@ -128,6 +121,15 @@ class PeerStanding:
         self._connected_at_ms.pop(peer, None)
         self._exchanges.pop(peer, None)
         self._unadmitted.discard(peer)
+
+    def _vouched(self, peer: str, now_ms: int) -> bool:
+        """A peer whose own record here vouches for it (SPEC §11.6.5): enough good exchanges
+        on this connection and no points. Its prefix's ban does not cut it off, so a flood from
+        its network does not take away a correspondent who was already talking to us."""
+        return (
+            self._exchanges.get(peer, 0) >= self._prefixes.policy.vouched_exchanges
+            and self._table.points(peer, now_ms) == 0
+        )
 
     def exchanged(self, peer: str) -> None:
         """An exchange with a connected `peer` went well (a batch or an ack, SPEC §11.7)."""
@@ -219,15 +221,16 @@ class PeerStanding:
         if until_ms is None:
             return
         self.prefix_bans += 1
-        live = {p: end for p, end in self._banned_prefixes.items() if end > now_ms}
-        self._banned_prefixes = {**live, prefix: until_ms}  # bounded by the prefixes banned now
+        if self._gate_prefix is not None:
+            interval_s = self._prefixes.policy.banned_handshake_interval_ms / 1000
+            self._gate_prefix(prefix, (until_ms - now_ms) / 1000, interval_s)
         log.warning(
             "address prefix %s banned for %.0f s: several of its peer ids were banned",
             prefix,
             (until_ms - now_ms) / 1000,
         )
         for other, other_prefix in list(self._prefix_of.items()):
-            if other_prefix != prefix or self._protected(other):
+            if other_prefix != prefix or self._protected(other) or self._vouched(other, now_ms):
                 continue
             if not self._table.banned(other, now_ms):  # a banned one is on its way out
                 self._disconnect(other)

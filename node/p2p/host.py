@@ -41,7 +41,6 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP
 
-from hearthmesh.node.p2p.accept_gate import AcceptGate, AddressFilter
 from hearthmesh.node.p2p.addresses import expand_unspecified, interface_ipv4s
 from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
 from hearthmesh.node.p2p.bridge import TrioThread
@@ -62,6 +61,7 @@ from hearthmesh.node.p2p.gossip import (
     Subscription,
 )
 from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
+from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.yamux import release_credit_in_half_windows
@@ -142,8 +142,8 @@ class HostConfig:
     inbound: InboundPolicy = field(default_factory=InboundPolicy)
     """Bounds on inbound streams: counts, bytes of partial frames, timeouts (SPEC §10.4)."""
     dial_from: str | None = None
-    """The IP address outbound TCP dials leave from; None lets the system pick. The bench's
-    flooder uses it to come from a network other than the honest peers' (on loopback)."""
+    """The IP address outbound TCP dials leave from; None lets the system pick. The hostile
+    bench's flooder uses it to come from another network than the honest peers (on loopback)."""
     # --- NAT traversal (#16) ---
     announce_addrs: list[str] = field(default_factory=list)
     """Addresses AutoNAT servers are asked to dial instead of `listen_addrs` (SPEC §10.6)."""
@@ -296,8 +296,6 @@ class P2PHost:
         self._peer_waiters: dict[str, asyncio.Event] = {}
         self._on_connection: ConnectionHandler | None = None
         self._admits: PeerFilter = lambda _peer: True
-        self.accept_gate = AcceptGate()
-        """Refuses inbound TCP connections from refused addresses before the handshake."""
         self._refused: RefusalHandler = _refuse_nothing
         self._remote_ips: dict[str, str] = {}
         self._paths: dict[str, dict[str | None, int]] = {}
@@ -342,6 +340,7 @@ class P2PHost:
         )
         # Owned by the trio thread:
         self._host: IHost | None = None
+        self._gate: PrefixGate | None = None
 
     # ---- lifetime -------------------------------------------------------------------------
 
@@ -408,6 +407,12 @@ class P2PHost:
             # What identify and AutoNAT tell peers: never 0.0.0.0 (a peer would dial itself).
             addrs_factory=self._advertised_addrs,
         )
+        network = host.get_network()
+        if isinstance(network, Swarm):  # refuse banned prefixes before their handshake
+            gate = network.connection_config
+            network.connection_gate = self._gate = PrefixGate(
+                allow_list=gate.allow_list, deny_list=gate.deny_list
+            )
         self._gossip.build(host)
         self._autonat.build(host)
         self._relay.build(host)
@@ -428,7 +433,6 @@ class P2PHost:
             peerDiscovery.register_peer_discovered_handler(on_mdns_peer)
         try:
             async with host.run(listen):
-                self.accept_gate.install(host.get_network())
                 try:
                     dht_running = (
                         contextlib.nullcontext() if self._dht is None else self._dht.running()
@@ -691,11 +695,6 @@ class P2PHost:
         """Reset unread every inbound stream from a peer `admits` refuses (asked on asyncio)."""
         self._admits = admits
 
-    def set_address_filter(self, refuses: AddressFilter) -> None:
-        """Close, before the handshake, inbound TCP connections from an address `refuses`
-        names (asked on the trio thread: it must be thread-safe; SPEC §11.6.5)."""
-        self.accept_gate.refuses = refuses
-
     def set_refusal_handler(self, refused: RefusalHandler) -> None:
         """Report to `refused` each stream-level offence of a peer: a stream past its cap, or a
         `RemoteProtocolError` that a stream handler let out (SPEC §10.4, §11.6)."""
@@ -729,6 +728,21 @@ class P2PHost:
 
     async def _disconnect_on_trio(self, peer_id: str) -> None:
         await self._require_host().disconnect(ID.from_base58(peer_id))
+
+    def ban_prefix(self, prefix: str, seconds: float, interval_s: float) -> None:
+        """Refuse `prefix`'s new connections before their handshake for `seconds`, but one per
+        `interval_s` (`node.p2p.prefix_gate`); returns at once."""
+        with contextlib.suppress(HostClosed):
+            self._bridge.run_sync_soon(self._ban_prefix, prefix, seconds, interval_s)
+
+    def _ban_prefix(self, prefix: str, seconds: float, interval_s: float) -> None:
+        if self._gate is not None:
+            self._gate.ban(prefix, seconds, interval_s=interval_s)
+
+    @property
+    def refused_before_handshake(self) -> int:
+        """Connections the prefix gate refused before their handshake."""
+        return 0 if self._gate is None else self._gate.refused
 
     def disconnect_nowait(self, peer_id: str) -> None:
         """Start closing every connection to `peer_id` and return at once; failures are logged.
@@ -941,7 +955,8 @@ def _dial_from(network: INetwork, ip: str) -> None:
     """Make the TCP transport's dials leave from `ip` (any free port)."""
     for transport in network.transport_manager.get_transports():  # type: ignore[attr-defined]
         if isinstance(transport, TCP):
-            transport.dial = functools.partial(transport.dial_with_source, source=(ip, 0))  # type: ignore[method-assign]
+            dial = functools.partial(transport.dial_with_source, source=(ip, 0))
+            transport.dial = dial  # type: ignore[method-assign]
 
 
 def _remote_ip(conn: INetConn) -> str | None:

@@ -146,29 +146,31 @@ async def test_banned_identities_of_one_prefix_ban_it_and_its_other_peers_go(
     assert standing.admits(HONEST) and standing.admits(HOME) and standing.admits("on-loopback")
 
 
-async def test_a_banned_prefix_is_refused_by_address_until_its_ban_ends(
-    clock: FakeClock,
-) -> None:
-    """SPEC §11.6.6: what the accept gate asks, before any peer id is known."""
+async def test_a_vouched_correspondent_outlasts_its_prefixs_ban(clock: FakeClock) -> None:
+    """SPEC §11.6.5: a peer with enough good exchanges and no points is not cut off when its
+    prefix is banned; a peer of that prefix with fewer, or with points, is."""
+    disconnected: list[str] = []
     standing = PeerStanding(
         clock=clock,
         own_peer=OWN,
-        protected=lambda _peer: False,
-        disconnect=lambda _peer: None,
+        protected=lambda peer: peer == HOME,
+        disconnect=disconnected.append,
         policy=StandingPolicy(ban_points=25),
-        prefix_policy=PrefixPolicy(prefix_ban_identities=2, ban_ms=60_000),
+        prefix_policy=PrefixPolicy(prefix_ban_identities=3, vouched_exchanges=4),
     )
-    assert not standing.refuses_address("203.0.113.50")
-    for n in range(2):
+    for peer, exchanges in (("correspondent", 4), ("newcomer", 3), ("charged", 4)):
+        assert standing.connected(peer, f"203.0.113.{len(peer)}")
+        for _ in range(exchanges):
+            standing.exchanged(peer)
+    standing.refused("charged", MalformedMessage("one bad frame"), whole_frame=False)
+    for n in range(3):
         assert standing.connected(f"sybil{n}", f"203.0.113.{20 + n}")
         standing.refused(f"sybil{n}", MalformedMessage("garbage"))
-    assert standing.refuses_address("203.0.113.50")
-    assert standing.refuses_address("::ffff:203.0.113.7")  # IPv4-mapped counts as IPv4
-    assert not standing.refuses_address("203.0.114.50")
-    assert not standing.refuses_address("127.0.0.1")  # loopback exempt by default
-    assert not standing.refuses_address("not an address")
-    clock.advance(60_000)
-    assert not standing.refuses_address("203.0.113.50")
+    assert standing.prefix_bans == 1
+    assert "correspondent" not in disconnected
+    assert {"newcomer", "charged"} <= set(disconnected)
+    assert standing.admits("correspondent")
+    assert not standing.admits("newcomer") and not standing.admits("charged")
 
 
 async def test_relay_facts_are_connected_time_and_good_exchanges(clock: FakeClock) -> None:

@@ -24,7 +24,6 @@ name = "Alice"
 share_presence = false
 api_allowed_hosts = ["chat.example"]
 api_allowed_origins = ["https://chat.example"]
-prefix_exempt_loopback = false
 relay_service = false
 relay_max_reservations = 4
 relay_circuits_per_reservation = 2
@@ -33,6 +32,7 @@ relay_circuit_seconds = 120
 api_tls = true
 api_tls_cert = "/etc/hearthmesh/cert.pem"
 api_tls_key = "/etc/hearthmesh/key.pem"
+prefix_exempt_loopback = false
 """
 
 

@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "delivery": "hearthmesh.tools.bench.delivery",
     "fanout": "hearthmesh.tools.bench.fanout",
     "hostile": "hearthmesh.tools.bench.hostile",
+    "hostile-tunnel": "hearthmesh.tools.bench.hostile:run_tunnel",
     "p2p": "hearthmesh.tools.bench.p2p",
     "storage": "hearthmesh.tools.bench.storage",
     "sync": "hearthmesh.tools.bench.sync",
