@@ -29,6 +29,7 @@ from hearthmesh.node.events import NodeEvent
 from hearthmesh.node.identity.home_directory import Presence
 from hearthmesh.node.identity.keyring import Keyring, load_or_create_keyring
 from hearthmesh.node.p2p.dht import home_record_rules
+from hearthmesh.node.p2p.hole_punch import HolePunchCounts
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.node.rooms.members import room_members
 from hearthmesh.node.run_state import RunState
@@ -368,6 +369,10 @@ class Node:
     def relays(self) -> list[str]:
         """Peer ids of the relays this node holds reservations on (SPEC §10.7)."""
         return self._host.relays()
+
+    def hole_punches(self) -> HolePunchCounts:
+        """Hole punches tried and those that went direct, per transport (SPEC §10.9)."""
+        return self._host.hole_punches
 
     def home_peers(self, user: UserId) -> tuple[str, ...]:
         """Peer ids of `user`'s home nodes as this node knows them (hello, presence, DHT)."""

@@ -230,6 +230,8 @@ def build_services(
         find_home=home_lookups.find,
         probe_max_ms=config.outage_probe_max_ms,
     )
+    records.revive_with(outbox.revive)
+    presence.revive_with(outbox.revive)
     purge = PurgeService(
         store=store,
         directory=directory,
@@ -239,7 +241,11 @@ def build_services(
         retention_ms=config.history_retention_ms,
     )
     linking = LinkService(
-        add_home=records.add_home, now_ms=clock.now_ms, rng=rng, standing=standing
+        add_home=records.add_home,
+        readdress_home=records.readdress_home,
+        now_ms=clock.now_ms,
+        rng=rng,
+        standing=standing,
     )
     sync = SyncService(
         host=host,

@@ -23,16 +23,20 @@ from .identity import KEY_BYTES, Rng
 __all__ = [
     "LINK_PROTOCOL",
     "LINK_SECRET_BYTES",
+    "MAX_HOME_ADDRS",
     "LinkAnswer",
     "LinkCode",
     "LinkRequest",
+    "Readdress",
     "check_link_proof",
     "decode_link_answer",
     "decode_link_code",
+    "decode_link_message",
     "decode_link_request",
     "encode_link_answer",
     "encode_link_code",
     "encode_link_request",
+    "encode_readdress",
     "link_proof",
     "new_link_code",
     "short_code",
@@ -123,13 +127,19 @@ def encode_link_request(request: LinkRequest) -> bytes:
 
 def decode_link_request(data: bytes) -> LinkRequest:
     """Parse a link request. Raises MalformedMessage or TooLarge."""
-    match decode_canonical(data, max_bytes=_MAX_MESSAGE_BYTES):
+    request = _link_request(decode_canonical(data, max_bytes=_MAX_MESSAGE_BYTES))
+    if request is None:
+        raise MalformedMessage("not a link request")
+    return request
+
+
+def _link_request(value: object) -> LinkRequest | None:
+    match value:
         case [0, bytes() as device, bytes() as node_key, list() as addrs, bytes() as proof] if (
             len(device) == KEY_BYTES
             and len(node_key) == KEY_BYTES
             and len(proof) == 32
-            and len(addrs) <= 8
-            and all(isinstance(a, str) and 0 < len(a) <= 256 for a in addrs)
+            and _addr_list(addrs)
         ):
             return LinkRequest(
                 device=device,
@@ -137,7 +147,48 @@ def decode_link_request(data: bytes) -> LinkRequest:
                 addrs=tuple(str(a) for a in addrs),
                 proof=proof,
             )
-    raise MalformedMessage("not a link request")
+    return None
+
+
+MAX_HOME_ADDRS: Final = 8
+"""Addresses one home may give (a link request, a readdress)."""
+_MAX_ADDR_CHARS: Final = 256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Readdress:
+    """A linked home's addresses as they are now (SPEC §10.10), for the primary's record."""
+
+    addrs: tuple[str, ...]
+
+
+def encode_readdress(readdress: Readdress) -> bytes:
+    """CBOR [1, [addr...]]."""
+    return encode_canonical([1, list(readdress.addrs)])
+
+
+def decode_link_message(data: bytes, *, sender: str) -> LinkRequest | Readdress:
+    """Parse what a node sends on `/hearthmesh/link/0`: a link request (§22.2) or, from the
+    linked home `sender` (a peer id), a readdress (§10.10) whose every address ends in
+    `/p2p/<sender>`. Raises MalformedMessage, TooLarge, or NotAuthorized for an address of
+    another node."""
+    value = decode_canonical(data, max_bytes=_MAX_MESSAGE_BYTES)
+    request = _link_request(value)
+    if request is not None:
+        return request
+    match value:
+        case [1, list() as addrs] if _addr_list(addrs):
+            found = tuple(str(a) for a in addrs)
+            if not all(a.endswith(f"/p2p/{sender}") for a in found):
+                raise NotAuthorized("a home may give only its own addresses")
+            return Readdress(addrs=found)
+    raise MalformedMessage("not a link request nor a readdress")
+
+
+def _addr_list(addrs: list[object]) -> bool:
+    return len(addrs) <= MAX_HOME_ADDRS and all(
+        isinstance(a, str) and 0 < len(a) <= _MAX_ADDR_CHARS for a in addrs
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

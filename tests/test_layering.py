@@ -65,6 +65,8 @@ BRIDGE_MODULES = {
     "node/p2p/stream_slots.py",
     "node/p2p/autonat.py",
     "node/p2p/circuit_relay.py",
+    "node/p2p/hole_punch.py",
+    "node/p2p/serving.py",
     "node/p2p/prefix_gate.py",
 }
 """The only modules that may import trio or libp2p (ARCHITECTURE §5)."""

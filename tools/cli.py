@@ -84,6 +84,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", nargs="?", help="which benchmark (see --list)")
     bench.add_argument("--list", action="store_true", help="name the benchmarks")
     bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    from hearthmesh.tools.conformance.cli import add_conformance_parser
+
+    add_conformance_parser(commands)
     return parser
 
 
@@ -215,6 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hearthmesh.tools.bench.runner import run_bench
 
         return run_bench(args.name, list_only=args.list, quick=args.quick)
+    if args.command == "conformance":
+        from hearthmesh.tools.conformance.cli import run_conformance
+
+        return run_conformance(args)
     parser.print_help()
     return 0
 

@@ -1,10 +1,11 @@
 """A bare home node in its own process, for kill -9 tests and multi-process benchmarks; and
 `spawn_home`, a whole home node (node + client API) as a person runs it (`hearthmesh run`).
 
-`python -m hearthmesh.tools.node_process --data-dir D --port P [--connect ADDR] [--report]`
-prints one JSON line (peer id, user id, address) once the node is up, then serves until killed
-or until SIGTERM, which stops it cleanly. With `--report` it also prints a JSON line
-`{"received": <message id hex>, "at_ns": <wall clock>}` for every message it takes in.
+`python -m hearthmesh.tools.node_process --data-dir D --port P [--connect ADDR] [--report]
+[--listen MULTIADDR]` prints one JSON line (peer id, user id, address) once the node is up,
+then serves until killed or until SIGTERM, which stops it cleanly. With `--report` it also
+prints a JSON line `{"received": <message id hex>, "at_ns": <wall clock>}` for every message
+it takes in.
 """
 
 from __future__ import annotations
@@ -45,11 +46,18 @@ async def _report(node: Node) -> None:
             print(json.dumps(line), flush=True)
 
 
-async def serve(data_dir: Path, port: int, connect: list[str], *, report: bool = False) -> None:
-    """Run one node until SIGTERM."""
+async def serve(
+    data_dir: Path,
+    port: int,
+    connect: list[str],
+    *,
+    report: bool = False,
+    listen: str | None = None,
+) -> None:
+    """Run one node until SIGTERM (listening on `listen` if given, else 127.0.0.1:`port`)."""
     config = NodeConfig(
         data_dir=data_dir,
-        listen_addrs=(f"/ip4/127.0.0.1/tcp/{port}",),
+        listen_addrs=(listen or f"/ip4/127.0.0.1/tcp/{port}",),
         presence_interval_ms=300,
         presence_ttl_ms=1500,
         retry_poll_ms=50,
@@ -92,7 +100,9 @@ class _Child:
         self.process = process
 
     async def kill(self) -> None:
-        self.process.kill()
+        """SIGKILL (once: a process already ended is left alone)."""
+        if self.process.returncode is None:
+            self.process.kill()
         await self.process.wait()
 
     async def terminate(self) -> int:
@@ -119,14 +129,30 @@ class NodeProcess(_Child):
 
 
 async def spawn_node(
-    data_dir: Path, port: int, connect: tuple[str, ...] = (), *, report: bool = False
+    data_dir: Path,
+    port: int,
+    connect: tuple[str, ...] = (),
+    *,
+    report: bool = False,
+    listen: str | None = None,
+    netns: str | None = None,
 ) -> NodeProcess:
-    """Start a node process and wait for its ready line."""
+    """Start a node process and wait for its ready line.
+
+    Args:
+        listen: the multiaddr to listen on instead of 127.0.0.1:`port`.
+        netns: run the process in this network namespace (`ip netns exec`, needs root).
+    """
     args = ["-m", "hearthmesh.tools.node_process", "--data-dir", str(data_dir)]
     args += ["--port", str(port), *[a for addr in connect for a in ("--connect", addr)]]
     if report:
         args.append("--report")
+    if listen is not None:
+        args += ["--listen", listen]
+    # `ip netns exec` execs the command in place: the child's pid stays the node's (kill -9).
+    prefix = ["ip", "netns", "exec", netns] if netns is not None else []
     process = await asyncio.create_subprocess_exec(
+        *prefix,
         sys.executable,
         *args,
         stdout=asyncio.subprocess.PIPE,
@@ -192,9 +218,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--connect", action="append", default=[])
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--listen", help="a multiaddr to listen on instead of --port")
     args = parser.parse_args()
     tune_collector()
-    asyncio.run(serve(args.data_dir, args.port, args.connect, report=args.report))
+    asyncio.run(
+        serve(args.data_dir, args.port, args.connect, report=args.report, listen=args.listen)
+    )
     sys.exit(0)
 
 

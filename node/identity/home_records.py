@@ -10,11 +10,15 @@ State: `published`, whether our record went into the DHT since start.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
+from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.relay import RelayForwarder
 from hearthmesh.node.identity.home_directory import HomeDirectory
+from hearthmesh.node.identity.linking import send_readdress
 from hearthmesh.node.identity.own_homes import OwnHomes
 from hearthmesh.node.mesh.presence import PresenceService
 from hearthmesh.node.p2p.host import P2PHost
@@ -23,11 +27,15 @@ from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.home_dht import home_record_key
 from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.protocol.linking import MAX_HOME_ADDRS
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["HomeRecords"]
 
 log = logging.getLogger(__name__)
+
+READDRESS_TRIES: Final = 5
+"""Times a linked home tries to give the primary its new addresses (1 s, 2 s, ... apart)."""
 
 
 class HomeRecords:
@@ -59,6 +67,12 @@ class HomeRecords:
         self._run_state = run_state
         self.published = False
         """Our home record went into the DHT since start."""
+        self._revive: Callable[[str], None] = _revive_nothing
+
+    def revive_with(self, revive: Callable[[str], None]) -> None:
+        """Tell `revive` each home of a user whose newer record we learn: its addresses may be
+        new (a relay reservation, SPEC §10.8), so a delivery waiting on it tries again now."""
+        self._revive = revive
 
     async def publish(self) -> bool:
         """Put our home record in the DHT, so nodes that never met us can find our inbox."""
@@ -71,9 +85,10 @@ class HomeRecords:
         return True
 
     async def announce(self) -> None:
-        """Our record changed: publish it and tell the mesh through presence."""
-        await self.publish()
+        """Our record changed: tell the mesh through presence (gossip, fast) and publish it
+        in the DHT (a put may take seconds)."""
         await self._presence.announce()
+        await self.publish()
 
     async def find(self, user: UserId) -> bool:
         """Look `user`'s home record up in the DHT and adopt it; True if one was found."""
@@ -94,6 +109,8 @@ class HomeRecords:
         )
         if record is not None:
             await self._homes.consider(record, data)  # our own user's, newer: a change of devices
+            for home in record.homes:
+                self._revive(home)
         self._relay.wake()
 
     def addresses_changed(self) -> None:
@@ -102,9 +119,33 @@ class HomeRecords:
             self._supervisor.spawn(self._readdress(), "readdress")
 
     async def _readdress(self) -> None:
-        """Re-issue our record with our addresses as they are now, and announce it."""
+        """Re-issue our record with our addresses as they are now, and announce it; a linked
+        home asks the primary to (SPEC §10.10)."""
         if await self._homes.readdress():
             await self.announce()
+        elif self._homes.primary_peer not in (None, self._host.peer_id):
+            await self._give_addresses_to_primary()
+
+    async def _give_addresses_to_primary(self) -> None:
+        for attempt in range(READDRESS_TRIES):
+            addrs = self._homes.own_addresses()[:MAX_HOME_ADDRS]
+            try:
+                if self._homes.primary_peer is not None:
+                    record = await send_readdress(self._host, self._homes.primary_peer, addrs)
+                    await self.learn(record)  # the record the primary re-issued
+                return
+            except HearthError as exc:  # the primary is offline or refused: try again later
+                log.info("giving our addresses to the primary failed: %s", exc)
+            await asyncio.sleep(2**attempt)
+            if self._homes.own_addresses()[:MAX_HOME_ADDRS] != addrs:
+                return  # changed again: the task that change started carries on
+
+    async def readdress_home(self, peer: str, addrs: tuple[str, ...]) -> bytes:
+        """On the primary: a linked home gave its addresses; re-issue the record with them,
+        tell the mesh (in the background) and return the record. Raises NotAuthorized."""
+        if await self._homes.readdress_sibling(peer, addrs):
+            self._supervisor.spawn(self.announce(), "announce-home")
+        return self._homes.signed_record()
 
     async def add_home(
         self, peer_id: str, addrs: tuple[str, ...], device: DeviceId
@@ -113,3 +154,7 @@ class HomeRecords:
         answer = await self._homes.add(peer_id, addrs, device)
         self._supervisor.spawn(self.announce(), "announce-home")
         return answer
+
+
+def _revive_nothing(peer: str) -> None:
+    """The revive hook until `revive_with` sets one."""

@@ -37,24 +37,37 @@ from hearthmesh.protocol.linking import (
     LinkAnswer,
     LinkCode,
     LinkRequest,
+    Readdress,
     check_link_proof,
     decode_link_answer,
     decode_link_code,
-    decode_link_request,
+    decode_link_message,
     encode_link_answer,
     encode_link_request,
+    encode_readdress,
     link_proof,
     new_link_code,
 )
 from hearthmesh.protocol.peer_id import peer_id_of_node_key
 from hearthmesh.storage.lmdb_store import LmdbStore
 
-__all__ = ["AddHome", "LinkService", "LinkedDevice", "link_new_device"]
+__all__ = [
+    "AddHome",
+    "LinkService",
+    "LinkedDevice",
+    "ReaddressHome",
+    "link_new_device",
+    "send_readdress",
+]
 
 log = logging.getLogger(__name__)
 
 AddHome = Callable[[str, tuple[str, ...], DeviceId], Awaitable[tuple[bytes, bytes]]]
 """(peer id, addresses, device) -> (certificate, new home record): the primary's node does it."""
+
+ReaddressHome = Callable[[str, tuple[str, ...]], Awaitable[bytes]]
+"""(linked home's peer id, its addresses) -> the home record re-issued with them (SPEC §10.10);
+raises NotAuthorized if the peer is not a linked home of the user."""
 
 
 class LinkService:
@@ -64,11 +77,13 @@ class LinkService:
         self,
         *,
         add_home: AddHome,
+        readdress_home: ReaddressHome,
         now_ms: Callable[[], int],
         rng: Rng,
         standing: PeerStanding,
     ) -> None:
         self._add_home = add_home
+        self._readdress_home = readdress_home
         self._now_ms = now_ms
         self._rng = rng
         self._standing = standing
@@ -96,11 +111,15 @@ class LinkService:
         raise NotAuthorized("no valid pairing code matches (wrong, used or expired)")
 
     async def serve(self, stream: FrameStream) -> None:
-        """One link request, one answer (or an ERROR frame)."""
+        """One link request or readdress (SPEC §10.10), one answer (or an ERROR frame)."""
         try:
-            request = decode_link_request(await stream.read_frame())
-            self._redeem(request)
-            if peer_id_of_node_key(request.node_key) != stream.remote_peer:
+            message = decode_link_message(await stream.read_frame(), sender=stream.remote_peer)
+            if isinstance(message, Readdress):
+                record = await self._readdress_home(stream.remote_peer, message.addrs)
+                await stream.write_frame(record)
+                return
+            self._redeem(message)
+            if peer_id_of_node_key(message.node_key) != stream.remote_peer:
                 raise NotAuthorized("the request names another node than the one asking")
         except StreamClosed:
             return
@@ -110,12 +129,25 @@ class LinkService:
             await stream.write_frame(encode_error(exc))
             return
         certificate, record = await self._add_home(
-            stream.remote_peer, request.addrs, DeviceId(request.device)
+            stream.remote_peer, message.addrs, DeviceId(message.device)
         )
         log.info("linked a new device on node %s", stream.remote_peer[-8:])
         await stream.write_frame(
             encode_link_answer(LinkAnswer(certificate=certificate, home_record=record))
         )
+
+
+async def send_readdress(host: P2PHost, primary: str, addrs: tuple[str, ...]) -> bytes:
+    """A linked home gives the primary its addresses (SPEC §10.10); returns the re-issued
+    home record (unverified: the caller learns it like any other). Raises the refusal, or a
+    P2PError if the primary is not reachable."""
+    async with await host.open_stream(primary, LINK_PROTOCOL) as stream:
+        await stream.write_frame(encode_readdress(Readdress(addrs=addrs)))
+        reply = await stream.read_frame()
+    refusal = _refusal(reply)
+    if refusal is not None:
+        raise refusal
+    return reply
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

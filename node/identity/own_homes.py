@@ -133,6 +133,22 @@ class OwnHomes:
         )
         return True
 
+    async def readdress_sibling(self, peer: str, addrs: tuple[str, ...]) -> bool:
+        """A linked home of ours gave its addresses as they are now (SPEC §10.10): the
+        primary re-issues the record with them in place of that home's old ones. False if
+        nothing changed. Raises NotAuthorized if we are not the primary or `peer` is not a
+        linked home of our user."""
+        user_key = self._primary_key("lists addresses")
+        current = decode_home_record(self.record)
+        if peer == self._peer_id or peer not in current.homes:
+            raise NotAuthorized("only a linked home of this user gives its addresses")
+        others = tuple(a for a in current.addrs if not a.endswith(f"/p2p/{peer}"))
+        addrs = (*others, *addrs)[:_MAX_ADDRS]
+        if addrs == current.addrs:
+            return False
+        await self._keep(self._issue(user_key, current, current.homes, addrs, current.devices))
+        return True
+
     async def revoke(self, device: DeviceId) -> None:
         """Drop a device and the home it lives on (they share a position in the record)."""
         user_key = self._primary_key("revokes devices")
@@ -170,6 +186,10 @@ class OwnHomes:
         return [(cert, homes.get(cert)) for cert in record.devices]
 
     # --- reading (bound methods are what the services are given) ------------------------
+
+    def own_addresses(self) -> tuple[str, ...]:
+        """This node's addresses now, each ending in `/p2p/<our peer id>`."""
+        return tuple(a for a in self._addrs() if a.endswith(f"/p2p/{self._peer_id}"))
 
     def signed_record(self) -> bytes:
         """Our user's signed home record, as issued (hello, presence and the DHT carry it)."""

@@ -77,6 +77,13 @@ class PresenceService:
         self._interval_s = interval_ms / 1000
         self._ttl_ms = ttl_ms
         self._share = share
+        self._revive: Callable[[str], None] = _revive_nothing
+
+    def revive_with(self, revive: Callable[[str], None]) -> None:
+        """Tell `revive` each home of a user whose newer record a presence brings: its
+        addresses may be new (a relay reservation, SPEC §10.8), so a delivery waiting on it
+        tries again now."""
+        self._revive = revive
 
     def payload(self, status: PresenceStatus) -> bytes:
         """A signed presence announcement of our user, ready to publish."""
@@ -136,9 +143,12 @@ class PresenceService:
         user = item.envelope.sender_user
         if user == self._keyring.user_id:
             return
-        await self._store.run(
+        newer = await self._store.run(
             self._directory.learn_verified, self._store.store, presence.home_record
         )
+        if newer:
+            for home in presence.home_record.homes:
+                self._revive(home)
         if self._directory.record(user) is None:
             return  # a stranger past the directory's bound (SPEC §13.6): nothing kept of them
         online = presence.status is PresenceStatus.ONLINE
@@ -166,3 +176,7 @@ class PresenceService:
         with contextlib.suppress(HearthError, TimeoutError):
             async with asyncio.timeout(1.0):
                 await self.announce(PresenceStatus.OFFLINE)
+
+
+def _revive_nothing(peer: str) -> None:
+    """The revive hook until `revive_with` sets one."""

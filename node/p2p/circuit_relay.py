@@ -23,9 +23,9 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
-from libp2p.tools.anyio_service import background_trio_service
 
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
+from hearthmesh.node.p2p.serving import serving
 
 __all__ = [
     "HOP_PROTOCOL",
@@ -139,13 +139,12 @@ class CircuitRelayLayer:
         """Serve hop (if on) and stop for the lifetime of the block."""
         if self._protocol is None:
             raise RuntimeError("build() first")
-        async with background_trio_service(self._protocol), trio.open_nursery() as nursery:
+        async with serving(self._protocol) as nursery:
             self._nursery = nursery
             try:
                 yield
             finally:
                 self._nursery = None
-                nursery.cancel_scope.cancel()
 
     async def reserve(self, candidates: list[str], wanted: int) -> list[str]:
         """Reserve on relays from `candidates` (in order, connected directly, serving hop)

@@ -61,6 +61,7 @@ from hearthmesh.node.p2p.gossip import (
     Subscription,
 )
 from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
+from hearthmesh.node.p2p.hole_punch import HolePunchCounts, HolePunchLayer
 from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
@@ -306,6 +307,9 @@ class P2PHost:
         self._relay = CircuitRelayLayer(
             hop=config.relay_service, limits=config.relay_limits, report=self._report_relayed
         )
+        self._punch = HolePunchLayer(report=self._report_punch)
+        self.hole_punches = HolePunchCounts()
+        """Hole punches tried and those that went direct, per transport (SPEC §10.9)."""
         self.inbound = InboundLedger(config.inbound)
         """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
         self._stream_slots = PerPeerStreamSlots(config.inbound, self._slots_exceeded)
@@ -416,6 +420,7 @@ class P2PHost:
         self._gossip.build(host)
         self._autonat.build(host)
         self._relay.build(host)
+        self._punch.build(host)
         if self._dht is not None:
             self._dht.build(host)
         host.get_network().register_notifee(_ConnectionTracker(self._report_connection))
@@ -442,6 +447,7 @@ class P2PHost:
                         dht_running,
                         self._autonat.running(),
                         self._relay.running(),
+                        self._punch.running(),
                     ):
                         try:
                             listening = [
@@ -526,6 +532,9 @@ class P2PHost:
             P2PError, "relay reservation", self._relay.reserve, candidates, wanted
         )
 
+    def _report_punch(self, transport: str, went_direct: bool) -> None:
+        self._bridge.to_asyncio(self.hole_punches.record, transport, went_direct)
+
     def _report_relayed(self, relayed: dict[str, str]) -> None:
         self._bridge.to_asyncio(self._apply_relayed, dict(relayed))
 
@@ -553,6 +562,8 @@ class P2PHost:
     def _report_connection(
         self, peer: str, delta: int, ip: str | None, relay: str | None = None
     ) -> None:
+        if delta > 0 and relay is not None:  # DCUtR: go direct where the NATs allow
+            self._punch.relayed_connection_opened(peer)
         if delta > 0:  # a new peer may serve AutoNAT, or be a relay we want
             self._autonat.peer_connected()
             if self._autonat.reachability is Reachability.PRIVATE:

@@ -1,168 +1,37 @@
-"""Network namespaces that a test creates and removes: an "internet" bridge, public hosts on it,
-and homes behind routers (nftables masquerade, nothing inbound) or behind a host firewall.
-
-Real kernel networking, no netem. Nodes run in this process: `in_netns(name)` moves the calling
-thread into a namespace while a host starts, and the host's trio thread (created meanwhile)
-stays there with every socket it opens. Needs root, `ip` and `nft`; `require_netlab()` skips
-the test cleanly where they are missing.
-"""
+"""The namespace lab for tests (`hearthmesh.tools.netlab`): skip where it cannot run, and start
+nodes in it with the tests' fast settings."""
 
 from __future__ import annotations
 
-import ctypes
-import itertools
-import os
-import shutil
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["NetLab", "in_netns", "require_netlab"]
+from hearthmesh.node.node import Node
+from hearthmesh.tools.netlab import NetLab, in_netns, netlab_unavailable, start_in_netns
 
-_CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-_serial = itertools.count()
+from .conftest import node_config
 
-PUBLIC_NET = "10.16.0"
-"""The "internet": public hosts are PUBLIC_NET.1-99, routers' WAN sides PUBLIC_NET.101+."""
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns failed")
-
-
-@contextmanager
-def in_netns(name: str) -> Iterator[None]:
-    """Run the block with the calling thread in network namespace `name` (threads it starts
-    inherit the namespace)."""
-    with open(f"/var/run/netns/{name}") as target, open("/proc/thread-self/ns/net") as home:
-        _setns(target.fileno())
-        try:
-            yield
-        finally:
-            _setns(home.fileno())
-
-
-def _sh(*args: str, ns: str | None = None, stdin: str | None = None) -> None:
-    command = ["ip", "netns", "exec", ns, *args] if ns else list(args)
-    subprocess.run(command, check=True, capture_output=True, text=True, input=stdin, timeout=10)
+__all__ = ["NetLab", "in_netns", "require_netlab", "start_node"]
 
 
 def require_netlab() -> None:
     """Skip the calling test unless namespaces, veth pairs and nftables are usable here."""
-    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("nft"):
-        pytest.skip("needs root, iproute2 and nftables (network namespaces)")
-    probe = f"hmprobe{os.getpid()}"
-    try:
-        _sh("ip", "netns", "add", probe)
-        _sh("nft", "list", "tables", ns=probe)
-    except (subprocess.SubprocessError, OSError) as exc:
-        pytest.skip(f"network namespaces not usable here: {exc}")
-    finally:
-        subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)
+    reason = netlab_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
 
 
-@dataclass
-class NetLab:
-    """A topology of namespaces; `close()` (or the context manager) removes all of them."""
-
-    prefix: str = field(default_factory=lambda: f"hm{os.getpid() % 100000}x{next(_serial)}")
-    namespaces: list[str] = field(default_factory=list)
-    _links: int = 0
-
-    def __enter__(self) -> NetLab:
-        self._internet = self._namespace("net")
-        _sh("ip", "link", "add", "br0", "type", "bridge", ns=self._internet)
-        _sh("ip", "link", "set", "br0", "up", ns=self._internet)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for ns in reversed(self.namespaces):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
-        self.namespaces.clear()
-
-    def _namespace(self, role: str) -> str:
-        name = f"{self.prefix}{role}"
-        _sh("ip", "netns", "add", name)
-        self.namespaces.append(name)
-        _sh("ip", "link", "set", "lo", "up", ns=name)
-        return name
-
-    def _veth(self, a_ns: str, a_if: str, b_ns: str, b_if: str) -> None:
-        self._links += 1
-        tmp_a, tmp_b = f"{self.prefix}a{self._links}", f"{self.prefix}b{self._links}"
-        _sh("ip", "link", "add", tmp_a, "type", "veth", "peer", "name", tmp_b)
-        for tmp, ns, name in ((tmp_a, a_ns, a_if), (tmp_b, b_ns, b_if)):
-            _sh("ip", "link", "set", tmp, "netns", ns)
-            _sh("ip", "link", "set", tmp, "name", name, ns=ns)
-            _sh("ip", "link", "set", name, "up", ns=ns)
-
-    def _on_internet(self, ns: str, ifname: str, host: int) -> str:
-        self._veth(ns, ifname, self._internet, f"p{self._links + 1}")
-        _sh("ip", "link", "set", f"p{self._links}", "master", "br0", ns=self._internet)
-        address = f"{PUBLIC_NET}.{host}"
-        _sh("ip", "addr", "add", f"{address}/24", "dev", ifname, ns=ns)
-        return address
-
-    def public_host(self, number: int) -> tuple[str, str]:
-        """A host with public address PUBLIC_NET.`number`; returns (namespace, address)."""
-        ns = self._namespace(f"pub{number}")
-        return ns, self._on_internet(ns, "eth0", number)
-
-    def firewalled_host(self, number: int) -> tuple[str, str]:
-        """A public address whose host firewall drops every inbound connection it did not
-        open itself (answers arrive, new connections are refused with a reset)."""
-        ns, address = self.public_host(number)
-        _sh("nft", "-f", "-", ns=ns, stdin=_FIREWALL)
-        return ns, address
-
-    def home_behind_nat(self, number: int) -> tuple[str, str]:
-        """A home 192.168.`number`.2 behind its own router (WAN PUBLIC_NET.(100+number)) that
-        masquerades outbound and forwards nothing inbound; returns (namespace, LAN address)."""
-        router = self._namespace(f"rtr{number}")
-        home = self._namespace(f"home{number}")
-        self._on_internet(router, "wan", 100 + number)
-        self._veth(router, "lan", home, "eth0")
-        lan = f"192.168.{number}"
-        _sh("ip", "addr", "add", f"{lan}.1/24", "dev", "lan", ns=router)
-        _sh("ip", "addr", "add", f"{lan}.2/24", "dev", "eth0", ns=home)
-        _sh("ip", "route", "add", "default", "via", f"{lan}.1", ns=home)
-        _sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
-        _sh("nft", "-f", "-", ns=router, stdin=_NAT_ROUTER)
-        return home, f"{lan}.2"
-
-
-_FIREWALL = """
-table inet hostfw {
-  chain input {
-    type filter hook input priority 0; policy accept;
-    iif "lo" accept
-    ct state established,related accept
-    tcp flags syn reject with tcp reset
-    udp dport 1024-65535 reject
-  }
-}
-"""
-
-_NAT_ROUTER = """
-table ip nat {
-  chain postrouting {
-    type nat hook postrouting priority 100;
-    oifname "wan" masquerade
-  }
-}
-table inet filter {
-  chain forward {
-    type filter hook forward priority 0; policy drop;
-    ct state established,related accept
-    iifname "lan" accept
-  }
-}
-"""
+async def start_node(
+    stack: AsyncExitStack, ns: str, path: Path, *bootstrap: str, **overrides: Any
+) -> Node:
+    """A node in namespace `ns` listening on every interface (TCP 4470), stopped with `stack`;
+    one AutoNAT verdict decides its reachability (a lab has few servers)."""
+    settings: dict[str, Any] = {
+        "listen_addrs": ("/ip4/0.0.0.0/tcp/4470",),
+        "autonat_confirmations": 1,
+        **overrides,
+    }
+    return await start_in_netns(stack, ns, node_config(path, bootstrap=bootstrap, **settings))

@@ -10,23 +10,12 @@ from pathlib import Path
 import pytest
 
 from hearthmesh.node.events import DeliveredToHome, MessageReceived
-from hearthmesh.node.node import Node
-from tests.integration.netlab import NetLab, in_netns, require_netlab
+from tests.integration.netlab import NetLab, require_netlab
+from tests.integration.netlab import start_node as start
 
-from .conftest import collect, node_config, wait_until
+from .conftest import collect, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-async def start(stack: AsyncExitStack, ns: str, path: Path, *bootstrap: str) -> Node:
-    config = node_config(
-        path,
-        listen_addrs=("/ip4/0.0.0.0/tcp/4470",),
-        bootstrap=bootstrap,
-        autonat_confirmations=1,
-    )
-    with in_netns(ns):
-        return await stack.enter_async_context(Node(config))
 
 
 async def test_two_natted_homes_chat_through_a_public_relay_and_lose_nothing(

@@ -263,6 +263,25 @@ DECODERS: dict[str, Decoder] = {
             ),
         ),
     ),
+    "linking.decode_link_message": Decoder(
+        lambda b: linking.decode_link_message(b, sender="Qm"),
+        lambda m: (
+            linking.encode_readdress(m)
+            if isinstance(m, linking.Readdress)
+            else linking.encode_link_request(m)
+        ),
+        (
+            linking.encode_readdress(linking.Readdress(addrs=("/ip4/10.0.0.1/tcp/1/p2p/Qm",))),
+            linking.encode_link_request(
+                linking.LinkRequest(
+                    device=_DEVICE.public,
+                    node_key=_NODE.public,
+                    addrs=(),
+                    proof=b"p" * 32,
+                )
+            ),
+        ),
+    ),
     "linking.decode_link_answer": Decoder(
         linking.decode_link_answer,
         linking.encode_link_answer,

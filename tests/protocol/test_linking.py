@@ -8,23 +8,33 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hearthmesh.protocol.errors import InvalidIdentifier, NotAuthorized, RemoteProtocolError
+from hearthmesh.protocol.errors import (
+    InvalidIdentifier,
+    MalformedMessage,
+    NotAuthorized,
+    RemoteProtocolError,
+)
 from hearthmesh.protocol.linking import (
+    MAX_HOME_ADDRS,
     LinkAnswer,
     LinkRequest,
+    Readdress,
     check_link_proof,
     decode_link_answer,
     decode_link_code,
+    decode_link_message,
     decode_link_request,
     encode_link_answer,
     encode_link_code,
     encode_link_request,
+    encode_readdress,
     link_proof,
     new_link_code,
     short_code,
 )
 
 ADDRESS = "/ip4/127.0.0.1/tcp/4470/p2p/12D3KooWExample"
+PEER = "12D3KooWExample"
 
 
 def test_code_round_trips_and_expires_after_ttl() -> None:
@@ -56,6 +66,20 @@ def test_proof_binds_the_secret_and_both_keys() -> None:
     swapped = LinkRequest(device=b"e" * 32, node_key=node, addrs=(), proof=request.proof)
     with pytest.raises(NotAuthorized):
         check_link_proof(secret, swapped)
+
+
+def test_a_readdress_gives_only_the_senders_own_addresses_and_at_most_eight() -> None:
+    """SPEC §10.10: a linked home cannot list addresses of another node in its user's record."""
+    own = Readdress(addrs=(f"/ip4/10.16.0.1/tcp/4470/p2p/R/p2p-circuit/p2p/{PEER}",))
+    assert decode_link_message(encode_readdress(own), sender=PEER) == own
+    with pytest.raises(NotAuthorized):
+        decode_link_message(encode_readdress(own), sender="12D3KooWOther")
+    many = Readdress(addrs=tuple(f"/ip4/10.0.0.{i}/tcp/1/p2p/{PEER}" for i in range(9)))
+    assert len(many.addrs) > MAX_HOME_ADDRS
+    with pytest.raises(MalformedMessage):
+        decode_link_message(encode_readdress(many), sender=PEER)
+    request = LinkRequest(device=b"d" * 32, node_key=b"n" * 32, addrs=(), proof=b"p" * 32)
+    assert decode_link_message(encode_link_request(request), sender=PEER) == request
 
 
 def test_answer_round_trips() -> None:

@@ -20,6 +20,7 @@ BENCHMARKS: dict[str, str] = {
     "api": "hearthmesh.tools.bench.api",
     "api-nosync": "hearthmesh.tools.bench.api:run_nosync",
     "codec": "hearthmesh.tools.bench.codec",
+    "connectivity": "hearthmesh.tools.bench.connectivity",
     "delivery": "hearthmesh.tools.bench.delivery",
     "fanout": "hearthmesh.tools.bench.fanout",
     "hostile": "hearthmesh.tools.bench.hostile",

@@ -6,16 +6,37 @@ Prints each file with its sha256, the values SPEC.md pins.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
-from . import gen_envelope, gen_hlc, gen_identity, gen_reconcile
+from . import (
+    gen_delivery,
+    gen_envelope,
+    gen_hlc,
+    gen_homes,
+    gen_identity,
+    gen_linking,
+    gen_membership,
+    gen_reconcile,
+    gen_transfer,
+)
+from .common import VECTORS_DIR
 
-__all__ = ["main"]
+__all__ = ["generate_all", "main"]
+
+
+def generate_all(directory: Path = VECTORS_DIR) -> list[Path]:
+    """Write every vector file into `directory`; the paths in a fixed order."""
+    paths: list[Path] = []
+    for single in (gen_identity, gen_hlc, gen_envelope, gen_reconcile, gen_delivery, gen_linking):
+        paths.append(single.generate(directory))
+    for several in (gen_homes, gen_membership, gen_transfer):
+        paths.extend(several.generate(directory))
+    return paths
 
 
 def main() -> None:
     """Write all vector files and print their hashes."""
-    for generator in (gen_identity, gen_hlc, gen_envelope, gen_reconcile):
-        path = generator.generate()
+    for path in generate_all():
         print(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  protocol/vectors/{path.name}")
 
 

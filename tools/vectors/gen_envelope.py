@@ -15,7 +15,7 @@ from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import KeyPair, UserId, keypair_from_seed
 from hearthmesh.protocol.rooms import direct_room_id
 
-from .common import fixed_seed, write_vectors
+from .common import VECTORS_DIR, fixed_seed, write_vectors
 
 __all__ = ["generate"]
 
@@ -44,7 +44,7 @@ def _reencoded(items: list[Any]) -> str:
     return encode_canonical(items).hex()
 
 
-def generate() -> Path:
+def generate(directory: Path = VECTORS_DIR) -> Path:
     """Valid envelopes of several kinds and every class of rejected input."""
     alice = keypair_from_seed(fixed_seed("alice"))
     bob = keypair_from_seed(fixed_seed("bob"))
@@ -164,4 +164,5 @@ def generate() -> Path:
         function="hearthmesh.protocol.envelope.decode_envelope",
         valid=valid,
         invalid=invalid,
+        directory=directory,
     )

@@ -10,7 +10,7 @@ from hearthmesh.protocol.hlc import MAX_COUNTER, MAX_DRIFT_MS, Timestamp, encode
 from hearthmesh.protocol.hlc import receive as hlc_receive
 from hearthmesh.protocol.hlc import send as hlc_send
 
-from .common import write_vectors
+from .common import VECTORS_DIR, write_vectors
 
 __all__ = ["generate"]
 
@@ -23,7 +23,7 @@ def _pair(ts: Timestamp) -> list[int]:
     return [ts.wall_ms, ts.counter]
 
 
-def generate() -> Path:
+def generate(directory: Path = VECTORS_DIR) -> Path:
     """Compute every expectation with the implementation, for review and for other impls."""
     sends: list[tuple[list[int], int, str]] = [
         ([1000, 0], 2000, "physical time advanced: take it, counter 0"),
@@ -99,4 +99,5 @@ def generate() -> Path:
         function="hearthmesh.protocol.hlc.send / receive / encode_timestamp / decode_timestamp",
         valid=valid,
         invalid=invalid,
+        directory=directory,
     )

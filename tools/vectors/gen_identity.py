@@ -16,7 +16,7 @@ from hearthmesh.protocol.identity import (
 )
 from hearthmesh.protocol.rooms import direct_room_id
 
-from .common import fixed_seed, write_vectors
+from .common import VECTORS_DIR, fixed_seed, write_vectors
 
 __all__ = ["generate"]
 
@@ -24,7 +24,7 @@ _CREATED_MS = 1_700_000_000_000
 _DAY_MS = 86_400_000
 
 
-def generate() -> Path:
+def generate(directory: Path = VECTORS_DIR) -> Path:
     """Keys from fixed seeds, their ids, a direct room id and certificates."""
     alice = keypair_from_seed(fixed_seed("alice"))
     bob = keypair_from_seed(fixed_seed("bob"))
@@ -127,4 +127,5 @@ def generate() -> Path:
         function="hearthmesh.protocol.identity / hearthmesh.protocol.rooms",
         valid=valid,
         invalid=invalid,
+        directory=directory,
     )

@@ -13,7 +13,7 @@ from hearthmesh.protocol.errors import MalformedMessage, UnsupportedVersion
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.reconcile import Reconciler, SortedItems, fingerprint
 
-from .common import write_vectors
+from .common import VECTORS_DIR, write_vectors
 
 __all__ = ["generate"]
 
@@ -80,7 +80,7 @@ def _invalid(value: Any, error: type[Exception], note: str) -> dict[str, Any]:
     return {"hex": encode_canonical(value).hex(), "error": error.__name__, "note": note}
 
 
-def generate() -> Path:
+def generate(directory: Path = VECTORS_DIR) -> Path:
     """Compute every expectation with the implementation, for review and for other impls."""
     top = MessageId(b"\xff" * 32)
     valid: list[dict[str, Any]] = [
@@ -148,4 +148,5 @@ def generate() -> Path:
         ),
         valid=valid,
         invalid=invalid,
+        directory=directory,
     )

@@ -1,0 +1,56 @@
+"""The black-box suite (SPEC §20.2) against real nodes: ours passes every case, and a node
+built here with one rule switched off fails that case and no other."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.protocol import delivery
+from hearthmesh.tools.cli import main
+from hearthmesh.tools.conformance.cases import CASES
+from hearthmesh.tools.conformance.suite import run_suite
+
+from .api_helpers import TOKEN, home
+
+pytestmark = pytest.mark.integration
+
+
+async def test_our_node_passes_every_case_over_the_wire_and_the_api(tmp_path: Path) -> None:
+    async with asyncio.timeout(120), home(tmp_path / "node") as h:
+        report = await run_suite(h.node.listen_addrs[0], api=h.client)
+    summary = report.as_json()
+    assert report.passed, json.dumps(summary, indent=1)
+    assert summary["cases"] == len(CASES) and summary["skipped"] == []
+    assert all(r.target_up for r in report.results if r.target_up is not None)
+
+
+async def test_a_node_that_skips_the_signature_check_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: the receive path takes every envelope's signature on trust."""
+    monkeypatch.setattr(delivery, "verify_envelope", lambda envelope: None)
+    async with asyncio.timeout(120), home(tmp_path / "node") as h:
+        report = await run_suite(h.node.listen_addrs[0])
+    summary = report.as_json()
+    assert not report.passed
+    assert summary["failed"] == ["forged_signature"], json.dumps(summary, indent=1)
+    forged = next(r for r in report.results if r.name == "forged_signature")
+    assert forged.got == "STORED" and forged.expected == "REJECTED:BAD_SIGNATURE"
+    assert summary["skipped"] == ["shown_once_in_order"]  # no API given: not run, not passed
+
+
+async def test_the_command_prints_the_report_and_exits_by_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    async with asyncio.timeout(120), home(tmp_path / "node") as h:
+        argv = ["conformance", "run", "--peer", h.node.listen_addrs[0]]
+        argv += ["--api", h.url, "--token-file", str(token_file)]
+        assert await asyncio.to_thread(main, argv) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["passed"] is True and report["failed"] == []

@@ -1,0 +1,90 @@
+"""DCUtR (SPEC §10.9): two homes behind NATs that chat through a public relay go direct by hole
+punching where the NATs keep a connection's source port, and stay relayed (and still deliver)
+where the NATs pick a random port per connection. Real nodes in network namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.node.events import DeliveredToHome, MessageReceived
+from hearthmesh.node.node import Node
+from tests.integration.netlab import NetLab, require_netlab, start_node
+
+from .conftest import collect, wait_until
+
+pytestmark = pytest.mark.integration
+
+MESSAGES = 10
+
+
+async def chat(alice: Node, bob: Node) -> None:
+    """Alice sends MESSAGES to bob; each arrives once and is acked by bob's home."""
+    room = await alice.open_direct(bob.user_id)
+    received = asyncio.create_task(collect(bob.events(), MessageReceived, MESSAGES))
+    acked = asyncio.create_task(collect(alice.events(), DeliveredToHome, MESSAGES))
+    sent = [await alice.send(room, f"hello {i}".encode()) for i in range(MESSAGES)]
+    assert [e.envelope.message_id for e in await received] == [e.message_id for e in sent]
+    assert {e.message_id for e in await acked} == {e.message_id for e in sent}
+
+
+async def natted_pair(
+    stack: AsyncExitStack,
+    lab: NetLab,
+    tmp_path: Path,
+    *,
+    random_ports: bool,
+    relay_stack: AsyncExitStack | None = None,
+) -> tuple[Node, Node, Node]:
+    """A public relay (stopped with `relay_stack` if given) and two homes behind NATs that
+    have each other's circuit addresses."""
+    relay_ns, _ = lab.public_host(1)
+    alice_ns, _ = lab.home_behind_nat(1, random_ports=random_ports)
+    bob_ns, _ = lab.home_behind_nat(2, random_ports=random_ports)
+    relay = await start_node(relay_stack or stack, relay_ns, tmp_path / "relay")
+    alice = await start_node(stack, alice_ns, tmp_path / "alice", relay.listen_addrs[0])
+    bob = await start_node(stack, bob_ns, tmp_path / "bob", relay.listen_addrs[0])
+    await wait_until(
+        lambda: any("/p2p-circuit/" in a for a in alice.home_addresses(bob.user_id)),
+        poll_s=0.1,
+    )
+    return relay, alice, bob
+
+
+async def test_homes_behind_port_keeping_nats_go_direct_by_hole_punching(tmp_path: Path) -> None:
+    require_netlab()
+    with NetLab() as lab:
+        async with asyncio.timeout(14), AsyncExitStack() as stack:
+            relay_stack = await stack.enter_async_context(AsyncExitStack())
+            _, alice, bob = await natted_pair(
+                stack, lab, tmp_path, random_ports=False, relay_stack=relay_stack
+            )
+            await chat(alice, bob)
+            await wait_until(lambda: "direct" in alice.peer_paths().get(bob.peer_id, []))
+            await wait_until(lambda: "direct" in bob.peer_paths().get(alice.peer_id, []))
+            # Counted once the punching session ends (just after the connection appears).
+            await wait_until(
+                lambda: any(home.hole_punches().direct.get("tcp") for home in (alice, bob))
+            )
+            # The relay goes away: the chat goes on over the punched connection alone.
+            await relay_stack.aclose()
+            await wait_until(lambda: alice.peer_paths().get(bob.peer_id) == ["direct"])
+            await chat(alice, bob)
+
+
+async def test_homes_behind_random_port_nats_stay_relayed_and_still_deliver(
+    tmp_path: Path,
+) -> None:
+    require_netlab()
+    with NetLab() as lab:
+        async with asyncio.timeout(14), AsyncExitStack() as stack:
+            relay, alice, bob = await natted_pair(stack, lab, tmp_path, random_ports=True)
+            await chat(alice, bob)
+            # Wait for a punch to end (it fails within PUNCH_WINDOW_S), then check the path.
+            await wait_until(lambda: alice.hole_punches().tried.get("tcp", 0) >= 1, poll_s=0.1)
+            assert alice.hole_punches().direct == {}
+            assert alice.peer_paths()[bob.peer_id] == [relay.peer_id]
+            await chat(alice, bob)

@@ -1,0 +1,52 @@
+"""`hearthmesh conformance vectors` (SPEC §20.1): our decoders answer every wire vector over
+JSON lines, and an implementation that gets some wrong is told which."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.tools.cli import main
+from hearthmesh.tools.conformance.vector_driver import drive
+from hearthmesh.tools.vectors.common import VECTORS_DIR
+
+BROKEN = """
+import json, sys
+from hearthmesh.tools.conformance.vector_peer import answer
+
+for line in sys.stdin:
+    case = json.loads(line)
+    got = answer(case)
+    if case["op"] == "hello":  # decodes nothing right
+        got = {"fields": {}}
+    if case["op"] == "receipt_body" and "error" in got:  # takes every receipt
+        got = {"fields": {"type": "Receipt"}}
+    print(json.dumps(got), flush=True)
+"""
+
+
+def test_our_implementation_answers_every_wire_vector() -> None:
+    report = drive()
+    assert report.passed, report.failed
+    assert report.cases >= 100
+
+
+def test_an_implementation_that_breaks_rules_fails_exactly_those_cases(tmp_path: Path) -> None:
+    script = tmp_path / "broken_impl.py"
+    script.write_text(BROKEN)
+    report = drive(f"{shlex.quote(sys.executable)} {shlex.quote(str(script))}")
+    assert not report.passed
+    hello = json.loads((VECTORS_DIR / "hello.json").read_text())
+    receipts = json.loads((VECTORS_DIR / "receipts.json").read_text())
+    expected = {("hello", c["id"]) for c in hello["valid"] + hello["invalid"]}
+    expected |= {("receipts", c["id"]) for c in receipts["invalid"]}
+    assert {(f["file"], f["id"]) for f in report.failed} == expected
+
+
+def test_the_command_prints_the_report(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["conformance", "vectors"]) == 0
+    assert json.loads(capsys.readouterr().out)["passed"] is True

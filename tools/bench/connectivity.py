@@ -1,0 +1,168 @@
+"""`hearthmesh bench connectivity`: two homes behind NATs, a public relay between (SPEC §10.7,
+§10.9), in network namespaces (`hearthmesh.tools.netlab`, needs root).
+
+Each round builds the topology afresh and starts both homes cold (relay already up):
+- `first_message_ms`: from the homes' start to alice's first message being acked by bob's home
+  (AutoNAT verdict, relay reservation, home record spread, relayed dial, delivery);
+- behind NATs that keep a connection's source port, whether the homes went direct by hole
+  punching within `PUNCH_DEADLINE_S` (`hole_punch.tcp`), and then, with the relay stopped,
+  `direct_p50_ms` (send to stored ack);
+- behind NATs that pick random ports, the punch fails and `relayed_p50_ms` is measured.
+QUIC and WebRTC are not measured: see `not_measured`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from hearthmesh.node.config import NodeConfig
+from hearthmesh.node.events import DeliveredToHome
+from hearthmesh.node.node import Node
+from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.tools.bench.stats import percentile
+from hearthmesh.tools.netlab import NetLab, netlab_unavailable, start_in_netns
+
+__all__ = ["run"]
+
+PUNCH_DEADLINE_S: Final = 15.0
+"""Up to 3 punches (DCUtR tries again every 2 s), each up to 2 s of plain dials and 3 s of punch."""
+ROUND_TIMEOUT_S: Final = 60.0
+_BODY = b"x" * 200
+NOT_MEASURED: Final = {
+    "quic": "circuit relay reservations and DCUtR address prediction are TCP-only here",
+    "webrtc": (
+        "py-libp2p 0.8.1 WebRTCPrivateTransport.dial raises NotImplementedError "
+        "(libp2p/transport/webrtc/private_transport.py:137)"
+    ),
+}
+
+
+@dataclass
+class _Figures:
+    first_message_ms: list[float] = field(default_factory=list)
+    relayed_ms: list[float] = field(default_factory=list)
+    direct_ms: list[float] = field(default_factory=list)
+    punch_tried: int = 0
+    punch_direct: int = 0
+    random_nat_tried: int = 0
+    random_nat_direct: int = 0
+
+
+def _config(path: Path, *bootstrap: str) -> NodeConfig:
+    return NodeConfig(
+        data_dir=path,
+        listen_addrs=("/ip4/0.0.0.0/tcp/4470",),
+        bootstrap=bootstrap,
+        autonat_confirmations=1,
+        retry_poll_ms=50,
+    )
+
+
+async def _acked(node: Node, room: RoomId, count: int) -> list[float]:
+    """Send `count` messages one at a time; each one's send-to-stored-ack time in ms."""
+    times = []
+    events = node.events()
+    for _ in range(count):
+        started = time.perf_counter()
+        sent = await node.send(room, _BODY)
+        async for event in events:
+            if isinstance(event, DeliveredToHome) and event.message_id == sent.message_id:
+                break
+        times.append((time.perf_counter() - started) * 1000)
+    return times
+
+
+async def _until(predicate: Callable[[], bool], deadline_s: float) -> bool:
+    """Poll `predicate` until it holds (True) or `deadline_s` passes (False)."""
+    try:
+        async with asyncio.timeout(deadline_s):
+            while not predicate():  # noqa: ASYNC110 - peer paths have no event
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _round(tmp: Path, figures: _Figures, *, random_ports: bool, samples: int) -> None:
+    with NetLab() as lab:
+        relay_ns, _ = lab.public_host(1)
+        alice_ns, _ = lab.home_behind_nat(1, random_ports=random_ports)
+        bob_ns, _ = lab.home_behind_nat(2, random_ports=random_ports)
+        async with asyncio.timeout(ROUND_TIMEOUT_S), AsyncExitStack() as stack:
+            relay_stack = await stack.enter_async_context(AsyncExitStack())
+            relay = await start_in_netns(relay_stack, relay_ns, _config(tmp / "relay"))
+            started = time.perf_counter()
+            alice = await start_in_netns(
+                stack, alice_ns, _config(tmp / "alice", relay.listen_addrs[0])
+            )
+            bob = await start_in_netns(stack, bob_ns, _config(tmp / "bob", relay.listen_addrs[0]))
+            # Alice knows bob's user id (a contact) but not yet where his home is.
+            room = await alice.open_direct(bob.user_id)
+            await _acked(alice, room, 1)
+            figures.first_message_ms.append((time.perf_counter() - started) * 1000)
+
+            def direct() -> bool:
+                return "direct" in alice.peer_paths().get(bob.peer_id, [])
+
+            went_direct = await _until(direct, PUNCH_DEADLINE_S)
+            if random_ports:
+                figures.random_nat_tried += 1
+                figures.random_nat_direct += int(went_direct)
+                if not went_direct:
+                    figures.relayed_ms += await _acked(alice, room, samples)
+                return
+            figures.punch_tried += 1
+            figures.punch_direct += int(went_direct)
+            if went_direct:
+                await relay_stack.aclose()  # the relayed leg goes: delivery moves to direct
+                await _acked(alice, room, 3)  # warm-up: a new stream on the direct connection
+                figures.direct_ms += await _acked(alice, room, samples)
+
+
+async def _measure(quick: bool) -> dict[str, Any]:
+    rounds, samples = (1, 20) if quick else (3, 50)
+    figures = _Figures()
+    with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-") as tmp:
+        for index in range(rounds):
+            for random_ports in (False, True):
+                kind = "random" if random_ports else "kept"
+                path = Path(tmp) / f"{kind}{index}"
+                await _round(path, figures, random_ports=random_ports, samples=samples)
+
+    def p50(values: list[float]) -> float | None:
+        return round(percentile(values, 50), 2) if values else None
+
+    return {
+        "rounds": rounds,
+        "samples_per_round": samples,
+        "first_message_ms": {
+            "p50": p50(figures.first_message_ms),
+            "max": round(max(figures.first_message_ms), 1),
+            "all": [round(v, 1) for v in figures.first_message_ms],
+        },
+        "relayed_p50_ms": p50(figures.relayed_ms),
+        "direct_p50_ms": p50(figures.direct_ms),
+        "hole_punch_success": {
+            "tcp": {"tried": figures.punch_tried, "direct": figures.punch_direct},
+            "tcp_random_port_nat": {
+                "tried": figures.random_nat_tried,
+                "direct": figures.random_nat_direct,
+            },
+        },
+        "not_measured": NOT_MEASURED,
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Run the rounds (a few seconds each); without namespaces, say why and measure nothing."""
+    reason = netlab_unavailable()
+    if reason is not None:
+        return {"skipped": reason}
+    return asyncio.run(_measure(quick))

@@ -1,0 +1,397 @@
+"""The cases of the black-box suite (SPEC §20.2): what to send and what SPEC says comes back.
+
+Each case is a coroutine that sends as our stranger and returns the node's answer as a short
+outcome string (`"STORED"`, `"REJECTED:BAD_SIGNATURE"`, `"ERROR:NOT_FOUND"`, ...), compared
+with the case's `expected`. State: none (a run's state is its `Session`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+from hearthmesh.protocol.delivery import (
+    DELIVER_PROTOCOL,
+)
+from hearthmesh.protocol.envelope import Kind, RoomId
+from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.fetch import FETCH_PROTOCOL, FetchAnswer, FetchRequest
+from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
+from hearthmesh.protocol.fetch import encode_request as encode_fetch_request
+from hearthmesh.protocol.hello import decode_hello
+from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
+from hearthmesh.protocol.identity import DeviceId
+from hearthmesh.protocol.media import MEDIA_PROTOCOL
+from hearthmesh.protocol.media import encode_request as encode_media_request
+from hearthmesh.protocol.membership import (
+    MEMBERSHIP_CONTENT_TYPE,
+    Action,
+    MembershipChange,
+    encode_membership,
+)
+from hearthmesh.protocol.receipts import (
+    RECEIPT_CONTENT_TYPE,
+    Receipt,
+    ReceiptStatus,
+    encode_receipt,
+)
+from hearthmesh.protocol.rooms import group_room_id
+from hearthmesh.protocol.sync import SYNC_PROTOCOL, encode_room_list
+from hearthmesh.tools.hostile.forge import (
+    EnvelopeForge,
+    certificate_of_other,
+    new_stranger,
+    random_room,
+)
+
+from .session import Session, outcome
+
+__all__ = ["CASES", "Case"]
+
+MEDIA_FLOOD: Final = 40
+"""Media requests sent back to back: twice the burst a node must allow (SPEC §25.3.3)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Case:
+    """One scripted case: `run` returns the node's answer, which must equal `expected`; a
+    `hostile` case runs under a fresh peer id and is followed by a liveness probe."""
+
+    name: str
+    section: str
+    expected: str
+    run: Callable[[Session], Awaitable[str]]
+    hostile: bool = False
+    needs_api: bool = False
+
+
+# --- the scenarios ------------------------------------------------------------------------------
+
+
+async def _hello(s: Session) -> str:
+    """Our hello carries our record; the answer carries the node's users' records and our
+    clock offset (SPEC §13.3, §24)."""
+    reply = await s.kit.announce_home(s.peer_id)
+    if reply.frame is None:
+        return reply.outcome
+    try:
+        hello = decode_hello(reply.frame)
+        records = [decode_home_record(r) for r in hello.records]
+        for record in records:
+            verify_home_record(record, now_ms=s.kit.now_ms())
+    except HearthError as exc:
+        return f"invalid:{type(exc).__name__}"
+    if hello.offset_ms is None:
+        return "answer-without-offset"
+    homed = [r for r in records if s.peer_id in r.homes]
+    if not homed:
+        return "no-record-names-the-node"
+    s.user = homed[0].user
+    return "ok"
+
+
+async def _deliver(s: Session) -> str:
+    envelope = s.message("hello from the conformance suite")
+    s.delivered.append(envelope)
+    return await s.deliver([envelope.wire])
+
+
+async def _duplicate(s: Session) -> str:
+    return await s.deliver([s.delivered[0].wire])
+
+
+async def _out_of_order(s: Session) -> str:
+    second, third = s.message("second"), s.message("third")
+    s.delivered += [second, third]
+    return ",".join([await s.deliver([third.wire]), await s.deliver([second.wire])])
+
+
+async def _receipt(s: Session) -> str:
+    body = encode_receipt(
+        Receipt(status=ReceiptStatus.READ, message_ids=(s.delivered[0].message_id,))
+    )
+    envelope = s.kit.forge.seal(
+        Kind.RECEIPT, s.room, body, now_ms=s.kit.now_ms(), content_type=RECEIPT_CONTENT_TYPE
+    )
+    return await s.deliver([envelope.wire])
+
+
+async def _shown_once_in_order(s: Session) -> str:
+    """What the node's user is shown of our direct room (SPEC §15.5): each message we
+    delivered, once, in our sequence order, the out-of-order pair included (§8.2)."""
+    assert s.api is not None
+    page = await s.api.call(
+        "GET", f"/v1/conversation/{s.room.hex()}/details", params={"limit": "100"}
+    )
+    delivered = {e.message_id.hex() for e in s.delivered}
+    ours = [m for m in page["messages"] if m["message_id"] in delivered]
+    return "SHOWN:" + ",".join(str(m["seq"]) for m in ours)
+
+
+async def _group_created(s: Session) -> str:
+    """A second stranger creates a closed group and, as its admin, adds the node's user and
+    ours (SPEC §12.2): all allowed."""
+    creator = EnvelopeForge(new_stranger(os.urandom, now_ms=s.kit.now_ms()))
+    nonce = os.urandom(16)
+    group = group_room_id(creator.stranger.user_id, nonce)
+    create = MembershipChange(
+        action=Action.CREATE, target=creator.stranger.user_id, nonce=nonce, name="conformance"
+    )
+    now = s.kit.now_ms()
+    events = [
+        creator.seal(
+            Kind.MEMBERSHIP,
+            group,
+            encode_membership(create),
+            now_ms=now,
+            content_type=MEMBERSHIP_CONTENT_TYPE,
+        ),
+        creator.membership(group, Action.ADD, s.user, now_ms=now),
+        creator.membership(group, Action.ADD, s.kit.user_id, now_ms=now),
+    ]
+    s.group = group
+    return await s.deliver([e.wire for e in events], certificate=creator.stranger.certificate_bytes)
+
+
+async def _group_member_writes(s: Session) -> str:
+    assert s.group is not None
+    return await s.deliver([s.kit.forge.message(s.group, "hi group", now_ms=s.kit.now_ms()).wire])
+
+
+async def _group_member_kicks(s: Session) -> str:
+    """A member who is no admin KICKs: not allowed now, but a ROLE that sorts earlier could
+    still arrive, so it is deferred, never refused (SPEC §12.2)."""
+    assert s.group is not None
+    kick = s.kit.forge.membership(s.group, Action.KICK, s.user, now_ms=s.kit.now_ms())
+    return await s.deliver([kick.wire])
+
+
+async def _forged_create(s: Session) -> str:
+    """A CREATE whose room is not the group id of its sender and nonce (SPEC §12.2)."""
+    create = MembershipChange(action=Action.CREATE, target=s.kit.user_id, nonce=os.urandom(16))
+    envelope = s.kit.forge.seal(
+        Kind.MEMBERSHIP,
+        random_room(os.urandom),
+        encode_membership(create),
+        now_ms=s.kit.now_ms(),
+        content_type=MEMBERSHIP_CONTENT_TYPE,
+    )
+    return await s.deliver([envelope.wire])
+
+
+async def _fetch(s: Session, room: RoomId, first: int, last: int) -> str:
+    request = FetchRequest(
+        room=room,
+        sender_device=DeviceId(s.kit.stranger.device.public),
+        first_seq=first,
+        last_seq=last,
+    )
+    answer = await s.ask(FETCH_PROTOCOL, encode_fetch_request(request), decode_fetch_answer)
+    if not isinstance(answer, FetchAnswer):
+        return outcome(answer)
+    seqs = []
+    for _, wire in answer.items:
+        seqs.append(next((e.seq for e in s.delivered if e.wire == wire), -1))
+    return "ANSWER:" + ",".join(map(str, seqs))
+
+
+async def _gap_fetch(s: Session) -> str:
+    return await _fetch(s, s.room, 1, 3)
+
+
+async def _gap_fetch_outside(s: Session) -> str:
+    return await _fetch(s, random_room(os.urandom), 1, 1)
+
+
+async def _membership_in_direct(s: Session) -> str:
+    forge = s.kit.forge
+    event = forge.membership(s.room, Action.ADD, s.kit.user_id, now_ms=s.kit.now_ms())
+    return await s.deliver([event.wire])
+
+
+async def _sync_stranger(s: Session) -> str:
+    return (await s.kit.request(s.peer_id, SYNC_PROTOCOL, encode_room_list([]))).summary
+
+
+async def _media_unknown(s: Session) -> str:
+    digest = os.urandom(32)
+    return (await s.kit.request(s.peer_id, MEDIA_PROTOCOL, encode_media_request(digest))).summary
+
+
+async def _media_flood(s: Session) -> str:
+    """More media requests than the burst of 20 (SPEC §25.3.3): the excess is refused with
+    RATE_LIMITED, not served and not the end of the node."""
+    answers = set()
+    for _ in range(MEDIA_FLOOD):
+        request = encode_media_request(os.urandom(32))
+        answers.add((await s.kit.request(s.peer_id, MEDIA_PROTOCOL, request)).summary)
+    return ",".join(sorted(answers))
+
+
+async def _malformed_frame(s: Session) -> str:
+    return (await s.kit.request(s.peer_id, DELIVER_PROTOCOL, b"\xa1\x01\x02")).summary
+
+
+async def _forged(s: Session) -> str:
+    return await s.deliver([s.kit.forge.bad_signature(s.room, now_ms=s.kit.now_ms())])
+
+
+async def _unknown_version(s: Session) -> str:
+    return await s.deliver([s.kit.forge.unknown_version(s.room, now_ms=s.kit.now_ms())])
+
+
+async def _unknown_kind(s: Session) -> str:
+    return await s.deliver([s.kit.forge.unknown_kind(s.room, now_ms=s.kit.now_ms())])
+
+
+async def _oversized_body(s: Session) -> str:
+    return await s.deliver([s.kit.forge.oversized_body(s.room, now_ms=s.kit.now_ms())])
+
+
+async def _unauthorized_certificate(s: Session) -> str:
+    other = certificate_of_other(os.urandom, now_ms=s.kit.now_ms())
+    return await s.deliver([s.message("whose device?").wire], certificate=other)
+
+
+async def _replayed(s: Session) -> str:
+    """Run under a fresh peer id, like every hostile case: bytes another peer delivered."""
+    return await s.deliver([s.delivered[0].wire])
+
+
+async def _oversized_frame(s: Session) -> str:
+    """A frame one byte past the 1 MiB limit: refused before it is read (SPEC §10.2)."""
+    reply = await s.kit.request(s.peer_id, DELIVER_PROTOCOL, bytes(1024 * 1024 + 1))
+    return "refused" if reply.outcome in ("closed", "refused") else reply.summary
+
+
+CASES: Final[tuple[Case, ...]] = (
+    Case(name="hello", section="§13.3", expected="ok", run=_hello),
+    Case(name="deliver_and_ack", section="§11.2, §11.3", expected="STORED", run=_deliver),
+    Case(name="duplicate", section="§11.3", expected="DUPLICATE", run=_duplicate),
+    Case(
+        name="out_of_order_stored",
+        section="§8.2",
+        expected="STORED,STORED",
+        run=_out_of_order,
+    ),
+    Case(
+        name="shown_once_in_order",
+        section="§8.2, §15.5",
+        expected="SHOWN:1,2,3",
+        run=_shown_once_in_order,
+        needs_api=True,
+    ),
+    Case(name="gap_fetch", section="§26.4", expected="ANSWER:1,2,3", run=_gap_fetch),
+    Case(name="receipt", section="§16.2", expected="STORED", run=_receipt),
+    Case(
+        name="group_created", section="§12.2", expected="STORED,STORED,STORED", run=_group_created
+    ),
+    Case(name="group_member_writes", section="§12.2", expected="STORED", run=_group_member_writes),
+    Case(
+        name="group_member_kicks",
+        section="§12.2",
+        expected="DEFERRED:NOT_AUTHORIZED",
+        run=_group_member_kicks,
+    ),
+    Case(
+        name="group_forged_create",
+        section="§12.2",
+        expected="REJECTED:NOT_AUTHORIZED",
+        run=_forged_create,
+        hostile=True,
+    ),
+    Case(
+        name="membership_in_a_direct_room",
+        section="§12.2",
+        expected="REJECTED:NOT_AUTHORIZED",
+        run=_membership_in_direct,
+        hostile=True,
+    ),
+    Case(
+        name="gap_fetch_outside_the_room",
+        section="§26.3",
+        expected="ERROR:NOT_AUTHORIZED",
+        run=_gap_fetch_outside,
+        hostile=True,
+    ),
+    Case(
+        name="sync_from_a_stranger",
+        section="§23.1",
+        expected="ERROR:NOT_AUTHORIZED",
+        run=_sync_stranger,
+        hostile=True,
+    ),
+    Case(
+        name="media_unknown_digest",
+        section="§25.3.1",
+        expected="ERROR:NOT_FOUND",
+        run=_media_unknown,
+        hostile=True,
+    ),
+    Case(
+        name="media_flood",
+        section="§25.3.3",
+        expected="ERROR:NOT_FOUND,ERROR:RATE_LIMITED",
+        run=_media_flood,
+        hostile=True,
+    ),
+    Case(
+        name="malformed_frame",
+        section="§11.1",
+        expected="ERROR:MALFORMED",
+        run=_malformed_frame,
+        hostile=True,
+    ),
+    Case(
+        name="oversized_frame",
+        section="§10.2",
+        expected="refused",
+        run=_oversized_frame,
+        hostile=True,
+    ),
+    Case(
+        name="forged_signature",
+        section="§5.4",
+        expected="REJECTED:BAD_SIGNATURE",
+        run=_forged,
+        hostile=True,
+    ),
+    Case(
+        name="unknown_version",
+        section="§5.1",
+        expected="REJECTED:UNSUPPORTED_VERSION",
+        run=_unknown_version,
+        hostile=True,
+    ),
+    Case(
+        name="unknown_kind",
+        section="§5.2",
+        expected="REJECTED:UNKNOWN_KIND",
+        run=_unknown_kind,
+        hostile=True,
+    ),
+    Case(
+        name="oversized_body",
+        section="§7",
+        expected="REJECTED:TOO_LARGE",
+        run=_oversized_body,
+        hostile=True,
+    ),
+    Case(
+        name="certificate_of_another_device",
+        section="§11.2",
+        expected="REJECTED:NOT_AUTHORIZED",
+        run=_unauthorized_certificate,
+        hostile=True,
+    ),
+    Case(
+        name="replayed_by_another_peer",
+        section="§11.3",
+        expected="DUPLICATE",
+        run=_replayed,
+        hostile=True,
+    ),
+)
+"""Every case, in the order they run (later ones use what earlier ones delivered)."""

@@ -1,0 +1,145 @@
+"""The black-box suite (SPEC §20.2): scripted cases against a running node, over the wire only.
+
+`run_suite(address)` dials the node at `address` as a stranger (a `HostilePeer` of issue #12,
+with a fresh user), learns the node's user from its hello answer, and runs every case of
+`CASES` in order: each sends what SPEC says a peer may send (or must not) and compares the
+node's answer with the one SPEC requires. After each hostile case a clean peer checks that
+the node still answers a hello. Another implementation is tested by pointing this at it.
+
+State owned here: one run's report; the run's state is its `Session` (session.py).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from hearthmesh.node.p2p.errors import P2PError
+from hearthmesh.protocol.errors import HearthError
+from hearthmesh.tools.client import ApiClient
+from hearthmesh.tools.hostile.catalogue import Target, probe
+from hearthmesh.tools.hostile.peer import HostilePeer
+
+from .cases import CASES, Case
+from .session import Session
+
+__all__ = ["CaseResult", "SuiteReport", "run_suite"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CaseResult:
+    name: str
+    section: str
+    expected: str
+    got: str
+    target_up: bool | None
+    """After a hostile case: the node still answered a clean peer's hello."""
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return self.got == self.expected and self.target_up is not False
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "case": self.name,
+            "section": self.section,
+            "passed": self.passed,
+            "expected": self.expected,
+            "got": self.got,
+            "target_up": self.target_up,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass(slots=True, kw_only=True)
+class SuiteReport:
+    target: str
+    results: list[CaseResult] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    """Cases not run: they need the client API and none was given."""
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "target": self.target,
+            "passed": self.passed,
+            "cases": len(self.results),
+            "failed": [r.name for r in self.results if not r.passed],
+            "skipped": self.skipped,
+            "results": [r.as_json() for r in self.results],
+        }
+
+
+async def _still_up(session: Session) -> bool:
+    """A clean peer's hello is answered (SPEC §13.3): the node survived the case."""
+    async with HostilePeer() as prober:
+        target = Target(peer_id=session.peer_id, address=session.address, user=session.user)
+        return await probe(prober, target)
+
+
+async def _run_case(case: Case, session: Session) -> str:
+    """A hostile case runs as the same user under a fresh peer id: the charges one case
+    earns (SPEC §11.6) must not hide the answer to the next."""
+    try:
+        if not case.hostile:
+            return await case.run(session)
+        async with session.kit.rotated() as fresh:
+            await fresh.connect(session.address)
+            return await case.run(
+                Session(
+                    kit=fresh,
+                    address=session.address,
+                    peer_id=session.peer_id,
+                    user=session.user,
+                    delivered=session.delivered,
+                    group=session.group,
+                )
+            )
+    except (HearthError, IndexError) as exc:  # cut off, or an earlier case left nothing
+        return f"cut-short:{type(exc).__name__}"
+
+
+async def run_suite(
+    address: str, *, api: ApiClient | None = None, cases: tuple[Case, ...] = CASES
+) -> SuiteReport:
+    """Every case against the node at `address` (a multiaddr ending in /p2p/<peer id>), and
+    its client API when `api` is given."""
+    report = SuiteReport(target=address)
+    async with HostilePeer() as kit:
+        try:
+            peer_id = await kit.connect(address)
+        except P2PError as exc:
+            report.results.append(
+                CaseResult(
+                    name="connect",
+                    section="§10",
+                    expected="connected",
+                    got=f"failed:{type(exc).__name__}",
+                    target_up=False,
+                    seconds=0.0,
+                )
+            )
+            return report
+        session = Session(kit=kit, address=address, peer_id=peer_id, api=api)
+        for case in cases:
+            if case.needs_api and api is None:
+                report.skipped.append(case.name)
+                continue
+            began = time.perf_counter()
+            got = await _run_case(case, session)
+            up = await _still_up(session) if case.hostile else None
+            report.results.append(
+                CaseResult(
+                    name=case.name,
+                    section=case.section,
+                    expected=case.expected,
+                    got=got,
+                    target_up=up,
+                    seconds=time.perf_counter() - began,
+                )
+            )
+    return report

@@ -1,0 +1,177 @@
+"""The vector operations of the wire sections (SPEC §20.1): one decode path per `op`.
+
+Each operation takes a vector case (its inputs as hex or text) and returns the decoded fields
+as plain JSON (`as_json`), or raises the error of SPEC §9 the input earns. The generators run
+them to pin each case; tests/protocol/test_vectors_wire.py runs them against the pinned files,
+and another implementation runs its own decoders on the same inputs. State: none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from enum import Enum
+from typing import Any, Final
+
+from hearthmesh.protocol.content import decode_media
+from hearthmesh.protocol.delivery import Ack, decode_frame, verify_ack
+from hearthmesh.protocol.envelope import RoomId, decode_envelope
+from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
+from hearthmesh.protocol.fetch import decode_request as decode_fetch_request
+from hearthmesh.protocol.gossip import decode_gossip, decode_presence
+from hearthmesh.protocol.hello import decode_hello
+from hearthmesh.protocol.hlc import encode_timestamp
+from hearthmesh.protocol.home_dht import home_record_key, select_home_record, validate_home_record
+from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.linking import (
+    check_link_proof,
+    decode_link_answer,
+    decode_link_code,
+    decode_link_request,
+)
+from hearthmesh.protocol.media import MediaDownload
+from hearthmesh.protocol.media import decode_answer as decode_media_answer
+from hearthmesh.protocol.media import decode_request as decode_media_request
+from hearthmesh.protocol.membership import (
+    RoomState,
+    decode_membership,
+    fold,
+    ruling,
+)
+from hearthmesh.protocol.receipts import decode_receipt
+from hearthmesh.protocol.sync import decode_sync_frame
+
+__all__ = ["OPS", "as_json", "run_op"]
+
+Case = dict[str, Any]
+
+
+def as_json(value: object) -> Any:
+    """Decoded values as JSON: dataclasses as objects, bytes as hex, enums as their value."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: as_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"type": type(value).__name__, **fields}
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [as_json(v) for v in value]
+    if isinstance(value, dict):
+        return {as_json(k): as_json(v) for k, v in value.items()}
+    return value
+
+
+def _hex(case: Case, key: str = "hex") -> bytes:
+    return bytes.fromhex(case[key])
+
+
+def _deliver_frame(case: Case) -> Any:
+    """§11.1-11.3: a frame of the deliver stream; an ACK's node signature is checked too."""
+    frame = decode_frame(_hex(case))
+    if isinstance(frame, Ack):
+        verify_ack(frame)
+    return as_json(frame)
+
+
+def _home_record(case: Case) -> Any:
+    """§13.1-13.2: decode, then verify at the case's clock."""
+    record = decode_home_record(_hex(case))
+    verify_home_record(record, now_ms=case["now_ms"])
+    return as_json(record)
+
+
+def _home_dht_validate(case: Case) -> Any:
+    """§13.4: what a DHT node accepts under a key."""
+    return as_json(validate_home_record(case["key"], _hex(case), now_ms=case["now_ms"]))
+
+
+def _history_order(wires: list[str]) -> list[Any]:
+    """Envelopes sorted by (hlc, sender device, seq) (SPEC §4.5), whatever order they came in."""
+    envelopes = [decode_envelope(bytes.fromhex(w)) for w in wires]
+    return sorted(envelopes, key=lambda e: (encode_timestamp(e.hlc), e.sender_device, e.seq))
+
+
+def _state(state: RoomState) -> Any:
+    return {
+        "created": state.created,
+        "name": state.name,
+        "open": state.open,
+        "members": {user.hex(): int(role) for user, role in sorted(state.members.items())},
+        "ignored": state.ignored,
+    }
+
+
+def _membership_fold(case: Case) -> Any:
+    """§12.3: the state is the fold of the events in history order, whatever their arrival."""
+    return _state(fold(RoomId(_hex(case, "room_hex")), _history_order(case["events_hex"])))
+
+
+def _membership_ruling(case: Case) -> Any:
+    """§12.2: what the rules say of one change after the events held."""
+    state = fold(RoomId(_hex(case, "room_hex")), _history_order(case["events_hex"]))
+    change = decode_membership(_hex(case))
+    return {"ruling": ruling(state, UserId(_hex(case, "sender_hex")), change).name}
+
+
+def _presence(case: Case) -> Any:
+    """§14.2: a PRESENCE envelope's body, its record verified and the sender's own."""
+    envelope = decode_envelope(_hex(case))
+    return as_json(decode_presence(envelope, now_ms=case["now_ms"]))
+
+
+def _gossip(case: Case) -> Any:
+    """§14.1: a room topic payload, certificate and envelope verified."""
+    item = decode_gossip(_hex(case), now_ms=case["now_ms"])
+    return {"message_id": item.envelope.message_id.hex(), "kind": int(item.envelope.kind)}
+
+
+def _media_download(case: Case) -> Any:
+    """§25.2-25.4: a fetcher fed the answer frames of one blob."""
+    download = MediaDownload(_hex(case, "digest_hex"), case["declared_size"])
+    blob = None
+    for frame in case["frames_hex"]:
+        blob = download.receive(bytes.fromhex(frame))
+    return {"blob_hex": None if blob is None else blob.hex()}
+
+
+def _link_request(case: Case) -> Any:
+    """§22: a link request, its HMAC proof checked with the code's secret."""
+    request = decode_link_request(_hex(case))
+    check_link_proof(_hex(case, "secret_hex"), request)
+    return as_json(request)
+
+
+OPS: Final[dict[str, Callable[[Case], Any]]] = {
+    "deliver_frame": _deliver_frame,
+    "hello": lambda c: as_json(decode_hello(_hex(c))),
+    "home_record": _home_record,
+    "home_dht_key": lambda c: {"key": home_record_key(UserId(_hex(c, "user_hex")))},
+    "home_dht_validate": _home_dht_validate,
+    "home_dht_select": lambda c: {
+        "index": select_home_record(c["key"], [bytes.fromhex(v) for v in c["values_hex"]])
+    },
+    "membership_body": lambda c: as_json(decode_membership(_hex(c))),
+    "membership_fold": _membership_fold,
+    "membership_ruling": _membership_ruling,
+    "receipt_body": lambda c: as_json(decode_receipt(_hex(c))),
+    "sync_frame": lambda c: as_json(decode_sync_frame(_hex(c))),
+    "media_request": lambda c: {"digest": decode_media_request(_hex(c)).hex()},
+    "media_answer": lambda c: as_json(decode_media_answer(_hex(c))),
+    "media_download": _media_download,
+    "media_descriptor": lambda c: as_json(decode_media(_hex(c))),
+    "fetch_request": lambda c: as_json(decode_fetch_request(_hex(c))),
+    "fetch_answer": lambda c: as_json(decode_fetch_answer(_hex(c))),
+    "link_code": lambda c: as_json(decode_link_code(c["text"])),
+    "link_request": _link_request,
+    "link_answer": lambda c: as_json(decode_link_answer(_hex(c))),
+    "presence": _presence,
+    "gossip": _gossip,
+}
+"""Every operation a wire vector names; the keys are the `op` of its cases."""
+
+
+def run_op(case: Case) -> Any:
+    """The fields `case` decodes to, or the error it raises."""
+    return OPS[case["op"]](case)
