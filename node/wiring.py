@@ -35,6 +35,9 @@ from hearthmesh.node.delivery.relay import RelayForwarder
 from hearthmesh.node.delivery.relay_choice import RelayChooser
 from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.delivery.sync import SyncService
+from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
+from hearthmesh.node.e2ee.key_claims import KeyServer
+from hearthmesh.node.e2ee.pickle_key import load_or_create_pickle_key
 from hearthmesh.node.identity.certificates import CertificateLookup, ThreadCertificates
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.home_lookup import HomeLookups
@@ -60,6 +63,7 @@ from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
+from hearthmesh.protocol.e2ee import KEYS_PROTOCOL
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC
 from hearthmesh.protocol.hello import HELLO_PROTOCOL
@@ -94,6 +98,8 @@ class Services:
     sync: SyncService
     hello: HelloService
     media_server: MediaServer
+    crypto: DeviceCrypto
+    key_server: KeyServer
     media: MediaFetcher
     fetch: FetchService
     gaps: GapFetcher
@@ -273,6 +279,19 @@ def build_services(
         on_refused=standing.refused,
         clock=clock,
     )
+    crypto = DeviceCrypto(  # creates the Olm account on first start (SPEC §27.1)
+        store.store,
+        pickle_key=load_or_create_pickle_key(config.data_dir),
+        device_key=keyring.device,
+        user=user,
+    )
+    key_server = KeyServer(
+        store=store,
+        crypto=crypto,
+        device=keyring.device_id,
+        clock=clock,
+        on_refused=standing.refused,
+    )
     media = MediaFetcher(
         host=host,
         links=links,
@@ -369,6 +388,8 @@ def build_services(
         sync=sync,
         hello=hello,
         media_server=media_server,
+        crypto=crypto,
+        key_server=key_server,
         media=media,
         fetch=fetch,
         gaps=gaps,
@@ -390,6 +411,7 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
         DELIVER_PROTOCOL: s.receiver.serve_deliver,
         HELLO_PROTOCOL: s.hello.serve,
         MEDIA_PROTOCOL: s.media_server.serve,
+        KEYS_PROTOCOL: s.key_server.serve,
         FETCH_PROTOCOL: s.fetch.serve,
     }
     for protocol, handler in handlers.items():

@@ -19,6 +19,7 @@ __all__ = [
     "FrameTimeout",
     "HearthError",
     "InvalidIdentifier",
+    "KeyMismatch",
     "LocalProtocolError",
     "MalformedMessage",
     "MembershipLimit",
@@ -28,10 +29,12 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "RemoteProtocolError",
+    "Replayed",
     "SequenceOverflow",
     "StorageError",
     "TooLarge",
     "TooManyStreams",
+    "Undecryptable",
     "UnknownKind",
     "UnsupportedVersion",
     "error_for_code",
@@ -60,6 +63,10 @@ class ErrorCode(IntEnum):
     TOO_MANY_STREAMS = 25
     FRAME_TIMEOUT = 26
     BUSY = 27
+    # 50-59: end-to-end encryption of messages (SPEC §27); 40-49 are media and SAS (§28, §29)
+    UNDECRYPTABLE = 50
+    KEY_MISMATCH = 51
+    REPLAYED = 52
     STORAGE = 100
 
 
@@ -183,6 +190,26 @@ class Busy(RemoteProtocolError):
     code = ErrorCode.BUSY
 
 
+class Undecryptable(RemoteProtocolError):
+    """A ciphertext that fails its MAC or signature, or a key that does not open it (SPEC §27)."""
+
+    code = ErrorCode.UNDECRYPTABLE
+
+
+class KeyMismatch(RemoteProtocolError):
+    """E2EE keys that do not belong together: a room key whose sender or recipient keys differ
+    from the Olm channel's, or a Megolm session used by a device that did not share it (SPEC §27).
+    """
+
+    code = ErrorCode.KEY_MISMATCH
+
+
+class Replayed(RemoteProtocolError):
+    """A Megolm (session, index) already opened for another message (SPEC §27.6)."""
+
+    code = ErrorCode.REPLAYED
+
+
 class StorageError(HearthError):
     """The store failed or holds something it cannot read; the message names the path or key."""
 
@@ -209,6 +236,9 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         TooManyStreams,
         FrameTimeout,
         Busy,
+        Undecryptable,
+        KeyMismatch,
+        Replayed,
     )
 }
 

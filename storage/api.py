@@ -29,6 +29,7 @@ __all__ = [
     "Contact",
     "ConversationPage",
     "ConversationSummary",
+    "CryptoStore",
     "Cursor",
     "DeliveryStatus",
     "DeviceRecord",
@@ -38,11 +39,13 @@ __all__ = [
     "FriendRequest",
     "HistoryPage",
     "HistoryStore",
+    "InboundSession",
     "Maintenance",
     "MediaInfo",
     "MediaReference",
     "MediaStore",
     "Member",
+    "OutboundSession",
     "Outbox",
     "OutboxEntry",
     "Outcome",
@@ -382,6 +385,25 @@ class PurgeReport:
     """Expired events kept because an outbox entry still needs them."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundSession:
+    """Our Megolm outbound session in one room (SPEC §27.8, §27.9)."""
+
+    created_ms: int
+    messages: int
+    """Messages encrypted with it so far: rotation after `megolm_rotate_messages`."""
+    pickle: bytes
+    """vodozemac's pickle, encrypted under the node's pickle key."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundSession:
+    """A Megolm inbound session and the device whose room key gave it (SPEC §27.7)."""
+
+    owner: DeviceId
+    pickle: bytes
+
+
 class HistoryStore(Protocol):
     """Room history, the message index and per-recipient status."""
 
@@ -671,6 +693,55 @@ class ClientCredentials(Protocol):
         ...
 
 
+class CryptoStore(Protocol):
+    """End-to-end encryption state (SPEC §27.8): pickles only, encrypted by the caller."""
+
+    def crypto_account(self) -> bytes | None:
+        """The Olm account's pickle, if any."""
+        ...
+
+    def set_crypto_account(self, pickle: bytes) -> None:
+        """Replace the Olm account's pickle."""
+        ...
+
+    def olm_sessions(self, peer_curve: bytes) -> list[tuple[bytes, bytes]]:
+        """(session id, pickle) of the Olm sessions with a peer's Curve25519 key."""
+        ...
+
+    def put_olm_session(self, peer_curve: bytes, session_id: bytes, pickle: bytes) -> None:
+        """Store or replace an Olm session."""
+        ...
+
+    def outbound_session(self, room: RoomId) -> OutboundSession | None:
+        """Our outbound Megolm session in `room`."""
+        ...
+
+    def put_outbound_session(self, room: RoomId, session: OutboundSession) -> None:
+        """Store our outbound Megolm session in `room` (inside the batch that commits the
+        envelope it encrypted, SPEC §27.8)."""
+        ...
+
+    def inbound_session(self, room: RoomId, session_id: bytes) -> InboundSession | None:
+        """An inbound Megolm session of `room`."""
+        ...
+
+    def put_inbound_session(self, room: RoomId, session_id: bytes, session: InboundSession) -> bool:
+        """Keep an inbound session unless its id is kept already; True if stored."""
+        ...
+
+    def claim_index(self, session_id: bytes, index: int, message_id: MessageId) -> MessageId | None:
+        """Record the message a Megolm index opened; the one recorded before, if any."""
+        ...
+
+    def hand_out_one_time_key(self, key: bytes) -> bool:
+        """Mark one of our one-time keys handed out; False if it already was (SPEC §27.2)."""
+        ...
+
+    def forget_handed_out(self, keep: frozenset[bytes]) -> int:
+        """Forget the handed-out marks of keys outside `keep`; how many were forgotten."""
+        ...
+
+
 class SyncStateStore(Protocol):
     """Per-peer, per-room sync state (an opaque resumable token for ARCHITECTURE §8)."""
 
@@ -783,6 +854,7 @@ class Store(
     RoomDirectory,
     UserDirectory,
     ClientCredentials,
+    CryptoStore,
     SyncStateStore,
     MediaStore,
     Settings,

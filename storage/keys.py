@@ -29,6 +29,7 @@ __all__ = [
     "check_id",
     "contact_key",
     "conversation_key",
+    "crypto_pair_key",
     "decode_activity_key",
     "decode_outbox_parked_key",
     "decode_outbox_queue_key",
@@ -165,6 +166,25 @@ class Table(Enum):
     """sender | recipient -> b"": the reverse of `contacts.requests` (outgoing, SPEC §18)."""
     CLIENTS = b"clients.credentials"
     """client id (16 bytes) -> paired client record (web client #17, SPEC §15.7)."""
+    E2EE_ACCOUNT = b"e2ee.account"
+    """b"account" -> the Olm account's vodozemac pickle (SPEC §27.8)."""
+    E2EE_OLM = b"e2ee.olm_sessions"
+    """peer curve key(32) | session id (utf-8) -> Olm session pickle."""
+    E2EE_OUTBOUND = b"e2ee.outbound"
+    """room -> created_ms u64 | messages u32 | Megolm outbound session pickle (SPEC §27.9)."""
+    E2EE_INBOUND = b"e2ee.inbound"
+    """room | session id(32) -> owner device(32) | Megolm inbound session pickle."""
+    E2EE_OPENED = b"e2ee.opened"
+    """session id(32) | index u32 -> message id: which message each Megolm index opened
+    (replay, SPEC §27.7)."""
+    E2EE_HANDED_OUT = b"e2ee.handed_out"
+    """one-time key(32) -> b"": keys of ours already handed to a claimer (SPEC §27.2)."""
+
+
+def crypto_pair_key(first: bytes, second: bytes) -> bytes:
+    """A 32-byte id followed by a second id: the e2ee tables' keys (room | session, ...)."""
+    check_id(first, "e2ee")
+    return first + second
 
 
 def check_id(value: bytes, what: str) -> None:

@@ -16,6 +16,7 @@ from hearthmesh.node.api.bodies import read_json
 from hearthmesh.node.api.client_routes import CLIENT_ROUTES
 from hearthmesh.node.api.errors import ApiError
 from hearthmesh.node.api.openapi import openapi_document
+from hearthmesh.node.api.pairing import qr_data_uri
 from hearthmesh.node.api.push import (
     decode_target,
     encode_target,
@@ -322,11 +323,13 @@ async def create_link_code(request: web.Request) -> web.Response:
     if not node.keyring.is_primary:
         raise NotAuthorized("only the primary device links new devices")
     code = node.create_link_code()
+    text = encode_link_code(code)
     return web.json_response(
         {
-            "code": encode_link_code(code),
+            "code": text,
             "short_code": short_code(code),
             "expires_ms": code.expires_ms,
+            "qr": qr_data_uri(text),  # the web client shows it; the CLI draws its own
         },
         status=201,
     )

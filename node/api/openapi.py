@@ -202,7 +202,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/v1/conversation": {
         "get": _op(
             "the seed's conversation list: conversations (RecipientName, "
-            "RecipientProfilePic, LatestMessage), page_size, page_number",
+            "RecipientProfilePic, LatestMessage, members, admins, unread), page_size, page_number",
             params=(
                 _UID,
                 _query("page_size", {"type": "integer", "minimum": 1, "maximum": 100}, "1..100"),
@@ -250,7 +250,11 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     },
     "/v1/devices": {"get": _op("this user's devices and the node each lives on")},
     "/v1/devices/link": {
-        "post": _op("a one-time pairing code for a new device (primary only)", ok=201)
+        "post": _op(
+            "a one-time link code for a new device (primary only): code, short_code, "
+            "expires_ms, and qr (the code as an SVG data URI)",
+            ok=201,
+        )
     },
     "/v1/devices/{device_id}": {
         "delete": _op(
@@ -286,7 +290,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
         "delete": _op("withdraw our pending request", params=(_path("user_id", _USER_ID),))
     },
     "/v1/groups": {
-        "get": _op("the seed's get_all_group"),
+        "get": _op("the seed's get_all_group: id, type, name, open, members, admins"),
         "post": _op(
             "create a group",
             ok=201,

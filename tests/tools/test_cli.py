@@ -57,3 +57,12 @@ def test_bench_sync_prints_one_json_object() -> None:
     assert figures["benchmark"] == "sync"
     assert set(figures["diff_bytes"]) == {"1", "10", "100", "1000"}
     assert figures["insync_round_trips"] >= 1 and figures["new_device_bytes"] > 0
+
+
+def test_bench_e2ee_prints_one_json_object() -> None:
+    result = run("bench", "e2ee", "--quick")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["benchmark"] == "e2ee"
+    assert figures["encrypt_sign_us"] > 0 and figures["verify_decrypt_us"] > 0
+    assert set(figures["room_key_share_ms"]) == {"10", "100"}
