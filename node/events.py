@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
-from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.identity import DeviceId, UserId
 
 __all__ = [
     "DeliveredToHome",
+    "DeviceKeysChanged",
+    "DeviceVerified",
     "MembershipChanged",
     "MessageReceived",
     "NodeEvent",
@@ -59,4 +61,30 @@ class TypingChanged:
     active: bool
 
 
-NodeEvent = MessageReceived | DeliveredToHome | PresenceChanged | MembershipChanged | TypingChanged
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceVerified:
+    """Our user confirmed a SAS with `user`'s `device` and both MACs verified (SPEC §29.4)."""
+
+    user: UserId
+    device: DeviceId
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceKeysChanged:
+    """A user with verified device keys now lists a key not verified, or dropped a verified
+    one (SPEC §29.5): the warning to show before trusting their messages again."""
+
+    user: UserId
+    devices: tuple[DeviceId, ...]
+    """The device keys their newest record lists."""
+
+
+NodeEvent = (
+    MessageReceived
+    | DeliveredToHome
+    | PresenceChanged
+    | MembershipChanged
+    | TypingChanged
+    | DeviceVerified
+    | DeviceKeysChanged
+)

@@ -150,6 +150,8 @@ class Node:
         )
         self.media = s.media
         """Fetches the media that stored messages reference (SPEC §25); the API waits on it."""
+        self.verification = s.verification
+        """SAS verification flows and trust (SPEC §29); the API drives it."""
         self._stack.push_async_callback(s.links.aclose)
         host.set_peer_filter(s.standing.admits)
         host.set_refusal_handler(s.standing.refused)  # a stream's outcome
@@ -188,6 +190,7 @@ class Node:
         keep(s.relay.run, "relay")
         keep(s.purge.run, "purge")
         keep(s.media.run, "media")
+        keep(s.verification.run, "verification")
         keep(s.gaps.run, "gap-fetch")
         keep(functools.partial(s.presence.run, presence_sub), "presence")
         self._stack.push_async_callback(s.presence.stop)

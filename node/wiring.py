@@ -35,6 +35,10 @@ from hearthmesh.node.delivery.relay import RelayForwarder
 from hearthmesh.node.delivery.relay_choice import RelayChooser
 from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.delivery.sync import SyncService
+from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
+from hearthmesh.node.e2ee.key_claims import KeyServer
+from hearthmesh.node.e2ee.pickle_key import load_or_create_pickle_key
+from hearthmesh.node.events import DeviceVerified
 from hearthmesh.node.identity.certificates import CertificateLookup, ThreadCertificates
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.home_lookup import HomeLookups
@@ -42,6 +46,8 @@ from hearthmesh.node.identity.home_records import HomeRecords
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.identity.linking import LinkService
 from hearthmesh.node.identity.own_homes import OwnHomes
+from hearthmesh.node.identity.trust_watch import TrustWatch
+from hearthmesh.node.identity.verification import VerificationService
 from hearthmesh.node.media.fetch import MediaFetcher
 from hearthmesh.node.media.server import MediaServer
 from hearthmesh.node.mesh.greetings import Greetings
@@ -60,12 +66,14 @@ from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
+from hearthmesh.protocol.e2ee import KEYS_PROTOCOL
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC
 from hearthmesh.protocol.hello import HELLO_PROTOCOL
 from hearthmesh.protocol.linking import LINK_PROTOCOL
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
 from hearthmesh.protocol.sync import SYNC_PROTOCOL
+from hearthmesh.protocol.verification import VERIFY_PROTOCOL
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["Services", "announce_addrs", "build_services", "serve"]
@@ -94,6 +102,8 @@ class Services:
     sync: SyncService
     hello: HelloService
     media_server: MediaServer
+    crypto: DeviceCrypto
+    key_server: KeyServer
     media: MediaFetcher
     fetch: FetchService
     gaps: GapFetcher
@@ -101,6 +111,7 @@ class Services:
     gossip_out: GossipPublisher
     outgoing: Outgoing
     greetings: Greetings
+    verification: VerificationService
 
 
 def announce_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
@@ -181,7 +192,9 @@ def build_services(
         clock=clock,
         poll_ms=max(config.retry_poll_ms, 1000),
     )
+    trust = TrustWatch(store=store, emit=events.emit)
     presence = PresenceService(
+        trust=trust,
         host=host,
         store=store,
         directory=directory,
@@ -205,6 +218,7 @@ def build_services(
         homes=homes,
         relay=relay,
         presence=presence,
+        trust=trust,
         supervisor=supervisor,
         run_state=run_state,
     )
@@ -273,6 +287,19 @@ def build_services(
         on_refused=standing.refused,
         clock=clock,
     )
+    crypto = DeviceCrypto(  # creates the Olm account on first start (SPEC §27.1)
+        store.store,
+        pickle_key=load_or_create_pickle_key(config.data_dir),
+        device_key=keyring.device,
+        user=user,
+    )
+    key_server = KeyServer(
+        store=store,
+        crypto=crypto,
+        device=keyring.device_id,
+        clock=clock,
+        on_refused=standing.refused,
+    )
     media = MediaFetcher(
         host=host,
         links=links,
@@ -281,6 +308,17 @@ def build_services(
         clock=clock,
         rng=rng,
         find_home=home_lookups.find,
+    )
+    verification = VerificationService(
+        host=host,
+        links=links,
+        store=store,
+        keyring=keyring,
+        homes=homes,
+        directory=directory,
+        standing=standing,
+        clock=clock,
+        on_verified=lambda user, device: events.emit(DeviceVerified(user=user, device=device)),
     )
     fetch = FetchService(
         host=host,
@@ -369,6 +407,8 @@ def build_services(
         sync=sync,
         hello=hello,
         media_server=media_server,
+        crypto=crypto,
+        key_server=key_server,
         media=media,
         fetch=fetch,
         gaps=gaps,
@@ -376,6 +416,7 @@ def build_services(
         gossip_out=gossip_out,
         outgoing=outgoing,
         greetings=greetings,
+        verification=verification,
     )
 
 
@@ -390,7 +431,9 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
         DELIVER_PROTOCOL: s.receiver.serve_deliver,
         HELLO_PROTOCOL: s.hello.serve,
         MEDIA_PROTOCOL: s.media_server.serve,
+        KEYS_PROTOCOL: s.key_server.serve,
         FETCH_PROTOCOL: s.fetch.serve,
+        VERIFY_PROTOCOL: s.verification.serve,
     }
     for protocol, handler in handlers.items():
         host.set_stream_handler(protocol, supervisor.handler(protocol, handler))

@@ -1,7 +1,8 @@
 """Bodies of user content and small control envelopes (SPEC §17, §18), sans-I/O.
 
 - text messages: `text/plain`, UTF-8;
-- media references: MEDIA_CONTENT_TYPE, CBOR [type, sha-256, media type, size, caption]; the
+- media references: MEDIA_CONTENT_TYPE, CBOR [type, sha-256, media type, size, caption, seal]
+  (the seal opens the encrypted blob, SPEC §28; bodies written before it have no seal); the
   blob itself travels by reference, never inside an envelope (SPEC §7.2);
 - typing indicators: TYPING envelopes, CBOR [active], never stored (SPEC §17);
 - contact (friend request) events: MESSAGE envelopes in the direct room of the two users with
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from .canonical import decode_canonical, encode_canonical
+from .canonical import CborValue, decode_canonical, encode_canonical
 from .envelope import Envelope, Kind
 from .errors import MalformedMessage, RemoteProtocolError
+from .media_seal import MediaSeal, seal_from_cbor, seal_to_cbor, sealed_size
 from .media_type import check_media_type
 
 __all__ = [
@@ -80,29 +82,59 @@ class MediaRef:
     type: str
     """image, video, audio or file."""
     digest: bytes
+    """SHA-256 of the blob as stored and served: the ciphertext when sealed (SPEC §28.2)."""
     content_type: str
     size: int
+    """Bytes of the plaintext (what clients get)."""
     caption: str = ""
+    seal: MediaSeal | None = None
+    """What opens the blob; None only in bodies written before media were encrypted."""
+
+    @property
+    def blob_size(self) -> int:
+        """Bytes of the blob a node fetches and serves: the ciphertext's when sealed."""
+        return self.size if self.seal is None else sealed_size(self.size)
 
 
 def encode_media(media: MediaRef) -> bytes:
-    """CBOR [type, digest, content type, size, caption]. Raises MalformedMessage."""
+    """CBOR [type, digest, content type, size, caption, seal] (no seal: the first five).
+
+    Raises MalformedMessage."""
     _check_media(media)
-    return encode_canonical(
-        [media.type, media.digest, media.content_type, media.size, media.caption]
-    )
+    fields: list[CborValue] = [
+        media.type,
+        media.digest,
+        media.content_type,
+        media.size,
+        media.caption,
+    ]
+    if media.seal is not None:
+        fields.append(seal_to_cbor(media.seal))
+    return encode_canonical(fields)
 
 
 def decode_media(body: bytes) -> MediaRef:
     """Parse a media body. Raises MalformedMessage (or TooLarge)."""
     match decode_canonical(body, max_bytes=4096):
-        case [str() as type_, bytes() as digest, str() as content_type, int() as size, str() as c]:
+        case [
+            str() as type_,
+            bytes() as digest,
+            str() as content_type,
+            int() as size,
+            str() as caption,
+            *rest,
+        ] if len(rest) <= 1:
             media = MediaRef(
-                type=type_, digest=digest, content_type=content_type, size=size, caption=c
+                type=type_,
+                digest=digest,
+                content_type=content_type,
+                size=size,
+                caption=caption,
+                seal=seal_from_cbor(rest[0]) if rest else None,
             )
             _check_media(media)
             return media
-    raise MalformedMessage("media body is [type, digest, content type, size, caption]")
+    raise MalformedMessage("media body is [type, digest, content type, size, caption, seal]")
 
 
 def media_ref_of(envelope: Envelope) -> MediaRef | None:

@@ -72,6 +72,7 @@ class Kind(IntEnum):
     TYPING = 9
     PRESENCE = 10
     PRIVATE = 11
+    ROOM_KEY = 12
 
     @property
     def ephemeral(self) -> bool:

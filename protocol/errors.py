@@ -19,8 +19,10 @@ __all__ = [
     "FrameTimeout",
     "HearthError",
     "InvalidIdentifier",
+    "KeyMismatch",
     "LocalProtocolError",
     "MalformedMessage",
+    "MediaTampered",
     "MembershipLimit",
     "NotAuthorized",
     "NotFound",
@@ -28,12 +30,16 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "RemoteProtocolError",
+    "Replayed",
+    "SasMismatch",
     "SequenceOverflow",
     "StorageError",
     "TooLarge",
     "TooManyStreams",
+    "Undecryptable",
     "UnknownKind",
     "UnsupportedVersion",
+    "VerificationCancelled",
     "error_for_code",
 ]
 
@@ -60,6 +66,13 @@ class ErrorCode(IntEnum):
     TOO_MANY_STREAMS = 25
     FRAME_TIMEOUT = 26
     BUSY = 27
+    MEDIA_TAMPERED = 40
+    SAS_MISMATCH = 41
+    VERIFICATION_CANCELLED = 42
+    # 50-59: end-to-end encryption of messages (SPEC §27); 40-49 are media and SAS (§28, §29)
+    UNDECRYPTABLE = 50
+    KEY_MISMATCH = 51
+    REPLAYED = 52
     STORAGE = 100
 
 
@@ -183,6 +196,44 @@ class Busy(RemoteProtocolError):
     code = ErrorCode.BUSY
 
 
+class Undecryptable(RemoteProtocolError):
+    """A ciphertext that fails its MAC or signature, or a key that does not open it (SPEC §27)."""
+
+    code = ErrorCode.UNDECRYPTABLE
+
+
+class KeyMismatch(RemoteProtocolError):
+    """E2EE keys that do not belong together: a room key whose sender or recipient keys differ
+    from the Olm channel's, or a Megolm session used by a device that did not share it (SPEC §27).
+    """
+
+    code = ErrorCode.KEY_MISMATCH
+
+
+class Replayed(RemoteProtocolError):
+    """A Megolm (session, index) already opened for another message (SPEC §27.6)."""
+
+    code = ErrorCode.REPLAYED
+
+
+class MediaTampered(RemoteProtocolError):
+    """A media blob whose AES-GCM tag or plaintext hash does not verify (SPEC §28.3)."""
+
+    code = ErrorCode.MEDIA_TAMPERED
+
+
+class SasMismatch(RemoteProtocolError):
+    """A SAS commitment or MAC that does not verify: someone swapped a key (SPEC §29.3)."""
+
+    code = ErrorCode.SAS_MISMATCH
+
+
+class VerificationCancelled(HearthError):
+    """A verification flow was cancelled by a user or ended by the peer (SPEC §29.3); no breach."""
+
+    code = ErrorCode.VERIFICATION_CANCELLED
+
+
 class StorageError(HearthError):
     """The store failed or holds something it cannot read; the message names the path or key."""
 
@@ -209,6 +260,9 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         TooManyStreams,
         FrameTimeout,
         Busy,
+        Undecryptable,
+        KeyMismatch,
+        Replayed,
     )
 }
 

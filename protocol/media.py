@@ -17,8 +17,10 @@ from typing import Final
 from .canonical import CborValue, decode_canonical, encode_canonical
 from .delivery import ProtocolErrorFrame
 from .errors import HearthError, MalformedMessage, TooLarge
+from .media_seal import sealed_size
 
 __all__ = [
+    "MAX_BLOB_BYTES",
     "MAX_CHUNK_BYTES",
     "MAX_MEDIA_BYTES",
     "MAX_REQUEST_BYTES",
@@ -38,7 +40,9 @@ __all__ = [
 
 MEDIA_PROTOCOL: Final = "/hearthmesh/media/0"
 MAX_MEDIA_BYTES: Final = 16 * 1024 * 1024
-"""Largest blob served or fetched: the client API's upload limit (SPEC §15.2.3)."""
+"""Largest plaintext uploaded: the client API's upload limit (SPEC §15.2.3)."""
+MAX_BLOB_BYTES: Final = sealed_size(MAX_MEDIA_BYTES)
+"""Largest blob served or fetched: the upload limit sealed (SPEC §28.1)."""
 MAX_CHUNK_BYTES: Final = 256 * 1024
 MAX_REQUEST_BYTES: Final = 64
 """A REQUEST is 37 bytes; anything longer is refused before parsing."""
@@ -161,9 +165,9 @@ class MediaDownload:
     """
 
     def __init__(self, digest: bytes, declared_size: int) -> None:
-        """Raises TooLarge when `declared_size` exceeds MAX_MEDIA_BYTES (nothing is asked)."""
-        if not 0 <= declared_size <= MAX_MEDIA_BYTES:
-            raise TooLarge(f"media of {declared_size} bytes (at most {MAX_MEDIA_BYTES})")
+        """Raises TooLarge when `declared_size` exceeds MAX_BLOB_BYTES (nothing is asked)."""
+        if not 0 <= declared_size <= MAX_BLOB_BYTES:
+            raise TooLarge(f"media of {declared_size} bytes (at most {MAX_BLOB_BYTES})")
         self._digest = digest
         self._declared = declared_size
         self._parts: list[bytes] = []

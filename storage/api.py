@@ -15,6 +15,7 @@ from typing import Final, NewType, Protocol, TypeVar
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.protocol.media_seal import MediaSeal
 
 __all__ = [
     "DEFAULT_RELAY_QUOTA",
@@ -29,6 +30,7 @@ __all__ = [
     "Contact",
     "ConversationPage",
     "ConversationSummary",
+    "CryptoStore",
     "Cursor",
     "DeliveryStatus",
     "DeviceRecord",
@@ -38,11 +40,13 @@ __all__ = [
     "FriendRequest",
     "HistoryPage",
     "HistoryStore",
+    "InboundSession",
     "Maintenance",
     "MediaInfo",
     "MediaReference",
     "MediaStore",
     "Member",
+    "OutboundSession",
     "Outbox",
     "OutboxEntry",
     "Outcome",
@@ -60,6 +64,7 @@ __all__ = [
     "StoredEvent",
     "SyncStateStore",
     "Transactions",
+    "Trust",
     "UserDirectory",
 ]
 
@@ -114,6 +119,13 @@ class DeliveryStatus(IntEnum):
     SENT = 1
     DELIVERED = 2
     READ = 3
+
+
+class Trust(IntEnum):
+    """What our user settled about a (user, device key) by SAS (SPEC §29.4). Never renumbered."""
+
+    VERIFIED = 1
+    """Both sides confirmed the same string and the MACs verified."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -360,6 +372,8 @@ class MediaInfo:
     size: int
     content_type: str
     created_ms: int
+    seal: MediaSeal | None = None
+    """What opens the content, when it is a sealed blob (SPEC §28); None for a plain one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -369,7 +383,10 @@ class MediaReference:
     room: RoomId
     sender: UserId
     size: int
+    """Bytes of the blob (the ciphertext's when sealed)."""
     content_type: str
+    seal: MediaSeal | None = None
+    """What opens the blob, as the referencing message carries it (SPEC §28.2)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -380,6 +397,25 @@ class PurgeReport:
     relay_entries: int
     kept_for_outbox: int
     """Expired events kept because an outbox entry still needs them."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundSession:
+    """Our Megolm outbound session in one room (SPEC §27.8, §27.9)."""
+
+    created_ms: int
+    messages: int
+    """Messages encrypted with it so far: rotation after `megolm_rotate_messages`."""
+    pickle: bytes
+    """vodozemac's pickle, encrypted under the node's pickle key."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundSession:
+    """A Megolm inbound session and the device whose room key gave it (SPEC §27.7)."""
+
+    owner: DeviceId
+    pickle: bytes
 
 
 class HistoryStore(Protocol):
@@ -592,6 +628,14 @@ class UserDirectory(Protocol):
         """Put `contact` in `owner`'s list."""
         ...
 
+    def set_trust(self, user: UserId, device: DeviceId, trust: Trust, *, now_ms: int) -> None:
+        """Record what verification settled about `user`'s `device` key (SPEC §29.4)."""
+        ...
+
+    def trusted_devices(self, user: UserId) -> dict[DeviceId, Trust]:
+        """`user`'s device keys with a trust state; one prefix scan."""
+        ...
+
     def remove_contact(self, owner: bytes, contact: bytes) -> bool:
         """Take `contact` off `owner`'s list."""
         ...
@@ -671,6 +715,55 @@ class ClientCredentials(Protocol):
         ...
 
 
+class CryptoStore(Protocol):
+    """End-to-end encryption state (SPEC §27.8): pickles only, encrypted by the caller."""
+
+    def crypto_account(self) -> bytes | None:
+        """The Olm account's pickle, if any."""
+        ...
+
+    def set_crypto_account(self, pickle: bytes) -> None:
+        """Replace the Olm account's pickle."""
+        ...
+
+    def olm_sessions(self, peer_curve: bytes) -> list[tuple[bytes, bytes]]:
+        """(session id, pickle) of the Olm sessions with a peer's Curve25519 key."""
+        ...
+
+    def put_olm_session(self, peer_curve: bytes, session_id: bytes, pickle: bytes) -> None:
+        """Store or replace an Olm session."""
+        ...
+
+    def outbound_session(self, room: RoomId) -> OutboundSession | None:
+        """Our outbound Megolm session in `room`."""
+        ...
+
+    def put_outbound_session(self, room: RoomId, session: OutboundSession) -> None:
+        """Store our outbound Megolm session in `room` (inside the batch that commits the
+        envelope it encrypted, SPEC §27.8)."""
+        ...
+
+    def inbound_session(self, room: RoomId, session_id: bytes) -> InboundSession | None:
+        """An inbound Megolm session of `room`."""
+        ...
+
+    def put_inbound_session(self, room: RoomId, session_id: bytes, session: InboundSession) -> bool:
+        """Keep an inbound session unless its id is kept already; True if stored."""
+        ...
+
+    def claim_index(self, session_id: bytes, index: int, message_id: MessageId) -> MessageId | None:
+        """Record the message a Megolm index opened; the one recorded before, if any."""
+        ...
+
+    def hand_out_one_time_key(self, key: bytes) -> bool:
+        """Mark one of our one-time keys handed out; False if it already was (SPEC §27.2)."""
+        ...
+
+    def forget_handed_out(self, keep: frozenset[bytes]) -> int:
+        """Forget the handed-out marks of keys outside `keep`; how many were forgotten."""
+        ...
+
+
 class SyncStateStore(Protocol):
     """Per-peer, per-room sync state (an opaque resumable token for ARCHITECTURE §8)."""
 
@@ -695,8 +788,11 @@ class SyncStateStore(Protocol):
 class MediaStore(Protocol):
     """Content-addressed blobs (files beside the environment) and their metadata."""
 
-    def put_media(self, data: bytes, *, content_type: str, now_ms: int) -> MediaInfo:
-        """Store a blob under its sha-256 (idempotent) and return its metadata."""
+    def put_media(
+        self, data: bytes, *, content_type: str, now_ms: int, seal: MediaSeal | None = None
+    ) -> MediaInfo:
+        """Store a blob under its sha-256 (idempotent) and return its metadata; `seal` opens a
+        sealed blob (SPEC §28)."""
         ...
 
     def media_info(self, digest: bytes) -> MediaInfo | None:
@@ -783,6 +879,7 @@ class Store(
     RoomDirectory,
     UserDirectory,
     ClientCredentials,
+    CryptoStore,
     SyncStateStore,
     MediaStore,
     Settings,

@@ -12,8 +12,9 @@ import struct
 from enum import Enum
 from typing import Final
 
-from hearthmesh.protocol.errors import LocalProtocolError
+from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 from hearthmesh.protocol.hlc import TIMESTAMP_BYTES
+from hearthmesh.protocol.media_seal import KEY_BYTES, NONCE_BYTES, MediaSeal
 
 __all__ = [
     "ID_BYTES",
@@ -29,6 +30,7 @@ __all__ = [
     "check_id",
     "contact_key",
     "conversation_key",
+    "crypto_pair_key",
     "decode_activity_key",
     "decode_outbox_parked_key",
     "decode_outbox_queue_key",
@@ -43,6 +45,7 @@ __all__ = [
     "outbox_message_key",
     "outbox_parked_key",
     "outbox_queue_key",
+    "pack_seal",
     "pack_u32",
     "pack_u64",
     "peer_prefix",
@@ -59,6 +62,7 @@ __all__ = [
     "sequence_key",
     "slot",
     "sync_key",
+    "unpack_seal",
     "unpack_u32",
     "unpack_u64",
 ]
@@ -165,6 +169,27 @@ class Table(Enum):
     """sender | recipient -> b"": the reverse of `contacts.requests` (outgoing, SPEC §18)."""
     CLIENTS = b"clients.credentials"
     """client id (16 bytes) -> paired client record (web client #17, SPEC §15.7)."""
+    E2EE_ACCOUNT = b"e2ee.account"
+    """b"account" -> the Olm account's vodozemac pickle (SPEC §27.8)."""
+    E2EE_OLM = b"e2ee.olm_sessions"
+    """peer curve key(32) | session id (utf-8) -> Olm session pickle."""
+    E2EE_OUTBOUND = b"e2ee.outbound"
+    """room -> created_ms u64 | messages u32 | Megolm outbound session pickle (SPEC §27.9)."""
+    E2EE_INBOUND = b"e2ee.inbound"
+    """room | session id(32) -> owner device(32) | Megolm inbound session pickle."""
+    E2EE_OPENED = b"e2ee.opened"
+    """session id(32) | index u32 -> message id: which message each Megolm index opened
+    (replay, SPEC §27.7)."""
+    E2EE_HANDED_OUT = b"e2ee.handed_out"
+    """one-time key(32) -> b"": keys of ours already handed to a claimer (SPEC §27.2)."""
+    TRUST = b"verification.trust"
+    """user | device -> trust u8 | updated_ms u64: what SAS verification settled (SPEC §29.4)."""
+
+
+def crypto_pair_key(first: bytes, second: bytes) -> bytes:
+    """A 32-byte id followed by a second id: the e2ee tables' keys (room | session, ...)."""
+    check_id(first, "e2ee")
+    return first + second
 
 
 def check_id(value: bytes, what: str) -> None:
@@ -390,6 +415,22 @@ def media_ref_key(digest: bytes, room: bytes, sender: bytes, message_id: bytes) 
     """digest | room | sender user | message id: a prefix scan on the digest finds every
     reference, and each message's own entry goes when that message does."""
     return digest + room + sender + message_id
+
+
+def pack_seal(seal: MediaSeal) -> bytes:
+    """key(32) | nonce(12) | plaintext sha-256(32): a media seal in an index value (SPEC §28)."""
+    return seal.key + seal.nonce + seal.plain_digest
+
+
+def unpack_seal(data: bytes) -> MediaSeal:
+    """The seal `pack_seal` wrote. Raises StorageError for any other length."""
+    if len(data) != KEY_BYTES + NONCE_BYTES + 32:
+        raise StorageError(f"a stored media seal is 76 bytes, not {len(data)}")
+    return MediaSeal(
+        key=data[:KEY_BYTES],
+        nonce=data[KEY_BYTES : KEY_BYTES + NONCE_BYTES],
+        plain_digest=data[KEY_BYTES + NONCE_BYTES :],
+    )
 
 
 def blob_name(digest: bytes) -> str:

@@ -18,7 +18,17 @@ from hearthmesh.protocol.identity import UserId
 from .api import MediaReference
 from .directory import setting_key
 from .history import stored_event
-from .keys import ID_BYTES, KEY_END, Table, media_ref_key, pack_u64, prefix_end, unpack_u64
+from .keys import (
+    ID_BYTES,
+    KEY_END,
+    Table,
+    media_ref_key,
+    pack_seal,
+    pack_u64,
+    prefix_end,
+    unpack_seal,
+    unpack_u64,
+)
 from .kv import KvTxn
 
 __all__ = [
@@ -29,10 +39,10 @@ __all__ = [
     "note_media_txn",
 ]
 
-MEDIA_REFS_FILLED_SETTING: Final = "storage.media_refs_by_message"
+MEDIA_REFS_FILLED_SETTING: Final = "storage.media_refs_with_seals"
 """Set once the history written before this index (one entry per message) has been indexed."""
 
-_EARLIER_SETTINGS: Final = ("storage.media_refs_filled",)
+_EARLIER_SETTINGS: Final = ("storage.media_refs_filled", "storage.media_refs_by_message")
 """Markers of earlier forms of the index, dropped with the entries they describe."""
 
 _MEDIA_MARKER: Final = MEDIA_CONTENT_TYPE.encode()
@@ -43,7 +53,8 @@ def note_media_txn(txn: KvTxn, envelope: Envelope) -> None:
     """Index the blob `envelope` references, if any (a no-op for every other event)."""
     media = media_ref_of(envelope)
     if media is not None:
-        value = pack_u64(media.size) + media.content_type.encode()
+        seal = b"" if media.seal is None else pack_seal(media.seal)
+        value = pack_u64(media.blob_size) + bytes([len(seal)]) + seal + media.content_type.encode()
         txn.put(Table.MEDIA_REFS, _entry_key(media.digest, envelope), value)
 
 
@@ -62,17 +73,19 @@ def _entry_key(digest: bytes, envelope: Envelope) -> bytes:
 
 
 def media_references_txn(txn: KvTxn, digest: bytes) -> list[MediaReference]:
-    """Every (room, sender) whose stored messages reference `digest`, once each, with the size
-    and content type the first of them declared."""
+    """Every (room, sender) whose stored messages reference `digest`, once each, with the blob
+    size, content type and seal the first of them declared."""
     found: dict[bytes, MediaReference] = {}
     for key, value in txn.scan(Table.MEDIA_REFS, digest, prefix_end(digest)):
         room_and_sender = key[ID_BYTES : 3 * ID_BYTES]
         if room_and_sender not in found:
+            seal_end = 9 + value[8]
             found[room_and_sender] = MediaReference(
                 room=RoomId(room_and_sender[:ID_BYTES]),
                 sender=UserId(room_and_sender[ID_BYTES:]),
                 size=unpack_u64(value[:8]),
-                content_type=value[8:].decode(errors="replace"),
+                content_type=value[seal_end:].decode(errors="replace"),
+                seal=unpack_seal(value[9:seal_end]) if seal_end > 9 else None,
             )
     return list(found.values())
 

@@ -12,8 +12,9 @@ from typing import Final
 
 from hearthmesh.protocol.canonical import CborValue, decode_canonical, encode_canonical
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId, load_envelope
-from hearthmesh.protocol.errors import HearthError, StorageError
+from hearthmesh.protocol.errors import HearthError, MalformedMessage, StorageError
 from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.protocol.media_seal import seal_from_cbor, seal_to_cbor
 
 from .api import (
     ClientRecord,
@@ -215,16 +216,23 @@ def decode_client(key: bytes, data: bytes) -> ClientRecord:
 
 
 def encode_media(info: MediaInfo) -> bytes:
-    """[size, content_type, created_ms]."""
-    return encode_canonical([info.size, info.content_type, info.created_ms])
+    """[size, content_type, created_ms] and, for a sealed blob, its seal (SPEC §28)."""
+    fields: list[CborValue] = [info.size, info.content_type, info.created_ms]
+    if info.seal is not None:
+        fields.append(seal_to_cbor(info.seal))
+    return encode_canonical(fields)
 
 
 def decode_media(key: bytes, data: bytes) -> MediaInfo:
     """A `media.blobs` record; `key` is the digest."""
     match _load(Table.MEDIA, key, data):
-        case [int() as size, str() as content_type, int() as created_ms]:
+        case [int() as size, str() as content_type, int() as created_ms, *rest] if len(rest) <= 1:
+            try:
+                seal = seal_from_cbor(rest[0]) if rest else None
+            except MalformedMessage:
+                raise corrupt(Table.MEDIA, key, "not a media seal") from None
             return MediaInfo(
-                digest=key, size=size, content_type=content_type, created_ms=created_ms
+                digest=key, size=size, content_type=content_type, created_ms=created_ms, seal=seal
             )
     raise corrupt(Table.MEDIA, key, "not a media record")
 

@@ -10,11 +10,12 @@ import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final, Self
 
-from hearthmesh.protocol.envelope import Envelope, RoomId
+from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.errors import LocalProtocolError, StorageError
-from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.protocol.media_seal import MediaSeal
 
-from . import arrivals, clients, directory, history, media_refs, outbox, relay, rooms
+from . import arrivals, clients, crypto, directory, history, media_refs, outbox, relay, rooms
 from .api import (
     DEFAULT_RELAY_QUOTA,
     RETENTION_MS,
@@ -31,9 +32,11 @@ from .api import (
     FeedPage,
     FriendRequest,
     HistoryPage,
+    InboundSession,
     MediaInfo,
     MediaReference,
     Member,
+    OutboundSession,
     OutboxEntry,
     Outcome,
     Profile,
@@ -45,10 +48,11 @@ from .api import (
     StatusRecord,
     Store,
     StoredEvent,
+    Trust,
 )
 from .append import append_batch_txn, check_appendable
 from .blobs import BlobStore
-from .keys import Table, contact_key, pack_u64, push_key, unpack_u64
+from .keys import ID_BYTES, Table, contact_key, pack_u64, prefix_end, push_key, unpack_u64
 from .kv import KvEngine, KvTxn, T
 
 __all__ = ["RELAY_EXPIRED_PER_PUT", "KvStore"]
@@ -311,6 +315,19 @@ class KvStore:
         """Put `contact` on `owner`'s list."""
         self._engine.write(lambda txn: directory.add_contact_txn(txn, owner, contact, now_ms))
 
+    def set_trust(self, user: UserId, device: DeviceId, trust: Trust, *, now_ms: int) -> None:
+        """Record what verification settled about `user`'s `device` key."""
+        value = bytes([trust]) + pack_u64(now_ms)
+        self._engine.write(lambda txn: txn.put(Table.TRUST, bytes(user) + bytes(device), value))
+
+    def trusted_devices(self, user: UserId) -> dict[DeviceId, Trust]:
+        """`user`'s device keys with a trust state."""
+        with self._engine.read() as txn:
+            return {
+                DeviceId(key[ID_BYTES:]): Trust(value[0])
+                for key, value in txn.scan(Table.TRUST, user, prefix_end(user))
+            }
+
     def remove_contact(self, owner: bytes, contact: bytes) -> bool:
         """Take `contact` off `owner`'s list."""
         return self._engine.write(
@@ -408,6 +425,62 @@ class KvStore:
         """Forget a client."""
         return self._engine.write(lambda txn: txn.delete(Table.CLIENTS, client_id))
 
+    # --- end-to-end encryption state (SPEC §27.8) -----------------------------------------
+
+    def crypto_account(self) -> bytes | None:
+        """The Olm account's pickle, if any."""
+        with self._engine.read() as txn:
+            return crypto.account_txn(txn)
+
+    def set_crypto_account(self, pickle: bytes) -> None:
+        """Replace the Olm account's pickle."""
+        self._engine.write(lambda txn: crypto.put_account_txn(txn, pickle))
+
+    def olm_sessions(self, peer_curve: bytes) -> list[tuple[bytes, bytes]]:
+        """(session id, pickle) of the Olm sessions with `peer_curve`."""
+        with self._engine.read() as txn:
+            return crypto.olm_sessions_txn(txn, peer_curve)
+
+    def put_olm_session(self, peer_curve: bytes, session_id: bytes, pickle: bytes) -> None:
+        """Store or replace an Olm session."""
+        self._engine.write(
+            lambda txn: crypto.put_olm_session_txn(txn, peer_curve, session_id, pickle)
+        )
+
+    def outbound_session(self, room: RoomId) -> OutboundSession | None:
+        """Our outbound Megolm session in `room`."""
+        with self._engine.read() as txn:
+            return crypto.outbound_session_txn(txn, room)
+
+    def put_outbound_session(self, room: RoomId, session: OutboundSession) -> None:
+        """Store our outbound Megolm session in `room`."""
+        self._engine.write(lambda txn: crypto.put_outbound_session_txn(txn, room, session))
+
+    def inbound_session(self, room: RoomId, session_id: bytes) -> InboundSession | None:
+        """An inbound Megolm session of `room`."""
+        with self._engine.read() as txn:
+            return crypto.inbound_session_txn(txn, room, session_id)
+
+    def put_inbound_session(self, room: RoomId, session_id: bytes, session: InboundSession) -> bool:
+        """Keep an inbound session unless its id is kept already."""
+        return self._engine.write(
+            lambda txn: crypto.put_inbound_session_txn(txn, room, session_id, session)
+        )
+
+    def claim_index(self, session_id: bytes, index: int, message_id: MessageId) -> MessageId | None:
+        """Record the message a Megolm index opened; the one recorded before, if any."""
+        return self._engine.write(
+            lambda txn: crypto.claim_index_txn(txn, session_id, index, message_id)
+        )
+
+    def hand_out_one_time_key(self, key: bytes) -> bool:
+        """Mark one of our one-time keys handed out; False if it already was."""
+        return self._engine.write(lambda txn: crypto.hand_out_txn(txn, key))
+
+    def forget_handed_out(self, keep: frozenset[bytes]) -> int:
+        """Forget the handed-out marks of keys outside `keep`."""
+        return self._engine.write(lambda txn: crypto.forget_handed_out_txn(txn, keep))
+
     # --- sync state, settings ------------------------------------------------------------
 
     def get_sync_state(self, peer: bytes, room: bytes) -> bytes | None:
@@ -448,12 +521,14 @@ class KvStore:
 
     # --- media ---------------------------------------------------------------------------
 
-    def put_media(self, data: bytes, *, content_type: str, now_ms: int) -> MediaInfo:
+    def put_media(
+        self, data: bytes, *, content_type: str, now_ms: int, seal: MediaSeal | None = None
+    ) -> MediaInfo:
         """Write the blob file first, then commit its metadata (idempotent)."""
         digest = hashlib.sha256(data).digest()
         self._blobs.write(digest, data)
         info = MediaInfo(
-            digest=digest, size=len(data), content_type=content_type, created_ms=now_ms
+            digest=digest, size=len(data), content_type=content_type, created_ms=now_ms, seal=seal
         )
         return self._engine.write(lambda txn: directory.put_media_txn(txn, info))
 

@@ -80,6 +80,17 @@ def _build_parser() -> argparse.ArgumentParser:
     client.add_argument("action", nargs="?", choices=["list", "pair", "revoke"], default="list")
     client.add_argument("client_id", nargs="?", metavar="CLIENT_ID", help="for revoke")
     client.add_argument("--png", metavar="FILE", help="with pair: also write the QR code as PNG")
+    verify = _client(
+        commands.add_parser("verify", help="verify a device by comparing emoji (SAS), or trust")
+    )
+    verify.add_argument(
+        "action",
+        nargs="?",
+        choices=["list", "start", "show", "confirm", "cancel", "trust"],
+        default="list",
+    )
+    verify.add_argument("target", nargs="?", metavar="USER_ID|FLOW_ID")
+    verify.add_argument("--peer", metavar="PEER_ID", help="with start: that home of the user")
     bench = commands.add_parser("bench", help="run a benchmark and print one JSON object")
     bench.add_argument("name", nargs="?", help="which benchmark (see --list)")
     bench.add_argument("--list", action="store_true", help="name the benchmarks")
@@ -210,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value, source in settings.describe():
             print(f"{key} = {value}  # {source}")
         return 0
-    if args.command in ("status", "send", "tail", "friends", "device", "client"):
+    if args.command in ("status", "send", "tail", "friends", "device", "client", "verify"):
         from hearthmesh.tools.client import run_client_command
 
         return run_client_command(args)

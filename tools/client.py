@@ -253,6 +253,51 @@ def _when(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _show_flow(flow: dict[str, Any]) -> None:
+    print(f"verification {flow['flow_id']}: {flow['state']}")
+    if flow["user_id"]:
+        print(f"  with {flow['user_id']}, device {flow['device_id']} on {flow['peer_id']}")
+    if flow["emoji"]:
+        print("  " + "  ".join(f"{e['symbol']} {e['name']}" for e in flow["emoji"]))
+        print("  " + " ".join(str(d) for d in flow["decimals"]))
+    if flow["state"] == "showing":
+        print(f"  same on both devices? hearthmesh verify confirm {flow['flow_id']}")
+        print(f"  different?            hearthmesh verify cancel {flow['flow_id']}")
+
+
+async def _verify(client: ApiClient, args: Any) -> int:
+    """`hearthmesh verify start|show|confirm|cancel|list|trust` (SPEC §29.5)."""
+    if args.action in ("start", "trust") and not args.target:
+        print(f"verify {args.action} needs a USER_ID", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action in ("show", "confirm", "cancel") and not args.target:
+        print(f"verify {args.action} needs a FLOW_ID", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "start":
+        body = {"user_id": args.target, **({"peer_id": args.peer} if args.peer else {})}
+        _show_flow(await client.call("POST", "/v1/verifications", body))
+        print("  then: hearthmesh verify show FLOW_ID (once both keys are exchanged)")
+        return 0
+    if args.action == "trust":
+        trust = await client.call("GET", f"/v1/users/{args.target}/trust")
+        for device in trust["devices"]:
+            mark = "verified" if device["verified"] else "not verified"
+            print(f"{device['device_id']}  {mark}")
+        if trust["keys_changed"]:
+            print("warning: this user's device keys changed since you verified them")
+        return 0
+    if args.action == "list":
+        for flow in (await client.call("GET", "/v1/verifications"))["verifications"]:
+            _show_flow(flow)
+        return 0
+    path = f"/v1/verifications/{args.target}"
+    if args.action == "show":
+        _show_flow(await client.call("GET", path))
+    else:
+        _show_flow(await client.call("POST", f"{path}/{args.action}"))
+    return 0
+
+
 _COMMANDS: Final = {
     "status": _status,
     "send": _send,
@@ -260,6 +305,7 @@ _COMMANDS: Final = {
     "friends": _friends,
     "device": _device,
     "client": _paired_clients,
+    "verify": _verify,
 }
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Final
 
-import segno
 from aiohttp import web
 
 from hearthmesh.node.api.bodies import read_json
@@ -20,7 +19,7 @@ from hearthmesh.node.api.paired_clients import (
     MAX_CLIENT_NAME_CHARS,
     csrf_token,
 )
-from hearthmesh.node.api.pairing import PairingCodes
+from hearthmesh.node.api.pairing import PairingCodes, qr_data_uri
 from hearthmesh.node.api.service import SERVICE_KEY
 from hearthmesh.node.api.web_client import WEB_ROUTES, is_web_path
 from hearthmesh.protocol.client_api import decode_text
@@ -123,9 +122,8 @@ async def issue_pairing_code(request: web.Request) -> web.Response:
     fingerprint = request.app[FINGERPRINT_KEY]
     if fingerprint:  # the scanning client can pin the certificate (SPEC §15.7)
         url += f"&fp={fingerprint}"
-    qr = segno.make(url, error="m").svg_data_uri(scale=4)
     return web.json_response(
-        {"code": code, "expires_ms": expires_ms, "url": url, "qr": qr}, status=201
+        {"code": code, "expires_ms": expires_ms, "url": url, "qr": qr_data_uri(url)}, status=201
     )
 
 

@@ -16,6 +16,7 @@ from hearthmesh.node.api.bodies import read_json
 from hearthmesh.node.api.client_routes import CLIENT_ROUTES
 from hearthmesh.node.api.errors import ApiError
 from hearthmesh.node.api.openapi import openapi_document
+from hearthmesh.node.api.pairing import qr_data_uri
 from hearthmesh.node.api.push import (
     decode_target,
     encode_target,
@@ -24,8 +25,10 @@ from hearthmesh.node.api.push import (
     parse_target,
 )
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService
+from hearthmesh.node.api.verify_routes import VERIFY_ROUTES
 from hearthmesh.node.api.views import decode_cursor, hlc_view
 from hearthmesh.node.api.ws import websocket_handler
+from hearthmesh.node.media.sealed import put_sealed, read_opened
 from hearthmesh.node.p2p.errors import DialFailed
 from hearthmesh.protocol.client_api import MAX_FRAME_BYTES as MAX_CLIENT_FRAME_BYTES
 from hearthmesh.protocol.client_api import (
@@ -322,11 +325,13 @@ async def create_link_code(request: web.Request) -> web.Response:
     if not node.keyring.is_primary:
         raise NotAuthorized("only the primary device links new devices")
     code = node.create_link_code()
+    text = encode_link_code(code)
     return web.json_response(
         {
-            "code": encode_link_code(code),
+            "code": text,
             "short_code": short_code(code),
             "expires_ms": code.expires_ms,
+            "qr": qr_data_uri(text),  # the web client shows it; the CLI draws its own
         },
         status=201,
     )
@@ -399,17 +404,18 @@ async def upload_media(request: web.Request) -> web.Response:
         request.headers.get("Content-Type", "application/octet-stream"), "Content-Type"
     )
     store = service.node.store
-    info = await store.run_long(
-        store.store.put_media, data, content_type=content_type, now_ms=service.clock.now_ms()
+    info = await store.run_long(  # sealed here: no holder of the blob reads it (SPEC §28.2)
+        put_sealed, store.store, data, content_type=content_type, now_ms=service.clock.now_ms()
     )
     return web.json_response(
-        {"digest": info.digest.hex(), "size": info.size, "content_type": info.content_type},
+        {"digest": info.digest.hex(), "size": len(data), "content_type": info.content_type},
         status=201,
     )
 
 
 async def download_media(request: web.Request) -> web.Response:
-    """The blob; one a message here references but not yet fetched is waited for (SPEC §25.5)."""
+    """The blob, opened (SPEC §28.3); one a message here references but not yet fetched is
+    waited for (SPEC §25.5)."""
     digest = decode_hex_id(request.match_info["digest"], "digest")
     service = _service(request)
     store = service.node.store
@@ -417,10 +423,10 @@ async def download_media(request: web.Request) -> web.Response:
         await service.node.media.wait_fetched(digest, wait_s=service.config.media_fetch_wait_s)
     ):
         raise ApiError(504, ErrorCode.NOT_FOUND, "not fetched from the sender's home yet")
-    info = await store.read(store.store.media_info, digest)
-    data = await store.read(store.store.read_media, digest)
-    if info is None or data is None:
+    opened = await store.read(read_opened, store.store, digest)
+    if opened is None:
         raise NotFound("no such media here")
+    info, data = opened
     # The content type is the sender's word: never let a browser run it on our origin.
     headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
     try:
@@ -528,6 +534,7 @@ ROUTES: Final = (
     ("DELETE", "/v1/push/subscriptions/{id}", delete_push),
     ("GET", "/v1/ws", websocket_handler),
     *CLIENT_ROUTES,
+    *VERIFY_ROUTES,
 )
 """Every route: (method, path, handler). The OpenAPI test checks each is documented."""
 

@@ -81,6 +81,7 @@ def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 _UID: Final = _query("uid", _USER_ID, "the seed's uid: must name this node's user if given")
 _ROOM: Final = _path("id", _HEX_ID)
+_FLOW_ID: Final = _path("flow_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"})
 
 
 def _op(
@@ -202,7 +203,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/v1/conversation": {
         "get": _op(
             "the seed's conversation list: conversations (RecipientName, "
-            "RecipientProfilePic, LatestMessage), page_size, page_number",
+            "RecipientProfilePic, LatestMessage, members, admins, unread), page_size, page_number",
             params=(
                 _UID,
                 _query("page_size", {"type": "integer", "minimum": 1, "maximum": 100}, "1..100"),
@@ -250,7 +251,11 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     },
     "/v1/devices": {"get": _op("this user's devices and the node each lives on")},
     "/v1/devices/link": {
-        "post": _op("a one-time pairing code for a new device (primary only)", ok=201)
+        "post": _op(
+            "a one-time link code for a new device (primary only): code, short_code, "
+            "expires_ms, and qr (the code as an SVG data URI)",
+            ok=201,
+        )
     },
     "/v1/devices/{device_id}": {
         "delete": _op(
@@ -286,7 +291,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
         "delete": _op("withdraw our pending request", params=(_path("user_id", _USER_ID),))
     },
     "/v1/groups": {
-        "get": _op("the seed's get_all_group"),
+        "get": _op("the seed's get_all_group: id, type, name, open, members, admins"),
         "post": _op(
             "create a group",
             ok=201,
@@ -381,6 +386,37 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
         "delete": _op(
             "revoke a paired client: its session ends at once",
             params=(_path("client_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"}),),
+        )
+    },
+    "/v1/verifications": {
+        "get": _op("the SAS verification flows held here (SPEC §29.5)"),
+        "post": _op(
+            "start verifying a user's device (default: their first home; SPEC §29.5)",
+            ok=201,
+            errors=(400, 401, 403, 404, 413, 429, 504),
+            body=_body(
+                "user_id",
+                user_id=_USER_ID,
+                peer_id={"type": "string", "minLength": 1, "maxLength": 128},
+            ),
+        ),
+    },
+    "/v1/verifications/{flow_id}": {
+        "get": _op("a verification: state, emoji and decimals", params=(_FLOW_ID,))
+    },
+    "/v1/verifications/{flow_id}/confirm": {
+        "post": _op(
+            "our user sees the same emoji on both devices: send our MAC",
+            params=(_FLOW_ID,),
+        )
+    },
+    "/v1/verifications/{flow_id}/cancel": {
+        "post": _op("the emoji differ, or give up: cancel the flow", params=(_FLOW_ID,))
+    },
+    "/v1/users/{user_id}/trust": {
+        "get": _op(
+            "a user's device keys, which are verified, and keys_changed (SPEC §29.5)",
+            params=(_path("user_id", _USER_ID),),
         )
     },
     "/v1/ws": {

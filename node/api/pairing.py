@@ -13,17 +13,31 @@ import hmac
 import secrets
 from typing import Final
 
+import segno
+
 from hearthmesh.node.api.errors import ApiError
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.rate_limit import TokenBucket
 from hearthmesh.protocol.errors import ErrorCode
 
-__all__ = ["CODE_ALPHABET", "CODE_CHARS", "MAX_OPEN_CODES", "PairingCodes", "normalize_code"]
+__all__ = [
+    "CODE_ALPHABET",
+    "CODE_CHARS",
+    "MAX_OPEN_CODES",
+    "PairingCodes",
+    "normalize_code",
+    "qr_data_uri",
+]
 
 CODE_ALPHABET: Final = "ABCDEFGHJKMNPQRSTVWXYZ0123456789"
 """32 symbols, no I, L, O, U (Crockford's base32): 5 bits each, nothing to misread."""
 CODE_CHARS: Final = 10
 MAX_OPEN_CODES: Final = 8
+
+
+def qr_data_uri(text: str) -> str:
+    """`text` as a QR code, an SVG data URI a page shows as an image (pairing, device links)."""
+    return segno.make(text, error="m").svg_data_uri(scale=4)
 
 
 def normalize_code(text: str) -> str:

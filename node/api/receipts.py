@@ -32,7 +32,7 @@ from hearthmesh.protocol.receipts import (
 )
 from hearthmesh.storage.api import DeliveryStatus, Store
 
-__all__ = ["RECEIPT_LINGER_MS", "ReceiptService", "StatusChange", "statuses_of"]
+__all__ = ["RECEIPT_LINGER_MS", "ReceiptService", "StatusChange", "statuses_of", "unread_count"]
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,32 @@ def _fresh(
     """The ids (each once) whose recorded status of our own user is below `status`."""
     fresh = []
     for message_id in dict.fromkeys(ids):
-        held = {r.recipient: r.status for r in store.statuses(message_id)}.get(own)
+        held = _own_status(store, own, message_id)
         if held is None or held < status:
             fresh.append(message_id)
     return fresh
+
+
+def _own_status(store: Store, own: UserId, message_id: MessageId) -> int | None:
+    """Our own user's recorded status of another user's message (None: no receipt yet)."""
+    return {r.recipient: r.status for r in store.statuses(message_id)}.get(own)
+
+
+def unread_count(store: Store, own: UserId, envelopes: list[Envelope]) -> int:
+    """Other users' messages at the end of `envelopes` (oldest first) our user has not read:
+    counted back from the newest, up to our own latest message or the newest one we read
+    (reading a message reads what came before it), in a store batch (SPEC §15.5.1)."""
+    count = 0
+    for envelope in reversed(envelopes):
+        if envelope.sender_user == own:
+            break
+        if not is_receiptable(envelope):
+            continue
+        held = _own_status(store, own, envelope.message_id)
+        if held is not None and held >= ReceiptStatus.READ:
+            break
+        count += 1
+    return count
 
 
 def _raise_own(

@@ -23,7 +23,7 @@ from hearthmesh.node.api.config import ApiConfig
 from hearthmesh.node.api.feed import Feed, dumps
 from hearthmesh.node.api.frames import FrameRenderer
 from hearthmesh.node.api.push import PushDispatcher, load_vapid_key
-from hearthmesh.node.api.receipts import ReceiptService, statuses_of
+from hearthmesh.node.api.receipts import ReceiptService, statuses_of, unread_count
 from hearthmesh.node.api.views import (
     STATUS_NAMES,
     direct_recipient_view,
@@ -36,12 +36,15 @@ from hearthmesh.node.api.views import (
 )
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.events import (
+    DeviceKeysChanged,
+    DeviceVerified,
     MembershipChanged,
     MessageReceived,
     NodeEvent,
     PresenceChanged,
     TypingChanged,
 )
+from hearthmesh.node.media.sealed import plain_size
 from hearthmesh.node.node import Node
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.client_api import Send
@@ -58,7 +61,8 @@ from hearthmesh.protocol.content import (
 )
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import MalformedMessage, NotAuthorized, NotFound, StorageError
-from hearthmesh.protocol.identity import UserId, user_id_text
+from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
+from hearthmesh.protocol.membership import Role
 from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.protocol.typing_ttl import TypingTimers
 from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Store
@@ -69,6 +73,8 @@ log = logging.getLogger(__name__)
 
 _LATEST_SCAN: Final = 200
 """Events looked at, newest first, to find a conversation's latest user message."""
+MAX_UNREAD_COUNTED: Final = 50
+"""A conversation's unread count looks this far back: the list shows "50+" beyond it."""
 
 
 class SendWitness(Protocol):
@@ -217,6 +223,22 @@ class ApiService:
                 self._typing.update(room, user, active, self.clock.now_ms())
                 self._typing_changed.set()
                 self._typing_frame(room, user, active)
+            case DeviceKeysChanged(user=user, devices=devices):
+                self.broadcast(
+                    {
+                        "event": "device_keys_changed",
+                        "user_id": user_id_text(user),
+                        "device_ids": [device_id_text(d) for d in devices],
+                    }
+                )
+            case DeviceVerified(user=user, device=device):
+                self.broadcast(
+                    {
+                        "event": "device_verified",
+                        "user_id": user_id_text(user),
+                        "device_id": device_id_text(device),
+                    }
+                )
 
     def _typing_frame(self, room: RoomId, user: UserId, active: bool) -> None:
         self.broadcast(
@@ -269,13 +291,19 @@ class ApiService:
             body = command.message.encode()
             content_type = TEXT_CONTENT_TYPE
         else:
+            # A blob uploaded here is sealed: its seal goes inside the message (SPEC §28.2).
+            info = await self.node.store.read(
+                self.node.store.store.media_info, command.media.digest
+            )
+            seal = None if info is None else info.seal
             body = encode_media(
                 MediaRef(
                     type=command.type,
                     digest=command.media.digest,
                     content_type=command.media.content_type,
-                    size=command.media.size,
+                    size=command.media.size if info is None else plain_size(info),
                     caption=command.message,
+                    seal=seal,
                 )
             )
             content_type = MEDIA_CONTENT_TYPE
@@ -317,13 +345,16 @@ class ApiService:
     async def room_summary(self, room: RoomId) -> dict[str, Any]:
         """Id, type, name, members of a room (groups: the seed's group row)."""
         state = await self.node.room_state(room)
-        members = sorted(state.members) if state else []
+        roles = state.members if state else {}
+        members = sorted(roles)
         others = [m for m in members if m != self.own]
         direct = len(members) == 2 and direct_room_id(members[0], members[1]) == room
         summary: dict[str, Any] = {
             "id": room.hex(),
             "type": "direct" if direct else "group",
             "members": [user_id_text(m) for m in members],
+            # Who may add members and change the group (SPEC §12.1); the web client shows roles.
+            "admins": [user_id_text(m) for m in members if roles[m] >= Role.ADMIN],
         }
         if direct:
             profile = await self.node.store.read(self.node.store.store.get_profile, others[0])
@@ -345,6 +376,7 @@ class ApiService:
             latest = await store.read(_latest_content, store.store, summary.room)
             row.update(latest_message_view(latest))
             row["latest_activity_ms"] = summary.latest_activity.wall_ms
+            row["unread"] = await self._unread(summary.room)
             items.append(row)
         return {
             "conversations": items,
@@ -352,6 +384,13 @@ class ApiService:
             "page_number": page.page_number,
             "has_more": page.has_more,
         }
+
+    async def _unread(self, room: RoomId) -> int:
+        """Unread messages of `room`, counted among its newest `MAX_UNREAD_COUNTED` events."""
+        page = await self.node.history(room, limit=MAX_UNREAD_COUNTED)
+        envelopes = [e.envelope for e in page.events if is_user_content(e.envelope)]
+        store = self.node.store
+        return await store.read(unread_count, store.store, self.own, envelopes)
 
     async def details(self, room: RoomId, cursor: Cursor | None, limit: int) -> dict[str, Any]:
         """A page of a conversation's messages (newest page first, oldest first within)."""

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from hearthmesh.protocol.errors import NotFound
 
-__all__ = ["FILES_KEY", "WEB_ROUTES", "is_web_path", "load_web_files"]
+__all__ = ["FILES_KEY", "SERVICE_WORKER", "WEB_ROUTES", "is_web_path", "load_web_files"]
 
 _TYPES: Final = {
     ".html": "text/html",
@@ -30,6 +30,10 @@ _HEADERS: Final = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+SERVICE_WORKER: Final = "sw.js"
+_SERVICE_WORKER: Final = {"Service-Worker-Allowed": "/"}
+"""It lives under /web/ but serves the whole page (Web Push, SPEC §15.7.9): the scope is `/`."""
+
 WebFiles = dict[str, tuple[bytes, str]]
 FILES_KEY: Final = web.AppKey("web_files", WebFiles)
 
@@ -54,9 +58,8 @@ def _file(request: web.Request, name: str) -> web.Response:
     if found is None:
         raise NotFound(f"no file {name!r}")
     content, content_type = found
-    return web.Response(
-        body=content, content_type=content_type, charset="utf-8", headers=_HEADERS
-    )
+    headers = _HEADERS | _SERVICE_WORKER if name == SERVICE_WORKER else _HEADERS
+    return web.Response(body=content, content_type=content_type, charset="utf-8", headers=headers)
 
 
 async def index(request: web.Request) -> web.Response:

@@ -21,6 +21,7 @@ from hearthmesh.node.delivery.relay import RelayForwarder
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.linking import send_readdress
 from hearthmesh.node.identity.own_homes import OwnHomes
+from hearthmesh.node.identity.trust_watch import TrustWatch
 from hearthmesh.node.mesh.presence import PresenceService
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.run_state import RunState
@@ -53,6 +54,7 @@ class HomeRecords:
         homes: OwnHomes,
         relay: RelayForwarder,
         presence: PresenceService,
+        trust: TrustWatch,
         supervisor: Supervisor,
         run_state: RunState,
     ) -> None:
@@ -64,6 +66,7 @@ class HomeRecords:
         self._homes = homes
         self._relay = relay
         self._presence = presence
+        self._trust = trust
         self._supervisor = supervisor
         self._run_state = run_state
         self.published = False
@@ -138,6 +141,7 @@ class HomeRecords:
             await self._homes.consider(record, data)  # our own user's, newer: a change of devices
             for home in record.homes:
                 self._revive(home)
+            await self._trust.adopted(record)  # SPEC §29.5: warn if verified keys changed
         self._relay.wake()
 
     def addresses_changed(self) -> None:

@@ -3,10 +3,11 @@
 When a message with a media reference is stored here and the blob is not, a background fetch
 asks the sender's home nodes (as the directory knows them) over `/hearthmesh/media/0`, checks
 what comes back with `protocol.media.MediaDownload` (never more than the declared size; the
-sha-256 must equal the digest) and stores it. A round that gets nothing is retried with the
-outbox's backoff; after GIVE_UP_ATTEMPTS rounds the fetch stops, and the client API starting
-one again (`wait_fetched`) begins a new series. A peer that served bad bytes is not asked for
-that digest again for SHUN_MS.
+sha-256 must equal the digest), opens a sealed blob with the seal its message carries (the
+plaintext must hash to the seal's digest, SPEC §28.3) and stores the ciphertext with its
+seal. A round that gets nothing is retried with the outbox's backoff; after GIVE_UP_ATTEMPTS
+rounds the fetch stops, and the client API starting one again (`wait_fetched`) begins a new
+series. A peer that served bad bytes is not asked for that digest again for SHUN_MS.
 """
 
 from __future__ import annotations
@@ -30,12 +31,14 @@ from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import HearthError, NotFound, RemoteProtocolError
 from hearthmesh.protocol.identity import Rng, UserId
 from hearthmesh.protocol.media import (
+    MAX_BLOB_BYTES,
     MAX_MEDIA_BYTES,
     MEDIA_PROTOCOL,
     MediaDownload,
     MediaRefused,
     encode_request,
 )
+from hearthmesh.protocol.media_seal import open_media
 from hearthmesh.storage.api import MediaInfo, MediaReference
 from hearthmesh.storage.async_store import AsyncStore
 
@@ -181,7 +184,7 @@ class MediaFetcher:
     async def _round(self, digest: bytes) -> bool:
         """Ask each source once; True once the blob is stored."""
         references = await self._store.read(self._store.store.media_references, digest)
-        references = [r for r in references if r.size <= MAX_MEDIA_BYTES]
+        references = [r for r in references if r.size <= MAX_BLOB_BYTES]
         for peer, reference in await self._sources(digest, references):
             try:
                 await self.fetch_from(peer, digest, reference)
@@ -224,7 +227,8 @@ class MediaFetcher:
         Raises:
             MediaRefused: the peer answered ERROR (not found, not authorized, ...).
             RemoteProtocolError: the peer broke SPEC §25 (bad frames, too many bytes, another
-                blob's bytes): nothing is stored, and the peer is shunned for this digest.
+                blob's bytes) or served a blob its seal does not open (MediaTampered, SPEC
+                §28.3): nothing is stored, and the peer is shunned for this digest.
             PeerShunned: the peer served bad bytes for this digest lately; it was not asked.
             P2PError, TimeoutError: the peer could not be reached or stalled.
         """
@@ -263,11 +267,14 @@ class MediaFetcher:
                     async with asyncio.timeout(FRAME_TIMEOUT_S):
                         frame = await stream.read_frame()
                     data = download.receive(frame)
+            if reference.seal is not None:
+                open_media(data, reference.seal)  # the plaintext is checked, never kept here
             info = await self._store.run_long(
                 self._store.store.put_media,
                 data,
                 content_type=reference.content_type,
                 now_ms=self._clock.now_ms(),
+                seal=reference.seal,
             )
             self.fetched += 1
             if large:

@@ -30,7 +30,7 @@ from hearthmesh.protocol.errors import (
 )
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.media import (
-    MAX_MEDIA_BYTES,
+    MAX_BLOB_BYTES,
     answer_frames,
     decode_request,
     encode_media_error,
@@ -107,7 +107,7 @@ class MediaServer:
                 it but do not hold it (yet).
             NotAuthorized: `peer` is not a home of anyone who may see it (a member of a room
                 where our user sent it).
-            TooLarge: a blob over MAX_MEDIA_BYTES (never fetched or uploaded that way).
+            TooLarge: a blob over MAX_BLOB_BYTES (never fetched or uploaded that way).
         """
         viewers, held = await self._store.read(_viewers, self._store.store, digest, self._own_user)
         if not viewers and held is None:
@@ -117,8 +117,8 @@ class MediaServer:
             raise NotAuthorized("not a home of a member of a room that references this media")
         if held is None:
             raise NotFound("this media is not here (yet)")
-        if held.size > MAX_MEDIA_BYTES:
-            raise TooLarge(f"media over {MAX_MEDIA_BYTES} bytes is not served")
+        if held.size > MAX_BLOB_BYTES:
+            raise TooLarge(f"media over {MAX_BLOB_BYTES} bytes is not served")
         try:
             data = await self._store.read(self._store.store.read_media, digest)
         except StorageError as exc:  # a damaged blob is never served; the node keeps running

@@ -17,6 +17,7 @@ from hearthmesh.node.clock import Clock, HybridClock
 from hearthmesh.node.events import NodeEvent, PresenceChanged
 from hearthmesh.node.identity.home_directory import HomeDirectory, Presence
 from hearthmesh.node.identity.keyring import Keyring
+from hearthmesh.node.identity.trust_watch import TrustWatch
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
 from hearthmesh.node.p2p.host import P2PHost
@@ -61,8 +62,10 @@ class PresenceService:
         share: bool,
         certificates: VerifiedCertificates,
         validator_certificates: VerifiedCertificates,
+        trust: TrustWatch,
     ) -> None:
         self._certificates = certificates
+        self._trust = trust
         """The event loop's cache (the listener), shared with the receiver."""
         self._validator_certificates = validator_certificates
         """The trio thread's cache (the validator): one owner per thread."""
@@ -149,6 +152,7 @@ class PresenceService:
         if newer:
             for home in presence.home_record.homes:
                 self._revive(home)
+            await self._trust.adopted(presence.home_record)  # SPEC §29.5
         if self._directory.record(user) is None:
             return  # a stranger past the directory's bound (SPEC §13.6): nothing kept of them
         online = presence.status is PresenceStatus.ONLINE

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -38,6 +39,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.transport.tcp.tcp import TCP
 
 from hearthmesh.node.p2p.addresses import expand_unspecified, interface_ipv4s
 from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
@@ -140,6 +142,9 @@ class HostConfig:
     """Picks the best of several valid values for one DHT key (see `dht_validate`)."""
     inbound: InboundPolicy = field(default_factory=InboundPolicy)
     """Bounds on inbound streams: counts, bytes of partial frames, timeouts (SPEC §10.4)."""
+    dial_from: str | None = None
+    """The IP address outbound TCP dials leave from; None lets the system pick. The hostile
+    bench's flooder uses it to come from another network than the honest peers (on loopback)."""
     # --- NAT traversal (#16) ---
     announce_addrs: list[str] = field(default_factory=list)
     """Addresses AutoNAT servers are asked to dial instead of `listen_addrs` (SPEC §10.6)."""
@@ -419,6 +424,8 @@ class P2PHost:
         if self._dht is not None:
             self._dht.build(host)
         host.get_network().register_notifee(_ConnectionTracker(self._report_connection))
+        if self.config.dial_from is not None:
+            _dial_from(host.get_network(), self.config.dial_from)
         self._host = host
         token = trio.lowlevel.current_trio_token()
 
@@ -953,6 +960,14 @@ class P2PHost:
 
 def _refuse_nothing(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
     """The refusal handler until one is set: a bare host keeps no standing."""
+
+
+def _dial_from(network: INetwork, ip: str) -> None:
+    """Make the TCP transport's dials leave from `ip` (any free port)."""
+    for transport in network.transport_manager.get_transports():  # type: ignore[attr-defined]
+        if isinstance(transport, TCP):
+            dial = functools.partial(transport.dial_with_source, source=(ip, 0))
+            transport.dial = dial  # type: ignore[method-assign]
 
 
 def _remote_ip(conn: INetConn) -> str | None:

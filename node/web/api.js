@@ -98,3 +98,26 @@ export class Live {
     else this.queue.push(text);
   }
 }
+
+/**
+ * Upload a blob (SPEC §15.5.3) with progress: `onProgress(fraction)` as bytes go out; resolves
+ * to `{digest, size, content_type}`. XMLHttpRequest, because fetch reports no upload progress.
+ */
+export function upload(file, onProgress) {
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.open("POST", "/v1/media");
+    request.setRequestHeader("Content-Type", file.type || "application/octet-stream");
+    if (csrfToken) request.setRequestHeader("X-CSRF-Token", csrfToken);
+    request.responseType = "json";
+    request.upload.onprogress = (event) => {
+      if (event.lengthComputable) onProgress(event.loaded / event.total);
+    };
+    request.onload = () => {
+      if (request.status === 201) resolve(request.response);
+      else reject(new ApiError(request.status, request.response));
+    };
+    request.onerror = () => reject(new ApiError(0, null));
+    request.send(file);
+  });
+}

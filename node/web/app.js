@@ -1,12 +1,17 @@
-// The hearthmesh web client, slice 1 (SPEC §15.7): pairing, the conversation list, a chat
-// view with live messages, ticks and history, and starting a chat by user id. Plain DOM; all
-// text from the network is set with textContent, never parsed as HTML.
+// The hearthmesh web client (SPEC §15.7): pairing, the conversation list (message requests
+// apart), a chat view with live messages, ticks, history, day separators, media, presence and
+// typing; groups, friends. Plain DOM; all text from the network is set with textContent,
+// never parsed as HTML.
 
-import { ApiError, Live, call, looksPaired, setCsrfToken } from "./api.js";
-import { h, formatTime, statusLabel, ticks } from "./dom.js";
+import { ApiError, Live, call, looksPaired, setCsrfToken, upload } from "./api.js";
+import {
+  h, dayLabel, formatTime, mediaElement, presenceText, statusLabel, ticks,
+} from "./dom.js";
 
 const RANK = { pending: 0, sent: 1, delivered: 2, read: 3 };
 const PAGE = 50;
+const TYPING_REFRESH_MS = 3_000;
+const UNREAD_COUNTED = 50;
 
 const state = {
   me: null,
@@ -15,6 +20,13 @@ const state = {
   pending: new Map(), // client_id -> room id
   open: null,
   live: null,
+  users: new Map(), // user id -> profile view with presence (GET /v1/users/{id}, presence frames)
+  friends: new Set(), // user ids
+  friendsKnown: false, // the friends list has been read once (until then: no message requests)
+  requests: [], // incoming friend requests
+  typing: new Map(), // room id -> Set of user ids typing there
+  typingSentMs: 0,
+  listLoad: Promise.resolve(), // the latest load of the conversation list
 };
 
 const app = document.getElementById("app");
@@ -69,6 +81,7 @@ function browserName() {
 async function startApp(session) {
   setCsrfToken(session.csrf_token);
   state.me = session.user_id;
+  state.clientId = session.client_id;
   app.replaceChildren(
     h("aside", { class: "list", "aria-label": "Conversations" },
       h("header", { class: "bar" },
@@ -77,17 +90,70 @@ async function startApp(session) {
           title: "connection to your node" }, "offline"),
         h("button", { id: "new-chat-toggle", type: "button", "aria-expanded": "false",
           "aria-controls": "new-chat", onclick: toggleNewChat }, "New chat"),
+        h("button", { id: "new-group-toggle", type: "button", "aria-expanded": "false",
+          "aria-controls": "new-group", onclick: () => toggle("new-group") }, "New group"),
+        h("button", { id: "friends-toggle", type: "button", "aria-expanded": "false",
+          "aria-controls": "friends", onclick: () => toggle("friends") },
+          "Friends", h("span", { id: "request-count", class: "unread", hidden: true })),
         h("button", { id: "pair-another", type: "button", onclick: pairAnother },
-          "Pair a device")),
+          "Pair a device"),
+        h("button", { id: "settings-toggle", type: "button", "aria-expanded": "false",
+          "aria-controls": "settings", onclick: toggleSettings }, "Settings")),
+      h("section", { id: "settings", class: "new-chat", hidden: true,
+        "aria-label": "Profile and devices" },
+        h("h2", {}, "Profile"),
+        h("form", { id: "profile", onsubmit: onSaveProfile },
+          h("img", { id: "profile-picture", class: "picture", alt: "Your picture", hidden: true,
+            width: "64", height: "64" }),
+          h("label", { for: "profile-name" }, "Name"),
+          h("input", { id: "profile-name", maxlength: "128" }),
+          h("label", { for: "profile-bio" }, "Bio"),
+          h("textarea", { id: "profile-bio", rows: "2", maxlength: "1024" }),
+          h("label", { for: "profile-picture-file" }, "Picture"),
+          h("input", { id: "profile-picture-file", type: "file", accept: "image/*" }),
+          h("button", { type: "submit" }, "Save profile")),
+        h("p", { id: "profile-error", class: "error", role: "alert" }),
+        h("h2", {}, "Devices"),
+        h("ul", { id: "devices", class: "people" }),
+        h("button", { type: "button", onclick: linkDevice }, "Link a new device"),
+        h("p", { id: "link-code", class: "link-code" }),
+        h("h2", {}, "Paired browsers"),
+        h("ul", { id: "browsers", class: "people" }),
+        h("h2", {}, "Notifications"),
+        h("button", { id: "notifications", type: "button", onclick: enableNotifications },
+          "Turn on notifications"),
+        h("p", { id: "notifications-state", role: "status" })),
       h("form", { id: "new-chat", class: "new-chat", hidden: true, onsubmit: onNewChat },
         h("label", { for: "new-chat-user" }, "Friend's user id"),
         h("input", { id: "new-chat-user", required: true, spellcheck: "false",
-          pattern: "u[a-z2-7]{51}[aq]", placeholder: "u…" }),
+          pattern: USER_PATTERN, placeholder: "u…" }),
         h("button", { type: "submit" }, "Start chat"),
         h("p", { id: "new-chat-error", class: "error", role: "alert" })),
+      h("form", { id: "new-group", class: "new-chat", hidden: true, onsubmit: onNewGroup },
+        h("label", { for: "new-group-name" }, "Group name"),
+        h("input", { id: "new-group-name", required: true, maxlength: "64" }),
+        h("label", { for: "new-group-members" }, "Members' user ids (one per line)"),
+        h("textarea", { id: "new-group-members", rows: "2", spellcheck: "false" }),
+        h("button", { type: "submit" }, "Create group"),
+        // Invite links and QR codes come with issue #15 (join by invite): they go here.
+        h("p", { id: "new-group-error", class: "error", role: "alert" })),
+      h("section", { id: "friends", class: "new-chat", hidden: true, "aria-label": "Friends" },
+        h("h2", {}, "Friend requests"),
+        h("ul", { id: "friend-requests", class: "people" }),
+        h("form", { id: "add-friend", onsubmit: onAddFriend },
+          h("label", { for: "add-friend-user" }, "Add a friend by user id"),
+          h("input", { id: "add-friend-user", required: true, spellcheck: "false",
+            pattern: USER_PATTERN, placeholder: "u…" }),
+          h("button", { type: "submit" }, "Send request")),
+        h("p", { id: "friends-error", class: "error", role: "alert" }),
+        h("h2", {}, "Friends"),
+        h("ul", { id: "friend-list", class: "people" })),
       h("div", { id: "pair-offer", class: "pair-offer", hidden: true }),
       h("p", { class: "me" }, "You: ", h("code", { id: "my-id" }, state.me)),
-      h("ul", { id: "conversations", class: "conversations" })),
+      h("ul", { id: "conversations", class: "conversations", "aria-label": "Chats" }),
+      h("h2", { id: "requests-heading", class: "section", hidden: true }, "Message requests"),
+      h("ul", { id: "message-requests", class: "conversations",
+        "aria-labelledby": "requests-heading" })),
     h("section", { id: "chat", class: "chat", "aria-label": "Chat" },
       h("p", { class: "empty" }, "Choose a conversation.")));
   app.setAttribute("aria-busy", "false");
@@ -101,7 +167,11 @@ function onState(connection, ready) {
     badge.dataset.state = connection;
     badge.textContent = connection === "open" ? "online" : "offline";
   }
-  if (connection === "open" && !ready.resumed) reload();
+  // Friends after the list, so the list's first paint waits for nothing else; until they
+  // are known, no chat is set apart as a message request.
+  if (connection === "open" && !ready.resumed) {
+    reload().then(() => loadFriends()).catch(handleError);
+  }
   // A dropped socket may mean this browser was revoked: ask once, show pairing if so.
   if (connection === "closed" && !state.live.stopped) {
     call("GET", "/v1/session").catch(handleError);
@@ -137,57 +207,283 @@ function setReadMark(room, wallMs) {
   if (wallMs > readMark(room)) localStorage.setItem(`hearthmesh.read.${room}`, String(wallMs));
 }
 
-async function loadConversations() {
+/** Loads run one after another, so an older snapshot never lands after a newer one. */
+function loadConversations() {
+  const run = state.listLoad.catch(() => {}).then(fetchConversations);
+  state.listLoad = run;
+  return run;
+}
+
+async function fetchConversations() {
   const page = await call("GET", "/v1/conversation?page_size=100");
+  const known = state.rooms;
+  state.rooms = new Map(); // the node's list is the truth: a left group goes
   for (const row of page.conversations) {
-    const room = state.rooms.get(row.id) || { id: row.id, unread: 0 };
+    const room = known.get(row.id) || { id: row.id, unread: 0 };
     room.name = row.RecipientName || row.name || row.id.slice(0, 12);
     room.recipient = row.RecipientId || null;
+    room.type = row.type;
+    room.members = row.members || [];
+    room.admins = row.admins || [];
     room.latest = row.LatestMessage;
     room.latestMs = row.latest_activity_ms;
+    room.unread = row.unread; // counted by the node from our read receipts (SPEC §15.5.1)
     state.rooms.set(row.id, room);
-    if (row.LatestMessage && row.LatestMessage.sender_id !== state.me
-        && row.LatestMessage.sent_ms > readMark(row.id)) {
-      const details = await call("GET", `/v1/conversation/${row.id}/details?limit=${PAGE}`);
-      room.unread = details.messages.filter(
-        (m) => m.sender_id !== state.me && m.sent_ms > readMark(row.id)).length;
-    } else {
-      room.unread = 0;
-    }
   }
   renderList();
+}
+
+/** A direct chat a stranger opened and we have not answered: listed apart (SPEC §15.7.5). */
+function isRequest(room) {
+  return Boolean(state.friendsKnown && room.recipient && !state.friends.has(room.recipient) && room.latest
+    && room.latest.sender_id !== state.me);
 }
 
 function renderList() {
   const list = document.getElementById("conversations");
   if (!list) return;
   const rooms = [...state.rooms.values()].sort((a, b) => (b.latestMs || 0) - (a.latestMs || 0));
-  list.replaceChildren(...rooms.map((room) => {
-    const latest = room.latest;
-    const preview = latest ? (latest.sender_id === state.me ? "You: " : "") +
-      (latest.message || `[${latest.type}]`) : "No messages yet";
-    return h("li", {},
-      h("button", { type: "button", class: "conversation", "data-room": room.id,
-        "aria-current": room.id === state.open ? "true" : "false",
-        onclick: () => openChat(room.id) },
-        h("span", { class: "avatar", "aria-hidden": "true" }, initials(room.name)),
-        h("span", { class: "name" }, room.name),
-        h("span", { class: "preview" }, preview),
-        h("span", { class: "time" }, latest ? formatTime(latest.sent_ms) : ""),
-        room.unread ? h("span", { class: "unread", "aria-label": `${room.unread} unread` },
-          String(room.unread)) : ""));
-  }));
+  const requests = rooms.filter(isRequest);
+  // Redrawing replaces the rows: keep the keyboard's place on the row it was on.
+  const focused = document.activeElement?.closest(".conversation")?.dataset.room;
+  list.replaceChildren(...rooms.filter((room) => !isRequest(room)).map(renderRow));
+  document.getElementById("message-requests").replaceChildren(...requests.map(renderRow));
+  document.getElementById("requests-heading").hidden = requests.length === 0;
+  if (focused) document.querySelector(`.conversation[data-room="${focused}"]`)?.focus();
+}
+
+function renderRow(room) {
+  const latest = room.latest;
+  const user = room.recipient && state.users.get(room.recipient);
+  const preview = latest ? (latest.sender_id === state.me ? "You: " : "") +
+    (latest.type === "text" ? latest.message : `[${latest.type}] ${latest.message || ""}`)
+    : "No messages yet";
+  return h("li", {},
+    h("button", { type: "button", class: "conversation", "data-room": room.id,
+      "aria-current": room.id === state.open ? "true" : "false",
+      onclick: () => openChat(room.id) },
+      h("span", { class: "avatar", "aria-hidden": "true" }, initials(room.name),
+        user ? h("span", { class: `dot ${user.online ? "online" : ""}` }) : ""),
+      h("span", { class: "name" }, room.name),
+      h("span", { class: "preview" }, preview),
+      h("span", { class: "time" }, latest ? formatTime(latest.sent_ms) : ""),
+      room.unread ? h("span", { class: "unread", "aria-label": `${unreadText(room)} unread` },
+        unreadText(room)) : ""));
+}
+
+/** The node counts at most 50 back (MAX_UNREAD_COUNTED); live arrivals may add to that. */
+function unreadText(room) {
+  return room.unread >= UNREAD_COUNTED ? `${UNREAD_COUNTED}+` : String(room.unread);
 }
 
 function initials(name) {
   return (name || "?").trim().slice(0, 2).toUpperCase();
 }
 
+const USER_PATTERN = "u[a-z2-7]{51}[aq]";
+
 function toggleNewChat() {
-  const form = document.getElementById("new-chat");
-  form.hidden = !form.hidden;
-  document.getElementById("new-chat-toggle").setAttribute("aria-expanded", String(!form.hidden));
-  if (!form.hidden) document.getElementById("new-chat-user").focus();
+  toggle("new-chat");
+}
+
+/** Show or hide one of the list's panels (its toggle button says which is open). */
+function toggle(id) {
+  const panel = document.getElementById(id);
+  panel.hidden = !panel.hidden;
+  document.getElementById(`${id}-toggle`).setAttribute("aria-expanded", String(!panel.hidden));
+  if (!panel.hidden) panel.querySelector("input")?.focus();
+}
+
+// --- profile and devices (SPEC §15.5.1, §15.7.3) -------------------------------------------------
+
+async function toggleSettings() {
+  toggle("settings");
+  if (!document.getElementById("settings").hidden) await loadSettings().catch(handleError);
+}
+
+async function loadSettings() {
+  const [profile, devices, clients] = await Promise.all([
+    call("GET", "/v1/profile"), call("GET", "/v1/devices"), call("GET", "/v1/clients")]);
+  document.getElementById("profile-name").value = profile.display_name;
+  document.getElementById("profile-bio").value = profile.bio;
+  const picture = document.getElementById("profile-picture");
+  picture.hidden = !profile.profile_pic;
+  if (profile.profile_pic) picture.src = `/v1/media/${profile.profile_pic}`;
+  document.getElementById("devices").replaceChildren(...devices.devices.map((device) =>
+    h("li", { class: "person" },
+      h("code", { class: "name" }, device.device_id.slice(0, 16)),
+      device.this_device ? h("span", { class: "role" }, "this node") : "",
+      devices.primary && !device.this_device ? h("button", { type: "button",
+        onclick: () => revoke(`/v1/devices/${device.device_id}`) }, "Revoke") : "")));
+  document.getElementById("browsers").replaceChildren(...clients.clients.map((client) =>
+    h("li", { class: "person", "data-client": client.client_id },
+      h("span", { class: "name" }, client.name),
+      client.client_id === state.clientId ? h("span", { class: "role" }, "this browser") : "",
+      h("button", { type: "button", onclick: () => revoke(`/v1/clients/${client.client_id}`),
+        "aria-label": `Revoke ${client.name}` }, "Revoke"))));
+}
+
+async function revoke(path) {
+  try {
+    await call("DELETE", path);
+    await loadSettings();
+  } catch (error) {
+    handleError(error);
+  }
+}
+
+async function onSaveProfile(event) {
+  event.preventDefault();
+  const file = document.getElementById("profile-picture-file").files[0];
+  const error = document.getElementById("profile-error");
+  try {
+    const profile = {
+      display_name: document.getElementById("profile-name").value.trim(),
+      bio: document.getElementById("profile-bio").value,
+    };
+    if (file) profile.profile_pic = (await upload(file, () => {})).digest;
+    await call("PUT", "/v1/profile", profile);
+    document.getElementById("profile-picture-file").value = "";
+    error.textContent = "";
+    say("Profile saved.");
+    await loadSettings();
+  } catch (failure) {
+    if (failure instanceof ApiError && failure.status === 401) handleError(failure);
+    else error.textContent = failure.message;
+  }
+}
+
+/** A code the new device's `hearthmesh device link` takes (only the primary links, §7). */
+async function linkDevice() {
+  try {
+    const link = await call("POST", "/v1/devices/link");
+    document.getElementById("link-code").replaceChildren(
+      h("img", { src: link.qr, alt: "QR code of the device link code", width: "180",
+        height: "180" }),
+      h("span", {}, "On the new device: ", h("code", {}, `hearthmesh init --link ${link.code}`),
+        ". Both screens show ", h("strong", {}, link.short_code), "; the code works once."));
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) handleError(error);
+    else document.getElementById("link-code").textContent = error.message;
+  }
+}
+
+// --- Web Push (SPEC §19) ----------------------------------------------------------------------
+
+/** Register the service worker and this browser's push subscription with the node. */
+async function enableNotifications() {
+  const line = document.getElementById("notifications-state");
+  if (!("serviceWorker" in navigator) || !("PushManager" in window)) {
+    line.textContent = "This browser cannot receive push notifications.";
+    return;
+  }
+  try {
+    if (await Notification.requestPermission() !== "granted") {
+      line.textContent = "Notifications are blocked for this page.";
+      return;
+    }
+    const registration = await navigator.serviceWorker.register("/web/sw.js", { scope: "/" });
+    await navigator.serviceWorker.ready;
+    const { public_key: key } = await call("GET", "/v1/push/vapid");
+    const subscription = await registration.pushManager.subscribe({
+      userVisibleOnly: true, applicationServerKey: base64UrlBytes(key) });
+    const { endpoint, keys } = subscription.toJSON();
+    await call("POST", "/v1/push/subscriptions", { kind: "webpush", endpoint, keys });
+    line.textContent = "Notifications are on.";
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) handleError(error);
+    // No push service reachable (a browser without one, offline): say so, quietly.
+    else line.textContent = `Notifications are off: ${error.message}`;
+  }
+}
+
+function base64UrlBytes(text) {
+  const binary = atob(text.replace(/-/g, "+").replace(/_/g, "/"));
+  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+}
+
+async function onNewGroup(event) {
+  event.preventDefault();
+  const name = document.getElementById("new-group-name");
+  const members = document.getElementById("new-group-members");
+  try {
+    const group = await call("POST", "/v1/groups", {
+      name: name.value.trim(),
+      members: members.value.split(/\s+/).filter(Boolean),
+    });
+    name.value = "";
+    members.value = "";
+    toggle("new-group");
+    await loadConversations();
+    await openChat(group.id);
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) handleError(error);
+    else document.getElementById("new-group-error").textContent = error.message;
+  }
+}
+
+// --- friends (SPEC §18) -------------------------------------------------------------------------
+
+async function loadFriends() {
+  const [friends, requests] = await Promise.all([
+    call("GET", "/v1/friends"), call("GET", "/v1/friends/requests")]);
+  state.friends = new Set(friends.friends.map((f) => f.user_id));
+  state.friendsKnown = true;
+  for (const friend of friends.friends) state.users.set(friend.user_id, friend);
+  state.requests = requests.requests;
+  renderFriends();
+  renderList();
+}
+
+function displayName(user) {
+  return user.display_name || user.handle || user.user_id.slice(0, 12);
+}
+
+function renderFriends() {
+  const count = document.getElementById("request-count");
+  if (!count) return;
+  count.hidden = state.requests.length === 0;
+  count.textContent = String(state.requests.length);
+  count.setAttribute("aria-label", `${state.requests.length} friend requests`);
+  document.getElementById("friend-requests").replaceChildren(...state.requests.map((r) =>
+    h("li", { class: "person", "data-user": r.user_id },
+      h("span", { class: "name" }, displayName(r)),
+      r.note ? h("span", { class: "preview" }, r.note) : "",
+      h("button", { type: "button", onclick: () => answerRequest(r.user_id, "accept") },
+        "Accept"),
+      h("button", { type: "button", onclick: () => answerRequest(r.user_id, "decline") },
+        "Decline"))));
+  document.getElementById("friend-list").replaceChildren(...[...state.friends].map((id) => {
+    const user = state.users.get(id) || { user_id: id };
+    return h("li", { class: "person", "data-user": id },
+      h("span", { class: `dot ${user.online ? "online" : ""}`, "aria-hidden": "true" }),
+      h("span", { class: "name" }, displayName(user)),
+      h("span", { class: "preview" }, presenceText(user)));
+  }));
+}
+
+async function answerRequest(user, answer) {
+  try {
+    await call("POST", `/v1/friends/requests/${user}/${answer}`);
+    await loadFriends();
+  } catch (error) {
+    handleError(error);
+  }
+}
+
+async function onAddFriend(event) {
+  event.preventDefault();
+  const input = document.getElementById("add-friend-user");
+  const error = document.getElementById("friends-error");
+  try {
+    await call("POST", "/v1/friends/requests", { user_id: input.value.trim() });
+    input.value = "";
+    error.textContent = "";
+    say("Friend request sent.");
+  } catch (failure) {
+    if (failure instanceof ApiError && failure.status === 401) handleError(failure);
+    else error.textContent = failure.message;
+  }
 }
 
 async function onNewChat(event) {
@@ -246,7 +542,14 @@ async function openChat(roomId, { refresh = false } = {}) {
       h("button", { type: "button", class: "back", "aria-label": "Back to conversations",
         onclick: closeChat }, "←"),
       h("span", { class: "avatar", "aria-hidden": "true" }, initials(room.name)),
-      h("h2", {}, room.name)),
+      h("div", { class: "title" },
+        h("h2", {}, room.name),
+        h("p", { id: "presence", class: "subtitle" }),
+        h("p", { id: "typing", class: "subtitle typing", "aria-live": "polite" })),
+      room.type === "group" ? h("button", { id: "members-toggle", type: "button",
+        "aria-expanded": "false", "aria-controls": "members", onclick: () => toggle("members") },
+        "Members") : ""),
+    room.type === "group" ? membersPanel(room) : "",
     h("div", { id: "messages", class: "messages", role: "log", "aria-live": "polite",
       tabindex: "0", "aria-label": "Messages" },
       h("button", { id: "older", type: "button", class: "older", hidden: true,
@@ -255,8 +558,15 @@ async function openChat(roomId, { refresh = false } = {}) {
     h("form", { id: "composer", class: "composer", onsubmit: onSend },
       h("label", { for: "composer-text", class: "visually-hidden" }, "Message"),
       h("textarea", { id: "composer-text", rows: "1", placeholder: "Message",
-        onkeydown: onComposerKey }),
+        onkeydown: onComposerKey, oninput: onComposerInput, onblur: () => sendTyping(false) }),
+      h("label", { class: "attach", title: "Attach an image or file" },
+        h("span", { class: "visually-hidden" }, "Attach a file"),
+        h("span", { "aria-hidden": "true" }, "📎"),
+        h("input", { id: "attach", type: "file", class: "visually-hidden", onchange: onAttach })),
+      h("progress", { id: "upload-progress", max: "1", value: "0", hidden: true,
+        "aria-label": "Upload" }),
       h("button", { type: "submit" }, "Send")));
+  renderTyping();
   document.getElementById("messages").addEventListener("scroll", onScroll);
   renderList();
   const chat = chatOf(roomId);
@@ -272,9 +582,117 @@ async function openChat(roomId, { refresh = false } = {}) {
   renderMessages({ toBottom: true });
   markOpenChatRead();
   document.getElementById("composer-text").focus();
+  renderPresence().catch(handleError); // after the messages: their page comes first
+}
+
+function membersPanel(room) {
+  const mayAdd = room.admins.includes(state.me);
+  return h("section", { id: "members", class: "members", hidden: true, "aria-label": "Members" },
+    h("ul", { class: "people" }, ...room.members.map((id) => {
+      const user = state.users.get(id) || { user_id: id };
+      return h("li", { class: "person", "data-user": id },
+        h("span", { class: "name" }, id === state.me ? "You" : displayName(user)),
+        room.admins.includes(id) ? h("span", { class: "role" }, "admin") : "");
+    })),
+    mayAdd ? h("form", { id: "add-member", onsubmit: onAddMember },
+      h("label", { for: "add-member-user" }, "Add a member by user id"),
+      h("input", { id: "add-member-user", required: true, spellcheck: "false",
+        pattern: USER_PATTERN }),
+      h("button", { type: "submit" }, "Add member")) : "",
+    h("button", { type: "button", class: "danger", onclick: onLeave }, "Leave group"),
+    h("p", { id: "members-error", class: "error", role: "alert" }));
+}
+
+async function onAddMember(event) {
+  event.preventDefault();
+  const input = document.getElementById("add-member-user");
+  try {
+    await call("POST", `/v1/groups/${state.open}/members`, { user_id: input.value.trim() });
+    await loadConversations();
+    await openChat(state.open);
+    toggle("members");
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 401) handleError(error);
+    else document.getElementById("members-error").textContent = error.message;
+  }
+}
+
+async function onLeave() {
+  const room = state.open;
+  try {
+    await call("POST", `/v1/groups/${room}/leave`);
+    state.rooms.delete(room);
+    state.chats.delete(room);
+    closeChat();
+    await loadConversations();
+  } catch (error) {
+    handleError(error);
+  }
+}
+
+/** The open direct chat's other user: presence dot and last seen (SPEC §17). */
+async function renderPresence() {
+  const room = state.rooms.get(state.open);
+  const line = document.getElementById("presence");
+  if (!room || !line) return;
+  if (!room.recipient) {
+    line.textContent = `${(room.members || []).length} members`;
+    return;
+  }
+  if (!state.users.has(room.recipient)) {
+    state.users.set(room.recipient, await call("GET", `/v1/users/${room.recipient}`));
+  }
+  const user = state.users.get(room.recipient);
+  line.textContent = presenceText(user);
+  line.dataset.online = String(Boolean(user.online));
+}
+
+function renderTyping() {
+  const line = document.getElementById("typing");
+  if (!line) return;
+  const typing = [...(state.typing.get(state.open) || [])];
+  const direct = Boolean(state.rooms.get(state.open)?.recipient);
+  const names = typing.map((id) => displayName(state.users.get(id) || { user_id: id }));
+  line.textContent = typing.length === 0 ? "" : direct ? "typing…" : `${names.join(", ")} typing…`;
+}
+
+/** Tell the room we type, at most every few seconds; the node ends it if we stop (§17). */
+function sendTyping(active) {
+  if (!state.open) return;
+  const now = Date.now();
+  if (active && now - state.typingSentMs < TYPING_REFRESH_MS) return;
+  if (!active && state.typingSentMs === 0) return;
+  state.typingSentMs = active ? now : 0;
+  state.live.send({ event: "typing", room_id: state.open, active });
+}
+
+function onComposerInput(event) {
+  sendTyping(event.target.value.trim() !== "");
+}
+
+async function onAttach(event) {
+  const file = event.target.files[0];
+  event.target.value = "";
+  if (!file) return;
+  const room = state.open;
+  const progress = document.getElementById("upload-progress");
+  progress.hidden = false;
+  progress.value = 0;
+  try {
+    const blob = await upload(file, (fraction) => { progress.value = fraction; });
+    const type = blob.content_type.startsWith("image/") ? "image"
+      : blob.content_type.startsWith("video/") ? "video"
+        : blob.content_type.startsWith("audio/") ? "audio" : "file";
+    sendMessage(room, { message: file.name, type, media: blob });
+  } catch (error) {
+    handleError(error);
+  } finally {
+    progress.hidden = true;
+  }
 }
 
 function closeChat() {
+  sendTyping(false);
   state.open = null;
   app.classList.remove("chat-open");
   renderList();
@@ -317,13 +735,18 @@ function onSend(event) {
   const text = input.value.trim();
   if (!text) return;
   input.value = "";
+  sendTyping(false);
+  sendMessage(state.open, { message: text, type: "text" });
+}
+
+/** Show a message as pending and send it; `message_sent` confirms it (SPEC §15.4.1). */
+function sendMessage(room, content) {
   const clientId = crypto.randomUUID();
-  state.pending.set(clientId, state.open);
-  addMessage({ client_id: clientId, room_id: state.open, sender_id: state.me, message: text,
-    type: "text", sent_ms: Date.now(), hlc: [Date.now(), 0], status: "pending" });
-  renderMessages({ toBottom: true });
-  state.live.send({ event: "send", room_id: state.open, message: text, type: "text",
-    client_id: clientId });
+  state.pending.set(clientId, room);
+  addMessage({ ...content, client_id: clientId, room_id: room, sender_id: state.me,
+    sent_ms: Date.now(), hlc: [Date.now(), 0], status: "pending" });
+  if (room === state.open) renderMessages({ toBottom: true });
+  state.live.send({ event: "send", room_id: room, ...content, client_id: clientId });
 }
 
 /** Put a message in its chat, once: by message id, or by client id while it is pending. */
@@ -367,7 +790,17 @@ function renderMessages({ toBottom }) {
   if (!list) return;
   const box = document.getElementById("messages");
   const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-  list.replaceChildren(...sortedMessages(state.open).map(renderMessage));
+  const items = [];
+  let day = null;
+  for (const message of sortedMessages(state.open)) {
+    const label = dayLabel(message.sent_ms);
+    if (label !== day) {
+      day = label;
+      items.push(h("li", { class: "day", role: "separator" }, label));
+    }
+    items.push(renderMessage(message));
+  }
+  list.replaceChildren(...items);
   document.getElementById("older").hidden = !chatOf(state.open).older;
   if (toBottom || nearBottom) box.scrollTop = box.scrollHeight;
 }
@@ -375,9 +808,12 @@ function renderMessages({ toBottom }) {
 function renderMessage(message) {
   const mine = message.sender_id === state.me;
   const text = message.message || `[${message.type}]`;
+  const group = state.rooms.get(message.room_id)?.type === "group";
   return h("li", { class: `message ${mine ? "mine" : "theirs"}`,
     "data-message-id": message.message_id || "", "data-status": mine ? message.status : "" },
-    h("p", { class: "text" }, text),
+    group && !mine ? h("span", { class: "sender" },
+      displayName(state.users.get(message.sender_id) || { user_id: message.sender_id })) : "",
+    message.media ? mediaElement(message) : h("p", { class: "text" }, text),
     h("span", { class: "meta" },
       h("time", { datetime: new Date(message.sent_ms).toISOString() },
         formatTime(message.sent_ms)),
@@ -420,6 +856,23 @@ function onFrame(frame) {
         renderMessages({});
       }
       return;
+    case "presence":
+      state.users.set(frame.user_id, { ...state.users.get(frame.user_id),
+        user_id: frame.user_id, online: frame.online, last_seen_ms: frame.last_seen_ms });
+      renderPresence().catch(handleError);
+      renderList();
+      renderFriends();
+      return;
+    case "typing":
+      return onTyping(frame);
+    case "membership":
+      loadConversations().catch(handleError);
+      return;
+    case "friend_request":
+    case "friend_accepted":
+    case "friend_declined":
+      loadFriends().catch(handleError);
+      return;
     case "resync":
       state.chats.clear();
       reload();
@@ -436,8 +889,19 @@ function onFrame(frame) {
   }
 }
 
+function onTyping(frame) {
+  if (frame.user_id === state.me) return;
+  const typing = state.typing.get(frame.room_id) || new Set();
+  if (frame.active) typing.add(frame.user_id);
+  else typing.delete(frame.user_id);
+  state.typing.set(frame.room_id, typing);
+  if (frame.room_id === state.open) renderTyping();
+}
+
 function onMessage(frame) {
   const mine = frame.sender_id === state.me;
+  state.typing.get(frame.room_id)?.delete(frame.sender_id); // a sent message ends its typing
+  if (frame.room_id === state.open) renderTyping();
   addMessage(frame);
   let room = state.rooms.get(frame.room_id);
   if (!room) {

@@ -28,8 +28,8 @@ pytestmark = pytest.mark.integration
 NEARLY_FULL = (1 << 20) - 1
 
 
-def stranger_host(seed: bytes | None = None) -> P2PHost:
-    return P2PHost(HostConfig(identity_seed=seed or os.urandom(32)))
+def stranger_host(seed: bytes | None = None, *, dial_from: str | None = None) -> P2PHost:
+    return P2PHost(HostConfig(identity_seed=seed or os.urandom(32), dial_from=dial_from))
 
 
 async def send_batch(host: P2PHost, peer: str, batch: bytes) -> None:
@@ -130,6 +130,38 @@ async def test_identities_rotated_from_one_prefix_get_the_prefix_banned(
                     await later.connect(bob.listen_addrs[0])
             assert bob.refused_before_handshake > refused
             refused = bob.refused_before_handshake
+
+
+async def test_a_prefix_ban_stays_on_its_network_while_a_newcomer_from_another_connects(
+    make_node: NodeFactory,
+) -> None:
+    """`bench hostile`'s layout (SPEC §11.6.5-6): strangers dial from 127.0.1.x and get
+    127.0.1.0/24 banned; fresh identities from it are closed before their handshake, while
+    alice, new to bob and dialling from 127.0.0.1, another /24, connects and stays."""
+    prefixes = PrefixPolicy(
+        exempt_loopback=False, prefix_ban_identities=3, banned_handshake_interval_ms=600_000
+    )
+    standing = StandingPolicy(ban_points=25)
+    async with (
+        asyncio.timeout(20),
+        make_node("bob", prefixes=prefixes, standing=standing) as bob,
+        make_node("alice") as alice,
+    ):
+        for _ in range(3):
+            async with stranger_host(dial_from="127.0.1.7") as mallory:
+                await mallory.connect(bob.listen_addrs[0])
+                await send_batch(mallory, bob.peer_id, b"\xff\x00garbage")
+                await wait_until(lambda m=mallory: bob.is_banned(m.peer_id))  # type: ignore[misc]
+        assert bob.prefix_bans == 1
+        for _ in range(2):  # the interval's one handshake, then none
+            async with stranger_host(dial_from="127.0.1.9") as fresh:
+                with contextlib.suppress(HearthError):
+                    await fresh.connect(bob.listen_addrs[0])
+                await wait_until(lambda f=fresh: f.peer_id not in bob.connected_peers())  # type: ignore[misc]
+        assert bob.refused_before_handshake >= 1
+        await alice.connect(bob.listen_addrs[0])
+        await wait_until(lambda: alice.peer_id in bob.connected_peers())
+        assert not bob.is_banned(alice.peer_id)
 
 
 async def test_new_identities_per_prefix_are_capped(make_node: NodeFactory) -> None:

@@ -24,6 +24,7 @@ from hearthmesh.protocol import (
     client_api,
     content,
     delivery,
+    e2ee,
     envelope,
     fetch,
     gossip,
@@ -33,11 +34,13 @@ from hearthmesh.protocol import (
     identity,
     linking,
     media,
+    media_seal,
     membership,
     private,
     receipts,
     reconcile,
     sync,
+    verification,
 )
 from hearthmesh.protocol.canonical import CborValue, decode_canonical, encode_canonical
 from hearthmesh.protocol.errors import RemoteProtocolError
@@ -119,6 +122,12 @@ def _encode_media_answer(answer: Any) -> bytes:
     raise AssertionError(answer)
 
 
+def _encode_claim_answer(answer: Any) -> bytes:
+    if isinstance(answer, delivery.ProtocolErrorFrame):
+        return encode_canonical([3, answer.code, answer.message])
+    return e2ee.encode_claim_answer(answer)
+
+
 def _encode_sync(frame: Any) -> bytes:
     match frame:
         case sync.RoomList():
@@ -156,6 +165,15 @@ DECODERS: dict[str, Decoder] = {
             content.encode_media(
                 content.MediaRef(type="image", digest=_ID, content_type="image/png", size=3)
             ),
+            content.encode_media(
+                content.MediaRef(
+                    type="image",
+                    digest=_ID,
+                    content_type="image/png",
+                    size=3,
+                    seal=media_seal.MediaSeal(key=b"k" * 32, nonce=b"n" * 12, plain_digest=_ID),
+                )
+            ),
         ),
     ),
     "content.decode_contact": Decoder(
@@ -187,6 +205,87 @@ DECODERS: dict[str, Decoder] = {
             ),
             encode_canonical([3, 2, "malformed"]),
         ),
+    ),
+    "e2ee.decode_claim_request": Decoder(
+        e2ee.decode_claim_request,
+        e2ee.encode_claim_request,
+        (e2ee.encode_claim_request(identity.DeviceId(_DEVICE.public)),),
+    ),
+    "e2ee.decode_claim_answer": Decoder(
+        e2ee.decode_claim_answer,
+        _encode_claim_answer,
+        (
+            e2ee.encode_claim_answer(e2ee.ClaimAnswer(bundle=b"b" * 40, one_time_key=None)),
+            e2ee.encode_claim_answer(e2ee.ClaimAnswer(bundle=b"b" * 40, one_time_key=b"k")),
+            encode_canonical([3, 14, "no"]),
+        ),
+    ),
+    "e2ee.decode_key_bundle": Decoder(
+        e2ee.decode_key_bundle,
+        e2ee.encode_key_bundle,
+        (
+            e2ee.encode_key_bundle(
+                e2ee.issue_key_bundle(
+                    _DEVICE, identity_key=b"c" * 32, fallback_key=b"f" * 32, issued_ms=3
+                )
+            ),
+        ),
+    ),
+    "e2ee.decode_one_time_key": Decoder(
+        e2ee.decode_one_time_key,
+        e2ee.encode_one_time_key,
+        (e2ee.encode_one_time_key(e2ee.issue_one_time_key(_DEVICE, b"k" * 32)),),
+    ),
+    "e2ee.decode_room_key": Decoder(
+        e2ee.decode_room_key,
+        e2ee.encode_room_key,
+        (
+            e2ee.encode_room_key(
+                e2ee.RoomKey(
+                    room=_ROOM,
+                    session_id=_ID,
+                    session_key=b"k" * 229,
+                    first_index=0,
+                    sender_user=identity.UserId(_USER.public),
+                    sender_device=identity.DeviceId(_DEVICE.public),
+                    sender_curve=b"c" * 32,
+                    recipient_device=identity.DeviceId(_ID),
+                    recipient_curve=b"w" * 32,
+                )
+            ),
+        ),
+    ),
+    "e2ee.decode_room_key_shares": Decoder(
+        e2ee.decode_room_key_shares,
+        e2ee.encode_room_key_shares,
+        (
+            e2ee.encode_room_key_shares(
+                e2ee.RoomKeyShares(
+                    sender_curve=b"c" * 32,
+                    shares=(
+                        e2ee.Share(
+                            recipient=identity.DeviceId(_ID),
+                            olm_kind=e2ee.OlmKind.PRE_KEY,
+                            ciphertext=b"o" * 40,
+                        ),
+                    ),
+                )
+            ),
+        ),
+    ),
+    "e2ee.decode_encrypted_body": Decoder(
+        e2ee.decode_encrypted_body,
+        e2ee.encode_encrypted_body,
+        (
+            e2ee.encode_encrypted_body(
+                e2ee.EncryptedBody(algorithm=e2ee.MEGOLM_V1, session_id=_ID, ciphertext=b"m" * 9)
+            ),
+        ),
+    ),
+    "e2ee.decode_plaintext": Decoder(
+        e2ee.decode_plaintext,
+        lambda pair: e2ee.encode_plaintext(*pair),
+        (e2ee.encode_plaintext("text/plain", b"hi"),),
     ),
     "envelope.decode_envelope": Decoder(
         envelope.decode_envelope, lambda e: e.wire, (_MESSAGE.wire,)
@@ -289,6 +388,21 @@ DECODERS: dict[str, Decoder] = {
             linking.encode_link_answer(
                 linking.LinkAnswer(certificate=_CERT_BYTES, home_record=_RECORD_BYTES)
             ),
+        ),
+    ),
+    "verification.decode_verify_frame": Decoder(
+        verification.decode_verify_frame,
+        verification.encode_verify_frame,
+        tuple(
+            verification.encode_verify_frame(frame)
+            for frame in (
+                verification.Start(flow=b"f" * 16, user=_ID, device=_ID),
+                verification.Accept(flow=b"f" * 16, user=_ID, device=_ID, commitment=_ID),
+                verification.KeyShare(flow=b"f" * 16, key=_ID),
+                verification.Mac(flow=b"f" * 16, mac="bWFj"),
+                verification.Done(flow=b"f" * 16),
+                verification.Cancel(flow=b"f" * 16, code=42, reason="user"),
+            )
         ),
     ),
     "media.decode_request": Decoder(

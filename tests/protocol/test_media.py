@@ -18,8 +18,8 @@ from hearthmesh.protocol.errors import (
     TooLarge,
 )
 from hearthmesh.protocol.media import (
+    MAX_BLOB_BYTES,
     MAX_CHUNK_BYTES,
-    MAX_MEDIA_BYTES,
     DigestMismatch,
     MediaChunk,
     MediaDownload,
@@ -94,7 +94,7 @@ def test_never_more_than_the_declared_size_nor_out_of_order() -> None:
     with pytest.raises(MalformedMessage):
         early.receive(encode_canonical([3, MAX_CHUNK_BYTES]))  # END before the declared size
     with pytest.raises(TooLarge):
-        MediaDownload(DIGEST, MAX_MEDIA_BYTES + 1)
+        MediaDownload(DIGEST, MAX_BLOB_BYTES + 1)  # the upload limit, sealed (SPEC §28.1)
     with pytest.raises(TooLarge):
         decode_answer(encode_canonical([2, 0, b"\x00" * (MAX_CHUNK_BYTES + 1)]))
 

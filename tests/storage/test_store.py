@@ -9,6 +9,7 @@ from hearthmesh.protocol.envelope import Envelope, Kind
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, StorageError
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.protocol.media_seal import TAG_BYTES, MediaSeal
 from hearthmesh.storage.api import (
     RETENTION_MS,
     RETENTION_SETTING,
@@ -19,6 +20,7 @@ from hearthmesh.storage.api import (
     DeliveryStatus,
     Direction,
     StoredEvent,
+    Trust,
 )
 from hearthmesh.storage.store import KvStore
 
@@ -615,6 +617,25 @@ def test_media_references_are_indexed_with_the_append(store: KvStore) -> None:
     assert store.media_references(other.digest) == []
 
 
+def test_a_sealed_blob_keeps_its_seal_in_its_record_and_its_references(store: KvStore) -> None:
+    seal = MediaSeal(key=b"k" * 32, nonce=b"n" * 12, plain_digest=b"p" * 32)
+    info = store.put_media(b"ciphertext", content_type="image/png", now_ms=5, seal=seal)
+    assert store.media_info(info.digest) == info and info.seal == seal
+    plain = store.put_media(b"older blob", content_type="image/png", now_ms=6)
+    assert store.media_info(plain.digest) == plain and plain.seal is None
+    picture = MediaRef(
+        type="image", digest=info.digest, content_type="image/png", size=7, seal=seal
+    )
+    envelope = make_envelope(body=encode_media(picture), content_type=MEDIA_CONTENT_TYPE)
+    assert store.append(AppendRequest(envelope=envelope)) is AppendResult.STORED
+    [reference] = store.media_references(info.digest)
+    assert (reference.size, reference.seal, reference.content_type) == (
+        7 + TAG_BYTES,  # the blob's size: what the fetcher may receive (SPEC §28.1)
+        seal,
+        "image/png",
+    )
+
+
 # --- retention -----------------------------------------------------------------------------
 
 
@@ -721,3 +742,12 @@ def test_clients_are_bounded_listed_and_deleted(store: KvStore) -> None:
     assert store.delete_client(record(1).client_id)
     assert not store.delete_client(record(1).client_id)
     assert store.clients() == [record(2)]
+
+
+def test_trust_is_kept_per_user_and_device_key(store: KvStore) -> None:
+    alice, bob = UserId(b"A" * 32), UserId(b"B" * 32)
+    assert store.trusted_devices(alice) == {}
+    store.set_trust(alice, DeviceId(b"1" * 32), Trust.VERIFIED, now_ms=5)
+    store.set_trust(bob, DeviceId(b"2" * 32), Trust.VERIFIED, now_ms=6)
+    assert store.trusted_devices(alice) == {DeviceId(b"1" * 32): Trust.VERIFIED}
+    assert store.trusted_devices(bob) == {DeviceId(b"2" * 32): Trust.VERIFIED}

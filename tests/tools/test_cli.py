@@ -60,3 +60,14 @@ def test_bench_sync_prints_one_json_object() -> None:
     assert figures["benchmark"] == "sync"
     assert set(figures["diff_bytes"]) == {"1", "10", "100", "1000"}
     assert figures["insync_round_trips"] >= 1 and figures["new_device_bytes"] > 0
+
+
+def test_bench_e2ee_prints_one_json_object_with_messages_keys_and_media() -> None:
+    result = run("bench", "e2ee", "--quick")
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["benchmark"] == "e2ee"
+    assert figures["encrypt_sign_us"] > 0 and figures["verify_decrypt_us"] > 0
+    assert set(figures["room_key_share_ms"]) == {"10", "100"}
+    assert set(figures["media"]) == {"1mib", "10mib"}
+    assert all(f["seal_mb_s"] > 0 and f["open_mb_s"] > 0 for f in figures["media"].values())

@@ -49,6 +49,8 @@ class FloodOrders:
     contact: str
     rate_per_s: float
     duration_s: float
+    dial_from: str | None = None
+    """The IP address the flood comes from (None: the system's choice)."""
 
 
 @dataclass(slots=True)
@@ -59,6 +61,7 @@ class Flooder:
     target_addr: str
     victim: UserId
     contact: UserId
+    dial_from: str | None = None
     outcomes: Counter[str] = field(default_factory=Counter)
     identities: int = 0
     held: int = 0
@@ -75,7 +78,7 @@ class Flooder:
         async with asyncio.TaskGroup() as group:
             turns = [asyncio.Event()]  # turns[k] set: identity k may flood
             turns[0].set()
-            kit = HostilePeer(answer_s=2.0)
+            kit = HostilePeer(answer_s=2.0, dial_from=self.dial_from)
             flooding = 0
             while time.perf_counter() < deadline:
                 while len(turns) <= flooding + WARM_IDENTITIES:
@@ -197,6 +200,7 @@ async def _flood(orders: FloodOrders) -> dict[str, Any]:
         target_addr=orders.target_addr,
         victim=decode_user_id(orders.victim),
         contact=decode_user_id(orders.contact),
+        dial_from=orders.dial_from,
     )
     await flooder.run(orders.rate_per_s, orders.duration_s)
     return {

@@ -9,17 +9,23 @@ stranger's membership events in alice and bob's room and in groups, relay reques
 recipients), plus a held stream (a partial frame) every half second. When bob's node cuts the
 flooder off it comes back under a new peer id, as a real one would.
 
-Two variants. `bench hostile`: the flooder dials from its own address, and bob's node counts
-loopback peers against their address prefix (`--no-prefix-exempt-loopback`), as it would count
-an attacker's machine on the internet (SPEC §11.6.5-6): its fresh identities meet the prefix
-cap and ban. `bench hostile-tunnel`: the flooder arrives through a loopback tunnel, which a node
-exempts from prefix counting by default, so only per-peer standing stops each fresh identity:
-the worst case for the honest chat.
+Two variants. `bench hostile`: the flooder dials from its own address, `FLOOD_FROM`
+(127.0.1.1: another /24 than alice's node on 127.0.0.1, so one attacker on a network of its
+own, never on the victim's loopback), and bob's node counts loopback peers against their
+address prefix (`--no-prefix-exempt-loopback`), as it would count an attacker's machine on the
+internet (SPEC §11.6.5-6): its fresh identities meet the prefix cap and ban.
+`bench hostile-tunnel`: the flooder arrives through a loopback tunnel, which a node exempts from
+prefix counting by default, so only per-peer standing stops each fresh identity: the worst case
+for the honest chat.
 
 Figures: `honest_lost` (messages durable at alice, acked to her client, that never reached
 bob's client; must be 0), honest p50/p99 with and without the flood and their ratio (target
 <= 2), `victim_rss_growth_mb` over the flood (target <= 50), `flooder_banned_after_s` (first
 cut-off; null if never), and the attacker's sends by outcome.
+
+To see where the victim's time goes, sample bob's process (`hearthmesh run ... --name bob`)
+during the flood phase, which starts with the flooder process; py-spy is a dev dependency:
+`py-spy record -p <bob's pid> -d 18 -r 50 --threads --idle -f raw -o out.txt`.
 
 `SteadyChat` and `home_pair` are shared with the soak test (tests/integration).
 """
@@ -59,6 +65,8 @@ __all__ = [
     "run_tunnel",
 ]
 
+FLOOD_FROM: Final = "127.0.1.1"
+"""Where `bench hostile`'s flood comes from: another /24 than alice's node (127.0.0.1)."""
 RATE_PER_S: Final = 50
 FLOOD_FACTOR: Final = 10
 SETTLE_S: Final = 10.0
@@ -285,6 +293,7 @@ async def _bench(quick: bool, *, tunnel: bool) -> dict[str, Any]:
                 contact=pair.alice.user_text,
                 rate_per_s=RATE_PER_S * FLOOD_FACTOR,
                 duration_s=duration_s,
+                dial_from=None if tunnel else FLOOD_FROM,
             )
             try:
                 flooded = await _phase(pair, chat, "flood", duration_s, orders)
@@ -295,7 +304,7 @@ async def _bench(quick: bool, *, tunnel: bool) -> dict[str, Any]:
             for task in tasks:
                 task.cancel()
     return {
-        "flooder_through": "a loopback tunnel" if tunnel else "its own address",
+        "flooder_through": "a loopback tunnel" if tunnel else f"its own address, {FLOOD_FROM}",
         **_figures(chat, flooded, duration_s, rss_before, rss_after, victim_up),
     }
 

@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, str] = {
     "codec": "hearthmesh.tools.bench.codec",
     "connectivity": "hearthmesh.tools.bench.connectivity",
     "delivery": "hearthmesh.tools.bench.delivery",
+    "e2ee": "hearthmesh.tools.bench.e2ee",
     "fanout": "hearthmesh.tools.bench.fanout",
     "hostile": "hearthmesh.tools.bench.hostile",
     "hostile-tunnel": "hearthmesh.tools.bench.hostile:run_tunnel",

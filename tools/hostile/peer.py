@@ -155,6 +155,7 @@ class HostilePeer:
         forge: EnvelopeForge | None = None,
         rng: Rng = os.urandom,
         answer_s: float = ANSWER_S,
+        dial_from: str | None = None,
     ) -> None:
         self.rng = rng
         self.clock = SystemClock()
@@ -163,8 +164,12 @@ class HostilePeer:
         """Seals as our stranger, with its own sequence numbers per room."""
         self.answer_s = answer_s
         self.host = P2PHost(
-            HostConfig(identity_seed=self.seed, max_frame_bytes=KIT_MAX_FRAME_BYTES)
+            HostConfig(
+                identity_seed=self.seed, max_frame_bytes=KIT_MAX_FRAME_BYTES, dial_from=dial_from
+            )
         )
+        self.dial_from = dial_from
+        """The IP address this attacker's dials leave from (None: the system's choice)."""
         self.peer_id = self.host.peer_id
         self._node_key = keypair_from_seed(self.seed)
         self._batch_ids = itertools.count(1)
@@ -186,7 +191,9 @@ class HostilePeer:
         """The same attacker under a new peer id (so with a clean standing at the target);
         with `new_user` under a new user identity as well. Enter it like this one."""
         forge = None if new_user else self.forge
-        return HostilePeer(seed=seed, forge=forge, rng=self.rng, answer_s=self.answer_s)
+        return HostilePeer(
+            seed=seed, forge=forge, rng=self.rng, answer_s=self.answer_s, dial_from=self.dial_from
+        )
 
     # ---- lifetime ---------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import (
     gen_delivery,
+    gen_e2ee,
     gen_envelope,
     gen_hlc,
     gen_homes,
@@ -27,7 +28,16 @@ __all__ = ["generate_all", "main"]
 def generate_all(directory: Path = VECTORS_DIR) -> list[Path]:
     """Write every vector file into `directory`; the paths in a fixed order."""
     paths: list[Path] = []
-    for single in (gen_identity, gen_hlc, gen_envelope, gen_reconcile, gen_delivery, gen_linking):
+    singles = (
+        gen_identity,
+        gen_hlc,
+        gen_envelope,
+        gen_reconcile,
+        gen_delivery,
+        gen_linking,
+        gen_e2ee,
+    )
+    for single in singles:
         paths.append(single.generate(directory))
     for several in (gen_homes, gen_membership, gen_transfer):
         paths.extend(several.generate(directory))

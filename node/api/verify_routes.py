@@ -1,0 +1,140 @@
+"""Client routes of SAS verification (SPEC §29.5): start, show, confirm, cancel, and trust.
+
+A flow is shown as `{flow_id, state, initiator, user_id, device_id, emoji, decimals,
+verified}`; the emoji (seven `{symbol, name}`) and decimals appear once both keys are known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Final
+
+from aiohttp import web
+
+from hearthmesh.node.api.bodies import read_json
+from hearthmesh.node.api.errors import ApiError
+from hearthmesh.node.api.service import SERVICE_KEY
+from hearthmesh.node.identity.verification import VerifyFlow
+from hearthmesh.node.node import Node
+from hearthmesh.node.p2p.errors import P2PError
+from hearthmesh.protocol.client_api import decode_user
+from hearthmesh.protocol.errors import ErrorCode, InvalidIdentifier
+from hearthmesh.protocol.identity import DeviceId, UserId, device_id_text, user_id_text
+from hearthmesh.protocol.verification import FLOW_ID_BYTES, keys_changed
+from hearthmesh.storage.api import Trust
+
+__all__ = ["VERIFY_ROUTES", "flow_view", "trust_view"]
+
+_MAX_BODY_BYTES: Final = 1024
+_MAX_PEER_CHARS: Final = 128
+_REACH_TIMEOUT_S: Final = 10.0
+
+
+def _node(request: web.Request) -> Node:
+    return request.app[SERVICE_KEY].node
+
+
+def _flow_id(request: web.Request) -> bytes:
+    text = request.match_info["flow_id"]
+    try:
+        flow = bytes.fromhex(text)
+    except ValueError:
+        flow = b""
+    if len(flow) != FLOW_ID_BYTES or flow.hex() != text:
+        raise InvalidIdentifier("a verification id is 32 lowercase hex digits")
+    return flow
+
+
+def flow_view(flow: VerifyFlow) -> dict[str, Any]:
+    """A flow as clients see it."""
+    machine = flow.machine
+    shown = machine.shown
+    return {
+        "flow_id": machine.flow.hex(),
+        "state": machine.state.value,
+        "initiator": machine.initiator,
+        "peer_id": flow.peer,
+        "user_id": None if machine.peer_user is None else user_id_text(UserId(machine.peer_user)),
+        "device_id": (
+            None if machine.peer_device is None else device_id_text(DeviceId(machine.peer_device))
+        ),
+        "emoji": (
+            None
+            if shown is None
+            else [
+                {"symbol": symbol, "name": name}
+                for symbol, name in zip(shown.emoji_symbols, shown.emoji_names, strict=True)
+            ]
+        ),
+        "decimals": None if shown is None else list(shown.decimals),
+        "verified": machine.verified,
+        "cancel_code": machine.cancel_code,
+    }
+
+
+def trust_view(
+    user: UserId, trusted: dict[DeviceId, Trust], listed: tuple[DeviceId, ...]
+) -> dict[str, Any]:
+    """A user's device keys with their trust, and the warning of SPEC §29.5: the user has a
+    verified device key and their newest record lists a key that is not verified, or no longer
+    lists a verified one."""
+    verified = {d for d, t in trusted.items() if t is Trust.VERIFIED}
+    dropped = sorted(device_id_text(d) for d in verified - set(listed))
+    return {
+        "user_id": user_id_text(user),
+        "devices": [{"device_id": device_id_text(d), "verified": d in verified} for d in listed],
+        "verified_not_listed": dropped,
+        "keys_changed": keys_changed(verified, listed),
+    }
+
+
+async def start_verification(request: web.Request) -> web.Response:
+    body = await read_json(request, max_bytes=_MAX_BODY_BYTES)
+    user = decode_user(body.get("user_id"))
+    peer = body.get("peer_id")
+    if peer is not None and not (isinstance(peer, str) and 0 < len(peer) <= _MAX_PEER_CHARS):
+        raise InvalidIdentifier("peer_id is a peer id string")
+    try:
+        async with asyncio.timeout(_REACH_TIMEOUT_S):
+            flow = await _node(request).verification.start(user, peer)
+    except (P2PError, OSError, TimeoutError) as exc:
+        raise ApiError(
+            504, ErrorCode.NOT_FOUND, f"that device's home is unreachable: {exc}"
+        ) from None
+    return web.json_response(flow_view(flow), status=201)
+
+
+async def list_verifications(request: web.Request) -> web.Response:
+    flows = _node(request).verification.flows()
+    return web.json_response({"verifications": [flow_view(f) for f in flows]})
+
+
+async def get_verification(request: web.Request) -> web.Response:
+    return web.json_response(flow_view(_node(request).verification.flow(_flow_id(request))))
+
+
+async def confirm_verification(request: web.Request) -> web.Response:
+    flow = await _node(request).verification.confirm(_flow_id(request))
+    return web.json_response(flow_view(flow))
+
+
+async def cancel_verification(request: web.Request) -> web.Response:
+    flow = await _node(request).verification.cancel(_flow_id(request))
+    return web.json_response(flow_view(flow))
+
+
+async def user_trust(request: web.Request) -> web.Response:
+    user = decode_user(request.match_info["user_id"])
+    trusted, listed = await _node(request).verification.trust_of(user)
+    return web.json_response(trust_view(user, trusted, listed))
+
+
+VERIFY_ROUTES: Final = (
+    ("GET", "/v1/verifications", list_verifications),
+    ("POST", "/v1/verifications", start_verification),
+    ("GET", "/v1/verifications/{flow_id}", get_verification),
+    ("POST", "/v1/verifications/{flow_id}/confirm", confirm_verification),
+    ("POST", "/v1/verifications/{flow_id}/cancel", cancel_verification),
+    ("GET", "/v1/users/{user_id}/trust", user_trust),
+)
+"""Routes of SPEC §29.5 (part of `http_routes.ROUTES`)."""

@@ -1,0 +1,146 @@
+"""End-to-end encryption state at rest (SPEC §27.8): `_txn` helpers over the `e2ee.*` tables.
+
+The tables own the Olm account, Olm sessions per peer key, our outbound Megolm session per
+room (with its age and message count, SPEC §27.9), inbound Megolm sessions with the device
+that shared each, which message each Megolm index opened, and which of our one-time keys were
+handed out. Every session is a vodozemac pickle, encrypted by the node under a key kept outside
+the store: these helpers never see a secret in the clear.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from hearthmesh.protocol.envelope import MessageId, RoomId
+from hearthmesh.protocol.errors import StorageError
+from hearthmesh.protocol.identity import DeviceId
+
+from .api import InboundSession, OutboundSession
+from .keys import (
+    ID_BYTES,
+    Table,
+    check_id,
+    crypto_pair_key,
+    pack_u32,
+    pack_u64,
+    prefix_end,
+    unpack_u32,
+    unpack_u64,
+)
+from .kv import KvTxn
+
+__all__ = [
+    "account_txn",
+    "claim_index_txn",
+    "forget_handed_out_txn",
+    "hand_out_txn",
+    "inbound_session_txn",
+    "olm_sessions_txn",
+    "outbound_session_txn",
+    "put_account_txn",
+    "put_inbound_session_txn",
+    "put_olm_session_txn",
+    "put_outbound_session_txn",
+]
+
+_ACCOUNT_KEY: Final = b"account"
+_OUTBOUND_HEAD: Final = 12  # created_ms u64 | messages u32
+
+
+def account_txn(txn: KvTxn) -> bytes | None:
+    """The account pickle, if the device has one yet."""
+    return txn.get(Table.E2EE_ACCOUNT, _ACCOUNT_KEY)
+
+
+def put_account_txn(txn: KvTxn, pickle: bytes) -> None:
+    """Replace the account pickle (after generating or handing out keys)."""
+    txn.put(Table.E2EE_ACCOUNT, _ACCOUNT_KEY, pickle)
+
+
+def olm_sessions_txn(txn: KvTxn, peer_curve: bytes) -> list[tuple[bytes, bytes]]:
+    """(session id, pickle) of every Olm session with `peer_curve`, by session id."""
+    prefix = crypto_pair_key(peer_curve, b"")
+    return [
+        (key[ID_BYTES:], value)
+        for key, value in txn.scan(Table.E2EE_OLM, prefix, prefix_end(prefix))
+    ]
+
+
+def put_olm_session_txn(txn: KvTxn, peer_curve: bytes, session_id: bytes, pickle: bytes) -> None:
+    """Store or replace one Olm session with `peer_curve`."""
+    txn.put(Table.E2EE_OLM, crypto_pair_key(peer_curve, session_id), pickle)
+
+
+def outbound_session_txn(txn: KvTxn, room: RoomId) -> OutboundSession | None:
+    """Our outbound Megolm session in `room`, if any."""
+    check_id(room, "room")
+    value = txn.get(Table.E2EE_OUTBOUND, room)
+    if value is None:
+        return None
+    if len(value) <= _OUTBOUND_HEAD:
+        raise StorageError(f"e2ee.outbound row of room {room.hex()} is truncated")
+    return OutboundSession(
+        created_ms=unpack_u64(value[:8]),
+        messages=unpack_u32(value[8:_OUTBOUND_HEAD]),
+        pickle=value[_OUTBOUND_HEAD:],
+    )
+
+
+def put_outbound_session_txn(txn: KvTxn, room: RoomId, session: OutboundSession) -> None:
+    """Store our outbound session in `room`; in the transaction of the envelope it encrypted
+    (SPEC §27.8), so a restart never reuses a Megolm index."""
+    check_id(room, "room")
+    value = pack_u64(session.created_ms) + pack_u32(session.messages) + session.pickle
+    txn.put(Table.E2EE_OUTBOUND, room, value)
+
+
+def inbound_session_txn(txn: KvTxn, room: RoomId, session_id: bytes) -> InboundSession | None:
+    """The inbound Megolm session `session_id` of `room`, if a room key gave it to us."""
+    check_id(session_id, "session")
+    value = txn.get(Table.E2EE_INBOUND, crypto_pair_key(room, session_id))
+    if value is None:
+        return None
+    if len(value) <= ID_BYTES:
+        raise StorageError(f"e2ee.inbound row of session {session_id.hex()} is truncated")
+    return InboundSession(owner=DeviceId(value[:ID_BYTES]), pickle=value[ID_BYTES:])
+
+
+def put_inbound_session_txn(
+    txn: KvTxn, room: RoomId, session_id: bytes, session: InboundSession
+) -> bool:
+    """Keep an inbound session unless one of that id is kept already (first share wins: a later
+    copy cannot move the owner or the first known index). True if stored."""
+    check_id(session_id, "session")
+    check_id(session.owner, "device")
+    key = crypto_pair_key(room, session_id)
+    return txn.insert(Table.E2EE_INBOUND, key, session.owner + session.pickle)
+
+
+def claim_index_txn(
+    txn: KvTxn, session_id: bytes, index: int, message_id: MessageId
+) -> MessageId | None:
+    """Record that Megolm (session, index) opened `message_id`; the message recorded before,
+    if any (then nothing is written), for `protocol.e2ee.check_replay`."""
+    check_id(message_id, "message")
+    key = crypto_pair_key(session_id, pack_u32(index))
+    if txn.insert(Table.E2EE_OPENED, key, message_id):
+        return None
+    seen = txn.get(Table.E2EE_OPENED, key)
+    return MessageId(seen) if seen is not None else None
+
+
+def hand_out_txn(txn: KvTxn, one_time_key: bytes) -> bool:
+    """Mark one of our one-time keys as handed out; False if it was already (SPEC §27.2)."""
+    check_id(one_time_key, "one-time key")
+    return txn.insert(Table.E2EE_HANDED_OUT, one_time_key, b"")
+
+
+def forget_handed_out_txn(txn: KvTxn, keep: frozenset[bytes]) -> int:
+    """Forget handed-out marks of keys not in `keep` (the account's current pool): the account
+    no longer holds them, so they cannot be handed out again. Bounds the table. Returns how
+    many were forgotten."""
+    stale = [key for key, _ in txn.scan(Table.E2EE_HANDED_OUT, b"", b"\xff" * (ID_BYTES + 1))]
+    stale = [key for key in stale if key not in keep]
+    for key in stale:
+        txn.delete(Table.E2EE_HANDED_OUT, key)
+    return len(stale)

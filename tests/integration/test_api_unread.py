@@ -1,0 +1,41 @@
+"""Unread counts in the conversation list, counted by the home node (SPEC §15.5.1)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.integration.api_helpers import Home, home, link, open_conversation
+from tests.integration.conftest import wait_until_async
+
+
+async def _unread(h: Home) -> int:
+    (row,) = (await h.client.call("GET", "/v1/conversation"))["conversations"]
+    unread: int = row["unread"]
+    return unread
+
+
+async def test_the_list_counts_unread_until_the_newest_is_read_or_answered(
+    tmp_path: Path,
+) -> None:
+    async with asyncio.timeout(20), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        alice = (await a.status())["user_id"]
+        room = await open_conversation(b, alice)
+        async with a.socket() as alice_ws:
+            for text in ("one", "two", "three"):
+                await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": text})
+            arrived = [await alice_ws.next("message") for _ in range(3)]
+            assert await _unread(a) == 3
+            newest = max(arrived, key=lambda m: m["hlc"])
+            # reading the newest reads what came before it
+            await alice_ws.send(event="ack", message_id=newest["message_id"], status="read")
+
+            async def read() -> int:
+                return 3 - await _unread(a)
+
+            await wait_until_async(read, 3)
+            await a.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "hi"})
+            await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "four"})
+            await alice_ws.next("message", lambda f: f["message"] == "four")
+            assert await _unread(a) == 1  # counted back to our own reply

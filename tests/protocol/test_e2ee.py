@@ -1,0 +1,287 @@
+"""protocol/e2ee (SPEC §27): key bundles, room keys, shares, encrypted bodies, the arrival
+decision, and the pinned vectors of protocol/vectors/e2ee.json."""
+
+from __future__ import annotations
+
+import base64
+import json
+from importlib import resources
+from typing import Any
+
+import pytest
+import vodozemac
+
+from hearthmesh.protocol import e2ee, errors
+from hearthmesh.protocol.e2ee import (
+    EncryptedBody,
+    OlmKind,
+    RoomKey,
+    RoomKeyShares,
+    Share,
+)
+from hearthmesh.protocol.envelope import MAX_BODY_BYTES, MessageId, RoomId
+from hearthmesh.protocol.errors import (
+    BadSignature,
+    KeyMismatch,
+    MalformedMessage,
+    Replayed,
+    Undecryptable,
+)
+from hearthmesh.protocol.identity import DeviceId, UserId, keypair_from_seed
+
+VECTORS: dict[str, Any] = json.loads(
+    resources.files("hearthmesh.protocol").joinpath("vectors/e2ee.json").read_text()
+)
+_DEVICE = keypair_from_seed(b"d" * 32)
+_ROOM = RoomId(b"r" * 32)
+
+
+def _inbound(session_key_hex: str) -> vodozemac.InboundGroupSession:
+    text = base64.b64encode(bytes.fromhex(session_key_hex)).decode().rstrip("=")
+    return vodozemac.InboundGroupSession(vodozemac.SessionKey(text))
+
+
+@pytest.mark.parametrize("case", VECTORS["valid"], ids=lambda c: f"tc{c['id']}")
+def test_vectors_valid(case: dict[str, Any]) -> None:
+    if case["op"] == "key_bundle":
+        bundle = e2ee.issue_key_bundle(
+            keypair_from_seed(bytes.fromhex(case["device_seed"])),
+            identity_key=bytes.fromhex(case["identity_key"]),
+            fallback_key=bytes.fromhex(case["fallback_key"]),
+            issued_ms=case["issued_ms"],
+        )
+        assert e2ee.encode_key_bundle(bundle).hex() == case["expect_hex"]
+        decoded = e2ee.decode_key_bundle(bytes.fromhex(case["expect_hex"]))
+        e2ee.verify_key_bundle(decoded)
+        assert decoded == bundle
+    elif case["op"] == "room_key":
+        key = e2ee.decode_room_key(bytes.fromhex(case["expect_hex"]))
+        assert key.session_key.hex() == case["session_key"]
+        assert e2ee.encode_room_key(key).hex() == case["expect_hex"]
+    else:
+        body = e2ee.decode_encrypted_body(bytes.fromhex(case["body_hex"]))
+        opened = e2ee.open_encrypted(_inbound(case["session_key"]), body)
+        assert (opened.index, opened.content_type, opened.body.hex()) == (
+            case["expect_index"],
+            case["expect_content_type"],
+            case["expect_body_hex"],
+        )
+
+
+@pytest.mark.parametrize("case", VECTORS["invalid"], ids=lambda c: f"tc{c['id']}")
+def test_vectors_invalid(case: dict[str, Any]) -> None:
+    with pytest.raises(getattr(errors, case["error"])):
+        if case["op"] == "key_bundle":
+            e2ee.verify_key_bundle(e2ee.decode_key_bundle(bytes.fromhex(case["bundle_hex"])))
+        else:
+            body = e2ee.decode_encrypted_body(bytes.fromhex(case["body_hex"]))
+            e2ee.open_encrypted(_inbound(case["session_key"]), body)
+
+
+def test_a_one_time_key_is_signed_and_a_swapped_key_fails() -> None:
+    key = e2ee.issue_one_time_key(_DEVICE, b"k" * 32)
+    decoded = e2ee.decode_one_time_key(e2ee.encode_one_time_key(key))
+    e2ee.verify_one_time_key(decoded)
+    swapped = e2ee.OneTimeKey(device=key.device, key=b"x" * 32, signature=key.signature)
+    with pytest.raises(BadSignature):
+        e2ee.verify_one_time_key(swapped)
+
+
+def _room_key(**changes: Any) -> RoomKey:
+    fields: dict[str, Any] = {
+        "room": _ROOM,
+        "session_id": b"s" * 32,
+        "session_key": b"k" * 229,
+        "first_index": 0,
+        "sender_user": UserId(b"u" * 32),
+        "sender_device": DeviceId(_DEVICE.public),
+        "sender_curve": b"c" * 32,
+        "recipient_device": DeviceId(b"v" * 32),
+        "recipient_curve": b"w" * 32,
+    }
+    fields.update(changes)
+    return RoomKey(**fields)
+
+
+_CHANNEL: dict[str, Any] = {
+    "room": _ROOM,
+    "sender_user": UserId(b"u" * 32),
+    "sender_device": DeviceId(_DEVICE.public),
+    "sender_curve": b"c" * 32,
+    "recipient_device": DeviceId(b"v" * 32),
+    "recipient_curve": b"w" * 32,
+}
+
+
+def test_a_room_key_matching_its_channel_passes() -> None:
+    key = e2ee.decode_room_key(e2ee.encode_room_key(_room_key()))
+    e2ee.check_room_key(key, **_CHANNEL)
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["room", "sender_user", "sender_device", "sender_curve", "recipient_device", "recipient_curve"],
+)
+def test_a_room_key_naming_another_party_is_a_key_mismatch(field: str) -> None:
+    key = _room_key(**{field: b"z" * 32})
+    with pytest.raises(KeyMismatch):
+        e2ee.check_room_key(key, **_CHANNEL)
+
+
+def _share(n: int) -> Share:
+    return Share(
+        recipient=DeviceId(n.to_bytes(32, "big")), olm_kind=OlmKind.PRE_KEY, ciphertext=b"o" * 560
+    )
+
+
+def test_shares_for_many_devices_are_chunked_under_the_body_limit() -> None:
+    bodies = e2ee.chunk_shares(b"c" * 32, [_share(n) for n in range(300)])
+    assert len(bodies) > 1
+    recipients: list[DeviceId] = []
+    for body in bodies:
+        encoded = e2ee.encode_room_key_shares(body)
+        assert len(encoded) <= MAX_BODY_BYTES
+        decoded = e2ee.decode_room_key_shares(encoded)
+        recipients.extend(share.recipient for share in decoded.shares)
+    assert recipients == [_share(n).recipient for n in range(300)]
+
+
+def test_a_recipient_twice_in_one_body_is_malformed() -> None:
+    body = RoomKeyShares(sender_curve=b"c" * 32, shares=(_share(1), _share(1)))
+    with pytest.raises(MalformedMessage):
+        e2ee.decode_room_key_shares(e2ee.encode_room_key_shares(body))
+
+
+def test_olm_delivers_a_room_key_and_megolm_round_trips() -> None:
+    """The whole exchange with real vodozemac: claim, Olm, room key check, Megolm."""
+    alice, bob = vodozemac.Account(), vodozemac.Account()
+    bob.generate_one_time_keys(1)
+    one_time = next(iter(bob.one_time_keys.values()))
+    outbound = vodozemac.GroupSession()
+    room_key = _room_key(
+        session_id=e2ee.session_id_bytes(outbound.session_id),
+        session_key=base64.b64decode(outbound.session_key.to_base64() + "=="),
+        sender_curve=alice.curve25519_key.to_bytes(),
+        recipient_curve=bob.curve25519_key.to_bytes(),
+    )
+    olm = alice.create_outbound_session(bob.curve25519_key, one_time)
+    kind, ciphertext = olm.encrypt(e2ee.encode_room_key(room_key)).to_parts()
+    shares = e2ee.decode_room_key_shares(
+        e2ee.encode_room_key_shares(
+            RoomKeyShares(
+                sender_curve=alice.curve25519_key.to_bytes(),
+                shares=(
+                    Share(recipient=DeviceId(b"v" * 32), olm_kind=kind, ciphertext=ciphertext),
+                ),
+            )
+        )
+    )
+    share = shares.for_device(DeviceId(b"v" * 32))
+    assert share is not None and share.olm_kind == OlmKind.PRE_KEY
+    message = vodozemac.AnyOlmMessage.from_parts(share.olm_kind, share.ciphertext).to_pre_key()
+    assert message is not None
+    _, plaintext = bob.create_inbound_session(
+        vodozemac.Curve25519PublicKey.from_bytes(shares.sender_curve), message
+    )
+    received = e2ee.decode_room_key(plaintext)
+    e2ee.check_room_key(
+        received,
+        **{
+            **_CHANNEL,
+            "sender_curve": shares.sender_curve,
+            "recipient_curve": bob.curve25519_key.to_bytes(),
+        },
+    )
+    text = base64.b64encode(received.session_key).decode().rstrip("=")
+    inbound = vodozemac.InboundGroupSession(vodozemac.SessionKey(text))
+    body, index = e2ee.encrypt_content(outbound, "text/plain", b"canary")
+    opened = e2ee.open_encrypted(inbound, e2ee.decode_encrypted_body(body))
+    assert (opened.index, opened.content_type, opened.body) == (index, "text/plain", b"canary")
+
+
+def test_a_key_exported_at_index_i_does_not_open_earlier_messages() -> None:
+    outbound = vodozemac.GroupSession()
+    first_key = outbound.session_key
+    bodies = [e2ee.encrypt_content(outbound, "text/plain", b"m%d" % n)[0] for n in range(3)]
+    stolen = vodozemac.InboundGroupSession(first_key).export_at(2)
+    assert stolen is not None
+    later = vodozemac.InboundGroupSession.import_session(stolen)
+    assert e2ee.open_encrypted(later, e2ee.decode_encrypted_body(bodies[2])).body == b"m2"
+    for early in bodies[:2]:
+        with pytest.raises(Undecryptable):
+            e2ee.open_encrypted(later, e2ee.decode_encrypted_body(early))
+
+
+def test_unknown_session_holds_and_another_devices_session_is_a_mismatch() -> None:
+    body = EncryptedBody(algorithm=e2ee.MEGOLM_V1, session_id=b"s" * 32, ciphertext=b"x")
+    sender = DeviceId(b"a" * 32)
+    assert e2ee.plan_open(body, sender_device=sender, session_owner=None) == e2ee.Hold(b"s" * 32)
+    assert e2ee.plan_open(body, sender_device=sender, session_owner=sender) == e2ee.Decrypt(
+        b"s" * 32
+    )
+    with pytest.raises(KeyMismatch):
+        e2ee.plan_open(body, sender_device=sender, session_owner=DeviceId(b"b" * 32))
+
+
+def test_a_replayed_index_is_refused_and_the_same_message_is_idempotent() -> None:
+    first, other = MessageId(b"1" * 32), MessageId(b"2" * 32)
+    assert e2ee.check_replay(None, first) is True
+    assert e2ee.check_replay(first, first) is False
+    with pytest.raises(Replayed):
+        e2ee.check_replay(first, other)
+
+
+def test_an_encrypted_body_inside_an_encrypted_body_is_malformed() -> None:
+    with pytest.raises(MalformedMessage):
+        e2ee.decode_plaintext(e2ee.encode_plaintext(e2ee.ENCRYPTED_CONTENT_TYPE, b"x"))
+
+
+@pytest.mark.parametrize(
+    ("created_ms", "messages", "now_ms", "removed", "rotate"),
+    [
+        (0, 0, 1000, False, False),
+        (0, 99, 1000, False, False),
+        (0, 100, 1000, False, True),
+        (0, 0, 7 * 24 * 3600 * 1000 - 1, False, False),
+        (0, 0, 7 * 24 * 3600 * 1000, False, True),
+        (0, 0, 1000, True, True),
+    ],
+)
+def test_rotation_after_a_removal_100_messages_or_a_week(
+    created_ms: int, messages: int, now_ms: int, removed: bool, rotate: bool
+) -> None:
+    assert (
+        e2ee.needs_rotation(
+            created_ms=created_ms, messages=messages, now_ms=now_ms, member_removed_since=removed
+        )
+        is rotate
+    )
+
+
+def test_a_claim_answer_holds_keys_signed_by_the_device_asked_for() -> None:
+    device = DeviceId(_DEVICE.public)
+    assert e2ee.decode_claim_request(e2ee.encode_claim_request(device)) == device
+    bundle = e2ee.issue_key_bundle(
+        _DEVICE, identity_key=b"i" * 32, fallback_key=b"f" * 32, issued_ms=1
+    )
+    key = e2ee.issue_one_time_key(_DEVICE, b"k" * 32)
+    answer = e2ee.decode_claim_answer(
+        e2ee.encode_claim_answer(
+            e2ee.ClaimAnswer(
+                bundle=e2ee.encode_key_bundle(bundle), one_time_key=e2ee.encode_one_time_key(key)
+            )
+        )
+    )
+    assert isinstance(answer, e2ee.ClaimAnswer)
+    assert e2ee.check_claim_answer(answer, device) == (bundle, key)
+    with pytest.raises(KeyMismatch):
+        e2ee.check_claim_answer(answer, DeviceId(b"o" * 32))
+    other = keypair_from_seed(b"o" * 32)
+    swapped = e2ee.ClaimAnswer(
+        bundle=e2ee.encode_key_bundle(bundle),
+        one_time_key=e2ee.encode_one_time_key(
+            e2ee.OneTimeKey(device=device, key=b"x" * 32, signature=other.sign(b"x"))
+        ),
+    )
+    with pytest.raises(BadSignature):
+        e2ee.check_claim_answer(swapped, device)

@@ -1,0 +1,100 @@
+"""The e2ee state tables (SPEC §27.8) on both engines: pickles round-trip, the first inbound
+session of an id wins, a Megolm index opens one message, a one-time key is handed out once,
+and an outbound session's advance commits with the batch that wrote it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.protocol.envelope import MessageId, RoomId
+from hearthmesh.protocol.errors import LocalProtocolError
+from hearthmesh.protocol.identity import DeviceId
+from hearthmesh.storage.api import InboundSession, OutboundSession
+from hearthmesh.storage.store import KvStore
+from tests.storage.conftest import open_store
+
+ROOM = RoomId(b"r" * 32)
+SESSION = b"s" * 32
+
+
+def test_account_and_olm_sessions_round_trip(store: KvStore) -> None:
+    assert store.crypto_account() is None
+    store.set_crypto_account(b"pickle-1")
+    store.set_crypto_account(b"pickle-2")
+    assert store.crypto_account() == b"pickle-2"
+    peer, other = b"p" * 32, b"q" * 32
+    store.put_olm_session(peer, b"b-session", b"olm-b")
+    store.put_olm_session(peer, b"a-session", b"olm-a")
+    store.put_olm_session(other, b"c-session", b"olm-c")
+    store.put_olm_session(peer, b"b-session", b"olm-b2")
+    assert store.olm_sessions(peer) == [(b"a-session", b"olm-a"), (b"b-session", b"olm-b2")]
+
+
+def test_outbound_session_keeps_its_age_and_count(store: KvStore) -> None:
+    assert store.outbound_session(ROOM) is None
+    session = OutboundSession(created_ms=1_700_000_000_000, messages=7, pickle=b"megolm")
+    store.put_outbound_session(ROOM, session)
+    assert store.outbound_session(ROOM) == session
+
+
+def test_the_first_inbound_session_of_an_id_wins(store: KvStore) -> None:
+    first = InboundSession(owner=DeviceId(b"a" * 32), pickle=b"first")
+    assert store.put_inbound_session(ROOM, SESSION, first)
+    assert not store.put_inbound_session(
+        ROOM, SESSION, InboundSession(owner=DeviceId(b"m" * 32), pickle=b"usurper")
+    )
+    assert store.inbound_session(ROOM, SESSION) == first
+    assert store.inbound_session(RoomId(b"o" * 32), SESSION) is None
+
+
+def test_a_megolm_index_opens_one_message(store: KvStore) -> None:
+    first, replay = MessageId(b"1" * 32), MessageId(b"2" * 32)
+    assert store.claim_index(SESSION, 5, first) is None
+    assert store.claim_index(SESSION, 5, first) == first
+    assert store.claim_index(SESSION, 5, replay) == first
+    assert store.claim_index(SESSION, 6, replay) is None
+
+
+def test_a_one_time_key_is_handed_out_once(store: KvStore) -> None:
+    assert store.hand_out_one_time_key(b"k" * 32)
+    assert not store.hand_out_one_time_key(b"k" * 32)
+    with pytest.raises(LocalProtocolError):
+        store.hand_out_one_time_key(b"short")
+
+
+def test_an_outbound_advance_is_undone_with_its_failed_batch_call(store: KvStore) -> None:
+    before = OutboundSession(created_ms=1, messages=1, pickle=b"index-1")
+    store.put_outbound_session(ROOM, before)
+
+    def advance_then_fail() -> None:
+        store.put_outbound_session(ROOM, OutboundSession(created_ms=1, messages=2, pickle=b"i2"))
+        raise LocalProtocolError("the envelope's append failed")
+
+    outcomes = store.run_batch([advance_then_fail])
+    assert isinstance(outcomes[0].error, LocalProtocolError)
+    assert store.outbound_session(ROOM) == before
+
+
+def test_crypto_state_survives_reopening(tmp_path: Path) -> None:
+    store = open_store("lmdb", tmp_path)
+    store.set_crypto_account(b"acct")
+    store.put_outbound_session(ROOM, OutboundSession(created_ms=2, messages=3, pickle=b"m"))
+    store.close()
+    reopened = open_store("lmdb", tmp_path)
+    try:
+        assert reopened.crypto_account() == b"acct"
+        assert reopened.outbound_session(ROOM) == OutboundSession(
+            created_ms=2, messages=3, pickle=b"m"
+        )
+    finally:
+        reopened.close()
+
+
+def test_forgetting_handed_out_marks_keeps_the_pool(store: KvStore) -> None:
+    for key in (b"a" * 32, b"b" * 32, b"c" * 32):
+        assert store.hand_out_one_time_key(key)
+    assert store.forget_handed_out(frozenset({b"b" * 32})) == 2
+    assert not store.hand_out_one_time_key(b"b" * 32)
+    assert store.hand_out_one_time_key(b"a" * 32)
