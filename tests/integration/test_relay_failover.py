@@ -39,7 +39,7 @@ async def test_a_relay_killed_mid_chat_loses_nothing_acked_and_the_homes_move_to
         r2_ns, _ = lab.public_host(2)
         alice_ns, _ = lab.home_behind_nat(1)
         bob_ns, _ = lab.home_behind_nat(2)
-        async with asyncio.timeout(45), AsyncExitStack() as stack:  # ~5 s on a quiet machine
+        async with asyncio.timeout(120), AsyncExitStack() as stack:  # ~45 s, see SPEC §10.8
             relays = [
                 await public_relay(stack, r1_ns, tmp_path / "r1"),
                 await public_relay(stack, r2_ns, tmp_path / "r2"),
