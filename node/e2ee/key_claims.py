@@ -59,12 +59,8 @@ class KeyServer:
 
     async def serve(self, stream: FrameStream) -> None:
         """Answer one claim, then let the host close the stream."""
-        try:
-            request = await stream.read_frame()
-        except StreamClosed:
-            return
-        except RemoteProtocolError as exc:  # a frame over the stream's limit: it was reset
-            self._refuse(stream.remote_peer, exc)
+        request = await stream.read_request(self._refuse)
+        if request is None:
             return
         try:
             self._limits.require(stream.remote_peer, "key claims")

@@ -74,12 +74,8 @@ class MediaServer:
 
     async def serve(self, stream: FrameStream) -> None:
         """Answer one request, then let the host close the stream."""
-        try:
-            request = await stream.read_frame()
-        except StreamClosed:
-            return
-        except RemoteProtocolError as exc:  # a frame over the stream's limit: it was reset
-            self._note_refusal(stream.remote_peer, exc)
+        request = await stream.read_request(self._note_refusal)
+        if request is None:
             return
         try:
             self._limits.require(stream.remote_peer, "media requests")

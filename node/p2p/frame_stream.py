@@ -23,14 +23,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Final, Protocol
 
 from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.errors import HostClosed, StreamClosed, StreamCutOff, StreamIdle
-from hearthmesh.protocol.errors import Busy, FrameTimeout, TooLarge
+from hearthmesh.protocol.errors import Busy, FrameTimeout, RemoteProtocolError, TooLarge
 from hearthmesh.protocol.framing import MAX_FRAME_BYTES, FrameDecoder, encode_frame, encode_frames
 
 __all__ = ["READ_CHUNK_BYTES", "FrameStream", "RawStream", "ReadBudget", "ReadLimits"]
@@ -120,6 +120,20 @@ class FrameStream:
     def closed(self) -> bool:
         """True once `close()` or `reset()` was called, or a frame was too large."""
         return self._closed
+
+    async def read_request(
+        self, refuse: Callable[[str, RemoteProtocolError], None]
+    ) -> bytes | None:
+        """The one request frame of a request-answer protocol, or None when there is none to
+        answer: the peer closed first, or its frame was over the limit (then `refuse` is told,
+        the stream having been reset)."""
+        try:
+            return await self.read_frame()
+        except StreamClosed:
+            return None
+        except RemoteProtocolError as exc:
+            refuse(self.remote_peer, exc)
+            return None
 
     async def read_frame(self) -> bytes:
         """The next frame's payload.
