@@ -41,6 +41,7 @@ __all__ = [
     "UnsupportedVersion",
     "VerificationCancelled",
     "error_for_code",
+    "refusal",
 ]
 
 
@@ -260,6 +261,8 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         TooManyStreams,
         FrameTimeout,
         Busy,
+        MediaTampered,
+        SasMismatch,
         Undecryptable,
         KeyMismatch,
         Replayed,
@@ -270,3 +273,10 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
 def error_for_code(code: int) -> type[HearthError]:
     """The error class a wire code stands for; unknown codes map to `RemoteProtocolError`."""
     return _REMOTE_BY_CODE.get(code, RemoteProtocolError)
+
+
+def refusal(code: int, message: str) -> RemoteProtocolError:
+    """The error a peer's ERROR frame stands for, to raise on our side: its code's class, or
+    `RemoteProtocolError` for a code that names no peer fault."""
+    error = error_for_code(code)
+    return (error if issubclass(error, RemoteProtocolError) else RemoteProtocolError)(message)

@@ -21,7 +21,7 @@ from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.protocol.access import may_read
 from hearthmesh.protocol.delivery import ProtocolErrorFrame, encode_error
-from hearthmesh.protocol.errors import NotAuthorized, RemoteProtocolError, error_for_code
+from hearthmesh.protocol.errors import NotAuthorized, RemoteProtocolError, refusal
 from hearthmesh.protocol.fetch import (
     FETCH_PROTOCOL,
     FetchAnswer,
@@ -82,8 +82,7 @@ class FetchService:
             await stream.write_frame(encode_request(request))
             answer = decode_answer(await stream.read_frame())
         if isinstance(answer, ProtocolErrorFrame):
-            refusal = error_for_code(answer.code)
-            raise refusal(f"{peer_id[-8:]} refused the fetch: {answer.message}")
+            raise refusal(answer.code, f"{peer_id[-8:]} refused the fetch: {answer.message}")
         return answer
 
     async def serve(self, stream: FrameStream) -> None:

@@ -21,7 +21,7 @@ from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
-from hearthmesh.protocol.errors import NotFound, RemoteProtocolError, error_for_code
+from hearthmesh.protocol.errors import NotFound, RemoteProtocolError, refusal
 from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.storage.async_store import AsyncStore
 
@@ -102,8 +102,5 @@ async def claim_keys(
         await stream.write_frame(e2ee.encode_claim_request(device))
         answer = e2ee.decode_claim_answer(await stream.read_frame())
     if isinstance(answer, ProtocolErrorFrame):
-        refusal = error_for_code(answer.code)
-        raise (refusal if issubclass(refusal, RemoteProtocolError) else RemoteProtocolError)(
-            f"key claim refused: {answer.message}"
-        )
+        raise refusal(answer.code, f"key claim refused: {answer.message}")
     return e2ee.check_claim_answer(answer, device)

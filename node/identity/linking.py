@@ -22,7 +22,7 @@ from hearthmesh.protocol.errors import (
     BadCertificate,
     NotAuthorized,
     RemoteProtocolError,
-    error_for_code,
+    refusal,
 )
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
 from hearthmesh.protocol.identity import (
@@ -224,6 +224,5 @@ def _refusal(reply: bytes) -> RemoteProtocolError | None:
     except RemoteProtocolError:
         return None
     if isinstance(frame, ProtocolErrorFrame):
-        error = error_for_code(frame.code)
-        return error(f"the primary refused: {frame.message}")  # type: ignore[return-value]
+        return refusal(frame.code, f"the primary refused: {frame.message}")
     return None
