@@ -24,13 +24,29 @@ from tests.conftest import FakeClock
 OWN, HOME, MALLORY, HONEST = "own", "home", "mallory", "honest"
 
 
-def keeper(clock: FakeClock, disconnected: list[str]) -> PeerStanding:
+def keeper(
+    clock: FakeClock,
+    disconnected: list[str],
+    *,
+    policy: StandingPolicy | None = None,
+    prefix_policy: PrefixPolicy | None = None,
+) -> PeerStanding:
     return PeerStanding(
         clock=clock,
         own_peer=OWN,
         protected=lambda peer: peer == HOME,
         disconnect=disconnected.append,
+        policy=policy,
+        prefix_policy=prefix_policy,
     )
+
+
+def ban_by_sybils(standing: PeerStanding, network: str = "203.0.113") -> None:
+    """Three identities from `network`.0/24, each banned at its first bad frame (with
+    `StandingPolicy(ban_points=25)`): the third bans the prefix."""
+    for n in range(3):
+        assert standing.connected(f"sybil{n}", f"{network}.{20 + n}")
+        standing.refused(f"sybil{n}", MalformedMessage("garbage"))
 
 
 async def test_a_flood_bans_once_logs_once_and_touches_no_one_else(
@@ -122,11 +138,9 @@ async def test_banned_identities_of_one_prefix_ban_it_and_its_other_peers_go(
     """SPEC §11.6.5 in the node's keeper: the third banned id of a /24 bans the /24, which
     disconnects its other peers and refuses new ones; another prefix and our home stay."""
     disconnected: list[str] = []
-    standing = PeerStanding(
-        clock=clock,
-        own_peer=OWN,
-        protected=lambda peer: peer == HOME,
-        disconnect=disconnected.append,
+    standing = keeper(
+        clock,
+        disconnected,
         policy=StandingPolicy(ban_points=25),
         prefix_policy=PrefixPolicy(prefix_ban_identities=3),
     )
@@ -134,9 +148,7 @@ async def test_banned_identities_of_one_prefix_ban_it_and_its_other_peers_go(
     assert standing.connected("bystander", "203.0.113.10")
     assert standing.connected(HONEST, "198.51.100.1")
     assert standing.connected("on-loopback", "127.0.0.1")  # exempt by default
-    for n in range(3):
-        assert standing.connected(f"sybil{n}", f"203.0.113.{20 + n}")
-        standing.refused(f"sybil{n}", MalformedMessage("garbage"))
+    ban_by_sybils(standing)
     assert standing.prefix_bans == 1
     assert disconnected == ["sybil0", "sybil1", "sybil2", "bystander"]
     assert not standing.admits("bystander")
@@ -150,11 +162,9 @@ async def test_a_vouched_correspondent_outlasts_its_prefixs_ban(clock: FakeClock
     """SPEC §11.6.5: a peer with enough good exchanges and no points is not cut off when its
     prefix is banned; a peer of that prefix with fewer, or with points, is."""
     disconnected: list[str] = []
-    standing = PeerStanding(
-        clock=clock,
-        own_peer=OWN,
-        protected=lambda peer: peer == HOME,
-        disconnect=disconnected.append,
+    standing = keeper(
+        clock,
+        disconnected,
         policy=StandingPolicy(ban_points=25),
         prefix_policy=PrefixPolicy(prefix_ban_identities=3, vouched_exchanges=4),
     )
@@ -163,9 +173,7 @@ async def test_a_vouched_correspondent_outlasts_its_prefixs_ban(clock: FakeClock
         for _ in range(exchanges):
             standing.exchanged(peer)
     standing.refused("charged", MalformedMessage("one bad frame"), whole_frame=False)
-    for n in range(3):
-        assert standing.connected(f"sybil{n}", f"203.0.113.{20 + n}")
-        standing.refused(f"sybil{n}", MalformedMessage("garbage"))
+    ban_by_sybils(standing)
     assert standing.prefix_bans == 1
     assert "correspondent" not in disconnected
     assert {"newcomer", "charged"} <= set(disconnected)
