@@ -132,14 +132,18 @@ class NetLab:
         _sh("nft", "-f", "-", ns=ns, stdin=_FIREWALL)
         return ns, address
 
-    def home_behind_nat(self, number: int, *, random_ports: bool = False) -> tuple[str, str]:
+    def home_behind_nat(
+        self, number: int, *, random_ports: bool = False, random_tcp_ports: bool = False
+    ) -> tuple[str, str]:
         """A home 192.168.`number`.2 behind its own router (WAN PUBLIC_NET.(100+number)) that
         masquerades outbound and forwards nothing inbound (an unsolicited packet is dropped,
         not answered); returns (namespace, LAN address).
 
         The router keeps a connection's source port where it is free (Linux's masquerade: the
         mapping of a home's listen port is predictable, so TCP hole punching works), or with
-        `random_ports` picks a random one per connection (a symmetric-like NAT: it does not)."""
+        `random_ports` picks a random one per connection (a symmetric-like NAT: it does not).
+        `random_tcp_ports` does so for TCP alone and keeps UDP ports: TCP hole punching fails
+        and WebRTC (UDP) gets through (SPEC §10.11)."""
         router = self._namespace(f"rtr{number}")
         home = self._namespace(f"home{number}")
         self._on_internet(router, "wan", 100 + number)
@@ -150,6 +154,9 @@ class NetLab:
         _sh("ip", "route", "add", "default", "via", f"{lan}.1", ns=home)
         _sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
         masquerade = "masquerade random,fully-random" if random_ports else "masquerade"
+        if random_tcp_ports and not random_ports:
+            tcp_only = "meta l4proto tcp masquerade random,fully-random"
+            masquerade = f'{tcp_only}\n    oifname "wan" masquerade'
         _sh("nft", "-f", "-", ns=router, stdin=_NAT_ROUTER.replace("masquerade", masquerade))
         return home, f"{lan}.2"
 
