@@ -142,6 +142,16 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     ):
         parser.add_argument(f"--relay-{name}", type=int, metavar="N", help=f"relay: {what}")
     parser.add_argument(
+        "--webrtc",
+        action=argparse.BooleanOptionalAction,
+        help="upgrade relayed connections that hole punching left relayed to WebRTC (on)",
+    )
+    parser.add_argument(
+        "--upnp",
+        action=argparse.BooleanOptionalAction,
+        help="ask the LAN's gateway (UPnP IGD) to forward the listen ports (on)",
+    )
+    parser.add_argument(
         "--prefix-exempt-loopback",
         action=argparse.BooleanOptionalAction,
         help="peers on loopback count against no address prefix (on; SPEC §11.6.5)",

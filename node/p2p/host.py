@@ -65,6 +65,7 @@ from hearthmesh.node.p2p.hole_punch import HolePunchCounts, HolePunchLayer
 from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
+from hearthmesh.node.p2p.upnp import UpnpLayer
 from hearthmesh.node.p2p.webrtc import WebRtcLayer, is_webrtc
 from hearthmesh.node.p2p.yamux import release_credit_in_half_windows
 from hearthmesh.protocol.errors import (
@@ -163,6 +164,9 @@ class HostConfig:
     """Relays a private node reserves on, in `relay_rank` order (SPEC §10.7)."""
     webrtc: bool = True
     """Upgrade a relayed connection that hole punching left relayed to WebRTC (SPEC §10.11)."""
+    upnp: bool = False
+    """Ask the LAN's gateway to forward our listen ports and advertise the mapped addresses
+    first (SPEC §10.12)."""
     relay_rank: Callable[[list[str]], Awaitable[list[str]]] | None = None
     """Orders the connected peers as candidate relays, best first (co-members' homes first,
     SPEC §11.7); runs on asyncio; None (or a failure) keeps the order of `connected_peers`."""
@@ -314,6 +318,8 @@ class P2PHost:
         )
         self._punch = HolePunchLayer(report=self._report_punch)
         self._webrtc = WebRtcLayer(report=self._report_webrtc)
+        self._upnp = UpnpLayer(report=self._report_mapped)
+        self._mapped_addrs: list[str] = []
         self.hole_punches = HolePunchCounts()
         """Hole punches tried and those that went direct, per transport (SPEC §10.9)."""
         self.inbound = InboundLedger(config.inbound)
@@ -464,7 +470,13 @@ class P2PHost:
                             ]
                             self._direct_addrs = expand_unspecified(listening, interface_ipv4s())
                             self.listen_addrs = list(self._direct_addrs)
-                            yield
+                            upnp = (
+                                self._upnp.running(lambda: _transport_addrs(host))
+                                if self.config.upnp
+                                else contextlib.nullcontext()
+                            )
+                            async with upnp:
+                                yield
                         finally:
                             # Connections go first: an RPC arriving after pubsub's service
                             # stopped crashes the whole host ("Nursery is closed").
@@ -491,7 +503,8 @@ class P2PHost:
         host = self._host
         listening = candidates if host is None else host.get_transport_addrs()
         expanded = expand_unspecified([str(a) for a in listening], interface_ipv4s())
-        return [multiaddr.Multiaddr(a) for a in expanded]
+        mapped = [a.rsplit("/p2p/", 1)[0] for a in self._mapped_addrs]
+        return [multiaddr.Multiaddr(a) for a in mapped + expanded]
 
     async def _close_host(self, host: IHost) -> None:
         """`host.run()` alone leaves listener and outbound sockets open (3 fds per 2-host
@@ -559,9 +572,26 @@ class P2PHost:
 
     def _apply_relayed(self, relayed: dict[str, str]) -> None:
         self._relayed_via = relayed
-        # Circuit addresses first: we reserved because AutoNAT found us private, so a peer
-        # elsewhere would wait out a dial timeout on each direct address before them.
-        self.listen_addrs = list(relayed.values()) + self._direct_addrs
+        self._apply_addresses()
+
+    def _report_mapped(self, mapped: list[str]) -> None:
+        """On the trio thread: the gateway forwards these to us (UPnP, SPEC §10.12); they go
+        first among our direct addresses, and AutoNAT checks again."""
+        self._mapped_addrs = [f"{a}/p2p/{self.peer_id}" for a in mapped]
+        others = [a for a in self._direct_addrs if a not in self._mapped_addrs]
+        self._direct_addrs = self._mapped_addrs + others
+        self._autonat.addresses_changed()
+        self._bridge.to_asyncio(self._apply_addresses)
+
+    def _apply_addresses(self) -> None:
+        # Circuit addresses first while AutoNAT finds us private (we reserved because of it), so
+        # a peer elsewhere does not wait out a dial timeout on each direct address before them;
+        # once public (a port mapping came, SPEC §10.12) the direct ones answer, and go first.
+        relayed = list(self._relayed_via.values())
+        if self.reachability is Reachability.PUBLIC:
+            self.listen_addrs = self._direct_addrs + relayed
+        else:
+            self.listen_addrs = relayed + self._direct_addrs
         self._on_addresses()
 
     def relays(self) -> list[str]:
@@ -578,6 +608,8 @@ class P2PHost:
 
     def _apply_reachability(self, now: Reachability) -> None:
         self.reachability = now
+        if self._relayed_via:  # which addresses go first
+            self._apply_addresses()
 
     def _report_connection(
         self, peer: str, delta: int, ip: str | None, path: str | None = None
@@ -991,6 +1023,10 @@ def _dial_from(network: INetwork, ip: str) -> None:
         if isinstance(transport, TCP):
             dial = functools.partial(transport.dial_with_source, source=(ip, 0))
             transport.dial = dial  # type: ignore[method-assign]
+
+
+def _transport_addrs(host: IHost) -> list[str]:
+    return [str(a) for a in host.get_transport_addrs()]
 
 
 def _path_of(conn: INetConn) -> str | None:
