@@ -52,6 +52,7 @@ from hearthmesh.node.p2p.hole_punch import PUNCH_WINDOW_S
 
 __all__ = [
     "FALLBACK_AFTER_S",
+    "MAX_CONNECTIONS",
     "MAX_UPGRADES",
     "SIGNALING_PROTOCOL",
     "WebRtcLayer",
@@ -69,6 +70,9 @@ UPGRADE_TIMEOUT_S: Final = 15.0
 """Bound on one whole upgrade: signaling, ICE, DTLS and Noise."""
 MAX_UPGRADES: Final = 8
 """Upgrades in progress at once, both directions together; past it an offer is refused."""
+MAX_CONNECTIONS: Final = 64
+"""WebRTC connections held at once (each holds UDP sockets and SCTP state); past it no upgrade
+is offered or answered, and the peers stay relayed."""
 
 WebRtcReport = Callable[[str, bool], None]
 """Told (on the trio thread) each upgrade's peer and whether it went through."""
@@ -224,13 +228,17 @@ class WebRtcLayer:
             await _close_quietly(stream)
 
     def _admit(self, peer: ID) -> bool:
-        """One upgrade per peer, `MAX_UPGRADES` in all, none where WebRTC is up already."""
+        """One upgrade per peer, `MAX_UPGRADES` in all, none where WebRTC is up already, and at most
+        `MAX_CONNECTIONS` WebRTC connections."""
         host = self._host
         if host is None or self._nursery is None or peer in self._upgrading:
             return False
         if len(self._upgrading) >= MAX_UPGRADES:
             return False
         if any(is_webrtc(conn) for conn in host.get_network().get_connections(peer)):
+            return False
+        held = sum(is_webrtc(c) for cs in host.get_network().connections.values() for c in cs)
+        if held >= MAX_CONNECTIONS:
             return False
         self._upgrading.add(peer)
         return True
