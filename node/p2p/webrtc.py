@@ -3,9 +3,10 @@ punching (SPEC §10.11).
 
 Part of the libp2p bridge (ARCHITECTURE §5; tests/test_layering.py `BRIDGE_MODULES`); its objects
 live on the trio thread, except the aiortc peer connections, which run on py-libp2p's own
-asyncio bridge thread (`AsyncioBridge`). State owned: our DTLS certificate, the bridge, and the
-upgrades in progress (at most one per peer, `MAX_UPGRADES` in all); each upgrade's outcome is
-reported, and counted by `P2PHost` as a hole punch on transport `"webrtc"`.
+asyncio bridge thread (`AsyncioBridge`). State owned: our DTLS certificate and the bridge (both
+made by the first upgrade: aiortc and PyAV under it weigh 30 MB), and the upgrades in progress
+(at most one per peer, `MAX_UPGRADES` in all); each upgrade's outcome is reported, and counted
+by `P2PHost` as a hole punch on transport `"webrtc"`.
 
 Thin adapter over py-libp2p 0.8.1's `libp2p.transport.webrtc`, whose private-to-private dial
 raises `NotImplementedError` (`private_transport.py`, `dial`) and whose listener reads the
@@ -140,9 +141,8 @@ class WebRtcLayer:
         self._upgrading: set[ID] = set()
 
     def build(self, host: IHost) -> None:
-        """Make our certificate and answer offers on `host` (served while `running`)."""
+        """Answer offers on `host` (served while `running`)."""
         self._host = host
-        self._certificate = WebRTCCertificate.from_aiortc()
         host.set_stream_handler(TProtocol(SIGNALING_PROTOCOL), self._answer)
 
     @asynccontextmanager
@@ -244,9 +244,12 @@ class WebRtcLayer:
         return True
 
     async def _connect(self, stream: INetStream, peer: ID, *, offerer: bool) -> bool:
-        host, certificate = self._host, self._certificate
-        if host is None or certificate is None:
+        host = self._host
+        if host is None:
             return False
+        if self._certificate is None:  # imports aiortc: not until an upgrade
+            self._certificate = WebRTCCertificate.from_aiortc()
+        certificate = self._certificate
         bridge = await self._started_bridge()
         from aiortc import RTCSessionDescription
         from libp2p.transport.webrtc._aiortc_helpers import (
@@ -259,7 +262,7 @@ class WebRtcLayer:
         )
 
         rtc_certificate = getattr(certificate, "_rtc_certificate", None)
-        if rtc_certificate is None:  # made by `from_aiortc` in `build`
+        if rtc_certificate is None:  # made by `from_aiortc` above
             return False
         session = SignalingSession(stream, timeout=UPGRADE_TIMEOUT_S)
         public_ips = _public_ips(host)
