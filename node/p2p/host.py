@@ -623,7 +623,7 @@ class P2PHost:
             self._autonat.peer_connected()
             if self._autonat.reachability is Reachability.PRIVATE:
                 self._spawn_reserve()
-        elif peer in self._relay.relayed_addrs and relay is None:
+        elif peer in self._relay.relayed_addrs and path is None:  # our direct one to it
             self._relay.forget(peer)
             self._spawn_reserve()
         self._bridge.to_asyncio(self._apply_path, peer, delta, path)
