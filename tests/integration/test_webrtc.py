@@ -23,7 +23,7 @@ async def test_homes_whose_nats_defeat_tcp_punching_chat_over_webrtc_alone(
 ) -> None:
     require_netlab()
     with NetLab() as lab:
-        async with asyncio.timeout(60), AsyncExitStack() as stack:  # ~10 s on a quiet machine
+        async with asyncio.timeout(90), AsyncExitStack() as stack:  # ~25 s on a quiet machine
             relay_stack = await stack.enter_async_context(AsyncExitStack())
             relay_ns, _ = lab.public_host(1)
             alice_ns, _ = lab.home_behind_nat(1, random_tcp_ports=True)
