@@ -39,8 +39,9 @@ async def test_homes_whose_nats_defeat_tcp_punching_chat_over_webrtc_alone(
             await wait_until(lambda: "webrtc" in alice.peer_paths().get(bob.peer_id, []))
             await wait_until(lambda: "webrtc" in bob.peer_paths().get(alice.peer_id, []))
             punches = [home.hole_punches() for home in (alice, bob)]
+            # Counted once the offerer's upgrade returns, just after the connection appears.
+            await wait_until(lambda: sum(p.direct.get("webrtc", 0) for p in punches) == 1)
             assert not any(p.direct.get("tcp") for p in punches)  # TCP punching failed
-            assert sum(p.direct.get("webrtc", 0) for p in punches) == 1  # one end offered
 
             await relay_stack.aclose()
             await wait_until(lambda: alice.peer_paths().get(bob.peer_id) == ["webrtc"])
