@@ -35,11 +35,14 @@ from .identity import KEY_BYTES, UserId
 from .membership import Role, RoomState
 
 __all__ = [
+    "INVITE_ID_BYTES",
     "INVITE_LINK_PREFIX",
     "INVITE_SECRET_BYTES",
     "JOIN_PROTOCOL",
     "MAX_INVITES_PER_GROUP",
     "MAX_INVITE_ADDRS",
+    "MAX_INVITE_CODE_CHARS",
+    "MAX_INVITE_TTL_MS",
     "MAX_JOIN_FRAME_BYTES",
     "Invite",
     "InviteRecord",
@@ -68,12 +71,15 @@ INVITE_SECRET_BYTES: Final = 16
 INVITE_ID_BYTES: Final = 16
 MAX_INVITE_ADDRS: Final = 8
 """Addresses of admin homes an invite names (each with /p2p/<peer id>)."""
+MAX_INVITE_TTL_MS: Final = 30 * 86_400_000
+"""The longest an invite may stay valid."""
 MAX_INVITES_PER_GROUP: Final = 32
 """Open invites one home keeps per group; a 33rd is refused until one is revoked."""
 MAX_JOIN_FRAME_BYTES: Final = MAX_HOME_RECORD_BYTES + 256
 """A REQUEST is a home record (at most 8 KiB) and 70 bytes more."""
 _MAX_ADDR_CHARS: Final = 256
-_MAX_CODE_CHARS: Final = 4096
+MAX_INVITE_CODE_CHARS: Final = 4096
+"""An invite's text, link or code (8 addresses fit in about 1,500)."""
 
 
 def invite_id(secret: bytes) -> bytes:
@@ -102,11 +108,11 @@ def decode_invite(text: str) -> Invite:
     """Parse an invite link or its code. Raises InvalidIdentifier (never more)."""
     body = text.strip()
     body = body.removeprefix(INVITE_LINK_PREFIX)
-    if not body or len(body) > _MAX_CODE_CHARS:
+    if not body or len(body) > MAX_INVITE_CODE_CHARS:
         raise InvalidIdentifier("not a hearthmesh invite")
     try:
         raw = base64.b32decode(body.upper() + "=" * (-len(body) % 8))
-        value = decode_canonical(raw, max_bytes=_MAX_CODE_CHARS)
+        value = decode_canonical(raw, max_bytes=MAX_INVITE_CODE_CHARS)
     except (binascii.Error, ValueError, MalformedMessage):
         raise InvalidIdentifier("the invite is damaged") from None
     match value:
@@ -231,7 +237,12 @@ def decode_invite_records(data: bytes) -> list[InviteRecord]:
                 int() as max_uses,
                 int() as uses,
                 int() as revoked,
-            ]:
+            ] if (
+                len(iid) == INVITE_ID_BYTES
+                and len(room) == len(issuer) == KEY_BYTES
+                and min(created_ms, expires_ms, max_uses, uses) >= 0
+                and revoked in (0, 1)
+            ):
                 records.append(
                     InviteRecord(
                         invite_id=iid,

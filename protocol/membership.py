@@ -31,8 +31,8 @@ from .rooms import direct_room_id, group_room_id
 
 __all__ = [
     "AVATAR_DIGEST_BYTES",
-    "MAX_GROUP_MEMBERS",
     "MAX_GROUP_NAME_BYTES",
+    "MAX_GROUP_SIZE",
     "MEMBERSHIP_CONTENT_TYPE",
     "Action",
     "MembershipChange",
@@ -50,7 +50,7 @@ __all__ = [
 MEMBERSHIP_CONTENT_TYPE: Final = "application/x-hearthmesh-membership"
 MAX_GROUP_NAME_BYTES: Final = 128
 """Also the bound of a TOPIC's text (SPEC §30.1)."""
-MAX_GROUP_MEMBERS: Final = 1024
+MAX_GROUP_SIZE: Final = 1024
 """Members a group holds; an ADD or JOIN past it waits (SPEC §30.2)."""
 AVATAR_DIGEST_BYTES: Final = 32
 """An AVATAR's media digest (SPEC §25); an empty one clears the avatar."""
@@ -311,8 +311,8 @@ def _not_yet(
 
 
 def _room_for_one(state: RoomState) -> RemoteProtocolError | None:
-    if len(state.members) >= MAX_GROUP_MEMBERS:
-        return MembershipLimit(f"a group holds at most {MAX_GROUP_MEMBERS} members")
+    if len(state.members) >= MAX_GROUP_SIZE:
+        return MembershipLimit(f"a group holds at most {MAX_GROUP_SIZE} members")
     return None
 
 

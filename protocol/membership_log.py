@@ -42,8 +42,9 @@ class MembershipLimits:
 
     max_events_per_room: int = 4096
     """MEMBERSHIP events stored per room; more are refused with MEMBERSHIP_LIMIT (15)."""
-    max_events_per_sender: int = 256
-    """MEMBERSHIP events stored per room and sender user; more are refused the same way."""
+    max_events_per_sender: int = 2048
+    """MEMBERSHIP events stored per room and sender user; more are refused the same way. Twice
+    a group's 1,024 members (SPEC §30.2): one admin may let every member in by invite."""
     checkpoint_every: int = 64
     """A copy of the state is kept every this many events: a late event re-folds at most the
     events after the checkpoint before its place."""

@@ -362,6 +362,11 @@ class ApiService:
         else:
             summary["name"] = state.name if state else ""
             summary["open"] = state.open if state else False
+            # SPEC §30.5: the group's settings and our role in it
+            summary["topic"] = state.topic if state else ""
+            summary["avatar"] = state.avatar.hex() if state and state.avatar else None
+            own_role = roles.get(self.own)
+            summary["my_role"] = None if own_role is None else own_role.name.lower()
             summary.update(group_recipient_view(summary["name"]))
         return summary
 
