@@ -18,6 +18,7 @@ from hearthmesh.node.api.bodies import read_json
 from hearthmesh.node.api.errors import ApiError
 from hearthmesh.node.api.pairing import qr_data_uri
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService
+from hearthmesh.node.api.views import ROLE_NAMES
 from hearthmesh.node.rooms.groups import GroupService
 from hearthmesh.protocol.client_api import (
     MAX_PAGE_NUMBER,
@@ -39,11 +40,10 @@ from hearthmesh.protocol.invites import (
 from hearthmesh.protocol.membership import (
     MAX_GROUP_NAME_BYTES,
     MAX_GROUP_SIZE,
-    Role,
     RoomState,
 )
 
-__all__ = ["GROUP_ROUTES", "JOIN_TIMEOUT_S", "MAX_INVITE_TTL_S", "MAX_INVITE_USES", "ROLE_NAMES"]
+__all__ = ["GROUP_ROUTES", "JOIN_TIMEOUT_S", "MAX_INVITE_TTL_S", "MAX_INVITE_USES"]
 
 JOIN_TIMEOUT_S: Final = 20.0
 """How long a join by invite may take: reaching an admin's home, its answer, and the group's
@@ -51,7 +51,6 @@ membership history arriving here."""
 MAX_INVITE_TTL_S: Final = MAX_INVITE_TTL_MS // 1000
 MAX_INVITE_USES: Final = MAX_GROUP_SIZE
 DEFAULT_INVITE_TTL_S: Final = 7 * 86_400
-ROLE_NAMES: Final = {role: role.name.lower() for role in Role}
 _ROLES_BY_NAME: Final = {name: role for role, name in ROLE_NAMES.items()}
 
 

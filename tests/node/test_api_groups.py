@@ -56,7 +56,11 @@ async def test_invite_join_members_and_roles_through_the_api(tmp_path: Path) -> 
         listed = (await a.client.call("GET", f"/v1/groups/{gid}/invites"))["invites"]
         assert [(i["invite_id"], i["uses"]) for i in listed] == [(invite["invite_id"], 1)]
 
-        await a.client.call("POST", f"/v1/groups/{gid}/role", {"user_id": bob, "role": "admin"})
+        async with b.socket() as socket:  # the WebSocket tells bob's clients (SPEC §30.5)
+            await a.client.call("POST", f"/v1/groups/{gid}/role", {"user_id": bob, "role": "admin"})
+            frame = await socket.next("membership", lambda f: f.get("action") == "role")
+        assert (frame["room_id"], frame["by"], frame["target"]) == (gid, alice, bob)
+        assert frame["roles"] == {alice: "owner", bob: "admin"}
         await _wait_for(b, "/v1/groups", lambda r: r["groups"][0]["my_role"] == "admin")
         changed = await b.client.call("PATCH", f"/v1/groups/{gid}", {"name": "home", "topic": "t"})
         assert (changed["name"], changed["topic"]) == ("home", "t")
