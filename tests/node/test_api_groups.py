@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,7 @@ import pytest
 
 from hearthmesh.protocol.identity import UserId, user_id_text
 from hearthmesh.tools.client import ApiRefused
-from tests.integration.api_helpers import TOKEN, Home, home
-
-SCRIPT = Path(sys.executable).parent / "hearthmesh"
+from tests.integration.api_helpers import TOKEN, Home, home, run_cli
 
 
 async def _refused(
@@ -108,15 +105,7 @@ async def test_refused_actions_answer_their_code_never_200(tmp_path: Path) -> No
 
 
 async def _cli(h: Home, token_file: Path, *args: str) -> tuple[int, str]:
-    api = h.url.split("://")[1]
-    process = await asyncio.create_subprocess_exec(
-        *(str(SCRIPT), "group", *args, "--api", api, "--token-file", str(token_file)),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, output.decode()
+    return await run_cli(h, token_file, "group", *args)
 
 
 @pytest.mark.slow
