@@ -173,7 +173,7 @@ async def change_group(request: web.Request) -> web.Response:
 
 async def create_invite(request: web.Request) -> web.Response:
     room = _room(request)
-    body = await read_json(request) if request.can_read_body else {}
+    body = await read_json(request)
     ttl_s = _int_field(body, "ttl_s", DEFAULT_INVITE_TTL_S, MAX_INVITE_TTL_S)
     max_uses = _int_field(body, "max_uses", 1, MAX_INVITE_USES)
     link, record = await _groups(request).create_invite(
@@ -220,7 +220,7 @@ async def join_by_invite(request: web.Request) -> web.Response:
 
 GROUP_ROUTES: Final = (
     ("POST", "/v1/groups/join", join_by_invite),
-    ("PATCH", "/v1/groups/{id}", change_group),
+    ("PATCH", "/v1/groups/{id:[0-9a-f]+}", change_group),  # not /v1/groups/join
     ("GET", "/v1/groups/{id}/members", list_members),
     ("POST", "/v1/groups/{id}/kick", kick_member),
     ("POST", "/v1/groups/{id}/ban", ban_member),

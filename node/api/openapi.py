@@ -86,7 +86,7 @@ def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 _UID: Final = _query("uid", _USER_ID, "the seed's uid: must name this node's user if given")
 _ROOM: Final = _path("id", _HEX_ID)
-_GROUP_ERRORS: Final = (400, 401, 403, 404, 409, 429)
+_GROUP_ERRORS: Final = (400, 401, 403, 404, 409, 413, 429)
 """403: a role or a ban refuses it; 409: it does not fit the group's state (SPEC §30.2)."""
 _FLOW_ID: Final = _path("flow_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"})
 
@@ -315,7 +315,9 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             ),
         ),
     },
-    "/v1/groups/{id}/join": {"post": _op("join an open group", params=(_ROOM,))},
+    "/v1/groups/{id}/join": {
+        "post": _op("join an open group", params=(_ROOM,), errors=_GROUP_ERRORS)
+    },
     "/v1/groups/join": {
         "post": _op(
             "join a group by an invite link or code (SPEC §30.5)",
@@ -327,11 +329,14 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
         "patch": _op(
             "change the group's name, topic or avatar (admins; SPEC §30.5)",
             params=(_ROOM,),
-            body=_body(
-                name=_text(MAX_GROUP_NAME_BYTES),
-                topic=_text(MAX_GROUP_NAME_BYTES),
-                avatar={"anyOf": [_HEX_ID, {"type": "null"}], "description": "null: none"},
-            ),
+            body={
+                **_body(
+                    name=_text(MAX_GROUP_NAME_BYTES),
+                    topic=_text(MAX_GROUP_NAME_BYTES),
+                    avatar={"anyOf": [_HEX_ID, {"type": "null"}], "description": "null: none"},
+                ),
+                "minProperties": 1,
+            },
             errors=_GROUP_ERRORS,
         )
     },
@@ -385,7 +390,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
                 ttl_s=_count(MAX_INVITE_TTL_MS // 1000),
                 max_uses=_count(MAX_GROUP_SIZE),
             ),
-            errors=(*_GROUP_ERRORS, 413),
+            errors=_GROUP_ERRORS,
         ),
     },
     "/v1/groups/{id}/invites/{invite_id}": {
@@ -394,7 +399,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             params=(_ROOM, _path("invite_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"})),
         )
     },
-    "/v1/groups/{id}/leave": {"post": _op("leave a group", params=(_ROOM,))},
+    "/v1/groups/{id}/leave": {"post": _op("leave a group", params=(_ROOM,), errors=_GROUP_ERRORS)},
     "/v1/profile": {
         "get": _op("this user's profile"),
         "put": _op(
