@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from hearthmesh.tools.group_cli import GROUP_ACTIONS
+
 __all__ = ["main"]
 
 
@@ -91,6 +93,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("target", nargs="?", metavar="USER_ID|FLOW_ID")
     verify.add_argument("--peer", metavar="PEER_ID", help="with start: that home of the user")
+    group = _client(commands.add_parser("group", help="create, join and run groups (SPEC §30)"))
+    group.add_argument("action", choices=list(GROUP_ACTIONS))
+    group.add_argument("operands", nargs="*", metavar="GROUP|USER_ID|NAME|LINK")
+    group.add_argument("--open", action="store_true", help="with create: anyone may join")
+    group.add_argument("--uses", type=int, default=1, help="with invite: how many may join by it")
+    group.add_argument("--ttl-s", type=int, default=7 * 86_400, help="with invite: valid for (s)")
+    group.add_argument("--png", metavar="FILE", help="with invite: also write the QR code as PNG")
     bench = commands.add_parser("bench", help="run a benchmark and print one JSON object")
     bench.add_argument("name", nargs="?", help="which benchmark (see --list)")
     bench.add_argument("--list", action="store_true", help="name the benchmarks")
@@ -222,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value, source in settings.describe():
             print(f"{key} = {value}  # {source}")
         return 0
-    if args.command in ("status", "send", "tail", "friends", "device", "client", "verify"):
+    if args.command in ("status", "send", "tail", "friends", "device", "client", "verify", "group"):
         from hearthmesh.tools.client import run_client_command
 
         return run_client_command(args)
