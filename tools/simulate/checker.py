@@ -2,9 +2,12 @@
 
 Pure: the workload records, this judges. "Acked" is a send its client saw `message_sent` for
 (durable on the sender's home, SPEC §15.4.1). Every acked message must reach every other
-device of every member exactly once, each device must show each sender device's messages in
-rising sequence order (SPEC §8.2), and a `delivered` or `read` receipt from a user must come
-after one of that user's devices acked the message (SPEC §16).
+device of every member exactly once (its client's `message` frames, and its history), each
+device's history must hold each sender device's messages in rising sequence order (SPEC §8.2),
+and a `delivered` or `read` receipt from a user must come after one of that user's devices
+acked the message (SPEC §16). The order of the frames themselves is counted, not judged: they
+come in the order the node stored the events (SPEC §15.4.3), which a held-back envelope can
+break (`feed_out_of_order`).
 
 State: none.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 __all__ = ["Acked", "Receipt", "Seen", "Verdict", "check", "missing_on"]
 
@@ -39,6 +43,8 @@ class Seen:
     sender_device: str
     seq: int
     at: float
+    connection: int = 1
+    """Which connection of its client it came on (a reconnect replays by cursor first)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,29 +67,37 @@ class Verdict:
     missing: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     out_of_order: list[str] = field(default_factory=list)
+    """In a device's history (SPEC §8.2)."""
+    history_duplicates: list[str] = field(default_factory=list)
+    history_missing: list[str] = field(default_factory=list)
+    feed_out_of_order: list[str] = field(default_factory=list)
+    """Frames of one sender device that came below a number already shown (reported only)."""
     early_receipts: list[str] = field(default_factory=list)
     latencies: list[tuple[float, float]] = field(default_factory=list)
     """(sent at, seconds until it was on a recipient device), one per delivered pair."""
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.duplicates or self.out_of_order or self.early_receipts)
+        return not any(getattr(self, name) for name in _JUDGED)
 
     def as_json(self) -> dict[str, object]:
+        kinds = (*_JUDGED, "feed_out_of_order")
         return {
             "expected": self.expected,
             "delivered": self.delivered,
-            "missing": len(self.missing),
-            "duplicates": len(self.duplicates),
-            "out_of_order": len(self.out_of_order),
-            "early_receipts": len(self.early_receipts),
-            "examples": {
-                "missing": self.missing[:_EXAMPLES],
-                "duplicates": self.duplicates[:_EXAMPLES],
-                "out_of_order": self.out_of_order[:_EXAMPLES],
-                "early_receipts": self.early_receipts[:_EXAMPLES],
-            },
+            **{name: len(getattr(self, name)) for name in kinds},
+            "examples": {name: getattr(self, name)[:_EXAMPLES] for name in kinds},
         }
+
+
+_JUDGED: Final = (
+    "missing",
+    "duplicates",
+    "out_of_order",
+    "history_duplicates",
+    "history_missing",
+    "early_receipts",
+)
 
 
 def missing_on(acked: Sequence[Acked], seen: Mapping[int, Sequence[Seen]]) -> int:
@@ -103,6 +117,7 @@ def check(
     acks: Mapping[int, Mapping[str, float]],
     receipts: Sequence[Receipt],
     device_user: Sequence[int],
+    histories: Mapping[int, Sequence[Seen]] | None = None,
 ) -> Verdict:
     """Judge a run.
 
@@ -112,20 +127,24 @@ def check(
         acks: per device, when its client acked each message (`ack delivered`).
         receipts: the receipts the senders' clients got.
         device_user: the user (index) of each device.
+        histories: per device, the room's messages in its history order, read at the end.
     """
     verdict = Verdict()
     at: dict[tuple[int, str], float] = {}
     for device, frames in seen.items():
-        counts = Counter(s.message_id for s in frames)
-        verdict.duplicates += [f"{m} x{n} on device {device}" for m, n in counts.items() if n > 1]
-        last: dict[str, int] = defaultdict(int)
+        verdict.duplicates += _twice(frames, device)
+        verdict.feed_out_of_order += _below(frames, device)
         for s in frames:
             at.setdefault((device, s.message_id), s.at)
-            if s.seq <= last[s.sender_device] and counts[s.message_id] == 1:
-                verdict.out_of_order.append(
-                    f"device {device}: {s.sender_device} seq {s.seq} after {last[s.sender_device]}"
-                )
-            last[s.sender_device] = max(last[s.sender_device], s.seq)
+    for device, history in (histories or {}).items():
+        verdict.history_duplicates += _twice(history, device)
+        verdict.out_of_order += _below(history, device)
+        held = {s.message_id for s in history}
+        verdict.history_missing += [
+            f"{a.message_id} on device {device}"
+            for a in acked
+            if a.device != device and a.message_id not in held
+        ]
     for a in acked:
         for device in seen:
             if device == a.device:
@@ -148,3 +167,23 @@ def check(
         if not acked_at or min(acked_at) > r.at:
             verdict.early_receipts.append(f"{r.status} of {r.message_id} by user {r.user}")
     return verdict
+
+
+def _twice(items: Sequence[Seen], device: int) -> list[str]:
+    counts = Counter(s.message_id for s in items)
+    return [f"{m} x{n} on device {device}" for m, n in counts.items() if n > 1]
+
+
+def _below(items: Sequence[Seen], device: int) -> list[str]:
+    """Each item of a sender device below a number of that device already passed."""
+    last: dict[str, int] = defaultdict(int)
+    found = []
+    for s in items:
+        if s.seq <= last[s.sender_device]:
+            again = "" if s.connection == 1 else f" (connection {s.connection})"
+            found.append(
+                f"device {device}: {s.sender_device} seq {s.seq} after {last[s.sender_device]}"
+                + again
+            )
+        last[s.sender_device] = max(last[s.sender_device], s.seq)
+    return found

@@ -51,13 +51,13 @@ class Partition:
 def parse_partition(text: str, nodes: int) -> Partition:
     """`AT+LEN` (seconds; the first half of the nodes against the rest) or `AT+LEN:i,j,...`
     (those node indices against the rest)."""
-    timing, _, names = text.partition(":")
+    timing, colon, names = text.partition(":")
     start, plus, length = timing.partition("+")
     try:
         start_s, length_s = float(start), float(length)
         side = (
             frozenset(int(n) for n in names.split(","))
-            if names
+            if colon
             else frozenset(range((nodes + 1) // 2))
         )
     except ValueError:

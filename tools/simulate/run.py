@@ -13,7 +13,6 @@ State: the run's clock, clients and fault log (`_Run`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import statistics
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 from hearthmesh.tools.bench.stats import percentile
 from hearthmesh.tools.netlab import NetLab, netlab_unavailable
 from hearthmesh.tools.node_process import hearthmesh_script
-from hearthmesh.tools.simulate.checker import Acked, check, missing_on
+from hearthmesh.tools.simulate.checker import Acked, Seen, check, missing_on
 from hearthmesh.tools.simulate.faults import (
     LOSS_TABLE,
     PARTITION_TABLE,
@@ -39,7 +38,7 @@ from hearthmesh.tools.simulate.faults import (
 from hearthmesh.tools.simulate.mesh import Mesh, SimNode, close_quietly
 from hearthmesh.tools.simulate.workload import DeviceClient
 
-__all__ = ["SimulateConfig", "SimulationFailed", "simulate"]
+__all__ = ["SimulateConfig", "SimulationFailed", "run_simulation", "simulate"]
 
 
 class SimulationFailed(RuntimeError):
@@ -88,6 +87,8 @@ class _Run:
     start: float = field(default_factory=time.monotonic)
     clients: list[DeviceClient] = field(default_factory=list)
     readers: list[asyncio.Task[None]] = field(default_factory=list)
+    over: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the workload ended."""
     setup: dict[str, float] = field(default_factory=dict)
     """When each setup step ended (s since start)."""
     log: FaultLog = field(default_factory=FaultLog)
@@ -172,17 +173,29 @@ async def _send_loop(run: _Run, rng: random.Random) -> None:
             run.unsent += 1
 
 
+async def _until(run: _Run, at: float) -> bool:
+    """Sleep until `at` (s into the workload); False when the workload ended first."""
+    try:
+        await asyncio.wait_for(run.over.wait(), timeout=max(0.0, at - run.now()))
+    except TimeoutError:
+        return True
+    return False
+
+
 async def _kills(run: _Run, rng: random.Random) -> None:
+    """kill -9 a random live node at each kill time, restart it `down_s` later (at once when
+    the workload ends meanwhile: a restart is never cut short)."""
     config = run.config
     for at in kill_times(config.seed, config.kill_every, config.duration):
-        await asyncio.sleep(max(0.0, at - run.now()))
+        if not await _until(run, at):
+            return
         live = [n for n in run.mesh.nodes if n.up]
         if not live:
             continue
         victim = rng.choice(live)
         await run.mesh.kill(victim)
         run.log.note(run.now(), "kill", victim.index)
-        await asyncio.sleep(config.down_s)
+        await _until(run, run.now() + config.down_s)
         await run.mesh.restart(victim)
         run.log.note(run.now(), "restarted", victim.index)
 
@@ -215,13 +228,13 @@ def _split(run: _Run, partition: Partition, on: bool) -> None:
 
 
 async def _partition(run: _Run) -> None:
+    """Split the mesh at its start, heal it at its end or when the workload ends."""
     partition = run.config.partition
-    if partition is None:
+    if partition is None or not await _until(run, partition.start_s):
         return
-    await asyncio.sleep(max(0.0, partition.start_s - run.now()))
     _split(run, partition, True)
     try:
-        await asyncio.sleep(partition.length_s)
+        await _until(run, partition.heal_s)
     finally:
         _split(run, partition, False)
 
@@ -258,6 +271,23 @@ async def _drain(run: _Run) -> float | None:
     return run.now() - healed
 
 
+async def _history(node: SimNode, room: str) -> list[Seen]:
+    """The room's messages in the device's history order (SPEC §4.5), read page by page."""
+    pages: list[list[Seen]] = []
+    cursor: str | None = None
+    async with node.client() as api:
+        while True:
+            params = {"limit": "100", **({} if cursor is None else {"cursor": cursor})}
+            page = await api.call("GET", f"/v1/conversation/{room}/details", params=params)
+            pages.append(
+                [Seen(m["message_id"], m["sender_device"], m["seq"], 0.0) for m in page["messages"]]
+            )
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    return [seen for page in reversed(pages) for seen in page]  # newest page first
+
+
 async def _digests(run: _Run, room: str) -> dict[str, list[str]]:
     """Each device's history digest of the room (SPEC §21.9), grouped by user."""
     by_user: dict[str, list[str]] = {}
@@ -271,16 +301,17 @@ async def _digests(run: _Run, room: str) -> dict[str, list[str]]:
 def _after_partition(run: _Run, heal_s: float) -> float | None:
     """Seconds from the partition's heal until every message acked before it was on every
     other device (None: some never arrived)."""
-    acked = [a for a in run.acked() if a.acked_at <= heal_s]
+    arrived = {c.node.index: {s.message_id: s.at for s in reversed(c.seen)} for c in run.clients}
     latest = heal_s
-    for a in acked:
-        for client in run.clients:
-            if client.node.index == a.device:
+    for a in run.acked():
+        if a.acked_at > heal_s:
+            continue
+        for device, at in arrived.items():
+            if device == a.device:
                 continue
-            at = next((s.at for s in client.seen if s.message_id == a.message_id), None)
-            if at is None:
+            if a.message_id not in at:
                 return None
-            latest = max(latest, at)
+            latest = max(latest, at[a.message_id])
     return latest - heal_s
 
 
@@ -306,16 +337,13 @@ async def _simulate(config: SimulateConfig, root: Path, sockets: Path) -> dict[s
         if config.progress:
             tasks.append(asyncio.create_task(_progress(run)))
         await _send_loop(run, rng)
-        for fault in faults:  # the workload is over: a kill or a partition under way ends now
-            fault.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fault
-        if config.partition is not None and "heal" not in {f.kind for f in run.log.faults}:
-            _split(run, config.partition, False)
+        run.over.set()  # a partition heals now; a node killed is restarted now
+        await asyncio.gather(*faults)
         _set_loss(run, False)
         converge_s = await _drain(run)
         digests = await _digests(run, room)
-        return _report(run, converge_s, digests)
+        histories = {c.node.index: await _history(c.node, room) for c in run.clients}
+        return _report(run, converge_s, digests, histories)
     finally:
         tasks += run.readers
         for task in tasks:
@@ -328,14 +356,19 @@ async def _simulate(config: SimulateConfig, root: Path, sockets: Path) -> dict[s
             print(file=sys.stderr)
 
 
-def _report(run: _Run, converge_s: float | None, digests: dict[str, list[str]]) -> dict[str, Any]:
+def _report(
+    run: _Run,
+    converge_s: float | None,
+    digests: dict[str, list[str]],
+    histories: dict[int, list[Seen]],
+) -> dict[str, Any]:
     config = run.config
     seen = {c.node.index: c.seen for c in run.clients}
     acks = {c.node.index: c.acks for c in run.clients}
     receipts = [r for c in run.clients for r in c.receipts]
     device_user = [n.user for n in run.mesh.nodes]
     acked = run.acked()
-    verdict = check(acked, seen, acks, receipts, device_user)
+    verdict = check(acked, seen, acks, receipts, device_user, histories)
     latencies = [latency for _, latency in verdict.latencies]
     partition = config.partition
     after_partition = None if partition is None else _after_partition(run, partition.heal_s)
@@ -389,10 +422,15 @@ def _report(run: _Run, converge_s: float | None, digests: dict[str, list[str]]) 
     return report
 
 
-def simulate(config: SimulateConfig) -> dict[str, Any]:
+async def run_simulation(config: SimulateConfig) -> dict[str, Any]:
     """Run one simulation; the JSON report (see the module docstring)."""
     with (
         tempfile.TemporaryDirectory(prefix="hearthmesh-simulate-") as root,
-        tempfile.TemporaryDirectory(prefix="hmsim", dir="/tmp") as sockets,
+        tempfile.TemporaryDirectory(prefix="hmsim", dir="/tmp") as sockets,  # short socket paths
     ):
-        return asyncio.run(_simulate(config, Path(root), Path(sockets)))
+        return await _simulate(config, Path(root), Path(sockets))
+
+
+def simulate(config: SimulateConfig) -> dict[str, Any]:
+    """`run_simulation` in a new event loop (the CLI)."""
+    return asyncio.run(run_simulation(config))

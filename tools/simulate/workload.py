@@ -120,7 +120,13 @@ class DeviceClient:
                 send.message_id, send.acked_at = frame["message_id"], self.now()
         elif event == "message" and frame.get("room_id") == self.room:
             self.seen.append(
-                Seen(frame["message_id"], frame["sender_device"], frame["seq"], self.now())
+                Seen(
+                    frame["message_id"],
+                    frame["sender_device"],
+                    frame["seq"],
+                    self.now(),
+                    self.connections,
+                )
             )
             if frame["sender_id"] != self.node.user_text and frame["message_id"] not in self.acks:
                 self.acks[frame["message_id"]] = self.now()
