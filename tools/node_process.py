@@ -220,6 +220,18 @@ async def spawn_home(
             stderr=stderr,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
+    try:
+        facts = await _home_facts(process)
+    except BaseException:  # cancelled while it starts: no orphan is left behind
+        if process.returncode is None:
+            process.kill()
+        raise
+    facts["token"] = (data_dir / "api-token").read_text().strip()
+    return HomeProcess(process, facts)
+
+
+async def _home_facts(process: asyncio.subprocess.Process) -> dict[str, str]:
+    """What `hearthmesh run` prints once its API is up: user id, listen address, API URL."""
     facts: dict[str, str] = {}
     while process.stdout is not None and "api" not in facts:
         line = (await process.stdout.readline()).decode()
@@ -230,8 +242,7 @@ async def spawn_home(
             facts[key] = value.split()[0]
         elif key == "API":
             facts["api"] = value.split()[0]
-    facts["token"] = (data_dir / "api-token").read_text().strip()
-    return HomeProcess(process, facts)
+    return facts
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ async def test_three_processes_in_namespaces_under_loss_and_a_partition(tmp_path
     async with asyncio.timeout(120):
         report = await run_simulation(config)
     _held(report)
-    kinds = [fault["kind"] for fault in report["faults"]]  # type: ignore[attr-defined]
+    kinds = [fault["kind"] for fault in report["faults"]]
     assert kinds[:4] == ["loss_on", "partition", "heal", "loss_off"], report
     assert report["converge_after_partition_s"] is not None, report
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -425,10 +426,15 @@ def _report(
 async def run_simulation(config: SimulateConfig) -> dict[str, Any]:
     """Run one simulation; the JSON report (see the module docstring)."""
     with (
-        tempfile.TemporaryDirectory(prefix="hearthmesh-simulate-") as root,
+        tempfile.TemporaryDirectory(prefix="hearthmesh-simulate-") as scratch,
         tempfile.TemporaryDirectory(prefix="hmsim", dir="/tmp") as sockets,  # short socket paths
     ):
-        return await _simulate(config, Path(root), Path(sockets))
+        root = Path(scratch)
+        if config.out is not None:  # keep the nodes' data dirs and logs beside the report
+            root = config.out / "nodes"
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+        return await _simulate(config, root, Path(sockets))
 
 
 def simulate(config: SimulateConfig) -> dict[str, Any]:

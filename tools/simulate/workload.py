@@ -25,6 +25,7 @@ from hearthmesh.tools.simulate.mesh import SimNode
 __all__ = ["DeviceClient", "Send"]
 
 _RECONNECT_S = 0.3
+_SEND_S = 2.0
 
 
 @dataclass
@@ -88,9 +89,10 @@ class DeviceClient:
         client_id = f"d{self.node.index}-{serial}"
         self.sends[client_id] = Send(client_id, self.node.index, self.now())
         frame = {"event": "send", "room_id": self.room, "client_id": client_id}
-        try:
-            await ws.send_str(json.dumps({**frame, "message": f"m{serial} from {client_id}"}))
-        except (ConnectionError, RuntimeError, aiohttp.ClientError):
+        text = json.dumps({**frame, "message": f"m{serial} from {client_id}"})
+        try:  # bounded: a socket whose node died unseen (its FIN lost) must not stall the load
+            await asyncio.wait_for(ws.send_str(text), _SEND_S)
+        except (ConnectionError, RuntimeError, aiohttp.ClientError, TimeoutError):
             return False
         return True
 
