@@ -14,7 +14,9 @@ from hearthmesh.tools.simulate.faults import FaultLog
 __all__ = ["plot_latency"]
 
 
-def plot_latency(path: Path, latencies: Sequence[tuple[float, float]], log: FaultLog) -> Path:
+def plot_latency(
+    path: Path, latencies: Sequence[tuple[float, float]], log: FaultLog, *, setting: str = ""
+) -> Path:
     """Each (sent at, latency) to a recipient device as a dot; kills as red lines, restarts
     as green ones, the partition shaded, the drain (every fault healed) as a black line."""
     import matplotlib
@@ -39,7 +41,7 @@ def plot_latency(path: Path, latencies: Sequence[tuple[float, float]], log: Faul
         axes.legend(unique.values(), unique.keys(), loc="upper right", fontsize=8)
     axes.set_xlabel("sent at (s since the workload started)")
     axes.set_ylabel("latency to a recipient device (s)")
-    axes.set_title("hearthmesh simulate: message latency")
+    axes.set_title(f"hearthmesh simulate: message latency {setting}".strip(), fontsize=10)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)

@@ -419,7 +419,12 @@ def _report(
         from hearthmesh.tools.simulate.plot import plot_latency
 
         config.out.mkdir(parents=True, exist_ok=True)
-        report["plot"] = str(plot_latency(config.out / "latency.png", verdict.latencies, run.log))
+        setting = (
+            f"({config.nodes} nodes, {config.loss:g} % loss, kill every {config.kill_every:g} s, "
+            f"{len(acked)} acked)"
+        )
+        png = plot_latency(config.out / "latency.png", verdict.latencies, run.log, setting=setting)
+        report["plot"] = str(png)
     return report
 
 
