@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hearthmesh.tools.node_process import hearthmesh_script
 from hearthmesh.tools.simulate.faults import parse_partition
 from hearthmesh.tools.simulate.run import SimulateConfig, run_simulation
 
@@ -23,12 +24,24 @@ def _held(report: dict[str, object]) -> None:
 
 
 async def test_three_processes_with_a_kill_keep_every_invariant(tmp_path: Path) -> None:
+    """Node 1 runs from "another venv" (here a link to ours): the `--upgrade` path."""
+    other = tmp_path / "old-venv" / "bin"
+    other.mkdir(parents=True)
+    (other / "hearthmesh").symlink_to(hearthmesh_script())
     config = SimulateConfig(
-        nodes=3, duration=8.0, rate=4.0, kill_every=4.0, down_s=1.0, seed=1, progress=False
+        nodes=3,
+        duration=8.0,
+        rate=4.0,
+        kill_every=4.0,
+        down_s=1.0,
+        seed=1,
+        upgrade=other.parent,
+        progress=False,
     )
-    async with asyncio.timeout(90):
+    async with asyncio.timeout(240):  # a guard: under load a start takes 10-30 s
         report = await run_simulation(config)
     _held(report)
+    assert report["config"]["old_version_nodes"] == [1], report
     assert report["kills"] == report["restarts"] == 1 and report["reconnects"] >= 1, report
     assert isinstance(report["acked"], int) and report["acked"] >= 20, report
     assert report["delivered"] == 2 * report["acked"], report
@@ -46,7 +59,7 @@ async def test_three_processes_in_namespaces_under_loss_and_a_partition(tmp_path
         out=tmp_path,
         progress=False,
     )
-    async with asyncio.timeout(120):
+    async with asyncio.timeout(300):
         report = await run_simulation(config)
     _held(report)
     kinds = [fault["kind"] for fault in report["faults"]]

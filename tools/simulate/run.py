@@ -364,6 +364,7 @@ def _report(
     histories: dict[int, list[Seen]],
 ) -> dict[str, Any]:
     config = run.config
+    ours = hearthmesh_script()
     seen = {c.node.index: c.seen for c in run.clients}
     acks = {c.node.index: c.acks for c in run.clients}
     receipts = [r for c in run.clients for r in c.receipts]
@@ -390,6 +391,7 @@ def _report(
             "seed": config.seed,
             "namespaces": config.needs_namespaces,
             "upgrade": None if config.upgrade is None else str(config.upgrade),
+            "old_version_nodes": [n.index for n in run.mesh.nodes if n.script != ours],
         },
         "setup_s": {step: round(at, 2) for step, at in run.setup.items()},
         "sent": run.serial,
