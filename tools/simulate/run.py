@@ -176,6 +176,8 @@ async def _send_loop(run: _Run, rng: random.Random) -> None:
 
 async def _until(run: _Run, at: float) -> bool:
     """Sleep until `at` (s into the workload); False when the workload ended first."""
+    if run.over.is_set():  # wait_for with a timeout already past would not look
+        return False
     try:
         await asyncio.wait_for(run.over.wait(), timeout=max(0.0, at - run.now()))
     except TimeoutError:
