@@ -22,7 +22,7 @@ from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.netlab import NetLab, in_netns
 from hearthmesh.tools.node_process import HomeProcess, NodeProcessFailed, free_port, spawn_home
 
-__all__ = ["Mesh", "SimNode"]
+__all__ = ["Mesh", "SimNode", "close_quietly"]
 
 _NS_P2P_PORT = 4470
 _NS_API_PORT = 8470

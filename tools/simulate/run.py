@@ -42,6 +42,10 @@ from hearthmesh.tools.simulate.workload import DeviceClient
 __all__ = ["SimulateConfig", "SimulationFailed", "run_simulation", "simulate"]
 
 
+_SETUP_S = 600
+"""Starting, linking, dialling and the group: minutes on a loaded machine, never forever."""
+
+
 class SimulationFailed(RuntimeError):
     """The mesh could not be set up (a node did not start, the namespaces are not usable)."""
 
@@ -330,7 +334,11 @@ async def _simulate(config: SimulateConfig, root: Path, sockets: Path) -> dict[s
     rng = random.Random(config.seed)
     tasks: list[asyncio.Task[Any]] = []
     try:
-        room = await _set_up(run)
+        try:
+            async with asyncio.timeout(_SETUP_S):
+                room = await _set_up(run)
+        except TimeoutError:
+            raise SimulationFailed(f"the mesh was not up in {_SETUP_S} s: {run.setup}") from None
         run.start = time.monotonic()
         for client in run.clients:
             client.start = run.start
