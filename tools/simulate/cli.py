@@ -40,9 +40,11 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    """0 when every invariant held and the mesh converged; 1 otherwise; 2 bad arguments."""
-    from hearthmesh.tools.simulate.faults import PartitionSpecError, parse_partition
-    from hearthmesh.tools.simulate.run import SimulateConfig, SimulationFailed, simulate
+    """0 when every invariant held and the mesh converged; 1 otherwise; 2 when the run could
+    not be set up."""
+    from hearthmesh.protocol.errors import HearthError
+    from hearthmesh.tools.simulate.faults import parse_partition
+    from hearthmesh.tools.simulate.run import SimulateConfig, simulate
 
     try:
         partition = None if args.partition is None else parse_partition(args.partition, args.nodes)
@@ -64,7 +66,7 @@ def run_simulate(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         report = simulate(config)
-    except (PartitionSpecError, SimulationFailed) as exc:
+    except HearthError as exc:  # bad settings, no namespaces, a node that did not start
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report))

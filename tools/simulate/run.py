@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hearthmesh.protocol.errors import HearthError
 from hearthmesh.tools.bench.stats import percentile
 from hearthmesh.tools.netlab import NetLab, netlab_unavailable
 from hearthmesh.tools.node_process import hearthmesh_script
@@ -46,7 +47,7 @@ _SETUP_S = 600
 """Starting, linking, dialling and the group: minutes on a loaded machine, never forever."""
 
 
-class SimulationFailed(RuntimeError):
+class SimulationFailed(HearthError):
     """The mesh could not be set up (a node did not start, the namespaces are not usable)."""
 
 
