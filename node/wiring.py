@@ -50,6 +50,7 @@ from hearthmesh.node.identity.trust_watch import TrustWatch
 from hearthmesh.node.identity.verification import VerificationService
 from hearthmesh.node.media.fetch import MediaFetcher
 from hearthmesh.node.media.server import MediaServer
+from hearthmesh.node.mesh.capabilities import CapabilityServer
 from hearthmesh.node.mesh.greetings import Greetings
 from hearthmesh.node.mesh.hello import HelloService
 from hearthmesh.node.mesh.meeting import Meeting
@@ -66,6 +67,7 @@ from hearthmesh.node.run_state import RunState
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.arrival import ArrivalRules
+from hearthmesh.protocol.capabilities import CAPS_PROTOCOL
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
 from hearthmesh.protocol.e2ee import KEYS_PROTOCOL
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
@@ -459,6 +461,7 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
         FETCH_PROTOCOL: s.fetch.serve,
         VERIFY_PROTOCOL: s.verification.serve,
         JOIN_PROTOCOL: s.groups.serve,
+        CAPS_PROTOCOL: CapabilityServer(on_refused=s.standing.refused).serve,
     }
     for protocol, handler in handlers.items():
         host.set_stream_handler(protocol, supervisor.handler(protocol, handler))

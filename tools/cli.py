@@ -107,6 +107,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from hearthmesh.tools.conformance.cli import add_conformance_parser
 
     add_conformance_parser(commands)
+    from hearthmesh.tools.simulate.cli import add_simulate_parser
+
+    add_simulate_parser(commands)
     return parser
 
 
@@ -243,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hearthmesh.tools.conformance.cli import run_conformance
 
         return run_conformance(args)
+    if args.command == "simulate":
+        from hearthmesh.tools.simulate.cli import run_simulate
+
+        return run_simulate(args)
     parser.print_help()
     return 0
 

@@ -42,16 +42,23 @@ class ApiRefused(HearthError):
 class ApiClient:
     """A small async client of the HTTP API (also used by tests and the benchmark)."""
 
-    def __init__(self, url: str, token: str, *, pin: str | None = None) -> None:
+    def __init__(
+        self, url: str, token: str, *, pin: str | None = None, unix: str | None = None
+    ) -> None:
         """`pin`: over HTTPS, the sha-256 (hex) of the node's certificate, which is trusted
-        instead of a certificate authority (the node makes its own at init, SPEC §15.7)."""
+        instead of a certificate authority (the node makes its own at init, SPEC §15.7).
+        `unix`: reach `url` through this Unix socket (a node in a network namespace, behind
+        `hearthmesh simulate`'s forwarder)."""
         self.url = url.rstrip("/")
         self.token = token
         ssl = True if pin is None else aiohttp.Fingerprint(bytes.fromhex(pin))
+        connector = (
+            aiohttp.TCPConnector(ssl=ssl) if unix is None else aiohttp.UnixConnector(path=unix)
+        )
         self._http = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {token}"},
             timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S),
-            connector=aiohttp.TCPConnector(ssl=ssl),
+            connector=connector,
         )
 
     async def __aenter__(self) -> ApiClient:

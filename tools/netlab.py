@@ -144,6 +144,11 @@ class NetLab:
         _sh("nft", "-f", "-", ns=ns, stdin=_FIREWALL)
         return ns, address
 
+    def nft(self, ns: str, commands: str) -> None:
+        """Run nftables `commands` (a ruleset, or e.g. `delete table inet x`) in namespace `ns`:
+        loss and partitions of `hearthmesh simulate`."""
+        _sh("nft", "-f", "-", ns=ns, stdin=commands)
+
     def home_behind_nat(
         self,
         number: int,

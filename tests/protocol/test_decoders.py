@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import hearthmesh.protocol
 from hearthmesh.protocol import (
+    capabilities,
     client_api,
     content,
     delivery,
@@ -171,6 +172,17 @@ DECODERS: dict[str, Decoder] = {
         lambda b: decode_canonical(b, max_bytes=4096),
         lambda v: encode_canonical(v),
         (encode_canonical([0, [b"x", "y"], None, -5]),),
+    ),
+    "capabilities.decode_caps_request": Decoder(
+        capabilities.decode_caps_request,
+        lambda _: capabilities.encode_caps_request(),
+        (capabilities.encode_caps_request(),),
+    ),
+    # not canonical by design: a level the decoder does not know is skipped (SPEC §20.5)
+    "capabilities.decode_caps_answer": Decoder(
+        capabilities.decode_caps_answer,
+        None,
+        (capabilities.encode_caps_answer(frozenset(capabilities.Level)),),
     ),
     "content.decode_typing": Decoder(
         content.decode_typing, content.encode_typing, (content.encode_typing(True),)
