@@ -62,13 +62,16 @@ from hearthmesh.node.rooms.members import RoomMembers
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.rooms.topics import ROOM_TOPIC_PREFIX, RoomTopics
 from hearthmesh.node.run_state import RunState
+from hearthmesh.node.social.people import Social
+from hearthmesh.node.social.privacy import Privacy
+from hearthmesh.node.social.signals import ContactSignals
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
 from hearthmesh.protocol.e2ee import KEYS_PROTOCOL
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
-from hearthmesh.protocol.gossip import PRESENCE_TOPIC
+from hearthmesh.protocol.gossip import PRESENCE_TOPIC, SIGNALS_PROTOCOL
 from hearthmesh.protocol.hello import HELLO_PROTOCOL
 from hearthmesh.protocol.linking import LINK_PROTOCOL
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
@@ -112,6 +115,9 @@ class Services:
     outgoing: Outgoing
     greetings: Greetings
     verification: VerificationService
+    privacy: Privacy
+    signals: ContactSignals
+    social: Social
 
 
 def announce_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
@@ -153,9 +159,11 @@ def build_services(
         directory=directory,
     )
     release = ReleaseOrder()
+    privacy = Privacy()  # loaded by Node.start before anything arrives
     inbox = Inbox(
         local_users=local,
-        rules=ArrivalRules(local, deferrals=config.deferrals),
+        rules=ArrivalRules(local, deferrals=config.deferrals, blocked=privacy.blocks),
+        privacy=privacy,
         rooms=rooms,
         release=release,
         directory=directory,
@@ -193,7 +201,20 @@ def build_services(
         poll_ms=max(config.retry_poll_ms, 1000),
     )
     trust = TrustWatch(store=store, emit=events.emit)
+    signals = ContactSignals(
+        host=host,
+        store=store,
+        directory=directory,
+        privacy=privacy,
+        user=user,
+        clock=clock,
+        certificates=receiver.certificates,
+        members=members.of,
+        emit=events.emit,
+        on_refused=standing.refused,
+    )
     presence = PresenceService(
+        signals=signals,
         trust=trust,
         host=host,
         store=store,
@@ -349,10 +370,7 @@ def build_services(
         host=host,
         receiver=receiver,
         clock=clock,
-        user=user,
-        members=members.of,
         rooms=rooms,
-        emit=events.emit,
         supervisor=supervisor,
         standing=standing,
         running=run_state.running,
@@ -371,6 +389,7 @@ def build_services(
         sibling_destinations=homes.sibling_destinations,
         outcomes=outcomes,
     )
+    social = Social(store=store, privacy=privacy, outgoing=outgoing, user=user, now_ms=clock.now_ms)
     meeting = Meeting(hello=hello, outbox=outbox, host=host, records=records, supervisor=supervisor)
     greetings = Greetings(meet=meeting.meet, spawn=supervisor.spawn)
     after_store = AfterStore(
@@ -385,6 +404,7 @@ def build_services(
         topics=topics,
         events=events,
         supervisor=supervisor,
+        share_profile=social.share_with,
     )
     outcomes.subscribe(after_store.react)
     return Services(
@@ -417,6 +437,9 @@ def build_services(
         outgoing=outgoing,
         greetings=greetings,
         verification=verification,
+        privacy=privacy,
+        signals=signals,
+        social=social,
     )
 
 
@@ -434,6 +457,7 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
         KEYS_PROTOCOL: s.key_server.serve,
         FETCH_PROTOCOL: s.fetch.serve,
         VERIFY_PROTOCOL: s.verification.serve,
+        SIGNALS_PROTOCOL: s.signals.serve,
     }
     for protocol, handler in handlers.items():
         host.set_stream_handler(protocol, supervisor.handler(protocol, handler))

@@ -13,6 +13,7 @@ from typing import ClassVar
 __all__ = [
     "BadCertificate",
     "BadSignature",
+    "Blocked",
     "Busy",
     "ClockSkew",
     "ErrorCode",
@@ -24,6 +25,7 @@ __all__ = [
     "MalformedMessage",
     "MediaTampered",
     "MembershipLimit",
+    "NotAContact",
     "NotAuthorized",
     "NotFound",
     "ProtocolError",
@@ -74,6 +76,9 @@ class ErrorCode(IntEnum):
     UNDECRYPTABLE = 50
     KEY_MISMATCH = 51
     REPLAYED = 52
+    # 70-74: profiles, friends and privacy (SPEC §32)
+    BLOCKED = 70
+    NOT_A_CONTACT = 71
     STORAGE = 100
 
 
@@ -235,6 +240,20 @@ class VerificationCancelled(HearthError):
     code = ErrorCode.VERIFICATION_CANCELLED
 
 
+class Blocked(RemoteProtocolError):
+    """Our user's client asked to reach a user it blocked (SPEC §32.3). Never sent to the
+    blocked user: what they send is acked as stored and dropped."""
+
+    code = ErrorCode.BLOCKED
+
+
+class NotAContact(RemoteProtocolError):
+    """Presence or typing pushed by a user who is not our user's contact (SPEC §32.4): dropped
+    unanswered, so it tells its sender nothing."""
+
+    code = ErrorCode.NOT_A_CONTACT
+
+
 class StorageError(HearthError):
     """The store failed or holds something it cannot read; the message names the path or key."""
 
@@ -266,6 +285,8 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         Undecryptable,
         KeyMismatch,
         Replayed,
+        Blocked,
+        NotAContact,
     )
 }
 

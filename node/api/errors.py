@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from hearthmesh.protocol.errors import (
+    Blocked,
     ErrorCode,
     HearthError,
     NotAuthorized,
@@ -34,6 +35,8 @@ def http_status_of(error: HearthError) -> int:
         return error.status
     if isinstance(error, NotFound):
         return 404
+    if isinstance(error, Blocked):
+        return 409
     if isinstance(error, NotAuthorized):
         return 403
     if isinstance(error, TooLarge):

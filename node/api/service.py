@@ -278,7 +278,9 @@ class ApiService:
     # --- operations -------------------------------------------------------------------------
 
     async def create_conversation(self, user: UserId) -> dict[str, Any]:
+        self.node.social.require_unblocked(user)
         room = await self.node.open_direct(user)
+        await self.node.social.accept_request(room)  # ours: never a message request
         return {"room_id": room.hex(), "recipient_id": user_id_text(user)}
 
     async def send(self, command: Send, *, witness: SendWitness | None = None) -> Envelope:
@@ -365,14 +367,22 @@ class ApiService:
             summary.update(group_recipient_view(summary["name"]))
         return summary
 
-    async def conversations(self, page_size: int, page_number: int) -> dict[str, Any]:
+    async def conversations(
+        self, page_size: int, page_number: int, requests: str = "include"
+    ) -> dict[str, Any]:
+        """A page of the conversation list. `requests` (SPEC §32.5): `exclude` leaves message
+        requests out, `only` lists them alone, `include` both; a filtered page may be short."""
         store = self.node.store
         page = await store.read(
             store.store.conversations, self.own, page_size=page_size, page_number=page_number
         )
         items = []
         for summary in page.items:
+            request = await store.read(self.node.social.is_request, store.store, summary.room)
+            if (requests == "exclude" and request) or (requests == "only" and not request):
+                continue
             row = await self.room_summary(summary.room)
+            row["request"] = request
             latest = await store.read(_latest_content, store.store, summary.room)
             row.update(latest_message_view(latest))
             row["latest_activity_ms"] = summary.latest_activity.wall_ms
@@ -441,8 +451,10 @@ class ApiService:
     async def friend_request(self, user: UserId, note: str) -> dict[str, Any]:
         if user == self.own:
             raise MalformedMessage("a friend request to oneself")
+        self.node.social.require_unblocked(user)
         store = self.node.store
         room = await self.node.open_direct(user)
+        await self.node.social.accept_request(room)
         request = FriendRequest(
             sender=self.own, recipient=user, created_ms=self.clock.now_ms(), note=note
         )
@@ -463,6 +475,8 @@ class ApiService:
             raise NotFound(f"no friend request from {user_id_text(user)}")
         room = await self.node.open_direct(user)
         await self._contact(room, ContactAction.ACCEPT if accept else ContactAction.DECLINE, "")
+        if accept:
+            await self.node.social.share_with(room)  # a new contact sees our profile (§32.1)
 
     async def cancel_friend_request(self, user: UserId) -> None:
         """Withdraw our pending request to `user`: a DECLINE tells their node. Raises NotFound."""
