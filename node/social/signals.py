@@ -35,6 +35,7 @@ from hearthmesh.protocol.errors import (
 )
 from hearthmesh.protocol.gossip import SIGNALS_PROTOCOL, GossipItem, decode_gossip
 from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["ContactSignals"]
@@ -145,8 +146,12 @@ class ContactSignals:
                 await self._presence(item)
             case Kind.TYPING:
                 active = decode_typing(item.envelope.body)
-                if sender in await self._members(item.envelope.room):
-                    self._emit(TypingChanged(room=item.envelope.room, user=sender, active=active))
+                room = item.envelope.room
+                # our direct room with a contact counts before either side wrote in it
+                if room == direct_room_id(self._user, sender) or sender in await self._members(
+                    room
+                ):
+                    self._emit(TypingChanged(room=room, user=sender, active=active))
             case _:
                 raise MalformedMessage("a signal is a PRESENCE or TYPING envelope")
 

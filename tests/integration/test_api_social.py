@@ -16,7 +16,7 @@ from hearthmesh.protocol.content import PROFILE_CONTENT_TYPE, ProfileCard, encod
 from hearthmesh.protocol.envelope import Kind, MessageId, RoomId
 from hearthmesh.tools.client import ApiRefused
 
-from .api_helpers import TOKEN, Home, home, link, open_conversation
+from .api_helpers import TOKEN, Home, befriend, home, link, open_conversation
 
 pytestmark = pytest.mark.integration
 
@@ -32,26 +32,6 @@ async def _until(probe: Callable[[], Awaitable[bool]]) -> None:
     """Poll until `probe` holds (bounded by the caller's timeout)."""
     while not await probe():  # noqa: ASYNC110 - a listing has no event to wait on
         await asyncio.sleep(0.05)
-
-
-async def _befriend(a: Home, b: Home) -> tuple[str, str]:
-    """a asks, b accepts; returns (a's user, b's user) once both list each other."""
-    alice, bob = await _user(a), await _user(b)
-    await a.client.call("POST", "/v1/friends/requests", {"user_id": bob, "note": "hi"})
-
-    async def asked() -> bool:
-        pending = await b.client.call("GET", "/v1/friends/requests")
-        return any(r["user_id"] == alice for r in pending["requests"])
-
-    await _until(asked)
-    await b.client.call("POST", f"/v1/friends/requests/{alice}/accept")
-
-    async def friends() -> bool:
-        listed = await a.client.call("GET", "/v1/friends")
-        return [f["user_id"] for f in listed["friends"]] == [bob]
-
-    await _until(friends)
-    return alice, bob
 
 
 async def _upload(h: Home, data: bytes) -> str:
@@ -84,7 +64,7 @@ async def test_a_name_and_picture_change_is_seen_by_a_contact_on_another_node(
 ) -> None:
     async with asyncio.timeout(30), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
         await link(a, b)
-        alice, bob = await _befriend(a, b)
+        alice, bob = await befriend(a, b)
         room = await open_conversation(b, alice)
         digest = await _upload(a, _PNG)
         await a.client.call(
@@ -113,7 +93,8 @@ async def test_a_name_and_picture_change_is_seen_by_a_contact_on_another_node(
         await a.client.call("PUT", "/v1/profile", {"display_name": "Alice B."})
 
         async def renamed() -> bool:
-            return (await b.client.call("GET", f"/v1/users/{alice}"))["display_name"] == "Alice B."
+            seen = await b.client.call("GET", f"/v1/users/{alice}")
+            return bool(seen["display_name"] == "Alice B.")
 
         await _until(renamed)
         assert (await b.client.call("GET", f"/v1/users/{alice}"))["profile_pic"] == digest
@@ -162,7 +143,7 @@ async def test_a_blocked_users_messages_are_acked_as_stored_and_never_shown(
 ) -> None:
     async with asyncio.timeout(30), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
         await link(a, b)
-        alice, bob = await _befriend(a, b)
+        alice, bob = await befriend(a, b)
         room = await open_conversation(b, alice)
         blocked = await a.client.call("PUT", f"/v1/friends/blocked/{bob}")
         assert blocked == {"user_id": bob, "blocked": True}
