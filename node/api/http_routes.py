@@ -52,6 +52,12 @@ from hearthmesh.protocol.errors import (
     NotFound,
     TooLarge,
 )
+from hearthmesh.protocol.friend_link import (
+    MAX_FRIEND_LINK_CHARS,
+    decode_friend_link,
+    encode_friend_link,
+)
+from hearthmesh.protocol.home_record import decode_home_record
 from hearthmesh.protocol.identity import UserId, decode_device_id, device_id_text, user_id_text
 from hearthmesh.protocol.linking import encode_link_code, short_code
 from hearthmesh.protocol.media_type import check_media_type
@@ -224,10 +230,26 @@ async def list_friend_requests(request: web.Request) -> web.Response:
 
 
 async def send_friend_request(request: web.Request) -> web.Response:
+    """Ask a user by id, or by the `hearthmesh:` friend link their client showed (SPEC §32.2)."""
     body = await read_json(request)
-    user = decode_user(body.get("user_id"), "user_id")
+    service = _service(request)
+    if "link" in body:
+        user, record = decode_friend_link(_text(body, "link", MAX_FRIEND_LINK_CHARS))
+        if record is not None:
+            if decode_home_record(record).user != user:
+                raise MalformedMessage("the link's home record is another user's")
+            await service.node.learn_home_record(record)  # verified there (SPEC §13.2)
+    else:
+        user = decode_user(body.get("user_id"), "user_id")
     note = _text(body, "note", MAX_NOTE_BYTES, default="")
-    return web.json_response(await _service(request).friend_request(user, note), status=202)
+    return web.json_response(await service.friend_request(user, note), status=202)
+
+
+async def friend_invite(request: web.Request) -> web.Response:
+    """Our friend link and its QR code, for another user to add us (SPEC §32.2)."""
+    node = _service(request).node
+    link = encode_friend_link(node.user_id, node.home_record())
+    return web.json_response({"link": link, "qr": qr_data_uri(link)})
 
 
 async def accept_friend_request(request: web.Request) -> web.Response:
@@ -514,6 +536,7 @@ ROUTES: Final = (
     ("GET", "/v1/friends", list_friends),
     ("GET", "/v1/friends/requests", list_friend_requests),
     ("POST", "/v1/friends/requests", send_friend_request),
+    ("GET", "/v1/friends/invite", friend_invite),
     ("POST", "/v1/friends/requests/{user_id}/accept", accept_friend_request),
     ("POST", "/v1/friends/requests/{user_id}/decline", decline_friend_request),
     ("DELETE", "/v1/friends/requests/{user_id}", cancel_friend_request),

@@ -180,3 +180,23 @@ async def test_presence_visibility_is_a_setting(tmp_path: Path) -> None:
             await a.client.call("PUT", "/v1/privacy", {"presence": "everyone"})
         assert refused.value.status == 400
         assert await a.client.call("GET", "/v1/privacy") == {"presence": "nobody"}
+
+
+async def test_a_friend_link_reaches_a_user_whose_node_we_never_met(tmp_path: Path) -> None:
+    """The link (and its QR code) carries the signed home record: no dial, no DHT needed."""
+    async with asyncio.timeout(30), home(tmp_path / "a") as a, home(tmp_path / "c") as c:
+        alice, carol = await _user(a), await _user(c)
+        invite = await a.client.call("GET", "/v1/friends/invite")
+        assert invite["link"].startswith(f"hearthmesh:friend/{alice}?record=")
+        assert invite["qr"].startswith("data:image/svg+xml")
+        await c.client.call("POST", "/v1/friends/requests", {"link": invite["link"], "note": "yo"})
+
+        async def asked() -> bool:
+            pending = await a.client.call("GET", "/v1/friends/requests")
+            return [r["user_id"] for r in pending["requests"]] == [carol]
+
+        await _until(asked)
+        forged = invite["link"].replace(alice, carol)  # carol's id with alice's record
+        with pytest.raises(ApiRefused) as refused:
+            await c.client.call("POST", "/v1/friends/requests", {"link": forged})
+        assert refused.value.status == 400

@@ -27,6 +27,7 @@ from hearthmesh.protocol import (
     e2ee,
     envelope,
     fetch,
+    friend_link,
     gossip,
     hello,
     hlc,
@@ -504,6 +505,13 @@ DECODERS: dict[str, Decoder] = {
 """Decoders of bytes from peers (wire formats): canonical, and only the remote family."""
 
 TEXT_DECODERS: dict[str, tuple[Callable[[str], object], tuple[str, ...]]] = {
+    "friend_link.decode_friend_link": (
+        friend_link.decode_friend_link,
+        (
+            friend_link.encode_friend_link(identity.UserId(_USER.public)),
+            friend_link.encode_friend_link(identity.UserId(_USER.public), b"record"),
+        ),
+    ),
     "identity.decode_user_id": (
         identity.decode_user_id,
         (identity.user_id_text(identity.UserId(_USER.public)),),
