@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -17,8 +18,16 @@ from typing import Any, Final
 import aiohttp
 
 from hearthmesh.protocol.errors import HearthError
+from hearthmesh.tools import social_cli
 
-__all__ = ["EXIT_API", "EXIT_UNREACHABLE", "ApiClient", "run_client_command"]
+__all__ = [
+    "EXIT_API",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "ApiClient",
+    "run_client_command",
+    "show_qr",
+]
 
 EXIT_API: Final = 1
 EXIT_USAGE: Final = 2
@@ -71,6 +80,15 @@ class ApiClient:
             if response.status >= 400:
                 raise ApiRefused(response.status, data)
             return data
+
+    async def upload(self, data: bytes, content_type: str) -> Any:
+        """`POST /v1/media`: the stored blob's JSON (digest, size). Raises ApiRefused."""
+        headers = {"Content-Type": content_type}
+        async with self._http.post(self.url + "/v1/media", data=data, headers=headers) as response:
+            answer = await response.json(content_type=None)
+            if response.status >= 400:
+                raise ApiRefused(response.status, answer)
+            return answer
 
     def websocket(self, cursor: str | None = None, *, deflate: bool = False) -> Any:
         """Open `/v1/ws`; `deflate` offers permessage-deflate (RFC 7692), as browsers do."""
@@ -168,33 +186,7 @@ async def _print_frames(ws: Any, args: Any) -> None:
             print(f"({frame['event']}) {json.dumps(frame)}", flush=True)
 
 
-async def _friends(client: ApiClient, args: Any) -> int:
-    action = args.action or "list"
-    if action == "list":
-        friends = (await client.call("GET", "/v1/friends"))["friends"]
-        for friend in friends:
-            online = "online" if friend.get("online") else "offline"
-            print(f"{friend['user_id']}  {friend['display_name'] or '-'}  ({online})")
-        if not friends:
-            print("no friends yet: `hearthmesh friends add USER_ID`")
-        return 0
-    if action == "requests":
-        for request in (await client.call("GET", "/v1/friends/requests"))["requests"]:
-            print(f"{request['user_id']}  {request['display_name'] or '-'}  {request['note']}")
-        return 0
-    if not args.user:
-        print(f"friends {action} needs a USER_ID", file=sys.stderr)
-        return EXIT_USAGE
-    if action == "add":
-        await client.call("POST", "/v1/friends/requests", {"user_id": args.user, "note": args.note})
-        print(f"friend request sent to {args.user}")
-    else:
-        await client.call("POST", f"/v1/friends/requests/{args.user}/{action}")
-        print(f"{action}ed {args.user}")
-    return 0
-
-
-def _show_qr(text: str, png: str | None) -> None:
+def show_qr(text: str, png: str | None) -> None:
     """Print `text` as a QR code in the terminal; also as a PNG file if asked."""
     import segno
 
@@ -208,7 +200,7 @@ def _show_qr(text: str, png: str | None) -> None:
 async def _device(client: ApiClient, args: Any) -> int:
     if args.action == "link":
         offer = await client.call("POST", "/v1/devices/link")
-        _show_qr(offer["code"], args.png)
+        show_qr(offer["code"], args.png)
         print(f"on the new device: hearthmesh init --data-dir DIR --link {offer['code']}")
         print(f"check that both screens show {offer['short_code']}; the code works once")
         return 0
@@ -230,7 +222,7 @@ async def _paired_clients(client: ApiClient, args: Any) -> int:
     """`hearthmesh client pair|list|revoke`: browsers paired with the web client (SPEC §15.7)."""
     if args.action == "pair":
         offer = await client.call("POST", "/v1/clients/pair")
-        _show_qr(offer["url"], args.png)
+        show_qr(offer["url"], args.png)
         print(f"open {offer['url']} in the browser to pair (or scan the QR code),")
         print(f"or type the code {offer['code']} on its pairing screen; it works once, for 5 min")
         return 0
@@ -298,11 +290,12 @@ async def _verify(client: ApiClient, args: Any) -> int:
     return 0
 
 
-_COMMANDS: Final = {
+_COMMANDS: Final[dict[str, Callable[[ApiClient, Any], Awaitable[int]]]] = {
     "status": _status,
     "send": _send,
     "tail": _tail,
-    "friends": _friends,
+    "friends": social_cli.friends,
+    "profile": social_cli.profile,
     "device": _device,
     "client": _paired_clients,
     "verify": _verify,
