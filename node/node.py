@@ -489,6 +489,7 @@ class Node:
         await self._services.topics.watch(room)
         for member in members:
             await self.add_member(room, member)
+        await self.social.share_with(room)  # co-members see our profile (SPEC §32.1)
         return room
 
     async def add_member(self, room: RoomId, user: UserId) -> None:
@@ -501,6 +502,7 @@ class Node:
         await self._services.outgoing.change_membership(
             room, MembershipChange(action=Action.JOIN, target=self.user_id)
         )
+        await self.social.share_with(room)  # co-members see our profile (SPEC §32.1)
 
     async def leave(self, room: RoomId) -> None:
         """Leave a group: members learn it, and we stop watching its topic."""

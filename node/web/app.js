@@ -961,6 +961,13 @@ function onFrame(frame) {
     case "friend_declined":
       loadFriends().catch(handleError);
       return;
+    case "profile": { // a contact or co-member changed their profile (SPEC §32.1)
+      const { event: _, ...profile } = frame;
+      state.users.set(profile.user_id, { ...state.users.get(profile.user_id), ...profile });
+      renderFriends();
+      loadConversations().catch(handleError);
+      return;
+    }
     case "resync":
       state.chats.clear();
       reload();

@@ -67,9 +67,14 @@ async def test_a_name_and_picture_change_is_seen_by_a_contact_on_another_node(
         alice, bob = await befriend(a, b)
         room = await open_conversation(b, alice)
         digest = await _upload(a, _PNG)
-        await a.client.call(
-            "PUT", "/v1/profile", {"display_name": "Alice A.", "bio": "hi", "profile_pic": digest}
-        )
+        async with b.socket() as bob_ws:
+            await a.client.call(
+                "PUT",
+                "/v1/profile",
+                {"display_name": "Alice A.", "bio": "hi", "profile_pic": digest},
+            )
+            told = await bob_ws.next("profile", lambda f: f["display_name"] == "Alice A.")
+        assert (told["user_id"], told["profile_pic"]) == (alice, digest)
 
         async def named() -> bool:
             row = await _row(b, room)
@@ -119,13 +124,12 @@ async def test_a_strangers_profile_and_messages_land_as_a_message_request(
                 content_type=PROFILE_CONTENT_TYPE,
                 kind=Kind.PROFILE,
             )
-            await alice_ws.next("message", lambda f: f["message"] == "psst")
-
-        async def profile_stored() -> bool:
-            page = await a.node.history(RoomId(bytes.fromhex(room)))
-            return any(e.envelope.kind is Kind.PROFILE for e in page.events)
-
-        await _until(profile_stored)  # stored as sent: it changes nothing
+            await m.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "end"})
+            # released in the sender's order: the profile came before "end" (SPEC §8)
+            await alice_ws.next("message", lambda f: f["message"] == "end")
+        assert not [f for f in alice_ws.seen if f["event"] == "profile"]  # a stranger's: none
+        page = await a.node.history(RoomId(bytes.fromhex(room)))
+        assert any(e.envelope.kind is Kind.PROFILE for e in page.events)  # stored as sent
         assert await _row(a, room, "exclude") is None  # not in the main list
         row = await _row(a, room, "only")
         assert row is not None and row["request"] is True
