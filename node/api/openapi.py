@@ -236,7 +236,8 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     },
     "/v1/conversation/{id}/details": {
         "get": _op(
-            "messages of a conversation, newest page first, paged by cursor",
+            "messages of a conversation, newest page first, paged by cursor; people: the "
+            "members' profiles (SPEC §32.1)",
             params=(
                 _ROOM,
                 _UID,

@@ -65,7 +65,7 @@ from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
 from hearthmesh.protocol.membership import Role
 from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.protocol.typing_ttl import TypingTimers
-from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Store
+from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Profile, Store
 
 __all__ = ["SERVICE_KEY", "ApiService", "ClientSession", "SendWitness"]
 
@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 
 _LATEST_SCAN: Final = 200
 """Events looked at, newest first, to find a conversation's latest user message."""
+MAX_PEOPLE_SHOWN: Final = 256
+"""Members whose profiles a conversation's page names; the rest go by user id."""
 MAX_UNREAD_COUNTED: Final = 50
 """A conversation's unread count looks this far back: the list shows "50+" beyond it."""
 
@@ -418,7 +420,14 @@ class ApiService:
                 view["status"] = STATUS_NAMES[aggregate]
                 view["statuses"] = {u: STATUS_NAMES[s] for u, s in per_member.items()}
             messages.append(view)
-        return {"id": room.hex(), "messages": messages, "next_cursor": encode_cursor(page.next)}
+        people = await store.read(_profiles, store.store, sorted(members)[:MAX_PEOPLE_SHOWN])
+        return {
+            "id": room.hex(),
+            "messages": messages,
+            "next_cursor": encode_cursor(page.next),
+            # members' names and pictures as their profiles say (SPEC §32.1)
+            "people": [profile_view(user, profile) for user, profile in people],
+        }
 
     async def groups(self) -> list[dict[str, Any]]:
         """The seed's get_all_group: every group our user is in."""
@@ -496,6 +505,10 @@ class ApiService:
             handle=own.handle if own else "",
         )
         return await self.node.send(room, encode_contact(event), content_type=CONTACT_CONTENT_TYPE)
+
+
+def _profiles(store: Store, users: list[UserId]) -> list[tuple[UserId, Profile | None]]:
+    return [(user, store.get_profile(user)) for user in users]
 
 
 def _latest_content(store: Store, room: bytes) -> Envelope | None:

@@ -661,8 +661,18 @@ async function openChat(roomId, { refresh = false } = {}) {
   if (refresh || chat.older === undefined) {
     try {
       const page = await call("GET", `/v1/conversation/${roomId}/details?limit=${PAGE}`);
+      for (const person of page.people || []) {
+        state.users.set(person.user_id, { ...state.users.get(person.user_id), ...person });
+      }
       for (const message of page.messages) addMessage(message);
       chat.older = page.next_cursor;
+      const panel = document.getElementById("members");
+      const room = state.rooms.get(roomId);
+      if (panel && room && state.open === roomId) { // names from the members' profiles
+        const fresh = membersPanel(room);
+        fresh.hidden = panel.hidden;
+        panel.replaceWith(fresh);
+      }
     } catch (error) {
       handleError(error);
     }
@@ -679,6 +689,7 @@ function membersPanel(room) {
     h("ul", { class: "people" }, ...room.members.map((id) => {
       const user = state.users.get(id) || { user_id: id };
       return h("li", { class: "person", "data-user": id },
+        avatar(displayName(user), user.profile_pic, ""),
         h("span", { class: "name" }, id === state.me ? "You" : displayName(user)),
         room.admins.includes(id) ? h("span", { class: "role" }, "admin") : "");
     })),

@@ -83,6 +83,9 @@ async def test_a_name_and_picture_change_is_seen_by_a_contact_on_another_node(
         await _until(named)
         row = await _row(b, room)
         assert row is not None and row["RecipientProfilePic"] == digest and not row["request"]
+        details = await b.client.call("GET", f"/v1/conversation/{room}/details")
+        names = {p["user_id"]: p["display_name"] for p in details["people"]}
+        assert names[alice] == "Alice A."  # member lists name people by their profiles
         seen = await b.client.call("GET", f"/v1/users/{alice}")
         assert (seen["display_name"], seen["bio"], seen["profile_pic"]) == (
             "Alice A.",
