@@ -11,25 +11,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import aiohttp
 from playwright.async_api import Browser, expect
 
-from tests.integration.api_helpers import TOKEN, Home, befriend, home, link, open_conversation
+from tests.integration.api_helpers import befriend, home, link, open_conversation
+from tests.integration.test_media import _upload
 
 from .conftest import open_tab
 from .test_web_client import _pair
 from .test_web_screens import _png
-
-
-async def _upload_picture(h: Home) -> str:
-    headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "image/png"}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(h.url + "/v1/media", data=_png(16, 16), headers=headers) as response,
-    ):
-        assert response.status == 201
-        digest: str = (await response.json())["digest"]
-        return digest
 
 
 async def test_a_friends_picture_shows_a_strangers_chat_is_a_request_and_blocking_hides_it(
@@ -45,7 +34,7 @@ async def test_a_friends_picture_shows_a_strangers_chat_is_a_request_and_blockin
         await link(m, a)
         bob, alice = await befriend(b, a)
         mallory = (await m.status())["user_id"]
-        digest = await _upload_picture(b)
+        digest = (await _upload(b, _png(16, 16), "image/png"))["digest"]
         await b.client.call("PUT", "/v1/profile", {"display_name": "Bob", "profile_pic": digest})
         room = await open_conversation(b, alice)
         await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "hi"})
