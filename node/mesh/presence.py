@@ -80,6 +80,8 @@ class PresenceService:
         self._published: bytes | None = None
         """The record last published on the topic, and intervals since (`_record_due`)."""
         self._since_published = 0
+        self.announcements = 0
+        """Presence rounds done (for tests and status)."""
         self._certificates = certificates
         self._trust = trust
         """The event loop's cache (the listener), shared with the receiver."""
@@ -133,6 +135,7 @@ class PresenceService:
         due; a mesh without peers yet is not an error."""
         if not self._share:
             return
+        self.announcements += 1
         try:
             await self._signals.send(self.payload(status), await self._signals.contacts())
             if status is not PresenceStatus.OFFLINE and self._record_due():

@@ -81,6 +81,8 @@ class ContactSignals:
         self._presence: Callable[[GossipItem], Awaitable[None]] = _take_nothing
         self.dropped = 0
         """Pushes not taken: not from a contact, blocked, malformed (for tests and status)."""
+        self.pushed = 0
+        """Pushes sent to a home (for tests and status)."""
 
     def on_presence(self, take: Callable[[GossipItem], Awaitable[None]]) -> None:
         """Hand a contact's verified presence to `take` (the presence service)."""
@@ -111,6 +113,7 @@ class ContactSignals:
         await self.send(payload, [u for u in await self.contacts() if u in members])
 
     async def _push(self, home: str, payload: bytes) -> None:
+        self.pushed += 1
         try:
             async with asyncio.timeout(SEND_TIMEOUT_S):
                 async with await self._host.open_stream(home, SIGNALS_PROTOCOL) as stream:

@@ -16,6 +16,7 @@ from hearthmesh.node.clock import SystemClock
 from hearthmesh.node.events import MessageReceived, NodeEvent, PresenceChanged, TypingChanged
 from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.node.social.privacy import Visibility
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,
     Ack,
@@ -343,3 +344,20 @@ async def test_a_stranger_subscribed_to_every_topic_learns_no_presence_or_typing
         while (message := overheard.get_nowait()) is not None:
             typing_on_topic.append(message)
         assert typing_on_topic == []
+
+
+async def test_with_visibility_nobody_not_even_a_contact_learns_our_presence(
+    make_node: NodeFactory,
+) -> None:
+    """SPEC §32.4.2: alice chose nobody; bob, her contact, is seen by her and sees nothing."""
+    async with asyncio.timeout(20), make_node("alice") as alice, make_node("bob") as bob:
+        await befriend_nodes(alice, bob)
+        await alice.social.set_visibility(Visibility.NOBODY)
+        events = alice.events()
+        await bob.connect(alice.listen_addrs[0])
+        online = await collect(events, PresenceChanged, 1)  # bob still tells alice
+        assert online[0].user == bob.user_id and online[0].online
+        rounds = alice._services.presence.announcements
+        await wait_until(lambda: alice._services.presence.announcements >= rounds + 3)
+        assert alice._services.signals.pushed == 0
+        assert bob.presence(alice.user_id) is None
