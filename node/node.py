@@ -133,6 +133,8 @@ class Node:
                     relay_service=self.config.relay_service,
                     relay_limits=self.config.relay_limits,
                     relay_reservations=self.config.relay_reservations,
+                    webrtc=self.config.webrtc,
+                    upnp=self.config.upnp,
                     relay_rank=self._rank_relays,
                 )
             )

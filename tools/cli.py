@@ -139,11 +139,12 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="announce the user's presence and home record on gossip (on)",
     )
-    parser.add_argument(
-        "--relay-service",
-        action=argparse.BooleanOptionalAction,
-        help="offer circuit relay v2 to peers, within the relay_* limits (on)",
-    )
+    for flag, what in (  # NAT traversal, SPEC §10.7, §10.11, §10.12
+        ("relay-service", "offer circuit relay v2 to peers, within the relay_* limits (on)"),
+        ("webrtc", "upgrade relayed connections that hole punching left relayed to WebRTC (on)"),
+        ("upnp", "ask the LAN's gateway (UPnP IGD) to forward the listen ports (on)"),
+    ):
+        parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, help=what)
     for name, what in (
         ("max-reservations", "peers holding a reservation at once (16)"),
         ("circuits-per-reservation", "circuits open at once per reserved peer (8)"),

@@ -132,8 +132,13 @@ async def _status(client: ApiClient, args: Any) -> int:
     print(f"peers:     {len(status['connected_peers'])} connected")
     relays = ", ".join(status["relays"]) or "none"
     print(f"reachable: {status['reachability']} (relays: {relays})")
-    for peer, paths in sorted(status["peer_paths"].items()):
-        print(f"  {peer}: " + ", ".join(p if p == "direct" else f"via {p}" for p in paths))
+    for peer, paths in sorted(status["peer_paths"].items()):  # SPEC §10.13
+        named = (p if p in ("direct", "webrtc") else f"relayed via {p}" for p in paths)
+        print(f"  {peer}: " + ", ".join(named))
+    punches = status["hole_punches"]
+    for transport, tried in sorted(punches["tried"].items()):
+        went = punches["direct"].get(transport, 0)
+        print(f"upgrades:  {transport}: {went} of {tried} relayed connections went direct")
     print(f"clients:   {status['clients']} connected")
     unreachable = status["unreachable"]
     for user in unreachable["users"]:

@@ -120,6 +120,10 @@ async def node_status(request: web.Request) -> web.Response:
             "reachability": node.reachability,
             "relays": node.relays(),
             "peer_paths": node.peer_paths(),
+            "hole_punches": {
+                "tried": node.hole_punches().tried,
+                "direct": node.hole_punches().direct,
+            },
             "unreachable": {"users": [user_id_text(u) for u in users], "own_homes": homes},
             "clients": len(service.sessions),
             "api_url": service.api_url,

@@ -183,8 +183,8 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/v1/node/status": {
         "get": _op(
             "peer id, listen addresses, user id, connected peers, reachability (public, "
-            "private, unknown), relays we hold reservations on, each peer's path (direct or "
-            "relay peer ids), unreachable homes, version"
+            "private, unknown), relays we hold reservations on, each peer's paths (direct, "
+            "webrtc or relay peer ids), hole punches per transport, unreachable homes, version"
         )
     },
     "/v1/peers": {
