@@ -4,7 +4,8 @@ The writers (`Receiver` for what arrives, `Outgoing` for our own membership chan
 batch's `StoreOutcome` on the `StoreOutcomes` flow (node/delivery/outcomes.py) and know nothing
 of who reacts. `AfterStore` is the subscriber that turns an outcome into the reactions of the
 services above the store: hold relayed envelopes, look up unknown devices' homes, forward to our
-siblings, fetch media, follow a room we joined and tell the app its members changed.
+siblings, fetch media, follow a room we joined and tell the app its members changed, and send
+our profile to a user who just became a contact (SPEC §32.1).
 
 State: none of its own (it reads the rooms
 through `RoomMembers` and acts through the services it was given).
@@ -13,6 +14,7 @@ through `RoomMembers` and acts through the services it was given).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.delivery.outbox import OutboxWorker
@@ -52,7 +54,9 @@ class AfterStore:
         topics: RoomTopics,
         events: EventHub,
         supervisor: Supervisor,
+        share_profile: Callable[[RoomId], Awaitable[None]],
     ) -> None:
+        self._share_profile = share_profile
         self._user = user
         self._run_state = run_state
         self._relay = relay
@@ -78,6 +82,14 @@ class AfterStore:
         self._media.want(outcome.released)
         for room in outcome.membership_changed:
             self._supervisor.spawn(self._membership_changed(RoomId(room)), "membership")
+        for room in outcome.contacts_made:  # a new contact sees our profile (SPEC §32.1)
+            self._supervisor.spawn(self._share(room), "share-profile")
+
+    async def _share(self, room: RoomId) -> None:
+        try:
+            await self._share_profile(room)
+        except HearthError as exc:  # a background reaction must never take the node down
+            log.warning("profile not shared in room %s: %s", room.hex()[:12], exc)
 
     async def _refresh_home(self, user: UserId) -> None:
         await self._lookups.find(user)

@@ -155,12 +155,15 @@ class Node:
         """Fetches the media that stored messages reference (SPEC §25); the API waits on it."""
         self.verification = s.verification
         """SAS verification flows and trust (SPEC §29); the API drives it."""
+        self.social = s.social
+        """Our user's profile, blocks, presence visibility and message requests (SPEC §32)."""
         self._stack.push_async_callback(s.links.aclose)
         host.set_peer_filter(s.standing.admits)
         host.set_refusal_handler(s.standing.refused)  # a stream's outcome
         self._supervisor.set_charge(s.standing.refused_item)  # one contained item
         host.set_connection_handler(self._connection_changed)
         await self._store.run(s.homes.load, store)
+        await self._store.run(s.privacy.load, store)  # before anything arrives (SPEC §32.3)
         host.set_address_handler(s.records.addresses_changed)
         serve(s, host=host, supervisor=self._supervisor)
         presence_sub = await host.subscribe(PRESENCE_TOPIC)
@@ -488,6 +491,7 @@ class Node:
         await self._services.topics.watch(room)
         for member in members:
             await self.add_member(room, member)
+        await self.social.share_with(room)  # co-members see our profile (SPEC §32.1)
         return room
 
     async def add_member(self, room: RoomId, user: UserId) -> None:
@@ -500,6 +504,7 @@ class Node:
         await self._services.outgoing.change_membership(
             room, MembershipChange(action=Action.JOIN, target=self.user_id)
         )
+        await self.social.share_with(room)  # co-members see our profile (SPEC §32.1)
 
     async def leave(self, room: RoomId) -> None:
         """Leave a group: members learn it, and we stop watching its topic."""
@@ -600,12 +605,14 @@ class Node:
         return self._store
 
     async def send_typing(self, room: RoomId, active: bool) -> None:
-        """Tell the room's members we are (or stopped) typing: gossip only, never stored.
+        """Tell the room's members who are our contacts that we are (or stopped) typing: never
+        stored, never gossiped (SPEC §32.4).
 
         Raises:
             NotAuthorized: we are not a member of `room`.
         """
-        await self._services.outgoing.typing(room, active)
+        payload = await self._services.outgoing.typing(room, active)
+        await self._services.signals.typing(room, payload)
 
 
 def _digest_room(store: Store, room: RoomId) -> tuple[bytes, int]:

@@ -64,6 +64,9 @@ from hearthmesh.node.rooms.members import RoomMembers
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.rooms.topics import ROOM_TOPIC_PREFIX, RoomTopics
 from hearthmesh.node.run_state import RunState
+from hearthmesh.node.social.people import Social
+from hearthmesh.node.social.privacy import Privacy
+from hearthmesh.node.social.signals import ContactSignals
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.arrival import ArrivalRules
@@ -71,7 +74,7 @@ from hearthmesh.protocol.capabilities import CAPS_PROTOCOL
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
 from hearthmesh.protocol.e2ee import KEYS_PROTOCOL
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
-from hearthmesh.protocol.gossip import PRESENCE_TOPIC
+from hearthmesh.protocol.gossip import PRESENCE_TOPIC, SIGNALS_PROTOCOL
 from hearthmesh.protocol.hello import HELLO_PROTOCOL
 from hearthmesh.protocol.invites import JOIN_PROTOCOL, MAX_INVITE_ADDRS
 from hearthmesh.protocol.linking import LINK_PROTOCOL
@@ -117,6 +120,9 @@ class Services:
     greetings: Greetings
     verification: VerificationService
     groups: GroupService
+    privacy: Privacy
+    signals: ContactSignals
+    social: Social
 
 
 def announce_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
@@ -158,9 +164,11 @@ def build_services(
         directory=directory,
     )
     release = ReleaseOrder()
+    privacy = Privacy()  # loaded by Node.start before anything arrives
     inbox = Inbox(
         local_users=local,
-        rules=ArrivalRules(local, deferrals=config.deferrals),
+        rules=ArrivalRules(local, deferrals=config.deferrals, blocked=privacy.blocks),
+        privacy=privacy,
         rooms=rooms,
         release=release,
         directory=directory,
@@ -198,7 +206,20 @@ def build_services(
         poll_ms=max(config.retry_poll_ms, 1000),
     )
     trust = TrustWatch(store=store, emit=events.emit)
+    signals = ContactSignals(
+        host=host,
+        store=store,
+        directory=directory,
+        privacy=privacy,
+        user=user,
+        clock=clock,
+        certificates=receiver.certificates,
+        members=members.of,
+        emit=events.emit,
+        on_refused=standing.refused,
+    )
     presence = PresenceService(
+        signals=signals,
         trust=trust,
         host=host,
         store=store,
@@ -354,10 +375,7 @@ def build_services(
         host=host,
         receiver=receiver,
         clock=clock,
-        user=user,
-        members=members.of,
         rooms=rooms,
-        emit=events.emit,
         supervisor=supervisor,
         standing=standing,
         running=run_state.running,
@@ -376,6 +394,7 @@ def build_services(
         sibling_destinations=homes.sibling_destinations,
         outcomes=outcomes,
     )
+    social = Social(store=store, privacy=privacy, outgoing=outgoing, user=user, now_ms=clock.now_ms)
     meeting = Meeting(hello=hello, outbox=outbox, host=host, records=records, supervisor=supervisor)
     greetings = Greetings(meet=meeting.meet, spawn=supervisor.spawn)
     after_store = AfterStore(
@@ -390,6 +409,7 @@ def build_services(
         topics=topics,
         events=events,
         supervisor=supervisor,
+        share_profile=social.share_with,
     )
     outcomes.subscribe(after_store.react)
     groups = GroupService(
@@ -437,6 +457,9 @@ def build_services(
         greetings=greetings,
         verification=verification,
         groups=groups,
+        privacy=privacy,
+        signals=signals,
+        social=social,
     )
 
 
@@ -462,6 +485,7 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
         VERIFY_PROTOCOL: s.verification.serve,
         JOIN_PROTOCOL: s.groups.serve,
         CAPS_PROTOCOL: CapabilityServer(on_refused=s.standing.refused).serve,
+        SIGNALS_PROTOCOL: s.signals.serve,
     }
     for protocol, handler in handlers.items():
         host.set_stream_handler(protocol, supervisor.handler(protocol, handler))

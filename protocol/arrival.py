@@ -12,6 +12,7 @@ merge (SPEC §4.3), and before anything is stored. What fails before that is ans
 | a stamp past the drift bound (SPEC §4.3)       | -       | DEFERRED (3)                 |
 | an ephemeral kind (typing, presence)           | REJECT  | REJECTED (1)                 |
 | for a user who does not live here              | RELAY   | RELAYED; DEFERRED (quota)    |
+| from a user our user blocked (SPEC §32.3)      | DISCARD | STORED, and nothing stored   |
 | from a device our newest record does not list  | DEFER   | DEFERRED (10); look it up    |
 | the sender may write it (`Ruling.ALLOWED`)     | STORE   | STORED, DUPLICATE; REJECTED  |
 |                                                |         | (1) if another holds its slot |
@@ -19,7 +20,8 @@ merge (SPEC §4.3), and before anything is stored. What fails before that is ans
 | `Ruling.NOT_YET`, ours or within the budget    | DEFER   | DEFERRED (10)                |
 | `Ruling.NOT_YET`, the budget spent             | REJECT  | REJECTED (10)                |
 
-What a newly stored envelope sets off is `reactions` (PRIVATE, RECEIPT, contact events).
+What a newly stored envelope sets off is `reactions` (PRIVATE, RECEIPT, contact events,
+profiles).
 The node performs all of it: the store, the relay inbox, the release order, the ack.
 
 State owned here: the deferral budget per sender user (SPEC §12.5), and `RecentlyStored`, a
@@ -32,7 +34,7 @@ from results the store gave, so it never answers anything the store would not.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Set
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Final, Protocol
@@ -92,6 +94,9 @@ class Verdict(Enum):
     """Not now: answered DEFERRED, the sender retries later."""
     REJECT = "reject"
     """Never: answered REJECTED with the refusal's code; the peer is charged (SPEC §11.6)."""
+    DISCARD = "discard"
+    """From a user our user blocked: answered STORED, so nothing tells them, and dropped
+    (SPEC §32.3)."""
 
 
 class Reaction(Enum):
@@ -103,12 +108,15 @@ class Reaction(Enum):
     """A RECEIPT: credit the statuses it reports to our users' sent messages (SPEC §16.3)."""
     APPLY_CONTACT_EVENT = "apply_contact_event"
     """Someone else's friend request, acceptance or refusal (SPEC §18)."""
+    APPLY_PROFILE = "apply_profile"
+    """A user's new profile, kept if its sender may show us one (SPEC §32.1)."""
 
 
 _NO_REACTION: Final[frozenset[Reaction]] = frozenset()
 _APPLY_PRIVATE: Final = frozenset({Reaction.APPLY_PRIVATE})
 _CREDIT_RECEIPT: Final = frozenset({Reaction.CREDIT_RECEIPT})
 _APPLY_CONTACT_EVENT: Final = frozenset({Reaction.APPLY_CONTACT_EVENT})
+_APPLY_PROFILE: Final = frozenset({Reaction.APPLY_PROFILE})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,14 +151,25 @@ class RoomStates(Protocol):
         """The group's log as held (after `state` loaded it), or an empty one."""
 
 
+def _nobody(_: UserId) -> bool:
+    """No one is blocked (the rules without a block list)."""
+    return False
+
+
 class ArrivalRules:
     """Decides what happens to each arriving envelope for the users who live here."""
 
     def __init__(
-        self, local_users: Set[UserId], *, deferrals: DeferralPolicy = DEFAULT_DEFERRAL_POLICY
+        self,
+        local_users: Set[UserId],
+        *,
+        deferrals: DeferralPolicy = DEFAULT_DEFERRAL_POLICY,
+        blocked: Callable[[UserId], bool] = _nobody,
     ) -> None:
         self._local = local_users
         self._budget = DeferralBudget(deferrals)
+        self._blocked = blocked
+        """Has our user blocked this sender (SPEC §32.3)?"""
 
     def decide(
         self,
@@ -184,6 +203,9 @@ class ArrivalRules:
             return Decision(verdict=Verdict.REJECT, result=rejected(message_id, refusal))
         if not ours:
             return _RELAY
+        if self._blocked(envelope.sender_user) and not self._keeps_from_blocked(envelope):
+            stored = DeliveryResult(message_id=message_id, status=AckStatus.STORED)
+            return Decision(verdict=Verdict.DISCARD, result=stored)
         if listed is False:
             # revoked, or linked after the record we hold: retry once we know more
             deferred = _deferred(message_id)
@@ -201,6 +223,11 @@ class ArrivalRules:
             return Decision(verdict=Verdict.DEFER, result=_deferred(message_id))
         refusal = NotAuthorized("deferred too often: not a member of this room")
         return Decision(verdict=Verdict.REJECT, result=rejected(message_id, refusal))
+
+    def _keeps_from_blocked(self, envelope: Envelope) -> bool:
+        """A blocked user's group MEMBERSHIP events are still folded: every member's home must
+        agree on who is in the group (SPEC §12), and they show nothing the user wrote."""
+        return envelope.kind is Kind.MEMBERSHIP and not self.is_direct_with_local(envelope)
 
     def is_direct_with_local(self, envelope: Envelope) -> bool:
         """Is the envelope's room the direct room of its sender and one of our users?"""
@@ -220,6 +247,8 @@ class ArrivalRules:
             return _CREDIT_RECEIPT
         if is_contact_event(envelope) and envelope.sender_user not in self._local:
             return _APPLY_CONTACT_EVENT
+        if envelope.kind is Kind.PROFILE:
+            return _APPLY_PROFILE
         return _NO_REACTION
 
 

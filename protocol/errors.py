@@ -14,6 +14,7 @@ __all__ = [
     "BadCertificate",
     "BadSignature",
     "Banned",
+    "Blocked",
     "Busy",
     "ClockSkew",
     "ErrorCode",
@@ -28,6 +29,7 @@ __all__ = [
     "MediaTampered",
     "MembershipConflict",
     "MembershipLimit",
+    "NotAContact",
     "NotAuthorized",
     "NotFound",
     "ProtocolError",
@@ -85,6 +87,9 @@ class ErrorCode(IntEnum):
     BANNED = 62
     ROLE_REQUIRED = 63
     MEMBERSHIP_CONFLICT = 64
+    # 70-74: profiles, friends and privacy (SPEC §32)
+    BLOCKED = 70
+    NOT_A_CONTACT = 71
     STORAGE = 100
 
 
@@ -277,6 +282,20 @@ class VerificationCancelled(HearthError):
     code = ErrorCode.VERIFICATION_CANCELLED
 
 
+class Blocked(RemoteProtocolError):
+    """Our user's client asked to reach a user it blocked (SPEC §32.3). Never sent to the
+    blocked user: what they send is acked as stored and dropped."""
+
+    code = ErrorCode.BLOCKED
+
+
+class NotAContact(RemoteProtocolError):
+    """Presence or typing pushed by a user who is not our user's contact (SPEC §32.4): dropped
+    unanswered, so it tells its sender nothing."""
+
+    code = ErrorCode.NOT_A_CONTACT
+
+
 class StorageError(HearthError):
     """The store failed or holds something it cannot read; the message names the path or key."""
 
@@ -313,6 +332,8 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         Undecryptable,
         KeyMismatch,
         Replayed,
+        Blocked,
+        NotAContact,
     )
 }
 

@@ -21,9 +21,12 @@ from .identity import UserId
 __all__ = [
     "PRIVATE_CONTENT_TYPE",
     "SELF_ROOM_DOMAIN",
+    "BlockChanged",
     "ConversationDeleted",
     "PrivateAction",
+    "PrivateChange",
     "decode_private",
+    "encode_block_changed",
     "encode_conversation_deleted",
     "self_room_id",
 ]
@@ -42,6 +45,7 @@ class PrivateAction(IntEnum):
     """What a PRIVATE envelope does. Values are never renumbered."""
 
     CONVERSATION_DELETED = 1
+    BLOCK_CHANGED = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,14 +55,32 @@ class ConversationDeleted:
     room: RoomId
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockChanged:
+    """The user blocked or unblocked `user` (SPEC §32.3): every home of theirs applies it."""
+
+    user: UserId
+    blocked: bool
+
+
+PrivateChange = ConversationDeleted | BlockChanged
+
+
+def encode_block_changed(user: UserId, *, blocked: bool) -> bytes:
+    """CBOR [2, user, blocked (0/1)]."""
+    return encode_canonical([int(PrivateAction.BLOCK_CHANGED), user, int(blocked)])
+
+
 def encode_conversation_deleted(room: RoomId) -> bytes:
     """CBOR [1, room]."""
     return encode_canonical([int(PrivateAction.CONVERSATION_DELETED), room])
 
 
-def decode_private(body: bytes) -> ConversationDeleted:
+def decode_private(body: bytes) -> PrivateChange:
     """Parse a PRIVATE body. Raises MalformedMessage or TooLarge."""
     match decode_canonical(body, max_bytes=_MAX_BODY_BYTES):
         case [1, bytes() as room] if len(room) == 32:
             return ConversationDeleted(room=RoomId(room))
+        case [2, bytes() as user, int() as blocked] if len(user) == 32 and blocked in (0, 1):
+            return BlockChanged(user=UserId(user), blocked=bool(blocked))
     raise MalformedMessage("not a private-state body")

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from hearthmesh.tools.group_cli import GROUP_ACTIONS
+from hearthmesh.tools.social_cli import FRIEND_ACTIONS
 
 __all__ = ["main"]
 
@@ -66,12 +67,20 @@ def _build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--cursor", help="resume after this cursor")
     tail.add_argument("--ack", action="store_true", help="send delivered receipts")
     tail.add_argument("--json", action="store_true", help="print every frame as JSON")
-    friends = _client(commands.add_parser("friends", help="list, add or answer friends"))
-    friends.add_argument(
-        "action", nargs="?", choices=["list", "requests", "add", "accept", "decline"]
+    friends = _client(
+        commands.add_parser("friends", help="list, add, answer or block friends; our invite")
     )
-    friends.add_argument("user", nargs="?", metavar="USER_ID")
+    friends.add_argument("action", nargs="?", choices=FRIEND_ACTIONS)
+    friends.add_argument("user", nargs="?", metavar="USER_ID|LINK")
     friends.add_argument("--note", default="", help="a note with a friend request")
+    friends.add_argument("--png", metavar="FILE", help="with invite: also write the QR as PNG")
+    profile = _client(commands.add_parser("profile", help="show or change a profile"))
+    profile.add_argument("action", nargs="?", choices=["show", "set"], default="show")
+    profile.add_argument("user", nargs="?", metavar="USER_ID", help="with show: another user")
+    profile.add_argument("--name", help="with set: the display name")
+    profile.add_argument("--handle", help="with set: the handle")
+    profile.add_argument("--bio", help="with set: the bio")
+    profile.add_argument("--picture", metavar="FILE", help="with set: an image to upload")
     device = _client(commands.add_parser("device", help="link, list or revoke this user's devices"))
     device.add_argument("action", nargs="?", choices=["list", "link", "revoke"], default="list")
     device.add_argument("device_id", nargs="?", metavar="DEVICE_ID", help="for revoke")
@@ -234,7 +243,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value, source in settings.describe():
             print(f"{key} = {value}  # {source}")
         return 0
-    if args.command in ("status", "send", "tail", "friends", "device", "client", "verify", "group"):
+    if args.command in (
+        "status",
+        "send",
+        "tail",
+        "friends",
+        "profile",
+        "device",
+        "client",
+        "verify",
+        "group",
+    ):
         from hearthmesh.tools.client import run_client_command
 
         return run_client_command(args)

@@ -18,9 +18,17 @@ from typing import Any, Final
 import aiohttp
 
 from hearthmesh.protocol.errors import HearthError
+from hearthmesh.tools import social_cli
 from hearthmesh.tools.group_cli import run_group
 
-__all__ = ["EXIT_API", "EXIT_UNREACHABLE", "ApiClient", "run_client_command", "show_qr"]
+__all__ = [
+    "EXIT_API",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "ApiClient",
+    "run_client_command",
+    "show_qr",
+]
 
 EXIT_API: Final = 1
 EXIT_USAGE: Final = 2
@@ -82,6 +90,15 @@ class ApiClient:
             if response.status >= 400:
                 raise ApiRefused(response.status, data)
             return data
+
+    async def upload(self, data: bytes, content_type: str) -> Any:
+        """`POST /v1/media`: the stored blob's JSON (digest, size). Raises ApiRefused."""
+        headers = {"Content-Type": content_type}
+        async with self._http.post(self.url + "/v1/media", data=data, headers=headers) as response:
+            answer = await response.json(content_type=None)
+            if response.status >= 400:
+                raise ApiRefused(response.status, answer)
+            return answer
 
     def websocket(self, cursor: str | None = None, *, deflate: bool = False) -> Any:
         """Open `/v1/ws`; `deflate` offers permessage-deflate (RFC 7692), as browsers do."""
@@ -182,32 +199,6 @@ async def _print_frames(ws: Any, args: Any) -> None:
                 )
         elif frame["event"] in ("receipt", "presence", "typing", "error", "resync"):
             print(f"({frame['event']}) {json.dumps(frame)}", flush=True)
-
-
-async def _friends(client: ApiClient, args: Any) -> int:
-    action = args.action or "list"
-    if action == "list":
-        friends = (await client.call("GET", "/v1/friends"))["friends"]
-        for friend in friends:
-            online = "online" if friend.get("online") else "offline"
-            print(f"{friend['user_id']}  {friend['display_name'] or '-'}  ({online})")
-        if not friends:
-            print("no friends yet: `hearthmesh friends add USER_ID`")
-        return 0
-    if action == "requests":
-        for request in (await client.call("GET", "/v1/friends/requests"))["requests"]:
-            print(f"{request['user_id']}  {request['display_name'] or '-'}  {request['note']}")
-        return 0
-    if not args.user:
-        print(f"friends {action} needs a USER_ID", file=sys.stderr)
-        return EXIT_USAGE
-    if action == "add":
-        await client.call("POST", "/v1/friends/requests", {"user_id": args.user, "note": args.note})
-        print(f"friend request sent to {args.user}")
-    else:
-        await client.call("POST", f"/v1/friends/requests/{args.user}/{action}")
-        print(f"{action}ed {args.user}")
-    return 0
 
 
 def show_qr(text: str, png: str | None) -> None:
@@ -318,7 +309,8 @@ _COMMANDS: Final[dict[str, Callable[[ApiClient, Any], Awaitable[int]]]] = {
     "status": _status,
     "send": _send,
     "tail": _tail,
-    "friends": _friends,
+    "friends": social_cli.friends,
+    "profile": social_cli.profile,
     "device": _device,
     "client": _paired_clients,
     "verify": _verify,

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from hearthmesh.protocol.errors import (
+    Blocked,
     ErrorCode,
     HearthError,
     MembershipConflict,
@@ -35,7 +36,7 @@ def http_status_of(error: HearthError) -> int:
         return error.status
     if isinstance(error, NotFound):
         return 404
-    if isinstance(error, MembershipConflict):  # the group's state, not the caller's rights
+    if isinstance(error, MembershipConflict | Blocked):  # the state, not the caller's rights
         return 409
     if isinstance(error, NotAuthorized):
         return 403

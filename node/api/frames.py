@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from hearthmesh.node.api.receipts import ReceiptService, StatusChange
-from hearthmesh.node.api.views import STATUS_NAMES, membership_view, message_view
+from hearthmesh.node.api.views import STATUS_NAMES, membership_view, message_view, profile_view
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.content import (
     ContactAction,
@@ -63,8 +63,10 @@ class FrameRenderer:
         if envelope.kind is Kind.RECEIPT or is_contact_event(envelope):
             # our own receipts and contact events were made by our clients: nothing to tell
             return [] if own else await self._other(envelope)
+        if envelope.kind is Kind.PROFILE and not own:
+            return await self._profile(envelope)
         if not is_user_content(envelope):
-            return []  # profiles, home records, private bookkeeping
+            return []  # our profiles, home records, private bookkeeping
         frame = {"event": "message", **message_view(envelope)}
         client_id = self._client_ids.pop(envelope.message_id, None)
         if client_id is not None:
@@ -72,6 +74,15 @@ class FrameRenderer:
         if live and not own:
             self._on_message(envelope)
         return [frame]
+
+    async def _profile(self, envelope: Envelope) -> list[dict[str, Any]]:
+        """`profile` when this envelope is the profile now shown for its sender (SPEC §32.1):
+        one from a stranger, or overtaken by a newer one, tells clients nothing."""
+        store = self._node.store
+        held = await store.read_inline(store.store.get_profile, envelope.sender_user)
+        if held is None or held.updated_ms != envelope.hlc.wall_ms:
+            return []
+        return [{"event": "profile", **profile_view(envelope.sender_user, held)}]
 
     async def _other(self, envelope: Envelope) -> list[dict[str, Any]]:
         if envelope.kind is Kind.RECEIPT:  # credited as it was stored

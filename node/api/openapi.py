@@ -17,6 +17,7 @@ from hearthmesh.node.api.views import CURSOR_PATTERN
 from hearthmesh.protocol.client_api import MAX_CLIENT_ID_CHARS, MAX_GROUP_MEMBERS, MAX_PAGE_NUMBER
 from hearthmesh.protocol.content import MAX_NOTE_BYTES
 from hearthmesh.protocol.envelope import MAX_BODY_BYTES
+from hearthmesh.protocol.friend_link import MAX_FRIEND_LINK_CHARS
 from hearthmesh.protocol.invites import MAX_INVITE_CODE_CHARS, MAX_INVITE_TTL_MS
 from hearthmesh.protocol.media import MAX_MEDIA_BYTES
 from hearthmesh.protocol.media_type import MAX_MEDIA_TYPE_CHARS
@@ -219,6 +220,15 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
                     {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_NUMBER},
                     "1-based",
                 ),
+                _query(
+                    "requests",
+                    {
+                        "type": "string",
+                        "enum": ["include", "exclude", "only"],
+                        "default": "include",
+                    },
+                    "message requests (SPEC §32.5): listed with the rest, left out, or alone",
+                ),
             ),
         ),
         "post": _op(
@@ -233,7 +243,8 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     },
     "/v1/conversation/{id}/details": {
         "get": _op(
-            "messages of a conversation, newest page first, paged by cursor",
+            "messages of a conversation, newest page first, paged by cursor; people: the "
+            "members' profiles (SPEC §32.1)",
             params=(
                 _ROOM,
                 _UID,
@@ -283,10 +294,31 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             ),
         ),
         "post": _op(
-            "send a friend request",
+            "send a friend request, to a user id or a hearthmesh: friend link (SPEC §32.2)",
             ok=202,
-            body=_body("user_id", user_id=_USER_ID, note=_text(MAX_NOTE_BYTES)),
+            body=_body(
+                user_id=_USER_ID, link=_text(MAX_FRIEND_LINK_CHARS), note=_text(MAX_NOTE_BYTES)
+            ),
         ),
+    },
+    "/v1/friends/invite": {"get": _op("our hearthmesh: friend link and its QR code (SPEC §32.2)")},
+    "/v1/friends/blocked": {"get": _op("the users our user blocked (SPEC §32.3)")},
+    "/v1/friends/blocked/{user_id}": {
+        "put": _op(
+            "block a user on every home of ours: what they send is dropped (SPEC §32.3)",
+            params=(_path("user_id", _USER_ID),),
+        ),
+        "delete": _op("unblock a user", params=(_path("user_id", _USER_ID),)),
+    },
+    "/v1/privacy": {
+        "get": _op("who sees our presence, last seen and typing (SPEC §32.4)"),
+        "put": _op(
+            "set who sees our presence, last seen and typing",
+            body=_body("presence", presence={"type": "string", "enum": ["contacts", "nobody"]}),
+        ),
+    },
+    "/v1/conversation/{id}/accept": {
+        "post": _op("accept a message request (SPEC §32.5)", params=(_ROOM,))
     },
     "/v1/friends/requests/{user_id}/accept": {
         "post": _op("accept a request", params=(_path("user_id", _USER_ID),))

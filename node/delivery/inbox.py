@@ -22,6 +22,8 @@ from hearthmesh.node.mesh.relationships import knows
 from hearthmesh.node.rooms.contact_events import apply_contact_event
 from hearthmesh.node.rooms.receipt_credit import credit_receipt
 from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.node.social.privacy import Privacy
+from hearthmesh.node.social.profile_events import apply_profile
 from hearthmesh.protocol.arrival import (
     ArrivalRules,
     Reaction,
@@ -30,10 +32,10 @@ from hearthmesh.protocol.arrival import (
     error_result,
 )
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
-from hearthmesh.protocol.envelope import Envelope, MessageId
+from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.errors import LocalProtocolError, QuotaExceeded, RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
-from hearthmesh.protocol.private import decode_private
+from hearthmesh.protocol.private import BlockChanged, ConversationDeleted, decode_private
 from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, Store
 
 __all__ = ["Arrival", "Inbox", "StoreOutcome"]
@@ -63,6 +65,8 @@ class StoreOutcome:
     """Users for whom this node now holds relayed envelopes."""
     unknown_devices: set[UserId] = field(default_factory=set)
     """Users who sent from a device their newest record we hold does not list."""
+    contacts_made: set[RoomId] = field(default_factory=set)
+    """Direct rooms whose two users an accepted friend request just made contacts."""
 
 
 _PENDING: Final = DeliveryResult(message_id=MessageId(b""), status=AckStatus.DEFERRED)
@@ -83,8 +87,10 @@ class Inbox:
         directory: HomeDirectory,
         relay_ttl_ms: int,
         sibling_destinations: Callable[[], tuple[bytes, ...]],
+        privacy: Privacy | None = None,
     ) -> None:
         self._local = local_users
+        self._privacy = privacy or Privacy()
         self._rules = rules
         self._rooms = rooms
         self._release = release
@@ -183,22 +189,33 @@ class Inbox:
             if self._rooms.note_stored(store, envelope, now_ms=now_ms):
                 outcome.membership_changed.add(envelope.room)
             for reaction in self._rules.reactions(envelope):
-                self._react(store, reaction, envelope, now_ms)
+                self._react(store, reaction, envelope, now_ms, outcome)
         # a duplicate held back before a restart may be due now: the app has not seen it yet
         first = self._rules.first_seq_if_new(envelope)
         outcome.released += self._release.offer(store, envelope, first_seq_if_new=first)
         return result
 
-    def _react(self, store: Store, reaction: Reaction, envelope: Envelope, now_ms: int) -> None:
+    def _react(
+        self,
+        store: Store,
+        reaction: Reaction,
+        envelope: Envelope,
+        now_ms: int,
+        outcome: StoreOutcome,
+    ) -> None:
         match reaction:
             case Reaction.APPLY_PRIVATE:
-                apply_private(store, envelope)
+                apply_private(store, envelope, self._privacy)
             case Reaction.CREDIT_RECEIPT:
                 for user in self._local:
                     credit_receipt(store, user, envelope, now_ms=now_ms)
             case Reaction.APPLY_CONTACT_EVENT:
                 for user in self._local:
-                    apply_contact_event(store, user, envelope, now_ms=now_ms)
+                    if apply_contact_event(store, user, envelope, now_ms=now_ms):
+                        outcome.contacts_made.add(envelope.room)
+            case Reaction.APPLY_PROFILE:
+                for user in self._local:
+                    apply_profile(store, user, envelope)
 
     def _relay(
         self, store: Store, arrival: Arrival, peer: str, now_ms: int, outcome: StoreOutcome
@@ -225,17 +242,28 @@ class Inbox:
         return DeliveryResult(message_id=envelope.message_id, status=AckStatus.RELAYED)
 
 
-def apply_private(store: Store, envelope: Envelope) -> None:
+def apply_private(store: Store, envelope: Envelope, privacy: Privacy) -> None:
     """Apply our user's PRIVATE change (SPEC §22.6); runs in a store write batch.
 
     A conversation deleted on another device leaves our list too, unless something newer than
-    the deletion arrived here meanwhile (a later event lists a conversation again).
+    the deletion arrived here meanwhile (a later event lists a conversation again). A block
+    made on another device holds here too (SPEC §32.3).
     """
     try:
         change = decode_private(envelope.body)
     except RemoteProtocolError as exc:
         log.info("private change %s ignored: %s", envelope.message_id.hex()[:12], exc)
         return
+    if isinstance(change, BlockChanged):
+        try:
+            privacy.set_blocked(store, change.user, blocked=change.blocked)
+        except QuotaExceeded as exc:  # our other device let more through: keep the first ones
+            log.warning("block from another device not kept: %s", exc)
+        return
+    _delete_conversation(store, envelope, change)
+
+
+def _delete_conversation(store: Store, envelope: Envelope, change: ConversationDeleted) -> None:
     newest = store.page_history(change.room, cursor=None, direction=Direction.BACKWARD, limit=1)
     if not newest.events or newest.events[-1].envelope.hlc <= envelope.hlc:
         store.delete_conversation(envelope.sender_user, change.room)

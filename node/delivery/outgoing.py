@@ -186,8 +186,9 @@ class Outgoing:
             self._outbox.wake()  # its entries wait in the store, due now, in history order
         return envelope
 
-    async def typing(self, room: RoomId, active: bool) -> None:
-        """Tell the room's members we are (or stopped) typing: gossip only, never stored.
+    async def typing(self, room: RoomId, active: bool) -> bytes:
+        """Our typing indicator for `room`, signed, as the payload `ContactSignals` pushes to
+        our contacts among its members (SPEC §17.1, §32.4); never stored, never gossiped.
 
         Raises:
             NotAuthorized: our user is not a member of `room`.
@@ -204,7 +205,7 @@ class Outgoing:
             content_type=TYPING_CONTENT_TYPE,
             body=encode_typing(active),
         )
-        self._publish(envelope)
+        return encode_gossip(self._keyring.certificate_bytes, envelope.wire)
 
     def _seal(
         self, room: RoomId, content_type: str, kind: Kind, body: bytes, *, seq: int

@@ -36,6 +36,13 @@ def node_config(path: Path, **overrides: Any) -> NodeConfig:
 NodeFactory = Callable[..., AbstractAsyncContextManager[Node]]
 
 
+async def befriend_nodes(a: Node, b: Node) -> None:
+    """Make the users of `a` and `b` contacts of each other, as an accepted friend request
+    leaves them: presence and typing go to contacts alone (SPEC §32.4)."""
+    for one, other in ((a, b), (b, a)):
+        await one.store.run(one.store.store.add_contact, one.user_id, other.user_id, now_ms=0)
+
+
 @pytest.fixture
 def make_node(tmp_path: Path) -> NodeFactory:
     counter = iter(range(1000))

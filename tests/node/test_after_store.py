@@ -42,6 +42,7 @@ class Calls:
     wanted: list[list[Envelope]] = field(default_factory=list)
     watched: list[RoomId] = field(default_factory=list)
     siblings: tuple[bytes, ...] = ()
+    shared: list[RoomId] = field(default_factory=list)
 
 
 class FakeServices:
@@ -74,6 +75,9 @@ class FakeServices:
     async def watch(self, room: RoomId) -> None:
         self.calls.watched.append(room)
 
+    async def share_profile(self, room: RoomId) -> None:
+        self.calls.shared.append(room)
+
 
 def after_store(calls: Calls, run_state: RunState, events: EventHub, sup: Supervisor) -> AfterStore:
     fake = FakeServices(calls)
@@ -89,6 +93,7 @@ def after_store(calls: Calls, run_state: RunState, events: EventHub, sup: Superv
         topics=cast(RoomTopics, fake),
         events=events,
         supervisor=sup,
+        share_profile=fake.share_profile,
     )
 
 
@@ -114,6 +119,7 @@ async def test_each_part_of_an_outcome_sets_off_its_reaction() -> None:
             relayed_for={BOB},
             unknown_devices={BOB},
             membership_changed={bytes(JOINED), bytes(LEFT), bytes(BROKEN)},
+            contacts_made={JOINED},
         )
         reactions.react(outcome)
         got = {change.room: change.members for change in await changes}
@@ -122,9 +128,10 @@ async def test_each_part_of_an_outcome_sets_off_its_reaction() -> None:
         assert calls.watched == [JOINED]  # the room we are a member of; the broken fold: none
         assert calls.wanted == [[]]
         assert calls.wakes == 0  # nothing released: no entries for the siblings
-        while not calls.looked_up:  # noqa: ASYNC110 - the fake's record has no event
+        while not calls.looked_up or not calls.shared:  # noqa: ASYNC110 - the fake has no event
             await asyncio.sleep(0.001)
         assert calls.looked_up == [BOB]
+        assert calls.shared == [JOINED]  # a new contact gets our profile (SPEC §32.1)
 
 
 async def test_a_released_envelope_wakes_the_outbox_only_when_we_have_siblings() -> None:

@@ -28,6 +28,7 @@ from hearthmesh.protocol import (
     e2ee,
     envelope,
     fetch,
+    friend_link,
     gossip,
     hello,
     hlc,
@@ -46,6 +47,7 @@ from hearthmesh.protocol import (
 )
 from hearthmesh.protocol.canonical import CborValue, decode_canonical, encode_canonical
 from hearthmesh.protocol.errors import RemoteProtocolError
+from hearthmesh.protocol.identity import UserId
 from tests.conftest import examples
 
 _USER = identity.keypair_from_seed(b"u" * 32)
@@ -167,6 +169,14 @@ class Decoder:
 
 
 _ID = b"i" * 32
+
+
+def _encode_private(change: private.PrivateChange) -> bytes:
+    if isinstance(change, private.BlockChanged):
+        return private.encode_block_changed(change.user, blocked=change.blocked)
+    return private.encode_conversation_deleted(change.room)
+
+
 DECODERS: dict[str, Decoder] = {
     "canonical.decode_canonical": Decoder(
         lambda b: decode_canonical(b, max_bytes=4096),
@@ -211,6 +221,22 @@ DECODERS: dict[str, Decoder] = {
         (
             content.encode_contact(
                 content.ContactEvent(action=content.ContactAction.REQUEST, note="hi")
+            ),
+        ),
+    ),
+    "content.decode_profile": Decoder(
+        content.decode_profile,
+        content.encode_profile,
+        (
+            content.encode_profile(content.ProfileCard(handle="ann", display_name="Ann")),
+            content.encode_profile(
+                content.ProfileCard(
+                    display_name="Ann",
+                    bio="hi",
+                    picture=content.MediaRef(
+                        type="image", digest=_ID, content_type="image/png", size=3
+                    ),
+                )
             ),
         ),
     ),
@@ -484,8 +510,11 @@ DECODERS: dict[str, Decoder] = {
     ),
     "private.decode_private": Decoder(
         private.decode_private,
-        lambda deleted: private.encode_conversation_deleted(deleted.room),
-        (private.encode_conversation_deleted(_ROOM),),
+        _encode_private,
+        (
+            private.encode_conversation_deleted(_ROOM),
+            private.encode_block_changed(UserId(_ID), blocked=True),
+        ),
     ),
     "receipts.decode_receipt": Decoder(
         receipts.decode_receipt,
@@ -529,6 +558,13 @@ DECODERS: dict[str, Decoder] = {
 """Decoders of bytes from peers (wire formats): canonical, and only the remote family."""
 
 TEXT_DECODERS: dict[str, tuple[Callable[[str], object], tuple[str, ...]]] = {
+    "friend_link.decode_friend_link": (
+        friend_link.decode_friend_link,
+        (
+            friend_link.encode_friend_link(identity.UserId(_USER.public)),
+            friend_link.encode_friend_link(identity.UserId(_USER.public), b"record"),
+        ),
+    ),
     "identity.decode_user_id": (
         identity.decode_user_id,
         (identity.user_id_text(identity.UserId(_USER.public)),),

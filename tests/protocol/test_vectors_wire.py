@@ -106,10 +106,11 @@ def test_the_dht_holds_a_users_newest_record_under_their_key_only() -> None:
 
 
 def test_presence_carries_the_senders_own_record() -> None:
-    """SPEC §14.2: [status, ttl_ms, home record], the record the sender user's own."""
+    """SPEC §14.2: [status, ttl_ms, home record], the record the sender user's own; status 3 is
+    the record alone (SPEC §32.4)."""
     document = load("gossip")
     for case in (c for c in document["valid"] if c["op"] == "presence"):
         fields = run_op(case)
-        assert fields["status"] in (1, 2) and 0 < fields["ttl_ms"] <= 3_600_000
+        assert fields["status"] in (1, 2, 3) and 0 < fields["ttl_ms"] <= 3_600_000
     refused = {c["note"]: c["error"] for c in document["invalid"] if c["op"] == "presence"}
     assert refused["bob's record in alice's announcement"] == "NotAuthorized"

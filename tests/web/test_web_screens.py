@@ -15,7 +15,7 @@ from typing import Any
 
 from playwright.async_api import Browser, FilePayload, expect
 
-from tests.integration.api_helpers import Home, home, link
+from tests.integration.api_helpers import Home, befriend, home, link
 from tests.integration.conftest import wait_until_async
 from tests.integration.test_media import _download
 
@@ -50,7 +50,7 @@ async def test_an_image_is_sent_and_shown_typing_shows_and_days_are_separated(
 ) -> None:
     async with asyncio.timeout(20), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
         room = await _bob_writes(a, b, "hi")
-        bob = await _user(b)
+        bob, _ = await befriend(b, a)  # typing goes to contacts alone (SPEC §32.4)
         context, tab = await open_tab(browser, a.url)
         await _pair(a, tab)
         page = tab.page
@@ -144,7 +144,7 @@ async def test_a_friend_request_is_accepted_and_presence_flips_when_the_node_sto
             await expect(page.locator("#request-count")).to_have_text("1")
             await page.get_by_role("button", name="Friends").click()
             await tab.screenshot("friend-request")
-            await page.get_by_role("button", name="Accept").click()
+            await page.get_by_role("button", name="Accept", exact=True).click()
 
             async def alice_is_a_friend() -> int:
                 listed = (await b.client.call("GET", "/v1/friends"))["friends"]

@@ -259,6 +259,12 @@ def _gossip(c: Cast, directory: Path) -> Path:
             now_ms=NOW_MS,
         ),
         pin(
+            "presence",
+            "the record alone, for the presence topic: no presence (SPEC §32.4)",
+            hex=presence(encode_presence(PresenceStatus.RECORD, 60_000, record)),
+            now_ms=NOW_MS,
+        ),
+        pin(
             "gossip",
             "a room topic payload: [certificate, envelope]",
             hex=payload.hex(),
@@ -285,8 +291,8 @@ def _gossip(c: Cast, directory: Path) -> Path:
         refuse(
             "presence",
             MalformedMessage,
-            "status 3",
-            hex=presence(encode_canonical([3, 60_000, record])),
+            "status 4",
+            hex=presence(encode_canonical([4, 60_000, record])),
             now_ms=NOW_MS,
         ),
         refuse(
