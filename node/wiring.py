@@ -385,6 +385,7 @@ def build_services(
         topics=topics,
         events=events,
         supervisor=supervisor,
+        learn_rooms=sync.learn_rooms,
     )
     outcomes.subscribe(after_store.react)
     return Services(
