@@ -115,5 +115,10 @@ class NodeConfig:
     circuit, reservations valid 1 h (SPEC §10.7)."""
     relay_reservations: int = 2
     """Relays a private node reserves on (co-members' homes first, SPEC §11.7's tiers)."""
+    webrtc: bool = True
+    """Upgrade a relayed connection that hole punching left relayed to WebRTC (SPEC §10.11)."""
+    upnp: bool = False
+    """Ask the LAN's gateway (UPnP IGD) to forward our listen ports, and announce the mapped
+    address (SPEC §10.12); `hearthmesh run` turns it on."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

@@ -32,6 +32,7 @@ from hearthmesh.node.identity.keyring import Keyring, load_or_create_keyring
 from hearthmesh.node.p2p.dht import home_record_rules
 from hearthmesh.node.p2p.hole_punch import HolePunchCounts
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.node.rooms.groups import GroupService
 from hearthmesh.node.rooms.members import room_members
 from hearthmesh.node.run_state import RunState
 from hearthmesh.node.subscribers import EventHub
@@ -46,7 +47,7 @@ from hearthmesh.protocol.hlc import ZERO, Timestamp, decode_timestamp, encode_ti
 from hearthmesh.protocol.identity import DeviceCertificate, DeviceId, UserId
 from hearthmesh.protocol.inbound import InboundLedger
 from hearthmesh.protocol.linking import LinkCode
-from hearthmesh.protocol.membership import Action, MembershipChange, Role, RoomState
+from hearthmesh.protocol.membership import Action, MembershipChange, RoomState
 from hearthmesh.protocol.private import (
     PRIVATE_CONTENT_TYPE,
     encode_conversation_deleted,
@@ -133,6 +134,8 @@ class Node:
                     relay_service=self.config.relay_service,
                     relay_limits=self.config.relay_limits,
                     relay_reservations=self.config.relay_reservations,
+                    webrtc=self.config.webrtc,
+                    upnp=self.config.upnp,
                     relay_rank=self._rank_relays,
                 )
             )
@@ -471,13 +474,12 @@ class Node:
     async def create_group(
         self, name: str, members: list[UserId], *, open_: bool = False
     ) -> RoomId:
-        """Create a group with us as admin and add `members`; returns its room id."""
+        """Create a group with us as its owner and add `members`; returns its room id."""
         nonce = secrets.token_bytes(16)
         room = group_room_id(self.user_id, nonce)
         create = MembershipChange(
             action=Action.CREATE,
             target=self.user_id,
-            role=Role.ADMIN,
             nonce=nonce,
             open=open_,
             name=name,
@@ -511,6 +513,11 @@ class Node:
 
     async def members(self, room: RoomId) -> set[UserId]:
         return set(await self._services.members.of(room))
+
+    @property
+    def groups(self) -> GroupService:
+        """Running groups (kick, ban, roles, name, topic, avatar) and invites (SPEC §30)."""
+        return self._services.groups
 
     async def rooms(self) -> list[RoomId]:
         rooms = await self._store.run(self._store.store.rooms_of, self.user_id)

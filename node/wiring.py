@@ -58,6 +58,7 @@ from hearthmesh.node.mesh.standing import PeerStanding
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.purge import PurgeService
+from hearthmesh.node.rooms.groups import GroupService
 from hearthmesh.node.rooms.members import RoomMembers
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.rooms.topics import ROOM_TOPIC_PREFIX, RoomTopics
@@ -70,6 +71,7 @@ from hearthmesh.protocol.e2ee import KEYS_PROTOCOL
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC
 from hearthmesh.protocol.hello import HELLO_PROTOCOL
+from hearthmesh.protocol.invites import JOIN_PROTOCOL, MAX_INVITE_ADDRS
 from hearthmesh.protocol.linking import LINK_PROTOCOL
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
 from hearthmesh.protocol.sync import SYNC_PROTOCOL
@@ -112,6 +114,7 @@ class Services:
     outgoing: Outgoing
     greetings: Greetings
     verification: VerificationService
+    groups: GroupService
 
 
 def announce_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
@@ -388,6 +391,20 @@ def build_services(
         learn_rooms=sync.learn_rooms,
     )
     outcomes.subscribe(after_store.react)
+    groups = GroupService(
+        store=store,
+        rooms=rooms,
+        outgoing=outgoing,
+        records=records,
+        own_record=homes.signed_record,
+        addrs=lambda: _dialable(announce_addrs(config, host), host.peer_id),
+        host=host,
+        greetings=greetings,
+        events=events,
+        clock=clock,
+        user=user,
+        on_refused=standing.refused,
+    )
     return Services(
         directory=directory,
         rooms=rooms,
@@ -418,7 +435,14 @@ def build_services(
         outgoing=outgoing,
         greetings=greetings,
         verification=verification,
+        groups=groups,
     )
+
+
+def _dialable(addrs: tuple[str, ...], peer_id: str) -> tuple[str, ...]:
+    """Our addresses as an invite names them: each with /p2p/, at most MAX_INVITE_ADDRS."""
+    full = tuple(a if "/p2p/" in a else f"{a}/p2p/{peer_id}" for a in addrs)
+    return full[:MAX_INVITE_ADDRS]
 
 
 def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
@@ -435,6 +459,7 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
         KEYS_PROTOCOL: s.key_server.serve,
         FETCH_PROTOCOL: s.fetch.serve,
         VERIFY_PROTOCOL: s.verification.serve,
+        JOIN_PROTOCOL: s.groups.serve,
     }
     for protocol, handler in handlers.items():
         host.set_stream_handler(protocol, supervisor.handler(protocol, handler))

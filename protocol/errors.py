@@ -13,16 +13,20 @@ from typing import ClassVar
 __all__ = [
     "BadCertificate",
     "BadSignature",
+    "Banned",
     "Busy",
     "ClockSkew",
     "ErrorCode",
     "FrameTimeout",
     "HearthError",
     "InvalidIdentifier",
+    "InviteExpired",
+    "InviteInvalid",
     "KeyMismatch",
     "LocalProtocolError",
     "MalformedMessage",
     "MediaTampered",
+    "MembershipConflict",
     "MembershipLimit",
     "NotAuthorized",
     "NotFound",
@@ -31,6 +35,7 @@ __all__ = [
     "RateLimited",
     "RemoteProtocolError",
     "Replayed",
+    "RoleRequired",
     "SasMismatch",
     "SequenceOverflow",
     "StorageError",
@@ -74,6 +79,12 @@ class ErrorCode(IntEnum):
     UNDECRYPTABLE = 50
     KEY_MISMATCH = 51
     REPLAYED = 52
+    # 60-64: groups, invites and roles (SPEC §30)
+    INVITE_INVALID = 60
+    INVITE_EXPIRED = 61
+    BANNED = 62
+    ROLE_REQUIRED = 63
+    MEMBERSHIP_CONFLICT = 64
     STORAGE = 100
 
 
@@ -179,6 +190,37 @@ class MembershipLimit(RemoteProtocolError):
     code = ErrorCode.MEMBERSHIP_LIMIT
 
 
+class InviteInvalid(NotAuthorized):
+    """An invite that is forged, unknown here, revoked, or for another group (SPEC §30.3)."""
+
+    code = ErrorCode.INVITE_INVALID
+
+
+class InviteExpired(NotAuthorized):
+    """An invite past its expiry or with its uses spent (SPEC §30.3)."""
+
+    code = ErrorCode.INVITE_EXPIRED
+
+
+class Banned(NotAuthorized):
+    """The user is banned from the group: no ADD, JOIN or invite lets them in (SPEC §30.2)."""
+
+    code = ErrorCode.BANNED
+
+
+class RoleRequired(NotAuthorized):
+    """The change needs a higher role than the sender holds (SPEC §30.2)."""
+
+    code = ErrorCode.ROLE_REQUIRED
+
+
+class MembershipConflict(NotAuthorized):
+    """The change does not fit the group's state now: a member added again, a non-member
+    kicked, a role given that is held already (SPEC §30.2)."""
+
+    code = ErrorCode.MEMBERSHIP_CONFLICT
+
+
 class TooManyStreams(RemoteProtocolError):
     """A peer opened more inbound streams than its cap (SPEC §10.4)."""
 
@@ -258,6 +300,11 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         RateLimited,
         SequenceOverflow,
         MembershipLimit,
+        InviteInvalid,
+        InviteExpired,
+        Banned,
+        RoleRequired,
+        MembershipConflict,
         TooManyStreams,
         FrameTimeout,
         Busy,

@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
+from hearthmesh.tools.group_cli import GROUP_ACTIONS
+
 __all__ = ["main"]
 
 
@@ -91,6 +93,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("target", nargs="?", metavar="USER_ID|FLOW_ID")
     verify.add_argument("--peer", metavar="PEER_ID", help="with start: that home of the user")
+    group = _client(commands.add_parser("group", help="create, join and run groups (SPEC §30)"))
+    group.add_argument("action", choices=list(GROUP_ACTIONS))
+    group.add_argument("operands", nargs="*", metavar="GROUP|USER_ID|NAME|LINK")
+    group.add_argument("--open", action="store_true", help="with create: anyone may join")
+    group.add_argument("--uses", type=int, default=1, help="with invite: how many may join by it")
+    group.add_argument("--ttl-s", type=int, default=7 * 86_400, help="with invite: valid for (s)")
+    group.add_argument("--png", metavar="FILE", help="with invite: also write the QR code as PNG")
     bench = commands.add_parser("bench", help="run a benchmark and print one JSON object")
     bench.add_argument("name", nargs="?", help="which benchmark (see --list)")
     bench.add_argument("--list", action="store_true", help="name the benchmarks")
@@ -129,11 +138,12 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="announce the user's presence and home record on gossip (on)",
     )
-    parser.add_argument(
-        "--relay-service",
-        action=argparse.BooleanOptionalAction,
-        help="offer circuit relay v2 to peers, within the relay_* limits (on)",
-    )
+    for flag, what in (  # NAT traversal, SPEC §10.7, §10.11, §10.12
+        ("relay-service", "offer circuit relay v2 to peers, within the relay_* limits (on)"),
+        ("webrtc", "upgrade relayed connections that hole punching left relayed to WebRTC (on)"),
+        ("upnp", "ask the LAN's gateway (UPnP IGD) to forward the listen ports (on)"),
+    ):
+        parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, help=what)
     for name, what in (
         ("max-reservations", "peers holding a reservation at once (16)"),
         ("circuits-per-reservation", "circuits open at once per reserved peer (8)"),
@@ -221,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value, source in settings.describe():
             print(f"{key} = {value}  # {source}")
         return 0
-    if args.command in ("status", "send", "tail", "friends", "device", "client", "verify"):
+    if args.command in ("status", "send", "tail", "friends", "device", "client", "verify", "group"):
         from hearthmesh.tools.client import run_client_command
 
         return run_client_command(args)

@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -17,8 +18,9 @@ from typing import Any, Final
 import aiohttp
 
 from hearthmesh.protocol.errors import HearthError
+from hearthmesh.tools.group_cli import run_group
 
-__all__ = ["EXIT_API", "EXIT_UNREACHABLE", "ApiClient", "run_client_command"]
+__all__ = ["EXIT_API", "EXIT_UNREACHABLE", "ApiClient", "run_client_command", "show_qr"]
 
 EXIT_API: Final = 1
 EXIT_USAGE: Final = 2
@@ -33,6 +35,8 @@ class ApiRefused(HearthError):
         error = body.get("error", {}) if isinstance(body, dict) else {}
         super().__init__(f"{status} {error.get('name', '')}: {error.get('message', body)}")
         self.status = status
+        self.error_code: int | None = error.get("code")
+        """The SPEC §9 code of the refusal (None if the answer named none)."""
 
 
 class ApiClient:
@@ -114,8 +118,13 @@ async def _status(client: ApiClient, args: Any) -> int:
     print(f"peers:     {len(status['connected_peers'])} connected")
     relays = ", ".join(status["relays"]) or "none"
     print(f"reachable: {status['reachability']} (relays: {relays})")
-    for peer, paths in sorted(status["peer_paths"].items()):
-        print(f"  {peer}: " + ", ".join(p if p == "direct" else f"via {p}" for p in paths))
+    for peer, paths in sorted(status["peer_paths"].items()):  # SPEC §10.13
+        named = (p if p in ("direct", "webrtc") else f"relayed via {p}" for p in paths)
+        print(f"  {peer}: " + ", ".join(named))
+    punches = status["hole_punches"]
+    for transport, tried in sorted(punches["tried"].items()):
+        went = punches["direct"].get(transport, 0)
+        print(f"upgrades:  {transport}: {went} of {tried} relayed connections went direct")
     print(f"clients:   {status['clients']} connected")
     unreachable = status["unreachable"]
     for user in unreachable["users"]:
@@ -194,7 +203,7 @@ async def _friends(client: ApiClient, args: Any) -> int:
     return 0
 
 
-def _show_qr(text: str, png: str | None) -> None:
+def show_qr(text: str, png: str | None) -> None:
     """Print `text` as a QR code in the terminal; also as a PNG file if asked."""
     import segno
 
@@ -208,7 +217,7 @@ def _show_qr(text: str, png: str | None) -> None:
 async def _device(client: ApiClient, args: Any) -> int:
     if args.action == "link":
         offer = await client.call("POST", "/v1/devices/link")
-        _show_qr(offer["code"], args.png)
+        show_qr(offer["code"], args.png)
         print(f"on the new device: hearthmesh init --data-dir DIR --link {offer['code']}")
         print(f"check that both screens show {offer['short_code']}; the code works once")
         return 0
@@ -230,7 +239,7 @@ async def _paired_clients(client: ApiClient, args: Any) -> int:
     """`hearthmesh client pair|list|revoke`: browsers paired with the web client (SPEC §15.7)."""
     if args.action == "pair":
         offer = await client.call("POST", "/v1/clients/pair")
-        _show_qr(offer["url"], args.png)
+        show_qr(offer["url"], args.png)
         print(f"open {offer['url']} in the browser to pair (or scan the QR code),")
         print(f"or type the code {offer['code']} on its pairing screen; it works once, for 5 min")
         return 0
@@ -298,7 +307,7 @@ async def _verify(client: ApiClient, args: Any) -> int:
     return 0
 
 
-_COMMANDS: Final = {
+_COMMANDS: Final[dict[str, Callable[[ApiClient, Any], Awaitable[int]]]] = {
     "status": _status,
     "send": _send,
     "tail": _tail,
@@ -306,6 +315,7 @@ _COMMANDS: Final = {
     "device": _device,
     "client": _paired_clients,
     "verify": _verify,
+    "group": run_group,
 }
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from hearthmesh.node.api.receipts import ReceiptService, StatusChange
-from hearthmesh.node.api.views import STATUS_NAMES, message_view
+from hearthmesh.node.api.views import STATUS_NAMES, membership_view, message_view
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.content import (
     ContactAction,
@@ -59,13 +59,7 @@ class FrameRenderer:
         if envelope.kind is Kind.MEMBERSHIP:
             store = self._node.store
             members = await store.read_inline(store.store.members, envelope.room)
-            return [
-                {
-                    "event": "membership",
-                    "room_id": envelope.room.hex(),
-                    "members": sorted(user_id_text(m.user) for m in members),
-                }
-            ]
+            return [{"event": "membership", **membership_view(envelope, members)}]
         if envelope.kind is Kind.RECEIPT or is_contact_event(envelope):
             # our own receipts and contact events were made by our clients: nothing to tell
             return [] if own else await self._other(envelope)

@@ -15,6 +15,7 @@ from aiohttp import web
 from hearthmesh.node.api.bodies import read_json
 from hearthmesh.node.api.client_routes import CLIENT_ROUTES
 from hearthmesh.node.api.errors import ApiError
+from hearthmesh.node.api.group_routes import GROUP_ROUTES
 from hearthmesh.node.api.openapi import openapi_document
 from hearthmesh.node.api.pairing import qr_data_uri
 from hearthmesh.node.api.push import (
@@ -112,6 +113,10 @@ async def node_status(request: web.Request) -> web.Response:
             "reachability": node.reachability,
             "relays": node.relays(),
             "peer_paths": node.peer_paths(),
+            "hole_punches": {
+                "tried": node.hole_punches().tried,
+                "direct": node.hole_punches().direct,
+            },
             "unreachable": {"users": [user_id_text(u) for u in users], "own_homes": homes},
             "clients": len(service.sessions),
             "api_url": service.api_url,
@@ -533,6 +538,7 @@ ROUTES: Final = (
     ("POST", "/v1/push/subscriptions", add_push),
     ("DELETE", "/v1/push/subscriptions/{id}", delete_push),
     ("GET", "/v1/ws", websocket_handler),
+    *GROUP_ROUTES,
     *CLIENT_ROUTES,
     *VERIFY_ROUTES,
 )

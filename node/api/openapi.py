@@ -17,9 +17,10 @@ from hearthmesh.node.api.views import CURSOR_PATTERN
 from hearthmesh.protocol.client_api import MAX_CLIENT_ID_CHARS, MAX_GROUP_MEMBERS, MAX_PAGE_NUMBER
 from hearthmesh.protocol.content import MAX_NOTE_BYTES
 from hearthmesh.protocol.envelope import MAX_BODY_BYTES
+from hearthmesh.protocol.invites import MAX_INVITE_CODE_CHARS, MAX_INVITE_TTL_MS
 from hearthmesh.protocol.media import MAX_MEDIA_BYTES
 from hearthmesh.protocol.media_type import MAX_MEDIA_TYPE_CHARS
-from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES
+from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES, MAX_GROUP_SIZE
 
 __all__ = ["openapi_document"]
 
@@ -75,12 +76,18 @@ def _query(
     }
 
 
+def _count(high: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 1, "maximum": high}
+
+
 def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
 _UID: Final = _query("uid", _USER_ID, "the seed's uid: must name this node's user if given")
 _ROOM: Final = _path("id", _HEX_ID)
+_GROUP_ERRORS: Final = (400, 401, 403, 404, 409, 413, 429)
+"""403: a role or a ban refuses it; 409: it does not fit the group's state (SPEC §30.2)."""
 _FLOW_ID: Final = _path("flow_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"})
 
 
@@ -182,8 +189,8 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/v1/node/status": {
         "get": _op(
             "peer id, listen addresses, user id, connected peers, reachability (public, "
-            "private, unknown), relays we hold reservations on, each peer's path (direct or "
-            "relay peer ids), unreachable homes, version"
+            "private, unknown), relays we hold reservations on, each peer's paths (direct, "
+            "webrtc or relay peer ids), hole punches per transport, unreachable homes, version"
         )
     },
     "/v1/peers": {
@@ -308,13 +315,91 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             ),
         ),
     },
-    "/v1/groups/{id}/members": {
+    "/v1/groups/{id}/join": {
+        "post": _op("join an open group", params=(_ROOM,), errors=_GROUP_ERRORS)
+    },
+    "/v1/groups/join": {
         "post": _op(
-            "add a member (admins)", params=(_ROOM,), body=_body("user_id", user_id=_USER_ID)
+            "join a group by an invite link or code (SPEC §30.5)",
+            body=_body("link", link=_text(MAX_INVITE_CODE_CHARS, min_length=1)),
+            errors=(*_GROUP_ERRORS, 504),
         )
     },
-    "/v1/groups/{id}/join": {"post": _op("join an open group", params=(_ROOM,))},
-    "/v1/groups/{id}/leave": {"post": _op("leave a group", params=(_ROOM,))},
+    "/v1/groups/{id}": {
+        "patch": _op(
+            "change the group's name, topic or avatar (admins; SPEC §30.5)",
+            params=(_ROOM,),
+            body={
+                **_body(
+                    name=_text(MAX_GROUP_NAME_BYTES),
+                    topic=_text(MAX_GROUP_NAME_BYTES),
+                    avatar={"anyOf": [_HEX_ID, {"type": "null"}], "description": "null: none"},
+                ),
+                "minProperties": 1,
+            },
+            errors=_GROUP_ERRORS,
+        )
+    },
+    "/v1/groups/{id}/members": {
+        "get": _op(
+            "members with their roles, owners first, and who is banned (SPEC §30.5)",
+            params=(
+                _ROOM,
+                _query("page_size", _count(MAX_GROUP_SIZE), "members per page (100)"),
+                _query("page_number", _count(MAX_PAGE_NUMBER), "from 1"),
+            ),
+        ),
+        "post": _op(
+            "add a member (admins)",
+            params=(_ROOM,),
+            body=_body("user_id", user_id=_USER_ID),
+            errors=_GROUP_ERRORS,
+        ),
+    },
+    **{
+        f"/v1/groups/{{id}}/{action}": {
+            "post": _op(
+                f"{action} a user (admins; SPEC §30.2)",
+                params=(_ROOM,),
+                body=_body("user_id", user_id=_USER_ID),
+                errors=_GROUP_ERRORS,
+            )
+        }
+        for action in ("kick", "ban", "unban")
+    },
+    "/v1/groups/{id}/role": {
+        "post": _op(
+            "promote or demote a member (SPEC §30.2)",
+            params=(_ROOM,),
+            body=_body(
+                "user_id",
+                "role",
+                user_id=_USER_ID,
+                role={"type": "string", "enum": ["member", "admin", "owner"]},
+            ),
+            errors=_GROUP_ERRORS,
+        )
+    },
+    "/v1/groups/{id}/invites": {
+        "get": _op("the invites this home holds for the group (admins)", params=(_ROOM,)),
+        "post": _op(
+            "issue an invite: link, code and QR, shown once (admins; SPEC §30.3)",
+            ok=201,
+            params=(_ROOM,),
+            body=_body(
+                ttl_s=_count(MAX_INVITE_TTL_MS // 1000),
+                max_uses=_count(MAX_GROUP_SIZE),
+            ),
+            errors=_GROUP_ERRORS,
+        ),
+    },
+    "/v1/groups/{id}/invites/{invite_id}": {
+        "delete": _op(
+            "revoke an invite (admins)",
+            params=(_ROOM, _path("invite_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"})),
+        )
+    },
+    "/v1/groups/{id}/leave": {"post": _op("leave a group", params=(_ROOM,), errors=_GROUP_ERRORS)},
     "/v1/profile": {
         "get": _op("this user's profile"),
         "put": _op(

@@ -25,6 +25,7 @@ from hearthmesh.node.api.frames import FrameRenderer
 from hearthmesh.node.api.push import PushDispatcher, load_vapid_key
 from hearthmesh.node.api.receipts import ReceiptService, statuses_of, unread_count
 from hearthmesh.node.api.views import (
+    ROLE_NAMES,
     STATUS_NAMES,
     direct_recipient_view,
     encode_cursor,
@@ -362,6 +363,11 @@ class ApiService:
         else:
             summary["name"] = state.name if state else ""
             summary["open"] = state.open if state else False
+            # SPEC §30.5: the group's settings and our role in it
+            summary["topic"] = state.topic if state else ""
+            summary["avatar"] = state.avatar.hex() if state and state.avatar else None
+            own_role = roles.get(self.own)
+            summary["my_role"] = None if own_role is None else ROLE_NAMES[own_role]
             summary.update(group_recipient_view(summary["name"]))
         return summary
 

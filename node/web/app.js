@@ -4,6 +4,7 @@
 // never parsed as HTML.
 
 import { ApiError, Live, call, looksPaired, setCsrfToken, upload } from "./api.js";
+import { joinGroupForm, membersPanel } from "./groups.js";
 import {
   h, dayLabel, formatTime, mediaElement, presenceText, statusLabel, ticks,
 } from "./dom.js";
@@ -92,6 +93,8 @@ async function startApp(session) {
           "aria-controls": "new-chat", onclick: toggleNewChat }, "New chat"),
         h("button", { id: "new-group-toggle", type: "button", "aria-expanded": "false",
           "aria-controls": "new-group", onclick: () => toggle("new-group") }, "New group"),
+        h("button", { id: "join-group-toggle", type: "button", "aria-expanded": "false",
+          "aria-controls": "join-group", onclick: () => toggle("join-group") }, "Join group"),
         h("button", { id: "friends-toggle", type: "button", "aria-expanded": "false",
           "aria-controls": "friends", onclick: () => toggle("friends") },
           "Friends", h("span", { id: "request-count", class: "unread", hidden: true })),
@@ -135,8 +138,8 @@ async function startApp(session) {
         h("label", { for: "new-group-members" }, "Members' user ids (one per line)"),
         h("textarea", { id: "new-group-members", rows: "2", spellcheck: "false" }),
         h("button", { type: "submit" }, "Create group"),
-        // Invite links and QR codes come with issue #15 (join by invite): they go here.
         h("p", { id: "new-group-error", class: "error", role: "alert" })),
+      joinGroupForm(onJoinedGroup, handleError),
       h("section", { id: "friends", class: "new-chat", hidden: true, "aria-label": "Friends" },
         h("h2", {}, "Friend requests"),
         h("ul", { id: "friend-requests", class: "people" }),
@@ -225,6 +228,8 @@ async function fetchConversations() {
     room.type = row.type;
     room.members = row.members || [];
     room.admins = row.admins || [];
+    room.my_role = row.my_role || null; // groups: owner, admin or member (SPEC §30.5)
+    room.topic = row.topic || "";
     room.latest = row.LatestMessage;
     room.latestMs = row.latest_activity_ms;
     room.unread = row.unread; // counted by the node from our read receipts (SPEC §15.5.1)
@@ -549,7 +554,7 @@ async function openChat(roomId, { refresh = false } = {}) {
       room.type === "group" ? h("button", { id: "members-toggle", type: "button",
         "aria-expanded": "false", "aria-controls": "members", onclick: () => toggle("members") },
         "Members") : ""),
-    room.type === "group" ? membersPanel(room) : "",
+    room.type === "group" ? membersPanel(room, groupContext()) : "",
     h("div", { id: "messages", class: "messages", role: "log", "aria-live": "polite",
       tabindex: "0", "aria-label": "Messages" },
       h("button", { id: "older", type: "button", class: "older", hidden: true,
@@ -585,22 +590,38 @@ async function openChat(roomId, { refresh = false } = {}) {
   renderPresence().catch(handleError); // after the messages: their page comes first
 }
 
-function membersPanel(room) {
-  const mayAdd = room.admins.includes(state.me);
-  return h("section", { id: "members", class: "members", hidden: true, "aria-label": "Members" },
-    h("ul", { class: "people" }, ...room.members.map((id) => {
-      const user = state.users.get(id) || { user_id: id };
-      return h("li", { class: "person", "data-user": id },
-        h("span", { class: "name" }, id === state.me ? "You" : displayName(user)),
-        room.admins.includes(id) ? h("span", { class: "role" }, "admin") : "");
-    })),
-    mayAdd ? h("form", { id: "add-member", onsubmit: onAddMember },
-      h("label", { for: "add-member-user" }, "Add a member by user id"),
-      h("input", { id: "add-member-user", required: true, spellcheck: "false",
-        pattern: USER_PATTERN }),
-      h("button", { type: "submit" }, "Add member")) : "",
-    h("button", { type: "button", class: "danger", onclick: onLeave }, "Leave group"),
-    h("p", { id: "members-error", class: "error", role: "alert" }));
+/** The open group again, from the list just loaded: its header and members (the members panel
+ * stays as it was). A group we are no longer in (we left, or were removed) closes. */
+async function redrawGroup() {
+  const room = state.rooms.get(state.open);
+  if (!room || (room.type === "group" && !room.members.includes(state.me))) {
+    closeChat();
+    return;
+  }
+  const panelOpen = document.getElementById("members")?.hidden === false;
+  await openChat(state.open);
+  if (panelOpen) toggle("members");
+}
+
+/** A group joined by invite: list it and open it (SPEC §30.5). */
+async function onJoinedGroup(group) {
+  toggle("join-group");
+  await loadConversations();
+  await openChat(group.id);
+}
+
+function groupContext() {
+  return {
+    me: state.me,
+    nameOf: (id) => displayName(state.users.get(id) || { user_id: id }),
+    onChanged: async () => {
+      await loadConversations();
+      await redrawGroup();
+    },
+    onLeave,
+    onAddMember,
+    onFatal: handleError,
+  };
 }
 
 async function onAddMember(event) {
@@ -866,7 +887,9 @@ function onFrame(frame) {
     case "typing":
       return onTyping(frame);
     case "membership":
-      loadConversations().catch(handleError);
+      loadConversations()
+        .then(() => (frame.room_id === state.open ? redrawGroup() : undefined))
+        .catch(handleError);
       return;
     case "friend_request":
     case "friend_accepted":

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 
@@ -94,6 +96,22 @@ async def open_conversation(h: Home, user: str) -> str:
     """`POST /v1/conversation` on `h` with `user`; the room id."""
     room: str = (await h.client.call("POST", "/v1/conversation", {"recipient_id": user}))["room_id"]
     return room
+
+
+CLI: Final = Path(sys.executable).parent / "hearthmesh"
+
+
+async def run_cli(h: Home, token_file: Path, command: str, *args: str) -> tuple[int, str]:
+    """`hearthmesh COMMAND ARGS` against `h`'s API, as a person runs it: (exit code, output)."""
+    api = h.url.split("://")[1]
+    process = await asyncio.create_subprocess_exec(
+        *(str(CLI), command, *args, "--api", api, "--token-file", str(token_file)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
 
 
 async def link(a: Home, b: Home) -> None:

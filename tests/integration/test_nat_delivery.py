@@ -29,8 +29,11 @@ async def test_two_natted_homes_chat_through_a_public_relay_and_lose_nothing(
         bob_ns, _ = lab.home_behind_nat(2)
         async with asyncio.timeout(14), AsyncExitStack() as stack:
             relay = await start(stack, relay_ns, tmp_path / "relay")
-            alice = await start(stack, alice_ns, tmp_path / "alice", relay.listen_addrs[0])
-            bob = await start(stack, bob_ns, tmp_path / "bob", relay.listen_addrs[0])
+            # No WebRTC: it would upgrade the relayed connection under test (SPEC §10.11).
+            alice, bob = [
+                await start(stack, ns, tmp_path / name, relay.listen_addrs[0], webrtc=False)
+                for ns, name in ((alice_ns, "alice"), (bob_ns, "bob"))
+            ]
             # Each home learns it is private and reserves on the relay by itself.
             await wait_until(lambda: bob.relays() == [relay.peer_id], poll_s=0.1)
             assert bob.reachability == "private"

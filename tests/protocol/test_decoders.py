@@ -32,6 +32,7 @@ from hearthmesh.protocol import (
     hlc,
     home_record,
     identity,
+    invites,
     linking,
     media,
     media_seal,
@@ -128,6 +129,22 @@ def _encode_claim_answer(answer: Any) -> bytes:
     return e2ee.encode_claim_answer(answer)
 
 
+def _encode_join_answer(answer: Any) -> bytes:
+    if isinstance(answer, delivery.ProtocolErrorFrame):
+        return encode_canonical([3, answer.code, answer.message])
+    return invites.encode_join_answer(answer)
+
+
+_INVITE_RECORD = invites.InviteRecord(
+    invite_id=b"i" * 16,
+    room=envelope.RoomId(b"r" * 32),
+    issuer=identity.UserId(b"u" * 32),
+    created_ms=1,
+    expires_ms=2,
+    max_uses=3,
+)
+
+
 def _encode_sync(frame: Any) -> bytes:
     match frame:
         case sync.RoomList():
@@ -205,6 +222,30 @@ DECODERS: dict[str, Decoder] = {
             ),
             encode_canonical([3, 2, "malformed"]),
         ),
+    ),
+    "invites.decode_join_request": Decoder(
+        invites.decode_join_request,
+        invites.encode_join_request,
+        (
+            invites.encode_join_request(
+                invites.JoinRequest(
+                    room=envelope.RoomId(b"r" * 32), secret=b"s" * 16, home_record=b"h" * 40
+                )
+            ),
+        ),
+    ),
+    "invites.decode_join_answer": Decoder(
+        invites.decode_join_answer,
+        _encode_join_answer,
+        (
+            invites.encode_join_answer(envelope.MessageId(b"m" * 32)),
+            encode_canonical([3, 60, "no"]),
+        ),
+    ),
+    "invites.decode_invite_records": Decoder(
+        invites.decode_invite_records,
+        invites.encode_invite_records,
+        (invites.encode_invite_records([_INVITE_RECORD, invites.revoke(_INVITE_RECORD)]),),
     ),
     "e2ee.decode_claim_request": Decoder(
         e2ee.decode_claim_request,
@@ -492,6 +533,18 @@ TEXT_DECODERS: dict[str, tuple[Callable[[str], object], tuple[str, ...]]] = {
                     secret=b"s" * linking.LINK_SECRET_BYTES,
                     address="/ip4/127.0.0.1/tcp/1/p2p/12D3KooWx",
                     expires_ms=9,
+                )
+            ),
+        ),
+    ),
+    "invites.decode_invite": (
+        invites.decode_invite,
+        (
+            invites.encode_invite(
+                invites.Invite(
+                    room=envelope.RoomId(b"r" * 32),
+                    secret=b"s" * 16,
+                    addrs=("/ip4/127.0.0.1/tcp/1/p2p/12D3KooWx",),
                 )
             ),
         ),

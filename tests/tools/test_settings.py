@@ -33,6 +33,8 @@ api_tls = true
 api_tls_cert = "/etc/hearthmesh/cert.pem"
 api_tls_key = "/etc/hearthmesh/key.pem"
 prefix_exempt_loopback = false
+webrtc = false
+upnp = false
 """
 
 
@@ -57,6 +59,7 @@ def test_the_config_file_in_the_data_dir_sets_every_setting(tmp_path: Path) -> N
     assert settings.api_allowed_origins == ["https://chat.example"]
     assert not settings.relay_service and settings.relay_circuit_seconds == 120
     assert not settings.prefix_exempt_loopback
+    assert not settings.webrtc and not settings.upnp
     assert all(source != "default" for *_, source in settings.describe())
     sources = {key: source for key, _, source in settings.describe()}
     assert sources["data_dir"] == "flag"

@@ -12,6 +12,7 @@ from . import (
     gen_delivery,
     gen_e2ee,
     gen_envelope,
+    gen_groups,
     gen_hlc,
     gen_homes,
     gen_identity,
@@ -36,6 +37,7 @@ def generate_all(directory: Path = VECTORS_DIR) -> list[Path]:
         gen_delivery,
         gen_linking,
         gen_e2ee,
+        gen_groups,
     )
     for single in singles:
         paths.append(single.generate(directory))
