@@ -507,10 +507,13 @@ class Node:
         await self.social.share_with(room)  # co-members see our profile (SPEC §32.1)
 
     async def leave(self, room: RoomId) -> None:
-        """Leave a group: members learn it, and we stop watching its topic."""
+        """Leave a group: members learn it, its conversation leaves our list on every device
+        of our user (SPEC §15.7.4; the store keeps a kicked member's), and we stop watching
+        its topic."""
         await self._services.outgoing.change_membership(
             room, MembershipChange(action=Action.LEAVE, target=self.user_id)
         )
+        await self.delete_conversation(room)
         await self._services.topics.unwatch(room)
 
     async def members(self, room: RoomId) -> set[UserId]:

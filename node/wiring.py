@@ -410,6 +410,7 @@ def build_services(
         events=events,
         supervisor=supervisor,
         share_profile=social.share_with,
+        learn_rooms=sync.learn_rooms,
     )
     outcomes.subscribe(after_store.react)
     groups = GroupService(

@@ -14,6 +14,7 @@ merge (SPEC §4.3), and before anything is stored. What fails before that is ans
 | for a user who does not live here              | RELAY   | RELAYED; DEFERRED (quota)    |
 | from a user our user blocked (SPEC §32.3)      | DISCARD | STORED, and nothing stored   |
 | from a device our newest record does not list  | DEFER   | DEFERRED (10); look it up    |
+| ours, not MEMBERSHIP, in a room unknown here   | DEFER   | DEFERRED (10); learn rooms   |
 | the sender may write it (`Ruling.ALLOWED`)     | STORE   | STORED, DUPLICATE; REJECTED  |
 |                                                |         | (1) if another holds its slot |
 | `Ruling.NEVER`, a bad body, a bound reached    | REJECT  | REJECTED (its code)          |
@@ -129,6 +130,10 @@ class Decision:
     unknown_device: bool = False
     """Deferred for a device the sender's newest record we hold does not list: look the
     sender's record up again (SPEC §13.5)."""
+    unknown_room: bool = False
+    """Deferred: our own user's envelope in a room this home holds no state of (a direct room
+    another of our homes opened and has not told us of yet): learn the rooms of our user's
+    other homes (SPEC §12.2, §23.5), then the retry is stored."""
     store_before_next: bool = False
     """Append what is pending before judging the next item of the batch: a MEMBERSHIP event
     changes what the items after it may do (a batch may hold a CREATE and the ADDs after it,
@@ -210,6 +215,15 @@ class ArrivalRules:
             # revoked, or linked after the record we hold: retry once we know more
             deferred = _deferred(message_id)
             return Decision(verdict=Verdict.DEFER, result=deferred, unknown_device=True)
+        if (
+            envelope.sender_user in self._local
+            and envelope.kind not in (Kind.MEMBERSHIP, Kind.PRIVATE)  # PRIVATE: the self room
+            and rooms.state(envelope.room) is None
+        ):
+            # Stored, it would show a room whose members this home cannot send to: a direct
+            # room's id does not name its users, and our own message does not name the other.
+            deferred = _deferred(message_id)
+            return Decision(verdict=Verdict.DEFER, result=deferred, unknown_room=True)
         try:  # SPEC §12.2: decided before anything is stored or held
             ruling = room_ruling(envelope, rooms, self._local)
         except RemoteProtocolError as exc:  # a bad MEMBERSHIP body, a bound reached

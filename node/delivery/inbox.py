@@ -67,6 +67,9 @@ class StoreOutcome:
     """Users who sent from a device their newest record we hold does not list."""
     contacts_made: set[RoomId] = field(default_factory=set)
     """Direct rooms whose two users an accepted friend request just made contacts."""
+    unknown_rooms_from: set[str] = field(default_factory=set)
+    """Peers that delivered our own user's envelopes for rooms unknown here ("" for gossip):
+    learn our user's rooms from our other homes (SPEC §23.5)."""
 
 
 _PENDING: Final = DeliveryResult(message_id=MessageId(b""), status=AckStatus.DEFERRED)
@@ -150,6 +153,8 @@ class Inbox:
             )
             if decision.unknown_device:
                 outcome.unknown_devices.add(envelope.sender_user)
+            if decision.unknown_room:
+                outcome.unknown_rooms_from.add(peer)
             if decision.verdict is Verdict.RELAY:
                 results.append(self._relay(store, item, peer, now_ms, outcome))
                 continue

@@ -655,6 +655,11 @@ class P2PHost:
             self._remote_ips.pop(peer, None)
         if self._on_connection is not None and (before > 0) != (count > 0):
             self._on_connection(peer, count > 0)
+        elif delta > 0 and not self._admits(peer):
+            # A refused peer that dialled again while its last connection was still closing
+            # has two for a moment: no first-connection report comes for the second one, so
+            # the filter closes it here, or it would stay open once the first is gone.
+            self.disconnect_nowait(peer)
 
     def _require_host(self) -> IHost:
         if self._host is None:
@@ -753,7 +758,8 @@ class P2PHost:
         """Call `handler` on asyncio when a peer gets its first connection or loses its last.
 
         Every new connection counts however it came (dialled, accepted, mDNS, bootstrap); with
-        at most one connection per peer, each reconnect is one call.
+        at most one connection per peer, each reconnect is one call. An extra connection of a
+        peer the peer filter refuses is closed by the host itself (`_apply_connection`).
         """
         self._on_connection = handler
 

@@ -169,7 +169,10 @@ async def test_a_full_hand_takes_more_as_soon_as_a_batch_is_delivered(
     """The outbox stops taking stored entries while it holds MAX_HELD_ENTRIES; each batch
     delivered then makes room, and the loop takes more at once, not at its next poll (here a
     minute away). Everything reaches bob in order."""
-    monkeypatch.setattr(outbox_machine, "MAX_HELD_ENTRIES", 300)
+    # The production ratios (a hand of several batches, 4 hands to send) at a quarter of the
+    # size: 300 sends instead of 1,200, each one a commit.
+    monkeypatch.setattr(outbox_machine, "MAX_HELD_ENTRIES", 75)
+    monkeypatch.setattr(outbox_machine, "BATCH_ENTRIES", 64)
     bob_at = (f"/ip4/127.0.0.1/tcp/{free_port()}",)
     async with asyncio.timeout(30):  # half the poll: only the wake-ups can finish in time
         async with make_node("bob", listen_addrs=bob_at) as bob:
@@ -177,7 +180,7 @@ async def test_a_full_hand_takes_more_as_soon_as_a_batch_is_delivered(
         async with make_node("alice") as alice:  # bob is away: everything waits stored
             await alice.learn_home_record(bob_record)
             room = await alice.open_direct(bob_id)
-            sent = [await alice.send(room, f"m{i}".encode()) for i in range(1_200)]
+            sent = [await alice.send(room, f"m{i}".encode()) for i in range(300)]
         with LmdbStore(tmp_path / "alice" / "store") as store:  # as if every lease ran out
             store.enqueue_many(bytes(bob_id), [(e.message_id, 0) for e in sent])
         async with make_node("bob", listen_addrs=bob_at) as bob:

@@ -74,6 +74,29 @@ async def test_linked_device_gets_every_message_of_its_user(
             assert await history_ids(bob, room) == await history_ids(laptop, room)
 
 
+async def test_a_direct_room_a_linked_device_shows_is_one_it_can_send_in(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """Issue 13's race. The room is opened after the laptop's first sync, so only alice's own
+    message brings it to the laptop (the next sync is a minute away); that message names no
+    partner, so the laptop holds it only once it learnt the room from alice's home."""
+    async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
+        await bob.connect(alice.listen_addrs[0])
+        config, _ = await link_device(alice, tmp_path / "laptop")
+        async with Node(config) as laptop:
+            await laptop.connect(alice.listen_addrs[0])
+            await bob.learn_home_record(alice.home_record())
+            room = await alice.open_direct(bob.user_id)
+            first = await alice.send(room, b"from the phone")
+            while await laptop.get_event(first.message_id) is None:  # noqa: ASYNC110 - no event
+                await asyncio.sleep(0.02)
+            assert room in await laptop.rooms()  # shown, and at once a room it can send in:
+            assert await laptop.members(room) == {alice.user_id, bob.user_id}
+            on_bob = asyncio.create_task(collect(bob.events(), MessageReceived, 1))
+            sent = await laptop.send(room, b"from the laptop")
+            assert (await on_bob)[0].envelope.message_id == sent.message_id
+
+
 async def test_a_pairing_code_works_once(make_node: NodeFactory, tmp_path: Path) -> None:
     async with asyncio.timeout(20), make_node("alice") as alice:
         code = encode_link_code(alice.create_link_code())
@@ -182,12 +205,6 @@ async def test_a_device_five_minutes_off_is_corrected_by_its_home(
             await alice.send(room, b"before")
             # bob too: else "before" may reach him after the collector starts, and come first
             await wait_until_digests_agree([alice, bob, laptop], room, 1)
-            # Known race (open, #13): the laptop learns the room's members by sync from alice's
-            # home, which can land after the history agrees (our own user's message alone does
-            # not name bob); until then its send is refused as "not a member". This test is
-            # about the clock, so it sends once the members are there.
-            while bob.user_id not in await laptop.members(room):  # noqa: ASYNC110 - no event
-                await asyncio.sleep(0.02)
             on_bob = asyncio.create_task(collect(bob.events(), MessageReceived, 1))
             sent = await laptop.send(room, b"from the skewed laptop")
             assert (await on_bob)[0].envelope.message_id == sent.message_id

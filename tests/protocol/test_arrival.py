@@ -149,9 +149,23 @@ def refused(decision: Decision, status: AckStatus, code: int) -> bool:
 def test_a_member_writes_into_the_group_and_our_user_writes_unasked() -> None:
     rooms = group_with_member()
     assert decide(sealed(MEMBER), rooms) == Decision(verdict=Verdict.STORE)
-    reads = rooms.reads
-    assert decide(sealed(OURS, RoomId(b"\x07" * 32)), rooms).verdict is Verdict.STORE
-    assert rooms.reads == reads  # our own user's envelope needs no room state
+    rooms.fixed[DIRECT] = direct_room_state(uid(OURS), uid(MEMBER))
+    for room in (GROUP, DIRECT):  # our own user is no member to check, in any room known here
+        assert decide(sealed(OURS, room), rooms) == Decision(verdict=Verdict.STORE)
+
+
+def test_our_own_envelope_in_a_room_unknown_here_waits_until_the_room_is_learnt() -> None:
+    """Issue 13's race: a linked home must not show a direct room whose members it does not
+    know (its id does not name them, our own message does not name the other)."""
+    rooms = Rooms()
+    for kind in (Kind.MESSAGE, Kind.RECEIPT, Kind.REACTION):
+        decision = decide(sealed(OURS, DIRECT, kind=kind), rooms)
+        assert decision.verdict is Verdict.DEFER and decision.unknown_room
+        assert refused(decision, AckStatus.DEFERRED, ErrorCode.NOT_AUTHORIZED)
+    rooms.fixed[DIRECT] = direct_room_state(uid(OURS), uid(MEMBER))  # the sibling's ROOMS
+    assert decide(sealed(OURS, DIRECT), rooms) == Decision(verdict=Verdict.STORE)
+    other = decide(sealed(MEMBER, RoomId(b"\x07" * 32)), group_with_member(), device_listed=True)
+    assert not other.unknown_room  # someone else's early envelope waits for its fold, not this
 
 
 def test_ephemeral_kinds_are_never_delivered() -> None:
