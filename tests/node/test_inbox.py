@@ -95,6 +95,7 @@ def make_inbox() -> Inbox:
         directory=HomeDirectory(local_users=local),
         relay_ttl_ms=60_000,
         sibling_destinations=tuple,
+        opener=None,
     )
 
 
