@@ -40,8 +40,8 @@ __all__ = ["Encryption", "RoomSender"]
 log = logging.getLogger(__name__)
 
 RECORD_LOOKUP_S: Final = 3.0
-"""How long a send waits for the home record (and so the key bundles) of a member we hold
-none of; a miss is remembered by `HomeLookups`, so later sends do not wait again."""
+"""How long a send waits for the home records (and so the key bundles) of members we hold
+none of: once per member per session, so a member whose record is nowhere costs one wait."""
 
 
 @dataclass(slots=True)
@@ -53,6 +53,8 @@ class _Outbound:
     created_ms: int
     messages: int
     shared: dict[DeviceId, UserId] = field(default_factory=dict)
+    looked_up: set[UserId] = field(default_factory=set)
+    """Members whose home record this session's sends looked up (once each)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,8 +105,15 @@ class RoomSender:
         """
         lock = self._locks.setdefault(room, asyncio.Lock())
         async with lock:
-            devices = await self._member_devices(members)
+            devices = self._member_devices(members)
             outbound = await self._outbound(room, members, devices)
+            unknown = members - outbound.looked_up - self._directory.known(members)
+            if unknown:  # once per session: a member whose record is away stays unshared
+                outbound.looked_up |= unknown
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(RECORD_LOOKUP_S):
+                        await asyncio.gather(*(self._find_record(user) for user in unknown))
+                devices = self._member_devices(members)
             missing = {d: devices[d] for d in devices if d not in outbound.shared}
             key_bodies: tuple[bytes, ...] = ()
             if missing:
@@ -148,7 +157,7 @@ class RoomSender:
         for device in encryption.newly_shared:
             encryption.outbound.shared.pop(device, None)
 
-    async def _member_devices(
+    def _member_devices(
         self, members: Set[UserId]
     ) -> dict[DeviceId, tuple[UserId, e2ee.KeyBundle]]:
         """Every device with a key bundle that the members' newest records list, but ours."""
@@ -156,12 +165,6 @@ class RoomSender:
         for user in members:
             record = self._directory.record(user)
             if record is None:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(RECORD_LOOKUP_S):
-                        await self._find_record(user)
-                record = self._directory.record(user)
-            if record is None:
-                log.info("no home record of %s: its devices get the key later", user.hex()[:12])
                 continue
             for bundle in record.bundles:
                 if bundle.device != self._device:
