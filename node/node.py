@@ -20,6 +20,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Final, Self
 
@@ -197,9 +198,11 @@ class Node:
         keep(s.purge.run, "purge")
         keep(s.media.run, "media")
         keep(s.verification.run, "verification")
+        keep(s.key_forwarding.run, "key-forwarding")
         keep(s.gaps.run, "gap-fetch")
         keep(functools.partial(s.presence.run, presence_sub), "presence")
         self._stack.push_async_callback(s.presence.stop)
+        s.records.give_bundle_soon()  # a linked device's Olm keys, to its primary's record
         for address in self.config.bootstrap:  # in the background: start waits for no peer
             self._supervisor.spawn(self._bootstrap(address), "bootstrap")
         log.info(
@@ -418,6 +421,11 @@ class Node:
         return self._services.directory.addresses(user)
 
     @property
+    def key_forwarding_taken(self) -> int:
+        """Room keys our sibling homes forwarded to this device (SPEC §27.12)."""
+        return self._services.key_forwarding.keys_taken
+
+    @property
     def supervision_faults(self) -> int:
         """Unexpected exceptions its services contained since start (SPEC §11.8)."""
         return self._supervisor.faults
@@ -569,14 +577,18 @@ class Node:
         cursor: bytes | None = None,
         direction: Direction = Direction.BACKWARD,
     ) -> HistoryPage:
-        """A page of a room's history (oldest first within the page)."""
-        return await self._store.read(
+        """A page of a room's history (oldest first within the page), without the ROOM_KEY
+        envelopes that carry its keys between devices (SPEC §27.5): a page may hold fewer than
+        `limit` events and still have a `next` cursor."""
+        page = await self._store.read(
             self._store.store.page_history,
             room,
             cursor=None if cursor is None else Cursor(cursor),
             direction=direction,
             limit=limit,
         )
+        shown = tuple(e for e in page.events if e.envelope.kind is not Kind.ROOM_KEY)
+        return page if len(shown) == len(page.events) else replace(page, events=shown)
 
     async def get_event(self, message_id: MessageId) -> Envelope | None:
         stored = await self._store.read_inline(self._store.store.get_event, message_id)

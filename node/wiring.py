@@ -37,7 +37,10 @@ from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.delivery.sync import SyncService
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.key_claims import KeyServer
+from hearthmesh.node.e2ee.key_forwarding import KeyForwarding, KeyForwardServer
 from hearthmesh.node.e2ee.pickle_key import load_or_create_pickle_key
+from hearthmesh.node.e2ee.room_opener import RoomOpener
+from hearthmesh.node.e2ee.room_sender import RoomSender
 from hearthmesh.node.events import DeviceVerified
 from hearthmesh.node.identity.certificates import CertificateLookup, ThreadCertificates
 from hearthmesh.node.identity.home_directory import HomeDirectory
@@ -72,7 +75,7 @@ from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.capabilities import CAPS_PROTOCOL
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
-from hearthmesh.protocol.e2ee import KEYS_PROTOCOL
+from hearthmesh.protocol.e2ee import KEY_FORWARD_PROTOCOL, KEYS_PROTOCOL
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC, SIGNALS_PROTOCOL
 from hearthmesh.protocol.hello import HELLO_PROTOCOL
@@ -111,6 +114,8 @@ class Services:
     media_server: MediaServer
     crypto: DeviceCrypto
     key_server: KeyServer
+    key_forward_server: KeyForwardServer
+    key_forwarding: KeyForwarding
     media: MediaFetcher
     fetch: FetchService
     gaps: GapFetcher
@@ -155,6 +160,13 @@ def build_services(
     )
     rooms = RoomRegistry(local, limits=config.membership_limits)
     members = RoomMembers(store=store, rooms=rooms, user=user)
+    crypto = DeviceCrypto(  # creates the Olm account on first start (SPEC §27.1)
+        store.store,
+        pickle_key=load_or_create_pickle_key(config.data_dir),
+        device_key=keyring.device,
+        user=user,
+    )
+    opener = RoomOpener(crypto)
     homes = OwnHomes(
         keyring=keyring,
         clock=clock,
@@ -162,6 +174,7 @@ def build_services(
         addrs=functools.partial(announce_addrs, config, host),
         store=store,
         directory=directory,
+        own_bundle=crypto.key_bundle(clock.now_ms()),
     )
     release = ReleaseOrder()
     privacy = Privacy()  # loaded by Node.start before anything arrives
@@ -174,6 +187,7 @@ def build_services(
         directory=directory,
         relay_ttl_ms=config.relay_ttl_ms,
         sibling_destinations=homes.sibling_destinations,
+        opener=opener,
     )
     standing = PeerStanding(
         clock=clock,
@@ -313,18 +327,23 @@ def build_services(
         on_refused=standing.refused,
         clock=clock,
     )
-    crypto = DeviceCrypto(  # creates the Olm account on first start (SPEC §27.1)
-        store.store,
-        pickle_key=load_or_create_pickle_key(config.data_dir),
-        device_key=keyring.device,
-        user=user,
-    )
     key_server = KeyServer(
         store=store,
         crypto=crypto,
         device=keyring.device_id,
         clock=clock,
         on_refused=standing.refused,
+    )
+    key_forward_server = KeyForwardServer(
+        store=store, crypto=crypto, homes=homes, clock=clock, on_refused=standing.refused
+    )
+    key_forwarding = KeyForwarding(
+        host=host,
+        store=store,
+        crypto=crypto,
+        opener=opener,
+        homes=homes,
+        interval_ms=config.key_forward_interval_ms,
     )
     media = MediaFetcher(
         host=host,
@@ -393,6 +412,15 @@ def build_services(
         gossip=gossip_out,
         sibling_destinations=homes.sibling_destinations,
         outcomes=outcomes,
+        encryption=RoomSender(
+            crypto=crypto,
+            store=store,
+            directory=directory,
+            find_record=home_lookups.find,
+            device=keyring.device_id,
+            clock=clock,
+            rotation=config.megolm_rotation,
+        ),
     )
     social = Social(store=store, privacy=privacy, outgoing=outgoing, user=user, now_ms=clock.now_ms)
     meeting = Meeting(hello=hello, outbox=outbox, host=host, records=records, supervisor=supervisor)
@@ -449,6 +477,8 @@ def build_services(
         media_server=media_server,
         crypto=crypto,
         key_server=key_server,
+        key_forward_server=key_forward_server,
+        key_forwarding=key_forwarding,
         media=media,
         fetch=fetch,
         gaps=gaps,
@@ -482,6 +512,7 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
         HELLO_PROTOCOL: s.hello.serve,
         MEDIA_PROTOCOL: s.media_server.serve,
         KEYS_PROTOCOL: s.key_server.serve,
+        KEY_FORWARD_PROTOCOL: s.key_forward_server.serve,
         FETCH_PROTOCOL: s.fetch.serve,
         VERIFY_PROTOCOL: s.verification.serve,
         JOIN_PROTOCOL: s.groups.serve,

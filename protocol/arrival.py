@@ -50,6 +50,7 @@ from .authority import (
 )
 from .content import is_contact_event
 from .delivery import AckStatus, DeliveryResult, rejected
+from .e2ee.megolm import ENCRYPTED_CONTENT_TYPE
 from .envelope import Envelope, Kind, MessageId, RoomId
 from .errors import (
     ClockSkew,
@@ -74,6 +75,7 @@ __all__ = [
     "RoomStates",
     "Verdict",
     "appended_result",
+    "awaiting_key",
     "direct_partner",
     "error_result",
     "reaches_the_app",
@@ -299,8 +301,12 @@ def appended_result(message_id: MessageId, *, stored: bool, duplicate: bool) -> 
 
 def reaches_the_app(envelope: Envelope) -> bool:
     """Is a released envelope shown to clients? PRIVATE is our user's bookkeeping between its
-    devices (SPEC §22.6), not a message."""
-    return envelope.kind is not Kind.PRIVATE
+    devices (SPEC §22.6) and ROOM_KEY carries keys to them (SPEC §27.5): neither is a message.
+    An encrypted envelope this home could not open yet is shown once it opens (SPEC §27.11)."""
+    return (
+        envelope.kind not in (Kind.PRIVATE, Kind.ROOM_KEY)
+        and envelope.content_type != ENCRYPTED_CONTENT_TYPE
+    )
 
 
 def error_result(message_id: MessageId, error: HearthError) -> DeliveryResult:
@@ -311,6 +317,14 @@ def error_result(message_id: MessageId, error: HearthError) -> DeliveryResult:
         code = int(error.code)
         return DeliveryResult(message_id=message_id, status=AckStatus.DEFERRED, code=code)
     return rejected(message_id, error)
+
+
+def awaiting_key(message_id: MessageId) -> DeliveryResult:
+    """The result of an encrypted envelope gossip brought before its ROOM_KEY (SPEC §27.11):
+    DEFERRED, not stored, so the guaranteed path brings it again after the key."""
+    return DeliveryResult(
+        message_id=message_id, status=AckStatus.DEFERRED, code=int(ErrorCode.UNDECRYPTABLE)
+    )
 
 
 def _deferred(message_id: MessageId) -> DeliveryResult:

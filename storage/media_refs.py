@@ -67,7 +67,7 @@ def forget_media_txn(txn: KvTxn, key: bytes, value: bytes) -> None:
     """The history entry `key` → `value` is going: drop its media reference, if it has one."""
     if not _may_reference(value):
         return
-    envelope = stored_event(key, value).envelope
+    envelope = stored_event(txn, key, value).envelope
     media = media_ref_of(envelope)
     if media is not None:
         txn.delete(Table.MEDIA_REFS, _entry_key(media.digest, envelope))
@@ -110,7 +110,7 @@ def fill_media_refs_txn(txn: KvTxn) -> int:
     for name in _EARLIER_SETTINGS:
         txn.delete(Table.SETTINGS, setting_key(name))
     media = [
-        stored_event(key, value).envelope
+        stored_event(txn, key, value).envelope
         for key, value in txn.scan(Table.HISTORY, b"", KEY_END)
         if _may_reference(value)
     ]

@@ -5,8 +5,11 @@ Everything that decides *what* happens lives in protocol/: verification, the arr
 sets off), the fold, the release order. This module is the pump: it does in the store what the
 decision says and reports the outcome (`StoreOutcome`): one ack result per item, sent only
 after the transaction that stored the item committed (ARCHITECTURE §3 step 5), and what the rest of
-the node reacts to. All store work of one batch runs in one store write batch. State owned
-here: none (the rooms, the release order and the rules own theirs).
+the node reacts to. All store work of one batch runs in one store write batch. An encrypted
+envelope for our users is opened (`RoomOpener`) before it is appended, so a refused one is
+never stored and every reader after this point sees its content in the clear; a ROOM_KEY is
+taken in once it is stored. State owned here: none (the rooms, the release order and the
+rules own theirs).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.mesh.relationships import knows
 from hearthmesh.node.rooms.contact_events import apply_contact_event
@@ -29,10 +33,12 @@ from hearthmesh.protocol.arrival import (
     Reaction,
     Verdict,
     appended_result,
+    awaiting_key,
     error_result,
 )
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
-from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
+from hearthmesh.protocol.e2ee import ENCRYPTED_CONTENT_TYPE as ENCRYPTED
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
 from hearthmesh.protocol.errors import LocalProtocolError, QuotaExceeded, RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.private import BlockChanged, ConversationDeleted, decode_private
@@ -90,10 +96,13 @@ class Inbox:
         directory: HomeDirectory,
         relay_ttl_ms: int,
         sibling_destinations: Callable[[], tuple[bytes, ...]],
+        opener: RoomOpener | None,
         privacy: Privacy | None = None,
     ) -> None:
+        """`opener` None keeps encrypted envelopes as they came (tests of the layers below)."""
         self._local = local_users
         self._privacy = privacy or Privacy()
+        self._opener = opener
         self._rules = rules
         self._rooms = rooms
         self._release = release
@@ -109,6 +118,7 @@ class Inbox:
         now_ms: int,
         peer: str = "",
         from_sibling: bool = False,
+        fast_path: bool = False,
     ) -> StoreOutcome:
         """Store or relay each arrival; runs in a store write batch. Results are in input order.
 
@@ -117,6 +127,9 @@ class Inbox:
                 before the store (a bad signature, clock skew).
             peer: the peer that delivered them, whose share of the relay inbox (SPEC §11.5.3)
                 an envelope for another user counts against; gossip is only for our users.
+            fast_path: they came by gossip, which may overtake the ROOM_KEY a message needs:
+                one that cannot be opened yet is DEFERRED, and the guaranteed path brings it
+                again after its key (SPEC §27.11).
         """
         outcome = StoreOutcome()
         # What reaches one of our homes from outside goes on to the others (ARCHITECTURE §8); what a
@@ -158,6 +171,17 @@ class Inbox:
             if decision.verdict is Verdict.RELAY:
                 results.append(self._relay(store, item, peer, now_ms, outcome))
                 continue
+            opener = self._opener
+            if decision.result is None and opener and envelope.content_type == ENCRYPTED:
+                append_pending()  # a ROOM_KEY earlier in this batch is taken in first
+                try:
+                    envelope = opener.open(store, envelope, hold=not fast_path)
+                except RemoteProtocolError as exc:  # SPEC §27.7: refused, nothing stored
+                    results.append(error_result(envelope.message_id, exc))
+                    continue
+                if fast_path and envelope.content_type == ENCRYPTED:  # its key comes later
+                    results.append(awaiting_key(envelope.message_id))
+                    continue
             if decision.result is not None:  # deferred or rejected: fixed before the store
                 results.append(decision.result)
             else:
@@ -193,6 +217,11 @@ class Inbox:
         if stored is AppendResult.STORED:
             if self._rooms.note_stored(store, envelope, now_ms=now_ms):
                 outcome.membership_changed.add(envelope.room)
+            if envelope.kind is Kind.ROOM_KEY and self._opener is not None:
+                # what waited for this key and went by unseen is shown now (SPEC §27.11);
+                # what still waits for its turn is released in order from the store, opened
+                opened = self._opener.take_room_key(store, envelope)
+                outcome.released += [e for e in opened if self._release.was_released(store, e)]
             for reaction in self._rules.reactions(envelope):
                 self._react(store, reaction, envelope, now_ms, outcome)
         # a duplicate held back before a restart may be due now: the app has not seen it yet

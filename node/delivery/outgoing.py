@@ -1,5 +1,10 @@
-"""What our user sends (ARCHITECTURE §3 steps 1-3): sealed, stored with its outbox entries in
-one group commit, handed to the delivery worker in memory, and gossiped to groups.
+"""What our user sends (ARCHITECTURE §3 steps 1-3): encrypted (SPEC §27.6), sealed, stored with
+its outbox entries in one group commit, handed to the delivery worker in memory, and gossiped to
+groups.
+
+A user's content (`e2ee.encrypts(kind)`) is sealed encrypted, preceded by the ROOM_KEY
+envelopes `RoomSender` says must go first; callers are handed the envelope as our homes show
+it (`e2ee.opened_view`), whose wire is the encrypted one.
 
 State: our next sequence number per room, kept on the event loop, so the hot path from a
 client's `send` to the store's append awaits nothing else. Member sets are `RoomRegistry`'s
@@ -19,9 +24,11 @@ from hearthmesh.node.delivery.gossip_out import GossipPublisher
 from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.delivery.outcomes import StoreOutcomes
+from hearthmesh.node.e2ee.room_sender import Encryption, RoomSender
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.rooms.members import RoomMembers
 from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, encode_typing
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
 from hearthmesh.protocol.errors import (
@@ -52,7 +59,11 @@ class Sealed:
     """Our envelope, sealed but not yet stored, with the members it goes to."""
 
     envelope: Envelope
+    """As our homes show it: for encrypted content, the clear content over the encrypted wire."""
     members: frozenset[UserId]
+    room_keys: tuple[Envelope, ...] = ()
+    """ROOM_KEY envelopes committed and sent before it (SPEC §27.5)."""
+    encryption: Encryption | None = None
 
 
 class Outgoing:
@@ -71,8 +82,11 @@ class Outgoing:
         gossip: GossipPublisher,
         sibling_destinations: Callable[[], tuple[bytes, ...]],
         outcomes: StoreOutcomes,
+        encryption: RoomSender | None,
     ) -> None:
+        """`encryption` None sends content in the clear (tests of the layers below it)."""
         self._keyring = keyring
+        self._encryption = encryption
         self._hlc = hlc
         self._clock = clock
         self._store = store
@@ -102,31 +116,69 @@ class Outgoing:
         members = await self._members.of(room)
         if self._user not in members:
             raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
-        envelope = self._seal(room, content_type, kind, body, seq=await self._take_seq(room))
-        return Sealed(envelope=envelope, members=members)
+        if self._encryption is None or not e2ee.encrypts(kind):
+            envelope = self._seal(room, content_type, kind, body, seq=await self._take_seq(room))
+            return Sealed(envelope=envelope, members=members)
+        encryption = await self._encryption.encrypt(room, members, content_type, body)
+        room_keys = [
+            self._seal(
+                room, e2ee.ROOM_KEY_CONTENT_TYPE, Kind.ROOM_KEY, key, seq=await self._take_seq(room)
+            )
+            for key in encryption.key_bodies
+        ]
+        encrypted = self._seal(
+            room, e2ee.ENCRYPTED_CONTENT_TYPE, kind, encryption.body, seq=await self._take_seq(room)
+        )
+        return Sealed(
+            envelope=e2ee.opened_view(encrypted, content_type, body),
+            members=members,
+            room_keys=tuple(room_keys),
+            encryption=encryption,
+        )
 
     async def commit(self, sealed: Sealed) -> Envelope:
-        """Store a sealed envelope durably (history + outbox in one commit), then hand it to
-        the outbox and gossip it. Returns once it is committed here: "sent"."""
+        """Store a sealed envelope durably (history + outbox in one commit, with the ROOM_KEY
+        envelopes before it and the Megolm session's advance), then hand them to the outbox and
+        gossip them. Returns once it is committed here: "sent"."""
         envelope, members = sealed.envelope, sealed.members
         others: tuple[bytes, ...] = tuple(sorted(members - {self._user}))
         recipients = others + self._sibling_destinations()  # our user's other homes get it too
         # The entries are handed to the worker in memory, so they are stored already leased:
         # the outbox serves them again by itself only if this node dies before the ack.
-        request = AppendRequest(
-            envelope=envelope,
-            outbox_to=recipients,
-            next_attempt_ms=self._outbox.lease_due_ms(),
-        )
-        result = await self._store.append(request)
-        if result is not AppendResult.STORED:
-            raise LocalProtocolError(f"own envelope not stored: {result.value}")
-        self._outbox.submit(envelope, recipients)
+        requests = [
+            AppendRequest(
+                envelope=each, outbox_to=recipients, next_attempt_ms=self._outbox.lease_due_ms()
+            )
+            for each in (*sealed.room_keys, envelope)
+        ]
+        if sealed.encryption is None:
+            result = await self._store.append(requests[0])
+            if result is not AppendResult.STORED:
+                raise LocalProtocolError(f"own envelope not stored: {result.value}")
+        else:
+            await self._commit_encrypted(requests, sealed.encryption)
         # Gossip is a fan-out: a direct room has one other home node, which the direct stream
         # reaches at once, so gossip would only double the work on both ends.
-        if envelope.kind not in _NOT_GOSSIPED and not is_direct_room(envelope.room, members):
-            self._publish(envelope)
+        gossiped = envelope.kind not in _NOT_GOSSIPED and not is_direct_room(envelope.room, members)
+        for each in (*sealed.room_keys, envelope):
+            self._outbox.submit(each, recipients)
+            if gossiped:
+                self._publish(each)
         return envelope
+
+    async def _commit_encrypted(
+        self, requests: list[AppendRequest], encryption: Encryption
+    ) -> None:
+        sender = self._encryption
+        if sender is None:
+            raise LocalProtocolError("an encrypted seal without a room sender")
+        try:
+            await self._store.run(
+                _commit_encrypted, sender, self._store.store, requests, encryption
+            )
+        except HearthError:
+            sender.abandon(encryption)  # its ROOM_KEY bodies never went out
+            raise
 
     async def send(self, room: RoomId, body: bytes, content_type: str, kind: Kind) -> Envelope:
         """`seal`, then `commit`."""
@@ -241,6 +293,19 @@ class Outgoing:
         """Return `seq` unless a later one was taken meanwhile (then the gap stays)."""
         if self._next_seq.get(room) == seq + 1:
             self._next_seq[room] = seq
+
+
+def _commit_encrypted(
+    sender: RoomSender, store: Store, requests: list[AppendRequest], encryption: Encryption
+) -> None:
+    """Store the ROOM_KEY envelopes, the encrypted envelope, its plaintext for our own view and
+    the session's advance: one call of a store write batch, all or nothing (SPEC §27.8)."""
+    for result in store.append_many(requests):
+        if result is not AppendResult.STORED:
+            raise LocalProtocolError(f"own envelope not stored: {result.value}")
+    sender.persist(store, encryption)
+    shown = requests[-1].envelope
+    store.put_plaintext(shown.message_id, e2ee.encode_plaintext(shown.content_type, shown.body))
 
 
 def _commit_own(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,12 +11,21 @@ from typing import Any, TypeVar
 import pytest
 
 from hearthmesh.node.config import NodeConfig
-from hearthmesh.node.events import NodeEvent
+from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.node import Node
+from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.node_process import NodeProcess, free_port, spawn_node
 
-__all__ = ["NodeProcess", "collect", "free_port", "node_config", "spawn_node", "wait_until"]
+__all__ = [
+    "NodeProcess",
+    "acks_of",
+    "collect",
+    "free_port",
+    "node_config",
+    "spawn_node",
+    "wait_until",
+]
 
 E = TypeVar("E")
 
@@ -63,6 +72,22 @@ async def collect(events: AsyncIterator[NodeEvent], kind: type[E], count: int) -
         if isinstance(event, kind):
             found.append(event)
             if len(found) == count:
+                break
+    return found
+
+
+async def acks_of(
+    events: AsyncIterator[NodeEvent], sent: Iterable[Envelope]
+) -> list[DeliveredToHome]:
+    """The `DeliveredToHome` events of `sent`, once each has one (a ROOM_KEY envelope our node
+    sent before them gets one too, SPEC §27.5: it is skipped)."""
+    waiting = {e.message_id for e in sent}
+    found: list[DeliveredToHome] = []
+    async for event in events:
+        if isinstance(event, DeliveredToHome) and event.message_id in waiting:
+            found.append(event)
+            waiting.discard(event.message_id)
+            if not waiting:
                 break
     return found
 

@@ -15,6 +15,7 @@ from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.identity.linking import LinkedDevice, link_new_device
 from hearthmesh.node.node import Node
+from hearthmesh.protocol.e2ee import ENCRYPTED_CONTENT_TYPE
 from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.protocol.errors import NotAuthorized
 from hearthmesh.protocol.home_record import decode_home_record
@@ -164,13 +165,32 @@ async def test_a_device_linked_late_gets_the_whole_history(
             await wait_until_digests_agree([alice, laptop], direct, 40)
             await wait_until_digests_agree([alice, laptop], group, 5)
             assert await laptop.members(group) == await alice.members(group)
+            # its siblings forward the room keys of that history (SPEC §27.12): it reads it all
+            for room in (direct, group):
+                await wait_until_readable(laptop, room)
+                assert await bodies(laptop, room) == await bodies(alice, room)
+            assert laptop.key_forwarding_taken > 0
+
+
+async def bodies(node: Node, room: RoomId) -> list[bytes]:
+    return [e.envelope.body for e in (await node.history(room, limit=1000)).events]
+
+
+async def wait_until_readable(node: Node, room: RoomId) -> None:
+    """Poll until no event of `room` on `node` is still ciphertext (SPEC §27.11)."""
+    while True:
+        page = await node.history(room, limit=1000)
+        if all(e.envelope.content_type != ENCRYPTED_CONTENT_TYPE for e in page.events):
+            return
+        await asyncio.sleep(0.05)
 
 
 async def wait_until_digests_agree(nodes: list[Node], room: RoomId, count: int) -> None:
-    """Poll until every node holds `count` events of `room` with one digest."""
+    """Poll until every node holds one history of `room` (one digest, SPEC §21) in which
+    `count` events are messages and membership (its ROOM_KEY envelopes aside)."""
     while True:
         digests = {await n.history_digest(room) for n in nodes}
-        if len(digests) == 1 and next(iter(digests))[1] == count:
+        if len(digests) == 1 and len(await history_ids(nodes[0], room)) == count:
             return
         await asyncio.sleep(0.05)
 

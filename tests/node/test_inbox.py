@@ -97,6 +97,7 @@ def make_inbox() -> Inbox:
         directory=HomeDirectory(local_users=local),
         relay_ttl_ms=60_000,
         sibling_destinations=tuple,
+        opener=None,
     )
 
 
@@ -188,6 +189,7 @@ def test_a_block_from_our_other_device_holds_here_and_drops_what_the_user_sends(
         directory=HomeDirectory(local_users=local),
         relay_ttl_ms=60_000,
         sibling_destinations=tuple,
+        opener=None,
         privacy=privacy,
     )
     blocked = uid(ADMIN)

@@ -340,7 +340,9 @@ DECODERS: dict[str, Decoder] = {
         (
             e2ee.encode_room_key_shares(
                 e2ee.RoomKeyShares(
-                    sender_curve=b"c" * 32,
+                    sender_bundle=e2ee.issue_key_bundle(
+                        _DEVICE, identity_key=b"c" * 32, fallback_key=b"f" * 32, issued_ms=1
+                    ),
                     shares=(
                         e2ee.Share(
                             recipient=identity.DeviceId(_ID),
@@ -348,6 +350,41 @@ DECODERS: dict[str, Decoder] = {
                             ciphertext=b"o" * 40,
                         ),
                     ),
+                )
+            ),
+        ),
+    ),
+    "e2ee.decode_forwarded_key": Decoder(
+        e2ee.decode_forwarded_key,
+        e2ee.encode_forwarded_key,
+        (
+            e2ee.encode_forwarded_key(
+                e2ee.ForwardedKey(
+                    room=envelope.RoomId(_ID),
+                    session_id=_ID,
+                    exported_key=b"x" * 164,
+                    first_index=3,
+                    sender_device=identity.DeviceId(_ID),
+                    recipient_device=identity.DeviceId(_ID),
+                )
+            ),
+        ),
+    ),
+    "e2ee.decode_forward_request": Decoder(
+        e2ee.decode_forward_request,
+        e2ee.encode_forward_request,
+        (e2ee.encode_forward_request([(envelope.RoomId(_ID), _ID)]),),
+    ),
+    "e2ee.decode_forward_answer": Decoder(
+        e2ee.decode_forward_answer,
+        None,  # answers and ERROR frames share the decoder
+        (
+            e2ee.encode_forward_answer(
+                e2ee.ForwardAnswer(
+                    sender_bundle=e2ee.issue_key_bundle(
+                        _DEVICE, identity_key=b"c" * 32, fallback_key=b"f" * 32, issued_ms=1
+                    ),
+                    messages=((e2ee.OlmKind.PRE_KEY, b"o" * 40),),
                 )
             ),
         ),
