@@ -226,8 +226,17 @@ class Inbox:
                 self._react(store, reaction, envelope, now_ms, outcome)
         # a duplicate held back before a restart may be due now: the app has not seen it yet
         first = self._rules.first_seq_if_new(envelope)
-        outcome.released += self._release.offer(store, envelope, first_seq_if_new=first)
+        released = self._release.offer(store, envelope, first_seq_if_new=first)
+        outcome.released += [self._as_shown(store, e) for e in released]
         return result
+
+    def _as_shown(self, store: Store, envelope: Envelope) -> Envelope:
+        """A released envelope as the store shows it now: one the release order held in memory
+        since before its ROOM_KEY came is opened by now (SPEC §27.11)."""
+        if envelope.content_type != ENCRYPTED or self._opener is None:
+            return envelope
+        stored = store.get_event(envelope.message_id)
+        return envelope if stored is None else stored.envelope
 
     def _react(
         self,

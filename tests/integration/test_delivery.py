@@ -114,7 +114,7 @@ async def test_relay_quota_keeps_outbox(make_node: NodeFactory) -> None:
                 await bob.connect(alice.listen_addrs[0])
                 received = await arriving
                 assert [e.envelope.message_id for e in received] == [e.message_id for e in sent]
-                await wait_until(lambda: alice.outbox_delivered == len(sent))
+                await wait_until(lambda: alice.outbox_delivered == len(sent) + 1)  # + ROOM_KEY
 
 
 async def test_a_relay_that_is_a_member_too_holds_the_copy_for_the_absent_member(
@@ -164,7 +164,7 @@ async def test_a_down_homes_entries_wait_parked_and_go_when_it_connects(
                 await bob.connect(alice.listen_addrs[0])
                 received = await arriving
                 assert [e.message_id for e in received] == [e.message_id for e in sent]
-                await wait_until(lambda: alice.outbox_delivered == len(sent))
+                await wait_until(lambda: alice.outbox_delivered == len(sent) + 1)  # + ROOM_KEY
             assert await alice.store.read(alice.store.store.parked_destinations) == []
 
 
@@ -189,10 +189,7 @@ async def test_a_full_hand_takes_more_as_soon_as_a_batch_is_delivered(
         with LmdbStore(tmp_path / "alice" / "store") as store:  # as if every lease ran out
             # every stored event of the room: the messages and the ROOM_KEYs of their sessions
             page = store.page_history(room, cursor=None, direction=Direction.FORWARD, limit=1000)
-            rest = store.page_history(
-                room, cursor=page.next, direction=Direction.FORWARD, limit=1000
-            )
-            stored = [e.envelope.message_id for e in page.events + rest.events]
+            stored = [e.envelope.message_id for e in page.events]
             assert len(stored) > len(sent)
             store.enqueue_many(bytes(bob_id), [(message_id, 0) for message_id in stored])
         async with make_node("bob", listen_addrs=bob_at) as bob:
