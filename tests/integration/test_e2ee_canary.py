@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from hearthmesh.node.events import MessageReceived, NodeEvent
+from hearthmesh.node.events import MessageReceived
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import Envelope, Kind, decode_envelope
 from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.storage.api import Direction
 from tests.integration.conftest import NodeFactory, collect, wait_until_async
+from tests.integration.test_gap_fetch import next_messages
 
 DIRECT_CANARY = b"direct secret: my PIN is 4711"
 GROUP_CANARY = b"group secret: launch is on friday"
@@ -26,17 +26,6 @@ GROUP_CANARY = b"group secret: launch is on friday"
 def files_holding(root: Path, needle: bytes) -> list[Path]:
     """Every file under `root` whose bytes contain `needle`."""
     return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
-
-
-async def messages(events: AsyncIterator[NodeEvent], count: int) -> list[Envelope]:
-    """The next `count` MESSAGE envelopes the node tells its app of (membership skipped)."""
-    found: list[Envelope] = []
-    async for event in events:
-        if isinstance(event, MessageReceived) and event.envelope.kind is Kind.MESSAGE:
-            found.append(event.envelope)
-            if len(found) == count:
-                break
-    return found
 
 
 def session_of(envelope: Envelope) -> bytes:
@@ -96,8 +85,8 @@ async def test_a_stranger_on_the_groups_gossip_topic_reads_nothing_and_a_leaver_
         eavesdrop = await eve._host.subscribe(room_topic(room))
         heard = asyncio.create_task(eavesdrop.get())
         bob_events, carol_events = bob.events(), carol.events()
-        bob_gets = asyncio.create_task(messages(bob_events, 1))
-        carol_gets = asyncio.create_task(messages(carol_events, 1))
+        bob_gets = asyncio.create_task(next_messages(bob_events, 1))
+        carol_gets = asyncio.create_task(next_messages(carol_events, 1))
         first = await alice.send(room, GROUP_CANARY)
         for got in (await bob_gets, await carol_gets):
             assert [m.body for m in got] == [GROUP_CANARY]
@@ -110,7 +99,7 @@ async def test_a_stranger_on_the_groups_gossip_topic_reads_nothing_and_a_leaver_
         await carol.leave(room)
         while carol.user_id in await alice.members(room):  # noqa: ASYNC110 - no event for it
             await asyncio.sleep(0.02)
-        bob_gets = asyncio.create_task(messages(bob_events, 1))
+        bob_gets = asyncio.create_task(next_messages(bob_events, 1))
         later = await alice.send(room, b"after carol left")
         assert [m.body for m in await bob_gets] == [b"after carol left"]
         assert session_of(later) != session_of(first)  # SPEC §27.9: rotated on leaving
