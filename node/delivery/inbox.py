@@ -173,7 +173,8 @@ class Inbox:
                 continue
             opener = self._opener
             if decision.result is None and opener and envelope.content_type == ENCRYPTED:
-                append_pending()  # a ROOM_KEY earlier in this batch is taken in first
+                if any(r.envelope.kind is Kind.ROOM_KEY for r in requests):
+                    append_pending()  # a ROOM_KEY earlier in this batch is taken in first
                 try:
                     envelope = opener.open(store, envelope, hold=not fast_path)
                 except RemoteProtocolError as exc:  # SPEC §27.7: refused, nothing stored
