@@ -156,7 +156,7 @@ class Outgoing:
             if result is not AppendResult.STORED:
                 raise LocalProtocolError(f"own envelope not stored: {result.value}")
         else:
-            await self._commit_encrypted(requests, sealed.encryption)
+            await self._store_encrypted(requests, sealed.encryption)
         # Gossip is a fan-out: a direct room has one other home node, which the direct stream
         # reaches at once, so gossip would only double the work on both ends.
         gossiped = envelope.kind not in _NOT_GOSSIPED and not is_direct_room(envelope.room, members)
@@ -166,7 +166,7 @@ class Outgoing:
                 self._publish(each)
         return envelope
 
-    async def _commit_encrypted(
+    async def _store_encrypted(
         self, requests: list[AppendRequest], encryption: Encryption
     ) -> None:
         sender = self._encryption
