@@ -15,14 +15,21 @@ from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.identity.linking import LinkedDevice, link_new_device
 from hearthmesh.node.node import Node
+from hearthmesh.protocol.delivery import ProtocolErrorFrame, decode_frame
 from hearthmesh.protocol.e2ee import ENCRYPTED_CONTENT_TYPE
 from hearthmesh.protocol.envelope import RoomId
-from hearthmesh.protocol.errors import NotAuthorized
+from hearthmesh.protocol.errors import ErrorCode, NotAuthorized
 from hearthmesh.protocol.home_record import decode_home_record
 from hearthmesh.protocol.identity import DeviceId
-from hearthmesh.protocol.linking import encode_link_code
+from hearthmesh.protocol.linking import LINK_PROTOCOL, Readdress, encode_link_code, encode_readdress
 
-from .conftest import NodeFactory, collect, free_port, node_config, wait_until
+from .conftest import (
+    NodeFactory,
+    collect,
+    free_port,
+    node_config,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -365,3 +372,24 @@ async def listed(node: Node) -> list[RoomId]:
 async def wait_until_not_listed(node: Node, room: RoomId) -> None:
     while room in await listed(node):  # noqa: ASYNC110 - store state has no event
         await asyncio.sleep(0.05)
+
+
+async def test_a_linked_home_may_give_only_its_own_devices_key_bundle(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """SPEC §10.10: a sibling's readdress carrying another device's key bundle is refused
+    NOT_AUTHORIZED; the record keeps the bundles it had. (Our own homes are never charged or
+    banned, SPEC §11.6, so the refusal alone is the answer.)"""
+    async with asyncio.timeout(30), make_node("alice") as alice:
+        config, _ = await link_device(alice, tmp_path / "laptop")
+        async with Node(config) as laptop, make_node("bob") as bob:
+            await laptop.connect(alice.listen_addrs[0])
+            await wait_until(lambda: len(decode_home_record(alice.home_record()).bundles) == 2)
+            before = decode_home_record(alice.home_record()).bundles
+            foreign = decode_home_record(bob.home_record()).bundles[0]
+            async with await laptop._host.open_stream(alice.peer_id, LINK_PROTOCOL) as stream:
+                await stream.write_frame(encode_readdress(Readdress(addrs=(), bundle=foreign)))
+                answer = decode_frame(await stream.read_frame())
+            assert isinstance(answer, ProtocolErrorFrame)
+            assert answer.code == ErrorCode.NOT_AUTHORIZED
+            assert decode_home_record(alice.home_record()).bundles == before
