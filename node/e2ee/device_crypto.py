@@ -163,12 +163,19 @@ class DeviceCrypto:
         """Start (and store) a new outbound session in `room`, keeping our own inbound copy
         so our other devices' requests and our own history can be opened."""
         session = vodozemac.GroupSession()
+        return session, self.keep_new_outbound(room, session, now_ms=now_ms)
+
+    def keep_new_outbound(
+        self, room: RoomId, session: vodozemac.GroupSession, *, now_ms: int
+    ) -> OutboundSession:
+        """Store `session`, new and not yet used, as the room's outbound session, with our own
+        inbound copy; its record."""
         record = OutboundSession(
             created_ms=now_ms, messages=0, pickle=session.pickle(self._pickle_key).encode()
         )
         self._store.put_outbound_session(room, record)
         self._keep_inbound(room, session.session_key, owner=self._device)
-        return session, record
+        return record
 
     def save_outbound(
         self, room: RoomId, session: vodozemac.GroupSession, *, created_ms: int, messages: int

@@ -11,8 +11,8 @@ never sent.
 
 State: per room, our outbound session unpickled, with its age, message count and the devices
 its key went to (each with its user). The store keeps the same (`e2ee.outbound`,
-`e2ee.shared`); this copy spares an unpickle per send. Event loop only; one share at a time
-per room.
+`e2ee.shared`); this copy spares an unpickle per send. Which rooms a send is starting or
+sharing a session in (the others wait for it). Event loop only.
 """
 
 from __future__ import annotations
@@ -92,51 +92,110 @@ class RoomSender:
         self._clock = clock
         self._rotation = rotation
         self._rooms: dict[RoomId, _Outbound] = {}
-        self._locks: dict[RoomId, asyncio.Lock] = {}
+        self._busy: dict[RoomId, asyncio.Event] = {}
+        """Rooms whose session a send is starting or sharing; set when it is done."""
 
     async def encrypt(
         self, room: RoomId, members: Set[UserId], content_type: str, body: bytes
     ) -> Encryption:
         """Encrypt (content type, body) for the member devices of `room`.
 
+        A send that finds the room's session ready (in memory, within its limits, its key with
+        every member device) encrypts at once, without awaiting. One that must start a session,
+        look records up or share the key does it while the room's other sends wait, and they
+        all go on together once it is done: one at a time behind a lock, each would reach the
+        store in a group commit of its own.
+
         Raises:
             LocalProtocolError: the content does not fit one envelope once encrypted.
             StorageError: a new session or an Olm session could not be stored.
         """
-        lock = self._locks.setdefault(room, asyncio.Lock())
-        async with lock:
-            devices = self._member_devices(members)
-            outbound = await self._outbound(room, members, devices)
-            unknown = members - outbound.looked_up - self._directory.known(members)
-            if unknown:  # once per session: a member whose record is away stays unshared
-                outbound.looked_up |= unknown
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(RECORD_LOOKUP_S):
-                        await asyncio.gather(*(self._find_record(user) for user in unknown))
-                devices = self._member_devices(members)
-            missing = {d: devices[d] for d in devices if d not in outbound.shared}
-            key_bodies: tuple[bytes, ...] = ()
-            if missing:
-                recipients = [Recipient(bundle=bundle) for _, bundle in missing.values()]
-                shares = await self._store.run(
-                    self._crypto.share,
-                    room,
-                    outbound.session,
-                    recipients,
-                    now_ms=self._clock.now_ms(),
-                )
-                key_bodies = tuple(e2ee.encode_room_key_shares(s) for s in shares)
-                # taken as sent at once, so a send meanwhile does not share again; `abandon`
-                # takes them back if the commit fails
-                newly = {device: user for device, (user, _) in missing.items()}
-                outbound.shared.update(newly)
-            else:
-                newly = {}
-            encrypted, _ = e2ee.encrypt_content(outbound.session, content_type, body)
-            outbound.messages += 1
+        while (busy := self._busy.get(room)) is not None:
+            await busy.wait()
+        outbound = self._rooms.get(room)
+        key_bodies: tuple[bytes, ...] = ()
+        newly: dict[DeviceId, UserId] = {}
+        if outbound is None or self._needs_work(outbound, members):
+            done = asyncio.Event()
+            self._busy[room] = done
+            try:
+                outbound, key_bodies, newly = await self._prepare(room, members)
+            finally:
+                del self._busy[room]
+                done.set()
+        encrypted, _ = e2ee.encrypt_content(outbound.session, content_type, body)
+        outbound.messages += 1
         return Encryption(
             room=room, body=encrypted, key_bodies=key_bodies, newly_shared=newly, outbound=outbound
         )
+
+    def _needs_work(self, outbound: _Outbound, members: Set[UserId]) -> bool:
+        """Must a send rotate, look a record up or share the key before it encrypts?"""
+        devices = self._member_devices(members)
+        return (
+            self._rotates(outbound, members, devices)
+            or bool(members - outbound.looked_up - self._directory.known(members))
+            or any(device not in outbound.shared for device in devices)
+        )
+
+    async def _prepare(
+        self, room: RoomId, members: Set[UserId]
+    ) -> tuple[_Outbound, tuple[bytes, ...], dict[DeviceId, UserId]]:
+        """The room's session ready to encrypt (started anew if it must be), with the ROOM_KEY
+        bodies for the member devices that lack its key and those devices; a new session and
+        the Olm sessions the shares advanced are stored in one write batch."""
+        outbound = self._rooms.get(room)
+        if outbound is None:
+            outbound = await self._store.read_inline(self._kept, self._store.store, room)
+        devices = self._member_devices(members)
+        now_ms = self._clock.now_ms()
+        fresh = outbound is None or self._rotates(outbound, members, devices)
+        if outbound is None or fresh:
+            session = vodozemac.GroupSession()
+            outbound = _Outbound(
+                session=session,
+                session_id=e2ee.session_id_bytes(session.session_id),
+                created_ms=now_ms,
+                messages=0,
+            )
+        unknown = members - outbound.looked_up - self._directory.known(members)
+        if unknown:  # once per session: a member whose record is away stays unshared
+            outbound.looked_up |= unknown
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RECORD_LOOKUP_S):
+                    await asyncio.gather(*(self._find_record(user) for user in unknown))
+            devices = self._member_devices(members)
+        missing = {d: devices[d] for d in devices if d not in outbound.shared}
+        key_bodies: tuple[bytes, ...] = ()
+        if fresh or missing:
+            recipients = [Recipient(bundle=bundle) for _, bundle in missing.values()]
+            shares = await self._store.run(
+                self._start_and_share, room, outbound, recipients, fresh=fresh, now_ms=now_ms
+            )
+            key_bodies = tuple(e2ee.encode_room_key_shares(s) for s in shares)
+        self._rooms[room] = outbound  # a new session only once it is stored
+        # taken as sent at once, so a send meanwhile does not share again; `abandon` takes
+        # them back if the commit fails
+        newly = {device: user for device, (user, _) in missing.items()}
+        outbound.shared.update(newly)
+        return outbound, key_bodies, newly
+
+    def _start_and_share(
+        self,
+        room: RoomId,
+        outbound: _Outbound,
+        recipients: list[Recipient],
+        *,
+        fresh: bool,
+        now_ms: int,
+    ) -> list[e2ee.RoomKeyShares]:
+        """Store a new session, then share its key: one call of a store write batch, so a
+        rotation costs one commit."""
+        if fresh:
+            self._crypto.keep_new_outbound(room, outbound.session, now_ms=now_ms)
+        if not recipients:
+            return []
+        return self._crypto.share(room, outbound.session, recipients, now_ms=now_ms)
 
     def persist(self, store: Store, encryption: Encryption) -> None:
         """Store the session's advance and whom its key went to; call it in the write batch
@@ -171,33 +230,6 @@ class RoomSender:
                     devices[bundle.device] = (user, bundle)
         return devices
 
-    async def _outbound(
-        self,
-        room: RoomId,
-        members: Set[UserId],
-        devices: dict[DeviceId, tuple[UserId, e2ee.KeyBundle]],
-    ) -> _Outbound:
-        outbound = self._rooms.get(room)
-        if outbound is None:
-            outbound = await self._store.read_inline(self._kept, self._store.store, room)
-        now_ms = self._clock.now_ms()
-        if outbound is None or e2ee.needs_rotation(
-            created_ms=outbound.created_ms,
-            messages=outbound.messages,
-            now_ms=now_ms,
-            member_removed_since=self._someone_left(outbound, members, devices),
-            limits=self._rotation,
-        ):
-            session, record = await self._store.run(self._crypto.new_outbound, room, now_ms=now_ms)
-            outbound = _Outbound(
-                session=session,
-                session_id=e2ee.session_id_bytes(session.session_id),
-                created_ms=record.created_ms,
-                messages=0,
-            )
-        self._rooms[room] = outbound
-        return outbound
-
     def _kept(self, store: Store, room: RoomId) -> _Outbound | None:
         kept = self._crypto.kept_outbound(room)
         if kept is None:
@@ -210,6 +242,20 @@ class RoomSender:
             created_ms=record.created_ms,
             messages=record.messages,
             shared=dict(store.shared_devices(room, session_id)),
+        )
+
+    def _rotates(
+        self,
+        outbound: _Outbound,
+        members: Set[UserId],
+        devices: dict[DeviceId, tuple[UserId, e2ee.KeyBundle]],
+    ) -> bool:
+        return e2ee.needs_rotation(
+            created_ms=outbound.created_ms,
+            messages=outbound.messages,
+            now_ms=self._clock.now_ms(),
+            member_removed_since=self._someone_left(outbound, members, devices),
+            limits=self._rotation,
         )
 
     def _someone_left(
