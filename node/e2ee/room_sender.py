@@ -11,13 +11,14 @@ never sent.
 
 State: per room, our outbound session unpickled, with its age, message count and the devices
 its key went to (each with its user). The store keeps the same (`e2ee.outbound`,
-`e2ee.shared`); this copy spares an unpickle per send. Which rooms a send is starting or
-sharing a session in (the others wait for it). Event loop only.
+`e2ee.shared`); this copy spares an unpickle per send. The sends queued behind one that is
+starting or sharing a room's session. Event loop only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Set
@@ -31,6 +32,7 @@ from hearthmesh.node.e2ee.device_crypto import DeviceCrypto, Recipient
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.storage.api import Store
 from hearthmesh.storage.async_store import AsyncStore
@@ -70,6 +72,42 @@ class Encryption:
     outbound: _Outbound
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Queued:
+    """A send waiting while another starts or shares the room's session."""
+
+    members: Set[UserId]
+    content_type: str
+    body: bytes
+    future: asyncio.Future[Encryption | _Turn]
+
+
+class _Turn:
+    """Said to a queued send that must prepare the room's session itself."""
+
+
+_YOUR_TURN: Final = _Turn()
+
+
+def _encrypt(
+    room: RoomId,
+    outbound: _Outbound,
+    content_type: str,
+    body: bytes,
+    key_bodies: tuple[bytes, ...] = (),
+    newly: dict[DeviceId, UserId] | None = None,
+) -> Encryption:
+    encrypted, _ = e2ee.encrypt_content(outbound.session, content_type, body)
+    outbound.messages += 1
+    return Encryption(
+        room=room,
+        body=encrypted,
+        key_bodies=key_bodies,
+        newly_shared=newly or {},
+        outbound=outbound,
+    )
+
+
 class RoomSender:
     """Encrypts our user's content per room (see the module docstring)."""
 
@@ -92,8 +130,8 @@ class RoomSender:
         self._clock = clock
         self._rotation = rotation
         self._rooms: dict[RoomId, _Outbound] = {}
-        self._busy: dict[RoomId, asyncio.Event] = {}
-        """Rooms whose session a send is starting or sharing; set when it is done."""
+        self._queues: dict[RoomId, collections.deque[_Queued]] = {}
+        """Per room a send is starting or sharing a session in: the sends waiting for it."""
 
     async def encrypt(
         self, room: RoomId, members: Set[UserId], content_type: str, body: bytes
@@ -102,32 +140,63 @@ class RoomSender:
 
         A send that finds the room's session ready (in memory, within its limits, its key with
         every member device) encrypts at once, without awaiting. One that must start a session,
-        look records up or share the key does it while the room's other sends wait, and they
-        all go on together once it is done: one at a time behind a lock, each would reach the
-        store in a group commit of its own.
+        look records up or share the key does it while the room's later sends queue; it then
+        encrypts the queued ones up to the next that needs such work (which takes its turn), so
+        each queued send wakes once, encrypted, and they reach the store together. (Behind a
+        lock, they each woke in a loop iteration of their own and took a commit each.)
 
         Raises:
             LocalProtocolError: the content does not fit one envelope once encrypted.
             StorageError: a new session or an Olm session could not be stored.
         """
-        while (busy := self._busy.get(room)) is not None:
-            await busy.wait()
-        outbound = self._rooms.get(room)
-        key_bodies: tuple[bytes, ...] = ()
-        newly: dict[DeviceId, UserId] = {}
-        if outbound is None or self._needs_work(outbound, members):
-            done = asyncio.Event()
-            self._busy[room] = done
+        queue = self._queues.get(room)
+        if queue is not None:
+            queued = _Queued(
+                members=members,
+                content_type=content_type,
+                body=body,
+                future=asyncio.get_running_loop().create_future(),
+            )
+            queue.append(queued)
             try:
-                outbound, key_bodies, newly = await self._prepare(room, members)
-            finally:
-                del self._busy[room]
-                done.set()
-        encrypted, _ = e2ee.encrypt_content(outbound.session, content_type, body)
-        outbound.messages += 1
-        return Encryption(
-            room=room, body=encrypted, key_bodies=key_bodies, newly_shared=newly, outbound=outbound
-        )
+                served = await queued.future
+            except asyncio.CancelledError:
+                future = queued.future
+                if future.done() and not future.cancelled() and future.result() is _YOUR_TURN:
+                    self._serve_queue(room)  # hand the turn on
+                raise
+            if isinstance(served, Encryption):
+                return served
+        else:
+            outbound = self._rooms.get(room)
+            if outbound is not None and not self._needs_work(outbound, members):
+                return _encrypt(room, outbound, content_type, body)
+            self._queues[room] = collections.deque()
+        try:
+            outbound, key_bodies, newly = await self._prepare(room, members)
+            return _encrypt(room, outbound, content_type, body, key_bodies, newly)
+        finally:
+            self._serve_queue(room)
+
+    def _serve_queue(self, room: RoomId) -> None:
+        """Encrypt the room's queued sends in order, up to the first that needs work first:
+        that one is woken to do it, the rest stay queued behind it."""
+        queue = self._queues[room]
+        while queue:
+            queued = queue.popleft()
+            if queued.future.done():  # its sender gave up
+                continue
+            outbound = self._rooms.get(room)
+            if outbound is None or self._needs_work(outbound, queued.members):
+                queued.future.set_result(_YOUR_TURN)
+                return
+            try:
+                encryption = _encrypt(room, outbound, queued.content_type, queued.body)
+            except HearthError as exc:
+                queued.future.set_exception(exc)
+            else:
+                queued.future.set_result(encryption)
+        del self._queues[room]
 
     def _needs_work(self, outbound: _Outbound, members: Set[UserId]) -> bool:
         """Must a send rotate, look a record up or share the key before it encrypts?"""
