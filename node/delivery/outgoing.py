@@ -166,19 +166,41 @@ class Outgoing:
                 self._publish(each)
         return envelope
 
-    async def _store_encrypted(
-        self, requests: list[AppendRequest], encryption: Encryption
-    ) -> None:
+    async def _store_encrypted(self, requests: list[AppendRequest], encryption: Encryption) -> None:
         sender = self._encryption
         if sender is None:
             raise LocalProtocolError("an encrypted seal without a room sender")
         try:
-            await self._store.run(
-                _commit_encrypted, sender, self._store.store, requests, encryption
-            )
+            results = await self._store.run_grouped(self._commit_encrypted, (requests, encryption))
+            for result in results:
+                if result is not AppendResult.STORED:
+                    raise LocalProtocolError(f"own envelope not stored: {result.value}")
         except HearthError:
             sender.abandon(encryption)  # its ROOM_KEY bodies never went out
             raise
+
+    def _commit_encrypted(
+        self, sends: list[tuple[list[AppendRequest], Encryption]]
+    ) -> list[list[AppendResult]]:
+        """Store the ROOM_KEY envelopes and encrypted envelopes of the sends queued together,
+        the plaintexts for our own view and each session's advance: one call of a store write
+        batch, all or nothing, with one pickle per session (SPEC §27.8)."""
+        sender, store = self._encryption, self._store.store
+        if sender is None:
+            raise LocalProtocolError("an encrypted seal without a room sender")
+        results = store.append_many([request for requests, _ in sends for request in requests])
+        sender.persist(store, [encryption for _, encryption in sends])
+        per_send: list[list[AppendResult]] = []
+        plaintexts = []
+        for requests, _ in sends:
+            mine, results = results[: len(requests)], results[len(requests) :]
+            per_send.append(mine)
+            shown = requests[-1].envelope
+            if mine[-1] is AppendResult.STORED:
+                plaintext = e2ee.encode_plaintext(shown.content_type, shown.body)
+                plaintexts.append((shown.message_id, plaintext))
+        store.put_plaintexts(plaintexts)
+        return per_send
 
     async def send(self, room: RoomId, body: bytes, content_type: str, kind: Kind) -> Envelope:
         """`seal`, then `commit`."""
@@ -293,19 +315,6 @@ class Outgoing:
         """Return `seq` unless a later one was taken meanwhile (then the gap stays)."""
         if self._next_seq.get(room) == seq + 1:
             self._next_seq[room] = seq
-
-
-def _commit_encrypted(
-    sender: RoomSender, store: Store, requests: list[AppendRequest], encryption: Encryption
-) -> None:
-    """Store the ROOM_KEY envelopes, the encrypted envelope, its plaintext for our own view and
-    the session's advance: one call of a store write batch, all or nothing (SPEC §27.8)."""
-    for result in store.append_many(requests):
-        if result is not AppendResult.STORED:
-            raise LocalProtocolError(f"own envelope not stored: {result.value}")
-    sender.persist(store, encryption)
-    shown = requests[-1].envelope
-    store.put_plaintext(shown.message_id, e2ee.encode_plaintext(shown.content_type, shown.body))
 
 
 def _commit_own(

@@ -21,7 +21,7 @@ import asyncio
 import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Set
+from collections.abc import Awaitable, Callable, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -266,19 +266,25 @@ class RoomSender:
             return []
         return self._crypto.share(room, outbound.session, recipients, now_ms=now_ms)
 
-    def persist(self, store: Store, encryption: Encryption) -> None:
-        """Store the session's advance and whom its key went to; call it in the write batch
-        that commits the envelopes (SPEC §27.8). The pickle is taken now, so it is at or past
-        every index handed out so far."""
-        outbound = encryption.outbound
-        self._crypto.save_outbound(
-            encryption.room,
-            outbound.session,
-            created_ms=outbound.created_ms,
-            messages=outbound.messages,
-        )
-        if encryption.newly_shared:
-            store.mark_shared(encryption.room, outbound.session_id, encryption.newly_shared)
+    def persist(self, store: Store, encryptions: Sequence[Encryption]) -> None:
+        """Store each session's advance (pickled once, however many of `encryptions` it
+        made) and whom its key went to; call it in the write batch that commits their
+        envelopes (SPEC §27.8). The pickle is taken now, so it is at or past every index
+        handed out so far."""
+        latest: dict[int, Encryption] = {}
+        for encryption in encryptions:
+            latest[id(encryption.outbound)] = encryption  # its session's last, in order
+            if encryption.newly_shared:
+                session_id = encryption.outbound.session_id
+                store.mark_shared(encryption.room, session_id, encryption.newly_shared)
+        for encryption in latest.values():
+            outbound = encryption.outbound
+            self._crypto.save_outbound(
+                encryption.room,
+                outbound.session,
+                created_ms=outbound.created_ms,
+                messages=outbound.messages,
+            )
 
     def abandon(self, encryption: Encryption) -> None:
         """The commit failed: the ROOM_KEY bodies never went out, so share again next time."""
