@@ -41,6 +41,10 @@ __all__ = ["Encryption", "RoomSender"]
 
 log = logging.getLogger(__name__)
 
+MAX_READY_SESSIONS: Final = 16
+"""Sessions a rotation starts and shares ahead, per room, when more sends are queued than its
+session may encrypt: a burst then pays one commit for its rotations, not one each."""
+
 RECORD_LOOKUP_S: Final = 3.0
 """How long a send waits for the home records (and so the key bundles) of members we hold
 none of: once per member per session, so a member whose record is nowhere costs one wait."""
@@ -70,6 +74,15 @@ class Encryption:
     """ROOM_KEY bodies that must be committed (and sent) before the envelope."""
     newly_shared: dict[DeviceId, UserId]
     outbound: _Outbound
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Ready:
+    """A session started and shared ahead, for the sends queued in a burst: not used yet."""
+
+    outbound: _Outbound
+    key_bodies: tuple[bytes, ...]
+    newly: dict[DeviceId, UserId]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -108,6 +121,17 @@ def _encrypt(
     )
 
 
+def _new_outbound(now_ms: int, *, looked_up: Set[UserId] = frozenset()) -> _Outbound:
+    session = vodozemac.GroupSession()
+    return _Outbound(
+        session=session,
+        session_id=e2ee.session_id_bytes(session.session_id),
+        created_ms=now_ms,
+        messages=0,
+        looked_up=set(looked_up),
+    )
+
+
 class RoomSender:
     """Encrypts our user's content per room (see the module docstring)."""
 
@@ -132,6 +156,8 @@ class RoomSender:
         self._rooms: dict[RoomId, _Outbound] = {}
         self._queues: dict[RoomId, collections.deque[_Queued]] = {}
         """Per room a send is starting or sharing a session in: the sends waiting for it."""
+        self._ready: dict[RoomId, collections.deque[_Ready]] = {}
+        """Per room, sessions started and shared ahead (at most `MAX_READY_SESSIONS`)."""
 
     async def encrypt(
         self, room: RoomId, members: Set[UserId], content_type: str, body: bytes
@@ -168,9 +194,9 @@ class RoomSender:
             if isinstance(served, Encryption):
                 return served
         else:
-            outbound = self._rooms.get(room)
-            if outbound is not None and not self._needs_work(outbound, members):
-                return _encrypt(room, outbound, content_type, body)
+            ready = self._encrypt_ready(room, members, content_type, body)
+            if ready is not None:
+                return ready
             self._queues[room] = collections.deque()
         try:
             outbound, key_bodies, newly = await self._prepare(room, members)
@@ -186,17 +212,37 @@ class RoomSender:
             queued = queue.popleft()
             if queued.future.done():  # its sender gave up
                 continue
-            outbound = self._rooms.get(room)
-            if outbound is None or self._needs_work(outbound, queued.members):
-                queued.future.set_result(_YOUR_TURN)
-                return
             try:
-                encryption = _encrypt(room, outbound, queued.content_type, queued.body)
+                encryption = self._encrypt_ready(
+                    room, queued.members, queued.content_type, queued.body
+                )
             except HearthError as exc:
                 queued.future.set_exception(exc)
-            else:
-                queued.future.set_result(encryption)
+                continue
+            if encryption is None:
+                queued.future.set_result(_YOUR_TURN)
+                return
+            queued.future.set_result(encryption)
         del self._queues[room]
+
+    def _encrypt_ready(
+        self, room: RoomId, members: Set[UserId], content_type: str, body: bytes
+    ) -> Encryption | None:
+        """Encrypt with the room's session, or with the next session started ahead when the
+        room's needs work (its ROOM_KEY bodies go with this send); None if neither will do."""
+        outbound = self._rooms.get(room)
+        if outbound is not None and not self._needs_work(outbound, members):
+            return _encrypt(room, outbound, content_type, body)
+        ready = self._ready.get(room)
+        while ready:
+            spare = ready.popleft()
+            if not self._needs_work(spare.outbound, members):  # else stale: dropped
+                self._rooms[room] = spare.outbound
+                return _encrypt(
+                    room, spare.outbound, content_type, body, spare.key_bodies, spare.newly
+                )
+        self._ready.pop(room, None)
+        return None
 
     def _needs_work(self, outbound: _Outbound, members: Set[UserId]) -> bool:
         """Must a send rotate, look a record up or share the key before it encrypts?"""
@@ -220,13 +266,7 @@ class RoomSender:
         now_ms = self._clock.now_ms()
         fresh = outbound is None or self._rotates(outbound, members, devices)
         if outbound is None or fresh:
-            session = vodozemac.GroupSession()
-            outbound = _Outbound(
-                session=session,
-                session_id=e2ee.session_id_bytes(session.session_id),
-                created_ms=now_ms,
-                messages=0,
-            )
+            outbound = _new_outbound(now_ms)
         unknown = members - outbound.looked_up - self._directory.known(members)
         if unknown:  # once per session: a member whose record is away stays unshared
             outbound.looked_up |= unknown
@@ -235,13 +275,25 @@ class RoomSender:
                     await asyncio.gather(*(self._find_record(user) for user in unknown))
             devices = self._member_devices(members)
         missing = {d: devices[d] for d in devices if d not in outbound.shared}
+        spares = [
+            _new_outbound(now_ms, looked_up=outbound.looked_up)
+            for _ in range(self._spares_wanted(room, outbound))
+        ]
         key_bodies: tuple[bytes, ...] = ()
-        if fresh or missing:
-            recipients = [Recipient(bundle=bundle) for _, bundle in missing.values()]
-            shares = await self._store.run(
-                self._start_and_share, room, outbound, recipients, fresh=fresh, now_ms=now_ms
-            )
-            key_bodies = tuple(e2ee.encode_room_key_shares(s) for s in shares)
+        if fresh or missing or spares:
+            every = [Recipient(bundle=bundle) for _, bundle in devices.values()]
+            starts = [
+                (outbound, [Recipient(bundle=bundle) for _, bundle in missing.values()], fresh),
+                *((spare, every, True) for spare in spares),
+            ]
+            shares = await self._store.run(self._start_and_share, room, starts, now_ms=now_ms)
+            key_bodies = tuple(e2ee.encode_room_key_shares(s) for s in shares[0])
+            everyone = {device: user for device, (user, _) in devices.items()}
+            ready = self._ready.setdefault(room, collections.deque())
+            for spare, spare_shares in zip(spares, shares[1:], strict=True):
+                spare.shared.update(everyone)
+                bodies = tuple(e2ee.encode_room_key_shares(s) for s in spare_shares)
+                ready.append(_Ready(outbound=spare, key_bodies=bodies, newly=dict(everyone)))
         self._rooms[room] = outbound  # a new session only once it is stored
         # taken as sent at once, so a send meanwhile does not share again; `abandon` takes
         # them back if the commit fails
@@ -249,22 +301,36 @@ class RoomSender:
         outbound.shared.update(newly)
         return outbound, key_bodies, newly
 
+    def _spares_wanted(self, room: RoomId, outbound: _Outbound) -> int:
+        """How many more sessions the room's queued sends will need past `outbound` (which
+        encrypts the preparing send too), up to `MAX_READY_SESSIONS` in all."""
+        per_session = self._rotation.max_messages
+        left = per_session - outbound.messages - 1
+        queued = len(self._queues.get(room, ()))
+        held = len(self._ready.get(room, ()))
+        wanted = -(-(queued - left) // per_session) if queued > left else 0
+        return max(0, min(wanted, MAX_READY_SESSIONS) - held)
+
     def _start_and_share(
         self,
         room: RoomId,
-        outbound: _Outbound,
-        recipients: list[Recipient],
+        starts: list[tuple[_Outbound, list[Recipient], bool]],
         *,
-        fresh: bool,
         now_ms: int,
-    ) -> list[e2ee.RoomKeyShares]:
-        """Store a new session, then share its key: one call of a store write batch, so a
-        rotation costs one commit."""
-        if fresh:
-            self._crypto.keep_new_outbound(room, outbound.session, now_ms=now_ms)
-        if not recipients:
-            return []
-        return self._crypto.share(room, outbound.session, recipients, now_ms=now_ms)
+    ) -> list[list[e2ee.RoomKeyShares]]:
+        """Store each new session, then share each session's key with its recipients: one
+        call of a store write batch, so a rotation (and the sessions started ahead with it)
+        costs one commit. The shares per session, in order."""
+        shares = []
+        for outbound, recipients, fresh in starts:
+            if fresh:
+                self._crypto.keep_new_outbound(room, outbound.session, now_ms=now_ms)
+            shares.append(
+                self._crypto.share(room, outbound.session, recipients, now_ms=now_ms)
+                if recipients
+                else []
+            )
+        return shares
 
     def persist(self, store: Store, encryptions: Sequence[Encryption]) -> None:
         """Store each session's advance (pickled once, however many of `encryptions` it
