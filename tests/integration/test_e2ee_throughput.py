@@ -14,6 +14,7 @@ from hearthmesh.node.events import MessageReceived
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import decode_envelope
 from tests.integration.conftest import NodeFactory, collect
+from tests.integration.test_e2ee_canary import direct_room
 
 SENDS = 250
 ROTATE_AFTER = 100
@@ -23,9 +24,7 @@ async def test_concurrent_sends_across_rotations_share_commits_and_all_open(
     make_node: NodeFactory,
 ) -> None:
     async with asyncio.timeout(90), make_node("alice") as alice, make_node("bob") as bob:
-        await bob.connect(alice.listen_addrs[0])
-        await alice.learn_home_record(bob.home_record())
-        room = await alice.open_direct(bob.user_id)
+        room = await direct_room(alice, bob)
         await alice.send(room, b"warm")  # the first session is started and shared
         events = bob.events()
         arriving = asyncio.create_task(collect(events, MessageReceived, SENDS + 1))
