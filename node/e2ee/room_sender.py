@@ -110,7 +110,14 @@ def _encrypt(
     key_bodies: tuple[bytes, ...] = (),
     newly: dict[DeviceId, UserId] | None = None,
 ) -> Encryption:
-    encrypted, _ = e2ee.encrypt_content(outbound.session, content_type, body)
+    """Encrypt one send's content; the ROOM_KEY bodies (and the devices they reach) go with
+    it, or, if it cannot be encrypted, those devices are taken as lacking the key again."""
+    try:
+        encrypted, _ = e2ee.encrypt_content(outbound.session, content_type, body)
+    except HearthError:
+        for device in newly or {}:
+            outbound.shared.pop(device, None)  # its ROOM_KEY bodies never go out
+        raise
     outbound.messages += 1
     return Encryption(
         room=room,

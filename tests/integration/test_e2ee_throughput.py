@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
 import vodozemac
 
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.protocol import e2ee
-from hearthmesh.protocol.envelope import decode_envelope
+from hearthmesh.protocol.envelope import MAX_BODY_BYTES, decode_envelope
+from hearthmesh.protocol.errors import LocalProtocolError
 from tests.integration.conftest import NodeFactory, collect
 from tests.integration.test_e2ee_canary import direct_room
 
@@ -46,3 +48,17 @@ async def test_concurrent_sends_across_rotations_share_commits_and_all_open(
         # together around them. Queued one by one behind a lock per room after each rotation,
         # they took a commit each (86 seen).
         assert batches < SENDS // 10, batches
+
+
+async def test_a_send_too_large_to_encrypt_leaves_the_room_key_to_the_next(
+    make_node: NodeFactory,
+) -> None:
+    """The send that started the session could not be encrypted: its ROOM_KEY never went out,
+    so the next send carries it and bob opens that one."""
+    async with asyncio.timeout(60), make_node("alice") as alice, make_node("bob") as bob:
+        room = await direct_room(alice, bob)
+        with pytest.raises(LocalProtocolError):
+            await alice.send(room, b"x" * MAX_BODY_BYTES)
+        arriving = asyncio.create_task(collect(bob.events(), MessageReceived, 1))
+        await alice.send(room, b"fits")
+        assert [e.envelope.body for e in await arriving] == [b"fits"]
