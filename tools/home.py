@@ -193,6 +193,7 @@ def run_node(settings: HomeSettings) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    logging.getLogger("multiaddr").setLevel(logging.WARNING)  # a line per address parsed
     tune_collector()
     try:
         asyncio.run(_serve(settings, started))
