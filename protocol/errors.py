@@ -13,6 +13,7 @@ from typing import ClassVar
 __all__ = [
     "BadCertificate",
     "BadSignature",
+    "BadTimestamps",
     "Busy",
     "ClockSkew",
     "ErrorCode",
@@ -24,11 +25,14 @@ __all__ = [
     "MalformedMessage",
     "MediaTampered",
     "MembershipLimit",
+    "MessageRecalled",
     "NotAuthorized",
     "NotFound",
+    "NotSender",
     "ProtocolError",
     "QuotaExceeded",
     "RateLimited",
+    "RecallWindowClosed",
     "RemoteProtocolError",
     "Replayed",
     "SasMismatch",
@@ -40,6 +44,7 @@ __all__ = [
     "UnknownKind",
     "UnsupportedVersion",
     "VerificationCancelled",
+    "WrongRoom",
     "error_for_code",
     "refusal",
 ]
@@ -74,6 +79,12 @@ class ErrorCode(IntEnum):
     UNDECRYPTABLE = 50
     KEY_MISMATCH = 51
     REPLAYED = 52
+    # 65-69: message actions (SPEC §31)
+    NOT_SENDER = 65
+    RECALL_WINDOW_CLOSED = 66
+    WRONG_ROOM = 67
+    MESSAGE_RECALLED = 68
+    BAD_TIMESTAMPS = 69
     STORAGE = 100
 
 
@@ -235,6 +246,36 @@ class VerificationCancelled(HearthError):
     code = ErrorCode.VERIFICATION_CANCELLED
 
 
+class NotSender(RemoteProtocolError):
+    """An edit or recall of a message someone else sent (SPEC §31.1, §31.2)."""
+
+    code = ErrorCode.NOT_SENDER
+
+
+class RecallWindowClosed(RemoteProtocolError):
+    """A recall later than the recall window after its message (SPEC §31.1)."""
+
+    code = ErrorCode.RECALL_WINDOW_CLOSED
+
+
+class WrongRoom(RemoteProtocolError):
+    """An action naming a message of another room (SPEC §31)."""
+
+    code = ErrorCode.WRONG_ROOM
+
+
+class MessageRecalled(RemoteProtocolError):
+    """An edit, reaction or reply asked for on a message that was recalled (SPEC §31.1)."""
+
+    code = ErrorCode.MESSAGE_RECALLED
+
+
+class BadTimestamps(RemoteProtocolError):
+    """A client's written / sent times out of order or beyond their bound (SPEC §31.6)."""
+
+    code = ErrorCode.BAD_TIMESTAMPS
+
+
 class StorageError(HearthError):
     """The store failed or holds something it cannot read; the message names the path or key."""
 
@@ -266,6 +307,11 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         Undecryptable,
         KeyMismatch,
         Replayed,
+        NotSender,
+        RecallWindowClosed,
+        WrongRoom,
+        MessageRecalled,
+        BadTimestamps,
     )
 }
 

@@ -14,7 +14,7 @@ from enum import IntEnum
 from typing import Final
 
 from .canonical import decode_canonical, encode_canonical
-from .envelope import RoomId
+from .envelope import MessageId, RoomId
 from .errors import MalformedMessage
 from .identity import UserId
 
@@ -22,9 +22,12 @@ __all__ = [
     "PRIVATE_CONTENT_TYPE",
     "SELF_ROOM_DOMAIN",
     "ConversationDeleted",
+    "MessageHidden",
     "PrivateAction",
+    "PrivateChange",
     "decode_private",
     "encode_conversation_deleted",
+    "encode_message_hidden",
     "self_room_id",
 ]
 
@@ -42,6 +45,7 @@ class PrivateAction(IntEnum):
     """What a PRIVATE envelope does. Values are never renumbered."""
 
     CONVERSATION_DELETED = 1
+    MESSAGE_HIDDEN = 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,14 +55,32 @@ class ConversationDeleted:
     room: RoomId
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageHidden:
+    """The user deleted `message` of `room` for themselves: "delete for me" (SPEC §31.7)."""
+
+    room: RoomId
+    message: MessageId
+
+
+PrivateChange = ConversationDeleted | MessageHidden
+
+
+def encode_message_hidden(room: RoomId, message: MessageId) -> bytes:
+    """CBOR [2, room, message]."""
+    return encode_canonical([int(PrivateAction.MESSAGE_HIDDEN), room, message])
+
+
 def encode_conversation_deleted(room: RoomId) -> bytes:
     """CBOR [1, room]."""
     return encode_canonical([int(PrivateAction.CONVERSATION_DELETED), room])
 
 
-def decode_private(body: bytes) -> ConversationDeleted:
+def decode_private(body: bytes) -> PrivateChange:
     """Parse a PRIVATE body. Raises MalformedMessage or TooLarge."""
     match decode_canonical(body, max_bytes=_MAX_BODY_BYTES):
         case [1, bytes() as room] if len(room) == 32:
             return ConversationDeleted(room=RoomId(room))
+        case [2, bytes() as room, bytes() as message] if len(room) == len(message) == 32:
+            return MessageHidden(room=RoomId(room), message=MessageId(message))
     raise MalformedMessage("not a private-state body")

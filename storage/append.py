@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import LocalProtocolError
 from hearthmesh.protocol.hlc import encode_timestamp
 
+from .actions import index_action_txn, withdrawn_by_txn
 from .api import AppendRequest, AppendResult
 from .arrivals import ArrivalCounter
 from .keys import Table, history_key, pack_u64, sender_seq_key, sequence_key, unpack_u64
@@ -37,7 +39,9 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
         envelope = request.envelope
         hlc = encode_timestamp(envelope.hlc)
         key = history_key(envelope.room, hlc, envelope.sender_device, envelope.seq)
-        if not txn.insert(Table.MESSAGE_IDS, envelope.message_id, key):
+        if not txn.insert(Table.MESSAGE_IDS, envelope.message_id, key) or _recalled_txn(
+            txn, envelope
+        ):
             results.append(AppendResult.DUPLICATE)
             continue
         if not txn.insert(Table.HISTORY, key, envelope.message_id + envelope.wire):
@@ -57,5 +61,16 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
         for user in local_members_txn(txn, envelope.room):
             bump_conversation_txn(txn, user, envelope.room, hlc)
         note_media_txn(txn, envelope)
+        if request.acts_on is not None:
+            index_action_txn(txn, request.acts_on, envelope.message_id)
         results.append(AppendResult.STORED)
     return results
+
+
+def _recalled_txn(txn: KvTxn, envelope: Envelope) -> bool:
+    """Its sender recalled it here already (SPEC §31.1): a copy arriving later is as good as
+    stored, and its body never is. Undoes the id's insert."""
+    if withdrawn_by_txn(txn, envelope.message_id) != envelope.sender_user:
+        return False
+    txn.delete(Table.MESSAGE_IDS, envelope.message_id)
+    return True

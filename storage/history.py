@@ -47,6 +47,7 @@ __all__ = [
     "latest_event_txn",
     "page_history_txn",
     "purge_events_txn",
+    "remove_event_txn",
     "sender_events_txn",
     "set_status_txn",
     "statuses_txn",
@@ -182,15 +183,30 @@ def purge_events_txn(
                 doomed.append((key, value, message_id))
         for key, value, message_id in doomed:  # after the scan: never mutate under a cursor
             on_removed(txn, key, value)
-            txn.delete(Table.HISTORY, key)
-            _unindex_sender_txn(txn, key)
-            txn.delete(Table.MESSAGE_IDS, message_id)
-            statuses = [k for k, _ in txn.scan(Table.STATUS, message_id, prefix_end(message_id))]
-            for status_key in statuses:
-                txn.delete(Table.STATUS, status_key)
+            _remove_txn(txn, key, message_id)
         removed += len(doomed)
         position = prefix_end(room)
     return removed, kept
+
+
+def remove_event_txn(
+    txn: KvTxn, event: StoredEvent, *, on_removed: Callable[[KvTxn, bytes, bytes], None]
+) -> None:
+    """Remove one stored event: its history entry, indexes and statuses (a recall, SPEC §31.1);
+    `on_removed(txn, key, value)` drops what other tables keep of it first."""
+    envelope = event.envelope
+    key = envelope.room + bytes(event.cursor)
+    on_removed(txn, key, envelope.message_id + envelope.wire)
+    _remove_txn(txn, key, envelope.message_id)
+
+
+def _remove_txn(txn: KvTxn, key: bytes, message_id: MessageId) -> None:
+    txn.delete(Table.HISTORY, key)
+    _unindex_sender_txn(txn, key)
+    txn.delete(Table.MESSAGE_IDS, message_id)
+    statuses = [k for k, _ in txn.scan(Table.STATUS, message_id, prefix_end(message_id))]
+    for status_key in statuses:
+        txn.delete(Table.STATUS, status_key)
 
 
 def last_seq_txn(txn: KvTxn, room: bytes, sender_device: bytes) -> int:

@@ -184,6 +184,14 @@ class Table(Enum):
     """one-time key(32) -> b"": keys of ours already handed to a claimer (SPEC §27.2)."""
     TRUST = b"verification.trust"
     """user | device -> trust u8 | updated_ms u64: what SAS verification settled (SPEC §29.4)."""
+    ACTIONS = b"history.actions"
+    """target message id | action message id -> b"": the edits, recalls and reactions stored
+    here that name a message (SPEC §31.5)."""
+    WITHDRAWN = b"history.withdrawn"
+    """target message id -> recall message id | recalling user: recalled messages, whose body
+    is purged here and never stored again (SPEC §31.1)."""
+    HIDDEN = b"history.hidden"
+    """user | message id -> b"": messages a user deleted for themselves (SPEC §31.7)."""
 
 
 def crypto_pair_key(first: bytes, second: bytes) -> bytes:

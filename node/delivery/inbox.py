@@ -20,8 +20,11 @@ from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.mesh.relationships import knows
 from hearthmesh.node.rooms.contact_events import apply_contact_event
+from hearthmesh.node.rooms.message_actions import acts_on, apply_recall
+from hearthmesh.node.rooms.message_actions import refusal as action_refusal
 from hearthmesh.node.rooms.receipt_credit import credit_receipt
 from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.protocol.actions import ACTION_KINDS
 from hearthmesh.protocol.arrival import (
     ArrivalRules,
     Reaction,
@@ -29,11 +32,11 @@ from hearthmesh.protocol.arrival import (
     appended_result,
     error_result,
 )
-from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
+from hearthmesh.protocol.delivery import AckStatus, DeliveryResult, rejected
 from hearthmesh.protocol.envelope import Envelope, MessageId
 from hearthmesh.protocol.errors import LocalProtocolError, QuotaExceeded, RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
-from hearthmesh.protocol.private import decode_private
+from hearthmesh.protocol.private import MessageHidden, decode_private
 from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, Store
 
 __all__ = ["Arrival", "Inbox", "StoreOutcome"]
@@ -147,12 +150,22 @@ class Inbox:
             if decision.verdict is Verdict.RELAY:
                 results.append(self._relay(store, item, peer, now_ms, outcome))
                 continue
+            refused = None
+            if decision.result is None and envelope.kind in ACTION_KINDS:
+                refused = action_refusal(store, envelope)
             if decision.result is not None:  # deferred or rejected: fixed before the store
                 results.append(decision.result)
+            elif refused is not None:  # SPEC §31: an edit or recall of another user's message
+                results.append(rejected(envelope.message_id, refused))
             else:
                 slots.append(len(results))  # its result is set after the commit
                 requests.append(
-                    AppendRequest(envelope=envelope, outbox_to=forward, next_attempt_ms=now_ms)
+                    AppendRequest(
+                        envelope=envelope,
+                        outbox_to=forward,
+                        next_attempt_ms=now_ms,
+                        acts_on=acts_on(envelope) if envelope.kind in ACTION_KINDS else None,
+                    )
                 )
                 results.append(_PENDING)
             if decision.store_before_next:
@@ -199,6 +212,8 @@ class Inbox:
             case Reaction.APPLY_CONTACT_EVENT:
                 for user in self._local:
                     apply_contact_event(store, user, envelope, now_ms=now_ms)
+            case Reaction.APPLY_RECALL:
+                apply_recall(store, envelope)
 
     def _relay(
         self, store: Store, arrival: Arrival, peer: str, now_ms: int, outcome: StoreOutcome
@@ -235,6 +250,9 @@ def apply_private(store: Store, envelope: Envelope) -> None:
         change = decode_private(envelope.body)
     except RemoteProtocolError as exc:
         log.info("private change %s ignored: %s", envelope.message_id.hex()[:12], exc)
+        return
+    if isinstance(change, MessageHidden):  # delete for me (SPEC §31.7)
+        store.hide_message(envelope.sender_user, change.message)
         return
     newest = store.page_history(change.room, cursor=None, direction=Direction.BACKWARD, limit=1)
     if not newest.events or newest.events[-1].envelope.hlc <= envelope.hlc:

@@ -21,7 +21,9 @@ from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.delivery.outcomes import StoreOutcomes
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.rooms.members import RoomMembers
+from hearthmesh.node.rooms.message_actions import acts_on, apply_recall
 from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.protocol.actions import ACTION_KINDS
 from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, encode_typing
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
 from hearthmesh.protocol.errors import (
@@ -117,10 +119,13 @@ class Outgoing:
             envelope=envelope,
             outbox_to=recipients,
             next_attempt_ms=self._outbox.lease_due_ms(),
+            acts_on=acts_on(envelope) if envelope.kind in ACTION_KINDS else None,
         )
         result = await self._store.append(request)
         if result is not AppendResult.STORED:
             raise LocalProtocolError(f"own envelope not stored: {result.value}")
+        if envelope.kind is Kind.RECALL:  # our own home purges it too (SPEC §31.1)
+            await self._store.run(apply_recall, self._store.store, envelope)
         self._outbox.submit(envelope, recipients)
         # Gossip is a fan-out: a direct room has one other home node, which the direct stream
         # reaches at once, so gossip would only double the work on both ends.

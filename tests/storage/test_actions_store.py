@@ -1,0 +1,70 @@
+"""Message actions in the store (SPEC §31): the index, recall tombstones, delete for me."""
+
+from __future__ import annotations
+
+from hearthmesh.protocol.actions import RECALL_CONTENT_TYPE, Recall, encode_recall
+from hearthmesh.protocol.envelope import Kind
+from hearthmesh.storage.api import AppendRequest, AppendResult, Direction
+from hearthmesh.storage.store import KvStore
+
+from .helpers import PEER, ROOM_A, USER_A, USER_B, make_envelope
+
+
+def _recall(target: bytes, *, user: bytes = USER_A, seq: int = 2) -> AppendRequest:
+    envelope = make_envelope(
+        seq=seq,
+        wall_ms=2_000,
+        kind=Kind.RECALL,
+        user=user,
+        content_type=RECALL_CONTENT_TYPE,
+        body=encode_recall(Recall(target=target)),  # type: ignore[arg-type]
+    )
+    return AppendRequest(envelope=envelope, acts_on=target)
+
+
+def test_a_recall_purges_the_body_and_a_later_copy_is_never_stored(store: KvStore) -> None:
+    original = make_envelope(body=b"secret")
+    assert store.append(AppendRequest(envelope=original)) is AppendResult.STORED
+    recall = _recall(original.message_id)
+    assert store.append(recall) is AppendResult.STORED
+    assert [e.envelope for e in store.actions_of(original.message_id)] == [recall.envelope]
+    assert store.withdraw(original.message_id, recall.envelope.message_id, USER_A)
+    assert store.get_event(original.message_id) is None
+    page = store.page_history(ROOM_A, direction=Direction.FORWARD, limit=10)
+    assert all(b"secret" not in e.envelope.wire for e in page.events)
+    # sync, a gap fetch or a retry brings it again: as good as stored, never stored
+    assert store.append(AppendRequest(envelope=original)) is AppendResult.DUPLICATE
+    assert store.get_event(original.message_id) is None
+    assert store.withdrawn_by(original.message_id) == USER_A
+
+
+def test_a_body_still_to_be_delivered_stays_until_the_purge_after_its_ack(store: KvStore) -> None:
+    original = make_envelope(body=b"secret")
+    store.append(AppendRequest(envelope=original, outbox_to=(PEER,)))
+    store.append(_recall(original.message_id))
+    assert not store.withdraw(original.message_id, b"\x01" * 32, USER_A)
+    assert store.get_event(original.message_id) is not None  # the away home still needs it
+    store.purge(now_ms=3_000, retention_ms=10**12)
+    assert store.get_event(original.message_id) is not None
+    store.ack(PEER, original.message_id)
+    assert store.purge(now_ms=3_000, retention_ms=10**12).events == 1
+    assert store.get_event(original.message_id) is None
+
+
+def test_a_recall_by_someone_else_purges_nothing(store: KvStore) -> None:
+    original = make_envelope(body=b"mine")
+    store.append(AppendRequest(envelope=original))
+    assert not store.withdraw(original.message_id, b"\x01" * 32, USER_B)
+    assert store.get_event(original.message_id) is not None
+    assert store.append(AppendRequest(envelope=make_envelope(body=b"x", seq=3))) is (
+        AppendResult.STORED
+    )
+
+
+def test_hidden_messages_are_per_user(store: KvStore) -> None:
+    original = make_envelope()
+    store.append(AppendRequest(envelope=original))
+    assert store.hide_message(USER_A, original.message_id)
+    assert not store.hide_message(USER_A, original.message_id)
+    assert store.hidden_messages(USER_A, [original.message_id]) == {original.message_id}
+    assert store.hidden_messages(USER_B, [original.message_id]) == set()
