@@ -27,7 +27,7 @@ from enum import Enum
 from typing import Final
 
 from .canonical import decode_canonical, encode_canonical
-from .envelope import Envelope, Kind, MessageId, RoomId
+from .envelope import MAX_BODY_BYTES, Envelope, Kind, MessageId, RoomId
 from .errors import (
     MalformedMessage,
     NotSender,
@@ -42,6 +42,7 @@ __all__ = [
     "ACTION_KINDS",
     "ANNOTATED_CONTENT_TYPE",
     "EDIT_CONTENT_TYPE",
+    "MAX_EDIT_BYTES",
     "MAX_EMOJI_BYTES",
     "MAX_RECALL_WINDOW_MS",
     "REACTION_CONTENT_TYPE",
@@ -78,8 +79,8 @@ MAX_RECALL_WINDOW_MS: Final = 48 * 3600 * 1000
 One protocol constant, so every device folds a late recall alike; a home may refuse its own
 user's recalls sooner (`recall_window_ms`)."""
 MAX_EMOJI_BYTES: Final = 64
-_MAX_EDIT_BYTES: Final = 64 * 1024
-_MAX_ACTION_BODY: Final = _MAX_EDIT_BYTES + 64
+MAX_EDIT_BYTES: Final = 32 * 1024
+_MAX_ACTION_BODY: Final = MAX_EDIT_BYTES + 64
 
 ACTION_KINDS: Final = frozenset({Kind.EDIT, Kind.RECALL, Kind.REACTION})
 """Kinds that act on an earlier message of their room."""
@@ -177,8 +178,8 @@ def _check_id(target: bytes) -> None:
 
 def _check_edit(edit: Edit) -> None:
     _check_id(edit.target)
-    if not edit.text or len(edit.text.encode()) > _MAX_EDIT_BYTES:
-        raise MalformedMessage(f"an edit's text is 1..{_MAX_EDIT_BYTES} bytes")
+    if not edit.text or len(edit.text.encode()) > MAX_EDIT_BYTES:
+        raise MalformedMessage(f"an edit's text is 1..{MAX_EDIT_BYTES} bytes")
 
 
 def _check_reaction(reaction: Reaction) -> None:
@@ -216,7 +217,7 @@ def encode_annotated(annotated: Annotated) -> bytes:
 
 def decode_annotated(body: bytes) -> Annotated:
     """Parse an annotated body. Raises MalformedMessage or TooLarge."""
-    match decode_canonical(body, max_bytes=_MAX_ACTION_BODY):
+    match decode_canonical(body, max_bytes=MAX_BODY_BYTES):
         case [str() as content_type, bytes() as inner, bytes() as reply_to, int() as forwarded] if (
             forwarded in (0, 1) and len(reply_to) in (0, 32)
         ) and content_type != ANNOTATED_CONTENT_TYPE:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from .actions import ANNOTATED_CONTENT_TYPE, decode_annotated
 from .canonical import CborValue, decode_canonical, encode_canonical
 from .envelope import Envelope, Kind
 from .errors import MalformedMessage, RemoteProtocolError
@@ -53,7 +54,11 @@ _MEDIA_TYPES: Final = frozenset({"image", "video", "audio", "file"})
 def is_user_content(envelope: Envelope) -> bool:
     """A message clients show as a chat bubble (not a receipt, membership or contact event)."""
     if envelope.kind is Kind.MESSAGE:
-        return envelope.content_type in (TEXT_CONTENT_TYPE, MEDIA_CONTENT_TYPE)
+        return envelope.content_type in (
+            TEXT_CONTENT_TYPE,
+            MEDIA_CONTENT_TYPE,
+            ANNOTATED_CONTENT_TYPE,
+        )
     return envelope.kind in (Kind.EDIT, Kind.RECALL, Kind.REACTION)
 
 
@@ -139,10 +144,14 @@ def decode_media(body: bytes) -> MediaRef:
 
 def media_ref_of(envelope: Envelope) -> MediaRef | None:
     """The media reference a stored MESSAGE carries; None for anything else or a bad body."""
-    if envelope.kind is not Kind.MESSAGE or envelope.content_type != MEDIA_CONTENT_TYPE:
+    if envelope.kind is not Kind.MESSAGE:
         return None
+    content_type, body = envelope.content_type, envelope.body
     try:
-        return decode_media(envelope.body)
+        if content_type == ANNOTATED_CONTENT_TYPE:  # a media reply or forward (SPEC §31.4)
+            annotated = decode_annotated(body)
+            content_type, body = annotated.content_type, annotated.body
+        return decode_media(body) if content_type == MEDIA_CONTENT_TYPE else None
     except RemoteProtocolError:
         return None  # shown as a broken message; there is nothing to fetch
 

@@ -13,7 +13,6 @@ from typing import ClassVar
 __all__ = [
     "BadCertificate",
     "BadSignature",
-    "BadTimestamps",
     "Busy",
     "ClockSkew",
     "ErrorCode",
@@ -84,7 +83,6 @@ class ErrorCode(IntEnum):
     RECALL_WINDOW_CLOSED = 66
     WRONG_ROOM = 67
     MESSAGE_RECALLED = 68
-    BAD_TIMESTAMPS = 69
     STORAGE = 100
 
 
@@ -270,12 +268,6 @@ class MessageRecalled(RemoteProtocolError):
     code = ErrorCode.MESSAGE_RECALLED
 
 
-class BadTimestamps(RemoteProtocolError):
-    """A client's written / sent times out of order or beyond their bound (SPEC §31.6)."""
-
-    code = ErrorCode.BAD_TIMESTAMPS
-
-
 class StorageError(HearthError):
     """The store failed or holds something it cannot read; the message names the path or key."""
 
@@ -311,7 +303,6 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         RecallWindowClosed,
         WrongRoom,
         MessageRecalled,
-        BadTimestamps,
     )
 }
 

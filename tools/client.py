@@ -33,6 +33,7 @@ class ApiRefused(HearthError):
         error = body.get("error", {}) if isinstance(body, dict) else {}
         super().__init__(f"{status} {error.get('name', '')}: {error.get('message', body)}")
         self.status = status
+        self.body = body
 
 
 class ApiClient:

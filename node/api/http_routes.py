@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from hearthmesh.node.api.action_routes import ACTION_ROUTES
 from hearthmesh.node.api.bodies import read_json
 from hearthmesh.node.api.client_routes import CLIENT_ROUTES
 from hearthmesh.node.api.errors import ApiError
@@ -535,6 +536,7 @@ ROUTES: Final = (
     ("GET", "/v1/ws", websocket_handler),
     *CLIENT_ROUTES,
     *VERIFY_ROUTES,
+    *ACTION_ROUTES,
 )
 """Every route: (method, path, handler). The OpenAPI test checks each is documented."""
 

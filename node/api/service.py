@@ -19,22 +19,22 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
+from hearthmesh.node.api.actions import MessageActions, annotate
 from hearthmesh.node.api.config import ApiConfig
 from hearthmesh.node.api.feed import Feed, dumps
 from hearthmesh.node.api.frames import FrameRenderer
 from hearthmesh.node.api.push import PushDispatcher, load_vapid_key
 from hearthmesh.node.api.receipts import ReceiptService, statuses_of, unread_count
 from hearthmesh.node.api.views import (
-    STATUS_NAMES,
     direct_recipient_view,
     encode_cursor,
     group_recipient_view,
     hlc_view,
     latest_message_view,
-    message_view,
     profile_view,
 )
 from hearthmesh.node.clock import Clock
+from hearthmesh.node.delivery.outgoing import WrittenTimes
 from hearthmesh.node.events import (
     DeviceKeysChanged,
     DeviceVerified,
@@ -47,6 +47,7 @@ from hearthmesh.node.events import (
 from hearthmesh.node.media.sealed import plain_size
 from hearthmesh.node.node import Node
 from hearthmesh.node.supervisor import Supervisor
+from hearthmesh.protocol.actions import ANNOTATED_CONTENT_TYPE, Annotated, target_of
 from hearthmesh.protocol.client_api import Send
 from hearthmesh.protocol.content import (
     CONTACT_CONTENT_TYPE,
@@ -59,8 +60,14 @@ from hearthmesh.protocol.content import (
     encode_media,
     is_user_content,
 )
-from hearthmesh.protocol.envelope import Envelope, RoomId
-from hearthmesh.protocol.errors import MalformedMessage, NotAuthorized, NotFound, StorageError
+from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
+from hearthmesh.protocol.errors import (
+    MalformedMessage,
+    NotAuthorized,
+    NotFound,
+    StorageError,
+    WrongRoom,
+)
 from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
 from hearthmesh.protocol.membership import Role
 from hearthmesh.protocol.rooms import direct_room_id
@@ -157,7 +164,8 @@ class ApiService:
         self.clock = clock
         self.sessions: set[ClientSession] = set()
         self.receipts = ReceiptService(node, clock)
-        self.frames = FrameRenderer(node, self.receipts, self._on_message)
+        self.actions = MessageActions(node, config, clock)
+        self.frames = FrameRenderer(node, self.receipts, self.actions, self._on_message)
         self.feed = Feed(
             node.store,
             render=self.frames.render,
@@ -263,7 +271,12 @@ class ApiService:
                 self._typing_frame(room, user, False)
 
     def _on_message(self, envelope: Envelope) -> None:
-        """Another user's message reached the feed: push it if no client is connected."""
+        """Another user's message reached the feed: push it if no client is connected; a
+        recall withdraws what is still pending of its message (SPEC §31.1)."""
+        target = target_of(envelope)
+        if target is not None and self.push is not None:
+            self.push.withdraw(target.hex())
+            return
         if not self.sessions and self.push is not None:
             self.push.notify_nowait(
                 {
@@ -307,12 +320,24 @@ class ApiService:
                 )
             )
             content_type = MEDIA_CONTENT_TYPE
+        if command.reply_to is not None:  # SPEC §31.4: the reply names what it answers
+            await self._reply_target(command.room_id, command.reply_to)
+            annotated = Annotated(content_type=content_type, body=body, reply_to=command.reply_to)
+            body, content_type = annotate(annotated), ANNOTATED_CONTENT_TYPE
+        written = None
+        if command.written_ms is not None and command.sent_ms is not None:
+            written = WrittenTimes(
+                written_ms=command.written_ms,
+                sent_ms=command.sent_ms,
+                received_ms=self.clock.now_ms(),
+            )
         try:
             envelope = await self.node.send(
                 command.room_id,
                 body,
                 content_type=content_type,
                 on_sealed=lambda sealed: self._sealed(sealed, command.client_id),
+                written=written,
             )
         except NotAuthorized:
             await self.require_room(command.room_id)  # a room unknown here is NOT_FOUND
@@ -324,6 +349,14 @@ class ApiService:
         with contextlib.suppress(StorageError):  # closing: clients read it by cursor later
             await self.feed.catch_up()
         return envelope
+
+    async def _reply_target(self, room: RoomId, message_id: MessageId) -> None:
+        """A reply answers a message of its own room (SPEC §31.4). Raises NotFound, WrongRoom."""
+        original = await self.node.get_event(message_id)
+        if original is None or not is_user_content(original):
+            raise NotFound(f"no message {message_id.hex()[:16]} to reply to")
+        if original.room != room:
+            raise WrongRoom("a reply answers a message of its own conversation")
 
     def _sealed(self, envelope: Envelope, client_id: str) -> None:
         """A client's message is sealed, about to be stored: its echo will name `client_id`,
@@ -400,14 +433,7 @@ class ApiService:
         members = await self.node.members(room)
         store = self.node.store
         statuses = await store.read(statuses_of, store.store, self.own, envelopes, members)
-        messages = []
-        for envelope in envelopes:
-            view = message_view(envelope)
-            if envelope.message_id in statuses:
-                aggregate, per_member = statuses[envelope.message_id]
-                view["status"] = STATUS_NAMES[aggregate]
-                view["statuses"] = {u: STATUS_NAMES[s] for u, s in per_member.items()}
-            messages.append(view)
+        messages = await self.actions.page(page.events, statuses)
         return {"id": room.hex(), "messages": messages, "next_cursor": encode_cursor(page.next)}
 
     async def groups(self) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from hearthmesh.protocol.errors import (
     StorageError,
 )
 from hearthmesh.protocol.gossip import encode_gossip, room_topic
+from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.membership import (
     MEMBERSHIP_CONTENT_TYPE,
@@ -40,13 +41,23 @@ from hearthmesh.protocol.membership import (
     encode_membership,
 )
 from hearthmesh.protocol.rooms import is_direct_room
+from hearthmesh.protocol.written_time import written_stamp
 from hearthmesh.storage.api import AppendRequest, AppendResult, Store
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["Outgoing", "Sealed"]
+__all__ = ["Outgoing", "Sealed", "WrittenTimes"]
 
 _NOT_GOSSIPED: Final = (Kind.MEMBERSHIP, Kind.PRIVATE)
 """Membership goes by the guaranteed path only; private state only to our own homes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WrittenTimes:
+    """A client's written and sent times (its clock) and when its home received it (SPEC §31.6)."""
+
+    written_ms: int
+    sent_ms: int
+    received_ms: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,10 +102,20 @@ class Outgoing:
     def _user(self) -> UserId:
         return self._keyring.user_id
 
-    async def seal(self, room: RoomId, body: bytes, content_type: str, kind: Kind) -> Sealed:
+    async def seal(
+        self,
+        room: RoomId,
+        body: bytes,
+        content_type: str,
+        kind: Kind,
+        *,
+        written: WrittenTimes | None = None,
+    ) -> Sealed:
         """Seal our user's envelope for `room`, taking its sequence number; nothing is stored.
 
         Whoever shows the stored event (the client feed) can learn it here, before `commit`.
+        `written` (a client's written and sent times) stamps it where it was written
+        (SPEC §31.6).
 
         Raises:
             NotAuthorized: our user is not a member of `room`.
@@ -104,7 +125,17 @@ class Outgoing:
         members = await self._members.of(room)
         if self._user not in members:
             raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
-        envelope = self._seal(room, content_type, kind, body, seq=await self._take_seq(room))
+        hlc = self._hlc.stamp()
+        if written is not None:
+            hlc = written_stamp(
+                written_ms=written.written_ms,
+                sent_ms=written.sent_ms,
+                received_ms=written.received_ms,
+                now=hlc,
+            )
+        envelope = self._seal(
+            room, content_type, kind, body, seq=await self._take_seq(room), hlc=hlc
+        )
         return Sealed(envelope=envelope, members=members)
 
     async def commit(self, sealed: Sealed) -> Envelope:
@@ -212,7 +243,14 @@ class Outgoing:
         self._publish(envelope)
 
     def _seal(
-        self, room: RoomId, content_type: str, kind: Kind, body: bytes, *, seq: int
+        self,
+        room: RoomId,
+        content_type: str,
+        kind: Kind,
+        body: bytes,
+        *,
+        seq: int,
+        hlc: Timestamp | None = None,
     ) -> Envelope:
         return seal(
             self._keyring.device,
@@ -220,7 +258,7 @@ class Outgoing:
             room=room,
             sender_user=self._user,
             seq=seq,
-            hlc=self._hlc.stamp(),
+            hlc=self._hlc.stamp() if hlc is None else hlc,
             content_type=content_type,
             body=body,
         )
