@@ -1,0 +1,140 @@
+"""Message actions on arrival (SPEC §31) over a real store: a forged recall or edit of another
+member's message, a malformed action and a reaction from a non-member are refused with their
+codes and store nothing; a recall by the sender withdraws the body as it is stored."""
+
+from __future__ import annotations
+
+from hearthmesh.node.delivery.inbox import Inbox
+from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.identity.home_directory import HomeDirectory
+from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.protocol.actions import (
+    EDIT_CONTENT_TYPE,
+    REACTION_CONTENT_TYPE,
+    RECALL_CONTENT_TYPE,
+    Edit,
+    Reaction,
+    Recall,
+    encode_edit,
+    encode_reaction,
+    encode_recall,
+)
+from hearthmesh.protocol.arrival import ArrivalRules
+from hearthmesh.protocol.authority import DeferralPolicy
+from hearthmesh.protocol.delivery import AckStatus
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, seal
+from hearthmesh.protocol.errors import ErrorCode
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import KeyPair
+from hearthmesh.protocol.membership import Action
+from hearthmesh.storage.api import Direction
+from hearthmesh.storage.store import KvStore
+
+from .test_inbox import (
+    ABSENT,
+    ADMIN,
+    GROUP,
+    MEMBER,
+    OURS,
+    PEER,
+    arrival,
+    change,
+    make_inbox,
+    sealed,
+    uid,
+)
+from .test_inbox import store as store
+
+
+def _action(who: KeyPair, seq: int, kind: Kind, content_type: str, body: bytes) -> Envelope:
+    return seal(
+        who,
+        kind=kind,
+        room=GROUP,
+        sender_user=uid(who),
+        seq=seq,
+        hlc=Timestamp(wall_ms=10_000 + seq, counter=0),
+        content_type=content_type,
+        body=body,
+    )
+
+
+def _setup(store: KvStore) -> tuple[Envelope, list[MessageId]]:
+    inbox = make_inbox()
+    setup = [
+        change(1, Action.CREATE, ADMIN),
+        change(2, Action.ADD, OURS),
+        change(3, Action.ADD, MEMBER),
+    ]
+    original = sealed(ADMIN, 4, body=b"the admin's words")
+    outcome = inbox.accept(store, [arrival(e) for e in [*setup, original]], now_ms=0, peer=PEER)
+    assert all(r.status is AckStatus.STORED for r in outcome.results)
+    ids = [
+        e.envelope.message_id for e in store.page_history(GROUP, direction=Direction.FORWARD).events
+    ]
+    return original, ids
+
+
+def test_forged_recall_and_edit_of_anothers_message_are_refused_and_store_nothing(
+    store: KvStore,
+) -> None:
+    original, before = _setup(store)
+    target = original.message_id
+    forged = [
+        _action(MEMBER, 1, Kind.RECALL, RECALL_CONTENT_TYPE, encode_recall(Recall(target=target))),
+        _action(
+            MEMBER, 2, Kind.EDIT, EDIT_CONTENT_TYPE, encode_edit(Edit(target=target, text="mine"))
+        ),
+        _action(MEMBER, 3, Kind.REACTION, REACTION_CONTENT_TYPE, b"\x81\x01"),  # malformed
+    ]
+    outcome = make_inbox().accept(store, [arrival(e) for e in forged], now_ms=0, peer=PEER)
+    assert [(r.status, r.code) for r in outcome.results] == [
+        (AckStatus.REJECTED, ErrorCode.NOT_SENDER),
+        (AckStatus.REJECTED, ErrorCode.NOT_SENDER),
+        (AckStatus.REJECTED, ErrorCode.MALFORMED),
+    ]
+    after = [
+        e.envelope.message_id for e in store.page_history(GROUP, direction=Direction.FORWARD).events
+    ]
+    assert after == before and store.actions_of(target) == []
+    assert store.get_event(target) is not None and store.withdrawn_by(target) is None
+
+
+def test_a_reaction_from_a_non_member_is_refused(store: KvStore) -> None:
+    original, _ = _setup(store)
+    reaction = encode_reaction(Reaction(target=original.message_id, emoji="👎"))
+    stranger = _action(ABSENT, 1, Kind.REACTION, REACTION_CONTENT_TYPE, reaction)
+    local = {uid(OURS)}
+    inbox = Inbox(
+        local_users=local,
+        rules=ArrivalRules(local, deferrals=DeferralPolicy(burst=2, per_s=1)),
+        rooms=RoomRegistry(local),
+        release=ReleaseOrder(),
+        directory=HomeDirectory(local_users=local),
+        relay_ttl_ms=60_000,
+        sibling_destinations=tuple,
+    )
+    results = []
+    for _ in range(3):  # deferred while it might be a member soon (SPEC §12.5), then refused
+        results += inbox.accept(store, [arrival(stranger)], now_ms=0, peer=PEER).results
+    assert [(r.status, r.code) for r in results] == [
+        (AckStatus.DEFERRED, ErrorCode.NOT_AUTHORIZED),
+        (AckStatus.DEFERRED, ErrorCode.NOT_AUTHORIZED),
+        (AckStatus.REJECTED, ErrorCode.NOT_AUTHORIZED),
+    ]
+    assert store.actions_of(original.message_id) == []
+
+
+def test_the_senders_recall_withdraws_the_body_as_it_is_stored(store: KvStore) -> None:
+    original, _ = _setup(store)
+    target = original.message_id
+    recall = _action(
+        ADMIN, 5, Kind.RECALL, RECALL_CONTENT_TYPE, encode_recall(Recall(target=target))
+    )
+    outcome = make_inbox().accept(store, [arrival(recall)], now_ms=0, peer=PEER)
+    assert outcome.results[0].status is AckStatus.STORED
+    assert store.withdrawn_by(target) == uid(ADMIN)
+    store.purge(now_ms=0, retention_ms=1)  # if the release progress was saved after the recall
+    assert store.get_event(target) is None
+    again = make_inbox().accept(store, [arrival(original)], now_ms=0, peer=PEER)
+    assert again.results[0].status is AckStatus.DUPLICATE and store.get_event(target) is None
