@@ -10,6 +10,7 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -73,6 +74,15 @@ class ApiClient:
                 raise ApiRefused(response.status, data)
             return data
 
+    async def upload(self, data: bytes, content_type: str) -> Any:
+        """`POST /v1/media`: the blob's digest, size and content type. Raises ApiRefused."""
+        headers = {"Content-Type": content_type}
+        async with self._http.post(self.url + "/v1/media", data=data, headers=headers) as response:
+            answer = await response.json(content_type=None)
+            if response.status >= 400:
+                raise ApiRefused(response.status, answer)
+            return answer
+
     def websocket(self, cursor: str | None = None, *, deflate: bool = False) -> Any:
         """Open `/v1/ws`; `deflate` offers permessage-deflate (RFC 7692), as browsers do."""
         params = {} if cursor is None else {"cursor": cursor}
@@ -128,12 +138,12 @@ async def _status(client: ApiClient, args: Any) -> int:
 
 
 async def _send(client: ApiClient, args: Any) -> int:
+    from hearthmesh.tools.message_cli import send_message
+
     room = args.room
     if room is None:
         room = (await client.call("POST", "/v1/conversation", {"recipient_id": args.to}))["room_id"]
-    sent = await client.call(
-        "POST", f"/v1/conversation/{room}/messages", {"message": args.text, "client_id": "cli"}
-    )
+    sent = await send_message(client, args, room)
     print(f"sent {sent['message_id']} to {room}")
     return 0
 
@@ -318,9 +328,17 @@ def run_client_command(args: Any) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
 
+    from hearthmesh.tools.message_cli import MESSAGE_COMMANDS
+
+    commands: dict[str, Callable[[ApiClient, Any], Awaitable[int]]] = {
+        **_COMMANDS,
+        **MESSAGE_COMMANDS,
+    }
+    command = commands[args.command]
+
     async def main() -> int:
         async with ApiClient(url, token, pin=pin) as client:
-            return await _COMMANDS[args.command](client, args)
+            return await command(client, args)
 
     try:
         return asyncio.run(main())
