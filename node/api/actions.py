@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from hearthmesh.node.api.config import ApiConfig
-from hearthmesh.node.api.views import STATUS_NAMES, message_view, recalled_view
+from hearthmesh.node.api.views import STATUS_NAMES, hlc_view, message_view, recalled_view
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.e2ee.readable import content_of
 from hearthmesh.node.node import Node
@@ -228,10 +228,13 @@ def annotate(annotated: Annotated) -> bytes:
 
 
 def _header_view(action: Envelope, target: MessageId) -> dict[str, Any]:
+    """What is left of a purged message: its id and sender, in its recall's place."""
     return {
         "message_id": target.hex(),
         "room_id": action.room.hex(),
         "sender_id": user_id_text(action.sender_user),
+        "hlc": hlc_view(action.hlc),
+        "sent_ms": action.hlc.wall_ms,
         "is_deleted": False,
     }
 

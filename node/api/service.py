@@ -35,6 +35,7 @@ from hearthmesh.node.api.views import (
 )
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.outgoing import WrittenTimes
+from hearthmesh.node.rooms.message_actions import states_of
 from hearthmesh.node.events import (
     DeviceKeysChanged,
     DeviceVerified,
@@ -60,7 +61,7 @@ from hearthmesh.protocol.content import (
     encode_media,
     is_user_content,
 )
-from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
 from hearthmesh.protocol.errors import (
     MalformedMessage,
     NotAuthorized,
@@ -407,7 +408,10 @@ class ApiService:
         for summary in page.items:
             row = await self.room_summary(summary.room)
             latest = await store.read(_latest_content, store.store, summary.room)
-            row.update(latest_message_view(latest))
+            states = {} if latest is None else await store.read(states_of, store.store, [latest])
+            row.update(
+                latest_message_view(latest, states.get(latest.message_id) if latest else None)
+            )
             row["latest_activity_ms"] = summary.latest_activity.wall_ms
             row["unread"] = await self._unread(summary.room)
             items.append(row)
@@ -513,8 +517,9 @@ class ApiService:
 def _latest_content(store: Store, room: bytes) -> Envelope | None:
     page = store.page_history(room, direction=Direction.BACKWARD, limit=_LATEST_SCAN)
     for stored in reversed(page.events):
-        if is_user_content(stored.envelope):
-            return stored.envelope
+        envelope = stored.envelope
+        if envelope.kind is Kind.MESSAGE and is_user_content(envelope):  # not an action (§31)
+            return envelope
     return None
 
 

@@ -175,6 +175,9 @@ def group_recipient_view(name: str) -> dict[str, Any]:
     return {"RecipientName": name, "RecipientProfilePic": None}
 
 
-def latest_message_view(envelope: Envelope | None) -> dict[str, Any]:
-    """The seed's field for a conversation's latest message (None: none yet)."""
-    return {"LatestMessage": None if envelope is None else message_view(envelope)}
+def latest_message_view(
+    envelope: Envelope | None, state: MessageState | None = None
+) -> dict[str, Any]:
+    """The seed's field for a conversation's latest message (None: none yet), folded with
+    `state` (SPEC §31.5)."""
+    return {"LatestMessage": None if envelope is None else message_view(envelope, state)}
