@@ -35,7 +35,6 @@ from hearthmesh.node.api.views import (
 )
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.outgoing import WrittenTimes
-from hearthmesh.node.rooms.message_actions import states_of
 from hearthmesh.node.events import (
     DeviceKeysChanged,
     DeviceVerified,
@@ -47,6 +46,7 @@ from hearthmesh.node.events import (
 )
 from hearthmesh.node.media.sealed import plain_size
 from hearthmesh.node.node import Node
+from hearthmesh.node.rooms.message_actions import states_of
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.actions import ANNOTATED_CONTENT_TYPE, Annotated, target_of
 from hearthmesh.protocol.client_api import Send
