@@ -96,12 +96,12 @@ class MessageActions:
                 edit = Edit(target=target.message_id, text=text)
                 self._check(target, edit)
                 await self._not_recalled(target)
-                envelope = await self._send(target.room, encode_edit(edit), Kind.EDIT)
+                envelope = await self._send(target, encode_edit(edit), Kind.EDIT)
             case ReactToMessage(emoji=emoji, active=active):
                 reaction = Reaction(target=target.message_id, emoji=emoji, active=active)
                 self._check(target, reaction)
                 await self._not_recalled(target)
-                envelope = await self._send(target.room, encode_reaction(reaction), Kind.REACTION)
+                envelope = await self._send(target, encode_reaction(reaction), Kind.REACTION)
             case ForwardMessage(room_id=room):
                 await self._not_recalled(target)
                 envelope = await self._forward(target, room)
@@ -143,7 +143,7 @@ class MessageActions:
         await self._not_recalled(target)
         recall = Recall(target=target.message_id)
         self._check(target, recall)
-        return await self._send(target.room, encode_recall(recall), Kind.RECALL)
+        return await self._send(target, encode_recall(recall), Kind.RECALL)
 
     async def _forward(self, target: Envelope, room: RoomId) -> Envelope:
         content = content_of(target)
@@ -158,13 +158,16 @@ class MessageActions:
         wrapped = annotate(Annotated(content_type=content_type, body=body, forwarded=True))
         return await self._node.send(room, wrapped, content_type=ANNOTATED_CONTENT_TYPE)
 
-    async def _send(self, room: RoomId, body: bytes, kind: Kind) -> Envelope:
+    async def _send(self, target: Envelope, body: bytes, kind: Kind) -> Envelope:
+        """Send an action on `target`, in its room."""
         content_type = {
             Kind.EDIT: EDIT_CONTENT_TYPE,
             Kind.RECALL: RECALL_CONTENT_TYPE,
             Kind.REACTION: REACTION_CONTENT_TYPE,
         }[kind]
-        return await self._node.send(room, body, content_type=content_type, kind=kind)
+        return await self._node.send(
+            target.room, body, content_type=content_type, kind=kind, acts_on=target.message_id
+        )
 
     # --- views ------------------------------------------------------------------------------
 

@@ -21,11 +21,11 @@ from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.delivery.outcomes import StoreOutcomes
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.rooms.members import RoomMembers
-from hearthmesh.node.rooms.message_actions import acts_on, apply_recall
+from hearthmesh.node.rooms.message_actions import apply_recall
 from hearthmesh.node.rooms.registry import RoomRegistry
-from hearthmesh.protocol.actions import ACTION_KINDS
+from hearthmesh.protocol.actions import target_of
 from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, encode_typing
-from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
 from hearthmesh.protocol.errors import (
     HearthError,
     LocalProtocolError,
@@ -66,6 +66,9 @@ class Sealed:
 
     envelope: Envelope
     members: frozenset[UserId]
+    acts_on: MessageId | None = None
+    """The message an EDIT, RECALL or REACTION names, from the plaintext its writer had
+    (SPEC §31.5): the sealed body may be ciphertext."""
 
 
 class Outgoing:
@@ -110,12 +113,13 @@ class Outgoing:
         kind: Kind,
         *,
         written: WrittenTimes | None = None,
+        acts_on: MessageId | None = None,
     ) -> Sealed:
         """Seal our user's envelope for `room`, taking its sequence number; nothing is stored.
 
         Whoever shows the stored event (the client feed) can learn it here, before `commit`.
         `written` (a client's written and sent times) stamps it where it was written
-        (SPEC §31.6).
+        (SPEC §31.6). `acts_on` names the message an action acts on, for the store's index.
 
         Raises:
             NotAuthorized: our user is not a member of `room`.
@@ -136,7 +140,7 @@ class Outgoing:
         envelope = self._seal(
             room, content_type, kind, body, seq=await self._take_seq(room), hlc=hlc
         )
-        return Sealed(envelope=envelope, members=members)
+        return Sealed(envelope=envelope, members=members, acts_on=acts_on)
 
     async def commit(self, sealed: Sealed) -> Envelope:
         """Store a sealed envelope durably (history + outbox in one commit), then hand it to
@@ -150,7 +154,7 @@ class Outgoing:
             envelope=envelope,
             outbox_to=recipients,
             next_attempt_ms=self._outbox.lease_due_ms(),
-            acts_on=acts_on(envelope) if envelope.kind in ACTION_KINDS else None,
+            acts_on=sealed.acts_on or target_of(envelope),  # a RECALL names it in the clear
         )
         result = await self._store.append(request)
         if result is not AppendResult.STORED:
