@@ -7,10 +7,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from hearthmesh.node.api.push import PushDispatcher, load_vapid_key
 from tests.integration.api_helpers import home
 
-from .test_api_push import receiver
+from .test_api_push import dispatcher_of, receiver
 
 
 async def test_a_recalled_messages_pending_push_is_not_retried(tmp_path: Path) -> None:
@@ -24,14 +23,7 @@ async def test_a_recalled_messages_pending_push_is_not_retried(tmp_path: Path) -
 
     async with asyncio.timeout(10), receiver(failing) as endpoint, home(tmp_path / "a") as h:
         await h.client.call("POST", "/v1/push/subscriptions", {"endpoint": endpoint})
-        store = h.node.store
-        dispatcher = PushDispatcher(
-            store=store,
-            user=h.node.user_id,
-            vapid=await store.run(load_vapid_key, store),
-            clock=h.api.service.clock,
-            retry_delays_s=(0.2, 0.2, 0.2),
-        )
+        dispatcher = await dispatcher_of(h, retry_delays_s=(0.2, 0.2, 0.2))
         async with asyncio.TaskGroup() as group:
             worker = group.create_task(dispatcher.run())
             dispatcher.notify_nowait({"event": "message", "message_id": "aa" * 32})

@@ -52,7 +52,10 @@ def sealed(
     kind: Kind = Kind.MESSAGE,
     body: bytes = b"hi",
     wall_ms: int | None = None,
+    content_type: str | None = None,
 ) -> Envelope:
+    if content_type is None:
+        content_type = MEMBERSHIP_CONTENT_TYPE if kind is Kind.MEMBERSHIP else "text/plain"
     return seal(
         who,
         kind=kind,
@@ -60,7 +63,7 @@ def sealed(
         sender_user=uid(who),
         seq=seq,
         hlc=Timestamp(wall_ms=next(_wall) if wall_ms is None else wall_ms, counter=0),
-        content_type=MEMBERSHIP_CONTENT_TYPE if kind is Kind.MEMBERSHIP else "text/plain",
+        content_type=content_type,
         body=body,
     )
 

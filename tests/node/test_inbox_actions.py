@@ -22,9 +22,8 @@ from hearthmesh.protocol.actions import (
 from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.authority import DeferralPolicy
 from hearthmesh.protocol.delivery import AckStatus
-from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, seal
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId
 from hearthmesh.protocol.errors import ErrorCode
-from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import KeyPair
 from hearthmesh.protocol.membership import Action
 from hearthmesh.storage.api import Direction
@@ -47,16 +46,7 @@ from .test_inbox import store as store
 
 
 def _action(who: KeyPair, seq: int, kind: Kind, content_type: str, body: bytes) -> Envelope:
-    return seal(
-        who,
-        kind=kind,
-        room=GROUP,
-        sender_user=uid(who),
-        seq=seq,
-        hlc=Timestamp(wall_ms=10_000 + seq, counter=0),
-        content_type=content_type,
-        body=body,
-    )
+    return sealed(who, seq, kind=kind, body=body, wall_ms=10_000 + seq, content_type=content_type)
 
 
 def _setup(store: KvStore) -> tuple[Envelope, list[MessageId]]:
