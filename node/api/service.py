@@ -425,7 +425,7 @@ class ApiService:
     async def _unread(self, room: RoomId) -> int:
         """Unread messages of `room`, counted among its newest `MAX_UNREAD_COUNTED` events."""
         page = await self.node.history(room, limit=MAX_UNREAD_COUNTED)
-        envelopes = [e.envelope for e in page.events if is_user_content(e.envelope)]
+        envelopes = [e.envelope for e in page.events if _is_message(e.envelope)]
         store = self.node.store
         return await store.read(unread_count, store.store, self.own, envelopes)
 
@@ -514,12 +514,17 @@ class ApiService:
         return await self.node.send(room, encode_contact(event), content_type=CONTACT_CONTENT_TYPE)
 
 
+def _is_message(envelope: Envelope) -> bool:
+    """A chat bubble: user content, but not an edit, reaction or recall (SPEC §31), which
+    change a message and are neither its latest nor unread of their own."""
+    return envelope.kind is Kind.MESSAGE and is_user_content(envelope)
+
+
 def _latest_content(store: Store, room: bytes) -> Envelope | None:
     page = store.page_history(room, direction=Direction.BACKWARD, limit=_LATEST_SCAN)
     for stored in reversed(page.events):
-        envelope = stored.envelope
-        if envelope.kind is Kind.MESSAGE and is_user_content(envelope):  # not an action (§31)
-            return envelope
+        if _is_message(stored.envelope):
+            return stored.envelope
     return None
 
 

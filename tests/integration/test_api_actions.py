@@ -35,6 +35,12 @@ async def _until(h: Home, room: str, check: Any) -> list[dict[str, Any]]:
         await asyncio.sleep(0.02)
 
 
+async def _unread(h: Home) -> int:
+    (row,) = (await h.client.call("GET", "/v1/conversation"))["conversations"]
+    unread: int = row["unread"]
+    return unread
+
+
 def _by_id(messages: list[dict[str, Any]], message_id: str) -> dict[str, Any]:
     return next(m for m in messages if m["message_id"] == message_id)
 
@@ -73,6 +79,7 @@ async def test_edit_react_reply_recall_and_delete_for_me_between_two_nodes(
             "POST", f"/v1/messages/{hello}/reactions", {"emoji": "👍", "active": False}
         )
         await _until(b, room, lambda ms: _by_id(ms, hello)["reactions"] == {})
+        assert await _unread(b) == 0  # reactions change a message; they are no message
 
         # a recall or an edit of someone else's message is refused with its code, nothing sent
         before = len(await _messages(a, room))
@@ -85,6 +92,7 @@ async def test_edit_react_reply_recall_and_delete_for_me_between_two_nodes(
         # a reply quotes what it answers
         reply = await _send(a, room, "hi bob", reply_to=hello)
         seen = await _until(b, room, lambda ms: any(m["message_id"] == reply for m in ms))
+        assert await _unread(b) == 1
         quote = _by_id(seen, reply)["quote"]
         assert quote["message_id"] == hello and quote["message"] == "hello" and quote["found"]
 
