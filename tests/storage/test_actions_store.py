@@ -68,3 +68,12 @@ def test_hidden_messages_are_per_user(store: KvStore) -> None:
     assert not store.hide_message(USER_A, original.message_id)
     assert store.hidden_messages(USER_A, [original.message_id]) == {original.message_id}
     assert store.hidden_messages(USER_B, [original.message_id]) == set()
+
+
+def test_a_message_arriving_after_its_recall_is_purged_by_the_next_pass(store: KvStore) -> None:
+    original = make_envelope(body=b"secret")
+    assert not store.withdraw(original.message_id, b"\x01" * 32, USER_A)  # not here yet
+    assert store.append(AppendRequest(envelope=original)) is AppendResult.STORED
+    assert store.purge(now_ms=3_000, retention_ms=10**12).events == 1
+    assert store.get_event(original.message_id) is None
+    assert store.append(AppendRequest(envelope=original)) is AppendResult.DUPLICATE
