@@ -307,6 +307,8 @@ class EditRecord:
 
 
 class Status(Enum):
+    """What the fold made of a message."""
+
     NORMAL = "normal"
     EDITED = "edited"
     RECALLED = "recalled"
