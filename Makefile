@@ -39,16 +39,20 @@ run: $(STAMP)
 # lock (tests/conftest.py); TEST_ARGS="-n 0" runs serially. HYPOTHESIS_PROFILE=quick: see
 # tests/conftest.py.
 TEST_ARGS ?= -n 2
-# The NAT tests build network namespaces with iproute2 and nftables (tests/integration/netlab.py):
-# installed from Debian when missing and we are root, so a bare CI machine runs them, not skips.
+# The NAT tests build network namespaces with iproute2 and nftables (tests/integration/netlab.py),
+# and the UPnP test runs miniupnpd in a router's namespace: installed from Debian when missing
+# and we are root, so a bare CI machine runs them, not skips. (Debian's miniupnpd package does
+# not start a daemon in a container: policy-rc.d; the lab starts its own per router.)
+NETLAB_PKGS := nftables iproute2 miniupnpd
 netlab:
-	@command -v nft >/dev/null && command -v ip >/dev/null || { \
+	@command -v nft >/dev/null && command -v ip >/dev/null && command -v miniupnpd >/dev/null || { \
 	  [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  echo "installing nftables and iproute2 for the NAT tests ..." && \
-	  apt-get install -y -q --no-install-recommends nftables iproute2 >/dev/null 2>&1 || \
-	  { apt-get update -q >/dev/null 2>&1 && \
-	    apt-get install -y -q --no-install-recommends nftables iproute2 >/dev/null 2>&1; } || \
-	  echo "nftables/iproute2 not installed: the NAT tests will skip"; }
+	  echo "installing $(NETLAB_PKGS) for the NAT tests ..." && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	    $(NETLAB_PKGS) >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -q --no-install-recommends $(NETLAB_PKGS) >/dev/null 2>&1; } || \
+	  echo "$(NETLAB_PKGS) not installed: the NAT tests will skip"; }
 
 test: $(STAMP) netlab browser
 	$(PY) -m pytest -q $(TEST_ARGS)

@@ -3,8 +3,10 @@
 The writers (`Receiver` for what arrives, `Outgoing` for our own membership changes) publish each
 batch's `StoreOutcome` on the `StoreOutcomes` flow (node/delivery/outcomes.py) and know nothing
 of who reacts. `AfterStore` is the subscriber that turns an outcome into the reactions of the
-services above the store: hold relayed envelopes, look up unknown devices' homes, forward to our
-siblings, fetch media, follow a room we joined and tell the app its members changed.
+services above the store: hold relayed envelopes, look up unknown devices' homes, learn the rooms
+of the sibling whose own-user envelope named a room unknown here, forward to our siblings, fetch
+media, follow a room we joined and tell the app its members changed, and send our profile to a
+user who just became a contact (SPEC §32.1).
 
 State: none of its own (it reads the rooms
 through `RoomMembers` and acts through the services it was given).
@@ -13,6 +15,7 @@ through `RoomMembers` and acts through the services it was given).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.delivery.outbox import OutboxWorker
@@ -52,7 +55,10 @@ class AfterStore:
         topics: RoomTopics,
         events: EventHub,
         supervisor: Supervisor,
+        share_profile: Callable[[RoomId], Awaitable[None]],
+        learn_rooms: Callable[[str], Awaitable[None]],
     ) -> None:
+        self._share_profile = share_profile
         self._user = user
         self._run_state = run_state
         self._relay = relay
@@ -64,6 +70,8 @@ class AfterStore:
         self._topics = topics
         self._events = events
         self._supervisor = supervisor
+        self._learn_rooms = learn_rooms
+        """`SyncService.learn_rooms`: the rooms-only exchange with a sibling (SPEC §23.5)."""
 
     def react(self, outcome: StoreOutcome) -> None:
         """Act on `outcome`; background work runs under the supervisor."""
@@ -73,11 +81,35 @@ class AfterStore:
             self._relay.hold(outcome.relayed_for)
         for user in outcome.unknown_devices:  # one lookup at a time per user (SPEC §13.5)
             self._supervisor.spawn(self._refresh_home(user), "refresh-home")
+        for peer in self._rooms_known_by(outcome.unknown_rooms_from):
+            self._supervisor.spawn(self._learn_rooms_quietly(peer), "learn-rooms")
         if outcome.released and self._homes.sibling_destinations():
             self._outbox.wake()  # stored with entries for our siblings
         self._media.want(outcome.released)
         for room in outcome.membership_changed:
             self._supervisor.spawn(self._membership_changed(RoomId(room)), "membership")
+        for room in outcome.contacts_made:  # a new contact sees our profile (SPEC §32.1)
+            self._supervisor.spawn(self._share(room), "share-profile")
+
+    async def _share(self, room: RoomId) -> None:
+        try:
+            await self._share_profile(room)
+        except HearthError as exc:  # a background reaction must never take the node down
+            log.warning("profile not shared in room %s: %s", room.hex()[:12], exc)
+
+    def _rooms_known_by(self, delivered_by: set[str]) -> set[str]:
+        """Which siblings to learn rooms from: the one that delivered our own envelope, else
+        (gossip, a relay) every sibling."""
+        if not delivered_by:
+            return set()
+        siblings = self._homes.sibling_peers()
+        return set(delivered_by & siblings) or set(siblings)
+
+    async def _learn_rooms_quietly(self, peer: str) -> None:
+        try:
+            await self._learn_rooms(peer)
+        except HearthError as exc:  # the deferred envelope's retry asks again
+            log.info("rooms of sibling %s not learnt: %s", peer[-8:], exc)
 
     async def _refresh_home(self, user: UserId) -> None:
         await self._lookups.find(user)

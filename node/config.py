@@ -13,6 +13,7 @@ from hearthmesh.node.identity.home_directory import (
 )
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.protocol.authority import DEFAULT_DEFERRAL_POLICY, DeferralPolicy
+from hearthmesh.protocol.e2ee.rotation import DEFAULT_ROTATION, Rotation
 from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.protocol.membership_log import DEFAULT_MEMBERSHIP_LIMITS, MembershipLimits
 from hearthmesh.protocol.outages import PROBE_MAX_MS
@@ -54,6 +55,13 @@ class NodeConfig:
     """A user not heard from for this long is offline."""
     relay_ttl_ms: int = 7 * 24 * 3600 * 1000
     """How long this node keeps envelopes it relays for others."""
+    key_forward_interval_ms: int = 2_000
+    """How often a device holding envelopes it cannot open asks its sibling homes for their
+    room keys (SPEC §27.12)."""
+    megolm_rotation: Rotation = DEFAULT_ROTATION
+    """When a sending device starts a new Megolm session in a room besides a member leaving:
+    `max_messages` (`megolm_rotate_messages`, 100) and `max_age_ms` (`megolm_rotate_ms`, a
+    week), SPEC §27.9."""
     relay_quota: RelayQuota = DEFAULT_RELAY_QUOTA
     """What the relay inbox holds at most: per recipient, sender user and sending peer, for
     strangers and in total, each field with its default (SPEC §11.5.3, `RelayQuota`)."""
@@ -115,5 +123,10 @@ class NodeConfig:
     circuit, reservations valid 1 h (SPEC §10.7)."""
     relay_reservations: int = 2
     """Relays a private node reserves on (co-members' homes first, SPEC §11.7's tiers)."""
+    webrtc: bool = True
+    """Upgrade a relayed connection that hole punching left relayed to WebRTC (SPEC §10.11)."""
+    upnp: bool = False
+    """Ask the LAN's gateway (UPnP IGD) to forward our listen ports, and announce the mapped
+    address (SPEC §10.12); `hearthmesh run` turns it on."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

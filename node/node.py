@@ -20,6 +20,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Final, Self
 
@@ -33,6 +34,7 @@ from hearthmesh.node.identity.keyring import Keyring, load_or_create_keyring
 from hearthmesh.node.p2p.dht import home_record_rules
 from hearthmesh.node.p2p.hole_punch import HolePunchCounts
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.node.rooms.groups import GroupService
 from hearthmesh.node.rooms.members import room_members
 from hearthmesh.node.run_state import RunState
 from hearthmesh.node.subscribers import EventHub
@@ -47,7 +49,7 @@ from hearthmesh.protocol.hlc import ZERO, Timestamp, decode_timestamp, encode_ti
 from hearthmesh.protocol.identity import DeviceCertificate, DeviceId, UserId
 from hearthmesh.protocol.inbound import InboundLedger
 from hearthmesh.protocol.linking import LinkCode
-from hearthmesh.protocol.membership import Action, MembershipChange, Role, RoomState
+from hearthmesh.protocol.membership import Action, MembershipChange, RoomState
 from hearthmesh.protocol.private import (
     PRIVATE_CONTENT_TYPE,
     encode_conversation_deleted,
@@ -135,6 +137,8 @@ class Node:
                     relay_service=self.config.relay_service,
                     relay_limits=self.config.relay_limits,
                     relay_reservations=self.config.relay_reservations,
+                    webrtc=self.config.webrtc,
+                    upnp=self.config.upnp,
                     relay_rank=self._rank_relays,
                 )
             )
@@ -154,12 +158,15 @@ class Node:
         """Fetches the media that stored messages reference (SPEC §25); the API waits on it."""
         self.verification = s.verification
         """SAS verification flows and trust (SPEC §29); the API drives it."""
+        self.social = s.social
+        """Our user's profile, blocks, presence visibility and message requests (SPEC §32)."""
         self._stack.push_async_callback(s.links.aclose)
         host.set_peer_filter(s.standing.admits)
         host.set_refusal_handler(s.standing.refused)  # a stream's outcome
         self._supervisor.set_charge(s.standing.refused_item)  # one contained item
         host.set_connection_handler(self._connection_changed)
         await self._store.run(s.homes.load, store)
+        await self._store.run(s.privacy.load, store)  # before anything arrives (SPEC §32.3)
         host.set_address_handler(s.records.addresses_changed)
         serve(s, host=host, supervisor=self._supervisor)
         presence_sub = await host.subscribe(PRESENCE_TOPIC)
@@ -193,9 +200,11 @@ class Node:
         keep(s.purge.run, "purge")
         keep(s.media.run, "media")
         keep(s.verification.run, "verification")
+        keep(s.key_forwarding.run, "key-forwarding")
         keep(s.gaps.run, "gap-fetch")
         keep(functools.partial(s.presence.run, presence_sub), "presence")
         self._stack.push_async_callback(s.presence.stop)
+        s.records.give_bundle_soon()  # a linked device's Olm keys, to its primary's record
         for address in self.config.bootstrap:  # in the background: start waits for no peer
             self._supervisor.spawn(self._bootstrap(address), "bootstrap")
         log.info(
@@ -426,6 +435,11 @@ class Node:
         return self._services.directory.addresses(user)
 
     @property
+    def key_forwarding_taken(self) -> int:
+        """Room keys our sibling homes forwarded to this device (SPEC §27.12)."""
+        return self._services.key_forwarding.keys_taken
+
+    @property
     def supervision_faults(self) -> int:
         """Unexpected exceptions its services contained since start (SPEC §11.8)."""
         return self._supervisor.faults
@@ -485,13 +499,12 @@ class Node:
     async def create_group(
         self, name: str, members: list[UserId], *, open_: bool = False
     ) -> RoomId:
-        """Create a group with us as admin and add `members`; returns its room id."""
+        """Create a group with us as its owner and add `members`; returns its room id."""
         nonce = secrets.token_bytes(16)
         room = group_room_id(self.user_id, nonce)
         create = MembershipChange(
             action=Action.CREATE,
             target=self.user_id,
-            role=Role.ADMIN,
             nonce=nonce,
             open=open_,
             name=name,
@@ -500,6 +513,7 @@ class Node:
         await self._services.topics.watch(room)
         for member in members:
             await self.add_member(room, member)
+        await self.social.share_with(room)  # co-members see our profile (SPEC §32.1)
         return room
 
     async def add_member(self, room: RoomId, user: UserId) -> None:
@@ -512,16 +526,25 @@ class Node:
         await self._services.outgoing.change_membership(
             room, MembershipChange(action=Action.JOIN, target=self.user_id)
         )
+        await self.social.share_with(room)  # co-members see our profile (SPEC §32.1)
 
     async def leave(self, room: RoomId) -> None:
-        """Leave a group: members learn it, and we stop watching its topic."""
+        """Leave a group: members learn it, its conversation leaves our list on every device
+        of our user (SPEC §15.7.4; the store keeps a kicked member's), and we stop watching
+        its topic."""
         await self._services.outgoing.change_membership(
             room, MembershipChange(action=Action.LEAVE, target=self.user_id)
         )
+        await self.delete_conversation(room)
         await self._services.topics.unwatch(room)
 
     async def members(self, room: RoomId) -> set[UserId]:
         return set(await self._services.members.of(room))
+
+    @property
+    def groups(self) -> GroupService:
+        """Running groups (kick, ban, roles, name, topic, avatar) and invites (SPEC §30)."""
+        return self._services.groups
 
     async def rooms(self) -> list[RoomId]:
         rooms = await self._store.run(self._store.store.rooms_of, self.user_id)
@@ -574,14 +597,18 @@ class Node:
         cursor: bytes | None = None,
         direction: Direction = Direction.BACKWARD,
     ) -> HistoryPage:
-        """A page of a room's history (oldest first within the page)."""
-        return await self._store.read(
+        """A page of a room's history (oldest first within the page), without the ROOM_KEY
+        envelopes that carry its keys between devices (SPEC §27.5): a page may hold fewer than
+        `limit` events and still have a `next` cursor."""
+        page = await self._store.read(
             self._store.store.page_history,
             room,
             cursor=None if cursor is None else Cursor(cursor),
             direction=direction,
             limit=limit,
         )
+        shown = tuple(e for e in page.events if e.envelope.kind is not Kind.ROOM_KEY)
+        return page if len(shown) == len(page.events) else replace(page, events=shown)
 
     async def get_event(self, message_id: MessageId) -> Envelope | None:
         stored = await self._store.read_inline(self._store.store.get_event, message_id)
@@ -613,12 +640,14 @@ class Node:
         return self._store
 
     async def send_typing(self, room: RoomId, active: bool) -> None:
-        """Tell the room's members we are (or stopped) typing: gossip only, never stored.
+        """Tell the room's members who are our contacts that we are (or stopped) typing: never
+        stored, never gossiped (SPEC §32.4).
 
         Raises:
             NotAuthorized: we are not a member of `room`.
         """
-        await self._services.outgoing.typing(room, active)
+        payload = await self._services.outgoing.typing(room, active)
+        await self._services.signals.typing(room, payload)
 
 
 def _digest_room(store: Store, room: RoomId) -> tuple[bytes, int]:

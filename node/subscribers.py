@@ -8,7 +8,7 @@ slowing the node; everything it missed is in the store (history, statuses) to re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Final
 
 from hearthmesh.node.events import NodeEvent
@@ -49,7 +49,7 @@ class EventHub:
             queue.put_nowait(_END)
         self._queues.clear()
 
-    def subscribe(self) -> AsyncIterator[NodeEvent]:
+    def subscribe(self) -> AsyncGenerator[NodeEvent]:
         """Events from this call on (not from the first iteration) until the node stops."""
         queue: asyncio.Queue[object] = asyncio.Queue()  # bounded by emit(), one slot over max
         if self._closed:
@@ -58,7 +58,7 @@ class EventHub:
             self._queues.add(queue)
         return self._drain(queue)
 
-    async def _drain(self, queue: asyncio.Queue[object]) -> AsyncIterator[NodeEvent]:
+    async def _drain(self, queue: asyncio.Queue[object]) -> AsyncGenerator[NodeEvent]:
         try:
             while True:
                 item = await queue.get()

@@ -37,7 +37,10 @@ from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.delivery.sync import SyncService
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.key_claims import KeyServer
+from hearthmesh.node.e2ee.key_forwarding import KeyForwarding, KeyForwardServer
 from hearthmesh.node.e2ee.pickle_key import load_or_create_pickle_key
+from hearthmesh.node.e2ee.room_opener import RoomOpener
+from hearthmesh.node.e2ee.room_sender import RoomSender
 from hearthmesh.node.events import DeviceVerified
 from hearthmesh.node.identity.certificates import CertificateLookup, ThreadCertificates
 from hearthmesh.node.identity.home_directory import HomeDirectory
@@ -50,6 +53,7 @@ from hearthmesh.node.identity.trust_watch import TrustWatch
 from hearthmesh.node.identity.verification import VerificationService
 from hearthmesh.node.media.fetch import MediaFetcher
 from hearthmesh.node.media.server import MediaServer
+from hearthmesh.node.mesh.capabilities import CapabilityServer
 from hearthmesh.node.mesh.greetings import Greetings
 from hearthmesh.node.mesh.hello import HelloService
 from hearthmesh.node.mesh.meeting import Meeting
@@ -58,18 +62,24 @@ from hearthmesh.node.mesh.standing import PeerStanding
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.purge import PurgeService
+from hearthmesh.node.rooms.groups import GroupService
 from hearthmesh.node.rooms.members import RoomMembers
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.rooms.topics import ROOM_TOPIC_PREFIX, RoomTopics
 from hearthmesh.node.run_state import RunState
+from hearthmesh.node.social.people import Social
+from hearthmesh.node.social.privacy import Privacy
+from hearthmesh.node.social.signals import ContactSignals
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.arrival import ArrivalRules
+from hearthmesh.protocol.capabilities import CAPS_PROTOCOL
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
-from hearthmesh.protocol.e2ee import KEYS_PROTOCOL
+from hearthmesh.protocol.e2ee import KEY_FORWARD_PROTOCOL, KEYS_PROTOCOL
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
-from hearthmesh.protocol.gossip import PRESENCE_TOPIC
+from hearthmesh.protocol.gossip import PRESENCE_TOPIC, SIGNALS_PROTOCOL
 from hearthmesh.protocol.hello import HELLO_PROTOCOL
+from hearthmesh.protocol.invites import JOIN_PROTOCOL, MAX_INVITE_ADDRS
 from hearthmesh.protocol.linking import LINK_PROTOCOL
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
 from hearthmesh.protocol.sync import SYNC_PROTOCOL
@@ -104,6 +114,8 @@ class Services:
     media_server: MediaServer
     crypto: DeviceCrypto
     key_server: KeyServer
+    key_forward_server: KeyForwardServer
+    key_forwarding: KeyForwarding
     media: MediaFetcher
     fetch: FetchService
     gaps: GapFetcher
@@ -112,6 +124,10 @@ class Services:
     outgoing: Outgoing
     greetings: Greetings
     verification: VerificationService
+    groups: GroupService
+    privacy: Privacy
+    signals: ContactSignals
+    social: Social
 
 
 def announce_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
@@ -144,6 +160,13 @@ def build_services(
     )
     rooms = RoomRegistry(local, limits=config.membership_limits)
     members = RoomMembers(store=store, rooms=rooms, user=user)
+    crypto = DeviceCrypto(  # creates the Olm account on first start (SPEC §27.1)
+        store.store,
+        pickle_key=load_or_create_pickle_key(config.data_dir),
+        device_key=keyring.device,
+        user=user,
+    )
+    opener = RoomOpener(crypto)
     homes = OwnHomes(
         keyring=keyring,
         clock=clock,
@@ -151,16 +174,20 @@ def build_services(
         addrs=functools.partial(announce_addrs, config, host),
         store=store,
         directory=directory,
+        own_bundle=crypto.key_bundle(clock.now_ms()),
     )
     release = ReleaseOrder()
+    privacy = Privacy()  # loaded by Node.start before anything arrives
     inbox = Inbox(
         local_users=local,
-        rules=ArrivalRules(local, deferrals=config.deferrals),
+        rules=ArrivalRules(local, deferrals=config.deferrals, blocked=privacy.blocks),
+        privacy=privacy,
         rooms=rooms,
         release=release,
         directory=directory,
         relay_ttl_ms=config.relay_ttl_ms,
         sibling_destinations=homes.sibling_destinations,
+        opener=opener,
     )
     standing = PeerStanding(
         clock=clock,
@@ -193,7 +220,20 @@ def build_services(
         poll_ms=max(config.retry_poll_ms, 1000),
     )
     trust = TrustWatch(store=store, emit=events.emit)
+    signals = ContactSignals(
+        host=host,
+        store=store,
+        directory=directory,
+        privacy=privacy,
+        user=user,
+        clock=clock,
+        certificates=receiver.certificates,
+        members=members.of,
+        emit=events.emit,
+        on_refused=standing.refused,
+    )
     presence = PresenceService(
+        signals=signals,
         trust=trust,
         host=host,
         store=store,
@@ -287,18 +327,23 @@ def build_services(
         on_refused=standing.refused,
         clock=clock,
     )
-    crypto = DeviceCrypto(  # creates the Olm account on first start (SPEC §27.1)
-        store.store,
-        pickle_key=load_or_create_pickle_key(config.data_dir),
-        device_key=keyring.device,
-        user=user,
-    )
     key_server = KeyServer(
         store=store,
         crypto=crypto,
         device=keyring.device_id,
         clock=clock,
         on_refused=standing.refused,
+    )
+    key_forward_server = KeyForwardServer(
+        store=store, crypto=crypto, homes=homes, clock=clock, on_refused=standing.refused
+    )
+    key_forwarding = KeyForwarding(
+        host=host,
+        store=store,
+        crypto=crypto,
+        opener=opener,
+        homes=homes,
+        interval_ms=config.key_forward_interval_ms,
     )
     media = MediaFetcher(
         host=host,
@@ -349,10 +394,7 @@ def build_services(
         host=host,
         receiver=receiver,
         clock=clock,
-        user=user,
-        members=members.of,
         rooms=rooms,
-        emit=events.emit,
         supervisor=supervisor,
         standing=standing,
         running=run_state.running,
@@ -370,7 +412,17 @@ def build_services(
         gossip=gossip_out,
         sibling_destinations=homes.sibling_destinations,
         outcomes=outcomes,
+        encryption=RoomSender(
+            crypto=crypto,
+            store=store,
+            directory=directory,
+            find_record=home_lookups.find,
+            device=keyring.device_id,
+            clock=clock,
+            rotation=config.megolm_rotation,
+        ),
     )
+    social = Social(store=store, privacy=privacy, outgoing=outgoing, user=user, now_ms=clock.now_ms)
     meeting = Meeting(hello=hello, outbox=outbox, host=host, records=records, supervisor=supervisor)
     greetings = Greetings(meet=meeting.meet, spawn=supervisor.spawn)
     after_store = AfterStore(
@@ -385,8 +437,24 @@ def build_services(
         topics=topics,
         events=events,
         supervisor=supervisor,
+        share_profile=social.share_with,
+        learn_rooms=sync.learn_rooms,
     )
     outcomes.subscribe(after_store.react)
+    groups = GroupService(
+        store=store,
+        rooms=rooms,
+        outgoing=outgoing,
+        records=records,
+        own_record=homes.signed_record,
+        addrs=lambda: _dialable(announce_addrs(config, host), host.peer_id),
+        host=host,
+        greetings=greetings,
+        events=events,
+        clock=clock,
+        user=user,
+        on_refused=standing.refused,
+    )
     return Services(
         directory=directory,
         rooms=rooms,
@@ -409,6 +477,8 @@ def build_services(
         media_server=media_server,
         crypto=crypto,
         key_server=key_server,
+        key_forward_server=key_forward_server,
+        key_forwarding=key_forwarding,
         media=media,
         fetch=fetch,
         gaps=gaps,
@@ -417,7 +487,17 @@ def build_services(
         outgoing=outgoing,
         greetings=greetings,
         verification=verification,
+        groups=groups,
+        privacy=privacy,
+        signals=signals,
+        social=social,
     )
+
+
+def _dialable(addrs: tuple[str, ...], peer_id: str) -> tuple[str, ...]:
+    """Our addresses as an invite names them: each with /p2p/, at most MAX_INVITE_ADDRS."""
+    full = tuple(a if "/p2p/" in a else f"{a}/p2p/{peer_id}" for a in addrs)
+    return full[:MAX_INVITE_ADDRS]
 
 
 def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
@@ -432,8 +512,12 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
         HELLO_PROTOCOL: s.hello.serve,
         MEDIA_PROTOCOL: s.media_server.serve,
         KEYS_PROTOCOL: s.key_server.serve,
+        KEY_FORWARD_PROTOCOL: s.key_forward_server.serve,
         FETCH_PROTOCOL: s.fetch.serve,
         VERIFY_PROTOCOL: s.verification.serve,
+        JOIN_PROTOCOL: s.groups.serve,
+        CAPS_PROTOCOL: CapabilityServer(on_refused=s.standing.refused).serve,
+        SIGNALS_PROTOCOL: s.signals.serve,
     }
     for protocol, handler in handlers.items():
         host.set_stream_handler(protocol, supervisor.handler(protocol, handler))

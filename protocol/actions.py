@@ -5,9 +5,8 @@ the one view every device shows.
 - EDIT (kind 2), EDIT_CONTENT_TYPE, CBOR [target id, text]: replaces the text of the sender's
   own earlier message (SPEC §31.2); every edit is kept, the latest (by HLC, then id) is shown.
 - RECALL (kind 3), RECALL_CONTENT_TYPE, CBOR [target id]: the sender's tombstone (SPEC §31.1).
-  Its body stays in the clear (not in `ENCRYPTED_KINDS`): it names only a message id, which
-  every holder of the target sees in the target's own header, so a relay or a non-member can
-  match it against what it holds without a key.
+  Encrypted like every action (`ENCRYPTED_KINDS`): a relay sees a RECALL go by, never which
+  message it recalls; the member homes that hold the target open it and purge.
 - REACTION (kind 4), REACTION_CONTENT_TYPE, CBOR [target id, emoji, active]: one per user per
   emoji, the latest (by HLC, then id) wins, `active` 0 removes it (SPEC §31.3).
 - A reply or a forward is a MESSAGE whose content is wrapped (ANNOTATED_CONTENT_TYPE, CBOR
@@ -160,8 +159,9 @@ def decode_action(kind: Kind, content_type: str, body: bytes) -> Action:
 
 
 def target_of(envelope: Envelope) -> MessageId | None:
-    """The message a RECALL names, from its clear body; None for any other envelope or a bad
-    body. A relay or a non-member can read it (SPEC §31.1)."""
+    """The message a RECALL names, from its readable body (the opened view a member's home
+    holds); None for any other envelope, a bad body, or ciphertext: RECALL is encrypted like
+    every action, so a relay or a non-member reads no target (SPEC §27.3.1, §31.1)."""
     if envelope.kind is not Kind.RECALL:
         return None
     try:

@@ -12,7 +12,9 @@ merge (SPEC §4.3), and before anything is stored. What fails before that is ans
 | a stamp past the drift bound (SPEC §4.3)       | -       | DEFERRED (3)                 |
 | an ephemeral kind (typing, presence)           | REJECT  | REJECTED (1)                 |
 | for a user who does not live here              | RELAY   | RELAYED; DEFERRED (quota)    |
+| from a user our user blocked (SPEC §32.3)      | DISCARD | STORED, and nothing stored   |
 | from a device our newest record does not list  | DEFER   | DEFERRED (10); look it up    |
+| ours, not MEMBERSHIP, in a room unknown here   | DEFER   | DEFERRED (10); learn rooms   |
 | the sender may write it (`Ruling.ALLOWED`)     | STORE   | STORED, DUPLICATE; REJECTED  |
 |                                                |         | (1) if another holds its slot |
 | `Ruling.NEVER`, a bad body, a bound reached    | REJECT  | REJECTED (its code)          |
@@ -20,7 +22,7 @@ merge (SPEC §4.3), and before anything is stored. What fails before that is ans
 | `Ruling.NOT_YET`, the budget spent             | REJECT  | REJECTED (10)                |
 
 What a newly stored envelope sets off is `reactions` (PRIVATE, RECEIPT, contact events,
-RECALL).
+profiles, RECALL).
 The node performs all of it: the store, the relay inbox, the release order, the ack.
 
 State owned here: the deferral budget per sender user (SPEC §12.5), and `RecentlyStored`, a
@@ -33,7 +35,7 @@ from results the store gave, so it never answers anything the store would not.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Set
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Final, Protocol
@@ -48,6 +50,7 @@ from .authority import (
 )
 from .content import is_contact_event
 from .delivery import AckStatus, DeliveryResult, rejected
+from .e2ee.megolm import ENCRYPTED_CONTENT_TYPE
 from .envelope import Envelope, Kind, MessageId, RoomId
 from .errors import (
     ClockSkew,
@@ -72,6 +75,7 @@ __all__ = [
     "RoomStates",
     "Verdict",
     "appended_result",
+    "awaiting_key",
     "direct_partner",
     "error_result",
     "reaches_the_app",
@@ -93,6 +97,9 @@ class Verdict(Enum):
     """Not now: answered DEFERRED, the sender retries later."""
     REJECT = "reject"
     """Never: answered REJECTED with the refusal's code; the peer is charged (SPEC §11.6)."""
+    DISCARD = "discard"
+    """From a user our user blocked: answered STORED, so nothing tells them, and dropped
+    (SPEC §32.3)."""
 
 
 class Reaction(Enum):
@@ -106,6 +113,8 @@ class Reaction(Enum):
     """Someone else's friend request, acceptance or refusal (SPEC §18)."""
     APPLY_RECALL = "apply_recall"
     """A RECALL: withdraw the message it names and purge its body here (SPEC §31.1)."""
+    APPLY_PROFILE = "apply_profile"
+    """A user's new profile, kept if its sender may show us one (SPEC §32.1)."""
 
 
 _NO_REACTION: Final[frozenset[Reaction]] = frozenset()
@@ -113,6 +122,7 @@ _APPLY_PRIVATE: Final = frozenset({Reaction.APPLY_PRIVATE})
 _CREDIT_RECEIPT: Final = frozenset({Reaction.CREDIT_RECEIPT})
 _APPLY_CONTACT_EVENT: Final = frozenset({Reaction.APPLY_CONTACT_EVENT})
 _APPLY_RECALL: Final = frozenset({Reaction.APPLY_RECALL})
+_APPLY_PROFILE: Final = frozenset({Reaction.APPLY_PROFILE})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +135,10 @@ class Decision:
     unknown_device: bool = False
     """Deferred for a device the sender's newest record we hold does not list: look the
     sender's record up again (SPEC §13.5)."""
+    unknown_room: bool = False
+    """Deferred: our own user's envelope in a room this home holds no state of (a direct room
+    another of our homes opened and has not told us of yet): learn the rooms of our user's
+    other homes (SPEC §12.2, §23.5), then the retry is stored."""
     store_before_next: bool = False
     """Append what is pending before judging the next item of the batch: a MEMBERSHIP event
     changes what the items after it may do (a batch may hold a CREATE and the ADDs after it,
@@ -147,14 +161,25 @@ class RoomStates(Protocol):
         """The group's log as held (after `state` loaded it), or an empty one."""
 
 
+def _nobody(_: UserId) -> bool:
+    """No one is blocked (the rules without a block list)."""
+    return False
+
+
 class ArrivalRules:
     """Decides what happens to each arriving envelope for the users who live here."""
 
     def __init__(
-        self, local_users: Set[UserId], *, deferrals: DeferralPolicy = DEFAULT_DEFERRAL_POLICY
+        self,
+        local_users: Set[UserId],
+        *,
+        deferrals: DeferralPolicy = DEFAULT_DEFERRAL_POLICY,
+        blocked: Callable[[UserId], bool] = _nobody,
     ) -> None:
         self._local = local_users
         self._budget = DeferralBudget(deferrals)
+        self._blocked = blocked
+        """Has our user blocked this sender (SPEC §32.3)?"""
 
     def decide(
         self,
@@ -188,10 +213,22 @@ class ArrivalRules:
             return Decision(verdict=Verdict.REJECT, result=rejected(message_id, refusal))
         if not ours:
             return _RELAY
+        if self._blocked(envelope.sender_user) and not self._keeps_from_blocked(envelope):
+            stored = DeliveryResult(message_id=message_id, status=AckStatus.STORED)
+            return Decision(verdict=Verdict.DISCARD, result=stored)
         if listed is False:
             # revoked, or linked after the record we hold: retry once we know more
             deferred = _deferred(message_id)
             return Decision(verdict=Verdict.DEFER, result=deferred, unknown_device=True)
+        if (
+            envelope.sender_user in self._local
+            and envelope.kind not in (Kind.MEMBERSHIP, Kind.PRIVATE)  # PRIVATE: the self room
+            and rooms.state(envelope.room) is None
+        ):
+            # Stored, it would show a room whose members this home cannot send to: a direct
+            # room's id does not name its users, and our own message does not name the other.
+            deferred = _deferred(message_id)
+            return Decision(verdict=Verdict.DEFER, result=deferred, unknown_room=True)
         try:  # SPEC §12.2: decided before anything is stored or held
             ruling = room_ruling(envelope, rooms, self._local)
         except RemoteProtocolError as exc:  # a bad MEMBERSHIP body, a bound reached
@@ -205,6 +242,11 @@ class ArrivalRules:
             return Decision(verdict=Verdict.DEFER, result=_deferred(message_id))
         refusal = NotAuthorized("deferred too often: not a member of this room")
         return Decision(verdict=Verdict.REJECT, result=rejected(message_id, refusal))
+
+    def _keeps_from_blocked(self, envelope: Envelope) -> bool:
+        """A blocked user's group MEMBERSHIP events are still folded: every member's home must
+        agree on who is in the group (SPEC §12), and they show nothing the user wrote."""
+        return envelope.kind is Kind.MEMBERSHIP and not self.is_direct_with_local(envelope)
 
     def is_direct_with_local(self, envelope: Envelope) -> bool:
         """Is the envelope's room the direct room of its sender and one of our users?"""
@@ -226,6 +268,8 @@ class ArrivalRules:
             return _APPLY_CONTACT_EVENT
         if envelope.kind is Kind.RECALL:
             return _APPLY_RECALL
+        if envelope.kind is Kind.PROFILE:
+            return _APPLY_PROFILE
         return _NO_REACTION
 
 
@@ -262,8 +306,12 @@ def appended_result(message_id: MessageId, *, stored: bool, duplicate: bool) -> 
 
 def reaches_the_app(envelope: Envelope) -> bool:
     """Is a released envelope shown to clients? PRIVATE is our user's bookkeeping between its
-    devices (SPEC §22.6), not a message."""
-    return envelope.kind is not Kind.PRIVATE
+    devices (SPEC §22.6) and ROOM_KEY carries keys to them (SPEC §27.5): neither is a message.
+    An encrypted envelope this home could not open yet is shown once it opens (SPEC §27.11)."""
+    return (
+        envelope.kind not in (Kind.PRIVATE, Kind.ROOM_KEY)
+        and envelope.content_type != ENCRYPTED_CONTENT_TYPE
+    )
 
 
 def error_result(message_id: MessageId, error: HearthError) -> DeliveryResult:
@@ -274,6 +322,14 @@ def error_result(message_id: MessageId, error: HearthError) -> DeliveryResult:
         code = int(error.code)
         return DeliveryResult(message_id=message_id, status=AckStatus.DEFERRED, code=code)
     return rejected(message_id, error)
+
+
+def awaiting_key(message_id: MessageId) -> DeliveryResult:
+    """The result of an encrypted envelope gossip brought before its ROOM_KEY (SPEC §27.11):
+    DEFERRED, not stored, so the guaranteed path brings it again after the key."""
+    return DeliveryResult(
+        message_id=message_id, status=AckStatus.DEFERRED, code=int(ErrorCode.UNDECRYPTABLE)
+    )
 
 
 def _deferred(message_id: MessageId) -> DeliveryResult:

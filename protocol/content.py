@@ -6,7 +6,9 @@
   blob itself travels by reference, never inside an envelope (SPEC §7.2);
 - typing indicators: TYPING envelopes, CBOR [active], never stored (SPEC §17);
 - contact (friend request) events: MESSAGE envelopes in the direct room of the two users with
-  CONTACT_CONTENT_TYPE, CBOR [action, note, display name, handle] (SPEC §18).
+  CONTACT_CONTENT_TYPE, CBOR [action, note, display name, handle] (SPEC §18);
+- profiles: PROFILE envelopes with PROFILE_CONTENT_TYPE, CBOR [handle, display name, bio,
+  picture] where the picture is a media body (or empty): a picture is media (SPEC §32.1).
 """
 
 from __future__ import annotations
@@ -26,16 +28,20 @@ __all__ = [
     "CONTACT_CONTENT_TYPE",
     "MAX_NOTE_BYTES",
     "MEDIA_CONTENT_TYPE",
+    "PROFILE_CONTENT_TYPE",
     "TEXT_CONTENT_TYPE",
     "TYPING_CONTENT_TYPE",
     "ContactAction",
     "ContactEvent",
     "MediaRef",
+    "ProfileCard",
     "decode_contact",
     "decode_media",
+    "decode_profile",
     "decode_typing",
     "encode_contact",
     "encode_media",
+    "encode_profile",
     "encode_typing",
     "is_contact_event",
     "is_user_content",
@@ -46,6 +52,7 @@ TEXT_CONTENT_TYPE: Final = "text/plain"
 MEDIA_CONTENT_TYPE: Final = "application/x-hearthmesh-media"
 TYPING_CONTENT_TYPE: Final = "application/x-hearthmesh-typing"
 CONTACT_CONTENT_TYPE: Final = "application/x-hearthmesh-contact"
+PROFILE_CONTENT_TYPE: Final = "application/x-hearthmesh-profile"
 MAX_NOTE_BYTES: Final = 1024
 _MAX_NAME_BYTES: Final = 256
 _MEDIA_TYPES: Final = frozenset({"image", "video", "audio", "file"})
@@ -143,17 +150,20 @@ def decode_media(body: bytes) -> MediaRef:
 
 
 def media_ref_of(envelope: Envelope) -> MediaRef | None:
-    """The media reference a stored MESSAGE carries; None for anything else or a bad body."""
-    if envelope.kind is not Kind.MESSAGE:
-        return None
-    content_type, body = envelope.content_type, envelope.body
+    """The media reference a stored MESSAGE carries (also inside a reply or forward, SPEC §31.4),
+    or a PROFILE's picture (SPEC §32.1); None for anything else or a bad body."""
     try:
-        if content_type == ANNOTATED_CONTENT_TYPE:  # a media reply or forward (SPEC §31.4)
-            annotated = decode_annotated(body)
-            content_type, body = annotated.content_type, annotated.body
-        return decode_media(body) if content_type == MEDIA_CONTENT_TYPE else None
+        if envelope.kind is Kind.MESSAGE:
+            content_type, body = envelope.content_type, envelope.body
+            if content_type == ANNOTATED_CONTENT_TYPE:  # a media reply or forward (SPEC §31.4)
+                annotated = decode_annotated(body)
+                content_type, body = annotated.content_type, annotated.body
+            return decode_media(body) if content_type == MEDIA_CONTENT_TYPE else None
+        if envelope.kind is Kind.PROFILE and envelope.content_type == PROFILE_CONTENT_TYPE:
+            return decode_profile(envelope.body).picture
     except RemoteProtocolError:
         return None  # shown as a broken message; there is nothing to fetch
+    return None
 
 
 def _check_media(media: MediaRef) -> None:
@@ -210,3 +220,59 @@ def _check_contact(event: ContactEvent) -> None:
         raise MalformedMessage(f"a friend request note is at most {MAX_NOTE_BYTES} bytes")
     if max(len(event.display_name.encode()), len(event.handle.encode())) > _MAX_NAME_BYTES:
         raise MalformedMessage(f"names are at most {_MAX_NAME_BYTES} bytes")
+
+
+_MAX_HANDLE_BYTES: Final = 256
+_MAX_DISPLAY_NAME_BYTES: Final = 512
+_MAX_BIO_BYTES: Final = 4096
+_MAX_PICTURE_BYTES: Final = 4096
+_MAX_PROFILE_BYTES: Final = 9216
+"""Bounds of a PROFILE body: the API's 64-character handle, 128-character name and
+1,024-character bio in UTF-8, and one media body (SPEC §32.1)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProfileCard:
+    """What a user tells contacts and co-members about themselves (SPEC §32.1)."""
+
+    handle: str = ""
+    display_name: str = ""
+    bio: str = ""
+    picture: MediaRef | None = None
+    """An image uploaded on the user's home; its seal travels here so others can open it."""
+
+
+def encode_profile(card: ProfileCard) -> bytes:
+    """CBOR [handle, display name, bio, picture (a media body, or empty)]. Raises
+    MalformedMessage."""
+    picture = b"" if card.picture is None else encode_media(card.picture)
+    _check_profile(card, picture)
+    return encode_canonical([card.handle, card.display_name, card.bio, picture])
+
+
+def decode_profile(body: bytes) -> ProfileCard:
+    """Parse a PROFILE body. Raises MalformedMessage (or TooLarge)."""
+    match decode_canonical(body, max_bytes=_MAX_PROFILE_BYTES):
+        case [str() as handle, str() as name, str() as bio, bytes() as picture]:
+            card = ProfileCard(
+                handle=handle,
+                display_name=name,
+                bio=bio,
+                picture=decode_media(picture) if picture else None,
+            )
+            _check_profile(card, picture)
+            return card
+    raise MalformedMessage("profile body is [handle, display name, bio, picture]")
+
+
+def _check_profile(card: ProfileCard, picture: bytes) -> None:
+    if len(card.handle.encode()) > _MAX_HANDLE_BYTES or "\x00" in card.handle:
+        raise MalformedMessage(f"a handle is at most {_MAX_HANDLE_BYTES} bytes, without NUL")
+    if len(card.display_name.encode()) > _MAX_DISPLAY_NAME_BYTES:
+        raise MalformedMessage(f"a display name is at most {_MAX_DISPLAY_NAME_BYTES} bytes")
+    if len(card.bio.encode()) > _MAX_BIO_BYTES:
+        raise MalformedMessage(f"a bio is at most {_MAX_BIO_BYTES} bytes")
+    if len(picture) > _MAX_PICTURE_BYTES:
+        raise MalformedMessage(f"a picture reference is at most {_MAX_PICTURE_BYTES} bytes")
+    if card.picture is not None and card.picture.type != "image":
+        raise MalformedMessage("a profile picture is an image")

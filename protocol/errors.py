@@ -13,18 +13,24 @@ from typing import ClassVar
 __all__ = [
     "BadCertificate",
     "BadSignature",
+    "Banned",
+    "Blocked",
     "Busy",
     "ClockSkew",
     "ErrorCode",
     "FrameTimeout",
     "HearthError",
     "InvalidIdentifier",
+    "InviteExpired",
+    "InviteInvalid",
     "KeyMismatch",
     "LocalProtocolError",
     "MalformedMessage",
     "MediaTampered",
+    "MembershipConflict",
     "MembershipLimit",
     "MessageRecalled",
+    "NotAContact",
     "NotAuthorized",
     "NotFound",
     "NotSender",
@@ -34,6 +40,7 @@ __all__ = [
     "RecallWindowClosed",
     "RemoteProtocolError",
     "Replayed",
+    "RoleRequired",
     "SasMismatch",
     "SequenceOverflow",
     "StorageError",
@@ -78,11 +85,20 @@ class ErrorCode(IntEnum):
     UNDECRYPTABLE = 50
     KEY_MISMATCH = 51
     REPLAYED = 52
+    # 60-64: groups, invites and roles (SPEC §30)
+    INVITE_INVALID = 60
+    INVITE_EXPIRED = 61
+    BANNED = 62
+    ROLE_REQUIRED = 63
+    MEMBERSHIP_CONFLICT = 64
     # 65-69: message actions (SPEC §31)
     NOT_SENDER = 65
     RECALL_WINDOW_CLOSED = 66
     WRONG_ROOM = 67
     MESSAGE_RECALLED = 68
+    # 70-74: profiles, friends and privacy (SPEC §32)
+    BLOCKED = 70
+    NOT_A_CONTACT = 71
     STORAGE = 100
 
 
@@ -188,6 +204,37 @@ class MembershipLimit(RemoteProtocolError):
     code = ErrorCode.MEMBERSHIP_LIMIT
 
 
+class InviteInvalid(NotAuthorized):
+    """An invite that is forged, unknown here, revoked, or for another group (SPEC §30.3)."""
+
+    code = ErrorCode.INVITE_INVALID
+
+
+class InviteExpired(NotAuthorized):
+    """An invite past its expiry or with its uses spent (SPEC §30.3)."""
+
+    code = ErrorCode.INVITE_EXPIRED
+
+
+class Banned(NotAuthorized):
+    """The user is banned from the group: no ADD, JOIN or invite lets them in (SPEC §30.2)."""
+
+    code = ErrorCode.BANNED
+
+
+class RoleRequired(NotAuthorized):
+    """The change needs a higher role than the sender holds (SPEC §30.2)."""
+
+    code = ErrorCode.ROLE_REQUIRED
+
+
+class MembershipConflict(NotAuthorized):
+    """The change does not fit the group's state now: a member added again, a non-member
+    kicked, a role given that is held already (SPEC §30.2)."""
+
+    code = ErrorCode.MEMBERSHIP_CONFLICT
+
+
 class TooManyStreams(RemoteProtocolError):
     """A peer opened more inbound streams than its cap (SPEC §10.4)."""
 
@@ -268,6 +315,20 @@ class MessageRecalled(RemoteProtocolError):
     code = ErrorCode.MESSAGE_RECALLED
 
 
+class Blocked(RemoteProtocolError):
+    """Our user's client asked to reach a user it blocked (SPEC §32.3). Never sent to the
+    blocked user: what they send is acked as stored and dropped."""
+
+    code = ErrorCode.BLOCKED
+
+
+class NotAContact(RemoteProtocolError):
+    """Presence or typing pushed by a user who is not our user's contact (SPEC §32.4): dropped
+    unanswered, so it tells its sender nothing."""
+
+    code = ErrorCode.NOT_A_CONTACT
+
+
 class StorageError(HearthError):
     """The store failed or holds something it cannot read; the message names the path or key."""
 
@@ -291,6 +352,11 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         RateLimited,
         SequenceOverflow,
         MembershipLimit,
+        InviteInvalid,
+        InviteExpired,
+        Banned,
+        RoleRequired,
+        MembershipConflict,
         TooManyStreams,
         FrameTimeout,
         Busy,
@@ -303,6 +369,8 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         RecallWindowClosed,
         WrongRoom,
         MessageRecalled,
+        Blocked,
+        NotAContact,
     )
 }
 

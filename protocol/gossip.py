@@ -2,7 +2,9 @@
 
 Gossip is the fast, at-most-once path. A room topic carries the room's envelopes; the presence
 topic carries PRESENCE envelopes whose body holds the user's home record, so every node learns
-where each online user's inbox lives.
+where each user's inbox lives. Since SPEC §32.4 the topic says nothing of presence (status
+RECORD): online, offline and typing go to contacts alone, on `SIGNALS_PROTOCOL` streams, as the
+same `[certificate, envelope]` payload.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = [
     "MAX_GOSSIP_BYTES",
     "PRESENCE_CONTENT_TYPE",
     "PRESENCE_TOPIC",
+    "SIGNALS_PROTOCOL",
     "GossipItem",
     "Presence",
     "PresenceStatus",
@@ -36,6 +39,8 @@ __all__ = [
 
 PRESENCE_TOPIC: Final = "/hearthmesh/presence/0"
 PRESENCE_CONTENT_TYPE: Final = "application/x-hearthmesh-presence"
+SIGNALS_PROTOCOL: Final = "/hearthmesh/signals/0"
+"""One frame per stream, one way: a PRESENCE or TYPING payload for a contact (SPEC §32.4)."""
 MAX_GOSSIP_BYTES: Final = MAX_ENVELOPE_BYTES + 1024
 _MESSAGE_ID_MAX_BYTES: Final = 1 << 20
 """What the message id function reads of a payload: the most a gossip message can be. The
@@ -117,6 +122,8 @@ class PresenceStatus(IntEnum):
 
     ONLINE = 1
     OFFLINE = 2
+    RECORD = 3
+    """The home record alone, for the mesh-wide topic: says nothing of presence (SPEC §32.4)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

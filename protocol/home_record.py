@@ -1,8 +1,10 @@
 """Signed home records (SPEC §13): where a user's inbox lives and which devices are theirs.
 
 A home record maps a user to the libp2p peer ids (and addresses) of their home node(s) and
-carries the certificates of their devices. The user key signs it; the newest `issued_ms` wins.
-Anyone may pass it on (DHT, gossip, a contact) because nobody else can forge it.
+carries the certificates of their devices and each device's signed key bundle (SPEC §27.1), so
+a sender can share a room key with a device whose home is away. The user key signs it; the
+newest `issued_ms` wins. Anyone may pass it on (DHT, gossip, a contact) because nobody else
+can forge it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .canonical import CborValue, decode_canonical, encode_canonical
+from .e2ee.keys import KeyBundle, decode_key_bundle, encode_key_bundle, verify_key_bundle
 from .errors import BadCertificate, ClockSkew, MalformedMessage, RemoteProtocolError
 from .hlc import MAX_DRIFT_MS
 from .identity import (
@@ -36,7 +39,8 @@ __all__ = [
 ]
 
 HOME_RECORD_DOMAIN: Final = b"hearthmesh/home-record/v0\x00"
-MAX_HOME_RECORD_BYTES: Final = 8192
+MAX_HOME_RECORD_BYTES: Final = 12288
+"""16 devices with certificate and bundle, 16 addresses of 256 bytes and 8 homes fit."""
 _MAX_HOMES: Final = 8
 _MAX_ADDRS: Final = 16
 _MAX_DEVICES: Final = 16
@@ -54,6 +58,8 @@ class HomeRecord:
     addrs: tuple[str, ...]
     """Multiaddrs (with /p2p/) where the home nodes listen; a hint, not a promise."""
     devices: tuple[DeviceCertificate, ...]
+    bundles: tuple[KeyBundle, ...]
+    """The key bundle of each listed device that has published one (at most one each)."""
     signature: bytes
 
     def _unsigned(self) -> list[CborValue]:
@@ -64,7 +70,12 @@ class HomeRecord:
             list(self.homes),
             list(self.addrs),
             [encode_certificate(d) for d in self.devices],
+            [encode_key_bundle(b) for b in self.bundles],
         ]
+
+    def bundle_of(self, device: bytes) -> KeyBundle | None:
+        """The key bundle the record lists for `device`, if any."""
+        return next((b for b in self.bundles if b.device == device), None)
 
 
 def issue_home_record(
@@ -74,14 +85,18 @@ def issue_home_record(
     homes: tuple[str, ...],
     addrs: tuple[str, ...],
     devices: tuple[DeviceCertificate, ...],
+    bundles: tuple[KeyBundle, ...] = (),
 ) -> HomeRecord:
-    """Sign a home record with the user key."""
+    """Sign a home record with the user key; bundles of devices it does not list are left out."""
+    listed = {cert.device for cert in devices}
+    bundles = tuple(b for b in bundles if b.device in listed)
     unsigned = HomeRecord(
         user=UserId(user_key.public),
         issued_ms=issued_ms,
         homes=homes,
         addrs=addrs,
         devices=devices,
+        bundles=bundles,
         signature=b"",
     )
     signature = user_key.sign(HOME_RECORD_DOMAIN + encode_canonical(unsigned._unsigned()))
@@ -91,12 +106,13 @@ def issue_home_record(
         homes=homes,
         addrs=addrs,
         devices=devices,
+        bundles=bundles,
         signature=signature,
     )
 
 
 def encode_home_record(record: HomeRecord) -> bytes:
-    """CBOR [0, user, issued_ms, [home...], [addr...], [certificate...], signature]."""
+    """CBOR [0, user, issued_ms, [home...], [addr...], [certificate...], [bundle...], signature]."""
     return encode_canonical([*record._unsigned(), record.signature])
 
 
@@ -123,13 +139,16 @@ def decode_home_record(data: bytes) -> HomeRecord:
             homes,
             addrs,
             list() as certs,
+            list() as bundles,
             bytes() as sig,
         ] if (
             len(user) == KEY_BYTES
             and issued_ms >= 0
             and len(sig) == SIGNATURE_BYTES
             and len(certs) <= _MAX_DEVICES
+            and len(bundles) <= _MAX_DEVICES
             and all(isinstance(c, bytes) for c in certs)
+            and all(isinstance(b, bytes) for b in bundles)
         ):
             return HomeRecord(
                 user=UserId(user),
@@ -137,6 +156,7 @@ def decode_home_record(data: bytes) -> HomeRecord:
                 homes=_texts(homes, _MAX_HOMES),
                 addrs=_texts(addrs, _MAX_ADDRS),
                 devices=tuple(decode_certificate(c) for c in certs if isinstance(c, bytes)),
+                bundles=tuple(decode_key_bundle(b) for b in bundles if isinstance(b, bytes)),
                 signature=sig,
             )
     raise MalformedMessage("not a home record")
@@ -164,3 +184,10 @@ def verify_home_record(record: HomeRecord, *, now_ms: int) -> None:
             raise
         except RemoteProtocolError as exc:
             raise BadCertificate(f"device certificate: {exc}") from None
+    listed = {cert.device for cert in record.devices}
+    seen: set[bytes] = set()
+    for bundle in record.bundles:
+        if bundle.device not in listed or bundle.device in seen:
+            raise BadCertificate("a key bundle of a device the record does not list, or twice")
+        seen.add(bundle.device)
+        verify_key_bundle(bundle)  # BadSignature

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .canonical import decode_canonical, encode_canonical
+from .e2ee.keys import KeyBundle, decode_key_bundle, encode_key_bundle
 from .errors import InvalidIdentifier, MalformedMessage, NotAuthorized
 from .identity import KEY_BYTES, Rng
 
@@ -157,14 +158,18 @@ _MAX_ADDR_CHARS: Final = 256
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Readdress:
-    """A linked home's addresses as they are now (SPEC §10.10), for the primary's record."""
+    """A linked home's addresses as they are now (SPEC §10.10), and its device's key bundle
+    (SPEC §27.1), for the primary's record."""
 
     addrs: tuple[str, ...]
+    bundle: KeyBundle | None = None
 
 
 def encode_readdress(readdress: Readdress) -> bytes:
-    """CBOR [1, [addr...]]."""
-    return encode_canonical([1, list(readdress.addrs)])
+    """CBOR [1, [addr...]] or [1, [addr...], key bundle]."""
+    if readdress.bundle is None:
+        return encode_canonical([1, list(readdress.addrs)])
+    return encode_canonical([1, list(readdress.addrs), encode_key_bundle(readdress.bundle)])
 
 
 def decode_link_message(data: bytes, *, sender: str) -> LinkRequest | Readdress:
@@ -177,11 +182,15 @@ def decode_link_message(data: bytes, *, sender: str) -> LinkRequest | Readdress:
     if request is not None:
         return request
     match value:
-        case [1, list() as addrs] if _addr_list(addrs):
+        case [1, list() as addrs, *rest] if _addr_list(addrs) and len(rest) <= 1:
             found = tuple(str(a) for a in addrs)
             if not all(a.endswith(f"/p2p/{sender}") for a in found):
                 raise NotAuthorized("a home may give only its own addresses")
-            return Readdress(addrs=found)
+            match rest:
+                case []:
+                    return Readdress(addrs=found)
+                case [bytes() as bundle]:
+                    return Readdress(addrs=found, bundle=decode_key_bundle(bundle))
     raise MalformedMessage("not a link request nor a readdress")
 
 

@@ -5,6 +5,7 @@ The member set of a room is a pure function of its MEMBERSHIP events taken in hi
 breaks a rule (a non-admin adding someone, a second CREATE) is ignored by the fold, never
 half-applied. `ruling` is the one statement of those rules: the fold applies what it allows, and
 admission (`protocol.authority`) refuses or defers the rest before anything is stored.
+`refusal_of` says why, with the error a node answers its own client (SPEC §30.2).
 """
 
 from __future__ import annotations
@@ -16,12 +17,22 @@ from typing import Final
 
 from .canonical import decode_canonical, encode_canonical
 from .envelope import Envelope, Kind, RoomId
-from .errors import MalformedMessage, RemoteProtocolError
+from .errors import (
+    Banned,
+    MalformedMessage,
+    MembershipConflict,
+    MembershipLimit,
+    NotAuthorized,
+    RemoteProtocolError,
+    RoleRequired,
+)
 from .identity import KEY_BYTES, UserId
 from .rooms import direct_room_id, group_room_id
 
 __all__ = [
+    "AVATAR_DIGEST_BYTES",
     "MAX_GROUP_NAME_BYTES",
+    "MAX_GROUP_SIZE",
     "MEMBERSHIP_CONTENT_TYPE",
     "Action",
     "MembershipChange",
@@ -32,11 +43,17 @@ __all__ = [
     "direct_room_state",
     "encode_membership",
     "fold",
+    "refusal_of",
     "ruling",
 ]
 
 MEMBERSHIP_CONTENT_TYPE: Final = "application/x-hearthmesh-membership"
 MAX_GROUP_NAME_BYTES: Final = 128
+"""Also the bound of a TOPIC's text (SPEC §30.1)."""
+MAX_GROUP_SIZE: Final = 1024
+"""Members a group holds; an ADD or JOIN past it waits (SPEC §30.2)."""
+AVATAR_DIGEST_BYTES: Final = 32
+"""An AVATAR's media digest (SPEC §25); an empty one clears the avatar."""
 _MAX_BODY_BYTES: Final = 512
 
 
@@ -49,13 +66,25 @@ class Action(IntEnum):
     LEAVE = 4
     KICK = 5
     ROLE = 6
+    # SPEC §30.1: running a group
+    BAN = 7
+    UNBAN = 8
+    RENAME = 9
+    TOPIC = 10
+    AVATAR = 11
+
+
+_SETTINGS: Final = (Action.RENAME, Action.TOPIC, Action.AVATAR)
+"""Actions that change the group, not a member: self-targeted, like JOIN and LEAVE."""
 
 
 class Role(IntEnum):
-    """A member's role (SPEC §12.1)."""
+    """A member's role (SPEC §12.1, §30.2); a higher value outranks a lower one."""
 
     MEMBER = 0
     ADMIN = 1
+    OWNER = 2
+    """The group's creator: outranks admins, and only an owner makes owners."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,11 +95,12 @@ class MembershipChange:
     target: UserId
     role: Role = Role.MEMBER
     nonce: bytes = b""
-    """CREATE only: the nonce of the group room id (SPEC §3.4.2)."""
+    """CREATE: the nonce of the group room id (SPEC §3.4.2); AVATAR: the media digest (empty
+    clears it)."""
     open: bool = False
     """CREATE only: anyone who knows the room id may JOIN."""
     name: str = ""
-    """CREATE only: the group's name."""
+    """CREATE and RENAME: the group's name; TOPIC: its topic."""
 
 
 def encode_membership(change: MembershipChange) -> bytes:
@@ -109,6 +139,7 @@ def decode_membership(body: bytes) -> MembershipChange:
             and len(target) == KEY_BYTES
             and open_ in (0, 1)
             and len(nonce) <= 64
+            and (action != Action.AVATAR or len(nonce) in (0, AVATAR_DIGEST_BYTES))
             and len(name.encode()) <= MAX_GROUP_NAME_BYTES
         ):
             return MembershipChange(
@@ -130,7 +161,12 @@ class RoomState:
     created: bool = False
     name: str = ""
     open: bool = False
+    topic: str = ""
+    avatar: bytes = b""
+    """The media digest of the group's picture; empty for none."""
     members: dict[UserId, Role] = field(default_factory=dict)
+    banned: set[UserId] = field(default_factory=set)
+    """Users an admin banned: no ADD or JOIN of them is allowed until an UNBAN (SPEC §30.2)."""
     direct: bool = False
     """A direct room (SPEC §3.4.1): its two members follow from its id and never change."""
     ignored: int = 0
@@ -139,6 +175,11 @@ class RoomState:
     def is_member(self, user: UserId) -> bool:
         return user in self.members
 
+    def rank(self, user: UserId) -> int:
+        """The user's role as a number, -1 for a non-member (roles outrank by value)."""
+        role = self.members.get(user)
+        return -1 if role is None else int(role)
+
     def copy(self) -> RoomState:
         """An independent copy (the member table is not shared)."""
         return RoomState(
@@ -146,7 +187,10 @@ class RoomState:
             created=self.created,
             name=self.name,
             open=self.open,
+            topic=self.topic,
+            avatar=self.avatar,
             members=dict(self.members),
+            banned=set(self.banned),
             direct=self.direct,
             ignored=self.ignored,
         )
@@ -183,9 +227,25 @@ class Ruling(Enum):
 
 
 def ruling(state: RoomState, sender: UserId, change: MembershipChange) -> Ruling:
-    """The one statement of the membership rules (SPEC §12.2), for the fold and for admission."""
+    """The one statement of the membership rules (SPEC §12.2, §30.2), for the fold and for
+    admission."""
+    return _judge(state, sender, change)[0]
+
+
+def refusal_of(
+    state: RoomState, sender: UserId, change: MembershipChange
+) -> RemoteProtocolError | None:
+    """Why `change` by `sender` is not allowed now (None if it is): the error a node answers
+    its own client with (SPEC §30.2). Peers are answered by `ruling` alone (§12.2)."""
+    return _judge(state, sender, change)[1]
+
+
+def _judge(
+    state: RoomState, sender: UserId, change: MembershipChange
+) -> tuple[Ruling, RemoteProtocolError | None]:
+    """The ruling, and the error that explains a refusal."""
     if state.direct:
-        return Ruling.NEVER  # a direct room's members follow from its id
+        return Ruling.NEVER, NotAuthorized("a direct room's members follow from its id")
     action = change.action
     if action is Action.CREATE:
         valid = (
@@ -193,37 +253,91 @@ def ruling(state: RoomState, sender: UserId, change: MembershipChange) -> Ruling
             and len(change.nonce) >= 16
             and group_room_id(sender, change.nonce) == state.room
         )
-        return Ruling.ALLOWED if valid and not state.created else Ruling.NEVER
-    if action in (Action.JOIN, Action.LEAVE) and change.target != sender:
-        return Ruling.NEVER  # self-only
+        if valid and not state.created:
+            return Ruling.ALLOWED, None
+        return Ruling.NEVER, MembershipConflict("the group exists, or the CREATE does not match it")
+    if action in (Action.JOIN, Action.LEAVE, *_SETTINGS) and change.target != sender:
+        return Ruling.NEVER, NotAuthorized(f"{action.name} names its sender only")
     if not state.created:
-        return Ruling.NOT_YET  # the CREATE may still be on its way
-    sender_role = state.members.get(sender)
+        return Ruling.NOT_YET, NotAuthorized("the group's CREATE is not held")
+    if action is Action.JOIN and not state.open:
+        return Ruling.NEVER, NotAuthorized("a closed group takes members by invite only")
+    error = _not_yet(state, sender, change)
+    return (Ruling.ALLOWED, error) if error is None else (Ruling.NOT_YET, error)
+
+
+def _not_yet(
+    state: RoomState, sender: UserId, change: MembershipChange
+) -> RemoteProtocolError | None:
+    """What keeps a change of a created group from applying at this point, if anything: an
+    event that sorts earlier could still change it, so the answer is NOT_YET, never NEVER."""
+    action, target = change.action, change.target
+    rank, target_rank = state.rank(sender), state.rank(change.target)
+    if action is Action.LEAVE:
+        return None if rank >= 0 else MembershipConflict("not a member")
+    if action is Action.JOIN:
+        if target in state.banned:
+            return Banned("banned from this group")
+        if rank >= 0:
+            return MembershipConflict("a member already")
+        return _room_for_one(state)
+    if rank < Role.ADMIN:
+        return RoleRequired(f"{action.name} needs an admin")
     match action:
         case Action.ADD:
-            allowed = sender_role is Role.ADMIN and change.target not in state.members
-        case Action.JOIN:
-            if not state.open:
-                return Ruling.NEVER  # openness is fixed by the CREATE
-            allowed = sender not in state.members
-        case Action.LEAVE:
-            allowed = sender_role is not None
-        case _:  # KICK, ROLE
-            allowed = sender_role is Role.ADMIN and change.target in state.members
-    return Ruling.ALLOWED if allowed else Ruling.NOT_YET
+            if target in state.banned:
+                return Banned("banned from this group")
+            if target_rank >= 0:
+                return MembershipConflict("a member already")
+            return _room_for_one(state)
+        case Action.KICK | Action.BAN:
+            if action is Action.BAN and target in state.banned:
+                return MembershipConflict("banned already")
+            if action is Action.KICK and target_rank < 0:
+                return MembershipConflict("not a member")
+            if target_rank >= rank:
+                return RoleRequired(f"{action.name} of an equal or higher role")
+        case Action.UNBAN:
+            if target not in state.banned:
+                return MembershipConflict("not banned")
+        case Action.ROLE:
+            if target_rank < 0:
+                return MembershipConflict("not a member")
+            if target_rank >= rank or change.role > rank:
+                return RoleRequired("a role change needs a higher role than both roles")
+            if target_rank == change.role:
+                return MembershipConflict(f"{change.role.name.lower()} already")
+    return None  # RENAME, TOPIC, AVATAR: any admin
+
+
+def _room_for_one(state: RoomState) -> RemoteProtocolError | None:
+    if len(state.members) >= MAX_GROUP_SIZE:
+        return MembershipLimit(f"a group holds at most {MAX_GROUP_SIZE} members")
+    return None
 
 
 def _apply(state: RoomState, sender: UserId, change: MembershipChange) -> None:
     match change.action:
         case Action.CREATE:
             state.created, state.name, state.open = True, change.name, change.open
-            state.members[sender] = Role.ADMIN
+            state.members[sender] = Role.OWNER
         case Action.ADD | Action.JOIN:
             state.members[change.target] = Role.MEMBER
         case Action.LEAVE | Action.KICK:
             del state.members[change.target]
+        case Action.BAN:
+            state.banned.add(change.target)
+            state.members.pop(change.target, None)
+        case Action.UNBAN:
+            state.banned.discard(change.target)
         case Action.ROLE:
             state.members[change.target] = change.role
+        case Action.RENAME:
+            state.name = change.name
+        case Action.TOPIC:
+            state.topic = change.name
+        case Action.AVATAR:
+            state.avatar = change.nonce
 
 
 def fold(room: RoomId, events: Iterable[Envelope]) -> RoomState:

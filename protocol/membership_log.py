@@ -42,8 +42,9 @@ class MembershipLimits:
 
     max_events_per_room: int = 4096
     """MEMBERSHIP events stored per room; more are refused with MEMBERSHIP_LIMIT (15)."""
-    max_events_per_sender: int = 256
-    """MEMBERSHIP events stored per room and sender user; more are refused the same way."""
+    max_events_per_sender: int = 2048
+    """MEMBERSHIP events stored per room and sender user; more are refused the same way. Twice
+    a group's 1,024 members (SPEC §30.2): one admin may let every member in by invite."""
     checkpoint_every: int = 64
     """A copy of the state is kept every this many events: a late event re-folds at most the
     events after the checkpoint before its place."""
@@ -62,9 +63,11 @@ class MemberDiff:
     changed: dict[UserId, Role] = field(default_factory=dict)
     """Members added, or whose role changed."""
     removed: set[UserId] = field(default_factory=set)
+    settings: bool = False
+    """The group's name, topic, avatar or bans changed (no member row to write)."""
 
     def __bool__(self) -> bool:
-        return bool(self.changed or self.removed)
+        return bool(self.changed or self.removed or self.settings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +187,7 @@ class MembershipLog:
 
     def _apply_last(self, entry: _Entry) -> MemberDiff:
         self.steps += 1
-        effect = _effect(entry.sender, entry.change)
+        effect = _effect(self.state, entry.sender, entry.change)
         # The live state changes one key at a time (see the module docstring).
         applied = self.state.apply_change(entry.sender, entry.change)
         if len(self._entries) % self.limits.checkpoint_every == 0:
@@ -216,21 +219,31 @@ def _entry(envelope: Envelope, change: MembershipChange) -> _Entry:
     )
 
 
-def _effect(sender: UserId, change: MembershipChange) -> MemberDiff:
-    """What `change` does to the member table if the rules allow it."""
+def _effect(state: RoomState, sender: UserId, change: MembershipChange) -> MemberDiff:
+    """What `change` does to the member table of `state` if the rules allow it."""
     match change.action:
         case Action.CREATE:
-            return MemberDiff(changed={sender: Role.ADMIN})
+            return MemberDiff(changed={sender: Role.OWNER})
         case Action.ADD | Action.JOIN:
             return MemberDiff(changed={change.target: Role.MEMBER})
         case Action.LEAVE | Action.KICK:
             return MemberDiff(removed={change.target})
-        case _:  # ROLE
+        case Action.BAN:  # a ban of a non-member changes no member row
+            return MemberDiff(removed={change.target} & set(state.members), settings=True)
+        case Action.ROLE:
             return MemberDiff(changed={change.target: change.role})
+        case _:  # UNBAN, RENAME, TOPIC, AVATAR: the group, not its member rows
+            return MemberDiff(settings=True)
 
 
 def _diff(before: RoomState, after: RoomState) -> MemberDiff:
-    diff = MemberDiff(removed=set(before.members) - set(after.members))
+    settings = (before.name, before.topic, before.avatar, before.banned) != (
+        after.name,
+        after.topic,
+        after.avatar,
+        after.banned,
+    )
+    diff = MemberDiff(removed=set(before.members) - set(after.members), settings=settings)
     for user, role in after.members.items():
         if before.members.get(user) is not role:
             diff.changed[user] = role

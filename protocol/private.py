@@ -21,11 +21,13 @@ from .identity import UserId
 __all__ = [
     "PRIVATE_CONTENT_TYPE",
     "SELF_ROOM_DOMAIN",
+    "BlockChanged",
     "ConversationDeleted",
     "MessageHidden",
     "PrivateAction",
     "PrivateChange",
     "decode_private",
+    "encode_block_changed",
     "encode_conversation_deleted",
     "encode_message_hidden",
     "self_room_id",
@@ -45,7 +47,8 @@ class PrivateAction(IntEnum):
     """What a PRIVATE envelope does. Values are never renumbered."""
 
     CONVERSATION_DELETED = 1
-    MESSAGE_HIDDEN = 2
+    BLOCK_CHANGED = 2
+    MESSAGE_HIDDEN = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -63,12 +66,25 @@ class MessageHidden:
     message: MessageId
 
 
-PrivateChange = ConversationDeleted | MessageHidden
-
-
 def encode_message_hidden(room: RoomId, message: MessageId) -> bytes:
-    """CBOR [2, room, message]."""
+    """CBOR [3, room, message]."""
     return encode_canonical([int(PrivateAction.MESSAGE_HIDDEN), room, message])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlockChanged:
+    """The user blocked or unblocked `user` (SPEC §32.3): every home of theirs applies it."""
+
+    user: UserId
+    blocked: bool
+
+
+PrivateChange = ConversationDeleted | BlockChanged | MessageHidden
+
+
+def encode_block_changed(user: UserId, *, blocked: bool) -> bytes:
+    """CBOR [2, user, blocked (0/1)]."""
+    return encode_canonical([int(PrivateAction.BLOCK_CHANGED), user, int(blocked)])
 
 
 def encode_conversation_deleted(room: RoomId) -> bytes:
@@ -81,6 +97,8 @@ def decode_private(body: bytes) -> PrivateChange:
     match decode_canonical(body, max_bytes=_MAX_BODY_BYTES):
         case [1, bytes() as room] if len(room) == 32:
             return ConversationDeleted(room=RoomId(room))
-        case [2, bytes() as room, bytes() as message] if len(room) == len(message) == 32:
+        case [2, bytes() as user, int() as blocked] if len(user) == 32 and blocked in (0, 1):
+            return BlockChanged(user=UserId(user), blocked=bool(blocked))
+        case [3, bytes() as room, bytes() as message] if len(room) == len(message) == 32:
             return MessageHidden(room=RoomId(room), message=MessageId(message))
     raise MalformedMessage("not a private-state body")

@@ -118,6 +118,10 @@ class SenderReleases:
         self._unsaved.clear()
         return moved
 
+    def released_before(self, sender: Sender, seq: int) -> bool:
+        """Did number `seq` of a resumed `sender` already go to the app?"""
+        return self._sequencer.next_seq(sender) > seq
+
     def held(self) -> int:
         """Envelopes waiting for an earlier number of their sender."""
         return self._sequencer.held()

@@ -40,6 +40,7 @@ OFFENCE_CODES: Final = frozenset(
         ErrorCode.MEMBERSHIP_LIMIT,
         ErrorCode.TOO_MANY_STREAMS,
         ErrorCode.FRAME_TIMEOUT,
+        ErrorCode.INVITE_INVALID,  # a forged or guessed invite secret (SPEC §30.3)
     }
 )
 """Codes that prove the sender at fault when the refusal is final. NOT_AUTHORIZED is final for a

@@ -436,6 +436,11 @@ class HistoryStore(Protocol):
         """The stored edits, recalls and reactions that name `target` (SPEC §31.5)."""
         ...
 
+    def index_action(self, target: bytes, action: bytes) -> None:
+        """Note that the stored action `action` names `target`: one stored before it could be
+        read (it opened when its room key came, SPEC §27.11)."""
+        ...
+
     def withdraw(self, target: bytes, recall: bytes, sender: bytes) -> bool:
         """Record `sender`'s recall of `target`; purge its body once nothing here needs it
         (SPEC §31.1). True if the body was removed now."""
@@ -785,6 +790,45 @@ class CryptoStore(Protocol):
 
     def forget_handed_out(self, keep: frozenset[bytes]) -> int:
         """Forget the handed-out marks of keys outside `keep`; how many were forgotten."""
+        ...
+
+    def put_plaintext(self, message_id: MessageId, plaintext: bytes) -> None:
+        """Keep what an encrypted event opened to, CBOR [content type, body] (SPEC §27.7);
+        history reads show it in place of the ciphertext."""
+        ...
+
+    def forget_plaintext(self, message_id: bytes) -> None:
+        """Drop what an event opened to: it was refused after opening, so it is not stored."""
+        ...
+
+    def plaintext(self, message_id: bytes) -> bytes | None:
+        """What an encrypted event opened to here, if it did."""
+        ...
+
+    def hold_encrypted(self, session_id: bytes, message_id: MessageId, room: RoomId) -> None:
+        """Note a stored event waiting for the room key of `session_id`."""
+        ...
+
+    def held_encrypted(self, session_id: bytes, limit: int) -> list[tuple[MessageId, RoomId]]:
+        """Up to `limit` events waiting for the key of `session_id`, as (message id, room)."""
+        ...
+
+    def held_sessions(self, limit: int) -> list[tuple[RoomId, bytes]]:
+        """Up to `limit` sessions some stored event waits for, as (room, session id)."""
+        ...
+
+    def unhold_encrypted(self, session_id: bytes, message_id: MessageId) -> None:
+        """An event waits for its key no more."""
+        ...
+
+    def mark_shared(
+        self, room: RoomId, session_id: bytes, devices: Mapping[DeviceId, UserId]
+    ) -> None:
+        """Note the member devices our outbound session's key went to (SPEC §27.9)."""
+        ...
+
+    def shared_devices(self, room: RoomId, session_id: bytes) -> dict[DeviceId, UserId]:
+        """The member devices our outbound session's key went to."""
         ...
 
 

@@ -79,7 +79,7 @@ def arrivals_after_txn(
         position = _number(key)
         value = txn.get(Table.HISTORY, history_key)
         if value is not None:
-            event = stored_event(history_key, value, in_hand)
+            event = stored_event(txn, history_key, value, in_hand)
             entries.append(FeedEntry(number=position, event=event))
     return FeedPage(entries=tuple(entries), position=position, last=last_arrival_txn(txn))
 

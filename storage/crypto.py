@@ -9,11 +9,12 @@ the store: these helpers never see a secret in the clear.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 from hearthmesh.protocol.envelope import MessageId, RoomId
 from hearthmesh.protocol.errors import StorageError
-from hearthmesh.protocol.identity import DeviceId
+from hearthmesh.protocol.identity import DeviceId, UserId
 
 from .api import InboundSession, OutboundSession
 from .keys import (
@@ -33,14 +34,23 @@ __all__ = [
     "account_txn",
     "claim_index_txn",
     "forget_handed_out_txn",
+    "forget_plaintext_txn",
     "hand_out_txn",
+    "held_sessions_txn",
+    "held_txn",
+    "hold_txn",
     "inbound_session_txn",
+    "mark_shared_txn",
     "olm_sessions_txn",
     "outbound_session_txn",
+    "plaintext_txn",
     "put_account_txn",
     "put_inbound_session_txn",
     "put_olm_session_txn",
     "put_outbound_session_txn",
+    "put_plaintext_txn",
+    "shared_devices_txn",
+    "unhold_txn",
 ]
 
 _ACCOUNT_KEY: Final = b"account"
@@ -144,3 +154,74 @@ def forget_handed_out_txn(txn: KvTxn, keep: frozenset[bytes]) -> int:
     for key in stale:
         txn.delete(Table.E2EE_HANDED_OUT, key)
     return len(stale)
+
+
+def put_plaintext_txn(txn: KvTxn, message_id: MessageId, plaintext: bytes) -> None:
+    """Keep what an encrypted event opened to: CBOR [content type, body] (SPEC §27.7)."""
+    check_id(message_id, "message")
+    txn.put(Table.E2EE_PLAINTEXT, message_id, plaintext)
+
+
+def forget_plaintext_txn(txn: KvTxn, message_id: bytes) -> bool:
+    """Drop what `message_id` opened to (its event is refused or recalled); False if none."""
+    return txn.delete(Table.E2EE_PLAINTEXT, message_id)
+
+
+def plaintext_txn(txn: KvTxn, message_id: bytes) -> bytes | None:
+    """What the encrypted event `message_id` opened to here, if it did."""
+    return txn.get(Table.E2EE_PLAINTEXT, message_id)
+
+
+def hold_txn(txn: KvTxn, session_id: bytes, message_id: MessageId, room: RoomId) -> None:
+    """Note a stored event that waits for the room key of `session_id`."""
+    txn.put(Table.E2EE_HELD, crypto_pair_key(session_id, message_id), room)
+
+
+def held_txn(txn: KvTxn, session_id: bytes, limit: int) -> list[tuple[MessageId, RoomId]]:
+    """Up to `limit` events waiting for `session_id`, as (message id, room)."""
+    prefix = crypto_pair_key(session_id, b"")
+    found: list[tuple[MessageId, RoomId]] = []
+    for key, room in txn.scan(Table.E2EE_HELD, prefix, prefix_end(prefix)):
+        found.append((MessageId(key[ID_BYTES:]), RoomId(room)))
+        if len(found) == limit:
+            break
+    return found
+
+
+def held_sessions_txn(txn: KvTxn, limit: int) -> list[tuple[RoomId, bytes]]:
+    """Up to `limit` sessions some stored event waits for, as (room, session id)."""
+    found: list[tuple[RoomId, bytes]] = []
+    start, end = b"", b"\xff" * (2 * ID_BYTES + 1)
+    while len(found) < limit:
+        first = next(txn.scan(Table.E2EE_HELD, start, end), None)
+        if first is None:
+            break
+        session = first[0][:ID_BYTES]
+        found.append((RoomId(first[1]), session))
+        start = prefix_end(session)  # one seek per session, however many wait for it
+    return found
+
+
+def unhold_txn(txn: KvTxn, session_id: bytes, message_id: MessageId) -> None:
+    """The event opened (or is gone): it waits no more."""
+    txn.delete(Table.E2EE_HELD, crypto_pair_key(session_id, message_id))
+
+
+def mark_shared_txn(
+    txn: KvTxn, room: RoomId, session_id: bytes, devices: Mapping[DeviceId, UserId]
+) -> None:
+    """Note that our outbound session `session_id` of `room` went to `devices` (each with its
+    user)."""
+    prefix = crypto_pair_key(room, session_id)
+    for device, user in devices.items():
+        check_id(user, "user")
+        txn.put(Table.E2EE_SHARED, prefix + device, user)
+
+
+def shared_devices_txn(txn: KvTxn, room: RoomId, session_id: bytes) -> dict[DeviceId, UserId]:
+    """The devices (with their users) our outbound session `session_id` of `room` went to."""
+    prefix = crypto_pair_key(room, session_id)
+    return {
+        DeviceId(key[2 * ID_BYTES :]): UserId(user)
+        for key, user in txn.scan(Table.E2EE_SHARED, prefix, prefix_end(prefix))
+    }

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from hearthmesh.protocol.envelope import Envelope, MessageId
-from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage
+from hearthmesh.protocol.e2ee.megolm import (
+    ENCRYPTED_CONTENT_TYPE,
+    decode_encrypted_body,
+    decode_plaintext,
+    opened_view,
+)
+from hearthmesh.protocol.envelope import Envelope
+from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.hlc import TIMESTAMP_BYTES
 
 from .api import (
@@ -21,6 +27,7 @@ from .api import (
     StatusRecord,
     StoredEvent,
 )
+from .crypto import forget_plaintext_txn, unhold_txn
 from .keys import (
     ID_BYTES,
     KEY_END,
@@ -59,20 +66,35 @@ MAX_HISTORY_PAGE = 1000
 
 
 def stored_event(
-    key: bytes, value: bytes, in_hand: Mapping[bytes, Envelope] | None = None
+    txn: KvTxn, key: bytes, value: bytes, in_hand: Mapping[bytes, Envelope] | None = None
 ) -> StoredEvent:
     """Decode one `history.events` item; StorageError names the key if it is damaged.
 
     An envelope in `in_hand` under the item's message id, with the same wire bytes, is the
-    item already decoded: it is taken as it is.
+    item already decoded: it is taken as it is. An encrypted event that opened here is shown
+    with its content in the clear (`e2ee.opened_view`, SPEC §27.7).
     """
     held = None if in_hand is None else in_hand.get(value[:ID_BYTES])
     if held is not None and held.wire == value[ID_BYTES:]:
-        return StoredEvent(envelope=held, cursor=Cursor(decode_slot(key)[1]))
-    envelope = decode_envelope_at(Table.HISTORY, key, value[ID_BYTES:])
-    if envelope.message_id != value[:ID_BYTES]:
-        raise corrupt(Table.HISTORY, key, "message id does not match the envelope")
+        envelope = held
+    else:
+        envelope = decode_envelope_at(Table.HISTORY, key, value[ID_BYTES:])
+        if envelope.message_id != value[:ID_BYTES]:
+            raise corrupt(Table.HISTORY, key, "message id does not match the envelope")
+    if envelope.content_type == ENCRYPTED_CONTENT_TYPE:
+        envelope = _opened(txn, envelope)
     return StoredEvent(envelope=envelope, cursor=Cursor(decode_slot(key)[1]))
+
+
+def _opened(txn: KvTxn, envelope: Envelope) -> Envelope:
+    plaintext = txn.get(Table.E2EE_PLAINTEXT, envelope.message_id)
+    if plaintext is None:
+        return envelope  # not opened here (yet): readers see the ciphertext's content type
+    try:
+        content_type, body = decode_plaintext(plaintext)
+    except RemoteProtocolError:
+        raise corrupt(Table.E2EE_PLAINTEXT, envelope.message_id, "not [type, body]") from None
+    return opened_view(envelope, content_type, body)
 
 
 def get_event_txn(txn: KvTxn, message_id: bytes) -> StoredEvent | None:
@@ -83,13 +105,13 @@ def get_event_txn(txn: KvTxn, message_id: bytes) -> StoredEvent | None:
     value = txn.get(Table.HISTORY, key)
     if value is None:
         raise corrupt(Table.MESSAGE_IDS, message_id, "points at a missing history entry")
-    return stored_event(key, value)
+    return stored_event(txn, key, value)
 
 
 def latest_event_txn(txn: KvTxn, room: bytes) -> StoredEvent | None:
     """The newest event of `room`."""
     for key, value in txn.scan(Table.HISTORY, room, prefix_end(room), reverse=True):
-        return stored_event(key, value)
+        return stored_event(txn, key, value)
     return None
 
 
@@ -118,7 +140,7 @@ def page_history_txn(
         if len(items) > limit:
             break
     more = len(items) > limit
-    events = [stored_event(k, v) for k, v in items[:limit]]
+    events = [stored_event(txn, k, v) for k, v in items[:limit]]
     next_cursor = events[-1].cursor if more else None
     if direction is Direction.BACKWARD:
         events.reverse()
@@ -173,18 +195,17 @@ def purge_events_txn(
         if first is None:
             break
         room = first[0][:ID_BYTES]
-        doomed: list[tuple[bytes, bytes, MessageId]] = []
+        doomed: list[tuple[bytes, bytes]] = []
         for key, value in txn.scan(Table.HISTORY, room, room + pack_u64(cutoff_ms)):
             if removed + len(doomed) == limit:
                 break
-            message_id = MessageId(value[:ID_BYTES])
-            if _pending_delivery_txn(txn, message_id):
+            if _pending_delivery_txn(txn, value[:ID_BYTES]):
                 kept += 1
             else:
-                doomed.append((key, value, message_id))
-        for key, value, message_id in doomed:  # after the scan: never mutate under a cursor
+                doomed.append((key, value))
+        for key, value in doomed:  # after the scan: never mutate under a cursor
             on_removed(txn, key, value)
-            _remove_txn(txn, key, message_id)
+            _remove_txn(txn, key, value)
         removed += len(doomed)
         position = prefix_end(room)
     return removed, kept
@@ -198,18 +219,36 @@ def withdraw_event_txn(
     to an append. `on_removed(txn, key, value)` drops what other tables keep of it first."""
     envelope = event.envelope
     key = envelope.room + bytes(event.cursor)
-    on_removed(txn, key, envelope.message_id + envelope.wire)
-    _remove_txn(txn, key, envelope.message_id)
+    value = envelope.message_id + envelope.wire
+    on_removed(txn, key, value)
+    _remove_txn(txn, key, value)
     txn.put(Table.MESSAGE_IDS, envelope.message_id, WITHDRAWN_SLOT)
 
 
-def _remove_txn(txn: KvTxn, key: bytes, message_id: MessageId) -> None:
+def _remove_txn(txn: KvTxn, key: bytes, value: bytes) -> None:
+    message_id = value[:ID_BYTES]
     txn.delete(Table.HISTORY, key)
     _unindex_sender_txn(txn, key)
     txn.delete(Table.MESSAGE_IDS, message_id)
+    _forget_opened_txn(txn, key, value)
     statuses = [k for k, _ in txn.scan(Table.STATUS, message_id, prefix_end(message_id))]
     for status_key in statuses:
         txn.delete(Table.STATUS, status_key)
+
+
+def _forget_opened_txn(txn: KvTxn, key: bytes, value: bytes) -> None:
+    """Drop what an encrypted event opened to here, or its note that it waits for a room key:
+    a removed (recalled, SPEC §31.1) body leaves nothing readable at rest."""
+    if forget_plaintext_txn(txn, value[:ID_BYTES]):
+        return  # it opened, so it waited for no key
+    envelope = decode_envelope_at(Table.HISTORY, key, value[ID_BYTES:])
+    if envelope.content_type != ENCRYPTED_CONTENT_TYPE:
+        return
+    try:
+        session_id = decode_encrypted_body(envelope.body).session_id
+    except RemoteProtocolError:
+        return  # never held: a body that does not parse was refused before it was stored
+    unhold_txn(txn, session_id, envelope.message_id)
 
 
 def last_seq_txn(txn: KvTxn, room: bytes, sender_device: bytes) -> int:
@@ -239,7 +278,7 @@ def sender_events_txn(
         value = txn.get(Table.HISTORY, at)
         if value is None:
             raise corrupt(Table.BY_SENDER, key, "points at a missing history entry")
-        events.append(stored_event(at, value))
+        events.append(stored_event(txn, at, value))
     return events
 
 

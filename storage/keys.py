@@ -186,6 +186,14 @@ class Table(Enum):
     (replay, SPEC §27.7)."""
     E2EE_HANDED_OUT = b"e2ee.handed_out"
     """one-time key(32) -> b"": keys of ours already handed to a claimer (SPEC §27.2)."""
+    E2EE_PLAINTEXT = b"e2ee.plaintext"
+    """message id -> CBOR [content type, body]: what an encrypted event opened to here
+    (SPEC §27.7); history reads show it in place of the ciphertext."""
+    E2EE_HELD = b"e2ee.held"
+    """session id(32) | message id -> room: stored events waiting for their room key."""
+    E2EE_SHARED = b"e2ee.shared"
+    """room | session id(32) | device -> user: the member devices our outbound session's key
+    went to (SPEC §27.9: a device gone from the room means a new session)."""
     TRUST = b"verification.trust"
     """user | device -> trust u8 | updated_ms u64: what SAS verification settled (SPEC §29.4)."""
     ACTIONS = b"history.actions"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from hearthmesh.protocol.content import MEDIA_CONTENT_TYPE, media_ref_of
+from hearthmesh.protocol.content import MEDIA_CONTENT_TYPE, PROFILE_CONTENT_TYPE, media_ref_of
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.identity import UserId
 
@@ -45,8 +45,13 @@ MEDIA_REFS_FILLED_SETTING: Final = "storage.media_refs_with_seals"
 _EARLIER_SETTINGS: Final = ("storage.media_refs_filled", "storage.media_refs_by_message")
 """Markers of earlier forms of the index, dropped with the entries they describe."""
 
-_MEDIA_MARKER: Final = MEDIA_CONTENT_TYPE.encode()
-"""The content type's bytes sit in the wire: only events holding them need parsing."""
+_MEDIA_MARKERS: Final = (MEDIA_CONTENT_TYPE.encode(), PROFILE_CONTENT_TYPE.encode())
+"""The content types' bytes sit in the wire: only events holding one need parsing (a media
+message, or a profile whose picture is media, SPEC §32.1)."""
+
+
+def _may_reference(value: bytes) -> bool:
+    return any(marker in value for marker in _MEDIA_MARKERS)
 
 
 def note_media_txn(txn: KvTxn, envelope: Envelope) -> None:
@@ -60,9 +65,9 @@ def note_media_txn(txn: KvTxn, envelope: Envelope) -> None:
 
 def forget_media_txn(txn: KvTxn, key: bytes, value: bytes) -> None:
     """The history entry `key` → `value` is going: drop its media reference, if it has one."""
-    if _MEDIA_MARKER not in value:
+    if not _may_reference(value):
         return
-    envelope = stored_event(key, value).envelope
+    envelope = stored_event(txn, key, value).envelope
     media = media_ref_of(envelope)
     if media is not None:
         txn.delete(Table.MEDIA_REFS, _entry_key(media.digest, envelope))
@@ -105,9 +110,9 @@ def fill_media_refs_txn(txn: KvTxn) -> int:
     for name in _EARLIER_SETTINGS:
         txn.delete(Table.SETTINGS, setting_key(name))
     media = [
-        stored_event(key, value).envelope
+        stored_event(txn, key, value).envelope
         for key, value in txn.scan(Table.HISTORY, b"", KEY_END)
-        if _MEDIA_MARKER in value
+        if _may_reference(value)
     ]
     indexed = 0
     for envelope in media:  # written after the scan: never mutate under a cursor

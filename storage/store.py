@@ -107,6 +107,10 @@ class KvStore:
         with self._engine.read() as txn:
             return actions.actions_of_txn(txn, target)
 
+    def index_action(self, target: bytes, action: bytes) -> None:
+        """Note that the stored action `action` names `target`."""
+        self._engine.write(lambda txn: actions.index_action_txn(txn, target, action))
+
     def withdraw(self, target: bytes, recall: bytes, sender: bytes) -> bool:
         """Record a recall; purge the body once nothing here needs it (SPEC §31.1)."""
         return self._engine.write(lambda txn: actions.withdraw_txn(txn, target, recall, sender))
@@ -514,6 +518,48 @@ class KvStore:
     def forget_handed_out(self, keep: frozenset[bytes]) -> int:
         """Forget the handed-out marks of keys outside `keep`."""
         return self._engine.write(lambda txn: crypto.forget_handed_out_txn(txn, keep))
+
+    def put_plaintext(self, message_id: MessageId, plaintext: bytes) -> None:
+        """Keep what an encrypted event opened to."""
+        self._engine.write(lambda txn: crypto.put_plaintext_txn(txn, message_id, plaintext))
+
+    def forget_plaintext(self, message_id: bytes) -> None:
+        """Drop what an event opened to (it was refused after opening)."""
+        self._engine.write(lambda txn: crypto.forget_plaintext_txn(txn, message_id))
+
+    def plaintext(self, message_id: bytes) -> bytes | None:
+        """What an encrypted event opened to here, if it did."""
+        with self._engine.read() as txn:
+            return crypto.plaintext_txn(txn, message_id)
+
+    def hold_encrypted(self, session_id: bytes, message_id: MessageId, room: RoomId) -> None:
+        """Note a stored event waiting for its room key."""
+        self._engine.write(lambda txn: crypto.hold_txn(txn, session_id, message_id, room))
+
+    def held_encrypted(self, session_id: bytes, limit: int) -> list[tuple[MessageId, RoomId]]:
+        """Events waiting for the key of `session_id`."""
+        with self._engine.read() as txn:
+            return crypto.held_txn(txn, session_id, limit)
+
+    def held_sessions(self, limit: int) -> list[tuple[RoomId, bytes]]:
+        """Sessions some stored event waits for."""
+        with self._engine.read() as txn:
+            return crypto.held_sessions_txn(txn, limit)
+
+    def unhold_encrypted(self, session_id: bytes, message_id: MessageId) -> None:
+        """An event waits for its key no more."""
+        self._engine.write(lambda txn: crypto.unhold_txn(txn, session_id, message_id))
+
+    def mark_shared(
+        self, room: RoomId, session_id: bytes, devices: Mapping[DeviceId, UserId]
+    ) -> None:
+        """Note the devices our outbound session's key went to."""
+        self._engine.write(lambda txn: crypto.mark_shared_txn(txn, room, session_id, devices))
+
+    def shared_devices(self, room: RoomId, session_id: bytes) -> dict[DeviceId, UserId]:
+        """The devices our outbound session's key went to."""
+        with self._engine.read() as txn:
+            return crypto.shared_devices_txn(txn, room, session_id)
 
     # --- sync state, settings ------------------------------------------------------------
 

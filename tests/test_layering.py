@@ -66,6 +66,8 @@ BRIDGE_MODULES = {
     "node/p2p/autonat.py",
     "node/p2p/circuit_relay.py",
     "node/p2p/hole_punch.py",
+    "node/p2p/webrtc.py",
+    "node/p2p/upnp.py",
     "node/p2p/serving.py",
     "node/p2p/prefix_gate.py",
 }

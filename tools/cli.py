@@ -8,6 +8,9 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Final
 
+from hearthmesh.tools.group_cli import GROUP_ACTIONS
+from hearthmesh.tools.social_cli import FRIEND_ACTIONS
+
 __all__ = ["main"]
 
 
@@ -70,12 +73,20 @@ def _build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--cursor", help="resume after this cursor")
     tail.add_argument("--ack", action="store_true", help="send delivered receipts")
     tail.add_argument("--json", action="store_true", help="print every frame as JSON")
-    friends = _client(commands.add_parser("friends", help="list, add or answer friends"))
-    friends.add_argument(
-        "action", nargs="?", choices=["list", "requests", "add", "accept", "decline"]
+    friends = _client(
+        commands.add_parser("friends", help="list, add, answer or block friends; our invite")
     )
-    friends.add_argument("user", nargs="?", metavar="USER_ID")
+    friends.add_argument("action", nargs="?", choices=FRIEND_ACTIONS)
+    friends.add_argument("user", nargs="?", metavar="USER_ID|LINK")
     friends.add_argument("--note", default="", help="a note with a friend request")
+    friends.add_argument("--png", metavar="FILE", help="with invite: also write the QR as PNG")
+    profile = _client(commands.add_parser("profile", help="show or change a profile"))
+    profile.add_argument("action", nargs="?", choices=["show", "set"], default="show")
+    profile.add_argument("user", nargs="?", metavar="USER_ID", help="with show: another user")
+    profile.add_argument("--name", help="with set: the display name")
+    profile.add_argument("--handle", help="with set: the handle")
+    profile.add_argument("--bio", help="with set: the bio")
+    profile.add_argument("--picture", metavar="FILE", help="with set: an image to upload")
     device = _client(commands.add_parser("device", help="link, list or revoke this user's devices"))
     device.add_argument("action", nargs="?", choices=["list", "link", "revoke"], default="list")
     device.add_argument("device_id", nargs="?", metavar="DEVICE_ID", help="for revoke")
@@ -97,6 +108,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("target", nargs="?", metavar="USER_ID|FLOW_ID")
     verify.add_argument("--peer", metavar="PEER_ID", help="with start: that home of the user")
+    group = _client(commands.add_parser("group", help="create, join and run groups (SPEC §30)"))
+    group.add_argument("action", choices=list(GROUP_ACTIONS))
+    group.add_argument("operands", nargs="*", metavar="GROUP|USER_ID|NAME|LINK")
+    group.add_argument("--open", action="store_true", help="with create: anyone may join")
+    group.add_argument("--uses", type=int, default=1, help="with invite: how many may join by it")
+    group.add_argument("--ttl-s", type=int, default=7 * 86_400, help="with invite: valid for (s)")
+    group.add_argument("--png", metavar="FILE", help="with invite: also write the QR code as PNG")
     bench = commands.add_parser("bench", help="run a benchmark and print one JSON object")
     bench.add_argument("name", nargs="?", help="which benchmark (see --list)")
     bench.add_argument("--list", action="store_true", help="name the benchmarks")
@@ -104,6 +122,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from hearthmesh.tools.conformance.cli import add_conformance_parser
 
     add_conformance_parser(commands)
+    from hearthmesh.tools.simulate.cli import add_simulate_parser
+
+    add_simulate_parser(commands)
     return parser
 
 
@@ -141,11 +162,12 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         help="announce the user's presence and home record on gossip (on)",
     )
-    parser.add_argument(
-        "--relay-service",
-        action=argparse.BooleanOptionalAction,
-        help="offer circuit relay v2 to peers, within the relay_* limits (on)",
-    )
+    for flag, what in (  # NAT traversal, SPEC §10.7, §10.11, §10.12
+        ("relay-service", "offer circuit relay v2 to peers, within the relay_* limits (on)"),
+        ("webrtc", "upgrade relayed connections that hole punching left relayed to WebRTC (on)"),
+        ("upnp", "ask the LAN's gateway (UPnP IGD) to forward the listen ports (on)"),
+    ):
+        parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, help=what)
     for name, what in (
         ("max-reservations", "peers holding a reservation at once (16)"),
         ("circuits-per-reservation", "circuits open at once per reserved peer (8)"),
@@ -233,9 +255,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value, source in settings.describe():
             print(f"{key} = {value}  # {source}")
         return 0
-    if args.command in ("status", "send", "tail", "friends", "device", "client", "verify") or (
-        args.command in _MESSAGE_COMMAND_NAMES
-    ):
+    if args.command in (
+        "status",
+        "send",
+        "tail",
+        "friends",
+        "profile",
+        "device",
+        "client",
+        "verify",
+        "group",
+    ) or (args.command in _MESSAGE_COMMAND_NAMES):
         from hearthmesh.tools.client import run_client_command
 
         return run_client_command(args)
@@ -247,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from hearthmesh.tools.conformance.cli import run_conformance
 
         return run_conformance(args)
+    if args.command == "simulate":
+        from hearthmesh.tools.simulate.cli import run_simulate
+
+        return run_simulate(args)
     parser.print_help()
     return 0
 

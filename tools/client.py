@@ -18,8 +18,17 @@ from typing import Any, Final
 import aiohttp
 
 from hearthmesh.protocol.errors import HearthError
+from hearthmesh.tools import social_cli
+from hearthmesh.tools.group_cli import run_group
 
-__all__ = ["EXIT_API", "EXIT_UNREACHABLE", "ApiClient", "run_client_command"]
+__all__ = [
+    "EXIT_API",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "ApiClient",
+    "run_client_command",
+    "show_qr",
+]
 
 EXIT_API: Final = 1
 EXIT_USAGE: Final = 2
@@ -35,21 +44,30 @@ class ApiRefused(HearthError):
         super().__init__(f"{status} {error.get('name', '')}: {error.get('message', body)}")
         self.status = status
         self.body = body
+        self.error_code: int | None = error.get("code")
+        """The SPEC §9 code of the refusal (None if the answer named none)."""
 
 
 class ApiClient:
     """A small async client of the HTTP API (also used by tests and the benchmark)."""
 
-    def __init__(self, url: str, token: str, *, pin: str | None = None) -> None:
+    def __init__(
+        self, url: str, token: str, *, pin: str | None = None, unix: str | None = None
+    ) -> None:
         """`pin`: over HTTPS, the sha-256 (hex) of the node's certificate, which is trusted
-        instead of a certificate authority (the node makes its own at init, SPEC §15.7)."""
+        instead of a certificate authority (the node makes its own at init, SPEC §15.7).
+        `unix`: reach `url` through this Unix socket (a node in a network namespace, behind
+        `hearthmesh simulate`'s forwarder)."""
         self.url = url.rstrip("/")
         self.token = token
         ssl = True if pin is None else aiohttp.Fingerprint(bytes.fromhex(pin))
+        connector = (
+            aiohttp.TCPConnector(ssl=ssl) if unix is None else aiohttp.UnixConnector(path=unix)
+        )
         self._http = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {token}"},
             timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S),
-            connector=aiohttp.TCPConnector(ssl=ssl),
+            connector=connector,
         )
 
     async def __aenter__(self) -> ApiClient:
@@ -75,7 +93,7 @@ class ApiClient:
             return data
 
     async def upload(self, data: bytes, content_type: str) -> Any:
-        """`POST /v1/media`: the blob's digest, size and content type. Raises ApiRefused."""
+        """`POST /v1/media`: the stored blob's JSON (digest, size). Raises ApiRefused."""
         headers = {"Content-Type": content_type}
         async with self._http.post(self.url + "/v1/media", data=data, headers=headers) as response:
             answer = await response.json(content_type=None)
@@ -125,8 +143,13 @@ async def _status(client: ApiClient, args: Any) -> int:
     print(f"peers:     {len(status['connected_peers'])} connected")
     relays = ", ".join(status["relays"]) or "none"
     print(f"reachable: {status['reachability']} (relays: {relays})")
-    for peer, paths in sorted(status["peer_paths"].items()):
-        print(f"  {peer}: " + ", ".join(p if p == "direct" else f"via {p}" for p in paths))
+    for peer, paths in sorted(status["peer_paths"].items()):  # SPEC §10.13
+        named = (p if p in ("direct", "webrtc") else f"relayed via {p}" for p in paths)
+        print(f"  {peer}: " + ", ".join(named))
+    punches = status["hole_punches"]
+    for transport, tried in sorted(punches["tried"].items()):
+        went = punches["direct"].get(transport, 0)
+        print(f"upgrades:  {transport}: {went} of {tried} relayed connections went direct")
     print(f"clients:   {status['clients']} connected")
     unreachable = status["unreachable"]
     for user in unreachable["users"]:
@@ -179,33 +202,7 @@ async def _print_frames(ws: Any, args: Any) -> None:
             print(f"({frame['event']}) {json.dumps(frame)}", flush=True)
 
 
-async def _friends(client: ApiClient, args: Any) -> int:
-    action = args.action or "list"
-    if action == "list":
-        friends = (await client.call("GET", "/v1/friends"))["friends"]
-        for friend in friends:
-            online = "online" if friend.get("online") else "offline"
-            print(f"{friend['user_id']}  {friend['display_name'] or '-'}  ({online})")
-        if not friends:
-            print("no friends yet: `hearthmesh friends add USER_ID`")
-        return 0
-    if action == "requests":
-        for request in (await client.call("GET", "/v1/friends/requests"))["requests"]:
-            print(f"{request['user_id']}  {request['display_name'] or '-'}  {request['note']}")
-        return 0
-    if not args.user:
-        print(f"friends {action} needs a USER_ID", file=sys.stderr)
-        return EXIT_USAGE
-    if action == "add":
-        await client.call("POST", "/v1/friends/requests", {"user_id": args.user, "note": args.note})
-        print(f"friend request sent to {args.user}")
-    else:
-        await client.call("POST", f"/v1/friends/requests/{args.user}/{action}")
-        print(f"{action}ed {args.user}")
-    return 0
-
-
-def _show_qr(text: str, png: str | None) -> None:
+def show_qr(text: str, png: str | None) -> None:
     """Print `text` as a QR code in the terminal; also as a PNG file if asked."""
     import segno
 
@@ -219,7 +216,7 @@ def _show_qr(text: str, png: str | None) -> None:
 async def _device(client: ApiClient, args: Any) -> int:
     if args.action == "link":
         offer = await client.call("POST", "/v1/devices/link")
-        _show_qr(offer["code"], args.png)
+        show_qr(offer["code"], args.png)
         print(f"on the new device: hearthmesh init --data-dir DIR --link {offer['code']}")
         print(f"check that both screens show {offer['short_code']}; the code works once")
         return 0
@@ -241,7 +238,7 @@ async def _paired_clients(client: ApiClient, args: Any) -> int:
     """`hearthmesh client pair|list|revoke`: browsers paired with the web client (SPEC §15.7)."""
     if args.action == "pair":
         offer = await client.call("POST", "/v1/clients/pair")
-        _show_qr(offer["url"], args.png)
+        show_qr(offer["url"], args.png)
         print(f"open {offer['url']} in the browser to pair (or scan the QR code),")
         print(f"or type the code {offer['code']} on its pairing screen; it works once, for 5 min")
         return 0
@@ -309,14 +306,16 @@ async def _verify(client: ApiClient, args: Any) -> int:
     return 0
 
 
-_COMMANDS: Final = {
+_COMMANDS: Final[dict[str, Callable[[ApiClient, Any], Awaitable[int]]]] = {
     "status": _status,
     "send": _send,
     "tail": _tail,
-    "friends": _friends,
+    "friends": social_cli.friends,
+    "profile": social_cli.profile,
     "device": _device,
     "client": _paired_clients,
     "verify": _verify,
+    "group": run_group,
 }
 
 

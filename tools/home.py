@@ -132,6 +132,8 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
         enable_mdns=settings.mdns,
         share_presence=settings.share_presence,
         relay_service=settings.relay_service,
+        webrtc=settings.webrtc,
+        upnp=settings.upnp,
         relay_limits=RelayServiceLimits(
             max_reservations=settings.relay_max_reservations,
             max_circuits_per_reservation=settings.relay_circuits_per_reservation,

@@ -15,9 +15,11 @@ import itertools
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.node import Node
@@ -28,8 +30,10 @@ _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 _serial = itertools.count()
 
-PUBLIC_NET = "10.16.0"
-"""The "internet": public hosts are PUBLIC_NET.1-99, routers' WAN sides PUBLIC_NET.101+."""
+PUBLIC_NET = "45.16.0"
+"""The "internet": public hosts are PUBLIC_NET.1-99, routers' WAN sides PUBLIC_NET.101+. A
+global range, not a private one: a UPnP gateway (miniupnpd) and its clients refuse to map
+ports behind a private WAN address (a double NAT). The namespaces reach nothing outside."""
 
 
 def _setns(fd: int) -> None:
@@ -82,6 +86,7 @@ class NetLab:
     prefix: str = field(default_factory=lambda: f"hm{os.getpid() % 100000}x{next(_serial)}")
     namespaces: list[str] = field(default_factory=list)
     _links: int = 0
+    _daemons: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __enter__(self) -> NetLab:
         self._internet = self._namespace("net")
@@ -93,6 +98,13 @@ class NetLab:
         self.close()
 
     def close(self) -> None:
+        for daemon in self._daemons:
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+        self._daemons.clear()
         for ns in reversed(self.namespaces):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         self.namespaces.clear()
@@ -132,14 +144,30 @@ class NetLab:
         _sh("nft", "-f", "-", ns=ns, stdin=_FIREWALL)
         return ns, address
 
-    def home_behind_nat(self, number: int, *, random_ports: bool = False) -> tuple[str, str]:
+    def nft(self, ns: str, commands: str) -> None:
+        """Run nftables `commands` (a ruleset, or e.g. `delete table inet x`) in namespace `ns`:
+        loss and partitions of `hearthmesh simulate`."""
+        _sh("nft", "-f", "-", ns=ns, stdin=commands)
+
+    def home_behind_nat(
+        self,
+        number: int,
+        *,
+        random_ports: bool = False,
+        random_tcp_ports: bool = False,
+        upnp: bool = False,
+    ) -> tuple[str, str]:
         """A home 192.168.`number`.2 behind its own router (WAN PUBLIC_NET.(100+number)) that
         masquerades outbound and forwards nothing inbound (an unsolicited packet is dropped,
         not answered); returns (namespace, LAN address).
 
         The router keeps a connection's source port where it is free (Linux's masquerade: the
         mapping of a home's listen port is predictable, so TCP hole punching works), or with
-        `random_ports` picks a random one per connection (a symmetric-like NAT: it does not)."""
+        `random_ports` picks a random one per connection (a symmetric-like NAT: it does not).
+        `random_tcp_ports` does so for TCP alone and keeps UDP ports: TCP hole punching fails
+        and WebRTC (UDP) gets through (SPEC §10.11). With `upnp` the router runs miniupnpd (UPnP
+        IGD and NAT-PMP on its LAN side), which forwards the ports a home asks for
+        (SPEC §10.12)."""
         router = self._namespace(f"rtr{number}")
         home = self._namespace(f"home{number}")
         self._on_internet(router, "wan", 100 + number)
@@ -150,8 +178,41 @@ class NetLab:
         _sh("ip", "route", "add", "default", "via", f"{lan}.1", ns=home)
         _sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=router)
         masquerade = "masquerade random,fully-random" if random_ports else "masquerade"
+        if random_tcp_ports and not random_ports:
+            tcp_only = "meta l4proto tcp masquerade random,fully-random"
+            masquerade = f'{tcp_only}\n    oifname "wan" masquerade'
         _sh("nft", "-f", "-", ns=router, stdin=_NAT_ROUTER.replace("masquerade", masquerade))
+        if upnp:
+            self._gateway(router, f"{lan}.0/24")
         return home, f"{lan}.2"
+
+    def _gateway(self, router: str, lan: str) -> None:
+        """Run miniupnpd in `router`: it forwards ports to hosts of `lan` that ask."""
+        miniupnpd = shutil.which("miniupnpd")
+        if miniupnpd is None:
+            raise OSError("miniupnpd is not installed (make netlab installs it)")
+        _sh("nft", "-f", "-", ns=router, stdin=_UPNP_CHAINS)
+        workdir = Path(tempfile.mkdtemp(prefix=f"{router}-"))
+        conf = workdir / "miniupnpd.conf"
+        conf.write_text(_MINIUPNPD_CONF.format(lan=lan))
+        self._daemons.append(
+            subprocess.Popen(
+                [
+                    "ip",
+                    "netns",
+                    "exec",
+                    router,
+                    miniupnpd,
+                    "-d",
+                    "-f",
+                    str(conf),
+                    "-P",
+                    str(workdir / "pid"),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
 
 
 _FIREWALL = """
@@ -164,6 +225,51 @@ table inet hostfw {
     udp dport 1024-65535 reject
   }
 }
+"""
+
+# miniupnpd's nftables backend adds its rules to chains it expects to exist, in tables of the
+# inet family: the forward filter's "miniupnpd", and NAT's "prerouting_miniupnpd" and
+# "postrouting_miniupnpd".
+_UPNP_CHAINS = """
+table inet filter {
+  chain miniupnpd {
+  }
+  chain forward {
+    jump miniupnpd
+  }
+}
+table inet nat {
+  chain prerouting_miniupnpd {
+  }
+  chain postrouting_miniupnpd {
+  }
+  chain prerouting {
+    type nat hook prerouting priority -100;
+    jump prerouting_miniupnpd
+  }
+  chain postrouting {
+    type nat hook postrouting priority 100;
+    jump postrouting_miniupnpd
+  }
+}
+"""
+
+_MINIUPNPD_CONF = """\
+ext_ifname=wan
+listening_ip=lan
+port=0
+enable_upnp=yes
+enable_natpmp=yes
+secure_mode=yes
+system_uptime=yes
+uuid=4a6f6c2e-6865-6172-7468-6d6573680001
+upnp_table_name=filter
+upnp_nat_table_name=nat
+upnp_forward_chain=miniupnpd
+upnp_nat_chain=prerouting_miniupnpd
+upnp_nat_postrouting_chain=postrouting_miniupnpd
+allow 1024-65535 {lan} 1024-65535
+deny 0-65535 0.0.0.0/0 0-65535
 """
 
 _NAT_ROUTER = """

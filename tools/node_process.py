@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -32,6 +33,7 @@ __all__ = [
     "NodeProcess",
     "NodeProcessFailed",
     "free_port",
+    "hearthmesh_script",
     "main",
     "serve",
     "spawn_home",
@@ -174,29 +176,62 @@ class HomeProcess(_Child):
         self.token = facts["token"]
 
 
+def hearthmesh_script(venv_bin: Path | None = None) -> str:
+    """The `hearthmesh` console script of this interpreter's venv (or of `venv_bin`)."""
+    return str((venv_bin or Path(sys.executable).parent) / "hearthmesh")
+
+
 async def spawn_home(
     data_dir: Path,
     *,
     name: str = "",
     api_port: int = 0,
     listen_port: int = 0,
+    listen_host: str = "127.0.0.1",
     bootstrap: tuple[str, ...] = (),
     flags: tuple[str, ...] = (),
+    netns: str | None = None,
+    script: str | None = None,
+    log: Path | None = None,
 ) -> HomeProcess:
     """Start `hearthmesh run` (creating the identity on first use) with any further `flags`;
-    wait until its API is up."""
-    script = str(Path(sys.executable).parent / "hearthmesh")
+    wait until its API is up.
+
+    Args:
+        listen_host: the IPv4 address libp2p listens on (the API stays on 127.0.0.1).
+        netns: run it in this network namespace (`ip netns exec` execs in place, so the
+            child's pid is the node's: kill -9 reaches it).
+        script: another `hearthmesh` console script (another version, `simulate --upgrade`).
+        log: append the process's stderr to this file (else it is ours).
+    """
     args = ["run", "--data-dir", str(data_dir), "--api", f"127.0.0.1:{api_port}", "--no-mdns"]
-    args += ["--listen", f"/ip4/127.0.0.1/tcp/{listen_port}", "--name", name]
+    args += ["--listen", f"/ip4/{listen_host}/tcp/{listen_port}", "--name", name]
     if bootstrap:
         args += ["--bootstrap", *bootstrap]
     args += flags
-    process = await asyncio.create_subprocess_exec(
-        script,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    prefix = ["ip", "netns", "exec", netns] if netns is not None else []
+    with contextlib.ExitStack() as files:
+        stderr = None if log is None else files.enter_context(log.open("ab"))
+        process = await asyncio.create_subprocess_exec(
+            *prefix,
+            script or hearthmesh_script(),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    try:
+        facts = await _home_facts(process)
+    except BaseException:  # cancelled while it starts: no orphan is left behind
+        if process.returncode is None:
+            process.kill()
+        raise
+    facts["token"] = (data_dir / "api-token").read_text().strip()
+    return HomeProcess(process, facts)
+
+
+async def _home_facts(process: asyncio.subprocess.Process) -> dict[str, str]:
+    """What `hearthmesh run` prints once its API is up: user id, listen address, API URL."""
     facts: dict[str, str] = {}
     while process.stdout is not None and "api" not in facts:
         line = (await process.stdout.readline()).decode()
@@ -207,8 +242,7 @@ async def spawn_home(
             facts[key] = value.split()[0]
         elif key == "API":
             facts["api"] = value.split()[0]
-    facts["token"] = (data_dir / "api-token").read_text().strip()
-    return HomeProcess(process, facts)
+    return facts
 
 
 def main() -> None:

@@ -77,6 +77,10 @@ class HomeSettings:
     relay_circuits_per_reservation: int = _RELAY.max_circuits_per_reservation
     relay_circuit_bytes: int = _RELAY.circuit_bytes
     relay_circuit_seconds: int = _RELAY.circuit_seconds
+    webrtc: bool = True
+    """Upgrade relayed connections that hole punching left relayed to WebRTC (SPEC §10.11)."""
+    upnp: bool = True
+    """Ask the LAN's gateway (UPnP IGD) to forward the listen ports (SPEC §10.12)."""
     prefix_exempt_loopback: bool = True
     """A peer on loopback counts against no address prefix (SPEC §11.6.5: a local proxy or
     tunnel says nothing about who is behind it); off where loopback peers are plain peers."""
@@ -115,6 +119,8 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "relay_circuits_per_reservation": int,
     "relay_circuit_bytes": int,
     "relay_circuit_seconds": int,
+    "webrtc": bool,
+    "upnp": bool,
     "prefix_exempt_loopback": bool,
     "recall_window_ms": int,
 }

@@ -7,8 +7,10 @@ from typing import Any
 from aiohttp import web
 
 from hearthmesh.protocol.errors import (
+    Blocked,
     ErrorCode,
     HearthError,
+    MembershipConflict,
     NotAuthorized,
     NotFound,
     RateLimited,
@@ -34,6 +36,8 @@ def http_status_of(error: HearthError) -> int:
         return error.status
     if isinstance(error, NotFound):
         return 404
+    if isinstance(error, MembershipConflict | Blocked):  # the state, not the caller's rights
+        return 409
     if isinstance(error, NotAuthorized):
         return 403
     if isinstance(error, TooLarge):

@@ -14,7 +14,7 @@ from typing import Any, Final
 
 from hearthmesh.node.api.actions import MessageActions
 from hearthmesh.node.api.receipts import ReceiptService, StatusChange
-from hearthmesh.node.api.views import STATUS_NAMES, message_view
+from hearthmesh.node.api.views import STATUS_NAMES, membership_view, message_view, profile_view
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.actions import ACTION_KINDS
 from hearthmesh.protocol.content import (
@@ -63,18 +63,14 @@ class FrameRenderer:
         if envelope.kind is Kind.MEMBERSHIP:
             store = self._node.store
             members = await store.read_inline(store.store.members, envelope.room)
-            return [
-                {
-                    "event": "membership",
-                    "room_id": envelope.room.hex(),
-                    "members": sorted(user_id_text(m.user) for m in members),
-                }
-            ]
+            return [{"event": "membership", **membership_view(envelope, members)}]
         if envelope.kind is Kind.RECEIPT or is_contact_event(envelope):
             # our own receipts and contact events were made by our clients: nothing to tell
             return [] if own else await self._other(envelope)
+        if envelope.kind is Kind.PROFILE and not own:
+            return await self._profile(envelope)
         if not is_user_content(envelope):
-            return []  # profiles, home records, private bookkeeping
+            return []  # our profiles, home records, private bookkeeping
         if envelope.kind in ACTION_KINDS:  # SPEC §31: the message it names, as it is now
             if live and not own:
                 self._on_message(envelope)  # a recall withdraws a pending push
@@ -87,6 +83,15 @@ class FrameRenderer:
         if live and not own:
             self._on_message(envelope)
         return [frame]
+
+    async def _profile(self, envelope: Envelope) -> list[dict[str, Any]]:
+        """`profile` when this envelope is the profile now shown for its sender (SPEC §32.1):
+        one from a stranger, or overtaken by a newer one, tells clients nothing."""
+        store = self._node.store
+        held = await store.read_inline(store.store.get_profile, envelope.sender_user)
+        if held is None or held.updated_ms != envelope.hlc.wall_ms:
+            return []
+        return [{"event": "profile", **profile_view(envelope.sender_user, held)}]
 
     async def _other(self, envelope: Envelope) -> list[dict[str, Any]]:
         if envelope.kind is Kind.RECEIPT:  # credited as it was stored

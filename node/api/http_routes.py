@@ -16,6 +16,7 @@ from hearthmesh.node.api.action_routes import ACTION_ROUTES
 from hearthmesh.node.api.bodies import read_json
 from hearthmesh.node.api.client_routes import CLIENT_ROUTES
 from hearthmesh.node.api.errors import ApiError
+from hearthmesh.node.api.group_routes import GROUP_ROUTES
 from hearthmesh.node.api.openapi import openapi_document
 from hearthmesh.node.api.pairing import qr_data_uri
 from hearthmesh.node.api.push import (
@@ -26,11 +27,13 @@ from hearthmesh.node.api.push import (
     parse_target,
 )
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService
+from hearthmesh.node.api.social_routes import SOCIAL_ROUTES
 from hearthmesh.node.api.verify_routes import VERIFY_ROUTES
 from hearthmesh.node.api.views import decode_cursor, hlc_view
 from hearthmesh.node.api.ws import websocket_handler
 from hearthmesh.node.media.sealed import put_sealed, read_opened
 from hearthmesh.node.p2p.errors import DialFailed
+from hearthmesh.node.social.people import ProfileUpdate
 from hearthmesh.protocol.client_api import MAX_FRAME_BYTES as MAX_CLIENT_FRAME_BYTES
 from hearthmesh.protocol.client_api import (
     MAX_GROUP_MEMBERS,
@@ -51,11 +54,17 @@ from hearthmesh.protocol.errors import (
     NotFound,
     TooLarge,
 )
+from hearthmesh.protocol.friend_link import (
+    MAX_FRIEND_LINK_CHARS,
+    decode_friend_link,
+    encode_friend_link,
+)
+from hearthmesh.protocol.home_record import decode_home_record
 from hearthmesh.protocol.identity import UserId, decode_device_id, device_id_text, user_id_text
 from hearthmesh.protocol.linking import encode_link_code, short_code
 from hearthmesh.protocol.media_type import check_media_type
 from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES
-from hearthmesh.storage.api import Profile, PushSubscription
+from hearthmesh.storage.api import PushSubscription
 
 __all__ = ["ROUTES", "add_routes", "documented_path"]
 
@@ -113,6 +122,10 @@ async def node_status(request: web.Request) -> web.Response:
             "reachability": node.reachability,
             "relays": node.relays(),
             "peer_paths": node.peer_paths(),
+            "hole_punches": {
+                "tried": node.hole_punches().tried,
+                "direct": node.hole_punches().direct,
+            },
             "unreachable": {"users": [user_id_text(u) for u in users], "own_homes": homes},
             "clients": len(service.sessions),
             "api_url": service.api_url,
@@ -146,7 +159,10 @@ async def list_conversations(request: web.Request) -> web.Response:
     service.require_self(_uid_param(request))
     page_size = _int_param(request, "page_size", 20, 1, MAX_PAGE_SIZE)
     page_number = _int_param(request, "page_number", 1, 1, MAX_PAGE_NUMBER)
-    return web.json_response(await service.conversations(page_size, page_number))
+    requests = request.query.get("requests", "include")
+    if requests not in ("exclude", "only", "include"):
+        raise MalformedMessage("requests is exclude, only or include")
+    return web.json_response(await service.conversations(page_size, page_number, requests))
 
 
 async def create_conversation(request: web.Request) -> web.Response:
@@ -220,10 +236,26 @@ async def list_friend_requests(request: web.Request) -> web.Response:
 
 
 async def send_friend_request(request: web.Request) -> web.Response:
+    """Ask a user by id, or by the `hearthmesh:` friend link their client showed (SPEC §32.2)."""
     body = await read_json(request)
-    user = decode_user(body.get("user_id"), "user_id")
+    service = _service(request)
+    if "link" in body:
+        user, record = decode_friend_link(_text(body, "link", MAX_FRIEND_LINK_CHARS))
+        if record is not None:
+            if decode_home_record(record).user != user:
+                raise MalformedMessage("the link's home record is another user's")
+            await service.node.learn_home_record(record)  # verified there (SPEC §13.2)
+    else:
+        user = decode_user(body.get("user_id"), "user_id")
     note = _text(body, "note", MAX_NOTE_BYTES, default="")
-    return web.json_response(await _service(request).friend_request(user, note), status=202)
+    return web.json_response(await service.friend_request(user, note), status=202)
+
+
+async def friend_invite(request: web.Request) -> web.Response:
+    """Our friend link and its QR code, for another user to add us (SPEC §32.2)."""
+    node = _service(request).node
+    link = encode_friend_link(node.user_id, node.home_record())
+    return web.json_response({"link": link, "qr": qr_data_uri(link)})
 
 
 async def accept_friend_request(request: web.Request) -> web.Response:
@@ -354,26 +386,20 @@ async def get_own_profile(request: web.Request) -> web.Response:
 
 
 async def put_own_profile(request: web.Request) -> web.Response:
+    """Change our profile; it goes to contacts and co-members (SPEC §32.1)."""
     service = _service(request)
     body = await read_json(request)
-    store = service.node.store
-    held = await store.run(store.store.get_profile, service.own)
-    avatar_text = body.get("profile_pic")
-    avatar = held.avatar if held else None
-    if avatar_text is not None:
-        avatar = decode_hex_id(avatar_text, "profile_pic")
-    handle = _text(body, "handle", 64, default=held.handle if held else "")
-    if "\x00" in handle:  # it keys the handle index (storage/keys.py)
+    update: ProfileUpdate = {}
+    if (avatar_text := body.get("profile_pic")) is not None:
+        update["picture"] = await service.node.social.picture(
+            decode_hex_id(avatar_text, "profile_pic")
+        )
+    for name, max_bytes in (("handle", 64), ("display_name", 128), ("bio", 1024)):
+        if name in body:
+            update[name] = _text(body, name, max_bytes)
+    if "\x00" in str(update.get("handle", "")):  # it keys the handle index (storage/keys.py)
         raise MalformedMessage("a handle never contains NUL")
-    profile = Profile(
-        user=service.own,
-        handle=handle,
-        display_name=_text(body, "display_name", 128, default=held.display_name if held else ""),
-        avatar=avatar,
-        bio=_text(body, "bio", 1024, default=held.bio if held else ""),
-        updated_ms=service.clock.now_ms(),
-    )
-    await store.run(store.store.put_profile, profile)
+    await service.node.social.set_profile(update)
     return web.json_response(await service.profile(service.own))
 
 
@@ -516,6 +542,7 @@ ROUTES: Final = (
     ("GET", "/v1/friends", list_friends),
     ("GET", "/v1/friends/requests", list_friend_requests),
     ("POST", "/v1/friends/requests", send_friend_request),
+    ("GET", "/v1/friends/invite", friend_invite),
     ("POST", "/v1/friends/requests/{user_id}/accept", accept_friend_request),
     ("POST", "/v1/friends/requests/{user_id}/decline", decline_friend_request),
     ("DELETE", "/v1/friends/requests/{user_id}", cancel_friend_request),
@@ -534,9 +561,11 @@ ROUTES: Final = (
     ("POST", "/v1/push/subscriptions", add_push),
     ("DELETE", "/v1/push/subscriptions/{id}", delete_push),
     ("GET", "/v1/ws", websocket_handler),
+    *GROUP_ROUTES,
     *CLIENT_ROUTES,
     *VERIFY_ROUTES,
     *ACTION_ROUTES,
+    *SOCIAL_ROUTES,
 )
 """Every route: (method, path, handler). The OpenAPI test checks each is documented."""
 

@@ -18,9 +18,11 @@ from hearthmesh.protocol.actions import MAX_EDIT_BYTES, MAX_EMOJI_BYTES
 from hearthmesh.protocol.client_api import MAX_CLIENT_ID_CHARS, MAX_GROUP_MEMBERS, MAX_PAGE_NUMBER
 from hearthmesh.protocol.content import MAX_NOTE_BYTES
 from hearthmesh.protocol.envelope import MAX_BODY_BYTES
+from hearthmesh.protocol.friend_link import MAX_FRIEND_LINK_CHARS
+from hearthmesh.protocol.invites import MAX_INVITE_CODE_CHARS, MAX_INVITE_TTL_MS
 from hearthmesh.protocol.media import MAX_MEDIA_BYTES
 from hearthmesh.protocol.media_type import MAX_MEDIA_TYPE_CHARS
-from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES
+from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES, MAX_GROUP_SIZE
 
 __all__ = ["openapi_document"]
 
@@ -76,12 +78,18 @@ def _query(
     }
 
 
+def _count(high: int) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 1, "maximum": high}
+
+
 def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
 _UID: Final = _query("uid", _USER_ID, "the seed's uid: must name this node's user if given")
 _ROOM: Final = _path("id", _HEX_ID)
+_GROUP_ERRORS: Final = (400, 401, 403, 404, 409, 413, 429)
+"""403: a role or a ban refuses it; 409: it does not fit the group's state (SPEC §30.2)."""
 _FLOW_ID: Final = _path("flow_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"})
 
 
@@ -192,8 +200,8 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/v1/node/status": {
         "get": _op(
             "peer id, listen addresses, user id, connected peers, reachability (public, "
-            "private, unknown), relays we hold reservations on, each peer's path (direct or "
-            "relay peer ids), unreachable homes, version"
+            "private, unknown), relays we hold reservations on, each peer's paths (direct, "
+            "webrtc or relay peer ids), hole punches per transport, unreachable homes, version"
         )
     },
     "/v1/peers": {
@@ -222,6 +230,15 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
                     {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_NUMBER},
                     "1-based",
                 ),
+                _query(
+                    "requests",
+                    {
+                        "type": "string",
+                        "enum": ["include", "exclude", "only"],
+                        "default": "include",
+                    },
+                    "message requests (SPEC §32.5): listed with the rest, left out, or alone",
+                ),
             ),
         ),
         "post": _op(
@@ -236,7 +253,8 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     },
     "/v1/conversation/{id}/details": {
         "get": _op(
-            "messages of a conversation, newest page first, paged by cursor",
+            "messages of a conversation, newest page first, paged by cursor; people: the "
+            "members' profiles (SPEC §32.1)",
             params=(
                 _ROOM,
                 _UID,
@@ -286,10 +304,31 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             ),
         ),
         "post": _op(
-            "send a friend request",
+            "send a friend request, to a user id or a hearthmesh: friend link (SPEC §32.2)",
             ok=202,
-            body=_body("user_id", user_id=_USER_ID, note=_text(MAX_NOTE_BYTES)),
+            body=_body(
+                user_id=_USER_ID, link=_text(MAX_FRIEND_LINK_CHARS), note=_text(MAX_NOTE_BYTES)
+            ),
         ),
+    },
+    "/v1/friends/invite": {"get": _op("our hearthmesh: friend link and its QR code (SPEC §32.2)")},
+    "/v1/friends/blocked": {"get": _op("the users our user blocked (SPEC §32.3)")},
+    "/v1/friends/blocked/{user_id}": {
+        "put": _op(
+            "block a user on every home of ours: what they send is dropped (SPEC §32.3)",
+            params=(_path("user_id", _USER_ID),),
+        ),
+        "delete": _op("unblock a user", params=(_path("user_id", _USER_ID),)),
+    },
+    "/v1/privacy": {
+        "get": _op("who sees our presence, last seen and typing (SPEC §32.4)"),
+        "put": _op(
+            "set who sees our presence, last seen and typing",
+            body=_body("presence", presence={"type": "string", "enum": ["contacts", "nobody"]}),
+        ),
+    },
+    "/v1/conversation/{id}/accept": {
+        "post": _op("accept a message request (SPEC §32.5)", params=(_ROOM,))
     },
     "/v1/friends/requests/{user_id}/accept": {
         "post": _op("accept a request", params=(_path("user_id", _USER_ID),))
@@ -318,13 +357,91 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             ),
         ),
     },
-    "/v1/groups/{id}/members": {
+    "/v1/groups/{id}/join": {
+        "post": _op("join an open group", params=(_ROOM,), errors=_GROUP_ERRORS)
+    },
+    "/v1/groups/join": {
         "post": _op(
-            "add a member (admins)", params=(_ROOM,), body=_body("user_id", user_id=_USER_ID)
+            "join a group by an invite link or code (SPEC §30.5)",
+            body=_body("link", link=_text(MAX_INVITE_CODE_CHARS, min_length=1)),
+            errors=(*_GROUP_ERRORS, 504),
         )
     },
-    "/v1/groups/{id}/join": {"post": _op("join an open group", params=(_ROOM,))},
-    "/v1/groups/{id}/leave": {"post": _op("leave a group", params=(_ROOM,))},
+    "/v1/groups/{id}": {
+        "patch": _op(
+            "change the group's name, topic or avatar (admins; SPEC §30.5)",
+            params=(_ROOM,),
+            body={
+                **_body(
+                    name=_text(MAX_GROUP_NAME_BYTES),
+                    topic=_text(MAX_GROUP_NAME_BYTES),
+                    avatar={"anyOf": [_HEX_ID, {"type": "null"}], "description": "null: none"},
+                ),
+                "minProperties": 1,
+            },
+            errors=_GROUP_ERRORS,
+        )
+    },
+    "/v1/groups/{id}/members": {
+        "get": _op(
+            "members with their roles, owners first, and who is banned (SPEC §30.5)",
+            params=(
+                _ROOM,
+                _query("page_size", _count(MAX_GROUP_SIZE), "members per page (100)"),
+                _query("page_number", _count(MAX_PAGE_NUMBER), "from 1"),
+            ),
+        ),
+        "post": _op(
+            "add a member (admins)",
+            params=(_ROOM,),
+            body=_body("user_id", user_id=_USER_ID),
+            errors=_GROUP_ERRORS,
+        ),
+    },
+    **{
+        f"/v1/groups/{{id}}/{action}": {
+            "post": _op(
+                f"{action} a user (admins; SPEC §30.2)",
+                params=(_ROOM,),
+                body=_body("user_id", user_id=_USER_ID),
+                errors=_GROUP_ERRORS,
+            )
+        }
+        for action in ("kick", "ban", "unban")
+    },
+    "/v1/groups/{id}/role": {
+        "post": _op(
+            "promote or demote a member (SPEC §30.2)",
+            params=(_ROOM,),
+            body=_body(
+                "user_id",
+                "role",
+                user_id=_USER_ID,
+                role={"type": "string", "enum": ["member", "admin", "owner"]},
+            ),
+            errors=_GROUP_ERRORS,
+        )
+    },
+    "/v1/groups/{id}/invites": {
+        "get": _op("the invites this home holds for the group (admins)", params=(_ROOM,)),
+        "post": _op(
+            "issue an invite: link, code and QR, shown once (admins; SPEC §30.3)",
+            ok=201,
+            params=(_ROOM,),
+            body=_body(
+                ttl_s=_count(MAX_INVITE_TTL_MS // 1000),
+                max_uses=_count(MAX_GROUP_SIZE),
+            ),
+            errors=_GROUP_ERRORS,
+        ),
+    },
+    "/v1/groups/{id}/invites/{invite_id}": {
+        "delete": _op(
+            "revoke an invite (admins)",
+            params=(_ROOM, _path("invite_id", {"type": "string", "pattern": "^[0-9a-f]{32}$"})),
+        )
+    },
+    "/v1/groups/{id}/leave": {"post": _op("leave a group", params=(_ROOM,), errors=_GROUP_ERRORS)},
     "/v1/profile": {
         "get": _op("this user's profile"),
         "put": _op(

@@ -26,6 +26,7 @@ from hearthmesh.node.api.frames import FrameRenderer
 from hearthmesh.node.api.push import PushDispatcher, load_vapid_key
 from hearthmesh.node.api.receipts import ReceiptService, statuses_of, unread_count
 from hearthmesh.node.api.views import (
+    ROLE_NAMES,
     direct_recipient_view,
     encode_cursor,
     group_recipient_view,
@@ -73,7 +74,7 @@ from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
 from hearthmesh.protocol.membership import Role
 from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.protocol.typing_ttl import TypingTimers
-from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Store
+from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Profile, Store
 
 __all__ = ["SERVICE_KEY", "ApiService", "ClientSession", "SendWitness"]
 
@@ -81,6 +82,8 @@ log = logging.getLogger(__name__)
 
 _LATEST_SCAN: Final = 200
 """Events looked at, newest first, to find a conversation's latest user message."""
+MAX_PEOPLE_SHOWN: Final = 256
+"""Members whose profiles a conversation's page names; the rest go by user id."""
 MAX_UNREAD_COUNTED: Final = 50
 """A conversation's unread count looks this far back: the list shows "50+" beyond it."""
 
@@ -292,7 +295,9 @@ class ApiService:
     # --- operations -------------------------------------------------------------------------
 
     async def create_conversation(self, user: UserId) -> dict[str, Any]:
+        self.node.social.require_unblocked(user)
         room = await self.node.open_direct(user)
+        await self.node.social.accept_request(room)  # ours: never a message request
         return {"room_id": room.hex(), "recipient_id": user_id_text(user)}
 
     async def send(self, command: Send, *, witness: SendWitness | None = None) -> Envelope:
@@ -396,17 +401,30 @@ class ApiService:
         else:
             summary["name"] = state.name if state else ""
             summary["open"] = state.open if state else False
+            # SPEC §30.5: the group's settings and our role in it
+            summary["topic"] = state.topic if state else ""
+            summary["avatar"] = state.avatar.hex() if state and state.avatar else None
+            own_role = roles.get(self.own)
+            summary["my_role"] = None if own_role is None else ROLE_NAMES[own_role]
             summary.update(group_recipient_view(summary["name"]))
         return summary
 
-    async def conversations(self, page_size: int, page_number: int) -> dict[str, Any]:
+    async def conversations(
+        self, page_size: int, page_number: int, requests: str = "include"
+    ) -> dict[str, Any]:
+        """A page of the conversation list. `requests` (SPEC §32.5): `exclude` leaves message
+        requests out, `only` lists them alone, `include` both; a filtered page may be short."""
         store = self.node.store
         page = await store.read(
             store.store.conversations, self.own, page_size=page_size, page_number=page_number
         )
         items = []
         for summary in page.items:
+            request = await store.read(self.node.social.is_request, store.store, summary.room)
+            if (requests == "exclude" and request) or (requests == "only" and not request):
+                continue
             row = await self.room_summary(summary.room)
+            row["request"] = request
             latest = await store.read(_latest_content, store.store, summary.room)
             states = {} if latest is None else await store.read(states_of, store.store, [latest])
             row.update(
@@ -438,7 +456,14 @@ class ApiService:
         store = self.node.store
         statuses = await store.read(statuses_of, store.store, self.own, envelopes, members)
         messages = await self.actions.page(page.events, statuses)
-        return {"id": room.hex(), "messages": messages, "next_cursor": encode_cursor(page.next)}
+        people = await store.read(_profiles, store.store, sorted(members)[:MAX_PEOPLE_SHOWN])
+        return {
+            "id": room.hex(),
+            "messages": messages,
+            "next_cursor": encode_cursor(page.next),
+            # members' names and pictures as their profiles say (SPEC §32.1)
+            "people": [profile_view(user, profile) for user, profile in people],
+        }
 
     async def groups(self) -> list[dict[str, Any]]:
         """The seed's get_all_group: every group our user is in."""
@@ -471,8 +496,10 @@ class ApiService:
     async def friend_request(self, user: UserId, note: str) -> dict[str, Any]:
         if user == self.own:
             raise MalformedMessage("a friend request to oneself")
+        self.node.social.require_unblocked(user)
         store = self.node.store
         room = await self.node.open_direct(user)
+        await self.node.social.accept_request(room)
         request = FriendRequest(
             sender=self.own, recipient=user, created_ms=self.clock.now_ms(), note=note
         )
@@ -493,6 +520,8 @@ class ApiService:
             raise NotFound(f"no friend request from {user_id_text(user)}")
         room = await self.node.open_direct(user)
         await self._contact(room, ContactAction.ACCEPT if accept else ContactAction.DECLINE, "")
+        if accept:
+            await self.node.social.share_with(room)  # a new contact sees our profile (§32.1)
 
     async def cancel_friend_request(self, user: UserId) -> None:
         """Withdraw our pending request to `user`: a DECLINE tells their node. Raises NotFound."""
@@ -518,6 +547,10 @@ def _is_message(envelope: Envelope) -> bool:
     """A chat bubble: user content, but not an edit, reaction or recall (SPEC §31), which
     change a message and are neither its latest nor unread of their own."""
     return envelope.kind is Kind.MESSAGE and is_user_content(envelope)
+
+
+def _profiles(store: Store, users: list[UserId]) -> list[tuple[UserId, Profile | None]]:
+    return [(user, store.get_profile(user)) for user in users]
 
 
 def _latest_content(store: Store, room: bytes) -> Envelope | None:

@@ -22,11 +22,13 @@ from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
+from hearthmesh.protocol.membership import Role, decode_membership
 from hearthmesh.protocol.receipts import ReceiptStatus
-from hearthmesh.storage.api import Cursor, Profile
+from hearthmesh.storage.api import Cursor, Member, Profile
 
 __all__ = [
     "CURSOR_PATTERN",
+    "ROLE_NAMES",
     "STATUS_NAMES",
     "decode_cursor",
     "direct_recipient_view",
@@ -34,10 +36,36 @@ __all__ = [
     "group_recipient_view",
     "hlc_view",
     "latest_message_view",
+    "membership_view",
     "message_view",
     "profile_view",
     "recalled_view",
 ]
+
+ROLE_NAMES: Final = {role: role.name.lower() for role in Role}
+
+
+def _role_name(value: int) -> str:
+    return ROLE_NAMES[Role(value)] if value in Role._value2member_map_ else "member"
+
+
+def membership_view(envelope: Envelope, members: list[Member]) -> dict[str, Any]:
+    """A MEMBERSHIP event as the `membership` frame shows it (SPEC §15.4, §30.5): who did what
+    to whom, and the room's members with their roles now."""
+    view: dict[str, Any] = {
+        "room_id": envelope.room.hex(),
+        "members": sorted(user_id_text(m.user) for m in members),
+        "roles": {user_id_text(m.user): _role_name(m.role) for m in members},
+        "by": user_id_text(envelope.sender_user),
+    }
+    try:
+        change = decode_membership(envelope.body)
+    except RemoteProtocolError:  # stored before bodies were checked: members only
+        return view
+    view["action"] = change.action.name.lower()
+    view["target"] = user_id_text(change.target)
+    return view
+
 
 STATUS_NAMES: dict[int, str] = {
     ReceiptStatus.SENT: "sent",

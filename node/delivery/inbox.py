@@ -5,8 +5,11 @@ Everything that decides *what* happens lives in protocol/: verification, the arr
 sets off), the fold, the release order. This module is the pump: it does in the store what the
 decision says and reports the outcome (`StoreOutcome`): one ack result per item, sent only
 after the transaction that stored the item committed (ARCHITECTURE §3 step 5), and what the rest of
-the node reacts to. All store work of one batch runs in one store write batch. State owned
-here: none (the rooms, the release order and the rules own theirs).
+the node reacts to. All store work of one batch runs in one store write batch. An encrypted
+envelope for our users is opened (`RoomOpener`) before it is appended, so a refused one is
+never stored and every reader after this point sees its content in the clear; a ROOM_KEY is
+taken in once it is stored. State owned here: none (the rooms, the release order and the
+rules own theirs).
 """
 
 from __future__ import annotations
@@ -17,26 +20,36 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.mesh.relationships import knows
 from hearthmesh.node.rooms.contact_events import apply_contact_event
-from hearthmesh.node.rooms.message_actions import acts_on, apply_recall
+from hearthmesh.node.rooms.message_actions import acts_on, apply_recall, index_opened
 from hearthmesh.node.rooms.message_actions import refusal as action_refusal
 from hearthmesh.node.rooms.receipt_credit import credit_receipt
 from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.node.social.privacy import Privacy
+from hearthmesh.node.social.profile_events import apply_profile
 from hearthmesh.protocol.actions import ACTION_KINDS
 from hearthmesh.protocol.arrival import (
     ArrivalRules,
     Reaction,
     Verdict,
     appended_result,
+    awaiting_key,
     error_result,
 )
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult, rejected
-from hearthmesh.protocol.envelope import Envelope, MessageId
+from hearthmesh.protocol.e2ee import ENCRYPTED_CONTENT_TYPE as ENCRYPTED
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
 from hearthmesh.protocol.errors import LocalProtocolError, QuotaExceeded, RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
-from hearthmesh.protocol.private import MessageHidden, decode_private
+from hearthmesh.protocol.private import (
+    BlockChanged,
+    ConversationDeleted,
+    MessageHidden,
+    decode_private,
+)
 from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, Store
 
 __all__ = ["Arrival", "Inbox", "StoreOutcome"]
@@ -66,6 +79,11 @@ class StoreOutcome:
     """Users for whom this node now holds relayed envelopes."""
     unknown_devices: set[UserId] = field(default_factory=set)
     """Users who sent from a device their newest record we hold does not list."""
+    contacts_made: set[RoomId] = field(default_factory=set)
+    """Direct rooms whose two users an accepted friend request just made contacts."""
+    unknown_rooms_from: set[str] = field(default_factory=set)
+    """Peers that delivered our own user's envelopes for rooms unknown here ("" for gossip):
+    learn our user's rooms from our other homes (SPEC §23.5)."""
 
 
 _PENDING: Final = DeliveryResult(message_id=MessageId(b""), status=AckStatus.DEFERRED)
@@ -86,8 +104,13 @@ class Inbox:
         directory: HomeDirectory,
         relay_ttl_ms: int,
         sibling_destinations: Callable[[], tuple[bytes, ...]],
+        opener: RoomOpener | None,
+        privacy: Privacy | None = None,
     ) -> None:
+        """`opener` None keeps encrypted envelopes as they came (tests of the layers below)."""
         self._local = local_users
+        self._privacy = privacy or Privacy()
+        self._opener = opener
         self._rules = rules
         self._rooms = rooms
         self._release = release
@@ -103,6 +126,7 @@ class Inbox:
         now_ms: int,
         peer: str = "",
         from_sibling: bool = False,
+        fast_path: bool = False,
     ) -> StoreOutcome:
         """Store or relay each arrival; runs in a store write batch. Results are in input order.
 
@@ -111,6 +135,9 @@ class Inbox:
                 before the store (a bad signature, clock skew).
             peer: the peer that delivered them, whose share of the relay inbox (SPEC §11.5.3)
                 an envelope for another user counts against; gossip is only for our users.
+            fast_path: they came by gossip, which may overtake the ROOM_KEY a message needs:
+                one that cannot be opened yet is DEFERRED, and the guaranteed path brings it
+                again after its key (SPEC §27.11).
         """
         outcome = StoreOutcome()
         # What reaches one of our homes from outside goes on to the others (ARCHITECTURE §8); what a
@@ -147,15 +174,31 @@ class Inbox:
             )
             if decision.unknown_device:
                 outcome.unknown_devices.add(envelope.sender_user)
+            if decision.unknown_room:
+                outcome.unknown_rooms_from.add(peer)
             if decision.verdict is Verdict.RELAY:
                 results.append(self._relay(store, item, peer, now_ms, outcome))
                 continue
-            refused = None
+            opener = self._opener
+            if decision.result is None and opener and envelope.content_type == ENCRYPTED:
+                if any(r.envelope.kind is Kind.ROOM_KEY for r in requests):
+                    append_pending()  # a ROOM_KEY earlier in this batch is taken in first
+                try:
+                    envelope = opener.open(store, envelope, hold=not fast_path)
+                except RemoteProtocolError as exc:  # SPEC §27.7: refused, nothing stored
+                    results.append(error_result(envelope.message_id, exc))
+                    continue
+                if fast_path and envelope.content_type == ENCRYPTED:  # its key comes later
+                    results.append(awaiting_key(envelope.message_id))
+                    continue
+            refused = None  # judged on the opened plaintext, before the append (SPEC §31)
             if decision.result is None and envelope.kind in ACTION_KINDS:
                 refused = action_refusal(store, envelope)
             if decision.result is not None:  # deferred or rejected: fixed before the store
                 results.append(decision.result)
             elif refused is not None:  # SPEC §31: an edit or recall of another user's message
+                if envelope is not item.envelope:  # opened above: keep nothing of it
+                    store.forget_plaintext(envelope.message_id)
                 results.append(rejected(envelope.message_id, refused))
             else:
                 slots.append(len(results))  # its result is set after the commit
@@ -195,23 +238,49 @@ class Inbox:
         if stored is AppendResult.STORED:
             if self._rooms.note_stored(store, envelope, now_ms=now_ms):
                 outcome.membership_changed.add(envelope.room)
+            if envelope.kind is Kind.ROOM_KEY and self._opener is not None:
+                # what waited for this key and went by unseen is shown now (SPEC §27.11);
+                # what still waits for its turn is released in order from the store, opened
+                opened = self._opener.take_room_key(store, envelope)
+                index_opened(store, opened)
+                outcome.released += [e for e in opened if self._release.was_released(store, e)]
             for reaction in self._rules.reactions(envelope):
-                self._react(store, reaction, envelope, now_ms)
+                self._react(store, reaction, envelope, now_ms, outcome)
         # a duplicate held back before a restart may be due now: the app has not seen it yet
         first = self._rules.first_seq_if_new(envelope)
-        outcome.released += self._release.offer(store, envelope, first_seq_if_new=first)
+        released = self._release.offer(store, envelope, first_seq_if_new=first)
+        outcome.released += [self._as_shown(store, e) for e in released]
         return result
 
-    def _react(self, store: Store, reaction: Reaction, envelope: Envelope, now_ms: int) -> None:
+    def _as_shown(self, store: Store, envelope: Envelope) -> Envelope:
+        """A released envelope as the store shows it now: one the release order held in memory
+        since before its ROOM_KEY came is opened by now (SPEC §27.11)."""
+        if envelope.content_type != ENCRYPTED or self._opener is None:
+            return envelope
+        stored = store.get_event(envelope.message_id)
+        return envelope if stored is None else stored.envelope
+
+    def _react(
+        self,
+        store: Store,
+        reaction: Reaction,
+        envelope: Envelope,
+        now_ms: int,
+        outcome: StoreOutcome,
+    ) -> None:
         match reaction:
             case Reaction.APPLY_PRIVATE:
-                apply_private(store, envelope)
+                apply_private(store, envelope, self._privacy)
             case Reaction.CREDIT_RECEIPT:
                 for user in self._local:
                     credit_receipt(store, user, envelope, now_ms=now_ms)
             case Reaction.APPLY_CONTACT_EVENT:
                 for user in self._local:
-                    apply_contact_event(store, user, envelope, now_ms=now_ms)
+                    if apply_contact_event(store, user, envelope, now_ms=now_ms):
+                        outcome.contacts_made.add(envelope.room)
+            case Reaction.APPLY_PROFILE:
+                for user in self._local:
+                    apply_profile(store, user, envelope)
             case Reaction.APPLY_RECALL:
                 apply_recall(store, envelope)
 
@@ -240,11 +309,12 @@ class Inbox:
         return DeliveryResult(message_id=envelope.message_id, status=AckStatus.RELAYED)
 
 
-def apply_private(store: Store, envelope: Envelope) -> None:
+def apply_private(store: Store, envelope: Envelope, privacy: Privacy) -> None:
     """Apply our user's PRIVATE change (SPEC §22.6); runs in a store write batch.
 
     A conversation deleted on another device leaves our list too, unless something newer than
-    the deletion arrived here meanwhile (a later event lists a conversation again).
+    the deletion arrived here meanwhile (a later event lists a conversation again). A block
+    made on another device holds here too (SPEC §32.3).
     """
     try:
         change = decode_private(envelope.body)
@@ -254,6 +324,16 @@ def apply_private(store: Store, envelope: Envelope) -> None:
     if isinstance(change, MessageHidden):  # delete for me (SPEC §31.7)
         store.hide_message(envelope.sender_user, change.message)
         return
+    if isinstance(change, BlockChanged):
+        try:
+            privacy.set_blocked(store, change.user, blocked=change.blocked)
+        except QuotaExceeded as exc:  # our other device let more through: keep the first ones
+            log.warning("block from another device not kept: %s", exc)
+        return
+    _delete_conversation(store, envelope, change)
+
+
+def _delete_conversation(store: Store, envelope: Envelope, change: ConversationDeleted) -> None:
     newest = store.page_history(change.room, cursor=None, direction=Direction.BACKWARD, limit=1)
     if not newest.events or newest.events[-1].envelope.hlc <= envelope.hlc:
         store.delete_conversation(envelope.sender_user, change.room)

@@ -1,5 +1,10 @@
-"""What our user sends (ARCHITECTURE §3 steps 1-3): sealed, stored with its outbox entries in
-one group commit, handed to the delivery worker in memory, and gossiped to groups.
+"""What our user sends (ARCHITECTURE §3 steps 1-3): encrypted (SPEC §27.6), sealed, stored with
+its outbox entries in one group commit, handed to the delivery worker in memory, and gossiped to
+groups.
+
+A user's content (`e2ee.encrypts(kind)`) is sealed encrypted, preceded by the ROOM_KEY
+envelopes `RoomSender` says must go first; callers are handed the envelope as our homes show
+it (`e2ee.opened_view`), whose wire is the encrypted one.
 
 State: our next sequence number per room, kept on the event loop, so the hot path from a
 client's `send` to the store's append awaits nothing else. Member sets are `RoomRegistry`'s
@@ -19,10 +24,12 @@ from hearthmesh.node.delivery.gossip_out import GossipPublisher
 from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.delivery.outcomes import StoreOutcomes
+from hearthmesh.node.e2ee.room_sender import Encryption, RoomSender
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.rooms.members import RoomMembers
 from hearthmesh.node.rooms.message_actions import apply_recall
 from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.actions import target_of
 from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, encode_typing
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
@@ -65,10 +72,14 @@ class Sealed:
     """Our envelope, sealed but not yet stored, with the members it goes to."""
 
     envelope: Envelope
+    """As our homes show it: for encrypted content, the clear content over the encrypted wire."""
     members: frozenset[UserId]
     acts_on: MessageId | None = None
     """The message an EDIT, RECALL or REACTION names, from the plaintext its writer had
     (SPEC §31.5): the sealed body may be ciphertext."""
+    room_keys: tuple[Envelope, ...] = ()
+    """ROOM_KEY envelopes committed and sent before it (SPEC §27.5)."""
+    encryption: Encryption | None = None
 
 
 class Outgoing:
@@ -87,8 +98,11 @@ class Outgoing:
         gossip: GossipPublisher,
         sibling_destinations: Callable[[], tuple[bytes, ...]],
         outcomes: StoreOutcomes,
+        encryption: RoomSender | None,
     ) -> None:
+        """`encryption` None sends content in the clear (tests of the layers below it)."""
         self._keyring = keyring
+        self._encryption = encryption
         self._hlc = hlc
         self._clock = clock
         self._store = store
@@ -129,44 +143,87 @@ class Outgoing:
         members = await self._members.of(room)
         if self._user not in members:
             raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
-        hlc = self._hlc.stamp()
-        if written is not None:
-            hlc = written_stamp(
-                written_ms=written.written_ms,
-                sent_ms=written.sent_ms,
-                received_ms=written.received_ms,
-                now=hlc,
+        hlc = None if written is None else self._written_stamp(written)
+        if self._encryption is None or not e2ee.encrypts(kind):
+            envelope = self._seal(
+                room, content_type, kind, body, seq=await self._take_seq(room), hlc=hlc
             )
-        envelope = self._seal(
-            room, content_type, kind, body, seq=await self._take_seq(room), hlc=hlc
+            return Sealed(envelope=envelope, members=members, acts_on=acts_on)
+        encryption = await self._encryption.encrypt(room, members, content_type, body)
+        room_keys = [
+            self._seal(
+                room, e2ee.ROOM_KEY_CONTENT_TYPE, Kind.ROOM_KEY, key, seq=await self._take_seq(room)
+            )
+            for key in encryption.key_bodies
+        ]
+        encrypted = self._seal(
+            room,
+            e2ee.ENCRYPTED_CONTENT_TYPE,
+            kind,
+            encryption.body,
+            seq=await self._take_seq(room),
+            hlc=hlc,
         )
-        return Sealed(envelope=envelope, members=members, acts_on=acts_on)
+        return Sealed(
+            envelope=e2ee.opened_view(encrypted, content_type, body),
+            members=members,
+            acts_on=acts_on,
+            room_keys=tuple(room_keys),
+            encryption=encryption,
+        )
 
     async def commit(self, sealed: Sealed) -> Envelope:
-        """Store a sealed envelope durably (history + outbox in one commit), then hand it to
-        the outbox and gossip it. Returns once it is committed here: "sent"."""
+        """Store a sealed envelope durably (history + outbox in one commit, with the ROOM_KEY
+        envelopes before it and the Megolm session's advance), then hand them to the outbox and
+        gossip them. Returns once it is committed here: "sent"."""
         envelope, members = sealed.envelope, sealed.members
         others: tuple[bytes, ...] = tuple(sorted(members - {self._user}))
         recipients = others + self._sibling_destinations()  # our user's other homes get it too
         # The entries are handed to the worker in memory, so they are stored already leased:
         # the outbox serves them again by itself only if this node dies before the ack.
-        request = AppendRequest(
-            envelope=envelope,
-            outbox_to=recipients,
-            next_attempt_ms=self._outbox.lease_due_ms(),
-            acts_on=sealed.acts_on or target_of(envelope),  # a RECALL names it in the clear
-        )
-        result = await self._store.append(request)
-        if result is not AppendResult.STORED:
-            raise LocalProtocolError(f"own envelope not stored: {result.value}")
+        due_ms = self._outbox.lease_due_ms()
+        requests = [
+            *(
+                AppendRequest(envelope=key, outbox_to=recipients, next_attempt_ms=due_ms)
+                for key in sealed.room_keys
+            ),
+            AppendRequest(
+                envelope=envelope,
+                outbox_to=recipients,
+                next_attempt_ms=due_ms,
+                acts_on=sealed.acts_on or target_of(envelope),  # the clear view names it
+            ),
+        ]
+        if sealed.encryption is None:
+            result = await self._store.append(requests[0])
+            if result is not AppendResult.STORED:
+                raise LocalProtocolError(f"own envelope not stored: {result.value}")
+        else:
+            await self._store_encrypted(requests, sealed.encryption)
         if envelope.kind is Kind.RECALL:  # our own home purges it too (SPEC §31.1)
             await self._store.run(apply_recall, self._store.store, envelope)
-        self._outbox.submit(envelope, recipients)
         # Gossip is a fan-out: a direct room has one other home node, which the direct stream
         # reaches at once, so gossip would only double the work on both ends.
-        if envelope.kind not in _NOT_GOSSIPED and not is_direct_room(envelope.room, members):
-            self._publish(envelope)
+        gossiped = envelope.kind not in _NOT_GOSSIPED and not is_direct_room(envelope.room, members)
+        for each in (*sealed.room_keys, envelope):
+            self._outbox.submit(each, recipients)
+            if gossiped:
+                self._publish(each)
         return envelope
+
+    async def _store_encrypted(
+        self, requests: list[AppendRequest], encryption: Encryption
+    ) -> None:
+        sender = self._encryption
+        if sender is None:
+            raise LocalProtocolError("an encrypted seal without a room sender")
+        try:
+            await self._store.run(
+                _commit_encrypted, sender, self._store.store, requests, encryption
+            )
+        except HearthError:
+            sender.abandon(encryption)  # its ROOM_KEY bodies never went out
+            raise
 
     async def send(self, room: RoomId, body: bytes, content_type: str, kind: Kind) -> Envelope:
         """`seal`, then `commit`."""
@@ -226,8 +283,9 @@ class Outgoing:
             self._outbox.wake()  # its entries wait in the store, due now, in history order
         return envelope
 
-    async def typing(self, room: RoomId, active: bool) -> None:
-        """Tell the room's members we are (or stopped) typing: gossip only, never stored.
+    async def typing(self, room: RoomId, active: bool) -> bytes:
+        """Our typing indicator for `room`, signed, as the payload `ContactSignals` pushes to
+        our contacts among its members (SPEC §17.1, §32.4); never stored, never gossiped.
 
         Raises:
             NotAuthorized: our user is not a member of `room`.
@@ -244,7 +302,7 @@ class Outgoing:
             content_type=TYPING_CONTENT_TYPE,
             body=encode_typing(active),
         )
-        self._publish(envelope)
+        return encode_gossip(self._keyring.certificate_bytes, envelope.wire)
 
     def _seal(
         self,
@@ -267,6 +325,14 @@ class Outgoing:
             body=body,
         )
 
+    def _written_stamp(self, written: WrittenTimes) -> Timestamp:
+        return written_stamp(
+            written_ms=written.written_ms,
+            sent_ms=written.sent_ms,
+            received_ms=written.received_ms,
+            now=self._hlc.stamp(),
+        )
+
     def _publish(self, envelope: Envelope) -> None:
         payload = encode_gossip(self._keyring.certificate_bytes, envelope.wire)
         self._gossip.publish_nowait(room_topic(envelope.room), payload)
@@ -287,6 +353,19 @@ class Outgoing:
         """Return `seq` unless a later one was taken meanwhile (then the gap stays)."""
         if self._next_seq.get(room) == seq + 1:
             self._next_seq[room] = seq
+
+
+def _commit_encrypted(
+    sender: RoomSender, store: Store, requests: list[AppendRequest], encryption: Encryption
+) -> None:
+    """Store the ROOM_KEY envelopes, the encrypted envelope, its plaintext for our own view and
+    the session's advance: one call of a store write batch, all or nothing (SPEC §27.8)."""
+    for result in store.append_many(requests):
+        if result is not AppendResult.STORED:
+            raise LocalProtocolError(f"own envelope not stored: {result.value}")
+    sender.persist(store, encryption)
+    shown = requests[-1].envelope
+    store.put_plaintext(shown.message_id, e2ee.encode_plaintext(shown.content_type, shown.body))
 
 
 def _commit_own(

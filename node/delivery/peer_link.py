@@ -45,6 +45,13 @@ REUSE_IDLE_S: Final = 60.0
 their idle timeout, at least 120 s by default (SPEC §10.4), and a batch written into a stream
 being reset would fail and wait for a retry."""
 
+REACH_DIAL_TIMEOUT_S: Final = 4.0
+"""Bound on one dial of one address of a home record (SPEC §10.8). An address that does not
+answer (a home's LAN address seen from elsewhere) drops the SYN, and libp2p's dial of it retries
+for 13-38 s (measured in the netlab); a probe stuck there held back the spare relay's circuit
+address, learned meanwhile, as long. With the bound the probe moves on within two SYN
+retransmissions, and the one after it (at once, SPEC §11.5.2) dials the new record."""
+
 BATCH_BYTES: Final = 768 * 1024
 """Below the bridge's 1 MiB frame limit with room for certificates and framing."""
 
@@ -135,7 +142,8 @@ class PeerLinks:
     async def reach(
         self, peer_id: str, addresses: tuple[str, ...], *, retry_now: bool = False
     ) -> bool:
-        """Dial `peer_id` from the addresses a home record gives, unless connected already.
+        """Dial `peer_id` from the addresses a home record gives, unless connected already;
+        each dial is bounded by `REACH_DIAL_TIMEOUT_S`.
 
         `retry_now`: the caller backs off on its own; see `P2PHost.connect`.
         """
@@ -144,8 +152,10 @@ class PeerLinks:
         for address in addresses:
             if address.endswith("/p2p/" + peer_id):
                 try:
-                    await self._host.connect(address, retry_now=retry_now)
-                except P2PError:
+                    async with asyncio.timeout(REACH_DIAL_TIMEOUT_S):
+                        await self._host.connect(address, retry_now=retry_now)
+                except (P2PError, TimeoutError) as exc:
+                    log.debug("dial of %s at %s failed: %r", peer_id[-8:], address, exc)
                     continue
                 return True
         return False
@@ -170,7 +180,10 @@ class PeerLinks:
             await stream.close()  # never raises: the receiver reads a clean end
             stream = None
         if stream is None or stream.closed:
-            stream = await self._host.open_stream(peer_id, DELIVER_PROTOCOL)
+            # Not connected, libp2p dials the addresses it knows, each for up to 38 s.
+            connected = peer_id in self._host.connected_peers()
+            async with asyncio.timeout(None if connected else REACH_DIAL_TIMEOUT_S):
+                stream = await self._host.open_stream(peer_id, DELIVER_PROTOCOL)
             self._streams[peer_id] = stream
         self._last_used[peer_id] = now
         return stream

@@ -175,7 +175,11 @@ class Receiver:
         if not arrivals:
             return []
         outcome = await self._store.run(
-            self._inbox.accept, self._store.store, arrivals, now_ms=self._clock.now_ms()
+            self._inbox.accept,
+            self._store.store,
+            arrivals,
+            now_ms=self._clock.now_ms(),
+            fast_path=True,
         )
         self._publish(outcome)
         return outcome.results

@@ -46,6 +46,14 @@ class ReleaseOrder:
             released += step.released
         return released
 
+    def was_released(self, store: Store, envelope: Envelope) -> bool:
+        """Did the envelope already go to the app (so something shown late must be told)?"""
+        room, device = sender = (envelope.room, envelope.sender_device)
+        if self._machine.knows(sender):
+            return self._machine.released_before(sender, envelope.seq)
+        saved = store.release_progress(room, device)
+        return saved is not None and saved > envelope.seq
+
     def save(self, store: Store) -> None:
         """Persist how far each sender was released: once per batch, not per envelope."""
         for moved in self._machine.progress():

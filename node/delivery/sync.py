@@ -5,7 +5,8 @@ of a user in step while they are up; this service repairs what that missed: a de
 away, or one linked late, which must receive the whole history. Per room it runs the range
 reconciliation of `protocol.reconcile` over (HLC, message id), then hands what the other side
 lacks to the outbox for that node, oldest first, so membership events arrive before the
-messages that depend on them.
+messages that depend on them. State owned here: the peers with a rooms-only exchange in
+flight.
 """
 
 from __future__ import annotations
@@ -82,17 +83,14 @@ class SyncService:
         self._is_sibling = is_sibling
         self._now_ms = now_ms
         self._wake_outbox = wake_outbox
+        self._learning: set[str] = set()
+        """Peers with a rooms-only exchange (`learn_rooms`) in flight."""
 
     async def sync_with(self, peer_id: str) -> SyncReport:
         """Reconcile every room with one of our sibling homes."""
         report = SyncReport()
         async with await self._host.open_stream(peer_id, SYNC_PROTOCOL) as stream:
-            await stream.write_frame(encode_room_list(await self._room_list()))
-            theirs = decode_sync_frame(await stream.read_frame())
-            if not isinstance(theirs, RoomList):
-                raise MalformedMessage("expected the peer's room list")
-            rooms = await self._union(theirs)
-            for room in rooms:
+            for room in await self._exchange_rooms(stream):
                 reconciler = await self._reconciler(room)
                 await stream.write_frame(encode_reconcile(room, reconciler.initiate()))
                 while True:
@@ -118,6 +116,28 @@ class SyncService:
             report.missing,
         )
         return report
+
+    async def learn_rooms(self, peer_id: str) -> None:
+        """Only the ROOMS exchange of a sync, then DONE (SPEC §23.5): opens the direct rooms
+        the sibling lists and we do not know, and reconciles nothing. At most one runs per
+        peer; a call while one is running returns at once (the deferred retry asks again)."""
+        if peer_id in self._learning:
+            return
+        self._learning.add(peer_id)
+        try:
+            async with await self._host.open_stream(peer_id, SYNC_PROTOCOL) as stream:
+                await self._exchange_rooms(stream)
+                await stream.write_frame(encode_done())
+        finally:
+            self._learning.discard(peer_id)
+
+    async def _exchange_rooms(self, stream: FrameStream) -> list[RoomId]:
+        """The initiator's ROOMS, the peer's ROOMS, and the union (SPEC §23.3)."""
+        await stream.write_frame(encode_room_list(await self._room_list()))
+        theirs = decode_sync_frame(await stream.read_frame())
+        if not isinstance(theirs, RoomList):
+            raise MalformedMessage("expected the peer's room list")
+        return await self._union(theirs)
 
     async def serve(self, stream: FrameStream) -> None:
         """The responder side, for one of our sibling homes only."""

@@ -7,8 +7,9 @@ with the room's outbound Megolm session (rotating per `protocol.e2ee.needs_rotat
 room keys in after checking them against their channel, and opens encrypted bodies once per
 (session, index).
 
-State: none in memory; the account and sessions are the store's `e2ee.*` rows. Every method
-is called on the event loop inside the write batch of the envelope it concerns (SPEC §27.8).
+State: our key bundle as first issued (its keys never change); the account and sessions are
+the store's `e2ee.*` rows. Every method is called on the event loop inside a store write batch
+(SPEC §27.8).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from hearthmesh.protocol.errors import KeyMismatch, LocalProtocolError, Undecryp
 from hearthmesh.protocol.identity import DeviceId, KeyPair, UserId
 from hearthmesh.storage.api import CryptoStore, InboundSession, OutboundSession
 
-__all__ = ["ONE_TIME_KEY_POOL", "DeviceCrypto", "Recipient"]
+__all__ = ["ONE_TIME_KEY_POOL", "AcceptedKey", "DeviceCrypto", "Recipient"]
 
 ONE_TIME_KEY_POOL: Final = 20
 """One-time keys generated at a time: small, so the account pickle stays cheap (vodozemac
@@ -40,6 +41,14 @@ class Recipient:
 
     bundle: e2ee.KeyBundle
     one_time_key: e2ee.OneTimeKey | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AcceptedKey:
+    """A room key taken in: its session, and the verified bundle of the device that sent it."""
+
+    session_id: bytes
+    sender_bundle: e2ee.KeyBundle
 
 
 def _b64(raw: bytes) -> str:
@@ -61,6 +70,7 @@ class DeviceCrypto:
         self._device_key = device_key
         self._device = DeviceId(device_key.public)
         self._user = user
+        self._bundle: e2ee.KeyBundle | None = None
         if store.crypto_account() is None:
             account = vodozemac.Account()
             account.generate_fallback_key()  # type: ignore[attr-defined]  # missing in the stub
@@ -83,15 +93,18 @@ class DeviceCrypto:
         return bytes(self._account().curve25519_key.to_bytes())
 
     def key_bundle(self, now_ms: int) -> e2ee.KeyBundle:
-        """Our signed bundle, for the home record (SPEC §27.1)."""
-        account = self._account()
-        fallback = next(iter(account.fallback_key.values()))  # type: ignore[attr-defined]
-        return e2ee.issue_key_bundle(
-            self._device_key,
-            identity_key=bytes(account.curve25519_key.to_bytes()),
-            fallback_key=bytes(fallback.to_bytes()),
-            issued_ms=now_ms,
-        )
+        """Our signed bundle, for the home record and our ROOM_KEY bodies (SPEC §27.1); issued
+        once per run (its keys never change), so every copy of it is the same."""
+        if self._bundle is None:
+            account = self._account()
+            fallback = next(iter(account.fallback_key.values()))  # type: ignore[attr-defined]
+            self._bundle = e2ee.issue_key_bundle(
+                self._device_key,
+                identity_key=bytes(account.curve25519_key.to_bytes()),
+                fallback_key=bytes(fallback.to_bytes()),
+                issued_ms=now_ms,
+            )
+        return self._bundle
 
     def claim_one_time_key(self) -> e2ee.OneTimeKey:
         """A signed one-time key never handed out before; refills the pool when it runs dry."""
@@ -122,23 +135,54 @@ class DeviceCrypto:
         Returns the session, its record, and True when it is new (its key must be shared
         before the first message that uses it).
         """
+        kept = self.kept_outbound(room)
+        if kept is not None:
+            session, record = kept
+            if not e2ee.needs_rotation(
+                created_ms=record.created_ms,
+                messages=record.messages,
+                now_ms=now_ms,
+                member_removed_since=member_removed,
+                limits=limits,
+            ):
+                return session, record, False
+        session, record = self.new_outbound(room, now_ms=now_ms)
+        return session, record, True
+
+    def kept_outbound(self, room: RoomId) -> tuple[vodozemac.GroupSession, OutboundSession] | None:
+        """The room's stored outbound session, unpickled, if there is one."""
         record = self._store.outbound_session(room)
-        if record is not None and not e2ee.needs_rotation(
-            created_ms=record.created_ms,
-            messages=record.messages,
-            now_ms=now_ms,
-            member_removed_since=member_removed,
-            limits=limits,
-        ):
-            session = vodozemac.GroupSession.from_pickle(record.pickle.decode(), self._pickle_key)
-            return session, record, False
+        if record is None:
+            return None
+        session = vodozemac.GroupSession.from_pickle(record.pickle.decode(), self._pickle_key)
+        return session, record
+
+    def new_outbound(
+        self, room: RoomId, *, now_ms: int
+    ) -> tuple[vodozemac.GroupSession, OutboundSession]:
+        """Start (and store) a new outbound session in `room`, keeping our own inbound copy
+        so our other devices' requests and our own history can be opened."""
         session = vodozemac.GroupSession()
         record = OutboundSession(
             created_ms=now_ms, messages=0, pickle=session.pickle(self._pickle_key).encode()
         )
         self._store.put_outbound_session(room, record)
-        self._keep_inbound(room, session.session_key, owner=self._device)  # our own copy
-        return session, record, True
+        self._keep_inbound(room, session.session_key, owner=self._device)
+        return session, record
+
+    def save_outbound(
+        self, room: RoomId, session: vodozemac.GroupSession, *, created_ms: int, messages: int
+    ) -> None:
+        """Store the session as it is now: in (or before) the batch that commits the envelopes
+        it encrypted (SPEC §27.8)."""
+        self._store.put_outbound_session(
+            room,
+            OutboundSession(
+                created_ms=created_ms,
+                messages=messages,
+                pickle=session.pickle(self._pickle_key).encode(),
+            ),
+        )
 
     def encrypt(
         self,
@@ -162,10 +206,16 @@ class DeviceCrypto:
         return encrypted
 
     def share(
-        self, room: RoomId, session: vodozemac.GroupSession, recipients: Sequence[Recipient]
+        self,
+        room: RoomId,
+        session: vodozemac.GroupSession,
+        recipients: Sequence[Recipient],
+        *,
+        now_ms: int = 0,
     ) -> list[e2ee.RoomKeyShares]:
         """ROOM_KEY bodies carrying the session's key at its current index to `recipients`."""
         account = self._account()
+        own_bundle = self.key_bundle(now_ms)
         session_key = _unb64(session.session_key.to_base64())
         shares = []
         for recipient in recipients:
@@ -191,7 +241,7 @@ class DeviceCrypto:
             shares.append(
                 e2ee.Share(recipient=bundle.device, olm_kind=kind, ciphertext=bytes(ciphertext))
             )
-        return e2ee.chunk_shares(bytes(account.curve25519_key.to_bytes()), shares)
+        return e2ee.chunk_shares(own_bundle, shares)
 
     def _olm_to(self, account: vodozemac.Account, recipient: Recipient) -> vodozemac.Session:
         kept = self._store.olm_sessions(recipient.bundle.identity_key)
@@ -208,21 +258,23 @@ class DeviceCrypto:
 
     # --- Megolm in: room keys and opening (SPEC §27.4, §27.7) -----------------------------
 
-    def accept_room_key(self, envelope: Envelope, sender_bundle: e2ee.KeyBundle) -> bool:
-        """Take our share of a ROOM_KEY envelope in; False if it holds none for us or the
-        session was known. `sender_bundle` is the sending device's verified bundle.
+    def accept_room_key(self, envelope: Envelope) -> AcceptedKey | None:
+        """Take our share of a ROOM_KEY envelope in; None if it holds none for us or the
+        session was known already.
 
         Raises:
             MalformedMessage: the body or the decrypted payload is malformed.
+            BadSignature: the body's bundle is not signed by its device.
             Undecryptable: our Olm message does not open.
-            KeyMismatch: the payload names another party than its channel (SPEC §27.4.2).
+            KeyMismatch: the bundle is another device's than the envelope's, or the payload
+                names another party than its channel (SPEC §27.4.2).
         """
         shares = e2ee.decode_room_key_shares(envelope.body)
         share = shares.for_device(self._device)
         if share is None:
-            return False
-        if shares.sender_curve != sender_bundle.identity_key:
-            raise KeyMismatch("ROOM_KEY sender key differs from the sender's bundle")
+            return None
+        e2ee.check_sender_bundle(shares, envelope.sender_device)
+        sender_bundle = shares.sender_bundle
         plaintext = self._olm_open(shares.sender_curve, share)
         account_curve = self.identity_key
         key = e2ee.decode_room_key(plaintext)
@@ -239,9 +291,11 @@ class DeviceCrypto:
             session_key = vodozemac.SessionKey(_b64(key.session_key))
         except ValueError:
             raise Undecryptable("room key: not a Megolm session key") from None
-        return self._keep_inbound(
+        if not self._keep_inbound(
             envelope.room, session_key, owner=envelope.sender_device, expect=key
-        )
+        ):
+            return None
+        return AcceptedKey(session_id=key.session_id, sender_bundle=sender_bundle)
 
     def _olm_open(self, sender_curve: bytes, share: e2ee.Share) -> bytes:
         message = vodozemac.AnyOlmMessage.from_parts(share.olm_kind, share.ciphertext)
@@ -290,6 +344,77 @@ class DeviceCrypto:
             session_id,
             InboundSession(owner=owner, pickle=inbound.pickle(self._pickle_key).encode()),
         )
+
+    # --- forwarding between our own devices (SPEC §27.12) ----------------------------------
+
+    def forward(
+        self, sessions: Sequence[tuple[RoomId, bytes]], recipient: e2ee.KeyBundle
+    ) -> list[tuple[int, bytes]]:
+        """One Olm message to `recipient` per session of `sessions` we hold, each carrying the
+        session exported at the first index we hold (a key we lack is left out)."""
+        account = self._account()
+        olm = self._olm_to(account, Recipient(bundle=recipient))
+        messages: list[tuple[int, bytes]] = []
+        for room, session_id in sessions:
+            kept = self._store.inbound_session(room, session_id)
+            if kept is None:
+                continue
+            inbound = vodozemac.InboundGroupSession.from_pickle(
+                kept.pickle.decode(), self._pickle_key
+            )
+            first = inbound.first_known_index
+            exported = inbound.export_at(first)
+            if exported is None:
+                continue
+            payload = e2ee.encode_forwarded_key(
+                e2ee.ForwardedKey(
+                    room=room,
+                    session_id=session_id,
+                    exported_key=_unb64(exported.to_base64()),
+                    first_index=first,
+                    sender_device=kept.owner,
+                    recipient_device=recipient.device,
+                )
+            )
+            kind, ciphertext = olm.encrypt(payload).to_parts()
+            messages.append((kind, bytes(ciphertext)))
+        if messages:
+            self._store.put_olm_session(
+                recipient.identity_key,
+                olm.session_id.encode(),
+                olm.pickle(self._pickle_key).encode(),
+            )
+        return messages
+
+    def accept_forwarded(
+        self, sender: e2ee.KeyBundle, messages: Sequence[tuple[int, bytes]]
+    ) -> list[e2ee.ForwardedKey]:
+        """Take in the keys one of our own devices forwarded (its bundle verified and listed
+        in our record by the caller); the ones newly kept.
+
+        Raises:
+            Undecryptable: an Olm message does not open.
+            MalformedMessage / KeyMismatch: a payload is malformed or for another device, or
+                its key is not the session it names.
+        """
+        kept: list[e2ee.ForwardedKey] = []
+        for kind, ciphertext in messages:
+            share = e2ee.Share(recipient=self._device, olm_kind=kind, ciphertext=ciphertext)
+            key = e2ee.decode_forwarded_key(self._olm_open(sender.identity_key, share))
+            e2ee.check_forwarded_key(key, recipient=self._device)
+            try:
+                exported = vodozemac.ExportedSessionKey(_b64(key.exported_key))
+                inbound = vodozemac.InboundGroupSession.import_session(exported)
+            except ValueError:
+                raise Undecryptable("forwarded key: not an exported Megolm key") from None
+            if e2ee.session_id_bytes(inbound.session_id) != key.session_id:
+                raise KeyMismatch("forwarded key: session id differs from the key's")
+            record = InboundSession(
+                owner=key.sender_device, pickle=inbound.pickle(self._pickle_key).encode()
+            )
+            if self._store.put_inbound_session(key.room, key.session_id, record):
+                kept.append(key)
+        return kept
 
     def open(self, envelope: Envelope) -> e2ee.Opened | e2ee.Hold:
         """Decrypt an encrypted envelope at a member's home, once per (session, index).

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -183,6 +184,10 @@ class HomeDirectory:
 
     def record(self, user: UserId) -> HomeRecord | None:
         return self._records.get(user)
+
+    def known(self, users: Iterable[UserId]) -> set[UserId]:
+        """Those of `users` whose record we hold."""
+        return {user for user in users if user in self._records}
 
     def homes(self, user: UserId) -> tuple[str, ...]:
         """Peer ids of the user's home nodes, as their newest record says."""

@@ -26,6 +26,7 @@ from hearthmesh.node.mesh.presence import PresenceService
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.run_state import RunState
 from hearthmesh.node.supervisor import Supervisor
+from hearthmesh.protocol.e2ee.keys import KeyBundle
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.home_dht import home_record_key
 from hearthmesh.protocol.identity import DeviceId, UserId
@@ -162,7 +163,9 @@ class HomeRecords:
             addrs = self._homes.own_addresses()[:MAX_HOME_ADDRS]
             try:
                 if self._homes.primary_peer is not None:
-                    record = await send_readdress(self._host, self._homes.primary_peer, addrs)
+                    record = await send_readdress(
+                        self._host, self._homes.primary_peer, addrs, self._homes.own_bundle
+                    )
                     await self.learn(record)  # the record the primary re-issued
                 return
             except HearthError as exc:  # the primary is offline or refused: try again later
@@ -171,10 +174,20 @@ class HomeRecords:
             if self._homes.own_addresses()[:MAX_HOME_ADDRS] != addrs:
                 return  # changed again: the task that change started carries on
 
-    async def readdress_home(self, peer: str, addrs: tuple[str, ...]) -> bytes:
-        """On the primary: a linked home gave its addresses; re-issue the record with them,
-        tell the mesh (in the background) and return the record. Raises NotAuthorized."""
-        if await self._homes.readdress_sibling(peer, addrs):
+    def give_bundle_soon(self) -> None:
+        """On a linked home whose key bundle our record does not list yet (it made its Olm
+        account after it was linked): give it to the primary with our addresses."""
+        linked = self._homes.primary_peer not in (None, self._host.peer_id)
+        if linked and not self._homes.lists_own_bundle():
+            self._supervisor.spawn(self._give_addresses_to_primary(), "give-bundle")
+
+    async def readdress_home(
+        self, peer: str, addrs: tuple[str, ...], bundle: KeyBundle | None
+    ) -> bytes:
+        """On the primary: a linked home gave its addresses (and key bundle); re-issue the
+        record with them, tell the mesh (in the background) and return the record. Raises
+        NotAuthorized or BadSignature."""
+        if await self._homes.readdress_sibling(peer, addrs, bundle):
             self._supervisor.spawn(self.announce(), "announce-home")
         return self._homes.signed_record()
 

@@ -18,6 +18,7 @@ from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.protocol.delivery import ProtocolErrorFrame, decode_frame, encode_error
+from hearthmesh.protocol.e2ee.keys import KeyBundle
 from hearthmesh.protocol.errors import (
     BadCertificate,
     NotAuthorized,
@@ -65,7 +66,7 @@ log = logging.getLogger(__name__)
 AddHome = Callable[[str, tuple[str, ...], DeviceId], Awaitable[tuple[bytes, bytes]]]
 """(peer id, addresses, device) -> (certificate, new home record): the primary's node does it."""
 
-ReaddressHome = Callable[[str, tuple[str, ...]], Awaitable[bytes]]
+ReaddressHome = Callable[[str, tuple[str, ...], KeyBundle | None], Awaitable[bytes]]
 """(linked home's peer id, its addresses) -> the home record re-issued with them (SPEC §10.10);
 raises NotAuthorized if the peer is not a linked home of the user."""
 
@@ -115,7 +116,9 @@ class LinkService:
         try:
             message = decode_link_message(await stream.read_frame(), sender=stream.remote_peer)
             if isinstance(message, Readdress):
-                record = await self._readdress_home(stream.remote_peer, message.addrs)
+                record = await self._readdress_home(
+                    stream.remote_peer, message.addrs, message.bundle
+                )
                 await stream.write_frame(record)
                 return
             self._redeem(message)
@@ -137,12 +140,14 @@ class LinkService:
         )
 
 
-async def send_readdress(host: P2PHost, primary: str, addrs: tuple[str, ...]) -> bytes:
-    """A linked home gives the primary its addresses (SPEC §10.10); returns the re-issued
-    home record (unverified: the caller learns it like any other). Raises the refusal, or a
-    P2PError if the primary is not reachable."""
+async def send_readdress(
+    host: P2PHost, primary: str, addrs: tuple[str, ...], bundle: KeyBundle
+) -> bytes:
+    """A linked home gives the primary its addresses (SPEC §10.10) and its device's key bundle
+    (SPEC §27.1); returns the re-issued home record (unverified: the caller learns it like any
+    other). Raises the refusal, or a P2PError if the primary is not reachable."""
     async with await host.open_stream(primary, LINK_PROTOCOL) as stream:
-        await stream.write_frame(encode_readdress(Readdress(addrs=addrs)))
+        await stream.write_frame(encode_readdress(Readdress(addrs=addrs, bundle=bundle)))
         reply = await stream.read_frame()
     refusal = _refusal(reply)
     if refusal is not None:

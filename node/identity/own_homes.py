@@ -19,6 +19,7 @@ from hearthmesh.node.clock import Clock
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.keyring import HOME_RECORD_SETTING, Keyring
 from hearthmesh.protocol.destinations import node_destination
+from hearthmesh.protocol.e2ee.keys import KeyBundle, verify_key_bundle
 from hearthmesh.protocol.errors import LocalProtocolError, NotAuthorized, NotFound, StorageError
 from hearthmesh.protocol.home_record import (
     HomeRecord,
@@ -55,8 +56,11 @@ class OwnHomes:
         addrs: Callable[[], tuple[str, ...]],
         store: AsyncStore,
         directory: HomeDirectory,
+        own_bundle: KeyBundle,
     ) -> None:
+        """`own_bundle`: this device's key bundle (SPEC §27.1), listed in the record."""
         self._keyring = keyring
+        self._own_bundle = own_bundle
         self._clock = clock
         self._peer_id = peer_id
         self._addrs = addrs
@@ -83,6 +87,7 @@ class OwnHomes:
             if stored is None:
                 raise StorageError("a linked device without its home record: link it again")
             self._adopt(stored)
+            self._directory.learn_verified(store, decode_home_record(stored))
             return
         me, device = self._peer_id, self._keyring.device_id
         homes = (me, *[h for h in (previous.homes if previous else ()) if h != me])
@@ -97,6 +102,7 @@ class OwnHomes:
         record = self._issue(self._keyring.user, previous, homes, addrs, devices)
         self._adopt(encode_home_record(record))
         store.set_setting(HOME_RECORD_SETTING, self.record)
+        self._directory.learn_verified(store, record)  # our devices' bundles, for our sends
 
     # --- changes (primary) --------------------------------------------------------------
 
@@ -133,21 +139,57 @@ class OwnHomes:
         )
         return True
 
-    async def readdress_sibling(self, peer: str, addrs: tuple[str, ...]) -> bool:
-        """A linked home of ours gave its addresses as they are now (SPEC §10.10): the
-        primary re-issues the record with them in place of that home's old ones. False if
-        nothing changed. Raises NotAuthorized if we are not the primary or `peer` is not a
-        linked home of our user."""
+    async def readdress_sibling(
+        self, peer: str, addrs: tuple[str, ...], bundle: KeyBundle | None = None
+    ) -> bool:
+        """A linked home of ours gave its addresses as they are now (SPEC §10.10), and its
+        device's key bundle (SPEC §27.1): the primary re-issues the record with them in place
+        of that home's old ones. False if nothing changed.
+
+        Raises:
+            NotAuthorized: we are not the primary, `peer` is not a linked home of our user, or
+                the bundle is not of the device that home runs.
+            BadSignature: the bundle is not signed by its device.
+        """
         user_key = self._primary_key("lists addresses")
         current = decode_home_record(self.record)
         if peer == self._peer_id or peer not in current.homes:
             raise NotAuthorized("only a linked home of this user gives its addresses")
+        if bundle is not None:
+            position = current.homes.index(peer)
+            devices = current.devices
+            if position >= len(devices) or devices[position].device != bundle.device:
+                raise NotAuthorized("a home gives the key bundle of its own device only")
+            verify_key_bundle(bundle)
         others = tuple(a for a in current.addrs if not a.endswith(f"/p2p/{peer}"))
         addrs = (*others, *addrs)[:_MAX_ADDRS]
-        if addrs == current.addrs:
+        extra = () if bundle is None else (bundle,)
+        if addrs == current.addrs and all(b in current.bundles for b in extra):
             return False
-        await self._keep(self._issue(user_key, current, current.homes, addrs, current.devices))
+        await self._keep(
+            self._issue(user_key, current, current.homes, addrs, current.devices, extra)
+        )
         return True
+
+    def sibling_bundle(self, peer: str) -> KeyBundle | None:
+        """The key bundle our record lists for the device on our sibling home `peer`."""
+        record = decode_home_record(self.record)
+        if peer == self._peer_id or peer not in record.homes:
+            return None
+        position = record.homes.index(peer)
+        if position >= len(record.devices):
+            return None
+        return record.bundle_of(record.devices[position].device)
+
+    def lists_own_bundle(self) -> bool:
+        """Does our user's record list this device's key bundle (a linked device gives it to
+        the primary after it starts)?"""
+        return self._own_bundle in decode_home_record(self.record).bundles
+
+    @property
+    def own_bundle(self) -> KeyBundle:
+        """This device's key bundle."""
+        return self._own_bundle
 
     async def revoke(self, device: DeviceId) -> None:
         """Drop a device and the home it lives on (they share a position in the record)."""
@@ -226,14 +268,21 @@ class OwnHomes:
         homes: tuple[str, ...],
         addrs: tuple[str, ...],
         devices: tuple[DeviceCertificate, ...],
+        new_bundles: tuple[KeyBundle, ...] = (),
     ) -> HomeRecord:
+        """The record, with the bundles of the previous one, ours and `new_bundles` in place
+        of older ones of their devices (bundles of devices it no longer lists drop out)."""
         newer = previous.issued_ms + 1 if previous is not None else 0
+        bundles = {b.device: b for b in (previous.bundles if previous is not None else ())}
+        for bundle in (self._own_bundle, *new_bundles):
+            bundles[bundle.device] = bundle
         return issue_home_record(
             user_key,
             issued_ms=max(self._clock.now_ms(), newer),
             homes=homes[:_MAX_HOMES],
             addrs=addrs[:_MAX_ADDRS],
             devices=devices[:_MAX_DEVICES],
+            bundles=tuple(bundles.values()),
         )
 
     def _adopt(self, data: bytes) -> None:

@@ -1,8 +1,11 @@
-"""Presence: who is online, from signed heartbeats on the presence topic (SPEC §14.2).
+"""Presence: who is online, from signed heartbeats of our contacts (SPEC §14.2, §32.4).
 
-Each node announces its user every `interval` with a PRESENCE envelope that carries the user's
-home record, so presence also spreads where every inbox lives. A user not heard from within
-the TTL is offline; a node that stops gracefully says so at once.
+Each node tells its user's contacts every `interval` that the user is online, with a PRESENCE
+envelope that carries the user's home record, on direct streams (`ContactSignals`): a user not
+heard from within the TTL is offline, and a node that stops gracefully says so at once. The
+mesh-wide presence topic carries the home record alone (status RECORD), when it changed and
+every `RECORD_EVERY` intervals, so every node still learns where each inbox lives but no one
+learns presence from it. State owned: the record last published on the topic.
 """
 
 from __future__ import annotations
@@ -21,26 +24,33 @@ from hearthmesh.node.identity.trust_watch import TrustWatch
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
 from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.node.social.signals import ContactSignals
 from hearthmesh.protocol.certificate_cache import VerifiedCertificates
 from hearthmesh.protocol.envelope import Kind, RoomId, seal
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.gossip import (
     PRESENCE_CONTENT_TYPE,
     PRESENCE_TOPIC,
+    GossipItem,
     PresenceStatus,
     decode_gossip,
     decode_presence,
     encode_gossip,
     encode_presence,
 )
+from hearthmesh.protocol.gossip import (
+    Presence as PresencePayload,
+)
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["PRESENCE_ROOM", "PresenceService"]
+__all__ = ["PRESENCE_ROOM", "RECORD_EVERY", "PresenceService"]
 
 log = logging.getLogger(__name__)
 
 PRESENCE_ROOM: Final = RoomId(bytes(32))
 """Ephemeral envelopes that belong to no room name the all-zero room (SPEC §14.2)."""
+RECORD_EVERY: Final = 6
+"""Intervals between two publications of an unchanged record on the topic (SPEC §32.4)."""
 
 
 class PresenceService:
@@ -63,7 +73,15 @@ class PresenceService:
         certificates: VerifiedCertificates,
         validator_certificates: VerifiedCertificates,
         trust: TrustWatch,
+        signals: ContactSignals,
     ) -> None:
+        self._signals = signals
+        signals.on_presence(self._take_from_contact)
+        self._published: bytes | None = None
+        """The record last published on the topic, and intervals since (`_record_due`)."""
+        self._since_published = 0
+        self.announcements = 0
+        """Presence rounds done (for tests and status)."""
         self._certificates = certificates
         self._trust = trust
         """The event loop's cache (the listener), shared with the receiver."""
@@ -113,15 +131,27 @@ class PresenceService:
         decode_presence(item.envelope, now_ms=now)
 
     async def announce(self, status: PresenceStatus = PresenceStatus.ONLINE) -> None:
-        """Publish our presence now; a mesh without peers yet is not an error."""
+        """Tell our contacts our presence now, and publish our record on the topic when it is
+        due; a mesh without peers yet is not an error."""
         if not self._share:
             return
+        self.announcements += 1
         try:
-            await self._host.publish(PRESENCE_TOPIC, self.payload(status))
+            await self._signals.send(self.payload(status), await self._signals.contacts())
+            if status is not PresenceStatus.OFFLINE and self._record_due():
+                await self._host.publish(PRESENCE_TOPIC, self.payload(PresenceStatus.RECORD))
         except P2PError as exc:
             log.debug("presence not published: %s", exc)
         except HearthError as exc:  # e.g. our own validator: a clock not yet corrected
             log.info("presence not published: %s", exc)
+
+    def _record_due(self) -> bool:
+        record = self._home_record()
+        self._since_published += 1
+        if record == self._published and self._since_published < RECORD_EVERY:
+            return False
+        self._published, self._since_published = record, 0
+        return True
 
     async def run(self, subscription: Subscription) -> None:
         """Announce every interval, expire silent users, and take others' announcements."""
@@ -135,24 +165,19 @@ class PresenceService:
     async def _listen(self, subscription: Subscription) -> None:
         async for message in subscription:
             try:
-                await self._take(message.data)
+                now = self._clock.now_ms()
+                item = decode_gossip(message.data, now_ms=now, certificates=self._certificates)
+                await self._learn(item)  # the topic tells where homes are, never presence
             except HearthError as exc:  # validated on the trio thread; a race with expiry only
                 log.debug("presence from %s ignored: %s", message.origin[-8:], exc)
 
-    async def _take(self, data: bytes) -> None:
+    async def _take_from_contact(self, item: GossipItem) -> None:
+        """A contact's presence, pushed to us (SPEC §32.4): its record, and their status."""
         now = self._clock.now_ms()
-        item = decode_gossip(data, now_ms=now, certificates=self._certificates)
-        presence = decode_presence(item.envelope, now_ms=now)
+        presence = await self._learn(item)
         user = item.envelope.sender_user
-        if user == self._keyring.user_id:
+        if presence is None or presence.status is PresenceStatus.RECORD:
             return
-        newer = await self._store.run(
-            self._directory.learn_verified, self._store.store, presence.home_record
-        )
-        if newer:
-            for home in presence.home_record.homes:
-                self._revive(home)
-            await self._trust.adopted(presence.home_record)  # SPEC §29.5
         if self._directory.record(user) is None:
             return  # a stranger past the directory's bound (SPEC §13.6): nothing kept of them
         online = presence.status is PresenceStatus.ONLINE
@@ -165,6 +190,20 @@ class PresenceService:
         )
         if held is None or held.online != online:
             self._emit(PresenceChanged(user=user, online=online, last_seen_ms=seen))
+
+    async def _learn(self, item: GossipItem) -> PresencePayload | None:
+        """Adopt the home record a verified announcement carries; None for our own."""
+        presence = decode_presence(item.envelope, now_ms=self._clock.now_ms())
+        if item.envelope.sender_user == self._keyring.user_id:
+            return None
+        newer = await self._store.run(
+            self._directory.learn_verified, self._store.store, presence.home_record
+        )
+        if newer:
+            for home in presence.home_record.homes:
+                self._revive(home)
+            await self._trust.adopted(presence.home_record)  # SPEC §29.5
+        return presence
 
     def _expire(self) -> None:
         now = self._clock.now_ms()

@@ -136,6 +136,11 @@ class AutoNatLayer:
         if self.reachability is Reachability.UNKNOWN:
             self._wake.set()
 
+    def addresses_changed(self) -> None:
+        """We have a new address to be dialled at (a port mapping, SPEC §10.12): check soon,
+        whatever we knew."""
+        self._wake.set()
+
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Run the periodic checks for the lifetime of the block."""

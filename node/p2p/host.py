@@ -65,6 +65,8 @@ from hearthmesh.node.p2p.hole_punch import HolePunchCounts, HolePunchLayer
 from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
+from hearthmesh.node.p2p.upnp import UpnpLayer
+from hearthmesh.node.p2p.webrtc import WebRtcLayer, is_webrtc
 from hearthmesh.node.p2p.yamux import release_credit_in_half_windows
 from hearthmesh.protocol.errors import (
     HearthError,
@@ -110,6 +112,8 @@ class RefusalHandler(Protocol):
         ...
 
 
+WEBRTC_PATH: Final = "webrtc"
+"""A peer path (`P2PHost.peer_paths`) and hole punch transport: a WebRTC connection."""
 STOP_GRACE_S: Final = 2.0
 """Upper bound for closing all connections at stop (see `_close_quietly`)."""
 _SEED_BYTES: Final = 32
@@ -158,6 +162,11 @@ class HostConfig:
     """Reservations, circuits, bytes and time the hop service gives (SPEC §10.7)."""
     relay_reservations: int = 2
     """Relays a private node reserves on, in `relay_rank` order (SPEC §10.7)."""
+    webrtc: bool = True
+    """Upgrade a relayed connection that hole punching left relayed to WebRTC (SPEC §10.11)."""
+    upnp: bool = False
+    """Ask the LAN's gateway to forward our listen ports and advertise the mapped addresses
+    first (SPEC §10.12)."""
     relay_rank: Callable[[list[str]], Awaitable[list[str]]] | None = None
     """Orders the connected peers as candidate relays, best first (co-members' homes first,
     SPEC §11.7); runs on asyncio; None (or a failure) keeps the order of `connected_peers`."""
@@ -264,10 +273,10 @@ class _ConnectionTracker(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), relay_of(conn))
+        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), _path_of(conn))
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, relay_of(conn))
+        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, _path_of(conn))
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
@@ -308,6 +317,9 @@ class P2PHost:
             hop=config.relay_service, limits=config.relay_limits, report=self._report_relayed
         )
         self._punch = HolePunchLayer(report=self._report_punch)
+        self._webrtc = WebRtcLayer(report=self._report_webrtc)
+        self._upnp = UpnpLayer(report=self._report_mapped)
+        self._mapped_addrs: list[str] = []
         self.hole_punches = HolePunchCounts()
         """Hole punches tried and those that went direct, per transport (SPEC §10.9)."""
         self.inbound = InboundLedger(config.inbound)
@@ -421,6 +433,8 @@ class P2PHost:
         self._autonat.build(host)
         self._relay.build(host)
         self._punch.build(host)
+        if self.config.webrtc:
+            self._webrtc.build(host)
         if self._dht is not None:
             self._dht.build(host)
         host.get_network().register_notifee(_ConnectionTracker(self._report_connection))
@@ -448,6 +462,7 @@ class P2PHost:
                         self._autonat.running(),
                         self._relay.running(),
                         self._punch.running(),
+                        self._webrtc.running(),
                     ):
                         try:
                             listening = [
@@ -455,7 +470,13 @@ class P2PHost:
                             ]
                             self._direct_addrs = expand_unspecified(listening, interface_ipv4s())
                             self.listen_addrs = list(self._direct_addrs)
-                            yield
+                            upnp = (
+                                self._upnp.running(lambda: _transport_addrs(host))
+                                if self.config.upnp
+                                else contextlib.nullcontext()
+                            )
+                            async with upnp:
+                                yield
                         finally:
                             # Connections go first: an RPC arriving after pubsub's service
                             # stopped crashes the whole host ("Nursery is closed").
@@ -482,7 +503,8 @@ class P2PHost:
         host = self._host
         listening = candidates if host is None else host.get_transport_addrs()
         expanded = expand_unspecified([str(a) for a in listening], interface_ipv4s())
-        return [multiaddr.Multiaddr(a) for a in expanded]
+        mapped = [a.rsplit("/p2p/", 1)[0] for a in self._mapped_addrs]
+        return [multiaddr.Multiaddr(a) for a in mapped + expanded]
 
     async def _close_host(self, host: IHost) -> None:
         """`host.run()` alone leaves listener and outbound sockets open (3 fds per 2-host
@@ -535,14 +557,41 @@ class P2PHost:
     def _report_punch(self, transport: str, went_direct: bool) -> None:
         self._bridge.to_asyncio(self.hole_punches.record, transport, went_direct)
 
+    def _report_webrtc(self, peer: str, connected: bool) -> None:
+        self._report_punch(WEBRTC_PATH, connected)
+
+    async def upgrade_to_webrtc(self, peer_id: str) -> bool:
+        """Offer WebRTC to a connected peer now (as after a failed hole punch, SPEC §10.11);
+        True if a WebRTC connection to it carries new streams."""
+        return await self._call(
+            P2PError, f"WebRTC to {peer_id}", self._webrtc.upgrade, ID.from_base58(peer_id)
+        )
+
     def _report_relayed(self, relayed: dict[str, str]) -> None:
         self._bridge.to_asyncio(self._apply_relayed, dict(relayed))
 
     def _apply_relayed(self, relayed: dict[str, str]) -> None:
         self._relayed_via = relayed
-        # Circuit addresses first: we reserved because AutoNAT found us private, so a peer
-        # elsewhere would wait out a dial timeout on each direct address before them.
-        self.listen_addrs = list(relayed.values()) + self._direct_addrs
+        self._apply_addresses()
+
+    def _report_mapped(self, mapped: list[str]) -> None:
+        """On the trio thread: the gateway forwards these to us (UPnP, SPEC §10.12); they go
+        first among our direct addresses, and AutoNAT checks again."""
+        self._mapped_addrs = [f"{a}/p2p/{self.peer_id}" for a in mapped]
+        others = [a for a in self._direct_addrs if a not in self._mapped_addrs]
+        self._direct_addrs = self._mapped_addrs + others
+        self._autonat.addresses_changed()
+        self._bridge.to_asyncio(self._apply_addresses)
+
+    def _apply_addresses(self) -> None:
+        # Circuit addresses first while AutoNAT finds us private (we reserved because of it), so
+        # a peer elsewhere does not wait out a dial timeout on each direct address before them;
+        # once public (a port mapping came, SPEC §10.12) the direct ones answer, and go first.
+        relayed = list(self._relayed_via.values())
+        if self.reachability is Reachability.PUBLIC:
+            self.listen_addrs = self._direct_addrs + relayed
+        else:
+            self.listen_addrs = relayed + self._direct_addrs
         self._on_addresses()
 
     def relays(self) -> list[str]:
@@ -550,7 +599,8 @@ class P2PHost:
         return sorted(self._relayed_via)
 
     def peer_paths(self) -> dict[str, list[str]]:
-        """Each connected peer -> how we reach it: `"direct"` and/or the relays' peer ids."""
+        """Each connected peer -> how we reach it: `"direct"`, `"webrtc"` and/or the relays'
+        peer ids."""
         return {
             peer: sorted("direct" if relay is None else relay for relay in paths)
             for peer, paths in self._paths.items()
@@ -558,20 +608,25 @@ class P2PHost:
 
     def _apply_reachability(self, now: Reachability) -> None:
         self.reachability = now
+        if self._relayed_via:  # which addresses go first
+            self._apply_addresses()
 
     def _report_connection(
-        self, peer: str, delta: int, ip: str | None, relay: str | None = None
+        self, peer: str, delta: int, ip: str | None, path: str | None = None
     ) -> None:
+        relay = None if path == WEBRTC_PATH else path
         if delta > 0 and relay is not None:  # DCUtR: go direct where the NATs allow
             self._punch.relayed_connection_opened(peer)
+            if self.config.webrtc:  # else WebRTC, once DCUtR has had its window
+                self._webrtc.relayed_connection_opened(peer)
         if delta > 0:  # a new peer may serve AutoNAT, or be a relay we want
             self._autonat.peer_connected()
             if self._autonat.reachability is Reachability.PRIVATE:
                 self._spawn_reserve()
-        elif peer in self._relay.relayed_addrs and relay is None:
+        elif peer in self._relay.relayed_addrs and path is None:  # our direct one to it
             self._relay.forget(peer)
             self._spawn_reserve()
-        self._bridge.to_asyncio(self._apply_path, peer, delta, relay)
+        self._bridge.to_asyncio(self._apply_path, peer, delta, path)
         if delta > 0 and self._dht is not None:  # a new peer may serve the DHT
             with contextlib.suppress(HostClosed):
                 self._bridge.spawn(self._dht.add_peer, ID.from_base58(peer))
@@ -600,6 +655,11 @@ class P2PHost:
             self._remote_ips.pop(peer, None)
         if self._on_connection is not None and (before > 0) != (count > 0):
             self._on_connection(peer, count > 0)
+        elif delta > 0 and not self._admits(peer):
+            # A refused peer that dialled again while its last connection was still closing
+            # has two for a moment: no first-connection report comes for the second one, so
+            # the filter closes it here, or it would stay open once the first is gone.
+            self.disconnect_nowait(peer)
 
     def _require_host(self) -> IHost:
         if self._host is None:
@@ -698,7 +758,8 @@ class P2PHost:
         """Call `handler` on asyncio when a peer gets its first connection or loses its last.
 
         Every new connection counts however it came (dialled, accepted, mDNS, bootstrap); with
-        at most one connection per peer, each reconnect is one call.
+        at most one connection per peer, each reconnect is one call. An extra connection of a
+        peer the peer filter refuses is closed by the host itself (`_apply_connection`).
         """
         self._on_connection = handler
 
@@ -968,6 +1029,15 @@ def _dial_from(network: INetwork, ip: str) -> None:
         if isinstance(transport, TCP):
             dial = functools.partial(transport.dial_with_source, source=(ip, 0))
             transport.dial = dial  # type: ignore[method-assign]
+
+
+def _transport_addrs(host: IHost) -> list[str]:
+    return [str(a) for a in host.get_transport_addrs()]
+
+
+def _path_of(conn: INetConn) -> str | None:
+    """How `conn` reaches its peer: `WEBRTC_PATH`, the relay's peer id, or None (direct)."""
+    return WEBRTC_PATH if is_webrtc(conn) else relay_of(conn)
 
 
 def _remote_ip(conn: INetConn) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from hearthmesh.node.e2ee.readable import content_of
 from hearthmesh.protocol.content import ContactAction, decode_contact
 from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import RemoteProtocolError
@@ -20,13 +21,17 @@ __all__ = ["apply_contact_event"]
 log = logging.getLogger(__name__)
 
 
-def apply_contact_event(store: Store, own: UserId, envelope: Envelope, *, now_ms: int) -> None:
-    """Apply a just-stored contact event from another user; runs in the storing transaction."""
+def apply_contact_event(store: Store, own: UserId, envelope: Envelope, *, now_ms: int) -> bool:
+    """Apply a just-stored contact event from another user; runs in the storing transaction.
+    True if it made the two users contacts (our profile goes to them then, SPEC §32.1)."""
+    content = content_of(envelope)
+    if content is None:
+        return False  # not readable here (SPEC §27.3)
     try:
-        event = decode_contact(envelope.body)
+        event = decode_contact(content.body)
     except RemoteProtocolError as exc:  # stored as sent; it changes nothing
         log.info("contact event %s ignored: %s", envelope.message_id.hex()[:16], exc)
-        return
+        return False
     sender = envelope.sender_user
     if store.get_profile(sender) is None and (event.display_name or event.handle):
         # keep the name a contact event carries, unless a profile is already known
@@ -37,7 +42,7 @@ def apply_contact_event(store: Store, own: UserId, envelope: Envelope, *, now_ms
                 display_name=event.display_name,
                 avatar=None,
                 bio="",
-                updated_ms=now_ms,
+                updated_ms=0,  # a placeholder: any PROFILE of theirs is newer (SPEC §32.1)
             )
         )
     match event.action:
@@ -46,8 +51,9 @@ def apply_contact_event(store: Store, own: UserId, envelope: Envelope, *, now_ms
                 FriendRequest(sender=sender, recipient=own, created_ms=now_ms, note=event.note)
             )
         case ContactAction.ACCEPT:
-            store.accept_friend_request(own, sender, now_ms=now_ms)
+            return store.accept_friend_request(own, sender, now_ms=now_ms)
         case ContactAction.DECLINE:
             # a refusal of our request, or the sender withdrawing theirs
             store.delete_friend_request(own, sender)
             store.delete_friend_request(sender, own)
+    return False

@@ -23,11 +23,11 @@ from hearthmesh.protocol.actions import (
     fold_actions,
     target_of,
 )
-from hearthmesh.protocol.envelope import Envelope, MessageId
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId
 from hearthmesh.protocol.errors import RemoteProtocolError
 from hearthmesh.storage.api import Store
 
-__all__ = ["acts_on", "apply_recall", "read_action", "refusal", "states_of"]
+__all__ = ["acts_on", "apply_recall", "index_opened", "read_action", "refusal", "states_of"]
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ def read_action(envelope: Envelope) -> ActionEvent | None:
 
 
 def acts_on(envelope: Envelope) -> MessageId | None:
-    """The message an action names, for the store's index; None for anything else. A RECALL's
-    target is in the clear, so even a home that cannot read other bodies indexes it."""
+    """The message an action names, for the store's index; None for anything else, and for an
+    action not opened here yet (`index_opened` indexes it once its room key comes)."""
     try:
         event = read_action(envelope)
     except RemoteProtocolError:
@@ -82,6 +82,18 @@ def apply_recall(store: Store, envelope: Envelope) -> None:
         return
     if store.withdraw(target, envelope.message_id, envelope.sender_user):
         log.debug("recalled %s: body purged", target.hex()[:12])
+
+
+def index_opened(store: Store, opened: Sequence[Envelope]) -> None:
+    """Actions stored before they could be read, opened now that their room key came
+    (SPEC §27.11): indexed by the message they name and a recall applied, as on arrival."""
+    for envelope in opened:
+        target = acts_on(envelope)
+        if target is None:
+            continue
+        store.index_action(target, envelope.message_id)
+        if envelope.kind is Kind.RECALL:
+            apply_recall(store, envelope)
 
 
 def states_of(store: Store, envelopes: Sequence[Envelope]) -> dict[MessageId, MessageState]:

@@ -18,7 +18,13 @@ from hearthmesh.protocol.authority import Ruling
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
 from hearthmesh.protocol.errors import NotAuthorized
 from hearthmesh.protocol.identity import UserId
-from hearthmesh.protocol.membership import Role, RoomState, decode_membership, direct_room_state
+from hearthmesh.protocol.membership import (
+    Role,
+    RoomState,
+    decode_membership,
+    direct_room_state,
+    refusal_of,
+)
 from hearthmesh.protocol.membership_log import (
     DEFAULT_MEMBERSHIP_LIMITS,
     MemberDiff,
@@ -134,12 +140,20 @@ class RoomRegistry:
         """Our own MEMBERSHIP change must be allowed now, against the folded state (§12.6).
 
         Raises:
-            NotAuthorized: the rules do not allow it (nothing may be written).
+            NotAuthorized: the rules do not allow it (nothing may be written); the SPEC §30.2
+                reason where there is one (`RoleRequired`, `Banned`, `MembershipConflict`).
             MembershipLimit: the room or our user is at its bound.
         """
         ruling = room_ruling(envelope, self.states(store), self._local)
         if ruling is not Ruling.ALLOWED:
-            raise NotAuthorized(f"membership change refused: {ruling.name.lower()}")
+            state = self.state(store, envelope.room)
+            # our own event sorts last: the current state is the one it is judged at
+            reason = (
+                None
+                if state is None
+                else refusal_of(state, envelope.sender_user, decode_membership(envelope.body))
+            )
+            raise reason or NotAuthorized(f"membership change refused: {ruling.name.lower()}")
 
     # --- changes ----------------------------------------------------------------------------
 

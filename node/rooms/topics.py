@@ -1,19 +1,19 @@
 """The gossip topics of our rooms (SPEC §14.1): which we follow, and what arrives on them.
 
 A room topic brings the fast-path copies of the room's envelopes, taken in batches so that
-whatever queued up goes to the store in one hop, and typing indicators, which are never
-stored. Payloads were verified by our topic validator before they got here.
+whatever queued up goes to the store in one hop. Typing indicators never go on it (they go to
+contacts alone, SPEC §32.4): one that comes anyway is dropped. Payloads were verified by our
+topic validator before they got here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Set
+from collections.abc import Callable
 from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.receiver import Receiver
-from hearthmesh.node.events import NodeEvent, TypingChanged
 from hearthmesh.node.mesh.standing import PeerStanding
 from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
 from hearthmesh.node.p2p.host import P2PHost
@@ -21,9 +21,8 @@ from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.authority import Ruling, gossip_ruling
 from hearthmesh.protocol.certificate_cache import VerifiedCertificates
-from hearthmesh.protocol.content import decode_typing
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
-from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
+from hearthmesh.protocol.envelope import Kind, RoomId
 from hearthmesh.protocol.errors import (
     HearthError,
     MalformedMessage,
@@ -32,7 +31,6 @@ from hearthmesh.protocol.errors import (
     StorageError,
 )
 from hearthmesh.protocol.gossip import GossipItem, decode_gossip, load_gossip, room_topic
-from hearthmesh.protocol.identity import UserId
 
 __all__ = ["ROOM_TOPIC_PREFIX", "RoomTopics"]
 
@@ -52,10 +50,7 @@ class RoomTopics:
         host: P2PHost,
         receiver: Receiver,
         clock: Clock,
-        user: UserId,
-        members: Callable[[RoomId], Awaitable[Set[UserId]]],
         rooms: RoomRegistry,
-        emit: Callable[[NodeEvent], None],
         supervisor: Supervisor,
         standing: PeerStanding,
         running: Callable[[], bool],
@@ -64,10 +59,7 @@ class RoomTopics:
         self._host = host
         self._receiver = receiver
         self._clock = clock
-        self._user = user
-        self._members = members
         self._rooms = rooms
-        self._emit = emit
         self._supervisor = supervisor
         self._standing = standing
         self._running = running
@@ -135,9 +127,7 @@ class RoomTopics:
             for message in messages:
                 with self._supervisor.contain(_ROOM_GOSSIP, _sender(message)):
                     item = load_gossip(message.data)  # our validator verified it already
-                    if item.envelope.kind is Kind.TYPING:
-                        await self._take_typing(item.envelope)  # ephemeral: never stored
-                    else:
+                    if item.envelope.kind is not Kind.TYPING:  # typing: contacts only, §32.4
                         taken.append((message, item))
             if taken:
                 await self._accept(taken)
@@ -167,14 +157,6 @@ class RoomTopics:
         for result in results:
             if result.status is AckStatus.REJECTED and result.message_id in sender:
                 self._standing.refused_results(sender[result.message_id], [result])
-
-    async def _take_typing(self, envelope: Envelope) -> None:
-        if envelope.sender_user == self._user:
-            return  # our own publish, echoed by gossipsub
-        active = decode_typing(envelope.body)
-        if envelope.sender_user not in await self._members(envelope.room):
-            return  # not a member as far as we know: views of a room may differ for a while
-        self._emit(TypingChanged(room=envelope.room, user=envelope.sender_user, active=active))
 
 
 def _sender(message: GossipMessage) -> str:

@@ -1,12 +1,13 @@
 // The hearthmesh web client (SPEC §15.7): pairing, the conversation list (message requests
 // apart), a chat view with live messages, ticks, history, day separators, media, presence and
-// typing; groups, friends. Plain DOM; all text from the network is set with textContent,
+// typing; groups, friends (requests, links, blocking, others' pictures). Plain DOM; all text from the network is set with textContent,
 // never parsed as HTML.
 
 import {
   actionButtons, edit, quoteBlock, reactionChips, react, recall, recalledBubble,
 } from "./actions.js";
 import { ApiError, Live, call, looksPaired, setCsrfToken, upload } from "./api.js";
+import { joinGroupForm, membersPanel } from "./groups.js";
 import {
   h, dayLabel, formatTime, mediaElement, presenceText, statusLabel, ticks,
 } from "./dom.js";
@@ -25,8 +26,8 @@ const state = {
   live: null,
   users: new Map(), // user id -> profile view with presence (GET /v1/users/{id}, presence frames)
   friends: new Set(), // user ids
-  friendsKnown: false, // the friends list has been read once (until then: no message requests)
   requests: [], // incoming friend requests
+  blocked: [], // profile views of the users we blocked
   typing: new Map(), // room id -> Set of user ids typing there
   typingSentMs: 0,
   listLoad: Promise.resolve(), // the latest load of the conversation list
@@ -96,6 +97,8 @@ async function startApp(session) {
           "aria-controls": "new-chat", onclick: toggleNewChat }, "New chat"),
         h("button", { id: "new-group-toggle", type: "button", "aria-expanded": "false",
           "aria-controls": "new-group", onclick: () => toggle("new-group") }, "New group"),
+        h("button", { id: "join-group-toggle", type: "button", "aria-expanded": "false",
+          "aria-controls": "join-group", onclick: () => toggle("join-group") }, "Join group"),
         h("button", { id: "friends-toggle", type: "button", "aria-expanded": "false",
           "aria-controls": "friends", onclick: () => toggle("friends") },
           "Friends", h("span", { id: "request-count", class: "unread", hidden: true })),
@@ -139,19 +142,28 @@ async function startApp(session) {
         h("label", { for: "new-group-members" }, "Members' user ids (one per line)"),
         h("textarea", { id: "new-group-members", rows: "2", spellcheck: "false" }),
         h("button", { type: "submit" }, "Create group"),
-        // Invite links and QR codes come with issue #15 (join by invite): they go here.
         h("p", { id: "new-group-error", class: "error", role: "alert" })),
+      joinGroupForm(onJoinedGroup, handleError),
       h("section", { id: "friends", class: "new-chat", hidden: true, "aria-label": "Friends" },
         h("h2", {}, "Friend requests"),
         h("ul", { id: "friend-requests", class: "people" }),
         h("form", { id: "add-friend", onsubmit: onAddFriend },
-          h("label", { for: "add-friend-user" }, "Add a friend by user id"),
+          h("label", { for: "add-friend-user" }, "Add a friend by user id or hearthmesh: link"),
           h("input", { id: "add-friend-user", required: true, spellcheck: "false",
-            pattern: USER_PATTERN, placeholder: "u…" }),
+            pattern: `${USER_PATTERN}|hearthmesh:friend/.+`, placeholder: "u… or hearthmesh:…" }),
           h("button", { type: "submit" }, "Send request")),
         h("p", { id: "friends-error", class: "error", role: "alert" }),
+        h("button", { id: "friend-invite", type: "button", onclick: showInvite },
+          "Show my friend code"),
+        h("div", { id: "invite-offer", class: "pair-offer", hidden: true }),
         h("h2", {}, "Friends"),
-        h("ul", { id: "friend-list", class: "people" })),
+        h("ul", { id: "friend-list", class: "people" }),
+        h("h2", {}, "Blocked"),
+        h("ul", { id: "blocked-list", class: "people" }),
+        h("label", { for: "presence-visibility" }, "Who sees when I am online and typing"),
+        h("select", { id: "presence-visibility", onchange: onVisibility },
+          h("option", { value: "contacts" }, "My friends"),
+          h("option", { value: "nobody" }, "Nobody"))),
       h("div", { id: "pair-offer", class: "pair-offer", hidden: true }),
       h("p", { class: "me" }, "You: ", h("code", { id: "my-id" }, state.me)),
       h("ul", { id: "conversations", class: "conversations", "aria-label": "Chats" }),
@@ -229,31 +241,64 @@ async function fetchConversations() {
     room.type = row.type;
     room.members = row.members || [];
     room.admins = row.admins || [];
+    room.my_role = row.my_role || null; // groups: owner, admin or member (SPEC §30.5)
+    room.topic = row.topic || "";
     room.latest = row.LatestMessage;
     room.latestMs = row.latest_activity_ms;
     room.unread = row.unread; // counted by the node from our read receipts (SPEC §15.5.1)
+    room.request = Boolean(row.request); // a message request (SPEC §32.5)
+    room.picture = row.RecipientProfilePic || null;
     state.rooms.set(row.id, room);
   }
   renderList();
 }
 
-/** A direct chat a stranger opened and we have not answered: listed apart (SPEC §15.7.5). */
+/** A direct chat a stranger opened and we have not accepted: listed apart (SPEC §32.5). */
 function isRequest(room) {
-  return Boolean(state.friendsKnown && room.recipient && !state.friends.has(room.recipient) && room.latest
-    && room.latest.sender_id !== state.me);
+  return Boolean(room.request);
 }
 
 function renderList() {
   const list = document.getElementById("conversations");
   if (!list) return;
   const rooms = [...state.rooms.values()].sort((a, b) => (b.latestMs || 0) - (a.latestMs || 0));
-  const requests = rooms.filter(isRequest);
+  const blocked = new Set(state.blocked.map((user) => user.user_id));
+  const requests = rooms.filter((room) => isRequest(room) && !blocked.has(room.recipient));
   // Redrawing replaces the rows: keep the keyboard's place on the row it was on.
   const focused = document.activeElement?.closest(".conversation")?.dataset.room;
   list.replaceChildren(...rooms.filter((room) => !isRequest(room)).map(renderRow));
-  document.getElementById("message-requests").replaceChildren(...requests.map(renderRow));
+  // a blocked stranger's request is gone; a blocked friend's chat stays, silent
+  document.getElementById("message-requests").replaceChildren(...requests.map(renderRequest));
   document.getElementById("requests-heading").hidden = requests.length === 0;
   if (focused) document.querySelector(`.conversation[data-room="${focused}"]`)?.focus();
+}
+
+/** A message request: its row, and what to do with it (accept, or block its sender). */
+function renderRequest(room) {
+  const row = renderRow(room);
+  row.append(
+    h("button", { type: "button", class: "accept-request", onclick: () => acceptRequest(room.id),
+      "aria-label": `Accept the chat with ${room.name}` }, "Accept chat"),
+    h("button", { type: "button", class: "block-user",
+      onclick: () => setBlocked(room.recipient, true),
+      "aria-label": `Block ${room.name}` }, "Block"));
+  return row;
+}
+
+async function acceptRequest(roomId) {
+  try {
+    await call("POST", `/v1/conversation/${roomId}/accept`);
+    await loadConversations();
+  } catch (error) {
+    handleError(error);
+  }
+}
+
+/** The avatar of a conversation or a person: their picture when they shared one. */
+function avatar(name, picture, extra) {
+  if (!picture) return h("span", { class: "avatar", "aria-hidden": "true" }, initials(name), extra);
+  return h("span", { class: "avatar", "aria-hidden": "true" },
+    h("img", { class: "picture", src: `/v1/media/${picture}`, alt: "" }), extra);
 }
 
 function renderRow(room) {
@@ -266,7 +311,7 @@ function renderRow(room) {
     h("button", { type: "button", class: "conversation", "data-room": room.id,
       "aria-current": room.id === state.open ? "true" : "false",
       onclick: () => openChat(room.id) },
-      h("span", { class: "avatar", "aria-hidden": "true" }, initials(room.name),
+      avatar(room.name, room.picture,
         user ? h("span", { class: `dot ${user.online ? "online" : ""}` }) : ""),
       h("span", { class: "name" }, room.name),
       h("span", { class: "preview" }, preview),
@@ -429,14 +474,51 @@ async function onNewGroup(event) {
 // --- friends (SPEC §18) -------------------------------------------------------------------------
 
 async function loadFriends() {
-  const [friends, requests] = await Promise.all([
-    call("GET", "/v1/friends"), call("GET", "/v1/friends/requests")]);
+  const [friends, requests, blocked, privacy] = await Promise.all([
+    call("GET", "/v1/friends"), call("GET", "/v1/friends/requests"),
+    call("GET", "/v1/friends/blocked"), call("GET", "/v1/privacy")]);
   state.friends = new Set(friends.friends.map((f) => f.user_id));
-  state.friendsKnown = true;
   for (const friend of friends.friends) state.users.set(friend.user_id, friend);
   state.requests = requests.requests;
+  state.blocked = blocked.blocked;
+  document.getElementById("presence-visibility").value = privacy.presence;
   renderFriends();
-  renderList();
+  await loadConversations(); // a new friend's chat is no longer a message request
+}
+
+/** Block or unblock a user (SPEC §32.3): nothing they send reaches us while blocked. */
+async function setBlocked(user, blocked) {
+  try {
+    await call(blocked ? "PUT" : "DELETE", `/v1/friends/blocked/${user}`);
+    say(blocked ? "Blocked." : "Unblocked.");
+    await loadFriends();
+  } catch (error) {
+    handleError(error);
+  }
+}
+
+async function onVisibility(event) {
+  try {
+    await call("PUT", "/v1/privacy", { presence: event.target.value });
+    say(event.target.value === "nobody" ? "No one sees when you are online." :
+      "Your friends see when you are online.");
+  } catch (error) {
+    handleError(error);
+  }
+}
+
+/** Our friend link and its QR code, for someone to add us (SPEC §32.2). */
+async function showInvite() {
+  try {
+    const invite = await call("GET", "/v1/friends/invite");
+    const offer = document.getElementById("invite-offer");
+    offer.replaceChildren(
+      h("img", { src: invite.qr, alt: "Friend code as a QR code", width: "180", height: "180" }),
+      h("code", { id: "invite-link" }, invite.link));
+    offer.hidden = false;
+  } catch (error) {
+    handleError(error);
+  }
 }
 
 function displayName(user) {
@@ -460,10 +542,19 @@ function renderFriends() {
   document.getElementById("friend-list").replaceChildren(...[...state.friends].map((id) => {
     const user = state.users.get(id) || { user_id: id };
     return h("li", { class: "person", "data-user": id },
-      h("span", { class: `dot ${user.online ? "online" : ""}`, "aria-hidden": "true" }),
+      avatar(displayName(user), user.profile_pic,
+        h("span", { class: `dot ${user.online ? "online" : ""}` })),
       h("span", { class: "name" }, displayName(user)),
-      h("span", { class: "preview" }, presenceText(user)));
+      h("span", { class: "preview" }, presenceText(user)),
+      h("button", { type: "button", class: "block-user", onclick: () => setBlocked(id, true),
+        "aria-label": `Block ${displayName(user)}` }, "Block"));
   }));
+  document.getElementById("blocked-list").replaceChildren(...(state.blocked || []).map((user) =>
+    h("li", { class: "person", "data-user": user.user_id },
+      h("span", { class: "name" }, displayName(user)),
+      h("button", { type: "button", class: "unblock-user",
+        onclick: () => setBlocked(user.user_id, false),
+        "aria-label": `Unblock ${displayName(user)}` }, "Unblock"))));
 }
 
 async function answerRequest(user, answer) {
@@ -480,7 +571,9 @@ async function onAddFriend(event) {
   const input = document.getElementById("add-friend-user");
   const error = document.getElementById("friends-error");
   try {
-    await call("POST", "/v1/friends/requests", { user_id: input.value.trim() });
+    const target = input.value.trim();
+    await call("POST", "/v1/friends/requests",
+      target.startsWith("hearthmesh:") ? { link: target } : { user_id: target });
     input.value = "";
     error.textContent = "";
     say("Friend request sent.");
@@ -545,7 +638,7 @@ async function openChat(roomId, { refresh = false } = {}) {
     h("header", { class: "bar" },
       h("button", { type: "button", class: "back", "aria-label": "Back to conversations",
         onclick: closeChat }, "←"),
-      h("span", { class: "avatar", "aria-hidden": "true" }, initials(room.name)),
+      avatar(room.name, room.picture, ""),
       h("div", { class: "title" },
         h("h2", {}, room.name),
         h("p", { id: "presence", class: "subtitle" }),
@@ -553,7 +646,7 @@ async function openChat(roomId, { refresh = false } = {}) {
       room.type === "group" ? h("button", { id: "members-toggle", type: "button",
         "aria-expanded": "false", "aria-controls": "members", onclick: () => toggle("members") },
         "Members") : ""),
-    room.type === "group" ? membersPanel(room) : "",
+    room.type === "group" ? membersPanel(room, groupContext()) : "",
     h("div", { id: "messages", class: "messages", role: "log", "aria-live": "polite",
       tabindex: "0", "aria-label": "Messages" },
       h("button", { id: "older", type: "button", class: "older", hidden: true,
@@ -581,8 +674,18 @@ async function openChat(roomId, { refresh = false } = {}) {
   if (refresh || chat.older === undefined) {
     try {
       const page = await call("GET", `/v1/conversation/${roomId}/details?limit=${PAGE}`);
+      for (const person of page.people || []) {
+        state.users.set(person.user_id, { ...state.users.get(person.user_id), ...person });
+      }
       for (const message of page.messages) addMessage(message);
       chat.older = page.next_cursor;
+      const panel = document.getElementById("members");
+      const room = state.rooms.get(roomId);
+      if (panel && room && state.open === roomId) { // names from the members' profiles
+        const fresh = membersPanel(room, groupContext());
+        fresh.hidden = panel.hidden;
+        panel.replaceWith(fresh);
+      }
     } catch (error) {
       handleError(error);
     }
@@ -593,22 +696,38 @@ async function openChat(roomId, { refresh = false } = {}) {
   renderPresence().catch(handleError); // after the messages: their page comes first
 }
 
-function membersPanel(room) {
-  const mayAdd = room.admins.includes(state.me);
-  return h("section", { id: "members", class: "members", hidden: true, "aria-label": "Members" },
-    h("ul", { class: "people" }, ...room.members.map((id) => {
-      const user = state.users.get(id) || { user_id: id };
-      return h("li", { class: "person", "data-user": id },
-        h("span", { class: "name" }, id === state.me ? "You" : displayName(user)),
-        room.admins.includes(id) ? h("span", { class: "role" }, "admin") : "");
-    })),
-    mayAdd ? h("form", { id: "add-member", onsubmit: onAddMember },
-      h("label", { for: "add-member-user" }, "Add a member by user id"),
-      h("input", { id: "add-member-user", required: true, spellcheck: "false",
-        pattern: USER_PATTERN }),
-      h("button", { type: "submit" }, "Add member")) : "",
-    h("button", { type: "button", class: "danger", onclick: onLeave }, "Leave group"),
-    h("p", { id: "members-error", class: "error", role: "alert" }));
+/** The open group again, from the list just loaded: its header and members (the members panel
+ * stays as it was). A group we are no longer in (we left, or were removed) closes. */
+async function redrawGroup() {
+  const room = state.rooms.get(state.open);
+  if (!room || (room.type === "group" && !room.members.includes(state.me))) {
+    closeChat();
+    return;
+  }
+  const panelOpen = document.getElementById("members")?.hidden === false;
+  await openChat(state.open);
+  if (panelOpen) toggle("members");
+}
+
+/** A group joined by invite: list it and open it (SPEC §30.5). */
+async function onJoinedGroup(group) {
+  toggle("join-group");
+  await loadConversations();
+  await openChat(group.id);
+}
+
+function groupContext() {
+  return {
+    me: state.me,
+    nameOf: (id) => displayName(state.users.get(id) || { user_id: id }),
+    onChanged: async () => {
+      await loadConversations();
+      await redrawGroup();
+    },
+    onLeave,
+    onAddMember,
+    onFatal: handleError,
+  };
 }
 
 async function onAddMember(event) {
@@ -933,13 +1052,22 @@ function onFrame(frame) {
     case "typing":
       return onTyping(frame);
     case "membership":
-      loadConversations().catch(handleError);
+      loadConversations()
+        .then(() => (frame.room_id === state.open ? redrawGroup() : undefined))
+        .catch(handleError);
       return;
     case "friend_request":
     case "friend_accepted":
     case "friend_declined":
       loadFriends().catch(handleError);
       return;
+    case "profile": { // a contact or co-member changed their profile (SPEC §32.1)
+      const { event: _, ...profile } = frame;
+      state.users.set(profile.user_id, { ...state.users.get(profile.user_id), ...profile });
+      renderFriends();
+      loadConversations().catch(handleError);
+      return;
+    }
     case "resync":
       state.chats.clear();
       reload();

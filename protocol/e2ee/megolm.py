@@ -10,13 +10,14 @@ leave this module (they become Undecryptable). Owns no state: the sessions are n
 from __future__ import annotations
 
 import base64
+import dataclasses
 from dataclasses import dataclass
 from typing import Final
 
 import vodozemac
 
 from ..canonical import decode_canonical, encode_canonical
-from ..envelope import MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES, MessageId
+from ..envelope import MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES, Envelope, MessageId
 from ..errors import (
     KeyMismatch,
     LocalProtocolError,
@@ -42,6 +43,7 @@ __all__ = [
     "encode_plaintext",
     "encrypt_content",
     "open_encrypted",
+    "opened_view",
     "plan_open",
     "session_id_bytes",
 ]
@@ -159,6 +161,13 @@ def open_encrypted(session: vodozemac.InboundGroupSession, encrypted: EncryptedB
     except RemoteProtocolError:
         raise Undecryptable("decrypted plaintext is not [content type, body]") from None
     return Opened(index=decrypted.message_index, content_type=content_type, body=body)
+
+
+def opened_view(envelope: Envelope, content_type: str, body: bytes) -> Envelope:
+    """The envelope as a member's home shows it: its content in the clear in place of the
+    ciphertext. Its `wire` (and id and signature) stay the encrypted envelope's, which is what
+    is stored, forwarded and synced; only readers of the content see the difference."""
+    return dataclasses.replace(envelope, content_type=content_type, body=body)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,7 @@
 The rule is one predicate so the sender (which encrypts) and every reader (which opens) agree.
 A kind a relay or a non-member must read stays in the clear: MEMBERSHIP (every member's home
 folds it, the new member before it holds any room key), ROOM_KEY (its shares are Olm-encrypted
-per device already), PRIVATE (our user's own homes only) and RECALL (its body names only the
-recalled message's id, which every holder of that message sees in its header; a relay matches
-it against what it holds, SPEC §31.1). Owns no state.
+per device already) and PRIVATE (our user's own homes only). Owns no state.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ from ..envelope import Kind
 __all__ = ["ENCRYPTED_KINDS", "encrypts"]
 
 ENCRYPTED_KINDS: Final = frozenset(
-    {Kind.MESSAGE, Kind.EDIT, Kind.REACTION, Kind.RECEIPT, Kind.PROFILE}
+    {Kind.MESSAGE, Kind.EDIT, Kind.RECALL, Kind.REACTION, Kind.RECEIPT, Kind.PROFILE}
 )
 """Kinds whose body is a user's content: Megolm-encrypted to the room's member devices."""
 

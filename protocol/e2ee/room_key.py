@@ -17,15 +17,23 @@ from ..canonical import decode_canonical, encode_canonical
 from ..envelope import MAX_BODY_BYTES, RoomId
 from ..errors import KeyMismatch, MalformedMessage, UnsupportedVersion
 from ..identity import KEY_BYTES, DeviceId, UserId
-from .keys import CURVE_KEY_BYTES
+from .keys import (
+    CURVE_KEY_BYTES,
+    KeyBundle,
+    decode_key_bundle,
+    encode_key_bundle,
+    verify_key_bundle,
+)
 
 __all__ = [
     "MAX_SESSION_KEY_BYTES",
+    "ROOM_KEY_CONTENT_TYPE",
     "OlmKind",
     "RoomKey",
     "RoomKeyShares",
     "Share",
     "check_room_key",
+    "check_sender_bundle",
     "chunk_shares",
     "decode_room_key",
     "decode_room_key_shares",
@@ -33,6 +41,8 @@ __all__ = [
     "encode_room_key_shares",
 ]
 
+ROOM_KEY_CONTENT_TYPE: Final = "application/x-hearthmesh-room-key"
+"""The content type of ROOM_KEY (12) envelopes (SPEC §27.5)."""
 MAX_SESSION_KEY_BYTES: Final = 256
 """A Megolm session key is 229 bytes (export: 164); room for the format to grow a little."""
 _MAX_OLM_BYTES: Final = 1024
@@ -40,7 +50,8 @@ _MAX_OLM_BYTES: Final = 1024
 _VERSION: Final = 0
 _SHARE_OVERHEAD_BYTES: Final = 48
 """CBOR heads of one share: array, device string, kind, ciphertext string."""
-_BODY_OVERHEAD_BYTES: Final = 48
+_BODY_OVERHEAD_BYTES: Final = 256
+"""CBOR heads of the body and the sender bundle (at most 256 bytes, SPEC §27.1)."""
 
 
 class OlmKind:
@@ -171,9 +182,15 @@ class Share:
 class RoomKeyShares:
     """The body of a ROOM_KEY envelope (SPEC §27.5)."""
 
-    sender_curve: bytes
-    """The sending device's Curve25519 identity key: a pre-key message's session needs it."""
+    sender_bundle: KeyBundle
+    """The sending device's signed key bundle (SPEC §27.1): its Curve25519 identity key opens a
+    pre-key message's session, and its fallback key lets the recipient share keys back."""
     shares: tuple[Share, ...]
+
+    @property
+    def sender_curve(self) -> bytes:
+        """The sending device's Curve25519 identity key."""
+        return self.sender_bundle.identity_key
 
     def for_device(self, device: DeviceId) -> Share | None:
         """The share addressed to `device`, if any."""
@@ -181,11 +198,11 @@ class RoomKeyShares:
 
 
 def encode_room_key_shares(value: RoomKeyShares) -> bytes:
-    """CBOR [version, sender curve, [[recipient, olm kind, ciphertext], ...]]."""
+    """CBOR [version, sender bundle, [[recipient, olm kind, ciphertext], ...]]."""
     return encode_canonical(
         [
             _VERSION,
-            value.sender_curve,
+            encode_key_bundle(value.sender_bundle),
             [[share.recipient, share.olm_kind, share.ciphertext] for share in value.shares],
         ]
     )
@@ -199,16 +216,27 @@ def decode_room_key_shares(body: bytes) -> RoomKeyShares:
         UnsupportedVersion: a version other than 0.
     """
     match decode_canonical(body, max_bytes=MAX_BODY_BYTES):
-        case [int() as version, bytes() as sender_curve, list() as items] if items:
+        case [int() as version, bytes() as bundle, list() as items] if items:
             if version != _VERSION:
                 raise UnsupportedVersion(f"room key shares version {version}")
-            if len(sender_curve) != CURVE_KEY_BYTES:
-                raise MalformedMessage("sender key is 32 bytes")
+            sender_bundle = decode_key_bundle(bundle)
             shares = tuple(_share(item) for item in items)
             if len({share.recipient for share in shares}) != len(shares):
                 raise MalformedMessage("a recipient appears twice in one ROOM_KEY body")
-            return RoomKeyShares(sender_curve=sender_curve, shares=shares)
-    raise MalformedMessage("ROOM_KEY body is [version, sender key, [share, ...]] (SPEC §27.5)")
+            return RoomKeyShares(sender_bundle=sender_bundle, shares=shares)
+    raise MalformedMessage("ROOM_KEY body is [version, sender bundle, [share, ...]] (SPEC §27.5)")
+
+
+def check_sender_bundle(shares: RoomKeyShares, sender_device: DeviceId) -> None:
+    """The bundle in a ROOM_KEY body must be its envelope's device's, signed by it (§27.5).
+
+    Raises:
+        KeyMismatch: the bundle is another device's.
+        BadSignature: the device did not sign it.
+    """
+    if shares.sender_bundle.device != sender_device:
+        raise KeyMismatch("ROOM_KEY carries another device's key bundle")
+    verify_key_bundle(shares.sender_bundle)
 
 
 def _share(item: object) -> Share:
@@ -223,7 +251,7 @@ def _share(item: object) -> Share:
 
 
 def chunk_shares(
-    sender_curve: bytes, shares: Iterable[Share], *, max_bytes: int = MAX_BODY_BYTES
+    sender_bundle: KeyBundle, shares: Iterable[Share], *, max_bytes: int = MAX_BODY_BYTES
 ) -> list[RoomKeyShares]:
     """Split shares into as few ROOM_KEY bodies as fit `max_bytes` each (SPEC §27.5)."""
     bodies: list[RoomKeyShares] = []
@@ -232,10 +260,10 @@ def chunk_shares(
     for share in shares:
         cost = _SHARE_OVERHEAD_BYTES + len(share.ciphertext)
         if current and size + cost > max_bytes:
-            bodies.append(RoomKeyShares(sender_curve=sender_curve, shares=tuple(current)))
+            bodies.append(RoomKeyShares(sender_bundle=sender_bundle, shares=tuple(current)))
             current, size = [], _BODY_OVERHEAD_BYTES
         current.append(share)
         size += cost
     if current:
-        bodies.append(RoomKeyShares(sender_curve=sender_curve, shares=tuple(current)))
+        bodies.append(RoomKeyShares(sender_bundle=sender_bundle, shares=tuple(current)))
     return bodies

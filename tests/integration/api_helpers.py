@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiohttp
 
@@ -94,6 +96,41 @@ async def open_conversation(h: Home, user: str) -> str:
     """`POST /v1/conversation` on `h` with `user`; the room id."""
     room: str = (await h.client.call("POST", "/v1/conversation", {"recipient_id": user}))["room_id"]
     return room
+
+
+CLI: Final = Path(sys.executable).parent / "hearthmesh"
+
+
+async def run_cli(h: Home, token_file: Path, command: str, *args: str) -> tuple[int, str]:
+    """`hearthmesh COMMAND ARGS` against `h`'s API, as a person runs it: (exit code, output)."""
+    api = h.url.split("://")[1]
+    process = await asyncio.create_subprocess_exec(
+        *(str(CLI), command, *args, "--api", api, "--token-file", str(token_file)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+async def befriend(a: Home, b: Home) -> tuple[str, str]:
+    """a asks b to be friends through the API and b accepts; (a's user, b's user) once a lists
+    b as a friend. Presence and typing go to contacts alone (SPEC §32.4). Callers bound it."""
+    alice = (await a.status())["user_id"]
+    bob = (await b.status())["user_id"]
+    await a.client.call("POST", "/v1/friends/requests", {"user_id": bob, "note": "hi"})
+    while alice not in await _listed(b, "/v1/friends/requests", "requests"):  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    await b.client.call("POST", f"/v1/friends/requests/{alice}/accept")
+    while await _listed(a, "/v1/friends", "friends") != [bob]:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    return alice, bob
+
+
+async def _listed(h: Home, path: str, key: str) -> list[str]:
+    """The user ids a listing of users names (a listing has no event to wait on)."""
+    return [item["user_id"] for item in (await h.client.call("GET", path))[key]]
 
 
 async def link(a: Home, b: Home) -> None:

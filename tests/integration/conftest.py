@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,12 +11,21 @@ from typing import Any, TypeVar
 import pytest
 
 from hearthmesh.node.config import NodeConfig
-from hearthmesh.node.events import NodeEvent
+from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.node import Node
+from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.node_process import NodeProcess, free_port, spawn_node
 
-__all__ = ["NodeProcess", "collect", "free_port", "node_config", "spawn_node", "wait_until"]
+__all__ = [
+    "NodeProcess",
+    "acks_of",
+    "collect",
+    "free_port",
+    "node_config",
+    "spawn_node",
+    "wait_until",
+]
 
 E = TypeVar("E")
 
@@ -34,6 +43,13 @@ def node_config(path: Path, **overrides: Any) -> NodeConfig:
 
 
 NodeFactory = Callable[..., AbstractAsyncContextManager[Node]]
+
+
+async def befriend_nodes(a: Node, b: Node) -> None:
+    """Make the users of `a` and `b` contacts of each other, as an accepted friend request
+    leaves them: presence and typing go to contacts alone (SPEC §32.4)."""
+    for one, other in ((a, b), (b, a)):
+        await one.store.run(one.store.store.add_contact, one.user_id, other.user_id, now_ms=0)
 
 
 @pytest.fixture
@@ -56,6 +72,22 @@ async def collect(events: AsyncIterator[NodeEvent], kind: type[E], count: int) -
         if isinstance(event, kind):
             found.append(event)
             if len(found) == count:
+                break
+    return found
+
+
+async def acks_of(
+    events: AsyncIterator[NodeEvent], sent: Iterable[Envelope]
+) -> list[DeliveredToHome]:
+    """The `DeliveredToHome` events of `sent`, once each has one (a ROOM_KEY envelope our node
+    sent before them gets one too, SPEC §27.5: it is skipped)."""
+    waiting = {e.message_id for e in sent}
+    found: list[DeliveredToHome] = []
+    async for event in events:
+        if isinstance(event, DeliveredToHome) and event.message_id in waiting:
+            found.append(event)
+            waiting.discard(event.message_id)
+            if not waiting:
                 break
     return found
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from .api_helpers import Home, home, link, open_conversation
+from .api_helpers import Home, befriend, home, link, open_conversation
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +92,7 @@ async def test_presence_flips_when_bobs_node_stops_and_starts(tmp_path: Path) ->
         a_addr = (await a.status())["listen_addrs"][0]
         async with a.socket() as alice_ws:
             async with home(tmp_path / "b", bootstrap=(a_addr,)) as b:
-                bob = await _user(b)
+                _, bob = await befriend(a, b)  # presence goes to contacts alone (SPEC §32.4)
                 online = await alice_ws.next("presence", lambda f: f["user_id"] == bob)
                 assert online["online"] is True
             offline = await alice_ws.next("presence", lambda f: f["user_id"] == bob)

@@ -1,4 +1,4 @@
-"""Typing indicators between two real nodes: ephemeral, over the room's gossip, never stored."""
+"""Typing indicators between two real nodes: ephemeral, pushed to contacts, never stored."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from hearthmesh.protocol.envelope import Kind, RoomId
 
-from .api_helpers import Home, Socket, home, link, open_conversation
+from .api_helpers import Home, Socket, befriend, home, link, open_conversation
 
 pytestmark = pytest.mark.integration
 
@@ -24,8 +24,7 @@ async def _keep_typing(ws: Socket, room: str) -> None:
 async def _talking(a: Home, b: Home) -> tuple[str, str]:
     """a and b linked, each with the direct conversation open: (room id, b's user id)."""
     await link(a, b)
-    alice = (await a.status())["user_id"]
-    bob = (await b.status())["user_id"]
+    alice, bob = await befriend(a, b)  # typing goes to contacts alone (SPEC §32.4)
     room = await open_conversation(a, bob)
     await open_conversation(b, alice)
     return room, bob

@@ -128,6 +128,8 @@ async def test_an_own_change_the_rules_refuse_writes_nothing(make_node: NodeFact
         queued = await store.run(store.store.take_due, now_ms=1 << 62, limit=1000, lease_ms=0)
         assert {entry.message_id for entry in queued} <= set(after)
         assert await alice.members(group) == {bob}
+        listed = await store.read(store.store.conversations, alice.user_id, page_size=100)
+        assert group not in {c.room for c in listed.items}  # a group we left is off our list
 
 
 async def test_our_own_join_or_leave_of_a_direct_room_is_refused_and_changes_nothing(

@@ -23,7 +23,10 @@ async def echo(stream: FrameStream) -> None:
 
 
 async def start(stack: AsyncExitStack, ns: str, n: int) -> P2PHost:
-    config = HostConfig(identity_seed=bytes([n]) * 32, listen_addrs=["/ip4/0.0.0.0/tcp/4470"])
+    # No WebRTC: it would upgrade the relayed connection under test (SPEC §10.11).
+    config = HostConfig(
+        identity_seed=bytes([n]) * 32, listen_addrs=["/ip4/0.0.0.0/tcp/4470"], webrtc=False
+    )
     with in_netns(ns):
         return await stack.enter_async_context(P2PHost(config))
 

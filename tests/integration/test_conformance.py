@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from hearthmesh.node.mesh.capabilities import CapabilityServer
+from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol import delivery
+from hearthmesh.protocol.capabilities import Level
 from hearthmesh.tools.cli import main
 from hearthmesh.tools.conformance.cases import CASES
 from hearthmesh.tools.conformance.suite import run_suite
@@ -26,6 +29,30 @@ async def test_our_node_passes_every_case_over_the_wire_and_the_api(tmp_path: Pa
     assert report.passed, json.dumps(summary, indent=1)
     assert summary["cases"] == len(CASES) and summary["skipped"] == []
     assert all(r.target_up for r in report.results if r.target_up is not None)
+    ours = ["core", "im", "multi-device", "relay"]  # SPEC §20.5; e2ee once #14 lands
+    assert summary["levels"] == {"advertised": ours, "tested": ours, "passed": ours[:3]}
+    assert summary["not_advertised"] == []
+
+
+async def test_a_node_that_advertises_no_levels_is_tested_at_core_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An older node serves no `/hearthmesh/caps/0` (here: it ends the stream unanswered)."""
+
+    async def silent(self: CapabilityServer, stream: FrameStream) -> None:
+        await stream.reset()
+
+    monkeypatch.setattr(CapabilityServer, "serve", silent)
+    names = ("hello", "deliver_and_ack", "receipt", "sync_from_a_stranger")
+    cases = tuple(c for c in CASES if c.name in names)
+    async with asyncio.timeout(60), home(tmp_path / "node") as h:
+        report = await run_suite(h.node.listen_addrs[0], cases=cases)
+        summary = report.as_json()
+        assert tuple(r.name for r in report.results) == names[:2] and report.passed, summary
+        assert summary["levels"] == {"advertised": None, "tested": ["core"], "passed": ["core"]}
+        assert summary["not_advertised"] == ["receipt", "sync_from_a_stranger"]
+        named = await run_suite(h.node.listen_addrs[0], cases=cases, levels=frozenset(Level))
+    assert [r.name for r in named.results] == list(names) and named.passed, named.as_json()
 
 
 async def test_a_node_that_skips_the_signature_check_fails_that_case(

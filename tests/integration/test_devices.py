@@ -15,13 +15,21 @@ from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.identity.linking import LinkedDevice, link_new_device
 from hearthmesh.node.node import Node
+from hearthmesh.protocol.delivery import ProtocolErrorFrame, decode_frame
+from hearthmesh.protocol.e2ee import ENCRYPTED_CONTENT_TYPE
 from hearthmesh.protocol.envelope import RoomId
-from hearthmesh.protocol.errors import NotAuthorized
+from hearthmesh.protocol.errors import ErrorCode, NotAuthorized
 from hearthmesh.protocol.home_record import decode_home_record
 from hearthmesh.protocol.identity import DeviceId
-from hearthmesh.protocol.linking import encode_link_code
+from hearthmesh.protocol.linking import LINK_PROTOCOL, Readdress, encode_link_code, encode_readdress
 
-from .conftest import NodeFactory, collect, free_port, node_config, wait_until
+from .conftest import (
+    NodeFactory,
+    collect,
+    free_port,
+    node_config,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +80,29 @@ async def test_linked_device_gets_every_message_of_its_user(
             assert (await on_phone)[0].envelope.message_id == reply.message_id
             assert await history_ids(alice, room) == await history_ids(laptop, room)
             assert await history_ids(bob, room) == await history_ids(laptop, room)
+
+
+async def test_a_direct_room_a_linked_device_shows_is_one_it_can_send_in(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """Issue 13's race. The room is opened after the laptop's first sync, so only alice's own
+    message brings it to the laptop (the next sync is a minute away); that message names no
+    partner, so the laptop holds it only once it learnt the room from alice's home."""
+    async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
+        await bob.connect(alice.listen_addrs[0])
+        config, _ = await link_device(alice, tmp_path / "laptop")
+        async with Node(config) as laptop:
+            await laptop.connect(alice.listen_addrs[0])
+            await bob.learn_home_record(alice.home_record())
+            room = await alice.open_direct(bob.user_id)
+            first = await alice.send(room, b"from the phone")
+            while await laptop.get_event(first.message_id) is None:  # noqa: ASYNC110 - no event
+                await asyncio.sleep(0.02)
+            assert room in await laptop.rooms()  # shown, and at once a room it can send in:
+            assert await laptop.members(room) == {alice.user_id, bob.user_id}
+            on_bob = asyncio.create_task(collect(bob.events(), MessageReceived, 1))
+            sent = await laptop.send(room, b"from the laptop")
+            assert (await on_bob)[0].envelope.message_id == sent.message_id
 
 
 async def test_a_pairing_code_works_once(make_node: NodeFactory, tmp_path: Path) -> None:
@@ -141,13 +172,32 @@ async def test_a_device_linked_late_gets_the_whole_history(
             await wait_until_digests_agree([alice, laptop], direct, 40)
             await wait_until_digests_agree([alice, laptop], group, 5)
             assert await laptop.members(group) == await alice.members(group)
+            # its siblings forward the room keys of that history (SPEC §27.12): it reads it all
+            for room in (direct, group):
+                await wait_until_readable(laptop, room)
+                assert await bodies(laptop, room) == await bodies(alice, room)
+            assert laptop.key_forwarding_taken > 0
+
+
+async def bodies(node: Node, room: RoomId) -> list[bytes]:
+    return [e.envelope.body for e in (await node.history(room, limit=1000)).events]
+
+
+async def wait_until_readable(node: Node, room: RoomId) -> None:
+    """Poll until no event of `room` on `node` is still ciphertext (SPEC §27.11)."""
+    while True:
+        page = await node.history(room, limit=1000)
+        if all(e.envelope.content_type != ENCRYPTED_CONTENT_TYPE for e in page.events):
+            return
+        await asyncio.sleep(0.05)
 
 
 async def wait_until_digests_agree(nodes: list[Node], room: RoomId, count: int) -> None:
-    """Poll until every node holds `count` events of `room` with one digest."""
+    """Poll until every node holds one history of `room` (one digest, SPEC §21) in which
+    `count` events are messages and membership (its ROOM_KEY envelopes aside)."""
     while True:
         digests = {await n.history_digest(room) for n in nodes}
-        if len(digests) == 1 and next(iter(digests))[1] == count:
+        if len(digests) == 1 and len(await history_ids(nodes[0], room)) == count:
             return
         await asyncio.sleep(0.05)
 
@@ -182,12 +232,6 @@ async def test_a_device_five_minutes_off_is_corrected_by_its_home(
             await alice.send(room, b"before")
             # bob too: else "before" may reach him after the collector starts, and come first
             await wait_until_digests_agree([alice, bob, laptop], room, 1)
-            # Known race (open, #13): the laptop learns the room's members by sync from alice's
-            # home, which can land after the history agrees (our own user's message alone does
-            # not name bob); until then its send is refused as "not a member". This test is
-            # about the clock, so it sends once the members are there.
-            while bob.user_id not in await laptop.members(room):  # noqa: ASYNC110 - no event
-                await asyncio.sleep(0.02)
             on_bob = asyncio.create_task(collect(bob.events(), MessageReceived, 1))
             sent = await laptop.send(room, b"from the skewed laptop")
             assert (await on_bob)[0].envelope.message_id == sent.message_id
@@ -328,3 +372,24 @@ async def listed(node: Node) -> list[RoomId]:
 async def wait_until_not_listed(node: Node, room: RoomId) -> None:
     while room in await listed(node):  # noqa: ASYNC110 - store state has no event
         await asyncio.sleep(0.05)
+
+
+async def test_a_linked_home_may_give_only_its_own_devices_key_bundle(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """SPEC §10.10: a sibling's readdress carrying another device's key bundle is refused
+    NOT_AUTHORIZED; the record keeps the bundles it had. (Our own homes are never charged or
+    banned, SPEC §11.6, so the refusal alone is the answer.)"""
+    async with asyncio.timeout(30), make_node("alice") as alice:
+        config, _ = await link_device(alice, tmp_path / "laptop")
+        async with Node(config) as laptop, make_node("bob") as bob:
+            await laptop.connect(alice.listen_addrs[0])
+            await wait_until(lambda: len(decode_home_record(alice.home_record()).bundles) == 2)
+            before = decode_home_record(alice.home_record()).bundles
+            foreign = decode_home_record(bob.home_record()).bundles[0]
+            async with await laptop._host.open_stream(alice.peer_id, LINK_PROTOCOL) as stream:
+                await stream.write_frame(encode_readdress(Readdress(addrs=(), bundle=foreign)))
+                answer = decode_frame(await stream.read_frame())
+            assert isinstance(answer, ProtocolErrorFrame)
+            assert answer.code == ErrorCode.NOT_AUTHORIZED
+            assert decode_home_record(alice.home_record()).bundles == before

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from hearthmesh.node.events import DeliveredToHome, MessageReceived
+from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.node import Node
 from tests.integration.netlab import NetLab, require_netlab, start_node
 
-from .conftest import collect, wait_until
+from .conftest import acks_of, collect, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +25,10 @@ async def chat(alice: Node, bob: Node) -> None:
     """Alice sends MESSAGES to bob; each arrives once and is acked by bob's home."""
     room = await alice.open_direct(bob.user_id)
     received = asyncio.create_task(collect(bob.events(), MessageReceived, MESSAGES))
-    acked = asyncio.create_task(collect(alice.events(), DeliveredToHome, MESSAGES))
+    acked = alice.events()
     sent = [await alice.send(room, f"hello {i}".encode()) for i in range(MESSAGES)]
     assert [e.envelope.message_id for e in await received] == [e.message_id for e in sent]
-    assert {e.message_id for e in await acked} == {e.message_id for e in sent}
+    assert {e.recipient for e in await acks_of(acked, sent)} == {bob.user_id}
 
 
 async def natted_pair(

@@ -12,7 +12,10 @@ import vodozemac
 
 from hearthmesh.node.e2ee.key_claims import CLAIMS_BURST, claim_keys
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
-from hearthmesh.protocol.errors import NotFound, RateLimited
+from hearthmesh.protocol import e2ee
+from hearthmesh.protocol.delivery import ProtocolErrorFrame
+from hearthmesh.protocol.envelope import decode_envelope
+from hearthmesh.protocol.errors import ErrorCode, NotFound, RateLimited
 from hearthmesh.protocol.identity import DeviceId
 
 from .conftest import CATALOGUE_STANDING, NodeFactory
@@ -53,3 +56,28 @@ async def test_a_claim_for_another_device_or_too_fast_is_refused(make_node: Node
         with pytest.raises(RateLimited):  # a loaded machine refills a token now and then
             for _ in range(5 * CLAIMS_BURST):
                 await claim_keys(mallory, alice.peer_id, alice.keyring.device_id)
+
+
+async def test_room_keys_are_forwarded_to_our_own_homes_only(make_node: NodeFactory) -> None:
+    """SPEC §27.12.1: a stranger asking for room keys gets NOT_AUTHORIZED, well formed or not
+    (who asks is checked first), and is charged; nothing is forwarded."""
+    async with (
+        asyncio.timeout(20),
+        make_node("alice", standing=CATALOGUE_STANDING) as alice,
+        make_node("bob") as bob,
+        P2PHost(HostConfig(identity_seed=os.urandom(32))) as mallory,
+    ):
+        await bob.connect(alice.listen_addrs[0])
+        room = await alice.open_direct(bob.user_id)
+        sent = await alice.send(room, b"only for bob")
+        session = e2ee.decode_encrypted_body(decode_envelope(sent.wire).body).session_id
+        await mallory.connect(alice.listen_addrs[0])
+        for request, code in [
+            (e2ee.encode_forward_request([(room, session)]), ErrorCode.NOT_AUTHORIZED),
+            (b"\x82\x01\x80", ErrorCode.NOT_AUTHORIZED),  # [1, []]: malformed too
+        ]:
+            async with await mallory.open_stream(alice.peer_id, e2ee.KEY_FORWARD_PROTOCOL) as s:
+                await s.write_frame(request)
+                answer = e2ee.decode_forward_answer(await s.read_frame())
+            assert isinstance(answer, ProtocolErrorFrame) and answer.code == code
+        assert alice.peer_points(mallory.peer_id) > 0

@@ -51,8 +51,11 @@ async def test_a_linked_home_behind_a_nat_is_reached_through_its_circuit_address
                     listen_addrs=(LISTEN,),
                 )
             bootstrap = (alice.listen_addrs[0], relay.listen_addrs[0])
-            laptop = await start_node(stack, laptop_ns, tmp_path / "laptop", *bootstrap)
-            bob = await start_node(stack, bob_ns, tmp_path / "bob", *bootstrap)
+            # No WebRTC: it would upgrade the relayed connection under test (SPEC §10.11).
+            laptop = await start_node(
+                stack, laptop_ns, tmp_path / "laptop", *bootstrap, webrtc=False
+            )
+            bob = await start_node(stack, bob_ns, tmp_path / "bob", *bootstrap, webrtc=False)
             # The laptop reserves on both relays and gives the primary its circuit addresses;
             # the re-issued record reaches bob.
             await wait_until(lambda: len(laptop.relays()) == 2, poll_s=0.1)

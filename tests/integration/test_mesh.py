@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from hearthmesh.node.clock import SystemClock
-from hearthmesh.node.events import MessageReceived, PresenceChanged
+from hearthmesh.node.events import MessageReceived, NodeEvent, PresenceChanged, TypingChanged
 from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.node.social.privacy import Visibility
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,
     Ack,
@@ -27,6 +28,7 @@ from hearthmesh.protocol.delivery import (
 )
 from hearthmesh.protocol.envelope import Kind, RoomId, seal
 from hearthmesh.protocol.errors import ErrorCode, HearthError
+from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import (
     DeviceId,
@@ -37,14 +39,23 @@ from hearthmesh.protocol.identity import (
 )
 from hearthmesh.protocol.rooms import direct_room_id
 
-from .conftest import NodeFactory, collect, free_port, node_config, spawn_node, wait_until
+from .conftest import (
+    NodeFactory,
+    befriend_nodes,
+    collect,
+    free_port,
+    node_config,
+    spawn_node,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 
 async def test_five_node_group_in_a_chain(make_node: NodeFactory) -> None:
     """Five nodes connected in a chain; every member gets every other member's messages
-    exactly once, in each sender's order, after learning homes through presence gossip."""
+    exactly once, in each sender's order, after learning homes through the presence topic's
+    home records (they carry no presence, SPEC §32.4)."""
     async with asyncio.timeout(30), AsyncExitStack() as stack:
         nodes: list[Node] = []
         for i in range(5):
@@ -55,9 +66,9 @@ async def test_five_node_group_in_a_chain(make_node: NodeFactory) -> None:
         users = [n.user_id for n in nodes]
 
         def knows_everyone(node: Node) -> bool:
-            return all(node.presence(u) for u in users if u != node.user_id)
+            return all(node.home_peers(u) for u in users if u != node.user_id)
 
-        for node in nodes:  # homes spread by presence gossip through the chain
+        for node in nodes:  # homes spread by the presence topic's records through the chain
             await wait_until(functools.partial(knows_everyone, node))
         room = await nodes[0].create_group("chain", users[1:])
         for node in nodes:
@@ -196,6 +207,7 @@ async def test_presence_flips_online_and_offline_on_a_graceful_stop(make_node: N
         events = alice.events()
         async with make_node("bob") as bob:
             bob_id = bob.user_id
+            await befriend_nodes(alice, bob)
             await bob.connect(alice.listen_addrs[0])
             online = await collect(events, PresenceChanged, 1)
             assert online[0].user == bob_id and online[0].online
@@ -216,7 +228,7 @@ async def test_nodes_start_and_stop_without_leaks(tmp_path: Path) -> None:
             await a.connect(b.listen_addrs[0])
             room = await a.open_direct(b.user_id)
             await a.send(room, b"x")
-            await wait_until(lambda: a.outbox_delivered == 1)
+            await wait_until(lambda: a.outbox_delivered == 2)  # its ROOM_KEY, then it
 
     async with asyncio.timeout(30):
         await cycle("warm-up")
@@ -253,6 +265,8 @@ async def test_a_killed_node_goes_offline_after_the_ttl(
     """No goodbye from a node killed with SIGKILL: its user is offline once the TTL passes."""
     async with asyncio.timeout(20), make_node("alice") as alice:
         events = alice.events()
+        async with Node(node_config(tmp_path / "bob")) as first_run:  # bob's keys, then a friend
+            await befriend_nodes(alice, first_run)
         bob = await spawn_node(tmp_path / "bob", free_port(), connect=(alice.listen_addrs[0],))
         online = await collect(events, PresenceChanged, 1)
         assert online[0].user == bob.user_id and online[0].online
@@ -285,3 +299,65 @@ async def test_peers_found_by_mdns_say_hello_once_per_connection(make_node: Node
         # dialling a peer already met on this connection waits for that hello, adds none
         assert await alice.connect(bob.listen_addrs[0]) == bob.peer_id
         assert (alice.hellos_started, bob.hellos_started) == (1, 1)
+
+
+async def test_a_stranger_subscribed_to_every_topic_learns_no_presence_or_typing(
+    make_node: NodeFactory,
+) -> None:
+    """Alice and bob are contacts; mallory is connected to both, follows the presence topic and
+    subscribes to their direct room's topic too. Bob sees alice online and typing; mallory
+    learns alice's home record (delivery needs it) and nothing of her presence (SPEC §32.4)."""
+    async with (
+        asyncio.timeout(20),
+        make_node("alice") as alice,
+        make_node("bob") as bob,
+        make_node("mallory") as mallory,
+    ):
+        await befriend_nodes(alice, bob)
+        bob_events = bob.events()
+        heard: list[NodeEvent] = []
+
+        async def listen() -> None:
+            async for event in mallory.events():
+                if isinstance(event, PresenceChanged | TypingChanged):
+                    heard.append(event)
+
+        listener = asyncio.create_task(listen())
+        room = direct_room_id(alice.user_id, bob.user_id)
+        overheard = await mallory._host.subscribe(room_topic(room))
+        await mallory.connect(alice.listen_addrs[0])
+        await mallory.connect(bob.listen_addrs[0])
+        await bob.connect(alice.listen_addrs[0])
+        online = await collect(bob_events, PresenceChanged, 1)
+        assert online[0].user == alice.user_id and online[0].online
+        await alice.open_direct(bob.user_id)
+        seen = asyncio.create_task(collect(bob_events, TypingChanged, 1))
+        while not seen.done():  # a client repeats typing while its user types
+            await alice.send_typing(room, True)
+            await asyncio.wait({seen}, timeout=0.2)
+        assert (await seen)[0].user == alice.user_id
+        await wait_until(lambda: mallory._services.directory.record(alice.user_id) is not None)
+        assert mallory.presence(alice.user_id) is None and mallory.presence(bob.user_id) is None
+        listener.cancel()
+        assert heard == []
+        typing_on_topic = []
+        while (message := overheard.get_nowait()) is not None:
+            typing_on_topic.append(message)
+        assert typing_on_topic == []
+
+
+async def test_with_visibility_nobody_not_even_a_contact_learns_our_presence(
+    make_node: NodeFactory,
+) -> None:
+    """SPEC §32.4.2: alice chose nobody; bob, her contact, is seen by her and sees nothing."""
+    async with asyncio.timeout(20), make_node("alice") as alice, make_node("bob") as bob:
+        await befriend_nodes(alice, bob)
+        await alice.social.set_visibility(Visibility.NOBODY)
+        events = alice.events()
+        await bob.connect(alice.listen_addrs[0])
+        online = await collect(events, PresenceChanged, 1)  # bob still tells alice
+        assert online[0].user == bob.user_id and online[0].online
+        rounds = alice._services.presence.announcements
+        await wait_until(lambda: alice._services.presence.announcements >= rounds + 3)
+        assert alice._services.signals.pushed == 0
+        assert bob.presence(alice.user_id) is None

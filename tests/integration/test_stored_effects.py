@@ -25,7 +25,11 @@ from hearthmesh.protocol.receipts import (
 from hearthmesh.storage.api import DeliveryStatus
 
 from .conftest import NodeFactory, wait_until_async
-from .test_devices import alice_on_two_devices_and_bob, wait_until_digests_agree
+from .test_devices import (
+    alice_on_two_devices_and_bob,
+    wait_until_digests_agree,
+    wait_until_members,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +66,8 @@ async def test_a_read_on_one_device_is_read_on_the_others(
     ):
         message = await bob.send(room, b"read me anywhere")
         await wait_until_digests_agree([alice, laptop], room, 1)
+        # the open race of #13: the laptop learns the direct room's members by sync
+        await wait_until_members(laptop, room, 2)
         read = Receipt(status=ReceiptStatus.READ, message_ids=(message.message_id,))
         await laptop.send(
             room, encode_receipt(read), kind=Kind.RECEIPT, content_type=RECEIPT_CONTENT_TYPE

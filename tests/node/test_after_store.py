@@ -42,6 +42,9 @@ class Calls:
     wanted: list[list[Envelope]] = field(default_factory=list)
     watched: list[RoomId] = field(default_factory=list)
     siblings: tuple[bytes, ...] = ()
+    shared: list[RoomId] = field(default_factory=list)
+    sibling_peers: frozenset[str] = frozenset()
+    learnt_from: list[str] = field(default_factory=list)
 
 
 class FakeServices:
@@ -60,6 +63,12 @@ class FakeServices:
     def sibling_destinations(self) -> tuple[bytes, ...]:
         return self.calls.siblings
 
+    def sibling_peers(self) -> frozenset[str]:
+        return self.calls.sibling_peers
+
+    async def learn_rooms(self, peer: str) -> None:
+        self.calls.learnt_from.append(peer)
+
     def wake(self) -> None:
         self.calls.wakes += 1
 
@@ -73,6 +82,9 @@ class FakeServices:
 
     async def watch(self, room: RoomId) -> None:
         self.calls.watched.append(room)
+
+    async def share_profile(self, room: RoomId) -> None:
+        self.calls.shared.append(room)
 
 
 def after_store(calls: Calls, run_state: RunState, events: EventHub, sup: Supervisor) -> AfterStore:
@@ -89,6 +101,8 @@ def after_store(calls: Calls, run_state: RunState, events: EventHub, sup: Superv
         topics=cast(RoomTopics, fake),
         events=events,
         supervisor=sup,
+        share_profile=fake.share_profile,
+        learn_rooms=fake.learn_rooms,
     )
 
 
@@ -114,6 +128,7 @@ async def test_each_part_of_an_outcome_sets_off_its_reaction() -> None:
             relayed_for={BOB},
             unknown_devices={BOB},
             membership_changed={bytes(JOINED), bytes(LEFT), bytes(BROKEN)},
+            contacts_made={JOINED},
         )
         reactions.react(outcome)
         got = {change.room: change.members for change in await changes}
@@ -122,9 +137,10 @@ async def test_each_part_of_an_outcome_sets_off_its_reaction() -> None:
         assert calls.watched == [JOINED]  # the room we are a member of; the broken fold: none
         assert calls.wanted == [[]]
         assert calls.wakes == 0  # nothing released: no entries for the siblings
-        while not calls.looked_up:  # noqa: ASYNC110 - the fake's record has no event
+        while not calls.looked_up or not calls.shared:  # noqa: ASYNC110 - the fake has no event
             await asyncio.sleep(0.001)
         assert calls.looked_up == [BOB]
+        assert calls.shared == [JOINED]  # a new contact gets our profile (SPEC §32.1)
 
 
 async def test_a_released_envelope_wakes_the_outbox_only_when_we_have_siblings() -> None:
@@ -139,6 +155,21 @@ async def test_a_released_envelope_wakes_the_outbox_only_when_we_have_siblings()
         assert calls.wanted == [released]
 
 
+async def test_our_own_envelope_for_an_unknown_room_learns_the_rooms_of_who_sent_it() -> None:
+    """From the sibling that delivered it; from every sibling if gossip or a relay did."""
+    cases = (({"phone"}, ["phone"]), ({""}, ["laptop", "phone"]), ({"relay"}, ["laptop", "phone"]))
+    for delivered_by, learnt_from in cases:
+        calls = Calls(sibling_peers=frozenset({"phone", "laptop"}))
+        run_state = RunState()
+        run_state.started()
+        async with asyncio.timeout(5), Supervisor() as sup:
+            outcome = StoreOutcome(unknown_rooms_from=delivered_by)
+            after_store(calls, run_state, EventHub(), sup).react(outcome)
+            while len(calls.learnt_from) < len(learnt_from):  # noqa: ASYNC110 - a fake's record
+                await asyncio.sleep(0.001)
+        assert sorted(calls.learnt_from) == learnt_from
+
+
 async def test_a_stopping_node_reacts_to_nothing() -> None:
     calls = Calls(siblings=(b"sibling",))
     run_state = RunState()
@@ -150,6 +181,7 @@ async def test_a_stopping_node_reacts_to_nothing() -> None:
             relayed_for={BOB},
             unknown_devices={BOB},
             membership_changed={bytes(JOINED)},
+            unknown_rooms_from={"sibling"},
         )
         after_store(calls, run_state, EventHub(), sup).react(outcome)  # spawns nothing
     assert calls == Calls(siblings=(b"sibling",))

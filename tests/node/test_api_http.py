@@ -80,6 +80,7 @@ async def test_node_status_names_peer_user_and_version(tmp_path: Path) -> None:
         # alone, AutoNAT has no one to ask: neither public nor private, no relays (SPEC §10.6)
         assert status["reachability"] == "unknown"
         assert status["relays"] == [] and status["peer_paths"] == {}
+        assert status["hole_punches"] == {"tried": {}, "direct": {}}
         assert status["unreachable"] == {"users": [], "own_homes": []}
         # a message for a user whose home no one can find: status names who we wait for
         room = await open_conversation(h, OTHER)

@@ -13,7 +13,7 @@ from hearthmesh.node.e2ee.device_crypto import DeviceCrypto, Recipient
 from hearthmesh.node.e2ee.pickle_key import PICKLE_KEY_FILE, load_or_create_pickle_key
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
-from hearthmesh.protocol.errors import KeyMismatch, Replayed, StorageError
+from hearthmesh.protocol.errors import KeyMismatch, Replayed, StorageError, Undecryptable
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, keypair_from_seed
 from hearthmesh.storage.lmdb_store import LmdbStore
@@ -95,7 +95,8 @@ def devices(tmp_path: Path) -> Iterator[dict[str, Device]]:
 
 def _receive(device: Device, sender: Device, envelopes: list[Envelope]) -> None:
     for envelope in envelopes:
-        device.crypto.accept_room_key(envelope, sender.bundle())
+        accepted = device.crypto.accept_room_key(envelope)
+        assert accepted is not None and accepted.sender_bundle == sender.bundle()
 
 
 def test_a_room_key_over_olm_opens_the_senders_messages_once(devices: dict[str, Device]) -> None:
@@ -150,8 +151,21 @@ def test_a_room_key_from_another_devices_olm_key_is_a_key_mismatch(
 ) -> None:
     alice, bob, mallory = devices["alice"], devices["bob"], devices["mallory"]
     shares = alice.share_to(bob)
-    with pytest.raises(KeyMismatch):  # checked against mallory's bundle: not the channel's key
-        bob.crypto.accept_room_key(shares[0], mallory.bundle())
+    # mallory signs alice's shares (alice's bundle inside) as her own ROOM_KEY
+    copied = mallory.seal(Kind.ROOM_KEY, shares[0].content_type, shares[0].body)
+    with pytest.raises(KeyMismatch):
+        bob.crypto.accept_room_key(copied)
+
+
+def test_a_replayed_room_key_does_not_open_again(devices: dict[str, Device]) -> None:
+    """Olm refuses a message it opened before (the store's dedupe drops the same envelope
+    first); the session it gave stays and still opens the sender's messages."""
+    alice, bob = devices["alice"], devices["bob"]
+    shares = alice.share_to(bob)
+    _receive(bob, alice, shares)
+    with pytest.raises(Undecryptable):
+        bob.crypto.accept_room_key(shares[0])
+    assert isinstance(bob.crypto.open(alice.send(b"still opens")), e2ee.Opened)
 
 
 def test_one_time_keys_are_handed_out_once_and_refilled(devices: dict[str, Device]) -> None:

@@ -13,6 +13,7 @@ from hearthmesh.node.delivery.inbox import Arrival, Inbox
 from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.node.social.privacy import Privacy
 from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, seal
@@ -26,7 +27,8 @@ from hearthmesh.protocol.membership import (
     Role,
     encode_membership,
 )
-from hearthmesh.protocol.rooms import group_room_id
+from hearthmesh.protocol.private import PRIVATE_CONTENT_TYPE, encode_block_changed, self_room_id
+from hearthmesh.protocol.rooms import direct_room_id, group_room_id
 from hearthmesh.storage.api import RelayQuota
 from hearthmesh.storage.lmdb_store import LmdbStore
 from hearthmesh.storage.memory import MemoryStore
@@ -98,6 +100,7 @@ def make_inbox() -> Inbox:
         directory=HomeDirectory(local_users=local),
         relay_ttl_ms=60_000,
         sibling_destinations=tuple,
+        opener=None,
     )
 
 
@@ -172,3 +175,52 @@ def test_an_envelope_for_another_user_is_relayed_within_its_quota(store: KvStore
     ]
     assert outcome.relayed_for == {uid(ABSENT)}
     assert outcome.released == []
+
+
+def test_a_block_from_our_other_device_holds_here_and_drops_what_the_user_sends(
+    store: KvStore,
+) -> None:
+    """SPEC §32.3: the PRIVATE change blocks here too (and after a restart); the blocked user's
+    next envelope is answered STORED and nothing of it is kept."""
+    local = {uid(OURS)}
+    privacy = Privacy()
+    inbox = Inbox(
+        local_users=local,
+        rules=ArrivalRules(local, blocked=privacy.blocks),
+        rooms=RoomRegistry(local),
+        release=ReleaseOrder(),
+        directory=HomeDirectory(local_users=local),
+        relay_ttl_ms=60_000,
+        sibling_destinations=tuple,
+        opener=None,
+        privacy=privacy,
+    )
+    blocked = uid(ADMIN)
+    block = seal(
+        OURS,
+        kind=Kind.PRIVATE,
+        room=self_room_id(uid(OURS)),
+        sender_user=uid(OURS),
+        seq=1,
+        hlc=Timestamp(wall_ms=next(_wall), counter=0),
+        content_type=PRIVATE_CONTENT_TYPE,
+        body=encode_block_changed(blocked, blocked=True),
+    )
+    outcome = inbox.accept(store, [arrival(block)], now_ms=1, peer=PEER)
+    assert statuses(outcome.results) == [STORED] and privacy.blocks(blocked)
+    again = Privacy()
+    again.load(store)
+    assert again.blocks(blocked)  # kept in the store, not only in memory
+    hello = seal(
+        ADMIN,
+        kind=Kind.MESSAGE,
+        room=direct_room_id(uid(OURS), blocked),
+        sender_user=blocked,
+        seq=1,
+        hlc=Timestamp(wall_ms=next(_wall), counter=0),
+        content_type="text/plain",
+        body=b"let me in",
+    )
+    outcome = inbox.accept(store, [arrival(hello)], now_ms=2, peer=PEER)
+    assert statuses(outcome.results) == [STORED]  # as if stored: nothing tells them
+    assert store.get_event(hello.message_id) is None and outcome.released == []

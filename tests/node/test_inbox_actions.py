@@ -1,11 +1,13 @@
 """Message actions on arrival (SPEC §31) over a real store: a forged recall or edit of another
 member's message, a malformed action and a reaction from a non-member are refused with their
-codes and store nothing; a recall by the sender withdraws the body as it is stored."""
+codes and store nothing (an encrypted one judged on its plaintext, which is not kept); a recall
+by the sender withdraws the body as it is stored."""
 
 from __future__ import annotations
 
 from hearthmesh.node.delivery.inbox import Inbox
 from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.protocol.actions import (
@@ -22,11 +24,12 @@ from hearthmesh.protocol.actions import (
 from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.authority import DeferralPolicy
 from hearthmesh.protocol.delivery import AckStatus
+from hearthmesh.protocol.e2ee.megolm import ENCRYPTED_CONTENT_TYPE, encode_plaintext, opened_view
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId
 from hearthmesh.protocol.errors import ErrorCode
 from hearthmesh.protocol.identity import KeyPair
 from hearthmesh.protocol.membership import Action
-from hearthmesh.storage.api import Direction
+from hearthmesh.storage.api import Direction, Store
 from hearthmesh.storage.store import KvStore
 
 from .test_inbox import (
@@ -103,6 +106,7 @@ def test_a_reaction_from_a_non_member_is_refused(store: KvStore) -> None:
         directory=HomeDirectory(local_users=local),
         relay_ttl_ms=60_000,
         sibling_destinations=tuple,
+        opener=None,
     )
     results = []
     for _ in range(3):  # deferred while it might be a member soon (SPEC §12.5), then refused
@@ -128,3 +132,44 @@ def test_the_senders_recall_withdraws_the_body_as_it_is_stored(store: KvStore) -
     assert store.get_event(target) is None
     again = make_inbox().accept(store, [arrival(original)], now_ms=0, peer=PEER)
     assert again.results[0].status is AckStatus.DUPLICATE and store.get_event(target) is None
+
+
+class _OpensTo(RoomOpener):
+    """Stands in for the Megolm layer below the inbox: every encrypted envelope opens to
+    `plain`, kept beside it as `RoomOpener.open` keeps it (SPEC §27.7)."""
+
+    def __init__(self, content_type: str, plain: bytes) -> None:
+        self._content_type, self._plain = content_type, plain
+
+    def open(self, store: Store, envelope: Envelope, *, hold: bool = True) -> Envelope:
+        store.put_plaintext(envelope.message_id, encode_plaintext(self._content_type, self._plain))
+        return opened_view(envelope, self._content_type, self._plain)
+
+
+def test_an_encrypted_forged_edit_is_refused_on_its_plaintext_and_leaves_nothing(
+    store: KvStore,
+) -> None:
+    original, before = _setup(store)
+    edit = encode_edit(Edit(target=original.message_id, text="mine"))
+    forged = _action(MEMBER, 1, Kind.EDIT, ENCRYPTED_CONTENT_TYPE, b"\x84\x00\x01")  # sealed
+    local = {uid(OURS)}
+    inbox = Inbox(
+        local_users=local,
+        rules=ArrivalRules(local),
+        rooms=RoomRegistry(local),
+        release=ReleaseOrder(),
+        directory=HomeDirectory(local_users=local),
+        relay_ttl_ms=60_000,
+        sibling_destinations=tuple,
+        opener=_OpensTo(EDIT_CONTENT_TYPE, edit),
+    )
+    outcome = inbox.accept(store, [arrival(forged)], now_ms=0, peer=PEER)
+    assert [(r.status, r.code) for r in outcome.results] == [
+        (AckStatus.REJECTED, ErrorCode.NOT_SENDER)
+    ]
+    assert store.plaintext(forged.message_id) is None and store.get_event(forged.message_id) is None
+    assert store.actions_of(original.message_id) == []
+    after = [
+        e.envelope.message_id for e in store.page_history(GROUP, direction=Direction.FORWARD).events
+    ]
+    assert after == before

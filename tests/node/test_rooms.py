@@ -65,8 +65,12 @@ def test_a_256_event_batch_in_a_2300_event_room_costs_256_fold_steps() -> None:
         action=Action.CREATE, target=ADMIN_ID, role=Role.ADMIN, nonce=NONCE, name="big"
     )
     history = [membership(create), membership(MembershipChange(action=Action.ADD, target=OURS))]
+    # 256 stay; the others come and go, so the group stays under its 1,024 members (§30.2)
+    history += [membership(MembershipChange(action=Action.ADD, target=user(i))) for i in range(256)]
     history += [
-        membership(MembershipChange(action=Action.ADD, target=user(i))) for i in range(2298)
+        membership(MembershipChange(action=action, target=user(i)))
+        for i in range(256, 1277)
+        for action in (Action.ADD, Action.KICK)
     ]
     assert store.append_many([AppendRequest(envelope=e) for e in history]) == [
         AppendResult.STORED
@@ -88,7 +92,7 @@ def test_a_256_event_batch_in_a_2300_event_room_costs_256_fold_steps() -> None:
     assert rooms.fold_steps(ROOM) - loaded == 256
     rows = {m.user: m.role for m in store.members(ROOM)}
     assert all(rows[user(i)] == Role.ADMIN for i in range(256))
-    assert len(rooms.members(store, ROOM)) == 2300
+    assert len(rooms.members(store, ROOM)) == 258
 
 
 def test_folds_held_in_memory_are_bounded_and_reload_from_the_store() -> None:

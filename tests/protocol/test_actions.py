@@ -33,6 +33,7 @@ from hearthmesh.protocol.actions import (
     target_of,
 )
 from hearthmesh.protocol.content import TEXT_CONTENT_TYPE
+from hearthmesh.protocol.e2ee.megolm import ENCRYPTED_CONTENT_TYPE
 from hearthmesh.protocol.e2ee.policy import encrypts
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
 from hearthmesh.protocol.errors import (
@@ -114,13 +115,15 @@ def test_arbitrary_bytes_raise_only_protocol_errors(data: bytes, kind: Kind) -> 
         decode_annotated(data)
 
 
-def test_a_recall_names_its_target_in_the_clear_for_relays() -> None:
+def test_a_recall_is_encrypted_and_names_its_target_only_once_opened() -> None:
     original = _env(ALICE, Kind.MESSAGE, TEXT_CONTENT_TYPE, b"oops")
     recall = _env(
         ALICE, Kind.RECALL, RECALL_CONTENT_TYPE, encode_recall(Recall(target=original.message_id))
     )
-    assert not encrypts(Kind.RECALL) and encrypts(Kind.EDIT) and encrypts(Kind.REACTION)
-    assert target_of(recall) == original.message_id
+    assert all(encrypts(kind) for kind in (Kind.RECALL, Kind.EDIT, Kind.REACTION))
+    assert target_of(recall) == original.message_id  # the opened view a member's home holds
+    sealed = _env(ALICE, Kind.RECALL, ENCRYPTED_CONTENT_TYPE, b"\x84\x00\x01")
+    assert target_of(sealed) is None  # a relay reads no target: only the RECALL kind
     assert target_of(original) is None
 
 

@@ -149,9 +149,23 @@ def refused(decision: Decision, status: AckStatus, code: int) -> bool:
 def test_a_member_writes_into_the_group_and_our_user_writes_unasked() -> None:
     rooms = group_with_member()
     assert decide(sealed(MEMBER), rooms) == Decision(verdict=Verdict.STORE)
-    reads = rooms.reads
-    assert decide(sealed(OURS, RoomId(b"\x07" * 32)), rooms).verdict is Verdict.STORE
-    assert rooms.reads == reads  # our own user's envelope needs no room state
+    rooms.fixed[DIRECT] = direct_room_state(uid(OURS), uid(MEMBER))
+    for room in (GROUP, DIRECT):  # our own user is no member to check, in any room known here
+        assert decide(sealed(OURS, room), rooms) == Decision(verdict=Verdict.STORE)
+
+
+def test_our_own_envelope_in_a_room_unknown_here_waits_until_the_room_is_learnt() -> None:
+    """Issue 13's race: a linked home must not show a direct room whose members it does not
+    know (its id does not name them, our own message does not name the other)."""
+    rooms = Rooms()
+    for kind in (Kind.MESSAGE, Kind.RECEIPT, Kind.REACTION):
+        decision = decide(sealed(OURS, DIRECT, kind=kind), rooms)
+        assert decision.verdict is Verdict.DEFER and decision.unknown_room
+        assert refused(decision, AckStatus.DEFERRED, ErrorCode.NOT_AUTHORIZED)
+    rooms.fixed[DIRECT] = direct_room_state(uid(OURS), uid(MEMBER))  # the sibling's ROOMS
+    assert decide(sealed(OURS, DIRECT), rooms) == Decision(verdict=Verdict.STORE)
+    other = decide(sealed(MEMBER, RoomId(b"\x07" * 32)), group_with_member(), device_listed=True)
+    assert not other.unknown_room  # someone else's early envelope waits for its fold, not this
 
 
 def test_ephemeral_kinds_are_never_delivered() -> None:
@@ -244,6 +258,8 @@ def test_a_bad_membership_body_or_a_full_room_is_refused_with_its_code() -> None
         (sealed(MEMBER, content_type=CONTACT_CONTENT_TYPE), {Reaction.APPLY_CONTACT_EVENT}),
         (sealed(OURS, content_type=CONTACT_CONTENT_TYPE), set()),  # our own, sent elsewhere
         (sealed(MEMBER), set()),
+        (sealed(MEMBER, kind=Kind.PROFILE), {Reaction.APPLY_PROFILE}),
+        (sealed(OURS, kind=Kind.PROFILE), {Reaction.APPLY_PROFILE}),  # from our other device
     ],
     ids=[
         "own-private",
@@ -253,6 +269,8 @@ def test_a_bad_membership_body_or_a_full_room_is_refused_with_its_code() -> None
         "contact",
         "own-contact",
         "message",
+        "profile",
+        "own-profile",
     ],
 )
 def test_what_a_newly_stored_envelope_sets_off(
@@ -318,3 +336,27 @@ def test_a_membership_event_meant_for_history_is_stored_before_the_next_is_judge
 def test_private_state_is_released_but_never_shown_to_clients() -> None:
     assert not reaches_the_app(sealed(OURS, kind=Kind.PRIVATE))
     assert reaches_the_app(sealed(OURS)) and reaches_the_app(sealed(MEMBER, kind=Kind.RECEIPT))
+
+
+def test_a_blocked_users_envelopes_are_acked_as_stored_and_dropped_but_group_membership_kept() -> (
+    None
+):
+    """SPEC §32.3: nothing tells the blocked user; only the group's member list still folds."""
+    rooms = group_with_member()
+    rules = ArrivalRules(LOCAL, blocked=lambda user: user == uid(MEMBER))
+    for envelope in (
+        sealed(MEMBER),
+        sealed(MEMBER, kind=Kind.PROFILE),
+        sealed(MEMBER, DIRECT),
+        sealed(MEMBER, DIRECT, kind=Kind.MEMBERSHIP),
+    ):
+        decision = decide(envelope, rooms, rules=rules)
+        assert decision.verdict is Verdict.DISCARD
+        assert decision.result == DeliveryResult(
+            message_id=envelope.message_id, status=AckStatus.STORED
+        )
+    leave = membership(MEMBER, MembershipChange(action=Action.LEAVE, target=uid(MEMBER)))
+    assert decide(leave, rooms, rules=rules).verdict is not Verdict.DISCARD
+    assert decide(sealed(ADMIN), rooms, rules=rules).verdict is Verdict.STORE  # not blocked
+    other = decide(sealed(MEMBER), rooms, rules=rules, recipient=uid(STRANGER))
+    assert other.verdict is Verdict.RELAY  # a relay keeps it for its own recipient

@@ -98,12 +98,12 @@ def admin_checked_fold(events: list[Envelope]) -> RoomState:
     for envelope in sorted(events, key=lambda e: e.order_key):
         change = decode_membership(envelope.body)
         sender = envelope.sender_user
-        was_admin = state.members.get(sender) is Role.ADMIN
+        was_admin = state.rank(sender) >= Role.ADMIN
         before = dict(state.members)
-        if state.apply_change(sender, change) and change.action in (
-            Action.ADD,
-            Action.KICK,
-            Action.ROLE,
+        if state.apply_change(sender, change) and change.action not in (
+            Action.CREATE,
+            Action.JOIN,
+            Action.LEAVE,
         ):
             assert was_admin, "a non-admin changed membership"
         if change.action in (Action.JOIN, Action.LEAVE) and state.members != before:

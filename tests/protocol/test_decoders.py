@@ -22,17 +22,20 @@ from hypothesis import strategies as st
 import hearthmesh.protocol
 from hearthmesh.protocol import (
     actions,
+    capabilities,
     client_api,
     content,
     delivery,
     e2ee,
     envelope,
     fetch,
+    friend_link,
     gossip,
     hello,
     hlc,
     home_record,
     identity,
+    invites,
     linking,
     media,
     media_seal,
@@ -45,6 +48,7 @@ from hearthmesh.protocol import (
 )
 from hearthmesh.protocol.canonical import CborValue, decode_canonical, encode_canonical
 from hearthmesh.protocol.errors import RemoteProtocolError
+from hearthmesh.protocol.identity import UserId
 from tests.conftest import examples
 
 _USER = identity.keypair_from_seed(b"u" * 32)
@@ -129,6 +133,22 @@ def _encode_claim_answer(answer: Any) -> bytes:
     return e2ee.encode_claim_answer(answer)
 
 
+def _encode_join_answer(answer: Any) -> bytes:
+    if isinstance(answer, delivery.ProtocolErrorFrame):
+        return encode_canonical([3, answer.code, answer.message])
+    return invites.encode_join_answer(answer)
+
+
+_INVITE_RECORD = invites.InviteRecord(
+    invite_id=b"i" * 16,
+    room=envelope.RoomId(b"r" * 32),
+    issuer=identity.UserId(b"u" * 32),
+    created_ms=1,
+    expires_ms=2,
+    max_uses=3,
+)
+
+
 def _encode_sync(frame: Any) -> bytes:
     match frame:
         case sync.RoomList():
@@ -150,11 +170,32 @@ class Decoder:
 
 
 _ID = b"i" * 32
+
+
+def _encode_private(change: private.PrivateChange) -> bytes:
+    if isinstance(change, private.BlockChanged):
+        return private.encode_block_changed(change.user, blocked=change.blocked)
+    if isinstance(change, private.MessageHidden):
+        return private.encode_message_hidden(change.room, change.message)
+    return private.encode_conversation_deleted(change.room)
+
+
 DECODERS: dict[str, Decoder] = {
     "canonical.decode_canonical": Decoder(
         lambda b: decode_canonical(b, max_bytes=4096),
         lambda v: encode_canonical(v),
         (encode_canonical([0, [b"x", "y"], None, -5]),),
+    ),
+    "capabilities.decode_caps_request": Decoder(
+        capabilities.decode_caps_request,
+        lambda _: capabilities.encode_caps_request(),
+        (capabilities.encode_caps_request(),),
+    ),
+    # not canonical by design: a level the decoder does not know is skipped (SPEC §20.5)
+    "capabilities.decode_caps_answer": Decoder(
+        capabilities.decode_caps_answer,
+        None,
+        (capabilities.encode_caps_answer(frozenset(capabilities.Level)),),
     ),
     "content.decode_typing": Decoder(
         content.decode_typing, content.encode_typing, (content.encode_typing(True),)
@@ -186,6 +227,22 @@ DECODERS: dict[str, Decoder] = {
             ),
         ),
     ),
+    "content.decode_profile": Decoder(
+        content.decode_profile,
+        content.encode_profile,
+        (
+            content.encode_profile(content.ProfileCard(handle="ann", display_name="Ann")),
+            content.encode_profile(
+                content.ProfileCard(
+                    display_name="Ann",
+                    bio="hi",
+                    picture=content.MediaRef(
+                        type="image", digest=_ID, content_type="image/png", size=3
+                    ),
+                )
+            ),
+        ),
+    ),
     "delivery.decode_frame": Decoder(
         delivery.decode_frame,
         _encode_frame,
@@ -206,6 +263,30 @@ DECODERS: dict[str, Decoder] = {
             ),
             encode_canonical([3, 2, "malformed"]),
         ),
+    ),
+    "invites.decode_join_request": Decoder(
+        invites.decode_join_request,
+        invites.encode_join_request,
+        (
+            invites.encode_join_request(
+                invites.JoinRequest(
+                    room=envelope.RoomId(b"r" * 32), secret=b"s" * 16, home_record=b"h" * 40
+                )
+            ),
+        ),
+    ),
+    "invites.decode_join_answer": Decoder(
+        invites.decode_join_answer,
+        _encode_join_answer,
+        (
+            invites.encode_join_answer(envelope.MessageId(b"m" * 32)),
+            encode_canonical([3, 60, "no"]),
+        ),
+    ),
+    "invites.decode_invite_records": Decoder(
+        invites.decode_invite_records,
+        invites.encode_invite_records,
+        (invites.encode_invite_records([_INVITE_RECORD, invites.revoke(_INVITE_RECORD)]),),
     ),
     "e2ee.decode_claim_request": Decoder(
         e2ee.decode_claim_request,
@@ -262,7 +343,9 @@ DECODERS: dict[str, Decoder] = {
         (
             e2ee.encode_room_key_shares(
                 e2ee.RoomKeyShares(
-                    sender_curve=b"c" * 32,
+                    sender_bundle=e2ee.issue_key_bundle(
+                        _DEVICE, identity_key=b"c" * 32, fallback_key=b"f" * 32, issued_ms=1
+                    ),
                     shares=(
                         e2ee.Share(
                             recipient=identity.DeviceId(_ID),
@@ -270,6 +353,41 @@ DECODERS: dict[str, Decoder] = {
                             ciphertext=b"o" * 40,
                         ),
                     ),
+                )
+            ),
+        ),
+    ),
+    "e2ee.decode_forwarded_key": Decoder(
+        e2ee.decode_forwarded_key,
+        e2ee.encode_forwarded_key,
+        (
+            e2ee.encode_forwarded_key(
+                e2ee.ForwardedKey(
+                    room=envelope.RoomId(_ID),
+                    session_id=_ID,
+                    exported_key=b"x" * 164,
+                    first_index=3,
+                    sender_device=identity.DeviceId(_ID),
+                    recipient_device=identity.DeviceId(_ID),
+                )
+            ),
+        ),
+    ),
+    "e2ee.decode_forward_request": Decoder(
+        e2ee.decode_forward_request,
+        e2ee.encode_forward_request,
+        (e2ee.encode_forward_request([(envelope.RoomId(_ID), _ID)]),),
+    ),
+    "e2ee.decode_forward_answer": Decoder(
+        e2ee.decode_forward_answer,
+        None,  # answers and ERROR frames share the decoder
+        (
+            e2ee.encode_forward_answer(
+                e2ee.ForwardAnswer(
+                    sender_bundle=e2ee.issue_key_bundle(
+                        _DEVICE, identity_key=b"c" * 32, fallback_key=b"f" * 32, issued_ms=1
+                    ),
+                    messages=((e2ee.OlmKind.PRE_KEY, b"o" * 40),),
                 )
             ),
         ),
@@ -432,13 +550,10 @@ DECODERS: dict[str, Decoder] = {
     ),
     "private.decode_private": Decoder(
         private.decode_private,
-        lambda change: (
-            private.encode_message_hidden(change.room, change.message)
-            if isinstance(change, private.MessageHidden)
-            else private.encode_conversation_deleted(change.room)
-        ),
+        _encode_private,
         (
             private.encode_conversation_deleted(_ROOM),
+            private.encode_block_changed(UserId(_ID), blocked=True),
             private.encode_message_hidden(_ROOM, envelope.MessageId(_ID)),
         ),
     ),
@@ -504,6 +619,13 @@ DECODERS: dict[str, Decoder] = {
 """Decoders of bytes from peers (wire formats): canonical, and only the remote family."""
 
 TEXT_DECODERS: dict[str, tuple[Callable[[str], object], tuple[str, ...]]] = {
+    "friend_link.decode_friend_link": (
+        friend_link.decode_friend_link,
+        (
+            friend_link.encode_friend_link(identity.UserId(_USER.public)),
+            friend_link.encode_friend_link(identity.UserId(_USER.public), b"record"),
+        ),
+    ),
     "identity.decode_user_id": (
         identity.decode_user_id,
         (identity.user_id_text(identity.UserId(_USER.public)),),
@@ -520,6 +642,18 @@ TEXT_DECODERS: dict[str, tuple[Callable[[str], object], tuple[str, ...]]] = {
                     secret=b"s" * linking.LINK_SECRET_BYTES,
                     address="/ip4/127.0.0.1/tcp/1/p2p/12D3KooWx",
                     expires_ms=9,
+                )
+            ),
+        ),
+    ),
+    "invites.decode_invite": (
+        invites.decode_invite,
+        (
+            invites.encode_invite(
+                invites.Invite(
+                    room=envelope.RoomId(b"r" * 32),
+                    secret=b"s" * 16,
+                    addrs=("/ip4/127.0.0.1/tcp/1/p2p/12D3KooWx",),
                 )
             ),
         ),

@@ -33,6 +33,9 @@ VECTORS: dict[str, Any] = json.loads(
     resources.files("hearthmesh.protocol").joinpath("vectors/e2ee.json").read_text()
 )
 _DEVICE = keypair_from_seed(b"d" * 32)
+_BUNDLE = e2ee.issue_key_bundle(
+    _DEVICE, identity_key=b"c" * 32, fallback_key=b"f" * 32, issued_ms=1
+)
 _ROOM = RoomId(b"r" * 32)
 
 
@@ -135,7 +138,7 @@ def _share(n: int) -> Share:
 
 
 def test_shares_for_many_devices_are_chunked_under_the_body_limit() -> None:
-    bodies = e2ee.chunk_shares(b"c" * 32, [_share(n) for n in range(300)])
+    bodies = e2ee.chunk_shares(_BUNDLE, [_share(n) for n in range(300)])
     assert len(bodies) > 1
     recipients: list[DeviceId] = []
     for body in bodies:
@@ -147,7 +150,7 @@ def test_shares_for_many_devices_are_chunked_under_the_body_limit() -> None:
 
 
 def test_a_recipient_twice_in_one_body_is_malformed() -> None:
-    body = RoomKeyShares(sender_curve=b"c" * 32, shares=(_share(1), _share(1)))
+    body = RoomKeyShares(sender_bundle=_BUNDLE, shares=(_share(1), _share(1)))
     with pytest.raises(MalformedMessage):
         e2ee.decode_room_key_shares(e2ee.encode_room_key_shares(body))
 
@@ -169,7 +172,12 @@ def test_olm_delivers_a_room_key_and_megolm_round_trips() -> None:
     shares = e2ee.decode_room_key_shares(
         e2ee.encode_room_key_shares(
             RoomKeyShares(
-                sender_curve=alice.curve25519_key.to_bytes(),
+                sender_bundle=e2ee.issue_key_bundle(
+                    _DEVICE,
+                    identity_key=alice.curve25519_key.to_bytes(),
+                    fallback_key=b"f" * 32,
+                    issued_ms=1,
+                ),
                 shares=(
                     Share(recipient=DeviceId(b"v" * 32), olm_kind=kind, ciphertext=ciphertext),
                 ),

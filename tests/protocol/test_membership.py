@@ -56,7 +56,7 @@ def members(events: list[Envelope]) -> set[bytes]:
 def test_create_add_leave() -> None:
     state = fold(ROOM, [create(), event(ALICE, Action.ADD, BOB), event(BOB, Action.LEAVE, BOB)])
     assert state.name == "g"
-    assert state.members == {UserId(ALICE.public): Role.ADMIN}
+    assert state.members == {UserId(ALICE.public): Role.OWNER}
 
 
 def test_only_admins_add_and_kick() -> None:

@@ -86,11 +86,23 @@ def test_home_record_layout_signature_and_bounds() -> None:
     document = load("home_record")
     record = next(c for c in document["valid"] if c["op"] == "home_record")
     fields = run_op(record)
-    assert list(fields) == ["type", "user", "issued_ms", "homes", "addrs", "devices", "signature"]
+    assert list(fields) == [
+        "type",
+        "user",
+        "issued_ms",
+        "homes",
+        "addrs",
+        "devices",
+        "bundles",
+        "signature",
+    ]
     assert all(d["user"] == fields["user"] for d in fields["devices"])
+    assert [b["device"] for b in fields["bundles"]] == [d["device"] for d in fields["devices"]]
     refused = {c["note"]: c["error"] for c in document["invalid"] if c["op"] == "home_record"}
     assert refused["nine homes: at most eight"] == "MalformedMessage"
-    assert refused["over 8 KiB"] == "TooLarge"
+    assert refused["over 12 KiB"] == "TooLarge"
+    assert refused["a key bundle of a device the record does not list"] == "BadCertificate"
+    assert refused["a key bundle whose device signature fails (SPEC §27.1)"] == "BadSignature"
     assert refused["signature bit flipped"] == "BadSignature"
 
 
@@ -106,10 +118,11 @@ def test_the_dht_holds_a_users_newest_record_under_their_key_only() -> None:
 
 
 def test_presence_carries_the_senders_own_record() -> None:
-    """SPEC §14.2: [status, ttl_ms, home record], the record the sender user's own."""
+    """SPEC §14.2: [status, ttl_ms, home record], the record the sender user's own; status 3 is
+    the record alone (SPEC §32.4)."""
     document = load("gossip")
     for case in (c for c in document["valid"] if c["op"] == "presence"):
         fields = run_op(case)
-        assert fields["status"] in (1, 2) and 0 < fields["ttl_ms"] <= 3_600_000
+        assert fields["status"] in (1, 2, 3) and 0 < fields["ttl_ms"] <= 3_600_000
     refused = {c["note"]: c["error"] for c in document["invalid"] if c["op"] == "presence"}
     assert refused["bob's record in alice's announcement"] == "NotAuthorized"

@@ -1,9 +1,17 @@
-"""Message actions in the store (SPEC §31): the index, recall tombstones, delete for me."""
+"""Message actions in the store (SPEC §31): the index, recall tombstones and what a purge
+removes (the body, its plaintext, its held mark), delete for me."""
 
 from __future__ import annotations
 
 from hearthmesh.protocol.actions import RECALL_CONTENT_TYPE, Recall, encode_recall
-from hearthmesh.protocol.envelope import Kind
+from hearthmesh.protocol.e2ee.megolm import (
+    ENCRYPTED_CONTENT_TYPE,
+    MEGOLM_V1,
+    EncryptedBody,
+    encode_encrypted_body,
+    encode_plaintext,
+)
+from hearthmesh.protocol.envelope import Envelope, Kind
 from hearthmesh.storage.api import AppendRequest, AppendResult, Direction
 from hearthmesh.storage.store import KvStore
 
@@ -77,3 +85,24 @@ def test_a_message_arriving_after_its_recall_is_purged_by_the_next_pass(store: K
     assert store.purge(now_ms=3_000, retention_ms=10**12).events == 1
     assert store.get_event(original.message_id) is None
     assert store.append(AppendRequest(envelope=original)) is AppendResult.DUPLICATE
+
+
+def _encrypted(seq: int, session_id: bytes) -> Envelope:
+    body = EncryptedBody(algorithm=MEGOLM_V1, session_id=session_id, ciphertext=b"\x03" * 40)
+    return make_envelope(
+        seq=seq, content_type=ENCRYPTED_CONTENT_TYPE, body=encode_encrypted_body(body)
+    )
+
+
+def test_a_recalled_body_leaves_no_plaintext_and_no_held_mark_at_rest(store: KvStore) -> None:
+    session = b"\x07" * 32
+    opened, held = _encrypted(1, session), _encrypted(2, session)
+    store.append_many([AppendRequest(envelope=opened), AppendRequest(envelope=held)])
+    store.put_plaintext(opened.message_id, encode_plaintext("text/plain", b"secret"))
+    store.hold_encrypted(session, held.message_id, ROOM_A)  # its room key has not come yet
+    for seq, target in ((3, opened), (4, held)):
+        store.append(_recall(target.message_id, seq=seq))
+        assert store.withdraw(target.message_id, b"\x01" * 32, USER_A)
+    assert store.plaintext(opened.message_id) is None
+    assert store.held_encrypted(session, 10) == []
+    assert store.get_event(opened.message_id) is None and store.get_event(held.message_id) is None

@@ -3,28 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from hearthmesh.node.api.tls import KEY_FILE, ensure_certificate
-from tests.integration.api_helpers import TOKEN, Home, home
-
-SCRIPT = Path(sys.executable).parent / "hearthmesh"
+from tests.integration.api_helpers import TOKEN, Home, home, run_cli
 
 
 async def _cli(h: Home, token_file: Path, *args: str) -> tuple[int, str]:
-    api = h.url.split("://")[1]
-    process = await asyncio.create_subprocess_exec(
-        *(str(SCRIPT), "client", *args, "--api", api, "--token-file", str(token_file)),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, output.decode()
+    return await run_cli(h, token_file, "client", *args)
 
 
 @pytest.mark.slow

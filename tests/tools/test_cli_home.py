@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from hearthmesh.protocol.identity import UserId, keypair_from_seed, user_id_text
+
 SCRIPT = Path(sys.executable).parent / "hearthmesh"
 
 
@@ -74,6 +76,16 @@ def test_run_prints_addresses_serves_status_and_stops_cleanly_on_sigterm(tmp_pat
         assert "user id:" in status.stdout
         friends = cli("friends", "--data-dir", str(data), "--api", api)
         assert friends.returncode == 0 and "no friends yet" in friends.stdout
+        named = cli("profile", "set", "--name", "Alice A.", "--data-dir", str(data), "--api", api)
+        assert named.returncode == 0 and "display_name: Alice A." in named.stdout, named.stderr
+        shown = cli("profile", "--data-dir", str(data), "--api", api)
+        assert "display_name: Alice A." in shown.stdout
+        invite = cli("friends", "invite", "--data-dir", str(data), "--api", api)
+        assert invite.returncode == 0 and "hearthmesh:friend/" in invite.stdout
+        mallory = user_id_text(UserId(keypair_from_seed(b"m" * 32).public))
+        for action in ("block", "blocked", "unblock"):
+            done = cli("friends", action, mallory, "--data-dir", str(data), "--api", api)
+            assert done.returncode == 0 and mallory in done.stdout, done.stderr
         bad = cli("send", "--data-dir", str(data), "--api", api, "--room", "zz", "hi")
         assert bad.returncode == 1 and "INVALID_IDENTIFIER" in bad.stderr
         process.send_signal(signal.SIGTERM)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +36,9 @@ class Tab:
         return path
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+@asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """A launched Chromium, closed on exit (bound to the event loop that launched it)."""
     if not _HAVE_CHROMIUM:
         pytest.fail(f"no Chromium at {CHROMIUM}: run `make browser` (apt-get install chromium)")
     async with async_playwright() as playwright:
@@ -47,6 +49,16 @@ async def browser() -> AsyncIterator[Browser]:
             yield launched
         finally:
             await launched.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """A Chromium for one test. A module whose tests share one event loop
+    (`pytest.mark.asyncio(loop_scope="module")`) overrides this with one Chromium for all of
+    them: a launch costs 1-6 s on a loaded machine, and each test still opens its own
+    contexts (cookies, storage), so only the process is shared."""
+    async with chromium() as launched:
+        yield launched
 
 
 async def open_tab(

@@ -10,17 +10,29 @@ import asyncio
 import re
 import struct
 import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, FilePayload, expect
 
-from tests.integration.api_helpers import Home, home, link
+from tests.integration.api_helpers import Home, befriend, home, link
 from tests.integration.conftest import wait_until_async
 from tests.integration.test_media import _download
 
-from .conftest import open_tab
+from .conftest import chromium, open_tab
 from .test_web_client import _bob_writes, _pair
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    """One Chromium for this module's tests (see tests/web/conftest.py `browser`)."""
+    async with chromium() as launched:
+        yield launched
 
 
 def _png(width: int = 8, height: int = 8) -> bytes:
@@ -50,7 +62,7 @@ async def test_an_image_is_sent_and_shown_typing_shows_and_days_are_separated(
 ) -> None:
     async with asyncio.timeout(20), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
         room = await _bob_writes(a, b, "hi")
-        bob = await _user(b)
+        bob, _ = await befriend(b, a)  # typing goes to contacts alone (SPEC §32.4)
         context, tab = await open_tab(browser, a.url)
         await _pair(a, tab)
         page = tab.page
@@ -92,8 +104,8 @@ async def test_a_group_is_created_a_member_added_and_left(tmp_path: Path, browse
         await page.get_by_role("button", name="Create group").click()
         await expect(page.get_by_role("heading", name="Hike")).to_be_visible()
         await page.get_by_role("button", name="Members").click()
-        await expect(page.locator(".members .person")).to_have_count(1)  # Alice alone, admin
-        await expect(page.locator(".members .role")).to_have_text("admin")
+        await expect(page.locator(".members .person")).to_have_count(1)  # Alice alone, owner
+        await expect(page.locator(".members .role")).to_have_text("owner")
         await page.get_by_label("Add a member by user id").fill(bob)
         await page.get_by_role("button", name="Add member").click()
         await expect(page.locator("#presence")).to_have_text("2 members")
@@ -144,7 +156,7 @@ async def test_a_friend_request_is_accepted_and_presence_flips_when_the_node_sto
             await expect(page.locator("#request-count")).to_have_text("1")
             await page.get_by_role("button", name="Friends").click()
             await tab.screenshot("friend-request")
-            await page.get_by_role("button", name="Accept").click()
+            await page.get_by_role("button", name="Accept", exact=True).click()
 
             async def alice_is_a_friend() -> int:
                 listed = (await b.client.call("GET", "/v1/friends"))["friends"]
@@ -248,3 +260,65 @@ async def test_notifications_register_the_service_worker_which_shows_a_push(
         # Chromium's own note on the refused subscription (a test context is "incognito"):
         incognito = [e for e in tab.errors if e.startswith("Chrome currently does not support")]
         assert len(incognito) <= 1 and [e for e in tab.errors if e not in incognito] == []
+
+
+async def test_an_invite_link_and_qr_join_by_link_then_promote_and_remove(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """SPEC §30.5: Alice shows an invite (link and QR); Bob, in his own browser, joins by the
+    link; Alice sees him among the members, promotes him, demotes and removes him; a second
+    join by the spent link shows its refusal with code 61."""
+    async with asyncio.timeout(40), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        bob = await _user(b)
+        context, tab = await open_tab(browser, a.url)
+        await _pair(a, tab)
+        page = tab.page
+        await page.get_by_role("button", name="New group").click()
+        await page.get_by_label("Group name").fill("Hike")
+        await page.get_by_role("button", name="Create group").click()
+        await page.get_by_role("button", name="Members").click()
+        await page.get_by_role("button", name="Create invite link").click()
+        invite = page.get_by_label("Invite link (works once, for 7 days)")
+        await expect(invite).to_have_value(re.compile(r"^hearthmesh:join/[a-z2-7]+$"))
+        link_text = await invite.input_value()
+        qr = page.get_by_role("img", name="Invite QR code")
+        await expect(qr).to_have_js_property("complete", True)
+        assert await qr.evaluate("img => img.naturalWidth") > 0  # a QR the browser drew
+        await tab.screenshot("group-invite-desktop")
+
+        bob_context, bob_tab = await open_tab(browser, b.url, phone=True)
+        await _pair(b, bob_tab)
+        bob_page = bob_tab.page
+        await bob_page.get_by_role("button", name="Join group").click()
+        await bob_page.get_by_label("Invite link").fill(link_text)
+        await bob_page.get_by_role("button", name="Join", exact=True).click()
+        await expect(bob_page.get_by_role("heading", name="Hike")).to_be_visible(timeout=20_000)
+        await bob_tab.screenshot("group-joined-phone")
+
+        await expect(page.locator("#presence")).to_have_text("2 members")
+        if await page.locator("#members").is_hidden():  # the membership frame redrew the chat
+            await page.get_by_role("button", name="Members").click()
+        bob_row = page.locator(f'#member-list [data-user="{bob}"]')
+        await bob_row.get_by_role("button", name=re.compile("^Promote")).click()
+        await expect(page.locator(f'#member-list [data-user="{bob}"]')).to_have_attribute(
+            "data-role", "admin"
+        )
+        bob_row = page.locator(f'#member-list [data-user="{bob}"]')
+        await bob_row.get_by_role("button", name=re.compile("^Demote")).click()
+        bob_row = page.locator(f'#member-list [data-user="{bob}"][data-role="member"]')
+        await bob_row.get_by_role("button", name=re.compile("^Remove")).click()
+        await expect(page.locator("#member-list .person")).to_have_count(1)
+        await expect(page.locator("#presence")).to_have_text("1 members")
+
+        # removed, Bob's open chat closes by itself
+        await expect(bob_page.get_by_role("button", name="Join group")).to_be_visible()
+        assert bob_tab.errors == []
+        await bob_page.get_by_role("button", name="Join group").click()
+        await bob_page.get_by_label("Invite link").fill(link_text)
+        await bob_page.get_by_role("button", name="Join", exact=True).click()
+        await expect(bob_page.locator("#join-group-error")).to_contain_text("(code 61)")
+        await context.close()
+        await bob_context.close()
+        assert tab.errors == []
+        # the refusal's 403 is logged by Chromium itself, and nothing else
+        assert [e for e in bob_tab.errors if "403" not in e] == []

@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "delivery": "hearthmesh.tools.bench.delivery",
     "e2ee": "hearthmesh.tools.bench.e2ee",
     "fanout": "hearthmesh.tools.bench.fanout",
+    "group": "hearthmesh.tools.bench.group",
     "hostile": "hearthmesh.tools.bench.hostile",
     "hostile-tunnel": "hearthmesh.tools.bench.hostile:run_tunnel",
     "p2p": "hearthmesh.tools.bench.p2p",

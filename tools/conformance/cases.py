@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,
 )
@@ -65,6 +66,8 @@ class Case:
     run: Callable[[Session], Awaitable[str]]
     hostile: bool = False
     needs_api: bool = False
+    level: Level = Level.CORE
+    """The capability level whose sections the case tests (SPEC §20.5)."""
 
 
 # --- the scenarios ------------------------------------------------------------------------------
@@ -282,18 +285,30 @@ CASES: Final[tuple[Case, ...]] = (
         expected="SHOWN:1,2,3",
         run=_shown_once_in_order,
         needs_api=True,
+        level=Level.IM,
     ),
     Case(name="gap_fetch", section="§26.4", expected="ANSWER:1,2,3", run=_gap_fetch),
-    Case(name="receipt", section="§16.2", expected="STORED", run=_receipt),
+    Case(name="receipt", section="§16.2", expected="STORED", run=_receipt, level=Level.IM),
     Case(
-        name="group_created", section="§12.2", expected="STORED,STORED,STORED", run=_group_created
+        name="group_created",
+        section="§12.2",
+        expected="STORED,STORED,STORED",
+        run=_group_created,
+        level=Level.IM,
     ),
-    Case(name="group_member_writes", section="§12.2", expected="STORED", run=_group_member_writes),
+    Case(
+        name="group_member_writes",
+        section="§12.2",
+        expected="STORED",
+        run=_group_member_writes,
+        level=Level.IM,
+    ),
     Case(
         name="group_member_kicks",
         section="§12.2",
         expected="DEFERRED:NOT_AUTHORIZED",
         run=_group_member_kicks,
+        level=Level.IM,
     ),
     Case(
         name="group_forged_create",
@@ -301,6 +316,7 @@ CASES: Final[tuple[Case, ...]] = (
         expected="REJECTED:NOT_AUTHORIZED",
         run=_forged_create,
         hostile=True,
+        level=Level.IM,
     ),
     Case(
         name="membership_in_a_direct_room",
@@ -308,6 +324,7 @@ CASES: Final[tuple[Case, ...]] = (
         expected="REJECTED:NOT_AUTHORIZED",
         run=_membership_in_direct,
         hostile=True,
+        level=Level.IM,
     ),
     Case(
         name="gap_fetch_outside_the_room",
@@ -322,6 +339,7 @@ CASES: Final[tuple[Case, ...]] = (
         expected="ERROR:NOT_AUTHORIZED",
         run=_sync_stranger,
         hostile=True,
+        level=Level.MULTI_DEVICE,
     ),
     Case(
         name="media_unknown_digest",
@@ -329,6 +347,7 @@ CASES: Final[tuple[Case, ...]] = (
         expected="ERROR:NOT_FOUND",
         run=_media_unknown,
         hostile=True,
+        level=Level.IM,
     ),
     Case(
         name="media_flood",
@@ -336,6 +355,7 @@ CASES: Final[tuple[Case, ...]] = (
         expected="ERROR:NOT_FOUND,ERROR:RATE_LIMITED",
         run=_media_flood,
         hostile=True,
+        level=Level.IM,
     ),
     Case(
         name="malformed_frame",

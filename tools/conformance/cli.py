@@ -46,6 +46,13 @@ def add_conformance_parser(commands: argparse._SubParsersAction[argparse.Argumen
     )
     run.add_argument("--token-file", metavar="FILE", help="the API token (with --api)")
     run.add_argument("--timeout", type=float, default=180.0, help="seconds for the whole run")
+    run.add_argument(
+        "--level",
+        dest="levels",
+        action="append",
+        choices=["core", "im", "multi-device", "relay", "e2ee"],
+        help="test these capability levels (repeatable; default: those the node advertises)",
+    )
 
 
 def run_conformance(args: argparse.Namespace) -> int:
@@ -79,13 +86,15 @@ def run_conformance(args: argparse.Namespace) -> int:
 
 
 async def _run_suite(args: argparse.Namespace) -> SuiteReport:
+    from hearthmesh.protocol.capabilities import Level
     from hearthmesh.tools.client import ApiClient
 
     from .suite import run_suite
 
+    levels = None if not args.levels else frozenset(Level(name) for name in args.levels)
     async with asyncio.timeout(args.timeout):
         if args.api is None:
-            return await run_suite(args.peer)
+            return await run_suite(args.peer, levels=levels)
         token = await asyncio.to_thread(Path(args.token_file).read_text, encoding="utf-8")
         async with ApiClient(args.api, token.strip()) as api:
-            return await run_suite(args.peer, api=api)
+            return await run_suite(args.peer, api=api, levels=levels)

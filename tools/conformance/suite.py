@@ -5,6 +5,9 @@ with a fresh user), learns the node's user from its hello answer, and runs every
 `CASES` in order: each sends what SPEC says a peer may send (or must not) and compares the
 node's answer with the one SPEC requires. After each hostile case a clean peer checks that
 the node still answers a hello. Another implementation is tested by pointing this at it.
+The node is tested by the capability levels it advertises on `/hearthmesh/caps/0` (SPEC
+§20.5; `core` when it does not serve it), or by the levels the caller names: a case of
+another level is not run and is listed under `not_advertised`, never counted as passed.
 
 State owned here: one run's report; the run's state is its `Session` (session.py).
 """
@@ -15,6 +18,12 @@ import time
 from dataclasses import dataclass, field
 
 from hearthmesh.node.p2p.errors import P2PError
+from hearthmesh.protocol.capabilities import (
+    CAPS_PROTOCOL,
+    Level,
+    decode_caps_answer,
+    encode_caps_request,
+)
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.hostile.catalogue import Target, probe
@@ -23,7 +32,7 @@ from hearthmesh.tools.hostile.peer import HostilePeer
 from .cases import CASES, Case
 from .session import Session
 
-__all__ = ["CaseResult", "SuiteReport", "run_suite"]
+__all__ = ["CaseResult", "SuiteReport", "advertised_levels", "run_suite"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +44,7 @@ class CaseResult:
     target_up: bool | None
     """After a hostile case: the node still answered a clean peer's hello."""
     seconds: float
+    level: str = str(Level.CORE)
 
     @property
     def passed(self) -> bool:
@@ -44,6 +54,7 @@ class CaseResult:
         return {
             "case": self.name,
             "section": self.section,
+            "level": self.level,
             "passed": self.passed,
             "expected": self.expected,
             "got": self.got,
@@ -58,6 +69,12 @@ class SuiteReport:
     results: list[CaseResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Cases not run: they need the client API and none was given."""
+    advertised: list[str] | None = None
+    """The levels the node advertised (None: it does not serve `/hearthmesh/caps/0`)."""
+    tested: list[str] = field(default_factory=list)
+    """The levels whose cases ran."""
+    not_advertised: list[str] = field(default_factory=list)
+    """Cases not run: their level was not tested."""
 
     @property
     def passed(self) -> bool:
@@ -70,8 +87,18 @@ class SuiteReport:
             "cases": len(self.results),
             "failed": [r.name for r in self.results if not r.passed],
             "skipped": self.skipped,
+            "levels": {
+                "advertised": self.advertised,
+                "tested": self.tested,
+                "passed": [level for level in self.tested if self._level_passed(level)],
+            },
+            "not_advertised": self.not_advertised,
             "results": [r.as_json() for r in self.results],
         }
+
+    def _level_passed(self, level: str) -> bool:
+        ran = [r for r in self.results if r.level == level]
+        return bool(ran) and all(r.passed for r in ran)
 
 
 async def _still_up(session: Session) -> bool:
@@ -103,11 +130,21 @@ async def _run_case(case: Case, session: Session) -> str:
         return f"cut-short:{type(exc).__name__}"
 
 
+async def advertised_levels(session: Session) -> frozenset[Level] | None:
+    """The levels the node answers on `/hearthmesh/caps/0` (None: no such protocol there)."""
+    answer = await session.ask(CAPS_PROTOCOL, encode_caps_request(), decode_caps_answer)
+    return None if isinstance(answer, str) else answer
+
+
 async def run_suite(
-    address: str, *, api: ApiClient | None = None, cases: tuple[Case, ...] = CASES
+    address: str,
+    *,
+    api: ApiClient | None = None,
+    cases: tuple[Case, ...] = CASES,
+    levels: frozenset[Level] | None = None,
 ) -> SuiteReport:
     """Every case against the node at `address` (a multiaddr ending in /p2p/<peer id>), and
-    its client API when `api` is given."""
+    its client API when `api` is given, of `levels` (default: those the node advertises)."""
     report = SuiteReport(target=address)
     async with HostilePeer() as kit:
         try:
@@ -125,7 +162,14 @@ async def run_suite(
             )
             return report
         session = Session(kit=kit, address=address, peer_id=peer_id, api=api)
+        advertised = await advertised_levels(session)
+        report.advertised = None if advertised is None else sorted(advertised)
+        tested = levels or advertised or frozenset({Level.CORE})
+        report.tested = sorted(tested)
         for case in cases:
+            if case.level not in tested:
+                report.not_advertised.append(case.name)
+                continue
             if case.needs_api and api is None:
                 report.skipped.append(case.name)
                 continue
@@ -140,6 +184,7 @@ async def run_suite(
                     got=got,
                     target_up=up,
                     seconds=time.perf_counter() - began,
+                    level=case.level,
                 )
             )
     return report

@@ -33,6 +33,13 @@ from hearthmesh.protocol.hlc import encode_timestamp
 from hearthmesh.protocol.home_dht import home_record_key, select_home_record, validate_home_record
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
 from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.invites import (
+    check_invite,
+    decode_invite,
+    decode_invite_records,
+    decode_join_answer,
+    decode_join_request,
+)
 from hearthmesh.protocol.linking import (
     check_link_proof,
     decode_link_answer,
@@ -109,6 +116,9 @@ def _state(state: RoomState) -> Any:
         "open": state.open,
         "members": {user.hex(): int(role) for user, role in sorted(state.members.items())},
         "ignored": state.ignored,
+        "topic": state.topic,
+        "avatar": state.avatar.hex(),
+        "banned": sorted(user.hex() for user in state.banned),
     }
 
 
@@ -183,6 +193,19 @@ def _action_fold(case: Case) -> Any:
     }
 
 
+def _join_answer(case: Case) -> Any:
+    """§30.4: the ADD's message id, or an ERROR frame."""
+    answer = decode_join_answer(_hex(case))
+    return {"add": answer.hex()} if isinstance(answer, bytes) else as_json(answer)
+
+
+def _invite_check(case: Case) -> Any:
+    """§30.3: may the invite (a home's record of it, or none) let one more user in now?"""
+    data = _hex(case, "record_hex")
+    record = decode_invite_records(data)[0] if data else None
+    return as_json(check_invite(record, now_ms=case["now_ms"]))
+
+
 OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "action_body": _action_body,
     "annotated_body": lambda c: as_json(decode_annotated(_hex(c))),
@@ -212,6 +235,10 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "link_answer": lambda c: as_json(decode_link_answer(_hex(c))),
     "presence": _presence,
     "gossip": _gossip,
+    "invite_link": lambda c: as_json(decode_invite(c["text"])),
+    "join_request": lambda c: as_json(decode_join_request(_hex(c))),
+    "join_answer": _join_answer,
+    "invite_check": _invite_check,
 }
 """Every operation a wire vector names; the keys are the `op` of its cases."""
 

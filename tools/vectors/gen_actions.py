@@ -82,7 +82,7 @@ def generate(directory: Path = VECTORS_DIR) -> Path:
     valid = [
         pin("action_body", "an edit", kind=2, content_type=EDIT_CONTENT_TYPE,
             hex=encode_edit(Edit(target=tid, text="see you at 9")).hex()),
-        pin("action_body", "a recall names only the message id (in the clear)", kind=3,
+        pin("action_body", "a recall names only the message id", kind=3,
             content_type=RECALL_CONTENT_TYPE, hex=encode_recall(Recall(target=tid)).hex()),
         pin("action_body", "a reaction removed", kind=4, content_type=REACTION_CONTENT_TYPE,
             hex=encode_reaction(Reaction(target=tid, emoji="❤️", active=False)).hex()),

@@ -13,6 +13,7 @@ from . import (
     gen_delivery,
     gen_e2ee,
     gen_envelope,
+    gen_groups,
     gen_hlc,
     gen_homes,
     gen_identity,
@@ -37,6 +38,7 @@ def generate_all(directory: Path = VECTORS_DIR) -> list[Path]:
         gen_delivery,
         gen_linking,
         gen_e2ee,
+        gen_groups,
         gen_actions,
     )
     for single in singles:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hearthmesh.protocol.canonical import CborValue, encode_canonical
+from hearthmesh.protocol.canonical import CborValue, decode_canonical, encode_canonical
+from hearthmesh.protocol.e2ee.keys import KeyBundle, encode_key_bundle, issue_key_bundle
 from hearthmesh.protocol.envelope import Kind, RoomId
 from hearthmesh.protocol.errors import (
     BadCertificate,
@@ -26,11 +27,16 @@ from hearthmesh.protocol.gossip import (
 from hearthmesh.protocol.hello import Hello, encode_hello
 from hearthmesh.protocol.hlc import MAX_DRIFT_MS
 from hearthmesh.protocol.home_dht import home_record_key
-from hearthmesh.protocol.home_record import encode_home_record, issue_home_record
+from hearthmesh.protocol.home_record import (
+    HOME_RECORD_DOMAIN,
+    encode_home_record,
+    issue_home_record,
+)
 from hearthmesh.protocol.identity import KeyPair
 
 from .cast import NOW_MS, Cast
 from .common import VECTORS_DIR, pin, refuse, write_vectors
+from .gen_e2ee import curve_public
 
 __all__ = ["generate"]
 
@@ -38,7 +44,29 @@ _PRESENCE_ROOM = RoomId(bytes(32))
 """PRESENCE envelopes name no room (SPEC §14.2)."""
 
 
-def _record(c: Cast, user: KeyPair, device: KeyPair, *, issued_ms: int = NOW_MS) -> bytes:
+def _bundle(device: KeyPair) -> KeyBundle:
+    """The device's key bundle with fixed Curve25519 keys (SPEC §27.1)."""
+    return issue_key_bundle(
+        device,
+        identity_key=curve_public(f"home-identity-{device.public.hex()}"),
+        fallback_key=curve_public(f"home-fallback-{device.public.hex()}"),
+        issued_ms=NOW_MS,
+    )
+
+
+def _resign(user: KeyPair, unsigned: list[CborValue]) -> bytes:
+    """A record of these unsigned fields with a good user signature (only the fields are bad)."""
+    return encode_canonical([*unsigned, user.sign(HOME_RECORD_DOMAIN + encode_canonical(unsigned))])
+
+
+def _record(
+    c: Cast,
+    user: KeyPair,
+    device: KeyPair,
+    *,
+    issued_ms: int = NOW_MS,
+    bundles: tuple[KeyBundle, ...] | None = None,
+) -> bytes:
     return encode_home_record(
         issue_home_record(
             user,
@@ -46,6 +74,7 @@ def _record(c: Cast, user: KeyPair, device: KeyPair, *, issued_ms: int = NOW_MS)
             homes=(c.node_peer_id,),
             addrs=(f"/ip4/192.0.2.1/tcp/4001/p2p/{c.node_peer_id}",),
             devices=(c.certificate(user, device),),
+            bundles=(_bundle(device),) if bundles is None else bundles,
         )
     )
 
@@ -119,12 +148,20 @@ def _home_record(c: Cast, directory: Path) -> Path:
         [c.node_peer_id] * 9,
         [],
         [],
+        [],
         bytes(64),
     ]
+    record_value = decode_canonical(record, max_bytes=len(record))
+    assert isinstance(record_value, list)
+    bad_bundle = bytearray(encode_key_bundle(_bundle(c.phone)))
+    bad_bundle[-1] ^= 0x01
+    # Re-signed by alice, so only the bundle is wrong.
+    forged_bundle = _resign(c.alice, [*record_value[:6], [bytes(bad_bundle)]])
+    unlisted_bundle = _resign(c.alice, [*record_value[:6], [encode_key_bundle(_bundle(c.laptop))]])
     valid: list[dict[str, Any]] = [
         pin(
             "home_record",
-            "alice's record: one home, one address, one device",
+            "alice's record: one home, one address, one device with its key bundle",
             hex=record.hex(),
             now_ms=NOW_MS,
         ),
@@ -173,6 +210,20 @@ def _home_record(c: Cast, directory: Path) -> Path:
         ),
         refuse(
             "home_record",
+            BadSignature,
+            "a key bundle whose device signature fails (SPEC §27.1)",
+            hex=forged_bundle.hex(),
+            now_ms=NOW_MS,
+        ),
+        refuse(
+            "home_record",
+            BadCertificate,
+            "a key bundle of a device the record does not list",
+            hex=unlisted_bundle.hex(),
+            now_ms=NOW_MS,
+        ),
+        refuse(
+            "home_record",
             MalformedMessage,
             "nine homes: at most eight",
             hex=encode_canonical(unsigned).hex(),
@@ -181,8 +232,8 @@ def _home_record(c: Cast, directory: Path) -> Path:
         refuse(
             "home_record",
             TooLarge,
-            "over 8 KiB",
-            hex=encode_canonical([*unsigned[:5], [bytes(8192)], bytes(64)]).hex(),
+            "over 12 KiB",
+            hex=encode_canonical([*unsigned[:5], [bytes(12288)], [], bytes(64)]).hex(),
             now_ms=NOW_MS,
         ),
         refuse(
@@ -259,6 +310,12 @@ def _gossip(c: Cast, directory: Path) -> Path:
             now_ms=NOW_MS,
         ),
         pin(
+            "presence",
+            "the record alone, for the presence topic: no presence (SPEC §32.4)",
+            hex=presence(encode_presence(PresenceStatus.RECORD, 60_000, record)),
+            now_ms=NOW_MS,
+        ),
+        pin(
             "gossip",
             "a room topic payload: [certificate, envelope]",
             hex=payload.hex(),
@@ -285,8 +342,8 @@ def _gossip(c: Cast, directory: Path) -> Path:
         refuse(
             "presence",
             MalformedMessage,
-            "status 3",
-            hex=presence(encode_canonical([3, 60_000, record])),
+            "status 4",
+            hex=presence(encode_canonical([4, 60_000, record])),
             now_ms=NOW_MS,
         ),
         refuse(

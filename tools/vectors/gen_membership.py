@@ -22,10 +22,10 @@ from hearthmesh.protocol.receipts import Receipt, ReceiptStatus, encode_receipt
 from .cast import Cast
 from .common import VECTORS_DIR, pin, refuse, write_vectors
 
-__all__ = ["generate"]
+__all__ = ["event", "generate"]
 
 
-def _event(c: Cast, user: KeyPair, device: KeyPair, seq: int, change: MembershipChange) -> Envelope:
+def event(c: Cast, user: KeyPair, device: KeyPair, seq: int, change: MembershipChange) -> Envelope:
     return c.seal(
         user,
         device,
@@ -44,18 +44,18 @@ def _membership(c: Cast, directory: Path) -> Path:
         action=Action.CREATE, target=alice, nonce=c.group_nonce, open=False, name="hearth"
     )
     history = [
-        _event(c, c.alice, c.phone, 1, create),
-        _event(c, c.alice, c.phone, 2, MembershipChange(action=Action.ADD, target=bob)),
-        _event(c, c.alice, c.phone, 3, MembershipChange(action=Action.ADD, target=carol)),
-        _event(c, c.bob, c.laptop, 3, MembershipChange(action=Action.KICK, target=carol)),
-        _event(
+        event(c, c.alice, c.phone, 1, create),
+        event(c, c.alice, c.phone, 2, MembershipChange(action=Action.ADD, target=bob)),
+        event(c, c.alice, c.phone, 3, MembershipChange(action=Action.ADD, target=carol)),
+        event(c, c.bob, c.laptop, 3, MembershipChange(action=Action.KICK, target=carol)),
+        event(
             c,
             c.alice,
             c.phone,
             4,
             MembershipChange(action=Action.ROLE, target=bob, role=Role.ADMIN),
         ),
-        _event(c, c.carol, c.tablet, 5, MembershipChange(action=Action.LEAVE, target=carol)),
+        event(c, c.carol, c.tablet, 5, MembershipChange(action=Action.LEAVE, target=carol)),
     ]
     wires = [e.wire.hex() for e in history]
     room = c.group_room.hex()
@@ -126,14 +126,14 @@ def _membership(c: Cast, directory: Path) -> Path:
         refuse(
             "membership_body",
             MalformedMessage,
-            "action 7",
-            hex=encode_canonical([7, *body[1:]]).hex(),
+            "action 12 (1-11 are §12.1 and §30.1)",
+            hex=encode_canonical([12, *body[1:]]).hex(),
         ),
         refuse(
             "membership_body",
             MalformedMessage,
-            "role 2",
-            hex=encode_canonical([*body[:2], 2, *body[3:]]).hex(),
+            "role 3 (0-2 are §30.2)",
+            hex=encode_canonical([*body[:2], 3, *body[3:]]).hex(),
         ),
         refuse(
             "membership_body",

@@ -1,0 +1,311 @@
+"""Running a group and joining one by invite (SPEC §30): the pump of `protocol.invites`.
+
+Our user's changes (kick, ban, roles, name, topic, avatar) go through
+`Outgoing.change_membership`, which checks them against the fold first (SPEC §12.6); the rules
+are `protocol.membership`'s. Invites this home issued live in the store's settings, one row per
+group (`group.invites.<room>`), holding each invite's digest, never its secret. `serve` answers
+`/hearthmesh/join/0`: it checks the invite, counts the use and issues the ADD, whose welcome
+queues the group's membership history for the joiner (SPEC §12.7). A peer asking faster than
+`JOINS_PER_S` is refused RATE_LIMITED; every refusal is charged to the peer (SPEC §11.6).
+
+State: the per-peer rate buckets (the invites are the store's).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from contextlib import aclosing
+from typing import Final
+
+from hearthmesh.node.clock import Clock
+from hearthmesh.node.delivery.outgoing import Outgoing
+from hearthmesh.node.events import MembershipChanged, NodeEvent
+from hearthmesh.node.identity.home_records import HomeRecords
+from hearthmesh.node.mesh.greetings import Greetings
+from hearthmesh.node.p2p.errors import StreamClosed
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.node.rate_limit import RateLimiter
+from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.node.subscribers import EventHub
+from hearthmesh.protocol import invites
+from hearthmesh.protocol.delivery import ProtocolErrorFrame, encode_error
+from hearthmesh.protocol.envelope import Envelope, RoomId
+from hearthmesh.protocol.errors import (
+    HearthError,
+    MalformedMessage,
+    NotFound,
+    RemoteProtocolError,
+    refusal,
+)
+from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.membership import (
+    AVATAR_DIGEST_BYTES,
+    Action,
+    MembershipChange,
+    Role,
+    RoomState,
+)
+from hearthmesh.storage.api import Store
+from hearthmesh.storage.async_store import AsyncStore
+
+__all__ = ["DEFAULT_INVITE_TTL_MS", "JOINS_BURST", "JOINS_PER_S", "GroupService"]
+
+log = logging.getLogger(__name__)
+
+JOINS_PER_S: Final = 1
+JOINS_BURST: Final = 8
+"""Join requests one peer may make: a few retries, then one a second. Each costs a home record
+verification and, when valid, a store write: this bounds what a stranger makes us do."""
+DEFAULT_INVITE_TTL_MS: Final = 7 * 86_400_000
+_SETTING: Final = "group.invites."
+
+
+class GroupService:
+    """Our user's part in groups beyond create, add, join and leave (SPEC §30)."""
+
+    def __init__(
+        self,
+        *,
+        store: AsyncStore,
+        rooms: RoomRegistry,
+        outgoing: Outgoing,
+        records: HomeRecords,
+        own_record: Callable[[], bytes],
+        addrs: Callable[[], tuple[str, ...]],
+        host: P2PHost,
+        greetings: Greetings,
+        events: EventHub,
+        clock: Clock,
+        user: UserId,
+        on_refused: Callable[[str, RemoteProtocolError], None],
+    ) -> None:
+        self._store = store
+        self._rooms = rooms
+        self._outgoing = outgoing
+        self._records = records
+        self._own_record = own_record
+        self._addrs = addrs
+        self._host = host
+        self._greetings = greetings
+        self._events = events
+        self._clock = clock
+        self._user = user
+        self._limits = RateLimiter(JOINS_PER_S, JOINS_BURST, clock)
+        self._on_refused = on_refused
+        """Charges the peer's standing (SPEC §11.6)."""
+        self.refused = 0
+        """Join requests answered with an ERROR frame (for tests and status)."""
+
+    # --- running a group ----------------------------------------------------------------------
+
+    async def state(self, room: RoomId) -> RoomState:
+        """The group's folded state. Raises NotFound for a room that is not a group here."""
+        state = await self._store.run(self._rooms.state, self._store.store, room)
+        if state is None or state.direct:
+            raise NotFound("no such group here")
+        return state
+
+    async def kick(self, room: RoomId, user: UserId) -> Envelope:
+        return await self._change(room, MembershipChange(action=Action.KICK, target=user))
+
+    async def ban(self, room: RoomId, user: UserId) -> Envelope:
+        """Remove `user` (if a member) and refuse them every way back in until `unban`."""
+        return await self._change(room, MembershipChange(action=Action.BAN, target=user))
+
+    async def unban(self, room: RoomId, user: UserId) -> Envelope:
+        return await self._change(room, MembershipChange(action=Action.UNBAN, target=user))
+
+    async def set_role(self, room: RoomId, user: UserId, role: Role) -> Envelope:
+        """Promote or demote a member (SPEC §30.2: only above both roles)."""
+        change = MembershipChange(action=Action.ROLE, target=user, role=role)
+        return await self._change(room, change)
+
+    async def rename(self, room: RoomId, name: str) -> Envelope:
+        change = MembershipChange(action=Action.RENAME, target=self._user, name=name)
+        return await self._change(room, change)
+
+    async def set_topic(self, room: RoomId, topic: str) -> Envelope:
+        change = MembershipChange(action=Action.TOPIC, target=self._user, name=topic)
+        return await self._change(room, change)
+
+    async def set_avatar(self, room: RoomId, digest: bytes) -> Envelope:
+        """The group's picture: a media digest (SPEC §25), or b"" for none."""
+        if len(digest) not in (0, AVATAR_DIGEST_BYTES):
+            raise MalformedMessage("an avatar is a media digest of 32 bytes")
+        change = MembershipChange(action=Action.AVATAR, target=self._user, nonce=digest)
+        return await self._change(room, change)
+
+    async def _change(self, room: RoomId, change: MembershipChange) -> Envelope:
+        await self.state(room)  # NotFound before a rule's error for a room we do not know
+        return await self._outgoing.change_membership(room, change)
+
+    # --- invites ------------------------------------------------------------------------------
+
+    async def create_invite(
+        self, room: RoomId, *, ttl_ms: int = DEFAULT_INVITE_TTL_MS, max_uses: int = 1
+    ) -> tuple[str, invites.InviteRecord]:
+        """Issue an invite to `room`; returns its link (shown once: only its digest is kept).
+
+        Raises:
+            NotFound / RoleRequired: not a group here, or we are not an admin of it.
+            QuotaExceeded: the group holds MAX_INVITES_PER_GROUP open invites.
+        """
+        invites.may_invite(await self.state(room), self._user)
+        secret = secrets.token_bytes(invites.INVITE_SECRET_BYTES)
+        now_ms = self._clock.now_ms()
+        record = invites.InviteRecord(
+            invite_id=invites.invite_id(secret),
+            room=room,
+            issuer=self._user,
+            created_ms=now_ms,
+            expires_ms=now_ms + ttl_ms,
+            max_uses=max_uses,
+        )
+        await self._store.run(_add_invite, self._store.store, record, now_ms)
+        invite = invites.Invite(room=room, secret=secret, addrs=self._addrs())
+        return invites.encode_invite(invite), record
+
+    async def held_invites(self, room: RoomId) -> list[invites.InviteRecord]:
+        """The invites to `room` this home holds (an admin's view)."""
+        invites.may_invite(await self.state(room), self._user)
+        return await self._store.read(_records, self._store.store, room)
+
+    async def revoke_invite(self, room: RoomId, invite_id: bytes) -> None:
+        """Refuse every later join by this invite. Raises NotFound if it is not held here."""
+        invites.may_invite(await self.state(room), self._user)
+        await self._store.run(_revoke, self._store.store, room, invite_id)
+
+    # --- joining ------------------------------------------------------------------------------
+
+    async def join_by_invite(self, text: str) -> RoomId:
+        """Join the group an invite names, through the first of its admin homes that answers;
+        returns once the ADD's membership history is folded here (we are a member). The
+        caller applies a timeout.
+
+        Raises:
+            InvalidIdentifier: the text is not an invite.
+            InviteInvalid / InviteExpired / Banned / ...: the admin's home refused (its code).
+            HearthError: no home of the invite could be reached.
+        """
+        invite = invites.decode_invite(text)
+        request = invites.JoinRequest(
+            room=invite.room, secret=invite.secret, home_record=self._own_record()
+        )
+        # subscribed before asking: the ADD may be folded here before the answer arrives
+        async with aclosing(self._events.subscribe()) as events:
+            await self._ask_any(invite.addrs, request)
+            if not await self._is_member(invite.room):
+                async for event in events:
+                    if _admits(event, invite.room, self._user):
+                        break
+        return invite.room
+
+    async def _is_member(self, room: RoomId) -> bool:
+        state = await self._store.run(self._rooms.state, self._store.store, room)
+        return state is not None and state.is_member(self._user)
+
+    async def _ask_any(self, addrs: tuple[str, ...], request: invites.JoinRequest) -> None:
+        unreachable: HearthError = NotFound("the invite names no home")
+        for addr in addrs:
+            try:
+                peer = await self._host.connect(addr, retry_now=True)
+                await self._greetings.wait(peer)
+            except HearthError as exc:  # the next admin home may answer
+                log.info("invite home %s unreachable: %s", addr, exc)
+                unreachable = exc
+                continue
+            await self._ask(peer, request)  # an answer, even a refusal, is final
+            return
+        raise unreachable
+
+    async def _ask(self, peer: str, request: invites.JoinRequest) -> None:
+        async with await self._host.open_stream(peer, invites.JOIN_PROTOCOL) as stream:
+            await stream.write_frame(invites.encode_join_request(request))
+            answer = invites.decode_join_answer(await stream.read_frame())
+        if isinstance(answer, ProtocolErrorFrame):
+            raise refusal(answer.code, f"join refused: {answer.message}")
+
+    # --- serving joins ------------------------------------------------------------------------
+
+    async def serve(self, stream: FrameStream) -> None:
+        """Answer one join request, then let the host close the stream."""
+        data = await stream.read_request(self._refuse)
+        if data is None:
+            return
+        try:
+            self._limits.require(stream.remote_peer, "join requests")
+            add = await self._admit(stream.remote_peer, invites.decode_join_request(data))
+            answer = invites.encode_join_answer(add.message_id)
+        except RemoteProtocolError as exc:
+            self._refuse(stream.remote_peer, exc)
+            answer = encode_error(exc)
+        try:
+            await stream.write_frame(answer)
+        except StreamClosed:  # the joiner gave up: the ADD stands, its welcome is queued
+            log.info("join stream to %s closed before the answer", stream.remote_peer)
+
+    async def _admit(self, peer: str, request: invites.JoinRequest) -> Envelope:
+        """Check the joiner and the invite, count the use, issue the ADD (SPEC §30.4)."""
+        now_ms = self._clock.now_ms()
+        record = decode_home_record(request.home_record)
+        verify_home_record(record, now_ms=now_ms)
+        joiner = invites.check_joiner(record, peer)
+        key = invites.invite_id(request.secret)
+        await self._store.run(_take_use, self._store.store, request.room, key, now_ms)
+        try:
+            await self._records.learn(request.home_record)  # where the welcome goes
+            change = MembershipChange(action=Action.ADD, target=joiner)
+            return await self._outgoing.change_membership(request.room, change, welcome=joiner)
+        except BaseException:
+            await self._store.run(_give_back_use, self._store.store, request.room, key)
+            raise
+
+    def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
+        self.refused += 1
+        self._on_refused(peer, error)
+        log.debug("join from %s refused: %s (code %d)", peer[-8:], error, error.code)
+
+
+def _admits(event: NodeEvent, room: RoomId, user: UserId) -> bool:
+    return isinstance(event, MembershipChanged) and event.room == room and user in event.members
+
+
+# --- the store's side (each one call inside a write batch) ------------------------------------
+
+
+def _records(store: Store, room: RoomId) -> list[invites.InviteRecord]:
+    data = store.get_setting(_SETTING + room.hex())
+    return [] if data is None else invites.decode_invite_records(data)
+
+
+def _put(store: Store, room: RoomId, records: list[invites.InviteRecord]) -> None:
+    store.set_setting(_SETTING + room.hex(), invites.encode_invite_records(records))
+
+
+def _add_invite(store: Store, record: invites.InviteRecord, now_ms: int) -> None:
+    held = _records(store, record.room)
+    _put(store, record.room, invites.keep_invite(held, record, now_ms=now_ms))
+
+
+def _take_use(store: Store, room: RoomId, key: bytes, now_ms: int) -> None:
+    held = _records(store, room)
+    found = next((r for r in held if r.invite_id == key), None)
+    record = invites.check_invite(found, now_ms=now_ms)
+    _put(store, room, [invites.spend(r) if r is record else r for r in held])
+
+
+def _give_back_use(store: Store, room: RoomId, key: bytes) -> None:
+    held = _records(store, room)
+    back = [r if r.invite_id != key else invites.unspend(r) for r in held]
+    _put(store, room, back)
+
+
+def _revoke(store: Store, room: RoomId, key: bytes) -> None:
+    held = _records(store, room)
+    if not any(r.invite_id == key for r in held):
+        raise NotFound("no such invite here")
+    _put(store, room, [invites.revoke(r) if r.invite_id == key else r for r in held])

@@ -1,0 +1,1 @@
+"""Our user among others (SPEC §32): profiles, blocks, presence visibility, message requests."""

@@ -1,0 +1,49 @@
+"""The WebRTC adapter (node/p2p/webrtc.py, SPEC §10.11): predicted candidates, and an upgrade
+between two real hosts on this machine."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hearthmesh.node.p2p.webrtc import with_predicted_candidates
+from tests.node.test_libp2p_host import ECHO, config, echo, hosts
+
+pytestmark = pytest.mark.integration
+
+SDP = (
+    "v=0\r\n"
+    "a=candidate:abc 1 udp 2130706431 192.168.1.2 40000 typ host\r\n"
+    "a=candidate:def 1 udp 2130706431 fe80::1 40001 typ host\r\n"
+    "a=end-of-candidates\r\n"
+)
+
+
+def test_each_ipv4_host_candidate_gets_one_at_each_public_ip_with_its_port() -> None:
+    out = with_predicted_candidates(SDP, ["203.0.113.7", "2001:db8::1"]).splitlines()
+    added = [line for line in out if "typ srflx" in line]
+    assert added == [
+        "a=candidate:abcp0 1 udp 1694498815 203.0.113.7 40000"
+        " typ srflx raddr 192.168.1.2 rport 40000"
+    ]
+    assert out.index(added[0]) < out.index("a=end-of-candidates")
+
+
+def test_no_public_ip_or_one_equal_to_the_host_leaves_the_sdp_as_it_was() -> None:
+    assert with_predicted_candidates(SDP, []) == SDP
+    assert with_predicted_candidates(SDP, ["192.168.1.2"]) == SDP
+
+
+async def test_two_hosts_upgrade_to_webrtc_once_and_streams_still_flow() -> None:
+    async with asyncio.timeout(30), hosts(config(1), config(2)) as (a, b):
+        b.set_stream_handler(ECHO, echo)
+        await a.connect(b.listen_addrs[0])
+        await b.wait_connected(a.peer_id)
+        assert await a.upgrade_to_webrtc(b.peer_id)
+        assert "webrtc" in a.peer_paths()[b.peer_id]
+        assert not await b.upgrade_to_webrtc(a.peer_id)  # one WebRTC connection per peer
+        assert a.hole_punches.direct == {"webrtc": 1}
+        async with await a.open_stream(b.peer_id, ECHO) as stream:
+            await stream.write_frames([b"over", b"webrtc"])
+            assert [await stream.read_frame(), await stream.read_frame()] == [b"over", b"webrtc"]

@@ -1,0 +1,109 @@
+"""`hearthmesh bench group`: joining a group by invite, and sending in a 256-member group.
+
+One user per node, and 2 cores shared with others: three real nodes run in this process (the
+owner, an early member and the last member), and the other members are users whose homes are
+absent (their deliveries wait in the owner's outbox, as for members who are offline). The
+JSON says how many are real.
+
+`join_by_invite_ms`: from `Node.groups.join_by_invite` until the joiner holds the group's
+membership history and is a member (what the client then shows), into a new group and, as
+`join_by_invite_full_ms`, into the full group as its last member. `send_to_last_member_*`: from
+the owner's `Node.send` until the last member's node takes the message in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+from hearthmesh.node.config import NodeConfig
+from hearthmesh.node.events import MessageReceived
+from hearthmesh.node.node import Node
+from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.tools.bench.stats import percentile, process_rss_mb
+from hearthmesh.tools.process_gc import tune_collector
+
+__all__ = ["run"]
+
+_BODY = b"x" * 200
+_FULL_JOIN_S = 300
+"""How long the last member's join may take before the run reports it as timed out."""
+
+
+def _config(path: Path) -> NodeConfig:
+    return NodeConfig(data_dir=path, listen_addrs=("/ip4/127.0.0.1/tcp/0",))
+
+
+async def _join_ms(owner: Node, joiner: Node, room: RoomId) -> float:
+    link, _ = await owner.groups.create_invite(room)
+    started = time.perf_counter()
+    await joiner.groups.join_by_invite(link)
+    return (time.perf_counter() - started) * 1000
+
+
+async def _send_to(owner: Node, last: Node, room: RoomId, samples: int) -> list[float]:
+    latencies = []
+    events = last.events()
+    for _ in range(samples):
+        started = time.perf_counter()
+        sent = await owner.send(room, _BODY)
+        async for event in events:
+            if isinstance(event, MessageReceived) and event.envelope.message_id == sent.message_id:
+                break
+        latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
+async def _measure(quick: bool) -> dict[str, Any]:
+    members = int(os.environ.get("HEARTHMESH_BENCH_GROUP_MEMBERS", 64 if quick else 256))
+    samples = 10 if quick else 40
+    with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-") as tmp:
+        async with AsyncExitStack() as stack:
+            owner, early, last = [
+                await stack.enter_async_context(Node(_config(Path(tmp) / name)))
+                for name in ("owner", "early", "last")
+            ]
+            room = await owner.create_group("bench", [])
+            join_ms = await _join_ms(owner, early, room)
+            absent = members - 3  # the owner, the early and the last member are real
+            started = time.perf_counter()
+            for n in range(1, absent + 1):
+                await owner.add_member(room, UserId(os.urandom(32)))
+                if n % 32 == 0:  # progress, on a machine others load too
+                    print(f"{n} added, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            fill_s = time.perf_counter() - started
+            figures: dict[str, Any] = {
+                "members": members,
+                "real_nodes": 3,
+                "absent_member_homes": absent,
+                "join_by_invite_ms": round(join_ms, 1),
+                "add_member_mean_ms": round(fill_s * 1000 / absent, 1),
+            }
+            try:
+                async with asyncio.timeout(_FULL_JOIN_S):
+                    figures["join_by_invite_full_ms"] = round(await _join_ms(owner, last, room), 1)
+            except TimeoutError:  # reported, not hidden: the sends below need the member
+                return {**figures, "join_by_invite_full_ms": None, "timed_out_s": _FULL_JOIN_S}
+            await asyncio.sleep(2.0)  # the room's gossip mesh forms on heartbeats (1 s)
+            await _send_to(owner, last, room, 2)  # warm
+            latencies = await _send_to(owner, last, room, samples)
+            return {
+                **figures,
+                "messages": samples,
+                "send_to_last_member_p50_ms": round(percentile(latencies, 50), 1),
+                "send_to_last_member_p99_ms": round(percentile(latencies, 99), 1),
+                "rss_mb": process_rss_mb(),
+            }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Figures for `hearthmesh bench group`."""
+    tune_collector()
+    return asyncio.run(_measure(quick))

@@ -1,0 +1,211 @@
+"""The node processes of a `hearthmesh simulate` run (SPEC §20.4): one `hearthmesh run` per
+device, each with its own data dir, on loopback or each in its own network namespace.
+
+A node in a namespace serves its client API on the namespace's own 127.0.0.1; the simulator
+reaches it through a Unix socket (paths are not namespaced) whose every connection is a TCP
+socket opened inside that namespace (a socket keeps the namespace it was created in).
+
+State: each node's process, ports, identity and forwarder (`SimNode`); the namespaces
+(`NetLab`, owned by the caller).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hearthmesh.tools.client import ApiClient
+from hearthmesh.tools.netlab import NetLab, in_netns
+from hearthmesh.tools.node_process import HomeProcess, NodeProcessFailed, free_port, spawn_home
+
+__all__ = ["Mesh", "SimNode", "close_quietly"]
+
+_NS_P2P_PORT = 4470
+_NS_API_PORT = 8470
+
+
+@dataclass
+class SimNode:
+    """One device's home node."""
+
+    index: int
+    user: int
+    device: int
+    """0: the user's primary (first) device; others are linked to it (SPEC §22)."""
+    data_dir: Path
+    host: str
+    p2p_port: int
+    api_port: int
+    script: str
+    ns: str | None = None
+    unix: str | None = None
+    process: HomeProcess | None = None
+    user_text: str = ""
+    addr: str = ""
+    token: str = ""
+    restarts: int = 0
+    forwarder: asyncio.Server | None = field(default=None, repr=False)
+
+    @property
+    def up(self) -> bool:
+        return self.process is not None and self.process.process.returncode is None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def client(self) -> ApiClient:
+        return ApiClient(self.url, self.token, unix=self.unix)
+
+    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        async with self.client() as api:
+            return await api.call(method, path, body)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+async def _forward_into(ns: str, port: int, path: str) -> asyncio.Server:
+    """A Unix socket at `path` whose connections reach 127.0.0.1:`port` inside `ns`."""
+    loop = asyncio.get_running_loop()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with in_netns(ns):
+            inside = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        inside.setblocking(False)
+        try:
+            await loop.sock_connect(inside, ("127.0.0.1", port))
+        except OSError:
+            inside.close()
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection(sock=inside)
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+    return await asyncio.start_unix_server(handle, path=path)
+
+
+class Mesh:
+    """The nodes: start (creating and linking identities), kill -9, restart, stop."""
+
+    def __init__(
+        self,
+        root: Path,
+        sockets: Path,
+        plan: list[tuple[int, int]],
+        scripts: list[str],
+        netlab: NetLab | None,
+    ) -> None:
+        """`plan`: (user, device) per node; `scripts`: the `hearthmesh` script per node."""
+        self.netlab = netlab
+        self.nodes: list[SimNode] = []
+        for index, (user, device) in enumerate(plan):
+            ns, host = (None, "127.0.0.1") if netlab is None else netlab.public_host(index + 1)
+            self.nodes.append(
+                SimNode(
+                    index=index,
+                    user=user,
+                    device=device,
+                    data_dir=root / f"node{index}",
+                    host=host,
+                    p2p_port=free_port() if ns is None else _NS_P2P_PORT,
+                    api_port=free_port() if ns is None else _NS_API_PORT,
+                    script=scripts[index],
+                    ns=ns,
+                    unix=None if ns is None else str(sockets / f"api{index}.sock"),
+                )
+            )
+
+    async def start(self) -> None:
+        """Start every primary, then link and start the other devices."""
+        await asyncio.gather(*(self._forwarder(n) for n in self.nodes))
+        primaries = [n for n in self.nodes if n.device == 0]
+        await asyncio.gather(*(self._spawn(n) for n in primaries))
+        for node in self.nodes:
+            if node.device != 0:
+                primary = next(p for p in primaries if p.user == node.user)
+                await self._link(primary, node)
+        await asyncio.gather(*(self._spawn(n) for n in self.nodes if n.device != 0))
+
+    async def connect_all(self) -> None:
+        """Dial every other node from each (home records are swapped in hello, SPEC §13.3)."""
+        for node in self.nodes:
+            async with node.client() as api:
+                for other in self.nodes:
+                    if other is not node:
+                        await api.call("POST", "/v1/peers", {"address": other.addr})
+
+    async def kill(self, node: SimNode) -> None:
+        """kill -9."""
+        if node.process is not None:
+            await node.process.kill()
+
+    async def restart(self, node: SimNode) -> None:
+        await self._spawn(node)
+        node.restarts += 1
+
+    async def stop(self) -> None:
+        """SIGTERM every node still up (cleanly), close the forwarders."""
+        await asyncio.gather(*(n.process.terminate() for n in self.nodes if n.up and n.process))
+        for node in self.nodes:
+            if node.forwarder is not None:
+                node.forwarder.close()
+
+    async def _forwarder(self, node: SimNode) -> None:
+        if node.ns is not None and node.unix is not None:
+            node.forwarder = await _forward_into(node.ns, node.api_port, node.unix)
+
+    async def _spawn(self, node: SimNode) -> None:
+        process = await spawn_home(
+            node.data_dir,
+            name=f"user{node.user}",
+            api_port=node.api_port,
+            listen_port=node.p2p_port,
+            listen_host=node.host,
+            netns=node.ns,
+            script=node.script,
+            log=node.data_dir.parent / f"node{node.index}.log",
+        )
+        node.process = process
+        node.user_text, node.token = process.user_text, process.token
+        node.addr = process.addr
+
+    async def _link(self, primary: SimNode, node: SimNode) -> None:
+        """`hearthmesh init --link` a new device of `primary`'s user (SPEC §22)."""
+        offer = await primary.call("POST", "/v1/devices/link")
+        prefix = ["ip", "netns", "exec", node.ns] if node.ns is not None else []
+        listen = f"/ip4/{node.host}/tcp/{node.p2p_port}"
+        args = ["init", "--data-dir", str(node.data_dir), "--link", offer["code"]]
+        process = await asyncio.create_subprocess_exec(
+            *prefix,
+            node.script,
+            *args,
+            "--listen",
+            listen,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await process.communicate()
+        if process.returncode != 0:
+            raise NodeProcessFailed(f"linking node {node.index} failed: {out.decode()[-400:]}")
+
+
+async def close_quietly(mesh: Mesh) -> None:
+    """Stop the mesh whatever state it is in (a failed start, say)."""
+    with contextlib.suppress(Exception):
+        await mesh.stop()
+    for node in mesh.nodes:
+        if node.up and node.process is not None:
+            await node.process.kill()

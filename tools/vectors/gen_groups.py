@@ -1,0 +1,264 @@
+"""Generate groups.json (SPEC §30): roles and the group's settings in the fold, the rulings
+of §30.2, invite links, join requests and answers, and the invite check of §30.3."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from hearthmesh.protocol.canonical import encode_canonical
+from hearthmesh.protocol.envelope import MessageId
+from hearthmesh.protocol.errors import (
+    InvalidIdentifier,
+    InviteExpired,
+    InviteInvalid,
+    MalformedMessage,
+)
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.invites import (
+    INVITE_LINK_PREFIX,
+    Invite,
+    InviteRecord,
+    JoinRequest,
+    encode_invite,
+    encode_invite_records,
+    encode_join_answer,
+    encode_join_request,
+    invite_id,
+)
+from hearthmesh.protocol.membership import Action, MembershipChange, Role, encode_membership
+
+from .cast import NOW_MS, Cast
+from .common import VECTORS_DIR, fixed_seed, pin, refuse, write_vectors
+from .gen_membership import event
+
+__all__ = ["generate"]
+
+
+def _roles(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    alice, bob, carol = c.user(c.alice), c.user(c.bob), c.user(c.carol)
+    avatar = fixed_seed("group-avatar")
+    changes = [
+        (
+            c.alice,
+            c.phone,
+            MembershipChange(
+                action=Action.CREATE, target=alice, nonce=c.group_nonce, name="hearth"
+            ),
+        ),
+        (c.alice, c.phone, MembershipChange(action=Action.ADD, target=bob)),
+        (c.alice, c.phone, MembershipChange(action=Action.ADD, target=carol)),
+        (c.alice, c.phone, MembershipChange(action=Action.ROLE, target=bob, role=Role.ADMIN)),
+        (c.bob, c.laptop, MembershipChange(action=Action.BAN, target=carol)),
+        (c.bob, c.laptop, MembershipChange(action=Action.RENAME, target=bob, name="hearth & home")),
+        (
+            c.alice,
+            c.phone,
+            MembershipChange(action=Action.TOPIC, target=alice, name="where we meet"),
+        ),
+        (c.alice, c.phone, MembershipChange(action=Action.AVATAR, target=alice, nonce=avatar)),
+    ]
+    history = [
+        event(c, user, device, n + 1, change) for n, (user, device, change) in enumerate(changes)
+    ]
+    wires = [e.wire.hex() for e in history]
+    room = c.group_room.hex()
+    valid = [
+        pin("membership_body", "BAN carol", hex=encode_membership(changes[4][2]).hex()),
+        pin(
+            "membership_body", "AVATAR: a media digest", hex=encode_membership(changes[7][2]).hex()
+        ),
+        pin(
+            "membership_fold",
+            "the creator owns; bob, made admin, bans carol and renames; alice sets topic, avatar",
+            room_hex=room,
+            events_hex=wires,
+        ),
+        pin(
+            "membership_fold",
+            "the same events in reverse arrival order: the same state (§12.3)",
+            room_hex=room,
+            events_hex=wires[::-1],
+        ),
+    ]
+    rulings = [
+        (
+            2,
+            bob,
+            MembershipChange(action=Action.ROLE, target=bob, role=Role.ADMIN),
+            "a member promotes himself: NOT_YET",
+        ),
+        (
+            2,
+            bob,
+            MembershipChange(action=Action.KICK, target=alice),
+            "a member kicks the owner: NOT_YET",
+        ),
+        (
+            4,
+            bob,
+            MembershipChange(action=Action.KICK, target=alice),
+            "an admin kicks the owner: NOT_YET",
+        ),
+        (
+            4,
+            bob,
+            MembershipChange(action=Action.ROLE, target=carol, role=Role.ADMIN),
+            "an admin promotes a member: ALLOWED",
+        ),
+        (
+            4,
+            bob,
+            MembershipChange(action=Action.ROLE, target=carol, role=Role.OWNER),
+            "an admin makes an owner: NOT_YET",
+        ),
+        (
+            4,
+            alice,
+            MembershipChange(action=Action.ROLE, target=bob, role=Role.MEMBER),
+            "the owner demotes an admin: ALLOWED",
+        ),
+        (
+            4,
+            alice,
+            MembershipChange(action=Action.ROLE, target=bob, role=Role.ADMIN),
+            "a role held already: NOT_YET",
+        ),
+        (
+            5,
+            alice,
+            MembershipChange(action=Action.ADD, target=carol),
+            "an ADD of a banned user: NOT_YET",
+        ),
+        (
+            5,
+            alice,
+            MembershipChange(action=Action.UNBAN, target=carol),
+            "the owner unbans: ALLOWED",
+        ),
+        (
+            3,
+            carol,
+            MembershipChange(action=Action.RENAME, target=carol, name="mine"),
+            "a member renames: NOT_YET",
+        ),
+        (
+            4,
+            bob,
+            MembershipChange(action=Action.RENAME, target=alice, name="x"),
+            "a setting in another's name: NEVER",
+        ),
+    ]
+    for events, sender, change, note in rulings:
+        valid.append(
+            pin(
+                "membership_ruling",
+                note,
+                room_hex=room,
+                events_hex=wires[:events],
+                sender_hex=sender.hex(),
+                hex=encode_membership(change).hex(),
+            )
+        )
+    invalid = [
+        refuse(
+            "membership_body",
+            MalformedMessage,
+            "an AVATAR digest of 5 bytes",
+            hex=encode_canonical([int(Action.AVATAR), alice, 0, bytes(5), 0, ""]).hex(),
+        )
+    ]
+    return valid, invalid
+
+
+def _invites(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    secret = fixed_seed("invite-secret")[:16]
+    addr = f"/ip4/192.0.2.7/tcp/4001/p2p/{c.node_peer_id}"
+    link = encode_invite(Invite(room=c.group_room, secret=secret, addrs=(addr,)))
+    code = link.removeprefix(INVITE_LINK_PREFIX)
+    record = InviteRecord(
+        invite_id=invite_id(secret),
+        room=c.group_room,
+        issuer=UserId(c.user(c.alice)),
+        created_ms=NOW_MS,
+        expires_ms=NOW_MS + 86_400_000,
+        max_uses=2,
+        uses=1,
+    )
+    one = encode_invite_records([record]).hex()
+    request = JoinRequest(room=c.group_room, secret=secret, home_record=b"\xa0")
+    add = MessageId(fixed_seed("the-add"))
+    valid = [
+        pin("invite_link", "a link with one admin home", text=link),
+        pin("invite_link", "the same invite as a bare code", text=code),
+        pin(
+            "join_request",
+            "a join request (the record is checked apart)",
+            hex=encode_join_request(request).hex(),
+        ),
+        pin("join_answer", "the ADD that let the joiner in", hex=encode_join_answer(add).hex()),
+        pin(
+            "join_answer", "a refusal: INVITE_EXPIRED", hex=encode_canonical([3, 61, "spent"]).hex()
+        ),
+        pin(
+            "invite_check", "one use of two left, before the expiry", record_hex=one, now_ms=NOW_MS
+        ),
+    ]
+    invalid = [
+        refuse("invite_link", InvalidIdentifier, "not base32", text=INVITE_LINK_PREFIX + "!!"),
+        refuse(
+            "invite_link",
+            InvalidIdentifier,
+            "an address without /p2p/",
+            text=encode_invite(
+                Invite(room=c.group_room, secret=secret, addrs=("/ip4/192.0.2.7/tcp/1",))
+            ),
+        ),
+        refuse(
+            "join_request",
+            MalformedMessage,
+            "a secret of 8 bytes",
+            hex=encode_canonical([1, c.group_room, secret[:8], b""]).hex(),
+        ),
+        refuse(
+            "invite_check",
+            InviteInvalid,
+            "no invite of that digest here",
+            record_hex="",
+            now_ms=NOW_MS,
+        ),
+        refuse(
+            "invite_check",
+            InviteInvalid,
+            "revoked",
+            record_hex=encode_invite_records([replace(record, revoked=True)]).hex(),
+            now_ms=NOW_MS,
+        ),
+        refuse(
+            "invite_check", InviteExpired, "at its expiry", record_hex=one, now_ms=record.expires_ms
+        ),
+        refuse(
+            "invite_check",
+            InviteExpired,
+            "every use spent",
+            record_hex=encode_invite_records([replace(record, uses=2)]).hex(),
+            now_ms=NOW_MS,
+        ),
+    ]
+    return valid, invalid
+
+
+def generate(directory: Path = VECTORS_DIR) -> Path:
+    c = Cast()
+    role_valid, role_invalid = _roles(c)
+    invite_valid, invite_invalid = _invites(c)
+    return write_vectors(
+        "groups",
+        spec="SPEC.md §30.1-30.4",
+        function="tools/vectors/codecs.py ops membership_body, membership_fold, membership_ruling, "
+        "invite_link, join_request, join_answer, invite_check",
+        valid=role_valid + invite_valid,
+        invalid=role_invalid + invite_invalid,
+        directory=directory,
+    )
