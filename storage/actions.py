@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from hearthmesh.protocol.envelope import MessageId
+from hearthmesh.protocol.envelope import Kind, MessageId
 from hearthmesh.protocol.identity import UserId
 
 from .api import StoredEvent
@@ -59,8 +59,16 @@ def withdrawn_by_txn(txn: KvTxn, target: bytes) -> UserId | None:
 def withdraw_txn(txn: KvTxn, target: bytes, recall: bytes, sender: bytes) -> bool:
     """Record `sender`'s recall of `target` and purge the body if nothing needs it now.
 
-    The caller checked that `sender` sent `target` when it holds it (SPEC §31.1). Returns
-    True if the body was removed now."""
+    A recall of a held message by someone else records nothing; one of a message not here yet
+    never replaces an earlier record (which of them is its sender's is known only once the
+    message comes: the purge then looks for its sender's recall). Returns True if the body was
+    removed now (SPEC §31.1)."""
+    held = get_event_txn(txn, target)
+    if held is None:
+        txn.insert(Table.WITHDRAWN, target, recall + sender)
+        return False
+    if held.envelope.sender_user != sender:
+        return False  # the fold ignores it too
     txn.put(Table.WITHDRAWN, target, recall + sender)
     return _purge_if_unneeded_txn(txn, MessageId(target), UserId(sender))
 
@@ -80,8 +88,11 @@ def _purge_if_unneeded_txn(txn: KvTxn, target: MessageId, sender: UserId) -> boo
     if held is None:
         return False
     envelope = held.envelope
-    if envelope.sender_user != sender:
-        return False  # a recall by someone else changes nothing (the fold ignores it too)
+    if envelope.sender_user != sender:  # recorded before the message came: a forgery?
+        recall = _recall_by_txn(txn, target, envelope.sender_user)
+        if recall is None:
+            return False  # a recall by someone else changes nothing (the fold ignores it too)
+        txn.put(Table.WITHDRAWN, target, recall + envelope.sender_user)
     for _ in txn.scan(Table.OUTBOX_BY_MESSAGE, target, prefix_end(target)):
         return False  # still to be delivered somewhere
     # No progress saved: our own device's sends, which no release order here holds back.
@@ -90,6 +101,16 @@ def _purge_if_unneeded_txn(txn: KvTxn, target: MessageId, sender: UserId) -> boo
         return False  # not released here yet: later numbers are read back behind it
     withdraw_event_txn(txn, held, on_removed=forget_media_txn)
     return True
+
+
+def _recall_by_txn(txn: KvTxn, target: bytes, sender: bytes) -> bytes | None:
+    """The id of a stored RECALL of `target` by `sender`, read from headers of the index."""
+    for key, _ in txn.scan(Table.ACTIONS, target, prefix_end(target)):
+        event = get_event_txn(txn, key[ID_BYTES:])
+        envelope = None if event is None else event.envelope
+        if envelope is not None and envelope.kind is Kind.RECALL and envelope.sender_user == sender:
+            return envelope.message_id
+    return None
 
 
 def hide_txn(txn: KvTxn, user: bytes, message: bytes) -> bool:

@@ -1,7 +1,7 @@
 """Message actions on arrival (SPEC §31) over a real store: a forged recall or edit of another
 member's message, a malformed action and a reaction from a non-member are refused with their
 codes and store nothing (an encrypted one judged on its plaintext, which is not kept); a recall
-by the sender withdraws the body as it is stored."""
+by the sender withdraws the body as it is stored, or once it opens when its room key comes."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from hearthmesh.node.delivery.inbox import Inbox
 from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
+from hearthmesh.node.rooms.message_actions import index_opened
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.protocol.actions import (
     EDIT_CONTENT_TYPE,
@@ -173,3 +174,18 @@ def test_an_encrypted_forged_edit_is_refused_on_its_plaintext_and_leaves_nothing
         e.envelope.message_id for e in store.page_history(GROUP, direction=Direction.FORWARD).events
     ]
     assert after == before
+
+
+def test_a_recall_that_opens_after_it_was_stored_is_indexed_and_applied(store: KvStore) -> None:
+    original, _ = _setup(store)
+    target = original.message_id
+    body = encode_recall(Recall(target=target))
+    held = _action(ADMIN, 5, Kind.RECALL, ENCRYPTED_CONTENT_TYPE, b"\x84\x00\x01")  # no key yet
+    outcome = make_inbox().accept(store, [arrival(held)], now_ms=0, peer=PEER)
+    assert outcome.results[0].status is AckStatus.STORED
+    assert store.actions_of(target) == [] and store.withdrawn_by(target) is None  # unreadable
+    index_opened(store, [opened_view(held, RECALL_CONTENT_TYPE, body)])  # its room key came
+    assert [e.envelope.message_id for e in store.actions_of(target)] == [held.message_id]
+    assert store.withdrawn_by(target) == uid(ADMIN)
+    store.purge(now_ms=0, retention_ms=1)
+    assert store.get_event(target) is None

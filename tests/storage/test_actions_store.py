@@ -3,6 +3,8 @@ removes (the body, its plaintext, its held mark), delete for me."""
 
 from __future__ import annotations
 
+import pytest
+
 from hearthmesh.protocol.actions import RECALL_CONTENT_TYPE, Recall, encode_recall
 from hearthmesh.protocol.e2ee.megolm import (
     ENCRYPTED_CONTENT_TYPE,
@@ -106,3 +108,20 @@ def test_a_recalled_body_leaves_no_plaintext_and_no_held_mark_at_rest(store: KvS
     assert store.plaintext(opened.message_id) is None
     assert store.held_encrypted(session, 10) == []
     assert store.get_event(opened.message_id) is None and store.get_event(held.message_id) is None
+
+
+@pytest.mark.parametrize("forged_first", [True, False])
+def test_a_forged_recall_before_the_message_does_not_stop_its_senders_purge(
+    store: KvStore, forged_first: bool
+) -> None:
+    original = make_envelope(body=b"secret")
+    forged, own = _recall(original.message_id, user=USER_B, seq=3), _recall(original.message_id)
+    for recall in (forged, own) if forged_first else (own, forged):  # before the message came
+        assert store.append(recall) is AppendResult.STORED
+        assert not store.withdraw(
+            original.message_id, recall.envelope.message_id, recall.envelope.sender_user
+        )
+    assert store.append(AppendRequest(envelope=original)) is AppendResult.STORED
+    assert store.purge(now_ms=3_000, retention_ms=10**12).events == 1
+    assert store.get_event(original.message_id) is None
+    assert store.withdrawn_by(original.message_id) == USER_A
