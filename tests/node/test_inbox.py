@@ -11,10 +11,12 @@ import pytest
 
 from hearthmesh.node.delivery.inbox import Arrival, Inbox
 from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.social.privacy import Privacy
 from hearthmesh.protocol.arrival import ArrivalRules
+from hearthmesh.protocol.authority import DeferralPolicy
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, seal
 from hearthmesh.protocol.errors import ErrorCode
@@ -90,17 +92,22 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> KvStore:
     return LmdbStore(tmp_path / "db", relay_quota=quota)
 
 
-def make_inbox() -> Inbox:
+def make_inbox(
+    *, deferrals: DeferralPolicy | None = None, opener: RoomOpener | None = None
+) -> Inbox:
+    """Our user's inbox; `deferrals` bounds how long a non-member is deferred, `opener` opens
+    encrypted envelopes (none: they are stored as they come)."""
     local = {uid(OURS)}
+    rules = ArrivalRules(local) if deferrals is None else ArrivalRules(local, deferrals=deferrals)
     return Inbox(
         local_users=local,
-        rules=ArrivalRules(local),
+        rules=rules,
         rooms=RoomRegistry(local),
         release=ReleaseOrder(),
         directory=HomeDirectory(local_users=local),
         relay_ttl_ms=60_000,
         sibling_destinations=tuple,
-        opener=None,
+        opener=opener,
     )
 
 

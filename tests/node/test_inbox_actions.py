@@ -5,12 +5,8 @@ by the sender withdraws the body as it is stored, or once it opens when its room
 
 from __future__ import annotations
 
-from hearthmesh.node.delivery.inbox import Inbox
-from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.e2ee.room_opener import RoomOpener
-from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.rooms.message_actions import index_opened
-from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.protocol.actions import (
     EDIT_CONTENT_TYPE,
     REACTION_CONTENT_TYPE,
@@ -22,7 +18,6 @@ from hearthmesh.protocol.actions import (
     encode_reaction,
     encode_recall,
 )
-from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.authority import DeferralPolicy
 from hearthmesh.protocol.delivery import AckStatus
 from hearthmesh.protocol.e2ee.megolm import ENCRYPTED_CONTENT_TYPE, encode_plaintext, opened_view
@@ -98,17 +93,7 @@ def test_a_reaction_from_a_non_member_is_refused(store: KvStore) -> None:
     original, _ = _setup(store)
     reaction = encode_reaction(Reaction(target=original.message_id, emoji="👎"))
     stranger = _action(ABSENT, 1, Kind.REACTION, REACTION_CONTENT_TYPE, reaction)
-    local = {uid(OURS)}
-    inbox = Inbox(
-        local_users=local,
-        rules=ArrivalRules(local, deferrals=DeferralPolicy(burst=2, per_s=1)),
-        rooms=RoomRegistry(local),
-        release=ReleaseOrder(),
-        directory=HomeDirectory(local_users=local),
-        relay_ttl_ms=60_000,
-        sibling_destinations=tuple,
-        opener=None,
-    )
+    inbox = make_inbox(deferrals=DeferralPolicy(burst=2, per_s=1))
     results = []
     for _ in range(3):  # deferred while it might be a member soon (SPEC §12.5), then refused
         results += inbox.accept(store, [arrival(stranger)], now_ms=0, peer=PEER).results
@@ -153,17 +138,7 @@ def test_an_encrypted_forged_edit_is_refused_on_its_plaintext_and_leaves_nothing
     original, before = _setup(store)
     edit = encode_edit(Edit(target=original.message_id, text="mine"))
     forged = _action(MEMBER, 1, Kind.EDIT, ENCRYPTED_CONTENT_TYPE, b"\x84\x00\x01")  # sealed
-    local = {uid(OURS)}
-    inbox = Inbox(
-        local_users=local,
-        rules=ArrivalRules(local),
-        rooms=RoomRegistry(local),
-        release=ReleaseOrder(),
-        directory=HomeDirectory(local_users=local),
-        relay_ttl_ms=60_000,
-        sibling_destinations=tuple,
-        opener=_OpensTo(EDIT_CONTENT_TYPE, edit),
-    )
+    inbox = make_inbox(opener=_OpensTo(EDIT_CONTENT_TYPE, edit))
     outcome = inbox.accept(store, [arrival(forged)], now_ms=0, peer=PEER)
     assert [(r.status, r.code) for r in outcome.results] == [
         (AckStatus.REJECTED, ErrorCode.NOT_SENDER)
