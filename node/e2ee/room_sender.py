@@ -195,8 +195,12 @@ class RoomSender:
                 served = await queued.future
             except asyncio.CancelledError:
                 future = queued.future
-                if future.done() and not future.cancelled() and future.result() is _YOUR_TURN:
-                    self._serve_queue(room)  # hand the turn on
+                if future.done() and not future.cancelled():
+                    served = future.result()
+                    if isinstance(served, Encryption):
+                        self.abandon(served)  # its ROOM_KEY bodies, if any, never go out
+                    else:
+                        self._serve_queue(room)  # hand the turn on
                 raise
             if isinstance(served, Encryption):
                 return served
