@@ -149,20 +149,16 @@ class Outgoing:
                 room, content_type, kind, body, seq=await self._take_seq(room), hlc=hlc
             )
             return Sealed(envelope=envelope, members=members, acts_on=acts_on)
+        # Nothing awaits between the encryption and the sequence numbers: sends seal in the
+        # order they were encrypted, so a session's ROOM_KEY precedes every message using it.
+        await self._load_seq(room)
         encryption = await self._encryption.encrypt(room, members, content_type, body)
         room_keys = [
-            self._seal(
-                room, e2ee.ROOM_KEY_CONTENT_TYPE, Kind.ROOM_KEY, key, seq=await self._take_seq(room)
-            )
+            self._seal(room, e2ee.ROOM_KEY_CONTENT_TYPE, Kind.ROOM_KEY, key, seq=self._next(room))
             for key in encryption.key_bodies
         ]
         encrypted = self._seal(
-            room,
-            e2ee.ENCRYPTED_CONTENT_TYPE,
-            kind,
-            encryption.body,
-            seq=await self._take_seq(room),
-            hlc=hlc,
+            room, e2ee.ENCRYPTED_CONTENT_TYPE, kind, encryption.body, seq=self._next(room), hlc=hlc
         )
         return Sealed(
             envelope=e2ee.opened_view(encrypted, content_type, body),
@@ -360,6 +356,11 @@ class Outgoing:
         self._gossip.publish_nowait(room_topic(envelope.room), payload)
 
     async def _take_seq(self, room: RoomId) -> int:
+        await self._load_seq(room)
+        return self._next(room)
+
+    async def _load_seq(self, room: RoomId) -> None:
+        """Seed our next sequence number in `room` from the store, once."""
         if room not in self._next_seq:
             async with self._seq_lock:
                 if room not in self._next_seq:
@@ -367,6 +368,9 @@ class Outgoing:
                         self._store.store.last_seq, room, self._keyring.device_id
                     )
                     self._next_seq[room] = last + 1
+
+    def _next(self, room: RoomId) -> int:
+        """Take our next sequence number in `room` (seeded by `_load_seq`)."""
         seq = self._next_seq[room]
         self._next_seq[room] = seq + 1
         return seq

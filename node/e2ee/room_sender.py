@@ -163,6 +163,11 @@ class RoomSender:
         self._rooms: dict[RoomId, _Outbound] = {}
         self._queues: dict[RoomId, collections.deque[_Queued]] = {}
         """Per room a send is starting or sharing a session in: the sends waiting for it."""
+        self._preparing: set[RoomId] = set()
+        """Rooms where a send is starting or sharing a session (it serves the queue after)."""
+        self._unresumed: dict[RoomId, int] = {}
+        """Per room, queued sends woken with their encryption that have not resumed yet: new
+        sends queue behind them, so every send seals in the order it was encrypted."""
         self._ready: dict[RoomId, collections.deque[_Ready]] = {}
         """Per room, sessions started and shared ahead (at most `MAX_READY_SESSIONS`)."""
 
@@ -183,6 +188,10 @@ class RoomSender:
             StorageError: a new session or an Olm session could not be stored.
         """
         queue = self._queues.get(room)
+        if queue is None and self._unresumed.get(room):
+            # Sends encrypted for the queue have not sealed yet: going first, this one could
+            # seal a message of a session before that session's ROOM_KEY.
+            queue = self._queues[room] = collections.deque()
         if queue is not None:
             queued = _Queued(
                 members=members,
@@ -199,20 +208,36 @@ class RoomSender:
                     served = future.result()
                     if isinstance(served, Encryption):
                         self.abandon(served)  # its ROOM_KEY bodies, if any, never go out
+                        self._resumed(room)
                     else:
+                        self._preparing.discard(room)
                         self._serve_queue(room)  # hand the turn on
                 raise
             if isinstance(served, Encryption):
+                self._resumed(room)
                 return served
         else:
             ready = self._encrypt_ready(room, members, content_type, body)
             if ready is not None:
                 return ready
             self._queues[room] = collections.deque()
+            self._preparing.add(room)
         try:
             outbound, key_bodies, newly = await self._prepare(room, members)
             return _encrypt(room, outbound, content_type, body, key_bodies, newly)
         finally:
+            self._preparing.discard(room)
+            self._serve_queue(room)
+
+    def _resumed(self, room: RoomId) -> None:
+        """A queued send woke with its encryption (and seals it now): once all have, the
+        sends queued behind them are served."""
+        left = self._unresumed[room] - 1
+        if left:
+            self._unresumed[room] = left
+            return
+        del self._unresumed[room]
+        if room in self._queues and room not in self._preparing:
             self._serve_queue(room)
 
     def _serve_queue(self, room: RoomId) -> None:
@@ -231,9 +256,11 @@ class RoomSender:
                 queued.future.set_exception(exc)
                 continue
             if encryption is None:
+                self._preparing.add(room)
                 queued.future.set_result(_YOUR_TURN)
                 return
             queued.future.set_result(encryption)
+            self._unresumed[room] = self._unresumed.get(room, 0) + 1
         del self._queues[room]
 
     def _encrypt_ready(

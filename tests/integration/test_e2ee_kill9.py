@@ -116,8 +116,13 @@ async def test_a_sender_killed_mid_burst_never_reuses_a_megolm_index(tmp_path: P
         stored = [e.envelope for e in page.events if e.envelope.kind is Kind.MESSAGE]
         assert {e.message_id.hex() for e in stored} >= set(sent.values()) | set(later.values())
         used = []
-        for envelope in stored:
+        for envelope in sorted(stored, key=lambda e: e.seq):
             body = e2ee.decode_encrypted_body(decode_envelope(envelope.wire).body)
             index = vodozemac.MegolmMessage.from_bytes(body.ciphertext).message_index()
             used.append((body.session_id, index))
         assert len(used) == len(set(used))  # no (session, index) twice
+        # sealed in the order encrypted: a session's first message (after its ROOM_KEY)
+        # comes before the others of its session, by sequence number
+        for session in {session for session, _ in used}:
+            indices = [index for s, index in used if s == session]
+            assert indices == sorted(indices), indices

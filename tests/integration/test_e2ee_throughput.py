@@ -36,11 +36,14 @@ async def test_concurrent_sends_across_rotations_share_commits_and_all_open(
         batches = alice.store.batches_committed - batches_before
         received = await arriving
         pairs = []
-        for envelope in sent:
+        for envelope in sorted(sent, key=lambda e: e.seq):
             body = e2ee.decode_encrypted_body(decode_envelope(envelope.wire).body)
             index = vodozemac.MegolmMessage.from_bytes(body.ciphertext).message_index()
             pairs.append((body.session_id, index))
         assert len(set(pairs)) == SENDS  # no Megolm index used twice
+        for session in {session for session, _ in pairs}:  # sealed in the order encrypted
+            indices = [index for s, index in pairs if s == session]
+            assert indices == sorted(indices), indices
         sessions = Counter(session for session, _ in pairs)
         assert len(sessions) >= SENDS // ROTATE_AFTER  # rotated on the way
         assert sorted(e.envelope.body for e in received[1:]) == sorted(texts)
