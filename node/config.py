@@ -58,6 +58,9 @@ class NodeConfig:
     key_forward_interval_ms: int = 2_000
     """How often a device holding envelopes it cannot open asks its sibling homes for their
     room keys (SPEC §27.12)."""
+    key_request_interval_ms: int = 2_000
+    """How often a device holding envelopes it cannot open looks for sessions due to be asked
+    of their senders (SPEC §27.13; each session then backs off on its own)."""
     megolm_rotation: Rotation = DEFAULT_ROTATION
     """When a sending device starts a new Megolm session in a room besides a member leaving:
     `max_messages` (`megolm_rotate_messages`, 100) and `max_age_ms` (`megolm_rotate_ms`, a

@@ -155,6 +155,7 @@ async def _status(client: ApiClient, args: Any) -> int:
         print(f"waiting:   home of {user} unreachable; its messages wait parked")
     for peer in unreachable["own_homes"]:
         print(f"waiting:   our home {peer} unreachable; its copies wait parked")
+    print(f"e2ee:      {status['undecryptable']} undecryptable (no key after requests)")
     print(f"version:   hearthmesh {status['version']} (protocol v{status['protocol_version']})")
     return 0
 

@@ -387,21 +387,26 @@ class DeviceCrypto:
         return messages
 
     def accept_forwarded(
-        self, sender: e2ee.KeyBundle, messages: Sequence[tuple[int, bytes]]
+        self,
+        sender: e2ee.KeyBundle,
+        messages: Sequence[tuple[int, bytes]],
+        *,
+        owner: DeviceId | None = None,
     ) -> list[e2ee.ForwardedKey]:
-        """Take in the keys one of our own devices forwarded (its bundle verified and listed
-        in our record by the caller); the ones newly kept.
+        """Take in the keys one of our own devices forwarded, or (`owner`: the sender's device)
+        a session's sender answered a key request with (its bundle verified and listed in its
+        user's record by the caller); the ones newly kept.
 
         Raises:
             Undecryptable: an Olm message does not open.
             MalformedMessage / KeyMismatch: a payload is malformed or for another device, or
-                its key is not the session it names.
+                its key is not the session it names, or (with `owner`) of another device.
         """
         kept: list[e2ee.ForwardedKey] = []
         for kind, ciphertext in messages:
             share = e2ee.Share(recipient=self._device, olm_kind=kind, ciphertext=ciphertext)
             key = e2ee.decode_forwarded_key(self._olm_open(sender.identity_key, share))
-            e2ee.check_forwarded_key(key, recipient=self._device)
+            e2ee.check_forwarded_key(key, recipient=self._device, owner=owner)
             try:
                 exported = vodozemac.ExportedSessionKey(_b64(key.exported_key))
                 inbound = vodozemac.InboundGroupSession.import_session(exported)

@@ -36,10 +36,17 @@ from hearthmesh.protocol.errors import (
     RemoteProtocolError,
     refusal,
 )
+from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.storage.api import Store
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["FORWARDS_BURST", "FORWARDS_PER_S", "KeyForwardServer", "KeyForwarding"]
+__all__ = [
+    "FORWARDS_BURST",
+    "FORWARDS_PER_S",
+    "KeyForwardServer",
+    "KeyForwarding",
+    "take_forwarded",
+]
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +159,22 @@ class KeyForwarding:
         listed = self._homes.sibling_bundle(peer)
         if listed is None or answer.sender_bundle != listed:
             raise KeyMismatch("a forwarder's bundle is not the one our record lists")
-        return await self._store.run(self._take, self._store.store, answer)
+        return await self._store.run(
+            take_forwarded, self._crypto, self._opener, self._store.store, answer
+        )
 
-    def _take(self, store: Store, answer: e2ee.ForwardAnswer) -> int:
-        keys = self._crypto.accept_forwarded(answer.sender_bundle, answer.messages)
-        for key in keys:
-            self._opener.open_held(store, key.session_id)
-        return len(keys)
+
+def take_forwarded(
+    crypto: DeviceCrypto,
+    opener: RoomOpener,
+    store: Store,
+    answer: e2ee.ForwardAnswer,
+    *,
+    owner: DeviceId | None = None,
+) -> int:
+    """Take the keys of a verified ANSWER in (`owner`: each must be that device's session,
+    SPEC §27.13.2) and open what waited for them, in one write batch; how many were new."""
+    keys = crypto.accept_forwarded(answer.sender_bundle, answer.messages, owner=owner)
+    for key in keys:
+        opener.open_held(store, key.session_id)
+    return len(keys)
