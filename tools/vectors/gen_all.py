@@ -16,6 +16,7 @@ from . import (
     gen_hlc,
     gen_homes,
     gen_identity,
+    gen_keys,
     gen_linking,
     gen_membership,
     gen_reconcile,
@@ -37,6 +38,7 @@ def generate_all(directory: Path = VECTORS_DIR) -> list[Path]:
         gen_delivery,
         gen_linking,
         gen_e2ee,
+        gen_keys,
         gen_groups,
     )
     for single in singles:
