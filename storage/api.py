@@ -466,6 +466,12 @@ class HistoryStore(Protocol):
         """The newest arrival number (each stored event gets the next one), 0 if none."""
         ...
 
+    def renumber_arrivals(self, message_ids: Sequence[bytes]) -> int:
+        """Give these stored events the next arrival numbers, in order, in place of their own
+        (if among the newest 10,000): one that became readable late is told as new (SPEC
+        §27.13.5). Returns how many moved."""
+        ...
+
     def arrivals_after(
         self, after: int, *, limit: int, in_hand: Mapping[bytes, Envelope] | None = None
     ) -> FeedPage:

@@ -141,6 +141,16 @@ class KvStore:
         with self._engine.read() as txn:
             return arrivals.last_arrival_txn(txn)
 
+    def renumber_arrivals(self, message_ids: Sequence[bytes]) -> int:
+        """Move the arrival-log entries of these stored events to the log's end, in order
+        (storage/arrivals.py `renumber_txn`); how many moved."""
+
+        def move(txn: KvTxn) -> int:
+            keys = (txn.get(Table.MESSAGE_IDS, m) for m in message_ids)
+            return arrivals.renumber_txn(txn, dict.fromkeys(k for k in keys if k is not None))
+
+        return self._engine.write(move)
+
     def arrivals_after(
         self, after: int, *, limit: int, in_hand: Mapping[bytes, Envelope] | None = None
     ) -> FeedPage:

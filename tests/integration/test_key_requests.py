@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,3 +140,45 @@ async def test_messages_whose_sender_never_answers_count_as_undecryptable(
             token_file.write_text(TOKEN)
             code, output = await run_cli(Home(laptop, api, client), token_file, "status")
             assert code == 0 and "3 undecryptable" in output
+
+
+async def test_a_message_opened_late_reaches_the_clients_live_feed_once(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """SPEC §27.13.5: the laptop's client is on its WebSocket while alice's messages arrive
+    held (no key: nothing to show); once her key comes on request they are shown live, like
+    any new message, and a client resuming from before them is shown each exactly once."""
+    async with asyncio.timeout(120), make_node("alice") as alice, make_node("bob") as bob:
+        await bob.connect(alice.listen_addrs[0])
+        room = await alice.open_direct(bob.user_id)
+        assert await bob.open_direct(alice.user_id) == room
+        texts = [f"opened late {i}" for i in range(2)]
+
+        def in_room(frame: dict[str, Any]) -> bool:
+            return bool(frame["room_id"] == room.hex())
+
+        for text in texts:
+            await alice.send(room, text.encode())
+        await until_messages(bob, room, 2)
+        config, _ = await link_device(bob, tmp_path / "bob-laptop")
+        config = dataclasses.replace(config, key_forward_interval_ms=NEVER_MS)
+        async with (
+            Node(config) as laptop,
+            ApiServer(laptop, ApiConfig(token=TOKEN, port=0)) as api,
+            ApiClient(api.url, TOKEN) as client,
+        ):
+            laptop_home = Home(laptop, api, client)
+            async with laptop_home.socket() as socket:
+                before = socket.ready["cursor"]
+                await laptop.connect(bob.listen_addrs[0])  # alice's messages come, held
+                await until_messages(laptop, room, 2)
+                await laptop.connect(alice.listen_addrs[0])  # her key comes on request
+                live = [await socket.next("message", in_room) for _ in texts]
+                assert sorted(f["message"] for f in live) == texts
+                assert laptop.key_requests_taken >= 1
+            async with laptop_home.socket(before) as resumed:
+                await alice.send(room, b"sentinel")  # shown after the replay, live
+                replayed = []
+                while (frame := await resumed.next("message", in_room))["message"] != "sentinel":
+                    replayed.append(frame["message"])
+            assert sorted(replayed) == texts
