@@ -30,10 +30,10 @@ from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.peer_link import PeerLinks
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.key_forwarding import take_forwarded
+from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import MAX_OPENED_PER_KEY, RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
-from hearthmesh.node.p2p.errors import P2PError, StreamClosed
-from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol import e2ee
@@ -73,7 +73,7 @@ RECORD_LOOKUP_S: Final = 3.0
 device linked since we last heard), and the asker the record of a sender it does not know."""
 
 
-class KeyRequestServer:
+class KeyRequestServer(RequestServer):
     """Answers room members' homes that ask for the keys of our sessions."""
 
     def __init__(
@@ -89,6 +89,7 @@ class KeyRequestServer:
         clock: Clock,
         on_refused: Callable[[str, RemoteProtocolError], None],
     ) -> None:
+        super().__init__(what="key request", on_refused=on_refused)
         self._store = store
         self._crypto = crypto
         self._directory = directory
@@ -97,37 +98,23 @@ class KeyRequestServer:
         self._own_bundle = own_bundle
         self._user = user
         self._limits = RateLimiter(REQUESTS_PER_S, REQUESTS_BURST, clock)
-        self._on_refused = on_refused
-        self.refused = 0
         self.answered = 0
         """Requests answered with at least one key (for tests and status)."""
 
-    async def serve(self, stream: FrameStream) -> None:
-        """Answer one request, then let the host close the stream."""
-        peer = stream.remote_peer
-        request = await stream.read_request(self._refuse)
-        if request is None:
-            return
-        try:
-            self._limits.require(peer, "key requests")
-            asked = e2ee.decode_key_request(request)
-            for room in {room for room, _ in asked.sessions}:
-                if asked.user not in await self._members_of(room):
-                    raise KeyRequestDenied("room keys go to the room's current members only")
-            recipient = await self._recipient(asked.user, peer)
-            messages = await self._store.run(self._answer, self._store.store, asked, recipient)
-            if messages:
-                self.answered += 1
-            answer = e2ee.encode_forward_answer(
-                e2ee.ForwardAnswer(sender_bundle=self._own_bundle, messages=tuple(messages))
-            )
-        except RemoteProtocolError as exc:
-            self._refuse(peer, exc)
-            answer = e2ee.encode_claim_error(exc)
-        try:
-            await stream.write_frame(answer)
-        except StreamClosed:
-            log.info("key request stream to %s closed before the answer", peer[-8:])
+    async def answer(self, peer: str, request: bytes) -> bytes:
+        """The asked sessions we own and gave the asking user, to its device on `peer`."""
+        self._limits.require(peer, "key requests")
+        asked = e2ee.decode_key_request(request)
+        for room in {room for room, _ in asked.sessions}:
+            if asked.user not in await self._members_of(room):
+                raise KeyRequestDenied("room keys go to the room's current members only")
+        recipient = await self._recipient(asked.user, peer)
+        messages = await self._store.run(self._answer, self._store.store, asked, recipient)
+        if messages:
+            self.answered += 1
+        return e2ee.encode_forward_answer(
+            e2ee.ForwardAnswer(sender_bundle=self._own_bundle, messages=tuple(messages))
+        )
 
     async def _recipient(self, user: UserId, peer: str) -> e2ee.KeyBundle:
         """The bundle `user`'s record lists for the device on `peer`.
@@ -162,11 +149,6 @@ class KeyRequestServer:
             if asked.user == self._user or asked.user in given:
                 ours.append((room, session_id))
         return self._crypto.forward(ours, recipient) if ours else []
-
-    def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
-        self.refused += 1
-        self._on_refused(peer, error)
-        log.debug("key request from %s refused: %s (code %d)", peer[-8:], error, error.code)
 
 
 @dataclass(frozen=True, slots=True)
