@@ -795,9 +795,19 @@ class CryptoStore(Protocol):
         ...
 
     def mark_shared(
-        self, room: RoomId, session_id: bytes, devices: Mapping[DeviceId, UserId]
+        self,
+        room: RoomId,
+        session_id: bytes,
+        devices: Mapping[DeviceId, UserId],
+        first_index: int = 0,
     ) -> None:
-        """Note the member devices our outbound session's key went to (SPEC §27.9)."""
+        """Note the member devices our outbound session's key went to (SPEC §27.9), at message
+        index `first_index`."""
+        ...
+
+    def first_index_shared(self, room: RoomId, session_id: bytes, user: UserId) -> int | None:
+        """The lowest message index at which our outbound session's key went to a device of
+        `user`; None if it went to none (SPEC §27.13.1)."""
         ...
 
     def shared_devices(self, room: RoomId, session_id: bytes) -> dict[DeviceId, UserId]:

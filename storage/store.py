@@ -519,10 +519,21 @@ class KvStore:
         self._engine.write(lambda txn: crypto.unhold_txn(txn, session_id, message_id))
 
     def mark_shared(
-        self, room: RoomId, session_id: bytes, devices: Mapping[DeviceId, UserId]
+        self,
+        room: RoomId,
+        session_id: bytes,
+        devices: Mapping[DeviceId, UserId],
+        first_index: int = 0,
     ) -> None:
-        """Note the devices our outbound session's key went to."""
-        self._engine.write(lambda txn: crypto.mark_shared_txn(txn, room, session_id, devices))
+        """Note the devices our outbound session's key went to, at `first_index`."""
+        self._engine.write(
+            lambda txn: crypto.mark_shared_txn(txn, room, session_id, devices, first_index)
+        )
+
+    def first_index_shared(self, room: RoomId, session_id: bytes, user: UserId) -> int | None:
+        """The lowest index our outbound session's key went to a device of `user` at."""
+        with self._engine.read() as txn:
+            return crypto.first_index_shared_txn(txn, room, session_id, user)
 
     def shared_devices(self, room: RoomId, session_id: bytes) -> dict[DeviceId, UserId]:
         """The devices our outbound session's key went to."""

@@ -15,7 +15,7 @@ the store's `e2ee.*` rows. Every method is called on the event loop inside a sto
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -348,10 +348,15 @@ class DeviceCrypto:
     # --- forwarding between our own devices (SPEC §27.12) ----------------------------------
 
     def forward(
-        self, sessions: Sequence[tuple[RoomId, bytes]], recipient: e2ee.KeyBundle
+        self,
+        sessions: Sequence[tuple[RoomId, bytes]],
+        recipient: e2ee.KeyBundle,
+        *,
+        from_index: Mapping[bytes, int] | None = None,
     ) -> list[tuple[int, bytes]]:
         """One Olm message to `recipient` per session of `sessions` we hold, each carrying the
-        session exported at the first index we hold (a key we lack is left out)."""
+        session exported at the first index we hold, or later at `from_index[session id]`
+        (what a key request's user was given, SPEC §27.13.1); a key we lack is left out."""
         account = self._account()
         olm = self._olm_to(account, Recipient(bundle=recipient))
         messages: list[tuple[int, bytes]] = []
@@ -362,7 +367,7 @@ class DeviceCrypto:
             inbound = vodozemac.InboundGroupSession.from_pickle(
                 kept.pickle.decode(), self._pickle_key
             )
-            first = inbound.first_known_index
+            first = max(inbound.first_known_index, (from_index or {}).get(session_id, 0))
             exported = inbound.export_at(first)
             if exported is None:
                 continue

@@ -137,18 +137,25 @@ class KeyRequestServer(RequestServer):
     def _answer(
         self, store: Store, asked: e2ee.KeyRequest, recipient: e2ee.KeyBundle
     ) -> list[tuple[int, bytes]]:
-        """Olm messages to `recipient` with the asked sessions we own and gave its user: a
-        member reads what it was sent, never what came before it joined (§27.10.2)."""
+        """Olm messages to `recipient` with the asked sessions we own and gave its user, each
+        from the index its user was first given: a member reads what it was sent, never what
+        came before it joined (§27.10.2). Our own user's devices get the whole session."""
         own_device = self._own_bundle.device
-        ours = []
+        ours: list[tuple[RoomId, bytes]] = []
+        from_index: dict[bytes, int] = {}
         for room, session_id in asked.sessions:
             kept = store.inbound_session(room, session_id)
             if kept is None or kept.owner != own_device:
                 continue
-            given = store.shared_devices(room, session_id).values()
-            if asked.user == self._user or asked.user in given:
+            given = (
+                0
+                if asked.user == self._user
+                else store.first_index_shared(room, session_id, asked.user)
+            )
+            if given is not None:
                 ours.append((room, session_id))
-        return self._crypto.forward(ours, recipient) if ours else []
+                from_index[session_id] = given
+        return self._crypto.forward(ours, recipient, from_index=from_index) if ours else []
 
 
 @dataclass(frozen=True, slots=True)
