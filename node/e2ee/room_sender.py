@@ -118,8 +118,9 @@ class RoomSender:
                 devices = self._member_devices(members)
             missing = {d: devices[d] for d in devices if d not in outbound.shared}
             key_bodies: tuple[bytes, ...] = ()
-            shared_at = outbound.session.message_index
+            shared_at = 0
             if missing:
+                shared_at = outbound.session.message_index
                 recipients = [Recipient(bundle=bundle) for _, bundle in missing.values()]
                 shares = await self._store.run(
                     self._crypto.share,
