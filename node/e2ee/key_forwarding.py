@@ -25,6 +25,7 @@ from hearthmesh.node.identity.own_homes import OwnHomes
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
+from hearthmesh.node.rooms.message_actions import index_opened
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
 from hearthmesh.protocol.envelope import RoomId
@@ -157,6 +158,6 @@ def take_forwarded(
     """Take the keys of a verified ANSWER in (`owner`: each must be that device's session,
     SPEC §27.13.2) and open what waited for them, in one write batch; how many were new."""
     keys = crypto.accept_forwarded(answer.sender_bundle, answer.messages, owner=owner)
-    for key in keys:
-        opener.open_held(store, key.session_id)
+    for key in keys:  # actions among them are indexed as on arrival (SPEC §31)
+        index_opened(store, opener.open_held(store, key.session_id))
     return len(keys)
