@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from hearthmesh.node.api import ApiConfig, ApiServer
+from hearthmesh.node.e2ee.key_requests import REQUESTS_BURST
 from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.protocol import e2ee
@@ -79,7 +80,8 @@ async def test_a_request_from_anyone_but_a_members_listed_home_is_refused_and_ch
 ) -> None:
     """SPEC §27.13.1: a stranger naming itself (not a member), or naming a member whose record
     does not list the asking home, gets KEY_REQUEST_DENIED (75); a malformed request gets
-    MALFORMED; each is charged, and no key is given."""
+    MALFORMED, and asking faster than 4 at once and one a second RATE_LIMITED; each is charged,
+    and no key is given."""
     async with (
         asyncio.timeout(30),
         make_node("alice", standing=CATALOGUE_STANDING) as alice,
@@ -92,15 +94,24 @@ async def test_a_request_from_anyone_but_a_members_listed_home_is_refused_and_ch
         session = e2ee.decode_encrypted_body(decode_envelope(sent.wire).body).session_id
         await mallory.connect(alice.listen_addrs[0])
         stranger = UserId(os.urandom(32))
-        for request, code in [
-            (_request(stranger, room, session), ErrorCode.KEY_REQUEST_DENIED),
-            (_request(bob.user_id, room, session), ErrorCode.KEY_REQUEST_DENIED),
-            (e2ee.encode_forward_request([(room, session)]), ErrorCode.MALFORMED),
-        ]:
+
+        async def refused_with(request: bytes) -> int:
             async with await mallory.open_stream(alice.peer_id, e2ee.KEY_REQUEST_PROTOCOL) as s:
                 await s.write_frame(request)
                 answer = e2ee.decode_forward_answer(await s.read_frame())
-            assert isinstance(answer, ProtocolErrorFrame) and answer.code == code
+            assert isinstance(answer, ProtocolErrorFrame)
+            return answer.code
+
+        denied = _request(stranger, room, session)
+        assert await refused_with(denied) == ErrorCode.KEY_REQUEST_DENIED
+        assert (
+            await refused_with(_request(bob.user_id, room, session)) == ErrorCode.KEY_REQUEST_DENIED
+        )
+        forward = e2ee.encode_forward_request([(room, session)])
+        assert await refused_with(forward) == ErrorCode.MALFORMED
+        # more than the burst at once: RATE_LIMITED (a loaded machine refills now and then)
+        codes = {await refused_with(denied) for _ in range(5 * REQUESTS_BURST)}
+        assert ErrorCode.RATE_LIMITED in codes
         assert alice.peer_points(mallory.peer_id) > 0
         assert alice.key_requests_answered == 0
 
