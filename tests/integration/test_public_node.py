@@ -1,0 +1,83 @@
+"""`hearthmesh run --public` (SPEC §10.14): a real `hearthmesh run --public` process on a public
+address in a network namespace is the bootstrap and relay of two homes behind NATs; it
+announces its public address, holds no reservation of its own, and `hearthmesh status` says
+so."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.tools.node_process import HomeProcess, hearthmesh_script, spawn_home
+from tests.integration.netlab import NetLab, require_netlab, start_node
+from tests.integration.test_hole_punch import chat
+
+from .conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+async def status_of(home: HomeProcess, ns: str, data_dir: Path) -> dict[str, object]:
+    """`hearthmesh status --json` run in the home's namespace (its API is on that loopback)."""
+    api = ("--api", home.api.removeprefix("http://"), "--data-dir", str(data_dir))
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        ["ip", "netns", "exec", ns, hearthmesh_script(), "status", "--json", *api],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    status: dict[str, object] = json.loads(shown.stdout)
+    return status
+
+
+@pytest.mark.slow
+async def test_a_public_node_relays_for_natted_homes_and_reserves_nothing_itself(
+    tmp_path: Path,
+) -> None:
+    require_netlab()
+    with NetLab() as lab:
+        relay_ns, relay_ip = lab.public_host(1)
+        alice_ns, _ = lab.home_behind_nat(1, random_ports=True)
+        bob_ns, _ = lab.home_behind_nat(2, random_ports=True)
+        relay_dir = tmp_path / "relay"
+        relay = await spawn_home(
+            relay_dir,
+            name="relay",
+            listen_host="0.0.0.0",
+            listen_port=4470,
+            flags=("--public", "--public-address", relay_ip),
+            netns=relay_ns,
+        )
+        try:
+            async with asyncio.timeout(90), AsyncExitStack() as stack:
+                # Its public address, not an interface's (they are the same here, but the
+                # announce comes from --public-address, SPEC §10.14).
+                assert relay.addr.startswith(f"/ip4/{relay_ip}/tcp/4470/p2p/")
+                alice = await start_node(stack, alice_ns, tmp_path / "alice", relay.addr)
+                bob = await start_node(stack, bob_ns, tmp_path / "bob", relay.addr)
+                relay_peer = relay.addr.rsplit("/p2p/", 1)[1]
+                await wait_until(lambda: bob.relays() == [relay_peer], poll_s=0.1)
+                await wait_until(
+                    lambda: any(relay_peer in a for a in alice.home_addresses(bob.user_id)),
+                    poll_s=0.1,
+                )
+                await chat(alice, bob)  # random-port NATs: it stays relayed (SPEC §10.9)
+                assert alice.peer_paths()[bob.peer_id] == [relay_peer]
+                status = await status_of(relay, relay_ns, relay_dir)
+                assert status["relays"] == []
+                assert status["listen_addrs"] == [
+                    f"/ip4/{relay_ip}/tcp/4470/p2p/{relay_peer}",
+                ]
+                paths = status["peer_paths"]
+                assert isinstance(paths, dict)
+                assert paths[alice.peer_id] == ["direct"] and paths[bob.peer_id] == ["direct"]
+        finally:
+            assert await relay.terminate() == 0
