@@ -157,6 +157,13 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
     ):
         parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, help=what)
     parser.add_argument(
+        "--stun-server",
+        dest="stun_servers",
+        metavar="URL",
+        action="append",
+        help="stun:HOST:PORT: WebRTC asks it where the NAT maps us (repeatable; SPEC §10.16)",
+    )
+    parser.add_argument(
         "--public",
         action="store_true",
         default=None,  # absent must not override the config file

@@ -128,6 +128,7 @@ def node_config(settings: HomeSettings) -> NodeConfig:
         relay_service=settings.relay_service,
         relay_reservations=settings.relay_reservations,
         webrtc=settings.webrtc,
+        stun_servers=tuple(settings.stun_servers),
         upnp=settings.upnp,
         relay_limits=RelayServiceLimits(
             max_reservations=settings.relay_max_reservations,

@@ -92,6 +92,8 @@ class HomeSettings:
     not), the announce addresses are the listen addresses' ports at it (`public_announce`)."""
     webrtc: bool = True
     """Upgrade relayed connections that hole punching left relayed to WebRTC (SPEC §10.11)."""
+    stun_servers: list[str] = field(default_factory=list)
+    """`stun:HOST:PORT` servers WebRTC's ICE asks for our NAT's mapping (SPEC §10.16)."""
     upnp: bool = True
     """Ask the LAN's gateway (UPnP IGD) to forward the listen ports (SPEC §10.12)."""
     prefix_exempt_loopback: bool = True
@@ -133,6 +135,7 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "public": bool,
     "public_address": str,
     "webrtc": bool,
+    "stun_servers": list,
     "upnp": bool,
     "prefix_exempt_loopback": bool,
 }
@@ -325,4 +328,7 @@ def resolve_settings(args: Any, env: dict[str, str] | None = None) -> HomeSettin
         settings.sources[key] = source
     _apply_public(settings)
     parse_api(settings.api)
+    for server in settings.stun_servers:
+        if not server.startswith("stun:"):
+            raise SettingsError(f"stun_servers wants stun:HOST:PORT URLs, got {server!r}")
     return settings

@@ -18,7 +18,8 @@ channel per libp2p stream), which we hand to the swarm like any connection. What
   (no `/webrtc` address is dialled: like DCUtR, this upgrades a relayed connection);
 - predicted server-reflexive candidates: our NAT's public IP as peers observe it, with each
   host candidate's port (a NAT that keeps a source port maps it so), since the mesh runs no
-  STUN server;
+  STUN server of its own; where `stun_servers` are configured, ICE also asks them (a NAT that
+  maps a port to another one, the same for every destination, SPEC §10.16);
 - the answerer is the Noise initiator and the offerer's certificate is the "dialer"
   fingerprint of the prologue (the roles of WebRTC Direct, offerer = dialer).
 """
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -130,8 +131,10 @@ def _is_ipv4(text: str) -> bool:
 class WebRtcLayer:
     """Upgrades relayed connections to WebRTC where no direct one came (trio thread only)."""
 
-    def __init__(self, report: WebRtcReport) -> None:
+    def __init__(self, report: WebRtcReport, stun_servers: Sequence[str] = ()) -> None:
         self._report = report
+        self._stun_servers = list(stun_servers)
+        """`stun:HOST:PORT` URLs ICE asks for our server-reflexive candidates (SPEC §10.16)."""
         self._host: IHost | None = None
         self._config = WebRTCTransportConfig(handshake_timeout=UPGRADE_TIMEOUT_S)
         self._certificate: WebRTCCertificate | None = None
@@ -266,7 +269,8 @@ class WebRtcLayer:
             return False
         session = SignalingSession(stream, timeout=UPGRADE_TIMEOUT_S)
         public_ips = _public_ips(host)
-        pc: Any = await bridge.run_coro(create_peer_connection(rtc_certificate, ice_servers=[]))
+        made = create_peer_connection(rtc_certificate, ice_servers=self._stun_servers)
+        pc: Any = await bridge.run_coro(made)
         conn: WebRTCConnection | None = None
         try:
             noise_channel = await bridge.run_coro(create_noise_channel(pc))

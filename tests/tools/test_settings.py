@@ -44,6 +44,7 @@ upnp = false
 relay_reservations = 1
 public = true
 public_address = "203.0.113.7"
+stun_servers = ["stun:198.51.100.3:3478"]
 """
 
 
@@ -115,6 +116,8 @@ def test_a_bad_config_file_is_refused_with_the_line_and_key_at_fault(
 def test_a_bad_environment_value_is_refused() -> None:
     with pytest.raises(SettingsError, match="HEARTHMESH_MDNS"):
         resolve_settings(args(), env={"HEARTHMESH_MDNS": "maybe"})
+    with pytest.raises(SettingsError, match="stun_servers wants stun:HOST:PORT"):
+        resolve_settings(args(), env={"HEARTHMESH_STUN_SERVERS": "198.51.100.3:3478"})
 
 
 def test_config_show_prints_each_value_and_its_source(tmp_path: Path) -> None:
