@@ -12,9 +12,24 @@ from typing import Final, cast
 
 from aioice import stun
 
-__all__ = ["StunServer", "stun_mapped_address"]
+from hearthmesh.tools.netlab import in_netns
+
+__all__ = ["STUN_PORT", "StunServer", "stun_mapped_address", "udp_socket_in"]
 
 CLIENT_TIMEOUT_S: Final = 2.0
+STUN_PORT: Final = 3478
+
+
+def udp_socket_in(ns: str, address: str = "0.0.0.0", port: int = 0) -> socket.socket:
+    """A UDP socket made in network namespace `ns` (it stays there), bound to address:port."""
+    with in_netns(ns):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((address, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 class StunServer(asyncio.DatagramProtocol):
@@ -51,6 +66,11 @@ class StunServer(asyncio.DatagramProtocol):
         returned transport to stop."""
         transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(cls, sock=sock)
         return transport
+
+    @classmethod
+    async def serve_in(cls, ns: str, address: str) -> asyncio.DatagramTransport:
+        """Serve on address:`STUN_PORT` in namespace `ns`; close the transport to stop."""
+        return await cls.serve(udp_socket_in(ns, address, STUN_PORT))
 
 
 async def stun_mapped_address(sock: socket.socket, server: tuple[str, int]) -> tuple[str, int]:

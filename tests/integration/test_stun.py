@@ -15,24 +15,20 @@ from typing import Any
 import pytest
 
 from hearthmesh.tools.netlab import PUBLIC_NET, UDP_SHIFT
-from hearthmesh.tools.stun import StunServer, stun_mapped_address
-from tests.integration.netlab import NetLab, in_netns, require_netlab, start_node
+from hearthmesh.tools.stun import STUN_PORT, StunServer, stun_mapped_address, udp_socket_in
+from tests.integration.netlab import NetLab, require_netlab, start_node
 from tests.integration.test_hole_punch import chat
 
 from .conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
-STUN_PORT = 3478
-
 
 @contextmanager
-def udp_socket(ns: str, address: str = "0.0.0.0", port: int = 0) -> Iterator[socket.socket]:
-    """A UDP socket bound in namespace `ns`."""
-    with in_netns(ns):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def udp_socket(ns: str) -> Iterator[socket.socket]:
+    """A UDP socket on a free port in namespace `ns`."""
+    sock = udp_socket_in(ns)
     try:
-        sock.bind((address, port))
         yield sock
     finally:
         sock.close()
@@ -43,8 +39,7 @@ async def stun_servers(stack: AsyncExitStack, lab: NetLab, count: int) -> list[t
     servers = []
     for number in range(1, count + 1):
         ns, address = lab.public_host(number)
-        sock = stack.enter_context(udp_socket(ns, address, STUN_PORT))
-        transport = await StunServer.serve(sock)
+        transport = await StunServer.serve_in(ns, address)
         stack.callback(transport.close)
         servers.append((address, STUN_PORT))
     return servers

@@ -11,6 +11,9 @@ Each round builds the topology afresh and starts both homes cold (relay already 
 - behind NATs that pick random ports for TCP but keep UDP ports, the punch fails and WebRTC
   takes over (SPEC §10.11) within `PUNCH_DEADLINE_S` (`hole_punch.webrtc`), and then, with the
   relay stopped, `webrtc_p50_ms`;
+- behind NATs that shift each UDP port to another one, the same for every destination, and
+  pick random TCP ports (`stun`), with a STUN server that the homes' WebRTC asks (SPEC
+  §10.16): whether WebRTC connects (`hole_punch.webrtc_via_stun`) and `webrtc_via_stun_p50_ms`;
 - QUIC alone (`quic`: relay and homes listen on QUIC only, WebRTC off, NATs that keep source
   ports, SPEC §10.15): the first message through the relay over QUIC, whether DCUtR's punch
   over QUIC goes direct (`hole_punch.quic`), the relayed p50 over QUIC (`quic.relayed_p50_ms`)
@@ -35,6 +38,7 @@ from hearthmesh.node.node import Node
 from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.tools.bench.stats import percentile
 from hearthmesh.tools.netlab import NetLab, netlab_unavailable, start_in_netns
+from hearthmesh.tools.stun import STUN_PORT, StunServer
 
 __all__ = ["run"]
 
@@ -47,9 +51,10 @@ NOT_MEASURED: Final = {
     "port (transport/quic/connection.py, connect: bind((addr, 0))), not from the listen port "
     "DCUtR tells the peer to expect, so no NAT maps a QUIC punch as predicted (SPEC §10.15)",
 }
-NATS: Final = ("kept", "random", "tcp_random", "quic")
-"""Per round, homes behind NATs that keep source ports, pick random ones, or pick random ones
-for TCP alone (`NetLab.home_behind_nat`); `quic`: NATs that keep source ports, QUIC alone."""
+NATS: Final = ("kept", "random", "tcp_random", "stun", "quic")
+"""Per round, homes behind NATs that keep source ports, pick random ones, pick random ones for
+TCP alone, or shift UDP ports (with a STUN server) (`NetLab.home_behind_nat`); `quic`: NATs
+that keep source ports, QUIC alone."""
 TCP_LISTEN: Final = ("/ip4/0.0.0.0/tcp/4470",)
 QUIC_LISTEN: Final = ("/ip4/0.0.0.0/udp/4470/quic-v1",)
 
@@ -71,9 +76,14 @@ class _Figures:
     quic_direct_ms: list[float] = field(default_factory=list)
     quic_punch_tried: int = 0
     quic_punch_direct: int = 0
+    stun_tried: int = 0
+    stun_connected: int = 0
+    stun_ms: list[float] = field(default_factory=list)
 
 
-def _config(path: Path, *bootstrap: str, quic: bool = False) -> NodeConfig:
+def _config(
+    path: Path, *bootstrap: str, quic: bool = False, stun: tuple[str, ...] = ()
+) -> NodeConfig:
     return NodeConfig(
         data_dir=path,
         listen_addrs=QUIC_LISTEN if quic else TCP_LISTEN,
@@ -81,6 +91,7 @@ def _config(path: Path, *bootstrap: str, quic: bool = False) -> NodeConfig:
         autonat_confirmations=1,
         retry_poll_ms=50,
         webrtc=not quic,  # QUIC alone: WebRTC (UDP too) would take the path under test
+        stun_servers=stun,
     )
 
 
@@ -111,22 +122,30 @@ async def _until(predicate: Callable[[], bool], deadline_s: float) -> bool:
 
 async def _round(tmp: Path, figures: _Figures, *, nat: str, samples: int) -> None:
     random_ports, random_tcp_ports = nat == "random", nat == "tcp_random"
-    quic = nat == "quic"
+    quic, shifted = nat == "quic", nat == "stun"
     with NetLab() as lab:
         relay_ns, _ = lab.public_host(1)
-        alice_ns, _ = lab.home_behind_nat(
-            1, random_ports=random_ports, random_tcp_ports=random_tcp_ports
-        )
-        bob_ns, _ = lab.home_behind_nat(
-            2, random_ports=random_ports, random_tcp_ports=random_tcp_ports
+        alice_ns, bob_ns = (
+            lab.home_behind_nat(
+                number,
+                random_ports=random_ports,
+                random_tcp_ports=random_tcp_ports,
+                shifted_udp_ports=shifted,
+            )[0]
+            for number in (1, 2)
         )
         async with asyncio.timeout(ROUND_TIMEOUT_S), AsyncExitStack() as stack:
+            stun: tuple[str, ...] = ()
+            if shifted:
+                stun_ns, stun_ip = lab.public_host(2)
+                stack.callback((await StunServer.serve_in(stun_ns, stun_ip)).close)
+                stun = (f"stun:{stun_ip}:{STUN_PORT}",)
             relay_stack = await stack.enter_async_context(AsyncExitStack())
             relay = await start_in_netns(relay_stack, relay_ns, _config(tmp / "relay", quic=quic))
             started = time.perf_counter()
             homes = [
                 await start_in_netns(
-                    stack, ns, _config(tmp / name, relay.listen_addrs[0], quic=quic)
+                    stack, ns, _config(tmp / name, relay.listen_addrs[0], quic=quic, stun=stun)
                 )
                 for ns, name in ((alice_ns, "alice"), (bob_ns, "bob"))
             ]
@@ -145,15 +164,23 @@ async def _round(tmp: Path, figures: _Figures, *, nat: str, samples: int) -> Non
                 return
             figures.first_message_ms.append(first_ms)
 
-            if random_tcp_ports:  # the punch fails; WebRTC after it (SPEC §10.11)
-                figures.webrtc_tried += 1
-                if await _until(
+            if random_tcp_ports or shifted:  # the punch fails; WebRTC after it (SPEC §10.11)
+                connected = await _until(
                     lambda: "webrtc" in alice.peer_paths().get(bob.peer_id, []), PUNCH_DEADLINE_S
-                ):
-                    figures.webrtc_connected += 1
+                )
+                times: list[float] = []
+                if connected:
                     await relay_stack.aclose()
                     await _acked(alice, room, 3)
-                    figures.webrtc_ms += await _acked(alice, room, samples)
+                    times = await _acked(alice, room, samples)
+                if shifted:
+                    figures.stun_tried += 1
+                    figures.stun_connected += int(connected)
+                    figures.stun_ms += times
+                else:
+                    figures.webrtc_tried += 1
+                    figures.webrtc_connected += int(connected)
+                    figures.webrtc_ms += times
                 return
             went_direct = await _until(direct, PUNCH_DEADLINE_S)
             if random_ports:
@@ -229,7 +256,9 @@ async def _measure(quick: bool) -> dict[str, Any]:
             },
             "webrtc": {"tried": figures.webrtc_tried, "direct": figures.webrtc_connected},
             "quic": {"tried": figures.quic_punch_tried, "direct": figures.quic_punch_direct},
+            "webrtc_via_stun": {"tried": figures.stun_tried, "direct": figures.stun_connected},
         },
+        "webrtc_via_stun_p50_ms": p50(figures.stun_ms),
         "quic": {
             "first_message_ms": p50(figures.quic_first_message_ms),
             "relayed_p50_ms": p50(figures.quic_relayed_ms),
