@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from hearthmesh.tools.group_cli import GROUP_ACTIONS
+from hearthmesh.tools.settings import LOG_LEVELS
 from hearthmesh.tools.social_cli import FRIEND_ACTIONS
 
 __all__ = ["main"]
@@ -183,6 +184,9 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         ("circuit-seconds", "seconds one circuit lives (600)"),
     ):
         parser.add_argument(f"--relay-{name}", type=int, metavar="N", help=f"relay: {what}")
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="what the node logs on stderr (warning)"
+    )
     parser.add_argument(
         "--prefix-exempt-loopback",
         action=argparse.BooleanOptionalAction,

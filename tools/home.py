@@ -204,8 +204,12 @@ def run_node(settings: HomeSettings) -> int:
         print(f"  web:       {api.url}/  (pair a browser: hearthmesh client pair)")
         print("press Ctrl-C to stop", flush=True)
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    logging.getLogger("multiaddr").setLevel(logging.WARNING)  # a line per address parsed
     tune_collector()
     try:
         asyncio.run(_serve(settings, started))

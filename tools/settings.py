@@ -29,6 +29,7 @@ __all__ = [
     "DEFAULT_API",
     "DEFAULT_DATA_DIR",
     "DEFAULT_LISTEN_ALL",
+    "LOG_LEVELS",
     "PUBLIC_PROFILE",
     "SETTING_KEYS",
     "HomeSettings",
@@ -96,6 +97,9 @@ class HomeSettings:
     """`stun:HOST:PORT` servers WebRTC's ICE asks for our NAT's mapping (SPEC §10.16)."""
     upnp: bool = True
     """Ask the LAN's gateway (UPnP IGD) to forward the listen ports (SPEC §10.12)."""
+    log_level: str = "warning"
+    """What the node logs on stderr: debug, info, warning or error (libp2p's own chatter stays
+    silent whatever this says: it logs a peer's every misstep as an error)."""
     prefix_exempt_loopback: bool = True
     """A peer on loopback counts against no address prefix (SPEC §11.6.5: a local proxy or
     tunnel says nothing about who is behind it); off where loopback peers are plain peers."""
@@ -138,8 +142,11 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "stun_servers": list,
     "upnp": bool,
     "prefix_exempt_loopback": bool,
+    "log_level": str,
 }
 """Every setting and its type; the config file accepts these keys and no others."""
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
 PUBLIC_PROFILE: Final[dict[str, Any]] = {
     "listen": list(DEFAULT_LISTEN_ALL),
@@ -331,4 +338,9 @@ def resolve_settings(args: Any, env: dict[str, str] | None = None) -> HomeSettin
     for server in settings.stun_servers:
         if not server.startswith("stun:"):
             raise SettingsError(f"stun_servers wants stun:HOST:PORT URLs, got {server!r}")
+    if settings.log_level not in LOG_LEVELS:
+        raise SettingsError(
+            f"log_level wants one of {', '.join(LOG_LEVELS)}, got {settings.log_level!r} "
+            f"({settings.sources['log_level']})"
+        )
     return settings
