@@ -158,6 +158,10 @@ class NetLab:
         _sh("nft", "-f", "-", ns=ns, stdin=_FIREWALL)
         return ns, address
 
+    def router(self, number: int) -> str:
+        """The namespace of the router in front of home `number` (`home_behind_nat`)."""
+        return f"{self.prefix}rtr{number}"
+
     def nft(self, ns: str, commands: str) -> None:
         """Run nftables `commands` (a ruleset, or e.g. `delete table inet x`) in namespace `ns`:
         loss and partitions of `hearthmesh simulate`."""

@@ -56,6 +56,7 @@ __all__ = [
     "FALLBACK_AFTER_S",
     "MAX_CONNECTIONS",
     "MAX_UPGRADES",
+    "RETRY_AFTER_S",
     "SIGNALING_PROTOCOL",
     "WebRtcLayer",
     "is_webrtc",
@@ -70,6 +71,10 @@ FALLBACK_AFTER_S: Final = PUNCH_WINDOW_S + 1.0
 DCUtR has had its window (SPEC §10.9)."""
 UPGRADE_TIMEOUT_S: Final = 15.0
 """Bound on one whole upgrade: signaling, ICE, DTLS and Noise."""
+RETRY_AFTER_S: Final = (10.0, 30.0)
+"""A failed upgrade is offered again this long after the previous one ended, while the peer
+is still reached through relays alone: a lost burst of packets or a loaded machine past
+`UPGRADE_TIMEOUT_S` must not leave the homes relayed for the connection's life (SPEC §10.11)."""
 MAX_UPGRADES: Final = 8
 """Upgrades in progress at once, both directions together; past it an offer is refused."""
 MAX_CONNECTIONS: Final = 64
@@ -183,12 +188,15 @@ class WebRtcLayer:
 
     async def _fall_back(self, peer: ID) -> None:
         await trio.sleep(FALLBACK_AFTER_S)
-        host = self._host
-        if host is None or host.get_id().to_base58() > peer.to_base58():
-            return
-        if self._has_unrelayed(host, peer) or not host.get_network().get_connections(peer):
-            return
-        await self.upgrade(peer)
+        for pause in (0.0, *RETRY_AFTER_S):
+            await trio.sleep(pause)
+            host = self._host
+            if host is None or host.get_id().to_base58() > peer.to_base58():
+                return
+            if self._has_unrelayed(host, peer) or not host.get_network().get_connections(peer):
+                return  # direct or WebRTC already, or gone
+            if await self.upgrade(peer):
+                return
 
     @staticmethod
     def _has_unrelayed(host: IHost, peer: ID) -> bool:

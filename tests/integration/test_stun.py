@@ -112,7 +112,8 @@ async def test_webrtc_through_nats_that_shift_ports_connects_only_with_a_stun_se
                 assert offerer.peer_paths()[other.peer_id] == [relay.peer_id]
                 await chat(alice, bob)  # still delivered, relayed
                 return
-            assert offerer.hole_punches().direct.get("webrtc") == 1
+            # A try that a loaded machine let time out is made again (SPEC §10.11).
+            await wait_until(lambda: offerer.hole_punches().direct.get("webrtc") == 1)
             await relay_stack.aclose()
             await wait_until(lambda: alice.peer_paths().get(bob.peer_id) == ["webrtc"])
             await wait_until(lambda: bob.peer_paths().get(alice.peer_id) == ["webrtc"])

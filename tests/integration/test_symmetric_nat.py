@@ -6,6 +6,7 @@ nodes in network namespaces; `hearthmesh status` as a user runs it."""
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -53,7 +54,7 @@ async def test_homes_behind_symmetric_nats_stay_relayed_deliver_and_status_says_
             relay, alice, bob = await natted_pair(stack, lab, tmp_path, random_ports=True)
             await chat(alice, bob)
             # The lower peer id offers WebRTC once the punch failed (SPEC §10.11); it counts
-            # both upgrades. Each ends within its bound (3 s, then 15 s): wait for both.
+            # both kinds of upgrade. Each try ends within its bound (3 s, 15 s): wait for both.
             offerer, other = sorted((alice, bob), key=lambda home: home.peer_id)
             await wait_until(
                 lambda: all(offerer.hole_punches().tried.get(t) for t in ("tcp", "webrtc")),
@@ -69,9 +70,6 @@ async def test_homes_behind_symmetric_nats_stay_relayed_deliver_and_status_says_
             lines = (await shown).splitlines()
             assert f"reachable: private (relays: {relay.peer_id})" in lines
             assert f"  {other.peer_id}: relayed via {relay.peer_id}" in lines
-            tried = offerer.hole_punches().tried
-            assert f"upgrades:  tcp: 0 of {tried['tcp']} relayed connections went direct" in lines
-            assert (
-                f"upgrades:  webrtc: 0 of {tried['webrtc']} relayed connections went direct"
-                in lines
-            )
+            for transport in ("tcp", "webrtc"):  # tries may go on meanwhile (SPEC §10.11)
+                upgrades = rf"upgrades:  {transport}: 0 of [1-9][0-9]* relayed connections went"
+                assert any(re.fullmatch(upgrades + " direct", line) for line in lines), lines
