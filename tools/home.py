@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from hearthmesh.protocol.actions import MAX_RECALL_WINDOW_MS
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
@@ -158,6 +159,7 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
         port=port,
         allowed_hosts=tuple(settings.api_allowed_hosts),
         allowed_origins=tuple(settings.api_allowed_origins),
+        recall_window_ms=min(settings.recall_window_ms, MAX_RECALL_WINDOW_MS),
     )
     if settings.api_tls:
         cert, key = _tls_files(settings)

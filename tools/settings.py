@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
+from hearthmesh.protocol.actions import MAX_RECALL_WINDOW_MS
 from hearthmesh.protocol.errors import HearthError
 
 __all__ = [
@@ -103,6 +104,9 @@ class HomeSettings:
     prefix_exempt_loopback: bool = True
     """A peer on loopback counts against no address prefix (SPEC §11.6.5: a local proxy or
     tunnel says nothing about who is behind it); off where loopback peers are plain peers."""
+    recall_window_ms: int = MAX_RECALL_WINDOW_MS
+    """How long after sending a message its sender may recall it (SPEC §31.1.3); at most
+    the protocol's 48 h."""
     sources: dict[str, str] = field(default_factory=dict)
     """Key -> `default`, `file <path>:<line>`, `env HEARTHMESH_<KEY>` or `flag`."""
 
@@ -143,6 +147,7 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "upnp": bool,
     "prefix_exempt_loopback": bool,
     "log_level": str,
+    "recall_window_ms": int,
 }
 """Every setting and its type; the config file accepts these keys and no others."""
 

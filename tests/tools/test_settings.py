@@ -39,6 +39,7 @@ api_tls = true
 api_tls_cert = "/etc/hearthmesh/cert.pem"
 api_tls_key = "/etc/hearthmesh/key.pem"
 prefix_exempt_loopback = false
+recall_window_ms = 3600000
 webrtc = false
 upnp = false
 relay_reservations = 1
@@ -70,6 +71,7 @@ def test_the_config_file_in_the_data_dir_sets_every_setting(tmp_path: Path) -> N
     assert settings.api_allowed_origins == ["https://chat.example"]
     assert not settings.relay_service and settings.relay_circuit_seconds == 120
     assert not settings.prefix_exempt_loopback
+    assert settings.recall_window_ms == 3_600_000
     assert not settings.webrtc and not settings.upnp
     assert settings.log_level == "info"
     assert all(source != "default" for *_, source in settings.describe())
