@@ -60,6 +60,21 @@ QUIC_LISTEN: Final = ("/ip4/0.0.0.0/udp/4470/quic-v1",)
 
 
 @dataclass
+class _Upgrades:
+    """WebRTC upgrades of one kind of round: tried, connected, and the send-to-ack times over
+    them once the relay is gone."""
+
+    tried: int = 0
+    connected: int = 0
+    ms: list[float] = field(default_factory=list)
+
+    def record(self, connected: bool, times: list[float]) -> None:
+        self.tried += 1
+        self.connected += int(connected)
+        self.ms += times
+
+
+@dataclass
 class _Figures:
     first_message_ms: list[float] = field(default_factory=list)
     relayed_ms: list[float] = field(default_factory=list)
@@ -68,17 +83,15 @@ class _Figures:
     punch_direct: int = 0
     random_nat_tried: int = 0
     random_nat_direct: int = 0
-    webrtc_ms: list[float] = field(default_factory=list)
-    webrtc_tried: int = 0
-    webrtc_connected: int = 0
+    webrtc: _Upgrades = field(default_factory=_Upgrades)
+    """Behind NATs that pick random TCP ports and keep UDP ones."""
     quic_first_message_ms: list[float] = field(default_factory=list)
     quic_relayed_ms: list[float] = field(default_factory=list)
     quic_direct_ms: list[float] = field(default_factory=list)
     quic_punch_tried: int = 0
     quic_punch_direct: int = 0
-    stun_tried: int = 0
-    stun_connected: int = 0
-    stun_ms: list[float] = field(default_factory=list)
+    webrtc_via_stun: _Upgrades = field(default_factory=_Upgrades)
+    """Behind NATs that shift UDP ports, with a STUN server."""
 
 
 def _config(
@@ -173,14 +186,8 @@ async def _round(tmp: Path, figures: _Figures, *, nat: str, samples: int) -> Non
                     await relay_stack.aclose()
                     await _acked(alice, room, 3)
                     times = await _acked(alice, room, samples)
-                if shifted:
-                    figures.stun_tried += 1
-                    figures.stun_connected += int(connected)
-                    figures.stun_ms += times
-                else:
-                    figures.webrtc_tried += 1
-                    figures.webrtc_connected += int(connected)
-                    figures.webrtc_ms += times
+                upgrades = figures.webrtc_via_stun if shifted else figures.webrtc
+                upgrades.record(connected, times)
                 return
             went_direct = await _until(direct, PUNCH_DEADLINE_S)
             if random_ports:
@@ -247,18 +254,21 @@ async def _measure(quick: bool) -> dict[str, Any]:
         },
         "relayed_p50_ms": p50(figures.relayed_ms),
         "direct_p50_ms": p50(figures.direct_ms),
-        "webrtc_p50_ms": p50(figures.webrtc_ms),
+        "webrtc_p50_ms": p50(figures.webrtc.ms),
         "hole_punch_success": {
             "tcp": {"tried": figures.punch_tried, "direct": figures.punch_direct},
             "tcp_random_port_nat": {
                 "tried": figures.random_nat_tried,
                 "direct": figures.random_nat_direct,
             },
-            "webrtc": {"tried": figures.webrtc_tried, "direct": figures.webrtc_connected},
+            "webrtc": {"tried": figures.webrtc.tried, "direct": figures.webrtc.connected},
             "quic": {"tried": figures.quic_punch_tried, "direct": figures.quic_punch_direct},
-            "webrtc_via_stun": {"tried": figures.stun_tried, "direct": figures.stun_connected},
+            "webrtc_via_stun": {
+                "tried": figures.webrtc_via_stun.tried,
+                "direct": figures.webrtc_via_stun.connected,
+            },
         },
-        "webrtc_via_stun_p50_ms": p50(figures.stun_ms),
+        "webrtc_via_stun_p50_ms": p50(figures.webrtc_via_stun.ms),
         "quic": {
             "first_message_ms": p50(figures.quic_first_message_ms),
             "relayed_p50_ms": p50(figures.quic_relayed_ms),
