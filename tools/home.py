@@ -197,10 +197,13 @@ def run_node(settings: HomeSettings) -> int:
         print(f"  peer id:   {node.peer_id}")
         for address in node.listen_addrs:
             print(f"  listening: {address}")
+        for address in settings.announce:  # what the home record and identify give peers
+            print(f"  announced: {address}/p2p/{node.peer_id}")
         if settings.public:  # SPEC §10.14
+            given = "an announced" if settings.announce else "a listening"
             print(
                 f"  public:    bootstrap and relay node (relay service for "
-                f"{settings.relay_max_reservations} peers); give others a listening address"
+                f"{settings.relay_max_reservations} peers); give others {given} address"
             )
         print(f"  API:       {api.url}  (token: {settings.data_dir / 'api-token'})")
         print(f"  web:       {api.url}/  (pair a browser: hearthmesh client pair)")

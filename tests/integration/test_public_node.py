@@ -81,3 +81,39 @@ async def test_a_public_node_relays_for_natted_homes_and_reserves_nothing_itself
                 assert paths[alice.peer_id] == ["direct"] and paths[bob.peer_id] == ["direct"]
         finally:
             assert await relay.terminate() == 0
+
+
+async def test_run_public_listens_on_tcp_and_quic_and_prints_the_public_address_to_give_others(
+    tmp_path: Path,
+) -> None:
+    """The profile's own listen addresses (no --listen), and --public-address announced, in a
+    namespace whose interface holds another address (a cloud VM behind 1:1 NAT)."""
+    require_netlab()
+    with NetLab() as lab:
+        ns, interface_ip = lab.public_host(1)
+        run = ["run", "--public", "--public-address", "203.0.113.7", "--api", "127.0.0.1:0"]
+        process = await asyncio.create_subprocess_exec(
+            "ip", "netns", "exec", ns, hearthmesh_script(), *run, "--data-dir", str(tmp_path),
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            lines: list[str] = []
+            async with asyncio.timeout(60):
+                while not lines or not lines[-1].startswith("press Ctrl-C"):
+                    assert process.stdout is not None
+                    line = (await process.stdout.readline()).decode()
+                    assert line, f"hearthmesh run ended: {lines}"
+                    lines.append(line.strip())
+        finally:
+            process.terminate()
+            assert await process.wait() == 0
+        peer = next(line.split()[-1] for line in lines if line.startswith("peer id:"))
+        listening = [line.split()[-1] for line in lines if line.startswith("listening:")]
+        assert f"/ip4/{interface_ip}/tcp/4470/p2p/{peer}" in listening
+        assert f"/ip4/{interface_ip}/udp/4470/quic-v1/p2p/{peer}" in listening
+        announced = [line.split()[-1] for line in lines if line.startswith("announced:")]
+        assert announced == [
+            f"/ip4/203.0.113.7/tcp/4470/p2p/{peer}",
+            f"/ip4/203.0.113.7/udp/4470/quic-v1/p2p/{peer}",
+        ]
+        assert any("give others an announced address" in line for line in lines)
