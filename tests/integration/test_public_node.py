@@ -6,6 +6,7 @@ so."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 from contextlib import AsyncExitStack
@@ -13,8 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from hearthmesh.node.node import Node
+from hearthmesh.tools.cli import _build_parser
+from hearthmesh.tools.home import node_config
 from hearthmesh.tools.node_process import HomeProcess, hearthmesh_script, spawn_home
-from tests.integration.netlab import NetLab, require_netlab, start_node
+from hearthmesh.tools.settings import resolve_settings
+from tests.integration.netlab import NetLab, in_netns, require_netlab, start_node
 from tests.integration.test_hole_punch import chat
 
 from .conftest import wait_until
@@ -117,3 +122,30 @@ async def test_run_public_listens_on_tcp_and_quic_and_prints_the_public_address_
             f"/ip4/203.0.113.7/udp/4470/quic-v1/p2p/{peer}",
         ]
         assert any("give others an announced address" in line for line in lines)
+
+
+async def test_a_public_node_that_autonat_finds_private_still_reserves_no_relay(
+    tmp_path: Path,
+) -> None:
+    """`--public` sets relay_reservations 0 "whatever AutoNAT says": behind a firewall that
+    drops inbound connections a plain home reserves on the relay, the public node does not."""
+    require_netlab()
+    with NetLab() as lab:
+        async with asyncio.timeout(60), AsyncExitStack() as stack:
+            relay_ns, _ = lab.public_host(1)
+            public_ns, _ = lab.firewalled_host(2)
+            home_ns, _ = lab.firewalled_host(3)
+            relay = await start_node(stack, relay_ns, tmp_path / "relay")
+            argv = ["run", "--public", "--data-dir", str(tmp_path / "public")]
+            settings = resolve_settings(_build_parser().parse_args(argv), env={})
+            config = dataclasses.replace(
+                node_config(settings), bootstrap=(relay.listen_addrs[0],), autonat_confirmations=1
+            )
+            with in_netns(public_ns):
+                public = await stack.enter_async_context(Node(config))
+            home = await start_node(stack, home_ns, tmp_path / "home", relay.listen_addrs[0])
+            await wait_until(lambda: public.reachability == "private", poll_s=0.1)
+            await wait_until(lambda: home.relays() == [relay.peer_id], poll_s=0.1)
+            # The home, found private as the public node was, has reserved by now.
+            assert public.relays() == []
+            assert not any("/p2p-circuit/" in address for address in public.listen_addrs)
