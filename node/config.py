@@ -128,6 +128,9 @@ class NodeConfig:
     """Relays a private node reserves on (co-members' homes first, SPEC §11.7's tiers)."""
     webrtc: bool = True
     """Upgrade a relayed connection that hole punching left relayed to WebRTC (SPEC §10.11)."""
+    stun_servers: tuple[str, ...] = ()
+    """`stun:HOST:PORT` servers WebRTC's ICE asks where our NAT maps its UDP sockets (SPEC
+    §10.16); none by default: the public IP peers observe, with the host port, is predicted."""
     upnp: bool = False
     """Ask the LAN's gateway (UPnP IGD) to forward our listen ports, and announce the mapped
     address (SPEC §10.12); `hearthmesh run` turns it on."""

@@ -138,6 +138,7 @@ class Node:
                     relay_limits=self.config.relay_limits,
                     relay_reservations=self.config.relay_reservations,
                     webrtc=self.config.webrtc,
+                    stun_servers=list(self.config.stun_servers),
                     upnp=self.config.upnp,
                     relay_rank=self._rank_relays,
                 )
