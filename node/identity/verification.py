@@ -23,6 +23,7 @@ import vodozemac
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.peer_link import PeerLinks
+from hearthmesh.node.events import DeviceVerified, NodeEvent, VerificationChanged
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.identity.own_homes import OwnHomes
@@ -91,7 +92,7 @@ class VerificationService:
         directory: HomeDirectory,
         standing: PeerStanding,
         clock: Clock,
-        on_verified: Callable[[UserId, DeviceId], None],
+        emit: Callable[[NodeEvent], None],
     ) -> None:
         self._host = host
         self._links = links
@@ -101,7 +102,7 @@ class VerificationService:
         self._directory = directory
         self._standing = standing
         self._clock = clock
-        self._on_verified = on_verified
+        self._emit = emit
         self._flows: OrderedDict[bytes, VerifyFlow] = OrderedDict()
         self._group: asyncio.TaskGroup | None = None
 
@@ -154,8 +155,10 @@ class VerificationService:
         except BaseException:  # unreachable or cancelled: the flow ends, the peer's slot frees
             machine.cancel(ErrorCode.VERIFICATION_CANCELLED, "the peer was not reached")
             machine.data_to_send()
+            self._changed(flow)
             raise
         flow.task = self._group.create_task(self._pump(flow))
+        self._changed(flow)
         return flow
 
     async def confirm(self, flow_id: bytes) -> VerifyFlow:
@@ -164,6 +167,7 @@ class VerificationService:
         flow.machine.confirm()
         await self._flush(flow)
         await self._settle(flow)
+        self._changed(flow)
         return flow
 
     async def cancel(self, flow_id: bytes) -> VerifyFlow:
@@ -172,6 +176,7 @@ class VerificationService:
         flow.machine.cancel(ErrorCode.VERIFICATION_CANCELLED, "cancelled by the user")
         with contextlib.suppress(StreamClosed, P2PError):
             await self._flush(flow)
+        self._changed(flow)
         return flow
 
     async def trust_of(self, user: UserId) -> tuple[dict[DeviceId, Trust], tuple[DeviceId, ...]]:
@@ -197,6 +202,7 @@ class VerificationService:
             flow = VerifyFlow(machine=machine, peer=peer, stream=stream)
             self._check_peer(flow)  # before holding it: a stranger's START takes no slot
             self._hold(flow)
+            self._changed(flow)  # the request our user's clients show
         except StreamClosed:
             return
         except Busy:  # no one peer's fault: nothing charged
@@ -230,6 +236,7 @@ class VerificationService:
                         log.info("verification with %s failed: %s", flow.peer[-8:], exc)
                     await self._flush(flow)
                     await self._settle(flow)
+                    self._changed(flow)
         except TimeoutError:
             machine.cancel(ErrorCode.VERIFICATION_CANCELLED, "timed out")
             with contextlib.suppress(StreamClosed, P2PError):
@@ -240,6 +247,7 @@ class VerificationService:
         finally:
             with contextlib.suppress(StreamClosed, P2PError):
                 await flow.stream.close()
+            self._changed(flow)  # ended: by its last frame, a timeout or the stream
 
     def _check_peer(self, flow: VerifyFlow) -> None:
         """The keys the peer named are the device its user's record places on this peer."""
@@ -270,9 +278,12 @@ class VerificationService:
             self._store.store.set_trust, user, device, Trust.VERIFIED, now_ms=self._clock.now_ms()
         )
         log.info("verified the device %s of %s", bytes(device).hex()[:12], bytes(user).hex()[:12])
-        self._on_verified(user, device)
+        self._emit(DeviceVerified(user=user, device=device))
 
     # --- bookkeeping ---------------------------------------------------------------------
+
+    def _changed(self, flow: VerifyFlow) -> None:
+        self._emit(VerificationChanged(flow=flow.machine.flow))
 
     def _hold(self, flow: VerifyFlow) -> VerifyFlow:
         """Keep `flow`; one running flow per peer, MAX_FLOWS in all. Raises Busy."""

@@ -105,6 +105,32 @@ async def test_two_users_see_the_same_emoji_confirm_and_trust_each_other(
         assert "verified" in await _cli(tmp_path, a, "verify", "trust", bob)
 
 
+async def test_clients_follow_a_flow_live_from_the_request_to_its_end(tmp_path: Path) -> None:
+    """SPEC §29.5.2: the responder's clients hear of the request and see the emoji without
+    asking; both sides' clients see the end with its code."""
+    async with asyncio.timeout(25), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        alice, bob = (await a.status())["user_id"], (await b.status())["user_id"]
+        async with a.socket() as a_ws, b.socket() as b_ws:
+            started = await a.client.call("POST", "/v1/verifications", {"user_id": bob})
+            flow_id = started["flow_id"]
+
+            def this_flow(state: str | None = None) -> Any:
+                return lambda f: f["flow_id"] == flow_id and state in (None, f["state"])
+
+            request = await b_ws.next("verification", this_flow())
+            assert request["initiator"] is False and request["user_id"] == alice
+            shown_b = await b_ws.next("verification", this_flow("showing"))
+            shown_a = await a_ws.next("verification", this_flow("showing"))
+            assert shown_b["emoji"] == shown_a["emoji"] and len(shown_a["emoji"]) == 7
+            assert shown_b["decimals"] == shown_a["decimals"]
+            await b.client.call("POST", f"/v1/verifications/{flow_id}/cancel")
+            ended_b = await b_ws.next("verification", this_flow("cancelled"))
+            ended_a = await a_ws.next("verification", this_flow("cancelled"))
+        assert ended_a["cancel_code"] == ended_b["cancel_code"] == ErrorCode.VERIFICATION_CANCELLED
+        assert ended_a["verified"] is False and ended_b["verified"] is False
+
+
 async def test_a_cancelled_flow_trusts_nothing_and_a_stranger_is_refused(
     tmp_path: Path,
 ) -> None:
