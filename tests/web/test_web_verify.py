@@ -20,6 +20,7 @@ from playwright.async_api import Browser, Page, expect
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.errors import ErrorCode
 from tests.integration.api_helpers import befriend, home, link, open_conversation
+from tests.integration.conftest import wait_until
 from tests.integration.test_devices import link_device
 
 from .conftest import chromium, open_tab
@@ -104,13 +105,16 @@ async def test_verify_by_emoji_both_ways_see_the_badge_then_a_new_device_warns(
         for h, other in ((a, bob), (b, alice)):
             trust = await h.client.call("GET", f"/v1/users/{other}/trust")
             assert [d["verified"] for d in trust["devices"]] == [True]
-        await expect(alice_page.locator("#friend-list .trust.verified")).to_be_visible()
-        await expect(bob_page.locator("#friend-list .trust.verified")).to_be_visible()
+        for page in (alice_page, bob_page):
+            badge = page.locator("#friend-list .trust.verified")
+            await expect(badge).to_be_visible(timeout=_ACROSS_NODES_MS)
         await alice_page.get_by_role("button", name="Friends").click()  # the panel closes
         chat_row = alice_page.locator(f'#conversations .conversation[data-room="{room}"]')
-        await expect(chat_row.locator(".trust.verified")).to_be_visible()
+        await expect(chat_row.locator(".trust.verified")).to_be_visible(timeout=_ACROSS_NODES_MS)
         await chat_row.click()
-        await expect(alice_page.locator("#chat-trust .trust.verified")).to_be_visible()
+        await expect(alice_page.locator("#chat-trust .trust.verified")).to_be_visible(
+            timeout=_ACROSS_NODES_MS
+        )
         await expect(alice_page.locator("#trust-notice")).to_be_hidden()
         await a_tab.screenshot("chat-verified")
 
@@ -121,8 +125,10 @@ async def test_verify_by_emoji_both_ways_see_the_badge_then_a_new_device_warns(
             warning = alice_page.locator("#trust-notice .trust-warning")
             await expect(warning).to_be_visible(timeout=_ACROSS_NODES_MS)
             await expect(warning).to_contain_text("device keys changed")
-            await expect(chat_row.locator(".trust.changed")).to_be_visible()
-            await expect(alice_page.locator("#chat-trust .trust.changed")).to_be_visible()
+            await expect(chat_row.locator(".trust.changed")).to_be_visible(timeout=_ACROSS_NODES_MS)
+            await expect(alice_page.locator("#chat-trust .trust.changed")).to_be_visible(
+                timeout=_ACROSS_NODES_MS
+            )
             trust = await a.client.call("GET", f"/v1/users/{bob}/trust")
             assert trust["keys_changed"] is True and len(trust["devices"]) == 2
             await a_tab.screenshot("chat-keys-changed")
@@ -133,3 +139,41 @@ async def test_verify_by_emoji_both_ways_see_the_badge_then_a_new_device_warns(
         await b_context.close()
         assert a_tab.errors == [], a_tab.errors
         assert b_tab.errors == [], b_tab.errors
+
+
+async def test_our_own_new_device_is_verified_from_settings(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """SPEC §15.7.10: a device of our own user is verified from its row in settings (the flow
+    runs with the node its record places it on); the other side is the laptop node itself."""
+    async with asyncio.timeout(60), home(tmp_path / "a") as a:
+        config, _ = await link_device(a.node, tmp_path / "laptop")
+        async with Node(config) as laptop:
+            await laptop.connect(a.node.listen_addrs[0])
+            context, tab = await open_tab(browser, a.url, phone=True)
+            await _pair(a, tab)
+            page = tab.page
+            await page.get_by_role("button", name="Settings").click()
+            laptop_id = next(
+                d["device_id"]
+                for d in (await a.client.call("GET", "/v1/devices"))["devices"]
+                if not d["this_device"]
+            )
+            await page.get_by_role("button", name=f"Verify device {laptop_id[:16]}").click()
+            await wait_until(lambda: bool(laptop.verification.flows()))
+            flow = laptop.verification.flows()[0]
+            await wait_until(lambda: flow.machine.shown is not None)
+            assert flow.machine.shown is not None
+            names, decimals = await _shown_sas(page)
+            assert names == list(flow.machine.shown.emoji_names)
+            assert decimals.split() == [str(n) for n in flow.machine.shown.decimals]
+            await page.get_by_role("button", name="They match").click()
+            await laptop.verification.confirm(flow.machine.flow)
+            outcome = page.locator("#verification .outcome.verified")
+            await expect(outcome).to_be_visible(timeout=_ACROSS_NODES_MS)
+            await page.get_by_role("button", name="Close").click()
+            row = page.locator("#devices .person").filter(has_text=laptop_id[:16])
+            await expect(row.locator(".trust.verified")).to_be_visible(timeout=_ACROSS_NODES_MS)
+            await tab.screenshot("settings-device-verified-phone")
+        await context.close()
+        assert tab.errors == [], tab.errors
