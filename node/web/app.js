@@ -171,7 +171,7 @@ async function startApp(session) {
       h("p", { class: "empty" }, "Choose a conversation.")));
   app.setAttribute("aria-busy", "false");
   state.verify = new Verification({ nameOf: (id) => displayName(state.users.get(id) || {
-    user_id: id }), onTrust: onTrustRead, onFatal: handleError });
+    user_id: id }), known: isKnown, say, onTrust: onTrustRead, onFatal: handleError });
   state.live = new Live({ onFrame, onState });
   state.live.start();
 }
@@ -1027,6 +1027,12 @@ function onFrame(frame) {
       state.verify.onFrame(frame); // verification, device_verified, device_keys_changed
       return;
   }
+}
+
+/** Our own user, a friend, or the other user of a chat we accepted (not a message request). */
+function isKnown(userId) {
+  return userId === state.me || state.friends.has(userId)
+    || [...state.rooms.values()].some((room) => room.recipient === userId && !isRequest(room));
 }
 
 /** A user's trust was read: redraw where it shows (SPEC §15.7.10). */

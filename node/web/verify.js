@@ -27,8 +27,10 @@ function errorText(error) {
 }
 
 export class Verification {
-  /** `ctx`: { nameOf(userId), onTrust(userId) after a user's trust was (re)read, onFatal(error)
-   * for a refusal that ends the session }. */
+  /** `ctx`: { nameOf(userId), known(userId): may their request open the dialog by itself (our
+   * own user, a friend, an accepted chat: a stranger's START must not take over the screen),
+   * say(text) on the status line, onTrust(userId) after a user's trust was (re)read, onFatal(error) for a refusal that ends
+   * the session }. */
   constructor(ctx) {
     this.ctx = ctx;
     this.flows = new Map(); // flow id -> the newest view of it seen
@@ -93,7 +95,13 @@ export class Verification {
     this.flows.set(flow.flow_id, flow);
     if (flow.verified && !known?.verified) this.readTrust(flow.user_id);
     const idle = this.shown === null || ENDED.has(this.flows.get(this.shown)?.state);
-    if (flow.flow_id !== this.shown && !flow.initiator && !ENDED.has(flow.state) && idle) {
+    const asked = !flow.initiator && !ENDED.has(flow.state);
+    if (asked && !this.ctx.known(flow.user_id)) {
+      if (!known) {
+        this.ctx.say(`${this.ctx.nameOf(flow.user_id)} asked to verify this device; only`
+          + " friends' and accepted chats' requests are shown.");
+      }
+    } else if (flow.flow_id !== this.shown && asked && idle) {
       this.open(flow.flow_id); // the peer asks: show it at once
     }
     if (flow.flow_id === this.shown) this.render({});

@@ -177,3 +177,28 @@ async def test_our_own_new_device_is_verified_from_settings(
             await tab.screenshot("settings-device-verified-phone")
         await context.close()
         assert tab.errors == [], tab.errors
+
+
+async def test_a_strangers_request_does_not_take_over_the_screen(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """SPEC §15.7.10: only our own user's, a friend's or an accepted chat's request opens the
+    dialog by itself; a stranger's is named on the status line, and nothing is trusted."""
+    async with asyncio.timeout(60), home(tmp_path / "a") as a, home(tmp_path / "m") as m:
+        await link(m, a)
+        alice = (await a.status())["user_id"]
+        mallory = (await m.status())["user_id"]
+        context, tab = await open_tab(browser, a.url)
+        await _pair(a, tab)
+        page = tab.page
+        await m.client.call("POST", "/v1/verifications", {"user_id": alice})
+        await expect(page.locator("#status")).to_have_text(
+            f"{mallory[:12]} asked to verify this device; only friends' and accepted chats'"
+            " requests are shown.",
+            timeout=_ACROSS_NODES_MS,
+        )
+        await expect(page.locator("#verification")).to_be_hidden()
+        trust = await a.client.call("GET", f"/v1/users/{mallory}/trust")
+        assert [d["verified"] for d in trust["devices"]] == [False]
+        await context.close()
+        assert tab.errors == [], tab.errors
