@@ -200,9 +200,12 @@ async def wait_until_digests_agree(nodes: list[Node], room: RoomId, count: int) 
         # them alone, it could count an event the nodes had not all stored yet.
         digests = {await n.history_digest(room) for n in nodes}
         counted = len(await history_ids(nodes[0], room))
-        if len(digests) == 1 and counted == count:
-            if {await n.history_digest(room) for n in nodes} == digests:
-                return
+        if (
+            len(digests) == 1
+            and counted == count
+            and {await n.history_digest(room) for n in nodes} == digests
+        ):
+            return
         await asyncio.sleep(0.05)
 
 
