@@ -53,6 +53,11 @@ export class Verification {
     try {
       const body = peerId ? { user_id: userId, peer_id: peerId } : { user_id: userId };
       const flow = await call("POST", "/v1/verifications", body);
+      if (!this.dialog.open || this.shown !== null) { // given up (or replaced) while reaching
+        this.update(flow);
+        await call("POST", `/v1/verifications/${flow.flow_id}/cancel`);
+        return;
+      }
       this.shown = flow.flow_id;
       this.update(flow); // the live event may have brought a later stage already
       this.render({});
