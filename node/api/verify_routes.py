@@ -83,6 +83,13 @@ async def user_trust(request: web.Request) -> web.Response:
     return web.json_response(trust_view(user, trusted, listed))
 
 
+async def all_trust(request: web.Request) -> web.Response:
+    """`user_trust` of every user with a verified key: one request for a client's whole list
+    (a user not named has none, so shows no badge)."""
+    users = await _node(request).verification.trusted_users()
+    return web.json_response({"users": [trust_view(*user) for user in users]})
+
+
 VERIFY_ROUTES: Final = (
     ("GET", "/v1/verifications", list_verifications),
     ("POST", "/v1/verifications", start_verification),
@@ -90,5 +97,6 @@ VERIFY_ROUTES: Final = (
     ("POST", "/v1/verifications/{flow_id}/confirm", confirm_verification),
     ("POST", "/v1/verifications/{flow_id}/cancel", cancel_verification),
     ("GET", "/v1/users/{user_id}/trust", user_trust),
+    ("GET", "/v1/trust", all_trust),
 )
 """Routes of SPEC §29.5 (part of `http_routes.ROUTES`)."""

@@ -182,9 +182,14 @@ class VerificationService:
     async def trust_of(self, user: UserId) -> tuple[dict[DeviceId, Trust], tuple[DeviceId, ...]]:
         """`user`'s trusted device keys, and the device keys their newest record lists."""
         trusted = await self._store.read(self._store.store.trusted_devices, user)
-        record = self._record_of(user)
-        listed = tuple(c.device for c in record.devices) if record else ()
-        return trusted, listed
+        return trusted, self._listed(user)
+
+    async def trusted_users(
+        self,
+    ) -> list[tuple[UserId, dict[DeviceId, Trust], tuple[DeviceId, ...]]]:
+        """`trust_of` for every user with a trusted device key, in one read of the store."""
+        trusted = await self._store.read(self._store.store.trusted_users)
+        return [(user, devices, self._listed(user)) for user, devices in trusted.items()]
 
     # --- the responder's side ------------------------------------------------------------
 
@@ -295,6 +300,11 @@ class VerificationService:
             del self._flows[oldest]
         self._flows[flow.machine.flow] = flow
         return flow
+
+    def _listed(self, user: UserId) -> tuple[DeviceId, ...]:
+        """The device keys `user`'s newest record lists."""
+        record = self._record_of(user)
+        return tuple(c.device for c in record.devices) if record else ()
 
     def _record_of(self, user: UserId) -> HomeRecord | None:
         if user == self._keyring.user_id:

@@ -1102,13 +1102,15 @@ function isKnown(userId) {
     || [...state.rooms.values()].some((room) => room.recipient === userId && !isRequest(room));
 }
 
-/** A user's trust was read: redraw where it shows (SPEC §15.7.10). */
+/** A user's trust was read (null: everyone's): redraw where it shows (SPEC §15.7.10). */
 function onTrustRead(userId) {
   renderList();
   renderFriends();
   const room = state.rooms.get(state.open);
-  if (room?.recipient === userId) state.verify.renderChat(userId);
-  if (userId === state.me && !document.getElementById("settings").hidden) {
+  if (room?.recipient && [null, room.recipient].includes(userId)) {
+    state.verify.renderChat(room.recipient);
+  }
+  if ([null, state.me].includes(userId) && !document.getElementById("settings").hidden) {
     loadSettings().catch(handleError);
   }
 }

@@ -3,7 +3,8 @@
 // cancelled on each), the peer's request shown live from the `verification` event, and the trust
 // a user meets where they meet a contact: a verified badge, and a warning when the contact's
 // device keys changed since they were verified. Owns the flows this page has seen, the trust it
-// has read (GET /v1/users/{id}/trust) and the verification dialog.
+// has read (GET /v1/trust for every verified user at once, GET /v1/users/{id}/trust for one
+// after an event) and the verification dialog.
 
 import { ApiError, call } from "./api.js";
 import { h } from "./dom.js";
@@ -34,7 +35,7 @@ export class Verification {
   constructor(ctx) {
     this.ctx = ctx;
     this.flows = new Map(); // flow id -> the newest view of it seen
-    this.trust = new Map(); // user id -> trust view, or null while it is read
+    this.trust = new Map(); // user id -> trust view; a user not here has verified no key
     this.shown = null; // the flow id the dialog shows
     this.opener = null; // where the keyboard was before the dialog opened
     document.getElementById("verification")?.remove(); // a page paired again starts afresh
@@ -84,10 +85,14 @@ export class Verification {
     }
   }
 
-  /** The socket (re)opened: events missed meanwhile are not replayed, so read the flows. */
+  /** The socket (re)opened: events missed meanwhile are not replayed, so read the flows and
+   * the trust of every verified user again. */
   async resume() {
     try {
-      const { verifications } = await call("GET", "/v1/verifications");
+      const [{ verifications }, { users }] = await Promise.all([
+        call("GET", "/v1/verifications"), call("GET", "/v1/trust")]);
+      this.trust = new Map(users.map((trust) => [trust.user_id, trust]));
+      this.ctx.onTrust(null);
       for (const flow of verifications) this.update(flow);
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) this.ctx.onFatal(error);
@@ -196,14 +201,13 @@ export class Verification {
 
   // --- trust -----------------------------------------------------------------------------------
 
-  /** A user's trust as last read, or undefined; the first ask reads it (`onTrust` after). */
+  /** A user's trust as last read, or undefined (never verified, or not read yet). */
   trustOf(userId) {
-    if (!this.trust.has(userId)) this.readTrust(userId);
-    return this.trust.get(userId) || undefined;
+    return this.trust.get(userId);
   }
 
+  /** Read one user's trust again (a flow with them ended verified, or their keys changed). */
   async readTrust(userId) {
-    if (!this.trust.has(userId)) this.trust.set(userId, null);
     try {
       this.trust.set(userId, await call("GET", `/v1/users/${userId}/trust`));
       this.ctx.onTrust(userId);

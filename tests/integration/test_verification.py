@@ -75,6 +75,7 @@ async def test_two_users_see_the_same_emoji_confirm_and_trust_each_other(
         before = await a.client.call("GET", f"/v1/users/{bob}/trust")
         assert before["keys_changed"] is False
         assert [d["verified"] for d in before["devices"]] == [False]
+        assert (await a.client.call("GET", "/v1/trust"))["users"] == []  # no one verified yet
         async with a.socket() as a_ws, b.socket() as b_ws:
             started = await a.client.call("POST", "/v1/verifications", {"user_id": bob})
             flow_id = started["flow_id"]
@@ -99,6 +100,9 @@ async def test_two_users_see_the_same_emoji_confirm_and_trust_each_other(
         assert [d["verified"] for d in trust_b["devices"]] == [True]
         assert trust_a["keys_changed"] is False and trust_b["keys_changed"] is False
         assert trust_a["devices"][0]["device_id"] == a_event["device_id"]
+        # the whole list's trust in one request: the users with a verified key
+        assert (await a.client.call("GET", "/v1/trust"))["users"] == [trust_a]
+        assert (await b.client.call("GET", "/v1/trust"))["users"] == [trust_b]
         # the CLI shows the same through the API
         shown = await _cli(tmp_path, a, "verify", "show", flow_id)
         assert "done" in shown and all(e["name"] in shown for e in shown_a)
