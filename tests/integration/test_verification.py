@@ -107,6 +107,8 @@ async def test_two_users_see_the_same_emoji_confirm_and_trust_each_other(
         shown = await _cli(tmp_path, a, "verify", "show", flow_id)
         assert "done" in shown and all(e["name"] in shown for e in shown_a)
         assert "verified" in await _cli(tmp_path, a, "verify", "trust", bob)
+        listed = await _cli(tmp_path, a, "verify", "trust")  # every verified user
+        assert listed.startswith("1 users with a verified device") and bob in listed
 
 
 async def test_clients_follow_a_flow_live_from_the_request_to_its_end(tmp_path: Path) -> None:
