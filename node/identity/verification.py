@@ -2,7 +2,8 @@
 `protocol.verification.SasVerification` over `/hearthmesh/verify/0`, and trust.
 
 Owns the flows in progress (at most MAX_FLOWS, one per peer, in memory: a restart ends them,
-which is safe) and writes what a finished flow settled to the store's trust table. A flow is
+which is safe) and writes what a finished flow settled to the store's trust table; each move of
+a flow is told to the app (`VerificationChanged`, the clients' `verification` event). A flow is
 bound to the libp2p stream it runs on: the keys a side names in START or ACCEPT MUST be the
 device that the named user's newest home record places on that peer (SPEC §29.4), so the
 string the users compare vouches for the device key behind that node.
