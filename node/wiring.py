@@ -42,7 +42,6 @@ from hearthmesh.node.e2ee.key_requests import KeyRequests, KeyRequestServer
 from hearthmesh.node.e2ee.pickle_key import load_or_create_pickle_key
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.e2ee.room_sender import RoomSender
-from hearthmesh.node.events import DeviceVerified
 from hearthmesh.node.identity.certificates import CertificateLookup, ThreadCertificates
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.home_lookup import HomeLookups
@@ -390,7 +389,7 @@ def build_services(
         directory=directory,
         standing=standing,
         clock=clock,
-        on_verified=lambda user, device: events.emit(DeviceVerified(user=user, device=device)),
+        emit=events.emit,
     )
     fetch = FetchService(
         host=host,

@@ -671,6 +671,11 @@ class UserDirectory(Protocol):
         """`user`'s device keys with a trust state; one prefix scan."""
         ...
 
+    def trusted_users(self) -> dict[UserId, dict[DeviceId, Trust]]:
+        """Every user with a device key of a trust state (those our user verified: as many as
+        they chose), with those keys; one scan."""
+        ...
+
     def remove_contact(self, owner: bytes, contact: bytes) -> bool:
         """Take `contact` off `owner`'s list."""
         ...

@@ -376,6 +376,15 @@ class KvStore:
                 for key, value in txn.scan(Table.TRUST, user, prefix_end(user))
             }
 
+    def trusted_users(self) -> dict[UserId, dict[DeviceId, Trust]]:
+        """Every user with a device key of a trust state, with those keys."""
+        users: dict[UserId, dict[DeviceId, Trust]] = {}
+        with self._engine.read() as txn:
+            for key, value in txn.scan(Table.TRUST, b"", b"\xff" * (2 * ID_BYTES + 1)):
+                device = DeviceId(key[ID_BYTES:])
+                users.setdefault(UserId(key[:ID_BYTES]), {})[device] = Trust(value[0])
+        return users
+
     def remove_contact(self, owner: bytes, contact: bytes) -> bool:
         """Take `contact` off `owner`'s list."""
         return self._engine.write(

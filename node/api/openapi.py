@@ -541,6 +541,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/v1/verifications/{flow_id}/cancel": {
         "post": _op("the emoji differ, or give up: cancel the flow", params=(_FLOW_ID,))
     },
+    "/v1/trust": {"get": _op("the trust of every user with a verified device key (SPEC §29.5)")},
     "/v1/users/{user_id}/trust": {
         "get": _op(
             "a user's device keys, which are verified, and keys_changed (SPEC §29.5)",
