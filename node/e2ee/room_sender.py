@@ -74,6 +74,8 @@ class Encryption:
     """ROOM_KEY bodies that must be committed (and sent) before the envelope."""
     newly_shared: dict[DeviceId, UserId]
     outbound: _Outbound
+    shared_at: int = 0
+    """The message index the newly shared devices got the session's key at."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +114,7 @@ def _encrypt(
 ) -> Encryption:
     """Encrypt one send's content; the ROOM_KEY bodies (and the devices they reach) go with
     it, or, if it cannot be encrypted, those devices are taken as lacking the key again."""
+    shared_at = outbound.session.message_index  # where its ROOM_KEY bodies start, if any
     try:
         encrypted, _ = e2ee.encrypt_content(outbound.session, content_type, body)
     except HearthError:
@@ -125,6 +128,7 @@ def _encrypt(
         key_bodies=key_bodies,
         newly_shared=newly or {},
         outbound=outbound,
+        shared_at=shared_at if newly else 0,
     )
 
 
@@ -379,8 +383,12 @@ class RoomSender:
         for encryption in encryptions:
             latest[id(encryption.outbound)] = encryption  # its session's last, in order
             if encryption.newly_shared:
-                session_id = encryption.outbound.session_id
-                store.mark_shared(encryption.room, session_id, encryption.newly_shared)
+                store.mark_shared(
+                    encryption.room,
+                    encryption.outbound.session_id,
+                    encryption.newly_shared,
+                    encryption.shared_at,
+                )
         for encryption in latest.values():
             outbound = encryption.outbound
             self._crypto.save_outbound(
