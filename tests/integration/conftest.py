@@ -65,11 +65,16 @@ def make_node(tmp_path: Path) -> NodeFactory:
     return factory
 
 
-async def collect(events: AsyncIterator[NodeEvent], kind: type[E], count: int) -> list[E]:
-    """The first `count` events of type `kind` (others are skipped)."""
+async def collect(
+    events: AsyncIterator[NodeEvent],
+    kind: type[E],
+    count: int,
+    where: Callable[[E], bool] = lambda _event: True,
+) -> list[E]:
+    """The first `count` events of type `kind` that satisfy `where` (others are skipped)."""
     found: list[E] = []
     async for event in events:
-        if isinstance(event, kind):
+        if isinstance(event, kind) and where(event):
             found.append(event)
             if len(found) == count:
                 break
