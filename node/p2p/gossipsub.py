@@ -8,7 +8,8 @@ coroutines hop there through the host's call path (`BridgeCall`), and messages c
 
 Settings: gossipsub v1.1, signed (strict), spam protection and adaptive gossip off, 1 s
 heartbeat, app-supplied message ids and prefix-matched topic validators (libp2p-notes
-"Gossipsub").
+"Gossipsub"). A subscription joins the topic's mesh before it is announced, not after as
+libp2p's `Pubsub.subscribe` does (`_subscribe_on_trio` says why).
 """
 
 from __future__ import annotations
