@@ -261,10 +261,18 @@ class _LibP2PStream:
 
 
 class _ConnectionTracker(INotifee):
-    """Mirrors the set of connected peers to asyncio (counted per connection)."""
+    """Mirrors the set of connected peers to asyncio (counted per connection).
+
+    State (trio thread): each open connection's path as it was when the connection opened.
+    """
 
     def __init__(self, report: Callable[[str, int, str | None, str | None], None]) -> None:
         self._report = report
+        # A connection's path is read once: py-libp2p answers a connection's transport
+        # addresses from the peerstore when it has none of its own, and a relayed circuit's
+        # carrier can be gone by the time it closes, so read again at the close it could name
+        # another path, and the path it was counted under would stay in `peer_paths` forever.
+        self._paths: dict[INetConn, str | None] = {}
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         pass
@@ -273,10 +281,12 @@ class _ConnectionTracker(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), _path_of(conn))
+        path = self._paths[conn] = _path_of(conn)
+        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), path)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, _path_of(conn))
+        path = self._paths.pop(conn) if conn in self._paths else _path_of(conn)
+        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, path)
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
@@ -317,7 +327,7 @@ class P2PHost:
             hop=config.relay_service, limits=config.relay_limits, report=self._report_relayed
         )
         self._punch = HolePunchLayer(report=self._report_punch)
-        self._webrtc = WebRtcLayer(report=self._report_webrtc)
+        self._webrtc = WebRtcLayer(report=self._report_webrtc, punch_ended=self._punch.punch_ended)
         self._upnp = UpnpLayer(report=self._report_mapped)
         self._mapped_addrs: list[str] = []
         self.hole_punches = HolePunchCounts()

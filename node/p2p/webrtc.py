@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -130,8 +130,9 @@ def _is_ipv4(text: str) -> bool:
 class WebRtcLayer:
     """Upgrades relayed connections to WebRTC where no direct one came (trio thread only)."""
 
-    def __init__(self, report: WebRtcReport) -> None:
+    def __init__(self, report: WebRtcReport, punch_ended: Callable[[ID], Awaitable[None]]) -> None:
         self._report = report
+        self._punch_ended = punch_ended
         self._host: IHost | None = None
         self._config = WebRTCTransportConfig(handshake_timeout=UPGRADE_TIMEOUT_S)
         self._certificate: WebRTCCertificate | None = None
@@ -180,6 +181,9 @@ class WebRtcLayer:
 
     async def _fall_back(self, peer: ID) -> None:
         await trio.sleep(FALLBACK_AFTER_S)
+        # A loaded machine stretches DCUtR past its window: decide on its outcome, not on the
+        # clock, or a punch that went direct late got a WebRTC connection beside it.
+        await self._punch_ended(peer)
         host = self._host
         if host is None or host.get_id().to_base58() > peer.to_base58():
             return
