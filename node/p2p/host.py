@@ -629,6 +629,8 @@ class P2PHost:
             self._punch.relayed_connection_opened(peer)
             if self.config.webrtc:  # else WebRTC, once DCUtR has had its window
                 self._webrtc.relayed_connection_opened(peer)
+        elif delta > 0 and path is None and self.config.webrtc:  # direct beats WebRTC
+            self._webrtc.direct_connection_opened(peer)
         if delta > 0:  # a new peer may serve AutoNAT, or be a relay we want
             self._autonat.peer_connected()
             if self._autonat.reachability is Reachability.PRIVATE:

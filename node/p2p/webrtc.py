@@ -25,6 +25,7 @@ channel per libp2p stream), which we hand to the swarm like any connection. What
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -140,6 +141,7 @@ class WebRtcLayer:
         self._bridge_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         self._upgrading: set[ID] = set()
+        self._fallbacks: set[ID] = set()  # peers our fallback upgraded, until a direct one came
 
     def build(self, host: IHost) -> None:
         """Answer offers on `host` (served while `running`)."""
@@ -189,7 +191,32 @@ class WebRtcLayer:
             return
         if self._has_unrelayed(host, peer) or not host.get_network().get_connections(peer):
             return
-        await self.upgrade(peer)
+        if await self.upgrade(peer):
+            self._fallbacks.add(peer)
+            await self._close_beside_direct(peer)
+
+    def direct_connection_opened(self, peer: str) -> None:
+        """A direct connection to `peer` opened: a fallback WebRTC one beside it is redundant."""
+        target = ID.from_base58(peer)
+        if self._nursery is not None and target in self._fallbacks:
+            self._nursery.start_soon(self._close_beside_direct, target)
+
+    async def _close_beside_direct(self, peer: ID) -> None:
+        """Close the fallback's WebRTC connections to `peer` if a direct one is there too: a
+        punch that went direct late (the other end's, or ours on a loaded machine) may meet a
+        fallback already under way, and the two ends then kept both connections."""
+        host = self._host
+        if host is None:
+            return
+        connections = list(host.get_network().get_connections(peer))
+        if not any(not is_relayed(c) and not is_webrtc(c) for c in connections):
+            return
+        self._fallbacks.discard(peer)
+        for connection in connections:
+            if is_webrtc(connection):
+                log.info("WebRTC to %s closed: a direct connection came", peer)
+                with contextlib.suppress(Exception), trio.move_on_after(UPGRADE_TIMEOUT_S):
+                    await connection.close()  # (it may be closing already)
 
     @staticmethod
     def _has_unrelayed(host: IHost, peer: ID) -> bool:
