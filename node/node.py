@@ -26,6 +26,7 @@ from typing import Final, Self
 
 from hearthmesh.node.clock import Clock, CorrectedClock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
+from hearthmesh.node.delivery.outgoing import WrittenTimes
 from hearthmesh.node.delivery.sync import SyncReport
 from hearthmesh.node.events import NodeEvent
 from hearthmesh.node.identity.home_directory import Presence
@@ -52,6 +53,7 @@ from hearthmesh.protocol.membership import Action, MembershipChange, RoomState
 from hearthmesh.protocol.private import (
     PRIVATE_CONTENT_TYPE,
     encode_conversation_deleted,
+    encode_message_hidden,
     self_room_id,
 )
 from hearthmesh.protocol.rooms import group_room_id
@@ -278,6 +280,18 @@ class Node:
                 self._self_room, body, PRIVATE_CONTENT_TYPE, Kind.PRIVATE
             )
         return removed
+
+    async def delete_for_me(self, room: RoomId, message: MessageId) -> bool:
+        """Hide a message on every device of our user, not from anyone else (SPEC §31.7).
+
+        False if it was hidden already."""
+        hidden = await self._store.run(self._store.store.hide_message, self.user_id, message)
+        if hidden:
+            body = encode_message_hidden(room, message)
+            await self._services.outgoing.send(
+                self._self_room, body, PRIVATE_CONTENT_TYPE, Kind.PRIVATE
+            )
+        return hidden
 
     async def history_digest(self, room: RoomId) -> tuple[bytes, int]:
         """(SHA-256 over the room's ordered event ids, how many): compare two devices."""
@@ -553,18 +567,24 @@ class Node:
         content_type: str = "text/plain",
         kind: Kind = Kind.MESSAGE,
         on_sealed: Callable[[Envelope], None] | None = None,
+        written: WrittenTimes | None = None,
+        acts_on: MessageId | None = None,
     ) -> Envelope:
         """Seal, store durably (history + outbox in one transaction), then fan out.
 
         Returns once the envelope is committed on this node: "sent" (ARCHITECTURE §3 step 2).
         `on_sealed(envelope)` runs before it is stored (an app may note its message id first).
+        `written` stamps a message a client wrote earlier where it was written (SPEC §31.6);
+        `acts_on` names the message an EDIT, RECALL or REACTION acts on (SPEC §31.5).
 
         Raises:
             NotAuthorized: we are not a member of `room`.
         """
         if kind in (Kind.MEMBERSHIP, Kind.TYPING, Kind.PRESENCE, Kind.PRIVATE):
             raise LocalProtocolError(f"{kind.name} is not sent with send()")
-        sealed = await self._services.outgoing.seal(room, body, content_type, kind)
+        sealed = await self._services.outgoing.seal(
+            room, body, content_type, kind, written=written, acts_on=acts_on
+        )
         if on_sealed is not None:
             on_sealed(sealed.envelope)
         return await self._services.outgoing.commit(sealed)

@@ -22,7 +22,7 @@ merge (SPEC §4.3), and before anything is stored. What fails before that is ans
 | `Ruling.NOT_YET`, the budget spent             | REJECT  | REJECTED (10)                |
 
 What a newly stored envelope sets off is `reactions` (PRIVATE, RECEIPT, contact events,
-profiles).
+profiles, RECALL).
 The node performs all of it: the store, the relay inbox, the release order, the ack.
 
 State owned here: the deferral budget per sender user (SPEC §12.5), and `RecentlyStored`, a
@@ -111,6 +111,8 @@ class Reaction(Enum):
     """A RECEIPT: credit the statuses it reports to our users' sent messages (SPEC §16.3)."""
     APPLY_CONTACT_EVENT = "apply_contact_event"
     """Someone else's friend request, acceptance or refusal (SPEC §18)."""
+    APPLY_RECALL = "apply_recall"
+    """A RECALL: withdraw the message it names and purge its body here (SPEC §31.1)."""
     APPLY_PROFILE = "apply_profile"
     """A user's new profile, kept if its sender may show us one (SPEC §32.1)."""
 
@@ -119,6 +121,7 @@ _NO_REACTION: Final[frozenset[Reaction]] = frozenset()
 _APPLY_PRIVATE: Final = frozenset({Reaction.APPLY_PRIVATE})
 _CREDIT_RECEIPT: Final = frozenset({Reaction.CREDIT_RECEIPT})
 _APPLY_CONTACT_EVENT: Final = frozenset({Reaction.APPLY_CONTACT_EVENT})
+_APPLY_RECALL: Final = frozenset({Reaction.APPLY_RECALL})
 _APPLY_PROFILE: Final = frozenset({Reaction.APPLY_PROFILE})
 
 
@@ -263,6 +266,8 @@ class ArrivalRules:
             return _CREDIT_RECEIPT
         if is_contact_event(envelope) and envelope.sender_user not in self._local:
             return _APPLY_CONTACT_EVENT
+        if envelope.kind is Kind.RECALL:
+            return _APPLY_RECALL
         if envelope.kind is Kind.PROFILE:
             return _APPLY_PROFILE
         return _NO_REACTION

@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Final
 
+from .actions import MAX_EDIT_BYTES, MAX_EMOJI_BYTES
 from .envelope import MAX_BODY_BYTES, MessageId, RoomId
 from .errors import InvalidIdentifier, MalformedMessage, TooLarge
 from .identity import UserId, decode_user_id
@@ -32,16 +33,23 @@ __all__ = [
     "Ack",
     "ClientCommand",
     "CreateConversation",
+    "DeleteForMe",
+    "EditMessage",
+    "ForwardMessage",
     "GetAllGroup",
     "JoinGroup",
     "LeaveGroup",
     "MediaFields",
+    "MessageCommand",
+    "ReactToMessage",
+    "RecallMessage",
     "Send",
     "Typing",
     "decode_client_frame",
     "decode_count",
     "decode_hex_id",
     "decode_json_object",
+    "decode_message_command",
     "decode_send",
     "decode_text",
     "decode_user",
@@ -84,6 +92,59 @@ class Send:
     type: str
     client_id: str
     media: MediaFields | None = None
+    reply_to: MessageId | None = None
+    """The message this one answers; views quote it (SPEC §31.4)."""
+    written_ms: int | None = None
+    """When the message was written, by the client's clock (SPEC §31.6)."""
+    sent_ms: int | None = None
+    """When the client sent it, by the same clock; `written_ms` counts only with it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecallMessage:
+    """Unsend one of our user's messages (SPEC §31.1)."""
+
+    message_id: MessageId
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EditMessage:
+    """Replace the text of one of our user's messages (SPEC §31.2)."""
+
+    message_id: MessageId
+    message: str
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReactToMessage:
+    """Set (or, `active` false, remove) our user's reaction with `emoji` (SPEC §31.3)."""
+
+    message_id: MessageId
+    emoji: str
+    active: bool = True
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ForwardMessage:
+    """Send a copy of a message's content to `room_id`, marked forwarded (SPEC §31.4)."""
+
+    message_id: MessageId
+    room_id: RoomId
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeleteForMe:
+    """Hide a message on every device of our user, not from anyone else (SPEC §31.7)."""
+
+    message_id: MessageId
+    request_id: str | None = None
+
+
+MessageCommand = RecallMessage | EditMessage | ReactToMessage | ForwardMessage | DeleteForMe
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -118,7 +179,9 @@ class Typing:
     active: bool
 
 
-ClientCommand = CreateConversation | Send | JoinGroup | LeaveGroup | GetAllGroup | Ack | Typing
+ClientCommand = (
+    CreateConversation | Send | JoinGroup | LeaveGroup | GetAllGroup | Ack | Typing | MessageCommand
+)
 
 
 def decode_hex_id(text: object, what: str) -> bytes:
@@ -227,13 +290,62 @@ def decode_send(frame: dict[str, Any]) -> Send:
     client_id = decode_text(frame.get("client_id"), "client_id", max_chars=MAX_CLIENT_ID_CHARS)
     if not client_id:
         raise MalformedMessage("client_id must not be empty")
+    reply_to = frame.get("reply_to")
+    written_ms, sent_ms = _time(frame, "written_ms"), _time(frame, "sent_ms")
     return Send(
         room_id=RoomId(decode_hex_id(frame.get("room_id"), "room_id")),
         message=message,
         type=type_,
         client_id=client_id,
         media=media,
+        reply_to=None if reply_to is None else MessageId(decode_hex_id(reply_to, "reply_to")),
+        written_ms=written_ms,
+        sent_ms=sent_ms,
     )
+
+
+_MAX_TIME_MS: Final = 2**53 - 1
+"""The largest integer JSON carries exactly."""
+
+
+def _time(frame: dict[str, Any], name: str) -> int | None:
+    value = frame.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_TIME_MS:
+        raise MalformedMessage(f"{name} is an integer of ms in 0..2^53-1")
+    return value
+
+
+def decode_message_command(event: str, frame: dict[str, Any]) -> MessageCommand:
+    """A message action's fields (SPEC §31), from a WebSocket frame or an HTTP route's body
+    with its path's id. Raises MalformedMessage, TooLarge, InvalidIdentifier."""
+    message_id = MessageId(decode_hex_id(frame.get("message_id"), "message_id"))
+    request_id = _request_id(frame)
+    match event:
+        case "recall":
+            return RecallMessage(message_id=message_id, request_id=request_id)
+        case "edit":
+            text = decode_text(frame.get("message"), "message", max_bytes=MAX_EDIT_BYTES)
+            if not text:
+                raise MalformedMessage("an edit's message must not be empty")
+            return EditMessage(message_id=message_id, message=text, request_id=request_id)
+        case "react":
+            emoji = decode_text(frame.get("emoji"), "emoji", max_bytes=MAX_EMOJI_BYTES)
+            if not emoji or not emoji.isprintable():
+                raise MalformedMessage("emoji is printable text of 1..64 bytes")
+            active = frame.get("active", True)
+            if not isinstance(active, bool):
+                raise MalformedMessage("active is true or false")
+            return ReactToMessage(
+                message_id=message_id, emoji=emoji, active=active, request_id=request_id
+            )
+        case "forward":
+            room = RoomId(decode_hex_id(frame.get("room_id"), "room_id"))
+            return ForwardMessage(message_id=message_id, room_id=room, request_id=request_id)
+        case "delete_for_me":
+            return DeleteForMe(message_id=message_id, request_id=request_id)
+    raise MalformedMessage(f"unknown message action {event[:40]!r}")
 
 
 def _ack(frame: dict[str, Any]) -> Ack:
@@ -289,6 +401,8 @@ def decode_client_frame(data: str | bytes) -> ClientCommand:
             return _ack(frame)
         case "typing":
             return _typing(frame)
+        case "recall" | "edit" | "react" | "forward" | "delete_for_me" as event:
+            return decode_message_command(event, frame)
         case str() as other:
             raise MalformedMessage(f"unknown event {other[:40]!r}")
     raise MalformedMessage("frame needs an 'event' string")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from .actions import ANNOTATED_CONTENT_TYPE, decode_annotated
 from .canonical import CborValue, decode_canonical, encode_canonical
 from .envelope import Envelope, Kind
 from .errors import MalformedMessage, RemoteProtocolError
@@ -60,7 +61,11 @@ _MEDIA_TYPES: Final = frozenset({"image", "video", "audio", "file"})
 def is_user_content(envelope: Envelope) -> bool:
     """A message clients show as a chat bubble (not a receipt, membership or contact event)."""
     if envelope.kind is Kind.MESSAGE:
-        return envelope.content_type in (TEXT_CONTENT_TYPE, MEDIA_CONTENT_TYPE)
+        return envelope.content_type in (
+            TEXT_CONTENT_TYPE,
+            MEDIA_CONTENT_TYPE,
+            ANNOTATED_CONTENT_TYPE,
+        )
     return envelope.kind in (Kind.EDIT, Kind.RECALL, Kind.REACTION)
 
 
@@ -145,11 +150,15 @@ def decode_media(body: bytes) -> MediaRef:
 
 
 def media_ref_of(envelope: Envelope) -> MediaRef | None:
-    """The media reference a stored MESSAGE carries, or a PROFILE's picture (SPEC §32.1); None
-    for anything else or a bad body."""
+    """The media reference a stored MESSAGE carries (also inside a reply or forward, SPEC §31.4),
+    or a PROFILE's picture (SPEC §32.1); None for anything else or a bad body."""
     try:
-        if envelope.kind is Kind.MESSAGE and envelope.content_type == MEDIA_CONTENT_TYPE:
-            return decode_media(envelope.body)
+        if envelope.kind is Kind.MESSAGE:
+            content_type, body = envelope.content_type, envelope.body
+            if content_type == ANNOTATED_CONTENT_TYPE:  # a media reply or forward (SPEC §31.4)
+                annotated = decode_annotated(body)
+                content_type, body = annotated.content_type, annotated.body
+            return decode_media(body) if content_type == MEDIA_CONTENT_TYPE else None
         if envelope.kind is Kind.PROFILE and envelope.content_type == PROFILE_CONTENT_TYPE:
             return decode_profile(envelope.body).picture
     except RemoteProtocolError:

@@ -29,12 +29,15 @@ __all__ = [
     "MediaTampered",
     "MembershipConflict",
     "MembershipLimit",
+    "MessageRecalled",
     "NotAContact",
     "NotAuthorized",
     "NotFound",
+    "NotSender",
     "ProtocolError",
     "QuotaExceeded",
     "RateLimited",
+    "RecallWindowClosed",
     "RemoteProtocolError",
     "Replayed",
     "RoleRequired",
@@ -47,6 +50,7 @@ __all__ = [
     "UnknownKind",
     "UnsupportedVersion",
     "VerificationCancelled",
+    "WrongRoom",
     "error_for_code",
     "refusal",
 ]
@@ -87,6 +91,11 @@ class ErrorCode(IntEnum):
     BANNED = 62
     ROLE_REQUIRED = 63
     MEMBERSHIP_CONFLICT = 64
+    # 65-69: message actions (SPEC §31)
+    NOT_SENDER = 65
+    RECALL_WINDOW_CLOSED = 66
+    WRONG_ROOM = 67
+    MESSAGE_RECALLED = 68
     # 70-74: profiles, friends and privacy (SPEC §32)
     BLOCKED = 70
     NOT_A_CONTACT = 71
@@ -282,6 +291,30 @@ class VerificationCancelled(HearthError):
     code = ErrorCode.VERIFICATION_CANCELLED
 
 
+class NotSender(RemoteProtocolError):
+    """An edit or recall of a message someone else sent (SPEC §31.1, §31.2)."""
+
+    code = ErrorCode.NOT_SENDER
+
+
+class RecallWindowClosed(RemoteProtocolError):
+    """A recall later than the recall window after its message (SPEC §31.1)."""
+
+    code = ErrorCode.RECALL_WINDOW_CLOSED
+
+
+class WrongRoom(RemoteProtocolError):
+    """An action naming a message of another room (SPEC §31)."""
+
+    code = ErrorCode.WRONG_ROOM
+
+
+class MessageRecalled(RemoteProtocolError):
+    """An edit, reaction or reply asked for on a message that was recalled (SPEC §31.1)."""
+
+    code = ErrorCode.MESSAGE_RECALLED
+
+
 class Blocked(RemoteProtocolError):
     """Our user's client asked to reach a user it blocked (SPEC §32.3). Never sent to the
     blocked user: what they send is acked as stored and dropped."""
@@ -332,6 +365,10 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         Undecryptable,
         KeyMismatch,
         Replayed,
+        NotSender,
+        RecallWindowClosed,
+        WrongRoom,
+        MessageRecalled,
         Blocked,
         NotAContact,
     )

@@ -14,7 +14,7 @@ from enum import IntEnum
 from typing import Final
 
 from .canonical import decode_canonical, encode_canonical
-from .envelope import RoomId
+from .envelope import MessageId, RoomId
 from .errors import MalformedMessage
 from .identity import UserId
 
@@ -23,11 +23,13 @@ __all__ = [
     "SELF_ROOM_DOMAIN",
     "BlockChanged",
     "ConversationDeleted",
+    "MessageHidden",
     "PrivateAction",
     "PrivateChange",
     "decode_private",
     "encode_block_changed",
     "encode_conversation_deleted",
+    "encode_message_hidden",
     "self_room_id",
 ]
 
@@ -46,6 +48,7 @@ class PrivateAction(IntEnum):
 
     CONVERSATION_DELETED = 1
     BLOCK_CHANGED = 2
+    MESSAGE_HIDDEN = 3
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +59,19 @@ class ConversationDeleted:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MessageHidden:
+    """The user deleted `message` of `room` for themselves: "delete for me" (SPEC §31.7)."""
+
+    room: RoomId
+    message: MessageId
+
+
+def encode_message_hidden(room: RoomId, message: MessageId) -> bytes:
+    """CBOR [3, room, message]."""
+    return encode_canonical([int(PrivateAction.MESSAGE_HIDDEN), room, message])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BlockChanged:
     """The user blocked or unblocked `user` (SPEC §32.3): every home of theirs applies it."""
 
@@ -63,7 +79,7 @@ class BlockChanged:
     blocked: bool
 
 
-PrivateChange = ConversationDeleted | BlockChanged
+PrivateChange = ConversationDeleted | BlockChanged | MessageHidden
 
 
 def encode_block_changed(user: UserId, *, blocked: bool) -> bytes:
@@ -83,4 +99,6 @@ def decode_private(body: bytes) -> PrivateChange:
             return ConversationDeleted(room=RoomId(room))
         case [2, bytes() as user, int() as blocked] if len(user) == 32 and blocked in (0, 1):
             return BlockChanged(user=UserId(user), blocked=bool(blocked))
+        case [3, bytes() as room, bytes() as message] if len(room) == len(message) == 32:
+            return MessageHidden(room=RoomId(room), message=MessageId(message))
     raise MalformedMessage("not a private-state body")

@@ -138,6 +138,9 @@ class AppendRequest:
     """Destination peer / home-node ids that get an outbox entry in the same transaction."""
     next_attempt_ms: int = 0
     """When those outbox entries are first due."""
+    acts_on: bytes | None = None
+    """The message an EDIT, RECALL or REACTION names, as its writer read it: indexed with
+    the event (SPEC §31.5)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -427,6 +430,32 @@ class HistoryStore(Protocol):
 
     def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         """Store many events in ONE transaction (group commit); results in request order."""
+        ...
+
+    def actions_of(self, target: bytes) -> list[StoredEvent]:
+        """The stored edits, recalls and reactions that name `target` (SPEC §31.5)."""
+        ...
+
+    def index_action(self, target: bytes, action: bytes) -> None:
+        """Note that the stored action `action` names `target`: one stored before it could be
+        read (it opened when its room key came, SPEC §27.11)."""
+        ...
+
+    def withdraw(self, target: bytes, recall: bytes, sender: bytes) -> bool:
+        """Record `sender`'s recall of `target`; purge its body once nothing here needs it
+        (SPEC §31.1). True if the body was removed now."""
+        ...
+
+    def withdrawn_by(self, target: bytes) -> UserId | None:
+        """Who recalled `target` here, if anyone did."""
+        ...
+
+    def hide_message(self, user: bytes, message: bytes) -> bool:
+        """Hide `message` from `user`'s views (delete for me, SPEC §31.7)."""
+        ...
+
+    def hidden_messages(self, user: bytes, messages: Sequence[bytes]) -> set[MessageId]:
+        """Which of `messages` `user` hid."""
         ...
 
     def get_event(self, message_id: bytes) -> StoredEvent | None:
@@ -766,6 +795,10 @@ class CryptoStore(Protocol):
     def put_plaintext(self, message_id: MessageId, plaintext: bytes) -> None:
         """Keep what an encrypted event opened to, CBOR [content type, body] (SPEC §27.7);
         history reads show it in place of the ciphertext."""
+        ...
+
+    def forget_plaintext(self, message_id: bytes) -> None:
+        """Drop what an event opened to: it was refused after opening, so it is not stored."""
         ...
 
     def plaintext(self, message_id: bytes) -> bytes | None:

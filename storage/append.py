@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from hearthmesh.protocol.errors import LocalProtocolError
 from hearthmesh.protocol.hlc import encode_timestamp
 
+from .actions import index_action_txn
 from .api import AppendRequest, AppendResult
 from .arrivals import ArrivalCounter
 from .keys import Table, history_key, pack_u64, sender_seq_key, sequence_key, unpack_u64
@@ -37,7 +38,7 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
         envelope = request.envelope
         hlc = encode_timestamp(envelope.hlc)
         key = history_key(envelope.room, hlc, envelope.sender_device, envelope.seq)
-        if not txn.insert(Table.MESSAGE_IDS, envelope.message_id, key):
+        if not txn.insert(Table.MESSAGE_IDS, envelope.message_id, key):  # or recalled (§31.1)
             results.append(AppendResult.DUPLICATE)
             continue
         if not txn.insert(Table.HISTORY, key, envelope.message_id + envelope.wire):
@@ -57,5 +58,7 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
         for user in local_members_txn(txn, envelope.room):
             bump_conversation_txn(txn, user, envelope.room, hlc)
         note_media_txn(txn, envelope)
+        if request.acts_on is not None:
+            index_action_txn(txn, request.acts_on, envelope.message_id)
         results.append(AppendResult.STORED)
     return results

@@ -34,6 +34,7 @@ __all__ = [
     "account_txn",
     "claim_index_txn",
     "forget_handed_out_txn",
+    "forget_plaintext_txn",
     "hand_out_txn",
     "held_sessions_txn",
     "held_txn",
@@ -159,6 +160,11 @@ def put_plaintext_txn(txn: KvTxn, message_id: MessageId, plaintext: bytes) -> No
     """Keep what an encrypted event opened to: CBOR [content type, body] (SPEC §27.7)."""
     check_id(message_id, "message")
     txn.put(Table.E2EE_PLAINTEXT, message_id, plaintext)
+
+
+def forget_plaintext_txn(txn: KvTxn, message_id: bytes) -> bool:
+    """Drop what `message_id` opened to (its event is refused or recalled); False if none."""
+    return txn.delete(Table.E2EE_PLAINTEXT, message_id)
 
 
 def plaintext_txn(txn: KvTxn, message_id: bytes) -> bytes | None:

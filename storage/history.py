@@ -10,10 +10,11 @@ from collections.abc import Callable, Mapping
 
 from hearthmesh.protocol.e2ee.megolm import (
     ENCRYPTED_CONTENT_TYPE,
+    decode_encrypted_body,
     decode_plaintext,
     opened_view,
 )
-from hearthmesh.protocol.envelope import Envelope, MessageId
+from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.hlc import TIMESTAMP_BYTES
 
@@ -26,11 +27,13 @@ from .api import (
     StatusRecord,
     StoredEvent,
 )
+from .crypto import forget_plaintext_txn, unhold_txn
 from .keys import (
     ID_BYTES,
     KEY_END,
     SEQ_BYTES,
     SLOT_BYTES,
+    WITHDRAWN_SLOT,
     Table,
     decode_slot,
     history_key,
@@ -56,6 +59,7 @@ __all__ = [
     "set_status_txn",
     "statuses_txn",
     "stored_event",
+    "withdraw_event_txn",
 ]
 
 MAX_HISTORY_PAGE = 1000
@@ -96,7 +100,7 @@ def _opened(txn: KvTxn, envelope: Envelope) -> Envelope:
 def get_event_txn(txn: KvTxn, message_id: bytes) -> StoredEvent | None:
     """The event stored under `message_id`."""
     key = txn.get(Table.MESSAGE_IDS, message_id)
-    if key is None:
+    if not key:  # never stored, or recalled and purged (WITHDRAWN_SLOT)
         return None
     value = txn.get(Table.HISTORY, key)
     if value is None:
@@ -147,7 +151,7 @@ def set_status_txn(
     txn: KvTxn, message_id: bytes, recipient: bytes, status: DeliveryStatus, now_ms: int
 ) -> bool:
     """Raise the status (never lower it); False if unchanged or the message is not stored."""
-    if txn.get(Table.MESSAGE_IDS, message_id) is None:
+    if not txn.get(Table.MESSAGE_IDS, message_id):  # not stored, or purged by a recall
         return False
     key = message_id + recipient
     old = txn.get(Table.STATUS, key)
@@ -191,27 +195,60 @@ def purge_events_txn(
         if first is None:
             break
         room = first[0][:ID_BYTES]
-        doomed: list[tuple[bytes, bytes, MessageId]] = []
+        doomed: list[tuple[bytes, bytes]] = []
         for key, value in txn.scan(Table.HISTORY, room, room + pack_u64(cutoff_ms)):
             if removed + len(doomed) == limit:
                 break
-            message_id = MessageId(value[:ID_BYTES])
-            if _pending_delivery_txn(txn, message_id):
+            if _pending_delivery_txn(txn, value[:ID_BYTES]):
                 kept += 1
             else:
-                doomed.append((key, value, message_id))
-        for key, value, message_id in doomed:  # after the scan: never mutate under a cursor
+                doomed.append((key, value))
+        for key, value in doomed:  # after the scan: never mutate under a cursor
             on_removed(txn, key, value)
-            txn.delete(Table.HISTORY, key)
-            _unindex_sender_txn(txn, key)
-            txn.delete(Table.MESSAGE_IDS, message_id)
-            txn.delete(Table.E2EE_PLAINTEXT, message_id)
-            statuses = [k for k, _ in txn.scan(Table.STATUS, message_id, prefix_end(message_id))]
-            for status_key in statuses:
-                txn.delete(Table.STATUS, status_key)
+            _remove_txn(txn, key, value)
         removed += len(doomed)
         position = prefix_end(room)
     return removed, kept
+
+
+def withdraw_event_txn(
+    txn: KvTxn, event: StoredEvent, *, on_removed: Callable[[KvTxn, bytes, bytes], None]
+) -> None:
+    """Remove a recalled event (SPEC §31.1): its history entry, indexes and statuses; its id
+    stays in `history.ids` as WITHDRAWN_SLOT, so a later copy is a duplicate at no extra cost
+    to an append. `on_removed(txn, key, value)` drops what other tables keep of it first."""
+    envelope = event.envelope
+    key = envelope.room + bytes(event.cursor)
+    value = envelope.message_id + envelope.wire
+    on_removed(txn, key, value)
+    _remove_txn(txn, key, value)
+    txn.put(Table.MESSAGE_IDS, envelope.message_id, WITHDRAWN_SLOT)
+
+
+def _remove_txn(txn: KvTxn, key: bytes, value: bytes) -> None:
+    message_id = value[:ID_BYTES]
+    txn.delete(Table.HISTORY, key)
+    _unindex_sender_txn(txn, key)
+    txn.delete(Table.MESSAGE_IDS, message_id)
+    _forget_opened_txn(txn, key, value)
+    statuses = [k for k, _ in txn.scan(Table.STATUS, message_id, prefix_end(message_id))]
+    for status_key in statuses:
+        txn.delete(Table.STATUS, status_key)
+
+
+def _forget_opened_txn(txn: KvTxn, key: bytes, value: bytes) -> None:
+    """Drop what an encrypted event opened to here, or its note that it waits for a room key:
+    a removed (recalled, SPEC §31.1) body leaves nothing readable at rest."""
+    if forget_plaintext_txn(txn, value[:ID_BYTES]):
+        return  # it opened, so it waited for no key
+    envelope = decode_envelope_at(Table.HISTORY, key, value[ID_BYTES:])
+    if envelope.content_type != ENCRYPTED_CONTENT_TYPE:
+        return
+    try:
+        session_id = decode_encrypted_body(envelope.body).session_id
+    except RemoteProtocolError:
+        return  # never held: a body that does not parse was refused before it was stored
+    unhold_txn(txn, session_id, envelope.message_id)
 
 
 def last_seq_txn(txn: KvTxn, room: bytes, sender_device: bytes) -> int:

@@ -24,6 +24,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SEQ_BYTES",
     "SLOT_BYTES",
+    "WITHDRAWN_SLOT",
     "Table",
     "activity_key",
     "blob_name",
@@ -77,6 +78,8 @@ SEQ_BYTES: Final = 8
 MAX_PEER_ID_BYTES: Final = 255
 SLOT_BYTES: Final = TIMESTAMP_BYTES + ID_BYTES + SEQ_BYTES
 """hlc | sender device | seq: where an event lives within its room (the cursor form)."""
+WITHDRAWN_SLOT: Final = b""
+"""The `history.ids` value of a recalled message purged here: no slot, never stored again."""
 KEY_END: Final = b"\xff" * 512
 """Greater than every key we write (LMDB keys are at most 511 bytes)."""
 
@@ -99,7 +102,8 @@ class Table(Enum):
     BY_SENDER = b"history.by_sender"
     """room | sender device | seq u64 -> hlc(12): a sender's events by number (gap fetching)."""
     MESSAGE_IDS = b"history.ids"
-    """message id -> slot (the history key): dedupe and lookup by id."""
+    """message id -> slot (the history key): dedupe and lookup by id; `WITHDRAWN_SLOT` for a
+    recalled message whose body was purged here, so a later copy is a duplicate (SPEC §31.1)."""
     STATUS = b"status.receipts"
     """message id | recipient -> status u8 | updated_ms u64."""
     OUTBOX_QUEUE = b"outbox.queue"
@@ -192,6 +196,14 @@ class Table(Enum):
     went to (SPEC §27.9: a device gone from the room means a new session)."""
     TRUST = b"verification.trust"
     """user | device -> trust u8 | updated_ms u64: what SAS verification settled (SPEC §29.4)."""
+    ACTIONS = b"history.actions"
+    """target message id | action message id -> b"": the edits, recalls and reactions stored
+    here that name a message (SPEC §31.5)."""
+    WITHDRAWN = b"history.withdrawn"
+    """target message id -> recall message id | recalling user: recalled messages, whose body
+    is purged here and never stored again (SPEC §31.1)."""
+    HIDDEN = b"history.hidden"
+    """user | message id -> b"": messages a user deleted for themselves (SPEC §31.7)."""
 
 
 def crypto_pair_key(first: bytes, second: bytes) -> bytes:

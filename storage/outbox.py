@@ -58,7 +58,7 @@ def enqueue_txn(txn: KvTxn, destination: bytes, message_id: bytes, next_attempt_
     Raises:
         LocalProtocolError: the message is not stored (the outbox only refers to history).
     """
-    if txn.get(Table.MESSAGE_IDS, message_id) is None:
+    if not txn.get(Table.MESSAGE_IDS, message_id):  # not stored, or purged by a recall
         raise LocalProtocolError(f"cannot enqueue unknown message {message_id.hex()}")
     if not txn.insert(
         Table.OUTBOX_BY_MESSAGE,

@@ -15,7 +15,18 @@ from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.media_seal import MediaSeal
 
-from . import arrivals, clients, crypto, directory, history, media_refs, outbox, relay, rooms
+from . import (
+    actions,
+    arrivals,
+    clients,
+    crypto,
+    directory,
+    history,
+    media_refs,
+    outbox,
+    relay,
+    rooms,
+)
 from .api import (
     DEFAULT_RELAY_QUOTA,
     RETENTION_MS,
@@ -90,6 +101,33 @@ class KvStore:
         if not requests:
             return []
         return self._engine.write(lambda txn: append_batch_txn(txn, requests))
+
+    def actions_of(self, target: bytes) -> list[StoredEvent]:
+        """The stored edits, recalls and reactions that name `target`."""
+        with self._engine.read() as txn:
+            return actions.actions_of_txn(txn, target)
+
+    def index_action(self, target: bytes, action: bytes) -> None:
+        """Note that the stored action `action` names `target`."""
+        self._engine.write(lambda txn: actions.index_action_txn(txn, target, action))
+
+    def withdraw(self, target: bytes, recall: bytes, sender: bytes) -> bool:
+        """Record a recall; purge the body once nothing here needs it (SPEC §31.1)."""
+        return self._engine.write(lambda txn: actions.withdraw_txn(txn, target, recall, sender))
+
+    def withdrawn_by(self, target: bytes) -> UserId | None:
+        """Who recalled `target` here, if anyone did."""
+        with self._engine.read() as txn:
+            return actions.withdrawn_by_txn(txn, target)
+
+    def hide_message(self, user: bytes, message: bytes) -> bool:
+        """Hide `message` from `user`'s views (SPEC §31.7)."""
+        return self._engine.write(lambda txn: actions.hide_txn(txn, user, message))
+
+    def hidden_messages(self, user: bytes, messages: Sequence[bytes]) -> set[MessageId]:
+        """Which of `messages` `user` hid."""
+        with self._engine.read() as txn:
+            return actions.hidden_txn(txn, user, messages)
 
     def get_event(self, message_id: bytes) -> StoredEvent | None:
         """The stored event with this id."""
@@ -485,6 +523,10 @@ class KvStore:
         """Keep what an encrypted event opened to."""
         self._engine.write(lambda txn: crypto.put_plaintext_txn(txn, message_id, plaintext))
 
+    def forget_plaintext(self, message_id: bytes) -> None:
+        """Drop what an event opened to (it was refused after opening)."""
+        self._engine.write(lambda txn: crypto.forget_plaintext_txn(txn, message_id))
+
     def plaintext(self, message_id: bytes) -> bytes | None:
         """What an encrypted event opened to here, if it did."""
         with self._engine.read() as txn:
@@ -611,6 +653,7 @@ class KvStore:
             events, kept = history.purge_events_txn(
                 txn, cutoff_ms, limit, on_removed=media_refs.forget_media_txn
             )
+            events += actions.purge_withdrawn_txn(txn, limit)
             arrivals.trim_arrivals_txn(txn, limit)
             dropped = relay.purge_relay_txn(txn, now_ms, limit)
             return PurgeReport(events=events, relay_entries=dropped, kept_for_outbox=kept)

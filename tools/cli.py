@@ -6,8 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from typing import Final
 
 from hearthmesh.tools.group_cli import GROUP_ACTIONS
+from hearthmesh.tools.settings import LOG_LEVELS
 from hearthmesh.tools.social_cli import FRIEND_ACTIONS
 
 __all__ = ["main"]
@@ -57,11 +59,16 @@ def _build_parser() -> argparse.ArgumentParser:
     _settings_flags(config)
     status = _client(commands.add_parser("status", help="show a running node's status"))
     status.add_argument("--json", action="store_true", help="print the raw JSON")
-    send = _client(commands.add_parser("send", help="send a text message"))
+    send = _client(commands.add_parser("send", help="send a text message or a file"))
     target = send.add_mutually_exclusive_group(required=True)
     target.add_argument("--room", help="conversation id (64 hex digits)")
     target.add_argument("--to", metavar="USER_ID", help="a user: the direct conversation")
-    send.add_argument("text", help="the message")
+    send.add_argument("text", nargs="?", default="", help="the message (a file's caption)")
+    send.add_argument("--file", metavar="PATH", help="send this file (image, video, audio, file)")
+    send.add_argument("--reply-to", metavar="MESSAGE_ID", help="answer this message (quoted)")
+    from hearthmesh.tools.message_cli import add_message_parsers
+
+    add_message_parsers(commands, _client)
     tail = _client(commands.add_parser("tail", help="follow conversations as they happen"))
     tail.add_argument("room", nargs="?", help="only this conversation")
     tail.add_argument("--cursor", help="resume after this cursor")
@@ -122,6 +129,12 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_MESSAGE_COMMAND_NAMES: Final = frozenset(
+    {"recall", "edit", "react", "forward", "delete", "conversations", "read", "history"}
+)
+"""tools/message_cli.py's subcommands (SPEC §31.8), named here so the parser stays light."""
+
+
 def _data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir", metavar="DIR", help="where the node keeps its data (./data/node)"
@@ -163,6 +176,9 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         ("circuit-seconds", "seconds one circuit lives (600)"),
     ):
         parser.add_argument(f"--relay-{name}", type=int, metavar="N", help=f"relay: {what}")
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="what the node logs on stderr (warning)"
+    )
     parser.add_argument(
         "--prefix-exempt-loopback",
         action=argparse.BooleanOptionalAction,
@@ -253,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "client",
         "verify",
         "group",
-    ):
+    ) or (args.command in _MESSAGE_COMMAND_NAMES):
         from hearthmesh.tools.client import run_client_command
 
         return run_client_command(args)

@@ -43,6 +43,7 @@ class ApiRefused(HearthError):
         error = body.get("error", {}) if isinstance(body, dict) else {}
         super().__init__(f"{status} {error.get('name', '')}: {error.get('message', body)}")
         self.status = status
+        self.body = body
         self.error_code: int | None = error.get("code")
         """The SPEC §9 code of the refusal (None if the answer named none)."""
 
@@ -160,12 +161,12 @@ async def _status(client: ApiClient, args: Any) -> int:
 
 
 async def _send(client: ApiClient, args: Any) -> int:
+    from hearthmesh.tools.message_cli import send_message
+
     room = args.room
     if room is None:
         room = (await client.call("POST", "/v1/conversation", {"recipient_id": args.to}))["room_id"]
-    sent = await client.call(
-        "POST", f"/v1/conversation/{room}/messages", {"message": args.text, "client_id": "cli"}
-    )
+    sent = await send_message(client, args, room)
     print(f"sent {sent['message_id']} to {room}")
     return 0
 
@@ -326,9 +327,17 @@ def run_client_command(args: Any) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
 
+    from hearthmesh.tools.message_cli import MESSAGE_COMMANDS
+
+    commands: dict[str, Callable[[ApiClient, Any], Awaitable[int]]] = {
+        **_COMMANDS,
+        **MESSAGE_COMMANDS,
+    }
+    command = commands[args.command]
+
     async def main() -> int:
         async with ApiClient(url, token, pin=pin) as client:
-            return await _COMMANDS[args.command](client, args)
+            return await command(client, args)
 
     try:
         return asyncio.run(main())

@@ -15,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from hearthmesh.protocol.actions import MAX_RECALL_WINDOW_MS
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
@@ -147,6 +148,7 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
         port=port,
         allowed_hosts=tuple(settings.api_allowed_hosts),
         allowed_origins=tuple(settings.api_allowed_origins),
+        recall_window_ms=min(settings.recall_window_ms, MAX_RECALL_WINDOW_MS),
     )
     if settings.api_tls:
         cert, key = _tls_files(settings)
@@ -188,8 +190,12 @@ def run_node(settings: HomeSettings) -> int:
         print(f"  web:       {api.url}/  (pair a browser: hearthmesh client pair)")
         print("press Ctrl-C to stop", flush=True)
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
+    logging.getLogger("multiaddr").setLevel(logging.WARNING)  # a line per address parsed
     tune_collector()
     try:
         asyncio.run(_serve(settings, started))

@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
+from hearthmesh.protocol.actions import MAX_RECALL_WINDOW_MS
 from hearthmesh.protocol.errors import HearthError
 
 __all__ = [
     "DEFAULT_API",
     "DEFAULT_DATA_DIR",
     "DEFAULT_LISTEN_ALL",
+    "LOG_LEVELS",
     "SETTING_KEYS",
     "HomeSettings",
     "SettingsError",
@@ -80,9 +82,15 @@ class HomeSettings:
     """Upgrade relayed connections that hole punching left relayed to WebRTC (SPEC §10.11)."""
     upnp: bool = True
     """Ask the LAN's gateway (UPnP IGD) to forward the listen ports (SPEC §10.12)."""
+    log_level: str = "warning"
+    """What the node logs on stderr: debug, info, warning or error (libp2p's own chatter stays
+    silent whatever this says: it logs a peer's every misstep as an error)."""
     prefix_exempt_loopback: bool = True
     """A peer on loopback counts against no address prefix (SPEC §11.6.5: a local proxy or
     tunnel says nothing about who is behind it); off where loopback peers are plain peers."""
+    recall_window_ms: int = MAX_RECALL_WINDOW_MS
+    """How long after sending a message its sender may recall it (SPEC §31.1.3); at most
+    the protocol's 48 h."""
     sources: dict[str, str] = field(default_factory=dict)
     """Key -> `default`, `file <path>:<line>`, `env HEARTHMESH_<KEY>` or `flag`."""
 
@@ -118,8 +126,12 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "webrtc": bool,
     "upnp": bool,
     "prefix_exempt_loopback": bool,
+    "log_level": str,
+    "recall_window_ms": int,
 }
 """Every setting and its type; the config file accepts these keys and no others."""
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
 _TRUE: Final = frozenset({"1", "true", "yes"})
 _FALSE: Final = frozenset({"0", "false", "no", ""})
@@ -248,4 +260,9 @@ def resolve_settings(args: Any, env: dict[str, str] | None = None) -> HomeSettin
         setattr(settings, key, value)
         settings.sources[key] = source
     parse_api(settings.api)
+    if settings.log_level not in LOG_LEVELS:
+        raise SettingsError(
+            f"log_level wants one of {', '.join(LOG_LEVELS)}, got {settings.log_level!r} "
+            f"({settings.sources['log_level']})"
+        )
     return settings

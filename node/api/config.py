@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from hearthmesh.protocol.actions import MAX_RECALL_WINDOW_MS
 from hearthmesh.protocol.client_api import MAX_FRAME_BYTES
 from hearthmesh.protocol.media import MAX_MEDIA_BYTES
 
@@ -52,6 +53,9 @@ class ApiConfig:
     feed_size: int = 65_536
     """Most missed events replayed to a client that reconnects with a cursor; further behind,
     it gets `resync` (SPEC §15.4.3)."""
+    recall_window_ms: int = MAX_RECALL_WINDOW_MS
+    """How long after sending our user may recall a message (SPEC §31.1); at most the
+    protocol's MAX_RECALL_WINDOW_MS, which every receiver applies."""
     typing_ttl_ms: int = 6_000
     """A typing indicator not refreshed for this long is ended for clients (SPEC §17)."""
     max_clients: int = 64

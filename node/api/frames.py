@@ -12,9 +12,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
+from hearthmesh.node.api.actions import MessageActions
 from hearthmesh.node.api.receipts import ReceiptService, StatusChange
 from hearthmesh.node.api.views import STATUS_NAMES, membership_view, message_view, profile_view
 from hearthmesh.node.node import Node
+from hearthmesh.protocol.actions import ACTION_KINDS
 from hearthmesh.protocol.content import (
     ContactAction,
     ContactEvent,
@@ -39,10 +41,12 @@ class FrameRenderer:
         self,
         node: Node,
         receipts: ReceiptService,
+        actions: MessageActions,
         on_message: Callable[[Envelope], None],
     ) -> None:
         self._node = node
         self._receipts = receipts
+        self._actions = actions
         self._on_message = on_message
         self._client_ids: OrderedDict[MessageId, str] = OrderedDict()
 
@@ -67,6 +71,11 @@ class FrameRenderer:
             return await self._profile(envelope)
         if not is_user_content(envelope):
             return []  # our profiles, home records, private bookkeeping
+        if envelope.kind in ACTION_KINDS:  # SPEC §31: the message it names, as it is now
+            if live and not own:
+                self._on_message(envelope)  # a recall withdraws a pending push
+            frame = await self._actions.update_frame(envelope)
+            return [frame] if frame else []
         frame = {"event": "message", **message_view(envelope)}
         client_id = self._client_ids.pop(envelope.message_id, None)
         if client_id is not None:

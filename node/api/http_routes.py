@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from hearthmesh.node.api.action_routes import ACTION_ROUTES
 from hearthmesh.node.api.bodies import read_json
 from hearthmesh.node.api.client_routes import CLIENT_ROUTES
 from hearthmesh.node.api.errors import ApiError
@@ -563,6 +564,7 @@ ROUTES: Final = (
     *GROUP_ROUTES,
     *CLIENT_ROUTES,
     *VERIFY_ROUTES,
+    *ACTION_ROUTES,
     *SOCIAL_ROUTES,
 )
 """Every route: (method, path, handler). The OpenAPI test checks each is documented."""

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from hearthmesh.node.api.paired_clients import MAX_CLIENT_NAME_CHARS
 from hearthmesh.node.api.views import CURSOR_PATTERN
+from hearthmesh.protocol.actions import MAX_EDIT_BYTES, MAX_EMOJI_BYTES
 from hearthmesh.protocol.client_api import MAX_CLIENT_ID_CHARS, MAX_GROUP_MEMBERS, MAX_PAGE_NUMBER
 from hearthmesh.protocol.content import MAX_NOTE_BYTES
 from hearthmesh.protocol.envelope import MAX_BODY_BYTES
@@ -138,6 +139,13 @@ _MEDIA_FIELDS: Final = _body(
     size={"type": "integer", "minimum": 0, "maximum": MAX_MEDIA_BYTES},
 )
 _CLIENT_ID: Final = _text(MAX_CLIENT_ID_CHARS, min_length=1)
+_TIME_MS: Final = {"type": "integer", "minimum": 0, "maximum": 2**53 - 1}
+_SEND_EXTRAS: Final[dict[str, dict[str, Any]]] = {
+    "reply_to": {**_HEX_ID, "description": "the message this one answers (SPEC §31.4)"},
+    "written_ms": {**_TIME_MS, "description": "when written, client clock (SPEC §31.6)"},
+    "sent_ms": {**_TIME_MS, "description": "when sent, client clock; needed by written_ms"},
+}
+_MESSAGE_ID: Final = _path("message_id", _HEX_ID)
 _SEND: Final = {
     "oneOf": [
         _body(
@@ -146,6 +154,7 @@ _SEND: Final = {
             type={"type": "string", "enum": ["text"]},
             client_id=_CLIENT_ID,
             media={"type": "null"},
+            **_SEND_EXTRAS,
         ),
         _body(
             "message",
@@ -155,6 +164,7 @@ _SEND: Final = {
             type={"type": "string", "enum": ["image", "video", "audio", "file"]},
             client_id=_CLIENT_ID,
             media=_MEDIA_FIELDS,
+            **_SEND_EXTRAS,
         ),
     ]
 }
@@ -534,6 +544,65 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
         "get": _op(
             "a user's device keys, which are verified, and keys_changed (SPEC §29.5)",
             params=(_path("user_id", _USER_ID),),
+        )
+    },
+    # --- message actions (SPEC §31.8) ---
+    "/v1/messages/{message_id}": {
+        "get": _op(
+            "one message as clients see it: folded edits, reactions, recall; a reply's quote",
+            params=(_MESSAGE_ID,),
+        ),
+        "delete": _op(
+            "delete for me: hidden on every device of our user, not from anyone else",
+            params=(_MESSAGE_ID,),
+        ),
+    },
+    "/v1/messages/{message_id}/recall": {
+        "post": _op(
+            "recall (unsend) our own message within the recall window; 400 NOT_SENDER (65) "
+            "for another's, RECALL_WINDOW_CLOSED (66) after the window",
+            ok=201,
+            params=(_MESSAGE_ID,),
+        )
+    },
+    "/v1/messages/{message_id}/edit": {
+        "post": _op(
+            "replace the text of our own message (every edit is kept)",
+            ok=201,
+            params=(_MESSAGE_ID,),
+            body=_body("message", message=_text(MAX_EDIT_BYTES, min_length=1)),
+        )
+    },
+    "/v1/messages/{message_id}/reactions": {
+        "post": _op(
+            "set (or, active false, remove) our reaction with one emoji",
+            ok=201,
+            params=(_MESSAGE_ID,),
+            body=_body(
+                "emoji",
+                emoji={
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_EMOJI_BYTES,
+                    "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+                    "description": f"printable text of at most {MAX_EMOJI_BYTES} UTF-8 bytes",
+                },
+                active={"type": "boolean"},
+            ),
+        )
+    },
+    "/v1/messages/{message_id}/forward": {
+        "post": _op(
+            "send a copy of the message's content to a conversation, marked forwarded",
+            ok=201,
+            params=(_MESSAGE_ID,),
+            body=_body("room_id", room_id=_HEX_ID),
+        )
+    },
+    "/v1/conversation/{id}/read": {
+        "post": _op(
+            "mark the conversation read: a read receipt for its newest message of another user",
+            params=(_ROOM,),
         )
     },
     "/v1/ws": {

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import secrets
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -146,6 +147,8 @@ class PushDispatcher:
         self._dead_after = dead_after
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=_QUEUE_SIZE)
         self._gone: dict[bytes, int] = {}
+        self._withdrawn: OrderedDict[str, None] = OrderedDict()
+        """Recalled message ids (hex), newest last: their notifications are not (re)tried."""
         self.sent = 0
         """Notifications an endpoint accepted (2xx)."""
         self.dropped_endpoints = 0
@@ -157,6 +160,16 @@ class PushDispatcher:
         except asyncio.QueueFull:
             log.warning("push queue full; a notification was dropped")
 
+    def withdraw(self, message_id: str) -> None:
+        """A message was recalled (SPEC §31.1): its notifications still queued or being
+        retried are dropped. Remembers the latest `_QUEUE_SIZE` ids."""
+        self._withdrawn[message_id] = None
+        if len(self._withdrawn) > _QUEUE_SIZE:
+            self._withdrawn.popitem(last=False)
+
+    def _is_withdrawn(self, payload: dict[str, Any]) -> bool:
+        return payload.get("event") == "message" and payload.get("message_id") in self._withdrawn
+
     async def run(self) -> None:
         """Deliver queued notifications until cancelled."""
         limit = asyncio.Semaphore(_CONCURRENCY)
@@ -164,6 +177,8 @@ class PushDispatcher:
         async with aiohttp.ClientSession(timeout=timeout) as http, asyncio.TaskGroup() as group:
             while True:
                 payload = await self._queue.get()
+                if self._is_withdrawn(payload):
+                    continue
                 subscriptions = await self._store.run(
                     self._store.store.push_subscriptions, self._user
                 )
@@ -183,6 +198,8 @@ class PushDispatcher:
         for attempt, delay in enumerate((0.0, *self._delays)):
             if delay:
                 await asyncio.sleep(delay)  # backoff between attempts, not a synchronisation
+            if self._is_withdrawn(payload):
+                return
             status = await self._post(http, target, payload)
             sub_id = subscription.subscription_id
             if status is not None and 200 <= status < 300:

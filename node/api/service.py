@@ -19,6 +19,7 @@ from typing import Any, Final, Protocol
 
 from aiohttp import web
 
+from hearthmesh.node.api.actions import MessageActions, annotate
 from hearthmesh.node.api.config import ApiConfig
 from hearthmesh.node.api.feed import Feed, dumps
 from hearthmesh.node.api.frames import FrameRenderer
@@ -26,16 +27,15 @@ from hearthmesh.node.api.push import PushDispatcher, load_vapid_key
 from hearthmesh.node.api.receipts import ReceiptService, statuses_of, unread_count
 from hearthmesh.node.api.views import (
     ROLE_NAMES,
-    STATUS_NAMES,
     direct_recipient_view,
     encode_cursor,
     group_recipient_view,
     hlc_view,
     latest_message_view,
-    message_view,
     profile_view,
 )
 from hearthmesh.node.clock import Clock
+from hearthmesh.node.delivery.outgoing import WrittenTimes
 from hearthmesh.node.events import (
     DeviceKeysChanged,
     DeviceVerified,
@@ -47,7 +47,9 @@ from hearthmesh.node.events import (
 )
 from hearthmesh.node.media.sealed import plain_size
 from hearthmesh.node.node import Node
+from hearthmesh.node.rooms.message_actions import states_of
 from hearthmesh.node.supervisor import Supervisor
+from hearthmesh.protocol.actions import ANNOTATED_CONTENT_TYPE, Annotated, target_of
 from hearthmesh.protocol.client_api import Send
 from hearthmesh.protocol.content import (
     CONTACT_CONTENT_TYPE,
@@ -60,8 +62,14 @@ from hearthmesh.protocol.content import (
     encode_media,
     is_user_content,
 )
-from hearthmesh.protocol.envelope import Envelope, RoomId
-from hearthmesh.protocol.errors import MalformedMessage, NotAuthorized, NotFound, StorageError
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
+from hearthmesh.protocol.errors import (
+    MalformedMessage,
+    NotAuthorized,
+    NotFound,
+    StorageError,
+    WrongRoom,
+)
 from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
 from hearthmesh.protocol.membership import Role
 from hearthmesh.protocol.rooms import direct_room_id
@@ -160,7 +168,8 @@ class ApiService:
         self.clock = clock
         self.sessions: set[ClientSession] = set()
         self.receipts = ReceiptService(node, clock)
-        self.frames = FrameRenderer(node, self.receipts, self._on_message)
+        self.actions = MessageActions(node, config, clock)
+        self.frames = FrameRenderer(node, self.receipts, self.actions, self._on_message)
         self.feed = Feed(
             node.store,
             render=self.frames.render,
@@ -266,7 +275,12 @@ class ApiService:
                 self._typing_frame(room, user, False)
 
     def _on_message(self, envelope: Envelope) -> None:
-        """Another user's message reached the feed: push it if no client is connected."""
+        """Another user's message reached the feed: push it if no client is connected; a
+        recall withdraws what is still pending of its message (SPEC §31.1)."""
+        target = target_of(envelope)
+        if target is not None and self.push is not None:
+            self.push.withdraw(target.hex())
+            return
         if not self.sessions and self.push is not None:
             self.push.notify_nowait(
                 {
@@ -312,12 +326,24 @@ class ApiService:
                 )
             )
             content_type = MEDIA_CONTENT_TYPE
+        if command.reply_to is not None:  # SPEC §31.4: the reply names what it answers
+            await self._reply_target(command.room_id, command.reply_to)
+            annotated = Annotated(content_type=content_type, body=body, reply_to=command.reply_to)
+            body, content_type = annotate(annotated), ANNOTATED_CONTENT_TYPE
+        written = None
+        if command.written_ms is not None and command.sent_ms is not None:
+            written = WrittenTimes(
+                written_ms=command.written_ms,
+                sent_ms=command.sent_ms,
+                received_ms=self.clock.now_ms(),
+            )
         try:
             envelope = await self.node.send(
                 command.room_id,
                 body,
                 content_type=content_type,
                 on_sealed=lambda sealed: self._sealed(sealed, command.client_id),
+                written=written,
             )
         except NotAuthorized:
             await self.require_room(command.room_id)  # a room unknown here is NOT_FOUND
@@ -329,6 +355,14 @@ class ApiService:
         with contextlib.suppress(StorageError):  # closing: clients read it by cursor later
             await self.feed.catch_up()
         return envelope
+
+    async def _reply_target(self, room: RoomId, message_id: MessageId) -> None:
+        """A reply answers a message of its own room (SPEC §31.4). Raises NotFound, WrongRoom."""
+        original = await self.node.get_event(message_id)
+        if original is None or not is_user_content(original):
+            raise NotFound(f"no message {message_id.hex()[:16]} to reply to")
+        if original.room != room:
+            raise WrongRoom("a reply answers a message of its own conversation")
 
     def _sealed(self, envelope: Envelope, client_id: str) -> None:
         """A client's message is sealed, about to be stored: its echo will name `client_id`,
@@ -392,7 +426,10 @@ class ApiService:
             row = await self.room_summary(summary.room)
             row["request"] = request
             latest = await store.read(_latest_content, store.store, summary.room)
-            row.update(latest_message_view(latest))
+            states = {} if latest is None else await store.read(states_of, store.store, [latest])
+            row.update(
+                latest_message_view(latest, states.get(latest.message_id) if latest else None)
+            )
             row["latest_activity_ms"] = summary.latest_activity.wall_ms
             row["unread"] = await self._unread(summary.room)
             items.append(row)
@@ -406,7 +443,7 @@ class ApiService:
     async def _unread(self, room: RoomId) -> int:
         """Unread messages of `room`, counted among its newest `MAX_UNREAD_COUNTED` events."""
         page = await self.node.history(room, limit=MAX_UNREAD_COUNTED)
-        envelopes = [e.envelope for e in page.events if is_user_content(e.envelope)]
+        envelopes = [e.envelope for e in page.events if _is_message(e.envelope)]
         store = self.node.store
         return await store.read(unread_count, store.store, self.own, envelopes)
 
@@ -418,14 +455,7 @@ class ApiService:
         members = await self.node.members(room)
         store = self.node.store
         statuses = await store.read(statuses_of, store.store, self.own, envelopes, members)
-        messages = []
-        for envelope in envelopes:
-            view = message_view(envelope)
-            if envelope.message_id in statuses:
-                aggregate, per_member = statuses[envelope.message_id]
-                view["status"] = STATUS_NAMES[aggregate]
-                view["statuses"] = {u: STATUS_NAMES[s] for u, s in per_member.items()}
-            messages.append(view)
+        messages = await self.actions.page(page.events, statuses)
         people = await store.read(_profiles, store.store, sorted(members)[:MAX_PEOPLE_SHOWN])
         return {
             "id": room.hex(),
@@ -513,6 +543,12 @@ class ApiService:
         return await self.node.send(room, encode_contact(event), content_type=CONTACT_CONTENT_TYPE)
 
 
+def _is_message(envelope: Envelope) -> bool:
+    """A chat bubble: user content, but not an edit, reaction or recall (SPEC §31), which
+    change a message and are neither its latest nor unread of their own."""
+    return envelope.kind is Kind.MESSAGE and is_user_content(envelope)
+
+
 def _profiles(store: Store, users: list[UserId]) -> list[tuple[UserId, Profile | None]]:
     return [(user, store.get_profile(user)) for user in users]
 
@@ -520,7 +556,7 @@ def _profiles(store: Store, users: list[UserId]) -> list[tuple[UserId, Profile |
 def _latest_content(store: Store, room: bytes) -> Envelope | None:
     page = store.page_history(room, direction=Direction.BACKWARD, limit=_LATEST_SCAN)
     for stored in reversed(page.events):
-        if is_user_content(stored.envelope):
+        if _is_message(stored.envelope):
             return stored.envelope
     return None
 

@@ -11,6 +11,8 @@ import base64
 import re
 from typing import Any, Final
 
+from hearthmesh.node.e2ee.readable import content_of
+from hearthmesh.protocol.actions import ANNOTATED_CONTENT_TYPE, MessageState, decode_annotated
 from hearthmesh.protocol.content import (
     MEDIA_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
@@ -37,6 +39,7 @@ __all__ = [
     "membership_view",
     "message_view",
     "profile_view",
+    "recalled_view",
 ]
 
 ROLE_NAMES: Final = {role: role.name.lower() for role in Role}
@@ -93,8 +96,11 @@ def decode_cursor(text: str) -> Cursor:
     return Cursor(base64.urlsafe_b64decode(text + "=="))
 
 
-def message_view(envelope: Envelope) -> dict[str, Any]:
-    """A message as clients see it; text and media are decoded, other bodies are base64."""
+def message_view(envelope: Envelope, state: MessageState | None = None) -> dict[str, Any]:
+    """A message as clients see it; text and media are decoded, other bodies are base64.
+
+    `state` is what its actions folded to (SPEC §31.5): a recalled message shows no content,
+    `status` RECALLED and `is_deleted`; an edited one its latest text and every edit."""
     view: dict[str, Any] = {
         "message_id": envelope.message_id.hex(),
         "room_id": envelope.room.hex(),
@@ -104,14 +110,57 @@ def message_view(envelope: Envelope) -> dict[str, Any]:
         "seq": envelope.seq,
         "hlc": hlc_view(envelope.hlc),
         "sent_ms": envelope.hlc.wall_ms,
+        "written_ms": envelope.hlc.wall_ms,
         "content_type": envelope.content_type,
+        "is_deleted": False,
     }
-    if envelope.content_type == TEXT_CONTENT_TYPE:
-        view["type"] = "text"
-        view["message"] = envelope.body.decode("utf-8", errors="replace")
-    elif envelope.content_type == MEDIA_CONTENT_TYPE:
+    if state is not None and state.is_deleted:
+        return recalled_view(view, state.recalled_by)
+    content = content_of(envelope)
+    if content is None:
+        view["type"] = "encrypted"
+        return view
+    content_type, body = content.content_type, content.body
+    if content_type == ANNOTATED_CONTENT_TYPE:
         try:
-            media = decode_media(envelope.body)
+            annotated = decode_annotated(body)
+        except RemoteProtocolError:
+            view["type"] = "unknown"
+            return view
+        content_type, body = annotated.content_type, annotated.body
+        view["forwarded"] = annotated.forwarded
+        if annotated.reply_to is not None:
+            view["reply_to"] = annotated.reply_to.hex()
+    _content_fields(view, content_type, body)
+    if state is not None:
+        view["reactions"] = {
+            emoji: [user_id_text(u) for u in users] for emoji, users in state.reactions.items()
+        }
+        view["edited"] = bool(state.edits)
+        if state.edits:
+            view["message"] = state.edits[-1].text
+            view["edits"] = [
+                {"message_id": e.message_id.hex(), "message": e.text, "hlc": hlc_view(e.hlc)}
+                for e in state.edits
+            ]
+    return view
+
+
+def recalled_view(view: dict[str, Any], recalled_by: bytes | None) -> dict[str, Any]:
+    """A recalled message (SPEC §31.1): its header only."""
+    view.update(type="recalled", status="RECALLED", is_deleted=True)
+    if recalled_by is not None:
+        view["recalled_by"] = recalled_by.hex()
+    return view
+
+
+def _content_fields(view: dict[str, Any], content_type: str, body: bytes) -> None:
+    if content_type == TEXT_CONTENT_TYPE:
+        view["type"] = "text"
+        view["message"] = body.decode("utf-8", errors="replace")
+    elif content_type == MEDIA_CONTENT_TYPE:
+        try:
+            media = decode_media(body)
         except RemoteProtocolError:
             view["type"] = "unknown"
         else:
@@ -124,8 +173,7 @@ def message_view(envelope: Envelope) -> dict[str, Any]:
             }
     else:
         view["type"] = "binary"
-        view["body_b64"] = base64.b64encode(envelope.body).decode()
-    return view
+        view["body_b64"] = base64.b64encode(body).decode()
 
 
 def profile_view(user: UserId, profile: Profile | None) -> dict[str, Any]:
@@ -155,6 +203,9 @@ def group_recipient_view(name: str) -> dict[str, Any]:
     return {"RecipientName": name, "RecipientProfilePic": None}
 
 
-def latest_message_view(envelope: Envelope | None) -> dict[str, Any]:
-    """The seed's field for a conversation's latest message (None: none yet)."""
-    return {"LatestMessage": None if envelope is None else message_view(envelope)}
+def latest_message_view(
+    envelope: Envelope | None, state: MessageState | None = None
+) -> dict[str, Any]:
+    """The seed's field for a conversation's latest message (None: none yet), folded with
+    `state` (SPEC §31.5)."""
+    return {"LatestMessage": None if envelope is None else message_view(envelope, state)}

@@ -25,9 +25,14 @@ from hearthmesh.protocol.client_api import (
     Ack,
     ClientCommand,
     CreateConversation,
+    DeleteForMe,
+    EditMessage,
+    ForwardMessage,
     GetAllGroup,
     JoinGroup,
     LeaveGroup,
+    ReactToMessage,
+    RecallMessage,
     Send,
     Typing,
     decode_client_frame,
@@ -208,4 +213,7 @@ async def _handle(service: ApiService, command: ClientCommand) -> dict[str, Any]
         case Typing(room_id=room, active=active):
             await node.send_typing(room, active)
             return None
+        case RecallMessage() | EditMessage() | ReactToMessage() | ForwardMessage() | DeleteForMe():
+            done = await service.actions.perform(command)
+            return {"event": "message_action_done", **done, **_request_id(command)}
     return {"event": "error", "error": {"code": int(ErrorCode.MALFORMED), "message": "?"}}

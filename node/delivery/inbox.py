@@ -24,10 +24,13 @@ from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.mesh.relationships import knows
 from hearthmesh.node.rooms.contact_events import apply_contact_event
+from hearthmesh.node.rooms.message_actions import acts_on, apply_recall, index_opened
+from hearthmesh.node.rooms.message_actions import refusal as action_refusal
 from hearthmesh.node.rooms.receipt_credit import credit_receipt
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.social.privacy import Privacy
 from hearthmesh.node.social.profile_events import apply_profile
+from hearthmesh.protocol.actions import ACTION_KINDS
 from hearthmesh.protocol.arrival import (
     ArrivalRules,
     Reaction,
@@ -36,12 +39,17 @@ from hearthmesh.protocol.arrival import (
     awaiting_key,
     error_result,
 )
-from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
+from hearthmesh.protocol.delivery import AckStatus, DeliveryResult, rejected
 from hearthmesh.protocol.e2ee import ENCRYPTED_CONTENT_TYPE as ENCRYPTED
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
 from hearthmesh.protocol.errors import LocalProtocolError, QuotaExceeded, RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
-from hearthmesh.protocol.private import BlockChanged, ConversationDeleted, decode_private
+from hearthmesh.protocol.private import (
+    BlockChanged,
+    ConversationDeleted,
+    MessageHidden,
+    decode_private,
+)
 from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, Store
 
 __all__ = ["Arrival", "Inbox", "StoreOutcome"]
@@ -183,12 +191,24 @@ class Inbox:
                 if fast_path and envelope.content_type == ENCRYPTED:  # its key comes later
                     results.append(awaiting_key(envelope.message_id))
                     continue
+            refused = None  # judged on the opened plaintext, before the append (SPEC §31)
+            if decision.result is None and envelope.kind in ACTION_KINDS:
+                refused = action_refusal(store, envelope)
             if decision.result is not None:  # deferred or rejected: fixed before the store
                 results.append(decision.result)
+            elif refused is not None:  # SPEC §31: an edit or recall of another user's message
+                if envelope is not item.envelope:  # opened above: keep nothing of it
+                    store.forget_plaintext(envelope.message_id)
+                results.append(rejected(envelope.message_id, refused))
             else:
                 slots.append(len(results))  # its result is set after the commit
                 requests.append(
-                    AppendRequest(envelope=envelope, outbox_to=forward, next_attempt_ms=now_ms)
+                    AppendRequest(
+                        envelope=envelope,
+                        outbox_to=forward,
+                        next_attempt_ms=now_ms,
+                        acts_on=acts_on(envelope) if envelope.kind in ACTION_KINDS else None,
+                    )
                 )
                 results.append(_PENDING)
             if decision.store_before_next:
@@ -222,6 +242,7 @@ class Inbox:
                 # what waited for this key and went by unseen is shown now (SPEC §27.11);
                 # what still waits for its turn is released in order from the store, opened
                 opened = self._opener.take_room_key(store, envelope)
+                index_opened(store, opened)
                 outcome.released += [e for e in opened if self._release.was_released(store, e)]
             for reaction in self._rules.reactions(envelope):
                 self._react(store, reaction, envelope, now_ms, outcome)
@@ -260,6 +281,8 @@ class Inbox:
             case Reaction.APPLY_PROFILE:
                 for user in self._local:
                     apply_profile(store, user, envelope)
+            case Reaction.APPLY_RECALL:
+                apply_recall(store, envelope)
 
     def _relay(
         self, store: Store, arrival: Arrival, peer: str, now_ms: int, outcome: StoreOutcome
@@ -297,6 +320,9 @@ def apply_private(store: Store, envelope: Envelope, privacy: Privacy) -> None:
         change = decode_private(envelope.body)
     except RemoteProtocolError as exc:
         log.info("private change %s ignored: %s", envelope.message_id.hex()[:12], exc)
+        return
+    if isinstance(change, MessageHidden):  # delete for me (SPEC §31.7)
+        store.hide_message(envelope.sender_user, change.message)
         return
     if isinstance(change, BlockChanged):
         try:

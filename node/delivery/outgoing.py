@@ -27,10 +27,12 @@ from hearthmesh.node.delivery.outcomes import StoreOutcomes
 from hearthmesh.node.e2ee.room_sender import Encryption, RoomSender
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.rooms.members import RoomMembers
+from hearthmesh.node.rooms.message_actions import apply_recall
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.protocol import e2ee
+from hearthmesh.protocol.actions import target_of
 from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, encode_typing
-from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
 from hearthmesh.protocol.errors import (
     HearthError,
     LocalProtocolError,
@@ -38,6 +40,7 @@ from hearthmesh.protocol.errors import (
     StorageError,
 )
 from hearthmesh.protocol.gossip import encode_gossip, room_topic
+from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.membership import (
     MEMBERSHIP_CONTENT_TYPE,
@@ -45,13 +48,23 @@ from hearthmesh.protocol.membership import (
     encode_membership,
 )
 from hearthmesh.protocol.rooms import is_direct_room
+from hearthmesh.protocol.written_time import written_stamp
 from hearthmesh.storage.api import AppendRequest, AppendResult, Store
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["Outgoing", "Sealed"]
+__all__ = ["Outgoing", "Sealed", "WrittenTimes"]
 
 _NOT_GOSSIPED: Final = (Kind.MEMBERSHIP, Kind.PRIVATE)
 """Membership goes by the guaranteed path only; private state only to our own homes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WrittenTimes:
+    """A client's written and sent times (its clock) and when its home received it (SPEC §31.6)."""
+
+    written_ms: int
+    sent_ms: int
+    received_ms: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +74,9 @@ class Sealed:
     envelope: Envelope
     """As our homes show it: for encrypted content, the clear content over the encrypted wire."""
     members: frozenset[UserId]
+    acts_on: MessageId | None = None
+    """The message an EDIT, RECALL or REACTION names, from the plaintext its writer had
+    (SPEC §31.5): the sealed body may be ciphertext."""
     room_keys: tuple[Envelope, ...] = ()
     """ROOM_KEY envelopes committed and sent before it (SPEC §27.5)."""
     encryption: Encryption | None = None
@@ -103,10 +119,21 @@ class Outgoing:
     def _user(self) -> UserId:
         return self._keyring.user_id
 
-    async def seal(self, room: RoomId, body: bytes, content_type: str, kind: Kind) -> Sealed:
+    async def seal(
+        self,
+        room: RoomId,
+        body: bytes,
+        content_type: str,
+        kind: Kind,
+        *,
+        written: WrittenTimes | None = None,
+        acts_on: MessageId | None = None,
+    ) -> Sealed:
         """Seal our user's envelope for `room`, taking its sequence number; nothing is stored.
 
         Whoever shows the stored event (the client feed) can learn it here, before `commit`.
+        `written` (a client's written and sent times) stamps it where it was written
+        (SPEC §31.6). `acts_on` names the message an action acts on, for the store's index.
 
         Raises:
             NotAuthorized: our user is not a member of `room`.
@@ -116,9 +143,12 @@ class Outgoing:
         members = await self._members.of(room)
         if self._user not in members:
             raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
+        hlc = None if written is None else self._written_stamp(written)
         if self._encryption is None or not e2ee.encrypts(kind):
-            envelope = self._seal(room, content_type, kind, body, seq=await self._take_seq(room))
-            return Sealed(envelope=envelope, members=members)
+            envelope = self._seal(
+                room, content_type, kind, body, seq=await self._take_seq(room), hlc=hlc
+            )
+            return Sealed(envelope=envelope, members=members, acts_on=acts_on)
         encryption = await self._encryption.encrypt(room, members, content_type, body)
         room_keys = [
             self._seal(
@@ -127,11 +157,17 @@ class Outgoing:
             for key in encryption.key_bodies
         ]
         encrypted = self._seal(
-            room, e2ee.ENCRYPTED_CONTENT_TYPE, kind, encryption.body, seq=await self._take_seq(room)
+            room,
+            e2ee.ENCRYPTED_CONTENT_TYPE,
+            kind,
+            encryption.body,
+            seq=await self._take_seq(room),
+            hlc=hlc,
         )
         return Sealed(
             envelope=e2ee.opened_view(encrypted, content_type, body),
             members=members,
+            acts_on=acts_on,
             room_keys=tuple(room_keys),
             encryption=encryption,
         )
@@ -145,11 +181,18 @@ class Outgoing:
         recipients = others + self._sibling_destinations()  # our user's other homes get it too
         # The entries are handed to the worker in memory, so they are stored already leased:
         # the outbox serves them again by itself only if this node dies before the ack.
+        due_ms = self._outbox.lease_due_ms()
         requests = [
+            *(
+                AppendRequest(envelope=key, outbox_to=recipients, next_attempt_ms=due_ms)
+                for key in sealed.room_keys
+            ),
             AppendRequest(
-                envelope=each, outbox_to=recipients, next_attempt_ms=self._outbox.lease_due_ms()
-            )
-            for each in (*sealed.room_keys, envelope)
+                envelope=envelope,
+                outbox_to=recipients,
+                next_attempt_ms=due_ms,
+                acts_on=sealed.acts_on or target_of(envelope),  # the clear view names it
+            ),
         ]
         if sealed.encryption is None:
             result = await self._store.append(requests[0])
@@ -157,6 +200,8 @@ class Outgoing:
                 raise LocalProtocolError(f"own envelope not stored: {result.value}")
         else:
             await self._store_encrypted(requests, sealed.encryption)
+        if envelope.kind is Kind.RECALL:  # our own home purges it too (SPEC §31.1)
+            await self._store.run(apply_recall, self._store.store, envelope)
         # Gossip is a fan-out: a direct room has one other home node, which the direct stream
         # reaches at once, so gossip would only double the work on both ends.
         gossiped = envelope.kind not in _NOT_GOSSIPED and not is_direct_room(envelope.room, members)
@@ -260,7 +305,14 @@ class Outgoing:
         return encode_gossip(self._keyring.certificate_bytes, envelope.wire)
 
     def _seal(
-        self, room: RoomId, content_type: str, kind: Kind, body: bytes, *, seq: int
+        self,
+        room: RoomId,
+        content_type: str,
+        kind: Kind,
+        body: bytes,
+        *,
+        seq: int,
+        hlc: Timestamp | None = None,
     ) -> Envelope:
         return seal(
             self._keyring.device,
@@ -268,9 +320,17 @@ class Outgoing:
             room=room,
             sender_user=self._user,
             seq=seq,
-            hlc=self._hlc.stamp(),
+            hlc=self._hlc.stamp() if hlc is None else hlc,
             content_type=content_type,
             body=body,
+        )
+
+    def _written_stamp(self, written: WrittenTimes) -> Timestamp:
+        return written_stamp(
+            written_ms=written.written_ms,
+            sent_ms=written.sent_ms,
+            received_ms=written.received_ms,
+            now=self._hlc.stamp(),
         )
 
     def _publish(self, envelope: Envelope) -> None:

@@ -40,6 +40,11 @@ ACK_TIMEOUT_S: Final = 10.0
 """How long a batch may wait for its ack before the stream is given up."""
 
 
+OPEN_TIMEOUT_S: Final = 5.0
+"""Bound on opening a deliver stream over a connection we hold: it takes milliseconds on a
+live path, and on a dead one (a partition, a router that lost its state) it would wait out
+TCP's retransmission backoff, holding the destination's one batch in flight (SPEC §11.4.2)."""
+
 REUSE_IDLE_S: Final = 60.0
 """A deliver stream idle longer is not reused but replaced: receivers reset streams idle for
 their idle timeout, at least 120 s by default (SPEC §10.4), and a batch written into a stream
@@ -134,6 +139,11 @@ class PeerLinks:
                 self._on_ack(peer_id)
             except (HearthError, OSError, TimeoutError) as exc:
                 await self._drop(peer_id)
+                if isinstance(exc, TimeoutError):
+                    # No answer within the bound: the path is dead, or as good as. The next
+                    # attempt dials afresh, at once once the path heals, rather than waiting out
+                    # TCP's backoff on this connection (SPEC §11.5.2).
+                    self._host.disconnect_nowait(peer_id)
                 if isinstance(exc, DeliveryFailed):
                     raise
                 raise DeliveryFailed(f"{peer_id[-8:]}: {type(exc).__name__}: {exc}") from exc
@@ -182,7 +192,7 @@ class PeerLinks:
         if stream is None or stream.closed:
             # Not connected, libp2p dials the addresses it knows, each for up to 38 s.
             connected = peer_id in self._host.connected_peers()
-            async with asyncio.timeout(None if connected else REACH_DIAL_TIMEOUT_S):
+            async with asyncio.timeout(OPEN_TIMEOUT_S if connected else REACH_DIAL_TIMEOUT_S):
                 stream = await self._host.open_stream(peer_id, DELIVER_PROTOCOL)
             self._streams[peer_id] = stream
         self._last_used[peer_id] = now

@@ -25,6 +25,7 @@ from hearthmesh.node.p2p.errors import P2PError, StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
+from hearthmesh.node.rooms.message_actions import index_opened
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
 from hearthmesh.protocol.envelope import RoomId
@@ -157,5 +158,5 @@ class KeyForwarding:
     def _take(self, store: Store, answer: e2ee.ForwardAnswer) -> int:
         keys = self._crypto.accept_forwarded(answer.sender_bundle, answer.messages)
         for key in keys:
-            self._opener.open_held(store, key.session_id)
+            index_opened(store, self._opener.open_held(store, key.session_id))
         return len(keys)

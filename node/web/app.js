@@ -3,6 +3,9 @@
 // typing; groups, friends (requests, links, blocking, others' pictures). Plain DOM; all text from the network is set with textContent,
 // never parsed as HTML.
 
+import {
+  actionButtons, edit, quoteBlock, reactionChips, react, recall, recalledBubble,
+} from "./actions.js";
 import { ApiError, Live, call, looksPaired, setCsrfToken, upload } from "./api.js";
 import { joinGroupForm, membersPanel } from "./groups.js";
 import {
@@ -28,6 +31,7 @@ const state = {
   typing: new Map(), // room id -> Set of user ids typing there
   typingSentMs: 0,
   listLoad: Promise.resolve(), // the latest load of the conversation list
+  composing: null, // {mode: "reply"|"edit", message} while the composer answers or edits
 };
 
 const app = document.getElementById("app");
@@ -657,6 +661,10 @@ async function openChat(roomId, { refresh = false } = {}) {
       h("button", { id: "older", type: "button", class: "older", hidden: true,
         onclick: loadOlder }, "Load older messages"),
       h("ol", { id: "message-list" })),
+    h("div", { id: "composing", class: "composing", hidden: true },
+      h("span", { id: "composing-what" }),
+      h("button", { type: "button", "aria-label": "Cancel", onclick: () => compose(null) },
+        "✕")),
     h("form", { id: "composer", class: "composer", onsubmit: onSend },
       h("label", { for: "composer-text", class: "visually-hidden" }, "Message"),
       h("textarea", { id: "composer-text", rows: "1", placeholder: "Message",
@@ -864,7 +872,33 @@ function onSend(event) {
   if (!text) return;
   input.value = "";
   sendTyping(false);
-  sendMessage(state.open, { message: text, type: "text" });
+  const composing = state.composing;
+  compose(null);
+  if (composing?.mode === "edit") {
+    edit(composing.message.message_id, text).catch((error) => say(`Not edited: ${error.message}`));
+    return;
+  }
+  const reply = composing?.mode === "reply" ? { reply_to: composing.message.message_id } : {};
+  sendMessage(state.open, { message: text, type: "text", ...reply });
+}
+
+/** Answer or edit a message with the composer (SPEC §31.2, §31.4); null: back to plain. */
+function compose(composing) {
+  state.composing = composing;
+  const bar = document.getElementById("composing");
+  if (!bar) return;
+  bar.hidden = !composing;
+  const input = document.getElementById("composer-text");
+  if (!composing) return;
+  const text = composing.message.message || `[${composing.message.type}]`;
+  document.getElementById("composing-what").textContent =
+    `${composing.mode === "edit" ? "Editing" : "Replying to"}: ${text.slice(0, 60)}`;
+  if (composing.mode === "edit") input.value = composing.message.message;
+  input.focus();
+}
+
+function onAction(promise, what) {
+  promise.catch((error) => say(`${what}: ${error.message}`));
 }
 
 /** Show a message as pending and send it; `message_sent` confirms it (SPEC §15.4.1). */
@@ -935,18 +969,49 @@ function renderMessages({ toBottom }) {
 
 function renderMessage(message) {
   const mine = message.sender_id === state.me;
+  if (message.is_deleted) return recalledBubble(message, mine);
   const text = message.message || `[${message.type}]`;
   const group = state.rooms.get(message.room_id)?.type === "group";
+  const nameOf = (user) => (user === state.me ? "You"
+    : displayName(state.users.get(user) || { user_id: user }));
+  const id = message.message_id;
   return h("li", { class: `message ${mine ? "mine" : "theirs"}`,
-    "data-message-id": message.message_id || "", "data-status": mine ? message.status : "" },
-    group && !mine ? h("span", { class: "sender" },
-      displayName(state.users.get(message.sender_id) || { user_id: message.sender_id })) : "",
+    "data-message-id": id || "", "data-status": mine ? message.status : "" },
+    group && !mine ? h("span", { class: "sender" }, nameOf(message.sender_id)) : "",
+    quoteBlock(message, (original) => chatOf(message.room_id).messages.get(original), nameOf),
     message.media ? mediaElement(message) : h("p", { class: "text" }, text),
+    reactionChips(message, state.me,
+      (emoji, active) => onAction(react(id, emoji, active), "Not reacted")),
     h("span", { class: "meta" },
+      message.edited ? h("span", { class: "edited" }, "edited") : "",
       h("time", { datetime: new Date(message.sent_ms).toISOString() },
         formatTime(message.sent_ms)),
       mine ? h("span", { class: `ticks ${message.status}`, "aria-label": statusLabel(message.status),
-        title: statusLabel(message.status) }, ticks(message.status)) : ""));
+        title: statusLabel(message.status) }, ticks(message.status)) : ""),
+    actionButtons(message, {
+      mine,
+      onReply: () => compose({ mode: "reply", message }),
+      onEdit: () => compose({ mode: "edit", message }),
+      onRecall: () => onAction(recall(id), "Not recalled"),
+      onReact: (emoji) => onAction(react(id, emoji, !(message.reactions?.[emoji] || [])
+        .includes(state.me)), "Not reacted"),
+    }));
+}
+
+/** A message as it is now after an edit, reaction or recall (`message_updated`, SPEC §31.8). */
+function onMessageUpdated(frame) {
+  const chat = chatOf(frame.room_id);
+  const known = chat.messages.get(frame.message_id);
+  if (!known && !frame.is_deleted) return; // not loaded here: its page will show it folded
+  const { event: _, ...view } = frame;
+  chat.messages.set(frame.message_id, { ...view, status: known?.status ?? view.status,
+    sent_ms: known?.sent_ms ?? view.sent_ms ?? Date.now(), hlc: known?.hlc ?? view.hlc ?? [0, 0] });
+  const room = state.rooms.get(frame.room_id);
+  if (room?.latest?.message_id === frame.message_id) {
+    room.latest = chat.messages.get(frame.message_id);
+    renderList();
+  }
+  if (frame.room_id === state.open) renderMessages({});
 }
 
 /** Tell the senders that what is on screen has been read (SPEC §16). */
@@ -974,6 +1039,8 @@ function onFrame(frame) {
   switch (frame.event) {
     case "message":
       return onMessage(frame);
+    case "message_updated":
+      return onMessageUpdated(frame);
     case "message_sent":
       addMessage({ ...frame, sender_id: state.me, status: "sent" });
       if (frame.room_id === state.open) renderMessages({});

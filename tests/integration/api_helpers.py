@@ -112,6 +112,8 @@ async def run_cli(h: Home, token_file: Path, command: str, *args: str) -> tuple[
     output, _ = await process.communicate()
     assert process.returncode is not None
     return process.returncode, output.decode()
+
+
 async def befriend(a: Home, b: Home) -> tuple[str, str]:
     """a asks b to be friends through the API and b accepts; (a's user, b's user) once a lists
     b as a friend. Presence and typing go to contacts alone (SPEC §32.4). Callers bound it."""

@@ -197,8 +197,15 @@ async def wait_until_digests_agree(nodes: list[Node], room: RoomId, count: int) 
     """Poll until every node holds one history of `room` (one digest, SPEC §21) in which
     `count` events are messages and membership (its ROOM_KEY envelopes aside)."""
     while True:
+        # The count is read between two reads of the digests that agree: read before or after
+        # them alone, it could count an event the nodes had not all stored yet.
         digests = {await n.history_digest(room) for n in nodes}
-        if len(digests) == 1 and len(await history_ids(nodes[0], room)) == count:
+        counted = len(await history_ids(nodes[0], room))
+        if (
+            len(digests) == 1
+            and counted == count
+            and {await n.history_digest(room) for n in nodes} == digests
+        ):
             return
         await asyncio.sleep(0.05)
 

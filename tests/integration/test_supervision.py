@@ -170,7 +170,7 @@ async def test_a_home_back_from_an_outage_gets_its_backlog_from_the_next_probe(
     listen = f"/ip4/127.0.0.1/tcp/{free_port()}"  # the same address after the restart
     bob_config = node_config(tmp_path / "bob", listen_addrs=(listen,))
     async with (
-        asyncio.timeout(60),  # two node starts and 301 sealed sends: 5 s at load 8
+        asyncio.timeout(60),  # ~6 s; 300 encrypted sends took more than 9 s at load 13
         Node(node_config(tmp_path / "alice", outage_probe_max_ms=500)) as alice,
     ):
         async with Node(bob_config) as bob:

@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes
@@ -23,7 +24,7 @@ from hearthmesh.node.api.webpush import (
     encrypt_webpush,
     public_bytes,
 )
-from tests.integration.api_helpers import home
+from tests.integration.api_helpers import Home, home
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 
@@ -98,6 +99,18 @@ async def test_webpush_reaches_a_local_receiver_encrypted(tmp_path: Path) -> Non
         assert json.loads(decrypt_webpush(body, ua, auth))["message_id"] == "00" * 32
 
 
+async def dispatcher_of(h: Home, **options: Any) -> PushDispatcher:
+    """A dispatcher of `h`'s user, apart from the one its API runs, with `options`."""
+    store = h.node.store
+    return PushDispatcher(
+        store=store,
+        user=h.node.user_id,
+        vapid=await store.run(load_vapid_key, store),
+        clock=h.api.service.clock,
+        **options,
+    )
+
+
 async def test_an_endpoint_answering_410_repeatedly_is_dropped(tmp_path: Path) -> None:
     hits: list[int] = []
 
@@ -107,15 +120,7 @@ async def test_an_endpoint_answering_410_repeatedly_is_dropped(tmp_path: Path) -
 
     async with asyncio.timeout(10), receiver(gone) as endpoint, home(tmp_path / "a") as h:
         await h.client.call("POST", "/v1/push/subscriptions", {"endpoint": endpoint})
-        store = h.node.store
-        dispatcher = PushDispatcher(
-            store=store,
-            user=h.node.user_id,
-            vapid=await store.run(load_vapid_key, store),
-            clock=h.api.service.clock,
-            retry_delays_s=(0.01, 0.02, 0.04),
-            dead_after=3,
-        )
+        dispatcher = await dispatcher_of(h, retry_delays_s=(0.01, 0.02, 0.04), dead_after=3)
         async with asyncio.TaskGroup() as group:
             worker = group.create_task(dispatcher.run())
             dispatcher.notify_nowait({"event": "message"})

@@ -36,7 +36,7 @@ _UNLIMITED = {
 
 @pytest.mark.slow
 async def test_schemathesis_all_checks_find_nothing(tmp_path: Path) -> None:
-    async with asyncio.timeout(300), home(tmp_path / "a", api=_UNLIMITED) as h:
+    async with asyncio.timeout(300), home(tmp_path / "a", api=_UNLIMITED) as h:  # 50 routes
         process = await asyncio.create_subprocess_exec(
             *(sys.executable, "-m", "schemathesis.cli", "--config-file", str(CONFIG), "run"),
             *(f"{h.url}/openapi.json", "--checks", "all", "--workers", "1"),

@@ -11,10 +11,12 @@ import pytest
 
 from hearthmesh.node.delivery.inbox import Arrival, Inbox
 from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.social.privacy import Privacy
 from hearthmesh.protocol.arrival import ArrivalRules
+from hearthmesh.protocol.authority import DeferralPolicy
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, seal
 from hearthmesh.protocol.errors import ErrorCode
@@ -54,7 +56,10 @@ def sealed(
     kind: Kind = Kind.MESSAGE,
     body: bytes = b"hi",
     wall_ms: int | None = None,
+    content_type: str | None = None,
 ) -> Envelope:
+    if content_type is None:
+        content_type = MEMBERSHIP_CONTENT_TYPE if kind is Kind.MEMBERSHIP else "text/plain"
     return seal(
         who,
         kind=kind,
@@ -62,7 +67,7 @@ def sealed(
         sender_user=uid(who),
         seq=seq,
         hlc=Timestamp(wall_ms=next(_wall) if wall_ms is None else wall_ms, counter=0),
-        content_type=MEMBERSHIP_CONTENT_TYPE if kind is Kind.MEMBERSHIP else "text/plain",
+        content_type=content_type,
         body=body,
     )
 
@@ -87,17 +92,22 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> KvStore:
     return LmdbStore(tmp_path / "db", relay_quota=quota)
 
 
-def make_inbox() -> Inbox:
+def make_inbox(
+    *, deferrals: DeferralPolicy | None = None, opener: RoomOpener | None = None
+) -> Inbox:
+    """Our user's inbox; `deferrals` bounds how long a non-member is deferred, `opener` opens
+    encrypted envelopes (none: they are stored as they come)."""
     local = {uid(OURS)}
+    rules = ArrivalRules(local) if deferrals is None else ArrivalRules(local, deferrals=deferrals)
     return Inbox(
         local_users=local,
-        rules=ArrivalRules(local),
+        rules=rules,
         rooms=RoomRegistry(local),
         release=ReleaseOrder(),
         directory=HomeDirectory(local_users=local),
         relay_ttl_ms=60_000,
         sibling_destinations=tuple,
-        opener=None,
+        opener=opener,
     )
 
 

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import hearthmesh.protocol
 from hearthmesh.protocol import (
+    actions,
     capabilities,
     client_api,
     content,
@@ -174,6 +175,8 @@ _ID = b"i" * 32
 def _encode_private(change: private.PrivateChange) -> bytes:
     if isinstance(change, private.BlockChanged):
         return private.encode_block_changed(change.user, blocked=change.blocked)
+    if isinstance(change, private.MessageHidden):
+        return private.encode_message_hidden(change.room, change.message)
     return private.encode_conversation_deleted(change.room)
 
 
@@ -551,6 +554,27 @@ DECODERS: dict[str, Decoder] = {
         (
             private.encode_conversation_deleted(_ROOM),
             private.encode_block_changed(UserId(_ID), blocked=True),
+            private.encode_message_hidden(_ROOM, envelope.MessageId(_ID)),
+        ),
+    ),
+    "actions.decode_action": Decoder(
+        lambda b: actions.decode_action(envelope.Kind.REACTION, actions.REACTION_CONTENT_TYPE, b),
+        actions.encode_reaction,
+        (
+            actions.encode_reaction(
+                actions.Reaction(target=envelope.MessageId(_ID), emoji="👍", active=False)
+            ),
+        ),
+    ),
+    "actions.decode_annotated": Decoder(
+        actions.decode_annotated,
+        actions.encode_annotated,
+        (
+            actions.encode_annotated(
+                actions.Annotated(
+                    content_type="text/plain", body=b"yes", reply_to=envelope.MessageId(_ID)
+                )
+            ),
         ),
     ),
     "receipts.decode_receipt": Decoder(
@@ -652,12 +676,20 @@ TEXT_DECODERS: dict[str, tuple[Callable[[str], object], tuple[str, ...]]] = {
             '{"room_id":"' + "ab" * 32 + '","message":"h\u00e9","client_id":"c","type":"text"}',
         ),
     ),
+    "client_api.decode_message_command": (  # an action's fields, as the HTTP routes pass them
+        lambda text: client_api.decode_message_command(
+            "react", client_api.decode_json_object(text)
+        ),
+        ('{"message_id":"' + "ab" * 32 + '","emoji":"\u2764","active":false}',),
+    ),
     "client_api.decode_client_frame": (
         client_api.decode_client_frame,
         (
             '{"event":"send","room_id":"' + "ab" * 32 + '","message":"hi","client_id":"c1"}',
             '{"event":"ack","message_id":"' + "ab" * 32 + '","status":"read"}',
             '{"event":"typing","room_id":"' + "ab" * 32 + '","active":false}',
+            '{"event":"recall","message_id":"' + "ab" * 32 + '"}',
+            '{"event":"edit","message_id":"' + "ab" * 32 + '","message":"fixed"}',
         ),
     ),
 }

@@ -33,8 +33,10 @@ api_tls = true
 api_tls_cert = "/etc/hearthmesh/cert.pem"
 api_tls_key = "/etc/hearthmesh/key.pem"
 prefix_exempt_loopback = false
+recall_window_ms = 3600000
 webrtc = false
 upnp = false
+log_level = "info"
 """
 
 
@@ -59,7 +61,9 @@ def test_the_config_file_in_the_data_dir_sets_every_setting(tmp_path: Path) -> N
     assert settings.api_allowed_origins == ["https://chat.example"]
     assert not settings.relay_service and settings.relay_circuit_seconds == 120
     assert not settings.prefix_exempt_loopback
+    assert settings.recall_window_ms == 3_600_000
     assert not settings.webrtc and not settings.upnp
+    assert settings.log_level == "info"
     assert all(source != "default" for *_, source in settings.describe())
     sources = {key: source for key, _, source in settings.describe()}
     assert sources["data_dir"] == "flag"
@@ -101,6 +105,13 @@ def test_a_bad_config_file_is_refused_with_the_line_and_key_at_fault(
     path.write_text(text)
     with pytest.raises(SettingsError, match=rf"{path}:{line}: .*{key}"):
         resolve_settings(args("--config", str(path)), env={})
+
+
+def test_a_log_level_outside_the_four_is_refused_with_its_source() -> None:
+    refused = r"log_level wants one of .*'chatty' \(env HEARTHMESH_LOG_LEVEL\)"
+    with pytest.raises(SettingsError, match=refused):
+        resolve_settings(args(), env={"HEARTHMESH_LOG_LEVEL": "chatty"})
+    assert resolve_settings(args("--log-level", "debug"), env={}).log_level == "debug"
 
 
 def test_a_bad_environment_value_is_refused() -> None:

@@ -8,12 +8,15 @@ JSON says how many are real.
 `join_by_invite_ms`: from `Node.groups.join_by_invite` until the joiner holds the group's
 membership history and is a member (what the client then shows), into a new group and, as
 `join_by_invite_full_ms`, into the full group as its last member. `send_to_last_member_*`: from
-the owner's `Node.send` until the last member's node takes the message in.
+the owner's `Node.send` until the last member's node takes the message in. `recall_converged_*`:
+the owner recalls messages both real members hold; the share whose body both purged, and the
+p99 time from the recall until the last of them did (SPEC §31.1).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -25,7 +28,8 @@ from typing import Any
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.node import Node
-from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.actions import RECALL_CONTENT_TYPE, Recall, encode_recall
+from hearthmesh.protocol.envelope import Kind, RoomId
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.tools.bench.stats import percentile, process_rss_mb
 from hearthmesh.tools.process_gc import tune_collector
@@ -35,6 +39,8 @@ __all__ = ["run"]
 _BODY = b"x" * 200
 _FULL_JOIN_S = 300
 """How long the last member's join may take before the run reports it as timed out."""
+_RECALL_S = 120
+"""How long the recalls may take before the run reports the share that converged."""
 
 
 def _config(path: Path) -> NodeConfig:
@@ -59,6 +65,28 @@ async def _send_to(owner: Node, last: Node, room: RoomId, samples: int) -> list[
                 break
         latencies.append((time.perf_counter() - started) * 1000)
     return latencies
+
+
+async def _recall_ms(
+    owner: Node, members: list[Node], room: RoomId, samples: int, took: list[float]
+) -> None:
+    """Add to `took` the ms from the owner's recall of each of `samples` new messages until
+    every real member's node has purged its body (SPEC §31.1)."""
+    for _ in range(samples):
+        sent = await owner.send(room, _BODY)
+        target = sent.message_id
+        for member in members:  # every member holds it before it is recalled
+            while await member.get_event(target) is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        started = time.perf_counter()
+        recall = encode_recall(Recall(target=target))
+        await owner.send(
+            room, recall, content_type=RECALL_CONTENT_TYPE, kind=Kind.RECALL, acts_on=target
+        )
+        for member in members:
+            while await member.get_event(target) is not None:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+        took.append((time.perf_counter() - started) * 1000)
 
 
 async def _measure(quick: bool) -> dict[str, Any]:
@@ -94,11 +122,20 @@ async def _measure(quick: bool) -> dict[str, Any]:
             await asyncio.sleep(2.0)  # the room's gossip mesh forms on heartbeats (1 s)
             await _send_to(owner, last, room, 2)  # warm
             latencies = await _send_to(owner, last, room, samples)
+            recalls, recalled = samples // 2, list[float]()
+            with contextlib.suppress(TimeoutError):  # the share converged says so
+                async with asyncio.timeout(_RECALL_S):
+                    await _recall_ms(owner, [early, last], room, recalls, recalled)
             return {
                 **figures,
                 "messages": samples,
                 "send_to_last_member_p50_ms": round(percentile(latencies, 50), 1),
                 "send_to_last_member_p99_ms": round(percentile(latencies, 99), 1),
+                "recalls": recalls,
+                "recall_converged_pct": round(100 * len(recalled) / recalls, 1),
+                "recall_converged_p99_ms": (
+                    round(percentile(recalled, 99), 1) if recalled else None
+                ),
                 "rss_mb": process_rss_mb(),
             }
 

@@ -3,11 +3,11 @@
 Pure: the workload records, this judges. "Acked" is a send its client saw `message_sent` for
 (durable on the sender's home, SPEC §15.4.1). Every acked message must reach every other
 device of every member exactly once (its client's `message` frames, and its history), each
-device's history must hold each sender device's messages in rising sequence order (SPEC §8.2),
+device's history must hold each sender device's messages in rising sequence order (SPEC §4.5, §8.2),
 and a `delivered` or `read` receipt from a user must come after one of that user's devices
 acked the message (SPEC §16). The order of the frames themselves is counted, not judged: they
 come in the order the node stored the events (SPEC §15.4.3), which a held-back envelope can
-break (`feed_out_of_order`).
+break (`feed_out_of_order`, allowed by SPEC §8.2: clients place by history order).
 
 State: none.
 """

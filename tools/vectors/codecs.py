@@ -13,9 +13,18 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Any, Final
 
+from hearthmesh.protocol.actions import (
+    ActionEvent,
+    Target,
+    action_event,
+    check_action,
+    decode_action,
+    decode_annotated,
+    fold_actions,
+)
 from hearthmesh.protocol.content import decode_media
 from hearthmesh.protocol.delivery import Ack, decode_frame, verify_ack
-from hearthmesh.protocol.envelope import RoomId, decode_envelope
+from hearthmesh.protocol.envelope import Kind, RoomId, decode_envelope
 from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
 from hearthmesh.protocol.fetch import decode_request as decode_fetch_request
 from hearthmesh.protocol.gossip import decode_gossip, decode_presence
@@ -153,6 +162,37 @@ def _link_request(case: Case) -> Any:
     return as_json(request)
 
 
+def _action_body(case: Case) -> Any:
+    """§31.1-31.3: an EDIT, RECALL or REACTION body of the case's kind and content type."""
+    return as_json(decode_action(Kind(case["kind"]), case["content_type"], _hex(case)))
+
+
+def _action_event(hex_text: str) -> ActionEvent:
+    envelope = decode_envelope(bytes.fromhex(hex_text))
+    return action_event(envelope, envelope.content_type, envelope.body)
+
+
+def _action_check(case: Case) -> Any:
+    """§31.1-31.3: may the action envelope act on the target envelope?"""
+    target = Target.of(decode_envelope(_hex(case, "target_hex")))
+    check_action(_action_event(case["action_hex"]), target)
+    return {"allowed": True}
+
+
+def _action_fold(case: Case) -> Any:
+    """§31.5: the view a target and its actions fold to (any order gives the same)."""
+    target = Target.of(decode_envelope(_hex(case, "target_hex")))
+    state = fold_actions(target, [_action_event(h) for h in case["actions_hex"]])
+    return {
+        "status": state.status.value,
+        "is_deleted": state.is_deleted,
+        "recalled_by": None if state.recalled_by is None else state.recalled_by.hex(),
+        "text": state.text,
+        "edits": [e.message_id.hex() for e in state.edits],
+        "reactions": {emoji: [u.hex() for u in users] for emoji, users in state.reactions.items()},
+    }
+
+
 def _join_answer(case: Case) -> Any:
     """§30.4: the ADD's message id, or an ERROR frame."""
     answer = decode_join_answer(_hex(case))
@@ -167,6 +207,10 @@ def _invite_check(case: Case) -> Any:
 
 
 OPS: Final[dict[str, Callable[[Case], Any]]] = {
+    "action_body": _action_body,
+    "annotated_body": lambda c: as_json(decode_annotated(_hex(c))),
+    "action_check": _action_check,
+    "action_fold": _action_fold,
     "deliver_frame": _deliver_frame,
     "hello": lambda c: as_json(decode_hello(_hex(c))),
     "home_record": _home_record,

@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 
 from . import (
+    gen_actions,
     gen_delivery,
     gen_e2ee,
     gen_envelope,
@@ -38,6 +39,7 @@ def generate_all(directory: Path = VECTORS_DIR) -> list[Path]:
         gen_linking,
         gen_e2ee,
         gen_groups,
+        gen_actions,
     )
     for single in singles:
         paths.append(single.generate(directory))
