@@ -59,12 +59,15 @@ test: $(STAMP) netlab browser
 
 # The browser tests (tests/web) drive Debian's Chromium through Playwright (a dev dependency);
 # `playwright install` cannot download here, so apt installs it once; instant when present.
+# The emoji font draws the verification emoji (SPEC §15.7.10) in the tests' screenshots.
 CHROMIUM ?= /usr/lib/chromium/chromium
+EMOJI_FONT ?= /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 browser:
-	@test -x $(CHROMIUM) || { echo "installing chromium (apt) for the browser tests ..." && \
+	@test -x $(CHROMIUM) -a -f $(EMOJI_FONT) || { \
+	  echo "installing chromium and fonts (apt) for the browser tests ..." && \
 	  apt-get update -q >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	    chromium fonts-liberation >/dev/null; }
+	    chromium fonts-liberation fonts-noto-color-emoji >/dev/null; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check protocol storage node tools tests

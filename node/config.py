@@ -58,6 +58,9 @@ class NodeConfig:
     key_forward_interval_ms: int = 2_000
     """How often a device holding envelopes it cannot open asks its sibling homes for their
     room keys (SPEC §27.12)."""
+    key_request_interval_ms: int = 2_000
+    """How often a device holding envelopes it cannot open looks for sessions due to be asked
+    of their senders (SPEC §27.13; each session then backs off on its own)."""
     megolm_rotation: Rotation = DEFAULT_ROTATION
     """When a sending device starts a new Megolm session in a room besides a member leaving:
     `max_messages` (`megolm_rotate_messages`, 100) and `max_age_ms` (`megolm_rotate_ms`, a
@@ -125,6 +128,9 @@ class NodeConfig:
     """Relays a private node reserves on (co-members' homes first, SPEC §11.7's tiers)."""
     webrtc: bool = True
     """Upgrade a relayed connection that hole punching left relayed to WebRTC (SPEC §10.11)."""
+    stun_servers: tuple[str, ...] = ()
+    """`stun:HOST:PORT` servers WebRTC's ICE asks where our NAT maps its UDP sockets (SPEC
+    §10.16); none by default: the public IP peers observe, with the host port, is predicted."""
     upnp: bool = False
     """Ask the LAN's gateway (UPnP IGD) to forward our listen ports, and announce the mapped
     address (SPEC §10.12); `hearthmesh run` turns it on."""

@@ -16,6 +16,7 @@ __all__ = [
     "NodeEvent",
     "PresenceChanged",
     "TypingChanged",
+    "VerificationChanged",
 ]
 
 
@@ -79,6 +80,15 @@ class DeviceKeysChanged:
     """The device keys their newest record lists."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerificationChanged:
+    """A SAS verification flow held here began, moved on or ended (SPEC §29.5.2): clients
+    show it as it is now (ephemeral, never stored)."""
+
+    flow: bytes
+    """The flow id."""
+
+
 NodeEvent = (
     MessageReceived
     | DeliveredToHome
@@ -87,4 +97,5 @@ NodeEvent = (
     | TypingChanged
     | DeviceVerified
     | DeviceKeysChanged
+    | VerificationChanged
 )

@@ -138,6 +138,7 @@ class Node:
                     relay_limits=self.config.relay_limits,
                     relay_reservations=self.config.relay_reservations,
                     webrtc=self.config.webrtc,
+                    stun_servers=list(self.config.stun_servers),
                     upnp=self.config.upnp,
                     relay_rank=self._rank_relays,
                 )
@@ -201,6 +202,7 @@ class Node:
         keep(s.media.run, "media")
         keep(s.verification.run, "verification")
         keep(s.key_forwarding.run, "key-forwarding")
+        keep(s.key_requests.run, "key-requests")
         keep(s.gaps.run, "gap-fetch")
         keep(functools.partial(s.presence.run, presence_sub), "presence")
         self._stack.push_async_callback(s.presence.stop)
@@ -438,6 +440,22 @@ class Node:
     def key_forwarding_taken(self) -> int:
         """Room keys our sibling homes forwarded to this device (SPEC §27.12)."""
         return self._services.key_forwarding.keys_taken
+
+    @property
+    def key_requests_taken(self) -> int:
+        """Room keys senders gave this device on request (SPEC §27.13)."""
+        return self._services.key_requests.keys_taken
+
+    @property
+    def key_requests_answered(self) -> int:
+        """Key requests this node answered with at least one key (SPEC §27.13)."""
+        return self._services.key_request_server.answered
+
+    @property
+    def undecryptable(self) -> int:
+        """Held envelopes whose key was asked for `KEY_REQUEST_ATTEMPTS` times in vain
+        (SPEC §27.13.3)."""
+        return self._services.key_requests.undecryptable
 
     @property
     def supervision_faults(self) -> int:

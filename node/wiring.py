@@ -38,10 +38,10 @@ from hearthmesh.node.delivery.sync import SyncService
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.key_claims import KeyServer
 from hearthmesh.node.e2ee.key_forwarding import KeyForwarding, KeyForwardServer
+from hearthmesh.node.e2ee.key_requests import KeyRequests, KeyRequestServer
 from hearthmesh.node.e2ee.pickle_key import load_or_create_pickle_key
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.e2ee.room_sender import RoomSender
-from hearthmesh.node.events import DeviceVerified
 from hearthmesh.node.identity.certificates import CertificateLookup, ThreadCertificates
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.home_lookup import HomeLookups
@@ -75,7 +75,7 @@ from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.capabilities import CAPS_PROTOCOL
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
-from hearthmesh.protocol.e2ee import KEY_FORWARD_PROTOCOL, KEYS_PROTOCOL
+from hearthmesh.protocol.e2ee import KEY_FORWARD_PROTOCOL, KEY_REQUEST_PROTOCOL, KEYS_PROTOCOL
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC, SIGNALS_PROTOCOL
 from hearthmesh.protocol.hello import HELLO_PROTOCOL
@@ -116,6 +116,8 @@ class Services:
     key_server: KeyServer
     key_forward_server: KeyForwardServer
     key_forwarding: KeyForwarding
+    key_request_server: KeyRequestServer
+    key_requests: KeyRequests
     media: MediaFetcher
     fetch: FetchService
     gaps: GapFetcher
@@ -345,6 +347,30 @@ def build_services(
         homes=homes,
         interval_ms=config.key_forward_interval_ms,
     )
+    key_request_server = KeyRequestServer(
+        store=store,
+        crypto=crypto,
+        directory=directory,
+        find_record=home_lookups.find,
+        members_of=members.of,
+        own_bundle=homes.own_bundle,
+        user=user,
+        clock=clock,
+        on_refused=standing.refused,
+    )
+    key_requests = KeyRequests(
+        host=host,
+        links=links,
+        store=store,
+        crypto=crypto,
+        opener=opener,
+        directory=directory,
+        find_record=home_lookups.find,
+        user=user,
+        device=keyring.device_id,
+        clock=clock,
+        interval_ms=config.key_request_interval_ms,
+    )
     media = MediaFetcher(
         host=host,
         links=links,
@@ -363,7 +389,7 @@ def build_services(
         directory=directory,
         standing=standing,
         clock=clock,
-        on_verified=lambda user, device: events.emit(DeviceVerified(user=user, device=device)),
+        emit=events.emit,
     )
     fetch = FetchService(
         host=host,
@@ -479,6 +505,8 @@ def build_services(
         key_server=key_server,
         key_forward_server=key_forward_server,
         key_forwarding=key_forwarding,
+        key_request_server=key_request_server,
+        key_requests=key_requests,
         media=media,
         fetch=fetch,
         gaps=gaps,
@@ -513,6 +541,7 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
         MEDIA_PROTOCOL: s.media_server.serve,
         KEYS_PROTOCOL: s.key_server.serve,
         KEY_FORWARD_PROTOCOL: s.key_forward_server.serve,
+        KEY_REQUEST_PROTOCOL: s.key_request_server.serve,
         FETCH_PROTOCOL: s.fetch.serve,
         VERIFY_PROTOCOL: s.verification.serve,
         JOIN_PROTOCOL: s.groups.serve,

@@ -24,6 +24,7 @@ __all__ = [
     "InviteExpired",
     "InviteInvalid",
     "KeyMismatch",
+    "KeyRequestDenied",
     "LocalProtocolError",
     "MalformedMessage",
     "MediaTampered",
@@ -99,6 +100,8 @@ class ErrorCode(IntEnum):
     # 70-74: profiles, friends and privacy (SPEC §32)
     BLOCKED = 70
     NOT_A_CONTACT = 71
+    # 75-79: room-key requests between users (SPEC §27.13)
+    KEY_REQUEST_DENIED = 75
     STORAGE = 100
 
 
@@ -329,6 +332,13 @@ class NotAContact(RemoteProtocolError):
     code = ErrorCode.NOT_A_CONTACT
 
 
+class KeyRequestDenied(RemoteProtocolError):
+    """A room-key request from a home that is not a current member's listed device (SPEC
+    §27.13)."""
+
+    code = ErrorCode.KEY_REQUEST_DENIED
+
+
 class StorageError(HearthError):
     """The store failed or holds something it cannot read; the message names the path or key."""
 
@@ -371,6 +381,7 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         MessageRecalled,
         Blocked,
         NotAContact,
+        KeyRequestDenied,
     )
 }
 

@@ -77,6 +77,23 @@ class HomeRecord:
         """The key bundle the record lists for `device`, if any."""
         return next((b for b in self.bundles if b.device == device), None)
 
+    def bundle_at_home(self, peer: str) -> KeyBundle | None:
+        """The key bundle of the device on home `peer` (a home and its device share a position
+        in the record, SPEC §22), if the record lists both."""
+        if peer not in self.homes:
+            return None
+        position = self.homes.index(peer)
+        if position >= len(self.devices):
+            return None
+        return self.bundle_of(self.devices[position].device)
+
+    def home_of(self, device: bytes) -> str | None:
+        """The peer id of the home that runs `device`, if the record lists both."""
+        for position, certificate in enumerate(self.devices):
+            if certificate.device == device:
+                return self.homes[position] if position < len(self.homes) else None
+        return None
+
 
 def issue_home_record(
     user_key: KeyPair,

@@ -495,6 +495,12 @@ class HistoryStore(Protocol):
         """The newest arrival number (each stored event gets the next one), 0 if none."""
         ...
 
+    def renumber_arrivals(self, message_ids: Sequence[bytes]) -> int:
+        """Give these stored events the next arrival numbers, in order, in place of their own
+        (if among the newest 10,000): one that became readable late is told as new (SPEC
+        §27.13.5). Returns how many moved."""
+        ...
+
     def arrivals_after(
         self, after: int, *, limit: int, in_hand: Mapping[bytes, Envelope] | None = None
     ) -> FeedPage:
@@ -665,6 +671,11 @@ class UserDirectory(Protocol):
         """`user`'s device keys with a trust state; one prefix scan."""
         ...
 
+    def trusted_users(self) -> dict[UserId, dict[DeviceId, Trust]]:
+        """Every user with a device key of a trust state (those our user verified: as many as
+        they chose), with those keys; one scan."""
+        ...
+
     def remove_contact(self, owner: bytes, contact: bytes) -> bool:
         """Take `contact` off `owner`'s list."""
         ...
@@ -822,9 +833,19 @@ class CryptoStore(Protocol):
         ...
 
     def mark_shared(
-        self, room: RoomId, session_id: bytes, devices: Mapping[DeviceId, UserId]
+        self,
+        room: RoomId,
+        session_id: bytes,
+        devices: Mapping[DeviceId, UserId],
+        first_index: int = 0,
     ) -> None:
-        """Note the member devices our outbound session's key went to (SPEC §27.9)."""
+        """Note the member devices our outbound session's key went to (SPEC §27.9), at message
+        index `first_index`."""
+        ...
+
+    def first_index_shared(self, room: RoomId, session_id: bytes, user: UserId) -> int | None:
+        """The lowest message index at which our outbound session's key went to a device of
+        `user`; None if it went to none (SPEC §27.13.1)."""
         ...
 
     def shared_devices(self, room: RoomId, session_id: bytes) -> dict[DeviceId, UserId]:

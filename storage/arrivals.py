@@ -25,10 +25,14 @@ __all__ = [
     "ArrivalCounter",
     "arrivals_after_txn",
     "last_arrival_txn",
+    "renumber_txn",
     "trim_arrivals_txn",
 ]
 
 MAX_FEED_PAGE: Final = 1000
+RENUMBER_SCAN: Final = 10_000
+"""Newest log entries `renumber_txn` looks through for the events it moves: an event older
+than that keeps its number (history shows it; a live client is not told again)."""
 
 
 def last_arrival_txn(txn: KvTxn) -> int:
@@ -82,6 +86,33 @@ def arrivals_after_txn(
             event = stored_event(txn, history_key, value, in_hand)
             entries.append(FeedEntry(number=position, event=event))
     return FeedPage(entries=tuple(entries), position=position, last=last_arrival_txn(txn))
+
+
+def renumber_txn(txn: KvTxn, history_keys: Mapping[bytes, None]) -> int:
+    """Give the events at `history_keys` the next numbers, in the order given, each in place
+    of its entry among the newest `RENUMBER_SCAN`: an event that became readable (its room key
+    came after it, SPEC §27.13) is told to clients as if it arrived now, and a replay tells it
+    once. Returns how many moved.
+    """
+    last = last_arrival_txn(txn)  # before any delete: a number is never reused
+    found: dict[bytes, bytes] = {}
+    for examined, (key, history_key) in enumerate(
+        txn.scan(Table.ARRIVALS, b"", KEY_END, reverse=True)
+    ):
+        if examined == RENUMBER_SCAN or len(found) == len(history_keys):
+            break
+        if history_key in history_keys:
+            found[history_key] = key
+    moved = 0
+    for history_key in history_keys:
+        old = found.get(history_key)
+        if old is None:
+            continue
+        txn.delete(Table.ARRIVALS, old)  # after the scan: never mutate under a cursor
+        last += 1
+        txn.put(Table.ARRIVALS, pack_u64(last), history_key)
+        moved += 1
+    return moved
 
 
 def trim_arrivals_txn(txn: KvTxn, limit: int) -> int:

@@ -33,6 +33,7 @@ from .kv import KvTxn
 __all__ = [
     "account_txn",
     "claim_index_txn",
+    "first_index_shared_txn",
     "forget_handed_out_txn",
     "forget_plaintext_txn",
     "hand_out_txn",
@@ -208,20 +209,36 @@ def unhold_txn(txn: KvTxn, session_id: bytes, message_id: MessageId) -> None:
 
 
 def mark_shared_txn(
-    txn: KvTxn, room: RoomId, session_id: bytes, devices: Mapping[DeviceId, UserId]
+    txn: KvTxn,
+    room: RoomId,
+    session_id: bytes,
+    devices: Mapping[DeviceId, UserId],
+    first_index: int = 0,
 ) -> None:
     """Note that our outbound session `session_id` of `room` went to `devices` (each with its
-    user)."""
+    user), at message index `first_index`."""
     prefix = crypto_pair_key(room, session_id)
     for device, user in devices.items():
         check_id(user, "user")
-        txn.put(Table.E2EE_SHARED, prefix + device, user)
+        txn.put(Table.E2EE_SHARED, prefix + device, user + pack_u64(first_index))
 
 
 def shared_devices_txn(txn: KvTxn, room: RoomId, session_id: bytes) -> dict[DeviceId, UserId]:
     """The devices (with their users) our outbound session `session_id` of `room` went to."""
     prefix = crypto_pair_key(room, session_id)
     return {
-        DeviceId(key[2 * ID_BYTES :]): UserId(user)
-        for key, user in txn.scan(Table.E2EE_SHARED, prefix, prefix_end(prefix))
+        DeviceId(key[2 * ID_BYTES :]): UserId(value[:ID_BYTES])
+        for key, value in txn.scan(Table.E2EE_SHARED, prefix, prefix_end(prefix))
     }
+
+
+def first_index_shared_txn(txn: KvTxn, room: RoomId, session_id: bytes, user: UserId) -> int | None:
+    """The lowest message index at which our outbound session `session_id` of `room` went to
+    a device of `user` (0 for a row written before indices were kept); None if to none."""
+    prefix = crypto_pair_key(room, session_id)
+    found = [
+        unpack_u64(value[ID_BYTES:]) if len(value) > ID_BYTES else 0
+        for _, value in txn.scan(Table.E2EE_SHARED, prefix, prefix_end(prefix))
+        if value[:ID_BYTES] == user
+    ]
+    return min(found, default=None)

@@ -179,6 +179,16 @@ class KvStore:
         with self._engine.read() as txn:
             return arrivals.last_arrival_txn(txn)
 
+    def renumber_arrivals(self, message_ids: Sequence[bytes]) -> int:
+        """Move the arrival-log entries of these stored events to the log's end, in order
+        (storage/arrivals.py `renumber_txn`); how many moved."""
+
+        def move(txn: KvTxn) -> int:
+            keys = (txn.get(Table.MESSAGE_IDS, m) for m in message_ids)
+            return arrivals.renumber_txn(txn, dict.fromkeys(k for k in keys if k is not None))
+
+        return self._engine.write(move)
+
     def arrivals_after(
         self, after: int, *, limit: int, in_hand: Mapping[bytes, Envelope] | None = None
     ) -> FeedPage:
@@ -366,6 +376,15 @@ class KvStore:
                 for key, value in txn.scan(Table.TRUST, user, prefix_end(user))
             }
 
+    def trusted_users(self) -> dict[UserId, dict[DeviceId, Trust]]:
+        """Every user with a device key of a trust state, with those keys."""
+        users: dict[UserId, dict[DeviceId, Trust]] = {}
+        with self._engine.read() as txn:
+            for key, value in txn.scan(Table.TRUST, b"", b"\xff" * (2 * ID_BYTES + 1)):
+                device = DeviceId(key[ID_BYTES:])
+                users.setdefault(UserId(key[:ID_BYTES]), {})[device] = Trust(value[0])
+        return users
+
     def remove_contact(self, owner: bytes, contact: bytes) -> bool:
         """Take `contact` off `owner`'s list."""
         return self._engine.write(
@@ -551,10 +570,21 @@ class KvStore:
         self._engine.write(lambda txn: crypto.unhold_txn(txn, session_id, message_id))
 
     def mark_shared(
-        self, room: RoomId, session_id: bytes, devices: Mapping[DeviceId, UserId]
+        self,
+        room: RoomId,
+        session_id: bytes,
+        devices: Mapping[DeviceId, UserId],
+        first_index: int = 0,
     ) -> None:
-        """Note the devices our outbound session's key went to."""
-        self._engine.write(lambda txn: crypto.mark_shared_txn(txn, room, session_id, devices))
+        """Note the devices our outbound session's key went to, at `first_index`."""
+        self._engine.write(
+            lambda txn: crypto.mark_shared_txn(txn, room, session_id, devices, first_index)
+        )
+
+    def first_index_shared(self, room: RoomId, session_id: bytes, user: UserId) -> int | None:
+        """The lowest index our outbound session's key went to a device of `user` at."""
+        with self._engine.read() as txn:
+            return crypto.first_index_shared_txn(txn, room, session_id, user)
 
     def shared_devices(self, room: RoomId, session_id: bytes) -> dict[DeviceId, UserId]:
         """The devices our outbound session's key went to."""

@@ -169,7 +169,27 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         ("upnp", "ask the LAN's gateway (UPnP IGD) to forward the listen ports (on)"),
     ):
         parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, help=what)
+    parser.add_argument(
+        "--stun-server",
+        dest="stun_servers",
+        metavar="URL",
+        action="append",
+        help="stun:HOST:PORT: WebRTC asks it where the NAT maps us (repeatable; SPEC §10.16)",
+    )
+    parser.add_argument(
+        "--public",
+        action="store_true",
+        default=None,  # absent must not override the config file
+        help="run as a public bootstrap/relay node (SPEC §10.14): every interface, relay service "
+        "for 128 peers, no reservations of its own, no UPnP or mDNS; explicit settings win",
+    )
+    parser.add_argument(
+        "--public-address",
+        metavar="IP",
+        help="the public IP peers reach this node at: announce the listen ports there",
+    )
     for name, what in (
+        ("reservations", "relays this node reserves on when private (2; 0: never)"),
         ("max-reservations", "peers holding a reservation at once (16)"),
         ("circuits-per-reservation", "circuits open at once per reserved peer (8)"),
         ("circuit-bytes", "bytes one circuit carries (16 MiB)"),

@@ -156,6 +156,7 @@ async def _status(client: ApiClient, args: Any) -> int:
         print(f"waiting:   home of {user} unreachable; its messages wait parked")
     for peer in unreachable["own_homes"]:
         print(f"waiting:   our home {peer} unreachable; its copies wait parked")
+    print(f"e2ee:      {status['undecryptable']} undecryptable (no key after requests)")
     print(f"version:   hearthmesh {status['version']} (protocol v{status['protocol_version']})")
     return 0
 
@@ -275,7 +276,7 @@ def _show_flow(flow: dict[str, Any]) -> None:
 
 async def _verify(client: ApiClient, args: Any) -> int:
     """`hearthmesh verify start|show|confirm|cancel|list|trust` (SPEC §29.5)."""
-    if args.action in ("start", "trust") and not args.target:
+    if args.action == "start" and not args.target:
         print(f"verify {args.action} needs a USER_ID", file=sys.stderr)
         return EXIT_USAGE
     if args.action in ("show", "confirm", "cancel") and not args.target:
@@ -286,13 +287,21 @@ async def _verify(client: ApiClient, args: Any) -> int:
         _show_flow(await client.call("POST", "/v1/verifications", body))
         print("  then: hearthmesh verify show FLOW_ID (once both keys are exchanged)")
         return 0
-    if args.action == "trust":
-        trust = await client.call("GET", f"/v1/users/{args.target}/trust")
-        for device in trust["devices"]:
-            mark = "verified" if device["verified"] else "not verified"
-            print(f"{device['device_id']}  {mark}")
-        if trust["keys_changed"]:
-            print("warning: this user's device keys changed since you verified them")
+    if args.action == "trust":  # one user's, or (no USER_ID) every verified user's
+        if args.target:
+            views = [await client.call("GET", f"/v1/users/{args.target}/trust")]
+        else:
+            views = (await client.call("GET", "/v1/trust"))["users"]
+            print(f"{len(views)} users with a verified device")
+        for trust in views:
+            indent = "" if args.target else "  "
+            if not args.target:
+                print(trust["user_id"])
+            for device in trust["devices"]:
+                mark = "verified" if device["verified"] else "not verified"
+                print(f"{indent}{device['device_id']}  {mark}")
+            if trust["keys_changed"]:
+                print(f"{indent}warning: this user's device keys changed since you verified them")
         return 0
     if args.action == "list":
         for flow in (await client.call("GET", "/v1/verifications"))["verifications"]:

@@ -13,7 +13,7 @@ import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hearthmesh.protocol.actions import MAX_RECALL_WINDOW_MS
 from hearthmesh.protocol.errors import HearthError
@@ -21,7 +21,10 @@ from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 from hearthmesh.tools.settings import HomeSettings, SettingsError, parse_api
 
-__all__ = ["init_node", "link_node", "run_node"]
+if TYPE_CHECKING:
+    from hearthmesh.node.config import NodeConfig
+
+__all__ = ["init_node", "link_node", "node_config", "run_node"]
 
 log = logging.getLogger(__name__)
 
@@ -110,20 +113,12 @@ def link_node(data_dir: Path, code: str, listen: list[str]) -> dict[str, str]:
     }
 
 
-async def _serve(settings: HomeSettings, started: Any) -> None:
-    from hearthmesh.node.api import ApiConfig, ApiServer
-    from hearthmesh.node.api.token import load_token
+def node_config(settings: HomeSettings) -> NodeConfig:
+    """The node's settings as `hearthmesh run` starts it with `settings`."""
     from hearthmesh.node.config import NodeConfig
-    from hearthmesh.node.node import Node
     from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 
-    host, port = parse_api(settings.api)
-    token = load_token(settings.data_dir)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    config = NodeConfig(
+    return NodeConfig(
         data_dir=settings.data_dir,
         display_name=settings.name,
         listen_addrs=tuple(settings.listen),
@@ -132,7 +127,9 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
         enable_mdns=settings.mdns,
         share_presence=settings.share_presence,
         relay_service=settings.relay_service,
+        relay_reservations=settings.relay_reservations,
         webrtc=settings.webrtc,
+        stun_servers=tuple(settings.stun_servers),
         upnp=settings.upnp,
         relay_limits=RelayServiceLimits(
             max_reservations=settings.relay_max_reservations,
@@ -142,6 +139,20 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
         ),
         prefixes=PrefixPolicy(exempt_loopback=settings.prefix_exempt_loopback),
     )
+
+
+async def _serve(settings: HomeSettings, started: Any) -> None:
+    from hearthmesh.node.api import ApiConfig, ApiServer
+    from hearthmesh.node.api.token import load_token
+    from hearthmesh.node.node import Node
+
+    host, port = parse_api(settings.api)
+    token = load_token(settings.data_dir)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    config = node_config(settings)
     api_config = ApiConfig(
         token=token,
         host=host,
@@ -186,6 +197,14 @@ def run_node(settings: HomeSettings) -> int:
         print(f"  peer id:   {node.peer_id}")
         for address in node.listen_addrs:
             print(f"  listening: {address}")
+        for address in settings.announce:  # what the home record and identify give peers
+            print(f"  announced: {address}/p2p/{node.peer_id}")
+        if settings.public:  # SPEC §10.14
+            given = "an announced" if settings.announce else "a listening"
+            print(
+                f"  public:    bootstrap and relay node (relay service for "
+                f"{settings.relay_max_reservations} peers); give others {given} address"
+            )
         print(f"  API:       {api.url}  (token: {settings.data_dir / 'api-token'})")
         print(f"  web:       {api.url}/  (pair a browser: hearthmesh client pair)")
         print("press Ctrl-C to stop", flush=True)

@@ -24,7 +24,15 @@ from pathlib import Path
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.node import Node
 
-__all__ = ["PUBLIC_NET", "NetLab", "in_netns", "netlab_unavailable", "start_in_netns"]
+__all__ = [
+    "PUBLIC_NET",
+    "SHIFTED_PORTS",
+    "UDP_SHIFT",
+    "NetLab",
+    "in_netns",
+    "netlab_unavailable",
+    "start_in_netns",
+]
 
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -34,6 +42,12 @@ PUBLIC_NET = "45.16.0"
 """The "internet": public hosts are PUBLIC_NET.1-99, routers' WAN sides PUBLIC_NET.101+. A
 global range, not a private one: a UPnP gateway (miniupnpd) and its clients refuse to map
 ports behind a private WAN address (a double NAT). The namespaces reach nothing outside."""
+
+
+UDP_SHIFT = 10_000
+"""How far a router with `shifted_udp_ports` moves a home's UDP source port."""
+SHIFTED_PORTS = range(40_000, 40_256)
+"""The ephemeral ports of a home behind such a router (and the ones it maps)."""
 
 
 def _setns(fd: int) -> None:
@@ -144,6 +158,10 @@ class NetLab:
         _sh("nft", "-f", "-", ns=ns, stdin=_FIREWALL)
         return ns, address
 
+    def router(self, number: int) -> str:
+        """The namespace of the router in front of home `number` (`home_behind_nat`)."""
+        return f"{self.prefix}rtr{number}"
+
     def nft(self, ns: str, commands: str) -> None:
         """Run nftables `commands` (a ruleset, or e.g. `delete table inet x`) in namespace `ns`:
         loss and partitions of `hearthmesh simulate`."""
@@ -155,6 +173,7 @@ class NetLab:
         *,
         random_ports: bool = False,
         random_tcp_ports: bool = False,
+        shifted_udp_ports: bool = False,
         upnp: bool = False,
     ) -> tuple[str, str]:
         """A home 192.168.`number`.2 behind its own router (WAN PUBLIC_NET.(100+number)) that
@@ -165,9 +184,12 @@ class NetLab:
         mapping of a home's listen port is predictable, so TCP hole punching works), or with
         `random_ports` picks a random one per connection (a symmetric-like NAT: it does not).
         `random_tcp_ports` does so for TCP alone and keeps UDP ports: TCP hole punching fails
-        and WebRTC (UDP) gets through (SPEC §10.11). With `upnp` the router runs miniupnpd (UPnP
-        IGD and NAT-PMP on its LAN side), which forwards the ports a home asks for
-        (SPEC §10.12)."""
+        and WebRTC (UDP) gets through (SPEC §10.11). `shifted_udp_ports` maps each UDP source
+        port of the home to one other port (+`UDP_SHIFT`) whatever the destination, as a cone
+        NAT that translates ports does, and picks random TCP ports: only a STUN server tells a
+        home where its UDP packets come from (SPEC §10.16); the home's ephemeral ports are
+        `SHIFTED_PORTS`. With `upnp` the router runs miniupnpd (UPnP IGD and NAT-PMP on its
+        LAN side), which forwards the ports a home asks for (SPEC §10.12)."""
         router = self._namespace(f"rtr{number}")
         home = self._namespace(f"home{number}")
         self._on_internet(router, "wan", 100 + number)
@@ -181,6 +203,13 @@ class NetLab:
         if random_tcp_ports and not random_ports:
             tcp_only = "meta l4proto tcp masquerade random,fully-random"
             masquerade = f'{tcp_only}\n    oifname "wan" masquerade'
+        if shifted_udp_ports:
+            first, last = SHIFTED_PORTS[0], SHIFTED_PORTS[-1]
+            _sh("sysctl", "-qw", f"net.ipv4.ip_local_port_range={first} {last}", ns=home)
+            shifts = ", ".join(f"{port} : {port + UDP_SHIFT}" for port in SHIFTED_PORTS)
+            wan = f"{PUBLIC_NET}.{100 + number}"
+            udp_only = f"meta l4proto udp snat ip to {wan} : udp sport map {{ {shifts} }}"
+            masquerade = f'{udp_only}\n    oifname "wan" masquerade random,fully-random'
         _sh("nft", "-f", "-", ns=router, stdin=_NAT_ROUTER.replace("masquerade", masquerade))
         if upnp:
             self._gateway(router, f"{lan}.0/24")

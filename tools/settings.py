@@ -5,11 +5,16 @@ The config file is `--config FILE`, else `DATA_DIR/config.toml` if present. Ever
 an environment variable `HEARTHMESH_<KEY>` (lists comma-separated, booleans 1/0, true/false,
 yes/no) and a flag. A key the file does not know, or a value of the wrong type, is refused with
 the line and the key at fault. `hearthmesh config show` prints the effective values.
+
+`public` (`run --public`, SPEC §10.14) is a profile: it gives the keys of `PUBLIC_PROFILE` its
+values where no file, variable or flag set them, and `public_address` makes the announce
+addresses; their source then names the profile and where `public` was set.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import re
 import tomllib
@@ -26,10 +31,12 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "DEFAULT_LISTEN_ALL",
     "LOG_LEVELS",
+    "PUBLIC_PROFILE",
     "SETTING_KEYS",
     "HomeSettings",
     "SettingsError",
     "parse_api",
+    "public_announce",
     "resolve_settings",
 ]
 
@@ -78,8 +85,17 @@ class HomeSettings:
     relay_circuits_per_reservation: int = _RELAY.max_circuits_per_reservation
     relay_circuit_bytes: int = _RELAY.circuit_bytes
     relay_circuit_seconds: int = _RELAY.circuit_seconds
+    relay_reservations: int = 2
+    """Relays this node reserves on when AutoNAT finds it private (SPEC §10.7); 0: never."""
+    public: bool = False
+    """Run as a public bootstrap/relay node: `PUBLIC_PROFILE` (SPEC §10.14)."""
+    public_address: str = ""
+    """The public IPv4 or IPv6 address peers reach this node at; when set (and `announce` is
+    not), the announce addresses are the listen addresses' ports at it (`public_announce`)."""
     webrtc: bool = True
     """Upgrade relayed connections that hole punching left relayed to WebRTC (SPEC §10.11)."""
+    stun_servers: list[str] = field(default_factory=list)
+    """`stun:HOST:PORT` servers WebRTC's ICE asks for our NAT's mapping (SPEC §10.16)."""
     upnp: bool = True
     """Ask the LAN's gateway (UPnP IGD) to forward the listen ports (SPEC §10.12)."""
     log_level: str = "warning"
@@ -123,7 +139,11 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "relay_circuits_per_reservation": int,
     "relay_circuit_bytes": int,
     "relay_circuit_seconds": int,
+    "relay_reservations": int,
+    "public": bool,
+    "public_address": str,
     "webrtc": bool,
+    "stun_servers": list,
     "upnp": bool,
     "prefix_exempt_loopback": bool,
     "log_level": str,
@@ -132,6 +152,19 @@ SETTING_KEYS: Final[dict[str, type]] = {
 """Every setting and its type; the config file accepts these keys and no others."""
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+PUBLIC_PROFILE: Final[dict[str, Any]] = {
+    "listen": list(DEFAULT_LISTEN_ALL),
+    "relay_service": True,
+    "relay_max_reservations": 128,
+    "relay_reservations": 0,
+    "upnp": False,
+    "mdns": False,
+}
+"""What `public` sets (SPEC §10.14): every interface, TCP and QUIC on 4470; the relay service on,
+for up to 128 reserved peers (the other relay limits stay as documented in SPEC §10.7); no
+reservations of its own, whatever AutoNAT says; no gateway to ask (UPnP) and no LAN to search
+(mDNS) on a server."""
 
 _TRUE: Final = frozenset({"1", "true", "yes"})
 _FALSE: Final = frozenset({"0", "false", "no", ""})
@@ -143,6 +176,52 @@ def parse_api(text: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
         raise SettingsError(f"--api wants HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
+
+
+def _ip(text: str, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        raise SettingsError(f"{what} wants an IPv4 or IPv6 address, got {text!r}") from None
+
+
+def public_announce(address: str, listen: list[str]) -> list[str]:
+    """The addresses peers dial a public node at: each listen address's transport and port at
+    `address`, loopback listen addresses left out, no duplicates (SPEC §10.14).
+
+    Raises:
+        SettingsError: `address` is not an IP address.
+    """
+    ip = _ip(address, "public_address")  # a DNS name too: nothing here resolves one
+    prefix = f"/ip{ip.version}/{ip.compressed}"
+    announced: list[str] = []
+    for listen_addr in listen:
+        parts = listen_addr.split("/")
+        if len(parts) < 4 or parts[1] not in ("ip4", "ip6"):
+            continue
+        if _ip(parts[2], f"listen address {listen_addr!r}").is_loopback:
+            continue
+        candidate = "/".join([prefix, *parts[3:]])
+        if candidate not in announced:
+            announced.append(candidate)
+    return announced
+
+
+def _apply_public(settings: HomeSettings) -> None:
+    """`public`'s profile and `public_address`'s announce addresses, where nothing set them."""
+    if settings.public:
+        origin = f"public ({settings.sources.get('public', 'default')})"
+        for key, value in PUBLIC_PROFILE.items():
+            if key not in settings.sources:
+                setattr(settings, key, list(value) if isinstance(value, list) else value)
+                settings.sources[key] = origin
+    if settings.public_address:
+        announced = public_announce(settings.public_address, settings.listen)
+        if "announce" not in settings.sources:
+            settings.announce = announced
+            settings.sources["announce"] = (
+                f"public_address ({settings.sources.get('public_address', 'default')})"
+            )
 
 
 def _toml_value(value: object) -> str:
@@ -259,7 +338,11 @@ def resolve_settings(args: Any, env: dict[str, str] | None = None) -> HomeSettin
     for key, value, source in layers:
         setattr(settings, key, value)
         settings.sources[key] = source
+    _apply_public(settings)
     parse_api(settings.api)
+    for server in settings.stun_servers:
+        if not server.startswith("stun:"):
+            raise SettingsError(f"stun_servers wants stun:HOST:PORT URLs, got {server!r}")
     if settings.log_level not in LOG_LEVELS:
         raise SettingsError(
             f"log_level wants one of {', '.join(LOG_LEVELS)}, got {settings.log_level!r} "

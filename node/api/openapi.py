@@ -201,7 +201,8 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
         "get": _op(
             "peer id, listen addresses, user id, connected peers, reachability (public, "
             "private, unknown), relays we hold reservations on, each peer's paths (direct, "
-            "webrtc or relay peer ids), hole punches per transport, unreachable homes, version"
+            "webrtc or relay peer ids), hole punches per transport, unreachable homes, "
+            "undecryptable (held messages whose key was asked for in vain, SPEC §27.13), version"
         )
     },
     "/v1/peers": {
@@ -540,6 +541,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/v1/verifications/{flow_id}/cancel": {
         "post": _op("the emoji differ, or give up: cancel the flow", params=(_FLOW_ID,))
     },
+    "/v1/trust": {"get": _op("the trust of every user with a verified device key (SPEC §29.5)")},
     "/v1/users/{user_id}/trust": {
         "get": _op(
             "a user's device keys, which are verified, and keys_changed (SPEC §29.5)",

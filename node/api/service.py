@@ -4,9 +4,9 @@ events become for clients (SPEC §15-§19).
 Durable events (message, receipt, membership, contact) reach clients through the feed, which
 tails the store's arrival log in number order (feed.py, frames.py; SPEC §15.4.3). One pump
 reads `Node.events()`: a stored event is handed to the feed with its envelope (rendered from
-that copy, not read back) and wakes it; ephemeral ones (presence, typing) become frames at
-once, with no cursor. A message for our user that arrives while no client is
-connected becomes a push notification (SPEC §19).
+that copy, not read back) and wakes it; ephemeral ones (presence, typing, verification flows as
+they move, SPEC §29.5.2) become frames at once, with no cursor. A message for our user that
+arrives while no client is connected becomes a push notification (SPEC §19).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from hearthmesh.node.api.feed import Feed, dumps
 from hearthmesh.node.api.frames import FrameRenderer
 from hearthmesh.node.api.push import PushDispatcher, load_vapid_key
 from hearthmesh.node.api.receipts import ReceiptService, statuses_of, unread_count
+from hearthmesh.node.api.verify_views import flow_view
 from hearthmesh.node.api.views import (
     ROLE_NAMES,
     direct_recipient_view,
@@ -44,6 +45,7 @@ from hearthmesh.node.events import (
     NodeEvent,
     PresenceChanged,
     TypingChanged,
+    VerificationChanged,
 )
 from hearthmesh.node.media.sealed import plain_size
 from hearthmesh.node.node import Node
@@ -251,6 +253,10 @@ class ApiService:
                         "device_id": device_id_text(device),
                     }
                 )
+            case VerificationChanged(flow=flow_id):
+                with contextlib.suppress(NotFound):  # pushed out by newer flows since
+                    flow = self.node.verification.flow(flow_id)
+                    self.broadcast({"event": "verification", **flow_view(flow)})
 
     def _typing_frame(self, room: RoomId, user: UserId, active: bool) -> None:
         self.broadcast(

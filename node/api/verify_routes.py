@@ -1,27 +1,24 @@
 """Client routes of SAS verification (SPEC §29.5): start, show, confirm, cancel, and trust.
 
-A flow is shown as `{flow_id, state, initiator, user_id, device_id, emoji, decimals,
-verified}`; the emoji (seven `{symbol, name}`) and decimals appear once both keys are known.
+Flows and trust are shown as `verify_views` renders them. Owns no state.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Final
+from typing import Final
 
 from aiohttp import web
 
 from hearthmesh.node.api.bodies import read_json
 from hearthmesh.node.api.errors import ApiError
 from hearthmesh.node.api.service import SERVICE_KEY
-from hearthmesh.node.identity.verification import VerifyFlow
+from hearthmesh.node.api.verify_views import flow_view, trust_view
 from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.protocol.client_api import decode_user
 from hearthmesh.protocol.errors import ErrorCode, InvalidIdentifier
-from hearthmesh.protocol.identity import DeviceId, UserId, device_id_text, user_id_text
-from hearthmesh.protocol.verification import FLOW_ID_BYTES, keys_changed
-from hearthmesh.storage.api import Trust
+from hearthmesh.protocol.verification import FLOW_ID_BYTES
 
 __all__ = ["VERIFY_ROUTES", "flow_view", "trust_view"]
 
@@ -43,49 +40,6 @@ def _flow_id(request: web.Request) -> bytes:
     if len(flow) != FLOW_ID_BYTES or flow.hex() != text:
         raise InvalidIdentifier("a verification id is 32 lowercase hex digits")
     return flow
-
-
-def flow_view(flow: VerifyFlow) -> dict[str, Any]:
-    """A flow as clients see it."""
-    machine = flow.machine
-    shown = machine.shown
-    return {
-        "flow_id": machine.flow.hex(),
-        "state": machine.state.value,
-        "initiator": machine.initiator,
-        "peer_id": flow.peer,
-        "user_id": None if machine.peer_user is None else user_id_text(UserId(machine.peer_user)),
-        "device_id": (
-            None if machine.peer_device is None else device_id_text(DeviceId(machine.peer_device))
-        ),
-        "emoji": (
-            None
-            if shown is None
-            else [
-                {"symbol": symbol, "name": name}
-                for symbol, name in zip(shown.emoji_symbols, shown.emoji_names, strict=True)
-            ]
-        ),
-        "decimals": None if shown is None else list(shown.decimals),
-        "verified": machine.verified,
-        "cancel_code": machine.cancel_code,
-    }
-
-
-def trust_view(
-    user: UserId, trusted: dict[DeviceId, Trust], listed: tuple[DeviceId, ...]
-) -> dict[str, Any]:
-    """A user's device keys with their trust, and the warning of SPEC §29.5: the user has a
-    verified device key and their newest record lists a key that is not verified, or no longer
-    lists a verified one."""
-    verified = {d for d, t in trusted.items() if t is Trust.VERIFIED}
-    dropped = sorted(device_id_text(d) for d in verified - set(listed))
-    return {
-        "user_id": user_id_text(user),
-        "devices": [{"device_id": device_id_text(d), "verified": d in verified} for d in listed],
-        "verified_not_listed": dropped,
-        "keys_changed": keys_changed(verified, listed),
-    }
 
 
 async def start_verification(request: web.Request) -> web.Response:
@@ -129,6 +83,13 @@ async def user_trust(request: web.Request) -> web.Response:
     return web.json_response(trust_view(user, trusted, listed))
 
 
+async def all_trust(request: web.Request) -> web.Response:
+    """`user_trust` of every user with a verified key: one request for a client's whole list
+    (a user not named has none, so shows no badge)."""
+    users = await _node(request).verification.trusted_users()
+    return web.json_response({"users": [trust_view(*user) for user in users]})
+
+
 VERIFY_ROUTES: Final = (
     ("GET", "/v1/verifications", list_verifications),
     ("POST", "/v1/verifications", start_verification),
@@ -136,5 +97,6 @@ VERIFY_ROUTES: Final = (
     ("POST", "/v1/verifications/{flow_id}/confirm", confirm_verification),
     ("POST", "/v1/verifications/{flow_id}/cancel", cancel_verification),
     ("GET", "/v1/users/{user_id}/trust", user_trust),
+    ("GET", "/v1/trust", all_trust),
 )
 """Routes of SPEC §29.5 (part of `http_routes.ROUTES`)."""

@@ -15,7 +15,7 @@ the store's `e2ee.*` rows. Every method is called on the event loop inside a sto
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -348,10 +348,15 @@ class DeviceCrypto:
     # --- forwarding between our own devices (SPEC §27.12) ----------------------------------
 
     def forward(
-        self, sessions: Sequence[tuple[RoomId, bytes]], recipient: e2ee.KeyBundle
+        self,
+        sessions: Sequence[tuple[RoomId, bytes]],
+        recipient: e2ee.KeyBundle,
+        *,
+        from_index: Mapping[bytes, int] | None = None,
     ) -> list[tuple[int, bytes]]:
         """One Olm message to `recipient` per session of `sessions` we hold, each carrying the
-        session exported at the first index we hold (a key we lack is left out)."""
+        session exported at the first index we hold, or later at `from_index[session id]`
+        (what a key request's user was given, SPEC §27.13.1); a key we lack is left out."""
         account = self._account()
         olm = self._olm_to(account, Recipient(bundle=recipient))
         messages: list[tuple[int, bytes]] = []
@@ -362,7 +367,7 @@ class DeviceCrypto:
             inbound = vodozemac.InboundGroupSession.from_pickle(
                 kept.pickle.decode(), self._pickle_key
             )
-            first = inbound.first_known_index
+            first = max(inbound.first_known_index, (from_index or {}).get(session_id, 0))
             exported = inbound.export_at(first)
             if exported is None:
                 continue
@@ -387,21 +392,26 @@ class DeviceCrypto:
         return messages
 
     def accept_forwarded(
-        self, sender: e2ee.KeyBundle, messages: Sequence[tuple[int, bytes]]
+        self,
+        sender: e2ee.KeyBundle,
+        messages: Sequence[tuple[int, bytes]],
+        *,
+        owner: DeviceId | None = None,
     ) -> list[e2ee.ForwardedKey]:
-        """Take in the keys one of our own devices forwarded (its bundle verified and listed
-        in our record by the caller); the ones newly kept.
+        """Take in the keys one of our own devices forwarded, or (`owner`: the sender's device)
+        a session's sender answered a key request with (its bundle verified and listed in its
+        user's record by the caller); the ones newly kept.
 
         Raises:
             Undecryptable: an Olm message does not open.
             MalformedMessage / KeyMismatch: a payload is malformed or for another device, or
-                its key is not the session it names.
+                its key is not the session it names, or (with `owner`) of another device.
         """
         kept: list[e2ee.ForwardedKey] = []
         for kind, ciphertext in messages:
             share = e2ee.Share(recipient=self._device, olm_kind=kind, ciphertext=ciphertext)
             key = e2ee.decode_forwarded_key(self._olm_open(sender.identity_key, share))
-            e2ee.check_forwarded_key(key, recipient=self._device)
+            e2ee.check_forwarded_key(key, recipient=self._device, owner=owner)
             try:
                 exported = vodozemac.ExportedSessionKey(_b64(key.exported_key))
                 inbound = vodozemac.InboundGroupSession.import_session(exported)

@@ -9,14 +9,12 @@ the named device's. State: the per-peer rate buckets.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
-from hearthmesh.node.p2p.errors import StreamClosed
-from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol import e2ee
@@ -27,15 +25,13 @@ from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["CLAIMS_BURST", "CLAIMS_PER_S", "KeyServer", "claim_keys"]
 
-log = logging.getLogger(__name__)
-
 CLAIMS_PER_S: Final = 1
 CLAIMS_BURST: Final = 10
 """Claims one peer may make: a group's worth of new sessions at once, then one a second. Each
 claim uses up a one-time key, so this also bounds how fast a stranger drains the pool."""
 
 
-class KeyServer:
+class KeyServer(RequestServer):
     """Answers key claims for our own device."""
 
     def __init__(
@@ -47,45 +43,27 @@ class KeyServer:
         clock: Clock,
         on_refused: Callable[[str, RemoteProtocolError], None],
     ) -> None:
+        super().__init__(what="key claim", on_refused=on_refused)
         self._store = store
         self._crypto = crypto
         self._device = device
         self._clock = clock
         self._limits = RateLimiter(CLAIMS_PER_S, CLAIMS_BURST, clock)
-        self._on_refused = on_refused
-        """Charges the peer's standing (SPEC §11.6)."""
-        self.refused = 0
-        """Claims answered with an ERROR frame (for tests and status)."""
 
-    async def serve(self, stream: FrameStream) -> None:
-        """Answer one claim, then let the host close the stream."""
-        request = await stream.read_request(self._refuse)
-        if request is None:
-            return
-        try:
-            self._limits.require(stream.remote_peer, "key claims")
-            if e2ee.decode_claim_request(request) != self._device:
-                raise NotFound("no keys of that device here")
-            one_time_key = await self._store.run(self._crypto.claim_one_time_key)
-            bundle = await self._store.read(self._crypto.key_bundle, self._clock.now_ms())
-            answer = e2ee.encode_claim_answer(
-                e2ee.ClaimAnswer(
-                    bundle=e2ee.encode_key_bundle(bundle),
-                    one_time_key=e2ee.encode_one_time_key(one_time_key),
-                )
+    async def answer(self, peer: str, request: bytes) -> bytes:
+        """Our bundle and a one-time key never handed out before (the key stays handed out
+        even if the asker gives up before the answer: never reused)."""
+        self._limits.require(peer, "key claims")
+        if e2ee.decode_claim_request(request) != self._device:
+            raise NotFound("no keys of that device here")
+        one_time_key = await self._store.run(self._crypto.claim_one_time_key)
+        bundle = await self._store.read(self._crypto.key_bundle, self._clock.now_ms())
+        return e2ee.encode_claim_answer(
+            e2ee.ClaimAnswer(
+                bundle=e2ee.encode_key_bundle(bundle),
+                one_time_key=e2ee.encode_one_time_key(one_time_key),
             )
-        except RemoteProtocolError as exc:
-            self._refuse(stream.remote_peer, exc)
-            answer = e2ee.encode_claim_error(exc)
-        try:
-            await stream.write_frame(answer)
-        except StreamClosed:  # the asker gave up: the key stays handed out, never reused
-            log.info("key claim stream to %s closed before the answer", stream.remote_peer)
-
-    def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
-        self.refused += 1
-        self._on_refused(peer, error)
-        log.debug("key claim from %s refused: %s (code %d)", peer[-8:], error, error.code)
+        )
 
 
 async def claim_keys(

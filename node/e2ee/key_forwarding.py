@@ -19,10 +19,10 @@ from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
+from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.own_homes import OwnHomes
-from hearthmesh.node.p2p.errors import P2PError, StreamClosed
-from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.node.rooms.message_actions import index_opened
@@ -37,10 +37,17 @@ from hearthmesh.protocol.errors import (
     RemoteProtocolError,
     refusal,
 )
+from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.storage.api import Store
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["FORWARDS_BURST", "FORWARDS_PER_S", "KeyForwardServer", "KeyForwarding"]
+__all__ = [
+    "FORWARDS_BURST",
+    "FORWARDS_PER_S",
+    "KeyForwardServer",
+    "KeyForwarding",
+    "take_forwarded",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +57,7 @@ FORWARDS_BURST: Final = 4
 ASK_TIMEOUT_S: Final = 10.0
 
 
-class KeyForwardServer:
+class KeyForwardServer(RequestServer):
     """Answers our sibling homes' requests for room keys."""
 
     def __init__(
@@ -62,43 +69,25 @@ class KeyForwardServer:
         clock: Clock,
         on_refused: Callable[[str, RemoteProtocolError], None],
     ) -> None:
+        super().__init__(what="key forward", on_refused=on_refused)
         self._store = store
         self._crypto = crypto
         self._homes = homes
         self._limits = RateLimiter(FORWARDS_PER_S, FORWARDS_BURST, clock)
-        self._on_refused = on_refused
-        self.refused = 0
 
-    async def serve(self, stream: FrameStream) -> None:
-        """Answer one request, then let the host close the stream."""
-        peer = stream.remote_peer
-        request = await stream.read_request(self._refuse)
-        if request is None:
-            return
-        try:
-            if not self._homes.is_sibling(peer):
-                raise NotAuthorized("room keys go to this user's own homes only")
-            recipient = self._homes.sibling_bundle(peer)
-            if recipient is None:
-                raise NotFound("our record lists no key bundle of that home's device")
-            self._limits.require(peer, "key forwarding")
-            sessions = e2ee.decode_forward_request(request)
-            messages = await self._store.run(self._crypto.forward, sessions, recipient)
-            answer = e2ee.encode_forward_answer(
-                e2ee.ForwardAnswer(sender_bundle=self._homes.own_bundle, messages=tuple(messages))
-            )
-        except RemoteProtocolError as exc:
-            self._refuse(peer, exc)
-            answer = e2ee.encode_claim_error(exc)
-        try:
-            await stream.write_frame(answer)
-        except StreamClosed:
-            log.info("key forward stream to %s closed before the answer", peer[-8:])
-
-    def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
-        self.refused += 1
-        self._on_refused(peer, error)
-        log.debug("key forward to %s refused: %s (code %d)", peer[-8:], error, error.code)
+    async def answer(self, peer: str, request: bytes) -> bytes:
+        """Every asked session we hold, to the device our record lists on `peer`."""
+        if not self._homes.is_sibling(peer):
+            raise NotAuthorized("room keys go to this user's own homes only")
+        recipient = self._homes.sibling_bundle(peer)
+        if recipient is None:
+            raise NotFound("our record lists no key bundle of that home's device")
+        self._limits.require(peer, "key forwarding")
+        sessions = e2ee.decode_forward_request(request)
+        messages = await self._store.run(self._crypto.forward, sessions, recipient)
+        return e2ee.encode_forward_answer(
+            e2ee.ForwardAnswer(sender_bundle=self._homes.own_bundle, messages=tuple(messages))
+        )
 
 
 class KeyForwarding:
@@ -153,10 +142,22 @@ class KeyForwarding:
         listed = self._homes.sibling_bundle(peer)
         if listed is None or answer.sender_bundle != listed:
             raise KeyMismatch("a forwarder's bundle is not the one our record lists")
-        return await self._store.run(self._take, self._store.store, answer)
+        return await self._store.run(
+            take_forwarded, self._crypto, self._opener, self._store.store, answer
+        )
 
-    def _take(self, store: Store, answer: e2ee.ForwardAnswer) -> int:
-        keys = self._crypto.accept_forwarded(answer.sender_bundle, answer.messages)
-        for key in keys:
-            index_opened(store, self._opener.open_held(store, key.session_id))
-        return len(keys)
+
+def take_forwarded(
+    crypto: DeviceCrypto,
+    opener: RoomOpener,
+    store: Store,
+    answer: e2ee.ForwardAnswer,
+    *,
+    owner: DeviceId | None = None,
+) -> int:
+    """Take the keys of a verified ANSWER in (`owner`: each must be that device's session,
+    SPEC §27.13.2) and open what waited for them, in one write batch; how many were new."""
+    keys = crypto.accept_forwarded(answer.sender_bundle, answer.messages, owner=owner)
+    for key in keys:  # actions among them are indexed as on arrival (SPEC §31)
+        index_opened(store, opener.open_held(store, key.session_id))
+    return len(keys)

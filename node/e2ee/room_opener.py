@@ -5,7 +5,8 @@ home shows it (`e2ee.opened_view`: content in the clear, wire unchanged) with it
 kept beside it, or the envelope as it came when no room key of its session is here yet (then
 it is noted as held). A refusal (another device's session, a failed MAC, a replayed index)
 raises, and the envelope is not stored. After a ROOM_KEY envelope is stored, `take_room_key`
-takes our share in and opens what waited for that session.
+takes our share in and opens what waited for that session; what opens late moves to the end
+of the arrival log, so the client feed tells it then (SPEC §27.13.5).
 
 State: none (the sessions, plaintexts and held notes are the store's); counts of what failed,
 for the node's status. Runs inside store write batches on the event loop.
@@ -92,4 +93,6 @@ class RoomOpener:
                 continue
             if shown is not event.envelope:
                 opened.append(shown)
+        if opened:  # clients are told of them now, as of messages that just came (§27.13.5)
+            store.renumber_arrivals([e.message_id for e in opened])
         return opened

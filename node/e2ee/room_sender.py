@@ -68,6 +68,8 @@ class Encryption:
     """ROOM_KEY bodies that must be committed (and sent) before the envelope."""
     newly_shared: dict[DeviceId, UserId]
     outbound: _Outbound
+    shared_at: int = 0
+    """The message index the newly shared devices got the session's key at."""
 
 
 class RoomSender:
@@ -116,7 +118,9 @@ class RoomSender:
                 devices = self._member_devices(members)
             missing = {d: devices[d] for d in devices if d not in outbound.shared}
             key_bodies: tuple[bytes, ...] = ()
+            shared_at = 0
             if missing:
+                shared_at = outbound.session.message_index
                 recipients = [Recipient(bundle=bundle) for _, bundle in missing.values()]
                 shares = await self._store.run(
                     self._crypto.share,
@@ -135,7 +139,12 @@ class RoomSender:
             encrypted, _ = e2ee.encrypt_content(outbound.session, content_type, body)
             outbound.messages += 1
         return Encryption(
-            room=room, body=encrypted, key_bodies=key_bodies, newly_shared=newly, outbound=outbound
+            room=room,
+            body=encrypted,
+            key_bodies=key_bodies,
+            newly_shared=newly,
+            outbound=outbound,
+            shared_at=shared_at,
         )
 
     def persist(self, store: Store, encryption: Encryption) -> None:
@@ -150,7 +159,12 @@ class RoomSender:
             messages=outbound.messages,
         )
         if encryption.newly_shared:
-            store.mark_shared(encryption.room, outbound.session_id, encryption.newly_shared)
+            store.mark_shared(
+                encryption.room,
+                outbound.session_id,
+                encryption.newly_shared,
+                encryption.shared_at,
+            )
 
     def abandon(self, encryption: Encryption) -> None:
         """The commit failed: the ROOM_KEY bodies never went out, so share again next time."""

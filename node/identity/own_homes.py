@@ -173,13 +173,9 @@ class OwnHomes:
 
     def sibling_bundle(self, peer: str) -> KeyBundle | None:
         """The key bundle our record lists for the device on our sibling home `peer`."""
-        record = decode_home_record(self.record)
-        if peer == self._peer_id or peer not in record.homes:
+        if peer == self._peer_id:
             return None
-        position = record.homes.index(peer)
-        if position >= len(record.devices):
-            return None
-        return record.bundle_of(record.devices[position].device)
+        return decode_home_record(self.record).bundle_at_home(peer)
 
     def lists_own_bundle(self) -> bool:
         """Does our user's record list this device's key bundle (a linked device gives it to

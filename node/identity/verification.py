@@ -2,7 +2,8 @@
 `protocol.verification.SasVerification` over `/hearthmesh/verify/0`, and trust.
 
 Owns the flows in progress (at most MAX_FLOWS, one per peer, in memory: a restart ends them,
-which is safe) and writes what a finished flow settled to the store's trust table. A flow is
+which is safe) and writes what a finished flow settled to the store's trust table; each move of
+a flow is told to the app (`VerificationChanged`, the clients' `verification` event). A flow is
 bound to the libp2p stream it runs on: the keys a side names in START or ACCEPT MUST be the
 device that the named user's newest home record places on that peer (SPEC §29.4), so the
 string the users compare vouches for the device key behind that node.
@@ -23,6 +24,7 @@ import vodozemac
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.peer_link import PeerLinks
+from hearthmesh.node.events import DeviceVerified, NodeEvent, VerificationChanged
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.identity.own_homes import OwnHomes
@@ -91,7 +93,7 @@ class VerificationService:
         directory: HomeDirectory,
         standing: PeerStanding,
         clock: Clock,
-        on_verified: Callable[[UserId, DeviceId], None],
+        emit: Callable[[NodeEvent], None],
     ) -> None:
         self._host = host
         self._links = links
@@ -101,7 +103,7 @@ class VerificationService:
         self._directory = directory
         self._standing = standing
         self._clock = clock
-        self._on_verified = on_verified
+        self._emit = emit
         self._flows: OrderedDict[bytes, VerifyFlow] = OrderedDict()
         self._group: asyncio.TaskGroup | None = None
 
@@ -154,8 +156,10 @@ class VerificationService:
         except BaseException:  # unreachable or cancelled: the flow ends, the peer's slot frees
             machine.cancel(ErrorCode.VERIFICATION_CANCELLED, "the peer was not reached")
             machine.data_to_send()
+            self._changed(flow)
             raise
         flow.task = self._group.create_task(self._pump(flow))
+        self._changed(flow)
         return flow
 
     async def confirm(self, flow_id: bytes) -> VerifyFlow:
@@ -164,6 +168,7 @@ class VerificationService:
         flow.machine.confirm()
         await self._flush(flow)
         await self._settle(flow)
+        self._changed(flow)
         return flow
 
     async def cancel(self, flow_id: bytes) -> VerifyFlow:
@@ -172,14 +177,20 @@ class VerificationService:
         flow.machine.cancel(ErrorCode.VERIFICATION_CANCELLED, "cancelled by the user")
         with contextlib.suppress(StreamClosed, P2PError):
             await self._flush(flow)
+        self._changed(flow)
         return flow
 
     async def trust_of(self, user: UserId) -> tuple[dict[DeviceId, Trust], tuple[DeviceId, ...]]:
         """`user`'s trusted device keys, and the device keys their newest record lists."""
         trusted = await self._store.read(self._store.store.trusted_devices, user)
-        record = self._record_of(user)
-        listed = tuple(c.device for c in record.devices) if record else ()
-        return trusted, listed
+        return trusted, self._listed(user)
+
+    async def trusted_users(
+        self,
+    ) -> list[tuple[UserId, dict[DeviceId, Trust], tuple[DeviceId, ...]]]:
+        """`trust_of` for every user with a trusted device key, in one read of the store."""
+        trusted = await self._store.read(self._store.store.trusted_users)
+        return [(user, devices, self._listed(user)) for user, devices in trusted.items()]
 
     # --- the responder's side ------------------------------------------------------------
 
@@ -197,6 +208,7 @@ class VerificationService:
             flow = VerifyFlow(machine=machine, peer=peer, stream=stream)
             self._check_peer(flow)  # before holding it: a stranger's START takes no slot
             self._hold(flow)
+            self._changed(flow)  # the request our user's clients show
         except StreamClosed:
             return
         except Busy:  # no one peer's fault: nothing charged
@@ -230,6 +242,7 @@ class VerificationService:
                         log.info("verification with %s failed: %s", flow.peer[-8:], exc)
                     await self._flush(flow)
                     await self._settle(flow)
+                    self._changed(flow)
         except TimeoutError:
             machine.cancel(ErrorCode.VERIFICATION_CANCELLED, "timed out")
             with contextlib.suppress(StreamClosed, P2PError):
@@ -240,6 +253,7 @@ class VerificationService:
         finally:
             with contextlib.suppress(StreamClosed, P2PError):
                 await flow.stream.close()
+            self._changed(flow)  # ended: by its last frame, a timeout or the stream
 
     def _check_peer(self, flow: VerifyFlow) -> None:
         """The keys the peer named are the device its user's record places on this peer."""
@@ -270,9 +284,12 @@ class VerificationService:
             self._store.store.set_trust, user, device, Trust.VERIFIED, now_ms=self._clock.now_ms()
         )
         log.info("verified the device %s of %s", bytes(device).hex()[:12], bytes(user).hex()[:12])
-        self._on_verified(user, device)
+        self._emit(DeviceVerified(user=user, device=device))
 
     # --- bookkeeping ---------------------------------------------------------------------
+
+    def _changed(self, flow: VerifyFlow) -> None:
+        self._emit(VerificationChanged(flow=flow.machine.flow))
 
     def _hold(self, flow: VerifyFlow) -> VerifyFlow:
         """Keep `flow`; one running flow per peer, MAX_FLOWS in all. Raises Busy."""
@@ -284,6 +301,11 @@ class VerificationService:
             del self._flows[oldest]
         self._flows[flow.machine.flow] = flow
         return flow
+
+    def _listed(self, user: UserId) -> tuple[DeviceId, ...]:
+        """The device keys `user`'s newest record lists."""
+        record = self._record_of(user)
+        return tuple(c.device for c in record.devices) if record else ()
 
     def _record_of(self, user: UserId) -> HomeRecord | None:
         if user == self._keyring.user_id:

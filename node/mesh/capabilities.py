@@ -16,9 +16,8 @@ from hearthmesh.protocol.errors import RemoteProtocolError
 
 __all__ = ["OUR_LEVELS", "CapabilityServer"]
 
-OUR_LEVELS: Final = frozenset({Level.CORE, Level.IM, Level.MULTI_DEVICE, Level.RELAY})
-"""What this implementation does today. E2EE joins once Megolm is on the message path (#14):
-key claims alone (SPEC §27.2) do not make a node able to read or write an encrypted room."""
+OUR_LEVELS: Final = frozenset({Level.CORE, Level.IM, Level.MULTI_DEVICE, Level.RELAY, Level.E2EE})
+"""What this implementation does today: Megolm is on the message path (SPEC §27.10-27.13)."""
 
 
 class CapabilityServer:

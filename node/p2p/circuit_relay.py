@@ -23,6 +23,7 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+from libp2p.transport.quic.connection import QUICConnection
 
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.serving import serving
@@ -211,9 +212,13 @@ def _direct_addr(host: IHost, peer: ID) -> str | None:
 
 
 def _remote_addr(conn: INetConn) -> str | None:
+    """The peer's address on `conn`, in the connection's own transport: a relay reached over
+    QUIC is dialled over QUIC (a `/tcp/` address with its UDP port reached nothing)."""
     try:
         ip, port = conn.muxed_conn.get_remote_address()  # type: ignore[attr-defined]
     except Exception:
         return None
     kind = "ip6" if ":" in str(ip) else "ip4"
+    if isinstance(conn.muxed_conn, QUICConnection):
+        return f"/{kind}/{ip}/udp/{port}/quic-v1"
     return f"/{kind}/{ip}/tcp/{port}"

@@ -164,6 +164,8 @@ class HostConfig:
     """Relays a private node reserves on, in `relay_rank` order (SPEC §10.7)."""
     webrtc: bool = True
     """Upgrade a relayed connection that hole punching left relayed to WebRTC (SPEC §10.11)."""
+    stun_servers: list[str] = field(default_factory=list)
+    """`stun:HOST:PORT` servers WebRTC's ICE learns our NAT's mapping from (SPEC §10.16)."""
     upnp: bool = False
     """Ask the LAN's gateway to forward our listen ports and advertise the mapped addresses
     first (SPEC §10.12)."""
@@ -327,7 +329,11 @@ class P2PHost:
             hop=config.relay_service, limits=config.relay_limits, report=self._report_relayed
         )
         self._punch = HolePunchLayer(report=self._report_punch)
-        self._webrtc = WebRtcLayer(report=self._report_webrtc, punch_ended=self._punch.punch_ended)
+        self._webrtc = WebRtcLayer(
+            report=self._report_webrtc,
+            punch_ended=self._punch.punch_ended,
+            stun_servers=config.stun_servers,
+        )
         self._upnp = UpnpLayer(report=self._report_mapped)
         self._mapped_addrs: list[str] = []
         self.hole_punches = HolePunchCounts()

@@ -18,7 +18,8 @@ channel per libp2p stream), which we hand to the swarm like any connection. What
   (no `/webrtc` address is dialled: like DCUtR, this upgrades a relayed connection);
 - predicted server-reflexive candidates: our NAT's public IP as peers observe it, with each
   host candidate's port (a NAT that keeps a source port maps it so), since the mesh runs no
-  STUN server;
+  STUN server of its own; where `stun_servers` are configured, ICE also asks them (a NAT that
+  maps a port to another one, the same for every destination, SPEC §10.16);
 - the answerer is the Noise initiator and the offerer's certificate is the "dialer"
   fingerprint of the prologue (the roles of WebRTC Direct, offerer = dialer).
 """
@@ -28,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -56,6 +57,7 @@ __all__ = [
     "FALLBACK_AFTER_S",
     "MAX_CONNECTIONS",
     "MAX_UPGRADES",
+    "RETRY_AFTER_S",
     "SIGNALING_PROTOCOL",
     "WebRtcLayer",
     "is_webrtc",
@@ -70,6 +72,10 @@ FALLBACK_AFTER_S: Final = PUNCH_WINDOW_S + 1.0
 DCUtR has had its window (SPEC §10.9)."""
 UPGRADE_TIMEOUT_S: Final = 15.0
 """Bound on one whole upgrade: signaling, ICE, DTLS and Noise."""
+RETRY_AFTER_S: Final = (10.0, 30.0)
+"""A failed upgrade is offered again this long after the previous one ended, while the peer
+is still reached through relays alone: a lost burst of packets or a loaded machine past
+`UPGRADE_TIMEOUT_S` must not leave the homes relayed for the connection's life (SPEC §10.11)."""
 MAX_UPGRADES: Final = 8
 """Upgrades in progress at once, both directions together; past it an offer is refused."""
 MAX_CONNECTIONS: Final = 64
@@ -131,9 +137,16 @@ def _is_ipv4(text: str) -> bool:
 class WebRtcLayer:
     """Upgrades relayed connections to WebRTC where no direct one came (trio thread only)."""
 
-    def __init__(self, report: WebRtcReport, punch_ended: Callable[[ID], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        report: WebRtcReport,
+        punch_ended: Callable[[ID], Awaitable[None]],
+        stun_servers: Sequence[str] = (),
+    ) -> None:
         self._report = report
         self._punch_ended = punch_ended
+        self._stun_servers = list(stun_servers)
+        """`stun:HOST:PORT` URLs ICE asks for our server-reflexive candidates (SPEC §10.16)."""
         self._host: IHost | None = None
         self._config = WebRTCTransportConfig(handshake_timeout=UPGRADE_TIMEOUT_S)
         self._certificate: WebRTCCertificate | None = None
@@ -186,14 +199,17 @@ class WebRtcLayer:
         # A loaded machine stretches DCUtR past its window: decide on its outcome, not on the
         # clock, or a punch that went direct late got a WebRTC connection beside it.
         await self._punch_ended(peer)
-        host = self._host
-        if host is None or host.get_id().to_base58() > peer.to_base58():
-            return
-        if self._has_unrelayed(host, peer) or not host.get_network().get_connections(peer):
-            return
-        if await self.upgrade(peer):
-            self._fallbacks.add(peer)
-            await self._close_beside_direct(peer)
+        for pause in (0.0, *RETRY_AFTER_S):
+            await trio.sleep(pause)
+            host = self._host
+            if host is None or host.get_id().to_base58() > peer.to_base58():
+                return
+            if self._has_unrelayed(host, peer) or not host.get_network().get_connections(peer):
+                return  # direct or WebRTC already, or gone
+            if await self.upgrade(peer):
+                self._fallbacks.add(peer)
+                await self._close_beside_direct(peer)
+                return
 
     def direct_connection_opened(self, peer: str) -> None:
         """A direct connection to `peer` opened: a fallback WebRTC one beside it is redundant."""
@@ -297,7 +313,8 @@ class WebRtcLayer:
             return False
         session = SignalingSession(stream, timeout=UPGRADE_TIMEOUT_S)
         public_ips = _public_ips(host)
-        pc: Any = await bridge.run_coro(create_peer_connection(rtc_certificate, ice_servers=[]))
+        made = create_peer_connection(rtc_certificate, ice_servers=self._stun_servers)
+        pc: Any = await bridge.run_coro(made)
         conn: WebRTCConnection | None = None
         try:
             noise_channel = await bridge.run_coro(create_noise_channel(pc))

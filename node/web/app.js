@@ -8,6 +8,7 @@ import {
 } from "./actions.js";
 import { ApiError, Live, call, looksPaired, setCsrfToken, upload } from "./api.js";
 import { joinGroupForm, membersPanel } from "./groups.js";
+import { Verification } from "./verify.js";
 import {
   h, dayLabel, formatTime, mediaElement, presenceText, statusLabel, ticks,
 } from "./dom.js";
@@ -173,6 +174,8 @@ async function startApp(session) {
     h("section", { id: "chat", class: "chat", "aria-label": "Chat" },
       h("p", { class: "empty" }, "Choose a conversation.")));
   app.setAttribute("aria-busy", "false");
+  state.verify = new Verification({ nameOf: (id) => displayName(state.users.get(id) || {
+    user_id: id }), known: isKnown, say, onTrust: onTrustRead, onFatal: handleError });
   state.live = new Live({ onFrame, onState });
   state.live.start();
 }
@@ -188,6 +191,7 @@ function onState(connection, ready) {
   if (connection === "open" && !ready.resumed) {
     reload().then(() => loadFriends()).catch(handleError);
   }
+  if (connection === "open") state.verify.resume();
   // A dropped socket may mean this browser was revoked: ask once, show pairing if so.
   if (connection === "closed" && !state.live.stopped) {
     call("GET", "/v1/session").catch(handleError);
@@ -313,7 +317,8 @@ function renderRow(room) {
       onclick: () => openChat(room.id) },
       avatar(room.name, room.picture,
         user ? h("span", { class: `dot ${user.online ? "online" : ""}` }) : ""),
-      h("span", { class: "name" }, room.name),
+      h("span", { class: "name" }, h("span", { class: "label" }, room.name),
+        room.recipient ? state.verify.badge(room.recipient) : ""),
       h("span", { class: "preview" }, preview),
       h("span", { class: "time" }, latest ? formatTime(latest.sent_ms) : ""),
       room.unread ? h("span", { class: "unread", "aria-label": `${unreadText(room)} unread` },
@@ -370,7 +375,8 @@ async function loadSettings() {
   document.getElementById("devices").replaceChildren(...devices.devices.map((device) =>
     h("li", { class: "person" },
       h("code", { class: "name" }, device.device_id.slice(0, 16)),
-      device.this_device ? h("span", { class: "role" }, "this node") : "",
+      device.this_device ? h("span", { class: "role" }, "this node")
+        : state.verify.ownDevice(state.me, device),
       devices.primary && !device.this_device ? h("button", { type: "button",
         onclick: () => revoke(`/v1/devices/${device.device_id}`) }, "Revoke") : "")));
   document.getElementById("browsers").replaceChildren(...clients.clients.map((client) =>
@@ -554,6 +560,7 @@ function renderFriends() {
       avatar(displayName(user), user.profile_pic,
         h("span", { class: `dot ${user.online ? "online" : ""}` })),
       h("span", { class: "name" }, displayName(user)),
+      state.verify.badge(id), state.verify.button(id),
       h("span", { class: "preview" }, presenceText(user)),
       h("button", { type: "button", class: "block-user", onclick: () => setBlocked(id, true),
         "aria-label": `Block ${displayName(user)}` }, "Block"));
@@ -652,10 +659,13 @@ async function openChat(roomId, { refresh = false } = {}) {
         h("h2", {}, room.name),
         h("p", { id: "presence", class: "subtitle" }),
         h("p", { id: "typing", class: "subtitle typing", "aria-live": "polite" })),
+      room.recipient ? h("span", { id: "chat-trust" }) : "",
+      room.recipient ? state.verify.button(room.recipient) : "",
       room.type === "group" ? h("button", { id: "members-toggle", type: "button",
         "aria-expanded": "false", "aria-controls": "members", onclick: () => toggle("members") },
         "Members") : ""),
     room.type === "group" ? membersPanel(room, groupContext()) : "",
+    h("div", { id: "trust-notice", hidden: true }),
     h("div", { id: "messages", class: "messages", role: "log", "aria-live": "polite",
       tabindex: "0", "aria-label": "Messages" },
       h("button", { id: "older", type: "button", class: "older", hidden: true,
@@ -677,6 +687,7 @@ async function openChat(roomId, { refresh = false } = {}) {
         "aria-label": "Upload" }),
       h("button", { type: "submit" }, "Send")));
   renderTyping();
+  if (room.recipient) state.verify.renderChat(room.recipient);
   document.getElementById("messages").addEventListener("scroll", onScroll);
   renderList();
   const chat = chatOf(roomId);
@@ -1089,7 +1100,27 @@ function onFrame(frame) {
       }
       return;
     default:
+      state.verify.onFrame(frame); // verification, device_verified, device_keys_changed
       return;
+  }
+}
+
+/** Our own user, a friend, or the other user of a chat we accepted (not a message request). */
+function isKnown(userId) {
+  return userId === state.me || state.friends.has(userId)
+    || [...state.rooms.values()].some((room) => room.recipient === userId && !isRequest(room));
+}
+
+/** A user's trust was read (null: everyone's): redraw where it shows (SPEC §15.7.10). */
+function onTrustRead(userId) {
+  renderList();
+  renderFriends();
+  const room = state.rooms.get(state.open);
+  if (room?.recipient && [null, room.recipient].includes(userId)) {
+    state.verify.renderChat(room.recipient);
+  }
+  if ([null, state.me].includes(userId) && !document.getElementById("settings").hidden) {
+    loadSettings().catch(handleError);
   }
 }
 

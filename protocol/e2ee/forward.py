@@ -32,6 +32,7 @@ __all__ = [
     "decode_forward_answer",
     "decode_forward_request",
     "decode_forwarded_key",
+    "decode_session_pairs",
     "encode_forward_answer",
     "encode_forward_request",
     "encode_forwarded_key",
@@ -106,10 +107,15 @@ def decode_forwarded_key(data: bytes) -> ForwardedKey:
     raise MalformedMessage("a forwarded key is [0, room, session, key, index, device, to]")
 
 
-def check_forwarded_key(key: ForwardedKey, *, recipient: DeviceId) -> None:
-    """Raises KeyMismatch unless the key was forwarded to `recipient` (SPEC §27.12.2)."""
+def check_forwarded_key(
+    key: ForwardedKey, *, recipient: DeviceId, owner: DeviceId | None = None
+) -> None:
+    """Raises KeyMismatch unless the key was forwarded to `recipient` (SPEC §27.12.2) and,
+    when `owner` is given, is a session of that device (a key request's answer, §27.13.2)."""
     if key.recipient_device != recipient:
         raise KeyMismatch("a forwarded key for another device")
+    if owner is not None and key.sender_device != owner:
+        raise KeyMismatch("a requested key of a session the answering device does not own")
 
 
 def encode_forward_request(sessions: list[tuple[RoomId, bytes]]) -> bytes:
@@ -124,18 +130,29 @@ def decode_forward_request(data: bytes) -> list[tuple[RoomId, bytes]]:
         MalformedMessage: not [1, [[room, session], ...]] with 1..64 pairs of 32-byte ids.
     """
     match decode_canonical(data, max_bytes=MAX_FORWARD_FRAME_BYTES):
-        case [1, list() as pairs] if 0 < len(pairs) <= MAX_FORWARDED_KEYS:
-            found: list[tuple[RoomId, bytes]] = []
-            for pair in pairs:
-                match pair:
-                    case [bytes() as room, bytes() as session] if (
-                        len(room) == KEY_BYTES and len(session) == KEY_BYTES
-                    ):
-                        found.append((RoomId(room), session))
-                    case _:
-                        raise MalformedMessage("a requested session is [room, session id]")
-            return found
+        case [1, list() as pairs]:
+            return decode_session_pairs(pairs)
     raise MalformedMessage("a key forward request is [1, [[room, session], ...]] of 1..64")
+
+
+def decode_session_pairs(pairs: list[object]) -> list[tuple[RoomId, bytes]]:
+    """The (room, session id) pairs a request names (SPEC §27.12.1, §27.13.1).
+
+    Raises:
+        MalformedMessage: not 1..64 pairs [room, session id] of 32-byte ids.
+    """
+    if not 0 < len(pairs) <= MAX_FORWARDED_KEYS:
+        raise MalformedMessage(f"a request names 1..{MAX_FORWARDED_KEYS} sessions")
+    found: list[tuple[RoomId, bytes]] = []
+    for pair in pairs:
+        match pair:
+            case [bytes() as room, bytes() as session] if (
+                len(room) == KEY_BYTES and len(session) == KEY_BYTES
+            ):
+                found.append((RoomId(room), session))
+            case _:
+                raise MalformedMessage("a requested session is [room, session id]")
+    return found
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

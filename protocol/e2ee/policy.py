@@ -3,7 +3,10 @@
 The rule is one predicate so the sender (which encrypts) and every reader (which opens) agree.
 A kind a relay or a non-member must read stays in the clear: MEMBERSHIP (every member's home
 folds it, the new member before it holds any room key), ROOM_KEY (its shares are Olm-encrypted
-per device already) and PRIVATE (our user's own homes only). Owns no state.
+per device already) and PRIVATE (our user's own homes only). TYPING and PRESENCE are never
+stored or gossiped: they go on Noise-encrypted streams to contacts' homes alone, and a Megolm
+index per keystroke would rotate sessions and store replay marks (SPEC §27.14). Owns no
+state.
 """
 
 from __future__ import annotations

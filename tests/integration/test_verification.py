@@ -75,6 +75,7 @@ async def test_two_users_see_the_same_emoji_confirm_and_trust_each_other(
         before = await a.client.call("GET", f"/v1/users/{bob}/trust")
         assert before["keys_changed"] is False
         assert [d["verified"] for d in before["devices"]] == [False]
+        assert (await a.client.call("GET", "/v1/trust"))["users"] == []  # no one verified yet
         async with a.socket() as a_ws, b.socket() as b_ws:
             started = await a.client.call("POST", "/v1/verifications", {"user_id": bob})
             flow_id = started["flow_id"]
@@ -99,10 +100,41 @@ async def test_two_users_see_the_same_emoji_confirm_and_trust_each_other(
         assert [d["verified"] for d in trust_b["devices"]] == [True]
         assert trust_a["keys_changed"] is False and trust_b["keys_changed"] is False
         assert trust_a["devices"][0]["device_id"] == a_event["device_id"]
+        # the whole list's trust in one request: the users with a verified key
+        assert (await a.client.call("GET", "/v1/trust"))["users"] == [trust_a]
+        assert (await b.client.call("GET", "/v1/trust"))["users"] == [trust_b]
         # the CLI shows the same through the API
         shown = await _cli(tmp_path, a, "verify", "show", flow_id)
         assert "done" in shown and all(e["name"] in shown for e in shown_a)
         assert "verified" in await _cli(tmp_path, a, "verify", "trust", bob)
+        listed = await _cli(tmp_path, a, "verify", "trust")  # every verified user
+        assert listed.startswith("1 users with a verified device") and bob in listed
+
+
+async def test_clients_follow_a_flow_live_from_the_request_to_its_end(tmp_path: Path) -> None:
+    """SPEC §29.5.2: the responder's clients hear of the request and see the emoji without
+    asking; both sides' clients see the end with its code."""
+    async with asyncio.timeout(25), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        alice, bob = (await a.status())["user_id"], (await b.status())["user_id"]
+        async with a.socket() as a_ws, b.socket() as b_ws:
+            started = await a.client.call("POST", "/v1/verifications", {"user_id": bob})
+            flow_id = started["flow_id"]
+
+            def this_flow(state: str | None = None) -> Any:
+                return lambda f: f["flow_id"] == flow_id and state in (None, f["state"])
+
+            request = await b_ws.next("verification", this_flow())
+            assert request["initiator"] is False and request["user_id"] == alice
+            shown_b = await b_ws.next("verification", this_flow("showing"))
+            shown_a = await a_ws.next("verification", this_flow("showing"))
+            assert shown_b["emoji"] == shown_a["emoji"] and len(shown_a["emoji"]) == 7
+            assert shown_b["decimals"] == shown_a["decimals"]
+            await b.client.call("POST", f"/v1/verifications/{flow_id}/cancel")
+            ended_b = await b_ws.next("verification", this_flow("cancelled"))
+            ended_a = await a_ws.next("verification", this_flow("cancelled"))
+        assert ended_a["cancel_code"] == ended_b["cancel_code"] == ErrorCode.VERIFICATION_CANCELLED
+        assert ended_a["verified"] is False and ended_b["verified"] is False
 
 
 async def test_a_cancelled_flow_trusts_nothing_and_a_stranger_is_refused(

@@ -47,3 +47,45 @@ async def test_homes_whose_nats_defeat_tcp_punching_chat_over_webrtc_alone(
             await wait_until(lambda: alice.peer_paths().get(bob.peer_id) == ["webrtc"])
             await wait_until(lambda: bob.peer_paths().get(alice.peer_id) == ["webrtc"])
             await chat(alice, bob)  # over WebRTC alone
+
+
+DROP_UDP = """
+table inet udpblock {
+  chain forward {
+    type filter hook forward priority -10; policy accept;
+    meta l4proto udp drop
+  }
+}
+"""
+
+
+async def test_a_webrtc_upgrade_that_failed_is_tried_again_and_connects(tmp_path: Path) -> None:
+    """The first upgrade fails (the routers drop every UDP packet for a while); once UDP flows
+    again, the next try (RETRY_AFTER_S) connects (SPEC §10.11)."""
+    require_netlab()
+    with NetLab() as lab:
+        async with asyncio.timeout(120), AsyncExitStack() as stack:  # ~35 s on a quiet machine
+            relay_ns, _ = lab.public_host(1)
+            homes_ns = [lab.home_behind_nat(n, random_tcp_ports=True)[0] for n in (1, 2)]
+            for number in (1, 2):
+                lab.nft(lab.router(number), DROP_UDP)
+            relay = await start_node(stack, relay_ns, tmp_path / "relay")
+            alice, bob = [
+                await start_node(stack, ns, tmp_path / name, relay.listen_addrs[0])
+                for ns, name in zip(homes_ns, ("alice", "bob"), strict=True)
+            ]
+            await wait_until(
+                lambda: any("/p2p-circuit/" in a for a in alice.home_addresses(bob.user_id)),
+                poll_s=0.1,
+            )
+            await chat(alice, bob)  # through the relay
+            offerer, other = sorted((alice, bob), key=lambda home: home.peer_id)
+            await wait_until(lambda: offerer.hole_punches().tried.get("webrtc", 0) >= 1, poll_s=0.2)
+            assert offerer.hole_punches().direct.get("webrtc") is None
+            for number in (1, 2):
+                lab.nft(lab.router(number), "delete table inet udpblock")
+            await wait_until(lambda: "webrtc" in offerer.peer_paths().get(other.peer_id, []))
+            # Counted once the offerer's upgrade returns, just after the connection appears.
+            await wait_until(lambda: offerer.hole_punches().direct.get("webrtc") == 1)
+            assert offerer.hole_punches().tried["webrtc"] >= 2
+            await chat(alice, bob)

@@ -82,6 +82,7 @@ async def test_node_status_names_peer_user_and_version(tmp_path: Path) -> None:
         assert status["relays"] == [] and status["peer_paths"] == {}
         assert status["hole_punches"] == {"tried": {}, "direct": {}}
         assert status["unreachable"] == {"users": [], "own_homes": []}
+        assert status["undecryptable"] == 0  # nothing held for a key (SPEC §27.13.3)
         # a message for a user whose home no one can find: status names who we wait for
         room = await open_conversation(h, OTHER)
         await h.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "hi"})

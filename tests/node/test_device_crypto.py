@@ -15,7 +15,7 @@ from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
 from hearthmesh.protocol.errors import KeyMismatch, Replayed, StorageError, Undecryptable
 from hearthmesh.protocol.hlc import Timestamp
-from hearthmesh.protocol.identity import UserId, keypair_from_seed
+from hearthmesh.protocol.identity import DeviceId, UserId, keypair_from_seed
 from hearthmesh.storage.lmdb_store import LmdbStore
 
 ROOM = RoomId(b"r" * 32)
@@ -196,3 +196,29 @@ def test_the_pickle_key_file_is_private_and_stable(tmp_path: Path) -> None:
     (tmp_path / PICKLE_KEY_FILE).chmod(0o644)
     with pytest.raises(StorageError):
         load_or_create_pickle_key(tmp_path)
+
+
+def test_a_requested_key_opens_from_the_index_its_user_was_given_never_before(
+    devices: dict[str, Device],
+) -> None:
+    """SPEC §27.13.1: carol was given alice's session at index 2 (she joined then); the key
+    alice's home answers her request with opens index 2 on, and what came before stays
+    UNDECRYPTABLE. A forward claiming another owner is a KEY_MISMATCH."""
+    alice, carol = devices["alice"], devices["carol"]
+    early = [alice.send(b"before carol 0"), alice.send(b"before carol 1")]
+    later = alice.send(b"after carol joined")
+    session_id = e2ee.decode_encrypted_body(later.body).session_id
+    messages = alice.crypto.forward(
+        [(ROOM, session_id)], carol.bundle(), from_index={session_id: 2}
+    )
+    with pytest.raises(KeyMismatch):
+        carol.crypto.accept_forwarded(alice.bundle(), messages, owner=DeviceId(b"o" * 32))
+    keys = carol.crypto.accept_forwarded(
+        alice.bundle(), messages, owner=DeviceId(alice.device_key.public)
+    )
+    assert [k.first_index for k in keys] == [2]
+    opened = carol.crypto.open(later)
+    assert isinstance(opened, e2ee.Opened) and opened.body == b"after carol joined"
+    for envelope in early:
+        with pytest.raises(Undecryptable):
+            carol.crypto.open(envelope)

@@ -378,6 +378,17 @@ DECODERS: dict[str, Decoder] = {
         e2ee.encode_forward_request,
         (e2ee.encode_forward_request([(envelope.RoomId(_ID), _ID)]),),
     ),
+    "e2ee.decode_key_request": Decoder(
+        e2ee.decode_key_request,
+        e2ee.encode_key_request,
+        (
+            e2ee.encode_key_request(
+                e2ee.KeyRequest(
+                    user=identity.UserId(_ID), sessions=((envelope.RoomId(_ID), _ID),) * 2
+                )
+            ),
+        ),
+    ),
     "e2ee.decode_forward_answer": Decoder(
         e2ee.decode_forward_answer,
         None,  # answers and ERROR frames share the decoder

@@ -293,3 +293,46 @@ def test_a_claim_answer_holds_keys_signed_by_the_device_asked_for() -> None:
     )
     with pytest.raises(BadSignature):
         e2ee.check_claim_answer(swapped, device)
+
+
+def test_a_key_request_names_its_user_and_1_to_64_sessions() -> None:
+    """SPEC §27.13.1: [1, user, [[room, session], ...]] round-trips; no session, 65, a short
+    id or another shape is MALFORMED."""
+    user, room = UserId(b"u" * 32), RoomId(b"r" * 32)
+    sessions = tuple((room, bytes([i]) * 32) for i in range(3))
+    request = e2ee.KeyRequest(user=user, sessions=sessions)
+    assert e2ee.decode_key_request(e2ee.encode_key_request(request)) == request
+    for bad in (
+        e2ee.KeyRequest(user=user, sessions=()),
+        e2ee.KeyRequest(user=user, sessions=((room, b"s" * 32),) * 65),
+        e2ee.KeyRequest(user=user, sessions=((room, b"s" * 31),)),
+        e2ee.KeyRequest(user=UserId(b"u" * 31), sessions=sessions),
+    ):
+        with pytest.raises(MalformedMessage):
+            e2ee.decode_key_request(e2ee.encode_key_request(bad))
+    with pytest.raises(MalformedMessage):  # a key-forward request is not a key request
+        e2ee.decode_key_request(e2ee.encode_forward_request(list(sessions)))
+
+
+def test_key_requests_back_off_doubling_to_ten_minutes() -> None:
+    """SPEC §27.13.3: the interval, then twice as long each time, never past 10 minutes."""
+    waits = [e2ee.next_key_request_ms(n, 1_000, first_ms=2_000) - 1_000 for n in range(1, 12)]
+    assert waits[:4] == [2_000, 4_000, 8_000, 16_000]
+    assert max(waits) == e2ee.KEY_REQUEST_MAX_BACKOFF_MS == waits[-1]
+
+
+def test_a_requested_key_must_be_the_answering_devices_session() -> None:
+    """SPEC §27.13.2: with `owner`, a forwarded key of another device's session is a
+    KEY_MISMATCH (a member cannot pass another's session off as the sender's)."""
+    me, sender, other = DeviceId(b"m" * 32), DeviceId(b"s" * 32), DeviceId(b"o" * 32)
+    key = e2ee.ForwardedKey(
+        room=RoomId(b"r" * 32),
+        session_id=b"i" * 32,
+        exported_key=b"k" * 100,
+        first_index=0,
+        sender_device=other,
+        recipient_device=me,
+    )
+    e2ee.check_forwarded_key(key, recipient=me)
+    with pytest.raises(KeyMismatch):
+        e2ee.check_forwarded_key(key, recipient=me, owner=sender)

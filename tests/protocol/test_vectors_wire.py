@@ -26,6 +26,7 @@ WIRE_TOPICS = (
     "media",
     "fetch",
     "linking",
+    "keys",
 )
 
 

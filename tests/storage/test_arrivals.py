@@ -91,6 +91,21 @@ def test_purged_events_are_passed_over_and_numbers_are_never_reused(store: KvSto
     assert _numbers(store.arrivals_after(0, limit=10)) == [(4, fresh.message_id)]
 
 
+def test_events_that_became_readable_move_to_the_end_of_the_log(store: KvStore) -> None:
+    """SPEC §27.13.5: renumbered events take the next numbers in the order given, in place of
+    their own; a newest entry moved keeps its number taken; unknown ids are passed over."""
+    first, second, third = (make_envelope(seq=i, wall_ms=i * 1_000) for i in (1, 2, 3))
+    store.append_many([AppendRequest(envelope=e) for e in (first, second, third)])
+    assert store.renumber_arrivals([third.message_id, first.message_id, b"x" * 32]) == 2
+    assert _numbers(store.arrivals_after(0, limit=10)) == [
+        (2, second.message_id),
+        (4, third.message_id),
+        (5, first.message_id),
+    ]
+    assert store.last_arrival() == 5
+    assert store.renumber_arrivals([]) == 0
+
+
 def test_feed_page_limit_is_checked(store: KvStore) -> None:
     with pytest.raises(LocalProtocolError):
         store.arrivals_after(0, limit=0)

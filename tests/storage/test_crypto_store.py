@@ -10,8 +10,9 @@ import pytest
 
 from hearthmesh.protocol.envelope import MessageId, RoomId
 from hearthmesh.protocol.errors import LocalProtocolError
-from hearthmesh.protocol.identity import DeviceId
+from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.storage.api import InboundSession, OutboundSession
+from hearthmesh.storage.keys import Table, crypto_pair_key
 from hearthmesh.storage.store import KvStore
 from tests.storage.conftest import open_store
 
@@ -98,3 +99,26 @@ def test_forgetting_handed_out_marks_keeps_the_pool(store: KvStore) -> None:
     assert store.forget_handed_out(frozenset({b"b" * 32})) == 2
     assert not store.hand_out_one_time_key(b"b" * 32)
     assert store.hand_out_one_time_key(b"a" * 32)
+
+
+def test_the_lowest_index_a_users_devices_were_given_a_session_at_is_kept(
+    store: KvStore,
+) -> None:
+    """SPEC §27.13.1: per user, the lowest index its devices got the key at; a row from
+    before indices were kept counts as 0; a user never given it has none."""
+    room, session = RoomId(b"r" * 32), b"s" * 32
+    bob, carol = UserId(b"b" * 32), UserId(b"c" * 32)
+    store.mark_shared(room, session, {DeviceId(b"1" * 32): bob}, 3)
+    store.mark_shared(room, session, {DeviceId(b"2" * 32): bob}, 1)
+    store.mark_shared(room, session, {DeviceId(b"3" * 32): carol}, 7)
+    assert store.first_index_shared(room, session, bob) == 1
+    assert store.first_index_shared(room, session, carol) == 7
+    assert store.first_index_shared(room, session, UserId(b"d" * 32)) is None
+    assert store.shared_devices(room, session) == {
+        DeviceId(b"1" * 32): bob,
+        DeviceId(b"2" * 32): bob,
+        DeviceId(b"3" * 32): carol,
+    }
+    legacy = crypto_pair_key(room, session) + b"4" * 32
+    store._engine.write(lambda txn: txn.put(Table.E2EE_SHARED, legacy, carol))
+    assert store.first_index_shared(room, session, carol) == 0

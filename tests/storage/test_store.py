@@ -751,3 +751,8 @@ def test_trust_is_kept_per_user_and_device_key(store: KvStore) -> None:
     store.set_trust(bob, DeviceId(b"2" * 32), Trust.VERIFIED, now_ms=6)
     assert store.trusted_devices(alice) == {DeviceId(b"1" * 32): Trust.VERIFIED}
     assert store.trusted_devices(bob) == {DeviceId(b"2" * 32): Trust.VERIFIED}
+    store.set_trust(bob, DeviceId(b"3" * 32), Trust.VERIFIED, now_ms=7)
+    assert store.trusted_users() == {
+        alice: {DeviceId(b"1" * 32): Trust.VERIFIED},
+        bob: {DeviceId(b"2" * 32): Trust.VERIFIED, DeviceId(b"3" * 32): Trust.VERIFIED},
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from hearthmesh.tools.cli import _build_parser
-from hearthmesh.tools.settings import DEFAULT_LISTEN_ALL, SettingsError, resolve_settings
+from hearthmesh.tools.settings import (
+    DEFAULT_LISTEN_ALL,
+    SettingsError,
+    public_announce,
+    resolve_settings,
+)
 
 SCRIPT = Path(sys.executable).parent / "hearthmesh"
 
@@ -36,6 +42,10 @@ prefix_exempt_loopback = false
 recall_window_ms = 3600000
 webrtc = false
 upnp = false
+relay_reservations = 1
+public = true
+public_address = "203.0.113.7"
+stun_servers = ["stun:198.51.100.3:3478"]
 log_level = "info"
 """
 
@@ -117,6 +127,8 @@ def test_a_log_level_outside_the_four_is_refused_with_its_source() -> None:
 def test_a_bad_environment_value_is_refused() -> None:
     with pytest.raises(SettingsError, match="HEARTHMESH_MDNS"):
         resolve_settings(args(), env={"HEARTHMESH_MDNS": "maybe"})
+    with pytest.raises(SettingsError, match="stun_servers wants stun:HOST:PORT"):
+        resolve_settings(args(), env={"HEARTHMESH_STUN_SERVERS": "198.51.100.3:3478"})
 
 
 def test_config_show_prints_each_value_and_its_source(tmp_path: Path) -> None:
@@ -142,3 +154,89 @@ def test_config_show_prints_each_value_and_its_source(tmp_path: Path) -> None:
         check=False,
     )
     assert refused.returncode == 2 and "config.toml:1: mdns wants true or false" in refused.stderr
+
+
+def config_show(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), "config", "show", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_public_sets_its_profile_where_nothing_else_set_a_value(tmp_path: Path) -> None:
+    public = ("--public", "--public-address", "203.0.113.7")
+    shown = config_show("--data-dir", str(tmp_path), *public, "--relay-max-reservations", "64")
+    assert shown.returncode == 0, shown.stderr
+    lines = dict(line.split(" = ", 1) for line in shown.stdout.splitlines())
+    assert lines["public"] == "true  # flag"
+    assert lines["listen"] == (
+        '["/ip4/0.0.0.0/tcp/4470", "/ip4/0.0.0.0/udp/4470/quic-v1"]  # public (flag)'
+    )
+    assert lines["announce"] == (
+        '["/ip4/203.0.113.7/tcp/4470", "/ip4/203.0.113.7/udp/4470/quic-v1"]'
+        "  # public_address (flag)"
+    )
+    assert lines["relay_service"] == "true  # public (flag)"
+    assert lines["relay_reservations"] == "0  # public (flag)"
+    assert lines["upnp"] == "false  # public (flag)" and lines["mdns"] == "false  # public (flag)"
+    # An explicit value wins over the profile; what the profile leaves alone stays default.
+    assert lines["relay_max_reservations"] == "64  # flag"
+    assert lines["relay_circuit_seconds"] == "600  # default"
+    assert lines["api"] == '"127.0.0.1:8470"  # default'
+
+
+def test_public_in_the_config_file_names_the_file_and_yields_to_the_environment(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "config.toml").write_text('name = "relay"\npublic = true\n')
+    env = {"HEARTHMESH_UPNP": "1"}
+    settings = resolve_settings(args("--data-dir", str(tmp_path)), env=env)
+    assert settings.relay_reservations == 0 and settings.relay_max_reservations == 128
+    assert settings.sources["relay_reservations"] == f"public (file {tmp_path / 'config.toml'}:2)"
+    assert settings.upnp and settings.sources["upnp"] == "env HEARTHMESH_UPNP"
+    assert settings.announce == [] and settings.sources.get("announce") is None
+    plain = resolve_settings(args(), env={})
+    assert not plain.public and plain.relay_reservations == 2 and plain.relay_max_reservations == 16
+
+
+def test_public_announce_keeps_each_transport_and_port_and_skips_loopback() -> None:
+    listen = [
+        "/ip4/0.0.0.0/tcp/4470",
+        "/ip6/::/tcp/4470",
+        "/ip4/127.0.0.1/tcp/4471",
+        "/ip4/0.0.0.0/udp/4470/quic-v1",
+    ]
+    assert public_announce("2001:db8::7", listen) == [
+        "/ip6/2001:db8::7/tcp/4470",
+        "/ip6/2001:db8::7/udp/4470/quic-v1",
+    ]
+    assert public_announce("198.51.100.9", listen[:2]) == ["/ip4/198.51.100.9/tcp/4470"]
+
+
+def test_a_public_address_that_is_not_an_ip_is_refused(tmp_path: Path) -> None:
+    refused = config_show("--data-dir", str(tmp_path), "--public-address", "relay.example.org")
+    assert refused.returncode == 2
+    assert "public_address wants an IPv4 or IPv6 address, got 'relay.example.org'" in (
+        refused.stderr
+    )
+
+
+def test_the_systemd_example_runs_a_public_node_with_settings_run_accepts(tmp_path: Path) -> None:
+    unit = Path(__file__).parents[2] / "docs" / "hearthmesh-public.service"
+    exec_start = next(
+        line.removeprefix("ExecStart=")
+        for line in unit.read_text().splitlines()
+        if line.startswith("ExecStart=")
+    )
+    program, command, *flags = shlex.split(exec_start)
+    assert program.endswith("/hearthmesh") and command == "run"
+    flags[flags.index("--data-dir") + 1] = str(tmp_path)
+    shown = config_show(*flags)
+    assert shown.returncode == 0, shown.stderr
+    lines = dict(line.split(" = ", 1) for line in shown.stdout.splitlines())
+    assert lines["public"] == "true  # flag"
+    assert lines["relay_reservations"] == "0  # public (flag)"
+    assert lines["announce"].startswith('["/ip4/203.0.113.7/tcp/4470", ')

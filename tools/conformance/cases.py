@@ -12,10 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.capabilities import Level
-from hearthmesh.protocol.delivery import (
-    DELIVER_PROTOCOL,
-)
+from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, ProtocolErrorFrame
 from hearthmesh.protocol.envelope import Kind, RoomId
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL, FetchAnswer, FetchRequest
@@ -92,6 +91,9 @@ async def _hello(s: Session) -> str:
     if not homed:
         return "no-record-names-the-node"
     s.user = homed[0].user
+    position = homed[0].homes.index(s.peer_id)
+    if position < len(homed[0].devices):
+        s.device = homed[0].devices[position].device
     return "ok"
 
 
@@ -231,6 +233,29 @@ async def _media_flood(s: Session) -> str:
         request = encode_media_request(os.urandom(32))
         answers.add((await s.kit.request(s.peer_id, MEDIA_PROTOCOL, request)).summary)
     return ",".join(sorted(answers))
+
+
+async def _key_claim(s: Session) -> str:
+    """§27.2.2: the node hands out its device's bundle and a one-time key, both signed by it
+    (checked as the device's by `check_claim_answer`)."""
+    if s.device is None:
+        return "no-device-in-the-record"
+    request = e2ee.encode_claim_request(s.device)
+    answer = await s.ask(e2ee.KEYS_PROTOCOL, request, e2ee.decode_claim_answer)
+    if isinstance(answer, str | ProtocolErrorFrame):
+        return outcome(answer)
+    try:
+        e2ee.check_claim_answer(answer, s.device)
+    except HearthError as exc:
+        return f"invalid:{type(exc).__name__}"
+    return "ok"
+
+
+async def _key_request_stranger(s: Session) -> str:
+    """§27.13.1: a stranger asking for the key of a session in a room it is not in."""
+    sessions = ((RoomId(os.urandom(32)), os.urandom(32)),)
+    request = e2ee.encode_key_request(e2ee.KeyRequest(user=s.kit.user_id, sessions=sessions))
+    return (await s.kit.request(s.peer_id, e2ee.KEY_REQUEST_PROTOCOL, request)).summary
 
 
 async def _malformed_frame(s: Session) -> str:
@@ -412,6 +437,15 @@ CASES: Final[tuple[Case, ...]] = (
         expected="DUPLICATE",
         run=_replayed,
         hostile=True,
+    ),
+    Case(name="key_claim", section="§27.2.2", expected="ok", run=_key_claim, level=Level.E2EE),
+    Case(
+        name="key_request_from_a_stranger",
+        section="§27.13.1",
+        expected="ERROR:KEY_REQUEST_DENIED",
+        run=_key_request_stranger,
+        hostile=True,
+        level=Level.E2EE,
     ),
 )
 """Every case, in the order they run (later ones use what earlier ones delivered)."""

@@ -21,7 +21,7 @@ from hearthmesh.protocol.delivery import (
 )
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import HearthError
-from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.peer_id import peer_id_of_node_key
 from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.tools.client import ApiClient
@@ -41,6 +41,8 @@ class Session:
     peer_id: str
     user: UserId = field(default_factory=lambda: UserId(bytes(32)))
     """Learnt from the node's hello answer (the record naming it as a home)."""
+    device: DeviceId | None = None
+    """The device that record places on the node (SPEC §22), from the same answer."""
     delivered: list[Envelope] = field(default_factory=list)
     group: RoomId | None = None
     """A group our second stranger created and added the node's user and ours to."""

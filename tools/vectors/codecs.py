@@ -24,6 +24,17 @@ from hearthmesh.protocol.actions import (
 )
 from hearthmesh.protocol.content import decode_media
 from hearthmesh.protocol.delivery import Ack, decode_frame, verify_ack
+from hearthmesh.protocol.e2ee import (
+    ForwardAnswer,
+    check_forwarded_key,
+    check_sender_bundle,
+    decode_forward_answer,
+    decode_forward_request,
+    decode_forwarded_key,
+    decode_key_request,
+    decode_room_key_shares,
+    verify_key_bundle,
+)
 from hearthmesh.protocol.envelope import Kind, RoomId, decode_envelope
 from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
 from hearthmesh.protocol.fetch import decode_request as decode_fetch_request
@@ -32,7 +43,7 @@ from hearthmesh.protocol.hello import decode_hello
 from hearthmesh.protocol.hlc import encode_timestamp
 from hearthmesh.protocol.home_dht import home_record_key, select_home_record, validate_home_record
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
-from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.invites import (
     check_invite,
     decode_invite,
@@ -206,6 +217,30 @@ def _invite_check(case: Case) -> Any:
     return as_json(check_invite(record, now_ms=case["now_ms"]))
 
 
+def _room_key_body(case: Case) -> Any:
+    """§27.5: a ROOM_KEY body, its bundle checked as the envelope's sender device's."""
+    shares = decode_room_key_shares(_hex(case))
+    check_sender_bundle(shares, DeviceId(_hex(case, "sender_device_hex")))
+    return as_json(shares)
+
+
+def _key_forward_answer(case: Case) -> Any:
+    """§27.12.1: an ANSWER (its bundle's signature checked) or an ERROR frame."""
+    answer = decode_forward_answer(_hex(case))
+    if isinstance(answer, ForwardAnswer):
+        verify_key_bundle(answer.sender_bundle)
+    return as_json(answer)
+
+
+def _forwarded_key(case: Case) -> Any:
+    """§27.12.2, §27.13.2: an Olm plaintext of a forwarded key, for `recipient_hex`, and (a
+    key request's answer) of the session of `owner_hex`."""
+    key = decode_forwarded_key(_hex(case))
+    owner = DeviceId(_hex(case, "owner_hex")) if "owner_hex" in case else None
+    check_forwarded_key(key, recipient=DeviceId(_hex(case, "recipient_hex")), owner=owner)
+    return as_json(key)
+
+
 OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "action_body": _action_body,
     "annotated_body": lambda c: as_json(decode_annotated(_hex(c))),
@@ -239,6 +274,11 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "join_request": lambda c: as_json(decode_join_request(_hex(c))),
     "join_answer": _join_answer,
     "invite_check": _invite_check,
+    "room_key_body": _room_key_body,
+    "key_forward_request": lambda c: {"sessions": as_json(decode_forward_request(_hex(c)))},
+    "key_forward_answer": _key_forward_answer,
+    "forwarded_key": _forwarded_key,
+    "key_request": lambda c: as_json(decode_key_request(_hex(c))),
 }
 """Every operation a wire vector names; the keys are the `op` of its cases."""
 

@@ -17,6 +17,7 @@ from . import (
     gen_hlc,
     gen_homes,
     gen_identity,
+    gen_keys,
     gen_linking,
     gen_membership,
     gen_reconcile,
@@ -38,6 +39,7 @@ def generate_all(directory: Path = VECTORS_DIR) -> list[Path]:
         gen_delivery,
         gen_linking,
         gen_e2ee,
+        gen_keys,
         gen_groups,
         gen_actions,
     )

@@ -1,0 +1,308 @@
+"""Room-key requests to a session's sender `/hearthmesh/key-request/0` (SPEC §27.13).
+
+A member's home that holds envelopes whose ROOM_KEY never reached it (its device was not in
+its user's record when the sender shared, or the share did not open) asks the home of the
+device that sent them. `KeyRequestServer` answers a home that the named user's record lists
+with a key bundle, when that user is a member of every asked room now, with the sessions this
+device owns and gave to that user (or to our own user): exported at the first index held,
+Olm-encrypted to that device, like a forward (§27.12). Refusals are charged to the peer.
+`KeyRequests` is the asking side: every `interval_ms` it asks each due session's sender,
+first an interval after it sees the session held, then with backoff doubling from the
+interval; a session asked `KEY_REQUEST_ATTEMPTS` times and still held counts its envelopes as
+undecryptable (it is still asked, at the longest backoff).
+
+State: the server's per-peer rate buckets; the asker's attempts and next time per held
+session (at most `MAX_TRACKED_SESSIONS`), its counts of keys taken and of undecryptable
+envelopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Final
+
+from hearthmesh.node.clock import Clock
+from hearthmesh.node.delivery.peer_link import PeerLinks
+from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
+from hearthmesh.node.e2ee.key_forwarding import take_forwarded
+from hearthmesh.node.e2ee.request_server import RequestServer
+from hearthmesh.node.e2ee.room_opener import MAX_OPENED_PER_KEY, RoomOpener
+from hearthmesh.node.identity.home_directory import HomeDirectory
+from hearthmesh.node.p2p.errors import P2PError
+from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.node.rate_limit import RateLimiter
+from hearthmesh.protocol import e2ee
+from hearthmesh.protocol.delivery import ProtocolErrorFrame
+from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.errors import (
+    HearthError,
+    KeyMismatch,
+    KeyRequestDenied,
+    RemoteProtocolError,
+    refusal,
+)
+from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.storage.api import Store
+from hearthmesh.storage.async_store import AsyncStore
+
+__all__ = [
+    "MAX_TRACKED_SESSIONS",
+    "REQUESTS_BURST",
+    "REQUESTS_PER_S",
+    "KeyRequestServer",
+    "KeyRequests",
+]
+
+log = logging.getLogger(__name__)
+
+REQUESTS_PER_S: Final = 1
+REQUESTS_BURST: Final = 4
+"""Requests one peer may make: a few pages of 64 sessions at once, then one a second."""
+MAX_TRACKED_SESSIONS: Final = 256
+"""Held sessions the asker keeps attempts for; more wait until some open or are purged."""
+MAX_SENDERS_PER_ROUND: Final = 8
+"""Sender devices asked per round: the outstanding requests at once."""
+ASK_TIMEOUT_S: Final = 10.0
+RECORD_LOOKUP_S: Final = 3.0
+"""How long the server looks up a member's record that does not list the asking home yet (a
+device linked since we last heard), and the asker the record of a sender it does not know."""
+
+
+class KeyRequestServer(RequestServer):
+    """Answers room members' homes that ask for the keys of our sessions."""
+
+    def __init__(
+        self,
+        *,
+        store: AsyncStore,
+        crypto: DeviceCrypto,
+        directory: HomeDirectory,
+        find_record: Callable[[UserId], Awaitable[bool]],
+        members_of: Callable[[RoomId], Awaitable[frozenset[UserId]]],
+        own_bundle: e2ee.KeyBundle,
+        user: UserId,
+        clock: Clock,
+        on_refused: Callable[[str, RemoteProtocolError], None],
+    ) -> None:
+        super().__init__(what="key request", on_refused=on_refused)
+        self._store = store
+        self._crypto = crypto
+        self._directory = directory
+        self._find_record = find_record
+        self._members_of = members_of
+        self._own_bundle = own_bundle
+        self._user = user
+        self._limits = RateLimiter(REQUESTS_PER_S, REQUESTS_BURST, clock)
+        self.answered = 0
+        """Requests answered with at least one key (for tests and status)."""
+
+    async def answer(self, peer: str, request: bytes) -> bytes:
+        """The asked sessions we own and gave the asking user, to its device on `peer`."""
+        self._limits.require(peer, "key requests")
+        asked = e2ee.decode_key_request(request)
+        for room in {room for room, _ in asked.sessions}:
+            if asked.user not in await self._members_of(room):
+                raise KeyRequestDenied("room keys go to the room's current members only")
+        recipient = await self._recipient(asked.user, peer)
+        messages = await self._store.run(self._answer, self._store.store, asked, recipient)
+        if messages:
+            self.answered += 1
+        return e2ee.encode_forward_answer(
+            e2ee.ForwardAnswer(sender_bundle=self._own_bundle, messages=tuple(messages))
+        )
+
+    async def _recipient(self, user: UserId, peer: str) -> e2ee.KeyBundle:
+        """The bundle `user`'s record lists for the device on `peer`.
+
+        Raises:
+            KeyRequestDenied: the newest record we hold or find lists no such device (never
+                listed, or revoked since).
+        """
+        record = self._directory.record(user)
+        if record is None or record.bundle_at_home(peer) is None:
+            with contextlib.suppress(TimeoutError):  # a member: its lookups are backed off
+                async with asyncio.timeout(RECORD_LOOKUP_S):
+                    await self._find_record(user)
+            record = self._directory.record(user)
+        bundle = None if record is None else record.bundle_at_home(peer)
+        if bundle is None:
+            raise KeyRequestDenied("the asking home is not a device its user's record lists")
+        return bundle
+
+    def _answer(
+        self, store: Store, asked: e2ee.KeyRequest, recipient: e2ee.KeyBundle
+    ) -> list[tuple[int, bytes]]:
+        """Olm messages to `recipient` with the asked sessions we own and gave its user, each
+        from the index its user was first given: a member reads what it was sent, never what
+        came before it joined (§27.10.2). Our own user's devices get the whole session."""
+        own_device = self._own_bundle.device
+        ours: list[tuple[RoomId, bytes]] = []
+        from_index: dict[bytes, int] = {}
+        for room, session_id in asked.sessions:
+            kept = store.inbound_session(room, session_id)
+            if kept is None or kept.owner != own_device:
+                continue
+            given = (
+                0
+                if asked.user == self._user
+                else store.first_index_shared(room, session_id, asked.user)
+            )
+            if given is not None:
+                ours.append((room, session_id))
+                from_index[session_id] = given
+        return self._crypto.forward(ours, recipient, from_index=from_index) if ours else []
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """One session some stored envelopes wait for, and who sent them."""
+
+    room: RoomId
+    session_id: bytes
+    sender_user: UserId
+    sender_device: DeviceId
+    envelopes: int
+
+
+@dataclass(slots=True)
+class _Attempts:
+    count: int
+    next_ms: int
+
+
+class KeyRequests:
+    """Asks senders for the keys of what we hold unopened (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        host: P2PHost,
+        links: PeerLinks,
+        store: AsyncStore,
+        crypto: DeviceCrypto,
+        opener: RoomOpener,
+        directory: HomeDirectory,
+        find_record: Callable[[UserId], Awaitable[bool]],
+        user: UserId,
+        device: DeviceId,
+        clock: Clock,
+        interval_ms: int,
+    ) -> None:
+        self._host = host
+        self._links = links
+        self._store = store
+        self._crypto = crypto
+        self._opener = opener
+        self._directory = directory
+        self._find_record = find_record
+        self._user = user
+        self._device = device
+        self._clock = clock
+        self._interval_ms = interval_ms
+        self._attempts: OrderedDict[bytes, _Attempts] = OrderedDict()
+        self.keys_taken = 0
+        """Room keys senders gave us on request."""
+        self.undecryptable = 0
+        """Held envelopes whose session was asked for KEY_REQUEST_ATTEMPTS times (§27.13.3)."""
+
+    async def run(self) -> None:
+        """Ask while something is held, every interval, until cancelled."""
+        while True:
+            await asyncio.sleep(self._interval_ms / 1000)
+            await self.ask_due()
+
+    async def ask_due(self) -> int:
+        """One round: ask the senders of the due held sessions; how many keys were taken."""
+        held = await self._store.read(_held, self._store.store)
+        now = self._clock.now_ms()
+        due = self._due(held, now)
+        taken = 0
+        for (user, device), sessions in list(due.items())[:MAX_SENDERS_PER_ROUND]:
+            for _, session_id in sessions:
+                attempts = self._attempts[session_id]
+                attempts.count += 1
+                attempts.next_ms = e2ee.next_key_request_ms(
+                    attempts.count, now, first_ms=self._interval_ms
+                )
+            try:
+                async with asyncio.timeout(ASK_TIMEOUT_S):
+                    taken += await self._ask(user, device, sessions)
+            except (HearthError, P2PError, TimeoutError) as exc:
+                log.info("asking %s for room keys failed: %s", device.hex()[:12], exc)
+        self.keys_taken += taken
+        self.undecryptable = sum(
+            h.envelopes
+            for h in held
+            if (a := self._attempts.get(h.session_id)) and a.count >= e2ee.KEY_REQUEST_ATTEMPTS
+        )
+        return taken
+
+    def _due(
+        self, held: list[_Held], now: int
+    ) -> dict[tuple[UserId, DeviceId], list[tuple[RoomId, bytes]]]:
+        still = {h.session_id for h in held}
+        for gone in [s for s in self._attempts if s not in still]:
+            del self._attempts[gone]  # opened (by any path) or purged
+        due: dict[tuple[UserId, DeviceId], list[tuple[RoomId, bytes]]] = {}
+        for h in held:
+            if h.sender_device == self._device:
+                continue  # our own session: only our siblings could have it (§27.12)
+            attempts = self._attempts.get(h.session_id)
+            if attempts is None:
+                if len(self._attempts) >= MAX_TRACKED_SESSIONS:
+                    continue
+                # the first ask waits an interval: its ROOM_KEY may be a moment behind
+                attempts = self._attempts[h.session_id] = _Attempts(0, now + self._interval_ms)
+            if now < attempts.next_ms:
+                continue
+            sessions = due.setdefault((h.sender_user, h.sender_device), [])
+            if len(sessions) < e2ee.MAX_FORWARDED_KEYS:
+                sessions.append((h.room, h.session_id))
+        return due
+
+    async def _ask(
+        self, user: UserId, device: DeviceId, sessions: list[tuple[RoomId, bytes]]
+    ) -> int:
+        record = self._directory.record(user)
+        if record is None or record.home_of(device) is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RECORD_LOOKUP_S):
+                    await self._find_record(user)
+            record = self._directory.record(user)
+        peer = None if record is None else record.home_of(device)
+        listed = None if record is None else record.bundle_of(device)
+        if record is None or peer is None or listed is None:
+            log.info("no home of sender device %s known: asked later", device.hex()[:12])
+            return 0
+        await self._links.reach(peer, record.addrs)
+        request = e2ee.KeyRequest(user=self._user, sessions=tuple(sessions))
+        async with await self._host.open_stream(peer, e2ee.KEY_REQUEST_PROTOCOL) as stream:
+            await stream.write_frame(e2ee.encode_key_request(request))
+            answer = e2ee.decode_forward_answer(await stream.read_frame())
+        if isinstance(answer, ProtocolErrorFrame):
+            raise refusal(answer.code, f"key request refused: {answer.message}")
+        if answer.sender_bundle != listed:
+            raise KeyMismatch("the answering bundle is not the one the sender's record lists")
+        return await self._store.run(
+            take_forwarded, self._crypto, self._opener, self._store.store, answer, owner=device
+        )
+
+
+def _held(store: Store) -> list[_Held]:
+    """The sessions stored envelopes wait for, each with its sender and how many wait."""
+    found: list[_Held] = []
+    for room, session_id in store.held_sessions(MAX_TRACKED_SESSIONS):
+        waiting = store.held_encrypted(session_id, MAX_OPENED_PER_KEY)
+        event = next((e for m, _ in waiting if (e := store.get_event(m)) is not None), None)
+        if event is None:
+            continue  # purged meanwhile
+        envelope = event.envelope
+        found.append(
+            _Held(room, session_id, envelope.sender_user, envelope.sender_device, len(waiting))
+        )
+    return found

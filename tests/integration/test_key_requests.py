@@ -1,0 +1,195 @@
+"""Room-key requests to a session's sender over `/hearthmesh/key-request/0` between real nodes
+on loopback (SPEC §27.13): a key that never reached a device is recovered by asking its
+sender, and requests from anyone but a current member's listed home are refused and charged."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hearthmesh.node.api import ApiConfig, ApiServer
+from hearthmesh.node.e2ee.key_requests import REQUESTS_BURST
+from hearthmesh.node.node import Node
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.protocol import e2ee
+from hearthmesh.protocol.delivery import ProtocolErrorFrame
+from hearthmesh.protocol.envelope import Kind, RoomId, decode_envelope
+from hearthmesh.protocol.errors import ErrorCode
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.tools.client import ApiClient
+
+from .api_helpers import TOKEN, Home, run_cli
+from .conftest import CATALOGUE_STANDING, NodeFactory
+from .test_devices import bodies, link_device, wait_until_readable
+
+pytestmark = pytest.mark.integration
+
+NEVER_MS = 3_600_000
+"""An interval that does not come within a test: the laptop's siblings never forward."""
+
+
+async def test_a_room_key_a_device_never_got_is_recovered_from_its_sender(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """Alice shares her session with bob's only device; bob then links a laptop, which syncs
+    alice's messages from its sibling but holds no key of them (its home was not in bob's
+    record when the key was sent). With forwarding between bob's homes off, the laptop asks
+    alice's home, which gives the key to a device bob's record lists: it reads them all."""
+    async with (
+        asyncio.timeout(120),
+        make_node("alice") as alice,
+        make_node("bob") as bob,
+    ):
+        await bob.connect(alice.listen_addrs[0])
+        room = await alice.open_direct(bob.user_id)
+        assert await bob.open_direct(alice.user_id) == room
+        for i in range(3):
+            await alice.send(room, f"before the laptop {i}".encode())
+        await wait_until_readable(bob, room)
+        await until_messages(bob, room, 3)
+
+        config, _ = await link_device(bob, tmp_path / "bob-laptop")
+        config = dataclasses.replace(config, key_forward_interval_ms=NEVER_MS)
+        async with Node(config) as laptop:
+            await laptop.connect(bob.listen_addrs[0])  # syncs the history from its sibling
+            await laptop.connect(alice.listen_addrs[0])  # hello: each learns the other's record
+            await until_messages(laptop, room, 3)
+            await wait_until_readable(laptop, room)
+            assert await bodies(laptop, room) == await bodies(bob, room)
+            assert laptop.key_requests_taken >= 1 and alice.key_requests_answered >= 1
+            assert laptop.key_forwarding_taken == 0
+            assert laptop.undecryptable == 0
+
+
+async def until_messages(node: Node, room: RoomId, count: int) -> None:
+    """Poll until `node` holds `count` MESSAGE envelopes of `room` (opened or not)."""
+    while True:
+        page = await node.history(room, limit=1000)
+        if sum(e.envelope.kind == Kind.MESSAGE for e in page.events) >= count:
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_a_request_from_anyone_but_a_members_listed_home_is_refused_and_charged(
+    make_node: NodeFactory,
+) -> None:
+    """SPEC §27.13.1: a stranger naming itself (not a member), or naming a member whose record
+    does not list the asking home, gets KEY_REQUEST_DENIED (75); a malformed request gets
+    MALFORMED, and asking faster than 4 at once and one a second RATE_LIMITED; each is charged,
+    and no key is given."""
+    async with (
+        asyncio.timeout(30),
+        make_node("alice", standing=CATALOGUE_STANDING) as alice,
+        make_node("bob") as bob,
+        P2PHost(HostConfig(identity_seed=os.urandom(32))) as mallory,
+    ):
+        await bob.connect(alice.listen_addrs[0])
+        room = await alice.open_direct(bob.user_id)
+        sent = await alice.send(room, b"only for bob")
+        session = e2ee.decode_encrypted_body(decode_envelope(sent.wire).body).session_id
+        await mallory.connect(alice.listen_addrs[0])
+        stranger = UserId(os.urandom(32))
+
+        async def refused_with(request: bytes) -> int:
+            async with await mallory.open_stream(alice.peer_id, e2ee.KEY_REQUEST_PROTOCOL) as s:
+                await s.write_frame(request)
+                answer = e2ee.decode_forward_answer(await s.read_frame())
+            assert isinstance(answer, ProtocolErrorFrame)
+            return answer.code
+
+        denied = _request(stranger, room, session)
+        assert await refused_with(denied) == ErrorCode.KEY_REQUEST_DENIED
+        assert (
+            await refused_with(_request(bob.user_id, room, session)) == ErrorCode.KEY_REQUEST_DENIED
+        )
+        forward = e2ee.encode_forward_request([(room, session)])
+        assert await refused_with(forward) == ErrorCode.MALFORMED
+        # more than the burst at once: RATE_LIMITED (a loaded machine refills now and then)
+        codes = {await refused_with(denied) for _ in range(5 * REQUESTS_BURST)}
+        assert ErrorCode.RATE_LIMITED in codes
+        assert alice.peer_points(mallory.peer_id) > 0
+        assert alice.key_requests_answered == 0
+
+
+def _request(user: UserId, room: RoomId, session: bytes) -> bytes:
+    return e2ee.encode_key_request(e2ee.KeyRequest(user=user, sessions=((room, session),)))
+
+
+async def test_messages_whose_sender_never_answers_count_as_undecryptable(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """SPEC §27.13.3: alice's home is gone when bob's new laptop asks for her key; after
+    KEY_REQUEST_ATTEMPTS requests her three messages count as undecryptable, in
+    `/v1/node/status` and `hearthmesh status`."""
+    async with asyncio.timeout(120), make_node("bob") as bob:
+        async with make_node("alice") as alice:
+            await bob.connect(alice.listen_addrs[0])
+            room = await alice.open_direct(bob.user_id)
+            for i in range(3):
+                await alice.send(room, f"then alice left {i}".encode())
+            await until_messages(bob, room, 3)
+            await wait_until_readable(bob, room)
+        config, _ = await link_device(bob, tmp_path / "bob-laptop")
+        config = dataclasses.replace(
+            config, key_forward_interval_ms=NEVER_MS, key_request_interval_ms=100
+        )
+        async with (
+            Node(config) as laptop,
+            ApiServer(laptop, ApiConfig(token=TOKEN, port=0)) as api,
+            ApiClient(api.url, TOKEN) as client,
+        ):
+            await laptop.connect(bob.listen_addrs[0])
+            await until_messages(laptop, room, 3)
+            while (await client.call("GET", "/v1/node/status"))["undecryptable"] != 3:  # noqa: ASYNC110 - a count with no event
+                await asyncio.sleep(0.05)
+            token_file = tmp_path / "token"
+            token_file.write_text(TOKEN)
+            code, output = await run_cli(Home(laptop, api, client), token_file, "status")
+            assert code == 0 and "3 undecryptable" in output
+
+
+async def test_a_message_opened_late_reaches_the_clients_live_feed_once(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """SPEC §27.13.5: the laptop's client is on its WebSocket while alice's messages arrive
+    held (no key: nothing to show); once her key comes on request they are shown live, like
+    any new message, and a client resuming from before them is shown each exactly once."""
+    async with asyncio.timeout(120), make_node("alice") as alice, make_node("bob") as bob:
+        await bob.connect(alice.listen_addrs[0])
+        room = await alice.open_direct(bob.user_id)
+        assert await bob.open_direct(alice.user_id) == room
+        texts = [f"opened late {i}" for i in range(2)]
+
+        def in_room(frame: dict[str, Any]) -> bool:
+            return bool(frame["room_id"] == room.hex())
+
+        for text in texts:
+            await alice.send(room, text.encode())
+        await until_messages(bob, room, 2)
+        config, _ = await link_device(bob, tmp_path / "bob-laptop")
+        config = dataclasses.replace(config, key_forward_interval_ms=NEVER_MS)
+        async with (
+            Node(config) as laptop,
+            ApiServer(laptop, ApiConfig(token=TOKEN, port=0)) as api,
+            ApiClient(api.url, TOKEN) as client,
+        ):
+            laptop_home = Home(laptop, api, client)
+            async with laptop_home.socket() as socket:
+                before = socket.ready["cursor"]
+                await laptop.connect(bob.listen_addrs[0])  # alice's messages come, held
+                await until_messages(laptop, room, 2)
+                await laptop.connect(alice.listen_addrs[0])  # her key comes on request
+                live = [await socket.next("message", in_room) for _ in texts]
+                assert sorted(f["message"] for f in live) == texts
+                assert laptop.key_requests_taken >= 1
+            async with laptop_home.socket(before) as resumed:
+                await alice.send(room, b"sentinel")  # shown after the replay, live
+                replayed = []
+                while (frame := await resumed.next("message", in_room))["message"] != "sentinel":
+                    replayed.append(frame["message"])
+            assert sorted(replayed) == texts
