@@ -791,8 +791,12 @@ class CryptoStore(Protocol):
         """Keep an inbound session unless its id is kept already; True if stored."""
         ...
 
-    def claim_index(self, session_id: bytes, index: int, message_id: MessageId) -> MessageId | None:
-        """Record the message a Megolm index opened; the one recorded before, if any."""
+    def keep_opened(
+        self, session_id: bytes, index: int, message_id: MessageId, plaintext: bytes
+    ) -> MessageId | None:
+        """Record that a Megolm (session, index) opened `message_id` and keep its plaintext,
+        CBOR [content type, body] (SPEC §27.7), in one write; the message the index opened
+        before, if any (then nothing is written)."""
         ...
 
     def hand_out_one_time_key(self, key: bytes) -> bool:
@@ -803,9 +807,9 @@ class CryptoStore(Protocol):
         """Forget the handed-out marks of keys outside `keep`; how many were forgotten."""
         ...
 
-    def put_plaintext(self, message_id: MessageId, plaintext: bytes) -> None:
-        """Keep what an encrypted event opened to, CBOR [content type, body] (SPEC §27.7);
-        history reads show it in place of the ciphertext."""
+    def put_plaintexts(self, plaintexts: Sequence[tuple[MessageId, bytes]]) -> None:
+        """Keep what encrypted events opened to, CBOR [content type, body] (SPEC §27.7), in
+        one write; history reads show it in place of the ciphertext."""
         ...
 
     def forget_plaintext(self, message_id: bytes) -> None:

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, ParamSpec, Self, TypeVar, cast
 
-from hearthmesh.protocol.errors import StorageError
+from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 
 from .api import AppendRequest, AppendResult, Outcome, Store
 from .append import check_appendable
@@ -41,14 +41,17 @@ MAX_BATCH: Final = 1024
 
 P = ParamSpec("P")
 R = TypeVar("R")
+Item = TypeVar("Item")
 
 
 @dataclass(frozen=True, slots=True)
 class _Write:
-    """One queued write: an append (merged with its neighbours) or any store call."""
+    """One queued write: an item of a grouped call (merged with its neighbours of the same
+    call, as appends are) or any store call."""
 
     future: asyncio.Future[Any]
-    append: AppendRequest | None = None
+    grouped: Callable[[list[Any]], list[Any]] | None = None
+    item: object = None
     call: Callable[[], object] | None = None
     long: bool = False
     """Costs more as the store grows: committed on the writer thread."""
@@ -99,7 +102,14 @@ class AsyncStore:
             StorageError: the batch's transaction failed, or the store is closing.
         """
         check_appendable(request)
-        return cast(AppendResult, await self._queue(append=request))
+        return cast(AppendResult, await self._queue(grouped=self._store.append_many, item=request))
+
+    async def run_grouped(self, fn: Callable[[list[Item]], list[R]], item: Item) -> R:
+        """Run `fn` in the next group commit over `item` and the items of the writes queued
+        next to it with the same `fn` (as appends merge into one `append_many`); returns
+        `item`'s result. `fn` returns one result per item, in order; if it raises, every
+        item's caller gets the error (and none of `fn`'s writes is kept)."""
+        return cast(R, await self._queue(grouped=fn, item=item))
 
     async def run(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Run `fn(*args, **kwargs)` (calling methods of `store`) in the next group commit.
@@ -156,14 +166,16 @@ class AsyncStore:
     async def _queue(
         self,
         *,
-        append: AppendRequest | None = None,
+        grouped: Callable[[list[Any]], list[Any]] | None = None,
+        item: object = None,
         call: Callable[[], object] | None = None,
         long: bool = False,
     ) -> object:
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._pending.append(_Write(future=future, append=append, call=call, long=long))
+        write = _Write(future=future, grouped=grouped, item=item, call=call, long=long)
+        self._pending.append(write)
         if not self._flushing:
             # Next loop iteration: writes issued together in this one join the batch.
             self._flushing = True
@@ -174,7 +186,7 @@ class AsyncStore:
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._pending[: self._max_batch]
         del self._pending[: self._max_batch]
-        groups = _group_appends(batch)
+        groups = _group_calls(batch)
         calls = [self._call_of(group) for group in groups]
         if any(write.long for write in batch):
             done = loop.run_in_executor(self._writer, self._store.run_batch, calls)
@@ -190,10 +202,11 @@ class AsyncStore:
 
     def _call_of(self, group: list[_Write]) -> Callable[[], object]:
         first = group[0]
-        if first.call is not None:
+        if first.grouped is None:
+            if first.call is None:
+                raise LocalProtocolError("a queued write with nothing to run")
             return first.call
-        requests = [write.append for write in group if write.append is not None]
-        return functools.partial(self._store.append_many, requests)
+        return functools.partial(first.grouped, [write.item for write in group])
 
     def _flushed(
         self,
@@ -232,11 +245,12 @@ class AsyncStore:
             self._closed.set()
 
 
-def _group_appends(batch: list[_Write]) -> list[list[_Write]]:
-    """Consecutive appends become one `append_many` call; every other call stands alone."""
+def _group_calls(batch: list[_Write]) -> list[list[_Write]]:
+    """Consecutive items of one grouped call (appends: `append_many`) become one call; every
+    other call stands alone."""
     groups: list[list[_Write]] = []
     for write in batch:
-        if write.append is not None and groups and groups[-1][0].append is not None:
+        if write.grouped is not None and groups and groups[-1][0].grouped == write.grouped:
             groups[-1].append(write)
         else:
             groups.append([write])
@@ -249,7 +263,7 @@ def _settle(group: list[_Write], outcome: Outcome) -> None:
             if not write.future.done():
                 write.future.set_exception(outcome.error)
         return
-    values = outcome.value if group[0].append is not None else [outcome.value]
+    values = outcome.value if group[0].grouped is not None else [outcome.value]
     for write, value in zip(group, cast(list[object], values), strict=True):
         if not write.future.done():
             write.future.set_result(value)

@@ -524,11 +524,18 @@ class KvStore:
             lambda txn: crypto.put_inbound_session_txn(txn, room, session_id, session)
         )
 
-    def claim_index(self, session_id: bytes, index: int, message_id: MessageId) -> MessageId | None:
-        """Record the message a Megolm index opened; the one recorded before, if any."""
-        return self._engine.write(
-            lambda txn: crypto.claim_index_txn(txn, session_id, index, message_id)
-        )
+    def keep_opened(
+        self, session_id: bytes, index: int, message_id: MessageId, plaintext: bytes
+    ) -> MessageId | None:
+        """Claim the Megolm index for `message_id` and keep its plaintext; the earlier claim."""
+
+        def keep_txn(txn: KvTxn) -> MessageId | None:
+            seen = crypto.claim_index_txn(txn, session_id, index, message_id)
+            if seen is None:
+                crypto.put_plaintext_txn(txn, message_id, plaintext)
+            return seen
+
+        return self._engine.write(keep_txn)
 
     def hand_out_one_time_key(self, key: bytes) -> bool:
         """Mark one of our one-time keys handed out; False if it already was."""
@@ -538,9 +545,14 @@ class KvStore:
         """Forget the handed-out marks of keys outside `keep`."""
         return self._engine.write(lambda txn: crypto.forget_handed_out_txn(txn, keep))
 
-    def put_plaintext(self, message_id: MessageId, plaintext: bytes) -> None:
-        """Keep what an encrypted event opened to."""
-        self._engine.write(lambda txn: crypto.put_plaintext_txn(txn, message_id, plaintext))
+    def put_plaintexts(self, plaintexts: Sequence[tuple[MessageId, bytes]]) -> None:
+        """Keep what encrypted events opened to."""
+
+        def put_txn(txn: KvTxn) -> None:
+            for message_id, plaintext in plaintexts:
+                crypto.put_plaintext_txn(txn, message_id, plaintext)
+
+        self._engine.write(put_txn)
 
     def forget_plaintext(self, message_id: bytes) -> None:
         """Drop what an event opened to (it was refused after opening)."""

@@ -149,20 +149,16 @@ class Outgoing:
                 room, content_type, kind, body, seq=await self._take_seq(room), hlc=hlc
             )
             return Sealed(envelope=envelope, members=members, acts_on=acts_on)
+        # Nothing awaits between the encryption and the sequence numbers: sends seal in the
+        # order they were encrypted, so a session's ROOM_KEY precedes every message using it.
+        await self._load_seq(room)
         encryption = await self._encryption.encrypt(room, members, content_type, body)
         room_keys = [
-            self._seal(
-                room, e2ee.ROOM_KEY_CONTENT_TYPE, Kind.ROOM_KEY, key, seq=await self._take_seq(room)
-            )
+            self._seal(room, e2ee.ROOM_KEY_CONTENT_TYPE, Kind.ROOM_KEY, key, seq=self._next(room))
             for key in encryption.key_bodies
         ]
         encrypted = self._seal(
-            room,
-            e2ee.ENCRYPTED_CONTENT_TYPE,
-            kind,
-            encryption.body,
-            seq=await self._take_seq(room),
-            hlc=hlc,
+            room, e2ee.ENCRYPTED_CONTENT_TYPE, kind, encryption.body, seq=self._next(room), hlc=hlc
         )
         return Sealed(
             envelope=e2ee.opened_view(encrypted, content_type, body),
@@ -211,19 +207,41 @@ class Outgoing:
                 self._publish(each)
         return envelope
 
-    async def _store_encrypted(
-        self, requests: list[AppendRequest], encryption: Encryption
-    ) -> None:
+    async def _store_encrypted(self, requests: list[AppendRequest], encryption: Encryption) -> None:
         sender = self._encryption
         if sender is None:
             raise LocalProtocolError("an encrypted seal without a room sender")
         try:
-            await self._store.run(
-                _commit_encrypted, sender, self._store.store, requests, encryption
-            )
+            results = await self._store.run_grouped(self._commit_encrypted, (requests, encryption))
+            for result in results:
+                if result is not AppendResult.STORED:
+                    raise LocalProtocolError(f"own envelope not stored: {result.value}")
         except HearthError:
             sender.abandon(encryption)  # its ROOM_KEY bodies never went out
             raise
+
+    def _commit_encrypted(
+        self, sends: list[tuple[list[AppendRequest], Encryption]]
+    ) -> list[list[AppendResult]]:
+        """Store the ROOM_KEY envelopes and encrypted envelopes of the sends queued together,
+        the plaintexts for our own view and each session's advance: one call of a store write
+        batch, all or nothing, with one pickle per session (SPEC §27.8)."""
+        sender, store = self._encryption, self._store.store
+        if sender is None:
+            raise LocalProtocolError("an encrypted seal without a room sender")
+        results = store.append_many([request for requests, _ in sends for request in requests])
+        sender.persist(store, [encryption for _, encryption in sends])
+        per_send: list[list[AppendResult]] = []
+        plaintexts = []
+        for requests, _ in sends:
+            mine, results = results[: len(requests)], results[len(requests) :]
+            per_send.append(mine)
+            shown = requests[-1].envelope
+            if mine[-1] is AppendResult.STORED:
+                plaintext = e2ee.encode_plaintext(shown.content_type, shown.body)
+                plaintexts.append((shown.message_id, plaintext))
+        store.put_plaintexts(plaintexts)
+        return per_send
 
     async def send(self, room: RoomId, body: bytes, content_type: str, kind: Kind) -> Envelope:
         """`seal`, then `commit`."""
@@ -338,6 +356,11 @@ class Outgoing:
         self._gossip.publish_nowait(room_topic(envelope.room), payload)
 
     async def _take_seq(self, room: RoomId) -> int:
+        await self._load_seq(room)
+        return self._next(room)
+
+    async def _load_seq(self, room: RoomId) -> None:
+        """Seed our next sequence number in `room` from the store, once."""
         if room not in self._next_seq:
             async with self._seq_lock:
                 if room not in self._next_seq:
@@ -345,6 +368,9 @@ class Outgoing:
                         self._store.store.last_seq, room, self._keyring.device_id
                     )
                     self._next_seq[room] = last + 1
+
+    def _next(self, room: RoomId) -> int:
+        """Take our next sequence number in `room` (seeded by `_load_seq`)."""
         seq = self._next_seq[room]
         self._next_seq[room] = seq + 1
         return seq
@@ -353,19 +379,6 @@ class Outgoing:
         """Return `seq` unless a later one was taken meanwhile (then the gap stays)."""
         if self._next_seq.get(room) == seq + 1:
             self._next_seq[room] = seq
-
-
-def _commit_encrypted(
-    sender: RoomSender, store: Store, requests: list[AppendRequest], encryption: Encryption
-) -> None:
-    """Store the ROOM_KEY envelopes, the encrypted envelope, its plaintext for our own view and
-    the session's advance: one call of a store write batch, all or nothing (SPEC §27.8)."""
-    for result in store.append_many(requests):
-        if result is not AppendResult.STORED:
-            raise LocalProtocolError(f"own envelope not stored: {result.value}")
-    sender.persist(store, encryption)
-    shown = requests[-1].envelope
-    store.put_plaintext(shown.message_id, e2ee.encode_plaintext(shown.content_type, shown.body))
 
 
 def _commit_own(

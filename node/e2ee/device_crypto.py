@@ -7,9 +7,10 @@ with the room's outbound Megolm session (rotating per `protocol.e2ee.needs_rotat
 room keys in after checking them against their channel, and opens encrypted bodies once per
 (session, index).
 
-State: our key bundle as first issued (its keys never change); the account and sessions are
-the store's `e2ee.*` rows. Every method is called on the event loop inside a store write batch
-(SPEC §27.8).
+State: our key bundle as first issued (its keys never change); up to `INBOUND_SESSIONS_KEPT`
+inbound Megolm sessions unpickled, keyed by their stored pickle (a cache: the account and
+sessions are the store's `e2ee.*` rows). Every method is called inside a store write batch,
+so one at a time (SPEC §27.8).
 """
 
 from __future__ import annotations
@@ -27,11 +28,16 @@ from hearthmesh.protocol.errors import KeyMismatch, LocalProtocolError, Undecryp
 from hearthmesh.protocol.identity import DeviceId, KeyPair, UserId
 from hearthmesh.storage.api import CryptoStore, InboundSession, OutboundSession
 
-__all__ = ["ONE_TIME_KEY_POOL", "AcceptedKey", "DeviceCrypto", "Recipient"]
+__all__ = ["INBOUND_SESSIONS_KEPT", "ONE_TIME_KEY_POOL", "AcceptedKey", "DeviceCrypto", "Recipient"]
 
 ONE_TIME_KEY_POOL: Final = 20
 """One-time keys generated at a time: small, so the account pickle stays cheap (vodozemac
 facts: 3,000 keys cost 48 ms to unpickle)."""
+
+
+INBOUND_SESSIONS_KEPT: Final = 256
+"""Inbound Megolm sessions kept unpickled (least recently used first out): one per sender
+device and room in use spares an unpickle per message opened."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +77,7 @@ class DeviceCrypto:
         self._device = DeviceId(device_key.public)
         self._user = user
         self._bundle: e2ee.KeyBundle | None = None
+        self._inbound_sessions: dict[bytes, vodozemac.InboundGroupSession] = {}
         if store.crypto_account() is None:
             account = vodozemac.Account()
             account.generate_fallback_key()  # type: ignore[attr-defined]  # missing in the stub
@@ -163,12 +170,19 @@ class DeviceCrypto:
         """Start (and store) a new outbound session in `room`, keeping our own inbound copy
         so our other devices' requests and our own history can be opened."""
         session = vodozemac.GroupSession()
+        return session, self.keep_new_outbound(room, session, now_ms=now_ms)
+
+    def keep_new_outbound(
+        self, room: RoomId, session: vodozemac.GroupSession, *, now_ms: int
+    ) -> OutboundSession:
+        """Store `session`, new and not yet used, as the room's outbound session, with our own
+        inbound copy; its record."""
         record = OutboundSession(
             created_ms=now_ms, messages=0, pickle=session.pickle(self._pickle_key).encode()
         )
         self._store.put_outbound_session(room, record)
         self._keep_inbound(room, session.session_key, owner=self._device)
-        return session, record
+        return record
 
     def save_outbound(
         self, room: RoomId, session: vodozemac.GroupSession, *, created_ms: int, messages: int
@@ -427,7 +441,8 @@ class DeviceCrypto:
         return kept
 
     def open(self, envelope: Envelope) -> e2ee.Opened | e2ee.Hold:
-        """Decrypt an encrypted envelope at a member's home, once per (session, index).
+        """Decrypt an encrypted envelope at a member's home, once per (session, index), and
+        keep its plaintext (SPEC §27.7).
 
         Raises:
             MalformedMessage / UnsupportedVersion: the body is not an encrypted body.
@@ -444,8 +459,23 @@ class DeviceCrypto:
         )
         if isinstance(decision, e2ee.Hold) or kept is None:
             return e2ee.Hold(encrypted.session_id)
-        session = vodozemac.InboundGroupSession.from_pickle(kept.pickle.decode(), self._pickle_key)
-        opened = e2ee.open_encrypted(session, encrypted)
-        seen = self._store.claim_index(encrypted.session_id, opened.index, envelope.message_id)
+        opened = e2ee.open_encrypted(self._inbound(kept.pickle), encrypted)
+        plaintext = e2ee.encode_plaintext(opened.content_type, opened.body)
+        seen = self._store.keep_opened(
+            encrypted.session_id, opened.index, envelope.message_id, plaintext
+        )
         e2ee.check_replay(seen, envelope.message_id)
         return opened
+
+    def _inbound(self, pickle: bytes) -> vodozemac.InboundGroupSession:
+        """The inbound session of a stored pickle, unpickled once while it stays recent.
+
+        Keyed by the pickle itself, so what is used is always what the store holds (a session
+        whose batch was undone is never found by a later read)."""
+        session = self._inbound_sessions.pop(pickle, None)
+        if session is None:
+            session = vodozemac.InboundGroupSession.from_pickle(pickle.decode(), self._pickle_key)
+            if len(self._inbound_sessions) >= INBOUND_SESSIONS_KEPT:
+                del self._inbound_sessions[next(iter(self._inbound_sessions))]
+        self._inbound_sessions[pickle] = session  # most recent last
+        return session

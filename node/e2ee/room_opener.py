@@ -58,8 +58,6 @@ class RoomOpener:
             if hold:
                 store.hold_encrypted(opened.session_id, envelope.message_id, envelope.room)
             return envelope
-        plaintext = e2ee.encode_plaintext(opened.content_type, opened.body)
-        store.put_plaintext(envelope.message_id, plaintext)
         return e2ee.opened_view(envelope, opened.content_type, opened.body)
 
     def take_room_key(self, store: Store, envelope: Envelope) -> list[Envelope]:

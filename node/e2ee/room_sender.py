@@ -11,16 +11,17 @@ never sent.
 
 State: per room, our outbound session unpickled, with its age, message count and the devices
 its key went to (each with its user). The store keeps the same (`e2ee.outbound`,
-`e2ee.shared`); this copy spares an unpickle per send. Event loop only; one share at a time
-per room.
+`e2ee.shared`); this copy spares an unpickle per send. The sends queued behind one that is
+starting or sharing a room's session. Event loop only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Set
+from collections.abc import Awaitable, Callable, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -31,6 +32,7 @@ from hearthmesh.node.e2ee.device_crypto import DeviceCrypto, Recipient
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.storage.api import Store
 from hearthmesh.storage.async_store import AsyncStore
@@ -38,6 +40,10 @@ from hearthmesh.storage.async_store import AsyncStore
 __all__ = ["Encryption", "RoomSender"]
 
 log = logging.getLogger(__name__)
+
+MAX_READY_SESSIONS: Final = 16
+"""Sessions a rotation starts and shares ahead, per room, when more sends are queued than its
+session may encrypt: a burst then pays one commit for its rotations, not one each."""
 
 RECORD_LOOKUP_S: Final = 3.0
 """How long a send waits for the home records (and so the key bundles) of members we hold
@@ -72,6 +78,71 @@ class Encryption:
     """The message index the newly shared devices got the session's key at."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Ready:
+    """A session started and shared ahead, for the sends queued in a burst: not used yet."""
+
+    outbound: _Outbound
+    key_bodies: tuple[bytes, ...]
+    newly: dict[DeviceId, UserId]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Queued:
+    """A send waiting while another starts or shares the room's session."""
+
+    members: Set[UserId]
+    content_type: str
+    body: bytes
+    future: asyncio.Future[Encryption | _Turn]
+
+
+class _Turn:
+    """Said to a queued send that must prepare the room's session itself."""
+
+
+_YOUR_TURN: Final = _Turn()
+
+
+def _encrypt(
+    room: RoomId,
+    outbound: _Outbound,
+    content_type: str,
+    body: bytes,
+    key_bodies: tuple[bytes, ...] = (),
+    newly: dict[DeviceId, UserId] | None = None,
+) -> Encryption:
+    """Encrypt one send's content; the ROOM_KEY bodies (and the devices they reach) go with
+    it, or, if it cannot be encrypted, those devices are taken as lacking the key again."""
+    shared_at = outbound.session.message_index  # where its ROOM_KEY bodies start, if any
+    try:
+        encrypted, _ = e2ee.encrypt_content(outbound.session, content_type, body)
+    except HearthError:
+        for device in newly or {}:
+            outbound.shared.pop(device, None)  # its ROOM_KEY bodies never go out
+        raise
+    outbound.messages += 1
+    return Encryption(
+        room=room,
+        body=encrypted,
+        key_bodies=key_bodies,
+        newly_shared=newly or {},
+        outbound=outbound,
+        shared_at=shared_at if newly else 0,
+    )
+
+
+def _new_outbound(now_ms: int, *, looked_up: Set[UserId] = frozenset()) -> _Outbound:
+    session = vodozemac.GroupSession()
+    return _Outbound(
+        session=session,
+        session_id=e2ee.session_id_bytes(session.session_id),
+        created_ms=now_ms,
+        messages=0,
+        looked_up=set(looked_up),
+    )
+
+
 class RoomSender:
     """Encrypts our user's content per room (see the module docstring)."""
 
@@ -94,76 +165,237 @@ class RoomSender:
         self._clock = clock
         self._rotation = rotation
         self._rooms: dict[RoomId, _Outbound] = {}
-        self._locks: dict[RoomId, asyncio.Lock] = {}
+        self._queues: dict[RoomId, collections.deque[_Queued]] = {}
+        """Per room a send is starting or sharing a session in: the sends waiting for it."""
+        self._preparing: set[RoomId] = set()
+        """Rooms where a send is starting or sharing a session (it serves the queue after)."""
+        self._unresumed: dict[RoomId, int] = {}
+        """Per room, queued sends woken with their encryption that have not resumed yet: new
+        sends queue behind them, so every send seals in the order it was encrypted."""
+        self._ready: dict[RoomId, collections.deque[_Ready]] = {}
+        """Per room, sessions started and shared ahead (at most `MAX_READY_SESSIONS`)."""
 
     async def encrypt(
         self, room: RoomId, members: Set[UserId], content_type: str, body: bytes
     ) -> Encryption:
         """Encrypt (content type, body) for the member devices of `room`.
 
+        A send that finds the room's session ready (in memory, within its limits, its key with
+        every member device) encrypts at once, without awaiting. One that must start a session,
+        look records up or share the key does it while the room's later sends queue; it then
+        encrypts the queued ones up to the next that needs such work (which takes its turn), so
+        each queued send wakes once, encrypted, and they reach the store together. (Behind a
+        lock, they each woke in a loop iteration of their own and took a commit each.)
+
         Raises:
             LocalProtocolError: the content does not fit one envelope once encrypted.
             StorageError: a new session or an Olm session could not be stored.
         """
-        lock = self._locks.setdefault(room, asyncio.Lock())
-        async with lock:
-            devices = self._member_devices(members)
-            outbound = await self._outbound(room, members, devices)
-            unknown = members - outbound.looked_up - self._directory.known(members)
-            if unknown:  # once per session: a member whose record is away stays unshared
-                outbound.looked_up |= unknown
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(RECORD_LOOKUP_S):
-                        await asyncio.gather(*(self._find_record(user) for user in unknown))
-                devices = self._member_devices(members)
-            missing = {d: devices[d] for d in devices if d not in outbound.shared}
-            key_bodies: tuple[bytes, ...] = ()
-            shared_at = 0
-            if missing:
-                shared_at = outbound.session.message_index
-                recipients = [Recipient(bundle=bundle) for _, bundle in missing.values()]
-                shares = await self._store.run(
-                    self._crypto.share,
-                    room,
-                    outbound.session,
-                    recipients,
-                    now_ms=self._clock.now_ms(),
+        queue = self._queues.get(room)
+        if queue is None and self._unresumed.get(room):
+            # Sends encrypted for the queue have not sealed yet: going first, this one could
+            # seal a message of a session before that session's ROOM_KEY.
+            queue = self._queues[room] = collections.deque()
+        if queue is not None:
+            queued = _Queued(
+                members=members,
+                content_type=content_type,
+                body=body,
+                future=asyncio.get_running_loop().create_future(),
+            )
+            queue.append(queued)
+            try:
+                served = await queued.future
+            except asyncio.CancelledError:
+                future = queued.future
+                if future.done() and not future.cancelled():
+                    served = future.result()
+                    if isinstance(served, Encryption):
+                        self.abandon(served)  # its ROOM_KEY bodies, if any, never go out
+                        self._resumed(room)
+                    else:
+                        self._preparing.discard(room)
+                        self._serve_queue(room)  # hand the turn on
+                raise
+            if isinstance(served, Encryption):
+                self._resumed(room)
+                return served
+        else:
+            ready = self._encrypt_ready(room, members, content_type, body)
+            if ready is not None:
+                return ready
+            self._queues[room] = collections.deque()
+            self._preparing.add(room)
+        try:
+            outbound, key_bodies, newly = await self._prepare(room, members)
+            return _encrypt(room, outbound, content_type, body, key_bodies, newly)
+        finally:
+            self._preparing.discard(room)
+            self._serve_queue(room)
+
+    def _resumed(self, room: RoomId) -> None:
+        """A queued send woke with its encryption (and seals it now): once all have, the
+        sends queued behind them are served."""
+        left = self._unresumed[room] - 1
+        if left:
+            self._unresumed[room] = left
+            return
+        del self._unresumed[room]
+        if room in self._queues and room not in self._preparing:
+            self._serve_queue(room)
+
+    def _serve_queue(self, room: RoomId) -> None:
+        """Encrypt the room's queued sends in order, up to the first that needs work first:
+        that one is woken to do it, the rest stay queued behind it."""
+        queue = self._queues[room]
+        while queue:
+            queued = queue.popleft()
+            if queued.future.done():  # its sender gave up
+                continue
+            try:
+                encryption = self._encrypt_ready(
+                    room, queued.members, queued.content_type, queued.body
                 )
-                key_bodies = tuple(e2ee.encode_room_key_shares(s) for s in shares)
-                # taken as sent at once, so a send meanwhile does not share again; `abandon`
-                # takes them back if the commit fails
-                newly = {device: user for device, (user, _) in missing.items()}
-                outbound.shared.update(newly)
-            else:
-                newly = {}
-            encrypted, _ = e2ee.encrypt_content(outbound.session, content_type, body)
-            outbound.messages += 1
-        return Encryption(
-            room=room,
-            body=encrypted,
-            key_bodies=key_bodies,
-            newly_shared=newly,
-            outbound=outbound,
-            shared_at=shared_at,
+            except HearthError as exc:
+                queued.future.set_exception(exc)
+                continue
+            if encryption is None:
+                self._preparing.add(room)
+                queued.future.set_result(_YOUR_TURN)
+                return
+            queued.future.set_result(encryption)
+            self._unresumed[room] = self._unresumed.get(room, 0) + 1
+        del self._queues[room]
+
+    def _encrypt_ready(
+        self, room: RoomId, members: Set[UserId], content_type: str, body: bytes
+    ) -> Encryption | None:
+        """Encrypt with the room's session, or with the next session started ahead when the
+        room's needs work (its ROOM_KEY bodies go with this send); None if neither will do."""
+        outbound = self._rooms.get(room)
+        if outbound is not None and not self._needs_work(outbound, members):
+            return _encrypt(room, outbound, content_type, body)
+        ready = self._ready.get(room)
+        while ready:
+            spare = ready.popleft()
+            if not self._needs_work(spare.outbound, members):  # else stale: dropped
+                self._rooms[room] = spare.outbound
+                return _encrypt(
+                    room, spare.outbound, content_type, body, spare.key_bodies, spare.newly
+                )
+        self._ready.pop(room, None)
+        return None
+
+    def _needs_work(self, outbound: _Outbound, members: Set[UserId]) -> bool:
+        """Must a send rotate, look a record up or share the key before it encrypts?"""
+        devices = self._member_devices(members)
+        return (
+            self._rotates(outbound, members, devices)
+            or bool(members - outbound.looked_up - self._directory.known(members))
+            or any(device not in outbound.shared for device in devices)
         )
 
-    def persist(self, store: Store, encryption: Encryption) -> None:
-        """Store the session's advance and whom its key went to; call it in the write batch
-        that commits the envelopes (SPEC §27.8). The pickle is taken now, so it is at or past
-        every index handed out so far."""
-        outbound = encryption.outbound
-        self._crypto.save_outbound(
-            encryption.room,
-            outbound.session,
-            created_ms=outbound.created_ms,
-            messages=outbound.messages,
-        )
-        if encryption.newly_shared:
-            store.mark_shared(
+    async def _prepare(
+        self, room: RoomId, members: Set[UserId]
+    ) -> tuple[_Outbound, tuple[bytes, ...], dict[DeviceId, UserId]]:
+        """The room's session ready to encrypt (started anew if it must be), with the ROOM_KEY
+        bodies for the member devices that lack its key and those devices; a new session and
+        the Olm sessions the shares advanced are stored in one write batch."""
+        outbound = self._rooms.get(room)
+        if outbound is None:
+            outbound = await self._store.read_inline(self._kept, self._store.store, room)
+        devices = self._member_devices(members)
+        now_ms = self._clock.now_ms()
+        fresh = outbound is None or self._rotates(outbound, members, devices)
+        if outbound is None or fresh:
+            outbound = _new_outbound(now_ms)
+        unknown = members - outbound.looked_up - self._directory.known(members)
+        if unknown:  # once per session: a member whose record is away stays unshared
+            outbound.looked_up |= unknown
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RECORD_LOOKUP_S):
+                    await asyncio.gather(*(self._find_record(user) for user in unknown))
+            devices = self._member_devices(members)
+        missing = {d: devices[d] for d in devices if d not in outbound.shared}
+        spares = [
+            _new_outbound(now_ms, looked_up=outbound.looked_up)
+            for _ in range(self._spares_wanted(room, outbound))
+        ]
+        key_bodies: tuple[bytes, ...] = ()
+        if fresh or missing or spares:
+            every = [Recipient(bundle=bundle) for _, bundle in devices.values()]
+            starts = [
+                (outbound, [Recipient(bundle=bundle) for _, bundle in missing.values()], fresh),
+                *((spare, every, True) for spare in spares),
+            ]
+            shares = await self._store.run(self._start_and_share, room, starts, now_ms=now_ms)
+            key_bodies = tuple(e2ee.encode_room_key_shares(s) for s in shares[0])
+            everyone = {device: user for device, (user, _) in devices.items()}
+            ready = self._ready.setdefault(room, collections.deque())
+            for spare, spare_shares in zip(spares, shares[1:], strict=True):
+                spare.shared.update(everyone)
+                bodies = tuple(e2ee.encode_room_key_shares(s) for s in spare_shares)
+                ready.append(_Ready(outbound=spare, key_bodies=bodies, newly=dict(everyone)))
+        self._rooms[room] = outbound  # a new session only once it is stored
+        # taken as sent at once, so a send meanwhile does not share again; `abandon` takes
+        # them back if the commit fails
+        newly = {device: user for device, (user, _) in missing.items()}
+        outbound.shared.update(newly)
+        return outbound, key_bodies, newly
+
+    def _spares_wanted(self, room: RoomId, outbound: _Outbound) -> int:
+        """How many more sessions the room's queued sends will need past `outbound` (which
+        encrypts the preparing send too), up to `MAX_READY_SESSIONS` in all."""
+        per_session = self._rotation.max_messages
+        left = per_session - outbound.messages - 1
+        queued = len(self._queues.get(room, ()))
+        held = len(self._ready.get(room, ()))
+        wanted = -(-(queued - left) // per_session) if queued > left else 0
+        return max(0, min(wanted, MAX_READY_SESSIONS) - held)
+
+    def _start_and_share(
+        self,
+        room: RoomId,
+        starts: list[tuple[_Outbound, list[Recipient], bool]],
+        *,
+        now_ms: int,
+    ) -> list[list[e2ee.RoomKeyShares]]:
+        """Store each new session, then share each session's key with its recipients: one
+        call of a store write batch, so a rotation (and the sessions started ahead with it)
+        costs one commit. The shares per session, in order."""
+        shares = []
+        for outbound, recipients, fresh in starts:
+            if fresh:
+                self._crypto.keep_new_outbound(room, outbound.session, now_ms=now_ms)
+            shares.append(
+                self._crypto.share(room, outbound.session, recipients, now_ms=now_ms)
+                if recipients
+                else []
+            )
+        return shares
+
+    def persist(self, store: Store, encryptions: Sequence[Encryption]) -> None:
+        """Store each session's advance (pickled once, however many of `encryptions` it
+        made) and whom its key went to; call it in the write batch that commits their
+        envelopes (SPEC §27.8). The pickle is taken now, so it is at or past every index
+        handed out so far."""
+        latest: dict[int, Encryption] = {}
+        for encryption in encryptions:
+            latest[id(encryption.outbound)] = encryption  # its session's last, in order
+            if encryption.newly_shared:
+                store.mark_shared(
+                    encryption.room,
+                    encryption.outbound.session_id,
+                    encryption.newly_shared,
+                    encryption.shared_at,
+                )
+        for encryption in latest.values():
+            outbound = encryption.outbound
+            self._crypto.save_outbound(
                 encryption.room,
-                outbound.session_id,
-                encryption.newly_shared,
-                encryption.shared_at,
+                outbound.session,
+                created_ms=outbound.created_ms,
+                messages=outbound.messages,
             )
 
     def abandon(self, encryption: Encryption) -> None:
@@ -185,33 +417,6 @@ class RoomSender:
                     devices[bundle.device] = (user, bundle)
         return devices
 
-    async def _outbound(
-        self,
-        room: RoomId,
-        members: Set[UserId],
-        devices: dict[DeviceId, tuple[UserId, e2ee.KeyBundle]],
-    ) -> _Outbound:
-        outbound = self._rooms.get(room)
-        if outbound is None:
-            outbound = await self._store.read_inline(self._kept, self._store.store, room)
-        now_ms = self._clock.now_ms()
-        if outbound is None or e2ee.needs_rotation(
-            created_ms=outbound.created_ms,
-            messages=outbound.messages,
-            now_ms=now_ms,
-            member_removed_since=self._someone_left(outbound, members, devices),
-            limits=self._rotation,
-        ):
-            session, record = await self._store.run(self._crypto.new_outbound, room, now_ms=now_ms)
-            outbound = _Outbound(
-                session=session,
-                session_id=e2ee.session_id_bytes(session.session_id),
-                created_ms=record.created_ms,
-                messages=0,
-            )
-        self._rooms[room] = outbound
-        return outbound
-
     def _kept(self, store: Store, room: RoomId) -> _Outbound | None:
         kept = self._crypto.kept_outbound(room)
         if kept is None:
@@ -224,6 +429,20 @@ class RoomSender:
             created_ms=record.created_ms,
             messages=record.messages,
             shared=dict(store.shared_devices(room, session_id)),
+        )
+
+    def _rotates(
+        self,
+        outbound: _Outbound,
+        members: Set[UserId],
+        devices: dict[DeviceId, tuple[UserId, e2ee.KeyBundle]],
+    ) -> bool:
+        return e2ee.needs_rotation(
+            created_ms=outbound.created_ms,
+            messages=outbound.messages,
+            now_ms=self._clock.now_ms(),
+            member_removed_since=self._someone_left(outbound, members, devices),
+            limits=self._rotation,
         )
 
     def _someone_left(

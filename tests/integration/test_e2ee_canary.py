@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from hearthmesh.node.events import MessageReceived
+from hearthmesh.node.node import Node
 from hearthmesh.protocol import e2ee
-from hearthmesh.protocol.envelope import Envelope, Kind, decode_envelope
+from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, decode_envelope
 from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.storage.api import Direction
 from tests.integration.conftest import NodeFactory, collect, wait_until_async
@@ -26,6 +27,13 @@ GROUP_CANARY = b"group secret: launch is on friday"
 def files_holding(root: Path, needle: bytes) -> list[Path]:
     """Every file under `root` whose bytes contain `needle`."""
     return [p for p in root.rglob("*") if p.is_file() and needle in p.read_bytes()]
+
+
+async def direct_room(alice: Node, bob: Node) -> RoomId:
+    """alice's direct room with bob, their nodes connected and bob's key bundles known."""
+    await bob.connect(alice.listen_addrs[0])
+    await alice.learn_home_record(bob.home_record())
+    return await alice.open_direct(bob.user_id)
 
 
 def session_of(envelope: Envelope) -> bytes:
@@ -112,9 +120,7 @@ async def test_a_room_key_goes_first_and_is_never_shown_as_a_message(
     make_node: NodeFactory,
 ) -> None:
     async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
-        await bob.connect(alice.listen_addrs[0])
-        await alice.learn_home_record(bob.home_record())
-        room = await alice.open_direct(bob.user_id)
+        room = await direct_room(alice, bob)
         events = bob.events()
         arriving = asyncio.create_task(collect(events, MessageReceived, 2))
         sent = [await alice.send(room, f"m{i}".encode()) for i in range(2)]

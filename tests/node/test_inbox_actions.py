@@ -128,7 +128,9 @@ class _OpensTo(RoomOpener):
         self._content_type, self._plain = content_type, plain
 
     def open(self, store: Store, envelope: Envelope, *, hold: bool = True) -> Envelope:
-        store.put_plaintext(envelope.message_id, encode_plaintext(self._content_type, self._plain))
+        store.put_plaintexts(
+            [(envelope.message_id, encode_plaintext(self._content_type, self._plain))]
+        )
         return opened_view(envelope, self._content_type, self._plain)
 
 

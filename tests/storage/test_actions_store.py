@@ -100,7 +100,7 @@ def test_a_recalled_body_leaves_no_plaintext_and_no_held_mark_at_rest(store: KvS
     session = b"\x07" * 32
     opened, held = _encrypted(1, session), _encrypted(2, session)
     store.append_many([AppendRequest(envelope=opened), AppendRequest(envelope=held)])
-    store.put_plaintext(opened.message_id, encode_plaintext("text/plain", b"secret"))
+    store.put_plaintexts([(opened.message_id, encode_plaintext("text/plain", b"secret"))])
     store.hold_encrypted(session, held.message_id, ROOM_A)  # its room key has not come yet
     for seq, target in ((3, opened), (4, held)):
         store.append(_recall(target.message_id, seq=seq))

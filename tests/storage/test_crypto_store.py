@@ -52,10 +52,19 @@ def test_the_first_inbound_session_of_an_id_wins(store: KvStore) -> None:
 
 def test_a_megolm_index_opens_one_message(store: KvStore) -> None:
     first, replay = MessageId(b"1" * 32), MessageId(b"2" * 32)
-    assert store.claim_index(SESSION, 5, first) is None
-    assert store.claim_index(SESSION, 5, first) == first
-    assert store.claim_index(SESSION, 5, replay) == first
-    assert store.claim_index(SESSION, 6, replay) is None
+    assert store.keep_opened(SESSION, 5, first, b"first") is None
+    assert store.keep_opened(SESSION, 5, first, b"again") == first
+    assert store.keep_opened(SESSION, 5, replay, b"replay") == first
+    assert store.plaintext(first) == b"first"
+    assert store.plaintext(replay) is None  # a refused claim keeps nothing
+    assert store.keep_opened(SESSION, 6, replay, b"other") is None
+    assert store.plaintext(replay) == b"other"
+
+
+def test_plaintexts_are_kept_together(store: KvStore) -> None:
+    ids = [MessageId(bytes([i]) * 32) for i in range(3)]
+    store.put_plaintexts([(m, m[:1]) for m in ids])
+    assert [store.plaintext(m) for m in ids] == [m[:1] for m in ids]
 
 
 def test_a_one_time_key_is_handed_out_once(store: KvStore) -> None:
