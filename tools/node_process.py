@@ -108,7 +108,9 @@ class _Child:
         await self.process.wait()
 
     async def terminate(self) -> int:
-        self.process.terminate()
+        """SIGTERM and the exit code (a process already ended is left alone: its code)."""
+        if self.process.returncode is None:
+            self.process.terminate()
         return await self.process.wait()
 
 

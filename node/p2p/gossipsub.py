@@ -8,7 +8,8 @@ coroutines hop there through the host's call path (`BridgeCall`), and messages c
 
 Settings: gossipsub v1.1, signed (strict), spam protection and adaptive gossip off, 1 s
 heartbeat, app-supplied message ids and prefix-matched topic validators (libp2p-notes
-"Gossipsub").
+"Gossipsub"). A subscription joins the topic's mesh before it is announced, not after as
+libp2p's `Pubsub.subscribe` does (`_subscribe_on_trio` says why).
 """
 
 from __future__ import annotations
@@ -209,7 +210,14 @@ class GossipLayer:
 
     async def _subscribe_on_trio(self, sub: Subscription) -> None:
         self._install_validator_on_trio(sub.topic)
-        trio_sub = await self._require_pubsub().subscribe(sub.topic)
+        pubsub = self._require_pubsub()
+        # py-libp2p announces a subscription before its router joins the topic; a subscribed
+        # peer GRAFTs on the announcement at once, and a GRAFT landing in between was PRUNEd
+        # with a 60 s backoff on both sides, so the two stayed out of each other's mesh that
+        # long (a busy machine widens the window). Joining first, the mesh is there when the
+        # announcement goes out; `subscribe`'s own join is then a no-op.
+        await pubsub.router.join(sub.topic)
+        trio_sub = await pubsub.subscribe(sub.topic)
         self._bridge.spawn(self._pump_subscription, trio_sub, sub)
 
     async def _pump_subscription(self, trio_sub: Any, sub: Subscription) -> None:

@@ -100,6 +100,7 @@ class HolePunchLayer:
         self._report = report
         self._dcutr: _BoundedDCUtR | None = None
         self._nursery: trio.Nursery | None = None
+        self._punching: dict[ID, trio.Event] = {}  # our sessions in progress, set as each ends
 
     def build(self, host: IHost) -> None:
         """Create the protocol for `host` (its handler is installed by `running`)."""
@@ -121,10 +122,22 @@ class HolePunchLayer:
         """Start upgrading our relayed connection to `peer` now (both ends do; DCUtR runs
         the two sessions side by side)."""
         if self._nursery is not None and self._dcutr is not None:
-            self._nursery.start_soon(self._punch, self._dcutr, ID.from_base58(peer))
+            target = ID.from_base58(peer)
+            ended = self._punching.setdefault(target, trio.Event())
+            self._nursery.start_soon(self._punch, self._dcutr, target, ended)
 
-    async def _punch(self, dcutr: _BoundedDCUtR, peer: ID) -> None:
+    async def punch_ended(self, peer: ID) -> None:
+        """Return once no punch of ours to `peer` is under way (each is bounded, see above)."""
+        ended = self._punching.get(peer)
+        if ended is not None:
+            await ended.wait()
+
+    async def _punch(self, dcutr: _BoundedDCUtR, peer: ID, ended: trio.Event) -> None:
         try:
             await dcutr.initiate_hole_punch(peer)
         except Exception as exc:  # the relayed connection still carries the chat
             log.debug("hole punch to %s failed: %r", peer, exc)
+        finally:
+            if self._punching.get(peer) is ended:
+                del self._punching[peer]
+            ended.set()

@@ -263,10 +263,18 @@ class _LibP2PStream:
 
 
 class _ConnectionTracker(INotifee):
-    """Mirrors the set of connected peers to asyncio (counted per connection)."""
+    """Mirrors the set of connected peers to asyncio (counted per connection).
+
+    State (trio thread): each open connection's path as it was when the connection opened.
+    """
 
     def __init__(self, report: Callable[[str, int, str | None, str | None], None]) -> None:
         self._report = report
+        # A connection's path is read once: py-libp2p answers a connection's transport
+        # addresses from the peerstore when it has none of its own, and a relayed circuit's
+        # carrier can be gone by the time it closes, so read again at the close it could name
+        # another path, and the path it was counted under would stay in `peer_paths` forever.
+        self._paths: dict[INetConn, str | None] = {}
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         pass
@@ -275,10 +283,12 @@ class _ConnectionTracker(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), _path_of(conn))
+        path = self._paths[conn] = _path_of(conn)
+        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), path)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, _path_of(conn))
+        path = self._paths.pop(conn) if conn in self._paths else _path_of(conn)
+        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, path)
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
@@ -319,7 +329,11 @@ class P2PHost:
             hop=config.relay_service, limits=config.relay_limits, report=self._report_relayed
         )
         self._punch = HolePunchLayer(report=self._report_punch)
-        self._webrtc = WebRtcLayer(report=self._report_webrtc, stun_servers=config.stun_servers)
+        self._webrtc = WebRtcLayer(
+            report=self._report_webrtc,
+            punch_ended=self._punch.punch_ended,
+            stun_servers=config.stun_servers,
+        )
         self._upnp = UpnpLayer(report=self._report_mapped)
         self._mapped_addrs: list[str] = []
         self.hole_punches = HolePunchCounts()
@@ -621,6 +635,8 @@ class P2PHost:
             self._punch.relayed_connection_opened(peer)
             if self.config.webrtc:  # else WebRTC, once DCUtR has had its window
                 self._webrtc.relayed_connection_opened(peer)
+        elif delta > 0 and path is None and self.config.webrtc:  # direct beats WebRTC
+            self._webrtc.direct_connection_opened(peer)
         if delta > 0:  # a new peer may serve AutoNAT, or be a relay we want
             self._autonat.peer_connected()
             if self._autonat.reachability is Reachability.PRIVATE:

@@ -26,9 +26,10 @@ channel per libp2p stream), which we hand to the swarm like any connection. What
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -136,8 +137,14 @@ def _is_ipv4(text: str) -> bool:
 class WebRtcLayer:
     """Upgrades relayed connections to WebRTC where no direct one came (trio thread only)."""
 
-    def __init__(self, report: WebRtcReport, stun_servers: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        report: WebRtcReport,
+        punch_ended: Callable[[ID], Awaitable[None]],
+        stun_servers: Sequence[str] = (),
+    ) -> None:
         self._report = report
+        self._punch_ended = punch_ended
         self._stun_servers = list(stun_servers)
         """`stun:HOST:PORT` URLs ICE asks for our server-reflexive candidates (SPEC §10.16)."""
         self._host: IHost | None = None
@@ -147,6 +154,7 @@ class WebRtcLayer:
         self._bridge_lock = trio.Lock()
         self._nursery: trio.Nursery | None = None
         self._upgrading: set[ID] = set()
+        self._fallbacks: set[ID] = set()  # peers our fallback upgraded, until a direct one came
 
     def build(self, host: IHost) -> None:
         """Answer offers on `host` (served while `running`)."""
@@ -188,6 +196,9 @@ class WebRtcLayer:
 
     async def _fall_back(self, peer: ID) -> None:
         await trio.sleep(FALLBACK_AFTER_S)
+        # A loaded machine stretches DCUtR past its window: decide on its outcome, not on the
+        # clock, or a punch that went direct late got a WebRTC connection beside it.
+        await self._punch_ended(peer)
         for pause in (0.0, *RETRY_AFTER_S):
             await trio.sleep(pause)
             host = self._host
@@ -196,7 +207,32 @@ class WebRtcLayer:
             if self._has_unrelayed(host, peer) or not host.get_network().get_connections(peer):
                 return  # direct or WebRTC already, or gone
             if await self.upgrade(peer):
+                self._fallbacks.add(peer)
+                await self._close_beside_direct(peer)
                 return
+
+    def direct_connection_opened(self, peer: str) -> None:
+        """A direct connection to `peer` opened: a fallback WebRTC one beside it is redundant."""
+        target = ID.from_base58(peer)
+        if self._nursery is not None and target in self._fallbacks:
+            self._nursery.start_soon(self._close_beside_direct, target)
+
+    async def _close_beside_direct(self, peer: ID) -> None:
+        """Close the fallback's WebRTC connections to `peer` if a direct one is there too: a
+        punch that went direct late (the other end's, or ours on a loaded machine) may meet a
+        fallback already under way, and the two ends then kept both connections."""
+        host = self._host
+        if host is None:
+            return
+        connections = list(host.get_network().get_connections(peer))
+        if not any(not is_relayed(c) and not is_webrtc(c) for c in connections):
+            return
+        self._fallbacks.discard(peer)
+        for connection in connections:
+            if is_webrtc(connection):
+                log.info("WebRTC to %s closed: a direct connection came", peer)
+                with contextlib.suppress(Exception), trio.move_on_after(UPGRADE_TIMEOUT_S):
+                    await connection.close()  # (it may be closing already)
 
     @staticmethod
     def _has_unrelayed(host: IHost, peer: ID) -> bool:

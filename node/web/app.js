@@ -356,10 +356,19 @@ async function toggleSettings() {
 }
 
 async function loadSettings() {
-  const [profile, devices, clients] = await Promise.all([
-    call("GET", "/v1/profile"), call("GET", "/v1/devices"), call("GET", "/v1/clients")]);
-  document.getElementById("profile-name").value = profile.display_name;
-  document.getElementById("profile-bio").value = profile.bio;
+  // The profile form is read-only until the stored profile fills it: what someone typed
+  // before the answer came would be overwritten, and a save then stores the blanks.
+  const controls = [...document.getElementById("profile").elements];
+  for (const control of controls) control.disabled = true;
+  let profile, devices, clients;
+  try {
+    [profile, devices, clients] = await Promise.all([
+      call("GET", "/v1/profile"), call("GET", "/v1/devices"), call("GET", "/v1/clients")]);
+    document.getElementById("profile-name").value = profile.display_name;
+    document.getElementById("profile-bio").value = profile.bio;
+  } finally {
+    for (const control of controls) control.disabled = false;
+  }
   const picture = document.getElementById("profile-picture");
   picture.hidden = !profile.profile_pic;
   if (profile.profile_pic) picture.src = `/v1/media/${profile.profile_pic}`;

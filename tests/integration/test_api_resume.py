@@ -53,7 +53,8 @@ async def test_cursor_resumes_exactly_after_the_home_node_restarts(
     tmp_path: Path, stop: str
 ) -> None:
     api_port, p2p_port, bob_dir = free_port(), free_port(), tmp_path / "bob"
-    async with asyncio.timeout(30), home(tmp_path / "alice") as alice:
+    # Bob's node starts twice as a process (it imports libp2p): 30 s ran out at load 15.
+    async with asyncio.timeout(90), home(tmp_path / "alice") as alice:
         bob = await spawn_home(bob_dir, name="bob", api_port=api_port, listen_port=p2p_port)
         try:
             await alice.client.call("POST", "/v1/peers", {"address": bob.addr})

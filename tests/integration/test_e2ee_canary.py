@@ -59,7 +59,7 @@ async def test_a_relay_holding_a_direct_message_for_an_away_member_never_reads_i
             on_wire = decode_envelope(sent.wire)
             assert on_wire.content_type == e2ee.ENCRYPTED_CONTENT_TYPE
             assert DIRECT_CANARY not in sent.wire
-            await wait_until_async(lambda: relay.relay_held(bob_id), 1)
+            await wait_until_async(lambda: relay.relay_held(bob_id), 2)  # the ROOM_KEY first
         async with make_node("bob") as bob:
             events = bob.events()
             arriving = asyncio.create_task(collect(events, MessageReceived, 1))

@@ -40,10 +40,13 @@ async def test_a_relay_killed_mid_chat_loses_nothing_acked_and_the_homes_move_to
         alice_ns, _ = lab.home_behind_nat(1)
         bob_ns, _ = lab.home_behind_nat(2)
         async with asyncio.timeout(120), AsyncExitStack() as stack:  # ~20 s, see SPEC §10.8
-            relays = [
-                await public_relay(stack, r1_ns, tmp_path / "r1"),
-                await public_relay(stack, r2_ns, tmp_path / "r2"),
-            ]
+            # Started at once: each process imports libp2p (1-2 s quiet, 9 s at load 16).
+            async with asyncio.TaskGroup() as group:
+                starting = [
+                    group.create_task(public_relay(stack, ns, tmp_path / name))
+                    for ns, name in ((r1_ns, "r1"), (r2_ns, "r2"))
+                ]
+            relays = [task.result() for task in starting]
             bootstrap = [r.addr for r in relays]
             # One reservation each: when its relay dies a home must find another by itself.
             # No WebRTC: the chat must stay relayed to show the move (SPEC §10.11 upgrades it).

@@ -10,13 +10,16 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import cast
 
 import pytest
+from libp2p.abc import INetConn, INetwork
+from libp2p.peer.id import ID
 
 from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
-from hearthmesh.node.p2p.host import HostConfig, P2PHost, peer_id_from_seed
+from hearthmesh.node.p2p.host import HostConfig, P2PHost, _ConnectionTracker, peer_id_from_seed
 from hearthmesh.protocol.errors import LocalProtocolError, TooLarge
 
 pytestmark = pytest.mark.integration
@@ -298,3 +301,35 @@ async def test_listening_on_every_interface_lists_each_interface_address() -> No
         assert not any("/127.0.0.1/" in addr for addr in a.listen_addrs)
         async with hosts(config(2, listen_addrs=["/ip4/0.0.0.0/tcp/0"])) as [b]:
             assert await b.connect(a.listen_addrs[0]) == a.peer_id
+
+
+class _Muxed:
+    """The parts of a libp2p connection the tracker reads: the peer and transport addresses."""
+
+    def __init__(self, peer: str, addrs: list[str]) -> None:
+        self.peer_id = ID.from_base58(peer)
+        self.addrs = addrs
+
+    def get_transport_addresses(self) -> list[str]:
+        return list(self.addrs)
+
+
+class _Conn:
+    def __init__(self, muxed: _Muxed) -> None:
+        self.muxed_conn = muxed
+
+
+async def test_a_connection_closes_under_the_path_it_opened_with() -> None:
+    """A relayed connection whose circuit address is gone when it closes (py-libp2p reads a
+    connection's addresses from the peerstore when it has none of its own) leaves no path
+    behind: the close counts against the path the connection was opened under."""
+    relay, peer = peer_id_from_seed(seed(7)), peer_id_from_seed(seed(8))
+    reports: list[tuple[str, int, str | None]] = []
+    tracker = _ConnectionTracker(lambda p, delta, _ip, path: reports.append((p, delta, path)))
+    muxed = _Muxed(peer, [f"/p2p/{relay}/p2p-circuit/p2p/{peer}"])
+    conn = cast(INetConn, _Conn(muxed))
+    network = cast(INetwork, None)
+    await tracker.connected(network, conn)
+    muxed.addrs = []  # what the connection says by the time it closes
+    await tracker.disconnected(network, conn)
+    assert reports == [(peer, 1, relay), (peer, -1, relay)]

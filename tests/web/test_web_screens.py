@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Browser, FilePayload, expect
+from playwright.async_api import Browser, FilePayload, Route, expect
 
 from tests.integration.api_helpers import Home, befriend, home, link
 from tests.integration.conftest import wait_until_async
@@ -186,8 +186,22 @@ async def test_profile_devices_and_browsers_are_managed_from_settings(
         other_context, other = await open_tab(browser, offer["url"], phone=True)
         await expect(other.page.get_by_role("heading", name="Chats")).to_be_visible()
 
+        # The stored profile is held back: until it comes the form is read-only, so what is
+        # typed is never overwritten by the late answer (a save then stored blanks, under load).
+        answer_held = asyncio.Event()
+
+        async def hold_profile(route: Route) -> None:
+            if route.request.method == "GET":
+                await answer_held.wait()
+            await route.continue_()
+
+        await page.route("**/v1/profile", hold_profile)
         await page.get_by_role("button", name="Settings").click()
-        await page.get_by_label("Name", exact=True).fill("Alice")
+        name = page.get_by_label("Name", exact=True)
+        await expect(name).to_be_disabled()
+        answer_held.set()
+        await name.fill("Alice")
+        await page.unroute("**/v1/profile", hold_profile)
         await page.get_by_label("Bio", exact=True).fill("walks a lot")
         await page.get_by_label("Picture", exact=True).set_input_files(
             FilePayload(name="me.png", mimeType="image/png", buffer=_png())
