@@ -13,7 +13,8 @@ import pytest
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.node import Node
-from hearthmesh.protocol.envelope import Envelope
+from hearthmesh.protocol.envelope import Envelope, RoomId
+from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.node_process import NodeProcess, free_port, spawn_node
 
@@ -63,6 +64,22 @@ def make_node(tmp_path: Path) -> NodeFactory:
             yield node
 
     return factory
+
+
+@asynccontextmanager
+async def alice_and_away_bob(
+    make_node: NodeFactory, relay: Node
+) -> AsyncIterator[tuple[Node, UserId, RoomId]]:
+    """Alice on `relay`, in a direct room with bob, whose home started once (so alice knows its
+    record) and is away now: what she sends him the relay holds (SPEC §11.2.3)."""
+    async with make_node("bob") as bob:
+        bob_id = bob.user_id
+        await bob.connect(relay.listen_addrs[0])
+        bob_record = bob.home_record()
+    async with make_node("alice") as alice:
+        await alice.connect(relay.listen_addrs[0])
+        await alice.learn_home_record(bob_record)
+        yield alice, bob_id, await alice.open_direct(bob_id)
 
 
 async def collect(

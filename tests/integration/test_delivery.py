@@ -17,6 +17,7 @@ from hearthmesh.storage.lmdb_store import LmdbStore
 from .conftest import (
     NodeFactory,
     acks_of,
+    alice_and_away_bob,
     collect,
     free_port,
     spawn_node,
@@ -75,14 +76,7 @@ async def test_relay_stores_and_forwards(make_node: NodeFactory) -> None:
     """Bob's home is away: a relay holds alice's messages and hands them over when bob returns,
     after alice's node has gone."""
     async with asyncio.timeout(30), make_node("relay") as relay:
-        async with make_node("bob") as bob:
-            bob_id = bob.user_id
-            await bob.connect(relay.listen_addrs[0])
-            bob_record = bob.home_record()
-        async with make_node("alice") as alice:
-            await alice.connect(relay.listen_addrs[0])
-            await alice.learn_home_record(bob_record)
-            room = await alice.open_direct(bob_id)
+        async with alice_and_away_bob(make_node, relay) as (alice, bob_id, room):
             sent = [await alice.send(room, f"r{i}".encode()) for i in range(10)]
             # all of it held before alice goes: her ROOM_KEY went first (SPEC §27.5)
             await wait_until_async(lambda: relay.relay_held(bob_id), len(sent) + 1)

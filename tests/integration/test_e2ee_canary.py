@@ -17,7 +17,7 @@ from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, decode_envelope
 from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.storage.api import Direction
-from tests.integration.conftest import NodeFactory, collect, wait_until_async
+from tests.integration.conftest import NodeFactory, alice_and_away_bob, collect, wait_until_async
 from tests.integration.test_gap_fetch import next_messages
 
 DIRECT_CANARY = b"direct secret: my PIN is 4711"
@@ -46,14 +46,7 @@ async def test_a_relay_holding_a_direct_message_for_an_away_member_never_reads_i
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with asyncio.timeout(40), make_node("relay") as relay:
-        async with make_node("bob") as bob:
-            bob_id = bob.user_id
-            await bob.connect(relay.listen_addrs[0])
-            bob_record = bob.home_record()
-        async with make_node("alice") as alice:
-            await alice.connect(relay.listen_addrs[0])
-            await alice.learn_home_record(bob_record)
-            room = await alice.open_direct(bob_id)
+        async with alice_and_away_bob(make_node, relay) as (alice, bob_id, room):
             sent = await alice.send(room, DIRECT_CANARY)
             assert sent.body == DIRECT_CANARY  # we see our own words
             on_wire = decode_envelope(sent.wire)

@@ -11,21 +11,14 @@ from pathlib import Path
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.actions import RECALL_CONTENT_TYPE, Recall, encode_recall
 from hearthmesh.protocol.envelope import Kind, decode_envelope
-from tests.integration.conftest import NodeFactory, wait_until_async
+from tests.integration.conftest import NodeFactory, alice_and_away_bob, wait_until_async
 
 
 async def test_a_relay_forwards_a_recall_it_cannot_read_and_the_home_purges_the_body(
     make_node: NodeFactory, tmp_path: Path
 ) -> None:
     async with asyncio.timeout(60), make_node("relay") as relay:
-        async with make_node("bob") as bob:
-            bob_id = bob.user_id
-            await bob.connect(relay.listen_addrs[0])
-            bob_record = bob.home_record()
-        async with make_node("alice") as alice:
-            await alice.connect(relay.listen_addrs[0])
-            await alice.learn_home_record(bob_record)
-            room = await alice.open_direct(bob_id)
+        async with alice_and_away_bob(make_node, relay) as (alice, bob_id, room):
             sent = await alice.send(room, b"sent to the wrong person")
             recall = await alice.send(
                 room,
