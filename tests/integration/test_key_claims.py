@@ -6,15 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import vodozemac
 
 from hearthmesh.node.e2ee.key_claims import CLAIMS_BURST, claim_keys
+from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
-from hearthmesh.protocol.envelope import decode_envelope
+from hearthmesh.protocol.envelope import RoomId, decode_envelope
 from hearthmesh.protocol.errors import ErrorCode, NotFound, RateLimited
 from hearthmesh.protocol.identity import DeviceId
 
@@ -58,11 +61,13 @@ async def test_a_claim_for_another_device_or_too_fast_is_refused(make_node: Node
                 await claim_keys(mallory, alice.peer_id, alice.keyring.device_id)
 
 
-async def test_room_keys_are_forwarded_to_our_own_homes_only(make_node: NodeFactory) -> None:
-    """SPEC §27.12.1: a stranger asking for room keys gets NOT_AUTHORIZED, well formed or not
-    (who asks is checked first), and is charged; nothing is forwarded."""
+@asynccontextmanager
+async def a_session_and_a_stranger(
+    make_node: NodeFactory,
+) -> AsyncIterator[tuple[Node, Node, P2PHost, RoomId, bytes]]:
+    """(alice, bob, mallory, room, session): alice's Megolm session of her direct room with bob,
+    and mallory, a bare libp2p host connected to alice (charged under CATALOGUE_STANDING)."""
     async with (
-        asyncio.timeout(20),
         make_node("alice", standing=CATALOGUE_STANDING) as alice,
         make_node("bob") as bob,
         P2PHost(HostConfig(identity_seed=os.urandom(32))) as mallory,
@@ -72,6 +77,16 @@ async def test_room_keys_are_forwarded_to_our_own_homes_only(make_node: NodeFact
         sent = await alice.send(room, b"only for bob")
         session = e2ee.decode_encrypted_body(decode_envelope(sent.wire).body).session_id
         await mallory.connect(alice.listen_addrs[0])
+        yield alice, bob, mallory, room, session
+
+
+async def test_room_keys_are_forwarded_to_our_own_homes_only(make_node: NodeFactory) -> None:
+    """SPEC §27.12.1: a stranger asking for room keys gets NOT_AUTHORIZED, well formed or not
+    (who asks is checked first), and is charged; nothing is forwarded."""
+    async with (
+        asyncio.timeout(20),
+        a_session_and_a_stranger(make_node) as (alice, _bob, mallory, room, session),
+    ):
         for request, code in [
             (e2ee.encode_forward_request([(room, session)]), ErrorCode.NOT_AUTHORIZED),
             (b"\x82\x01\x80", ErrorCode.NOT_AUTHORIZED),  # [1, []]: malformed too

@@ -15,17 +15,17 @@ import pytest
 from hearthmesh.node.api import ApiConfig, ApiServer
 from hearthmesh.node.e2ee.key_requests import REQUESTS_BURST
 from hearthmesh.node.node import Node
-from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
-from hearthmesh.protocol.envelope import Kind, RoomId, decode_envelope
+from hearthmesh.protocol.envelope import Kind, RoomId
 from hearthmesh.protocol.errors import ErrorCode
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.tools.client import ApiClient
 
 from .api_helpers import TOKEN, Home, run_cli
-from .conftest import CATALOGUE_STANDING, NodeFactory
+from .conftest import NodeFactory
 from .test_devices import bodies, link_device, wait_until_readable
+from .test_key_claims import a_session_and_a_stranger
 
 pytestmark = pytest.mark.integration
 
@@ -84,15 +84,8 @@ async def test_a_request_from_anyone_but_a_members_listed_home_is_refused_and_ch
     and no key is given."""
     async with (
         asyncio.timeout(30),
-        make_node("alice", standing=CATALOGUE_STANDING) as alice,
-        make_node("bob") as bob,
-        P2PHost(HostConfig(identity_seed=os.urandom(32))) as mallory,
+        a_session_and_a_stranger(make_node) as (alice, bob, mallory, room, session),
     ):
-        await bob.connect(alice.listen_addrs[0])
-        room = await alice.open_direct(bob.user_id)
-        sent = await alice.send(room, b"only for bob")
-        session = e2ee.decode_encrypted_body(decode_envelope(sent.wire).body).session_id
-        await mallory.connect(alice.listen_addrs[0])
         stranger = UserId(os.urandom(32))
 
         async def refused_with(request: bytes) -> int:
