@@ -194,6 +194,13 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         ("circuits-per-reservation", "circuits open at once per reserved peer (8)"),
         ("circuit-bytes", "bytes one circuit carries (16 MiB)"),
         ("circuit-seconds", "seconds one circuit lives (600)"),
+        ("inbox-days", "days an envelope for an away home is held (7)"),
+        ("inbox-recipient-count", "envelopes held for one away user (10,000)"),
+        ("inbox-recipient-bytes", "bytes held for one away user (64 MiB)"),
+        ("inbox-stranger-count", "envelopes between strangers held in all (2,000)"),
+        ("inbox-stranger-bytes", "bytes between strangers held in all (32 MiB)"),
+        ("inbox-total-count", "envelopes held for away homes in all (50,000)"),
+        ("inbox-total-bytes", "bytes held for away homes in all (256 MiB)"),
     ):
         parser.add_argument(f"--relay-{name}", type=int, metavar="N", help=f"relay: {what}")
     parser.add_argument(

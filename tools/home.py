@@ -117,6 +117,7 @@ def node_config(settings: HomeSettings) -> NodeConfig:
     """The node's settings as `hearthmesh run` starts it with `settings`."""
     from hearthmesh.node.config import NodeConfig
     from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
+    from hearthmesh.storage.api import DEFAULT_RELAY_QUOTA
 
     return NodeConfig(
         data_dir=settings.data_dir,
@@ -138,6 +139,16 @@ def node_config(settings: HomeSettings) -> NodeConfig:
             circuit_seconds=settings.relay_circuit_seconds,
         ),
         prefixes=PrefixPolicy(exempt_loopback=settings.prefix_exempt_loopback),
+        relay_ttl_ms=settings.relay_inbox_days * 86_400_000,
+        relay_quota=replace(
+            DEFAULT_RELAY_QUOTA,
+            max_count=settings.relay_inbox_recipient_count,
+            max_bytes=settings.relay_inbox_recipient_bytes,
+            stranger_count=settings.relay_inbox_stranger_count,
+            stranger_bytes=settings.relay_inbox_stranger_bytes,
+            total_count=settings.relay_inbox_total_count,
+            total_bytes=settings.relay_inbox_total_bytes,
+        ),
     )
 
 

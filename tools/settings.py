@@ -25,6 +25,7 @@ from typing import Any, Final
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.protocol.actions import MAX_RECALL_WINDOW_MS
 from hearthmesh.protocol.errors import HearthError
+from hearthmesh.storage.api import DEFAULT_RELAY_QUOTA
 
 __all__ = [
     "DEFAULT_API",
@@ -48,6 +49,7 @@ loopback (`DEFAULT_API`)."""
 
 
 _RELAY: Final = RelayServiceLimits()
+_INBOX: Final = DEFAULT_RELAY_QUOTA
 
 
 class SettingsError(HearthError):
@@ -86,6 +88,16 @@ class HomeSettings:
     relay_circuit_bytes: int = _RELAY.circuit_bytes
     relay_circuit_seconds: int = _RELAY.circuit_seconds
     relay_reservations: int = 2
+    # store-and-forward for away homes (SPEC §11.5.3): what the relay inbox holds at most
+    relay_inbox_days: int = 7
+    """Days an envelope is held for an away home before it is dropped."""
+    relay_inbox_recipient_count: int = _INBOX.max_count
+    relay_inbox_recipient_bytes: int = _INBOX.max_bytes
+    relay_inbox_stranger_count: int = _INBOX.stranger_count
+    """Strangers' envelopes (neither end known here) held in all."""
+    relay_inbox_stranger_bytes: int = _INBOX.stranger_bytes
+    relay_inbox_total_count: int = _INBOX.total_count
+    relay_inbox_total_bytes: int = _INBOX.total_bytes
     """Relays this node reserves on when AutoNAT finds it private (SPEC §10.7); 0: never."""
     public: bool = False
     """Run as a public bootstrap/relay node: `PUBLIC_PROFILE` (SPEC §10.14)."""
@@ -140,6 +152,13 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "relay_circuit_bytes": int,
     "relay_circuit_seconds": int,
     "relay_reservations": int,
+    "relay_inbox_days": int,
+    "relay_inbox_recipient_count": int,
+    "relay_inbox_recipient_bytes": int,
+    "relay_inbox_stranger_count": int,
+    "relay_inbox_stranger_bytes": int,
+    "relay_inbox_total_count": int,
+    "relay_inbox_total_bytes": int,
     "public": bool,
     "public_address": str,
     "webrtc": bool,

@@ -5,11 +5,14 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from hearthmesh.storage.api import DEFAULT_RELAY_QUOTA
 from hearthmesh.tools.cli import _build_parser
+from hearthmesh.tools.home import node_config
 from hearthmesh.tools.settings import (
     DEFAULT_LISTEN_ALL,
     SettingsError,
@@ -43,6 +46,13 @@ recall_window_ms = 3600000
 webrtc = false
 upnp = false
 relay_reservations = 1
+relay_inbox_days = 3
+relay_inbox_recipient_count = 500
+relay_inbox_recipient_bytes = 1048576
+relay_inbox_stranger_count = 20
+relay_inbox_stranger_bytes = 65536
+relay_inbox_total_count = 1000
+relay_inbox_total_bytes = 4194304
 public = true
 public_address = "203.0.113.7"
 stun_servers = ["stun:198.51.100.3:3478"]
@@ -79,6 +89,22 @@ def test_the_config_file_in_the_data_dir_sets_every_setting(tmp_path: Path) -> N
     assert sources["data_dir"] == "flag"
     assert sources["api_allowed_origins"] == f"file {tmp_path / 'config.toml'}:10"
     assert sources["api"] == f"file {tmp_path / 'config.toml'}:2"
+
+
+def test_the_relay_inbox_quotas_reach_the_node() -> None:
+    """The store-and-forward bounds (SPEC §11.5.3) are settings like any other."""
+    settings = resolve_settings(
+        args("--relay-inbox-days", "2", "--relay-inbox-stranger-count", "50"),
+        env={"HEARTHMESH_RELAY_INBOX_TOTAL_BYTES": "1048576"},
+    )
+    config = node_config(settings)
+    assert config.relay_ttl_ms == 2 * 86_400_000
+    assert config.relay_quota.stranger_count == 50
+    assert config.relay_quota.total_bytes == 1 << 20
+    assert config.relay_quota == replace(
+        DEFAULT_RELAY_QUOTA, stranger_count=50, total_bytes=1 << 20
+    )
+    assert node_config(resolve_settings(args(), env={})).relay_quota == DEFAULT_RELAY_QUOTA
 
 
 def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) -> None:
