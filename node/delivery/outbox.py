@@ -22,7 +22,12 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Final
 
 from hearthmesh.node.clock import Clock
-from hearthmesh.node.delivery.peer_link import DeliveryFailed, PeerLinks, build_batch
+from hearthmesh.node.delivery.peer_link import (
+    DeliveryFailed,
+    PeerLinks,
+    addresses_of,
+    build_batch,
+)
 from hearthmesh.node.delivery.relay_choice import RelayChooser
 from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.identity.home_directory import HomeDirectory
@@ -303,11 +308,17 @@ class OutboxWorker:
                     destination, "no home record for the recipient", self._now()
                 )
         errors: list[str] = []
+        addresses = self._directory.addresses(recipient)
         for home in homes:
             try:
                 # The outbox has its own backoff (§11.5): libp2p's minute of "failed lately"
                 # must not hold a home back from a probe once it is reachable again.
-                await self._links.reach(home, self._directory.addresses(recipient), retry_now=True)
+                reached = await self._links.reach(home, addresses, retry_now=True)
+                if not reached and addresses_of(home, addresses):
+                    # Opening a stream would dial the same addresses again, a second dial
+                    # bound; the next try takes whatever newer record came meanwhile.
+                    errors.append(f"{home[-8:]}: no address of its record answered")
+                    continue
                 ack = await self._links.deliver(home, certs, items)
             except (DeliveryFailed, P2PError) as exc:
                 errors.append(str(exc))

@@ -32,7 +32,14 @@ from hearthmesh.protocol.errors import HearthError, MalformedMessage, RemoteProt
 from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.protocol.peer_id import peer_id_of_node_key
 
-__all__ = ["ACK_TIMEOUT_S", "BATCH_BYTES", "DeliveryFailed", "PeerLinks", "build_batch"]
+__all__ = [
+    "ACK_TIMEOUT_S",
+    "BATCH_BYTES",
+    "DeliveryFailed",
+    "PeerLinks",
+    "addresses_of",
+    "build_batch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +105,11 @@ def build_batch(
     return certificates, items, carried, left
 
 
+def addresses_of(peer_id: str, addresses: tuple[str, ...]) -> list[str]:
+    """The addresses of a home record that name `peer_id` (a record lists each home's)."""
+    return [address for address in addresses if address.endswith("/p2p/" + peer_id)]
+
+
 class DeliveryFailed(HearthError):
     """A batch could not be handed to a peer (unreachable, closed, refused, bad ack)."""
 
@@ -159,15 +171,14 @@ class PeerLinks:
         """
         if peer_id in self._host.connected_peers():
             return True
-        for address in addresses:
-            if address.endswith("/p2p/" + peer_id):
-                try:
-                    async with asyncio.timeout(REACH_DIAL_TIMEOUT_S):
-                        await self._host.connect(address, retry_now=retry_now)
-                except (P2PError, TimeoutError) as exc:
-                    log.debug("dial of %s at %s failed: %r", peer_id[-8:], address, exc)
-                    continue
-                return True
+        for address in addresses_of(peer_id, addresses):
+            try:
+                async with asyncio.timeout(REACH_DIAL_TIMEOUT_S):
+                    await self._host.connect(address, retry_now=retry_now)
+            except (P2PError, TimeoutError) as exc:
+                log.debug("dial of %s at %s failed: %r", peer_id[-8:], address, exc)
+                continue
+            return True
         return False
 
     def _check(self, peer_id: str, batch_id: int, count: int, frame: object) -> Ack:
