@@ -153,8 +153,8 @@ class PeerLinks:
                 await self._drop(peer_id)
                 if isinstance(exc, TimeoutError):
                     # No answer within the bound: the path is dead, or as good as. The next
-                    # attempt dials afresh, at once once the path heals, rather than waiting out
-                    # TCP's backoff on this connection (SPEC §11.5.2).
+                    # attempt dials afresh, so the first one after the path heals gets through
+                    # instead of waiting out TCP's backoff on this connection (SPEC §11.5.2).
                     self._host.disconnect_nowait(peer_id)
                 if isinstance(exc, DeliveryFailed):
                     raise
