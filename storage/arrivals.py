@@ -47,8 +47,9 @@ class ArrivalCounter:
 
     __slots__ = ("_last",)
 
-    def __init__(self) -> None:
-        self._last: int | None = None
+    def __init__(self, last: int | None = None) -> None:
+        self._last = last
+        """The newest number given; None: read from the log at the first `record_txn`."""
 
     def record_txn(self, txn: KvTxn, history_key: bytes) -> int:
         """Give the event at `history_key` the next number; returns it."""
@@ -94,7 +95,7 @@ def renumber_txn(txn: KvTxn, history_keys: Mapping[bytes, None]) -> int:
     came after it, SPEC §27.13) is told to clients as if it arrived now, and a replay tells it
     once. Returns how many moved.
     """
-    last = last_arrival_txn(txn)  # before any delete: a number is never reused
+    counter = ArrivalCounter(last_arrival_txn(txn))  # before any delete: never reuse a number
     found: dict[bytes, bytes] = {}
     for examined, (key, history_key) in enumerate(
         txn.scan(Table.ARRIVALS, b"", KEY_END, reverse=True)
@@ -109,8 +110,7 @@ def renumber_txn(txn: KvTxn, history_keys: Mapping[bytes, None]) -> int:
         if old is None:
             continue
         txn.delete(Table.ARRIVALS, old)  # after the scan: never mutate under a cursor
-        last += 1
-        txn.put(Table.ARRIVALS, pack_u64(last), history_key)
+        counter.record_txn(txn, history_key)
         moved += 1
     return moved
 
