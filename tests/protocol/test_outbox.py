@@ -28,6 +28,7 @@ from hearthmesh.protocol.outages import PROBE_MAX_MS
 from hearthmesh.protocol.outbox import (
     BATCH_ENTRIES,
     LEASE_MS,
+    PROBE_ENTRIES,
     SETTLE_EVERY_MS,
     Delivered,
     OutboxCommand,
@@ -414,7 +415,7 @@ def test_a_probe_after_the_backoff_brings_everything_back_in_order() -> None:
     assert outbox.commands(Probe) == []
     bob.up = True
     transfer(outbox, {BOB: bob}, probe_at)
-    assert outbox.commands(Probe) == [Probe(destination=BOB, limit=BATCH_ENTRIES)]
+    assert outbox.commands(Probe) == [Probe(destination=BOB, limit=PROBE_ENTRIES)]
     assert outbox.commands(UnparkAll) == [UnparkAll(destination=BOB)]
     assert bob.stored == [mid(0), mid(1), mid(2)]
     assert outbox.machine.down() == []
@@ -424,7 +425,7 @@ def test_a_probe_that_finds_nothing_parked_ends_the_outage() -> None:
     machine: OutboxMachine[Row] = OutboxMachine(rng=counter_rng())
     machine.restored([BOB])
     assert machine.timer_ms() == 0
-    assert machine.handle_timer(T0) == [Probe(destination=BOB, limit=BATCH_ENTRIES)]
+    assert machine.handle_timer(T0) == [Probe(destination=BOB, limit=PROBE_ENTRIES)]
     machine.unparked(BOB, 0)
     assert machine.down() == [] and machine.timer_ms() is None
 
