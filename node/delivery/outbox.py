@@ -318,6 +318,8 @@ class OutboxWorker:
                 # once). Awaited here, the walk held the batch's rows in hand meanwhile, and a
                 # group's absent members filled the hand while theirs queued for a walk.
                 self._spawn(self._look_up(recipient))
+                if command.relay_fallback:  # a relay may know it, or learn it first
+                    self._hops.hand_off(HandOff(recipient, homes, certs, items))
                 return self._machine.send_failed(
                     destination, "no home record for the recipient", self._now()
                 )

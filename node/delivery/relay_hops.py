@@ -87,6 +87,11 @@ class RelayHops:
         self.items = 0
         """Items those batches carried."""
 
+    @property
+    def busy(self) -> bool:
+        """A hop is under way, or hand-offs wait for one."""
+        return self._hopping or bool(self._waiting)
+
     def hand_off(self, hand_off: HandOff) -> None:
         """Queue a batch for a relay; it goes with the others waiting, at the next hop."""
         self._waiting.append(hand_off)
