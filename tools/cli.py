@@ -303,10 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_client_command(args)
     if args.command == "bench":
-        from hearthmesh.tools.bench.group import MEMBERS_ENV
+        from hearthmesh.tools.bench.group import MAX_MEMBERS, MEMBERS_ENV, REAL_NODES
         from hearthmesh.tools.bench.runner import run_bench
 
         if args.members is not None:  # the bench's own knob, read where the group is built
+            if not REAL_NODES <= args.members <= MAX_MEMBERS:
+                parser.error(f"--members is {REAL_NODES} to {MAX_MEMBERS}")
             os.environ[MEMBERS_ENV] = str(args.members)
         return run_bench(args.name, list_only=args.list, quick=args.quick)
     if args.command == "conformance":

@@ -36,13 +36,13 @@ from hearthmesh.protocol.identity import UserId
 from hearthmesh.tools.bench.stats import percentile, process_rss_mb
 from hearthmesh.tools.process_gc import tune_collector
 
-__all__ = ["MAX_MEMBERS", "MEMBERS_ENV", "run"]
+__all__ = ["MAX_MEMBERS", "MEMBERS_ENV", "REAL_NODES", "run"]
 
 MEMBERS_ENV: Final = "HEARTHMESH_BENCH_GROUP_MEMBERS"
 """How many members the bench group has (`hearthmesh bench group --members N` sets it)."""
 MAX_MEMBERS: Final = 1024
 """The most members a group is built for (the issue's bound)."""
-_REAL_NODES: Final = 10
+REAL_NODES: Final = 10
 """Nodes run in this process: the owner's, and the members' who join by invite."""
 
 _BODY = b"x" * 200
@@ -110,8 +110,8 @@ async def _fill(owner: Node, room: RoomId, absent: int) -> float:
 
 def _members(quick: bool) -> int:
     members = int(os.environ.get(MEMBERS_ENV, 64 if quick else 256))
-    if not _REAL_NODES <= members <= MAX_MEMBERS:
-        raise ValueError(f"a bench group has {_REAL_NODES} to {MAX_MEMBERS} members")
+    if not REAL_NODES <= members <= MAX_MEMBERS:
+        raise ValueError(f"a bench group has {REAL_NODES} to {MAX_MEMBERS} members")
     return members
 
 
@@ -122,17 +122,17 @@ async def _measure(quick: bool) -> dict[str, Any]:
         async with AsyncExitStack() as stack:
             owner, *real, last = [
                 await stack.enter_async_context(Node(_config(Path(tmp) / f"node{n}")))
-                for n in range(_REAL_NODES)
+                for n in range(REAL_NODES)
             ]
             room = await owner.create_group("bench", [])
             join_ms = await _join_ms(owner, real[0], room)
             for member in real[1:]:
                 await _join_ms(owner, member, room)
-            absent = members - _REAL_NODES
+            absent = members - REAL_NODES
             fill_s = await _fill(owner, room, absent)
             figures: dict[str, Any] = {
                 "members": members,
-                "real_nodes": _REAL_NODES,
+                "real_nodes": REAL_NODES,
                 "absent_member_homes": absent,
                 "join_by_invite_ms": round(join_ms, 1),
                 "add_member_mean_ms": round(fill_s * 1000 / max(1, absent), 1),
