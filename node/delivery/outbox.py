@@ -2,11 +2,12 @@
 
 It reads due rows from the store (leased, so a crash hands them out again) and takes the ones
 handed over as they were stored, feeds them to the `OutboxMachine`, and does what it says:
-builds each batch (`peer_link.build_batch`), sends it to the destination's homes (dialling,
-finding a home record, a relay when none answers), writes reschedules, parks, unparks and
-settles to the store, and emits `DeliveredToHome`. Every decision (batches, the in-flight
-window, what each ack means, backoff, park / probe / relay) is the machine's (SPEC §11.4,
-§11.5).
+builds each batch (`peer_link.build_batch`), sends it to the destination's homes (dialling;
+a recipient no record names is looked up aside while its batch parks), hands what no home took
+to `RelayHops` (one hop per relay for many destinations, SPEC §11.7.2), writes reschedules,
+parks, unparks and settles to the store, and emits `DeliveredToHome`. Every decision
+(batches, the in-flight window, what each ack means, backoff, park / probe / relay) is the
+machine's (SPEC §11.4, §11.5).
 
 Owns: the wake-up event, the task per destination with a batch out and the delivered count;
 the rows in hand and the outages are the machine's.
