@@ -4,7 +4,7 @@
 Alice owns a group of 40 members: bob, carol and dave on their own real nodes (they joined by
 invite), and 36 users whose homes are away (no record anywhere). Each message she sends is
 delivered once to each real member's home, and what the absent members are owed goes to a
-relay in a hop or two per message, each carrying every absent member's copy: not one hop per
+relay in a few hops per message, together carrying every absent member's copy: not one hop per
 member.
 """
 
@@ -60,6 +60,6 @@ async def test_a_group_message_is_one_delivery_per_home_and_one_relay_hop_for_th
         {(message_id, user): 1 for message_id in ids for user in homes}
     )
     assert all(e.peer_id == homes[e.recipient] for e in delivered)
-    # every absent member's copy went to a relay once, in a hop or two per message
+    # every absent member's copy went to a relay, in a few hops per message (not 36 each)
     assert hops.items - items_before >= MESSAGES * ABSENT
-    assert hops.hops - hops_before <= 2 * MESSAGES
+    assert hops.hops - hops_before <= 3 * MESSAGES
