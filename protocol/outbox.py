@@ -16,7 +16,8 @@ destination) is the same row, not a second delivery.
 The rules: one batch per destination in flight (SPEC §11.4.2, oldest first); STORED, DUPLICATE
 and REJECTED end a delivery, RELAYED and DEFERRED keep it (SPEC §11.4.1); a failed row comes due
 again after the §11.5.1 backoff; a destination no home answered is down and its rows wait
-parked, a user's batches for it are relayed first, one probe batch tries it again (SPEC §11.5.2).
+parked, a user's batches for it are relayed first, a probe of a few rows tries it again
+(SPEC §11.5.2).
 """
 
 from __future__ import annotations
