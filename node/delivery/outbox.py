@@ -220,10 +220,11 @@ class OutboxWorker:
             self._sleeping_until_ms = None
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` in the outbox's task group (it ends with `run`)."""
+        """Run `work` in the outbox's task group (it ends with `run`): batches are served only
+        while it runs, so a hop or lookup asked for outside it is a caller bug."""
         if self._group is None:
-            work.close()  # not running: a hand-off is best effort
-            return
+            work.close()
+            raise LocalProtocolError("outbox work spawned outside the outbox's run")
         self._group.create_task(work)
 
     @property
