@@ -9,7 +9,7 @@ PKG_DIRS := protocol storage node tools
 FILES_ID := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(FILES_ID)
 
-.PHONY: run test lint venv browser clean _install netlab
+.PHONY: run test lint venv browser clean _install netlab fuzz-api
 
 $(STAMP):
 	@flock .venv.lock $(MAKE) --no-print-directory _install
@@ -56,6 +56,13 @@ netlab:
 
 test: $(STAMP) netlab browser
 	$(PY) -m pytest -q $(TEST_ARGS)
+
+# schemathesis' long form against the client API: FUZZ_EXAMPLES fuzzed cases per operation and
+# mode (the suite runs 1 beside the coverage phase's hostile cases; tests/node/test_api_schemathesis.py).
+FUZZ_EXAMPLES ?= 25
+fuzz-api: $(STAMP)
+	HEARTHMESH_SCHEMATHESIS_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -n 0 \
+	  tests/node/test_api_schemathesis.py
 
 # The browser tests (tests/web) drive Debian's Chromium through Playwright (a dev dependency);
 # `playwright install` cannot download here, so apt installs it once; instant when present.

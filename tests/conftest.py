@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import os
+import resource
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -30,10 +33,42 @@ settings.load_profile(PROFILE)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests marked `slow` first (stable otherwise): pytest-xdist hands tests out in this
-    order, so the longest start while the short ones fill the other worker, and the run does
-    not end with one worker alone on a long test."""
+    """The tests marked `slow` first (stable otherwise), so the run does not end with one worker
+    alone on a long test. pytest-xdist's `load` scheduler gives each worker a first chunk of a
+    quarter of its share in this order (all the slow ones to gw0) and then feeds whichever
+    worker runs low; a model of that scheduler over the durations of a full run at load ~20
+    (1,202 s) ends the two workers 8 s apart, so `worksteal` or `--maxschedchunk 1` would gain
+    nothing measurable: the suite's time is its total work, not its tail."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+CPU_LOG: Final = os.environ.get("HEARTHMESH_TEST_CPU_LOG")
+"""A file to which each test appends one JSON line: its wall time and the CPU seconds of the
+worker (every thread) and of the processes it waited for. Wall time alone misleads on a loaded
+machine; `tests/cpu_report.py` sums the lines by test and by file."""
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    if CPU_LOG is None:
+        return (yield)
+    wall, cpu, children = time.monotonic(), time.process_time(), _children_cpu_s()
+    try:
+        return (yield)
+    finally:
+        line = {
+            "test": item.nodeid,
+            "wall_s": round(time.monotonic() - wall, 3),
+            "cpu_s": round(time.process_time() - cpu, 3),
+            "children_cpu_s": round(_children_cpu_s() - children, 3),
+        }
+        with open(CPU_LOG, "a") as log:  # one short append per line: workers do not interleave
+            log.write(json.dumps(line) + "\n")
 
 
 def examples(full: int) -> int:

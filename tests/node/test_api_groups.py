@@ -112,7 +112,7 @@ async def _cli(h: Home, token_file: Path, *args: str) -> tuple[int, str]:
 async def test_the_cli_runs_a_group(tmp_path: Path) -> None:
     token_file = tmp_path / "api-token"
     token_file.write_text(TOKEN)
-    async with asyncio.timeout(60), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+    async with asyncio.timeout(240), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
         status, created = await _cli(a, token_file, "create", "hearth")
         assert status == 0, created
         gid = created.split()[0]

@@ -109,7 +109,7 @@ async def test_invalid_values_are_refused_by_put_and_never_returned_by_get() -> 
     }
     outside = ("/pk/" + BOB.public.hex(), "/ipns/" + BOB.public.hex(), "plain-key")
     configs = (dht_config(1), dht_config(2), dht_config(3), rogue_config(4))
-    async with asyncio.timeout(9), hosts(*configs) as (a, b, c, rogue):
+    async with asyncio.timeout(30), hosts(*configs) as (a, b, c, rogue):
         await link(a, b)
         await link(c, b)
         await link(rogue, b)

@@ -20,7 +20,7 @@ async def _cli(h: Home, token_file: Path, *args: str) -> tuple[int, str]:
 async def test_pair_shows_a_code_and_qr_then_list_and_revoke(tmp_path: Path) -> None:
     token_file = tmp_path / "api-token"
     token_file.write_text(TOKEN)
-    async with asyncio.timeout(30), home(tmp_path / "a") as h:
+    async with asyncio.timeout(120), home(tmp_path / "a") as h:  # 4 CLI processes
         status, shown = await _cli(h, token_file, "pair", "--png", str(tmp_path / "qr.png"))
         assert status == 0, shown
         assert (tmp_path / "qr.png").read_bytes().startswith(b"\x89PNG")

@@ -32,7 +32,7 @@ async def test_a_conversation_driven_from_the_command_line(tmp_path: Path) -> No
     token_file.write_text(TOKEN)
     picture = tmp_path / "cat.png"
     picture.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
-    async with asyncio.timeout(60), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+    async with asyncio.timeout(240), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
         await link(a, b)
         alice = (await a.status())["user_id"]
         room = await open_conversation(b, alice)

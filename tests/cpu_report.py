@@ -1,0 +1,40 @@
+"""Sum a `HEARTHMESH_TEST_CPU_LOG` file (tests/conftest.py): the tests and the files that cost the
+most CPU, worker and subprocesses together, with their wall time beside it.
+
+    HEARTHMESH_TEST_CPU_LOG=/tmp/cpu.jsonl .venv/bin/python -m pytest -q -n 2 tests/protocol
+    .venv/bin/python -m tests.cpu_report /tmp/cpu.jsonl [TOP]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def main(argv: list[str]) -> None:
+    lines = [json.loads(line) for line in Path(argv[0]).read_text().splitlines() if line]
+    top = int(argv[1]) if len(argv) > 1 else 30
+    by_file: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for line in lines:
+        cpu = line["cpu_s"] + line["children_cpu_s"]
+        line["total_cpu_s"] = cpu
+        file = by_file[line["test"].split("::")[0]]
+        file[0] += cpu
+        file[1] += line["wall_s"]
+    total_cpu = sum(line["total_cpu_s"] for line in lines)
+    print(f"{len(lines)} tests, {total_cpu:.1f} s CPU (worker + children)")
+    print("\ncpu_s  (children)  wall_s  test")
+    for line in sorted(lines, key=lambda x: -x["total_cpu_s"])[:top]:
+        print(
+            f"{line['total_cpu_s']:6.1f} ({line['children_cpu_s']:6.1f})"
+            f" {line['wall_s']:7.1f}  {line['test']}"
+        )
+    print("\ncpu_s  wall_s  file")
+    for name, (cpu, wall) in sorted(by_file.items(), key=lambda x: -x[1][0])[:top]:
+        print(f"{cpu:6.1f} {wall:7.1f}  {name}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
