@@ -474,6 +474,7 @@ def build_services(
         records=records,
         own_record=homes.signed_record,
         addrs=lambda: _dialable(announce_addrs(config, host), host.peer_id),
+        addresses_of=directory.addresses,
         host=host,
         greetings=greetings,
         events=events,
