@@ -32,11 +32,12 @@ from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
+from hearthmesh.node.rooms.history_handoff import HistoryFetch
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.protocol import invites
 from hearthmesh.protocol.delivery import ProtocolErrorFrame, encode_error
-from hearthmesh.protocol.envelope import Envelope, RoomId
+from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.errors import (
     HearthError,
     MalformedMessage,
@@ -49,6 +50,9 @@ from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.invite_record import encode_invite_nonce
 from hearthmesh.protocol.membership import (
     AVATAR_DIGEST_BYTES,
+    HISTORY_JOINED,
+    HISTORY_SHARED,
+    MAX_SHARED_HISTORY,
     Action,
     MembershipChange,
     Role,
@@ -56,7 +60,13 @@ from hearthmesh.protocol.membership import (
 )
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["DEFAULT_INVITE_TTL_MS", "JOINS_BURST", "JOINS_PER_S", "GroupService"]
+__all__ = [
+    "DEFAULT_INVITE_TTL_MS",
+    "HISTORY_TIMEOUT_S",
+    "JOINS_BURST",
+    "JOINS_PER_S",
+    "GroupService",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +75,8 @@ JOINS_BURST: Final = 8
 """Join requests one peer may make: a few retries, then one a second. Each costs a home record
 verification and, when valid, a store write: this bounds what a stranger makes us do."""
 DEFAULT_INVITE_TTL_MS: Final = 7 * 86_400_000
+HISTORY_TIMEOUT_S: Final = 10.0
+"""How long a join waits for the shared history's keys before it returns without them."""
 
 
 class GroupService:
@@ -80,6 +92,7 @@ class GroupService:
         own_record: Callable[[], bytes],
         addrs: Callable[[], tuple[str, ...]],
         addresses_of: Callable[[UserId], tuple[str, ...]],
+        history: HistoryFetch,
         host: P2PHost,
         greetings: Greetings,
         events: EventHub,
@@ -96,6 +109,7 @@ class GroupService:
         self._addresses_of = addresses_of
         """The addresses (with /p2p/) of another user's homes, from their record."""
         self._admitting = asyncio.Lock()
+        self._history = history
         self._host = host
         self._greetings = greetings
         self._events = events
@@ -144,6 +158,25 @@ class GroupService:
         if len(digest) not in (0, AVATAR_DIGEST_BYTES):
             raise MalformedMessage("an avatar is a media digest of 32 bytes")
         change = MembershipChange(action=Action.AVATAR, target=self._user, nonce=digest)
+        return await self._change(room, change)
+
+    async def set_history(self, room: RoomId, visibility: str, limit: int = 0) -> Envelope:
+        """What a new member is given (SPEC §30.6): `joined` (nothing before their ADD) or
+        `shared` (the last `limit` messages, 1 to MAX_SHARED_HISTORY).
+
+        Raises:
+            MalformedMessage: another visibility, or a limit out of range.
+        """
+        nonce = limit.to_bytes(2, "big") if visibility == HISTORY_SHARED and limit > 0 else b""
+        if visibility not in (HISTORY_JOINED, HISTORY_SHARED) or (
+            visibility == HISTORY_SHARED and not 1 <= limit <= MAX_SHARED_HISTORY
+        ):
+            raise MalformedMessage(
+                f"history is joined, or shared with a limit of 1 to {MAX_SHARED_HISTORY}"
+            )
+        change = MembershipChange(
+            action=Action.HISTORY, target=self._user, name=visibility, nonce=nonce
+        )
         return await self._change(room, change)
 
     async def _change(self, room: RoomId, change: MembershipChange) -> Envelope:
@@ -213,8 +246,9 @@ class GroupService:
 
     async def join_by_invite(self, text: str) -> RoomId:
         """Join the group an invite names, through the first of its admin homes that answers;
-        returns once the ADD's membership history is folded here (we are a member). The
-        caller applies a timeout.
+        returns once the ADD's membership history is folded here (we are a member) and, when
+        the group shares history (SPEC §30.6), its keys are taken. The caller applies a
+        timeout.
 
         Raises:
             InvalidIdentifier: the text is not an invite.
@@ -227,18 +261,26 @@ class GroupService:
         )
         # subscribed before asking: the ADD may be folded here before the answer arrives
         async with aclosing(self._events.subscribe()) as events:
-            await self._ask_any(invite.addrs, request)
+            peer, add = await self._ask_any(invite.addrs, request)
             if not await self._is_member(invite.room):
                 async for event in events:
                     if _admits(event, invite.room, self._user):
                         break
+        try:
+            async with asyncio.timeout(HISTORY_TIMEOUT_S):
+                await self._history.after_join(peer, invite.room, add)
+        except (HearthError, TimeoutError) as exc:  # we are in: the history is what is missing
+            log.warning("no history from %s for %s: %s", peer[-8:], invite.room.hex()[:12], exc)
         return invite.room
 
     async def _is_member(self, room: RoomId) -> bool:
         state = await self._store.run(self._rooms.state, self._store.store, room)
         return state is not None and state.is_member(self._user)
 
-    async def _ask_any(self, addrs: tuple[str, ...], request: invites.JoinRequest) -> None:
+    async def _ask_any(
+        self, addrs: tuple[str, ...], request: invites.JoinRequest
+    ) -> tuple[str, MessageId]:
+        """The peer that let us in and the ADD it made."""
         unreachable: HearthError = NotFound("the invite names no home")
         for addr in addrs:
             try:
@@ -248,16 +290,16 @@ class GroupService:
                 log.info("invite home %s unreachable: %s", addr, exc)
                 unreachable = exc
                 continue
-            await self._ask(peer, request)  # an answer, even a refusal, is final
-            return
+            return peer, await self._ask(peer, request)  # an answer, even a refusal, is final
         raise unreachable
 
-    async def _ask(self, peer: str, request: invites.JoinRequest) -> None:
+    async def _ask(self, peer: str, request: invites.JoinRequest) -> MessageId:
         async with await self._host.open_stream(peer, invites.JOIN_PROTOCOL) as stream:
             await stream.write_frame(invites.encode_join_request(request))
             answer = invites.decode_join_answer(await stream.read_frame())
         if isinstance(answer, ProtocolErrorFrame):
             raise refusal(answer.code, f"join refused: {answer.message}")
+        return answer
 
     # --- serving joins ------------------------------------------------------------------------
 
