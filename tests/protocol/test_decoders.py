@@ -32,6 +32,7 @@ from hearthmesh.protocol import (
     friend_link,
     gossip,
     hello,
+    history_share,
     hlc,
     home_record,
     identity,
@@ -276,6 +277,15 @@ DECODERS: dict[str, Decoder] = {
         (
             invites.encode_join_answer(envelope.MessageId(b"m" * 32)),
             encode_canonical([3, 60, "no"]),
+        ),
+    ),
+    "history_share.decode_history_request": Decoder(
+        history_share.decode_history_request,
+        history_share.encode_history_request,
+        (
+            history_share.encode_history_request(
+                history_share.HistoryRequest(room=envelope.RoomId(_ID), user=UserId(_ID))
+            ),
         ),
     ),
     "invite_record.decode_invite_nonce": Decoder(

@@ -40,6 +40,7 @@ from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
 from hearthmesh.protocol.fetch import decode_request as decode_fetch_request
 from hearthmesh.protocol.gossip import decode_gossip, decode_presence
 from hearthmesh.protocol.hello import decode_hello
+from hearthmesh.protocol.history_share import decode_history_request
 from hearthmesh.protocol.hlc import encode_timestamp
 from hearthmesh.protocol.home_dht import home_record_key, select_home_record, validate_home_record
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
@@ -279,6 +280,7 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "gossip": _gossip,
     "invite_link": lambda c: as_json(decode_invite(c["text"])),
     "join_request": lambda c: as_json(decode_join_request(_hex(c))),
+    "history_request": lambda c: as_json(decode_history_request(_hex(c))),
     "join_answer": _join_answer,
     "invite_check": _invite_check,
     "room_key_body": _room_key_body,

@@ -15,6 +15,7 @@ from hearthmesh.protocol.errors import (
     InviteInvalid,
     MalformedMessage,
 )
+from hearthmesh.protocol.history_share import HistoryRequest, encode_history_request
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.invite_record import MAX_INVITE_TTL_MS, encode_invite_nonce
 from hearthmesh.protocol.invites import (
@@ -295,6 +296,13 @@ def _invites(c: Cast, wires: list[str]) -> tuple[list[dict[str, Any]], list[dict
         ),
         pin("join_answer", "the ADD that let the joiner in", hex=encode_join_answer(add).hex()),
         pin(
+            "history_request",
+            "a new member asks for the history the group shares (§30.6)",
+            hex=encode_history_request(
+                HistoryRequest(room=c.group_room, user=UserId(fixed_seed("dave")))
+            ).hex(),
+        ),
+        pin(
             "join_answer", "a refusal: INVITE_EXPIRED", hex=encode_canonical([3, 61, "spent"]).hex()
         ),
         pin(
@@ -315,6 +323,12 @@ def _invites(c: Cast, wires: list[str]) -> tuple[list[dict[str, Any]], list[dict
             text=encode_invite(
                 Invite(room=c.group_room, secret=secret, addrs=("/ip4/192.0.2.7/tcp/1",))
             ),
+        ),
+        refuse(
+            "history_request",
+            MalformedMessage,
+            "a user id of 8 bytes",
+            hex=encode_canonical([1, c.group_room, bytes(8)]).hex(),
         ),
         refuse(
             "join_request",
@@ -370,7 +384,7 @@ def generate(directory: Path = VECTORS_DIR) -> Path:
         "groups",
         spec="SPEC.md §30.1-30.4, §30.6",
         function="tools/vectors/codecs.py ops membership_body, membership_fold, membership_ruling, "
-        "invite_link, join_request, join_answer, invite_check",
+        "invite_link, join_request, join_answer, invite_check, history_request",
         valid=role_valid + invite_valid,
         invalid=role_invalid + invite_invalid,
         directory=directory,
