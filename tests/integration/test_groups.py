@@ -34,6 +34,7 @@ from hearthmesh.protocol.history_share import (
     encode_history_request,
 )
 from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.invite_record import encode_invite_nonce, invite_id
 from hearthmesh.protocol.invites import (
     JOIN_PROTOCOL,
     JoinRequest,
@@ -41,7 +42,14 @@ from hearthmesh.protocol.invites import (
     encode_invite,
     encode_join_request,
 )
-from hearthmesh.protocol.membership import Action, Role, decode_membership
+from hearthmesh.protocol.membership import (
+    MEMBERSHIP_CONTENT_TYPE,
+    Action,
+    MembershipChange,
+    Role,
+    decode_membership,
+    encode_membership,
+)
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.hostile.peer import HostilePeer
 
@@ -327,3 +335,36 @@ def _uses_at(node: Node, room: RoomId, invite_id: bytes) -> int:
 async def wait_until_readable(node: Node, room: RoomId, bodies: list[bytes]) -> None:
     while await _readable(node, room) != bodies:  # noqa: ASYNC110 - arrivals have no one event
         await asyncio.sleep(0.05)
+
+
+async def test_a_members_forged_invite_is_never_held_and_its_secret_lets_no_one_in(
+    make_node: NodeFactory,
+) -> None:
+    """Hostile peer: mallory, a member (not an admin), delivers an INVITE of her own secret to
+    alice's home (SPEC §30.3.1: only an admin invites). It is not stored nor folded, so a join
+    by that secret is INVITE_INVALID, and alice's home holds no invite record for her."""
+    async with asyncio.timeout(20), make_node("alice") as alice, HostilePeer() as mallory:
+        group = await alice.create_group("g", [])
+        await alice.add_member(group, mallory.user_id)
+        peer = await mallory.connect(alice.listen_addrs[0])
+        secret = b"\x05" * 16
+        nonce = encode_invite_nonce(invite_id(secret), mallory.now_ms() + 60_000, 5)
+        change = MembershipChange(action=Action.INVITE, target=mallory.user_id, nonce=nonce)
+        forged = mallory.forge.seal(
+            Kind.MEMBERSHIP,
+            group,
+            encode_membership(change),
+            now_ms=mallory.now_ms(),
+            content_type=MEMBERSHIP_CONTENT_TYPE,
+        )
+        outcome = await mallory.deliver_wires(peer, [forged.wire], alice.user_id)
+        assert "STORED" not in outcome, outcome
+        assert await alice.get_event(forged.message_id) is None
+        assert await alice.groups.held_invites(group) == []
+        record = mallory.stranger.home_record(
+            peer_ids=(mallory.peer_id,), addrs=(), now_ms=mallory.now_ms()
+        )
+        join = JoinRequest(room=group, secret=secret, home_record=record)
+        reply = await mallory.request(peer, JOIN_PROTOCOL, encode_join_request(join))
+        assert reply.summary == "ERROR:INVITE_INVALID"
+        assert await alice.members(group) == {alice.user_id, mallory.user_id}
