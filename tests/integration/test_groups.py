@@ -242,6 +242,8 @@ async def test_alices_invite_lets_carol_in_through_bobs_home_with_the_shared_his
         await wait_until(lambda: _uses_at(alice, group, record.invite_id) == 1)
         with pytest.raises(InviteExpired):  # spent through bob's home: alice's counts it
             await carol.groups.join_by_invite(_through(link, alice))
+        with pytest.raises(InviteExpired):  # ... and so does bob's
+            await carol.groups.join_by_invite(_through(link, bob))
 
         while await _readable(carol, group) != expected:  # noqa: ASYNC110 - arrivals and keys
             await asyncio.sleep(0.05)

@@ -159,14 +159,6 @@ async def test_the_cli_runs_a_group(tmp_path: Path) -> None:
         status, listing = await _cli(a, token_file, "members", gid)
         assert f"{bob}  admin" in listing and "  owner" in listing, listing
         assert (await _cli(a, token_file, "rename", gid, "home"))[0] == 0
-        status, shown = await _cli(a, token_file, "history", gid, "shared", "--limit", "20")
-        assert status == 0 and "history: shared 20" in shown, shown
-        status, listing = await _cli(a, token_file, "invites", gid)
-        invite_id = listing.split()[0]
-        assert status == 0 and "1/2 used" in listing, listing
-        assert (await _cli(a, token_file, "revoke", gid, invite_id))[0] == 0
-        status, listing = await _cli(a, token_file, "invites", gid)
-        assert f"{invite_id}  revoked" in listing, listing
         status, refused = await _cli(b, token_file, "kick", gid, user_id_text(a.node.user_id))
         assert status == 1 and "ROLE_REQUIRED" in refused, refused
         assert (await _cli(a, token_file, "demote", gid, bob))[0] == 0
@@ -175,3 +167,21 @@ async def test_the_cli_runs_a_group(tmp_path: Path) -> None:
         assert status == 0 and f"{gid}  home  (1 members, you: owner)" in listing, listing
         assert (await _cli(a, token_file, "leave", gid))[0] == 0
         assert (await _cli(a, token_file, "kick", gid))[0] == 2  # usage
+
+
+@pytest.mark.slow
+async def test_the_cli_lists_and_revokes_invites_and_sets_the_history(tmp_path: Path) -> None:
+    """SPEC §30.5.2, §30.6: `group invites|revoke|history`."""
+    token_file = tmp_path / "api-token"
+    token_file.write_text(TOKEN)
+    async with asyncio.timeout(60), home(tmp_path / "a") as a:
+        gid = (await a.client.call("POST", "/v1/groups", {"name": "hearth"}))["id"]
+        await a.client.call("POST", f"/v1/groups/{gid}/invites", {"max_uses": 2})
+        status, shown = await _cli(a, token_file, "history", gid, "shared", "--limit", "20")
+        assert status == 0 and "history: shared 20" in shown, shown
+        status, listing = await _cli(a, token_file, "invites", gid)
+        invite_id = listing.split()[0]
+        assert status == 0 and "0/2 used" in listing, listing
+        assert (await _cli(a, token_file, "revoke", gid, invite_id))[0] == 0
+        listed = (await a.client.call("GET", f"/v1/groups/{gid}/invites"))["invites"]
+        assert [(i["invite_id"], i["revoked"]) for i in listed] == [(invite_id, True)]
