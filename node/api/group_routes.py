@@ -80,6 +80,8 @@ def _int_query(request: web.Request, name: str, default: int, high: int) -> int:
 
 def _int_field(body: dict[str, Any], name: str, default: int, high: int) -> int:
     value = body.get(name, default)
+    if isinstance(value, float) and value.is_integer():  # 212.0 is an integer in JSON Schema
+        value = int(value)
     if type(value) is not int or not 1 <= value <= high:
         raise MalformedMessage(f"{name} is an integer from 1 to {high}")
     return value
@@ -162,13 +164,11 @@ async def change_group(request: web.Request) -> web.Response:
     if not {"name", "topic", "avatar", "history"} & body.keys():
         raise MalformedMessage("change at least one of name, topic, avatar, history")
     history = body.get("history")
-    if history is not None and history not in (HISTORY_JOINED, HISTORY_SHARED):
+    if "history" in body and history not in (HISTORY_JOINED, HISTORY_SHARED):
         raise MalformedMessage("history is joined or shared")
-    limit = (
-        _int_field(body, "history_limit", DEFAULT_SHARED_HISTORY, MAX_SHARED_HISTORY)
-        if history == HISTORY_SHARED
-        else 0
-    )
+    if "history_limit" in body and "history" not in body:
+        raise MalformedMessage("history_limit goes with history")
+    limit = _int_field(body, "history_limit", DEFAULT_SHARED_HISTORY, MAX_SHARED_HISTORY)
     name, topic = (
         None if key not in body else decode_text(body[key], key, max_bytes=MAX_GROUP_NAME_BYTES)
         for key in ("name", "topic")
@@ -185,7 +185,7 @@ async def change_group(request: web.Request) -> web.Response:
     if digest is not None:
         await groups.set_avatar(room, digest)
     if history is not None:
-        await groups.set_history(room, history, limit)
+        await groups.set_history(room, history, limit if history == HISTORY_SHARED else 0)
     return web.json_response(await _service(request).room_summary(room))
 
 

@@ -382,6 +382,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
                     history_limit=_count(MAX_SHARED_HISTORY),
                 ),
                 "minProperties": 1,
+                "dependentRequired": {"history_limit": ["history"]},
             },
             errors=_GROUP_ERRORS,
         )

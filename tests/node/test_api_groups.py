@@ -83,6 +83,11 @@ async def test_a_joiner_is_shown_the_history_the_group_shares_through_the_api(
         too_many = {"history": "shared", "history_limit": 257}
         assert await _refused(a, "PATCH", f"/v1/groups/{gid}", too_many) == (400, 2)
         assert await _refused(a, "PATCH", f"/v1/groups/{gid}", {"history": "all"}) == (400, 2)
+        for body in (
+            {"history": "joined", "history_limit": 257},
+            {"name": "x", "history_limit": 5},
+        ):
+            assert await _refused(a, "PATCH", f"/v1/groups/{gid}", body) == (400, 2)
         shared = await a.client.call(
             "PATCH", f"/v1/groups/{gid}", {"history": "shared", "history_limit": 2}
         )
