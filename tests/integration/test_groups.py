@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 
@@ -179,14 +181,19 @@ async def test_a_members_forged_kick_and_self_promotion_change_nothing(
         assert state.members == {alice.user_id: Role.OWNER, mallory.user_id: Role.MEMBER}
 
 
-async def _group_of_alice_and_admin_bob(alice: Node, bob: Node, carol: Node) -> RoomId:
-    """Alice's group with bob as its admin; carol knows neither of their homes yet."""
-    await bob.connect(alice.listen_addrs[0])
-    await alice.learn_home_record(bob.home_record())
-    group = await alice.create_group("hearth", [bob.user_id])
-    await alice.groups.set_role(group, bob.user_id, Role.ADMIN)
-    await _wait_role(bob, group, bob.user_id, Role.ADMIN)
-    return group
+@asynccontextmanager
+async def _alice_admin_bob_and_carol(
+    make_node: NodeFactory,
+) -> AsyncIterator[tuple[Node, Node, Node, RoomId]]:
+    """Three homes, and alice's group with bob as its admin; carol knows neither of their homes
+    yet."""
+    async with make_node("alice") as alice, make_node("bob") as bob, make_node("carol") as carol:
+        await bob.connect(alice.listen_addrs[0])
+        await alice.learn_home_record(bob.home_record())
+        group = await alice.create_group("hearth", [bob.user_id])
+        await alice.groups.set_role(group, bob.user_id, Role.ADMIN)
+        await _wait_role(bob, group, bob.user_id, Role.ADMIN)
+        yield alice, bob, carol, group
 
 
 def _through(link: str, node: Node) -> str:
@@ -213,11 +220,8 @@ async def test_alices_invite_lets_carol_in_through_bobs_home_with_the_shared_his
     which she reads in history order, and nothing older."""
     async with (
         asyncio.timeout(90),
-        make_node("alice") as alice,
-        make_node("bob") as bob,
-        make_node("carol") as carol,
+        _alice_admin_bob_and_carol(make_node) as (alice, bob, carol, group),
     ):
-        group = await _group_of_alice_and_admin_bob(alice, bob, carol)
         bodies = [b"first", b"second", b"third"]
         for body in bodies:
             await alice.send(group, body)
@@ -262,11 +266,8 @@ async def test_with_history_joined_carol_gets_nothing_from_before_her_add(
     what is sent after reaches them."""
     async with (
         asyncio.timeout(90),
-        make_node("alice") as alice,
-        make_node("bob") as bob,
-        make_node("carol") as carol,
+        _alice_admin_bob_and_carol(make_node) as (alice, bob, carol, group),
     ):
-        group = await _group_of_alice_and_admin_bob(alice, bob, carol)
         await alice.send(group, b"before carol")
         await wait_until_readable(bob, group, [b"before carol"])
         link, _ = await alice.groups.create_invite(group)
