@@ -491,6 +491,7 @@ def build_services(
         opener=opener,
         directory=directory,
         user=user,
+        clock=clock,
     )
     groups = GroupService(
         store=store,

@@ -187,6 +187,7 @@ class HistoryFetch:
         opener: RoomOpener,
         directory: HomeDirectory,
         user: UserId,
+        clock: Clock,
     ) -> None:
         self._host = host
         self._store = store
@@ -195,6 +196,7 @@ class HistoryFetch:
         self._opener = opener
         self._directory = directory
         self._user = user
+        self._clock = clock
         self.keys_taken = 0
 
     async def after_join(self, peer: str, room: RoomId, add: MessageId) -> int:
@@ -226,7 +228,13 @@ class HistoryFetch:
         if answer.sender_bundle != listed:
             raise HistoryNotShared("the answer is not from the admin's listed device")
         taken = await self._store.run(
-            take_forwarded, self._crypto, self._opener, self._store.store, answer
+            take_forwarded,
+            self._crypto,
+            self._opener,
+            self._store.store,
+            answer,
+            users={self._user},
+            now_ms=self._clock.now_ms(),
         )
         self.keys_taken += taken
         return taken
