@@ -63,6 +63,7 @@ from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.purge import PurgeService
 from hearthmesh.node.rooms.groups import GroupService
+from hearthmesh.node.rooms.history_handoff import HistoryFetch, HistoryServer
 from hearthmesh.node.rooms.members import RoomMembers
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.rooms.topics import ROOM_TOPIC_PREFIX, RoomTopics
@@ -79,6 +80,7 @@ from hearthmesh.protocol.e2ee import KEY_FORWARD_PROTOCOL, KEY_REQUEST_PROTOCOL,
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC, SIGNALS_PROTOCOL
 from hearthmesh.protocol.hello import HELLO_PROTOCOL
+from hearthmesh.protocol.history_share import HISTORY_PROTOCOL
 from hearthmesh.protocol.invites import JOIN_PROTOCOL, MAX_INVITE_ADDRS
 from hearthmesh.protocol.linking import LINK_PROTOCOL
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
@@ -127,6 +129,7 @@ class Services:
     greetings: Greetings
     verification: VerificationService
     groups: GroupService
+    history_server: HistoryServer
     privacy: Privacy
     signals: ContactSignals
     social: Social
@@ -469,6 +472,27 @@ def build_services(
         learn_rooms=sync.learn_rooms,
     )
     outcomes.subscribe(after_store.react)
+    history_server = HistoryServer(
+        store=store,
+        rooms=rooms,
+        crypto=crypto,
+        directory=directory,
+        find_record=home_lookups.find,
+        own_bundle=homes.own_bundle,
+        wake_outbox=outbox.wake,
+        clock=clock,
+        on_refused=standing.refused,
+    )
+    history = HistoryFetch(
+        host=host,
+        store=store,
+        rooms=rooms,
+        crypto=crypto,
+        opener=opener,
+        directory=directory,
+        user=user,
+        clock=clock,
+    )
     groups = GroupService(
         store=store,
         rooms=rooms,
@@ -476,6 +500,8 @@ def build_services(
         records=records,
         own_record=homes.signed_record,
         addrs=lambda: _dialable(announce_addrs(config, host), host.peer_id),
+        addresses_of=directory.addresses,
+        history=history,
         host=host,
         greetings=greetings,
         events=events,
@@ -518,6 +544,7 @@ def build_services(
         greetings=greetings,
         verification=verification,
         groups=groups,
+        history_server=history_server,
         privacy=privacy,
         signals=signals,
         social=social,
@@ -547,6 +574,7 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
         FETCH_PROTOCOL: s.fetch.serve,
         VERIFY_PROTOCOL: s.verification.serve,
         JOIN_PROTOCOL: s.groups.serve,
+        HISTORY_PROTOCOL: s.history_server.serve,
         CAPS_PROTOCOL: CapabilityServer(on_refused=s.standing.refused).serve,
         SIGNALS_PROTOCOL: s.signals.serve,
     }

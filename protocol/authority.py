@@ -58,7 +58,7 @@ def writer_ruling(
         if direct or change is None:
             return Ruling.NEVER
         at = state_at or state or RoomState(room=envelope.room)
-        return ruling(at, envelope.sender_user, change)
+        return ruling(at, envelope.sender_user, change, at_ms=envelope.hlc.wall_ms)
     if state is None:
         # an unknown room: a direct room opens with its first message; a group we may be
         # about to be added to (its membership events are on their way)

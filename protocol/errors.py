@@ -20,6 +20,7 @@ __all__ = [
     "ErrorCode",
     "FrameTimeout",
     "HearthError",
+    "HistoryNotShared",
     "InvalidIdentifier",
     "InviteExpired",
     "InviteInvalid",
@@ -102,6 +103,8 @@ class ErrorCode(IntEnum):
     NOT_A_CONTACT = 71
     # 75-79: room-key requests between users (SPEC §27.13)
     KEY_REQUEST_DENIED = 75
+    # 76-79: groups' history for new members (SPEC §30.6)
+    HISTORY_NOT_SHARED = 76
     STORAGE = 100
 
 
@@ -339,6 +342,13 @@ class KeyRequestDenied(RemoteProtocolError):
     code = ErrorCode.KEY_REQUEST_DENIED
 
 
+class HistoryNotShared(RemoteProtocolError):
+    """A history request for a group that shares none with new members, from a non-member, or
+    an answer from a home that is not an admin's (SPEC §30.6)."""
+
+    code = ErrorCode.HISTORY_NOT_SHARED
+
+
 class StorageError(HearthError):
     """The store failed or holds something it cannot read; the message names the path or key."""
 
@@ -382,6 +392,7 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         Blocked,
         NotAContact,
         KeyRequestDenied,
+        HistoryNotShared,
     )
 }
 

@@ -1,10 +1,11 @@
 """Group invites and joining by one (SPEC §30.3, §30.4). Owns no state.
 
-An invite is a secret an admin's home issues for one group. Its text (the code, or the link
+An invite is a secret an admin issues for one group. Its text (the code, or the link
 `hearthmesh:join/<code>`) carries everything a joiner needs: the room id, the secret, and the
-addresses of the admin's homes. The home keeps only the secret's digest (`invite_id`) in an
-`InviteRecord` with the expiry, the use count and whether it was revoked; `check_invite` is the
-one rule over such a record. The joiner asks on `/hearthmesh/join/0`: one REQUEST
+addresses of admin homes. The group holds only the secret's digest (`invite_id`), in an INVITE
+event every member's home folds into an `InviteRecord` (`invite_record`), so any admin's home
+judges the invite the same way; `check_invite` is the one rule over such a record. The joiner
+asks on `/hearthmesh/join/0`: one REQUEST
 `[1, room, secret, home record]` per stream, answered `[2, add message id]` or an ERROR frame
 `[3, code, message]` (SPEC §11.1). The home record names the joiner and their homes; it must
 list the peer that asks, so no one joins anyone else.
@@ -14,24 +15,23 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from .canonical import decode_canonical, encode_canonical
 from .delivery import ProtocolErrorFrame
 from .envelope import MessageId, RoomId
-from .errors import (
-    InvalidIdentifier,
-    InviteExpired,
-    InviteInvalid,
-    MalformedMessage,
-    NotFound,
-    QuotaExceeded,
-    RoleRequired,
-)
+from .errors import InvalidIdentifier, InviteInvalid, MalformedMessage, NotFound, RoleRequired
 from .home_record import MAX_HOME_RECORD_BYTES, HomeRecord
 from .identity import KEY_BYTES, UserId
+from .invite_record import (
+    INVITE_ID_BYTES,
+    MAX_INVITE_TTL_MS,
+    MAX_INVITES_PER_GROUP,
+    InviteRecord,
+    check_invite,
+    invite_id,
+)
 from .membership import Role, RoomState
 
 __all__ = [
@@ -50,41 +50,25 @@ __all__ = [
     "check_invite",
     "check_joiner",
     "decode_invite",
-    "decode_invite_records",
     "decode_join_answer",
     "decode_join_request",
     "encode_invite",
-    "encode_invite_records",
     "encode_join_answer",
     "encode_join_request",
     "invite_id",
-    "keep_invite",
     "may_invite",
-    "revoke",
-    "spend",
-    "unspend",
 ]
 
 JOIN_PROTOCOL: Final = "/hearthmesh/join/0"
 INVITE_LINK_PREFIX: Final = "hearthmesh:join/"
 INVITE_SECRET_BYTES: Final = 16
-INVITE_ID_BYTES: Final = 16
 MAX_INVITE_ADDRS: Final = 8
 """Addresses of admin homes an invite names (each with /p2p/<peer id>)."""
-MAX_INVITE_TTL_MS: Final = 30 * 86_400_000
-"""The longest an invite may stay valid."""
-MAX_INVITES_PER_GROUP: Final = 32
-"""Open invites one home keeps per group; a 33rd is refused until one is revoked."""
 MAX_JOIN_FRAME_BYTES: Final = MAX_HOME_RECORD_BYTES + 256
 """A REQUEST is a home record (at most 8 KiB) and 70 bytes more."""
 _MAX_ADDR_CHARS: Final = 256
 MAX_INVITE_CODE_CHARS: Final = 4096
 """An invite's text, link or code (8 addresses fit in about 1,500)."""
-
-
-def invite_id(secret: bytes) -> bytes:
-    """The digest a home keeps instead of the secret: a copy of its store lets no one join."""
-    return hashlib.sha256(b"hearthmesh/invite/v0\x00" + secret).digest()[:INVITE_ID_BYTES]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -128,38 +112,6 @@ def decode_invite(text: str) -> Invite:
     raise InvalidIdentifier("the invite is damaged")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InviteRecord:
-    """An invite as the issuing home keeps it (never its secret)."""
-
-    invite_id: bytes
-    room: RoomId
-    issuer: UserId
-    created_ms: int
-    expires_ms: int
-    max_uses: int
-    uses: int = 0
-    revoked: bool = False
-
-
-def check_invite(record: InviteRecord | None, *, now_ms: int) -> InviteRecord:
-    """The record if it lets one more user in now (SPEC §30.3).
-
-    Raises:
-        InviteInvalid: no such invite for this group here (forged or unknown), or revoked.
-        InviteExpired: past its expiry, or every use spent.
-    """
-    if record is None:
-        raise InviteInvalid("no such invite for this group")
-    if record.revoked:
-        raise InviteInvalid("the invite was revoked")
-    if now_ms >= record.expires_ms:
-        raise InviteExpired("the invite has expired")
-    if record.uses >= record.max_uses:
-        raise InviteExpired("the invite's uses are spent")
-    return record
-
-
 def may_invite(state: RoomState | None, user: UserId) -> None:
     """An admin or owner of a group issues and revokes its invites (SPEC §30.3).
 
@@ -171,93 +123,6 @@ def may_invite(state: RoomState | None, user: UserId) -> None:
         raise NotFound("no such group here")
     if state.rank(user) < Role.ADMIN:
         raise RoleRequired("only an admin invites")
-
-
-def keep_invite(held: list[InviteRecord], new: InviteRecord, *, now_ms: int) -> list[InviteRecord]:
-    """The group's records with `new` added; those that can let no one in any more are
-    dropped first (revoked, expired, spent).
-
-    Raises:
-        QuotaExceeded: MAX_INVITES_PER_GROUP usable invites are held already.
-    """
-    usable = [r for r in held if not r.revoked and now_ms < r.expires_ms and r.uses < r.max_uses]
-    if len(usable) >= MAX_INVITES_PER_GROUP:
-        raise QuotaExceeded(f"a group holds at most {MAX_INVITES_PER_GROUP} open invites")
-    return [*usable, new]
-
-
-def spend(record: InviteRecord) -> InviteRecord:
-    """The record with one more use counted."""
-    return replace(record, uses=record.uses + 1)
-
-
-def unspend(record: InviteRecord) -> InviteRecord:
-    """The record with a use given back (the ADD it paid for was not committed)."""
-    return replace(record, uses=max(0, record.uses - 1))
-
-
-def revoke(record: InviteRecord) -> InviteRecord:
-    """The record refusing every later join."""
-    return replace(record, revoked=True)
-
-
-def encode_invite_records(records: list[InviteRecord]) -> bytes:
-    """One group's records, as a home stores them."""
-    return encode_canonical(
-        [
-            [
-                r.invite_id,
-                r.room,
-                r.issuer,
-                r.created_ms,
-                r.expires_ms,
-                r.max_uses,
-                r.uses,
-                int(r.revoked),
-            ]
-            for r in records
-        ]
-    )
-
-
-def decode_invite_records(data: bytes) -> list[InviteRecord]:
-    """Parse what `encode_invite_records` wrote. Raises MalformedMessage."""
-    value = decode_canonical(data, max_bytes=64 * 1024)
-    if not isinstance(value, list):
-        raise MalformedMessage("invite records are a list")
-    records = []
-    for item in value:
-        match item:
-            case [
-                bytes() as iid,
-                bytes() as room,
-                bytes() as issuer,
-                int() as created_ms,
-                int() as expires_ms,
-                int() as max_uses,
-                int() as uses,
-                int() as revoked,
-            ] if (
-                len(iid) == INVITE_ID_BYTES
-                and len(room) == len(issuer) == KEY_BYTES
-                and min(created_ms, expires_ms, max_uses, uses) >= 0
-                and revoked in (0, 1)
-            ):
-                records.append(
-                    InviteRecord(
-                        invite_id=iid,
-                        room=RoomId(room),
-                        issuer=UserId(issuer),
-                        created_ms=created_ms,
-                        expires_ms=expires_ms,
-                        max_uses=max_uses,
-                        uses=uses,
-                        revoked=bool(revoked),
-                    )
-                )
-            case _:
-                raise MalformedMessage("not an invite record")
-    return records
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

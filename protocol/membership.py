@@ -23,16 +23,28 @@ from .errors import (
     MembershipConflict,
     MembershipLimit,
     NotAuthorized,
+    QuotaExceeded,
     RemoteProtocolError,
     RoleRequired,
 )
 from .identity import KEY_BYTES, UserId
+from .invite_record import (
+    INVITE_ID_BYTES,
+    MAX_INVITE_TTL_MS,
+    MAX_INVITES_PER_GROUP,
+    InviteRecord,
+    decode_invite_nonce,
+    usable,
+)
 from .rooms import direct_room_id, group_room_id
 
 __all__ = [
     "AVATAR_DIGEST_BYTES",
+    "HISTORY_JOINED",
+    "HISTORY_SHARED",
     "MAX_GROUP_NAME_BYTES",
     "MAX_GROUP_SIZE",
+    "MAX_SHARED_HISTORY",
     "MEMBERSHIP_CONTENT_TYPE",
     "Action",
     "MembershipChange",
@@ -55,6 +67,12 @@ MAX_GROUP_SIZE: Final = 1024
 AVATAR_DIGEST_BYTES: Final = 32
 """An AVATAR's media digest (SPEC §25); an empty one clears the avatar."""
 _MAX_BODY_BYTES: Final = 512
+HISTORY_JOINED: Final = "joined"
+"""A new member reads from their ADD on (SPEC §30.6): the default."""
+HISTORY_SHARED: Final = "shared"
+"""A new member is given the last N messages before their ADD (SPEC §30.6)."""
+MAX_SHARED_HISTORY: Final = 256
+"""The most messages a HISTORY setting may share with a new member."""
 
 
 class Action(IntEnum):
@@ -72,9 +90,20 @@ class Action(IntEnum):
     RENAME = 9
     TOPIC = 10
     AVATAR = 11
+    # SPEC §30.3, §30.6: invites and history in the fold
+    INVITE = 12
+    REVOKE = 13
+    HISTORY = 14
 
 
-_SETTINGS: Final = (Action.RENAME, Action.TOPIC, Action.AVATAR)
+_SETTINGS: Final = (
+    Action.RENAME,
+    Action.TOPIC,
+    Action.AVATAR,
+    Action.INVITE,
+    Action.REVOKE,
+    Action.HISTORY,
+)
 """Actions that change the group, not a member: self-targeted, like JOIN and LEAVE."""
 
 
@@ -96,11 +125,18 @@ class MembershipChange:
     role: Role = Role.MEMBER
     nonce: bytes = b""
     """CREATE: the nonce of the group room id (SPEC §3.4.2); AVATAR: the media digest (empty
-    clears it)."""
+    clears it); INVITE: the invite's digest, expiry and uses (`invite_record`); ADD: empty, or
+    the digest of the invite it was made by; REVOKE: the digest; HISTORY `shared`: the count
+    (2 bytes, big-endian)."""
     open: bool = False
     """CREATE only: anyone who knows the room id may JOIN."""
     name: str = ""
-    """CREATE and RENAME: the group's name; TOPIC: its topic."""
+    """CREATE and RENAME: the group's name; TOPIC: its topic; HISTORY: `joined` or `shared`."""
+
+    @property
+    def history_limit(self) -> int:
+        """HISTORY `shared`: how many messages a new member is given."""
+        return int.from_bytes(self.nonce, "big") if self.name == HISTORY_SHARED else 0
 
 
 def encode_membership(change: MembershipChange) -> bytes:
@@ -139,8 +175,8 @@ def decode_membership(body: bytes) -> MembershipChange:
             and len(target) == KEY_BYTES
             and open_ in (0, 1)
             and len(nonce) <= 64
-            and (action != Action.AVATAR or len(nonce) in (0, AVATAR_DIGEST_BYTES))
             and len(name.encode()) <= MAX_GROUP_NAME_BYTES
+            and _nonce_fits(Action(action), nonce, name)
         ):
             return MembershipChange(
                 action=Action(action),
@@ -151,6 +187,29 @@ def decode_membership(body: bytes) -> MembershipChange:
                 name=name,
             )
     raise MalformedMessage("not a membership body")
+
+
+def _nonce_fits(action: Action, nonce: bytes, name: str) -> bool:
+    """The per-action shape of `nonce` (and HISTORY's `name`), SPEC §30.1."""
+    match action:
+        case Action.AVATAR:
+            return len(nonce) in (0, AVATAR_DIGEST_BYTES)
+        case Action.ADD:
+            return len(nonce) in (0, INVITE_ID_BYTES)
+        case Action.REVOKE:
+            return len(nonce) == INVITE_ID_BYTES
+        case Action.INVITE:
+            try:
+                decode_invite_nonce(nonce)
+            except MalformedMessage:
+                return False
+            return True
+        case Action.HISTORY:
+            if name == HISTORY_JOINED:
+                return nonce == b""
+            count = int.from_bytes(nonce, "big")
+            return name == HISTORY_SHARED and len(nonce) == 2 and 1 <= count <= MAX_SHARED_HISTORY
+    return True
 
 
 @dataclass(slots=True, kw_only=True)
@@ -167,6 +226,11 @@ class RoomState:
     members: dict[UserId, Role] = field(default_factory=dict)
     banned: set[UserId] = field(default_factory=set)
     """Users an admin banned: no ADD or JOIN of them is allowed until an UNBAN (SPEC §30.2)."""
+    invites: dict[bytes, InviteRecord] = field(default_factory=dict)
+    """Invites by digest, as their INVITE, REVOKE and ADD events fold (SPEC §30.3)."""
+    history: str = HISTORY_JOINED
+    history_limit: int = 0
+    """`shared`: the last this many messages go to a new member (SPEC §30.6)."""
     direct: bool = False
     """A direct room (SPEC §3.4.1): its two members follow from its id and never change."""
     ignored: int = 0
@@ -191,6 +255,9 @@ class RoomState:
             avatar=self.avatar,
             members=dict(self.members),
             banned=set(self.banned),
+            invites=dict(self.invites),
+            history=self.history,
+            history_limit=self.history_limit,
             direct=self.direct,
             ignored=self.ignored,
         )
@@ -204,12 +271,13 @@ class RoomState:
         except RemoteProtocolError:  # the whole family: TooLarge as much as MalformedMessage
             self.ignored += 1
             return False
-        return self.apply_change(envelope.sender_user, change)
+        return self.apply_change(envelope.sender_user, change, at_ms=envelope.hlc.wall_ms)
 
-    def apply_change(self, sender: UserId, change: MembershipChange) -> bool:
-        """`apply` for a body already decoded; False (and nothing changes) if not allowed."""
-        if ruling(self, sender, change) is Ruling.ALLOWED:
-            _apply(self, sender, change)
+    def apply_change(self, sender: UserId, change: MembershipChange, *, at_ms: int) -> bool:
+        """`apply` for a body already decoded, of an event at wall time `at_ms`; False (and
+        nothing changes) if not allowed."""
+        if ruling(self, sender, change, at_ms=at_ms) is Ruling.ALLOWED:
+            _apply(self, sender, change, at_ms)
             return True
         self.ignored += 1
         return False
@@ -226,22 +294,22 @@ class Ruling(Enum):
     """No history can allow it (a direct room, a LEAVE for someone else, a forged CREATE)."""
 
 
-def ruling(state: RoomState, sender: UserId, change: MembershipChange) -> Ruling:
+def ruling(state: RoomState, sender: UserId, change: MembershipChange, *, at_ms: int) -> Ruling:
     """The one statement of the membership rules (SPEC §12.2, §30.2), for the fold and for
-    admission."""
-    return _judge(state, sender, change)[0]
+    admission; `at_ms` is the event's wall time (an invite's expiry is judged at it)."""
+    return _judge(state, sender, change, at_ms)[0]
 
 
 def refusal_of(
-    state: RoomState, sender: UserId, change: MembershipChange
+    state: RoomState, sender: UserId, change: MembershipChange, *, at_ms: int
 ) -> RemoteProtocolError | None:
     """Why `change` by `sender` is not allowed now (None if it is): the error a node answers
     its own client with (SPEC §30.2). Peers are answered by `ruling` alone (§12.2)."""
-    return _judge(state, sender, change)[1]
+    return _judge(state, sender, change, at_ms)[1]
 
 
 def _judge(
-    state: RoomState, sender: UserId, change: MembershipChange
+    state: RoomState, sender: UserId, change: MembershipChange, at_ms: int
 ) -> tuple[Ruling, RemoteProtocolError | None]:
     """The ruling, and the error that explains a refusal."""
     if state.direct:
@@ -258,16 +326,24 @@ def _judge(
         return Ruling.NEVER, MembershipConflict("the group exists, or the CREATE does not match it")
     if action in (Action.JOIN, Action.LEAVE, *_SETTINGS) and change.target != sender:
         return Ruling.NEVER, NotAuthorized(f"{action.name} names its sender only")
+    if action is Action.INVITE and not _lasts(change, at_ms):
+        return Ruling.NEVER, MalformedMessage("an invite lasts up to 30 days from its event")
     if not state.created:
         return Ruling.NOT_YET, NotAuthorized("the group's CREATE is not held")
     if action is Action.JOIN and not state.open:
         return Ruling.NEVER, NotAuthorized("a closed group takes members by invite only")
-    error = _not_yet(state, sender, change)
+    error = _not_yet(state, sender, change, at_ms)
     return (Ruling.ALLOWED, error) if error is None else (Ruling.NOT_YET, error)
 
 
+def _lasts(change: MembershipChange, at_ms: int) -> bool:
+    """An INVITE expires after its event, and within MAX_INVITE_TTL_MS of it."""
+    expires_ms = decode_invite_nonce(change.nonce)[1]
+    return at_ms < expires_ms <= at_ms + MAX_INVITE_TTL_MS
+
+
 def _not_yet(
-    state: RoomState, sender: UserId, change: MembershipChange
+    state: RoomState, sender: UserId, change: MembershipChange, at_ms: int
 ) -> RemoteProtocolError | None:
     """What keeps a change of a created group from applying at this point, if anything: an
     event that sorts earlier could still change it, so the answer is NOT_YET, never NEVER."""
@@ -307,7 +383,22 @@ def _not_yet(
                 return RoleRequired("a role change needs a higher role than both roles")
             if target_rank == change.role:
                 return MembershipConflict(f"{change.role.name.lower()} already")
-    return None  # RENAME, TOPIC, AVATAR: any admin
+        case Action.INVITE:
+            return _room_for_invite(state, change.nonce, at_ms)
+        case Action.REVOKE:
+            held = state.invites.get(change.nonce)
+            if held is None or held.revoked:
+                return MembershipConflict("no such invite, or revoked already")
+    return None  # RENAME, TOPIC, AVATAR, HISTORY: any admin
+
+
+def _room_for_invite(state: RoomState, nonce: bytes, at_ms: int) -> RemoteProtocolError | None:
+    """A new invite's digest is new, and the group holds fewer than 32 usable ones."""
+    if decode_invite_nonce(nonce)[0] in state.invites:
+        return MembershipConflict("an invite of that digest exists")
+    if sum(usable(r, now_ms=at_ms) for r in state.invites.values()) >= MAX_INVITES_PER_GROUP:
+        return QuotaExceeded(f"a group holds at most {MAX_INVITES_PER_GROUP} open invites")
+    return None
 
 
 def _room_for_one(state: RoomState) -> RemoteProtocolError | None:
@@ -316,13 +407,16 @@ def _room_for_one(state: RoomState) -> RemoteProtocolError | None:
     return None
 
 
-def _apply(state: RoomState, sender: UserId, change: MembershipChange) -> None:
+def _apply(state: RoomState, sender: UserId, change: MembershipChange, at_ms: int) -> None:
     match change.action:
         case Action.CREATE:
             state.created, state.name, state.open = True, change.name, change.open
             state.members[sender] = Role.OWNER
         case Action.ADD | Action.JOIN:
             state.members[change.target] = Role.MEMBER
+            invite = state.invites.get(change.nonce) if change.action is Action.ADD else None
+            if invite is not None:  # a use counted whatever the record: the ADD is an admin's
+                state.invites[change.nonce] = invite.spent()
         case Action.LEAVE | Action.KICK:
             del state.members[change.target]
         case Action.BAN:
@@ -338,6 +432,19 @@ def _apply(state: RoomState, sender: UserId, change: MembershipChange) -> None:
             state.topic = change.name
         case Action.AVATAR:
             state.avatar = change.nonce
+        case Action.INVITE:
+            digest, expires_ms, max_uses = decode_invite_nonce(change.nonce)
+            state.invites[digest] = InviteRecord(
+                invite_id=digest,
+                issuer=sender,
+                created_ms=at_ms,
+                expires_ms=expires_ms,
+                max_uses=max_uses,
+            )
+        case Action.REVOKE:
+            state.invites[change.nonce] = state.invites[change.nonce].revoke()
+        case Action.HISTORY:
+            state.history, state.history_limit = change.name, change.history_limit
 
 
 def fold(room: RoomId, events: Iterable[Envelope]) -> RoomState:

@@ -182,14 +182,14 @@ class MembershipLog:
         state = self._checkpoints[start].copy()
         for entry in self._entries[start * every : place]:
             self.steps += 1
-            state.apply_change(entry.sender, entry.change)
+            state.apply_change(entry.sender, entry.change, at_ms=entry.key[0].wall_ms)
         return state
 
     def _apply_last(self, entry: _Entry) -> MemberDiff:
         self.steps += 1
         effect = _effect(self.state, entry.sender, entry.change)
         # The live state changes one key at a time (see the module docstring).
-        applied = self.state.apply_change(entry.sender, entry.change)
+        applied = self.state.apply_change(entry.sender, entry.change, at_ms=entry.key[0].wall_ms)
         if len(self._entries) % self.limits.checkpoint_every == 0:
             self._checkpoints.append(self.state.copy())
         return effect if applied else MemberDiff()
@@ -204,7 +204,7 @@ class MembershipLog:
                 self._checkpoints.append(state.copy())
             entry = self._entries[index]
             self.steps += 1
-            state.apply_change(entry.sender, entry.change)
+            state.apply_change(entry.sender, entry.change, at_ms=entry.key[0].wall_ms)
         if self._entries and len(self._entries) % every == 0:
             self._checkpoints.append(state.copy())
         self.state = state
@@ -232,17 +232,16 @@ def _effect(state: RoomState, sender: UserId, change: MembershipChange) -> Membe
             return MemberDiff(removed={change.target} & set(state.members), settings=True)
         case Action.ROLE:
             return MemberDiff(changed={change.target: change.role})
-        case _:  # UNBAN, RENAME, TOPIC, AVATAR: the group, not its member rows
+        case _:  # UNBAN, RENAME, TOPIC, AVATAR, INVITE, REVOKE, HISTORY: not member rows
             return MemberDiff(settings=True)
 
 
+def _settings(state: RoomState) -> tuple[object, ...]:
+    return (state.name, state.topic, state.avatar, state.banned, state.invites, state.history)
+
+
 def _diff(before: RoomState, after: RoomState) -> MemberDiff:
-    settings = (before.name, before.topic, before.avatar, before.banned) != (
-        after.name,
-        after.topic,
-        after.avatar,
-        after.banned,
-    )
+    settings = _settings(before) != _settings(after)
     diff = MemberDiff(removed=set(before.members) - set(after.members), settings=settings)
     for user, role in after.members.items():
         if before.members.get(user) is not role:

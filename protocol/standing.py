@@ -41,6 +41,7 @@ OFFENCE_CODES: Final = frozenset(
         ErrorCode.TOO_MANY_STREAMS,
         ErrorCode.FRAME_TIMEOUT,
         ErrorCode.INVITE_INVALID,  # a forged or guessed invite secret (SPEC §30.3)
+        ErrorCode.HISTORY_NOT_SHARED,  # history an honest home's own fold says is not given (§30.6)
     }
 )
 """Codes that prove the sender at fault when the refusal is final. NOT_AUTHORIZED is final for a

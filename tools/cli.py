@@ -117,6 +117,7 @@ def _build_parser() -> argparse.ArgumentParser:
     group.add_argument("--uses", type=int, default=1, help="with invite: how many may join by it")
     group.add_argument("--ttl-s", type=int, default=7 * 86_400, help="with invite: valid for (s)")
     group.add_argument("--png", metavar="FILE", help="with invite: also write the QR code as PNG")
+    group.add_argument("--limit", type=int, default=50, help="with history shared: messages")
     bench = commands.add_parser("bench", help="run a benchmark and print one JSON object")
     bench.add_argument("name", nargs="?", help="which benchmark (see --list)")
     bench.add_argument("--list", action="store_true", help="name the benchmarks")

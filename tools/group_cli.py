@@ -1,4 +1,6 @@
-"""`hearthmesh group ...` (SPEC §30.5): create, invite, join, members, run and leave groups.
+"""`hearthmesh group ...` (SPEC §30.5): create, invite, join, members, run and leave groups;
+`invites` and `revoke` list and revoke the group's invites, `history` sets what a new member is
+given (SPEC §30.6: `joined`, or `shared` with `--limit` messages).
 
 Group ids are the 64 hex digits `group list` shows; users are user ids (SPEC §3.2).
 """
@@ -19,6 +21,9 @@ GROUP_ACTIONS: Final = {
     "list": (),
     "create": ("NAME",),
     "invite": ("GROUP",),
+    "invites": ("GROUP",),
+    "revoke": ("GROUP", "INVITE_ID"),
+    "history": ("GROUP", "joined|shared"),
     "join": ("LINK",),
     "members": ("GROUP",),
     "kick": ("GROUP", "USER_ID"),
@@ -68,6 +73,22 @@ async def run_group(client: ApiClient, args: Any) -> int:
         print(invite["link"])
         uses, invite_id = invite["max_uses"], invite["invite_id"]
         print(f"works {uses} time(s); shown only now (its id, to revoke: {invite_id})")
+        return 0
+    if action == "invites":
+        for held in (await client.call("GET", f"{path}/invites"))["invites"]:
+            state = "revoked" if held["revoked"] else f"{held['uses']}/{held['max_uses']} used"
+            print(f"{held['invite_id']}  {state}  by {held['issuer']}")
+        return 0
+    if action == "revoke":
+        await client.call("DELETE", f"{path}/invites/{operands[1]}")
+        print(f"revoked {operands[1]}")
+        return 0
+    if action == "history":
+        setting: dict[str, Any] = {"history": operands[1]}
+        if operands[1] == "shared":
+            setting["history_limit"] = args.limit
+        group = await client.call("PATCH", path, setting)
+        print(f"{group['id']}  history: {group['history']} {group['history_limit'] or ''}")
         return 0
     if action == "members":
         listing = await client.call("GET", f"{path}/members?page_size=1024")

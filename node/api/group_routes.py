@@ -3,7 +3,9 @@
 Members are listed with their roles a page at a time; kick, ban, unban, role changes and the
 group's name, topic and avatar go through `Node.groups`, whose refusals carry their SPEC §30
 code (403 for a role or a ban, 409 for a change that does not fit the group's state). Invites
-are shown once with their link, code and QR; later only by id, uses and expiry.
+are shown once with their link, code and QR; later only by id, issuer, uses and expiry, as the
+group's events fold them at this home (SPEC §30.3). PATCH also sets what new members are given
+(SPEC §30.6).
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ from hearthmesh.protocol.invites import (
     InviteRecord,
 )
 from hearthmesh.protocol.membership import (
+    HISTORY_JOINED,
+    HISTORY_SHARED,
     MAX_GROUP_NAME_BYTES,
     MAX_GROUP_SIZE,
+    MAX_SHARED_HISTORY,
     RoomState,
 )
 
@@ -51,6 +56,8 @@ membership history arriving here."""
 MAX_INVITE_TTL_S: Final = MAX_INVITE_TTL_MS // 1000
 MAX_INVITE_USES: Final = MAX_GROUP_SIZE
 DEFAULT_INVITE_TTL_S: Final = 7 * 86_400
+DEFAULT_SHARED_HISTORY: Final = 50
+"""Messages a `shared` group gives a new member when the client names no limit."""
 _ROLES_BY_NAME: Final = {name: role for role, name in ROLE_NAMES.items()}
 
 
@@ -73,6 +80,8 @@ def _int_query(request: web.Request, name: str, default: int, high: int) -> int:
 
 def _int_field(body: dict[str, Any], name: str, default: int, high: int) -> int:
     value = body.get(name, default)
+    if isinstance(value, float) and value.is_integer():  # 212.0 is an integer in JSON Schema
+        value = int(value)
     if type(value) is not int or not 1 <= value <= high:
         raise MalformedMessage(f"{name} is an integer from 1 to {high}")
     return value
@@ -81,6 +90,7 @@ def _int_field(body: dict[str, Any], name: str, default: int, high: int) -> int:
 def invite_view(record: InviteRecord) -> dict[str, Any]:
     return {
         "invite_id": record.invite_id.hex(),
+        "issuer": user_id_text(record.issuer),
         "created_ms": record.created_ms,
         "expires_ms": record.expires_ms,
         "max_uses": record.max_uses,
@@ -147,12 +157,18 @@ async def set_role(request: web.Request) -> web.Response:
 
 
 async def change_group(request: web.Request) -> web.Response:
-    """PATCH: any of name, topic, avatar (a media digest, or null for none); all are parsed
-    before any is sent."""
+    """PATCH: any of name, topic, avatar (a media digest, or null for none), history (`joined`
+    or `shared`, with `history_limit`, SPEC §30.6); all are parsed before any is sent."""
     room = _room(request)
     body = await read_json(request)
-    if not {"name", "topic", "avatar"} & body.keys():
-        raise MalformedMessage("change at least one of name, topic, avatar")
+    if not {"name", "topic", "avatar", "history"} & body.keys():
+        raise MalformedMessage("change at least one of name, topic, avatar, history")
+    history = body.get("history")
+    if "history" in body and history not in (HISTORY_JOINED, HISTORY_SHARED):
+        raise MalformedMessage("history is joined or shared")
+    if "history_limit" in body and "history" not in body:
+        raise MalformedMessage("history_limit goes with history")
+    limit = _int_field(body, "history_limit", DEFAULT_SHARED_HISTORY, MAX_SHARED_HISTORY)
     name, topic = (
         None if key not in body else decode_text(body[key], key, max_bytes=MAX_GROUP_NAME_BYTES)
         for key in ("name", "topic")
@@ -168,6 +184,8 @@ async def change_group(request: web.Request) -> web.Response:
         await groups.set_topic(room, topic)
     if digest is not None:
         await groups.set_avatar(room, digest)
+    if history is not None:
+        await groups.set_history(room, history, limit if history == HISTORY_SHARED else 0)
     return web.json_response(await _service(request).room_summary(room))
 
 

@@ -22,7 +22,7 @@ from hearthmesh.protocol.friend_link import MAX_FRIEND_LINK_CHARS
 from hearthmesh.protocol.invites import MAX_INVITE_CODE_CHARS, MAX_INVITE_TTL_MS
 from hearthmesh.protocol.media import MAX_MEDIA_BYTES
 from hearthmesh.protocol.media_type import MAX_MEDIA_TYPE_CHARS
-from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES, MAX_GROUP_SIZE
+from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES, MAX_GROUP_SIZE, MAX_SHARED_HISTORY
 
 __all__ = ["openapi_document"]
 
@@ -370,15 +370,19 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     },
     "/v1/groups/{id}": {
         "patch": _op(
-            "change the group's name, topic or avatar (admins; SPEC §30.5)",
+            "change the group's name, topic, avatar or history for new members (admins; "
+            "SPEC §30.5, §30.6)",
             params=(_ROOM,),
             body={
                 **_body(
                     name=_text(MAX_GROUP_NAME_BYTES),
                     topic=_text(MAX_GROUP_NAME_BYTES),
                     avatar={"anyOf": [_HEX_ID, {"type": "null"}], "description": "null: none"},
+                    history={"enum": ["joined", "shared"]},
+                    history_limit=_count(MAX_SHARED_HISTORY),
                 ),
                 "minProperties": 1,
+                "dependentRequired": {"history_limit": ["history"]},
             },
             errors=_GROUP_ERRORS,
         )
@@ -424,7 +428,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
         )
     },
     "/v1/groups/{id}/invites": {
-        "get": _op("the invites this home holds for the group (admins)", params=(_ROOM,)),
+        "get": _op("the group's invites, as its events fold (admins)", params=(_ROOM,)),
         "post": _op(
             "issue an invite: link, code and QR, shown once (admins; SPEC §30.3)",
             ok=201,

@@ -410,6 +410,9 @@ class ApiService:
             # SPEC §30.5: the group's settings and our role in it
             summary["topic"] = state.topic if state else ""
             summary["avatar"] = state.avatar.hex() if state and state.avatar else None
+            # SPEC §30.6: what a new member is given
+            summary["history"] = state.history if state else "joined"
+            summary["history_limit"] = state.history_limit if state else 0
             own_role = roles.get(self.own)
             summary["my_role"] = None if own_role is None else ROLE_NAMES[own_role]
             summary.update(group_recipient_view(summary["name"]))

@@ -56,6 +56,7 @@ __all__ = [
     "REQUESTS_PER_S",
     "KeyRequestServer",
     "KeyRequests",
+    "listed_bundle",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,22 +118,7 @@ class KeyRequestServer(RequestServer):
         )
 
     async def _recipient(self, user: UserId, peer: str) -> e2ee.KeyBundle:
-        """The bundle `user`'s record lists for the device on `peer`.
-
-        Raises:
-            KeyRequestDenied: the newest record we hold or find lists no such device (never
-                listed, or revoked since).
-        """
-        record = self._directory.record(user)
-        if record is None or record.bundle_at_home(peer) is None:
-            with contextlib.suppress(TimeoutError):  # a member: its lookups are backed off
-                async with asyncio.timeout(RECORD_LOOKUP_S):
-                    await self._find_record(user)
-            record = self._directory.record(user)
-        bundle = None if record is None else record.bundle_at_home(peer)
-        if bundle is None:
-            raise KeyRequestDenied("the asking home is not a device its user's record lists")
-        return bundle
+        return await listed_bundle(self._directory, self._find_record, user, peer)
 
     def _answer(
         self, store: Store, asked: e2ee.KeyRequest, recipient: e2ee.KeyBundle
@@ -156,6 +142,31 @@ class KeyRequestServer(RequestServer):
                 ours.append((room, session_id))
                 from_index[session_id] = given
         return self._crypto.forward(ours, recipient, from_index=from_index) if ours else []
+
+
+async def listed_bundle(
+    directory: HomeDirectory,
+    find_record: Callable[[UserId], Awaitable[bool]],
+    user: UserId,
+    peer: str,
+) -> e2ee.KeyBundle:
+    """The bundle `user`'s record lists for the device on `peer`: the one device keys go to
+    for that user there (SPEC §27.13.1, §30.6).
+
+    Raises:
+        KeyRequestDenied: the newest record we hold or find lists no such device (never
+            listed, or revoked since).
+    """
+    record = directory.record(user)
+    if record is None or record.bundle_at_home(peer) is None:
+        with contextlib.suppress(TimeoutError):  # a member: its lookups are backed off
+            async with asyncio.timeout(RECORD_LOOKUP_S):
+                await find_record(user)
+        record = directory.record(user)
+    bundle = None if record is None else record.bundle_at_home(peer)
+    if bundle is None:
+        raise KeyRequestDenied("the asking home is not a device its user's record lists")
+    return bundle
 
 
 @dataclass(frozen=True, slots=True)

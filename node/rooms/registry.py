@@ -151,7 +151,12 @@ class RoomRegistry:
             reason = (
                 None
                 if state is None
-                else refusal_of(state, envelope.sender_user, decode_membership(envelope.body))
+                else refusal_of(
+                    state,
+                    envelope.sender_user,
+                    decode_membership(envelope.body),
+                    at_ms=envelope.hlc.wall_ms,
+                )
             )
             raise reason or NotAuthorized(f"membership change refused: {ruling.name.lower()}")
 

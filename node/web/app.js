@@ -1072,6 +1072,9 @@ function onFrame(frame) {
     case "typing":
       return onTyping(frame);
     case "membership":
+      // an invite issued or revoked changes no member and nothing the chat shows (SPEC §30.3):
+      // a redraw would take away the invite link just shown
+      if (frame.action === "invite" || frame.action === "revoke") return;
       loadConversations()
         .then(() => (frame.room_id === state.open ? redrawGroup() : undefined))
         .catch(handleError);

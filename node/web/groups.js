@@ -1,5 +1,6 @@
 // Group screens of the web client (SPEC §30.5): join by an invite link, the members with their
-// roles, promote/demote/remove for those who outrank them, and an invite link with its QR code.
+// roles, promote/demote/remove for those who outrank them, an invite link with its QR code, and
+// what new members are given of the history (SPEC §30.6).
 // The node decides every rule; a refusal shows its message and code, never a silent no-op.
 
 import { ApiError, call } from "./api.js";
@@ -50,6 +51,7 @@ export function membersPanel(room, ctx) {
     room.topic ? h("p", { class: "topic" }, room.topic) : "",
     list,
     admin ? inviteSection(room.id, failure, ctx) : "",
+    admin ? historySetting(room, failure, ctx) : "",
     admin ? h("form", { id: "add-member", onsubmit: ctx.onAddMember },
       h("label", { for: "add-member-user" }, "Add a member by user id"),
       h("input", { id: "add-member-user", required: true, spellcheck: "false" }),
@@ -94,6 +96,29 @@ function memberRow(roomId, mine, member, failure, ctx) {
     outranked && member.role === "admin"
       ? act("Demote", "role", { ...user, role: "member" }) : "",
     outranked ? act("Remove", "kick", user) : "");
+}
+
+/** What new members are given (SPEC §30.6): nothing before they joined, or the last 50. */
+function historySetting(room, failure, ctx) {
+  const choice = h("select", { id: "history-setting" },
+    h("option", { value: "joined" }, "Nothing from before they joined"),
+    h("option", { value: "shared" }, "The last 50 messages"));
+  choice.value = room.history === "shared" ? "shared" : "joined";
+  return h("form", { id: "history-form", onsubmit: async (event) => {
+    event.preventDefault();
+    failure.textContent = "";
+    const body = choice.value === "shared"
+      ? { history: "shared", history_limit: 50 } : { history: "joined" };
+    try {
+      await call("PATCH", `/v1/groups/${room.id}`, body);
+      await ctx.onChanged();
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) ctx.onFatal(error);
+      else failure.textContent = errorText(error);
+    }
+  } },
+  h("label", { for: "history-setting" }, "New members see"), choice,
+  h("button", { type: "submit" }, "Save"));
 }
 
 function inviteSection(roomId, failure, ctx) {

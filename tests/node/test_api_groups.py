@@ -66,6 +66,44 @@ async def test_invite_join_members_and_roles_through_the_api(tmp_path: Path) -> 
         assert (await a.client.call("GET", f"/v1/groups/{gid}/invites"))["invites"][0]["revoked"]
 
 
+def _texts(details: dict[str, Any]) -> list[str]:
+    return [m["message"] for m in details["messages"] if m.get("type") == "text"]
+
+
+async def test_a_joiner_is_shown_the_history_the_group_shares_through_the_api(
+    tmp_path: Path,
+) -> None:
+    """SPEC §30.6 over the API: an admin PATCHes `history`, a joiner by invite is then shown
+    the last `history_limit` messages sent before it joined, in order; a member cannot change
+    the setting, nor name a limit out of range."""
+    async with asyncio.timeout(60), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        gid = (await a.client.call("POST", "/v1/groups", {"name": "hearth"}))["id"]
+        for text in ("one", "two", "three"):
+            await a.client.call("POST", f"/v1/conversation/{gid}/messages", {"message": text})
+        too_many = {"history": "shared", "history_limit": 257}
+        assert await _refused(a, "PATCH", f"/v1/groups/{gid}", too_many) == (400, 2)
+        assert await _refused(a, "PATCH", f"/v1/groups/{gid}", {"history": "all"}) == (400, 2)
+        for body in (
+            {"history": "joined", "history_limit": 257},
+            {"name": "x", "history_limit": 5},
+        ):
+            assert await _refused(a, "PATCH", f"/v1/groups/{gid}", body) == (400, 2)
+        shared = await a.client.call(
+            "PATCH", f"/v1/groups/{gid}", {"history": "shared", "history_limit": 2}
+        )
+        assert (shared["history"], shared["history_limit"]) == ("shared", 2)
+        invite = await a.client.call("POST", f"/v1/groups/{gid}/invites", {})
+        joined = await b.client.call("POST", "/v1/groups/join", {"link": invite["link"]})
+        assert (joined["history"], joined["history_limit"]) == ("shared", 2)
+        shown = await _wait_for(
+            b, f"/v1/conversation/{gid}/details", lambda r: _texts(r) == ["two", "three"]
+        )
+        held = [m for m in shown["messages"] if m.get("type") in ("text", "encrypted")]
+        assert len(held) == 2, "nothing before what the group shares"
+        refused = await _refused(b, "PATCH", f"/v1/groups/{gid}", {"history": "joined"})
+        assert refused == (403, 63)
+
+
 async def test_refused_actions_answer_their_code_never_200(tmp_path: Path) -> None:
     async with asyncio.timeout(30), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
         gid = (await a.client.call("POST", "/v1/groups", {"name": "g"}))["id"]
@@ -134,3 +172,21 @@ async def test_the_cli_runs_a_group(tmp_path: Path) -> None:
         assert status == 0 and f"{gid}  home  (1 members, you: owner)" in listing, listing
         assert (await _cli(a, token_file, "leave", gid))[0] == 0
         assert (await _cli(a, token_file, "kick", gid))[0] == 2  # usage
+
+
+@pytest.mark.slow
+async def test_the_cli_lists_and_revokes_invites_and_sets_the_history(tmp_path: Path) -> None:
+    """SPEC §30.5.2, §30.6: `group invites|revoke|history`."""
+    token_file = tmp_path / "api-token"
+    token_file.write_text(TOKEN)
+    async with asyncio.timeout(60), home(tmp_path / "a") as a:
+        gid = (await a.client.call("POST", "/v1/groups", {"name": "hearth"}))["id"]
+        await a.client.call("POST", f"/v1/groups/{gid}/invites", {"max_uses": 2})
+        status, shown = await _cli(a, token_file, "history", gid, "shared", "--limit", "20")
+        assert status == 0 and "history: shared 20" in shown, shown
+        status, listing = await _cli(a, token_file, "invites", gid)
+        invite_id = listing.split()[0]
+        assert status == 0 and "0/2 used" in listing, listing
+        assert (await _cli(a, token_file, "revoke", gid, invite_id))[0] == 0
+        listed = (await a.client.call("GET", f"/v1/groups/{gid}/invites"))["invites"]
+        assert [(i["invite_id"], i["revoked"]) for i in listed] == [(invite_id, True)]

@@ -27,6 +27,7 @@ from hearthmesh.protocol.authority import Ruling, membership_ruling, writer_ruli
 from hearthmesh.protocol.envelope import Envelope, Kind, seal
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, keypair_from_seed
+from hearthmesh.protocol.invite_record import encode_invite_nonce
 from hearthmesh.protocol.membership import (
     MEMBERSHIP_CONTENT_TYPE,
     Action,
@@ -70,6 +71,21 @@ specs = st.builds(
 )
 
 
+def _nonce(spec: Spec, n: int) -> bytes:
+    """Invites (SPEC §30.3) of two digests, so ADDs, INVITEs and REVOKEs meet and clash."""
+    digest = bytes([n % 2]) * 16
+    match spec.action:
+        case Action.INVITE:
+            return encode_invite_nonce(digest, spec.wall_ms + 20, 1 + int(spec.open))
+        case Action.REVOKE:
+            return digest
+        case Action.ADD:
+            return digest if spec.open else b""
+        case Action.HISTORY:
+            return (5).to_bytes(2, "big")
+    return b""
+
+
 def make(spec: Spec, n: int, *, room: bytes = ROOM) -> Envelope:
     """The event `spec` describes, numbered `n` (per run: runs must be reproducible)."""
     creating = spec.action is Action.CREATE
@@ -77,8 +93,9 @@ def make(spec: Spec, n: int, *, room: bytes = ROOM) -> Envelope:
         action=spec.action,
         target=USERS[spec.target],
         role=spec.role,
-        nonce=NONCE if creating else b"",
+        nonce=NONCE if creating else _nonce(spec, n),
         open=spec.open if creating else False,
+        name="shared" if spec.action is Action.HISTORY else "",
     )
     return seal(
         KEYS[spec.sender],
@@ -100,7 +117,7 @@ def admin_checked_fold(events: list[Envelope]) -> RoomState:
         sender = envelope.sender_user
         was_admin = state.rank(sender) >= Role.ADMIN
         before = dict(state.members)
-        if state.apply_change(sender, change) and change.action not in (
+        if state.apply_change(sender, change, at_ms=envelope.hlc.wall_ms) and change.action not in (
             Action.CREATE,
             Action.JOIN,
             Action.LEAVE,

@@ -33,9 +33,11 @@ from hearthmesh.protocol import (
     friend_link,
     gossip,
     hello,
+    history_share,
     hlc,
     home_record,
     identity,
+    invite_record,
     invites,
     linking,
     media,
@@ -140,14 +142,8 @@ def _encode_join_answer(answer: Any) -> bytes:
     return invites.encode_join_answer(answer)
 
 
-_INVITE_RECORD = invites.InviteRecord(
-    invite_id=b"i" * 16,
-    room=envelope.RoomId(b"r" * 32),
-    issuer=identity.UserId(b"u" * 32),
-    created_ms=1,
-    expires_ms=2,
-    max_uses=3,
-)
+def _encode_invite_nonce(value: tuple[bytes, int, int]) -> bytes:
+    return invite_record.encode_invite_nonce(*value)
 
 
 def _encode_sync(frame: Any) -> bytes:
@@ -284,10 +280,19 @@ DECODERS: dict[str, Decoder] = {
             encode_canonical([3, 60, "no"]),
         ),
     ),
-    "invites.decode_invite_records": Decoder(
-        invites.decode_invite_records,
-        invites.encode_invite_records,
-        (invites.encode_invite_records([_INVITE_RECORD, invites.revoke(_INVITE_RECORD)]),),
+    "history_share.decode_history_request": Decoder(
+        history_share.decode_history_request,
+        history_share.encode_history_request,
+        (
+            history_share.encode_history_request(
+                history_share.HistoryRequest(room=envelope.RoomId(_ID), user=UserId(_ID))
+            ),
+        ),
+    ),
+    "invite_record.decode_invite_nonce": Decoder(
+        invite_record.decode_invite_nonce,
+        _encode_invite_nonce,
+        (invite_record.encode_invite_nonce(b"i" * 16, 2, 3),),
     ),
     "e2ee.decode_claim_request": Decoder(
         e2ee.decode_claim_request,

@@ -331,6 +331,14 @@ async def test_an_invite_link_and_qr_join_by_link_then_promote_and_remove(
         await bob_page.get_by_label("Invite link").fill(link_text)
         await bob_page.get_by_role("button", name="Join", exact=True).click()
         await expect(bob_page.locator("#join-group-error")).to_contain_text("(code 61)")
+
+        # SPEC §30.6: the owner lets new members see the last 50 messages
+        if await page.locator("#members").is_hidden():
+            await page.get_by_role("button", name="Members").click()
+        await page.get_by_label("New members see").select_option("shared")
+        await page.locator("#history-form button").click()
+        while (await a.client.call("GET", "/v1/groups"))["groups"][0]["history"] != "shared":  # noqa: ASYNC110 - the PATCH's effect
+            await asyncio.sleep(0.05)
         await context.close()
         await bob_context.close()
         assert tab.errors == []

@@ -40,6 +40,7 @@ from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
 from hearthmesh.protocol.fetch import decode_request as decode_fetch_request
 from hearthmesh.protocol.gossip import decode_gossip, decode_presence
 from hearthmesh.protocol.hello import decode_hello
+from hearthmesh.protocol.history_share import decode_history_request
 from hearthmesh.protocol.hlc import encode_timestamp
 from hearthmesh.protocol.home_dht import home_record_key, select_home_record, validate_home_record
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
@@ -47,7 +48,6 @@ from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.invites import (
     check_invite,
     decode_invite,
-    decode_invite_records,
     decode_join_answer,
     decode_join_request,
 )
@@ -130,6 +130,13 @@ def _state(state: RoomState) -> Any:
         "topic": state.topic,
         "avatar": state.avatar.hex(),
         "banned": sorted(user.hex() for user in state.banned),
+        # SPEC §30.3, §30.6: named only when set, so the older folds' vectors stand as they are
+        **(
+            {"invites": [as_json(r) for _, r in sorted(state.invites.items())]}
+            if state.invites
+            else {}
+        ),
+        **({"history": [state.history, state.history_limit]} if state.history_limit else {}),
     }
 
 
@@ -142,7 +149,8 @@ def _membership_ruling(case: Case) -> Any:
     """§12.2: what the rules say of one change after the events held."""
     state = fold(RoomId(_hex(case, "room_hex")), _history_order(case["events_hex"]))
     change = decode_membership(_hex(case))
-    return {"ruling": ruling(state, UserId(_hex(case, "sender_hex")), change).name}
+    sender = UserId(_hex(case, "sender_hex"))
+    return {"ruling": ruling(state, sender, change, at_ms=case.get("at_ms", 0)).name}
 
 
 def _presence(case: Case) -> Any:
@@ -211,9 +219,9 @@ def _join_answer(case: Case) -> Any:
 
 
 def _invite_check(case: Case) -> Any:
-    """§30.3: may the invite (a home's record of it, or none) let one more user in now?"""
-    data = _hex(case, "record_hex")
-    record = decode_invite_records(data)[0] if data else None
+    """§30.3: may the invite (as the group's events fold it, or none) let one more in now?"""
+    state = fold(RoomId(_hex(case, "room_hex")), _history_order(case["events_hex"]))
+    record = state.invites.get(_hex(case, "invite_id_hex"))
     return as_json(check_invite(record, now_ms=case["now_ms"]))
 
 
@@ -272,6 +280,7 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "gossip": _gossip,
     "invite_link": lambda c: as_json(decode_invite(c["text"])),
     "join_request": lambda c: as_json(decode_join_request(_hex(c))),
+    "history_request": lambda c: as_json(decode_history_request(_hex(c))),
     "join_answer": _join_answer,
     "invite_check": _invite_check,
     "room_key_body": _room_key_body,

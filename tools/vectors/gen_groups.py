@@ -1,9 +1,9 @@
-"""Generate groups.json (SPEC §30): roles and the group's settings in the fold, the rulings
-of §30.2, invite links, join requests and answers, and the invite check of §30.3."""
+"""Generate groups.json (SPEC §30): roles, the group's settings, invites and history setting in
+the fold, the rulings of §30.2, invite links, join requests and answers, and the invite check of
+§30.3 over a folded group."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,14 @@ from hearthmesh.protocol.errors import (
     InviteInvalid,
     MalformedMessage,
 )
+from hearthmesh.protocol.history_share import HistoryRequest, encode_history_request
 from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.invite_record import MAX_INVITE_TTL_MS, encode_invite_nonce
 from hearthmesh.protocol.invites import (
     INVITE_LINK_PREFIX,
     Invite,
-    InviteRecord,
     JoinRequest,
     encode_invite,
-    encode_invite_records,
     encode_join_answer,
     encode_join_request,
     invite_id,
@@ -35,9 +35,17 @@ from .gen_membership import event
 
 __all__ = ["generate"]
 
+_SECRET = fixed_seed("invite-secret")[:16]
+_INVITE_EXPIRES_MS = NOW_MS + 86_400_000
 
-def _roles(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+
+def _invite_nonce(expires_ms: int = _INVITE_EXPIRES_MS) -> bytes:
+    return encode_invite_nonce(invite_id(_SECRET), expires_ms, 2)
+
+
+def _roles(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
     alice, bob, carol = c.user(c.alice), c.user(c.bob), c.user(c.carol)
+    dave = UserId(fixed_seed("dave"))
     avatar = fixed_seed("group-avatar")
     changes = [
         (
@@ -58,6 +66,24 @@ def _roles(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             MembershipChange(action=Action.TOPIC, target=alice, name="where we meet"),
         ),
         (c.alice, c.phone, MembershipChange(action=Action.AVATAR, target=alice, nonce=avatar)),
+        # §30.3: bob's invite, honoured by alice's home (any admin's); §30.6: history shared
+        (
+            c.bob,
+            c.laptop,
+            MembershipChange(action=Action.INVITE, target=bob, nonce=_invite_nonce()),
+        ),
+        (
+            c.alice,
+            c.phone,
+            MembershipChange(action=Action.ADD, target=dave, nonce=invite_id(_SECRET)),
+        ),
+        (
+            c.alice,
+            c.phone,
+            MembershipChange(
+                action=Action.HISTORY, target=alice, name="shared", nonce=(50).to_bytes(2, "big")
+            ),
+        ),
     ]
     history = [
         event(c, user, device, n + 1, change) for n, (user, device, change) in enumerate(changes)
@@ -70,8 +96,21 @@ def _roles(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             "membership_body", "AVATAR: a media digest", hex=encode_membership(changes[7][2]).hex()
         ),
         pin(
+            "membership_body",
+            "INVITE: digest, expiry, uses",
+            hex=encode_membership(changes[8][2]).hex(),
+        ),
+        pin("membership_body", "an ADD by invite", hex=encode_membership(changes[9][2]).hex()),
+        pin("membership_body", "HISTORY shared, 50", hex=encode_membership(changes[10][2]).hex()),
+        pin(
             "membership_fold",
             "the creator owns; bob, made admin, bans carol and renames; alice sets topic, avatar",
+            room_hex=room,
+            events_hex=wires[:8],
+        ),
+        pin(
+            "membership_fold",
+            "bob invites, alice adds dave by it, alice shares the last 50 messages (§30.3, §30.6)",
             room_hex=room,
             events_hex=wires,
         ),
@@ -149,6 +188,34 @@ def _roles(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             MembershipChange(action=Action.RENAME, target=alice, name="x"),
             "a setting in another's name: NEVER",
         ),
+        (
+            4,
+            carol,
+            MembershipChange(action=Action.INVITE, target=carol, nonce=_invite_nonce()),
+            "a member invites: NOT_YET",
+        ),
+        (
+            4,
+            bob,
+            MembershipChange(
+                action=Action.INVITE,
+                target=bob,
+                nonce=_invite_nonce(NOW_MS + MAX_INVITE_TTL_MS + 1),
+            ),
+            "an invite lasting past 30 days from its event: NEVER",
+        ),
+        (
+            9,
+            bob,
+            MembershipChange(action=Action.INVITE, target=bob, nonce=_invite_nonce()),
+            "an invite of a digest held: NOT_YET",
+        ),
+        (
+            10,
+            bob,
+            MembershipChange(action=Action.REVOKE, target=bob, nonce=invite_id(_SECRET)),
+            "an admin revokes an invite: ALLOWED",
+        ),
     ]
     for events, sender, change, note in rulings:
         valid.append(
@@ -159,6 +226,7 @@ def _roles(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                 events_hex=wires[:events],
                 sender_hex=sender.hex(),
                 hex=encode_membership(change).hex(),
+                at_ms=NOW_MS,
             )
         )
     invalid = [
@@ -167,26 +235,55 @@ def _roles(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             MalformedMessage,
             "an AVATAR digest of 5 bytes",
             hex=encode_canonical([int(Action.AVATAR), alice, 0, bytes(5), 0, ""]).hex(),
-        )
+        ),
+        refuse(
+            "membership_body",
+            MalformedMessage,
+            "an INVITE allowing no use",
+            hex=encode_canonical(
+                [int(Action.INVITE), alice, 0, encode_invite_nonce(bytes(16), NOW_MS, 0), 0, ""]
+            ).hex(),
+        ),
+        refuse(
+            "membership_body",
+            MalformedMessage,
+            "a HISTORY sharing 257 messages",
+            hex=encode_canonical(
+                [int(Action.HISTORY), alice, 0, (257).to_bytes(2, "big"), 0, "shared"]
+            ).hex(),
+        ),
     ]
-    return valid, invalid
+    more = [
+        event(
+            c,
+            c.bob,
+            c.laptop,
+            20,
+            MembershipChange(action=Action.REVOKE, target=bob, nonce=invite_id(_SECRET)),
+        ),
+        event(
+            c,
+            c.bob,
+            c.laptop,
+            21,
+            MembershipChange(
+                action=Action.ADD, target=UserId(fixed_seed("erin")), nonce=invite_id(_SECRET)
+            ),
+        ),
+    ]
+    return valid, invalid, [*wires, *(e.wire.hex() for e in more)]
 
 
-def _invites(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    secret = fixed_seed("invite-secret")[:16]
+def _invites(c: Cast, wires: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`wires`: the group of `_roles`, then bob's REVOKE of the invite, then bob's ADD of erin
+    by it (made while the REVOKE had not reached his home: a use counted all the same)."""
+    secret = _SECRET
     addr = f"/ip4/192.0.2.7/tcp/4001/p2p/{c.node_peer_id}"
     link = encode_invite(Invite(room=c.group_room, secret=secret, addrs=(addr,)))
     code = link.removeprefix(INVITE_LINK_PREFIX)
-    record = InviteRecord(
-        invite_id=invite_id(secret),
-        room=c.group_room,
-        issuer=UserId(c.user(c.alice)),
-        created_ms=NOW_MS,
-        expires_ms=NOW_MS + 86_400_000,
-        max_uses=2,
-        uses=1,
-    )
-    one = encode_invite_records([record]).hex()
+    room = c.group_room.hex()
+    digest = invite_id(secret).hex()
+    folded, revoked = wires[:11], wires[:12]
     request = JoinRequest(room=c.group_room, secret=secret, home_record=b"\xa0")
     add = MessageId(fixed_seed("the-add"))
     valid = [
@@ -199,10 +296,22 @@ def _invites(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         ),
         pin("join_answer", "the ADD that let the joiner in", hex=encode_join_answer(add).hex()),
         pin(
+            "history_request",
+            "a new member asks for the history the group shares (§30.6)",
+            hex=encode_history_request(
+                HistoryRequest(room=c.group_room, user=UserId(fixed_seed("dave")))
+            ).hex(),
+        ),
+        pin(
             "join_answer", "a refusal: INVITE_EXPIRED", hex=encode_canonical([3, 61, "spent"]).hex()
         ),
         pin(
-            "invite_check", "one use of two left, before the expiry", record_hex=one, now_ms=NOW_MS
+            "invite_check",
+            "one use of two left, before the expiry: any admin's home folds the same",
+            room_hex=room,
+            events_hex=folded,
+            invite_id_hex=digest,
+            now_ms=NOW_MS + 20_000,
         ),
     ]
     invalid = [
@@ -216,6 +325,12 @@ def _invites(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             ),
         ),
         refuse(
+            "history_request",
+            MalformedMessage,
+            "a user id of 8 bytes",
+            hex=encode_canonical([1, c.group_room, bytes(8)]).hex(),
+        ),
+        refuse(
             "join_request",
             MalformedMessage,
             "a secret of 8 bytes",
@@ -224,26 +339,38 @@ def _invites(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         refuse(
             "invite_check",
             InviteInvalid,
-            "no invite of that digest here",
-            record_hex="",
-            now_ms=NOW_MS,
+            "no invite of that digest in the group",
+            room_hex=room,
+            events_hex=folded,
+            invite_id_hex=invite_id(bytes(16)).hex(),
+            now_ms=NOW_MS + 20_000,
         ),
         refuse(
             "invite_check",
             InviteInvalid,
             "revoked",
-            record_hex=encode_invite_records([replace(record, revoked=True)]).hex(),
-            now_ms=NOW_MS,
-        ),
-        refuse(
-            "invite_check", InviteExpired, "at its expiry", record_hex=one, now_ms=record.expires_ms
+            room_hex=room,
+            events_hex=revoked,
+            invite_id_hex=digest,
+            now_ms=NOW_MS + 30_000,
         ),
         refuse(
             "invite_check",
             InviteExpired,
-            "every use spent",
-            record_hex=encode_invite_records([replace(record, uses=2)]).hex(),
-            now_ms=NOW_MS,
+            "at its expiry",
+            room_hex=room,
+            events_hex=folded,
+            invite_id_hex=digest,
+            now_ms=_INVITE_EXPIRES_MS,
+        ),
+        refuse(
+            "invite_check",
+            InviteExpired,
+            "every use spent (concurrent ADDs by it: both count)",
+            room_hex=room,
+            events_hex=[*folded, wires[12]],
+            invite_id_hex=digest,
+            now_ms=NOW_MS + 30_000,
         ),
     ]
     return valid, invalid
@@ -251,13 +378,13 @@ def _invites(c: Cast) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 def generate(directory: Path = VECTORS_DIR) -> Path:
     c = Cast()
-    role_valid, role_invalid = _roles(c)
-    invite_valid, invite_invalid = _invites(c)
+    role_valid, role_invalid, wires = _roles(c)
+    invite_valid, invite_invalid = _invites(c, wires)
     return write_vectors(
         "groups",
-        spec="SPEC.md §30.1-30.4",
+        spec="SPEC.md §30.1-30.4, §30.6",
         function="tools/vectors/codecs.py ops membership_body, membership_fold, membership_ruling, "
-        "invite_link, join_request, join_answer, invite_check",
+        "invite_link, join_request, join_answer, invite_check, history_request",
         valid=role_valid + invite_valid,
         invalid=role_invalid + invite_invalid,
         directory=directory,
