@@ -15,7 +15,7 @@ import cbor2
 
 from .errors import MalformedMessage, TooLarge
 
-__all__ = ["MAX_NESTING", "CborValue", "decode_canonical", "decode_kept", "encode_canonical"]
+__all__ = ["MAX_NESTING", "CborValue", "decode_canonical", "encode_canonical", "read_kept"]
 
 MAX_NESTING: Final = 4
 """Deepest array nesting any of our structures uses; deeper input is malformed."""
@@ -50,17 +50,18 @@ def decode_canonical(data: bytes, *, max_bytes: int) -> CborValue:
         TooLarge: `data` is longer than `max_bytes` (checked before parsing).
         MalformedMessage: anything else wrong, including a non-canonical encoding.
     """
-    value = decode_kept(data, max_bytes=max_bytes)
+    value = read_kept(data, max_bytes=max_bytes)
     _check_subset(value, 0)
     if encode_canonical(value) != data:
         raise MalformedMessage("not the canonical CBOR encoding (RFC 8949 §4.2.1)")
     return value
 
 
-def decode_kept(data: bytes, *, max_bytes: int) -> CborValue:
+def read_kept(data: bytes, *, max_bytes: int) -> CborValue:
     """Decode bytes that `decode_canonical` accepted before this node kept them (its own
     store): the encoding is not checked again, since re-encoding to compare costs three times
-    the decode. Never for bytes from a peer or a client.
+    the decode. Never for bytes from a peer or a client (so it is no `decode_*`: the edge's
+    decoders are listed in tests/protocol/test_decoders.py).
 
     Raises:
         TooLarge: `data` is longer than `max_bytes` (checked before parsing).

@@ -15,7 +15,7 @@ from typing import Final
 
 import vodozemac
 
-from ..canonical import decode_canonical, decode_kept, encode_canonical
+from ..canonical import decode_canonical, encode_canonical, read_kept
 from ..envelope import MAX_BODY_BYTES, MAX_CONTENT_TYPE_BYTES, Envelope, MessageId
 from ..errors import (
     KeyMismatch,
@@ -97,7 +97,7 @@ def decode_plaintext(data: bytes, *, kept: bool = False) -> tuple[str, bytes]:
     """Parse a decrypted [content type, body] (`kept`: one this node decoded before it kept
     it, read back from its store, whose encoding is not checked again). Raises
     MalformedMessage."""
-    decode = decode_kept if kept else decode_canonical
+    decode = read_kept if kept else decode_canonical
     match decode(data, max_bytes=MAX_BODY_BYTES):
         case [str() as content_type, bytes() as body]:
             if not content_type or len(content_type.encode()) > MAX_CONTENT_TYPE_BYTES:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hearthmesh.protocol.canonical import decode_canonical, decode_kept, encode_canonical
+from hearthmesh.protocol.canonical import decode_canonical, encode_canonical, read_kept
 from hearthmesh.protocol.errors import MalformedMessage, RemoteProtocolError, TooLarge
 
 SCALARS = st.one_of(
@@ -62,8 +62,8 @@ def test_length_is_checked_before_parsing() -> None:
 
 def test_kept_bytes_decode_to_what_the_strict_decoder_gives() -> None:
     data = encode_canonical([1, b"\x00" * 3, "text", None, [2, [3]]])
-    assert decode_kept(data, max_bytes=100) == decode_canonical(data, max_bytes=100)
+    assert read_kept(data, max_bytes=100) == decode_canonical(data, max_bytes=100)
     with pytest.raises(TooLarge):
-        decode_kept(b"\x00" * 101, max_bytes=100)
+        read_kept(b"\x00" * 101, max_bytes=100)
     with pytest.raises(MalformedMessage):
-        decode_kept(b"\x5f", max_bytes=100)  # damaged: not CBOR at all
+        read_kept(b"\x5f", max_bytes=100)  # damaged: not CBOR at all
