@@ -144,6 +144,9 @@ class Opened:
     index: int
     content_type: str
     body: bytes
+    plaintext: bytes
+    """[content type, body] as decrypted: canonical (it was decoded strictly), so it is what
+    the store keeps, with no second encoding."""
 
 
 def open_encrypted(session: vodozemac.InboundGroupSession, encrypted: EncryptedBody) -> Opened:
@@ -162,7 +165,12 @@ def open_encrypted(session: vodozemac.InboundGroupSession, encrypted: EncryptedB
         content_type, body = decode_plaintext(decrypted.plaintext)
     except RemoteProtocolError:
         raise Undecryptable("decrypted plaintext is not [content type, body]") from None
-    return Opened(index=decrypted.message_index, content_type=content_type, body=body)
+    return Opened(
+        index=decrypted.message_index,
+        content_type=content_type,
+        body=body,
+        plaintext=decrypted.plaintext,
+    )
 
 
 def opened_view(envelope: Envelope, content_type: str, body: bytes) -> Envelope:
