@@ -298,10 +298,14 @@ def verify_batch(
     spoils the rest of the batch (SPEC §11.2). An item whose message id `known` says is stored
     already comes back `already_stored`, unverified: the id covers every signed byte, so the
     receiver holds these very contents and needs nothing from this copy. `certificates`
-    remembers certificates verified in earlier batches.
+    remembers certificates verified in earlier batches. An envelope the batch carries for
+    several recipients (a relay hop for a group's absent members, SPEC §11.7.2) is decoded and
+    verified once: the same bytes are the same envelope.
     """
     seen = VerifiedCertificates() if certificates is None else certificates
     proofs: dict[int, DeviceCertificate | RemoteProtocolError] = {}
+    checked: dict[bytes, Envelope] = {}
+    """Envelopes of this batch whose signature was verified, by their bytes."""
     verified: list[VerifiedItem] = []
     for index, wire in ((i.certificate, i.wire) for i in batch.items):
         if index not in proofs:
@@ -312,21 +316,24 @@ def verify_batch(
             except RemoteProtocolError as exc:
                 proofs[index] = exc
         try:
-            if len(wire) > MAX_ENVELOPE_BYTES:
-                raise TooLarge(f"envelope of {len(wire)} bytes")
-            envelope = load_envelope(wire)
-            if known(envelope.message_id):
-                verified.append(
-                    VerifiedItem(
-                        message_id=envelope.message_id,
-                        envelope=None,
-                        certificate=None,
-                        error=None,
-                        already_stored=True,
+            envelope = checked.get(wire)
+            if envelope is None:
+                if len(wire) > MAX_ENVELOPE_BYTES:
+                    raise TooLarge(f"envelope of {len(wire)} bytes")
+                envelope = load_envelope(wire)
+                if known(envelope.message_id):
+                    verified.append(
+                        VerifiedItem(
+                            message_id=envelope.message_id,
+                            envelope=None,
+                            certificate=None,
+                            error=None,
+                            already_stored=True,
+                        )
                     )
-                )
-                continue
-            verify_envelope(envelope)
+                    continue
+                verify_envelope(envelope)
+                checked[wire] = envelope
         except RemoteProtocolError as exc:
             verified.append(
                 VerifiedItem(message_id=UNPARSED_ID, envelope=None, certificate=None, error=exc)

@@ -2,8 +2,9 @@
 
 A destination (a recipient user's homes, or one of our own other homes) whose delivery failed
 for want of a reachable home is down: the failed entries are parked in the store, and so are new
-ones once it failed twice in a row; it is tried again with one probe batch after the §11.5 delay
-for its consecutive failures, or at once when it shows up (a connection from one of its homes).
+ones once it failed twice in a row; it is tried again with a probe (a few entries) after the
+§11.5 delay for its consecutive failures, or at once when it shows up (a connection from one of
+its homes).
 Any ack from one of its homes ends the outage.
 
 A healed partition brings no new connection, so the probe is what finds a home back: its delay

@@ -16,7 +16,8 @@ destination) is the same row, not a second delivery.
 The rules: one batch per destination in flight (SPEC §11.4.2, oldest first); STORED, DUPLICATE
 and REJECTED end a delivery, RELAYED and DEFERRED keep it (SPEC §11.4.1); a failed row comes due
 again after the §11.5.1 backoff; a destination no home answered is down and its rows wait
-parked, a user's batches for it are relayed first, one probe batch tries it again (SPEC §11.5.2).
+parked, a user's batches for it are relayed first, a probe of a few rows tries it again
+(SPEC §11.5.2).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "BATCH_ENTRIES",
     "LEASE_MS",
     "MAX_HELD_ENTRIES",
+    "PROBE_ENTRIES",
     "SETTLE_EVERY_MS",
     "TAKE_ENTRIES",
     "Delivered",
@@ -58,6 +60,10 @@ __all__ = [
 
 BATCH_ENTRIES: Final = 256
 """Rows in one batch at most (the pump's byte budget may carry fewer)."""
+PROBE_ENTRIES: Final = 8
+"""Rows a probe of a down destination puts back and tries (SPEC §11.5.2): enough to learn
+whether a home answers; a full batch per probe made every probe round cost rows times
+destinations (a group's absent members each hold the group's history)."""
 TAKE_ENTRIES: Final = BATCH_ENTRIES * 4
 """Rows the pump takes from the store at a time."""
 LEASE_MS: Final = 15_000
@@ -368,6 +374,12 @@ class OutboxMachine(Generic[E]):
         if count == 0:
             self._outages.forget(destination)
 
+    def probe_missed(self, destination: bytes, now_ms: int) -> None:
+        """A probe found no home to try (none known, and a lookup found none): the destination
+        stays down, its rows stay parked untouched, and it is probed again after the next
+        delay. A user known nowhere costs nothing per probe, however much waits for them."""
+        self._outages.failed(destination, now_ms)
+
     def home_connected(self, destinations: Iterable[bytes]) -> bool:
         """A node connected that is a home of each of `destinations`: those that are down are
         probed at once (or again as soon as their probe ends). True if a probe is due now."""
@@ -379,7 +391,7 @@ class OutboxMachine(Generic[E]):
         if self._settle_at_ms is not None and self._settle_at_ms <= now_ms:
             commands.extend(self._settle())
         for destination in self._outages.due_probes(now_ms):
-            commands.append(Probe(destination=destination, limit=BATCH_ENTRIES))
+            commands.append(Probe(destination=destination, limit=PROBE_ENTRIES))
         return commands
 
     def stop(self, now_ms: int) -> list[OutboxCommand]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -120,6 +121,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", nargs="?", help="which benchmark (see --list)")
     bench.add_argument("--list", action="store_true", help="name the benchmarks")
     bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    bench.add_argument("--members", type=int, help="with group: its size (256; 64 with --quick)")
     from hearthmesh.tools.conformance.cli import add_conformance_parser
 
     add_conformance_parser(commands)
@@ -301,8 +303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_client_command(args)
     if args.command == "bench":
+        from hearthmesh.tools.bench.group import MAX_MEMBERS, MEMBERS_ENV, REAL_NODES
         from hearthmesh.tools.bench.runner import run_bench
 
+        if args.members is not None:  # the bench's own knob, read where the group is built
+            if not REAL_NODES <= args.members <= MAX_MEMBERS:
+                parser.error(f"--members is {REAL_NODES} to {MAX_MEMBERS}")
+            os.environ[MEMBERS_ENV] = str(args.members)
         return run_bench(args.name, list_only=args.list, quick=args.quick)
     if args.command == "conformance":
         from hearthmesh.tools.conformance.cli import run_conformance

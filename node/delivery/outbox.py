@@ -2,11 +2,12 @@
 
 It reads due rows from the store (leased, so a crash hands them out again) and takes the ones
 handed over as they were stored, feeds them to the `OutboxMachine`, and does what it says:
-builds each batch (`peer_link.build_batch`), sends it to the destination's homes (dialling,
-finding a home record, a relay when none answers), writes reschedules, parks, unparks and
-settles to the store, and emits `DeliveredToHome`. Every decision (batches, the in-flight
-window, what each ack means, backoff, park / probe / relay) is the machine's (SPEC §11.4,
-§11.5).
+builds each batch (`peer_link.build_batch`), sends it to the destination's homes (dialling;
+a recipient no record names is looked up aside while its batch parks), hands what no home took
+to `RelayHops` (one hop per relay for many destinations, SPEC §11.7.2), writes reschedules,
+parks, unparks and settles to the store, and emits `DeliveredToHome`. Every decision
+(batches, the in-flight window, what each ack means, backoff, park / probe / relay) is the
+machine's (SPEC §11.4, §11.5).
 
 Owns: the wake-up event, the task per destination with a batch out and the delivered count;
 the rows in hand and the outages are the machine's.
@@ -18,8 +19,8 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Final
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from typing import Any, Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.peer_link import (
@@ -29,11 +30,12 @@ from hearthmesh.node.delivery.peer_link import (
     build_batch,
 )
 from hearthmesh.node.delivery.relay_choice import RelayChooser
+from hearthmesh.node.delivery.relay_hops import HandOff, RelayHops
 from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.p2p.errors import P2PError
-from hearthmesh.protocol.delivery import AckStatus, BatchItem
+from hearthmesh.protocol.delivery import BatchItem
 from hearthmesh.protocol.destinations import destination_peer
 from hearthmesh.protocol.envelope import Envelope, MessageId
 from hearthmesh.protocol.errors import HearthError, LocalProtocolError
@@ -86,7 +88,6 @@ class OutboxWorker:
         probe_max_ms: int = PROBE_MAX_MS,
     ) -> None:
         self._store = store
-        self._relays = relays
         self._links = links
         self._directory = directory
         self._keyring = keyring
@@ -102,6 +103,7 @@ class OutboxWorker:
         self._sleeping_until_ms: int | None = None
         self._machine: OutboxMachine[OutboxEntry] = self._new_machine()
         self._group: asyncio.TaskGroup | None = None
+        self._hops = RelayHops(deliver=links.deliver, choose=relays.choose, spawn=self._spawn)
         self.delivered = 0
         """Entries acked by a home node (for status and benchmarks)."""
 
@@ -217,6 +219,19 @@ class OutboxWorker:
         finally:
             self._sleeping_until_ms = None
 
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the outbox's task group (it ends with `run`): batches are served only
+        while it runs, so a hop or lookup asked for outside it is a caller bug."""
+        if self._group is None:
+            work.close()
+            raise LocalProtocolError("outbox work spawned outside the outbox's run")
+        self._group.create_task(work)
+
+    @property
+    def relay_hops(self) -> RelayHops:
+        """Hand-offs to relays (their counts: status and tests)."""
+        return self._hops
+
     def _serve_all(self, commands: Iterable[OutboxCommand]) -> None:
         """A task for each destination the machine says to serve (only while `run` runs)."""
         group = self._group
@@ -238,7 +253,8 @@ class OutboxWorker:
                     commands.extend(await self._send(command, recipient, certs, items))
                     self._rearm()  # an ack arms the settle timer, a failure the probe's
                 elif isinstance(command, RelayBatch):
-                    await self._relay(recipient, self._directory.homes(recipient), certs, items)
+                    homes = self._directory.homes(recipient)
+                    self._hops.hand_off(HandOff(recipient, homes, certs, items))
                 else:
                     await self._perform((command,))
 
@@ -254,12 +270,10 @@ class OutboxWorker:
                 case Park(destination=destination, message_ids=ids):
                     await store.run(store.store.park_many, destination, ids)
                 case Probe(destination=destination, limit=limit):
-                    back = await store.run(
-                        store.store.unpark, destination, now_ms=self._now(), limit=limit
-                    )
-                    self._machine.unparked(destination, back)
-                    if back:
-                        self.wake()
+                    if destination_peer(destination) or self._directory.homes(UserId(destination)):
+                        await self._probe(destination, limit)
+                    elif self._group is not None:  # a lookup may take seconds: not inline
+                        self._group.create_task(self._probe_unknown(destination, limit))
                 case UnparkAll(destination=destination):
                     log.info("%s reachable again: delivering what was parked", _name(destination))
                     if self._group is not None:
@@ -301,9 +315,13 @@ class OutboxWorker:
             homes: tuple[str, ...] = (own_home,)  # one of our own homes: only that node will do
         else:
             homes = self._directory.homes(recipient)
-            if not homes and await self._find_home(recipient):
-                homes = self._directory.homes(recipient)
             if not homes:
+                # Looked up aside: a record found revives the destination (`revive`, a probe at
+                # once). Awaited here, the walk held the batch's rows in hand meanwhile, and a
+                # group's absent members filled the hand while theirs queued for a walk.
+                self._spawn(self._look_up(recipient))
+                if command.relay_fallback:  # a relay may know it, or learn it first
+                    self._hops.hand_off(HandOff(recipient, homes, certs, items))
                 return self._machine.send_failed(
                     destination, "no home record for the recipient", self._now()
                 )
@@ -325,23 +343,29 @@ class OutboxWorker:
                 continue
             return self._machine.ack_received(destination, home, ack.results, self._now())
         if command.relay_fallback:
-            errors.append(await self._relay(recipient, homes, certs, items))
+            self._hops.hand_off(HandOff(recipient, homes, certs, items))
+            errors.append("handed to a relay")
         return self._machine.send_failed(destination, "; ".join(errors)[:200], self._now())
 
-    async def _relay(
-        self, recipient: UserId, homes: tuple[str, ...], certs: list[bytes], items: list[BatchItem]
-    ) -> str:
-        for relay in await self._relays.choose(homes):  # on trust, not id order (SPEC §11.7)
-            try:
-                ack = await self._links.deliver(relay, certs, items)
-            except DeliveryFailed:
-                continue
-            held = sum(r.status in (AckStatus.RELAYED, AckStatus.STORED) for r in ack.results)
-            log.info(
-                "home of %s unreachable: %d relayed via %s", recipient.hex()[:12], held, relay[-8:]
-            )
-            return f"relayed via {relay[-8:]}"
-        return "home unreachable, no relay"
+    async def _probe(self, destination: bytes, limit: int) -> None:
+        """Put a few parked rows back, due now: the next batch tries the homes (SPEC §11.5.2)."""
+        store = self._store
+        back = await store.run(store.store.unpark, destination, now_ms=self._now(), limit=limit)
+        self._machine.unparked(destination, back)
+        if back:
+            self.wake()
+
+    async def _probe_unknown(self, destination: bytes, limit: int) -> None:
+        """A probe of a user whose home no record names: rows move only once a lookup (backed
+        off per user, `HomeLookups`) finds one; until then the probe costs no store write."""
+        if await self._find_home(UserId(destination)):
+            await self._probe(destination, limit)
+        else:
+            self._machine.probe_missed(destination, self._now())
+            self._rearm()
+
+    async def _look_up(self, recipient: UserId) -> None:
+        await self._find_home(recipient)  # HomeRecords adopts what it finds, and revives
 
     async def _unpark_all(self, destination: bytes) -> None:
         """Everything parked for a destination that is back: due now, in order, in one go."""

@@ -4,9 +4,13 @@ The outbox asks for a recipient's home each time it has a batch for a user whose
 not know, and the media fetcher for each reference. Asking the DHT every time would send one
 network walk per batch for as long as the user stays unknown, so a lookup that found nothing
 is not repeated before the §11.5 backoff for that user (growing with consecutive misses), and
-callers asking for the same user at once share one lookup.
+callers asking for the same user at once share one lookup. At most `LOOKUPS_AT_ONCE` walks run
+at a time: a group's absent members are hundreds of users looked up together, and as many
+concurrent walks opened more streams to each peer than its slots allow (SPEC §10.4), so the
+peers reset them and banned this node.
 
-State: per user, the misses in a row and when to ask again, and the lookups running.
+State: per user, the misses in a row and when to ask again, the lookups running, and the
+slots of the walks under way.
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ from hearthmesh.node.clock import Clock
 from hearthmesh.protocol.backoff import next_attempt_ms
 from hearthmesh.protocol.identity import Rng, UserId
 
-__all__ = ["MAX_REMEMBERED_MISSES", "HomeLookups"]
+__all__ = ["LOOKUPS_AT_ONCE", "MAX_REMEMBERED_MISSES", "HomeLookups"]
+
+LOOKUPS_AT_ONCE: Final = 4
+"""DHT walks under way at once; the others wait their turn (each walk opens streams to several
+peers, and a peer resets what passes its per-peer slots)."""
 
 MAX_REMEMBERED_MISSES: Final = 10_000
 """Users whose misses are remembered; the oldest are forgotten first (and asked again)."""
@@ -38,6 +46,7 @@ class HomeLookups:
         self._misses: OrderedDict[UserId, tuple[int, int]] = OrderedDict()
         """user -> (consecutive misses, earliest time to ask again)."""
         self._running: dict[UserId, asyncio.Future[bool]] = {}
+        self._walks = asyncio.Semaphore(LOOKUPS_AT_ONCE)
         self.asked = 0
         """Lookups actually sent to the DHT (for tests and status)."""
 
@@ -52,8 +61,9 @@ class HomeLookups:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._running[user] = future
         try:
-            self.asked += 1
-            found = await self._lookup(user)
+            async with self._walks:
+                self.asked += 1
+                found = await self._lookup(user)
         except asyncio.CancelledError:
             future.cancel()
             raise

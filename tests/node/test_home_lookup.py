@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from hearthmesh.node.identity.home_lookup import HomeLookups
+from hearthmesh.node.identity.home_lookup import LOOKUPS_AT_ONCE, HomeLookups
 from hearthmesh.protocol.backoff import BACKOFF_BASE_MS
 from hearthmesh.protocol.identity import UserId
 
@@ -68,3 +68,20 @@ async def test_callers_asking_at_once_share_one_lookup() -> None:
         assert await asyncio.gather(*waiting) == [True] * 5
     assert dht.asked == [ALICE]
     assert lookups.asked == 1
+
+
+async def test_many_users_at_once_walk_the_dht_a_few_at_a_time() -> None:
+    """A group's absent members are looked up together: the walks take turns (each opens
+    streams to peers whose slots are bounded, SPEC §10.4), and every user is still asked."""
+    clock, dht = FakeClock(), _Dht()
+    dht.release = asyncio.Event()
+    users = [UserId(bytes([n]) * 32) for n in range(3, 3 + 3 * LOOKUPS_AT_ONCE)]
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    async with asyncio.timeout(5):
+        finding = [asyncio.create_task(lookups.find(user)) for user in users]
+        for _ in range(20):  # the others wait for a slot, however long the walks take
+            await asyncio.sleep(0)
+        assert len(dht.asked) == LOOKUPS_AT_ONCE
+        dht.release.set()
+        assert await asyncio.gather(*finding) == [False] * len(users)
+    assert sorted(dht.asked) == sorted(users)

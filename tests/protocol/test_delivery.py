@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hearthmesh.protocol import delivery as delivery_module
 from hearthmesh.protocol.certificate_cache import VerifiedCertificates
 from hearthmesh.protocol.delivery import (
     UNPARSED_ID,
@@ -26,7 +27,7 @@ from hearthmesh.protocol.delivery import (
     verify_ack,
     verify_batch,
 )
-from hearthmesh.protocol.envelope import Kind, RoomId, seal
+from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal, verify_envelope
 from hearthmesh.protocol.errors import (
     BadCertificate,
     BadSignature,
@@ -110,6 +111,32 @@ def test_one_bad_item_does_not_spoil_the_batch() -> None:
     assert isinstance(items[1].error, BadSignature)
     assert isinstance(items[2].error, MalformedMessage)
     assert items[2].message_id == UNPARSED_ID
+
+
+def test_one_envelope_for_many_recipients_is_verified_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A relay hop for a group's absent members (SPEC §11.7.2): the same bytes, one check."""
+    checks: list[Envelope] = []
+
+    def counted(envelope: Envelope) -> None:
+        checks.append(envelope)
+        verify_envelope(envelope)
+
+    monkeypatch.setattr(delivery_module, "verify_envelope", counted)
+    forged = bytearray(envelope_wire(2))
+    forged[-1] ^= 1
+    recipients = [bytes([n]) * 32 for n in range(1, 41)]
+    items = [BatchItem(0, r, envelope_wire(1)) for r in recipients]
+    frame = decode_frame(
+        encode_deliver(1, [CERT], [*items, BatchItem(0, RECIPIENT, bytes(forged))])
+    )
+    assert isinstance(frame, Deliver)
+    verified = verify_batch(frame, now_ms=NOW_MS)
+    assert [v.error for v in verified[:-1]] == [None] * len(recipients)
+    assert {v.message_id for v in verified[:-1]} == {verified[0].message_id}
+    assert isinstance(verified[-1].error, BadSignature)  # other bytes are checked on their own
+    assert len(checks) == 2
 
 
 def test_certificate_must_name_the_sender() -> None:

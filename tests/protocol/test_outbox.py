@@ -28,6 +28,7 @@ from hearthmesh.protocol.outages import PROBE_MAX_MS
 from hearthmesh.protocol.outbox import (
     BATCH_ENTRIES,
     LEASE_MS,
+    PROBE_ENTRIES,
     SETTLE_EVERY_MS,
     Delivered,
     OutboxCommand,
@@ -414,7 +415,7 @@ def test_a_probe_after_the_backoff_brings_everything_back_in_order() -> None:
     assert outbox.commands(Probe) == []
     bob.up = True
     transfer(outbox, {BOB: bob}, probe_at)
-    assert outbox.commands(Probe) == [Probe(destination=BOB, limit=BATCH_ENTRIES)]
+    assert outbox.commands(Probe) == [Probe(destination=BOB, limit=PROBE_ENTRIES)]
     assert outbox.commands(UnparkAll) == [UnparkAll(destination=BOB)]
     assert bob.stored == [mid(0), mid(1), mid(2)]
     assert outbox.machine.down() == []
@@ -424,9 +425,22 @@ def test_a_probe_that_finds_nothing_parked_ends_the_outage() -> None:
     machine: OutboxMachine[Row] = OutboxMachine(rng=counter_rng())
     machine.restored([BOB])
     assert machine.timer_ms() == 0
-    assert machine.handle_timer(T0) == [Probe(destination=BOB, limit=BATCH_ENTRIES)]
+    assert machine.handle_timer(T0) == [Probe(destination=BOB, limit=PROBE_ENTRIES)]
     machine.unparked(BOB, 0)
     assert machine.down() == [] and machine.timer_ms() is None
+
+
+def test_a_probe_of_a_user_known_nowhere_moves_nothing_and_waits_its_delay() -> None:
+    machine: OutboxMachine[Row] = OutboxMachine(rng=counter_rng())
+    machine.restored([BOB])
+    assert machine.handle_timer(T0) == [Probe(destination=BOB, limit=PROBE_ENTRIES)]
+    assert machine.handle_timer(T0) == []  # under way: not probed twice
+    machine.probe_missed(BOB, T0)  # no record, and the lookup found none
+    assert machine.down() == [BOB]
+    probe_at = machine.timer_ms()
+    assert probe_at is not None and T0 < probe_at <= T0 + PROBE_MAX_MS
+    assert machine.handle_timer(probe_at - 1) == []
+    assert machine.handle_timer(probe_at) == [Probe(destination=BOB, limit=PROBE_ENTRIES)]
 
 
 def test_a_home_that_connects_is_probed_at_once() -> None:

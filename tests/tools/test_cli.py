@@ -43,6 +43,12 @@ def test_unknown_bench_is_a_clear_error() -> None:
     assert "unknown benchmark" in result.stderr
 
 
+def test_bench_group_refuses_more_members_than_a_group_is_built_for() -> None:
+    result = run("bench", "group", "--members", "1025")
+    assert result.returncode == 2
+    assert "--members is 10 to 1024" in result.stderr
+
+
 def test_bench_codec_prints_one_json_object() -> None:
     result = run("bench", "codec", "--quick")
     assert result.returncode == 0, result.stderr

@@ -1,16 +1,18 @@
 """`hearthmesh bench group`: joining a group by invite, and sending in a 256-member group.
 
-One user per node, and 2 cores shared with others: three real nodes run in this process (the
-owner, an early member and the last member), and the other members are users whose homes are
-absent (their deliveries wait in the owner's outbox, as for members who are offline). The
-JSON says how many are real.
+Ten real nodes run in this process (one process each is too heavy for 2 cores shared with
+others): the owner's and nine members'. A node is the home of one user (its keyring's), so the
+other members are users whose homes are away: their deliveries wait parked in the owner's
+outbox, as for members who are offline, and a probe of each costs a few rows (SPEC §11.5.2).
+`--members` (or HEARTHMESH_BENCH_GROUP_MEMBERS) sets the size, up to 1,024; the JSON says how
+many members have real homes.
 
 `join_by_invite_ms`: from `Node.groups.join_by_invite` until the joiner holds the group's
 membership history and is a member (what the client then shows), into a new group and, as
 `join_by_invite_full_ms`, into the full group as its last member. `send_to_last_member_*`: from
 the owner's `Node.send` until the last member's node takes the message in. `recall_converged_*`:
-the owner recalls messages both real members hold; the share whose body both purged, and the
-p99 time from the recall until the last of them did (SPEC §31.1).
+the owner recalls messages every real member holds; the share whose body all of them purged,
+and the p99 time from the recall until the last of them did (SPEC §31.1).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import tempfile
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import MessageReceived
@@ -34,7 +36,14 @@ from hearthmesh.protocol.identity import UserId
 from hearthmesh.tools.bench.stats import percentile, process_rss_mb
 from hearthmesh.tools.process_gc import tune_collector
 
-__all__ = ["run"]
+__all__ = ["MAX_MEMBERS", "MEMBERS_ENV", "REAL_NODES", "run"]
+
+MEMBERS_ENV: Final = "HEARTHMESH_BENCH_GROUP_MEMBERS"
+"""How many members the bench group has (`hearthmesh bench group --members N` sets it)."""
+MAX_MEMBERS: Final = 1024
+"""The most members a group is built for (the issue's bound)."""
+REAL_NODES: Final = 10
+"""Nodes run in this process: the owner's, and the members' who join by invite."""
 
 _BODY = b"x" * 200
 _FULL_JOIN_S = 300
@@ -89,30 +98,44 @@ async def _recall_ms(
         took.append((time.perf_counter() - started) * 1000)
 
 
+async def _fill(owner: Node, room: RoomId, absent: int) -> float:
+    """Add `absent` members whose homes are away; returns the seconds it took."""
+    started = time.perf_counter()
+    for n in range(1, absent + 1):
+        await owner.add_member(room, UserId(os.urandom(32)))
+        if n % 64 == 0:  # progress, on a machine others load too
+            print(f"{n} added, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return time.perf_counter() - started
+
+
+def _members(quick: bool) -> int:
+    members = int(os.environ.get(MEMBERS_ENV, 64 if quick else 256))
+    if not REAL_NODES <= members <= MAX_MEMBERS:
+        raise ValueError(f"a bench group has {REAL_NODES} to {MAX_MEMBERS} members")
+    return members
+
+
 async def _measure(quick: bool) -> dict[str, Any]:
-    members = int(os.environ.get("HEARTHMESH_BENCH_GROUP_MEMBERS", 64 if quick else 256))
+    members = _members(quick)
     samples = 10 if quick else 40
     with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-") as tmp:
         async with AsyncExitStack() as stack:
-            owner, early, last = [
-                await stack.enter_async_context(Node(_config(Path(tmp) / name)))
-                for name in ("owner", "early", "last")
+            owner, *real, last = [
+                await stack.enter_async_context(Node(_config(Path(tmp) / f"node{n}")))
+                for n in range(REAL_NODES)
             ]
             room = await owner.create_group("bench", [])
-            join_ms = await _join_ms(owner, early, room)
-            absent = members - 3  # the owner, the early and the last member are real
-            started = time.perf_counter()
-            for n in range(1, absent + 1):
-                await owner.add_member(room, UserId(os.urandom(32)))
-                if n % 32 == 0:  # progress, on a machine others load too
-                    print(f"{n} added, {time.perf_counter() - started:.0f} s", file=sys.stderr)
-            fill_s = time.perf_counter() - started
+            join_ms = await _join_ms(owner, real[0], room)
+            for member in real[1:]:
+                await _join_ms(owner, member, room)
+            absent = members - REAL_NODES
+            fill_s = await _fill(owner, room, absent)
             figures: dict[str, Any] = {
                 "members": members,
-                "real_nodes": 3,
+                "real_nodes": REAL_NODES,
                 "absent_member_homes": absent,
                 "join_by_invite_ms": round(join_ms, 1),
-                "add_member_mean_ms": round(fill_s * 1000 / absent, 1),
+                "add_member_mean_ms": round(fill_s * 1000 / max(1, absent), 1),
             }
             try:
                 async with asyncio.timeout(_FULL_JOIN_S):
@@ -125,7 +148,7 @@ async def _measure(quick: bool) -> dict[str, Any]:
             recalls, recalled = samples // 2, list[float]()
             with contextlib.suppress(TimeoutError):  # the share converged says so
                 async with asyncio.timeout(_RECALL_S):
-                    await _recall_ms(owner, [early, last], room, recalls, recalled)
+                    await _recall_ms(owner, [*real, last], room, recalls, recalled)
             return {
                 **figures,
                 "messages": samples,
