@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, NewType
@@ -109,6 +110,13 @@ _TEXT_CHARS: Final = 52  # base32 of 32 bytes without padding
 
 
 def _id_text(prefix: str, raw: bytes) -> str:
+    return _encoded_id(prefix, bytes(raw))  # bytes() of bytes is the object itself
+
+
+@functools.lru_cache(maxsize=4096)
+def _encoded_id(prefix: str, raw: bytes) -> str:
+    # Memoised: a pure function, and base32 in Python costs ~10 µs, paid for every user id in
+    # every client frame (a node names few users often).
     return prefix + base64.b32encode(raw).decode("ascii").rstrip("=").lower()
 
 

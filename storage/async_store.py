@@ -9,7 +9,10 @@ issued while a message is being appended all ride on the same commit instead of 
 A batch commits on the event loop's own thread. The writer's Python work holds the GIL either
 way, so a writer thread would only buy overlap during the fsync, and on this 2-core machine the
 two thread hand-offs per batch cost more than that (measured: `bench api` same-node p50 and
-msgs/s, `bench delivery` p50 all improved with inline commits). Work whose cost grows with what
+msgs/s, `bench delivery` p50 all improved with inline commits). The price is the tail: the
+loop waits out each fsync (on a machine loaded by other work, `bench api` saw 429 of alice's
+737 loop callbacks over 2 ms be commits, 6.0 s of wall time for 0.45 s of CPU; an LMDB commit
+there took 2.5 ms median and 14 ms p90, against 5 µs on tmpfs). Work whose cost grows with what
 is stored (`run_long`: a media blob, a room's history handed to a new member, a sync plan, the
 directory at start) commits on the writer thread instead, so the loop keeps its slices of the
 GIL meanwhile; the writes queued after it wait their turn as always.

@@ -91,7 +91,7 @@ def _opened(txn: KvTxn, envelope: Envelope) -> Envelope:
     if plaintext is None:
         return envelope  # not opened here (yet): readers see the ciphertext's content type
     try:
-        content_type, body = decode_plaintext(plaintext)
+        content_type, body = decode_plaintext(plaintext, kept=True)
     except RemoteProtocolError:
         raise corrupt(Table.E2EE_PLAINTEXT, envelope.message_id, "not [type, body]") from None
     return opened_view(envelope, content_type, body)

@@ -11,7 +11,7 @@ import struct
 from typing import Final
 
 from hearthmesh.protocol.canonical import CborValue, decode_canonical, encode_canonical
-from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId, load_envelope
+from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId, read_stored_envelope
 from hearthmesh.protocol.errors import HearthError, MalformedMessage, StorageError
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.media_seal import seal_from_cbor, seal_to_cbor
@@ -85,7 +85,7 @@ def _load(table: Table, key: bytes, data: bytes) -> list[CborValue]:
 def decode_envelope_at(table: Table, key: bytes, data: bytes) -> Envelope:
     """Load a stored envelope (no signature check: we verified it before storing it)."""
     try:
-        return load_envelope(data)
+        return read_stored_envelope(data)
     except HearthError as exc:
         raise corrupt(table, key, str(exc)) from None
 

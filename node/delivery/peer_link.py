@@ -144,8 +144,8 @@ class PeerLinks:
                 stream = await self._stream(peer_id)
                 async with asyncio.timeout(ACK_TIMEOUT_S):
                     started = time.perf_counter()
-                    await stream.write_frame(encode_deliver(batch_id, certificates, items))
-                    frame = decode_frame(await stream.read_frame())
+                    batch = encode_deliver(batch_id, certificates, items)
+                    frame = decode_frame(await stream.write_then_read(batch))
                 ack = self._check(peer_id, batch_id, len(items), frame)
                 self.round_trips_ms.append((time.perf_counter() - started) * 1000)
                 self._on_ack(peer_id)

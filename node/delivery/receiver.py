@@ -75,9 +75,12 @@ class Receiver:
 
     async def serve_deliver(self, stream: FrameStream) -> None:
         """Handle one inbound deliver stream until the peer closes it."""
+        answer: bytes | None = None
         while True:
-            try:
-                data = await stream.read_frame()
+            try:  # an ack and the read of the next batch are one bridge hop
+                data = await (
+                    stream.read_frame() if answer is None else stream.write_then_read(answer)
+                )
             except StreamClosed:
                 return
             except RemoteProtocolError as exc:  # oversized or truncated frame: stream is done
@@ -95,8 +98,7 @@ class Receiver:
                 frame, peer=stream.remote_peer, from_sibling=self._is_sibling(stream.remote_peer)
             )
             self._standing.refused_results(stream.remote_peer, results)
-            ack = sign_ack(self._keyring.node, frame.batch_id, tuple(results))
-            await stream.write_frame(encode_ack(ack))
+            answer = encode_ack(sign_ack(self._keyring.node, frame.batch_id, tuple(results)))
 
     def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
         self.rejected_frames += 1

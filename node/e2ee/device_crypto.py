@@ -460,9 +460,8 @@ class DeviceCrypto:
         if isinstance(decision, e2ee.Hold) or kept is None:
             return e2ee.Hold(encrypted.session_id)
         opened = e2ee.open_encrypted(self._inbound(kept.pickle), encrypted)
-        plaintext = e2ee.encode_plaintext(opened.content_type, opened.body)
         seen = self._store.keep_opened(
-            encrypted.session_id, opened.index, envelope.message_id, plaintext
+            encrypted.session_id, opened.index, envelope.message_id, opened.plaintext
         )
         e2ee.check_replay(seen, envelope.message_id)
         return opened

@@ -2,7 +2,8 @@
 
 The bytes live on the trio thread; each call here is one bridge hop (~0.1 ms) that reads a whole
 chunk (up to `READ_CHUNK_BYTES`) or writes a whole buffer, and `FrameDecoder` splits chunks into
-frames on the asyncio side. So a burst of small frames costs one hop per chunk, not per frame.
+frames on the asyncio side. So a burst of small frames costs one hop per chunk, not per frame,
+and a request and its answer (`write_then_read`: a DELIVER batch and its ACK) cost one hop.
 
 End of stream: `read_frame()` raises `StreamClosed` at a clean EOF (the peer closed at a frame
 boundary), because an empty frame `b""` is a valid payload and cannot double as EOF.
@@ -147,34 +148,62 @@ class FrameStream:
             StreamIdle: (inbound) no frame began within the idle timeout; the stream is reset.
         """
         async with self._read_lock:
-            while True:
-                try:
-                    frame = self._decoder.next_frame()
-                except TooLarge:
-                    await self.reset()
-                    raise
-                if frame is not None:
-                    if self._limits is not None:
-                        self._frame_done()
-                    return frame
-                if self._eof or self._closed:
-                    break
-                if self._limits is None:
-                    chunk = await self._bridge.run(self._raw.read, READ_CHUNK_BYTES)
-                else:
-                    chunk = await self._read_limited(self._limits)
-                if chunk:
-                    self._decoder.feed(chunk)
-                else:
-                    self._eof = True
-            if self._decoder.buffered_bytes:
-                raise StreamCutOff(
-                    f"stream from {self.remote_peer} ended inside a frame "
-                    f"({self._decoder.buffered_bytes} bytes buffered)"
-                )
-            raise StreamClosed(f"stream from {self.remote_peer} ended")
+            return await self._next_frame(None)
 
-    async def _read_limited(self, limits: ReadLimits) -> bytes:
+    async def write_then_read(self, payload: bytes) -> bytes:
+        """`write_frame(payload)`, then `read_frame()`: a request and its answer (a batch and
+        its ack; an ack and the next batch). When nothing is buffered, the write and the first
+        read are one bridge hop instead of two; another writer then waits for that first chunk
+        (both ends of the deliver protocol have one writer per stream). Raises what those two
+        raise."""
+        data = encode_frame(payload, max_frame_bytes=self.max_frame_bytes)
+        async with self._read_lock:
+            if self._decoder.buffered_bytes or self._eof or self._closed:
+                await self._write(data)  # the answer may be here already: write on its own
+                return await self._next_frame(None)
+            return await self._next_frame(data)
+
+    async def _next_frame(self, first_write: bytes | None) -> bytes:
+        """`read_frame`'s loop (the read lock held); `first_write` goes out in the hop of the
+        first chunk read, before it."""
+        while True:
+            try:
+                frame = self._decoder.next_frame()
+            except TooLarge:
+                await self.reset()
+                raise
+            if frame is not None:
+                if self._limits is not None:
+                    self._frame_done()
+                return frame
+            if self._eof or self._closed:
+                break
+            if self._limits is None:
+                chunk = await self._read_chunk(first_write)
+            else:
+                chunk = await self._read_limited(self._limits, first_write)
+            first_write = None
+            if chunk:
+                self._decoder.feed(chunk)
+            else:
+                self._eof = True
+        if self._decoder.buffered_bytes:
+            raise StreamCutOff(
+                f"stream from {self.remote_peer} ended inside a frame "
+                f"({self._decoder.buffered_bytes} bytes buffered)"
+            )
+        raise StreamClosed(f"stream from {self.remote_peer} ended")
+
+    async def _read_chunk(self, first_write: bytes | None) -> bytes:
+        """One chunk in one bridge hop, after writing `first_write` (if any) in the same hop."""
+        if first_write is None:
+            return await self._bridge.run(self._raw.read, READ_CHUNK_BYTES)
+        async with self._write_lock:
+            if self._closed:
+                raise StreamClosed(f"stream to {self.remote_peer} is closed")
+            return await self._bridge.run(_write_then_read, self._raw, first_write)
+
+    async def _read_limited(self, limits: ReadLimits, first_write: bytes | None) -> bytes:
         """One chunk, within the budget and the deadline of SPEC §10.4."""
         loop = asyncio.get_running_loop()
         pending = self._decoder.pending_frame_bytes
@@ -191,7 +220,7 @@ class FrameStream:
             deadline = loop.time() + limits.idle_timeout_s
         try:
             async with asyncio.timeout_at(deadline):
-                return await self._bridge.run(self._raw.read, READ_CHUNK_BYTES)
+                return await self._read_chunk(first_write)
         except TimeoutError:
             partial = self._decoder.buffered_bytes
             await self.reset()
@@ -280,3 +309,9 @@ class FrameStream:
             await self.close()
         else:
             await self.reset()
+
+
+async def _write_then_read(raw: RawStream, data: bytes) -> bytes:
+    """Runs on the trio thread: one write, then one chunk read (`write_then_read`)."""
+    await raw.write(data)
+    return await raw.read(READ_CHUNK_BYTES)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hearthmesh.protocol.canonical import decode_canonical, encode_canonical
+from hearthmesh.protocol.canonical import decode_canonical, encode_canonical, read_kept
 from hearthmesh.protocol.errors import MalformedMessage, RemoteProtocolError, TooLarge
 
 SCALARS = st.one_of(
@@ -45,6 +45,9 @@ def test_arbitrary_bytes_raise_only_protocol_errors(data: bytes) -> None:
         ("a0", "a map"),
         ("c000", "a tag"),
         ("0000", "trailing byte"),
+        ("8201f5", "true inside an array"),
+        ("8181f97e00", "a float inside a nested array"),
+        ("818182f97e0000", "a float two arrays down"),
     ],
 )
 def test_non_subset_or_non_canonical_is_malformed(hex_data: str, why: str) -> None:
@@ -55,3 +58,12 @@ def test_non_subset_or_non_canonical_is_malformed(hex_data: str, why: str) -> No
 def test_length_is_checked_before_parsing() -> None:
     with pytest.raises(TooLarge):
         decode_canonical(b"\xff" * 101, max_bytes=100)
+
+
+def test_kept_bytes_decode_to_what_the_strict_decoder_gives() -> None:
+    data = encode_canonical([1, b"\x00" * 3, "text", None, [2, [3]]])
+    assert read_kept(data, max_bytes=100) == decode_canonical(data, max_bytes=100)
+    with pytest.raises(TooLarge):
+        read_kept(b"\x00" * 101, max_bytes=100)
+    with pytest.raises(MalformedMessage):
+        read_kept(b"\x5f", max_bytes=100)  # damaged: not CBOR at all

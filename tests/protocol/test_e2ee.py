@@ -205,6 +205,7 @@ def test_olm_delivers_a_room_key_and_megolm_round_trips() -> None:
     body, index = e2ee.encrypt_content(outbound, "text/plain", b"canary")
     opened = e2ee.open_encrypted(inbound, e2ee.decode_encrypted_body(body))
     assert (opened.index, opened.content_type, opened.body) == (index, "text/plain", b"canary")
+    assert opened.plaintext == e2ee.encode_plaintext("text/plain", b"canary")  # what is kept
 
 
 def test_a_key_exported_at_index_i_does_not_open_earlier_messages() -> None:

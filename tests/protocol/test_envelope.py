@@ -18,6 +18,7 @@ from hearthmesh.protocol.envelope import (
     RoomId,
     decode_envelope,
     load_envelope,
+    read_stored_envelope,
     seal,
     sender_device_of,
 )
@@ -146,6 +147,21 @@ def test_round_trip(envelope: Envelope) -> None:
 @given(ENVELOPES)
 def test_sender_device_is_read_from_the_wire_as_a_parse_reads_it(envelope: Envelope) -> None:
     assert sender_device_of(envelope.wire) == load_envelope(envelope.wire).sender_device
+
+
+@settings(max_examples=examples(200))
+@given(ENVELOPES)
+def test_a_stored_envelope_loads_as_the_strict_parse_does(envelope: Envelope) -> None:
+    stored = read_stored_envelope(envelope.wire)
+    assert stored == load_envelope(envelope.wire)
+    assert (stored.message_id, stored.wire) == (envelope.message_id, envelope.wire)
+
+
+@settings(max_examples=examples(300))
+@given(st.binary(max_size=600))
+def test_damaged_stored_bytes_raise_only_protocol_errors(data: bytes) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        read_stored_envelope(data)
 
 
 def test_sender_device_of_what_is_no_envelope_raises() -> None:
