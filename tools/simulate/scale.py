@@ -176,18 +176,22 @@ async def _metered(mesh: Mesh) -> PhaseMeter:
     return meter
 
 
-async def _workload(run: _Run, config: ScaleConfig, rng: random.Random) -> float:
+async def _workload(
+    run: _Run, config: ScaleConfig, rng: random.Random
+) -> tuple[float, list[dict[str, Any]]]:
     """Send, then wait until every acked message is on every other client; the phase's
-    seconds."""
+    seconds, and each node's status as the last message was sent."""
     started = run.now()
     await _send_loop(run, rng)
+    nodes = run.mesh.nodes
+    status = await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes))
     deadline = run.now() + config.converge_timeout
     sends = [s for c in run.clients for s in c.sends.values()]
     while run.missing() > 0 or any(s.acked_at is None for s in sends):  # the last acks too
         if run.now() > deadline:
             break
         await asyncio.sleep(0.5)
-    return run.now() - started
+    return run.now() - started, list(status)
 
 
 async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -> dict[str, Any]:
@@ -231,7 +235,7 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
         for client in run.clients:
             client.start = run.start
         meter = await _metered(mesh)
-        seconds = await _workload(run, config, rng)
+        seconds, status = await _workload(run, config, rng)
         work_costs = await meter.stop()
         work = summarize(work_costs, seconds)
         acked = run.acked()
@@ -269,6 +273,10 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
                 ),
                 "to_last_member": {**_latency([lat for _, lat in last]), "messages": len(last)},
                 "to_last_member_p50_by_10s": _by_window(last, 10.0),
+                # held for want of a room key (SPEC §27.13), and members a home could not reach,
+                # summed over the nodes as the last message was sent: what a slow member waits on
+                "undecryptable": sum(int(s["undecryptable"]) for s in status),
+                "unreachable_users": sum(len(s["unreachable"]["users"]) for s in status),
                 "to_each_member": _latency([lat for _, lat in verdict.latencies]),
             },
         }
