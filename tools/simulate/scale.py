@@ -25,6 +25,7 @@ State: none beyond one size's run (`run._Run`).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -322,6 +323,8 @@ async def run_scale(config: ScaleConfig) -> dict[str, Any]:
         root.mkdir(parents=True, exist_ok=True)
         for size in config.sizes:
             results.append(await _one_size(size, config, root, Path(sockets)))
+            if config.out is not None:  # a later, larger size may not finish on a busy machine
+                (config.out / f"scale-{size}.json").write_text(json.dumps(results[-1]))
     report: dict[str, Any] = {
         "config": {
             "sizes": list(config.sizes),
