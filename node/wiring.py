@@ -345,6 +345,8 @@ def build_services(
         crypto=crypto,
         opener=opener,
         homes=homes,
+        user=user,
+        clock=clock,
         interval_ms=config.key_forward_interval_ms,
     )
     key_request_server = KeyRequestServer(

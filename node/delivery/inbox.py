@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.e2ee.opened_late import react_to_opened
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.mesh.relationships import knows
 from hearthmesh.node.rooms.contact_events import apply_contact_event
-from hearthmesh.node.rooms.message_actions import acts_on, apply_recall, index_opened
+from hearthmesh.node.rooms.message_actions import acts_on, apply_recall
 from hearthmesh.node.rooms.message_actions import refusal as action_refusal
 from hearthmesh.node.rooms.receipt_credit import credit_receipt
 from hearthmesh.node.rooms.registry import RoomRegistry
@@ -242,7 +243,7 @@ class Inbox:
                 # what waited for this key and went by unseen is shown now (SPEC §27.11);
                 # what still waits for its turn is released in order from the store, opened
                 opened = self._opener.take_room_key(store, envelope)
-                index_opened(store, opened)
+                react_to_opened(store, opened, users=self._local, now_ms=now_ms)
                 outcome.released += [e for e in opened if self._release.was_released(store, e)]
             for reaction in self._rules.reactions(envelope):
                 self._react(store, reaction, envelope, now_ms, outcome)

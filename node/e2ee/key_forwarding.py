@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
+from hearthmesh.node.e2ee.opened_late import react_to_opened
 from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.own_homes import OwnHomes
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
-from hearthmesh.node.rooms.message_actions import index_opened
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
 from hearthmesh.protocol.envelope import RoomId
@@ -37,7 +37,7 @@ from hearthmesh.protocol.errors import (
     RemoteProtocolError,
     refusal,
 )
-from hearthmesh.protocol.identity import DeviceId
+from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.storage.api import Store
 from hearthmesh.storage.async_store import AsyncStore
 
@@ -101,9 +101,13 @@ class KeyForwarding:
         crypto: DeviceCrypto,
         opener: RoomOpener,
         homes: OwnHomes,
+        user: UserId,
+        clock: Clock,
         interval_ms: int,
     ) -> None:
         self._host = host
+        self._user = user
+        self._clock = clock
         self._store = store
         self._crypto = crypto
         self._opener = opener
@@ -143,7 +147,13 @@ class KeyForwarding:
         if listed is None or answer.sender_bundle != listed:
             raise KeyMismatch("a forwarder's bundle is not the one our record lists")
         return await self._store.run(
-            take_forwarded, self._crypto, self._opener, self._store.store, answer
+            take_forwarded,
+            self._crypto,
+            self._opener,
+            self._store.store,
+            answer,
+            users={self._user},
+            now_ms=self._clock.now_ms(),
         )
 
 
@@ -153,11 +163,14 @@ def take_forwarded(
     store: Store,
     answer: e2ee.ForwardAnswer,
     *,
+    users: Set[UserId],
+    now_ms: int,
     owner: DeviceId | None = None,
 ) -> int:
     """Take the keys of a verified ANSWER in (`owner`: each must be that device's session,
     SPEC §27.13.2) and open what waited for them, in one write batch; how many were new."""
     keys = crypto.accept_forwarded(answer.sender_bundle, answer.messages, owner=owner)
-    for key in keys:  # actions among them are indexed as on arrival (SPEC §31)
-        index_opened(store, opener.open_held(store, key.session_id))
+    for key in keys:
+        opened = opener.open_held(store, key.session_id)
+        react_to_opened(store, opened, users=users, now_ms=now_ms)
     return len(keys)

@@ -289,7 +289,14 @@ class KeyRequests:
         if answer.sender_bundle != listed:
             raise KeyMismatch("the answering bundle is not the one the sender's record lists")
         return await self._store.run(
-            take_forwarded, self._crypto, self._opener, self._store.store, answer, owner=device
+            take_forwarded,
+            self._crypto,
+            self._opener,
+            self._store.store,
+            answer,
+            users={self._user},
+            now_ms=self._clock.now_ms(),
+            owner=device,
         )
 
 

@@ -8,6 +8,7 @@ import pytest
 from hearthmesh.tools.cli import main
 from hearthmesh.tools.simulate.checker import Acked, Receipt, Seen, check, missing_on
 from hearthmesh.tools.simulate.faults import (
+    FaultLog,
     PartitionSpecError,
     kill_times,
     loss_rules,
@@ -94,6 +95,18 @@ def test_kills_are_seeded_and_spaced_two_thirds_to_four_thirds_apart() -> None:
     gaps = [b - a for a, b in zip([0.0, *times], times, strict=False)]
     assert all(20.0 <= gap <= 40.0 for gap in gaps) and len(times) >= 14
     assert kill_times(3, 0.0, 600.0) == []
+
+
+def test_a_nodes_downtime_is_counted_inside_the_window_asked_only() -> None:
+    log = FaultLog()
+    log.note(10.0, "kill", 1)
+    log.note(20.0, "restarted", 1)
+    log.note(30.0, "kill", 1)  # still down at the window's end
+    log.note(12.0, "kill", 2)
+    assert log.down_s(1, 0.0, 100.0) == 80.0
+    assert log.down_s(1, 15.0, 35.0) == 10.0
+    assert log.down_s(0, 0.0, 100.0) == 0.0
+    assert log.down_s(2, 0.0, 12.0) == 0.0
 
 
 def test_loss_is_one_random_drop_rule_on_the_way_out() -> None:

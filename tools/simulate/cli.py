@@ -31,7 +31,7 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     sim.add_argument("--partition", metavar="AT+LEN[:i,j]", help="split the mesh at AT s for LEN s")
     sim.add_argument("--duration", type=float, default=60.0, metavar="S", help="workload (60)")
     sim.add_argument("--rate", type=float, default=5.0, help="messages a second, all nodes (5)")
-    sim.add_argument("--messages", type=int, help="stop sending after this many")
+    sim.add_argument("--messages", type=int, help="stop once this many were sent")
     sim.add_argument("--converge-timeout", type=float, default=120.0, metavar="S")
     sim.add_argument("--seed", type=int, default=0)
     sim.add_argument("--out", type=Path, metavar="DIR", help="write latency.png here")

@@ -119,6 +119,22 @@ class FaultLog:
     def times(self, kind: str) -> list[float]:
         return [f.at for f in self.faults if f.kind == kind]
 
+    def down_s(self, node: int, start: float, end: float) -> float:
+        """How long `node` was killed between `start` and `end` (s into the workload)."""
+        down = 0.0
+        killed_at: float | None = None
+        for fault in self.faults:
+            if fault.node != node:
+                continue
+            if fault.kind == "kill":
+                killed_at = fault.at
+            elif fault.kind == "restarted" and killed_at is not None:
+                down += max(0.0, min(fault.at, end) - max(killed_at, start))
+                killed_at = None
+        if killed_at is not None:
+            down += max(0.0, end - max(killed_at, start))
+        return down
+
     def as_json(self) -> list[dict[str, object]]:
         return [
             {"at_s": round(f.at, 3), "kind": f.kind, **({} if f.node is None else {"node": f.node})}

@@ -169,7 +169,7 @@ async def _send_loop(run: _Run, rng: random.Random) -> None:
     config = run.config
     total = config.messages if config.messages is not None else int(config.rate * config.duration)
     next_at = run.now()
-    while run.serial + run.unsent < total and run.now() < config.duration:
+    while run.serial < total and run.now() < config.duration:
         next_at += 1 / config.rate
         await asyncio.sleep(max(0.0, next_at - run.now()))
         client = rng.choice(run.clients)
@@ -309,11 +309,12 @@ async def _digests(run: _Run, room: str) -> tuple[dict[str, list[str]], dict[str
     return digests, events
 
 
-def _after_partition(run: _Run, heal_s: float) -> float | None:
+def _after_partition(run: _Run, heal_s: float) -> tuple[float, float] | None:
     """Seconds from the partition's heal until every message acked before it was on every
-    other device (None: some never arrived)."""
+    other device, and the same less the time each late device's node lay killed meanwhile (a
+    kill after the heal is a fault of its own, not the partition's) (None: some never arrived)."""
     arrived = {c.node.index: {s.message_id: s.at for s in reversed(c.seen)} for c in run.clients}
-    latest = heal_s
+    latest = latest_up = 0.0
     for a in run.acked():
         if a.acked_at > heal_s:
             continue
@@ -322,8 +323,10 @@ def _after_partition(run: _Run, heal_s: float) -> float | None:
                 continue
             if a.message_id not in at:
                 return None
-            latest = max(latest, at[a.message_id])
-    return latest - heal_s
+            took = at[a.message_id] - heal_s
+            latest = max(latest, took)
+            latest_up = max(latest_up, took - run.log.down_s(device, heal_s, at[a.message_id]))
+    return latest, latest_up
 
 
 async def _simulate(config: SimulateConfig, root: Path, sockets: Path) -> dict[str, Any]:
@@ -430,7 +433,10 @@ def _report(
         "converge_s": None if converge_s is None else round(converge_s, 2),
         "converge_after_partition_s": None
         if after_partition is None
-        else round(after_partition, 2),
+        else round(after_partition[0], 2),
+        "converge_after_partition_up_s": None
+        if after_partition is None
+        else round(after_partition[1], 2),
         "digests_equal_per_user": siblings_equal,
         "digests_equal_all": len({d for ds in digests.values() for d in ds}) == 1,
         "history_events": events,
