@@ -4,8 +4,9 @@ Each node tells its user's contacts every `interval` that the user is online, wi
 envelope that carries the user's home record, on direct streams (`ContactSignals`): a user not
 heard from within the TTL is offline, and a node that stops gracefully says so at once. The
 mesh-wide presence topic carries the home record alone (status RECORD), when it changed and
-every `RECORD_EVERY` intervals, so every node still learns where each inbox lives but no one
-learns presence from it. State owned: the record last published on the topic.
+every `RECORD_EVERY` intervals, stretched as the mesh grows (`RecordPacing`), so every node
+still learns where each inbox lives but no one learns presence from it. State owned: when our
+record goes on the topic again (`RecordPacing`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hearthmesh.node.events import NodeEvent, PresenceChanged
 from hearthmesh.node.identity.home_directory import HomeDirectory, Presence
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.identity.trust_watch import TrustWatch
+from hearthmesh.node.mesh.record_pacing import RECORD_EVERY, RecordPacing
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
 from hearthmesh.node.p2p.host import P2PHost
@@ -49,8 +51,6 @@ log = logging.getLogger(__name__)
 
 PRESENCE_ROOM: Final = RoomId(bytes(32))
 """Ephemeral envelopes that belong to no room name the all-zero room (SPEC §14.2)."""
-RECORD_EVERY: Final = 6
-"""Intervals between two publications of an unchanged record on the topic (SPEC §32.4)."""
 
 
 class PresenceService:
@@ -77,9 +77,8 @@ class PresenceService:
     ) -> None:
         self._signals = signals
         signals.on_presence(self._take_from_contact)
-        self._published: bytes | None = None
-        """The record last published on the topic, and intervals since (`_record_due`)."""
-        self._since_published = 0
+        self._pacing = RecordPacing()
+        """When our unchanged record goes on the topic again (SPEC §32.4.3)."""
         self.announcements = 0
         """Presence rounds done (for tests and status)."""
         self._certificates = certificates
@@ -146,12 +145,7 @@ class PresenceService:
             log.info("presence not published: %s", exc)
 
     def _record_due(self) -> bool:
-        record = self._home_record()
-        self._since_published += 1
-        if record == self._published and self._since_published < RECORD_EVERY:
-            return False
-        self._published, self._since_published = record, 0
-        return True
+        return self._pacing.due(self._home_record())
 
     async def run(self, subscription: Subscription) -> None:
         """Announce every interval, expire silent users, and take others' announcements."""
@@ -167,7 +161,8 @@ class PresenceService:
             try:
                 now = self._clock.now_ms()
                 item = decode_gossip(message.data, now_ms=now, certificates=self._certificates)
-                await self._learn(item)  # the topic tells where homes are, never presence
+                if await self._learn(item) is not None:  # the topic tells where homes are
+                    self._pacing.heard(item.envelope.sender_user)
             except HearthError as exc:  # validated on the trio thread; a race with expiry only
                 log.debug("presence from %s ignored: %s", message.origin[-8:], exc)
 

@@ -37,6 +37,14 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     sim.add_argument("--out", type=Path, metavar="DIR", help="write latency.png here")
     sim.add_argument("--upgrade", type=Path, metavar="OLD_VENV", help="odd nodes run that venv")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    sim.add_argument(
+        "--scale",
+        metavar="N,N,...",
+        help="instead: the cost per node at these mesh sizes and the latency to a group's "
+        "last member (SPEC §20.6); uses --members, --idle, --duration, --rate, --out",
+    )
+    sim.add_argument("--members", type=int, default=0, help="--scale: group members (the users)")
+    sim.add_argument("--idle", type=float, default=30.0, metavar="S", help="--scale: idle phase")
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -46,6 +54,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     from hearthmesh.tools.simulate.faults import parse_partition
     from hearthmesh.tools.simulate.run import SimulateConfig, simulate
 
+    if args.scale is not None:
+        return _run_scale(args)
     try:
         partition = None if args.partition is None else parse_partition(args.partition, args.nodes)
         config = SimulateConfig(
@@ -67,6 +77,40 @@ def run_simulate(args: argparse.Namespace) -> int:
         )
         report = simulate(config)
     except HearthError as exc:  # bad settings, no namespaces, a node that did not start
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report))
+    return 0 if report["ok"] else 1
+
+
+def _run_scale(args: argparse.Namespace) -> int:
+    """`simulate --scale`: 0 when every size delivered every acked message once; 1 otherwise;
+    2 when a size could not be set up."""
+    from hearthmesh.protocol.errors import HearthError
+    from hearthmesh.tools.simulate.scale import ScaleConfig, scale
+
+    try:
+        sizes = tuple(int(n) for n in args.scale.split(","))
+    except ValueError:
+        print(f"error: --scale {args.scale!r}: node counts like 10,25,50", file=sys.stderr)
+        return 2
+    if any(n < 2 for n in sizes):
+        print("error: --scale: every size is at least 2 nodes", file=sys.stderr)
+        return 2
+    config = ScaleConfig(
+        sizes=sizes,
+        members=args.members,
+        idle=args.idle,
+        duration=args.duration,
+        rate=args.rate,
+        converge_timeout=args.converge_timeout,
+        seed=args.seed,
+        out=args.out,
+        progress=not args.no_progress,
+    )
+    try:
+        report = scale(config)
+    except HearthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(report))

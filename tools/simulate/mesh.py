@@ -13,19 +13,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.netlab import NetLab, in_netns
-from hearthmesh.tools.node_process import HomeProcess, NodeProcessFailed, free_port, spawn_home
+from hearthmesh.tools.node_process import HomeProcess, NodeProcessFailed, spawn_home
 
 __all__ = ["Mesh", "SimNode", "close_quietly"]
 
 _NS_P2P_PORT = 4470
 _NS_API_PORT = 8470
+_PORTS_FROM = 20000
+_PORTS_TO = 32000
+"""Loopback ports are taken from below the kernel's ephemeral range (32768-60999): a port
+the kernel hands out for any other process's `bind(0)` or outgoing connection (the 100 nodes
+of two runs started at once, say) can never be one a node is about to listen on."""
+
+
+def _unused_ports(count: int) -> Iterator[int]:
+    """`count` ports that nothing listens on now, in a block starting where this process's id
+    points (two simulators at once take different blocks)."""
+    span = _PORTS_TO - _PORTS_FROM
+    start = _PORTS_FROM + (os.getpid() * 997) % span
+    found = 0
+    for offset in range(span):
+        port = _PORTS_FROM + (start - _PORTS_FROM + offset) % span
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        found += 1
+        yield port
+        if found == count:
+            return
 
 
 @dataclass
@@ -111,6 +137,7 @@ class Mesh:
         """`plan`: (user, device) per node; `scripts`: the `hearthmesh` script per node."""
         self.netlab = netlab
         self.nodes: list[SimNode] = []
+        ports = _unused_ports(2 * len(plan))
         for index, (user, device) in enumerate(plan):
             ns, host = (None, "127.0.0.1") if netlab is None else netlab.public_host(index + 1)
             self.nodes.append(
@@ -120,8 +147,8 @@ class Mesh:
                     device=device,
                     data_dir=root / f"node{index}",
                     host=host,
-                    p2p_port=free_port() if ns is None else _NS_P2P_PORT,
-                    api_port=free_port() if ns is None else _NS_API_PORT,
+                    p2p_port=next(ports) if ns is None else _NS_P2P_PORT,
+                    api_port=next(ports) if ns is None else _NS_API_PORT,
                     script=scripts[index],
                     ns=ns,
                     unix=None if ns is None else str(sockets / f"api{index}.sock"),
@@ -132,12 +159,12 @@ class Mesh:
         """Start every primary, then link and start the other devices."""
         await asyncio.gather(*(self._forwarder(n) for n in self.nodes))
         primaries = [n for n in self.nodes if n.device == 0]
-        await asyncio.gather(*(self._spawn(n) for n in primaries))
+        await _all(self._spawn(n) for n in primaries)
         for node in self.nodes:
             if node.device != 0:
                 primary = next(p for p in primaries if p.user == node.user)
                 await self._link(primary, node)
-        await asyncio.gather(*(self._spawn(n) for n in self.nodes if n.device != 0))
+        await _all(self._spawn(n) for n in self.nodes if n.device != 0)
 
     async def connect_all(self) -> None:
         """Dial every other node from each (home records are swapped in hello, SPEC §13.3)."""
@@ -200,6 +227,17 @@ class Mesh:
         out, _ = await process.communicate()
         if process.returncode != 0:
             raise NodeProcessFailed(f"linking node {node.index} failed: {out.decode()[-400:]}")
+
+
+async def _all(starts: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run the starts together; when one fails the others are cancelled (a node cancelled
+    while it starts is killed), so no node outlives a failed start unseen."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for start in starts:
+                group.create_task(start)
+    except ExceptionGroup as failed:  # the first failure, as a caller of one start sees it
+        raise failed.exceptions[0] from None
 
 
 async def close_quietly(mesh: Mesh) -> None:

@@ -296,14 +296,17 @@ async def _history(node: SimNode, room: str) -> list[Seen]:
     return [seen for page in reversed(pages) for seen in page]  # newest page first
 
 
-async def _digests(run: _Run, room: str) -> dict[str, list[str]]:
-    """Each device's history digest of the room (SPEC §21.9), grouped by user."""
-    by_user: dict[str, list[str]] = {}
+async def _digests(run: _Run, room: str) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
+    """Each device's history digest of the room (SPEC §21.9) and how many events it covers,
+    grouped by user."""
+    digests: dict[str, list[str]] = {}
+    events: dict[str, list[int]] = {}
     for client in run.clients:
         node = client.node
         answer = await node.call("GET", f"/v1/conversation/{room}/digest")
-        by_user.setdefault(f"user{node.user}", []).append(answer["digest"])
-    return by_user
+        digests.setdefault(f"user{node.user}", []).append(answer["digest"])
+        events.setdefault(f"user{node.user}", []).append(answer["events"])
+    return digests, events
 
 
 def _after_partition(run: _Run, heal_s: float) -> tuple[float, float] | None:
@@ -356,9 +359,9 @@ async def _simulate(config: SimulateConfig, root: Path, sockets: Path) -> dict[s
         await asyncio.gather(*faults)
         _set_loss(run, False)
         converge_s = await _drain(run)
-        digests = await _digests(run, room)
+        digests, events = await _digests(run, room)
         histories = {c.node.index: await _history(c.node, room) for c in run.clients}
-        return _report(run, converge_s, digests, histories)
+        return _report(run, converge_s, digests, histories, events)
     finally:
         tasks += run.readers
         for task in tasks:
@@ -376,6 +379,7 @@ def _report(
     converge_s: float | None,
     digests: dict[str, list[str]],
     histories: dict[int, list[Seen]],
+    events: dict[str, list[int]],
 ) -> dict[str, Any]:
     config = run.config
     ours = hearthmesh_script()
@@ -389,7 +393,11 @@ def _report(
     partition = config.partition
     after_partition = None if partition is None else _after_partition(run, partition.heal_s)
     siblings_equal = all(len(set(d)) == 1 for d in digests.values())
-    ok = verdict.ok and converge_s is not None and siblings_equal
+    # What every member must show alike: the room's messages, in history order (SPEC §4.5).
+    # The whole digest also covers receipts and ROOM_KEYs, which a device may hold back
+    # while it lacks their session (SPEC §27.11): reported, not judged.
+    messages_equal = len({tuple(s.message_id for s in h) for h in histories.values()}) == 1
+    ok = verdict.ok and converge_s is not None and siblings_equal and messages_equal
     report: dict[str, Any] = {
         "config": {
             "nodes": config.nodes,
@@ -431,6 +439,8 @@ def _report(
         else round(after_partition[1], 2),
         "digests_equal_per_user": siblings_equal,
         "digests_equal_all": len({d for ds in digests.values() for d in ds}) == 1,
+        "history_events": events,
+        "messages_equal_all": messages_equal,
         "faults": run.log.as_json(),
         "ok": ok,
     }

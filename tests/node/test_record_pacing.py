@@ -1,0 +1,62 @@
+"""When a home republishes its unchanged record on the presence topic (SPEC §32.4.3): every
+sixth interval in a small mesh, stretched as more homes are heard, so the mesh-wide rate of
+records stays put as the mesh grows; a changed record goes at once."""
+
+from __future__ import annotations
+
+from hearthmesh.node.mesh.record_pacing import (
+    MAX_HEARD,
+    MAX_STRETCH,
+    RECORD_EVERY,
+    RECORD_PUBLISHERS,
+    RecordPacing,
+)
+
+RECORD = b"record v1"
+
+
+def _intervals_until_due(pacing: RecordPacing, record: bytes = RECORD) -> int:
+    for interval in range(1, 10 * RECORD_EVERY * MAX_STRETCH):
+        if pacing.due(record):
+            return interval
+    raise AssertionError("never due")
+
+
+def _hear(pacing: RecordPacing, others: int) -> None:
+    for n in range(others):
+        pacing.heard(n.to_bytes(32, "big"))
+
+
+def test_a_small_mesh_republishes_every_sixth_interval_and_a_change_at_once() -> None:
+    pacing = RecordPacing()
+    assert pacing.due(RECORD)  # the first round publishes
+    _hear(pacing, RECORD_PUBLISHERS - 1)
+    assert _intervals_until_due(pacing) == RECORD_EVERY
+    assert pacing.due(b"record v2")  # changed: at once, whatever the period
+
+
+def test_the_period_stretches_with_the_homes_heard_so_the_mesh_wide_rate_stays_flat() -> None:
+    for others in (9, 24, 49):
+        pacing = RecordPacing()
+        assert pacing.due(RECORD)
+        _hear(pacing, others)
+        period = _intervals_until_due(pacing)
+        assert period == RECORD_EVERY * (1 + others // RECORD_PUBLISHERS)
+        # the mesh's publications per RECORD_EVERY intervals stay near RECORD_PUBLISHERS
+        assert (others + 1) * RECORD_EVERY / period <= RECORD_PUBLISHERS
+
+
+def test_a_publication_forgets_who_was_heard_and_hearing_the_same_home_twice_counts_once() -> None:
+    pacing = RecordPacing()
+    assert pacing.due(RECORD)
+    _hear(pacing, 30)
+    _hear(pacing, 30)
+    assert _intervals_until_due(pacing) == RECORD_EVERY * 4
+    assert _intervals_until_due(pacing) == RECORD_EVERY  # nobody heard in that period
+
+
+def test_a_flood_of_strangers_records_stretches_the_period_only_so_far() -> None:
+    pacing = RecordPacing()
+    assert pacing.due(RECORD)
+    _hear(pacing, 100 * MAX_HEARD)
+    assert _intervals_until_due(pacing) == RECORD_EVERY * MAX_STRETCH

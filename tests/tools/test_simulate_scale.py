@@ -1,0 +1,110 @@
+"""`hearthmesh simulate --scale` (SPEC §20.6): the socket counters read from `ss`, the cost
+summary, the growth ratios and the latency windows; and one small run of real processes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.tools.cli import main
+from hearthmesh.tools.simulate.cost import NodeCost, parse_ss, summarize
+from hearthmesh.tools.simulate.scale import ScaleConfig, _by_window, _growth, run_scale
+
+SS = """\
+0      0      127.0.0.1:4001 127.0.0.1:50000 users:(("hearthmesh",pid=11,fd=7))
+\t cubic wscale:7,7 rto:204 bytes_sent:1500 bytes_acked:1500 bytes_received:700 segs_out:9
+0      0      127.0.0.1:50000 127.0.0.1:4001 users:(("hearthmesh",pid=12,fd=9))
+\t cubic wscale:7,7 rto:204 bytes_sent:700 bytes_received:1500 segs_out:9
+0      0      127.0.0.1:8470 127.0.0.1:50100 users:(("hearthmesh",pid=11,fd=12))
+\t cubic bytes_sent:99999 bytes_received:99999
+0      0      127.0.0.1:50200 127.0.0.1:4001 users:(("hearthmesh",pid=13,fd=3))
+\t cubic rto:204 segs_out:1
+"""
+
+
+def test_ss_counters_are_read_per_pid_and_socket_and_api_ports_are_left_out() -> None:
+    counts = parse_ss(SS, frozenset({8470}))
+    assert counts == {
+        (11, "127.0.0.1:4001", "127.0.0.1:50000"): [1500, 700],
+        (12, "127.0.0.1:50000", "127.0.0.1:4001"): [700, 1500],
+        (13, "127.0.0.1:50200", "127.0.0.1:4001"): [0, 0],  # nothing sent yet: no counters
+    }
+    assert (11, "127.0.0.1:8470", "127.0.0.1:50100") in parse_ss(SS)
+
+
+def test_a_summary_spreads_each_cost_over_the_nodes_and_the_phase() -> None:
+    costs = {
+        1: NodeCost(cpu_s=1.0, sent_bytes=10240, received_bytes=0, rss_mb=100.0, connections=2),
+        2: NodeCost(cpu_s=3.0, sent_bytes=30720, received_bytes=0, rss_mb=120.0, connections=4),
+    }
+    summary = summarize(costs, 10.0)
+    assert summary["cpu_s"] == {"mean": 2.0, "p50": 2.0, "max": 3.0}
+    assert summary["cpu_pct_of_a_core"] == {"mean": 20.0, "p50": 20.0, "max": 30.0}
+    assert summary["sent_kib_per_s"] == {"mean": 2.0, "p50": 2.0, "max": 3.0}
+    assert summary["connections"] == {"mean": 3.0, "p50": 3.0, "max": 4.0}
+    assert summarize({}, 10.0) == {}
+
+
+def _size(cpu: float, sent: float) -> dict[str, object]:
+    phase = {
+        "cpu_s": {"mean": cpu},
+        "sent_kib": {"mean": sent},
+        "received_kib": {"mean": sent},
+        "rss_mb": {"mean": 100.0},
+    }
+    return {"idle": phase, "workload": phase}
+
+
+def test_growth_is_the_largest_size_over_the_smallest() -> None:
+    growth = _growth([_size(1.0, 0.0), _size(1.5, 5.0), _size(2.0, 10.0)])
+    assert growth["idle.cpu_s"] == growth["workload.cpu_s"] == 2.0
+    assert growth["idle.sent_kib"] is None  # nothing at the smallest size: no ratio
+    assert growth["workload.rss_mb"] == 1.0
+    assert _growth([_size(1.0, 1.0)]) == {}
+
+
+def test_latency_windows_show_a_mesh_that_falls_behind() -> None:
+    latencies = [(0.5, 1.0), (3.0, 3.0), (9.9, 2.0), (10.0, 20.0), (25.0, 40.0)]
+    assert _by_window(latencies, 10.0) == [2.0, 20.0, 40.0]
+
+
+@pytest.mark.parametrize("sizes", ["ten", "1,5"])
+def test_scale_sizes_that_are_not_node_counts_are_refused(
+    sizes: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--scale", sizes]) == 2
+    assert "--scale" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: Path) -> None:
+    """Three `hearthmesh run` processes and a group of five (two members whose homes are
+    absent): every acked message reaches the two other real members once, and both phases
+    are metered per node."""
+    config = ScaleConfig(
+        sizes=(3,),
+        members=5,
+        idle=3.0,
+        settle=1.0,
+        duration=6.0,
+        rate=2.0,
+        out=tmp_path,
+        progress=False,
+    )
+    async with asyncio.timeout(300):  # a guard: under load a start takes 10-30 s
+        report = await run_scale(config)
+    assert report["ok"], report
+    (size,) = report["sizes"]
+    assert size["nodes"] == 3 and size["members"] == 5 and size["absent_members"] == 2
+    work = size["workload"]
+    assert work["acked"] >= 5 and work["missing"] == work["duplicates"] == 0, work
+    assert work["delivered"] == 2 * work["acked"], work
+    assert work["to_last_member"]["messages"] == work["acked"], work
+    assert work["cpu_s"]["mean"] > 0 and work["sent_kib"]["mean"] > 0, work
+    assert work["connections"]["mean"] >= 2, work  # the two other nodes, whatever else
+    assert size["idle"]["rss_mb"]["mean"] > 0, size
+    assert (tmp_path / "scale.png").stat().st_size > 0
+    assert (tmp_path / "latency-3.png").stat().st_size > 0

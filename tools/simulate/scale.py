@@ -1,0 +1,355 @@
+"""`hearthmesh simulate --scale 10,25,50`: what one node costs as the mesh grows, and the
+latency to a group's last member (SPEC §20.6).
+
+For each size N: N `hearthmesh run` processes on loopback, one user each (a node is one
+user's home), dialled to each other (a group of everyone makes every home a destination of
+every other, so the connections would be made by the first sends anyway), one WebSocket
+client per node, and one group of the N users plus `members - N` users whose homes are absent
+(their deliveries wait in the senders' outboxes, as for members who are offline: several
+users per node do not exist). Then two phases, metered apart (`cost.PhaseMeter`):
+
+- idle: the mesh and the group with nothing sent, for `idle` seconds (heartbeats, presence,
+  home records, DHT);
+- workload: random nodes send at `rate` messages a second in total for `duration` seconds,
+  and the phase ends when every acked message is on every other real member's client (or
+  `converge_timeout` after the last send).
+
+The total rate is the same at every size, so a node's share of the sending stays put while
+each message reaches more members: what a node receives grows with nothing but the messages,
+and what it sends grows with its share times the members. A cost that stays flat per node is
+the target of #18; `growth` is each metric at the largest size over the smallest.
+
+State: none beyond one size's run (`run._Run`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.identity import UserId, user_id_text
+from hearthmesh.tools.bench.stats import percentile
+from hearthmesh.tools.client import ApiClient
+from hearthmesh.tools.node_process import hearthmesh_script
+from hearthmesh.tools.simulate.checker import check
+from hearthmesh.tools.simulate.cost import PhaseMeter, summarize
+from hearthmesh.tools.simulate.faults import FaultLog
+from hearthmesh.tools.simulate.mesh import Mesh, close_quietly
+from hearthmesh.tools.simulate.plot import plot_latency
+from hearthmesh.tools.simulate.run import (
+    SimulateConfig,
+    SimulationFailed,
+    _Run,
+    _send_loop,
+    _wait_member,
+)
+from hearthmesh.tools.simulate.workload import DeviceClient
+
+__all__ = ["ScaleConfig", "run_scale", "scale"]
+
+_CREATE_MEMBERS = 8
+"""Members named when the group is created; the rest are added one by one (a create naming 49
+took longer than the API client's 30 s on a loaded machine)."""
+_DIALS = 3
+_NEIGHBOURS = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleConfig:
+    sizes: tuple[int, ...] = (10, 25, 50)
+    members: int = 0
+    """Group members; 0 or fewer than a size: the size's users only."""
+    idle: float = 30.0
+    duration: float = 60.0
+    rate: float = 2.0
+    converge_timeout: float = 120.0
+    settle: float = 10.0
+    """After the group: let the first heartbeats, presence and record rounds pass before the
+    idle phase is metered."""
+    seed: int = 0
+    out: Path | None = None
+    progress: bool = True
+
+
+def _say(config: ScaleConfig, text: str) -> None:
+    if config.progress:
+        print(f"[scale] {text}", file=sys.stderr, flush=True)
+
+
+async def _connect(mesh: Mesh) -> int:
+    """Node i dials the next `_NEIGHBOURS` nodes of the ring, all nodes at once: the records
+    swapped in hello and on the presence topic tell every home where the others are, and the
+    group's first deliveries connect the rest, as in a mesh nobody dialled by hand. A dial that
+    fails (a loaded machine, a hello cut short) is tried `_DIALS` times, then left to the
+    deliveries. Returns how many dials failed."""
+    nodes = mesh.nodes
+    undialled = 0
+
+    async def dial(api: ApiClient, address: str) -> None:
+        nonlocal undialled
+        for attempt in range(_DIALS):
+            try:
+                await api.call("POST", "/v1/peers", {"address": address})
+                return
+            except HearthError:
+                await asyncio.sleep(1.0 + attempt)
+        undialled += 1
+
+    async def dial_from(i: int) -> None:
+        async with nodes[i].client() as api:
+            for k in range(1, min(_NEIGHBOURS, len(nodes) - 1) + 1):
+                await dial(api, nodes[(i + k) % len(nodes)].addr)
+
+    await asyncio.gather(*(dial_from(i) for i in range(len(nodes))))
+    return undialled
+
+
+async def _group(run: _Run, members: int, rng: random.Random) -> str:
+    """The group of every node's user and the absent members; its id once every real member
+    holds it whole."""
+    nodes = run.mesh.nodes
+    creator = nodes[0]
+    absent = [user_id_text(UserId(rng.randbytes(32))) for _ in range(max(0, members - len(nodes)))]
+    others = [n.user_text for n in nodes[1:]] + absent
+    group = await creator.call(
+        "POST", "/v1/groups", {"name": "scale", "members": others[:_CREATE_MEMBERS]}
+    )
+    room = str(group["id"])
+    for user in others[_CREATE_MEMBERS:]:
+        await creator.call("POST", f"/v1/groups/{room}/members", {"user_id": user})
+    for client in run.clients:
+        client.room = room
+    await asyncio.gather(*(_wait_member(n, room, len(others) + 1) for n in nodes))
+    return room
+
+
+def _to_last_member(run: _Run) -> list[tuple[float, float]]:
+    """Per acked message that reached every other real member: (sent at, seconds until the
+    last one had it)."""
+    arrived: dict[str, dict[int, float]] = {}
+    for client in run.clients:
+        for seen in client.seen:
+            arrived.setdefault(seen.message_id, {}).setdefault(client.node.index, seen.at)
+    others = len(run.clients) - 1
+    latencies = []
+    for acked in run.acked():
+        at = {d: t for d, t in arrived.get(acked.message_id, {}).items() if d != acked.device}
+        if len(at) == others:
+            latencies.append((acked.sent_at, max(0.0, max(at.values()) - acked.sent_at)))
+    return latencies
+
+
+def _by_window(latencies: list[tuple[float, float]], window_s: float) -> list[float]:
+    """The median latency of the messages sent in each `window_s` of the workload: whether
+    the mesh keeps up or falls behind as the run goes on."""
+    windows: dict[int, list[float]] = {}
+    for sent_at, latency in latencies:
+        windows.setdefault(int(sent_at // window_s), []).append(latency)
+    return [round(statistics.median(windows[w]), 2) for w in sorted(windows)]
+
+
+def _latency(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_s": None, "p99_s": None, "max_s": None}
+    return {
+        "p50_s": round(statistics.median(values), 3),
+        "p99_s": round(percentile(values, 99), 3),
+        "max_s": round(max(values), 3),
+    }
+
+
+def _pids(mesh: Mesh) -> list[int]:
+    return [n.process.process.pid for n in mesh.nodes if n.process is not None]
+
+
+async def _metered(mesh: Mesh) -> PhaseMeter:
+    meter = PhaseMeter(_pids(mesh), frozenset(n.api_port for n in mesh.nodes))
+    await meter.start()
+    return meter
+
+
+async def _workload(
+    run: _Run, config: ScaleConfig, rng: random.Random
+) -> tuple[float, list[dict[str, Any]]]:
+    """Send, then wait until every acked message is on every other client; the phase's
+    seconds, and each node's status as the last message was sent."""
+    started = run.now()
+    await _send_loop(run, rng)
+    nodes = run.mesh.nodes
+    status = await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes))
+    deadline = run.now() + config.converge_timeout
+    sends = [s for c in run.clients for s in c.sends.values()]
+    while run.missing() > 0 or any(s.acked_at is None for s in sends):  # the last acks too
+        if run.now() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    return run.now() - started, list(status)
+
+
+async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -> dict[str, Any]:
+    nodes: list[tuple[int, int]] = [(i, 0) for i in range(size)]
+    (root / f"n{size}").mkdir(parents=True, exist_ok=True)
+    mesh = Mesh(root / f"n{size}", sockets, nodes, [hearthmesh_script()] * size, None)
+    sim = SimulateConfig(
+        nodes=size,
+        duration=config.duration,
+        rate=config.rate,
+        seed=config.seed,
+        converge_timeout=config.converge_timeout,
+        progress=False,
+    )
+    run = _Run(sim, mesh)
+    rng = random.Random(config.seed)
+    members = max(config.members, size)
+    try:
+        try:
+            async with asyncio.timeout(300 + 30 * size):  # minutes on a loaded machine
+                await mesh.start()
+                run.setup["started_s"] = run.now()
+                _say(config, f"{size} nodes started in {run.now():.0f} s")
+                undialled = await _connect(mesh)
+                run.setup["connected_s"] = run.now()
+                users = {n.user_text: n.user for n in mesh.nodes}
+                run.clients = [DeviceClient(n, "", run.start, users) for n in mesh.nodes]
+                run.readers = [asyncio.create_task(c.run()) for c in run.clients]
+                await asyncio.gather(*(c.wait_connected() for c in run.clients))
+                await _group(run, members, rng)
+                run.setup["group_s"] = run.now()
+                _say(config, f"{size} nodes: group of {members} after {run.now():.0f} s")
+        except TimeoutError:
+            raise SimulationFailed(f"{size} nodes were not set up in time: {run.setup}") from None
+        await asyncio.sleep(config.settle)
+        meter = await _metered(mesh)
+        await asyncio.sleep(config.idle)
+        idle = summarize(await meter.stop(), config.idle)
+        _say(config, f"{size} nodes: idle metered; workload {config.duration:g} s")
+        run.start = time.monotonic()
+        for client in run.clients:
+            client.start = run.start
+        meter = await _metered(mesh)
+        seconds, status = await _workload(run, config, rng)
+        work_costs = await meter.stop()
+        work = summarize(work_costs, seconds)
+        acked = run.acked()
+        verdict = check(
+            acked,
+            {c.node.index: c.seen for c in run.clients},
+            {c.node.index: c.acks for c in run.clients},
+            [r for c in run.clients for r in c.receipts],
+            [n.user for n in mesh.nodes],
+        )
+        cpu = [c.cpu_s for c in work_costs.values()]
+        last = _to_last_member(run)
+        if config.out is not None:
+            setting = f"({size} nodes, {members} members, {config.rate:g}/s)"
+            png = config.out / f"latency-{size}.png"
+            plot_latency(png, verdict.latencies, FaultLog(), setting=setting)
+        _say(config, f"{size} nodes: done, {len(acked)} acked, {verdict.delivered} delivered")
+        return {
+            "nodes": size,
+            "members": members,
+            "absent_members": members - size,
+            "failed_dials": undialled,
+            "setup_s": {step: round(at, 1) for step, at in run.setup.items()},
+            "idle": idle,
+            "workload": {
+                **work,
+                "sent": run.serial,
+                "acked": len(acked),
+                "expected": verdict.expected,
+                "delivered": verdict.delivered,
+                "missing": len(verdict.missing),
+                "duplicates": len(verdict.duplicates),
+                "cpu_ms_per_message_per_node": round(
+                    1000 * statistics.fmean(cpu) / max(1, len(acked)), 2
+                ),
+                "to_last_member": {**_latency([lat for _, lat in last]), "messages": len(last)},
+                "to_last_member_p50_by_10s": _by_window(last, 10.0),
+                # held for want of a room key (SPEC §27.13), and members a home could not reach,
+                # summed over the nodes as the last message was sent: what a slow member waits on
+                "undecryptable": sum(int(s["undecryptable"]) for s in status),
+                "unreachable_users": sum(len(s["unreachable"]["users"]) for s in status),
+                "to_each_member": _latency([lat for _, lat in verdict.latencies]),
+            },
+        }
+    finally:
+        for task in run.readers:
+            task.cancel()
+        await asyncio.gather(*run.readers, return_exceptions=True)
+        await close_quietly(mesh)
+
+
+_GROWTH = (
+    ("idle", "cpu_s"),
+    ("idle", "sent_kib"),
+    ("idle", "received_kib"),
+    ("idle", "rss_mb"),
+    ("workload", "cpu_s"),
+    ("workload", "sent_kib"),
+    ("workload", "received_kib"),
+    ("workload", "rss_mb"),
+)
+
+
+def _growth(sizes: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Each per-node mean at the largest size over the smallest (1.0: flat)."""
+    if len(sizes) < 2:
+        return {}
+    small, large = sizes[0], sizes[-1]
+    growth: dict[str, float | None] = {}
+    for phase, metric in _GROWTH:
+        low, high = small[phase][metric]["mean"], large[phase][metric]["mean"]
+        growth[f"{phase}.{metric}"] = round(high / low, 2) if low else None
+    return growth
+
+
+async def run_scale(config: ScaleConfig) -> dict[str, Any]:
+    """Every size in turn; one JSON report."""
+    results = []
+    with (
+        tempfile.TemporaryDirectory(prefix="hearthmesh-scale-") as scratch,
+        tempfile.TemporaryDirectory(prefix="hmsc", dir="/tmp") as sockets,
+    ):
+        root = Path(scratch) if config.out is None else config.out / "nodes"
+        root.mkdir(parents=True, exist_ok=True)
+        for size in config.sizes:
+            results.append(await _one_size(size, config, root, Path(sockets)))
+            if config.out is not None:  # a later, larger size may not finish on a busy machine
+                (config.out / f"scale-{size}.json").write_text(json.dumps(results[-1]))
+    report: dict[str, Any] = {
+        "config": {
+            "sizes": list(config.sizes),
+            "members": config.members,
+            "idle_s": config.idle,
+            "duration_s": config.duration,
+            "rate_per_s": config.rate,
+            "seed": config.seed,
+            "cpus": os.cpu_count(),
+        },
+        "sizes": results,
+        "growth": _growth(results),
+    }
+    if config.out is not None:
+        from hearthmesh.tools.simulate.plot import plot_scale
+
+        config.out.mkdir(parents=True, exist_ok=True)
+        report["plot"] = str(plot_scale(config.out / "scale.png", results))
+    report["ok"] = all(
+        r["workload"]["missing"] == 0 and r["workload"]["duplicates"] == 0 for r in results
+    )
+    return report
+
+
+def scale(config: ScaleConfig) -> dict[str, Any]:
+    """`run_scale` in a new event loop (the CLI)."""
+    return asyncio.run(run_scale(config))
