@@ -791,6 +791,13 @@ class CryptoStore(Protocol):
         """Keep an inbound session unless its id is kept already; True if stored."""
         ...
 
+    def replace_inbound_session(
+        self, room: RoomId, session_id: bytes, session: InboundSession
+    ) -> None:
+        """Keep `session` in place of the one of that id: the same owner's session, known from
+        an earlier index (SPEC §27.11.2; the caller checks both)."""
+        ...
+
     def keep_opened(
         self, session_id: bytes, index: int, message_id: MessageId, plaintext: bytes
     ) -> MessageId | None:

@@ -50,6 +50,7 @@ __all__ = [
     "put_olm_session_txn",
     "put_outbound_session_txn",
     "put_plaintext_txn",
+    "replace_inbound_session_txn",
     "shared_devices_txn",
     "unhold_txn",
 ]
@@ -125,6 +126,16 @@ def put_inbound_session_txn(
     check_id(session.owner, "device")
     key = crypto_pair_key(room, session_id)
     return txn.insert(Table.E2EE_INBOUND, key, session.owner + session.pickle)
+
+
+def replace_inbound_session_txn(
+    txn: KvTxn, room: RoomId, session_id: bytes, session: InboundSession
+) -> None:
+    """Keep `session` in place of the one of that id (the caller checked it is the same
+    owner's session known from an earlier index, SPEC §27.11.2)."""
+    check_id(session_id, "session")
+    check_id(session.owner, "device")
+    txn.put(Table.E2EE_INBOUND, crypto_pair_key(room, session_id), session.owner + session.pickle)
 
 
 def claim_index_txn(

@@ -524,6 +524,14 @@ class KvStore:
             lambda txn: crypto.put_inbound_session_txn(txn, room, session_id, session)
         )
 
+    def replace_inbound_session(
+        self, room: RoomId, session_id: bytes, session: InboundSession
+    ) -> None:
+        """Keep `session` in place of the one of that id."""
+        self._engine.write(
+            lambda txn: crypto.replace_inbound_session_txn(txn, room, session_id, session)
+        )
+
     def keep_opened(
         self, session_id: bytes, index: int, message_id: MessageId, plaintext: bytes
     ) -> MessageId | None:

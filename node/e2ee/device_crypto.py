@@ -353,11 +353,32 @@ class DeviceCrypto:
             session_id != expect.session_id or inbound.first_known_index != expect.first_index
         ):
             raise KeyMismatch("room key: session id or first index differs from the key's")
-        return self._store.put_inbound_session(
-            room,
-            session_id,
-            InboundSession(owner=owner, pickle=inbound.pickle(self._pickle_key).encode()),
-        )
+        return self._keep_session(room, session_id, inbound, owner=owner)
+
+    def _keep_session(
+        self,
+        room: RoomId,
+        session_id: bytes,
+        inbound: vodozemac.InboundGroupSession,
+        *,
+        owner: DeviceId,
+    ) -> bool:
+        """Keep `inbound` if its id is new here, or in place of the kept one when it is the
+        same owner's session known from an earlier index: a device given a session late (its
+        key bundle reached the sender after the session began) reads the messages before that
+        once a forward or a key request brings the earlier index (SPEC §27.11.2). The owner
+        never moves. True if kept."""
+        record = InboundSession(owner=owner, pickle=inbound.pickle(self._pickle_key).encode())
+        kept = self._store.inbound_session(room, session_id)
+        if kept is None:
+            return self._store.put_inbound_session(room, session_id, record)
+        if (
+            kept.owner != owner
+            or inbound.first_known_index >= self._inbound(kept.pickle).first_known_index
+        ):
+            return False
+        self._store.replace_inbound_session(room, session_id, record)
+        return True
 
     # --- forwarding between our own devices (SPEC §27.12) ----------------------------------
 
@@ -433,10 +454,7 @@ class DeviceCrypto:
                 raise Undecryptable("forwarded key: not an exported Megolm key") from None
             if e2ee.session_id_bytes(inbound.session_id) != key.session_id:
                 raise KeyMismatch("forwarded key: session id differs from the key's")
-            record = InboundSession(
-                owner=key.sender_device, pickle=inbound.pickle(self._pickle_key).encode()
-            )
-            if self._store.put_inbound_session(key.room, key.session_id, record):
+            if self._keep_session(key.room, key.session_id, inbound, owner=key.sender_device):
                 kept.append(key)
         return kept
 

@@ -80,16 +80,19 @@ class RoomOpener:
         """Open what waited for `session_id`, now that its key is here; those opened."""
         opened: list[Envelope] = []
         for message_id, _ in store.held_encrypted(session_id, MAX_OPENED_PER_KEY):
-            store.unhold_encrypted(session_id, message_id)
             event = store.get_event(message_id)
             if event is None:
+                store.unhold_encrypted(session_id, message_id)
                 continue  # purged meanwhile
             try:
                 shown = self.open(store, event.envelope)
             except RemoteProtocolError as exc:
+                # held still: a key known from a later index than its own may come earlier
+                # from a forward or a key request (§27.11.2), and key requests ask for what is held
                 log.info("held %s does not open: %s", message_id.hex()[:12], exc)
                 continue
-            if shown is not event.envelope:
+            if shown is not event.envelope:  # else still held (by `open`, under its session)
+                store.unhold_encrypted(session_id, message_id)
                 opened.append(shown)
         if opened:  # clients are told of them now, as of messages that just came (§27.13.5)
             store.renumber_arrivals([e.message_id for e in opened])

@@ -222,3 +222,38 @@ def test_a_requested_key_opens_from_the_index_its_user_was_given_never_before(
     for envelope in early:
         with pytest.raises(Undecryptable):
             carol.crypto.open(envelope)
+
+
+def test_a_session_known_from_a_later_index_is_replaced_by_the_same_owners_earlier_one(
+    devices: dict[str, Device],
+) -> None:
+    """SPEC §27.11.2: carol was given alice's session late (index 2); a key from index 0 by the
+    same owner (a forward, or alice answering for another device of carol's user) takes its
+    place, and what came before opens. A later index, or another owner, changes nothing."""
+    alice, carol = devices["alice"], devices["carol"]
+    early = [alice.send(b"before 0"), alice.send(b"before 1")]
+    later = alice.send(b"after")
+    session_id = e2ee.decode_encrypted_body(later.body).session_id
+    owner = DeviceId(alice.device_key.public)
+
+    def key_from(index: int) -> list[tuple[int, bytes]]:
+        return alice.crypto.forward(
+            [(ROOM, session_id)], carol.bundle(), from_index={session_id: index}
+        )
+
+    assert [
+        k.first_index
+        for k in carol.crypto.accept_forwarded(alice.bundle(), key_from(2), owner=owner)
+    ] == [2]
+    with pytest.raises(Undecryptable):
+        carol.crypto.open(early[0])
+    assert carol.crypto.accept_forwarded(alice.bundle(), key_from(2), owner=owner) == []
+    assert [
+        k.first_index
+        for k in carol.crypto.accept_forwarded(alice.bundle(), key_from(0), owner=owner)
+    ] == [0]
+    for envelope, text in zip(early, [b"before 0", b"before 1"], strict=True):
+        opened = carol.crypto.open(envelope)
+        assert isinstance(opened, e2ee.Opened) and opened.body == text
+    opened = carol.crypto.open(later)
+    assert isinstance(opened, e2ee.Opened) and opened.body == b"after"
