@@ -46,6 +46,7 @@ __all__ = [
     "FORWARDS_PER_S",
     "KeyForwardServer",
     "KeyForwarding",
+    "take_answer",
     "take_forwarded",
 ]
 
@@ -146,15 +147,32 @@ class KeyForwarding:
         listed = self._homes.sibling_bundle(peer)
         if listed is None or answer.sender_bundle != listed:
             raise KeyMismatch("a forwarder's bundle is not the one our record lists")
-        return await self._store.run(
-            take_forwarded,
-            self._crypto,
-            self._opener,
-            self._store.store,
-            answer,
-            users={self._user},
-            now_ms=self._clock.now_ms(),
+        return await take_answer(
+            self._store, self._crypto, self._opener, answer, user=self._user, clock=self._clock
         )
+
+
+async def take_answer(
+    store: AsyncStore,
+    crypto: DeviceCrypto,
+    opener: RoomOpener,
+    answer: e2ee.ForwardAnswer,
+    *,
+    user: UserId,
+    clock: Clock,
+    owner: DeviceId | None = None,
+) -> int:
+    """`take_forwarded` in one write batch of `store`, for our `user` now."""
+    return await store.run(
+        take_forwarded,
+        crypto,
+        opener,
+        store.store,
+        answer,
+        users={user},
+        now_ms=clock.now_ms(),
+        owner=owner,
+    )
 
 
 def take_forwarded(

@@ -29,7 +29,7 @@ from typing import Final
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.peer_link import PeerLinks
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
-from hearthmesh.node.e2ee.key_forwarding import take_forwarded
+from hearthmesh.node.e2ee.key_forwarding import take_answer
 from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import MAX_OPENED_PER_KEY, RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
@@ -299,14 +299,13 @@ class KeyRequests:
             raise refusal(answer.code, f"key request refused: {answer.message}")
         if answer.sender_bundle != listed:
             raise KeyMismatch("the answering bundle is not the one the sender's record lists")
-        return await self._store.run(
-            take_forwarded,
+        return await take_answer(
+            self._store,
             self._crypto,
             self._opener,
-            self._store.store,
             answer,
-            users={self._user},
-            now_ms=self._clock.now_ms(),
+            user=self._user,
+            clock=self._clock,
             owner=device,
         )
 

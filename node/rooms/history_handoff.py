@@ -20,7 +20,7 @@ from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
-from hearthmesh.node.e2ee.key_forwarding import take_forwarded
+from hearthmesh.node.e2ee.key_forwarding import take_answer
 from hearthmesh.node.e2ee.key_requests import listed_bundle
 from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import RoomOpener
@@ -227,14 +227,8 @@ class HistoryFetch:
             raise refusal(answer.code, f"history refused: {answer.message}")
         if answer.sender_bundle != listed:
             raise HistoryNotShared("the answer is not from the admin's listed device")
-        taken = await self._store.run(
-            take_forwarded,
-            self._crypto,
-            self._opener,
-            self._store.store,
-            answer,
-            users={self._user},
-            now_ms=self._clock.now_ms(),
+        taken = await take_answer(
+            self._store, self._crypto, self._opener, answer, user=self._user, clock=self._clock
         )
         self.keys_taken += taken
         return taken
