@@ -24,7 +24,6 @@ from hearthmesh.protocol.content import (
     is_contact_event,
     is_user_content,
 )
-from hearthmesh.protocol.e2ee import ENCRYPTED_CONTENT_TYPE
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId
 from hearthmesh.protocol.identity import UserId, user_id_text
 from hearthmesh.storage.api import FeedEntry, Store
@@ -96,8 +95,6 @@ class FrameRenderer:
 
     async def _other(self, envelope: Envelope) -> list[dict[str, Any]]:
         if envelope.kind is Kind.RECEIPT:  # credited as it was stored, or as it opened
-            if envelope.content_type == ENCRYPTED_CONTENT_TYPE:
-                return []  # no room key yet: told when it opens (§27.13.5)
             return [receipt_frame(change) for change in await self._receipts.changes(envelope)]
         event = decode_contact(envelope.body)  # applied as stored (node/rooms/contact_events.py)
         store = self._node.store

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from hearthmesh.node.clock import Clock
+from hearthmesh.node.e2ee.readable import content_of
 from hearthmesh.node.node import Node
 from hearthmesh.node.rooms.receipt_credit import credited_updates
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
@@ -112,12 +113,15 @@ class ReceiptService:
 
     async def changes(self, envelope: Envelope) -> list[StatusChange]:
         """The statuses a stored RECEIPT from another user credited that are still current
-        (a duplicate or overtaken receipt yields nothing); reads only.
+        (a duplicate or overtaken receipt, or one not opened yet, yields nothing); reads only.
 
         Raises:
             MalformedMessage: the body is not a receipt.
         """
-        receipt = decode_receipt(envelope.body)
+        content = content_of(envelope)
+        if content is None:
+            return []  # no room key yet: told when it opens (SPEC §27.13.5)
+        receipt = decode_receipt(content.body)
         members = await self._node.members(envelope.room)
         store = self._node.store
         return await store.read_inline(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 
-from hearthmesh.protocol.e2ee import ENCRYPTED_CONTENT_TYPE
+from hearthmesh.node.e2ee.readable import content_of
 from hearthmesh.protocol.envelope import Envelope, MessageId
 from hearthmesh.protocol.errors import RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
@@ -43,10 +43,11 @@ def credited_updates(
 
 def credit_receipt(store: Store, own: UserId, envelope: Envelope, *, now_ms: int) -> None:
     """Raise the statuses a just-stored RECEIPT names; runs in the storing transaction."""
-    if envelope.content_type == ENCRYPTED_CONTENT_TYPE:
+    content = content_of(envelope)
+    if content is None:
         return  # its room key has not come: credited when it opens (node/e2ee/opened_late.py)
     try:
-        receipt = decode_receipt(envelope.body)
+        receipt = decode_receipt(content.body)
     except RemoteProtocolError as exc:  # stored as sent; it names nothing we can credit
         log.info("receipt %s credits nothing: %s", envelope.message_id.hex()[:16], exc)
         return
