@@ -587,13 +587,15 @@ class Node:
         on_sealed: Callable[[Envelope], None] | None = None,
         written: WrittenTimes | None = None,
         acts_on: MessageId | None = None,
+        to: frozenset[UserId] | None = None,
     ) -> Envelope:
         """Seal, store durably (history + outbox in one transaction), then fan out.
 
         Returns once the envelope is committed on this node: "sent" (ARCHITECTURE §3 step 2).
         `on_sealed(envelope)` runs before it is stored (an app may note its message id first).
         `written` stamps a message a client wrote earlier where it was written (SPEC §31.6);
-        `acts_on` names the message an EDIT, RECALL or REACTION acts on (SPEC §31.5).
+        `acts_on` names the message an EDIT, RECALL or REACTION acts on (SPEC §31.5); `to`
+        names the users whose homes a RECEIPT goes to (SPEC §16.2.3).
 
         Raises:
             NotAuthorized: we are not a member of `room`.
@@ -601,7 +603,7 @@ class Node:
         if kind in (Kind.MEMBERSHIP, Kind.TYPING, Kind.PRESENCE, Kind.PRIVATE):
             raise LocalProtocolError(f"{kind.name} is not sent with send()")
         sealed = await self._services.outgoing.seal(
-            room, body, content_type, kind, written=written, acts_on=acts_on
+            room, body, content_type, kind, written=written, acts_on=acts_on, to=to
         )
         if on_sealed is not None:
             on_sealed(sealed.envelope)

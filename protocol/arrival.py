@@ -11,6 +11,7 @@ merge (SPEC §4.3), and before anything is stored. What fails before that is ans
 | a bad signature, certificate or envelope       | -       | REJECTED (its code)          |
 | a stamp past the drift bound (SPEC §4.3)       | -       | DEFERRED (3)                 |
 | an ephemeral kind (typing, presence)           | REJECT  | REJECTED (1)                 |
+| a seq that does not fit its kind (SPEC §8.5)   | REJECT  | REJECTED (2)                 |
 | for a user who does not live here              | RELAY   | RELAYED; DEFERRED (quota)    |
 | from a user our user blocked (SPEC §32.3)      | DISCARD | STORED, and nothing stored   |
 | from a device our newest record does not list  | DEFER   | DEFERRED (10); look it up    |
@@ -40,6 +41,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Final, Protocol
 
+from .addressing import check_sequencing
 from .authority import (
     DEFAULT_DEFERRAL_POLICY,
     DeferralBudget,
@@ -211,6 +213,10 @@ class ArrivalRules:
         if envelope.kind.ephemeral:
             refusal = ProtocolError("ephemeral kinds are not delivered")
             return Decision(verdict=Verdict.REJECT, result=rejected(message_id, refusal))
+        try:  # a RECEIPT is unsequenced and nothing else is (SPEC §8.5): relays check it too
+            check_sequencing(envelope)
+        except RemoteProtocolError as exc:
+            return Decision(verdict=Verdict.REJECT, result=rejected(message_id, exc))
         if not ours:
             return _RELAY
         if self._blocked(envelope.sender_user) and not self._keeps_from_blocked(envelope):

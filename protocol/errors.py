@@ -33,6 +33,7 @@ __all__ = [
     "MembershipLimit",
     "MessageRecalled",
     "NotAContact",
+    "NotAddressed",
     "NotAuthorized",
     "NotFound",
     "NotSender",
@@ -76,6 +77,7 @@ class ErrorCode(IntEnum):
     SEQUENCE_OVERFLOW = 13
     NOT_FOUND = 14
     MEMBERSHIP_LIMIT = 15
+    NOT_ADDRESSED = 16
     # 25-29: the peer edge (SPEC §10.4)
     TOO_MANY_STREAMS = 25
     FRAME_TIMEOUT = 26
@@ -184,6 +186,13 @@ class NotFound(RemoteProtocolError):
     """The named room, message, user or subscription is not known here (SPEC §15)."""
 
     code = ErrorCode.NOT_FOUND
+
+
+class NotAddressed(RemoteProtocolError):
+    """An envelope that reached a home it is not addressed to: a RECEIPT at the home of a user
+    whose messages it does not name, or one on gossip (SPEC §16.2.3)."""
+
+    code = ErrorCode.NOT_ADDRESSED
 
 
 class QuotaExceeded(RemoteProtocolError):
@@ -368,6 +377,7 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         BadCertificate,
         NotAuthorized,
         NotFound,
+        NotAddressed,
         QuotaExceeded,
         RateLimited,
         SequenceOverflow,

@@ -1,9 +1,12 @@
 """Delivery and read receipts (SPEC §16): the RECEIPT envelope body and its rules, sans-I/O.
 
 A receipt is a RECEIPT envelope that a recipient's node seals in the room of the messages it
-names, so it is signed by the recipient's device and travels back by the guaranteed path like
-any other envelope. Only the recipient itself may claim a status for itself: the sender's node
-credits a receipt to the receipt envelope's `sender_user`, never to a user named in the body.
+names, so it is signed by the recipient's device and travels back by the guaranteed path. It
+is addressed to the homes of the users whose messages it names and to its sender's own other
+homes, never to every member, and takes no place in its sender's sequence
+(`protocol.addressing`, SPEC §16.2.3). Only the recipient itself may claim a status for
+itself: the sender's node credits a receipt to the receipt envelope's `sender_user`, never to
+a user named in the body.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Final
 from .canonical import decode_canonical, encode_canonical
 from .content import is_user_content
 from .envelope import Envelope, MessageId
-from .errors import MalformedMessage
+from .errors import MalformedMessage, NotAddressed
 from .identity import UserId
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "Receipt",
     "ReceiptStatus",
     "StatusUpdate",
+    "address_refusal",
     "aggregate_status",
     "decode_receipt",
     "encode_receipt",
@@ -139,6 +143,35 @@ def receipt_updates(
             )
         )
     return updates
+
+
+def address_refusal(
+    receipt_envelope: Envelope,
+    receipt: Receipt,
+    recipient: UserId,
+    originals: Mapping[MessageId, Envelope],
+) -> NotAddressed | None:
+    """Why a home of `recipient` must refuse this receipt, if it must (SPEC §16.2.3).
+
+    A receipt is addressed to its sender's own homes and to the homes of the users whose
+    messages it names. It is refused when the home proves otherwise: it holds messages of the
+    receipt's room that the receipt names, and none of them is `recipient`'s. A receipt naming
+    nothing held here (a message still on its way from a sibling) is not judged.
+
+    Args:
+        originals: the stored envelopes of the named ids that this home holds, any sender.
+    """
+    if recipient == receipt_envelope.sender_user:
+        return None
+    held = [
+        original
+        for message_id in receipt.message_ids
+        if (original := originals.get(message_id)) is not None
+        and original.room == receipt_envelope.room
+    ]
+    if not held or any(original.sender_user == recipient for original in held):
+        return None
+    return NotAddressed("a receipt that names none of this user's messages")
 
 
 def aggregate_status(

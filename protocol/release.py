@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from .addressing import UNSEQUENCED, is_sequenced
 from .envelope import Envelope, RoomId
 from .errors import SequenceOverflow
 from .identity import DeviceId, UserId
@@ -91,8 +92,14 @@ class SenderReleases:
         if last_stored >= next_seq:
             self._beyond[sender] = last_stored
 
-    def offer(self, envelope: Envelope) -> Step:
-        """Take a stored envelope (new, or a duplicate of one stored) of a resumed sender."""
+    def offer(self, envelope: Envelope, *, new: bool = True) -> Step:
+        """Take a stored envelope (`new`, or a duplicate of one stored) of a resumed sender.
+
+        An unsequenced one (a RECEIPT, SPEC §8.5) goes to the app as it is stored, once: its
+        sender need not be resumed, and nothing waits for it.
+        """
+        if not is_sequenced(envelope):
+            return Step(released=[envelope] if new else [])
         sender = (envelope.room, envelope.sender_device)
         released = self._offer(sender, envelope)
         if not released:
@@ -119,8 +126,9 @@ class SenderReleases:
         return moved
 
     def released_before(self, sender: Sender, seq: int) -> bool:
-        """Did number `seq` of a resumed `sender` already go to the app?"""
-        return self._sequencer.next_seq(sender) > seq
+        """Did number `seq` of a resumed `sender` already go to the app? An unsequenced one
+        went as it was stored (SPEC §8.5)."""
+        return seq == UNSEQUENCED or self._sequencer.next_seq(sender) > seq
 
     def held(self) -> int:
         """Envelopes waiting for an earlier number of their sender."""

@@ -38,6 +38,7 @@ OFFENCE_CODES: Final = frozenset(
         ErrorCode.BAD_CERTIFICATE,
         ErrorCode.NOT_AUTHORIZED,
         ErrorCode.MEMBERSHIP_LIMIT,
+        ErrorCode.NOT_ADDRESSED,  # a receipt sent where it is not addressed (SPEC §16.2.3)
         ErrorCode.TOO_MANY_STREAMS,
         ErrorCode.FRAME_TIMEOUT,
         ErrorCode.INVITE_INVALID,  # a forged or guessed invite secret (SPEC §30.3)

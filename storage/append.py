@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from hearthmesh.protocol.addressing import is_sequenced
 from hearthmesh.protocol.errors import LocalProtocolError
 from hearthmesh.protocol.hlc import encode_timestamp
 
@@ -45,14 +46,15 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
             txn.delete(Table.MESSAGE_IDS, envelope.message_id)  # undo: nothing else was written
             results.append(AppendResult.CONFLICT)
             continue
-        # The first event stored under a number keeps it, as the first released does.
-        by_sender = sender_seq_key(envelope.room, envelope.sender_device, envelope.seq)
-        txn.insert(Table.BY_SENDER, by_sender, hlc)
         arrivals.record_txn(txn, key)
-        at = sequence_key(envelope.room, envelope.sender_device)
-        highest = txn.get(Table.SEQUENCES, at)
-        if highest is None or unpack_u64(highest) < envelope.seq:
-            txn.put(Table.SEQUENCES, at, pack_u64(envelope.seq))
+        if is_sequenced(envelope):  # a RECEIPT has no number to find it by (SPEC §8.5)
+            # The first event stored under a number keeps it, as the first released does.
+            by_sender = sender_seq_key(envelope.room, envelope.sender_device, envelope.seq)
+            txn.insert(Table.BY_SENDER, by_sender, hlc)
+            at = sequence_key(envelope.room, envelope.sender_device)
+            highest = txn.get(Table.SEQUENCES, at)
+            if highest is None or unpack_u64(highest) < envelope.seq:
+                txn.put(Table.SEQUENCES, at, pack_u64(envelope.seq))
         for destination in request.outbox_to:
             enqueue_txn(txn, destination, envelope.message_id, request.next_attempt_ms)
         for user in local_members_txn(txn, envelope.room):

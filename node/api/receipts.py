@@ -2,9 +2,15 @@
 receipts others send are credited where they are stored (node/rooms/receipt_credit.py) and read back
 here as `receipt` frames.
 
-Acks are coalesced: acks of one room and status that come within RECEIPT_LINGER_MS (or while
-the previous receipt is being stored) travel in one envelope of up to MAX_RECEIPT_IDS ids, so a
-burst of acks costs one signature, one commit and one delivery instead of one each.
+Acks are coalesced: acks of one room, status and message sender that come within
+RECEIPT_LINGER_MS (or while the previous receipt is being stored) travel in one envelope of up
+to MAX_RECEIPT_IDS ids, so a burst of acks costs one signature, one commit and one delivery
+instead of one each. Each receipt is addressed to the homes of the one user whose messages it
+names (and our own other homes), never to every member (SPEC §16.2.3): one per sender rather
+than one naming several senders' messages, so no home takes in ids of others' messages, and a
+home can tell a receipt that is not for it.
+
+State: the acks waiting for their linger window.
 """
 
 from __future__ import annotations
@@ -59,7 +65,8 @@ class ReceiptService:
     def __init__(self, node: Node, clock: Clock) -> None:
         self._node = node
         self._clock = clock
-        self._pending: dict[tuple[RoomId, ReceiptStatus], list[MessageId]] = {}
+        self._pending: dict[tuple[RoomId, ReceiptStatus, UserId], list[MessageId]] = {}
+        """Acks per (room, status, the messages' sender), waiting for one receipt."""
         self._wake = asyncio.Event()
         self.sent = 0
 
@@ -77,7 +84,8 @@ class ReceiptService:
             raise MalformedMessage("receipts are for other users' messages")
         if not is_receiptable(envelope):
             raise MalformedMessage(f"a {envelope.kind.name} takes no receipt")
-        self._pending.setdefault((envelope.room, status), []).append(message_id)
+        key = (envelope.room, status, envelope.sender_user)
+        self._pending.setdefault(key, []).append(message_id)
         self._wake.set()
 
     async def run(self) -> None:
@@ -87,13 +95,15 @@ class ReceiptService:
             await asyncio.sleep(RECEIPT_LINGER_MS / 1000)
             self._wake.clear()
             pending, self._pending = self._pending, {}
-            for (room, status), ids in pending.items():
+            for (room, status, sender), ids in pending.items():
                 try:
-                    await self._flush(room, status, ids)
+                    await self._flush(room, status, sender, ids)
                 except HearthError as exc:  # e.g. we left the room meanwhile
                     log.warning("receipt in %s not sent: %s", room.hex()[:12], exc)
 
-    async def _flush(self, room: RoomId, status: ReceiptStatus, ids: list[MessageId]) -> None:
+    async def _flush(
+        self, room: RoomId, status: ReceiptStatus, sender: UserId, ids: list[MessageId]
+    ) -> None:
         store = self._node.store
         # A second ack of a status already recorded sends nothing. Recording it and storing the
         # receipt are issued together, so they share one commit.
@@ -103,12 +113,20 @@ class ReceiptService:
         recorded = store.run(
             _raise_own, store.store, self._node.user_id, fresh, status, self._clock.now_ms()
         )
-        sends = [self._send(room, status, chunk) for chunk in _chunks(fresh)]
+        sends = [self._send(room, status, sender, chunk) for chunk in _chunks(fresh)]
         await asyncio.gather(recorded, *sends)
 
-    async def _send(self, room: RoomId, status: ReceiptStatus, ids: tuple[MessageId, ...]) -> None:
+    async def _send(
+        self, room: RoomId, status: ReceiptStatus, sender: UserId, ids: tuple[MessageId, ...]
+    ) -> None:
         body = encode_receipt(Receipt(status=status, message_ids=ids))
-        await self._node.send(room, body, kind=Kind.RECEIPT, content_type=RECEIPT_CONTENT_TYPE)
+        await self._node.send(
+            room,
+            body,
+            kind=Kind.RECEIPT,
+            content_type=RECEIPT_CONTENT_TYPE,
+            to=frozenset({sender}),  # the homes of the user whose messages it names
+        )
         self.sent += 1
 
     async def changes(self, envelope: Envelope) -> list[StatusChange]:

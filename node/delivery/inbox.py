@@ -27,7 +27,7 @@ from hearthmesh.node.mesh.relationships import knows
 from hearthmesh.node.rooms.contact_events import apply_contact_event
 from hearthmesh.node.rooms.message_actions import acts_on, apply_recall
 from hearthmesh.node.rooms.message_actions import refusal as action_refusal
-from hearthmesh.node.rooms.receipt_credit import credit_receipt
+from hearthmesh.node.rooms.receipt_credit import credit_receipt, receipt_refusal
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.social.privacy import Privacy
 from hearthmesh.node.social.profile_events import apply_profile
@@ -195,9 +195,11 @@ class Inbox:
             refused = None  # judged on the opened plaintext, before the append (SPEC §31)
             if decision.result is None and envelope.kind in ACTION_KINDS:
                 refused = action_refusal(store, envelope)
+            elif decision.result is None and envelope.kind is Kind.RECEIPT:  # SPEC §16.2.3
+                refused = receipt_refusal(store, envelope, item.recipient)
             if decision.result is not None:  # deferred or rejected: fixed before the store
                 results.append(decision.result)
-            elif refused is not None:  # SPEC §31: an edit or recall of another user's message
+            elif refused is not None:  # another user's message acted on, a receipt not for us
                 if envelope is not item.envelope:  # opened above: keep nothing of it
                     store.forget_plaintext(envelope.message_id)
                 results.append(rejected(envelope.message_id, refused))
@@ -249,7 +251,9 @@ class Inbox:
                 self._react(store, reaction, envelope, now_ms, outcome)
         # a duplicate held back before a restart may be due now: the app has not seen it yet
         first = self._rules.first_seq_if_new(envelope)
-        released = self._release.offer(store, envelope, first_seq_if_new=first)
+        released = self._release.offer(
+            store, envelope, first_seq_if_new=first, new=stored is AppendResult.STORED
+        )
         outcome.released += [self._as_shown(store, e) for e in released]
         return result
 

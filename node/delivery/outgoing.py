@@ -31,6 +31,7 @@ from hearthmesh.node.rooms.message_actions import apply_recall
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.actions import target_of
+from hearthmesh.protocol.addressing import ADDRESSED_KINDS, UNSEQUENCED
 from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, encode_typing
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
 from hearthmesh.protocol.errors import (
@@ -54,8 +55,9 @@ from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["Outgoing", "Sealed", "WrittenTimes"]
 
-_NOT_GOSSIPED: Final = (Kind.MEMBERSHIP, Kind.PRIVATE)
-"""Membership goes by the guaranteed path only; private state only to our own homes."""
+_NOT_GOSSIPED: Final = frozenset({Kind.MEMBERSHIP, Kind.PRIVATE, *ADDRESSED_KINDS})
+"""Membership goes by the guaranteed path only; private state only to our own homes; a
+receipt only to the homes it is addressed to (SPEC §16.2.3)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -74,6 +76,8 @@ class Sealed:
     envelope: Envelope
     """As our homes show it: for encrypted content, the clear content over the encrypted wire."""
     members: frozenset[UserId]
+    to: frozenset[UserId] | None = None
+    """The users whose homes an addressed kind goes to (SPEC §16.2.3); None: every member."""
     acts_on: MessageId | None = None
     """The message an EDIT, RECALL or REACTION names, from the plaintext its writer had
     (SPEC §31.5): the sealed body may be ciphertext."""
@@ -128,27 +132,32 @@ class Outgoing:
         *,
         written: WrittenTimes | None = None,
         acts_on: MessageId | None = None,
+        to: frozenset[UserId] | None = None,
     ) -> Sealed:
         """Seal our user's envelope for `room`, taking its sequence number; nothing is stored.
 
         Whoever shows the stored event (the client feed) can learn it here, before `commit`.
         `written` (a client's written and sent times) stamps it where it was written
         (SPEC §31.6). `acts_on` names the message an action acts on, for the store's index.
+        `to` addresses a RECEIPT, and only a RECEIPT, to some members' homes; it takes no
+        sequence number (SPEC §8.5, §16.2.3).
 
         Raises:
             NotAuthorized: our user is not a member of `room`.
         """
         if kind is Kind.MEMBERSHIP:
             raise LocalProtocolError("membership changes go through change_membership")
+        if (to is not None) != (kind in ADDRESSED_KINDS):
+            raise LocalProtocolError(f"a {kind.name} is addressed to some members: RECEIPT only")
         members = await self._members.of(room)
         if self._user not in members:
             raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
         hlc = None if written is None else self._written_stamp(written)
+        addressed = to is not None
         if self._encryption is None or not e2ee.encrypts(kind):
-            envelope = self._seal(
-                room, content_type, kind, body, seq=await self._take_seq(room), hlc=hlc
-            )
-            return Sealed(envelope=envelope, members=members, acts_on=acts_on)
+            seq = UNSEQUENCED if addressed else await self._take_seq(room)
+            envelope = self._seal(room, content_type, kind, body, seq=seq, hlc=hlc)
+            return Sealed(envelope=envelope, members=members, to=to, acts_on=acts_on)
         # Nothing awaits between the encryption and the sequence numbers: sends seal in the
         # order they were encrypted, so a session's ROOM_KEY precedes every message using it.
         await self._load_seq(room)
@@ -157,12 +166,14 @@ class Outgoing:
             self._seal(room, e2ee.ROOM_KEY_CONTENT_TYPE, Kind.ROOM_KEY, key, seq=self._next(room))
             for key in encryption.key_bodies
         ]
+        seq = UNSEQUENCED if addressed else self._next(room)
         encrypted = self._seal(
-            room, e2ee.ENCRYPTED_CONTENT_TYPE, kind, encryption.body, seq=self._next(room), hlc=hlc
+            room, e2ee.ENCRYPTED_CONTENT_TYPE, kind, encryption.body, seq=seq, hlc=hlc
         )
         return Sealed(
             envelope=e2ee.opened_view(encrypted, content_type, body),
             members=members,
+            to=to,
             acts_on=acts_on,
             room_keys=tuple(room_keys),
             encryption=encryption,
@@ -173,14 +184,18 @@ class Outgoing:
         envelopes before it and the Megolm session's advance), then hand them to the outbox and
         gossip them. Returns once it is committed here: "sent"."""
         envelope, members = sealed.envelope, sealed.members
-        others: tuple[bytes, ...] = tuple(sorted(members - {self._user}))
-        recipients = others + self._sibling_destinations()  # our user's other homes get it too
+        siblings = self._sibling_destinations()  # our user's other homes get everything
+        everyone: tuple[bytes, ...] = tuple(sorted(members - {self._user})) + siblings
+        # A receipt goes to the homes of the users it names (SPEC §16.2.3); the room keys
+        # sealed before it, to every member.
+        addressees = sealed.to if sealed.to is not None else members
+        recipients = tuple(sorted((addressees & members) - {self._user})) + siblings
         # The entries are handed to the worker in memory, so they are stored already leased:
         # the outbox serves them again by itself only if this node dies before the ack.
         due_ms = self._outbox.lease_due_ms()
         requests = [
             *(
-                AppendRequest(envelope=key, outbox_to=recipients, next_attempt_ms=due_ms)
+                AppendRequest(envelope=key, outbox_to=everyone, next_attempt_ms=due_ms)
                 for key in sealed.room_keys
             ),
             AppendRequest(
@@ -201,8 +216,8 @@ class Outgoing:
         # Gossip is a fan-out: a direct room has one other home node, which the direct stream
         # reaches at once, so gossip would only double the work on both ends.
         gossiped = envelope.kind not in _NOT_GOSSIPED and not is_direct_room(envelope.room, members)
-        for each in (*sealed.room_keys, envelope):
-            self._outbox.submit(each, recipients)
+        for each, to in [*((key, everyone) for key in sealed.room_keys), (envelope, recipients)]:
+            self._outbox.submit(each, to)
             if gossiped:
                 self._publish(each)
         return envelope

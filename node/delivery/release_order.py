@@ -1,6 +1,7 @@
 """Per-sender sequence numbers on both ends (SPEC §8): the store side of the release order.
 
-Outgoing numbers come from the store's per-(room, device) index (`Store.last_seq`).
+Outgoing numbers come from the store's per-(room, device) index (`Store.last_seq`). A RECEIPT
+takes no number (SPEC §8.5): it goes to the app as it is stored.
 Incoming: `protocol.release.SenderReleases` decides what goes to the app and when the store
 must be read back (SPEC §8.4); this pump reads each sender's saved progress on first sight,
 and the highest number stored, reads back what the machine asks for, and saves the progress
@@ -10,6 +11,7 @@ here: none beyond the machine's.
 
 from __future__ import annotations
 
+from hearthmesh.protocol.addressing import is_sequenced
 from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.release import SenderGap, SenderReleases
 from hearthmesh.storage.api import MAX_SENDER_RANGE, Store
@@ -23,21 +25,23 @@ class ReleaseOrder:
     def __init__(self) -> None:
         self._machine = SenderReleases()
 
-    def offer(self, store: Store, envelope: Envelope, *, first_seq_if_new: int) -> list[Envelope]:
-        """Take a stored envelope (new, or a duplicate of one stored); return what may now go
-        to the app, in order.
+    def offer(
+        self, store: Store, envelope: Envelope, *, first_seq_if_new: int, new: bool = True
+    ) -> list[Envelope]:
+        """Take a stored envelope (`new`, or a duplicate of one stored); return what may now
+        go to the app, in order.
 
         Args:
             first_seq_if_new: where a sender never seen before starts (1 in a direct room; the
                 first number the guaranteed path brought in a group joined later).
         """
         room, device = sender = (envelope.room, envelope.sender_device)
-        if not self._machine.knows(sender):
+        if is_sequenced(envelope) and not self._machine.knows(sender):
             saved = store.release_progress(room, device)
             start = saved if saved is not None else first_seq_if_new
             last = store.last_seq(room, device)  # what a restart may have left unreleased
             self._machine.resume(sender, envelope.sender_user, start, last_stored=last)
-        step = self._machine.offer(envelope)
+        step = self._machine.offer(envelope, new=new)
         released = step.released
         while step.read_from is not None:
             first = step.read_from
@@ -49,7 +53,7 @@ class ReleaseOrder:
     def was_released(self, store: Store, envelope: Envelope) -> bool:
         """Did the envelope already go to the app (so something shown late must be told)?"""
         room, device = sender = (envelope.room, envelope.sender_device)
-        if self._machine.knows(sender):
+        if self._machine.knows(sender) or not is_sequenced(envelope):
             return self._machine.released_before(sender, envelope.seq)
         saved = store.release_progress(room, device)
         return saved is not None and saved > envelope.seq

@@ -5,6 +5,8 @@ another user's receipt raises that user's status of our messages; one of our own
 (sent by another of our devices, SPEC §22) raises our own status of the messages it names,
 so a message read on the phone is read on the laptop too. Crediting at storage time costs no
 commit of its own, and nothing stored is ever left uncredited, even while no client API runs.
+A receipt that reached a home it is not addressed to is refused before it is stored
+(`receipt_refusal`, SPEC §16.2.3). State owned here: none.
 """
 
 from __future__ import annotations
@@ -13,18 +15,19 @@ import logging
 
 from hearthmesh.node.e2ee.readable import content_of
 from hearthmesh.protocol.envelope import Envelope, MessageId
-from hearthmesh.protocol.errors import RemoteProtocolError
+from hearthmesh.protocol.errors import NotAddressed, RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.receipts import (
     Receipt,
     StatusUpdate,
+    address_refusal,
     decode_receipt,
     is_receiptable,
     receipt_updates,
 )
 from hearthmesh.storage.api import DeliveryStatus, Store
 
-__all__ = ["credit_receipt", "credited_updates"]
+__all__ = ["credit_receipt", "credited_updates", "receipt_refusal"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,25 @@ def credited_updates(
         if stored is not None and stored.envelope.sender_user == own:
             originals[message_id] = stored.envelope
     return receipt_updates(envelope, receipt, originals)
+
+
+def receipt_refusal(store: Store, envelope: Envelope, recipient: UserId) -> NotAddressed | None:
+    """Why a home of `recipient` refuses this (opened) RECEIPT, if it must (SPEC §16.2.3):
+    it names messages held here, none of them `recipient`'s. Reads only; one not opened yet
+    (no room key) or whose body does not decode is not judged."""
+    content = content_of(envelope)
+    if content is None:
+        return None
+    try:
+        receipt = decode_receipt(content.body)
+    except RemoteProtocolError:
+        return None  # stored as sent, it credits nothing (`credit_receipt`)
+    originals: dict[MessageId, Envelope] = {}
+    for message_id in receipt.message_ids:
+        stored = store.get_event(message_id)
+        if stored is not None:
+            originals[message_id] = stored.envelope
+    return address_refusal(envelope, receipt, recipient, originals)
 
 
 def credit_receipt(store: Store, own: UserId, envelope: Envelope, *, now_ms: int) -> None:

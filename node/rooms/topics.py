@@ -19,6 +19,7 @@ from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.supervisor import Supervisor
+from hearthmesh.protocol.addressing import check_gossiped
 from hearthmesh.protocol.authority import Ruling, gossip_ruling
 from hearthmesh.protocol.certificate_cache import VerifiedCertificates
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
@@ -69,8 +70,9 @@ class RoomTopics:
         self._subscribing: set[RoomId] = set()
 
     def check(self, message: GossipMessage) -> None:
-        """Topic check (trio thread): a verified envelope of this very room, that its sender may
-        write there (SPEC §14.1, §12.2), judged from the room's state in memory.
+        """Topic check (trio thread): a verified envelope of this very room, of a kind that
+        travels on gossip (SPEC §16.2.3), that its sender may write there (SPEC §14.1, §12.2),
+        judged from the room's state in memory.
 
         Raises:
             RemoteProtocolError: anything else, with the code that says whose fault it is; a
@@ -82,6 +84,7 @@ class RoomTopics:
         envelope = item.envelope
         if room_topic(envelope.room) != message.topic:
             raise MalformedMessage("an envelope of another room on this room's topic")
+        check_gossiped(envelope)  # a receipt goes to the homes it is addressed to only
         ruling = gossip_ruling(self._rooms.view(envelope.room), envelope)
         if ruling is Ruling.NEVER:
             raise NotAuthorized(f"{envelope.kind.name} from a sender who may not write it here")

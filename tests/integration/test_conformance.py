@@ -44,14 +44,14 @@ async def test_a_node_that_advertises_no_levels_is_tested_at_core_only(
         await stream.reset()
 
     monkeypatch.setattr(CapabilityServer, "serve", silent)
-    names = ("hello", "deliver_and_ack", "receipt", "sync_from_a_stranger")
+    names = ("hello", "deliver_and_ack", "receipt_not_addressed", "sync_from_a_stranger")
     cases = tuple(c for c in CASES if c.name in names)
     async with asyncio.timeout(60), home(tmp_path / "node") as h:
         report = await run_suite(h.node.listen_addrs[0], cases=cases)
         summary = report.as_json()
         assert tuple(r.name for r in report.results) == names[:2] and report.passed, summary
         assert summary["levels"] == {"advertised": None, "tested": ["core"], "passed": ["core"]}
-        assert summary["not_advertised"] == ["receipt", "sync_from_a_stranger"]
+        assert summary["not_advertised"] == ["receipt_not_addressed", "sync_from_a_stranger"]
         named = await run_suite(h.node.listen_addrs[0], cases=cases, levels=frozenset(Level))
     assert [r.name for r in named.results] == list(names) and named.passed, named.as_json()
 

@@ -48,7 +48,13 @@ async def test_a_receipt_raises_the_status_as_it_is_stored_with_no_api(
         sent = await alice.send(room, b"hello bob")
         await wait_until_digests_agree([alice, bob], room, 1)
         body = encode_receipt(Receipt(status=ReceiptStatus.READ, message_ids=(sent.message_id,)))
-        await bob.send(room, body, kind=Kind.RECEIPT, content_type=RECEIPT_CONTENT_TYPE)
+        await bob.send(
+            room,
+            body,
+            kind=Kind.RECEIPT,
+            content_type=RECEIPT_CONTENT_TYPE,
+            to=frozenset({alice.user_id}),  # the homes of whose message it names (§16.2.3)
+        )
 
         async def read_by_bob() -> int:
             return int(await _status(alice, sent.message_id, bob.user_id) == DeliveryStatus.READ)
@@ -70,7 +76,11 @@ async def test_a_read_on_one_device_is_read_on_the_others(
         await wait_until_members(laptop, room, 2)
         read = Receipt(status=ReceiptStatus.READ, message_ids=(message.message_id,))
         await laptop.send(
-            room, encode_receipt(read), kind=Kind.RECEIPT, content_type=RECEIPT_CONTENT_TYPE
+            room,
+            encode_receipt(read),
+            kind=Kind.RECEIPT,
+            content_type=RECEIPT_CONTENT_TYPE,
+            to=frozenset({bob.user_id}),  # and our own other homes: alice's phone (§16.2.3)
         )
 
         async def read_on_alice() -> int:

@@ -5,6 +5,7 @@ statuses once it opens, as on arrival (an R1 simulation showed such receipts nev
 from __future__ import annotations
 
 from hearthmesh.node.e2ee.opened_late import react_to_opened
+from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.delivery import AckStatus
 from hearthmesh.protocol.e2ee.megolm import ENCRYPTED_CONTENT_TYPE, opened_view
 from hearthmesh.protocol.envelope import Kind
@@ -33,7 +34,11 @@ def test_a_receipt_stored_before_its_room_key_credits_its_statuses_once_it_opens
     assert all(r.status is AckStatus.STORED for r in outcome.results)
     body = encode_receipt(Receipt(status=ReceiptStatus.DELIVERED, message_ids=(ours.message_id,)))
     held = sealed(
-        MEMBER, 1, kind=Kind.RECEIPT, body=b"\x84\x00\x01", content_type=ENCRYPTED_CONTENT_TYPE
+        MEMBER,
+        UNSEQUENCED,
+        kind=Kind.RECEIPT,
+        body=b"\x84\x00\x01",
+        content_type=ENCRYPTED_CONTENT_TYPE,
     )
 
     outcome = inbox.accept(store, [arrival(held)], now_ms=5, peer=PEER)

@@ -8,6 +8,7 @@ import itertools
 
 import pytest
 
+from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.arrival import (
     ArrivalRules,
     Decision,
@@ -73,7 +74,7 @@ def sealed(
         kind=kind,
         room=room,
         sender_user=uid(who),
-        seq=n if seq is None else seq,
+        seq=(UNSEQUENCED if kind is Kind.RECEIPT else n) if seq is None else seq,
         hlc=Timestamp(wall_ms=1_000 + n, counter=0),
         content_type=content_type,
         body=body,

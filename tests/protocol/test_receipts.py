@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hearthmesh.protocol.content import TEXT_CONTENT_TYPE
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
-from hearthmesh.protocol.errors import MalformedMessage, RemoteProtocolError
+from hearthmesh.protocol.errors import ErrorCode, MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, keypair_from_seed
 from hearthmesh.protocol.receipts import (
@@ -18,6 +18,7 @@ from hearthmesh.protocol.receipts import (
     RECEIPT_CONTENT_TYPE,
     Receipt,
     ReceiptStatus,
+    address_refusal,
     aggregate_status,
     decode_receipt,
     encode_receipt,
@@ -91,3 +92,28 @@ def test_group_aggregate_is_the_lowest_recipient_status() -> None:
     assert aggregate_status(a, {a, b, c}, {b: 3, c: 2}) is ReceiptStatus.DELIVERED
     assert aggregate_status(a, {a, b, c}, {b: 3, c: 3}) is ReceiptStatus.READ
     assert aggregate_status(a, {a}, {}) is ReceiptStatus.READ
+
+
+CAROL = keypair_from_seed(b"\x03" * 32)
+
+
+def test_a_receipt_is_for_the_homes_of_whose_messages_it_names_and_its_senders_own() -> None:
+    """SPEC §16.2.3: bob's receipt of alice's message is for alice's homes and bob's own;
+    carol's home refuses it once it holds the message and sees it is not carol's."""
+    alice_message = _env(ALICE, Kind.MESSAGE, b"hi")
+    carol_message = _env(CAROL, Kind.MESSAGE, b"yo")
+    named = (alice_message.message_id,)
+    receipt = Receipt(status=ReceiptStatus.READ, message_ids=named)
+    envelope = _env(BOB, Kind.RECEIPT, encode_receipt(receipt))
+    held = {alice_message.message_id: alice_message, carol_message.message_id: carol_message}
+    alice, bob, carol = (UserId(k.public) for k in (ALICE, BOB, CAROL))
+    assert address_refusal(envelope, receipt, alice, held) is None
+    assert address_refusal(envelope, receipt, bob, {}) is None  # bob's other home
+    refusal = address_refusal(envelope, receipt, carol, held)
+    assert refusal is not None and refusal.code == ErrorCode.NOT_ADDRESSED
+    assert address_refusal(envelope, receipt, carol, {}) is None  # nothing held: not judged
+    elsewhere = _env(ALICE, Kind.MESSAGE, b"hi", room=RoomId(b"\x08" * 32))
+    other_room = Receipt(status=ReceiptStatus.READ, message_ids=(elsewhere.message_id,))
+    assert address_refusal(envelope, other_room, carol, {elsewhere.message_id: elsewhere}) is None
+    both = Receipt(status=ReceiptStatus.READ, message_ids=(named[0], carol_message.message_id))
+    assert address_refusal(envelope, both, carol, held) is None  # names one of carol's too

@@ -113,7 +113,9 @@ async def _out_of_order(s: Session) -> str:
     return ",".join([await s.deliver([third.wire]), await s.deliver([second.wire])])
 
 
-async def _receipt(s: Session) -> str:
+async def _receipt_not_addressed(s: Session) -> str:
+    """A receipt naming only our own message, delivered to the node's user: it is addressed
+    to the homes of the users whose messages it names, never to anyone else's (SPEC §16.2.3)."""
     body = encode_receipt(
         Receipt(status=ReceiptStatus.READ, message_ids=(s.delivered[0].message_id,))
     )
@@ -121,6 +123,21 @@ async def _receipt(s: Session) -> str:
         Kind.RECEIPT, s.room, body, now_ms=s.kit.now_ms(), content_type=RECEIPT_CONTENT_TYPE
     )
     return await s.deliver([envelope.wire])
+
+
+async def _receipt_sequenced(s: Session) -> str:
+    """A RECEIPT that takes a place in its sender's sequence (SPEC §8.5) is malformed."""
+    body = encode_receipt(
+        Receipt(status=ReceiptStatus.READ, message_ids=(s.delivered[0].message_id,))
+    )
+    wire = s.kit.forge.raw(
+        room=s.room,
+        now_ms=s.kit.now_ms(),
+        kind=int(Kind.RECEIPT),
+        body=body,
+        content_type=RECEIPT_CONTENT_TYPE,
+    )
+    return await s.deliver([wire])
 
 
 async def _shown_once_in_order(s: Session) -> str:
@@ -313,7 +330,20 @@ CASES: Final[tuple[Case, ...]] = (
         level=Level.IM,
     ),
     Case(name="gap_fetch", section="§26.4", expected="ANSWER:1,2,3", run=_gap_fetch),
-    Case(name="receipt", section="§16.2", expected="STORED", run=_receipt, level=Level.IM),
+    Case(
+        name="receipt_not_addressed",
+        section="§16.2.3",
+        expected="REJECTED:NOT_ADDRESSED",
+        run=_receipt_not_addressed,
+        level=Level.IM,
+    ),
+    Case(
+        name="receipt_sequenced",
+        section="§8.5",
+        expected="REJECTED:MALFORMED",
+        run=_receipt_sequenced,
+        level=Level.IM,
+    ),
     Case(
         name="group_created",
         section="§12.2",

@@ -15,6 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Final
 
+from hearthmesh.protocol.addressing import ADDRESSED_KINDS, UNSEQUENCED
 from hearthmesh.protocol.canonical import CborValue, encode_canonical
 from hearthmesh.protocol.content import (
     MEDIA_CONTENT_TYPE,
@@ -139,13 +140,14 @@ class EnvelopeForge:
         now_ms: int,
         content_type: str = TEXT_CONTENT_TYPE,
     ) -> Envelope:
-        """A valid envelope of `kind` in `room`, signed by our device (SPEC §5)."""
+        """A valid envelope of `kind` in `room`, signed by our device (SPEC §5); a RECEIPT
+        takes no number of the sequence (SPEC §8.5)."""
         return seal(
             self.stranger.device,
             kind=kind,
             room=room,
             sender_user=self.stranger.user_id,
-            seq=self._next_seq(room),
+            seq=UNSEQUENCED if kind in ADDRESSED_KINDS else self._next_seq(room),
             hlc=Timestamp(wall_ms=now_ms, counter=0),
             content_type=content_type,
             body=body,

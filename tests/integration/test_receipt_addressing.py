@@ -1,0 +1,139 @@
+"""Receipts go to the message's sender, not to every member (SPEC §8.5, §16.2.3).
+
+Real homes on 127.0.0.1 with their client API: in a group of three, alice's home gets bob's
+and carol's receipts and the aggregate, carol's home never stores bob's receipt and sees no gap
+in bob's sequence; a receipt delivered or gossiped where it is not addressed is refused with
+NOT_ADDRESSED (16) and charged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hearthmesh.node.node import Node
+from hearthmesh.protocol.envelope import Kind, RoomId
+from hearthmesh.protocol.gossip import room_topic
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.receipts import (
+    RECEIPT_CONTENT_TYPE,
+    Receipt,
+    ReceiptStatus,
+    encode_receipt,
+)
+from hearthmesh.protocol.standing import StandingPolicy
+from hearthmesh.tools.hostile.peer import HostilePeer
+
+from .api_helpers import Home, Socket, home, link
+from .conftest import NodeFactory, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+async def _receipt_senders(node: Node, room: RoomId) -> set[UserId]:
+    """Whose RECEIPT envelopes `node` stores in `room`."""
+    page = await node.history(room, limit=500)
+    return {e.envelope.sender_user for e in page.events if e.envelope.kind is Kind.RECEIPT}
+
+
+async def _user(h: Home) -> str:
+    user: str = (await h.status())["user_id"]
+    return user
+
+
+async def _receipts_until_both(alice_ws: Socket, message_id: str) -> dict[str, Any]:
+    """alice's `receipt` frames for `message_id` until both recipients are credited, in
+    whichever order they came; the last frame (its aggregate is over both)."""
+    statuses: dict[str, str] = {}
+    while True:
+        frame = await alice_ws.next("receipt", lambda f: f["message_id"] == message_id)
+        statuses[frame["user_id"]] = frame["status"]
+        if len(statuses) == 2:
+            frame["statuses"] = statuses
+            return frame
+
+
+async def test_a_groups_receipts_reach_the_senders_homes_alone_and_leave_no_gap(
+    tmp_path: Path,
+) -> None:
+    async with (
+        asyncio.timeout(90),
+        home(tmp_path / "a") as a,
+        home(tmp_path / "b") as b,
+        home(tmp_path / "c") as c,
+    ):
+        await link(a, b)
+        await link(a, c)
+        await link(b, c)
+        bob, carol = await _user(b), await _user(c)
+        async with a.socket() as alice_ws, b.socket() as bob_ws, c.socket() as carol_ws:
+            group = await a.client.call(
+                "POST", "/v1/groups", {"name": "hearth", "members": [bob, carol]}
+            )
+            room = group["id"]
+            for ws in (bob_ws, carol_ws):
+                await ws.next(
+                    "membership", lambda f: f["room_id"] == room and len(f["members"]) == 3
+                )
+            await alice_ws.send(event="send", room_id=room, message="hello all", client_id="g1")
+            sent = await alice_ws.next("message_sent")
+            for ws in (bob_ws, carol_ws):
+                await ws.next("message", lambda f: f.get("room_id") == room)
+            await bob_ws.send(event="ack", message_id=sent["message_id"], status="read")
+            await carol_ws.send(event="ack", message_id=sent["message_id"], status="delivered")
+            last = await _receipts_until_both(alice_ws, sent["message_id"])
+            assert last["statuses"] == {bob: "read", carol: "delivered"}
+            assert last["aggregate"] == "delivered"  # SPEC §16.4: the lowest over both
+
+            # bob's receipt is committed on his home (alice has it): his next message, a
+            # sequenced one, is shown to carol with nothing in between to wait for (SPEC §8.5)
+            await bob_ws.send(
+                event="send", room_id=room, message="after my receipt", client_id="b1"
+            )
+            later = await bob_ws.next("message_sent")
+            shown = await carol_ws.next(
+                "message", lambda f: f.get("message_id") == later["message_id"]
+            )
+            assert shown["message"] == "after my receipt"
+            await alice_ws.next("message", lambda f: f.get("message_id") == later["message_id"])
+
+        group_room = RoomId(bytes.fromhex(room))
+        bob_id, carol_id = UserId(bytes.fromhex(bob)), UserId(bytes.fromhex(carol))
+        assert await _receipt_senders(a.node, group_room) == {bob_id, carol_id}
+        assert await _receipt_senders(c.node, group_room) == {carol_id}  # only its own
+        assert await _receipt_senders(b.node, group_room) == {bob_id}
+
+
+async def test_a_receipt_delivered_or_gossiped_where_it_is_not_addressed_is_refused_and_charged(
+    make_node: NodeFactory,
+) -> None:
+    """Mallory's receipt names only her own message and is delivered to bob's home: bob's
+    home refuses it NOT_ADDRESSED, stores nothing and charges her; the same receipt on the
+    room's gossip topic is dropped by the topic check and charged too."""
+    async with asyncio.timeout(30), make_node("bob") as bob, HostilePeer() as mallory:
+        await mallory.connect(bob.listen_addrs[0])
+        room = await bob.open_direct(UserId(mallory.user_id))  # bob follows the room's topic
+        forge = mallory.forge
+        hers = forge.message(room, "hi bob", now_ms=mallory.now_ms())
+        assert await mallory.deliver_wires(bob.peer_id, [hers.wire], bob.user_id) == ["STORED"]
+        body = encode_receipt(Receipt(status=ReceiptStatus.READ, message_ids=(hers.message_id,)))
+        receipt = forge.seal(
+            Kind.RECEIPT, room, body, now_ms=mallory.now_ms(), content_type=RECEIPT_CONTENT_TYPE
+        )
+        outcome = await mallory.deliver_wires(bob.peer_id, [receipt.wire], bob.user_id)
+        assert outcome == ["REJECTED:NOT_ADDRESSED"]
+        points = bob.peer_points(mallory.peer_id)
+        assert points == StandingPolicy().item_points
+        assert await bob.get_event(receipt.message_id) is None
+
+        topic = room_topic(room)
+        assert await mallory.join(topic, bob.peer_id)
+        gossiped = forge.seal(
+            Kind.RECEIPT, room, body, now_ms=mallory.now_ms(), content_type=RECEIPT_CONTENT_TYPE
+        )
+        assert await mallory.publish(topic, mallory.gossip(gossiped.wire)) == "published"
+        await wait_until(lambda: bob.peer_points(mallory.peer_id) > points)
+        assert await bob.get_event(gossiped.message_id) is None

@@ -1,0 +1,92 @@
+"""Receipts are addressed, unsequenced and never gossiped (SPEC §8.5, §16.2.3)."""
+
+from __future__ import annotations
+
+import pytest
+
+from hearthmesh.protocol.addressing import (
+    UNSEQUENCED,
+    check_gossiped,
+    check_sequencing,
+    is_sequenced,
+)
+from hearthmesh.protocol.arrival import ArrivalRules, Verdict
+from hearthmesh.protocol.envelope import MAX_SEQ, Envelope, Kind, RoomId, seal
+from hearthmesh.protocol.errors import ErrorCode, MalformedMessage, NotAddressed
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import UserId, keypair_from_seed
+from hearthmesh.protocol.receipts import (
+    RECEIPT_CONTENT_TYPE,
+    Receipt,
+    ReceiptStatus,
+    encode_receipt,
+)
+from hearthmesh.protocol.release import SenderReleases
+from hearthmesh.protocol.standing import OFFENCE_CODES
+
+KEY = keypair_from_seed(b"\x09" * 32)
+ROOM = RoomId(b"\x0a" * 32)
+
+
+def _envelope(kind: Kind, seq: int) -> Envelope:
+    body = encode_receipt(Receipt(status=ReceiptStatus.READ, message_ids=(b"\x01" * 32,)))  # type: ignore[arg-type]
+    return seal(
+        KEY,
+        kind=kind,
+        room=ROOM,
+        sender_user=UserId(KEY.public),
+        seq=seq,
+        hlc=Timestamp(wall_ms=1_000 + seq % 1000, counter=0),
+        content_type=RECEIPT_CONTENT_TYPE if kind is Kind.RECEIPT else "text/plain",
+        body=body,
+    )
+
+
+def test_a_receipt_carries_the_unsequenced_number_and_nothing_else_does() -> None:
+    assert UNSEQUENCED == MAX_SEQ
+    check_sequencing(_envelope(Kind.RECEIPT, UNSEQUENCED))
+    check_sequencing(_envelope(Kind.MESSAGE, 7))
+    assert not is_sequenced(_envelope(Kind.RECEIPT, UNSEQUENCED))
+    assert is_sequenced(_envelope(Kind.MESSAGE, 7))
+    for bad in (_envelope(Kind.RECEIPT, 3), _envelope(Kind.MESSAGE, UNSEQUENCED)):
+        with pytest.raises(MalformedMessage):
+            check_sequencing(bad)
+
+
+def test_a_sequenced_receipt_is_refused_malformed_even_by_a_relay() -> None:
+    rules = ArrivalRules({UserId(b"\x55" * 32)})
+    for recipient in (UserId(b"\x55" * 32), UserId(b"\x66" * 32)):  # ours, then relayed
+        decision = rules.decide(
+            _envelope(Kind.RECEIPT, 3),
+            recipient=recipient,
+            device_listed=None,
+            rooms=_NoRooms(),
+            now_ms=0,
+        )
+        assert decision.verdict is Verdict.REJECT and decision.result is not None
+        assert decision.result.code == ErrorCode.MALFORMED
+
+
+def test_a_receipt_never_travels_on_gossip_and_the_refusal_is_charged() -> None:
+    with pytest.raises(NotAddressed) as raised:
+        check_gossiped(_envelope(Kind.RECEIPT, UNSEQUENCED))
+    assert raised.value.code == ErrorCode.NOT_ADDRESSED == 16
+    assert ErrorCode.NOT_ADDRESSED in OFFENCE_CODES
+    check_gossiped(_envelope(Kind.MESSAGE, 1))
+
+
+def test_an_unsequenced_receipt_goes_to_the_app_once_as_it_is_stored_and_leaves_no_gap() -> None:
+    releases = SenderReleases()
+    receipt = _envelope(Kind.RECEIPT, UNSEQUENCED)
+    assert releases.offer(receipt).released == [receipt]  # no sender resumed, nothing waits
+    assert releases.offer(receipt, new=False).released == []  # a duplicate: told once
+    assert releases.held() == 0 and releases.gaps() == []
+    assert releases.released_before((ROOM, KEY.public), UNSEQUENCED)  # type: ignore[arg-type]
+
+
+class _NoRooms:
+    def state(self, room: RoomId) -> None:
+        return None
+
+    def membership_log(self, room: RoomId) -> object:
+        raise AssertionError("not read")
