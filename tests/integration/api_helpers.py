@@ -137,3 +137,40 @@ async def link(a: Home, b: Home) -> None:
     """Dial b from a through a's API (swaps home records)."""
     address = (await b.status())["listen_addrs"][0]
     await a.client.call("POST", "/v1/peers", {"address": address})
+
+
+@dataclass
+class GroupOfThree:
+    """Three homes, linked, each with one client socket, in a group alice (the first) made."""
+
+    homes: tuple[Home, Home, Home]
+    sockets: tuple[Socket, Socket, Socket]
+    users: tuple[str, str, str]
+    room: str
+    """The group's id, as the API names it."""
+
+
+@asynccontextmanager
+async def group_of_three(path: Path) -> AsyncIterator[GroupOfThree]:
+    """alice, bob and carol on three homes under `path`, once bob's and carol's clients show
+    the group with its three members. Callers bound it with `asyncio.timeout`."""
+    async with home(path / "a") as a, home(path / "b") as b, home(path / "c") as c:
+        await link(a, b)
+        await link(a, c)
+        await link(b, c)
+        alice, bob, carol = [(await h.status())["user_id"] for h in (a, b, c)]
+        async with a.socket() as alice_ws, b.socket() as bob_ws, c.socket() as carol_ws:
+            group = await a.client.call(
+                "POST", "/v1/groups", {"name": "hearth", "members": [bob, carol]}
+            )
+            room: str = group["id"]
+            for ws in (bob_ws, carol_ws):
+                await ws.next(
+                    "membership", lambda f: f["room_id"] == room and len(f["members"]) == 3
+                )
+            yield GroupOfThree(
+                homes=(a, b, c),
+                sockets=(alice_ws, bob_ws, carol_ws),
+                users=(alice, bob, carol),
+                room=room,
+            )

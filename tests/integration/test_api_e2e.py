@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from .api_helpers import Home, befriend, home, link, open_conversation
+from .api_helpers import Home, befriend, group_of_three, home, link, open_conversation
 
 pytestmark = pytest.mark.integration
 
@@ -138,40 +138,25 @@ async def test_push_reaches_a_webhook_while_bob_has_no_client(tmp_path: Path) ->
 
 
 async def test_group_of_three_gets_messages_and_aggregated_receipts(tmp_path: Path) -> None:
-    async with (
-        asyncio.timeout(20),
-        home(tmp_path / "a") as a,
-        home(tmp_path / "b") as b,
-        home(tmp_path / "c") as c,
-    ):
-        await link(a, b)
-        await link(a, c)
-        await link(b, c)
-        bob, carol = await _user(b), await _user(c)
-        async with a.socket() as alice_ws, b.socket() as bob_ws, c.socket() as carol_ws:
-            group = await a.client.call(
-                "POST", "/v1/groups", {"name": "hearth", "members": [bob, carol]}
-            )
-            room = group["id"]
-            for ws in (bob_ws, carol_ws):
-                await ws.next(
-                    "membership", lambda f: f["room_id"] == room and len(f["members"]) == 3
-                )
-            await alice_ws.send(event="get_all_group", request_id="g")
-            groups = await alice_ws.next("all_group")
-            assert [g["name"] for g in groups["groups"]] == ["hearth"]
-            await alice_ws.send(event="send", room_id=room, message="hello all", client_id="g1")
-            sent = await alice_ws.next("message_sent")
-            for ws in (bob_ws, carol_ws):
-                got = await ws.next("message", lambda f: f.get("room_id") == room)
-                assert got["message"] == "hello all"
-            await bob_ws.send(event="ack", message_id=sent["message_id"], status="read")
-            first = await alice_ws.next("receipt")
-            assert (first["status"], first["aggregate"]) == ("read", "sent")  # carol not yet
-            await carol_ws.send(event="ack", message_id=sent["message_id"], status="delivered")
-            second = await alice_ws.next("receipt")
-            assert (second["status"], second["aggregate"]) == ("delivered", "delivered")
-            await carol_ws.send(event="leave_group", room_id=room, request_id="bye")
-            await carol_ws.next("group_left")
-            left = await alice_ws.next("membership", lambda f: len(f["members"]) == 2)
-            assert carol not in left["members"]
+    async with asyncio.timeout(20), group_of_three(tmp_path) as group:
+        alice_ws, bob_ws, carol_ws = group.sockets
+        carol = group.users[2]
+        room = group.room
+        await alice_ws.send(event="get_all_group", request_id="g")
+        groups = await alice_ws.next("all_group")
+        assert [g["name"] for g in groups["groups"]] == ["hearth"]
+        await alice_ws.send(event="send", room_id=room, message="hello all", client_id="g1")
+        sent = await alice_ws.next("message_sent")
+        for ws in (bob_ws, carol_ws):
+            got = await ws.next("message", lambda f: f.get("room_id") == room)
+            assert got["message"] == "hello all"
+        await bob_ws.send(event="ack", message_id=sent["message_id"], status="read")
+        first = await alice_ws.next("receipt")
+        assert (first["status"], first["aggregate"]) == ("read", "sent")  # carol not yet
+        await carol_ws.send(event="ack", message_id=sent["message_id"], status="delivered")
+        second = await alice_ws.next("receipt")
+        assert (second["status"], second["aggregate"]) == ("delivered", "delivered")
+        await carol_ws.send(event="leave_group", room_id=room, request_id="bye")
+        await carol_ws.next("group_left")
+        left = await alice_ws.next("membership", lambda f: len(f["members"]) == 2)
+        assert carol not in left["members"]

@@ -27,7 +27,7 @@ from hearthmesh.protocol.receipts import (
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.hostile.peer import HostilePeer
 
-from .api_helpers import Home, Socket, home, link
+from .api_helpers import Socket, group_of_three
 from .conftest import NodeFactory, wait_until
 
 pytestmark = pytest.mark.integration
@@ -37,11 +37,6 @@ async def _receipt_senders(node: Node, room: RoomId) -> set[UserId]:
     """Whose RECEIPT envelopes `node` stores in `room`."""
     page = await node.history(room, limit=500)
     return {e.envelope.sender_user for e in page.events if e.envelope.kind is Kind.RECEIPT}
-
-
-async def _user(h: Home) -> str:
-    user: str = (await h.status())["user_id"]
-    return user
 
 
 async def _receipts_until_both(alice_ws: Socket, message_id: str) -> dict[str, Any]:
@@ -59,49 +54,31 @@ async def _receipts_until_both(alice_ws: Socket, message_id: str) -> dict[str, A
 async def test_a_groups_receipts_reach_the_senders_homes_alone_and_leave_no_gap(
     tmp_path: Path,
 ) -> None:
-    async with (
-        asyncio.timeout(90),
-        home(tmp_path / "a") as a,
-        home(tmp_path / "b") as b,
-        home(tmp_path / "c") as c,
-    ):
-        await link(a, b)
-        await link(a, c)
-        await link(b, c)
-        bob, carol = await _user(b), await _user(c)
-        async with a.socket() as alice_ws, b.socket() as bob_ws, c.socket() as carol_ws:
-            group = await a.client.call(
-                "POST", "/v1/groups", {"name": "hearth", "members": [bob, carol]}
-            )
-            room = group["id"]
-            for ws in (bob_ws, carol_ws):
-                await ws.next(
-                    "membership", lambda f: f["room_id"] == room and len(f["members"]) == 3
-                )
-            await alice_ws.send(event="send", room_id=room, message="hello all", client_id="g1")
-            sent = await alice_ws.next("message_sent")
-            for ws in (bob_ws, carol_ws):
-                await ws.next("message", lambda f: f.get("room_id") == room)
-            await bob_ws.send(event="ack", message_id=sent["message_id"], status="read")
-            await carol_ws.send(event="ack", message_id=sent["message_id"], status="delivered")
-            last = await _receipts_until_both(alice_ws, sent["message_id"])
-            assert last["statuses"] == {bob: "read", carol: "delivered"}
-            assert last["aggregate"] == "delivered"  # SPEC §16.4: the lowest over both
+    async with asyncio.timeout(90), group_of_three(tmp_path) as group:
+        a, b, c = group.homes
+        alice_ws, bob_ws, carol_ws = group.sockets
+        _, bob, carol = group.users
+        room = group.room
+        await alice_ws.send(event="send", room_id=room, message="hello all", client_id="g1")
+        sent = await alice_ws.next("message_sent")
+        for ws in (bob_ws, carol_ws):
+            await ws.next("message", lambda f: f.get("room_id") == room)
+        await bob_ws.send(event="ack", message_id=sent["message_id"], status="read")
+        await carol_ws.send(event="ack", message_id=sent["message_id"], status="delivered")
+        last = await _receipts_until_both(alice_ws, sent["message_id"])
+        assert last["statuses"] == {bob: "read", carol: "delivered"}
+        assert last["aggregate"] == "delivered"  # SPEC §16.4: the lowest over both
 
-            # bob's receipt is committed on his home (alice has it): his next message, a
-            # sequenced one, is shown to carol with nothing in between to wait for (SPEC §8.5)
-            await bob_ws.send(
-                event="send", room_id=room, message="after my receipt", client_id="b1"
-            )
-            later = await bob_ws.next("message_sent")
-            shown = await carol_ws.next(
-                "message", lambda f: f.get("message_id") == later["message_id"]
-            )
-            assert shown["message"] == "after my receipt"
-            await alice_ws.next("message", lambda f: f.get("message_id") == later["message_id"])
+        # bob's receipt is committed on his home (alice has it): his next message, a
+        # sequenced one, is shown to carol with nothing in between to wait for (SPEC §8.5)
+        await bob_ws.send(event="send", room_id=room, message="after my receipt", client_id="b1")
+        later = await bob_ws.next("message_sent")
+        shown = await carol_ws.next("message", lambda f: f.get("message_id") == later["message_id"])
+        assert shown["message"] == "after my receipt"
+        await alice_ws.next("message", lambda f: f.get("message_id") == later["message_id"])
 
         group_room = RoomId(bytes.fromhex(room))
-        bob_id, carol_id = UserId(bytes.fromhex(bob)), UserId(bytes.fromhex(carol))
+        bob_id, carol_id = b.node.user_id, c.node.user_id
         assert await _receipt_senders(a.node, group_room) == {bob_id, carol_id}
         assert await _receipt_senders(c.node, group_room) == {carol_id}  # only its own
         assert await _receipt_senders(b.node, group_room) == {bob_id}

@@ -15,6 +15,8 @@ from hearthmesh.protocol.envelope import MAX_SEQ, Envelope, Kind, RoomId, seal
 from hearthmesh.protocol.errors import ErrorCode, MalformedMessage, NotAddressed
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, keypair_from_seed
+from hearthmesh.protocol.membership import RoomState
+from hearthmesh.protocol.membership_log import MembershipLog
 from hearthmesh.protocol.receipts import (
     RECEIPT_CONTENT_TYPE,
     Receipt,
@@ -70,7 +72,7 @@ def test_a_sequenced_receipt_is_refused_malformed_even_by_a_relay() -> None:
 def test_a_receipt_never_travels_on_gossip_and_the_refusal_is_charged() -> None:
     with pytest.raises(NotAddressed) as raised:
         check_gossiped(_envelope(Kind.RECEIPT, UNSEQUENCED))
-    assert raised.value.code == ErrorCode.NOT_ADDRESSED == 16
+    assert raised.value.code == ErrorCode.NOT_ADDRESSED and int(ErrorCode.NOT_ADDRESSED) == 16
     assert ErrorCode.NOT_ADDRESSED in OFFENCE_CODES
     check_gossiped(_envelope(Kind.MESSAGE, 1))
 
@@ -85,8 +87,10 @@ def test_an_unsequenced_receipt_goes_to_the_app_once_as_it_is_stored_and_leaves_
 
 
 class _NoRooms:
-    def state(self, room: RoomId) -> None:
-        return None
+    """No room is known here: the sequencing check comes before any room is read."""
 
-    def membership_log(self, room: RoomId) -> object:
+    def state(self, room: RoomId) -> RoomState | None:
+        raise AssertionError("not read")
+
+    def membership_log(self, room: RoomId) -> MembershipLog:
         raise AssertionError("not read")
