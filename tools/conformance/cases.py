@@ -116,28 +116,33 @@ async def _out_of_order(s: Session) -> str:
 async def _receipt_not_addressed(s: Session) -> str:
     """A receipt naming only our own message, delivered to the node's user: it is addressed
     to the homes of the users whose messages it names, never to anyone else's (SPEC §16.2.3)."""
-    body = encode_receipt(
-        Receipt(status=ReceiptStatus.READ, message_ids=(s.delivered[0].message_id,))
-    )
     envelope = s.kit.forge.seal(
-        Kind.RECEIPT, s.room, body, now_ms=s.kit.now_ms(), content_type=RECEIPT_CONTENT_TYPE
+        Kind.RECEIPT,
+        s.room,
+        _read_of_ours(s),
+        now_ms=s.kit.now_ms(),
+        content_type=RECEIPT_CONTENT_TYPE,
     )
     return await s.deliver([envelope.wire])
 
 
 async def _receipt_sequenced(s: Session) -> str:
     """A RECEIPT that takes a place in its sender's sequence (SPEC §8.5) is malformed."""
-    body = encode_receipt(
-        Receipt(status=ReceiptStatus.READ, message_ids=(s.delivered[0].message_id,))
-    )
     wire = s.kit.forge.raw(
         room=s.room,
         now_ms=s.kit.now_ms(),
         kind=int(Kind.RECEIPT),
-        body=body,
+        body=_read_of_ours(s),
         content_type=RECEIPT_CONTENT_TYPE,
     )
     return await s.deliver([wire])
+
+
+def _read_of_ours(s: Session) -> bytes:
+    """A READ receipt body naming the first message we delivered."""
+    return encode_receipt(
+        Receipt(status=ReceiptStatus.READ, message_ids=(s.delivered[0].message_id,))
+    )
 
 
 async def _shown_once_in_order(s: Session) -> str:
