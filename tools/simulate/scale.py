@@ -263,6 +263,8 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
             "absent_members": members - size,
             "failed_dials": undialled,
             "setup_s": {step: round(at, 1) for step, at in run.setup.items()},
+            # from the mesh connected until every real member's client showed the whole group
+            "formation_s": round(run.setup["group_s"] - run.setup["connected_s"], 1),
             "idle": idle,
             "workload": {
                 **work,
