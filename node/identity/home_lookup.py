@@ -4,10 +4,15 @@ The outbox asks for a recipient's home each time it has a batch for a user whose
 not know, and the media fetcher for each reference. Asking the DHT every time would send one
 network walk per batch for as long as the user stays unknown, so a lookup that found nothing
 is not repeated before the §11.5 backoff for that user (growing with consecutive misses), and
-callers asking for the same user at once share one lookup. At most `LOOKUPS_AT_ONCE` walks run
-at a time: a group's absent members are hundreds of users looked up together, and as many
-concurrent walks opened more streams to each peer than its slots allow (SPEC §10.4), so the
-peers reset them and banned this node.
+callers asking for the same user at once share one lookup. A user missed `LONG_MISS_AFTER` times
+in a row (a minute or two of tries) is known nowhere for now: asked again only after
+`LONG_MISS_WAIT_MS` (SPEC §13.5). A group's absent members are hundreds of such users; at the
+§11.5 cap each was walked for once a minute by every home holding their rows, a DHT walk per
+user per minute that grew with the group's absent members, not with anything sent. A record
+learnt by hello, presence or another lookup needs no lookup (its probe runs at once, §11.5.2).
+At most `LOOKUPS_AT_ONCE` walks run at a time: a group's absent members are hundreds of users
+looked up together, and as many concurrent walks opened more streams to each peer than its
+slots allow (SPEC §10.4), so the peers reset them and banned this node.
 
 State: per user, the misses in a row and when to ask again, the lookups running, and the
 slots of the walks under way.
@@ -24,7 +29,13 @@ from hearthmesh.node.clock import Clock
 from hearthmesh.protocol.backoff import next_attempt_ms
 from hearthmesh.protocol.identity import Rng, UserId
 
-__all__ = ["LOOKUPS_AT_ONCE", "MAX_REMEMBERED_MISSES", "HomeLookups"]
+__all__ = [
+    "LONG_MISS_AFTER",
+    "LONG_MISS_WAIT_MS",
+    "LOOKUPS_AT_ONCE",
+    "MAX_REMEMBERED_MISSES",
+    "HomeLookups",
+]
 
 LOOKUPS_AT_ONCE: Final = 4
 """DHT walks under way at once; the others wait their turn (each walk opens streams to several
@@ -32,6 +43,13 @@ peers, and a peer resets what passes its per-peer slots)."""
 
 MAX_REMEMBERED_MISSES: Final = 10_000
 """Users whose misses are remembered; the oldest are forgotten first (and asked again)."""
+
+LONG_MISS_AFTER: Final = 8
+"""Consecutive misses after which a user counts as known nowhere (SPEC §13.5): the §11.5
+delays before it add up to about two minutes."""
+
+LONG_MISS_WAIT_MS: Final = 15 * 60_000
+"""How long a user known nowhere waits for its next lookup (uniform in its second half)."""
 
 
 class HomeLookups:
@@ -83,6 +101,12 @@ class HomeLookups:
             self._misses.pop(user, None)
             return
         misses = self._misses.pop(user, (0, 0))[0] + 1
-        self._misses[user] = (misses, next_attempt_ms(misses, self._clock.now_ms(), self._rng))
+        now_ms = self._clock.now_ms()
+        if misses >= LONG_MISS_AFTER:
+            half = LONG_MISS_WAIT_MS // 2
+            again_ms = now_ms + half + int.from_bytes(self._rng(4), "big") % (half + 1)
+        else:
+            again_ms = next_attempt_ms(misses, now_ms, self._rng)
+        self._misses[user] = (misses, again_ms)
         while len(self._misses) > MAX_REMEMBERED_MISSES:
             self._misses.popitem(last=False)

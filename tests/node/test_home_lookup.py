@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from hearthmesh.node.identity.home_lookup import LOOKUPS_AT_ONCE, HomeLookups
-from hearthmesh.protocol.backoff import BACKOFF_BASE_MS
+from hearthmesh.node.identity.home_lookup import (
+    LONG_MISS_AFTER,
+    LONG_MISS_WAIT_MS,
+    LOOKUPS_AT_ONCE,
+    HomeLookups,
+)
+from hearthmesh.protocol.backoff import BACKOFF_BASE_MS, BACKOFF_CAP_MS
 from hearthmesh.protocol.identity import UserId
 
 from ..conftest import FakeClock, counter_rng
@@ -85,3 +90,23 @@ async def test_many_users_at_once_walk_the_dht_a_few_at_a_time() -> None:
         dht.release.set()
         assert await asyncio.gather(*finding) == [False] * len(users)
     assert sorted(dht.asked) == sorted(users)
+
+
+async def test_a_user_missed_again_and_again_is_asked_only_every_several_minutes() -> None:
+    """SPEC §13.5: after LONG_MISS_AFTER misses in a row a user is known nowhere for now and
+    waits LONG_MISS_WAIT_MS (at least its half) for the next lookup, not the §11.5 cap; the
+    wait ends, and a record found then clears it."""
+    clock, dht = FakeClock(), _Dht()
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    for _ in range(LONG_MISS_AFTER):
+        assert not await lookups.find(ALICE)
+        clock.advance(BACKOFF_CAP_MS)  # every §11.5 delay is over
+    assert len(dht.asked) == LONG_MISS_AFTER
+    clock.advance(LONG_MISS_WAIT_MS // 2 - 2 * BACKOFF_CAP_MS)
+    assert not await lookups.find(ALICE)  # known nowhere: answered from memory
+    assert len(dht.asked) == LONG_MISS_AFTER
+    clock.advance(LONG_MISS_WAIT_MS)
+    dht.homes.add(ALICE)
+    assert await lookups.find(ALICE)
+    assert len(dht.asked) == LONG_MISS_AFTER + 1
+    assert await lookups.find(ALICE)  # found: no wait any more
