@@ -110,3 +110,41 @@ async def test_a_user_missed_again_and_again_is_asked_only_every_several_minutes
     assert await lookups.find(ALICE)
     assert len(dht.asked) == LONG_MISS_AFTER + 1
     assert await lookups.find(ALICE)  # found: no wait any more
+
+
+async def test_a_user_never_missed_walks_before_users_that_missed() -> None:
+    """SPEC §13.5: with every slot taken, the next free one goes to the waiting user with the
+    fewest misses (a real member before the group's absent ones, known nowhere), in arrival
+    order among equals; a walk past WALK_TIMEOUT_S counts as a miss and frees its slot."""
+    clock, dht = FakeClock(), _Dht()
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    absent = [UserId(bytes([n]) * 32) for n in range(3, 3 + 2 * LOOKUPS_AT_ONCE)]
+    async with asyncio.timeout(5):
+        for user in absent:  # each missed once
+            assert not await lookups.find(user)
+        clock.advance(BACKOFF_CAP_MS)
+        dht.release = asyncio.Event()
+        dht.asked.clear()
+        again = [asyncio.create_task(lookups.find(user)) for user in absent]
+        for _ in range(10):
+            await asyncio.sleep(0)
+        dht.homes.add(ALICE)
+        fresh = asyncio.create_task(lookups.find(ALICE))  # arrives last, never missed
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert dht.asked == absent[:LOOKUPS_AT_ONCE]
+        dht.release.set()
+        assert await fresh
+        await asyncio.gather(*again)
+    assert dht.asked[LOOKUPS_AT_ONCE] == ALICE  # the first slot freed went to alice
+    assert sorted(dht.asked) == sorted([*absent, ALICE])
+
+
+async def test_a_walk_that_runs_too_long_is_a_miss() -> None:
+    clock, dht = FakeClock(), _Dht()
+    dht.release = asyncio.Event()  # never set: the walk hangs
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng(), walk_timeout_s=0.05)
+    async with asyncio.timeout(5):
+        assert not await lookups.find(ALICE)
+        assert not await lookups.find(ALICE)  # a miss: backed off, not asked again
+    assert dht.asked == [ALICE]
