@@ -5,8 +5,8 @@ not know, and the media fetcher for each reference. Asking the DHT every time wo
 network walk per batch for as long as the user stays unknown, so a lookup that found nothing
 is not repeated before the §11.5 backoff for that user (growing with consecutive misses), and
 callers asking for the same user at once share one lookup. A user missed `LONG_MISS_AFTER` times
-in a row (a minute or two of tries) is known nowhere for now: asked again only after
-`LONG_MISS_WAIT_MS` (SPEC §13.5). A group's absent members are hundreds of such users; at the
+in a row (16-32 s of §11.5 delays, and the walks) is known nowhere for now: asked again only
+after `LONG_MISS_WAIT_MS` (SPEC §13.5). A group's absent members are hundreds of such users; at the
 §11.5 cap each was walked for once a minute by every home holding their rows, a DHT walk per
 user per minute that grew with the group's absent members, not with anything sent. A record
 learnt by hello, presence or another lookup needs no lookup (its probe runs at once, §11.5.2).
@@ -49,7 +49,7 @@ MAX_REMEMBERED_MISSES: Final = 10_000
 
 LONG_MISS_AFTER: Final = 8
 """Consecutive misses after which a user counts as known nowhere (SPEC §13.5): the §11.5
-delays before it add up to about two minutes."""
+delays before it add up to 16-32 s, and the walks take their time."""
 
 LONG_MISS_WAIT_MS: Final = 15 * 60_000
 """How long a user known nowhere waits for its next lookup (uniform in its second half)."""
