@@ -220,6 +220,9 @@ class OutboxMachine(Generic[E]):
         """Acked rows by destination (in ack order), not yet settled in the store."""
         self._settle_at_ms: int | None = None
         self._hand_full = False
+        self._starting = True
+        """Until a take comes back short: rows leased by the machine before this one count as
+        due (`due_by_ms`)."""
 
     # --- what the pump asks -----------------------------------------------------------------
 
@@ -241,6 +244,24 @@ class OutboxMachine(Generic[E]):
             self._hand_full = True
             return 0
         return TAKE_ENTRIES
+
+    def due_by_ms(self, now_ms: int) -> int:
+        """Rows due by this time are to be taken from the store now (its `now_ms`; the lease
+        still runs from `now_ms`, `lease_due_ms`).
+
+        Right after a start, a row the machine before this one held (the node was killed, or
+        its pump restarted) is held by no one, yet leased for up to `LEASE_MS`: waiting out
+        that lease held a killed sender's messages back for seconds after it was up again. So
+        the first takes count every row due within a lease as due, until one comes back short
+        (`taken`); a row backing off that comes due that soon is tried at once too, as parked
+        ones are (SPEC §11.5.2): a restart retries everything it owes."""
+        return now_ms + LEASE_MS if self._starting else now_ms
+
+    def taken(self, count: int, wanted: int) -> None:
+        """The pump took `count` rows of the `wanted` (`entries_wanted`): a short take had every
+        row due, so the start is over."""
+        if count < wanted:
+            self._starting = False
 
     def timer_ms(self) -> int | None:
         """The next time `handle_timer` has something to do; None if nothing is pending."""

@@ -93,7 +93,7 @@ class Rows:
             order = len(self.rows) + len(self.acked)
             self.rows[destination, message_id] = _Stored(due_ms=due_ms, attempts=0, order=order)
 
-    def take_due(self, now_ms: int, limit: int) -> list[Row]:
+    def take_due(self, now_ms: int, limit: int, lease_ms: int = LEASE_MS) -> list[Row]:
         due = sorted(
             (s.due_ms, s.order, key)
             for key, s in self.rows.items()
@@ -102,7 +102,7 @@ class Rows:
         taken = []
         for _, _, key in due:
             stored = self.rows[key]
-            stored.due_ms, stored.attempts = now_ms + LEASE_MS, stored.attempts + 1
+            stored.due_ms, stored.attempts = now_ms + lease_ms, stored.attempts + 1
             taken.append(Row(destination=key[0], message_id=key[1], attempts=stored.attempts))
         return taken
 
@@ -183,7 +183,10 @@ def transfer(outbox: Outbox, homes: dict[bytes, Home], now_ms: int) -> None:
         while pending:
             _perform(outbox, homes, pending.popleft(), now_ms)
         wanted = machine.entries_wanted()
-        taken = outbox.rows.take_due(now_ms, wanted) if wanted else []
+        due_by_ms = machine.due_by_ms(now_ms)
+        lease_ms = machine.lease_due_ms(now_ms) - due_by_ms
+        taken = outbox.rows.take_due(due_by_ms, wanted, lease_ms) if wanted else []
+        machine.taken(len(taken), wanted)
         if not taken:
             return
         pending.extend(machine.entries_ready(taken))
@@ -458,8 +461,8 @@ def test_a_down_homes_entries_wait_parked_and_go_when_it_connects() -> None:
     """SPEC §11.5.2, clocked (was ~15 s of real time on the real lease): bob's home is away, so
     alice's outbox parks what it has for him (it does not retry each entry), keeps it parked
     across a restart, and sends it all, in order, as soon as bob's home connects; a row that
-    was in flight when alice's node died (no clean stop) comes back when its lease runs out,
-    and is sent once.
+    was in flight when alice's node died (no clean stop) is taken by the restarted outbox at
+    once, not when its lease runs out, and is sent once.
     """
     rows = Rows()
     outbox = Outbox(rows)
@@ -468,26 +471,50 @@ def test_a_down_homes_entries_wait_parked_and_go_when_it_connects() -> None:
     send_one_by_one(outbox, bob, BOB, len(sent))  # as alice sends: one row a send, due at once
     assert rows.parked(BOB) == sent
     assert outbox.commands(Reschedule) == [] and delivered(outbox) == []
-    in_flight = mid(40)  # alice's node dies while this row's batch is out: its lease holds it
+    in_flight = mid(40)  # alice's node dies while this row's batch is out: leased, held by none
     rows.add(BOB, [in_flight], T0)
     assert [r.message_id for r in rows.take_due(T0, 10)] == [in_flight]
 
     restarted = Outbox(rows, label="restarted")  # parked rows wait on across the restart
     transfer(restarted, {BOB: bob}, T0 + 1_000)  # probed at once, and bob is still away
-    assert rows.parked(BOB) == sent and restarted.machine.down() == [BOB]
+    assert rows.parked(BOB) == [*sent, in_flight] and restarted.machine.down() == [BOB]
     bob.up = True
     assert restarted.machine.home_connected([BOB])
     transfer(restarted, {BOB: bob}, T0 + 2_000)
-    assert bob.stored == sent
+    assert bob.stored == [*sent, in_flight] and sum(bob.batches) == len(sent) + 1
     assert restarted.machine.down() == []
     transfer(restarted, {BOB: bob}, T0 + 2_000 + SETTLE_EVERY_MS)
-    assert rows.parked(BOB) == [] and list(rows.rows) == [(BOB, in_flight)]
-    transfer(restarted, {BOB: bob}, T0 + LEASE_MS - 1)
-    assert bob.stored == sent
-    transfer(restarted, {BOB: bob}, T0 + LEASE_MS)  # its lease ran out: due again, sent once
-    assert bob.stored == [*sent, in_flight] and sum(bob.batches) == len(sent) + 1
-    transfer(restarted, {BOB: bob}, T0 + LEASE_MS + SETTLE_EVERY_MS)
     assert rows.rows == {}
+    transfer(restarted, {BOB: bob}, T0 + LEASE_MS + SETTLE_EVERY_MS)
+    assert sum(bob.batches) == len(sent) + 1  # nothing comes back when the old lease ends
+
+
+def test_rows_a_killed_outbox_held_go_at_once_after_the_restart_not_after_their_lease() -> None:
+    """SPEC §11.5.2: a kill -9 leaves the rows in hand leased; the next outbox of the node holds
+    none of them, so its first takes count every row due within a lease as due (found in
+    `simulate` R1: a sender killed with its batches out resent them LEASE_MS after they were
+    taken, seconds after it was back). Once a take comes back short, due means due again: a
+    row backing off waits its time."""
+    rows = Rows()
+    ids = [mid(n) for n in range(3)]
+    rows.add(BOB, ids, T0)
+    dead: OutboxMachine[Row] = OutboxMachine(rng=counter_rng("dead"))
+    for command in dead.entries_ready(rows.take_due(T0, 10)):
+        assert isinstance(command, ServeDestination)
+        assert dead.next_batch(BOB) == [Row(destination=BOB, message_id=m, attempts=1) for m in ids]
+    # killed here, its batch out: no ack, no stop
+
+    bob = Home("bob")
+    restarted = Outbox(rows, label="restarted")
+    transfer(restarted, {BOB: bob}, T0 + 3_000)
+    assert bob.stored == ids and bob.batches == [3]  # not at T0 + LEASE_MS
+
+    later = mid(3)
+    rows.add(BOB, [later], T0 + 3_000 + 5_000)  # due in 5 s: the start is over, it waits
+    transfer(restarted, {BOB: bob}, T0 + 3_000 + 4_999)
+    assert bob.stored == ids
+    transfer(restarted, {BOB: bob}, T0 + 3_000 + 5_000)
+    assert bob.stored == [*ids, later]
 
 
 def test_a_reached_destination_before_it_failed_twice_has_no_outage_left() -> None:
