@@ -340,12 +340,17 @@ _LATEST: Final = 5
 in the nodes' logs."""
 
 
+def _first_shown(run: _Run) -> dict[int, dict[str, float]]:
+    """When each device's client was first shown each message (s into the workload)."""
+    return {c.node.index: {s.message_id: s.at for s in reversed(c.seen)} for c in run.clients}
+
+
 def _after_partition(run: _Run, heal_s: float) -> tuple[float, float, list[_Late]] | None:
     """Seconds from the partition's heal until every message acked before it was on every
     other device, and the same less the time each late device's node lay killed meanwhile (a
     kill after the heal is a fault of its own, not the partition's), and the latest arrivals
     by the second figure (None: some never arrived)."""
-    arrived = {c.node.index: {s.message_id: s.at for s in reversed(c.seen)} for c in run.clients}
+    arrived = _first_shown(run)
     late: list[_Late] = []
     for a in run.acked():
         if a.acked_at > heal_s:
@@ -499,7 +504,7 @@ def _report(
 def _write_arrivals(path: Path, run: _Run) -> Path:
     """One JSON line per acked message and other device: when it was sent, acked and shown
     there (null: never), in seconds into the workload; the nodes' logs say why one was late."""
-    shown = {c.node.index: {s.message_id: s.at for s in reversed(c.seen)} for c in run.clients}
+    shown = _first_shown(run)
     with path.open("w") as out:
         for a in run.acked():
             for device, at in shown.items():
