@@ -72,6 +72,9 @@ MAX_HELD_ENTRIES: Final = 4 * BATCH_ENTRIES * 4
 """Rows in hand, over all destinations, past which no more are taken from the store."""
 SETTLE_EVERY_MS: Final = 50
 """How often acked rows leave the stored outbox (one transaction for all of them)."""
+MAX_SIZED_DESTINATIONS: Final = 4096
+"""Destinations whose batches are kept smaller after a failure (`next_batch`) at most; the
+oldest is forgotten first (it goes back to full batches)."""
 
 
 class PendingEntry(Protocol):
@@ -220,6 +223,8 @@ class OutboxMachine(Generic[E]):
         """Acked rows by destination (in ack order), not yet settled in the store."""
         self._settle_at_ms: int | None = None
         self._hand_full = False
+        self._sizes: dict[bytes, int] = {}
+        """Batch size of each destination whose batch failed lately (others: BATCH_ENTRIES)."""
         self._starting = True
         """Until a take comes back short: rows leased by the machine before this one count as
         due (`due_by_ms`)."""
@@ -303,10 +308,21 @@ class OutboxMachine(Generic[E]):
         if not queued:
             self._queued.pop(destination, None)
             return None
-        batch = queued[:BATCH_ENTRIES]
-        del queued[:BATCH_ENTRIES]
+        size = BATCH_ENTRIES if self._outages.parking(destination) else self._size(destination)
+        batch = queued[:size]
+        del queued[:size]
         self._in_flight[destination] = batch
         return batch
+
+    def _size(self, destination: bytes) -> int:
+        """How many rows the destination's next batch to its homes carries: halved after a
+        batch no home took, doubled after each batch of that size acked, back to
+        BATCH_ENTRIES (SPEC §11.5.2). A home too slow to store a full batch within the ack
+        bound (a loaded machine) failed that same full batch each time its outage ended, a
+        probe's 8 rows per 10 s timeout; now it gets its backlog a smaller batch at a time.
+        The batches of a destination that is parking (relayed and parked, not sent) stay
+        full."""
+        return self._sizes.get(destination, BATCH_ENTRIES)
 
     def batch_built(
         self, destination: bytes, carried: Sequence[E], left: Sequence[E], now_ms: int
@@ -345,6 +361,7 @@ class OutboxMachine(Generic[E]):
             raise LocalProtocolError("an ack answers every row of its batch")
         del self._in_flight[destination]
         self._release(destination, batch)
+        self._grow(destination, len(batch))
         commands: list[OutboxCommand] = []
         done: list[MessageId] = []
         again: list[E] = []
@@ -383,6 +400,7 @@ class OutboxMachine(Generic[E]):
         batch = self._batch_of(destination)
         del self._in_flight[destination]
         self._release(destination, batch)
+        self._shrink(destination, len(batch))
         commands: list[OutboxCommand] = []
         if self._outages.failed(destination, now_ms):
             commands.append(WentDown(destination=destination, error=error))
@@ -446,6 +464,23 @@ class OutboxMachine(Generic[E]):
         if batch is None:
             raise LocalProtocolError("no batch in flight for this destination")
         return batch
+
+    def _shrink(self, destination: bytes, failed: int) -> None:
+        """A batch of `failed` rows found no home to take it: half that size next time."""
+        self._sizes.pop(destination, None)  # re-inserted last: the newest is kept longest
+        self._sizes[destination] = max(PROBE_ENTRIES, failed // 2)
+        if len(self._sizes) > MAX_SIZED_DESTINATIONS:
+            del self._sizes[next(iter(self._sizes))]
+
+    def _grow(self, destination: bytes, acked: int) -> None:
+        """A batch of `acked` rows was answered: one of the full size doubles it."""
+        size = self._sizes.get(destination)
+        if size is None or acked < size:
+            return  # a probe, or the last rows: no news of what a full batch costs
+        if size * 2 >= BATCH_ENTRIES:
+            del self._sizes[destination]
+        else:
+            self._sizes[destination] = size * 2
 
     def _release(self, destination: bytes, entries: Iterable[E]) -> None:
         for entry in entries:

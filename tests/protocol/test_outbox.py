@@ -143,11 +143,13 @@ class Home:
     peer: str
     up: bool = True
     answer: Callable[[Row], AckStatus] | None = None
+    takes_at_most: int | None = None
+    """A loaded home: a larger batch is not answered within the ack bound (a failure)."""
     stored: list[MessageId] = field(default_factory=list)
     batches: list[int] = field(default_factory=list)
 
     def deliver(self, batch: Sequence[Row]) -> list[DeliveryResult] | None:
-        if not self.up:
+        if not self.up or (self.takes_at_most is not None and len(batch) > self.takes_at_most):
             return None
         self.batches.append(len(batch))
         results = []
@@ -529,6 +531,23 @@ def test_a_reached_destination_before_it_failed_twice_has_no_outage_left() -> No
     assert outbox.machine.down() == []
     assert outbox.commands(UnparkAll) == [UnparkAll(destination=BOB)]
     assert bob.stored == [mid(2), mid(1)]  # the parked one follows, due at once
+
+
+def test_a_home_too_slow_for_a_full_batch_gets_its_backlog_in_smaller_ones() -> None:
+    """SPEC §11.5.2: a home that cannot store a full batch within the ack bound (a loaded
+    machine: simulate R1 at load 50 flapped 'reachable again' / TimeoutError for minutes)
+    failed the same full batch each time its outage ended, a probe's 8 rows a round (75 rounds
+    here). Batches halve after a failure and double after each full one acked, so it gets
+    everything within a few rounds, each row once (the receiver releases in sequence
+    order, SPEC §8)."""
+    outbox = Outbox()
+    ids = [mid(n) for n in range(600)]
+    outbox.rows.add(BOB, ids, T0)
+    bob = Home("bob", takes_at_most=40)
+    for round_ in range(5):  # a round: the longest probe delay
+        transfer(outbox, {BOB: bob}, T0 + round_ * PROBE_MAX_MS)
+    assert sorted(bob.stored) == sorted(ids) and sum(bob.batches) == len(ids)
+    assert max(bob.batches) <= 40 and bob.stored[:8] == ids[:8]  # the probe: the oldest
 
 
 def test_a_clean_stop_settles_and_hands_back_the_rows_in_hand_in_order() -> None:
