@@ -8,16 +8,17 @@ commands that come back (store writes, sends, relays, events). Time (`now_ms`) a
 (`rng`) come in as arguments.
 
 Owns: every outbox row in hand (taken from the store or handed over at send, until it is
-settled, rescheduled or parked), the batch in flight per destination, the acked rows not yet
-removed from the store, and the outages (`Outages`). A row is held once whichever way it came
+settled, rescheduled or parked), the batch in flight per destination, the batch size of each
+destination whose batch failed lately, the acked rows not yet removed from the store, and
+the outages (`Outages`). A row is held once whichever way it came
 in: one taken again from the store after its lease ran out while it was still in hand (a slow
 destination) is the same row, not a second delivery.
 
 The rules: one batch per destination in flight (SPEC §11.4.2, oldest first); STORED, DUPLICATE
 and REJECTED end a delivery, RELAYED and DEFERRED keep it (SPEC §11.4.1); a failed row comes due
 again after the §11.5.1 backoff; a destination no home answered is down and its rows wait
-parked, a user's batches for it are relayed first, a probe of a few rows tries it again
-(SPEC §11.5.2).
+parked, a user's batches for it are relayed first, a probe of a few rows tries it again, and
+its batches are halved until full ones are acked again (SPEC §11.5.2).
 """
 
 from __future__ import annotations
