@@ -347,7 +347,7 @@ async def test_a_closed_connection_libp2p_still_lists_does_not_stop_a_dial() -> 
     a partition in `simulate` R1); while it does, its connect returns at once and a stream
     open fails with "no valid connections" without dialling. The host drops such a listing
     before a connect or a stream open, so the peer is dialled afresh."""
-    async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
+    async with asyncio.timeout(40), hosts(config(1), config(2)) as (a, b):
         b.set_stream_handler(ECHO, echo)
         assert await a.connect(b.listen_addrs[0]) == b.peer_id
 
