@@ -235,28 +235,28 @@ class AsyncStore:
         else:
             self._committing.append((groups, outcomes))
             self._to_commit.append(staged)
-            committed = loop.run_in_executor(self._writer, self._commit_waiting)
-            committed.add_done_callback(lambda _: self._committed(loop, committed.result()))
+            self._writer.submit(self._commit_waiting, loop)
         self._flush_soon(loop)
 
-    def _commit_waiting(self) -> tuple[int, Exception | None]:
-        """On the writer thread: commit every staged batch waiting, in one transaction. Returns
-        how many it took (none if an earlier call took them all) and the commit's error."""
+    def _commit_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the writer thread: commit every staged batch waiting (none if an earlier call
+        took them all) in one transaction, then hand the loop how many it took and the
+        commit's error."""
         taken: list[StagedWrites] = []
         while self._to_commit:
             taken.append(self._to_commit.popleft())
         if not taken:
-            return 0, None
+            return
+        error: Exception | None = None
         try:
             self._store.commit_staged(taken)
         except Exception as exc:  # every caller of these batches gets it
-            return len(taken), exc
-        return len(taken), None
+            error = exc
+        loop.call_soon_threadsafe(self._committed, loop, len(taken), error)
 
     def _committed(
-        self, loop: asyncio.AbstractEventLoop, result: tuple[int, Exception | None]
+        self, loop: asyncio.AbstractEventLoop, count: int, error: Exception | None
     ) -> None:
-        count, error = result
         for _ in range(count):
             groups, outcomes = self._committing.popleft()
             self._settle_all(groups, error or outcomes)

@@ -411,11 +411,12 @@ class LmdbEngine:
                 try:
                     with env.begin(write=True) as txn:  # commits on success
                         for batch in batches:
-                            for table, key, value in batch.items():
-                                if value is None:
-                                    txn.delete(key, db=self._dbs[table])
-                                else:
-                                    txn.put(key, value, db=self._dbs[table])
+                            for table, puts, deletes in batch.by_table():
+                                db = self._dbs[table]
+                                for key in deletes:
+                                    txn.delete(key, db=db)
+                                if puts:
+                                    txn.cursor(db).putmulti(puts)
                     break
                 except lmdb.MapFullError:
                     self._grow(env)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from .keys import Table
 from .kv import KvTxn, check_key
@@ -25,11 +26,15 @@ __all__ = ["OverlayTxn", "StagedWrites"]
 _GONE = None
 """A staged delete: the key is absent whatever the snapshot below says."""
 
+_UNSEEN = object()
+"""Not written by a staged batch: ask the one below."""
+
 
 @dataclass(slots=True)
 class _Writes:
     """One table's staged writes, with their keys kept sorted for range scans."""
 
+    table: Table
     values: dict[bytes, bytes | None] = field(default_factory=dict)
     keys: list[bytes] = field(default_factory=list)
 
@@ -47,28 +52,42 @@ class _Writes:
 
 
 class StagedWrites:
-    """What one staged batch wrote, per table: the value put, or `None` for a delete."""
+    """What one staged batch wrote, per table: the value put, or `None` for a delete.
+
+    Tables are keyed by `id(table)`: an Enum's own hash is a Python call, and the message path
+    looks tables up a few dozen times per envelope."""
 
     __slots__ = ("tables",)
 
     def __init__(self) -> None:
-        self.tables: dict[Table, _Writes] = {}
+        self.tables: dict[int, _Writes] = {}
 
     def __len__(self) -> int:
         return sum(len(writes.values) for writes in self.tables.values())
 
-    def lookup(self, table: Table, key: bytes) -> tuple[bool, bytes | None]:
-        """(True, value or None for a delete) if this batch wrote `key`, else (False, None)."""
-        writes = self.tables.get(table)
-        if writes is None or key not in writes.values:
-            return False, None
-        return True, writes.values[key]
+    def of(self, table: Table) -> _Writes | None:
+        """This batch's writes to `table`, if any."""
+        return self.tables.get(id(table))
 
-    def items(self) -> Iterator[tuple[Table, bytes, bytes | None]]:
-        """Every write, each table's in key order (LMDB inserts sorted keys cheapest)."""
-        for table, writes in self.tables.items():
+    def lookup(self, table: Table, key: bytes) -> object:
+        """The value this batch wrote under `key` (None for a delete), or `_UNSEEN`."""
+        writes = self.tables.get(id(table))
+        if writes is None:
+            return _UNSEEN
+        return writes.values.get(key, _UNSEEN)
+
+    def by_table(self) -> Iterator[tuple[Table, list[tuple[bytes, bytes]], list[bytes]]]:
+        """Per table: the puts in key order (LMDB inserts sorted keys cheapest), the deletes."""
+        for writes in self.tables.values():
+            puts: list[tuple[bytes, bytes]] = []
+            deletes: list[bytes] = []
             for key in writes.keys:
-                yield table, key, writes.values[key]
+                value = writes.values[key]
+                if value is None:
+                    deletes.append(key)
+                else:
+                    puts.append((key, value))
+            yield writes.table, puts, deletes
 
 
 _Undo = list[tuple[Table, bytes, bool, bytes | None]]
@@ -100,30 +119,31 @@ class OverlayTxn:
     def rollback(self) -> None:
         """The nested write failed: restore what the batch had staged before it."""
         for table, key, had, value in reversed(self._undo.pop()):
-            writes = self.writes.tables[table]
+            writes = self.writes.tables[id(table)]
             if had:
                 writes.values[key] = value
             else:
                 writes.drop(key)
 
     def _stage(self, table: Table, key: bytes, value: bytes | None) -> None:
-        writes = self.writes.tables.get(table)
+        writes = self.writes.tables.get(id(table))
         if writes is None:
-            writes = self.writes.tables[table] = _Writes()
+            writes = self.writes.tables[id(table)] = _Writes(table)
         if self._undo:
             had = key in writes.values
             self._undo[-1].append((table, key, had, writes.values.get(key)))
         writes.set(key, value)
 
     def get(self, table: Table, key: bytes) -> bytes | None:
-        found, value = self.writes.lookup(table, key)
-        if found:
-            return value
-        for staged in self._below:
-            found, value = staged.lookup(table, key)
-            if found:
-                return value
-        return self._base.get(table, key)
+        value = self.writes.lookup(table, key)
+        if value is _UNSEEN:
+            for staged in self._below:
+                value = staged.lookup(table, key)
+                if value is not _UNSEEN:
+                    break
+            else:
+                return self._base.get(table, key)
+        return cast(bytes | None, value)
 
     def put(self, table: Table, key: bytes, value: bytes) -> None:
         check_key(key)
@@ -148,7 +168,7 @@ class OverlayTxn:
     ) -> Iterator[tuple[bytes, bytes]]:
         laid: dict[bytes, bytes | None] = {}
         for staged in (*reversed(self._below), self.writes):  # oldest first: newer overrides
-            writes = staged.tables.get(table)
+            writes = staged.of(table)
             if writes is not None:
                 for key in writes.between(start, end):
                     laid[key] = writes.values[key]
