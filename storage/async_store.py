@@ -230,7 +230,9 @@ class AsyncStore:
             self._settle_all(groups, exc)
             self._flush_soon(loop)
             return
-        if staged is None:  # the engine committed it (the in-memory twin)
+        if staged is None or not (staged or self._committing):
+            # The engine committed it (the in-memory twin), or it wrote nothing and read only
+            # what is durable: no commit to wait for.
             self._settle_all(groups, outcomes)
         else:
             self._committing.append((groups, outcomes))

@@ -392,8 +392,9 @@ class LmdbEngine:
                 outcomes = [self._outcome(env, frames, call) for call in calls]
             finally:
                 frames.pop()
-        with self._staged_lock:
-            self._staged.append(view.writes)
+        if view.writes:  # a batch that wrote nothing lays nothing over the snapshot
+            with self._staged_lock:
+                self._staged.append(view.writes)
         return outcomes, view.writes
 
     def commit_staged(self, batches: Sequence[StagedWrites]) -> None:
@@ -425,7 +426,8 @@ class LmdbEngine:
             raise self._failed from None
         with self._staged_lock:
             for batch in batches:
-                self._staged.remove(batch)
+                if batch:
+                    self._staged.remove(batch)
 
     def _outcome(
         self, env: lmdb.Environment, frames: list[_Frame], call: Callable[[], object]

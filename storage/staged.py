@@ -65,6 +65,9 @@ class StagedWrites:
     def __len__(self) -> int:
         return sum(len(writes.values) for writes in self.tables.values())
 
+    def __bool__(self) -> bool:
+        return any(writes.values for writes in self.tables.values())
+
     def of(self, table: Table) -> _Writes | None:
         """This batch's writes to `table`, if any."""
         return self.tables.get(id(table))

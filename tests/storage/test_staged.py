@@ -261,3 +261,25 @@ async def test_a_failed_commit_fails_its_batch_and_every_batch_staged_over_it(
             with pytest.raises(StorageError, match="disk on fire"):
                 await db.run(store.set_setting, "c", b"3")
     assert _storage_threads() == []
+
+
+async def test_a_batch_that_writes_nothing_waits_only_for_the_commits_it_read_over(
+    tmp_path: Path,
+) -> None:
+    async with asyncio.timeout(20):
+        store = _HeldCommits(tmp_path / "db")
+        async with AsyncStore(store) as db:
+            # Nothing in flight: a read-only batch read only what is durable, no commit needed.
+            assert await db.run(store.get_setting, "a") is None
+            assert store.commits == [] and not store.entered.is_set()
+            writing = asyncio.create_task(db.run(store.set_setting, "a", b"1"))
+            await asyncio.to_thread(store.entered.wait, 5)
+            reading = asyncio.create_task(db.run(store.get_setting, "a"))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert store.stages == 3
+            assert not reading.done()  # it read the staged write: acted on only once durable
+            store.gate.set()
+            await writing
+            assert await reading == b"1"
+    assert _storage_threads() == []
