@@ -13,8 +13,9 @@ thread, the one owner of LMDB's write transaction, then replays the batch's writ
 them, and the callers' awaits return once that commit is durable. So the loop never waits out
 an fsync (which took 2.5 ms median and 14 ms p90 on the loaded test machine, when commits ran
 on the loop: 429 of alice's 737 loop callbacks over 2 ms in `bench api` were commits). While one
-commit syncs, the loop stages the writes that arrive meanwhile (at most `MAX_STAGED` batches
-wait for the writer), and the writer commits every batch it finds waiting in one transaction.
+commit syncs, the writes that arrive meanwhile gather, and are staged as one batch once it is
+durable (`MAX_STAGED`; a deeper pipeline stages each over the ones before, and the writer
+commits every batch it finds waiting in one transaction).
 Work whose cost grows with what is stored (`run_long`: a media blob, a room's history handed to
 a new member, a sync plan, the directory at start) runs whole on the writer thread instead, so
 the loop keeps its slices of the GIL meanwhile; nothing is staged while it runs.
@@ -47,9 +48,11 @@ __all__ = ["MAX_BATCH", "MAX_STAGED", "AsyncStore"]
 MAX_BATCH: Final = 1024
 """Most writes staged in one batch; bounds a batch's latency and size."""
 
-MAX_STAGED: Final = 2
-"""Most batches staged and waiting for their commit: one syncing, one gathering what arrived
-meanwhile. Bounds the memory staged writes hold while the disk is slow."""
+MAX_STAGED: Final = 1
+"""Most batches staged and waiting for their commit (by default). One: the writes that arrive
+while a commit syncs gather, and are staged together once it is durable, so each fsync carries
+all of them. With two, the second batch was staged as soon as its first write came and carried
+little: `bench api` same-node msgs/s fell from 1,225-1,724 to 347-516 (load 44-50)."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,9 +75,12 @@ class _Write:
 class AsyncStore:
     """Owns a store and the threads that touch it. Use `async with` or `aclose()`."""
 
-    def __init__(self, store: Store, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, store: Store, *, max_batch: int = MAX_BATCH, max_staged: int = MAX_STAGED
+    ) -> None:
         self._store = store
         self._max_batch = max_batch
+        self._max_staged = max_staged
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hearthmesh-store")
         self._reader = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="hearthmesh-store-read")
@@ -199,9 +205,9 @@ class AsyncStore:
 
     def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         """Stage the pending writes in the next loop iteration (writes issued together in this
-        one join the batch), unless a long write runs or the writer is `MAX_STAGED` behind:
-        then they gather until it is done."""
-        if self._flush_due or self._long_running or len(self._committing) >= MAX_STAGED:
+        one join the batch), unless a long write runs or `max_staged` batches wait for their
+        commit: then they gather until it is done."""
+        if self._flush_due or self._long_running or len(self._committing) >= self._max_staged:
             return
         if not self._pending:
             if not self._committing:

@@ -213,7 +213,7 @@ async def test_the_loop_serves_while_a_commit_syncs_and_acks_follow_the_commit(
 ) -> None:
     async with asyncio.timeout(20):
         store = _HeldCommits(tmp_path / "db")
-        async with AsyncStore(store) as db, asyncio.TaskGroup() as tasks:
+        async with AsyncStore(store, max_staged=2) as db, asyncio.TaskGroup() as tasks:
             first = tasks.create_task(db.run(store.set_setting, "a", b"1"))
             await asyncio.to_thread(store.entered.wait, 5)
             # The writer is held in its commit: the loop still runs, and stages what comes.
@@ -224,8 +224,8 @@ async def test_the_loop_serves_while_a_commit_syncs_and_acks_follow_the_commit(
             ]
             for _ in range(20):
                 await asyncio.sleep(0)
-            assert store.stages == MAX_STAGED == 2
-            # The writer is MAX_STAGED behind: what comes now gathers until a commit is done.
+            assert store.stages == 2
+            # Two batches wait for the writer: what comes now gathers until a commit is done.
             third = tasks.create_task(db.run(store.set_setting, "a", b"3"))
             for _ in range(20):
                 await asyncio.sleep(0)
@@ -250,7 +250,7 @@ async def test_a_failed_commit_fails_its_batch_and_every_batch_staged_over_it(
 ) -> None:
     async with asyncio.timeout(20):
         store = _HeldCommits(tmp_path / "db", fail=True)
-        async with AsyncStore(store) as db:
+        async with AsyncStore(store, max_staged=2) as db:
             first = asyncio.create_task(db.run(store.set_setting, "a", b"1"))
             await asyncio.to_thread(store.entered.wait, 5)
             second = asyncio.create_task(db.run(store.set_setting, "b", b"2"))
@@ -268,7 +268,7 @@ async def test_a_batch_that_writes_nothing_waits_only_for_the_commits_it_read_ov
 ) -> None:
     async with asyncio.timeout(20):
         store = _HeldCommits(tmp_path / "db")
-        async with AsyncStore(store) as db:
+        async with AsyncStore(store, max_staged=2) as db:
             # Nothing in flight: a read-only batch read only what is durable, no commit needed.
             assert await db.run(store.get_setting, "a") is None
             assert store.commits == [] and not store.entered.is_set()
@@ -282,4 +282,29 @@ async def test_a_batch_that_writes_nothing_waits_only_for_the_commits_it_read_ov
             store.gate.set()
             await writing
             assert await reading == b"1"
+    assert _storage_threads() == []
+
+
+async def test_what_arrives_during_a_sync_is_staged_as_one_batch_once_it_is_durable(
+    tmp_path: Path,
+) -> None:
+    async with asyncio.timeout(20):
+        store = _HeldCommits(tmp_path / "db")
+        async with AsyncStore(store) as db:  # MAX_STAGED: one batch waits for the writer
+            assert MAX_STAGED == 1
+            first = asyncio.create_task(db.run(store.set_setting, "a", b"1"))
+            await asyncio.to_thread(store.entered.wait, 5)
+            later = []
+            for i in range(1, 6):  # one at a time, as a client's frames come in
+                later.append(
+                    asyncio.create_task(db.append(AppendRequest(envelope=make_envelope(seq=i))))
+                )
+                for _ in range(5):
+                    await asyncio.sleep(0)
+            assert store.stages == 1  # they gather while the first commit syncs
+            store.gate.set()
+            await first
+            assert [await t for t in later] == [AppendResult.STORED] * 5
+            assert store.stages == db.batches_committed == 2
+            assert store.commits == [1, 1]
     assert _storage_threads() == []
