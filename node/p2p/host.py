@@ -204,6 +204,8 @@ _NOISY_ERRORS: Final = {
     "libp2p.host.basic_host": ("Failed to open stream to peer",),
     "libp2p.protocol_muxer.multiselect_client": ("MultiselectClient handshake:",),
     "libp2p.stream_muxer.yamux.yamux": ("Error in handle_incoming for peer",),
+    # A peer that resets or stalls its AutoNAT request: libp2p logs an ERROR, often empty.
+    "libp2p.host.autonat.autonat": ("Error handling AutoNAT stream",),
     # An AutoNAT server's dial-back ends after the security handshake, by design (autonat.py).
     "libp2p.network.swarm": ("fail to upgrade mux for peer",),
     # A client closes its reservation stream once reserved; the relay reads on and logs EOF.

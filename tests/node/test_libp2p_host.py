@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import socket
 import threading
@@ -19,7 +20,13 @@ from libp2p.peer.id import ID
 from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
-from hearthmesh.node.p2p.host import HostConfig, P2PHost, _ConnectionTracker, peer_id_from_seed
+from hearthmesh.node.p2p.host import (
+    HostConfig,
+    P2PHost,
+    _configure_libp2p_logging,
+    _ConnectionTracker,
+    peer_id_from_seed,
+)
 from hearthmesh.protocol.errors import LocalProtocolError, TooLarge
 
 pytestmark = pytest.mark.integration
@@ -333,3 +340,17 @@ async def test_a_connection_closes_under_the_path_it_opened_with() -> None:
     muxed.addrs = []  # what the connection says by the time it closes
     await tracker.disconnected(network, conn)
     assert reports == [(peer, 1, relay), (peer, -1, relay)]
+
+
+def test_libp2ps_errors_that_a_peer_causes_are_demoted_and_others_stay_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stranger resetting an AutoNAT request makes libp2p log an empty ERROR; logs stay
+    readable (DEBUG), while an ERROR we did not name still shows."""
+    _configure_libp2p_logging()
+    caplog.set_level(logging.INFO)
+    autonat = logging.getLogger("libp2p.host.autonat.autonat")
+    autonat.error("Error handling AutoNAT stream: %s", "")
+    autonat.error("something else broke")
+    shown = {(r.levelno, r.getMessage()) for r in caplog.records}
+    assert shown == {(logging.ERROR, "something else broke")}
