@@ -54,8 +54,12 @@ netlab:
 	    apt-get install -y -q --no-install-recommends $(NETLAB_PKGS) >/dev/null 2>&1; } || \
 	  echo "$(NETLAB_PKGS) not installed: the NAT tests will skip"; }
 
+# Compiled modules are kept even where PYTHONDONTWRITEBYTECODE is set, in the venv: pytest
+# rewrites its plugins and conftest.py before tests/conftest.py can say so (~0.7 s of CPU per
+# pytest process); tests/conftest.py names the same folder for the nodes the tests start.
 test: $(STAMP) netlab browser
-	$(PY) -m pytest -q $(TEST_ARGS)
+	env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(abspath $(VENV))/pycache \
+	  $(PY) -m pytest -q $(TEST_ARGS)
 
 # schemathesis' long form against the client API: FUZZ_EXAMPLES fuzzed cases per operation and
 # mode (the suite runs 1 beside the coverage phase's hostile cases; tests/node/test_api_schemathesis.py).

@@ -49,7 +49,7 @@ from hearthmesh.protocol.hlc import ZERO, Timestamp, decode_timestamp, encode_ti
 from hearthmesh.protocol.identity import DeviceCertificate, DeviceId, UserId
 from hearthmesh.protocol.inbound import InboundLedger
 from hearthmesh.protocol.linking import LinkCode
-from hearthmesh.protocol.membership import Action, MembershipChange, RoomState
+from hearthmesh.protocol.membership import MAX_ADD_TARGETS, Action, MembershipChange, RoomState
 from hearthmesh.protocol.private import (
     PRIVATE_CONTENT_TYPE,
     encode_conversation_deleted,
@@ -529,15 +529,22 @@ class Node:
         )
         await self._services.outgoing.change_membership(room, create)
         await self._services.topics.watch(room)
-        for member in members:
-            await self.add_member(room, member)
+        await self.add_members(room, members)
         await self.social.share_with(room)  # co-members see our profile (SPEC §32.1)
         return room
 
     async def add_member(self, room: RoomId, user: UserId) -> None:
         """Add `user` (we must be an admin); they receive the room's membership history."""
-        change = MembershipChange(action=Action.ADD, target=user)
-        await self._services.outgoing.change_membership(room, change, welcome=user)
+        await self.add_members(room, [user])
+
+    async def add_members(self, room: RoomId, users: list[UserId]) -> None:
+        """Add `users` (we must be an admin), up to MAX_ADD_TARGETS per MEMBERSHIP event (SPEC
+        §12.1.1); each receives the room's membership history. A refused event raises and
+        leaves the events before it standing."""
+        for start in range(0, len(users), MAX_ADD_TARGETS):
+            first, *more = users[start : start + MAX_ADD_TARGETS]
+            change = MembershipChange(action=Action.ADD, target=first, more=tuple(more))
+            await self._services.outgoing.change_membership(room, change, welcome=change.targets)
 
     async def join(self, room: RoomId) -> None:
         """Join an open group whose membership events we hold."""

@@ -10,12 +10,13 @@ admission (`protocol.authority`) refuses or defers the rest before anything is s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Final
 
-from .canonical import decode_canonical, encode_canonical
+from .canonical import CborValue, decode_canonical, encode_canonical
 from .envelope import Envelope, Kind, RoomId
 from .errors import (
     Banned,
@@ -26,6 +27,7 @@ from .errors import (
     QuotaExceeded,
     RemoteProtocolError,
     RoleRequired,
+    TooLarge,
 )
 from .identity import KEY_BYTES, UserId
 from .invite_record import (
@@ -42,6 +44,7 @@ __all__ = [
     "AVATAR_DIGEST_BYTES",
     "HISTORY_JOINED",
     "HISTORY_SHARED",
+    "MAX_ADD_TARGETS",
     "MAX_GROUP_NAME_BYTES",
     "MAX_GROUP_SIZE",
     "MAX_SHARED_HISTORY",
@@ -66,7 +69,15 @@ MAX_GROUP_SIZE: Final = 1024
 """Members a group holds; an ADD or JOIN past it waits (SPEC §30.2)."""
 AVATAR_DIGEST_BYTES: Final = 32
 """An AVATAR's media digest (SPEC §25); an empty one clears the avatar."""
+MAX_ADD_TARGETS: Final = 64
+"""Users one ADD may name (SPEC §12.1.1): a group of 1,024 is 16 events, not 1,024, so what
+its formation queues grows with members²/64, not members²."""
 _MAX_BODY_BYTES: Final = 512
+_MAX_ADD_BODY_BYTES: Final = 2688
+"""A body naming MAX_ADD_TARGETS users: 512 plus 63 more targets (34 bytes each) and their
+array's head."""
+_SEVEN_FIELDS: Final = b"\x87"
+"""The head of a seven-field body (a CBOR array of 7): only it may pass 512 bytes."""
 HISTORY_JOINED: Final = "joined"
 """A new member reads from their ADD on (SPEC §30.6): the default."""
 HISTORY_SHARED: Final = "shared"
@@ -132,6 +143,14 @@ class MembershipChange:
     """CREATE only: anyone who knows the room id may JOIN."""
     name: str = ""
     """CREATE and RENAME: the group's name; TOPIC: its topic; HISTORY: `joined` or `shared`."""
+    more: tuple[UserId, ...] = ()
+    """ADD only: the other users the same event adds, after `target` (SPEC §12.1.1); empty
+    for an ADD of one, whose body is then the six fields alone."""
+
+    @property
+    def targets(self) -> tuple[UserId, ...]:
+        """Every user the change names: `target`, then an ADD's `more`."""
+        return (self.target, *self.more)
 
     @property
     def history_limit(self) -> int:
@@ -140,28 +159,52 @@ class MembershipChange:
 
 
 def encode_membership(change: MembershipChange) -> bytes:
-    """CBOR [action, target, role, nonce, open (0/1), name]."""
-    return encode_canonical(
-        [
-            int(change.action),
-            change.target,
-            int(change.role),
-            change.nonce,
-            int(change.open),
-            change.name,
-        ]
-    )
+    """CBOR [action, target, role, nonce, open (0/1), name], and [more...] after them for an
+    ADD naming several users (SPEC §12.1.1)."""
+    fields: list[CborValue] = [
+        int(change.action),
+        change.target,
+        int(change.role),
+        change.nonce,
+        int(change.open),
+        change.name,
+    ]
+    if change.more:
+        fields.append(list(change.more))
+    return encode_canonical(fields)
 
 
 def decode_membership(body: bytes) -> MembershipChange:
     """Parse a MEMBERSHIP body.
 
     Raises:
-        RemoteProtocolError: only this family (`TooLarge` past 512 bytes, `MalformedMessage`
-            otherwise), so a caller that catches the family catches every bad body.
+        RemoteProtocolError: only this family (`TooLarge` past 512 bytes, or 2,688 for an ADD
+            naming several users; `MalformedMessage` otherwise), so a caller that catches the
+            family catches every bad body.
     """
-    value = decode_canonical(body, max_bytes=_MAX_BODY_BYTES)
-    match value:
+    if len(body) > _MAX_BODY_BYTES and body[:1] != _SEVEN_FIELDS:
+        raise TooLarge(f"membership body of {len(body)} bytes exceeds {_MAX_BODY_BYTES}")
+    match decode_canonical(body, max_bytes=_MAX_ADD_BODY_BYTES):
+        case [*fields, list() as more] if len(fields) == 6:
+            change = _decode_fields(fields)
+            targets = (change.target, *more)
+            if (
+                change.action is Action.ADD
+                and change.nonce == b""  # an invite admits one joiner (SPEC §30.4)
+                and 1 <= len(more) < MAX_ADD_TARGETS
+                and all(isinstance(t, bytes) and len(t) == KEY_BYTES for t in more)
+                and len(set(targets)) == len(targets)
+            ):
+                return dataclasses.replace(change, more=tuple(UserId(t) for t in more))
+            raise MalformedMessage("only an ADD names more users, 2 to 64 distinct ones")
+        case list() as fields if len(body) <= _MAX_BODY_BYTES:
+            return _decode_fields(fields)
+    raise MalformedMessage("not a membership body")
+
+
+def _decode_fields(fields: list[CborValue]) -> MembershipChange:
+    """The six fields every MEMBERSHIP body starts with."""
+    match fields:
         case [
             int() as action,
             bytes() as target,
@@ -356,16 +399,16 @@ def _not_yet(
             return Banned("banned from this group")
         if rank >= 0:
             return MembershipConflict("a member already")
-        return _room_for_one(state)
+        return _room_for(state, 1)
     if rank < Role.ADMIN:
         return RoleRequired(f"{action.name} needs an admin")
     match action:
-        case Action.ADD:
-            if target in state.banned:
+        case Action.ADD:  # every user it names, or none (SPEC §12.1.1)
+            if any(t in state.banned for t in change.targets):
                 return Banned("banned from this group")
-            if target_rank >= 0:
+            if any(t in state.members for t in change.targets):
                 return MembershipConflict("a member already")
-            return _room_for_one(state)
+            return _room_for(state, len(change.targets))
         case Action.KICK | Action.BAN:
             if action is Action.BAN and target in state.banned:
                 return MembershipConflict("banned already")
@@ -401,8 +444,8 @@ def _room_for_invite(state: RoomState, nonce: bytes, at_ms: int) -> RemoteProtoc
     return None
 
 
-def _room_for_one(state: RoomState) -> RemoteProtocolError | None:
-    if len(state.members) >= MAX_GROUP_SIZE:
+def _room_for(state: RoomState, count: int) -> RemoteProtocolError | None:
+    if len(state.members) + count > MAX_GROUP_SIZE:
         return MembershipLimit(f"a group holds at most {MAX_GROUP_SIZE} members")
     return None
 
@@ -413,7 +456,8 @@ def _apply(state: RoomState, sender: UserId, change: MembershipChange, at_ms: in
             state.created, state.name, state.open = True, change.name, change.open
             state.members[sender] = Role.OWNER
         case Action.ADD | Action.JOIN:
-            state.members[change.target] = Role.MEMBER
+            for target in change.targets:  # one key at a time (membership_log, "Threads")
+                state.members[target] = Role.MEMBER
             invite = state.invites.get(change.nonce) if change.action is Action.ADD else None
             if invite is not None:  # a use counted whatever the record: the ADD is an admin's
                 state.invites[change.nonce] = invite.spent()

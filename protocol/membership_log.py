@@ -225,7 +225,7 @@ def _effect(state: RoomState, sender: UserId, change: MembershipChange) -> Membe
         case Action.CREATE:
             return MemberDiff(changed={sender: Role.OWNER})
         case Action.ADD | Action.JOIN:
-            return MemberDiff(changed={change.target: Role.MEMBER})
+            return MemberDiff(changed=dict.fromkeys(change.targets, Role.MEMBER))
         case Action.LEAVE | Action.KICK:
             return MemberDiff(removed={change.target})
         case Action.BAN:  # a ban of a non-member changes no member row

@@ -8,16 +8,17 @@ commands that come back (store writes, sends, relays, events). Time (`now_ms`) a
 (`rng`) come in as arguments.
 
 Owns: every outbox row in hand (taken from the store or handed over at send, until it is
-settled, rescheduled or parked), the batch in flight per destination, the acked rows not yet
-removed from the store, and the outages (`Outages`). A row is held once whichever way it came
+settled, rescheduled or parked), the batch in flight per destination, the batch size of each
+destination whose batch failed lately, the acked rows not yet removed from the store, and
+the outages (`Outages`). A row is held once whichever way it came
 in: one taken again from the store after its lease ran out while it was still in hand (a slow
 destination) is the same row, not a second delivery.
 
 The rules: one batch per destination in flight (SPEC §11.4.2, oldest first); STORED, DUPLICATE
 and REJECTED end a delivery, RELAYED and DEFERRED keep it (SPEC §11.4.1); a failed row comes due
 again after the §11.5.1 backoff; a destination no home answered is down and its rows wait
-parked, a user's batches for it are relayed first, a probe of a few rows tries it again
-(SPEC §11.5.2).
+parked, a user's batches for it are relayed first, a probe of a few rows tries it again, and
+its batches are halved until full ones are acked again (SPEC §11.5.2).
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ MAX_HELD_ENTRIES: Final = 4 * BATCH_ENTRIES * 4
 """Rows in hand, over all destinations, past which no more are taken from the store."""
 SETTLE_EVERY_MS: Final = 50
 """How often acked rows leave the stored outbox (one transaction for all of them)."""
+MAX_SIZED_DESTINATIONS: Final = 4096
+"""Destinations whose batches are kept smaller after a failure (`next_batch`) at most; the
+oldest is forgotten first (it goes back to full batches)."""
 
 
 class PendingEntry(Protocol):
@@ -220,6 +224,11 @@ class OutboxMachine(Generic[E]):
         """Acked rows by destination (in ack order), not yet settled in the store."""
         self._settle_at_ms: int | None = None
         self._hand_full = False
+        self._sizes: dict[bytes, int] = {}
+        """Batch size of each destination whose batch failed lately (others: BATCH_ENTRIES)."""
+        self._starting = True
+        """Until a take comes back short: rows leased by the machine before this one count as
+        due (`due_by_ms`)."""
 
     # --- what the pump asks -----------------------------------------------------------------
 
@@ -241,6 +250,24 @@ class OutboxMachine(Generic[E]):
             self._hand_full = True
             return 0
         return TAKE_ENTRIES
+
+    def due_by_ms(self, now_ms: int) -> int:
+        """Rows due by this time are to be taken from the store now (its `now_ms`; the lease
+        still runs from `now_ms`, `lease_due_ms`).
+
+        Right after a start, a row the machine before this one held (the node was killed, or
+        its pump restarted) is held by no one, yet leased for up to `LEASE_MS`: waiting out
+        that lease held a killed sender's messages back for seconds after it was up again. So
+        the first takes count every row due within a lease as due, until one comes back short
+        (`taken`); a row backing off that comes due that soon is tried at once too, as parked
+        ones are (SPEC §11.5.2): a restart retries everything it owes."""
+        return now_ms + LEASE_MS if self._starting else now_ms
+
+    def taken(self, count: int, wanted: int) -> None:
+        """The pump took `count` rows of the `wanted` (`entries_wanted`): a short take had every
+        row due, so the start is over."""
+        if count < wanted:
+            self._starting = False
 
     def timer_ms(self) -> int | None:
         """The next time `handle_timer` has something to do; None if nothing is pending."""
@@ -282,10 +309,21 @@ class OutboxMachine(Generic[E]):
         if not queued:
             self._queued.pop(destination, None)
             return None
-        batch = queued[:BATCH_ENTRIES]
-        del queued[:BATCH_ENTRIES]
+        size = BATCH_ENTRIES if self._outages.parking(destination) else self._size(destination)
+        batch = queued[:size]
+        del queued[:size]
         self._in_flight[destination] = batch
         return batch
+
+    def _size(self, destination: bytes) -> int:
+        """How many rows the destination's next batch to its homes carries: halved after a
+        batch no home took, doubled after each batch of that size acked, back to
+        BATCH_ENTRIES (SPEC §11.5.2). A home too slow to store a full batch within the ack
+        bound (a loaded machine) failed that same full batch each time its outage ended, a
+        probe's 8 rows per 10 s timeout; now it gets its backlog a smaller batch at a time.
+        The batches of a destination that is parking (relayed and parked, not sent) stay
+        full."""
+        return self._sizes.get(destination, BATCH_ENTRIES)
 
     def batch_built(
         self, destination: bytes, carried: Sequence[E], left: Sequence[E], now_ms: int
@@ -324,6 +362,7 @@ class OutboxMachine(Generic[E]):
             raise LocalProtocolError("an ack answers every row of its batch")
         del self._in_flight[destination]
         self._release(destination, batch)
+        self._grow(destination, len(batch))
         commands: list[OutboxCommand] = []
         done: list[MessageId] = []
         again: list[E] = []
@@ -362,6 +401,7 @@ class OutboxMachine(Generic[E]):
         batch = self._batch_of(destination)
         del self._in_flight[destination]
         self._release(destination, batch)
+        self._shrink(destination, len(batch))
         commands: list[OutboxCommand] = []
         if self._outages.failed(destination, now_ms):
             commands.append(WentDown(destination=destination, error=error))
@@ -425,6 +465,23 @@ class OutboxMachine(Generic[E]):
         if batch is None:
             raise LocalProtocolError("no batch in flight for this destination")
         return batch
+
+    def _shrink(self, destination: bytes, failed: int) -> None:
+        """A batch of `failed` rows found no home to take it: half that size next time."""
+        self._sizes.pop(destination, None)  # re-inserted last: the newest is kept longest
+        self._sizes[destination] = max(PROBE_ENTRIES, failed // 2)
+        if len(self._sizes) > MAX_SIZED_DESTINATIONS:
+            del self._sizes[next(iter(self._sizes))]
+
+    def _grow(self, destination: bytes, acked: int) -> None:
+        """A batch of `acked` rows was answered: one of the full size doubles it."""
+        size = self._sizes.get(destination)
+        if size is None or acked < size:
+            return  # a probe, or the last rows: no news of what a full batch costs
+        if size * 2 >= BATCH_ENTRIES:
+            del self._sizes[destination]
+        else:
+            self._sizes[destination] = size * 2
 
     def _release(self, destination: bytes, entries: Iterable[E]) -> None:
         for entry in entries:

@@ -304,10 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_client_command(args)
     if args.command == "bench":
-        from hearthmesh.tools.bench.group import MAX_MEMBERS, MEMBERS_ENV, REAL_NODES
         from hearthmesh.tools.bench.runner import run_bench
 
         if args.members is not None:  # the bench's own knob, read where the group is built
+            # imported only here: the group bench imports the node and libp2p (~1.2 s of CPU)
+            from hearthmesh.tools.bench.group import MAX_MEMBERS, MEMBERS_ENV, REAL_NODES
+
             if not REAL_NODES <= args.members <= MAX_MEMBERS:
                 parser.error(f"--members is {REAL_NODES} to {MAX_MEMBERS}")
             os.environ[MEMBERS_ENV] = str(args.members)

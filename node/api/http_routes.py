@@ -63,7 +63,7 @@ from hearthmesh.protocol.home_record import decode_home_record
 from hearthmesh.protocol.identity import UserId, decode_device_id, device_id_text, user_id_text
 from hearthmesh.protocol.linking import encode_link_code, short_code
 from hearthmesh.protocol.media_type import check_media_type
-from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES
+from hearthmesh.protocol.membership import MAX_ADD_TARGETS, MAX_GROUP_NAME_BYTES
 from hearthmesh.storage.api import PushSubscription
 
 __all__ = ["ROUTES", "add_routes", "documented_path"]
@@ -307,9 +307,22 @@ async def add_group_member(request: web.Request) -> web.Response:
     service = _service(request)
     room = _room(request, request.match_info["id"])
     await service.require_room(room)
-    user = decode_user((await read_json(request)).get("user_id"), "user_id")
-    await service.node.add_member(room, user)
+    await service.node.add_members(room, _users_to_add(await read_json(request)))
     return web.json_response(await service.room_summary(room))
+
+
+def _users_to_add(body: dict[str, Any]) -> list[UserId]:
+    """`{user_id}` or `{user_ids: [...]}`: up to MAX_ADD_TARGETS distinct users, added by one
+    MEMBERSHIP event (SPEC §12.1.1, §30.5)."""
+    if "user_ids" not in body:
+        return [decode_user(body.get("user_id"), "user_id")]
+    raw = body["user_ids"]
+    if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_ADD_TARGETS:
+        raise MalformedMessage(f"user_ids is a list of 1 to {MAX_ADD_TARGETS} user ids")
+    users = [decode_user(u, "user_ids") for u in raw]
+    if len(set(users)) != len(users):
+        raise MalformedMessage("user_ids names a user twice")
+    return users
 
 
 async def join_group(request: web.Request) -> web.Response:

@@ -22,7 +22,12 @@ from hearthmesh.protocol.friend_link import MAX_FRIEND_LINK_CHARS
 from hearthmesh.protocol.invites import MAX_INVITE_CODE_CHARS, MAX_INVITE_TTL_MS
 from hearthmesh.protocol.media import MAX_MEDIA_BYTES
 from hearthmesh.protocol.media_type import MAX_MEDIA_TYPE_CHARS
-from hearthmesh.protocol.membership import MAX_GROUP_NAME_BYTES, MAX_GROUP_SIZE, MAX_SHARED_HISTORY
+from hearthmesh.protocol.membership import (
+    MAX_ADD_TARGETS,
+    MAX_GROUP_NAME_BYTES,
+    MAX_GROUP_SIZE,
+    MAX_SHARED_HISTORY,
+)
 
 __all__ = ["openapi_document"]
 
@@ -397,9 +402,21 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             ),
         ),
         "post": _op(
-            "add a member (admins)",
+            "add a member, or up to 64 by one MEMBERSHIP event (admins; SPEC §12.1.1)",
             params=(_ROOM,),
-            body=_body("user_id", user_id=_USER_ID),
+            body={
+                **_body(
+                    user_id=_USER_ID,
+                    user_ids={
+                        "type": "array",
+                        "items": _USER_ID,
+                        "minItems": 1,
+                        "maxItems": MAX_ADD_TARGETS,
+                        "uniqueItems": True,
+                    },
+                ),
+                "oneOf": [{"required": ["user_id"]}, {"required": ["user_ids"]}],
+            },
             errors=_GROUP_ERRORS,
         ),
     },

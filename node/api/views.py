@@ -64,6 +64,8 @@ def membership_view(envelope: Envelope, members: list[Member]) -> dict[str, Any]
         return view
     view["action"] = change.action.name.lower()
     view["target"] = user_id_text(change.target)
+    if change.more:  # an ADD of several (SPEC §12.1.1): `target` is the first of them
+        view["targets"] = [user_id_text(t) for t in change.targets]
     return view
 
 

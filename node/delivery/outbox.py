@@ -199,10 +199,14 @@ class OutboxWorker:
         if not wanted:
             return False  # the hand is full: a batch that leaves it wakes the loop (TakeMore)
         store = self._store
+        machine = self._machine
+        due_by_ms = machine.due_by_ms(now_ms)
+        lease_ms = machine.lease_due_ms(now_ms) - due_by_ms  # leased from now, however far due
         entries = await store.run(
-            store.store.take_due, now_ms=now_ms, limit=wanted, lease_ms=LEASE_MS
+            store.store.take_due, now_ms=due_by_ms, limit=wanted, lease_ms=max(0, lease_ms)
         )
-        self._serve_all(self._machine.entries_ready(entries))
+        machine.taken(len(entries), wanted)
+        self._serve_all(machine.entries_ready(entries))
         return len(entries) == wanted
 
     async def _sleep(self, next_poll_ms: int) -> None:
@@ -267,6 +271,15 @@ class OutboxWorker:
                     self._delivered(command)
                 case Reschedule(destination=destination, plan=plan, error=error):
                     await store.run(store.store.reschedule_many, destination, plan, error=error)
+                    wait_ms = max(due for _, due in plan) - self._now()
+                    if wait_ms > self._probe_max_ms:  # longer than an outage would wait
+                        log.info(
+                            "%d deliveries to %s wait %.1f s (%s)",
+                            len(plan),
+                            _name(destination),
+                            wait_ms / 1000,
+                            error,
+                        )
                 case Park(destination=destination, message_ids=ids):
                     await store.run(store.store.park_many, destination, ids)
                 case Probe(destination=destination, limit=limit):

@@ -248,14 +248,15 @@ class Outgoing:
         return await self.commit(await self.seal(room, body, content_type, kind))
 
     async def change_membership(
-        self, room: RoomId, change: MembershipChange, *, welcome: UserId | None = None
+        self, room: RoomId, change: MembershipChange, *, welcome: tuple[UserId, ...] = ()
     ) -> Envelope:
         """Seal and commit our MEMBERSHIP change atomically (SPEC §12.6), then deliver it.
 
         The change is checked against the room's folded state first; the envelope, its outbox
         entries and the new member rows then commit in one transaction, or nothing does.
-        `welcome` (an ADD's new member) gets the room's earlier MEMBERSHIP events queued first,
-        in history order, and the ADD after them, so its fold sees them in order.
+        `welcome` (an ADD's new members, SPEC §12.1.1) get the room's earlier MEMBERSHIP events
+        queued first, in history order, and the ADD after them, so their folds see them in
+        order.
 
         Raises:
             NotAuthorized: the rules do not allow the change now; nothing was written.
@@ -269,7 +270,7 @@ class Outgoing:
         seq = await self._take_seq(room)
         envelope = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=seq)
         # the new member's entries are queued with the room's history (in `_commit_own`)
-        skip = {self._user} if welcome is None else {self._user, welcome}
+        skip = {self._user, *welcome}
         others = tuple(sorted(members - skip))
         recipients = others + self._sibling_destinations()
         request = AppendRequest(
@@ -278,7 +279,7 @@ class Outgoing:
             next_attempt_ms=self._outbox.lease_due_ms(),
         )
         # a welcome queues the room's whole membership history: off the loop's thread
-        commit = self._store.run if welcome is None else self._store.run_long
+        commit = self._store.run_long if welcome else self._store.run
         try:
             outcome = await commit(
                 _commit_own,
@@ -297,7 +298,7 @@ class Outgoing:
             raise
         self._outcomes.publish(outcome)
         self._outbox.submit(envelope, recipients)
-        if welcome is not None:
+        if welcome:
             self._outbox.wake()  # its entries wait in the store, due now, in history order
         return envelope
 
@@ -385,7 +386,7 @@ def _commit_own(
     rooms: RoomRegistry,
     store: Store,
     request: AppendRequest,
-    welcome: UserId | None,
+    welcome: tuple[UserId, ...],
     now_ms: int,
 ) -> StoreOutcome:
     """Check, store, queue and fold our MEMBERSHIP change: one call of a store write batch,
@@ -395,11 +396,11 @@ def _commit_own(
     earlier = rooms.membership_events(envelope.room)
     if store.append_many([request])[0] is not AppendResult.STORED:
         raise LocalProtocolError("own membership change not stored")
-    if welcome is not None:
-        # Due in history order, all before now: the new member folds them in order.
-        first_ms = now_ms - len(earlier) - 1
-        plan = [(m, first_ms + i) for i, m in enumerate([*earlier, envelope.message_id])]
-        store.enqueue_many(welcome, plan)
+    # Due in history order, all before now: each new member folds them in order.
+    first_ms = now_ms - len(earlier) - 1
+    plan = [(m, first_ms + i) for i, m in enumerate([*earlier, envelope.message_id])]
+    for user in welcome:
+        store.enqueue_many(user, plan)
     outcome = StoreOutcome()
     if rooms.note_stored(store, envelope, now_ms=now_ms):  # last: memory follows the store
         outcome.membership_changed.add(envelope.room)

@@ -734,7 +734,22 @@ class P2PHost:
         network = host.get_network()
         if retry_now and isinstance(network, Swarm):
             network.unblock_peer(info.peer_id)
+        await self._forget_closed_connections(info.peer_id)
         await host.connect(info)
+
+    async def _forget_closed_connections(self, peer: ID) -> None:
+        """Drop what libp2p still lists for `peer` when every connection of it is closed.
+
+        While one is listed, libp2p's connect returns at once and a stream open fails with "no
+        valid connections" without dialling: the peer stayed out of reach until it dialled us,
+        for minutes after kills and a partition (`simulate` R1, SPEC §11.5.2)."""
+        network = self._require_host().get_network()
+        if not isinstance(network, Swarm):
+            return
+        listed = network.get_connections(peer)
+        if listed and all(connection.is_closed for connection in listed):
+            log.info("connections to %s are closed but still listed: dropped", peer)
+            await network.close_peer(peer)
 
     def _spawn_connect_info(self, info: PeerInfo) -> None:
         with contextlib.suppress(HostClosed):
@@ -965,9 +980,9 @@ class P2PHost:
         return self._frame_stream(raw, peer_id, protocol_id)
 
     async def _open_on_trio(self, peer_id: str, protocol_id: str) -> _LibP2PStream:
-        stream = await self._require_host().new_stream(
-            ID.from_base58(peer_id), [TProtocol(protocol_id)]
-        )
+        peer = ID.from_base58(peer_id)
+        await self._forget_closed_connections(peer)  # so a closed one does not stop the dial
+        stream = await self._require_host().new_stream(peer, [TProtocol(protocol_id)])
         return _LibP2PStream(stream)
 
     # ---- gossip (node/p2p/gossipsub.py) -------------------------------------------------------

@@ -335,7 +335,7 @@ class GroupService:
             invites.check_invite(held, now_ms=now_ms)
             await self._records.learn(request.home_record)  # where the welcome goes
             change = MembershipChange(action=Action.ADD, target=joiner, nonce=key)
-            return await self._outgoing.change_membership(request.room, change, welcome=joiner)
+            return await self._outgoing.change_membership(request.room, change, welcome=(joiner,))
 
     def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
         self.refused += 1

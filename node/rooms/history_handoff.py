@@ -155,7 +155,7 @@ class HistoryServer(RequestServer):
             if event is None:
                 continue
             change = decode_membership(event.envelope.body)
-            if change.action in (Action.ADD, Action.JOIN) and change.target == asked.user:
+            if change.action in (Action.ADD, Action.JOIN) and asked.user in change.targets:
                 return event.cursor
         raise HistoryNotShared("no ADD of this user here")
 

@@ -13,10 +13,12 @@ import os
 import pytest
 
 from hearthmesh.node.events import MessageReceived
+from hearthmesh.protocol.canonical import CborValue, encode_canonical
+from hearthmesh.protocol.envelope import Kind
 from hearthmesh.protocol.errors import NotAuthorized
 from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.protocol.identity import UserId, keypair_from_seed
-from hearthmesh.protocol.membership import Action
+from hearthmesh.protocol.membership import MEMBERSHIP_CONTENT_TYPE, Action
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.hostile.peer import HostilePeer
 
@@ -69,6 +71,38 @@ async def test_an_oversized_membership_body_delivered_is_refused_and_the_group_s
         await bob.add_member(group, carol)
         assert await bob.members(group) == {bob.user_id, carol}
         assert await bob.get_event(poison.message_id) is None
+
+
+async def test_a_strangers_add_of_too_many_users_is_refused_and_charged(
+    make_node: NodeFactory,
+) -> None:
+    """SPEC §12.1.1: an ADD names at most 64 users in at most 2,688 bytes. A stranger's ADD of
+    65 is refused MALFORMED and one of 80 TOO_LARGE, each charged and stored nowhere; a
+    well-formed ADD of 64 from a non-member is only deferred (§12.5 bounds those); the group
+    takes bob's own ADD of 64 afterwards."""
+    users = [UserId(os.urandom(32)) for _ in range(80)]
+    async with asyncio.timeout(20), make_node("bob") as bob, HostilePeer() as mallory:
+        group = await bob.create_group("g", [])
+        await mallory.connect(bob.listen_addrs[0])
+        now = mallory.now_ms()
+        head: list[CborValue] = [int(Action.ADD), users[0], 0, b"", 0, ""]
+        too_many = encode_canonical([*head, list(users[1:65])])
+        too_big = encode_canonical([*head, list(users[1:80])])
+        well_formed = encode_canonical([*head, list(users[1:64])])
+        forged = [
+            mallory.forge.seal(
+                Kind.MEMBERSHIP, group, body, now_ms=now, content_type=MEMBERSHIP_CONTENT_TYPE
+            )
+            for body in (too_many, too_big, well_formed)
+        ]
+        outcome = await mallory.deliver_wires(bob.peer_id, [f.wire for f in forged], bob.user_id)
+        assert outcome == ["REJECTED:MALFORMED", "REJECTED:TOO_LARGE", "DEFERRED:NOT_AUTHORIZED"]
+        assert bob.peer_points(mallory.peer_id) == 2 * StandingPolicy().item_points
+        for envelope in forged:
+            assert await bob.get_event(envelope.message_id) is None
+        assert await bob.members(group) == {bob.user_id}
+        await bob.add_members(group, users[:64])
+        assert await bob.members(group) == {bob.user_id, *users[:64]}
 
 
 async def test_a_strangers_leave_changes_nothing_in_a_direct_room_even_after_a_restart(

@@ -4,6 +4,7 @@ per device, faults, and the invariant checker over what the clients saw."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -65,4 +66,9 @@ async def test_three_processes_in_namespaces_under_loss_and_a_partition(tmp_path
     kinds = [fault["kind"] for fault in report["faults"]]
     assert kinds[:4] == ["loss_on", "partition", "heal", "loss_off"], report
     assert report["converge_after_partition_s"] is not None, report
+    latest = report["after_partition_latest"]  # what to look up in the logs: the last to arrive
+    assert latest and all(pair["from_node"] != pair["to_node"] for pair in latest), report
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    arrivals = [json.loads(line) for line in (tmp_path / "arrivals.jsonl").read_text().splitlines()]
+    assert len(arrivals) == report["expected"], report
+    assert all(pair["shown_s"] is not None for pair in arrivals), report

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from hearthmesh.protocol.envelope import Kind, RoomId
 from hearthmesh.protocol.identity import UserId, user_id_text
 from hearthmesh.tools.client import ApiRefused
-from tests.integration.api_helpers import TOKEN, Home, home, run_cli
+from tests.integration.api_helpers import TOKEN, Home, home, link, run_cli
 
 
 async def _refused(
@@ -190,3 +191,39 @@ async def test_the_cli_lists_and_revokes_invites_and_sets_the_history(tmp_path: 
         assert (await _cli(a, token_file, "revoke", gid, invite_id))[0] == 0
         listed = (await a.client.call("GET", f"/v1/groups/{gid}/invites"))["invites"]
         assert [(i["invite_id"], i["revoked"]) for i in listed] == [(invite_id, True)]
+
+
+async def test_one_post_adds_a_list_of_members_by_one_event(tmp_path: Path) -> None:
+    """SPEC §12.1.1, §30.5: `{user_ids}` adds up to 64 users by one ADD, welcomed together;
+    a list naming a member already adds no one, and 65 are refused before anything is
+    written."""
+    async with asyncio.timeout(60), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        gid = (await a.client.call("POST", "/v1/groups", {"name": "g"}))["id"]
+        room = RoomId(bytes.fromhex(gid))
+        bob = user_id_text(b.node.user_id)
+        absent = [user_id_text(UserId(bytes([n]) * 32)) for n in range(1, 63)]
+        await link(a, b)
+        async with b.socket() as socket:
+            added = await a.client.call(
+                "POST", f"/v1/groups/{gid}/members", {"user_ids": [bob, *absent]}
+            )
+            assert added["id"] == gid
+            frame = await socket.next("membership", lambda f: f.get("action") == "add")
+        assert frame["targets"] == [bob, *absent] and frame["target"] == bob
+        page = await a.node.history(room, limit=10)
+        kinds = [e.envelope.kind for e in page.events]
+        assert kinds.count(Kind.MEMBERSHIP) == 2  # the CREATE, and one ADD of 63
+        members = await a.client.call("GET", f"/v1/groups/{gid}/members?page_size=100")
+        assert members["member_count"] == 64
+        # bob is a member already: the whole list is refused, the other user is not added
+        other = user_id_text(UserId(bytes([99]) * 32))
+        body = {"user_ids": [other, bob]}
+        assert await _refused(a, "POST", f"/v1/groups/{gid}/members", body) == (409, 64)
+        too_many = {"user_ids": [user_id_text(UserId(bytes([n]) * 32)) for n in range(100, 165)]}
+        assert await _refused(a, "POST", f"/v1/groups/{gid}/members", too_many) == (400, 2)
+        twice = {"user_ids": [other, other]}
+        assert await _refused(a, "POST", f"/v1/groups/{gid}/members", twice) == (400, 2)
+        members = await a.client.call("GET", f"/v1/groups/{gid}/members?page_size=100")
+        assert members["member_count"] == 64
+        page = await a.node.history(room, limit=10)
+        assert [e.envelope.kind for e in page.events].count(Kind.MEMBERSHIP) == 2

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from hearthmesh.node.identity.home_lookup import LOOKUPS_AT_ONCE, HomeLookups
-from hearthmesh.protocol.backoff import BACKOFF_BASE_MS
+from hearthmesh.node.identity.home_lookup import (
+    LONG_MISS_AFTER,
+    LONG_MISS_WAIT_MS,
+    LOOKUPS_AT_ONCE,
+    HomeLookups,
+)
+from hearthmesh.protocol.backoff import BACKOFF_BASE_MS, BACKOFF_CAP_MS
 from hearthmesh.protocol.identity import UserId
 
 from ..conftest import FakeClock, counter_rng
@@ -85,3 +90,61 @@ async def test_many_users_at_once_walk_the_dht_a_few_at_a_time() -> None:
         dht.release.set()
         assert await asyncio.gather(*finding) == [False] * len(users)
     assert sorted(dht.asked) == sorted(users)
+
+
+async def test_a_user_missed_again_and_again_is_asked_only_every_several_minutes() -> None:
+    """SPEC §13.5: after LONG_MISS_AFTER misses in a row a user is known nowhere for now and
+    waits LONG_MISS_WAIT_MS (at least its half) for the next lookup, not the §11.5 cap; the
+    wait ends, and a record found then clears it."""
+    clock, dht = FakeClock(), _Dht()
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    for _ in range(LONG_MISS_AFTER):
+        assert not await lookups.find(ALICE)
+        clock.advance(BACKOFF_CAP_MS)  # every §11.5 delay is over
+    assert len(dht.asked) == LONG_MISS_AFTER
+    clock.advance(LONG_MISS_WAIT_MS // 2 - 2 * BACKOFF_CAP_MS)
+    assert not await lookups.find(ALICE)  # known nowhere: answered from memory
+    assert len(dht.asked) == LONG_MISS_AFTER
+    clock.advance(LONG_MISS_WAIT_MS)
+    dht.homes.add(ALICE)
+    assert await lookups.find(ALICE)
+    assert len(dht.asked) == LONG_MISS_AFTER + 1
+    assert await lookups.find(ALICE)  # found: no wait any more
+
+
+async def test_a_user_never_missed_walks_before_users_that_missed() -> None:
+    """SPEC §13.5: with every slot taken, the next free one goes to the waiting user with the
+    fewest misses (a real member before the group's absent ones, known nowhere), in arrival
+    order among equals; a walk past WALK_TIMEOUT_S counts as a miss and frees its slot."""
+    clock, dht = FakeClock(), _Dht()
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    absent = [UserId(bytes([n]) * 32) for n in range(3, 3 + 2 * LOOKUPS_AT_ONCE)]
+    async with asyncio.timeout(5):
+        for user in absent:  # each missed once
+            assert not await lookups.find(user)
+        clock.advance(BACKOFF_CAP_MS)
+        dht.release = asyncio.Event()
+        dht.asked.clear()
+        again = [asyncio.create_task(lookups.find(user)) for user in absent]
+        for _ in range(10):
+            await asyncio.sleep(0)
+        dht.homes.add(ALICE)
+        fresh = asyncio.create_task(lookups.find(ALICE))  # arrives last, never missed
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert dht.asked == absent[:LOOKUPS_AT_ONCE]
+        dht.release.set()
+        assert await fresh
+        await asyncio.gather(*again)
+    assert dht.asked[LOOKUPS_AT_ONCE] == ALICE  # the first slot freed went to alice
+    assert sorted(dht.asked) == sorted([*absent, ALICE])
+
+
+async def test_a_walk_that_runs_too_long_is_a_miss() -> None:
+    clock, dht = FakeClock(), _Dht()
+    dht.release = asyncio.Event()  # never set: the walk hangs
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng(), walk_timeout_s=0.05)
+    async with asyncio.timeout(5):
+        assert not await lookups.find(ALICE)
+        assert not await lookups.find(ALICE)  # a miss: backed off, not asked again
+    assert dht.asked == [ALICE]

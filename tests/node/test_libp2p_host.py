@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from libp2p.abc import INetConn, INetwork
@@ -340,6 +340,35 @@ async def test_a_connection_closes_under_the_path_it_opened_with() -> None:
     muxed.addrs = []  # what the connection says by the time it closes
     await tracker.disconnected(network, conn)
     assert reports == [(peer, 1, relay), (peer, -1, relay)]
+
+
+async def test_a_closed_connection_libp2p_still_lists_does_not_stop_a_dial() -> None:
+    """SPEC §11.5.2: libp2p may keep listing a connection that closed (seen after kill -9s and
+    a partition in `simulate` R1); while it does, its connect returns at once and a stream
+    open fails with "no valid connections" without dialling. The host drops such a listing
+    before a connect or a stream open, so the peer is dialled afresh."""
+    async with asyncio.timeout(40), hosts(config(1), config(2)) as (a, b):
+        b.set_stream_handler(ECHO, echo)
+        assert await a.connect(b.listen_addrs[0]) == b.peer_id
+
+        async def close_unlisted() -> int:
+            """Mark a's connections to b closed, as libp2p does, but leave them listed."""
+            swarm = a._require_host().get_network()
+            listed = swarm.get_connections(ID.from_base58(b.peer_id))
+            for connection in listed:
+                cast(Any, connection).event_closed.set()
+            return len(listed)
+
+        assert await a._bridge.run(close_unlisted) >= 1
+        async with await a.open_stream(b.peer_id, ECHO) as stream:
+            await stream.write_frame(b"after")
+            assert await stream.read_frame() == b"after"
+
+        assert await a._bridge.run(close_unlisted) >= 1
+        assert await a.connect(b.listen_addrs[0]) == b.peer_id  # dials, does not return at once
+        async with await a.open_stream(b.peer_id, ECHO) as stream:
+            await stream.write_frame(b"again")
+            assert await stream.read_frame() == b"again"
 
 
 def test_libp2ps_errors_that_a_peer_causes_are_demoted_and_others_stay_errors(

@@ -53,6 +53,7 @@ from hearthmesh.protocol.canonical import CborValue, decode_canonical, encode_ca
 from hearthmesh.protocol.errors import RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
 from tests.conftest import examples
+from tests.protocol import scripted
 
 _USER = identity.keypair_from_seed(b"u" * 32)
 _DEVICE = identity.keypair_from_seed(b"d" * 32)
@@ -723,71 +724,17 @@ def test_every_public_decoder_is_listed() -> None:
     assert found == set(DECODERS) | set(TEXT_DECODERS)
 
 
-@st.composite
-def _mutated(draw: st.DrawFn, samples: tuple[bytes, ...]) -> bytes:
-    data = bytearray(draw(st.sampled_from(samples)))
-    for _ in range(draw(st.integers(1, 4))):
-        action = draw(st.sampled_from(["flip", "cut", "insert", "delete"]))
-        at = draw(st.integers(0, max(len(data) - 1, 0)))
-        if action == "flip" and data:
-            data[at] = draw(st.integers(0, 255))
-        elif action == "cut":
-            del data[at:]
-        elif action == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=4))
-        elif data:
-            del data[at]
-    return bytes(data)
-
-
-_SCALARS = st.one_of(
-    st.integers(min_value=-(1 << 64), max_value=(1 << 64) - 1),
-    st.integers(-3, 40),
-    st.binary(max_size=70),
-    st.sampled_from([b"r" * 32, b"s" * 64, _CERT_BYTES, _RECORD_BYTES, _MESSAGE.wire]),
-    st.text(max_size=12),
-    st.none(),
-)
-_CBOR = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=7), max_leaves=24).map(
-    lambda value: encode_canonical(value)
-)
-
-
-_SPECIAL: st.SearchStrategy[CborValue] = st.one_of(
-    st.sampled_from([None, 0, 1, -1, 2, b"", "", [], (1 << 64) - 1, -(1 << 64)]),
-    st.text(min_size=250, max_size=300),
-    _SCALARS,
-)
-
-
-def _reshaped(draw: st.DrawFn, value: CborValue) -> CborValue:
-    """`value` with one node replaced, or one array grown or shrunk at a random place."""
-    if not isinstance(value, list):
-        return draw(_SPECIAL)
-    action = draw(st.sampled_from(["descend", "insert", "delete"] if value else ["insert"]))
-    if action == "insert":
-        at = draw(st.integers(0, len(value)))
-        return [*value[:at], draw(_SPECIAL), *value[at:]]
-    at = draw(st.integers(0, len(value) - 1))
-    if action == "delete":
-        return [*value[:at], *value[at + 1 :]]
-    return [*value[:at], _reshaped(draw, value[at]), *value[at + 1 :]]
-
-
-@st.composite
-def _restructured(draw: st.DrawFn, samples: tuple[bytes, ...]) -> bytes:
-    value = decode_canonical(draw(st.sampled_from(samples)), max_bytes=1 << 20)
-    for _ in range(draw(st.integers(1, 2))):
-        value = _reshaped(draw, value)
-    return encode_canonical(value)
+_FIXED = (b"r" * 32, b"s" * 64, _CERT_BYTES, _RECORD_BYTES, _MESSAGE.wire)
+"""Well-formed encodings of our structures, for arbitrary CBOR to hold where one is expected."""
 
 
 @functools.cache  # one strategy per decoder: rebuilt per example it cost ~35% of some tests
 def _inputs(decoder: Decoder) -> st.SearchStrategy[bytes]:
-    mutated = [_mutated(decoder.samples)]
+    # scripted strategies: one Hypothesis choice per example (tests/protocol/scripted.py)
+    edited = [scripted.mutated(decoder.samples)]
     if all(_is_cbor(sample) for sample in decoder.samples):
-        mutated.append(_restructured(decoder.samples))
-    return st.one_of(st.binary(max_size=200), _CBOR, *mutated, *mutated[1:])
+        edited.append(scripted.restructured(decoder.samples, _FIXED))
+    return st.one_of(st.binary(max_size=200), scripted.arbitrary_cbor(_FIXED), *edited, *edited[1:])
 
 
 def _is_cbor(data: bytes) -> bool:
@@ -832,17 +779,9 @@ def test_hostile_bytes_raise_only_remote_errors_and_what_decodes_is_canonical(
         assert decoder.encode(value) == raw  # SPEC §6.1.2: one encoding per value
 
 
-@st.composite
-def _mutated_text(draw: st.DrawFn, samples: tuple[str, ...]) -> str:
-    text = draw(st.sampled_from(samples))
-    at = draw(st.integers(0, len(text)))
-    cut = draw(st.integers(0, 3))
-    return text[:at] + draw(st.text(max_size=3)) + text[at + cut :]
-
-
 @functools.cache  # one strategy per decoder, as `_inputs`
 def _text_inputs(samples: tuple[str, ...]) -> st.SearchStrategy[str]:
-    return st.one_of(st.text(max_size=120), _mutated_text(samples))
+    return st.one_of(st.text(max_size=120), scripted.mutated_text(samples))
 
 
 @pytest.mark.parametrize("name", sorted(TEXT_DECODERS))

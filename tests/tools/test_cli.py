@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from hearthmesh.tools.cli import main
+
 SCRIPT = Path(sys.executable).parent / "hearthmesh"
 
 
@@ -18,6 +20,17 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def run_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """`main` in this process: the exit code, stdout and stderr. For what does not need the
+    console script itself (the version test starts that), without a Python start each."""
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:  # argparse's --help and usage errors
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def test_version_names_package_and_protocol() -> None:
     result = run("version")
     assert result.returncode == 0, result.stderr
@@ -25,28 +38,30 @@ def test_version_names_package_and_protocol() -> None:
     assert "protocol v0" in result.stdout
 
 
-def test_help_lists_commands() -> None:
-    result = run("--help")
-    assert result.returncode == 0
-    assert "version" in result.stdout and "bench" in result.stdout
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_here(capsys, "--help")
+    assert code == 0
+    assert "version" in out and "bench" in out
 
 
-def test_bench_list_names_codec() -> None:
-    result = run("bench", "--list")
-    assert result.returncode == 0
-    assert "codec" in result.stdout.split()
+def test_bench_list_names_codec(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_here(capsys, "bench", "--list")
+    assert code == 0
+    assert "codec" in out.split()
 
 
-def test_unknown_bench_is_a_clear_error() -> None:
-    result = run("bench", "nope")
-    assert result.returncode == 2
-    assert "unknown benchmark" in result.stderr
+def test_unknown_bench_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_here(capsys, "bench", "nope")
+    assert code == 2
+    assert "unknown benchmark" in err
 
 
-def test_bench_group_refuses_more_members_than_a_group_is_built_for() -> None:
-    result = run("bench", "group", "--members", "1025")
-    assert result.returncode == 2
-    assert "--members is 10 to 1024" in result.stderr
+def test_bench_group_refuses_more_members_than_a_group_is_built_for(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = run_here(capsys, "bench", "group", "--members", "1025")
+    assert code == 2
+    assert "--members is 10 to 1024" in err
 
 
 def test_bench_codec_prints_one_json_object() -> None:

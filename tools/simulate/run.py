@@ -13,6 +13,7 @@ State: the run's clock, clients and fault log (`_Run`).
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
 import statistics
@@ -21,7 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.tools.bench.stats import percentile
@@ -309,24 +310,63 @@ async def _digests(run: _Run, room: str) -> tuple[dict[str, list[str]], dict[str
     return digests, events
 
 
-def _after_partition(run: _Run, heal_s: float) -> tuple[float, float] | None:
+@dataclass(frozen=True, slots=True)
+class _Late:
+    """One (message, device) pair acked before the heal, and when it arrived."""
+
+    message_id: str
+    sender: int
+    device: int
+    sent_s: float
+    acked_s: float
+    arrived_s: float
+    down_s: float
+    """How long the device's node lay killed between the heal and the arrival."""
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "message_id": self.message_id[:16],
+            "from_node": self.sender,
+            "to_node": self.device,
+            "sent_s": round(self.sent_s, 2),
+            "acked_s": round(self.acked_s, 2),
+            "arrived_s": round(self.arrived_s, 2),
+            "down_s": round(self.down_s, 2),
+        }
+
+
+_LATEST: Final = 5
+"""The latest (message, device) arrivals after a heal named in the report: what to look for
+in the nodes' logs."""
+
+
+def _first_shown(run: _Run) -> dict[int, dict[str, float]]:
+    """When each device's client was first shown each message (s into the workload)."""
+    return {c.node.index: {s.message_id: s.at for s in reversed(c.seen)} for c in run.clients}
+
+
+def _after_partition(run: _Run, heal_s: float) -> tuple[float, float, list[_Late]] | None:
     """Seconds from the partition's heal until every message acked before it was on every
     other device, and the same less the time each late device's node lay killed meanwhile (a
-    kill after the heal is a fault of its own, not the partition's) (None: some never arrived)."""
-    arrived = {c.node.index: {s.message_id: s.at for s in reversed(c.seen)} for c in run.clients}
-    latest = latest_up = 0.0
+    kill after the heal is a fault of its own, not the partition's), and the latest arrivals
+    by the second figure (None: some never arrived)."""
+    arrived = _first_shown(run)
+    late: list[_Late] = []
     for a in run.acked():
         if a.acked_at > heal_s:
             continue
-        for device, at in arrived.items():
+        for device, shown in arrived.items():
             if device == a.device:
                 continue
-            if a.message_id not in at:
+            at = shown.get(a.message_id)
+            if at is None:
                 return None
-            took = at[a.message_id] - heal_s
-            latest = max(latest, took)
-            latest_up = max(latest_up, took - run.log.down_s(device, heal_s, at[a.message_id]))
-    return latest, latest_up
+            down = run.log.down_s(device, heal_s, at)
+            late.append(_Late(a.message_id, a.device, device, a.sent_at, a.acked_at, at, down))
+    latest = max([0.0, *(p.arrived_s - heal_s for p in late)])
+    latest_up = max([0.0, *(p.arrived_s - p.down_s - heal_s for p in late)])
+    late.sort(key=lambda p: p.arrived_s - p.down_s, reverse=True)
+    return latest, latest_up, late[:_LATEST]
 
 
 async def _simulate(config: SimulateConfig, root: Path, sockets: Path) -> dict[str, Any]:
@@ -437,6 +477,9 @@ def _report(
         "converge_after_partition_up_s": None
         if after_partition is None
         else round(after_partition[1], 2),
+        "after_partition_latest": []
+        if after_partition is None
+        else [late.as_json() for late in after_partition[2]],
         "digests_equal_per_user": siblings_equal,
         "digests_equal_all": len({d for ds in digests.values() for d in ds}) == 1,
         "history_events": events,
@@ -454,7 +497,28 @@ def _report(
         )
         png = plot_latency(config.out / "latency.png", verdict.latencies, run.log, setting=setting)
         report["plot"] = str(png)
+        report["arrivals"] = str(_write_arrivals(config.out / "arrivals.jsonl", run))
     return report
+
+
+def _write_arrivals(path: Path, run: _Run) -> Path:
+    """One JSON line per acked message and other device: when it was sent, acked and shown
+    there (null: never), in seconds into the workload; the nodes' logs say why one was late."""
+    shown = _first_shown(run)
+    with path.open("w") as out:
+        for a in run.acked():
+            for device, at in shown.items():
+                if device != a.device:
+                    line = {
+                        "message_id": a.message_id,
+                        "from_node": a.device,
+                        "to_node": device,
+                        "sent_s": round(a.sent_at, 3),
+                        "acked_s": round(a.acked_at, 3),
+                        "shown_s": None if a.message_id not in at else round(at[a.message_id], 3),
+                    }
+                    out.write(json.dumps(line) + "\n")
+    return path
 
 
 async def run_simulation(config: SimulateConfig) -> dict[str, Any]:

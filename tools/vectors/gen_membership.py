@@ -9,8 +9,9 @@ from typing import Any
 from hearthmesh.protocol.canonical import CborValue, encode_canonical
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId
 from hearthmesh.protocol.errors import MalformedMessage, TooLarge
-from hearthmesh.protocol.identity import KeyPair
+from hearthmesh.protocol.identity import KeyPair, UserId
 from hearthmesh.protocol.membership import (
+    MAX_ADD_TARGETS,
     MEMBERSHIP_CONTENT_TYPE,
     Action,
     MembershipChange,
@@ -23,6 +24,11 @@ from .cast import Cast
 from .common import VECTORS_DIR, pin, refuse, write_vectors
 
 __all__ = ["event", "generate"]
+
+
+def _users(count: int) -> tuple[UserId, ...]:
+    """`count` user ids of fixed bytes, none of the cast's."""
+    return tuple(UserId(bytes([n + 1]) * 32) for n in range(count))
 
 
 def event(c: Cast, user: KeyPair, device: KeyPair, seq: int, change: MembershipChange) -> Envelope:
@@ -59,6 +65,16 @@ def _membership(c: Cast, directory: Path) -> Path:
     ]
     wires = [e.wire.hex() for e in history]
     room = c.group_room.hex()
+    # SPEC §12.1.1: one ADD naming several users
+    both = MembershipChange(action=Action.ADD, target=bob, more=(carol,))
+    many = MembershipChange(action=Action.ADD, target=bob, more=_users(MAX_ADD_TARGETS - 1))
+    added = [
+        history[0],
+        event(c, c.alice, c.phone, 2, both),
+        event(c, c.carol, c.tablet, 3, MembershipChange(action=Action.LEAVE, target=carol)),
+        event(c, c.alice, c.phone, 4, both),
+    ]
+    added_wires = [e.wire.hex() for e in added]
     valid: list[dict[str, Any]] = [
         pin("membership_body", "CREATE of a closed group", hex=encode_membership(create).hex()),
         pin(
@@ -110,6 +126,14 @@ def _membership(c: Cast, directory: Path) -> Path:
         ),
         (0, bob, MembershipChange(action=Action.LEAVE, target=bob), "before the CREATE: NOT_YET"),
         (1, alice, create, "a second CREATE: NEVER"),
+        (1, alice, both, "an admin's ADD of two non-members: ALLOWED (§12.1.1)"),
+        (2, bob, both, "a member's ADD of several: NOT_YET"),
+        (
+            2,
+            alice,
+            MembershipChange(action=Action.ADD, target=carol, more=(bob,)),
+            "an ADD of several naming one member already: NOT_YET, whole",
+        ),
     ):
         valid.append(
             pin(
@@ -121,6 +145,31 @@ def _membership(c: Cast, directory: Path) -> Path:
                 hex=encode_membership(change).hex(),
             )
         )
+    valid += [  # §12.1.1, after the older cases so that their ids stand
+        pin(
+            "membership_body",
+            "ADD naming bob and carol (§12.1.1)",
+            hex=encode_membership(both).hex(),
+        ),
+        pin(
+            "membership_body",
+            "ADD naming 64 users: the most one event names (§12.1.1)",
+            hex=encode_membership(many).hex(),
+        ),
+        pin(
+            "membership_fold",
+            "one ADD lets bob and carol in; carol leaves; the same ADD again names bob, a member: "
+            "ignored whole, so carol stays out (§12.1.1)",
+            room_hex=room,
+            events_hex=added_wires,
+        ),
+        pin(
+            "membership_fold",
+            "the same events shuffled: the same state (§12.3)",
+            room_hex=room,
+            events_hex=[added_wires[i] for i in (3, 1, 2, 0)],
+        ),
+    ]
     body: list[CborValue] = [2, bob, 0, b"", 0, ""]
     invalid = [
         refuse(
@@ -159,10 +208,46 @@ def _membership(c: Cast, directory: Path) -> Path:
             "a body over 512 bytes",
             hex=encode_canonical([*body[:3], bytes(500), 0, ""]).hex(),
         ),
+        refuse(
+            "membership_body",
+            MalformedMessage,
+            "an ADD naming 65 users (64 at most, §12.1.1)",
+            hex=encode_canonical([*body, list(_users(MAX_ADD_TARGETS))]).hex(),
+        ),
+        refuse(
+            "membership_body",
+            TooLarge,
+            "an ADD of 80 users: past the 2,688 bytes of §12.1.1",
+            hex=encode_canonical([*body, list(_users(79))]).hex(),
+        ),
+        refuse(
+            "membership_body",
+            MalformedMessage,
+            "an ADD naming bob twice",
+            hex=encode_canonical([*body, [bob]]).hex(),
+        ),
+        refuse(
+            "membership_body",
+            MalformedMessage,
+            "an empty list of more users",
+            hex=encode_canonical([*body, []]).hex(),
+        ),
+        refuse(
+            "membership_body",
+            MalformedMessage,
+            "a KICK naming more users: only an ADD does",
+            hex=encode_canonical([5, *body[1:], [carol]]).hex(),
+        ),
+        refuse(
+            "membership_body",
+            MalformedMessage,
+            "an ADD by invite naming more users: an invite admits one",
+            hex=encode_canonical([*body[:3], bytes(16), 0, "", [carol]]).hex(),
+        ),
     ]
     return write_vectors(
         "membership",
-        spec="SPEC.md §12.1, §12.2, §12.3",
+        spec="SPEC.md §12.1, §12.1.1, §12.2, §12.3",
         function="tools/vectors/codecs.py ops membership_body, membership_fold, membership_ruling",
         valid=valid,
         invalid=invalid,
