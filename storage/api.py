@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import Final, NewType, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, NewType, Protocol, TypeVar
 
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.media_seal import MediaSeal
+
+if TYPE_CHECKING:
+    from .staged import StagedWrites
 
 __all__ = [
     "DEFAULT_RELAY_QUOTA",
@@ -937,6 +940,23 @@ class Transactions(Protocol):
 
         One durable commit for all; a call that raises is undone alone and its exception
         is its outcome.
+        """
+        ...
+
+    def stage_batch(
+        self, calls: Sequence[Callable[[], object]]
+    ) -> tuple[list[Outcome], StagedWrites | None]:
+        """`run_batch`'s calls run on this thread, the commit left to `commit_staged` (on the
+        writer thread) when the engine can: returns the outcomes and the staged writes, or
+        None if the engine committed them itself. An outcome may be acted on only once its
+        batch committed. Later stages read over the earlier ones not yet committed."""
+        ...
+
+    def commit_staged(self, batches: Sequence[StagedWrites]) -> None:
+        """Commit staged batches, oldest first, in one durable transaction.
+
+        Raises:
+            StorageError: the commit failed; so will every batch staged after these.
         """
         ...
 

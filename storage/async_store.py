@@ -2,31 +2,36 @@
 
 Writes (`append`, `run`) keep the order they were issued in and never hold a transaction across
 an await (CONVENTIONS §5 "LMDB rules"). Writes that arrive together share ONE transaction and
-one fsync (`Store.run_batch`); each caller's await returns only after that transaction committed
-(ARCHITECTURE §10: acknowledge only after commit). A receipt, an outbox ack and a release mark
-issued while a message is being appended all ride on the same commit instead of three more.
+one fsync; each caller's await returns only after that transaction is durable (ARCHITECTURE
+§10: acknowledge only after commit). A receipt, an outbox ack and a release mark issued while a
+message is being appended all ride on the same commit instead of three more.
 
-A batch commits on the event loop's own thread. The writer's Python work holds the GIL either
-way, so a writer thread would only buy overlap during the fsync, and on this 2-core machine the
-two thread hand-offs per batch cost more than that (measured: `bench api` same-node p50 and
-msgs/s, `bench delivery` p50 all improved with inline commits). The price is the tail: the
-loop waits out each fsync (on a machine loaded by other work, `bench api` saw 429 of alice's
-737 loop callbacks over 2 ms be commits, 6.0 s of wall time for 0.45 s of CPU; an LMDB commit
-there took 2.5 ms median and 14 ms p90, against 5 µs on tmpfs). Work whose cost grows with what
-is stored (`run_long`: a media blob, a room's history handed to a new member, a sync plan, the
-directory at start) commits on the writer thread instead, so the loop keeps its slices of the
-GIL meanwhile; the writes queued after it wait their turn as always.
+A batch is run in two halves (`Store.stage_batch`, `Store.commit_staged`). Its calls run on the
+event loop's thread, since they read and change the loop's state (a room's members, a Megolm
+session), over the committed snapshot with the batches staged before laid over it. The writer
+thread, the one owner of LMDB's write transaction, then replays the batch's writes and commits
+them, and the callers' awaits return once that commit is durable. So the loop never waits out
+an fsync (which took 2.5 ms median and 14 ms p90 on the loaded test machine, when commits ran
+on the loop: 429 of alice's 737 loop callbacks over 2 ms in `bench api` were commits). While one
+commit syncs, the writes that arrive meanwhile gather, and are staged as one batch once it is
+durable (`MAX_STAGED`; a deeper pipeline stages each over the ones before, and the writer
+commits every batch it finds waiting in one transaction).
+Work whose cost grows with what is stored (`run_long`: a media blob, a room's history handed to
+a new member, a sync plan, the directory at start) runs whole on the writer thread instead, so
+the loop keeps its slices of the GIL meanwhile; nothing is staged while it runs.
 
 Reads (`read`) run on a reader thread in a snapshot of what is committed, so a page of history
 never waits behind a long write; `read_inline` runs a small read on the loop's thread, where a
-hop to another thread would cost more than the read. A store whose engine cannot read
-concurrently (the in-memory twin) reads through the write queue instead.
+hop to another thread would cost more than the read. Neither sees a staged batch before it is
+durable. A store whose engine cannot read concurrently (the in-memory twin) commits on the
+loop's thread and reads through the write queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,11 +41,18 @@ from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 
 from .api import AppendRequest, AppendResult, Outcome, Store
 from .append import check_appendable
+from .staged import StagedWrites
 
-__all__ = ["MAX_BATCH", "AsyncStore"]
+__all__ = ["MAX_BATCH", "MAX_STAGED", "AsyncStore"]
 
 MAX_BATCH: Final = 1024
-"""Most writes committed in one transaction; bounds a commit's latency and size."""
+"""Most writes staged in one batch; bounds a batch's latency and size."""
+
+MAX_STAGED: Final = 1
+"""Most batches staged and waiting for their commit (by default). One: the writes that arrive
+while a commit syncs gather, and are staged together once it is durable, so each fsync carries
+all of them. With two, the second batch was staged as soon as its first write came and carried
+little: `bench api` same-node msgs/s fell from 1,225-1,724 to 347-516 (load 44-50)."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -63,9 +75,12 @@ class _Write:
 class AsyncStore:
     """Owns a store and the threads that touch it. Use `async with` or `aclose()`."""
 
-    def __init__(self, store: Store, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, store: Store, *, max_batch: int = MAX_BATCH, max_staged: int = MAX_STAGED
+    ) -> None:
         self._store = store
         self._max_batch = max_batch
+        self._max_staged = max_staged
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hearthmesh-store")
         self._reader = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="hearthmesh-store-read")
@@ -73,7 +88,12 @@ class AsyncStore:
             else None
         )
         self._pending: list[_Write] = []
-        self._flushing = False
+        self._flush_due = False
+        self._long_running = False
+        self._committing: deque[tuple[list[list[_Write]], list[Outcome]]] = deque()
+        """Staged batches waiting for their commit, oldest first: their writes and outcomes."""
+        self._to_commit: deque[StagedWrites] = deque()
+        """The same batches' staged writes, for the writer thread to take."""
         self._closing = False
         self._closed = asyncio.Event()
         self._idle = asyncio.Event()
@@ -179,29 +199,86 @@ class AsyncStore:
         future: asyncio.Future[Any] = loop.create_future()
         write = _Write(future=future, grouped=grouped, item=item, call=call, long=long)
         self._pending.append(write)
-        if not self._flushing:
-            # Next loop iteration: writes issued together in this one join the batch.
-            self._flushing = True
-            self._idle.clear()
-            loop.call_soon(self._flush, loop)
+        self._idle.clear()
+        self._flush_soon(loop)
         return await future
 
+    def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stage the pending writes in the next loop iteration (writes issued together in this
+        one join the batch), unless a long write runs or `max_staged` batches wait for their
+        commit: then they gather until it is done."""
+        if self._flush_due or self._long_running or len(self._committing) >= self._max_staged:
+            return
+        if not self._pending:
+            if not self._committing:
+                self._idle.set()
+            return
+        self._flush_due = True
+        loop.call_soon(self._flush, loop)
+
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._flush_due = False
         batch = self._pending[: self._max_batch]
         del self._pending[: self._max_batch]
         groups = _group_calls(batch)
         calls = [self._call_of(group) for group in groups]
         if any(write.long for write in batch):
+            # Behind the staged batches on the one writer thread, so it sees them committed.
+            self._long_running = True
             done = loop.run_in_executor(self._writer, self._store.run_batch, calls)
             done.add_done_callback(
-                lambda _: self._flushed(loop, groups, done.exception() or done.result())
+                lambda _: self._ran_long(loop, groups, done.exception() or done.result())
             )
             return
         try:
-            outcomes: list[Outcome] | BaseException = self._store.run_batch(calls)
+            outcomes, staged = self._store.stage_batch(calls)
         except Exception as exc:  # every caller of the batch gets it
-            outcomes = exc
-        self._flushed(loop, groups, outcomes)
+            self._settle_all(groups, exc)
+            self._flush_soon(loop)
+            return
+        if staged is None or not (staged or self._committing):
+            # The engine committed it (the in-memory twin), or it wrote nothing and read only
+            # what is durable: no commit to wait for.
+            self._settle_all(groups, outcomes)
+        else:
+            self._committing.append((groups, outcomes))
+            self._to_commit.append(staged)
+            self._writer.submit(self._commit_waiting, loop)
+        self._flush_soon(loop)
+
+    def _commit_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the writer thread: commit every staged batch waiting (none if an earlier call
+        took them all) in one transaction, then hand the loop how many it took and the
+        commit's error."""
+        taken: list[StagedWrites] = []
+        while self._to_commit:
+            taken.append(self._to_commit.popleft())
+        if not taken:
+            return
+        error: Exception | None = None
+        try:
+            self._store.commit_staged(taken)
+        except Exception as exc:  # every caller of these batches gets it
+            error = exc
+        loop.call_soon_threadsafe(self._committed, loop, len(taken), error)
+
+    def _committed(
+        self, loop: asyncio.AbstractEventLoop, count: int, error: Exception | None
+    ) -> None:
+        for _ in range(count):
+            groups, outcomes = self._committing.popleft()
+            self._settle_all(groups, error or outcomes)
+        self._flush_soon(loop)
+
+    def _ran_long(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        groups: list[list[_Write]],
+        outcomes: list[Outcome] | BaseException,
+    ) -> None:
+        self._long_running = False
+        self._settle_all(groups, outcomes)
+        self._flush_soon(loop)
 
     def _call_of(self, group: list[_Write]) -> Callable[[], object]:
         first = group[0]
@@ -211,24 +288,16 @@ class AsyncStore:
             return first.call
         return functools.partial(first.grouped, [write.item for write in group])
 
-    def _flushed(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        groups: list[list[_Write]],
-        outcomes: list[Outcome] | BaseException,
+    def _settle_all(
+        self, groups: list[list[_Write]], outcomes: list[Outcome] | BaseException
     ) -> None:
         if isinstance(outcomes, BaseException):
             for group in groups:
                 _settle(group, Outcome(error=cast(Exception, outcomes)))
-        else:
-            self.batches_committed += 1
-            for group, outcome in zip(groups, outcomes, strict=True):
-                _settle(group, outcome)
-        if self._pending:
-            loop.call_soon(self._flush, loop)  # writes issued meanwhile form the next batch
-        else:
-            self._flushing = False
-            self._idle.set()
+            return
+        self.batches_committed += 1
+        for group, outcome in zip(groups, outcomes, strict=True):
+            _settle(group, outcome)
 
     async def aclose(self) -> None:
         """Commit what is queued, close the store and stop the threads; idempotent."""

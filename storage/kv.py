@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from hearthmesh.protocol.errors import LocalProtocolError
 
 from .api import Outcome
 from .keys import Table
+
+if TYPE_CHECKING:
+    from .staged import StagedWrites
 
 __all__ = ["MAX_KEY_BYTES", "KvEngine", "KvTxn", "Outcome", "T", "check_key"]
 
@@ -91,6 +94,17 @@ class KvEngine(Protocol):
         exception returned as its `Outcome`; the others are unaffected. If the commit fails,
         every outcome is that `StorageError`.
         """
+        ...
+
+    def stage_batch(
+        self, calls: Sequence[Callable[[], object]]
+    ) -> tuple[list[Outcome], StagedWrites | None]:
+        """`write_batch`, but the commit is left to `commit_staged` (on another thread) when
+        the engine can: the writes it returns, or None if it committed them itself."""
+        ...
+
+    def commit_staged(self, batches: Sequence[StagedWrites]) -> None:
+        """Commit staged batches, oldest first, in one durable transaction."""
         ...
 
     def snapshot(self, fn: Callable[[], T]) -> T:

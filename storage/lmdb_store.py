@@ -34,6 +34,7 @@ from .keys import SCHEMA_KEY, SCHEMA_VERSION, Table, pack_u32, unpack_u32
 from .kv import KvTxn, Outcome, T, check_key
 from .media_refs import fill_media_refs_txn
 from .relay import fill_relay_shares_txn
+from .staged import OverlayTxn, StagedWrites
 from .store import KvStore
 
 __all__ = ["DEFAULT_MAP_SIZE_BYTES", "MAX_MAP_SIZE_BYTES", "LmdbEngine", "LmdbStore"]
@@ -149,7 +150,7 @@ class _ReadGate:
 class _Frame:
     """A transaction this thread is in: batch calls and nested writes join the innermost."""
 
-    view: _LmdbTxn
+    view: _LmdbTxn | OverlayTxn
     writable: bool
 
 
@@ -163,6 +164,11 @@ class LmdbEngine:
         self._local = threading.local()
         self._gate = _ReadGate()
         self._grow_next = False
+        self._staged: list[StagedWrites] = []
+        """Batches staged and not yet committed, oldest first (`stage_batch`)."""
+        self._staged_lock = threading.Lock()
+        self._failed: StorageError | None = None
+        """A staged commit that failed: what was staged over it can never commit."""
         with _open_paths_lock:
             if self._key in _open_paths:
                 raise StorageError(f"store {path} is already open in this process")
@@ -280,6 +286,7 @@ class LmdbEngine:
         frames = self._joined()
         if frames:
             return self._nested(env, frames, fn)
+        self._check_nothing_staged()
         while True:
             try:
                 with env.begin(write=True) as txn:  # commits on success, aborts on exception
@@ -293,10 +300,17 @@ class LmdbEngine:
             except lmdb.Error as exc:
                 raise StorageError(f"write to store {self._path} failed: {exc}") from None
 
+    def _check_nothing_staged(self) -> None:
+        """A write of its own would miss (and be overwritten by) the batches staged before it."""
+        if self._staged:
+            raise LocalProtocolError("a write beside staged batches not yet committed")
+
     def _nested(self, env: lmdb.Environment, frames: list[_Frame], fn: Callable[[KvTxn], T]) -> T:
         parent = frames[-1]
         if not parent.writable:
             raise LocalProtocolError("a write inside a read-only snapshot")
+        if isinstance(parent.view, OverlayTxn):
+            return self._nested_staged(frames, parent.view, fn)
         try:
             child = env.begin(write=True, parent=parent.view.raw)
         except lmdb.Error as exc:
@@ -315,12 +329,27 @@ class LmdbEngine:
             raise StorageError(f"write to store {self._path} failed: {exc}") from None
         return value
 
+    @staticmethod
+    def _nested_staged(frames: list[_Frame], view: OverlayTxn, fn: Callable[[KvTxn], T]) -> T:
+        view.savepoint()
+        frames.append(_Frame(view, writable=True))
+        try:
+            value = fn(view)
+        except BaseException:
+            view.rollback()
+            raise
+        finally:
+            frames.pop()
+        view.release()
+        return value
+
     def write_batch(self, calls: Sequence[Callable[[], object]]) -> list[Outcome]:
         """All `calls` in one transaction, each in its own nested one; one durable commit."""
         env = self._live_env()
         frames = self._joined()
         if frames:
             raise LocalProtocolError("a write batch inside a transaction")
+        self._check_nothing_staged()
         self._grow_if_half_full(env)
         outcomes: list[Outcome] = []
         try:
@@ -334,6 +363,71 @@ class LmdbEngine:
             failed = StorageError(f"write to store {self._path} failed: {exc}")
             return [Outcome(error=failed) for _ in calls]
         return outcomes
+
+    def stage_batch(
+        self, calls: Sequence[Callable[[], object]]
+    ) -> tuple[list[Outcome], StagedWrites]:
+        """`write_batch`'s calls run here, over the committed snapshot and the batches staged
+        before; their writes are kept for `commit_staged` (on the writer thread) to commit.
+
+        An outcome is final only once its batch committed: until then nobody may act on it.
+
+        Raises:
+            StorageError: a staged commit failed earlier (nothing can be staged over it).
+        """
+        env = self._live_env()
+        frames = self._joined()
+        if frames:
+            raise LocalProtocolError("a write batch inside a transaction")
+        if self._failed is not None:
+            raise self._failed
+        # Copied before the snapshot opens: a batch committed in between is then in both,
+        # which reads the same; copied after, it could be in neither.
+        with self._staged_lock:
+            below = list(self._staged)
+        with self._read() as base:
+            view = OverlayTxn(base, below)
+            frames.append(_Frame(view, writable=True))
+            try:
+                outcomes = [self._outcome(env, frames, call) for call in calls]
+            finally:
+                frames.pop()
+        if view.writes:  # a batch that wrote nothing lays nothing over the snapshot
+            with self._staged_lock:
+                self._staged.append(view.writes)
+        return outcomes, view.writes
+
+    def commit_staged(self, batches: Sequence[StagedWrites]) -> None:
+        """Commit staged batches (the oldest ones, in order) in one durable transaction; the
+        writer thread's half of `stage_batch`. Map growth replays them, so no call re-runs.
+
+        Raises:
+            StorageError: the commit failed; every batch staged since fails with it.
+        """
+        if self._failed is not None:
+            raise self._failed
+        env = self._live_env()
+        try:
+            while True:
+                try:
+                    with env.begin(write=True) as txn:  # commits on success
+                        for batch in batches:
+                            for table, puts, deletes in batch.by_table():
+                                db = self._dbs[table]
+                                for key in deletes:
+                                    txn.delete(key, db=db)
+                                if puts:
+                                    txn.cursor(db).putmulti(puts)
+                    break
+                except lmdb.MapFullError:
+                    self._grow(env)
+        except (lmdb.Error, StorageError) as exc:
+            self._failed = StorageError(f"write to store {self._path} failed: {exc}")
+            raise self._failed from None
+        with self._staged_lock:
+            for batch in batches:
+                if batch:
+                    self._staged.remove(batch)
 
     def _outcome(
         self, env: lmdb.Environment, frames: list[_Frame], call: Callable[[], object]

@@ -17,6 +17,7 @@ from .api import DEFAULT_RELAY_QUOTA, RelayQuota
 from .blobs import MemoryBlobs
 from .keys import Table
 from .kv import KvTxn, Outcome, T, check_key
+from .staged import StagedWrites
 from .store import KvStore
 
 __all__ = ["MemoryEngine", "MemoryStore"]
@@ -165,6 +166,17 @@ class MemoryEngine:
         if self._frames:
             raise LocalProtocolError("a write batch inside a transaction")
         return [self._outcome(call) for call in calls]
+
+    def stage_batch(
+        self, calls: Sequence[Callable[[], object]]
+    ) -> tuple[list[Outcome], StagedWrites | None]:
+        """`write_batch`: the twin has nothing to sync, so it commits at once."""
+        return self.write_batch(calls), None
+
+    def commit_staged(self, batches: Sequence[StagedWrites]) -> None:
+        """Never has anything to commit (`stage_batch` committed)."""
+        if batches:
+            raise LocalProtocolError("the in-memory store stages nothing")
 
     def _outcome(self, call: Callable[[], object]) -> Outcome:
         try:

@@ -65,6 +65,7 @@ from .append import append_batch_txn, check_appendable
 from .blobs import BlobStore
 from .keys import ID_BYTES, Table, contact_key, pack_u64, prefix_end, push_key, unpack_u64
 from .kv import KvEngine, KvTxn, T
+from .staged import StagedWrites
 
 __all__ = ["RELAY_EXPIRED_PER_PUT", "KvStore"]
 
@@ -715,6 +716,16 @@ class KvStore:
     def run_batch(self, calls: Sequence[Callable[[], object]]) -> list[Outcome]:
         """The calls in one write transaction, each undone alone if it raises; one commit."""
         return self._engine.write_batch(calls)
+
+    def stage_batch(
+        self, calls: Sequence[Callable[[], object]]
+    ) -> tuple[list[Outcome], StagedWrites | None]:
+        """`run_batch` with the commit left to `commit_staged` where the engine can."""
+        return self._engine.stage_batch(calls)
+
+    def commit_staged(self, batches: Sequence[StagedWrites]) -> None:
+        """Commit what `stage_batch` staged, oldest first, in one durable transaction."""
+        self._engine.commit_staged(batches)
 
     def snapshot(self, fn: Callable[[], T]) -> T:
         """`fn`'s reads in one snapshot; a write in it raises `LocalProtocolError`."""

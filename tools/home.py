@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from hearthmesh.protocol.actions import MAX_RECALL_WINDOW_MS
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.prefixes import PrefixPolicy
+from hearthmesh.tools.bench.loop_lag import watch_loop
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 from hearthmesh.tools.settings import HomeSettings, SettingsError, parse_api
 
@@ -175,7 +176,7 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
     if settings.api_tls:
         cert, key = _tls_files(settings)
         api_config = replace(api_config, tls_cert_file=cert, tls_key_file=key)
-    async with Node(config) as node, ApiServer(node, api_config) as api:
+    async with Node(config) as node, ApiServer(node, api_config) as api, watch_loop():
         started(node, api)
         await stop.wait()
         print("stopping: announcing offline, flushing, closing the store ...", flush=True)

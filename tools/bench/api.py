@@ -14,7 +14,9 @@ N messages pipelined on one connection until the receiving client has them all.
 `*_node_cpu_us_per_msg` is the CPU time each node process used over both plain runs, per
 message (with its receipt): a cost a loaded machine distorts far less than latency. The `deflate_*`
 figures repeat both with three more clients that offer permessage-deflate (RFC 7692), as
-browsers do, so the server compresses every frame it sends them.
+browsers do, so the server compresses every frame it sends them. `*_node_loop` is how late
+each node's event loop ran over the whole run (`tools/bench/loop_lag.py`: a 1 ms ticker in the
+node; `stalls_over_2ms` counts its wake-ups more than 2 ms late).
 
 `bench api-nosync` runs the same with both stores on tmpfs (/dev/shm), where fsync returns at
 once: the same code with the disk's cost gone, so the path's own cost shows (an experiment; a
@@ -26,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -35,6 +38,7 @@ from typing import Any
 
 import aiohttp
 
+from hearthmesh.tools.bench.loop_lag import LOOP_LAG_ENV, read_lag
 from hearthmesh.tools.bench.stats import percentile, process_cpu_s
 from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.node_process import HomeProcess, spawn_home
@@ -125,16 +129,31 @@ async def _bench(quick: bool, *, on_tmpfs: bool) -> dict[str, Any]:
     samples, burst = (50, 300) if quick else (300, 3000)
     where = str(_TMPFS) if on_tmpfs else None
     with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-api-", dir=where) as tmp:
-        alice = await spawn_home(Path(tmp) / "a", name="alice")
+        lag = {name: Path(tmp) / f"{name}-loop.json" for name in ("alice", "bob")}
+        alice = await _spawn(Path(tmp) / "a", "alice", lag["alice"])
         try:
-            bob = await spawn_home(Path(tmp) / "b", name="bob")
+            bob = await _spawn(Path(tmp) / "b", "bob", lag["bob"])
             try:
                 figures = await _between(alice, bob, samples, burst)
-                return {**figures, "stores": "tmpfs (fsync free)" if on_tmpfs else "disk"}
             finally:
                 await bob.terminate()
         finally:
             await alice.terminate()
+        return {
+            **figures,
+            "alice_node_loop": read_lag(lag["alice"]),
+            "bob_node_loop": read_lag(lag["bob"]),
+            "stores": "tmpfs (fsync free)" if on_tmpfs else "disk",
+        }
+
+
+async def _spawn(data_dir: Path, name: str, lag: Path) -> HomeProcess:
+    """A home whose event loop's lateness is watched (`tools/bench/loop_lag.py`)."""
+    os.environ[LOOP_LAG_ENV] = str(lag)
+    try:
+        return await spawn_home(data_dir, name=name)
+    finally:
+        del os.environ[LOOP_LAG_ENV]
 
 
 async def _between(

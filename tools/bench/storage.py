@@ -155,6 +155,8 @@ def _loop_lag(path: Path, count: int) -> dict[str, Any]:
         "loop_late_p50_ms": late_p50,
         "loop_late_p99_ms": late_p99,
         "loop_late_max_ms": round(max(late) * 1000, 3),
+        "loop_ticks": len(late),
+        "loop_ticks_late_over_2ms": sum(1 for lateness in late if lateness > 0.002),
     }
 
 
