@@ -12,6 +12,7 @@ A receipt that reached a home it is not addressed to is refused before it is sto
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from hearthmesh.node.e2ee.readable import content_of
 from hearthmesh.protocol.envelope import Envelope, MessageId
@@ -36,12 +37,9 @@ def credited_updates(
     store: Store, own: UserId, envelope: Envelope, receipt: Receipt
 ) -> list[StatusUpdate]:
     """What another user's `receipt` says of our messages that we hold (reads only)."""
-    originals: dict[MessageId, Envelope] = {}
-    for message_id in receipt.message_ids:
-        stored = store.get_event(message_id)
-        if stored is not None and stored.envelope.sender_user == own:
-            originals[message_id] = stored.envelope
-    return receipt_updates(envelope, receipt, originals)
+    held = _held(store, receipt.message_ids).items()
+    ours = {message_id: stored for message_id, stored in held if stored.sender_user == own}
+    return receipt_updates(envelope, receipt, ours)
 
 
 def receipt_refusal(store: Store, envelope: Envelope, recipient: UserId) -> NotAddressed | None:
@@ -55,12 +53,7 @@ def receipt_refusal(store: Store, envelope: Envelope, recipient: UserId) -> NotA
         receipt = decode_receipt(content.body)
     except RemoteProtocolError:
         return None  # stored as sent, it credits nothing (`credit_receipt`)
-    originals: dict[MessageId, Envelope] = {}
-    for message_id in receipt.message_ids:
-        stored = store.get_event(message_id)
-        if stored is not None:
-            originals[message_id] = stored.envelope
-    return address_refusal(envelope, receipt, recipient, originals)
+    return address_refusal(envelope, receipt, recipient, _held(store, receipt.message_ids))
 
 
 def credit_receipt(store: Store, own: UserId, envelope: Envelope, *, now_ms: int) -> None:
@@ -85,6 +78,16 @@ def credit_receipt(store: Store, own: UserId, envelope: Envelope, *, now_ms: int
     store.set_statuses(
         [(u.message_id, u.recipient, DeliveryStatus(u.status)) for u in updates], now_ms=now_ms
     )
+
+
+def _held(store: Store, message_ids: Iterable[MessageId]) -> dict[MessageId, Envelope]:
+    """The stored envelopes of the named ids that this home holds, any sender."""
+    held: dict[MessageId, Envelope] = {}
+    for message_id in message_ids:
+        stored = store.get_event(message_id)
+        if stored is not None:
+            held[message_id] = stored.envelope
+    return held
 
 
 def _is_others_in(store: Store, message_id: MessageId, receipt: Envelope, own: UserId) -> bool:
