@@ -102,7 +102,11 @@ class AsyncStore:
         self._no_reads = asyncio.Event()
         self._no_reads.set()
         self.batches_committed = 0
-        """Write transactions committed so far (for tests and the benchmark)."""
+        """Write batches settled so far (for tests and the benchmark); several staged batches
+        may share one transaction, and a batch that wrote nothing commits none."""
+        self.transactions = 0
+        """Write transactions the writer thread committed that wrote something (each one fsync
+        on a durable store): the figure `bench api` divides by the messages sent."""
 
     @property
     def store(self) -> Store:
@@ -260,11 +264,13 @@ class AsyncStore:
             self._store.commit_staged(taken)
         except Exception as exc:  # every caller of these batches gets it
             error = exc
-        loop.call_soon_threadsafe(self._committed, loop, len(taken), error)
+        wrote = any(taken)  # LMDB neither writes nor syncs a transaction that wrote nothing
+        loop.call_soon_threadsafe(self._committed, loop, len(taken), wrote, error)
 
     def _committed(
-        self, loop: asyncio.AbstractEventLoop, count: int, error: Exception | None
+        self, loop: asyncio.AbstractEventLoop, count: int, wrote: bool, error: Exception | None
     ) -> None:
+        self.transactions += wrote
         for _ in range(count):
             groups, outcomes = self._committing.popleft()
             self._settle_all(groups, error or outcomes)
@@ -277,6 +283,7 @@ class AsyncStore:
         outcomes: list[Outcome] | BaseException,
     ) -> None:
         self._long_running = False
+        self.transactions += 1
         self._settle_all(groups, outcomes)
         self._flush_soon(loop)
 

@@ -176,7 +176,11 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
     if settings.api_tls:
         cert, key = _tls_files(settings)
         api_config = replace(api_config, tls_cert_file=cert, tls_key_file=key)
-    async with Node(config) as node, ApiServer(node, api_config) as api, watch_loop():
+    async with (
+        Node(config) as node,
+        ApiServer(node, api_config) as api,
+        watch_loop(lambda: {"store_transactions": node.store.transactions}),
+    ):
         started(node, api)
         await stop.wait()
         print("stopping: announcing offline, flushing, closing the store ...", flush=True)

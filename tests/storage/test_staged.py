@@ -240,6 +240,7 @@ async def test_the_loop_serves_while_a_commit_syncs_and_acks_follow_the_commit(
         assert store.threads["stage"] == threading.current_thread().name
         assert store.threads["commit"].startswith("hearthmesh-store")
         assert store.stages == db.batches_committed == sum(store.commits) == 3
+        assert db.transactions == len(store.commits)  # one per commit, however many batches
     with LmdbStore(tmp_path / "db") as reopened:
         assert reopened.get_setting("a") == b"3"
     assert _storage_threads() == []
@@ -282,6 +283,7 @@ async def test_a_batch_that_writes_nothing_waits_only_for_the_commits_it_read_ov
             store.gate.set()
             await writing
             assert await reading == b"1"
+            assert db.transactions == 1  # the read-only batches committed nothing
     assert _storage_threads() == []
 
 
@@ -307,4 +309,5 @@ async def test_what_arrives_during_a_sync_is_staged_as_one_batch_once_it_is_dura
             assert [await t for t in later] == [AppendResult.STORED] * 5
             assert store.stages == db.batches_committed == 2
             assert store.commits == [1, 1]
+            assert db.transactions == 2
     assert _storage_threads() == []

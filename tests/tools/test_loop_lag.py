@@ -17,7 +17,7 @@ async def test_a_callback_that_holds_the_loop_shows_as_a_stall(
     async with asyncio.timeout(10):
         where = tmp_path / "loop.json"
         monkeypatch.setenv(LOOP_LAG_ENV, str(where))
-        async with watch_loop():
+        async with watch_loop(lambda: {"store_transactions": 7}):
             for _ in range(3):
                 await asyncio.sleep(0.01)  # the ticker runs
             time.sleep(0.05)  # noqa: ASYNC251 (holds the loop on purpose, as an inline fsync did)
@@ -26,6 +26,7 @@ async def test_a_callback_that_holds_the_loop_shows_as_a_stall(
         assert summary["ticks"] >= 2
         assert summary["stalls_over_2ms"] >= 1
         assert summary["late_max_ms"] >= 40
+        assert summary["store_transactions"] == 7  # the node's counters, taken at the end
 
 
 async def test_nothing_is_watched_unless_asked(

@@ -17,6 +17,8 @@ figures repeat both with three more clients that offer permessage-deflate (RFC 7
 browsers do, so the server compresses every frame it sends them. `*_node_loop` is how late
 each node's event loop ran over the whole run (`tools/bench/loop_lag.py`: a 1 ms ticker in the
 node; `stalls_over_2ms` counts its wake-ups more than 2 ms late).
+`*_node_commits_per_msg` is each node's store write transactions (one fsync each) over the
+whole run, its start and the receipts included, per message the clients sent.
 
 `bench api-nosync` runs the same with both stores on tmpfs (/dev/shm), where fsync returns at
 once: the same code with the disk's cost gone, so the path's own cost shows (an experiment; a
@@ -123,6 +125,8 @@ async def _measure(
 
 
 _TMPFS = Path("/dev/shm")
+_WARM = (10, 50)
+"""Latency samples and burst of the warm-up before each pair of runs."""
 
 
 async def _bench(quick: bool, *, on_tmpfs: bool) -> dict[str, Any]:
@@ -139,10 +143,18 @@ async def _bench(quick: bool, *, on_tmpfs: bool) -> dict[str, Any]:
                 await bob.terminate()
         finally:
             await alice.terminate()
+        loops = {name: read_lag(where) for name, where in lag.items()}
+        # every message the clients sent: warm-up and both pairs of runs, with and without deflate
+        sent = 2 * (sum(_WARM) + 2 * (samples + burst))
+        commits = {
+            f"{name}_node_commits_per_msg": round(loop.pop("store_transactions", 0) / sent, 3)
+            for name, loop in loops.items()
+        }
         return {
             **figures,
-            "alice_node_loop": read_lag(lag["alice"]),
-            "bob_node_loop": read_lag(lag["bob"]),
+            **commits,
+            "alice_node_loop": loops["alice"],
+            "bob_node_loop": loops["bob"],
             "stores": "tmpfs (fsync free)" if on_tmpfs else "disk",
         }
 
@@ -181,7 +193,15 @@ async def _between(
                 bob_client = _Client(bob_ws, bob.user_text, ack=True)
                 readers = [group.create_task(c.read()) for c in (phone, laptop, bob_client)]
                 tag = "z" if deflate else ""
-                await _measure(phone, bob_client, room, samples=10, burst=50, tag=f"{tag}warm")
+                warm_samples, warm_burst = _WARM
+                await _measure(
+                    phone,
+                    bob_client,
+                    room,
+                    samples=warm_samples,
+                    burst=warm_burst,
+                    tag=f"{tag}warm",
+                )
                 cpu = [process_cpu_s(p.process.pid) for p in (alice, bob)]
                 figures[f"{tag}s"] = await _measure(
                     phone, laptop, room, samples=samples, burst=burst, tag=f"{tag}s"

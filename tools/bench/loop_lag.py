@@ -4,8 +4,9 @@
 (`bench api` does, for both its nodes): a task that asks to wake every millisecond and records
 how late each wake-up came. A callback that holds the loop (an fsync on the loop's thread, a
 long decode, a collection) shows as lateness. At exit it writes the summary to that file as
-JSON, which the benchmark reads after the process stopped. Off by default: the ticker costs the
-node a wake-up per millisecond.
+JSON, which the benchmark reads after the process stopped, with the node's counters at exit
+(`counters`: the store's write transactions, each one fsync). Off by default: the ticker costs
+the node a wake-up per millisecond.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,8 +44,9 @@ def lag_summary(late_ms: list[float]) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def watch_loop() -> AsyncIterator[None]:
-    """Tick while the block runs if `LOOP_LAG_ENV` names a file; write the summary there."""
+async def watch_loop(counters: Callable[[], dict[str, int]] | None = None) -> AsyncIterator[None]:
+    """Tick while the block runs if `LOOP_LAG_ENV` names a file; write the summary there, with
+    what `counters` returns at the block's end."""
     where = os.environ.get(LOOP_LAG_ENV)
     if not where:
         yield
@@ -64,7 +66,10 @@ async def watch_loop() -> AsyncIterator[None]:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
-        await asyncio.to_thread(Path(where).write_text, json.dumps(lag_summary(late_ms)))
+        summary = lag_summary(late_ms)
+        if counters is not None:
+            summary.update(counters())
+        await asyncio.to_thread(Path(where).write_text, json.dumps(summary))
 
 
 def read_lag(path: Path) -> dict[str, Any]:
