@@ -16,6 +16,10 @@ on the loop: 429 of alice's 737 loop callbacks over 2 ms in `bench api` were com
 commit syncs, the writes that arrive meanwhile gather, and are staged as one batch once it is
 durable (`MAX_STAGED`; a deeper pipeline stages each over the ones before, and the writer
 commits every batch it finds waiting in one transaction).
+A write no caller needs durable soon (`run_lazy`: the outbox's settles, SPEC §11.4) rides in the
+next batch that commits anyway, or commits alone after `LAZY_MS`: one message sent and acked
+cost its home two commits, each two device flushes on the message path's disk, where one would
+do (ARCHITECTURE §10).
 Work whose cost grows with what is stored (`run_long`: a media blob, a room's history handed to
 a new member, a sync plan, the directory at start) runs whole on the writer thread instead, so
 the loop keeps its slices of the GIL meanwhile; nothing is staged while it runs.
@@ -43,7 +47,7 @@ from .api import AppendRequest, AppendResult, Outcome, Store
 from .append import check_appendable
 from .staged import StagedWrites
 
-__all__ = ["MAX_BATCH", "MAX_STAGED", "AsyncStore"]
+__all__ = ["LAZY_MS", "MAX_BATCH", "MAX_STAGED", "AsyncStore"]
 
 MAX_BATCH: Final = 1024
 """Most writes staged in one batch; bounds a batch's latency and size."""
@@ -53,6 +57,9 @@ MAX_STAGED: Final = 1
 while a commit syncs gather, and are staged together once it is durable, so each fsync carries
 all of them. With two, the second batch was staged as soon as its first write came and carried
 little: `bench api` same-node msgs/s fell from 1,225-1,724 to 347-516 (load 44-50)."""
+
+LAZY_MS: Final = 500
+"""Longest a lazy write (`run_lazy`) waits for a batch to ride in before it commits alone."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -70,13 +77,20 @@ class _Write:
     call: Callable[[], object] | None = None
     long: bool = False
     """Costs more as the store grows: committed on the writer thread."""
+    lazy: bool = False
+    """Starts no batch of its own before `LAZY_MS` (`run_lazy`)."""
 
 
 class AsyncStore:
     """Owns a store and the threads that touch it. Use `async with` or `aclose()`."""
 
     def __init__(
-        self, store: Store, *, max_batch: int = MAX_BATCH, max_staged: int = MAX_STAGED
+        self,
+        store: Store,
+        *,
+        max_batch: int = MAX_BATCH,
+        max_staged: int = MAX_STAGED,
+        lazy_ms: int = LAZY_MS,
     ) -> None:
         self._store = store
         self._max_batch = max_batch
@@ -88,6 +102,13 @@ class AsyncStore:
             else None
         )
         self._pending: list[_Write] = []
+        self._eager = 0
+        """Pending writes that are not lazy: any of them starts a batch."""
+        self._lazy_s = lazy_ms / 1000
+        self._lazy_timer: asyncio.TimerHandle | None = None
+        """Armed while only lazy writes are pending: when it fires, they commit alone."""
+        self._lazy_ripe = False
+        """The lazy writes pending waited `lazy_ms`: they start a batch."""
         self._flush_due = False
         self._long_running = False
         self._committing: deque[tuple[list[list[_Write]], list[Outcome]]] = deque()
@@ -146,6 +167,14 @@ class AsyncStore:
         """
         return cast(R, await self._queue(call=functools.partial(fn, *args, **kwargs)))
 
+    async def run_lazy(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """`run` for a write that no one needs durable soon (a settle of acked outbox rows,
+        whose loss in a crash only delivers them again, SPEC §11.4): it joins the next batch
+        that another write starts, or after `LAZY_MS` commits on its own, so it costs no commit
+        (and no wait behind one) of its own while writes flow. Returns once committed, as `run`.
+        """
+        return cast(R, await self._queue(call=functools.partial(fn, *args, **kwargs), lazy=True))
+
     async def run_long(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """`run` for work whose cost grows with the store (a whole room, a media blob): its
         batch commits on the writer thread, so the event loop is not held for its length."""
@@ -197,12 +226,14 @@ class AsyncStore:
         item: object = None,
         call: Callable[[], object] | None = None,
         long: bool = False,
+        lazy: bool = False,
     ) -> object:
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        write = _Write(future=future, grouped=grouped, item=item, call=call, long=long)
+        write = _Write(future=future, grouped=grouped, item=item, call=call, long=long, lazy=lazy)
         self._pending.append(write)
+        self._eager += not lazy
         self._idle.clear()
         self._flush_soon(loop)
         return await future
@@ -217,13 +248,29 @@ class AsyncStore:
             if not self._committing:
                 self._idle.set()
             return
+        if not (self._eager or self._lazy_ripe or self._closing):  # lazy only: wait for company
+            if self._lazy_timer is None:
+                self._lazy_timer = loop.call_later(self._lazy_s, self._lazy_expired, loop)
+            return
         self._flush_due = True
         loop.call_soon(self._flush, loop)
+
+    def _lazy_expired(self, loop: asyncio.AbstractEventLoop) -> None:
+        """No batch came for the lazy writes in time: they start one."""
+        self._lazy_timer = None
+        self._lazy_ripe = True
+        self._flush_soon(loop)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self._flush_due = False
         batch = self._pending[: self._max_batch]
         del self._pending[: self._max_batch]
+        self._eager = sum(not write.lazy for write in self._pending)
+        if not any(write.lazy for write in self._pending):  # every lazy write found its batch
+            self._lazy_ripe = False
+            if self._lazy_timer is not None:
+                self._lazy_timer.cancel()
+                self._lazy_timer = None
         groups = _group_calls(batch)
         calls = [self._call_of(group) for group in groups]
         if any(write.long for write in batch):
@@ -313,6 +360,7 @@ class AsyncStore:
             return
         self._closing = True
         try:
+            self._flush_soon(asyncio.get_running_loop())  # lazy writes wait no longer
             await self._idle.wait()
             await self._no_reads.wait()  # no snapshot may outlive the environment
             loop = asyncio.get_running_loop()

@@ -292,7 +292,13 @@ class OutboxWorker:
                     if self._group is not None:
                         self._group.create_task(self._unpark_all(destination))
                 case Settle(acked=acked):
-                    await store.run(_ack_all, store.store, acked)
+                    if self._group is None:  # stopping: now
+                        await store.run(_ack_all, store.store, acked)
+                    else:
+                        # Aside, in the next commit that a send or an arrival starts (lazy): a
+                        # commit of its own made the next send wait behind its sync, and a
+                        # settle lost in a crash only delivers its rows again (SPEC §11.4).
+                        self._group.create_task(store.run_lazy(_ack_all, store.store, acked))
                 case Rejected(home=home, message_id=message_id, code=code):
                     log.warning(
                         "home %s rejected %s with code %d; dropped from the outbox",

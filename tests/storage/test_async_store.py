@@ -200,3 +200,39 @@ async def test_inline_reads_see_commits_and_refuse_writes(tmp_path: Path, kind: 
             with pytest.raises(LocalProtocolError):
                 await db.read_inline(store.set_setting, "a", b"2")
             assert await db.read_inline(store.get_setting, "a") == b"1"
+
+
+async def test_a_lazy_write_rides_in_the_next_batch_another_write_starts(tmp_path: Path) -> None:
+    async with asyncio.timeout(20):
+        async with AsyncStore(LmdbStore(tmp_path / "db"), lazy_ms=60_000) as db:
+            lazy = asyncio.create_task(db.run_lazy(db.store.set_setting, "settled", b"1"))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not lazy.done() and db.transactions == 0  # no commit of its own
+            assert await db.read_inline(db.store.get_setting, "settled") is None
+            await db.append(AppendRequest(envelope=make_envelope(seq=1)))
+            assert lazy.done()
+            assert db.transactions == 1  # both in one commit
+            assert await db.read_inline(db.store.get_setting, "settled") == b"1"
+
+
+async def test_a_lazy_write_alone_commits_after_its_bound(tmp_path: Path) -> None:
+    async with asyncio.timeout(20):
+        async with AsyncStore(LmdbStore(tmp_path / "db"), lazy_ms=1) as db:
+            await db.run_lazy(db.store.set_setting, "settled", b"1")
+            assert db.transactions == 1
+            assert await db.read_inline(db.store.get_setting, "settled") == b"1"
+            await db.run_lazy(db.store.set_setting, "settled", b"2")  # the timer arms again
+            assert db.transactions == 2
+
+
+async def test_closing_commits_lazy_writes_without_waiting_out_their_bound(tmp_path: Path) -> None:
+    async with asyncio.timeout(20):
+        db = AsyncStore(LmdbStore(tmp_path / "db"), lazy_ms=3_600_000)
+        lazy = asyncio.create_task(db.run_lazy(db.store.set_setting, "settled", b"1"))
+        await asyncio.sleep(0)
+        await db.aclose()  # the test's timeout would end it long before the hour
+        assert lazy.done() and lazy.exception() is None
+        with LmdbStore(tmp_path / "db") as reopened:
+            assert reopened.get_setting("settled") == b"1"
+        assert _storage_threads() == []
