@@ -5,9 +5,10 @@ A recalled message's history entry (its body) is removed as soon as nothing here
 it: no outbox entry is waiting to deliver it (a home that never got it would otherwise wait
 behind its sequence number forever, SPEC §26.1) and its sender's release order here has passed
 it (a later number is read back from the store, SPEC §8.4). Until then only views hide it; the
-purge pass tries again. The tombstone stays, so a copy arriving later (sync, gap fetch, a retry)
-is answered as a duplicate and never stored again: its id stays in `history.ids` (as
-WITHDRAWN_SLOT), so an append pays nothing for this. A copy that arrives before the sender's
+ack of its last outbox entry removes it (`purge_delivered_withdrawn_txn`), or else the purge
+pass. The tombstone stays, so a copy arriving later (sync, gap fetch, a retry) is answered as
+a duplicate and never stored again: its id stays in `history.ids` (as WITHDRAWN_SLOT), so an
+append pays nothing for this. A copy that arrives before the sender's
 recall is checked (the recall came first) is stored, and the purge pass removes it.
 """
 
@@ -29,6 +30,7 @@ __all__ = [
     "hidden_txn",
     "hide_txn",
     "index_action_txn",
+    "purge_delivered_withdrawn_txn",
     "purge_withdrawn_txn",
     "withdraw_txn",
     "withdrawn_by_txn",
@@ -81,6 +83,18 @@ def purge_withdrawn_txn(txn: KvTxn, limit: int) -> int:
         if txn.get(Table.MESSAGE_IDS, target)  # held: neither unknown nor WITHDRAWN_SLOT
     ][:limit]
     return sum(_purge_if_unneeded_txn(txn, target, sender) for target, sender in pending)
+
+
+def purge_delivered_withdrawn_txn(txn: KvTxn, message_ids: Iterable[bytes]) -> int:
+    """After deliveries were acked: remove the bodies of those of `message_ids` that were
+    recalled and waited only for their delivery, now rather than at the next purge pass
+    (which may be a minute away); returns how many were removed."""
+    removed = 0
+    for target in message_ids:
+        value = txn.get(Table.WITHDRAWN, target)
+        if value is not None:
+            removed += _purge_if_unneeded_txn(txn, MessageId(target), UserId(value[ID_BYTES:]))
+    return removed
 
 
 def _purge_if_unneeded_txn(txn: KvTxn, target: MessageId, sender: UserId) -> bool:

@@ -220,7 +220,7 @@ class KvStore:
 
     def ack(self, destination: bytes, message_id: bytes) -> bool:
         """Remove a delivered entry."""
-        return self._engine.write(lambda txn: outbox.ack_txn(txn, destination, message_id))
+        return self.ack_many(destination, [message_id]) == 1
 
     def reschedule(
         self, destination: bytes, message_id: bytes, *, next_attempt_ms: int, error: str | None
@@ -231,8 +231,15 @@ class KvStore:
         )
 
     def ack_many(self, destination: bytes, message_ids: Sequence[bytes]) -> int:
-        """Remove delivered entries in one transaction; returns how many were pending."""
-        return self._engine.write(lambda txn: outbox.ack_many_txn(txn, destination, message_ids))
+        """Remove delivered entries in one transaction; returns how many were pending. A
+        recalled body that waited only for these deliveries goes with them (SPEC §31.1)."""
+
+        def ack(txn: KvTxn) -> int:
+            acked = outbox.ack_many_txn(txn, destination, message_ids)
+            actions.purge_delivered_withdrawn_txn(txn, message_ids)
+            return acked
+
+        return self._engine.write(ack)
 
     def reschedule_many(
         self, destination: bytes, plan: Sequence[tuple[bytes, int]], *, error: str | None

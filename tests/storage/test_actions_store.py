@@ -19,6 +19,8 @@ from hearthmesh.storage.store import KvStore
 
 from .helpers import PEER, ROOM_A, USER_A, USER_B, make_envelope
 
+OTHER_PEER = b"12D3KooWStorageTestPeer2"
+
 
 def _recall(target: bytes, *, user: bytes = USER_A, seq: int = 2) -> AppendRequest:
     envelope = make_envelope(
@@ -48,17 +50,29 @@ def test_a_recall_purges_the_body_and_a_later_copy_is_never_stored(store: KvStor
     assert store.withdrawn_by(original.message_id) == USER_A
 
 
-def test_a_body_still_to_be_delivered_stays_until_the_purge_after_its_ack(store: KvStore) -> None:
+def test_a_body_still_to_be_delivered_stays_until_its_last_ack(store: KvStore) -> None:
+    """The last ack removes it at once: the purge pass may be a minute away, and until then
+    a recalled message would still be held here (SPEC §31.1)."""
     original = make_envelope(body=b"secret")
-    store.append(AppendRequest(envelope=original, outbox_to=(PEER,)))
+    store.append(AppendRequest(envelope=original, outbox_to=(PEER, OTHER_PEER)))
     store.append(_recall(original.message_id))
     assert not store.withdraw(original.message_id, b"\x01" * 32, USER_A)
-    assert store.get_event(original.message_id) is not None  # the away home still needs it
+    assert store.get_event(original.message_id) is not None  # the away homes still need it
     store.purge(now_ms=3_000, retention_ms=10**12)
     assert store.get_event(original.message_id) is not None
-    store.ack(PEER, original.message_id)
-    assert store.purge(now_ms=3_000, retention_ms=10**12).events == 1
+    assert store.ack(PEER, original.message_id)
+    assert store.get_event(original.message_id) is not None  # one home still to go
+    assert store.ack_many(OTHER_PEER, [original.message_id]) == 1
     assert store.get_event(original.message_id) is None
+    assert store.purge(now_ms=3_000, retention_ms=10**12).events == 0
+    assert store.withdrawn_by(original.message_id) == USER_A
+
+
+def test_an_ack_purges_only_recalled_bodies(store: KvStore) -> None:
+    kept = make_envelope(body=b"keep me")
+    store.append(AppendRequest(envelope=kept, outbox_to=(PEER,)))
+    assert store.ack(PEER, kept.message_id)
+    assert store.get_event(kept.message_id) is not None
 
 
 def test_a_recall_by_someone_else_purges_nothing(store: KvStore) -> None:
