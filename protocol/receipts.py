@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from .addressing import is_addressed
 from .canonical import decode_canonical, encode_canonical
 from .content import is_user_content
 from .envelope import Envelope, MessageId
@@ -156,12 +157,13 @@ def address_refusal(
     A receipt is addressed to its sender's own homes and to the homes of the users whose
     messages it names. It is refused when the home proves otherwise: it holds messages of the
     receipt's room that the receipt names, and none of them is `recipient`'s. A receipt naming
-    nothing held here (a message still on its way from a sibling) is not judged.
+    nothing held here (a message still on its way from a sibling) is not judged, nor is a
+    sequenced receipt: the broadcast form of revision 0 goes to every member (SPEC §20.7).
 
     Args:
         originals: the stored envelopes of the named ids that this home holds, any sender.
     """
-    if recipient == receipt_envelope.sender_user:
+    if recipient == receipt_envelope.sender_user or not is_addressed(receipt_envelope):
         return None
     held = [
         original

@@ -1,6 +1,7 @@
-"""What meeting a peer on a new connection does (SPEC §13.3): the hello, then what a new peer
-makes worth doing: deliveries that waited for it are revived, and on our first peer (mDNS, or one
-that dialled us) our home record is published a little later, once the DHT has a member.
+"""What meeting a peer on a new connection does (SPEC §13.3): the hello, asking what it speaks
+(SPEC §20.7), then what a new peer makes worth doing: deliveries that waited for it are
+revived, and on our first peer (mDNS, or one that dialled us) our home record is published a
+little later, once the DHT has a member.
 
 State: none of its own (`HomeRecords.published` says whether the record went out).
 """
@@ -13,6 +14,7 @@ from typing import Final
 
 from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.identity.home_records import HomeRecords
+from hearthmesh.node.mesh.capabilities import PeerLevels
 from hearthmesh.node.mesh.hello import HelloService
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.supervisor import Supervisor
@@ -30,12 +32,14 @@ class Meeting:
         self,
         *,
         hello: HelloService,
+        levels: PeerLevels,
         outbox: OutboxWorker,
         host: P2PHost,
         records: HomeRecords,
         supervisor: Supervisor,
     ) -> None:
         self._hello = hello
+        self._levels = levels
         self._outbox = outbox
         self._host = host
         self._records = records
@@ -43,6 +47,7 @@ class Meeting:
 
     async def meet(self, peer_id: str) -> None:
         await self._hello.hello(peer_id)
+        await self._levels.learn(peer_id)  # before what we send it next is sealed (SPEC §20.7)
         self._outbox.revive(peer_id)  # a home we were waiting for may have come back
         if not self._records.published and self._host.connected_peers() == [peer_id]:
             # Later and spread out, so a burst of new peers is not a burst of DHT puts.

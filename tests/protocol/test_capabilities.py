@@ -13,6 +13,7 @@ from hearthmesh.protocol.capabilities import (
     decode_caps_request,
     encode_caps_answer,
     encode_caps_request,
+    speak,
 )
 from hearthmesh.protocol.errors import MalformedMessage, TooLarge
 
@@ -55,3 +56,15 @@ def test_a_request_is_exactly_zero_and_bounded() -> None:
             decode_caps_request(encode_canonical(value))  # type: ignore[arg-type]
     with pytest.raises(TooLarge):
         decode_caps_request(encode_canonical([0, b"x" * MAX_CAPS_BYTES]))
+
+
+def test_a_revised_form_needs_every_home_to_have_advertised_it() -> None:
+    """SPEC §20.7: a home not asked yet (None) or advertising nothing is older; no homes at
+    all is no."""
+    both = frozenset({Level.CORE, Level.ADDRESSED_RECEIPTS})
+    assert speak([both, both], Level.ADDRESSED_RECEIPTS)
+    assert not speak([both, frozenset({Level.CORE})], Level.ADDRESSED_RECEIPTS)
+    assert not speak([both, None], Level.ADDRESSED_RECEIPTS)
+    assert not speak([both, frozenset()], Level.ADDRESSED_RECEIPTS)
+    assert not speak([], Level.ADDRESSED_RECEIPTS)
+    assert decode_caps_answer(encode_caps_answer(frozenset(Level))) == frozenset(Level)
