@@ -4,9 +4,10 @@ A receipt is a RECEIPT envelope that a recipient's node seals in the room of the
 names, so it is signed by the recipient's device and travels back by the guaranteed path. It
 is addressed to the homes of the users whose messages it names and to its sender's own other
 homes, never to every member, and takes no place in its sender's sequence
-(`protocol.addressing`, SPEC §16.2.3). Only the recipient itself may claim a status for
-itself: the sender's node credits a receipt to the receipt envelope's `sender_user`, never to
-a user named in the body.
+(`protocol.addressing`, SPEC §16.2.3), unless a home it goes to is older: then it has the
+broadcast form, sequenced and to every member (SPEC §20.7). Only the recipient itself may
+claim a status for itself: the sender's node credits a receipt to the receipt envelope's
+`sender_user`, never to a user named in the body.
 """
 
 from __future__ import annotations
