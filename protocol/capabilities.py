@@ -59,15 +59,14 @@ class Level(StrEnum):
     """Revision (§20.7): a RECEIPT may be addressed and unsequenced (§8.5, §16.2.3)."""
 
 
-def speak(homes: Iterable[frozenset[Level] | None], level: Level) -> bool:
-    """May a revised form reach these homes (SPEC §20.7)? Only if there is at least one and
-    every one advertised `level`; a home not asked yet (None) is taken to be older.
+def speak(homes: Iterable[frozenset[Level]], level: Level) -> bool:
+    """May a revised form reach these homes (SPEC §20.7)? Only if every one advertised `level`.
 
     Args:
-        homes: the levels each home the form would reach advertised, None if not known.
+        homes: what each home the form would reach answered; a home that serves no capability
+            protocol answered nothing. Homes that were never reached are not among them.
     """
-    known = list(homes)
-    return bool(known) and all(levels is not None and level in levels for levels in known)
+    return all(level in levels for levels in homes)
 
 
 def encode_caps_request() -> bytes:

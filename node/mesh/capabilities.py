@@ -12,9 +12,10 @@ import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Final, TypeVar
 
-from hearthmesh.node.p2p.errors import P2PError, StreamClosed
+from hearthmesh.node.clock import Clock
+from hearthmesh.node.p2p.errors import P2PError, StreamClosed, StreamOpenFailed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.protocol.capabilities import (
@@ -29,7 +30,15 @@ from hearthmesh.protocol.capabilities import (
 from hearthmesh.protocol.errors import RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
 
-__all__ = ["ASK_S", "MAX_PEERS_KNOWN", "OUR_LEVELS", "CapabilityServer", "PeerLevels", "Revisions"]
+__all__ = [
+    "ASK_S",
+    "MAX_PEERS_KNOWN",
+    "OUR_LEVELS",
+    "RETRY_MS",
+    "CapabilityServer",
+    "PeerLevels",
+    "Revisions",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +56,16 @@ OUR_LEVELS: Final = frozenset(
 """What this implementation does today: Megolm is on the message path (SPEC §27.10-27.13),
 and it speaks both revisions of §20.7."""
 
+_V = TypeVar("_V")
+
 ASK_S: Final = 10.0
 """How long an answer may take (dialling included) before the peer is taken to be older."""
 
+RETRY_MS: Final = 60_000
+"""How long a home that could not be reached is not asked again before a send."""
+
 MAX_PEERS_KNOWN: Final = 4096
-"""Peers whose answer is kept; the oldest answer goes first (a stranger's is one entry)."""
+"""Peers whose answer (or failed try) is kept; the oldest goes first (a stranger's is one)."""
 
 
 class CapabilityServer:
@@ -84,48 +98,78 @@ class CapabilityServer:
 
 class PeerLevels:
     """What each peer advertised, asked on every new connection (a peer that upgraded or
-    went back restarted, so it connects anew)."""
+    went back restarted, so it connects anew), and kept while it is away."""
 
     def __init__(
-        self, *, host: P2PHost, on_refused: Callable[[str, RemoteProtocolError], None]
+        self,
+        *,
+        host: P2PHost,
+        clock: Clock,
+        on_refused: Callable[[str, RemoteProtocolError], None],
     ) -> None:
         self._host = host
+        self._clock = clock
         self._on_refused = on_refused
         """Charges a malformed answer (SPEC §11.6)."""
         self._levels: OrderedDict[str, frozenset[Level]] = OrderedDict()
+        self._missed: OrderedDict[str, int] = OrderedDict()
+        """Peers never answered that could not be reached, and when we last tried."""
 
     async def learn(self, peer_id: str) -> None:
-        """Ask `peer_id`. One that does not serve the protocol, or could not be asked in
-        `ASK_S`, is kept as advertising nothing: older than every revision until it is asked
-        again on its next connection (SPEC §20.5, §20.7), and not asked on every send."""
-        self._levels.pop(peer_id, None)
-        levels: frozenset[Level] = frozenset()
+        """Ask `peer_id`. A peer we are connected to that does not serve the protocol is at
+        `core` (SPEC §20.5), as is one whose answer is malformed (charged); one that could not
+        be reached or did not answer in `ASK_S` keeps what it answered before, if anything."""
         try:
             async with asyncio.timeout(ASK_S):
                 async with await self._host.open_stream(peer_id, CAPS_PROTOCOL) as stream:
                     await stream.write_frame(encode_caps_request())
                     levels = decode_caps_answer(await stream.read_frame())
+        except StreamOpenFailed as exc:
+            if peer_id in self._host.connected_peers():  # reached: it has no such protocol
+                self.remember(peer_id, frozenset())
+            else:
+                self._miss(peer_id, exc)
         except (P2PError, TimeoutError) as exc:
-            log.debug("no capability answer from %s: %r", peer_id[-8:], exc)
+            self._miss(peer_id, exc)
         except RemoteProtocolError as exc:
             self._on_refused(peer_id, exc)
-        self.remember(peer_id, levels)
+            self.remember(peer_id, frozenset())
+        else:
+            self.remember(peer_id, levels)
 
     def remember(self, peer_id: str, levels: frozenset[Level]) -> None:
         """Keep `peer_id`'s answer, dropping the oldest past `MAX_PEERS_KNOWN`."""
-        self._levels[peer_id] = levels
-        self._levels.move_to_end(peer_id)
-        while len(self._levels) > MAX_PEERS_KNOWN:
-            self._levels.popitem(last=False)
+        self._missed.pop(peer_id, None)
+        _bounded_put(self._levels, peer_id, levels)
 
     def of(self, peer_id: str) -> frozenset[Level] | None:
-        """What `peer_id` advertised on its latest connection; None: not known."""
+        """What `peer_id` advertised when last asked; None: it never answered."""
         return self._levels.get(peer_id)
+
+    def due(self, peer_id: str) -> bool:
+        """Is `peer_id` worth asking before a send: never answered, and not tried in the last
+        `RETRY_MS` (an unreachable home must not stall every send)?"""
+        if peer_id in self._levels:
+            return False
+        tried = self._missed.get(peer_id)
+        return tried is None or self._clock.now_ms() - tried >= RETRY_MS
+
+    def _miss(self, peer_id: str, exc: Exception) -> None:
+        log.debug("no capability answer from %s: %r", peer_id[-8:], exc)
+        if peer_id not in self._levels:
+            _bounded_put(self._missed, peer_id, self._clock.now_ms())
+
+
+def _bounded_put(table: OrderedDict[str, _V], key: str, value: _V) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > MAX_PEERS_KNOWN:
+        table.popitem(last=False)
 
 
 class Revisions:
     """Which form of a revised event may reach a set of users (SPEC §20.7): the revised one
-    only when every home of theirs and of our own user's advertised it."""
+    only when every home of theirs and of our own user's that ever answered advertised it."""
 
     def __init__(
         self,
@@ -143,16 +187,14 @@ class Revisions:
 
     async def speak(self, users: Iterable[UserId], level: Level) -> bool:
         """Do the homes of `users` (our own user's other homes included) all speak `level`?
-        A home not asked yet is asked now (a home we just met was asked already); a user whose
-        homes we do not know makes it no."""
+        A home that never answered is asked now (one we met was asked then). One that still
+        has not, or a user whose record we hold none of, is not counted: nothing reaches an
+        unreachable home before it connects, when it is asked (SPEC §20.7)."""
         peers = set(self._siblings())
         for user in users:
-            if user == self._user:
-                continue
-            homes = self._homes_of(user)
-            if not homes:
-                return False
-            peers.update(homes)
-        unknown = sorted(peer for peer in peers if self._levels.of(peer) is None)
-        await asyncio.gather(*(self._levels.learn(peer) for peer in unknown))
-        return speak((self._levels.of(peer) for peer in sorted(peers)), level)
+            if user != self._user:
+                peers.update(self._homes_of(user))
+        due = sorted(peer for peer in peers if self._levels.due(peer))
+        await asyncio.gather(*(self._levels.learn(peer) for peer in due))
+        answers = [self._levels.of(peer) for peer in sorted(peers)]
+        return speak((levels for levels in answers if levels is not None), level)
