@@ -1,8 +1,8 @@
 """`/hearthmesh/caps/0` both ways (SPEC §20.5, §20.7): the levels this node advertises, the
 levels each peer advertised, and which form of a revised event may reach a set of users.
 
-State: `PeerLevels` owns what each peer answered, learnt once per connection and bounded;
-`CapabilityServer` and `Revisions` own none.
+State: `PeerLevels` owns what each peer answered, learnt once per connection, and when a peer
+that never answered was last tried, both bounded; `CapabilityServer` and `Revisions` own none.
 """
 
 from __future__ import annotations

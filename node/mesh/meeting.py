@@ -47,11 +47,13 @@ class Meeting:
 
     async def meet(self, peer_id: str) -> None:
         await self._hello.hello(peer_id)
-        await self._levels.learn(peer_id)  # before what we send it next is sealed (SPEC §20.7)
         self._outbox.revive(peer_id)  # a home we were waiting for may have come back
         if not self._records.published and self._host.connected_peers() == [peer_id]:
             # Later and spread out, so a burst of new peers is not a burst of DHT puts.
             self._supervisor.spawn(self._publish_after(FIRST_PUBLISH_DELAY_S), "publish-home")
+        # Last: what it speaks decides the form of what we seal from now on (SPEC §20.7); what
+        # is sealed already goes as it is, so its delivery does not wait on the answer.
+        await self._levels.learn(peer_id)
 
     async def _publish_after(self, delay_s: tuple[float, float]) -> None:
         await asyncio.sleep(secrets.SystemRandom().uniform(*delay_s))
