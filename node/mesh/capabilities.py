@@ -1,7 +1,7 @@
 """`/hearthmesh/caps/0` both ways (SPEC §20.5, §20.7): the levels this node advertises, the
 levels each peer advertised, and which form of a revised event may reach a set of users.
 
-State: `PeerLevels` owns what each peer answered, learnt once per connection, and when a peer
+State: `PeerLevels` owns what each peer answered since its latest connection, and when a peer
 that never answered was last tried, both bounded; `CapabilityServer` and `Revisions` own none.
 """
 
@@ -97,8 +97,9 @@ class CapabilityServer:
 
 
 class PeerLevels:
-    """What each peer advertised, asked on every new connection (a peer that upgraded or
-    went back restarted, so it connects anew), and kept while it is away."""
+    """What each peer advertised, asked before a send that depends on it and again after each
+    new connection (a peer that upgraded or went back restarted, so it connects anew), and
+    kept while it is away."""
 
     def __init__(
         self,
@@ -136,6 +137,12 @@ class PeerLevels:
             self.remember(peer_id, frozenset())
         else:
             self.remember(peer_id, levels)
+
+    def forget(self, peer_id: str) -> None:
+        """`peer_id` connected anew: it may have upgraded or gone back, so it is asked again
+        before the next send that depends on it."""
+        self._levels.pop(peer_id, None)
+        self._missed.pop(peer_id, None)
 
     def remember(self, peer_id: str, levels: frozenset[Level]) -> None:
         """Keep `peer_id`'s answer, dropping the oldest past `MAX_PEERS_KNOWN`."""
@@ -187,9 +194,9 @@ class Revisions:
 
     async def speak(self, users: Iterable[UserId], level: Level) -> bool:
         """Do the homes of `users` (our own user's other homes included) all speak `level`?
-        A home that never answered is asked now (one we met was asked then). One that still
+        A home that has not answered since its latest connection is asked now. One that still
         has not, or a user whose record we hold none of, is not counted: nothing reaches an
-        unreachable home before it connects, when it is asked (SPEC §20.7)."""
+        unreachable home before it connects, and then it is asked (SPEC §20.7)."""
         peers = set(self._siblings())
         for user in users:
             if user != self._user:

@@ -1,7 +1,7 @@
-"""What meeting a peer on a new connection does (SPEC §13.3): the hello, asking what it speaks
-(SPEC §20.7), then what a new peer makes worth doing: deliveries that waited for it are
-revived, and on our first peer (mDNS, or one that dialled us) our home record is published a
-little later, once the DHT has a member.
+"""What meeting a peer on a new connection does (SPEC §13.3): the hello, then what a new peer
+makes worth doing: deliveries that waited for it are revived, on our first peer (mDNS, or one
+that dialled us) our home record is published a little later, once the DHT has a member, and
+what it advertised before is forgotten (SPEC §20.7).
 
 State: none of its own (`HomeRecords.published` says whether the record went out).
 """
@@ -51,9 +51,10 @@ class Meeting:
         if not self._records.published and self._host.connected_peers() == [peer_id]:
             # Later and spread out, so a burst of new peers is not a burst of DHT puts.
             self._supervisor.spawn(self._publish_after(FIRST_PUBLISH_DELAY_S), "publish-home")
-        # Last: what it speaks decides the form of what we seal from now on (SPEC §20.7); what
-        # is sealed already goes as it is, so its delivery does not wait on the answer.
-        await self._levels.learn(peer_id)
+        # It may have upgraded or gone back since it last answered: asked again before the next
+        # event whose form depends on it is sealed, not now, so a connection opens no stream
+        # of ours beyond the hello (SPEC §20.7).
+        self._levels.forget(peer_id)
 
     async def _publish_after(self, delay_s: tuple[float, float]) -> None:
         await asyncio.sleep(secrets.SystemRandom().uniform(*delay_s))

@@ -20,7 +20,7 @@ class Fakes:
     def __init__(self) -> None:
         self.greeted: list[str] = []
         self.revived: list[str] = []
-        self.asked: list[str] = []
+        self.forgotten: list[str] = []
         self.peers: list[str] = []
         self.published = False
         self.spawned: list[str] = []
@@ -28,8 +28,8 @@ class Fakes:
     async def hello(self, peer_id: str) -> None:
         self.greeted.append(peer_id)
 
-    async def learn(self, peer_id: str) -> None:
-        self.asked.append(peer_id)
+    def forget(self, peer_id: str) -> None:
+        self.forgotten.append(peer_id)
 
     def revive(self, peer_id: str) -> None:
         self.revived.append(peer_id)
@@ -60,7 +60,7 @@ async def test_a_burst_of_peers_that_came_to_us_is_one_delayed_publish() -> None
         fakes.peers.append(peer)
         await meeting.meet(peer)
     assert fakes.greeted == burst and fakes.revived == burst  # each met once
-    assert fakes.asked == burst  # what each speaks, asked once per connection (SPEC §20.7)
+    assert fakes.forgotten == burst  # what each speaks: asked anew after a connection (§20.7)
     assert fakes.spawned == ["publish-home"]
     assert FIRST_PUBLISH_DELAY_S == (10.0, 30.0)
 

@@ -105,8 +105,10 @@ async def test_an_unreachable_home_is_not_counted_and_not_asked_again_for_a_whil
     levels.remember("alice-1", OLDER)
     assert not await revisions.speak({ALICE}, Level.ADDRESSED_RECEIPTS)
     assert host.opened == ["alice-1", "alice-2", "alice-2"]  # alice-1 answered: kept
-    await levels.learn("alice-1")  # its next connection fails: the answer stays
+    await levels.learn("alice-1")  # an ask that fails: the answer stays
     assert levels.of("alice-1") == OLDER
+    levels.forget("alice-1")  # it connected anew (upgraded?): asked before the next send
+    assert levels.of("alice-1") is None and levels.due("alice-1")
 
 
 def test_what_peers_advertised_is_bounded_and_the_oldest_answer_goes_first() -> None:
