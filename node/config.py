@@ -13,6 +13,7 @@ from hearthmesh.node.identity.home_directory import (
 )
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.protocol.authority import DEFAULT_DEFERRAL_POLICY, DeferralPolicy
+from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.e2ee.rotation import DEFAULT_ROTATION, Rotation
 from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.protocol.membership_log import DEFAULT_MEMBERSHIP_LIMITS, MembershipLimits
@@ -61,6 +62,9 @@ class NodeConfig:
     key_request_interval_ms: int = 2_000
     """How often a device holding envelopes it cannot open looks for sessions due to be asked
     of their senders (SPEC §27.13; each session then backs off on its own)."""
+    withheld_levels: frozenset[Level] = frozenset()
+    """Levels this node speaks but does not advertise (SPEC §20.7): peers then send it the
+    form of the revision before, which it still takes; a rollout can hold a revision back."""
     megolm_rotation: Rotation = DEFAULT_ROTATION
     """When a sending device starts a new Megolm session in a room besides a member leaving:
     `max_messages` (`megolm_rotate_messages`, 100) and `max_age_ms` (`megolm_rotate_ms`, a

@@ -40,6 +40,7 @@ from hearthmesh.node.run_state import RunState
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.node.wiring import build_services, serve
+from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.destinations import destination_peer
 from hearthmesh.protocol.digest import HistoryDigest
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
@@ -539,10 +540,14 @@ class Node:
 
     async def add_members(self, room: RoomId, users: list[UserId]) -> None:
         """Add `users` (we must be an admin), up to MAX_ADD_TARGETS per MEMBERSHIP event (SPEC
-        §12.1.1); each receives the room's membership history. A refused event raises and
-        leaves the events before it standing."""
-        for start in range(0, len(users), MAX_ADD_TARGETS):
-            first, *more = users[start : start + MAX_ADD_TARGETS]
+        §12.1.1), or one per event while a home of the room's members or of `users` has not
+        advertised `add-several` (SPEC §20.7); each receives the room's membership history. A
+        refused event raises and leaves the events before it standing."""
+        audience = await self._services.members.of(room) | set(users)
+        several = await self._services.revisions.speak(audience, Level.ADD_SEVERAL)
+        per_event = MAX_ADD_TARGETS if several else 1
+        for start in range(0, len(users), per_event):
+            first, *more = users[start : start + per_event]
             change = MembershipChange(action=Action.ADD, target=first, more=tuple(more))
             await self._services.outgoing.change_membership(room, change, welcome=change.targets)
 

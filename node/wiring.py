@@ -53,7 +53,7 @@ from hearthmesh.node.identity.trust_watch import TrustWatch
 from hearthmesh.node.identity.verification import VerificationService
 from hearthmesh.node.media.fetch import MediaFetcher
 from hearthmesh.node.media.server import MediaServer
-from hearthmesh.node.mesh.capabilities import CapabilityServer
+from hearthmesh.node.mesh.capabilities import CapabilityServer, PeerLevels, Revisions
 from hearthmesh.node.mesh.greetings import Greetings
 from hearthmesh.node.mesh.hello import HelloService
 from hearthmesh.node.mesh.meeting import Meeting
@@ -128,6 +128,9 @@ class Services:
     outgoing: Outgoing
     greetings: Greetings
     verification: VerificationService
+    capabilities: CapabilityServer
+    peer_levels: PeerLevels
+    revisions: Revisions
     groups: GroupService
     history_server: HistoryServer
     privacy: Privacy
@@ -432,6 +435,11 @@ def build_services(
         certificates=validator_certificates,
     )
     gossip_out = GossipPublisher(host)
+    capabilities = CapabilityServer(on_refused=standing.refused, withheld=config.withheld_levels)
+    peer_levels = PeerLevels(host=host, clock=clock, on_refused=standing.refused)
+    revisions = Revisions(  # which form of a revised event reaches whom (SPEC §20.7)
+        levels=peer_levels, user=user, homes_of=directory.homes, siblings=homes.sibling_peers
+    )
     outgoing = Outgoing(
         keyring=keyring,
         hlc=hlc,
@@ -443,6 +451,7 @@ def build_services(
         gossip=gossip_out,
         sibling_destinations=homes.sibling_destinations,
         outcomes=outcomes,
+        revisions=revisions,
         encryption=RoomSender(
             crypto=crypto,
             store=store,
@@ -454,7 +463,14 @@ def build_services(
         ),
     )
     social = Social(store=store, privacy=privacy, outgoing=outgoing, user=user, now_ms=clock.now_ms)
-    meeting = Meeting(hello=hello, outbox=outbox, host=host, records=records, supervisor=supervisor)
+    meeting = Meeting(
+        hello=hello,
+        levels=peer_levels,
+        outbox=outbox,
+        host=host,
+        records=records,
+        supervisor=supervisor,
+    )
     greetings = Greetings(meet=meeting.meet, spawn=supervisor.spawn)
     after_store = AfterStore(
         user=user,
@@ -543,6 +559,9 @@ def build_services(
         outgoing=outgoing,
         greetings=greetings,
         verification=verification,
+        capabilities=capabilities,
+        peer_levels=peer_levels,
+        revisions=revisions,
         groups=groups,
         history_server=history_server,
         privacy=privacy,
@@ -575,7 +594,7 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
         VERIFY_PROTOCOL: s.verification.serve,
         JOIN_PROTOCOL: s.groups.serve,
         HISTORY_PROTOCOL: s.history_server.serve,
-        CAPS_PROTOCOL: CapabilityServer(on_refused=s.standing.refused).serve,
+        CAPS_PROTOCOL: s.capabilities.serve,
         SIGNALS_PROTOCOL: s.signals.serve,
     }
     for protocol, handler in handlers.items():

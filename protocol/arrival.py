@@ -11,7 +11,7 @@ merge (SPEC §4.3), and before anything is stored. What fails before that is ans
 | a bad signature, certificate or envelope       | -       | REJECTED (its code)          |
 | a stamp past the drift bound (SPEC §4.3)       | -       | DEFERRED (3)                 |
 | an ephemeral kind (typing, presence)           | REJECT  | REJECTED (1)                 |
-| a seq that does not fit its kind (SPEC §8.5)   | REJECT  | REJECTED (2)                 |
+| unsequenced, not a RECEIPT (SPEC §8.5)         | REJECT  | REJECTED (2)                 |
 | for a user who does not live here              | RELAY   | RELAYED; DEFERRED (quota)    |
 | from a user our user blocked (SPEC §32.3)      | DISCARD | STORED, and nothing stored   |
 | from a device our newest record does not list  | DEFER   | DEFERRED (10); look it up    |
@@ -213,7 +213,7 @@ class ArrivalRules:
         if envelope.kind.ephemeral:
             refusal = ProtocolError("ephemeral kinds are not delivered")
             return Decision(verdict=Verdict.REJECT, result=rejected(message_id, refusal))
-        try:  # a RECEIPT is unsequenced and nothing else is (SPEC §8.5): relays check it too
+        try:  # only a RECEIPT may be unsequenced (SPEC §8.5, §20.7): relays check it too
             check_sequencing(envelope)
         except RemoteProtocolError as exc:
             return Decision(verdict=Verdict.REJECT, result=rejected(message_id, exc))

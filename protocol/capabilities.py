@@ -6,11 +6,15 @@ what it claims (`hearthmesh conformance run`). The asker sends `[0]`; the node a
 is skipped, not refused: a newer node may add levels. A node that does not serve the protocol
 (an older version) is taken to be at `core`.
 
+A level also names a wire form newer than the one its sections first had (SPEC §20.7): a node
+sends that form only to homes that all advertised it, and the older form to any other.
+
 State: none.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Final
 
@@ -25,6 +29,7 @@ __all__ = [
     "decode_caps_request",
     "encode_caps_answer",
     "encode_caps_request",
+    "speak",
 ]
 
 CAPS_PROTOCOL: Final = "/hearthmesh/caps/0"
@@ -48,6 +53,20 @@ class Level(StrEnum):
     """Holds envelopes for others' homes and forwards them (§11.5.2)."""
     E2EE = "e2ee"
     """Key bundles and claims, Olm and Megolm (§27)."""
+    ADD_SEVERAL = "add-several"
+    """Revision (§20.7): an ADD may name up to 64 users in its seventh field (§12.1.1)."""
+    ADDRESSED_RECEIPTS = "addressed-receipts"
+    """Revision (§20.7): a RECEIPT may be addressed and unsequenced (§8.5, §16.2.3)."""
+
+
+def speak(homes: Iterable[frozenset[Level]], level: Level) -> bool:
+    """May a revised form reach these homes (SPEC §20.7)? Only if every one advertised `level`.
+
+    Args:
+        homes: what each home the form would reach answered; a home that serves no capability
+            protocol answered nothing. Homes that were never reached are not among them.
+    """
+    return all(level in levels for levels in homes)
 
 
 def encode_caps_request() -> bytes:

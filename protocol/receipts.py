@@ -4,9 +4,10 @@ A receipt is a RECEIPT envelope that a recipient's node seals in the room of the
 names, so it is signed by the recipient's device and travels back by the guaranteed path. It
 is addressed to the homes of the users whose messages it names and to its sender's own other
 homes, never to every member, and takes no place in its sender's sequence
-(`protocol.addressing`, SPEC §16.2.3). Only the recipient itself may claim a status for
-itself: the sender's node credits a receipt to the receipt envelope's `sender_user`, never to
-a user named in the body.
+(`protocol.addressing`, SPEC §16.2.3), unless a home it goes to is older: then it has the
+broadcast form, sequenced and to every member (SPEC §20.7). Only the recipient itself may
+claim a status for itself: the sender's node credits a receipt to the receipt envelope's
+`sender_user`, never to a user named in the body.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from .addressing import is_addressed
 from .canonical import decode_canonical, encode_canonical
 from .content import is_user_content
 from .envelope import Envelope, MessageId
@@ -156,12 +158,13 @@ def address_refusal(
     A receipt is addressed to its sender's own homes and to the homes of the users whose
     messages it names. It is refused when the home proves otherwise: it holds messages of the
     receipt's room that the receipt names, and none of them is `recipient`'s. A receipt naming
-    nothing held here (a message still on its way from a sibling) is not judged.
+    nothing held here (a message still on its way from a sibling) is not judged, nor is a
+    sequenced receipt: the broadcast form of revision 0 goes to every member (SPEC §20.7).
 
     Args:
         originals: the stored envelopes of the named ids that this home holds, any sender.
     """
-    if recipient == receipt_envelope.sender_user:
+    if recipient == receipt_envelope.sender_user or not is_addressed(receipt_envelope):
         return None
     held = [
         original

@@ -8,7 +8,8 @@ to MAX_RECEIPT_IDS ids, so a burst of acks costs one signature, one commit and o
 instead of one each. Each receipt is addressed to the homes of the one user whose messages it
 names (and our own other homes), never to every member (SPEC §16.2.3): one per sender rather
 than one naming several senders' messages, so no home takes in ids of others' messages, and a
-home can tell a receipt that is not for it.
+home can tell a receipt that is not for it. `Outgoing` sends it in the broadcast form while a
+home it goes to is older (SPEC §20.7).
 
 State: the acks waiting for their linger window.
 """

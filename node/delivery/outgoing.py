@@ -26,12 +26,14 @@ from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.delivery.outcomes import StoreOutcomes
 from hearthmesh.node.e2ee.room_sender import Encryption, RoomSender
 from hearthmesh.node.identity.keyring import Keyring
+from hearthmesh.node.mesh.capabilities import Revisions
 from hearthmesh.node.rooms.members import RoomMembers
 from hearthmesh.node.rooms.message_actions import apply_recall
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.actions import target_of
-from hearthmesh.protocol.addressing import ADDRESSED_KINDS, UNSEQUENCED
+from hearthmesh.protocol.addressing import ADDRESSED_KINDS, UNSEQUENCED, is_sequenced
+from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, encode_typing
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
 from hearthmesh.protocol.errors import (
@@ -55,9 +57,9 @@ from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["Outgoing", "Sealed", "WrittenTimes"]
 
-_NOT_GOSSIPED: Final = frozenset({Kind.MEMBERSHIP, Kind.PRIVATE, *ADDRESSED_KINDS})
-"""Membership goes by the guaranteed path only; private state only to our own homes; a
-receipt only to the homes it is addressed to (SPEC §16.2.3)."""
+_NOT_GOSSIPED: Final = frozenset({Kind.MEMBERSHIP, Kind.PRIVATE})
+"""Membership goes by the guaranteed path only; private state only to our own homes; an
+addressed (unsequenced) receipt only to the homes it is addressed to (SPEC §16.2.3)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,7 +79,8 @@ class Sealed:
     """As our homes show it: for encrypted content, the clear content over the encrypted wire."""
     members: frozenset[UserId]
     to: frozenset[UserId] | None = None
-    """The users whose homes an addressed kind goes to (SPEC §16.2.3); None: every member."""
+    """The users whose homes an addressed kind goes to (SPEC §16.2.3); None: every member,
+    a RECEIPT in the broadcast form too (SPEC §20.7)."""
     acts_on: MessageId | None = None
     """The message an EDIT, RECALL or REACTION names, from the plaintext its writer had
     (SPEC §31.5): the sealed body may be ciphertext."""
@@ -102,6 +105,7 @@ class Outgoing:
         gossip: GossipPublisher,
         sibling_destinations: Callable[[], tuple[bytes, ...]],
         outcomes: StoreOutcomes,
+        revisions: Revisions,
         encryption: RoomSender | None,
     ) -> None:
         """`encryption` None sends content in the clear (tests of the layers below it)."""
@@ -116,6 +120,7 @@ class Outgoing:
         self._members = members
         self._sibling_destinations = sibling_destinations
         self._outcomes = outcomes
+        self._revisions = revisions
         self._next_seq: dict[RoomId, int] = {}
         self._seq_lock = asyncio.Lock()
 
@@ -140,15 +145,19 @@ class Outgoing:
         `written` (a client's written and sent times) stamps it where it was written
         (SPEC §31.6). `acts_on` names the message an action acts on, for the store's index.
         `to` addresses a RECEIPT, and only a RECEIPT, to some members' homes; it takes no
-        sequence number (SPEC §8.5, §16.2.3).
+        sequence number (SPEC §8.5, §16.2.3). While a home of those users or of ours has not
+        advertised `addressed-receipts`, it goes in the form of the revision before instead:
+        sequenced, to every member, gossiped (SPEC §20.7).
 
         Raises:
             NotAuthorized: our user is not a member of `room`.
         """
         if kind is Kind.MEMBERSHIP:
             raise LocalProtocolError("membership changes go through change_membership")
-        if (to is not None) != (kind in ADDRESSED_KINDS):
+        if to is not None and kind not in ADDRESSED_KINDS:
             raise LocalProtocolError(f"a {kind.name} is addressed to some members: RECEIPT only")
+        if to is not None and not await self._revisions.speak(to, Level.ADDRESSED_RECEIPTS):
+            to = None  # an older home would refuse the addressed form (SPEC §20.7)
         members = await self._members.of(room)
         if self._user not in members:
             raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
@@ -215,7 +224,11 @@ class Outgoing:
             await self._store.run(apply_recall, self._store.store, envelope)
         # Gossip is a fan-out: a direct room has one other home node, which the direct stream
         # reaches at once, so gossip would only double the work on both ends.
-        gossiped = envelope.kind not in _NOT_GOSSIPED and not is_direct_room(envelope.room, members)
+        gossiped = (
+            envelope.kind not in _NOT_GOSSIPED
+            and is_sequenced(envelope)
+            and not is_direct_room(envelope.room, members)
+        )
         for each, to in [*((key, everyone) for key in sealed.room_keys), (envelope, recipients)]:
             self._outbox.submit(each, to)
             if gossiped:

@@ -1,32 +1,86 @@
-"""Serving `/hearthmesh/caps/0`: the capability levels this node advertises (SPEC §20.5).
+"""`/hearthmesh/caps/0` both ways (SPEC §20.5, §20.7): the levels this node advertises, the
+levels each peer advertised, and which form of a revised event may reach a set of users.
 
-State: none (the levels are this implementation's, `OUR_LEVELS`).
+State: `PeerLevels` owns what each peer answered since its latest connection, and when a peer
+that never answered was last tried, both bounded; `CapabilityServer` and `Revisions` own none.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Callable
-from typing import Final
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Final, TypeVar
 
-from hearthmesh.node.p2p.errors import StreamClosed
+from hearthmesh.node.clock import Clock
+from hearthmesh.node.p2p.errors import P2PError, StreamClosed, StreamOpenFailed
 from hearthmesh.node.p2p.frame_stream import FrameStream
-from hearthmesh.protocol.capabilities import Level, decode_caps_request, encode_caps_answer
+from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.protocol.capabilities import (
+    CAPS_PROTOCOL,
+    Level,
+    decode_caps_answer,
+    decode_caps_request,
+    encode_caps_answer,
+    encode_caps_request,
+    speak,
+)
 from hearthmesh.protocol.errors import RemoteProtocolError
+from hearthmesh.protocol.identity import UserId
 
-__all__ = ["OUR_LEVELS", "CapabilityServer"]
+__all__ = [
+    "ASK_S",
+    "MAX_PEERS_KNOWN",
+    "OUR_LEVELS",
+    "RETRY_MS",
+    "CapabilityServer",
+    "PeerLevels",
+    "Revisions",
+]
 
-OUR_LEVELS: Final = frozenset({Level.CORE, Level.IM, Level.MULTI_DEVICE, Level.RELAY, Level.E2EE})
-"""What this implementation does today: Megolm is on the message path (SPEC §27.10-27.13)."""
+log = logging.getLogger(__name__)
+
+OUR_LEVELS: Final = frozenset(
+    {
+        Level.CORE,
+        Level.IM,
+        Level.MULTI_DEVICE,
+        Level.RELAY,
+        Level.E2EE,
+        Level.ADD_SEVERAL,
+        Level.ADDRESSED_RECEIPTS,
+    }
+)
+"""What this implementation does today: Megolm is on the message path (SPEC §27.10-27.13),
+and it speaks both revisions of §20.7."""
+
+_V = TypeVar("_V")
+
+ASK_S: Final = 10.0
+"""How long an answer may take (dialling included) before the peer is taken to be older."""
+
+RETRY_MS: Final = 60_000
+"""How long a home that could not be reached is not asked again before a send."""
+
+MAX_PEERS_KNOWN: Final = 4096
+"""Peers whose answer (or failed try) is kept; the oldest goes first (a stranger's is one)."""
 
 
 class CapabilityServer:
-    """Answers a capability request with `OUR_LEVELS`; a malformed request is charged."""
+    """Answers a capability request with `OUR_LEVELS` less those withheld (SPEC §20.7); a
+    malformed request is charged."""
 
-    def __init__(self, *, on_refused: Callable[[str, RemoteProtocolError], None]) -> None:
+    def __init__(
+        self,
+        *,
+        on_refused: Callable[[str, RemoteProtocolError], None],
+        withheld: frozenset[Level] = frozenset(),
+    ) -> None:
         self._on_refused = on_refused
         """Charges the peer's standing (SPEC §11.6)."""
-        self._answer = encode_caps_answer(OUR_LEVELS)
+        self._answer = encode_caps_answer(OUR_LEVELS - withheld)
 
     async def serve(self, stream: FrameStream) -> None:
         """Answer one request, then let the host close the stream."""
@@ -40,3 +94,114 @@ class CapabilityServer:
             return
         with contextlib.suppress(StreamClosed):  # the asker gave up
             await stream.write_frame(self._answer)
+
+
+class PeerLevels:
+    """What each peer advertised, asked before a send that depends on it and again after each
+    new connection (a peer that upgraded or went back restarted, so it connects anew), and
+    kept while it is away."""
+
+    def __init__(
+        self,
+        *,
+        host: P2PHost,
+        clock: Clock,
+        on_refused: Callable[[str, RemoteProtocolError], None],
+    ) -> None:
+        self._host = host
+        self._clock = clock
+        self._on_refused = on_refused
+        """Charges a malformed answer (SPEC §11.6)."""
+        self._levels: OrderedDict[str, frozenset[Level]] = OrderedDict()
+        self._missed: OrderedDict[str, int] = OrderedDict()
+        """Peers never answered that could not be reached, and when we last tried."""
+
+    async def learn(self, peer_id: str) -> None:
+        """Ask `peer_id`. A peer we are connected to that does not serve the protocol is at
+        `core` (SPEC §20.5), as is one whose answer is malformed (charged); one that could not
+        be reached or did not answer in `ASK_S` keeps what it answered before, if anything."""
+        try:
+            async with asyncio.timeout(ASK_S):
+                async with await self._host.open_stream(peer_id, CAPS_PROTOCOL) as stream:
+                    await stream.write_frame(encode_caps_request())
+                    levels = decode_caps_answer(await stream.read_frame())
+        except StreamOpenFailed as exc:
+            if peer_id in self._host.connected_peers():  # reached: it has no such protocol
+                self.remember(peer_id, frozenset())
+            else:
+                self._miss(peer_id, exc)
+        except (P2PError, TimeoutError) as exc:
+            self._miss(peer_id, exc)
+        except RemoteProtocolError as exc:
+            self._on_refused(peer_id, exc)
+            self.remember(peer_id, frozenset())
+        else:
+            self.remember(peer_id, levels)
+
+    def forget(self, peer_id: str) -> None:
+        """`peer_id` connected anew: it may have upgraded or gone back, so it is asked again
+        before the next send that depends on it."""
+        self._levels.pop(peer_id, None)
+        self._missed.pop(peer_id, None)
+
+    def remember(self, peer_id: str, levels: frozenset[Level]) -> None:
+        """Keep `peer_id`'s answer, dropping the oldest past `MAX_PEERS_KNOWN`."""
+        self._missed.pop(peer_id, None)
+        _bounded_put(self._levels, peer_id, levels)
+
+    def of(self, peer_id: str) -> frozenset[Level] | None:
+        """What `peer_id` advertised when last asked; None: it never answered."""
+        return self._levels.get(peer_id)
+
+    def due(self, peer_id: str) -> bool:
+        """Is `peer_id` worth asking before a send: never answered, and not tried in the last
+        `RETRY_MS` (an unreachable home must not stall every send)?"""
+        if peer_id in self._levels:
+            return False
+        tried = self._missed.get(peer_id)
+        return tried is None or self._clock.now_ms() - tried >= RETRY_MS
+
+    def _miss(self, peer_id: str, exc: Exception) -> None:
+        log.debug("no capability answer from %s: %r", peer_id[-8:], exc)
+        if peer_id not in self._levels:
+            _bounded_put(self._missed, peer_id, self._clock.now_ms())
+
+
+def _bounded_put(table: OrderedDict[str, _V], key: str, value: _V) -> None:
+    table[key] = value
+    table.move_to_end(key)
+    while len(table) > MAX_PEERS_KNOWN:
+        table.popitem(last=False)
+
+
+class Revisions:
+    """Which form of a revised event may reach a set of users (SPEC §20.7): the revised one
+    only when every home of theirs and of our own user's that ever answered advertised it."""
+
+    def __init__(
+        self,
+        *,
+        levels: PeerLevels,
+        user: UserId,
+        homes_of: Callable[[UserId], tuple[str, ...]],
+        siblings: Callable[[], frozenset[str]],
+    ) -> None:
+        self._levels = levels
+        self._user = user
+        self._homes_of = homes_of
+        """Peer ids of a user's homes, as their newest record we hold says."""
+        self._siblings = siblings
+
+    async def speak(self, users: Iterable[UserId], level: Level) -> bool:
+        """Do the homes of `users` (our own user's other homes included) all speak `level`?
+        A home that has not answered since its latest connection is asked now. One that still
+        has not, or a user whose record we hold none of, is not counted: nothing reaches an
+        unreachable home before it connects, and then it is asked (SPEC §20.7)."""
+        peers = set(self._siblings())
+        for user in users:
+            if user != self._user:
+                peers.update(self._homes_of(user))
+        due = sorted(peer for peer in peers if self._levels.due(peer))
+        await asyncio.gather(*(self._levels.learn(peer) for peer in due))
+        answers = [self._levels.of(peer) for peer in sorted(peers)]
+        return speak((levels for levels in answers if levels is not None), level)

@@ -3,7 +3,8 @@
 Real homes on 127.0.0.1 with their client API: in a group of three, alice's home gets bob's
 and carol's receipts and the aggregate, carol's home never stores bob's receipt and sees no gap
 in bob's sequence; a receipt delivered or gossiped where it is not addressed is refused with
-NOT_ADDRESSED (16) and charged.
+NOT_ADDRESSED (16) and charged. With a home that does not advertise the revisions (SPEC §20.7)
+among those an event reaches, the form before goes to everyone, and no home charges another.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from typing import Any
 import pytest
 
 from hearthmesh.node.node import Node
+from hearthmesh.protocol.addressing import UNSEQUENCED
+from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.envelope import Kind, RoomId
 from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.membership import Action, decode_membership
 from hearthmesh.protocol.receipts import (
     RECEIPT_CONTENT_TYPE,
     Receipt,
@@ -27,7 +31,7 @@ from hearthmesh.protocol.receipts import (
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.hostile.peer import HostilePeer
 
-from .api_helpers import Socket, group_of_three
+from .api_helpers import Socket, group_of_three, home, link
 from .conftest import NodeFactory, wait_until
 
 pytestmark = pytest.mark.integration
@@ -114,3 +118,57 @@ async def test_a_receipt_delivered_or_gossiped_where_it_is_not_addressed_is_refu
         assert await mallory.publish(topic, mallory.gossip(gossiped.wire)) == "published"
         await wait_until(lambda: bob.peer_points(mallory.peer_id) > points)
         assert await bob.get_event(gossiped.message_id) is None
+
+
+async def test_a_home_that_does_not_advertise_the_revisions_gets_their_forms_before(
+    tmp_path: Path,
+) -> None:
+    """alice's home advertises what a node before the revisions does (SPEC §20.7): bob's group
+    with her and carol is formed by one ADD per user, not one ADD of both (§12.1.1), and bob's
+    receipt of her message goes sequenced to every member (carol's home stores it), not
+    addressed to her homes alone (§16.2.3). Every home takes every form; nobody is charged."""
+    older = frozenset({Level.ADD_SEVERAL, Level.ADDRESSED_RECEIPTS})
+    async with (
+        asyncio.timeout(90),
+        home(tmp_path / "a", withheld_levels=older) as a,
+        home(tmp_path / "b") as b,
+        home(tmp_path / "c") as c,
+    ):
+        for one, other in ((a, b), (a, c), (b, c)):
+            await link(one, other)
+        alice, carol = [(await h.status())["user_id"] for h in (a, c)]
+        async with a.socket() as alice_ws, b.socket() as bob_ws, c.socket() as carol_ws:
+            group = await b.client.call(
+                "POST", "/v1/groups", {"name": "mixed", "members": [alice, carol]}
+            )
+            room = group["id"]
+            for ws in (alice_ws, carol_ws):
+                await ws.next(
+                    "membership", lambda f: f["room_id"] == room and len(f["members"]) == 3
+                )
+            await alice_ws.send(
+                event="send", room_id=room, message="from the older home", client_id="o1"
+            )
+            sent = await alice_ws.next("message_sent")
+            await bob_ws.next("message", lambda f: f.get("message_id") == sent["message_id"])
+            await bob_ws.send(event="ack", message_id=sent["message_id"], status="read")
+            frame = await alice_ws.next("receipt", lambda f: f["message_id"] == sent["message_id"])
+            assert frame["status"] == "read"
+
+        group_room = RoomId(bytes.fromhex(room))
+        bob_id = b.node.user_id
+        while bob_id not in await _receipt_senders(c.node, group_room):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)  # the receipt reaches carol's home in its own time
+        page = await c.node.history(group_room, limit=500)
+        adds = [
+            decode_membership(e.envelope.body)
+            for e in page.events
+            if e.envelope.kind is Kind.MEMBERSHIP
+        ]
+        assert [len(change.targets) for change in adds if change.action is Action.ADD] == [1, 1]
+        receipts = [e.envelope for e in page.events if e.envelope.kind is Kind.RECEIPT]
+        assert all(r.seq != UNSEQUENCED for r in receipts if r.sender_user == bob_id)
+        for one in (a, b, c):
+            for other in (a, b, c):
+                if other is not one:
+                    assert one.node.peer_points(other.node.peer_id) == 0

@@ -1,4 +1,5 @@
-"""Receipts are addressed, unsequenced and never gossiped (SPEC §8.5, §16.2.3)."""
+"""Receipts are addressed, unsequenced and never gossiped (SPEC §8.5, §16.2.3), or in the
+broadcast form of the revision before, taken from an older node (SPEC §20.7)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from hearthmesh.protocol.addressing import (
     UNSEQUENCED,
     check_gossiped,
     check_sequencing,
+    is_addressed,
     is_sequenced,
 )
 from hearthmesh.protocol.arrival import ArrivalRules, Verdict
@@ -44,22 +46,24 @@ def _envelope(kind: Kind, seq: int) -> Envelope:
     )
 
 
-def test_a_receipt_carries_the_unsequenced_number_and_nothing_else_does() -> None:
+def test_only_a_receipt_may_carry_the_unsequenced_number() -> None:
     assert UNSEQUENCED == MAX_SEQ
     check_sequencing(_envelope(Kind.RECEIPT, UNSEQUENCED))
+    check_sequencing(_envelope(Kind.RECEIPT, 3))  # the broadcast form of revision 0 (§20.7)
     check_sequencing(_envelope(Kind.MESSAGE, 7))
     assert not is_sequenced(_envelope(Kind.RECEIPT, UNSEQUENCED))
+    assert is_addressed(_envelope(Kind.RECEIPT, UNSEQUENCED))
+    assert is_sequenced(_envelope(Kind.RECEIPT, 3)) and not is_addressed(_envelope(Kind.RECEIPT, 3))
     assert is_sequenced(_envelope(Kind.MESSAGE, 7))
-    for bad in (_envelope(Kind.RECEIPT, 3), _envelope(Kind.MESSAGE, UNSEQUENCED)):
-        with pytest.raises(MalformedMessage):
-            check_sequencing(bad)
+    with pytest.raises(MalformedMessage):
+        check_sequencing(_envelope(Kind.MESSAGE, UNSEQUENCED))
 
 
-def test_a_sequenced_receipt_is_refused_malformed_even_by_a_relay() -> None:
+def test_an_unsequenced_message_is_refused_malformed_even_by_a_relay() -> None:
     rules = ArrivalRules({UserId(b"\x55" * 32)})
     for recipient in (UserId(b"\x55" * 32), UserId(b"\x66" * 32)):  # ours, then relayed
         decision = rules.decide(
-            _envelope(Kind.RECEIPT, 3),
+            _envelope(Kind.MESSAGE, UNSEQUENCED),
             recipient=recipient,
             device_listed=None,
             rooms=_NoRooms(),
@@ -69,12 +73,26 @@ def test_a_sequenced_receipt_is_refused_malformed_even_by_a_relay() -> None:
         assert decision.result.code == ErrorCode.MALFORMED
 
 
-def test_a_receipt_never_travels_on_gossip_and_the_refusal_is_charged() -> None:
+def test_a_sequenced_receipt_of_the_revision_before_is_relayed_not_refused() -> None:
+    """An older node's receipt (SPEC §20.7): no refusal before the room's rules."""
+    rules = ArrivalRules({UserId(b"\x55" * 32)})
+    decision = rules.decide(
+        _envelope(Kind.RECEIPT, 3),
+        recipient=UserId(b"\x66" * 32),
+        device_listed=None,
+        rooms=_NoRooms(),
+        now_ms=0,
+    )
+    assert decision.verdict is Verdict.RELAY
+
+
+def test_an_addressed_receipt_never_travels_on_gossip_and_the_refusal_is_charged() -> None:
     with pytest.raises(NotAddressed) as raised:
         check_gossiped(_envelope(Kind.RECEIPT, UNSEQUENCED))
     assert raised.value.code == ErrorCode.NOT_ADDRESSED and int(ErrorCode.NOT_ADDRESSED) == 16
     assert ErrorCode.NOT_ADDRESSED in OFFENCE_CODES
     check_gossiped(_envelope(Kind.MESSAGE, 1))
+    check_gossiped(_envelope(Kind.RECEIPT, 2))  # the broadcast form goes to every member
 
 
 def test_an_unsequenced_receipt_goes_to_the_app_once_as_it_is_stored_and_leaves_no_gap() -> None:

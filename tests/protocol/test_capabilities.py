@@ -13,6 +13,7 @@ from hearthmesh.protocol.capabilities import (
     decode_caps_request,
     encode_caps_answer,
     encode_caps_request,
+    speak,
 )
 from hearthmesh.protocol.errors import MalformedMessage, TooLarge
 
@@ -55,3 +56,14 @@ def test_a_request_is_exactly_zero_and_bounded() -> None:
             decode_caps_request(encode_canonical(value))  # type: ignore[arg-type]
     with pytest.raises(TooLarge):
         decode_caps_request(encode_canonical([0, b"x" * MAX_CAPS_BYTES]))
+
+
+def test_a_revised_form_needs_every_home_to_have_advertised_it() -> None:
+    """SPEC §20.7: a home that advertised nothing (no capability protocol) is older; with no
+    answered home at all nothing holds the revised form back."""
+    both = frozenset({Level.CORE, Level.ADDRESSED_RECEIPTS})
+    assert speak([both, both], Level.ADDRESSED_RECEIPTS)
+    assert not speak([both, frozenset({Level.CORE})], Level.ADDRESSED_RECEIPTS)
+    assert not speak([both, frozenset()], Level.ADDRESSED_RECEIPTS)
+    assert speak([], Level.ADDRESSED_RECEIPTS)
+    assert decode_caps_answer(encode_caps_answer(frozenset(Level))) == frozenset(Level)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.content import TEXT_CONTENT_TYPE
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
 from hearthmesh.protocol.errors import ErrorCode, MalformedMessage, RemoteProtocolError
@@ -30,14 +31,16 @@ BOB = keypair_from_seed(b"\x02" * 32)
 ROOM = RoomId(b"\x07" * 32)
 
 
-def _env(key: object, kind: Kind, body: bytes, room: RoomId = ROOM, ctype: str = "") -> Envelope:
+def _env(
+    key: object, kind: Kind, body: bytes, room: RoomId = ROOM, ctype: str = "", seq: int = 1
+) -> Envelope:
     assert hasattr(key, "public")
     return seal(
         key,  # type: ignore[arg-type]
         kind=kind,
         room=room,
         sender_user=UserId(key.public),
-        seq=1,
+        seq=seq,
         hlc=Timestamp(1_700_000_000_000, 0),
         content_type=ctype or (RECEIPT_CONTENT_TYPE if kind is Kind.RECEIPT else TEXT_CONTENT_TYPE),
         body=body,
@@ -104,7 +107,7 @@ def test_a_receipt_is_for_the_homes_of_whose_messages_it_names_and_its_senders_o
     carol_message = _env(CAROL, Kind.MESSAGE, b"yo")
     named = (alice_message.message_id,)
     receipt = Receipt(status=ReceiptStatus.READ, message_ids=named)
-    envelope = _env(BOB, Kind.RECEIPT, encode_receipt(receipt))
+    envelope = _env(BOB, Kind.RECEIPT, encode_receipt(receipt), seq=UNSEQUENCED)
     held = {alice_message.message_id: alice_message, carol_message.message_id: carol_message}
     alice, bob, carol = (UserId(k.public) for k in (ALICE, BOB, CAROL))
     assert address_refusal(envelope, receipt, alice, held) is None
@@ -117,3 +120,15 @@ def test_a_receipt_is_for_the_homes_of_whose_messages_it_names_and_its_senders_o
     assert address_refusal(envelope, other_room, carol, {elsewhere.message_id: elsewhere}) is None
     both = Receipt(status=ReceiptStatus.READ, message_ids=(named[0], carol_message.message_id))
     assert address_refusal(envelope, both, carol, held) is None  # names one of carol's too
+
+
+def test_a_receipt_in_the_broadcast_form_of_the_revision_before_is_for_every_member() -> None:
+    """SPEC §20.7: an older node's receipt is sequenced and goes to every member, so carol's
+    home takes bob's receipt of alice's message, uncharged, and credits nothing from it."""
+    alice_message = _env(ALICE, Kind.MESSAGE, b"hi")
+    receipt = Receipt(status=ReceiptStatus.READ, message_ids=(alice_message.message_id,))
+    broadcast = _env(BOB, Kind.RECEIPT, encode_receipt(receipt), seq=4)
+    held = {alice_message.message_id: alice_message}
+    assert address_refusal(broadcast, receipt, UserId(CAROL.public), held) is None
+    updates = receipt_updates(broadcast, receipt, held)  # alice's homes credit it as ever
+    assert [(u.recipient, u.status) for u in updates] == [(UserId(BOB.public), ReceiptStatus.READ)]

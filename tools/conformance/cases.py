@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from hearthmesh.protocol import e2ee
+from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, ProtocolErrorFrame
 from hearthmesh.protocol.envelope import Kind, RoomId
@@ -126,8 +127,10 @@ async def _receipt_not_addressed(s: Session) -> str:
     return await s.deliver([envelope.wire])
 
 
-async def _receipt_sequenced(s: Session) -> str:
-    """A RECEIPT that takes a place in its sender's sequence (SPEC §8.5) is malformed."""
+async def _receipt_broadcast_form(s: Session) -> str:
+    """A RECEIPT that takes a place in its sender's sequence, the broadcast form of revision 0
+    (SPEC §20.7), naming only our own message: stored, not judged by its address, and not
+    charged, so a home that speaks both revisions takes what an older node sends."""
     wire = s.kit.forge.raw(
         room=s.room,
         now_ms=s.kit.now_ms(),
@@ -135,6 +138,13 @@ async def _receipt_sequenced(s: Session) -> str:
         body=_read_of_ours(s),
         content_type=RECEIPT_CONTENT_TYPE,
     )
+    return await s.deliver([wire])
+
+
+async def _message_unsequenced(s: Session) -> str:
+    """A MESSAGE with the number of no place in a sequence: only a RECEIPT may carry it
+    (SPEC §8.5)."""
+    wire = s.kit.forge.raw(room=s.room, now_ms=s.kit.now_ms(), seq=UNSEQUENCED)
     return await s.deliver([wire])
 
 
@@ -340,14 +350,20 @@ CASES: Final[tuple[Case, ...]] = (
         section="§16.2.3",
         expected="REJECTED:NOT_ADDRESSED",
         run=_receipt_not_addressed,
+        level=Level.ADDRESSED_RECEIPTS,
+    ),
+    Case(
+        name="receipt_broadcast_form",
+        section="§20.7",
+        expected="STORED",
+        run=_receipt_broadcast_form,
         level=Level.IM,
     ),
     Case(
-        name="receipt_sequenced",
+        name="message_unsequenced",
         section="§8.5",
         expected="REJECTED:MALFORMED",
-        run=_receipt_sequenced,
-        level=Level.IM,
+        run=_message_unsequenced,
     ),
     Case(
         name="group_created",

@@ -196,10 +196,12 @@ class EnvelopeForge:
         content_type: str = TEXT_CONTENT_TYPE,
         sender_user: bytes | None = None,
         signer: KeyPair | None = None,
+        seq: int | None = None,
     ) -> bytes:
         """Envelope wire bytes with any field values, correctly signed by `signer` (our device
         by default), bypassing every check `seal` makes: unknown kinds and versions, bodies
-        past MAX_BODY_BYTES, another sender user."""
+        past MAX_BODY_BYTES, another sender user, any `seq` (default: the room's next, for
+        any kind: a RECEIPT so has the broadcast form of SPEC §20.7)."""
         key = signer or self.stranger.device
         fields: list[CborValue] = [
             version,
@@ -207,7 +209,7 @@ class EnvelopeForge:
             room,
             sender_user if sender_user is not None else self.stranger.user_id,
             key.public,
-            self._next_seq(room),
+            self._next_seq(room) if seq is None else seq,
             encode_timestamp(Timestamp(wall_ms=now_ms, counter=0)),
             content_type,
             body,

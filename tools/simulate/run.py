@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -414,6 +415,25 @@ async def _simulate(config: SimulateConfig, root: Path, sockets: Path) -> dict[s
             print(file=sys.stderr)
 
 
+_REFUSED: Final = re.compile(r"home \S+ rejected \S+ with code (\d+); dropped from the outbox")
+_BANNED: Final = re.compile(r"(?:peer|address prefix) \S+ banned for")
+
+
+def _refusals(run: _Run) -> tuple[dict[str, int], int]:
+    """What the nodes' logs say honest peers refused of each other: the outbox's refusals by
+    error code, and the bans (SPEC §11.6). Both lines read alike in the releases an upgrade
+    run mixes (SPEC §20.7)."""
+    codes: dict[str, int] = {}
+    bans = 0
+    for node in run.mesh.nodes:
+        path = node.data_dir.parent / f"node{node.index}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        for code in _REFUSED.findall(text):
+            codes[code] = codes.get(code, 0) + 1
+        bans += len(_BANNED.findall(text))
+    return dict(sorted(codes.items())), bans
+
+
 def _report(
     run: _Run,
     converge_s: float | None,
@@ -437,7 +457,10 @@ def _report(
     # The whole digest also covers receipts and ROOM_KEYs, which a device may hold back
     # while it lacks their session (SPEC §27.11): reported, not judged.
     messages_equal = len({tuple(s.message_id for s in h) for h in histories.values()}) == 1
+    refused, bans = _refusals(run)
     ok = verdict.ok and converge_s is not None and siblings_equal and messages_equal
+    if config.upgrade is not None:  # one release refusing what the other sends (SPEC §20.7)
+        ok = ok and not refused and bans == 0
     report: dict[str, Any] = {
         "config": {
             "nodes": config.nodes,
@@ -484,6 +507,8 @@ def _report(
         "digests_equal_all": len({d for ds in digests.values() for d in ds}) == 1,
         "history_events": events,
         "messages_equal_all": messages_equal,
+        "refused_by_homes": refused,
+        "bans": bans,
         "faults": run.log.as_json(),
         "ok": ok,
     }

@@ -1,0 +1,120 @@
+"""Which form of a revised event reaches whom (SPEC §20.7): the revised one only when every
+home it would reach advertised it; what peers advertised is kept, bounded."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from hearthmesh.node.mesh.capabilities import (
+    MAX_PEERS_KNOWN,
+    OUR_LEVELS,
+    RETRY_MS,
+    PeerLevels,
+    Revisions,
+)
+from hearthmesh.node.p2p.errors import StreamOpenFailed
+from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.protocol.capabilities import Level
+from hearthmesh.protocol.identity import UserId
+
+US, ALICE, BOB = (UserId(bytes([n]) * 32) for n in (1, 2, 3))
+HOMES = {US: ("us-1", "us-2"), ALICE: ("alice-1", "alice-2"), BOB: ("bob-1",)}
+OLDER = frozenset({Level.CORE, Level.IM, Level.MULTI_DEVICE, Level.RELAY, Level.E2EE})
+"""What a node of the release before the revisions (dd84a23) advertises."""
+
+
+def _revisions(levels: PeerLevels) -> Revisions:
+    return Revisions(
+        levels=levels,
+        user=US,
+        homes_of=lambda user: HOMES.get(user, ()),
+        siblings=lambda: frozenset({"us-2"}),
+    )
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.ms = 0
+
+    def now_ms(self) -> int:
+        return self.ms
+
+
+class _Unreachable:
+    """A host that reaches no peer: every stream open fails as a failed dial does."""
+
+    def __init__(self) -> None:
+        self.opened: list[str] = []
+
+    async def open_stream(self, peer_id: str, protocol_id: str) -> object:
+        self.opened.append(peer_id)
+        raise StreamOpenFailed(f"open {protocol_id} to {peer_id}: no route")
+
+    def connected_peers(self) -> list[str]:
+        return []
+
+
+def _levels(host: object = None, clock: _Clock | None = None) -> PeerLevels:
+    """By default nothing is asked: every home the test names answered already (a host that
+    is not there would fail any ask)."""
+    return PeerLevels(
+        host=cast(P2PHost, host), clock=clock or _Clock(), on_refused=lambda peer, exc: None
+    )
+
+
+async def test_the_revised_form_only_when_every_home_and_sibling_advertised_it() -> None:
+    levels = _levels()
+    for peer in ("us-2", "alice-1", "alice-2", "bob-1"):
+        levels.remember(peer, OUR_LEVELS)
+    revisions = _revisions(levels)
+    assert await revisions.speak({ALICE}, Level.ADDRESSED_RECEIPTS)
+    assert await revisions.speak({US, ALICE, BOB}, Level.ADD_SEVERAL)  # our own home not asked
+    levels.remember("alice-2", OLDER)  # one of alice's two homes is older
+    assert not await revisions.speak({ALICE}, Level.ADDRESSED_RECEIPTS)
+    assert await revisions.speak({BOB}, Level.ADDRESSED_RECEIPTS)
+    levels.remember("us-2", OLDER)  # our own other home gets everything we send
+    assert not await revisions.speak({BOB}, Level.ADDRESSED_RECEIPTS)
+
+
+async def test_a_user_whose_homes_we_do_not_know_is_not_counted() -> None:
+    """An absent member's homes get nothing before its record is learnt (SPEC §20.7): a group
+    with hundreds of them still forms by ADDs of 64 (§12.1.1)."""
+    levels = _levels()
+    levels.remember("us-2", OUR_LEVELS)
+    levels.remember("bob-1", OUR_LEVELS)
+    stranger = UserId(b"\x09" * 32)
+    assert await _revisions(levels).speak({stranger, BOB}, Level.ADD_SEVERAL)
+    levels.remember("bob-1", OLDER)
+    assert not await _revisions(levels).speak({stranger, BOB}, Level.ADD_SEVERAL)
+
+
+async def test_an_unreachable_home_is_not_counted_and_not_asked_again_for_a_while() -> None:
+    """A home never met that cannot be reached is asked before a send, then not before
+    RETRY_MS (a send must not wait on it each time); one that answered before keeps its
+    answer while it is away (SPEC §20.7)."""
+    host, clock = _Unreachable(), _Clock()
+    levels = _levels(host, clock)
+    levels.remember("us-2", OUR_LEVELS)
+    revisions = _revisions(levels)
+    assert await revisions.speak({ALICE}, Level.ADDRESSED_RECEIPTS)
+    assert host.opened == ["alice-1", "alice-2"]
+    clock.ms = RETRY_MS - 1
+    assert await revisions.speak({ALICE}, Level.ADDRESSED_RECEIPTS)
+    assert host.opened == ["alice-1", "alice-2"]
+    clock.ms = RETRY_MS
+    levels.remember("alice-1", OLDER)
+    assert not await revisions.speak({ALICE}, Level.ADDRESSED_RECEIPTS)
+    assert host.opened == ["alice-1", "alice-2", "alice-2"]  # alice-1 answered: kept
+    await levels.learn("alice-1")  # an ask that fails: the answer stays
+    assert levels.of("alice-1") == OLDER
+    levels.forget("alice-1")  # it connected anew (upgraded?): asked before the next send
+    assert levels.of("alice-1") is None and levels.due("alice-1")
+
+
+def test_what_peers_advertised_is_bounded_and_the_oldest_answer_goes_first() -> None:
+    levels = _levels()
+    for n in range(MAX_PEERS_KNOWN + 1):
+        levels.remember(f"peer-{n}", OUR_LEVELS)
+    assert levels.of("peer-0") is None
+    assert levels.of(f"peer-{MAX_PEERS_KNOWN}") == OUR_LEVELS
+    assert levels.of("peer-1") == OUR_LEVELS
