@@ -26,9 +26,11 @@ __all__ = ["HELLO_RETRY_DELAYS_S", "Greetings"]
 
 log = logging.getLogger(__name__)
 
-HELLO_RETRY_DELAYS_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0)
-"""Seconds before each new try of a failed hello on a connection still up (SPEC §13.3): a
-stream that failed to open while the mesh came up on a loaded machine opens a moment later."""
+HELLO_RETRY_DELAYS_S: Final = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, *(60.0,) * 5)
+"""Seconds before each new try of a failed hello on a connection still up (SPEC §13.3), about
+7 minutes in all: a stream that failed to open while the mesh came up on a loaded machine
+(10 nodes at load 34: over 200 failed hellos, each connection's streams failing for a minute
+or more) opens later, and a peer that never answers costs a stream a minute for a while."""
 
 
 class _Greeting:
