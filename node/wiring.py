@@ -457,7 +457,7 @@ def build_services(
     )
     social = Social(store=store, privacy=privacy, outgoing=outgoing, user=user, now_ms=clock.now_ms)
     meeting = Meeting(hello=hello, outbox=outbox, host=host, records=records, supervisor=supervisor)
-    greetings = Greetings(meet=meeting.meet, spawn=supervisor.spawn, drop=host.disconnect)
+    greetings = Greetings(meet=meeting.meet, spawn=supervisor.spawn)
     after_store = AfterStore(
         user=user,
         run_state=run_state,

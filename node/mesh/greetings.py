@@ -16,7 +16,6 @@ State: the current meeting with each connected peer (or its retry, waiting its d
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
@@ -35,12 +34,9 @@ or more) opens later, and a peer that never answers costs a stream a minute for 
 
 
 class _Greeting:
-    def __init__(self, *, redial: bool = False) -> None:
+    def __init__(self) -> None:
         self.done = asyncio.Event()
         self.error: HearthError | None = None
-        self.redial = redial
-        """A retry that closed the peer's connections itself: the close it caused does not
-        end it, and its hello dials afresh."""
 
 
 class Greetings:
@@ -51,19 +47,14 @@ class Greetings:
         *,
         meet: Callable[[str], Awaitable[None]],
         spawn: Callable[[Coroutine[Any, Any, None], str], None],
-        drop: Callable[[str], Awaitable[None]] | None = None,
         retry_delays_s: tuple[float, ...] = HELLO_RETRY_DELAYS_S,
     ) -> None:
-        """`drop(peer)` closes every connection to the peer (`P2PHost.disconnect`)."""
         self._meet = meet
         self._spawn = spawn
-        self._drop = drop
         self._retry_delays_s = retry_delays_s
         self._current: dict[str, _Greeting] = {}
         self.started = 0
-        """Meetings started (one per connection per peer)."""
-        self.retried = 0
-        """Hellos tried again after a failure on a connection still up."""
+        """Meetings started (one per connection per peer, and each retry of a failed one)."""
 
     def start(self, peer: str) -> None:
         """Meet `peer` unless this connection's meeting already started (idempotent)."""
@@ -74,11 +65,8 @@ class Greetings:
         self._spawn(self._run(peer, greeting), f"hello-{peer[-8:]}")
 
     def forget(self, peer: str) -> None:
-        """The peer's last connection closed: the next one is met anew (a retry that closed
-        it to redial goes on)."""
-        greeting = self._current.get(peer)
-        if greeting is not None and not greeting.redial:
-            del self._current[peer]
+        """The peer's last connection closed: the next one is met anew."""
+        self._current.pop(peer, None)
 
     async def wait(self, peer: str) -> None:
         """Meet `peer` if not yet met on this connection, and wait for it.
@@ -94,7 +82,6 @@ class Greetings:
 
     async def _run(self, peer: str, greeting: _Greeting) -> None:
         delays = iter(self._retry_delays_s)
-        tries = 0
         while True:
             try:
                 await self._meet(peer)
@@ -114,17 +101,8 @@ class Greetings:
                 log.info("hello with %s failed: %s", peer[-8:], greeting.error)
                 return
             log.info("hello with %s failed (%s); again in %g s", peer[-8:], greeting.error, delay)
-            # Failed twice on one connection: it may be one the peer closed long ago that we
-            # still list (streams on it fail, and nothing else closes it), so close it and
-            # let the retry dial afresh, as a deliver stream that does not open does (§11.5.2).
-            drop = self._drop if tries > 0 else None
-            greeting = self._current[peer] = _Greeting(redial=drop is not None)  # others join
-            if drop is not None:
-                with contextlib.suppress(HearthError):
-                    await drop(peer)
+            greeting = self._current[peer] = _Greeting()  # `start` and `wait` join the retry
             await asyncio.sleep(delay)
             if self._current.get(peer) is not greeting:
                 return
-            greeting.redial = False  # from here a close of the connection ends the retry
-            tries += 1
-            self.retried += 1
+            self.started += 1
