@@ -54,7 +54,9 @@ class Greetings:
         self._retry_delays_s = retry_delays_s
         self._current: dict[str, _Greeting] = {}
         self.started = 0
-        """Meetings started (one per connection per peer, and each retry of a failed one)."""
+        """Meetings started (one per connection per peer)."""
+        self.retried = 0
+        """Hellos tried again after a failure on a connection still up."""
 
     def start(self, peer: str) -> None:
         """Meet `peer` unless this connection's meeting already started (idempotent)."""
@@ -105,4 +107,4 @@ class Greetings:
             await asyncio.sleep(delay)
             if self._current.get(peer) is not greeting:
                 return
-            self.started += 1
+            self.retried += 1
