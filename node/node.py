@@ -492,7 +492,8 @@ class Node:
 
     @property
     def hellos_started(self) -> int:
-        """Hellos this node opened: one per connection per peer (SPEC §13.3)."""
+        """Hellos this node opened: one per connection per peer (SPEC §13.3), not counting
+        the retries of one that failed."""
         return self._services.greetings.started
 
     def presence(self, user: UserId) -> Presence | None:

@@ -270,7 +270,9 @@ def build_services(
         supervisor=supervisor,
         run_state=run_state,
     )
-    home_lookups = HomeLookups(records.find, clock=clock, rng=rng)
+    home_lookups = HomeLookups(
+        records.find, clock=clock, rng=rng, known=lambda user: bool(directory.homes(user))
+    )
     relays = RelayChooser(
         host=host,
         standing=standing,

@@ -9,7 +9,8 @@ in a row (16-32 s of §11.5 delays, and the walks) is known nowhere for now: ask
 after `LONG_MISS_WAIT_MS` (SPEC §13.5). A group's absent members are hundreds of such users; at the
 §11.5 cap each was walked for once a minute by every home holding their rows, a DHT walk per
 user per minute that grew with the group's absent members, not with anything sent. A record
-learnt by hello, presence or another lookup needs no lookup (its probe runs at once, §11.5.2).
+learnt by hello, presence or another lookup needs no lookup (its probe runs at once, §11.5.2),
+and a lookup that waited for a walk slot while such a record came is answered without a walk.
 At most `LOOKUPS_AT_ONCE` walks run at a time: a group's absent members are hundreds of users
 looked up together, and as many concurrent walks opened more streams to each peer than its
 slots allow (SPEC §10.4), so the peers reset them and banned this node.
@@ -68,9 +69,12 @@ class HomeLookups:
         *,
         clock: Clock,
         rng: Rng,
+        known: Callable[[UserId], bool] = lambda _user: False,
         walk_timeout_s: float = WALK_TIMEOUT_S,
     ) -> None:
+        """`known(user)`: a record of the user's homes is held already (the directory)."""
         self._lookup = lookup
+        self._known = known
         self._walk_timeout_s = walk_timeout_s
         self._clock = clock
         self._rng = rng
@@ -94,9 +98,12 @@ class HomeLookups:
         try:
             await self._walks.take(0 if missed is None else missed[0])
             try:
-                self.asked += 1
-                async with asyncio.timeout(self._walk_timeout_s):
-                    found = await self._lookup(user)
+                if self._known(user):  # learnt while it waited for a slot (a hello retried)
+                    found = True
+                else:
+                    self.asked += 1
+                    async with asyncio.timeout(self._walk_timeout_s):
+                        found = await self._lookup(user)
             except TimeoutError:
                 found = False  # a miss: the slot goes to the next user
             finally:

@@ -148,3 +148,26 @@ async def test_a_walk_that_runs_too_long_is_a_miss() -> None:
         assert not await lookups.find(ALICE)
         assert not await lookups.find(ALICE)  # a miss: backed off, not asked again
     assert dht.asked == [ALICE]
+
+
+async def test_a_record_learnt_while_waiting_for_a_slot_needs_no_walk() -> None:
+    """SPEC §13.5: a member's lookup queued behind the absent members' walks is answered
+    without a walk once a record of theirs came otherwise (a hello retried, presence)."""
+    clock, dht = FakeClock(), _Dht()
+    held: set[UserId] = set()
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng(), known=held.__contains__)
+    absent = [UserId(bytes([n]) * 32) for n in range(3, 3 + LOOKUPS_AT_ONCE)]
+    async with asyncio.timeout(5):
+        dht.release = asyncio.Event()
+        walks = [asyncio.create_task(lookups.find(user)) for user in absent]
+        waiting = asyncio.create_task(lookups.find(ALICE))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert dht.asked == absent  # every slot taken: alice waits
+        held.add(ALICE)  # her home's hello came through meanwhile
+        dht.release.set()
+        assert await waiting
+        await asyncio.gather(*walks)
+        assert await lookups.find(ALICE)  # held: answered at once
+    assert ALICE not in dht.asked
+    assert lookups.asked == LOOKUPS_AT_ONCE

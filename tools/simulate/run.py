@@ -159,12 +159,12 @@ async def _set_up(run: _Run) -> str:
     return str(group["id"])
 
 
-async def _wait_member(node: SimNode, room: str, size: int) -> None:
+async def _wait_member(node: SimNode, room: str, size: int, *, every_s: float = 0.2) -> None:
     while True:
         groups = (await node.call("GET", "/v1/groups"))["groups"]
         if any(g["id"] == room and len(g.get("members", [])) >= size for g in groups):
             return
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(every_s)
 
 
 async def _send_loop(run: _Run, rng: random.Random) -> None:

@@ -62,6 +62,10 @@ _ADD_AT_ONCE = MAX_ADD_TARGETS
 """Members named by the create and by each later add: each call is one MEMBERSHIP event
 (SPEC §12.1.1), so a group of 1,024 forms in 16 events, not 1,024 fanned out to every member."""
 _DIALS = 3
+_FORMED_POLL_S = 2.0
+"""How often each node is asked whether it shows the whole group: each answer lists the
+group's members, and 50 nodes asked every 0.2 s for 1,024 members kept the cores busy with the
+tool's own questions while the group formed."""
 _NEIGHBOURS = 3
 
 
@@ -102,7 +106,7 @@ async def _connect(mesh: Mesh) -> int:
             try:
                 await api.call("POST", "/v1/peers", {"address": address})
                 return
-            except HearthError:
+            except (HearthError, TimeoutError):  # the API's bound: a dial and hello under load
                 await asyncio.sleep(1.0 + attempt)
         undialled += 1
 
@@ -131,7 +135,9 @@ async def _group(run: _Run, members: int, rng: random.Random) -> str:
         await creator.call("POST", f"/v1/groups/{room}/members", {"user_ids": users})
     for client in run.clients:
         client.room = room
-    await asyncio.gather(*(_wait_member(n, room, len(others) + 1) for n in nodes))
+    await asyncio.gather(
+        *(_wait_member(n, room, len(others) + 1, every_s=_FORMED_POLL_S) for n in nodes)
+    )
     return room
 
 
