@@ -15,7 +15,7 @@ from tests.integration.test_hole_punch import chat
 
 from .conftest import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 async def test_homes_whose_nats_defeat_tcp_punching_chat_over_webrtc_alone(
