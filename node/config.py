@@ -76,6 +76,9 @@ class NodeConfig:
     """How often this node reconciles its rooms with its user's other homes (ARCHITECTURE §8)."""
     retry_poll_ms: int = 200
     """Longest sleep of the delivery worker between looks at the outbox."""
+    ack_timeout_ms: int = 10_000
+    """How long a delivered batch may wait for its ack before every connection to that home
+    is closed and the next try dials afresh (SPEC §11.5.2)."""
     gap_grace_ms: int = 1500
     """How long a gap in a sender's sequence may stay open before other homes are asked for
     the missing envelopes (SPEC §26); the sender's own retries usually fill it sooner."""
@@ -132,6 +135,9 @@ class NodeConfig:
     """Relays a private node reserves on (co-members' homes first, SPEC §11.7's tiers)."""
     webrtc: bool = True
     """Upgrade a relayed connection that hole punching left relayed to WebRTC (SPEC §10.11)."""
+    webrtc_retry_after_ms: tuple[int, ...] | None = None
+    """Pauses before each new WebRTC offer after a failed one, while the peer is reached
+    through relays alone (SPEC §10.11); None: the host's `RETRY_AFTER_S` (10 s, then 30 s)."""
     stun_servers: tuple[str, ...] = ()
     """`stun:HOST:PORT` servers WebRTC's ICE asks where our NAT maps its UDP sockets (SPEC
     §10.16); none by default: the public IP peers observe, with the host port, is predicted."""

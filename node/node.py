@@ -34,6 +34,7 @@ from hearthmesh.node.identity.keyring import Keyring, load_or_create_keyring
 from hearthmesh.node.p2p.dht import home_record_rules
 from hearthmesh.node.p2p.hole_punch import HolePunchCounts
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S
 from hearthmesh.node.rooms.groups import GroupService
 from hearthmesh.node.rooms.members import room_members
 from hearthmesh.node.run_state import RunState
@@ -123,6 +124,8 @@ class Node:
         self._hlc.restore(await self._store.run(_restored_hlc, store, self.keyring.user_id))
         self._stack.push_async_callback(self._save_hlc)
         dht_validate, dht_select = home_record_rules(self._clock.now_ms)
+        retry_ms = self.config.webrtc_retry_after_ms
+        retry_s = RETRY_AFTER_S if retry_ms is None else tuple(ms / 1000 for ms in retry_ms)
         self._host = host = await self._stack.enter_async_context(
             P2PHost(
                 HostConfig(
@@ -140,6 +143,7 @@ class Node:
                     relay_reservations=self.config.relay_reservations,
                     webrtc=self.config.webrtc,
                     stun_servers=list(self.config.stun_servers),
+                    webrtc_retry_after_s=retry_s,
                     upnp=self.config.upnp,
                     relay_rank=self._rank_relays,
                 )

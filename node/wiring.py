@@ -206,7 +206,7 @@ def build_services(
         policy=config.standing,
         prefix_policy=config.prefixes,
     )
-    links = PeerLinks(host, on_ack=standing.exchanged)
+    links = PeerLinks(host, on_ack=standing.exchanged, ack_timeout_s=config.ack_timeout_ms / 1000)
     outcomes = StoreOutcomes()
     receiver = Receiver(
         inbox=inbox,

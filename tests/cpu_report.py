@@ -11,6 +11,7 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 
 def main(argv: list[str]) -> None:
@@ -34,6 +35,23 @@ def main(argv: list[str]) -> None:
     print("\ncpu_s  wall_s  file")
     for name, (cpu, wall) in sorted(by_file.items(), key=lambda x: -x[1][0])[:top]:
         print(f"{cpu:6.1f} {wall:7.1f}  {name}")
+    _workers(lines)
+
+
+def _workers(lines: list[dict[str, Any]]) -> None:
+    """Each xdist worker's tests, busy time and when it ran out of them: a worker that ends
+    long before the others shows a scheduler that left it idle (lines without `start` are
+    from before the log had it)."""
+    timed = [line for line in lines if "start" in line]
+    if not timed:
+        return
+    began = min(line["start"] for line in timed)
+    print("\nworker  tests  busy_s  ended_s (after the first test's start)")
+    for worker in sorted({line["worker"] for line in timed}):
+        mine = [line for line in timed if line["worker"] == worker]
+        busy = sum(line["wall_s"] for line in mine)
+        ended = max(line["start"] + line["wall_s"] for line in mine) - began
+        print(f"{worker:6s} {len(mine):6d} {busy:7.1f} {ended:8.1f}")
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.protocol.peer_id import peer_id_of_node_key
 
 __all__ = [
-    "ACK_TIMEOUT_S",
     "BATCH_BYTES",
     "DeliveryFailed",
     "PeerLinks",
@@ -42,10 +41,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ACK_TIMEOUT_S: Final = 10.0
-"""How long a batch may wait for its ack before the stream is given up."""
-
 
 OPEN_TIMEOUT_S: Final = 5.0
 """Bound on opening a deliver stream over a connection we hold: it takes milliseconds on a
@@ -118,9 +113,15 @@ class PeerLinks:
     """Deliver streams to peers, opened on demand."""
 
     def __init__(
-        self, host: P2PHost, *, on_ack: Callable[[str], None] = lambda _peer: None
+        self,
+        host: P2PHost,
+        *,
+        ack_timeout_s: float,
+        on_ack: Callable[[str], None] = lambda _peer: None,
     ) -> None:
         self._host = host
+        self._ack_timeout_s = ack_timeout_s
+        """How long a batch may wait for its ack before the stream is given up."""
         self._on_ack = on_ack
         """Told of each verified ack, by peer (an exchange that went well, SPEC §11.7)."""
         self._streams: dict[str, FrameStream] = {}
@@ -142,7 +143,7 @@ class PeerLinks:
             batch_id = next(self._batch_ids)
             try:
                 stream = await self._stream(peer_id)
-                async with asyncio.timeout(ACK_TIMEOUT_S):
+                async with asyncio.timeout(self._ack_timeout_s):
                     started = time.perf_counter()
                     batch = encode_deliver(batch_id, certificates, items)
                     frame = decode_frame(await stream.write_then_read(batch))

@@ -66,7 +66,7 @@ from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
-from hearthmesh.node.p2p.webrtc import WebRtcLayer, is_webrtc
+from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, WebRtcLayer, is_webrtc
 from hearthmesh.node.p2p.yamux import release_credit_in_half_windows
 from hearthmesh.protocol.errors import (
     HearthError,
@@ -166,6 +166,8 @@ class HostConfig:
     """Upgrade a relayed connection that hole punching left relayed to WebRTC (SPEC §10.11)."""
     stun_servers: list[str] = field(default_factory=list)
     """`stun:HOST:PORT` servers WebRTC's ICE learns our NAT's mapping from (SPEC §10.16)."""
+    webrtc_retry_after_s: tuple[float, ...] = RETRY_AFTER_S
+    """Pauses before each new WebRTC offer after a failed one (SPEC §10.11)."""
     upnp: bool = False
     """Ask the LAN's gateway to forward our listen ports and advertise the mapped addresses
     first (SPEC §10.12)."""
@@ -335,6 +337,7 @@ class P2PHost:
             report=self._report_webrtc,
             punch_ended=self._punch.punch_ended,
             stun_servers=config.stun_servers,
+            retry_after_s=config.webrtc_retry_after_s,
         )
         self._upnp = UpnpLayer(report=self._report_mapped)
         self._mapped_addrs: list[str] = []

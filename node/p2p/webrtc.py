@@ -142,11 +142,14 @@ class WebRtcLayer:
         report: WebRtcReport,
         punch_ended: Callable[[ID], Awaitable[None]],
         stun_servers: Sequence[str] = (),
+        retry_after_s: Sequence[float] = RETRY_AFTER_S,
     ) -> None:
         self._report = report
         self._punch_ended = punch_ended
         self._stun_servers = list(stun_servers)
         """`stun:HOST:PORT` URLs ICE asks for our server-reflexive candidates (SPEC §10.16)."""
+        self._retry_after_s = tuple(retry_after_s)
+        """Pauses before each new offer after a failed one (`RETRY_AFTER_S` by default)."""
         self._host: IHost | None = None
         self._config = WebRTCTransportConfig(handshake_timeout=UPGRADE_TIMEOUT_S)
         self._certificate: WebRTCCertificate | None = None
@@ -199,7 +202,7 @@ class WebRtcLayer:
         # A loaded machine stretches DCUtR past its window: decide on its outcome, not on the
         # clock, or a punch that went direct late got a WebRTC connection beside it.
         await self._punch_ended(peer)
-        for pause in (0.0, *RETRY_AFTER_S):
+        for pause in (0.0, *self._retry_after_s):
             await trio.sleep(pause)
             host = self._host
             if host is None or host.get_id().to_base58() > peer.to_base58():

@@ -26,9 +26,13 @@ async def test_an_unanswered_batch_drops_the_dead_connection_and_the_heal_delive
     with NetLab() as lab:
         alice_ns, alice_ip = lab.public_host(1)
         bob_ns, bob_ip = lab.public_host(2)
-        async with asyncio.timeout(90), AsyncExitStack() as stack:  # ~20 s
+        async with asyncio.timeout(90), AsyncExitStack() as stack:
             bob = await start_node(stack, bob_ns, tmp_path / "bob")
-            alice = await start_node(stack, alice_ns, tmp_path / "alice", bob.listen_addrs[0])
+            # The ack bound is the wait this test is about: 2 s, not the default 10 s of idle
+            # time (a slow ack on a loaded machine only costs a retry, delivered once).
+            alice = await start_node(
+                stack, alice_ns, tmp_path / "alice", bob.listen_addrs[0], ack_timeout_ms=2_000
+            )
             room = await alice.open_direct(bob.user_id)
             events = bob.events()
             await alice.send(room, b"before the partition")

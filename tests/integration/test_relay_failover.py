@@ -15,7 +15,7 @@ from tests.integration.netlab import NetLab, require_netlab, start_node
 
 from .conftest import NodeProcess, acks_of, collect, spawn_node, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BEFORE, AFTER = 10, 10
 

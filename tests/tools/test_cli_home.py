@@ -41,6 +41,7 @@ def test_status_without_a_running_node_exits_3(tmp_path: Path) -> None:
     assert result.returncode == 3 and "hearthmesh run" in result.stderr
 
 
+@pytest.mark.slow
 def test_run_prints_addresses_serves_status_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     data = tmp_path / "node"
     assert cli("init", "--data-dir", str(data), "--name", "Alice").returncode == 0
