@@ -41,6 +41,7 @@ __all__ = [
     "enqueue_many_txn",
     "enqueue_txn",
     "park_many_txn",
+    "park_new_txn",
     "parked_destinations_txn",
     "reschedule_many_txn",
     "reschedule_txn",
@@ -144,6 +145,20 @@ def _move_txn(
         txn.put(to, outbox_queue_key(when, destination, message_id), value)
         at = pack_u64(when)
     txn.put(Table.OUTBOX_BY_MESSAGE, outbox_message_key(message_id, destination), at)
+
+
+def park_new_txn(txn: KvTxn, destination: bytes, message_id: bytes, queued_ms: int) -> bool:
+    """Add a parked entry for a stored message (a marker's, `storage.absent`); False if one is
+    pending already (queued or parked), which stays as it is."""
+    at = pack_u64(queued_ms) + _PARKED
+    if not txn.insert(Table.OUTBOX_BY_MESSAGE, outbox_message_key(message_id, destination), at):
+        return False
+    txn.put(
+        Table.OUTBOX_PARKED,
+        outbox_parked_key(destination, queued_ms, message_id),
+        encode_outbox_value(0, None),
+    )
+    return True
 
 
 def ack_txn(txn: KvTxn, destination: bytes, message_id: bytes) -> bool:

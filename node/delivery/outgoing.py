@@ -193,14 +193,23 @@ class Outgoing:
         # The entries are handed to the worker in memory, so they are stored already leased:
         # the outbox serves them again by itself only if this node dies before the ack.
         due_ms = self._outbox.lease_due_ms()
+        # Members whose homes no record names get a marker, not an entry each (SPEC §11.5.2).
+        everyone_rows, everyone_absent = self._outbox.split(everyone)
+        rows, absent = self._outbox.split(recipients)
         requests = [
             *(
-                AppendRequest(envelope=key, outbox_to=everyone, next_attempt_ms=due_ms)
+                AppendRequest(
+                    envelope=key,
+                    outbox_to=everyone_rows,
+                    absent_to=everyone_absent,
+                    next_attempt_ms=due_ms,
+                )
                 for key in sealed.room_keys
             ),
             AppendRequest(
                 envelope=envelope,
-                outbox_to=recipients,
+                outbox_to=rows,
+                absent_to=absent,
                 next_attempt_ms=due_ms,
                 acts_on=sealed.acts_on or target_of(envelope),  # the clear view names it
             ),
@@ -216,8 +225,11 @@ class Outgoing:
         # Gossip is a fan-out: a direct room has one other home node, which the direct stream
         # reaches at once, so gossip would only double the work on both ends.
         gossiped = envelope.kind not in _NOT_GOSSIPED and not is_direct_room(envelope.room, members)
-        for each, to in [*((key, everyone) for key in sealed.room_keys), (envelope, recipients)]:
-            self._outbox.submit(each, to)
+        for each, to, marked in [
+            *((key, everyone_rows, everyone_absent) for key in sealed.room_keys),
+            (envelope, rows, absent),
+        ]:
+            self._outbox.submit(each, to, marked)
             if gossiped:
                 self._publish(each)
         return envelope
@@ -287,10 +299,11 @@ class Outgoing:
         # the new member's entries are queued with the room's history (in `_commit_own`)
         skip = {self._user, *welcome}
         others = tuple(sorted(members - skip))
-        recipients = others + self._sibling_destinations()
+        recipients, absent = self._outbox.split(others + self._sibling_destinations())
         request = AppendRequest(
             envelope=envelope,
             outbox_to=recipients,
+            absent_to=absent,
             next_attempt_ms=self._outbox.lease_due_ms(),
         )
         # a welcome queues the room's whole membership history: off the loop's thread
@@ -312,7 +325,7 @@ class Outgoing:
             self._give_back_seq(room, seq)  # refused after all (a change raced in): no gap
             raise
         self._outcomes.publish(outcome)
-        self._outbox.submit(envelope, recipients)
+        self._outbox.submit(envelope, recipients, absent)
         if welcome:
             self._outbox.wake()  # its entries wait in the store, due now, in history order
         return envelope
