@@ -20,7 +20,6 @@ from hearthmesh.protocol.outbox import LEASE_MS
 
 from .keys import (
     ID_BYTES,
-    KEY_END,
     Table,
     absent_by_room_key,
     absent_key,
@@ -34,7 +33,7 @@ from .keys import (
     unpack_u64,
 )
 from .kv import KvTxn
-from .outbox import park_new_txn
+from .outbox import destinations_txn, park_new_txn
 
 __all__ = ["absent_destinations_txn", "expand_txn", "mark_txn", "markers_txn", "pending_txn"]
 
@@ -114,10 +113,4 @@ def pending_txn(txn: KvTxn, room: bytes, sender_device: bytes, seq: int) -> bool
 
 def absent_destinations_txn(txn: KvTxn) -> list[bytes]:
     """Every destination with a marker (one seek per destination)."""
-    found: list[bytes] = []
-    position = b""
-    while (item := next(txn.scan(Table.OUTBOX_ABSENT, position, KEY_END), None)) is not None:
-        destination = decode_absent_key(item[0])[0]
-        found.append(destination)
-        position = prefix_end(peer_prefix(destination))
-    return found
+    return destinations_txn(txn, Table.OUTBOX_ABSENT)

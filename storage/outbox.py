@@ -38,6 +38,7 @@ from .records import corrupt, decode_outbox_value, encode_outbox_value
 __all__ = [
     "ack_many_txn",
     "ack_txn",
+    "destinations_txn",
     "enqueue_many_txn",
     "enqueue_txn",
     "park_many_txn",
@@ -231,10 +232,16 @@ def unpark_txn(txn: KvTxn, destination: bytes, now_ms: int, limit: int) -> int:
 
 def parked_destinations_txn(txn: KvTxn) -> list[bytes]:
     """Every destination with parked entries (one seek per destination)."""
+    return destinations_txn(txn, Table.OUTBOX_PARKED)
+
+
+def destinations_txn(txn: KvTxn, table: Table) -> list[bytes]:
+    """Every destination with a key in `table`, whose keys start `len u8 | destination` (the
+    parked entries, the absent users' markers): one seek per destination."""
     found: list[bytes] = []
     position = b""
-    while (item := next(txn.scan(Table.OUTBOX_PARKED, position, KEY_END), None)) is not None:
-        destination, _, _ = decode_outbox_parked_key(item[0])
+    while (item := next(txn.scan(table, position, KEY_END), None)) is not None:
+        destination = item[0][1 : 1 + item[0][0]]
         found.append(destination)
         position = prefix_end(peer_prefix(destination))
     return found
