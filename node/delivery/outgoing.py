@@ -55,11 +55,9 @@ from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["Outgoing", "Sealed", "WrittenTimes"]
 
-_NOT_GOSSIPED: Final = frozenset({Kind.MEMBERSHIP, Kind.PRIVATE, Kind.ROOM_KEY, *ADDRESSED_KINDS})
+_NOT_GOSSIPED: Final = frozenset({Kind.MEMBERSHIP, Kind.PRIVATE, *ADDRESSED_KINDS})
 """Membership goes by the guaranteed path only; private state only to our own homes; a
-receipt only to the homes it is addressed to (SPEC §16.2.3); a ROOM_KEY carries one share per
-member device, so its size grows with the group, and gossip copied it to every node about as
-many times as the mesh degree, for a fast path its messages do not need (SPEC §14.1)."""
+receipt only to the homes it is addressed to (SPEC §16.2.3)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -232,7 +230,7 @@ class Outgoing:
             (envelope, rows, absent),
         ]:
             self._outbox.submit(each, to, marked)
-            if gossiped and each.kind not in _NOT_GOSSIPED:
+            if gossiped:
                 self._publish(each)
         return envelope
 
