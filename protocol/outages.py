@@ -37,6 +37,8 @@ class _Outage:
     probing: bool = False
     revived: bool = False
     """One of its homes connected while a probe was under way: probe again at once."""
+    homeless: bool = False
+    """Its last failure found no home to try: no record names one (a lookup found none)."""
 
 
 class Outages:
@@ -57,15 +59,25 @@ class Outages:
         outage = self._down.get(destination)
         return outage is not None and outage.failures >= 2 and not outage.probing
 
-    def failed(self, destination: bytes, now_ms: int) -> bool:
-        """An attempt (or probe) found no reachable home; True if it was up until now."""
+    def absent(self, destination: bytes) -> bool:
+        """True if it failed twice in a row, the last time with no home to try: new envelopes
+        for it leave a marker, not an entry each (SPEC §11.5.2). Also while it is probed: such
+        a probe moves nothing until a lookup finds a record, which makes it known (`revive`)."""
+        outage = self._down.get(destination)
+        return outage is not None and outage.homeless and outage.failures >= 2
+
+    def failed(self, destination: bytes, now_ms: int, *, homeless: bool = False) -> bool:
+        """An attempt (or probe) found no reachable home (`homeless`: none to try at all);
+        True if it was up until now."""
         outage = self._down.get(destination)
         failures = 1 if outage is None else outage.failures + 1
         if outage is not None and outage.revived:
             retry_at = now_ms  # a home connected during the probe: that one may answer now
         else:
             retry_at = next_attempt_ms(failures, now_ms, self._rng, cap_ms=self._probe_max_ms)
-        self._down[destination] = _Outage(failures=failures, retry_at_ms=retry_at)
+        self._down[destination] = _Outage(
+            failures=failures, retry_at_ms=retry_at, homeless=homeless
+        )
         return outage is None
 
     def reached(self, destination: bytes) -> bool:
@@ -100,6 +112,7 @@ class Outages:
             outage = self._down.get(destination)
             if outage is None:
                 continue
+            outage.homeless = False  # a home of it is known now: entries, not markers
             if outage.probing:
                 outage.revived = True  # its probe may have dialled before the home was back
             else:

@@ -236,6 +236,13 @@ class OutboxMachine(Generic[E]):
         """Destinations down now (SPEC §11.5.2), sorted: their rows wait parked."""
         return self._outages.down()
 
+    def absent(self, destination: bytes) -> bool:
+        """A user whose batches found no home to try twice in a row (no record names one, and
+        a lookup found none): an envelope for it leaves a marker of what it is owed instead of
+        an entry, and is not relayed (SPEC §11.5.2). False once a home of it is known
+        (`home_connected`) or answers; the marker becomes its entries at the next probe."""
+        return _is_user(destination) and self._outages.absent(destination)
+
     def lease_due_ms(self, now_ms: int) -> int:
         """When a row handed out at `now_ms` comes due again if it is never settled (the node
         died first): the store's lease on rows taken, and on rows stored for `entries_ready`
@@ -396,14 +403,17 @@ class OutboxMachine(Generic[E]):
             commands.append(Reschedule(destination=destination, plan=plan, error=error))
         return commands + self._ended()
 
-    def send_failed(self, destination: bytes, error: str, now_ms: int) -> list[OutboxCommand]:
-        """No home took the batch in flight: the destination is down, the batch parked."""
+    def send_failed(
+        self, destination: bytes, error: str, now_ms: int, *, homeless: bool = False
+    ) -> list[OutboxCommand]:
+        """No home took the batch in flight (`homeless`: no record names one to try): the
+        destination is down, the batch parked."""
         batch = self._batch_of(destination)
         del self._in_flight[destination]
         self._release(destination, batch)
         self._shrink(destination, len(batch))
         commands: list[OutboxCommand] = []
-        if self._outages.failed(destination, now_ms):
+        if self._outages.failed(destination, now_ms, homeless=homeless):
             commands.append(WentDown(destination=destination, error=error))
         ids = tuple(e.message_id for e in batch)
         commands.append(Park(destination=destination, message_ids=ids))
@@ -418,7 +428,7 @@ class OutboxMachine(Generic[E]):
         """A probe found no home to try (none known, and a lookup found none): the destination
         stays down, its rows stay parked untouched, and it is probed again after the next
         delay. A user known nowhere costs nothing per probe, however much waits for them."""
-        self._outages.failed(destination, now_ms)
+        self._outages.failed(destination, now_ms, homeless=True)
 
     def home_connected(self, destinations: Iterable[bytes]) -> bool:
         """A node connected that is a home of each of `destinations`: those that are down are

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from hearthmesh.protocol.envelope import Kind, MessageId
 from hearthmesh.protocol.identity import UserId
 
+from . import absent
 from .api import StoredEvent
 from .history import get_event_txn, withdraw_event_txn
 from .keys import ID_BYTES, Table, prefix_end, release_key, unpack_u64
@@ -109,6 +110,8 @@ def _purge_if_unneeded_txn(txn: KvTxn, target: MessageId, sender: UserId) -> boo
         txn.put(Table.WITHDRAWN, target, recall + envelope.sender_user)
     for _ in txn.scan(Table.OUTBOX_BY_MESSAGE, target, prefix_end(target)):
         return False  # still to be delivered somewhere
+    if absent.pending_txn(txn, envelope.room, envelope.sender_device, envelope.seq):
+        return False  # owed to a user whose home no record names yet (SPEC §11.5.2)
     # No progress saved: our own device's sends, which no release order here holds back.
     progress = txn.get(Table.SYNC, release_key(envelope.room, envelope.sender_device))
     if progress is not None and unpack_u64(progress) <= envelope.seq:

@@ -141,6 +141,9 @@ class AppendRequest:
     """Destination peer / home-node ids that get an outbox entry in the same transaction."""
     next_attempt_ms: int = 0
     """When those outbox entries are first due."""
+    absent_to: tuple[bytes, ...] = ()
+    """Users whose homes no record names: a sequenced event extends their markers instead of
+    taking an entry each (SPEC §11.5.2, `storage.absent`); an unsequenced one takes an entry."""
     acts_on: bytes | None = None
     """The message an EDIT, RECALL or REACTION names, as its writer read it: indexed with
     the event (SPEC §31.5)."""
@@ -564,11 +567,16 @@ class Outbox(Protocol):
         ...
 
     def unpark(self, destination: bytes, *, now_ms: int, limit: int) -> int:
-        """Put up to `limit` parked entries, oldest first, back in the queue, due now."""
+        """Turn the destination's markers into parked entries in history order (SPEC §11.5.2),
+        then put up to `limit` parked entries, oldest first, back in the queue, due now."""
         ...
 
     def parked_destinations(self) -> list[bytes]:
-        """Destinations with parked entries (after a restart: who to try again)."""
+        """Destinations with parked entries or markers (after a restart: who to try again)."""
+        ...
+
+    def absent_markers(self, destination: bytes) -> list[tuple[bytes, bytes, int, int]]:
+        """(room, sender device, first seq, last seq) of each marker owed to `destination`."""
         ...
 
 

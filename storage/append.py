@@ -9,6 +9,7 @@ from hearthmesh.protocol.addressing import is_sequenced
 from hearthmesh.protocol.errors import LocalProtocolError
 from hearthmesh.protocol.hlc import encode_timestamp
 
+from .absent import mark_txn
 from .actions import index_action_txn
 from .api import AppendRequest, AppendResult
 from .arrivals import ArrivalCounter
@@ -57,6 +58,11 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
                 txn.put(Table.SEQUENCES, at, pack_u64(envelope.seq))
         for destination in request.outbox_to:
             enqueue_txn(txn, destination, envelope.message_id, request.next_attempt_ms)
+        for destination in request.absent_to:
+            if is_sequenced(envelope):
+                mark_txn(txn, destination, envelope.room, envelope.sender_device, envelope.seq)
+            else:  # no number to name it by: an entry of its own
+                enqueue_txn(txn, destination, envelope.message_id, request.next_attempt_ms)
         for user in local_members_txn(txn, envelope.room):
             bump_conversation_txn(txn, user, envelope.room, hlc)
         note_media_txn(txn, envelope)

@@ -18,6 +18,7 @@ from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.hlc import TIMESTAMP_BYTES
 
+from . import absent
 from .api import (
     MAX_SENDER_RANGE,
     Cursor,
@@ -170,10 +171,13 @@ def statuses_txn(txn: KvTxn, message_id: bytes) -> list[StatusRecord]:
     return records
 
 
-def _pending_delivery_txn(txn: KvTxn, message_id: bytes) -> bool:
+def _pending_delivery_txn(txn: KvTxn, key: bytes, message_id: bytes) -> bool:
+    """An outbox entry, or an absent user's marker (SPEC §11.5.2), still needs the event."""
     for _ in txn.scan(Table.OUTBOX_BY_MESSAGE, message_id, prefix_end(message_id)):
         return True
-    return False
+    room, at = decode_slot(key)
+    device = at[TIMESTAMP_BYTES : TIMESTAMP_BYTES + ID_BYTES]
+    return absent.pending_txn(txn, room, device, unpack_u64(at[TIMESTAMP_BYTES + ID_BYTES :]))
 
 
 def purge_events_txn(
@@ -199,7 +203,7 @@ def purge_events_txn(
         for key, value in txn.scan(Table.HISTORY, room, room + pack_u64(cutoff_ms)):
             if removed + len(doomed) == limit:
                 break
-            if _pending_delivery_txn(txn, value[:ID_BYTES]):
+            if _pending_delivery_txn(txn, key, value[:ID_BYTES]):
                 kept += 1
             else:
                 doomed.append((key, value))

@@ -26,12 +26,15 @@ __all__ = [
     "SLOT_BYTES",
     "WITHDRAWN_SLOT",
     "Table",
+    "absent_by_room_key",
+    "absent_key",
     "activity_key",
     "blob_name",
     "check_id",
     "contact_key",
     "conversation_key",
     "crypto_pair_key",
+    "decode_absent_key",
     "decode_activity_key",
     "decode_outbox_parked_key",
     "decode_outbox_queue_key",
@@ -114,6 +117,13 @@ class Table(Enum):
     OUTBOX_PARKED = b"outbox.parked"
     """len u8 | destination | queued_ms u64 | message id -> attempts u32 | error utf-8: entries
     of a destination that is down, out of the due queue until it is tried again."""
+    OUTBOX_ABSENT = b"outbox.absent"
+    """len u8 | destination | room | sender device | first seq u64 -> last seq u64: the
+    sequence numbers of our device's events in a room owed to a user whose home no record
+    names (SPEC §11.5.2), one marker per run of numbers instead of an entry per event."""
+    OUTBOX_ABSENT_BY_ROOM = b"outbox.absent_by_room"
+    """room | sender device | first seq u64 | len u8 | destination -> last seq u64: the same
+    markers by event (purge keeps what one still needs)."""
     RELAY_MESSAGES = b"relay.messages"
     """recipient | arrival u64 -> expires_ms u64 | message id | envelope wire bytes."""
     RELAY_IDS = b"relay.ids"
@@ -318,6 +328,27 @@ def decode_outbox_parked_key(key: bytes) -> tuple[bytes, int, bytes]:
     """(destination, queued_ms, message id) of a parked outbox key."""
     end = 1 + key[0]
     return key[1:end], unpack_u64(key[end : end + 8]), key[end + 8 :]
+
+
+def absent_key(destination: bytes, room: bytes, sender_device: bytes, first_seq: int) -> bytes:
+    """len | destination | room | sender device | first seq: a destination's markers in order."""
+    return _peer(destination) + room + sender_device + pack_u64(first_seq)
+
+
+def decode_absent_key(key: bytes) -> tuple[bytes, bytes, bytes, int]:
+    """(destination, room, sender device, first seq) of an `outbox.absent` key."""
+    size = key[0]
+    destination, rest = key[1 : 1 + size], key[1 + size :]
+    if len(rest) != 2 * ID_BYTES + SEQ_BYTES:
+        raise LocalProtocolError(f"not an outbox.absent key: {key.hex()}")
+    return destination, rest[:ID_BYTES], rest[ID_BYTES : 2 * ID_BYTES], unpack_u64(rest[-8:])
+
+
+def absent_by_room_key(
+    room: bytes, sender_device: bytes, first_seq: int, destination: bytes
+) -> bytes:
+    """room | sender device | first seq | len | destination."""
+    return room + sender_device + pack_u64(first_seq) + _peer(destination)
 
 
 def outbox_message_key(message_id: bytes, destination: bytes) -> bytes:

@@ -38,9 +38,11 @@ from .records import corrupt, decode_outbox_value, encode_outbox_value
 __all__ = [
     "ack_many_txn",
     "ack_txn",
+    "destinations_txn",
     "enqueue_many_txn",
     "enqueue_txn",
     "park_many_txn",
+    "park_new_txn",
     "parked_destinations_txn",
     "reschedule_many_txn",
     "reschedule_txn",
@@ -146,6 +148,20 @@ def _move_txn(
     txn.put(Table.OUTBOX_BY_MESSAGE, outbox_message_key(message_id, destination), at)
 
 
+def park_new_txn(txn: KvTxn, destination: bytes, message_id: bytes, queued_ms: int) -> bool:
+    """Add a parked entry for a stored message (a marker's, `storage.absent`); False if one is
+    pending already (queued or parked), which stays as it is."""
+    at = pack_u64(queued_ms) + _PARKED
+    if not txn.insert(Table.OUTBOX_BY_MESSAGE, outbox_message_key(message_id, destination), at):
+        return False
+    txn.put(
+        Table.OUTBOX_PARKED,
+        outbox_parked_key(destination, queued_ms, message_id),
+        encode_outbox_value(0, None),
+    )
+    return True
+
+
 def ack_txn(txn: KvTxn, destination: bytes, message_id: bytes) -> bool:
     """Remove a delivered entry (queued or parked); False if none was pending."""
     found = _locate_txn(txn, destination, message_id)
@@ -216,10 +232,16 @@ def unpark_txn(txn: KvTxn, destination: bytes, now_ms: int, limit: int) -> int:
 
 def parked_destinations_txn(txn: KvTxn) -> list[bytes]:
     """Every destination with parked entries (one seek per destination)."""
+    return destinations_txn(txn, Table.OUTBOX_PARKED)
+
+
+def destinations_txn(txn: KvTxn, table: Table) -> list[bytes]:
+    """Every destination with a key in `table`, whose keys start `len u8 | destination` (the
+    parked entries, the absent users' markers): one seek per destination."""
     found: list[bytes] = []
     position = b""
-    while (item := next(txn.scan(Table.OUTBOX_PARKED, position, KEY_END), None)) is not None:
-        destination, _, _ = decode_outbox_parked_key(item[0])
+    while (item := next(txn.scan(table, position, KEY_END), None)) is not None:
+        destination = item[0][1 : 1 + item[0][0]]
         found.append(destination)
         position = prefix_end(peer_prefix(destination))
     return found

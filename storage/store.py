@@ -16,6 +16,7 @@ from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.media_seal import MediaSeal
 
 from . import (
+    absent,
     actions,
     arrivals,
     clients,
@@ -254,13 +255,25 @@ class KvStore:
         return self._engine.write(lambda txn: outbox.park_many_txn(txn, destination, message_ids))
 
     def unpark(self, destination: bytes, *, now_ms: int, limit: int) -> int:
-        """Put up to `limit` parked entries, oldest first, back in the queue, due now."""
-        return self._engine.write(lambda txn: outbox.unpark_txn(txn, destination, now_ms, limit))
+        """Turn the destination's markers into parked entries (SPEC §11.5.2), then put up to
+        `limit` parked entries, oldest first, back in the queue, due now."""
+
+        def unpark_txn(txn: KvTxn) -> int:
+            absent.expand_txn(txn, destination)
+            return outbox.unpark_txn(txn, destination, now_ms, limit)
+
+        return self._engine.write(unpark_txn)
 
     def parked_destinations(self) -> list[bytes]:
-        """Destinations with parked entries."""
+        """Destinations with parked entries or markers."""
         with self._engine.read() as txn:
-            return outbox.parked_destinations_txn(txn)
+            parked = outbox.parked_destinations_txn(txn)
+            return sorted({*parked, *absent.absent_destinations_txn(txn)})
+
+    def absent_markers(self, destination: bytes) -> list[tuple[bytes, bytes, int, int]]:
+        """(room, sender device, first seq, last seq) of each marker owed to `destination`."""
+        with self._engine.read() as txn:
+            return absent.markers_txn(txn, destination)
 
     # --- relay ---------------------------------------------------------------------------
 

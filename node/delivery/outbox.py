@@ -104,6 +104,9 @@ class OutboxWorker:
         self._machine: OutboxMachine[OutboxEntry] = self._new_machine()
         self._group: asyncio.TaskGroup | None = None
         self._hops = RelayHops(deliver=links.deliver, choose=relays.choose, spawn=self._spawn)
+        self._marked: set[bytes] = set()
+        """Destinations that may hold markers (SPEC §11.5.2): their next unpark may turn a long
+        history into entries, so it runs as a long write (`AsyncStore.run_long`)."""
         self.delivered = 0
         """Entries acked by a home node (for status and benchmarks)."""
 
@@ -144,13 +147,40 @@ class OutboxWorker:
         lease): the sender stores them leased, so the store does not hand them out twice."""
         return self._machine.lease_due_ms(self._clock.now_ms())
 
-    def submit(self, envelope: Envelope, destinations: tuple[bytes, ...]) -> None:
+    def absent(self, destination: bytes) -> bool:
+        """True if envelopes for `destination` leave a marker, not an entry (SPEC §11.5.2)."""
+        return self._machine.absent(destination)
+
+    def split(self, destinations: tuple[bytes, ...]) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """(entries, markers): which destinations of an envelope about to be stored get an
+        outbox entry, and which are absent (`OutboxMachine.absent`) and get a marker of what
+        they are owed instead (SPEC §11.5.2, `AppendRequest.absent_to`)."""
+        machine = self._machine
+        absent = tuple(d for d in destinations if machine.absent(d))
+        if not absent:
+            return destinations, ()
+        marked = set(absent)
+        return tuple(d for d in destinations if d not in marked), absent
+
+    def submit(
+        self, envelope: Envelope, destinations: tuple[bytes, ...], absent: tuple[bytes, ...] = ()
+    ) -> None:
         """Deliver a just-stored envelope now, without a trip through the store.
 
         Its outbox rows were stored already leased (`lease_due_ms`), so the store hands
         them out again only if they are not settled by then (this node stopped); the machine
-        holds each row once either way.
+        holds each row once either way. `absent` got markers instead (`split`): one whose
+        home came to be known while the envelope was being stored has its markers turned
+        into entries by its next probe, or now if it is no longer down.
         """
+        self._marked.update(absent)
+        group, machine = self._group, self._machine
+        back = [d for d in absent if not machine.absent(d)]
+        if back and group is not None:
+            down = set(machine.down())
+            for destination in back:  # up already: no probe will turn its markers into entries
+                if destination not in down:
+                    group.create_task(self._unpark_all(destination))
         if self._group is None:
             self.wake()
             return
@@ -175,7 +205,9 @@ class OutboxWorker:
             async with asyncio.TaskGroup() as group:
                 self._group = group
                 store = self._store
-                self._machine.restored(await store.read(store.store.parked_destinations))
+                restored = await store.read(store.store.parked_destinations)
+                self._marked.update(restored)  # some of them may hold markers
+                self._machine.restored(restored)
                 take_now, next_poll_ms = True, 0
                 while True:
                     self._nudge.clear()
@@ -342,7 +374,7 @@ class OutboxWorker:
                 if command.relay_fallback:  # a relay may know it, or learn it first
                     self._hops.hand_off(HandOff(recipient, homes, certs, items))
                 return self._machine.send_failed(
-                    destination, "no home record for the recipient", self._now()
+                    destination, "no home record for the recipient", self._now(), homeless=True
                 )
         errors: list[str] = []
         addresses = self._directory.addresses(recipient)
@@ -369,7 +401,12 @@ class OutboxWorker:
     async def _probe(self, destination: bytes, limit: int) -> None:
         """Put a few parked rows back, due now: the next batch tries the homes (SPEC §11.5.2)."""
         store = self._store
-        back = await store.run(store.store.unpark, destination, now_ms=self._now(), limit=limit)
+        now_ms = self._now()
+        if destination in self._marked:  # markers become entries first: maybe many
+            self._marked.discard(destination)
+            back = await store.run_long(store.store.unpark, destination, now_ms=now_ms, limit=limit)
+        else:
+            back = await store.run(store.store.unpark, destination, now_ms=now_ms, limit=limit)
         self._machine.unparked(destination, back)
         if back:
             self.wake()
@@ -390,6 +427,7 @@ class OutboxWorker:
         """Everything parked for a destination that is back: due now, in order, in one go."""
         store = self._store
         now_ms = self._now()
+        self._marked.discard(destination)  # its markers become entries first
         if await store.run_long(store.store.unpark, destination, now_ms=now_ms, limit=_ALL):
             self.wake()
 

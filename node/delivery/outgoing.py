@@ -202,14 +202,23 @@ class Outgoing:
         # The entries are handed to the worker in memory, so they are stored already leased:
         # the outbox serves them again by itself only if this node dies before the ack.
         due_ms = self._outbox.lease_due_ms()
+        # Members whose homes no record names get a marker, not an entry each (SPEC §11.5.2).
+        everyone_rows, everyone_absent = self._outbox.split(everyone)
+        rows, absent = self._outbox.split(recipients)
         requests = [
             *(
-                AppendRequest(envelope=key, outbox_to=everyone, next_attempt_ms=due_ms)
+                AppendRequest(
+                    envelope=key,
+                    outbox_to=everyone_rows,
+                    absent_to=everyone_absent,
+                    next_attempt_ms=due_ms,
+                )
                 for key in sealed.room_keys
             ),
             AppendRequest(
                 envelope=envelope,
-                outbox_to=recipients,
+                outbox_to=rows,
+                absent_to=absent,
                 next_attempt_ms=due_ms,
                 acts_on=sealed.acts_on or target_of(envelope),  # the clear view names it
             ),
@@ -229,8 +238,11 @@ class Outgoing:
             and is_sequenced(envelope)
             and not is_direct_room(envelope.room, members)
         )
-        for each, to in [*((key, everyone) for key in sealed.room_keys), (envelope, recipients)]:
-            self._outbox.submit(each, to)
+        for each, to, marked in [
+            *((key, everyone_rows, everyone_absent) for key in sealed.room_keys),
+            (envelope, rows, absent),
+        ]:
+            self._outbox.submit(each, to, marked)
             if gossiped:
                 self._publish(each)
         return envelope
@@ -300,10 +312,11 @@ class Outgoing:
         # the new member's entries are queued with the room's history (in `_commit_own`)
         skip = {self._user, *welcome}
         others = tuple(sorted(members - skip))
-        recipients = others + self._sibling_destinations()
+        recipients, absent = self._outbox.split(others + self._sibling_destinations())
         request = AppendRequest(
             envelope=envelope,
             outbox_to=recipients,
+            absent_to=absent,
             next_attempt_ms=self._outbox.lease_due_ms(),
         )
         # a welcome queues the room's whole membership history: off the loop's thread
@@ -325,7 +338,7 @@ class Outgoing:
             self._give_back_seq(room, seq)  # refused after all (a change raced in): no gap
             raise
         self._outcomes.publish(outcome)
-        self._outbox.submit(envelope, recipients)
+        self._outbox.submit(envelope, recipients, absent)
         if welcome:
             self._outbox.wake()  # its entries wait in the store, due now, in history order
         return envelope

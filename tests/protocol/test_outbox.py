@@ -448,6 +448,45 @@ def test_a_probe_of_a_user_known_nowhere_moves_nothing_and_waits_its_delay() -> 
     assert machine.handle_timer(probe_at) == [Probe(destination=BOB, limit=PROBE_ENTRIES)]
 
 
+def test_a_user_known_nowhere_twice_is_absent_until_a_home_of_it_is_known() -> None:
+    """SPEC §11.5.2: a user whose batches found no home to try twice in a row is absent (its
+    envelopes leave a marker, not an entry each); a failure with a home to try, a home that
+    connects or a record learnt (`home_connected`), or an ack end that; our own homes never
+    are."""
+    machine: OutboxMachine[Row] = OutboxMachine(rng=counter_rng())
+
+    def fail(destination: bytes, now_ms: int, *, homeless: bool) -> None:
+        machine.entries_ready([Row(destination=destination, message_id=mid(now_ms))])
+        batch = machine.next_batch(destination)
+        assert batch is not None
+        machine.batch_built(destination, batch, [], now_ms)
+        machine.send_failed(destination, "no home", now_ms, homeless=homeless)
+
+    fail(BOB, T0, homeless=True)
+    assert not machine.absent(BOB)  # one failure may be a hiccup
+    fail(BOB, T0 + 1, homeless=True)
+    assert machine.absent(BOB)
+    fail(CAROL, T0, homeless=False)
+    fail(CAROL, T0 + 1, homeless=False)
+    assert not machine.absent(CAROL)  # down, but a home to try: entries, parked
+    assert machine.home_connected([BOB])  # a record of bob's home came
+    assert not machine.absent(BOB)
+    machine.probe_missed(CAROL, T0 + 2)  # its record went, and a lookup found none
+    assert machine.absent(CAROL)
+    for _ in range(2):
+        fail(SIBLING, T0 + 3, homeless=True)
+    assert not machine.absent(SIBLING)
+    assert Probe(destination=CAROL, limit=PROBE_ENTRIES) in machine.handle_timer(T0 + 10**6)
+    assert machine.absent(CAROL)  # its probe moves nothing until a lookup finds a record
+    machine.entries_ready([Row(destination=CAROL, message_id=mid(99))])
+    batch = machine.next_batch(CAROL)
+    assert batch is not None
+    machine.batch_built(CAROL, batch, [], T0 + 3)
+    ok = [DeliveryResult(message_id=mid(99), status=AckStatus.STORED, code=0)]
+    machine.ack_received(CAROL, "carol-home", ok, T0 + 4)
+    assert not machine.absent(CAROL)
+
+
 def test_a_home_that_connects_is_probed_at_once() -> None:
     outbox = Outbox()
     bob = Home("bob", up=False)

@@ -1,10 +1,12 @@
 """Child of the kill -9 test: append forever, print `ack <id>` after each committed append.
 
-Usage: python durability_child.py STORE_DIR RUN [--grouped] [--ack-before-commit]
+Usage: python durability_child.py STORE_DIR RUN [--grouped] [--ack-before-commit] [--absent]
 
 `--grouped` appends through AsyncStore (group commit, 8 producers); `--ack-before-commit` is the
 deliberately broken variant: it prints the ack, waits, and only then commits, so a kill in
-between loses an acknowledged record, which the test must detect.
+between loses an acknowledged record, which the test must detect. `--absent` owes each record
+to `ABSENT`, a user whose home no record names, by a marker instead of an outbox entry (SPEC
+§11.5.2).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from hearthmesh.storage.api import AppendRequest
 from hearthmesh.storage.async_store import AsyncStore
 from hearthmesh.storage.lmdb_store import LmdbStore
 
-__all__ = ["ROOM", "main"]
+__all__ = ["ABSENT", "ROOM", "main"]
 
 ROOM = RoomId(b"\x42" * 32)
+ABSENT = b"\x09" * 32
 _BROKEN_WINDOW_S = 0.05
 
 
@@ -47,7 +50,13 @@ def _ack(envelope: Envelope) -> None:
     sys.stdout.flush()
 
 
-def _run_single(path: Path, run: int, broken: bool) -> None:
+def _request(envelope: Envelope, absent: bool) -> AppendRequest:
+    if absent:
+        return AppendRequest(envelope=envelope, absent_to=(ABSENT,))
+    return AppendRequest(envelope=envelope, outbox_to=(b"home",))
+
+
+def _run_single(path: Path, run: int, broken: bool, absent: bool) -> None:
     store = LmdbStore(path)
     seq = 0
     while True:
@@ -56,19 +65,19 @@ def _run_single(path: Path, run: int, broken: bool) -> None:
         if broken:
             _ack(envelope)
             time.sleep(_BROKEN_WINDOW_S)
-        store.append(AppendRequest(envelope=envelope, outbox_to=(b"home",)))
+        store.append(_request(envelope, absent))
         if not broken:
             _ack(envelope)
 
 
-async def _run_grouped(path: Path, run: int) -> None:
+async def _run_grouped(path: Path, run: int, absent: bool) -> None:
     async with AsyncStore(LmdbStore(path)) as db:
         counter = iter(range(1, 1 << 62))
 
         async def producer() -> None:
             while True:
                 envelope = _envelope(run, next(counter))
-                await db.append(AppendRequest(envelope=envelope, outbox_to=(b"home",)))
+                await db.append(_request(envelope, absent))
                 _ack(envelope)
 
         async with asyncio.TaskGroup() as tasks:
@@ -83,11 +92,12 @@ def main() -> None:
     parser.add_argument("run", type=int)
     parser.add_argument("--grouped", action="store_true")
     parser.add_argument("--ack-before-commit", action="store_true")
+    parser.add_argument("--absent", action="store_true")
     args = parser.parse_args()
     if args.grouped:
-        asyncio.run(_run_grouped(args.path, args.run))
+        asyncio.run(_run_grouped(args.path, args.run, args.absent))
     else:
-        _run_single(args.path, args.run, args.ack_before_commit)
+        _run_single(args.path, args.run, args.ack_before_commit, args.absent)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import pytest
 from hearthmesh.storage.api import Direction
 from hearthmesh.storage.lmdb_store import LmdbStore
 
+from .durability_child import ABSENT
+
 CHILD = Path(__file__).with_name("durability_child.py")
 KILLS = 12
 
@@ -35,7 +37,8 @@ def kill_repeatedly(path: Path, runs: int, rng: random.Random, *flags: str) -> s
     """Start the child `runs` times on `path`, SIGKILL each after a random number of acks."""
     acked: set[bytes] = set()
     for run in range(runs):
-        mode = ("--grouped",) if run % 2 and not flags else flags
+        grouped = run % 2 and (not flags or flags == ("--absent",))
+        mode = ("--grouped", *flags) if grouped else flags
         child = subprocess.Popen(
             [sys.executable, str(CHILD), str(path), str(run), *mode],
             stdout=subprocess.PIPE,
@@ -89,3 +92,19 @@ def test_the_check_catches_acks_sent_before_commit(tmp_path: Path) -> None:
     acked = kill_repeatedly(tmp_path / "db", 3, rng, "--ack-before-commit")
     with pytest.raises(AssertionError, match="acked records missing after kill -9"):
         assert_all_present(tmp_path / "db", acked)
+
+
+def test_kill9_never_loses_what_a_marker_owes_an_absent_user(tmp_path: Path) -> None:
+    """SPEC §11.5.2: an envelope owed to a user whose home no record names is owed by a marker,
+    committed with it; after kills -9 (single and group commits, whose numbers may commit out
+    of order), the markers turn into an entry for every acknowledged envelope."""
+    rng = random.Random(20261205)
+    acked = kill_repeatedly(tmp_path / "db", 4, rng, "--absent")
+    assert len(acked) >= 4
+    assert_all_present(tmp_path / "db", acked)
+    with LmdbStore(tmp_path / "db") as store:
+        assert store.parked_destinations() == [ABSENT]  # a restart probes it
+        assert store.unpark(ABSENT, now_ms=10**15, limit=1 << 40) >= len(acked)
+        owed = store.take_due(now_ms=10**15, limit=1 << 20, lease_ms=1)
+    assert {e.destination for e in owed} == {ABSENT}
+    assert acked <= {e.message_id for e in owed}

@@ -1,0 +1,116 @@
+"""Markers of what an absent user is owed (SPEC §11.5.2): `_txn` helpers over `outbox.absent`.
+
+A group's members whose homes no record names (offline for long, or never seen) each got an
+outbox entry per message, parked and relayed: thousands of rows per send and relay hops that
+carried them. Instead, an envelope of our device for such a user extends a *marker*: the run of
+sequence numbers (SPEC §8) of our device's events in one room that the user is owed. A run is
+contiguous, since every sequenced event of a room goes to each of its members; a number that
+does not follow the last run (a member removed and added again, two commits out of order)
+starts a new one. The marker is an outbox entry in short form: purge keeps the events it names
+(`pending_txn`), and once the user's home is tried (a probe, or a home reached) it turns into
+the entries it stands for, parked in history order (`expand_txn`), before anything is unparked.
+
+Owns: `outbox.absent` and its index by event, `outbox.absent_by_room`, written together.
+"""
+
+from __future__ import annotations
+
+from hearthmesh.protocol.hlc import decode_timestamp
+from hearthmesh.protocol.outbox import LEASE_MS
+
+from .keys import (
+    ID_BYTES,
+    Table,
+    absent_by_room_key,
+    absent_key,
+    decode_absent_key,
+    history_key,
+    pack_u64,
+    peer_prefix,
+    prefix_end,
+    sender_seq_key,
+    sequence_key,
+    unpack_u64,
+)
+from .kv import KvTxn
+from .outbox import destinations_txn, park_new_txn
+
+__all__ = ["absent_destinations_txn", "expand_txn", "mark_txn", "markers_txn", "pending_txn"]
+
+
+def mark_txn(txn: KvTxn, destination: bytes, room: bytes, sender_device: bytes, seq: int) -> None:
+    """Note that event `seq` of `sender_device` in `room` is owed to `destination`: the run
+    ending just before it grows by one, else a new run starts (one already covering it stays)."""
+    prefix = peer_prefix(destination) + room + sender_device
+    last = next(txn.scan(Table.OUTBOX_ABSENT, prefix, prefix_end(prefix), reverse=True), None)
+    if last is not None:
+        first_seq = decode_absent_key(last[0])[3]
+        last_seq = unpack_u64(last[1])
+        if first_seq <= seq <= last_seq:
+            return
+        if seq == last_seq + 1:
+            _put(txn, destination, room, sender_device, first_seq, seq)
+            return
+    for key, value in txn.scan(Table.OUTBOX_ABSENT, prefix, prefix_end(prefix)):
+        if decode_absent_key(key)[3] <= seq <= unpack_u64(value):
+            return  # an earlier run has it already (a commit out of order)
+    _put(txn, destination, room, sender_device, seq, seq)
+
+
+def _put(
+    txn: KvTxn, destination: bytes, room: bytes, device: bytes, first_seq: int, last_seq: int
+) -> None:
+    txn.put(
+        Table.OUTBOX_ABSENT, absent_key(destination, room, device, first_seq), pack_u64(last_seq)
+    )
+    txn.put(
+        Table.OUTBOX_ABSENT_BY_ROOM,
+        absent_by_room_key(room, device, first_seq, destination),
+        pack_u64(last_seq),
+    )
+
+
+def markers_txn(txn: KvTxn, destination: bytes) -> list[tuple[bytes, bytes, int, int]]:
+    """(room, sender device, first seq, last seq) of each marker of `destination`, in order."""
+    prefix = peer_prefix(destination)
+    found = []
+    for key, value in txn.scan(Table.OUTBOX_ABSENT, prefix, prefix_end(prefix)):
+        _, room, device, first_seq = decode_absent_key(key)
+        found.append((room, device, first_seq, unpack_u64(value)))
+    return found
+
+
+def expand_txn(txn: KvTxn, destination: bytes) -> int:
+    """Turn every marker of `destination` into the parked outbox entries it stands for, in
+    history order (as if each had been parked at its commit), and drop the markers; returns how
+    many entries were new. An event gone since (a recall purged it) is passed over."""
+    markers = markers_txn(txn, destination)
+    owed: list[tuple[int, bytes]] = []
+    for room, device, first_seq, last_seq in markers:
+        for seq in range(first_seq, last_seq + 1):
+            hlc = txn.get(Table.BY_SENDER, sender_seq_key(room, device, seq))
+            if hlc is None:
+                continue
+            value = txn.get(Table.HISTORY, history_key(room, hlc, device, seq))
+            if value is None:
+                continue
+            # The entry a commit would have written was due a lease after its time, and parked
+            # under that time: the same key keeps history order among the parked entries.
+            owed.append((decode_timestamp(hlc).wall_ms + LEASE_MS, value[:ID_BYTES]))
+        txn.delete(Table.OUTBOX_ABSENT, absent_key(destination, room, device, first_seq))
+        txn.delete(
+            Table.OUTBOX_ABSENT_BY_ROOM, absent_by_room_key(room, device, first_seq, destination)
+        )
+    return sum(park_new_txn(txn, destination, message_id, when) for when, message_id in owed)
+
+
+def pending_txn(txn: KvTxn, room: bytes, sender_device: bytes, seq: int) -> bool:
+    """True if a marker still owes event `seq` of `sender_device` in `room` to someone."""
+    prefix = sequence_key(room, sender_device)
+    runs = txn.scan(Table.OUTBOX_ABSENT_BY_ROOM, prefix, prefix + pack_u64(seq + 1))
+    return any(unpack_u64(last) >= seq for _, last in runs)  # runs that start by `seq`
+
+
+def absent_destinations_txn(txn: KvTxn) -> list[bytes]:
+    """Every destination with a marker (one seek per destination)."""
+    return destinations_txn(txn, Table.OUTBOX_ABSENT)
