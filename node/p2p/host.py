@@ -266,13 +266,27 @@ class _LibP2PStream:
             await self._stream.reset()
 
 
+RECONCILE_S: Final = 1.0
+"""How often the connections counted are checked against the ones libp2p lists."""
+
+
 class _ConnectionTracker(INotifee):
     """Mirrors the set of connected peers to asyncio (counted per connection).
 
-    State (trio thread): each open connection's path as it was when the connection opened.
+    libp2p's `connected`/`disconnected` calls alone do not keep the count: it notifies a close
+    at its end, after awaits, so a close cancelled on the way never reports, and it drops a
+    connection from its list without closing it or notifying (a second one to the same peer,
+    over `max_connections_per_peer`). Such a peer stayed listed as connected for good, e.g. a
+    banned peer that kept dialling (SPEC §11.6). So the count is also set right every
+    `RECONCILE_S` from libp2p's own list of open connections, which is the truth.
+
+    State (trio thread): each counted connection's path as it was when it was counted.
     """
 
-    def __init__(self, report: Callable[[str, int, str | None, str | None], None]) -> None:
+    def __init__(
+        self, network: INetwork, report: Callable[[str, int, str | None, str | None], None]
+    ) -> None:
+        self._network = network
         self._report = report
         # A connection's path is read once: py-libp2p answers a connection's transport
         # addresses from the peerstore when it has none of its own, and a relayed circuit's
@@ -287,12 +301,41 @@ class _ConnectionTracker(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
+        if conn not in self._paths:  # else counted already by `_reconcile`
+            self._count_in(conn)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        if conn in self._paths:  # else never counted, or counted out by `_reconcile`
+            self._count_out(conn)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Reconcile for the lifetime of the block."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._reconcile_forever)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            await trio.sleep(RECONCILE_S)
+            self._reconcile()
+
+    def _reconcile(self) -> None:
+        listed = {conn for conn in self._network.get_connections() if not conn.is_closed}
+        for conn in [conn for conn in self._paths if conn not in listed]:
+            self._count_out(conn)
+        for conn in listed - self._paths.keys():
+            self._count_in(conn)
+
+    def _count_in(self, conn: INetConn) -> None:
         path = self._paths[conn] = _path_of(conn)
         self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), path)
 
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        path = self._paths.pop(conn) if conn in self._paths else _path_of(conn)
-        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, path)
+    def _count_out(self, conn: INetConn) -> None:
+        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, self._paths.pop(conn))
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
@@ -458,7 +501,8 @@ class P2PHost:
             self._webrtc.build(host)
         if self._dht is not None:
             self._dht.build(host)
-        host.get_network().register_notifee(_ConnectionTracker(self._report_connection))
+        tracker = _ConnectionTracker(host.get_network(), self._report_connection)
+        host.get_network().register_notifee(tracker)
         if self.config.dial_from is not None:
             _dial_from(host.get_network(), self.config.dial_from)
         self._host = host
@@ -484,6 +528,7 @@ class P2PHost:
                         self._relay.running(),
                         self._punch.running(),
                         self._webrtc.running(),
+                        tracker.running(),
                     ):
                         try:
                             listening = [

@@ -332,10 +332,12 @@ async def test_a_connection_closes_under_the_path_it_opened_with() -> None:
     behind: the close counts against the path the connection was opened under."""
     relay, peer = peer_id_from_seed(seed(7)), peer_id_from_seed(seed(8))
     reports: list[tuple[str, int, str | None]] = []
-    tracker = _ConnectionTracker(lambda p, delta, _ip, path: reports.append((p, delta, path)))
+    network = cast(INetwork, None)
+    tracker = _ConnectionTracker(
+        network, lambda p, delta, _ip, path: reports.append((p, delta, path))
+    )
     muxed = _Muxed(peer, [f"/p2p/{relay}/p2p-circuit/p2p/{peer}"])
     conn = cast(INetConn, _Conn(muxed))
-    network = cast(INetwork, None)
     await tracker.connected(network, conn)
     muxed.addrs = []  # what the connection says by the time it closes
     await tracker.disconnected(network, conn)
@@ -369,6 +371,28 @@ async def test_a_closed_connection_libp2p_still_lists_does_not_stop_a_dial() -> 
         async with await a.open_stream(b.peer_id, ECHO) as stream:
             await stream.write_frame(b"again")
             assert await stream.read_frame() == b"again"
+
+
+async def test_a_connection_libp2p_drops_without_a_disconnected_call_is_counted_out() -> None:
+    """libp2p drops a connection from its list without closing it or notifying (a second one
+    to a peer over `max_connections_per_peer`), and a close cancelled on its way never
+    notifies: the peer must not stay in `connected_peers` for good (a banned peer that kept
+    dialling did, SPEC §11.6). The count follows libp2p's list within `RECONCILE_S`."""
+    async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
+        assert await a.connect(b.listen_addrs[0]) == b.peer_id
+        assert b.peer_id in a.connected_peers()
+
+        async def unlist() -> int:
+            swarm = cast(Any, a._require_host().get_network())
+            listed = swarm.get_connections(ID.from_base58(b.peer_id))
+            for connection in listed:
+                swarm.remove_conn(connection)  # libp2p's own: unlisted, open, no notification
+            return len(listed)
+
+        assert await a._bridge.run(unlist) >= 1
+        while b.peer_id in a.connected_peers():  # noqa: ASYNC110 - the count has no event
+            await asyncio.sleep(0.05)
+        assert b.peer_id not in a.peer_paths()
 
 
 def test_libp2ps_errors_that_a_peer_causes_are_demoted_and_others_stay_errors(
