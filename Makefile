@@ -34,11 +34,12 @@ RUN_ARGS ?=
 run: $(STAMP)
 	$(VENV)/bin/hearthmesh run --data-dir data/node $(RUN_ARGS)
 
-# Two pytest-xdist workers: most integration tests wait on the network, not the CPU (on 2
-# shared cores tests/integration took 131 s instead of 263 s). mDNS tests take a machine-wide
-# lock (tests/conftest.py); TEST_ARGS="-n 0" runs serially. HYPOTHESIS_PROFILE=quick: see
-# tests/conftest.py.
-TEST_ARGS ?= -n 2
+# Four pytest-xdist workers on 2 cores: most tests wait on the network, timers and node
+# processes, not the CPU (a quiet 2-core machine, 1,500 tests: 220 s with -n 2, 150-156 s with
+# -n 4, the CPU the same ~240 s). On a machine already busy, fewer workers time out less:
+# TEST_ARGS="-n 2". mDNS tests take a machine-wide lock (tests/conftest.py); TEST_ARGS="-n 0"
+# runs serially. HYPOTHESIS_PROFILE=quick: see tests/conftest.py.
+TEST_ARGS ?= -n 4
 # The NAT tests build network namespaces with iproute2 and nftables (tests/integration/netlab.py),
 # and the UPnP test runs miniupnpd in a router's namespace: installed from Debian when missing
 # and we are root, so a bare CI machine runs them, not skips. (Debian's miniupnpd package does
