@@ -62,18 +62,7 @@ def enqueue_txn(txn: KvTxn, destination: bytes, message_id: bytes, next_attempt_
     """
     if not txn.get(Table.MESSAGE_IDS, message_id):  # not stored, or purged by a recall
         raise LocalProtocolError(f"cannot enqueue unknown message {message_id.hex()}")
-    if not txn.insert(
-        Table.OUTBOX_BY_MESSAGE,
-        outbox_message_key(message_id, destination),
-        pack_u64(next_attempt_ms),
-    ):
-        return False
-    txn.put(
-        Table.OUTBOX_QUEUE,
-        outbox_queue_key(next_attempt_ms, destination, message_id),
-        encode_outbox_value(0, None),
-    )
-    return True
+    return _add_txn(txn, destination, message_id, Table.OUTBOX_QUEUE, next_attempt_ms)
 
 
 def _wire_txn(txn: KvTxn, message_id: bytes) -> bytes:
@@ -151,14 +140,18 @@ def _move_txn(
 def park_new_txn(txn: KvTxn, destination: bytes, message_id: bytes, queued_ms: int) -> bool:
     """Add a parked entry for a stored message (a marker's, `storage.absent`); False if one is
     pending already (queued or parked), which stays as it is."""
-    at = pack_u64(queued_ms) + _PARKED
+    return _add_txn(txn, destination, message_id, Table.OUTBOX_PARKED, queued_ms)
+
+
+def _add_txn(txn: KvTxn, destination: bytes, message_id: bytes, to: Table, when: int) -> bool:
+    """A new entry (no attempt yet) in `to` at time `when`; False if one is pending already."""
+    at = pack_u64(when) + (_PARKED if to is Table.OUTBOX_PARKED else b"")
     if not txn.insert(Table.OUTBOX_BY_MESSAGE, outbox_message_key(message_id, destination), at):
         return False
-    txn.put(
-        Table.OUTBOX_PARKED,
-        outbox_parked_key(destination, queued_ms, message_id),
-        encode_outbox_value(0, None),
-    )
+    if to is Table.OUTBOX_PARKED:
+        txn.put(to, outbox_parked_key(destination, when, message_id), encode_outbox_value(0, None))
+    else:
+        txn.put(to, outbox_queue_key(when, destination, message_id), encode_outbox_value(0, None))
     return True
 
 
