@@ -547,14 +547,22 @@ class Node:
         """Add `users` (we must be an admin), up to MAX_ADD_TARGETS per MEMBERSHIP event (SPEC
         §12.1.1), or one per event while a home of the room's members or of `users` has not
         advertised `add-several` (SPEC §20.7); each receives the room's membership history. A
-        refused event raises and leaves the events before it standing."""
+        refused event raises and leaves the events before it standing; one user per event is
+        first checked as the several-user ADD it stands for, so a refusal (a user already a
+        member, say) adds none of them, as that ADD would."""
         audience = await self._services.members.of(room) | set(users)
         several = await self._services.revisions.speak(audience, Level.ADD_SEVERAL)
-        per_event = MAX_ADD_TARGETS if several else 1
-        for start in range(0, len(users), per_event):
-            first, *more = users[start : start + per_event]
+        outgoing = self._services.outgoing
+        for start in range(0, len(users), MAX_ADD_TARGETS):
+            first, *more = users[start : start + MAX_ADD_TARGETS]
             change = MembershipChange(action=Action.ADD, target=first, more=tuple(more))
-            await self._services.outgoing.change_membership(room, change, welcome=change.targets)
+            if several:
+                await outgoing.change_membership(room, change, welcome=change.targets)
+                continue
+            await outgoing.check_membership(room, change)
+            for user in change.targets:
+                one = MembershipChange(action=Action.ADD, target=user)
+                await outgoing.change_membership(room, one, welcome=one.targets)
 
     async def join(self, room: RoomId) -> None:
         """Join an open group whose membership events we hold."""

@@ -287,6 +287,17 @@ class Outgoing:
         """`seal`, then `commit`."""
         return await self.commit(await self.seal(room, body, content_type, kind))
 
+    async def check_membership(self, room: RoomId, change: MembershipChange) -> None:
+        """Would the rules allow our `change` now (SPEC §12.6)? Nothing is sealed for real.
+
+        Raises:
+            NotAuthorized: the rules do not allow it.
+            MembershipLimit: the room or our user is at its bound.
+        """
+        body = encode_membership(change)
+        probe = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=1)
+        await self._store.run(self._rooms.check_own, self._store.store, probe)
+
     async def change_membership(
         self, room: RoomId, change: MembershipChange, *, welcome: tuple[UserId, ...] = ()
     ) -> Envelope:
@@ -303,9 +314,8 @@ class Outgoing:
             MembershipLimit: the room or our user is at its bound; nothing was written.
         """
         body = encode_membership(change)
-        probe = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=1)
         # Checked before a sequence number is taken: a refusal must not leave a gap in it.
-        await self._store.run(self._rooms.check_own, self._store.store, probe)
+        await self.check_membership(room, change)
         members = await self._members.of(room)
         seq = await self._take_seq(room)
         envelope = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=seq)

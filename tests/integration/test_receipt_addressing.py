@@ -10,6 +10,7 @@ among those an event reaches, the form before goes to everyone, and no home char
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from hearthmesh.node.node import Node
 from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.envelope import Kind, RoomId
+from hearthmesh.protocol.errors import MembershipConflict
 from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.membership import Action, decode_membership
@@ -172,3 +174,23 @@ async def test_a_home_that_does_not_advertise_the_revisions_gets_their_forms_bef
             for other in (a, b, c):
                 if other is not one:
                     assert one.node.peer_points(other.node.peer_id) == 0
+
+
+async def test_one_add_per_user_for_an_older_home_is_still_all_or_none(
+    make_node: NodeFactory,
+) -> None:
+    """With a home that has not advertised `add-several` among the audience, an ADD of several
+    users goes out as one ADD per user (SPEC §20.7), but is refused whole as the several-user
+    ADD would be (§12.1.1): a user already a member late in the list adds no one before it."""
+    older = frozenset({Level.ADD_SEVERAL})
+    async with (
+        asyncio.timeout(30),
+        make_node("alice", withheld_levels=older) as alice,
+        make_node("bob") as bob,
+    ):
+        await bob.connect(alice.listen_addrs[0])
+        room = await bob.create_group("mixed", [alice.user_id])
+        carol = UserId(os.urandom(32))
+        with pytest.raises(MembershipConflict):
+            await bob.add_members(room, [carol, alice.user_id])
+        assert await bob.members(room) == {bob.user_id, alice.user_id}
