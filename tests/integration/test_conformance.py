@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from hearthmesh.protocol import delivery
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.tools.cli import main
 from hearthmesh.tools.conformance.cases import CASES
-from hearthmesh.tools.conformance.suite import run_suite
+from hearthmesh.tools.conformance.suite import BASELINE, run_suite
 
 from .api_helpers import TOKEN, home
 
@@ -30,10 +31,14 @@ async def test_our_node_passes_every_case_over_the_wire_and_the_api(tmp_path: Pa
     assert summary["cases"] == len(CASES) and summary["skipped"] == []
     assert all(r.target_up for r in report.results if r.target_up is not None)
     ours = ["add-several", "addressed-receipts", "core", "e2ee", "im", "multi-device", "relay"]
-    # SPEC §20.5; no case tests relay or add-several yet
-    passed = ["addressed-receipts", "core", "e2ee", "im", "multi-device"]
+    # SPEC §20.5; no case tests relay yet
+    passed = ["add-several", "addressed-receipts", "core", "e2ee", "im", "multi-device"]
     assert summary["levels"] == {"advertised": ours, "tested": ours, "passed": passed}
     assert summary["not_advertised"] == []
+    lines = [json.dumps(r.as_baseline()) for r in report.results]
+    if os.environ.get("HEARTHMESH_WRITE_BASELINE"):  # after a case is added or changed
+        BASELINE.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert BASELINE.read_text(encoding="utf-8").splitlines() == lines
 
 
 async def test_a_node_that_advertises_no_levels_is_tested_at_core_only(
@@ -78,8 +83,10 @@ async def test_the_command_prints_the_report_and_exits_by_it(
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     async with asyncio.timeout(120), home(tmp_path / "node") as h:
-        argv = ["conformance", "run", "--peer", h.node.listen_addrs[0]]
+        argv = ["conformance", "node", "--peer", h.node.listen_addrs[0], "--jsonl"]
         argv += ["--api", h.url, "--token-file", str(token_file)]
         assert await asyncio.to_thread(main, argv) == 0
-    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["passed"] is True and report["failed"] == []
+    *cases, last = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert last["passed"] is True and last["failed"] == [] and "results" not in last
+    assert [c["case"] for c in cases] == [c.name for c in CASES]
+    assert all(c["passed"] for c in cases)

@@ -14,6 +14,7 @@ from typing import Final
 
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.addressing import UNSEQUENCED
+from hearthmesh.protocol.canonical import CborValue, encode_canonical
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, ProtocolErrorFrame
 from hearthmesh.protocol.envelope import Kind, RoomId
@@ -27,6 +28,7 @@ from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
 from hearthmesh.protocol.media import encode_request as encode_media_request
 from hearthmesh.protocol.membership import (
+    MAX_ADD_TARGETS,
     MEMBERSHIP_CONTENT_TYPE,
     Action,
     MembershipChange,
@@ -190,6 +192,41 @@ async def _group_created(s: Session) -> str:
     ]
     s.group = group
     return await s.deliver([e.wire for e in events], certificate=creator.stranger.certificate_bytes)
+
+
+async def _group_added_several(s: Session) -> str:
+    """A second stranger creates a closed group and adds the node's user and ours by one ADD
+    naming both (SPEC §12.1.1): a node that advertises `add-several` stores both events."""
+    creator = EnvelopeForge(new_stranger(os.urandom, now_ms=s.kit.now_ms()))
+    nonce = os.urandom(16)
+    group = group_room_id(creator.stranger.user_id, nonce)
+    now = s.kit.now_ms()
+    changes = (
+        MembershipChange(action=Action.CREATE, target=creator.stranger.user_id, nonce=nonce),
+        MembershipChange(action=Action.ADD, target=s.user, more=(s.kit.user_id,)),
+    )
+    events = [
+        creator.seal(
+            Kind.MEMBERSHIP,
+            group,
+            encode_membership(change),
+            now_ms=now,
+            content_type=MEMBERSHIP_CONTENT_TYPE,
+        )
+        for change in changes
+    ]
+    return await s.deliver([e.wire for e in events], certificate=creator.stranger.certificate_bytes)
+
+
+async def _add_of_too_many(s: Session) -> str:
+    """Our ADD naming 65 users, one past the bound (SPEC §12.1.1): MALFORMED, whoever sends it."""
+    assert s.group is not None
+    users: list[CborValue] = [os.urandom(32) for _ in range(MAX_ADD_TARGETS + 1)]
+    body = encode_canonical([int(Action.ADD), users[0], 0, b"", 0, "", users[1:]])
+    envelope = s.kit.forge.seal(
+        Kind.MEMBERSHIP, s.group, body, now_ms=s.kit.now_ms(), content_type=MEMBERSHIP_CONTENT_TYPE
+    )
+    return await s.deliver([envelope.wire])
 
 
 async def _group_member_writes(s: Session) -> str:
@@ -384,6 +421,21 @@ CASES: Final[tuple[Case, ...]] = (
         section="§12.2",
         expected="DEFERRED:NOT_AUTHORIZED",
         run=_group_member_kicks,
+        level=Level.IM,
+    ),
+    Case(
+        name="group_added_several",
+        section="§12.1.1, §20.7",
+        expected="STORED,STORED",
+        run=_group_added_several,
+        level=Level.ADD_SEVERAL,
+    ),
+    Case(
+        name="add_of_too_many",
+        section="§12.1.1",
+        expected="REJECTED:MALFORMED",
+        run=_add_of_too_many,
+        hostile=True,
         level=Level.IM,
     ),
     Case(

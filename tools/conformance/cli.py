@@ -38,7 +38,9 @@ def add_conformance_parser(commands: argparse._SubParsersAction[argparse.Argumen
         "--impl", metavar="CMD", help="the implementation's command line (default: ours)"
     )
     run = tools.add_parser(
-        "run", help="the black-box suite against a running node; prints one JSON report"
+        "node",
+        aliases=["run"],
+        help="the black-box suite against a running node; prints one JSON report",
     )
     run.add_argument("--peer", required=True, metavar="MULTIADDR", help="ending in /p2p/<id>")
     run.add_argument(
@@ -46,6 +48,11 @@ def add_conformance_parser(commands: argparse._SubParsersAction[argparse.Argumen
     )
     run.add_argument("--token-file", metavar="FILE", help="the API token (with --api)")
     run.add_argument("--timeout", type=float, default=180.0, help="seconds for the whole run")
+    run.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="one JSON line per case, then the summary line (without the cases)",
+    )
     run.add_argument(
         "--level",
         dest="levels",
@@ -63,12 +70,17 @@ def run_conformance(args: argparse.Namespace) -> int:
         vector_report = drive(args.impl or OUR_IMPL)
         print(json.dumps(vector_report.as_json()))
         return 0 if vector_report.passed else 1
-    if args.tool == "run":
+    if args.tool in ("node", "run"):
         if (args.api is None) != (args.token_file is None):
             print("error: --api and --token-file go together", file=sys.stderr)
             return 2
         suite = asyncio.run(_run_suite(args))
-        print(json.dumps(suite.as_json()))
+        summary = suite.as_json()
+        if args.jsonl:
+            del summary["results"]
+            for result in suite.results:
+                print(json.dumps(result.as_json()))
+        print(json.dumps(summary))
         return 0 if suite.passed else 1
     from .simulate import SimConfig, simulate
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
 
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.protocol.capabilities import (
@@ -32,7 +34,12 @@ from hearthmesh.tools.hostile.peer import HostilePeer
 from .cases import CASES, Case
 from .session import Session
 
-__all__ = ["CaseResult", "SuiteReport", "advertised_levels", "run_suite"]
+__all__ = ["BASELINE", "CaseResult", "SuiteReport", "advertised_levels", "run_suite"]
+
+BASELINE: Final = Path(__file__).with_name("baseline.jsonl")
+"""Our own node's results over the wire and the API, one JSON line per case without timings
+(`CaseResult.as_baseline`): what another implementation's run compares with, kept equal to a
+fresh run by tests/integration/test_conformance.py."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +58,10 @@ class CaseResult:
         return self.got == self.expected and self.target_up is not False
 
     def as_json(self) -> dict[str, object]:
+        return {**self.as_baseline(), "seconds": round(self.seconds, 3)}
+
+    def as_baseline(self) -> dict[str, object]:
+        """The result without its timing: a line of the committed baseline (BASELINE)."""
         return {
             "case": self.name,
             "section": self.section,
@@ -59,7 +70,6 @@ class CaseResult:
             "expected": self.expected,
             "got": self.got,
             "target_up": self.target_up,
-            "seconds": round(self.seconds, 3),
         }
 
 
