@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
+import vodozemac
+
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.canonical import CborValue, encode_canonical
@@ -320,6 +322,17 @@ async def _key_claim(s: Session) -> str:
     return "ok"
 
 
+async def _encrypted_unknown_session(s: Session) -> str:
+    """A Megolm message of a session whose key the node was never given (SPEC §27.7.1): it is
+    history, so the home stores it and holds its plaintext until a key comes."""
+    session = vodozemac.GroupSession()
+    body, _ = e2ee.encrypt_content(session, "text/plain", b"sealed for no one yet")
+    envelope = s.kit.forge.seal(
+        Kind.MESSAGE, s.room, body, now_ms=s.kit.now_ms(), content_type=e2ee.ENCRYPTED_CONTENT_TYPE
+    )
+    return await s.deliver([envelope.wire])
+
+
 async def _key_request_stranger(s: Session) -> str:
     """§27.13.1: a stranger asking for the key of a session in a room it is not in."""
     sessions = ((RoomId(os.urandom(32)), os.urandom(32)),)
@@ -542,6 +555,13 @@ CASES: Final[tuple[Case, ...]] = (
         hostile=True,
     ),
     Case(name="key_claim", section="§27.2.2", expected="ok", run=_key_claim, level=Level.E2EE),
+    Case(
+        name="encrypted_with_an_unknown_session",
+        section="§27.7.1",
+        expected="STORED",
+        run=_encrypted_unknown_session,
+        level=Level.E2EE,
+    ),
     Case(
         name="key_request_from_a_stranger",
         section="§27.13.1",
