@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from hearthmesh.protocol.capabilities import Level
 from hearthmesh.tools.cli import main
 from hearthmesh.tools.conformance.cases import CASES
 from hearthmesh.tools.conformance.suite import BASELINE, run_suite
+from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .api_helpers import TOKEN, home
 
@@ -84,9 +86,11 @@ async def test_the_command_prints_the_report_and_exits_by_it(
     token_file.write_text(TOKEN)
     async with asyncio.timeout(120), home(tmp_path / "node") as h:
         argv = ["conformance", "node", "--peer", h.node.listen_addrs[0], "--jsonl"]
-        argv += ["--api", h.url, "--token-file", str(token_file)]
+        argv += ["--api", h.url, "--token-file", str(token_file), "--seed", "11"]
         assert await asyncio.to_thread(main, argv) == 0
     *cases, last = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert last["passed"] is True and last["failed"] == [] and "results" not in last
+    async with HostilePeer(rng=random.Random(11).randbytes) as replay:  # the run's stranger again
+        assert last["seed"] == 11 and last["stranger"] == bytes(replay.user_id).hex()
     assert [c["case"] for c in cases] == [c.name for c in CASES]
     assert all(c["passed"] for c in cases)

@@ -7,7 +7,6 @@ with the case's `expected`. State: none (a run's state is its `Session`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -174,8 +173,8 @@ async def _shown_once_in_order(s: Session) -> str:
 async def _group_created(s: Session) -> str:
     """A second stranger creates a closed group and, as its admin, adds the node's user and
     ours (SPEC §12.2): all allowed."""
-    creator = EnvelopeForge(new_stranger(os.urandom, now_ms=s.kit.now_ms()))
-    nonce = os.urandom(16)
+    creator = EnvelopeForge(new_stranger(s.kit.rng, now_ms=s.kit.now_ms()))
+    nonce = s.kit.rng(16)
     group = group_room_id(creator.stranger.user_id, nonce)
     create = MembershipChange(
         action=Action.CREATE, target=creator.stranger.user_id, nonce=nonce, name="conformance"
@@ -199,8 +198,8 @@ async def _group_created(s: Session) -> str:
 async def _group_added_several(s: Session) -> str:
     """A second stranger creates a closed group and adds the node's user and ours by one ADD
     naming both (SPEC §12.1.1): a node that advertises `add-several` stores both events."""
-    creator = EnvelopeForge(new_stranger(os.urandom, now_ms=s.kit.now_ms()))
-    nonce = os.urandom(16)
+    creator = EnvelopeForge(new_stranger(s.kit.rng, now_ms=s.kit.now_ms()))
+    nonce = s.kit.rng(16)
     group = group_room_id(creator.stranger.user_id, nonce)
     now = s.kit.now_ms()
     changes = (
@@ -223,7 +222,7 @@ async def _group_added_several(s: Session) -> str:
 async def _add_of_too_many(s: Session) -> str:
     """Our ADD naming 65 users, one past the bound (SPEC §12.1.1): MALFORMED, whoever sends it."""
     assert s.group is not None
-    users: list[CborValue] = [os.urandom(32) for _ in range(MAX_ADD_TARGETS + 1)]
+    users: list[CborValue] = [s.kit.rng(32) for _ in range(MAX_ADD_TARGETS + 1)]
     body = encode_canonical([int(Action.ADD), users[0], 0, b"", 0, "", users[1:]])
     envelope = s.kit.forge.seal(
         Kind.MEMBERSHIP, s.group, body, now_ms=s.kit.now_ms(), content_type=MEMBERSHIP_CONTENT_TYPE
@@ -246,10 +245,10 @@ async def _group_member_kicks(s: Session) -> str:
 
 async def _forged_create(s: Session) -> str:
     """A CREATE whose room is not the group id of its sender and nonce (SPEC §12.2)."""
-    create = MembershipChange(action=Action.CREATE, target=s.kit.user_id, nonce=os.urandom(16))
+    create = MembershipChange(action=Action.CREATE, target=s.kit.user_id, nonce=s.kit.rng(16))
     envelope = s.kit.forge.seal(
         Kind.MEMBERSHIP,
-        random_room(os.urandom),
+        random_room(s.kit.rng),
         encode_membership(create),
         now_ms=s.kit.now_ms(),
         content_type=MEMBERSHIP_CONTENT_TYPE,
@@ -278,7 +277,7 @@ async def _gap_fetch(s: Session) -> str:
 
 
 async def _gap_fetch_outside(s: Session) -> str:
-    return await _fetch(s, random_room(os.urandom), 1, 1)
+    return await _fetch(s, random_room(s.kit.rng), 1, 1)
 
 
 async def _membership_in_direct(s: Session) -> str:
@@ -292,7 +291,7 @@ async def _sync_stranger(s: Session) -> str:
 
 
 async def _media_unknown(s: Session) -> str:
-    digest = os.urandom(32)
+    digest = s.kit.rng(32)
     return (await s.kit.request(s.peer_id, MEDIA_PROTOCOL, encode_media_request(digest))).summary
 
 
@@ -301,7 +300,7 @@ async def _media_flood(s: Session) -> str:
     RATE_LIMITED, not served and not the end of the node."""
     answers = set()
     for _ in range(MEDIA_FLOOD):
-        request = encode_media_request(os.urandom(32))
+        request = encode_media_request(s.kit.rng(32))
         answers.add((await s.kit.request(s.peer_id, MEDIA_PROTOCOL, request)).summary)
     return ",".join(sorted(answers))
 
@@ -335,7 +334,7 @@ async def _encrypted_unknown_session(s: Session) -> str:
 
 async def _key_request_stranger(s: Session) -> str:
     """§27.13.1: a stranger asking for the key of a session in a room it is not in."""
-    sessions = ((RoomId(os.urandom(32)), os.urandom(32)),)
+    sessions = ((RoomId(s.kit.rng(32)), s.kit.rng(32)),)
     request = e2ee.encode_key_request(e2ee.KeyRequest(user=s.kit.user_id, sessions=sessions))
     return (await s.kit.request(s.peer_id, e2ee.KEY_REQUEST_PROTOCOL, request)).summary
 
@@ -361,7 +360,7 @@ async def _oversized_body(s: Session) -> str:
 
 
 async def _unauthorized_certificate(s: Session) -> str:
-    other = certificate_of_other(os.urandom, now_ms=s.kit.now_ms())
+    other = certificate_of_other(s.kit.rng, now_ms=s.kit.now_ms())
     return await s.deliver([s.message("whose device?").wire], certificate=other)
 
 

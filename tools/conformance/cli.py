@@ -49,6 +49,9 @@ def add_conformance_parser(commands: argparse._SubParsersAction[argparse.Argumen
     run.add_argument("--token-file", metavar="FILE", help="the API token (with --api)")
     run.add_argument("--timeout", type=float, default=180.0, help="seconds for the whole run")
     run.add_argument(
+        "--seed", type=int, help="replay the random choices of the run that printed this seed"
+    )
+    run.add_argument(
         "--jsonl",
         action="store_true",
         help="one JSON line per case, then the summary line (without the cases)",
@@ -106,7 +109,7 @@ async def _run_suite(args: argparse.Namespace) -> SuiteReport:
     levels = None if not args.levels else frozenset(Level(name) for name in args.levels)
     async with asyncio.timeout(args.timeout):
         if args.api is None:
-            return await run_suite(args.peer, levels=levels)
+            return await run_suite(args.peer, levels=levels, seed=args.seed)
         token = await asyncio.to_thread(Path(args.token_file).read_text, encoding="utf-8")
         async with ApiClient(args.api, token.strip()) as api:
-            return await run_suite(args.peer, api=api, levels=levels)
+            return await run_suite(args.peer, api=api, levels=levels, seed=args.seed)

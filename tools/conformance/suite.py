@@ -14,6 +14,8 @@ State owned here: one run's report; the run's state is its `Session` (session.py
 
 from __future__ import annotations
 
+import os
+import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +78,10 @@ class CaseResult:
 @dataclass(slots=True, kw_only=True)
 class SuiteReport:
     target: str
+    seed: int
+    """Replays the run's random choices (`run_suite`)."""
+    stranger: str = ""
+    """The hex user id the run delivered as (what to look up in the node's logs)."""
     results: list[CaseResult] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     """Cases not run: they need the client API and none was given."""
@@ -93,6 +99,8 @@ class SuiteReport:
     def as_json(self) -> dict[str, object]:
         return {
             "target": self.target,
+            "seed": self.seed,
+            "stranger": self.stranger,
             "passed": self.passed,
             "cases": len(self.results),
             "failed": [r.name for r in self.results if not r.passed],
@@ -152,11 +160,19 @@ async def run_suite(
     api: ApiClient | None = None,
     cases: tuple[Case, ...] = CASES,
     levels: frozenset[Level] | None = None,
+    seed: int | None = None,
 ) -> SuiteReport:
     """Every case against the node at `address` (a multiaddr ending in /p2p/<peer id>), and
-    its client API when `api` is given, of `levels` (default: those the node advertises)."""
-    report = SuiteReport(target=address)
-    async with HostilePeer() as kit:
+    its client API when `api` is given, of `levels` (default: those the node advertises).
+
+    Every random choice of the run (the strangers' keys, rooms, nonces, digests) comes from
+    `seed` (a fresh one when None; the report names it): the same seed against a fresh node
+    replays the same cases."""
+    if seed is None:
+        seed = int.from_bytes(os.urandom(4))
+    report = SuiteReport(target=address, seed=seed)
+    async with HostilePeer(rng=random.Random(seed).randbytes) as kit:
+        report.stranger = bytes(kit.user_id).hex()
         try:
             peer_id = await kit.connect(address)
         except P2PError as exc:
