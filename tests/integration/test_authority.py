@@ -13,12 +13,13 @@ import os
 import pytest
 
 from hearthmesh.node.events import MessageReceived
+from hearthmesh.node.node import Node
 from hearthmesh.protocol.canonical import CborValue, encode_canonical
-from hearthmesh.protocol.envelope import Kind
+from hearthmesh.protocol.envelope import Kind, RoomId
 from hearthmesh.protocol.errors import NotAuthorized
 from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.protocol.identity import UserId, keypair_from_seed
-from hearthmesh.protocol.membership import MEMBERSHIP_CONTENT_TYPE, Action
+from hearthmesh.protocol.membership import MEMBERSHIP_CONTENT_TYPE, Action, Role
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.hostile.peer import HostilePeer
 
@@ -184,3 +185,38 @@ async def test_our_own_join_or_leave_of_a_direct_room_is_refused_and_changes_not
         assert [e.envelope.message_id for e in (await alice.history(room)).events] == before
         assert await alice.members(room) == {alice.user_id, bob}
         await alice.send(room, b"still here")
+
+
+async def test_a_member_added_late_gets_the_earlier_membership_events_and_folds_the_same_state(
+    make_node: NodeFactory,
+) -> None:
+    """SPEC §12.7: whoever adds a member delivers the room's earlier MEMBERSHIP events to
+    them, in history order before the ADD: carol, added after the group was made, named and
+    given an admin, folds the state alice folds from the same events."""
+    async with (
+        asyncio.timeout(30),
+        make_node("alice") as alice,
+        make_node("bob") as bob,
+        make_node("carol") as carol,
+    ):
+        for other in (bob, carol):
+            await other.connect(alice.listen_addrs[0])
+        group = await alice.create_group("hearth", [bob.user_id])
+        await alice.groups.set_topic(group, "stories by the fire")
+        await alice.groups.set_role(group, bob.user_id, Role.ADMIN)
+        await alice.add_member(group, carol.user_id)
+        theirs = await alice.room_state(group)
+        assert theirs is not None and carol.user_id in theirs.members
+
+        alices = await _membership_ids(alice, group)
+        while await _membership_ids(carol, group) != alices:  # noqa: ASYNC110 - no event here
+            await asyncio.sleep(0.05)
+        ours = await carol.room_state(group)
+        assert ours is not None
+        assert (ours.name, ours.topic, ours.members) == (theirs.name, theirs.topic, theirs.members)
+
+
+async def _membership_ids(node: Node, room: RoomId) -> list[bytes]:
+    """The MEMBERSHIP events of `room` that `node` holds, in history order."""
+    page = await node.history(room, limit=100)
+    return [e.envelope.message_id for e in page.events if e.envelope.kind is Kind.MEMBERSHIP]

@@ -37,3 +37,17 @@ def test_a_correction_never_goes_below_a_stamp_already_issued() -> None:
     issued = hlc.stamp()
     clock.correct(-FIVE_MINUTES_MS)
     assert hlc.stamp() > issued
+
+
+def test_an_ephemeral_stamp_takes_physical_time_and_leaves_history_order_alone() -> None:
+    """SPEC §24.2: typing and presence carry the physical time and never advance the HLC: a
+    wrong clock at the time of a typing event leaves no trace in the next stored stamp."""
+    base = _Fixed(1_000_000 + FIVE_MINUTES_MS)  # five minutes fast
+    clock = CorrectedClock(base)
+    hlc = HybridClock(clock)
+    clock.on_correction(hlc.clock_corrected)
+    before = hlc.last
+    typing = hlc.ephemeral()
+    assert typing == Timestamp(wall_ms=base.now, counter=0) and hlc.last == before
+    clock.correct(-FIVE_MINUTES_MS)
+    assert hlc.stamp().wall_ms == 1_000_000  # the typing's wrong time did not carry over

@@ -24,7 +24,7 @@ from hearthmesh.storage.api import (
 )
 from hearthmesh.storage.store import KvStore
 
-from .helpers import PEER, ROOM_A, ROOM_B, USER_A, USER_B, make_envelope
+from .helpers import PEER, ROOM_A, ROOM_B, USER_A, USER_B, device, make_envelope
 
 DEST_1 = b"peer-one"
 DEST_2 = b"peer-two"
@@ -133,6 +133,22 @@ def _fill(store: KvStore) -> list[bytes]:
     store.append(AppendRequest(envelope=make_envelope(ROOM_B, wall_ms=1_005)))
     ordered = sorted(envelopes, key=lambda e: e.order_key)
     return [e.message_id for e in ordered]
+
+
+def test_history_is_ordered_by_hlc_then_sender_device_then_seq(store: KvStore) -> None:
+    """SPEC §4.5.1, spelt out rather than through `Envelope.order_key`: the HLC (wall time,
+    then counter) first, then the sender device's id bytes, then the sequence number."""
+    low, high = sorted((1, 2), key=lambda index: device(index).public)
+    expected = [
+        make_envelope(wall_ms=999, counter=9, device_index=high, seq=9),
+        make_envelope(wall_ms=1_000, counter=0, device_index=high, seq=10),
+        make_envelope(wall_ms=1_000, counter=1, device_index=low, seq=1),
+        make_envelope(wall_ms=1_000, counter=1, device_index=high, seq=11),
+        make_envelope(wall_ms=1_000, counter=1, device_index=high, seq=12),
+    ]
+    store.append_many([AppendRequest(envelope=e) for e in reversed(expected)])
+    page = store.page_history(ROOM_A, direction=Direction.FORWARD, cursor=None, limit=10)
+    assert ids(page.events) == [e.message_id for e in expected]
 
 
 @pytest.mark.parametrize("direction", [Direction.FORWARD, Direction.BACKWARD])
