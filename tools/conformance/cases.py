@@ -25,7 +25,7 @@ from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
 from hearthmesh.protocol.fetch import encode_request as encode_fetch_request
 from hearthmesh.protocol.hello import decode_hello
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
-from hearthmesh.protocol.identity import DeviceId
+from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
 from hearthmesh.protocol.media import encode_request as encode_media_request
 from hearthmesh.protocol.membership import (
@@ -41,7 +41,7 @@ from hearthmesh.protocol.receipts import (
     ReceiptStatus,
     encode_receipt,
 )
-from hearthmesh.protocol.rooms import group_room_id
+from hearthmesh.protocol.rooms import direct_room_id, group_room_id
 from hearthmesh.protocol.sync import SYNC_PROTOCOL, encode_room_list
 from hearthmesh.tools.hostile.forge import (
     EnvelopeForge,
@@ -53,6 +53,9 @@ from hearthmesh.tools.hostile.forge import (
 from .session import Session, outcome
 
 __all__ = ["CASES", "Case"]
+
+RELAY_STRANGER_BOUND: Final = 100
+"""Strangers' envelopes one sending peer may have a relay hold, by default (SPEC §11.5.3)."""
 
 MEDIA_FLOOD: Final = 40
 """Media requests sent back to back: twice the burst a node must allow (SPEC §25.3.3)."""
@@ -332,6 +335,32 @@ async def _encrypted_unknown_session(s: Session) -> str:
     return await s.deliver([envelope.wire])
 
 
+async def _relay_for_another_user(s: Session) -> str:
+    """A message of ours to a user who does not live on the node (SPEC §11.2.3): held in its
+    relay inbox for that user's home (RELAYED, §11.3), within the bounds of §11.5.3."""
+    other = UserId(s.kit.rng(32))
+    envelope = s.kit.forge.message(
+        direct_room_id(s.kit.user_id, other), "keep this for them", now_ms=s.kit.now_ms()
+    )
+    return await s.deliver([envelope.wire], recipient=other)
+
+
+async def _relay_strangers_bound(s: Session) -> str:
+    """One past the 100 envelopes a stranger's peer may have held for strangers (SPEC §11.5.3),
+    each from a user the node knows nothing of (our own user shares a room with the node's) to
+    another random user: the excess is DEFERRED `QUOTA_EXCEEDED`, nothing evicted."""
+    sender = EnvelopeForge(new_stranger(s.kit.rng, now_ms=s.kit.now_ms()))
+    wires, recipients = [], []
+    for _ in range(RELAY_STRANGER_BOUND + 1):
+        other = UserId(s.kit.rng(32))
+        room = direct_room_id(sender.stranger.user_id, other)
+        wires.append(sender.message(room, "for a stranger", now_ms=s.kit.now_ms()).wire)
+        recipients.append(other)
+    certificate = sender.stranger.certificate_bytes
+    answers = await s.deliver(wires, certificate, recipients=recipients)
+    return ",".join(sorted(set(answers.split(","))))
+
+
 async def _key_request_stranger(s: Session) -> str:
     """§27.13.1: a stranger asking for the key of a session in a room it is not in."""
     sessions = ((RoomId(s.kit.rng(32)), s.kit.rng(32)),)
@@ -552,6 +581,21 @@ CASES: Final[tuple[Case, ...]] = (
         expected="DUPLICATE",
         run=_replayed,
         hostile=True,
+    ),
+    Case(
+        name="relay_for_another_user",
+        section="§11.2.3",
+        expected="RELAYED",
+        run=_relay_for_another_user,
+        level=Level.RELAY,
+    ),
+    Case(
+        name="relay_strangers_bound",
+        section="§11.5.3",
+        expected="DEFERRED:QUOTA_EXCEEDED,RELAYED",
+        run=_relay_strangers_bound,
+        hostile=True,
+        level=Level.RELAY,
     ),
     Case(name="key_claim", section="§27.2.2", expected="ok", run=_key_claim, level=Level.E2EE),
     Case(

@@ -58,11 +58,20 @@ class Session:
     def message(self, text: str) -> Envelope:
         return self.kit.forge.message(self.room, text, now_ms=self.kit.now_ms())
 
-    async def deliver(self, wires: list[bytes], certificate: bytes | None = None) -> str:
+    async def deliver(
+        self,
+        wires: list[bytes],
+        certificate: bytes | None = None,
+        *,
+        recipient: UserId | None = None,
+        recipients: list[UserId] | None = None,
+    ) -> str:
         """One DELIVER batch on a fresh stream; the outcomes, comma-separated (SPEC §11.3).
+        Each item is for the node's user, or `recipient`, or the same item of `recipients`.
         The ack must be signed by the node key of the peer we asked."""
         certificates = [certificate or self.kit.stranger.certificate_bytes]
-        items = [BatchItem(0, self.user, w) for w in wires]
+        to = recipients or [recipient or self.user] * len(wires)
+        items = [BatchItem(0, user, w) for user, w in zip(to, wires, strict=True)]
         frame = encode_deliver(1, certificates, items)
         answer = await self.ask(DELIVER_PROTOCOL, frame, decode_frame)
         if isinstance(answer, str | ProtocolErrorFrame):
