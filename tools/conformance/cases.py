@@ -57,6 +57,9 @@ __all__ = ["CASES", "Case"]
 RELAY_STRANGER_BOUND: Final = 100
 """Strangers' envelopes one sending peer may have a relay hold, by default (SPEC §11.5.3)."""
 
+FLOOD_FRAMES: Final = 8
+"""Malformed frames a flood sends at most: twice what a ban takes (SPEC §11.6)."""
+
 MEDIA_FLOOD: Final = 40
 """Media requests sent back to back: twice the burst a node must allow (SPEC §25.3.3)."""
 
@@ -372,6 +375,24 @@ async def _malformed_frame(s: Session) -> str:
     return (await s.kit.request(s.peer_id, DELIVER_PROTOCOL, b"\xa1\x01\x02")).summary
 
 
+async def _malformed_flood(s: Session) -> str:
+    """Malformed deliver frames back to back, 25 points each (SPEC §11.6.1): each answered
+    MALFORMED until the fourth brings the peer to 100 points and a ban cuts it off, closed
+    while it answers that frame or refused at the next (§11.6.2); a clean peer is still
+    answered (the liveness probe after every hostile case)."""
+    answers: list[str] = []
+    for _ in range(FLOOD_FRAMES):
+        answers.append((await s.kit.request(s.peer_id, DELIVER_PROTOCOL, b"\xa1\x01\x02")).summary)
+        if answers[-1] != "ERROR:MALFORMED":
+            break
+    *answered, last = answers
+    if last not in ("closed", "refused"):
+        return f"never-cut-off:{last}"
+    return (
+        "cut-off-at-100-points" if len(answered) in (3, 4) else f"cut-off-at-frame:{len(answers)}"
+    )
+
+
 async def _forged(s: Session) -> str:
     return await s.deliver([s.kit.forge.bad_signature(s.room, now_ms=s.kit.now_ms())])
 
@@ -531,6 +552,13 @@ CASES: Final[tuple[Case, ...]] = (
         section="§11.1",
         expected="ERROR:MALFORMED",
         run=_malformed_frame,
+        hostile=True,
+    ),
+    Case(
+        name="malformed_flood",
+        section="§11.6",
+        expected="cut-off-at-100-points",
+        run=_malformed_flood,
         hostile=True,
     ),
     Case(
