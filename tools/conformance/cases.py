@@ -7,6 +7,7 @@ with the case's `expected`. State: none (a run's state is its `Session`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -23,9 +24,10 @@ from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL, FetchAnswer, FetchRequest
 from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
 from hearthmesh.protocol.fetch import encode_request as encode_fetch_request
+from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.protocol.hello import decode_hello
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
-from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.protocol.identity import DeviceId, UserId, user_id_text
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
 from hearthmesh.protocol.media import encode_request as encode_media_request
 from hearthmesh.protocol.membership import (
@@ -56,6 +58,9 @@ __all__ = ["CASES", "Case"]
 
 RELAY_STRANGER_BOUND: Final = 100
 """Strangers' envelopes one sending peer may have a relay hold, by default (SPEC §11.5.3)."""
+
+GOSSIP_WAIT_S: Final = 10.0
+"""How long the gossip case waits to join the topic's mesh, and then for the message."""
 
 FLOOD_FRAMES: Final = 8
 """Malformed frames a flood sends at most: twice what a ban takes (SPEC §11.6)."""
@@ -197,7 +202,7 @@ async def _group_created(s: Session) -> str:
         creator.membership(group, Action.ADD, s.user, now_ms=now),
         creator.membership(group, Action.ADD, s.kit.user_id, now_ms=now),
     ]
-    s.group = group
+    s.group, s.group_admin = group, creator
     return await s.deliver([e.wire for e in events], certificate=creator.stranger.certificate_bytes)
 
 
@@ -239,6 +244,31 @@ async def _add_of_too_many(s: Session) -> str:
 async def _group_member_writes(s: Session) -> str:
     assert s.group is not None
     return await s.deliver([s.kit.forge.message(s.group, "hi group", now_ms=s.kit.now_ms()).wire])
+
+
+async def _gossiped_into_the_group(s: Session) -> str:
+    """The group's admin's next two messages come over the group's topic (SPEC §14.1), the later
+    one first, with one bit of its signature flipped: a node that validates gossip shows the
+    earlier and nothing of the forged one (§5.4), which would follow it in sequence order."""
+    assert s.group is not None and s.group_admin is not None and s.api is not None
+    topic = room_topic(s.group)
+    if not await s.kit.join(topic, s.peer_id, mesh_s=GOSSIP_WAIT_S):
+        return "not-in-the-topic-mesh"
+    admin = s.group_admin
+    good = admin.message(s.group, "over gossip", now_ms=s.kit.now_ms())
+    forged = admin.bad_signature(s.group, now_ms=s.kit.now_ms())
+    certificate = admin.stranger.certificate_bytes
+    for wire in (forged, good.wire):
+        await s.kit.publish(topic, s.kit.gossip(wire, certificate))
+    admins = user_id_text(admin.stranger.user_id)
+    shown: list[str] = []
+    for _ in range(int(GOSSIP_WAIT_S / 0.1)):  # gossip is answered by nothing: poll the API
+        page = await s.api.call("GET", f"/v1/conversation/{s.group.hex()}/details")
+        shown = [m["message_id"] for m in page["messages"] if m["sender_id"] == admins]
+        if good.message_id.hex() in shown:
+            break
+        await asyncio.sleep(0.1)
+    return "SHOWN:" + ",".join("the-message" if m == good.message_id.hex() else m for m in shown)
 
 
 async def _group_member_kicks(s: Session) -> str:
@@ -476,6 +506,14 @@ CASES: Final[tuple[Case, ...]] = (
         section="§12.2",
         expected="STORED",
         run=_group_member_writes,
+        level=Level.IM,
+    ),
+    Case(
+        name="gossiped_into_the_group",
+        section="§14.1, §5.4",
+        expected="SHOWN:the-message",
+        run=_gossiped_into_the_group,
+        needs_api=True,
         level=Level.IM,
     ),
     Case(

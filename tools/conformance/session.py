@@ -25,6 +25,7 @@ from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.peer_id import peer_id_of_node_key
 from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.tools.client import ApiClient
+from hearthmesh.tools.hostile.forge import EnvelopeForge
 from hearthmesh.tools.hostile.peer import HostilePeer, code_name, result_outcome
 
 __all__ = ["Session", "outcome"]
@@ -46,6 +47,8 @@ class Session:
     delivered: list[Envelope] = field(default_factory=list)
     group: RoomId | None = None
     """A group our second stranger created and added the node's user and ours to."""
+    group_admin: EnvelopeForge | None = None
+    """That second stranger: the group's creator and admin."""
     api: ApiClient | None = None
     """The node's client API, when the run was given one: cases that look at what the node's
     user is shown need it."""
