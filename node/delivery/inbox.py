@@ -152,9 +152,16 @@ class Inbox:
         def append_pending() -> None:
             if requests:
                 appended = store.append_many(requests)
+                # What each stored envelope sets off comes first, the releases after: a release
+                # reads its sender's stored envelopes back (SPEC §8.4), so it may reach one
+                # later in this commit, which must have taken effect by then. (A ROOM_KEY
+                # reached before its key was taken let the messages of its session go to the
+                # app unopened, and they were shown as it opened them, after later ones.)
                 for slot, request, stored in zip(slots, requests, appended, strict=True):
                     envelope = request.envelope
                     results[slot] = self._after_append(store, envelope, stored, now_ms, outcome)
+                for request, stored in zip(requests, appended, strict=True):
+                    self._offer_stored(store, request.envelope, stored, outcome)
                 requests.clear()
                 slots.clear()
 
@@ -236,8 +243,6 @@ class Inbox:
             stored=stored is AppendResult.STORED,
             duplicate=stored is AppendResult.DUPLICATE,
         )
-        if stored is AppendResult.CONFLICT:
-            return result
         if stored is AppendResult.STORED:
             if self._rooms.note_stored(store, envelope, now_ms=now_ms):
                 outcome.membership_changed.add(envelope.room)
@@ -249,13 +254,20 @@ class Inbox:
                 outcome.released += [e for e in opened if self._release.was_released(store, e)]
             for reaction in self._rules.reactions(envelope):
                 self._react(store, reaction, envelope, now_ms, outcome)
+        return result
+
+    def _offer_stored(
+        self, store: Store, envelope: Envelope, stored: AppendResult, outcome: StoreOutcome
+    ) -> None:
+        """Offer an appended envelope to the release order (SPEC §8.2, §8.4)."""
+        if stored is AppendResult.CONFLICT:
+            return
         # a duplicate held back before a restart may be due now: the app has not seen it yet
         first = self._rules.first_seq_if_new(envelope)
         released = self._release.offer(
             store, envelope, first_seq_if_new=first, new=stored is AppendResult.STORED
         )
         outcome.released += [self._as_shown(store, e) for e in released]
-        return result
 
     def _as_shown(self, store: Store, envelope: Envelope) -> Envelope:
         """A released envelope as the store shows it now: one the release order held in memory

@@ -1,0 +1,104 @@
+"""ROOM_KEYs on arrival (node/delivery/inbox.py) over a real store and real vodozemac: what a
+key opens reaches the app in its sender's order, whatever order the batches came in (SPEC
+§8.2, §8.4, §27.11)."""
+
+from __future__ import annotations
+
+import vodozemac
+
+from hearthmesh.node.delivery.inbox import Inbox
+from hearthmesh.node.e2ee.device_crypto import DeviceCrypto, Recipient
+from hearthmesh.node.e2ee.room_opener import RoomOpener
+from hearthmesh.protocol import e2ee
+from hearthmesh.protocol.arrival import reaches_the_app
+from hearthmesh.protocol.delivery import AckStatus
+from hearthmesh.protocol.envelope import Envelope, Kind, seal
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import keypair_from_seed
+from hearthmesh.protocol.rooms import direct_room_id
+from hearthmesh.storage.memory import MemoryStore
+from hearthmesh.storage.store import KvStore
+
+from .test_inbox import OURS, PEER, arrival, make_inbox, uid
+from .test_inbox import store as store
+
+ALICE = keypair_from_seed(bytes([21]) * 32)
+"""The sender: one key as both its user and its device (as `test_inbox.sealed` seals)."""
+OUR_DEVICE = keypair_from_seed(bytes([22]) * 32)
+ROOM = direct_room_id(uid(ALICE), uid(OURS))
+PICKLE_KEY = b"p" * 32
+NOW_MS = 1_700_000_000_000
+
+
+class _Alice:
+    """Alice's device: her Megolm sessions, shared with our device over Olm."""
+
+    def __init__(self, ours: DeviceCrypto) -> None:
+        self._crypto = DeviceCrypto(
+            MemoryStore(), pickle_key=PICKLE_KEY, device_key=ALICE, user=uid(ALICE)
+        )
+        self._our_bundle = ours.key_bundle(NOW_MS)
+        self._seq = 0
+        self._session = vodozemac.GroupSession()
+
+    def rotate(self) -> Envelope:
+        """Start a new session; its ROOM_KEY for our device."""
+        self._session = vodozemac.GroupSession()
+        self._crypto.keep_new_outbound(ROOM, self._session, now_ms=NOW_MS)
+        [shares] = self._crypto.share(ROOM, self._session, [Recipient(bundle=self._our_bundle)])
+        body = e2ee.encode_room_key_shares(shares)
+        return self._seal(Kind.ROOM_KEY, e2ee.ROOM_KEY_CONTENT_TYPE, body)
+
+    def send(self, text: bytes) -> Envelope:
+        body, _ = e2ee.encrypt_content(self._session, "text/plain", text)
+        return self._seal(Kind.MESSAGE, e2ee.ENCRYPTED_CONTENT_TYPE, body)
+
+    def _seal(self, kind: Kind, content_type: str, body: bytes) -> Envelope:
+        self._seq += 1
+        return seal(
+            ALICE,
+            kind=kind,
+            room=ROOM,
+            sender_user=uid(ALICE),
+            seq=self._seq,
+            hlc=Timestamp(wall_ms=NOW_MS + self._seq, counter=0),
+            content_type=content_type,
+            body=body,
+        )
+
+
+def _shown(inbox: Inbox, store: KvStore, batch: list[Envelope], now_ms: int) -> list[bytes]:
+    """Deliver one batch; the bodies of what went to the app, in order."""
+    outcome = inbox.accept(store, [arrival(e) for e in batch], now_ms=now_ms, peer=PEER)
+    assert all(r.status is AckStatus.STORED for r in outcome.results)
+    return [e.body for e in outcome.released if reaches_the_app(e)]
+
+
+def test_what_a_room_key_opens_keeps_its_place_when_a_read_back_reaches_past_the_key(
+    store: KvStore,
+) -> None:
+    """Seqs: 1 key of S1, 2 a (S1), 3 key of S2, 4-5 b1 b2 (S2), 6 key of S3, 7 c (S3).
+    The second batch's last commit is [a, key of S2]: releasing a reads 3-7 back from the
+    store, the key of S2 among them. Its key used to be taken only after that release, so b1
+    and b2 went out unopened (not shown), c went out opened, and b1 b2 were shown after c, as
+    the key opened them (the order a CI run saw at index 200 of 300 messages)."""
+    ours = DeviceCrypto(store, pickle_key=PICKLE_KEY, device_key=OUR_DEVICE, user=uid(OURS))
+    inbox = make_inbox(opener=RoomOpener(ours))
+    alice = _Alice(ours)
+    key1 = alice.rotate()
+    a = alice.send(b"a")
+    key2 = alice.rotate()
+    b = [alice.send(b"b1"), alice.send(b"b2")]
+    key3 = alice.rotate()
+    c = alice.send(b"c")
+
+    # all stored ahead of their turn (b held: its key is not here), nothing released yet
+    assert _shown(inbox, store, [*b, key3, c], now_ms=NOW_MS) == []
+    shown = _shown(inbox, store, [key1, a, key2], now_ms=NOW_MS + 1)
+
+    assert shown == [b"a", b"b1", b"b2", b"c"]
+    # each once: the whole history again shows nothing more
+    everything = [key1, a, key2, *b, key3, c]
+    outcome = inbox.accept(store, [arrival(e) for e in everything], now_ms=NOW_MS + 2, peer=PEER)
+    assert {r.status for r in outcome.results} == {AckStatus.DUPLICATE}
+    assert outcome.released == []
