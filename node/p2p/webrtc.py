@@ -21,7 +21,9 @@ channel per libp2p stream), which we hand to the swarm like any connection. What
   STUN server of its own; where `stun_servers` are configured, ICE also asks them (a NAT that
   maps a port to another one, the same for every destination, SPEC §10.16);
 - the answerer is the Noise initiator and the offerer's certificate is the "dialer"
-  fingerprint of the prologue (the roles of WebRTC Direct, offerer = dialer).
+  fingerprint of the prologue (the roles of WebRTC Direct, offerer = dialer);
+- a connection whose peer connection closes or fails (the peer closed its end, or ICE consent
+  lapsed) is closed here too, so the swarm drops it: py-libp2p's never looks (`_when_ended`).
 """
 
 from __future__ import annotations
@@ -237,6 +239,16 @@ class WebRtcLayer:
                 with contextlib.suppress(Exception), trio.move_on_after(UPGRADE_TIMEOUT_S):
                     await connection.close()  # (it may be closing already)
 
+    def _ended(self, conn: WebRTCConnection) -> None:
+        """The peer connection under `conn` closed or failed: close `conn` too (trio thread)."""
+        if self._nursery is not None:  # else the host is stopping, and closes it
+            self._nursery.start_soon(self._close_ended, conn)
+
+    async def _close_ended(self, conn: WebRTCConnection) -> None:
+        log.info("WebRTC to %s ended: its peer connection closed or failed", conn.peer_id)
+        with contextlib.suppress(Exception), trio.move_on_after(UPGRADE_TIMEOUT_S):
+            await conn.close()  # (a no-op where we closed it ourselves)
+
     @staticmethod
     def _has_unrelayed(host: IHost, peer: ID) -> bool:
         return any(not is_relayed(conn) for conn in host.get_network().get_connections(peer))
@@ -377,6 +389,8 @@ class WebRtcLayer:
                 raise ConnectionError("the host's network is not a swarm")
             await conn.start()
             await network.add_conn(conn, direction="outbound" if offerer else "inbound")
+            token = trio.lowlevel.current_trio_token()
+            await bridge.run_coro(_when_ended(pc, lambda: _call_soon(token, self._ended, conn)))
             return True
         except BaseException:
             with trio.CancelScope(shield=True):
@@ -388,6 +402,34 @@ class WebRtcLayer:
                 except Exception:
                     log.debug("closing a failed WebRTC connection failed", exc_info=True)
             raise
+
+
+async def _when_ended(pc: Any, ended: Callable[[], None]) -> None:
+    """Call `ended` once `pc` is closed or failed (at once if it is already), on the bridge's
+    loop, where aiortc fires its events.
+
+    py-libp2p's `WebRTCConnection` never watches its peer connection once connected, so one
+    the peer closed (its DTLS close_notify makes aiortc close ours) or whose path died (ICE
+    consent lapsed) stayed open and listed here: streams opened on it went nowhere, and our
+    path to the peer read "webrtc" for good, e.g. beside the direct connection of a punch that
+    succeeded late, after the other end closed its WebRTC one (`_close_beside_direct`)."""
+    fired = False
+
+    def check() -> None:
+        nonlocal fired
+        if not fired and pc.connectionState in ("closed", "failed"):
+            fired = True
+            ended()
+
+    pc.on("connectionstatechange", check)
+    check()
+
+
+def _call_soon(token: trio.lowlevel.TrioToken, fn: Callable[..., None], *args: Any) -> None:
+    """Schedule `fn(*args)` on the trio thread of `token` from another thread, unless that
+    thread's run has ended (the host stopped)."""
+    with contextlib.suppress(trio.RunFinishedError):
+        token.run_sync_soon(fn, *args)
 
 
 async def _noise_callbacks(channel: Any) -> tuple[Any, Any]:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from libp2p.peer.id import ID
 
-from hearthmesh.node.p2p.webrtc import with_predicted_candidates
+from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.node.p2p.webrtc import is_webrtc, with_predicted_candidates
+from tests.integration.conftest import wait_until
 from tests.node.test_libp2p_host import ECHO, config, echo, hosts
 
 pytestmark = pytest.mark.integration
@@ -47,3 +50,28 @@ async def test_two_hosts_upgrade_to_webrtc_once_and_streams_still_flow() -> None
         async with await a.open_stream(b.peer_id, ECHO) as stream:
             await stream.write_frames([b"over", b"webrtc"])
             assert [await stream.read_frame(), await stream.read_frame()] == [b"over", b"webrtc"]
+
+
+async def test_a_webrtc_connection_its_peer_closes_is_closed_here_too() -> None:
+    """The peer closes its end (as the fallback's offerer does once a punch went direct late):
+    ours closes with it and leaves the paths, so no stream is opened on a dead connection and
+    the direct one carries on alone (SPEC §10.11)."""
+    async with asyncio.timeout(30), hosts(config(1), config(2)) as (a, b):
+        await a.connect(b.listen_addrs[0])
+        await b.wait_connected(a.peer_id)
+        assert await a.upgrade_to_webrtc(b.peer_id)
+        await wait_until(lambda: "webrtc" in b.peer_paths().get(a.peer_id, []))
+
+        async def close_webrtc(host: P2PHost, peer: str) -> int:
+            assert host._host is not None
+            ours = [c for c in host._host.get_network().get_connections(ID.from_base58(peer))]
+            for conn in [c for c in ours if is_webrtc(c)]:
+                await conn.close()
+            return sum(is_webrtc(c) for c in ours)
+
+        assert await b._bridge.run(close_webrtc, b, a.peer_id) == 1
+        await wait_until(lambda: a.peer_paths().get(b.peer_id) == ["direct"])
+        b.set_stream_handler(ECHO, echo)
+        async with await a.open_stream(b.peer_id, ECHO) as stream:
+            await stream.write_frames([b"direct", b"again"])
+            assert [await stream.read_frame(), await stream.read_frame()] == [b"direct", b"again"]
