@@ -10,7 +10,9 @@ measure.
 - across nodes: alice's phone sends, bob's client on node B receives.
 
 Latency is one message at a time (send → the other client's `message` frame); throughput is
-N messages pipelined on one connection until the receiving client has them all.
+N messages pipelined on one connection until the receiving client has them all. Each measured
+phase starts once the one before has drained (every client has every message, alice a receipt
+for each), so no latency sample waits behind the previous burst.
 `*_node_cpu_us_per_msg` is the CPU time each node process used over both plain runs, per
 message (with its receipt): a cost a loaded machine distorts far less than latency. The `deflate_*`
 figures repeat both with three more clients that offer permessage-deflate (RFC 7692), as
@@ -90,9 +92,37 @@ class _Client:
             await self.changed.wait()
 
 
+_SETTLE_S = 60.0
+"""Longest a phase waits for the one before it to drain."""
+
+
+async def _settled(sender: _Client, clients: list[_Client]) -> None:
+    """Until every client has every message the sender sent so far, and the sender a receipt
+    for each: a phase's latencies start on an idle mesh. Without it the first cross-node
+    sample rode behind the same-node burst still on its way to bob (traced: in a 115-message
+    DELIVER batch, 53 ms against a median of 5), and was the whole quick run's p99."""
+    sent = set(sender.sent.values())
+    async with asyncio.timeout(_SETTLE_S):
+        for client in clients:
+
+            def has_all(client: _Client = client) -> bool:
+                return sent <= client.arrived.keys()
+
+            await client.wait(has_all)
+        await sender.wait(lambda: sender.receipts >= len(sent))
+
+
 async def _measure(
-    sender: _Client, receiver: _Client, room: str, *, samples: int, burst: int, tag: str
+    sender: _Client,
+    receiver: _Client,
+    room: str,
+    *,
+    samples: int,
+    burst: int,
+    tag: str,
+    quiet: list[_Client],
 ) -> dict[str, float]:
+    await _settled(sender, quiet)
     latencies: list[float] = []
     for i in range(samples):
         client_id = f"{tag}-l{i}"
@@ -192,6 +222,7 @@ async def _between(
                 laptop = _Client(laptop_ws, alice.user_text, ack=False)
                 bob_client = _Client(bob_ws, bob.user_text, ack=True)
                 readers = [group.create_task(c.read()) for c in (phone, laptop, bob_client)]
+                settle = [laptop, bob_client]
                 tag = "z" if deflate else ""
                 warm_samples, warm_burst = _WARM
                 await _measure(
@@ -201,13 +232,20 @@ async def _between(
                     samples=warm_samples,
                     burst=warm_burst,
                     tag=f"{tag}warm",
+                    quiet=[],
                 )
                 cpu = [process_cpu_s(p.process.pid) for p in (alice, bob)]
                 figures[f"{tag}s"] = await _measure(
-                    phone, laptop, room, samples=samples, burst=burst, tag=f"{tag}s"
+                    phone, laptop, room, samples=samples, burst=burst, tag=f"{tag}s", quiet=settle
                 )
                 figures[f"{tag}c"] = await _measure(
-                    phone, bob_client, room, samples=samples, burst=burst, tag=f"{tag}c"
+                    phone,
+                    bob_client,
+                    room,
+                    samples=samples,
+                    burst=burst,
+                    tag=f"{tag}c",
+                    quiet=settle,
                 )
                 if not deflate:  # every message of both runs goes to bob's node too
                     sent = 2 * (samples + burst)
