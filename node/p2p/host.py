@@ -239,7 +239,6 @@ class _LibP2PStream:
 
     def __init__(self, stream: INetStream) -> None:
         self._stream = stream
-        release_credit_in_half_windows(getattr(stream, "muxed_stream", None))
 
     async def read(self, max_bytes: int) -> bytes:
         try:
@@ -271,7 +270,8 @@ RECONCILE_S: Final = 1.0
 
 
 class _ConnectionTracker(INotifee):
-    """Mirrors the set of connected peers to asyncio (counted per connection).
+    """Mirrors the set of connected peers to asyncio (counted per connection), and gives every
+    stream the swarm adds the half-window credit rule (`node.p2p.yamux`, SPEC §10.1).
 
     libp2p's `connected`/`disconnected` calls alone do not keep the count: it notifies a close
     at its end, after awaits, so a close cancelled on the way never reports, and it drops a
@@ -295,7 +295,11 @@ class _ConnectionTracker(INotifee):
         self._paths: dict[INetConn, str | None] = {}
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
+        # Awaited by the swarm before the stream reaches its opener or handler, so before its
+        # first read; libp2p's own streams too (kad-dht walks, gossipsub, identify), which
+        # otherwise sent a WINDOW_UPDATE after nearly every read: on a group's creator walking
+        # the DHT for absent members, half the socket writes of an idle minute.
+        release_credit_in_half_windows(getattr(stream, "muxed_stream", None))
 
     async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
         pass
