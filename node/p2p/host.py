@@ -41,7 +41,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP
 
-from hearthmesh.node.p2p.addresses import expand_unspecified, interface_ipv4s
+from hearthmesh.node.p2p.addresses import dialable_addrs
 from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
 from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.circuit_relay import CircuitRelayLayer, relay_of
@@ -538,7 +538,7 @@ class P2PHost:
                             listening = [
                                 f"{a}/p2p/{self.peer_id}" for a in host.get_transport_addrs()
                             ]
-                            self._direct_addrs = expand_unspecified(listening, interface_ipv4s())
+                            self._direct_addrs = dialable_addrs(listening)
                             self.listen_addrs = list(self._direct_addrs)
                             upnp = (
                                 self._upnp.running(lambda: _transport_addrs(host))
@@ -572,7 +572,7 @@ class P2PHost:
         # mapping that drops new connections (each dial of it waits out libp2p's 10 s).
         host = self._host
         listening = candidates if host is None else host.get_transport_addrs()
-        expanded = expand_unspecified([str(a) for a in listening], interface_ipv4s())
+        expanded = dialable_addrs([str(a) for a in listening])
         mapped = [a.rsplit("/p2p/", 1)[0] for a in self._mapped_addrs]
         return [multiaddr.Multiaddr(a) for a in mapped + expanded]
 
