@@ -75,7 +75,9 @@ class NodeConfig:
     sync_interval_ms: int = 60_000
     """How often this node reconciles its rooms with its user's other homes (ARCHITECTURE §8)."""
     retry_poll_ms: int = 200
-    """Longest sleep of the delivery worker between looks at the outbox."""
+    """First wait of the delivery worker between looks at the stored outbox when nothing is
+    known to come due; it doubles while looks find nothing, up to 2 s. The worker also wakes
+    when the store's next entry comes due and whenever one is queued."""
     ack_timeout_ms: int = 10_000
     """How long a delivered batch may wait for its ack before every connection to that home
     is closed and the next try dials afresh (SPEC §11.5.2)."""

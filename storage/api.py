@@ -541,6 +541,11 @@ class Outbox(Protocol):
         """
         ...
 
+    def next_due_ms(self) -> int | None:
+        """When the earliest queued entry comes due, leased ones included (parked ones are
+        not queued); None if none is queued. The pump sleeps until then rather than polling."""
+        ...
+
     def ack(self, destination: bytes, message_id: bytes) -> bool:
         """The destination stored it: remove the entry. False if there was none."""
         ...

@@ -41,6 +41,7 @@ __all__ = [
     "destinations_txn",
     "enqueue_many_txn",
     "enqueue_txn",
+    "next_due_txn",
     "park_many_txn",
     "park_new_txn",
     "parked_destinations_txn",
@@ -111,6 +112,13 @@ def take_due_txn(txn: KvTxn, now_ms: int, limit: int, lease_ms: int) -> list[Out
             )
         )
     return entries
+
+
+def next_due_txn(txn: KvTxn) -> int | None:
+    """When the earliest queued entry comes due (leased ones included), None if none is
+    queued: one seek, the queue being keyed by that time."""
+    first = next(txn.scan(Table.OUTBOX_QUEUE, b"", KEY_END), None)
+    return None if first is None else decode_outbox_queue_key(first[0])[0]
 
 
 def _locate_txn(txn: KvTxn, destination: bytes, message_id: bytes) -> tuple[Table, bytes] | None:

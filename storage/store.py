@@ -219,6 +219,11 @@ class KvStore:
         """Hand out due entries, counting an attempt and leasing each for `lease_ms`."""
         return self._engine.write(lambda txn: outbox.take_due_txn(txn, now_ms, limit, lease_ms))
 
+    def next_due_ms(self) -> int | None:
+        """When the earliest queued entry comes due (leased ones included); None if none."""
+        with self._engine.read() as txn:
+            return outbox.next_due_txn(txn)
+
     def ack(self, destination: bytes, message_id: bytes) -> bool:
         """Remove a delivered entry."""
         return self.ack_many(destination, [message_id]) == 1

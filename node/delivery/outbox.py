@@ -68,6 +68,15 @@ log = logging.getLogger(__name__)
 _ALL: Final = 1 << 40
 """`unpark` limit meaning every entry."""
 
+IDLE_POLL_MAX_MS: Final = 2_000
+"""Longest wait between two looks at the stored outbox when nothing is known to come due.
+The pump sleeps until the store's next due entry (`Store.next_due_ms`), and every writer of
+entries due sooner wakes it (`wake`); this look is only a backstop, so it backs off from
+`poll_ms`, doubling while looks find nothing: an idle node looked 5 times a second (20 with
+the tests' 50 ms), each a write batch."""
+
+_NEVER_MS: Final = 1 << 62
+
 
 class OutboxWorker:
     """Drains the outbox; owned by the node's task group (`run` until cancelled)."""
@@ -101,6 +110,9 @@ class OutboxWorker:
         """Set to end the loop's sleep: rows to take, or a timer earlier than it sleeps until."""
         self._take_asked = False
         self._sleeping_until_ms: int | None = None
+        self._due_ms = _NEVER_MS
+        """When the earliest entry in the store comes due, as far as this pump knows: read
+        with each take, lowered by each reschedule it performs."""
         self._machine: OutboxMachine[OutboxEntry] = self._new_machine()
         self._group: asyncio.TaskGroup | None = None
         self._hops = RelayHops(deliver=links.deliver, choose=relays.choose, spawn=self._spawn)
@@ -208,38 +220,52 @@ class OutboxWorker:
                 restored = await store.read(store.store.parked_destinations)
                 self._marked.update(restored)  # some of them may hold markers
                 self._machine.restored(restored)
-                take_now, next_poll_ms = True, 0
+                take_now, next_poll_ms, empty_looks = True, 0, 0
                 while True:
                     self._nudge.clear()
                     await self._perform(self._machine.handle_timer(self._clock.now_ms()))
                     now_ms = self._clock.now_ms()
-                    if take_now or self._take_asked or now_ms >= next_poll_ms:
-                        self._take_asked = False
-                        take_now = await self._take(now_ms)
-                        next_poll_ms = now_ms + self._poll_ms
+                    if take_now or self._take_asked or now_ms >= min(next_poll_ms, self._due_ms):
+                        asked, self._take_asked = self._take_asked, False
+                        take_now, took = await self._take(now_ms)
+                        empty_looks = 0 if took or asked else min(empty_looks + 1, 16)
+                        backstop_ms = max(self._poll_ms, IDLE_POLL_MAX_MS)
+                        next_poll_ms = now_ms + min(self._poll_ms << empty_looks, backstop_ms)
                     if not take_now and not self._take_asked:
-                        await self._sleep(next_poll_ms)
+                        await self._sleep(min(next_poll_ms, self._due_ms))
         finally:
             self._group = None
             with contextlib.suppress(HearthError):
                 # a clean stop leaves no stale rows, and none leased: a restart takes them at once
                 await self._perform(self._machine.stop(self._now()))
 
-    async def _take(self, now_ms: int) -> bool:
-        """Take due rows into the machine; True if it took a full load (take again at once)."""
+    async def _take(self, now_ms: int) -> tuple[bool, bool]:
+        """Take due rows into the machine and learn when the next one comes due; returns (a
+        full load was taken: take again at once, any row was taken)."""
         wanted = self._machine.entries_wanted()
         if not wanted:
-            return False  # the hand is full: a batch that leaves it wakes the loop (TakeMore)
+            return False, False  # the hand is full: a batch that leaves it wakes us (TakeMore)
         store = self._store
         machine = self._machine
         due_by_ms = machine.due_by_ms(now_ms)
         lease_ms = machine.lease_due_ms(now_ms) - due_by_ms  # leased from now, however far due
-        entries = await store.run(
-            store.store.take_due, now_ms=due_by_ms, limit=wanted, lease_ms=max(0, lease_ms)
+        self._due_ms = _NEVER_MS  # a reschedule performed meanwhile lowers it again
+        entries, next_due_ms = await store.run(
+            _take_due, store.store, now_ms=due_by_ms, limit=wanted, lease_ms=max(0, lease_ms)
         )
+        if next_due_ms is not None:
+            self._due_ms = min(self._due_ms, next_due_ms)
         machine.taken(len(entries), wanted)
         self._serve_all(machine.entries_ready(entries))
-        return len(entries) == wanted
+        return len(entries) == wanted, bool(entries)
+
+    def _due_at(self, due_ms: int) -> None:
+        """Rows were put back in the store due at `due_ms`: wake for them then, not later."""
+        if due_ms < self._due_ms:
+            self._due_ms = due_ms
+            sleeping_until = self._sleeping_until_ms
+            if sleeping_until is not None and due_ms < sleeping_until:
+                self._nudge.set()
 
     async def _sleep(self, next_poll_ms: int) -> None:
         """Until the next poll, the machine's timer or a nudge, whichever comes first."""
@@ -303,6 +329,7 @@ class OutboxWorker:
                     self._delivered(command)
                 case Reschedule(destination=destination, plan=plan, error=error):
                     await store.run(store.store.reschedule_many, destination, plan, error=error)
+                    self._due_at(min(due for _, due in plan))
                     wait_ms = max(due for _, due in plan) - self._now()
                     if wait_ms > self._probe_max_ms:  # longer than an outage would wait
                         log.info(
@@ -447,6 +474,13 @@ class OutboxWorker:
 def _name(destination: bytes) -> str:
     own_home = destination_peer(destination)
     return f"our home {own_home[-8:]}" if own_home else f"home of {destination.hex()[:12]}"
+
+
+def _take_due(
+    store: Store, *, now_ms: int, limit: int, lease_ms: int
+) -> tuple[list[OutboxEntry], int | None]:
+    """One write batch: the due rows, and when the first row left comes due."""
+    return store.take_due(now_ms=now_ms, limit=limit, lease_ms=lease_ms), store.next_due_ms()
 
 
 def _ack_all(store: Store, acked: Mapping[bytes, tuple[MessageId, ...]]) -> None:

@@ -41,7 +41,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP
 
-from hearthmesh.node.p2p.addresses import expand_unspecified, interface_ipv4s
+from hearthmesh.node.p2p.addresses import dialable_addrs
 from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
 from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.circuit_relay import CircuitRelayLayer, relay_of
@@ -239,7 +239,6 @@ class _LibP2PStream:
 
     def __init__(self, stream: INetStream) -> None:
         self._stream = stream
-        release_credit_in_half_windows(getattr(stream, "muxed_stream", None))
 
     async def read(self, max_bytes: int) -> bytes:
         try:
@@ -271,7 +270,8 @@ RECONCILE_S: Final = 1.0
 
 
 class _ConnectionTracker(INotifee):
-    """Mirrors the set of connected peers to asyncio (counted per connection).
+    """Mirrors the set of connected peers to asyncio (counted per connection), and gives every
+    stream the swarm adds the half-window credit rule (`node.p2p.yamux`, SPEC §10.1).
 
     libp2p's `connected`/`disconnected` calls alone do not keep the count: it notifies a close
     at its end, after awaits, so a close cancelled on the way never reports, and it drops a
@@ -295,7 +295,11 @@ class _ConnectionTracker(INotifee):
         self._paths: dict[INetConn, str | None] = {}
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
+        # Awaited by the swarm before the stream reaches its opener or handler, so before its
+        # first read; libp2p's own streams too (kad-dht walks, gossipsub, identify), which
+        # otherwise sent a WINDOW_UPDATE after nearly every read: on a group's creator walking
+        # the DHT for absent members, half the socket writes of an idle minute.
+        release_credit_in_half_windows(getattr(stream, "muxed_stream", None))
 
     async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
         pass
@@ -534,7 +538,7 @@ class P2PHost:
                             listening = [
                                 f"{a}/p2p/{self.peer_id}" for a in host.get_transport_addrs()
                             ]
-                            self._direct_addrs = expand_unspecified(listening, interface_ipv4s())
+                            self._direct_addrs = dialable_addrs(listening)
                             self.listen_addrs = list(self._direct_addrs)
                             upnp = (
                                 self._upnp.running(lambda: _transport_addrs(host))
@@ -568,7 +572,7 @@ class P2PHost:
         # mapping that drops new connections (each dial of it waits out libp2p's 10 s).
         host = self._host
         listening = candidates if host is None else host.get_transport_addrs()
-        expanded = expand_unspecified([str(a) for a in listening], interface_ipv4s())
+        expanded = dialable_addrs([str(a) for a in listening])
         mapped = [a.rsplit("/p2p/", 1)[0] for a in self._mapped_addrs]
         return [multiaddr.Multiaddr(a) for a in mapped + expanded]
 

@@ -12,8 +12,9 @@ to 0.81 ms without.
 bytes are credited back to the peer once they reach half the target window (128 KiB at first),
 so the sender never stalls (it may still have half a window in flight) and a small frame
 costs no update at all; py-libp2p's window auto-tuning still grows the window of a bulk flow.
-Only streams this node opens or accepts are changed. In-process `bench p2p`: round trip p50
-from 1.62 to 1.72 ms down to 1.10 to 1.25 ms, frames/s up 10 to 40 %.
+In-process `bench p2p`: round trip p50 from 1.62 to 1.72 ms down to 1.10 to 1.25 ms, frames/s
+up 10 to 40 %. The host gives the rule to every stream its swarm adds, libp2p's own (kad-dht,
+gossipsub, identify) included: a DHT walk for a user known nowhere cost 20-30 % less CPU.
 """
 
 from __future__ import annotations

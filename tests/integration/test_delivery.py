@@ -193,3 +193,15 @@ async def test_a_full_hand_takes_more_as_soon_as_a_batch_is_delivered(
             async with make_node("alice", retry_poll_ms=60_000):
                 received = await arriving
             assert [e.message_id for e in received] == [e.message_id for e in sent]
+
+
+async def test_an_idle_outbox_is_not_polled_at_its_first_interval(make_node: NodeFactory) -> None:
+    """With nothing due, the worker sleeps until the store's next due entry or a wake, and its
+    backstop look backs off from `retry_poll_ms` (50 ms here) to 2 s: an idle node made some
+    15 write batches a second for looks that found nothing. Counted, not timed: a loaded
+    machine makes fewer looks, never more."""
+    async with asyncio.timeout(20), make_node("idle") as node:
+        await asyncio.sleep(1)  # the start's writes, and the first backed-off looks
+        before = node.store.batches_committed
+        await asyncio.sleep(2)
+        assert node.store.batches_committed - before <= 4

@@ -263,3 +263,17 @@ async def test_a_tampered_answer_is_discarded_and_the_gap_is_asked_for_again(
         assert asked[0].first_seq == 1 and asked[1].first_seq == 2
         stored = await carol.get_event(sent[1].message_id)
         assert stored is not None and stored.wire == sent[1].wire
+
+
+async def test_with_nothing_held_a_look_for_gaps_costs_no_write_batch(
+    make_node: NodeFactory,
+) -> None:
+    """A gap holds a later envelope back: with none held there is none to find, and the look
+    (every `gap_grace_ms` / 4) must not hop through a write batch for nothing."""
+    async with asyncio.timeout(20), make_node("idle", retry_poll_ms=60_000) as node:
+        gaps = node._services.gaps
+        await asyncio.sleep(0.3)  # what the start wrote is committed
+        before = node.store.batches_committed
+        for _ in range(20):
+            await gaps.check()
+        assert node.store.batches_committed == before

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from hearthmesh.node.p2p.addresses import expand_unspecified, interface_ipv4s
+import psutil  # type: ignore[import-untyped]
+import pytest
+
+from hearthmesh.node.p2p.addresses import dialable_addrs, expand_unspecified, interface_ipv4s
 
 PEER = "/p2p/12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"
 
@@ -27,3 +30,22 @@ def test_duplicates_are_dropped() -> None:
 def test_interface_addresses_leave_loopback_out_where_there_is_another() -> None:
     ips = interface_ipv4s()
     assert ips and (all(not ip.startswith("127.") for ip in ips) or ips == ["127.0.0.1"])
+
+
+def test_interfaces_are_read_only_when_an_address_needs_expanding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reads: list[int] = []
+    real = psutil.net_if_addrs
+
+    def counted() -> object:
+        reads.append(1)
+        return real()
+
+    monkeypatch.setattr(psutil, "net_if_addrs", counted)
+    specified = [f"/ip4/127.0.0.1/tcp/1{PEER}", f"/ip4/203.0.113.9/tcp/2{PEER}"]
+    assert dialable_addrs(specified) == specified
+    assert reads == []  # libp2p asks on every publish: no OS read for nothing
+    unspecified = [f"/ip4/0.0.0.0/tcp/1{PEER}"]
+    assert dialable_addrs(unspecified) == expand_unspecified(unspecified, interface_ipv4s())
+    assert len(reads) == 2

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+from libp2p.peer.id import ID
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
 
 from hearthmesh.node.p2p.frame_stream import FrameStream
@@ -65,6 +66,44 @@ async def test_small_frames_cost_no_window_update_and_half_a_window_returns_cred
                 credited = True
                 break
         assert credited
+
+
+def _gossip_stream_to(host: P2PHost, peer_id: str) -> YamuxStream:
+    """The gossipsub stream `host` opened to `peer_id` (it writes there, and reads the one the
+    peer opened): libp2p opens it itself, never through our API."""
+    network = host._host.get_network()  # type: ignore[union-attr]
+    for conn in network.connections[ID.from_base58(peer_id)]:
+        for stream in conn.get_streams():
+            if str(stream.get_protocol()).startswith("/meshsub/"):
+                muxed = getattr(stream, "muxed_stream", None)
+                assert isinstance(muxed, YamuxStream)
+                if muxed.is_initiator:
+                    return muxed
+    raise AssertionError("no gossipsub stream")
+
+
+async def test_libp2ps_own_streams_return_credit_in_half_windows_too() -> None:
+    """Gossipsub's stream (as kad-dht's walks and identify's) is opened by libp2p, not by us:
+    its reader, too, returns no credit for small frames (SPEC §10.1)."""
+    topic = "hearthmesh/test/credit"
+    async with (
+        asyncio.timeout(30),
+        P2PHost(HostConfig(identity_seed=bytes([0x35]) * 32)) as a,
+        P2PHost(HostConfig(identity_seed=bytes([0x36]) * 32)) as b,
+    ):
+        await a.connect(b.listen_addrs[0])
+        sub = await b.subscribe(topic)
+        await a.subscribe(topic)
+        await a.wait_for_mesh_peer(topic, b.peer_id)
+        await a.publish(topic, b"first")
+        assert (await sub.get()).data == b"first"
+        stream = _gossip_stream_to(a, b.peer_id)
+        before = stream.send_window
+        for n in range(100):
+            await a.publish(topic, n.to_bytes(2, "big") + os.urandom(300))
+            await sub.get()
+        # b read all 100 messages, yet returned no credit: a's send window only shrank.
+        assert stream.send_window <= before - 100 * 300
 
 
 async def test_frames_larger_than_the_window_still_flow_both_ways() -> None:

@@ -252,6 +252,24 @@ def test_outbox_take_lease_ack_reschedule(store: KvStore) -> None:
     assert [(e.destination, e.attempts) for e in leased_out] == [(DEST_1, 3), (DEST_2, 2)]
 
 
+def test_next_due_is_the_earliest_queued_entry_leased_or_rescheduled_not_parked(
+    store: KvStore,
+) -> None:
+    assert store.next_due_ms() is None
+    a, b = make_envelope(seq=1), make_envelope(seq=2, wall_ms=1_001)
+    store.append(AppendRequest(envelope=a, outbox_to=(DEST_1,), next_attempt_ms=100))
+    store.append(AppendRequest(envelope=b, outbox_to=(DEST_2,), next_attempt_ms=70))
+    assert store.next_due_ms() == 70
+    store.take_due(now_ms=70, limit=10, lease_ms=1_000)  # b leased until 1_070
+    assert store.next_due_ms() == 100
+    store.reschedule(DEST_2, b.message_id, next_attempt_ms=90, error=None)
+    assert store.next_due_ms() == 90
+    store.park_many(DEST_2, [b.message_id])
+    assert store.next_due_ms() == 100
+    store.ack(DEST_1, a.message_id)
+    assert store.next_due_ms() is None
+
+
 def test_outbox_ack_and_reschedule_many_in_one_call(store: KvStore) -> None:
     envelopes = [make_envelope(seq=i, wall_ms=1_000 + i) for i in range(1, 5)]
     for env in envelopes:
