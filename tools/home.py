@@ -19,7 +19,7 @@ from hearthmesh.protocol.actions import MAX_RECALL_WINDOW_MS
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.tools.bench.loop_lag import watch_loop
-from hearthmesh.tools.process_tuning import freeze_startup_objects, tune_process
+from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 from hearthmesh.tools.settings import HomeSettings, SettingsError, parse_api
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ def run_node(settings: HomeSettings) -> int:
     )
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     logging.getLogger("multiaddr").setLevel(logging.WARNING)  # a line per address parsed
-    tune_process()
+    tune_collector()
     try:
         asyncio.run(_serve(settings, started))
     except HearthError as exc:

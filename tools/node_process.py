@@ -26,7 +26,7 @@ from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.errors import HearthError
-from hearthmesh.tools.process_tuning import freeze_startup_objects, tune_process
+from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 
 __all__ = [
     "HomeProcess",
@@ -256,7 +256,7 @@ def main() -> None:
     parser.add_argument("--report", action="store_true")
     parser.add_argument("--listen", help="a multiaddr to listen on instead of --port")
     args = parser.parse_args()
-    tune_process()
+    tune_collector()
     asyncio.run(
         serve(args.data_dir, args.port, args.connect, report=args.report, listen=args.listen)
     )

@@ -71,6 +71,8 @@ def test_bench_codec_prints_one_json_object() -> None:
     assert figures["benchmark"] == "codec"
     assert figures["encode_per_s"] > 0 and figures["decode_per_s"] > 0
     assert figures["machine"]["cpu_count"] >= 1
+    load = figures["machine"]["load_1min"]  # the run's figures come with the machine's load
+    assert load["before"] >= 0 and load["after"] >= 0
 
 
 @pytest.mark.slow

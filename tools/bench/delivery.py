@@ -1,6 +1,6 @@
 """`hearthmesh bench delivery`: send-to-stored-ack latency and durable throughput, two processes.
 
-The sender node runs in this process, tuned as a node process is (`tools/process_tuning.py`); the
+The sender node runs in this process, tuned as a node process is (`tools/process_gc.py`); the
 recipient's home node is a child process (`hearthmesh.tools.node_process`). Latency is from
 `Node.send` being called (it returns once the message is durable on the sender's node) to the
 recipient home node's signed STORED ack arriving back (`DeliveredToHome`), one message at a
@@ -25,7 +25,7 @@ from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.tools.bench.stats import percentile, process_rss_mb
 from hearthmesh.tools.node_process import free_port, spawn_node
-from hearthmesh.tools.process_tuning import freeze_startup_objects, tune_process
+from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 
 __all__ = ["run"]
 
@@ -107,5 +107,5 @@ class _AckWatch:
 
 def run(quick: bool) -> dict[str, Any]:
     """Figures for `hearthmesh bench delivery`."""
-    tune_process()
+    tune_collector()
     return asyncio.run(_measure(quick))

@@ -1,6 +1,6 @@
 """`hearthmesh bench fanout`: one sender, a group room of 10 nodes (each its own process).
 
-The sender runs in this process, tuned as a node process is (`tools/process_tuning.py`).
+The sender runs in this process, tuned as a node process is (`tools/process_gc.py`).
 
 `fanout_*`: from `Node.send` to a member's home node taking the message in (whichever path is
 first, gossip or the direct stream), over every (message, member) pair, read from each
@@ -27,7 +27,7 @@ from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.tools.bench.stats import percentile, process_rss_mb
 from hearthmesh.tools.node_process import NodeProcess, free_port, spawn_node
-from hearthmesh.tools.process_tuning import freeze_startup_objects, tune_process
+from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 
 __all__ = ["run"]
 
@@ -128,5 +128,5 @@ async def _measure(quick: bool) -> dict[str, Any]:
 
 def run(quick: bool) -> dict[str, Any]:
     """Figures for `hearthmesh bench fanout`."""
-    tune_process()
+    tune_collector()
     return asyncio.run(_measure(quick))

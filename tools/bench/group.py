@@ -34,7 +34,7 @@ from hearthmesh.protocol.actions import RECALL_CONTENT_TYPE, Recall, encode_reca
 from hearthmesh.protocol.envelope import Kind, RoomId
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.tools.bench.stats import percentile, process_rss_mb
-from hearthmesh.tools.process_tuning import tune_process
+from hearthmesh.tools.process_gc import tune_collector
 
 __all__ = ["MAX_MEMBERS", "MEMBERS_ENV", "REAL_NODES", "run"]
 
@@ -165,5 +165,5 @@ async def _measure(quick: bool) -> dict[str, Any]:
 
 def run(quick: bool) -> dict[str, Any]:
     """Figures for `hearthmesh bench group`."""
-    tune_process()
+    tune_collector()
     return asyncio.run(_measure(quick))

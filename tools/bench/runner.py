@@ -73,6 +73,11 @@ def run_bench(name: str | None, *, list_only: bool, quick: bool) -> int:
         return 2
     module_name, _, function = BENCHMARKS[name].partition(":")
     run: BenchFn = getattr(importlib.import_module(module_name), function or "run")
+    load_before = os.getloadavg()[0]
     figures = run(quick)
-    print(json.dumps({"benchmark": name, "quick": quick, **figures, "machine": machine_facts()}))
+    machine = machine_facts()
+    # A shared machine's latency figures mean little without its load (four runs at once are
+    # common): the 1-minute load average as the run started and as it ended.
+    machine["load_1min"] = {"before": load_before, "after": os.getloadavg()[0]}
+    print(json.dumps({"benchmark": name, "quick": quick, **figures, "machine": machine}))
     return 0
