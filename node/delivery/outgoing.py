@@ -181,10 +181,14 @@ class Outgoing:
             return Sealed(envelope=envelope, members=members, to=to, acts_on=acts_on)
         # Nothing awaits between the encryption and the sequence numbers: sends seal in the
         # order they were encrypted, so a session's ROOM_KEY precedes every message using it.
-        # So who may get its shares addressed is asked first, for every member (it awaits
-        # only when a home is due to be asked, SPEC §20.7).
+        # So who may get its shares addressed is asked first, for every member, when the send
+        # may carry shares (it awaits only when a home is due to be asked, SPEC §20.7); one
+        # that then carries shares all the same (a session started ahead) sends them in the
+        # form before, which every home takes.
         await self._load_seq(room)
-        keys_to = await self._revisions.speakers(members, Level.ADDRESSED_ROOM_KEYS)
+        keys_to: frozenset[UserId] = frozenset()
+        if self._encryption.may_share(room, members):
+            keys_to = await self._revisions.speakers(members, Level.ADDRESSED_ROOM_KEYS)
         encryption = await self._encryption.encrypt(room, members, content_type, body)
         room_keys = self._seal_keys(room, encryption, keys_to)
         seq = UNSEQUENCED if addressed else self._next(room)

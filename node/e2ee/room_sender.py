@@ -248,6 +248,19 @@ class RoomSender:
             self._preparing.discard(room)
             self._serve_queue(room)
 
+    def may_share(self, room: RoomId, members: Set[UserId]) -> bool:
+        """Might the next send in `room` carry shares of a session's key (a session to start,
+        a device that lacks the key, a session started ahead, sends queued)? `Outgoing` asks
+        the homes which form the shares may take only then (SPEC §27.5.3): a send with a
+        ready session must not wait on a member's home."""
+        outbound = self._rooms.get(room)
+        return (
+            outbound is None
+            or room in self._queues
+            or bool(self._ready.get(room))
+            or self._needs_work(outbound, members)
+        )
+
     def _resumed(self, room: RoomId) -> None:
         """A queued send woke with its encryption (and seals it now): once all have, the
         sends queued behind them are served."""
