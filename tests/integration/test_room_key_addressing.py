@@ -24,7 +24,7 @@ from hearthmesh.protocol.identity import DeviceId, UserId, encode_certificate
 from hearthmesh.storage.api import Direction
 from hearthmesh.tools.hostile.peer import HostilePeer
 
-from .api_helpers import group_of_three, home, link
+from .api_helpers import GroupOfThree, group_of_three
 from .conftest import NodeFactory, collect
 from .test_e2ee_canary import direct_room
 
@@ -52,31 +52,44 @@ def _recipients(keys: list[Envelope]) -> set[DeviceId]:
     return {s.recipient for k in keys for s in e2ee.decode_room_key_shares(k.body).shares}
 
 
+def _nobody_charged(group: GroupOfThree) -> None:
+    homes = group.homes
+    for one in homes:
+        for other in homes:
+            if other is not one:
+                assert one.node.peer_points(other.node.peer_id) == 0
+
+
+async def _alice_says_hello(group: GroupOfThree) -> tuple[RoomId, list[Envelope], list[Envelope]]:
+    """alice sends one message; once bob's and carol's clients show it, the room and alice's
+    ROOM_KEY envelopes on bob's and on carol's home."""
+    alice_ws, bob_ws, carol_ws = group.sockets
+    room = group.room
+    await alice_ws.send(event="send", room_id=room, message="hello all", client_id="k1")
+    await alice_ws.next("message_sent")
+    for ws in (bob_ws, carol_ws):
+        shown = await ws.next("message", lambda f: f.get("room_id") == room)
+        assert shown["message"] == "hello all"
+    a, b, c = group.homes
+    group_room = RoomId(bytes.fromhex(room))
+    on_bob = await _room_keys(b.node, group_room, a.node.user_id)
+    on_carol = await _room_keys(c.node, group_room, a.node.user_id)
+    return group_room, on_bob, on_carol
+
+
 async def test_each_members_home_stores_its_own_users_shares_alone_unsequenced(
     tmp_path: Path,
 ) -> None:
     async with asyncio.timeout(90), group_of_three(tmp_path) as group:
+        room, on_bob, on_carol = await _alice_says_hello(group)
         a, b, c = group.homes
-        alice_ws, bob_ws, carol_ws = group.sockets
-        room = group.room
-        await alice_ws.send(event="send", room_id=room, message="hello all", client_id="k1")
-        await alice_ws.next("message_sent")
-        for ws in (bob_ws, carol_ws):
-            shown = await ws.next("message", lambda f: f.get("room_id") == room)
-            assert shown["message"] == "hello all"
-        group_room, alice = RoomId(bytes.fromhex(room)), a.node.user_id
         bobs, carols = _devices(b.node), _devices(c.node)
-        on_bob = await _room_keys(b.node, group_room, alice)
-        on_carol = await _room_keys(c.node, group_room, alice)
         assert on_bob and on_carol
         assert all(k.seq == UNSEQUENCED for k in on_bob + on_carol)
         assert _recipients(on_bob) == bobs  # never a share of carol's devices
         assert _recipients(on_carol) == carols
-        assert _recipients(await _room_keys(a.node, group_room, alice)) == bobs | carols
-        for one in (a, b, c):
-            for other in (a, b, c):
-                if other is not one:
-                    assert one.node.peer_points(other.node.peer_id) == 0
+        assert _recipients(await _room_keys(a.node, room, a.node.user_id)) == bobs | carols
+        _nobody_charged(group)
 
 
 async def test_a_home_that_does_not_advertise_addressed_room_keys_gets_the_sequenced_form(
@@ -85,41 +98,15 @@ async def test_a_home_that_does_not_advertise_addressed_room_keys_gets_the_seque
     """carol's home withholds the level: alice's shares for carol's devices go in a sequenced
     ROOM_KEY to every member (bob's home stores it too), bob's are addressed to his homes
     alone; every message opens on both, and nobody is charged (SPEC §20.7)."""
-    async with (
-        asyncio.timeout(90),
-        home(tmp_path / "a") as a,
-        home(tmp_path / "b") as b,
-        home(tmp_path / "c", withheld_levels=frozenset({Level.ADDRESSED_ROOM_KEYS})) as c,
-    ):
-        for one, other in ((a, b), (a, c), (b, c)):
-            await link(one, other)
-        bob, carol = [(await h.status())["user_id"] for h in (b, c)]
-        async with a.socket() as alice_ws, b.socket() as bob_ws, c.socket() as carol_ws:
-            group = await a.client.call(
-                "POST", "/v1/groups", {"name": "mixed", "members": [bob, carol]}
-            )
-            room = group["id"]
-            for ws in (bob_ws, carol_ws):
-                await ws.next(
-                    "membership", lambda f: f["room_id"] == room and len(f["members"]) == 3
-                )
-            await alice_ws.send(event="send", room_id=room, message="to both", client_id="m1")
-            await alice_ws.next("message_sent")
-            for ws in (bob_ws, carol_ws):
-                shown = await ws.next("message", lambda f: f.get("room_id") == room)
-                assert shown["message"] == "to both"
-        group_room, alice = RoomId(bytes.fromhex(room)), a.node.user_id
-        bobs, carols = _devices(b.node), _devices(c.node)
-        on_bob = await _room_keys(b.node, group_room, alice)
-        on_carol = await _room_keys(c.node, group_room, alice)
+    withheld = frozenset({Level.ADDRESSED_ROOM_KEYS})
+    async with asyncio.timeout(90), group_of_three(tmp_path, withheld_levels=withheld) as group:
+        _, on_bob, on_carol = await _alice_says_hello(group)
+        _, b, c = group.homes
         sequenced = [k for k in on_bob if k.seq != UNSEQUENCED]
-        assert _recipients(sequenced) == carols
-        assert _recipients([k for k in on_bob if k.seq == UNSEQUENCED]) == bobs
+        assert _recipients(sequenced) == _devices(c.node)
+        assert _recipients([k for k in on_bob if k.seq == UNSEQUENCED]) == _devices(b.node)
         assert on_carol == sequenced  # the addressed key of bob's never reaches carol's home
-        for one in (a, b, c):
-            for other in (a, b, c):
-                if other is not one:
-                    assert one.node.peer_points(other.node.peer_id) == 0
+        _nobody_charged(group)
 
 
 async def test_a_key_delivered_after_its_messages_shows_them_in_their_senders_order(
