@@ -19,13 +19,15 @@ from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.delivery import BatchItem
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
+from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.protocol.home_record import decode_home_record
 from hearthmesh.protocol.identity import DeviceId, UserId, encode_certificate
+from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.storage.api import Direction
 from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .api_helpers import GroupOfThree, group_of_three
-from .conftest import NodeFactory, collect
+from .conftest import NodeFactory, collect, wait_until
 from .test_e2ee_canary import direct_room
 
 pytestmark = pytest.mark.integration
@@ -143,3 +145,48 @@ async def test_a_key_delivered_after_its_messages_shows_them_in_their_senders_or
             assert await deliver(wires[count:]) == ["STORED"]
             received = await shown
     assert [e.envelope.body for e in received] == [f"m{i}".encode() for i in range(count)]
+
+
+async def test_a_room_key_delivered_or_gossiped_where_it_is_not_addressed_is_refused_and_charged(
+    make_node: NodeFactory,
+) -> None:
+    """Mallory's addressed ROOM_KEY holds a share for her own device alone and is delivered to
+    bob's home: refused NOT_ADDRESSED, nothing stored, mallory charged; the same on the room's
+    gossip topic is dropped by the topic check and charged too (SPEC §27.5.3)."""
+    async with asyncio.timeout(30), make_node("bob") as bob, HostilePeer() as mallory:
+        await mallory.connect(bob.listen_addrs[0])
+        room = await bob.open_direct(UserId(mallory.user_id))  # bob follows the room's topic
+        forge = mallory.forge
+        hers = forge.message(room, "hi bob", now_ms=mallory.now_ms())
+        assert await mallory.deliver_wires(bob.peer_id, [hers.wire], bob.user_id) == ["STORED"]
+        device = forge.stranger.device
+        bundle = e2ee.issue_key_bundle(
+            device, identity_key=b"i" * 32, fallback_key=b"f" * 32, issued_ms=mallory.now_ms()
+        )
+        share = e2ee.Share(recipient=DeviceId(device.public), olm_kind=0, ciphertext=b"c" * 64)
+        shares = e2ee.RoomKeyShares(sender_bundle=bundle, shares=(share,))
+        body = e2ee.encode_room_key_shares(shares)
+
+        def room_key() -> Envelope:
+            return forge.seal(
+                Kind.ROOM_KEY,
+                room,
+                body,
+                now_ms=mallory.now_ms(),
+                content_type=e2ee.ROOM_KEY_CONTENT_TYPE,
+            )
+
+        delivered = room_key()
+        assert delivered.seq == UNSEQUENCED
+        outcome = await mallory.deliver_wires(bob.peer_id, [delivered.wire], bob.user_id)
+        assert outcome == ["REJECTED:NOT_ADDRESSED"]
+        points = bob.peer_points(mallory.peer_id)
+        assert points == StandingPolicy().item_points
+        assert await bob.get_event(delivered.message_id) is None
+
+        topic = room_topic(room)
+        assert await mallory.join(topic, bob.peer_id)
+        gossiped = room_key()
+        assert await mallory.publish(topic, mallory.gossip(gossiped.wire)) == "published"
+        await wait_until(lambda: bob.peer_points(mallory.peer_id) > points)
+        assert await bob.get_event(gossiped.message_id) is None
