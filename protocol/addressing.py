@@ -1,17 +1,19 @@
-"""Envelopes addressed to some members' homes only (SPEC §8.5, §16.2.3): a RECEIPT.
+"""Envelopes addressed to some members' homes only (SPEC §8.5, §16.2.3, §27.5.3): a RECEIPT or
+a ROOM_KEY.
 
 Every other stored kind goes to every member's home and is numbered 1, 2, 3, ... per (sender
 device, room) (SPEC §8.1). An addressed RECEIPT goes to the homes of the users whose messages
-it names and to its sender's own other homes, so a member who never gets it must see no gap
-where it would stand: it carries the fixed number `UNSEQUENCED`, goes to the app as it is
-stored, is never asked for by number (SPEC §26), and never travels on a room's gossip topic,
-which every member follows (SPEC §14).
+it names and to its sender's own other homes, an addressed ROOM_KEY to the homes of the one
+user whose devices its shares are for and to its sender's own other homes, so a member who
+never gets it must see no gap where it would stand: it carries the fixed number
+`UNSEQUENCED`, goes to the app as it is stored, is never asked for by number (SPEC §26), and
+never travels on a room's gossip topic, which every member follows (SPEC §14).
 
-A RECEIPT may also come in the form of the revision before (SPEC §20.7): sequenced, sent to
-every member and gossiped, as any other kind. A node sends it so while a home it would reach
-has not advertised `addressed-receipts`, and every node takes it without charge. Which form
-an envelope has is read from its number alone, so a relay or a sibling that forwards it needs
-to know nothing of who sealed it. Pure rules; no state.
+Both may also come in the form of the revision before (SPEC §20.7): sequenced, sent to every
+member and gossiped, as any other kind. A node sends it so while a home it would reach has not
+advertised `addressed-receipts` (`addressed-room-keys`), and every node takes it without
+charge. Which form an envelope has is read from its number alone, so a relay or a sibling that
+forwards it needs to know nothing of who sealed it. Pure rules; no state.
 """
 
 from __future__ import annotations
@@ -34,37 +36,40 @@ UNSEQUENCED: Final = MAX_SEQ
 """The `seq` of an envelope with no place in its sender's sequence: the highest number an
 envelope may carry (SPEC §5.1), which no sender reaches, and beyond every reorder window."""
 
-ADDRESSED_KINDS: Final = frozenset({Kind.RECEIPT})
+ADDRESSED_KINDS: Final = frozenset({Kind.RECEIPT, Kind.ROOM_KEY})
 """Kinds that may be sent to some members' homes only, unsequenced and never gossiped."""
 
 
 def is_sequenced(envelope: Envelope) -> bool:
     """Does `envelope` take a place in its sender's sequence (SPEC §8.5)? All but an
-    addressed RECEIPT do, a RECEIPT in the broadcast form of revision 0 too (SPEC §20.7)."""
+    addressed RECEIPT or ROOM_KEY do, those in the broadcast form before their revision too
+    (SPEC §20.7)."""
     return envelope.seq != UNSEQUENCED
 
 
 def is_addressed(envelope: Envelope) -> bool:
-    """Is `envelope` an addressed RECEIPT, judged by where it may go (SPEC §16.2.3)?"""
+    """Is `envelope` an addressed RECEIPT or ROOM_KEY, judged by where it may go (SPEC §16.2.3,
+    §27.5.3)?"""
     return envelope.kind in ADDRESSED_KINDS and not is_sequenced(envelope)
 
 
 def check_sequencing(envelope: Envelope) -> None:
-    """Only an addressed kind may carry `UNSEQUENCED` (SPEC §8.5); a RECEIPT may also be
-    sequenced, the broadcast form of revision 0 (SPEC §20.7).
+    """Only an addressed kind may carry `UNSEQUENCED` (SPEC §8.5); a RECEIPT or ROOM_KEY may
+    also be sequenced, the broadcast form before its revision (SPEC §20.7).
 
     Raises:
         MalformedMessage: another kind carries `UNSEQUENCED`.
     """
     if envelope.seq == UNSEQUENCED and envelope.kind not in ADDRESSED_KINDS:
         raise MalformedMessage(
-            f"a {envelope.kind.name} with seq {envelope.seq}: only a RECEIPT is unsequenced"
+            f"a {envelope.kind.name} with seq {envelope.seq}: only a RECEIPT or ROOM_KEY is"
+            " unsequenced"
         )
 
 
 def check_gossiped(envelope: Envelope) -> None:
-    """Gossip reaches every member: an addressed envelope is never published (SPEC §16.2.3);
-    a RECEIPT in the broadcast form may be (SPEC §20.7).
+    """Gossip reaches every member: an addressed envelope is never published (SPEC §16.2.3,
+    §27.5.3); one in the broadcast form may be (SPEC §20.7).
 
     Raises:
         NotAddressed: an addressed envelope on a room's topic.

@@ -57,6 +57,8 @@ class Level(StrEnum):
     """Revision (§20.7): an ADD may name up to 64 users in its seventh field (§12.1.1)."""
     ADDRESSED_RECEIPTS = "addressed-receipts"
     """Revision (§20.7): a RECEIPT may be addressed and unsequenced (§8.5, §16.2.3)."""
+    ADDRESSED_ROOM_KEYS = "addressed-room-keys"
+    """Revision (§20.7): a ROOM_KEY may be addressed to one user's homes, unsequenced (§27.5.3)."""
 
 
 def speak(homes: Iterable[frozenset[Level]], level: Level) -> bool:

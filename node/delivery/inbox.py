@@ -31,7 +31,9 @@ from hearthmesh.node.rooms.receipt_credit import credit_receipt, receipt_refusal
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.social.privacy import Privacy
 from hearthmesh.node.social.profile_events import apply_profile
+from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.actions import ACTION_KINDS
+from hearthmesh.protocol.addressing import is_addressed
 from hearthmesh.protocol.arrival import (
     ArrivalRules,
     Reaction,
@@ -204,9 +206,11 @@ class Inbox:
                 refused = action_refusal(store, envelope)
             elif decision.result is None and envelope.kind is Kind.RECEIPT:  # SPEC §16.2.3
                 refused = receipt_refusal(store, envelope, item.recipient)
+            elif decision.result is None and envelope.kind is Kind.ROOM_KEY:  # SPEC §27.5.3
+                refused = self._room_key_refusal(envelope, item.recipient)
             if decision.result is not None:  # deferred or rejected: fixed before the store
                 results.append(decision.result)
-            elif refused is not None:  # another user's message acted on, a receipt not for us
+            elif refused is not None:  # another's message acted on, a receipt or key not for us
                 if envelope is not item.envelope:  # opened above: keep nothing of it
                     store.forget_plaintext(envelope.message_id)
                 results.append(rejected(envelope.message_id, refused))
@@ -229,6 +233,24 @@ class Inbox:
         # neither repeats nor skips what the app was given, at the cost of a few puts.
         self._release.save(store)
         return outcome
+
+    def _room_key_refusal(
+        self, envelope: Envelope, recipient: UserId
+    ) -> RemoteProtocolError | None:
+        """Why an addressed ROOM_KEY must be refused here, if it must (SPEC §27.5.3): its body
+        is malformed, or none of its shares is for a device of `recipient`'s (judged by the
+        newest record of that user held here; not judged without one). The form before the
+        revision is never refused for its body: a bad share is counted as it is taken in."""
+        if not is_addressed(envelope) or recipient == envelope.sender_user:
+            return None
+        devices = self._directory.devices(recipient)
+        if devices is None:
+            return None
+        try:
+            shares = e2ee.decode_room_key_shares(envelope.body)
+        except RemoteProtocolError as exc:
+            return exc
+        return e2ee.address_room_key_refusal(envelope, shares, recipient, devices)
 
     def _after_append(
         self,

@@ -3,8 +3,10 @@ its outbox entries in one group commit, handed to the delivery worker in memory,
 groups.
 
 A user's content (`e2ee.encrypts(kind)`) is sealed encrypted, preceded by the ROOM_KEY
-envelopes `RoomSender` says must go first; callers are handed the envelope as our homes show
-it (`e2ee.opened_view`), whose wire is the encrypted one.
+envelopes of the shares `RoomSender` says must go first: one sequenced ROOM_KEY (to every
+member) for the users whose homes have not all advertised `addressed-room-keys`, and
+unsequenced ones addressed to each other user's homes (SPEC §27.5.3); callers are handed the
+envelope as our homes show it (`e2ee.opened_view`), whose wire is the encrypted one.
 
 State: our next sequence number per room, kept on the event loop, so the hot path from a
 client's `send` to the store's append awaits nothing else. Member sets are `RoomRegistry`'s
@@ -55,7 +57,7 @@ from hearthmesh.protocol.written_time import written_stamp
 from hearthmesh.storage.api import AppendRequest, AppendResult, Store
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["Outgoing", "Sealed", "WrittenTimes"]
+__all__ = ["Outgoing", "Sealed", "SealedKey", "WrittenTimes"]
 
 _NOT_GOSSIPED: Final = frozenset({Kind.MEMBERSHIP, Kind.PRIVATE})
 """Membership goes by the guaranteed path only; private state only to our own homes; an
@@ -72,6 +74,16 @@ class WrittenTimes:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SealedKey:
+    """A ROOM_KEY sealed before the envelope whose session it shares (SPEC §27.5)."""
+
+    envelope: Envelope
+    to: UserId | None
+    """The user whose homes an addressed ROOM_KEY goes to (SPEC §27.5.3); None: sequenced, to
+    every member (the form before, SPEC §20.7)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Sealed:
     """Our envelope, sealed but not yet stored, with the members it goes to."""
 
@@ -84,7 +96,7 @@ class Sealed:
     acts_on: MessageId | None = None
     """The message an EDIT, RECALL or REACTION names, from the plaintext its writer had
     (SPEC §31.5): the sealed body may be ciphertext."""
-    room_keys: tuple[Envelope, ...] = ()
+    room_keys: tuple[SealedKey, ...] = ()
     """ROOM_KEY envelopes committed and sent before it (SPEC §27.5)."""
     encryption: Encryption | None = None
 
@@ -169,12 +181,16 @@ class Outgoing:
             return Sealed(envelope=envelope, members=members, to=to, acts_on=acts_on)
         # Nothing awaits between the encryption and the sequence numbers: sends seal in the
         # order they were encrypted, so a session's ROOM_KEY precedes every message using it.
+        # So who may get its shares addressed is asked first, for every member, when the send
+        # may carry shares (it awaits only when a home is due to be asked, SPEC §20.7); one
+        # that then carries shares all the same (a session started ahead) sends them in the
+        # form before, which every home takes.
         await self._load_seq(room)
+        keys_to: frozenset[UserId] = frozenset()
+        if self._encryption.may_share(room, members):
+            keys_to = await self._revisions.speakers(members, Level.ADDRESSED_ROOM_KEYS)
         encryption = await self._encryption.encrypt(room, members, content_type, body)
-        room_keys = [
-            self._seal(room, e2ee.ROOM_KEY_CONTENT_TYPE, Kind.ROOM_KEY, key, seq=self._next(room))
-            for key in encryption.key_bodies
-        ]
+        room_keys = self._seal_keys(room, encryption, keys_to)
         seq = UNSEQUENCED if addressed else self._next(room)
         encrypted = self._seal(
             room, e2ee.ENCRYPTED_CONTENT_TYPE, kind, encryption.body, seq=seq, hlc=hlc
@@ -184,7 +200,7 @@ class Outgoing:
             members=members,
             to=to,
             acts_on=acts_on,
-            room_keys=tuple(room_keys),
+            room_keys=room_keys,
             encryption=encryption,
         )
 
@@ -205,15 +221,23 @@ class Outgoing:
         # Members whose homes no record names get a marker, not an entry each (SPEC §11.5.2).
         everyone_rows, everyone_absent = self._outbox.split(everyone)
         rows, absent = self._outbox.split(recipients)
+        # Each destination's entries are queued in this order, the room keys first, so its
+        # keys normally reach it before the messages that need them (SPEC §27.5.3).
+        keys = [
+            (key.envelope, everyone_rows, everyone_absent)
+            if key.to is None
+            else (key.envelope, *self._outbox.split(self._own_homes_and(key.to)))
+            for key in sealed.room_keys
+        ]
         requests = [
             *(
                 AppendRequest(
                     envelope=key,
-                    outbox_to=everyone_rows,
-                    absent_to=everyone_absent,
+                    outbox_to=to,
+                    absent_to=marked,
                     next_attempt_ms=due_ms,
                 )
-                for key in sealed.room_keys
+                for key, to, marked in keys
             ),
             AppendRequest(
                 envelope=envelope,
@@ -238,12 +262,9 @@ class Outgoing:
             and is_sequenced(envelope)
             and not is_direct_room(envelope.room, members)
         )
-        for each, to, marked in [
-            *((key, everyone_rows, everyone_absent) for key in sealed.room_keys),
-            (envelope, rows, absent),
-        ]:
+        for each, to, marked in [*keys, (envelope, rows, absent)]:
             self._outbox.submit(each, to, marked)
-            if gossiped:
+            if gossiped and is_sequenced(each):  # an addressed room key never (SPEC §27.5.3)
                 self._publish(each)
         return envelope
 
@@ -394,6 +415,33 @@ class Outgoing:
             content_type=content_type,
             body=body,
         )
+
+    def _seal_keys(
+        self, room: RoomId, encryption: Encryption, addressed: frozenset[UserId]
+    ) -> tuple[SealedKey, ...]:
+        """The ROOM_KEY envelopes of a send's shares (SPEC §27.5.2, §27.5.3): the sequenced
+        one (if any) takes its number here, before the envelope's."""
+        bundle = encryption.sender_bundle
+        if bundle is None or not encryption.key_shares:
+            return ()
+        return tuple(
+            SealedKey(
+                envelope=self._seal(
+                    room,
+                    e2ee.ROOM_KEY_CONTENT_TYPE,
+                    Kind.ROOM_KEY,
+                    e2ee.encode_room_key_shares(group.shares),
+                    seq=self._next(room) if group.to is None else UNSEQUENCED,
+                ),
+                to=group.to,
+            )
+            for group in e2ee.group_shares(bundle, encryption.key_shares, addressed)
+        )
+
+    def _own_homes_and(self, user: UserId) -> tuple[bytes, ...]:
+        """The destinations of what is addressed to `user`: its homes and our other homes."""
+        theirs: tuple[bytes, ...] = () if user == self._user else (user,)
+        return theirs + self._sibling_destinations()
 
     def _written_stamp(self, written: WrittenTimes) -> Timestamp:
         return written_stamp(

@@ -228,8 +228,15 @@ class DeviceCrypto:
         now_ms: int = 0,
     ) -> list[e2ee.RoomKeyShares]:
         """ROOM_KEY bodies carrying the session's key at its current index to `recipients`."""
+        shares = self.share_each(room, session, recipients)
+        return e2ee.chunk_shares(self.key_bundle(now_ms), shares)
+
+    def share_each(
+        self, room: RoomId, session: vodozemac.GroupSession, recipients: Sequence[Recipient]
+    ) -> list[e2ee.Share]:
+        """The session's key at its current index, one Olm message per recipient, in order:
+        the caller groups them into ROOM_KEY bodies (SPEC §27.5.2, §27.5.3)."""
         account = self._account()
-        own_bundle = self.key_bundle(now_ms)
         session_key = _unb64(session.session_key.to_base64())
         shares = []
         for recipient in recipients:
@@ -255,7 +262,7 @@ class DeviceCrypto:
             shares.append(
                 e2ee.Share(recipient=bundle.device, olm_kind=kind, ciphertext=bytes(ciphertext))
             )
-        return e2ee.chunk_shares(own_bundle, shares)
+        return shares
 
     def _olm_to(self, account: vodozemac.Account, recipient: Recipient) -> vodozemac.Session:
         kept = self._store.olm_sessions(recipient.bundle.identity_key)

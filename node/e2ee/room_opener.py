@@ -94,6 +94,10 @@ class RoomOpener:
             if shown is not event.envelope:  # else still held (by `open`, under its session)
                 store.unhold_encrypted(session_id, message_id)
                 opened.append(shown)
+        # The held table is keyed by message id: shown in their sender's order instead, which
+        # their stamps follow (SPEC §4.2, §27.5.3), so a key that came after them changes when
+        # they are shown, never their order.
+        opened.sort(key=lambda envelope: (envelope.hlc, envelope.seq))
         if opened:  # clients are told of them now, as of messages that just came (§27.13.5)
             store.renumber_arrivals([e.message_id for e in opened])
         return opened

@@ -1,13 +1,14 @@
 """Our user's room content encrypted for every member device (SPEC §27.5, §27.6, §27.9).
 
 `Outgoing` asks `RoomSender.encrypt` before it seals a user's content. The answer holds the
-encrypted body and, first, the ROOM_KEY bodies that carry the room's Megolm session key over
-Olm to member devices that lack it: every device the members' home records list with a key
-bundle (our own user's other devices included). A new session starts when the room has none,
-when `needs_rotation` says so, or when a device that had the key left the room (a member
-removed or a device revoked). `persist` writes the session's advance and whom its key went to
-in the batch that commits the envelopes (SPEC §27.8); `abandon` takes back what a failed commit
-never sent.
+encrypted body and, first, the shares that carry the room's Megolm session key over Olm to
+member devices that lack it, each with its device's user (`Outgoing` groups them into ROOM_KEY
+bodies, per user where the revision `addressed-room-keys` allows, SPEC §27.5.3): every device
+the members' home records list with a key bundle (our own user's other devices included). A
+new session starts when the room has none, when `needs_rotation` says so, or when a device
+that had the key left the room (a member removed or a device revoked). `persist` writes the
+session's advance and whom its key went to in the batch that commits the envelopes
+(SPEC §27.8); `abandon` takes back what a failed commit never sent.
 
 State: per room, our outbound session unpickled, with its age, message count and the devices
 its key went to (each with its user). The store keeps the same (`e2ee.outbound`,
@@ -70,8 +71,10 @@ class Encryption:
     room: RoomId
     body: bytes
     """The encrypted body (SPEC §27.6)."""
-    key_bodies: tuple[bytes, ...]
-    """ROOM_KEY bodies that must be committed (and sent) before the envelope."""
+    key_shares: tuple[e2ee.AddressedShare, ...]
+    """Shares of the session's key that must be committed (and sent) before the envelope."""
+    sender_bundle: e2ee.KeyBundle | None
+    """Our key bundle, the head of every ROOM_KEY body (SPEC §27.5.1); None with no shares."""
     newly_shared: dict[DeviceId, UserId]
     outbound: _Outbound
     shared_at: int = 0
@@ -83,7 +86,8 @@ class _Ready:
     """A session started and shared ahead, for the sends queued in a burst: not used yet."""
 
     outbound: _Outbound
-    key_bodies: tuple[bytes, ...]
+    key_shares: tuple[e2ee.AddressedShare, ...]
+    sender_bundle: e2ee.KeyBundle
     newly: dict[DeviceId, UserId]
 
 
@@ -109,10 +113,11 @@ def _encrypt(
     outbound: _Outbound,
     content_type: str,
     body: bytes,
-    key_bodies: tuple[bytes, ...] = (),
+    key_shares: tuple[e2ee.AddressedShare, ...] = (),
+    sender_bundle: e2ee.KeyBundle | None = None,
     newly: dict[DeviceId, UserId] | None = None,
 ) -> Encryption:
-    """Encrypt one send's content; the ROOM_KEY bodies (and the devices they reach) go with
+    """Encrypt one send's content; the key's shares (and the devices they reach) go with
     it, or, if it cannot be encrypted, those devices are taken as lacking the key again."""
     shared_at = outbound.session.message_index  # where its ROOM_KEY bodies start, if any
     try:
@@ -125,10 +130,20 @@ def _encrypt(
     return Encryption(
         room=room,
         body=encrypted,
-        key_bodies=key_bodies,
+        key_shares=key_shares,
+        sender_bundle=sender_bundle,
         newly_shared=newly or {},
         outbound=outbound,
         shared_at=shared_at if newly else 0,
+    )
+
+
+def _with_users(
+    shares: Sequence[e2ee.Share], devices: dict[DeviceId, tuple[UserId, e2ee.KeyBundle]]
+) -> tuple[e2ee.AddressedShare, ...]:
+    """Each share with the user whose record lists its device (the homes it goes to)."""
+    return tuple(
+        e2ee.AddressedShare(user=devices[share.recipient][0], share=share) for share in shares
     )
 
 
@@ -227,11 +242,24 @@ class RoomSender:
             self._queues[room] = collections.deque()
             self._preparing.add(room)
         try:
-            outbound, key_bodies, newly = await self._prepare(room, members)
-            return _encrypt(room, outbound, content_type, body, key_bodies, newly)
+            outbound, key_shares, bundle, newly = await self._prepare(room, members)
+            return _encrypt(room, outbound, content_type, body, key_shares, bundle, newly)
         finally:
             self._preparing.discard(room)
             self._serve_queue(room)
+
+    def may_share(self, room: RoomId, members: Set[UserId]) -> bool:
+        """Might the next send in `room` carry shares of a session's key (a session to start,
+        a device that lacks the key, a session started ahead, sends queued)? `Outgoing` asks
+        the homes which form the shares may take only then (SPEC §27.5.3): a send with a
+        ready session must not wait on a member's home."""
+        outbound = self._rooms.get(room)
+        return (
+            outbound is None
+            or room in self._queues
+            or bool(self._ready.get(room))
+            or self._needs_work(outbound, members)
+        )
 
     def _resumed(self, room: RoomId) -> None:
         """A queued send woke with its encryption (and seals it now): once all have, the
@@ -281,7 +309,13 @@ class RoomSender:
             if not self._needs_work(spare.outbound, members):  # else stale: dropped
                 self._rooms[room] = spare.outbound
                 return _encrypt(
-                    room, spare.outbound, content_type, body, spare.key_bodies, spare.newly
+                    room,
+                    spare.outbound,
+                    content_type,
+                    body,
+                    spare.key_shares,
+                    spare.sender_bundle,
+                    spare.newly,
                 )
         self._ready.pop(room, None)
         return None
@@ -297,10 +331,15 @@ class RoomSender:
 
     async def _prepare(
         self, room: RoomId, members: Set[UserId]
-    ) -> tuple[_Outbound, tuple[bytes, ...], dict[DeviceId, UserId]]:
-        """The room's session ready to encrypt (started anew if it must be), with the ROOM_KEY
-        bodies for the member devices that lack its key and those devices; a new session and
-        the Olm sessions the shares advanced are stored in one write batch."""
+    ) -> tuple[
+        _Outbound,
+        tuple[e2ee.AddressedShare, ...],
+        e2ee.KeyBundle | None,
+        dict[DeviceId, UserId],
+    ]:
+        """The room's session ready to encrypt (started anew if it must be), with the shares
+        of its key for the member devices that lack it, our bundle and those devices; a new
+        session and the Olm sessions the shares advanced are stored in one write batch."""
         outbound = self._rooms.get(room)
         if outbound is None:
             outbound = await self._store.read_inline(self._kept, self._store.store, room)
@@ -321,27 +360,35 @@ class RoomSender:
             _new_outbound(now_ms, looked_up=outbound.looked_up)
             for _ in range(self._spares_wanted(room, outbound))
         ]
-        key_bodies: tuple[bytes, ...] = ()
+        key_shares: tuple[e2ee.AddressedShare, ...] = ()
+        bundle: e2ee.KeyBundle | None = None
         if fresh or missing or spares:
             every = [Recipient(bundle=bundle) for _, bundle in devices.values()]
             starts = [
                 (outbound, [Recipient(bundle=bundle) for _, bundle in missing.values()], fresh),
                 *((spare, every, True) for spare in spares),
             ]
-            shares = await self._store.run(self._start_and_share, room, starts, now_ms=now_ms)
-            key_bodies = tuple(e2ee.encode_room_key_shares(s) for s in shares[0])
+            ours, shares = await self._store.run(self._start_and_share, room, starts, now_ms=now_ms)
+            bundle = ours
+            key_shares = _with_users(shares[0], devices)
             everyone = {device: user for device, (user, _) in devices.items()}
             ready = self._ready.setdefault(room, collections.deque())
             for spare, spare_shares in zip(spares, shares[1:], strict=True):
                 spare.shared.update(everyone)
-                bodies = tuple(e2ee.encode_room_key_shares(s) for s in spare_shares)
-                ready.append(_Ready(outbound=spare, key_bodies=bodies, newly=dict(everyone)))
+                ready.append(
+                    _Ready(
+                        outbound=spare,
+                        key_shares=_with_users(spare_shares, devices),
+                        sender_bundle=ours,
+                        newly=dict(everyone),
+                    )
+                )
         self._rooms[room] = outbound  # a new session only once it is stored
         # taken as sent at once, so a send meanwhile does not share again; `abandon` takes
         # them back if the commit fails
         newly = {device: user for device, (user, _) in missing.items()}
         outbound.shared.update(newly)
-        return outbound, key_bodies, newly
+        return outbound, key_shares, bundle, newly
 
     def _spares_wanted(self, room: RoomId, outbound: _Outbound) -> int:
         """How many more sessions the room's queued sends will need past `outbound` (which
@@ -359,20 +406,18 @@ class RoomSender:
         starts: list[tuple[_Outbound, list[Recipient], bool]],
         *,
         now_ms: int,
-    ) -> list[list[e2ee.RoomKeyShares]]:
+    ) -> tuple[e2ee.KeyBundle, list[list[e2ee.Share]]]:
         """Store each new session, then share each session's key with its recipients: one
         call of a store write batch, so a rotation (and the sessions started ahead with it)
-        costs one commit. The shares per session, in order."""
+        costs one commit. Our bundle, and the shares per session, in order."""
         shares = []
         for outbound, recipients, fresh in starts:
             if fresh:
                 self._crypto.keep_new_outbound(room, outbound.session, now_ms=now_ms)
             shares.append(
-                self._crypto.share(room, outbound.session, recipients, now_ms=now_ms)
-                if recipients
-                else []
+                self._crypto.share_each(room, outbound.session, recipients) if recipients else []
             )
-        return shares
+        return self._crypto.key_bundle(now_ms), shares
 
     def persist(self, store: Store, encryptions: Sequence[Encryption]) -> None:
         """Store each session's advance (pickled once, however many of `encryptions` it

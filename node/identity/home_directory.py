@@ -182,6 +182,10 @@ class HomeDirectory:
         devices = self._devices.get(user)
         return None if devices is None else device in devices
 
+    def devices(self, user: UserId) -> frozenset[DeviceId] | None:
+        """The devices the user's newest record lists; None: we hold no record of the user."""
+        return self._devices.get(user)
+
     def record(self, user: UserId) -> HomeRecord | None:
         return self._records.get(user)
 

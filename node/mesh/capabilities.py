@@ -51,10 +51,11 @@ OUR_LEVELS: Final = frozenset(
         Level.E2EE,
         Level.ADD_SEVERAL,
         Level.ADDRESSED_RECEIPTS,
+        Level.ADDRESSED_ROOM_KEYS,
     }
 )
 """What this implementation does today: Megolm is on the message path (SPEC §27.10-27.13),
-and it speaks both revisions of §20.7."""
+and it speaks every revision of §20.7."""
 
 _V = TypeVar("_V")
 
@@ -115,11 +116,27 @@ class PeerLevels:
         self._levels: OrderedDict[str, frozenset[Level]] = OrderedDict()
         self._missed: OrderedDict[str, int] = OrderedDict()
         """Peers never answered that could not be reached, and when we last tried."""
+        self._asking: dict[str, asyncio.Event] = {}
+        """Peers asked now: a send meanwhile waits for that answer instead of asking again (a
+        burst of sends would otherwise open a stream each, past the peer's slots)."""
 
     async def learn(self, peer_id: str) -> None:
-        """Ask `peer_id`. A peer we are connected to that does not serve the protocol is at
-        `core` (SPEC §20.5), as is one whose answer is malformed (charged); one that could not
-        be reached or did not answer in `ASK_S` keeps what it answered before, if anything."""
+        """Ask `peer_id`, or wait for the answer to a question already on its way. A peer we
+        are connected to that does not serve the protocol is at `core` (SPEC §20.5), as is one
+        whose answer is malformed (charged); one that could not be reached or did not answer in
+        `ASK_S` keeps what it answered before, if anything."""
+        asked = self._asking.get(peer_id)
+        if asked is not None:
+            await asked.wait()
+            return
+        asked = self._asking[peer_id] = asyncio.Event()
+        try:
+            await self._ask(peer_id)
+        finally:
+            del self._asking[peer_id]
+            asked.set()
+
+    async def _ask(self, peer_id: str) -> None:
         try:
             async with asyncio.timeout(ASK_S):
                 async with await self._host.open_stream(peer_id, CAPS_PROTOCOL) as stream:
@@ -197,11 +214,24 @@ class Revisions:
         A home that has not answered since its latest connection is asked now. One that still
         has not, or a user whose record we hold none of, is not counted: nothing reaches an
         unreachable home before it connects, and then it is asked (SPEC §20.7)."""
-        peers = set(self._siblings())
-        for user in users:
-            if user != self._user:
-                peers.update(self._homes_of(user))
+        asked = set(users) or {self._user}  # our own user's homes: the siblings alone
+        return asked <= await self.speakers(asked, level)
+
+    async def speakers(self, users: Iterable[UserId], level: Level) -> frozenset[UserId]:
+        """Those of `users` whose homes, with our own user's other homes, all speak `level`:
+        the users an event of that revision, addressed to one user at a time, may reach in its
+        revised form (SPEC §20.7, §27.5.3). Asks as `speak` does, every due home at once;
+        awaits nothing when none is due."""
+        siblings = set(self._siblings())
+        homes = {user: () if user == self._user else self._homes_of(user) for user in users}
+        peers = siblings.union(*homes.values())
         due = sorted(peer for peer in peers if self._levels.due(peer))
-        await asyncio.gather(*(self._levels.learn(peer) for peer in due))
-        answers = [self._levels.of(peer) for peer in sorted(peers)]
+        if due:
+            await asyncio.gather(*(self._levels.learn(peer) for peer in due))
+        if not self._speak(siblings, level):
+            return frozenset()
+        return frozenset(user for user, theirs in homes.items() if self._speak(theirs, level))
+
+    def _speak(self, peers: Iterable[str], level: Level) -> bool:
+        answers = (self._levels.of(peer) for peer in peers)
         return speak((levels for levels in answers if levels is not None), level)

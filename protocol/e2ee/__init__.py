@@ -31,6 +31,7 @@ from .forward import (
     encode_forward_request,
     encode_forwarded_key,
 )
+from .key_addressing import AddressedShare, KeyGroup, address_room_key_refusal, group_shares
 from .key_request import (
     KEY_REQUEST_ATTEMPTS,
     KEY_REQUEST_MAX_BACKOFF_MS,
@@ -111,6 +112,7 @@ __all__ = [
     "MEGOLM_V1",
     "ONE_TIME_KEY_DOMAIN",
     "ROOM_KEY_CONTENT_TYPE",
+    "AddressedShare",
     "ClaimAnswer",
     "Decrypt",
     "EncryptedBody",
@@ -118,6 +120,7 @@ __all__ = [
     "ForwardedKey",
     "Hold",
     "KeyBundle",
+    "KeyGroup",
     "KeyRequest",
     "OlmKind",
     "OneTimeKey",
@@ -126,6 +129,7 @@ __all__ = [
     "RoomKeyShares",
     "Rotation",
     "Share",
+    "address_room_key_refusal",
     "check_claim_answer",
     "check_forwarded_key",
     "check_replay",
@@ -159,6 +163,7 @@ __all__ = [
     "encode_room_key_shares",
     "encrypt_content",
     "encrypts",
+    "group_shares",
     "issue_key_bundle",
     "issue_one_time_key",
     "needs_rotation",

@@ -151,10 +151,11 @@ class GroupOfThree:
 
 
 @asynccontextmanager
-async def group_of_three(path: Path) -> AsyncIterator[GroupOfThree]:
+async def group_of_three(path: Path, **carols_home: Any) -> AsyncIterator[GroupOfThree]:
     """alice, bob and carol on three homes under `path`, once bob's and carol's clients show
-    the group with its three members. Callers bound it with `asyncio.timeout`."""
-    async with home(path / "a") as a, home(path / "b") as b, home(path / "c") as c:
+    the group with its three members; `carols_home` overrides her home's settings. Callers
+    bound it with `asyncio.timeout`."""
+    async with home(path / "a") as a, home(path / "b") as b, home(path / "c", **carols_home) as c:
         await link(a, b)
         await link(a, c)
         await link(b, c)

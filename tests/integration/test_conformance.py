@@ -32,7 +32,16 @@ async def test_our_node_passes_every_case_over_the_wire_and_the_api(tmp_path: Pa
     assert report.passed, json.dumps(summary, indent=1)
     assert summary["cases"] == len(CASES) and summary["skipped"] == []
     assert all(r.target_up for r in report.results if r.target_up is not None)
-    ours = ["add-several", "addressed-receipts", "core", "e2ee", "im", "multi-device", "relay"]
+    ours = [
+        "add-several",
+        "addressed-receipts",
+        "addressed-room-keys",
+        "core",
+        "e2ee",
+        "im",
+        "multi-device",
+        "relay",
+    ]
     # SPEC §20.5: every level has cases, and all passed
     assert summary["levels"] == {"advertised": ours, "tested": ours, "passed": ours}
     assert summary["not_advertised"] == []

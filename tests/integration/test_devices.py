@@ -195,17 +195,23 @@ async def wait_until_readable(node: Node, room: RoomId) -> None:
 
 
 async def wait_until_digests_agree(nodes: list[Node], room: RoomId, count: int) -> None:
-    """Poll until every node holds one history of `room` (one digest, SPEC §21) in which
-    `count` events are messages and membership (its ROOM_KEY envelopes aside)."""
+    """Poll until the nodes of each user hold one history of `room` (one digest, SPEC §21,
+    §22.5) and every node shows the same `count` events, messages and membership: a user's
+    homes hold alike the ROOM_KEYs addressed to that user (§27.5.3), another user's do not."""
+
+    async def digests() -> set[tuple[bytes, tuple[bytes, int]]]:
+        return {(n.user_id, await n.history_digest(room)) for n in nodes}
+
     while True:
-        # The count is read between two reads of the digests that agree: read before or after
-        # them alone, it could count an event the nodes had not all stored yet.
-        digests = {await n.history_digest(room) for n in nodes}
-        counted = len(await history_ids(nodes[0], room))
+        # What is shown is read between two reads of the digests that agree: read before or
+        # after them alone, it could count an event the nodes had not all stored yet.
+        before = await digests()
+        shown = {tuple(await history_ids(n, room)) for n in nodes}
         if (
-            len(digests) == 1
-            and counted == count
-            and {await n.history_digest(room) for n in nodes} == digests
+            len(before) == len({n.user_id for n in nodes})
+            and len(shown) == 1
+            and len(next(iter(shown))) == count
+            and await digests() == before
         ):
             return
         await asyncio.sleep(0.05)

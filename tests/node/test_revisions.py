@@ -3,6 +3,7 @@ home it would reach advertised it; what peers advertised is kept, bounded."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import cast
 
 from hearthmesh.node.mesh.capabilities import (
@@ -118,3 +119,51 @@ def test_what_peers_advertised_is_bounded_and_the_oldest_answer_goes_first() -> 
     assert levels.of("peer-0") is None
     assert levels.of(f"peer-{MAX_PEERS_KNOWN}") == OUR_LEVELS
     assert levels.of("peer-1") == OUR_LEVELS
+
+
+async def test_room_key_shares_are_addressed_per_user_whose_homes_all_speak_the_level() -> None:
+    """Each user's shares go addressed when that user's homes and ours advertised
+    `addressed-room-keys`; the rest go in the form before (SPEC §27.5.3, §20.7)."""
+    levels = _levels()
+    for peer in ("us-2", "alice-1", "alice-2", "bob-1"):
+        levels.remember(peer, OUR_LEVELS)
+    revisions = _revisions(levels)
+    level = Level.ADDRESSED_ROOM_KEYS
+    assert await revisions.speakers({US, ALICE, BOB}, level) == {US, ALICE, BOB}
+    levels.remember("alice-2", OLDER)
+    assert await revisions.speakers({US, ALICE, BOB}, level) == {US, BOB}
+    levels.remember("us-2", OLDER)  # our other home gets every addressed key: none then
+    assert await revisions.speakers({US, ALICE, BOB}, level) == frozenset()
+
+
+class _Slow:
+    """A host whose peers answer a capability request only when the test lets them."""
+
+    def __init__(self) -> None:
+        self.opened: list[str] = []
+        self.answer = asyncio.Event()
+
+    async def open_stream(self, peer_id: str, protocol_id: str) -> object:
+        self.opened.append(peer_id)
+        await self.answer.wait()
+        raise StreamOpenFailed(f"open {protocol_id} to {peer_id}: no route")
+
+    def connected_peers(self) -> list[str]:
+        return []
+
+
+async def test_a_burst_of_sends_asks_each_home_once() -> None:
+    """Sends that need a home's answer while it is being asked wait for that answer: a burst
+    of encrypted sends opened a capability stream each, past the peer's stream slots, and
+    the peer banned the sender (tests/integration/test_e2ee_kill9.py)."""
+    host = _Slow()
+    levels = _levels(host)
+    levels.remember("us-2", OUR_LEVELS)
+    revisions = _revisions(levels)
+    asks = [revisions.speakers({BOB}, Level.ADDRESSED_ROOM_KEYS) for _ in range(20)]
+    waiting = asyncio.gather(*asks)
+    for _ in range(3):  # every send asks, and the first ask waits on the wire
+        await asyncio.sleep(0)
+    host.answer.set()
+    assert await waiting == [{BOB}] * 20
+    assert host.opened == ["bob-1"]

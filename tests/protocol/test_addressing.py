@@ -46,9 +46,13 @@ def _envelope(kind: Kind, seq: int) -> Envelope:
     )
 
 
-def test_only_a_receipt_may_carry_the_unsequenced_number() -> None:
+def test_only_a_receipt_or_a_room_key_may_carry_the_unsequenced_number() -> None:
     assert UNSEQUENCED == MAX_SEQ
     check_sequencing(_envelope(Kind.RECEIPT, UNSEQUENCED))
+    check_sequencing(_envelope(Kind.ROOM_KEY, UNSEQUENCED))  # addressed-room-keys (§27.5.3)
+    check_sequencing(_envelope(Kind.ROOM_KEY, 4))  # the form before (§20.7)
+    assert is_addressed(_envelope(Kind.ROOM_KEY, UNSEQUENCED))
+    assert not is_addressed(_envelope(Kind.ROOM_KEY, 4))
     check_sequencing(_envelope(Kind.RECEIPT, 3))  # the broadcast form of revision 0 (§20.7)
     check_sequencing(_envelope(Kind.MESSAGE, 7))
     assert not is_sequenced(_envelope(Kind.RECEIPT, UNSEQUENCED))

@@ -155,6 +155,27 @@ async def _receipt_broadcast_form(s: Session) -> str:
     return await s.deliver([wire])
 
 
+async def _room_key_not_addressed(s: Session) -> str:
+    """An addressed ROOM_KEY whose one share is for our own device, delivered to the node's
+    user: it goes to the homes of the user whose devices its shares are for (and its sender's
+    own), never to anyone else's (SPEC §27.5.3)."""
+    device = s.kit.forge.stranger.device
+    bundle = e2ee.issue_key_bundle(
+        device,
+        identity_key=s.kit.rng(e2ee.CURVE_KEY_BYTES),
+        fallback_key=s.kit.rng(e2ee.CURVE_KEY_BYTES),
+        issued_ms=s.kit.now_ms(),
+    )
+    share = e2ee.Share(
+        recipient=DeviceId(device.public), olm_kind=e2ee.OlmKind.PRE_KEY, ciphertext=s.kit.rng(64)
+    )
+    body = e2ee.encode_room_key_shares(e2ee.RoomKeyShares(sender_bundle=bundle, shares=(share,)))
+    envelope = s.kit.forge.seal(
+        Kind.ROOM_KEY, s.room, body, now_ms=s.kit.now_ms(), content_type=e2ee.ROOM_KEY_CONTENT_TYPE
+    )
+    return await s.deliver([envelope.wire])
+
+
 async def _message_unsequenced(s: Session) -> str:
     """A MESSAGE with the number of no place in a sequence: only a RECEIPT may carry it
     (SPEC §8.5)."""
@@ -480,6 +501,13 @@ CASES: Final[tuple[Case, ...]] = (
         expected="REJECTED:NOT_ADDRESSED",
         run=_receipt_not_addressed,
         level=Level.ADDRESSED_RECEIPTS,
+    ),
+    Case(
+        name="room_key_not_addressed",
+        section="§27.5.3",
+        expected="REJECTED:NOT_ADDRESSED",
+        run=_room_key_not_addressed,
+        level=Level.ADDRESSED_ROOM_KEYS,
     ),
     Case(
         name="receipt_broadcast_form",

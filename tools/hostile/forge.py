@@ -140,8 +140,8 @@ class EnvelopeForge:
         now_ms: int,
         content_type: str = TEXT_CONTENT_TYPE,
     ) -> Envelope:
-        """A valid envelope of `kind` in `room`, signed by our device (SPEC §5); a RECEIPT
-        takes no number of the sequence (SPEC §8.5)."""
+        """A valid envelope of `kind` in `room`, signed by our device (SPEC §5); a RECEIPT or a
+        ROOM_KEY takes no number of the sequence (SPEC §8.5)."""
         return seal(
             self.stranger.device,
             kind=kind,

@@ -26,6 +26,7 @@ from hearthmesh.protocol.content import decode_media
 from hearthmesh.protocol.delivery import Ack, decode_frame, verify_ack
 from hearthmesh.protocol.e2ee import (
     ForwardAnswer,
+    address_room_key_refusal,
     check_forwarded_key,
     check_sender_bundle,
     decode_forward_answer,
@@ -241,6 +242,20 @@ def _room_key_body(case: Case) -> Any:
     return as_json(shares)
 
 
+def _room_key_at_home(case: Case) -> Any:
+    """§27.5.3: a ROOM_KEY envelope delivered to a home of `recipient_hex`, whose newest record
+    lists `recipient_devices_hex`: its body's shares, or NOT_ADDRESSED when an addressed one
+    holds none for those devices (its sender's own homes and the sequenced form never)."""
+    envelope = decode_envelope(_hex(case))
+    shares = decode_room_key_shares(envelope.body)
+    devices = {DeviceId(bytes.fromhex(d)) for d in case["recipient_devices_hex"]}
+    recipient = UserId(_hex(case, "recipient_hex"))
+    refused = address_room_key_refusal(envelope, shares, recipient, devices)
+    if refused is not None:
+        raise refused
+    return {"seq": envelope.seq, "shares": as_json(shares)}
+
+
 def _key_forward_answer(case: Case) -> Any:
     """§27.12.1: an ANSWER (its bundle's signature checked) or an ERROR frame."""
     answer = decode_forward_answer(_hex(case))
@@ -293,6 +308,7 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "join_answer": _join_answer,
     "invite_check": _invite_check,
     "room_key_body": _room_key_body,
+    "room_key_at_home": _room_key_at_home,
     "key_forward_request": lambda c: {"sessions": as_json(decode_forward_request(_hex(c)))},
     "key_forward_answer": _key_forward_answer,
     "forwarded_key": _forwarded_key,

@@ -1,6 +1,7 @@
 """Generate protocol/vectors/keys.json: the wire of room keys between devices (SPEC §27.5,
 §27.12, §27.13): ROOM_KEY bodies with the sender's bundle, key-forward requests and answers,
-forwarded-key plaintexts and key requests.
+forwarded-key plaintexts and key requests, and ROOM_KEY envelopes at a home, addressed or in
+the form before (§27.5.3, §20.7).
 
 The Olm ciphertexts are fixed bytes: these cases pin the frames around them (an Olm message is
 vodozemac's, opaque here); the exported key is a real one, of e2ee.json's pickled session.
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import vodozemac
 
+from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.canonical import encode_canonical
 from hearthmesh.protocol.e2ee import (
+    ROOM_KEY_CONTENT_TYPE,
     ForwardAnswer,
     ForwardedKey,
     KeyRequest,
@@ -31,14 +34,17 @@ from hearthmesh.protocol.e2ee import (
     issue_key_bundle,
     session_id_bytes,
 )
+from hearthmesh.protocol.envelope import Kind, RoomId, seal
 from hearthmesh.protocol.errors import (
     BadSignature,
     KeyMismatch,
     KeyRequestDenied,
     MalformedMessage,
+    NotAddressed,
     UnsupportedVersion,
 )
-from hearthmesh.protocol.identity import DeviceId
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import DeviceId, KeyPair
 
 from .cast import NOW_MS, Cast
 from .common import VECTORS_DIR, fixed_seed, pin, refuse, write_vectors
@@ -55,6 +61,24 @@ def _exported_key() -> tuple[bytes, bytes]:
     assert exported is not None
     text = exported.to_base64()
     return session_id_bytes(session.session_id), base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def _room_key_wire(c: Cast, room: RoomId, body: bytes, *, seq: int) -> str:
+    """A ROOM_KEY of alice's phone in `room` carrying `body`, as hex."""
+    return seal(
+        c.phone,
+        kind=Kind.ROOM_KEY,
+        room=room,
+        sender_user=c.user(c.alice),
+        seq=seq,
+        hlc=Timestamp(wall_ms=NOW_MS, counter=0),
+        content_type=ROOM_KEY_CONTENT_TYPE,
+        body=body,
+    ).wire.hex()
+
+
+def _devices(*keys: KeyPair) -> list[str]:
+    return [key.public.hex() for key in keys]
 
 
 def generate(directory: Path = VECTORS_DIR) -> Path:
@@ -79,6 +103,13 @@ def generate(directory: Path = VECTORS_DIR) -> Path:
         ),
     )
     body = encode_room_key_shares(shares)
+    for_bob = encode_room_key_shares(RoomKeyShares(sender_bundle=bundle, shares=shares.shares[:1]))
+    for_phone = encode_room_key_shares(
+        RoomKeyShares(
+            sender_bundle=bundle,
+            shares=(Share(recipient=phone, olm_kind=OlmKind.NORMAL, ciphertext=olm),),
+        )
+    )
     twice = encode_canonical([0, bundle_bytes, [[laptop, 0, olm], [laptop, 1, olm]]])
     room = c.group_room
     session_id, exported = _exported_key()
@@ -136,6 +167,37 @@ def generate(directory: Path = VECTORS_DIR) -> Path:
             "key_request",
             "bob's home asks for two sessions (§27.13.1)",
             hex=encode_key_request(request).hex(),
+        ),
+        pin(
+            "room_key_at_home",
+            "an addressed ROOM_KEY (unsequenced) at a home of the user whose device it holds a"
+            " share for (§27.5.3)",
+            hex=_room_key_wire(c, room, for_bob, seq=UNSEQUENCED),
+            recipient_hex=c.user(c.bob).hex(),
+            recipient_devices_hex=_devices(c.laptop),
+        ),
+        pin(
+            "room_key_at_home",
+            "an addressed ROOM_KEY at its sender's own home: always addressed to it (§27.5.3)",
+            hex=_room_key_wire(c, room, for_bob, seq=UNSEQUENCED),
+            recipient_hex=c.user(c.alice).hex(),
+            recipient_devices_hex=_devices(c.phone),
+        ),
+        pin(
+            "room_key_at_home",
+            "an addressed ROOM_KEY with a share for a device the home's copy of its user's record"
+            " does not list (linked since): judged by the shares it lists (§27.5.3)",
+            hex=_room_key_wire(c, room, body, seq=UNSEQUENCED),
+            recipient_hex=c.user(c.bob).hex(),
+            recipient_devices_hex=_devices(c.laptop),
+        ),
+        pin(
+            "room_key_at_home",
+            "a sequenced ROOM_KEY, the form before the revision, with bob's share alone at"
+            " carol's home: to every member, never judged by its shares (§20.7)",
+            hex=_room_key_wire(c, room, for_bob, seq=7),
+            recipient_hex=c.user(c.carol).hex(),
+            recipient_devices_hex=_devices(c.tablet),
         ),
     ]
     invalid = [
@@ -225,13 +287,39 @@ def generate(directory: Path = VECTORS_DIR) -> Path:
             "a user id of 31 bytes",
             hex=encode_canonical([1, c.user(c.bob)[:31], [[room, session_id]]]).hex(),
         ),
+        refuse(
+            "room_key_at_home",
+            NotAddressed,
+            "an addressed ROOM_KEY whose shares are all for a device of another user (bob's),"
+            " at carol's home (§27.5.3)",
+            hex=_room_key_wire(c, room, for_bob, seq=UNSEQUENCED),
+            recipient_hex=c.user(c.carol).hex(),
+            recipient_devices_hex=_devices(c.tablet),
+        ),
+        refuse(
+            "room_key_at_home",
+            NotAddressed,
+            "an addressed ROOM_KEY at bob's home, for bob's user with no share of his devices:"
+            " the share is for alice's phone (§27.5.3)",
+            hex=_room_key_wire(c, room, for_phone, seq=UNSEQUENCED),
+            recipient_hex=c.user(c.bob).hex(),
+            recipient_devices_hex=_devices(c.laptop),
+        ),
+        refuse(
+            "room_key_at_home",
+            MalformedMessage,
+            "an addressed ROOM_KEY whose body names one recipient twice (§27.5.1)",
+            hex=_room_key_wire(c, room, twice, seq=UNSEQUENCED),
+            recipient_hex=c.user(c.bob).hex(),
+            recipient_devices_hex=_devices(c.laptop),
+        ),
     ]
     return write_vectors(
         "keys",
         spec="SPEC.md §27.5, §27.12, §27.13",
         function=(
             "tools/vectors/codecs.py ops room_key_body, key_forward_request, "
-            "key_forward_answer, forwarded_key, key_request"
+            "key_forward_answer, forwarded_key, key_request, room_key_at_home"
         ),
         valid=valid,
         invalid=invalid,
