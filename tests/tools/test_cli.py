@@ -85,6 +85,19 @@ def test_bench_sync_prints_one_json_object() -> None:
     assert figures["insync_round_trips"] >= 1 and figures["new_device_bytes"] > 0
 
 
+def test_bench_node_cost_prints_the_cycle_and_an_idle_mesh(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run_here(capsys, "bench", "node-cost", "--quick")
+    assert code == 0, err
+    figures = json.loads(out)
+    assert figures["benchmark"] == "node-cost"
+    assert all(figures[f"cycle_{p}_cpu_ms"] > 0 for p in ("start_two", "connect", "stop_two"))
+    idle = figures["idle_2_nodes"]
+    assert set(idle["cpu_pct_per_node_by_thread"]) >= {"loop", "trio"}
+    assert idle["loop_callbacks_per_node_per_s"]  # something woke the loop: it was counted
+
+
 def test_bench_e2ee_prints_one_json_object_with_messages_keys_and_media() -> None:
     result = run("bench", "e2ee", "--quick")
     assert result.returncode == 0, result.stderr

@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "group": "hearthmesh.tools.bench.group",
     "hostile": "hearthmesh.tools.bench.hostile",
     "hostile-tunnel": "hearthmesh.tools.bench.hostile:run_tunnel",
+    "node-cost": "hearthmesh.tools.bench.node_cost",
     "p2p": "hearthmesh.tools.bench.p2p",
     "storage": "hearthmesh.tools.bench.storage",
     "sync": "hearthmesh.tools.bench.sync",
