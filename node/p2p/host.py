@@ -460,6 +460,8 @@ class P2PHost:
         if self._closing:
             return
         self._closing = True
+        with contextlib.suppress(HostClosed):  # first: a handler's reset can be what is stuck
+            self._bridge.run_sync_soon(self._spawn_socket_closer)
         for task in self._handler_tasks:
             task.cancel()
         try:
@@ -467,13 +469,12 @@ class P2PHost:
                 await self._tasks.__aexit__(None, None, None)
         finally:
             self._gossip.end_subscriptions()
-            with contextlib.suppress(HostClosed):
-                self._bridge.run_sync_soon(self._spawn_socket_closer)
             await self._bridge.stop()
 
     def _spawn_socket_closer(self) -> None:
         """Trio thread, at stop: close the sockets left after `STOP_ABORT_S`. A system task,
-        not one of the work nursery, since a task stuck there is what it ends."""
+        not one of the work nursery: a task stuck there (a bridge call such as a stream
+        handler's reset, awaited by `aclose`) is what it ends."""
         trio.lowlevel.spawn_system_task(self._close_sockets_later, name="close sockets at stop")
 
     async def _close_sockets_later(self) -> None:
