@@ -79,6 +79,7 @@ from hearthmesh.protocol.inbound import InboundLedger, InboundPolicy
 
 __all__ = [
     "HEARTBEAT_S",
+    "STOP_ABORT_S",
     "STOP_GRACE_S",
     "ConnectionHandler",
     "HostConfig",
@@ -116,6 +117,15 @@ WEBRTC_PATH: Final = "webrtc"
 """A peer path (`P2PHost.peer_paths`) and hole punch transport: a WebRTC connection."""
 STOP_GRACE_S: Final = 2.0
 """Upper bound for closing all connections at stop (see `_close_quietly`)."""
+STOP_ABORT_S: Final = 2 * STOP_GRACE_S
+"""How long after a stop began the TCP sockets still open are closed under their connections.
+
+A connection to a peer that stopped answering (a partition) can hold a write blocked on a full
+send buffer, which TCP retries for ~15 minutes. The muxer's write lock stays held, and
+py-libp2p resets a stream whose opening failed (or was given up) in a shielded scope that
+waits for that lock (`BasicHost.new_stream`): that reset never ended, nor did the nursery
+holding it, so the stop hung, and a test's hang guard with it. Closing the socket fails the
+blocked write, and every one queued behind it, at once."""
 _SEED_BYTES: Final = 32
 
 
@@ -454,6 +464,8 @@ class P2PHost:
         if self._closing:
             return
         self._closing = True
+        with contextlib.suppress(HostClosed):  # first: a handler's reset can be what is stuck
+            self._bridge.run_sync_soon(self._spawn_socket_closer)
         for task in self._handler_tasks:
             task.cancel()
         try:
@@ -462,6 +474,22 @@ class P2PHost:
         finally:
             self._gossip.end_subscriptions()
             await self._bridge.stop()
+
+    def _spawn_socket_closer(self) -> None:
+        """Trio thread, at stop: close the sockets left after `STOP_ABORT_S`. A system task,
+        not one of the work nursery: a task stuck there (a bridge call such as a stream
+        handler's reset, awaited by `aclose`) is what it ends."""
+        trio.lowlevel.spawn_system_task(self._close_sockets_later, name="close sockets at stop")
+
+    async def _close_sockets_later(self) -> None:
+        await trio.sleep(STOP_ABORT_S)  # cancelled when the thread's run ends first
+        host = self._host
+        if host is not None:
+            log.info("host %s still stopping: closing its sockets", self.peer_id[-8:])
+            try:
+                _close_sockets(host)
+            except Exception:  # a system task's error would end the whole run
+                log.warning("closing the sockets of %s failed", self.peer_id, exc_info=True)
 
     @asynccontextmanager
     async def _service(self) -> AsyncIterator[None]:
@@ -1144,6 +1172,38 @@ async def _close_connections(host: IHost) -> None:
             for conns in list(network.connections.values()):
                 for conn in list(conns):
                     nursery.start_soon(_close_quietly, conn)
+
+
+def _close_sockets(host: IHost) -> None:
+    """Close the TCP socket under each of `host`'s connections (`STOP_ABORT_S`)."""
+    for conns in list(host.get_network().connections.values()):
+        for conn in list(conns):
+            socket = _tcp_socket_of(conn)
+            if socket is not None:
+                socket.socket.close()  # a no-op where the connection closed it already
+
+
+_LAYER_ATTRS: Final = ("muxed_conn", "secured_conn", "conn", "read_writer", "read_write_closer")
+"""Where each layer of a py-libp2p TCP connection keeps the one under it: swarm connection,
+muxer, secure session, Noise framing, length framing, then the raw connection's `stream`."""
+
+
+def _tcp_socket_of(conn: INetConn) -> trio.SocketStream | None:
+    """The TCP socket under `conn`, or None for another transport (QUIC, WebRTC) or a relayed
+    circuit (it runs on a stream of the relay's connection, whose socket is not this one's)."""
+    layer: object = conn
+    for _ in range(12):  # seven layers for TCP + Noise + yamux
+        if isinstance(layer, trio.SocketStream):
+            return layer
+        if isinstance(layer, INetStream):
+            return None
+        below = next((getattr(layer, a) for a in _LAYER_ATTRS if hasattr(layer, a)), None)
+        if below is None:  # the raw connection, then its TCP stream wrapper
+            below = getattr(layer, "stream", None)
+        if below is None:
+            return None
+        layer = below
+    return None
 
 
 async def _close_quietly(conn: INetConn) -> None:

@@ -1,18 +1,22 @@
 """A partition between two homes: the sender gives up the dead connection once a batch goes
-unanswered, and delivers over a fresh one after the heal (SPEC §11.5.2), with real nodes in
-network namespaces and nftables dropping their packets."""
+unanswered, and delivers over a fresh one after the heal (SPEC §11.5.2); and a host stops in
+bounded time with a write to the cut-off peer stuck. Real nodes in network namespaces and
+nftables dropping their packets."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 
 from hearthmesh.node.events import MessageReceived
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.tools.simulate.faults import PARTITION_TABLE, partition_rules
-from tests.integration.netlab import NetLab, require_netlab, start_node
+from tests.integration.netlab import NetLab, in_netns, require_netlab, start_node
 
 from .conftest import collect, wait_until
 
@@ -48,3 +52,71 @@ async def test_an_unanswered_batch_drops_the_dead_connection_and_the_heal_delive
             (second,) = await collect(events, MessageReceived, 1)
             bodies = [first.envelope.body, second.envelope.body]
             assert bodies == [b"before the partition", b"during the partition"]
+
+
+SINK = "/hearthmesh/test-sink/1"
+OPEN_GIVEN_UP_S = 8
+"""When the stream open is given up: well after the send buffer filled (a second or two)."""
+
+
+async def sink(stream: FrameStream) -> None:
+    async for _frame in stream:
+        pass
+
+
+async def test_a_host_stops_in_bounded_time_with_a_write_to_a_cut_off_peer_stuck() -> None:
+    """Behind a partition, a write that filled the TCP send buffer holds the connection's muxer
+    lock, and a stream open given up meanwhile has py-libp2p reset its stream in a shielded
+    scope that waits for that lock. The stop closes the socket once `STOP_ABORT_S` have passed;
+    it used to wait on TCP's retries, ~15 minutes, and a test's hang guard with it."""
+    require_netlab()
+    with NetLab() as lab:
+        a_ns, a_ip = lab.public_host(1)
+        b_ns, b_ip = lab.public_host(2)
+        async with asyncio.timeout(60), AsyncExitStack() as stack:
+            hosts = []
+            for n, ns in ((1, a_ns), (2, b_ns)):
+                config = HostConfig(
+                    identity_seed=bytes([n]) * 32, listen_addrs=["/ip4/0.0.0.0/tcp/4470"]
+                )
+                with in_netns(ns):
+                    hosts.append(await stack.enter_async_context(P2PHost(config)))
+            a, b = hosts
+            b.set_stream_handler(SINK, sink)
+            await a.connect(b.listen_addrs[0])
+            stream = await a.open_stream(b.peer_id, SINK)
+            lab.nft(a_ns, partition_rules([b_ip]))
+            lab.nft(b_ns, partition_rules([a_ip]))
+
+            async def open_in_vain() -> None:  # its request goes out, no answer comes back
+                async with asyncio.timeout(OPEN_GIVEN_UP_S):
+                    await a.open_stream(b.peer_id, SINK)
+
+            opening = asyncio.create_task(open_in_vain())
+            written = 0
+
+            async def fill() -> None:
+                nonlocal written
+                while True:
+                    await stream.write_frame(bytes(64 * 1024))
+                    written += 1
+
+            filling = asyncio.create_task(fill())
+            while True:  # until the send buffer is full: the write blocks
+                before = written
+                await asyncio.sleep(1)
+                if written == before:
+                    break
+            with pytest.raises(TimeoutError):  # and its reset waits behind the stuck write
+                await opening
+            filling.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await filling
+            stopping = asyncio.create_task(a.aclose())
+            done, _ = await asyncio.wait([stopping], timeout=30)
+            stopped = stopping in done
+            if not stopped:  # heal: TCP's retries end the stuck write, and the test in time
+                for ns in (a_ns, b_ns):
+                    lab.nft(ns, f"delete table inet {PARTITION_TABLE}\n")
+                await stopping
+            assert stopped, "the host did not stop within 30 s"
