@@ -14,8 +14,10 @@ from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.envelope import Envelope, RoomId
+from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.standing import StandingPolicy
+from hearthmesh.tools.hostile.peer import HostilePeer
 from hearthmesh.tools.node_process import NodeProcess, free_port, spawn_node
 
 __all__ = [
@@ -124,3 +126,23 @@ async def wait_until_async(probe: Callable[[], Awaitable[int]], target: int) -> 
     """Poll an async count until it reaches `target` (bounded by the caller's timeout)."""
     while await probe() < target:  # noqa: ASYNC110 - a store count has no event
         await asyncio.sleep(0.02)
+
+
+async def refused_where_not_addressed(
+    home: Node, mallory: HostilePeer, room: RoomId, seal: Callable[[], Envelope]
+) -> None:
+    """An addressed envelope `seal` makes, for no one on `home` (SPEC §16.2.3, §27.5.3): when
+    delivered, refused NOT_ADDRESSED, stored nowhere and charged one item; when gossiped on the
+    room's topic (which `home` follows), dropped and charged too."""
+    delivered = seal()
+    outcome = await mallory.deliver_wires(home.peer_id, [delivered.wire], home.user_id)
+    assert outcome == ["REJECTED:NOT_ADDRESSED"]
+    points = home.peer_points(mallory.peer_id)
+    assert points == StandingPolicy().item_points
+    assert await home.get_event(delivered.message_id) is None
+    topic = room_topic(room)
+    assert await mallory.join(topic, home.peer_id)
+    gossiped = seal()
+    assert await mallory.publish(topic, mallory.gossip(gossiped.wire)) == "published"
+    await wait_until(lambda: home.peer_points(mallory.peer_id) > points)
+    assert await home.get_event(gossiped.message_id) is None

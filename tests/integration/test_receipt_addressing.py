@@ -19,9 +19,8 @@ import pytest
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.capabilities import Level
-from hearthmesh.protocol.envelope import Kind, RoomId
+from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
 from hearthmesh.protocol.errors import MembershipConflict
-from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.membership import Action, decode_membership
 from hearthmesh.protocol.receipts import (
@@ -30,11 +29,10 @@ from hearthmesh.protocol.receipts import (
     ReceiptStatus,
     encode_receipt,
 )
-from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .api_helpers import Socket, group_of_three, home, link
-from .conftest import NodeFactory, wait_until
+from .conftest import NodeFactory, refused_where_not_addressed
 
 pytestmark = pytest.mark.integration
 
@@ -103,23 +101,13 @@ async def test_a_receipt_delivered_or_gossiped_where_it_is_not_addressed_is_refu
         hers = forge.message(room, "hi bob", now_ms=mallory.now_ms())
         assert await mallory.deliver_wires(bob.peer_id, [hers.wire], bob.user_id) == ["STORED"]
         body = encode_receipt(Receipt(status=ReceiptStatus.READ, message_ids=(hers.message_id,)))
-        receipt = forge.seal(
-            Kind.RECEIPT, room, body, now_ms=mallory.now_ms(), content_type=RECEIPT_CONTENT_TYPE
-        )
-        outcome = await mallory.deliver_wires(bob.peer_id, [receipt.wire], bob.user_id)
-        assert outcome == ["REJECTED:NOT_ADDRESSED"]
-        points = bob.peer_points(mallory.peer_id)
-        assert points == StandingPolicy().item_points
-        assert await bob.get_event(receipt.message_id) is None
 
-        topic = room_topic(room)
-        assert await mallory.join(topic, bob.peer_id)
-        gossiped = forge.seal(
-            Kind.RECEIPT, room, body, now_ms=mallory.now_ms(), content_type=RECEIPT_CONTENT_TYPE
-        )
-        assert await mallory.publish(topic, mallory.gossip(gossiped.wire)) == "published"
-        await wait_until(lambda: bob.peer_points(mallory.peer_id) > points)
-        assert await bob.get_event(gossiped.message_id) is None
+        def receipt() -> Envelope:
+            return forge.seal(
+                Kind.RECEIPT, room, body, now_ms=mallory.now_ms(), content_type=RECEIPT_CONTENT_TYPE
+            )
+
+        await refused_where_not_addressed(bob, mallory, room, receipt)
 
 
 async def test_a_home_that_does_not_advertise_the_revisions_gets_their_forms_before(

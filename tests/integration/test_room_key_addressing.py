@@ -19,15 +19,13 @@ from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.delivery import BatchItem
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
-from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.protocol.home_record import decode_home_record
 from hearthmesh.protocol.identity import DeviceId, UserId, encode_certificate
-from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.storage.api import Direction
 from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .api_helpers import GroupOfThree, group_of_three
-from .conftest import NodeFactory, collect, wait_until
+from .conftest import NodeFactory, collect, refused_where_not_addressed
 from .test_e2ee_canary import direct_room
 
 pytestmark = pytest.mark.integration
@@ -176,17 +174,5 @@ async def test_a_room_key_delivered_or_gossiped_where_it_is_not_addressed_is_ref
                 content_type=e2ee.ROOM_KEY_CONTENT_TYPE,
             )
 
-        delivered = room_key()
-        assert delivered.seq == UNSEQUENCED
-        outcome = await mallory.deliver_wires(bob.peer_id, [delivered.wire], bob.user_id)
-        assert outcome == ["REJECTED:NOT_ADDRESSED"]
-        points = bob.peer_points(mallory.peer_id)
-        assert points == StandingPolicy().item_points
-        assert await bob.get_event(delivered.message_id) is None
-
-        topic = room_topic(room)
-        assert await mallory.join(topic, bob.peer_id)
-        gossiped = room_key()
-        assert await mallory.publish(topic, mallory.gossip(gossiped.wire)) == "published"
-        await wait_until(lambda: bob.peer_points(mallory.peer_id) > points)
-        assert await bob.get_event(gossiped.message_id) is None
+        assert room_key().seq == UNSEQUENCED
+        await refused_where_not_addressed(bob, mallory, room, room_key)
