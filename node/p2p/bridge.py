@@ -158,9 +158,13 @@ class TrioThread:
         self._stop_event = trio.Event()
         async with service(), trio.open_nursery() as nursery:
             self._nursery = nursery
-            self._to_loop(_mark_ready, ready)
-            await self._stop_event.wait()
-            self._nursery = None
+            try:
+                self._to_loop(_mark_ready, ready)
+                await self._stop_event.wait()
+            finally:
+                # Also when a failed task cancelled this wait: the nursery then closes while
+                # the service still exits, and a call started there would kill trio itself.
+                self._nursery = None
             nursery.cancel_scope.cancel()
 
     def _to_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
