@@ -20,7 +20,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final, Protocol, TypeVar
 
-from libp2p.abc import IHost
+from google.protobuf.message import DecodeError
+from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -30,7 +31,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
 from hearthmesh.node.p2p.gossip import GossipMessage, GossipValidator, MessageIdFn, Subscription
-from hearthmesh.protocol.errors import LocalProtocolError
+from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 
 __all__ = ["HEARTBEAT_S", "BridgeCall", "GossipLayer"]
 
@@ -64,7 +65,11 @@ class GossipLayer:
         message_id: MessageIdFn | None,
         subscription_queue_size: int,
         degree: int,
+        on_garbled: Callable[[str, RemoteProtocolError], None],
     ) -> None:
+        """`on_garbled(peer, error)` (trio thread): a peer sent a gossip RPC that does not
+        decode; its stream was reset."""
+        self._on_garbled = on_garbled
         self._bridge = bridge
         self._call = call
         self._peer_id = peer_id
@@ -99,7 +104,26 @@ class GossipLayer:
             strict_signing=True,
             msg_id_constructor=self._msg_id_constructor(),
         )
+        for protocol in self._gossipsub.get_protocols():  # in place of pubsub's own handler
+            host.set_stream_handler(protocol, self._read_rpcs)
         self._host = host
+
+    async def _read_rpcs(self, stream: INetStream) -> None:
+        """Pubsub's stream handler, less one way for a peer to end the whole host: py-libp2p
+        lets a protobuf `DecodeError` out of it (it catches only its own read errors), and that
+        ended the connection's task group and so the host. A garbled RPC now ends its stream
+        and the peer's pubsub state, as a read error does there, and is charged (SPEC §11.6)."""
+        pubsub = self._require_pubsub()
+        try:
+            await pubsub.stream_handler(stream)
+        except DecodeError as exc:
+            peer = stream.muxed_conn.peer_id
+            log.info("gossip RPC from %s does not decode: %s", peer.to_base58()[-8:], exc)
+            with contextlib.suppress(Exception):  # already reset or closed: nothing to undo
+                await stream.reset()
+            pubsub._handle_dead_peer(peer)  # what its own handler does after a read error
+            garbled = MalformedMessage("a gossip RPC that does not decode")
+            self._on_garbled(peer.to_base58(), garbled)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

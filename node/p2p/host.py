@@ -416,6 +416,7 @@ class P2PHost:
             message_id=config.message_id,
             subscription_queue_size=config.subscription_queue_size,
             degree=config.gossip_degree,
+            on_garbled=self._garbled_gossip,
         )
         self._dht: DhtLayer | None = None
         if (config.dht_validate is None) != (config.dht_select is None):
@@ -881,6 +882,13 @@ class P2PHost:
     def set_peer_filter(self, admits: PeerFilter) -> None:
         """Reset unread every inbound stream from a peer `admits` refuses (asked on asyncio)."""
         self._admits = admits
+
+    def _garbled_gossip(self, peer: str, error: RemoteProtocolError) -> None:
+        """From the trio thread: a peer's gossip RPC did not decode (a whole frame, §11.6)."""
+        self._bridge.to_asyncio(self._report_refused, peer, error)
+
+    def _report_refused(self, peer: str, error: RemoteProtocolError) -> None:
+        self._refused(peer, error)
 
     def set_refusal_handler(self, refused: RefusalHandler) -> None:
         """Report to `refused` each stream-level offence of a peer: a stream past its cap, or a

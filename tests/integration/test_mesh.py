@@ -38,6 +38,7 @@ from hearthmesh.protocol.identity import (
     keypair_from_seed,
 )
 from hearthmesh.protocol.rooms import direct_room_id
+from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .conftest import (
     NodeFactory,
@@ -374,3 +375,26 @@ async def test_with_visibility_nobody_not_even_a_contact_learns_our_presence(
         await wait_until(lambda: alice._services.presence.announcements >= rounds + 3)
         assert alice._services.signals.pushed == 0
         assert bob.presence(alice.user_id) is None
+
+
+async def test_a_gossip_rpc_that_does_not_decode_ends_its_stream_not_the_node(
+    make_node: NodeFactory,
+) -> None:
+    """Six bytes on a gossipsub stream that are no protobuf RPC: py-libp2p let the decode error
+    out and it ended the whole host. Now the stream ends, the peer is charged a whole frame
+    (SPEC §11.6), and the node goes on: alice still delivers to bob."""
+    async with (
+        asyncio.timeout(20),
+        make_node("alice") as alice,
+        make_node("bob") as bob,
+        HostilePeer() as mallory,
+    ):
+        await mallory.connect(bob.listen_addrs[0])
+        garbage = b"\x05\xff\xff\xff\xff\xff"
+        await mallory.request(bob.peer_id, "/meshsub/1.1.0", garbage, framed=False)
+        await wait_until(lambda: bob.peer_points(mallory.peer_id) > 0)
+        await alice.connect(bob.listen_addrs[0])
+        room = await alice.open_direct(bob.user_id)
+        arriving = asyncio.create_task(collect(bob.events(), MessageReceived, 1))
+        sent = await alice.send(room, b"still here?")
+        assert [e.envelope.message_id for e in await arriving] == [sent.message_id]
