@@ -39,6 +39,7 @@ from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.key_claims import KeyServer
 from hearthmesh.node.e2ee.key_forwarding import KeyForwarding, KeyForwardServer
 from hearthmesh.node.e2ee.key_requests import KeyRequests, KeyRequestServer
+from hearthmesh.node.e2ee.opened_late import LateNews
 from hearthmesh.node.e2ee.pickle_key import load_or_create_pickle_key
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.e2ee.room_sender import RoomSender
@@ -347,6 +348,7 @@ def build_services(
     key_forward_server = KeyForwardServer(
         store=store, crypto=crypto, homes=homes, clock=clock, on_refused=standing.refused
     )
+    news = LateNews(release=release, emit=events.emit)  # what a forward or request opens
     key_forwarding = KeyForwarding(
         host=host,
         store=store,
@@ -355,6 +357,7 @@ def build_services(
         homes=homes,
         user=user,
         clock=clock,
+        news=news,
         interval_ms=config.key_forward_interval_ms,
     )
     key_request_server = KeyRequestServer(
@@ -379,6 +382,7 @@ def build_services(
         user=user,
         device=keyring.device_id,
         clock=clock,
+        news=news,
         interval_ms=config.key_request_interval_ms,
     )
     media = MediaFetcher(
@@ -510,6 +514,7 @@ def build_services(
         directory=directory,
         user=user,
         clock=clock,
+        news=news,
     )
     groups = GroupService(
         store=store,

@@ -19,7 +19,7 @@ from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
-from hearthmesh.node.e2ee.opened_late import react_to_opened
+from hearthmesh.node.e2ee.opened_late import LateNews, react_to_opened, sender_order
 from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.own_homes import OwnHomes
@@ -28,7 +28,7 @@ from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
-from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import (
     HearthError,
     KeyMismatch,
@@ -104,9 +104,11 @@ class KeyForwarding:
         homes: OwnHomes,
         user: UserId,
         clock: Clock,
+        news: LateNews,
         interval_ms: int,
     ) -> None:
         self._host = host
+        self._news = news
         self._user = user
         self._clock = clock
         self._store = store
@@ -148,7 +150,13 @@ class KeyForwarding:
         if listed is None or answer.sender_bundle != listed:
             raise KeyMismatch("a forwarder's bundle is not the one our record lists")
         return await take_answer(
-            self._store, self._crypto, self._opener, answer, user=self._user, clock=self._clock
+            self._store,
+            self._crypto,
+            self._opener,
+            answer,
+            user=self._user,
+            clock=self._clock,
+            news=self._news,
         )
 
 
@@ -160,10 +168,13 @@ async def take_answer(
     *,
     user: UserId,
     clock: Clock,
+    news: LateNews,
     owner: DeviceId | None = None,
 ) -> int:
-    """`take_forwarded` in one write batch of `store`, for our `user` now."""
-    return await store.run(
+    """`take_forwarded` in one write batch of `store`, for our `user` now; what it opened
+    that the app was passed is told to it once the batch committed (SPEC §27.13.5). How many
+    keys were new."""
+    taken, passed = await store.run(
         take_forwarded,
         crypto,
         opener,
@@ -171,8 +182,11 @@ async def take_answer(
         answer,
         users={user},
         now_ms=clock.now_ms(),
+        news=news,
         owner=owner,
     )
+    news.tell(passed)
+    return taken
 
 
 def take_forwarded(
@@ -183,12 +197,15 @@ def take_forwarded(
     *,
     users: Set[UserId],
     now_ms: int,
+    news: LateNews,
     owner: DeviceId | None = None,
-) -> int:
+) -> tuple[int, list[Envelope]]:
     """Take the keys of a verified ANSWER in (`owner`: each must be that device's session,
-    SPEC §27.13.2) and open what waited for them, in one write batch; how many were new."""
+    SPEC §27.13.2) and open what waited for them, in one write batch; how many were new, and
+    what opened that the release order passed already (in sender order: several sessions
+    may interleave), for the app to be told."""
     keys = crypto.accept_forwarded(answer.sender_bundle, answer.messages, owner=owner)
-    for key in keys:
-        opened = opener.open_held(store, key.session_id)
-        react_to_opened(store, opened, users=users, now_ms=now_ms)
-    return len(keys)
+    opened = [shown for key in keys for shown in opener.open_held(store, key.session_id)]
+    opened.sort(key=sender_order)
+    react_to_opened(store, opened, users=users, now_ms=now_ms)
+    return len(keys), news.passed(store, opened)

@@ -30,6 +30,7 @@ from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.peer_link import PeerLinks
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.key_forwarding import take_answer
+from hearthmesh.node.e2ee.opened_late import LateNews
 from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import MAX_OPENED_PER_KEY, RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
@@ -123,9 +124,10 @@ class KeyRequestServer(RequestServer):
     def _answer(
         self, store: Store, asked: e2ee.KeyRequest, recipient: e2ee.KeyBundle
     ) -> list[tuple[int, bytes]]:
-        """Olm messages to `recipient` with the asked sessions we own and gave its user, each
-        from the index its user was first given: a member reads what it was sent, never what
-        came before it joined (§27.10.2). Our own user's devices get the whole session."""
+        """Olm messages to `recipient` with the asked sessions we own and gave (or owe) its
+        user, each from the index its user was first given or sent while we knew none of its
+        devices (§27.10.1): a member reads what it was sent, never what came before it joined
+        (§27.10.2). Our own user's devices get the whole session."""
         own_device = self._own_bundle.device
         ours: list[tuple[RoomId, bytes]] = []
         from_index: dict[bytes, int] = {}
@@ -136,7 +138,7 @@ class KeyRequestServer(RequestServer):
             given = (
                 0
                 if asked.user == self._user
-                else store.first_index_shared(room, session_id, asked.user)
+                else store.first_index_given(room, session_id, asked.user)
             )
             if given is not None:
                 ours.append((room, session_id))
@@ -202,9 +204,11 @@ class KeyRequests:
         user: UserId,
         device: DeviceId,
         clock: Clock,
+        news: LateNews,
         interval_ms: int,
     ) -> None:
         self._host = host
+        self._news = news
         self._links = links
         self._store = store
         self._crypto = crypto
@@ -306,6 +310,7 @@ class KeyRequests:
             answer,
             user=self._user,
             clock=self._clock,
+            news=self._news,
             owner=device,
         )
 

@@ -22,6 +22,7 @@ from hearthmesh.node.clock import Clock
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.key_forwarding import take_answer
 from hearthmesh.node.e2ee.key_requests import listed_bundle
+from hearthmesh.node.e2ee.opened_late import LateNews
 from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
@@ -188,8 +189,10 @@ class HistoryFetch:
         directory: HomeDirectory,
         user: UserId,
         clock: Clock,
+        news: LateNews,
     ) -> None:
         self._host = host
+        self._news = news
         self._store = store
         self._rooms = rooms
         self._crypto = crypto
@@ -228,7 +231,13 @@ class HistoryFetch:
         if answer.sender_bundle != listed:
             raise HistoryNotShared("the answer is not from the admin's listed device")
         taken = await take_answer(
-            self._store, self._crypto, self._opener, answer, user=self._user, clock=self._clock
+            self._store,
+            self._crypto,
+            self._opener,
+            answer,
+            user=self._user,
+            clock=self._clock,
+            news=self._news,
         )
         self.keys_taken += taken
         return taken
