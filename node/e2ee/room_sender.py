@@ -162,20 +162,6 @@ def _with_users(
     )
 
 
-def _unowed(
-    outbound: _Outbound,
-    members: Set[UserId],
-    devices: dict[DeviceId, tuple[UserId, e2ee.KeyBundle]],
-) -> tuple[UserId, ...]:
-    """Members with no device among `devices` (no record found, or none with a bundle) that
-    `outbound` does not owe its key to yet: a send encrypts for them all the same, and what it
-    owes them a key request gets (SPEC §27.10.1, §27.13.1)."""
-    with_devices = {user for user, _ in devices.values()}
-    return tuple(
-        sorted(user for user in members if user not in with_devices and user not in outbound.owed)
-    )
-
-
 def _new_outbound(now_ms: int, *, looked_up: Set[UserId] = frozenset()) -> _Outbound:
     session = vodozemac.GroupSession()
     return _Outbound(
@@ -358,7 +344,7 @@ class RoomSender:
             self._rotates(outbound, members, devices)
             or bool(members - outbound.looked_up - self._directory.known(members))
             or any(device not in outbound.shared for device in devices)
-            or bool(_unowed(outbound, members, devices))
+            or bool(self._unowed(outbound, members))
         )
 
     async def _prepare(
@@ -409,7 +395,7 @@ class RoomSender:
             ready = self._ready.setdefault(room, collections.deque())
             for spare, spare_shares in zip(spares, shares[1:], strict=True):
                 spare.shared.update(everyone)
-                spare_owed = _unowed(spare, members, devices)
+                spare_owed = self._unowed(spare, members)
                 spare.owed.update(dict.fromkeys(spare_owed, 0))  # its first send owes them
                 ready.append(
                     _Ready(
@@ -425,7 +411,7 @@ class RoomSender:
         # them back if the commit fails
         newly = {device: user for device, (user, _) in missing.items()}
         outbound.shared.update(newly)
-        return outbound, key_shares, bundle, newly, _unowed(outbound, members, devices)
+        return outbound, key_shares, bundle, newly, self._unowed(outbound, members)
 
     def _spares_wanted(self, room: RoomId, outbound: _Outbound) -> int:
         """How many more sessions the room's queued sends will need past `outbound` (which
@@ -508,6 +494,20 @@ class RoomSender:
                 if bundle.device != self._device:
                     devices[bundle.device] = (user, bundle)
         return devices
+
+    def _unowed(self, outbound: _Outbound, members: Set[UserId]) -> tuple[UserId, ...]:
+        """Members none of whose devices we know (no record of theirs held, or one that lists
+        no key bundle) that `outbound` does not owe its key to yet: a send encrypts for them
+        all the same, and what it owes them a key request gets (SPEC §27.10.1, §27.13.1). Our
+        own user's record lists this device, so it is never owed."""
+        unknown = []
+        for user in members:
+            if user in outbound.owed:
+                continue
+            record = self._directory.record(user)
+            if record is None or not record.bundles:
+                unknown.append(user)
+        return tuple(sorted(unknown))
 
     def _kept(self, store: Store, room: RoomId) -> _Outbound | None:
         kept = self._crypto.kept_outbound(room)

@@ -11,7 +11,8 @@ from hearthmesh.node.e2ee.room_sender import Encryption, RoomSender
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import RoomId
-from hearthmesh.protocol.identity import DeviceId, UserId, keypair_from_seed
+from hearthmesh.protocol.home_record import issue_home_record
+from hearthmesh.protocol.identity import DeviceId, UserId, issue_certificate, keypair_from_seed
 from hearthmesh.storage.async_store import AsyncStore
 from hearthmesh.storage.lmdb_store import LmdbStore
 
@@ -26,8 +27,9 @@ async def test_members_sent_to_before_any_device_was_known_are_owed_from_their_f
 ) -> None:
     """SPEC §27.10.1: carol's record is nowhere, so alice's session owes carol its key from
     the first message (index 0); dave, a member from the fourth send on, from index 3, not
-    from the third send, whose commit failed (abandoned: never sent), nor from 0. Each record
-    is looked up once per session, and the owed rows are the session's, in the store."""
+    from the third send, whose commit failed (abandoned: never sent), nor from 0. Alice's own
+    user, whose record lists her sending device, is owed nothing. Each record is looked up
+    once per session, and the owed rows are the session's, in the store."""
     user_key = keypair_from_seed(b"alice".ljust(32, b"u"))
     device_key = keypair_from_seed(b"alice".ljust(32, b"d"))
     looked_up: list[UserId] = []
@@ -43,10 +45,21 @@ async def test_members_sent_to_before_any_device_was_known_are_owed_from_their_f
             device_key=device_key,
             user=UserId(user_key.public),
         )
+        alice = UserId(user_key.public)
+        directory = HomeDirectory(local_users={alice})
+        own_record = issue_home_record(
+            user_key,
+            issued_ms=clock.now_ms(),
+            homes=("home",),
+            addrs=(),
+            devices=(issue_certificate(user_key, DeviceId(device_key.public), created_ms=0),),
+            bundles=(crypto.key_bundle(clock.now_ms()),),
+        )
+        assert await store.run(directory.learn_verified, store.store, own_record)
         sender = RoomSender(
             crypto=crypto,
             store=store,
-            directory=HomeDirectory(local_users={UserId(user_key.public)}),
+            directory=directory,
             find_record=nowhere,
             device=DeviceId(device_key.public),
             clock=clock,
@@ -58,12 +71,12 @@ async def test_members_sent_to_before_any_device_was_known_are_owed_from_their_f
             await store.run(sender.persist, store.store, [encryption])
             return encryption
 
-        first = await send({CAROL}, b"0")
-        await send({CAROL}, b"1")
-        failed = await sender.encrypt(ROOM, {CAROL, DAVE}, "text/plain", b"2, never committed")
+        first = await send({alice, CAROL}, b"0")
+        await send({alice, CAROL}, b"1")
+        failed = await sender.encrypt(ROOM, {alice, CAROL, DAVE}, "text/plain", b"2, unsent")
         assert failed.newly_owed == (DAVE,)
         sender.abandon(failed)
-        fourth = await send({CAROL, DAVE}, b"3")
+        fourth = await send({alice, CAROL, DAVE}, b"3")
         assert (first.newly_owed, fourth.newly_owed) == ((CAROL,), (DAVE,))
         session = first.outbound.session_id
         assert fourth.outbound.session_id == session
