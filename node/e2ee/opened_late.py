@@ -5,7 +5,8 @@ act on what it says: it indexed no action, credited no receipt, applied no profi
 key comes (a ROOM_KEY, a forward from one of our homes, an answered key request, §27.13) the
 envelopes it opens get that now, in the write batch that opened them, as on arrival. Those the
 release order already passed (they went by the app as ciphertext, unseen) are told to it then,
-as `MessageReceived`, in their senders' order (SPEC §27.13.5); the others it releases itself.
+as `MessageReceived`, in their senders' order (SPEC §27.13.5); the release order tells of the
+others as it reaches them.
 
 Owns no state.
 """
