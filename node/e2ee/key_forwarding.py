@@ -44,9 +44,9 @@ from hearthmesh.storage.async_store import AsyncStore
 __all__ = [
     "FORWARDS_BURST",
     "FORWARDS_PER_S",
+    "AnswerTaker",
     "KeyForwardServer",
     "KeyForwarding",
-    "take_answer",
     "take_forwarded",
 ]
 
@@ -99,21 +99,13 @@ class KeyForwarding:
         *,
         host: P2PHost,
         store: AsyncStore,
-        crypto: DeviceCrypto,
-        opener: RoomOpener,
+        taker: AnswerTaker,
         homes: OwnHomes,
-        user: UserId,
-        clock: Clock,
-        news: LateNews,
         interval_ms: int,
     ) -> None:
         self._host = host
-        self._news = news
-        self._user = user
-        self._clock = clock
+        self._taker = taker
         self._store = store
-        self._crypto = crypto
-        self._opener = opener
         self._homes = homes
         self._interval_s = interval_ms / 1000
         self.keys_taken = 0
@@ -149,44 +141,47 @@ class KeyForwarding:
         listed = self._homes.sibling_bundle(peer)
         if listed is None or answer.sender_bundle != listed:
             raise KeyMismatch("a forwarder's bundle is not the one our record lists")
-        return await take_answer(
-            self._store,
+        return await self._taker.take(answer)
+
+
+class AnswerTaker:
+    """Takes in the keys of a verified ANSWER (a sibling's forward, a sender's answer to a
+    key request, an admin's history handoff) for our user, and opens what waited for them.
+    Holds no state: what the three askers share to do it."""
+
+    def __init__(
+        self,
+        *,
+        store: AsyncStore,
+        crypto: DeviceCrypto,
+        opener: RoomOpener,
+        user: UserId,
+        clock: Clock,
+        news: LateNews,
+    ) -> None:
+        self._store = store
+        self._crypto = crypto
+        self._opener = opener
+        self._user = user
+        self._clock = clock
+        self._news = news
+
+    async def take(self, answer: e2ee.ForwardAnswer, *, owner: DeviceId | None = None) -> int:
+        """`take_forwarded` in one write batch; what it opened that the app was passed is
+        told to it once the batch committed (SPEC §27.13.5). How many keys were new."""
+        taken, passed = await self._store.run(
+            take_forwarded,
             self._crypto,
             self._opener,
+            self._store.store,
             answer,
-            user=self._user,
-            clock=self._clock,
+            users={self._user},
+            now_ms=self._clock.now_ms(),
             news=self._news,
+            owner=owner,
         )
-
-
-async def take_answer(
-    store: AsyncStore,
-    crypto: DeviceCrypto,
-    opener: RoomOpener,
-    answer: e2ee.ForwardAnswer,
-    *,
-    user: UserId,
-    clock: Clock,
-    news: LateNews,
-    owner: DeviceId | None = None,
-) -> int:
-    """`take_forwarded` in one write batch of `store`, for our `user` now; what it opened
-    that the app was passed is told to it once the batch committed (SPEC §27.13.5). How many
-    keys were new."""
-    taken, passed = await store.run(
-        take_forwarded,
-        crypto,
-        opener,
-        store.store,
-        answer,
-        users={user},
-        now_ms=clock.now_ms(),
-        news=news,
-        owner=owner,
-    )
-    news.tell(passed)
-    return taken
+        self._news.tell(passed)
+        return taken
 
 
 def take_forwarded(

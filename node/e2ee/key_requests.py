@@ -29,10 +29,9 @@ from typing import Final
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.peer_link import PeerLinks
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
-from hearthmesh.node.e2ee.key_forwarding import take_answer
-from hearthmesh.node.e2ee.opened_late import LateNews
+from hearthmesh.node.e2ee.key_forwarding import AnswerTaker
 from hearthmesh.node.e2ee.request_server import RequestServer
-from hearthmesh.node.e2ee.room_opener import MAX_OPENED_PER_KEY, RoomOpener
+from hearthmesh.node.e2ee.room_opener import MAX_OPENED_PER_KEY
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.host import P2PHost
@@ -197,22 +196,18 @@ class KeyRequests:
         host: P2PHost,
         links: PeerLinks,
         store: AsyncStore,
-        crypto: DeviceCrypto,
-        opener: RoomOpener,
+        taker: AnswerTaker,
         directory: HomeDirectory,
         find_record: Callable[[UserId], Awaitable[bool]],
         user: UserId,
         device: DeviceId,
         clock: Clock,
-        news: LateNews,
         interval_ms: int,
     ) -> None:
         self._host = host
-        self._news = news
+        self._taker = taker
         self._links = links
         self._store = store
-        self._crypto = crypto
-        self._opener = opener
         self._directory = directory
         self._find_record = find_record
         self._user = user
@@ -303,16 +298,7 @@ class KeyRequests:
             raise refusal(answer.code, f"key request refused: {answer.message}")
         if answer.sender_bundle != listed:
             raise KeyMismatch("the answering bundle is not the one the sender's record lists")
-        return await take_answer(
-            self._store,
-            self._crypto,
-            self._opener,
-            answer,
-            user=self._user,
-            clock=self._clock,
-            news=self._news,
-            owner=device,
-        )
+        return await self._taker.take(answer, owner=device)
 
 
 def _held(store: Store) -> list[_Held]:
