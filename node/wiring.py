@@ -37,8 +37,9 @@ from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.delivery.sync import SyncService
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.key_claims import KeyServer
-from hearthmesh.node.e2ee.key_forwarding import KeyForwarding, KeyForwardServer
+from hearthmesh.node.e2ee.key_forwarding import AnswerTaker, KeyForwarding, KeyForwardServer
 from hearthmesh.node.e2ee.key_requests import KeyRequests, KeyRequestServer
+from hearthmesh.node.e2ee.opened_late import LateNews
 from hearthmesh.node.e2ee.pickle_key import load_or_create_pickle_key
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.e2ee.room_sender import RoomSender
@@ -347,14 +348,15 @@ def build_services(
     key_forward_server = KeyForwardServer(
         store=store, crypto=crypto, homes=homes, clock=clock, on_refused=standing.refused
     )
+    news = LateNews(release=release, emit=events.emit)  # what a forward or request opens
+    taker = AnswerTaker(
+        store=store, crypto=crypto, opener=opener, user=user, clock=clock, news=news
+    )
     key_forwarding = KeyForwarding(
         host=host,
         store=store,
-        crypto=crypto,
-        opener=opener,
+        taker=taker,
         homes=homes,
-        user=user,
-        clock=clock,
         interval_ms=config.key_forward_interval_ms,
     )
     key_request_server = KeyRequestServer(
@@ -372,8 +374,7 @@ def build_services(
         host=host,
         links=links,
         store=store,
-        crypto=crypto,
-        opener=opener,
+        taker=taker,
         directory=directory,
         find_record=home_lookups.find,
         user=user,
@@ -505,11 +506,9 @@ def build_services(
         host=host,
         store=store,
         rooms=rooms,
-        crypto=crypto,
-        opener=opener,
+        taker=taker,
         directory=directory,
         user=user,
-        clock=clock,
     )
     groups = GroupService(
         store=store,

@@ -7,7 +7,7 @@ its indexes (ARCHITECTURE §10). Time is always passed in as `now_ms`; storage n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import TYPE_CHECKING, Final, NewType, Protocol, TypeVar
@@ -870,9 +870,20 @@ class CryptoStore(Protocol):
         index `first_index`."""
         ...
 
-    def first_index_shared(self, room: RoomId, session_id: bytes, user: UserId) -> int | None:
+    def mark_owed(
+        self, room: RoomId, session_id: bytes, users: Iterable[UserId], first_index: int
+    ) -> None:
+        """Note members our outbound session encrypted message `first_index` for while we knew
+        none of their devices (SPEC §27.10.1); the first index noted stays."""
+        ...
+
+    def owed_users(self, room: RoomId, session_id: bytes) -> dict[UserId, int]:
+        """The members our outbound session is owed to, with the first index of each."""
+        ...
+
+    def first_index_given(self, room: RoomId, session_id: bytes, user: UserId) -> int | None:
         """The lowest message index at which our outbound session's key went to a device of
-        `user`; None if it went to none (SPEC §27.13.1)."""
+        `user` or was owed to `user`; None if neither (SPEC §27.13.1)."""
         ...
 
     def shared_devices(self, room: RoomId, session_id: bytes) -> dict[DeviceId, UserId]:

@@ -3,13 +3,14 @@
 The tables own the Olm account, Olm sessions per peer key, our outbound Megolm session per
 room (with its age and message count, SPEC §27.9), inbound Megolm sessions with the device
 that shared each, which message each Megolm index opened, and which of our one-time keys were
-handed out. Every session is a vodozemac pickle, encrypted by the node under a key kept outside
-the store: these helpers never see a secret in the clear.
+handed out, and the members a session was encrypted for before we knew their devices (owed
+its key, SPEC §27.10.1). Every session is a vodozemac pickle, encrypted by the node under a
+key kept outside the store: these helpers never see a secret in the clear.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from hearthmesh.protocol.envelope import MessageId, RoomId
@@ -33,7 +34,7 @@ from .kv import KvTxn
 __all__ = [
     "account_txn",
     "claim_index_txn",
-    "first_index_shared_txn",
+    "first_index_given_txn",
     "forget_handed_out_txn",
     "forget_plaintext_txn",
     "hand_out_txn",
@@ -41,9 +42,11 @@ __all__ = [
     "held_txn",
     "hold_txn",
     "inbound_session_txn",
+    "mark_owed_txn",
     "mark_shared_txn",
     "olm_sessions_txn",
     "outbound_session_txn",
+    "owed_users_txn",
     "plaintext_txn",
     "put_account_txn",
     "put_inbound_session_txn",
@@ -243,13 +246,39 @@ def shared_devices_txn(txn: KvTxn, room: RoomId, session_id: bytes) -> dict[Devi
     }
 
 
-def first_index_shared_txn(txn: KvTxn, room: RoomId, session_id: bytes, user: UserId) -> int | None:
+def mark_owed_txn(
+    txn: KvTxn, room: RoomId, session_id: bytes, users: Iterable[UserId], first_index: int
+) -> None:
+    """Note that our outbound session `session_id` of `room` encrypted message `first_index`
+    for `users` while we knew none of their devices (SPEC §27.10.1). The first index noted
+    stays: a user is owed what it was sent, from the first message it was sent."""
+    prefix = crypto_pair_key(room, session_id)
+    for user in users:
+        check_id(user, "user")
+        txn.insert(Table.E2EE_OWED, prefix + user, pack_u64(first_index))
+
+
+def first_index_given_txn(txn: KvTxn, room: RoomId, session_id: bytes, user: UserId) -> int | None:
     """The lowest message index at which our outbound session `session_id` of `room` went to
-    a device of `user` (0 for a row written before indices were kept); None if to none."""
+    a device of `user` (0 for a row written before indices were kept) or was owed to `user`
+    (SPEC §27.13.1); None if neither."""
     prefix = crypto_pair_key(room, session_id)
     found = [
         unpack_u64(value[ID_BYTES:]) if len(value) > ID_BYTES else 0
         for _, value in txn.scan(Table.E2EE_SHARED, prefix, prefix_end(prefix))
         if value[:ID_BYTES] == user
     ]
+    owed = txn.get(Table.E2EE_OWED, prefix + user)
+    if owed is not None:
+        found.append(unpack_u64(owed))
     return min(found, default=None)
+
+
+def owed_users_txn(txn: KvTxn, room: RoomId, session_id: bytes) -> dict[UserId, int]:
+    """The users our outbound session `session_id` of `room` is owed to, each with its first
+    owed index."""
+    prefix = crypto_pair_key(room, session_id)
+    return {
+        UserId(key[2 * ID_BYTES :]): unpack_u64(value)
+        for key, value in txn.scan(Table.E2EE_OWED, prefix, prefix_end(prefix))
+    }

@@ -204,6 +204,10 @@ class Table(Enum):
     E2EE_SHARED = b"e2ee.shared"
     """room | session id(32) | device -> user: the member devices our outbound session's key
     went to (SPEC §27.9: a device gone from the room means a new session)."""
+    E2EE_OWED = b"e2ee.owed"
+    """room | session id(32) | user -> first index u64: members our outbound session encrypted
+    for while we knew none of their devices (SPEC §27.10.1); a key request from such a user is
+    answered from that index (SPEC §27.13.1)."""
     TRUST = b"verification.trust"
     """user | device -> trust u8 | updated_ms u64: what SAS verification settled (SPEC §29.4)."""
     ACTIONS = b"history.actions"

@@ -7,7 +7,7 @@ helpers of `append`, `history`, `outbox`, `relay`, `rooms` and `directory`.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, Self
 
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
@@ -627,10 +627,23 @@ class KvStore:
             lambda txn: crypto.mark_shared_txn(txn, room, session_id, devices, first_index)
         )
 
-    def first_index_shared(self, room: RoomId, session_id: bytes, user: UserId) -> int | None:
-        """The lowest index our outbound session's key went to a device of `user` at."""
+    def mark_owed(
+        self, room: RoomId, session_id: bytes, users: Iterable[UserId], first_index: int
+    ) -> None:
+        """Note members our outbound session encrypted for before we knew their devices."""
+        self._engine.write(
+            lambda txn: crypto.mark_owed_txn(txn, room, session_id, users, first_index)
+        )
+
+    def owed_users(self, room: RoomId, session_id: bytes) -> dict[UserId, int]:
+        """The members our outbound session is owed to, with the first index of each."""
         with self._engine.read() as txn:
-            return crypto.first_index_shared_txn(txn, room, session_id, user)
+            return crypto.owed_users_txn(txn, room, session_id)
+
+    def first_index_given(self, room: RoomId, session_id: bytes, user: UserId) -> int | None:
+        """The lowest index our outbound session's key went to (or was owed to) `user` at."""
+        with self._engine.read() as txn:
+            return crypto.first_index_given_txn(txn, room, session_id, user)
 
     def shared_devices(self, room: RoomId, session_id: bytes) -> dict[DeviceId, UserId]:
         """The devices our outbound session's key went to."""

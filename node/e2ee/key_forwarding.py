@@ -19,7 +19,7 @@ from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
-from hearthmesh.node.e2ee.opened_late import react_to_opened
+from hearthmesh.node.e2ee.opened_late import LateNews, react_to_opened, sender_order
 from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.own_homes import OwnHomes
@@ -28,7 +28,7 @@ from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
-from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.errors import (
     HearthError,
     KeyMismatch,
@@ -44,9 +44,9 @@ from hearthmesh.storage.async_store import AsyncStore
 __all__ = [
     "FORWARDS_BURST",
     "FORWARDS_PER_S",
+    "AnswerTaker",
     "KeyForwardServer",
     "KeyForwarding",
-    "take_answer",
     "take_forwarded",
 ]
 
@@ -99,19 +99,13 @@ class KeyForwarding:
         *,
         host: P2PHost,
         store: AsyncStore,
-        crypto: DeviceCrypto,
-        opener: RoomOpener,
+        taker: AnswerTaker,
         homes: OwnHomes,
-        user: UserId,
-        clock: Clock,
         interval_ms: int,
     ) -> None:
         self._host = host
-        self._user = user
-        self._clock = clock
+        self._taker = taker
         self._store = store
-        self._crypto = crypto
-        self._opener = opener
         self._homes = homes
         self._interval_s = interval_ms / 1000
         self.keys_taken = 0
@@ -147,32 +141,47 @@ class KeyForwarding:
         listed = self._homes.sibling_bundle(peer)
         if listed is None or answer.sender_bundle != listed:
             raise KeyMismatch("a forwarder's bundle is not the one our record lists")
-        return await take_answer(
-            self._store, self._crypto, self._opener, answer, user=self._user, clock=self._clock
+        return await self._taker.take(answer)
+
+
+class AnswerTaker:
+    """Takes in the keys of a verified ANSWER (a sibling's forward, a sender's answer to a
+    key request, an admin's history handoff) for our user, and opens what waited for them.
+    Holds no state: what the three askers share to do it."""
+
+    def __init__(
+        self,
+        *,
+        store: AsyncStore,
+        crypto: DeviceCrypto,
+        opener: RoomOpener,
+        user: UserId,
+        clock: Clock,
+        news: LateNews,
+    ) -> None:
+        self._store = store
+        self._crypto = crypto
+        self._opener = opener
+        self._user = user
+        self._clock = clock
+        self._news = news
+
+    async def take(self, answer: e2ee.ForwardAnswer, *, owner: DeviceId | None = None) -> int:
+        """`take_forwarded` in one write batch; what it opened that the app was passed is
+        told to it once the batch committed (SPEC §27.13.5). How many keys were new."""
+        taken, passed = await self._store.run(
+            take_forwarded,
+            self._crypto,
+            self._opener,
+            self._store.store,
+            answer,
+            users={self._user},
+            now_ms=self._clock.now_ms(),
+            news=self._news,
+            owner=owner,
         )
-
-
-async def take_answer(
-    store: AsyncStore,
-    crypto: DeviceCrypto,
-    opener: RoomOpener,
-    answer: e2ee.ForwardAnswer,
-    *,
-    user: UserId,
-    clock: Clock,
-    owner: DeviceId | None = None,
-) -> int:
-    """`take_forwarded` in one write batch of `store`, for our `user` now."""
-    return await store.run(
-        take_forwarded,
-        crypto,
-        opener,
-        store.store,
-        answer,
-        users={user},
-        now_ms=clock.now_ms(),
-        owner=owner,
-    )
+        self._news.tell(passed)
+        return taken
 
 
 def take_forwarded(
@@ -183,12 +192,15 @@ def take_forwarded(
     *,
     users: Set[UserId],
     now_ms: int,
+    news: LateNews,
     owner: DeviceId | None = None,
-) -> int:
+) -> tuple[int, list[Envelope]]:
     """Take the keys of a verified ANSWER in (`owner`: each must be that device's session,
-    SPEC §27.13.2) and open what waited for them, in one write batch; how many were new."""
+    SPEC §27.13.2) and open what waited for them, in one write batch; how many were new, and
+    what opened that the release order passed already (in sender order: several sessions
+    may interleave), for the app to be told."""
     keys = crypto.accept_forwarded(answer.sender_bundle, answer.messages, owner=owner)
-    for key in keys:
-        opened = opener.open_held(store, key.session_id)
-        react_to_opened(store, opened, users=users, now_ms=now_ms)
-    return len(keys)
+    opened = [shown for key in keys for shown in opener.open_held(store, key.session_id)]
+    opened.sort(key=sender_order)
+    react_to_opened(store, opened, users=users, now_ms=now_ms)
+    return len(keys), news.passed(store, opened)

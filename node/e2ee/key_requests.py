@@ -29,9 +29,9 @@ from typing import Final
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.peer_link import PeerLinks
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
-from hearthmesh.node.e2ee.key_forwarding import take_answer
+from hearthmesh.node.e2ee.key_forwarding import AnswerTaker
 from hearthmesh.node.e2ee.request_server import RequestServer
-from hearthmesh.node.e2ee.room_opener import MAX_OPENED_PER_KEY, RoomOpener
+from hearthmesh.node.e2ee.room_opener import MAX_OPENED_PER_KEY
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.host import P2PHost
@@ -123,9 +123,10 @@ class KeyRequestServer(RequestServer):
     def _answer(
         self, store: Store, asked: e2ee.KeyRequest, recipient: e2ee.KeyBundle
     ) -> list[tuple[int, bytes]]:
-        """Olm messages to `recipient` with the asked sessions we own and gave its user, each
-        from the index its user was first given: a member reads what it was sent, never what
-        came before it joined (§27.10.2). Our own user's devices get the whole session."""
+        """Olm messages to `recipient` with the asked sessions we own and gave (or owe) its
+        user, each from the index its user was first given or sent while we knew none of its
+        devices (§27.10.1): a member reads what it was sent, never what came before it joined
+        (§27.10.2). Our own user's devices get the whole session."""
         own_device = self._own_bundle.device
         ours: list[tuple[RoomId, bytes]] = []
         from_index: dict[bytes, int] = {}
@@ -136,7 +137,7 @@ class KeyRequestServer(RequestServer):
             given = (
                 0
                 if asked.user == self._user
-                else store.first_index_shared(room, session_id, asked.user)
+                else store.first_index_given(room, session_id, asked.user)
             )
             if given is not None:
                 ours.append((room, session_id))
@@ -195,8 +196,7 @@ class KeyRequests:
         host: P2PHost,
         links: PeerLinks,
         store: AsyncStore,
-        crypto: DeviceCrypto,
-        opener: RoomOpener,
+        taker: AnswerTaker,
         directory: HomeDirectory,
         find_record: Callable[[UserId], Awaitable[bool]],
         user: UserId,
@@ -205,10 +205,9 @@ class KeyRequests:
         interval_ms: int,
     ) -> None:
         self._host = host
+        self._taker = taker
         self._links = links
         self._store = store
-        self._crypto = crypto
-        self._opener = opener
         self._directory = directory
         self._find_record = find_record
         self._user = user
@@ -299,15 +298,7 @@ class KeyRequests:
             raise refusal(answer.code, f"key request refused: {answer.message}")
         if answer.sender_bundle != listed:
             raise KeyMismatch("the answering bundle is not the one the sender's record lists")
-        return await take_answer(
-            self._store,
-            self._crypto,
-            self._opener,
-            answer,
-            user=self._user,
-            clock=self._clock,
-            owner=device,
-        )
+        return await self._taker.take(answer, owner=device)
 
 
 def _held(store: Store) -> list[_Held]:

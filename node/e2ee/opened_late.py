@@ -3,23 +3,58 @@
 An envelope whose room key came after it was stored as ciphertext, so its arrival could not
 act on what it says: it indexed no action, credited no receipt, applied no profile. When the
 key comes (a ROOM_KEY, a forward from one of our homes, an answered key request, §27.13) the
-envelopes it opens get that now, in the write batch that opened them, as on arrival.
+envelopes it opens get that now, in the write batch that opened them, as on arrival. Those the
+release order already passed (they went by the app as ciphertext, unseen) are told to it then,
+as `MessageReceived`, in their senders' order (SPEC §27.13.5); the release order tells of the
+others as it reaches them.
 
 Owns no state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence, Set
+from collections.abc import Callable, Sequence, Set
 
+from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.events import MessageReceived, NodeEvent
 from hearthmesh.node.rooms.message_actions import index_opened
 from hearthmesh.node.rooms.receipt_credit import credit_receipt
 from hearthmesh.node.social.profile_events import apply_profile
+from hearthmesh.protocol.arrival import reaches_the_app
 from hearthmesh.protocol.envelope import Envelope, Kind
-from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.hlc import Timestamp
+from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.storage.api import Store
 
-__all__ = ["react_to_opened"]
+__all__ = ["LateNews", "react_to_opened", "sender_order"]
+
+
+def sender_order(envelope: Envelope) -> tuple[Timestamp, DeviceId, int]:
+    """Sort key of envelopes opened together: their senders' order, which their stamps follow
+    (SPEC §4.2, §27.5.3), so a key that came after them changes when they are shown, never
+    their order."""
+    return envelope.hlc, envelope.sender_device, envelope.seq
+
+
+class LateNews:
+    """Tells the app of envelopes a forward or a key request opened (SPEC §27.13.5): those
+    the release order passed while they were ciphertext. The release order is the inbox's
+    (shared, not copied); this holds no state of its own."""
+
+    def __init__(self, *, release: ReleaseOrder, emit: Callable[[NodeEvent], None]) -> None:
+        self._release = release
+        self._emit = emit
+
+    def passed(self, store: Store, opened: Sequence[Envelope]) -> list[Envelope]:
+        """Of `opened` (in sender order), those released before they opened; in the write
+        batch that opened them, which reads the release progress."""
+        return [e for e in opened if self._release.was_released(store, e)]
+
+    def tell(self, released: Sequence[Envelope]) -> None:
+        """Announce them, once their batch committed."""
+        for envelope in released:
+            if reaches_the_app(envelope):
+                self._emit(MessageReceived(envelope=envelope))
 
 
 def react_to_opened(

@@ -18,6 +18,7 @@ import logging
 from typing import Final
 
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
+from hearthmesh.node.e2ee.opened_late import sender_order
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import RemoteProtocolError
@@ -94,10 +95,7 @@ class RoomOpener:
             if shown is not event.envelope:  # else still held (by `open`, under its session)
                 store.unhold_encrypted(session_id, message_id)
                 opened.append(shown)
-        # The held table is keyed by message id: shown in their sender's order instead, which
-        # their stamps follow (SPEC §4.2, §27.5.3), so a key that came after them changes when
-        # they are shown, never their order.
-        opened.sort(key=lambda envelope: (envelope.hlc, envelope.seq))
+        opened.sort(key=sender_order)  # the held table is keyed by message id
         if opened:  # clients are told of them now, as of messages that just came (§27.13.5)
             store.renumber_arrivals([e.message_id for e in opened])
         return opened

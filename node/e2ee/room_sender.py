@@ -11,9 +11,10 @@ session's advance and whom its key went to in the batch that commits the envelop
 (SPEC §27.8); `abandon` takes back what a failed commit never sent.
 
 State: per room, our outbound session unpickled, with its age, message count and the devices
-its key went to (each with its user). The store keeps the same (`e2ee.outbound`,
-`e2ee.shared`); this copy spares an unpickle per send. The sends queued behind one that is
-starting or sharing a room's session. Event loop only.
+its key went to (each with its user) and the members it owes its key to (SPEC §27.10.1). The
+store keeps the same (`e2ee.outbound`, `e2ee.shared`, `e2ee.owed`); this copy spares an
+unpickle per send. The sends queued behind one that is starting or sharing a room's session.
+Event loop only.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ class _Outbound:
     shared: dict[DeviceId, UserId] = field(default_factory=dict)
     looked_up: set[UserId] = field(default_factory=set)
     """Members whose home record this session's sends looked up (once each)."""
+    owed: dict[UserId, int] = field(default_factory=dict)
+    """Members this session encrypted for while we knew none of their devices, each with the
+    first index it did (SPEC §27.10.1): a key request from them is answered from there."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,8 +81,11 @@ class Encryption:
     """Our key bundle, the head of every ROOM_KEY body (SPEC §27.5.1); None with no shares."""
     newly_shared: dict[DeviceId, UserId]
     outbound: _Outbound
+    newly_owed: tuple[UserId, ...] = ()
+    """Members this envelope is the session's first for while we know none of their devices."""
     shared_at: int = 0
-    """The message index the newly shared devices got the session's key at."""
+    """The message index the newly shared devices got the session's key at (or the newly owed
+    members were first sent)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +96,7 @@ class _Ready:
     key_shares: tuple[e2ee.AddressedShare, ...]
     sender_bundle: e2ee.KeyBundle
     newly: dict[DeviceId, UserId]
+    owed: tuple[UserId, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -116,15 +124,21 @@ def _encrypt(
     key_shares: tuple[e2ee.AddressedShare, ...] = (),
     sender_bundle: e2ee.KeyBundle | None = None,
     newly: dict[DeviceId, UserId] | None = None,
+    owed: tuple[UserId, ...] = (),
 ) -> Encryption:
-    """Encrypt one send's content; the key's shares (and the devices they reach) go with
-    it, or, if it cannot be encrypted, those devices are taken as lacking the key again."""
+    """Encrypt one send's content; the key's shares (and the devices they reach) and the
+    members it is owed to from here go with it, or, if it cannot be encrypted, those devices
+    are taken as lacking the key again and those members as owed nothing."""
     shared_at = outbound.session.message_index  # where its ROOM_KEY bodies start, if any
+    for user in owed:
+        outbound.owed[user] = shared_at
     try:
         encrypted, _ = e2ee.encrypt_content(outbound.session, content_type, body)
     except HearthError:
         for device in newly or {}:
             outbound.shared.pop(device, None)  # its ROOM_KEY bodies never go out
+        for user in owed:
+            del outbound.owed[user]
         raise
     outbound.messages += 1
     return Encryption(
@@ -134,7 +148,8 @@ def _encrypt(
         sender_bundle=sender_bundle,
         newly_shared=newly or {},
         outbound=outbound,
-        shared_at=shared_at if newly else 0,
+        newly_owed=owed,
+        shared_at=shared_at if newly or owed else 0,
     )
 
 
@@ -242,8 +257,8 @@ class RoomSender:
             self._queues[room] = collections.deque()
             self._preparing.add(room)
         try:
-            outbound, key_shares, bundle, newly = await self._prepare(room, members)
-            return _encrypt(room, outbound, content_type, body, key_shares, bundle, newly)
+            outbound, key_shares, bundle, newly, owed = await self._prepare(room, members)
+            return _encrypt(room, outbound, content_type, body, key_shares, bundle, newly, owed)
         finally:
             self._preparing.discard(room)
             self._serve_queue(room)
@@ -316,17 +331,20 @@ class RoomSender:
                     spare.key_shares,
                     spare.sender_bundle,
                     spare.newly,
+                    spare.owed,
                 )
         self._ready.pop(room, None)
         return None
 
     def _needs_work(self, outbound: _Outbound, members: Set[UserId]) -> bool:
-        """Must a send rotate, look a record up or share the key before it encrypts?"""
+        """Must a send rotate, look a record up, share the key or note a member it owes the
+        key to before it encrypts?"""
         devices = self._member_devices(members)
         return (
             self._rotates(outbound, members, devices)
             or bool(members - outbound.looked_up - self._directory.known(members))
             or any(device not in outbound.shared for device in devices)
+            or bool(self._unowed(outbound, members))
         )
 
     async def _prepare(
@@ -336,9 +354,11 @@ class RoomSender:
         tuple[e2ee.AddressedShare, ...],
         e2ee.KeyBundle | None,
         dict[DeviceId, UserId],
+        tuple[UserId, ...],
     ]:
         """The room's session ready to encrypt (started anew if it must be), with the shares
-        of its key for the member devices that lack it, our bundle and those devices; a new
+        of its key for the member devices that lack it, our bundle, those devices and the
+        members none of whose devices we know, not yet owed the key (SPEC §27.10.1); a new
         session and the Olm sessions the shares advanced are stored in one write batch."""
         outbound = self._rooms.get(room)
         if outbound is None:
@@ -375,12 +395,15 @@ class RoomSender:
             ready = self._ready.setdefault(room, collections.deque())
             for spare, spare_shares in zip(spares, shares[1:], strict=True):
                 spare.shared.update(everyone)
+                spare_owed = self._unowed(spare, members)
+                spare.owed.update(dict.fromkeys(spare_owed, 0))  # its first send owes them
                 ready.append(
                     _Ready(
                         outbound=spare,
                         key_shares=_with_users(spare_shares, devices),
                         sender_bundle=ours,
                         newly=dict(everyone),
+                        owed=spare_owed,
                     )
                 )
         self._rooms[room] = outbound  # a new session only once it is stored
@@ -388,7 +411,7 @@ class RoomSender:
         # them back if the commit fails
         newly = {device: user for device, (user, _) in missing.items()}
         outbound.shared.update(newly)
-        return outbound, key_shares, bundle, newly
+        return outbound, key_shares, bundle, newly, self._unowed(outbound, members)
 
     def _spares_wanted(self, room: RoomId, outbound: _Outbound) -> int:
         """How many more sessions the room's queued sends will need past `outbound` (which
@@ -434,6 +457,13 @@ class RoomSender:
                     encryption.newly_shared,
                     encryption.shared_at,
                 )
+            if encryption.newly_owed:
+                store.mark_owed(
+                    encryption.room,
+                    encryption.outbound.session_id,
+                    encryption.newly_owed,
+                    encryption.shared_at,
+                )
         for encryption in latest.values():
             outbound = encryption.outbound
             self._crypto.save_outbound(
@@ -444,9 +474,12 @@ class RoomSender:
             )
 
     def abandon(self, encryption: Encryption) -> None:
-        """The commit failed: the ROOM_KEY bodies never went out, so share again next time."""
+        """The commit failed: the ROOM_KEY bodies never went out, so share again next time
+        (and the envelope neither: the members it owed the key to are owed it from the next)."""
         for device in encryption.newly_shared:
             encryption.outbound.shared.pop(device, None)
+        for user in encryption.newly_owed:
+            encryption.outbound.owed.pop(user, None)
 
     def _member_devices(
         self, members: Set[UserId]
@@ -462,6 +495,20 @@ class RoomSender:
                     devices[bundle.device] = (user, bundle)
         return devices
 
+    def _unowed(self, outbound: _Outbound, members: Set[UserId]) -> tuple[UserId, ...]:
+        """Members none of whose devices we know (no record of theirs held, or one that lists
+        no key bundle) that `outbound` does not owe its key to yet: a send encrypts for them
+        all the same, and what it owes them a key request gets (SPEC §27.10.1, §27.13.1). Our
+        own user's record lists this device, so it is never owed."""
+        unknown = []
+        for user in members:
+            if user in outbound.owed:
+                continue
+            record = self._directory.record(user)
+            if record is None or not record.bundles:
+                unknown.append(user)
+        return tuple(sorted(unknown))
+
     def _kept(self, store: Store, room: RoomId) -> _Outbound | None:
         kept = self._crypto.kept_outbound(room)
         if kept is None:
@@ -474,6 +521,7 @@ class RoomSender:
             created_ms=record.created_ms,
             messages=record.messages,
             shared=dict(store.shared_devices(room, session_id)),
+            owed=store.owed_users(room, session_id),
         )
 
     def _rotates(

@@ -20,10 +20,9 @@ from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
-from hearthmesh.node.e2ee.key_forwarding import take_answer
+from hearthmesh.node.e2ee.key_forwarding import AnswerTaker
 from hearthmesh.node.e2ee.key_requests import listed_bundle
 from hearthmesh.node.e2ee.request_server import RequestServer
-from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
@@ -183,20 +182,16 @@ class HistoryFetch:
         host: P2PHost,
         store: AsyncStore,
         rooms: RoomRegistry,
-        crypto: DeviceCrypto,
-        opener: RoomOpener,
+        taker: AnswerTaker,
         directory: HomeDirectory,
         user: UserId,
-        clock: Clock,
     ) -> None:
         self._host = host
+        self._taker = taker
         self._store = store
         self._rooms = rooms
-        self._crypto = crypto
-        self._opener = opener
         self._directory = directory
         self._user = user
-        self._clock = clock
         self.keys_taken = 0
 
     async def after_join(self, peer: str, room: RoomId, add: MessageId) -> int:
@@ -227,8 +222,6 @@ class HistoryFetch:
             raise refusal(answer.code, f"history refused: {answer.message}")
         if answer.sender_bundle != listed:
             raise HistoryNotShared("the answer is not from the admin's listed device")
-        taken = await take_answer(
-            self._store, self._crypto, self._opener, answer, user=self._user, clock=self._clock
-        )
+        taken = await self._taker.take(answer)
         self.keys_taken += taken
         return taken

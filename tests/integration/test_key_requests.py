@@ -14,6 +14,7 @@ import pytest
 
 from hearthmesh.node.api import ApiConfig, ApiServer
 from hearthmesh.node.e2ee.key_requests import REQUESTS_BURST
+from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.node import Node
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
@@ -23,7 +24,7 @@ from hearthmesh.protocol.identity import UserId
 from hearthmesh.tools.client import ApiClient
 
 from .api_helpers import TOKEN, Home, run_cli
-from .conftest import NodeFactory
+from .conftest import NodeFactory, collect
 from .test_devices import bodies, link_device, wait_until_readable
 from .test_key_claims import a_session_and_a_stranger
 
@@ -64,6 +65,37 @@ async def test_a_room_key_a_device_never_got_is_recovered_from_its_sender(
             assert laptop.key_requests_taken >= 1 and alice.key_requests_answered >= 1
             assert laptop.key_forwarding_taken == 0
             assert laptop.undecryptable == 0
+
+
+async def test_a_message_sent_before_its_recipients_record_was_known_is_read_and_announced(
+    make_node: NodeFactory,
+) -> None:
+    """SPEC §27.10.1, §27.13.1, §27.13.5: alice messages carol before she can find carol's
+    record (they share no peer), so her messages are encrypted with no share for carol's
+    device. Once they meet, carol's home holds them, asks alice's home for their key, which is
+    owed to carol from the first of them, opens them and tells carol's app (MessageReceived),
+    once each, in alice's order (the held index is keyed by message id)."""
+    quiet = {"share_presence": False}
+    texts = [b"before I knew your record %d" % i for i in range(3)]
+    async with (
+        asyncio.timeout(60),
+        make_node("alice", **quiet) as alice,
+        make_node("carol", **quiet) as carol,
+    ):
+        room = await alice.open_direct(carol.user_id)
+        sent = [await alice.send(room, text) for text in texts]
+        announced = asyncio.create_task(
+            collect(carol.events(), MessageReceived, 3, lambda e: e.envelope.kind is Kind.MESSAGE)
+        )
+        await asyncio.sleep(0)  # subscribed before anything can reach carol
+        await carol.connect(alice.listen_addrs[0])  # hello: alice learns carol's home
+        await until_messages(carol, room, 3)
+        await wait_until_readable(carol, room)
+        assert set(texts) <= set(await bodies(carol, room))
+        assert carol.key_requests_taken >= 1 and alice.key_requests_answered >= 1
+        received = await asyncio.wait_for(announced, 10)
+        assert [e.envelope.message_id for e in received] == [e.message_id for e in sent]
+        assert [e.envelope.body for e in received] == texts
 
 
 async def until_messages(node: Node, room: RoomId, count: int) -> None:

@@ -263,8 +263,8 @@ async def test_unknown_user_is_found_through_the_dht(make_node: NodeFactory) -> 
         await carol.connect(hub.listen_addrs[0])
         # The dial puts carol's record in the DHT in the background (SPEC §13.4), which takes
         # seconds on a loaded machine. Sent before it is there, alice's message is encrypted
-        # with no share for carol's device, which no key request recovers (SPEC §27.10.1,
-        # §27.13.1; a gap of the node, not what this test is about).
+        # with no share for carol's device and opens only once carol's home asks for its key
+        # (SPEC §27.10.1, §27.13.1; test_key_requests covers that): this test is about the DHT.
         await carol.home_record_published()
         assert alice.presence(carol.user_id) is None
         room = await alice.open_direct(carol.user_id)

@@ -120,9 +120,9 @@ def test_the_lowest_index_a_users_devices_were_given_a_session_at_is_kept(
     store.mark_shared(room, session, {DeviceId(b"1" * 32): bob}, 3)
     store.mark_shared(room, session, {DeviceId(b"2" * 32): bob}, 1)
     store.mark_shared(room, session, {DeviceId(b"3" * 32): carol}, 7)
-    assert store.first_index_shared(room, session, bob) == 1
-    assert store.first_index_shared(room, session, carol) == 7
-    assert store.first_index_shared(room, session, UserId(b"d" * 32)) is None
+    assert store.first_index_given(room, session, bob) == 1
+    assert store.first_index_given(room, session, carol) == 7
+    assert store.first_index_given(room, session, UserId(b"d" * 32)) is None
     assert store.shared_devices(room, session) == {
         DeviceId(b"1" * 32): bob,
         DeviceId(b"2" * 32): bob,
@@ -130,4 +130,20 @@ def test_the_lowest_index_a_users_devices_were_given_a_session_at_is_kept(
     }
     legacy = crypto_pair_key(room, session) + b"4" * 32
     store._engine.write(lambda txn: txn.put(Table.E2EE_SHARED, legacy, carol))
-    assert store.first_index_shared(room, session, carol) == 0
+    assert store.first_index_given(room, session, carol) == 0
+
+
+def test_a_session_owed_to_a_user_is_given_from_the_first_index_owed(store: KvStore) -> None:
+    """SPEC §27.10.1, §27.13.1: a member encrypted for before we knew any of its devices is
+    owed the session from the first index it was sent; a later note moves it no later, and a
+    device's share at a lower index still counts."""
+    room, session = RoomId(b"r" * 32), b"s" * 32
+    dave, erin = UserId(b"d" * 32), UserId(b"e" * 32)
+    store.mark_owed(room, session, [dave, erin], 4)
+    store.mark_owed(room, session, [dave], 9)
+    assert store.first_index_given(room, session, dave) == 4
+    assert store.owed_users(room, session) == {dave: 4, erin: 4}
+    store.mark_shared(room, session, {DeviceId(b"1" * 32): erin}, 2)
+    assert store.first_index_given(room, session, erin) == 2
+    assert store.first_index_given(room, session, UserId(b"f" * 32)) is None
+    assert store.owed_users(RoomId(b"q" * 32), session) == {}
