@@ -19,7 +19,7 @@ from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
-from hearthmesh.node.e2ee.opened_late import LateNews, react_to_opened, sender_order
+from hearthmesh.node.e2ee.opened_late import LateNews, react_to_opened
 from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.own_homes import OwnHomes
@@ -201,6 +201,6 @@ def take_forwarded(
     may interleave), for the app to be told."""
     keys = crypto.accept_forwarded(answer.sender_bundle, answer.messages, owner=owner)
     opened = [shown for key in keys for shown in opener.open_held(store, key.session_id)]
-    opened.sort(key=sender_order)
+    opened.sort(key=lambda e: e.order_key)  # their senders' order (SPEC §4.5)
     react_to_opened(store, opened, users=users, now_ms=now_ms)
     return len(keys), news.passed(store, opened)

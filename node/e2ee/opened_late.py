@@ -22,18 +22,10 @@ from hearthmesh.node.rooms.receipt_credit import credit_receipt
 from hearthmesh.node.social.profile_events import apply_profile
 from hearthmesh.protocol.arrival import reaches_the_app
 from hearthmesh.protocol.envelope import Envelope, Kind
-from hearthmesh.protocol.hlc import Timestamp
-from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.protocol.identity import UserId
 from hearthmesh.storage.api import Store
 
-__all__ = ["LateNews", "react_to_opened", "sender_order"]
-
-
-def sender_order(envelope: Envelope) -> tuple[Timestamp, DeviceId, int]:
-    """Sort key of envelopes opened together: their senders' order, which their stamps follow
-    (SPEC §4.2, §27.5.3), so a key that came after them changes when they are shown, never
-    their order."""
-    return envelope.hlc, envelope.sender_device, envelope.seq
+__all__ = ["LateNews", "react_to_opened"]
 
 
 class LateNews:

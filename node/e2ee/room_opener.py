@@ -18,7 +18,6 @@ import logging
 from typing import Final
 
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
-from hearthmesh.node.e2ee.opened_late import sender_order
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import RemoteProtocolError
@@ -95,7 +94,7 @@ class RoomOpener:
             if shown is not event.envelope:  # else still held (by `open`, under its session)
                 store.unhold_encrypted(session_id, message_id)
                 opened.append(shown)
-        opened.sort(key=sender_order)  # the held table is keyed by message id
+        opened.sort(key=lambda e: e.order_key)  # held by message id: into their senders' order
         if opened:  # clients are told of them now, as of messages that just came (§27.13.5)
             store.renumber_arrivals([e.message_id for e in opened])
         return opened
