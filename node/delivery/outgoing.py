@@ -225,8 +225,8 @@ class Outgoing:
         # keys normally reach it before the messages that need them (SPEC §27.5.3).
         keys = [
             (key.envelope, everyone_rows, everyone_absent)
-            if key.to is None
-            else (key.envelope, *self._outbox.split(self._own_homes_and(key.to)))
+            if key.to is None  # else its user's homes (none: our own) and our other homes
+            else (key.envelope, *self._outbox.split(tuple({key.to} - {self._user}) + siblings))
             for key in sealed.room_keys
         ]
         requests = [
@@ -315,7 +315,9 @@ class Outgoing:
             NotAuthorized: the rules do not allow it.
             MembershipLimit: the room or our user is at its bound.
         """
-        body = encode_membership(change)
+        await self._check_membership_body(room, encode_membership(change))
+
+    async def _check_membership_body(self, room: RoomId, body: bytes) -> None:
         probe = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=1)
         await self._store.run(self._rooms.check_own, self._store.store, probe)
 
@@ -336,7 +338,7 @@ class Outgoing:
         """
         body = encode_membership(change)
         # Checked before a sequence number is taken: a refusal must not leave a gap in it.
-        await self.check_membership(room, change)
+        await self._check_membership_body(room, body)
         members = await self._members.of(room)
         seq = await self._take_seq(room)
         envelope = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=seq)
@@ -437,11 +439,6 @@ class Outgoing:
             )
             for group in e2ee.group_shares(bundle, encryption.key_shares, addressed)
         )
-
-    def _own_homes_and(self, user: UserId) -> tuple[bytes, ...]:
-        """The destinations of what is addressed to `user`: its homes and our other homes."""
-        theirs: tuple[bytes, ...] = () if user == self._user else (user,)
-        return theirs + self._sibling_destinations()
 
     def _written_stamp(self, written: WrittenTimes) -> Timestamp:
         return written_stamp(
