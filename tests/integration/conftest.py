@@ -128,6 +128,16 @@ async def wait_until_async(probe: Callable[[], Awaitable[int]], target: int) -> 
         await asyncio.sleep(0.02)
 
 
+async def direct_room_with(home: Node, mallory: HostilePeer) -> tuple[RoomId, Envelope]:
+    """`mallory` connects to `home`, whose user opens a direct room with her (so `home` follows
+    its topic); her first message there is STORED. Returns the room and that message."""
+    await mallory.connect(home.listen_addrs[0])
+    room = await home.open_direct(UserId(mallory.user_id))
+    hers = mallory.forge.message(room, "hi", now_ms=mallory.now_ms())
+    assert await mallory.deliver_wires(home.peer_id, [hers.wire], home.user_id) == ["STORED"]
+    return room, hers
+
+
 async def refused_where_not_addressed(
     home: Node, mallory: HostilePeer, room: RoomId, seal: Callable[[], Envelope]
 ) -> None:

@@ -32,7 +32,7 @@ from hearthmesh.protocol.receipts import (
 from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .api_helpers import Socket, group_of_three, home, link
-from .conftest import NodeFactory, refused_where_not_addressed
+from .conftest import NodeFactory, direct_room_with, refused_where_not_addressed
 
 pytestmark = pytest.mark.integration
 
@@ -95,11 +95,8 @@ async def test_a_receipt_delivered_or_gossiped_where_it_is_not_addressed_is_refu
     home refuses it NOT_ADDRESSED, stores nothing and charges her; the same receipt on the
     room's gossip topic is dropped by the topic check and charged too."""
     async with asyncio.timeout(30), make_node("bob") as bob, HostilePeer() as mallory:
-        await mallory.connect(bob.listen_addrs[0])
-        room = await bob.open_direct(UserId(mallory.user_id))  # bob follows the room's topic
+        room, hers = await direct_room_with(bob, mallory)
         forge = mallory.forge
-        hers = forge.message(room, "hi bob", now_ms=mallory.now_ms())
-        assert await mallory.deliver_wires(bob.peer_id, [hers.wire], bob.user_id) == ["STORED"]
         body = encode_receipt(Receipt(status=ReceiptStatus.READ, message_ids=(hers.message_id,)))
 
         def receipt() -> Envelope:

@@ -25,7 +25,7 @@ from hearthmesh.storage.api import Direction
 from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .api_helpers import GroupOfThree, group_of_three
-from .conftest import NodeFactory, collect, refused_where_not_addressed
+from .conftest import NodeFactory, collect, direct_room_with, refused_where_not_addressed
 from .test_e2ee_canary import direct_room
 
 pytestmark = pytest.mark.integration
@@ -152,11 +152,8 @@ async def test_a_room_key_delivered_or_gossiped_where_it_is_not_addressed_is_ref
     bob's home: refused NOT_ADDRESSED, nothing stored, mallory charged; the same on the room's
     gossip topic is dropped by the topic check and charged too (SPEC §27.5.3)."""
     async with asyncio.timeout(30), make_node("bob") as bob, HostilePeer() as mallory:
-        await mallory.connect(bob.listen_addrs[0])
-        room = await bob.open_direct(UserId(mallory.user_id))  # bob follows the room's topic
+        room, _ = await direct_room_with(bob, mallory)
         forge = mallory.forge
-        hers = forge.message(room, "hi bob", now_ms=mallory.now_ms())
-        assert await mallory.deliver_wires(bob.peer_id, [hers.wire], bob.user_id) == ["STORED"]
         device = forge.stranger.device
         bundle = e2ee.issue_key_bundle(
             device, identity_key=b"i" * 32, fallback_key=b"f" * 32, issued_ms=mallory.now_ms()
