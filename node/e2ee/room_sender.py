@@ -89,14 +89,26 @@ class Encryption:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class _KeyWork:
+    """What preparing a session gives the send that first uses it: the shares of its key
+    for the member devices that lacked it (with our bundle), those devices, and the members
+    none of whose devices we knew, owed the key from this send on (SPEC §27.10.1)."""
+
+    key_shares: tuple[e2ee.AddressedShare, ...] = ()
+    sender_bundle: e2ee.KeyBundle | None = None
+    newly: dict[DeviceId, UserId] = field(default_factory=dict)
+    owed: tuple[UserId, ...] = ()
+
+
+_NO_KEY_WORK: Final = _KeyWork()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Ready:
     """A session started and shared ahead, for the sends queued in a burst: not used yet."""
 
     outbound: _Outbound
-    key_shares: tuple[e2ee.AddressedShare, ...]
-    sender_bundle: e2ee.KeyBundle
-    newly: dict[DeviceId, UserId]
-    owed: tuple[UserId, ...]
+    work: _KeyWork
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,21 +133,19 @@ def _encrypt(
     outbound: _Outbound,
     content_type: str,
     body: bytes,
-    key_shares: tuple[e2ee.AddressedShare, ...] = (),
-    sender_bundle: e2ee.KeyBundle | None = None,
-    newly: dict[DeviceId, UserId] | None = None,
-    owed: tuple[UserId, ...] = (),
+    work: _KeyWork = _NO_KEY_WORK,
 ) -> Encryption:
     """Encrypt one send's content; the key's shares (and the devices they reach) and the
     members it is owed to from here go with it, or, if it cannot be encrypted, those devices
     are taken as lacking the key again and those members as owed nothing."""
+    newly, owed = work.newly, work.owed
     shared_at = outbound.session.message_index  # where its ROOM_KEY bodies start, if any
     for user in owed:
         outbound.owed[user] = shared_at
     try:
         encrypted, _ = e2ee.encrypt_content(outbound.session, content_type, body)
     except HearthError:
-        for device in newly or {}:
+        for device in newly:
             outbound.shared.pop(device, None)  # its ROOM_KEY bodies never go out
         for user in owed:
             del outbound.owed[user]
@@ -144,9 +154,9 @@ def _encrypt(
     return Encryption(
         room=room,
         body=encrypted,
-        key_shares=key_shares,
-        sender_bundle=sender_bundle,
-        newly_shared=newly or {},
+        key_shares=work.key_shares,
+        sender_bundle=work.sender_bundle,
+        newly_shared=newly,
         outbound=outbound,
         newly_owed=owed,
         shared_at=shared_at if newly or owed else 0,
@@ -257,8 +267,8 @@ class RoomSender:
             self._queues[room] = collections.deque()
             self._preparing.add(room)
         try:
-            outbound, key_shares, bundle, newly, owed = await self._prepare(room, members)
-            return _encrypt(room, outbound, content_type, body, key_shares, bundle, newly, owed)
+            outbound, work = await self._prepare(room, members)
+            return _encrypt(room, outbound, content_type, body, work)
         finally:
             self._preparing.discard(room)
             self._serve_queue(room)
@@ -323,16 +333,7 @@ class RoomSender:
             spare = ready.popleft()
             if not self._needs_work(spare.outbound, members):  # else stale: dropped
                 self._rooms[room] = spare.outbound
-                return _encrypt(
-                    room,
-                    spare.outbound,
-                    content_type,
-                    body,
-                    spare.key_shares,
-                    spare.sender_bundle,
-                    spare.newly,
-                    spare.owed,
-                )
+                return _encrypt(room, spare.outbound, content_type, body, spare.work)
         self._ready.pop(room, None)
         return None
 
@@ -347,19 +348,10 @@ class RoomSender:
             or bool(self._unowed(outbound, members))
         )
 
-    async def _prepare(
-        self, room: RoomId, members: Set[UserId]
-    ) -> tuple[
-        _Outbound,
-        tuple[e2ee.AddressedShare, ...],
-        e2ee.KeyBundle | None,
-        dict[DeviceId, UserId],
-        tuple[UserId, ...],
-    ]:
-        """The room's session ready to encrypt (started anew if it must be), with the shares
-        of its key for the member devices that lack it, our bundle, those devices and the
-        members none of whose devices we know, not yet owed the key (SPEC §27.10.1); a new
-        session and the Olm sessions the shares advanced are stored in one write batch."""
+    async def _prepare(self, room: RoomId, members: Set[UserId]) -> tuple[_Outbound, _KeyWork]:
+        """The room's session ready to encrypt (started anew if it must be), with what its
+        first send carries (`_KeyWork`); a new session and the Olm sessions the shares advanced
+        are stored in one write batch."""
         outbound = self._rooms.get(room)
         if outbound is None:
             outbound = await self._store.read_inline(self._kept, self._store.store, room)
@@ -397,21 +389,22 @@ class RoomSender:
                 spare.shared.update(everyone)
                 spare_owed = self._unowed(spare, members)
                 spare.owed.update(dict.fromkeys(spare_owed, 0))  # its first send owes them
-                ready.append(
-                    _Ready(
-                        outbound=spare,
-                        key_shares=_with_users(spare_shares, devices),
-                        sender_bundle=ours,
-                        newly=dict(everyone),
-                        owed=spare_owed,
-                    )
+                work = _KeyWork(
+                    key_shares=_with_users(spare_shares, devices),
+                    sender_bundle=ours,
+                    newly=dict(everyone),
+                    owed=spare_owed,
                 )
+                ready.append(_Ready(outbound=spare, work=work))
         self._rooms[room] = outbound  # a new session only once it is stored
         # taken as sent at once, so a send meanwhile does not share again; `abandon` takes
         # them back if the commit fails
         newly = {device: user for device, (user, _) in missing.items()}
         outbound.shared.update(newly)
-        return outbound, key_shares, bundle, newly, self._unowed(outbound, members)
+        owed = self._unowed(outbound, members)
+        return outbound, _KeyWork(
+            key_shares=key_shares, sender_bundle=bundle, newly=newly, owed=owed
+        )
 
     def _spares_wanted(self, room: RoomId, outbound: _Outbound) -> int:
         """How many more sessions the room's queued sends will need past `outbound` (which
