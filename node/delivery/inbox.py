@@ -27,7 +27,12 @@ from hearthmesh.node.mesh.relationships import knows
 from hearthmesh.node.rooms.contact_events import apply_contact_event
 from hearthmesh.node.rooms.message_actions import acts_on, apply_recall
 from hearthmesh.node.rooms.message_actions import refusal as action_refusal
-from hearthmesh.node.rooms.receipt_credit import credit_receipt, receipt_refusal
+from hearthmesh.node.rooms.receipt_credit import (
+    NamedMessages,
+    credit_receipt,
+    read_named,
+    receipt_refusal,
+)
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.social.privacy import Privacy
 from hearthmesh.node.social.profile_events import apply_profile
@@ -150,6 +155,8 @@ class Inbox:
         requests: list[AppendRequest] = []
         slots: list[int] = []
         results: list[DeliveryResult] = []
+        # what each RECEIPT names, read once for its refusal and taken again by its credit
+        judged: dict[MessageId, NamedMessages] = {}
 
         def append_pending() -> None:
             if requests:
@@ -161,7 +168,10 @@ class Inbox:
                 # app unopened, and they were shown as it opened them, after later ones.)
                 for slot, request, stored in zip(slots, requests, appended, strict=True):
                     envelope = request.envelope
-                    results[slot] = self._after_append(store, envelope, stored, now_ms, outcome)
+                    named = judged.pop(envelope.message_id, None)
+                    results[slot] = self._after_append(
+                        store, envelope, stored, now_ms, outcome, named
+                    )
                 for request, stored in zip(requests, appended, strict=True):
                     self._offer_stored(store, request.envelope, stored, outcome)
                 requests.clear()
@@ -205,7 +215,10 @@ class Inbox:
             if decision.result is None and envelope.kind in ACTION_KINDS:
                 refused = action_refusal(store, envelope)
             elif decision.result is None and envelope.kind is Kind.RECEIPT:  # SPEC §16.2.3
-                refused = receipt_refusal(store, envelope, item.recipient)
+                named = read_named(store, envelope)
+                refused = receipt_refusal(named, envelope, item.recipient)
+                if named is not None and refused is None:
+                    judged[envelope.message_id] = named
             elif decision.result is None and envelope.kind is Kind.ROOM_KEY:  # SPEC §27.5.3
                 refused = self._room_key_refusal(envelope, item.recipient)
             if decision.result is not None:  # deferred or rejected: fixed before the store
@@ -259,6 +272,7 @@ class Inbox:
         stored: AppendResult,
         now_ms: int,
         outcome: StoreOutcome,
+        named: NamedMessages | None,
     ) -> DeliveryResult:
         result = appended_result(
             envelope.message_id,
@@ -275,7 +289,7 @@ class Inbox:
                 react_to_opened(store, opened, users=self._local, now_ms=now_ms)
                 outcome.released += [e for e in opened if self._release.was_released(store, e)]
             for reaction in self._rules.reactions(envelope):
-                self._react(store, reaction, envelope, now_ms, outcome)
+                self._react(store, reaction, envelope, now_ms, outcome, named)
         return result
 
     def _offer_stored(
@@ -306,13 +320,14 @@ class Inbox:
         envelope: Envelope,
         now_ms: int,
         outcome: StoreOutcome,
+        named: NamedMessages | None,
     ) -> None:
         match reaction:
             case Reaction.APPLY_PRIVATE:
                 apply_private(store, envelope, self._privacy)
             case Reaction.CREDIT_RECEIPT:
                 for user in self._local:
-                    credit_receipt(store, user, envelope, now_ms=now_ms)
+                    credit_receipt(store, user, envelope, now_ms=now_ms, judged=named)
             case Reaction.APPLY_CONTACT_EVENT:
                 for user in self._local:
                     if apply_contact_event(store, user, envelope, now_ms=now_ms):

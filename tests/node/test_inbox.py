@@ -30,8 +30,14 @@ from hearthmesh.protocol.membership import (
     encode_membership,
 )
 from hearthmesh.protocol.private import PRIVATE_CONTENT_TYPE, encode_block_changed, self_room_id
+from hearthmesh.protocol.receipts import (
+    RECEIPT_CONTENT_TYPE,
+    Receipt,
+    ReceiptStatus,
+    encode_receipt,
+)
 from hearthmesh.protocol.rooms import direct_room_id, group_room_id
-from hearthmesh.storage.api import RelayQuota
+from hearthmesh.storage.api import RelayQuota, StoredEvent
 from hearthmesh.storage.lmdb_store import LmdbStore
 from hearthmesh.storage.memory import MemoryStore
 from hearthmesh.storage.store import KvStore
@@ -231,3 +237,55 @@ def test_a_block_from_our_other_device_holds_here_and_drops_what_the_user_sends(
     outcome = inbox.accept(store, [arrival(hello)], now_ms=2, peer=PEER)
     assert statuses(outcome.results) == [STORED]  # as if stored: nothing tells them
     assert store.get_event(hello.message_id) is None and outcome.released == []
+
+
+def receipt_of(who: KeyPair, seq: int, *named: Envelope) -> Envelope:
+    """`who`'s sequenced (broadcast form) receipt: DELIVERED for `named`."""
+    ids = tuple(e.message_id for e in named)
+    body = encode_receipt(Receipt(status=ReceiptStatus.DELIVERED, message_ids=ids))
+    return sealed(who, seq, kind=Kind.RECEIPT, body=body, content_type=RECEIPT_CONTENT_TYPE)
+
+
+def delivered_to(store: KvStore, message: Envelope) -> dict[bytes, int]:
+    return {r.recipient: int(r.status) for r in store.statuses(message.message_id)}
+
+
+def test_a_receipt_credits_our_message_stored_earlier_in_its_own_batch(store: KvStore) -> None:
+    """The credit takes a named message its refusal did not find yet (SPEC §16.3)."""
+    inbox = make_inbox()
+    setup = [change(1, Action.CREATE, ADMIN), change(2, Action.ADD, OURS)]
+    setup.append(change(3, Action.ADD, MEMBER))
+    inbox.accept(store, [arrival(e) for e in setup], now_ms=0, peer=PEER)
+    ours = sealed(OURS, 1)  # from our other device, with the receipt for it behind it
+    batch = [ours, receipt_of(MEMBER, 1, ours)]
+    outcome = inbox.accept(store, [arrival(e) for e in batch], now_ms=0, from_sibling=True)
+    assert statuses(outcome.results) == [STORED, STORED]
+    assert delivered_to(store, ours) == {uid(MEMBER): ReceiptStatus.DELIVERED}
+
+
+class _CountingStore(MemoryStore):
+    """A real store that counts the events read by message id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[bytes] = []
+
+    def get_event(self, message_id: bytes) -> StoredEvent | None:
+        self.reads.append(message_id)
+        return super().get_event(message_id)
+
+
+def test_a_receipt_reads_each_message_it_names_once_for_its_refusal_and_credit() -> None:
+    """Decoding the named envelopes was most of a receipt's cost: read once, not per use."""
+    store = _CountingStore()
+    inbox = make_inbox()
+    setup = [change(1, Action.CREATE, ADMIN), change(2, Action.ADD, OURS)]
+    setup.append(change(3, Action.ADD, MEMBER))
+    inbox.accept(store, [arrival(e) for e in setup], now_ms=0, peer=PEER)
+    ours = [sealed(OURS, 1), sealed(OURS, 2)]
+    inbox.accept(store, [arrival(e) for e in ours], now_ms=0, from_sibling=True)
+    store.reads.clear()
+    outcome = inbox.accept(store, [arrival(receipt_of(MEMBER, 1, *ours))], now_ms=0, peer=PEER)
+    assert statuses(outcome.results) == [STORED]
+    assert sorted(store.reads) == sorted(e.message_id for e in ours)
+    assert all(delivered_to(store, e) == {uid(MEMBER): ReceiptStatus.DELIVERED} for e in ours)
