@@ -11,13 +11,19 @@ than one naming several senders' messages, so no home takes in ids of others' me
 home can tell a receipt that is not for it. `Outgoing` sends it in the broadcast form while a
 home it goes to is older (SPEC §20.7).
 
-State: the acks waiting for their linger window.
+An ack names a message the feed showed the client moments before: its room and sender are
+kept as its frame is rendered (`told`, the newest TOLD_KEPT), so the ack reads nothing back;
+an ack of any other message reads it from the store.
+
+State: the acks waiting for their linger window; the room and sender of the messages of
+other users recently shown to our clients.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
@@ -40,12 +46,21 @@ from hearthmesh.protocol.receipts import (
 )
 from hearthmesh.storage.api import DeliveryStatus, Store
 
-__all__ = ["RECEIPT_LINGER_MS", "ReceiptService", "StatusChange", "statuses_of", "unread_count"]
+__all__ = [
+    "RECEIPT_LINGER_MS",
+    "TOLD_KEPT",
+    "ReceiptService",
+    "StatusChange",
+    "statuses_of",
+    "unread_count",
+]
 
 log = logging.getLogger(__name__)
 
 RECEIPT_LINGER_MS: Final = 20
 """How long an ack waits for others to share its receipt: below what an eye sees on a tick."""
+TOLD_KEPT: Final = 4096
+"""Messages of other users shown to our clients whose room and sender an ack finds in memory."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,7 +84,16 @@ class ReceiptService:
         self._pending: dict[tuple[RoomId, ReceiptStatus, UserId], list[MessageId]] = {}
         """Acks per (room, status, the messages' sender), waiting for one receipt."""
         self._wake = asyncio.Event()
+        self._told: OrderedDict[MessageId, tuple[RoomId, UserId]] = OrderedDict()
+        """Room and sender of other users' messages shown to our clients, oldest first."""
         self.sent = 0
+
+    def told(self, envelope: Envelope) -> None:
+        """Our clients are shown `envelope`, another user's receiptable message: an ack of it
+        takes its room and sender from here."""
+        self._told[envelope.message_id] = (envelope.room, envelope.sender_user)
+        if len(self._told) > TOLD_KEPT:
+            self._told.popitem(last=False)
 
     async def ack(self, message_id: MessageId, status: ReceiptStatus) -> None:
         """A client of our user received (or read) a message: queue the receipt.
@@ -78,15 +102,18 @@ class ReceiptService:
             NotFound: no such message here.
             MalformedMessage: our own message, or one that takes no receipts.
         """
-        envelope = await self._node.get_event(message_id)
-        if envelope is None:
-            raise NotFound(f"no message {message_id.hex()[:16]}")
-        if envelope.sender_user == self._node.user_id:
-            raise MalformedMessage("receipts are for other users' messages")
-        if not is_receiptable(envelope):
-            raise MalformedMessage(f"a {envelope.kind.name} takes no receipt")
-        key = (envelope.room, status, envelope.sender_user)
-        self._pending.setdefault(key, []).append(message_id)
+        told = self._told.get(message_id)
+        if told is None:
+            envelope = await self._node.get_event(message_id)
+            if envelope is None:
+                raise NotFound(f"no message {message_id.hex()[:16]}")
+            if envelope.sender_user == self._node.user_id:
+                raise MalformedMessage("receipts are for other users' messages")
+            if not is_receiptable(envelope):
+                raise MalformedMessage(f"a {envelope.kind.name} takes no receipt")
+            told = (envelope.room, envelope.sender_user)
+        room, sender = told
+        self._pending.setdefault((room, status, sender), []).append(message_id)
         self._wake.set()
 
     async def run(self) -> None:

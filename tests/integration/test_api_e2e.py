@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from hearthmesh.protocol.envelope import Envelope, MessageId
+
 from .api_helpers import Home, befriend, group_of_three, home, link, open_conversation
 
 pytestmark = pytest.mark.integration
@@ -77,10 +79,20 @@ async def test_a_burst_of_acks_shares_receipts_and_every_tick_arrives(tmp_path: 
             for i in range(20):
                 await alice_ws.send(event="send", room_id=room, message=f"m{i}", client_id=str(i))
             ids = [(await bob_ws.next("message"))["message_id"] for _ in range(20)]
+            node = b.api.service.node
+            read_back: list[bytes] = []
+            get_event = node.get_event
+
+            async def counted(message_id: MessageId) -> Envelope | None:
+                read_back.append(message_id)
+                return await get_event(message_id)
+
+            node.get_event = counted  # type: ignore[method-assign]
             for message_id in ids:  # one after another, as a client that shows them does
                 await bob_ws.send(event="ack", message_id=message_id, status="delivered")
             ticked = {(await alice_ws.next("receipt"))["message_id"] for _ in range(20)}
             assert ticked == set(ids)
+            assert read_back == []  # each ack names a message its client was shown
             receipts = b.api.service.receipts.sent
             assert 1 <= receipts < 20  # coalesced: fewer envelopes (and commits) than acks
             details = await a.client.call("GET", f"/v1/conversation/{room}/details")
