@@ -80,10 +80,9 @@ class FrameRenderer:
         client_id = self._client_ids.pop(envelope.message_id, None)
         if client_id is not None:
             frame["client_id"] = client_id
-        if not own:
-            self._receipts.told(envelope)  # its ack names it next
-            if live:
-                self._on_message(envelope)
+        self._receipts.shown(envelope)  # acks (others') and receipts (ours) name it next
+        if live and not own:
+            self._on_message(envelope)
         return [frame]
 
     async def _profile(self, envelope: Envelope) -> list[dict[str, Any]]:

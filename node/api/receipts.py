@@ -11,12 +11,12 @@ than one naming several senders' messages, so no home takes in ids of others' me
 home can tell a receipt that is not for it. `Outgoing` sends it in the broadcast form while a
 home it goes to is older (SPEC §20.7).
 
-An ack names a message the feed showed the client moments before: its room and sender are
-kept as its frame is rendered (`told`, the newest TOLD_KEPT), so the ack reads nothing back;
-an ack of any other message reads it from the store.
+Acks and receipts name messages the feed showed our clients moments before: the envelopes of
+the newest SHOWN_KEPT `message` frames are kept as they are rendered (`shown`), so an ack, and
+a receipt's frame, take the messages they name from there and read only the others back from
+the store (decoding each was most of an ack's cost, and most of a receipt frame's).
 
-State: the acks waiting for their linger window; the room and sender of the messages of
-other users recently shown to our clients.
+State: the acks waiting for their linger window; the messages recently shown to our clients.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from hearthmesh.storage.api import DeliveryStatus, Store
 
 __all__ = [
     "RECEIPT_LINGER_MS",
-    "TOLD_KEPT",
+    "SHOWN_KEPT",
     "ReceiptService",
     "StatusChange",
     "statuses_of",
@@ -59,8 +59,8 @@ log = logging.getLogger(__name__)
 
 RECEIPT_LINGER_MS: Final = 20
 """How long an ack waits for others to share its receipt: below what an eye sees on a tick."""
-TOLD_KEPT: Final = 4096
-"""Messages of other users shown to our clients whose room and sender an ack finds in memory."""
+SHOWN_KEPT: Final = 2048
+"""Messages shown to our clients that acks and receipts find in memory (a few MB at most)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,16 +84,15 @@ class ReceiptService:
         self._pending: dict[tuple[RoomId, ReceiptStatus, UserId], list[MessageId]] = {}
         """Acks per (room, status, the messages' sender), waiting for one receipt."""
         self._wake = asyncio.Event()
-        self._told: OrderedDict[MessageId, tuple[RoomId, UserId]] = OrderedDict()
-        """Room and sender of other users' messages shown to our clients, oldest first."""
+        self._shown: OrderedDict[MessageId, Envelope] = OrderedDict()
+        """The messages of the newest `message` frames rendered for our clients, oldest first."""
         self.sent = 0
 
-    def told(self, envelope: Envelope) -> None:
-        """Our clients are shown `envelope`, another user's receiptable message: an ack of it
-        takes its room and sender from here."""
-        self._told[envelope.message_id] = (envelope.room, envelope.sender_user)
-        if len(self._told) > TOLD_KEPT:
-            self._told.popitem(last=False)
+    def shown(self, envelope: Envelope) -> None:
+        """Our clients are shown the message `envelope`: acks and receipts name it next."""
+        self._shown[envelope.message_id] = envelope
+        if len(self._shown) > SHOWN_KEPT:
+            self._shown.popitem(last=False)
 
     async def ack(self, message_id: MessageId, status: ReceiptStatus) -> None:
         """A client of our user received (or read) a message: queue the receipt.
@@ -102,18 +101,15 @@ class ReceiptService:
             NotFound: no such message here.
             MalformedMessage: our own message, or one that takes no receipts.
         """
-        told = self._told.get(message_id)
-        if told is None:
-            envelope = await self._node.get_event(message_id)
-            if envelope is None:
-                raise NotFound(f"no message {message_id.hex()[:16]}")
-            if envelope.sender_user == self._node.user_id:
-                raise MalformedMessage("receipts are for other users' messages")
-            if not is_receiptable(envelope):
-                raise MalformedMessage(f"a {envelope.kind.name} takes no receipt")
-            told = (envelope.room, envelope.sender_user)
-        room, sender = told
-        self._pending.setdefault((room, status, sender), []).append(message_id)
+        envelope = self._shown.get(message_id) or await self._node.get_event(message_id)
+        if envelope is None:
+            raise NotFound(f"no message {message_id.hex()[:16]}")
+        if envelope.sender_user == self._node.user_id:
+            raise MalformedMessage("receipts are for other users' messages")
+        if not is_receiptable(envelope):
+            raise MalformedMessage(f"a {envelope.kind.name} takes no receipt")
+        key = (envelope.room, status, envelope.sender_user)
+        self._pending.setdefault(key, []).append(message_id)
         self._wake.set()
 
     async def run(self) -> None:
@@ -169,9 +165,10 @@ class ReceiptService:
             return []  # no room key yet: told when it opens (SPEC §27.13.5)
         receipt = decode_receipt(content.body)
         members = await self._node.members(envelope.room)
+        shown = {m: held for m in receipt.message_ids if (held := self._shown.get(m)) is not None}
         store = self._node.store
         return await store.read_inline(
-            _current, store.store, self._node.user_id, envelope, receipt, members
+            _current, store.store, self._node.user_id, envelope, receipt, members, shown
         )
 
 
@@ -225,9 +222,10 @@ def _current(
     envelope: Envelope,
     receipt: Receipt,
     members: set[UserId],
+    shown: dict[MessageId, Envelope],
 ) -> list[StatusChange]:
     changes: list[StatusChange] = []
-    for update in credited_updates(store, own, envelope, receipt):
+    for update in credited_updates(store, own, envelope, receipt, known=shown):
         statuses = {UserId(r.recipient): int(r.status) for r in store.statuses(update.message_id)}
         if statuses.get(update.recipient) != update.status:
             continue  # overtaken by a later status (or never credited): nothing to tell

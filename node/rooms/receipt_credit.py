@@ -14,7 +14,7 @@ largest part of a receipt's cost on the home of the messages it names. State own
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from hearthmesh.node.e2ee.readable import content_of
@@ -61,10 +61,21 @@ def read_named(store: Store, envelope: Envelope) -> NamedMessages | None:
 
 
 def credited_updates(
-    store: Store, own: UserId, envelope: Envelope, receipt: Receipt
+    store: Store,
+    own: UserId,
+    envelope: Envelope,
+    receipt: Receipt,
+    *,
+    known: Mapping[MessageId, Envelope] | None = None,
 ) -> list[StatusUpdate]:
-    """What another user's `receipt` says of our messages that we hold (reads only)."""
-    return _updates(own, envelope, receipt, _held(store, receipt.message_ids))
+    """What another user's `receipt` says of our messages that we hold (reads only).
+
+    Args:
+        known: named messages already in hand, as the store shows them: not read again.
+    """
+    known = known or {}
+    unknown = (m for m in receipt.message_ids if m not in known)
+    return _updates(own, envelope, receipt, {**known, **_held(store, unknown)})
 
 
 def _updates(
