@@ -157,8 +157,11 @@ class Inbox:
         results: list[DeliveryResult] = []
         # what each RECEIPT names, read once for its refusal and taken again by its credit
         judged: dict[MessageId, NamedMessages] = {}
+        key_pending = False  # a ROOM_KEY is among `requests`
 
         def append_pending() -> None:
+            nonlocal key_pending
+            key_pending = False
             if requests:
                 appended = store.append_many(requests)
                 # What each stored envelope sets off comes first, the releases after: a release
@@ -201,7 +204,7 @@ class Inbox:
                 continue
             opener = self._opener
             if decision.result is None and opener and envelope.content_type == ENCRYPTED:
-                if any(r.envelope.kind is Kind.ROOM_KEY for r in requests):
+                if key_pending:
                     append_pending()  # a ROOM_KEY earlier in this batch is taken in first
                 try:
                     envelope = opener.open(store, envelope, hold=not fast_path)
@@ -237,6 +240,7 @@ class Inbox:
                         acts_on=acts_on(envelope) if envelope.kind in ACTION_KINDS else None,
                     )
                 )
+                key_pending = key_pending or envelope.kind is Kind.ROOM_KEY
                 results.append(_PENDING)
             if decision.store_before_next:
                 append_pending()  # folded before the next item is judged

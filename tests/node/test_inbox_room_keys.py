@@ -4,6 +4,8 @@ key opens reaches the app in its sender's order, whatever order the batches came
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import vodozemac
 
 from hearthmesh.node.delivery.inbox import Inbox
@@ -16,6 +18,7 @@ from hearthmesh.protocol.envelope import Envelope, Kind, seal
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import keypair_from_seed
 from hearthmesh.protocol.rooms import direct_room_id
+from hearthmesh.storage.api import AppendRequest, AppendResult
 from hearthmesh.storage.memory import MemoryStore
 from hearthmesh.storage.store import KvStore
 
@@ -102,3 +105,30 @@ def test_what_a_room_key_opens_keeps_its_place_when_a_read_back_reaches_past_the
     outcome = inbox.accept(store, [arrival(e) for e in everything], now_ms=NOW_MS + 2, peer=PEER)
     assert {r.status for r in outcome.results} == {AckStatus.DUPLICATE}
     assert outcome.released == []
+
+
+class _CountingStore(MemoryStore):
+    """A real store that notes how many envelopes each append took in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.appends: list[list[Kind]] = []
+
+    def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+        self.appends.append([r.envelope.kind for r in requests])
+        return super().append_many(requests)
+
+
+def test_a_room_key_earlier_in_a_batch_is_taken_in_before_the_next_message_is_opened() -> None:
+    """Each ROOM_KEY is appended (its session taken in) before the encrypted envelope after it
+    is opened, so the batch's messages open as they come, in order (SPEC §27.11)."""
+    store = _CountingStore()
+    ours = DeviceCrypto(store, pickle_key=PICKLE_KEY, device_key=OUR_DEVICE, user=uid(OURS))
+    inbox = make_inbox(opener=RoomOpener(ours))
+    alice = _Alice(ours)
+    batch = [alice.rotate(), alice.send(b"a"), alice.send(b"b"), alice.rotate(), alice.send(b"c")]
+    outcome = inbox.accept(store, [arrival(e) for e in batch], now_ms=NOW_MS, peer=PEER)
+    assert all(r.status is AckStatus.STORED for r in outcome.results)
+    assert [e.body for e in outcome.released if reaches_the_app(e)] == [b"a", b"b", b"c"]
+    key, message = Kind.ROOM_KEY, Kind.MESSAGE
+    assert store.appends == [[key], [message, message, key], [message]]
