@@ -294,13 +294,11 @@ class Outgoing:
         sender.persist(store, [encryption for _, encryption in sends])
         per_send: list[list[AppendResult]] = []
         plaintexts = []
-        for requests, _ in sends:
+        for requests, encryption in sends:
             mine, results = results[: len(requests)], results[len(requests) :]
             per_send.append(mine)
-            shown = requests[-1].envelope
-            if mine[-1] is AppendResult.STORED:
-                plaintext = e2ee.encode_plaintext(shown.content_type, shown.body)
-                plaintexts.append((shown.message_id, plaintext))
+            if mine[-1] is AppendResult.STORED:  # as encrypted: not encoded again
+                plaintexts.append((requests[-1].envelope.message_id, encryption.plaintext))
         store.put_plaintexts(plaintexts)
         return per_send
 

@@ -75,6 +75,8 @@ class Encryption:
     room: RoomId
     body: bytes
     """The encrypted body (SPEC §27.6)."""
+    plaintext: bytes
+    """[content type, body] as it was encrypted: what our own view keeps (SPEC §27.7)."""
     key_shares: tuple[e2ee.AddressedShare, ...]
     """Shares of the session's key that must be committed (and sent) before the envelope."""
     sender_bundle: e2ee.KeyBundle | None
@@ -142,8 +144,9 @@ def _encrypt(
     shared_at = outbound.session.message_index  # where its ROOM_KEY bodies start, if any
     for user in owed:
         outbound.owed[user] = shared_at
+    plaintext = e2ee.encode_plaintext(content_type, body)
     try:
-        encrypted, _ = e2ee.encrypt_content(outbound.session, content_type, body)
+        encrypted, _ = e2ee.encrypt_plaintext(outbound.session, plaintext)
     except HearthError:
         for device in newly:
             outbound.shared.pop(device, None)  # its ROOM_KEY bodies never go out
@@ -154,6 +157,7 @@ def _encrypt(
     return Encryption(
         room=room,
         body=encrypted,
+        plaintext=plaintext,
         key_shares=work.key_shares,
         sender_bundle=work.sender_bundle,
         newly_shared=newly,

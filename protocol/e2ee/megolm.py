@@ -41,6 +41,7 @@ __all__ = [
     "encode_encrypted_body",
     "encode_plaintext",
     "encrypt_content",
+    "encrypt_plaintext",
     "open_encrypted",
     "opened_view",
     "plan_open",
@@ -124,7 +125,16 @@ def encrypt_content(
     Raises:
         LocalProtocolError: the result would not fit MAX_BODY_BYTES.
     """
-    plaintext = encode_plaintext(content_type, body)
+    return encrypt_plaintext(session, encode_plaintext(content_type, body))
+
+
+def encrypt_plaintext(session: vodozemac.GroupSession, plaintext: bytes) -> tuple[bytes, int]:
+    """`encrypt_content` of a plaintext already encoded (`encode_plaintext`), which a sender
+    keeps for its own view: encoded once for both.
+
+    Raises:
+        LocalProtocolError: the result would not fit MAX_BODY_BYTES.
+    """
     if len(plaintext) + _MEGOLM_OVERHEAD_BYTES > MAX_BODY_BYTES:
         raise LocalProtocolError("content too large to encrypt into one envelope")
     index = session.message_index
