@@ -86,6 +86,9 @@ def arrivals_after_txn(
         if value is not None:
             event = stored_event(txn, history_key, value, in_hand)
             entries.append(FeedEntry(number=position, event=event))
+    else:
+        if position > after:  # the scan ran to the log's end: its last key is the newest
+            return FeedPage(entries=tuple(entries), position=position, last=position)
     return FeedPage(entries=tuple(entries), position=position, last=last_arrival_txn(txn))
 
 

@@ -37,8 +37,10 @@ def test_each_stored_event_gets_the_next_number_in_arrival_order(store: KvStore)
     assert _numbers(page) == [(1, late.message_id), (2, early.message_id), (3, other.message_id)]
     assert (page.position, page.last) == (3, 3)
     assert page.entries[0].event == store.get_event(late.message_id)
-    assert _numbers(store.arrivals_after(1, limit=1)) == [(2, early.message_id)]
-    assert store.arrivals_after(1, limit=1).position == 2
+    full = store.arrivals_after(1, limit=1)
+    assert _numbers(full) == [(2, early.message_id)]
+    assert (full.position, full.last) == (2, 3)  # stopped at the limit: the end read apart
+    assert store.arrivals_after(2, limit=1).last == 3  # ran to the end: its last key
     assert store.arrivals_after(3, limit=5).entries == ()
 
 
