@@ -48,6 +48,7 @@ from hearthmesh.storage.api import DeliveryStatus, Store
 
 __all__ = [
     "RECEIPT_LINGER_MS",
+    "SHOWN_BYTES",
     "SHOWN_KEPT",
     "ReceiptService",
     "StatusChange",
@@ -60,7 +61,9 @@ log = logging.getLogger(__name__)
 RECEIPT_LINGER_MS: Final = 20
 """How long an ack waits for others to share its receipt: below what an eye sees on a tick."""
 SHOWN_KEPT: Final = 2048
-"""Messages shown to our clients that acks and receipts find in memory (a few MB at most)."""
+"""Messages shown to our clients that acks and receipts find in memory, at most..."""
+SHOWN_BYTES: Final = 4 * 1024 * 1024
+"""...and their bytes (wire and shown body) at most: a peer's 64 KB messages keep fewer."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,13 +89,20 @@ class ReceiptService:
         self._wake = asyncio.Event()
         self._shown: OrderedDict[MessageId, Envelope] = OrderedDict()
         """The messages of the newest `message` frames rendered for our clients, oldest first."""
+        self.shown_bytes = 0
+        """Bytes of the envelopes in `_shown` (`_size`)."""
         self.sent = 0
 
     def shown(self, envelope: Envelope) -> None:
         """Our clients are shown the message `envelope`: acks and receipts name it next."""
+        old = self._shown.pop(envelope.message_id, None)
+        if old is not None:
+            self.shown_bytes -= _size(old)
         self._shown[envelope.message_id] = envelope
-        if len(self._shown) > SHOWN_KEPT:
-            self._shown.popitem(last=False)
+        self.shown_bytes += _size(envelope)
+        while len(self._shown) > SHOWN_KEPT or self.shown_bytes > SHOWN_BYTES:
+            _, oldest = self._shown.popitem(last=False)
+            self.shown_bytes -= _size(oldest)
 
     async def ack(self, message_id: MessageId, status: ReceiptStatus) -> None:
         """A client of our user received (or read) a message: queue the receipt.
@@ -170,6 +180,10 @@ class ReceiptService:
         return await store.read_inline(
             _current, store.store, self._node.user_id, envelope, receipt, members, shown
         )
+
+
+def _size(envelope: Envelope) -> int:
+    return len(envelope.wire) + len(envelope.body)
 
 
 def _chunks(ids: list[MessageId]) -> list[tuple[MessageId, ...]]:
