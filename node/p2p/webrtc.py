@@ -23,7 +23,9 @@ channel per libp2p stream), which we hand to the swarm like any connection. What
 - the answerer is the Noise initiator and the offerer's certificate is the "dialer"
   fingerprint of the prologue (the roles of WebRTC Direct, offerer = dialer);
 - a connection whose peer connection closes or fails (the peer closed its end, or ICE consent
-  lapsed) is closed here too, so the swarm drops it: py-libp2p's never looks (`_when_ended`).
+  lapsed) is closed here too, so the swarm drops it: py-libp2p's never looks (`_when_ended`);
+- its connection's streams are opened and ended without py-libp2p's stalls and leak
+  (`webrtc_connection.py`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from libp2p.transport.webrtc.signaling import SignalingSession
 
 from hearthmesh.node.p2p.circuit_relay import is_relayed
 from hearthmesh.node.p2p.hole_punch import PUNCH_WINDOW_S
+from hearthmesh.node.p2p.webrtc_connection import WebRtcConnection
 
 __all__ = [
     "FALLBACK_AFTER_S",
@@ -359,7 +362,7 @@ class WebRtcLayer:
             await session.complete()  # every candidate is in the SDP: ICE_DONE both ways
             await bridge.run_coro(wait_for_connected(pc, timeout=UPGRADE_TIMEOUT_S))
             remote_fingerprint = get_remote_fingerprint(pc)
-            conn = WebRTCConnection(
+            conn = WebRtcConnection(
                 peer_id=peer, bridge=bridge, is_initiator=offerer, config=self._config
             )
             wire_pc_to_connection(pc, conn)

@@ -7,7 +7,9 @@ import asyncio
 
 import pytest
 from libp2p.peer.id import ID
+from libp2p.transport.webrtc.connection import WebRTCConnection
 
+from hearthmesh.node.p2p.errors import StreamOpenFailed
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.p2p.webrtc import is_webrtc, with_predicted_candidates
 from tests.integration.conftest import wait_until
@@ -75,3 +77,65 @@ async def test_a_webrtc_connection_its_peer_closes_is_closed_here_too() -> None:
         async with await a.open_stream(b.peer_id, ECHO) as stream:
             await stream.write_frames([b"direct", b"again"])
             assert [await stream.read_frame(), await stream.read_frame()] == [b"direct", b"again"]
+
+
+async def _webrtc_only(a: P2PHost, b: P2PHost) -> WebRTCConnection:
+    """`a` upgraded to WebRTC to `b`, its TCP connection closed: `a`'s WebRTC connection."""
+    await a.connect(b.listen_addrs[0])
+    await b.wait_connected(a.peer_id)
+    assert await a.upgrade_to_webrtc(b.peer_id)
+
+    async def keep_webrtc(host: P2PHost, peer: str) -> WebRTCConnection:
+        assert host._host is not None
+        kept = None
+        for conn in host._host.get_network().get_connections(ID.from_base58(peer)):
+            if is_webrtc(conn):
+                kept = conn.muxed_conn
+            else:
+                await conn.close()
+        assert isinstance(kept, WebRTCConnection)
+        return kept
+
+    webrtc = await a._bridge.run(keep_webrtc, a, b.peer_id)
+    await wait_until(lambda: a.peer_paths().get(b.peer_id) == ["webrtc"])
+    return webrtc
+
+
+async def _echo_once(a: P2PHost, b: P2PHost, frame: bytes) -> None:
+    async with asyncio.timeout(5), await a.open_stream(b.peer_id, ECHO) as stream:
+        await stream.write_frame(frame)
+        assert await stream.read_frame() == frame
+
+
+async def test_a_stream_whose_peer_answers_before_its_channel_is_handed_back_still_opens() -> None:
+    """The peer's multistream-select answers as soon as the data channel opens; an answer that
+    arrives before the trio thread resumes from creating the channel (a loaded machine) reaches
+    the stream, which negotiates and carries frames (SPEC §10.11)."""
+    async with asyncio.timeout(30), hosts(config(1), config(2)) as (a, b):
+        b.set_stream_handler(ECHO, echo)
+        webrtc = await _webrtc_only(a, b)
+        created = webrtc._create_channel_cb
+
+        async def created_then_slow(channel_id: int, label: str) -> None:  # the asyncio loop
+            await created(channel_id, label)
+            await asyncio.sleep(0.5)  # the peer's answer comes meanwhile
+
+        webrtc._create_channel_cb = created_then_slow
+        await _echo_once(a, b, b"answered early")
+
+
+async def test_a_webrtc_connection_carries_more_streams_in_turn_than_it_holds_at_once() -> None:
+    """An ended stream frees its place: a connection that holds at most 8 streams at once
+    carries 40 in turn, and a 9th open at once is refused (SPEC §10.11)."""
+    async with asyncio.timeout(30), hosts(config(1), config(2)) as (a, b):
+        b.set_stream_handler(ECHO, echo)
+        webrtc = await _webrtc_only(a, b)
+        webrtc._config.max_concurrent_streams = 8  # py-libp2p's bound (256), made small
+        for number in range(40):
+            await _echo_once(a, b, b"%d" % number)
+        held = [await a.open_stream(b.peer_id, ECHO) for _ in range(8)]
+        with pytest.raises(StreamOpenFailed):
+            await a.open_stream(b.peer_id, ECHO)
+        for stream in held:
+            await stream.close()
+        await _echo_once(a, b, b"after")
