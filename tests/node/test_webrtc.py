@@ -79,7 +79,7 @@ async def test_a_webrtc_connection_its_peer_closes_is_closed_here_too() -> None:
             assert [await stream.read_frame(), await stream.read_frame()] == [b"direct", b"again"]
 
 
-async def _webrtc_only(a: P2PHost, b: P2PHost) -> WebRTCConnection:
+async def webrtc_only(a: P2PHost, b: P2PHost) -> WebRTCConnection:
     """`a` upgraded to WebRTC to `b`, its TCP connection closed: `a`'s WebRTC connection."""
     await a.connect(b.listen_addrs[0])
     await b.wait_connected(a.peer_id)
@@ -113,7 +113,7 @@ async def test_a_stream_whose_peer_answers_before_its_channel_is_handed_back_sti
     the stream, which negotiates and carries frames (SPEC §10.11)."""
     async with asyncio.timeout(30), hosts(config(1), config(2)) as (a, b):
         b.set_stream_handler(ECHO, echo)
-        webrtc = await _webrtc_only(a, b)
+        webrtc = await webrtc_only(a, b)
         created = webrtc._create_channel_cb
 
         async def created_then_slow(channel_id: int, label: str) -> None:  # the asyncio loop
@@ -129,7 +129,7 @@ async def test_a_webrtc_connection_carries_more_streams_in_turn_than_it_holds_at
     carries 40 in turn, and a 9th open at once is refused (SPEC §10.11)."""
     async with asyncio.timeout(30), hosts(config(1), config(2)) as (a, b):
         b.set_stream_handler(ECHO, echo)
-        webrtc = await _webrtc_only(a, b)
+        webrtc = await webrtc_only(a, b)
         webrtc._config.max_concurrent_streams = 8  # py-libp2p's bound (256), made small
         for number in range(40):
             await _echo_once(a, b, b"%d" % number)
