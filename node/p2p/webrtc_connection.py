@@ -1,5 +1,5 @@
 """The WebRTC connection `WebRtcLayer` hands to the swarm (SPEC §10.11): py-libp2p 0.8.1's
-`WebRTCConnection`, each libp2p stream a data channel, with two of its stream bugs fixed.
+`WebRTCConnection`, each libp2p stream a data channel, with three of its stream bugs fixed.
 
 Part of the libp2p bridge (ARCHITECTURE §5; tests/test_layering.py `BRIDGE_MODULES`). State
 owned: none beyond py-libp2p's own (its registry of streams by channel id, which routes each
@@ -8,16 +8,23 @@ data channel's messages to its stream). What differs from py-libp2p's:
   after: the channel's open reaches the peer, whose multistream-select answers at once
   (`/multistream/1.0.0`), and an answer back before the trio thread resumed was dropped ("for
   an unknown channel") and the negotiation waited out its timeout. Two hosts on this machine
-  stalled so once in 2-70 streams; a deliver stream that stalled so timed out, and the sender
-  closed its connections to the peer, the WebRTC one with the rest;
+  stalled so once in 2-70 streams, and a deliver stream that stalls so fails its batch after
+  the 5 s bound (SPEC §11.5.2);
 - a stream leaves the registry once closed or reset. py-libp2p never removes one (its
   `remove_stream` is what the swarm replaces with a hook of its own), and refuses a new stream
-  past 256 in the registry: a connection carried 256 streams in all, then none.
+  past 256 in the registry: a connection carried 256 streams in all, then none;
+- a stream buffers `READ_AHEAD_MESSAGES` (128) messages its reader has not taken, and is reset
+  past them. py-libp2p buffers 64 and drops the next ones with a warning: a reader 2 s behind
+  a peer that wrote 100 small frames lost 36 of them, and the frame decoder read on from the
+  gap (a largest frame, 1 MiB, is 65 messages by itself).
 Its data channels are still not closed at the stream's end (py-libp2p keeps them where we
 cannot reach them): the peer's SCTP association holds them until the connection closes.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import Final
 
 import trio
 from libp2p.abc import IMuxedStream
@@ -25,11 +32,58 @@ from libp2p.transport.webrtc.connection import WebRTCConnection
 from libp2p.transport.webrtc.exceptions import WebRTCStreamError
 from libp2p.transport.webrtc.stream import WebRTCStream
 
-__all__ = ["WebRtcConnection"]
+__all__ = ["READ_AHEAD_MESSAGES", "WebRtcConnection"]
+
+log = logging.getLogger(__name__)
+
+
+READ_AHEAD_MESSAGES: Final = 128
+"""Data channel messages a stream holds that its reader has not taken yet (each at most 16 KiB
+of payload: 2 MiB, a whole frame of the largest size twice, SPEC §10.2). A data channel has no
+flow control towards the sender, so a reader that lags (a store commit, a loaded machine)
+must find the messages buffered; py-libp2p holds 64 and drops the rest."""
+
+
+class _OverflowResets:
+    """The sending side of a stream's read buffer: a message with no room resets the stream
+    (the reader gets an error, the peer a RESET) instead of py-libp2p's silent drop, which left
+    a gap in the byte stream that the frame decoder then read as garbage (SPEC §10.11)."""
+
+    def __init__(self, send: trio.MemorySendChannel[bytes], stream: _Stream) -> None:
+        self._send = send
+        self._stream = stream
+
+    def send_nowait(self, payload: bytes) -> None:
+        try:
+            self._send.send_nowait(payload)
+        except trio.WouldBlock:
+            log.info(
+                "WebRTC stream %d: its reader is %d messages behind: reset",
+                self._stream.channel_id,
+                READ_AHEAD_MESSAGES,
+            )
+            self._stream._reset_on_trio_thread()
+            raise trio.ClosedResourceError from None  # py-libp2p passes over it
+
+    def close(self) -> None:
+        self._send.close()
 
 
 class _Stream(WebRTCStream):
-    """A data channel's stream that leaves its connection's registry when it ends."""
+    """A data channel's stream that buffers what its reader has not taken (up to
+    `READ_AHEAD_MESSAGES`, then a reset, never a gap) and leaves its connection's registry when
+    it ends."""
+
+    def __init__(
+        self,
+        connection: WebRtcConnection,
+        channel_id: int,
+        is_initiator: bool,
+        trio_token: trio.lowlevel.TrioToken | None,
+    ) -> None:
+        super().__init__(connection, channel_id, is_initiator, trio_token)
+        send, self._read_recv = trio.open_memory_channel[bytes](READ_AHEAD_MESSAGES)
+        self._read_send = _OverflowResets(send, self)  # type: ignore[assignment]
 
     def _cleanup(self) -> None:  # py-libp2p calls it at the end of close() and reset()
         super()._cleanup()

@@ -4,14 +4,19 @@ between two real hosts on this machine."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from libp2p.peer.id import ID
 from libp2p.transport.webrtc.connection import WebRTCConnection
+from libp2p.transport.webrtc.stream import StreamState, WebRTCStream
 
-from hearthmesh.node.p2p.errors import StreamOpenFailed
+from hearthmesh.node.p2p.errors import StreamClosed, StreamOpenFailed
+from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.p2p.webrtc import is_webrtc, with_predicted_candidates
+from hearthmesh.node.p2p.webrtc_connection import READ_AHEAD_MESSAGES
 from tests.integration.conftest import wait_until
 from tests.node.test_libp2p_host import ECHO, config, echo, hosts
 
@@ -139,3 +144,57 @@ async def test_a_webrtc_connection_carries_more_streams_in_turn_than_it_holds_at
         for stream in held:
             await stream.close()
         await _echo_once(a, b, b"after")
+
+
+BURST = "/hearthmesh/test-burst/1"
+
+
+def _muxed(stream: FrameStream) -> WebRTCStream:
+    """The data channel's stream under `stream` (a FrameStream over libp2p over WebRTC)."""
+    muxed = stream._raw._stream.muxed_stream  # type: ignore[attr-defined]
+    assert isinstance(muxed, WebRTCStream)
+    return muxed
+
+
+@asynccontextmanager
+async def burst_unread(count: int) -> AsyncIterator[FrameStream]:
+    """Two hosts over WebRTC alone, and a stream on which the peer wrote `count` small frames
+    (a data channel message each, until a write failed) that nothing has read yet."""
+    written = asyncio.Event()
+
+    async def burst(stream: FrameStream) -> None:
+        await stream.read_frame()
+        try:
+            for number in range(count):
+                await stream.write_frame(b"%d" % number)
+        finally:  # (a write after our reset fails)
+            written.set()
+        await asyncio.sleep(30)  # the test ends the stream
+
+    async with hosts(config(1), config(2)) as (a, b):
+        b.set_stream_handler(BURST, burst)
+        await webrtc_only(a, b)
+        async with await a.open_stream(b.peer_id, BURST) as stream:
+            await stream.write_frame(b"go")
+            await written.wait()
+            yield stream
+
+
+async def test_a_burst_its_reader_is_behind_on_arrives_whole() -> None:
+    """A data channel has no flow control: what the peer wrote while nothing read waits in the
+    stream (up to READ_AHEAD_MESSAGES), not a frame lost (SPEC §10.11)."""
+    count = 100
+    async with asyncio.timeout(30), burst_unread(count) as stream:
+        unread = _muxed(stream)._read_recv
+        await wait_until(lambda: unread.statistics().current_buffer_used == count)
+        assert [await stream.read_frame() for _ in range(count)] == [
+            b"%d" % n for n in range(count)
+        ]
+
+
+async def test_a_burst_past_the_read_ahead_resets_the_stream_and_leaves_no_gap() -> None:
+    async with asyncio.timeout(30), burst_unread(READ_AHEAD_MESSAGES + 20) as stream:
+        muxed = _muxed(stream)
+        await wait_until(lambda: muxed._state is StreamState.RESET)
+        with pytest.raises(StreamClosed):
+            await stream.read_frame()
