@@ -117,7 +117,10 @@ class WebRtcConnection(WebRTCConnection):
             try:
                 self._accept_send.send_nowait(stream)
             except (trio.WouldBlock, trio.ClosedResourceError):
-                stream._cleanup()  # the connection is closing: nobody will accept it
+                # Past the accept backlog, or the connection is closing: nobody will accept
+                # it, so the peer is told (py-libp2p left it registered and unanswered).
+                log.info("WebRTC: inbound stream %d not accepted: reset", channel_id)
+                stream._reset_on_trio_thread()
 
         self._run_on_trio_thread(enqueue)
         return stream
