@@ -156,9 +156,8 @@ class PeerLinks:
                     # No answer within the bound: the path is dead, or as good as. The next
                     # attempt dials afresh, so the first one after the path heals gets through
                     # instead of waiting out TCP's backoff on this connection (SPEC §11.5.2).
-                    # A WebRTC connection stays: no dial replaces it, and ICE consent ends it
-                    # if its path is dead.
-                    self._host.close_redialable_nowait(peer_id)
+                    # Unless WebRTC is the only path: no dial replaces it.
+                    self._host.redial_nowait(peer_id)
                 if isinstance(exc, DeliveryFailed):
                     raise
                 raise DeliveryFailed(f"{peer_id[-8:]}: {type(exc).__name__}: {exc}") from exc

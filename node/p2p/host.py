@@ -951,34 +951,30 @@ class P2PHost:
         with contextlib.suppress(HostClosed):
             self._bridge.spawn(self._disconnect_quietly, peer_id)
 
-    def close_redialable_nowait(self, peer_id: str) -> None:
-        """Start closing the connections to `peer_id` that a dial can make again (TCP, QUIC,
-        relayed), keeping a WebRTC one, and return at once (SPEC §11.5.2).
+    def redial_nowait(self, peer_id: str) -> None:
+        """Start closing every connection to `peer_id`, so the next stream dials afresh, unless
+        WebRTC is all we have to it; return at once (SPEC §11.5.2).
 
-        No dial makes a WebRTC connection again: only an upgrade of a relayed one does, and
-        with the relay gone the peer was out of reach for good. A WebRTC path that died is
-        closed anyway once ICE consent lapses (about 30 s, SPEC §10.11).
+        No dial makes a WebRTC connection again: only an upgrade of a relayed one does, so
+        with the relay gone, closing it left the peer out of reach for good. A WebRTC path
+        that died closes anyway once ICE consent lapses (about 30 s, SPEC §10.11).
         """
         with contextlib.suppress(HostClosed):
-            self._bridge.run_sync_soon(self._spawn_close_redialable, peer_id)
+            self._bridge.run_sync_soon(self._spawn_redial, peer_id)
 
-    def _spawn_close_redialable(self, peer_id: str) -> None:
+    def _spawn_redial(self, peer_id: str) -> None:
         with contextlib.suppress(HostClosed):
-            self._bridge.spawn(self._close_redialable, peer_id)
+            self._bridge.spawn(self._redial, peer_id)
 
-    async def _close_redialable(self, peer_id: str) -> None:
+    async def _redial(self, peer_id: str) -> None:
         host = self._host
         if host is None:
             return
         connections = host.get_network().get_connections(ID.from_base58(peer_id))
-        if not any(is_webrtc(conn) for conn in connections):
-            await self._disconnect_quietly(peer_id)  # libp2p's own: it forgets the peer too
+        if connections and all(is_webrtc(conn) for conn in connections):
+            log.info("%s is reached over WebRTC alone: kept", peer_id)
             return
-        for conn in [c for c in connections if not is_webrtc(c)]:
-            try:
-                await conn.close()  # the swarm drops it and tells notifees (our paths)
-            except Exception as exc:
-                log.debug("closing a connection to %s failed: %r", peer_id, exc)
+        await self._disconnect_quietly(peer_id)
 
     async def _disconnect_quietly(self, peer_id: str) -> None:
         host = self._host
