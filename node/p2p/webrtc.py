@@ -4,7 +4,8 @@ punching (SPEC §10.11).
 Part of the libp2p bridge (ARCHITECTURE §5; tests/test_layering.py `BRIDGE_MODULES`); its objects
 live on the trio thread, except the aiortc peer connections, which run on py-libp2p's own
 asyncio bridge thread (`AsyncioBridge`). State owned: our DTLS certificate and the bridge (both
-made by the first upgrade: aiortc and PyAV under it weigh 30 MB), and the upgrades in progress
+made by the first upgrade: aiortc and PyAV under it weigh 30 MB), the budget of bytes its
+connections' streams hold unread (`webrtc_connection.py`), and the upgrades in progress
 (at most one per peer, `MAX_UPGRADES` in all); each upgrade's outcome is reported, and counted
 by `P2PHost` as a hole punch on transport `"webrtc"`.
 
@@ -57,6 +58,7 @@ from libp2p.transport.webrtc.signaling import SignalingSession
 from hearthmesh.node.p2p.circuit_relay import is_relayed
 from hearthmesh.node.p2p.hole_punch import PUNCH_WINDOW_S
 from hearthmesh.node.p2p.webrtc_connection import WebRtcConnection
+from hearthmesh.protocol.inbound import InboundLedger
 
 __all__ = [
     "FALLBACK_AFTER_S",
@@ -163,6 +165,8 @@ class WebRtcLayer:
         self._nursery: trio.Nursery | None = None
         self._upgrading: set[ID] = set()
         self._fallbacks: set[ID] = set()  # peers our fallback upgraded, until a direct one came
+        self._read_budget = InboundLedger()
+        """Bytes our WebRTC streams hold unread, per peer and in all (its byte limits only)."""
 
     def build(self, host: IHost) -> None:
         """Answer offers on `host` (served while `running`)."""
@@ -363,7 +367,11 @@ class WebRtcLayer:
             await bridge.run_coro(wait_for_connected(pc, timeout=UPGRADE_TIMEOUT_S))
             remote_fingerprint = get_remote_fingerprint(pc)
             conn = WebRtcConnection(
-                peer_id=peer, bridge=bridge, is_initiator=offerer, config=self._config
+                peer_id=peer,
+                bridge=bridge,
+                is_initiator=offerer,
+                config=self._config,
+                read_budget=self._read_budget,
             )
             wire_pc_to_connection(pc, conn)
 

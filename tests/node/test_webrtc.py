@@ -16,7 +16,8 @@ from hearthmesh.node.p2p.errors import StreamClosed, StreamOpenFailed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.p2p.webrtc import is_webrtc, with_predicted_candidates
-from hearthmesh.node.p2p.webrtc_connection import READ_AHEAD_MESSAGES
+from hearthmesh.node.p2p.webrtc_connection import READ_AHEAD_MESSAGES, WebRtcConnection
+from hearthmesh.protocol.inbound import InboundLedger, InboundPolicy
 from tests.integration.conftest import wait_until
 from tests.node.test_libp2p_host import ECHO, config, echo, hosts
 
@@ -156,45 +157,78 @@ def _muxed(stream: FrameStream) -> WebRTCStream:
     return muxed
 
 
+def _frames(count: int) -> list[bytes]:
+    return [b"%d" % number for number in range(count)]
+
+
+def _wire_bytes(frames: list[bytes]) -> int:
+    """What `frames` take in a stream's read buffer: each with its u32 length (SPEC §10.2)."""
+    return sum(4 + len(frame) for frame in frames)
+
+
 @asynccontextmanager
-async def burst_unread(count: int) -> AsyncIterator[FrameStream]:
+async def burst_unread(
+    count: int, *, budget_per_peer: int | None = None
+) -> AsyncIterator[tuple[FrameStream, InboundLedger, str]]:
     """Two hosts over WebRTC alone, and a stream on which the peer wrote `count` small frames
-    (a data channel message each, until a write failed) that nothing has read yet."""
+    (a data channel message each, until a write failed) that nothing has read yet; with the
+    read budget of our WebRTC connection, and the key it counts the peer's bytes under."""
     written = asyncio.Event()
 
     async def burst(stream: FrameStream) -> None:
         await stream.read_frame()
         try:
-            for number in range(count):
-                await stream.write_frame(b"%d" % number)
+            for frame in _frames(count):
+                await stream.write_frame(frame)
         finally:  # (a write after our reset fails)
             written.set()
         await asyncio.sleep(30)  # the test ends the stream
 
     async with hosts(config(1), config(2)) as (a, b):
         b.set_stream_handler(BURST, burst)
-        await webrtc_only(a, b)
+        webrtc = await webrtc_only(a, b)
+        assert isinstance(webrtc, WebRtcConnection)
+        budget = webrtc.read_budget
+        if budget_per_peer is not None:
+            budget.policy = InboundPolicy(max_buffered_bytes_per_peer=budget_per_peer)
         async with await a.open_stream(b.peer_id, BURST) as stream:
             await stream.write_frame(b"go")
             await written.wait()
-            yield stream
+            yield stream, budget, b.peer_id
 
 
 async def test_a_burst_its_reader_is_behind_on_arrives_whole() -> None:
     """A data channel has no flow control: what the peer wrote while nothing read waits in the
-    stream (up to READ_AHEAD_MESSAGES), not a frame lost (SPEC §10.11)."""
-    count = 100
-    async with asyncio.timeout(30), burst_unread(count) as stream:
-        unread = _muxed(stream)._read_recv
-        await wait_until(lambda: unread.statistics().current_buffer_used == count)
-        assert [await stream.read_frame() for _ in range(count)] == [
-            b"%d" % n for n in range(count)
-        ]
+    stream (up to READ_AHEAD_MESSAGES), not a frame lost, and leaves the budget as it is read
+    (SPEC §10.11)."""
+    frames = _frames(100)
+    async with asyncio.timeout(30), burst_unread(len(frames)) as (stream, budget, peer):
+        await wait_until(lambda: budget.buffered_bytes_of(peer) == _wire_bytes(frames))
+        assert [await stream.read_frame() for _ in frames] == frames
+        assert budget.buffered_bytes_of(peer) == 0
 
 
 async def test_a_burst_past_the_read_ahead_resets_the_stream_and_leaves_no_gap() -> None:
-    async with asyncio.timeout(30), burst_unread(READ_AHEAD_MESSAGES + 20) as stream:
+    async with (
+        asyncio.timeout(30),
+        burst_unread(READ_AHEAD_MESSAGES + 20) as (stream, budget, peer),
+    ):
         muxed = _muxed(stream)
         await wait_until(lambda: muxed._state is StreamState.RESET)
         with pytest.raises(StreamClosed):
             await stream.read_frame()
+        assert budget.buffered_bytes_of(peer) == 0  # what nobody will read is given back
+
+
+async def test_a_peer_past_its_read_budget_has_its_stream_reset() -> None:
+    """Bytes a peer makes our WebRTC streams hold unread are bounded per peer (and in all),
+    whatever the messages' count (SPEC §10.11)."""
+    budget_bytes = _wire_bytes(_frames(30))
+    async with (
+        asyncio.timeout(30),
+        burst_unread(60, budget_per_peer=budget_bytes) as (stream, budget, peer),
+    ):
+        muxed = _muxed(stream)
+        await wait_until(lambda: muxed._state is StreamState.RESET)
+        assert budget.peak_buffered_bytes <= budget_bytes
+        assert budget.buffered_bytes_of(peer) == 0
