@@ -67,6 +67,7 @@ BRIDGE_MODULES = {
     "node/p2p/circuit_relay.py",
     "node/p2p/hole_punch.py",
     "node/p2p/webrtc.py",
+    "node/p2p/webrtc_connection.py",
     "node/p2p/upnp.py",
     "node/p2p/serving.py",
     "node/p2p/prefix_gate.py",

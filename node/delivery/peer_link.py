@@ -156,7 +156,8 @@ class PeerLinks:
                     # No answer within the bound: the path is dead, or as good as. The next
                     # attempt dials afresh, so the first one after the path heals gets through
                     # instead of waiting out TCP's backoff on this connection (SPEC §11.5.2).
-                    self._host.disconnect_nowait(peer_id)
+                    # Unless WebRTC is the only path: no dial replaces it.
+                    self._host.redial_nowait(peer_id)
                 if isinstance(exc, DeliveryFailed):
                     raise
                 raise DeliveryFailed(f"{peer_id[-8:]}: {type(exc).__name__}: {exc}") from exc

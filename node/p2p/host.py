@@ -951,6 +951,31 @@ class P2PHost:
         with contextlib.suppress(HostClosed):
             self._bridge.spawn(self._disconnect_quietly, peer_id)
 
+    def redial_nowait(self, peer_id: str) -> None:
+        """Start closing every connection to `peer_id`, so the next stream dials afresh, unless
+        WebRTC is all we have to it; return at once (SPEC §11.5.2).
+
+        No dial makes a WebRTC connection again: only an upgrade of a relayed one does, so
+        with the relay gone, closing it left the peer out of reach for good. A WebRTC path
+        that died closes anyway once ICE consent lapses (about 30 s, SPEC §10.11).
+        """
+        with contextlib.suppress(HostClosed):
+            self._bridge.run_sync_soon(self._spawn_redial, peer_id)
+
+    def _spawn_redial(self, peer_id: str) -> None:
+        with contextlib.suppress(HostClosed):
+            self._bridge.spawn(self._redial, peer_id)
+
+    async def _redial(self, peer_id: str) -> None:
+        host = self._host
+        if host is None:
+            return
+        connections = host.get_network().get_connections(ID.from_base58(peer_id))
+        if connections and all(is_webrtc(conn) for conn in connections):
+            log.info("%s is reached over WebRTC alone: kept", peer_id)
+            return
+        await self._disconnect_quietly(peer_id)
+
     async def _disconnect_quietly(self, peer_id: str) -> None:
         host = self._host
         if host is None:

@@ -4,7 +4,8 @@ punching (SPEC §10.11).
 Part of the libp2p bridge (ARCHITECTURE §5; tests/test_layering.py `BRIDGE_MODULES`); its objects
 live on the trio thread, except the aiortc peer connections, which run on py-libp2p's own
 asyncio bridge thread (`AsyncioBridge`). State owned: our DTLS certificate and the bridge (both
-made by the first upgrade: aiortc and PyAV under it weigh 30 MB), and the upgrades in progress
+made by the first upgrade: aiortc and PyAV under it weigh 30 MB), the budget of bytes its
+connections' streams hold unread (`webrtc_connection.py`), and the upgrades in progress
 (at most one per peer, `MAX_UPGRADES` in all); each upgrade's outcome is reported, and counted
 by `P2PHost` as a hole punch on transport `"webrtc"`.
 
@@ -23,7 +24,9 @@ channel per libp2p stream), which we hand to the swarm like any connection. What
 - the answerer is the Noise initiator and the offerer's certificate is the "dialer"
   fingerprint of the prologue (the roles of WebRTC Direct, offerer = dialer);
 - a connection whose peer connection closes or fails (the peer closed its end, or ICE consent
-  lapsed) is closed here too, so the swarm drops it: py-libp2p's never looks (`_when_ended`).
+  lapsed) is closed here too, so the swarm drops it: py-libp2p's never looks (`_when_ended`);
+- its connection's streams are opened and ended without py-libp2p's stalls and leak
+  (`webrtc_connection.py`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ from libp2p.transport.webrtc.signaling import SignalingSession
 
 from hearthmesh.node.p2p.circuit_relay import is_relayed
 from hearthmesh.node.p2p.hole_punch import PUNCH_WINDOW_S
+from hearthmesh.node.p2p.webrtc_connection import WebRtcConnection
+from hearthmesh.protocol.inbound import InboundLedger
 
 __all__ = [
     "FALLBACK_AFTER_S",
@@ -160,6 +165,8 @@ class WebRtcLayer:
         self._nursery: trio.Nursery | None = None
         self._upgrading: set[ID] = set()
         self._fallbacks: set[ID] = set()  # peers our fallback upgraded, until a direct one came
+        self._read_budget = InboundLedger()
+        """Bytes our WebRTC streams hold unread, per peer and in all (its byte limits only)."""
 
     def build(self, host: IHost) -> None:
         """Answer offers on `host` (served while `running`)."""
@@ -359,8 +366,12 @@ class WebRtcLayer:
             await session.complete()  # every candidate is in the SDP: ICE_DONE both ways
             await bridge.run_coro(wait_for_connected(pc, timeout=UPGRADE_TIMEOUT_S))
             remote_fingerprint = get_remote_fingerprint(pc)
-            conn = WebRTCConnection(
-                peer_id=peer, bridge=bridge, is_initiator=offerer, config=self._config
+            conn = WebRtcConnection(
+                peer_id=peer,
+                bridge=bridge,
+                is_initiator=offerer,
+                config=self._config,
+                read_budget=self._read_budget,
             )
             wire_pc_to_connection(pc, conn)
 

@@ -34,6 +34,23 @@ async def chat(alice: Node, bob: Node) -> None:
     assert {e.recipient for e in await acks_of(acked, sent)} == {bob.user_id}
 
 
+PATHS_BOUND_S = 30
+"""Bound on a home's paths to a peer settling (a closed relay leaves them within seconds)."""
+
+
+async def paths_become(home: Node, peer: Node, paths: list[str]) -> None:
+    """Wait until `home` reaches `peer` by `paths` alone; past PATHS_BOUND_S fail naming the
+    paths it has, so a flake says which connection was missing or left over."""
+    try:
+        async with asyncio.timeout(PATHS_BOUND_S):
+            await wait_until(lambda: home.peer_paths().get(peer.peer_id) == paths)
+    except TimeoutError:
+        pytest.fail(
+            f"{home.peer_id[-8:]} reaches {peer.peer_id[-8:]} by"
+            f" {home.peer_paths().get(peer.peer_id)}, not {paths} (punches: {home.hole_punches()})"
+        )
+
+
 async def natted_pair(
     stack: AsyncExitStack,
     lab: NetLab,
@@ -74,7 +91,7 @@ async def test_homes_behind_port_keeping_nats_go_direct_by_hole_punching(tmp_pat
             )
             # The relay goes away: the chat goes on over the punched connection alone.
             await relay_stack.aclose()
-            await wait_until(lambda: alice.peer_paths().get(bob.peer_id) == ["direct"])
+            await paths_become(alice, bob, ["direct"])
             await chat(alice, bob)
 
 

@@ -17,7 +17,7 @@ import pytest
 from hearthmesh.tools.netlab import PUBLIC_NET, UDP_SHIFT
 from hearthmesh.tools.stun import STUN_PORT, StunServer, stun_mapped_address, udp_socket_in
 from tests.integration.netlab import NetLab, require_netlab, start_node
-from tests.integration.test_hole_punch import chat
+from tests.integration.test_hole_punch import chat, paths_become
 
 from .conftest import wait_until
 
@@ -115,6 +115,6 @@ async def test_webrtc_through_nats_that_shift_ports_connects_only_with_a_stun_se
             # A try that a loaded machine let time out is made again (SPEC §10.11).
             await wait_until(lambda: offerer.hole_punches().direct.get("webrtc") == 1)
             await relay_stack.aclose()
-            await wait_until(lambda: alice.peer_paths().get(bob.peer_id) == ["webrtc"])
-            await wait_until(lambda: bob.peer_paths().get(alice.peer_id) == ["webrtc"])
+            await paths_become(alice, bob, ["webrtc"])
+            await paths_become(bob, alice, ["webrtc"])
             await chat(alice, bob)  # over WebRTC alone

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.netlab import NetLab, require_netlab, start_node
-from tests.integration.test_hole_punch import chat
+from tests.integration.test_hole_punch import chat, paths_become
 
 from .conftest import wait_until
 
@@ -44,8 +44,8 @@ async def test_homes_whose_nats_defeat_tcp_punching_chat_over_webrtc_alone(
             assert not any(p.direct.get("tcp") for p in punches)  # TCP punching failed
 
             await relay_stack.aclose()
-            await wait_until(lambda: alice.peer_paths().get(bob.peer_id) == ["webrtc"])
-            await wait_until(lambda: bob.peer_paths().get(alice.peer_id) == ["webrtc"])
+            await paths_become(alice, bob, ["webrtc"])
+            await paths_become(bob, alice, ["webrtc"])
             await chat(alice, bob)  # over WebRTC alone
 
 

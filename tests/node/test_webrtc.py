@@ -4,12 +4,20 @@ between two real hosts on this machine."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 from libp2p.peer.id import ID
+from libp2p.transport.webrtc.connection import WebRTCConnection
+from libp2p.transport.webrtc.stream import StreamState, WebRTCStream
 
+from hearthmesh.node.p2p.errors import StreamClosed, StreamOpenFailed
+from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.p2p.webrtc import is_webrtc, with_predicted_candidates
+from hearthmesh.node.p2p.webrtc_connection import READ_AHEAD_MESSAGES, WebRtcConnection
+from hearthmesh.protocol.inbound import InboundLedger, InboundPolicy
 from tests.integration.conftest import wait_until
 from tests.node.test_libp2p_host import ECHO, config, echo, hosts
 
@@ -75,3 +83,152 @@ async def test_a_webrtc_connection_its_peer_closes_is_closed_here_too() -> None:
         async with await a.open_stream(b.peer_id, ECHO) as stream:
             await stream.write_frames([b"direct", b"again"])
             assert [await stream.read_frame(), await stream.read_frame()] == [b"direct", b"again"]
+
+
+async def webrtc_only(a: P2PHost, b: P2PHost) -> WebRTCConnection:
+    """`a` upgraded to WebRTC to `b`, its TCP connection closed: `a`'s WebRTC connection."""
+    await a.connect(b.listen_addrs[0])
+    await b.wait_connected(a.peer_id)
+    assert await a.upgrade_to_webrtc(b.peer_id)
+
+    async def keep_webrtc(host: P2PHost, peer: str) -> WebRTCConnection:
+        assert host._host is not None
+        kept = None
+        for conn in host._host.get_network().get_connections(ID.from_base58(peer)):
+            if is_webrtc(conn):
+                kept = conn.muxed_conn
+            else:
+                await conn.close()
+        assert isinstance(kept, WebRTCConnection)
+        return kept
+
+    webrtc = await a._bridge.run(keep_webrtc, a, b.peer_id)
+    await wait_until(lambda: a.peer_paths().get(b.peer_id) == ["webrtc"])
+    return webrtc
+
+
+async def _echo_once(a: P2PHost, b: P2PHost, frame: bytes) -> None:
+    async with asyncio.timeout(5), await a.open_stream(b.peer_id, ECHO) as stream:
+        await stream.write_frame(frame)
+        assert await stream.read_frame() == frame
+
+
+async def test_a_stream_whose_peer_answers_before_its_channel_is_handed_back_still_opens() -> None:
+    """The peer's multistream-select answers as soon as the data channel opens; an answer that
+    arrives before the trio thread resumes from creating the channel (a loaded machine) reaches
+    the stream, which negotiates and carries frames (SPEC §10.11)."""
+    async with asyncio.timeout(30), hosts(config(1), config(2)) as (a, b):
+        b.set_stream_handler(ECHO, echo)
+        webrtc = await webrtc_only(a, b)
+        created = webrtc._create_channel_cb
+
+        async def created_then_slow(channel_id: int, label: str) -> None:  # the asyncio loop
+            await created(channel_id, label)
+            await asyncio.sleep(0.5)  # the peer's answer comes meanwhile
+
+        webrtc._create_channel_cb = created_then_slow
+        await _echo_once(a, b, b"answered early")
+
+
+async def test_a_webrtc_connection_carries_more_streams_in_turn_than_it_holds_at_once() -> None:
+    """An ended stream frees its place: a connection that holds at most 8 streams at once
+    carries 40 in turn, and a 9th open at once is refused (SPEC §10.11)."""
+    async with asyncio.timeout(30), hosts(config(1), config(2)) as (a, b):
+        b.set_stream_handler(ECHO, echo)
+        webrtc = await webrtc_only(a, b)
+        webrtc._config.max_concurrent_streams = 8  # py-libp2p's bound (256), made small
+        for number in range(40):
+            await _echo_once(a, b, b"%d" % number)
+        held = [await a.open_stream(b.peer_id, ECHO) for _ in range(8)]
+        with pytest.raises(StreamOpenFailed):
+            await a.open_stream(b.peer_id, ECHO)
+        for stream in held:
+            await stream.close()
+        await _echo_once(a, b, b"after")
+
+
+BURST = "/hearthmesh/test-burst/1"
+
+
+def _muxed(stream: FrameStream) -> WebRTCStream:
+    """The data channel's stream under `stream` (a FrameStream over libp2p over WebRTC)."""
+    muxed = stream._raw._stream.muxed_stream  # type: ignore[attr-defined]
+    assert isinstance(muxed, WebRTCStream)
+    return muxed
+
+
+def _frames(count: int) -> list[bytes]:
+    return [b"%d" % number for number in range(count)]
+
+
+def _wire_bytes(frames: list[bytes]) -> int:
+    """What `frames` take in a stream's read buffer: each with its u32 length (SPEC §10.2)."""
+    return sum(4 + len(frame) for frame in frames)
+
+
+@asynccontextmanager
+async def burst_unread(
+    count: int, *, budget_per_peer: int | None = None
+) -> AsyncIterator[tuple[FrameStream, InboundLedger, str]]:
+    """Two hosts over WebRTC alone, and a stream on which the peer wrote `count` small frames
+    (a data channel message each, until a write failed) that nothing has read yet; with the
+    read budget of our WebRTC connection, and the key it counts the peer's bytes under."""
+    written = asyncio.Event()
+
+    async def burst(stream: FrameStream) -> None:
+        await stream.read_frame()
+        try:
+            for frame in _frames(count):
+                await stream.write_frame(frame)
+        finally:  # (a write after our reset fails)
+            written.set()
+        await asyncio.sleep(30)  # the test ends the stream
+
+    async with hosts(config(1), config(2)) as (a, b):
+        b.set_stream_handler(BURST, burst)
+        webrtc = await webrtc_only(a, b)
+        assert isinstance(webrtc, WebRtcConnection)
+        budget = webrtc.read_budget
+        if budget_per_peer is not None:
+            budget.policy = InboundPolicy(max_buffered_bytes_per_peer=budget_per_peer)
+        async with await a.open_stream(b.peer_id, BURST) as stream:
+            await stream.write_frame(b"go")
+            await written.wait()
+            yield stream, budget, b.peer_id
+
+
+async def test_a_burst_its_reader_is_behind_on_arrives_whole() -> None:
+    """A data channel has no flow control: what the peer wrote while nothing read waits in the
+    stream (up to READ_AHEAD_MESSAGES), not a frame lost, and leaves the budget as it is read
+    (SPEC §10.11)."""
+    frames = _frames(100)
+    async with asyncio.timeout(30), burst_unread(len(frames)) as (stream, budget, peer):
+        await wait_until(lambda: budget.buffered_bytes_of(peer) == _wire_bytes(frames))
+        assert [await stream.read_frame() for _ in frames] == frames
+        assert budget.buffered_bytes_of(peer) == 0
+
+
+async def test_a_burst_past_the_read_ahead_resets_the_stream_and_leaves_no_gap() -> None:
+    async with (
+        asyncio.timeout(30),
+        burst_unread(READ_AHEAD_MESSAGES + 20) as (stream, budget, peer),
+    ):
+        muxed = _muxed(stream)
+        await wait_until(lambda: muxed._state is StreamState.RESET)
+        with pytest.raises(StreamClosed):
+            await stream.read_frame()
+        assert budget.buffered_bytes_of(peer) == 0  # what nobody will read is given back
+
+
+async def test_a_peer_past_its_read_budget_has_its_stream_reset() -> None:
+    """Bytes a peer makes our WebRTC streams hold unread are bounded per peer (and in all),
+    whatever the messages' count (SPEC §10.11)."""
+    budget_bytes = _wire_bytes(_frames(30))
+    async with (
+        asyncio.timeout(30),
+        burst_unread(60, budget_per_peer=budget_bytes) as (stream, budget, peer),
+    ):
+        muxed = _muxed(stream)
+        await wait_until(lambda: muxed._state is StreamState.RESET)
+        assert budget.peak_buffered_bytes <= budget_bytes
+        assert budget.buffered_bytes_of(peer) == 0

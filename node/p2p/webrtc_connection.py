@@ -1,0 +1,196 @@
+"""The WebRTC connection `WebRtcLayer` hands to the swarm (SPEC §10.11): py-libp2p 0.8.1's
+`WebRTCConnection`, each libp2p stream a data channel, with three of its stream bugs fixed.
+
+Part of the libp2p bridge (ARCHITECTURE §5; tests/test_layering.py `BRIDGE_MODULES`). State
+owned: each stream's count of bytes buffered for its reader, besides py-libp2p's own (its
+registry of streams by channel id, which routes each data channel's messages to its stream);
+the budget those bytes count in is `WebRtcLayer`'s. What differs from py-libp2p's:
+- an outbound stream is in the registry before its data channel is created. py-libp2p adds it
+  after: the channel's open reaches the peer, whose multistream-select answers at once
+  (`/multistream/1.0.0`), and an answer back before the trio thread resumed was dropped ("for
+  an unknown channel") and the negotiation waited out its timeout. Two hosts on this machine
+  stalled so once in 2-70 streams, and a deliver stream that stalls so fails its batch after
+  the 5 s bound (SPEC §11.5.2);
+- a stream leaves the registry once closed or reset. py-libp2p never removes one (its
+  `remove_stream` is what the swarm replaces with a hook of its own), and refuses a new stream
+  past 256 in the registry: a connection carried 256 streams in all, then none;
+- a stream buffers `READ_AHEAD_MESSAGES` (128) messages its reader has not taken, within its
+  peer's share of a byte budget (§10.4's numbers: 4 MiB per peer, 32 MiB in all), and is reset
+  past either. py-libp2p buffers 64 and drops the next ones with a warning: a reader 2 s
+  behind a peer that wrote 100 small frames lost 36 of them, and the frame decoder read on
+  from the gap (a largest frame, 1 MiB, is 65 messages by itself).
+Its data channels are still not closed at the stream's end (py-libp2p keeps them where we
+cannot reach them): the peer's SCTP association holds them until the connection closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import trio
+from libp2p.abc import IMuxedStream
+from libp2p.transport.webrtc.connection import WebRTCConnection
+from libp2p.transport.webrtc.exceptions import WebRTCStreamError
+from libp2p.transport.webrtc.stream import WebRTCStream
+
+from hearthmesh.protocol.inbound import InboundLedger
+
+__all__ = ["READ_AHEAD_MESSAGES", "WebRtcConnection"]
+
+log = logging.getLogger(__name__)
+
+
+READ_AHEAD_MESSAGES: Final = 128
+"""Data channel messages a stream holds that its reader has not taken yet (each at most 16 KiB
+of payload: 2 MiB, a whole frame of the largest size twice, SPEC §10.2). A data channel has no
+flow control towards the sender, so a reader that lags (a store commit, a loaded machine)
+must find the messages buffered; py-libp2p holds 64 and drops the rest. The bytes count in
+the connection's `read_budget` too (4 MiB per peer, 32 MiB in all by default)."""
+
+
+class _BoundedSend:
+    """The sending side of a stream's read buffer, fed by the data channel: a message past
+    the stream's room or its connection's byte budget resets the stream (the reader gets an
+    error, the peer a RESET) instead of py-libp2p's silent drop, which left a gap in the byte
+    stream that the frame decoder then read as garbage (SPEC §10.11)."""
+
+    def __init__(self, send: trio.MemorySendChannel[bytes], stream: _Stream) -> None:
+        self._send = send
+        self._stream = stream
+
+    def send_nowait(self, payload: bytes) -> None:
+        stream = self._stream
+        if not stream.take(len(payload)):
+            log.info("WebRTC stream %d: its peer is over the read budget: reset", stream.channel_id)
+        else:
+            try:
+                self._send.send_nowait(payload)
+                return
+            except trio.WouldBlock:
+                stream.give_back(len(payload))
+                log.info(
+                    "WebRTC stream %d: its reader is %d messages behind: reset",
+                    stream.channel_id,
+                    READ_AHEAD_MESSAGES,
+                )
+        stream._reset_on_trio_thread()
+        raise trio.ClosedResourceError  # py-libp2p passes over it
+
+    def close(self) -> None:
+        self._send.close()
+
+
+class _CountedReceive:
+    """The reading side of a stream's read buffer: what the reader takes leaves the budget."""
+
+    def __init__(self, receive: trio.MemoryReceiveChannel[bytes], stream: _Stream) -> None:
+        self._receive = receive
+        self._stream = stream
+
+    async def receive(self) -> bytes:
+        chunk = await self._receive.receive()
+        self._stream.give_back(len(chunk))
+        return chunk
+
+    def receive_nowait(self) -> bytes:
+        chunk = self._receive.receive_nowait()
+        self._stream.give_back(len(chunk))
+        return chunk
+
+    def close(self) -> None:
+        self._receive.close()
+
+
+class _Stream(WebRTCStream):
+    """A data channel's stream that buffers what its reader has not taken (up to
+    `READ_AHEAD_MESSAGES` and its connection's share of the read budget, then a reset, never
+    a gap) and leaves its connection's registry when it ends."""
+
+    def __init__(
+        self,
+        connection: WebRtcConnection,
+        channel_id: int,
+        is_initiator: bool,
+        trio_token: trio.lowlevel.TrioToken | None,
+    ) -> None:
+        super().__init__(connection, channel_id, is_initiator, trio_token)
+        self._connection = connection
+        self._unread = 0
+        send, receive = trio.open_memory_channel[bytes](READ_AHEAD_MESSAGES)
+        self._read_send = _BoundedSend(send, self)  # type: ignore[assignment]
+        self._read_recv = _CountedReceive(receive, self)  # type: ignore[assignment]
+
+    def take(self, size: int) -> bool:
+        """Reserve `size` bytes arriving for the reader; False if the budget has no room."""
+        if not self._connection.read_budget.reserve(self._connection.budget_key, size):
+            return False
+        self._unread += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self._unread -= size
+        self._connection.read_budget.release(self._connection.budget_key, size)
+
+    def _cleanup(self) -> None:  # py-libp2p calls it at the end of close() and reset()
+        super()._cleanup()
+        self.give_back(self._unread)  # what nobody will read now
+        self._connection.forget(self._channel_id)
+
+
+class WebRtcConnection(WebRTCConnection):
+    """py-libp2p's connection, its streams registered before their channel opens and removed
+    when they end, what they buffer for their readers counted in `read_budget`."""
+
+    def __init__(self, *, read_budget: InboundLedger, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.read_budget = read_budget
+        """Bytes the streams hold for their readers, per peer and over all connections."""
+        self.budget_key = str(self.peer_id)
+
+    async def open_stream(self) -> IMuxedStream:
+        if self._closed:
+            raise WebRTCStreamError("Connection is closed")
+        channel_id = self._allocate_outbound_id()
+        stream = self._register(channel_id, outbound=True)  # the peer may answer at once
+        try:
+            await self._bridge.run_coro(self._create_channel_cb(channel_id, ""))
+        except Exception as exc:
+            self.forget(channel_id)
+            raise WebRTCStreamError(f"data channel {channel_id} not created: {exc}") from exc
+        return stream
+
+    def on_datachannel(self, channel_id: int) -> WebRTCStream:
+        """The peer opened a data channel (the bridge's asyncio thread): its stream, queued
+        for `accept_stream` as py-libp2p's."""
+        stream = self._register(channel_id, outbound=False)
+
+        def enqueue() -> None:
+            try:
+                self._accept_send.send_nowait(stream)
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                # Past the accept backlog, or the connection is closing: nobody will accept
+                # it, so the peer is told (py-libp2p left it registered and unanswered).
+                log.info("WebRTC: inbound stream %d not accepted: reset", channel_id)
+                stream._reset_on_trio_thread()
+
+        self._run_on_trio_thread(enqueue)
+        return stream
+
+    def forget(self, channel_id: int) -> None:
+        """Take an ended stream out of the registry. (py-libp2p's `remove_stream` would, but the
+        swarm replaces it on the connection with a hook of its own, for its streams.)"""
+        with self._streams_lock:
+            self._streams.pop(channel_id, None)
+
+    def _register(self, channel_id: int, *, outbound: bool) -> _Stream:
+        stream = _Stream(
+            connection=self,
+            channel_id=channel_id,
+            is_initiator=outbound,
+            trio_token=self._trio_token,
+        )
+        stream._send_callback = self._make_send_callback(channel_id)
+        with self._streams_lock:
+            self._streams[channel_id] = stream
+        return stream
