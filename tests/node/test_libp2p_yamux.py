@@ -13,6 +13,7 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
 
+from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.protocol.framing import encode_frame
@@ -151,3 +152,39 @@ async def test_two_writers_on_one_stream_each_get_their_frames_through_whole() -
             await stream._bridge.run(two_writers, stream._raw, *frames)
         await ended.wait()
     assert sorted(got) == sorted(payloads)
+
+
+async def test_a_write_cancelled_part_way_resets_the_stream() -> None:
+    """A write cut off while it waits for credit has put part of its message on the stream:
+    nothing may follow it there. The stream is reset; the reader gets the reset, not a frame
+    whose bytes run into the next message's (SPEC §10.1)."""
+    reading = asyncio.Event()
+    got: list[bytes] = []
+    ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    async def late_sink(stream: FrameStream) -> None:
+        await reading.wait()  # reads nothing until the writer's window is spent
+        try:
+            async for frame in stream:
+                got.append(frame)
+        except Exception as exc:
+            ended.set_result(exc)
+        else:
+            ended.set_result(None)
+
+    async with (
+        asyncio.timeout(30),
+        P2PHost(HostConfig(identity_seed=bytes([0x39]) * 32)) as a,
+        P2PHost(HostConfig(identity_seed=bytes([0x3A]) * 32)) as b,
+    ):
+        b.set_stream_handler(SINK, late_sink)
+        await a.connect(b.listen_addrs[0])
+        stream = await a.open_stream(b.peer_id, SINK)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):  # the window is 256 KiB: the write waits for good
+                await stream.write_frame(os.urandom(900_000))
+        with pytest.raises(StreamClosed):
+            await stream.write_frame(b"after")
+        reading.set()
+        assert isinstance(await ended, StreamClosed)
+    assert got == []
