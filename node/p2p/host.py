@@ -67,7 +67,7 @@ from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
 from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, WebRtcLayer, is_webrtc
-from hearthmesh.node.p2p.yamux import release_credit_in_half_windows
+from hearthmesh.node.p2p.yamux import adopt_yamux_stream
 from hearthmesh.protocol.errors import (
     HearthError,
     LocalProtocolError,
@@ -281,7 +281,8 @@ RECONCILE_S: Final = 1.0
 
 class _ConnectionTracker(INotifee):
     """Mirrors the set of connected peers to asyncio (counted per connection), and gives every
-    stream the swarm adds the half-window credit rule (`node.p2p.yamux`, SPEC §10.1).
+    stream the swarm adds the yamux rules: credit in half windows, whole writes (`node.p2p.yamux`,
+    SPEC §10.1).
 
     libp2p's `connected`/`disconnected` calls alone do not keep the count: it notifies a close
     at its end, after awaits, so a close cancelled on the way never reports, and it drops a
@@ -309,7 +310,7 @@ class _ConnectionTracker(INotifee):
         # first read; libp2p's own streams too (kad-dht walks, gossipsub, identify), which
         # otherwise sent a WINDOW_UPDATE after nearly every read: on a group's creator walking
         # the DHT for absent members, half the socket writes of an idle minute.
-        release_credit_in_half_windows(getattr(stream, "muxed_stream", None))
+        adopt_yamux_stream(getattr(stream, "muxed_stream", None))
 
     async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
         pass

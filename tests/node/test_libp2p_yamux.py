@@ -1,4 +1,5 @@
-"""Yamux receive credit in half-window steps (node/p2p/yamux.py), on real hosts."""
+"""The yamux stream rules (node/p2p/yamux.py) on real hosts: receive credit in half-window
+steps, and each write's frames kept together."""
 
 from __future__ import annotations
 
@@ -8,15 +9,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
+import trio
 from libp2p.peer.id import ID
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, YamuxStream
 
+from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.protocol.framing import encode_frame
 
 pytestmark = pytest.mark.integration
 
 ECHO = "/hearthmesh/test-echo/1"
+SINK = "/hearthmesh/test-sink/1"
 
 
 async def _echo(stream: FrameStream) -> None:
@@ -112,3 +117,74 @@ async def test_frames_larger_than_the_window_still_flow_both_ways() -> None:
             payload = os.urandom(900_000)  # > 3 windows of 256 KiB each way
             await stream.write_frame(payload)
             assert await stream.read_frame() == payload
+
+
+async def test_two_writers_on_one_stream_each_get_their_frames_through_whole() -> None:
+    """Two writes at once on one stream, each larger than the send window (as gossipsub's
+    sending loop and its replay to a new subscriber write): py-libp2p took the stream's lock per
+    yamux frame, so one write's frames went inside the other's message while it waited for
+    credit, and the reader got garbage (SPEC §10.1). Each write now goes out whole."""
+    got: list[bytes] = []
+    ended = asyncio.Event()
+
+    async def sink(stream: FrameStream) -> None:
+        try:
+            async for frame in stream:
+                got.append(frame)
+        finally:
+            ended.set()
+
+    async def two_writers(raw: object, first: bytes, second: bytes) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(raw.write, first)  # type: ignore[attr-defined]
+            nursery.start_soon(raw.write, second)  # type: ignore[attr-defined]
+
+    payloads = [os.urandom(900_000), os.urandom(900_000)]  # ~3.5 windows each
+    async with (
+        asyncio.timeout(30),
+        P2PHost(HostConfig(identity_seed=bytes([0x37]) * 32)) as a,
+        P2PHost(HostConfig(identity_seed=bytes([0x38]) * 32)) as b,
+    ):
+        b.set_stream_handler(SINK, sink)
+        await a.connect(b.listen_addrs[0])
+        async with await a.open_stream(b.peer_id, SINK) as stream:
+            frames = [encode_frame(p) for p in payloads]
+            await stream._bridge.run(two_writers, stream._raw, *frames)
+        await ended.wait()
+    assert sorted(got) == sorted(payloads)
+
+
+async def test_a_write_cancelled_part_way_resets_the_stream() -> None:
+    """A write cut off while it waits for credit has put part of its message on the stream:
+    nothing may follow it there. The stream is reset; the reader gets the reset, not a frame
+    whose bytes run into the next message's (SPEC §10.1)."""
+    reading = asyncio.Event()
+    got: list[bytes] = []
+    ended: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    async def late_sink(stream: FrameStream) -> None:
+        await reading.wait()  # reads nothing until the writer's window is spent
+        try:
+            async for frame in stream:
+                got.append(frame)
+        except Exception as exc:
+            ended.set_result(exc)
+        else:
+            ended.set_result(None)
+
+    async with (
+        asyncio.timeout(30),
+        P2PHost(HostConfig(identity_seed=bytes([0x39]) * 32)) as a,
+        P2PHost(HostConfig(identity_seed=bytes([0x3A]) * 32)) as b,
+    ):
+        b.set_stream_handler(SINK, late_sink)
+        await a.connect(b.listen_addrs[0])
+        stream = await a.open_stream(b.peer_id, SINK)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1):  # the window is 256 KiB: the write waits for good
+                await stream.write_frame(os.urandom(900_000))
+        with pytest.raises(StreamClosed):
+            await stream.write_frame(b"after")
+        reading.set()
+        assert isinstance(await ended, StreamClosed)
+    assert got == []
