@@ -1127,10 +1127,12 @@ class P2PHost:
         await self._require_dht_layer().put(key, value)
 
     async def dht_get(self, key: str) -> bytes | None:
-        """The best valid value for `key`: our own copy if we hold one, else from the network.
+        """The best valid value for `key`: our own copy if we hold one, else from the peers
+        nearest the key (`dht.NEAREST_ASKED` at a time, and any nearer they name), not from
+        every peer of the mesh.
 
         Values that fail `dht_validate` are never returned; between several valid ones
-        `dht_select` decides, and the winner is kept locally.
+        `dht_select` decides.
 
         Returns:
             The value, or None when no peer reached holds a valid one.
@@ -1140,6 +1142,11 @@ class P2PHost:
             P2PError: libp2p failed (cause chained).
         """
         return await self._require_dht_layer().get(key)
+
+    @property
+    def dht_asked(self) -> int:
+        """Peers asked by `dht_get` so far (0 with the DHT off)."""
+        return 0 if self._dht is None else self._dht.asked
 
 
 def _refuse_nothing(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
