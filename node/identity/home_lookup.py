@@ -8,11 +8,11 @@ the group, and their lookups were 72 % of a home's busy time at 10 nodes and 1,0
 So, per user: a lookup that found nothing is asked again once, `RETRY_AFTER_MISS_MS` later (a
 home coming up publishes its record 10-30 s after its first peer, SPEC §13.4); after
 `LONG_MISS_AFTER` misses in a row the user is known nowhere, asked again only after
-`LONG_MISS_WAIT_MS`; and node-wide every repeat takes turns `REPEAT_GAP_MS` apart: each due
-user takes the next free turn. Beyond each user's first lookup, absent members then cost at
-most one lookup per turn, whatever their number; a returning member's home is learnt at once
-by hello or presence (§13.3, §14.2), by a lookup within `LONG_MISS_WAIT_MS` or one turn per
-user missed, whichever is longer. Callers asking for one user at once share one lookup. A record
+`LONG_MISS_WAIT_MS`, and, node-wide, such repeats take turns `REPEAT_GAP_MS` apart: each due
+user takes the next free turn. The steady cost of absent members is then at most one lookup
+per turn, whatever their number; a returning member's home is learnt at once by hello or
+presence (§13.3, §14.2), by a lookup within `LONG_MISS_WAIT_MS` or one turn per user known
+nowhere, whichever is longer. Callers asking for one user at once share one lookup. A record
 learnt by hello, presence or another lookup needs no lookup (its probe runs at once, §11.5.2),
 and a lookup that waited for a slot while such a record came is answered without one.
 At most `LOOKUPS_AT_ONCE` lookups run at a time, users missed fewest times first: a member
@@ -65,8 +65,8 @@ LONG_MISS_WAIT_MS: Final = 15 * 60_000
 """How long a user known nowhere waits for its next lookup (uniform in its second half)."""
 
 REPEAT_GAP_MS: Final = 1_000
-"""Node-wide, repeat lookups (of users that missed) are at least this far apart: a due user
-takes the next free turn, so 1,000 absent members cost a lookup a second, not 1,000 at once."""
+"""Node-wide, lookups of users known nowhere are at least this far apart: a due user takes the
+next free turn, so 1,000 absent members cost a lookup a second, not 1,000 at once."""
 
 WALK_TIMEOUT_S: Final = 10.0
 """A lookup still going after this long counts as a miss: on a loaded mesh a lookup of a user
@@ -82,7 +82,7 @@ class _Missed:
     again_ms: int
     """Not asked again before this."""
     turn: bool = False
-    """`again_ms` is a turn the user took: asked then without another."""
+    """`again_ms` is a turn the user took (known nowhere): asked then without another."""
 
 
 class HomeLookups:
@@ -105,7 +105,7 @@ class HomeLookups:
         self._rng = rng
         self._misses: OrderedDict[UserId, _Missed] = OrderedDict()
         self._next_turn_ms = 0
-        """The first turn no missed user has taken (`REPEAT_GAP_MS`)."""
+        """The first turn no user known nowhere has taken (`REPEAT_GAP_MS`)."""
         self._running: dict[UserId, asyncio.Future[bool]] = {}
         self._walks = _WalkSlots(LOOKUPS_AT_ONCE)
         self.asked = 0
@@ -150,18 +150,17 @@ class HomeLookups:
 
     def next_ask_ms(self, user: UserId) -> int:
         """The earliest time `find(user)` may ask the DHT (0: now); asking before gets False
-        at no cost. A missed user may be given a later turn when it is asked then."""
+        at no cost. A user known nowhere may be given a later turn when it is asked then."""
         missed = self._misses.get(user)
         return 0 if missed is None else missed.again_ms
 
     def _due(self, missed: _Missed) -> bool:
-        """May a user that missed be asked now? It takes the next free turn first, and is
-        asked only once that comes: the retry of 1,000 absent members' first misses cost a
-        group's creator minutes of CPU at once (3 RPCs each) when it was not paced."""
+        """May a user that missed be asked now? One known nowhere takes the next free turn
+        first, and is asked only once it comes."""
         now_ms = self._clock.now_ms()
         if now_ms < missed.again_ms:
             return False
-        if missed.turn:
+        if missed.misses < LONG_MISS_AFTER or missed.turn:
             return True
         turn_ms = max(now_ms, self._next_turn_ms)
         self._next_turn_ms = turn_ms + REPEAT_GAP_MS
