@@ -292,7 +292,7 @@ def build_services(
         rng=rng,
         emit=events.emit,
         poll_ms=config.retry_poll_ms,
-        find_home=home_lookups.find,
+        lookups=home_lookups,
         probe_max_ms=config.outage_probe_max_ms,
     )
     records.revive_with(outbox.revive)

@@ -66,15 +66,19 @@ class Outages:
         outage = self._down.get(destination)
         return outage is not None and outage.homeless and outage.failures >= 2
 
-    def failed(self, destination: bytes, now_ms: int, *, homeless: bool = False) -> bool:
+    def failed(
+        self, destination: bytes, now_ms: int, *, homeless: bool = False, not_before_ms: int = 0
+    ) -> bool:
         """An attempt (or probe) found no reachable home (`homeless`: none to try at all);
-        True if it was up until now."""
+        probed again after the delay, not before `not_before_ms`. True if it was up until
+        now."""
         outage = self._down.get(destination)
         failures = 1 if outage is None else outage.failures + 1
         if outage is not None and outage.revived:
             retry_at = now_ms  # a home connected during the probe: that one may answer now
         else:
             retry_at = next_attempt_ms(failures, now_ms, self._rng, cap_ms=self._probe_max_ms)
+            retry_at = max(retry_at, not_before_ms)
         self._down[destination] = _Outage(
             failures=failures, retry_at_ms=retry_at, homeless=homeless
         )

@@ -424,11 +424,13 @@ class OutboxMachine(Generic[E]):
         if count == 0:
             self._outages.forget(destination)
 
-    def probe_missed(self, destination: bytes, now_ms: int) -> None:
+    def probe_missed(self, destination: bytes, now_ms: int, *, not_before_ms: int = 0) -> None:
         """A probe found no home to try (none known, and a lookup found none): the destination
         stays down, its rows stay parked untouched, and it is probed again after the next
-        delay. A user known nowhere costs nothing per probe, however much waits for them."""
-        self._outages.failed(destination, now_ms, homeless=True)
+        delay, or at `not_before_ms` if later (when the next lookup may ask: a probe before
+        would find the same nothing). A user known nowhere costs nothing per probe, however
+        much waits for them, and a record learnt probes it at once (`home_connected`)."""
+        self._outages.failed(destination, now_ms, homeless=True, not_before_ms=not_before_ms)
 
     def home_connected(self, destinations: Iterable[bytes]) -> bool:
         """A node connected that is a home of each of `destinations`: those that are down are

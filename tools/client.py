@@ -52,12 +52,18 @@ class ApiClient:
     """A small async client of the HTTP API (also used by tests and the benchmark)."""
 
     def __init__(
-        self, url: str, token: str, *, pin: str | None = None, unix: str | None = None
+        self,
+        url: str,
+        token: str,
+        *,
+        pin: str | None = None,
+        unix: str | None = None,
+        timeout_s: float = _TIMEOUT_S,
     ) -> None:
         """`pin`: over HTTPS, the sha-256 (hex) of the node's certificate, which is trusted
         instead of a certificate authority (the node makes its own at init, SPEC §15.7).
         `unix`: reach `url` through this Unix socket (a node in a network namespace, behind
-        `hearthmesh simulate`'s forwarder)."""
+        `hearthmesh simulate`'s forwarder). `timeout_s`: the bound of each call."""
         self.url = url.rstrip("/")
         self.token = token
         ssl = True if pin is None else aiohttp.Fingerprint(bytes.fromhex(pin))
@@ -66,7 +72,7 @@ class ApiClient:
         )
         self._http = aiohttp.ClientSession(
             headers={"Authorization": f"Bearer {token}"},
-            timeout=aiohttp.ClientTimeout(total=_TIMEOUT_S),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
             connector=connector,
         )
 

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any, Final
 
 from hearthmesh.node.clock import Clock
@@ -33,6 +33,7 @@ from hearthmesh.node.delivery.relay_choice import RelayChooser
 from hearthmesh.node.delivery.relay_hops import HandOff, RelayHops
 from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.identity.home_directory import HomeDirectory
+from hearthmesh.node.identity.home_lookup import HomeLookups
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.protocol.delivery import BatchItem
@@ -93,7 +94,7 @@ class OutboxWorker:
         rng: Rng,
         emit: Callable[[NodeEvent], None],
         poll_ms: int,
-        find_home: Callable[[UserId], Awaitable[bool]],
+        lookups: HomeLookups,
         probe_max_ms: int = PROBE_MAX_MS,
     ) -> None:
         self._store = store
@@ -103,7 +104,7 @@ class OutboxWorker:
         self._clock = clock
         self._rng = rng
         self._emit = emit
-        self._find_home = find_home
+        self._lookups = lookups
         self._poll_ms = poll_ms
         self._probe_max_ms = probe_max_ms
         self._nudge = asyncio.Event()
@@ -440,15 +441,18 @@ class OutboxWorker:
 
     async def _probe_unknown(self, destination: bytes, limit: int) -> None:
         """A probe of a user whose home no record names: rows move only once a lookup (backed
-        off per user, `HomeLookups`) finds one; until then the probe costs no store write."""
-        if await self._find_home(UserId(destination)):
+        off per user, `HomeLookups`) finds one; until then the probe costs no store write, and
+        the next waits for the user's next lookup (a record learnt otherwise probes at once)."""
+        user = UserId(destination)
+        if await self._lookups.find(user):
             await self._probe(destination, limit)
         else:
-            self._machine.probe_missed(destination, self._now())
+            asked_ms = self._lookups.next_ask_ms(user)
+            self._machine.probe_missed(destination, self._now(), not_before_ms=asked_ms)
             self._rearm()
 
     async def _look_up(self, recipient: UserId) -> None:
-        await self._find_home(recipient)  # HomeRecords adopts what it finds, and revives
+        await self._lookups.find(recipient)  # HomeRecords adopts what it finds, and revives
 
     async def _unpark_all(self, destination: bytes) -> None:
         """Everything parked for a destination that is back: due now, in order, in one go."""

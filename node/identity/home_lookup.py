@@ -1,22 +1,26 @@
 """Looking up other users' home records in the DHT for the node's own needs (SPEC §13.5).
 
-The outbox asks for a recipient's home each time it has a batch for a user whose home it does
-not know, and the media fetcher for each reference. Asking the DHT every time would send one
-network walk per batch for as long as the user stays unknown, so a lookup that found nothing
-is not repeated before the §11.5 backoff for that user (growing with consecutive misses), and
-callers asking for the same user at once share one lookup. A user missed `LONG_MISS_AFTER` times
-in a row (16-32 s of §11.5 delays, and the walks) is known nowhere for now: asked again only
-after `LONG_MISS_WAIT_MS` (SPEC §13.5). A group's absent members are hundreds of such users; at the
-§11.5 cap each was walked for once a minute by every home holding their rows, a DHT walk per
-user per minute that grew with the group's absent members, not with anything sent. A record
+The outbox asks for a recipient's home each time it probes a user whose home it does not know,
+the media fetcher for each reference, the room sender for each member it has no record of.
+Asking the DHT every time would cost a lookup per probe for as long as the user stays unknown;
+a group's absent members are hundreds of such users, each owed rows by every home that sent to
+the group, and their lookups were 72 % of a home's busy time at 10 nodes and 1,024 members.
+So, per user: a lookup that found nothing is asked again once, `RETRY_AFTER_MISS_MS` later (a
+home coming up publishes its record 10-30 s after its first peer, SPEC §13.4); after
+`LONG_MISS_AFTER` misses in a row the user is known nowhere, asked again only after
+`LONG_MISS_WAIT_MS`, and, node-wide, such repeats take turns `REPEAT_GAP_MS` apart: each due
+user takes the next free turn. The steady cost of absent members is then at most one lookup
+per turn, whatever their number; a returning member's home is learnt at once by hello or
+presence (§13.3, §14.2), by a lookup within `LONG_MISS_WAIT_MS` or one turn per user known
+nowhere, whichever is longer. Callers asking for one user at once share one lookup. A record
 learnt by hello, presence or another lookup needs no lookup (its probe runs at once, §11.5.2),
-and a lookup that waited for a walk slot while such a record came is answered without a walk.
-At most `LOOKUPS_AT_ONCE` walks run at a time: a group's absent members are hundreds of users
-looked up together, and as many concurrent walks opened more streams to each peer than its
-slots allow (SPEC §10.4), so the peers reset them and banned this node.
+and a lookup that waited for a slot while such a record came is answered without one.
+At most `LOOKUPS_AT_ONCE` lookups run at a time, users missed fewest times first: a member
+whose hello failed must not wait behind hundreds of absent members (SPEC §10.4, §13.5).
 
-State: per user, the misses in a row and when to ask again, the lookups running, and the
-slots of the walks under way with the users waiting for one (fewest misses first).
+State: per user, the misses in a row, when to ask again and whether that is a turn it took;
+the next free turn; the lookups running, and the slots of those under way with the users
+waiting for one.
 """
 
 from __future__ import annotations
@@ -26,10 +30,10 @@ import heapq
 import itertools
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Final
 
 from hearthmesh.node.clock import Clock
-from hearthmesh.protocol.backoff import next_attempt_ms
 from hearthmesh.protocol.identity import Rng, UserId
 
 __all__ = [
@@ -37,27 +41,48 @@ __all__ = [
     "LONG_MISS_WAIT_MS",
     "LOOKUPS_AT_ONCE",
     "MAX_REMEMBERED_MISSES",
+    "REPEAT_GAP_MS",
+    "RETRY_AFTER_MISS_MS",
     "WALK_TIMEOUT_S",
     "HomeLookups",
 ]
 
 LOOKUPS_AT_ONCE: Final = 4
-"""DHT walks under way at once; the others wait their turn (each walk opens streams to several
+"""DHT lookups under way at once; the others wait their turn (each opens streams to several
 peers, and a peer resets what passes its per-peer slots)."""
 
 MAX_REMEMBERED_MISSES: Final = 10_000
 """Users whose misses are remembered; the oldest are forgotten first (and asked again)."""
 
-LONG_MISS_AFTER: Final = 8
-"""Consecutive misses after which a user counts as known nowhere (SPEC §13.5): the §11.5
-delays before it add up to 16-32 s, and the walks take their time."""
+RETRY_AFTER_MISS_MS: Final = 30_000
+"""After a first miss the user is asked again this long later (uniform in its second half):
+a home coming up publishes its record 10-30 s after its first peer (SPEC §13.4)."""
+
+LONG_MISS_AFTER: Final = 2
+"""Consecutive misses after which a user counts as known nowhere (SPEC §13.5)."""
 
 LONG_MISS_WAIT_MS: Final = 15 * 60_000
 """How long a user known nowhere waits for its next lookup (uniform in its second half)."""
 
+REPEAT_GAP_MS: Final = 1_000
+"""Node-wide, lookups of users known nowhere are at least this far apart: a due user takes the
+next free turn, so 1,000 absent members cost a lookup a second, not 1,000 at once."""
+
 WALK_TIMEOUT_S: Final = 10.0
-"""A walk still going after this long counts as a miss: on a loaded mesh the walk for a user
+"""A lookup still going after this long counts as a miss: on a loaded mesh a lookup of a user
 known nowhere ran on through every peer's timeouts, holding a slot that others waited for."""
+
+
+@dataclass(slots=True)
+class _Missed:
+    """What the misses of one user decided."""
+
+    misses: int
+    """Consecutive misses."""
+    again_ms: int
+    """Not asked again before this."""
+    turn: bool = False
+    """`again_ms` is a turn the user took (known nowhere): asked then without another."""
 
 
 class HomeLookups:
@@ -78,8 +103,9 @@ class HomeLookups:
         self._walk_timeout_s = walk_timeout_s
         self._clock = clock
         self._rng = rng
-        self._misses: OrderedDict[UserId, tuple[int, int]] = OrderedDict()
-        """user -> (consecutive misses, earliest time to ask again)."""
+        self._misses: OrderedDict[UserId, _Missed] = OrderedDict()
+        self._next_turn_ms = 0
+        """The first turn no user known nowhere has taken (`REPEAT_GAP_MS`)."""
         self._running: dict[UserId, asyncio.Future[bool]] = {}
         self._walks = _WalkSlots(LOOKUPS_AT_ONCE)
         self.asked = 0
@@ -91,12 +117,12 @@ class HomeLookups:
         if running is not None:
             return await asyncio.shield(running)
         missed = self._misses.get(user)
-        if missed is not None and self._clock.now_ms() < missed[1]:
+        if missed is not None and not self._due(missed):
             return False
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._running[user] = future
         try:
-            await self._walks.take(0 if missed is None else missed[0])
+            await self._walks.take(0 if missed is None else missed.misses)
             try:
                 if self._known(user):  # learnt while it waited for a slot (a hello retried)
                     found = True
@@ -122,18 +148,35 @@ class HomeLookups:
         finally:
             del self._running[user]
 
+    def next_ask_ms(self, user: UserId) -> int:
+        """The earliest time `find(user)` may ask the DHT (0: now); asking before gets False
+        at no cost. A user known nowhere may be given a later turn when it is asked then."""
+        missed = self._misses.get(user)
+        return 0 if missed is None else missed.again_ms
+
+    def _due(self, missed: _Missed) -> bool:
+        """May a user that missed be asked now? One known nowhere takes the next free turn
+        first, and is asked only once it comes."""
+        now_ms = self._clock.now_ms()
+        if now_ms < missed.again_ms:
+            return False
+        if missed.misses < LONG_MISS_AFTER or missed.turn:
+            return True
+        turn_ms = max(now_ms, self._next_turn_ms)
+        self._next_turn_ms = turn_ms + REPEAT_GAP_MS
+        missed.again_ms, missed.turn = turn_ms, True
+        return turn_ms == now_ms
+
     def _note(self, user: UserId, found: bool) -> None:
         if found:
             self._misses.pop(user, None)
             return
-        misses = self._misses.pop(user, (0, 0))[0] + 1
-        now_ms = self._clock.now_ms()
-        if misses >= LONG_MISS_AFTER:
-            half = LONG_MISS_WAIT_MS // 2
-            again_ms = now_ms + half + int.from_bytes(self._rng(4), "big") % (half + 1)
-        else:
-            again_ms = next_attempt_ms(misses, now_ms, self._rng)
-        self._misses[user] = (misses, again_ms)
+        held = self._misses.pop(user, None)
+        misses = 1 if held is None else held.misses + 1
+        wait_ms = LONG_MISS_WAIT_MS if misses >= LONG_MISS_AFTER else RETRY_AFTER_MISS_MS
+        half = wait_ms // 2
+        again_ms = self._clock.now_ms() + half + int.from_bytes(self._rng(4), "big") % (half + 1)
+        self._misses[user] = _Missed(misses, again_ms)
         while len(self._misses) > MAX_REMEMBERED_MISSES:
             self._misses.popitem(last=False)
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from typing import Final, TypeVar
 
 from hearthmesh.node.clock import Clock
-from hearthmesh.node.p2p.errors import P2PError, StreamClosed, StreamOpenFailed
+from hearthmesh.node.p2p.errors import P2PError, ProtocolNotSpoken, StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.protocol.capabilities import (
@@ -121,9 +121,10 @@ class PeerLevels:
         burst of sends would otherwise open a stream each, past the peer's slots)."""
 
     async def learn(self, peer_id: str) -> None:
-        """Ask `peer_id`, or wait for the answer to a question already on its way. A peer we
-        are connected to that does not serve the protocol is at `core` (SPEC §20.5), as is one
-        whose answer is malformed (charged); one that could not be reached or did not answer in
+        """Ask `peer_id`, or wait for the answer to a question already on its way. A peer
+        that answers it does not serve the protocol is at `core` (SPEC §20.5), as is one
+        whose answer is malformed (charged); one that could not be reached, whose stream failed
+        otherwise (a negotiation timed out on a loaded peer) or that did not answer in
         `ASK_S` keeps what it answered before, if anything."""
         asked = self._asking.get(peer_id)
         if asked is not None:
@@ -142,11 +143,8 @@ class PeerLevels:
                 async with await self._host.open_stream(peer_id, CAPS_PROTOCOL) as stream:
                     await stream.write_frame(encode_caps_request())
                     levels = decode_caps_answer(await stream.read_frame())
-        except StreamOpenFailed as exc:
-            if peer_id in self._host.connected_peers():  # reached: it has no such protocol
-                self.remember(peer_id, frozenset())
-            else:
-                self._miss(peer_id, exc)
+        except ProtocolNotSpoken:  # it answered it has no such protocol
+            self.remember(peer_id, frozenset())
         except (P2PError, TimeoutError) as exc:
             self._miss(peer_id, exc)
         except RemoteProtocolError as exc:

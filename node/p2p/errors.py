@@ -12,6 +12,7 @@ __all__ = [
     "DialFailed",
     "HostClosed",
     "P2PError",
+    "ProtocolNotSpoken",
     "StreamClosed",
     "StreamCutOff",
     "StreamIdle",
@@ -33,6 +34,12 @@ class DialFailed(P2PError):
 
 class StreamOpenFailed(P2PError):
     """A stream could not be opened: no connection, or the peer does not speak the protocol."""
+
+
+class ProtocolNotSpoken(StreamOpenFailed):
+    """The peer answered that it speaks none of the protocols asked for (multistream `na`).
+    Any other failure to open (a negotiation that timed out on a loaded peer, a stream reset
+    past its slots) says nothing of what the peer speaks."""
 
 
 class StreamClosed(P2PError):

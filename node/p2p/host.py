@@ -35,6 +35,7 @@ from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.protocol_muxer.exceptions import MultiselectClientError
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -50,6 +51,7 @@ from hearthmesh.node.p2p.errors import (
     DialFailed,
     HostClosed,
     P2PError,
+    ProtocolNotSpoken,
     StreamClosed,
     StreamOpenFailed,
 )
@@ -1096,7 +1098,12 @@ class P2PHost:
     async def _open_on_trio(self, peer_id: str, protocol_id: str) -> _LibP2PStream:
         peer = ID.from_base58(peer_id)
         await self._forget_closed_connections(peer)  # so a closed one does not stop the dial
-        stream = await self._require_host().new_stream(peer, [TProtocol(protocol_id)])
+        try:
+            stream = await self._require_host().new_stream(peer, [TProtocol(protocol_id)])
+        except Exception as exc:
+            if _refused_protocol(exc):
+                raise ProtocolNotSpoken(f"{peer_id} does not speak {protocol_id}") from exc
+            raise
         return _LibP2PStream(stream)
 
     # ---- gossip (node/p2p/gossipsub.py) -------------------------------------------------------
@@ -1153,10 +1160,12 @@ class P2PHost:
         await self._require_dht_layer().put(key, value)
 
     async def dht_get(self, key: str) -> bytes | None:
-        """The best valid value for `key`: our own copy if we hold one, else from the network.
+        """The best valid value for `key`: our own copy if we hold one, else from the peers
+        nearest the key (`dht.NEAREST_ASKED` at a time, and any nearer they name), not from
+        every peer of the mesh.
 
         Values that fail `dht_validate` are never returned; between several valid ones
-        `dht_select` decides, and the winner is kept locally.
+        `dht_select` decides.
 
         Returns:
             The value, or None when no peer reached holds a valid one.
@@ -1166,6 +1175,24 @@ class P2PHost:
             P2PError: libp2p failed (cause chained).
         """
         return await self._require_dht_layer().get(key)
+
+    @property
+    def dht_asked(self) -> int:
+        """Peers asked by `dht_get` so far (0 with the DHT off)."""
+        return 0 if self._dht is None else self._dht.asked
+
+
+def _refused_protocol(exc: BaseException) -> bool:
+    """Did the peer answer `na` to every protocol asked (py-libp2p 0.8.1 raises one
+    `MultiselectClientError` saying so, under `StreamFailure`), rather than fail otherwise?"""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, MultiselectClientError) and str(seen).startswith(
+            "protocols not supported"
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _refuse_nothing(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:

@@ -8,9 +8,10 @@ from hearthmesh.node.identity.home_lookup import (
     LONG_MISS_AFTER,
     LONG_MISS_WAIT_MS,
     LOOKUPS_AT_ONCE,
+    REPEAT_GAP_MS,
+    RETRY_AFTER_MISS_MS,
     HomeLookups,
 )
-from hearthmesh.protocol.backoff import BACKOFF_BASE_MS, BACKOFF_CAP_MS
 from hearthmesh.protocol.identity import UserId
 
 from ..conftest import FakeClock, counter_rng
@@ -34,31 +35,25 @@ class _Dht:
         return user in self.homes
 
 
-async def test_a_miss_is_not_asked_again_before_its_backoff() -> None:
+async def test_a_miss_is_asked_again_once_after_the_retry_delay() -> None:
+    """SPEC §13.5: a user missed once is not asked again before half of RETRY_AFTER_MISS_MS
+    (a home coming up publishes 10-30 s after its first peer), and is asked by its end."""
     clock, dht = FakeClock(), _Dht()
     lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
     assert not await lookups.find(ALICE)
-    assert not await lookups.find(ALICE)  # within the first backoff: answered from memory
+    assert not await lookups.find(ALICE)  # within the retry delay: answered from memory
     assert await lookups.find(BOB) is False  # another user is asked at once
     assert dht.asked == [ALICE, BOB]
-    clock.advance(BACKOFF_BASE_MS)  # the first delay is at most the base
+    assert lookups.next_ask_ms(ALICE) - clock.now_ms() >= RETRY_AFTER_MISS_MS // 2
+    clock.advance(RETRY_AFTER_MISS_MS // 2 - 1)
+    assert not await lookups.find(ALICE)
+    assert dht.asked == [ALICE, BOB]
+    clock.advance(RETRY_AFTER_MISS_MS // 2 + 1)
     dht.homes.add(ALICE)
     assert await lookups.find(ALICE)
     assert await lookups.find(ALICE)  # found: asked again whenever the caller wants
     assert dht.asked == [ALICE, BOB, ALICE, ALICE]
-
-
-async def test_consecutive_misses_wait_longer() -> None:
-    clock, dht = FakeClock(), _Dht()
-    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
-    for miss in range(4):  # the delays after misses 1..3 are at most base * 4
-        if miss:
-            clock.advance(BACKOFF_BASE_MS * 4)
-        assert not await lookups.find(ALICE)
-    assert len(dht.asked) == 4
-    clock.advance(BACKOFF_BASE_MS * 4 - 1)  # after miss 4: at least half of base * 8
-    assert not await lookups.find(ALICE)
-    assert len(dht.asked) == 4
+    assert lookups.next_ask_ms(ALICE) == 0
 
 
 async def test_callers_asking_at_once_share_one_lookup() -> None:
@@ -94,15 +89,15 @@ async def test_many_users_at_once_walk_the_dht_a_few_at_a_time() -> None:
 
 async def test_a_user_missed_again_and_again_is_asked_only_every_several_minutes() -> None:
     """SPEC §13.5: after LONG_MISS_AFTER misses in a row a user is known nowhere for now and
-    waits LONG_MISS_WAIT_MS (at least its half) for the next lookup, not the §11.5 cap; the
-    wait ends, and a record found then clears it."""
+    waits LONG_MISS_WAIT_MS (at least its half) for the next lookup; the wait ends, and a
+    record found then clears it."""
     clock, dht = FakeClock(), _Dht()
     lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
     for _ in range(LONG_MISS_AFTER):
         assert not await lookups.find(ALICE)
-        clock.advance(BACKOFF_CAP_MS)  # every §11.5 delay is over
+        clock.advance(RETRY_AFTER_MISS_MS)  # the retry delay is over
     assert len(dht.asked) == LONG_MISS_AFTER
-    clock.advance(LONG_MISS_WAIT_MS // 2 - 2 * BACKOFF_CAP_MS)
+    clock.advance(LONG_MISS_WAIT_MS // 2 - 2 * RETRY_AFTER_MISS_MS)
     assert not await lookups.find(ALICE)  # known nowhere: answered from memory
     assert len(dht.asked) == LONG_MISS_AFTER
     clock.advance(LONG_MISS_WAIT_MS)
@@ -110,6 +105,40 @@ async def test_a_user_missed_again_and_again_is_asked_only_every_several_minutes
     assert await lookups.find(ALICE)
     assert len(dht.asked) == LONG_MISS_AFTER + 1
     assert await lookups.find(ALICE)  # found: no wait any more
+
+
+async def test_users_known_nowhere_take_turns_a_repeat_gap_apart() -> None:
+    """SPEC §13.5: node-wide, the lookups of users known nowhere are REPEAT_GAP_MS apart, each
+    due user taking the next free turn, so a group's absent members cost a lookup a turn
+    whatever their number; a user never missed is asked at once all the same."""
+    clock, dht = FakeClock(), _Dht()
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    absent = [UserId(bytes([n]) * 32) for n in range(3, 53)]
+    for _ in range(LONG_MISS_AFTER):
+        for user in absent:
+            assert not await lookups.find(user)
+        clock.advance(RETRY_AFTER_MISS_MS)
+    clock.advance(LONG_MISS_WAIT_MS)  # every one of them is due
+    dht.asked.clear()
+    start_ms = clock.now_ms()
+    for user in absent:
+        assert not await lookups.find(user)
+    assert dht.asked == absent[:1]  # the first takes the turn now, the others the next ones
+    assert [lookups.next_ask_ms(u) for u in absent[1:]] == [
+        start_ms + k * REPEAT_GAP_MS for k in range(1, len(absent))
+    ]
+    assert not await lookups.find(ALICE)  # never missed: asked now, not after their turns
+    assert dht.asked == [absent[0], ALICE]
+    for turn in range(1, len(absent)):
+        clock.advance(REPEAT_GAP_MS - 1)
+        for user in absent:
+            assert not await lookups.find(user)
+        assert len(dht.asked) == turn + 1  # not one before its turn
+        clock.advance(1)
+        for user in absent:
+            assert not await lookups.find(user)
+        assert dht.asked[-1] == absent[turn]  # exactly one more, at its turn
+    assert len(dht.asked) == len(absent) + 1
 
 
 async def test_a_user_never_missed_walks_before_users_that_missed() -> None:
@@ -122,7 +151,7 @@ async def test_a_user_never_missed_walks_before_users_that_missed() -> None:
     async with asyncio.timeout(5):
         for user in absent:  # each missed once
             assert not await lookups.find(user)
-        clock.advance(BACKOFF_CAP_MS)
+        clock.advance(RETRY_AFTER_MISS_MS)
         dht.release = asyncio.Event()
         dht.asked.clear()
         again = [asyncio.create_task(lookups.find(user)) for user in absent]

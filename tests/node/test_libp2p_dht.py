@@ -11,7 +11,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 
-from hearthmesh.node.p2p.dht import home_record_rules
+from hearthmesh.node.p2p.dht import NEAREST_ASKED, home_record_rules
 from hearthmesh.node.p2p.host import HostConfig, P2PHost, peer_id_from_seed
 from hearthmesh.protocol.errors import LocalProtocolError
 from hearthmesh.protocol.home_dht import home_record_key
@@ -95,6 +95,22 @@ async def test_put_on_one_host_get_from_a_host_that_never_met_it() -> None:
         with pytest.raises(LocalProtocolError):
             await c.dht_put(ALICE_KEY, v1)
         assert await b.dht_get(ALICE_KEY) == v2
+
+
+async def test_a_get_asks_the_few_peers_nearest_the_key_not_the_whole_mesh() -> None:
+    """SPEC §13.5: a get, a miss included, asks the NEAREST_ASKED peers it knows nearest the
+    key (and any nearer they name); py-libp2p's own get asked every peer it heard of, twice
+    on a miss, so a lookup of a user known nowhere cost more as the mesh grew."""
+    record = home_record(ALICE, NOW_MS)
+    async with asyncio.timeout(30), hosts(*(dht_config(n) for n in range(1, 10))) as all_hosts:
+        getter, putter, *others = all_hosts
+        for host in (putter, *others):  # the getter knows every peer, they know only it
+            await link(host, getter)
+        await putter.dht_put(ALICE_KEY, record)  # stored at the peers nearest ALICE_KEY
+        for host in others:  # each knows little but the getter: asks it, and whom it names
+            assert await host.dht_get(ALICE_KEY) == record
+        assert await getter.dht_get(BOB_KEY) is None  # nobody holds it
+        assert getter.dht_asked == NEAREST_ASKED  # not the 8 peers, nor twice
 
 
 async def test_invalid_values_are_refused_by_put_and_never_returned_by_get() -> None:

@@ -17,7 +17,7 @@ import pytest
 from libp2p.abc import INetConn, INetwork
 from libp2p.peer.id import ID
 
-from hearthmesh.node.p2p.errors import StreamClosed
+from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed, StreamOpenFailed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
 from hearthmesh.node.p2p.host import (
@@ -91,6 +91,19 @@ async def test_inbound_side_can_open_streams_too() -> None:
         async with await b.open_stream(a.peer_id, ECHO) as stream:
             await stream.write_frame(b"from b")
             assert await stream.read_frame() == b"from b"
+
+
+async def test_a_protocol_the_peer_does_not_speak_is_told_apart_from_other_failures() -> None:
+    """A peer's `na` is `ProtocolNotSpoken`; a peer out of reach is a StreamOpenFailed that is
+    not (what it speaks is unknown): capability levels take only the first as `core`."""
+    async with asyncio.timeout(8), hosts(config(1), config(2)) as (a, b):
+        await a.connect(b.listen_addrs[0])
+        with pytest.raises(ProtocolNotSpoken):
+            await a.open_stream(b.peer_id, ECHO)  # b serves no echo
+        gone = peer_id_from_seed(seed(9))  # no such host runs
+        with pytest.raises(StreamOpenFailed) as failed:
+            await a.open_stream(gone, ECHO)
+        assert not isinstance(failed.value, ProtocolNotSpoken)
 
 
 async def test_oversized_frame_is_rejected_and_the_host_keeps_working() -> None:

@@ -13,7 +13,7 @@ from hearthmesh.node.mesh.capabilities import (
     PeerLevels,
     Revisions,
 )
-from hearthmesh.node.p2p.errors import StreamOpenFailed
+from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamOpenFailed
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.identity import UserId
@@ -150,6 +150,37 @@ class _Slow:
 
     def connected_peers(self) -> list[str]:
         return []
+
+
+class _Failing:
+    """A host connected to every peer whose stream opens fail with `error`."""
+
+    def __init__(self, error: StreamOpenFailed) -> None:
+        self.error = error
+
+    async def open_stream(self, peer_id: str, protocol_id: str) -> object:
+        raise self.error
+
+    def connected_peers(self) -> list[str]:
+        return ["bob-1"]
+
+
+async def test_only_a_home_that_says_it_does_not_speak_the_protocol_is_at_core() -> None:
+    """SPEC §20.5, §20.7: a stream to a connected home that failed otherwise (its negotiation
+    timed out on a loaded machine) tells nothing of its levels. Taken as `core`, one such
+    failure at a 25-node group's creator made it add 1,023 members one event each, past the
+    API's 30 s; a home that answers `na` is at `core`."""
+    host = _Failing(StreamOpenFailed("open caps to bob-1: response timed out after 5s"))
+    levels = _levels(host)
+    levels.remember("us-2", OUR_LEVELS)
+    await levels.learn("bob-1")
+    assert levels.of("bob-1") is None  # not answered: not counted
+    assert await _revisions(levels).speak({BOB}, Level.ADD_SEVERAL)
+    host.error = ProtocolNotSpoken("bob-1 does not speak caps")
+    levels.forget("bob-1")
+    await levels.learn("bob-1")
+    assert levels.of("bob-1") == frozenset()  # core
+    assert not await _revisions(levels).speak({BOB}, Level.ADD_SEVERAL)
 
 
 async def test_a_burst_of_sends_asks_each_home_once() -> None:

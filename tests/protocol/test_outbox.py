@@ -448,6 +448,26 @@ def test_a_probe_of_a_user_known_nowhere_moves_nothing_and_waits_its_delay() -> 
     assert machine.handle_timer(probe_at) == [Probe(destination=BOB, limit=PROBE_ENTRIES)]
 
 
+def test_a_user_known_nowhere_is_probed_when_its_lookup_may_ask_or_at_once_when_known() -> None:
+    """SPEC §11.5.2, §13.5: a probe of a user known nowhere waits for the user's next lookup
+    (every probe before it would find the same nothing: a group's 1,000 absent members were
+    probed every 5 s each); a record learnt (`home_connected`) still probes it at once."""
+    machine: OutboxMachine[Row] = OutboxMachine(rng=counter_rng())
+    machine.restored([BOB, CAROL])
+    assert len(machine.handle_timer(T0)) == 2
+    asks_ms = T0 + 600_000  # when the lookups allow the next DHT lookup of each
+    machine.probe_missed(BOB, T0, not_before_ms=asks_ms)
+    machine.probe_missed(CAROL, T0, not_before_ms=asks_ms)
+    assert machine.timer_ms() == asks_ms
+    assert machine.handle_timer(T0 + PROBE_MAX_MS) == []  # not the outage's few seconds
+    assert machine.home_connected([CAROL])  # carol's record came by hello or presence
+    assert machine.handle_timer(T0 + PROBE_MAX_MS) == [
+        Probe(destination=CAROL, limit=PROBE_ENTRIES)
+    ]
+    assert machine.handle_timer(asks_ms - 1) == []
+    assert machine.handle_timer(asks_ms) == [Probe(destination=BOB, limit=PROBE_ENTRIES)]
+
+
 def test_a_user_known_nowhere_twice_is_absent_until_a_home_of_it_is_known() -> None:
     """SPEC §11.5.2: a user whose batches found no home to try twice in a row is absent (its
     envelopes leave a marker, not an entry each); a failure with a home to try, a home that

@@ -84,11 +84,21 @@ class SimNode:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def client(self) -> ApiClient:
-        return ApiClient(self.url, self.token, unix=self.unix)
+    def client(self, timeout_s: float | None = None) -> ApiClient:
+        """`timeout_s`: the bound of each call (None: ApiClient's own)."""
+        if timeout_s is None:
+            return ApiClient(self.url, self.token, unix=self.unix)
+        return ApiClient(self.url, self.token, unix=self.unix, timeout_s=timeout_s)
 
-    async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        async with self.client() as api:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> Any:
+        async with self.client(timeout_s) as api:
             return await api.call(method, path, body)
 
 

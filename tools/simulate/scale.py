@@ -62,6 +62,11 @@ _ADD_AT_ONCE = MAX_ADD_TARGETS
 """Members named by the create and by each later add: each call is one MEMBERSHIP event
 (SPEC §12.1.1), so a group of 1,024 forms in 16 events, not 1,024 fanned out to every member."""
 _DIALS = 3
+_GROUP_CALL_S = 300.0
+"""The bound of a create or add of 64 members: each commits an event, welcomes the members
+and, on the create, shares the creator's profile (a room key for every member's device); at
+25 nodes on 2 cores at load 50-60 that took more than the API client's 30 s, which ended the
+run before the group had formed."""
 _FORMED_POLL_S = 2.0
 """How often each node is asked whether it shows the whole group: each answer lists the
 group's members, and 50 nodes asked every 0.2 s for 1,024 members kept the cores busy with the
@@ -127,12 +132,17 @@ async def _group(run: _Run, members: int, rng: random.Random) -> str:
     absent = [user_id_text(UserId(rng.randbytes(32))) for _ in range(max(0, members - len(nodes)))]
     others = [n.user_text for n in nodes[1:]] + absent
     group = await creator.call(
-        "POST", "/v1/groups", {"name": "scale", "members": others[:_ADD_AT_ONCE]}
+        "POST",
+        "/v1/groups",
+        {"name": "scale", "members": others[:_ADD_AT_ONCE]},
+        timeout_s=_GROUP_CALL_S,
     )
     room = str(group["id"])
     for start in range(_ADD_AT_ONCE, len(others), _ADD_AT_ONCE):
         users = others[start : start + _ADD_AT_ONCE]
-        await creator.call("POST", f"/v1/groups/{room}/members", {"user_ids": users})
+        await creator.call(
+            "POST", f"/v1/groups/{room}/members", {"user_ids": users}, timeout_s=_GROUP_CALL_S
+        )
     for client in run.clients:
         client.room = room
     await asyncio.gather(
