@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
-import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import aiohttp
 
@@ -17,6 +19,7 @@ from hearthmesh.node.api import ApiConfig, ApiServer
 from hearthmesh.node.api.tls import certificate_fingerprint
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.node import Node
+from hearthmesh.tools.cli import main
 from hearthmesh.tools.client import ApiClient
 
 from .conftest import node_config
@@ -98,20 +101,28 @@ async def open_conversation(h: Home, user: str) -> str:
     return room
 
 
-CLI: Final = Path(sys.executable).parent / "hearthmesh"
-
-
 async def run_cli(h: Home, token_file: Path, command: str, *args: str) -> tuple[int, str]:
-    """`hearthmesh COMMAND ARGS` against `h`'s API, as a person runs it: (exit code, output)."""
+    """`hearthmesh COMMAND ARGS` against `h`'s API: (exit code, what it printed on stdout and
+    stderr). The CLI's `main` runs in a thread of this process, on its own event loop, not in a
+    new interpreter: each start of the console script cost ~0.3 s of CPU and the suite made
+    some 40; tests/tools/test_cli.py and test_cli_home.py start the script itself."""
     api = h.url.split("://")[1]
-    process = await asyncio.create_subprocess_exec(
-        *(str(CLI), command, *args, "--api", api, "--token-file", str(token_file)),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, output.decode()
+    argv = [command, *args, "--api", api, "--token-file", str(token_file)]
+    return await asyncio.to_thread(_run_main, argv)
+
+
+_CLI_OUTPUT = threading.Lock()
+"""sys.stdout and sys.stderr are the process's: one CLI run at a time redirects them."""
+
+
+def _run_main(argv: list[str]) -> tuple[int, str]:
+    output = io.StringIO()
+    with _CLI_OUTPUT, contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse refused the arguments (exit code 2)
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, output.getvalue()
 
 
 async def befriend(a: Home, b: Home) -> tuple[str, str]:
