@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import json
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -103,26 +104,29 @@ async def open_conversation(h: Home, user: str) -> str:
 
 async def run_cli(h: Home, token_file: Path, command: str, *args: str) -> tuple[int, str]:
     """`hearthmesh COMMAND ARGS` against `h`'s API: (exit code, what it printed on stdout and
-    stderr). The CLI's `main` runs in a thread of this process, on its own event loop, not in a
-    new interpreter: each start of the console script cost ~0.3 s of CPU and the suite made
-    some 40; tests/tools/test_cli.py and test_cli_home.py start the script itself."""
+    stderr), by `run_main` in a thread: its event loop is its own, as in a process."""
     api = h.url.split("://")[1]
     argv = [command, *args, "--api", api, "--token-file", str(token_file)]
-    return await asyncio.to_thread(_run_main, argv)
+    done = await asyncio.to_thread(run_main, *argv)
+    return done.returncode, done.stdout + done.stderr
 
 
 _CLI_OUTPUT = threading.Lock()
 """sys.stdout and sys.stderr are the process's: one CLI run at a time redirects them."""
 
 
-def _run_main(argv: list[str]) -> tuple[int, str]:
-    output = io.StringIO()
-    with _CLI_OUTPUT, contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+def run_main(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The `hearthmesh` CLI's `main` in this process, its exit code and output as a process's.
+    Not a new interpreter: each start of the console script imports hearthmesh and its client
+    again (~0.45 s of CPU), and the suite made some 60; tests/tools/test_cli.py and
+    test_cli_home.py still start the script itself for what needs it."""
+    out, err = io.StringIO(), io.StringIO()
+    with _CLI_OUTPUT, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = main(argv)
+            code = main(list(argv))
         except SystemExit as exc:  # argparse refused the arguments (exit code 2)
             code = exc.code if isinstance(exc.code, int) else 1
-    return code, output.getvalue()
+    return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())
 
 
 async def befriend(a: Home, b: Home) -> tuple[str, str]:
