@@ -86,6 +86,27 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+NODE_NAMES: Final = frozenset({"make_node", "Node", "home", "HostilePeer", "NodeFactory"})
+"""Names whose presence in a test module (or fixtures) means the test runs nodes in-process."""
+
+
+def _kind(item: pytest.Item) -> str:
+    """What costs the most in the test, as far as its module and fixtures tell, for the CPU
+    log's table by kind (tests/cpu_report.py puts a test whose subprocesses used CPU under
+    `processes` unless it is a browser or netlab test)."""
+    fixtures = set(getattr(item, "fixturenames", ()))
+    module = getattr(item, "module", None)
+    names = set(vars(module)) if module is not None else set()
+    if "browser" in fixtures:
+        return "browser"
+    if names & {"NetLab", "require_netlab"}:
+        return "netlab"
+    if (fixtures | names) & NODE_NAMES:
+        return "in-process nodes"
+    hypothesis = getattr(getattr(item, "obj", None), "is_hypothesis_test", False)
+    return "hypothesis" if hypothesis or "RuleBasedStateMachine" in names else "unit"
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
     if CPU_LOG is None:
@@ -98,6 +119,7 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
         line = {
             "test": item.nodeid,
             "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+            "kind": _kind(item),
             "start": round(start, 3),
             "wall_s": round(time.monotonic() - wall, 3),
             "cpu_s": round(time.process_time() - cpu, 3),

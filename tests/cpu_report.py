@@ -35,7 +35,30 @@ def main(argv: list[str]) -> None:
     print("\ncpu_s  wall_s  file")
     for name, (cpu, wall) in sorted(by_file.items(), key=lambda x: -x[1][0])[:top]:
         print(f"{cpu:6.1f} {wall:7.1f}  {name}")
+    _kinds(lines)
     _workers(lines)
+
+
+PROCESSES_FROM_S = 0.2
+"""Subprocess CPU from which a test counts as one that runs processes (nodes, the CLI)."""
+
+
+def _kinds(lines: list[dict[str, Any]]) -> None:
+    """CPU by what the tests run (the log's `kind`, tests/conftest.py): a test whose
+    subprocesses used CPU is under `processes` unless it drives a browser or a netlab."""
+    by_kind: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0])
+    for line in lines:
+        kind = line.get("kind", "?")
+        if line["children_cpu_s"] >= PROCESSES_FROM_S and kind not in ("browser", "netlab"):
+            kind = "processes"
+        row = by_kind[kind]
+        row[0] += 1
+        row[1] += line["total_cpu_s"]
+        row[2] += line["children_cpu_s"]
+        row[3] += line["wall_s"]
+    print("\ntests   cpu_s  (children)  wall_s  kind")
+    for kind, (count, cpu, children, wall) in sorted(by_kind.items(), key=lambda x: -x[1][1]):
+        print(f"{count:5.0f} {cpu:7.1f} ({children:7.1f}) {wall:7.1f}  {kind}")
 
 
 def _workers(lines: list[dict[str, Any]]) -> None:

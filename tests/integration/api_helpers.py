@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
-import sys
+import subprocess
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import aiohttp
 
@@ -17,6 +20,7 @@ from hearthmesh.node.api import ApiConfig, ApiServer
 from hearthmesh.node.api.tls import certificate_fingerprint
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.node import Node
+from hearthmesh.tools.cli import main
 from hearthmesh.tools.client import ApiClient
 
 from .conftest import node_config
@@ -98,20 +102,31 @@ async def open_conversation(h: Home, user: str) -> str:
     return room
 
 
-CLI: Final = Path(sys.executable).parent / "hearthmesh"
-
-
 async def run_cli(h: Home, token_file: Path, command: str, *args: str) -> tuple[int, str]:
-    """`hearthmesh COMMAND ARGS` against `h`'s API, as a person runs it: (exit code, output)."""
+    """`hearthmesh COMMAND ARGS` against `h`'s API: (exit code, what it printed on stdout and
+    stderr), by `run_main` in a thread: its event loop is its own, as in a process."""
     api = h.url.split("://")[1]
-    process = await asyncio.create_subprocess_exec(
-        *(str(CLI), command, *args, "--api", api, "--token-file", str(token_file)),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, output.decode()
+    argv = [command, *args, "--api", api, "--token-file", str(token_file)]
+    done = await asyncio.to_thread(run_main, *argv)
+    return done.returncode, done.stdout + done.stderr
+
+
+_CLI_OUTPUT = threading.Lock()
+"""sys.stdout and sys.stderr are the process's: one CLI run at a time redirects them."""
+
+
+def run_main(*argv: str) -> subprocess.CompletedProcess[str]:
+    """The `hearthmesh` CLI's `main` in this process, its exit code and output as a process's.
+    Not a new interpreter: each start of the console script imports hearthmesh and its client
+    again (~0.45 s of CPU), and the suite made some 60; tests/tools/test_cli.py and
+    test_cli_home.py still start the script itself for what needs it."""
+    out, err = io.StringIO(), io.StringIO()
+    with _CLI_OUTPUT, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:  # argparse refused the arguments (exit code 2)
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(list(argv), code, out.getvalue(), err.getvalue())
 
 
 async def befriend(a: Home, b: Home) -> tuple[str, str]:

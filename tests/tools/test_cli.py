@@ -64,10 +64,10 @@ def test_bench_group_refuses_more_members_than_a_group_is_built_for(
     assert "--members is 10 to 1024" in err
 
 
-def test_bench_codec_prints_one_json_object() -> None:
-    result = run("bench", "codec", "--quick")
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
+def test_bench_codec_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_here(capsys, "bench", "codec", "--quick")
+    assert code == 0, err
+    figures = json.loads(out)
     assert figures["benchmark"] == "codec"
     assert figures["encode_per_s"] > 0 and figures["decode_per_s"] > 0
     assert figures["machine"]["cpu_count"] >= 1
@@ -76,10 +76,10 @@ def test_bench_codec_prints_one_json_object() -> None:
 
 
 @pytest.mark.slow
-def test_bench_sync_prints_one_json_object() -> None:
-    result = run("bench", "sync", "--quick")
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
+def test_bench_sync_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_here(capsys, "bench", "sync", "--quick")
+    assert code == 0, err
+    figures = json.loads(out)
     assert figures["benchmark"] == "sync"
     assert set(figures["diff_bytes"]) == {"1", "10", "100", "1000"}
     assert figures["insync_round_trips"] >= 1 and figures["new_device_bytes"] > 0
@@ -98,10 +98,12 @@ def test_bench_node_cost_prints_the_cycle_and_an_idle_mesh(
     assert idle["loop_callbacks_per_node_per_s"]  # something woke the loop: it was counted
 
 
-def test_bench_e2ee_prints_one_json_object_with_messages_keys_and_media() -> None:
-    result = run("bench", "e2ee", "--quick")
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout)
+def test_bench_e2ee_prints_one_json_object_with_messages_keys_and_media(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run_here(capsys, "bench", "e2ee", "--quick")
+    assert code == 0, err
+    figures = json.loads(out)
     assert figures["benchmark"] == "e2ee"
     assert figures["encrypt_sign_us"] > 0 and figures["verify_decrypt_us"] > 0
     assert set(figures["room_key_share_ms"]) == {"10", "100"}

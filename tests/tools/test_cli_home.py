@@ -1,4 +1,6 @@
-"""`hearthmesh init`, `run`, `status`, `send`, `friends` as a person runs them (subprocesses)."""
+"""`hearthmesh init`, `run`, `status`, `send`, `friends` as a person runs them: `run`, `status`
+and an `init` start the console script; the other commands run its `main` in the test's process
+(`run_main`), the same code without a Python start each."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from hearthmesh.protocol.identity import UserId, keypair_from_seed, user_id_text
+from tests.integration.api_helpers import run_main
 
 SCRIPT = Path(sys.executable).parent / "hearthmesh"
 
@@ -27,16 +30,16 @@ def test_init_writes_a_private_token_and_refuses_to_overwrite(tmp_path: Path) ->
     assert first.returncode == 0, first.stderr
     assert "user_id: u" in first.stdout
     assert (data / "api-token").stat().st_mode & 0o777 == 0o600
-    again = cli("init", "--data-dir", str(data))
+    again = run_main("init", "--data-dir", str(data))
     assert again.returncode == 1 and "--force" in again.stderr
-    forced = cli("init", "--data-dir", str(data), "--force")
+    forced = run_main("init", "--data-dir", str(data), "--force")
     assert forced.returncode == 0
     assert forced.stdout.split("user_id: ")[1][:53] != first.stdout.split("user_id: ")[1][:53]
 
 
 def test_status_without_a_running_node_exits_3(tmp_path: Path) -> None:
     data = tmp_path / "node"
-    assert cli("init", "--data-dir", str(data)).returncode == 0
+    assert run_main("init", "--data-dir", str(data)).returncode == 0
     result = cli("status", "--data-dir", str(data), "--api", "127.0.0.1:9")
     assert result.returncode == 3 and "hearthmesh run" in result.stderr
 
@@ -44,7 +47,7 @@ def test_status_without_a_running_node_exits_3(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_run_prints_addresses_serves_status_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     data = tmp_path / "node"
-    assert cli("init", "--data-dir", str(data), "--name", "Alice").returncode == 0
+    assert run_main("init", "--data-dir", str(data), "--name", "Alice").returncode == 0
     process = subprocess.Popen(
         [
             str(SCRIPT),
@@ -75,19 +78,21 @@ def test_run_prints_addresses_serves_status_and_stops_cleanly_on_sigterm(tmp_pat
         status = cli("status", "--data-dir", str(data), "--api", api)
         assert status.returncode == 0, status.stderr
         assert "user id:" in status.stdout
-        friends = cli("friends", "--data-dir", str(data), "--api", api)
+        friends = run_main("friends", "--data-dir", str(data), "--api", api)
         assert friends.returncode == 0 and "no friends yet" in friends.stdout
-        named = cli("profile", "set", "--name", "Alice A.", "--data-dir", str(data), "--api", api)
+        named = run_main(
+            "profile", "set", "--name", "Alice A.", "--data-dir", str(data), "--api", api
+        )
         assert named.returncode == 0 and "display_name: Alice A." in named.stdout, named.stderr
-        shown = cli("profile", "--data-dir", str(data), "--api", api)
+        shown = run_main("profile", "--data-dir", str(data), "--api", api)
         assert "display_name: Alice A." in shown.stdout
-        invite = cli("friends", "invite", "--data-dir", str(data), "--api", api)
+        invite = run_main("friends", "invite", "--data-dir", str(data), "--api", api)
         assert invite.returncode == 0 and "hearthmesh:friend/" in invite.stdout
         mallory = user_id_text(UserId(keypair_from_seed(b"m" * 32).public))
         for action in ("block", "blocked", "unblock"):
-            done = cli("friends", action, mallory, "--data-dir", str(data), "--api", api)
+            done = run_main("friends", action, mallory, "--data-dir", str(data), "--api", api)
             assert done.returncode == 0 and mallory in done.stdout, done.stderr
-        bad = cli("send", "--data-dir", str(data), "--api", api, "--room", "zz", "hi")
+        bad = run_main("send", "--data-dir", str(data), "--api", api, "--room", "zz", "hi")
         assert bad.returncode == 1 and "INVALID_IDENTIFIER" in bad.stderr
         process.send_signal(signal.SIGTERM)
         rest, errors = process.communicate(timeout=20)
@@ -102,7 +107,7 @@ def test_run_prints_addresses_serves_status_and_stops_cleanly_on_sigterm(tmp_pat
 @pytest.mark.slow
 def test_device_link_shows_a_qr_code_and_links_a_second_device(tmp_path: Path) -> None:
     data, laptop = tmp_path / "node", tmp_path / "laptop"
-    assert cli("init", "--data-dir", str(data), "--name", "Alice").returncode == 0
+    assert run_main("init", "--data-dir", str(data), "--name", "Alice").returncode == 0
     process = subprocess.Popen(
         [
             *(str(SCRIPT), "run", "--data-dir", str(data), "--api", "127.0.0.1:0"),
@@ -122,19 +127,19 @@ def test_device_link_shows_a_qr_code_and_links_a_second_device(tmp_path: Path) -
                 break
         api = output.split("API:")[1].split()[0].removeprefix("http://")
         png = tmp_path / "link.png"
-        shown = cli("device", "link", "--data-dir", str(data), "--api", api, "--png", str(png))
+        shown = run_main("device", "link", "--data-dir", str(data), "--api", api, "--png", str(png))
         assert shown.returncode == 0, shown.stderr
         assert png.read_bytes().startswith(b"\x89PNG")
         code = shown.stdout.split("--link ")[1].split()[0]
-        linked = cli(
+        linked = run_main(
             "init", "--data-dir", str(laptop), "--link", code, "--listen", "/ip4/127.0.0.1/tcp/0"
         )
         assert linked.returncode == 0, linked.stderr
         user = output.split("user id:")[1].split()[0]
         assert f"user_id: {user}" in linked.stdout
-        listing = cli("device", "list", "--data-dir", str(data), "--api", api)
+        listing = run_main("device", "list", "--data-dir", str(data), "--api", api)
         assert listing.returncode == 0 and listing.stdout.count("\n") == 2
-        reused = cli(
+        reused = run_main(
             "init",
             "--data-dir",
             str(tmp_path / "third"),

@@ -4,26 +4,17 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.integration.api_helpers import TOKEN, Home, home, link, open_conversation
-
-SCRIPT = Path(sys.executable).parent / "hearthmesh"
+from tests.integration.api_helpers import TOKEN, Home, home, link, open_conversation, run_cli
 
 
-async def _cli(h: Home, token_file: Path, *args: str) -> str:
-    api = h.url.split("://")[1]
-    process = await asyncio.create_subprocess_exec(
-        *(str(SCRIPT), *args, "--api", api, "--token-file", str(token_file)),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await process.communicate()
-    assert process.returncode == 0, output.decode()
-    return output.decode()
+async def _cli(h: Home, token_file: Path, command: str, *args: str) -> str:
+    code, output = await run_cli(h, token_file, command, *args)
+    assert code == 0, output
+    return output
 
 
 @pytest.mark.slow
