@@ -139,6 +139,8 @@ async def test_a_webrtc_connection_carries_more_streams_in_turn_than_it_holds_at
         webrtc._config.max_concurrent_streams = 8  # py-libp2p's bound (256), made small
         for number in range(40):
             await _echo_once(a, b, b"%d" % number)
+        # the last echo's stream ends once the peer's close comes back: then its place is free
+        await wait_until(lambda: not webrtc._streams)
         held = [await a.open_stream(b.peer_id, ECHO) for _ in range(8)]
         with pytest.raises(StreamOpenFailed):
             await a.open_stream(b.peer_id, ECHO)
