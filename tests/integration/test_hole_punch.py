@@ -74,6 +74,7 @@ async def natted_pair(
     return relay, alice, bob
 
 
+@pytest.mark.slow
 async def test_homes_behind_port_keeping_nats_go_direct_by_hole_punching(tmp_path: Path) -> None:
     require_netlab()
     with NetLab() as lab:
@@ -95,6 +96,7 @@ async def test_homes_behind_port_keeping_nats_go_direct_by_hole_punching(tmp_pat
             await chat(alice, bob)
 
 
+@pytest.mark.slow
 async def test_homes_behind_random_port_nats_stay_relayed_and_still_deliver(
     tmp_path: Path,
 ) -> None:
