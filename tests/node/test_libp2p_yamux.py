@@ -36,14 +36,22 @@ def _yamux_of(stream: FrameStream) -> YamuxStream:
 
 
 @asynccontextmanager
-async def _echo_stream(first: int) -> AsyncIterator[FrameStream]:
-    """A stream from one real host to another that echoes every frame."""
+async def _connected_hosts(first: int) -> AsyncIterator[tuple[P2PHost, P2PHost]]:
+    """Two real hosts (identity seeds `first` and `first + 1`), the first connected to the
+    second."""
     async with (
         P2PHost(HostConfig(identity_seed=bytes([first]) * 32)) as a,
         P2PHost(HostConfig(identity_seed=bytes([first + 1]) * 32)) as b,
     ):
-        b.set_stream_handler(ECHO, _echo)
         await a.connect(b.listen_addrs[0])
+        yield a, b
+
+
+@asynccontextmanager
+async def _echo_stream(first: int) -> AsyncIterator[FrameStream]:
+    """A stream from one real host to another that echoes every frame."""
+    async with _connected_hosts(first) as (a, b):
+        b.set_stream_handler(ECHO, _echo)
         async with await a.open_stream(b.peer_id, ECHO) as stream:
             yield stream
 
@@ -91,12 +99,7 @@ async def test_libp2ps_own_streams_return_credit_in_half_windows_too() -> None:
     """Gossipsub's stream (as kad-dht's walks and identify's) is opened by libp2p, not by us:
     its reader, too, returns no credit for small frames (SPEC §10.1)."""
     topic = "hearthmesh/test/credit"
-    async with (
-        asyncio.timeout(30),
-        P2PHost(HostConfig(identity_seed=bytes([0x35]) * 32)) as a,
-        P2PHost(HostConfig(identity_seed=bytes([0x36]) * 32)) as b,
-    ):
-        await a.connect(b.listen_addrs[0])
+    async with asyncio.timeout(30), _connected_hosts(0x35) as (a, b):
         sub = await b.subscribe(topic)
         await a.subscribe(topic)
         await a.wait_for_mesh_peer(topic, b.peer_id)
@@ -140,13 +143,8 @@ async def test_two_writers_on_one_stream_each_get_their_frames_through_whole() -
             nursery.start_soon(raw.write, second)  # type: ignore[attr-defined]
 
     payloads = [os.urandom(900_000), os.urandom(900_000)]  # ~3.5 windows each
-    async with (
-        asyncio.timeout(30),
-        P2PHost(HostConfig(identity_seed=bytes([0x37]) * 32)) as a,
-        P2PHost(HostConfig(identity_seed=bytes([0x38]) * 32)) as b,
-    ):
+    async with asyncio.timeout(30), _connected_hosts(0x37) as (a, b):
         b.set_stream_handler(SINK, sink)
-        await a.connect(b.listen_addrs[0])
         async with await a.open_stream(b.peer_id, SINK) as stream:
             frames = [encode_frame(p) for p in payloads]
             await stream._bridge.run(two_writers, stream._raw, *frames)
@@ -172,13 +170,8 @@ async def test_a_write_cancelled_part_way_resets_the_stream() -> None:
         else:
             ended.set_result(None)
 
-    async with (
-        asyncio.timeout(30),
-        P2PHost(HostConfig(identity_seed=bytes([0x39]) * 32)) as a,
-        P2PHost(HostConfig(identity_seed=bytes([0x3A]) * 32)) as b,
-    ):
+    async with asyncio.timeout(30), _connected_hosts(0x39) as (a, b):
         b.set_stream_handler(SINK, late_sink)
-        await a.connect(b.listen_addrs[0])
         stream = await a.open_stream(b.peer_id, SINK)
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(1):  # the window is 256 KiB: the write waits for good
