@@ -290,7 +290,9 @@ class Inbox:
                 # what waited for this key and went by unseen is shown now (SPEC §27.11);
                 # what still waits for its turn is released in order from the store, opened
                 opened = self._opener.take_room_key(store, envelope)
-                react_to_opened(store, opened, users=self._local, now_ms=now_ms)
+                outcome.contacts_made |= react_to_opened(
+                    store, opened, users=self._local, now_ms=now_ms
+                )
                 outcome.released += [e for e in opened if self._release.was_released(store, e)]
             for reaction in self._rules.reactions(envelope):
                 self._react(store, reaction, envelope, now_ms, outcome, named)

@@ -202,5 +202,7 @@ def take_forwarded(
     keys = crypto.accept_forwarded(answer.sender_bundle, answer.messages, owner=owner)
     opened = [shown for key in keys for shown in opener.open_held(store, key.session_id)]
     opened.sort(key=lambda e: e.order_key)  # their senders' order (SPEC §4.5)
+    # A contact made here (an acceptance that opened late) does not send our profile at once,
+    # as the inbox's path does: not wired yet.
     react_to_opened(store, opened, users=users, now_ms=now_ms)
     return len(keys), news.passed(store, opened)

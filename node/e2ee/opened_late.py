@@ -1,7 +1,8 @@
 """What an envelope opened after it was stored sets off (SPEC §27.11).
 
 An envelope whose room key came after it was stored as ciphertext, so its arrival could not
-act on what it says: it indexed no action, credited no receipt, applied no profile. When the
+act on what it says: it indexed no action, credited no receipt, applied no profile or contact
+event (a friend request sent before its sender knew a device of ours). When the
 key comes (a ROOM_KEY, a forward from one of our homes, an answered key request, §27.13) the
 envelopes it opens get that now, in the write batch that opened them, as on arrival. Those the
 release order already passed (they went by the app as ciphertext, unseen) are told to it then,
@@ -17,11 +18,13 @@ from collections.abc import Callable, Sequence, Set
 
 from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.events import MessageReceived, NodeEvent
+from hearthmesh.node.rooms.contact_events import apply_contact_event
 from hearthmesh.node.rooms.message_actions import index_opened
 from hearthmesh.node.rooms.receipt_credit import credit_receipt
 from hearthmesh.node.social.profile_events import apply_profile
 from hearthmesh.protocol.arrival import reaches_the_app
-from hearthmesh.protocol.envelope import Envelope, Kind
+from hearthmesh.protocol.content import is_contact_event
+from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.storage.api import Store
 
@@ -51,9 +54,11 @@ class LateNews:
 
 def react_to_opened(
     store: Store, opened: Sequence[Envelope], *, users: Set[UserId], now_ms: int
-) -> None:
-    """Apply to each just-opened envelope what its arrival left undone, for our `users`."""
+) -> set[RoomId]:
+    """Apply to each just-opened envelope what its arrival left undone, for our `users`; the
+    rooms whose contact events made us contacts (our profile goes to them, SPEC §32.1)."""
     index_opened(store, opened)  # actions: indexed by the message they name, a recall applied
+    contacts_made: set[RoomId] = set()
     for envelope in opened:
         if envelope.kind is Kind.RECEIPT:
             for user in users:
@@ -61,3 +66,8 @@ def react_to_opened(
         elif envelope.kind is Kind.PROFILE:
             for user in users:
                 apply_profile(store, user, envelope)
+        elif is_contact_event(envelope) and envelope.sender_user not in users:
+            for user in users:
+                if apply_contact_event(store, user, envelope, now_ms=now_ms):
+                    contacts_made.add(envelope.room)
+    return contacts_made

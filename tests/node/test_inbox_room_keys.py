@@ -13,6 +13,12 @@ from hearthmesh.node.e2ee.device_crypto import DeviceCrypto, Recipient
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.arrival import reaches_the_app
+from hearthmesh.protocol.content import (
+    CONTACT_CONTENT_TYPE,
+    ContactAction,
+    ContactEvent,
+    encode_contact,
+)
 from hearthmesh.protocol.delivery import AckStatus
 from hearthmesh.protocol.envelope import Envelope, Kind, seal
 from hearthmesh.protocol.hlc import Timestamp
@@ -52,8 +58,8 @@ class _Alice:
         body = e2ee.encode_room_key_shares(shares)
         return self._seal(Kind.ROOM_KEY, e2ee.ROOM_KEY_CONTENT_TYPE, body)
 
-    def send(self, text: bytes) -> Envelope:
-        body, _ = e2ee.encrypt_content(self._session, "text/plain", text)
+    def send(self, text: bytes, content_type: str = "text/plain") -> Envelope:
+        body, _ = e2ee.encrypt_content(self._session, content_type, text)
         return self._seal(Kind.MESSAGE, e2ee.ENCRYPTED_CONTENT_TYPE, body)
 
     def _seal(self, kind: Kind, content_type: str, body: bytes) -> Envelope:
@@ -132,3 +138,27 @@ def test_a_room_key_earlier_in_a_batch_is_taken_in_before_the_next_message_is_op
     assert [e.body for e in outcome.released if reaches_the_app(e)] == [b"a", b"b", b"c"]
     key, message = Kind.ROOM_KEY, Kind.MESSAGE
     assert store.appends == [[key], [message, message, key], [message]]
+
+
+def test_a_friend_request_that_opens_when_its_key_comes_is_a_request_then(
+    store: KvStore,
+) -> None:
+    """A friend request encrypted before its sender knew a device of ours is stored held;
+    the key that opens it (here a ROOM_KEY, as a key request's answer does) makes it a
+    request, as its arrival would have (SPEC §18, §27.11). It used to stay history only: the
+    request never listed (the presence test on tmpfs, where the send beat the hello)."""
+    ours = DeviceCrypto(store, pickle_key=PICKLE_KEY, device_key=OUR_DEVICE, user=uid(OURS))
+    inbox = make_inbox(opener=RoomOpener(ours))
+    alice = _Alice(ours)
+    key = alice.rotate()
+    request = alice.send(
+        encode_contact(ContactEvent(action=ContactAction.REQUEST, note="hi")),
+        content_type=CONTACT_CONTENT_TYPE,
+    )
+    _shown(inbox, store, [request], now_ms=NOW_MS)
+    assert store.friend_requests(uid(OURS)) == []  # held: nothing read yet
+
+    _shown(inbox, store, [key], now_ms=NOW_MS + 1)
+
+    [pending] = store.friend_requests(uid(OURS))
+    assert (pending.sender, pending.note) == (uid(ALICE), "hi")
