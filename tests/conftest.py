@@ -38,6 +38,27 @@ if sys.dont_write_bytecode:
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     os.environ["PYTHONPYCACHEPREFIX"] = str(BYTECODE_CACHE)
 
+RAM_TEMP_ROOT: Final = Path("/dev/shm")
+"""Where `tmp_path` lives when the machine has a tmpfs there with room: the nodes' LMDB stores
+(and the node processes' data dirs) then commit with their fsync, as a user's do, but the disk
+does not make every commit wait: the nodes idle on at a few ms of CPU per second while commits
+wait, so on our shared 2-core machine 258 integration, storage and API tests took 23 % less CPU
+and a third less wall time (3 interleaved pairs). `PYTEST_DEBUG_TEMPROOT` is pytest's own
+override of the temp root; set it (e.g. to /tmp) to run them on the disk."""
+RAM_TEMP_MIN_FREE_BYTES: Final = 1 << 30
+
+
+def _ram_temp_root() -> Path | None:
+    try:
+        stat = os.statvfs(RAM_TEMP_ROOT)
+    except OSError:
+        return None
+    return RAM_TEMP_ROOT if stat.f_bavail * stat.f_frsize >= RAM_TEMP_MIN_FREE_BYTES else None
+
+
+if "PYTEST_DEBUG_TEMPROOT" not in os.environ and (ram := _ram_temp_root()) is not None:
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = str(ram)  # xdist workers inherit it
+
 QUICK_SHARE: Final = 5
 """Under the `quick` profile a property test runs 1/QUICK_SHARE of its examples."""
 
