@@ -35,8 +35,9 @@ run: $(STAMP)
 	$(VENV)/bin/hearthmesh run --data-dir data/node $(RUN_ARGS)
 
 # Four pytest-xdist workers on 2 cores: most tests wait on the network, timers and node
-# processes, not the CPU (a quiet 2-core machine, 1,500 tests: 220 s with -n 2, 150-156 s with
-# -n 4, the CPU the same ~240 s). On a machine already busy, fewer workers time out less:
+# processes, not the CPU (a quiet 2-core machine, 1,560 tests with tmp_path on tmpfs: 158-164 s
+# with -n 4 and 200-213 s of CPU; on disk ~190 s and ~240 s). On a busy machine, fewer workers
+# time out less:
 # TEST_ARGS="-n 2". mDNS tests take a machine-wide lock (tests/conftest.py); TEST_ARGS="-n 0"
 # runs serially. HYPOTHESIS_PROFILE=quick: see tests/conftest.py.
 TEST_ARGS ?= -n 4
