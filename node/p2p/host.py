@@ -947,12 +947,7 @@ class P2PHost:
 
         The closing runs in the trio thread's nursery, so the host's stop ends it.
         """
-        with contextlib.suppress(HostClosed):
-            self._bridge.run_sync_soon(self._spawn_disconnect, peer_id)
-
-    def _spawn_disconnect(self, peer_id: str) -> None:
-        with contextlib.suppress(HostClosed):
-            self._bridge.spawn(self._disconnect_quietly, peer_id)
+        self._start_nowait(self._disconnect_quietly, peer_id)
 
     def redial_nowait(self, peer_id: str) -> None:
         """Start closing every connection to `peer_id`, so the next stream dials afresh, unless
@@ -962,12 +957,17 @@ class P2PHost:
         with the relay gone, closing it left the peer out of reach for good. A WebRTC path
         that died closes anyway once ICE consent lapses (about 30 s, SPEC §10.11).
         """
-        with contextlib.suppress(HostClosed):
-            self._bridge.run_sync_soon(self._spawn_redial, peer_id)
+        self._start_nowait(self._redial, peer_id)
 
-    def _spawn_redial(self, peer_id: str) -> None:
+    def _start_nowait(self, work: Callable[[str], Awaitable[None]], peer_id: str) -> None:
+        """Start `work(peer_id)` in the trio thread's nursery (the host's stop ends it) and
+        return at once; on a host that is stopping, nothing."""
         with contextlib.suppress(HostClosed):
-            self._bridge.spawn(self._redial, peer_id)
+            self._bridge.run_sync_soon(self._spawn_quietly, work, peer_id)
+
+    def _spawn_quietly(self, work: Callable[[str], Awaitable[None]], peer_id: str) -> None:
+        with contextlib.suppress(HostClosed):
+            self._bridge.spawn(work, peer_id)
 
     async def _redial(self, peer_id: str) -> None:
         host = self._host
