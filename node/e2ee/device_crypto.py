@@ -15,7 +15,6 @@ so one at a time (SPEC §27.8).
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -55,14 +54,6 @@ class AcceptedKey:
 
     session_id: bytes
     sender_bundle: e2ee.KeyBundle
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
 class DeviceCrypto:
@@ -237,7 +228,7 @@ class DeviceCrypto:
         """The session's key at its current index, one Olm message per recipient, in order:
         the caller groups them into ROOM_KEY bodies (SPEC §27.5.2, §27.5.3)."""
         account = self._account()
-        session_key = _unb64(session.session_key.to_base64())
+        session_key = e2ee.key_bytes(session.session_key.to_base64())
         shares = []
         for recipient in recipients:
             bundle = recipient.bundle
@@ -309,7 +300,7 @@ class DeviceCrypto:
             recipient_curve=account_curve,
         )
         try:
-            session_key = vodozemac.SessionKey(_b64(key.session_key))
+            session_key = vodozemac.SessionKey(e2ee.key_text(key.session_key))
         except ValueError:
             raise Undecryptable("room key: not a Megolm session key") from None
         if not self._keep_inbound(
@@ -417,7 +408,7 @@ class DeviceCrypto:
                 e2ee.ForwardedKey(
                     room=room,
                     session_id=session_id,
-                    exported_key=_unb64(exported.to_base64()),
+                    exported_key=e2ee.key_bytes(exported.to_base64()),
                     first_index=first,
                     sender_device=kept.owner,
                     recipient_device=recipient.device,
@@ -455,7 +446,7 @@ class DeviceCrypto:
             key = e2ee.decode_forwarded_key(self._olm_open(sender.identity_key, share))
             e2ee.check_forwarded_key(key, recipient=self._device, owner=owner)
             try:
-                exported = vodozemac.ExportedSessionKey(_b64(key.exported_key))
+                exported = vodozemac.ExportedSessionKey(e2ee.key_text(key.exported_key))
                 inbound = vodozemac.InboundGroupSession.import_session(exported)
             except ValueError:
                 raise Undecryptable("forwarded key: not an exported Megolm key") from None

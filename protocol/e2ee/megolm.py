@@ -111,7 +111,17 @@ def decode_plaintext(data: bytes, *, kept: bool = False) -> tuple[str, bytes]:
 
 def session_id_bytes(session_id: str) -> bytes:
     """vodozemac's unpadded base64 session id as its 32 raw bytes."""
-    return base64.b64decode(session_id + "=" * (-len(session_id) % 4))
+    return key_bytes(session_id)
+
+
+def key_bytes(text: str) -> bytes:
+    """One of vodozemac's unpadded base64 key strings as its raw bytes."""
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def key_text(raw: bytes) -> str:
+    """Raw key bytes as the unpadded base64 string vodozemac's key types are made from."""
+    return base64.b64encode(raw).decode().rstrip("=")
 
 
 def encrypt_content(

@@ -23,6 +23,7 @@ from hearthmesh.protocol.content import (
     MediaRef,
     encode_media,
 )
+from hearthmesh.protocol.e2ee import KeyBundle
 from hearthmesh.protocol.envelope import (
     ENVELOPE_DOMAIN,
     MAX_BODY_BYTES,
@@ -88,11 +89,22 @@ class Stranger:
         return encode_certificate(self.certificate)
 
     def home_record(
-        self, *, peer_ids: tuple[str, ...], addrs: tuple[str, ...], now_ms: int
+        self,
+        *,
+        peer_ids: tuple[str, ...],
+        addrs: tuple[str, ...],
+        now_ms: int,
+        bundles: tuple[KeyBundle, ...] = (),
     ) -> bytes:
-        """A home record (SPEC §13) naming `peer_ids` as this user's homes."""
+        """A home record (SPEC §13) naming `peer_ids` as this user's homes, with our device's
+        key bundle when given one (SPEC §27.2)."""
         record = issue_home_record(
-            self.user, issued_ms=now_ms, homes=peer_ids, addrs=addrs, devices=(self.certificate,)
+            self.user,
+            issued_ms=now_ms,
+            homes=peer_ids,
+            addrs=addrs,
+            devices=(self.certificate,),
+            bundles=bundles,
         )
         return encode_home_record(record)
 

@@ -43,6 +43,7 @@ from hearthmesh.protocol.delivery import (
     encode_deliver,
     sign_ack,
 )
+from hearthmesh.protocol.e2ee import KeyBundle
 from hearthmesh.protocol.envelope import MessageId, load_envelope
 from hearthmesh.protocol.errors import ErrorCode, HearthError, LocalProtocolError
 from hearthmesh.protocol.gossip import encode_gossip
@@ -54,9 +55,9 @@ from .forge import EnvelopeForge, Stranger, new_stranger
 __all__ = [
     "ANSWER_S",
     "KIT_MAX_FRAME_BYTES",
+    "DeliveryTrap",
     "HeldStreams",
     "HostilePeer",
-    "RelayTrap",
     "Reply",
     "code_name",
     "grind_seed",
@@ -127,12 +128,14 @@ class HeldStreams:
 
 
 @dataclass(slots=True)
-class RelayTrap:
-    """Posing as a relay: every batch delivered to us is answered RELAYED and dropped."""
+class DeliveryTrap:
+    """Posing as a home or a relay: every batch delivered to us is answered with one status
+    and kept (`wires`), so a case can read what the target sent."""
 
     batches: int = 0
     envelopes: int = 0
     recipients: set[bytes] = field(default_factory=set)
+    wires: list[bytes] = field(default_factory=list)
     got_one: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -347,9 +350,14 @@ class HostilePeer:
         if stream is not None:
             await stream.reset()
 
-    def trap_relays(self) -> RelayTrap:
-        """Serve the deliver protocol as a relay that answers RELAYED and keeps nothing."""
-        trap = RelayTrap()
+    def trap_relays(self) -> DeliveryTrap:
+        """Serve the deliver protocol as a relay that answers RELAYED and passes nothing on."""
+        return self.catch_deliveries(AckStatus.RELAYED)
+
+    def catch_deliveries(self, status: AckStatus) -> DeliveryTrap:
+        """Serve the deliver protocol: each envelope delivered to us answered `status` and kept
+        in the trap."""
+        trap = DeliveryTrap()
 
         async def serve(stream: FrameStream) -> None:
             async for data in stream:
@@ -359,9 +367,10 @@ class HostilePeer:
                 trap.batches += 1
                 trap.envelopes += len(frame.items)
                 trap.recipients.update(item.recipient for item in frame.items)
+                trap.wires.extend(item.wire for item in frame.items)
                 trap.got_one.set()
                 results = tuple(
-                    DeliveryResult(message_id=_message_id(item.wire), status=AckStatus.RELAYED)
+                    DeliveryResult(message_id=_message_id(item.wire), status=status)
                     for item in frame.items
                 )
                 await stream.write_frame(
@@ -373,11 +382,17 @@ class HostilePeer:
 
     # ---- hello (SPEC §13.3) -------------------------------------------------------------------
 
-    async def announce_home(self, peer: str, *, records: Sequence[bytes] = ()) -> Reply:
-        """A hello carrying our user's home record (naming this peer as its home), plus any
-        other `records`: afterwards the target takes us for our stranger's home node."""
+    async def announce_home(
+        self, peer: str, *, records: Sequence[bytes] = (), bundles: tuple[KeyBundle, ...] = ()
+    ) -> Reply:
+        """A hello carrying our user's home record (naming this peer as its home, with our
+        device's `bundles`), plus any other `records`: afterwards the target takes us for our
+        stranger's home node."""
         own = self.stranger.home_record(
-            peer_ids=(self.peer_id,), addrs=tuple(self.host.listen_addrs), now_ms=self.now_ms()
+            peer_ids=(self.peer_id,),
+            addrs=tuple(self.host.listen_addrs),
+            now_ms=self.now_ms(),
+            bundles=bundles,
         )
         hello = Hello(records=(own, *records), sent_ms=self.now_ms())
         return await self.request(peer, HELLO_PROTOCOL, encode_hello(hello))
