@@ -93,9 +93,9 @@ async def test_a_group_message_is_one_delivery_per_home_and_a_marker_for_the_abs
     assert held_after == held_before
     seqs = sorted(envelope.seq for envelope in sent)
     for user in away:
-        assert any(
-            first <= seqs[0] and seqs[-1] <= last for _, _, first, last in markers[user]
-        ), markers[user]
+        assert any(first <= seqs[0] and seqs[-1] <= last for _, _, first, last in markers[user]), (
+            markers[user]
+        )
         assert len(markers[user]) <= 2
     # the late member took alice's events in her order
     from_alice = [
