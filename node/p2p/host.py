@@ -396,6 +396,7 @@ class P2PHost:
         self._webrtc = WebRtcLayer(
             report=self._report_webrtc,
             punch_ended=self._punch.punch_ended,
+            refused=self._stream_refused,
             stun_servers=config.stun_servers,
             retry_after_s=config.webrtc_retry_after_s,
         )
@@ -1033,11 +1034,16 @@ class P2PHost:
 
     def _slots_exceeded(self, peer: str) -> None:
         """On the trio thread: a stream of `peer` past its slots was reset before negotiation."""
-        self._bridge.to_asyncio(self._charge_slots_excess, peer)
-
-    def _charge_slots_excess(self, peer: str) -> None:
         excess = TooManyStreams("a stream past the peer's slots, reset before negotiation")
-        self._refused(peer, excess, whole_frame=False)
+        self._stream_refused(peer, excess)
+
+    def _stream_refused(self, peer: str, error: RemoteProtocolError) -> None:
+        """On the trio thread: a stream of `peer` was reset for what the peer did (past its
+        slots, over a WebRTC read budget); charged as one item (SPEC §10.4, §10.11)."""
+        self._bridge.to_asyncio(self._charge_stream_refused, peer, error)
+
+    def _charge_stream_refused(self, peer: str, error: RemoteProtocolError) -> None:
+        self._refused(peer, error, whole_frame=False)
 
     def _reset_unread(self, raw: _LibP2PStream) -> None:
         with contextlib.suppress(HostClosed):

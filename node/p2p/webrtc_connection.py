@@ -16,9 +16,10 @@ the budget those bytes count in is `WebRtcLayer`'s. What differs from py-libp2p'
   past 256 in the registry: a connection carried 256 streams in all, then none;
 - a stream buffers `READ_AHEAD_MESSAGES` (128) messages its reader has not taken, within its
   peer's share of a byte budget (§10.4's numbers: 4 MiB per peer, 32 MiB in all), and is reset
-  past either. py-libp2p buffers 64 and drops the next ones with a warning: a reader 2 s
-  behind a peer that wrote 100 small frames lost 36 of them, and the frame decoder read on
-  from the gap (a largest frame, 1 MiB, is 65 messages by itself).
+  past either, and the peer is charged for it (but for the whole budget's excess, `Busy`).
+  py-libp2p buffers 64 and drops the next ones with a warning: a reader 2 s behind a peer
+  that wrote 100 small frames lost 36 of them, and the frame decoder read on from the gap (a
+  largest frame, 1 MiB, is 65 messages by itself).
 Its data channels are still not closed at the stream's end (py-libp2p keeps them where we
 cannot reach them): the peer's SCTP association holds them until the connection closes.
 """
@@ -26,20 +27,25 @@ cannot reach them): the peer's SCTP association holds them until the connection 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Final
 
 import trio
 from libp2p.abc import IMuxedStream
 from libp2p.transport.webrtc.connection import WebRTCConnection
 from libp2p.transport.webrtc.exceptions import WebRTCStreamError
-from libp2p.transport.webrtc.stream import WebRTCStream
+from libp2p.transport.webrtc.stream import StreamState, WebRTCStream
 
+from hearthmesh.protocol.errors import RemoteProtocolError, TooLarge
 from hearthmesh.protocol.inbound import InboundLedger
 
-__all__ = ["READ_AHEAD_MESSAGES", "WebRtcConnection"]
+__all__ = ["READ_AHEAD_MESSAGES", "StreamRefusal", "WebRtcConnection"]
 
 log = logging.getLogger(__name__)
 
+
+StreamRefusal = Callable[[str, RemoteProtocolError], None]
+"""(peer, why): a stream of that peer was reset for what it sent (called on the trio thread)."""
 
 READ_AHEAD_MESSAGES: Final = 128
 """Data channel messages a stream holds that its reader has not taken yet (each at most 16 KiB
@@ -61,8 +67,11 @@ class _BoundedSend:
 
     def send_nowait(self, payload: bytes) -> None:
         stream = self._stream
-        if not stream.take(len(payload)):
-            log.info("WebRTC stream %d: its peer is over the read budget: reset", stream.channel_id)
+        try:
+            stream.take(len(payload))
+        except RemoteProtocolError as exc:
+            log.info("WebRTC stream %d: over the read budget (%s): reset", stream.channel_id, exc)
+            stream.overflowed(exc)
         else:
             try:
                 self._send.send_nowait(payload)
@@ -74,7 +83,7 @@ class _BoundedSend:
                     stream.channel_id,
                     READ_AHEAD_MESSAGES,
                 )
-        stream._reset_on_trio_thread()
+                stream.overflowed(TooLarge(f"more than {READ_AHEAD_MESSAGES} messages unread"))
         raise trio.ClosedResourceError  # py-libp2p passes over it
 
     def close(self) -> None:
@@ -121,12 +130,23 @@ class _Stream(WebRTCStream):
         self._read_send = _BoundedSend(send, self)  # type: ignore[assignment]
         self._read_recv = _CountedReceive(receive, self)  # type: ignore[assignment]
 
-    def take(self, size: int) -> bool:
-        """Reserve `size` bytes arriving for the reader; False if the budget has no room."""
-        if not self._connection.read_budget.reserve(self._connection.budget_key, size):
-            return False
+    def take(self, size: int) -> None:
+        """Reserve `size` bytes arriving for the reader.
+
+        Raises:
+            TooLarge: past the peer's share of the budget; Busy: past the whole budget.
+        """
+        self._connection.read_budget.take(self._connection.budget_key, size)
         self._unread += size
-        return True
+
+    def overflowed(self, error: RemoteProtocolError) -> None:
+        """The peer sent more than the stream may hold unread: reset it, and charge the peer
+        (nothing for `Busy`, the whole budget's excess: SPEC §10.4, §10.11). Once: the reset
+        itself queues the reader's end-of-stream mark, which a full buffer refuses too."""
+        if self._state is StreamState.RESET:
+            return
+        self._reset_on_trio_thread()
+        self._connection.refused(self._connection.budget_key, error)
 
     def give_back(self, size: int) -> None:
         self._unread -= size
@@ -142,11 +162,15 @@ class WebRtcConnection(WebRTCConnection):
     """py-libp2p's connection, its streams registered before their channel opens and removed
     when they end, what they buffer for their readers counted in `read_budget`."""
 
-    def __init__(self, *, read_budget: InboundLedger, **kwargs: Any) -> None:
+    def __init__(
+        self, *, read_budget: InboundLedger, refused: StreamRefusal, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.read_budget = read_budget
         """Bytes the streams hold for their readers, per peer and over all connections."""
         self.budget_key = str(self.peer_id)
+        self.refused = refused
+        """Told (trio thread) of each stream reset for what its peer sent, to charge it."""
 
     async def open_stream(self) -> IMuxedStream:
         if self._closed:
