@@ -330,7 +330,6 @@ class WebRtcLayer:
             create_peer_connection,
             get_remote_fingerprint,
             wait_for_connected,
-            wire_pc_to_connection,
         )
 
         rtc_certificate = getattr(certificate, "_rtc_certificate", None)
@@ -377,7 +376,7 @@ class WebRtcLayer:
                 read_budget=self._read_budget,
                 refused=self._refused,
             )
-            wire_pc_to_connection(pc, conn)
+            conn.wire(pc)
 
             async def send(data: bytes) -> None:
                 await bridge.run_coro(noise_send(data))

@@ -20,8 +20,14 @@ the budget those bytes count in is `WebRtcLayer`'s. What differs from py-libp2p'
   py-libp2p buffers 64 and drops the next ones with a warning: a reader 2 s behind a peer
   that wrote 100 small frames lost 36 of them, and the frame decoder read on from the gap (a
   largest frame, 1 MiB, is 65 messages by itself).
-Its data channels are still not closed at the stream's end (py-libp2p keeps them where we
-cannot reach them): the peer's SCTP association holds them until the connection closes.
+- a stream's data channel is closed once the stream ended here (closed: our FIN sent and our
+  read side done; or reset): an SCTP stream reset, which aiortc sends after what is queued on
+  the channel, so both ends free the stream id. py-libp2p kept every channel (in a map of its
+  own, which it never pruned) and never closed one: aiortc gives a new channel the lowest id
+  not in use, so ids only grew, and a long-lived connection ran out of its 65,535 after
+  32,767 streams of one side. So this connection wires the peer connection's channels itself
+  (`wire`, in place of py-libp2p's `wire_pc_to_connection`), keeping them by stream while
+  their channel is open.
 """
 
 from __future__ import annotations
@@ -171,6 +177,8 @@ class WebRtcConnection(WebRTCConnection):
         self.budget_key = str(self.peer_id)
         self.refused = refused
         """Told (trio thread) of each stream reset for what its peer sent, to charge it."""
+        self._channels: dict[int, Any] = {}
+        """aiortc's data channel of each stream, while open (the aiortc loop's only)."""
 
     async def open_stream(self) -> IMuxedStream:
         if self._closed:
@@ -202,10 +210,78 @@ class WebRtcConnection(WebRTCConnection):
         return stream
 
     def forget(self, channel_id: int) -> None:
-        """Take an ended stream out of the registry. (py-libp2p's `remove_stream` would, but the
-        swarm replaces it on the connection with a hook of its own, for its streams.)"""
+        """Take an ended stream out of the registry and close its data channel. (py-libp2p's
+        `remove_stream` would do the first, but the swarm replaces it on the connection with a
+        hook of its own, for its streams.)"""
         with self._streams_lock:
             self._streams.pop(channel_id, None)
+        self._bridge.schedule_fire_and_forget(self._close_channel(channel_id))
+
+    async def _close_channel(self, channel_id: int) -> None:
+        """On the aiortc loop: close the channel (once; a channel the peer closed is gone)."""
+        channel = self._channels.pop(channel_id, None)
+        if channel is not None:
+            channel.close()
+
+    def wire(self, pc: Any) -> None:
+        """Route `pc`'s data channels to their streams (py-libp2p's `wire_pc_to_connection`,
+        with the channels kept here while they are open: `forget` closes them)."""
+        from libp2p.transport.webrtc._aiortc_helpers import (
+            _wait_channel_open,
+            close_peer_connection,
+            set_private_attr,
+        )
+
+        channels = self._channels  # touched on the aiortc loop only
+
+        def bind(channel: Any, channel_id: int) -> None:
+            @channel.on("message")  # type: ignore[untyped-decorator]
+            def _on_message(message: str | bytes) -> None:
+                data = message if isinstance(message, bytes) else message.encode()
+                self.on_channel_message(channel_id, data)
+
+            @channel.on("close")  # type: ignore[untyped-decorator]
+            def _on_close() -> None:
+                channels.pop(channel_id, None)
+                self.on_channel_closed(channel_id)
+
+        async def create(channel_id: int, label: str) -> None:
+            # The SCTP stream ids' parity follows the DTLS role (RFC 8832), not aiortc's ICE
+            # role: py-libp2p's fix, kept.
+            sctp = pc.sctp
+            role = getattr(getattr(sctp, "transport", None), "_role", "auto")
+            if role in ("client", "server"):
+                set_private_attr(sctp, "_data_channel_id", 0 if role == "client" else 1)
+            channel = pc.createDataChannel(label or f"stream-{channel_id}")
+            channels[channel_id] = channel
+            bind(channel, channel_id)
+
+        async def send(channel_id: int, data: bytes) -> None:
+            channel = channels.get(channel_id)
+            if channel is None:
+                return
+            if channel.readyState != "open":
+                await _wait_channel_open(channel)
+            channel.send(data)
+
+        async def close_pc() -> None:
+            await close_peer_connection(pc)
+
+        @pc.on("datachannel")  # type: ignore[untyped-decorator]
+        def _on_datachannel(channel: Any) -> None:
+            try:
+                channel_id = self._allocate_inbound_id()
+            except WebRTCStreamError as exc:  # past the streams a connection holds
+                log.info("WebRTC: inbound data channel refused (%s): closed", exc)
+                channel.close()
+                return
+            channels[channel_id] = channel
+            bind(channel, channel_id)  # before the stream exists: an early message is routed
+            self.on_datachannel(channel_id)
+
+        self._create_channel_cb = create
+        self._send_on_channel_cb = send
+        self._close_pc_cb = close_pc
 
     def _register(self, channel_id: int, *, outbound: bool) -> _Stream:
         stream = _Stream(
