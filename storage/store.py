@@ -579,8 +579,9 @@ class KvStore:
 
         def keep_txn(txn: KvTxn) -> MessageId | None:
             seen = crypto.claim_index_txn(txn, session_id, index, message_id)
-            purged = txn.get(Table.MESSAGE_IDS, message_id) == WITHDRAWN_SLOT
-            if seen in (None, message_id) and not purged:
+            # (a copy that came again and finds its plaintext writes nothing: no commit of its own)
+            lost = seen == message_id and crypto.plaintext_txn(txn, message_id) is None
+            if (seen is None or lost) and txn.get(Table.MESSAGE_IDS, message_id) != WITHDRAWN_SLOT:
                 crypto.put_plaintext_txn(txn, message_id, plaintext)
             return seen
 

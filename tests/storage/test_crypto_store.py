@@ -93,6 +93,22 @@ def test_a_message_opened_again_after_its_plaintext_went_is_shown_opened(
     assert store.plaintext(message.message_id) == plaintext
 
 
+def test_a_copy_that_opens_again_writes_nothing(tmp_path: Path) -> None:
+    """A message that comes twice (gossip and the guaranteed path) opens twice; the second
+    finds its claim and its plaintext and stages no write, so its batch costs no commit."""
+    store = open_store("lmdb", tmp_path)
+    try:
+        message = MessageId(b"1" * 32)
+        assert store.keep_opened(SESSION, 5, message, b"plain") is None
+        outcomes, staged = store.stage_batch(
+            [lambda: store.keep_opened(SESSION, 5, message, b"plain")]
+        )
+        assert outcomes[0].value == message
+        assert not staged
+    finally:
+        store.close()
+
+
 def test_plaintexts_are_kept_together(store: KvStore) -> None:
     ids = [MessageId(bytes([i]) * 32) for i in range(3)]
     store.put_plaintexts([(m, m[:1]) for m in ids])
