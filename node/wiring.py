@@ -348,7 +348,8 @@ def build_services(
     key_forward_server = KeyForwardServer(
         store=store, crypto=crypto, homes=homes, clock=clock, on_refused=standing.refused
     )
-    news = LateNews(release=release, emit=events.emit)  # what a forward or request opens
+    # what a forward, a key request or a history handoff opens
+    news = LateNews(release=release, emit=events.emit, publish=outcomes.publish)
     taker = AnswerTaker(
         store=store, crypto=crypto, opener=opener, user=user, clock=clock, news=news
     )

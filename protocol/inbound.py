@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import Busy, TooManyStreams
+from .errors import Busy, TooLarge, TooManyStreams
 
 __all__ = ["InboundLedger", "InboundPolicy"]
 
@@ -100,16 +100,28 @@ class InboundLedger:
     def reserve(self, peer: str, size: int) -> bool:
         """Room for `size` more bytes of a partial frame of `peer`; False (nothing reserved)
         if its share or the whole budget has none."""
-        held = self._bytes.get(peer, 0)
-        if (
-            held + size > self.policy.max_buffered_bytes_per_peer
-            or self.buffered_bytes + size > self.policy.max_buffered_bytes
-        ):
+        try:
+            self.take(peer, size)
+        except (TooLarge, Busy):
             return False
+        return True
+
+    def take(self, peer: str, size: int) -> None:
+        """`reserve`, saying why not, for bytes a peer sent that we hold unread for its sake
+        (WebRTC streams, SPEC §10.11).
+
+        Raises:
+            TooLarge: past `peer`'s own share (its excess).
+            Busy: past the whole budget (no one's fault in particular).
+        """
+        held = self._bytes.get(peer, 0)
+        if held + size > self.policy.max_buffered_bytes_per_peer:
+            raise TooLarge(f"{held} bytes held unread already")
+        if self.buffered_bytes + size > self.policy.max_buffered_bytes:
+            raise Busy(f"{self.buffered_bytes} bytes held unread over all peers")
         self._bytes[peer] = held + size
         self.buffered_bytes += size
         self.peak_buffered_bytes = max(self.peak_buffered_bytes, self.buffered_bytes)
-        return True
 
     def release(self, peer: str, size: int) -> None:
         """Give back bytes from `reserve`."""

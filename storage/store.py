@@ -64,7 +64,16 @@ from .api import (
 )
 from .append import append_batch_txn, check_appendable
 from .blobs import BlobStore
-from .keys import ID_BYTES, Table, contact_key, pack_u64, prefix_end, push_key, unpack_u64
+from .keys import (
+    ID_BYTES,
+    WITHDRAWN_SLOT,
+    Table,
+    contact_key,
+    pack_u64,
+    prefix_end,
+    push_key,
+    unpack_u64,
+)
 from .kv import KvEngine, KvTxn, T
 from .staged import StagedWrites
 
@@ -561,11 +570,18 @@ class KvStore:
     def keep_opened(
         self, session_id: bytes, index: int, message_id: MessageId, plaintext: bytes
     ) -> MessageId | None:
-        """Claim the Megolm index for `message_id` and keep its plaintext; the earlier claim."""
+        """Claim the Megolm index for `message_id` and keep its plaintext; the earlier claim.
+
+        The same message opened again keeps its plaintext again: a refusal or a purge took the
+        plaintext and left the claim, and an opened view stored without it showed on the feed
+        (which renders the envelope in hand) and was missing from history (SPEC §27.7). A
+        message recalled and purged here keeps none: a later copy is never stored (SPEC §31.1)."""
 
         def keep_txn(txn: KvTxn) -> MessageId | None:
             seen = crypto.claim_index_txn(txn, session_id, index, message_id)
-            if seen is None:
+            # (a copy that came again and finds its plaintext writes nothing: no commit of its own)
+            lost = seen == message_id and crypto.plaintext_txn(txn, message_id) is None
+            if (seen is None or lost) and txn.get(Table.MESSAGE_IDS, message_id) != WITHDRAWN_SLOT:
                 crypto.put_plaintext_txn(txn, message_id, plaintext)
             return seen
 

@@ -2,7 +2,9 @@
 
 One deliver stream per peer, reused across batches, one batch in flight per peer (the in-flight
 window): the receiver's ack comes back before the next batch goes, so a slow peer slows only
-itself. Any failure closes the stream; the next batch opens a new one.
+itself. Any failure closes the stream; the next batch opens a new one. A stream over a relay is
+not reused once a direct or WebRTC connection to its peer is up: new streams take that one
+(SPEC §10.11), and the batches would otherwise stay on the relay for the stream's life.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Final, Protocol, TypeVar
 
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.frame_stream import FrameStream
-from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.node.p2p.host import DIRECT_PATH, WEBRTC_PATH, P2PHost
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,
     Ack,
@@ -141,6 +143,7 @@ class PeerLinks:
         lock = self._locks.setdefault(peer_id, asyncio.Lock())
         async with lock:
             batch_id = next(self._batch_ids)
+            stream: FrameStream | None = None
             try:
                 stream = await self._stream(peer_id)
                 async with asyncio.timeout(self._ack_timeout_s):
@@ -154,10 +157,15 @@ class PeerLinks:
                 await self._drop(peer_id)
                 if isinstance(exc, TimeoutError):
                     # No answer within the bound: the path is dead, or as good as. The next
-                    # attempt dials afresh, so the first one after the path heals gets through
-                    # instead of waiting out TCP's backoff on this connection (SPEC §11.5.2).
-                    # Unless WebRTC is the only path: no dial replaces it.
-                    self._host.redial_nowait(peer_id)
+                    # attempt takes another connection or dials afresh, so the first one
+                    # after the path heals gets through instead of waiting out TCP's backoff
+                    # on this connection (SPEC §11.5.2). The stream's connection only: the
+                    # peer's others may be fine. A stream that never opened names none: then
+                    # every connection but a WebRTC one (no dial replaces it) is closed.
+                    if stream is None:
+                        self._host.redial_nowait(peer_id)
+                    else:
+                        self._host.drop_connection_nowait(stream)
                 if isinstance(exc, DeliveryFailed):
                     raise
                 raise DeliveryFailed(f"{peer_id[-8:]}: {type(exc).__name__}: {exc}") from exc
@@ -198,7 +206,9 @@ class PeerLinks:
     async def _stream(self, peer_id: str) -> FrameStream:
         stream = self._streams.get(peer_id)
         now = time.monotonic()
-        if stream is not None and now - self._last_used.get(peer_id, now) > REUSE_IDLE_S:
+        if stream is not None and (
+            now - self._last_used.get(peer_id, now) > REUSE_IDLE_S or self._relayed_past(stream)
+        ):
             del self._streams[peer_id]
             await stream.close()  # never raises: the receiver reads a clean end
             stream = None
@@ -210,6 +220,13 @@ class PeerLinks:
             self._streams[peer_id] = stream
         self._last_used[peer_id] = now
         return stream
+
+    def _relayed_past(self, stream: FrameStream) -> bool:
+        """`stream` runs over a relay while a direct or WebRTC connection to its peer is up."""
+        if stream.path in (None, DIRECT_PATH, WEBRTC_PATH):
+            return False
+        paths = self._host.paths_of(stream.remote_peer)
+        return DIRECT_PATH in paths or WEBRTC_PATH in paths
 
     async def _drop(self, peer_id: str) -> None:
         self._last_used.pop(peer_id, None)

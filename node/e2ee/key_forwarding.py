@@ -18,6 +18,7 @@ from collections.abc import Callable, Set
 from typing import Final
 
 from hearthmesh.node.clock import Clock
+from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.opened_late import LateNews, react_to_opened
 from hearthmesh.node.e2ee.request_server import RequestServer
@@ -28,7 +29,7 @@ from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
-from hearthmesh.protocol.envelope import Envelope, RoomId
+from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.protocol.errors import (
     HearthError,
     KeyMismatch,
@@ -169,7 +170,7 @@ class AnswerTaker:
     async def take(self, answer: e2ee.ForwardAnswer, *, owner: DeviceId | None = None) -> int:
         """`take_forwarded` in one write batch; what it opened that the app was passed is
         told to it once the batch committed (SPEC §27.13.5). How many keys were new."""
-        taken, passed = await self._store.run(
+        taken, outcome = await self._store.run(
             take_forwarded,
             self._crypto,
             self._opener,
@@ -180,7 +181,7 @@ class AnswerTaker:
             news=self._news,
             owner=owner,
         )
-        self._news.tell(passed)
+        self._news.tell(outcome)
         return taken
 
 
@@ -194,15 +195,17 @@ def take_forwarded(
     now_ms: int,
     news: LateNews,
     owner: DeviceId | None = None,
-) -> tuple[int, list[Envelope]]:
+) -> tuple[int, StoreOutcome]:
     """Take the keys of a verified ANSWER in (`owner`: each must be that device's session,
     SPEC §27.13.2) and open what waited for them, in one write batch; how many were new, and
-    what opened that the release order passed already (in sender order: several sessions
-    may interleave), for the app to be told."""
+    what the opening did, for `LateNews.tell`: what opened that the release order passed
+    already (in sender order: several sessions may interleave) and the direct rooms whose
+    contact events made us contacts (SPEC §27.13.6, §32.1)."""
     keys = crypto.accept_forwarded(answer.sender_bundle, answer.messages, owner=owner)
     opened = [shown for key in keys for shown in opener.open_held(store, key.session_id)]
     opened.sort(key=lambda e: e.order_key)  # their senders' order (SPEC §4.5)
-    # A contact made here (an acceptance that opened late) does not send our profile at once,
-    # as the inbox's path does: not wired yet.
-    react_to_opened(store, opened, users=users, now_ms=now_ms)
-    return len(keys), news.passed(store, opened)
+    outcome = StoreOutcome(
+        contacts_made=react_to_opened(store, opened, users=users, now_ms=now_ms),
+        released=news.passed(store, opened),
+    )
+    return len(keys), outcome

@@ -15,6 +15,7 @@ Owns no state.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence, Set
+from typing import TYPE_CHECKING
 
 from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.events import MessageReceived, NodeEvent
@@ -28,28 +29,42 @@ from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.storage.api import Store
 
+if TYPE_CHECKING:  # the inbox imports this module: the type only, no cycle at run time
+    from hearthmesh.node.delivery.inbox import StoreOutcome
+
 __all__ = ["LateNews", "react_to_opened"]
 
 
 class LateNews:
-    """Tells the app of envelopes a forward or a key request opened (SPEC §27.13.5): those
-    the release order passed while they were ciphertext. The release order is the inbox's
-    (shared, not copied); this holds no state of its own."""
+    """Tells the app of envelopes a forward, a key request or a history handoff opened (SPEC
+    §27.13.5): those the release order passed while they were ciphertext; and tells the node's
+    reactions to a store batch (`StoreOutcomes`, as the inbox's batches do) what their opening
+    set off: a contact made, whose user gets our profile at once (SPEC §32.1), released
+    envelopes whose media is fetched. The release order is the inbox's (shared, not copied);
+    this holds no state of its own."""
 
-    def __init__(self, *, release: ReleaseOrder, emit: Callable[[NodeEvent], None]) -> None:
+    def __init__(
+        self,
+        *,
+        release: ReleaseOrder,
+        emit: Callable[[NodeEvent], None],
+        publish: Callable[[StoreOutcome], None],
+    ) -> None:
         self._release = release
         self._emit = emit
+        self._publish = publish
 
     def passed(self, store: Store, opened: Sequence[Envelope]) -> list[Envelope]:
         """Of `opened` (in sender order), those released before they opened; in the write
         batch that opened them, which reads the release progress."""
         return [e for e in opened if self._release.was_released(store, e)]
 
-    def tell(self, released: Sequence[Envelope]) -> None:
-        """Announce them, once their batch committed."""
-        for envelope in released:
+    def tell(self, outcome: StoreOutcome) -> None:
+        """Announce what the batch that opened them did, once it committed."""
+        for envelope in outcome.released:
             if reaches_the_app(envelope):
                 self._emit(MessageReceived(envelope=envelope))
+        self._publish(outcome)
 
 
 def react_to_opened(

@@ -97,11 +97,15 @@ class FrameStream:
         protocol_id: str,
         max_frame_bytes: int = MAX_FRAME_BYTES,
         limits: ReadLimits | None = None,
+        path: str | None = None,
     ) -> None:
         self.remote_peer = remote_peer
         """Peer id (base58) at the other end."""
         self.protocol_id = protocol_id
         """The negotiated protocol."""
+        self.path = path
+        """How the stream's connection reaches the peer: "direct", "webrtc" or the relay's
+        peer id (`P2PHost.peer_paths`' names); None when its host did not say."""
         self.max_frame_bytes = max_frame_bytes
         """Largest payload accepted or sent in one frame."""
         self._raw = raw
@@ -116,6 +120,11 @@ class FrameStream:
         """Bytes of `limits.budget` held for the frame being read."""
         self._frame_began: float | None = None
         """Loop time when the partial frame's first bytes arrived (with `limits` only)."""
+
+    @property
+    def raw(self) -> RawStream:
+        """The byte stream under the frames (for the host that opened it)."""
+        return self._raw
 
     @property
     def closed(self) -> bool:

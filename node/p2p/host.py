@@ -80,9 +80,11 @@ from hearthmesh.protocol.framing import MAX_FRAME_BYTES
 from hearthmesh.protocol.inbound import InboundLedger, InboundPolicy
 
 __all__ = [
+    "DIRECT_PATH",
     "HEARTBEAT_S",
     "STOP_ABORT_S",
     "STOP_GRACE_S",
+    "WEBRTC_PATH",
     "ConnectionHandler",
     "HostConfig",
     "P2PHost",
@@ -115,6 +117,7 @@ class RefusalHandler(Protocol):
         ...
 
 
+DIRECT_PATH: Final = "direct"
 WEBRTC_PATH: Final = "webrtc"
 """A peer path (`P2PHost.peer_paths`) and hole punch transport: a WebRTC connection."""
 STOP_GRACE_S: Final = 2.0
@@ -251,6 +254,10 @@ class _LibP2PStream:
 
     def __init__(self, stream: INetStream) -> None:
         self._stream = stream
+        self.connection: INetConn | None = getattr(stream, "swarm_conn", None)
+        """The connection the stream runs on (None: libp2p did not say)."""
+        self.path = None if self.connection is None else _path_name(_path_of(self.connection))
+        """How that connection reaches the peer, named as `P2PHost.peer_paths` names it."""
 
     async def read(self, max_bytes: int) -> bytes:
         try:
@@ -396,6 +403,7 @@ class P2PHost:
         self._webrtc = WebRtcLayer(
             report=self._report_webrtc,
             punch_ended=self._punch.punch_ended,
+            refused=self._stream_refused,
             stun_servers=config.stun_servers,
             retry_after_s=config.webrtc_retry_after_s,
         )
@@ -703,10 +711,11 @@ class P2PHost:
     def peer_paths(self) -> dict[str, list[str]]:
         """Each connected peer -> how we reach it: `"direct"`, `"webrtc"` and/or the relays'
         peer ids."""
-        return {
-            peer: sorted("direct" if relay is None else relay for relay in paths)
-            for peer, paths in self._paths.items()
-        }
+        return {peer: self.paths_of(peer) for peer in self._paths}
+
+    def paths_of(self, peer_id: str) -> list[str]:
+        """`peer_paths()` of one peer ([] when not connected)."""
+        return sorted(_path_name(relay) for relay in self._paths.get(peer_id, ()))
 
     def _apply_reachability(self, now: Reachability) -> None:
         self.reachability = now
@@ -959,15 +968,35 @@ class P2PHost:
         """
         self._start_nowait(self._redial, peer_id)
 
-    def _start_nowait(self, work: Callable[[str], Awaitable[None]], peer_id: str) -> None:
-        """Start `work(peer_id)` in the trio thread's nursery (the host's stop ends it) and
-        return at once; on a host that is stopping, nothing."""
-        with contextlib.suppress(HostClosed):
-            self._bridge.run_sync_soon(self._spawn_quietly, work, peer_id)
+    def drop_connection_nowait(self, stream: FrameStream) -> None:
+        """Start closing the connection `stream` runs on, so that the next stream to its peer
+        takes another one or dials afresh (SPEC §11.5.2); return at once. The peer's other
+        connections stay: a batch unanswered on a relayed circuit says nothing of a direct
+        connection beside it. Never a WebRTC connection: no dial makes one again (see
+        `redial_nowait`)."""
+        raw = stream.raw
+        if not isinstance(raw, _LibP2PStream) or raw.connection is None:
+            return
+        if raw.path == WEBRTC_PATH:
+            log.info("%s: a stream over WebRTC failed; the connection is kept", stream.remote_peer)
+            return
+        self._start_nowait(self._close_quietly, raw.connection)
 
-    def _spawn_quietly(self, work: Callable[[str], Awaitable[None]], peer_id: str) -> None:
+    async def _close_quietly(self, connection: INetConn) -> None:
+        try:
+            await connection.close()
+        except Exception as exc:
+            log.debug("closing a connection failed: %r", exc)
+
+    def _start_nowait(self, work: Callable[[T], Awaitable[None]], arg: T) -> None:
+        """Start `work(arg)` in the trio thread's nursery (the host's stop ends it) and return
+        at once; on a host that is stopping, nothing."""
         with contextlib.suppress(HostClosed):
-            self._bridge.spawn(work, peer_id)
+            self._bridge.run_sync_soon(self._spawn_quietly, work, arg)
+
+    def _spawn_quietly(self, work: Callable[[T], Awaitable[None]], arg: T) -> None:
+        with contextlib.suppress(HostClosed):
+            self._bridge.spawn(work, arg)
 
     async def _redial(self, peer_id: str) -> None:
         host = self._host
@@ -1033,11 +1062,16 @@ class P2PHost:
 
     def _slots_exceeded(self, peer: str) -> None:
         """On the trio thread: a stream of `peer` past its slots was reset before negotiation."""
-        self._bridge.to_asyncio(self._charge_slots_excess, peer)
-
-    def _charge_slots_excess(self, peer: str) -> None:
         excess = TooManyStreams("a stream past the peer's slots, reset before negotiation")
-        self._refused(peer, excess, whole_frame=False)
+        self._stream_refused(peer, excess)
+
+    def _stream_refused(self, peer: str, error: RemoteProtocolError) -> None:
+        """On the trio thread: a stream of `peer` was reset for what the peer did (past its
+        slots, over a WebRTC read budget); charged as one item (SPEC §10.4, §10.11)."""
+        self._bridge.to_asyncio(self._charge_stream_refused, peer, error)
+
+    def _charge_stream_refused(self, peer: str, error: RemoteProtocolError) -> None:
+        self._refused(peer, error, whole_frame=False)
 
     def _reset_unread(self, raw: _LibP2PStream) -> None:
         with contextlib.suppress(HostClosed):
@@ -1078,6 +1112,7 @@ class P2PHost:
             protocol_id=protocol_id,
             max_frame_bytes=self.config.max_frame_bytes,
             limits=limits,
+            path=raw.path,
         )
 
     async def open_stream(self, peer_id: str, protocol_id: str) -> FrameStream:
@@ -1214,6 +1249,11 @@ def _transport_addrs(host: IHost) -> list[str]:
 def _path_of(conn: INetConn) -> str | None:
     """How `conn` reaches its peer: `WEBRTC_PATH`, the relay's peer id, or None (direct)."""
     return WEBRTC_PATH if is_webrtc(conn) else relay_of(conn)
+
+
+def _path_name(path: str | None) -> str:
+    """A path as `P2PHost.peer_paths` names it: `DIRECT_PATH` for None."""
+    return DIRECT_PATH if path is None else path
 
 
 def _remote_ip(conn: INetConn) -> str | None:

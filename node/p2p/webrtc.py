@@ -57,7 +57,7 @@ from libp2p.transport.webrtc.signaling import SignalingSession
 
 from hearthmesh.node.p2p.circuit_relay import is_relayed
 from hearthmesh.node.p2p.hole_punch import PUNCH_WINDOW_S
-from hearthmesh.node.p2p.webrtc_connection import WebRtcConnection
+from hearthmesh.node.p2p.webrtc_connection import StreamRefusal, WebRtcConnection
 from hearthmesh.protocol.inbound import InboundLedger
 
 __all__ = [
@@ -148,10 +148,13 @@ class WebRtcLayer:
         self,
         report: WebRtcReport,
         punch_ended: Callable[[ID], Awaitable[None]],
+        refused: StreamRefusal,
         stun_servers: Sequence[str] = (),
         retry_after_s: Sequence[float] = RETRY_AFTER_S,
     ) -> None:
         self._report = report
+        self._refused = refused
+        """Told of each stream reset for what its peer sent (over the read budget)."""
         self._punch_ended = punch_ended
         self._stun_servers = list(stun_servers)
         """`stun:HOST:PORT` URLs ICE asks for our server-reflexive candidates (SPEC §10.16)."""
@@ -327,7 +330,6 @@ class WebRtcLayer:
             create_peer_connection,
             get_remote_fingerprint,
             wait_for_connected,
-            wire_pc_to_connection,
         )
 
         rtc_certificate = getattr(certificate, "_rtc_certificate", None)
@@ -372,8 +374,9 @@ class WebRtcLayer:
                 is_initiator=offerer,
                 config=self._config,
                 read_budget=self._read_budget,
+                refused=self._refused,
             )
-            wire_pc_to_connection(pc, conn)
+            conn.wire(pc)
 
             async def send(data: bytes) -> None:
                 await bridge.run_coro(noise_send(data))

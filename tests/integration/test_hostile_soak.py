@@ -99,9 +99,13 @@ async def test_a_chat_loses_nothing_while_the_kit_runs_the_whole_catalogue(
         assert pair.bob_up(), f"bob's node process ended\n{report}"
         status = await pair.bob_api.call("GET", "/v1/node/status")
         assert status, report
-        assert chat.missing(TAG) == [], f"{len(chat.missing(TAG))} acked messages lost\n{report}"
+        # Judged as of now: a send still unanswered when `settle` gave up may be acked while
+        # bob's history is read, before it reached bob (then it was reported lost from it).
+        acked_now = chat.acked(TAG)
+        lost = [s.message_id for s in acked_now.values() if s.message_id not in chat.arrived]
+        assert lost == [], f"{len(lost)} acked messages lost\n{report}"
         texts = [m.get("message") for m in await _history(pair.bob_api, pair.room)]
-        acked = [c for c in chat.client_ids(TAG) if c in chat.acked(TAG)]
+        acked = [c for c in chat.client_ids(TAG) if c in acked_now]
         assert [t for t in texts if t in set(acked)] == acked, f"not once, in order\n{report}"
 
         await chat.send(pair.room, tag="after", rate_per_s=RATE_PER_S, duration_s=0.05)

@@ -8,9 +8,12 @@ from collections.abc import Sequence
 
 import vodozemac
 
-from hearthmesh.node.delivery.inbox import Inbox
+from hearthmesh.node.delivery.inbox import Inbox, StoreOutcome
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto, Recipient
+from hearthmesh.node.e2ee.key_forwarding import take_forwarded
+from hearthmesh.node.e2ee.opened_late import LateNews
 from hearthmesh.node.e2ee.room_opener import RoomOpener
+from hearthmesh.node.events import NodeEvent
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.arrival import reaches_the_app
 from hearthmesh.protocol.content import (
@@ -22,9 +25,9 @@ from hearthmesh.protocol.content import (
 from hearthmesh.protocol.delivery import AckStatus
 from hearthmesh.protocol.envelope import Envelope, Kind, seal
 from hearthmesh.protocol.hlc import Timestamp
-from hearthmesh.protocol.identity import keypair_from_seed
+from hearthmesh.protocol.identity import DeviceId, keypair_from_seed
 from hearthmesh.protocol.rooms import direct_room_id
-from hearthmesh.storage.api import AppendRequest, AppendResult
+from hearthmesh.storage.api import AppendRequest, AppendResult, FriendRequest
 from hearthmesh.storage.memory import MemoryStore
 from hearthmesh.storage.store import KvStore
 
@@ -43,9 +46,10 @@ class _Alice:
     """Alice's device: her Megolm sessions, shared with our device over Olm."""
 
     def __init__(self, ours: DeviceCrypto) -> None:
-        self._crypto = DeviceCrypto(
+        self.crypto = DeviceCrypto(
             MemoryStore(), pickle_key=PICKLE_KEY, device_key=ALICE, user=uid(ALICE)
         )
+        self.bundle = self.crypto.key_bundle(NOW_MS)
         self._our_bundle = ours.key_bundle(NOW_MS)
         self._seq = 0
         self._session = vodozemac.GroupSession()
@@ -53,8 +57,8 @@ class _Alice:
     def rotate(self) -> Envelope:
         """Start a new session; its ROOM_KEY for our device."""
         self._session = vodozemac.GroupSession()
-        self._crypto.keep_new_outbound(ROOM, self._session, now_ms=NOW_MS)
-        [shares] = self._crypto.share(ROOM, self._session, [Recipient(bundle=self._our_bundle)])
+        self.crypto.keep_new_outbound(ROOM, self._session, now_ms=NOW_MS)
+        [shares] = self.crypto.share(ROOM, self._session, [Recipient(bundle=self._our_bundle)])
         body = e2ee.encode_room_key_shares(shares)
         return self._seal(Kind.ROOM_KEY, e2ee.ROOM_KEY_CONTENT_TYPE, body)
 
@@ -162,3 +166,51 @@ def test_a_friend_request_that_opens_when_its_key_comes_is_a_request_then(
 
     [pending] = store.friend_requests(uid(OURS))
     assert (pending.sender, pending.note) == (uid(ALICE), "hi")
+
+
+def test_an_acceptance_a_forwarded_key_opens_makes_a_contact_who_gets_our_profile_at_once(
+    store: KvStore,
+) -> None:
+    """Our friend request's acceptance, encrypted under a session whose key we lack, opens when
+    a forward (or an answered key request, or a history handoff: one `AnswerTaker`) brings the
+    key: the contact it makes goes to the node's reactions with the batch's outcome, as the
+    inbox's does, so our profile goes to them at once (SPEC §27.13.6, §32.1). It used to be
+    dropped: the profile waited for the next change of it."""
+    ours = DeviceCrypto(store, pickle_key=PICKLE_KEY, device_key=OUR_DEVICE, user=uid(OURS))
+    opener = RoomOpener(ours)
+    inbox = make_inbox(opener=opener)
+    store.put_friend_request(
+        FriendRequest(sender=uid(OURS), recipient=uid(ALICE), created_ms=NOW_MS, note="hi")
+    )
+    alice = _Alice(ours)
+    alice.rotate()  # its ROOM_KEY never reaches us
+    accept = alice.send(
+        encode_contact(ContactEvent(action=ContactAction.ACCEPT, note="")),
+        content_type=CONTACT_CONTENT_TYPE,
+    )
+    assert _shown(inbox, store, [accept], now_ms=NOW_MS) == []  # held: nothing read yet
+    session_id = e2ee.decode_encrypted_body(accept.body).session_id
+    answer = e2ee.ForwardAnswer(
+        sender_bundle=alice.bundle,
+        messages=tuple(alice.crypto.forward([(ROOM, session_id)], ours.key_bundle(NOW_MS))),
+    )
+    told: list[NodeEvent] = []
+    published: list[StoreOutcome] = []
+    news = LateNews(release=inbox._release, emit=told.append, publish=published.append)
+
+    taken, outcome = take_forwarded(
+        ours,
+        opener,
+        store,
+        answer,
+        users={uid(OURS)},
+        now_ms=NOW_MS + 1,
+        news=news,
+        owner=DeviceId(ALICE.public),
+    )
+    news.tell(outcome)
+
+    assert taken == 1
+    assert store.contacts(uid(OURS))  # the acceptance took effect as it opened
+    [reacted] = published
+    assert reacted.contacts_made == {ROOM}  # AfterStore shares our profile with them

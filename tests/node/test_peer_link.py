@@ -9,9 +9,17 @@ import pytest
 
 from hearthmesh.node.delivery.peer_link import DeliveryFailed, PeerLinks
 from hearthmesh.node.p2p.frame_stream import FrameStream
-from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
+from hearthmesh.node.p2p.host import StreamHandler
+from hearthmesh.protocol.delivery import (
+    DELIVER_PROTOCOL,
+    Deliver,
+    decode_frame,
+    encode_ack,
+    sign_ack,
+)
+from hearthmesh.protocol.identity import keypair_from_seed
 from tests.integration.conftest import wait_until
-from tests.node.test_libp2p_host import config, hosts
+from tests.node.test_libp2p_host import config, hosts, seed
 from tests.node.test_webrtc import webrtc_only
 
 pytestmark = pytest.mark.integration
@@ -45,3 +53,63 @@ async def test_an_unanswered_batch_keeps_a_webrtc_connection_no_dial_could_repla
             await links.deliver(b.peer_id, [], [])
         await asyncio.sleep(0.5)  # the close it would have started
         assert a.peer_paths().get(b.peer_id) == ["webrtc"]
+
+
+def acking(node_seed: bytes, paths: list[str | None]) -> StreamHandler:
+    """A deliver handler that acks every batch, signed with the host's own key, and notes the
+    path each batch's stream came by."""
+
+    async def handle(stream: FrameStream) -> None:
+        async for data in stream:
+            frame = decode_frame(data)
+            assert isinstance(frame, Deliver)
+            paths.append(stream.path)
+            ack = sign_ack(keypair_from_seed(node_seed), frame.batch_id, ())
+            await stream.write_frame(encode_ack(ack))
+
+    return handle
+
+
+async def test_a_deliver_stream_over_a_relay_is_left_once_a_direct_connection_is_up() -> None:
+    """New streams take a direct (or WebRTC) connection over a relayed one (SPEC §10.11); the
+    deliver stream opened while the relay was the only path is replaced then, not reused for
+    its life (an hour of a chat's batches went by the relay before)."""
+    async with (
+        asyncio.timeout(20),
+        hosts(config(1), config(2, webrtc=False), config(3, webrtc=False)) as (relay, a, b),
+    ):
+        for home in (a, b):  # no punch: the test makes the direct connection itself
+            home._punch.relayed_connection_opened = lambda peer: None  # type: ignore[method-assign]
+        paths: list[str | None] = []
+        a.set_stream_handler(DELIVER_PROTOCOL, acking(seed(2), paths))
+        await a.connect(relay.listen_addrs[0])
+        await b.connect(relay.listen_addrs[0])
+        while not await a.reserve_relays():  # noqa: ASYNC110 - identify first
+            await asyncio.sleep(0.1)
+        await b.connect(f"{relay.listen_addrs[0]}/p2p-circuit/p2p/{a.peer_id}")
+        assert b.paths_of(a.peer_id) == [relay.peer_id]
+        links = PeerLinks(b, ack_timeout_s=5)
+        await links.deliver(a.peer_id, [], [])
+        await b.connect(a.listen_addrs[0])
+        await wait_until(lambda: b.paths_of(a.peer_id) == sorted(["direct", relay.peer_id]))
+        await links.deliver(a.peer_id, [], [])
+        await links.deliver(a.peer_id, [], [])
+        assert paths == [relay.peer_id, "direct", "direct"]
+
+
+async def test_an_unanswered_batch_closes_its_streams_connection_only() -> None:
+    """A batch unanswered on one connection says nothing of the peer's others: the stream's
+    is closed (SPEC §11.5.2), the WebRTC one beside it stays. Every connection to the peer
+    was closed before, WebRTC included, which no dial makes again."""
+    async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
+        b.set_stream_handler(DELIVER_PROTOCOL, never_answers)
+        await a.connect(b.listen_addrs[0])
+        await b.wait_connected(a.peer_id)
+        assert await a.upgrade_to_webrtc(b.peer_id)
+        assert a.paths_of(b.peer_id) == ["direct", "webrtc"]
+        links = PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S)
+        with pytest.raises(DeliveryFailed, match="TimeoutError"):
+            await links.deliver(b.peer_id, [], [])
+        await wait_until(lambda: a.paths_of(b.peer_id) == ["webrtc"])
+        await asyncio.sleep(0.5)  # a close of every connection would have come by now
+        assert a.paths_of(b.peer_id) == ["webrtc"]

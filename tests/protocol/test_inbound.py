@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hearthmesh.protocol.errors import Busy, ErrorCode, TooManyStreams
+from hearthmesh.protocol.errors import Busy, ErrorCode, TooLarge, TooManyStreams
 from hearthmesh.protocol.inbound import InboundLedger, InboundPolicy
 from hearthmesh.protocol.standing import StandingPolicy, refusal_points
 
@@ -53,3 +53,17 @@ def test_bytes_of_partial_frames_stay_under_the_budget_and_each_peers_share() ->
     assert ledger.buffered_bytes_of("mallory") == frame
     assert ledger.reserve("other", frame)
     assert ledger.peak_buffered_bytes <= 3 << 20
+
+
+def test_take_says_whose_excess_refused_bytes_are() -> None:
+    """Bytes held unread for a peer (WebRTC streams, SPEC §10.11): past its own share it is
+    the peer's excess (`TOO_LARGE`, charged), past the whole budget no one's (`BUSY`)."""
+    ledger = InboundLedger(InboundPolicy(max_buffered_bytes_per_peer=10, max_buffered_bytes=15))
+    ledger.take("a", 10)
+    with pytest.raises(TooLarge):
+        ledger.take("a", 1)
+    ledger.take("b", 5)
+    with pytest.raises(Busy):
+        ledger.take("b", 1)
+    assert (ledger.buffered_bytes, ledger.buffered_bytes_of("a")) == (15, 10)
+    assert not ledger.reserve("c", 1)

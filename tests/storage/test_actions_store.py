@@ -122,6 +122,12 @@ def test_a_recalled_body_leaves_no_plaintext_and_no_held_mark_at_rest(store: KvS
     assert store.plaintext(opened.message_id) is None
     assert store.held_encrypted(session, 10) == []
     assert store.get_event(opened.message_id) is None and store.get_event(held.message_id) is None
+    # a copy that comes again opens again (its index claim is ours) and is never stored: its
+    # plaintext is not kept either
+    for index, target in enumerate((opened, held)):
+        plaintext = encode_plaintext("text/plain", b"secret")
+        store.keep_opened(session, index, target.message_id, plaintext)
+        assert store.plaintext(target.message_id) is None
 
 
 @pytest.mark.parametrize("forged_first", [True, False])

@@ -8,13 +8,21 @@ from pathlib import Path
 
 import pytest
 
+from hearthmesh.protocol.e2ee.megolm import (
+    ENCRYPTED_CONTENT_TYPE,
+    MEGOLM_V1,
+    EncryptedBody,
+    encode_encrypted_body,
+    encode_plaintext,
+)
 from hearthmesh.protocol.envelope import MessageId, RoomId
 from hearthmesh.protocol.errors import LocalProtocolError
 from hearthmesh.protocol.identity import DeviceId, UserId
-from hearthmesh.storage.api import InboundSession, OutboundSession
+from hearthmesh.storage.api import AppendRequest, AppendResult, InboundSession, OutboundSession
 from hearthmesh.storage.keys import Table, crypto_pair_key
 from hearthmesh.storage.store import KvStore
 from tests.storage.conftest import open_store
+from tests.storage.helpers import make_envelope
 
 ROOM = RoomId(b"r" * 32)
 SESSION = b"s" * 32
@@ -53,12 +61,52 @@ def test_the_first_inbound_session_of_an_id_wins(store: KvStore) -> None:
 def test_a_megolm_index_opens_one_message(store: KvStore) -> None:
     first, replay = MessageId(b"1" * 32), MessageId(b"2" * 32)
     assert store.keep_opened(SESSION, 5, first, b"first") is None
-    assert store.keep_opened(SESSION, 5, first, b"again") == first
+    assert store.keep_opened(SESSION, 5, first, b"first") == first  # the same, opened again
     assert store.keep_opened(SESSION, 5, replay, b"replay") == first
     assert store.plaintext(first) == b"first"
     assert store.plaintext(replay) is None  # a refused claim keeps nothing
     assert store.keep_opened(SESSION, 6, replay, b"other") is None
     assert store.plaintext(replay) == b"other"
+
+
+def test_a_message_opened_again_after_its_plaintext_went_is_shown_opened(
+    store: KvStore,
+) -> None:
+    """A retention purge (or a refusal after opening) takes the plaintext and leaves the index
+    claim. The same message stored again (a sibling's sync brings it back) opens again: its
+    plaintext is kept again, or history showed it as ciphertext and left it out of the
+    conversation while the feed showed the opened copy it had in hand (SPEC §27.7)."""
+    body = EncryptedBody(algorithm=MEGOLM_V1, session_id=SESSION, ciphertext=b"\x03" * 40)
+    message = make_envelope(content_type=ENCRYPTED_CONTENT_TYPE, body=encode_encrypted_body(body))
+    plaintext = encode_plaintext("text/plain", b"hello")
+    assert store.append(AppendRequest(envelope=message)) is AppendResult.STORED
+    assert store.keep_opened(SESSION, 5, message.message_id, plaintext) is None
+    assert store.purge(now_ms=3_000, retention_ms=1_000).events == 1
+    assert store.plaintext(message.message_id) is None
+    assert store.append(AppendRequest(envelope=message)) is AppendResult.STORED
+    assert store.keep_opened(SESSION, 5, message.message_id, plaintext) == message.message_id
+    event = store.get_event(message.message_id)
+    assert event is not None and event.envelope.content_type == "text/plain"
+    assert event.envelope.body == b"hello"
+    store.forget_plaintext(message.message_id)  # the inbox's refusal of an opened envelope
+    store.keep_opened(SESSION, 5, message.message_id, plaintext)
+    assert store.plaintext(message.message_id) == plaintext
+
+
+def test_a_copy_that_opens_again_writes_nothing(tmp_path: Path) -> None:
+    """A message that comes twice (gossip and the guaranteed path) opens twice; the second
+    finds its claim and its plaintext and stages no write, so its batch costs no commit."""
+    store = open_store("lmdb", tmp_path)
+    try:
+        message = MessageId(b"1" * 32)
+        assert store.keep_opened(SESSION, 5, message, b"plain") is None
+        outcomes, staged = store.stage_batch(
+            [lambda: store.keep_opened(SESSION, 5, message, b"plain")]
+        )
+        assert outcomes[0].value == message
+        assert not staged
+    finally:
+        store.close()
 
 
 def test_plaintexts_are_kept_together(store: KvStore) -> None:

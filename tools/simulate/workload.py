@@ -33,8 +33,13 @@ class Send:
     client_id: str
     device: int
     sent_at: float
+    connection: int = 1
+    """Which connection of its client it went on."""
     message_id: str | None = None
     acked_at: float | None = None
+    settled: bool = False
+    """Its fate is known: acked (`message_sent`), refused (`error`), or its connection ended
+    first (then it may be durable and delivered, but it is never judged as acked)."""
 
     def acked(self) -> Acked | None:
         if self.message_id is None or self.acked_at is None:
@@ -87,12 +92,13 @@ class DeviceClient:
         if ws is None or ws.closed:
             return False
         client_id = f"d{self.node.index}-{serial}"
-        self.sends[client_id] = Send(client_id, self.node.index, self.now())
+        self.sends[client_id] = Send(client_id, self.node.index, self.now(), self.connections)
         frame = {"event": "send", "room_id": self.room, "client_id": client_id}
         text = json.dumps({**frame, "message": f"m{serial} from {client_id}"})
         try:  # bounded: a socket whose node died unseen (its FIN lost) must not stall the load
             await asyncio.wait_for(ws.send_str(text), _SEND_S)
         except (ConnectionError, RuntimeError, aiohttp.ClientError, TimeoutError):
+            self.sends[client_id].settled = True  # not sent: nothing will answer it
             return False
         return True
 
@@ -107,6 +113,18 @@ class DeviceClient:
             finally:
                 self._ws = None
                 self._ready.clear()
+                self._connection_ended()
+
+    def in_flight(self) -> int:
+        """Sends whose `message_sent` or `error` may still come: until then a message may be
+        acked that no device has yet, so nothing can be judged converged."""
+        return sum(not s.settled for s in self.sends.values())
+
+    def _connection_ended(self) -> None:
+        """No answer comes for the sends of the connection that ended."""
+        for send in self.sends.values():
+            if send.connection == self.connections:
+                send.settled = True
 
     async def _frame(self, ws: aiohttp.ClientWebSocketResponse, frame: dict[str, Any]) -> None:
         event = frame.get("event")
@@ -120,6 +138,7 @@ class DeviceClient:
             send = self.sends.get(frame["client_id"])
             if send is not None:
                 send.message_id, send.acked_at = frame["message_id"], self.now()
+                send.settled = True
         elif event == "message" and frame.get("room_id") == self.room:
             self.seen.append(
                 Seen(
@@ -139,3 +158,6 @@ class DeviceClient:
             self.receipts.append(Receipt(frame["message_id"], user, frame["status"], self.now()))
         elif event == "error":
             self.errors.append(frame)
+            refused = self.sends.get(str(frame.get("client_id")))
+            if refused is not None:
+                refused.settled = True
