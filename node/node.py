@@ -146,7 +146,6 @@ class Node:
                     webrtc_retry_after_s=retry_s,
                     upnp=self.config.upnp,
                     relay_rank=self._rank_relays,
-                    trio_on_loop=self.config.trio_on_loop,
                 )
             )
         )

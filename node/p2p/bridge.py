@@ -1,12 +1,4 @@
-"""One trio run loop for libp2p, driven from asyncio by callbacks (ARCHITECTURE §5).
-
-The run has a thread of its own, or (`on_loop`) it is a guest on the event loop's own thread
-(`trio.lowlevel.start_guest_run`): trio's scheduler ticks are the loop's callbacks and only
-its wait for I/O runs in a helper thread. On the loop's thread, libp2p's work and the node's
-never contend for the GIL: with a thread of its own, each wake-up of one thread waited for the
-other to let go of it (traced in `bench api`'s layout: the deliver write, the batch's read and
-the ack's write each waited out the loop's iteration, 0.1-0.4 ms at the median and ms at p90).
-A thread runs one trio run at most, so a second `on_loop` run in a process takes a thread.
+"""One trio run loop in a dedicated thread, driven from asyncio by callbacks (ARCHITECTURE §5).
 
 asyncio → trio: `TrioThread.run(fn, *args)` hands `fn` to the trio thread with
 `TrioToken.run_sync_soon`, which starts it in the thread's work nursery; the outcome comes back
@@ -14,9 +6,9 @@ with `loop.call_soon_threadsafe`. Cancelling the awaiting asyncio task cancels t
 cancel scope and waits (briefly) until the trio side has unwound, so nothing keeps running on
 behalf of a caller that gave up. trio → asyncio: `TrioThread.to_asyncio(fn, *args)`.
 
-The run's lifetime is `start()` … `stop()`: every trio task runs in the work nursery, which
+The thread's lifetime is `start()` … `stop()`: every trio task runs in the work nursery, which
 is cancelled before the service context (the libp2p host) is exited, and `stop()` returns only
-after the run has ended (and its thread, if it has one, has been joined).
+after `trio.run` has returned and the thread has been joined.
 """
 
 from __future__ import annotations
@@ -29,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Generic, TypeVar
 
-import outcome
 import trio
 
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
@@ -78,13 +69,10 @@ def _mark_ready(ready: asyncio.Future[None]) -> None:
 
 
 class TrioThread:
-    """A trio run that enters `service()` and then serves calls until `stop()`."""
+    """A trio thread that enters `service()` and then serves calls until `stop()`."""
 
-    def __init__(self, *, name: str, on_loop: bool = False) -> None:
-        """`on_loop`: run as a guest on the event loop's thread when that thread runs no
-        trio run yet (else in a thread of its own)."""
+    def __init__(self, *, name: str) -> None:
         self._name = name
-        self._on_loop = on_loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._token: trio.lowlevel.TrioToken | None = None
@@ -115,11 +103,10 @@ class TrioThread:
         self._loop = loop
         ready: asyncio.Future[None] = loop.create_future()
         self._finished = loop.create_future()
-        if not (self._on_loop and self._start_on_loop(service, ready)):
-            self._thread = threading.Thread(
-                target=self._thread_main, args=(service, ready), name=self._name, daemon=True
-            )
-            self._thread.start()
+        self._thread = threading.Thread(
+            target=self._thread_main, args=(service, ready), name=self._name, daemon=True
+        )
+        self._thread.start()
         try:
             await asyncio.shield(ready)
         except BaseException:
@@ -127,38 +114,6 @@ class TrioThread:
             self._request_stop()
             await self._join()
             raise
-
-    def _start_on_loop(
-        self,
-        service: Callable[[], AbstractAsyncContextManager[None]],
-        ready: asyncio.Future[None],
-    ) -> bool:
-        """Start the run as a guest on this (the loop's) thread; False if one runs here."""
-        loop = self.loop
-
-        def done(result: outcome.Outcome[None]) -> None:
-            self._ended(ready, result.error if isinstance(result, outcome.Error) else None)
-
-        def soon_threadsafe(fn: Callable[[], object]) -> None:  # from trio's I/O thread
-            loop.call_soon_threadsafe(fn)
-
-        def soon(fn: Callable[[], object]) -> None:
-            loop.call_soon(fn)
-
-        try:
-            trio.lowlevel.start_guest_run(
-                self._trio_main,
-                service,
-                ready,
-                run_sync_soon_threadsafe=soon_threadsafe,
-                run_sync_soon_not_threadsafe=soon,
-                done_callback=done,
-                host_uses_signal_set_wakeup_fd=True,  # asyncio's signal handlers keep theirs
-            )
-        except RuntimeError:  # "Attempted to call run() from inside a run()": another host's
-            log.info("trio for %s runs in a thread: this thread runs one already", self._name)
-            return False
-        return True
 
     def _thread_main(
         self,
@@ -168,18 +123,12 @@ class TrioThread:
         error: BaseException | None = None
         try:
             trio.run(self._trio_main, service, ready)
-        except BaseException as exc:  # surfaced to asyncio by `_ended`, never swallowed
-            error = exc
-        self._ended(ready, error)
-
-    def _ended(self, ready: asyncio.Future[None], error: BaseException | None) -> None:
-        """The run returned (`error` None) or raised: tell `start` and `stop` (from either the
-        run's thread or, for a guest run, the loop's)."""
-        if error is not None and ready.done() and _only_a_closing_race(error):
-            log.info("trio run %s: libp2p took a stream while closing", self._name)
-            error = None
-        elif error is not None:
-            log.error("trio run %s failed: %r", self._name, error, exc_info=error)
+        except BaseException as exc:  # surfaced to asyncio below, never swallowed
+            if ready.done() and _only_a_closing_race(exc):
+                log.info("trio thread %s: libp2p took a stream while closing", self._name)
+            else:
+                error = exc
+                log.error("trio thread %s failed: %r", self._name, exc, exc_info=exc)
         finished = self._finished
         assert finished is not None
 
