@@ -262,11 +262,23 @@ class Outgoing:
             and is_sequenced(envelope)
             and not is_direct_room(envelope.room, members)
         )
-        for each, to, marked in [*keys, (envelope, rows, absent)]:
+        # Handed to delivery once our caller's own continuation has run: what it does without
+        # awaiting (the API's `message_sent` and the feed's frames to our user's clients) goes
+        # out first, and the batch's build and its trio hop, whose thread takes the GIL, come
+        # after (ARCHITECTURE §3 step 2). The entries are durable and stored leased, so a
+        # hand-off that never runs (the loop stopping) only leaves them to the lease.
+        handed = [*keys, (envelope, rows, absent)]
+        asyncio.get_running_loop().call_soon(self._hand_off, handed, gossiped)
+        return envelope
+
+    def _hand_off(
+        self, handed: list[tuple[Envelope, tuple[bytes, ...], tuple[bytes, ...]]], gossiped: bool
+    ) -> None:
+        """Give just-committed envelopes to the outbox in memory, and gossip them."""
+        for each, to, marked in handed:
             self._outbox.submit(each, to, marked)
             if gossiped and is_sequenced(each):  # an addressed room key never (SPEC §27.5.3)
                 self._publish(each)
-        return envelope
 
     async def _store_encrypted(self, requests: list[AppendRequest], encryption: Encryption) -> None:
         sender = self._encryption
