@@ -34,10 +34,10 @@ loop's thread and reads through the write queue.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, ParamSpec, Self, TypeVar, cast
 
@@ -46,7 +46,6 @@ from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 from .api import AppendRequest, AppendResult, Outcome, Store
 from .append import check_appendable
 from .staged import StagedWrites
-from .store_thread import StoreThread, settle_threadsafe
 
 __all__ = ["LAZY_MS", "MAX_BATCH", "MAX_STAGED", "AsyncStore"]
 
@@ -96,8 +95,12 @@ class AsyncStore:
         self._store = store
         self._max_batch = max_batch
         self._max_staged = max_staged
-        self._writer = StoreThread("hearthmesh-store")
-        self._reader = StoreThread("hearthmesh-store-read") if store.concurrent_reads else None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hearthmesh-store")
+        self._reader = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="hearthmesh-store-read")
+            if store.concurrent_reads
+            else None
+        )
         self._pending: list[_Write] = []
         self._eager = 0
         """Pending writes that are not lazy: any of them starts a batch."""
@@ -188,14 +191,12 @@ class AsyncStore:
             return await self.run(self._store.snapshot, functools.partial(fn, *args, **kwargs))
         self._check_open()
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
-        call = functools.partial(self._store.snapshot, functools.partial(fn, *args, **kwargs))
-        # Counted until the thread is done with it, even if our caller is cancelled sooner;
-        # the result and the count come back in one wake-up of the loop.
+        running = self._reader.submit(self._store.snapshot, functools.partial(fn, *args, **kwargs))
+        # Counted until the thread is done with it, even if our caller is cancelled sooner.
         self._reads += 1
         self._no_reads.clear()
-        self._reader.put_nowait(lambda: settle_threadsafe(loop, future, call, self._read_done))
-        return await future
+        running.add_done_callback(lambda _: loop.call_soon_threadsafe(self._read_done))
+        return await asyncio.wrap_future(running)
 
     async def read_inline(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """`read`, but on the calling thread when the engine allows it: for a read of a few
@@ -275,9 +276,7 @@ class AsyncStore:
         if any(write.long for write in batch):
             # Behind the staged batches on the one writer thread, so it sees them committed.
             self._long_running = True
-            done: asyncio.Future[list[Outcome]] = loop.create_future()
-            run = functools.partial(self._store.run_batch, calls)
-            self._writer.put_nowait(lambda: settle_threadsafe(loop, done, run))
+            done = loop.run_in_executor(self._writer, self._store.run_batch, calls)
             done.add_done_callback(
                 lambda _: self._ran_long(loop, groups, done.exception() or done.result())
             )
@@ -295,7 +294,7 @@ class AsyncStore:
         else:
             self._committing.append((groups, outcomes))
             self._to_commit.append(staged)
-            self._writer.put_nowait(functools.partial(self._commit_waiting, loop))
+            self._writer.submit(self._commit_waiting, loop)
         self._flush_soon(loop)
 
     def _commit_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -313,10 +312,7 @@ class AsyncStore:
         except Exception as exc:  # every caller of these batches gets it
             error = exc
         wrote = any(taken)  # LMDB neither writes nor syncs a transaction that wrote nothing
-        # The last thing this thread does before it waits again: the loop it wakes need not
-        # wait for it to let go of the GIL.
-        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
-            loop.call_soon_threadsafe(self._committed, loop, len(taken), wrote, error)
+        loop.call_soon_threadsafe(self._committed, loop, len(taken), wrote, error)
 
     def _committed(
         self, loop: asyncio.AbstractEventLoop, count: int, wrote: bool, error: Exception | None
@@ -367,11 +363,12 @@ class AsyncStore:
             self._flush_soon(asyncio.get_running_loop())  # lazy writes wait no longer
             await self._idle.wait()
             await self._no_reads.wait()  # no snapshot may outlive the environment
-            await self._writer.run(self._store.close)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._writer, self._store.close)
         finally:
             if self._reader is not None:
-                self._reader.join()
-            self._writer.join()
+                self._reader.shutdown(wait=True)
+            self._writer.shutdown(wait=True)
             self._closed.set()
 
 
