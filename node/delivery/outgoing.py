@@ -204,10 +204,14 @@ class Outgoing:
             encryption=encryption,
         )
 
-    async def commit(self, sealed: Sealed) -> Envelope:
+    async def commit(self, sealed: Sealed, *, deliver_after_caller: bool = False) -> Envelope:
         """Store a sealed envelope durably (history + outbox in one commit, with the ROOM_KEY
         envelopes before it and the Megolm session's advance), then hand them to the outbox and
-        gossip them. Returns once it is committed here: "sent"."""
+        gossip them. Returns once it is committed here: "sent".
+
+        `deliver_after_caller` hands them over only once the caller's own continuation has run
+        (the API's frames to our user's clients go first); else at once.
+        """
         envelope, members = sealed.envelope, sealed.members
         siblings = self._sibling_destinations()  # our user's other homes get everything
         everyone: tuple[bytes, ...] = tuple(sorted(members - {self._user})) + siblings
@@ -262,13 +266,16 @@ class Outgoing:
             and is_sequenced(envelope)
             and not is_direct_room(envelope.room, members)
         )
-        # Handed to delivery once our caller's own continuation has run: what it does without
-        # awaiting (the API's `message_sent` and the feed's frames to our user's clients) goes
-        # out first, and the batch's build and its trio hop, whose thread takes the GIL, come
-        # after (ARCHITECTURE §3 step 2). The entries are durable and stored leased, so a
-        # hand-off that never runs (the loop stopping) only leaves them to the lease.
         handed = [*keys, (envelope, rows, absent)]
-        asyncio.get_running_loop().call_soon(self._hand_off, handed, gossiped)
+        if deliver_after_caller:
+            # What the caller does without awaiting (the API's `message_sent` and the feed's
+            # frames to our user's clients) goes out first; the batch's build and its trio hop,
+            # whose thread takes the GIL, come one loop iteration later (ARCHITECTURE §3 step
+            # 2). The entries are durable and stored leased: a hand-off that never runs (the
+            # loop stopping) leaves them to the lease.
+            asyncio.get_running_loop().call_soon(self._hand_off, handed, gossiped)
+        else:
+            self._hand_off(handed, gossiped)
         return envelope
 
     def _hand_off(
