@@ -613,7 +613,6 @@ class Node:
         written: WrittenTimes | None = None,
         acts_on: MessageId | None = None,
         to: frozenset[UserId] | None = None,
-        deliver_after_caller: bool = False,
     ) -> Envelope:
         """Seal, store durably (history + outbox in one transaction), then fan out.
 
@@ -621,8 +620,7 @@ class Node:
         `on_sealed(envelope)` runs before it is stored (an app may note its message id first).
         `written` stamps a message a client wrote earlier where it was written (SPEC §31.6);
         `acts_on` names the message an EDIT, RECALL or REACTION acts on (SPEC §31.5); `to`
-        names the users whose homes a RECEIPT goes to (SPEC §16.2.3). `deliver_after_caller`
-        starts the fan-out only once the caller's own continuation has run (`Outgoing.commit`).
+        names the users whose homes a RECEIPT goes to (SPEC §16.2.3).
 
         Raises:
             NotAuthorized: we are not a member of `room`.
@@ -634,9 +632,7 @@ class Node:
         )
         if on_sealed is not None:
             on_sealed(sealed.envelope)
-        return await self._services.outgoing.commit(
-            sealed, deliver_after_caller=deliver_after_caller
-        )
+        return await self._services.outgoing.commit(sealed)
 
     async def history(
         self,

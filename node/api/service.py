@@ -350,9 +350,6 @@ class ApiService:
                 content_type=content_type,
                 on_sealed=lambda sealed: self._sealed(sealed, command.client_id),
                 written=written,
-                # Our clients' frames, written next, go before the delivery's batch and trio
-                # hop; with no client connected, nothing waits for them (ARCHITECTURE §3).
-                deliver_after_caller=bool(self.sessions),
             )
         except NotAuthorized:
             await self.require_room(command.room_id)  # a room unknown here is NOT_FOUND

@@ -204,14 +204,10 @@ class Outgoing:
             encryption=encryption,
         )
 
-    async def commit(self, sealed: Sealed, *, deliver_after_caller: bool = False) -> Envelope:
+    async def commit(self, sealed: Sealed) -> Envelope:
         """Store a sealed envelope durably (history + outbox in one commit, with the ROOM_KEY
         envelopes before it and the Megolm session's advance), then hand them to the outbox and
-        gossip them. Returns once it is committed here: "sent".
-
-        `deliver_after_caller` hands them over only once the caller's own continuation has run
-        (the API's frames to our user's clients go first); else at once.
-        """
+        gossip them. Returns once it is committed here: "sent"."""
         envelope, members = sealed.envelope, sealed.members
         siblings = self._sibling_destinations()  # our user's other homes get everything
         everyone: tuple[bytes, ...] = tuple(sorted(members - {self._user})) + siblings
@@ -266,26 +262,11 @@ class Outgoing:
             and is_sequenced(envelope)
             and not is_direct_room(envelope.room, members)
         )
-        handed = [*keys, (envelope, rows, absent)]
-        if deliver_after_caller:
-            # What the caller does without awaiting (the API's `message_sent` and the feed's
-            # frames to our user's clients) goes out first; the batch's build and its trio hop,
-            # whose thread takes the GIL, come one loop iteration later (ARCHITECTURE §3 step
-            # 2). The entries are durable and stored leased: a hand-off that never runs (the
-            # loop stopping) leaves them to the lease.
-            asyncio.get_running_loop().call_soon(self._hand_off, handed, gossiped)
-        else:
-            self._hand_off(handed, gossiped)
-        return envelope
-
-    def _hand_off(
-        self, handed: list[tuple[Envelope, tuple[bytes, ...], tuple[bytes, ...]]], gossiped: bool
-    ) -> None:
-        """Give just-committed envelopes to the outbox in memory, and gossip them."""
-        for each, to, marked in handed:
+        for each, to, marked in [*keys, (envelope, rows, absent)]:
             self._outbox.submit(each, to, marked)
             if gossiped and is_sequenced(each):  # an addressed room key never (SPEC §27.5.3)
                 self._publish(each)
+        return envelope
 
     async def _store_encrypted(self, requests: list[AppendRequest], encryption: Encryption) -> None:
         sender = self._encryption

@@ -5,15 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import pytest
 
-from hearthmesh.node.api.service import ClientSession
-from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.protocol.client_api import MAX_FRAME_BYTES
-from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.identity import UserId, user_id_text
 from tests.conftest import FakeClock
 from tests.integration.api_helpers import Home, home
@@ -144,36 +139,3 @@ async def test_websocket_token_in_query_for_browsers(tmp_path: Path) -> None:
     ):
         ready = json.loads((await ws.receive()).data)
         assert ready["event"] == "ready"
-
-
-async def test_a_sends_frames_to_our_clients_go_before_its_delivery_starts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """ARCHITECTURE §3 step 2: with clients connected, the outbox is handed a client's send only
-    once `message_sent` and the feed's frames are queued for them."""
-    order: list[str] = []
-    submit, put = OutboxWorker.submit, ClientSession.put
-
-    def submitted(self: OutboxWorker, envelope: Envelope, *args: Any) -> None:
-        order.append(f"outbox {envelope.message_id.hex()}")
-        submit(self, envelope, *args)
-
-    def queued(self: ClientSession, text: str) -> None:
-        frame = json.loads(text)
-        if frame["event"] in ("message_sent", "message"):
-            order.append(f"{frame['event']} {frame['message_id']}")
-        put(self, text)
-
-    monkeypatch.setattr(OutboxWorker, "submit", submitted)
-    monkeypatch.setattr(ClientSession, "put", queued)
-    async with asyncio.timeout(10), home(tmp_path / "a") as h:
-        room = await _room(h)
-        async with h.socket() as phone, h.socket() as laptop:
-            await phone.send(event="send", room_id=room, message="hi", client_id="c1")
-            sent = (await phone.next("message_sent"))["message_id"]
-            await laptop.next("message", lambda f: f["message_id"] == sent)
-            await asyncio.sleep(0)  # the hand-off's turn, one loop iteration on
-            mine = [entry for entry in order if entry.endswith(sent)]
-            assert mine[0] == f"message_sent {sent}"
-            assert mine[-1] == f"outbox {sent}"
-            assert mine.count(f"message {sent}") == 2  # both clients' frames, before it

@@ -12,8 +12,8 @@ measure.
 Latency is one message at a time (send → the other client's `message` frame), and includes
 what the clients themselves cost, since they share this process: traced (ARCHITECTURE §10),
 the sender's encode and write took 0.03-0.04 ms at the median, and a frame the node had written
-reached the receiving client's reader 0.16 ms later (p90 0.6-1.1 ms at load 22-31: loopback
-and this process's turn, behind the sender's own frames); throughput is
+reached the receiving client's reader 0.11-0.21 ms later (p90 0.55-1.75 ms at load 16-22:
+loopback and this process's turn, behind the sender's own frames); throughput is
 N messages pipelined on one connection until the receiving client has them all. Each measured
 phase starts once the one before has drained (every client has every message, alice a receipt
 for each), so no latency sample waits behind the previous burst.
