@@ -9,7 +9,11 @@ measure.
 - same node: alice's "phone" sends, alice's "laptop" on the same node receives;
 - across nodes: alice's phone sends, bob's client on node B receives.
 
-Latency is one message at a time (send → the other client's `message` frame); throughput is
+Latency is one message at a time (send → the other client's `message` frame), and includes
+what the clients themselves cost, since they share this process: traced (ARCHITECTURE §10),
+the sender's encode and write took 0.03-0.04 ms at the median, and a frame the node had written
+reached the receiving client's reader 0.11-0.21 ms later (p90 0.55-1.75 ms at load 16-22:
+loopback and this process's turn, behind the sender's own frames); throughput is
 N messages pipelined on one connection until the receiving client has them all. Each measured
 phase starts once the one before has drained (every client has every message, alice a receipt
 for each), so no latency sample waits behind the previous burst.
@@ -19,7 +23,8 @@ figures repeat both with three more clients that offer permessage-deflate (RFC 7
 browsers do, so the server compresses every frame it sends them. `*_node_loop` is how late
 each node's event loop ran over the whole run (`tools/bench/loop_lag.py`: a 1 ms ticker in the
 node; `stalls_over_2ms` counts its wake-ups more than 2 ms late).
-`*_node_commits_per_msg` is each node's store write transactions (one fsync each) over the
+`*_node_commits_per_msg` is each node's store write transactions (each one durable commit:
+LMDB flushes the data, then the meta page) over the
 whole run, its start and the receipts included, per message the clients sent.
 
 `bench api-nosync` runs the same with both stores on tmpfs (/dev/shm), where fsync returns at
