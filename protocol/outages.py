@@ -11,11 +11,16 @@ A healed partition brings no new connection, so the probe is what finds a home b
 is capped at `probe_max_ms` (a few seconds, not the minute of SPEC §11.5.1), and a home that
 connects while a probe is under way is probed again as soon as that probe ends.
 
+The probes due are kept in a heap by time: a group's absent members are ~1,000 destinations
+down for good, and scanning them all for the next probe at every re-arm of the outbox's timer
+was 4 % of a sending home's event loop (py-spy, 10 nodes and 1,024 members).
+
 Pure: the caller passes the time (`now_ms`) and the randomness (`rng`) in.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
@@ -48,6 +53,9 @@ class Outages:
         self._rng = rng
         self._probe_max_ms = probe_max_ms
         self._down: dict[bytes, _Outage] = {}
+        self._due: list[tuple[int, bytes]] = []
+        """(retry_at_ms, destination) of each probe set; one that no longer matches its
+        outage (reached, probing, or set again since) is dropped when it comes to the top."""
 
     def down(self) -> list[bytes]:
         """Every destination down now, sorted."""
@@ -82,6 +90,7 @@ class Outages:
         self._down[destination] = _Outage(
             failures=failures, retry_at_ms=retry_at, homeless=homeless
         )
+        heapq.heappush(self._due, (retry_at, destination))
         return outage is None
 
     def reached(self, destination: bytes) -> bool:
@@ -91,18 +100,32 @@ class Outages:
     def restored(self, destinations: Iterable[bytes]) -> None:
         """After a restart: these have parked entries; probe each at once."""
         for destination in destinations:
-            self._down.setdefault(destination, _Outage(failures=1, retry_at_ms=0))
+            if destination not in self._down:
+                self._down[destination] = _Outage(failures=1, retry_at_ms=0)
+                heapq.heappush(self._due, (0, destination))
 
     def next_probe_ms(self) -> int | None:
         """When the earliest probe not under way is due; None if there is none."""
-        return min((o.retry_at_ms for o in self._down.values() if not o.probing), default=None)
+        due = self._due
+        while due and not self._current(*due[0]):
+            heapq.heappop(due)
+        return due[0][0] if due else None
 
     def due_probes(self, now_ms: int) -> list[bytes]:
-        """Destinations whose probe is due, now marked as probing."""
-        due = [d for d, o in self._down.items() if not o.probing and o.retry_at_ms <= now_ms]
-        for destination in due:
-            self._down[destination].probing = True
-        return due
+        """Destinations whose probe is due, earliest first, now marked as probing."""
+        found: list[bytes] = []
+        due = self._due
+        while due and due[0][0] <= now_ms:
+            retry_at_ms, destination = heapq.heappop(due)
+            if self._current(retry_at_ms, destination):
+                self._down[destination].probing = True
+                found.append(destination)
+        return found
+
+    def _current(self, retry_at_ms: int, destination: bytes) -> bool:
+        """Is this heap item the probe its destination waits for now?"""
+        outage = self._down.get(destination)
+        return outage is not None and not outage.probing and outage.retry_at_ms == retry_at_ms
 
     def forget(self, destination: bytes) -> None:
         """Nothing is parked for it any more: no probe needed."""
@@ -121,5 +144,6 @@ class Outages:
                 outage.revived = True  # its probe may have dialled before the home was back
             else:
                 outage.retry_at_ms = 0
+                heapq.heappush(self._due, (0, destination))
                 found = True
         return found
