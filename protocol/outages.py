@@ -4,7 +4,8 @@ A destination (a recipient user's homes, or one of our own other homes) whose de
 for want of a reachable home is down: the failed entries are parked in the store, and so are new
 ones once it failed twice in a row; it is tried again with a probe (a few entries) after the
 §11.5 delay for its consecutive failures, or at once when it shows up (a connection from one of
-its homes).
+its homes). A user whose last failure found no home to try at all (no record names one) is
+absent from that failure on: the outbox leaves markers for it, not entries.
 Any ack from one of its homes ends the outage.
 
 A healed partition brings no new connection, so the probe is what finds a home back: its delay
@@ -68,11 +69,14 @@ class Outages:
         return outage is not None and outage.failures >= 2 and not outage.probing
 
     def absent(self, destination: bytes) -> bool:
-        """True if it failed twice in a row, the last time with no home to try: new envelopes
-        for it leave a marker, not an entry each (SPEC §11.5.2). Also while it is probed: such
-        a probe moves nothing until a lookup finds a record, which makes it known (`revive`)."""
+        """True if its last failure found no home to try: new envelopes for it leave a marker,
+        not an entry each (SPEC §11.5.2). One such failure is enough: no record names a home of
+        it, so it is no connection's hiccup, and each envelope stored as entries before it was
+        absent is relayed (for a group's ~1,000 absent members, ~1,000 relay copies a send).
+        Also while it is probed: such a probe moves nothing until a lookup finds a record,
+        which makes it known (`revive`)."""
         outage = self._down.get(destination)
-        return outage is not None and outage.homeless and outage.failures >= 2
+        return outage is not None and outage.homeless
 
     def failed(
         self, destination: bytes, now_ms: int, *, homeless: bool = False, not_before_ms: int = 0

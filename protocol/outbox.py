@@ -237,9 +237,9 @@ class OutboxMachine(Generic[E]):
         return self._outages.down()
 
     def absent(self, destination: bytes) -> bool:
-        """A user whose batches found no home to try twice in a row (no record names one, and
-        a lookup found none): an envelope for it leaves a marker of what it is owed instead of
-        an entry, and is not relayed (SPEC §11.5.2). False once a home of it is known
+        """A user whose last batch found no home to try (no record names one; its lookup goes
+        on aside): an envelope for it leaves a marker of what it is owed instead of an entry,
+        and is not relayed (SPEC §11.5.2). False once a home of it is known
         (`home_connected`) or answers; the marker becomes its entries at the next probe."""
         return _is_user(destination) and self._outages.absent(destination)
 
