@@ -706,3 +706,26 @@ OutboxAgainstHomes.TestCase.settings = settings(
     max_examples=examples(40), stateful_step_count=30, deadline=None
 )
 TestOutboxAgainstHomes = OutboxAgainstHomes.TestCase
+
+
+def test_a_user_no_record_names_is_absent_before_any_batch_of_it_failed() -> None:
+    """SPEC §11.5.2: the pump tells the machine, before an envelope is stored, of a recipient
+    no record names: it is absent at once (a marker, not an entry whose batch would fail, be
+    parked and be relayed first), and its probe (the lookup) comes after the first failure's
+    delay. A user down with a home to try, and our own homes, stay as they are."""
+    machine: OutboxMachine[Row] = OutboxMachine(rng=counter_rng())
+    machine.known_nowhere(BOB, T0)
+    assert machine.absent(BOB)
+    assert machine.handle_timer(T0) == []
+    assert Probe(destination=BOB, limit=PROBE_ENTRIES) in machine.handle_timer(T0 + 10**6)
+    machine.entries_ready([Row(destination=CAROL, message_id=mid(1))])
+    batch = machine.next_batch(CAROL)
+    assert batch is not None
+    machine.batch_built(CAROL, batch, [], T0)
+    machine.send_failed(CAROL, "no answer", T0)  # down, a home to try: parked entries
+    machine.known_nowhere(CAROL, T0)  # its record went meanwhile
+    assert not machine.absent(CAROL)
+    machine.known_nowhere(SIBLING, T0)
+    assert not machine.absent(SIBLING)
+    machine.home_connected([BOB])  # a record of his home came (his probe is under way)
+    assert not machine.absent(BOB)
