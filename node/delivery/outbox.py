@@ -167,8 +167,16 @@ class OutboxWorker:
     def split(self, destinations: tuple[bytes, ...]) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
         """(entries, markers): which destinations of an envelope about to be stored get an
         outbox entry, and which are absent (`OutboxMachine.absent`) and get a marker of what
-        they are owed instead (SPEC §11.5.2, `AppendRequest.absent_to`)."""
+        they are owed instead (SPEC §11.5.2, `AppendRequest.absent_to`). A user no record
+        names is absent from its first envelope (`OutboxMachine.known_nowhere`)."""
         machine = self._machine
+        now_ms = self._now()
+        for destination in destinations:
+            if destination_peer(destination) is None and not self._directory.homes(
+                UserId(destination)
+            ):
+                machine.known_nowhere(destination, now_ms)
+        self._rearm()  # its probe (the lookup) may be due before the loop wakes
         absent = tuple(d for d in destinations if machine.absent(d))
         if not absent:
             return destinations, ()

@@ -143,7 +143,7 @@ class HomeRecords:
             for home in record.homes:
                 self._revive(home)
             await self._trust.adopted(record)  # SPEC §29.5: warn if verified keys changed
-        self._relay.wake()
+            self._relay.wake((record.user,))
 
     def addresses_changed(self) -> None:
         """The host's report that a relay reservation came or went (SPEC §10.7)."""

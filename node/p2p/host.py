@@ -69,7 +69,7 @@ from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
 from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, WebRtcLayer, is_webrtc
-from hearthmesh.node.p2p.yamux import adopt_yamux_stream
+from hearthmesh.node.p2p.yamux import adopt_yamux_stream, answers_ping
 from hearthmesh.protocol.errors import (
     HearthError,
     LocalProtocolError,
@@ -120,6 +120,9 @@ class RefusalHandler(Protocol):
 DIRECT_PATH: Final = "direct"
 WEBRTC_PATH: Final = "webrtc"
 """A peer path (`P2PHost.peer_paths`) and hole punch transport: a WebRTC connection."""
+LIVE_PING_S: Final = 3.0
+"""How long a connection whose batch went unanswered has to answer a ping to be kept
+(`redial_nowait`, SPEC §11.5.2)."""
 STOP_GRACE_S: Final = 2.0
 """Upper bound for closing all connections at stop (see `_close_quietly`)."""
 STOP_ABORT_S: Final = 2 * STOP_GRACE_S
@@ -960,11 +963,18 @@ class P2PHost:
 
     def redial_nowait(self, peer_id: str) -> None:
         """Start closing every connection to `peer_id`, so the next stream dials afresh, unless
-        WebRTC is all we have to it; return at once (SPEC §11.5.2).
+        WebRTC is all we have to it or a connection to it still answers a ping; return at once
+        (SPEC §11.5.2).
 
         No dial makes a WebRTC connection again: only an upgrade of a relayed one does, so
         with the relay gone, closing it left the peer out of reach for good. A WebRTC path
         that died closes anyway once ICE consent lapses (about 30 s, SPEC §10.11).
+
+        A connection that answers a yamux ping within `LIVE_PING_S` carries bytes both ways:
+        the peer is slow, not gone. Closing it under load (at 50 nodes on 2 cores a batch's
+        ack took longer than its bound) cut every stream on it and made each home dial again,
+        while the dead path this is for (a healed partition's connection, whose packets TCP
+        still backs off) answers no ping.
         """
         self._start_nowait(self._redial, peer_id)
 
@@ -972,17 +982,20 @@ class P2PHost:
         """Start closing the connection `stream` runs on, so that the next stream to its peer
         takes another one or dials afresh (SPEC §11.5.2); return at once. The peer's other
         connections stay: a batch unanswered on a relayed circuit says nothing of a direct
-        connection beside it. Never a WebRTC connection: no dial makes one again (see
-        `redial_nowait`)."""
+        connection beside it. Never a WebRTC connection (no dial makes one again), nor one
+        that still answers a ping (slow, not gone): see `redial_nowait`."""
         raw = stream.raw
         if not isinstance(raw, _LibP2PStream) or raw.connection is None:
             return
         if raw.path == WEBRTC_PATH:
             log.info("%s: a stream over WebRTC failed; the connection is kept", stream.remote_peer)
             return
-        self._start_nowait(self._close_quietly, raw.connection)
+        self._start_nowait(self._close_unless_alive, raw.connection)
 
-    async def _close_quietly(self, connection: INetConn) -> None:
+    async def _close_unless_alive(self, connection: INetConn) -> None:
+        if await answers_ping(connection.muxed_conn, LIVE_PING_S):
+            log.info("a connection answers a ping: slow, not gone: kept")
+            return
         try:
             await connection.close()
         except Exception as exc:
@@ -1006,6 +1019,10 @@ class P2PHost:
         if connections and all(is_webrtc(conn) for conn in connections):
             log.info("%s is reached over WebRTC alone: kept", peer_id)
             return
+        for conn in connections:
+            if await answers_ping(conn.muxed_conn, LIVE_PING_S):
+                log.info("%s answers a ping: slow, not gone: kept", peer_id)
+                return
         await self._disconnect_quietly(peer_id)
 
     async def _disconnect_quietly(self, peer_id: str) -> None:

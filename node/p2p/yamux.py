@@ -28,21 +28,53 @@ process, 2,000 cached 5 kB messages: garbled in 4 of 4 cycles; none with credit 
 with whole writes). So one write's frames go out together, and a write that fails or is
 cancelled (some of its frames may be out) resets the stream: the peer sees a reset, never a
 message with another's bytes in it, or a later message after a cut-off one.
+
+Liveness: `answers_ping` sends a yamux ping on a connection and waits for its pong, which the
+peer's libp2p thread sends by itself (no stream, no handler): a connection that answers
+carries bytes both ways, however slow the peer's application is (SPEC §11.5.2).
 """
 
 from __future__ import annotations
 
 import contextlib
+import struct
 import types
 from typing import Any, Final
 
 import trio
-from libp2p.stream_muxer.yamux.yamux import YamuxStream
+from libp2p.stream_muxer.yamux.yamux import (
+    FLAG_SYN,
+    TYPE_PING,
+    YAMUX_HEADER_FORMAT,
+    Yamux,
+    YamuxStream,
+)
 
-__all__ = ["RESET_AFTER_FAILED_WRITE_S", "adopt_yamux_stream"]
+__all__ = ["RESET_AFTER_FAILED_WRITE_S", "adopt_yamux_stream", "answers_ping"]
 
 RESET_AFTER_FAILED_WRITE_S: Final = 1.0
 """How long the reset after a failed write may wait for the connection (it shields a cancel)."""
+
+
+async def answers_ping(muxed_conn: Any, timeout_s: float) -> bool:
+    """Does this yamux connection answer a ping within `timeout_s`? False for another muxer.
+
+    py-libp2p 0.8.1 pings for its RTT estimate and sets the connection's current
+    `_ping_event` on any pong: ours is made current just before our ping. Its own measuring
+    loop may replace it meanwhile (every 30 s), which makes this answer False: the caller's
+    choice without the ping.
+    """
+    if not isinstance(muxed_conn, Yamux) or not muxed_conn.is_established:
+        return False
+    answered = trio.Event()
+    muxed_conn._ping_event = answered
+    muxed_conn._ping_id += 1
+    header = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_PING, FLAG_SYN, 0, muxed_conn._ping_id)
+    with trio.move_on_after(timeout_s), contextlib.suppress(Exception):
+        await muxed_conn._write_frame(header)
+        muxed_conn._ping_sent_time = trio.current_time()
+        await answered.wait()
+    return answered.is_set()
 
 
 async def _credit_half_windows(self: YamuxStream, *, bytes_read: int = 0) -> None:

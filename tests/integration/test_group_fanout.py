@@ -104,3 +104,36 @@ async def test_a_group_message_is_one_delivery_per_home_and_a_marker_for_the_abs
         if e.envelope.sender_user == alice.user_id and e.envelope.kind is Kind.MESSAGE
     ]
     assert from_alice == seqs
+
+
+async def test_a_members_first_message_is_a_marker_when_no_record_names_its_home(
+    make_node: NodeFactory,
+) -> None:
+    """SPEC §11.5.2: a user no record names is absent from the first envelope stored for it:
+    the first message alice sends after adding such members is one marker each, and no relay
+    gets a copy of it for them (each first send to a group's ~1,000 absent members was ~1,000
+    relay copies). On an idle machine their welcome's batch has failed by the time she sends,
+    so this holds by the first failure too; under load it did not (SPEC §20.6)."""
+    async with asyncio.timeout(60), AsyncExitStack() as stack:
+        alice = await stack.enter_async_context(make_node("alice"))
+        bob = await stack.enter_async_context(make_node("bob"))
+        group = await alice.create_group("hearth", [])
+        link, _ = await alice.groups.create_invite(group)
+        await bob.groups.join_by_invite(link)
+        absent = [UserId(os.urandom(32)) for _ in range(3)]
+        await alice.add_members(group, absent)
+        events = alice.events()
+        first = await alice.send(group, b"first")
+        await collect(events, DeliveredToHome, 1, lambda e: e.message_id == first.message_id)
+        store = alice.store
+        markers = {u: await store.read(store.store.absent_markers, u) for u in absent}
+        await wait_until(lambda: not alice._services.outbox.relay_hops.busy)
+        relay = bob.store
+        held = [
+            await relay.read(relay.store.relay_take, user, now_ms=0, limit=100) for user in absent
+        ]
+    for user in absent:
+        assert any(f <= first.seq <= last for _, _, f, last in markers[user]), markers[user]
+    # bob holds their welcomes (the group's membership history) for them, not `first`
+    assert all(held), held
+    assert first.message_id not in {entry.message_id for entries in held for entry in entries}

@@ -4,12 +4,13 @@ closes (SPEC §11.5.2), between two real hosts on this machine."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from hearthmesh.node.delivery.peer_link import DeliveryFailed, PeerLinks
 from hearthmesh.node.p2p.frame_stream import FrameStream
-from hearthmesh.node.p2p.host import StreamHandler
+from hearthmesh.node.p2p.host import LIVE_PING_S, P2PHost, StreamHandler
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,
     Deliver,
@@ -33,13 +34,39 @@ async def never_answers(stream: FrameStream) -> None:
     await asyncio.sleep(30)
 
 
+def freezing(host: P2PHost) -> StreamHandler:
+    """A deliver handler that reads the batch, then stops `host`'s libp2p thread past the
+    ping's bound (a dead path: nothing comes back, not even a ping's pong)."""
+
+    async def freezes(stream: FrameStream) -> None:
+        await stream.read_frame()
+        host._bridge.run_sync_soon(time.sleep, LIVE_PING_S + 1)
+        await asyncio.sleep(30)
+
+    return freezes
+
+
 async def test_an_unanswered_batch_closes_the_tcp_connection_so_the_next_try_dials() -> None:
+    """B's libp2p thread stops: a dead path."""
+    async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
+        b.set_stream_handler(DELIVER_PROTOCOL, freezing(b))
+        await a.connect(b.listen_addrs[0])
+        with pytest.raises(DeliveryFailed, match="TimeoutError"):
+            await PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S).deliver(b.peer_id, [], [])
+        await wait_until(lambda: b.peer_id not in a.connected_peers())
+
+
+async def test_an_unanswered_batch_keeps_a_connection_that_answers_a_ping() -> None:
+    """B's application never acks, but its connection carries bytes both ways: slow, not
+    gone. Closing it cut every stream on it and under load made each home dial again
+    (SPEC §11.5.2)."""
     async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
         b.set_stream_handler(DELIVER_PROTOCOL, never_answers)
         await a.connect(b.listen_addrs[0])
         with pytest.raises(DeliveryFailed, match="TimeoutError"):
             await PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S).deliver(b.peer_id, [], [])
-        await wait_until(lambda: b.peer_id not in a.connected_peers())
+        await asyncio.sleep(1.0)  # the ping and the close it would have started
+        assert b.peer_id in a.connected_peers()
 
 
 async def test_an_unanswered_batch_keeps_a_webrtc_connection_no_dial_could_replace() -> None:
@@ -99,10 +126,11 @@ async def test_a_deliver_stream_over_a_relay_is_left_once_a_direct_connection_is
 
 async def test_an_unanswered_batch_closes_its_streams_connection_only() -> None:
     """A batch unanswered on one connection says nothing of the peer's others: the stream's
-    is closed (SPEC §11.5.2), the WebRTC one beside it stays. Every connection to the peer
-    was closed before, WebRTC included, which no dial makes again."""
+    (dead: B's libp2p thread stops, so not even a ping comes back) is closed (SPEC §11.5.2),
+    the WebRTC one beside it stays. Every connection to the peer was closed before, WebRTC
+    included, which no dial makes again."""
     async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
-        b.set_stream_handler(DELIVER_PROTOCOL, never_answers)
+        b.set_stream_handler(DELIVER_PROTOCOL, freezing(b))
         await a.connect(b.listen_addrs[0])
         await b.wait_connected(a.peer_id)
         assert await a.upgrade_to_webrtc(b.peer_id)

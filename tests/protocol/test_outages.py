@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from hearthmesh.protocol.backoff import BACKOFF_BASE_MS, BACKOFF_CAP_MS
 from hearthmesh.protocol.outages import PROBE_MAX_MS, Outages
 
@@ -78,3 +81,43 @@ def test_a_home_that_connects_during_a_probe_is_probed_again_when_it_ends() -> N
     assert outages.due_probes(now) == [BOB]  # no backoff: the home is there
     outages.failed(BOB, now)
     assert outages.due_probes(now) == []  # an ordinary failure waits again
+
+
+_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["failed", "homeless", "reached", "forget", "revive", "restored", "due"]),
+        st.sampled_from([BOB, CAROL, b"\x04" * 32, b"\x05" * 32]),
+        st.integers(min_value=0, max_value=20_000),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=_OPS)
+def test_the_probes_due_are_those_a_scan_of_every_outage_finds(
+    ops: list[tuple[str, bytes, int]],
+) -> None:
+    """The heap of probe times answers as a scan of every outage does (the outbox asks at
+    each re-arm, and a group's ~1,000 absent members made the scan a loop's hot spot)."""
+    outages = Outages(rng=counter_rng())
+    now = T0
+    for op, destination, step in ops:
+        now += step
+        if op in ("failed", "homeless"):
+            outages.failed(destination, now, homeless=op == "homeless", not_before_ms=now + step)
+        elif op == "reached":
+            outages.reached(destination)
+        elif op == "forget":
+            outages.forget(destination)
+        elif op == "revive":
+            outages.revive([destination])
+        elif op == "restored":
+            outages.restored([destination])
+        down = outages._down  # the state a scan reads
+        waiting = {d: o.retry_at_ms for d, o in down.items() if not o.probing}
+        assert outages.next_probe_ms() == min(waiting.values(), default=None)
+        if op == "due":
+            expected = sorted((t, d) for d, t in waiting.items() if t <= now)
+            assert outages.due_probes(now) == [d for _, d in expected]
+            assert all(down[d].probing for _, d in expected)

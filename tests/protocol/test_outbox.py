@@ -468,11 +468,11 @@ def test_a_user_known_nowhere_is_probed_when_its_lookup_may_ask_or_at_once_when_
     assert machine.handle_timer(asks_ms) == [Probe(destination=BOB, limit=PROBE_ENTRIES)]
 
 
-def test_a_user_known_nowhere_twice_is_absent_until_a_home_of_it_is_known() -> None:
-    """SPEC §11.5.2: a user whose batches found no home to try twice in a row is absent (its
-    envelopes leave a marker, not an entry each); a failure with a home to try, a home that
-    connects or a record learnt (`home_connected`), or an ack end that; our own homes never
-    are."""
+def test_a_user_known_nowhere_is_absent_until_a_home_of_it_is_known() -> None:
+    """SPEC §11.5.2: a user whose batch found no home to try is absent (its envelopes leave a
+    marker, not an entry each): no record names a home, so it is no hiccup; a failure with a
+    home to try, a home that connects or a record learnt (`home_connected`), or an ack end
+    that; our own homes never are."""
     machine: OutboxMachine[Row] = OutboxMachine(rng=counter_rng())
 
     def fail(destination: bytes, now_ms: int, *, homeless: bool) -> None:
@@ -482,10 +482,9 @@ def test_a_user_known_nowhere_twice_is_absent_until_a_home_of_it_is_known() -> N
         machine.batch_built(destination, batch, [], now_ms)
         machine.send_failed(destination, "no home", now_ms, homeless=homeless)
 
+    assert not machine.absent(BOB)
     fail(BOB, T0, homeless=True)
-    assert not machine.absent(BOB)  # one failure may be a hiccup
-    fail(BOB, T0 + 1, homeless=True)
-    assert machine.absent(BOB)
+    assert machine.absent(BOB)  # at the first: no home to try is no hiccup
     fail(CAROL, T0, homeless=False)
     fail(CAROL, T0 + 1, homeless=False)
     assert not machine.absent(CAROL)  # down, but a home to try: entries, parked
@@ -707,3 +706,26 @@ OutboxAgainstHomes.TestCase.settings = settings(
     max_examples=examples(40), stateful_step_count=30, deadline=None
 )
 TestOutboxAgainstHomes = OutboxAgainstHomes.TestCase
+
+
+def test_a_user_no_record_names_is_absent_before_any_batch_of_it_failed() -> None:
+    """SPEC §11.5.2: the pump tells the machine, before an envelope is stored, of a recipient
+    no record names: it is absent at once (a marker, not an entry whose batch would fail, be
+    parked and be relayed first), and its probe (the lookup) comes after the first failure's
+    delay. A user down with a home to try, and our own homes, stay as they are."""
+    machine: OutboxMachine[Row] = OutboxMachine(rng=counter_rng())
+    machine.known_nowhere(BOB, T0)
+    assert machine.absent(BOB)
+    assert machine.handle_timer(T0) == []
+    assert Probe(destination=BOB, limit=PROBE_ENTRIES) in machine.handle_timer(T0 + 10**6)
+    machine.entries_ready([Row(destination=CAROL, message_id=mid(1))])
+    batch = machine.next_batch(CAROL)
+    assert batch is not None
+    machine.batch_built(CAROL, batch, [], T0)
+    machine.send_failed(CAROL, "no answer", T0)  # down, a home to try: parked entries
+    machine.known_nowhere(CAROL, T0)  # its record went meanwhile
+    assert not machine.absent(CAROL)
+    machine.known_nowhere(SIBLING, T0)
+    assert not machine.absent(SIBLING)
+    machine.home_connected([BOB])  # a record of his home came (his probe is under way)
+    assert not machine.absent(BOB)
