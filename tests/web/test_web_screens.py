@@ -10,29 +10,19 @@ import asyncio
 import re
 import struct
 import zlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, FilePayload, Route, expect
 
 from tests.integration.api_helpers import Home, befriend, home, link
 from tests.integration.conftest import wait_until_async
 from tests.integration.test_media import _download
 
-from .conftest import chromium, open_tab
+from .conftest import WEB_LOOP, open_tab
 from .test_web_client import _bob_writes, _pair
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    """One Chromium for this module's tests (see tests/web/conftest.py `browser`)."""
-    async with chromium() as launched:
-        yield launched
+pytestmark = WEB_LOOP
 
 
 def _png(width: int = 8, height: int = 8) -> bytes:
