@@ -214,9 +214,9 @@ class Revisions:
         self._levels = levels
         self._user = user
         self._homes_of = homes_of
+        """Peer ids of a user's homes, as their newest record we hold says."""
         self._addresses_of = addresses_of
         """The addresses of a user's homes, as their newest record we hold lists them."""
-        """Peer ids of a user's homes, as their newest record we hold says."""
         self._siblings = siblings
 
     async def speak(self, users: Iterable[UserId], level: Level) -> bool:
