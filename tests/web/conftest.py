@@ -68,6 +68,15 @@ async def browser() -> AsyncIterator[Browser]:
         yield launched
 
 
+@pytest_asyncio.fixture(loop_scope="session", autouse=True)
+async def _contexts_closed(browser: Browser) -> AsyncIterator[None]:
+    """Close what a test left open in the shared Chromium (a test that failed, or a context
+    it never closed): its pages would go on running, reconnecting to nodes that are gone."""
+    yield
+    for context in browser.contexts:
+        await context.close()
+
+
 async def open_tab(
     browser: Browser, url: str, *, phone: bool = False, self_signed: bool = False
 ) -> tuple[BrowserContext, Tab]:
