@@ -140,6 +140,9 @@ class NodeConfig:
     webrtc_retry_after_ms: tuple[int, ...] | None = None
     """Pauses before each new WebRTC offer after a failed one, while the peer is reached
     through relays alone (SPEC §10.11); None: the host's `RETRY_AFTER_S` (10 s, then 30 s)."""
+    webrtc_upgrade_timeout_ms: int = 15_000
+    """Bound on one whole WebRTC upgrade: signaling, ICE, DTLS and Noise (SPEC §10.11); ICE
+    between homes whose NATs defeat it fails only at this bound."""
     stun_servers: tuple[str, ...] = ()
     """`stun:HOST:PORT` servers WebRTC's ICE asks where our NAT maps its UDP sockets (SPEC
     §10.16); none by default: the public IP peers observe, with the host port, is predicted."""

@@ -144,6 +144,7 @@ class Node:
                     webrtc=self.config.webrtc,
                     stun_servers=list(self.config.stun_servers),
                     webrtc_retry_after_s=retry_s,
+                    webrtc_upgrade_timeout_s=self.config.webrtc_upgrade_timeout_ms / 1000,
                     upnp=self.config.upnp,
                     relay_rank=self._rank_relays,
                 )

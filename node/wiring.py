@@ -440,9 +440,13 @@ def build_services(
     )
     gossip_out = GossipPublisher(host)
     capabilities = CapabilityServer(on_refused=standing.refused, withheld=config.withheld_levels)
-    peer_levels = PeerLevels(host=host, clock=clock, on_refused=standing.refused)
+    peer_levels = PeerLevels(host=host, clock=clock, on_refused=standing.refused, reach=links.reach)
     revisions = Revisions(  # which form of a revised event reaches whom (SPEC §20.7)
-        levels=peer_levels, user=user, homes_of=directory.homes, siblings=homes.sibling_peers
+        levels=peer_levels,
+        user=user,
+        homes_of=directory.homes,
+        addresses_of=directory.addresses,
+        siblings=homes.sibling_peers,
     )
     outgoing = Outgoing(
         keyring=keyring,

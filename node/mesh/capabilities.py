@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Final, TypeVar
 
 from hearthmesh.node.clock import Clock
@@ -108,9 +108,12 @@ class PeerLevels:
         host: P2PHost,
         clock: Clock,
         on_refused: Callable[[str, RemoteProtocolError], None],
+        reach: Callable[[str, tuple[str, ...]], Awaitable[bool]],
     ) -> None:
         self._host = host
         self._clock = clock
+        self._reach = reach
+        """Dials a peer from the addresses of its home record (`PeerLinks.reach`)."""
         self._on_refused = on_refused
         """Charges a malformed answer (SPEC §11.6)."""
         self._levels: OrderedDict[str, frozenset[Level]] = OrderedDict()
@@ -120,8 +123,9 @@ class PeerLevels:
         """Peers asked now: a send meanwhile waits for that answer instead of asking again (a
         burst of sends would otherwise open a stream each, past the peer's slots)."""
 
-    async def learn(self, peer_id: str) -> None:
-        """Ask `peer_id`, or wait for the answer to a question already on its way. A peer
+    async def learn(self, peer_id: str, addresses: tuple[str, ...] = ()) -> None:
+        """Ask `peer_id`, or wait for the answer to a question already on its way; not
+        connected, it is dialled first from `addresses` (its home record's). A peer
         that answers it does not serve the protocol is at `core` (SPEC §20.5), as is one
         whose answer is malformed (charged); one that could not be reached, whose stream failed
         otherwise (a negotiation timed out on a loaded peer) or that did not answer in
@@ -132,14 +136,19 @@ class PeerLevels:
             return
         asked = self._asking[peer_id] = asyncio.Event()
         try:
-            await self._ask(peer_id)
+            await self._ask(peer_id, addresses)
         finally:
             del self._asking[peer_id]
             asked.set()
 
-    async def _ask(self, peer_id: str) -> None:
+    async def _ask(self, peer_id: str, addresses: tuple[str, ...]) -> None:
         try:
             async with asyncio.timeout(ASK_S):
+                # A home behind a NAT is reached through its record's circuit addresses, which
+                # libp2p's own dial (the stream open's) never tries: the first send to it
+                # waited out ASK_S before it was sealed.
+                if addresses and peer_id not in self._host.connected_peers():
+                    await self._reach(peer_id, addresses)
                 async with await self._host.open_stream(peer_id, CAPS_PROTOCOL) as stream:
                     await stream.write_frame(encode_caps_request())
                     levels = decode_caps_answer(await stream.read_frame())
@@ -199,12 +208,15 @@ class Revisions:
         levels: PeerLevels,
         user: UserId,
         homes_of: Callable[[UserId], tuple[str, ...]],
+        addresses_of: Callable[[UserId], tuple[str, ...]],
         siblings: Callable[[], frozenset[str]],
     ) -> None:
         self._levels = levels
         self._user = user
         self._homes_of = homes_of
         """Peer ids of a user's homes, as their newest record we hold says."""
+        self._addresses_of = addresses_of
+        """The addresses of a user's homes, as their newest record we hold lists them."""
         self._siblings = siblings
 
     async def speak(self, users: Iterable[UserId], level: Level) -> bool:
@@ -222,10 +234,14 @@ class Revisions:
         awaits nothing when none is due."""
         siblings = set(self._siblings())
         homes = {user: () if user == self._user else self._homes_of(user) for user in users}
-        peers = siblings.union(*homes.values())
-        due = sorted(peer for peer in peers if self._levels.due(peer))
+        user_of = {peer: user for user, theirs in homes.items() for peer in theirs}
+        user_of.update((peer, self._user) for peer in siblings)
+        due = sorted(peer for peer in user_of if self._levels.due(peer))
         if due:
-            await asyncio.gather(*(self._levels.learn(peer) for peer in due))
+            addresses = {user: self._addresses_of(user) for user in {user_of[p] for p in due}}
+            await asyncio.gather(
+                *(self._levels.learn(peer, addresses[user_of[peer]]) for peer in due)
+            )
         if not self._speak(siblings, level):
             return frozenset()
         return frozenset(user for user, theirs in homes.items() if self._speak(theirs, level))

@@ -68,7 +68,7 @@ from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
-from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, WebRtcLayer, is_webrtc
+from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, UPGRADE_TIMEOUT_S, WebRtcLayer, is_webrtc
 from hearthmesh.node.p2p.yamux import adopt_yamux_stream, answers_ping
 from hearthmesh.protocol.errors import (
     HearthError,
@@ -186,6 +186,8 @@ class HostConfig:
     """`stun:HOST:PORT` servers WebRTC's ICE learns our NAT's mapping from (SPEC §10.16)."""
     webrtc_retry_after_s: tuple[float, ...] = RETRY_AFTER_S
     """Pauses before each new WebRTC offer after a failed one (SPEC §10.11)."""
+    webrtc_upgrade_timeout_s: float = UPGRADE_TIMEOUT_S
+    """Bound on one whole WebRTC upgrade (SPEC §10.11)."""
     upnp: bool = False
     """Ask the LAN's gateway to forward our listen ports and advertise the mapped addresses
     first (SPEC §10.12)."""
@@ -409,6 +411,7 @@ class P2PHost:
             refused=self._stream_refused,
             stun_servers=config.stun_servers,
             retry_after_s=config.webrtc_retry_after_s,
+            upgrade_timeout_s=config.webrtc_upgrade_timeout_s,
         )
         self._upnp = UpnpLayer(report=self._report_mapped)
         self._mapped_addrs: list[str] = []

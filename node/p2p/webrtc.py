@@ -66,6 +66,7 @@ __all__ = [
     "MAX_UPGRADES",
     "RETRY_AFTER_S",
     "SIGNALING_PROTOCOL",
+    "UPGRADE_TIMEOUT_S",
     "WebRtcLayer",
     "is_webrtc",
     "with_predicted_candidates",
@@ -78,7 +79,8 @@ FALLBACK_AFTER_S: Final = PUNCH_WINDOW_S + 1.0
 """How long after a relayed connection opens, with no direct one by then, WebRTC is tried:
 DCUtR has had its window (SPEC §10.9)."""
 UPGRADE_TIMEOUT_S: Final = 15.0
-"""Bound on one whole upgrade: signaling, ICE, DTLS and Noise."""
+"""Bound on one whole upgrade: signaling, ICE, DTLS and Noise (the default of the node setting
+`webrtc_upgrade_timeout_ms`); also the bound on closing a WebRTC connection."""
 RETRY_AFTER_S: Final = (10.0, 30.0)
 """A failed upgrade is offered again this long after the previous one ended, while the peer
 is still reached through relays alone: a lost burst of packets or a loaded machine past
@@ -151,6 +153,7 @@ class WebRtcLayer:
         refused: StreamRefusal,
         stun_servers: Sequence[str] = (),
         retry_after_s: Sequence[float] = RETRY_AFTER_S,
+        upgrade_timeout_s: float = UPGRADE_TIMEOUT_S,
     ) -> None:
         self._report = report
         self._refused = refused
@@ -160,8 +163,10 @@ class WebRtcLayer:
         """`stun:HOST:PORT` URLs ICE asks for our server-reflexive candidates (SPEC §10.16)."""
         self._retry_after_s = tuple(retry_after_s)
         """Pauses before each new offer after a failed one (`RETRY_AFTER_S` by default)."""
+        self._upgrade_timeout_s = upgrade_timeout_s
+        """Bound on one whole upgrade (`UPGRADE_TIMEOUT_S` by default)."""
         self._host: IHost | None = None
-        self._config = WebRTCTransportConfig(handshake_timeout=UPGRADE_TIMEOUT_S)
+        self._config = WebRTCTransportConfig(handshake_timeout=upgrade_timeout_s)
         self._certificate: WebRTCCertificate | None = None
         self._bridge: AsyncioBridge | None = None
         self._bridge_lock = trio.Lock()
@@ -271,7 +276,7 @@ class WebRtcLayer:
             return False
         went = False
         try:
-            with trio.move_on_after(UPGRADE_TIMEOUT_S):
+            with trio.move_on_after(self._upgrade_timeout_s):
                 stream = await host.new_stream(peer, [TProtocol(SIGNALING_PROTOCOL)])
                 try:
                     went = await self._connect(stream, peer, offerer=True)
@@ -291,7 +296,7 @@ class WebRtcLayer:
             await stream.reset()
             return
         try:
-            with trio.move_on_after(UPGRADE_TIMEOUT_S):
+            with trio.move_on_after(self._upgrade_timeout_s):
                 await self._connect(stream, peer, offerer=False)
         except Exception as exc:
             log.info("WebRTC from %s failed: %r", peer, exc)
@@ -335,7 +340,7 @@ class WebRtcLayer:
         rtc_certificate = getattr(certificate, "_rtc_certificate", None)
         if rtc_certificate is None:  # made by `from_aiortc` above
             return False
-        session = SignalingSession(stream, timeout=UPGRADE_TIMEOUT_S)
+        session = SignalingSession(stream, timeout=self._upgrade_timeout_s)
         public_ips = _public_ips(host)
         made = create_peer_connection(rtc_certificate, ice_servers=self._stun_servers)
         pc: Any = await bridge.run_coro(made)
@@ -366,7 +371,7 @@ class WebRtcLayer:
                     with_predicted_candidates(pc.localDescription.sdp, public_ips).encode()
                 )
             await session.complete()  # every candidate is in the SDP: ICE_DONE both ways
-            await bridge.run_coro(wait_for_connected(pc, timeout=UPGRADE_TIMEOUT_S))
+            await bridge.run_coro(wait_for_connected(pc, timeout=self._upgrade_timeout_s))
             remote_fingerprint = get_remote_fingerprint(pc)
             conn = WebRtcConnection(
                 peer_id=peer,

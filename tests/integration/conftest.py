@@ -32,7 +32,13 @@ __all__ = [
 
 E = TypeVar("E")
 
-FAST = {"presence_interval_ms": 300, "presence_ttl_ms": 1500, "retry_poll_ms": 50}
+FAST = {
+    "presence_interval_ms": 300,
+    "presence_ttl_ms": 1500,
+    "retry_poll_ms": 50,
+    "key_forward_interval_ms": 250,
+    "key_request_interval_ms": 250,
+}
 
 
 CATALOGUE_STANDING = StandingPolicy(ban_points=1_000_000)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -58,15 +59,18 @@ async def natted_pair(
     *,
     random_ports: bool,
     relay_stack: AsyncExitStack | None = None,
+    **home_settings: Any,
 ) -> tuple[Node, Node, Node]:
-    """A public relay (stopped with `relay_stack` if given) and two homes behind NATs that
-    have each other's circuit addresses."""
+    """A public relay (stopped with `relay_stack` if given) and two homes behind NATs (with
+    `home_settings`) that have each other's circuit addresses."""
     relay_ns, _ = lab.public_host(1)
     alice_ns, _ = lab.home_behind_nat(1, random_ports=random_ports)
     bob_ns, _ = lab.home_behind_nat(2, random_ports=random_ports)
     relay = await start_node(relay_stack or stack, relay_ns, tmp_path / "relay")
-    alice = await start_node(stack, alice_ns, tmp_path / "alice", relay.listen_addrs[0])
-    bob = await start_node(stack, bob_ns, tmp_path / "bob", relay.listen_addrs[0])
+    alice, bob = [
+        await start_node(stack, ns, tmp_path / name, relay.listen_addrs[0], **home_settings)
+        for ns, name in ((alice_ns, "alice"), (bob_ns, "bob"))
+    ]
     await wait_until(
         lambda: any("/p2p-circuit/" in a for a in alice.home_addresses(bob.user_id)),
         poll_s=0.1,

@@ -28,7 +28,6 @@ def circuits_to(peer: str, addrs: tuple[str, ...]) -> list[str]:
     return [a for a in addrs if a.endswith(f"/p2p-circuit/p2p/{peer}")]
 
 
-@pytest.mark.slow
 async def test_a_linked_home_behind_a_nat_is_reached_through_its_circuit_address(
     tmp_path: Path,
 ) -> None:

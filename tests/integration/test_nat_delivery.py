@@ -18,7 +18,6 @@ from .conftest import acks_of, collect, wait_until
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.slow
 async def test_two_natted_homes_chat_through_a_public_relay_and_lose_nothing(
     tmp_path: Path,
 ) -> None:

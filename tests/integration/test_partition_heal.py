@@ -64,6 +64,7 @@ async def sink(stream: FrameStream) -> None:
         pass
 
 
+@pytest.mark.slow
 async def test_a_host_stops_in_bounded_time_with_a_write_to_a_cut_off_peer_stuck() -> None:
     """Behind a partition, a write that filled the TCP send buffer holds the connection's muxer
     lock, and a stream open given up meanwhile has py-libp2p reset its stream in a shielded

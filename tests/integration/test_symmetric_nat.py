@@ -18,6 +18,7 @@ from hearthmesh.node.node import Node
 from hearthmesh.tools.node_process import hearthmesh_script
 from tests.integration.netlab import NetLab, require_netlab
 from tests.integration.test_hole_punch import chat, natted_pair
+from tests.integration.test_stun import FAILING_UPGRADE_MS
 
 from .conftest import wait_until
 
@@ -51,10 +52,16 @@ async def test_homes_behind_symmetric_nats_stay_relayed_deliver_and_status_says_
     token_file.write_text(TOKEN)
     with NetLab() as lab:
         async with asyncio.timeout(120), AsyncExitStack() as stack:
-            relay, alice, bob = await natted_pair(stack, lab, tmp_path, random_ports=True)
+            relay, alice, bob = await natted_pair(
+                stack,
+                lab,
+                tmp_path,
+                random_ports=True,
+                webrtc_upgrade_timeout_ms=FAILING_UPGRADE_MS,
+            )
             await chat(alice, bob)
             # The lower peer id offers WebRTC once the punch failed (SPEC §10.11); it counts
-            # both kinds of upgrade. Each try ends within its bound (3 s, 15 s): wait for both.
+            # both kinds of upgrade. Each try ends within its bound (3 s, 5 s): wait for both.
             offerer, other = sorted((alice, bob), key=lambda home: home.peer_id)
             await wait_until(
                 lambda: all(offerer.hole_punches().tried.get(t) for t in ("tcp", "webrtc")),

@@ -49,6 +49,11 @@ async def test_homes_whose_nats_defeat_tcp_punching_chat_over_webrtc_alone(
             await chat(alice, bob)  # over WebRTC alone
 
 
+RETRIED_UPGRADE_MS = 8_000
+"""`webrtc_upgrade_timeout_ms` for the retry test: short enough that the try the block fails
+ends 7 s sooner than at the default 15 s, long enough for a later try to connect on a loaded
+machine (and two more tries follow)."""
+
 DROP_UDP = """
 table inet udpblock {
   chain forward {
@@ -64,7 +69,8 @@ async def test_a_webrtc_upgrade_that_failed_is_tried_again_and_connects(tmp_path
     again, a later try connects (SPEC §10.11). Retries 5, 10 and 30 s after a failure instead
     of 10 and 30 s (`webrtc_retry_after_ms`): 5 s less waiting, and one try more for a loaded
     machine. Not 2 s: at load 85 the second try started before the test had lifted the UDP
-    block, the third timed out, and the test failed at its bound."""
+    block, the third timed out, and the test failed at its bound. Each try is bounded by
+    RETRIED_UPGRADE_MS instead of 15 s: the first, which UDP's block fails, ends sooner."""
     require_netlab()
     with NetLab() as lab:
         async with asyncio.timeout(120), AsyncExitStack() as stack:  # ~35 s on a quiet machine
@@ -80,6 +86,7 @@ async def test_a_webrtc_upgrade_that_failed_is_tried_again_and_connects(tmp_path
                     tmp_path / name,
                     relay.listen_addrs[0],
                     webrtc_retry_after_ms=(5_000, 10_000, 30_000),
+                    webrtc_upgrade_timeout_ms=RETRIED_UPGRADE_MS,
                 )
                 for ns, name in zip(homes_ns, ("alice", "bob"), strict=True)
             ]

@@ -15,7 +15,7 @@ from hearthmesh.node.mesh.capabilities import (
 )
 from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamOpenFailed
 from hearthmesh.node.p2p.host import P2PHost
-from hearthmesh.protocol.capabilities import Level
+from hearthmesh.protocol.capabilities import Level, encode_caps_answer
 from hearthmesh.protocol.identity import UserId
 
 US, ALICE, BOB = (UserId(bytes([n]) * 32) for n in (1, 2, 3))
@@ -29,6 +29,7 @@ def _revisions(levels: PeerLevels) -> Revisions:
         levels=levels,
         user=US,
         homes_of=lambda user: HOMES.get(user, ()),
+        addresses_of=lambda user: (),
         siblings=lambda: frozenset({"us-2"}),
     )
 
@@ -55,11 +56,18 @@ class _Unreachable:
         return []
 
 
+async def _never_reached(peer_id: str, addresses: tuple[str, ...]) -> bool:
+    return False
+
+
 def _levels(host: object = None, clock: _Clock | None = None) -> PeerLevels:
     """By default nothing is asked: every home the test names answered already (a host that
     is not there would fail any ask)."""
     return PeerLevels(
-        host=cast(P2PHost, host), clock=clock or _Clock(), on_refused=lambda peer, exc: None
+        host=cast(P2PHost, host),
+        clock=clock or _Clock(),
+        on_refused=lambda peer, exc: None,
+        reach=_never_reached,
     )
 
 
@@ -198,3 +206,73 @@ async def test_a_burst_of_sends_asks_each_home_once() -> None:
     host.answer.set()
     assert await waiting == [{BOB}] * 20
     assert host.opened == ["bob-1"]
+
+
+class _Stream:
+    """A caps stream to a peer that advertises `OUR_LEVELS`."""
+
+    async def __aenter__(self) -> _Stream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def write_frame(self, frame: bytes) -> None:
+        return None
+
+    async def read_frame(self) -> bytes:
+        return encode_caps_answer(OUR_LEVELS)
+
+
+class _BehindNat:
+    """A host that opens streams only on connections made through `reach` (libp2p's own dial
+    does not try a record's circuit addresses, which is how a home behind a NAT is reached)."""
+
+    def __init__(self) -> None:
+        self.connected: set[str] = set()
+        self.reached: list[tuple[str, tuple[str, ...]]] = []
+
+    async def reach(self, peer_id: str, addresses: tuple[str, ...]) -> bool:
+        self.reached.append((peer_id, addresses))
+        self.connected.add(peer_id)
+        return True
+
+    async def open_stream(self, peer_id: str, protocol_id: str) -> _Stream:
+        if peer_id not in self.connected:
+            raise StreamOpenFailed(f"open {protocol_id} to {peer_id}: no route")
+        return _Stream()
+
+    def connected_peers(self) -> list[str]:
+        return sorted(self.connected)
+
+
+async def test_a_home_not_connected_is_dialled_from_its_record_before_it_is_asked() -> None:
+    """A send's ask reaches a home it is not connected to through the addresses of the home's
+    record (a NATed home's circuit address among them), so its answer counts for that send;
+    without the dial the ask failed and the first send to it waited out ASK_S."""
+    host = _BehindNat()
+    levels = PeerLevels(
+        host=cast(P2PHost, host),
+        clock=_Clock(),
+        on_refused=lambda peer, exc: None,
+        reach=host.reach,
+    )
+    levels.remember("us-2", OUR_LEVELS)
+    revisions = Revisions(
+        levels=levels,
+        user=US,
+        homes_of=lambda user: HOMES.get(user, ()),
+        addresses_of=lambda user: (f"/circuit/{user.hex()[:4]}",),
+        siblings=lambda: frozenset({"us-2"}),
+    )
+    assert await revisions.speakers({ALICE, BOB}, Level.ADDRESSED_ROOM_KEYS) == {ALICE, BOB}
+    assert sorted(host.reached) == [
+        ("alice-1", ("/circuit/0202",)),
+        ("alice-2", ("/circuit/0202",)),
+        ("bob-1", ("/circuit/0303",)),
+    ]
+    assert levels.of("bob-1") == OUR_LEVELS
+    host.reached.clear()
+    levels.forget("bob-1")  # connected anew: asked again, on the connection it has
+    assert await revisions.speak({BOB}, Level.ADDRESSED_ROOM_KEYS)
+    assert host.reached == []

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import pytest
+import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, async_playwright
 
 CHROMIUM = Path(os.environ.get("HEARTHMESH_CHROMIUM", "/usr/lib/chromium/chromium"))
@@ -51,14 +53,28 @@ async def chromium() -> AsyncIterator[Browser]:
             await launched.close()
 
 
-@pytest.fixture
+WEB_LOOP: Final = pytest.mark.asyncio(loop_scope="session")
+"""Every browser test module's mark: its tests run on the session's event loop, which the one
+`browser` lives on."""
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def browser() -> AsyncIterator[Browser]:
-    """A Chromium for one test. A module whose tests share one event loop
-    (`pytest.mark.asyncio(loop_scope="module")`) overrides this with one Chromium for all of
-    them: a launch costs 1-6 s on a loaded machine, and each test still opens its own
-    contexts (cookies, storage), so only the process is shared."""
+    """One Chromium for every browser test of a pytest process (an xdist worker): a launch
+    costs ~1.3 s of CPU and 1-6 s of wall on a loaded machine (one per module before), and
+    each test still opens its own contexts (cookies, storage), so only the process is
+    shared."""
     async with chromium() as launched:
         yield launched
+
+
+@pytest_asyncio.fixture(loop_scope="session", autouse=True)
+async def _contexts_closed(browser: Browser) -> AsyncIterator[None]:
+    """Close what a test left open in the shared Chromium (a test that failed, or a context
+    it never closed): its pages would go on running, reconnecting to nodes that are gone."""
+    yield
+    for context in browser.contexts:
+        await context.close()
 
 
 async def open_tab(

@@ -14,8 +14,10 @@ from playwright.async_api import Browser, expect
 
 from tests.integration.api_helpers import Home, home
 
-from .conftest import open_tab
+from .conftest import WEB_LOOP, open_tab
 from .test_web_client import _bob_writes, _pair
+
+pytestmark = WEB_LOOP
 
 
 async def _bobs_view(b: Home, room: str, where: Any) -> dict[str, Any]:

@@ -8,27 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, expect
 
 from hearthmesh.node.api.paired_clients import COOKIE_NAME
 from hearthmesh.node.api.tls import KEY_FILE, ensure_certificate
 from tests.integration.api_helpers import Home, home, link
 
-from .conftest import Tab, chromium, open_tab
+from .conftest import WEB_LOOP, Tab, open_tab
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    """One Chromium for this module's tests (see tests/web/conftest.py `browser`)."""
-    async with chromium() as launched:
-        yield launched
+pytestmark = WEB_LOOP
 
 
 async def _pair(h: Home, tab: Tab) -> None:

@@ -10,29 +10,19 @@ import asyncio
 import re
 import struct
 import zlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, FilePayload, Route, expect
 
 from tests.integration.api_helpers import Home, befriend, home, link
 from tests.integration.conftest import wait_until_async
 from tests.integration.test_media import _download
 
-from .conftest import chromium, open_tab
+from .conftest import WEB_LOOP, open_tab
 from .test_web_client import _bob_writes, _pair
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    """One Chromium for this module's tests (see tests/web/conftest.py `browser`)."""
-    async with chromium() as launched:
-        yield launched
+pytestmark = WEB_LOOP
 
 
 def _png(width: int = 8, height: int = 8) -> bytes:
@@ -304,7 +294,7 @@ async def test_an_invite_link_and_qr_join_by_link_then_promote_and_remove(
         await _pair(b, bob_tab)
         bob_page = bob_tab.page
         await bob_page.get_by_role("button", name="Join group").click()
-        await bob_page.get_by_label("Invite link").fill(link_text)
+        await bob_page.get_by_label("Invite link", exact=True).fill(link_text)
         await bob_page.get_by_role("button", name="Join", exact=True).click()
         await expect(bob_page.get_by_role("heading", name="Hike")).to_be_visible(timeout=20_000)
         await bob_tab.screenshot("group-joined-phone")
@@ -328,7 +318,7 @@ async def test_an_invite_link_and_qr_join_by_link_then_promote_and_remove(
         await expect(bob_page.get_by_role("button", name="Join group")).to_be_visible()
         assert bob_tab.errors == []
         await bob_page.get_by_role("button", name="Join group").click()
-        await bob_page.get_by_label("Invite link").fill(link_text)
+        await bob_page.get_by_label("Invite link", exact=True).fill(link_text)
         await bob_page.get_by_role("button", name="Join", exact=True).click()
         await expect(bob_page.locator("#join-group-error")).to_contain_text("(code 61)")
 

@@ -16,9 +16,11 @@ from playwright.async_api import Browser, expect
 from tests.integration.api_helpers import befriend, home, link, open_conversation
 from tests.integration.test_media import _upload
 
-from .conftest import open_tab
+from .conftest import WEB_LOOP, open_tab
 from .test_web_client import _pair
 from .test_web_screens import _png
+
+pytestmark = WEB_LOOP
 
 
 async def test_a_friends_picture_shows_a_strangers_chat_is_a_request_and_blocking_hides_it(

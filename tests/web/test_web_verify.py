@@ -10,11 +10,8 @@ logged an error.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
 from hearthmesh.node.node import Node
@@ -23,20 +20,13 @@ from tests.integration.api_helpers import befriend, home, link, open_conversatio
 from tests.integration.conftest import wait_until
 from tests.integration.test_devices import link_device
 
-from .conftest import chromium, open_tab
+from .conftest import WEB_LOOP, open_tab
 from .test_web_client import _pair
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = WEB_LOOP
 
 _ACROSS_NODES_MS = 20_000
 """What one node's change may take to show in the other's browser on a loaded machine."""
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    """One Chromium for this module's tests (see tests/web/conftest.py `browser`)."""
-    async with chromium() as launched:
-        yield launched
 
 
 async def _shown_sas(page: Page) -> tuple[list[str], str]:
