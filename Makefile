@@ -35,10 +35,10 @@ run: $(STAMP)
 	$(VENV)/bin/hearthmesh run --data-dir data/node $(RUN_ARGS)
 
 # Four pytest-xdist workers on 2 cores: many tests wait on the network, timers and node
-# processes, not the CPU (a quiet 2-core machine, 1,560 tests with tmp_path on tmpfs: 158-164 s
-# with -n 4 and 200-213 s of CPU; on disk ~190 s and ~240 s). At load 6-16 from other work,
-# 1,561 tests with -n 4: ~175 s and ~197 s of CPU; at load 15-20, -n 6 238 s and 223 s
-# of CPU, -n 8 196 s and 239 s (each worker's start and collection costs ~3 s of CPU). On a
+# processes, not the CPU (a quiet 2-core machine, 1,578 tests with tmp_path on tmpfs: 140 s
+# with -n 4 and 196 s of CPU, so ~98 s is the floor at full use of both cores; on disk more).
+# At load 15-20 from other work, -n 6 took 238 s and 223 s of CPU, -n 8 196 s and 239 s (each
+# worker's start and collection costs ~3 s of CPU). On a
 # busy machine, fewer workers time out less:
 # TEST_ARGS="-n 2". mDNS tests take a machine-wide lock (tests/conftest.py); TEST_ARGS="-n 0"
 # runs serially. HYPOTHESIS_PROFILE=quick: see tests/conftest.py.
