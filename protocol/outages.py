@@ -97,11 +97,14 @@ class Outages:
         heapq.heappush(self._due, (retry_at, destination))
         return outage is None
 
-    def known_nowhere(self, destination: bytes, now_ms: int) -> None:
+    def known_nowhere(self, destination: bytes, now_ms: int) -> bool:
         """No record names a home of `destination`: down and homeless (so absent) now, unless
-        it is down already; probed after the first failure's delay, as if a batch had failed."""
-        if destination not in self._down:
-            self.failed(destination, now_ms, homeless=True)
+        it is down already; probed after the first failure's delay, as if a batch had failed.
+        True if it was not down until now."""
+        if destination in self._down:
+            return False
+        self.failed(destination, now_ms, homeless=True)
+        return True
 
     def reached(self, destination: bytes) -> bool:
         """One of its homes answered; True if it was down until now."""

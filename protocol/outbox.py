@@ -243,15 +243,14 @@ class OutboxMachine(Generic[E]):
         (`home_connected`) or answers; the marker becomes its entries at the next probe."""
         return _is_user(destination) and self._outages.absent(destination)
 
-    def known_nowhere(self, destination: bytes, now_ms: int) -> None:
+    def known_nowhere(self, destination: bytes, now_ms: int) -> bool:
         """No record names a home of this user (the pump asks before an envelope for it is
         stored): it is absent from now on, so the envelope leaves a marker instead of an entry
         whose batch would fail, be parked and be relayed first (for a group's ~1,000 absent
         members, ~1,000 relay copies of each send before they counted as absent). Its probe
         looks it up, as after a batch that found no home (SPEC §11.5.2). A user down already,
-        and our own homes, are left as they are."""
-        if _is_user(destination):
-            self._outages.known_nowhere(destination, now_ms)
+        and our own homes, are left as they are. True if it is down from now on."""
+        return _is_user(destination) and self._outages.known_nowhere(destination, now_ms)
 
     def lease_due_ms(self, now_ms: int) -> int:
         """When a row handed out at `now_ms` comes due again if it is never settled (the node

@@ -171,12 +171,16 @@ class OutboxWorker:
         names is absent from its first envelope (`OutboxMachine.known_nowhere`)."""
         machine = self._machine
         now_ms = self._now()
+        newly_down = False
         for destination in destinations:
-            if destination_peer(destination) is None and not self._directory.homes(
-                UserId(destination)
+            if (
+                destination_peer(destination) is None
+                and not machine.absent(destination)  # a group's absent members: asked already
+                and not self._directory.homes(UserId(destination))
             ):
-                machine.known_nowhere(destination, now_ms)
-        self._rearm()  # its probe (the lookup) may be due before the loop wakes
+                newly_down |= machine.known_nowhere(destination, now_ms)
+        if newly_down:
+            self._rearm()  # its probe (the lookup) may be due before the loop wakes
         absent = tuple(d for d in destinations if machine.absent(d))
         if not absent:
             return destinations, ()
