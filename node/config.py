@@ -149,5 +149,8 @@ class NodeConfig:
     upnp: bool = False
     """Ask the LAN's gateway (UPnP IGD) to forward our listen ports, and announce the mapped
     address (SPEC §10.12); `hearthmesh run` turns it on."""
+    trio_on_loop: bool = False
+    """Run libp2p's trio on the event loop's thread (ARCHITECTURE §5): `hearthmesh run` turns
+    it on; a second node in one process runs its trio in a thread anyway."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

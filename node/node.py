@@ -147,6 +147,7 @@ class Node:
                     webrtc_upgrade_timeout_s=self.config.webrtc_upgrade_timeout_ms / 1000,
                     upnp=self.config.upnp,
                     relay_rank=self._rank_relays,
+                    trio_on_loop=self.config.trio_on_loop,
                 )
             )
         )

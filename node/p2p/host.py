@@ -194,6 +194,9 @@ class HostConfig:
     relay_rank: Callable[[list[str]], Awaitable[list[str]]] | None = None
     """Orders the connected peers as candidate relays, best first (co-members' homes first,
     SPEC §11.7); runs on asyncio; None (or a failure) keeps the order of `connected_peers`."""
+    trio_on_loop: bool = False
+    """Run libp2p's trio as a guest on the event loop's thread, not in a thread of its own
+    (`TrioThread`, ARCHITECTURE §5): for the one host of a node process."""
 
 
 def peer_id_from_seed(seed: bytes) -> str:
@@ -386,7 +389,7 @@ class P2PHost:
         """Where peers reach us, with `/p2p/<id>`: our `/p2p-circuit` addresses while we hold
         relay reservations (SPEC §10.7), then the listen addresses (ports resolved, `0.0.0.0`
         expanded per interface); set by `__aenter__`."""
-        self._bridge = TrioThread(name=f"libp2p-{self.peer_id[-8:]}")
+        self._bridge = TrioThread(name=f"libp2p-{self.peer_id[-8:]}", on_loop=config.trio_on_loop)
         self._tasks: asyncio.TaskGroup | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, StreamHandler] = {}

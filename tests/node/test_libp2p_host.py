@@ -61,8 +61,11 @@ async def connect_all(group: list[P2PHost]) -> None:
             assert await a.connect(b.listen_addrs[0]) == b.peer_id
 
 
-async def test_two_hosts_exchange_frames_both_ways() -> None:
-    async with asyncio.timeout(8), hosts(config(1), config(2)) as (a, b):
+@pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "on-loop"])
+async def test_two_hosts_exchange_frames_both_ways(on_loop: bool) -> None:
+    """`on-loop`: a's trio is a guest on this thread; b's, the second here, takes a thread."""
+    first = config(1, trio_on_loop=on_loop)
+    async with asyncio.timeout(8), hosts(first, config(2, trio_on_loop=on_loop)) as (a, b):
         b.set_stream_handler(ECHO, echo)
         assert await a.connect(b.listen_addrs[0]) == b.peer_id
         assert b.peer_id in a.connected_peers()

@@ -1,14 +1,19 @@
-"""The trio thread bridge: how its thread ended, and calls that come as it closes."""
+"""The trio bridge: how its run ended, calls that come as it closes, and a run that is a guest
+on the event loop's thread (`on_loop`)."""
 
 from __future__ import annotations
 
 import asyncio
+import sys
+import threading
+import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
 import trio
 
+from hearthmesh.node.p2p import guest_run
 from hearthmesh.node.p2p.bridge import TrioThread, _only_a_closing_race
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
 
@@ -36,7 +41,10 @@ async def _slow_to_exit() -> AsyncIterator[None]:
             await trio.sleep(0.5)
 
 
-async def test_a_call_while_the_work_nursery_is_closed_by_a_failed_task_is_host_closed() -> None:
+@pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "on-loop"])
+async def test_a_call_while_the_work_nursery_is_closed_by_a_failed_task_is_host_closed(
+    on_loop: bool,
+) -> None:
     """A task that fails closes the work nursery while the service still exits: a call that
     comes then is refused HostClosed, not started there (which killed trio with an internal
     error, and left the caller waiting for good)."""
@@ -47,7 +55,7 @@ async def test_a_call_while_the_work_nursery_is_closed_by_a_failed_task_is_host_
     async def answer() -> int:
         return 42
 
-    bridge = TrioThread(name="test-closing")
+    bridge = TrioThread(name="test-closing", on_loop=on_loop)
     async with asyncio.timeout(10):
         await bridge.start(_slow_to_exit)
         bridge.run_sync_soon(bridge.spawn, fails)
@@ -57,3 +65,124 @@ async def test_a_call_while_the_work_nursery_is_closed_by_a_failed_task_is_host_
         with pytest.raises(P2PError) as failed:
             await bridge.stop()
         assert "a task of the work nursery failed" in repr(failed.value.__cause__)
+
+
+@asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
+
+
+async def test_on_loop_runs_trio_on_the_loops_thread_and_a_second_run_in_a_thread() -> None:
+    async def thread_of_the_call() -> int:
+        return threading.get_ident()
+
+    first = TrioThread(name="test-guest", on_loop=True)
+    second = TrioThread(name="test-second", on_loop=True)  # this thread runs one already
+    async with asyncio.timeout(10):
+        await first.start(_nothing)
+        await second.start(_nothing)
+        try:
+            assert await first.run(thread_of_the_call) == threading.get_ident()
+            assert await second.run(thread_of_the_call) != threading.get_ident()
+        finally:
+            await second.stop()
+            await first.stop()
+        again = TrioThread(name="test-again", on_loop=True)  # the thread is free again
+        await again.start(_nothing)
+        assert await again.run(thread_of_the_call) == threading.get_ident()
+        await again.stop()
+
+
+async def test_on_loop_a_cancelled_call_unwinds_its_trio_task_before_it_returns() -> None:
+    unwound = False
+
+    async def forever() -> None:
+        nonlocal unwound
+        try:
+            await trio.sleep_forever()
+        finally:
+            unwound = True
+
+    bridge = TrioThread(name="test-cancel", on_loop=True)
+    async with asyncio.timeout(10):
+        await bridge.start(_nothing)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.1):
+                await bridge.run(forever)
+        assert unwound
+        await bridge.stop()
+
+
+async def test_on_loop_trio_waits_for_io_and_deadlines_in_the_loops_own_wait() -> None:
+    """A guest run's socket reads, sleeps and calls from another thread all complete, and no
+    other thread waits for trio's I/O meanwhile: the wait is the loop's (`guest_run`), not
+    trio's helper thread, whose hand-over to the loop cost the cross-node path (ARCHITECTURE
+    §5)."""
+
+    async def echo_once() -> bytes:
+        a, b = trio.socket.socketpair()
+        with a, b:
+            async with trio.open_nursery() as nursery:
+
+                async def later() -> None:
+                    await trio.sleep(0.02)  # only the deadline can wake the run here
+                    await a.send(b"ping")
+
+                nursery.start_soon(later)
+                return await b.recv(10)  # the epoll descriptor wakes the run
+
+    woke = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def from_a_thread(token: trio.lowlevel.TrioToken) -> None:
+        token.run_sync_soon(loop.call_soon_threadsafe, woke.set)
+
+    bridge = TrioThread(name="test-io", on_loop=True)
+    async with asyncio.timeout(10):
+        await bridge.start(_nothing)
+        try:
+            assert await bridge.run(echo_once) == b"ping"
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(bridge.run(trio.sleep, 0.1))
+                await asyncio.sleep(0.03)  # trio waits for its deadline now
+                assert _threads_in_trios_wait_for_io() == []
+            token = await bridge.run(_token)
+            other = threading.Thread(target=from_a_thread, args=(token,))
+            other.start()
+            other.join()
+            await woke.wait()  # the run woke for the other thread's call
+        finally:
+            await bridge.stop()
+
+
+def _threads_in_trios_wait_for_io() -> list[str]:
+    """The threads whose stack is in trio's `get_events` (blocked in its epoll) right now."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return [
+        names.get(ident, str(ident))
+        for ident, frame in sys._current_frames().items()
+        if any(
+            f.f_code.co_name == "get_events" and "trio" in f.f_code.co_filename
+            for f, _ in traceback.walk_stack(frame)
+        )
+    ]
+
+
+async def _token() -> trio.lowlevel.TrioToken:
+    return trio.lowlevel.current_trio_token()
+
+
+async def test_on_loop_with_another_trio_than_the_one_written_for_runs_in_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def thread_of_the_call() -> int:
+        return threading.get_ident()
+
+    monkeypatch.setattr(guest_run, "WRITTEN_FOR_TRIO", "0.0.0")
+    bridge = TrioThread(name="test-fallback", on_loop=True)
+    async with asyncio.timeout(10):
+        await bridge.start(_nothing)
+        try:
+            assert await bridge.run(thread_of_the_call) != threading.get_ident()
+        finally:
+            await bridge.stop()
