@@ -52,12 +52,6 @@ log = logging.getLogger(__name__)
 WRITTEN_FOR_TRIO: Final = "0.35.0"
 """The trio release whose private guest machinery `_LoopIO` drives (see the docstring)."""
 
-_PASSES_PER_TICK: Final = 4
-"""Passes of trio's run loop one loop callback makes while trio has work. A call from the loop
-reaches trio's entry queue in one pass and starts its task in the next (and a read's data
-wakes a task that may write at once): making them in one callback spares each hop a loop
-iteration (every other ready callback). Bounded, so that trio cannot hold the loop."""
-
 _TIMER_SLACK_S: Final = 0.0005
 """A deadline timer within this of the wanted time is kept, not re-armed (a heap push each)."""
 
@@ -77,33 +71,28 @@ class _LoopIO:
         loop.add_reader(self._fd, self._woken)
 
     def tick(self) -> None:
-        """Passes of trio's run loop while it has work (at most `_PASSES_PER_TICK`), then the
-        next tick soon or a wait."""
+        """One pass of trio's run loop, then either the next tick soon or a wait."""
         state, runner = self._state, self._runner
         previous, sniffio_library.name = sniffio_library.name, "trio"
         try:
-            for _ in range(_PASSES_PER_TICK):
-                try:
-                    timeout = state.unrolled_run_next_send.send(state.unrolled_run_gen)
-                except StopIteration:
-                    self._ended(runner.main_task_outcome)
-                    return
-                except trio.TrioInternalError as exc:
-                    self._ended(outcome.Error(exc))
-                    return
-                events = outcome.capture(self._io.get_events, 0)
-                state.unrolled_run_next_send = events
-                if not (timeout <= 0 or isinstance(events, outcome.Error) or events.value):
-                    self._wait(timeout)
-                    return
+            timeout = state.unrolled_run_next_send.send(state.unrolled_run_gen)
+        except StopIteration:
+            self._ended(runner.main_task_outcome)
+            return
+        except trio.TrioInternalError as exc:
+            self._ended(outcome.Error(exc))
+            return
         finally:
             sniffio_library.name = previous
-        self._loop.call_soon(self.tick)
-
-    def _wait(self, timeout: float) -> None:
-        """Nothing to do before `timeout`: trio's epoll descriptor (watched by the loop) wakes
-        us for I/O or new work, the timer for the deadline."""
-        self._runner.guest_tick_scheduled = False
+        events = outcome.capture(self._io.get_events, 0)
+        if timeout <= 0 or isinstance(events, outcome.Error) or events.value:
+            state.unrolled_run_next_send = events
+            runner.guest_tick_scheduled = True
+            self._loop.call_soon(self.tick)
+            return
+        # Nothing to do before `timeout`: trio's epoll descriptor (watched by the loop) wakes
+        # us for I/O or new work, the timer for the deadline.
+        runner.guest_tick_scheduled = False
         self._waiting = True
         when = self._loop.time() + timeout
         timer = self._timer
