@@ -150,7 +150,10 @@ class NodeConfig:
     """Ask the LAN's gateway (UPnP IGD) to forward our listen ports, and announce the mapped
     address (SPEC §10.12); `hearthmesh run` turns it on."""
     trio_on_loop: bool = False
-    """Run libp2p's trio on the event loop's thread (ARCHITECTURE §5): `hearthmesh run` turns
-    it on; a second node in one process runs its trio in a thread anyway."""
+    """Run libp2p's trio as a guest on the event loop's thread, its I/O waited for by the loop
+    (`node/p2p/guest_run.py`, ARCHITECTURE §5), not in a thread of its own. Off: on this
+    project's loaded machines it made cross-node delivery slower; `hearthmesh run
+    --trio-on-loop` (setting `trio_on_loop`) turns it on. A second node in one process runs
+    its trio in a thread anyway, so an app embedding several nodes may turn it on for one."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

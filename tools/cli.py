@@ -215,6 +215,11 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         help="peers on loopback count against no address prefix (on; SPEC §11.6.5)",
     )
     parser.add_argument(
+        "--trio-on-loop",
+        action=argparse.BooleanOptionalAction,
+        help="run libp2p's trio on the event loop's thread (off; ARCHITECTURE §5)",
+    )
+    parser.add_argument(
         "--api-allowed-host",
         dest="api_allowed_hosts",
         metavar="NAME",

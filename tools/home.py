@@ -133,7 +133,7 @@ def node_config(settings: HomeSettings) -> NodeConfig:
         webrtc=settings.webrtc,
         stun_servers=tuple(settings.stun_servers),
         upnp=settings.upnp,
-        trio_on_loop=True,  # one node per process (ARCHITECTURE §5)
+        trio_on_loop=settings.trio_on_loop,
         relay_limits=RelayServiceLimits(
             max_reservations=settings.relay_max_reservations,
             max_circuits_per_reservation=settings.relay_circuits_per_reservation,

@@ -63,7 +63,6 @@ async def serve(
         presence_interval_ms=300,
         presence_ttl_ms=1500,
         retry_poll_ms=50,
-        trio_on_loop=True,  # one node per process, as `hearthmesh run` (ARCHITECTURE §5)
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -119,6 +119,9 @@ class HomeSettings:
     recall_window_ms: int = MAX_RECALL_WINDOW_MS
     """How long after sending a message its sender may recall it (SPEC §31.1.3); at most
     the protocol's 48 h."""
+    trio_on_loop: bool = False
+    """Run libp2p's trio on the event loop's thread, not a thread of its own (ARCHITECTURE §5):
+    off, since on a loaded machine it made cross-node delivery slower."""
     sources: dict[str, str] = field(default_factory=dict)
     """Key -> `default`, `file <path>:<line>`, `env HEARTHMESH_<KEY>` or `flag`."""
 
@@ -167,6 +170,7 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "prefix_exempt_loopback": bool,
     "log_level": str,
     "recall_window_ms": int,
+    "trio_on_loop": bool,
 }
 """Every setting and its type; the config file accepts these keys and no others."""
 

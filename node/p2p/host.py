@@ -196,7 +196,7 @@ class HostConfig:
     SPEC §11.7); runs on asyncio; None (or a failure) keeps the order of `connected_peers`."""
     trio_on_loop: bool = False
     """Run libp2p's trio as a guest on the event loop's thread, not in a thread of its own
-    (`TrioThread`, ARCHITECTURE §5): for the one host of a node process."""
+    (`TrioThread`, ARCHITECTURE §5; `NodeConfig.trio_on_loop`)."""
 
 
 def peer_id_from_seed(seed: bytes) -> str:

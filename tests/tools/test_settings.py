@@ -57,6 +57,7 @@ public = true
 public_address = "203.0.113.7"
 stun_servers = ["stun:198.51.100.3:3478"]
 log_level = "info"
+trio_on_loop = true
 """
 
 
@@ -84,6 +85,7 @@ def test_the_config_file_in_the_data_dir_sets_every_setting(tmp_path: Path) -> N
     assert settings.recall_window_ms == 3_600_000
     assert not settings.webrtc and not settings.upnp
     assert settings.log_level == "info"
+    assert settings.trio_on_loop
     assert all(source != "default" for *_, source in settings.describe())
     sources = {key: source for key, _, source in settings.describe()}
     assert sources["data_dir"] == "flag"
@@ -105,6 +107,15 @@ def test_the_relay_inbox_quotas_reach_the_node() -> None:
         DEFAULT_RELAY_QUOTA, stranger_count=50, total_bytes=1 << 20
     )
     assert node_config(resolve_settings(args(), env={})).relay_quota == DEFAULT_RELAY_QUOTA
+
+
+def test_trio_runs_in_a_thread_unless_told_to_run_on_the_loop() -> None:
+    """Off by default: on loaded machines it made cross-node delivery slower (ARCHITECTURE
+    §5); the flag and the environment turn it on."""
+    assert not node_config(resolve_settings(args(), env={})).trio_on_loop
+    assert node_config(resolve_settings(args("--trio-on-loop"), env={})).trio_on_loop
+    on = resolve_settings(args(), env={"HEARTHMESH_TRIO_ON_LOOP": "1"})
+    assert node_config(on).trio_on_loop
 
 
 def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) -> None:

@@ -37,10 +37,8 @@ async def _measure(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-") as tmp:
         recipient = await spawn_node(Path(tmp) / "bob", free_port())
         try:
-            config = NodeConfig(  # the one node of this process, as a node process runs it
-                data_dir=Path(tmp) / "alice",
-                listen_addrs=("/ip4/127.0.0.1/tcp/0",),
-                trio_on_loop=True,
+            config = NodeConfig(
+                data_dir=Path(tmp) / "alice", listen_addrs=("/ip4/127.0.0.1/tcp/0",)
             )
             async with Node(config) as alice:
                 freeze_startup_objects()
