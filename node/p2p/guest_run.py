@@ -6,8 +6,10 @@ of the host loop, but waits for I/O in a helper thread (`start_thread_soon(get_e
 hands each wake-up back to the loop: on this project's loaded machines that hand-over cost the
 cross-node path more than one shared thread saved (ARCHITECTURE §5). Here the loop does the
 waiting: it watches trio's epoll descriptor (`loop.add_reader`) and trio's next deadline
-(`loop.call_later`); when either fires, trio's events are polled without blocking and its next
-tick runs, all on the loop's thread.
+(`loop.call_at`); when either fires, trio's events are polled without blocking and its next
+tick runs, all on the loop's thread. Measured in ARCHITECTURE §5: with the disk's sync on it
+was slower than trio's own thread on this project's machines, so it runs only where
+`NodeConfig.trio_on_loop` asks for it.
 
 State owned: one `_LoopIO` per guest run, holding the run's `GuestState`, whether trio is
 waiting (and the deadline's timer), from `start_guest_run` until the run ends.
@@ -26,8 +28,8 @@ own) when trio is not the version it was written for, `WRITTEN_FOR_TRIO`. What i
   `runner.force_guest_tick_asap()` when it gets work (a task scheduled, a deadline moved),
   which writes to its wake-up socket, which is in its epoll set; `TrioToken.run_sync_soon`
   writes to the entry queue's socket, also in that set. So trio's epoll descriptor
-  (`io_manager._epoll`, level-triggered for our purpose: readable while an event is pending)
-  becomes readable whenever trio has anything to do before its deadline.
+  (`io_manager._epoll`: readable while one of its events is pending) becomes readable
+  whenever trio has anything to do before its deadline.
 - When the run ends, `unrolled_run_gen` raises StopIteration (the outcome is
   `runner.main_task_outcome`) or `TrioInternalError`, having closed the epoll descriptor.
 """
