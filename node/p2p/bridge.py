@@ -8,7 +8,9 @@ GIL: with a thread of its own, each wake-up of one thread waited for the other t
 (traced in `bench api`'s layout: the deliver write, the batch's read and the ack's write each
 waited out the loop's iteration, 0.1-0.4 ms at the median and ms at p90). A thread runs one
 trio run at most, so a second `on_loop` run in a process takes a thread, as does a run when
-the installed trio is not the one `guest_run` was written for.
+the installed trio is not the one `guest_run` was written for. Measured, it was not faster
+where it matters (slower across nodes with the disk's sync on, ARCHITECTURE §5), so nodes run
+with a thread unless `NodeConfig.trio_on_loop` asks otherwise.
 
 asyncio → trio: `TrioThread.run(fn, *args)` hands `fn` to the trio thread with
 `TrioToken.run_sync_soon`, which starts it in the thread's work nursery; the outcome comes back
