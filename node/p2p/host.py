@@ -196,7 +196,7 @@ class HostConfig:
     SPEC §11.7); runs on asyncio; None (or a failure) keeps the order of `connected_peers`."""
     trio_on_loop: bool = False
     """Run libp2p's trio as a guest on the event loop's thread, not in a thread of its own
-    (`TrioThread`, ARCHITECTURE §5; `NodeConfig.trio_on_loop`)."""
+    (`TrioThread`, ARCHITECTURE §5; `NodeConfig.trio_on_loop`); not with `enable_mdns`."""
 
 
 def peer_id_from_seed(seed: bytes) -> str:
@@ -389,7 +389,12 @@ class P2PHost:
         """Where peers reach us, with `/p2p/<id>`: our `/p2p-circuit` addresses while we hold
         relay reservations (SPEC §10.7), then the listen addresses (ports resolved, `0.0.0.0`
         expanded per interface); set by `__aenter__`."""
-        self._bridge = TrioThread(name=f"libp2p-{self.peer_id[-8:]}", on_loop=config.trio_on_loop)
+        # py-libp2p's mDNS registers with zeroconf by a blocking call, and zeroconf adopts the
+        # asyncio loop running on the caller's thread: on the loop's own thread that call
+        # waits for the loop it blocks (seconds, until zeroconf's timeout). So mDNS keeps trio
+        # in a thread of its own.
+        on_loop = config.trio_on_loop and not config.enable_mdns
+        self._bridge = TrioThread(name=f"libp2p-{self.peer_id[-8:]}", on_loop=on_loop)
         self._tasks: asyncio.TaskGroup | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, StreamHandler] = {}

@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, cast
 
 import pytest
+import trio
 from libp2p.abc import INetConn, INetwork
 from libp2p.peer.id import ID
 
@@ -59,6 +60,20 @@ async def connect_all(group: list[P2PHost]) -> None:
     for i, a in enumerate(group):
         for b in group[i + 1 :]:
             assert await a.connect(b.listen_addrs[0]) == b.peer_id
+
+
+@pytest.mark.parametrize("mdns", [False, True], ids=["no-mdns", "mdns"])
+async def test_trio_on_the_loop_is_refused_with_mdns(mdns: bool) -> None:
+    """py-libp2p's mDNS registers with zeroconf by a blocking call, and zeroconf adopts the
+    asyncio loop of the caller's thread: on the loop's thread it blocked the loop for seconds
+    (waiting for itself). With mDNS the host's trio keeps a thread of its own, so no trio run
+    is a guest on this thread."""
+    async with asyncio.timeout(15), hosts(config(1, trio_on_loop=True, enable_mdns=mdns)):
+        if mdns:
+            with pytest.raises(RuntimeError):
+                trio.lowlevel.current_trio_token()
+        else:
+            assert trio.lowlevel.current_trio_token() is not None
 
 
 @pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "on-loop"])
