@@ -434,6 +434,10 @@ class Node:
         """Hole punches tried and those that went direct, per transport (SPEC §10.9)."""
         return self._host.hole_punches
 
+    def connections_closed(self) -> dict[str, int]:
+        """Connections closed since the start, per reason: ours or the peer's (SPEC §10.13)."""
+        return dict(self._host.connections_closed)
+
     def home_peers(self, user: UserId) -> tuple[str, ...]:
         """Peer ids of `user`'s home nodes as this node knows them (hello, presence, DHT)."""
         return self._services.directory.homes(user)

@@ -81,6 +81,7 @@ async def test_node_status_names_peer_user_and_version(tmp_path: Path) -> None:
         assert status["reachability"] == "unknown"
         assert status["relays"] == [] and status["peer_paths"] == {}
         assert status["hole_punches"] == {"tried": {}, "direct": {}}
+        assert status["connections_closed"] == {}  # per reason, ours or the peer's (SPEC §10.13)
         assert status["unreachable"] == {"users": [], "own_homes": []}
         assert status["undecryptable"] == 0  # nothing held for a key (SPEC §27.13.3)
         # a message for a user whose home no one can find: status names who we wait for

@@ -10,7 +10,13 @@ import pytest
 
 from hearthmesh.node.delivery.peer_link import DeliveryFailed, PeerLinks
 from hearthmesh.node.p2p.frame_stream import FrameStream
-from hearthmesh.node.p2p.host import LIVE_PING_S, P2PHost, StreamHandler
+from hearthmesh.node.p2p.host import (
+    CLOSED_BY_PEER,
+    CLOSED_UNANSWERED,
+    LIVE_PING_S,
+    P2PHost,
+    StreamHandler,
+)
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,
     Deliver,
@@ -54,6 +60,9 @@ async def test_an_unanswered_batch_closes_the_tcp_connection_so_the_next_try_dia
         with pytest.raises(DeliveryFailed, match="TimeoutError"):
             await PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S).deliver(b.peer_id, [], [])
         await wait_until(lambda: b.peer_id not in a.connected_peers())
+        # Counted by why (SPEC §10.13): ours on A, the peer's on B.
+        await wait_until(lambda: a.connections_closed == {CLOSED_UNANSWERED: 1})
+        await wait_until(lambda: b.connections_closed == {CLOSED_BY_PEER: 1})
 
 
 async def test_an_unanswered_batch_keeps_a_connection_that_answers_a_ping() -> None:
@@ -67,6 +76,7 @@ async def test_an_unanswered_batch_keeps_a_connection_that_answers_a_ping() -> N
             await PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S).deliver(b.peer_id, [], [])
         await asyncio.sleep(1.0)  # the ping and the close it would have started
         assert b.peer_id in a.connected_peers()
+        assert a.connections_closed == {}
 
 
 async def test_an_unanswered_batch_keeps_a_webrtc_connection_no_dial_could_replace() -> None:
