@@ -462,6 +462,11 @@ class Node:
         return self._services.key_request_server.answered
 
     @property
+    def home_lookups(self) -> int:
+        """DHT lookups of other users' home records this node walked (SPEC §13.5)."""
+        return self._services.home_lookups.asked
+
+    @property
     def undecryptable(self) -> int:
         """Held envelopes whose key was asked for `KEY_REQUEST_ATTEMPTS` times in vain
         (SPEC §27.13.3)."""

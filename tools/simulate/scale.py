@@ -316,6 +316,8 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
                 "undecryptable": sum(int(s["undecryptable"]) for s in status),
                 "unreachable_users": sum(len(s["unreachable"]["users"]) for s in status),
                 "connections_closed": closed,
+                # DHT walks for home records (SPEC §13.5) as the last message was sent, summed
+                "home_lookups": sum(int(s["home_lookups"]) for s in status),
                 "to_each_member": _latency([lat for _, lat in verdict.latencies]),
             },
         }
