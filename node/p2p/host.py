@@ -69,7 +69,7 @@ from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
 from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, UPGRADE_TIMEOUT_S, WebRtcLayer, is_webrtc
-from hearthmesh.node.p2p.yamux import adopt_yamux_stream, answers_ping
+from hearthmesh.node.p2p.yamux import adopt_yamux_stream, answers_ping, watch_reads
 from hearthmesh.protocol.errors import (
     HearthError,
     LocalProtocolError,
@@ -127,9 +127,9 @@ CLOSED_REFUSED: Final = "refused"
 """A close reason: ours, the peer or its address prefix is banned or not admitted (SPEC §11.6)."""
 CLOSED_BY_PEER: Final = "peer_or_transport"
 """A close reason: not ours (the peer closed it, or libp2p or the transport failed it)."""
-LIVE_PING_S: Final = 3.0
-"""How long a connection whose batch went unanswered has to answer a ping to be kept
-(`redial_nowait`, SPEC §11.5.2)."""
+LIVE_PING_S: Final = 5.0
+"""How long a connection whose batch went unanswered has to answer a ping (or read anything
+from its peer) to be kept (`redial_nowait`, SPEC §11.5.2)."""
 STOP_GRACE_S: Final = 2.0
 """Upper bound for closing all connections at stop (see `_close_quietly`)."""
 STOP_ABORT_S: Final = 2 * STOP_GRACE_S
@@ -348,6 +348,7 @@ class _ConnectionTracker(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
+        watch_reads(conn.muxed_conn)  # its liveness under load (`answers_ping`)
         if conn not in self._paths:  # else counted already by `_reconcile`
             self._count_in(conn)
 
@@ -384,6 +385,7 @@ class _ConnectionTracker(INotifee):
             self._closing.setdefault(conn, reason)
 
     def _count_in(self, conn: INetConn) -> None:
+        watch_reads(conn.muxed_conn)
         path = self._paths[conn] = _path_of(conn)
         self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), path, None)
 
@@ -1018,11 +1020,12 @@ class P2PHost:
         with the relay gone, closing it left the peer out of reach for good. A WebRTC path
         that died closes anyway once ICE consent lapses (about 30 s, SPEC §10.11).
 
-        A connection that answers a yamux ping within `LIVE_PING_S` carries bytes both ways:
-        the peer is slow, not gone. Closing it under load (at 50 nodes on 2 cores a batch's
-        ack took longer than its bound) cut every stream on it and made each home dial again,
-        while the dead path this is for (a healed partition's connection, whose packets TCP
-        still backs off) answers no ping.
+        A connection that answers a yamux ping within `LIVE_PING_S`, or reads anything from its
+        peer meanwhile, carries bytes both ways: the peer is slow, not gone. Closing it under
+        load (at 50 nodes on 2 cores a batch's ack took longer than its bound) cut every stream
+        on it and made each home dial again, while the dead path this is for (a healed
+        partition's connection, whose packets TCP still backs off) answers no ping and reads
+        nothing.
         """
         self._start_nowait(self._redial, peer_id)
 
