@@ -11,10 +11,10 @@ home coming up publishes its record 10-30 s after its first peer, SPEC §13.4); 
 `LONG_MISS_WAIT_MS`. Node-wide, every lookup after a miss, and every first lookup past
 `FIRST_LOOKUP_BURST` (refilled one a turn), takes turns `REPEAT_GAP_MS` apart: each due user
 takes the next free turn. A group's absent members then cost a home one burst and a lookup a
-turn, whatever their number: a walk costs the walker and the peers it asks tens of ms of CPU,
-and each home that sent to a 1,024-member group walked twice for each of its ~1,000 absent
-members within a minute (at 50 nodes on 2 cores, 100,000 walks: more than the machine), then
-one a second for good. A returning member's home is learnt at once by hello or presence
+turn, whatever their number: each home that sent to a 1,024-member group walked twice for
+each of its ~1,000 absent members within a minute, then once a second for good; the creator,
+whose walks start at the ADDs, spent 6-9 times an idle member's CPU at 25 nodes, and the
+walks were 4-11 % of a 50-node workload's samples (SPEC §20.6). A returning member's home is learnt at once by hello or presence
 (§13.3, §14.2), by a lookup within `LONG_MISS_WAIT_MS` or one turn per user waiting,
 whichever is longer. Callers asking for one user at once share one lookup. A record
 learnt by hello, presence or another lookup needs no lookup (its probe runs at once, §11.5.2),
@@ -73,7 +73,7 @@ REPEAT_GAP_MS: Final = 10_000
 """Node-wide, lookups after a miss (and first ones past `FIRST_LOOKUP_BURST`) are at least this
 far apart: a due user takes the next free turn, so 1,000 absent members cost a lookup a turn,
 not 2,000 at once. At 1 s, every home that had sent to a 1,024-member group walked once a
-second for good: at 50 nodes on 2 cores, more CPU than the group's messages."""
+second for good (the creator's idle minute: 5-11 CPU s against a member's 0.8-1.9)."""
 
 FIRST_LOOKUP_BURST: Final = 16
 """First lookups (of users never missed) walked at once before the others take turns; one
