@@ -14,9 +14,9 @@ takes the next free turn. A group's absent members then cost a home one burst an
 turn, whatever their number: each home that sent to a 1,024-member group walked twice for
 each of its ~1,000 absent members within a minute, then once a second for good; the creator,
 whose walks start at the ADDs, spent 6-9 times an idle member's CPU at 25 nodes, and the
-walks were 4-11 % of a 50-node workload's samples (SPEC §20.6). A returning member's home is learnt at once by hello or presence
-(§13.3, §14.2), by a lookup within `LONG_MISS_WAIT_MS` or one turn per user waiting,
-whichever is longer. Callers asking for one user at once share one lookup. A record
+walks were 4-11 % of a 50-node workload's samples (SPEC §20.6). A returning member's home is
+learnt at once by hello or presence (§13.3, §14.2), by a lookup within `LONG_MISS_WAIT_MS` or
+one turn per user waiting, whichever is longer. Callers asking for one user at once share one lookup. A record
 learnt by hello, presence or another lookup needs no lookup (its probe runs at once, §11.5.2),
 and a lookup that waited for a slot while such a record came is answered without one.
 At most `LOOKUPS_AT_ONCE` lookups run at a time, users missed fewest times first: a member
