@@ -16,9 +16,10 @@ each of its ~1,000 absent members within a minute, then once a second for good; 
 whose walks start at the ADDs, spent 6-9 times an idle member's CPU at 25 nodes, and the
 walks were 4-11 % of a 50-node workload's samples (SPEC §20.6). A returning member's home is
 learnt at once by hello or presence (§13.3, §14.2), by a lookup within `LONG_MISS_WAIT_MS` or
-one turn per user waiting, whichever is longer. Callers asking for one user at once share one lookup. A record
-learnt by hello, presence or another lookup needs no lookup (its probe runs at once, §11.5.2),
-and a lookup that waited for a slot while such a record came is answered without one.
+one turn per user waiting, whichever is longer. Callers asking for one user at once share one
+lookup. A record learnt by hello, presence or another lookup needs no lookup (its probe runs at
+once, §11.5.2), and a lookup that waited for a slot while such a record came is answered
+without one.
 At most `LOOKUPS_AT_ONCE` lookups run at a time, users missed fewest times first: a member
 whose hello failed must not wait behind hundreds of absent members (SPEC §10.4, §13.5).
 
