@@ -435,6 +435,10 @@ class Node:
         """Hole punches tried and those that went direct, per transport (SPEC §10.9)."""
         return self._host.hole_punches
 
+    def connections_closed(self) -> dict[str, int]:
+        """Connections closed since the start, per reason: ours or the peer's (SPEC §10.13)."""
+        return dict(self._host.connections_closed)
+
     def home_peers(self, user: UserId) -> tuple[str, ...]:
         """Peer ids of `user`'s home nodes as this node knows them (hello, presence, DHT)."""
         return self._services.directory.homes(user)
@@ -457,6 +461,11 @@ class Node:
     def key_requests_answered(self) -> int:
         """Key requests this node answered with at least one key (SPEC §27.13)."""
         return self._services.key_request_server.answered
+
+    @property
+    def home_lookups(self) -> int:
+        """DHT lookups of other users' home records this node walked (SPEC §13.5)."""
+        return self._services.home_lookups.asked
 
     @property
     def undecryptable(self) -> int:

@@ -25,6 +25,7 @@ from .errors import MalformedMessage, NotAddressed
 from .identity import UserId
 
 __all__ = [
+    "DELIVERED_RECEIPTS_MAX_MEMBERS",
     "MAX_RECEIPT_IDS",
     "RECEIPT_CONTENT_TYPE",
     "Receipt",
@@ -36,6 +37,7 @@ __all__ = [
     "encode_receipt",
     "is_receiptable",
     "receipt_updates",
+    "sends_receipt",
 ]
 
 RECEIPT_CONTENT_TYPE: Final = "application/x-hearthmesh-receipt"
@@ -105,6 +107,18 @@ def _check(status: ReceiptStatus, ids: tuple[MessageId, ...]) -> None:
         raise MalformedMessage(f"a receipt names 1..{MAX_RECEIPT_IDS} messages")
     if any(len(i) != _ID_BYTES for i in ids) or len(set(ids)) != len(ids):
         raise MalformedMessage("receipt ids are distinct 32-byte message ids")
+
+
+DELIVERED_RECEIPTS_MAX_MEMBERS: Final = 256
+"""Rooms of more members send read receipts only (SPEC §16.2.4)."""
+
+
+def sends_receipt(status: ReceiptStatus, members: int) -> bool:
+    """Does an ack of `status` in a room of `members` members travel as a receipt (SPEC
+    §16.2.4)? In a big group every member's "delivered" was one more envelope per member per
+    message for the sender's home to take in (half the guaranteed path's deliveries), for an
+    aggregate that members offline keep at "sent" anyway; "read" still travels."""
+    return status is not ReceiptStatus.DELIVERED or members <= DELIVERED_RECEIPTS_MAX_MEMBERS
 
 
 def is_receiptable(envelope: Envelope) -> bool:

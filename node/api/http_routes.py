@@ -126,6 +126,8 @@ async def node_status(request: web.Request) -> web.Response:
                 "tried": node.hole_punches().tried,
                 "direct": node.hole_punches().direct,
             },
+            "connections_closed": node.connections_closed(),
+            "home_lookups": node.home_lookups,
             "unreachable": {"users": [user_id_text(u) for u in users], "own_homes": homes},
             "clients": len(service.sessions),
             "undecryptable": node.undecryptable,

@@ -43,6 +43,7 @@ from hearthmesh.protocol.receipts import (
     decode_receipt,
     encode_receipt,
     is_receiptable,
+    sends_receipt,
 )
 from hearthmesh.storage.api import DeliveryStatus, Store
 
@@ -144,9 +145,13 @@ class ReceiptService:
         fresh = await store.read_inline(_fresh, store.store, self._node.user_id, ids, status)
         if not fresh:
             return
+        sending = sends_receipt(status, len(await self._node.members(room)))
         recorded = store.run(
             _raise_own, store.store, self._node.user_id, fresh, status, self._clock.now_ms()
         )
+        if not sending:  # a big group's "delivered": our own status moves, nothing travels
+            await recorded
+            return
         sends = [self._send(room, status, sender, chunk) for chunk in _chunks(fresh)]
         await asyncio.gather(recorded, *sends)
 

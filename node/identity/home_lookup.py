@@ -8,13 +8,18 @@ the group, and their lookups were 72 % of a home's busy time at 10 nodes and 1,0
 So, per user: a lookup that found nothing is asked again once, `RETRY_AFTER_MISS_MS` later (a
 home coming up publishes its record 10-30 s after its first peer, SPEC §13.4); after
 `LONG_MISS_AFTER` misses in a row the user is known nowhere, asked again only after
-`LONG_MISS_WAIT_MS`, and, node-wide, such repeats take turns `REPEAT_GAP_MS` apart: each due
-user takes the next free turn. The steady cost of absent members is then at most one lookup
-per turn, whatever their number; a returning member's home is learnt at once by hello or
-presence (§13.3, §14.2), by a lookup within `LONG_MISS_WAIT_MS` or one turn per user known
-nowhere, whichever is longer. Callers asking for one user at once share one lookup. A record
-learnt by hello, presence or another lookup needs no lookup (its probe runs at once, §11.5.2),
-and a lookup that waited for a slot while such a record came is answered without one.
+`LONG_MISS_WAIT_MS`. Node-wide, every lookup after a miss, and every first lookup past
+`FIRST_LOOKUP_BURST` (refilled one a turn), takes turns `REPEAT_GAP_MS` apart: each due user
+takes the next free turn. A group's absent members then cost a home one burst and a lookup a
+turn, whatever their number: each home that sent to a 1,024-member group walked twice for
+each of its ~1,000 absent members within a minute, then once a second for good; the creator,
+whose walks start at the ADDs, spent 6-9 times an idle member's CPU at 25 nodes, and the
+walks were 4-11 % of a 50-node workload's samples (SPEC §20.6). A returning member's home is
+learnt at once by hello or presence (§13.3, §14.2), by a lookup within `LONG_MISS_WAIT_MS` or
+one turn per user waiting, whichever is longer. Callers asking for one user at once share one
+lookup. A record learnt by hello, presence or another lookup needs no lookup (its probe runs at
+once, §11.5.2), and a lookup that waited for a slot while such a record came is answered
+without one.
 At most `LOOKUPS_AT_ONCE` lookups run at a time, users missed fewest times first: a member
 whose hello failed must not wait behind hundreds of absent members (SPEC §10.4, §13.5).
 
@@ -37,6 +42,7 @@ from hearthmesh.node.clock import Clock
 from hearthmesh.protocol.identity import Rng, UserId
 
 __all__ = [
+    "FIRST_LOOKUP_BURST",
     "LONG_MISS_AFTER",
     "LONG_MISS_WAIT_MS",
     "LOOKUPS_AT_ONCE",
@@ -64,9 +70,16 @@ LONG_MISS_AFTER: Final = 2
 LONG_MISS_WAIT_MS: Final = 15 * 60_000
 """How long a user known nowhere waits for its next lookup (uniform in its second half)."""
 
-REPEAT_GAP_MS: Final = 1_000
-"""Node-wide, lookups of users known nowhere are at least this far apart: a due user takes the
-next free turn, so 1,000 absent members cost a lookup a second, not 1,000 at once."""
+REPEAT_GAP_MS: Final = 10_000
+"""Node-wide, lookups after a miss (and first ones past `FIRST_LOOKUP_BURST`) are at least this
+far apart: a due user takes the next free turn, so 1,000 absent members cost a lookup a turn,
+not 2,000 at once. At 1 s, every home that had sent to a 1,024-member group walked once a
+second for good (the creator's idle minute: 5-11 CPU s against a member's 0.8-1.9)."""
+
+FIRST_LOOKUP_BURST: Final = 16
+"""First lookups (of users never missed) walked at once before the others take turns; one
+comes back each `REPEAT_GAP_MS`. A hello or presence teaches a member's record at once
+(SPEC §13.3, §14.2); the walks are for records no peer told us of."""
 
 WALK_TIMEOUT_S: Final = 10.0
 """A lookup still going after this long counts as a miss: on a loaded mesh a lookup of a user
@@ -82,7 +95,7 @@ class _Missed:
     again_ms: int
     """Not asked again before this."""
     turn: bool = False
-    """`again_ms` is a turn the user took (known nowhere): asked then without another."""
+    """`again_ms` is a turn the user took: asked then without another."""
 
 
 class HomeLookups:
@@ -105,7 +118,10 @@ class HomeLookups:
         self._rng = rng
         self._misses: OrderedDict[UserId, _Missed] = OrderedDict()
         self._next_turn_ms = 0
-        """The first turn no user known nowhere has taken (`REPEAT_GAP_MS`)."""
+        """The first turn no user has taken (`REPEAT_GAP_MS`)."""
+        self._first_walks = float(FIRST_LOOKUP_BURST)
+        self._first_walks_at_ms = 0
+        """First lookups that may walk at once, as of `_first_walks_at_ms`."""
         self._running: dict[UserId, asyncio.Future[bool]] = {}
         self._walks = _WalkSlots(LOOKUPS_AT_ONCE)
         self.asked = 0
@@ -117,6 +133,9 @@ class HomeLookups:
         if running is not None:
             return await asyncio.shield(running)
         missed = self._misses.get(user)
+        if missed is None and not self._first_walk_free():
+            # past the burst: a first lookup takes a turn too, as one missed (no miss counted)
+            missed = self._misses[user] = _Missed(0, 0)
         if missed is not None and not self._due(missed):
             return False
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -154,13 +173,24 @@ class HomeLookups:
         missed = self._misses.get(user)
         return 0 if missed is None else missed.again_ms
 
+    def _first_walk_free(self) -> bool:
+        """Take one of the first lookups' burst, refilled one each `REPEAT_GAP_MS`."""
+        now_ms = self._clock.now_ms()
+        refill = (now_ms - self._first_walks_at_ms) / REPEAT_GAP_MS
+        self._first_walks = min(float(FIRST_LOOKUP_BURST), self._first_walks + refill)
+        self._first_walks_at_ms = now_ms
+        if self._first_walks < 1:
+            return False
+        self._first_walks -= 1
+        return True
+
     def _due(self, missed: _Missed) -> bool:
-        """May a user that missed be asked now? One known nowhere takes the next free turn
-        first, and is asked only once it comes."""
+        """May a user waiting on a miss (or past the burst) be asked now? It takes the next
+        free turn first, and is asked only once it comes."""
         now_ms = self._clock.now_ms()
         if now_ms < missed.again_ms:
             return False
-        if missed.misses < LONG_MISS_AFTER or missed.turn:
+        if missed.turn:
             return True
         turn_ms = max(now_ms, self._next_turn_ms)
         self._next_turn_ms = turn_ms + REPEAT_GAP_MS

@@ -69,7 +69,7 @@ from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
 from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, UPGRADE_TIMEOUT_S, WebRtcLayer, is_webrtc
-from hearthmesh.node.p2p.yamux import adopt_yamux_stream, answers_ping
+from hearthmesh.node.p2p.yamux import adopt_yamux_stream, answers_ping, watch_reads
 from hearthmesh.protocol.errors import (
     HearthError,
     LocalProtocolError,
@@ -120,9 +120,16 @@ class RefusalHandler(Protocol):
 DIRECT_PATH: Final = "direct"
 WEBRTC_PATH: Final = "webrtc"
 """A peer path (`P2PHost.peer_paths`) and hole punch transport: a WebRTC connection."""
-LIVE_PING_S: Final = 3.0
-"""How long a connection whose batch went unanswered has to answer a ping to be kept
-(`redial_nowait`, SPEC §11.5.2)."""
+CLOSED_UNANSWERED: Final = "unanswered"
+"""A close reason (`P2PHost.connections_closed`): ours, a batch or a stream went unanswered and
+the connection answered no ping either (SPEC §11.5.2)."""
+CLOSED_REFUSED: Final = "refused"
+"""A close reason: ours, the peer or its address prefix is banned or not admitted (SPEC §11.6)."""
+CLOSED_BY_PEER: Final = "peer_or_transport"
+"""A close reason: not ours (the peer closed it, or libp2p or the transport failed it)."""
+LIVE_PING_S: Final = 5.0
+"""How long a connection whose batch went unanswered has to answer a ping (or read anything
+from its peer) to be kept (`redial_nowait`, SPEC §11.5.2)."""
 STOP_GRACE_S: Final = 2.0
 """Upper bound for closing all connections at stop (see `_close_quietly`)."""
 STOP_ABORT_S: Final = 2 * STOP_GRACE_S
@@ -296,6 +303,14 @@ RECONCILE_S: Final = 1.0
 """How often the connections counted are checked against the ones libp2p lists."""
 
 
+class _ConnectionReport(Protocol):
+    def __call__(
+        self, peer: str, delta: int, ip: str | None, path: str | None, closed: str | None
+    ) -> None:
+        """A connection of `peer` counted in (`delta` 1) or out (-1, with why it `closed`)."""
+        ...
+
+
 class _ConnectionTracker(INotifee):
     """Mirrors the set of connected peers to asyncio (counted per connection), and gives every
     stream the swarm adds the yamux rules: credit in half windows, whole writes (`node.p2p.yamux`,
@@ -308,14 +323,17 @@ class _ConnectionTracker(INotifee):
     banned peer that kept dialling (SPEC §11.6). So the count is also set right every
     `RECONCILE_S` from libp2p's own list of open connections, which is the truth.
 
-    State (trio thread): each counted connection's path as it was when it was counted.
+    A connection we close is marked with our reason first (`closing`), so that each one counted
+    out is reported with why it closed: ours, or `CLOSED_BY_PEER`.
+
+    State (trio thread): each counted connection's path as it was when it was counted, and the
+    reasons of those we are closing.
     """
 
-    def __init__(
-        self, network: INetwork, report: Callable[[str, int, str | None, str | None], None]
-    ) -> None:
+    def __init__(self, network: INetwork, report: _ConnectionReport) -> None:
         self._network = network
         self._report = report
+        self._closing: dict[INetConn, str] = {}
         # A connection's path is read once: py-libp2p answers a connection's transport
         # addresses from the peerstore when it has none of its own, and a relayed circuit's
         # carrier can be gone by the time it closes, so read again at the close it could name
@@ -333,6 +351,7 @@ class _ConnectionTracker(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
+        watch_reads(conn.muxed_conn)  # its liveness under load (`answers_ping`)
         if conn not in self._paths:  # else counted already by `_reconcile`
             self._count_in(conn)
 
@@ -362,12 +381,20 @@ class _ConnectionTracker(INotifee):
         for conn in listed - self._paths.keys():
             self._count_in(conn)
 
+    def closing(self, conn: INetConn, reason: str) -> None:
+        """We are about to close `conn` for `reason`; a connection not counted is not marked
+        (nothing would take the mark)."""
+        if conn in self._paths:
+            self._closing.setdefault(conn, reason)
+
     def _count_in(self, conn: INetConn) -> None:
+        watch_reads(conn.muxed_conn)
         path = self._paths[conn] = _path_of(conn)
-        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), path)
+        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), path, None)
 
     def _count_out(self, conn: INetConn) -> None:
-        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, self._paths.pop(conn))
+        reason = self._closing.pop(conn, CLOSED_BY_PEER)
+        self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, self._paths.pop(conn), reason)
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
         pass
@@ -423,8 +450,14 @@ class P2PHost:
         )
         self._upnp = UpnpLayer(report=self._report_mapped)
         self._mapped_addrs: list[str] = []
+        self._advertised: tuple[tuple[str, ...], list[multiaddr.Multiaddr]] | None = None
+        """What `_advertised_addrs` answered once listening, for the mapped addresses then."""
         self.hole_punches = HolePunchCounts()
         """Hole punches tried and those that went direct, per transport (SPEC §10.9)."""
+        self.connections_closed: dict[str, int] = {}
+        """Connections that closed since the start, per reason (`CLOSED_UNANSWERED`,
+        `CLOSED_REFUSED`: ours; `CLOSED_BY_PEER`) (SPEC §10.13); on asyncio."""
+        self._tracker: _ConnectionTracker | None = None
         self.inbound = InboundLedger(config.inbound)
         """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
         self._stream_slots = PerPeerStreamSlots(config.inbound, self._slots_exceeded)
@@ -559,7 +592,7 @@ class P2PHost:
             self._webrtc.build(host)
         if self._dht is not None:
             self._dht.build(host)
-        tracker = _ConnectionTracker(host.get_network(), self._report_connection)
+        tracker = self._tracker = _ConnectionTracker(host.get_network(), self._report_connection)
         host.get_network().register_notifee(tracker)
         if self.config.dial_from is not None:
             _dial_from(host.get_network(), self.config.dial_from)
@@ -624,11 +657,20 @@ class P2PHost:
             return [multiaddr.Multiaddr(a) for a in self.config.announce_addrs]
         # Our listen addresses only: an address a peer observed us at is, behind a NAT, a
         # mapping that drops new connections (each dial of it waits out libp2p's 10 s).
+        mapped = tuple(self._mapped_addrs)
+        if self._advertised is not None and self._advertised[0] == mapped:
+            return list(self._advertised[1])
         host = self._host
         listening = candidates if host is None else host.get_transport_addrs()
         expanded = dialable_addrs([str(a) for a in listening])
-        mapped = [a.rsplit("/p2p/", 1)[0] for a in self._mapped_addrs]
-        return [multiaddr.Multiaddr(a) for a in mapped + expanded]
+        plain = [a.rsplit("/p2p/", 1)[0] for a in mapped]
+        addrs = [multiaddr.Multiaddr(a) for a in plain + expanded]
+        if host is not None and self._direct_addrs:  # listening: its ports are known for good
+            # Kept: pubsub asks on every RPC it sends (the signed peer record it attaches),
+            # and the sockets' names and the addresses' parsing were 1-3 % of a 50-node
+            # mesh's busy time.
+            self._advertised = (mapped, addrs)
+        return list(addrs)
 
     async def _close_host(self, host: IHost) -> None:
         """`host.run()` alone leaves listener and outbound sockets open (3 fds per 2-host
@@ -737,7 +779,7 @@ class P2PHost:
             self._apply_addresses()
 
     def _report_connection(
-        self, peer: str, delta: int, ip: str | None, path: str | None = None
+        self, peer: str, delta: int, ip: str | None, path: str | None, closed: str | None
     ) -> None:
         relay = None if path == WEBRTC_PATH else path
         if delta > 0 and relay is not None:  # DCUtR: go direct where the NATs allow
@@ -758,6 +800,11 @@ class P2PHost:
             with contextlib.suppress(HostClosed):
                 self._bridge.spawn(self._dht.add_peer, ID.from_base58(peer))
         self._bridge.to_asyncio(self._apply_connection, peer, delta, ip)
+        if closed is not None:
+            self._bridge.to_asyncio(self._count_closed, closed)
+
+    def _count_closed(self, reason: str) -> None:
+        self.connections_closed[reason] = self.connections_closed.get(reason, 0) + 1
 
     def _apply_path(self, peer: str, delta: int, relay: str | None) -> None:
         paths = self._paths.setdefault(peer, {})
@@ -981,11 +1028,12 @@ class P2PHost:
         with the relay gone, closing it left the peer out of reach for good. A WebRTC path
         that died closes anyway once ICE consent lapses (about 30 s, SPEC §10.11).
 
-        A connection that answers a yamux ping within `LIVE_PING_S` carries bytes both ways:
-        the peer is slow, not gone. Closing it under load (at 50 nodes on 2 cores a batch's
-        ack took longer than its bound) cut every stream on it and made each home dial again,
-        while the dead path this is for (a healed partition's connection, whose packets TCP
-        still backs off) answers no ping.
+        A connection that answers a yamux ping within `LIVE_PING_S`, or reads anything from its
+        peer meanwhile, carries bytes both ways: the peer is slow, not gone. Closing it under
+        load (at 50 nodes on 2 cores a batch's ack took longer than its bound) cut every stream
+        on it and made each home dial again, while the dead path this is for (a healed
+        partition's connection, whose packets TCP still backs off) answers no ping and reads
+        nothing.
         """
         self._start_nowait(self._redial, peer_id)
 
@@ -1007,6 +1055,8 @@ class P2PHost:
         if await answers_ping(connection.muxed_conn, LIVE_PING_S):
             log.info("a connection answers a ping: slow, not gone: kept")
             return
+        log.info("a connection answers no ping: closed")
+        self._mark_closing([connection], CLOSED_UNANSWERED)
         try:
             await connection.close()
         except Exception as exc:
@@ -1034,14 +1084,22 @@ class P2PHost:
             if await answers_ping(conn.muxed_conn, LIVE_PING_S):
                 log.info("%s answers a ping: slow, not gone: kept", peer_id)
                 return
-        await self._disconnect_quietly(peer_id)
+        log.info("%s answers no ping: closed, to dial afresh", peer_id)
+        await self._disconnect_quietly(peer_id, CLOSED_UNANSWERED)
 
-    async def _disconnect_quietly(self, peer_id: str) -> None:
+    def _mark_closing(self, connections: list[INetConn], reason: str) -> None:
+        if self._tracker is not None:
+            for conn in connections:
+                self._tracker.closing(conn, reason)
+
+    async def _disconnect_quietly(self, peer_id: str, reason: str = CLOSED_REFUSED) -> None:
         host = self._host
         if host is None:
             return
+        peer = ID.from_base58(peer_id)
+        self._mark_closing(host.get_network().get_connections(peer), reason)
         try:
-            await host.disconnect(ID.from_base58(peer_id))
+            await host.disconnect(peer)
         except Exception as exc:
             log.debug("disconnecting %s failed: %r", peer_id, exc)
 

@@ -31,7 +31,11 @@ message with another's bytes in it, or a later message after a cut-off one.
 
 Liveness: `answers_ping` sends a yamux ping on a connection and waits for its pong, which the
 peer's libp2p thread sends by itself (no stream, no handler): a connection that answers
-carries bytes both ways, however slow the peer's application is (SPEC §11.5.2).
+carries bytes both ways, however slow the peer's application is (SPEC §11.5.2). Any bytes the
+connection reads while the ping waits count as well (`watch_reads`): the peer's loop answers
+a ping after the frames queued before it, and at 50 nodes on 2 cores (load 50-80) a pong
+often took longer than the bound while gossip and acks still came in, so connections that
+were slow, not dead, were closed by the thousand and the mesh fell apart.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import struct
 import types
+import weakref
 from typing import Any, Final
 
 import trio
@@ -50,14 +55,41 @@ from libp2p.stream_muxer.yamux.yamux import (
     YamuxStream,
 )
 
-__all__ = ["RESET_AFTER_FAILED_WRITE_S", "adopt_yamux_stream", "answers_ping"]
+__all__ = ["RESET_AFTER_FAILED_WRITE_S", "adopt_yamux_stream", "answers_ping", "watch_reads"]
 
 RESET_AFTER_FAILED_WRITE_S: Final = 1.0
 """How long the reset after a failed write may wait for the connection (it shields a cancel)."""
 
+_HEARD_POLL_S: Final = 0.25
+"""How often a ping's wait looks whether the connection read anything meanwhile."""
+
+_heard_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+"""Yamux connection -> trio time of its last read from the peer (trio thread)."""
+
+
+def watch_reads(muxed_conn: Any) -> None:
+    """Note the time of each read of a yamux connection from its peer (for `answers_ping`);
+    once per connection, nothing for another muxer."""
+    if not isinstance(muxed_conn, Yamux) or muxed_conn in _heard_at:
+        return
+    secured = muxed_conn.secured_conn
+    read = secured.read
+    connection = weakref.ref(muxed_conn)  # the session must not keep its muxer alive
+
+    async def read_noting(n: int | None = None) -> bytes:
+        data = await read(n)
+        conn = connection()
+        if conn is not None:
+            _heard_at[conn] = trio.current_time()
+        return data
+
+    _heard_at[muxed_conn] = trio.current_time()
+    secured.read = read_noting  # type: ignore[method-assign]
+
 
 async def answers_ping(muxed_conn: Any, timeout_s: float) -> bool:
-    """Does this yamux connection answer a ping within `timeout_s`? False for another muxer.
+    """Does this yamux connection answer a ping within `timeout_s`, or read anything from its
+    peer meanwhile (when `watch_reads` watches it)? False for another muxer.
 
     py-libp2p 0.8.1 pings for its RTT estimate and sets the connection's current
     `_ping_event` on any pong: ours is made current just before our ping. Its own measuring
@@ -70,11 +102,14 @@ async def answers_ping(muxed_conn: Any, timeout_s: float) -> bool:
     muxed_conn._ping_event = answered
     muxed_conn._ping_id += 1
     header = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_PING, FLAG_SYN, 0, muxed_conn._ping_id)
+    asked = trio.current_time()
     with trio.move_on_after(timeout_s), contextlib.suppress(Exception):
         await muxed_conn._write_frame(header)
         muxed_conn._ping_sent_time = trio.current_time()
-        await answered.wait()
-    return answered.is_set()
+        while not answered.is_set() and _heard_at.get(muxed_conn, asked) <= asked:
+            with trio.move_on_after(_HEARD_POLL_S):
+                await answered.wait()
+    return answered.is_set() or _heard_at.get(muxed_conn, asked) > asked
 
 
 async def _credit_half_windows(self: YamuxStream, *, bytes_read: int = 0) -> None:

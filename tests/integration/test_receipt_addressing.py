@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from hearthmesh.node.node import Node
+from hearthmesh.protocol import receipts
 from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
@@ -86,6 +87,35 @@ async def test_a_groups_receipts_reach_the_senders_homes_alone_and_leave_no_gap(
         assert await _receipt_senders(a.node, group_room) == {bob_id, carol_id}
         assert await _receipt_senders(c.node, group_room) == {carol_id}  # only its own
         assert await _receipt_senders(b.node, group_room) == {bob_id}
+
+
+async def test_a_big_groups_members_send_read_receipts_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPEC §16.2.4: in a room of more than DELIVERED_RECEIPTS_MAX_MEMBERS members (here 2, so
+    three homes stand for a big group), an ack of "delivered" moves the member's own status
+    and sends nothing; "read" still reaches the sender's home."""
+    monkeypatch.setattr(receipts, "DELIVERED_RECEIPTS_MAX_MEMBERS", 2)
+    async with asyncio.timeout(90), group_of_three(tmp_path) as group:
+        a, b, c = group.homes
+        alice_ws, bob_ws, carol_ws = group.sockets
+        _, bob, carol = group.users
+        room = group.room
+        await alice_ws.send(event="send", room_id=room, message="hello all", client_id="g1")
+        sent = await alice_ws.next("message_sent")
+        for ws in (bob_ws, carol_ws):
+            await ws.next("message", lambda f: f.get("room_id") == room)
+        mid = sent["message_id"]
+        await bob_ws.send(event="ack", message_id=mid, status="delivered")
+        await carol_ws.send(event="ack", message_id=mid, status="read")
+        frame = await alice_ws.next("receipt", lambda f: f["message_id"] == mid)
+        assert (frame["user_id"], frame["status"]) == (carol, "read")
+        await bob_ws.send(event="ack", message_id=mid, status="read")
+        frame = await alice_ws.next("receipt", lambda f: f["message_id"] == mid)
+        assert (frame["user_id"], frame["status"]) == (bob, "read")
+        page = await a.node.history(RoomId(bytes.fromhex(room)), limit=500)
+        senders = [e.envelope.sender_user for e in page.events if e.envelope.kind is Kind.RECEIPT]
+        assert sorted(senders) == sorted([b.node.user_id, c.node.user_id])  # one each: reads
 
 
 async def test_a_receipt_delivered_or_gossiped_where_it_is_not_addressed_is_refused_and_charged(

@@ -81,6 +81,8 @@ async def test_node_status_names_peer_user_and_version(tmp_path: Path) -> None:
         assert status["reachability"] == "unknown"
         assert status["relays"] == [] and status["peer_paths"] == {}
         assert status["hole_punches"] == {"tried": {}, "direct": {}}
+        assert status["connections_closed"] == {}  # per reason, ours or the peer's (SPEC §10.13)
+        assert status["home_lookups"] == 0  # DHT walks for others' records (SPEC §13.5)
         assert status["unreachable"] == {"users": [], "own_homes": []}
         assert status["undecryptable"] == 0  # nothing held for a key (SPEC §27.13.3)
         # a message for a user whose home no one can find: status names who we wait for
@@ -88,6 +90,7 @@ async def test_node_status_names_peer_user_and_version(tmp_path: Path) -> None:
         await h.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "hi"})
         while OTHER not in (await h.status())["unreachable"]["users"]:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        assert (await h.status())["home_lookups"] >= 1  # it was looked up in the DHT
 
 
 async def test_bad_requests_get_a_json_error_and_change_nothing(tmp_path: Path) -> None:

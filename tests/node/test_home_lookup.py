@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from hearthmesh.node.identity.home_lookup import (
+    FIRST_LOOKUP_BURST,
     LONG_MISS_AFTER,
     LONG_MISS_WAIT_MS,
     LOOKUPS_AT_ONCE,
@@ -107,6 +108,16 @@ async def test_a_user_missed_again_and_again_is_asked_only_every_several_minutes
     assert await lookups.find(ALICE)  # found: no wait any more
 
 
+async def _known_nowhere(
+    lookups: HomeLookups, clock: FakeClock, dht: _Dht, users: list[UserId]
+) -> None:
+    """Ask for `users` until each missed `LONG_MISS_AFTER` times, a turn at a time."""
+    while any(dht.asked.count(user) < LONG_MISS_AFTER for user in users):
+        for user in users:
+            assert not await lookups.find(user)
+        clock.advance(REPEAT_GAP_MS)
+
+
 async def test_users_known_nowhere_take_turns_a_repeat_gap_apart() -> None:
     """SPEC §13.5: node-wide, the lookups of users known nowhere are REPEAT_GAP_MS apart, each
     due user taking the next free turn, so a group's absent members cost a lookup a turn
@@ -114,11 +125,8 @@ async def test_users_known_nowhere_take_turns_a_repeat_gap_apart() -> None:
     clock, dht = FakeClock(), _Dht()
     lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
     absent = [UserId(bytes([n]) * 32) for n in range(3, 53)]
-    for _ in range(LONG_MISS_AFTER):
-        for user in absent:
-            assert not await lookups.find(user)
-        clock.advance(RETRY_AFTER_MISS_MS)
-    clock.advance(LONG_MISS_WAIT_MS)  # every one of them is due
+    await _known_nowhere(lookups, clock, dht, absent)
+    clock.advance(LONG_MISS_WAIT_MS)  # every one of them is due, and the burst refilled
     dht.asked.clear()
     start_ms = clock.now_ms()
     for user in absent:
@@ -141,20 +149,64 @@ async def test_users_known_nowhere_take_turns_a_repeat_gap_apart() -> None:
     assert len(dht.asked) == len(absent) + 1
 
 
+async def test_first_lookups_past_the_burst_and_every_retry_take_turns() -> None:
+    """SPEC §13.5: a group's ~1,000 absent members made every home that sent to it walk for
+    each at once and again 15-30 s later. The first FIRST_LOOKUP_BURST users never missed are
+    asked at once; the next ones, and each retry after a miss, take the next free turns
+    REPEAT_GAP_MS apart; the burst comes back one a turn."""
+    clock, dht = FakeClock(), _Dht()
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    users = [UserId(bytes([n]) * 32) for n in range(3, 3 + FIRST_LOOKUP_BURST + 3)]
+    start_ms = clock.now_ms()
+    for user in users:
+        assert not await lookups.find(user)
+    # the burst, then the one turn free now; the others wait for theirs
+    assert dht.asked == users[: FIRST_LOOKUP_BURST + 1]
+    waiting = users[FIRST_LOOKUP_BURST + 1 :]
+    assert [lookups.next_ask_ms(u) for u in waiting] == [
+        start_ms + REPEAT_GAP_MS * k for k in (1, 2)
+    ]
+    clock.advance(REPEAT_GAP_MS - 1)
+    for user in waiting:
+        assert not await lookups.find(user)
+    assert len(dht.asked) == FIRST_LOOKUP_BURST + 1
+    clock.advance(1)
+    for user in waiting:
+        assert not await lookups.find(user)
+    assert dht.asked[-1] == waiting[0]  # at its turn
+    assert not await lookups.find(ALICE)  # the burst came back by one: a new user walks now
+    assert dht.asked[-1] == ALICE
+
+    clock, dht = FakeClock(), _Dht()
+    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    missed = users[:3]
+    for user in missed:
+        assert not await lookups.find(user)
+    clock.advance(RETRY_AFTER_MISS_MS)  # each retry is due: one walks, the others take turns
+    retry_ms = clock.now_ms()
+    for user in missed:
+        assert not await lookups.find(user)
+    assert dht.asked == [*missed, missed[0]]
+    assert [lookups.next_ask_ms(u) for u in missed[1:]] == [
+        retry_ms + REPEAT_GAP_MS * k for k in (1, 2)
+    ]
+
+
 async def test_a_user_never_missed_walks_before_users_that_missed() -> None:
     """SPEC §13.5: with every slot taken, the next free one goes to the waiting user with the
     fewest misses (a real member before the group's absent ones, known nowhere), in arrival
-    order among equals; a walk past WALK_TIMEOUT_S counts as a miss and frees its slot."""
+    order among equals."""
     clock, dht = FakeClock(), _Dht()
     lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
-    absent = [UserId(bytes([n]) * 32) for n in range(3, 3 + 2 * LOOKUPS_AT_ONCE)]
+    absent = [UserId(bytes([n]) * 32) for n in range(3, 4 + LOOKUPS_AT_ONCE)]
+    missed = absent[-1]
     async with asyncio.timeout(5):
-        for user in absent:  # each missed once
-            assert not await lookups.find(user)
+        assert not await lookups.find(missed)
         clock.advance(RETRY_AFTER_MISS_MS)
         dht.release = asyncio.Event()
         dht.asked.clear()
-        again = [asyncio.create_task(lookups.find(user)) for user in absent]
+        walks = [asyncio.create_task(lookups.find(user)) for user in absent[:LOOKUPS_AT_ONCE]]
+        again = asyncio.create_task(lookups.find(missed))  # its turn is now: waits for a slot
         for _ in range(10):
             await asyncio.sleep(0)
         dht.homes.add(ALICE)
@@ -164,7 +216,7 @@ async def test_a_user_never_missed_walks_before_users_that_missed() -> None:
         assert dht.asked == absent[:LOOKUPS_AT_ONCE]
         dht.release.set()
         assert await fresh
-        await asyncio.gather(*again)
+        await asyncio.gather(again, *walks)
     assert dht.asked[LOOKUPS_AT_ONCE] == ALICE  # the first slot freed went to alice
     assert sorted(dht.asked) == sorted([*absent, ALICE])
 

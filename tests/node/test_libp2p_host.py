@@ -22,6 +22,9 @@ from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed, StreamOp
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
 from hearthmesh.node.p2p.host import (
+    CLOSED_BY_PEER,
+    CLOSED_REFUSED,
+    CLOSED_UNANSWERED,
     HostConfig,
     P2PHost,
     _configure_libp2p_logging,
@@ -362,17 +365,36 @@ async def test_a_connection_closes_under_the_path_it_opened_with() -> None:
     connection's addresses from the peerstore when it has none of its own) leaves no path
     behind: the close counts against the path the connection was opened under."""
     relay, peer = peer_id_from_seed(seed(7)), peer_id_from_seed(seed(8))
-    reports: list[tuple[str, int, str | None]] = []
+    reports: list[tuple[str, int, str | None, str | None]] = []
     network = cast(INetwork, None)
     tracker = _ConnectionTracker(
-        network, lambda p, delta, _ip, path: reports.append((p, delta, path))
+        network, lambda p, delta, _ip, path, closed: reports.append((p, delta, path, closed))
     )
     muxed = _Muxed(peer, [f"/p2p/{relay}/p2p-circuit/p2p/{peer}"])
     conn = cast(INetConn, _Conn(muxed))
     await tracker.connected(network, conn)
     muxed.addrs = []  # what the connection says by the time it closes
     await tracker.disconnected(network, conn)
-    assert reports == [(peer, 1, relay), (peer, -1, relay)]
+    assert reports == [(peer, 1, relay, None), (peer, -1, relay, CLOSED_BY_PEER)]
+
+
+async def test_a_connection_we_close_is_counted_out_with_our_reason() -> None:
+    """SPEC §10.13: each close counts under why: ours (marked before we close it) or the
+    peer's; a mark on a connection never counted in is not kept."""
+    peer = peer_id_from_seed(seed(8))
+    reports: list[tuple[int, str | None]] = []
+    network = cast(INetwork, None)
+    tracker = _ConnectionTracker(
+        network, lambda _p, delta, _ip, _path, closed: reports.append((delta, closed))
+    )
+    conn, other = (cast(INetConn, _Conn(_Muxed(peer, []))) for _ in range(2))
+    tracker.closing(other, CLOSED_REFUSED)  # not counted in: nothing would take the mark
+    await tracker.connected(network, conn)
+    tracker.closing(conn, CLOSED_UNANSWERED)
+    await tracker.disconnected(network, conn)
+    await tracker.connected(network, other)
+    await tracker.disconnected(network, other)
+    assert reports == [(1, None), (-1, CLOSED_UNANSWERED), (1, None), (-1, CLOSED_BY_PEER)]
 
 
 async def test_a_closed_connection_libp2p_still_lists_does_not_stop_a_dial() -> None:

@@ -4,13 +4,24 @@ closes (SPEC §11.5.2), between two real hosts on this machine."""
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
+from typing import Any, cast
 
 import pytest
+from libp2p.peer.id import ID
+from libp2p.stream_muxer.yamux.yamux import TYPE_PING, YAMUX_HEADER_FORMAT
 
 from hearthmesh.node.delivery.peer_link import DeliveryFailed, PeerLinks
 from hearthmesh.node.p2p.frame_stream import FrameStream
-from hearthmesh.node.p2p.host import LIVE_PING_S, P2PHost, StreamHandler
+from hearthmesh.node.p2p.host import (
+    CLOSED_BY_PEER,
+    CLOSED_UNANSWERED,
+    LIVE_PING_S,
+    P2PHost,
+    StreamHandler,
+)
+from hearthmesh.node.p2p.yamux import answers_ping
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,
     Deliver,
@@ -26,6 +37,7 @@ from tests.node.test_webrtc import webrtc_only
 pytestmark = pytest.mark.integration
 
 ACK_TIMEOUT_S = 0.5
+TICKS = "/hearthmesh/test-ticks/1"
 
 
 async def never_answers(stream: FrameStream) -> None:
@@ -54,6 +66,9 @@ async def test_an_unanswered_batch_closes_the_tcp_connection_so_the_next_try_dia
         with pytest.raises(DeliveryFailed, match="TimeoutError"):
             await PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S).deliver(b.peer_id, [], [])
         await wait_until(lambda: b.peer_id not in a.connected_peers())
+        # Counted by why (SPEC §10.13): ours on A, the peer's on B.
+        await wait_until(lambda: a.connections_closed == {CLOSED_UNANSWERED: 1})
+        await wait_until(lambda: b.connections_closed == {CLOSED_BY_PEER: 1})
 
 
 async def test_an_unanswered_batch_keeps_a_connection_that_answers_a_ping() -> None:
@@ -67,6 +82,7 @@ async def test_an_unanswered_batch_keeps_a_connection_that_answers_a_ping() -> N
             await PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S).deliver(b.peer_id, [], [])
         await asyncio.sleep(1.0)  # the ping and the close it would have started
         assert b.peer_id in a.connected_peers()
+        assert a.connections_closed == {}
 
 
 async def test_an_unanswered_batch_keeps_a_webrtc_connection_no_dial_could_replace() -> None:
@@ -80,6 +96,42 @@ async def test_an_unanswered_batch_keeps_a_webrtc_connection_no_dial_could_repla
             await links.deliver(b.peer_id, [], [])
         await asyncio.sleep(0.5)  # the close it would have started
         assert a.peer_paths().get(b.peer_id) == ["webrtc"]
+
+
+async def ticking(stream: FrameStream) -> None:
+    """A handler that writes a frame every 0.1 s: its peer's connection reads bytes."""
+    for _ in range(100):
+        await stream.write_frame(b"tick")
+        await asyncio.sleep(0.1)
+
+
+async def test_a_connection_that_reads_while_its_pong_is_late_counts_as_alive() -> None:
+    """SPEC §11.5.2: a peer's loop answers a ping after the frames queued before it, and under
+    load the pong came later than the bound while gossip and acks still came in: thousands
+    of slow connections were closed at 50 nodes. Bytes read while the ping waits count as an
+    answer. Here no ping goes out at all (dropped before the wire), and the peer writes."""
+    async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
+        b.set_stream_handler(TICKS, ticking)
+        await a.connect(b.listen_addrs[0])
+
+        async def ping_dropped() -> bool:
+            network = a._require_host().get_network()
+            (conn,) = network.get_connections(ID.from_base58(b.peer_id))
+            muxed = cast(Any, conn.muxed_conn)
+            write = muxed._write_frame
+
+            async def drop_pings(data: bytes) -> None:
+                if struct.unpack(YAMUX_HEADER_FORMAT, data[:12])[1] != TYPE_PING:
+                    await write(data)
+
+            muxed._write_frame = drop_pings
+            try:
+                return await answers_ping(muxed, 1.0)
+            finally:
+                del muxed._write_frame
+
+        async with await a.open_stream(b.peer_id, TICKS):
+            assert await a._bridge.run(ping_dropped)
 
 
 def acking(node_seed: bytes, paths: list[str | None]) -> StreamHandler:

@@ -15,6 +15,7 @@ from hearthmesh.protocol.errors import ErrorCode, MalformedMessage, RemoteProtoc
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, keypair_from_seed
 from hearthmesh.protocol.receipts import (
+    DELIVERED_RECEIPTS_MAX_MEMBERS,
     MAX_RECEIPT_IDS,
     RECEIPT_CONTENT_TYPE,
     Receipt,
@@ -24,6 +25,7 @@ from hearthmesh.protocol.receipts import (
     decode_receipt,
     encode_receipt,
     receipt_updates,
+    sends_receipt,
 )
 
 ALICE = keypair_from_seed(b"\x01" * 32)
@@ -132,3 +134,13 @@ def test_a_receipt_in_the_broadcast_form_of_the_revision_before_is_for_every_mem
     assert address_refusal(broadcast, receipt, UserId(CAROL.public), held) is None
     updates = receipt_updates(broadcast, receipt, held)  # alice's homes credit it as ever
     assert [(u.recipient, u.status) for u in updates] == [(UserId(BOB.public), ReceiptStatus.READ)]
+
+
+def test_a_big_groups_delivered_acks_are_not_sent_and_reads_are() -> None:
+    """SPEC §16.2.4: "delivered" travels in rooms of up to DELIVERED_RECEIPTS_MAX_MEMBERS
+    members; "read" in every room."""
+    limit = DELIVERED_RECEIPTS_MAX_MEMBERS
+    assert sends_receipt(ReceiptStatus.DELIVERED, 2)
+    assert sends_receipt(ReceiptStatus.DELIVERED, limit)
+    assert not sends_receipt(ReceiptStatus.DELIVERED, limit + 1)
+    assert sends_receipt(ReceiptStatus.READ, limit + 1)

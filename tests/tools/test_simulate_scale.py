@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hearthmesh.tools.cli import main
 from hearthmesh.tools.simulate.cost import NodeCost, parse_ss, summarize
-from hearthmesh.tools.simulate.scale import ScaleConfig, _by_window, _growth, run_scale
+from hearthmesh.tools.simulate.scale import (
+    ScaleConfig,
+    _by_window,
+    _closed_between,
+    _growth,
+    run_scale,
+)
 
 SS = """\
 0      0      127.0.0.1:4001 127.0.0.1:50000 users:(("hearthmesh",pid=11,fd=7))
@@ -65,6 +72,19 @@ def test_growth_is_the_largest_size_over_the_smallest() -> None:
     assert _growth([_size(1.0, 1.0)]) == {}
 
 
+def test_closes_in_a_phase_are_each_nodes_new_ones_summed_per_reason() -> None:
+    before: list[dict[str, Any]] = [
+        {"connections_closed": {"unanswered": 2}},
+        {"connections_closed": {}},
+    ]
+    after: list[dict[str, Any]] = [
+        {"connections_closed": {"unanswered": 3, "peer_or_transport": 1}},
+        {"connections_closed": {"peer_or_transport": 2}},
+    ]
+    assert _closed_between(before, after) == {"peer_or_transport": 3, "unanswered": 1}
+    assert _closed_between(after, after) == {}
+
+
 def test_latency_windows_show_a_mesh_that_falls_behind() -> None:
     latencies = [(0.5, 1.0), (3.0, 3.0), (9.9, 2.0), (10.0, 20.0), (25.0, 40.0)]
     assert _by_window(latencies, 10.0) == [2.0, 20.0, 40.0]
@@ -105,6 +125,7 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     assert work["to_last_member"]["messages"] == work["acked"], work
     assert work["cpu_s"]["mean"] > 0 and work["sent_kib"]["mean"] > 0, work
     assert work["connections"]["mean"] >= 2, work  # the two other nodes, whatever else
+    assert isinstance(work["connections_closed"], dict), work  # per reason (SPEC §10.13)
     assert size["idle"]["rss_mb"]["mean"] > 0, size
     assert (tmp_path / "scale.png").stat().st_size > 0
     assert (tmp_path / "latency-3.png").stat().st_size > 0

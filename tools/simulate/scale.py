@@ -198,12 +198,14 @@ async def _metered(mesh: Mesh) -> PhaseMeter:
 
 async def _workload(
     run: _Run, config: ScaleConfig, rng: random.Random
-) -> tuple[float, list[dict[str, Any]]]:
+) -> tuple[float, list[dict[str, Any]], dict[str, int]]:
     """Send, then wait until every acked message is on every other client; the phase's
-    seconds, and each node's status as the last message was sent."""
+    seconds, each node's status as the last message was sent, and the connections that
+    closed in the phase, summed over the nodes per reason (SPEC §10.13)."""
+    nodes = run.mesh.nodes
+    before = await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes))
     started = run.now()
     await _send_loop(run, rng)
-    nodes = run.mesh.nodes
     status = await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes))
     deadline = run.now() + config.converge_timeout
     sends = [s for c in run.clients for s in c.sends.values()]
@@ -211,7 +213,21 @@ async def _workload(
         if run.now() > deadline:
             break
         await asyncio.sleep(0.5)
-    return run.now() - started, list(status)
+    seconds = run.now() - started
+    after = await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes))
+    return seconds, list(status), _closed_between(before, after)
+
+
+def _closed_between(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, int]:
+    """Connections closed between two status rounds, summed over the nodes per reason: each
+    close counts on both ends (ours on one, `peer_or_transport` on the other)."""
+    closed: dict[str, int] = {}
+    for earlier, later in zip(before, after, strict=True):
+        for reason, count in later["connections_closed"].items():
+            more = count - earlier["connections_closed"].get(reason, 0)
+            if more:
+                closed[reason] = closed.get(reason, 0) + more
+    return dict(sorted(closed.items()))
 
 
 async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -> dict[str, Any]:
@@ -255,7 +271,7 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
         for client in run.clients:
             client.start = run.start
         meter = await _metered(mesh)
-        seconds, status = await _workload(run, config, rng)
+        seconds, status, closed = await _workload(run, config, rng)
         work_costs = await meter.stop()
         work = summarize(work_costs, seconds)
         acked = run.acked()
@@ -299,6 +315,9 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
                 # summed over the nodes as the last message was sent: what a slow member waits on
                 "undecryptable": sum(int(s["undecryptable"]) for s in status),
                 "unreachable_users": sum(len(s["unreachable"]["users"]) for s in status),
+                "connections_closed": closed,
+                # DHT walks for home records (SPEC §13.5) as the last message was sent, summed
+                "home_lookups": sum(int(s["home_lookups"]) for s in status),
                 "to_each_member": _latency([lat for _, lat in verdict.latencies]),
             },
         }
