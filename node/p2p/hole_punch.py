@@ -62,11 +62,12 @@ DIRECT_DIAL_TIMEOUT_S: Final = 2
 """How long one direct dial of a hole punch (or of the plain upgrade before it) may take."""
 PUNCH_WINDOW_S: Final = 3.0
 """How long one hole punch may take before it counts as failed."""
-PUNCH_RETRY_AFTER_S: Final = (5.0, 15.0, 45.0)
+PUNCH_RETRY_AFTER_S: Final = (2.0, 6.0, 18.0, 54.0)
 """A punch that failed is made again this long after the previous one ended, while the peer is
 reached through relays alone (SPEC §10.9): two dials that missed each other on a loaded
 machine, or a NAT mapping that was not ready, must not leave the pair relayed (or on WebRTC,
-which costs more CPU per byte) for the connection's life. Backed off, and 4 punches in all."""
+which costs more CPU per byte) for the connection's life. The first soon (a miss is mostly
+timing), then backed off; 5 punches in all, over about a minute and a half."""
 
 
 HolePunchReport = Callable[[str, bool], None]
