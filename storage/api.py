@@ -818,8 +818,8 @@ class CryptoStore(Protocol):
         self, session_id: bytes, index: int, message_id: MessageId, plaintext: bytes
     ) -> MessageId | None:
         """Record that a Megolm (session, index) opened `message_id` and keep its plaintext,
-        CBOR [content type, body] (SPEC §27.7), in one write; the message the index opened
-        before, if any (then nothing is written)."""
+        CBOR [content type, body] (SPEC §27.7), in one write, and drop its held note if any;
+        the message the index opened before, if any (then nothing is written)."""
         ...
 
     def hand_out_one_time_key(self, key: bytes) -> bool:

@@ -575,7 +575,10 @@ class KvStore:
         The same message opened again keeps its plaintext again: a refusal or a purge took the
         plaintext and left the claim, and an opened view stored without it showed on the feed
         (which renders the envelope in hand) and was missing from history (SPEC §27.7). A
-        message recalled and purged here keeps none: a later copy is never stored (SPEC §31.1)."""
+        message recalled and purged here keeps none: a later copy is never stored (SPEC §31.1).
+        A message that opened waits for no key: its held note goes, whichever path opened it (a
+        room key opens at most 1,000 held ones in its batch, node/e2ee/room_opener.py; the rest
+        open as copies of them come again, and stayed noted as held, asked for by key requests)."""
 
         def keep_txn(txn: KvTxn) -> MessageId | None:
             seen = crypto.claim_index_txn(txn, session_id, index, message_id)
@@ -583,6 +586,8 @@ class KvStore:
             lost = seen == message_id and crypto.plaintext_txn(txn, message_id) is None
             if (seen is None or lost) and txn.get(Table.MESSAGE_IDS, message_id) != WITHDRAWN_SLOT:
                 crypto.put_plaintext_txn(txn, message_id, plaintext)
+            if seen is None or seen == message_id:  # (a delete of no note stages nothing)
+                crypto.unhold_txn(txn, session_id, message_id)
             return seen
 
         return self._engine.write(keep_txn)

@@ -91,8 +91,7 @@ class RoomOpener:
                 # from a forward or a key request (§27.11.2), and key requests ask for what is held
                 log.info("held %s does not open: %s", message_id.hex()[:12], exc)
                 continue
-            if shown is not event.envelope:  # else still held (by `open`, under its session)
-                store.unhold_encrypted(session_id, message_id)
+            if shown is not event.envelope:  # (its held note went as it opened) else still held
                 opened.append(shown)
         opened.sort(key=lambda e: e.order_key)  # held by message id: into their senders' order
         if opened:  # clients are told of them now, as of messages that just came (§27.13.5)

@@ -17,13 +17,22 @@ simultaneous open). Timing faults fixed here:
   until the timeout): we pass `DIRECT_DIAL_TIMEOUT_S`;
 - a punch that cannot work (a NAT that maps each connection to a random port) goes on for three
   rounds of 5 s + 2 s: we bound it by `PUNCH_WINDOW_S`; simultaneous open either meets within
-  a second (one SYN retransmission) or not at all.
+  a second (one SYN retransmission) or not at all;
+- both ends started a session at once, and py-libp2p's loop (`_auto_drive_loop`) started more
+  every 2 s from both ends until 3 per peer were spent: all within ~15 s of the connection
+  opening, never again while it stayed open. Two sessions side by side dial the same address
+  pair from the same port: one dial fails (EADDRNOTAVAIL), and the two that remain may be of
+  different sessions, whose roles (which end upgrades as responder) clash; on a loaded machine
+  (the relay's round trip, which times the dials, measured at 10 s at load 50) all three could
+  miss, leaving the pair relayed for the connection's life. Here one end drives (the lower
+  peer id, as for WebRTC, SPEC §10.11), one session at a time, and punches again on a
+  schedule (`PUNCH_RETRY_AFTER_S`) while the peer is reached through relays alone.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final
@@ -34,14 +43,17 @@ from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from multiaddr import Multiaddr  # type: ignore[import-untyped]
 
+from hearthmesh.node.p2p.circuit_relay import is_relayed
 from hearthmesh.node.p2p.serving import serving
 
 __all__ = [
     "DIRECT_DIAL_TIMEOUT_S",
+    "PUNCH_RETRY_AFTER_S",
     "PUNCH_WINDOW_S",
     "HolePunchCounts",
     "HolePunchLayer",
     "HolePunchReport",
+    "punch_until_direct",
 ]
 
 log = logging.getLogger(__name__)
@@ -50,6 +62,12 @@ DIRECT_DIAL_TIMEOUT_S: Final = 2
 """How long one direct dial of a hole punch (or of the plain upgrade before it) may take."""
 PUNCH_WINDOW_S: Final = 3.0
 """How long one hole punch may take before it counts as failed."""
+PUNCH_RETRY_AFTER_S: Final = (2.0, 6.0, 18.0, 54.0)
+"""A punch that failed is made again this long after the previous one ended, while the peer is
+reached through relays alone (SPEC §10.9): two dials that missed each other on a loaded
+machine, or a NAT mapping that was not ready, must not leave the pair relayed (or on WebRTC,
+which costs more CPU per byte) for the connection's life. The first soon (a miss is mostly
+timing), then backed off; 5 punches in all, over about a minute and a half."""
 
 
 HolePunchReport = Callable[[str, bool], None]
@@ -75,11 +93,29 @@ def _transport_of(addrs: list[Multiaddr]) -> str:
 
 
 class _BoundedDCUtR(DCUtRProtocol):
-    """`DCUtRProtocol` whose punches are bounded in time and counted (module docstring)."""
+    """`DCUtRProtocol` whose punches are bounded in time and counted, and started by
+    `HolePunchLayer` alone (module docstring)."""
 
     def __init__(self, host: IHost, report: HolePunchReport) -> None:
         super().__init__(host, dial_timeout=DIRECT_DIAL_TIMEOUT_S)
         self._report = report
+
+    async def _auto_drive_loop(self) -> None:
+        """Not run: `HolePunchLayer` starts the punches (module docstring)."""
+
+    async def punch(self, peer: ID) -> bool:
+        """One punch to `peer` (a unilateral dial, then one DCUtR session); True if a direct
+        connection to it is there after."""
+        self._hole_punch_attempts.pop(peer, None)  # `PUNCH_RETRY_AFTER_S` bounds them instead
+        return await self.initiate_hole_punch(peer)
+
+    async def relayed_only(self, peer: ID) -> bool:
+        """True while `peer` is reached through a relay and by no direct connection (a WebRTC
+        one does not count: direct is cheaper, and closes it, SPEC §10.11)."""
+        connections = self.host.get_network().get_connections(peer)
+        if not any(is_relayed(conn) for conn in connections):
+            return False
+        return not await self._verify_direct_connection(peer)
 
     async def _perform_hole_punch(
         self, peer_id: ID, addrs: list[Multiaddr], as_responder: bool = False
@@ -93,14 +129,34 @@ class _BoundedDCUtR(DCUtRProtocol):
         return went_direct
 
 
-class HolePunchLayer:
-    """Runs DCUtR for one host and punches each new relayed connection (trio thread only)."""
+async def punch_until_direct(
+    punch: Callable[[], Awaitable[bool]],
+    relayed_only: Callable[[], Awaitable[bool]],
+    retry_after_s: Sequence[float] = PUNCH_RETRY_AFTER_S,
+) -> None:
+    """Punch now, and again after each pause of `retry_after_s` once the previous punch failed,
+    while `relayed_only()` holds (a direct connection came, or the relayed one went: stop)."""
+    for pause in (0.0, *retry_after_s):
+        await trio.sleep(pause)
+        if not await relayed_only():
+            return
+        if await punch():
+            return
 
-    def __init__(self, report: HolePunchReport) -> None:
+
+class HolePunchLayer:
+    """Runs DCUtR for one host and upgrades each relayed connection whose peer has a higher
+    peer id than ours (the peer drives the others), one punch at a time (trio thread only)."""
+
+    def __init__(
+        self, report: HolePunchReport, retry_after_s: Sequence[float] = PUNCH_RETRY_AFTER_S
+    ) -> None:
         self._report = report
+        self._retry_after_s = tuple(retry_after_s)
         self._dcutr: _BoundedDCUtR | None = None
         self._nursery: trio.Nursery | None = None
-        self._punching: dict[ID, trio.Event] = {}  # our sessions in progress, set as each ends
+        self._driving: set[ID] = set()  # peers with a schedule of punches under way
+        self._punching: dict[ID, trio.Event] = {}  # our punches in progress, set as each ends
 
     def build(self, host: IHost) -> None:
         """Create the protocol for `host` (its handler is installed by `running`)."""
@@ -119,12 +175,15 @@ class HolePunchLayer:
                 self._nursery = None
 
     def relayed_connection_opened(self, peer: str) -> None:
-        """Start upgrading our relayed connection to `peer` now (both ends do; DCUtR runs
-        the two sessions side by side)."""
-        if self._nursery is not None and self._dcutr is not None:
-            target = ID.from_base58(peer)
-            ended = self._punching.setdefault(target, trio.Event())
-            self._nursery.start_soon(self._punch, self._dcutr, target, ended)
+        """Start upgrading our relayed connection to `peer` now if this end drives (SPEC
+        §10.9): the end with the lower peer id, as for WebRTC; the other answers its sessions."""
+        dcutr = self._dcutr
+        if self._nursery is None or dcutr is None or dcutr.host.get_id().to_base58() > peer:
+            return
+        target = ID.from_base58(peer)
+        if target not in self._driving:  # one schedule per peer, over however many relays
+            self._driving.add(target)
+            self._nursery.start_soon(self._drive, dcutr, target)
 
     async def punch_ended(self, peer: ID) -> None:
         """Return once no punch of ours to `peer` is under way (each is bounded, see above)."""
@@ -132,11 +191,23 @@ class HolePunchLayer:
         if ended is not None:
             await ended.wait()
 
-    async def _punch(self, dcutr: _BoundedDCUtR, peer: ID, ended: trio.Event) -> None:
+    async def _drive(self, dcutr: _BoundedDCUtR, peer: ID) -> None:
         try:
-            await dcutr.initiate_hole_punch(peer)
+            await punch_until_direct(
+                lambda: self._punch(dcutr, peer),
+                lambda: dcutr.relayed_only(peer),
+                self._retry_after_s,
+            )
+        finally:
+            self._driving.discard(peer)
+
+    async def _punch(self, dcutr: _BoundedDCUtR, peer: ID) -> bool:
+        ended = self._punching.setdefault(peer, trio.Event())
+        try:
+            return await dcutr.punch(peer)
         except Exception as exc:  # the relayed connection still carries the chat
             log.debug("hole punch to %s failed: %r", peer, exc)
+            return False
         finally:
             if self._punching.get(peer) is ended:
                 del self._punching[peer]

@@ -11,11 +11,12 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 import trio
-from libp2p.abc import INetConn, INetwork
+from libp2p.abc import INetConn, INetStream, INetwork
 from libp2p.peer.id import ID
 
 from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed, StreamOpenFailed
@@ -29,6 +30,7 @@ from hearthmesh.node.p2p.host import (
     P2PHost,
     _configure_libp2p_logging,
     _ConnectionTracker,
+    _LibP2PStream,
     peer_id_from_seed,
 )
 from hearthmesh.protocol.errors import LocalProtocolError, TooLarge
@@ -395,6 +397,21 @@ async def test_a_connection_we_close_is_counted_out_with_our_reason() -> None:
     await tracker.connected(network, other)
     await tracker.disconnected(network, other)
     assert reports == [(1, None), (-1, CLOSED_UNANSWERED), (1, None), (-1, CLOSED_BY_PEER)]
+
+
+async def test_a_stream_takes_the_path_its_connection_was_counted_under() -> None:
+    """A stream's path is read from the tracker, once per connection, not from the connection
+    at each stream open: a relayed connection whose circuit address is gone by then is still
+    relayed (a connection has one path for its life)."""
+    relay, peer = peer_id_from_seed(seed(7)), peer_id_from_seed(seed(8))
+    network = cast(INetwork, None)
+    tracker = _ConnectionTracker(network, lambda *_: None)
+    muxed = _Muxed(peer, [f"/p2p/{relay}/p2p-circuit/p2p/{peer}"])
+    conn = cast(INetConn, _Conn(muxed))
+    await tracker.connected(network, conn)
+    muxed.addrs = []  # what the connection says of itself later
+    stream = cast(INetStream, SimpleNamespace(swarm_conn=conn))
+    assert _LibP2PStream(stream, tracker).path == relay
 
 
 async def test_a_closed_connection_libp2p_still_lists_does_not_stop_a_dial() -> None:

@@ -109,6 +109,28 @@ def test_a_copy_that_opens_again_writes_nothing(tmp_path: Path) -> None:
         store.close()
 
 
+def test_a_held_message_that_opens_is_held_no_more_whichever_path_opened_it(
+    store: KvStore,
+) -> None:
+    """A room key opens at most 1,000 held messages in its batch; one left over opens later,
+    when a copy of it comes again through the inbox. Opening is what ends the wait, so its
+    held note goes then too: it stayed, listed as waiting for a key that is here (and asked
+    for by key requests) for good."""
+    room, other = RoomId(b"r" * 32), b"o" * 32
+    left_over, still_waiting = MessageId(b"1" * 32), MessageId(b"2" * 32)
+    store.hold_encrypted(SESSION, left_over, room)
+    store.hold_encrypted(SESSION, still_waiting, room)
+    store.hold_encrypted(other, left_over, room)  # (another session's note of the same id)
+    assert store.keep_opened(SESSION, 5, left_over, b"plain") is None
+    assert store.held_encrypted(SESSION, 10) == [(still_waiting, room)]
+    assert store.held_encrypted(other, 10) == [(left_over, room)]
+    store.hold_encrypted(SESSION, left_over, room)  # a note left by an earlier version
+    assert store.keep_opened(SESSION, 5, left_over, b"plain") == left_over  # opened again
+    assert store.held_encrypted(SESSION, 10) == [(still_waiting, room)]
+    assert store.keep_opened(SESSION, 5, still_waiting, b"replay") == left_over  # refused
+    assert store.held_encrypted(SESSION, 10) == [(still_waiting, room)]
+
+
 def test_plaintexts_are_kept_together(store: KvStore) -> None:
     ids = [MessageId(bytes([i]) * 32) for i in range(3)]
     store.put_plaintexts([(m, m[:1]) for m in ids])

@@ -1,0 +1,57 @@
+"""The hole punch schedule (node/p2p/hole_punch.py, SPEC §10.9): a punch that failed is made
+again, backed off, while the peer is reached through relays alone. On trio's mock clock: the
+pauses are the subject, and no test waits them out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import pairwise
+
+import trio
+from trio.testing import MockClock
+
+from hearthmesh.node.p2p.hole_punch import PUNCH_RETRY_AFTER_S, PUNCH_WINDOW_S, punch_until_direct
+
+
+def punches_made(outcomes: list[bool], relayed_only: Callable[[float], bool]) -> list[float]:
+    """When `punch_until_direct` punched (mock seconds from the start), each punch taking its
+    whole window and going direct as `outcomes` say; `relayed_only(now)` is the path check."""
+    times: list[float] = []
+    left = iter(outcomes)
+    clock = MockClock(autojump_threshold=0)
+    start = clock.current_time()
+
+    async def punch() -> bool:
+        times.append(clock.current_time() - start)
+        await trio.sleep(PUNCH_WINDOW_S)
+        return next(left)
+
+    async def still_relayed() -> bool:
+        return relayed_only(clock.current_time() - start)
+
+    trio.run(punch_until_direct, punch, still_relayed, clock=clock)
+    return times
+
+
+def test_a_failed_punch_is_made_again_after_each_pause_until_one_goes_direct() -> None:
+    first, second = PUNCH_RETRY_AFTER_S[:2]
+    window = PUNCH_WINDOW_S
+    times = punches_made([False, False, True], relayed_only=lambda _: True)
+    assert times == [0.0, window + first, 2 * window + first + second]
+
+
+def test_punches_stop_after_the_last_pause_however_many_failed() -> None:
+    times = punches_made([False] * 10, relayed_only=lambda _: True)
+    assert len(times) == 1 + len(PUNCH_RETRY_AFTER_S)
+    pauses = [later - earlier - PUNCH_WINDOW_S for earlier, later in pairwise(times)]
+    assert pauses == list(PUNCH_RETRY_AFTER_S)
+    assert pauses == sorted(pauses)  # backed off
+
+
+def test_no_punch_once_the_peer_is_no_longer_reached_through_relays_alone() -> None:
+    # A direct connection came (the other end's dial, a late one of ours), or the relayed
+    # connection closed, during the first pause.
+    gone_at = PUNCH_WINDOW_S + 1.0
+    times = punches_made([False] * 10, relayed_only=lambda now: now < gone_at)
+    assert times == [0.0]
+    assert punches_made([True], relayed_only=lambda _: False) == []
