@@ -470,7 +470,6 @@ class P2PHost:
         self.connections_closed: dict[str, int] = {}
         """Connections that closed since the start, per reason (`CLOSED_UNANSWERED`,
         `CLOSED_REFUSED`: ours; `CLOSED_BY_PEER`) (SPEC §10.13); on asyncio."""
-        self._tracker: _ConnectionTracker | None = None
         self.inbound = InboundLedger(config.inbound)
         """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
         self._stream_slots = PerPeerStreamSlots(config.inbound, self._slots_exceeded)
