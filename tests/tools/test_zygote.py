@@ -1,0 +1,83 @@
+"""The zygote (tools/zygote.py): the processes it forks are processes of their own, with the
+argv, environment, working directory, stdout and stderr the caller gave, their exit codes and
+their deaths by kill -9 as an exec'd child's; none outlives the zygote's close."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.tools.zygote import Zygote
+
+CHILD = "tests.tools.zygote_child:main"
+
+
+@pytest.fixture
+def forks() -> Iterator[Zygote]:
+    zygote = Zygote(preload=("tests.tools.zygote_child",))
+    yield zygote
+    zygote.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_each_child_is_a_process_of_its_own_with_what_it_was_given(
+    forks: Zygote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with asyncio.timeout(30):
+        monkeypatch.chdir(tmp_path)
+        facts = []
+        for n in range(2):
+            with (tmp_path / f"err{n}").open("wb") as err:
+                env = {**os.environ, "ZYGOTE_TEST": f"child {n}"}
+                child = await forks.start(
+                    CHILD, [f"prog{n}", "facts"], env=env, stderr=err.fileno()
+                )
+            assert child.stdout is not None
+            facts.append(json.loads(await child.stdout.read()))
+            assert await child.wait() == 0 and child.returncode == 0
+            assert facts[n]["pid"] == child.pid
+            assert (tmp_path / f"err{n}").read_text() == "to stderr\n"
+        assert facts[0]["pid"] != facts[1]["pid"]
+        assert facts[0]["ppid"] == facts[1]["ppid"] == forks.pid != os.getpid()
+        assert [f["argv"] for f in facts] == [["prog0", "facts"], ["prog1", "facts"]]
+        assert [f["env"] for f in facts] == ["child 0", "child 1"]
+        assert {f["cwd"] for f in facts} == {str(tmp_path)}
+        assert facts[0]["random"] != facts[1]["random"]  # re-seeded in each child
+        assert facts[0]["threads"] == 1
+
+
+async def test_kill_9_ends_that_child_alone_and_exit_codes_come_back(forks: Zygote) -> None:
+    async with asyncio.timeout(30):
+        sleeper = await forks.start(CHILD, ["zygote_child", "sleep"])
+        other = await forks.start(CHILD, ["zygote_child", "sleep"])
+        assert sleeper.stdout is not None and other.stdout is not None
+        assert await sleeper.stdout.readline() == b"up\n" == await other.stdout.readline()
+        os.kill(sleeper.pid, signal.SIGKILL)  # as a test's kill -9 does: the pid alone
+        assert await sleeper.wait() == -signal.SIGKILL
+        assert not _alive(sleeper.pid) and other.returncode is None and _alive(other.pid)
+        other.terminate()
+        assert await other.wait() == -signal.SIGTERM
+        exits = await forks.start(CHILD, ["zygote_child", "exit", "3"])
+        assert await exits.wait() == 3
+
+
+async def test_closing_the_zygote_kills_the_children_it_still_has(forks: Zygote) -> None:
+    async with asyncio.timeout(30):
+        sleeper = await forks.start(CHILD, ["zygote_child", "sleep"])
+        assert sleeper.stdout is not None and await sleeper.stdout.readline() == b"up\n"
+        forks.close()
+        assert await sleeper.wait() == -signal.SIGKILL
+        assert not _alive(sleeper.pid)
