@@ -247,24 +247,40 @@ class Zygote:
             os.close(stdin)
             if stdout_pipe:
                 os.close(write_end)
-        mine.setblocking(False)
         reader: asyncio.StreamReader | None = None
-        if stdout_pipe:
-            reader = asyncio.StreamReader(loop=loop)
-            pipe = os.fdopen(read_end, "rb", buffering=0)
-            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), pipe)
-        line = b""
-        while not line.endswith(b"\n"):
-            data = await loop.sock_recv(mine, 64)
-            if not data:
-                mine.close()
-                raise ZygoteFailed("the zygote did not fork the process")
-            line += data
+        transport: asyncio.BaseTransport | None = None
+        try:
+            if stdout_pipe:
+                reader = asyncio.StreamReader(loop=loop)
+                pipe = os.fdopen(read_end, "rb", buffering=0)
+                protocol = asyncio.StreamReaderProtocol(reader)
+                transport, _ = await loop.connect_read_pipe(lambda: protocol, pipe)
+            mine.setblocking(False)
+            line = b""
+            while not line.endswith(b"\n"):
+                data = await loop.sock_recv(mine, 64)
+                if not data:
+                    raise ZygoteFailed("the zygote did not fork the process")
+                line += data
+        except BaseException:  # cancelled while it starts: no orphan is left behind
+            _kill_unawaited(mine)
+            if transport is not None:
+                transport.close()
+            raise
         pid_text, _, rest = line.partition(b"\n")
         process = ForkedProcess(int(pid_text), mine, reader)
         if rest:
             process._take(rest)
         return process
+
+
+def _kill_unawaited(channel: socket.socket) -> None:
+    """Kill the child whose pid the zygote is about to send on `channel` (it forks at once)."""
+    with contextlib.suppress(OSError, ValueError), channel:
+        channel.setblocking(True)
+        channel.settimeout(10)
+        pid = int(channel.recv(64).split(b"\n", 1)[0])
+        os.kill(pid, signal.SIGKILL)
 
 
 _shared: Zygote | None = None
@@ -347,8 +363,11 @@ def _serve(control: socket.socket) -> _Request | None:
                     for owned in (control, channel, *channels.values()):
                         owned.close()
                     return _request(message, (fds[1], fds[2], fds[3]))
-                channel.sendall(b"%d\n" % pid)
                 channels[pid] = channel
+                try:
+                    channel.sendall(b"%d\n" % pid)
+                except OSError:  # the caller gave up on it already: nobody owns the child
+                    os.kill(pid, signal.SIGKILL)
             for fd in fds[1:]:
                 os.close(fd)
         _reap(channels, block=False)

@@ -8,12 +8,14 @@ import asyncio
 import json
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hearthmesh.tools.zygote import Zygote
+from tests.integration.conftest import wait_until
 
 CHILD = "tests.tools.zygote_child:main"
 
@@ -23,6 +25,10 @@ def forks() -> Iterator[Zygote]:
     zygote = Zygote(preload=("tests.tools.zygote_child",))
     yield zygote
     zygote.close()
+
+
+def _children(zygote: Zygote) -> list[str]:
+    return Path(f"/proc/{zygote.pid}/task/{zygote.pid}/children").read_text().split()
 
 
 def _alive(pid: int) -> bool:
@@ -81,3 +87,37 @@ async def test_closing_the_zygote_kills_the_children_it_still_has(forks: Zygote)
         forks.close()
         assert await sleeper.wait() == -signal.SIGKILL
         assert not _alive(sleeper.pid)
+
+
+async def test_a_start_cancelled_before_the_pid_came_back_leaves_no_child(forks: Zygote) -> None:
+    async with asyncio.timeout(30):
+        first = await forks.start(CHILD, ["zygote_child", "exit", "0"])  # the zygote is up
+        assert await first.wait() == 0
+        starting = asyncio.ensure_future(forks.start(CHILD, ["zygote_child", "sleep"]))
+        await asyncio.sleep(0)  # sent; now waiting for the pid
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        later = await forks.start(CHILD, ["zygote_child", "exit", "0"])  # forked after it
+        assert await later.wait() == 0
+        await wait_until(lambda: not _children(forks))  # killed, then reaped by the zygote
+
+
+async def test_a_caller_gone_before_its_pid_is_sent_takes_neither_the_zygote_nor_a_child_along(
+    forks: Zygote,
+) -> None:
+    async with asyncio.timeout(30):
+        first = await forks.start(CHILD, ["zygote_child", "exit", "0"])  # the zygote is up
+        assert await first.wait() == 0
+        mine, theirs = socket.socketpair()
+        mine.close()  # gone before the zygote answers
+        request: dict[str, object] = {"entry": CHILD, "argv": ["zygote_child", "sleep"]}
+        request |= {"env": dict(os.environ), "cwd": os.getcwd(), "netns": None}
+        null = os.open(os.devnull, os.O_RDWR)
+        with theirs:
+            fds = [theirs.fileno(), null, null, 2]
+            socket.send_fds(forks._running(), [json.dumps(request).encode()], fds)
+        os.close(null)
+        later = await forks.start(CHILD, ["zygote_child", "exit", "4"])  # still serving
+        assert await later.wait() == 4
+        await wait_until(lambda: not _children(forks))  # the orphan was killed and reaped
