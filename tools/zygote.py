@@ -118,7 +118,7 @@ class ForkedProcess:
         return code
 
     def _take(self, data: bytes) -> None:
-        if not data:  # the zygote went away without a word: the child went with it
+        if not data:  # the zygote is gone (killing what it had, `_end`): no code will come
             self._returncode = -signal.SIGKILL
         self._pending += data
         if b"\n" in self._pending:
