@@ -38,8 +38,12 @@ run: $(STAMP)
 # processes, not the CPU (a quiet 2-core machine, 1,578 tests with tmp_path on tmpfs: 140 s
 # with -n 4 and 196 s of CPU, so ~98 s is the floor at full use of both cores; on disk more).
 # At load 15-20 from other work, -n 6 took 238 s and 223 s of CPU, -n 8 196 s and 239 s (each
-# worker's start and collection costs ~3 s of CPU). On a
-# busy machine, fewer workers time out less:
+# worker's start and collection costs ~3 s of CPU). Since then the node processes the tests
+# start fork from a zygote (tools/zygote.py). Five interleaved pairs of `make test` against
+# that main (user+sys, nice 10): 237 / 212 / 197 / 203 / 202 s of CPU before, 196 / 186 / 183
+# / 180 / 182 s after, at loads 64-86, 36-57, 19, 6-10 and 7 (55 by the last run's end); at
+# load 6-10 wall was 182 s before and 157 s after (at higher loads wall follows the
+# load). On a busy machine, fewer workers time out less:
 # TEST_ARGS="-n 2". mDNS tests take a machine-wide lock (tests/conftest.py); TEST_ARGS="-n 0"
 # runs serially. HYPOTHESIS_PROFILE=quick: see tests/conftest.py.
 TEST_ARGS ?= -n 4

@@ -24,6 +24,8 @@ from typing import Final
 import pytest
 from hypothesis import HealthCheck, settings
 
+from hearthmesh.tools import zygote
+
 BYTECODE_CACHE: Final = Path(sys.prefix) / "pycache"
 """Where the suite keeps compiled modules when the environment says write none
 (PYTHONDONTWRITEBYTECODE, as our shared machines set it): without them every node subprocess
@@ -58,6 +60,19 @@ def _ram_temp_root() -> Path | None:
 
 if "PYTEST_DEBUG_TEMPROOT" not in os.environ and (ram := _ram_temp_root()) is not None:
     os.environ["PYTEST_DEBUG_TEMPROOT"] = str(ram)  # xdist workers inherit it
+
+ZYGOTE: Final = os.environ.get("HEARTHMESH_TEST_ZYGOTE", "1") != "0"
+"""The node processes the tests start (tools/node_process.py) fork from one zygote per pytest
+process that has the node imported: a start then costs ~0.2-0.35 s of CPU, not ~0.8-0.9 s
+(tools/zygote.py). `HEARTHMESH_TEST_ZYGOTE=0` execs each as before. Tests of `hearthmesh run`
+as people start it exec the script themselves (tests/tools/test_cli_home.py, test_public_node)."""
+if ZYGOTE:
+    zygote.enable()
+
+
+def pytest_sessionfinish() -> None:
+    zygote.shutdown()  # reaped here, its CPU and its children's reach the worker's totals
+
 
 QUICK_SHARE: Final = 5
 """Under the `quick` profile a property test runs 1/QUICK_SHARE of its examples."""
@@ -106,8 +121,9 @@ machine; `tests/cpu_report.py` sums the lines by test and by file."""
 
 
 def _children_cpu_s() -> float:
+    """Processes this one reaped, and the zygote with the node processes it reaped."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime + zygote.cpu_s()
 
 
 NODE_NAMES: Final = frozenset({"make_node", "Node", "home", "HostilePeer", "NodeFactory"})

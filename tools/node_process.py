@@ -21,11 +21,13 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Protocol
 
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.errors import HearthError
+from hearthmesh.tools import zygote
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 
 __all__ = [
@@ -95,10 +97,27 @@ class NodeProcessFailed(HearthError):
     """The node process ended before it said it was up."""
 
 
+class ChildProcess(Protocol):
+    """What we use of a node's process: exec'd (`asyncio.subprocess.Process`) or forked from
+    the zygote (`zygote.ForkedProcess`, when the caller enabled it)."""
+
+    pid: int
+    stdout: asyncio.StreamReader | None
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def kill(self) -> None: ...
+
+    def terminate(self) -> None: ...
+
+    async def wait(self) -> int: ...
+
+
 class _Child:
     """A child process that can be killed (SIGKILL) or stopped cleanly (SIGTERM)."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, process: ChildProcess) -> None:
         self.process = process
 
     async def kill(self) -> None:
@@ -117,7 +136,7 @@ class _Child:
 class NodeProcess(_Child):
     """A node in a child process (hearthmesh.tools.node_process)."""
 
-    def __init__(self, process: asyncio.subprocess.Process, info: dict[str, str]) -> None:
+    def __init__(self, process: ChildProcess, info: dict[str, str]) -> None:
         super().__init__(process)
         self.peer_id = info["peer_id"]
         self.user_id = bytes.fromhex(info["user_id"])
@@ -153,14 +172,16 @@ async def spawn_node(
         args.append("--report")
     if listen is not None:
         args += ["--listen", listen]
-    # `ip netns exec` execs the command in place: the child's pid stays the node's (kill -9).
-    prefix = ["ip", "netns", "exec", netns] if netns is not None else []
-    process = await asyncio.create_subprocess_exec(
-        *prefix,
-        sys.executable,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-    )
+    process: ChildProcess
+    if (forks := zygote.shared()) is not None:
+        entry = "hearthmesh.tools.node_process:main"
+        process = await forks.start(entry, [__file__, *args[2:]], netns=netns)
+    else:
+        # `ip netns exec` execs the command in place: the child's pid stays the node's.
+        prefix = ["ip", "netns", "exec", netns] if netns is not None else []
+        process = await asyncio.create_subprocess_exec(
+            *prefix, sys.executable, *args, stdout=asyncio.subprocess.PIPE
+        )
     line = await process.stdout.readline() if process.stdout is not None else b""
     if not line:
         raise NodeProcessFailed(f"node process exited with {await process.wait()}")
@@ -170,7 +191,7 @@ async def spawn_node(
 class HomeProcess(_Child):
     """A `hearthmesh run` process: a home node with its client API."""
 
-    def __init__(self, process: asyncio.subprocess.Process, facts: dict[str, str]) -> None:
+    def __init__(self, process: ChildProcess, facts: dict[str, str]) -> None:
         super().__init__(process)
         self.user_text = facts["user id"]
         self.addr = facts["listening"]
@@ -211,17 +232,25 @@ async def spawn_home(
     if bootstrap:
         args += ["--bootstrap", *bootstrap]
     args += flags
-    prefix = ["ip", "netns", "exec", netns] if netns is not None else []
+    program = script or hearthmesh_script()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process: ChildProcess
     with contextlib.ExitStack() as files:
         stderr = None if log is None else files.enter_context(log.open("ab"))
-        process = await asyncio.create_subprocess_exec(
-            *prefix,
-            script or hearthmesh_script(),
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        forks = zygote.shared() if program == hearthmesh_script() else None  # not another version
+        if forks is not None:
+            process = await forks.start(
+                "hearthmesh.tools.cli:main",
+                [program, *args],
+                stderr=None if stderr is None else stderr.fileno(),
+                env=env,
+                netns=netns,
+            )
+        else:
+            prefix = ["ip", "netns", "exec", netns] if netns is not None else []
+            process = await asyncio.create_subprocess_exec(
+                *prefix, program, *args, stdout=asyncio.subprocess.PIPE, stderr=stderr, env=env
+            )
     try:
         facts = await _home_facts(process)
     except BaseException:  # cancelled while it starts: no orphan is left behind
@@ -232,7 +261,7 @@ async def spawn_home(
     return HomeProcess(process, facts)
 
 
-async def _home_facts(process: asyncio.subprocess.Process) -> dict[str, str]:
+async def _home_facts(process: ChildProcess) -> dict[str, str]:
     """What `hearthmesh run` prints once its API is up: user id, listen address, API URL."""
     facts: dict[str, str] = {}
     while process.stdout is not None and "api" not in facts:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,8 +18,7 @@ from hearthmesh.tools.settings import (
     public_announce,
     resolve_settings,
 )
-
-SCRIPT = Path(sys.executable).parent / "hearthmesh"
+from tests.integration.api_helpers import run_main
 
 EVERY_SETTING = """\
 # every key once
@@ -170,37 +168,21 @@ def test_a_bad_environment_value_is_refused() -> None:
 
 def test_config_show_prints_each_value_and_its_source(tmp_path: Path) -> None:
     (tmp_path / "config.toml").write_text(EVERY_SETTING)
-    shown = subprocess.run(
-        [str(SCRIPT), "config", "show", "--data-dir", str(tmp_path), "--api", "127.0.0.1:9002"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    shown = config_show("--data-dir", str(tmp_path), "--api", "127.0.0.1:9002")
     assert shown.returncode == 0, shown.stderr
     lines = dict(line.split(" = ", 1) for line in shown.stdout.splitlines())
     assert lines["api"] == '"127.0.0.1:9002"  # flag'
     assert lines["share_presence"] == f"false  # file {tmp_path / 'config.toml'}:8"
     assert lines["api_allowed_hosts"].startswith('["chat.example"]  # file ')
     (tmp_path / "config.toml").write_text("mdns = 1\n")
-    refused = subprocess.run(
-        [str(SCRIPT), "config", "show", "--data-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    refused = config_show("--data-dir", str(tmp_path))
     assert refused.returncode == 2 and "config.toml:1: mdns wants true or false" in refused.stderr
 
 
 def config_show(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SCRIPT), "config", "show", *argv],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    """`hearthmesh config show` by the CLI's main in this process (`run_main`): the script
+    itself is started by tests/tools/test_cli_home.py; here a start cost ~0.3 s of CPU."""
+    return run_main("config", "show", *argv)
 
 
 def test_public_sets_its_profile_where_nothing_else_set_a_value(tmp_path: Path) -> None:

@@ -51,11 +51,13 @@ def run_simulate(args: argparse.Namespace) -> int:
     """0 when every invariant held and the mesh converged; 1 otherwise; 2 when the run could
     not be set up."""
     from hearthmesh.protocol.errors import HearthError
+    from hearthmesh.tools import zygote
     from hearthmesh.tools.simulate.faults import parse_partition
     from hearthmesh.tools.simulate.run import SimulateConfig, simulate
 
     if args.scale is not None:
         return _run_scale(args)
+    zygote.enable()  # the nodes fork from one process that imported the node once
     try:
         partition = None if args.partition is None else parse_partition(args.partition, args.nodes)
         config = SimulateConfig(

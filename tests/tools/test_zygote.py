@@ -1,0 +1,123 @@
+"""The zygote (tools/zygote.py): the processes it forks are processes of their own, with the
+argv, environment, working directory, stdout and stderr the caller gave, their exit codes and
+their deaths by kill -9 as an exec'd child's; none outlives the zygote's close."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.tools.zygote import Zygote
+from tests.integration.conftest import wait_until
+
+CHILD = "tests.tools.zygote_child:main"
+
+
+@pytest.fixture
+def forks() -> Iterator[Zygote]:
+    zygote = Zygote(preload=("tests.tools.zygote_child",))
+    yield zygote
+    zygote.close()
+
+
+def _children(zygote: Zygote) -> list[str]:
+    return Path(f"/proc/{zygote.pid}/task/{zygote.pid}/children").read_text().split()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_each_child_is_a_process_of_its_own_with_what_it_was_given(
+    forks: Zygote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with asyncio.timeout(30):
+        monkeypatch.chdir(tmp_path)
+        facts = []
+        for n in range(2):
+            with (tmp_path / f"err{n}").open("wb") as err:
+                env = {**os.environ, "ZYGOTE_TEST": f"child {n}"}
+                child = await forks.start(
+                    CHILD, [f"prog{n}", "facts"], env=env, stderr=err.fileno()
+                )
+            assert child.stdout is not None
+            facts.append(json.loads(await child.stdout.read()))
+            assert await child.wait() == 0 and child.returncode == 0
+            assert facts[n]["pid"] == child.pid
+            assert (tmp_path / f"err{n}").read_text() == "to stderr\n"
+        assert facts[0]["pid"] != facts[1]["pid"]
+        assert facts[0]["ppid"] == facts[1]["ppid"] == forks.pid != os.getpid()
+        assert [f["argv"] for f in facts] == [["prog0", "facts"], ["prog1", "facts"]]
+        assert [f["env"] for f in facts] == ["child 0", "child 1"]
+        assert {f["cwd"] for f in facts} == {str(tmp_path)}
+        assert facts[0]["random"] != facts[1]["random"]  # re-seeded in each child
+        assert facts[0]["threads"] == 1
+
+
+async def test_kill_9_ends_that_child_alone_and_exit_codes_come_back(forks: Zygote) -> None:
+    async with asyncio.timeout(30):
+        sleeper = await forks.start(CHILD, ["zygote_child", "sleep"])
+        other = await forks.start(CHILD, ["zygote_child", "sleep"])
+        assert sleeper.stdout is not None and other.stdout is not None
+        assert await sleeper.stdout.readline() == b"up\n" == await other.stdout.readline()
+        os.kill(sleeper.pid, signal.SIGKILL)  # as a test's kill -9 does: the pid alone
+        assert await sleeper.wait() == -signal.SIGKILL
+        assert not _alive(sleeper.pid) and other.returncode is None and _alive(other.pid)
+        other.terminate()
+        assert await other.wait() == -signal.SIGTERM
+        exits = await forks.start(CHILD, ["zygote_child", "exit", "3"])
+        assert await exits.wait() == 3
+
+
+async def test_closing_the_zygote_kills_the_children_it_still_has(forks: Zygote) -> None:
+    async with asyncio.timeout(30):
+        sleeper = await forks.start(CHILD, ["zygote_child", "sleep"])
+        assert sleeper.stdout is not None and await sleeper.stdout.readline() == b"up\n"
+        forks.close()
+        assert await sleeper.wait() == -signal.SIGKILL
+        assert not _alive(sleeper.pid)
+
+
+async def test_a_start_cancelled_before_the_pid_came_back_leaves_no_child(forks: Zygote) -> None:
+    async with asyncio.timeout(30):
+        first = await forks.start(CHILD, ["zygote_child", "exit", "0"])  # the zygote is up
+        assert await first.wait() == 0
+        starting = asyncio.ensure_future(forks.start(CHILD, ["zygote_child", "sleep"]))
+        await asyncio.sleep(0)  # sent; now waiting for the pid
+        starting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await starting
+        later = await forks.start(CHILD, ["zygote_child", "exit", "0"])  # forked after it
+        assert await later.wait() == 0
+        await wait_until(lambda: not _children(forks))  # killed, then reaped by the zygote
+
+
+async def test_a_caller_gone_before_its_pid_is_sent_takes_neither_the_zygote_nor_a_child_along(
+    forks: Zygote,
+) -> None:
+    async with asyncio.timeout(30):
+        first = await forks.start(CHILD, ["zygote_child", "exit", "0"])  # the zygote is up
+        assert await first.wait() == 0
+        mine, theirs = socket.socketpair()
+        mine.close()  # gone before the zygote answers
+        request: dict[str, object] = {"entry": CHILD, "argv": ["zygote_child", "sleep"]}
+        request |= {"env": dict(os.environ), "cwd": os.getcwd(), "netns": None}
+        null = os.open(os.devnull, os.O_RDWR)
+        with theirs:
+            fds = [theirs.fileno(), null, null, 2]
+            socket.send_fds(forks._running(), [json.dumps(request).encode()], fds)
+        os.close(null)
+        later = await forks.start(CHILD, ["zygote_child", "exit", "4"])  # still serving
+        assert await later.wait() == 4
+        await wait_until(lambda: not _children(forks))  # the orphan was killed and reaped
