@@ -20,6 +20,7 @@ from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.p2p.webrtc import is_webrtc, with_predicted_candidates
 from hearthmesh.node.p2p.webrtc_connection import READ_AHEAD_MESSAGES, WebRtcConnection
+from hearthmesh.protocol.errors import RemoteProtocolError
 from hearthmesh.protocol.inbound import InboundLedger, InboundPolicy
 from hearthmesh.protocol.standing import StandingPolicy
 from tests.integration.conftest import wait_until
@@ -181,6 +182,8 @@ class Burst:
     budget: InboundLedger
     peer: str
     standing: PeerStanding
+    refusals: list[str]
+    """Each refusal the host reported, as `peer: error` (the assertions' evidence)."""
 
 
 @asynccontextmanager
@@ -207,7 +210,13 @@ async def burst_unread(
             protected=lambda _: False,
             disconnect=lambda _: None,
         )
-        a.set_refusal_handler(standing.refused)
+        refusals: list[str] = []
+
+        def refused(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
+            refusals.append(f"{peer}: {error!r}")
+            standing.refused(peer, error, whole_frame=whole_frame)
+
+        a.set_refusal_handler(refused)
         b.set_stream_handler(BURST, burst)
         webrtc = await webrtc_only(a, b)
         assert isinstance(webrtc, WebRtcConnection)
@@ -220,7 +229,7 @@ async def burst_unread(
         async with await a.open_stream(b.peer_id, BURST) as stream:
             await stream.write_frame(b"go")
             await written.wait()
-            yield Burst(stream, budget, b.peer_id, standing)
+            yield Burst(stream, budget, b.peer_id, standing, refusals)
 
 
 async def test_a_burst_its_reader_is_behind_on_arrives_whole() -> None:
@@ -247,7 +256,7 @@ async def test_a_burst_past_the_read_ahead_resets_the_stream_and_leaves_no_gap()
             burst.budget.buffered_bytes_of(burst.peer) == 0
         )  # what nobody will read is given back
         await wait_until(lambda: burst.standing.points(burst.peer) > 0)
-        assert burst.standing.points(burst.peer) <= StandingPolicy().item_points
+        assert burst.standing.points(burst.peer) <= StandingPolicy().item_points, burst.refusals
 
 
 async def test_a_peer_past_its_read_budget_has_its_stream_reset_and_is_charged() -> None:
@@ -261,7 +270,7 @@ async def test_a_peer_past_its_read_budget_has_its_stream_reset_and_is_charged()
         assert burst.budget.peak_buffered_bytes <= budget_bytes
         assert burst.budget.buffered_bytes_of(burst.peer) == 0
         await wait_until(lambda: burst.standing.points(burst.peer) > 0)
-        assert burst.standing.points(burst.peer) <= StandingPolicy().item_points
+        assert burst.standing.points(burst.peer) <= StandingPolicy().item_points, burst.refusals
 
 
 async def test_a_stream_past_the_budget_of_all_peers_is_reset_at_no_ones_cost() -> None:
