@@ -32,7 +32,7 @@ from hearthmesh.protocol.receipts import (
 )
 from hearthmesh.tools.hostile.peer import HostilePeer
 
-from .api_helpers import Socket, group_of_three, home, link
+from .api_helpers import GroupOfThree, Socket, group_of_three, home, link
 from .conftest import NodeFactory, direct_room_with, refused_where_not_addressed
 
 pytestmark = pytest.mark.integration
@@ -56,6 +56,16 @@ async def _receipts_until_both(alice_ws: Socket, message_id: str) -> dict[str, A
             return frame
 
 
+async def _hello_all(group: GroupOfThree) -> dict[str, Any]:
+    """alice's message to the group, once both other members have it: her `message_sent`."""
+    alice_ws, bob_ws, carol_ws = group.sockets
+    await alice_ws.send(event="send", room_id=group.room, message="hello all", client_id="g1")
+    sent: dict[str, Any] = await alice_ws.next("message_sent")
+    for ws in (bob_ws, carol_ws):
+        await ws.next("message", lambda f: f.get("room_id") == group.room)
+    return sent
+
+
 async def test_a_groups_receipts_reach_the_senders_homes_alone_and_leave_no_gap(
     tmp_path: Path,
 ) -> None:
@@ -64,10 +74,7 @@ async def test_a_groups_receipts_reach_the_senders_homes_alone_and_leave_no_gap(
         alice_ws, bob_ws, carol_ws = group.sockets
         _, bob, carol = group.users
         room = group.room
-        await alice_ws.send(event="send", room_id=room, message="hello all", client_id="g1")
-        sent = await alice_ws.next("message_sent")
-        for ws in (bob_ws, carol_ws):
-            await ws.next("message", lambda f: f.get("room_id") == room)
+        sent = await _hello_all(group)
         await bob_ws.send(event="ack", message_id=sent["message_id"], status="read")
         await carol_ws.send(event="ack", message_id=sent["message_id"], status="delivered")
         last = await _receipts_until_both(alice_ws, sent["message_id"])
@@ -101,10 +108,7 @@ async def test_a_big_groups_members_send_read_receipts_only(
         alice_ws, bob_ws, carol_ws = group.sockets
         _, bob, carol = group.users
         room = group.room
-        await alice_ws.send(event="send", room_id=room, message="hello all", client_id="g1")
-        sent = await alice_ws.next("message_sent")
-        for ws in (bob_ws, carol_ws):
-            await ws.next("message", lambda f: f.get("room_id") == room)
+        sent = await _hello_all(group)
         mid = sent["message_id"]
         await bob_ws.send(event="ack", message_id=mid, status="delivered")
         await carol_ws.send(event="ack", message_id=mid, status="read")
