@@ -357,7 +357,6 @@ class _ConnectionTracker(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        watch_reads(conn.muxed_conn)  # its liveness under load (`answers_ping`)
         if conn not in self._paths:  # else counted already by `_reconcile`
             self._count_in(conn)
 
@@ -401,7 +400,7 @@ class _ConnectionTracker(INotifee):
             return _path_of(conn)
 
     def _count_in(self, conn: INetConn) -> None:
-        watch_reads(conn.muxed_conn)
+        watch_reads(conn.muxed_conn)  # its liveness under load (`answers_ping`)
         path = self._paths[conn] = _path_of(conn)
         self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), path, None)
 

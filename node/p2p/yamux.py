@@ -63,28 +63,42 @@ RESET_AFTER_FAILED_WRITE_S: Final = 1.0
 _HEARD_POLL_S: Final = 0.25
 """How often a ping's wait looks whether the connection read anything meanwhile."""
 
-_heard_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
-"""Yamux connection -> trio time of its last read from the peer (trio thread)."""
+
+class _LastRead:
+    """The trio time of a connection's last read from its peer (trio thread)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+
+_last_read: weakref.WeakKeyDictionary[Any, _LastRead] = weakref.WeakKeyDictionary()
+"""Yamux connection -> its last read, for those `watch_reads` watches."""
 
 
 def watch_reads(muxed_conn: Any) -> None:
     """Note the time of each read of a yamux connection from its peer (for `answers_ping`);
     once per connection, nothing for another muxer."""
-    if not isinstance(muxed_conn, Yamux) or muxed_conn in _heard_at:
+    if not isinstance(muxed_conn, Yamux) or muxed_conn in _last_read:
         return
     secured = muxed_conn.secured_conn
     read = secured.read
-    connection = weakref.ref(muxed_conn)  # the session must not keep its muxer alive
+    # One object per connection, set in place by each read: no lookup on the read path, and
+    # the session holds no reference to its muxer.
+    last = _last_read[muxed_conn] = _LastRead(trio.current_time())
 
     async def read_noting(n: int | None = None) -> bytes:
         data = await read(n)
-        conn = connection()
-        if conn is not None:
-            _heard_at[conn] = trio.current_time()
+        last.at = trio.current_time()
         return data
 
-    _heard_at[muxed_conn] = trio.current_time()
     secured.read = read_noting  # type: ignore[method-assign]
+
+
+def _read_since(muxed_conn: Any, asked: float) -> bool:
+    last = _last_read.get(muxed_conn)
+    return last is not None and last.at > asked
 
 
 async def answers_ping(muxed_conn: Any, timeout_s: float) -> bool:
@@ -106,10 +120,10 @@ async def answers_ping(muxed_conn: Any, timeout_s: float) -> bool:
     with trio.move_on_after(timeout_s), contextlib.suppress(Exception):
         await muxed_conn._write_frame(header)
         muxed_conn._ping_sent_time = trio.current_time()
-        while not answered.is_set() and _heard_at.get(muxed_conn, asked) <= asked:
+        while not answered.is_set() and not _read_since(muxed_conn, asked):
             with trio.move_on_after(_HEARD_POLL_S):
                 await answered.wait()
-    return answered.is_set() or _heard_at.get(muxed_conn, asked) > asked
+    return answered.is_set() or _read_since(muxed_conn, asked)
 
 
 async def _credit_half_windows(self: YamuxStream, *, bytes_read: int = 0) -> None:
