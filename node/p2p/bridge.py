@@ -304,13 +304,23 @@ class TrioThread:
             token.run_sync_soon(event.set)
 
     async def _join(self) -> None:
+        """Wait until the run has ended; a cancelled caller still waits (the stop was already
+        requested, so the wait is bounded) and gets its CancelledError afterwards, so nothing
+        of trio runs on behind a cancelled `stop()`."""
         finished, thread = self._finished, self._thread
-        if finished is not None:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(finished)
+        cancelled = False
+        while finished is not None and not finished.done():
+            try:
+                await asyncio.wait([finished])
+            except asyncio.CancelledError:
+                cancelled = True
+        if finished is not None and not finished.cancelled():
+            finished.exception()  # marks it retrieved: `stop()` or `start()` reports it
         if thread is not None:
             # trio.run has returned when `finished` is set, so this join is immediate.
             thread.join()
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def stop(self) -> None:
         """Cancel the work nursery, exit the service, end `trio.run` and join the thread.

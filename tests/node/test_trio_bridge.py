@@ -186,3 +186,21 @@ async def test_on_loop_with_another_trio_than_the_one_written_for_runs_in_a_thre
             assert await bridge.run(thread_of_the_call) != threading.get_ident()
         finally:
             await bridge.stop()
+
+
+@pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "on-loop"])
+async def test_a_cancelled_stop_still_ends_the_run_before_it_raises_cancelled(
+    on_loop: bool,
+) -> None:
+    """Cancelling `stop()` (a node's stop under a timeout) must not leave trio running behind
+    it: the cancellation is re-raised only once the run has ended (it was swallowed, and the
+    guest run went on after `stop()` returned)."""
+    bridge = TrioThread(name="test-cancelled-stop", on_loop=on_loop)
+    async with asyncio.timeout(10):
+        await bridge.start(_slow_to_exit)
+        stopping = asyncio.create_task(bridge.stop())
+        await asyncio.sleep(0.05)  # the service is exiting (0.5 s)
+        stopping.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stopping
+        assert bridge._finished is not None and bridge._finished.done()
