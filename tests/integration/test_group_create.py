@@ -9,7 +9,6 @@ group is whole without it, so it follows aside, and still reaches every member.
 from __future__ import annotations
 
 import asyncio
-from contextlib import AsyncExitStack
 
 import pytest
 
@@ -23,9 +22,7 @@ pytestmark = pytest.mark.integration
 async def test_a_group_is_created_before_the_creators_profile_goes_out(
     make_node: NodeFactory,
 ) -> None:
-    async with asyncio.timeout(30), AsyncExitStack() as stack:
-        alice = await stack.enter_async_context(make_node("alice"))
-        bob = await stack.enter_async_context(make_node("bob"))
+    async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
         await alice.connect(bob.listen_addrs[0])
         await alice.social.set_profile({"display_name": "Alice"})
         # The profile's sending is held (as its key shares wait on a loaded mesh) until let go.
