@@ -272,7 +272,11 @@ def build_services(
         run_state=run_state,
     )
     home_lookups = HomeLookups(
-        records.find, clock=clock, rng=rng, known=lambda user: bool(directory.homes(user))
+        records.find,
+        spawn=supervisor.spawn,
+        clock=clock,
+        rng=rng,
+        known=lambda user: bool(directory.homes(user)),
     )
     relays = RelayChooser(
         host=host,

@@ -17,9 +17,13 @@ whose walks start at the ADDs, spent 6-9 times an idle member's CPU at 25 nodes,
 walks were 4-11 % of a 50-node workload's samples (SPEC §20.6). A returning member's home is
 learnt at once by hello or presence (§13.3, §14.2), by a lookup within `LONG_MISS_WAIT_MS` or
 one turn per user waiting, whichever is longer. Callers asking for one user at once share one
-lookup. A record learnt by hello, presence or another lookup needs no lookup (its probe runs at
-once, §11.5.2), and a lookup that waited for a slot while such a record came is answered
-without one.
+lookup, which runs in a task of its own to its own bound (`WALK_TIMEOUT_S`): a caller that
+stops waiting (a room key's sender gives lookups 3 s) ends its own wait, not the lookup the
+others wait on. (It ended it, and with it the outbox's probe that shared it: a 50-node group's
+creator kept five real members' welcomes parked for good, their records learnt by hello
+minutes before, SPEC §20.6.) A record learnt by hello, presence or another lookup needs no
+lookup (its probe runs at once, §11.5.2), and a lookup that waited for a slot while such a
+record came is answered without one.
 At most `LOOKUPS_AT_ONCE` lookups run at a time, users missed fewest times first: a member
 whose hello failed must not wait behind hundreds of absent members (SPEC §10.4, §13.5).
 
@@ -34,9 +38,9 @@ import asyncio
 import heapq
 import itertools
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.protocol.identity import Rng, UserId
@@ -105,13 +109,16 @@ class HomeLookups:
         self,
         lookup: Callable[[UserId], Awaitable[bool]],
         *,
+        spawn: Callable[[Coroutine[Any, Any, None], str], None],
         clock: Clock,
         rng: Rng,
         known: Callable[[UserId], bool] = lambda _user: False,
         walk_timeout_s: float = WALK_TIMEOUT_S,
     ) -> None:
-        """`known(user)`: a record of the user's homes is held already (the directory)."""
+        """`spawn(work, name)` runs each lookup (the node's supervisor); `known(user)`: a
+        record of the user's homes is held already (the directory)."""
         self._lookup = lookup
+        self._spawn = spawn
         self._known = known
         self._walk_timeout_s = walk_timeout_s
         self._clock = clock
@@ -128,20 +135,31 @@ class HomeLookups:
         """Lookups actually sent to the DHT (for tests and status)."""
 
     async def find(self, user: UserId) -> bool:
-        """Look `user`'s home up unless a recent miss says not yet; False if none was found."""
+        """Look `user`'s home up unless a recent miss says not yet; False if none was found.
+        Cancelling a caller ends its wait alone: the lookup goes on for the others."""
         running = self._running.get(user)
-        if running is not None:
-            return await asyncio.shield(running)
-        missed = self._misses.get(user)
-        if missed is None and not self._first_walk_free():
-            # past the burst: a first lookup takes a turn too, as one missed (no miss counted)
-            missed = self._misses[user] = _Missed(0, 0)
-        if missed is not None and not self._due(missed):
-            return False
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._running[user] = future
+        if running is None:
+            missed = self._misses.get(user)
+            if missed is None and not self._first_walk_free():
+                # past the burst: a first lookup takes a turn too, as one missed (no miss counted)
+                missed = self._misses[user] = _Missed(0, 0)
+            if missed is not None and not self._due(missed):
+                return False
+            running = asyncio.get_running_loop().create_future()
+            self._running[user] = running
+            misses = 0 if missed is None else missed.misses
+            try:
+                self._spawn(self._walk(user, misses, running), f"lookup-{user.hex()[:8]}")
+            except BaseException:  # not started (the node stops): no one may wait on it
+                del self._running[user]
+                raise
+        return await asyncio.shield(running)
+
+    async def _walk(self, user: UserId, misses: int, answer: asyncio.Future[bool]) -> None:
+        """The one lookup of `user` under way: a slot, then the walk (or the record learnt
+        while it waited); its outcome goes to every caller through `answer`."""
         try:
-            await self._walks.take(0 if missed is None else missed.misses)
+            await self._walks.take(misses)
             try:
                 if self._known(user):  # learnt while it waited for a slot (a hello retried)
                     found = True
@@ -153,17 +171,15 @@ class HomeLookups:
                 found = False  # a miss: the slot goes to the next user
             finally:
                 self._walks.give_back()
-        except asyncio.CancelledError:
-            future.cancel()
+        except asyncio.CancelledError:  # the node stops
+            answer.cancel()
             raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no warning if nobody else was waiting
-            raise
+        except Exception as exc:  # the callers' to handle, as if they had walked
+            answer.set_exception(exc)
+            answer.exception()  # retrieved: no warning if every caller stopped waiting
         else:
-            future.set_result(found)
+            answer.set_result(found)
             self._note(user, found)
-            return found
         finally:
             del self._running[user]
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 from hearthmesh.node.identity.home_lookup import (
     FIRST_LOOKUP_BURST,
@@ -36,11 +38,28 @@ class _Dht:
         return user in self.homes
 
 
+class _Tasks:
+    """The lookups' `spawn` in these tests: a task of the test's loop each, kept till it ends
+    (the node gives its supervisor's)."""
+
+    def __init__(self) -> None:
+        self.running: set[asyncio.Task[None]] = set()
+
+    def __call__(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+
+def _lookups(dht: _Dht, clock: FakeClock, **options: Any) -> HomeLookups:
+    return HomeLookups(dht.lookup, spawn=_Tasks(), clock=clock, rng=counter_rng(), **options)
+
+
 async def test_a_miss_is_asked_again_once_after_the_retry_delay() -> None:
     """SPEC §13.5: a user missed once is not asked again before half of RETRY_AFTER_MISS_MS
     (a home coming up publishes 10-30 s after its first peer), and is asked by its end."""
     clock, dht = FakeClock(), _Dht()
-    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    lookups = _lookups(dht, clock)
     assert not await lookups.find(ALICE)
     assert not await lookups.find(ALICE)  # within the retry delay: answered from memory
     assert await lookups.find(BOB) is False  # another user is asked at once
@@ -61,7 +80,7 @@ async def test_callers_asking_at_once_share_one_lookup() -> None:
     clock, dht = FakeClock(), _Dht()
     dht.release = asyncio.Event()
     dht.homes.add(ALICE)
-    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    lookups = _lookups(dht, clock)
     async with asyncio.timeout(5):
         waiting = [asyncio.create_task(lookups.find(ALICE)) for _ in range(5)]
         await asyncio.sleep(0)
@@ -71,13 +90,40 @@ async def test_callers_asking_at_once_share_one_lookup() -> None:
     assert lookups.asked == 1
 
 
+async def test_a_caller_that_stops_waiting_leaves_the_shared_lookup_to_the_others() -> None:
+    """SPEC §13.5: a caller's bound ends its own wait, not the lookup. A room key's sender
+    gives lookups 3 s; when it owned the walk, its timeout cancelled the walk for every caller
+    sharing it, and the outbox's probe of a parked member ended with it, never to be probed
+    again: a 50-node group's creator kept five members' welcomes parked for good."""
+    clock, dht = FakeClock(), _Dht()
+    dht.release = asyncio.Event()
+    dht.homes.add(ALICE)
+    lookups = _lookups(dht, clock)
+    async with asyncio.timeout(5):
+        bounded = asyncio.create_task(lookups.find(ALICE))  # asks first: owned the walk
+        await asyncio.sleep(0)
+        sharing = asyncio.create_task(lookups.find(ALICE))  # the outbox's probe, say
+        for _ in range(5):
+            await asyncio.sleep(0)
+        bounded.cancel()  # its bound ran out
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not sharing.done()  # still waiting for the walk
+        dht.release.set()
+        assert await sharing
+        assert await lookups.find(ALICE)
+    assert bounded.cancelled()
+    assert dht.asked == [ALICE, ALICE]  # one walk for both, then a fresh ask once found
+    assert lookups.next_ask_ms(ALICE) == 0
+
+
 async def test_many_users_at_once_walk_the_dht_a_few_at_a_time() -> None:
     """A group's absent members are looked up together: the walks take turns (each opens
     streams to peers whose slots are bounded, SPEC §10.4), and every user is still asked."""
     clock, dht = FakeClock(), _Dht()
     dht.release = asyncio.Event()
     users = [UserId(bytes([n]) * 32) for n in range(3, 3 + 3 * LOOKUPS_AT_ONCE)]
-    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    lookups = _lookups(dht, clock)
     async with asyncio.timeout(5):
         finding = [asyncio.create_task(lookups.find(user)) for user in users]
         for _ in range(20):  # the others wait for a slot, however long the walks take
@@ -93,7 +139,7 @@ async def test_a_user_missed_again_and_again_is_asked_only_every_several_minutes
     waits LONG_MISS_WAIT_MS (at least its half) for the next lookup; the wait ends, and a
     record found then clears it."""
     clock, dht = FakeClock(), _Dht()
-    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    lookups = _lookups(dht, clock)
     for _ in range(LONG_MISS_AFTER):
         assert not await lookups.find(ALICE)
         clock.advance(RETRY_AFTER_MISS_MS)  # the retry delay is over
@@ -123,7 +169,7 @@ async def test_users_known_nowhere_take_turns_a_repeat_gap_apart() -> None:
     due user taking the next free turn, so a group's absent members cost a lookup a turn
     whatever their number; a user never missed is asked at once all the same."""
     clock, dht = FakeClock(), _Dht()
-    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    lookups = _lookups(dht, clock)
     absent = [UserId(bytes([n]) * 32) for n in range(3, 53)]
     await _known_nowhere(lookups, clock, dht, absent)
     clock.advance(LONG_MISS_WAIT_MS)  # every one of them is due, and the burst refilled
@@ -155,7 +201,7 @@ async def test_first_lookups_past_the_burst_and_every_retry_take_turns() -> None
     asked at once; the next ones, and each retry after a miss, take the next free turns
     REPEAT_GAP_MS apart; the burst comes back one a turn."""
     clock, dht = FakeClock(), _Dht()
-    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    lookups = _lookups(dht, clock)
     users = [UserId(bytes([n]) * 32) for n in range(3, 3 + FIRST_LOOKUP_BURST + 3)]
     start_ms = clock.now_ms()
     for user in users:
@@ -178,7 +224,7 @@ async def test_first_lookups_past_the_burst_and_every_retry_take_turns() -> None
     assert dht.asked[-1] == ALICE
 
     clock, dht = FakeClock(), _Dht()
-    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    lookups = _lookups(dht, clock)
     missed = users[:3]
     for user in missed:
         assert not await lookups.find(user)
@@ -197,7 +243,7 @@ async def test_a_user_never_missed_walks_before_users_that_missed() -> None:
     fewest misses (a real member before the group's absent ones, known nowhere), in arrival
     order among equals."""
     clock, dht = FakeClock(), _Dht()
-    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng())
+    lookups = _lookups(dht, clock)
     absent = [UserId(bytes([n]) * 32) for n in range(3, 4 + LOOKUPS_AT_ONCE)]
     missed = absent[-1]
     async with asyncio.timeout(5):
@@ -224,7 +270,7 @@ async def test_a_user_never_missed_walks_before_users_that_missed() -> None:
 async def test_a_walk_that_runs_too_long_is_a_miss() -> None:
     clock, dht = FakeClock(), _Dht()
     dht.release = asyncio.Event()  # never set: the walk hangs
-    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng(), walk_timeout_s=0.05)
+    lookups = _lookups(dht, clock, walk_timeout_s=0.05)
     async with asyncio.timeout(5):
         assert not await lookups.find(ALICE)
         assert not await lookups.find(ALICE)  # a miss: backed off, not asked again
@@ -236,7 +282,7 @@ async def test_a_record_learnt_while_waiting_for_a_slot_needs_no_walk() -> None:
     without a walk once a record of theirs came otherwise (a hello retried, presence)."""
     clock, dht = FakeClock(), _Dht()
     held: set[UserId] = set()
-    lookups = HomeLookups(dht.lookup, clock=clock, rng=counter_rng(), known=held.__contains__)
+    lookups = _lookups(dht, clock, known=held.__contains__)
     absent = [UserId(bytes([n]) * 32) for n in range(3, 3 + LOOKUPS_AT_ONCE)]
     async with asyncio.timeout(5):
         dht.release = asyncio.Event()

@@ -15,6 +15,7 @@ from hearthmesh.tools.simulate.scale import (
     ScaleConfig,
     _by_window,
     _closed_between,
+    _formation,
     _growth,
     run_scale,
 )
@@ -85,6 +86,15 @@ def test_closes_in_a_phase_are_each_nodes_new_ones_summed_per_reason() -> None:
     assert _closed_between(after, after) == {}
 
 
+def test_formation_steps_count_from_the_mesh_connected() -> None:
+    """Where a group's formation waits: the creator's calls, then the homes one by one."""
+    assert _formation(10.0, 12.04, 15.5, [20.0, 18.0, 31.0]) == {
+        "created_s": 2.0,
+        "added_s": 5.5,
+        "homes_formed_s": {"first": 8.0, "p50": 10.0, "last": 21.0},
+    }
+
+
 def test_latency_windows_show_a_mesh_that_falls_behind() -> None:
     latencies = [(0.5, 1.0), (3.0, 3.0), (9.9, 2.0), (10.0, 20.0), (25.0, 40.0)]
     assert _by_window(latencies, 10.0) == [2.0, 20.0, 40.0]
@@ -127,5 +137,8 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     assert work["connections"]["mean"] >= 2, work  # the two other nodes, whatever else
     assert isinstance(work["connections_closed"], dict), work  # per reason (SPEC §10.13)
     assert size["idle"]["rss_mb"]["mean"] > 0, size
+    formation, homes = size["formation"], size["formation"]["homes_formed_s"]
+    assert 0 <= formation["created_s"] <= formation["added_s"] <= homes["first"], size
+    assert homes["first"] <= homes["p50"] <= homes["last"] <= size["formation_s"], size
     assert (tmp_path / "scale.png").stat().st_size > 0
     assert (tmp_path / "latency-3.png").stat().st_size > 0

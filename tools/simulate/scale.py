@@ -45,7 +45,7 @@ from hearthmesh.tools.node_process import hearthmesh_script
 from hearthmesh.tools.simulate.checker import check
 from hearthmesh.tools.simulate.cost import PhaseMeter, summarize
 from hearthmesh.tools.simulate.faults import FaultLog
-from hearthmesh.tools.simulate.mesh import Mesh, close_quietly
+from hearthmesh.tools.simulate.mesh import Mesh, SimNode, close_quietly
 from hearthmesh.tools.simulate.plot import plot_latency
 from hearthmesh.tools.simulate.run import (
     SimulateConfig,
@@ -124,9 +124,9 @@ async def _connect(mesh: Mesh) -> int:
     return undialled
 
 
-async def _group(run: _Run, members: int, rng: random.Random) -> str:
+async def _group(run: _Run, members: int, rng: random.Random) -> tuple[str, dict[str, Any]]:
     """The group of every node's user and the absent members; its id once every real member
-    holds it whole."""
+    holds it whole, and when each step of forming it ended (`_formation`)."""
     nodes = run.mesh.nodes
     creator = nodes[0]
     absent = [user_id_text(UserId(rng.randbytes(32))) for _ in range(max(0, members - len(nodes)))]
@@ -138,17 +138,41 @@ async def _group(run: _Run, members: int, rng: random.Random) -> str:
         timeout_s=_GROUP_CALL_S,
     )
     room = str(group["id"])
+    created_at = run.now()
     for start in range(_ADD_AT_ONCE, len(others), _ADD_AT_ONCE):
         users = others[start : start + _ADD_AT_ONCE]
         await creator.call(
             "POST", f"/v1/groups/{room}/members", {"user_ids": users}, timeout_s=_GROUP_CALL_S
         )
+    added_at = run.now()
     for client in run.clients:
         client.room = room
-    await asyncio.gather(
-        *(_wait_member(n, room, len(others) + 1, every_s=_FORMED_POLL_S) for n in nodes)
-    )
-    return room
+    formed_at: list[float] = []
+
+    async def formed(node: SimNode) -> None:
+        await _wait_member(node, room, len(others) + 1, every_s=_FORMED_POLL_S)
+        formed_at.append(run.now())
+
+    await asyncio.gather(*(formed(n) for n in nodes))
+    return room, _formation(run.setup["connected_s"], created_at, added_at, formed_at)
+
+
+def _formation(
+    connected_at: float, created_at: float, added_at: float, formed_at: list[float]
+) -> dict[str, Any]:
+    """Where the formation's time went, in seconds from the mesh connected: the creator's
+    create call answered, its last ADD answered, and each home showing the whole group (the
+    first, the median and the last; within `_FORMED_POLL_S`)."""
+    formed = sorted(at - connected_at for at in formed_at)
+    return {
+        "created_s": round(created_at - connected_at, 1),
+        "added_s": round(added_at - connected_at, 1),
+        "homes_formed_s": {
+            "first": round(formed[0], 1),
+            "p50": round(statistics.median(formed), 1),
+            "last": round(formed[-1], 1),
+        },
+    }
 
 
 def _to_last_member(run: _Run) -> list[tuple[float, float]]:
@@ -257,7 +281,7 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
                 run.clients = [DeviceClient(n, "", run.start, users) for n in mesh.nodes]
                 run.readers = [asyncio.create_task(c.run()) for c in run.clients]
                 await asyncio.gather(*(c.wait_connected() for c in run.clients))
-                await _group(run, members, rng)
+                _, formation = await _group(run, members, rng)
                 run.setup["group_s"] = run.now()
                 _say(config, f"{size} nodes: group of {members} after {run.now():.0f} s")
         except TimeoutError:
@@ -297,6 +321,7 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
             "setup_s": {step: round(at, 1) for step, at in run.setup.items()},
             # from the mesh connected until every real member's client showed the whole group
             "formation_s": round(run.setup["group_s"] - run.setup["connected_s"], 1),
+            "formation": formation,
             "idle": idle,
             "workload": {
                 **work,
