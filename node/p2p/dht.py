@@ -21,6 +21,8 @@ lookup of a user known nowhere cost a 25-node mesh ~48 streams, and a group's 1,
 members made DHT walks 72 % of a home's busy time (SPEC §13.5). A put leaves the record at
 the peers closest to the key, so asking the few closest known, and any closer peers they name,
 finds it: `NEAREST_ASKED` RPCs at a time, at most `GET_ROUNDS` rounds, whatever the mesh's size.
+
+py-libp2p's WARNINGs for a request's normal end and for failed stores are sorted by `dht_log`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from libp2p.peer.peerstore import PeerStoreError
 from libp2p.records.validator import NamespacedValidator, Validator
 from libp2p.tools.anyio_service import background_trio_service
 
+from hearthmesh.node.p2p import dht_log
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
 from hearthmesh.node.p2p.gossipsub import BridgeCall
 from hearthmesh.protocol.errors import LocalProtocolError
@@ -135,6 +138,7 @@ class DhtLayer:
 
     def build(self, host: IHost) -> None:
         """Create the DHT on `host` before it listens; this registers the kad protocol."""
+        dht_log.install()
         validator = NamespacedValidator(
             {DHT_NAMESPACE: self._app_validator}, strict_validation=True
         )

@@ -1,0 +1,98 @@
+"""Our gossipsub router: py-libp2p 0.8.1's `GossipSub` with the backoff its heartbeat forgets.
+
+Part of the libp2p bridge (ARCHITECTURE §5, tests/test_layering.py `BRIDGE_MODULES`); serves
+SPEC §14.3. `GossipLayer` builds one `MeshRouter` per host; it runs on the trio thread and owns
+the mesh, the backoffs and `counts`.
+
+When a topic's mesh grows past D_high (peers GRAFT us whenever they like), py-libp2p's heartbeat
+PRUNEs it back to D but, unlike go-libp2p (`prunePeer` adds a backoff), records no backoff for
+the peers it pruned; only they do, from the PRUNE's 60 s. As soon as our mesh falls below D_low
+again (other peers pruned us) we GRAFT whomever we pick, often one we just pruned; that peer
+counts a GRAFT within 10 s of its PRUNE as a flood ("GRAFT flood detected", a penalty, another
+PRUNE) and a later one inside its backoff as a violation ("ignoring request ..., back off
+until", its backoff extended, another PRUNE). At 50 nodes that was ~7,500 floods and ~5,400
+refusals over a run's logs, and each is an RPC each way with its signed peer record checked.
+So a peer we prune gets the same backoff on our side, plus `BACKOFF_SLACK_S` so that ours
+ends after theirs (both count whole seconds from their own clocks' reading).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Final
+
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+
+__all__ = ["BACKOFF_SLACK_S", "COUNTS_LOG_HEARTBEATS", "MeshCounts", "MeshRouter"]
+
+log = logging.getLogger(__name__)
+
+BACKOFF_SLACK_S: Final = 2
+"""Seconds our backoff for a peer we pruned outlasts the one we told it (SPEC §14.3)."""
+COUNTS_LOG_HEARTBEATS: Final = 60
+"""Heartbeats between two INFO lines with the mesh sizes and `counts` (a minute at 1 s)."""
+
+
+@dataclass(slots=True)
+class MeshCounts:
+    """GRAFT and PRUNE control messages since the start (trio thread; logs and tests)."""
+
+    grafts_sent: int = 0
+    """GRAFTs we sent: the heartbeat's and a join's (one per peer and topic)."""
+    prunes_sent: int = 0
+    """PRUNEs we sent: the heartbeat's and a leave's, and refusals of GRAFTs."""
+    grafts_received: int = 0
+    """GRAFTs peers sent us."""
+    grafts_refused: int = 0
+    """GRAFTs we answered with a PRUNE (a flood, a peer in backoff, a topic we left)."""
+    prunes_received: int = 0
+    """PRUNEs peers sent us."""
+
+
+class MeshRouter(GossipSub):
+    """`GossipSub` whose heartbeat backs off from the peers it prunes (see the module)."""
+
+    counts: MeshCounts
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.counts = MeshCounts()
+        self._heartbeats = 0
+
+    def mesh_heartbeat(self) -> tuple[defaultdict[ID, list[str]], defaultdict[ID, list[str]]]:
+        """py-libp2p's mesh maintenance, then a backoff for each peer it pruned (SPEC §14.3):
+        recorded before the rest of the heartbeat picks peers to GRAFT."""
+        to_graft, to_prune = super().mesh_heartbeat()
+        for peer, topics in to_prune.items():
+            for topic in topics:
+                self._add_back_off(peer, topic, False, self.prune_back_off + BACKOFF_SLACK_S)
+        self.counts.grafts_sent += sum(len(topics) for topics in to_graft.values())
+        self.counts.prunes_sent += sum(len(topics) for topics in to_prune.values())
+        self._heartbeats += 1
+        if self._heartbeats % COUNTS_LOG_HEARTBEATS == 0:
+            sizes = sorted(len(peers) for peers in self.mesh.values())
+            log.info("gossip mesh sizes %s; since the start %s", sizes, self.counts)
+        return to_graft, to_prune
+
+    async def emit_graft(self, topic: str, id: ID) -> None:
+        self.counts.grafts_sent += 1
+        await super().emit_graft(topic, id)
+
+    async def emit_prune(self, topic: str, to_peer: ID, do_px: bool, is_unsubscribe: bool) -> None:
+        self.counts.prunes_sent += 1
+        await super().emit_prune(topic, to_peer, do_px, is_unsubscribe)
+
+    async def handle_graft(self, graft_msg: rpc_pb2.ControlGraft, sender_peer_id: ID) -> None:
+        self.counts.grafts_received += 1
+        pruned = self.counts.prunes_sent
+        await super().handle_graft(graft_msg, sender_peer_id)
+        if self.counts.prunes_sent != pruned:  # every refusal answers with one PRUNE
+            self.counts.grafts_refused += 1
+
+    async def handle_prune(self, prune_msg: rpc_pb2.ControlPrune, sender_peer_id: ID) -> None:
+        self.counts.prunes_received += 1
+        await super().handle_prune(prune_msg, sender_peer_id)
