@@ -51,6 +51,8 @@ class MeshCounts:
     """GRAFTs we answered with a PRUNE (a flood, a peer in backoff, a topic we left)."""
     prunes_received: int = 0
     """PRUNEs peers sent us."""
+    heartbeats: int = 0
+    """Heartbeats run."""
 
 
 class MeshRouter(GossipSub):
@@ -61,7 +63,6 @@ class MeshRouter(GossipSub):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.counts = MeshCounts()
-        self._heartbeats = 0
 
     def mesh_heartbeat(self) -> tuple[defaultdict[ID, list[str]], defaultdict[ID, list[str]]]:
         """py-libp2p's mesh maintenance, then a backoff for each peer it pruned (SPEC §14.3):
@@ -72,8 +73,8 @@ class MeshRouter(GossipSub):
                 self._add_back_off(peer, topic, False, self.prune_back_off + BACKOFF_SLACK_S)
         self.counts.grafts_sent += sum(len(topics) for topics in to_graft.values())
         self.counts.prunes_sent += sum(len(topics) for topics in to_prune.values())
-        self._heartbeats += 1
-        if self._heartbeats % COUNTS_LOG_HEARTBEATS == 0:
+        self.counts.heartbeats += 1
+        if self.counts.heartbeats % COUNTS_LOG_HEARTBEATS == 0:
             sizes = sorted(len(peers) for peers in self.mesh.values())
             log.info("gossip mesh sizes %s; since the start %s", sizes, self.counts)
         return to_graft, to_prune

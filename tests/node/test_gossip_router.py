@@ -1,0 +1,81 @@
+"""Our gossipsub router (node/p2p/gossip_router.py) with real hosts on 127.0.0.1 (SPEC §14.3)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+
+from hearthmesh.node.p2p.gossip_router import MeshCounts, MeshRouter
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "hearthmesh/test/mesh"
+LEAVES = 6
+DEGREE = 2
+"""D 2: D_low 1, D_high 4, so six peers grafting one hub over-fill its mesh."""
+
+
+@asynccontextmanager
+async def hosts(count: int) -> AsyncIterator[list[P2PHost]]:
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                P2PHost(HostConfig(identity_seed=bytes([n]) * 32, gossip_degree=DEGREE))
+            )
+            for n in range(1, count + 1)
+        ]
+
+
+def _router(host: P2PHost) -> MeshRouter:
+    router = host._gossip._gossipsub
+    assert router is not None
+    return router
+
+
+def _counts(host: P2PHost) -> MeshCounts:
+    return host._gossip.mesh_counts()
+
+
+def _mesh(host: P2PHost) -> set[str]:
+    """The peers in `host`'s mesh for TOPIC (read from another thread: copied until stable)."""
+    while True:
+        try:
+            return {peer.to_base58() for peer in _router(host).mesh.get(TOPIC, set())}
+        except RuntimeError:  # changed during the copy
+            continue
+
+
+async def _until(condition: object) -> None:
+    while not condition():  # type: ignore[operator]  # noqa: ASYNC110 (the router has no event)
+        await asyncio.sleep(0.05)
+
+
+async def test_a_peer_the_heartbeat_pruned_is_not_grafted_again_within_the_backoff() -> None:
+    """py-libp2p's heartbeat pruned an over-full mesh with no backoff on its own side, and
+    grafted a pruned peer again as soon as its mesh ran short: the pruned peer, still in its
+    60 s backoff, refused that GRAFT as a flood (SPEC §14.3)."""
+    async with asyncio.timeout(30), hosts(1 + LEAVES) as (hub, *leaves):
+        for leaf in leaves:
+            await leaf.connect(hub.listen_addrs[0])
+        subs = [await host.subscribe(TOPIC) for host in (hub, *leaves)]
+        # Every leaf grafts the hub, its one peer: six in a mesh whose D_high is 4.
+        await _until(lambda: _counts(hub).grafts_received >= LEAVES)
+        await _until(lambda: _counts(hub).prunes_sent >= LEAVES - DEGREE)
+        kept = _mesh(hub)
+        assert len(kept) == DEGREE
+        # The two it kept leave the topic: the hub's mesh is empty, below D_low.
+        pruned_at = _counts(hub)
+        for leaf, sub in zip(leaves, subs[1:], strict=True):
+            if leaf.peer_id in kept:
+                await sub.unsubscribe()
+        await _until(lambda: _counts(hub).prunes_received >= pruned_at.prunes_received + DEGREE)
+        beats = _counts(hub).heartbeats
+        await _until(lambda: _counts(hub).heartbeats >= beats + 3)
+        # Its heartbeat grafts nobody: the only peers left in the topic are the ones it pruned.
+        assert _counts(hub).grafts_sent == pruned_at.grafts_sent
+        assert sum(_counts(leaf).grafts_refused for leaf in leaves) == 0
+        assert _mesh(hub) == set()
