@@ -12,10 +12,13 @@ only an `IncompleteReadError` of 0 bytes for the clean end, but its own stream r
 `StreamEOF` there, which it logs as a failed read. Every request served logged one (five hosts
 in one process: 20 requests, 20 such WARNINGs, each `StreamEOF` from yamux's "closed for
 receiving"). Nothing retries them: the server just ends the stream. So that one, with
-`StreamEOF`, is DEBUG. Any other failed read (a reset, a stream that broke mid-request) and a
-failed store (a put stores at up to 20 peers; one that resets or times out misses that one)
-stay WARNINGs, but the first of each kind in a minute passes alone, naming the error (and what
-caused it: libp2p's stream errors carry no message) and how many the minute before dropped.
+`StreamEOF`, is DEBUG. The failed stores were puts of the record the peer already held (the
+server answers only a record that wins its `select`; `dht._AppValidator` now lets the same
+bytes win), each a `StreamEOF` at the putter, none retried. Any other failed read (a reset, a
+stream that broke mid-request) and a failed store (a peer holding a newer record, a reset, a
+timeout: a put stores at up to 20 peers, and one that fails misses that one) stay WARNINGs, but
+the first of each kind in a minute passes alone, naming the error (and what caused it:
+libp2p's stream errors carry no message) and how many the minute before dropped.
 """
 
 from __future__ import annotations
