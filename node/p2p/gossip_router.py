@@ -12,13 +12,16 @@ counts a GRAFT within 10 s of its PRUNE as a flood ("GRAFT flood detected", a pe
 PRUNE) and a later one inside its backoff as a violation ("ignoring request ..., back off
 until", its backoff extended, another PRUNE). At 50 nodes that was ~7,500 floods and ~5,400
 refusals over a run's logs, and each is an RPC each way with its signed peer record checked.
-So a peer we prune gets the same backoff on our side, plus `BACKOFF_SLACK_S` so that ours
-ends after theirs (both count whole seconds from their own clocks' reading).
+So a peer we prune gets the same backoff on our side. And, as go-libp2p's backoff slack does,
+we GRAFT a peer only `BACKOFF_SLACK_S` after a backoff ended (both sides count whole seconds
+of their own clocks, so ours may end a second before theirs), while a peer's GRAFT is taken as
+soon as it ended: py-libp2p asks one `_check_back_off` for both.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Final
@@ -32,7 +35,7 @@ __all__ = ["BACKOFF_SLACK_S", "COUNTS_LOG_HEARTBEATS", "MeshCounts", "MeshRouter
 log = logging.getLogger(__name__)
 
 BACKOFF_SLACK_S: Final = 2
-"""Seconds our backoff for a peer we pruned outlasts the one we told it (SPEC §14.3)."""
+"""Seconds after a backoff ended before we GRAFT that peer ourselves (SPEC §14.3)."""
 COUNTS_LOG_HEARTBEATS: Final = 60
 """Heartbeats between two INFO lines with the mesh sizes and `counts` (a minute at 1 s)."""
 
@@ -63,6 +66,7 @@ class MeshRouter(GossipSub):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.counts = MeshCounts()
+        self._taking_graft = False
 
     def mesh_heartbeat(self) -> tuple[defaultdict[ID, list[str]], defaultdict[ID, list[str]]]:
         """py-libp2p's mesh maintenance, then a backoff for each peer it pruned (SPEC §14.3):
@@ -70,7 +74,7 @@ class MeshRouter(GossipSub):
         to_graft, to_prune = super().mesh_heartbeat()
         for peer, topics in to_prune.items():
             for topic in topics:
-                self._add_back_off(peer, topic, False, self.prune_back_off + BACKOFF_SLACK_S)
+                self._add_back_off(peer, topic, False)
         self.counts.grafts_sent += sum(len(topics) for topics in to_graft.values())
         self.counts.prunes_sent += sum(len(topics) for topics in to_prune.values())
         self.counts.heartbeats += 1
@@ -87,10 +91,27 @@ class MeshRouter(GossipSub):
         self.counts.prunes_sent += 1
         await super().emit_prune(topic, to_peer, do_px, is_unsubscribe)
 
+    def _check_back_off(self, peer: ID, topic: str) -> bool:
+        """True while `peer` is in backoff on `topic`: for a GRAFT of ours until
+        `BACKOFF_SLACK_S` after it ended, for one of theirs (`handle_graft`) until it ended."""
+        if self._taking_graft:
+            return bool(super()._check_back_off(peer, topic))
+        until = self.back_off.get(topic, {}).get(peer)
+        if until is None:
+            return False
+        if until + BACKOFF_SLACK_S > int(time.time()):  # wall-clock seconds, as py-libp2p's
+            return True
+        del self.back_off[topic][peer]
+        return False
+
     async def handle_graft(self, graft_msg: rpc_pb2.ControlGraft, sender_peer_id: ID) -> None:
         self.counts.grafts_received += 1
         pruned = self.counts.prunes_sent
-        await super().handle_graft(graft_msg, sender_peer_id)
+        self._taking_graft = True  # its backoff check is the peer's: no slack
+        try:
+            await super().handle_graft(graft_msg, sender_peer_id)
+        finally:
+            self._taking_graft = False
         if self.counts.prunes_sent != pruned:  # every refusal answers with one PRUNE
             self.counts.grafts_refused += 1
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
+from libp2p.peer.id import ID
 
-from hearthmesh.node.p2p.gossip_router import MeshCounts, MeshRouter
+from hearthmesh.node.p2p.gossip_router import BACKOFF_SLACK_S, MeshCounts, MeshRouter
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 
 pytestmark = pytest.mark.integration
@@ -79,3 +81,18 @@ async def test_a_peer_the_heartbeat_pruned_is_not_grafted_again_within_the_backo
         assert _counts(hub).grafts_sent == pruned_at.grafts_sent
         assert sum(_counts(leaf).grafts_refused for leaf in leaves) == 0
         assert _mesh(hub) == set()
+
+
+def test_we_graft_a_peer_a_while_after_its_backoff_ended_and_take_its_graft_at_once() -> None:
+    """Both sides of a PRUNE count its backoff in whole seconds of their own clocks, so ours
+    may end a second before the peer's: a GRAFT of ours waits BACKOFF_SLACK_S more (it would
+    be refused, and the peer's backoff extended), while the peer's is taken as soon as its
+    backoff ended (SPEC §14.3)."""
+    router = MeshRouter(protocols=[], degree=DEGREE, degree_low=1, degree_high=2 * DEGREE)
+    peer, other = ID(b"\x00\x01a"), ID(b"\x00\x01b")
+    router.back_off[TOPIC] = {peer: int(time.time()), other: int(time.time()) - BACKOFF_SLACK_S}
+    assert router._check_back_off(peer, TOPIC)  # ended just now: not ours to GRAFT yet
+    assert not router._check_back_off(other, TOPIC)  # ended BACKOFF_SLACK_S ago
+    assert other not in router.back_off[TOPIC]  # and forgotten
+    router._taking_graft = True  # as `handle_graft` asks
+    assert not router._check_back_off(peer, TOPIC)
