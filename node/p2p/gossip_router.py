@@ -83,6 +83,17 @@ class MeshRouter(GossipSub):
             log.info("gossip mesh sizes %s; since the start %s", sizes, self.counts)
         return to_graft, to_prune
 
+    def _perform_opportunistic_grafting(
+        self, topic: str, peers_to_graft: defaultdict[ID, list[str]]
+    ) -> int:
+        """None (SPEC §14.3). py-libp2p grafts, every heartbeat, up to 2 peers whose score is
+        at least half the mesh's median; we give no score weights, so every score is 0 and every
+        peer not in backoff qualified: each heartbeat over-filled a mesh that was full, the
+        next pruned it, and each minute, as the backoffs ended, it began again. go-libp2p runs
+        it once a minute, only when the mesh's median score is low, for peers scoring above
+        it: with no scores, never."""
+        return 0
+
     async def emit_graft(self, topic: str, id: ID) -> None:
         self.counts.grafts_sent += 1
         await super().emit_graft(topic, id)

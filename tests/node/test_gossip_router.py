@@ -8,7 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+from libp2p.pubsub.pubsub import Pubsub
 
 from hearthmesh.node.p2p.gossip_router import BACKOFF_SLACK_S, MeshCounts, MeshRouter
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
@@ -96,3 +100,30 @@ def test_we_graft_a_peer_a_while_after_its_backoff_ended_and_take_its_graft_at_o
     assert other not in router.back_off[TOPIC]  # and forgotten
     router._taking_graft = True  # as `handle_graft` asks
     assert not router._check_back_off(peer, TOPIC)
+
+
+def test_a_mesh_at_its_degree_grafts_nobody_more_however_peers_score() -> None:
+    """Our peers' scores are all 0 (no weights), and py-libp2p's opportunistic grafting took
+    every peer not in backoff as scoring well enough: each heartbeat grafted 2 more into a mesh
+    at its degree, until D_high was passed and a heartbeat pruned it; each minute, as the
+    backoffs ended, it began again (SPEC §14.3). A real router and pubsub, not running: one
+    heartbeat's mesh maintenance, with six peers in the topic and two in the mesh."""
+    router = MeshRouter(
+        protocols=[PROTOCOL_ID_V11],
+        degree=DEGREE,
+        degree_low=1,
+        degree_high=2 * DEGREE,
+        adaptive_gossip_enabled=False,
+        spam_protection_enabled=False,
+    )
+    pubsub = Pubsub(new_host(key_pair=create_new_key_pair()), router)
+    try:
+        peers = [ID.from_pubkey(create_new_key_pair().public_key) for _ in range(6)]
+        pubsub.peer_topics[TOPIC] = set(peers)
+        router.peer_protocol.update(dict.fromkeys(peers, PROTOCOL_ID_V11))
+        router.mesh[TOPIC] = set(peers[:DEGREE])
+        to_graft, to_prune = router.mesh_heartbeat()
+        assert (dict(to_graft), dict(to_prune)) == ({}, {})
+        assert router.mesh[TOPIC] == set(peers[:DEGREE])
+    finally:
+        pubsub.seen_messages.stop()  # its sweeper thread
