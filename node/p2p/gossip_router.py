@@ -1,4 +1,5 @@
-"""Our gossipsub router: py-libp2p 0.8.1's `GossipSub` with the backoff its heartbeat forgets.
+"""Our gossipsub router: py-libp2p 0.8.1's `GossipSub` with the backoff its heartbeat forgets,
+and without the opportunistic grafting that kept over-filling full meshes.
 
 Part of the libp2p bridge (ARCHITECTURE §5, tests/test_layering.py `BRIDGE_MODULES`); serves
 SPEC §14.3. `GossipLayer` builds one `MeshRouter` per host; it runs on the trio thread and owns
@@ -59,7 +60,8 @@ class MeshCounts:
 
 
 class MeshRouter(GossipSub):
-    """`GossipSub` whose heartbeat backs off from the peers it prunes (see the module)."""
+    """`GossipSub` whose heartbeat backs off from the peers it prunes and grafts only up to D
+    (see the module and `_perform_opportunistic_grafting`)."""
 
     counts: MeshCounts
 
