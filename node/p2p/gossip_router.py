@@ -24,11 +24,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.mcache import CacheEntry, MessageCache
 from libp2p.pubsub.pb import rpc_pb2
 
 __all__ = ["BACKOFF_SLACK_S", "COUNTS_LOG_HEARTBEATS", "MeshCounts", "MeshRouter"]
@@ -57,6 +59,10 @@ class MeshCounts:
     """PRUNEs peers sent us."""
     heartbeats: int = 0
     """Heartbeats run."""
+    ids_offered: int = 0
+    """Message ids our heartbeats named in IHAVEs to peers outside the mesh."""
+    ids_wanted: int = 0
+    """Message ids we asked for by IWANT: named in an IHAVE, not seen here."""
 
 
 class MeshRouter(GossipSub):
@@ -69,6 +75,7 @@ class MeshRouter(GossipSub):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.counts = MeshCounts()
         self._taking_graft = False
+        self.mcache = _MessageCache(self.mcache.window_size, self.mcache.history_size, self)
 
     def mesh_heartbeat(self) -> tuple[defaultdict[ID, list[str]], defaultdict[ID, list[str]]]:
         """py-libp2p's mesh maintenance, then a backoff for each peer it pruned (SPEC §14.3):
@@ -95,6 +102,15 @@ class MeshRouter(GossipSub):
         it once a minute, only when the mesh's median score is low, for peers scoring above
         it: with no scores, never."""
         return 0
+
+    def gossip_heartbeat(self) -> defaultdict[ID, dict[str, list[bytes]]]:
+        to_gossip = super().gossip_heartbeat()
+        self.counts.ids_offered += sum(len(ids) for t in to_gossip.values() for ids in t.values())
+        return to_gossip
+
+    async def emit_iwant(self, msg_ids: Sequence[bytes], to_peer: ID) -> None:
+        self.counts.ids_wanted += len(msg_ids)
+        await super().emit_iwant(msg_ids, to_peer)
 
     async def emit_graft(self, topic: str, id: ID) -> None:
         self.counts.grafts_sent += 1
@@ -131,3 +147,29 @@ class MeshRouter(GossipSub):
     async def handle_prune(self, prune_msg: rpc_pb2.ControlPrune, sender_peer_id: ID) -> None:
         self.counts.prunes_received += 1
         await super().handle_prune(prune_msg, sender_peer_id)
+
+
+class _MessageCache(MessageCache):
+    """py-libp2p's message cache keyed by the message id pubsub dedupes by, not by its own.
+
+    py-libp2p 0.8.1's cache keys each message by `from + seqno` whatever id function pubsub
+    was given, so an IHAVE named ids that no peer's seen-cache holds (ours are the envelope's
+    id, SPEC §14.1): every IHAVE'd id was asked for by IWANT and sent whole again, up to once
+    a heartbeat for the 3 heartbeats of the gossip window, to each peer outside the mesh. In a
+    10-node scale run with meshes of 6-7, that was a node's IWANT for 694 ids against 1,061
+    messages received, and its bytes sent up by 45 % (SPEC §14.3).
+    """
+
+    def __init__(self, window_size: int, history_size: int, router: GossipSub) -> None:
+        super().__init__(window_size, history_size)
+        self._router = router
+
+    def put(self, msg: rpc_pb2.Message) -> None:
+        pubsub = self._router.pubsub
+        mid = (
+            bytes(msg.from_id) + bytes(msg.seqno) if pubsub is None else pubsub.get_message_id(msg)
+        )
+        if mid in self.msgs:
+            return
+        self.msgs[mid] = msg
+        self.history[0].append(CacheEntry(mid, msg.topicIDs))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -127,3 +128,38 @@ def test_a_mesh_at_its_degree_grafts_nobody_more_however_peers_score() -> None:
         assert router.mesh[TOPIC] == set(peers[:DEGREE])
     finally:
         pubsub.seen_messages.stop()  # its sweeper thread
+
+
+async def test_an_ihave_names_the_ids_peers_dedupe_by_so_nothing_seen_is_asked_for() -> None:
+    """py-libp2p's message cache keyed messages by `from + seqno` whatever id pubsub dedupes
+    by, so its IHAVEs named ids no seen-cache held: each was asked for by IWANT and sent whole
+    again (SPEC §14.3). Four hosts, all connected, D 1 (D_high 2): each has peers outside its
+    mesh, which its heartbeats send IHAVEs; the app's ids are content hashes, as ours are."""
+
+    def message_id(data: bytes) -> bytes:
+        return hashlib.sha256(data).digest()
+
+    async with asyncio.timeout(30), AsyncExitStack() as stack:
+        group = [
+            await stack.enter_async_context(
+                P2PHost(
+                    HostConfig(
+                        identity_seed=bytes([n]) * 32, gossip_degree=1, message_id=message_id
+                    )
+                )
+            )
+            for n in range(1, 5)
+        ]
+        for i, a in enumerate(group):
+            for b in group[i + 1 :]:
+                await a.connect(b.listen_addrs[0])
+        subs = [await host.subscribe(TOPIC) for host in group]
+        await _until(lambda: all(_mesh(host) for host in group))
+        for host in group:
+            await host.publish(TOPIC, b"from " + host.peer_id.encode())
+        for sub in subs:
+            await _until(lambda sub=sub: sub.delivered >= 3)  # the other hosts' messages
+        beats = max(_counts(host).heartbeats for host in group)
+        await _until(lambda: min(_counts(host).heartbeats for host in group) >= beats + 3)
+        assert sum(_counts(host).ids_offered for host in group) > 0
+        assert [_counts(host).ids_wanted for host in group] == [0, 0, 0, 0]
