@@ -1,5 +1,6 @@
 """Our gossipsub router: py-libp2p 0.8.1's `GossipSub` with the backoff its heartbeat forgets,
-and without the opportunistic grafting that kept over-filling full meshes.
+without the opportunistic grafting that kept over-filling full meshes, and with a message
+cache keyed by the ids peers dedupe by (`_MessageCache`: IHAVEs named ids nobody had seen).
 
 Part of the libp2p bridge (ARCHITECTURE §5, tests/test_layering.py `BRIDGE_MODULES`); serves
 SPEC §14.3. `GossipLayer` builds one `MeshRouter` per host; it runs on the trio thread and owns

@@ -10,9 +10,9 @@ Settings: gossipsub v1.1, signed (strict), spam protection and adaptive gossip o
 heartbeat, app-supplied message ids and prefix-matched topic validators (libp2p-notes
 "Gossipsub"). A subscription joins the topic's mesh before it is announced, not after as
 libp2p's `Pubsub.subscribe` does (`_subscribe_on_trio` says why). The router is `MeshRouter`
-(a peer our heartbeat prunes is backed off from, and a mesh is grafted only up to D, SPEC
-§14.3), and a peer's signed peer record is checked once while it stays the same
-(`peer_records`).
+(a peer our heartbeat prunes is backed off from, a mesh is grafted only up to D, and IHAVEs
+name the ids peers dedupe by, SPEC §14.3), and a peer's signed peer record is checked once
+while it stays the same (`peer_records`).
 """
 
 from __future__ import annotations
