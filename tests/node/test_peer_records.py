@@ -30,6 +30,11 @@ def _rpc(signer: KeyPair, seq: int, claims: KeyPair | None = None, port: int = 4
     return RPC(senderRecord=seal_record(record, signer.private_key).marshal_envelope())
 
 
+def _peer() -> tuple[KeyPair, ID]:
+    keys = create_new_key_pair()
+    return keys, ID.from_pubkey(keys.public_key)
+
+
 @pytest.fixture
 def verified(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bytes]]:
     """The envelopes py-libp2p parsed and verified (its `consume_envelope`), in order."""
@@ -52,8 +57,7 @@ def host() -> IHost:
 def test_the_same_record_is_verified_once_and_a_new_one_again(
     host: IHost, verified: list[bytes]
 ) -> None:
-    peer_keys = create_new_key_pair()
-    peer = ID.from_pubkey(peer_keys.public_key)
+    peer_keys, peer = _peer()
     first = _rpc(peer_keys, seq=1)
     for _ in range(50):  # a gossip message, its duplicates, IHAVEs, GRAFTs ...
         assert consume_once(first, host, peer)
@@ -69,8 +73,7 @@ def test_the_same_record_is_verified_once_and_a_new_one_again(
 def test_bad_records_are_refused_every_time_and_never_remembered(
     host: IHost, verified: list[bytes]
 ) -> None:
-    peer_keys, other_keys = create_new_key_pair(), create_new_key_pair()
-    peer = ID.from_pubkey(peer_keys.public_key)
+    (peer_keys, peer), other_keys = _peer(), create_new_key_pair()
     someone_elses = _rpc(other_keys, seq=1)  # valid, but not the sender's
     forged = _rpc(other_keys, seq=1, claims=peer_keys)  # claims the sender, signed by another
     for rpc in (someone_elses, forged, someone_elses, forged):
@@ -92,8 +95,7 @@ def test_bad_records_are_refused_every_time_and_never_remembered(
 def test_a_record_the_peerstore_no_longer_holds_is_checked_again(
     host: IHost, verified: list[bytes]
 ) -> None:
-    peer_keys = create_new_key_pair()
-    peer = ID.from_pubkey(peer_keys.public_key)
+    peer_keys, peer = _peer()
     rpc = _rpc(peer_keys, seq=1)
     assert consume_once(rpc, host, peer)
     peerstore = host.get_peerstore()
