@@ -46,7 +46,7 @@ COUNTS_LOG_HEARTBEATS: Final = 60
 
 @dataclass(slots=True)
 class MeshCounts:
-    """GRAFT and PRUNE control messages since the start (trio thread; logs and tests)."""
+    """Control messages and heartbeats since the start (trio thread; logs and tests)."""
 
     grafts_sent: int = 0
     """GRAFTs we sent: the heartbeat's and a join's (one per peer and topic)."""
