@@ -9,12 +9,16 @@ coroutines hop there through the host's call path (`BridgeCall`), and messages c
 Settings: gossipsub v1.1, signed (strict), spam protection and adaptive gossip off, 1 s
 heartbeat, app-supplied message ids and prefix-matched topic validators (libp2p-notes
 "Gossipsub"). A subscription joins the topic's mesh before it is announced, not after as
-libp2p's `Pubsub.subscribe` does (`_subscribe_on_trio` says why).
+libp2p's `Pubsub.subscribe` does (`_subscribe_on_trio` says why). The router is `MeshRouter`
+(a peer our heartbeat prunes is backed off from, a mesh is grafted only up to D, and IHAVEs
+name the ids peers dedupe by, SPEC §14.3), and a peer's signed peer record is checked once
+while it stays the same (`peer_records`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -23,14 +27,16 @@ from typing import Any, Final, Protocol, TypeVar
 from google.protobuf.message import DecodeError
 from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
-from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
+from hearthmesh.node.p2p import peer_records
 from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
 from hearthmesh.node.p2p.gossip import GossipMessage, GossipValidator, MessageIdFn, Subscription
+from hearthmesh.node.p2p.gossip_router import MeshCounts, MeshRouter
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 
 __all__ = ["HEARTBEAT_S", "BridgeCall", "GossipLayer"]
@@ -80,7 +86,7 @@ class GossipLayer:
         # Owned by the trio thread:
         self._host: IHost | None = None
         self._pubsub: Pubsub | None = None
-        self._gossipsub: GossipSub | None = None
+        self._gossipsub: MeshRouter | None = None
         self._trio_validators: dict[str, GossipValidator] = {}
 
     # ---- lifetime (trio thread) ---------------------------------------------------------------
@@ -88,7 +94,8 @@ class GossipLayer:
     def build(self, host: IHost) -> None:
         """Create gossipsub and pubsub on `host` before it listens (trio thread)."""
         degree = self._degree
-        self._gossipsub = GossipSub(
+        peer_records.install()
+        self._gossipsub = MeshRouter(
             protocols=[PROTOCOL_ID_V11],
             degree=degree,
             degree_low=max(1, degree - 2),
@@ -151,6 +158,11 @@ class GossipLayer:
         for sub in self._subscriptions.values():
             sub.end()
         self._subscriptions.clear()
+
+    def mesh_counts(self) -> MeshCounts:
+        """A copy of the router's GRAFT and PRUNE counts (zeros before `build`)."""
+        router = self._gossipsub
+        return MeshCounts() if router is None else dataclasses.replace(router.counts)
 
     def _require_pubsub(self) -> Pubsub:
         if self._pubsub is None:

@@ -1,0 +1,81 @@
+"""A gossip peer's signed peer record, checked once while it stays the same (SPEC §14.3).
+
+Part of the libp2p bridge (ARCHITECTURE §5, tests/test_layering.py `BRIDGE_MODULES`). py-libp2p
+0.8.1 attaches the sender's signed peer record to every pubsub RPC, and checks the one it
+receives on every RPC: the read loop (`Pubsub.continuously_read_stream`) and then the router
+again for any RPC with control messages (`GossipSub.handle_rpc`), each an envelope parse and an
+Ed25519 verification (330 µs measured at load 8) and a rewrite of the peer's addresses in the
+peerstore. A peer sends the same record until its addresses change, so every gossip message,
+duplicate, IHAVE, GRAFT and PRUNE paid it once or twice.
+
+`install()` puts `consume_once` in place of py-libp2p's `maybe_consume_signed_record` in the
+two modules that call it (a module attribute each, looked up at call time). A record whose
+bytes are the ones last accepted from that peer, while the peerstore still holds the envelope
+that accepting stored, is taken as it is; anything else (a new record, another peer's, one the
+peerstore replaced, expired or dropped) goes through py-libp2p's check unchanged, and a record
+that fails it is never remembered. State: per host, the last accepted record of at most
+`MAX_PEERS` peers, least recently seen forgotten first; each host's is touched only by its
+own trio thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from typing import Final
+
+import libp2p.pubsub.gossipsub as _gossipsub_module
+import libp2p.pubsub.pubsub as _pubsub_module
+from libp2p.abc import IHost
+from libp2p.peer.envelope import Envelope
+from libp2p.peer.id import ID
+from libp2p.pubsub.pb.rpc_pb2 import RPC
+from libp2p.pubsub.utils import maybe_consume_signed_record
+
+__all__ = ["MAX_PEERS", "consume_once", "install"]
+
+MAX_PEERS: Final = 1024
+"""Peers whose accepted record one host remembers."""
+
+_Accepted = OrderedDict[ID, tuple[bytes, Envelope]]
+
+_accepted: weakref.WeakKeyDictionary[IHost, _Accepted] = weakref.WeakKeyDictionary()
+_accepted_lock = threading.Lock()  # hosts of one process (tests) run on several trio threads
+
+
+def _accepted_of(host: IHost) -> _Accepted:
+    with _accepted_lock:
+        accepted = _accepted.get(host)
+        if accepted is None:
+            accepted = _accepted[host] = OrderedDict()
+        return accepted
+
+
+def consume_once(msg: RPC, host: IHost, peer_id: ID) -> bool:
+    """`maybe_consume_signed_record` that skips a record already accepted and still held."""
+    if not msg.HasField("senderRecord"):
+        return True
+    record = bytes(msg.senderRecord)
+    accepted = _accepted_of(host)
+    peerstore = host.get_peerstore()
+    known = accepted.get(peer_id)
+    if known is not None and known[0] == record and peerstore.get_peer_record(peer_id) is known[1]:
+        accepted.move_to_end(peer_id)
+        return True
+    if not maybe_consume_signed_record(msg, host, peer_id):
+        accepted.pop(peer_id, None)
+        return False
+    envelope = peerstore.get_peer_record(peer_id)
+    if envelope is not None:
+        accepted[peer_id] = (record, envelope)
+        accepted.move_to_end(peer_id)
+        while len(accepted) > MAX_PEERS:
+            accepted.popitem(last=False)
+    return True
+
+
+def install() -> None:
+    """Use `consume_once` in py-libp2p's pubsub and gossipsub modules (idempotent)."""
+    _pubsub_module.maybe_consume_signed_record = consume_once  # type: ignore[attr-defined]
+    _gossipsub_module.maybe_consume_signed_record = consume_once  # type: ignore[attr-defined]

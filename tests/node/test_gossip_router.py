@@ -1,0 +1,165 @@
+"""Our gossipsub router (node/p2p/gossip_router.py) with real hosts on 127.0.0.1 (SPEC §14.3)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+from libp2p import new_host
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+from libp2p.pubsub.pubsub import Pubsub
+
+from hearthmesh.node.p2p.gossip_router import BACKOFF_SLACK_S, MeshCounts, MeshRouter
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "hearthmesh/test/mesh"
+LEAVES = 6
+DEGREE = 2
+"""D 2: D_low 1, D_high 4, so six peers grafting one hub over-fill its mesh."""
+
+
+@asynccontextmanager
+async def hosts(count: int) -> AsyncIterator[list[P2PHost]]:
+    async with AsyncExitStack() as stack:
+        yield [
+            await stack.enter_async_context(
+                P2PHost(HostConfig(identity_seed=bytes([n]) * 32, gossip_degree=DEGREE))
+            )
+            for n in range(1, count + 1)
+        ]
+
+
+def _router(host: P2PHost) -> MeshRouter:
+    router = host._gossip._gossipsub
+    assert router is not None
+    return router
+
+
+def _counts(host: P2PHost) -> MeshCounts:
+    return host._gossip.mesh_counts()
+
+
+def _mesh(host: P2PHost) -> set[str]:
+    """The peers in `host`'s mesh for TOPIC (read from another thread: copied until stable)."""
+    while True:
+        try:
+            return {peer.to_base58() for peer in _router(host).mesh.get(TOPIC, set())}
+        except RuntimeError:  # changed during the copy
+            continue
+
+
+async def _until(condition: object) -> None:
+    while not condition():  # type: ignore[operator]  # noqa: ASYNC110 (the router has no event)
+        await asyncio.sleep(0.05)
+
+
+async def test_a_peer_the_heartbeat_pruned_is_not_grafted_again_within_the_backoff() -> None:
+    """py-libp2p's heartbeat pruned an over-full mesh with no backoff on its own side, and
+    grafted a pruned peer again as soon as its mesh ran short: the pruned peer, still in its
+    60 s backoff, refused that GRAFT as a flood (SPEC §14.3)."""
+    async with asyncio.timeout(30), hosts(1 + LEAVES) as (hub, *leaves):
+        for leaf in leaves:
+            await leaf.connect(hub.listen_addrs[0])
+        subs = [await host.subscribe(TOPIC) for host in (hub, *leaves)]
+        # Every leaf grafts the hub, its one peer: six in a mesh whose D_high is 4.
+        await _until(lambda: _counts(hub).grafts_received >= LEAVES)
+        await _until(lambda: _counts(hub).prunes_sent >= LEAVES - DEGREE)
+        kept = _mesh(hub)
+        assert len(kept) == DEGREE
+        # The two it kept leave the topic: the hub's mesh is empty, below D_low.
+        pruned_at = _counts(hub)
+        for leaf, sub in zip(leaves, subs[1:], strict=True):
+            if leaf.peer_id in kept:
+                await sub.unsubscribe()
+        await _until(lambda: _counts(hub).prunes_received >= pruned_at.prunes_received + DEGREE)
+        beats = _counts(hub).heartbeats
+        await _until(lambda: _counts(hub).heartbeats >= beats + 3)
+        # Its heartbeat grafts nobody: the only peers left in the topic are the ones it pruned.
+        assert _counts(hub).grafts_sent == pruned_at.grafts_sent
+        assert sum(_counts(leaf).grafts_refused for leaf in leaves) == 0
+        assert _mesh(hub) == set()
+
+
+def test_we_graft_a_peer_a_while_after_its_backoff_ended_and_take_its_graft_at_once() -> None:
+    """Both sides of a PRUNE count its backoff in whole seconds of their own clocks, so ours
+    may end a second before the peer's: a GRAFT of ours waits BACKOFF_SLACK_S more (it would
+    be refused, and the peer's backoff extended), while the peer's is taken as soon as its
+    backoff ended (SPEC §14.3)."""
+    router = MeshRouter(protocols=[], degree=DEGREE, degree_low=1, degree_high=2 * DEGREE)
+    peer, other = ID(b"\x00\x01a"), ID(b"\x00\x01b")
+    router.back_off[TOPIC] = {peer: int(time.time()), other: int(time.time()) - BACKOFF_SLACK_S}
+    assert router._check_back_off(peer, TOPIC)  # ended just now: not ours to GRAFT yet
+    assert not router._check_back_off(other, TOPIC)  # ended BACKOFF_SLACK_S ago
+    assert other not in router.back_off[TOPIC]  # and forgotten
+    router._taking_graft = True  # as `handle_graft` asks
+    assert not router._check_back_off(peer, TOPIC)
+
+
+def test_a_mesh_at_its_degree_grafts_nobody_more_however_peers_score() -> None:
+    """Our peers' scores are all 0 (no weights), and py-libp2p's opportunistic grafting took
+    every peer not in backoff as scoring well enough: each heartbeat grafted 2 more into a mesh
+    at its degree, until D_high was passed and a heartbeat pruned it; each minute, as the
+    backoffs ended, it began again (SPEC §14.3). A real router and pubsub, not running: one
+    heartbeat's mesh maintenance, with six peers in the topic and two in the mesh."""
+    router = MeshRouter(
+        protocols=[PROTOCOL_ID_V11],
+        degree=DEGREE,
+        degree_low=1,
+        degree_high=2 * DEGREE,
+        adaptive_gossip_enabled=False,
+        spam_protection_enabled=False,
+    )
+    pubsub = Pubsub(new_host(key_pair=create_new_key_pair()), router)
+    try:
+        peers = [ID.from_pubkey(create_new_key_pair().public_key) for _ in range(6)]
+        pubsub.peer_topics[TOPIC] = set(peers)
+        router.peer_protocol.update(dict.fromkeys(peers, PROTOCOL_ID_V11))
+        router.mesh[TOPIC] = set(peers[:DEGREE])
+        to_graft, to_prune = router.mesh_heartbeat()
+        assert (dict(to_graft), dict(to_prune)) == ({}, {})
+        assert router.mesh[TOPIC] == set(peers[:DEGREE])
+    finally:
+        pubsub.seen_messages.stop()  # its sweeper thread
+
+
+async def test_an_ihave_names_the_ids_peers_dedupe_by_so_nothing_seen_is_asked_for() -> None:
+    """py-libp2p's message cache keyed messages by `from + seqno` whatever id pubsub dedupes
+    by, so its IHAVEs named ids no seen-cache held: each was asked for by IWANT and sent whole
+    again (SPEC §14.3). Four hosts, all connected, D 1 (D_high 2): each has peers outside its
+    mesh, which its heartbeats send IHAVEs; the app's ids are content hashes, as ours are."""
+
+    def message_id(data: bytes) -> bytes:
+        return hashlib.sha256(data).digest()
+
+    async with asyncio.timeout(30), AsyncExitStack() as stack:
+        group = [
+            await stack.enter_async_context(
+                P2PHost(
+                    HostConfig(
+                        identity_seed=bytes([n]) * 32, gossip_degree=1, message_id=message_id
+                    )
+                )
+            )
+            for n in range(1, 5)
+        ]
+        for i, a in enumerate(group):
+            for b in group[i + 1 :]:
+                await a.connect(b.listen_addrs[0])
+        subs = [await host.subscribe(TOPIC) for host in group]
+        await _until(lambda: all(_mesh(host) for host in group))
+        for host in group:
+            await host.publish(TOPIC, b"from " + host.peer_id.encode())
+        for sub in subs:
+            await _until(lambda sub=sub: sub.delivered >= 3)  # the other hosts' messages
+        beats = max(_counts(host).heartbeats for host in group)
+        await _until(lambda: min(_counts(host).heartbeats for host in group) >= beats + 3)
+        assert sum(_counts(host).ids_offered for host in group) > 0
+        assert [_counts(host).ids_wanted for host in group] == [0, 0, 0, 0]
