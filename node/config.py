@@ -81,6 +81,12 @@ class NodeConfig:
     ack_timeout_ms: int = 10_000
     """How long a delivered batch may wait for its ack before every connection to that home
     is closed and the next try dials afresh (SPEC §11.5.2)."""
+    capability_ask_ms: int = 10_000
+    """How long a peer's answer to a capability request may take, dialling included, before
+    the send that asked goes on without it (SPEC §20.7; `capabilities.ASK_S`)."""
+    live_ping_ms: int = 5_000
+    """How long a connection whose batch went unanswered has to answer a ping (or read
+    anything) to be kept, slow but not gone (SPEC §11.5.2; the host's `LIVE_PING_S`)."""
     gap_grace_ms: int = 1500
     """How long a gap in a sender's sequence may stay open before other homes are asked for
     the missing envelopes (SPEC §26); the sender's own retries usually fill it sooner."""

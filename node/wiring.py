@@ -444,7 +444,13 @@ def build_services(
     )
     gossip_out = GossipPublisher(host)
     capabilities = CapabilityServer(on_refused=standing.refused, withheld=config.withheld_levels)
-    peer_levels = PeerLevels(host=host, clock=clock, on_refused=standing.refused, reach=links.reach)
+    peer_levels = PeerLevels(
+        host=host,
+        clock=clock,
+        on_refused=standing.refused,
+        reach=links.reach,
+        ask_s=config.capability_ask_ms / 1000,
+    )
     revisions = Revisions(  # which form of a revised event reaches whom (SPEC §20.7)
         levels=peer_levels,
         user=user,

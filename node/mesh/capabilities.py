@@ -109,8 +109,12 @@ class PeerLevels:
         clock: Clock,
         on_refused: Callable[[str, RemoteProtocolError], None],
         reach: Callable[[str, tuple[str, ...]], Awaitable[bool]],
+        ask_s: float = ASK_S,
     ) -> None:
         self._host = host
+        self._ask_s = ask_s
+        """How long an answer may take (`ASK_S` by default, the node setting
+        `capability_ask_ms`)."""
         self._clock = clock
         self._reach = reach
         """Dials a peer from the addresses of its home record (`PeerLinks.reach`)."""
@@ -143,7 +147,7 @@ class PeerLevels:
 
     async def _ask(self, peer_id: str, addresses: tuple[str, ...]) -> None:
         try:
-            async with asyncio.timeout(ASK_S):
+            async with asyncio.timeout(self._ask_s):
                 # A home behind a NAT is reached through its record's circuit addresses, which
                 # libp2p's own dial (the stream open's) never tries: the first send to it
                 # waited out ASK_S before it was sealed.

@@ -195,6 +195,9 @@ class HostConfig:
     """Pauses before each new WebRTC offer after a failed one (SPEC §10.11)."""
     webrtc_upgrade_timeout_s: float = UPGRADE_TIMEOUT_S
     """Bound on one whole WebRTC upgrade (SPEC §10.11)."""
+    live_ping_s: float = LIVE_PING_S
+    """How long a connection whose batch went unanswered has to answer a ping to be kept
+    (SPEC §11.5.2); tests of a dead path shorten it."""
     upnp: bool = False
     """Ask the LAN's gateway to forward our listen ports and advertise the mapped addresses
     first (SPEC §10.12)."""
@@ -1040,7 +1043,7 @@ class P2PHost:
         with the relay gone, closing it left the peer out of reach for good. A WebRTC path
         that died closes anyway once ICE consent lapses (about 30 s, SPEC §10.11).
 
-        A connection that answers a yamux ping within `LIVE_PING_S`, or reads anything from its
+        A connection that answers a yamux ping within `live_ping_s`, or reads anything from its
         peer meanwhile, carries bytes both ways: the peer is slow, not gone. Closing it under
         load (at 50 nodes on 2 cores a batch's ack took longer than its bound) cut every stream
         on it and made each home dial again, while the dead path this is for (a healed
@@ -1064,7 +1067,7 @@ class P2PHost:
         self._start_nowait(self._close_unless_alive, raw.connection)
 
     async def _close_unless_alive(self, connection: INetConn) -> None:
-        if await answers_ping(connection.muxed_conn, LIVE_PING_S):
+        if await answers_ping(connection.muxed_conn, self.config.live_ping_s):
             log.info("a connection answers a ping: slow, not gone: kept")
             return
         log.info("a connection answers no ping: closed")
@@ -1093,7 +1096,7 @@ class P2PHost:
             log.info("%s is reached over WebRTC alone: kept", peer_id)
             return
         for conn in connections:
-            if await answers_ping(conn.muxed_conn, LIVE_PING_S):
+            if await answers_ping(conn.muxed_conn, self.config.live_ping_s):
                 log.info("%s answers a ping: slow, not gone: kept", peer_id)
                 return
         log.info("%s answers no ping: closed, to dial afresh", peer_id)

@@ -19,7 +19,6 @@ from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import (
     CLOSED_BY_PEER,
     CLOSED_UNANSWERED,
-    LIVE_PING_S,
     P2PHost,
     StreamHandler,
 )
@@ -39,6 +38,9 @@ from tests.node.test_webrtc import webrtc_only
 pytestmark = pytest.mark.integration
 
 ACK_TIMEOUT_S = 0.5
+DEAD_PING_S = 1.0
+"""`live_ping_s` of the host whose batch goes unanswered on a dead path: no pong comes, so the
+bound is all it waits (the host's `LIVE_PING_S`, 5 s, by default)."""
 TICKS = "/hearthmesh/test-ticks/1"
 
 
@@ -49,12 +51,12 @@ async def never_answers(stream: FrameStream) -> None:
 
 
 def freezing(host: P2PHost) -> StreamHandler:
-    """A deliver handler that reads the batch, then stops `host`'s libp2p thread past the
-    ping's bound (a dead path: nothing comes back, not even a ping's pong)."""
+    """A deliver handler that reads the batch, then stops `host`'s libp2p thread past its
+    peer's ping bound, `DEAD_PING_S` (a dead path: nothing comes back, not even a pong)."""
 
     async def freezes(stream: FrameStream) -> None:
         await stream.read_frame()
-        host._bridge.run_sync_soon(time.sleep, LIVE_PING_S + 1)
+        host._bridge.run_sync_soon(time.sleep, DEAD_PING_S + 1)
         await asyncio.sleep(30)
 
     return freezes
@@ -62,7 +64,7 @@ def freezing(host: P2PHost) -> StreamHandler:
 
 async def test_an_unanswered_batch_closes_the_tcp_connection_so_the_next_try_dials() -> None:
     """B's libp2p thread stops: a dead path."""
-    async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
+    async with asyncio.timeout(20), hosts(config(1, live_ping_s=DEAD_PING_S), config(2)) as (a, b):
         b.set_stream_handler(DELIVER_PROTOCOL, freezing(b))
         await a.connect(b.listen_addrs[0])
         with pytest.raises(DeliveryFailed, match="TimeoutError"):
@@ -194,7 +196,7 @@ async def test_an_unanswered_batch_closes_its_streams_connection_only() -> None:
     (dead: B's libp2p thread stops, so not even a ping comes back) is closed (SPEC §11.5.2),
     the WebRTC one beside it stays. Every connection to the peer was closed before, WebRTC
     included, which no dial makes again."""
-    async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
+    async with asyncio.timeout(20), hosts(config(1, live_ping_s=DEAD_PING_S), config(2)) as (a, b):
         b.set_stream_handler(DELIVER_PROTOCOL, freezing(b))
         await a.connect(b.listen_addrs[0])
         await b.wait_connected(a.peer_id)

@@ -117,7 +117,7 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     config = ScaleConfig(
         sizes=(3,),
         members=5,
-        idle=3.0,
+        idle=1.0,
         settle=1.0,
         duration=6.0,
         rate=2.0,

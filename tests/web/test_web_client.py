@@ -10,7 +10,6 @@ import asyncio
 import re
 from pathlib import Path
 
-import pytest
 from playwright.async_api import Browser, expect
 
 from hearthmesh.node.api.paired_clients import COOKIE_NAME
@@ -69,7 +68,6 @@ async def test_pair_a_browser_by_code_and_by_link(tmp_path: Path, browser: Brows
         assert tab.errors == [] and linked.errors == []
 
 
-@pytest.mark.slow
 async def test_chat_both_ways_with_ticks_then_reload_without_duplicates(
     tmp_path: Path, browser: Browser
 ) -> None:
