@@ -27,6 +27,7 @@ from typing import Final, Self
 from hearthmesh.node.clock import Clock, CorrectedClock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.delivery.outgoing import WrittenTimes
+from hearthmesh.node.delivery.seal_order import SealTurn
 from hearthmesh.node.delivery.sync import SyncReport
 from hearthmesh.node.events import NodeEvent
 from hearthmesh.node.identity.home_directory import Presence
@@ -629,6 +630,7 @@ class Node:
         written: WrittenTimes | None = None,
         acts_on: MessageId | None = None,
         to: frozenset[UserId] | None = None,
+        turn: SealTurn | None = None,
     ) -> Envelope:
         """Seal, store durably (history + outbox in one transaction), then fan out.
 
@@ -636,7 +638,9 @@ class Node:
         `on_sealed(envelope)` runs before it is stored (an app may note its message id first).
         `written` stamps a message a client wrote earlier where it was written (SPEC §31.6);
         `acts_on` names the message an EDIT, RECALL or REACTION acts on (SPEC §31.5); `to`
-        names the users whose homes a RECEIPT goes to (SPEC §16.2.3).
+        names the users whose homes a RECEIPT goes to (SPEC §16.2.3). Our sends of a room seal
+        in the order of the calls, or of their `turn`s (`take_turn`, taken when a client's send
+        was accepted) (SPEC §15.4).
 
         Raises:
             NotAuthorized: we are not a member of `room`.
@@ -644,11 +648,16 @@ class Node:
         if kind in (Kind.MEMBERSHIP, Kind.TYPING, Kind.PRESENCE, Kind.PRIVATE):
             raise LocalProtocolError(f"{kind.name} is not sent with send()")
         sealed = await self._services.outgoing.seal(
-            room, body, content_type, kind, written=written, acts_on=acts_on, to=to
+            room, body, content_type, kind, written=written, acts_on=acts_on, to=to, turn=turn
         )
         if on_sealed is not None:
             on_sealed(sealed.envelope)
         return await self._services.outgoing.commit(sealed)
+
+    def take_turn(self, room: RoomId) -> SealTurn:
+        """A client's send's place among our sends of `room`, taken without awaiting as it is
+        accepted; `send(turn=...)` releases it, a caller that does not call it must."""
+        return self._services.outgoing.take_turn(room)
 
     async def history(
         self,

@@ -37,6 +37,7 @@ from hearthmesh.node.api.views import (
 )
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.outgoing import WrittenTimes
+from hearthmesh.node.delivery.seal_order import SealTurn
 from hearthmesh.node.events import (
     DeviceKeysChanged,
     DeviceVerified,
@@ -306,12 +307,24 @@ class ApiService:
         await self.node.social.accept_request(room)  # ours: never a message request
         return {"room_id": room.hex(), "recipient_id": user_id_text(user)}
 
-    async def send(self, command: Send, *, witness: SendWitness | None = None) -> Envelope:
+    async def send(
+        self, command: Send, *, witness: SendWitness | None = None, turn: SealTurn | None = None
+    ) -> Envelope:
         """Store and send a client's message; returns once durable here ("sent").
 
         The `witness` (the sending session) hears of it first, then every client gets its
-        `message` frame.
+        `message` frame. `turn` (`Node.take_turn`, taken when the frame was read; released
+        here) is its place among our sends of the room; None: taken now, before any await, so
+        sends seal in the order of the calls (SPEC §15.4).
         """
+        if turn is None:
+            turn = self.node.take_turn(command.room_id)
+        try:
+            return await self._send(command, witness, turn)
+        finally:
+            turn.release()
+
+    async def _send(self, command: Send, witness: SendWitness | None, turn: SealTurn) -> Envelope:
         if command.media is None:
             body = command.message.encode()
             content_type = TEXT_CONTENT_TYPE
@@ -350,6 +363,7 @@ class ApiService:
                 content_type=content_type,
                 on_sealed=lambda sealed: self._sealed(sealed, command.client_id),
                 written=written,
+                turn=turn,
             )
         except NotAuthorized:
             await self.require_room(command.room_id)  # a room unknown here is NOT_FOUND

@@ -2,15 +2,17 @@
 
 A connection starts with a `ready` frame; a client that passes `?cursor=` first gets every
 durable event after it (or `resync` when the cursor cannot be answered exactly), then the live
-stream. Sends run concurrently (so their appends share group commits) and each is answered by
-`message_sent` once durable, or by `error` with the same `client_id`. A bad frame is answered
-by `error` and changes nothing; the connection stays open.
+stream. Sends run concurrently (so their appends share group commits), each sealed in the order
+of its frame among the connection's sends of a room, and each is answered by `message_sent`
+once durable, or by `error` with the same `client_id`. A bad frame is answered by `error` and
+changes nothing; the connection stays open.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any, Final
 
@@ -19,6 +21,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from hearthmesh.node.api.errors import ApiError, error_body, error_response
 from hearthmesh.node.api.feed import dumps
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService, ClientSession
+from hearthmesh.node.delivery.seal_order import SealTurn
 from hearthmesh.node.rate_limit import TokenBucket
 from hearthmesh.protocol.client_api import (
     MAX_CLIENT_ID_CHARS,
@@ -139,8 +142,11 @@ async def _read_loop(
             continue
         if isinstance(command, Send):
             await in_flight.acquire()
-            task = group.create_task(_send(service, session, command))
-            task.add_done_callback(lambda _: in_flight.release())
+            # Its place among the room's sends is taken as the frame is read: what it awaits
+            # before its seal (a blob's seal read) must not let a later frame's pass (SPEC §15.4).
+            turn = service.node.take_turn(command.room_id)
+            task = group.create_task(_send(service, session, command, turn))
+            task.add_done_callback(functools.partial(_sent, in_flight, turn))
         else:
             try:
                 reply = await _handle(service, command)
@@ -177,9 +183,16 @@ def _request_id(command: ClientCommand) -> dict[str, Any]:
     return {} if request_id is None else {"request_id": request_id}
 
 
-async def _send(service: ApiService, session: ClientSession, command: Send) -> None:
+def _sent(in_flight: asyncio.Semaphore, turn: SealTurn, _: object) -> None:
+    """A send's task is done: its slot and its turn are free (the turn also when the task was
+    cancelled before it ran, or a later send of the room would wait for it forever)."""
+    in_flight.release()
+    turn.release()
+
+
+async def _send(service: ApiService, session: ClientSession, command: Send, turn: SealTurn) -> None:
     try:
-        await service.send(command, witness=session)
+        await service.send(command, witness=session, turn=turn)
     except HearthError as exc:
         session.put(dumps({"event": "error", **error_body(exc), "client_id": command.client_id}))
 

@@ -26,6 +26,7 @@ from hearthmesh.node.delivery.gossip_out import GossipPublisher
 from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.delivery.outcomes import StoreOutcomes
+from hearthmesh.node.delivery.seal_order import SealOrder, SealTurn
 from hearthmesh.node.e2ee.room_sender import Encryption, RoomSender
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.mesh.capabilities import Revisions
@@ -135,6 +136,13 @@ class Outgoing:
         self._revisions = revisions
         self._next_seq: dict[RoomId, int] = {}
         self._seq_lock = asyncio.Lock()
+        self._order = SealOrder()
+
+    def take_turn(self, room: RoomId) -> SealTurn:
+        """A send's place among our sends of `room`, taken as it is accepted (SPEC §15.4): it is
+        sealed after every send that took one before, whatever each awaits first. Pass it to
+        `seal`, which releases it; a caller that may not reach `seal` releases it itself."""
+        return self._order.take(room)
 
     @property
     def _user(self) -> UserId:
@@ -150,6 +158,7 @@ class Outgoing:
         written: WrittenTimes | None = None,
         acts_on: MessageId | None = None,
         to: frozenset[UserId] | None = None,
+        turn: SealTurn | None = None,
     ) -> Sealed:
         """Seal our user's envelope for `room`, taking its sequence number; nothing is stored.
 
@@ -159,11 +168,35 @@ class Outgoing:
         `to` addresses a RECEIPT, and only a RECEIPT, to some members' homes; it takes no
         sequence number (SPEC §8.5, §16.2.3). While a home of those users or of ours has not
         advertised `addressed-receipts`, it goes in the form of the revision before instead:
-        sequenced, to every member, gossiped (SPEC §20.7).
+        sequenced, to every member, gossiped (SPEC §20.7). `turn` (from `take_turn`, released
+        here) is the send's place in the room's order of seals; None: it is taken on entry, so
+        calls seal in the order they were made (SPEC §15.4).
 
         Raises:
             NotAuthorized: our user is not a member of `room`.
         """
+        if turn is None:
+            turn = self.take_turn(room)
+        try:
+            return await self._seal_in_turn(
+                room, body, content_type, kind, written, acts_on, to, turn
+            )
+        finally:
+            turn.release()
+
+    async def _seal_in_turn(
+        self,
+        room: RoomId,
+        body: bytes,
+        content_type: str,
+        kind: Kind,
+        written: WrittenTimes | None,
+        acts_on: MessageId | None,
+        to: frozenset[UserId] | None,
+        turn: SealTurn,
+    ) -> Sealed:
+        # What is awaited before `turn.wait()` may differ between sends (a home's capability
+        # answer, a store read): it runs alongside the sends ahead; nothing after it does.
         if kind is Kind.MEMBERSHIP:
             raise LocalProtocolError("membership changes go through change_membership")
         if to is not None and kind not in ADDRESSED_KINDS:
@@ -173,9 +206,10 @@ class Outgoing:
         members = await self._members.of(room)
         if self._user not in members:
             raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
-        hlc = None if written is None else self._written_stamp(written)
         addressed = to is not None
         if self._encryption is None or not e2ee.encrypts(kind):
+            await turn.wait()
+            hlc = None if written is None else self._written_stamp(written)
             seq = UNSEQUENCED if addressed else await self._take_seq(room)
             envelope = self._seal(room, content_type, kind, body, seq=seq, hlc=hlc)
             return Sealed(envelope=envelope, members=members, to=to, acts_on=acts_on)
@@ -189,6 +223,12 @@ class Outgoing:
         keys_to: frozenset[UserId] = frozenset()
         if self._encryption.may_share(room, members):
             keys_to = await self._revisions.speakers(members, Level.ADDRESSED_ROOM_KEYS)
+        await turn.wait()
+        hlc = None if written is None else self._written_stamp(written)
+        # The room's sends seal in the order they enter `encrypt` (its queue keeps it), and the
+        # next send's turn comes only once this one has entered: releasing it here keeps the
+        # sends queued behind a session being started encrypted together (SPEC §27.5).
+        turn.release()
         encryption = await self._encryption.encrypt(room, members, content_type, body)
         room_keys = self._seal_keys(room, encryption, keys_to)
         seq = UNSEQUENCED if addressed else self._next(room)

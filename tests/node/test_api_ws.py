@@ -11,7 +11,7 @@ import aiohttp
 from hearthmesh.protocol.client_api import MAX_FRAME_BYTES
 from hearthmesh.protocol.identity import UserId, user_id_text
 from tests.conftest import FakeClock
-from tests.integration.api_helpers import Home, home
+from tests.integration.api_helpers import TOKEN, Home, home
 
 OTHER = user_id_text(UserId(bytes(range(32))))
 
@@ -139,3 +139,31 @@ async def test_websocket_token_in_query_for_browsers(tmp_path: Path) -> None:
     ):
         ready = json.loads((await ws.receive()).data)
         assert ready["event"] == "ready"
+
+
+async def test_sends_of_one_socket_are_sealed_in_the_order_sent(tmp_path: Path) -> None:
+    """SPEC §15.4: the first send awaits a store read the others do not (its media's seal),
+    yet every send of the socket takes its sequence number and HLC in frame order."""
+    async with asyncio.timeout(10), home(tmp_path / "a") as h:
+        room = await _room(h)
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+            http.post(
+                h.url + "/v1/media", data=b"\x89PNG...", headers={"Content-Type": "image/png"}
+            ) as response,
+        ):
+            media = await response.json()
+        async with h.socket() as ws:
+            await ws.send(
+                event="send", room_id=room, message="0", client_id="0", type="image", media=media
+            )
+            for i in range(1, 5):
+                await ws.send(event="send", room_id=room, message=str(i), client_id=str(i))
+            sent: dict[str, list[int]] = {}
+            while len(sent) < 5:
+                frame = await ws.next("message_sent")
+                sent[frame["client_id"]] = frame["hlc"]
+        details = await h.client.call("GET", f"/v1/conversation/{room}/details")
+        assert [m["message"] for m in details["messages"]] == ["0", "1", "2", "3", "4"]
+        stamps = [sent[str(i)] for i in range(5)]
+        assert stamps == sorted(stamps), stamps

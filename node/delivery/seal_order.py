@@ -1,0 +1,73 @@
+"""The order our user's sends of a room are sealed in (SPEC §15.4): the order they were
+accepted (a WebSocket's frames, calls of `Node.send`), whatever each awaits before its seal.
+
+A send takes a `SealTurn` when it is accepted, without awaiting; what it awaits then (a blob's
+seal read, a home's capability answer, SPEC §20.7) runs alongside the others', and it waits for
+its turn only just before it takes its sequence number and HLC.
+
+State: `SealOrder` owns, per room with a send not yet sealed, the future the next send waits on;
+a room's entry goes once its last turn is released, so it holds no more than the sends pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from hearthmesh.protocol.envelope import RoomId
+
+__all__ = ["SealOrder", "SealTurn"]
+
+
+class SealTurn:
+    """One send's place in its room's order of seals."""
+
+    __slots__ = ("_before", "_done")
+
+    def __init__(self, before: asyncio.Future[None] | None, done: asyncio.Future[None]) -> None:
+        self._before = before
+        """Released once every send of the room accepted before this one is."""
+        self._done = done
+
+    async def wait(self) -> None:
+        """Until every send of the room accepted before this one has sealed or given up."""
+        if self._before is not None and not self._before.done():
+            await asyncio.shield(self._before)  # our cancellation must not release theirs
+
+    def release(self) -> None:
+        """This send has sealed or given up (any number of times). The next send's turn comes
+        from the next loop iteration on, never before the sends ahead of this one released
+        theirs: a send cancelled early must not let a later one pass an earlier one."""
+        if self._done.done():
+            return
+        before = self._before
+        if before is None or before.done():
+            self._done.set_result(None)
+        else:
+            before.add_done_callback(self._pass_on)
+
+    def _pass_on(self, _: asyncio.Future[None]) -> None:
+        if not self._done.done():
+            self._done.set_result(None)
+
+
+class SealOrder:
+    """Hands out the turns of each room's sends in the order they are taken."""
+
+    def __init__(self) -> None:
+        self._last: dict[RoomId, asyncio.Future[None]] = {}
+
+    def take(self, room: RoomId) -> SealTurn:
+        """The turn after every one taken before in `room`; the caller must `release` it."""
+        before = self._last.get(room)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last[room] = done
+        done.add_done_callback(lambda _: self._drop(room, done))
+        return SealTurn(before, done)
+
+    def __len__(self) -> int:
+        """Rooms with a turn not yet released."""
+        return len(self._last)
+
+    def _drop(self, room: RoomId, done: asyncio.Future[None]) -> None:
+        if self._last.get(room) is done:  # no later turn was taken: nothing left to order
+            del self._last[room]

@@ -1,0 +1,48 @@
+"""Our sends of a room seal in the order they were accepted (SPEC §15.4): `SealOrder`'s turns,
+alone and on a real node."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from hearthmesh.node.delivery.seal_order import SealOrder
+from hearthmesh.node.node import Node
+from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.identity import UserId
+from tests.integration.conftest import node_config
+
+ROOM = RoomId(bytes(32))
+
+
+async def test_a_turn_given_up_early_lets_no_later_send_pass_an_earlier_one() -> None:
+    order = SealOrder()
+    first, second, third = (order.take(ROOM) for _ in range(3))
+    other_room = order.take(RoomId(bytes([1]) * 32))
+    await other_room.wait()  # another room's sends are not ordered with these
+    await first.wait()
+    waiting = asyncio.create_task(third.wait())
+    second.release()  # cancelled before its seal: `third` still waits for `first`
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    first.release()
+    await waiting
+    third.release()
+    other_room.release()
+    await asyncio.sleep(0)
+    assert len(order) == 0  # nothing pending: no room's entry is kept
+
+
+async def test_node_sends_seal_in_the_order_of_their_turns(tmp_path: Path) -> None:
+    """The send that took the later turn runs first; it seals after the earlier one, with a
+    higher sequence number and a later HLC."""
+    async with asyncio.timeout(10), Node(node_config(tmp_path / "a")) as node:
+        room = await node.open_direct(UserId(bytes(range(32))))
+        await node.send(room, b"warm")  # its sequence number is loaded, its session ready
+        first, second = node.take_turn(room), node.take_turn(room)
+        later = asyncio.create_task(node.send(room, b"1", turn=second))
+        await asyncio.sleep(0)  # it runs up to its turn (or, unordered, through its seal)
+        earlier = await node.send(room, b"0", turn=first)
+        sent = await later
+        assert (earlier.seq, earlier.hlc) < (sent.seq, sent.hlc)
