@@ -369,7 +369,13 @@ class Node:
         if not connected:
             self._services.greetings.forget(peer_id)
             self._services.standing.disconnected(peer_id)
-        elif not self._services.standing.connected(peer_id, self._host.remote_ip(peer_id)):
+            return
+        # It may have upgraded or gone back since it last answered: asked again before the next
+        # event whose form depends on it is sealed (no stream of ours beyond the hello). Forgotten
+        # as it connects, not after the hello: an answer given over this connection (to an ask
+        # that dialled it) counts, or the next send asked again (SPEC §20.7).
+        self._services.peer_levels.forget(peer_id)
+        if not self._services.standing.connected(peer_id, self._host.remote_ip(peer_id)):
             self._host.disconnect_nowait(peer_id)  # banned (itself or its prefix), or one too many
         elif self._run_state.running():
             self._services.greetings.start(peer_id)

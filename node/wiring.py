@@ -483,7 +483,6 @@ def build_services(
     social = Social(store=store, privacy=privacy, outgoing=outgoing, user=user, now_ms=clock.now_ms)
     meeting = Meeting(
         hello=hello,
-        levels=peer_levels,
         outbox=outbox,
         host=host,
         records=records,

@@ -1,7 +1,8 @@
 """What meeting a peer on a new connection does (SPEC §13.3): the hello, then what a new peer
 makes worth doing: deliveries that waited for it are revived, on our first peer (mDNS, or one
-that dialled us) our home record is published a little later, once the DHT has a member, and
-what it advertised before is forgotten (SPEC §20.7).
+that dialled us) our home record is published a little later, once the DHT has a member. (What
+it advertised before is forgotten as it connects, by `Node`, not here: an answer given over the
+new connection before the hello ended counts, SPEC §20.7.)
 
 State: none of its own (`HomeRecords.published` says whether the record went out).
 """
@@ -14,7 +15,6 @@ from typing import Final
 
 from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.identity.home_records import HomeRecords
-from hearthmesh.node.mesh.capabilities import PeerLevels
 from hearthmesh.node.mesh.hello import HelloService
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.supervisor import Supervisor
@@ -32,14 +32,12 @@ class Meeting:
         self,
         *,
         hello: HelloService,
-        levels: PeerLevels,
         outbox: OutboxWorker,
         host: P2PHost,
         records: HomeRecords,
         supervisor: Supervisor,
     ) -> None:
         self._hello = hello
-        self._levels = levels
         self._outbox = outbox
         self._host = host
         self._records = records
@@ -51,10 +49,6 @@ class Meeting:
         if not self._records.published and self._host.connected_peers() == [peer_id]:
             # Later and spread out, so a burst of new peers is not a burst of DHT puts.
             self._supervisor.spawn(self._publish_after(FIRST_PUBLISH_DELAY_S), "publish-home")
-        # It may have upgraded or gone back since it last answered: asked again before the next
-        # event whose form depends on it is sealed, not now, so a connection opens no stream
-        # of ours beyond the hello (SPEC §20.7).
-        self._levels.forget(peer_id)
 
     async def _publish_after(self, delay_s: tuple[float, float]) -> None:
         await asyncio.sleep(secrets.SystemRandom().uniform(*delay_s))

@@ -7,7 +7,6 @@ from typing import cast
 
 from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.identity.home_records import HomeRecords
-from hearthmesh.node.mesh.capabilities import PeerLevels
 from hearthmesh.node.mesh.hello import HelloService
 from hearthmesh.node.mesh.meeting import FIRST_PUBLISH_DELAY_S, Meeting
 from hearthmesh.node.p2p.host import P2PHost
@@ -20,16 +19,12 @@ class Fakes:
     def __init__(self) -> None:
         self.greeted: list[str] = []
         self.revived: list[str] = []
-        self.forgotten: list[str] = []
         self.peers: list[str] = []
         self.published = False
         self.spawned: list[str] = []
 
     async def hello(self, peer_id: str) -> None:
         self.greeted.append(peer_id)
-
-    def forget(self, peer_id: str) -> None:
-        self.forgotten.append(peer_id)
 
     def revive(self, peer_id: str) -> None:
         self.revived.append(peer_id)
@@ -44,7 +39,6 @@ class Fakes:
     def meeting(self) -> Meeting:
         return Meeting(
             hello=cast(HelloService, self),
-            levels=cast(PeerLevels, self),
             outbox=cast(OutboxWorker, self),
             host=cast(P2PHost, self),
             records=cast(HomeRecords, self),
@@ -60,7 +54,6 @@ async def test_a_burst_of_peers_that_came_to_us_is_one_delayed_publish() -> None
         fakes.peers.append(peer)
         await meeting.meet(peer)
     assert fakes.greeted == burst and fakes.revived == burst  # each met once
-    assert fakes.forgotten == burst  # what each speaks: asked anew after a connection (§20.7)
     assert fakes.spawned == ["publish-home"]
     assert FIRST_PUBLISH_DELAY_S == (10.0, 30.0)
 

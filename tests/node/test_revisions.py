@@ -4,6 +4,7 @@ home it would reach advertised it; what peers advertised is kept, bounded."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import cast
 
 from hearthmesh.node.mesh.capabilities import (
@@ -13,10 +14,12 @@ from hearthmesh.node.mesh.capabilities import (
     PeerLevels,
     Revisions,
 )
+from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamOpenFailed
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.protocol.capabilities import Level, encode_caps_answer
 from hearthmesh.protocol.identity import UserId
+from tests.integration.conftest import node_config
 
 US, ALICE, BOB = (UserId(bytes([n]) * 32) for n in (1, 2, 3))
 HOMES = {US: ("us-1", "us-2"), ALICE: ("alice-1", "alice-2"), BOB: ("bob-1",)}
@@ -276,3 +279,22 @@ async def test_a_home_not_connected_is_dialled_from_its_record_before_it_is_aske
     levels.forget("bob-1")  # connected anew: asked again, on the connection it has
     assert await revisions.speak({BOB}, Level.ADDRESSED_ROOM_KEYS)
     assert host.reached == []
+
+
+async def test_an_answer_over_the_connection_its_ask_opened_counts_after_the_hello(
+    tmp_path: Path,
+) -> None:
+    """The first send to a home not connected dials it and asks; the hello on that new
+    connection must not forget the answer, or the next send asks again (it waited `ASK_S`
+    when the home was gone by then)."""
+    async with (
+        asyncio.timeout(10),
+        Node(node_config(tmp_path / "a")) as alice,
+        Node(node_config(tmp_path / "b")) as bob,
+    ):
+        await alice.learn_home_record(bob.home_record())
+        assert bob.peer_id not in alice._host.connected_peers()
+        assert await alice._services.revisions.speak({bob.user_id}, Level.ADDRESSED_RECEIPTS)
+        await alice._services.greetings.wait(bob.peer_id)  # the hello of the ask's connection
+        assert alice._services.peer_levels.of(bob.peer_id) == OUR_LEVELS
+        assert not alice._services.peer_levels.due(bob.peer_id)
