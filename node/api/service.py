@@ -315,7 +315,7 @@ class ApiService:
         The `witness` (the sending session) hears of it first, then every client gets its
         `message` frame. `turn` (`Node.take_turn`, taken when the frame was read; released
         here) is its place among our sends of the room; None: taken now, before any await, so
-        sends seal in the order of the calls (SPEC §15.4).
+        sends seal in the order of the calls (SPEC §15.4.5).
         """
         if turn is None:
             turn = self.node.take_turn(command.room_id)

@@ -143,7 +143,7 @@ async def _read_loop(
         if isinstance(command, Send):
             await in_flight.acquire()
             # Its place among the room's sends is taken as the frame is read: what it awaits
-            # before its seal (a blob's seal read) must not let a later frame's pass (SPEC §15.4).
+            # before its seal (a blob's seal read) must not let a later frame's pass (§15.4.5).
             turn = service.node.take_turn(command.room_id)
             task = group.create_task(_send(service, session, command, turn))
             task.add_done_callback(functools.partial(_sent, in_flight, turn))

@@ -9,9 +9,10 @@ unsequenced ones addressed to each other user's homes (SPEC §27.5.3); callers a
 envelope as our homes show it (`e2ee.opened_view`), whose wire is the encrypted one.
 
 State: our next sequence number per room, kept on the event loop, so the hot path from a
-client's `send` to the store's append awaits nothing else. Member sets are `RoomRegistry`'s
-(read through `RoomMembers`, from memory when it holds the room); what our membership changes
-did goes out on the `StoreOutcomes` flow, never to a caller above.
+client's `send` to the store's append awaits nothing else; the order of each room's pending
+seals (`SealOrder`: sends seal in the order they were accepted, SPEC §15.4.5). Member sets are
+`RoomRegistry`'s (read through `RoomMembers`, from memory when it holds the room); what our
+membership changes did goes out on the `StoreOutcomes` flow, never to a caller above.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ class Outgoing:
         self._order = SealOrder()
 
     def take_turn(self, room: RoomId) -> SealTurn:
-        """A send's place among our sends of `room`, taken as it is accepted (SPEC §15.4): it is
+        """A send's place among our sends of `room`, taken as it is accepted (SPEC §15.4.5): it is
         sealed after every send that took one before, whatever each awaits first. Pass it to
         `seal`, which releases it; a caller that may not reach `seal` releases it itself."""
         return self._order.take(room)
@@ -170,7 +171,7 @@ class Outgoing:
         advertised `addressed-receipts`, it goes in the form of the revision before instead:
         sequenced, to every member, gossiped (SPEC §20.7). `turn` (from `take_turn`, released
         here) is the send's place in the room's order of seals; None: it is taken on entry, so
-        calls seal in the order they were made (SPEC §15.4).
+        calls seal in the order they were made (SPEC §15.4.5).
 
         Raises:
             NotAuthorized: our user is not a member of `room`.

@@ -1,4 +1,4 @@
-"""The order our user's sends of a room are sealed in (SPEC §15.4): the order they were
+"""The order our user's sends of a room are sealed in (SPEC §15.4.5): the order they were
 accepted (a WebSocket's frames, calls of `Node.send`), whatever each awaits before its seal.
 
 A send takes a `SealTurn` when it is accepted, without awaiting; what it awaits then (a blob's
