@@ -63,6 +63,7 @@ BRIDGE_MODULES = {
     "node/p2p/gossipsub.py",
     "node/p2p/gossip_router.py",
     "node/p2p/peer_records.py",
+    "node/p2p/pubsub_hello.py",
     "node/p2p/dht.py",
     "node/p2p/dht_log.py",
     "node/p2p/yamux.py",

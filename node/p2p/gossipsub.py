@@ -11,8 +11,9 @@ heartbeat, app-supplied message ids and prefix-matched topic validators (libp2p-
 "Gossipsub"). A subscription joins the topic's mesh before it is announced, not after as
 libp2p's `Pubsub.subscribe` does (`_subscribe_on_trio` says why). The router is `MeshRouter`
 (a peer our heartbeat prunes is backed off from, a mesh is grafted only up to D, and IHAVEs
-name the ids peers dedupe by, SPEC §14.3), and a peer's signed peer record is checked once
-while it stays the same (`peer_records`).
+name the ids peers dedupe by, SPEC §14.3), a peer's signed peer record is checked once while
+it stays the same (`peer_records`), and a new peer learns the subscriptions its hello missed
+(`pubsub_hello`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
 from hearthmesh.node.p2p.gossip import GossipMessage, GossipValidator, MessageIdFn, Subscription
 from hearthmesh.node.p2p.gossip_router import MeshCounts, MeshRouter
+from hearthmesh.node.p2p.pubsub_hello import HelloPubsub
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 
 __all__ = ["HEARTBEAT_S", "BridgeCall", "GossipLayer"]
@@ -105,7 +107,7 @@ class GossipLayer:
             adaptive_gossip_enabled=False,  # else the heartbeat stretches to 30-60 s
             spam_protection_enabled=False,  # else 10 msg/s per topic, our own included
         )
-        self._pubsub = Pubsub(
+        self._pubsub = HelloPubsub(
             host,
             self._gossipsub,
             strict_signing=True,

@@ -1,0 +1,50 @@
+"""Pubsub that tells a new peer every subscription, including those made while its stream opened.
+
+Part of the libp2p bridge (ARCHITECTURE §5, tests/test_layering.py `BRIDGE_MODULES`); serves
+SPEC §14.3. `GossipLayer` builds one `HelloPubsub` per host; it runs on the trio thread.
+
+py-libp2p 0.8.1's `Pubsub._handle_new_peer` builds the hello (our subscriptions) and then awaits
+its write before it adds the peer to `peers`; `subscribe` and `unsubscribe` announce only to
+`peers`. A subscription made in between reached neither: the peer never learnt it, never put us
+in its mesh for that topic, and only IHAVE gossip from others could bring it our messages. On a
+busy machine the window is wide (a node joining a room as a peer connects); it left a test's
+leaf that had one peer out of every mesh. So once the peer is added, whatever changed since its
+hello is announced to it as subscribe and unsubscribe do.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+from libp2p.peer.id import ID
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+
+__all__ = ["HelloPubsub"]
+
+_hello_topics: ContextVar[frozenset[str] | None] = ContextVar("_hello_topics", default=None)
+"""The topics of the hello built in this task (each `_handle_new_peer` runs in its own)."""
+
+
+class HelloPubsub(Pubsub):
+    """`Pubsub` whose new peers learn the subscriptions their hello missed (module docstring)."""
+
+    def get_hello_packet(self) -> rpc_pb2.RPC:
+        packet = super().get_hello_packet()
+        _hello_topics.set(frozenset(sub.topicid for sub in packet.subscriptions))
+        return packet
+
+    async def _handle_new_peer(self, peer_id: ID) -> None:
+        token = _hello_topics.set(None)
+        try:
+            await super()._handle_new_peer(peer_id)
+            told = _hello_topics.get()
+        finally:
+            _hello_topics.reset(token)
+        queue = self.peer_queues.get(peer_id)
+        if told is None or queue is None or self.peers.get(peer_id) is None:
+            return  # no hello went out, or the peer is not (or no longer) added
+        now = frozenset(self.topic_ids)
+        for topic, subscribe in [(t, True) for t in now - told] + [(t, False) for t in told - now]:
+            packet, subopt = self._build_announce_rpc(topic, subscribe=subscribe)
+            self._enqueue_or_retry_announce(peer_id, queue, packet, subopt)

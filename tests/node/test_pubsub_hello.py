@@ -1,0 +1,81 @@
+"""A new gossip peer learns every subscription, even one made while its stream opened
+(node/p2p/pubsub_hello.py, SPEC §14.3), with real hosts on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+import trio
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
+
+pytestmark = pytest.mark.integration
+
+TOPIC = "hearthmesh/test/hello"
+
+
+class _HeldStream:
+    """A real pubsub stream whose first write (the hello) waits until `release` is set."""
+
+    def __init__(self, stream: Any, writing: threading.Event, release: threading.Event) -> None:
+        self._stream = stream
+        self._writing = writing
+        self._release = release
+        self._held = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+    async def write(self, data: bytes) -> None:
+        if not self._held:
+            self._held = True
+            self._writing.set()
+            while not self._release.is_set():  # noqa: ASYNC110 (set on the asyncio thread)
+                await trio.sleep(0.01)
+        await self._stream.write(data)
+
+
+def _subscribers(host: P2PHost) -> set[str]:
+    """The peers `host` knows to be in TOPIC (read from another thread: copied until stable)."""
+    pubsub = host._gossip._pubsub
+    assert pubsub is not None
+    while True:
+        try:
+            return {peer.to_base58() for peer in pubsub.peer_topics.get(TOPIC, set())}
+        except RuntimeError:  # changed during the copy
+            continue
+
+
+async def test_a_subscription_made_while_a_peers_hello_is_written_reaches_that_peer() -> None:
+    """py-libp2p built a new peer's hello, then awaited its write before adding the peer to
+    those that `subscribe` announces to: a topic joined in between reached the peer by neither,
+    so it never put us in its mesh for that topic."""
+    writing, release = threading.Event(), threading.Event()
+    async with (
+        asyncio.timeout(30),
+        P2PHost(HostConfig(identity_seed=b"\x01" * 32)) as joiner,
+        P2PHost(HostConfig(identity_seed=b"\x02" * 32)) as peer,
+    ):
+        pubsub = joiner._gossip._pubsub
+        assert pubsub is not None
+        libp2p_host = pubsub.host
+        open_stream = libp2p_host.new_stream
+
+        async def held_new_stream(peer_id: ID, protocols: Sequence[Any]) -> Any:
+            stream = await open_stream(peer_id, protocols)
+            return _HeldStream(stream, writing, release) if PROTOCOL_ID_V11 in protocols else stream
+
+        libp2p_host.new_stream = held_new_stream  # type: ignore[method-assign,assignment]
+        await peer.connect(joiner.listen_addrs[0])
+        while not writing.is_set():  # noqa: ASYNC110 (set on the joiner's trio thread)
+            await asyncio.sleep(0.01)
+        await joiner.subscribe(TOPIC)  # its hello, built before, named no topic
+        release.set()
+        while joiner.peer_id not in _subscribers(peer):  # noqa: ASYNC110 (no event to wait on)
+            await asyncio.sleep(0.02)
