@@ -110,17 +110,20 @@ class AutoNatLayer:
         advertised: Callable[[], list[str]],
         confirmations: int,
         interval_s: float,
+        periodic: bool = True,
     ) -> None:
         """Args:
         report: told each change of reachability.
         advertised: the addresses we ask servers to dial (expanded, never `0.0.0.0`).
         confirmations: agreeing verdicts needed to call us public or private.
         interval_s: time between two rounds of checks.
+        periodic: run rounds of checks by ourselves; else only `check_once` asks.
         """
         self._report = report
         self._advertised = advertised
         self._confirmations = confirmations
         self._interval_s = interval_s
+        self._periodic = periodic
         self._service: _FreshDialBack | None = None
         self._wake = trio.Event()
         self.reachability = Reachability.UNKNOWN
@@ -143,9 +146,10 @@ class AutoNatLayer:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Run the periodic checks for the lifetime of the block."""
+        """Run the periodic checks (if `periodic`) for the lifetime of the block."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._check_forever)
+            if self._periodic:
+                nursery.start_soon(self._check_forever)
             try:
                 yield
             finally:

@@ -181,6 +181,11 @@ class HostConfig:
     """Agreeing AutoNAT verdicts that make this node public or private (SPEC §10.6)."""
     autonat_interval_s: float = 300.0
     """Time between two rounds of AutoNAT checks once reachability is known."""
+    autonat_checks: bool = True
+    """Ask the connected AutoNAT servers, in rounds, whether peers can dial us (SPEC §10.6).
+    Off, only `P2PHost.check_reachability` asks, so reachability stays unknown until it is
+    called (and a private node reserves no relay); the host still answers peers' requests.
+    Tests that need a connection's streams to be theirs alone turn it off."""
     relay_service: bool = True
     """Offer circuit relay v2 hop service to peers, within `relay_limits` (SPEC §10.7)."""
     relay_limits: RelayServiceLimits = field(default_factory=RelayServiceLimits)
@@ -504,6 +509,7 @@ class P2PHost:
             advertised=lambda: list(config.announce_addrs or self._direct_addrs),
             confirmations=config.autonat_confirmations,
             interval_s=config.autonat_interval_s,
+            periodic=config.autonat_checks,
         )
         # Owned by the trio thread:
         self._host: IHost | None = None

@@ -19,6 +19,7 @@ import trio
 from libp2p.abc import INetConn, INetStream, INetwork
 from libp2p.peer.id import ID
 
+from hearthmesh.node.p2p.autonat import Reachability
 from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed, StreamOpenFailed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
@@ -34,6 +35,7 @@ from hearthmesh.node.p2p.host import (
     peer_id_from_seed,
 )
 from hearthmesh.protocol.errors import LocalProtocolError, TooLarge
+from tests.integration.conftest import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -360,6 +362,19 @@ class _Muxed:
 class _Conn:
     def __init__(self, muxed: _Muxed) -> None:
         self.muxed_conn = muxed
+
+
+async def test_a_host_without_autonat_checks_asks_no_peer_until_told() -> None:
+    """`autonat_checks=False` (SPEC §10.6): the host runs no rounds of its own, so a new
+    connection carries none of its AutoNAT streams, yet it still answers the peer's round and
+    an explicit `check_reachability` still asks."""
+    quiet = config(1, autonat_checks=False, autonat_confirmations=1)
+    async with asyncio.timeout(20), hosts(quiet, config(2, autonat_confirmations=1)) as (a, b):
+        await b.connect(a.listen_addrs[0])
+        # b's round, started by the same connection as a's would be, got its verdict from a.
+        await wait_until(lambda: b.reachability is Reachability.PUBLIC)
+        assert a.reachability is Reachability.UNKNOWN
+        assert await a.check_reachability() is Reachability.PUBLIC
 
 
 async def test_a_connection_closes_under_the_path_it_opened_with() -> None:

@@ -186,15 +186,6 @@ class Burst:
     """Each refusal the host reported, as `peer: error` (the assertions' evidence)."""
 
 
-async def _without_autonat_checks(host: P2PHost) -> None:
-    """`host` asks no peer to dial it back from now on (trio thread). Its AutoNAT rounds (each
-    5 s while its reachability is unknown, as between two hosts on this machine) open a stream
-    to the peer, whose 98-byte request or answer counts in the same per-peer budget as the
-    burst: a budget of a few frames was overflowed by it too, a second charge, and the request
-    was seen still unread after the burst's reset."""
-    host._autonat._service = None
-
-
 @asynccontextmanager
 async def burst_unread(
     count: int, *, budget_per_peer: int | None = None, budget_in_all: int | None = None
@@ -213,9 +204,11 @@ async def burst_unread(
             written.set()
         await asyncio.sleep(30)  # the test ends the stream
 
-    async with hosts(config(1), config(2)) as (a, b):
-        for host in (a, b):
-            await host._bridge.run(_without_autonat_checks, host)
+    # No AutoNAT rounds on either host: each (every 5 s while reachability is unknown, as
+    # between two hosts on this machine) opens a stream to the peer whose 98-byte request or
+    # answer counts in the same per-peer budget as the burst: a budget of a few frames was
+    # overflowed by it too, a second charge, and the request was seen unread after the reset.
+    async with hosts(config(1, autonat_checks=False), config(2, autonat_checks=False)) as (a, b):
         standing = PeerStanding(
             clock=SystemClock(),
             own_peer=a.peer_id,
