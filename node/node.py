@@ -646,7 +646,7 @@ class Node:
         `acts_on` names the message an EDIT, RECALL or REACTION acts on (SPEC §31.5); `to`
         names the users whose homes a RECEIPT goes to (SPEC §16.2.3). Our sends of a room seal
         in the order of the calls, or of their `turn`s (`take_turn`, taken when a client's send
-        was accepted) (SPEC §15.4.5).
+        was accepted, held by the caller and released here once sealed) (SPEC §15.4.5).
 
         Raises:
             NotAuthorized: we are not a member of `room`.
@@ -662,7 +662,8 @@ class Node:
 
     def take_turn(self, room: RoomId) -> SealTurn:
         """A client's send's place among our sends of `room`, taken without awaiting as it is
-        accepted; `send(turn=...)` releases it, a caller that does not call it must."""
+        accepted; hold it in a `with` block around `send(turn=...)`, which releases it once
+        sealed (the block's exit does if the send fails or is cancelled before)."""
         return self._services.outgoing.take_turn(room)
 
     async def history(

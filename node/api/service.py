@@ -307,22 +307,15 @@ class ApiService:
         await self.node.social.accept_request(room)  # ours: never a message request
         return {"room_id": room.hex(), "recipient_id": user_id_text(user)}
 
-    async def send(
-        self, command: Send, *, witness: SendWitness | None = None, turn: SealTurn | None = None
-    ) -> Envelope:
+    async def send(self, command: Send, *, witness: SendWitness | None = None) -> Envelope:
         """Store and send a client's message; returns once durable here ("sent").
 
         The `witness` (the sending session) hears of it first, then every client gets its
-        `message` frame. `turn` (`Node.take_turn`, taken when the frame was read; released
-        here) is its place among our sends of the room; None: taken now, before any await, so
-        sends seal in the order of the calls (SPEC §15.4.5).
+        `message` frame. Its place among our sends of the room is taken on entry, before any
+        await (a media send's seal read), so sends seal in the order of the calls (SPEC §15.4.5).
         """
-        if turn is None:
-            turn = self.node.take_turn(command.room_id)
-        try:
+        with self.node.take_turn(command.room_id) as turn:
             return await self._send(command, witness, turn)
-        finally:
-            turn.release()
 
     async def _send(self, command: Send, witness: SendWitness | None, turn: SealTurn) -> Envelope:
         if command.media is None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from typing import Any, Final
 
@@ -21,7 +20,6 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from hearthmesh.node.api.errors import ApiError, error_body, error_response
 from hearthmesh.node.api.feed import dumps
 from hearthmesh.node.api.service import SERVICE_KEY, ApiService, ClientSession
-from hearthmesh.node.delivery.seal_order import SealTurn
 from hearthmesh.node.rate_limit import TokenBucket
 from hearthmesh.protocol.client_api import (
     MAX_CLIENT_ID_CHARS,
@@ -142,11 +140,13 @@ async def _read_loop(
             continue
         if isinstance(command, Send):
             await in_flight.acquire()
-            # Its place among the room's sends is taken as the frame is read: what it awaits
-            # before its seal (a blob's seal read) must not let a later frame's pass (§15.4.5).
-            turn = service.node.take_turn(command.room_id)
-            task = group.create_task(_send(service, session, command, turn))
-            task.add_done_callback(functools.partial(_sent, in_flight, turn))
+            # Its place among the room's sends (§15.4.5) is taken in the task's first step,
+            # before any await (`ApiService.send`): tasks take their first steps in the order
+            # they were created (the loop's ready queue), so in frame order; a task cancelled
+            # before it ran took none. What a send awaits before its seal (a blob's seal read)
+            # then lets no later frame's pass, and the turns held are the tasks in flight.
+            task = group.create_task(_send(service, session, command))
+            task.add_done_callback(lambda _: in_flight.release())
         else:
             try:
                 reply = await _handle(service, command)
@@ -183,16 +183,9 @@ def _request_id(command: ClientCommand) -> dict[str, Any]:
     return {} if request_id is None else {"request_id": request_id}
 
 
-def _sent(in_flight: asyncio.Semaphore, turn: SealTurn, _: object) -> None:
-    """A send's task is done: its slot and its turn are free (the turn also when the task was
-    cancelled before it ran, or a later send of the room would wait for it forever)."""
-    in_flight.release()
-    turn.release()
-
-
-async def _send(service: ApiService, session: ClientSession, command: Send, turn: SealTurn) -> None:
+async def _send(service: ApiService, session: ClientSession, command: Send) -> None:
     try:
-        await service.send(command, witness=session, turn=turn)
+        await service.send(command, witness=session)
     except HearthError as exc:
         session.put(dumps({"event": "error", **error_body(exc), "client_id": command.client_id}))
 

@@ -141,8 +141,8 @@ class Outgoing:
 
     def take_turn(self, room: RoomId) -> SealTurn:
         """A send's place among our sends of `room`, taken as it is accepted (SPEC §15.4.5): it is
-        sealed after every send that took one before, whatever each awaits first. Pass it to
-        `seal`, which releases it; a caller that may not reach `seal` releases it itself."""
+        sealed after every send that took one before, whatever each awaits first. The taker
+        holds it in a `with` block around `seal(turn=...)`, which releases it once sealed."""
         return self._order.take(room)
 
     @property
@@ -169,21 +169,18 @@ class Outgoing:
         `to` addresses a RECEIPT, and only a RECEIPT, to some members' homes; it takes no
         sequence number (SPEC §8.5, §16.2.3). While a home of those users or of ours has not
         advertised `addressed-receipts`, it goes in the form of the revision before instead:
-        sequenced, to every member, gossiped (SPEC §20.7). `turn` (from `take_turn`, released
-        here) is the send's place in the room's order of seals; None: it is taken on entry, so
-        calls seal in the order they were made (SPEC §15.4.5).
+        sequenced, to every member, gossiped (SPEC §20.7). `turn` (from `take_turn`, held by the
+        caller, released here once sealed) is the send's place in the room's order of seals;
+        None: it is taken on entry, so calls seal in the order they were made (SPEC §15.4.5).
 
         Raises:
             NotAuthorized: our user is not a member of `room`.
         """
-        if turn is None:
-            turn = self.take_turn(room)
-        try:
-            return await self._seal_in_turn(
-                room, body, content_type, kind, written, acts_on, to, turn
-            )
-        finally:
-            turn.release()
+        args = (room, body, content_type, kind, written, acts_on, to)
+        if turn is not None:  # its taker holds it
+            return await self._seal_in_turn(*args, turn)
+        with self.take_turn(room) as own:
+            return await self._seal_in_turn(*args, own)
 
     async def _seal_in_turn(
         self,
@@ -197,7 +194,9 @@ class Outgoing:
         turn: SealTurn,
     ) -> Sealed:
         # What is awaited before `turn.wait()` may differ between sends (a home's capability
-        # answer, a store read): it runs alongside the sends ahead; nothing after it does.
+        # answer, a store read): it runs alongside the sends ahead; nothing after it does. The
+        # turn is released once sealed (the next send does not wait for this one's commit);
+        # a failure before that leaves it to its taker's `with`.
         if kind is Kind.MEMBERSHIP:
             raise LocalProtocolError("membership changes go through change_membership")
         if to is not None and kind not in ADDRESSED_KINDS:
@@ -213,6 +212,7 @@ class Outgoing:
             hlc = None if written is None else self._written_stamp(written)
             seq = UNSEQUENCED if addressed else await self._take_seq(room)
             envelope = self._seal(room, content_type, kind, body, seq=seq, hlc=hlc)
+            turn.release()
             return Sealed(envelope=envelope, members=members, to=to, acts_on=acts_on)
         # Nothing awaits between the encryption and the sequence numbers: sends seal in the
         # order they were encrypted, so a session's ROOM_KEY precedes every message using it.

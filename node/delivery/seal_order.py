@@ -3,7 +3,10 @@ accepted (a WebSocket's frames, calls of `Node.send`), whatever each awaits befo
 
 A send takes a `SealTurn` when it is accepted, without awaiting; what it awaits then (a blob's
 seal read, a home's capability answer, SPEC §20.7) runs alongside the others', and it waits for
-its turn only just before it takes its sequence number and HLC.
+its turn only just before it takes its sequence number and HLC. Whoever takes a turn holds it
+in a `with` block, whose exit releases it whatever happened (sealed, failed, cancelled); the
+sealer releases it earlier, as soon as the envelope is sealed, so the room's next send does not
+also wait for this one's commit.
 
 State: `SealOrder` owns, per room with a send not yet sealed, the future the next send waits on;
 a room's entry goes once its last turn is released, so it holds no more than the sends pending.
@@ -19,7 +22,8 @@ __all__ = ["SealOrder", "SealTurn"]
 
 
 class SealTurn:
-    """One send's place in its room's order of seals."""
+    """One send's place in its room's order of seals; a context manager whose exit releases
+    it (for its taker: `with order.take(room) as turn:`)."""
 
     __slots__ = ("_before", "_done")
 
@@ -49,6 +53,12 @@ class SealTurn:
         if not self._done.done():
             self._done.set_result(None)
 
+    def __enter__(self) -> SealTurn:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
 
 class SealOrder:
     """Hands out the turns of each room's sends in the order they are taken."""
@@ -57,7 +67,7 @@ class SealOrder:
         self._last: dict[RoomId, asyncio.Future[None]] = {}
 
     def take(self, room: RoomId) -> SealTurn:
-        """The turn after every one taken before in `room`; the caller must `release` it."""
+        """The turn after every one taken before in `room`; hold it in a `with` block."""
         before = self._last.get(room)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._last[room] = done

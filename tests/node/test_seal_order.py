@@ -4,6 +4,7 @@ alone and on a real node."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 from hearthmesh.node.delivery.seal_order import SealOrder
@@ -34,15 +35,27 @@ async def test_a_turn_given_up_early_lets_no_later_send_pass_an_earlier_one() ->
     assert len(order) == 0  # nothing pending: no room's entry is kept
 
 
+async def test_a_turns_block_releases_it_however_it_ends() -> None:
+    """Whoever takes a turn holds it in a `with` block: a send that fails before its seal
+    still lets the room's next send through."""
+    order = SealOrder()
+    with contextlib.suppress(LookupError), order.take(ROOM):
+        raise LookupError("the send failed before its seal")
+    with order.take(ROOM) as after:
+        await asyncio.wait_for(after.wait(), 1)
+    await asyncio.sleep(0)  # (a room's entry goes in a done-callback)
+    assert len(order) == 0
+
+
 async def test_node_sends_seal_in_the_order_of_their_turns(tmp_path: Path) -> None:
     """The send that took the later turn runs first; it seals after the earlier one, with a
     higher sequence number and a later HLC."""
     async with asyncio.timeout(10), Node(node_config(tmp_path / "a")) as node:
         room = await node.open_direct(UserId(bytes(range(32))))
         await node.send(room, b"warm")  # its sequence number is loaded, its session ready
-        first, second = node.take_turn(room), node.take_turn(room)
-        later = asyncio.create_task(node.send(room, b"1", turn=second))
-        await asyncio.sleep(0)  # it runs up to its turn (or, unordered, through its seal)
-        earlier = await node.send(room, b"0", turn=first)
-        sent = await later
+        with node.take_turn(room) as first, node.take_turn(room) as second:
+            later = asyncio.create_task(node.send(room, b"1", turn=second))
+            await asyncio.sleep(0)  # it runs up to its turn (or, unordered, through its seal)
+            earlier = await node.send(room, b"0", turn=first)
+            sent = await later
         assert (earlier.seq, earlier.hlc) < (sent.seq, sent.hlc)
