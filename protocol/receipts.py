@@ -20,13 +20,14 @@ from typing import Final
 from .addressing import is_addressed
 from .canonical import decode_canonical, encode_canonical
 from .content import is_user_content
-from .envelope import Envelope, MessageId
+from .envelope import Envelope, Kind, MessageId
 from .errors import MalformedMessage, NotAddressed
 from .identity import UserId
 
 __all__ = [
     "DELIVERED_RECEIPTS_MAX_MEMBERS",
     "MAX_RECEIPT_IDS",
+    "OUT_OF_TURN_KINDS",
     "RECEIPT_CONTENT_TYPE",
     "Receipt",
     "ReceiptStatus",
@@ -44,6 +45,10 @@ RECEIPT_CONTENT_TYPE: Final = "application/x-hearthmesh-receipt"
 MAX_RECEIPT_IDS: Final = 256
 """Most message ids one receipt names (bounds the body to ~8.5 KiB)."""
 _ID_BYTES: Final = 32
+OUT_OF_TURN_KINDS: Final = frozenset({Kind.RECEIPT})
+"""Kinds our node seals as soon as they are ready, not after the sends of their room accepted
+before them (SPEC §15.4.5): a receipt names messages already sealed and its place among our
+user's messages means nothing, so it must not wait behind one (a blob's seal being read)."""
 
 
 class ReceiptStatus(IntEnum):

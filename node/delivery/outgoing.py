@@ -27,7 +27,7 @@ from hearthmesh.node.delivery.gossip_out import GossipPublisher
 from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.delivery.outcomes import StoreOutcomes
-from hearthmesh.node.delivery.seal_order import SealOrder, SealTurn
+from hearthmesh.node.delivery.seal_order import SealOrder, SealTurn, out_of_turn
 from hearthmesh.node.e2ee.room_sender import Encryption, RoomSender
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.mesh.capabilities import Revisions
@@ -54,6 +54,7 @@ from hearthmesh.protocol.membership import (
     MembershipChange,
     encode_membership,
 )
+from hearthmesh.protocol.receipts import OUT_OF_TURN_KINDS
 from hearthmesh.protocol.rooms import is_direct_room
 from hearthmesh.protocol.written_time import written_stamp
 from hearthmesh.storage.api import AppendRequest, AppendResult, Store
@@ -171,7 +172,8 @@ class Outgoing:
         advertised `addressed-receipts`, it goes in the form of the revision before instead:
         sequenced, to every member, gossiped (SPEC §20.7). `turn` (from `take_turn`, held by the
         caller, released here once sealed) is the send's place in the room's order of seals;
-        None: it is taken on entry, so calls seal in the order they were made (SPEC §15.4.5).
+        None: it is taken on entry, so calls seal in the order they were made (SPEC §15.4.5),
+        but for a RECEIPT, sealed as soon as it is ready (`OUT_OF_TURN_KINDS`).
 
         Raises:
             NotAuthorized: our user is not a member of `room`.
@@ -179,6 +181,8 @@ class Outgoing:
         args = (room, body, content_type, kind, written, acts_on, to)
         if turn is not None:  # its taker holds it
             return await self._seal_in_turn(*args, turn)
+        if kind in OUT_OF_TURN_KINDS:
+            return await self._seal_in_turn(*args, out_of_turn())
         with self.take_turn(room) as own:
             return await self._seal_in_turn(*args, own)
 

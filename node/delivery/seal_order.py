@@ -18,7 +18,7 @@ import asyncio
 
 from hearthmesh.protocol.envelope import RoomId
 
-__all__ = ["SealOrder", "SealTurn"]
+__all__ = ["SealOrder", "SealTurn", "out_of_turn"]
 
 
 class SealTurn:
@@ -58,6 +58,12 @@ class SealTurn:
 
     def __exit__(self, *_: object) -> None:
         self.release()
+
+
+def out_of_turn() -> SealTurn:
+    """A turn in no room's order: it waits for no send and no send waits for it (a kind our
+    node seals as soon as it is ready, `protocol.receipts.OUT_OF_TURN_KINDS`)."""
+    return SealTurn(None, asyncio.get_running_loop().create_future())
 
 
 class SealOrder:

@@ -9,8 +9,14 @@ from pathlib import Path
 
 from hearthmesh.node.delivery.seal_order import SealOrder
 from hearthmesh.node.node import Node
-from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.envelope import Kind, RoomId
 from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.receipts import (
+    RECEIPT_CONTENT_TYPE,
+    Receipt,
+    ReceiptStatus,
+    encode_receipt,
+)
 from tests.integration.conftest import node_config
 
 ROOM = RoomId(bytes(32))
@@ -59,3 +65,27 @@ async def test_node_sends_seal_in_the_order_of_their_turns(tmp_path: Path) -> No
             earlier = await node.send(room, b"0", turn=first)
             sent = await later
         assert (earlier.seq, earlier.hlc) < (sent.seq, sent.hlc)
+
+
+async def test_a_receipt_is_not_held_behind_a_send_of_its_room_waiting_for_its_turn(
+    tmp_path: Path,
+) -> None:
+    """SPEC §15.4.5: a RECEIPT seals as soon as it is ready, while a send of its room accepted
+    before it (holding its turn, as a media send reading its blob's seal does) has not sealed;
+    a message sent meanwhile still waits for that send."""
+    other = UserId(bytes(range(32)))
+    async with asyncio.timeout(10), Node(node_config(tmp_path / "a")) as node:
+        room = await node.open_direct(other)
+        warm = await node.send(room, b"warm")
+        with node.take_turn(room):  # a send accepted, not sealed yet
+            message = asyncio.create_task(node.send(room, b"after"))
+            receipt = await node.send(
+                room,
+                encode_receipt(Receipt(status=ReceiptStatus.READ, message_ids=(warm.message_id,))),
+                kind=Kind.RECEIPT,
+                content_type=RECEIPT_CONTENT_TYPE,
+                to=frozenset({other}),
+            )
+            assert not message.done()  # held behind the send ahead of it
+        sent = await message
+        assert receipt.hlc < sent.hlc
