@@ -1,6 +1,7 @@
-"""Our gossipsub router: py-libp2p 0.8.1's `GossipSub` with the backoff its heartbeat forgets,
-without the opportunistic grafting that kept over-filling full meshes, and with a message
-cache keyed by the ids peers dedupe by (`_MessageCache`: IHAVEs named ids nobody had seen).
+"""Our gossipsub router: py-libp2p 0.8.1's `GossipSub` with the backoff its heartbeat forgets
+(also in its grafting for IP diversity), without the opportunistic grafting that kept
+over-filling full meshes, and with a message cache keyed by the ids peers dedupe by
+(`_MessageCache`: IHAVEs named ids nobody had seen).
 
 Part of the libp2p bridge (ARCHITECTURE §5, tests/test_layering.py `BRIDGE_MODULES`); serves
 SPEC §14.3. `GossipLayer` builds one `MeshRouter` per host; it runs on the trio thread and owns
@@ -103,6 +104,37 @@ class MeshRouter(GossipSub):
         it once a minute, only when the mesh's median score is low, for peers scoring above
         it: with no scores, never."""
         return 0
+
+    def _improve_mesh_diversity(self, topic: str, current_ips: set[str]) -> list[ID]:
+        """py-libp2p 0.8.1's grafting for IP diversity (its eclipse protection: each heartbeat,
+        when a mesh of 3 or more has peers of fewer than 3 IPs, up to 2 peers of IPs it lacks,
+        best score first), less the peers we back off from, which it did not ask: a peer we
+        had just pruned, or that had pruned us, would count our GRAFT a flood or a violation
+        (see the module; SPEC §14.3). It needs peers' IPs, which 0.8.1 seldom records
+        (`add_peer` looks for the pubsub stream before `Pubsub` has stored it: none, in a run
+        of 4 hosts; two overlapping `_handle_new_peer` runs of one peer can record one), so
+        this guards the day it does, on hosts of several IPs (on loopback all have one)."""
+        scorer, pubsub = self.scorer, self.pubsub
+        if scorer is None or pubsub is None or topic not in pubsub.peer_topics:
+            return []
+        mesh = self.mesh[topic]
+        candidates: list[tuple[float, ID]] = []
+        for peer in pubsub.peer_topics[topic]:
+            ip = scorer.ip_by_peer.get(peer)
+            if peer in mesh or ip is None or ip in current_ips:
+                continue
+            if not self._check_back_off(peer, topic):  # what py-libp2p's left out
+                candidates.append((scorer.score(peer, [topic]), peer))
+        candidates.sort(key=lambda scored: scored[0], reverse=True)
+        grafted = []
+        for score, peer in candidates[:2]:
+            if score > scorer.params.graylist_threshold:
+                mesh.add(peer)
+                self._notify_mesh_peer_added(peer, topic)
+                scorer.on_join_mesh(peer, topic)
+                grafted.append(peer)
+        self.counts.grafts_sent += len(grafted)  # sent with the heartbeat's
+        return grafted
 
     def gossip_heartbeat(self) -> defaultdict[ID, dict[str, list[bytes]]]:
         to_gossip = super().gossip_heartbeat()

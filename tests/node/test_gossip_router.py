@@ -148,6 +148,45 @@ def test_a_mesh_at_its_degree_grafts_nobody_more_however_peers_score() -> None:
         pubsub.seen_messages.stop()  # its sweeper thread
 
 
+def test_grafting_for_ip_diversity_passes_over_the_peers_we_back_off_from() -> None:
+    """py-libp2p's eclipse protection grafts, each heartbeat after the mesh's maintenance, up
+    to 2 peers of IPs the mesh lacks when a mesh of 3 or more has fewer than 3 IPs; it asked no
+    backoff, so it grafted a peer we had just pruned (or that pruned us), which that peer
+    counts a flood or a violation (SPEC §14.3). Never on loopback (one IP). A real router and
+    pubsub, not running: one heartbeat's mesh maintenance, a mesh of 3 on one IP and three
+    peers outside it on three others, two of them in backoff."""
+    router = MeshRouter(
+        protocols=[PROTOCOL_ID_V11],
+        degree=3,
+        degree_low=2,
+        degree_high=6,
+        adaptive_gossip_enabled=False,
+        spam_protection_enabled=False,
+    )
+    pubsub = Pubsub(new_host(key_pair=create_new_key_pair()), router)
+    try:
+        peers = [ID.from_pubkey(create_new_key_pair().public_key) for _ in range(6)]
+        pubsub.peer_topics[TOPIC] = set(peers)
+        router.peer_protocol.update(dict.fromkeys(peers, PROTOCOL_ID_V11))
+        inside, outside = peers[:3], peers[3:]
+        scorer = router.scorer
+        assert scorer is not None
+        for peer in inside:
+            scorer.add_peer_ip(peer, "10.0.0.1")
+        for n, peer in enumerate(outside, start=2):
+            scorer.add_peer_ip(peer, f"10.0.0.{n}")
+        router.mesh[TOPIC] = set(inside)
+        pruned, pruned_us, free = outside
+        router._add_back_off(pruned, TOPIC, False)  # as our heartbeat's PRUNE records it
+        router._add_back_off(pruned_us, TOPIC, False)  # as a PRUNE from it does
+        to_graft, to_prune = router.mesh_heartbeat()
+        assert (dict(to_graft), dict(to_prune)) == ({}, {})
+        assert router._ensure_mesh_diversity(TOPIC) == [free]
+        assert router.mesh[TOPIC] == {*inside, free}
+    finally:
+        pubsub.seen_messages.stop()  # its sweeper thread
+
+
 async def test_an_ihave_names_the_ids_peers_dedupe_by_so_nothing_seen_is_asked_for() -> None:
     """py-libp2p's message cache keyed messages by `from + seqno` whatever id pubsub dedupes
     by, so its IHAVEs named ids no seen-cache held: each was asked for by IWANT and sent whole
