@@ -646,7 +646,8 @@ class Node:
         `acts_on` names the message an EDIT, RECALL or REACTION acts on (SPEC §31.5); `to`
         names the users whose homes a RECEIPT goes to (SPEC §16.2.3). Our sends of a room seal
         in the order of the calls, or of their `turn`s (`take_turn`, taken when a client's send
-        was accepted, held by the caller and released here once sealed) (SPEC §15.4.5).
+        was accepted, held by the caller and released here once sealed); a RECEIPT seals as soon
+        as it is ready, behind none of them (SPEC §15.4.5).
 
         Raises:
             NotAuthorized: we are not a member of `room`.
