@@ -249,12 +249,20 @@ async function fetchConversations() {
     room.topic = row.topic || "";
     room.latest = row.LatestMessage;
     room.latestMs = row.latest_activity_ms;
-    room.unread = row.unread; // counted by the node from our read receipts (SPEC §15.5.1)
+    room.unread = readHere(row) ? 0 : row.unread; // the node counts from our read receipts
     room.request = Boolean(row.request); // a message request (SPEC §32.5)
     room.picture = row.RecipientProfilePic || null;
     state.rooms.set(row.id, room);
   }
   renderList();
+}
+
+/** This client read the room's latest message. The node counts unread from the read receipts
+ * it has stored (SPEC §15.5.1), and ours go out batched: a list loaded just after reading
+ * would show as unread what is already read here. */
+function readHere(row) {
+  const latest = row.LatestMessage;
+  return Boolean(latest) && latest.sender_id !== state.me && latest.sent_ms <= readMark(row.id);
 }
 
 /** A direct chat a stranger opened and we have not accepted: listed apart (SPEC §32.5). */
