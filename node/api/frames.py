@@ -15,6 +15,7 @@ from typing import Any, Final
 from hearthmesh.node.api.actions import MessageActions
 from hearthmesh.node.api.receipts import ReceiptService, StatusChange
 from hearthmesh.node.api.views import STATUS_NAMES, membership_view, message_view, profile_view
+from hearthmesh.node.e2ee.readable import content_of
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.actions import ACTION_KINDS
 from hearthmesh.protocol.content import (
@@ -25,7 +26,8 @@ from hearthmesh.protocol.content import (
     is_user_content,
 )
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId
-from hearthmesh.protocol.identity import UserId, user_id_text
+from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
+from hearthmesh.protocol.receipts import ReceiptStatus, decode_receipt
 from hearthmesh.storage.api import FeedEntry, Store
 
 __all__ = ["FrameRenderer", "receipt_frame"]
@@ -64,8 +66,10 @@ class FrameRenderer:
             store = self._node.store
             members = await store.read_inline(store.store.members, envelope.room)
             return [{"event": "membership", **membership_view(envelope, members)}]
+        if envelope.kind is Kind.RECEIPT and own:
+            return _own_read(envelope)
         if envelope.kind is Kind.RECEIPT or is_contact_event(envelope):
-            # our own receipts and contact events were made by our clients: nothing to tell
+            # our own contact events were made by our clients: nothing to tell
             return [] if own else await self._other(envelope)
         if envelope.kind is Kind.PROFILE and not own:
             return await self._profile(envelope)
@@ -103,6 +107,26 @@ class FrameRenderer:
             _contact_frame, store.store, self._node.user_id, envelope.sender_user, event
         )
         return [] if frame is None else [frame]
+
+
+def _own_read(envelope: Envelope) -> list[dict[str, Any]]:
+    """`read`: a client of our user, here or on another of its devices, read these messages;
+    every client takes them off its unread count (SPEC §15.4.1). A delivered receipt of ours
+    tells our clients nothing."""
+    content = content_of(envelope)
+    if content is None:
+        return []  # no room key yet: told when it opens (SPEC §27.13.5)
+    receipt = decode_receipt(content.body)
+    if receipt.status is not ReceiptStatus.READ:
+        return []
+    return [
+        {
+            "event": "read",
+            "room_id": envelope.room.hex(),
+            "message_ids": [message_id.hex() for message_id in receipt.message_ids],
+            "device_id": device_id_text(envelope.sender_device),
+        }
+    ]
 
 
 def receipt_frame(change: StatusChange) -> dict[str, Any]:

@@ -17,6 +17,7 @@ const RANK = { pending: 0, sent: 1, delivered: 2, read: 3 };
 const PAGE = 50;
 const TYPING_REFRESH_MS = 3_000;
 const UNREAD_COUNTED = 50;
+const LIST_LOAD_COALESCE_MS = 100; // frames that each call for a list load, one load
 
 const state = {
   me: null,
@@ -32,6 +33,7 @@ const state = {
   typing: new Map(), // room id -> Set of user ids typing there
   typingSentMs: 0,
   listLoad: Promise.resolve(), // the latest load of the conversation list
+  listLoadSoon: null, // a list load waiting for a burst of frames to end
   composing: null, // {mode: "reply"|"edit", message} while the composer answers or edits
 };
 
@@ -249,12 +251,20 @@ async function fetchConversations() {
     room.topic = row.topic || "";
     room.latest = row.LatestMessage;
     room.latestMs = row.latest_activity_ms;
-    room.unread = row.unread; // counted by the node from our read receipts (SPEC §15.5.1)
+    room.unread = readHere(row) ? 0 : row.unread; // the node counts from our read receipts
     room.request = Boolean(row.request); // a message request (SPEC §32.5)
     room.picture = row.RecipientProfilePic || null;
     state.rooms.set(row.id, room);
   }
   renderList();
+}
+
+/** This client read the room's latest message. The node counts unread from the read receipts
+ * it has stored (SPEC §15.5.1), and ours go out batched: a list loaded just after reading
+ * would show as unread what is already read here. */
+function readHere(row) {
+  const latest = row.LatestMessage;
+  return Boolean(latest) && latest.sender_id !== state.me && latest.sent_ms <= readMark(row.id);
 }
 
 /** A direct chat a stranger opened and we have not accepted: listed apart (SPEC §32.5). */
@@ -1056,6 +1066,8 @@ function onFrame(frame) {
       addMessage({ ...frame, sender_id: state.me, status: "sent" });
       if (frame.room_id === state.open) renderMessages({});
       return;
+    case "read":
+      return onRead(frame);
     case "receipt":
       if (setStatus(frame.room_id, frame.message_id, frame.aggregate)
           && frame.room_id === state.open) {
@@ -1134,6 +1146,26 @@ function onTyping(frame) {
   else typing.delete(frame.user_id);
   state.typing.set(frame.room_id, typing);
   if (frame.room_id === state.open) renderTyping();
+}
+
+/** Our user read these messages, here or on another of its clients or devices (SPEC §15.4.1):
+ * they are read here too, and the node's unread count, which now counts them, is taken. */
+function onRead(frame) {
+  const chat = state.chats.get(frame.room_id);
+  for (const id of frame.message_ids) {
+    const message = chat?.messages.get(id);
+    if (message) setReadMark(frame.room_id, message.sent_ms);
+  }
+  if (frame.room_id !== state.open) loadConversationsSoon();
+}
+
+/** One list load for a burst of frames that each call for one (a resumed feed replays many). */
+function loadConversationsSoon() {
+  if (state.listLoadSoon) return;
+  state.listLoadSoon = setTimeout(() => {
+    state.listLoadSoon = null;
+    loadConversations().catch(handleError);
+  }, LIST_LOAD_COALESCE_MS);
 }
 
 function onMessage(frame) {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from tests.integration.api_helpers import Home, home, link, open_conversation
 from tests.integration.conftest import wait_until_async
@@ -39,3 +40,30 @@ async def test_the_list_counts_unread_until_the_newest_is_read_or_answered(
             await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "four"})
             await alice_ws.next("message", lambda f: f["message"] == "four")
             assert await _unread(a) == 1  # counted back to our own reply
+
+
+async def test_a_read_on_one_client_reaches_our_other_clients_after_the_count_dropped(
+    tmp_path: Path,
+) -> None:
+    """A phone and a browser on one home node: what the phone reads leaves the browser's
+    unread count as a `read` frame, sent once the node counts it read (SPEC §15.4.1); a
+    delivered ack tells the other clients nothing."""
+    async with asyncio.timeout(20), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        alice = (await a.status())["user_id"]
+        room = await open_conversation(b, alice)
+        async with a.socket() as phone, a.socket() as browser:
+            for text in ("one", "two"):
+                await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": text})
+            one, two = sorted([await phone.next("message") for _ in range(2)], key=_hlc)
+            await phone.send(event="ack", message_id=one["message_id"], status="delivered")
+            await phone.send(event="ack", message_id=two["message_id"], status="read")
+            read = await browser.next("read")
+            assert read["room_id"] == room
+            assert read["message_ids"] == [two["message_id"]]
+            assert read["device_id"] == (await a.status())["device_id"]
+            assert await _unread(a) == 0
+
+
+def _hlc(frame: dict[str, Any]) -> Any:
+    return frame["hlc"]

@@ -111,10 +111,15 @@ async def test_chat_both_ways_with_ticks_then_reload_without_duplicates(
 
 
 async def test_phone_layout_conversation_list_and_chat(tmp_path: Path, browser: Browser) -> None:
+    """What Alice reads on her phone is read on her desktop browser too (SPEC §15.4.1 `read`)."""
     async with asyncio.timeout(15), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
         await _bob_writes(a, b, "one", "two", "three")
         context, tab = await open_tab(browser, a.url, phone=True)
         await _pair(a, tab)
+        desk_context, desk = await open_tab(browser, a.url)
+        await _pair(a, desk)
+        desk_unread = desk.page.locator(".conversation .unread")
+        await expect(desk_unread).to_have_text("3")
         page = tab.page
         row = page.locator(".conversation")
         await expect(row.locator(".unread")).to_have_text("3")
@@ -126,8 +131,11 @@ async def test_phone_layout_conversation_list_and_chat(tmp_path: Path, browser: 
         await tab.screenshot("chat-phone")
         await page.get_by_role("button", name="Back to conversations").click()
         await expect(row.locator(".unread")).to_have_count(0)  # read now
+        await expect(desk_unread).to_have_count(0)  # and on the desktop
+        await desk_context.close()
         await context.close()
         assert tab.errors == []
+        assert desk.errors == []
 
 
 async def test_reconnect_resumes_by_cursor_without_duplicates(
