@@ -111,6 +111,10 @@ class DeliveryFailed(HearthError):
     """A batch could not be handed to a peer (unreachable, closed, refused, bad ack)."""
 
 
+class _NoPong(TimeoutError):
+    """A batch's ack was late and its connection answered no ping either: a dead path."""
+
+
 class PeerLinks:
     """Deliver streams to peers, opened on demand."""
 
@@ -119,11 +123,16 @@ class PeerLinks:
         host: P2PHost,
         *,
         ack_timeout_s: float,
+        ack_patience_s: float = 0.0,
         on_ack: Callable[[str], None] = lambda _peer: None,
     ) -> None:
         self._host = host
         self._ack_timeout_s = ack_timeout_s
-        """How long a batch may wait for its ack before the stream is given up."""
+        """How long a batch may wait for its ack before its connection must show it is alive."""
+        self._ack_patience_s = max(ack_patience_s, ack_timeout_s)
+        """How long in all a batch may wait for its ack on a connection that stays alive."""
+        self.late_acks = 0
+        """Batches waited on past the ack bound because their connection answered a ping."""
         self._on_ack = on_ack
         """Told of each verified ack, by peer (an exchange that went well, SPEC §11.7)."""
         self._streams: dict[str, FrameStream] = {}
@@ -146,17 +155,17 @@ class PeerLinks:
             stream: FrameStream | None = None
             try:
                 stream = await self._stream(peer_id)
-                async with asyncio.timeout(self._ack_timeout_s):
-                    started = time.perf_counter()
-                    batch = encode_deliver(batch_id, certificates, items)
-                    frame = decode_frame(await stream.write_then_read(batch))
+                started = time.perf_counter()
+                batch = encode_deliver(batch_id, certificates, items)
+                frame = decode_frame(await self._answer(stream, batch))
                 ack = self._check(peer_id, batch_id, len(items), frame)
                 self.round_trips_ms.append((time.perf_counter() - started) * 1000)
                 self._on_ack(peer_id)
             except (HearthError, OSError, TimeoutError) as exc:
                 await self._drop(peer_id)
                 if isinstance(exc, TimeoutError):
-                    # No answer within the bound: the path is dead, or as good as. The next
+                    # No answer within the bound and no ping answered either (or none within
+                    # the patience): the path is dead, or as good as. The next
                     # attempt takes another connection or dials afresh, so the first one
                     # after the path heals gets through instead of waiting out TCP's backoff
                     # on this connection (SPEC §11.5.2). The stream's connection only: the
@@ -165,11 +174,73 @@ class PeerLinks:
                     if stream is None:
                         self._host.redial_nowait(peer_id)
                     else:
-                        self._host.drop_connection_nowait(stream)
+                        unanswered = isinstance(exc, _NoPong)  # pinged already: no second one
+                        self._host.drop_connection_nowait(stream, unanswered=unanswered)
                 if isinstance(exc, DeliveryFailed):
                     raise
-                raise DeliveryFailed(f"{peer_id[-8:]}: {type(exc).__name__}: {exc}") from exc
+                kind = "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
+                raise DeliveryFailed(f"{peer_id[-8:]}: {kind}: {exc}") from exc
             return ack
+
+    async def _answer(self, stream: FrameStream, batch: bytes) -> bytes:
+        """Write `batch` and read its answer: within the ack bound, or later while the stream's
+        connection answers a ping each bound, up to the patience (SPEC §11.5.2).
+
+        Raises:
+            TimeoutError: no answer within the bound, and the connection answered no ping (a
+                dead path), or none within the patience.
+        """
+        failed: HearthError | OSError | None = None
+        frame = b""
+        dead: list[bool] = []
+        try:
+            async with asyncio.timeout(None) as bound, asyncio.TaskGroup() as group:
+                watch = group.create_task(self._bound_answer(stream, bound, dead))
+                try:
+                    frame = await stream.write_then_read(batch)
+                except (HearthError, OSError) as exc:  # raised past the group, not in a group
+                    failed = exc
+                finally:
+                    watch.cancel()
+        except TimeoutError:
+            if dead:
+                raise _NoPong("no ack, and no ping answered") from None
+            raise
+        if failed is not None:
+            raise failed
+        return frame
+
+    async def _bound_answer(
+        self, stream: FrameStream, bound: asyncio.Timeout, dead: list[bool]
+    ) -> None:
+        """Ends the wait of `_answer` (its `bound`) once the answer is late and the connection
+        does not answer a ping (noted in `dead`), or the patience is spent.
+
+        A late ack on a connection that answers is a slow home (a loaded machine), not a gone
+        one. Failing its batch there made the destination down: the batch went to a relay as
+        well, the home's next batches were parked, then all sent again when it answered, and
+        the stream was replaced; at 50 nodes on 2 cores that extra work made more acks late,
+        until every home was busy with copies and p50 to the last member went from 4 s to 100 s
+        (SPEC §20.6)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await asyncio.sleep(self._ack_timeout_s)
+        waited = False
+        while loop.time() - started < self._ack_patience_s:
+            if not await self._host.stream_answers(stream):
+                dead.append(True)
+                break
+            if not waited:
+                waited = True
+                self.late_acks += 1
+                log.info(
+                    "no ack from %s within %.0f s, but its connection answers: waiting on",
+                    stream.remote_peer[-8:],
+                    self._ack_timeout_s,
+                )
+            left = self._ack_patience_s - (loop.time() - started)
+            await asyncio.sleep(max(0.0, min(self._ack_timeout_s, left)))
+        bound.reschedule(loop.time())
 
     async def reach(
         self, peer_id: str, addresses: tuple[str, ...], *, retry_now: bool = False

@@ -1052,24 +1052,43 @@ class P2PHost:
         """
         self._start_nowait(self._redial, peer_id)
 
-    def drop_connection_nowait(self, stream: FrameStream) -> None:
+    def drop_connection_nowait(self, stream: FrameStream, *, unanswered: bool = False) -> None:
         """Start closing the connection `stream` runs on, so that the next stream to its peer
         takes another one or dials afresh (SPEC §11.5.2); return at once. The peer's other
         connections stay: a batch unanswered on a relayed circuit says nothing of a direct
         connection beside it. Never a WebRTC connection (no dial makes one again), nor one
-        that still answers a ping (slow, not gone): see `redial_nowait`."""
+        that still answers a ping (slow, not gone): see `redial_nowait`. `unanswered`: the
+        caller's own ping (`stream_answers`) went unanswered just now; no second one."""
         raw = stream.raw
         if not isinstance(raw, _LibP2PStream) or raw.connection is None:
             return
         if raw.path == WEBRTC_PATH:
             log.info("%s: a stream over WebRTC failed; the connection is kept", stream.remote_peer)
             return
-        self._start_nowait(self._close_unless_alive, raw.connection)
+        close = self._close_unanswered if unanswered else self._close_unless_alive
+        self._start_nowait(close, raw.connection)
+
+    async def stream_answers(self, stream: FrameStream) -> bool:
+        """Does the connection `stream` runs on answer a ping within `live_ping_s`, or read
+        anything from its peer meanwhile: slow, not gone (SPEC §11.5.2)? False for a stream
+        on no libp2p yamux connection (WebRTC) and on a host that is stopping."""
+        raw = stream.raw
+        if not isinstance(raw, _LibP2PStream) or raw.connection is None:
+            return False
+        try:
+            return await self._bridge.run(
+                answers_ping, raw.connection.muxed_conn, self.config.live_ping_s
+            )
+        except HostClosed:
+            return False
 
     async def _close_unless_alive(self, connection: INetConn) -> None:
         if await answers_ping(connection.muxed_conn, self.config.live_ping_s):
             log.info("a connection answers a ping: slow, not gone: kept")
             return
+        await self._close_unanswered(connection)
+
+    async def _close_unanswered(self, connection: INetConn) -> None:
         log.info("a connection answers no ping: closed")
         self._mark_closing([connection], CLOSED_UNANSWERED)
         try:
