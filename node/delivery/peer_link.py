@@ -10,12 +10,13 @@ not reused once a direct or WebRTC connection to its peer is up: new streams tak
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Final, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final, Protocol, TypeVar
 
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.frame_stream import FrameStream
@@ -47,7 +48,9 @@ log = logging.getLogger(__name__)
 OPEN_TIMEOUT_S: Final = 5.0
 """Bound on opening a deliver stream over a connection we hold: it takes milliseconds on a
 live path, and on a dead one (a partition, a router that lost its state) it would wait out
-TCP's retransmission backoff, holding the destination's one batch in flight (SPEC §11.4.2)."""
+TCP's retransmission backoff, holding the destination's one batch in flight (SPEC §11.4.2).
+Past it, the open is waited on while a connection to the peer answers a ping (§11.5.2): under
+load (50 nodes on 2 cores) opens took longer on live connections by the thousand."""
 
 REUSE_IDLE_S: Final = 60.0
 """A deliver stream idle longer is not reused but replaced: receivers reset streams idle for
@@ -73,6 +76,7 @@ class HasWire(Protocol):
 
 
 W = TypeVar("W", bound=HasWire)
+T = TypeVar("T")
 
 
 def build_batch(
@@ -131,8 +135,8 @@ class PeerLinks:
         """How long a batch may wait for its ack before its connection must show it is alive."""
         self._ack_patience_s = max(ack_patience_s, ack_timeout_s)
         """How long in all a batch may wait for its ack on a connection that stays alive."""
-        self.late_acks = 0
-        """Batches waited on past the ack bound because their connection answered a ping."""
+        self.waited_late = 0
+        """Opens and acks waited on past their bound because the connection answered a ping."""
         self._on_ack = on_ack
         """Told of each verified ack, by peer (an exchange that went well, SPEC §11.7)."""
         self._streams: dict[str, FrameStream] = {}
@@ -157,7 +161,9 @@ class PeerLinks:
                 stream = await self._stream(peer_id)
                 started = time.perf_counter()
                 batch = encode_deliver(batch_id, certificates, items)
-                frame = decode_frame(await self._answer(stream, batch))
+                alive = functools.partial(self._host.stream_answers, stream, self._ack_timeout_s)
+                answer = stream.write_then_read(batch)
+                frame = decode_frame(await self._patiently(answer, self._ack_timeout_s, alive))
                 ack = self._check(peer_id, batch_id, len(items), frame)
                 self.round_trips_ms.append((time.perf_counter() - started) * 1000)
                 self._on_ack(peer_id)
@@ -182,62 +188,65 @@ class PeerLinks:
                 raise DeliveryFailed(f"{peer_id[-8:]}: {kind}: {exc}") from exc
             return ack
 
-    async def _answer(self, stream: FrameStream, batch: bytes) -> bytes:
-        """Write `batch` and read its answer: within the ack bound, or later while the stream's
-        connection answers a ping each bound, up to the patience (SPEC §11.5.2).
+    async def _patiently(
+        self, work: Coroutine[Any, Any, T], bound_s: float, alive: Callable[[], Awaitable[bool]]
+    ) -> T:
+        """`work` (a deliver stream's open, a batch's ack) within `bound_s`, or later while the
+        peer's connection answers a ping (`alive`) each ack bound, up to the patience
+        (SPEC §11.5.2).
 
         Raises:
-            TimeoutError: no answer within the bound, and the connection answered no ping (a
-                dead path), or none within the patience.
+            TimeoutError: not done within the bound and the connection answered no ping
+                (`_NoPong`: a dead path), or not done within the patience.
         """
         failed: HearthError | OSError | None = None
-        frame = b""
+        done: list[T] = []
         dead: list[bool] = []
         try:
             async with asyncio.timeout(None) as bound, asyncio.TaskGroup() as group:
-                watch = group.create_task(self._bound_answer(stream, bound, dead))
+                watch = group.create_task(self._bound_work(bound_s, alive, bound, dead))
                 try:
-                    frame = await stream.write_then_read(batch)
+                    done.append(await work)
                 except (HearthError, OSError) as exc:  # raised past the group, not in a group
                     failed = exc
                 finally:
                     watch.cancel()
         except TimeoutError:
             if dead:
-                raise _NoPong("no ack, and no ping answered") from None
+                raise _NoPong("no answer, and no ping answered") from None
             raise
         if failed is not None:
             raise failed
-        return frame
+        return done[0]
 
-    async def _bound_answer(
-        self, stream: FrameStream, bound: asyncio.Timeout, dead: list[bool]
+    async def _bound_work(
+        self,
+        bound_s: float,
+        alive: Callable[[], Awaitable[bool]],
+        bound: asyncio.Timeout,
+        dead: list[bool],
     ) -> None:
-        """Ends the wait of `_answer` (its `bound`) once the answer is late and the connection
+        """Ends the wait of `_patiently` (its `bound`) once the work is late and the connection
         does not answer a ping (noted in `dead`), or the patience is spent.
 
-        A late ack on a connection that answers is a slow home (a loaded machine), not a gone
-        one. Failing its batch there made the destination down: the batch went to a relay as
-        well, the home's next batches were parked, then all sent again when it answered, and
-        the stream was replaced; at 50 nodes on 2 cores that extra work made more acks late,
-        until every home was busy with copies and p50 to the last member went from 4 s to 100 s
-        (SPEC §20.6)."""
+        Late on a connection that answers is a slow home (a loaded machine), not a gone one.
+        Failing the batch there made the destination down: the batch went to a relay as well,
+        the home's next batches were parked, then all sent again once it answered, and the
+        connection was pinged (and closed when the pong was late too), so the homes dialled and
+        greeted again. At 50 nodes on 2 cores that extra work made more opens and acks late,
+        until the mesh stalled and p50 to the last member went from 4 s to 100 s (SPEC §20.6)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await asyncio.sleep(self._ack_timeout_s)
+        await asyncio.sleep(bound_s)
         waited = False
         while loop.time() - started < self._ack_patience_s:
-            if not await self._host.stream_answers(stream):
+            if not await alive():
                 dead.append(True)
                 break
             if not waited:
                 waited = True
-                self.late_acks += 1
-                log.info(
-                    "no ack from %s within %.0f s, but its connection answers: waiting on",
-                    stream.remote_peer[-8:],
-                    self._ack_timeout_s,
-                )
+                self.waited_late += 1
+                log.debug("late past %.0f s, but the connection answers: waiting on", bound_s)
             left = self._ack_patience_s - (loop.time() - started)
             await asyncio.sleep(max(0.0, min(self._ack_timeout_s, left)))
         bound.reschedule(loop.time())
@@ -285,9 +294,13 @@ class PeerLinks:
             stream = None
         if stream is None or stream.closed:
             # Not connected, libp2p dials the addresses it knows, each for up to 38 s.
-            connected = peer_id in self._host.connected_peers()
-            async with asyncio.timeout(OPEN_TIMEOUT_S if connected else REACH_DIAL_TIMEOUT_S):
-                stream = await self._host.open_stream(peer_id, DELIVER_PROTOCOL)
+            opening = self._host.open_stream(peer_id, DELIVER_PROTOCOL)
+            if peer_id in self._host.connected_peers():
+                alive = functools.partial(self._host.peer_answers, peer_id, self._ack_timeout_s)
+                stream = await self._patiently(opening, OPEN_TIMEOUT_S, alive)
+            else:
+                async with asyncio.timeout(REACH_DIAL_TIMEOUT_S):
+                    stream = await opening
             self._streams[peer_id] = stream
         self._last_used[peer_id] = now
         return stream

@@ -130,6 +130,13 @@ CLOSED_BY_PEER: Final = "peer_or_transport"
 LIVE_PING_S: Final = 5.0
 """How long a connection whose batch went unanswered has to answer a ping (or read anything
 from its peer) to be kept (`redial_nowait`, SPEC §11.5.2)."""
+OUTBOUND_NEGOTIATION_S: Final = 60.0
+"""How long libp2p waits for a peer to agree on the protocol of a stream we open (10 s by
+default). Under load a live peer's answer took longer by the thousand (at 50 nodes on 2 cores,
+"response timed out after 10s"), and each failed open failed what it was for: a batch then
+went to a relay and its destination was parked (SPEC §11.5.2). Callers bound their own waits
+(the deliver stream's open waits while the connection answers a ping, up to its patience); a
+stream we open is ours, so a peer holds nothing of ours longer but its own stream slot."""
 STOP_GRACE_S: Final = 2.0
 """Upper bound for closing all connections at stop (see `_close_quietly`)."""
 STOP_ABORT_S: Final = 2 * STOP_GRACE_S
@@ -587,7 +594,10 @@ class P2PHost:
             # One connection per peer skips the 250 ms dial fallback; min/low 0 keeps libp2p's
             # auto-connector from dialling every peerstore entry: the app picks its peers.
             connection_config=ConnectionConfig(
-                max_connections_per_peer=1, min_connections=0, low_watermark=0
+                max_connections_per_peer=1,
+                min_connections=0,
+                low_watermark=0,
+                outbound_stream_protocol_negotiation_timeout=OUTBOUND_NEGOTIATION_S,
             ),
             resource_manager=self._stream_slots,
             # What identify and AutoNAT tell peers: never 0.0.0.0 (a peer would dial itself).
@@ -1068,19 +1078,40 @@ class P2PHost:
         close = self._close_unanswered if unanswered else self._close_unless_alive
         self._start_nowait(close, raw.connection)
 
-    async def stream_answers(self, stream: FrameStream) -> bool:
+    async def stream_answers(self, stream: FrameStream, heard_within_s: float = 0.0) -> bool:
         """Does the connection `stream` runs on answer a ping within `live_ping_s`, or read
-        anything from its peer meanwhile: slow, not gone (SPEC §11.5.2)? False for a stream
-        on no libp2p yamux connection (WebRTC) and on a host that is stopping."""
+        anything from its peer meanwhile or in the `heard_within_s` before: slow, not gone
+        (SPEC §11.5.2)? False for a stream on no libp2p yamux connection (WebRTC) and on a
+        host that is stopping."""
         raw = stream.raw
         if not isinstance(raw, _LibP2PStream) or raw.connection is None:
             return False
+        muxed = raw.connection.muxed_conn
         try:
             return await self._bridge.run(
-                answers_ping, raw.connection.muxed_conn, self.config.live_ping_s
+                answers_ping, muxed, self.config.live_ping_s, heard_within_s
             )
         except HostClosed:
             return False
+
+    async def peer_answers(self, peer_id: str, heard_within_s: float = 0.0) -> bool:
+        """Does a connection to `peer_id` other than a WebRTC one answer a ping within
+        `live_ping_s`, or read anything meanwhile or in the `heard_within_s` before (as
+        `stream_answers`)?"""
+        try:
+            return await self._bridge.run(self._answers_on_trio, peer_id, heard_within_s)
+        except HostClosed:
+            return False
+
+    async def _answers_on_trio(self, peer_id: str, heard_within_s: float) -> bool:
+        host = self._host
+        if host is None:
+            return False
+        bound_s = self.config.live_ping_s
+        for conn in host.get_network().get_connections(ID.from_base58(peer_id)):
+            if not is_webrtc(conn) and await answers_ping(conn.muxed_conn, bound_s, heard_within_s):
+                return True
+        return False
 
     async def _close_unless_alive(self, connection: INetConn) -> None:
         if await answers_ping(connection.muxed_conn, self.config.live_ping_s):
