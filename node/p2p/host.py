@@ -54,6 +54,7 @@ from hearthmesh.node.p2p.errors import (
     ProtocolNotSpoken,
     StreamClosed,
     StreamOpenFailed,
+    describe_error,
 )
 from hearthmesh.node.p2p.frame_stream import FrameStream, ReadLimits
 from hearthmesh.node.p2p.gossip import (
@@ -875,8 +876,8 @@ class P2PHost:
             return await self._bridge.run(fn, *args)
         except HearthError:
             raise
-        except Exception as exc:
-            raise error(f"{what}: {exc!r}") from exc
+        except Exception as exc:  # with its causes: libp2p's top error rarely says why
+            raise error(f"{what}: {describe_error(exc)}") from exc
 
     # ---- connections ------------------------------------------------------------------------
 
