@@ -128,9 +128,13 @@ class PeerLinks:
         *,
         ack_timeout_s: float,
         ack_patience_s: float = 0.0,
+        open_timeout_s: float = OPEN_TIMEOUT_S,
         on_ack: Callable[[str], None] = lambda _peer: None,
     ) -> None:
         self._host = host
+        self._open_timeout_s = open_timeout_s
+        """How long a deliver stream's open over a connection we hold may take before that
+        connection must answer a ping to be waited on (`OPEN_TIMEOUT_S`)."""
         self._ack_timeout_s = ack_timeout_s
         """How long a batch may wait for its ack before its connection must show it is alive."""
         self._ack_patience_s = max(ack_patience_s, ack_timeout_s)
@@ -297,7 +301,7 @@ class PeerLinks:
             opening = self._host.open_stream(peer_id, DELIVER_PROTOCOL)
             if peer_id in self._host.connected_peers():
                 alive = functools.partial(self._host.peer_answers, peer_id, self._ack_timeout_s)
-                stream = await self._patiently(opening, OPEN_TIMEOUT_S, alive)
+                stream = await self._patiently(opening, self._open_timeout_s, alive)
             else:
                 async with asyncio.timeout(REACH_DIAL_TIMEOUT_S):
                     stream = await opening
