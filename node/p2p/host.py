@@ -131,13 +131,15 @@ CLOSED_BY_PEER: Final = "peer_or_transport"
 LIVE_PING_S: Final = 5.0
 """How long a connection whose batch went unanswered has to answer a ping (or read anything
 from its peer) to be kept (`redial_nowait`, SPEC §11.5.2)."""
-OUTBOUND_NEGOTIATION_S: Final = 60.0
-"""How long libp2p waits for a peer to agree on the protocol of a stream we open (10 s by
-default). Under load a live peer's answer took longer by the thousand (at 50 nodes on 2 cores,
-"response timed out after 10s"), and each failed open failed what it was for: a batch then
-went to a relay and its destination was parked (SPEC §11.5.2). Callers bound their own waits
-(the deliver stream's open waits while the connection answers a ping, up to its patience); a
-stream we open is ours, so a peer holds nothing of ours longer but its own stream slot."""
+NEGOTIATION_S: Final = 60.0
+"""How long libp2p waits for the two ends of a stream to agree on its protocol, each way (10 s
+by default). Under load (50 nodes on 2 cores) a live peer's answer took longer by the
+thousand ("response timed out after 10s"), and each failed open failed what it was for: a
+batch then went to a relay and its destination was parked (SPEC §11.5.2). With our opens'
+bound raised alone, 322 deliver opens in one workload failed instead with their stream ended
+under the negotiation (likely the peer's own 10 s bound), so inbound streams get as long: a
+stranger's streams that never negotiate are still bounded by its stream slots
+(`stream_slots`, SPEC §10.4), only held longer."""
 STOP_GRACE_S: Final = 2.0
 """Upper bound for closing all connections at stop (see `_close_quietly`)."""
 STOP_ABORT_S: Final = 2 * STOP_GRACE_S
@@ -598,7 +600,8 @@ class P2PHost:
                 max_connections_per_peer=1,
                 min_connections=0,
                 low_watermark=0,
-                outbound_stream_protocol_negotiation_timeout=OUTBOUND_NEGOTIATION_S,
+                outbound_stream_protocol_negotiation_timeout=NEGOTIATION_S,
+                inbound_stream_protocol_negotiation_timeout=NEGOTIATION_S,
             ),
             resource_manager=self._stream_slots,
             # What identify and AutoNAT tell peers: never 0.0.0.0 (a peer would dial itself).
