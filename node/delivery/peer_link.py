@@ -116,7 +116,8 @@ class DeliveryFailed(HearthError):
 
 
 class _NoPong(TimeoutError):
-    """A batch's ack was late and its connection answered no ping either: a dead path."""
+    """A deliver stream's open or a batch's ack was late, and the connection answered no ping
+    either: a dead path."""
 
 
 class PeerLinks:
