@@ -79,8 +79,12 @@ class NodeConfig:
     known to come due; it doubles while looks find nothing, up to 2 s. The worker also wakes
     when the store's next entry comes due and whenever one is queued."""
     ack_timeout_ms: int = 10_000
-    """How long a delivered batch may wait for its ack before every connection to that home
-    is closed and the next try dials afresh (SPEC §11.5.2)."""
+    """How long a delivered batch may wait for its ack before its connection must answer a
+    ping (`live_ping_ms`) to be waited on; one that does not is closed and the next try dials
+    afresh (SPEC §11.5.2)."""
+    ack_patience_ms: int = 60_000
+    """How long in all a delivered batch may wait for its ack while its connection answers a
+    ping each `ack_timeout_ms`: a slow home, not a gone one (SPEC §11.5.2)."""
     capability_ask_ms: int = 10_000
     """How long a peer's answer to a capability request may take, dialling included, before
     the send that asked goes on without it (SPEC §20.7; `capabilities.ASK_S`)."""

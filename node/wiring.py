@@ -207,7 +207,12 @@ def build_services(
         policy=config.standing,
         prefix_policy=config.prefixes,
     )
-    links = PeerLinks(host, on_ack=standing.exchanged, ack_timeout_s=config.ack_timeout_ms / 1000)
+    links = PeerLinks(
+        host,
+        on_ack=standing.exchanged,
+        ack_timeout_s=config.ack_timeout_ms / 1000,
+        ack_patience_s=config.ack_patience_ms / 1000,
+    )
     outcomes = StoreOutcomes()
     receiver = Receiver(
         inbox=inbox,

@@ -31,6 +31,8 @@ from typing import Final
 
 from libp2p.network.stream.exceptions import StreamEOF
 
+from hearthmesh.node.p2p.errors import describe_error
+
 __all__ = ["DHT_LOGGERS", "INTERVAL_S", "DhtLogFilter", "install"]
 
 DHT_LOGGERS: Final = ("libp2p.kad_dht.kad_dht", "libp2p.kad_dht.value_store")
@@ -75,7 +77,8 @@ class DhtLogFilter(logging.Filter):
                 state.dropped += 1
                 return False
             dropped, state.dropped, state.passed_at = state.dropped, 0, record.created
-        record.msg = f"{record.getMessage()} [{_describe(error)}; {dropped} more like it dropped]"
+        why = describe_error(error)
+        record.msg = f"{record.getMessage()} [{why}; {dropped} more like it dropped]"
         record.args = None
         return True
 
@@ -83,16 +86,6 @@ class DhtLogFilter(logging.Filter):
         """Records dropped per kind since the last one of that kind passed."""
         with self._lock:
             return {kind: state.dropped for kind, state in self._kinds.items()}
-
-
-def _describe(error: BaseException | None) -> str:
-    """`StreamReset <- MuxedStreamReset: Stream was reset`: the error and its causes."""
-    names: list[str] = []
-    while error is not None and len(names) < 4:
-        text = str(error)
-        names.append(type(error).__name__ + (f": {text}" if text else ""))
-        error = error.__cause__ or error.__context__
-    return " <- ".join(names) or "no exception"
 
 
 def install() -> DhtLogFilter:

@@ -17,6 +17,7 @@ __all__ = [
     "StreamCutOff",
     "StreamIdle",
     "StreamOpenFailed",
+    "describe_error",
 ]
 
 
@@ -54,3 +55,13 @@ class StreamCutOff(StreamClosed):
 class StreamIdle(StreamClosed):
     """We reset an inbound stream on which no frame began within the idle timeout (SPEC
     §10.4). Quiet is no breach: it costs the peer no standing."""
+
+
+def describe_error(error: BaseException | None) -> str:
+    """`StreamReset <- MuxedStreamReset: Stream was reset`: the error and its causes (up to 4)."""
+    names: list[str] = []
+    while error is not None and len(names) < 4:
+        text = str(error)
+        names.append(type(error).__name__ + (f": {text}" if text else ""))
+        error = error.__cause__ or error.__context__
+    return " <- ".join(names) or "no exception"

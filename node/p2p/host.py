@@ -54,6 +54,7 @@ from hearthmesh.node.p2p.errors import (
     ProtocolNotSpoken,
     StreamClosed,
     StreamOpenFailed,
+    describe_error,
 )
 from hearthmesh.node.p2p.frame_stream import FrameStream, ReadLimits
 from hearthmesh.node.p2p.gossip import (
@@ -130,6 +131,15 @@ CLOSED_BY_PEER: Final = "peer_or_transport"
 LIVE_PING_S: Final = 5.0
 """How long a connection whose batch went unanswered has to answer a ping (or read anything
 from its peer) to be kept (`redial_nowait`, SPEC §11.5.2)."""
+NEGOTIATION_S: Final = 60.0
+"""How long libp2p waits for the two ends of a stream to agree on its protocol, each way (10 s
+by default). Under load (50 nodes on 2 cores) a live peer's answer took longer by the
+thousand ("response timed out after 10s"), and each failed open failed what it was for: a
+batch then went to a relay and its destination was parked (SPEC §11.5.2). With our opens'
+bound raised alone, 322 deliver opens in one workload failed instead with their stream ended
+under the negotiation (likely the peer's own 10 s bound), so inbound streams get as long: a
+stranger's streams that never negotiate are still bounded by its stream slots
+(`stream_slots`, SPEC §10.4), only held longer."""
 STOP_GRACE_S: Final = 2.0
 """Upper bound for closing all connections at stop (see `_close_quietly`)."""
 STOP_ABORT_S: Final = 2 * STOP_GRACE_S
@@ -593,7 +603,11 @@ class P2PHost:
             # One connection per peer skips the 250 ms dial fallback; min/low 0 keeps libp2p's
             # auto-connector from dialling every peerstore entry: the app picks its peers.
             connection_config=ConnectionConfig(
-                max_connections_per_peer=1, min_connections=0, low_watermark=0
+                max_connections_per_peer=1,
+                min_connections=0,
+                low_watermark=0,
+                outbound_stream_protocol_negotiation_timeout=NEGOTIATION_S,
+                inbound_stream_protocol_negotiation_timeout=NEGOTIATION_S,
             ),
             resource_manager=self._stream_slots,
             # What identify and AutoNAT tell peers: never 0.0.0.0 (a peer would dial itself).
@@ -871,8 +885,8 @@ class P2PHost:
             return await self._bridge.run(fn, *args)
         except HearthError:
             raise
-        except Exception as exc:
-            raise error(f"{what}: {exc!r}") from exc
+        except Exception as exc:  # with its causes: libp2p's top error rarely says why
+            raise error(f"{what}: {describe_error(exc)}") from exc
 
     # ---- connections ------------------------------------------------------------------------
 
@@ -1058,24 +1072,64 @@ class P2PHost:
         """
         self._start_nowait(self._redial, peer_id)
 
-    def drop_connection_nowait(self, stream: FrameStream) -> None:
+    def drop_connection_nowait(self, stream: FrameStream, *, unanswered: bool = False) -> None:
         """Start closing the connection `stream` runs on, so that the next stream to its peer
         takes another one or dials afresh (SPEC §11.5.2); return at once. The peer's other
         connections stay: a batch unanswered on a relayed circuit says nothing of a direct
         connection beside it. Never a WebRTC connection (no dial makes one again), nor one
-        that still answers a ping (slow, not gone): see `redial_nowait`."""
+        that still answers a ping (slow, not gone): see `redial_nowait`. `unanswered`: the
+        caller's own ping (`stream_answers`) went unanswered just now; no second one."""
         raw = stream.raw
         if not isinstance(raw, _LibP2PStream) or raw.connection is None:
             return
         if raw.path == WEBRTC_PATH:
             log.info("%s: a stream over WebRTC failed; the connection is kept", stream.remote_peer)
             return
-        self._start_nowait(self._close_unless_alive, raw.connection)
+        close = self._close_unanswered if unanswered else self._close_unless_alive
+        self._start_nowait(close, raw.connection)
+
+    async def stream_answers(self, stream: FrameStream, heard_within_s: float = 0.0) -> bool:
+        """Does the connection `stream` runs on answer a ping within `live_ping_s`, or read
+        anything from its peer meanwhile or in the `heard_within_s` before: slow, not gone
+        (SPEC §11.5.2)? False for a stream on no libp2p yamux connection (WebRTC) and on a
+        host that is stopping."""
+        raw = stream.raw
+        if not isinstance(raw, _LibP2PStream) or raw.connection is None:
+            return False
+        muxed = raw.connection.muxed_conn
+        try:
+            return await self._bridge.run(
+                answers_ping, muxed, self.config.live_ping_s, heard_within_s
+            )
+        except HostClosed:
+            return False
+
+    async def peer_answers(self, peer_id: str, heard_within_s: float = 0.0) -> bool:
+        """Does a connection to `peer_id` other than a WebRTC one answer a ping within
+        `live_ping_s`, or read anything meanwhile or in the `heard_within_s` before (as
+        `stream_answers`)?"""
+        try:
+            return await self._bridge.run(self._answers_on_trio, peer_id, heard_within_s)
+        except HostClosed:
+            return False
+
+    async def _answers_on_trio(self, peer_id: str, heard_within_s: float) -> bool:
+        host = self._host
+        if host is None:
+            return False
+        bound_s = self.config.live_ping_s
+        for conn in host.get_network().get_connections(ID.from_base58(peer_id)):
+            if not is_webrtc(conn) and await answers_ping(conn.muxed_conn, bound_s, heard_within_s):
+                return True
+        return False
 
     async def _close_unless_alive(self, connection: INetConn) -> None:
         if await answers_ping(connection.muxed_conn, self.config.live_ping_s):
             log.info("a connection answers a ping: slow, not gone: kept")
             return
+        await self._close_unanswered(connection)
+
+    async def _close_unanswered(self, connection: INetConn) -> None:
         log.info("a connection answers no ping: closed")
         self._mark_closing([connection], CLOSED_UNANSWERED)
         try:

@@ -101,9 +101,10 @@ def _read_since(muxed_conn: Any, asked: float) -> bool:
     return last is not None and last.at > asked
 
 
-async def answers_ping(muxed_conn: Any, timeout_s: float) -> bool:
+async def answers_ping(muxed_conn: Any, timeout_s: float, heard_within_s: float = 0.0) -> bool:
     """Does this yamux connection answer a ping within `timeout_s`, or read anything from its
-    peer meanwhile (when `watch_reads` watches it)? False for another muxer.
+    peer meanwhile, or in the `heard_within_s` before (when `watch_reads` watches it)? False
+    for another muxer.
 
     py-libp2p 0.8.1 pings for its RTT estimate and sets the connection's current
     `_ping_event` on any pong: ours is made current just before our ping. Its own measuring
@@ -117,6 +118,8 @@ async def answers_ping(muxed_conn: Any, timeout_s: float) -> bool:
     muxed_conn._ping_id += 1
     header = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_PING, FLAG_SYN, 0, muxed_conn._ping_id)
     asked = trio.current_time()
+    if _read_since(muxed_conn, asked - heard_within_s):
+        return True  # heard lately: no ping needed
     with trio.move_on_after(timeout_s), contextlib.suppress(Exception):
         await muxed_conn._write_frame(header)
         muxed_conn._ping_sent_time = trio.current_time()
