@@ -48,7 +48,9 @@ run: $(STAMP)
 # (12, 10); main -n 4 166 s, 184 s (50, 11); branch -n 8 143 s, 207 s (45, 19; 1 failed: a lost
 # click in test_web_screens, fixed); main -n 4 113 s, 162 s (7, 6); branch -n 6 from a fresh
 # clone (.ci/run) 113 s (36, 9); branch -n 6 111 s, 182 s (30, 13; 1 failed: test_gossip_router's
-# IHAVE count, a race, fixed); branch -n 6 125 s, 188 s (35, 14); main -n 4 121 s, 181 s (14, 5).
+# IHAVE count, a race, fixed); branch -n 6 125 s, 188 s (35, 14); main -n 4 121 s, 181 s (14, 5);
+# branch -n 4 114 s, 156 s (39, 10); main -n 4 128 s, 168 s (6, 8); branch -n 4 115 s, 163 s
+# (8, 6). At -n 4 the branch (the workers' garbage collector) used 5-25 s less CPU than main.
 # In the pairs run next to each other, -n 6 was no faster than -n 4 (its load was higher) and
 # cost 7-20 s more CPU, and at -n 6 and 8 load brought out two test races: -n 4 stays. The tests'
 # own span was 107 s at -n 4 on a quiet machine (main, 148 s of CPU in the per-test log): 90 s
