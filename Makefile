@@ -35,20 +35,27 @@ run: $(STAMP)
 	$(VENV)/bin/hearthmesh run --data-dir data/node $(RUN_ARGS)
 
 # Four pytest-xdist workers on 2 cores: many tests wait on the network, timers and node
-# processes, not the CPU (1,604 tests, tmp_path on tmpfs, quiet: 132-140 s and 194 s of CPU, so
-# ~97 s is the floor at full use of both cores). Each worker's start and collection costs ~2-2.4 s
-# of CPU, and no test starts until every worker has collected (4-16 s after `make test`); the
-# worker that runs the browser tests keeps one Chromium, ~13 s of CPU for the 18 of them.
-# Interleaved runs on the shared machine (2026-12-05; nice 10, the heavy lock; pytest's wall, then
-# user+sys of `make test`, then the load at the start and end of the run): -n 4 before this
-# session's shorter waits 171 s, 177 s (58, 13) and 140 s, 173 s (18, 9); -n 4 after 138 s, 167 s
-# (23, 12), 140 s, 178 s (7, 9) and 117 s, 173 s (13, 8); -n 6 151 s, 201 s (11, 10); -n 8 118 s,
-# 208 s (39, 16) and 122 s, 214 s (2, 13). More workers overlap more of the tests' waits but cost
-# ~25-40 s more CPU (each start, and contention), and load brings out races: both -n 8 runs and
-# one -n 4 run failed a read-budget test of tests/node/test_webrtc.py (a peer charged 30 points
-# for one overflow; 98 bytes left counted after a reset), and one -n 8 run (and main once at -n 4)
-# test_hostile_soak's order. -n 4 stays until those are fixed. On a busy machine, fewer
-# workers time out less: TEST_ARGS="-n 2". mDNS tests take a machine-wide lock (tests/conftest.py);
+# processes, not the CPU (1,626 tests, tmp_path on tmpfs). Each worker's start and collection
+# costs ~2.8 s of CPU (imports: libp2p ~0.5 s, playwright ~0.2 s), and no test starts until
+# every worker has collected (4-19 s after `make test` in this session's runs, more with more
+# workers and load); a worker that runs browser tests keeps one Chromium (~14 s of CPU for all
+# 18 on one; worksteal spreads them over 2-3 workers at -n 6 or 8, ~1 s of CPU each more).
+# The workers collect garbage as node processes do (tests/conftest.py, tools/process_gc.py).
+# Whole-suite runs on the shared machine (2026-12-05, session 12; nice 10, the heavy lock;
+# pytest's wall, then user+sys of `make test`, then the load at the start and end of the run),
+# in the order run; main is 4bb1602, branch is s12-suite: main -n 4 231 s, 210 s (9, 10; others'
+# runs pushed the load to 50 meanwhile); main -n 8 152 s, 217 s (25, 15); main -n 6 136 s, 193 s
+# (12, 10); main -n 4 166 s, 184 s (50, 11); branch -n 8 143 s, 207 s (45, 19; 1 failed: a lost
+# click in test_web_screens, fixed); main -n 4 113 s, 162 s (7, 6); branch -n 6 from a fresh
+# clone (.ci/run) 113 s (36, 9); branch -n 6 111 s, 182 s (30, 13; 1 failed: test_gossip_router's
+# IHAVE count, a race, fixed); branch -n 6 125 s, 188 s (35, 14); main -n 4 121 s, 181 s (14, 5);
+# branch -n 4 114 s, 156 s (39, 10); main -n 4 128 s, 168 s (6, 8); branch -n 4 115 s, 163 s
+# (8, 6). At -n 4 the branch (the workers' garbage collector) used 5-25 s less CPU than main.
+# In the pairs run next to each other, -n 6 was no faster than -n 4 (its load was higher) and
+# cost 7-20 s more CPU, and at -n 6 and 8 load brought out two test races: -n 4 stays. The tests'
+# own span was 107 s at -n 4 on a quiet machine (main, 148 s of CPU in the per-test log): 90 s
+# needs the CPU cut, not more workers. On a busy machine, fewer workers time out less:
+# TEST_ARGS="-n 2". mDNS tests take a machine-wide lock (tests/conftest.py);
 # TEST_ARGS="-n 0" runs serially. HYPOTHESIS_PROFILE=quick: see tests/conftest.py.
 TEST_ARGS ?= -n 4
 # The NAT tests build network namespaces with iproute2 and nftables (tests/integration/netlab.py),

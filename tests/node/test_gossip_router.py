@@ -213,7 +213,12 @@ async def test_an_ihave_names_the_ids_peers_dedupe_by_so_nothing_seen_is_asked_f
             await host.publish(TOPIC, b"from " + host.peer_id.encode())
         for sub in subs:
             await _until(lambda sub=sub: sub.delivered >= 3)  # the other hosts' messages
+        # Every host has seen every message now. Before, an IHAVE may have come ahead of the
+        # mesh's copy and been rightly asked for (at load 30 in a whole-suite run, 1 id): so
+        # count from here, over 3 heartbeats that still gossip them.
+        offered = sum(_counts(host).ids_offered for host in group)
+        wanted = [_counts(host).ids_wanted for host in group]
         beats = max(_counts(host).heartbeats for host in group)
         await _until(lambda: min(_counts(host).heartbeats for host in group) >= beats + 3)
-        assert sum(_counts(host).ids_offered for host in group) > 0
-        assert [_counts(host).ids_wanted for host in group] == [0, 0, 0, 0]
+        assert sum(_counts(host).ids_offered for host in group) > offered
+        assert [_counts(host).ids_wanted for host in group] == wanted
