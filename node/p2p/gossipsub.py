@@ -52,11 +52,11 @@ HEARTBEAT_S: Final = 1
 _HEARTBEAT_INITIAL_DELAY_S: Final = 0.1
 _WAIT_FOREVER_S: Final = 1e9  # libp2p waits need a timeout; callers bound them with asyncio
 _KNOWN_IDS: Final = 16
-"""Payloads whose message id is kept (trio thread). py-libp2p asks one message's id up to five
-times as it takes it in (seen? mark seen, the router's cache, IDONTWANT, our `GossipMessage`),
-each a CBOR decode and envelope parse of ours (~18 µs); those asks come together, so the last
-few payloads suffice. A count, not bytes: at most this many payloads are held beyond their
-message's own life."""
+"""Payloads whose message id is kept (trio thread). py-libp2p asks one message's id several
+times as it takes it in (seen? mark seen, the router's cache, IDONTWANT, our `GossipMessage`)
+and again for each copy that arrives, each a CBOR decode and envelope parse of ours (~11 µs);
+those asks come close together, so the last few payloads suffice. A count, not bytes: at most
+this many payloads are held beyond their message's own life."""
 
 
 class BridgeCall(Protocol):
