@@ -5,7 +5,8 @@
 [--listen MULTIADDR]` prints one JSON line (peer id, user id, address) once the node is up,
 then serves until killed or until SIGTERM, which stops it cleanly. With `--report` it also
 prints a JSON line `{"received": <message id hex>, "at_ns": <wall clock>}` for every message
-it takes in.
+it takes in. `HEARTHMESH_TRIO_ON_LOOP` sets `NodeConfig.trio_on_loop` as it does for
+`hearthmesh run`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from hearthmesh.node.node import Node
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.tools import zygote
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
+from hearthmesh.tools.settings import env_setting
 
 __all__ = [
     "HomeProcess",
@@ -65,6 +67,7 @@ async def serve(
         presence_interval_ms=300,
         presence_ttl_ms=1500,
         retry_poll_ms=50,
+        trio_on_loop=env_setting("trio_on_loop"),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

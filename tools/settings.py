@@ -18,6 +18,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -36,6 +37,7 @@ __all__ = [
     "SETTING_KEYS",
     "HomeSettings",
     "SettingsError",
+    "env_setting",
     "parse_api",
     "public_announce",
     "resolve_settings",
@@ -321,6 +323,17 @@ def _from_env(key: str, text: str) -> Any:
             raise SettingsError(f"HEARTHMESH_{key.upper()} wants a whole number, got {text!r}")
         return int(text)
     return Path(text) if kind is Path else text
+
+
+def env_setting(key: str, env: Mapping[str, str] | None = None) -> Any:
+    """One setting as the environment gives it (`HEARTHMESH_<KEY>`), else its default: for
+    processes that run a node without `hearthmesh run` (`bench delivery`, `node_process`).
+
+    Raises:
+        SettingsError: a bad value.
+    """
+    text = (os.environ if env is None else env).get(f"HEARTHMESH_{key.upper()}")
+    return getattr(HomeSettings(), key) if text is None else _from_env(key, text)
 
 
 def _from_flags(args: argparse.Namespace) -> dict[str, Any]:

@@ -51,6 +51,12 @@ HEARTBEAT_S: Final = 1
 """Gossipsub heartbeat: the mesh forms in ~1.5 s (libp2p-notes "Gossipsub")."""
 _HEARTBEAT_INITIAL_DELAY_S: Final = 0.1
 _WAIT_FOREVER_S: Final = 1e9  # libp2p waits need a timeout; callers bound them with asyncio
+_KNOWN_IDS: Final = 16
+"""Payloads whose message id is kept (trio thread). py-libp2p asks one message's id several
+times as it takes it in (seen? mark seen, the router's cache, IDONTWANT, our `GossipMessage`)
+and again for each copy that arrives, each a CBOR decode and envelope parse of ours (~11 µs);
+those asks come close together, so the last few payloads suffice. A count, not bytes: at most
+this many payloads are held beyond their message's own life."""
 
 
 class BridgeCall(Protocol):
@@ -175,16 +181,25 @@ class GossipLayer:
 
     def _msg_id_constructor(self) -> Callable[[rpc_pb2.Message], bytes]:
         app_fn = self._message_id
+        known: dict[bytes, bytes] = {}  # payload -> id, oldest first; the trio thread's
 
         def msg_id(msg: rpc_pb2.Message) -> bytes:
             if app_fn is None:
                 return bytes(msg.from_id) + bytes(msg.seqno)
+            data = bytes(msg.data)
+            found = known.get(data)
+            if found is not None:
+                return found  # the app's id is a function of the payload alone
             try:
-                return app_fn(bytes(msg.data))
+                found = app_fn(data)
             except Exception:
                 # Undecodable payload: a per-publication id keeps it out of the dedupe space
                 # of real envelopes; the topic validator then rejects it.
                 return b"\x00undecodable:" + bytes(msg.from_id) + bytes(msg.seqno)
+            if len(known) >= _KNOWN_IDS:
+                del known[next(iter(known))]
+            known[data] = found
+            return found
 
         return msg_id
 

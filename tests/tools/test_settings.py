@@ -15,6 +15,7 @@ from hearthmesh.tools.home import node_config
 from hearthmesh.tools.settings import (
     DEFAULT_LISTEN_ALL,
     SettingsError,
+    env_setting,
     public_announce,
     resolve_settings,
 )
@@ -114,6 +115,15 @@ def test_trio_runs_in_a_thread_unless_told_to_run_on_the_loop() -> None:
     assert node_config(resolve_settings(args("--trio-on-loop"), env={})).trio_on_loop
     on = resolve_settings(args(), env={"HEARTHMESH_TRIO_ON_LOOP": "1"})
     assert node_config(on).trio_on_loop
+
+
+def test_a_node_run_without_hearthmesh_run_reads_one_setting_from_the_environment() -> None:
+    """`bench delivery` and `node_process` take `trio_on_loop` as `hearthmesh run` does."""
+    assert env_setting("trio_on_loop", {}) is False
+    assert env_setting("trio_on_loop", {"HEARTHMESH_TRIO_ON_LOOP": "1"}) is True
+    assert env_setting("trio_on_loop", {"HEARTHMESH_TRIO_ON_LOOP": "0"}) is False
+    with pytest.raises(SettingsError):
+        env_setting("trio_on_loop", {"HEARTHMESH_TRIO_ON_LOOP": "maybe"})
 
 
 def test_environment_overrides_the_file_and_flags_override_both(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ recipient home node's signed STORED ack arriving back (`DeliveredToHome`), one m
 time; `deliver_rtt_*` is the part from the batch being written on the stream to the signed ack
 being verified (the remote store included).
 Throughput keeps many sends in flight and counts acks until the last one arrives.
+`HEARTHMESH_TRIO_ON_LOOP=1` runs both nodes' trio as a guest on their event loop, as the
+setting does for `hearthmesh run` (`bench api` passes it on to its nodes).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from hearthmesh.protocol.identity import UserId
 from hearthmesh.tools.bench.stats import percentile, process_rss_mb
 from hearthmesh.tools.node_process import free_port, spawn_node
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
+from hearthmesh.tools.settings import env_setting
 
 __all__ = ["run"]
 
@@ -38,7 +41,9 @@ async def _measure(quick: bool) -> dict[str, Any]:
         recipient = await spawn_node(Path(tmp) / "bob", free_port())
         try:
             config = NodeConfig(
-                data_dir=Path(tmp) / "alice", listen_addrs=("/ip4/127.0.0.1/tcp/0",)
+                data_dir=Path(tmp) / "alice",
+                listen_addrs=("/ip4/127.0.0.1/tcp/0",),
+                trio_on_loop=env_setting("trio_on_loop"),
             )
             async with Node(config) as alice:
                 freeze_startup_objects()
