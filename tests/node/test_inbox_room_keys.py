@@ -88,6 +88,33 @@ class _Alice:
         )
 
 
+def _take_alices_key(
+    ours: DeviceCrypto,
+    opener: RoomOpener,
+    store: KvStore,
+    alice: _Alice,
+    session_id: bytes,
+    news: LateNews,
+    now_ms: int,
+) -> tuple[int, StoreOutcome]:
+    """Her home's answer to our key request for `session_id` (the session from the first
+    index she holds), taken in as the node takes it (SPEC §27.13.2)."""
+    answer = e2ee.ForwardAnswer(
+        sender_bundle=alice.bundle,
+        messages=tuple(alice.crypto.forward([(ROOM, session_id)], ours.key_bundle(NOW_MS))),
+    )
+    return take_forwarded(
+        ours,
+        opener,
+        store,
+        answer,
+        users={uid(OURS)},
+        now_ms=now_ms,
+        news=news,
+        owner=DeviceId(ALICE.public),
+    )
+
+
 def _shown(inbox: Inbox, store: KvStore, batch: list[Envelope], now_ms: int) -> list[bytes]:
     """Deliver one batch; the bodies of what went to the app, in order."""
     outcome = inbox.accept(store, [arrival(e) for e in batch], now_ms=now_ms, peer=PEER)
@@ -198,24 +225,11 @@ def test_an_acceptance_a_forwarded_key_opens_makes_a_contact_who_gets_our_profil
     )
     assert _shown(inbox, store, [accept], now_ms=NOW_MS) == []  # held: nothing read yet
     session_id = e2ee.decode_encrypted_body(accept.body).session_id
-    answer = e2ee.ForwardAnswer(
-        sender_bundle=alice.bundle,
-        messages=tuple(alice.crypto.forward([(ROOM, session_id)], ours.key_bundle(NOW_MS))),
-    )
     told: list[NodeEvent] = []
     published: list[StoreOutcome] = []
     news = LateNews(release=inbox._release, emit=told.append, publish=published.append)
 
-    taken, outcome = take_forwarded(
-        ours,
-        opener,
-        store,
-        answer,
-        users={uid(OURS)},
-        now_ms=NOW_MS + 1,
-        news=news,
-        owner=DeviceId(ALICE.public),
-    )
+    taken, outcome = _take_alices_key(ours, opener, store, alice, session_id, news, NOW_MS + 1)
     news.tell(outcome)
 
     assert taken == 1
@@ -247,21 +261,8 @@ def test_a_message_older_than_the_room_key_that_came_first_is_stored_held_not_re
     assert [e.body for e in outcome.released if reaches_the_app(e)] == [b"c"]
     session_id = e2ee.decode_encrypted_body(late.body).session_id
     assert store.held_sessions(10) == [(ROOM, session_id)]  # what key requests ask for
-    answer = e2ee.ForwardAnswer(
-        sender_bundle=alice.bundle,
-        messages=tuple(alice.crypto.forward([(ROOM, session_id)], ours.key_bundle(NOW_MS))),
-    )
     news = LateNews(release=inbox._release, emit=lambda _: None, publish=lambda _: None)
-    taken, opened = take_forwarded(
-        ours,
-        opener,
-        store,
-        answer,
-        users={uid(OURS)},
-        now_ms=NOW_MS + 2,
-        news=news,
-        owner=DeviceId(ALICE.public),
-    )
+    taken, opened = _take_alices_key(ours, opener, store, alice, session_id, news, NOW_MS + 2)
     assert taken == 1
     assert [e.body for e in opened.released] == [b"a", b"b"]
     assert store.held_sessions(10) == []
