@@ -463,7 +463,8 @@ class DeviceCrypto:
         Raises:
             MalformedMessage / UnsupportedVersion: the body is not an encrypted body.
             KeyMismatch: the session was shared by another device than the sender.
-            Undecryptable: the ciphertext does not open.
+            Undecryptable: the ciphertext does not open (one its sender signed whose index
+                precedes our key's first is held instead, SPEC §27.11.2).
             Replayed: its (session, index) already opened another message.
         """
         encrypted = e2ee.decode_encrypted_body(envelope.body)
@@ -475,7 +476,16 @@ class DeviceCrypto:
         )
         if isinstance(decision, e2ee.Hold) or kept is None:
             return e2ee.Hold(encrypted.session_id)
-        opened = e2ee.open_encrypted(self._inbound(kept.pickle), encrypted)
+        inbound = self._inbound(kept.pickle)
+        try:
+            opened = e2ee.open_encrypted(inbound, encrypted)
+        except Undecryptable:
+            # its sender's own message from before the index our key starts at (the key
+            # reached us first): held, so a key request brings the earlier index, never
+            # refused, which its sender's outbox would take as final (SPEC §27.11.2)
+            if e2ee.signed_before_known(inbound, encrypted):
+                return e2ee.Hold(encrypted.session_id)
+            raise
         seen = self._store.keep_opened(
             encrypted.session_id, opened.index, envelope.message_id, opened.plaintext
         )

@@ -87,8 +87,8 @@ class RoomOpener:
             try:
                 shown = self.open(store, event.envelope)
             except RemoteProtocolError as exc:
-                # held still: a key known from a later index than its own may come earlier
-                # from a forward or a key request (§27.11.2), and key requests ask for what is held
+                # held still: stored before a key could judge it, it is history now (one the
+                # key here starts after is no refusal: `open` holds it, §27.11.2)
                 log.info("held %s does not open: %s", message_id.hex()[:12], exc)
                 continue
             if shown is not event.envelope:  # (its held note went as it opened) else still held

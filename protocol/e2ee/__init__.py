@@ -77,6 +77,7 @@ from .megolm import (
     opened_view,
     plan_open,
     session_id_bytes,
+    signed_before_known,
 )
 from .policy import ENCRYPTED_KINDS, encrypts
 from .room_key import (
@@ -178,6 +179,7 @@ __all__ = [
     "opened_view",
     "plan_open",
     "session_id_bytes",
+    "signed_before_known",
     "verify_key_bundle",
     "verify_one_time_key",
 ]

@@ -46,6 +46,7 @@ __all__ = [
     "opened_view",
     "plan_open",
     "session_id_bytes",
+    "signed_before_known",
 ]
 
 ENCRYPTED_CONTENT_TYPE: Final = "application/x-hearthmesh-megolm"
@@ -191,6 +192,35 @@ def open_encrypted(session: vodozemac.InboundGroupSession, encrypted: EncryptedB
         body=body,
         plaintext=decrypted.plaintext,
     )
+
+
+_SIGNATURE_BYTES: Final = 64
+"""A Megolm message ends with the Ed25519 signature of everything before it."""
+
+
+def signed_before_known(session: vodozemac.InboundGroupSession, encrypted: EncryptedBody) -> bool:
+    """Is `encrypted` a message `session` cannot open only because its index precedes the
+    first index the session is known from, its signature by the session's key good (SPEC
+    §27.11.2)? Then the session's owner made it, and a key of the same session from an earlier
+    index (a forward, a key request) opens it: the home holds it. A message whose signature
+    fails is broken whatever its index (§27.6.2): False. Call it after `open_encrypted` failed.
+    """
+    try:
+        message = vodozemac.MegolmMessage.from_bytes(encrypted.ciphertext)
+        first = session.first_known_index
+        if message.message_index() >= first:
+            return False
+        exported = session.export_at(first)
+        if exported is None:
+            return False
+        # an exported key ends with the session's Ed25519 key (vodozemac's format, v1)
+        signing = key_bytes(exported.to_base64())[-KEY_BYTES:]
+        vodozemac.Ed25519PublicKey.from_base64(key_text(signing)).verify_signature(
+            encrypted.ciphertext[:-_SIGNATURE_BYTES], message.signature()
+        )
+    except ValueError:  # every vodozemac exception is a ValueError
+        return False
+    return True
 
 
 def opened_view(envelope: Envelope, content_type: str, body: bytes) -> Envelope:

@@ -56,8 +56,16 @@ class _Alice:
 
     def rotate(self) -> Envelope:
         """Start a new session; its ROOM_KEY for our device."""
+        self.start()
+        return self.share()
+
+    def start(self) -> None:
+        """Start a new session, shared with nobody yet."""
         self._session = vodozemac.GroupSession()
         self.crypto.keep_new_outbound(ROOM, self._session, now_ms=NOW_MS)
+
+    def share(self) -> Envelope:
+        """A ROOM_KEY of the current session for our device, from its current index."""
         [shares] = self.crypto.share(ROOM, self._session, [Recipient(bundle=self._our_bundle)])
         body = e2ee.encode_room_key_shares(shares)
         return self._seal(Kind.ROOM_KEY, e2ee.ROOM_KEY_CONTENT_TYPE, body)
@@ -78,6 +86,33 @@ class _Alice:
             content_type=content_type,
             body=body,
         )
+
+
+def _take_alices_key(
+    ours: DeviceCrypto,
+    opener: RoomOpener,
+    store: KvStore,
+    alice: _Alice,
+    session_id: bytes,
+    news: LateNews,
+    now_ms: int,
+) -> tuple[int, StoreOutcome]:
+    """Her home's answer to our key request for `session_id` (the session from the first
+    index she holds), taken in as the node takes it (SPEC §27.13.2)."""
+    answer = e2ee.ForwardAnswer(
+        sender_bundle=alice.bundle,
+        messages=tuple(alice.crypto.forward([(ROOM, session_id)], ours.key_bundle(NOW_MS))),
+    )
+    return take_forwarded(
+        ours,
+        opener,
+        store,
+        answer,
+        users={uid(OURS)},
+        now_ms=now_ms,
+        news=news,
+        owner=DeviceId(ALICE.public),
+    )
 
 
 def _shown(inbox: Inbox, store: KvStore, batch: list[Envelope], now_ms: int) -> list[bytes]:
@@ -190,27 +225,44 @@ def test_an_acceptance_a_forwarded_key_opens_makes_a_contact_who_gets_our_profil
     )
     assert _shown(inbox, store, [accept], now_ms=NOW_MS) == []  # held: nothing read yet
     session_id = e2ee.decode_encrypted_body(accept.body).session_id
-    answer = e2ee.ForwardAnswer(
-        sender_bundle=alice.bundle,
-        messages=tuple(alice.crypto.forward([(ROOM, session_id)], ours.key_bundle(NOW_MS))),
-    )
     told: list[NodeEvent] = []
     published: list[StoreOutcome] = []
     news = LateNews(release=inbox._release, emit=told.append, publish=published.append)
 
-    taken, outcome = take_forwarded(
-        ours,
-        opener,
-        store,
-        answer,
-        users={uid(OURS)},
-        now_ms=NOW_MS + 1,
-        news=news,
-        owner=DeviceId(ALICE.public),
-    )
+    taken, outcome = _take_alices_key(ours, opener, store, alice, session_id, news, NOW_MS + 1)
     news.tell(outcome)
 
     assert taken == 1
     assert store.contacts(uid(OURS))  # the acceptance took effect as it opened
     [reacted] = published
     assert reacted.contacts_made == {ROOM}  # AfterStore shares our profile with them
+
+
+def test_a_message_older_than_the_room_key_that_came_first_is_stored_held_not_refused(
+    store: KvStore,
+) -> None:
+    """SPEC §27.11.2: alice encrypted a and b for us before she held our record (owed, §27.10.1),
+    then shared her session with us from index 2 with c. Her outbox retried a and b later than
+    the key and c went: a key that cannot open them was here. They were answered REJECTED
+    UNDECRYPTABLE (50) and her outbox dropped them (4 lost in a 50-node run); they are stored
+    and held, and the key her home answers our request with opens them."""
+    ours = DeviceCrypto(store, pickle_key=PICKLE_KEY, device_key=OUR_DEVICE, user=uid(OURS))
+    opener = RoomOpener(ours)
+    inbox = make_inbox(opener=opener)
+    alice = _Alice(ours)
+    alice.start()  # she holds no record of ours yet: no share for us
+    early = [alice.send(b"a"), alice.send(b"b")]
+    key, late = alice.share(), alice.send(b"c")
+
+    assert _shown(inbox, store, [key, late], now_ms=NOW_MS) == []  # waits for a and b's seqs
+    outcome = inbox.accept(store, [arrival(e) for e in early], now_ms=NOW_MS + 1, peer=PEER)
+
+    assert [r.status for r in outcome.results] == [AckStatus.STORED] * 2
+    assert [e.body for e in outcome.released if reaches_the_app(e)] == [b"c"]
+    session_id = e2ee.decode_encrypted_body(late.body).session_id
+    assert store.held_sessions(10) == [(ROOM, session_id)]  # what key requests ask for
+    news = LateNews(release=inbox._release, emit=lambda _: None, publish=lambda _: None)
+    taken, opened = _take_alices_key(ours, opener, store, alice, session_id, news, NOW_MS + 2)
+    assert taken == 1
+    assert [e.body for e in opened.released] == [b"a", b"b"]
+    assert store.held_sessions(10) == []

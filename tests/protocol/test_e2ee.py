@@ -4,6 +4,7 @@ decision, and the pinned vectors of protocol/vectors/e2ee.json."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from importlib import resources
 from typing import Any
@@ -219,6 +220,29 @@ def test_a_key_exported_at_index_i_does_not_open_earlier_messages() -> None:
     for early in bodies[:2]:
         with pytest.raises(Undecryptable):
             e2ee.open_encrypted(later, e2ee.decode_encrypted_body(early))
+
+
+def test_an_earlier_message_its_sender_signed_is_told_from_a_broken_one() -> None:
+    """SPEC §27.11.2, §27.6.2: a message whose index precedes the session's first known one,
+    signed by the session's key, is its sender's (a key from an earlier index opens it); the
+    same message with a byte changed (its MAC, its ciphertext or its signature), or one our
+    session opens or fails on at a known index, is not."""
+    outbound = vodozemac.GroupSession()
+    bodies = [e2ee.encrypt_content(outbound, "text/plain", b"m%d" % n)[0] for n in range(3)]
+    later = vodozemac.InboundGroupSession(outbound.session_key)  # from index 3
+    other = vodozemac.GroupSession()
+    forged = e2ee.decode_encrypted_body(e2ee.encrypt_content(other, "text/plain", b"x")[0])
+    early = e2ee.decode_encrypted_body(bodies[0])
+    assert e2ee.signed_before_known(later, early)
+    assert not e2ee.signed_before_known(later, forged)  # index 0, another session's signature
+    for at in (5, len(early.ciphertext) - 70, len(early.ciphertext) - 1):
+        broken = bytearray(early.ciphertext)
+        broken[at] ^= 1
+        changed = dataclasses.replace(early, ciphertext=bytes(broken))
+        assert not e2ee.signed_before_known(later, changed)
+    assert not e2ee.signed_before_known(later, dataclasses.replace(early, ciphertext=b"x"))
+    whole = vodozemac.InboundGroupSession(vodozemac.GroupSession().session_key)
+    assert not e2ee.signed_before_known(whole, early)  # index 0 is known: not "before"
 
 
 def test_unknown_session_holds_and_another_devices_session_is_a_mismatch() -> None:
