@@ -280,11 +280,27 @@ function renderList() {
   const requests = rooms.filter((room) => isRequest(room) && !blocked.has(room.recipient));
   // Redrawing replaces the rows: keep the keyboard's place on the row it was on.
   const focused = document.activeElement?.closest(".conversation")?.dataset.room;
-  list.replaceChildren(...rooms.filter((room) => !isRequest(room)).map(renderRow));
+  keepUnchangedRows(list, rooms.filter((room) => !isRequest(room)).map(renderRow));
   // a blocked stranger's request is gone; a blocked friend's chat stays, silent
-  document.getElementById("message-requests").replaceChildren(...requests.map(renderRequest));
+  keepUnchangedRows(document.getElementById("message-requests"), requests.map(renderRequest));
   document.getElementById("requests-heading").hidden = requests.length === 0;
   if (focused) document.querySelector(`.conversation[data-room="${focused}"]`)?.focus();
+}
+
+/** Put `rows` in `parent`, keeping each row drawn before that looks the same, where it is: a
+ * press and release on a row replaced in between make no click, and the list is drawn again on
+ * every message, presence and `read` frame. */
+function keepUnchangedRows(parent, rows) {
+  const drawn = new Map([...parent.children].map((child) => [child.outerHTML, child]));
+  const next = rows.map((row) => {
+    const same = drawn.get(row.outerHTML);
+    drawn.delete(row.outerHTML);
+    return same || row;
+  });
+  for (const gone of drawn.values()) gone.remove(); // first, so kept rows need not move
+  next.forEach((row, i) => {
+    if (parent.children[i] !== row) parent.insertBefore(row, parent.children[i] || null);
+  });
 }
 
 /** A message request: its row, and what to do with it (accept, or block its sender). */

@@ -212,3 +212,29 @@ async def test_pair_and_chat_over_tls(tmp_path: Path, browser: Browser) -> None:
         assert cookie["secure"] and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         await context.close()
         assert tab.errors == []
+
+
+async def test_a_click_on_a_row_lands_while_the_list_redraws_another(
+    tmp_path: Path, browser: Browser
+) -> None:
+    """Every list update drew every row again (a message, a presence, a `read` frame), and a
+    press and release on a row replaced in between made no click; a row an update leaves as
+    it was now stays the element it was."""
+    async with asyncio.timeout(20), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await _bob_writes(a, b, "hi")
+        alice = (await a.status())["user_id"]
+        group = await b.client.call("POST", "/v1/groups", {"name": "hearth", "members": [alice]})
+        context, tab = await open_tab(browser, a.url)
+        await _pair(a, tab)
+        page = tab.page
+        direct = page.locator(".conversation", has_text="hi")
+        others = page.locator(".conversation", has_text="hearth")
+        await expect(others).to_be_visible()
+        await direct.hover()
+        await page.mouse.down()
+        await b.client.call("POST", f"/v1/conversation/{group['id']}/messages", {"message": "news"})
+        await expect(others.locator(".preview")).to_have_text("news")  # the list was redrawn
+        await page.mouse.up()
+        await expect(page.locator(".message.theirs")).to_contain_text(["hi"])  # its chat opened
+        await context.close()
+        assert tab.errors == []
