@@ -1155,10 +1155,9 @@ class P2PHost:
         if connections and all(is_webrtc(conn) for conn in connections):
             log.info("%s is reached over WebRTC alone: kept", peer_id)
             return
-        for conn in connections:
-            if await answers_ping(conn.muxed_conn, self.config.live_ping_s):
-                log.info("%s answers a ping: slow, not gone: kept", peer_id)
-                return
+        if await self._answers_on_trio(peer_id, heard_within_s=0.0):
+            log.info("%s answers a ping: slow, not gone: kept", peer_id)
+            return
         log.info("%s answers no ping: closed, to dial afresh", peer_id)
         await self._disconnect_quietly(peer_id, CLOSED_UNANSWERED)
 
