@@ -281,7 +281,7 @@ def build_services(
         spawn=supervisor.spawn,
         clock=clock,
         rng=rng,
-        known=lambda user: bool(directory.homes(user)),
+        known=directory.knows,
     )
     relays = RelayChooser(
         host=host,
@@ -535,7 +535,7 @@ def build_services(
         outgoing=outgoing,
         records=records,
         own_record=homes.signed_record,
-        addrs=lambda: _dialable(announce_addrs(config, host), host.peer_id),
+        addrs=functools.partial(_invite_addrs, config, host),
         addresses_of=directory.addresses,
         history=history,
         host=host,
@@ -590,9 +590,11 @@ def build_services(
     )
 
 
-def _dialable(addrs: tuple[str, ...], peer_id: str) -> tuple[str, ...]:
+def _invite_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
     """Our addresses as an invite names them: each with /p2p/, at most MAX_INVITE_ADDRS."""
-    full = tuple(a if "/p2p/" in a else f"{a}/p2p/{peer_id}" for a in addrs)
+    full = tuple(
+        a if "/p2p/" in a else f"{a}/p2p/{host.peer_id}" for a in announce_addrs(config, host)
+    )
     return full[:MAX_INVITE_ADDRS]
 
 

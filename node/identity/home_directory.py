@@ -198,6 +198,10 @@ class HomeDirectory:
         record = self._records.get(user)
         return () if record is None else record.homes
 
+    def knows(self, user: UserId) -> bool:
+        """A record naming at least one of the user's homes is held."""
+        return bool(self.homes(user))
+
     def addresses(self, user: UserId) -> tuple[str, ...]:
         record = self._records.get(user)
         return () if record is None else record.addrs
