@@ -83,6 +83,11 @@ async def test_a_recall_converges_on_three_homes_with_one_away(tmp_path: Path) -
             for h in (b, c):
                 while not set(ids) <= await _held(h, room):  # noqa: ASYNC110 - polls an API
                     await asyncio.sleep(0.02)
+            # Carol may hold them from gossip while alice's direct copies still wait for her
+            # home's ack; a body still owed is kept until carol is back (SPEC §31.1.2), and
+            # alice's purge would then wait on her return.
+            while await a.node.store.read_inline(a.node.store.store.next_due_ms) is not None:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
         finally:
             await carol_home.__aexit__(None, None, None)  # carol's node goes away
 
