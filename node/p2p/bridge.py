@@ -8,7 +8,10 @@ GIL: with a thread of its own, each wake-up of one thread waited for the other t
 (traced in `bench api`'s layout: the deliver write, the batch's read and the ack's write each
 waited out the loop's iteration, 0.1-0.4 ms at the median and ms at p90). A thread runs one
 trio run at most, so a second `on_loop` run in a process takes a thread, as does a run when
-the installed trio is not the one `guest_run` was written for. Measured, it was not faster
+the installed trio is not the one `guest_run` was written for, and a run started by a thread
+that switched its network namespace since this module was imported (netlab's `in_netns`): a
+guest run opens its sockets on the loop's thread, in whatever namespace that thread is in by
+then, while a thread of its own stays in the one it started in. Measured, it was not faster
 where it matters (slower across nodes with the disk's sync on, ARCHITECTURE §5), so nodes run
 with a thread unless `NodeConfig.trio_on_loop` asks otherwise.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -47,6 +51,20 @@ T = TypeVar("T")
 
 CANCEL_GRACE_S: Final = 2.0
 """How long a cancelled asyncio caller waits for its trio task to unwind (it takes ~0.3 ms)."""
+
+
+def _thread_network_namespace() -> tuple[int, int] | None:
+    """The calling thread's network namespace (device, inode), None where /proc cannot say."""
+    try:
+        found = os.stat("/proc/thread-self/ns/net")
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+_IMPORTED_IN_NAMESPACE: Final = _thread_network_namespace()
+"""The namespace this module was imported in: the process's, unless its importer had switched
+(a process run by `ip netns exec` imports in its namespace, and stays there)."""
 
 
 class _Call(Generic[T]):
@@ -123,7 +141,7 @@ class TrioThread:
         self._loop = loop
         ready: asyncio.Future[None] = loop.create_future()
         self._finished = loop.create_future()
-        if not (self._on_loop and self._start_on_loop(service, ready)):
+        if not (self._on_loop and self._may_be_a_guest() and self._start_on_loop(service, ready)):
             self._thread = threading.Thread(
                 target=self._thread_main, args=(service, ready), name=self._name, daemon=True
             )
@@ -135,6 +153,15 @@ class TrioThread:
             self._request_stop()
             await self._join()
             raise
+
+    def _may_be_a_guest(self) -> bool:
+        """False when this thread is in another network namespace than the one this module was
+        imported in: it switched, and will likely switch back (a host started in netlab's
+        `in_netns`), so the run takes a thread, which stays where it starts."""
+        if _thread_network_namespace() == _IMPORTED_IN_NAMESPACE:
+            return True
+        log.info("trio for %s runs in a thread: started in another network namespace", self._name)
+        return False
 
     def _start_on_loop(
         self,

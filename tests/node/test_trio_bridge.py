@@ -4,6 +4,7 @@ on the event loop's thread (`on_loop`)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 import traceback
@@ -16,6 +17,7 @@ import trio
 from hearthmesh.node.p2p import guest_run
 from hearthmesh.node.p2p.bridge import TrioThread, _only_a_closing_race
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
+from hearthmesh.tools.netlab import NetLab, in_netns, netlab_unavailable
 
 CLOSED = RuntimeError("Nursery is closed to new arrivals")
 
@@ -91,6 +93,31 @@ async def test_on_loop_runs_trio_on_the_loops_thread_and_a_second_run_in_a_threa
         await again.start(_nothing)
         assert await again.run(thread_of_the_call) == threading.get_ident()
         await again.stop()
+
+
+async def test_on_loop_a_run_started_in_another_network_namespace_stays_in_it() -> None:
+    """A host started inside `in_netns` (the namespace tests) dials and listens in that
+    namespace; a guest run would open its later sockets on the loop's thread, back in the
+    process's namespace by then (a dial to the lab's addresses failed), so it takes a thread."""
+    reason = netlab_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+
+    async def namespace_of_the_call() -> tuple[int, int]:
+        found = os.stat("/proc/thread-self/ns/net")
+        return found.st_dev, found.st_ino
+
+    with NetLab() as lab:
+        ns, _address = lab.public_host(1)
+        wanted = os.stat(f"/var/run/netns/{ns}")
+        bridge = TrioThread(name="test-netns", on_loop=True)
+        async with asyncio.timeout(10):
+            with in_netns(ns):
+                await bridge.start(_nothing)
+            try:
+                assert await bridge.run(namespace_of_the_call) == (wanted.st_dev, wanted.st_ino)
+            finally:
+                await bridge.stop()
 
 
 async def test_on_loop_a_cancelled_call_unwinds_its_trio_task_before_it_returns() -> None:
