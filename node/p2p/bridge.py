@@ -17,7 +17,9 @@ with a thread unless `NodeConfig.trio_on_loop` asks otherwise.
 
 asyncio → trio: `TrioThread.run(fn, *args)` hands `fn` to the trio thread with
 `TrioToken.run_sync_soon`, which starts it in the thread's work nursery; the outcome comes back
-with `loop.call_soon_threadsafe`. Cancelling the awaiting asyncio task cancels the trio task's
+with `loop.call_soon_threadsafe`. A guest run starts the task in place instead
+(`GuestRun.call_now`: no write to trio's wake-up socket) and hands the outcome back with
+`loop.call_soon`. Cancelling the awaiting asyncio task cancels the trio task's
 cancel scope and waits (briefly) until the trio side has unwound, so nothing keeps running on
 behalf of a caller that gave up. trio → asyncio: `TrioThread.to_asyncio(fn, *args)`.
 
@@ -41,7 +43,7 @@ import outcome
 import trio
 
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
-from hearthmesh.node.p2p.guest_run import start_guest_on_loop
+from hearthmesh.node.p2p.guest_run import GuestRun, start_guest_on_loop
 
 __all__ = ["CANCEL_GRACE_S", "TrioThread"]
 
@@ -118,6 +120,9 @@ class TrioThread:
         self._guest_thread: int | None = None
         """The loop's thread when the run is a guest on it (`guest_run`): trio's calls to the
         loop from that thread skip the loop's wake-up pipe (`call_soon`)."""
+        self._guest: GuestRun | None = None
+        """The guest run, when it is one: `run` starts its trio task in place (no write to
+        trio's wake-up socket)."""
 
     @property
     def running(self) -> bool:
@@ -174,10 +179,11 @@ class TrioThread:
         def done(result: outcome.Outcome[None]) -> None:
             self._ended(ready, result.error if isinstance(result, outcome.Error) else None)
 
-        if not start_guest_on_loop(self.loop, self._trio_main, service, ready, done_callback=done):
+        guest = start_guest_on_loop(self.loop, self._trio_main, service, ready, done_callback=done)
+        if guest is None:
             log.info("trio for %s runs in a thread of its own", self._name)
             return False
-        self._guest_thread = threading.get_ident()
+        self._guest, self._guest_thread = guest, threading.get_ident()
         return True
 
     def _thread_main(
@@ -312,7 +318,9 @@ class TrioThread:
             else:
                 nursery.start_soon(task)
 
-        self.run_sync_soon(start)
+        guest = self._guest
+        if guest is None or self._stopping or not guest.call_now(start):
+            self.run_sync_soon(start)
         try:
             return await call.result
         except asyncio.CancelledError:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+from trio._core._wakeup_socketpair import WakeupSocketpair
 
 from hearthmesh.node.p2p import guest_run
 from hearthmesh.node.p2p.bridge import TrioThread, _only_a_closing_race
@@ -118,6 +119,50 @@ async def test_on_loop_a_run_started_in_another_network_namespace_stays_in_it() 
                 assert await bridge.run(namespace_of_the_call) == (wanted.st_dev, wanted.st_ino)
             finally:
                 await bridge.stop()
+
+
+async def test_on_loop_a_call_from_the_loop_writes_nothing_to_trios_wake_up_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the loop's thread the call's trio task is started in place (`GuestRun.call_now`):
+    no write to trio's wake-up socket, no wait for the loop's next poll to see it. Each call
+    used to cost one write (a system call, and a loop iteration before trio saw it). Calls
+    that find others waiting in trio's entry queue still go through it, in order."""
+    writes = 0
+    wake = WakeupSocketpair.wakeup_thread_and_signal_safe
+
+    def counted(self: WakeupSocketpair) -> None:
+        nonlocal writes
+        writes += 1
+        wake(self)
+
+    monkeypatch.setattr(WakeupSocketpair, "wakeup_thread_and_signal_safe", counted)
+    order: list[int] = []
+
+    async def answer(n: int) -> int:
+        await trio.lowlevel.checkpoint()
+        return n
+
+    def noted(n: int) -> None:
+        order.append(n)
+
+    async def noted_in_a_task(n: int) -> None:
+        noted(n)
+
+    bridge = TrioThread(name="test-in-place", on_loop=True)
+    async with asyncio.timeout(10):
+        await bridge.start(_nothing)
+        try:
+            await bridge.run(answer, 0)  # the run is settled: trio waits for I/O now
+            before = writes
+            assert [await bridge.run(answer, n) for n in range(20)] == list(range(20))
+            assert writes == before
+            for n in range(0, 20, 2):  # trio runs a batch's tasks in either order: 10 tries
+                bridge.run_sync_soon(noted, n)  # waits in trio's entry queue: the call queues too
+                await bridge.run(noted_in_a_task, n + 1)
+            assert order == list(range(20))
+        finally:
+            await bridge.stop()
 
 
 async def test_on_loop_a_cancelled_call_unwinds_its_trio_task_before_it_returns() -> None:
