@@ -35,6 +35,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Generic, TypeVar
@@ -120,6 +121,11 @@ class TrioThread:
         self._guest_thread: int | None = None
         """The loop's thread when the run is a guest on it (`guest_run`): trio's calls to the
         loop from that thread skip the loop's wake-up pipe (`call_soon`)."""
+        self._to_run: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        """Calls the trio thread handed to the loop (`_to_loop`) that it has not run yet."""
+        self._drain_due = False
+        """A `_drain` is scheduled on the loop and has not begun: a call handed over now rides
+        in it, with no wake-up of its own."""
         self._guest: GuestRun | None = None
         """The guest run, when it is one: `run` starts its trio task in place (no write to
         trio's wake-up socket)."""
@@ -245,18 +251,42 @@ class TrioThread:
             nursery.cancel_scope.cancel()
 
     def _to_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Schedule `fn(*args)` on the loop, after every call handed over before it. From
+        another thread the calls queue, and only the first since the loop's last `_drain`
+        wakes it (`call_soon_threadsafe`: a write to its wake-up pipe, and a release of the GIL
+        that the waiting thread takes): a trio pass that settles several calls costs one."""
         loop = self._loop
-        if loop is None:
+        if loop is None or loop.is_closed():  # nobody is left to tell
+            log.debug("asyncio loop closed; dropped callback %r", fn)
             return False
+        if threading.get_ident() == self._guest_thread:
+            loop.call_soon(fn, *args)
+            return True
+        self._to_run.append((fn, args))
+        if self._drain_due:
+            return True
+        self._drain_due = True
         try:
-            if threading.get_ident() == self._guest_thread:
-                loop.call_soon(fn, *args)
-            else:
-                loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # loop closed: nobody is left to tell
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # closed since
             log.debug("asyncio loop closed; dropped callback %r", fn)
             return False
         return True
+
+    def _drain(self) -> None:
+        """On the loop: run the calls handed over, oldest first. The flag drops before the
+        first is taken, so a call handed over meanwhile is either taken here or wakes the loop
+        again: none is left behind."""
+        self._drain_due = False
+        calls = self._to_run
+        while calls:
+            fn, args = calls.popleft()
+            try:
+                fn(*args)
+            except Exception as exc:  # reported as the loop reports a failed callback
+                self.loop.call_exception_handler(
+                    {"message": f"Exception in callback {fn!r} from trio", "exception": exc}
+                )
 
     def to_asyncio(self, fn: Callable[..., Any], *args: Any) -> bool:
         """From the trio thread, schedule `fn(*args)` on the asyncio loop; False if it is gone."""

@@ -10,6 +10,7 @@ import threading
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -161,6 +162,48 @@ async def test_on_loop_a_call_from_the_loop_writes_nothing_to_trios_wake_up_sock
                 bridge.run_sync_soon(noted, n)  # waits in trio's entry queue: the call queues too
                 await bridge.run(noted_in_a_task, n + 1)
             assert order == list(range(20))
+        finally:
+            await bridge.stop()
+
+
+async def test_calls_the_trio_thread_hands_over_together_wake_the_loop_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each wake-up of the loop from the trio thread is a write to its pipe and a release of
+    the GIL that the other thread takes: calls handed over while a wake-up is pending ride in
+    it, and run in the order they were made."""
+    loop = asyncio.get_running_loop()
+    wakes = 0
+    wake = loop.call_soon_threadsafe
+
+    def counted(*args: Any, **kwargs: Any) -> asyncio.Handle:
+        nonlocal wakes
+        wakes += 1
+        return wake(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    ran: list[int] = []
+    bridge = TrioThread(name="test-drain")
+    async with asyncio.timeout(10):
+        await bridge.start(_nothing)
+        try:
+            handed = threading.Event()
+
+            all_in = asyncio.Event()
+
+            def hand_over(count: int) -> None:
+                for n in range(count):
+                    bridge.to_asyncio(ran.append, n)
+                bridge.to_asyncio(all_in.set)
+                handed.set()
+
+            before = wakes
+            bridge.run_sync_soon(hand_over, 50)
+            # The loop is busy meanwhile (an idle one would take each call as it came).
+            assert handed.wait(5)
+            await all_in.wait()
+            assert ran == list(range(50))
+            assert wakes - before == 1
         finally:
             await bridge.stop()
 
