@@ -349,7 +349,13 @@ class TrioThread:
                 nursery.start_soon(task)
 
         guest = self._guest
-        if guest is None or self._stopping or not guest.call_now(start):
+        in_place = (
+            guest is not None
+            and not self._stopping
+            and threading.get_ident() == self._guest_thread
+            and guest.call_now(start)
+        )
+        if not in_place:
             self.run_sync_soon(start)
         try:
             return await call.result
