@@ -8,13 +8,18 @@ GIL: with a thread of its own, each wake-up of one thread waited for the other t
 (traced in `bench api`'s layout: the deliver write, the batch's read and the ack's write each
 waited out the loop's iteration, 0.1-0.4 ms at the median and ms at p90). A thread runs one
 trio run at most, so a second `on_loop` run in a process takes a thread, as does a run when
-the installed trio is not the one `guest_run` was written for. Measured, it was not faster
+the installed trio is not the one `guest_run` was written for, and a run started by a thread
+that switched its network namespace since this module was imported (netlab's `in_netns`): a
+guest run opens its sockets on the loop's thread, in whatever namespace that thread is in by
+then, while a thread of its own stays in the one it started in. Measured, it was not faster
 where it matters (slower across nodes with the disk's sync on, ARCHITECTURE §5), so nodes run
 with a thread unless `NodeConfig.trio_on_loop` asks otherwise.
 
 asyncio → trio: `TrioThread.run(fn, *args)` hands `fn` to the trio thread with
 `TrioToken.run_sync_soon`, which starts it in the thread's work nursery; the outcome comes back
-with `loop.call_soon_threadsafe`. Cancelling the awaiting asyncio task cancels the trio task's
+with `loop.call_soon_threadsafe`. A guest run starts the task in place instead
+(`GuestRun.call_now`: no write to trio's wake-up socket) and hands the outcome back with
+`loop.call_soon`. Cancelling the awaiting asyncio task cancels the trio task's
 cancel scope and waits (briefly) until the trio side has unwound, so nothing keeps running on
 behalf of a caller that gave up. trio → asyncio: `TrioThread.to_asyncio(fn, *args)`.
 
@@ -28,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Final, Generic, TypeVar
@@ -37,7 +44,7 @@ import outcome
 import trio
 
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
-from hearthmesh.node.p2p.guest_run import start_guest_on_loop
+from hearthmesh.node.p2p.guest_run import GuestRun, start_guest_on_loop
 
 __all__ = ["CANCEL_GRACE_S", "TrioThread"]
 
@@ -47,6 +54,20 @@ T = TypeVar("T")
 
 CANCEL_GRACE_S: Final = 2.0
 """How long a cancelled asyncio caller waits for its trio task to unwind (it takes ~0.3 ms)."""
+
+
+def _thread_network_namespace() -> tuple[int, int] | None:
+    """The calling thread's network namespace (device, inode), None where /proc cannot say."""
+    try:
+        found = os.stat("/proc/thread-self/ns/net")
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+_IMPORTED_IN_NAMESPACE: Final = _thread_network_namespace()
+"""The namespace this module was imported in: the process's, unless its importer had switched
+(a process run by `ip netns exec` imports in its namespace, and stays there)."""
 
 
 class _Call(Generic[T]):
@@ -100,6 +121,14 @@ class TrioThread:
         self._guest_thread: int | None = None
         """The loop's thread when the run is a guest on it (`guest_run`): trio's calls to the
         loop from that thread skip the loop's wake-up pipe (`call_soon`)."""
+        self._to_run: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        """Calls the trio thread handed to the loop (`_to_loop`) that it has not run yet."""
+        self._drain_due = False
+        """A `_drain` is scheduled on the loop and has not begun: a call handed over now rides
+        in it, with no wake-up of its own."""
+        self._guest: GuestRun | None = None
+        """The guest run, when it is one: `run` starts its trio task in place (no write to
+        trio's wake-up socket)."""
 
     @property
     def running(self) -> bool:
@@ -123,7 +152,7 @@ class TrioThread:
         self._loop = loop
         ready: asyncio.Future[None] = loop.create_future()
         self._finished = loop.create_future()
-        if not (self._on_loop and self._start_on_loop(service, ready)):
+        if not (self._on_loop and self._may_be_a_guest() and self._start_on_loop(service, ready)):
             self._thread = threading.Thread(
                 target=self._thread_main, args=(service, ready), name=self._name, daemon=True
             )
@@ -136,6 +165,15 @@ class TrioThread:
             await self._join()
             raise
 
+    def _may_be_a_guest(self) -> bool:
+        """False when this thread is in another network namespace than the one this module was
+        imported in: it switched, and will likely switch back (a host started in netlab's
+        `in_netns`), so the run takes a thread, which stays where it starts."""
+        if _thread_network_namespace() == _IMPORTED_IN_NAMESPACE:
+            return True
+        log.info("trio for %s runs in a thread: started in another network namespace", self._name)
+        return False
+
     def _start_on_loop(
         self,
         service: Callable[[], AbstractAsyncContextManager[None]],
@@ -147,10 +185,11 @@ class TrioThread:
         def done(result: outcome.Outcome[None]) -> None:
             self._ended(ready, result.error if isinstance(result, outcome.Error) else None)
 
-        if not start_guest_on_loop(self.loop, self._trio_main, service, ready, done_callback=done):
+        guest = start_guest_on_loop(self.loop, self._trio_main, service, ready, done_callback=done)
+        if guest is None:
             log.info("trio for %s runs in a thread of its own", self._name)
             return False
-        self._guest_thread = threading.get_ident()
+        self._guest, self._guest_thread = guest, threading.get_ident()
         return True
 
     def _thread_main(
@@ -212,18 +251,42 @@ class TrioThread:
             nursery.cancel_scope.cancel()
 
     def _to_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """Schedule `fn(*args)` on the loop, after every call handed over before it. From
+        another thread the calls queue, and only the first since the loop's last `_drain`
+        wakes it (`call_soon_threadsafe`: a write to its wake-up pipe, and a release of the GIL
+        that the waiting thread takes): a trio pass that settles several calls costs one."""
         loop = self._loop
-        if loop is None:
+        if loop is None or loop.is_closed():  # nobody is left to tell
+            log.debug("asyncio loop closed; dropped callback %r", fn)
             return False
+        if threading.get_ident() == self._guest_thread:
+            loop.call_soon(fn, *args)
+            return True
+        self._to_run.append((fn, args))
+        if self._drain_due:
+            return True
+        self._drain_due = True
         try:
-            if threading.get_ident() == self._guest_thread:
-                loop.call_soon(fn, *args)
-            else:
-                loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # loop closed: nobody is left to tell
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # closed since
             log.debug("asyncio loop closed; dropped callback %r", fn)
             return False
         return True
+
+    def _drain(self) -> None:
+        """On the loop: run the calls handed over, oldest first. The flag drops before the
+        first is taken, so a call handed over meanwhile is either taken here or wakes the loop
+        again: none is left behind."""
+        self._drain_due = False
+        calls = self._to_run
+        while calls:
+            fn, args = calls.popleft()
+            try:
+                fn(*args)
+            except Exception as exc:  # reported as the loop reports a failed callback
+                self.loop.call_exception_handler(
+                    {"message": f"Exception in callback {fn!r} from trio", "exception": exc}
+                )
 
     def to_asyncio(self, fn: Callable[..., Any], *args: Any) -> bool:
         """From the trio thread, schedule `fn(*args)` on the asyncio loop; False if it is gone."""
@@ -285,7 +348,15 @@ class TrioThread:
             else:
                 nursery.start_soon(task)
 
-        self.run_sync_soon(start)
+        guest = self._guest
+        in_place = (
+            guest is not None
+            and not self._stopping
+            and threading.get_ident() == self._guest_thread
+            and guest.call_now(start)
+        )
+        if not in_place:
+            self.run_sync_soon(start)
         try:
             return await call.result
         except asyncio.CancelledError:

@@ -32,6 +32,15 @@ own) when trio is not the version it was written for, `WRITTEN_FOR_TRIO`. What i
   whenever trio has anything to do before its deadline.
 - When the run ends, `unrolled_run_gen` raises StopIteration (the outcome is
   `runner.main_task_outcome`) or `TrioInternalError`, having closed the epoll descriptor.
+- Between two ticks, on the run's thread, trio's scheduling calls work as in a task:
+  `setup_runner` set `GLOBAL_RUN_CONTEXT.runner` for the thread, for the whole run, and
+  `Nursery.start_soon` and `reschedule` only append to `runner.runq`; while
+  `runner.guest_tick_scheduled` is True, `force_guest_tick_asap` writes nothing. So
+  `GuestRun.call_now` schedules a tick itself and runs the caller's function in place: the
+  loop's calls into trio (`TrioThread.run`) cost no write to trio's wake-up socket, no wait
+  for the loop's next poll to see it, and no pass of trio's entry-queue task. While that
+  queue holds calls (`runner.entry_queue.queue`, `idempotent_queue`), `call_now` goes
+  through it instead, so calls keep the order they were made in.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ import outcome
 import trio
 from sniffio import thread_local as sniffio_library
 
-__all__ = ["WRITTEN_FOR_TRIO", "start_guest_on_loop"]
+__all__ = ["WRITTEN_FOR_TRIO", "GuestRun", "start_guest_on_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,7 @@ class _LoopIO:
         self._fd = epoll.fileno()
         self._waiting = False
         self._timer: asyncio.TimerHandle | None = None
+        self._over = False
         loop.add_reader(self._fd, self._woken)
 
     def tick(self) -> None:
@@ -113,17 +123,50 @@ class _LoopIO:
         if not self._waiting:
             return
         self._waiting = False
-        self._state.unrolled_run_next_send = outcome.capture(self._io.get_events, 0)
         self._runner.guest_tick_scheduled = True
+        self._poll_then_tick()
+
+    def _poll_then_tick(self) -> None:
+        self._state.unrolled_run_next_send = outcome.capture(self._io.get_events, 0)
         self.tick()
+
+    def call_now(self, fn: Callable[[], object]) -> bool:
+        """See `GuestRun.call_now`."""
+        entries = self._runner.entry_queue
+        if self._over or entries.queue or entries.idempotent_queue:
+            return False
+        if self._waiting:  # a tick is due now: trio's own wake-up would only ask for one
+            self._waiting = False
+            self._runner.guest_tick_scheduled = True
+            self._loop.call_soon(self._poll_then_tick)
+        # In a copy of trio's system context, as the entry queue's task runs its calls: tasks
+        # started here copy that, not the calling asyncio task's context.
+        self._runner.system_context.copy().run(fn)
+        return True
 
     def _ended(self, result: outcome.Outcome[Any]) -> None:
         # trio closed the descriptor as the run ended; forget it before its number is reused.
+        self._over = True
         self._loop.remove_reader(self._fd)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self._state.done_callback(result)
+
+
+class GuestRun:
+    """A started guest run, as its starter sees it."""
+
+    def __init__(self) -> None:
+        self._io: _LoopIO | None = None
+
+    def call_now(self, fn: Callable[[], object]) -> bool:
+        """On the loop's thread, between two of trio's ticks: run `fn` here and now, where it
+        may start trio tasks (`Nursery.start_soon`), with trio's next tick scheduled on the
+        loop (see the module docstring). False, having run nothing, when calls wait in trio's
+        entry queue (go through it too, in order: `TrioToken.run_sync_soon`) or this run's
+        ticks are trio's own (the run was not the one expected)."""
+        return self._io is not None and self._io.call_now(fn)
 
 
 def _is_guest_tick(fn: Callable[[], object]) -> bool:
@@ -137,6 +180,8 @@ def _is_guest_tick(fn: Callable[[], object]) -> bool:
         )
         and isinstance(getattr(state.runner.io_manager, "_epoll", None), select.epoll)
         and hasattr(state.runner, "guest_tick_scheduled")
+        and hasattr(getattr(state.runner, "entry_queue", None), "idempotent_queue")
+        and hasattr(state.runner, "system_context")
     )
 
 
@@ -145,11 +190,11 @@ def start_guest_on_loop(
     async_fn: Callable[..., Awaitable[Any]],
     *args: Any,
     done_callback: Callable[[outcome.Outcome[Any]], None],
-) -> bool:
+) -> GuestRun | None:
     """Start `async_fn(*args)` as a trio guest run on `loop`'s thread (which must be the
     caller's), its I/O waited for by the loop; `done_callback` gets the run's outcome.
 
-    Returns False, having started nothing, when this trio is not `WRITTEN_FOR_TRIO` (logged as
+    Returns None, having started nothing, when this trio is not `WRITTEN_FOR_TRIO` (logged as
     a warning: the caller should run trio in a thread) or this thread runs a trio run already.
     """
     installed = importlib.metadata.version("trio")
@@ -160,7 +205,9 @@ def start_guest_on_loop(
             installed,
             WRITTEN_FOR_TRIO,
         )
-        return False
+        return None
+
+    run = GuestRun()
 
     def soon_threadsafe(fn: Callable[[], object]) -> None:  # only trio's own I/O thread calls
         loop.call_soon_threadsafe(fn)
@@ -172,7 +219,8 @@ def start_guest_on_loop(
         if first:  # the first tick, handed over at the end of `start_guest_run`
             first = False
             if _is_guest_tick(fn):
-                loop.call_soon(_LoopIO(loop, getattr(fn, "__self__", None)).tick)
+                run._io = _LoopIO(loop, getattr(fn, "__self__", None))
+                loop.call_soon(run._io.tick)
                 return
             log.warning("trio's guest run is not the one expected: its own I/O thread waits")
         loop.call_soon(fn)  # trio's own guest ticks: correct, only slower
@@ -187,5 +235,5 @@ def start_guest_on_loop(
             host_uses_signal_set_wakeup_fd=True,  # asyncio's signal handlers keep theirs
         )
     except RuntimeError:  # "Attempted to call run() from inside a run()"
-        return False
-    return True
+        return None
+    return run

@@ -4,18 +4,22 @@ on the event loop's thread (`on_loop`)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 import trio
+from trio._core._wakeup_socketpair import WakeupSocketpair
 
 from hearthmesh.node.p2p import guest_run
 from hearthmesh.node.p2p.bridge import TrioThread, _only_a_closing_race
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
+from hearthmesh.tools.netlab import NetLab, in_netns, netlab_unavailable
 
 CLOSED = RuntimeError("Nursery is closed to new arrivals")
 
@@ -91,6 +95,117 @@ async def test_on_loop_runs_trio_on_the_loops_thread_and_a_second_run_in_a_threa
         await again.start(_nothing)
         assert await again.run(thread_of_the_call) == threading.get_ident()
         await again.stop()
+
+
+async def test_on_loop_a_run_started_in_another_network_namespace_stays_in_it() -> None:
+    """A host started inside `in_netns` (the namespace tests) dials and listens in that
+    namespace; a guest run would open its later sockets on the loop's thread, back in the
+    process's namespace by then (a dial to the lab's addresses failed), so it takes a thread."""
+    reason = netlab_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+
+    async def namespace_of_the_call() -> tuple[int, int]:
+        found = os.stat("/proc/thread-self/ns/net")
+        return found.st_dev, found.st_ino
+
+    with NetLab() as lab:
+        ns, _address = lab.public_host(1)
+        wanted = os.stat(f"/var/run/netns/{ns}")
+        bridge = TrioThread(name="test-netns", on_loop=True)
+        async with asyncio.timeout(10):
+            with in_netns(ns):
+                await bridge.start(_nothing)
+            try:
+                assert await bridge.run(namespace_of_the_call) == (wanted.st_dev, wanted.st_ino)
+            finally:
+                await bridge.stop()
+
+
+async def test_on_loop_a_call_from_the_loop_writes_nothing_to_trios_wake_up_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On the loop's thread the call's trio task is started in place (`GuestRun.call_now`):
+    no write to trio's wake-up socket, no wait for the loop's next poll to see it. Each call
+    used to cost one write (a system call, and a loop iteration before trio saw it). Calls
+    that find others waiting in trio's entry queue still go through it, in order."""
+    writes = 0
+    wake = WakeupSocketpair.wakeup_thread_and_signal_safe
+
+    def counted(self: WakeupSocketpair) -> None:
+        nonlocal writes
+        writes += 1
+        wake(self)
+
+    monkeypatch.setattr(WakeupSocketpair, "wakeup_thread_and_signal_safe", counted)
+    order: list[int] = []
+
+    async def answer(n: int) -> int:
+        await trio.lowlevel.checkpoint()
+        return n
+
+    def noted(n: int) -> None:
+        order.append(n)
+
+    async def noted_in_a_task(n: int) -> None:
+        noted(n)
+
+    bridge = TrioThread(name="test-in-place", on_loop=True)
+    async with asyncio.timeout(10):
+        await bridge.start(_nothing)
+        try:
+            await bridge.run(answer, 0)  # the run is settled: trio waits for I/O now
+            before = writes
+            assert [await bridge.run(answer, n) for n in range(20)] == list(range(20))
+            assert writes == before
+            for n in range(0, 20, 2):  # trio runs a batch's tasks in either order: 10 tries
+                bridge.run_sync_soon(noted, n)  # waits in trio's entry queue: the call queues too
+                await bridge.run(noted_in_a_task, n + 1)
+            assert order == list(range(20))
+        finally:
+            await bridge.stop()
+
+
+async def test_calls_the_trio_thread_hands_over_together_wake_the_loop_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each wake-up of the loop from the trio thread is a write to its pipe and a release of
+    the GIL that the other thread takes: calls handed over while a wake-up is pending ride in
+    it, and run in the order they were made."""
+    loop = asyncio.get_running_loop()
+    wakes = 0
+    wake = loop.call_soon_threadsafe
+
+    def counted(*args: Any, **kwargs: Any) -> asyncio.Handle:
+        nonlocal wakes
+        wakes += 1
+        return wake(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    ran: list[int] = []
+    bridge = TrioThread(name="test-drain")
+    async with asyncio.timeout(10):
+        await bridge.start(_nothing)
+        try:
+            handed = threading.Event()
+
+            all_in = asyncio.Event()
+
+            def hand_over(count: int) -> None:
+                for n in range(count):
+                    bridge.to_asyncio(ran.append, n)
+                bridge.to_asyncio(all_in.set)
+                handed.set()
+
+            before = wakes
+            bridge.run_sync_soon(hand_over, 50)
+            # The loop is busy meanwhile (an idle one would take each call as it came).
+            assert handed.wait(5)
+            await all_in.wait()
+            assert ran == list(range(50))
+            assert wakes - before == 1
+        finally:
+            await bridge.stop()
 
 
 async def test_on_loop_a_cancelled_call_unwinds_its_trio_task_before_it_returns() -> None:

@@ -5,7 +5,7 @@ recipient's home node is a child process (`hearthmesh.tools.node_process`). Late
 `Node.send` being called (it returns once the message is durable on the sender's node) to the
 recipient home node's signed STORED ack arriving back (`DeliveredToHome`), one message at a
 time; `deliver_rtt_*` is the part from the batch being written on the stream to the signed ack
-being verified (the remote store included).
+being verified (the remote store included); `*_max_ms` is the slowest sample of each.
 Throughput keeps many sends in flight and counts acks until the last one arrives.
 `HEARTHMESH_TRIO_ON_LOOP=1` runs both nodes' trio as a guest on their event loop, as the
 setting does for `hearthmesh run` (`bench api` passes it on to its nodes).
@@ -73,8 +73,10 @@ async def _measure(quick: bool) -> dict[str, Any]:
                     "body_bytes": len(_BODY),
                     "latency_p50_ms": round(percentile(latencies, 50), 3),
                     "latency_p99_ms": round(percentile(latencies, 99), 3),
+                    "latency_max_ms": round(max(latencies), 3),
                     "deliver_rtt_p50_ms": round(percentile(trips, 50), 3),
                     "deliver_rtt_p99_ms": round(percentile(trips, 99), 3),
+                    "deliver_rtt_max_ms": round(max(trips), 3),
                     "sent_per_s": round(burst / sent_s),
                     "msgs_per_s": round(burst / delivered_s),
                     "rss_mb": process_rss_mb(),
