@@ -40,7 +40,7 @@ FAST = {
 }
 """Every test node's timers, shortened where a test waits on them."""
 
-PRESENCE = {"presence_interval_ms": 300, "presence_ttl_ms": 1500}
+PRESENCE: dict[str, Any] = {"presence_interval_ms": 300, "presence_ttl_ms": 1500}
 """Presence every 0.3 s and offline 1.5 s after the last, for the tests of presence (not 10 s
 and 30 s). Not in `FAST`: two connected nodes announcing every 0.3 s used ~54 ms of CPU per
 second, ~7 ms at the default interval, and the suite's other tests ran some 800 node-seconds."""
