@@ -55,8 +55,16 @@ run: $(STAMP)
 # cost 7-20 s more CPU, and at -n 6 and 8 load brought out two test races: -n 4 stays. The tests'
 # own span was 107 s at -n 4 on a quiet machine (main, 148 s of CPU in the per-test log): 90 s
 # needs the CPU cut, not more workers. On a busy machine, fewer workers time out less:
-# TEST_ARGS="-n 2". mDNS tests take a machine-wide lock (tests/conftest.py);
-# TEST_ARGS="-n 0" runs serially. HYPOTHESIS_PROFILE=quick: see tests/conftest.py.
+# TEST_ARGS="-n 2". Session 13 (same form; main is 92f0b25, branch is s13-nodestart), in the
+# order run: main 163 s, 195 s (14, 12); branch 203 s, 180 s (9, 8; 1 failed: a 60 s timeout in
+# test_recall_convergence, waiting for a purge on an online home; alone, 8 runs each, it took
+# 3-11 s on main and 3-7 s on the branch); main 182 s, 179 s (69, 14); branch 177 s, 184 s
+# (66, 16); the branch from a fresh clone (.ci/run, passed) 318 s (8, 22). The per-test logs'
+# CPU, main 169.8 / 165.2 s, branch 165.7 / 170.1 s: no change beyond the noise. An in-process
+# node's start and stop costs ~12-15 ms of CPU (key generation ~0.1 % of it), ~2-4 % of the
+# in-process tests' CPU: their cost is the traffic they make. mDNS tests take a machine-wide
+# lock (tests/conftest.py); TEST_ARGS="-n 0" runs serially. HYPOTHESIS_PROFILE=quick: see
+# tests/conftest.py.
 TEST_ARGS ?= -n 4
 # The NAT tests build network namespaces with iproute2 and nftables (tests/integration/netlab.py),
 # and the UPnP test runs miniupnpd in a router's namespace: installed from Debian when missing

@@ -213,6 +213,9 @@ class HostConfig:
     live_ping_s: float = LIVE_PING_S
     """How long a connection whose batch went unanswered has to answer a ping to be kept
     (SPEC §11.5.2); tests of a dead path shorten it."""
+    stop_grace_s: float = STOP_GRACE_S
+    """Bound on closing the connections at stop; twice it, the sockets still open are closed
+    under them (`STOP_ABORT_S`). The test of a stop stuck on a cut-off peer shortens it."""
     upnp: bool = False
     """Ask the LAN's gateway to forward our listen ports and advertise the mapped addresses
     first (SPEC §10.12)."""
@@ -566,13 +569,15 @@ class P2PHost:
             await self._bridge.stop()
 
     def _spawn_socket_closer(self) -> None:
-        """Trio thread, at stop: close the sockets left after `STOP_ABORT_S`. A system task,
-        not one of the work nursery: a task stuck there (a bridge call such as a stream
-        handler's reset, awaited by `aclose`) is what it ends."""
+        """Trio thread, at stop: close the sockets left after `STOP_ABORT_S` (scaled with
+        `HostConfig.stop_grace_s`). A system task, not one of the work nursery: a task stuck
+        there (a bridge call such as a stream handler's reset, awaited by `aclose`) is what it
+        ends."""
         trio.lowlevel.spawn_system_task(self._close_sockets_later, name="close sockets at stop")
 
     async def _close_sockets_later(self) -> None:
-        await trio.sleep(STOP_ABORT_S)  # cancelled when the thread's run ends first
+        # cancelled when the thread's run ends first
+        await trio.sleep(STOP_ABORT_S / STOP_GRACE_S * self.config.stop_grace_s)
         host = self._host
         if host is not None:
             log.info("host %s still stopping: closing its sockets", self.peer_id[-8:])
@@ -673,7 +678,7 @@ class P2PHost:
                             # Connections go first: an RPC arriving after pubsub's service
                             # stopped crashes the whole host ("Nursery is closed").
                             with trio.CancelScope(shield=True):
-                                await _close_connections(host)
+                                await _close_connections(host, self.config.stop_grace_s)
                 finally:
                     with trio.CancelScope(shield=True):
                         await self._close_host(host)
@@ -710,7 +715,7 @@ class P2PHost:
     async def _close_host(self, host: IHost) -> None:
         """`host.run()` alone leaves listener and outbound sockets open (3 fds per 2-host
         cycle, libp2p-notes): close the host explicitly."""
-        await _close_connections(host)
+        await _close_connections(host, self.config.stop_grace_s)
         try:
             await host.close()
         except Exception:
@@ -1425,10 +1430,11 @@ def _remote_ip(conn: INetConn) -> str | None:
     return str(address[0]) if address else None
 
 
-async def _close_connections(host: IHost) -> None:
-    """Close all connections concurrently, each only until its socket is closed."""
+async def _close_connections(host: IHost, grace_s: float) -> None:
+    """Close all connections concurrently, each only until its socket is closed, for at most
+    `grace_s` (`STOP_GRACE_S`)."""
     network = host.get_network()
-    with trio.move_on_after(STOP_GRACE_S):
+    with trio.move_on_after(grace_s):
         async with trio.open_nursery() as nursery:
             for conns in list(network.connections.values()):
                 for conn in list(conns):

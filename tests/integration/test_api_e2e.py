@@ -13,6 +13,7 @@ from aiohttp import web
 from hearthmesh.protocol.envelope import Envelope, MessageId
 
 from .api_helpers import Home, befriend, group_of_three, home, link, open_conversation
+from .conftest import PRESENCE
 
 pytestmark = pytest.mark.integration
 
@@ -100,16 +101,16 @@ async def test_a_burst_of_acks_shares_receipts_and_every_tick_arrives(tmp_path: 
 
 
 async def test_presence_flips_when_bobs_node_stops_and_starts(tmp_path: Path) -> None:
-    async with asyncio.timeout(20), home(tmp_path / "a") as a:
+    async with asyncio.timeout(20), home(tmp_path / "a", **PRESENCE) as a:
         a_addr = (await a.status())["listen_addrs"][0]
         async with a.socket() as alice_ws:
-            async with home(tmp_path / "b", bootstrap=(a_addr,)) as b:
+            async with home(tmp_path / "b", bootstrap=(a_addr,), **PRESENCE) as b:
                 _, bob = await befriend(a, b)  # presence goes to contacts alone (SPEC §32.4)
                 online = await alice_ws.next("presence", lambda f: f["user_id"] == bob)
                 assert online["online"] is True
             offline = await alice_ws.next("presence", lambda f: f["user_id"] == bob)
             assert offline["online"] is False
-            async with home(tmp_path / "b", bootstrap=(a_addr,)):
+            async with home(tmp_path / "b", bootstrap=(a_addr,), **PRESENCE):
                 back = await alice_ws.next("presence", lambda f: f["user_id"] == bob)
                 assert back["online"] is True
                 profile = await a.client.call("GET", f"/v1/users/{bob}")

@@ -43,6 +43,7 @@ from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .conftest import (
+    PRESENCE,
     NodeFactory,
     befriend_nodes,
     collect,
@@ -214,9 +215,9 @@ async def test_hostile_peer_is_refused_then_banned_and_others_still_deliver(
 
 
 async def test_presence_flips_online_and_offline_on_a_graceful_stop(make_node: NodeFactory) -> None:
-    async with asyncio.timeout(20), make_node("alice") as alice:
+    async with asyncio.timeout(20), make_node("alice", **PRESENCE) as alice:
         events = alice.events()
-        async with make_node("bob") as bob:
+        async with make_node("bob", **PRESENCE) as bob:
             bob_id = bob.user_id
             await befriend_nodes(alice, bob)
             await bob.connect(alice.listen_addrs[0])
@@ -287,7 +288,7 @@ async def test_a_killed_node_goes_offline_after_the_ttl(
     make_node: NodeFactory, tmp_path: Path
 ) -> None:
     """No goodbye from a node killed with SIGKILL: its user is offline once the TTL passes."""
-    async with asyncio.timeout(20), make_node("alice") as alice:
+    async with asyncio.timeout(20), make_node("alice", **PRESENCE) as alice:
         events = alice.events()
         async with Node(node_config(tmp_path / "bob")) as first_run:  # bob's keys, then a friend
             await befriend_nodes(alice, first_run)
@@ -333,9 +334,9 @@ async def test_a_stranger_subscribed_to_every_topic_learns_no_presence_or_typing
     learns alice's home record (delivery needs it) and nothing of her presence (SPEC §32.4)."""
     async with (
         asyncio.timeout(20),
-        make_node("alice") as alice,
-        make_node("bob") as bob,
-        make_node("mallory") as mallory,
+        make_node("alice", **PRESENCE) as alice,
+        make_node("bob", **PRESENCE) as bob,
+        make_node("mallory", **PRESENCE) as mallory,
     ):
         await befriend_nodes(alice, bob)
         bob_events = bob.events()
@@ -374,7 +375,11 @@ async def test_with_visibility_nobody_not_even_a_contact_learns_our_presence(
     make_node: NodeFactory,
 ) -> None:
     """SPEC §32.4.2: alice chose nobody; bob, her contact, is seen by her and sees nothing."""
-    async with asyncio.timeout(20), make_node("alice") as alice, make_node("bob") as bob:
+    async with (
+        asyncio.timeout(20),
+        make_node("alice", **PRESENCE) as alice,
+        make_node("bob", **PRESENCE) as bob,
+    ):
         await befriend_nodes(alice, bob)
         await alice.social.set_visibility(Visibility.NOBODY)
         events = alice.events()

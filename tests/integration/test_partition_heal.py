@@ -10,7 +10,7 @@ import contextlib
 import logging
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import pytest
 from libp2p.peer.id import ID
@@ -25,6 +25,9 @@ from tests.integration.netlab import NetLab, in_netns, require_netlab, start_nod
 from .conftest import collect, wait_until
 
 pytestmark = pytest.mark.integration
+
+STOP_GRACE: Final = 0.5
+"""The hosts' `stop_grace_s` in the stuck-stop test: the abort comes at twice it."""
 
 
 async def test_an_unanswered_batch_drops_the_dead_connection_and_the_heal_delivers(
@@ -83,7 +86,9 @@ async def test_a_host_stops_in_bounded_time_with_a_write_to_a_cut_off_peer_stuck
     lock, and a stream open given up meanwhile has py-libp2p reset its stream in a shielded
     scope that waits for that lock. The stop closes the socket once `STOP_ABORT_S` have passed;
     it used to wait on TCP's retries, ~15 minutes, and a test's hang guard with it. The open is
-    given up as soon as the write blocks (a fixed 8 s before).
+    given up as soon as the write blocks (a fixed 8 s before). The hosts' stop grace is
+    `STOP_GRACE`, so the abort comes after 1 s, not 4 s; twice the grace, as by default, so a
+    stop that nothing holds ends before it.
 
     The open's stream is in the muxer before the write starts: its first frame (the SYN) then
     goes out before the write holds the lock, and its next one waits inside the open's
@@ -101,7 +106,9 @@ async def test_a_host_stops_in_bounded_time_with_a_write_to_a_cut_off_peer_stuck
             hosts = []
             for n, ns in ((1, a_ns), (2, b_ns)):
                 config = HostConfig(
-                    identity_seed=bytes([n]) * 32, listen_addrs=["/ip4/0.0.0.0/tcp/4470"]
+                    identity_seed=bytes([n]) * 32,
+                    listen_addrs=["/ip4/0.0.0.0/tcp/4470"],
+                    stop_grace_s=STOP_GRACE,
                 )
                 with in_netns(ns):
                     hosts.append(await stack.enter_async_context(P2PHost(config)))

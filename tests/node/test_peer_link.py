@@ -42,6 +42,12 @@ ACK_TIMEOUT_S = 0.5
 DEAD_PING_S = 1.0
 """`live_ping_s` of the host whose batch goes unanswered on a dead path: no pong comes, so the
 bound is all it waits (the host's `LIVE_PING_S`, 5 s, by default)."""
+ALIVE_PING_S = 5.0
+"""`live_ping_s` of the host that waits on a late ack or open over a live connection: each
+look at the connection (one per ack bound past the bound) waits this long for its pong, or
+for anything read, so a loaded machine must starve the peer's pong ten ack bounds to fail
+these tests. The host's default (`LIVE_PING_S`), named here: with a pong bound of 0.1 ms
+the three tests fail (`_NoPong`), so the bound is what stands between them and load."""
 TICKS = "/hearthmesh/test-ticks/1"
 
 
@@ -115,7 +121,7 @@ async def test_a_late_ack_on_a_connection_that_answers_a_ping_is_waited_for() ->
     slow, not gone. The batch is acked, not failed: a failed batch made its destination down
     (a relay copy, its next batches parked, all of them sent again later), and at 50 nodes on
     2 cores that extra work made more acks late until the mesh stalled (SPEC §20.6)."""
-    async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
+    async with asyncio.timeout(20), hosts(config(1, live_ping_s=ALIVE_PING_S), config(2)) as (a, b):
         b.set_stream_handler(DELIVER_PROTOCOL, acking_late(seed(2), 4 * ACK_TIMEOUT_S))
         await a.connect(b.listen_addrs[0])
         links = PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S, ack_patience_s=20 * ACK_TIMEOUT_S)
@@ -145,7 +151,7 @@ async def test_a_deliver_streams_late_open_on_a_connection_that_answers_is_waite
     connection answers a ping meanwhile. The open is waited on and the batch acked; a failed
     open failed its batch (relayed, the destination parked) and under load, at 50 nodes on 2
     cores, most of a workload's failed batches were such opens (SPEC §20.6)."""
-    async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
+    async with asyncio.timeout(20), hosts(config(1, live_ping_s=ALIVE_PING_S), config(2)) as (a, b):
         b.set_stream_handler(DELIVER_PROTOCOL, acking(seed(2), []))
         await a.connect(b.listen_addrs[0])
         answering_late(b, 3 * ACK_TIMEOUT_S)
@@ -165,7 +171,7 @@ async def test_a_late_ack_is_waited_for_no_longer_than_the_patience() -> None:
     """B never acks, but its connection answers: the batch fails once the patience is spent
     (a stuck home holds its destination's one batch in flight that long, no longer), and
     the connection is kept."""
-    async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
+    async with asyncio.timeout(20), hosts(config(1, live_ping_s=ALIVE_PING_S), config(2)) as (a, b):
         b.set_stream_handler(DELIVER_PROTOCOL, never_answers)
         await a.connect(b.listen_addrs[0])
         links = PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S, ack_patience_s=3 * ACK_TIMEOUT_S)

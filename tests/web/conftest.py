@@ -19,11 +19,9 @@ import pytest_asyncio
 from playwright.async_api import (
     Browser,
     BrowserContext,
-    Locator,
     Page,
     ViewportSize,
     async_playwright,
-    expect,
 )
 
 CHROMIUM = Path(os.environ.get("HEARTHMESH_CHROMIUM", "/usr/lib/chromium/chromium"))
@@ -103,18 +101,3 @@ async def open_tab(
     page.on("pageerror", lambda e: tab.errors.append(str(e)))
     await page.goto(url)
     return context, tab
-
-
-async def open_chat(row: Locator) -> None:
-    """Click a conversation's row until its chat opens (none open before). The list redraws
-    every row on each update (`renderList`, node/web/app.js), and a press and a release that
-    land on two drawings of the row make no click: at load 45, just after a friend request was
-    accepted (the list, presence and profiles updating), a click opened nothing and the chat
-    never showed (a whole-suite run at -n 8). A person would click again; so does this."""
-    while True:  # the test's own timeout bounds it
-        await row.click()
-        try:
-            await expect(row.page.locator("#chat header")).to_be_attached(timeout=2_000)
-        except AssertionError:
-            continue
-        return

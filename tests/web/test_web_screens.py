@@ -16,10 +16,10 @@ from typing import Any
 from playwright.async_api import Browser, FilePayload, Route, expect
 
 from tests.integration.api_helpers import Home, befriend, home, link
-from tests.integration.conftest import wait_until_async
+from tests.integration.conftest import PRESENCE, wait_until_async
 from tests.integration.test_media import _download
 
-from .conftest import WEB_LOOP, open_chat, open_tab
+from .conftest import WEB_LOOP, open_tab
 from .test_web_client import _bob_writes, _pair
 
 pytestmark = WEB_LOOP
@@ -132,12 +132,12 @@ async def test_a_group_is_created_a_member_added_and_left(tmp_path: Path, browse
 async def test_a_friend_request_is_accepted_and_presence_flips_when_the_node_stops(
     tmp_path: Path, browser: Browser
 ) -> None:
-    async with asyncio.timeout(25), home(tmp_path / "a") as a:
+    async with asyncio.timeout(25), home(tmp_path / "a", **PRESENCE) as a:
         alice = await _user(a)
         context, tab = await open_tab(browser, a.url)
         await _pair(a, tab)
         page = tab.page
-        async with home(tmp_path / "b") as b:
+        async with home(tmp_path / "b", **PRESENCE) as b:
             await _bob_writes(a, b, "hello stranger")
             requests = page.locator("#message-requests .conversation")
             await expect(requests).to_have_count(1)  # not a friend: listed apart
@@ -155,7 +155,11 @@ async def test_a_friend_request_is_accepted_and_presence_flips_when_the_node_sto
             await wait_until_async(alice_is_a_friend, 1)  # Bob's node lists her
             await expect(page.locator("#friend-list .person")).to_have_count(1)
             await expect(requests).to_have_count(0)  # a friend's chat joins the list
-            await open_chat(page.locator("#conversations .conversation"))
+            # one click: the row keeps its drawing (keepUnchangedRows) once its dot shows bob
+            # online, the update that follows the acceptance (presence goes to contacts alone)
+            row = page.locator("#conversations .conversation")
+            await expect(row.locator(".dot")).to_have_class("dot online")
+            await row.click()
             await expect(page.locator("#presence")).to_have_text("online")
             await tab.screenshot("presence-online")
         # Bob's node stopped (it says so on the way out): the open chat shows when he was seen
