@@ -162,10 +162,9 @@ def test_grafting_for_ip_diversity_passes_over_the_peers_we_back_off_from() -> N
     """py-libp2p's eclipse protection grafts, each heartbeat after the mesh's maintenance, up
     to 2 peers of IPs the mesh lacks when a mesh of 3 or more has fewer than 3 IPs; it asked no
     backoff, so it grafted a peer we had just pruned (or that pruned us), which that peer
-    counts a flood or a violation (SPEC §14.3). Its IPs are set here: 0.8.1 seldom records
-    them, and on loopback all are one. A real router and pubsub, not running: one heartbeat's
-    mesh maintenance, a mesh of 3 on one IP and three peers outside it on three others, two
-    of them in backoff."""
+    counts a flood or a violation (SPEC §14.3). Its IPs are set here: on loopback all are one.
+    A real router and pubsub, not running: one heartbeat's mesh maintenance, a mesh of 3 on one
+    IP and three peers outside it on three others, two of them in backoff."""
     with _router_alone(degree=3, degree_low=2, peers=6) as (router, peers):
         inside, outside = peers[:3], peers[3:]
         scorer = router.scorer
@@ -182,6 +181,29 @@ def test_grafting_for_ip_diversity_passes_over_the_peers_we_back_off_from() -> N
         assert (dict(to_graft), dict(to_prune)) == ({}, {})
         assert router._ensure_mesh_diversity(TOPIC) == [free]
         assert router.mesh[TOPIC] == {*inside, free}
+
+
+async def test_each_pubsub_peer_is_scored_with_the_ip_of_its_connection() -> None:
+    """py-libp2p 0.8.1 looked a new peer's IP up on its pubsub stream before that stream was
+    stored, so it recorded none, and its IP-colocation scoring and grafting for IP diversity
+    never ran (SPEC §14.3). Three hosts on 127.0.0.1, the hub connected to both others: once
+    each is the hub's pubsub peer, the hub's scorer holds its IP; once one disconnects, its IP
+    is forgotten."""
+    async with asyncio.timeout(30), hosts(3) as (hub, *leaves):
+        for leaf in leaves:
+            await leaf.connect(hub.listen_addrs[0])
+        router = _router(hub)
+        scorer = router.scorer
+        assert scorer is not None
+        ids = {ID.from_base58(leaf.peer_id) for leaf in leaves}
+        await _until(lambda: ids <= set(dict(router.peer_protocol)))
+        assert {peer: scorer.ip_by_peer.get(peer) for peer in ids} == dict.fromkeys(
+            ids, "127.0.0.1"
+        )
+        gone = ID.from_base58(leaves[0].peer_id)
+        await leaves[0].disconnect(hub.peer_id)
+        await _until(lambda: gone not in dict(router.peer_protocol))
+        assert gone not in dict(scorer.ip_by_peer)
 
 
 async def test_an_ihave_names_the_ids_peers_dedupe_by_so_nothing_seen_is_asked_for() -> None:
