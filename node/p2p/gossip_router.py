@@ -22,6 +22,14 @@ soon as it ended: py-libp2p asks one `_check_back_off` for both.
 
 py-libp2p 0.8.1 also never learnt a peer's IP (`_track_peer_ip`), so its IP-colocation scoring
 and its grafting for IP diversity never ran; ours reads it from the peer's connection.
+
+IHAVE gossip is sized for a mesh that grows: each heartbeat's IHAVEs go to at most
+`GOSSIP_PEERS` peers outside a topic's mesh (py-libp2p: a quarter of them when that is more)
+and name the ids of the last heartbeat only (`GOSSIP_WINDOW`; py-libp2p: the last 3, so each id
+was offered three times). IHAVEs were what a node's gossip RPCs grew by with the mesh: none at
+10 nodes (every peer in the mesh), 6.6 per message per node at 25 (SPEC §20.6); and a room's
+fast path is at most once anyway, its guaranteed path a direct delivery to every member home
+(§11).
 """
 
 from __future__ import annotations
@@ -40,10 +48,22 @@ from libp2p.pubsub.pb import rpc_pb2
 
 from hearthmesh.node.p2p.addresses import remote_ip
 
-__all__ = ["BACKOFF_SLACK_S", "COUNTS_LOG_HEARTBEATS", "MeshCounts", "MeshRouter"]
+__all__ = [
+    "BACKOFF_SLACK_S",
+    "COUNTS_LOG_HEARTBEATS",
+    "GOSSIP_PEERS",
+    "GOSSIP_WINDOW",
+    "MeshCounts",
+    "MeshRouter",
+]
 
 log = logging.getLogger(__name__)
 
+GOSSIP_PEERS: Final = 6
+"""Peers outside a topic's mesh that each heartbeat sends an IHAVE (gossipsub's D_lazy), at most,
+however many there are (SPEC §14.3)."""
+GOSSIP_WINDOW: Final = 1
+"""Heartbeats whose message ids an IHAVE names: each id is offered in one heartbeat."""
 BACKOFF_SLACK_S: Final = 2
 """Seconds after a backoff ended before we GRAFT that peer ourselves (SPEC §14.3)."""
 COUNTS_LOG_HEARTBEATS: Final = 60
@@ -79,6 +99,7 @@ class MeshRouter(GossipSub):
     counts: MeshCounts
 
     def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("gossip_window", GOSSIP_WINDOW)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.counts = MeshCounts()
         self._taking_graft = False
@@ -154,6 +175,11 @@ class MeshRouter(GossipSub):
             if ip is not None:
                 scorer.add_peer_ip(peer_id, ip)
                 return
+
+    def _get_adaptive_gossip_peers_count(self, topic: str, total_peers: int) -> int:
+        """`GOSSIP_PEERS` (see the module): py-libp2p's max(6, a quarter of the peers outside
+        the mesh) made a node's IHAVEs grow with the mesh, 10 a heartbeat at 50 nodes."""
+        return GOSSIP_PEERS
 
     def gossip_heartbeat(self) -> defaultdict[ID, dict[str, list[bytes]]]:
         to_gossip = super().gossip_heartbeat()
