@@ -15,6 +15,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.node.p2p.peer_records import consume_once
 
 pytestmark = pytest.mark.integration
 
@@ -96,12 +97,11 @@ async def test_our_signed_record_goes_once_per_stream_not_in_every_rpc(
         P2PHost(HostConfig(identity_seed=b"\x02" * 32)) as reader,
     ):
         carried: list[bool] = []  # per RPC the reader took from the publisher: had a record
-        consume = pubsub_module.maybe_consume_signed_record  # ours, installed by the hosts
 
         def counting(msg: Any, host: Any, peer_id: ID) -> bool:
             if peer_id.to_base58() == publisher.peer_id:
                 carried.append(msg.HasField("senderRecord"))
-            return bool(consume(msg, host, peer_id))
+            return consume_once(msg, host, peer_id)  # what the hosts installed
 
         monkeypatch.setattr(pubsub_module, "maybe_consume_signed_record", counting)
         sub = await reader.subscribe(TOPIC)

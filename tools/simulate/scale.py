@@ -252,8 +252,8 @@ def _above_idle(
     34.8 ms a message in all, 30.8 above idle)."""
     if not work or not idle or idle_s <= 0:
         return None
-    idle_rate = idle["cpu_s"]["mean"] / idle_s
-    above = work["cpu_s"]["mean"] - idle_rate * work["seconds"]
+    idle_rate = float(idle["cpu_s"]["mean"]) / idle_s
+    above = float(work["cpu_s"]["mean"]) - idle_rate * float(work["seconds"])
     return round(1000 * above / max(1, messages), 2)
 
 
