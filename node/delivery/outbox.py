@@ -78,6 +78,11 @@ the tests' 50 ms), each a write batch."""
 
 _NEVER_MS: Final = 1 << 62
 
+FAILURE_REASON_CHARS: Final = 2_000
+"""Bound on the reason a failed batch logs (every home's error, each with its causes,
+`describe_error`): 200 cut a libp2p error's cause chain off after its first link, and the
+chain is what tells a stream the peer ended from one the connection took down."""
+
 
 class OutboxWorker:
     """Drains the outbox; owned by the node's task group (`run` until cancelled)."""
@@ -436,7 +441,8 @@ class OutboxWorker:
         if command.relay_fallback:
             self._hops.hand_off(HandOff(recipient, homes, certs, items))
             errors.append("handed to a relay")
-        return self._machine.send_failed(destination, "; ".join(errors)[:200], self._now())
+        reason = "; ".join(errors)[:FAILURE_REASON_CHARS]
+        return self._machine.send_failed(destination, reason, self._now())
 
     async def _probe(self, destination: bytes, limit: int) -> None:
         """Put a few parked rows back, due now: the next batch tries the homes (SPEC §11.5.2)."""

@@ -2,8 +2,8 @@
 
 A node that listens on `0.0.0.0` (every interface, the default of `hearthmesh run`) must not
 put `0.0.0.0` (nor `127.0.0.1`) in its home record: a peer would dial its own machine. This
-module expands an unspecified address into one address per IPv4 interface other than loopback.
-It owns no state.
+module expands an unspecified address into one address per IPv4 interface other than loopback,
+and says which IP a connection comes from (`remote_ip`). It owns no state.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-__all__ = ["dialable_addrs", "expand_unspecified", "interface_ipv4s"]
+__all__ = ["dialable_addrs", "expand_unspecified", "interface_ipv4s", "remote_ip"]
 
 _ANY_IPV4 = "/ip4/0.0.0.0/"
 
@@ -62,3 +63,13 @@ def expand_unspecified(addrs: Sequence[str], ips: Iterable[str]) -> list[str]:
             candidates = [addr]
         expanded += [c for c in candidates if c not in expanded]
     return expanded
+
+
+def remote_ip(conn: Any) -> str | None:
+    """The IP address at the other end of a libp2p connection (`INetConn`), if its transport
+    tells (a relayed circuit may not)."""
+    try:
+        address = conn.muxed_conn.get_remote_address()
+    except Exception:  # a transport without addresses
+        return None
+    return str(address[0]) if address else None

@@ -58,9 +58,10 @@ class StreamIdle(StreamClosed):
 
 
 def describe_error(error: BaseException | None) -> str:
-    """`StreamReset <- MuxedStreamReset: Stream was reset`: the error and its causes (up to 4)."""
+    """`StreamReset <- MuxedStreamReset: Stream was reset`: the error and its causes (up to 6:
+    a failed stream open is libp2p's error, multistream's, the stream's and the muxer's)."""
     names: list[str] = []
-    while error is not None and len(names) < 4:
+    while error is not None and len(names) < 6:
         text = str(error)
         names.append(type(error).__name__ + (f": {text}" if text else ""))
         error = error.__cause__ or error.__context__

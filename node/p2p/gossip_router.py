@@ -19,6 +19,17 @@ So a peer we prune gets the same backoff on our side. And, as go-libp2p's backof
 we GRAFT a peer only `BACKOFF_SLACK_S` after a backoff ended (both sides count whole seconds
 of their own clocks, so ours may end a second before theirs), while a peer's GRAFT is taken as
 soon as it ended: py-libp2p asks one `_check_back_off` for both.
+
+py-libp2p 0.8.1 also never learnt a peer's IP (`_track_peer_ip`), so its IP-colocation scoring
+and its grafting for IP diversity never ran; ours reads it from the peer's connection.
+
+IHAVE gossip is sized for a mesh that grows: each heartbeat's IHAVEs go to at most
+`GOSSIP_PEERS` peers outside a topic's mesh (py-libp2p: a quarter of them when that is more)
+and name the ids of the last heartbeat only (`GOSSIP_WINDOW`; py-libp2p: the last 3, so each id
+was offered three times). IHAVEs were what a node's gossip RPCs grew by with the mesh: none at
+10 nodes (every peer in the mesh), 6.6 per message per node at 25 (SPEC §20.6); and a room's
+fast path is at most once anyway, its guaranteed path a direct delivery to every member home
+(§11).
 """
 
 from __future__ import annotations
@@ -35,10 +46,24 @@ from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.mcache import CacheEntry, MessageCache
 from libp2p.pubsub.pb import rpc_pb2
 
-__all__ = ["BACKOFF_SLACK_S", "COUNTS_LOG_HEARTBEATS", "MeshCounts", "MeshRouter"]
+from hearthmesh.node.p2p.addresses import remote_ip
+
+__all__ = [
+    "BACKOFF_SLACK_S",
+    "COUNTS_LOG_HEARTBEATS",
+    "GOSSIP_PEERS",
+    "GOSSIP_WINDOW",
+    "MeshCounts",
+    "MeshRouter",
+]
 
 log = logging.getLogger(__name__)
 
+GOSSIP_PEERS: Final = 6
+"""Peers outside a topic's mesh that each heartbeat sends an IHAVE (gossipsub's D_lazy), at most,
+however many there are (SPEC §14.3)."""
+GOSSIP_WINDOW: Final = 1
+"""Heartbeats whose message ids an IHAVE names: each id is offered in one heartbeat."""
 BACKOFF_SLACK_S: Final = 2
 """Seconds after a backoff ended before we GRAFT that peer ourselves (SPEC §14.3)."""
 COUNTS_LOG_HEARTBEATS: Final = 60
@@ -74,6 +99,7 @@ class MeshRouter(GossipSub):
     counts: MeshCounts
 
     def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("gossip_window", GOSSIP_WINDOW)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.counts = MeshCounts()
         self._taking_graft = False
@@ -110,10 +136,8 @@ class MeshRouter(GossipSub):
         when a mesh of 3 or more has peers of fewer than 3 IPs, up to 2 peers of IPs it lacks,
         best score first), less the peers we back off from, which it did not ask: a peer we
         had just pruned, or that had pruned us, would count our GRAFT a flood or a violation
-        (see the module; SPEC §14.3). It needs peers' IPs, which 0.8.1 seldom records
-        (`add_peer` looks for the pubsub stream before `Pubsub` has stored it: none, in a run
-        of 4 hosts; two overlapping `_handle_new_peer` runs of one peer can record one), so
-        this guards the day it does, on hosts of several IPs (on loopback all have one)."""
+        (see the module; SPEC §14.3). It needs peers' IPs (`_track_peer_ip`); on loopback all
+        have one, so it grafts only on hosts of several IPs."""
         scorer, pubsub = self.scorer, self.pubsub
         if scorer is None or pubsub is None or topic not in pubsub.peer_topics:
             return []
@@ -135,6 +159,27 @@ class MeshRouter(GossipSub):
                 grafted.append(peer)
         self.counts.grafts_sent += len(grafted)  # sent with the heartbeat's
         return grafted
+
+    def _track_peer_ip(self, peer_id: ID) -> None:
+        """Record the IP of `peer_id`'s connection with the scorer (SPEC §14.3): what the
+        grafting for IP diversity and IP-colocation scoring go by.
+
+        py-libp2p 0.8.1 reads it from the peer's pubsub stream, but its one caller, `add_peer`,
+        runs before `Pubsub._handle_new_peer` has stored that stream: it recorded none (in a
+        run of 4 hosts, not one). The host's connection to the peer is there by then."""
+        scorer, pubsub = self.scorer, self.pubsub
+        if scorer is None or pubsub is None:
+            return
+        for conn in pubsub.host.get_network().get_connections(peer_id):
+            ip = remote_ip(conn)
+            if ip is not None:
+                scorer.add_peer_ip(peer_id, ip)
+                return
+
+    def _get_adaptive_gossip_peers_count(self, topic: str, total_peers: int) -> int:
+        """`GOSSIP_PEERS` (see the module): py-libp2p's max(6, a quarter of the peers outside
+        the mesh) made a node's IHAVEs grow with the mesh, 10 a heartbeat at 50 nodes."""
+        return GOSSIP_PEERS
 
     def gossip_heartbeat(self) -> defaultdict[ID, dict[str, list[bytes]]]:
         to_gossip = super().gossip_heartbeat()

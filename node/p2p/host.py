@@ -42,7 +42,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP
 
-from hearthmesh.node.p2p.addresses import dialable_addrs
+from hearthmesh.node.p2p.addresses import dialable_addrs, remote_ip
 from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
 from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.circuit_relay import CircuitRelayLayer, relay_of
@@ -423,7 +423,7 @@ class _ConnectionTracker(INotifee):
     def _count_in(self, conn: INetConn) -> None:
         watch_reads(conn.muxed_conn)  # its liveness under load (`answers_ping`)
         path = self._paths[conn] = _path_of(conn)
-        self._report(conn.muxed_conn.peer_id.to_base58(), 1, _remote_ip(conn), path, None)
+        self._report(conn.muxed_conn.peer_id.to_base58(), 1, remote_ip(conn), path, None)
 
     def _count_out(self, conn: INetConn) -> None:
         reason = self._closing.pop(conn, CLOSED_BY_PEER)
@@ -1419,15 +1419,6 @@ def _path_of(conn: INetConn) -> str | None:
 def _path_name(path: str | None) -> str:
     """A path as `P2PHost.peer_paths` names it: `DIRECT_PATH` for None."""
     return DIRECT_PATH if path is None else path
-
-
-def _remote_ip(conn: INetConn) -> str | None:
-    """The IP address at the other end of `conn`, if its transport tells."""
-    try:
-        address = conn.muxed_conn.get_remote_address()  # type: ignore[attr-defined]
-    except Exception:  # a transport without addresses (e.g. a relayed circuit)
-        return None
-    return str(address[0]) if address else None
 
 
 async def _close_connections(host: IHost, grace_s: float) -> None:

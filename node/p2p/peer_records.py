@@ -1,4 +1,5 @@
-"""A gossip peer's signed peer record, checked once while it stays the same (SPEC §14.3).
+"""A gossip peer's signed peer record, checked once while it stays the same, and ours sent once
+per stream while it stays the same (SPEC §14.3).
 
 Part of the libp2p bridge (ARCHITECTURE §5, tests/test_layering.py `BRIDGE_MODULES`). py-libp2p
 0.8.1 attaches the sender's signed peer record to every pubsub RPC, and checks the one it
@@ -13,9 +14,18 @@ two modules that call it (a module attribute each, looked up at call time). A re
 bytes are the ones last accepted from that peer, while the peerstore still holds the envelope
 that accepting stored, is taken as it is; anything else (a new record, another peer's, one the
 peerstore replaced, expired or dropped) goes through py-libp2p's check unchanged, and a record
-that fails it is never remembered. State: per host, the last accepted record of at most
-`MAX_PEERS` peers, least recently seen forgotten first; each host's is touched only by its
-own trio thread.
+that fails it is never remembered.
+
+`RecordsTold` is the sending half: py-libp2p puts our record (some 210 bytes) in every RPC it
+writes, a quarter of a node's gossip bytes in a scale run, and a share that grew with the mesh,
+since the IHAVEs a node sends grow with its peers outside the mesh (10 nodes: 1.8 KiB per
+message per node, 25 nodes: 3.1 KiB; SPEC §20.6). A peer needs it once, and again only when
+it changes, so each pubsub stream carries it in its first RPC and then only when it differs
+from the last one that stream carried; a new stream (a new connection) carries it again.
+
+State: per host, the last accepted record of at most `MAX_PEERS` peers, least recently seen
+forgotten first, and the record last written on each pubsub stream (forgotten with the
+stream); each host's is touched only by its own trio thread.
 """
 
 from __future__ import annotations
@@ -27,13 +37,13 @@ from typing import Final
 
 import libp2p.pubsub.gossipsub as _gossipsub_module
 import libp2p.pubsub.pubsub as _pubsub_module
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetStream
 from libp2p.peer.envelope import Envelope
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb.rpc_pb2 import RPC
 from libp2p.pubsub.utils import maybe_consume_signed_record
 
-__all__ = ["MAX_PEERS", "consume_once", "install"]
+__all__ = ["MAX_PEERS", "RecordsTold", "consume_once", "install"]
 
 MAX_PEERS: Final = 1024
 """Peers whose accepted record one host remembers."""
@@ -79,3 +89,24 @@ def install() -> None:
     """Use `consume_once` in py-libp2p's pubsub and gossipsub modules (idempotent)."""
     _pubsub_module.maybe_consume_signed_record = consume_once  # type: ignore[attr-defined]
     _gossipsub_module.maybe_consume_signed_record = consume_once  # type: ignore[attr-defined]
+
+
+class RecordsTold:
+    """Which record of ours each pubsub stream has carried (one per host, trio thread)."""
+
+    def __init__(self) -> None:
+        self._told: weakref.WeakKeyDictionary[INetStream, bytes] = weakref.WeakKeyDictionary()
+
+    def trimmed(self, stream: INetStream, rpc: RPC) -> RPC:
+        """`rpc` as it is, or, when `stream` carried its record already, a copy without it
+        (the same RPC object goes to many peers: it is never changed)."""
+        if not rpc.HasField("senderRecord"):
+            return rpc
+        record = bytes(rpc.senderRecord)
+        if self._told.get(stream) != record:
+            self._told[stream] = record
+            return rpc
+        trimmed = RPC()
+        trimmed.CopyFrom(rpc)
+        trimmed.ClearField("senderRecord")
+        return trimmed

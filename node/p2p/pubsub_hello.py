@@ -10,15 +10,21 @@ in its mesh for that topic, and only IHAVE gossip from others could bring it our
 busy machine the window is wide (a node joining a room as a peer connects); it left a test's
 leaf that had one peer out of every mesh. So once the peer is added, whatever changed since its
 hello is announced to it as subscribe and unsubscribe do.
+
+It also writes our signed peer record once per stream rather than in every RPC
+(`peer_records.RecordsTold`).
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
 
+from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+
+from hearthmesh.node.p2p.peer_records import RecordsTold
 
 __all__ = ["HelloPubsub"]
 
@@ -28,6 +34,14 @@ _hello_topics: ContextVar[frozenset[str] | None] = ContextVar("_hello_topics", d
 
 class HelloPubsub(Pubsub):
     """`Pubsub` whose new peers learn the subscriptions their hello missed (module docstring)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._records_told = RecordsTold()
+
+    async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
+        """py-libp2p's write, our signed record left out where the stream carried it."""
+        return bool(await super().write_msg(stream, self._records_told.trimmed(stream, rpc_msg)))
 
     def get_hello_packet(self) -> rpc_pb2.RPC:
         packet = super().get_hello_packet()

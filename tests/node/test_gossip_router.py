@@ -13,9 +13,16 @@ from libp2p import new_host
 from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 
-from hearthmesh.node.p2p.gossip_router import BACKOFF_SLACK_S, MeshCounts, MeshRouter
+from hearthmesh.node.p2p import gossip_router
+from hearthmesh.node.p2p.gossip_router import (
+    BACKOFF_SLACK_S,
+    GOSSIP_PEERS,
+    MeshCounts,
+    MeshRouter,
+)
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 
 pytestmark = pytest.mark.integration
@@ -162,10 +169,9 @@ def test_grafting_for_ip_diversity_passes_over_the_peers_we_back_off_from() -> N
     """py-libp2p's eclipse protection grafts, each heartbeat after the mesh's maintenance, up
     to 2 peers of IPs the mesh lacks when a mesh of 3 or more has fewer than 3 IPs; it asked no
     backoff, so it grafted a peer we had just pruned (or that pruned us), which that peer
-    counts a flood or a violation (SPEC §14.3). Its IPs are set here: 0.8.1 seldom records
-    them, and on loopback all are one. A real router and pubsub, not running: one heartbeat's
-    mesh maintenance, a mesh of 3 on one IP and three peers outside it on three others, two
-    of them in backoff."""
+    counts a flood or a violation (SPEC §14.3). Its IPs are set here: on loopback all are one.
+    A real router and pubsub, not running: one heartbeat's mesh maintenance, a mesh of 3 on one
+    IP and three peers outside it on three others, two of them in backoff."""
     with _router_alone(degree=3, degree_low=2, peers=6) as (router, peers):
         inside, outside = peers[:3], peers[3:]
         scorer = router.scorer
@@ -184,11 +190,56 @@ def test_grafting_for_ip_diversity_passes_over_the_peers_we_back_off_from() -> N
         assert router.mesh[TOPIC] == {*inside, free}
 
 
-async def test_an_ihave_names_the_ids_peers_dedupe_by_so_nothing_seen_is_asked_for() -> None:
+def test_an_ihave_goes_to_d_lazy_peers_outside_the_mesh_once_per_id_however_many_peers() -> None:
+    """py-libp2p sent each heartbeat's IHAVE to a quarter of the peers outside a topic's mesh
+    when that was more than 6, and named the ids of the last 3 heartbeats, so each id went out
+    three times: a node's IHAVEs grew with the mesh (SPEC §14.3, §20.6). A real router and
+    pubsub, not running: a mesh of 6 among 46 peers (40 outside: py-libp2p gossiped to 10), one
+    message cached, then two heartbeats' gossip."""
+    with _router_alone(degree=6, degree_low=4, peers=46) as (router, peers):
+        router.mesh[TOPIC] = set(peers[:6])
+        message = rpc_pb2.Message(from_id=b"\x01", seqno=b"\x00" * 8, data=b"x", topicIDs=[TOPIC])
+        router.mcache.put(message)
+        offered = router.gossip_heartbeat()
+        assert len(offered) == GOSSIP_PEERS == 6
+        assert not set(offered) & set(peers[:6])
+        router.mcache.shift()  # as the heartbeat does after its gossip
+        assert dict(router.gossip_heartbeat()) == {}  # offered once, not in 3 heartbeats
+
+
+async def test_each_pubsub_peer_is_scored_with_the_ip_of_its_connection() -> None:
+    """py-libp2p 0.8.1 looked a new peer's IP up on its pubsub stream before that stream was
+    stored, so it recorded none, and its IP-colocation scoring and grafting for IP diversity
+    never ran (SPEC §14.3). Three hosts on 127.0.0.1, the hub connected to both others: once
+    each is the hub's pubsub peer, the hub's scorer holds its IP; once one disconnects, its IP
+    is forgotten."""
+    async with asyncio.timeout(30), hosts(3) as (hub, *leaves):
+        for leaf in leaves:
+            await leaf.connect(hub.listen_addrs[0])
+        router = _router(hub)
+        scorer = router.scorer
+        assert scorer is not None
+        ids = {ID.from_base58(leaf.peer_id) for leaf in leaves}
+        await _until(lambda: ids <= set(dict(router.peer_protocol)))
+        assert {peer: scorer.ip_by_peer.get(peer) for peer in ids} == dict.fromkeys(
+            ids, "127.0.0.1"
+        )
+        gone = ID.from_base58(leaves[0].peer_id)
+        await leaves[0].disconnect(hub.peer_id)
+        await _until(lambda: gone not in dict(router.peer_protocol))
+        assert gone not in dict(scorer.ip_by_peer)
+
+
+async def test_an_ihave_names_the_ids_peers_dedupe_by_so_nothing_seen_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """py-libp2p's message cache keyed messages by `from + seqno` whatever id pubsub dedupes
     by, so its IHAVEs named ids no seen-cache held: each was asked for by IWANT and sent whole
     again (SPEC §14.3). Four hosts, all connected, D 1 (D_high 2): each has peers outside its
-    mesh, which its heartbeats send IHAVEs; the app's ids are content hashes, as ours are."""
+    mesh, which its heartbeats send IHAVEs; the app's ids are content hashes, as ours are. The
+    gossip window is py-libp2p's 3 heartbeats here, so that ids every host has seen are still
+    offered (ours offers each id in one heartbeat, often before every host has it)."""
+    monkeypatch.setattr(gossip_router, "GOSSIP_WINDOW", 3)
 
     def message_id(data: bytes) -> bytes:
         return hashlib.sha256(data).digest()

@@ -8,12 +8,14 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+import libp2p.pubsub.pubsub as pubsub_module
 import pytest
 import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.node.p2p.peer_records import consume_once
 
 pytestmark = pytest.mark.integration
 
@@ -79,3 +81,40 @@ async def test_a_subscription_made_while_a_peers_hello_is_written_reaches_that_p
         release.set()
         while joiner.peer_id not in _subscribers(peer):  # noqa: ASYNC110 (no event to wait on)
             await asyncio.sleep(0.02)
+
+
+async def test_our_signed_record_goes_once_per_stream_not_in_every_rpc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """py-libp2p put our signed peer record (some 210 bytes) in every pubsub RPC, a quarter of
+    a node's gossip bytes at scale; a peer needs it once per stream, and again only when it
+    changes (node/p2p/peer_records.py, SPEC §14.3). One host publishes 8 messages to another:
+    every message arrives, the record was taken, and at most the hello and the first RPC after
+    it carried the record."""
+    async with (
+        asyncio.timeout(30),
+        P2PHost(HostConfig(identity_seed=b"\x01" * 32)) as publisher,
+        P2PHost(HostConfig(identity_seed=b"\x02" * 32)) as reader,
+    ):
+        carried: list[bool] = []  # per RPC the reader took from the publisher: had a record
+
+        def counting(msg: Any, host: Any, peer_id: ID) -> bool:
+            if peer_id.to_base58() == publisher.peer_id:
+                carried.append(msg.HasField("senderRecord"))
+            return consume_once(msg, host, peer_id)  # what the hosts installed
+
+        monkeypatch.setattr(pubsub_module, "maybe_consume_signed_record", counting)
+        sub = await reader.subscribe(TOPIC)
+        await publisher.subscribe(TOPIC)
+        await reader.connect(publisher.listen_addrs[0])
+        while publisher.peer_id not in _subscribers(reader):  # noqa: ASYNC110 (no event)
+            await asyncio.sleep(0.02)
+        for n in range(8):
+            await publisher.publish(TOPIC, b"message %d" % n)
+        while sub.delivered < 8:  # noqa: ASYNC110 (no event to wait on)
+            await asyncio.sleep(0.02)
+        pubsub = reader._gossip._pubsub
+        assert pubsub is not None
+        assert pubsub.host.get_peerstore().get_peer_record(ID.from_base58(publisher.peer_id))
+        assert len(carried) >= 8
+        assert sum(carried) <= 2

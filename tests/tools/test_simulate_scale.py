@@ -13,6 +13,7 @@ from hearthmesh.tools.cli import main
 from hearthmesh.tools.simulate.cost import NodeCost, parse_ss, summarize
 from hearthmesh.tools.simulate.scale import (
     ScaleConfig,
+    _above_idle,
     _by_window,
     _closed_between,
     _formation,
@@ -71,6 +72,15 @@ def test_growth_is_the_largest_size_over_the_smallest() -> None:
     assert growth["idle.sent_kib"] is None  # nothing at the smallest size: no ratio
     assert growth["workload.rss_mb"] == 1.0
     assert _growth([_size(1.0, 1.0)]) == {}
+
+
+def test_cpu_per_message_above_idle_leaves_out_the_idle_rate_over_the_workload() -> None:
+    """A node spending 0.3 CPU s in a 30 s idle phase spends 1.2 s of a 120 s workload on
+    nothing sent: of its 4.2 s over 60 messages, 50 ms a message is the messages'."""
+    work = {"cpu_s": {"mean": 4.2}, "seconds": 120.0}
+    idle = {"cpu_s": {"mean": 0.3}, "seconds": 30.0}
+    assert _above_idle(work, idle, 30.0, 60) == 50.0
+    assert _above_idle({}, idle, 30.0, 60) is None
 
 
 def test_closes_in_a_phase_are_each_nodes_new_ones_summed_per_reason() -> None:
