@@ -154,6 +154,17 @@ class GossipLayer:
             pubsub._handle_dead_peer(peer)  # what its own handler does after a read error
             garbled = MalformedMessage("a gossip RPC that does not decode")
             self._on_garbled(peer.to_base58(), garbled)
+        except Exception:
+            # Anything else py-libp2p lets out of its read loop is not the peer's doing as far
+            # as we can tell: uncharged, but it ends this stream and the peer's pubsub state
+            # only. Raised on, it ended the host's whole libp2p run while the node's API went on
+            # acking sends (py-libp2p's expired peer record, SPEC §14.3: R1 lost a node's
+            # deliveries for 55 s and 6 minutes).
+            peer = stream.muxed_conn.peer_id
+            log.exception("gossip from %s: the read loop failed", peer.to_base58()[-8:])
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            pubsub._handle_dead_peer(peer)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
