@@ -62,7 +62,7 @@ from hearthmesh.protocol.outbox import (
 from hearthmesh.storage.api import OutboxEntry, Store
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["LEASE_MS", "OutboxWorker"]
+__all__ = ["LEASE_MS", "OutboxWorker", "failure_text"]
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,21 @@ the tests' 50 ms), each a write batch."""
 
 _NEVER_MS: Final = 1 << 62
 
-FAILURE_REASON_CHARS: Final = 2_000
-"""Bound on the reason a failed batch logs (every home's error, each with its causes,
-`describe_error`): 200 cut a libp2p error's cause chain off after its first link, and the
-chain is what tells a stream the peer ended from one the connection took down."""
+HOME_FAILURE_TEXT_MAX: Final = 600
+"""Characters kept of one home's failure in a batch's reason: room for an error with its
+causes (`describe_error`, up to six), so the log says why, not only that, a home was not reached."""
+
+FAILURE_TEXT_MAX: Final = 2_000
+"""Characters kept of a batch's whole reason (each home's failure, then the relay's hand-off):
+a record names at most 8 homes, and a log line stays bounded whatever a peer's errors say."""
+
+
+def failure_text(errors: Iterable[str]) -> str:
+    """Why no home took a batch, for the log: each home's failure with its causes, bounded.
+    One cut of the joined text at 200 characters kept the first home's outer error and lost
+    the cause chain that says what went wrong (a reset, a negotiation timeout, a refusal)."""
+    text = "; ".join(error[:HOME_FAILURE_TEXT_MAX] for error in errors)
+    return text[:FAILURE_TEXT_MAX]
 
 
 class OutboxWorker:
@@ -441,8 +452,7 @@ class OutboxWorker:
         if command.relay_fallback:
             self._hops.hand_off(HandOff(recipient, homes, certs, items))
             errors.append("handed to a relay")
-        reason = "; ".join(errors)[:FAILURE_REASON_CHARS]
-        return self._machine.send_failed(destination, reason, self._now())
+        return self._machine.send_failed(destination, failure_text(errors), self._now())
 
     async def _probe(self, destination: bytes, limit: int) -> None:
         """Put a few parked rows back, due now: the next batch tries the homes (SPEC §11.5.2)."""

@@ -64,6 +64,14 @@ for 13-38 s (measured in the netlab); a probe stuck there held back the spare re
 address, learned meanwhile, as long. With the bound the probe moves on within two SYN
 retransmissions, and the one after it (at once, SPEC §11.5.2) dials the new record."""
 
+LET_GO_TIMEOUT_S: Final = 1.0
+"""Bound on resetting a failed deliver stream (or closing an idle one). Its frame waits for the
+connection's write lock, and on a dead path a write stuck on the full socket (a partition:
+gossip, another stream) holds that lock until TCP drains after the heal or gives up. Unbounded,
+the failed batch's `DeliveryFailed` waited there: in `simulate --partition` the sender's
+destination went down 40-60 s late instead of 15 s, its batches parked late, and messages
+reached the other side 27-54 s after the heal (SPEC §11.5.2, §20.4)."""
+
 BATCH_BYTES: Final = 768 * 1024
 """Below the bridge's 1 MiB frame limit with room for certificates and framing."""
 
@@ -118,6 +126,16 @@ class DeliveryFailed(HearthError):
 class _NoPong(TimeoutError):
     """A deliver stream's open or a batch's ack was late, and the connection answered no ping
     either: a dead path."""
+
+
+async def _let_go(ending: Coroutine[Any, Any, None]) -> None:
+    """A stream's reset or close, given up after `LET_GO_TIMEOUT_S`: the peer then learns of
+    the stream's end when its connection closes (the caller closes it on a dead path)."""
+    try:
+        async with asyncio.timeout(LET_GO_TIMEOUT_S):
+            await ending
+    except TimeoutError:
+        log.debug("a deliver stream's end waited past %.0f s: given up", LET_GO_TIMEOUT_S)
 
 
 class PeerLinks:
@@ -302,7 +320,7 @@ class PeerLinks:
             now - self._last_used.get(peer_id, now) > REUSE_IDLE_S or self._relayed_past(stream)
         ):
             del self._streams[peer_id]
-            await stream.close()  # never raises: the receiver reads a clean end
+            await _let_go(stream.close())  # never raises: the receiver reads a clean end
             stream = None
         if stream is None or stream.closed:
             # Not connected, libp2p dials the addresses it knows, each for up to 38 s.
@@ -329,7 +347,7 @@ class PeerLinks:
         stream = self._streams.pop(peer_id, None)
         if stream is not None:
             try:
-                await stream.reset()
+                await _let_go(stream.reset())
             except (HearthError, OSError):
                 log.debug("reset of a failed stream to %s failed too", peer_id[-8:])
 

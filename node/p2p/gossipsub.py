@@ -33,6 +33,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.tools.anyio_service import background_trio_service
 
+from hearthmesh.node.clock import SystemClock
 from hearthmesh.node.p2p import peer_records
 from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
@@ -41,7 +42,7 @@ from hearthmesh.node.p2p.gossip_router import MeshCounts, MeshRouter
 from hearthmesh.node.p2p.pubsub_hello import HelloPubsub
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 
-__all__ = ["HEARTBEAT_S", "BridgeCall", "GossipLayer"]
+__all__ = ["HEARTBEAT_S", "BridgeCall", "GossipLayer", "first_seqno"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,19 @@ class BridgeCall(Protocol):
     async def __call__(
         self, error: type[P2PError], what: str, fn: Callable[..., Awaitable[T]], *args: Any
     ) -> T: ...
+
+
+def first_seqno(now_ms: int) -> int:
+    """Where a host's gossip sequence numbers start (each publish takes the next): the wall
+    clock in nanoseconds, as go-libp2p starts them, so a node restarted after a crash never
+    signs a number it signed before (SPEC §14.3).
+
+    py-libp2p 0.8.1 starts at the wall clock in *seconds*. A node that publishes more than one
+    message a second runs ahead of that clock, so after a kill -9 and a restart it signed the
+    same (origin, seqno) again over other data: its peers took that for equivocation, forwarded
+    none of those messages and charged it 100 each (seen on the old release's nodes of
+    `simulate --upgrade` after every restart of a peer)."""
+    return now_ms * 1_000_000
 
 
 class GossipLayer:
@@ -119,6 +133,7 @@ class GossipLayer:
             strict_signing=True,
             msg_id_constructor=self._msg_id_constructor(),
         )
+        self._pubsub.counter = first_seqno(SystemClock().now_ms())
         for protocol in self._gossipsub.get_protocols():  # in place of pubsub's own handler
             host.set_stream_handler(protocol, self._read_rpcs)
         self._host = host
@@ -139,6 +154,17 @@ class GossipLayer:
             pubsub._handle_dead_peer(peer)  # what its own handler does after a read error
             garbled = MalformedMessage("a gossip RPC that does not decode")
             self._on_garbled(peer.to_base58(), garbled)
+        except Exception:
+            # Anything else py-libp2p lets out of its read loop is not the peer's doing as far
+            # as we can tell: uncharged, but it ends this stream and the peer's pubsub state
+            # only. Raised on, it ended the host's whole libp2p run while the node's API went on
+            # acking sends (py-libp2p's expired peer record, SPEC §14.3: R1 lost a node's
+            # deliveries for 55 s and 6 minutes).
+            peer = stream.muxed_conn.peer_id
+            log.exception("gossip from %s: the read loop failed", peer.to_base58()[-8:])
+            with contextlib.suppress(Exception):
+                await stream.reset()
+            pubsub._handle_dead_peer(peer)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import threading
 import time
 from typing import Any, cast
 
@@ -302,3 +303,43 @@ async def test_an_unanswered_batch_closes_its_streams_connection_only() -> None:
         await wait_until(lambda: a.paths_of(b.peer_id) == ["webrtc"])
         await asyncio.sleep(0.5)  # a close of every connection would have come by now
         assert a.paths_of(b.peer_id) == ["webrtc"]
+
+
+async def test_a_batch_unanswered_while_a_write_is_stuck_on_its_connection_fails() -> None:
+    """A partition fills the socket of a connection that carries gossip and other streams: a
+    write stuck there holds the connection's write lock until TCP drains after the heal. A
+    batch written before waits for its ack, and the ping cannot go out: a dead path. The
+    failed stream's reset waited for that lock too, so the batch failed, and its destination
+    went down, only once TCP drained: in `simulate --partition 20+30` messages crossed 27-29 s
+    after the heal. The reset is given up after its bound now (SPEC §11.5.2)."""
+    read, release = threading.Event(), threading.Event()
+
+    async def reads_then_stalls(stream: FrameStream) -> None:
+        await stream.read_frame()
+        read.set()
+        await asyncio.sleep(30)
+
+    async with asyncio.timeout(20), hosts(config(1, live_ping_s=DEAD_PING_S), config(2)) as (a, b):
+        b.set_stream_handler(DELIVER_PROTOCOL, reads_then_stalls)
+        await a.connect(b.listen_addrs[0])
+        links = PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S, ack_patience_s=60.0)
+
+        async def stuck_writer() -> None:
+            network = a._require_host().get_network()
+            (conn,) = network.get_connections(ID.from_base58(b.peer_id))
+            async with cast(Any, conn.muxed_conn)._write_lock:
+                while not release.is_set():  # noqa: ASYNC110 (set on the asyncio thread)
+                    await trio.sleep(0.02)
+
+        async def stall_writes_once_read() -> None:
+            await wait_until(read.is_set)  # the batch is out: from now on no write gets out
+            a._bridge.run_sync_soon(a._bridge.spawn, stuck_writer)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(stall_writes_once_read())
+                with pytest.raises(DeliveryFailed, match="no ping answered"):
+                    await links.deliver(b.peer_id, [], [])
+        finally:
+            release.set()
+        await wait_until(lambda: a.connections_closed == {CLOSED_UNANSWERED: 1})

@@ -106,6 +106,24 @@ def test_a_record_the_peerstore_no_longer_holds_is_checked_again(
     assert host.get_peerstore().get_peer_record(peer) is not None
 
 
+def test_a_record_whose_addresses_expired_is_checked_again_not_raised(
+    host: IHost, verified: list[bytes]
+) -> None:
+    """py-libp2p 0.8.1's `get_peer_record` raises `PeerStoreError` once the peer's addresses
+    expired; raised in the pubsub read loop, it ended the host's trio run (R1, seed 7: a node
+    delivered nothing for 55 s, until its next kill -9)."""
+    peer_keys, peer = _peer()
+    rpc = _rpc(peer_keys, seq=1)
+    assert consume_once(rpc, host, peer)
+    peerstore = host.get_peerstore()
+    assert isinstance(peerstore, PeerStore)
+    data = peerstore.peer_data_map[peer]
+    data.ttl, data.last_identified = 1, 0  # its addresses' time to live ran out long ago
+    assert consume_once(rpc, host, peer)
+    assert len(verified) == 2
+    assert host.get_peerstore().get_peer_record(peer) is not None
+
+
 def test_each_host_remembers_a_bounded_number_of_peers(
     host: IHost, verified: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
