@@ -113,13 +113,13 @@ async def answers_ping(muxed_conn: Any, timeout_s: float, heard_within_s: float 
     """
     if not isinstance(muxed_conn, Yamux) or not muxed_conn.is_established:
         return False
+    asked = trio.current_time()
+    if _read_since(muxed_conn, asked - heard_within_s):
+        return True  # heard lately: no ping, and py-libp2p's own ping event left as it was
     answered = trio.Event()
     muxed_conn._ping_event = answered
     muxed_conn._ping_id += 1
     header = struct.pack(YAMUX_HEADER_FORMAT, 0, TYPE_PING, FLAG_SYN, 0, muxed_conn._ping_id)
-    asked = trio.current_time()
-    if _read_since(muxed_conn, asked - heard_within_s):
-        return True  # heard lately: no ping needed
     with trio.move_on_after(timeout_s), contextlib.suppress(Exception):
         await muxed_conn._write_frame(header)
         muxed_conn._ping_sent_time = trio.current_time()
