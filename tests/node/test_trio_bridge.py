@@ -19,7 +19,7 @@ from trio._core._wakeup_socketpair import WakeupSocketpair
 from hearthmesh.node.p2p import guest_run
 from hearthmesh.node.p2p.bridge import TrioThread, _only_a_closing_race
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
-from hearthmesh.tools.netlab import NetLab, in_netns, netlab_unavailable
+from tests.integration.netlab import NetLab, in_netns, require_netlab
 
 CLOSED = RuntimeError("Nursery is closed to new arrivals")
 
@@ -101,9 +101,7 @@ async def test_on_loop_a_run_started_in_another_network_namespace_stays_in_it() 
     """A host started inside `in_netns` (the namespace tests) dials and listens in that
     namespace; a guest run would open its later sockets on the loop's thread, back in the
     process's namespace by then (a dial to the lab's addresses failed), so it takes a thread."""
-    reason = netlab_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
+    require_netlab()
 
     async def namespace_of_the_call() -> tuple[int, int]:
         found = os.stat("/proc/thread-self/ns/net")
