@@ -7,8 +7,14 @@ them under the supervisor. Stopping announces offline, cancels the services, sto
 closes the store, in that order. The API (rooms, sending, history, events, peers, devices)
 delegates to the services.
 
-State: the lifetime (the exit stack, the store, the host), the clock and HLC, the event hub,
-the supervisor and the run state; every service owns its own.
+Fail-stop (SPEC §11.8.5, ARCHITECTURE §6): when the libp2p run ends unasked or a service hits a
+fatal `StorageError`, the node logs one ERROR with the cause, marks itself failed (`failure`,
+`wait_failed`), refuses sends with `NodeFailed`, and stops as `stop` does (the store closes:
+everything acked is on disk). The app decides whether to start a new node (`hearthmesh run`
+does, `tools/home.py`).
+
+State: the lifetime (the exit stack, the store, the host, the fail-stop watcher), the clock and
+HLC, the event hub, the supervisor and the run state; every service owns its own.
 """
 
 from __future__ import annotations
@@ -46,7 +52,12 @@ from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.destinations import destination_peer
 from hearthmesh.protocol.digest import HistoryDigest
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
-from hearthmesh.protocol.errors import HearthError, LocalProtocolError, NotAuthorized
+from hearthmesh.protocol.errors import (
+    HearthError,
+    LocalProtocolError,
+    NodeFailed,
+    NotAuthorized,
+)
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC, gossip_message_id
 from hearthmesh.protocol.hlc import ZERO, Timestamp, decode_timestamp, encode_timestamp
 from hearthmesh.protocol.identity import DeviceCertificate, DeviceId, UserId
@@ -93,6 +104,10 @@ class Node:
         self._clock.on_correction(self._hlc.clock_corrected)
         self._supervisor = Supervisor()
         self._run_state = RunState()
+        self._closing = asyncio.Lock()
+        """Held while the exit stack unwinds: `stop` and the fail-stop close it once, in order."""
+        self._lifetime: asyncio.TaskGroup | None = None
+        self._fail_stop_task: asyncio.Task[None] | None = None
 
     # --- lifetime ---------------------------------------------------------------------------
 
@@ -105,11 +120,16 @@ class Node:
 
     async def start(self) -> None:
         """Open everything; on failure, close what was opened and re-raise."""
+        self._lifetime = asyncio.TaskGroup()
+        await self._lifetime.__aenter__()
         try:
             await self._start()
         except BaseException:
             self._run_state.stopping()
-            await self._stack.aclose()
+            try:
+                await self._close()
+            finally:
+                await self._end_lifetime()
             raise
 
     async def _start(self) -> None:
@@ -182,6 +202,9 @@ class Node:
         presence_sub = await host.subscribe(PRESENCE_TOPIC)
         await self._stack.enter_async_context(self._supervisor)
         self._stack.push_async_callback(self._cancel_services)
+        self._supervisor.spawn(self._watch_host(), "host-watch")
+        assert self._lifetime is not None
+        self._fail_stop_task = self._lifetime.create_task(self._fail_stop(), name="fail-stop")
         self._run_state.started()
         for peer in host.connected_peers():  # connected while we started (mDNS, inbound)
             self._connection_changed(peer, True)
@@ -243,10 +266,61 @@ class Node:
         )
 
     async def stop(self) -> None:
-        """Announce offline, stop services, the host and the store. Idempotent."""
+        """Announce offline, stop services, the host and the store. Idempotent; after a
+        fault, it waits for the fail-stop to end."""
         self._run_state.stopping()
         self._events.close()
-        await self._stack.aclose()
+        try:
+            await self._close()
+        finally:
+            await self._end_lifetime()
+
+    async def _close(self) -> None:
+        async with self._closing:
+            await self._stack.aclose()
+
+    async def _end_lifetime(self) -> None:
+        lifetime, self._lifetime = self._lifetime, None
+        if self._fail_stop_task is not None:
+            self._fail_stop_task.cancel()  # done already if the node failed: `_close` waited
+        if lifetime is not None:
+            await lifetime.__aexit__(None, None, None)
+
+    async def _watch_host(self) -> None:
+        """A supervised watch: the libp2p run that ends unasked is the node's fatal fault."""
+        lost = await self._host.wait_failed()
+        raise NodeFailed(str(lost)) from lost
+
+    async def _fail_stop(self) -> None:
+        """SPEC §11.8.5: on the first fatal fault, say so once, mark the node failed and stop
+        what still stops (services, host, store; everything acked is on disk by then)."""
+        fault = await self._supervisor.wait_fatal()
+        if isinstance(fault, NodeFailed):
+            failure = fault
+        else:
+            failure = NodeFailed(f"its store failed: {fault}")
+            failure.__cause__ = fault
+        self._run_state.failed(failure)
+        log.error(
+            "node %s failed: %s; it delivers nothing until it is started again: stopping it",
+            self.peer_id,
+            failure,
+            exc_info=failure,
+        )
+        self._events.close()
+        try:
+            await self._close()
+        except Exception as exc:  # the rest of the stack closed: only this part failed
+            log.warning("stopping the failed node %s: %r", self.peer_id, exc)
+
+    @property
+    def failure(self) -> NodeFailed | None:
+        """Why the node failed and stopped itself (SPEC §11.8.5); None while it runs."""
+        return self._run_state.failure
+
+    async def wait_failed(self) -> NodeFailed:
+        """Wait until the node fails (it is stopping itself by then); its failure."""
+        return await self._run_state.wait_failed()
 
     # --- identity ---------------------------------------------------------------------------
 
@@ -651,15 +725,23 @@ class Node:
 
         Raises:
             NotAuthorized: we are not a member of `room`.
+            NodeFailed: the node failed (SPEC §11.8.5): nothing was stored.
         """
         if kind in (Kind.MEMBERSHIP, Kind.TYPING, Kind.PRESENCE, Kind.PRIVATE):
             raise LocalProtocolError(f"{kind.name} is not sent with send()")
+        self._refuse_if_failed()
         sealed = await self._services.outgoing.seal(
             room, body, content_type, kind, written=written, acts_on=acts_on, to=to, turn=turn
         )
         if on_sealed is not None:
             on_sealed(sealed.envelope)
         return await self._services.outgoing.commit(sealed)
+
+    def _refuse_if_failed(self) -> None:
+        """A failed node acks nothing: it could not deliver it (SPEC §11.8.5)."""
+        failure = self._run_state.failure
+        if failure is not None:
+            raise NodeFailed(f"the node failed ({failure}); send again once it restarted")
 
     def take_turn(self, room: RoomId) -> SealTurn:
         """A client's send's place among our sends of `room`, taken without awaiting as it is

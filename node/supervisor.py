@@ -5,8 +5,11 @@ listeners, the API pumps...) and every background reaction runs under one `Super
 task group. An unexpected exception in one of them is logged once with its context (the
 service's name, and the peer when one is known), charged to that peer, and the service goes
 on: a one-shot reaction simply ends, a service is restarted after a backoff. The node stops only
-for its own fatal faults: a `StorageError` (the store failed or holds what it cannot read)
-propagates and ends the task group, and with it the node.
+for its own fatal faults (`FATAL`): a `StorageError` (the store failed or holds what it cannot
+read) or a `NodeFailed` (the libp2p run ended unasked). The first one is kept, every service is
+cancelled, and `wait_fatal()` returns it to the node, which stops itself (fail-stop, SPEC
+§11.8.5). It is not raised into the task group: that would cancel whichever task happened to
+enter the group (the one that started the node) and tell no one why.
 
 Inside a service, one input at a time is contained with `contain(name, peer)`: what one peer's
 message breaks costs that message alone, and the next one is handled.
@@ -22,19 +25,24 @@ from typing import Any, Final, Protocol, Self, TypeVar
 
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.protocol.errors import (
+    HearthError,
     LocalProtocolError,
     MalformedMessage,
+    NodeFailed,
     RemoteProtocolError,
     StorageError,
 )
 
-__all__ = ["RESTART_BACKOFF_S", "Supervisor"]
+__all__ = ["FATAL", "RESTART_BACKOFF_S", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_S: Final = (0.05, 30.0)
 """A failed service is restarted after the first delay, doubled per failure in a row, capped
 at the second; a run that lasted longer than the cap resets the count."""
+
+FATAL: Final = (StorageError, NodeFailed)
+"""The node's own faults: never contained; the first ends every service (`wait_fatal`)."""
 
 Charge = Callable[[str, RemoteProtocolError], None]
 """Charges a refusal to a peer (`PeerStanding.refused` for one item)."""
@@ -64,6 +72,7 @@ class Supervisor:
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._logged: set[tuple[str, str]] = set()
+        self._fatal: asyncio.Future[HearthError] | None = None
         self.faults = 0
         """Unexpected exceptions contained since start (services and inputs)."""
 
@@ -71,6 +80,7 @@ class Supervisor:
         group = asyncio.TaskGroup()
         await group.__aenter__()
         self._group = group
+        self._fatal = asyncio.get_running_loop().create_future()
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
@@ -96,6 +106,22 @@ class Supervisor:
         """Cancel every task (the node is stopping); the group's exit waits for them."""
         for task in list(self._tasks):
             task.cancel()
+
+    async def wait_fatal(self) -> HearthError:
+        """The first fatal fault (`FATAL`) of a service, once one ended them all."""
+        fatal = self._fatal
+        if fatal is None:
+            raise LocalProtocolError("wait_fatal outside the supervisor's lifetime")
+        return await asyncio.shield(fatal)
+
+    def _fatal_fault(self, name: str, exc: HearthError) -> None:
+        """Keep the first fatal fault for `wait_fatal` and end every service; the node that
+        waits logs it (once, as the cause of its stop)."""
+        fatal = self._fatal
+        if fatal is not None and not fatal.done():
+            log.debug("%s hit a fatal fault: %r", name, exc)
+            fatal.set_result(exc)
+            self.cancel()
 
     def handler(
         self, name: str, serve: Callable[[S], Awaitable[None]]
@@ -146,8 +172,8 @@ class Supervisor:
     async def _once(self, work: Work, name: str) -> None:
         try:
             await work
-        except StorageError:
-            raise
+        except FATAL as exc:
+            self._fatal_fault(name, exc)
         except Exception as exc:
             self._fault(name, exc, None)
 
@@ -159,8 +185,9 @@ class Supervisor:
             try:
                 await service()
                 return
-            except StorageError:
-                raise
+            except FATAL as exc:
+                self._fatal_fault(name, exc)
+                return
             except Exception as exc:
                 self._fault(name, exc, None)
             first, cap = self._backoff_s

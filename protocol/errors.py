@@ -32,6 +32,7 @@ __all__ = [
     "MembershipConflict",
     "MembershipLimit",
     "MessageRecalled",
+    "NodeFailed",
     "NotAContact",
     "NotAddressed",
     "NotAuthorized",
@@ -108,6 +109,7 @@ class ErrorCode(IntEnum):
     # 76-79: groups' history for new members (SPEC §30.6)
     HISTORY_NOT_SHARED = 76
     STORAGE = 100
+    NODE_FAILED = 101
 
 
 class HearthError(Exception):
@@ -362,6 +364,13 @@ class StorageError(HearthError):
     """The store failed or holds something it cannot read; the message names the path or key."""
 
     code = ErrorCode.STORAGE
+
+
+class NodeFailed(HearthError):
+    """The node failed and stopped itself (SPEC §11.8.5): its libp2p run ended unasked or its
+    store failed. It takes nothing more until it is started again; the cause is chained."""
+
+    code = ErrorCode.NODE_FAILED
 
 
 _REMOTE_BY_CODE: dict[int, type[HearthError]] = {

@@ -142,6 +142,8 @@ async def _status(client: ApiClient, args: Any) -> int:
     if args.json:
         print(json.dumps(status, indent=2))
         return 0
+    if status.get("state") == "failed":  # SPEC §11.8.5; an older node does not say
+        print(f"FAILED:    {status['failure']}")
     print(f"user id:   {status['user_id']}")
     print(f"peer id:   {status['peer_id']}")
     for address in status["listen_addrs"]:

@@ -1,31 +1,41 @@
 """`hearthmesh init` and `hearthmesh run`: create a home node's identity, then run it.
 
-Settings (config file, environment, flags) are merged by `hearthmesh.tools.settings`.
+`run` serves the node and its client API until SIGINT/SIGTERM. A node that failed (its libp2p
+run ended unasked, its store failed: it stopped itself, SPEC §11.8.5) is started again in this
+process from the same data dir after a backoff, its API showing the failure meanwhile; the run
+gives up with exit code 1 when faults repeat (`tools/restarts.py`, SPEC §11.8.6) or a start
+fails on the store. Settings (config file, environment, flags) are merged by
+`hearthmesh.tools.settings`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hearthmesh.protocol.actions import MAX_RECALL_WINDOW_MS
-from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.errors import HearthError, NodeFailed, StorageError
 from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.tools.bench.loop_lag import watch_loop
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
+from hearthmesh.tools.restarts import RestartPolicy, Restarts
 from hearthmesh.tools.settings import HomeSettings, SettingsError, parse_api
 
 if TYPE_CHECKING:
+    from hearthmesh.node.api import ApiConfig
     from hearthmesh.node.config import NodeConfig
+    from hearthmesh.node.node import Node
 
-__all__ = ["init_node", "link_node", "node_config", "run_node"]
+__all__ = ["init_node", "link_node", "node_config", "run_node", "serve_restarting"]
 
 log = logging.getLogger(__name__)
 
@@ -154,18 +164,112 @@ def node_config(settings: HomeSettings) -> NodeConfig:
     )
 
 
-async def _serve(settings: HomeSettings, started: Any) -> None:
-    from hearthmesh.node.api import ApiConfig, ApiServer
-    from hearthmesh.node.api.token import load_token
-    from hearthmesh.node.node import Node
-
-    host, port = parse_api(settings.api)
-    token = load_token(settings.data_dir)
+async def _serve(settings: HomeSettings, started: Any) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    config = node_config(settings)
+    return await serve_restarting(settings, started, stop)
+
+
+async def serve_restarting(
+    settings: HomeSettings,
+    started: Any,
+    stop: asyncio.Event,
+    policy: RestartPolicy | None = None,
+) -> int:
+    """Serve the node and its API until `stop` is set (0), starting a failed node again after
+    the policy's wait; 1 once the policy gives up. `started(node, api)` hears of each start.
+
+    Raises:
+        HearthError, OSError: the first start failed (settings, a taken port), or any start
+            failed on the store (StorageError: starting again would not cure it).
+    """
+    restarts = Restarts(policy or RestartPolicy())
+    loop = asyncio.get_running_loop()
+    first = True
+    while not stop.is_set():
+        try:
+            gave_up = await _serve_once(settings, started, stop, restarts, loop.time)
+        except StorageError:
+            raise
+        except (HearthError, OSError) as exc:
+            if first:
+                raise
+            gave_up = await _after_fault(exc, restarts, stop, loop.time())
+        if gave_up:
+            return 1
+        first = False
+    return 0
+
+
+async def _serve_once(
+    settings: HomeSettings,
+    started: Any,
+    stop: asyncio.Event,
+    restarts: Restarts,
+    now_s: Callable[[], float],
+) -> bool:
+    """One node's run: until `stop`, or its failure and the wait after it (the failed node's
+    API answering meanwhile, its status saying why). True when the policy gives up."""
+    from hearthmesh.node.api import ApiServer
+    from hearthmesh.node.node import Node
+
+    async with (
+        Node(node_config(settings)) as node,
+        ApiServer(node, _api_config(settings)) as api,
+        watch_loop(lambda: {"store_transactions": node.store.transactions}),
+    ):
+        started(node, api)
+        failure = await _stopped_or_failed(stop, node)
+        if failure is None:
+            print("stopping: announcing offline, flushing, closing the store ...", flush=True)
+            gave_up = False
+        else:
+            gave_up = await _after_fault(failure, restarts, stop, now_s())
+    if failure is None:
+        print("stopped cleanly", flush=True)
+    return gave_up
+
+
+async def _stopped_or_failed(stop: asyncio.Event, node: Node) -> NodeFailed | None:
+    """Wait for `stop` or the node's failure, whichever is first: the failure, or None."""
+    async with asyncio.TaskGroup() as group:
+        stopped = group.create_task(stop.wait())
+        failed = group.create_task(node.wait_failed())
+        await asyncio.wait([stopped, failed], return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        failed.cancel()
+    return None if stop.is_set() or failed.cancelled() else failed.result()
+
+
+async def _after_fault(
+    fault: BaseException, restarts: Restarts, stop: asyncio.Event, now_s: float
+) -> bool:
+    """Count a fault and wait before the restart (a stop ends the wait); True: give up."""
+    wait_s = restarts.fault(now_s)
+    if wait_s is None:
+        policy = restarts.policy
+        print(
+            f"error: {restarts.faults} faults within {policy.window_s:.0f} s, the last: "
+            f"{fault}; giving up",
+            file=sys.stderr,
+            flush=True,
+        )
+        return True
+    print(f"node failed: {fault}; starting it again in {wait_s:.0f} s", flush=True)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait_s):
+            await stop.wait()
+    return False
+
+
+def _api_config(settings: HomeSettings) -> ApiConfig:
+    from hearthmesh.node.api import ApiConfig
+    from hearthmesh.node.api.token import load_token
+
+    host, port = parse_api(settings.api)
+    token = load_token(settings.data_dir)
     api_config = ApiConfig(
         token=token,
         host=host,
@@ -177,15 +281,7 @@ async def _serve(settings: HomeSettings, started: Any) -> None:
     if settings.api_tls:
         cert, key = _tls_files(settings)
         api_config = replace(api_config, tls_cert_file=cert, tls_key_file=key)
-    async with (
-        Node(config) as node,
-        ApiServer(node, api_config) as api,
-        watch_loop(lambda: {"store_transactions": node.store.transactions}),
-    ):
-        started(node, api)
-        await stop.wait()
-        print("stopping: announcing offline, flushing, closing the store ...", flush=True)
-    print("stopped cleanly", flush=True)
+    return api_config
 
 
 def _tls_files(settings: HomeSettings) -> tuple[Path, Path]:
@@ -200,7 +296,7 @@ def _tls_files(settings: HomeSettings) -> tuple[Path, Path]:
 
 
 def run_node(settings: HomeSettings) -> int:
-    """Run until SIGINT/SIGTERM; returns the exit code."""
+    """Run until SIGINT/SIGTERM, restarting a failed node (SPEC §11.8.6); the exit code."""
     from hearthmesh.protocol.identity import user_id_text
 
     if not _has_identity(settings.data_dir):
@@ -234,11 +330,10 @@ def run_node(settings: HomeSettings) -> int:
     logging.getLogger("multiaddr").setLevel(logging.WARNING)  # a line per address parsed
     tune_collector()
     try:
-        asyncio.run(_serve(settings, started))
+        return asyncio.run(_serve(settings, started))
     except HearthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # the API port is taken, say
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0

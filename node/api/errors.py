@@ -11,6 +11,7 @@ from hearthmesh.protocol.errors import (
     ErrorCode,
     HearthError,
     MembershipConflict,
+    NodeFailed,
     NotAuthorized,
     NotFound,
     RateLimited,
@@ -46,6 +47,8 @@ def http_status_of(error: HearthError) -> int:
         return 429
     if isinstance(error, StorageError):
         return 500
+    if isinstance(error, NodeFailed):  # the node stopped itself; a restarted one takes it
+        return 503
     return 400
 
 

@@ -112,8 +112,11 @@ async def node_status(request: web.Request) -> web.Response:
     service = _service(request)
     node = service.node
     users, homes = node.unreachable()
+    failure = node.failure
     return web.json_response(
         {
+            "state": "running" if failure is None else "failed",
+            "failure": None if failure is None else str(failure),
             "peer_id": node.peer_id,
             "listen_addrs": node.listen_addrs,
             "user_id": user_id_text(node.user_id),

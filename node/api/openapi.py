@@ -204,6 +204,7 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
     "/openapi.json": {"get": _op("this document")},
     "/v1/node/status": {
         "get": _op(
+            "state (running, or failed with its failure: SPEC §11.8.5), "
             "peer id, listen addresses, user id, connected peers, reachability (public, "
             "private, unknown), relays we hold reservations on, each peer's paths (direct, "
             "webrtc or relay peer ids), hole punches per transport, unreachable homes, "

@@ -25,7 +25,10 @@ behalf of a caller that gave up. trio → asyncio: `TrioThread.to_asyncio(fn, *a
 
 The run's lifetime is `start()` … `stop()`: every trio task runs in the work nursery, which
 is cancelled before the service context (the libp2p host) is exited, and `stop()` returns only
-after the run has ended (and its thread, if it has one, has been joined).
+after the run has ended (and its thread, if it has one, has been joined). A run can also end
+unasked: a task's error that escaped (py-libp2p's, in its service nursery) ends the whole run.
+`wait_ended()` returns that error as soon as it happens, so the node can fail-stop (SPEC
+§11.8.5) instead of storing and acking what it can no longer deliver.
 """
 
 from __future__ import annotations
@@ -118,6 +121,8 @@ class TrioThread:
         self._stop_event: trio.Event | None = None
         self._finished: asyncio.Future[None] | None = None
         self._stopping = False
+        self._reported = False
+        """`wait_ended` handed out the error that ended the run: `stop` raises it no more."""
         self._guest_thread: int | None = None
         """The loop's thread when the run is a guest on it (`guest_run`): trio's calls to the
         loop from that thread skip the loop's wake-up pipe (`call_soon`)."""
@@ -210,6 +215,9 @@ class TrioThread:
         if error is not None and ready.done() and _only_a_closing_race(error):
             log.info("trio run %s: libp2p took a stream while closing", self._name)
             error = None
+        elif error is not None and not self._stopping and ready.done():
+            # Whoever waits in `wait_ended` reports it (the node logs it once, as its fault).
+            log.warning("trio run %s ended unasked: %s", self._name, type(error).__name__)
         elif error is not None:
             log.error("trio run %s failed: %r", self._name, error, exc_info=error)
         finished = self._finished
@@ -393,18 +401,37 @@ class TrioThread:
         if cancelled:
             raise asyncio.CancelledError
 
+    async def wait_ended(self) -> BaseException | None:
+        """Wait until the run has ended; what ended it unasked (before `stop` asked): the error
+        that escaped, or `HostClosed` if it returned; None if `stop` asked. An error returned
+        here counts as reported: `stop` raises it no more.
+
+        Raises:
+            HostClosed: the run was never started.
+        """
+        finished = self._finished
+        if finished is None:
+            raise HostClosed(f"trio thread {self._name} not started")
+        await asyncio.wait([finished])
+        if self._stopping:
+            return None
+        self._reported = True
+        error = None if finished.cancelled() else finished.exception()
+        return error or HostClosed(f"trio thread {self._name} returned unasked")
+
     async def stop(self) -> None:
         """Cancel the work nursery, exit the service, end `trio.run` and join the thread.
 
         Raises:
-            P2PError: the trio thread failed (the original error is chained).
+            P2PError: the trio thread failed and `wait_ended` did not report it (the original
+                error is chained).
         """
         self._request_stop()
         finished = self._finished
         await self._join()
         if finished is not None and finished.done() and not finished.cancelled():
             error = finished.exception()
-            if error is not None:
+            if error is not None and not self._reported:
                 raise P2PError(f"trio thread {self._name} failed: {error!r}") from error
 
 

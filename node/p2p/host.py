@@ -568,6 +568,17 @@ class P2PHost:
             self._gossip.end_subscriptions()
             await self._bridge.stop()
 
+    async def wait_failed(self) -> P2PError:
+        """Wait until the trio run ends unasked (a task's error escaped py-libp2p and ended
+        the run: the host then delivers nothing); the error, its cause chained. Never returns
+        when `aclose` ends the run; the caller cancels the wait (SPEC §11.8.5)."""
+        ended = await self._bridge.wait_ended()
+        if ended is None or self._closing:
+            await asyncio.Future()  # stopped as asked: no failure to report
+        failure = P2PError(f"libp2p host {self.peer_id[-8:]} ended unasked: {_leaves(ended)}")
+        failure.__cause__ = ended
+        return failure
+
     def _spawn_socket_closer(self) -> None:
         """Trio thread, at stop: close the sockets left after `STOP_ABORT_S` (scaled with
         `HostConfig.stop_grace_s`). A system task, not one of the work nursery: a task stuck
@@ -1393,6 +1404,13 @@ def _refused_protocol(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _leaves(error: BaseException | None) -> str:
+    """`RuntimeError('...')`: the errors inside trio's nested nursery groups, each once."""
+    if isinstance(error, BaseExceptionGroup):
+        return ", ".join(dict.fromkeys(_leaves(inner) for inner in error.exceptions))
+    return repr(error)
 
 
 def _refuse_nothing(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
