@@ -10,7 +10,9 @@ Any ack from one of its homes ends the outage.
 
 A healed partition brings no new connection, so the probe is what finds a home back: its delay
 is capped at `probe_max_ms` (a few seconds, not the minute of SPEC §11.5.1), and a home that
-connects while a probe is under way is probed again as soon as that probe ends.
+connects while a probe is under way is probed again as soon as that probe ends. A failure where
+every home tried was connected and refused the stream (`refused`) is no lost path a heal
+brings back: the same home says no again, so that delay keeps §11.5.1's minute cap.
 
 The probes due are kept in a heap by time: a group's absent members are ~1,000 destinations
 down for good, and scanning them all for the next probe at every re-arm of the outbox's timer
@@ -26,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
-from .backoff import next_attempt_ms
+from .backoff import BACKOFF_CAP_MS, next_attempt_ms
 from .identity import Rng
 
 __all__ = ["PROBE_MAX_MS", "Outages"]
@@ -79,17 +81,24 @@ class Outages:
         return outage is not None and outage.homeless
 
     def failed(
-        self, destination: bytes, now_ms: int, *, homeless: bool = False, not_before_ms: int = 0
+        self,
+        destination: bytes,
+        now_ms: int,
+        *,
+        homeless: bool = False,
+        refused: bool = False,
+        not_before_ms: int = 0,
     ) -> bool:
-        """An attempt (or probe) found no reachable home (`homeless`: none to try at all);
-        probed again after the delay, not before `not_before_ms`. True if it was up until
-        now."""
+        """An attempt (or probe) found no reachable home (`homeless`: none to try at all;
+        `refused`: each home tried was connected and refused the stream); probed again after
+        the delay, not before `not_before_ms`. True if it was up until now."""
         outage = self._down.get(destination)
         failures = 1 if outage is None else outage.failures + 1
         if outage is not None and outage.revived:
             retry_at = now_ms  # a home connected during the probe: that one may answer now
         else:
-            retry_at = next_attempt_ms(failures, now_ms, self._rng, cap_ms=self._probe_max_ms)
+            cap_ms = BACKOFF_CAP_MS if refused else self._probe_max_ms
+            retry_at = next_attempt_ms(failures, now_ms, self._rng, cap_ms=cap_ms)
             retry_at = max(retry_at, not_before_ms)
         self._down[destination] = _Outage(
             failures=failures, retry_at_ms=retry_at, homeless=homeless

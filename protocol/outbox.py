@@ -413,16 +413,23 @@ class OutboxMachine(Generic[E]):
         return commands + self._ended()
 
     def send_failed(
-        self, destination: bytes, error: str, now_ms: int, *, homeless: bool = False
+        self,
+        destination: bytes,
+        error: str,
+        now_ms: int,
+        *,
+        homeless: bool = False,
+        refused: bool = False,
     ) -> list[OutboxCommand]:
-        """No home took the batch in flight (`homeless`: no record names one to try): the
-        destination is down, the batch parked."""
+        """No home took the batch in flight (`homeless`: no record names one to try;
+        `refused`: each home tried was connected and refused the stream, so its probes back
+        off to §11.5.1's cap): the destination is down, the batch parked."""
         batch = self._batch_of(destination)
         del self._in_flight[destination]
         self._release(destination, batch)
         self._shrink(destination, len(batch))
         commands: list[OutboxCommand] = []
-        if self._outages.failed(destination, now_ms, homeless=homeless):
+        if self._outages.failed(destination, now_ms, homeless=homeless, refused=refused):
             commands.append(WentDown(destination=destination, error=error))
         ids = tuple(e.message_id for e in batch)
         commands.append(Park(destination=destination, message_ids=ids))

@@ -35,7 +35,7 @@ from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.identity.home_lookup import HomeLookups
 from hearthmesh.node.identity.keyring import Keyring
-from hearthmesh.node.p2p.errors import P2PError
+from hearthmesh.node.p2p.errors import P2PError, StreamRefused
 from hearthmesh.protocol.delivery import BatchItem
 from hearthmesh.protocol.destinations import destination_peer
 from hearthmesh.protocol.envelope import Envelope, MessageId
@@ -433,6 +433,7 @@ class OutboxWorker:
                     destination, "no home record for the recipient", self._now(), homeless=True
                 )
         errors: list[str] = []
+        refused = True  # every home tried was connected and refused the stream (SPEC §11.5.2)
         addresses = self._directory.addresses(recipient)
         for home in homes:
             try:
@@ -443,16 +444,19 @@ class OutboxWorker:
                     # Opening a stream would dial the same addresses again, a second dial
                     # bound; the next try takes whatever newer record came meanwhile.
                     errors.append(f"{home[-8:]}: no address of its record answered")
+                    refused = False
                     continue
                 ack = await self._links.deliver(home, certs, items)
             except (DeliveryFailed, P2PError) as exc:
                 errors.append(str(exc))
+                refused = refused and isinstance(exc.__cause__ or exc, StreamRefused)
                 continue
             return self._machine.ack_received(destination, home, ack.results, self._now())
         if command.relay_fallback:
             self._hops.hand_off(HandOff(recipient, homes, certs, items))
             errors.append("handed to a relay")
-        return self._machine.send_failed(destination, failure_text(errors), self._now())
+        text = failure_text(errors)
+        return self._machine.send_failed(destination, text, self._now(), refused=refused)
 
     async def _probe(self, destination: bytes, limit: int) -> None:
         """Put a few parked rows back, due now: the next batch tries the homes (SPEC §11.5.2)."""

@@ -12,11 +12,13 @@ __all__ = [
     "DialFailed",
     "HostClosed",
     "P2PError",
+    "PeerUnreachable",
     "ProtocolNotSpoken",
     "StreamClosed",
     "StreamCutOff",
     "StreamIdle",
     "StreamOpenFailed",
+    "StreamRefused",
     "describe_error",
 ]
 
@@ -37,10 +39,22 @@ class StreamOpenFailed(P2PError):
     """A stream could not be opened: no connection, or the peer does not speak the protocol."""
 
 
-class ProtocolNotSpoken(StreamOpenFailed):
+class PeerUnreachable(StreamOpenFailed):
+    """No connection to the peer could be made or kept for the stream: the dial failed, or the
+    connection closed under the open. The path is lost; the peer may be fine."""
+
+
+class StreamRefused(StreamOpenFailed):
+    """The peer is connected and did not give the stream: it said no to the protocol
+    (`ProtocolNotSpoken`), or reset the stream or let its negotiation time out while the
+    connection stayed up (its stream slots were full, it is loaded). Trying again at once
+    meets the same peer in the same state, unlike a lost path."""
+
+
+class ProtocolNotSpoken(StreamRefused):
     """The peer answered that it speaks none of the protocols asked for (multistream `na`).
-    Any other failure to open (a negotiation that timed out on a loaded peer, a stream reset
-    past its slots) says nothing of what the peer speaks."""
+    Any other refusal (a negotiation that timed out on a loaded peer, a stream reset past its
+    slots) says nothing of what the peer speaks."""
 
 
 class StreamClosed(P2PError):

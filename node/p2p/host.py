@@ -51,9 +51,11 @@ from hearthmesh.node.p2p.errors import (
     DialFailed,
     HostClosed,
     P2PError,
+    PeerUnreachable,
     ProtocolNotSpoken,
     StreamClosed,
     StreamOpenFailed,
+    StreamRefused,
     describe_error,
 )
 from hearthmesh.node.p2p.frame_stream import FrameStream, ReadLimits
@@ -1295,7 +1297,9 @@ class P2PHost:
         """Open a stream to `peer_id` (dialling known addresses if not connected).
 
         Raises:
-            StreamOpenFailed: no route to the peer, or it does not speak `protocol_id`.
+            PeerUnreachable: no connection could be made or kept (the path is lost).
+            StreamRefused: the peer, connected, did not give the stream; `ProtocolNotSpoken`
+                if it does not speak `protocol_id`.
         """
         raw = await self._call(
             StreamOpenFailed,
@@ -1309,12 +1313,18 @@ class P2PHost:
     async def _open_on_trio(self, peer_id: str, protocol_id: str) -> _LibP2PStream:
         peer = ID.from_base58(peer_id)
         await self._forget_closed_connections(peer)  # so a closed one does not stop the dial
+        host = self._require_host()
         try:
-            stream = await self._require_host().new_stream(peer, [TProtocol(protocol_id)])
+            stream = await host.new_stream(peer, [TProtocol(protocol_id)])
         except Exception as exc:
             if _refused_protocol(exc):
                 raise ProtocolNotSpoken(f"{peer_id} does not speak {protocol_id}") from exc
-            raise
+            # Told apart by what is left, not by libp2p's words: a connection still open
+            # means the peer is there and the stream alone failed.
+            what = f"open {protocol_id} to {peer_id}: {describe_error(exc)}"
+            if _open_connection(host, peer):
+                raise StreamRefused(what) from exc
+            raise PeerUnreachable(what) from exc
         return _LibP2PStream(stream, self._tracker)
 
     # ---- gossip (node/p2p/gossipsub.py) -------------------------------------------------------
@@ -1404,6 +1414,14 @@ def _refused_protocol(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _open_connection(host: IHost, peer: ID) -> bool:
+    """Trio thread: does the swarm hold a connection to `peer` that is not closed?"""
+    network = host.get_network()
+    if not isinstance(network, Swarm):
+        return peer in host.get_connected_peers()
+    return any(not connection.is_closed for connection in network.get_connections(peer))
 
 
 def _leaves(error: BaseException | None) -> str:

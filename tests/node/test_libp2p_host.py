@@ -21,7 +21,13 @@ from libp2p.abc import INetConn, INetStream, INetwork
 from libp2p.peer.id import ID
 
 from hearthmesh.node.p2p.autonat import Reachability
-from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed, StreamOpenFailed
+from hearthmesh.node.p2p.errors import (
+    PeerUnreachable,
+    ProtocolNotSpoken,
+    StreamClosed,
+    StreamOpenFailed,
+    StreamRefused,
+)
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
 from hearthmesh.node.p2p.host import (
@@ -130,6 +136,23 @@ async def test_a_protocol_the_peer_does_not_speak_is_told_apart_from_other_failu
         with pytest.raises(StreamOpenFailed) as failed:
             await a.open_stream(gone, ECHO)
         assert not isinstance(failed.value, ProtocolNotSpoken)
+
+
+async def test_a_refused_stream_is_told_apart_from_a_lost_path() -> None:
+    """A connected peer that says no is `StreamRefused` (the outbox backs off as from a peer
+    that will say it again); a peer that was stopped, or never ran, is `PeerUnreachable`."""
+    async with asyncio.timeout(20), hosts(config(1)) as (a,):
+        async with hosts(config(2)) as (b,):
+            await a.connect(b.listen_addrs[0])
+            with pytest.raises(StreamRefused) as refused:
+                await a.open_stream(b.peer_id, ECHO)  # b serves no echo: it answers `na`
+            assert isinstance(refused.value, ProtocolNotSpoken)
+        with pytest.raises(PeerUnreachable):  # stopped: its connection closes under the open
+            await a.open_stream(b.peer_id, ECHO)
+        with pytest.raises(PeerUnreachable):  # its address refuses the dial now
+            await a.open_stream(b.peer_id, ECHO)
+        with pytest.raises(PeerUnreachable):  # no such host runs: no address is known
+            await a.open_stream(peer_id_from_seed(seed(9)), ECHO)
 
 
 async def test_oversized_frame_is_rejected_and_the_host_keeps_working() -> None:

@@ -121,3 +121,22 @@ def test_the_probes_due_are_those_a_scan_of_every_outage_finds(
             expected = sorted((t, d) for d, t in waiting.items() if t <= now)
             assert outages.due_probes(now) == [d for _, d in expected]
             assert all(down[d].probing for _, d in expected)
+
+
+def test_a_destination_whose_homes_refuse_the_stream_backs_off_to_the_full_cap() -> None:
+    """A connected home that refused the stream (it speaks no deliver protocol, its slots are
+    full) says no again: no heal brings it back, so its probes wait up to §11.5.1's minute,
+    not the few seconds that find a lost path back (SPEC §11.5.2)."""
+    lost, refused = Outages(rng=counter_rng()), Outages(rng=counter_rng())
+    now = T0
+    for _ in range(20):  # a long outage: every probe failed
+        lost.failed(BOB, now)
+        refused.failed(BOB, now, refused=True)
+        now += BACKOFF_CAP_MS
+        assert lost.due_probes(now) == refused.due_probes(now) == [BOB]
+    lost.failed(BOB, now)
+    refused.failed(BOB, now, refused=True)
+    assert lost.due_probes(now + PROBE_MAX_MS) == [BOB]
+    assert refused.due_probes(now + PROBE_MAX_MS) == []
+    probe_ms = refused.next_probe_ms()
+    assert probe_ms is not None and probe_ms >= now + BACKOFF_CAP_MS // 2
