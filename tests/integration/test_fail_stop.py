@@ -16,7 +16,7 @@ from hearthmesh.node.api import ApiServer
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.envelope import RoomId
-from hearthmesh.protocol.errors import ErrorCode
+from hearthmesh.protocol.errors import ErrorCode, StorageError
 from hearthmesh.protocol.identity import UserId, user_id_text
 from hearthmesh.storage.api import Direction
 from hearthmesh.tools.client import ApiRefused
@@ -147,6 +147,22 @@ async def test_hearthmesh_run_gives_up_when_faults_repeat(tmp_path: Path) -> Non
             end_the_libp2p_run(node)
         assert await serving == 1
         assert run.nodes.empty()  # no third start
+
+
+async def test_hearthmesh_run_gives_up_when_a_restart_fails_on_the_store(tmp_path: Path) -> None:
+    """Starting again cannot cure a store that does not open: the run ends (`run_node` prints
+    the error and exits 1, as for a first start that fails so)."""
+    run = _Run(tmp_path, RestartPolicy(first_wait_s=2))
+    async with asyncio.timeout(30):
+        serving = asyncio.create_task(run.serve())  # not in a group: its error is the subject
+        node = await run.nodes.get()
+        end_the_libp2p_run(node)
+        await node.wait_failed()
+        await node.stop()  # returns once the fail-stop closed the store
+        (run.data_dir / "store" / "data.mdb").write_bytes(b"not an LMDB file" * 512)
+        with pytest.raises(StorageError, match="cannot open store"):
+            await serving
+        assert run.nodes.empty()
 
 
 async def test_a_stop_during_the_wait_before_a_restart_ends_the_run(tmp_path: Path) -> None:
