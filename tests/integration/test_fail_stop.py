@@ -45,14 +45,15 @@ def end_the_libp2p_run(node: Node) -> None:
     bridge.run_sync_soon(bridge.spawn, escaped)
 
 
+@pytest.mark.parametrize("on_loop", [False, True], ids=["trio-thread", "trio-on-loop"])
 async def test_a_node_whose_libp2p_run_ends_says_so_refuses_sends_and_stops(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, on_loop: bool
 ) -> None:
     async with asyncio.timeout(30):
-        async with home(tmp_path / "warm-up"):  # pools a process keeps after its first node
+        async with home(tmp_path / "warm-up", trio_on_loop=on_loop):  # pools a process keeps
             pass
         threads, files = set(threading.enumerate()), _open_files()
-        async with home(tmp_path / "a") as a:
+        async with home(tmp_path / "a", trio_on_loop=on_loop) as a:
             room = await open_conversation(a, OTHER)
             path = f"/v1/conversation/{room}/messages"
             acked = await a.client.call("POST", path, {"message": "acked before"})
