@@ -295,6 +295,9 @@ class Node:
         """SPEC §11.8.5: on the first fatal fault, say so once, mark the node failed and stop
         what still stops (services, host, store; everything acked is on disk by then)."""
         fault = await self._supervisor.wait_fatal()
+        if not self._run_state.running():  # `stop` began first: it closes all
+            log.warning("node %s hit a fault while stopping: %s", self.peer_id, fault)
+            return
         if isinstance(fault, NodeFailed):
             failure = fault
         else:

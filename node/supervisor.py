@@ -129,12 +129,16 @@ class Supervisor:
         """`serve` for a stream handler: an unexpected exception is logged once (`_fault`) and
         raised as `MalformedMessage`, so the host, which owns a stream's outcome, charges it to
         the peer as a whole frame and resets the stream, exactly once (SPEC §11.8.2).
-        Refusals, ended links and storage faults pass through unchanged."""
+        Refusals, ended links and storage faults pass through unchanged; a storage fault is
+        also the node's fatal fault, as in a service (`wait_fatal`)."""
 
         async def supervised(stream: S) -> None:
             try:
                 await serve(stream)
-            except (RemoteProtocolError, P2PError, StorageError):
+            except StorageError as exc:
+                self._fatal_fault(name, exc)
+                raise
+            except (RemoteProtocolError, P2PError):
                 raise
             except Exception as exc:
                 self._fault(name, exc, stream.remote_peer)
