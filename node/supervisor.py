@@ -129,16 +129,15 @@ class Supervisor:
         """`serve` for a stream handler: an unexpected exception is logged once (`_fault`) and
         raised as `MalformedMessage`, so the host, which owns a stream's outcome, charges it to
         the peer as a whole frame and resets the stream, exactly once (SPEC §11.8.2).
-        Refusals, ended links and storage faults pass through unchanged; a storage fault is
-        also the node's fatal fault, as in a service (`wait_fatal`)."""
+        Refusals, ended links and storage faults pass through unchanged. A storage fault here
+        is not the node's fatal fault: it may be one unreadable item a peer asked for (a media
+        blob that no longer matches its address), and a fail-stop per such request would take
+        the node down for good (`hearthmesh run` gives up on repeated faults)."""
 
         async def supervised(stream: S) -> None:
             try:
                 await serve(stream)
-            except StorageError as exc:
-                self._fatal_fault(name, exc)
-                raise
-            except (RemoteProtocolError, P2PError):
+            except (RemoteProtocolError, P2PError, StorageError):
                 raise
             except Exception as exc:
                 self._fault(name, exc, stream.remote_peer)

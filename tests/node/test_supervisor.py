@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 
 import pytest
 
@@ -117,22 +116,3 @@ async def test_contained_inputs_are_charged_to_their_peer(
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
     with pytest.raises(StorageError), supervisor.contain("listener", "peer-a"):
         raise StorageError("ours, fatal")
-
-
-@dataclass
-class _Stream:
-    remote_peer: str
-
-
-async def test_a_storage_error_in_a_stream_handler_is_the_nodes_fatal_fault_too() -> None:
-    """The store a handler found broken is the one every service uses: the node fail-stops
-    (SPEC §11.8.5); the error still reaches the host, which resets the stream."""
-    broken = StorageError("the disk is gone")
-
-    async def deliver(_stream: _Stream) -> None:
-        raise broken
-
-    async with asyncio.timeout(5), Supervisor(backoff_s=FAST) as supervisor:
-        with pytest.raises(StorageError):
-            await supervisor.handler("deliver", deliver)(_Stream("peer-a"))
-        assert await supervisor.wait_fatal() is broken
