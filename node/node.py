@@ -563,6 +563,11 @@ class Node:
         """Unexpected exceptions its services contained since start (SPEC §11.8)."""
         return self._supervisor.faults
 
+    @property
+    def unreadable_items(self) -> int:
+        """Times one unreadable stored item was met and contained (SPEC §11.8.7)."""
+        return self._supervisor.unreadable_items
+
     def is_banned(self, peer_id: str) -> bool:
         """True while `peer_id` is banned here for bad input (SPEC §11.6)."""
         return not self._services.standing.admits(peer_id)

@@ -5,11 +5,15 @@ listeners, the API pumps...) and every background reaction runs under one `Super
 task group. An unexpected exception in one of them is logged once with its context (the
 service's name, and the peer when one is known), charged to that peer, and the service goes
 on: a one-shot reaction simply ends, a service is restarted after a backoff. The node stops only
-for its own fatal faults (`FATAL`): a `StorageError` (the store failed or holds what it cannot
-read) or a `NodeFailed` (the libp2p run ended unasked). The first one is kept, every service is
-cancelled, and `wait_fatal()` returns it to the node, which stops itself (fail-stop, SPEC
-§11.8.5). It is not raised into the task group: that would cancel whichever task happened to
-enter the group (the one that started the node) and tell no one why.
+for its own fatal faults (`FATAL`): a `StorageError` (the store failed) or a `NodeFailed` (the
+libp2p run ended unasked), met by a service or a stream handler alike. The first one is kept,
+every service is cancelled, and `wait_fatal()` returns it to the node, which stops itself
+(fail-stop, SPEC §11.8.5). It is not raised into the task group: that would cancel whichever
+task happened to enter the group (the one that started the node) and tell no one why.
+
+One `UnreadableItem` (a damaged blob, a row that does not decode) is no such fault: it is
+contained where it is met, logged once per item (`unreadable`) and charged to no one, since the
+fault is ours and a peer asking for it again must not restart the node each time (§11.8.7).
 
 Inside a service, one input at a time is contained with `contain(name, peer)`: what one peer's
 message breaks costs that message alone, and the next one is handled.
@@ -31,9 +35,10 @@ from hearthmesh.protocol.errors import (
     NodeFailed,
     RemoteProtocolError,
     StorageError,
+    UnreadableItem,
 )
 
-__all__ = ["FATAL", "RESTART_BACKOFF_S", "Supervisor"]
+__all__ = ["FATAL", "MAX_UNREADABLE_LOGGED", "RESTART_BACKOFF_S", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +47,11 @@ RESTART_BACKOFF_S: Final = (0.05, 30.0)
 at the second; a run that lasted longer than the cap resets the count."""
 
 FATAL: Final = (StorageError, NodeFailed)
-"""The node's own faults: never contained; the first ends every service (`wait_fatal`)."""
+"""The node's own faults: never contained; the first ends every service (`wait_fatal`).
+`UnreadableItem`, a `StorageError`, is caught before this tuple wherever it is used."""
+
+MAX_UNREADABLE_LOGGED: Final = 1024
+"""Unreadable items remembered as logged; past it, each new one is one DEBUG line."""
 
 Charge = Callable[[str, RemoteProtocolError], None]
 """Charges a refusal to a peer (`PeerStanding.refused` for one item)."""
@@ -72,9 +81,12 @@ class Supervisor:
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._logged: set[tuple[str, str]] = set()
+        self._unreadable_logged: set[str] = set()
         self._fatal: asyncio.Future[HearthError] | None = None
         self.faults = 0
         """Unexpected exceptions contained since start (services and inputs)."""
+        self.unreadable_items = 0
+        """Times an unreadable item was met (each one logged once, `unreadable`)."""
 
     async def __aenter__(self) -> Self:
         group = asyncio.TaskGroup()
@@ -129,15 +141,20 @@ class Supervisor:
         """`serve` for a stream handler: an unexpected exception is logged once (`_fault`) and
         raised as `MalformedMessage`, so the host, which owns a stream's outcome, charges it to
         the peer as a whole frame and resets the stream, exactly once (SPEC §11.8.2).
-        Refusals, ended links and storage faults pass through unchanged. A storage fault here
-        is not the node's fatal fault: it may be one unreadable item a peer asked for (a media
-        blob that no longer matches its address), and a fail-stop per such request would take
-        the node down for good (`hearthmesh run` gives up on repeated faults)."""
+        Refusals and ended links pass through unchanged. An `UnreadableItem` is logged once
+        and passes through (the host resets that stream and charges no one); any other
+        `StorageError` or `NodeFailed` is the node's fatal fault, as in a service."""
 
         async def supervised(stream: S) -> None:
             try:
                 await serve(stream)
-            except (RemoteProtocolError, P2PError, StorageError):
+            except UnreadableItem as exc:
+                self.unreadable(name, exc)
+                raise
+            except FATAL as exc:
+                self._fatal_fault(name, exc)
+                raise
+            except (RemoteProtocolError, P2PError):
                 raise
             except Exception as exc:
                 self._fault(name, exc, stream.remote_peer)
@@ -150,9 +167,12 @@ class Supervisor:
         """Handle one input of `peer`: a `RemoteProtocolError` is charged and dropped quietly;
         a stream or connection that ended (`P2PError`: a peer killed, a link cut) is an
         expected event, one DEBUG line; anything else unexpected is logged once and charged as
-        malformed input. A `StorageError` and cancellation pass through."""
+        malformed input. An `UnreadableItem` is logged once and dropped, charged to no one
+        (the fault is ours); any other `StorageError` and cancellation pass through."""
         try:
             yield
+        except UnreadableItem as exc:
+            self.unreadable(name, exc)
         except StorageError:
             raise
         except P2PError as exc:
@@ -175,6 +195,8 @@ class Supervisor:
     async def _once(self, work: Work, name: str) -> None:
         try:
             await work
+        except UnreadableItem as exc:
+            self.unreadable(name, exc)
         except FATAL as exc:
             self._fatal_fault(name, exc)
         except Exception as exc:
@@ -188,6 +210,8 @@ class Supervisor:
             try:
                 await service()
                 return
+            except UnreadableItem as exc:
+                self.unreadable(name, exc)
             except FATAL as exc:
                 self._fatal_fault(name, exc)
                 return
@@ -198,6 +222,18 @@ class Supervisor:
             delay = min(cap, first * 2 ** min(failures - 1, 30))
             log.info("service %s restarts in %.2f s", name, delay)
             await asyncio.sleep(delay)
+
+    def unreadable(self, name: str, exc: UnreadableItem) -> None:
+        """Note one unreadable item met by `name`: an ERROR naming it the first time (up to
+        MAX_UNREADABLE_LOGGED items), a DEBUG line each time after; nothing is charged."""
+        self.unreadable_items += 1
+        if exc.item in self._unreadable_logged:
+            log.debug("%s met unreadable %s again", name, exc.item)
+        elif len(self._unreadable_logged) >= MAX_UNREADABLE_LOGGED:
+            log.debug("%s met unreadable %s: %s", name, exc.item, exc)
+        else:
+            self._unreadable_logged.add(exc.item)
+            log.error("%s met an unreadable item; the node goes on: %s", name, exc)
 
     def _fault(self, name: str, exc: Exception, peer: str | None) -> None:
         """Log an unexpected exception: with its traceback the first time for this service and

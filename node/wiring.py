@@ -345,6 +345,7 @@ def build_services(
         own_user=user,
         sibling_peers=homes.sibling_peers,
         on_refused=standing.refused,
+        on_unreadable=supervisor.unreadable,
         clock=clock,
     )
     key_server = KeyServer(

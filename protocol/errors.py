@@ -52,6 +52,7 @@ __all__ = [
     "TooManyStreams",
     "Undecryptable",
     "UnknownKind",
+    "UnreadableItem",
     "UnsupportedVersion",
     "VerificationCancelled",
     "WrongRoom",
@@ -110,6 +111,7 @@ class ErrorCode(IntEnum):
     HISTORY_NOT_SHARED = 76
     STORAGE = 100
     NODE_FAILED = 101
+    UNREADABLE = 102
 
 
 class HearthError(Exception):
@@ -361,9 +363,24 @@ class HistoryNotShared(RemoteProtocolError):
 
 
 class StorageError(HearthError):
-    """The store failed or holds something it cannot read; the message names the path or key."""
+    """The store failed: an I/O error, a full map, a closed environment, a store it cannot
+    open. The node's fatal fault (SPEC §11.8.5); the message names the path. A plain
+    `StorageError` is this kind; `UnreadableItem` is the one kind that is not fatal."""
 
     code = ErrorCode.STORAGE
+
+
+class UnreadableItem(StorageError):
+    """One stored item cannot be read (a media blob that no longer matches its address, a row
+    that does not decode) while the store works: contained where it is met (SPEC §11.8.7),
+    never the node's fatal fault, since a peer who asks for it again and again would otherwise
+    restart the node each time. `item` names the key or path, for the one log line."""
+
+    code = ErrorCode.UNREADABLE
+
+    def __init__(self, message: str, *, item: str) -> None:
+        super().__init__(message)
+        self.item = item
 
 
 class NodeFailed(HearthError):

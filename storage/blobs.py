@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from hearthmesh.protocol.errors import StorageError
+from hearthmesh.protocol.errors import StorageError, UnreadableItem
 
 from .keys import blob_name
 
@@ -37,7 +37,7 @@ class BlobStore(Protocol):
 
 def _check(digest: bytes, data: bytes, where: str) -> bytes:
     if hashlib.sha256(data).digest() != digest:
-        raise StorageError(f"media blob {where} does not match its sha-256 address")
+        raise UnreadableItem(f"media blob {where} does not match its sha-256 address", item=where)
     return data
 
 
@@ -78,8 +78,8 @@ class FileBlobs:
             data = path.read_bytes()
         except FileNotFoundError:
             return None
-        except OSError as exc:
-            raise StorageError(f"cannot read media blob {path}: {exc}") from None
+        except OSError as exc:  # this one file: the environment may be fine
+            raise UnreadableItem(f"cannot read media blob {path}: {exc}", item=str(path)) from None
         return _check(digest, data, str(path))
 
     def delete(self, digest: bytes) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Final
 
 from hearthmesh.protocol.envelope import MessageId, RoomId
-from hearthmesh.protocol.errors import StorageError
+from hearthmesh.protocol.errors import UnreadableItem
 from hearthmesh.protocol.identity import DeviceId, UserId
 
 from .api import InboundSession, OutboundSession
@@ -93,7 +93,8 @@ def outbound_session_txn(txn: KvTxn, room: RoomId) -> OutboundSession | None:
     if value is None:
         return None
     if len(value) <= _OUTBOUND_HEAD:
-        raise StorageError(f"e2ee.outbound row of room {room.hex()} is truncated")
+        where = f"e2ee.outbound/{room.hex()}"
+        raise UnreadableItem(f"{where}: the row is truncated", item=where)
     return OutboundSession(
         created_ms=unpack_u64(value[:8]),
         messages=unpack_u32(value[8:_OUTBOUND_HEAD]),
@@ -116,7 +117,8 @@ def inbound_session_txn(txn: KvTxn, room: RoomId, session_id: bytes) -> InboundS
     if value is None:
         return None
     if len(value) <= ID_BYTES:
-        raise StorageError(f"e2ee.inbound row of session {session_id.hex()} is truncated")
+        where = f"e2ee.inbound/{session_id.hex()}"
+        raise UnreadableItem(f"{where}: the row is truncated", item=where)
     return InboundSession(owner=DeviceId(value[:ID_BYTES]), pickle=value[ID_BYTES:])
 
 

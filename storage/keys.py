@@ -12,7 +12,7 @@ import struct
 from enum import Enum
 from typing import Final
 
-from hearthmesh.protocol.errors import LocalProtocolError, StorageError
+from hearthmesh.protocol.errors import LocalProtocolError, UnreadableItem
 from hearthmesh.protocol.hlc import TIMESTAMP_BYTES
 from hearthmesh.protocol.media_seal import KEY_BYTES, NONCE_BYTES, MediaSeal
 
@@ -478,9 +478,9 @@ def pack_seal(seal: MediaSeal) -> bytes:
 
 
 def unpack_seal(data: bytes) -> MediaSeal:
-    """The seal `pack_seal` wrote. Raises StorageError for any other length."""
+    """The seal `pack_seal` wrote. Raises UnreadableItem for any other length."""
     if len(data) != KEY_BYTES + NONCE_BYTES + 32:
-        raise StorageError(f"a stored media seal is 76 bytes, not {len(data)}")
+        raise UnreadableItem(f"a stored media seal is 76 bytes, not {len(data)}", item="seal")
     return MediaSeal(
         key=data[:KEY_BYTES],
         nonce=data[KEY_BYTES : KEY_BYTES + NONCE_BYTES],

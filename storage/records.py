@@ -1,7 +1,7 @@
 """Value encodings of the stored records, and decoding that names the key that failed.
 
 Structured records are canonical CBOR arrays (protocol.canonical); hot fixed-width values are
-struct-packed. A value that fails to decode raises `StorageError` naming the sub-database and
+struct-packed. A value that fails to decode raises `UnreadableItem` naming the sub-database and
 key, so one bad record is reported precisely and the rest of the store stays readable.
 """
 
@@ -12,7 +12,7 @@ from typing import Final
 
 from hearthmesh.protocol.canonical import CborValue, decode_canonical, encode_canonical
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId, read_stored_envelope
-from hearthmesh.protocol.errors import HearthError, MalformedMessage, StorageError
+from hearthmesh.protocol.errors import HearthError, MalformedMessage, UnreadableItem
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.media_seal import seal_from_cbor, seal_to_cbor
 
@@ -67,9 +67,13 @@ _USAGE: Final = struct.Struct(">QQQ")
 _SHARE: Final = struct.Struct(">QQ")
 
 
-def corrupt(table: Table, key: bytes, detail: str) -> StorageError:
-    """The error for a stored value that does not decode."""
-    return StorageError(f"undecodable value in {table.value.decode()} at key {key.hex()}: {detail}")
+def corrupt(table: Table, key: bytes, detail: str) -> UnreadableItem:
+    """The error for a stored value that does not decode: that row alone is unreadable."""
+    table_name = table.value.decode()
+    return UnreadableItem(
+        f"undecodable value in {table_name} at key {key.hex()}: {detail}",
+        item=f"{table_name}/{key.hex()}",
+    )
 
 
 def _load(table: Table, key: bytes, data: bytes) -> list[CborValue]:

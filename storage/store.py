@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, Self
 
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
-from hearthmesh.protocol.errors import LocalProtocolError, StorageError
+from hearthmesh.protocol.errors import LocalProtocolError, UnreadableItem
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.media_seal import MediaSeal
 
@@ -733,7 +733,8 @@ class KvStore:
             return None
         data = self._blobs.read(digest)
         if data is None:
-            raise StorageError(f"media {digest.hex()} has metadata but no blob in {self.where}")
+            where = f"media/{digest.hex()}"
+            raise UnreadableItem(f"{where} has metadata but no blob in {self.where}", item=where)
         return data
 
     def delete_media(self, digest: bytes) -> bool:
@@ -814,8 +815,9 @@ def _retention_txn(txn: KvTxn) -> int:
     try:
         return int(value.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
-        raise StorageError(
-            f"setting {RETENTION_SETTING} is not a decimal number of ms: {value!r}"
+        raise UnreadableItem(
+            f"setting {RETENTION_SETTING} is not a decimal number of ms: {value!r}",
+            item=f"settings/{RETENTION_SETTING}",
         ) from None
 
 

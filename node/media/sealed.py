@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import secrets
 
-from hearthmesh.protocol.errors import StorageError
+from hearthmesh.protocol.errors import UnreadableItem
 from hearthmesh.protocol.media_seal import TAG_BYTES, open_media, seal_media
 from hearthmesh.storage.api import MediaInfo, Store
 
@@ -28,7 +28,7 @@ def read_opened(store: Store, digest: bytes) -> tuple[MediaInfo, bytes] | None:
 
     Raises:
         MediaTampered: the blob does not open under its seal (nothing of it is returned).
-        StorageError: the metadata is here but its file is damaged or gone.
+        UnreadableItem: the metadata is here but its file is damaged or gone.
     """
     info = store.media_info(digest)
     data = None if info is None else store.read_media(digest)
@@ -42,5 +42,6 @@ def plain_size(info: MediaInfo) -> int:
     if info.seal is None:
         return info.size
     if info.size < TAG_BYTES:
-        raise StorageError(f"sealed media {info.digest.hex()} shorter than its tag")
+        where = f"media/{info.digest.hex()}"
+        raise UnreadableItem(f"sealed {where} is shorter than its tag", item=where)
     return info.size - TAG_BYTES

@@ -25,8 +25,8 @@ from hearthmesh.protocol.errors import (
     NotAuthorized,
     NotFound,
     RemoteProtocolError,
-    StorageError,
     TooLarge,
+    UnreadableItem,
 )
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.media import (
@@ -60,6 +60,7 @@ class MediaServer:
         own_user: UserId,
         sibling_peers: Callable[[], frozenset[str]],
         on_refused: Callable[[str, RemoteProtocolError], None],
+        on_unreadable: Callable[[str, UnreadableItem], None],
         clock: Clock,
     ) -> None:
         self._store = store
@@ -69,6 +70,8 @@ class MediaServer:
         self._sibling_peers = sibling_peers
         self._on_refused = on_refused
         """Charges the peer's standing (SPEC §11.6)."""
+        self._on_unreadable = on_unreadable
+        """Logs a damaged blob once (`Supervisor.unreadable`); no peer is charged for it."""
         self.refused = 0
         """Requests answered with an ERROR frame (for tests and status)."""
 
@@ -84,6 +87,9 @@ class MediaServer:
         except RemoteProtocolError as exc:
             self._note_refusal(stream.remote_peer, exc)
             frames = [encode_media_error(exc)]
+        except UnreadableItem as exc:  # never served; the reply names no local path
+            self._on_unreadable("media server", exc)
+            frames = [encode_media_error(UnreadableItem("media unreadable here", item=exc.item))]
         try:
             for start in range(0, len(frames), FRAMES_PER_WRITE):
                 await stream.write_frames(frames[start : start + FRAMES_PER_WRITE])
@@ -104,6 +110,7 @@ class MediaServer:
             NotAuthorized: `peer` is not a home of anyone who may see it (a member of a room
                 where our user sent it).
             TooLarge: a blob over MAX_BLOB_BYTES (never fetched or uploaded that way).
+            UnreadableItem: we hold it, but its file is damaged or gone (answered UNREADABLE).
         """
         viewers, held = await self._store.read(_viewers, self._store.store, digest, self._own_user)
         if not viewers and held is None:
@@ -115,11 +122,7 @@ class MediaServer:
             raise NotFound("this media is not here (yet)")
         if held.size > MAX_BLOB_BYTES:
             raise TooLarge(f"media over {MAX_BLOB_BYTES} bytes is not served")
-        try:
-            data = await self._store.read(self._store.store.read_media, digest)
-        except StorageError as exc:  # a damaged blob is never served; the node keeps running
-            log.error("media %s unreadable: %s", digest.hex()[:12], exc)
-            data = None
+        data = await self._store.read(self._store.store.read_media, digest)
         if data is None:
             raise NotFound("this media is not here")
         return data

@@ -78,6 +78,7 @@ from hearthmesh.protocol.errors import (
     LocalProtocolError,
     RemoteProtocolError,
     TooManyStreams,
+    UnreadableItem,
 )
 from hearthmesh.protocol.framing import MAX_FRAME_BYTES
 from hearthmesh.protocol.inbound import InboundLedger, InboundPolicy
@@ -1202,8 +1203,9 @@ class P2PHost:
 
         The handler's task belongs to the host; a normal return closes the stream. A
         `RemoteProtocolError` it lets out is reported to the refusal handler (the peer pays,
-        SPEC §11.6) and a `StreamClosed` (the peer went away) is one quiet line; either way
-        the stream is reset. Any other exception is logged with its traceback.
+        SPEC §11.6), a `StreamClosed` (the peer went away) is one quiet line, and an
+        `UnreadableItem` (ours, logged by the supervisor) costs no one; either way the stream
+        is reset. Any other exception is logged with its traceback.
 
         Inbound streams are bounded per peer and in total, and read within the budget and
         timeouts of `HostConfig.inbound` (SPEC §10.4).
@@ -1261,6 +1263,9 @@ class P2PHost:
             await handler(stream)
         except StreamClosed as exc:  # a peer killed or gone mid-answer: expected on a mesh
             log.info("%s stream from %s ended early: %s", stream.protocol_id, peer[-8:], exc)
+            await stream.reset()
+        except UnreadableItem as exc:  # our damaged item: the asker did nothing wrong
+            log.debug("%s stream from %s met %s", stream.protocol_id, peer[-8:], exc.item)
             await stream.reset()
         except RemoteProtocolError as exc:  # every peer error path reaches its standing
             self._refused(peer, exc)

@@ -15,6 +15,7 @@ from hearthmesh.protocol.errors import (
     RemoteProtocolError,
     StorageError,
     TooLarge,
+    UnreadableItem,
 )
 
 FAST = (0.001, 0.01)
@@ -116,3 +117,72 @@ async def test_contained_inputs_are_charged_to_their_peer(
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
     with pytest.raises(StorageError), supervisor.contain("listener", "peer-a"):
         raise StorageError("ours, fatal")
+
+
+class _Stream:
+    """What `Supervisor.handler` reads of a stream: its peer."""
+
+    remote_peer = "peer-a"
+
+
+async def test_a_store_failure_in_a_stream_handler_ends_the_group() -> None:
+    """A store that failed under a stream handler is the node's fatal fault too (SPEC
+    §11.8.5): the handler's stream ends with it and every service is cancelled."""
+    broken = StorageError("write to store x failed: EIO")
+
+    async def serve(stream: _Stream) -> None:
+        raise broken
+
+    started, ended = asyncio.Event(), asyncio.Event()
+
+    async def relay() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            ended.set()
+
+    async with asyncio.timeout(5), Supervisor(backoff_s=FAST) as supervisor:
+        supervisor.keep(relay, "relay")
+        await started.wait()
+        with pytest.raises(StorageError):
+            await supervisor.handler("/hearthmesh/media/0", serve)(_Stream())
+        assert await supervisor.wait_fatal() is broken
+        await ended.wait()
+
+
+async def test_an_unreadable_item_is_contained_logged_once_and_charged_to_no_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One unreadable item (SPEC §11.8.7) met by a handler, an input or a service ends that
+    request alone: the node goes on, the item is logged once, no peer pays."""
+    caplog.set_level(logging.DEBUG, logger="hearthmesh.node.supervisor")
+    damaged = UnreadableItem("media blob m/ab/abcd does not match", item="m/ab/abcd")
+    charged: list[tuple[str, RemoteProtocolError]] = []
+
+    async def serve(stream: _Stream) -> None:
+        raise damaged
+
+    async def service() -> None:
+        raise damaged
+
+    async with asyncio.timeout(5):
+        async with Supervisor(
+            charge=lambda peer, error: charged.append((peer, error)), backoff_s=FAST
+        ) as supervisor:
+            for _ in range(3):  # the host resets that stream alone
+                with pytest.raises(UnreadableItem):
+                    await supervisor.handler("/hearthmesh/media/0", serve)(_Stream())
+            with supervisor.contain("listener", "peer-b"):
+                raise damaged
+            supervisor.spawn(service(), "purge")
+            while supervisor.unreadable_items < 5:  # noqa: ASYNC110 - a count with no event
+                await asyncio.sleep(0)
+            fatal = asyncio.ensure_future(supervisor.wait_fatal())
+            await asyncio.sleep(0)
+            assert not fatal.done()
+            fatal.cancel()
+    assert charged == []
+    assert supervisor.faults == 0
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "m/ab/abcd" in errors[0].getMessage()
