@@ -8,6 +8,7 @@ asking for it five times would end `hearthmesh run` for good.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from pathlib import Path
@@ -55,7 +56,9 @@ async def test_a_damaged_blob_is_refused_as_unreadable_and_the_node_goes_on(
                 await b.node.media.fetch_from(a.node.peer_id, digest, reference)
             assert refused.value.refusal_code == ErrorCode.UNREADABLE
             assert str(tmp_path) not in str(refused.value)  # no local path goes to a peer
-        assert a.node.unreadable_items == 2
+        status, body, _ = await _download(a, media["digest"])  # alice's own client asks
+        assert (status, json.loads(body)["error"]["code"]) == (500, ErrorCode.UNREADABLE)
+        assert a.node.unreadable_items == 2  # the API answers it; the supervisor met two
         assert a.node.failure is None and not failed.done()
         assert a.node.peer_points(b.node.peer_id) == 0  # the fault is ours, not bob's
         logged = [

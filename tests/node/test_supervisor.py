@@ -38,6 +38,21 @@ class FlakyService:
         await self.stop.wait()
 
 
+class IdleService:
+    """Waits until cancelled; says when it started and when it ended."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.ended = asyncio.Event()
+
+    async def run(self) -> None:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.ended.set()
+
+
 async def test_a_failing_service_is_restarted_and_its_fault_logged_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -77,19 +92,12 @@ async def test_a_storage_error_ends_the_group() -> None:
     async def broken_store() -> None:
         raise broken
 
-    ended = asyncio.Event()
-
-    async def relay() -> None:
-        try:
-            await asyncio.Event().wait()
-        finally:
-            ended.set()
-
+    relay = IdleService()
     async with asyncio.timeout(5), Supervisor(backoff_s=FAST) as supervisor:
-        supervisor.keep(relay, "relay")
+        supervisor.keep(relay.run, "relay")
         supervisor.keep(broken_store, "outbox")
         assert await supervisor.wait_fatal() is broken
-        await ended.wait()  # the other service was cancelled
+        await relay.ended.wait()  # the other service was cancelled
 
 
 async def test_contained_inputs_are_charged_to_their_peer(
@@ -133,22 +141,14 @@ async def test_a_store_failure_in_a_stream_handler_ends_the_group() -> None:
     async def serve(stream: _Stream) -> None:
         raise broken
 
-    started, ended = asyncio.Event(), asyncio.Event()
-
-    async def relay() -> None:
-        started.set()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            ended.set()
-
+    relay = IdleService()
     async with asyncio.timeout(5), Supervisor(backoff_s=FAST) as supervisor:
-        supervisor.keep(relay, "relay")
-        await started.wait()
+        supervisor.keep(relay.run, "relay")
+        await relay.started.wait()  # a task cancelled before it ran never ends visibly
         with pytest.raises(StorageError):
             await supervisor.handler("/hearthmesh/media/0", serve)(_Stream())
         assert await supervisor.wait_fatal() is broken
-        await ended.wait()
+        await relay.ended.wait()
 
 
 async def test_an_unreadable_item_is_contained_logged_once_and_charged_to_no_one(
