@@ -2,7 +2,9 @@
 
 `LocalProtocolError` means our caller broke the spec (a bug on this side); `RemoteProtocolError`
 means a peer did, and its `code` is what goes back on the wire. Storage and node errors derive
-from `HearthError` too, so nothing we raise is a bare `ValueError`.
+from `HearthError` too, so nothing we raise is a bare `ValueError`. A `StorageError` is the store
+failing (fatal to the node); its subclass `UnreadableItem` is one item that cannot be read while
+the store works (contained where it is met).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Content-addressed media blobs: files beside the LMDB environment, or a dict for tests.
 
 A blob is written to a temporary file, fsynced and renamed into `media/ab/abcdef...` before its
-metadata is committed, so committed metadata always points at a complete file.
+metadata is committed, so committed metadata always points at a complete file. A blob that no
+longer matches its address, or whose file cannot be read, is `UnreadableItem` (that blob alone);
+a blob that cannot be written is `StorageError` (the store failed).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ with that blob. A reference someone else wrote opens nothing here: anyone can na
 and a stranger who DMs us one must not get the blob by it (issue #12). The media-reference
 index (storage/media_refs.py, written in each append transaction) turns that into one prefix
 scan plus the member lists of those rooms, read in one store hop; the home lookup is the
-in-memory directory. No history is scanned, so a refusal costs as little as an answer.
+in-memory directory. No history is scanned, so a refusal costs as little as an answer. A blob
+we hold damaged is answered `UNREADABLE` and charged to no one: the fault is ours (§11.8.7).
 """
 
 from __future__ import annotations
