@@ -9,7 +9,7 @@ PKG_DIRS := protocol storage node tools
 FILES_ID := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(FILES_ID)
 
-.PHONY: run test lint venv browser clean _install netlab fuzz-api
+.PHONY: run test lint venv browser clean _install netlab fuzz fuzz-api
 
 $(STAMP):
 	@flock .venv.lock $(MAKE) --no-print-directory _install
@@ -84,15 +84,22 @@ netlab:
 # Compiled modules are kept even where PYTHONDONTWRITEBYTECODE is set, in the venv: pytest
 # rewrites its plugins and conftest.py before tests/conftest.py can say so (~0.7 s of CPU per
 # pytest process); tests/conftest.py names the same folder for the nodes the tests start.
+PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(abspath $(VENV))/pycache \
+  $(PY) -m pytest -q
+# The suite's Hypothesis profile: `quick`, a fifth of each property's examples; `make fuzz` runs
+# every property at its full count (`dev`): 112 tests, ~35 s of CPU at -n 4. See tests/conftest.py.
+HYPOTHESIS_PROFILE ?= quick
 test: $(STAMP) netlab browser
-	env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(abspath $(VENV))/pycache \
-	  $(PY) -m pytest -q $(TEST_ARGS)
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PYTEST) $(TEST_ARGS)
+
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=dev $(PYTEST) -n 4 -m hypothesis
 
 # schemathesis' long form against the client API: FUZZ_EXAMPLES fuzzed cases per operation and
 # mode (the suite runs 1 beside the coverage phase's hostile cases; tests/node/test_api_schemathesis.py).
 FUZZ_EXAMPLES ?= 25
 fuzz-api: $(STAMP)
-	HEARTHMESH_SCHEMATHESIS_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -n 0 \
+	HEARTHMESH_SCHEMATHESIS_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) -n 0 \
 	  tests/node/test_api_schemathesis.py
 
 # The browser tests (tests/web) drive Debian's Chromium through Playwright (a dev dependency);
