@@ -21,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -164,26 +164,62 @@ def _kind(item: pytest.Item) -> str:
     return "hypothesis" if hypothesis or "RuleBasedStateMachine" in names else "unit"
 
 
+SESSION_TEARDOWN: Final = "(session teardown)"
+"""The CPU log's line for what the session's fixtures cost at the end of the last test's
+teardown: the shared Chromium's ~16 s had been charged to whichever test a worker ran last."""
+
+
+class _Spent(NamedTuple):
+    wall_s: float
+    cpu_s: float
+    children_cpu_s: float
+
+    @classmethod
+    def now(cls) -> _Spent:
+        return cls(time.monotonic(), time.process_time(), _children_cpu_s())
+
+    def __sub__(self, other: tuple[float, ...]) -> _Spent:
+        return _Spent(*(mine - theirs for mine, theirs in zip(self, other, strict=True)))
+
+
+_session_teardown: list[_Spent] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    if CPU_LOG is None or nextitem is not None:
+        return (yield)
+    before = _Spent.now()
+    try:
+        return (yield)
+    finally:
+        _session_teardown.append(_Spent.now() - before)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
     if CPU_LOG is None:
         return (yield)
-    start, wall = time.time(), time.monotonic()
-    cpu, children = time.process_time(), _children_cpu_s()
+    start, before = time.time(), _Spent.now()
     try:
         return (yield)
     finally:
-        line = {
-            "test": item.nodeid,
-            "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
-            "kind": _kind(item),
-            "start": round(start, 3),
-            "wall_s": round(time.monotonic() - wall, 3),
-            "cpu_s": round(time.process_time() - cpu, 3),
-            "children_cpu_s": round(_children_cpu_s() - children, 3),
-        }
+        spent = _Spent.now() - before
+        lines = [(item.nodeid, _kind(item), spent)]
+        if _session_teardown:  # this was the worker's last test
+            session = _session_teardown.pop()
+            lines = [(item.nodeid, lines[0][1], spent - session)]
+            lines.append((SESSION_TEARDOWN, SESSION_TEARDOWN, session))
         with open(CPU_LOG, "a") as log:  # one short append per line: workers do not interleave
-            log.write(json.dumps(line) + "\n")
+            for test, kind, figures in lines:
+                line = {
+                    "test": test,
+                    "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+                    "kind": kind,
+                    "start": round(start, 3),
+                    **{name: round(value, 3) for name, value in figures._asdict().items()},
+                }
+                log.write(json.dumps(line) + "\n")
 
 
 def examples(full: int) -> int:
