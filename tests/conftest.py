@@ -72,8 +72,10 @@ if ZYGOTE:
     zygote.enable()
 
 
-def pytest_sessionfinish() -> None:
+def pytest_sessionfinish(session: pytest.Session) -> None:
     zygote.shutdown()  # reaped here, its CPU and its children's reach the worker's totals
+    if CPU_LOG is not None:
+        _log_outside_tests(controller=session.config.pluginmanager.has_plugin("dsession"))
 
 
 TUNED_GC: Final = os.environ.get("HEARTHMESH_TEST_GC", "1") != "0"
@@ -183,6 +185,34 @@ class _Spent(NamedTuple):
 
 
 _session_teardown: list[_Spent] = []
+_logged = _Spent(0.0, 0.0, 0.0)
+"""What this process's lines in the CPU log hold so far."""
+
+OUTSIDE_TESTS: Final = "(outside tests)"
+"""The CPU log's line, one per pytest process, for the CPU it spent outside every test: start
+and collection, and between tests; the xdist controller's own (not its workers': its
+children)."""
+
+
+def _log(lines: list[tuple[str, str, float, _Spent]]) -> None:
+    global _logged
+    with open(str(CPU_LOG), "a") as log:  # one short append per line: no interleaving
+        for test, kind, start, figures in lines:
+            _logged = _Spent(*(a + b for a, b in zip(_logged, figures, strict=True)))
+            line = {
+                "test": test,
+                "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+                "kind": kind,
+                "start": round(start, 3),
+                **{name: round(value, 3) for name, value in figures._asdict().items()},
+            }
+            log.write(json.dumps(line) + "\n")
+
+
+def _log_outside_tests(*, controller: bool) -> None:
+    children = 0.0 if controller else _children_cpu_s() - _logged.children_cpu_s
+    outside = _Spent(0.0, time.process_time() - _logged.cpu_s, children)
+    _log([(OUTSIDE_TESTS, OUTSIDE_TESTS, time.time(), outside)])
 
 
 @pytest.hookimpl(wrapper=True)
@@ -205,21 +235,12 @@ def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object
         return (yield)
     finally:
         spent = _Spent.now() - before
-        lines = [(item.nodeid, _kind(item), spent)]
+        lines = [(item.nodeid, _kind(item), start, spent)]
         if _session_teardown:  # this was the worker's last test
             session = _session_teardown.pop()
-            lines = [(item.nodeid, lines[0][1], spent - session)]
-            lines.append((SESSION_TEARDOWN, SESSION_TEARDOWN, session))
-        with open(CPU_LOG, "a") as log:  # one short append per line: workers do not interleave
-            for test, kind, figures in lines:
-                line = {
-                    "test": test,
-                    "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
-                    "kind": kind,
-                    "start": round(start, 3),
-                    **{name: round(value, 3) for name, value in figures._asdict().items()},
-                }
-                log.write(json.dumps(line) + "\n")
+            lines = [(item.nodeid, lines[0][1], start, spent - session)]
+            lines.append((SESSION_TEARDOWN, SESSION_TEARDOWN, start, session))
+        _log(lines)
 
 
 def examples(full: int) -> int:

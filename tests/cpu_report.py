@@ -41,9 +41,9 @@ def main(argv: list[str]) -> None:
 
 PROCESSES_FROM_S = 0.2
 """Subprocess CPU from which a test counts as one that runs processes (nodes, the CLI)."""
-UNMOVED_KINDS = ("browser", "netlab", "(session teardown)")
+UNMOVED_KINDS = ("browser", "netlab", "(session teardown)", "(outside tests)")
 """Kinds whose subprocesses are what they are about: Chromium, a lab's nodes, the Chromium a
-worker closes at its end (tests/conftest.py)."""
+worker closes at its end, and a pytest process's CPU outside its tests (tests/conftest.py)."""
 
 
 def _kinds(lines: list[dict[str, Any]]) -> None:
