@@ -54,7 +54,9 @@ run: $(STAMP)
 # empty bytecode cache (a new venv): main 149 s, 192 s (8, 7); main 186 s, 205 s (50, 7;
 # 1 failed: test_linked_home_nat's wait for bob to learn the circuit addresses, at load 50);
 # branch (4aa1ed6) 118 s, 175 s (45, 10); then warm caches: main 141 s, 177 s (42, 12);
-# branch (d566c90) 117 s, 152 s (6, 5).
+# branch (d566c90) 117 s, 152 s (6, 5); empty caches again: main 151 s, 185 s (6, 5; 1 failed:
+# test_web_screens' notification never shown, main's known flake), branch 106 s (114 s for make
+# with its one collection first), 150 s (5, 4): 35 s of CPU less, the tests' span 135 -> 101 s.
 # By kind in the per-test log (main, then the branch): Hypothesis 22 s, 6 s (`quick`); the
 # browser tests with their Chromium 21.5 s, 14.5 s (the headless shell); `bench sync` 3.1 s,
 # 1.3 s. The log now has a line per pytest process for its CPU outside tests (start,
