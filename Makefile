@@ -9,7 +9,7 @@ PKG_DIRS := protocol storage node tools
 FILES_ID := $(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.installed-$(FILES_ID)
 
-.PHONY: run test lint venv browser clean _install netlab fuzz-api
+.PHONY: run test lint venv browser clean _install netlab fuzz fuzz-api
 
 $(STAMP):
 	@flock .venv.lock $(MAKE) --no-print-directory _install
@@ -41,30 +41,28 @@ run: $(STAMP)
 # workers and load); a worker that runs browser tests keeps one Chromium (~14 s of CPU for all
 # 18 on one; worksteal spreads them over 2-3 workers at -n 6 or 8, ~1 s of CPU each more).
 # The workers collect garbage as node processes do (tests/conftest.py, tools/process_gc.py).
-# Whole-suite runs on the shared machine (2026-12-05, session 12; nice 10, the heavy lock;
-# pytest's wall, then user+sys of `make test`, then the load at the start and end of the run),
-# in the order run; main is 4bb1602, branch is s12-suite: main -n 4 231 s, 210 s (9, 10; others'
-# runs pushed the load to 50 meanwhile); main -n 8 152 s, 217 s (25, 15); main -n 6 136 s, 193 s
-# (12, 10); main -n 4 166 s, 184 s (50, 11); branch -n 8 143 s, 207 s (45, 19; 1 failed: a lost
-# click in test_web_screens, fixed); main -n 4 113 s, 162 s (7, 6); branch -n 6 from a fresh
-# clone (.ci/run) 113 s (36, 9); branch -n 6 111 s, 182 s (30, 13; 1 failed: test_gossip_router's
-# IHAVE count, a race, fixed); branch -n 6 125 s, 188 s (35, 14); main -n 4 121 s, 181 s (14, 5);
-# branch -n 4 114 s, 156 s (39, 10); main -n 4 128 s, 168 s (6, 8); branch -n 4 115 s, 163 s
-# (8, 6). At -n 4 the branch (the workers' garbage collector) used 5-25 s less CPU than main.
-# In the pairs run next to each other, -n 6 was no faster than -n 4 (its load was higher) and
-# cost 7-20 s more CPU, and at -n 6 and 8 load brought out two test races: -n 4 stays. The tests'
-# own span was 107 s at -n 4 on a quiet machine (main, 148 s of CPU in the per-test log): 90 s
-# needs the CPU cut, not more workers. On a busy machine, fewer workers time out less:
-# TEST_ARGS="-n 2". Session 13 (same form; main is 92f0b25, branch is s13-nodestart), in the
-# order run: main 163 s, 195 s (14, 12); branch 203 s, 180 s (9, 8; 1 failed: a 60 s timeout in
-# test_recall_convergence, waiting for a purge on an online home; alone, 8 runs each, it took
-# 3-11 s on main and 3-7 s on the branch); main 182 s, 179 s (69, 14); branch 177 s, 184 s
-# (66, 16); the branch from a fresh clone (.ci/run, passed) 318 s (8, 22). The per-test logs'
-# CPU, main 169.8 / 165.2 s, branch 165.7 / 170.1 s: no change beyond the noise. An in-process
-# node's start and stop costs ~12-15 ms of CPU (key generation ~0.1 % of it), ~2-4 % of the
-# in-process tests' CPU: their cost is the traffic they make. mDNS tests take a machine-wide
-# lock (tests/conftest.py); TEST_ARGS="-n 0" runs serially. HYPOTHESIS_PROFILE=quick: see
-# tests/conftest.py.
+# Session 12 (main 4bb1602 against s12-suite, 13 whole runs at -n 4, 6 and 8, load 5-50):
+# 111-231 s of wall, 156-217 s of CPU; -n 6 was no faster than -n 4 and cost 7-20 s more CPU,
+# and at -n 6 and 8 load brought out two test races: -n 4 stays. The tests' own span was 107 s
+# at -n 4 on a quiet machine (148 s of CPU in the per-test log): 90 s needs the CPU cut, not
+# more workers. On a busy machine, fewer workers time out less: TEST_ARGS="-n 2". Session 13
+# (main 92f0b25 against s13-nodestart, 4 runs): 163-203 s, 179-195 s of CPU, no change beyond the
+# noise; an in-process node's start and stop costs ~12-15 ms of CPU, ~2-4 % of the in-process
+# tests' CPU: their cost is the traffic they make.
+# Session 14 (main d46a63c against s14-suite; nice 10, the heavy lock; pytest's wall, user+sys
+# of `make test`, the load at the start and end), in the order run, the first three with an
+# empty bytecode cache (a new venv): main 149 s, 192 s (8, 7); main 186 s, 205 s (50, 7;
+# 1 failed: test_linked_home_nat's wait for bob to learn the circuit addresses, at load 50);
+# branch (4aa1ed6) 118 s, 175 s (45, 10); then warm caches: main 141 s, 177 s (42, 12);
+# branch (d566c90) 117 s, 152 s (6, 5); empty caches again: main 151 s, 185 s (6, 5; 1 failed:
+# test_web_screens' notification never shown, main's known flake), branch 106 s (114 s for make
+# with its one collection first), 150 s (5, 4): 35 s of CPU less, the tests' span 135 -> 101 s.
+# By kind in the per-test log (main, then the branch): Hypothesis 22 s, 6 s (`quick`); the
+# browser tests with their Chromium 21.5 s, 14.5 s (the headless shell); `bench sync` 3.1 s,
+# 1.3 s. The log now has a line per pytest process for its CPU outside tests (start,
+# collection; ~1.8 s a worker with a warm cache, ~6 s with an empty one, which the one-process
+# collection below mends) and one for the session's teardown (the Chromium).
+# mDNS tests take a machine-wide lock (tests/conftest.py); TEST_ARGS="-n 0" runs serially.
 TEST_ARGS ?= -n 4
 # The NAT tests build network namespaces with iproute2 and nftables (tests/integration/netlab.py),
 # and the UPnP test runs miniupnpd in a router's namespace: installed from Debian when missing
@@ -84,28 +82,45 @@ netlab:
 # Compiled modules are kept even where PYTHONDONTWRITEBYTECODE is set, in the venv: pytest
 # rewrites its plugins and conftest.py before tests/conftest.py can say so (~0.7 s of CPU per
 # pytest process); tests/conftest.py names the same folder for the nodes the tests start.
-test: $(STAMP) netlab browser
-	env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(abspath $(VENV))/pycache \
-	  $(PY) -m pytest -q $(TEST_ARGS)
+PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(abspath $(VENV))/pycache \
+  $(PY) -m pytest -q
+# The suite's Hypothesis profile: `quick`, a fifth of each property's examples; `make fuzz` runs
+# every property at its full count (`dev`): 112 tests, ~35 s of CPU at -n 4. See tests/conftest.py.
+HYPOTHESIS_PROFILE ?= quick
+# One collection compiles the modules the workers import (and rewrites the tests' asserts) into
+# an empty cache (a fresh clone, a new venv) before they start: four workers compiling the same
+# modules at once cost 21 s of CPU and 35 s of wall to start and collect, against 7 + 9 s of CPU
+# and 7 + 5 s of wall this way (load 13). Once per venv; a later edit recompiles its module alone.
+COMPILED := $(VENV)/pycache/.collected
+$(COMPILED): $(STAMP)
+	@mkdir -p $(dir $@) && $(PYTEST) --co -n 0 >/dev/null 2>&1 && touch $@ || true
+test: $(STAMP) netlab browser $(COMPILED)
+	HYPOTHESIS_PROFILE=$(HYPOTHESIS_PROFILE) $(PYTEST) $(TEST_ARGS)
+
+fuzz: $(STAMP)
+	HYPOTHESIS_PROFILE=dev $(PYTEST) -n 4 -m hypothesis
 
 # schemathesis' long form against the client API: FUZZ_EXAMPLES fuzzed cases per operation and
 # mode (the suite runs 1 beside the coverage phase's hostile cases; tests/node/test_api_schemathesis.py).
 FUZZ_EXAMPLES ?= 25
 fuzz-api: $(STAMP)
-	HEARTHMESH_SCHEMATHESIS_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -n 0 \
+	HEARTHMESH_SCHEMATHESIS_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTEST) -n 0 \
 	  tests/node/test_api_schemathesis.py
 
 # The browser tests (tests/web) drive Debian's Chromium through Playwright (a dev dependency);
 # `playwright install` cannot download here, so apt installs it once; instant when present.
-# The emoji font draws the verification emoji (SPEC §15.7.10) in the tests' screenshots.
+# Its headless shell runs them (~9 s less CPU); the full browser shows the notification test's
+# push (tests/web/conftest.py). The emoji font draws the verification emoji (SPEC §15.7.10) in
+# the tests' screenshots.
 CHROMIUM ?= /usr/lib/chromium/chromium
+HEADLESS_SHELL ?= /usr/lib/chromium/chromium-headless-shell
 EMOJI_FONT ?= /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf
 browser:
-	@test -x $(CHROMIUM) -a -f $(EMOJI_FONT) || { \
+	@test -x $(CHROMIUM) -a -x $(HEADLESS_SHELL) -a -f $(EMOJI_FONT) || { \
 	  echo "installing chromium and fonts (apt) for the browser tests ..." && \
 	  apt-get update -q >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-	    chromium fonts-liberation fonts-noto-color-emoji >/dev/null; }
+	    chromium chromium-headless-shell fonts-liberation fonts-noto-color-emoji >/dev/null; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check protocol storage node tools tests

@@ -41,6 +41,9 @@ def main(argv: list[str]) -> None:
 
 PROCESSES_FROM_S = 0.2
 """Subprocess CPU from which a test counts as one that runs processes (nodes, the CLI)."""
+UNMOVED_KINDS = ("browser", "netlab", "(session teardown)", "(outside tests)")
+"""Kinds whose subprocesses are what they are about: Chromium, a lab's nodes, the Chromium a
+worker closes at its end, and a pytest process's CPU outside its tests (tests/conftest.py)."""
 
 
 def _kinds(lines: list[dict[str, Any]]) -> None:
@@ -49,7 +52,7 @@ def _kinds(lines: list[dict[str, Any]]) -> None:
     by_kind: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0, 0.0])
     for line in lines:
         kind = line.get("kind", "?")
-        if line["children_cpu_s"] >= PROCESSES_FROM_S and kind not in ("browser", "netlab"):
+        if line["children_cpu_s"] >= PROCESSES_FROM_S and kind not in UNMOVED_KINDS:
             kind = "processes"
         row = by_kind[kind]
         row[0] += 1

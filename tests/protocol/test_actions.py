@@ -45,6 +45,7 @@ from hearthmesh.protocol.errors import (
 )
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, keypair_from_seed
+from tests.conftest import examples
 
 ALICE = keypair_from_seed(b"\x01" * 32)
 BOB = keypair_from_seed(b"\x02" * 32)
@@ -182,7 +183,7 @@ _EVENTS = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 50), _ACTIONS), m
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(_EVENTS, st.randoms(use_true_random=False), st.integers(0, 14))
 def test_any_interleaving_converges_to_the_same_view_on_every_device(
     events: list[ActionEvent], rnd: object, split: int

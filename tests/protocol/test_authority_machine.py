@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -198,6 +199,7 @@ class AuthorityFold(RuleBasedStateMachine):
         assert whole.members == in_order.members
 
 
+@pytest.mark.hypothesis  # `make fuzz` selects it: no @given marks it
 def test_any_delivery_order_gives_one_state_and_only_admins_change_membership() -> None:
     run_state_machine_as_test(
         AuthorityFold,

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hearthmesh.protocol.backoff import BACKOFF_BASE_MS, BACKOFF_CAP_MS
 from hearthmesh.protocol.outages import PROBE_MAX_MS, Outages
 
-from ..conftest import counter_rng
+from ..conftest import counter_rng, examples
 
 BOB = b"\x02" * 32
 CAROL = b"\x03" * 32
@@ -93,7 +93,7 @@ _OPS = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(ops=_OPS)
 def test_the_probes_due_are_those_a_scan_of_every_outage_finds(
     ops: list[tuple[str, bytes, int]],

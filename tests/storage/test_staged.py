@@ -20,6 +20,7 @@ from hearthmesh.storage.keys import Table
 from hearthmesh.storage.kv import KvTxn
 from hearthmesh.storage.lmdb_store import LmdbEngine, LmdbStore
 from hearthmesh.storage.staged import StagedWrites
+from tests.conftest import examples
 
 from .helpers import make_envelope
 
@@ -119,7 +120,7 @@ class _Refused(Exception):
     """Makes a nested write roll back."""
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     committed=_OPS,
     below=_OPS,

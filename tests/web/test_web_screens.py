@@ -226,10 +226,11 @@ async def test_profile_devices_and_browsers_are_managed_from_settings(
 
 
 async def test_notifications_register_the_service_worker_which_shows_a_push(
-    tmp_path: Path, browser: Browser
+    tmp_path: Path, full_browser: Browser
 ) -> None:
+    """The full Chromium: the headless shell never shows the notification."""
     async with asyncio.timeout(20), home(tmp_path / "a") as a:
-        context, tab = await open_tab(browser, a.url)
+        context, tab = await open_tab(full_browser, a.url)
         await context.grant_permissions(["notifications"], origin=a.url)
         await _pair(a, tab)
         page = tab.page
