@@ -200,7 +200,7 @@ class Supervisor:
         except FATAL as exc:
             self._fatal_fault(name, exc)
         except Exception as exc:
-            self._fault(name, exc, None)
+            self._fault_or_fatal(name, exc)
 
     async def _keep(self, service: Callable[[], Work], name: str) -> None:
         loop = asyncio.get_running_loop()
@@ -216,12 +216,24 @@ class Supervisor:
                 self._fatal_fault(name, exc)
                 return
             except Exception as exc:
-                self._fault(name, exc, None)
+                if self._fault_or_fatal(name, exc):
+                    return
             first, cap = self._backoff_s
             failures = 1 if loop.time() - started > cap else failures + 1
             delay = min(cap, first * 2 ** min(failures - 1, 30))
             log.info("service %s restarts in %.2f s", name, delay)
             await asyncio.sleep(delay)
+
+    def _fault_or_fatal(self, name: str, exc: Exception) -> bool:
+        """A service's unexpected exception: the node's fatal fault if one is inside it (a
+        service with a task group of its own raises an `ExceptionGroup`, which `except FATAL`
+        does not match), so True; else a fault logged once, so False."""
+        fatal = _fatal_inside(exc)
+        if fatal is None:
+            self._fault(name, exc, None)
+            return False
+        self._fatal_fault(name, fatal)
+        return True
 
     def unreadable(self, name: str, exc: UnreadableItem) -> None:
         """Note one unreadable item met by `name`: an ERROR naming it the first time (up to
@@ -254,3 +266,16 @@ class Supervisor:
 
 def _short(peer: str | None) -> str:
     return "?" if peer is None else peer[-8:]
+
+
+def _fatal_inside(exc: BaseException) -> HearthError | None:
+    """The first fatal fault (`FATAL`, not one `UnreadableItem`) in `exc`'s group, at any depth."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    for inner in exc.exceptions:
+        if isinstance(inner, FATAL) and not isinstance(inner, UnreadableItem):
+            return inner
+        found = _fatal_inside(inner)
+        if found is not None:
+            return found
+    return None

@@ -100,6 +100,28 @@ async def test_a_storage_error_ends_the_group() -> None:
         await relay.ended.wait()  # the other service was cancelled
 
 
+async def test_a_storage_error_inside_a_services_task_group_ends_the_group() -> None:
+    """A service with a task group of its own (the media fetcher's) raises its child's
+    StorageError inside an ExceptionGroup: still the node's fatal fault, not a restart."""
+    broken = StorageError("the disk is gone")
+
+    async def fails() -> None:
+        raise broken
+
+    async def fetcher() -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(fails())
+            await asyncio.Event().wait()
+
+    relay = IdleService()
+    async with asyncio.timeout(5), Supervisor(backoff_s=FAST) as supervisor:
+        supervisor.keep(relay.run, "relay")
+        supervisor.keep(fetcher, "media-fetch")
+        assert await supervisor.wait_fatal() is broken
+        await relay.ended.wait()
+    assert supervisor.faults == 0
+
+
 async def test_contained_inputs_are_charged_to_their_peer(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
