@@ -39,7 +39,7 @@ async def announced_on_lan(host: IHost) -> AsyncIterator[None]:
     The announcement is registered in the background: zeroconf's probing (~1.6 s here) runs
     while the node serves its protocols, so peers find it once it speaks them. Registered
     before the host's start returned, a peer dialled a node that did not speak hello yet and
-    said hello twice (test_mesh's mDNS hello test failed in 3 of 71 runs; 40 of 40 pass now).
+    said hello twice (test_mesh's mDNS hello test failed in 3 of 59 runs; 40 of 40 pass now).
     """
     discovery = await own_thread(_browsing, host, name="mdns")
     try:
