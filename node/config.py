@@ -164,7 +164,6 @@ class NodeConfig:
     (`node/p2p/guest_run.py`, ARCHITECTURE §5), not in a thread of its own. Off: on this
     project's loaded machines it made cross-node delivery slower; `hearthmesh run
     --trio-on-loop` (setting `trio_on_loop`) turns it on. A second node in one process runs
-    its trio in a thread anyway, so an app embedding several nodes may turn it on for one; so
-    does a node with `enable_mdns` (py-libp2p's mDNS would block the loop)."""
+    its trio in a thread anyway, so an app embedding several nodes may turn it on for one."""
     extra: dict[str, str] = field(default_factory=dict)
     """Free-form settings for embedding apps; ignored by the node."""

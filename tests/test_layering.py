@@ -74,6 +74,8 @@ BRIDGE_MODULES = {
     "node/p2p/webrtc.py",
     "node/p2p/webrtc_connection.py",
     "node/p2p/upnp.py",
+    "node/p2p/own_thread.py",
+    "node/p2p/mdns.py",
     "node/p2p/serving.py",
     "node/p2p/prefix_gate.py",
 }

@@ -51,9 +51,14 @@ Render = Callable[[FeedEntry, bool], Awaitable[list[dict[str, Any]]]]
 """(entry, live) -> client frames; `live` applies the entry's side effects first."""
 
 
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""One encoder for every frame: `json.dumps` with arguments builds a new one each call (~1 µs
+of a frame's ~4)."""
+
+
 def dumps(frame: dict[str, Any]) -> str:
     """A frame's JSON text as sent to clients."""
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(frame)
 
 
 class Feed:

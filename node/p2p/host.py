@@ -67,6 +67,7 @@ from hearthmesh.node.p2p.gossip import (
 )
 from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
 from hearthmesh.node.p2p.hole_punch import HolePunchCounts, HolePunchLayer
+from hearthmesh.node.p2p.mdns import announced_on_lan
 from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
@@ -227,7 +228,7 @@ class HostConfig:
     SPEC §11.7); runs on asyncio; None (or a failure) keeps the order of `connected_peers`."""
     trio_on_loop: bool = False
     """Run libp2p's trio as a guest on the event loop's thread, not in a thread of its own
-    (`TrioThread`, ARCHITECTURE §5; `NodeConfig.trio_on_loop`); not with `enable_mdns`."""
+    (`TrioThread`, ARCHITECTURE §5; `NodeConfig.trio_on_loop`)."""
 
 
 def peer_id_from_seed(seed: bytes) -> str:
@@ -452,12 +453,7 @@ class P2PHost:
         """Where peers reach us, with `/p2p/<id>`: our `/p2p-circuit` addresses while we hold
         relay reservations (SPEC §10.7), then the listen addresses (ports resolved, `0.0.0.0`
         expanded per interface); set by `__aenter__`."""
-        # py-libp2p's mDNS registers with zeroconf by a blocking call, and zeroconf adopts the
-        # asyncio loop running on the caller's thread: on the loop's own thread that call
-        # waits for the loop it blocks (seconds, until zeroconf's timeout). So mDNS keeps trio
-        # in a thread of its own.
-        on_loop = config.trio_on_loop and not config.enable_mdns
-        self._bridge = TrioThread(name=f"libp2p-{self.peer_id[-8:]}", on_loop=on_loop)
+        self._bridge = TrioThread(name=f"libp2p-{self.peer_id[-8:]}", on_loop=config.trio_on_loop)
         self._tasks: asyncio.TaskGroup | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, StreamHandler] = {}
@@ -616,7 +612,9 @@ class P2PHost:
             sec_opt=security,
             muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
             listen_addrs=listen,
-            enable_mDNS=self.config.enable_mdns,
+            # py-libp2p's mDNS blocks the trio thread (and with trio on the loop, the loop):
+            # `announced_on_lan` runs the same off it.
+            enable_mDNS=False,
             # QUIC (TLS 1.3 inside, its own streams) only where a listen address asks for it.
             enable_quic=any("/quic" in a for a in self.config.listen_addrs),
             # One connection per peer skips the 250 ms dial fallback; min/low 0 keeps libp2p's
@@ -686,7 +684,12 @@ class P2PHost:
                                 if self.config.upnp
                                 else contextlib.nullcontext()
                             )
-                            async with upnp:
+                            mdns = (
+                                announced_on_lan(host)
+                                if self.config.enable_mdns
+                                else contextlib.nullcontext()
+                            )
+                            async with upnp, mdns:
                                 yield
                         finally:
                             # Connections go first: an RPC arriving after pubsub's service

@@ -11,7 +11,7 @@ Over miniupnpc, as py-libp2p 0.8.1's `libp2p.discovery.upnp.UpnpManager`, which 
 it runs miniupnpc's blocking calls on trio's worker threads, which are cached process-wide and
 so not in the network namespace of the host that asks (a node started in a namespace, as the
 tests and benchmarks do, would look for the gateway on another network). Each call here runs on
-a thread of its own, started from the trio thread, whose namespace it shares. Like
+a thread of its own, started from the trio thread, whose namespace it shares (`own_thread`). Like
 `UpnpManager`, a gateway whose external address is not public (a double NAT) is not used.
 """
 
@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
-from typing import Any, Final, TypeVar
+from contextlib import asynccontextmanager
+from typing import Any, Final
 
 import miniupnpc  # type: ignore[import-not-found]
 import trio
 
+from hearthmesh.node.p2p.own_thread import own_thread
+
 __all__ = ["UPNP_TIMEOUT_S", "UpnpLayer", "mappings_for"]
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 UPNP_TIMEOUT_S: Final = 10.0
 """Bound on finding the gateway and mapping the ports, and on removing them at stop."""
@@ -70,7 +69,7 @@ def _multiaddr(external_ip: str, port: int, protocol: str) -> str:
 
 
 class _Gateway:
-    """The LAN's Internet Gateway Device, through miniupnpc (blocking: call in `_own_thread`)."""
+    """The LAN's Internet Gateway Device, through miniupnpc (blocking: call in `own_thread`)."""
 
     def __init__(self) -> None:
         self._upnp: Any = miniupnpc.UPnP()
@@ -93,29 +92,6 @@ class _Gateway:
 
     def remove(self, port: int, protocol: str) -> bool:
         return bool(self._upnp.deleteportmapping(port, protocol))
-
-
-async def _own_thread(fn: Callable[..., T], *args: Any) -> T:
-    """`fn(*args)` on a new thread, which shares this thread's network namespace."""
-    token = trio.lowlevel.current_trio_token()
-    done = trio.Event()
-    outcome: list[Any] = []
-
-    def run() -> None:
-        try:
-            outcome.append((True, fn(*args)))
-        except Exception as exc:
-            outcome.append((False, exc))
-        with suppress(trio.RunFinishedError):
-            token.run_sync_soon(done.set)
-
-    threading.Thread(target=run, name="upnp", daemon=True).start()
-    await done.wait()
-    ok, value = outcome[0]
-    if not ok:
-        raise value
-    result: T = value
-    return result
 
 
 class UpnpLayer:
@@ -143,13 +119,13 @@ class UpnpLayer:
         mapped: list[str] = []
         with trio.move_on_after(UPNP_TIMEOUT_S):
             try:
-                external_ip = await _own_thread(gateway.discover)
+                external_ip = await own_thread(gateway.discover, name="upnp")
                 if external_ip is None:
                     log.info("UPnP: no gateway with a public address offers port mapping here")
                     return
                 self._gateway = gateway
                 for port, protocol in mappings_for(listen_addrs()):
-                    if await _own_thread(gateway.add, port, protocol):
+                    if await own_thread(gateway.add, port, protocol, name="upnp"):
                         self._mapped.append((port, protocol))
                         mapped.append(_multiaddr(external_ip, port, protocol))
             except Exception as exc:  # miniupnpc raises on a refusal: we stay as we were
@@ -165,6 +141,6 @@ class UpnpLayer:
             return
         for port, protocol in mapped:
             try:
-                await _own_thread(gateway.remove, port, protocol)
+                await own_thread(gateway.remove, port, protocol, name="upnp")
             except Exception as exc:
                 log.info("UPnP: removing the mapping of %s/%d failed: %r", protocol, port, exc)

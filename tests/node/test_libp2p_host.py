@@ -76,18 +76,18 @@ async def connect_all(group: list[P2PHost]) -> None:
             assert await a.connect(b.listen_addrs[0]) == b.peer_id
 
 
-@pytest.mark.parametrize("mdns", [False, True], ids=["no-mdns", "mdns"])
-async def test_trio_on_the_loop_is_refused_with_mdns(mdns: bool) -> None:
-    """py-libp2p's mDNS registers with zeroconf by a blocking call, and zeroconf adopts the
-    asyncio loop of the caller's thread: on the loop's thread it blocked the loop for seconds
-    (waiting for itself). With mDNS the host's trio keeps a thread of its own, so no trio run
-    is a guest on this thread."""
-    async with asyncio.timeout(15), hosts(config(1, trio_on_loop=True, enable_mdns=mdns)):
-        if mdns:
-            with pytest.raises(RuntimeError):
-                trio.lowlevel.current_trio_token()
-        else:
-            assert trio.lowlevel.current_trio_token() is not None
+@pytest.mark.usefixtures("mdns_alone")
+async def test_mdns_with_trio_on_the_loop_finds_peers() -> None:
+    """py-libp2p's mDNS built zeroconf on the loop's thread and registered by a blocking call,
+    so with trio a guest on the loop it waited for the loop it blocked (seconds, until
+    zeroconf's timeout), and mDNS kept trio in a thread. `node/p2p/mdns.py` runs those calls
+    on threads of their own: a's trio is a guest on this thread (b's, the second here, takes a
+    thread), and each finds the other by mDNS alone."""
+    first = config(1, trio_on_loop=True, enable_mdns=True)
+    async with asyncio.timeout(9), hosts(first, config(2, enable_mdns=True)) as (a, b):
+        assert trio.lowlevel.current_trio_token() is not None
+        await a.wait_connected(b.peer_id)
+        await b.wait_connected(a.peer_id)
 
 
 @pytest.mark.parametrize("on_loop", [False, True], ids=["thread", "on-loop"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from pathlib import Path
 
@@ -21,12 +22,15 @@ async def test_a_callback_that_holds_the_loop_shows_as_a_stall(
             for _ in range(3):
                 await asyncio.sleep(0.01)  # the ticker runs
             time.sleep(0.05)  # noqa: ASYNC251 (holds the loop on purpose, as an inline fsync did)
+            gc.collect(1)  # a collection, told apart from the stall
             await asyncio.sleep(0.01)
         summary = read_lag(where)
         assert summary["ticks"] >= 2
         assert summary["stalls_over_2ms"] >= 1
         assert summary["late_max_ms"] >= 40
         assert summary["store_transactions"] == 7  # the node's counters, taken at the end
+        assert summary["gc_passes"][1] >= 1
+        assert summary["gc_longest_ms"] > 0
 
 
 async def test_nothing_is_watched_unless_asked(

@@ -5,8 +5,9 @@
 how late each wake-up came. A callback that holds the loop (an fsync on the loop's thread, a
 long decode, a collection) shows as lateness. At exit it writes the summary to that file as
 JSON, which the benchmark reads after the process stopped, with the node's counters at exit
-(`counters`: the store's write transactions, each one fsync). Off by default: the ticker costs
-the node a wake-up per millisecond.
+(`counters`: the store's write transactions, each one fsync) and the collector's passes in any
+thread (`gc_passes` per generation, `gc_longest_ms`: `gc_pauses.py`). Off by default: the
+ticker costs the node a wake-up per millisecond.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, Final
 
+from hearthmesh.tools.bench.gc_pauses import GcPauses
 from hearthmesh.tools.bench.stats import percentile
 
 __all__ = ["LATE_MS", "LOOP_LAG_ENV", "lag_summary", "read_lag", "watch_loop"]
@@ -59,14 +61,16 @@ async def watch_loop(counters: Callable[[], dict[str, int]] | None = None) -> As
             await asyncio.sleep(TICK_S)
             late_ms.append((time.perf_counter() - started - TICK_S) * 1000)
 
+    collector = GcPauses()
     ticker = asyncio.create_task(tick())
     try:
-        yield
+        with collector.watching():
+            yield
     finally:
         ticker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await ticker
-        summary = lag_summary(late_ms)
+        summary = lag_summary(late_ms) | collector.summary()
         if counters is not None:
             summary.update(counters())
         await asyncio.to_thread(Path(where).write_text, json.dumps(summary))
