@@ -198,6 +198,12 @@ class GossipLayer:
         router = self._gossipsub
         return MeshCounts() if router is None else dataclasses.replace(router.counts)
 
+    def rpcs_dropped(self) -> int:
+        """RPCs py-libp2p dropped for a full peer queue (`MeshCounts.rpcs_dropped`); an int
+        read across threads is whole."""
+        router = self._gossipsub
+        return 0 if router is None else router.counts.rpcs_dropped
+
     def _require_pubsub(self) -> Pubsub:
         if self._pubsub is None:
             raise HostClosed("libp2p host is not running")

@@ -70,6 +70,7 @@ from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
 from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, UPGRADE_TIMEOUT_S, WebRtcLayer, is_webrtc
+from hearthmesh.node.p2p.wire_counts import WireCounts, track
 from hearthmesh.node.p2p.yamux import adopt_yamux_stream, answers_ping, watch_reads
 from hearthmesh.protocol.errors import (
     HearthError,
@@ -486,6 +487,7 @@ class P2PHost:
         self._advertised: tuple[tuple[str, ...], list[multiaddr.Multiaddr]] | None = None
         """What `_advertised_addrs` answered once listening, for the mapped addresses then."""
         self.hole_punches = HolePunchCounts()
+        self._wire = WireCounts()
         """Hole punches tried and those that went direct, per transport (SPEC §10.9)."""
         self.connections_closed: dict[str, int] = {}
         """Connections that closed since the start, per reason (`CLOSED_UNANSWERED`,
@@ -624,6 +626,7 @@ class P2PHost:
             network.connection_gate = self._gate = PrefixGate(
                 allow_list=gate.allow_list, deny_list=gate.deny_list
             )
+        track(network, self._wire)
         self._gossip.build(host)
         self._autonat.build(host)
         self._relay.build(host)
@@ -803,6 +806,12 @@ class P2PHost:
     def relays(self) -> list[str]:
         """Peer ids of the relays we hold reservations on (as last reported)."""
         return sorted(self._relayed_via)
+
+    def wire(self) -> dict[str, Any]:
+        """What we wrote to peers since the start, per protocol (`wire_counts`: payload
+        bytes and writes), and the gossip RPCs py-libp2p dropped for a full peer queue (SPEC
+        §20.6); from the asyncio side."""
+        return {**self._wire.snapshot(), "gossip_rpcs_dropped": self._gossip.rpcs_dropped()}
 
     def peer_paths(self) -> dict[str, list[str]]:
         """Each connected peer -> how we reach it: `"direct"`, `"webrtc"` and/or the relays'

@@ -12,7 +12,8 @@ leaf that had one peer out of every mesh. So once the peer is added, whatever ch
 hello is announced to it as subscribe and unsubscribe do.
 
 It also writes our signed peer record once per stream rather than in every RPC
-(`peer_records.RecordsTold`).
+(`peer_records.RecordsTold`), and counts the announces and publishes py-libp2p drops for a
+full peer queue with the router's drops (`MeshRouter.note_dropped`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.rpc_queue import OutBoundQueueSize, RpcQueue
 
+from hearthmesh.node.p2p.gossip_router import MeshRouter
 from hearthmesh.node.p2p.peer_records import RecordsTold
 
 __all__ = ["HelloPubsub"]
@@ -42,6 +45,23 @@ class HelloPubsub(Pubsub):
     async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
         """py-libp2p's write, our signed record left out where the stream carried it."""
         return bool(await super().write_msg(stream, self._records_told.trimmed(stream, rpc_msg)))
+
+    def _enqueue_or_retry_announce(
+        self,
+        peer_id: ID,
+        queue: RpcQueue,
+        rpc_msg: rpc_pb2.RPC,
+        announce: rpc_pb2.RPC.SubOpts | None,
+    ) -> None:
+        """py-libp2p's enqueue, which drops `rpc_msg` when the peer's queue is full: counted
+        as the router's drops are."""
+        if (
+            not queue.closed
+            and len(queue) >= OutBoundQueueSize
+            and isinstance(self.router, MeshRouter)
+        ):
+            self.router.note_dropped(peer_id, "queue_full")
+        super()._enqueue_or_retry_announce(peer_id, queue, rpc_msg, announce)
 
     def get_hello_packet(self) -> rpc_pb2.RPC:
         packet = super().get_hello_packet()

@@ -222,10 +222,9 @@ async def _metered(mesh: Mesh) -> PhaseMeter:
 
 async def _workload(
     run: _Run, config: ScaleConfig, rng: random.Random
-) -> tuple[float, list[dict[str, Any]], dict[str, int]]:
+) -> tuple[float, list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Send, then wait until every acked message is on every other client; the phase's
-    seconds, each node's status as the last message was sent, and the connections that
-    closed in the phase, summed over the nodes per reason (SPEC §10.13)."""
+    seconds, and each node's status before it, as the last message was sent and at its end."""
     nodes = run.mesh.nodes
     before = await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes))
     started = run.now()
@@ -239,7 +238,7 @@ async def _workload(
         await asyncio.sleep(0.5)
     seconds = run.now() - started
     after = await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes))
-    return seconds, list(status), _closed_between(before, after)
+    return seconds, list(before), list(status), list(after)
 
 
 def _above_idle(
@@ -255,6 +254,32 @@ def _above_idle(
     idle_rate = float(idle["cpu_s"]["mean"]) / idle_s
     above = float(work["cpu_s"]["mean"]) - idle_rate * float(work["seconds"])
     return round(1000 * above / max(1, messages), 2)
+
+
+def _wire_between(
+    before: list[dict[str, Any]], after: list[dict[str, Any]], messages: int
+) -> dict[str, Any]:
+    """What the nodes wrote to peers between two status rounds, per protocol (SPEC §20.6):
+    payload bytes and writes per node per message, largest first, and the gossip RPCs
+    dropped for a full peer queue, summed over the nodes. What the TCP counters cannot say:
+    which protocol a node's bytes grow by as the mesh grows."""
+    per = max(1, len(after)) * max(1, messages)
+    sums: dict[str, list[int]] = {}
+    for earlier, later in zip(before, after, strict=True):
+        for protocol, size in later["wire"]["bytes"].items():
+            total = sums.setdefault(protocol, [0, 0])
+            total[0] += size - earlier["wire"]["bytes"].get(protocol, 0)
+            total[1] += later["wire"]["writes"][protocol]
+            total[1] -= earlier["wire"]["writes"].get(protocol, 0)
+    by_bytes = sorted(sums.items(), key=lambda item: -item[1][0])
+    return {
+        "bytes_per_message_per_node": {p: round(b / per) for p, (b, _) in by_bytes},
+        "writes_per_message_per_node": {p: round(w / per, 2) for p, (_, w) in by_bytes},
+        "gossip_rpcs_dropped": sum(
+            later["wire"]["gossip_rpcs_dropped"] - earlier["wire"]["gossip_rpcs_dropped"]
+            for earlier, later in zip(before, after, strict=True)
+        ),
+    }
 
 
 def _closed_between(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, int]:
@@ -310,7 +335,7 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
         for client in run.clients:
             client.start = run.start
         meter = await _metered(mesh)
-        seconds, status, closed = await _workload(run, config, rng)
+        seconds, before, status, after = await _workload(run, config, rng)
         work_costs = await meter.stop()
         work = summarize(work_costs, seconds)
         acked = run.acked()
@@ -358,7 +383,8 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
                 # summed over the nodes as the last message was sent: what a slow member waits on
                 "undecryptable": sum(int(s["undecryptable"]) for s in status),
                 "unreachable_users": sum(len(s["unreachable"]["users"]) for s in status),
-                "connections_closed": closed,
+                "connections_closed": _closed_between(before, after),
+                "wire": _wire_between(before, after, len(acked)),
                 # DHT walks for home records (SPEC §13.5) as the last message was sent, summed
                 "home_lookups": sum(int(s["home_lookups"]) for s in status),
                 "to_each_member": _latency([lat for _, lat in verdict.latencies]),
