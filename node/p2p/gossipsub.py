@@ -42,7 +42,7 @@ from hearthmesh.node.p2p.gossip_router import MeshCounts, MeshRouter
 from hearthmesh.node.p2p.pubsub_hello import HelloPubsub
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 
-__all__ = ["HEARTBEAT_S", "BridgeCall", "GossipLayer", "first_seqno"]
+__all__ = ["HEARTBEAT_S", "MESH_SLACK", "BridgeCall", "GossipLayer", "first_seqno"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,11 @@ T = TypeVar("T")
 
 HEARTBEAT_S: Final = 1
 """Gossipsub heartbeat: the mesh forms in ~1.5 s (libp2p-notes "Gossipsub")."""
+MESH_SLACK: Final = 2
+"""D_high = D + `MESH_SLACK` (py-libp2p's and go-libp2p's usual 2 * D: 12 at D 6). Peers GRAFT
+us whenever their mesh runs short and we take them up to D_high, so meshes fill towards it, and
+every mesh peer gets a copy of each message: a node's copies per message grew with the mesh
+until 12 (SPEC §14.3, §20.6)."""
 _HEARTBEAT_INITIAL_DELAY_S: Final = 0.1
 _WAIT_FOREVER_S: Final = 1e9  # libp2p waits need a timeout; callers bound them with asyncio
 _KNOWN_IDS: Final = 16
@@ -121,7 +126,7 @@ class GossipLayer:
             protocols=[PROTOCOL_ID_V11],
             degree=degree,
             degree_low=max(1, degree - 2),
-            degree_high=degree * 2,
+            degree_high=degree + MESH_SLACK,
             heartbeat_interval=HEARTBEAT_S,
             heartbeat_initial_delay=_HEARTBEAT_INITIAL_DELAY_S,
             adaptive_gossip_enabled=False,  # else the heartbeat stretches to 30-60 s

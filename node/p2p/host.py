@@ -174,7 +174,7 @@ class HostConfig:
     subscription_queue_size: int = SUBSCRIPTION_QUEUE_SIZE
     """Undelivered gossip messages per subscription before new ones are dropped."""
     gossip_degree: int = 6
-    """Gossipsub D (mesh size target); D_low = D - 2, D_high = 2 * D."""
+    """Gossipsub D (mesh size target); D_low = D - 2, D_high = D + 2."""
     dht_validate: DhtValidate | None = None
     """Validator of the DHT's one namespace (`/home/...`); with `dht_select` it turns on the
     kad-dht (server mode). Pure and thread-safe: it runs on the trio thread."""
