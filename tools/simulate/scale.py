@@ -226,10 +226,10 @@ async def _workload(
     """Send, then wait until every acked message is on every other client; the phase's
     seconds, and each node's status before it, as the last message was sent and at its end."""
     nodes = run.mesh.nodes
-    before = await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes))
+    before = await _statuses(nodes)
     started = run.now()
     await _send_loop(run, rng)
-    status = await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes))
+    status = await _statuses(nodes)
     deadline = run.now() + config.converge_timeout
     sends = [s for c in run.clients for s in c.sends.values()]
     while run.missing() > 0 or any(s.acked_at is None for s in sends):  # the last acks too
@@ -237,8 +237,11 @@ async def _workload(
             break
         await asyncio.sleep(0.5)
     seconds = run.now() - started
-    after = await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes))
-    return seconds, list(before), list(status), list(after)
+    return seconds, before, status, await _statuses(nodes)
+
+
+async def _statuses(nodes: list[SimNode]) -> list[dict[str, Any]]:
+    return list(await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes)))
 
 
 def _above_idle(
@@ -257,13 +260,14 @@ def _above_idle(
 
 
 def _wire_between(
-    before: list[dict[str, Any]], after: list[dict[str, Any]], messages: int
+    before: list[dict[str, Any]], after: list[dict[str, Any]], per: float, unit: str
 ) -> dict[str, Any]:
     """What the nodes wrote to peers between two status rounds, per protocol (SPEC §20.6):
-    payload bytes and writes per node per message, largest first, and the gossip RPCs
-    dropped for a full peer queue, summed over the nodes. What the TCP counters cannot say:
-    which protocol a node's bytes grow by as the mesh grows."""
-    per = max(1, len(after)) * max(1, messages)
+    payload bytes and writes per node per `unit` (`per` of them in the phase: its messages,
+    or its seconds when idle), largest first, and the gossip RPCs dropped for a full peer
+    queue, summed over the nodes. What the TCP counters cannot say: which protocol a node's
+    bytes grow by as the mesh grows."""
+    share = max(1, len(after)) * max(per, 1e-9)
     sums: dict[str, list[int]] = {}
     for earlier, later in zip(before, after, strict=True):
         for protocol, size in later["wire"]["bytes"].items():
@@ -273,8 +277,8 @@ def _wire_between(
             total[1] -= earlier["wire"]["writes"].get(protocol, 0)
     by_bytes = sorted(sums.items(), key=lambda item: -item[1][0])
     return {
-        "bytes_per_message_per_node": {p: round(b / per) for p, (b, _) in by_bytes},
-        "writes_per_message_per_node": {p: round(w / per, 2) for p, (_, w) in by_bytes},
+        f"bytes_per_node_per_{unit}": {p: round(b / share) for p, (b, _) in by_bytes},
+        f"writes_per_node_per_{unit}": {p: round(w / share, 2) for p, (_, w) in by_bytes},
         "gossip_rpcs_dropped": sum(
             later["wire"]["gossip_rpcs_dropped"] - earlier["wire"]["gossip_rpcs_dropped"]
             for earlier, later in zip(before, after, strict=True)
@@ -328,8 +332,10 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
             raise SimulationFailed(f"{size} nodes were not set up in time: {run.setup}") from None
         await asyncio.sleep(config.settle)
         meter = await _metered(mesh)
+        idle_from = await _statuses(mesh.nodes)
         await asyncio.sleep(config.idle)
         idle = summarize(await meter.stop(), config.idle)
+        idle["wire"] = _wire_between(idle_from, await _statuses(mesh.nodes), config.idle, "s")
         _say(config, f"{size} nodes: idle metered; workload {config.duration:g} s")
         run.start = time.monotonic()
         for client in run.clients:
@@ -384,7 +390,7 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
                 "undecryptable": sum(int(s["undecryptable"]) for s in status),
                 "unreachable_users": sum(len(s["unreachable"]["users"]) for s in status),
                 "connections_closed": _closed_between(before, after),
-                "wire": _wire_between(before, after, len(acked)),
+                "wire": _wire_between(before, after, len(acked), "message"),
                 # DHT walks for home records (SPEC §13.5) as the last message was sent, summed
                 "home_lookups": sum(int(s["home_lookups"]) for s in status),
                 "to_each_member": _latency([lat for _, lat in verdict.latencies]),
