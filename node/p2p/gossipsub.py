@@ -40,6 +40,7 @@ from hearthmesh.node.p2p.errors import HostClosed, P2PError
 from hearthmesh.node.p2p.gossip import GossipMessage, GossipValidator, MessageIdFn, Subscription
 from hearthmesh.node.p2p.gossip_router import MeshCounts, MeshRouter
 from hearthmesh.node.p2p.pubsub_hello import HelloPubsub
+from hearthmesh.node.p2p.wire_counts import WireCounts
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 
 __all__ = ["HEARTBEAT_S", "MESH_SLACK", "BridgeCall", "GossipLayer", "first_seqno"]
@@ -99,9 +100,12 @@ class GossipLayer:
         subscription_queue_size: int,
         degree: int,
         on_garbled: Callable[[str, RemoteProtocolError], None],
+        wire: WireCounts | None = None,
     ) -> None:
         """`on_garbled(peer, error)` (trio thread): a peer sent a gossip RPC that does not
-        decode; its stream was reset."""
+        decode; its stream was reset. `wire`: the host's counts, which get each RPC we write
+        by kind (`HelloPubsub.write_msg`)."""
+        self._wire = wire
         self._on_garbled = on_garbled
         self._bridge = bridge
         self._call = call
@@ -137,6 +141,7 @@ class GossipLayer:
             self._gossipsub,
             strict_signing=True,
             msg_id_constructor=self._msg_id_constructor(),
+            wire=self._wire,
         )
         self._pubsub.counter = first_seqno(SystemClock().now_ms())
         for protocol in self._gossipsub.get_protocols():  # in place of pubsub's own handler

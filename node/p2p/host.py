@@ -487,7 +487,6 @@ class P2PHost:
         self._advertised: tuple[tuple[str, ...], list[multiaddr.Multiaddr]] | None = None
         """What `_advertised_addrs` answered once listening, for the mapped addresses then."""
         self.hole_punches = HolePunchCounts()
-        self._wire = WireCounts()
         """Hole punches tried and those that went direct, per transport (SPEC §10.9)."""
         self.connections_closed: dict[str, int] = {}
         """Connections that closed since the start, per reason (`CLOSED_UNANSWERED`,
@@ -501,6 +500,7 @@ class P2PHost:
             idle_timeout_s=config.inbound.idle_timeout_ms / 1000,
         )
         self._closing = False
+        self._wire = WireCounts()
         self._gossip = GossipLayer(
             bridge=self._bridge,
             call=self._call,
@@ -509,6 +509,7 @@ class P2PHost:
             subscription_queue_size=config.subscription_queue_size,
             degree=config.gossip_degree,
             on_garbled=self._garbled_gossip,
+            wire=self._wire,
         )
         self._dht: DhtLayer | None = None
         if (config.dht_validate is None) != (config.dht_select is None):

@@ -13,9 +13,11 @@ import pytest
 import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.rpc_queue import OutBoundQueueSize
 
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.node.p2p.pubsub_hello import rpc_kind
 from hearthmesh.node.p2p.wire_counts import NEGOTIATION
 
 pytestmark = pytest.mark.integration
@@ -31,8 +33,8 @@ async def _until(condition: object) -> None:
 
 async def test_each_hosts_writes_are_counted_per_protocol_and_apart() -> None:
     """Two hosts in one process: the one that publishes a 20 kB message counts it on the
-    gossip protocol, the other does not (it only read it), and both count multistream's
-    writes before a protocol was agreed as `negotiation`."""
+    gossip protocol and as a gossip `message`, the other does not (it only read it), and both
+    count multistream's writes before a protocol was agreed as `negotiation`."""
     async with (
         asyncio.timeout(30),
         P2PHost(HostConfig(identity_seed=b"\x01" * 32)) as sender,
@@ -50,8 +52,28 @@ async def test_each_hosts_writes_are_counted_per_protocol_and_apart() -> None:
         await _until(lambda: sender.wire()["bytes"][PROTOCOL_ID_V11] - before > PAYLOAD)
         sent, read = sender.wire(), reader.wire()
         assert read["bytes"].get(PROTOCOL_ID_V11, 0) < PAYLOAD
+        # and by kind: the message, and no message from the reader
+        assert sent["bytes"][f"{PROTOCOL_ID_V11} message"] > PAYLOAD
+        assert f"{PROTOCOL_ID_V11} message" not in read["bytes"]
         assert sent["writes"][NEGOTIATION] > 0 and read["writes"][NEGOTIATION] > 0
         assert sent["gossip_rpcs_dropped"] == read["gossip_rpcs_dropped"] == 0
+
+
+def test_a_gossip_rpc_is_counted_as_its_first_part() -> None:
+    """A forward that carries control too is a `message`; IHAVE before GRAFT; a hello-like
+    RPC of subscriptions alone is a `subscription`."""
+    graft = rpc_pb2.ControlMessage(graft=[rpc_pb2.ControlGraft(topicID=TOPIC)])
+    ihave = rpc_pb2.ControlMessage(
+        ihave=[rpc_pb2.ControlIHave(topicID=TOPIC, messageIDs=[b"id"])],
+        graft=[rpc_pb2.ControlGraft(topicID=TOPIC)],
+    )
+    message = rpc_pb2.Message(data=b"x", topicIDs=[TOPIC])
+    assert rpc_kind(rpc_pb2.RPC(publish=[message], control=graft)) == "message"
+    assert rpc_kind(rpc_pb2.RPC(control=ihave)) == "ihave"
+    assert rpc_kind(rpc_pb2.RPC(control=graft)) == "graft"
+    subscribe = rpc_pb2.RPC.SubOpts(subscribe=True, topicid=TOPIC)
+    assert rpc_kind(rpc_pb2.RPC(subscriptions=[subscribe])) == "subscription"
+    assert rpc_kind(rpc_pb2.RPC()) == "other"
 
 
 class _StalledStream:
