@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import trio
-from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.rpc_queue import OutBoundQueueSize
@@ -19,6 +17,7 @@ from libp2p.pubsub.rpc_queue import OutBoundQueueSize
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.node.p2p.pubsub_hello import rpc_kind
 from hearthmesh.node.p2p.wire_counts import NEGOTIATION
+from tests.node.pubsub_streams import wrap_pubsub_streams
 
 pytestmark = pytest.mark.integration
 
@@ -107,15 +106,7 @@ async def test_gossip_rpcs_dropped_for_a_full_peer_queue_are_counted() -> None:
         P2PHost(HostConfig(identity_seed=b"\x03" * 32)) as sender,
         P2PHost(HostConfig(identity_seed=b"\x04" * 32)) as reader,
     ):
-        pubsub = sender._gossip._pubsub
-        assert pubsub is not None
-        open_stream = pubsub.host.new_stream
-
-        async def stalled_new_stream(peer_id: ID, protocols: Sequence[Any]) -> Any:
-            stream = await open_stream(peer_id, protocols)
-            return _StalledStream(stream, release) if PROTOCOL_ID_V11 in protocols else stream
-
-        pubsub.host.new_stream = stalled_new_stream  # type: ignore[method-assign,assignment]
+        wrap_pubsub_streams(sender, lambda stream: _StalledStream(stream, release))
         await sender.subscribe(TOPIC)
         await reader.subscribe(TOPIC)
         await reader.connect(sender.listen_addrs[0])
