@@ -28,7 +28,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Final, Self
+from typing import Any, Final, Self
 
 from hearthmesh.node.clock import Clock, CorrectedClock, HybridClock, SystemClock
 from hearthmesh.node.config import NodeConfig
@@ -523,6 +523,10 @@ class Node:
     def connections_closed(self) -> dict[str, int]:
         """Connections closed since the start, per reason: ours or the peer's (SPEC §10.13)."""
         return dict(self._host.connections_closed)
+
+    def wire(self) -> dict[str, Any]:
+        """Bytes and writes to peers per protocol, and gossip RPCs dropped (SPEC §20.6)."""
+        return self._host.wire()
 
     def home_peers(self, user: UserId) -> tuple[str, ...]:
         """Peer ids of `user`'s home nodes as this node knows them (hello, presence, DHT)."""

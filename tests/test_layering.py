@@ -78,6 +78,7 @@ BRIDGE_MODULES = {
     "node/p2p/mdns.py",
     "node/p2p/serving.py",
     "node/p2p/prefix_gate.py",
+    "node/p2p/wire_counts.py",
 }
 """The only modules that may import trio or libp2p (ARCHITECTURE §5)."""
 

@@ -131,6 +131,7 @@ async def node_status(request: web.Request) -> web.Response:
             },
             "connections_closed": node.connections_closed(),
             "home_lookups": node.home_lookups,
+            "wire": node.wire(),
             "unreachable": {"users": [user_id_text(u) for u in users], "own_homes": homes},
             "clients": len(service.sessions),
             "undecryptable": node.undecryptable,

@@ -23,19 +23,26 @@ the peers closest to the key, so asking the few closest known, and any closer pe
 finds it: `NEAREST_ASKED` RPCs at a time, at most `GET_ROUNDS` rounds, whatever the mesh's size.
 
 py-libp2p's WARNINGs for a request's normal end and for failed stores are sorted by `dht_log`.
+
+Our answers name closer peers by id and addresses, without the signed peer record py-libp2p
+adds to each (`_KadDHT`): some 210 bytes each, up to 20 an answer, so a node's kad bytes per
+message grew with the mesh until it had 21 nodes (3.0 KB at 10 nodes, 5.5 at 25, SPEC §20.6),
+and each asker verified every record (an Ed25519 check each, uncached). Kademlia's answers
+carry no records in go-libp2p either; a dial to an address checks the peer's key anyway
+(Noise), so a record only proves an address the dial proves.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Final
 
 import trio
 from libp2p.abc import IHost
 from libp2p.kad_dht import DHTMode, KadDHT
-from libp2p.kad_dht.pb.kademlia_pb2 import Record
+from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerstore import PeerStoreError
@@ -130,6 +137,17 @@ class _AppValidator(Validator):
         return index
 
 
+class _KadDHT(KadDHT):
+    """py-libp2p's DHT, whose answers name closer peers without their signed records."""
+
+    def _add_closer_peers_to_response(
+        self, response: Message, closest_peers: Sequence[ID], exclude_peer_id: ID | None = None
+    ) -> None:
+        super()._add_closer_peers_to_response(response, closest_peers, exclude_peer_id)
+        for peer in response.closerPeers:
+            peer.ClearField("signedRecord")
+
+
 class DhtLayer:
     """The kad-dht half of one `P2PHost` (see the module docstring)."""
 
@@ -149,7 +167,7 @@ class DhtLayer:
         validator = NamespacedValidator(
             {DHT_NAMESPACE: self._app_validator}, strict_validation=True
         )
-        self._dht = KadDHT(
+        self._dht = _KadDHT(
             host,
             DHTMode.SERVER,
             validator=validator,

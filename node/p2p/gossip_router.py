@@ -45,12 +45,14 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.mcache import CacheEntry, MessageCache
 from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.rpc_queue import OutBoundQueueSize
 
 from hearthmesh.node.p2p.addresses import remote_ip
 
 __all__ = [
     "BACKOFF_SLACK_S",
     "COUNTS_LOG_HEARTBEATS",
+    "DROP_LOG_S",
     "GOSSIP_PEERS",
     "GOSSIP_WINDOW",
     "MeshCounts",
@@ -66,6 +68,8 @@ GOSSIP_WINDOW: Final = 1
 """Heartbeats whose message ids an IHAVE names: each id is offered in one heartbeat."""
 BACKOFF_SLACK_S: Final = 2
 """Seconds after a backoff ended before we GRAFT that peer ourselves (SPEC §14.3)."""
+DROP_LOG_S: Final = 60.0
+"""At most one WARNING of dropped RPCs per this many seconds (`MeshRouter.note_dropped`)."""
 COUNTS_LOG_HEARTBEATS: Final = 60
 """Heartbeats between two INFO lines with the mesh sizes and `counts` (a minute at 1 s)."""
 
@@ -90,6 +94,11 @@ class MeshCounts:
     """Message ids our heartbeats named in IHAVEs to peers outside the mesh."""
     ids_wanted: int = 0
     """Message ids we asked for by IWANT: named in an IHAVE, not seen here."""
+    rpcs_dropped: int = 0
+    """RPCs py-libp2p dropped, not sent, as the peer's outbound queue was full (32 RPCs,
+    `rpc_queue.OutBoundQueueSize`): the router's (a forwarded message, gossip, control) and
+    pubsub's (a publish or subscription announce, `HelloPubsub`). py-libp2p only logs them at
+    debug."""
 
 
 class MeshRouter(GossipSub):
@@ -103,6 +112,7 @@ class MeshRouter(GossipSub):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.counts = MeshCounts()
         self._taking_graft = False
+        self._drop_logged_at = -DROP_LOG_S
         self.mcache = _MessageCache(self.mcache.window_size, self.mcache.history_size, self)
 
     def mesh_heartbeat(self) -> tuple[defaultdict[ID, list[str]], defaultdict[ID, list[str]]]:
@@ -221,6 +231,27 @@ class MeshRouter(GossipSub):
             self._taking_graft = False
         if self.counts.prunes_sent != pruned:  # every refusal answers with one PRUNE
             self.counts.grafts_refused += 1
+
+    def _handle_dropped_rpc(self, peer_id: ID, rpc: rpc_pb2.RPC, reason: str) -> None:
+        """Counted and logged (`MeshCounts.rpcs_dropped`), then py-libp2p's: a dropped
+        control part is sent again with a later RPC."""
+        self.note_dropped(peer_id, reason)
+        super()._handle_dropped_rpc(peer_id, rpc, reason)
+
+    def note_dropped(self, peer_id: ID, reason: str) -> None:
+        """One RPC to `peer_id` dropped: counted, and a WARNING at most once a minute (a full
+        queue drops RPC after RPC; the counts' INFO line each minute has the total)."""
+        self.counts.rpcs_dropped += 1
+        now = time.monotonic()
+        if now >= self._drop_logged_at + DROP_LOG_S:
+            self._drop_logged_at = now
+            log.warning(
+                "gossip RPC to %s dropped (%s; its queue holds %d); %d dropped since the start",
+                peer_id.to_base58()[-8:],
+                reason,
+                OutBoundQueueSize,
+                self.counts.rpcs_dropped,
+            )
 
     async def handle_prune(self, prune_msg: rpc_pb2.ControlPrune, sender_peer_id: ID) -> None:
         self.counts.prunes_received += 1

@@ -40,9 +40,10 @@ from hearthmesh.node.p2p.errors import HostClosed, P2PError
 from hearthmesh.node.p2p.gossip import GossipMessage, GossipValidator, MessageIdFn, Subscription
 from hearthmesh.node.p2p.gossip_router import MeshCounts, MeshRouter
 from hearthmesh.node.p2p.pubsub_hello import HelloPubsub
+from hearthmesh.node.p2p.wire_counts import WireCounts
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 
-__all__ = ["HEARTBEAT_S", "BridgeCall", "GossipLayer", "first_seqno"]
+__all__ = ["HEARTBEAT_S", "MESH_SLACK", "BridgeCall", "GossipLayer", "first_seqno"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,11 @@ T = TypeVar("T")
 
 HEARTBEAT_S: Final = 1
 """Gossipsub heartbeat: the mesh forms in ~1.5 s (libp2p-notes "Gossipsub")."""
+MESH_SLACK: Final = 2
+"""D_high = D + `MESH_SLACK` (py-libp2p's and go-libp2p's usual 2 * D: 12 at D 6). Peers GRAFT
+us whenever their mesh runs short and we take them up to D_high, so meshes fill towards it, and
+every mesh peer gets a copy of each message: a node's copies per message grew with the mesh
+until 12 (SPEC §14.3, §20.6)."""
 _HEARTBEAT_INITIAL_DELAY_S: Final = 0.1
 _WAIT_FOREVER_S: Final = 1e9  # libp2p waits need a timeout; callers bound them with asyncio
 _KNOWN_IDS: Final = 16
@@ -94,9 +100,12 @@ class GossipLayer:
         subscription_queue_size: int,
         degree: int,
         on_garbled: Callable[[str, RemoteProtocolError], None],
+        wire: WireCounts | None = None,
     ) -> None:
         """`on_garbled(peer, error)` (trio thread): a peer sent a gossip RPC that does not
-        decode; its stream was reset."""
+        decode; its stream was reset. `wire`: the host's counts, which get each RPC we write
+        by kind (`HelloPubsub.write_msg`)."""
+        self._wire = wire
         self._on_garbled = on_garbled
         self._bridge = bridge
         self._call = call
@@ -121,7 +130,7 @@ class GossipLayer:
             protocols=[PROTOCOL_ID_V11],
             degree=degree,
             degree_low=max(1, degree - 2),
-            degree_high=degree * 2,
+            degree_high=degree + MESH_SLACK,
             heartbeat_interval=HEARTBEAT_S,
             heartbeat_initial_delay=_HEARTBEAT_INITIAL_DELAY_S,
             adaptive_gossip_enabled=False,  # else the heartbeat stretches to 30-60 s
@@ -132,6 +141,7 @@ class GossipLayer:
             self._gossipsub,
             strict_signing=True,
             msg_id_constructor=self._msg_id_constructor(),
+            wire=self._wire,
         )
         self._pubsub.counter = first_seqno(SystemClock().now_ms())
         for protocol in self._gossipsub.get_protocols():  # in place of pubsub's own handler
@@ -197,6 +207,12 @@ class GossipLayer:
         """A copy of the router's GRAFT and PRUNE counts (zeros before `build`)."""
         router = self._gossipsub
         return MeshCounts() if router is None else dataclasses.replace(router.counts)
+
+    def rpcs_dropped(self) -> int:
+        """RPCs py-libp2p dropped for a full peer queue (`MeshCounts.rpcs_dropped`); an int
+        read across threads is whole."""
+        router = self._gossipsub
+        return 0 if router is None else router.counts.rpcs_dropped
 
     def _require_pubsub(self) -> Pubsub:
         if self._pubsub is None:

@@ -73,6 +73,7 @@ from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
 from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, UPGRADE_TIMEOUT_S, WebRtcLayer, is_webrtc
+from hearthmesh.node.p2p.wire_counts import WireCounts, track
 from hearthmesh.node.p2p.yamux import adopt_yamux_stream, answers_ping, watch_reads
 from hearthmesh.protocol.errors import (
     HearthError,
@@ -177,7 +178,7 @@ class HostConfig:
     subscription_queue_size: int = SUBSCRIPTION_QUEUE_SIZE
     """Undelivered gossip messages per subscription before new ones are dropped."""
     gossip_degree: int = 6
-    """Gossipsub D (mesh size target); D_low = D - 2, D_high = 2 * D."""
+    """Gossipsub D (mesh size target); D_low = D - 2, D_high = D + 2."""
     dht_validate: DhtValidate | None = None
     """Validator of the DHT's one namespace (`/home/...`); with `dht_select` it turns on the
     kad-dht (server mode). Pure and thread-safe: it runs on the trio thread."""
@@ -498,6 +499,7 @@ class P2PHost:
             idle_timeout_s=config.inbound.idle_timeout_ms / 1000,
         )
         self._closing = False
+        self._wire = WireCounts()
         self._gossip = GossipLayer(
             bridge=self._bridge,
             call=self._call,
@@ -506,6 +508,7 @@ class P2PHost:
             subscription_queue_size=config.subscription_queue_size,
             degree=config.gossip_degree,
             on_garbled=self._garbled_gossip,
+            wire=self._wire,
         )
         self._dht: DhtLayer | None = None
         if (config.dht_validate is None) != (config.dht_select is None):
@@ -636,6 +639,7 @@ class P2PHost:
             network.connection_gate = self._gate = PrefixGate(
                 allow_list=gate.allow_list, deny_list=gate.deny_list
             )
+        track(network, self._wire)
         self._gossip.build(host)
         self._autonat.build(host)
         self._relay.build(host)
@@ -820,6 +824,12 @@ class P2PHost:
     def relays(self) -> list[str]:
         """Peer ids of the relays we hold reservations on (as last reported)."""
         return sorted(self._relayed_via)
+
+    def wire(self) -> dict[str, Any]:
+        """What we wrote to peers since the start, per protocol (`wire_counts`: payload
+        bytes and writes), and the gossip RPCs py-libp2p dropped for a full peer queue (SPEC
+        §20.6); from the asyncio side."""
+        return {**self._wire.snapshot(), "gossip_rpcs_dropped": self._gossip.rpcs_dropped()}
 
     def peer_paths(self) -> dict[str, list[str]]:
         """Each connected peer -> how we reach it: `"direct"`, `"webrtc"` and/or the relays'

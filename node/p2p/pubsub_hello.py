@@ -12,7 +12,9 @@ leaf that had one peer out of every mesh. So once the peer is added, whatever ch
 hello is announced to it as subscribe and unsubscribe do.
 
 It also writes our signed peer record once per stream rather than in every RPC
-(`peer_records.RecordsTold`).
+(`peer_records.RecordsTold`), and counts the announces and publishes py-libp2p drops for a
+full peer queue with the router's drops (`MeshRouter.note_dropped`), and counts each RPC it
+writes by kind (`rpc_kind`) in the host's `WireCounts`.
 """
 
 from __future__ import annotations
@@ -23,25 +25,64 @@ from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
+from libp2p.pubsub.rpc_queue import OutBoundQueueSize, RpcQueue
 
+from hearthmesh.node.p2p.gossip_router import MeshRouter
 from hearthmesh.node.p2p.peer_records import RecordsTold
+from hearthmesh.node.p2p.wire_counts import WireCounts
 
-__all__ = ["HelloPubsub"]
+__all__ = ["HelloPubsub", "rpc_kind"]
 
 _hello_topics: ContextVar[frozenset[str] | None] = ContextVar("_hello_topics", default=None)
 """The topics of the hello built in this task (each `_handle_new_peer` runs in its own)."""
 
 
+def rpc_kind(rpc: rpc_pb2.RPC) -> str:
+    """What a gossip RPC we write is for, its first part in this order: `message` (a publish
+    or a forward), `ihave`, `iwant`, `graft` or `prune` (mesh upkeep), `subscription`, or
+    `other` (SPEC §20.6: which of them a node's gossip writes grow by)."""
+    if rpc.publish:
+        return "message"
+    control = rpc.control
+    for kind in ("ihave", "iwant", "graft", "prune"):
+        if getattr(control, kind):
+            return kind
+    return "subscription" if rpc.subscriptions else "other"
+
+
 class HelloPubsub(Pubsub):
     """`Pubsub` whose new peers learn the subscriptions their hello missed (module docstring)."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, wire: WireCounts | None = None, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._records_told = RecordsTold()
+        self._wire = wire
 
     async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
-        """py-libp2p's write, our signed record left out where the stream carried it."""
-        return bool(await super().write_msg(stream, self._records_told.trimmed(stream, rpc_msg)))
+        """py-libp2p's write, our signed record left out where the stream carried it; counted
+        by kind in `wire` (the stream's own count has the protocol's total)."""
+        rpc = self._records_told.trimmed(stream, rpc_msg)
+        written = bool(await super().write_msg(stream, rpc))
+        if written and self._wire is not None:
+            self._wire.add(f"{stream.get_protocol()} {rpc_kind(rpc)}", rpc.ByteSize())
+        return written
+
+    def _enqueue_or_retry_announce(
+        self,
+        peer_id: ID,
+        queue: RpcQueue,
+        rpc_msg: rpc_pb2.RPC,
+        announce: rpc_pb2.RPC.SubOpts | None,
+    ) -> None:
+        """py-libp2p's enqueue, which drops `rpc_msg` when the peer's queue is full: counted
+        as the router's drops are."""
+        if (
+            not queue.closed
+            and len(queue) >= OutBoundQueueSize
+            and isinstance(self.router, MeshRouter)
+        ):
+            self.router.note_dropped(peer_id, "queue_full")
+        super()._enqueue_or_retry_announce(peer_id, queue, rpc_msg, announce)
 
     def get_hello_packet(self) -> rpc_pb2.RPC:
         packet = super().get_hello_packet()

@@ -23,6 +23,7 @@ from hearthmesh.node.p2p.gossip_router import (
     MeshCounts,
     MeshRouter,
 )
+from hearthmesh.node.p2p.gossipsub import MESH_SLACK
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 
 pytestmark = pytest.mark.integration
@@ -34,11 +35,11 @@ DEGREE = 2
 
 
 @asynccontextmanager
-async def hosts(count: int) -> AsyncIterator[list[P2PHost]]:
+async def hosts(count: int, degree: int = DEGREE) -> AsyncIterator[list[P2PHost]]:
     async with AsyncExitStack() as stack:
         yield [
             await stack.enter_async_context(
-                P2PHost(HostConfig(identity_seed=bytes([n]) * 32, gossip_degree=DEGREE))
+                P2PHost(HostConfig(identity_seed=bytes([n]) * 32, gossip_degree=degree))
             )
             for n in range(1, count + 1)
         ]
@@ -111,6 +112,31 @@ async def test_a_peer_the_heartbeat_pruned_is_not_grafted_again_within_the_backo
         assert _counts(hub).grafts_sent == grafted
         assert sum(_counts(leaf).grafts_refused for leaf in leaves) == 0
         assert _mesh(hub) == set()
+
+
+async def test_a_mesh_grafted_past_d_plus_2_is_pruned_back() -> None:
+    """D_high is D + 2 (SPEC §14.3): peers GRAFT us whenever their mesh runs short, so with
+    py-libp2p's 2 * D meshes filled towards 12 peers at D 6, each a copy of every message. A
+    hub and 6 leaves, D 3: every leaf grafts the hub, the only peer it has; a mesh of 6 is past
+    D_high 5 (2 * D: 6, kept whole), so the hub refuses or prunes some of them."""
+    async with asyncio.timeout(30), hosts(1 + LEAVES, degree=3) as (hub, *leaves):
+        assert _router(hub).degree_high == 3 + MESH_SLACK == 5
+        for leaf in leaves:
+            await leaf.connect(hub.listen_addrs[0])
+        for host in (hub, *leaves):
+            await host.subscribe(TOPIC)
+
+        def tried() -> bool:  # each leaf has the hub in its mesh, or was pruned by it
+            return all(
+                hub.peer_id in _mesh(leaf) or _backing_off_from(leaf, hub.peer_id)
+                for leaf in leaves
+            )
+
+        await _until(tried)
+        beats = _counts(hub).heartbeats
+        await _until(lambda: _counts(hub).heartbeats >= beats + 2)
+        assert len(_mesh(hub)) <= 5
+        assert any(_backing_off_from(leaf, hub.peer_id) for leaf in leaves)
 
 
 def test_we_graft_a_peer_a_while_after_its_backoff_ended_and_take_its_graft_at_once() -> None:

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
+from libp2p.kad_dht.pb.kademlia_pb2 import Message
+from libp2p.peer.id import ID
 
 from hearthmesh.node.p2p.dht import NEAREST_ASKED, home_record_rules
 from hearthmesh.node.p2p.host import HostConfig, P2PHost, peer_id_from_seed
@@ -247,3 +249,29 @@ async def test_stopping_dht_hosts_leaks_no_threads_fds_or_tasks() -> None:
         assert _fd_count() == fds
         assert asyncio.all_tasks() == {asyncio.current_task()}
         assert time.monotonic() - started < 6
+
+
+async def test_our_answers_name_closer_peers_by_address_without_their_signed_records() -> None:
+    """py-libp2p put each closer peer's signed record (some 210 bytes) in an answer, up to 20
+    an answer, and the asker checked each: a node's kad bytes per message grew with the mesh
+    until 21 nodes (SPEC §20.6). B has A's record; its answer naming A carries A's id and
+    addresses, not the record."""
+    async with asyncio.timeout(9), hosts(dht_config(1), dht_config(2)) as (a, b):
+        await link(a, b)
+        layer = b._dht
+        assert layer is not None and layer._dht is not None
+        dht, peer = layer._dht, ID.from_base58(a.peer_id)
+
+        async def answer() -> Message:
+            response = Message(type=Message.MessageType.FIND_NODE)
+            dht._add_closer_peers_to_response(response, [peer])
+            return response
+
+        async def has_record() -> bool:  # from A's hello or gossip: py-libp2p would add it
+            return dht.host.get_peerstore().get_peer_record(peer) is not None
+
+        while not await b._bridge.run(has_record):  # noqa: ASYNC110 (no event to wait on)
+            await asyncio.sleep(0.02)
+        (named,) = (await b._bridge.run(answer)).closerPeers
+        assert ID(named.id) == peer and named.addrs
+        assert not named.HasField("signedRecord")

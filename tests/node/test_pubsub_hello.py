@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import libp2p.pubsub.pubsub as pubsub_module
 import pytest
 import trio
 from libp2p.peer.id import ID
-from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 
+from hearthmesh.node.p2p.gossip import Subscription
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.node.p2p.peer_records import consume_once
+from tests.node.pubsub_streams import wrap_pubsub_streams
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +56,37 @@ def _subscribers(host: P2PHost) -> set[str]:
             continue
 
 
+def _records_from(sender: P2PHost, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Per RPC a host of this process takes from `sender`: whether it carried a signed record
+    (each still checked by `consume_once`, as the hosts install it)."""
+    carried: list[bool] = []
+
+    def counting(msg: Any, host: Any, peer_id: ID) -> bool:
+        if peer_id.to_base58() == sender.peer_id:
+            carried.append(msg.HasField("senderRecord"))
+        return consume_once(msg, host, peer_id)
+
+    monkeypatch.setattr(pubsub_module, "maybe_consume_signed_record", counting)
+    return carried
+
+
+@asynccontextmanager
+async def _publisher_and_reader(
+    monkeypatch: pytest.MonkeyPatch,
+) -> AsyncIterator[tuple[P2PHost, P2PHost, Subscription, list[bool]]]:
+    """Two hosts in TOPIC, the reader connected to the publisher: its subscription, and per
+    RPC it took from the publisher whether that carried a record (`_records_from`)."""
+    async with (
+        P2PHost(HostConfig(identity_seed=b"\x01" * 32)) as publisher,
+        P2PHost(HostConfig(identity_seed=b"\x02" * 32)) as reader,
+    ):
+        carried = _records_from(publisher, monkeypatch)
+        sub = await reader.subscribe(TOPIC)
+        await publisher.subscribe(TOPIC)
+        await reader.connect(publisher.listen_addrs[0])
+        yield publisher, reader, sub, carried
+
+
 async def test_a_subscription_made_while_a_peers_hello_is_written_reaches_that_peer() -> None:
     """py-libp2p built a new peer's hello, then awaited its write before adding the peer to
     those that `subscribe` announces to: a topic joined in between reached the peer by neither,
@@ -64,16 +97,7 @@ async def test_a_subscription_made_while_a_peers_hello_is_written_reaches_that_p
         P2PHost(HostConfig(identity_seed=b"\x01" * 32)) as joiner,
         P2PHost(HostConfig(identity_seed=b"\x02" * 32)) as peer,
     ):
-        pubsub = joiner._gossip._pubsub
-        assert pubsub is not None
-        libp2p_host = pubsub.host
-        open_stream = libp2p_host.new_stream
-
-        async def held_new_stream(peer_id: ID, protocols: Sequence[Any]) -> Any:
-            stream = await open_stream(peer_id, protocols)
-            return _HeldStream(stream, writing, release) if PROTOCOL_ID_V11 in protocols else stream
-
-        libp2p_host.new_stream = held_new_stream  # type: ignore[method-assign,assignment]
+        wrap_pubsub_streams(joiner, lambda stream: _HeldStream(stream, writing, release))
         await peer.connect(joiner.listen_addrs[0])
         while not writing.is_set():  # noqa: ASYNC110 (set on the joiner's trio thread)
             await asyncio.sleep(0.01)
@@ -91,22 +115,8 @@ async def test_our_signed_record_goes_once_per_stream_not_in_every_rpc(
     changes (node/p2p/peer_records.py, SPEC §14.3). One host publishes 8 messages to another:
     every message arrives, the record was taken, and at most the hello and the first RPC after
     it carried the record."""
-    async with (
-        asyncio.timeout(30),
-        P2PHost(HostConfig(identity_seed=b"\x01" * 32)) as publisher,
-        P2PHost(HostConfig(identity_seed=b"\x02" * 32)) as reader,
-    ):
-        carried: list[bool] = []  # per RPC the reader took from the publisher: had a record
-
-        def counting(msg: Any, host: Any, peer_id: ID) -> bool:
-            if peer_id.to_base58() == publisher.peer_id:
-                carried.append(msg.HasField("senderRecord"))
-            return consume_once(msg, host, peer_id)  # what the hosts installed
-
-        monkeypatch.setattr(pubsub_module, "maybe_consume_signed_record", counting)
-        sub = await reader.subscribe(TOPIC)
-        await publisher.subscribe(TOPIC)
-        await reader.connect(publisher.listen_addrs[0])
+    async with asyncio.timeout(30), _publisher_and_reader(monkeypatch) as hosts:
+        publisher, reader, sub, carried = hosts
         while publisher.peer_id not in _subscribers(reader):  # noqa: ASYNC110 (no event)
             await asyncio.sleep(0.02)
         for n in range(8):

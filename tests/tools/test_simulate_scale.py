@@ -18,6 +18,7 @@ from hearthmesh.tools.simulate.scale import (
     _closed_between,
     _formation,
     _growth,
+    _wire_between,
     run_scale,
 )
 
@@ -96,6 +97,26 @@ def test_closes_in_a_phase_are_each_nodes_new_ones_summed_per_reason() -> None:
     assert _closed_between(after, after) == {}
 
 
+def test_wire_counts_in_a_phase_are_per_protocol_per_node_per_message() -> None:
+    """Two nodes, 10 messages (or seconds): each protocol's new bytes and writes over 2 x 10,
+    largest first (a protocol first seen in the phase counts from 0), and the drops summed."""
+
+    def wire(bytes_: dict[str, int], writes: dict[str, int], dropped: int) -> dict[str, Any]:
+        return {"wire": {"bytes": bytes_, "writes": writes, "gossip_rpcs_dropped": dropped}}
+
+    before = [wire({"/meshsub": 100}, {"/meshsub": 1}, 0), wire({}, {}, 2)]
+    after = [
+        wire({"/meshsub": 2100, "/kad": 400}, {"/meshsub": 21, "/kad": 4}, 1),
+        wire({"/meshsub": 4000, "/kad": 3600}, {"/meshsub": 40, "/kad": 16}, 5),
+    ]
+    assert _wire_between(before, after, 10, "message") == {
+        "bytes_per_node_per_message": {"/meshsub": 300, "/kad": 200},
+        "writes_per_node_per_message": {"/meshsub": 3.0, "/kad": 1.0},
+        "gossip_rpcs_dropped": 4,
+    }
+    assert _wire_between(before, after, 10.0, "s")["bytes_per_node_per_s"]["/kad"] == 200
+
+
 def test_formation_steps_count_from_the_mesh_connected() -> None:
     """Where a group's formation waits: the creator's calls, then the homes one by one."""
     assert _formation(10.0, 12.04, 15.5, [20.0, 18.0, 31.0]) == {
@@ -146,6 +167,8 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     assert work["cpu_s"]["mean"] > 0 and work["sent_kib"]["mean"] > 0, work
     assert work["connections"]["mean"] >= 2, work  # the two other nodes, whatever else
     assert isinstance(work["connections_closed"], dict), work  # per reason (SPEC §10.13)
+    assert work["wire"]["bytes_per_node_per_message"]["/meshsub/1.1.0"] > 0, work
+    assert size["idle"]["wire"]["gossip_rpcs_dropped"] == 0, size
     assert size["idle"]["rss_mb"]["mean"] > 0, size
     formation, homes = size["formation"], size["formation"]["homes_formed_s"]
     assert 0 <= formation["created_s"] <= formation["added_s"] <= homes["first"], size

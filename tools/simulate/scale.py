@@ -222,15 +222,14 @@ async def _metered(mesh: Mesh) -> PhaseMeter:
 
 async def _workload(
     run: _Run, config: ScaleConfig, rng: random.Random
-) -> tuple[float, list[dict[str, Any]], dict[str, int]]:
+) -> tuple[float, list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Send, then wait until every acked message is on every other client; the phase's
-    seconds, each node's status as the last message was sent, and the connections that
-    closed in the phase, summed over the nodes per reason (SPEC §10.13)."""
+    seconds, and each node's status before it, as the last message was sent and at its end."""
     nodes = run.mesh.nodes
-    before = await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes))
+    before = await _statuses(nodes)
     started = run.now()
     await _send_loop(run, rng)
-    status = await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes))
+    status = await _statuses(nodes)
     deadline = run.now() + config.converge_timeout
     sends = [s for c in run.clients for s in c.sends.values()]
     while run.missing() > 0 or any(s.acked_at is None for s in sends):  # the last acks too
@@ -238,8 +237,11 @@ async def _workload(
             break
         await asyncio.sleep(0.5)
     seconds = run.now() - started
-    after = await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes))
-    return seconds, list(status), _closed_between(before, after)
+    return seconds, before, status, await _statuses(nodes)
+
+
+async def _statuses(nodes: list[SimNode]) -> list[dict[str, Any]]:
+    return list(await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes)))
 
 
 def _above_idle(
@@ -255,6 +257,33 @@ def _above_idle(
     idle_rate = float(idle["cpu_s"]["mean"]) / idle_s
     above = float(work["cpu_s"]["mean"]) - idle_rate * float(work["seconds"])
     return round(1000 * above / max(1, messages), 2)
+
+
+def _wire_between(
+    before: list[dict[str, Any]], after: list[dict[str, Any]], per: float, unit: str
+) -> dict[str, Any]:
+    """What the nodes wrote to peers between two status rounds, per protocol (SPEC §20.6):
+    payload bytes and writes per node per `unit` (`per` of them in the phase: its messages,
+    or its seconds when idle), largest first, and the gossip RPCs dropped for a full peer
+    queue, summed over the nodes. What the TCP counters cannot say: which protocol a node's
+    bytes grow by as the mesh grows."""
+    share = max(1, len(after)) * max(per, 1e-9)
+    sums: dict[str, list[int]] = {}
+    for earlier, later in zip(before, after, strict=True):
+        for protocol, size in later["wire"]["bytes"].items():
+            total = sums.setdefault(protocol, [0, 0])
+            total[0] += size - earlier["wire"]["bytes"].get(protocol, 0)
+            total[1] += later["wire"]["writes"][protocol]
+            total[1] -= earlier["wire"]["writes"].get(protocol, 0)
+    by_bytes = sorted(sums.items(), key=lambda item: -item[1][0])
+    return {
+        f"bytes_per_node_per_{unit}": {p: round(b / share) for p, (b, _) in by_bytes},
+        f"writes_per_node_per_{unit}": {p: round(w / share, 2) for p, (_, w) in by_bytes},
+        "gossip_rpcs_dropped": sum(
+            later["wire"]["gossip_rpcs_dropped"] - earlier["wire"]["gossip_rpcs_dropped"]
+            for earlier, later in zip(before, after, strict=True)
+        ),
+    }
 
 
 def _closed_between(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, int]:
@@ -303,14 +332,16 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
             raise SimulationFailed(f"{size} nodes were not set up in time: {run.setup}") from None
         await asyncio.sleep(config.settle)
         meter = await _metered(mesh)
+        idle_from = await _statuses(mesh.nodes)
         await asyncio.sleep(config.idle)
         idle = summarize(await meter.stop(), config.idle)
+        idle["wire"] = _wire_between(idle_from, await _statuses(mesh.nodes), config.idle, "s")
         _say(config, f"{size} nodes: idle metered; workload {config.duration:g} s")
         run.start = time.monotonic()
         for client in run.clients:
             client.start = run.start
         meter = await _metered(mesh)
-        seconds, status, closed = await _workload(run, config, rng)
+        seconds, before, status, after = await _workload(run, config, rng)
         work_costs = await meter.stop()
         work = summarize(work_costs, seconds)
         acked = run.acked()
@@ -358,7 +389,8 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
                 # summed over the nodes as the last message was sent: what a slow member waits on
                 "undecryptable": sum(int(s["undecryptable"]) for s in status),
                 "unreachable_users": sum(len(s["unreachable"]["users"]) for s in status),
-                "connections_closed": closed,
+                "connections_closed": _closed_between(before, after),
+                "wire": _wire_between(before, after, len(acked), "message"),
                 # DHT walks for home records (SPEC §13.5) as the last message was sent, summed
                 "home_lookups": sum(int(s["home_lookups"]) for s in status),
                 "to_each_member": _latency([lat for _, lat in verdict.latencies]),

@@ -1,0 +1,74 @@
+"""What a host wrote to its peers, per protocol (SPEC §20.6).
+
+Part of the libp2p bridge (ARCHITECTURE §5, tests/test_layering.py `BRIDGE_MODULES`). A scale
+run's TCP counters (`tools/simulate/cost.py`) say how many bytes a node sent, not what for; to
+find what grows with the mesh, last session's per-protocol counts came from a hook kept out of
+the tree. These counts are that hook, kept: every write to a libp2p stream adds its payload
+bytes (before yamux's and noise's framing) to the stream's negotiated protocol, or to
+`NEGOTIATION` while multistream is still agreeing on one.
+
+py-libp2p 0.8.1's `NetStream.write` is wrapped once per process (`install`), and each write
+counts into the `WireCounts` of the swarm its stream belongs to (`track`): one per host, so
+hosts sharing a process (tests) count apart. A write that raises is not counted.
+
+State: per tracked swarm, its `WireCounts` (a weak reference: a host gone is forgotten); each
+host's counts are added to on its own trio thread only and copied whole for a reader.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Final
+
+from libp2p.abc import INetwork
+from libp2p.network.stream.net_stream import NetStream
+
+__all__ = ["NEGOTIATION", "WireCounts", "install", "track"]
+
+NEGOTIATION: Final = "negotiation"
+"""The key of writes made before the stream's protocol was agreed (multistream's own)."""
+
+
+class WireCounts:
+    """Writes and payload bytes per protocol since the start (one host)."""
+
+    def __init__(self) -> None:
+        self._writes: dict[str, int] = {}
+        self._bytes: dict[str, int] = {}
+
+    def add(self, protocol: str, size: int) -> None:
+        """One write of `size` bytes on a stream of `protocol` (the host's trio thread)."""
+        self._writes[protocol] = self._writes.get(protocol, 0) + 1
+        self._bytes[protocol] = self._bytes.get(protocol, 0) + size
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """`{"bytes": {protocol: n}, "writes": {protocol: n}}`, from any thread: `dict()` of a
+        dict copies it while holding the GIL, so a key the trio thread adds meanwhile is
+        either in the copy or not, never half there."""
+        return {"bytes": dict(self._bytes), "writes": dict(self._writes)}
+
+
+_tracked: weakref.WeakKeyDictionary[INetwork, WireCounts] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()  # hosts of one process (tests) start on several trio threads
+_original_write = NetStream.write
+
+
+async def _counted_write(self: NetStream, data: bytes) -> None:
+    await _original_write(self, data)
+    swarm_conn = self.swarm_conn
+    counts = None if swarm_conn is None else _tracked.get(swarm_conn.swarm)
+    if counts is not None:
+        counts.add(str(self.protocol_id) if self.protocol_id else NEGOTIATION, len(data))
+
+
+def install() -> None:
+    """Count every stream write of every tracked host in this process (idempotent)."""
+    NetStream.write = _counted_write  # type: ignore[method-assign]
+
+
+def track(network: INetwork, counts: WireCounts) -> None:
+    """Count the writes of `network`'s streams into `counts` (its host's trio thread)."""
+    install()
+    with _lock:
+        _tracked[network] = counts
