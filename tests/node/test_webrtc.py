@@ -94,7 +94,7 @@ async def test_a_webrtc_connection_its_peer_closes_is_closed_here_too() -> None:
 async def webrtc_only(a: P2PHost, b: P2PHost) -> WebRTCConnection:
     """`a` upgraded to WebRTC to `b`, its TCP connection closed: `a`'s WebRTC connection, once
     each host's gossip stream to the other has moved onto it (SPEC §14.3). Those two streams
-    are the connection's own, not a test's: with no topics, they write nothing after the
+    are the connection's own, not a test's: with no topic joined, they write nothing after the
     greeting."""
     await a.connect(b.listen_addrs[0])
     await b.wait_connected(a.peer_id)
@@ -113,8 +113,8 @@ async def webrtc_only(a: P2PHost, b: P2PHost) -> WebRTCConnection:
 
     webrtc = await a._bridge.run(keep_webrtc, a, b.peer_id)
     await wait_until(lambda: a.peer_paths().get(b.peer_id) == ["webrtc"])
-    await wait_until(lambda: gossip_streams_on_their_connection(a, b))
-    assert len(webrtc._streams) == 2, webrtc._streams  # (its channels: `_gossip_channels`)
+    # and no other stream left (one a peer opens as a connection comes, as identify's, ends)
+    await wait_until(lambda: gossip_streams_on_their_connection(a, b) and len(webrtc._streams) == 2)
     return webrtc
 
 
@@ -127,6 +127,22 @@ async def _echo_once(a: P2PHost, b: P2PHost, frame: bytes) -> None:
     async with asyncio.timeout(5), await a.open_stream(b.peer_id, ECHO) as stream:
         await stream.write_frame(frame)
         assert await stream.read_frame() == frame
+
+
+async def test_two_hosts_joined_by_webrtc_alone_gossip_over_it() -> None:
+    """Two hosts meshed over TCP are left joined by WebRTC alone: each one's gossip stream
+    moves onto it (SPEC §14.3), and a message published then arrives. Before, both streams
+    stayed on the closed connection and that message was lost (a write into them failed)."""
+    topic = "hearthmesh/test/webrtc"
+    async with asyncio.timeout(30), hosts(config(1), config(2)) as (a, b):
+        await a.connect(b.listen_addrs[0])
+        async with await a.subscribe(topic) as sub, await b.subscribe(topic):
+            await b.wait_for_mesh_peer(topic, a.peer_id)
+            await webrtc_only(a, b)
+            await b.publish(topic, b"over webrtc")
+            async with asyncio.timeout(10):
+                assert (await sub.get()).data == b"over webrtc"
+        assert a.peer_paths()[b.peer_id] == ["webrtc"]
 
 
 async def test_a_stream_whose_peer_answers_before_its_channel_is_handed_back_still_opens() -> None:
