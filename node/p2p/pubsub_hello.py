@@ -19,6 +19,7 @@ writes by kind (`rpc_kind`) in the host's `WireCounts`.
 
 from __future__ import annotations
 
+import logging
 from contextvars import ContextVar
 
 from libp2p.abc import INetStream
@@ -32,6 +33,8 @@ from hearthmesh.node.p2p.peer_records import RecordsTold
 from hearthmesh.node.p2p.wire_counts import WireCounts
 
 __all__ = ["HelloPubsub", "rpc_kind"]
+
+log = logging.getLogger(__name__)
 
 _hello_topics: ContextVar[frozenset[str] | None] = ContextVar("_hello_topics", default=None)
 """The topics of the hello built in this task (each `_handle_new_peer` runs in its own)."""
@@ -83,6 +86,42 @@ class HelloPubsub(Pubsub):
         ):
             self.router.note_dropped(peer_id, "queue_full")
         super()._enqueue_or_retry_announce(peer_id, queue, rpc_msg, announce)
+
+    async def handle_dead_peer_queue(self) -> None:
+        """py-libp2p's, with one more case: a peer that still has a live connection but whose
+        pubsub stream was on the one that closed is greeted again (`_greet_again`).
+
+        py-libp2p leaves a peer alone while any connection to it is up, and a second
+        connection that came while the first was up got no stream of its own (a peer with one
+        is skipped): once the first closed, both sides kept writing into streams on it, and
+        gossip between them stopped (a test of two hosts: nothing arrived within 10 s) until a
+        write failed, that message lost."""
+        async with self.dead_peer_receive_channel:
+            self.event_handle_dead_peer_queue_started.set()
+            async for peer_id in self.dead_peer_receive_channel:
+                live = [
+                    conn.muxed_conn for conn in self.host.get_network().get_connections(peer_id)
+                ]
+                live = [muxed for muxed in live if muxed is None or not muxed.is_closed]
+                stream = self.peers.get(peer_id)
+                if not live:
+                    self._handle_dead_peer(peer_id)
+                elif stream is not None and not any(m is stream.muxed_conn for m in live):
+                    self._greet_again(peer_id)
+
+    def _greet_again(self, peer_id: ID) -> None:
+        """A new stream and hello on a live connection in place of the one on a closed
+        connection; the peer's subscriptions, mesh place and replay gate stay (its own
+        stream to us may be on the live connection already, and would not tell them again)."""
+        log.info(
+            "gossip peer %s: its stream's connection closed, greeting it again on another",
+            peer_id.to_base58()[-8:],
+        )
+        del self.peers[peer_id]
+        queue = self.peer_queues.pop(peer_id, None)
+        if queue is not None:
+            queue.close()  # its sending task ends
+        self._schedule_peer_stream_retry(peer_id)
 
     def get_hello_packet(self) -> rpc_pb2.RPC:
         packet = super().get_hello_packet()

@@ -10,14 +10,17 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import libp2p.pubsub.pubsub as pubsub_module
+import multiaddr  # type: ignore[import-untyped]
 import pytest
 import trio
 from libp2p.peer.id import ID
 
+from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.gossip import Subscription
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.node.p2p.peer_records import consume_once
-from tests.node.pubsub_streams import wrap_pubsub_streams
+from tests.integration.conftest import wait_until
+from tests.node.pubsub_streams import gossip_streams_on_their_connection, wrap_pubsub_streams
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +131,37 @@ async def test_our_signed_record_goes_once_per_stream_not_in_every_rpc(
         assert pubsub.host.get_peerstore().get_peer_record(ID.from_base58(publisher.peer_id))
         assert len(carried) >= 8
         assert sum(carried) <= 2
+
+
+async def test_a_reconnect_before_the_old_connection_closed_greets_again_on_the_new_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A second connection that comes while the first is still up gets no pubsub stream of
+    its own (py-libp2p skips a peer it has one for); once the first closes, each side's
+    stream on it ends, and the peer must be greeted again on the new connection, our record
+    with it, or gossip between the two stops (SPEC §14.3). Two hosts: the reader dials the
+    publisher a second time, closes the first connection, and a message still arrives, from
+    a stream on the new connection that carried the publisher's record again."""
+    async with asyncio.timeout(30), _publisher_and_reader(monkeypatch) as hosts:
+        publisher, reader, sub, carried = hosts
+        await publisher.wait_for_mesh_peer(TOPIC, reader.peer_id)
+        reader_pubsub = reader._gossip._pubsub
+        assert reader_pubsub is not None
+        peer = ID.from_base58(publisher.peer_id)
+        network = reader_pubsub.host.get_network()
+        (first,) = network.get_connections(peer)
+
+        async def redial() -> None:
+            await network.dial_addr(multiaddr.Multiaddr(publisher.listen_addrs[0]), peer)
+
+        await reader._call(P2PError, "redial", redial)
+        assert len(network.get_connections(peer)) == 2
+        records_before = sum(carried)
+        await reader._call(P2PError, "close the first", first.close)
+        async with asyncio.timeout(10):  # each side's stream to the other
+            await wait_until(lambda: gossip_streams_on_their_connection(reader, publisher))
+        await publisher.wait_for_mesh_peer(TOPIC, reader.peer_id)
+        await publisher.publish(TOPIC, b"after the redial")
+        async with asyncio.timeout(10):
+            assert (await sub.get()).data == b"after the redial"
+        assert sum(carried) > records_before  # the new stream carried the record again
