@@ -208,3 +208,29 @@ async def test_an_unreadable_item_is_contained_logged_once_and_charged_to_no_one
     assert supervisor.faults == 0
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "m/ab/abcd" in errors[0].getMessage()
+
+
+async def test_a_fault_reported_from_outside_is_fatal_only_when_the_store_failed() -> None:
+    """What the API met and answered itself (`report`): one unreadable item is counted, a
+    refusal is the caller's alone, a store that failed ends every service and is handed on
+    (`on_fatal`: the API's own supervisor tells the node's)."""
+    damaged = UnreadableItem("row r/1 does not decode", item="r/1")
+    broken = StorageError("store /x: I/O error")
+    handed: list[tuple[str, Exception]] = []
+    async with asyncio.timeout(5):
+        async with Supervisor(
+            backoff_s=FAST, on_fatal=lambda name, exc: handed.append((name, exc))
+        ) as supervisor:
+            idle = IdleService()
+            supervisor.keep(idle.run, "idle")
+            await idle.started.wait()
+            fatal = asyncio.ensure_future(supervisor.wait_fatal())
+            supervisor.report("api", damaged)
+            supervisor.report("api", TooLarge("a refusal"))
+            await asyncio.sleep(0)
+            assert not fatal.done() and supervisor.unreadable_items == 1
+            supervisor.report("api", broken)
+            assert await fatal is broken
+            await idle.ended.wait()
+    assert handed == [("api", broken)]
+    assert supervisor.faults == 0
