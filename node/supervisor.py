@@ -113,6 +113,8 @@ class Supervisor:
 
     def spawn(self, work: Work, name: str) -> None:
         """Run a one-shot reaction: an unexpected exception is logged once and ends it."""
+        if self._group is None:  # refused below: `_start` closes only the wrapper
+            work.close()  # so no "coroutine was never awaited" warning for `work`
         self._start(self._once(work, name), name)
 
     def keep(self, service: Callable[[], Work], name: str) -> None:

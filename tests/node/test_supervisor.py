@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 
 import pytest
@@ -11,6 +12,7 @@ from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.errors import (
     ErrorCode,
+    LocalProtocolError,
     MalformedMessage,
     RemoteProtocolError,
     StorageError,
@@ -234,3 +236,18 @@ async def test_a_fault_reported_from_outside_is_fatal_only_when_the_store_failed
             await idle.ended.wait()
     assert handed == [("api", broken)]
     assert supervisor.faults == 0
+
+
+async def test_a_reaction_spawned_after_the_end_is_refused_and_closed() -> None:
+    """A reaction spawned once the node stopped (a home lookup after a fail-stop) is refused
+    and closed: it was left unawaited, a RuntimeWarning in test_fail_stop."""
+
+    async def reaction() -> None:
+        await asyncio.sleep(0)
+
+    async with Supervisor() as supervisor:
+        pass
+    work = reaction()
+    with pytest.raises(LocalProtocolError):
+        supervisor.spawn(work, "late")
+    assert inspect.getcoroutinestate(work) == inspect.CORO_CLOSED  # nothing left to warn about
