@@ -30,7 +30,7 @@ from hearthmesh.node.run_state import RunState
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.envelope import RoomId
-from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.errors import HearthError, store_failed
 from hearthmesh.protocol.identity import UserId
 
 __all__ = ["AfterStore"]
@@ -95,6 +95,8 @@ class AfterStore:
         try:
             await self._share_profile(room)
         except HearthError as exc:  # a background reaction must never take the node down
+            if store_failed(exc):  # the store failed: the node fail-stops
+                raise
             log.warning("profile not shared in room %s: %s", room.hex()[:12], exc)
 
     def _rooms_known_by(self, delivered_by: set[str]) -> set[str]:
@@ -109,6 +111,8 @@ class AfterStore:
         try:
             await self._learn_rooms(peer)
         except HearthError as exc:  # the deferred envelope's retry asks again
+            if store_failed(exc):  # the store failed: the node fail-stops
+                raise
             log.info("rooms of sibling %s not learnt: %s", peer[-8:], exc)
 
     async def _refresh_home(self, user: UserId) -> None:
@@ -120,6 +124,8 @@ class AfterStore:
             if self._user in members:
                 await self._topics.watch(room)
         except HearthError as exc:  # a background reaction must never take the node down
+            if store_failed(exc):  # the store failed: the node fail-stops
+                raise
             log.warning("membership change of room %s not applied: %s", room.hex()[:12], exc)
             return
         self._events.emit(MembershipChanged(room=room, members=frozenset(members)))

@@ -57,6 +57,7 @@ from hearthmesh.protocol.errors import (
     LocalProtocolError,
     NodeFailed,
     NotAuthorized,
+    store_failed,
 )
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC, gossip_message_id
 from hearthmesh.protocol.hlc import ZERO, Timestamp, decode_timestamp, encode_timestamp
@@ -428,6 +429,8 @@ class Node:
                 log.warning("bootstrap peer %s refused: %s", address, exc)
                 return
             except HearthError as exc:
+                if store_failed(exc):  # the store failed: the node fail-stops
+                    raise
                 log.warning(
                     "bootstrap peer %s unreachable (attempt %d, next in %d ms): %s",
                     address,
@@ -465,6 +468,8 @@ class Node:
         try:
             await self._services.sync.sync_with(peer_id)
         except HearthError as exc:
+            if store_failed(exc):
+                raise
             log.info("sync with %s failed: %s", peer_id[-8:], exc)
 
     async def _sync_siblings_periodically(self) -> None:
@@ -571,6 +576,12 @@ class Node:
     def unreadable_items(self) -> int:
         """Times one unreadable stored item was met and contained (SPEC §11.8.7)."""
         return self._supervisor.unreadable_items
+
+    def report_fault(self, where: str, exc: HearthError) -> None:
+        """An error that `where` (the API) met and answered itself: a store that failed makes
+        the node fail-stop (SPEC §11.8.5), one unreadable item is counted and logged once
+        (§11.8.7); any other error is the caller's alone."""
+        self._supervisor.report(where, exc)
 
     def is_banned(self, peer_id: str) -> bool:
         """True while `peer_id` is banned here for bad input (SPEC §11.6)."""

@@ -36,6 +36,7 @@ from hearthmesh.protocol.errors import (
     RemoteProtocolError,
     StorageError,
     UnreadableItem,
+    store_failed,
 )
 
 __all__ = ["FATAL", "MAX_UNREADABLE_LOGGED", "RESTART_BACKOFF_S", "Supervisor"]
@@ -56,6 +57,9 @@ MAX_UNREADABLE_LOGGED: Final = 1024
 Charge = Callable[[str, RemoteProtocolError], None]
 """Charges a refusal to a peer (`PeerStanding.refused` for one item)."""
 
+Report = Callable[[str, HearthError], None]
+"""Where a fault met outside a supervisor goes (`Supervisor.report`, `Node.report_fault`)."""
+
 Work = Coroutine[Any, Any, None]
 
 
@@ -75,8 +79,10 @@ class Supervisor:
         *,
         charge: Charge | None = None,
         backoff_s: tuple[float, float] = RESTART_BACKOFF_S,
+        on_fatal: Report | None = None,
     ) -> None:
         self._charge = charge
+        self._on_fatal = on_fatal
         self._backoff_s = backoff_s
         self._group: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -107,6 +113,8 @@ class Supervisor:
 
     def spawn(self, work: Work, name: str) -> None:
         """Run a one-shot reaction: an unexpected exception is logged once and ends it."""
+        if self._group is None:  # refused below: `_start` closes only the wrapper
+            work.close()  # so no "coroutine was never awaited" warning for `work`
         self._start(self._once(work, name), name)
 
     def keep(self, service: Callable[[], Work], name: str) -> None:
@@ -134,6 +142,17 @@ class Supervisor:
             log.debug("%s hit a fatal fault: %r", name, exc)
             fatal.set_result(exc)
             self.cancel()
+            if self._on_fatal is not None:  # a supervisor of the API: the node's fault too
+                self._on_fatal(name, exc)
+
+    def report(self, name: str, exc: HearthError) -> None:
+        """A fault that `name` met outside this supervisor's tasks and answered itself (an API
+        request): a store that failed is the node's fatal fault, one unreadable item is noted
+        once (`unreadable`); any other error is the caller's alone."""
+        if isinstance(exc, UnreadableItem):
+            self.unreadable(name, exc)
+        elif isinstance(exc, FATAL):
+            self._fatal_fault(name, exc)
 
     def handler(
         self, name: str, serve: Callable[[S], Awaitable[None]]
@@ -273,7 +292,7 @@ def _fatal_inside(exc: BaseException) -> HearthError | None:
     if not isinstance(exc, BaseExceptionGroup):
         return None
     for inner in exc.exceptions:
-        if isinstance(inner, FATAL) and not isinstance(inner, UnreadableItem):
+        if isinstance(inner, NodeFailed) or store_failed(inner):
             return inner
         found = _fatal_inside(inner)
         if found is not None:

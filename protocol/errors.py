@@ -10,7 +10,7 @@ the store works (contained where it is met).
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import ClassVar
+from typing import ClassVar, TypeGuard
 
 __all__ = [
     "BadCertificate",
@@ -60,6 +60,7 @@ __all__ = [
     "WrongRoom",
     "error_for_code",
     "refusal",
+    "store_failed",
 ]
 
 
@@ -383,6 +384,13 @@ class UnreadableItem(StorageError):
     def __init__(self, message: str, *, item: str) -> None:
         super().__init__(message)
         self.item = item
+
+
+def store_failed(exc: BaseException) -> TypeGuard[StorageError]:
+    """Whether `exc` says the store failed: a `StorageError` that is not one `UnreadableItem`.
+    A broad `except HearthError` re-raises such an error, so the node fail-stops (SPEC §11.8.5)
+    instead of logging it and going on with a store that acks nothing."""
+    return isinstance(exc, StorageError) and not isinstance(exc, UnreadableItem)
 
 
 class NodeFailed(HearthError):

@@ -24,6 +24,7 @@ from hearthmesh.node.api.errors import ApiError, error_response
 from hearthmesh.node.api.paired_clients import PairedClients
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.rate_limit import RateLimiter
+from hearthmesh.node.supervisor import Report
 from hearthmesh.protocol.errors import ErrorCode, HearthError
 
 __all__ = ["check_origin", "make_guard"]
@@ -63,8 +64,11 @@ def _is_token(given: str, expected: bytes) -> bool:
     return given.isascii() and hmac.compare_digest(given.encode(), expected)
 
 
-def make_guard(config: ApiConfig, clock: Clock, clients: PairedClients) -> Middleware:
-    """The middleware that checks every request and turns every error into JSON."""
+def make_guard(
+    config: ApiConfig, clock: Clock, clients: PairedClients, report: Report
+) -> Middleware:
+    """The middleware that checks every request and turns every error into JSON; `report`
+    (`Node.report_fault`) hears each one, so a store that failed stops the node (§11.8.5)."""
     authorized = RateLimiter(config.http_rate_per_s, config.http_burst, clock)
     refused = RateLimiter(config.unauthenticated_rate_per_s, config.unauthenticated_burst, clock)
     allowed_hosts = LOOPBACK_HOSTS | set(config.allowed_hosts)
@@ -106,6 +110,7 @@ def make_guard(config: ApiConfig, clock: Clock, clients: PairedClients) -> Middl
             with clients.in_progress(held[0].client_id):  # revoking the client ends it
                 return await handler(request)
         except HearthError as exc:
+            report("api", exc)
             return error_response(exc)
         except web.HTTPRequestEntityTooLarge:
             return error_response(ApiError(413, ErrorCode.TOO_LARGE, "request body too large"))

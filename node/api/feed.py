@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from hearthmesh.protocol.envelope import Envelope
-from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.errors import HearthError, store_failed
 from hearthmesh.storage.api import FeedEntry
 from hearthmesh.storage.async_store import AsyncStore
 
@@ -199,6 +199,8 @@ class Feed:
         try:
             frames = await self._render(entry, live)
         except HearthError as exc:  # one bad event must not stop the feed
+            if store_failed(exc):  # the store failed: the node fail-stops
+                raise
             log.warning("event #%d not shown to clients: %s", entry.number, exc)
             return []
         cursor = self.cursor_at(entry.number)

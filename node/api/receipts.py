@@ -32,7 +32,7 @@ from hearthmesh.node.e2ee.readable import content_of
 from hearthmesh.node.node import Node
 from hearthmesh.node.rooms.receipt_credit import credited_updates
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
-from hearthmesh.protocol.errors import HearthError, MalformedMessage, NotFound
+from hearthmesh.protocol.errors import HearthError, MalformedMessage, NotFound, store_failed
 from hearthmesh.protocol.identity import UserId, user_id_text
 from hearthmesh.protocol.receipts import (
     MAX_RECEIPT_IDS,
@@ -134,6 +134,8 @@ class ReceiptService:
                 try:
                     await self._flush(room, status, sender, ids)
                 except HearthError as exc:  # e.g. we left the room meanwhile
+                    if store_failed(exc):  # the store failed: the node fail-stops
+                        raise
                     log.warning("receipt in %s not sent: %s", room.hex()[:12], exc)
 
     async def _flush(

@@ -79,7 +79,7 @@ class ApiServer:
         clients = PairedClients(self.node.store, clock, max_clients=config.max_paired_clients)
         await clients.load()
         app = web.Application(
-            middlewares=[make_guard(config, clock, clients)],
+            middlewares=[make_guard(config, clock, clients, self.node.report_fault)],
             client_max_size=config.max_media_bytes + 1,
         )
         app[SERVICE_KEY] = self.service
@@ -95,7 +95,9 @@ class ApiServer:
         add_routes(app)
         for method, path, handler in PUBLIC_ROUTES:
             app.router.add_route(method, path, handler)
-        supervisor = await self._stack.enter_async_context(Supervisor())  # cancels at exit
+        # cancels at exit; a store that failed under an API service stops the node (§11.8.5)
+        supervisor = Supervisor(on_fatal=self.node.report_fault)
+        await self._stack.enter_async_context(supervisor)
         await self.service.start(supervisor)
         runner = web.AppRunner(
             app, access_log=None, shutdown_timeout=_SHUTDOWN_S, logger=_ServerLogger()

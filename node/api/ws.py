@@ -151,6 +151,7 @@ async def _read_loop(
             try:
                 reply = await _handle(service, command)
             except HearthError as exc:
+                service.node.report_fault("api-ws", exc)
                 reply = {"event": "error", **error_body(exc), **_request_id(command)}
             if reply is not None:
                 session.put(dumps(reply))
@@ -160,6 +161,7 @@ async def _replay(service: ApiService, cursor: str, upto: int) -> list[str] | No
     try:
         return await service.feed.replay(cursor, upto)
     except HearthError as exc:  # e.g. the store is closing: the client re-reads instead
+        service.node.report_fault("api-ws", exc)
         log.warning("replay after %s failed: %s", cursor[:40], exc)
         return None
 
@@ -187,6 +189,7 @@ async def _send(service: ApiService, session: ClientSession, command: Send) -> N
     try:
         await service.send(command, witness=session)
     except HearthError as exc:
+        service.node.report_fault("api-ws", exc)
         session.put(dumps({"event": "error", **error_body(exc), "client_id": command.client_id}))
 
 

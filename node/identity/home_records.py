@@ -27,7 +27,7 @@ from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.run_state import RunState
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.e2ee.keys import KeyBundle
-from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.errors import HearthError, store_failed
 from hearthmesh.protocol.home_dht import home_record_key
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.linking import MAX_HOME_ADDRS
@@ -88,6 +88,8 @@ class HomeRecords:
         try:
             await self._host.dht_put(home_record_key(self._user), self._homes.signed_record())
         except HearthError as exc:  # no DHT peers yet: presence and hello still spread it
+            if store_failed(exc):  # the store failed: the node fail-stops
+                raise
             log.info("home record not published to the DHT: %s", exc)
             return False
         self.published = True
@@ -129,6 +131,8 @@ class HomeRecords:
                 return False
             await self.learn(data)
         except HearthError as exc:
+            if store_failed(exc):  # the store failed: the node fail-stops
+                raise
             log.info("home of %s not found in the DHT: %s", user.hex()[:12], exc)
             return False
         return True
@@ -169,6 +173,8 @@ class HomeRecords:
                     await self.learn(record)  # the record the primary re-issued
                 return
             except HearthError as exc:  # the primary is offline or refused: try again later
+                if store_failed(exc):  # the store failed: the node fail-stops
+                    raise
                 log.info("giving our addresses to the primary failed: %s", exc)
             await asyncio.sleep(2**attempt)
             if self._homes.own_addresses()[:MAX_HOME_ADDRS] != addrs:

@@ -28,7 +28,7 @@ from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.protocol.backoff import next_attempt_ms
 from hearthmesh.protocol.content import media_ref_of
 from hearthmesh.protocol.envelope import Envelope
-from hearthmesh.protocol.errors import HearthError, NotFound, RemoteProtocolError
+from hearthmesh.protocol.errors import HearthError, NotFound, RemoteProtocolError, store_failed
 from hearthmesh.protocol.identity import Rng, UserId
 from hearthmesh.protocol.media import (
     MAX_BLOB_BYTES,
@@ -175,7 +175,9 @@ class MediaFetcher:
                     async with asyncio.timeout(delay_ms / 1000):
                         await fetch.poke.wait()  # an API caller is waiting: try now
             log.info("media %s: gave up after %d rounds", digest.hex()[:12], GIVE_UP_ATTEMPTS)
-        except HearthError as exc:  # the store failed: a background fetch never stops the node
+        except HearthError as exc:  # e.g. one unreadable item: this fetch ends, the node goes on
+            if store_failed(exc):  # the store failed: the node fail-stops
+                raise
             log.warning("media %s not fetched: %s", digest.hex()[:12], exc)
         finally:
             del self._fetches[digest]

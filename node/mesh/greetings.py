@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
-from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.errors import HearthError, store_failed
 
 __all__ = ["HELLO_RETRY_DELAYS_S", "Greetings"]
 
@@ -90,6 +90,8 @@ class Greetings:
                 return
             except HearthError as exc:
                 greeting.error = exc
+                if store_failed(exc):  # the store failed: the node fail-stops, no retry
+                    raise
             except asyncio.CancelledError:
                 greeting.error = HearthError("the node stopped before the hello ended")
                 raise

@@ -16,7 +16,7 @@ from hearthmesh.node.mesh.standing import PeerStanding
 from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
-from hearthmesh.protocol.errors import HearthError, RemoteProtocolError
+from hearthmesh.protocol.errors import HearthError, RemoteProtocolError, store_failed
 from hearthmesh.protocol.hello import HELLO_PROTOCOL, Hello, decode_hello, encode_hello
 from hearthmesh.protocol.hlc import estimate_offset
 
@@ -93,4 +93,6 @@ class HelloService:
                 self._standing.refused(peer, exc, whole_frame=False)
                 log.info("a home record in a hello from %s was refused: %s", peer[-8:], exc)
             except HearthError as exc:
+                if store_failed(exc):  # the store failed: the node fail-stops
+                    raise
                 log.warning("a home record in a hello could not be kept: %s", exc)

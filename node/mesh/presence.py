@@ -29,7 +29,7 @@ from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.social.signals import ContactSignals
 from hearthmesh.protocol.certificate_cache import VerifiedCertificates
 from hearthmesh.protocol.envelope import Kind, RoomId, seal
-from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.errors import HearthError, store_failed
 from hearthmesh.protocol.gossip import (
     PRESENCE_CONTENT_TYPE,
     PRESENCE_TOPIC,
@@ -142,6 +142,8 @@ class PresenceService:
         except P2PError as exc:
             log.debug("presence not published: %s", exc)
         except HearthError as exc:  # e.g. our own validator: a clock not yet corrected
+            if store_failed(exc):  # the store failed: the node fail-stops
+                raise
             log.info("presence not published: %s", exc)
 
     def _record_due(self) -> bool:
@@ -164,6 +166,8 @@ class PresenceService:
                 if await self._learn(item) is not None:  # the topic tells where homes are
                     self._pacing.heard(item.envelope.sender_user)
             except HearthError as exc:  # validated on the trio thread; a race with expiry only
+                if store_failed(exc):  # the store failed: the node fail-stops
+                    raise
                 log.debug("presence from %s ignored: %s", message.origin[-8:], exc)
 
     async def _take_from_contact(self, item: GossipItem) -> None:

@@ -44,6 +44,7 @@ from hearthmesh.protocol.errors import (
     NotFound,
     RemoteProtocolError,
     refusal,
+    store_failed,
 )
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
 from hearthmesh.protocol.identity import UserId
@@ -287,6 +288,8 @@ class GroupService:
                 peer = await self._host.connect(addr, retry_now=True)
                 await self._greetings.wait(peer)
             except HearthError as exc:  # the next admin home may answer
+                if store_failed(exc):  # the store failed: the node fail-stops
+                    raise
                 log.info("invite home %s unreachable: %s", addr, exc)
                 unreachable = exc
                 continue

@@ -29,7 +29,7 @@ from hearthmesh.protocol.errors import (
     MalformedMessage,
     NotAuthorized,
     RemoteProtocolError,
-    StorageError,
+    store_failed,
 )
 from hearthmesh.protocol.gossip import GossipItem, decode_gossip, load_gossip, room_topic
 
@@ -141,9 +141,9 @@ class RoomTopics:
         if len(taken) > 1:
             try:
                 results = await self._receiver.accept_gossip([item for _, item in taken])
-            except StorageError:
-                raise
             except Exception as exc:  # find the message that breaks it, one by one
+                if store_failed(exc):  # one unreadable item is found one by one too (§11.8.7)
+                    raise
                 log.debug("a room gossip batch failed (%r): taken one by one", exc)
             else:
                 self._charge(taken, results)

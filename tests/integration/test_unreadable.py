@@ -58,7 +58,7 @@ async def test_a_damaged_blob_is_refused_as_unreadable_and_the_node_goes_on(
             assert str(tmp_path) not in str(refused.value)  # no local path goes to a peer
         status, body, _ = await _download(a, media["digest"])  # alice's own client asks
         assert (status, json.loads(body)["error"]["code"]) == (500, ErrorCode.UNREADABLE)
-        assert a.node.unreadable_items == 2  # the API answers it; the supervisor met two
+        assert a.node.unreadable_items == 3  # two fetches and the API request (`report_fault`)
         assert a.node.failure is None and not failed.done()
         assert a.node.peer_points(b.node.peer_id) == 0  # the fault is ours, not bob's
         logged = [

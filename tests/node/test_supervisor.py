@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 
 import pytest
@@ -11,6 +12,7 @@ from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.errors import (
     ErrorCode,
+    LocalProtocolError,
     MalformedMessage,
     RemoteProtocolError,
     StorageError,
@@ -208,3 +210,44 @@ async def test_an_unreadable_item_is_contained_logged_once_and_charged_to_no_one
     assert supervisor.faults == 0
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "m/ab/abcd" in errors[0].getMessage()
+
+
+async def test_a_fault_reported_from_outside_is_fatal_only_when_the_store_failed() -> None:
+    """What the API met and answered itself (`report`): one unreadable item is counted, a
+    refusal is the caller's alone, a store that failed ends every service and is handed on
+    (`on_fatal`: the API's own supervisor tells the node's)."""
+    damaged = UnreadableItem("row r/1 does not decode", item="r/1")
+    broken = StorageError("store /x: I/O error")
+    handed: list[tuple[str, Exception]] = []
+    async with asyncio.timeout(5):
+        async with Supervisor(
+            backoff_s=FAST, on_fatal=lambda name, exc: handed.append((name, exc))
+        ) as supervisor:
+            idle = IdleService()
+            supervisor.keep(idle.run, "idle")
+            await idle.started.wait()
+            fatal = asyncio.ensure_future(supervisor.wait_fatal())
+            supervisor.report("api", damaged)
+            supervisor.report("api", TooLarge("a refusal"))
+            await asyncio.sleep(0)
+            assert not fatal.done() and supervisor.unreadable_items == 1
+            supervisor.report("api", broken)
+            assert await fatal is broken
+            await idle.ended.wait()
+    assert handed == [("api", broken)]
+    assert supervisor.faults == 0
+
+
+async def test_a_reaction_spawned_after_the_end_is_refused_and_closed() -> None:
+    """A reaction spawned once the node stopped (a home lookup after a fail-stop) is refused
+    and closed: it was left unawaited, a RuntimeWarning in test_fail_stop."""
+
+    async def reaction() -> None:
+        await asyncio.sleep(0)
+
+    async with Supervisor() as supervisor:
+        pass
+    work = reaction()
+    with pytest.raises(LocalProtocolError):
+        supervisor.spawn(work, "late")
+    assert inspect.getcoroutinestate(work) == inspect.CORO_CLOSED  # nothing left to warn about

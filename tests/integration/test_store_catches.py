@@ -1,0 +1,103 @@
+"""A store that failed, met where errors are caught broadly (SPEC §11.8.5): the API answers the
+request that met it with 500 STORAGE, a background fetch lets it through, and the node
+fail-stops; it is not logged and served on.
+
+The store is closed under the running node (`AsyncStore.aclose`), so every read and write
+after it raises a real `StorageError("store … is closing")`, as a store that failed does.
+Services that look at the store now and then (the outbox, key forwarding and requests,
+presence) would meet it too: their looks are put off (`QUIET`), and each test checks that the
+fault the node stopped for is the one its request met.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hearthmesh.node.events import MessageReceived
+from hearthmesh.protocol.errors import ErrorCode, StorageError
+from hearthmesh.tools.client import ApiRefused
+
+from .api_helpers import home, link
+from .conftest import collect
+from .test_media import _download, _send_image
+
+pytestmark = pytest.mark.integration
+
+QUIET: dict[str, Any] = {
+    name: 600_000
+    for name in (
+        "retry_poll_ms",
+        "key_forward_interval_ms",
+        "key_request_interval_ms",
+        "presence_interval_ms",
+    )
+}
+"""The timers of the services that look at the store by themselves: none looks in a test."""
+
+
+async def test_an_api_request_that_meets_a_failed_store_answers_500_and_stops_the_node(
+    tmp_path: Path,
+) -> None:
+    async with asyncio.timeout(30), home(tmp_path / "a", **QUIET) as a:
+        failed = asyncio.ensure_future(a.node.wait_failed())
+        await a.node.store.aclose()  # the store fails under the running node
+        assert not failed.done()  # nothing but the request below meets it
+        with pytest.raises(ApiRefused) as refused:
+            await a.client.call("GET", "/v1/conversation")
+        assert (refused.value.status, refused.value.error_code) == (500, ErrorCode.STORAGE)
+        failure = await asyncio.wait_for(failed, 10)  # a bound on a hang, not a timing
+        assert "closing" in str(failure)
+        assert "list_conversations" in _frames(failure.__cause__)  # the request's own fault
+        assert (await a.status())["state"] == "failed"
+
+
+async def test_a_websocket_command_that_meets_a_failed_store_stops_the_node(
+    tmp_path: Path,
+) -> None:
+    async with (
+        asyncio.timeout(30),
+        home(tmp_path / "a", **QUIET) as a,
+        a.socket() as ws,
+    ):
+        failed = asyncio.ensure_future(a.node.wait_failed())
+        await a.node.store.aclose()
+        await ws.ws.send_json({"event": "get_all_group", "request_id": "r1"})
+        error = await ws.next("error")
+        assert (error["error"]["code"], error.get("request_id")) == (ErrorCode.STORAGE, "r1")
+        failure = await asyncio.wait_for(failed, 10)  # a bound on a hang, not a timing
+        assert "_handle" in _frames(failure.__cause__)  # the command's own fault
+
+
+def _frames(error: BaseException | None) -> list[str]:
+    """The functions `error` passed through: which code met the failed store."""
+    assert isinstance(error, StorageError)
+    return [frame.f_code.co_name for frame, _ in traceback.walk_tb(error.__traceback__)]
+
+
+async def test_a_background_media_fetch_that_meets_a_failed_store_stops_the_node(
+    tmp_path: Path,
+) -> None:
+    """The fetcher caught every HearthError of a fetch ("a background fetch never stops the
+    node"): a store that failed under it was logged, not fatal."""
+    async with (
+        asyncio.timeout(30),
+        home(tmp_path / "a", **QUIET) as a,
+        home(tmp_path / "b", **QUIET) as b,
+    ):
+        await link(a, b)
+        arriving = asyncio.create_task(collect(b.node.events(), MessageReceived, 1))
+        await asyncio.sleep(0)
+        media = await _send_image(a, b, os.urandom(4096))
+        [received] = await arriving
+        assert (await _download(b, media["digest"]))[0] == 200  # fetched; that fetch ended
+        failed = asyncio.ensure_future(b.node.wait_failed())
+        await b.node.store.aclose()
+        b.node.media.want([received.envelope])  # as a newly stored envelope does
+        failure = await asyncio.wait_for(failed, 10)  # a bound on a hang, not a timing
+        assert "_fetch" in _frames(failure.__cause__)  # the fetch's own fault
