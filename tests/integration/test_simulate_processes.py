@@ -32,11 +32,11 @@ async def test_three_processes_with_a_kill_keep_every_invariant(tmp_path: Path) 
     (other / "hearthmesh").symlink_to(hearthmesh_script())
     config = SimulateConfig(
         nodes=3,
-        duration=8.0,
-        rate=4.0,
-        kill_every=4.0,
+        duration=5.0,
+        rate=3.0,  # 15 messages: what costs CPU is each message and start, not the idle seconds
+        kill_every=2.5,
         down_s=1.0,
-        seed=5,  # one kill, at 4.3 s (a seed with one near the end would make it a race)
+        seed=5,  # one kill, at 2.7 s (a seed with one near the end would make it a race)
         upgrade=other.parent,
         progress=False,
     )
@@ -45,7 +45,7 @@ async def test_three_processes_with_a_kill_keep_every_invariant(tmp_path: Path) 
     _held(report)
     assert report["config"]["old_version_nodes"] == [1], report
     assert report["kills"] == report["restarts"] == 1 and report["reconnects"] >= 1, report
-    assert isinstance(report["acked"], int) and report["acked"] >= 20, report
+    assert isinstance(report["acked"], int) and report["acked"] >= 10, report
     assert report["delivered"] == 2 * report["acked"], report
 
 
@@ -53,10 +53,10 @@ async def test_three_processes_in_namespaces_under_loss_and_a_partition(tmp_path
     require_netlab()
     config = SimulateConfig(
         nodes=3,
-        duration=10.0,
-        rate=3.0,
+        duration=6.0,
+        rate=2.5,  # 15 messages
         loss=10.0,
-        partition=parse_partition("2+4", 3),
+        partition=parse_partition("1+3", 3),  # 2 s of workload after the heal
         seed=2,
         out=tmp_path,
         progress=False,
