@@ -99,10 +99,12 @@ class HelloPubsub(Pubsub):
         async with self.dead_peer_receive_channel:
             self.event_handle_dead_peer_queue_started.set()
             async for peer_id in self.dead_peer_receive_channel:
+                connections = self.host.get_network().get_connections(peer_id)
                 live = [
-                    conn.muxed_conn for conn in self.host.get_network().get_connections(peer_id)
+                    conn.muxed_conn
+                    for conn in connections
+                    if conn.muxed_conn is None or not conn.muxed_conn.is_closed
                 ]
-                live = [muxed for muxed in live if muxed is None or not muxed.is_closed]
                 stream = self.peers.get(peer_id)
                 if not live:
                     self._handle_dead_peer(peer_id)
