@@ -515,16 +515,28 @@ async function onNewGroup(event) {
 // --- friends (SPEC §18) -------------------------------------------------------------------------
 
 async function loadFriends() {
+  const asked = performance.now();
   const [friends, requests, blocked, privacy] = await Promise.all([
     call("GET", "/v1/friends"), call("GET", "/v1/friends/requests"),
     call("GET", "/v1/friends/blocked"), call("GET", "/v1/privacy")]);
   state.friends = new Set(friends.friends.map((f) => f.user_id));
-  for (const friend of friends.friends) state.users.set(friend.user_id, friend);
+  for (const friend of friends.friends) rememberUser(friend, asked);
   state.requests = requests.requests;
   state.blocked = blocked.blocked;
   document.getElementById("presence-visibility").value = privacy.presence;
   renderFriends();
   await loadConversations(); // a new friend's chat is no longer a message request
+}
+
+/** A user as an answer to a request made at `asked` describes them. A presence frame that came
+ * after the request was made is kept: the answer may have been worked out before that change,
+ * and no frame follows until their presence changes again (a friend shown offline for good). */
+function rememberUser(user, asked) {
+  const known = state.users.get(user.user_id);
+  const newer = known?.presenceAt > asked
+    ? { online: known.online, last_seen_ms: known.last_seen_ms, presenceAt: known.presenceAt }
+    : {};
+  state.users.set(user.user_id, { ...known, ...user, ...newer });
 }
 
 /** Block or unblock a user (SPEC §32.3): nothing they send reaches us while blocked. */
@@ -719,10 +731,9 @@ async function openChat(roomId, { refresh = false } = {}) {
   const chat = chatOf(roomId);
   if (refresh || chat.older === undefined) {
     try {
+      const asked = performance.now();
       const page = await call("GET", `/v1/conversation/${roomId}/details?limit=${PAGE}`);
-      for (const person of page.people || []) {
-        state.users.set(person.user_id, { ...state.users.get(person.user_id), ...person });
-      }
+      for (const person of page.people || []) rememberUser(person, asked);
       for (const message of page.messages) addMessage(message);
       chat.older = page.next_cursor;
       const panel = document.getElementById("members");
@@ -813,7 +824,8 @@ async function renderPresence() {
     return;
   }
   if (!state.users.has(room.recipient)) {
-    state.users.set(room.recipient, await call("GET", `/v1/users/${room.recipient}`));
+    const asked = performance.now();
+    rememberUser(await call("GET", `/v1/users/${room.recipient}`), asked);
   }
   const user = state.users.get(room.recipient);
   line.textContent = presenceText(user);
@@ -1091,8 +1103,8 @@ function onFrame(frame) {
       }
       return;
     case "presence":
-      state.users.set(frame.user_id, { ...state.users.get(frame.user_id),
-        user_id: frame.user_id, online: frame.online, last_seen_ms: frame.last_seen_ms });
+      state.users.set(frame.user_id, { ...state.users.get(frame.user_id), user_id: frame.user_id,
+        online: frame.online, last_seen_ms: frame.last_seen_ms, presenceAt: performance.now() });
       renderPresence().catch(handleError);
       renderList();
       renderFriends();
