@@ -78,7 +78,9 @@ from hearthmesh.node.p2p.yamux import adopt_yamux_stream, answers_ping, watch_re
 from hearthmesh.protocol.errors import (
     HearthError,
     LocalProtocolError,
+    NodeFailed,
     RemoteProtocolError,
+    StorageError,
     TooManyStreams,
     UnreadableItem,
 )
@@ -1283,6 +1285,10 @@ class P2PHost:
         except RemoteProtocolError as exc:  # every peer error path reaches its standing
             self._refused(peer, exc)
             log.debug("%s stream from %s refused: %s", stream.protocol_id, peer[-8:], exc)
+            await stream.reset()
+        except (StorageError, NodeFailed) as exc:  # the node's fatal fault: the supervisor's
+            # handler logged it as the node's one ERROR and is stopping it (SPEC §11.8.5)
+            log.debug("%s stream from %s met a fatal %r", stream.protocol_id, peer[-8:], exc)
             await stream.reset()
         except Exception:
             log.exception("stream handler for %s from %s failed", stream.protocol_id, peer)
