@@ -17,6 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from hearthmesh.node.events import MessageReceived
@@ -72,6 +73,33 @@ async def test_a_websocket_command_that_meets_a_failed_store_stops_the_node(
         assert (error["error"]["code"], error.get("request_id")) == (ErrorCode.STORAGE, "r1")
         failure = await asyncio.wait_for(failed, 10)  # a bound on a hang, not a timing
         assert "_handle" in _frames(failure.__cause__)  # the command's own fault
+
+
+async def test_the_websocket_clients_of_a_failed_node_are_closed_naming_node_failed(
+    tmp_path: Path,
+) -> None:
+    """A failed node feeds its clients nothing more: an open socket is closed with 1011 and a
+    reason naming NODE_FAILED (it used to stay open and silent until the API stopped), and a
+    new one is refused 503 NODE_FAILED rather than given a `ready` and then nothing."""
+    async with (
+        asyncio.timeout(30),
+        home(tmp_path / "a", **QUIET) as a,
+        a.socket() as ws,
+    ):
+        failed = asyncio.ensure_future(a.node.wait_failed())
+        await a.node.store.aclose()
+        with pytest.raises(ApiRefused):  # the request that meets the failed store
+            await a.client.call("GET", "/v1/conversation")
+        await asyncio.wait_for(failed, 10)  # a bound on a hang, not a timing
+        closed = await asyncio.wait_for(ws.ws.receive(), 10)
+        assert closed.type is aiohttp.WSMsgType.CLOSE
+        assert closed.data == aiohttp.WSCloseCode.INTERNAL_ERROR
+        assert str(closed.extra).startswith("NODE_FAILED")
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            async with a.client.websocket():
+                pass
+        assert refused.value.status == 503
+        assert (await a.status())["state"] == "failed"
 
 
 def _frames(error: BaseException | None) -> list[str]:
