@@ -88,6 +88,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._logged: set[tuple[str, str]] = set()
         self._unreadable_logged: set[str] = set()
+        self._unreadable_observers: list[Callable[[UnreadableItem], None]] = []
         self._fatal: asyncio.Future[HearthError] | None = None
         self.faults = 0
         """Unexpected exceptions contained since start (services and inputs)."""
@@ -265,6 +266,13 @@ class Supervisor:
         else:
             self._unreadable_logged.add(exc.item)
             log.error("%s met an unreadable item; the node goes on: %s", name, exc)
+        for observer in self._unreadable_observers:
+            observer(exc)
+
+    def observe_unreadable(self, observer: Callable[[UnreadableItem], None]) -> None:
+        """Tell `observer` of each unreadable item met, wherever: what can repair one (a
+        damaged blob fetched again, SPEC §11.8.7) hears of it from every path alike."""
+        self._unreadable_observers.append(observer)
 
     def _fault(self, name: str, exc: Exception, peer: str | None) -> None:
         """Log an unexpected exception: with its traceback the first time for this service and

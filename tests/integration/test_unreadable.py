@@ -29,7 +29,7 @@ from hearthmesh.storage.api import MediaReference
 from hearthmesh.storage.keys import Table, crypto_pair_key
 
 from .api_helpers import home, link
-from .conftest import collect, node_config
+from .conftest import collect, node_config, wait_until
 from .test_media import _download, _send_image
 
 pytestmark = pytest.mark.integration
@@ -83,6 +83,31 @@ async def test_a_damaged_blob_is_refused_as_unreadable_and_the_node_goes_on(
         assert received.envelope.message_id == sent.message_id
         assert a.node.failure is None and not failed.done()
         failed.cancel()
+
+
+async def test_a_damaged_blob_another_user_sent_is_dropped_and_fetched_again(
+    tmp_path: Path,
+) -> None:
+    """Bob's copy of the image alice sent him no longer matches its address: his client gets
+    500 UNREADABLE once, his node drops the copy and fetches it again from alice's home, and
+    the next download is the image (SPEC §11.8.7). Alice's own upload, which may be its only
+    copy, is kept instead (the test above)."""
+    image = os.urandom(4096)
+    async with asyncio.timeout(30), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        media = await _send_image(a, b, image)
+        assert (await _download(b, media["digest"]))[:2] == (200, image)  # fetched, intact
+        fetched = b.node.media.fetched
+        [blob] = [p for p in (tmp_path / "b").rglob(media["digest"]) if p.is_file()]
+        damaged = bytes(len(blob.read_bytes()))
+        blob.write_bytes(damaged)
+        status, body, _ = await _download(b, media["digest"])  # bob's client meets it
+        assert (status, json.loads(body)["error"]["code"]) == (500, ErrorCode.UNREADABLE)
+        await wait_until(lambda: b.node.media.fetched > fetched)  # fetched from alice again
+        assert (await _download(b, media["digest"]))[:2] == (200, image)
+        assert blob.read_bytes() != damaged
+        assert b.node.unreadable_items == 1 and b.node.failure is None
+        assert a.node.unreadable_items == 0
 
 
 async def test_a_gossip_batch_with_one_unreadable_item_takes_the_others(tmp_path: Path) -> None:
