@@ -510,6 +510,7 @@ class P2PHost:
             subscription_queue_size=config.subscription_queue_size,
             degree=config.gossip_degree,
             on_garbled=self._garbled_gossip,
+            on_churn=self._stream_refused,
             wire=self._wire,
         )
         self._dht: DhtLayer | None = None
