@@ -92,6 +92,29 @@ async def test_the_websocket_clients_of_a_failed_node_are_closed_naming_node_fai
         assert (await a.status())["state"] == "failed"
 
 
+async def test_a_receipt_that_meets_a_failed_store_stops_the_node(tmp_path: Path) -> None:
+    """An ack of a message bob's client was shown is taken from memory (no read), queued, and
+    sent by the receipt service a moment later; its store read then meets the failed store.
+    The service caught every HearthError of a send ("we left the room meanwhile"): it now lets
+    a failed store through, and the API's supervisor hands it to the node."""
+    async with (
+        asyncio.timeout(30),
+        home(tmp_path / "a", **QUIET) as a,
+        home(tmp_path / "b", **QUIET) as b,
+        b.socket() as bob_ws,
+    ):
+        await link(a, b)
+        bob = (await b.status())["user_id"]
+        room = (await a.client.call("POST", "/v1/conversation", {"recipient_id": bob}))["room_id"]
+        await a.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "hi"})
+        shown = await bob_ws.next("message")
+        failed = asyncio.ensure_future(b.node.wait_failed())
+        await b.node.store.aclose()
+        await bob_ws.send(event="ack", message_id=shown["message_id"], status="read")
+        failure = await asyncio.wait_for(failed, 10)  # a bound on a hang, not a timing
+        assert {"run", "_flush"} <= set(_frames(failure.__cause__))  # the receipts' own fault
+
+
 @asynccontextmanager
 async def _socket_on_a_failing_store(
     path: Path,
