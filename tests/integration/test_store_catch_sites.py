@@ -91,6 +91,7 @@ async def _sibling_connected(a: Node, b: Node, kit: HostilePeer) -> None:
 async def _home_looked_up(a: Node, b: Node, kit: HostilePeer) -> None:
     """What `HomeLookups` spawns for a user whose home is not known: a DHT lookup of a's
     record (which a put in the DHT before b's store failed), then taking it in."""
+
     async def look_up() -> None:
         await b.find_home(a.user_id)
 
@@ -129,7 +130,10 @@ async def test_each_background_site_that_meets_a_failed_store_stops_the_node(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="hearthmesh")
-    async with Node(node_config(tmp_path / "a", **QUIET)) as a, HostilePeer() as kit:
+    # a announces no presence: b's presence listener would take a's record into b's store as
+    # the hello does, and one row's site must be the only one to meet the failed store
+    peer = node_config(tmp_path / "a", **QUIET, share_presence=False)
+    async with Node(peer) as a, HostilePeer() as kit:
         kit.answer_hellos()
         for site in SITES:
             caplog.clear()
@@ -142,7 +146,8 @@ async def test_each_background_site_that_meets_a_failed_store_stops_the_node(
                 await _settled(b)
                 failed = asyncio.ensure_future(b.wait_failed())
                 await b.store.aclose()  # the store fails under the running node
-                assert not failed.done(), f"{site.name}: {b.failure} before its trigger"
+                if site.trigger is not _nothing:  # a timer's row may meet it at once
+                    assert not failed.done(), f"{site.name}: {b.failure} before its trigger"
                 await site.trigger(a, b, kit)
                 failure = await asyncio.wait_for(failed, 10)  # a bound on a hang, not a timing
                 met = _frames(failure.__cause__)
