@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import lmdb
@@ -26,7 +27,7 @@ from hearthmesh.protocol.errors import ErrorCode
 from hearthmesh.protocol.gossip import GossipItem, encode_gossip, load_gossip, room_topic
 from hearthmesh.protocol.media import MediaRefused
 from hearthmesh.storage.api import MediaReference
-from hearthmesh.storage.keys import Table, crypto_pair_key
+from hearthmesh.storage.keys import Table, crypto_pair_key, sequence_key
 
 from .api_helpers import home, link
 from .conftest import collect, node_config, wait_until
@@ -137,7 +138,8 @@ async def test_a_gossip_batch_with_one_unreadable_item_takes_the_others(tmp_path
         first, d5, d6 = (load_envelope(e.wire) for e in (sent[0], *later))
         s1, s2 = (e2ee.decode_encrypted_body(e.body).session_id for e in (first, d5))
         assert s1 != s2 and e2ee.decode_encrypted_body(d6.body).session_id == s2
-        _cut_short(b_path / "store", Table.E2EE_INBOUND, crypto_pair_key(room, s1))
+        key = crypto_pair_key(room, s1)
+        _rewrite(b_path / "store", Table.E2EE_INBOUND, key, lambda value: value[:8])  # torn
         async with Node(node_config(b_path)) as b:
             certificate = a.keyring.certificate_bytes
             batch = [_gossip(a.peer_id, certificate, e) for e in (first, d5, d6)]
@@ -146,6 +148,31 @@ async def test_a_gossip_batch_with_one_unreadable_item_takes_the_others(tmp_path
             assert await b.get_event(d5.message_id) is not None
             assert await b.get_event(d6.message_id) is not None
             assert b.unreadable_items == 1  # D1, once
+            assert b.failure is None
+
+
+async def test_a_row_of_ours_that_does_not_decode_charges_no_publisher(tmp_path: Path) -> None:
+    """Bob's highest-sequence row for alice's device in their room is damaged (3 bytes, not a
+    u64). The gossip messages of hers that meet it are bob's fault: unreadable (102), counted,
+    charged to no one. It was a `struct.error`, which the listener took for bad input: alice's
+    peer was charged 10 points a message (20 for two) for bob's damaged row."""
+    b_path = tmp_path / "b"
+    async with asyncio.timeout(60), Node(node_config(tmp_path / "a")) as a:
+        async with Node(node_config(b_path)) as b:
+            await a.connect(f"{b.listen_addrs[0]}/p2p/{b.peer_id}")
+            arriving = asyncio.create_task(collect(b.events(), MessageReceived, 1))
+            await asyncio.sleep(0)
+            room = await a.open_direct(b.user_id)
+            first = await a.send(room, b"D1")
+            await arriving
+        later = [load_envelope((await a.send(room, f"D{n}".encode())).wire) for n in (2, 3)]
+        key = sequence_key(room, first.sender_device)
+        _rewrite(b_path / "store", Table.SEQUENCES, key, lambda value: value[:3])
+        async with Node(node_config(b_path)) as b:
+            certificate = a.keyring.certificate_bytes
+            await b._services.topics._accept([_gossip(a.peer_id, certificate, e) for e in later])
+            assert b.peer_points(a.peer_id) == 0  # the fault is bob's
+            assert b.unreadable_items == 2  # each message met it, one by one
             assert b.failure is None
 
 
@@ -160,12 +187,12 @@ def _gossip(
     return message, load_gossip(data)
 
 
-def _cut_short(store: Path, table: Table, key: bytes) -> None:
-    """Cut one row of a stopped node's store short, as a torn write would leave it."""
+def _rewrite(store: Path, table: Table, key: bytes, damage: Callable[[bytes], bytes]) -> None:
+    """Damage one row of a stopped node's store."""
     env = lmdb.open(str(store), max_dbs=len(Table))
     with env.begin(write=True) as txn:
         db = env.open_db(table.value, txn=txn)
         value = txn.get(key, db=db)
         assert value is not None
-        txn.put(key, value[:8], db=db)
+        txn.put(key, damage(value), db=db)
     env.close()
