@@ -88,6 +88,7 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         self._logged: set[tuple[str, str]] = set()
         self._unreadable_logged: set[str] = set()
+        self._unreadable_observers: list[Callable[[UnreadableItem], None]] = []
         self._fatal: asyncio.Future[HearthError] | None = None
         self.faults = 0
         """Unexpected exceptions contained since start (services and inputs)."""
@@ -115,7 +116,11 @@ class Supervisor:
         """Run a one-shot reaction: an unexpected exception is logged once and ends it."""
         if self._group is None:  # refused below: `_start` closes only the wrapper
             work.close()  # so no "coroutine was never awaited" warning for `work`
-        self._start(self._once(work, name), name)
+        task = self._start(self._once(work, name), name)
+        # A task cancelled before its first step (the node stopping) never runs its wrapper,
+        # so `work` would be left unawaited; once the task is done, `work` ended or never
+        # began, and closing it is a no-op or keeps it quiet.
+        task.add_done_callback(lambda _: work.close())
 
     def keep(self, service: Callable[[], Work], name: str) -> None:
         """Run a service until it returns: after an unexpected exception, `service()` starts
@@ -203,13 +208,14 @@ class Supervisor:
             self._fault(name, exc, peer)
             self._charge_peer(peer, MalformedMessage(f"input made {name} fail: {exc!r}"))
 
-    def _start(self, work: Work, name: str) -> None:
+    def _start(self, work: Work, name: str) -> asyncio.Task[None]:
         if self._group is None:
             work.close()
             raise LocalProtocolError(f"{name} started outside the supervisor's lifetime")
         task = self._group.create_task(work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _once(self, work: Work, name: str) -> None:
         try:
@@ -265,6 +271,13 @@ class Supervisor:
         else:
             self._unreadable_logged.add(exc.item)
             log.error("%s met an unreadable item; the node goes on: %s", name, exc)
+        for observer in self._unreadable_observers:
+            observer(exc)
+
+    def observe_unreadable(self, observer: Callable[[UnreadableItem], None]) -> None:
+        """Tell `observer` of each unreadable item met, wherever: what can repair one (a
+        damaged blob fetched again, SPEC §11.8.7) hears of it from every path alike."""
+        self._unreadable_observers.append(observer)
 
     def _fault(self, name: str, exc: Exception, peer: str | None) -> None:
         """Log an unexpected exception: with its traceback the first time for this service and

@@ -401,7 +401,9 @@ def build_services(
         clock=clock,
         rng=rng,
         find_home=home_lookups.find,
+        own_user=user,
     )
+    supervisor.observe_unreadable(media.replace_damaged)
     verification = VerificationService(
         host=host,
         links=links,

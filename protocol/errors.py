@@ -19,6 +19,7 @@ __all__ = [
     "Blocked",
     "Busy",
     "ClockSkew",
+    "DamagedBlob",
     "ErrorCode",
     "FrameTimeout",
     "HearthError",
@@ -384,6 +385,16 @@ class UnreadableItem(StorageError):
     def __init__(self, message: str, *, item: str) -> None:
         super().__init__(message)
         self.item = item
+
+
+class DamagedBlob(UnreadableItem):
+    """A media blob whose bytes no longer match its sha-256 address, or whose file is gone
+    while its metadata is here: the bytes are wrong for certain (not an I/O error that may
+    pass), so a good copy from a home that holds one may replace them (SPEC §11.8.7)."""
+
+    def __init__(self, message: str, *, item: str, digest: bytes) -> None:
+        super().__init__(message, item=item)
+        self.digest = digest
 
 
 def store_failed(exc: BaseException) -> TypeGuard[StorageError]:

@@ -13,10 +13,11 @@ from .absent import mark_txn
 from .actions import index_action_txn
 from .api import AppendRequest, AppendResult
 from .arrivals import ArrivalCounter
-from .keys import Table, history_key, pack_u64, sender_seq_key, sequence_key, unpack_u64
+from .keys import Table, history_key, pack_u64, sender_seq_key, sequence_key
 from .kv import KvTxn
 from .media_refs import note_media_txn
 from .outbox import enqueue_txn
+from .records import decode_u64_at
 from .rooms import bump_conversation_txn, local_members_txn
 
 __all__ = ["append_batch_txn", "check_appendable"]
@@ -54,7 +55,7 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
             txn.insert(Table.BY_SENDER, by_sender, hlc)
             at = sequence_key(envelope.room, envelope.sender_device)
             highest = txn.get(Table.SEQUENCES, at)
-            if highest is None or unpack_u64(highest) < envelope.seq:
+            if highest is None or decode_u64_at(Table.SEQUENCES, at, highest) < envelope.seq:
                 txn.put(Table.SEQUENCES, at, pack_u64(envelope.seq))
         for destination in request.outbox_to:
             enqueue_txn(txn, destination, envelope.message_id, request.next_attempt_ms)

@@ -2,8 +2,8 @@
 
 A blob is written to a temporary file, fsynced and renamed into `media/ab/abcdef...` before its
 metadata is committed, so committed metadata always points at a complete file. A blob that no
-longer matches its address, or whose file cannot be read, is `UnreadableItem` (that blob alone);
-a blob that cannot be written is `StorageError` (the store failed).
+longer matches its address is `DamagedBlob`, one whose file cannot be read `UnreadableItem` (that
+blob alone); a blob that cannot be written is `StorageError` (the store failed).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from hearthmesh.protocol.errors import StorageError, UnreadableItem
+from hearthmesh.protocol.errors import DamagedBlob, StorageError, UnreadableItem
 
 from .keys import blob_name
 
@@ -39,7 +39,8 @@ class BlobStore(Protocol):
 
 def _check(digest: bytes, data: bytes, where: str) -> bytes:
     if hashlib.sha256(data).digest() != digest:
-        raise UnreadableItem(f"media blob {where} does not match its sha-256 address", item=where)
+        message = f"media blob {where} does not match its sha-256 address"
+        raise DamagedBlob(message, item=where, digest=digest)
     return data
 
 

@@ -45,7 +45,7 @@ from .keys import (
     unpack_u64,
 )
 from .kv import KvTxn
-from .records import corrupt, decode_envelope_at, decode_status, encode_status
+from .records import corrupt, decode_envelope_at, decode_status, decode_u64_at, encode_status
 
 __all__ = [
     "MAX_HISTORY_PAGE",
@@ -257,8 +257,9 @@ def _forget_opened_txn(txn: KvTxn, key: bytes, value: bytes) -> None:
 
 def last_seq_txn(txn: KvTxn, room: bytes, sender_device: bytes) -> int:
     """The highest sequence number of `sender_device` stored in `room`, 0 if none."""
-    value = txn.get(Table.SEQUENCES, sequence_key(room, sender_device))
-    return 0 if value is None else unpack_u64(value)
+    key = sequence_key(room, sender_device)
+    value = txn.get(Table.SEQUENCES, key)
+    return 0 if value is None else decode_u64_at(Table.SEQUENCES, key, value)
 
 
 def sender_events_txn(

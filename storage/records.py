@@ -27,7 +27,7 @@ from .api import (
     PushSubscription,
     RelayUsage,
 )
-from .keys import ID_BYTES, Table, pack_u64
+from .keys import ID_BYTES, Table, pack_u64, unpack_u64
 
 __all__ = [
     "corrupt",
@@ -45,6 +45,7 @@ __all__ = [
     "decode_relay_share",
     "decode_relay_usage",
     "decode_status",
+    "decode_u64_at",
     "encode_client",
     "encode_device",
     "encode_friend_request",
@@ -74,6 +75,14 @@ def corrupt(table: Table, key: bytes, detail: str) -> UnreadableItem:
         f"undecodable value in {table_name} at key {key.hex()}: {detail}",
         item=f"{table_name}/{key.hex()}",
     )
+
+
+def decode_u64_at(table: Table, key: bytes, data: bytes) -> int:
+    """A stored u64; one of another length is that row unreadable, not a `struct.error` that
+    a handler would take for bad input and charge to the peer whose message met it."""
+    if len(data) != 8:
+        raise corrupt(table, key, f"{len(data)} bytes, not a u64")
+    return unpack_u64(data)
 
 
 def _load(table: Table, key: bytes, data: bytes) -> list[CborValue]:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, Self
 
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
-from hearthmesh.protocol.errors import LocalProtocolError, UnreadableItem
+from hearthmesh.protocol.errors import DamagedBlob, LocalProtocolError, UnreadableItem
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.media_seal import MediaSeal
 
@@ -734,7 +734,8 @@ class KvStore:
         data = self._blobs.read(digest)
         if data is None:
             where = f"media/{digest.hex()}"
-            raise UnreadableItem(f"{where} has metadata but no blob in {self.where}", item=where)
+            message = f"{where} has metadata but no blob in {self.where}"
+            raise DamagedBlob(message, item=where, digest=digest)
         return data
 
     def delete_media(self, digest: bytes) -> bool:

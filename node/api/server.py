@@ -12,11 +12,12 @@ advantage; a data-written document and a test that covers every route give the s
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from typing import Any, Self
+from typing import Any, Final, Self
 
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from hearthmesh.node.api.auth import make_guard
@@ -37,6 +38,8 @@ __all__ = ["ApiServer"]
 log = logging.getLogger(__name__)
 
 _SHUTDOWN_S = 2.0
+NODE_FAILED_CLOSE: Final = b"NODE_FAILED: the node stopped itself; reconnect with your cursor"
+"""The close reason a failed node's clients get, with code 1011 (SPEC §11.8.5)."""
 
 
 class ApiServer:
@@ -48,6 +51,7 @@ class ApiServer:
         self.service = ApiService(node, config, clock or SystemClock())
         self._stack = contextlib.AsyncExitStack()
         self._runner: web.AppRunner | None = None
+        self._failure_watch: asyncio.Task[None] | None = None
         self.port = 0
 
     @property
@@ -110,13 +114,29 @@ class ApiServer:
         await site.start()
         self.port = int(runner.addresses[0][1])
         self.service.api_url = self.url
+        # Outside the API's supervisor: a failing node fails its services too, which would
+        # cancel this before the clients are told.
+        self._failure_watch = asyncio.create_task(self._close_clients_when_failed())
         log.info("client API on %s", self.url)
+
+    async def _close_clients_when_failed(self) -> None:
+        """A failed node feeds its clients nothing more: each WebSocket is closed with a code
+        and a reason naming NODE_FAILED, not left open and silent (SPEC §11.8.5)."""
+        await self.node.wait_failed()
+        await self._close_clients(WSCloseCode.INTERNAL_ERROR, NODE_FAILED_CLOSE)
+
+    async def _close_clients(self, code: int, reason: bytes) -> None:
+        for session in list(self.service.sessions):
+            with contextlib.suppress(Exception):
+                await session.ws.close(code=code, message=reason)
 
     async def aclose(self) -> None:
         """Close client connections, stop the server and the API's tasks; idempotent."""
-        for session in list(self.service.sessions):
-            with contextlib.suppress(Exception):
-                await session.ws.close(code=1001, message=b"node stopping")
+        if self._failure_watch is not None:
+            self._failure_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._failure_watch
+        await self._close_clients(WSCloseCode.GOING_AWAY, b"node stopping")
         await self._stack.aclose()
 
 

@@ -40,7 +40,14 @@ from hearthmesh.protocol.client_api import (
     decode_json_object,
     decode_text,
 )
-from hearthmesh.protocol.errors import ErrorCode, HearthError, NotFound, RateLimited, TooLarge
+from hearthmesh.protocol.errors import (
+    ErrorCode,
+    HearthError,
+    NodeFailed,
+    NotFound,
+    RateLimited,
+    TooLarge,
+)
 from hearthmesh.protocol.identity import user_id_text
 
 __all__ = ["websocket_handler"]
@@ -79,6 +86,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         raise ApiError(426, ErrorCode.MALFORMED, "this is a WebSocket: send an upgrade request")
     if len(service.sessions) >= config.max_clients:
         return error_response(RateLimited("too many open WebSocket connections"))
+    if service.node.failure is not None:  # it would feed this client nothing (SPEC §11.8.5)
+        return error_response(NodeFailed("the node failed; connect again once it is back"))
     # The library's own limit sits a little above ours, so an oversized frame gets a JSON error
     # from us (below) on an open connection; a far larger one gets it just before the close.
     ws = _ApiWebSocket(

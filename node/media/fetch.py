@@ -7,7 +7,8 @@ sha-256 must equal the digest), opens a sealed blob with the seal its message ca
 plaintext must hash to the seal's digest, SPEC §28.3) and stores the ciphertext with its
 seal. A round that gets nothing is retried with the outbox's backoff; after GIVE_UP_ATTEMPTS
 rounds the fetch stops, and the client API starting one again (`wait_fetched`) begins a new
-series. A peer that served bad bytes is not asked for that digest again for SHUN_MS.
+series. A peer that served bad bytes is not asked for that digest again for SHUN_MS. A blob
+held damaged that another user sent is dropped and fetched again (`replace_damaged`, §11.8.7).
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.protocol.backoff import next_attempt_ms
 from hearthmesh.protocol.content import media_ref_of
 from hearthmesh.protocol.envelope import Envelope
-from hearthmesh.protocol.errors import HearthError, NotFound, RemoteProtocolError, store_failed
+from hearthmesh.protocol.errors import (
+    DamagedBlob,
+    HearthError,
+    NotFound,
+    RemoteProtocolError,
+    UnreadableItem,
+    store_failed,
+)
 from hearthmesh.protocol.identity import Rng, UserId
 from hearthmesh.protocol.media import (
     MAX_BLOB_BYTES,
@@ -39,7 +47,7 @@ from hearthmesh.protocol.media import (
     encode_request,
 )
 from hearthmesh.protocol.media_seal import open_media
-from hearthmesh.storage.api import MediaInfo, MediaReference
+from hearthmesh.storage.api import MediaInfo, MediaReference, Store
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["GIVE_UP_ATTEMPTS", "SHUN_MS", "MediaFetcher", "PeerShunned"]
@@ -87,8 +95,10 @@ class MediaFetcher:
         clock: Clock,
         rng: Rng,
         find_home: Callable[[UserId], Awaitable[bool]],
+        own_user: UserId,
     ) -> None:
         self._host = host
+        self._own_user = own_user
         self._links = links
         self._store = store
         self._directory = directory
@@ -100,6 +110,8 @@ class MediaFetcher:
         """(peer, digest) -> until when that peer is not asked for that digest."""
         self._transfers = asyncio.Semaphore(MAX_TRANSFERS)
         self._group: asyncio.TaskGroup | None = None
+        self._replacing: set[bytes] = set()
+        """Damaged blobs being checked and dropped: one check each, however many ask."""
         self.fetched = 0
         """Blobs fetched and stored (for tests and status)."""
 
@@ -133,6 +145,26 @@ class MediaFetcher:
         if self._group is not None:
             self._group.create_task(self._fetch(digest))
         return fetch
+
+    def replace_damaged(self, exc: UnreadableItem) -> None:
+        """An unreadable item was met (`Supervisor.observe_unreadable`): a blob held damaged
+        that another user sent is dropped and fetched again from their homes (SPEC §11.8.7).
+        One that only our user sent is kept: ours may be its only copy."""
+        if not isinstance(exc, DamagedBlob) or self._group is None:
+            return
+        if exc.digest in self._replacing or exc.digest in self._fetches:
+            return
+        self._replacing.add(exc.digest)
+        self._group.create_task(self._replace(exc.digest))
+
+    async def _replace(self, digest: bytes) -> None:
+        try:
+            store = self._store
+            if await store.run_long(_drop_if_damaged, store.store, digest, self._own_user):
+                log.warning("media %s held damaged: dropped, fetching it again", digest.hex()[:12])
+                self._start(digest)
+        finally:
+            self._replacing.discard(digest)
 
     async def wait_fetched(self, digest: bytes, *, wait_s: float) -> bool:
         """For the client API: is the blob here, after at most one more round (`wait_s`)?
@@ -288,3 +320,18 @@ class MediaFetcher:
                     time.perf_counter() - started,
                 )
             return info
+
+
+def _drop_if_damaged(store: Store, digest: bytes, own_user: UserId) -> bool:
+    """Drop the blob if it is still damaged (a fetch may have replaced it meanwhile) and
+    another user sent it, so their homes hold a good copy; True if it was dropped."""
+    if all(reference.sender == own_user for reference in store.media_references(digest)):
+        return False
+    try:
+        store.read_media(digest)
+    except DamagedBlob:
+        store.delete_media(digest)
+        return True
+    except UnreadableItem:  # its file cannot be read now: that may pass, the bytes may be good
+        return False
+    return False

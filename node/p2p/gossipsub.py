@@ -100,13 +100,16 @@ class GossipLayer:
         subscription_queue_size: int,
         degree: int,
         on_garbled: Callable[[str, RemoteProtocolError], None],
+        on_churn: Callable[[str, RemoteProtocolError], None] | None = None,
         wire: WireCounts | None = None,
     ) -> None:
         """`on_garbled(peer, error)` (trio thread): a peer sent a gossip RPC that does not
-        decode; its stream was reset. `wire`: the host's counts, which get each RPC we write
-        by kind (`HelloPubsub.write_msg`)."""
+        decode; its stream was reset. `on_churn(peer, error)` (trio thread): a peer reconnects
+        past its greeting budget (`HelloPubsub`). `wire`: the host's counts, which get each
+        RPC we write by kind (`HelloPubsub.write_msg`)."""
         self._wire = wire
         self._on_garbled = on_garbled
+        self._on_churn = on_churn
         self._bridge = bridge
         self._call = call
         self._peer_id = peer_id
@@ -142,6 +145,7 @@ class GossipLayer:
             strict_signing=True,
             msg_id_constructor=self._msg_id_constructor(),
             wire=self._wire,
+            refused=self._on_churn,
         )
         self._pubsub.counter = first_seqno(SystemClock().now_ms())
         for protocol in self._gossipsub.get_protocols():  # in place of pubsub's own handler

@@ -78,7 +78,9 @@ from hearthmesh.node.p2p.yamux import adopt_yamux_stream, answers_ping, watch_re
 from hearthmesh.protocol.errors import (
     HearthError,
     LocalProtocolError,
+    NodeFailed,
     RemoteProtocolError,
+    StorageError,
     TooManyStreams,
     UnreadableItem,
 )
@@ -508,6 +510,7 @@ class P2PHost:
             subscription_queue_size=config.subscription_queue_size,
             degree=config.gossip_degree,
             on_garbled=self._garbled_gossip,
+            on_churn=self._stream_refused,
             wire=self._wire,
         )
         self._dht: DhtLayer | None = None
@@ -1283,6 +1286,10 @@ class P2PHost:
         except RemoteProtocolError as exc:  # every peer error path reaches its standing
             self._refused(peer, exc)
             log.debug("%s stream from %s refused: %s", stream.protocol_id, peer[-8:], exc)
+            await stream.reset()
+        except (StorageError, NodeFailed) as exc:  # the node's fatal fault: the supervisor's
+            # handler logged it as the node's one ERROR and is stopping it (SPEC §11.8.5)
+            log.debug("%s stream from %s met a fatal %r", stream.protocol_id, peer[-8:], exc)
             await stream.reset()
         except Exception:
             log.exception("stream handler for %s from %s failed", stream.protocol_id, peer)

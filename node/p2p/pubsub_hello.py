@@ -20,7 +20,9 @@ writes by kind (`rpc_kind`) in the host's `WireCounts`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from contextvars import ContextVar
+from typing import Final
 
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
@@ -28,13 +30,23 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.pubsub.rpc_queue import OutBoundQueueSize, RpcQueue
 
+from hearthmesh.node.clock import SystemClock
 from hearthmesh.node.p2p.gossip_router import MeshRouter
 from hearthmesh.node.p2p.peer_records import RecordsTold
 from hearthmesh.node.p2p.wire_counts import WireCounts
+from hearthmesh.node.rate_limit import RateLimiter
+from hearthmesh.protocol.errors import RemoteProtocolError, TooManyStreams
 
-__all__ = ["HelloPubsub", "rpc_kind"]
+__all__ = ["REGREET_BURST", "REGREET_PER_S", "HelloPubsub", "rpc_kind"]
 
 log = logging.getLogger(__name__)
+
+REGREET_BURST: Final = 4
+REGREET_PER_S: Final = 1 / 15
+"""Greetings again a peer may cost us (`_greet_again`): 4 at once, then one per 15 s. Each one
+is a stream and a hello with our record, set off by the peer opening a connection and closing
+the one our stream was on; an honest peer does that now and then, a churning one in a loop
+(SPEC §14.3)."""
 
 _hello_topics: ContextVar[frozenset[str] | None] = ContextVar("_hello_topics", default=None)
 """The topics of the hello built in this task (each `_handle_new_peer` runs in its own)."""
@@ -56,10 +68,23 @@ def rpc_kind(rpc: rpc_pb2.RPC) -> str:
 class HelloPubsub(Pubsub):
     """`Pubsub` whose new peers learn the subscriptions their hello missed (module docstring)."""
 
-    def __init__(self, *args: object, wire: WireCounts | None = None, **kwargs: object) -> None:
+    def __init__(
+        self,
+        *args: object,
+        wire: WireCounts | None = None,
+        refused: Callable[[str, RemoteProtocolError], None] | None = None,
+        **kwargs: object,
+    ) -> None:
+        """`refused(peer, error)` (trio thread) charges a peer past its greeting budget."""
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._records_told = RecordsTold()
         self._wire = wire
+        self._refused = refused
+        self._regreets = RateLimiter(REGREET_PER_S, REGREET_BURST, SystemClock())
+        self.regreeted = 0
+        """Peers greeted again (`_greet_again`), for tests and the budget's check."""
+        self.not_regreeted = 0
+        """Times a peer past its budget was charged and not greeted again."""
 
     async def write_msg(self, stream: INetStream, rpc_msg: rpc_pb2.RPC) -> bool:
         """py-libp2p's write, our signed record left out where the stream carried it; counted
@@ -109,7 +134,21 @@ class HelloPubsub(Pubsub):
                 if not live:
                     self._handle_dead_peer(peer_id)
                 elif stream is not None and not any(m is stream.muxed_conn for m in live):
-                    self._greet_again(peer_id)
+                    self._greet_again_within_budget(peer_id)
+
+    def _greet_again_within_budget(self, peer_id: ID) -> None:
+        """`_greet_again`, at most `REGREET_BURST` then one per 15 s per peer: past it the
+        peer is charged and not greeted; its stream stays as it is (our next write to it fails
+        and it leaves pubsub), so a peer that churns connections costs us no stream or hello
+        for each one."""
+        peer = peer_id.to_base58()
+        if self._regreets.take(peer):
+            self._greet_again(peer_id)
+            return
+        self.not_regreeted += 1
+        log.info("gossip peer %s reconnects too often: not greeted again", peer[-8:])
+        if self._refused is not None:
+            self._refused(peer, TooManyStreams("reconnects past its gossip greeting budget"))
 
     def _greet_again(self, peer_id: ID) -> None:
         """A new stream and hello on a live connection in place of the one on a closed
@@ -119,6 +158,7 @@ class HelloPubsub(Pubsub):
             "gossip peer %s: its stream's connection closed, greeting it again on another",
             peer_id.to_base58()[-8:],
         )
+        self.regreeted += 1
         del self.peers[peer_id]
         queue = self.peer_queues.pop(peer_id, None)
         if queue is not None:

@@ -11,18 +11,26 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
+import lmdb
 import pytest
 
 from hearthmesh.node.events import MessageReceived
-from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.node.node import Node
+from hearthmesh.node.p2p.gossip import GossipMessage
+from hearthmesh.protocol import e2ee
+from hearthmesh.protocol.e2ee.rotation import Rotation
+from hearthmesh.protocol.envelope import Envelope, RoomId, load_envelope
 from hearthmesh.protocol.errors import ErrorCode
+from hearthmesh.protocol.gossip import GossipItem, encode_gossip, load_gossip, room_topic
 from hearthmesh.protocol.media import MediaRefused
 from hearthmesh.storage.api import MediaReference
+from hearthmesh.storage.keys import Table, crypto_pair_key, sequence_key
 
 from .api_helpers import home, link
-from .conftest import collect
+from .conftest import collect, node_config, wait_until
 from .test_media import _download, _send_image
 
 pytestmark = pytest.mark.integration
@@ -76,3 +84,115 @@ async def test_a_damaged_blob_is_refused_as_unreadable_and_the_node_goes_on(
         assert received.envelope.message_id == sent.message_id
         assert a.node.failure is None and not failed.done()
         failed.cancel()
+
+
+async def test_a_damaged_blob_another_user_sent_is_dropped_and_fetched_again(
+    tmp_path: Path,
+) -> None:
+    """Bob's copy of the image alice sent him no longer matches its address: his client gets
+    500 UNREADABLE once, his node drops the copy and fetches it again from alice's home, and
+    the next download is the image (SPEC §11.8.7). Alice's own upload, which may be its only
+    copy, is kept instead (the test above)."""
+    image = os.urandom(4096)
+    async with asyncio.timeout(30), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        media = await _send_image(a, b, image)
+        assert (await _download(b, media["digest"]))[:2] == (200, image)  # fetched, intact
+        fetched = b.node.media.fetched
+        [blob] = [p for p in (tmp_path / "b").rglob(media["digest"]) if p.is_file()]
+        damaged = bytes(len(blob.read_bytes()))
+        blob.write_bytes(damaged)
+        status, body, _ = await _download(b, media["digest"])  # bob's client meets it
+        assert (status, json.loads(body)["error"]["code"]) == (500, ErrorCode.UNREADABLE)
+        await wait_until(lambda: b.node.media.fetched > fetched)  # fetched from alice again
+        assert (await _download(b, media["digest"]))[:2] == (200, image)
+        assert blob.read_bytes() != damaged
+        assert b.node.unreadable_items == 1 and b.node.failure is None
+        assert a.node.unreadable_items == 0
+
+
+async def test_a_gossip_batch_with_one_unreadable_item_takes_the_others(tmp_path: Path) -> None:
+    """A room gossip batch whose store write meets one unreadable item (SPEC §11.8.7) is taken
+    one message at a time: that message is dropped and counted, the others are stored, and
+    nothing reaches the listener (it used to re-raise: the listener restarted and the whole
+    batch was lost to gossip).
+
+    The unreadable item is a damaged Megolm session row: alice's sessions hold 3 messages, so
+    bob holds two of her sessions, S1 (D1-D3) and S2 (from D4); bob's S1 row is cut short while
+    he is down, and alice sends D5 and D6 in S2 meanwhile. Restarted, bob takes the batch
+    [D1, D5, D6] as his topic listener does: D1 meets the row, D5 and D6 do not."""
+    b_path = tmp_path / "b"
+    rotation = Rotation(max_messages=3)
+    async with (
+        asyncio.timeout(60),
+        Node(node_config(tmp_path / "a", megolm_rotation=rotation)) as a,
+    ):
+        async with Node(node_config(b_path)) as b:
+            await a.connect(f"{b.listen_addrs[0]}/p2p/{b.peer_id}")
+            arriving = asyncio.create_task(collect(b.events(), MessageReceived, 4))
+            await asyncio.sleep(0)
+            room = await a.open_direct(b.user_id)
+            sent = [await a.send(room, f"D{n}".encode()) for n in range(1, 5)]
+            await arriving  # bob holds S1 and S2, and D1-D4
+        later = [await a.send(room, f"D{n}".encode()) for n in (5, 6)]  # bob is down
+        first, d5, d6 = (load_envelope(e.wire) for e in (sent[0], *later))
+        s1, s2 = (e2ee.decode_encrypted_body(e.body).session_id for e in (first, d5))
+        assert s1 != s2 and e2ee.decode_encrypted_body(d6.body).session_id == s2
+        key = crypto_pair_key(room, s1)
+        _rewrite(b_path / "store", Table.E2EE_INBOUND, key, lambda value: value[:8])  # torn
+        async with Node(node_config(b_path)) as b:
+            certificate = a.keyring.certificate_bytes
+            batch = [_gossip(a.peer_id, certificate, e) for e in (first, d5, d6)]
+            assert await b.get_event(d5.message_id) is None  # not delivered to bob
+            await b._services.topics._accept(batch)  # raises nothing to the listener
+            assert await b.get_event(d5.message_id) is not None
+            assert await b.get_event(d6.message_id) is not None
+            assert b.unreadable_items == 1  # D1, once
+            assert b.failure is None
+
+
+async def test_a_row_of_ours_that_does_not_decode_charges_no_publisher(tmp_path: Path) -> None:
+    """Bob's highest-sequence row for alice's device in their room is damaged (3 bytes, not a
+    u64). The gossip messages of hers that meet it are bob's fault: unreadable (102), counted,
+    charged to no one. It was a `struct.error`, which the listener took for bad input: alice's
+    peer was charged 10 points a message (20 for two) for bob's damaged row."""
+    b_path = tmp_path / "b"
+    async with asyncio.timeout(60), Node(node_config(tmp_path / "a")) as a:
+        async with Node(node_config(b_path)) as b:
+            await a.connect(f"{b.listen_addrs[0]}/p2p/{b.peer_id}")
+            arriving = asyncio.create_task(collect(b.events(), MessageReceived, 1))
+            await asyncio.sleep(0)
+            room = await a.open_direct(b.user_id)
+            first = await a.send(room, b"D1")
+            await arriving
+        later = [load_envelope((await a.send(room, f"D{n}".encode())).wire) for n in (2, 3)]
+        key = sequence_key(room, first.sender_device)
+        _rewrite(b_path / "store", Table.SEQUENCES, key, lambda value: value[:3])
+        async with Node(node_config(b_path)) as b:
+            certificate = a.keyring.certificate_bytes
+            await b._services.topics._accept([_gossip(a.peer_id, certificate, e) for e in later])
+            assert b.peer_points(a.peer_id) == 0  # the fault is bob's
+            assert b.unreadable_items == 2  # each message met it, one by one
+            assert b.failure is None
+
+
+def _gossip(
+    origin: str, certificate: bytes, envelope: Envelope
+) -> tuple[GossipMessage, GossipItem]:
+    """`envelope` as a room topic's listener holds it once our validator passed it."""
+    data = encode_gossip(certificate, envelope.wire)
+    message = GossipMessage(
+        topic=room_topic(envelope.room), origin=origin, data=data, msg_id=b"", seqno=0
+    )
+    return message, load_gossip(data)
+
+
+def _rewrite(store: Path, table: Table, key: bytes, damage: Callable[[bytes], bytes]) -> None:
+    """Damage one row of a stopped node's store."""
+    env = lmdb.open(str(store), max_dbs=len(Table))
+    with env.begin(write=True) as txn:
+        db = env.open_db(table.value, txn=txn)
+        value = txn.get(key, db=db)
+        assert value is not None
+        txn.put(key, damage(value), db=db)
+    env.close()

@@ -251,3 +251,18 @@ async def test_a_reaction_spawned_after_the_end_is_refused_and_closed() -> None:
     with pytest.raises(LocalProtocolError):
         supervisor.spawn(work, "late")
     assert inspect.getcoroutinestate(work) == inspect.CORO_CLOSED  # nothing left to warn about
+
+
+async def test_a_reaction_cancelled_before_it_started_is_closed() -> None:
+    """A reaction spawned just before the node stops (a home lookup as a fail-stop begins) is
+    cancelled before its first step: its wrapper never ran, so the reaction inside it was
+    left unawaited, the RuntimeWarning still seen in test_fail_stop's whole-suite runs."""
+
+    async def reaction() -> None:
+        await asyncio.sleep(0)
+
+    work = reaction()
+    async with Supervisor() as supervisor:
+        supervisor.spawn(work, "just before the stop")
+        supervisor.cancel()  # before the loop ran the new task's first step
+    assert inspect.getcoroutinestate(work) == inspect.CORO_CLOSED  # nothing left to warn about

@@ -388,14 +388,28 @@ class HostilePeer:
         """A hello carrying our user's home record (naming this peer as its home, with our
         device's `bundles`), plus any other `records`: afterwards the target takes us for our
         stranger's home node."""
-        own = self.stranger.home_record(
+        hello = Hello(records=(self._home_record(bundles), *records), sent_ms=self.now_ms())
+        return await self.request(peer, HELLO_PROTOCOL, encode_hello(hello))
+
+    def answer_hellos(self) -> None:
+        """Answer a target's hello with our user's home record, as a node does; unlike a node,
+        we never greet the target ourselves (only its greeting of us runs)."""
+
+        async def serve(stream: FrameStream) -> None:
+            await stream.read_frame()
+            answer = Hello(records=(self._home_record(),), sent_ms=self.now_ms())
+            await stream.write_frame(encode_hello(answer))
+
+        self.host.set_stream_handler(HELLO_PROTOCOL, serve)
+
+    def _home_record(self, bundles: tuple[KeyBundle, ...] = ()) -> bytes:
+        """Our stranger's signed home record, naming this peer as its home."""
+        return self.stranger.home_record(
             peer_ids=(self.peer_id,),
             addrs=tuple(self.host.listen_addrs),
             now_ms=self.now_ms(),
             bundles=bundles,
         )
-        hello = Hello(records=(own, *records), sent_ms=self.now_ms())
-        return await self.request(peer, HELLO_PROTOCOL, encode_hello(hello))
 
     # ---- gossip (SPEC §14) --------------------------------------------------------------------
 

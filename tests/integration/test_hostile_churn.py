@@ -1,0 +1,74 @@
+"""A hostile peer that churns connections (SPEC §14.3): each time it opens a new connection and
+closes the one the node's gossip stream to it was on, the node greets it again (a new stream
+and a hello with our record, `HelloPubsub._greet_again`). That is bounded per peer, and a peer
+past the bound is charged, so a loop of reconnects costs the node no stream or hello each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import multiaddr  # type: ignore[import-untyped]
+import pytest
+from libp2p.peer.id import ID
+
+from hearthmesh.node.node import Node
+from hearthmesh.node.p2p.errors import P2PError
+from hearthmesh.node.p2p.pubsub_hello import REGREET_BURST, REGREET_PER_S, HelloPubsub
+from hearthmesh.tools.hostile.peer import HostilePeer
+
+from .conftest import node_config, wait_until
+
+pytestmark = pytest.mark.integration
+
+ROUNDS = 10
+
+
+async def test_a_peer_that_churns_connections_is_greeted_again_within_a_budget_and_charged(
+    tmp_path: Path,
+) -> None:
+    async with (
+        asyncio.timeout(60),
+        Node(node_config(tmp_path / "node")) as node,
+        HostilePeer() as kit,
+    ):
+        address = f"{node.listen_addrs[0]}/p2p/{node.peer_id}"
+        await kit.connect(address)
+        pubsub = _pubsub(node)
+        kit_id = ID.from_base58(kit.peer_id)
+        started = asyncio.get_running_loop().time()
+        for done in range(1, ROUNDS + 1):
+            await wait_until(lambda: kit_id in pubsub.peers)  # the node's gossip stream to it
+            await _reconnect(kit, node.peer_id, address)
+            # the node saw the old connection close with the new one up: greeted or charged
+            await wait_until(lambda: pubsub.regreeted + pubsub.not_regreeted >= done)  # noqa: B023
+        refills = (asyncio.get_running_loop().time() - started) * REGREET_PER_S  # ~0.1 at idle
+        assert pubsub.regreeted >= 1  # the greeting again ran ...
+        assert pubsub.regreeted <= REGREET_BURST + int(refills) + 1  # ... within its budget
+        assert pubsub.not_regreeted == ROUNDS - pubsub.regreeted
+        await wait_until(lambda: node.peer_points(kit.peer_id) > 0)  # charged, from the trio side
+        assert node.failure is None
+
+
+def _pubsub(node: Node) -> HelloPubsub:
+    pubsub = node._host._gossip._pubsub
+    assert isinstance(pubsub, HelloPubsub)
+    return pubsub
+
+
+async def _reconnect(kit: HostilePeer, peer: str, address: str) -> None:
+    """The kit opens a second connection to `peer`, then closes the one it had (a dial that
+    libp2p's one connection per peer does not stop: the swarm's dial of an address)."""
+    target = ID.from_base58(peer)
+
+    async def reconnect() -> None:
+        libp2p_host = kit.host._host
+        assert libp2p_host is not None
+        network = libp2p_host.get_network()
+        old = list(network.get_connections(target))
+        await network.dial_addr(multiaddr.Multiaddr(address), target)
+        for connection in old:
+            await connection.close()
+
+    await kit.host._call(P2PError, "reconnect", reconnect)
