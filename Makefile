@@ -65,6 +65,14 @@ run: $(STAMP)
 # suitecpu (82df894, the heavy lock, nice 10): 107 s (make 113 s), 155 s (2, 4), 1,672 passed;
 # test_simulate_processes 15 messages each (its two tests 6.5 s in the log, were 8.7 s; idle
 # seconds cost nothing). Fewer schemathesis coverage cases (405s to 2 methods, not 8) saved none.
+# Session 15 (suite90; main 26f15df against s15-suite90, nice 10, the heavy lock, warm caches;
+# pytest's wall, user+sys, load at the start and end), in the order run: main 188 s, 225 s
+# (12.5, 7.3); branch d4563fe 138 s, 214 s (5.1, 5.5); branch 887be40 130 s, 204 s (7.9, 5.0);
+# main 153 s, 249 s (4.1, 5.0); branch 887be40 160 s, 247 s (2.8, 5.3); all 1,679 passed. The
+# same code cost up to 45 % more CPU as the hour went on (the untouched unit kind: 23 s in the
+# log at 02:27, 27-34 s after 03:00): compare adjacent pairs, not runs hours apart. A
+# lab's setup (tools/netlab.py) 0.21 -> 0.07 s of CPU for 3 hosts; 10 NAT tests 17.0, 17.4,
+# 19.1 s -> 14.7, 12.1, 15.8 s (interleaved). The rest is the nodes' own work (~45 ms a connect).
 # mDNS tests take a machine-wide lock (tests/conftest.py); TEST_ARGS="-n 0" runs serially.
 TEST_ARGS ?= -n 4
 # The NAT tests build network namespaces with iproute2 and nftables (tests/integration/netlab.py),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,8 @@ FORBIDDEN: dict[str, set[str]] = {
 """Package folder → top-level modules or hearthmesh packages it must never import."""
 
 
-def _imports(path: Path) -> set[str]:
+@cache  # the tests of each package and the bridge test read the same files: parsed once
+def _imports(path: Path) -> frozenset[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -38,7 +40,7 @@ def _imports(path: Path) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             names.add(node.module)
-    return names
+    return frozenset(names)
 
 
 def _violations(package: str) -> list[str]:
