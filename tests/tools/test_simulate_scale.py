@@ -101,17 +101,27 @@ def test_wire_counts_in_a_phase_are_per_protocol_per_node_per_message() -> None:
     """Two nodes, 10 messages (or seconds): each protocol's new bytes and writes over 2 x 10,
     largest first (a protocol first seen in the phase counts from 0), and the drops summed."""
 
-    def wire(bytes_: dict[str, int], writes: dict[str, int], dropped: int) -> dict[str, Any]:
-        return {"wire": {"bytes": bytes_, "writes": writes, "gossip_rpcs_dropped": dropped}}
+    def wire(
+        bytes_: dict[str, int], writes: dict[str, int], dropped: int, opens: dict[str, int]
+    ) -> dict[str, Any]:
+        return {
+            "wire": {
+                "bytes": bytes_,
+                "writes": writes,
+                "opens": opens,
+                "gossip_rpcs_dropped": dropped,
+            }
+        }
 
-    before = [wire({"/meshsub": 100}, {"/meshsub": 1}, 0), wire({}, {}, 2)]
+    before = [wire({"/meshsub": 100}, {"/meshsub": 1}, 0, {"/kad": 2}), wire({}, {}, 2, {})]
     after = [
-        wire({"/meshsub": 2100, "/kad": 400}, {"/meshsub": 21, "/kad": 4}, 1),
-        wire({"/meshsub": 4000, "/kad": 3600}, {"/meshsub": 40, "/kad": 16}, 5),
+        wire({"/meshsub": 2100, "/kad": 400}, {"/meshsub": 21, "/kad": 4}, 1, {"/kad": 6}),
+        wire({"/meshsub": 4000, "/kad": 3600}, {"/meshsub": 40, "/kad": 16}, 5, {"/d": 2}),
     ]
     assert _wire_between(before, after, 10, "message") == {
         "bytes_per_node_per_message": {"/meshsub": 300, "/kad": 200},
         "writes_per_node_per_message": {"/meshsub": 3.0, "/kad": 1.0},
+        "opens_per_node_per_message": {"/kad": 0.2, "/d": 0.1},
         "gossip_rpcs_dropped": 4,
     }
     assert _wire_between(before, after, 10.0, "s")["bytes_per_node_per_s"]["/kad"] == 200

@@ -264,8 +264,9 @@ def _wire_between(
 ) -> dict[str, Any]:
     """What the nodes wrote to peers between two status rounds, per protocol (SPEC §20.6):
     payload bytes and writes per node per `unit` (`per` of them in the phase: its messages,
-    or its seconds when idle), largest first, and the gossip RPCs dropped for a full peer
-    queue, summed over the nodes. What the TCP counters cannot say: which protocol a node's
+    or its seconds when idle), largest first, the streams opened per protocol (what the
+    `negotiation` writes were for), and the gossip RPCs dropped for a full peer queue, summed
+    over the nodes. What the TCP counters cannot say: which protocol a node's
     bytes grow by as the mesh grows."""
     share = max(1, len(after)) * max(per, 1e-9)
     sums: dict[str, list[int]] = {}
@@ -276,9 +277,17 @@ def _wire_between(
             total[1] += later["wire"]["writes"][protocol]
             total[1] -= earlier["wire"]["writes"].get(protocol, 0)
     by_bytes = sorted(sums.items(), key=lambda item: -item[1][0])
+    opens: dict[str, int] = {}
+    for earlier, later in zip(before, after, strict=True):
+        for protocol, count in later["wire"]["opens"].items():
+            opens[protocol] = opens.get(protocol, 0) + count
+            opens[protocol] -= earlier["wire"]["opens"].get(protocol, 0)
     return {
         f"bytes_per_node_per_{unit}": {p: round(b / share) for p, (b, _) in by_bytes},
         f"writes_per_node_per_{unit}": {p: round(w / share, 2) for p, (_, w) in by_bytes},
+        f"opens_per_node_per_{unit}": {
+            p: round(n / share, 2) for p, n in sorted(opens.items(), key=lambda item: -item[1])
+        },
         "gossip_rpcs_dropped": sum(
             later["wire"]["gossip_rpcs_dropped"] - earlier["wire"]["gossip_rpcs_dropped"]
             for earlier, later in zip(before, after, strict=True)
