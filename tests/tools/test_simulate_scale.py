@@ -129,10 +129,12 @@ def test_wire_counts_in_a_phase_are_per_protocol_per_node_per_message() -> None:
 
 def test_formation_steps_count_from_the_mesh_connected() -> None:
     """Where a group's formation waits: the creator's calls, then the homes one by one."""
-    assert _formation(10.0, 12.04, 15.5, [20.0, 18.0, 31.0]) == {
+    formed = {0: 20.0, 1: 18.0, 2: 31.0, 3: 19.0}
+    assert _formation(10.0, 12.04, 15.5, formed) == {
         "created_s": 2.0,
         "added_s": 5.5,
-        "homes_formed_s": {"first": 8.0, "p50": 10.0, "last": 21.0},
+        "homes_formed_s": {"first": 8.0, "p50": 9.5, "last": 21.0},
+        "last_homes_s": {"2": 21.0, "0": 10.0, "3": 9.0},
     }
 
 
