@@ -5,11 +5,14 @@ run's TCP counters (`tools/simulate/cost.py`) say how many bytes a node sent, no
 find what grows with the mesh, last session's per-protocol counts came from a hook kept out of
 the tree. These counts are that hook, kept: every write to a libp2p stream adds its payload
 bytes (before yamux's and noise's framing) to the stream's negotiated protocol, or to
-`NEGOTIATION` while multistream is still agreeing on one.
+`NEGOTIATION` while multistream is still agreeing on one; and each stream this host opened
+counts once under the protocol agreed on it (`opens`): negotiation writes say that streams are
+opened, not for what.
 
-py-libp2p 0.8.1's `NetStream.write` is wrapped once per process (`install`), and each write
-counts into the `WireCounts` of the swarm its stream belongs to (`track`): one per host, so
-hosts sharing a process (tests) count apart. A write that raises is not counted.
+py-libp2p 0.8.1's `NetStream.write` and `set_protocol` are wrapped once per process
+(`install`), and each write (each protocol agreed on a stream we initiated) counts into the
+`WireCounts` of the swarm its stream belongs to (`track`): one per host, so hosts sharing a
+process (tests) count apart. A write that raises is not counted.
 
 State: per tracked swarm, its `WireCounts` (a weak reference: a host gone is forgotten); each
 host's counts are added to on its own trio thread only and copied whole for a reader.
@@ -22,6 +25,7 @@ import weakref
 from typing import Final
 
 from libp2p.abc import INetwork
+from libp2p.custom_types import TProtocol
 from libp2p.network.stream.net_stream import NetStream
 
 __all__ = ["NEGOTIATION", "WireCounts", "install", "track"]
@@ -36,22 +40,32 @@ class WireCounts:
     def __init__(self) -> None:
         self._writes: dict[str, int] = {}
         self._bytes: dict[str, int] = {}
+        self._opens: dict[str, int] = {}
 
     def add(self, protocol: str, size: int) -> None:
         """One write of `size` bytes on a stream of `protocol` (the host's trio thread)."""
         self._writes[protocol] = self._writes.get(protocol, 0) + 1
         self._bytes[protocol] = self._bytes.get(protocol, 0) + size
 
+    def opened(self, protocol: str) -> None:
+        """One stream we initiated agreed on `protocol` (the host's trio thread)."""
+        self._opens[protocol] = self._opens.get(protocol, 0) + 1
+
     def snapshot(self) -> dict[str, dict[str, int]]:
-        """`{"bytes": {protocol: n}, "writes": {protocol: n}}`, from any thread: `dict()` of a
-        dict copies it while holding the GIL, so a key the trio thread adds meanwhile is
-        either in the copy or not, never half there."""
-        return {"bytes": dict(self._bytes), "writes": dict(self._writes)}
+        """`{"bytes": {protocol: n}, "writes": {protocol: n}, "opens": {protocol: n}}`, from
+        any thread: `dict()` of a dict copies it while holding the GIL, so a key the trio
+        thread adds meanwhile is either in the copy or not, never half there."""
+        return {
+            "bytes": dict(self._bytes),
+            "writes": dict(self._writes),
+            "opens": dict(self._opens),
+        }
 
 
 _tracked: weakref.WeakKeyDictionary[INetwork, WireCounts] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()  # hosts of one process (tests) start on several trio threads
 _original_write = NetStream.write
+_original_set_protocol = NetStream.set_protocol
 
 
 async def _counted_write(self: NetStream, data: bytes) -> None:
@@ -62,9 +76,20 @@ async def _counted_write(self: NetStream, data: bytes) -> None:
         counts.add(str(self.protocol_id) if self.protocol_id else NEGOTIATION, len(data))
 
 
+def _counted_set_protocol(self: NetStream, protocol_id: TProtocol) -> None:
+    _original_set_protocol(self, protocol_id)
+    swarm_conn = self.swarm_conn
+    counts = None if swarm_conn is None else _tracked.get(swarm_conn.swarm)
+    # Both ends agree on the protocol; the stream counts at the end that opened it.
+    if counts is not None and getattr(self.muxed_stream, "is_initiator", False):
+        counts.opened(str(protocol_id))
+
+
 def install() -> None:
-    """Count every stream write of every tracked host in this process (idempotent)."""
+    """Count every stream write and opened stream of every tracked host in this process
+    (idempotent)."""
     NetStream.write = _counted_write  # type: ignore[method-assign]
+    NetStream.set_protocol = _counted_set_protocol  # type: ignore[method-assign]
 
 
 def track(network: INetwork, counts: WireCounts) -> None:

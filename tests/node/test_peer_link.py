@@ -343,3 +343,39 @@ async def test_a_batch_unanswered_while_a_write_is_stuck_on_its_connection_fails
         finally:
             release.set()
         await wait_until(lambda: a.connections_closed == {CLOSED_UNANSWERED: 1})
+
+
+async def test_batches_share_one_deliver_stream_and_a_broken_one_is_opened_again() -> None:
+    """SPEC §11.5.2: a deliver stream carries batch after batch, each acked before the next
+    goes (one multistream negotiation per peer, not per batch: `opens`, status `wire`). B
+    resets the stream on the third batch without acking it: that batch fails (the outbox
+    keeps its entries, §11.4.1) and the next one opens a new stream and is acked."""
+    async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
+        streams: list[FrameStream] = []
+        batches: list[int] = []
+
+        async def acks_two_then_breaks(stream: FrameStream) -> None:
+            streams.append(stream)
+            async for data in stream:
+                frame = decode_frame(data)
+                assert isinstance(frame, Deliver)
+                batches.append(len(streams))
+                if len(batches) == 3:
+                    await stream.reset()
+                    return
+                ack = sign_ack(keypair_from_seed(seed(2)), frame.batch_id, ())
+                await stream.write_frame(encode_ack(ack))
+
+        b.set_stream_handler(DELIVER_PROTOCOL, acks_two_then_breaks)
+        await a.connect(b.listen_addrs[0])
+        links = PeerLinks(a, ack_timeout_s=5)
+        await links.deliver(b.peer_id, [], [])
+        await links.deliver(b.peer_id, [], [])
+        assert a.wire()["opens"][DELIVER_PROTOCOL] == 1
+        with pytest.raises(DeliveryFailed):
+            await links.deliver(b.peer_id, [], [])
+        await links.deliver(b.peer_id, [], [])
+        assert batches == [1, 1, 1, 2]
+        assert a.wire()["opens"][DELIVER_PROTOCOL] == 2
+        assert DELIVER_PROTOCOL not in b.wire()["opens"]  # counted where it was opened
+        await links.aclose()

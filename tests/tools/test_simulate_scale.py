@@ -101,17 +101,27 @@ def test_wire_counts_in_a_phase_are_per_protocol_per_node_per_message() -> None:
     """Two nodes, 10 messages (or seconds): each protocol's new bytes and writes over 2 x 10,
     largest first (a protocol first seen in the phase counts from 0), and the drops summed."""
 
-    def wire(bytes_: dict[str, int], writes: dict[str, int], dropped: int) -> dict[str, Any]:
-        return {"wire": {"bytes": bytes_, "writes": writes, "gossip_rpcs_dropped": dropped}}
+    def wire(
+        bytes_: dict[str, int], writes: dict[str, int], dropped: int, opens: dict[str, int]
+    ) -> dict[str, Any]:
+        return {
+            "wire": {
+                "bytes": bytes_,
+                "writes": writes,
+                "opens": opens,
+                "gossip_rpcs_dropped": dropped,
+            }
+        }
 
-    before = [wire({"/meshsub": 100}, {"/meshsub": 1}, 0), wire({}, {}, 2)]
+    before = [wire({"/meshsub": 100}, {"/meshsub": 1}, 0, {"/kad": 2}), wire({}, {}, 2, {})]
     after = [
-        wire({"/meshsub": 2100, "/kad": 400}, {"/meshsub": 21, "/kad": 4}, 1),
-        wire({"/meshsub": 4000, "/kad": 3600}, {"/meshsub": 40, "/kad": 16}, 5),
+        wire({"/meshsub": 2100, "/kad": 400}, {"/meshsub": 21, "/kad": 4}, 1, {"/kad": 6}),
+        wire({"/meshsub": 4000, "/kad": 3600}, {"/meshsub": 40, "/kad": 16}, 5, {"/d": 2}),
     ]
     assert _wire_between(before, after, 10, "message") == {
         "bytes_per_node_per_message": {"/meshsub": 300, "/kad": 200},
         "writes_per_node_per_message": {"/meshsub": 3.0, "/kad": 1.0},
+        "opens_per_node_per_message": {"/kad": 0.2, "/d": 0.1},
         "gossip_rpcs_dropped": 4,
     }
     assert _wire_between(before, after, 10.0, "s")["bytes_per_node_per_s"]["/kad"] == 200
@@ -119,10 +129,12 @@ def test_wire_counts_in_a_phase_are_per_protocol_per_node_per_message() -> None:
 
 def test_formation_steps_count_from_the_mesh_connected() -> None:
     """Where a group's formation waits: the creator's calls, then the homes one by one."""
-    assert _formation(10.0, 12.04, 15.5, [20.0, 18.0, 31.0]) == {
+    formed = {0: 20.0, 1: 18.0, 2: 31.0, 3: 19.0}
+    assert _formation(10.0, 12.04, 15.5, formed) == {
         "created_s": 2.0,
         "added_s": 5.5,
-        "homes_formed_s": {"first": 8.0, "p50": 10.0, "last": 21.0},
+        "homes_formed_s": {"first": 8.0, "p50": 9.5, "last": 21.0},
+        "last_homes_s": {"2": 21.0, "0": 10.0, "3": 9.0},
     }
 
 

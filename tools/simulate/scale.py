@@ -71,6 +71,9 @@ _FORMED_POLL_S = 2.0
 """How often each node is asked whether it shows the whole group: each answer lists the
 group's members, and 50 nodes asked every 0.2 s for 1,024 members kept the cores busy with the
 tool's own questions while the group formed."""
+_LAST_HOMES = 3
+"""Homes named in the formation's report, the last to show the whole group."""
+
 _NEIGHBOURS = 3
 
 
@@ -147,23 +150,25 @@ async def _group(run: _Run, members: int, rng: random.Random) -> tuple[str, dict
     added_at = run.now()
     for client in run.clients:
         client.room = room
-    formed_at: list[float] = []
+    formed_at: dict[int, float] = {}
 
     async def formed(node: SimNode) -> None:
         await _wait_member(node, room, len(others) + 1, every_s=_FORMED_POLL_S)
-        formed_at.append(run.now())
+        formed_at[node.index] = run.now()
 
     await asyncio.gather(*(formed(n) for n in nodes))
     return room, _formation(run.setup["connected_s"], created_at, added_at, formed_at)
 
 
 def _formation(
-    connected_at: float, created_at: float, added_at: float, formed_at: list[float]
+    connected_at: float, created_at: float, added_at: float, formed_at: dict[int, float]
 ) -> dict[str, Any]:
     """Where the formation's time went, in seconds from the mesh connected: the creator's
     create call answered, its last ADD answered, and each home showing the whole group (the
-    first, the median and the last; within `_FORMED_POLL_S`)."""
-    formed = sorted(at - connected_at for at in formed_at)
+    first, the median and the last; within `_FORMED_POLL_S`), and the last homes by node
+    index: a home that lags is then found in its own log (`nodes/n<size>/node<index>.log`)."""
+    formed = sorted(at - connected_at for at in formed_at.values())
+    last = sorted(formed_at, key=lambda index: -formed_at[index])[:_LAST_HOMES]
     return {
         "created_s": round(created_at - connected_at, 1),
         "added_s": round(added_at - connected_at, 1),
@@ -172,6 +177,7 @@ def _formation(
             "p50": round(statistics.median(formed), 1),
             "last": round(formed[-1], 1),
         },
+        "last_homes_s": {str(i): round(formed_at[i] - connected_at, 1) for i in last},
     }
 
 
@@ -264,8 +270,9 @@ def _wire_between(
 ) -> dict[str, Any]:
     """What the nodes wrote to peers between two status rounds, per protocol (SPEC §20.6):
     payload bytes and writes per node per `unit` (`per` of them in the phase: its messages,
-    or its seconds when idle), largest first, and the gossip RPCs dropped for a full peer
-    queue, summed over the nodes. What the TCP counters cannot say: which protocol a node's
+    or its seconds when idle), largest first, the streams opened per protocol (what the
+    `negotiation` writes were for), and the gossip RPCs dropped for a full peer queue, summed
+    over the nodes. What the TCP counters cannot say: which protocol a node's
     bytes grow by as the mesh grows."""
     share = max(1, len(after)) * max(per, 1e-9)
     sums: dict[str, list[int]] = {}
@@ -276,9 +283,17 @@ def _wire_between(
             total[1] += later["wire"]["writes"][protocol]
             total[1] -= earlier["wire"]["writes"].get(protocol, 0)
     by_bytes = sorted(sums.items(), key=lambda item: -item[1][0])
+    opens: dict[str, int] = {}
+    for earlier, later in zip(before, after, strict=True):
+        for protocol, count in later["wire"]["opens"].items():
+            opens[protocol] = opens.get(protocol, 0) + count
+            opens[protocol] -= earlier["wire"]["opens"].get(protocol, 0)
     return {
         f"bytes_per_node_per_{unit}": {p: round(b / share) for p, (b, _) in by_bytes},
         f"writes_per_node_per_{unit}": {p: round(w / share, 2) for p, (_, w) in by_bytes},
+        f"opens_per_node_per_{unit}": {
+            p: round(n / share, 2) for p, n in sorted(opens.items(), key=lambda item: -item[1])
+        },
         "gossip_rpcs_dropped": sum(
             later["wire"]["gossip_rpcs_dropped"] - earlier["wire"]["gossip_rpcs_dropped"]
             for earlier, later in zip(before, after, strict=True)
