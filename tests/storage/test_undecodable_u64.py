@@ -20,6 +20,7 @@ from hearthmesh.storage.keys import (
     absent_key,
     crypto_pair_key,
     media_ref_key,
+    outbox_message_key,
     relay_id_key,
 )
 from hearthmesh.storage.store import KvStore
@@ -105,6 +106,12 @@ ROWS = {
         media_ref_key(DIGEST, ROOM_A, USER_B, MESSAGE),
         DAMAGED,
         lambda store: store.media_references(DIGEST),
+    ),
+    "outbox ack": Row(
+        Table.OUTBOX_BY_MESSAGE,
+        outbox_message_key(MESSAGE, PEER),
+        DAMAGED,
+        lambda store: store.ack_many(PEER, [MESSAGE]),
     ),
     "relay ack": Row(
         Table.RELAY_IDS,
