@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from libp2p.abc import INetConn
-
 from hearthmesh.node.clock import SystemClock
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol.errors import RemoteProtocolError, TooManyStreams
@@ -26,7 +24,8 @@ __all__ = ["ConnectionBudget"]
 
 
 class ConnectionBudget:
-    """`admits(conn)` for each connection libp2p announces; `refused(peer, error)` charges."""
+    """`admits(peer, inbound)` for each connection libp2p announces (the host asks, on the trio
+    thread); `refused(peer, error)` charges."""
 
     def __init__(
         self, policy: InboundPolicy, refused: Callable[[str, RemoteProtocolError], None]
@@ -42,12 +41,10 @@ class ConnectionBudget:
         self.turned_away = 0
         """Connections closed for being past their peer's budget (tests and status)."""
 
-    def admits(self, conn: INetConn) -> bool:
+    def admits(self, peer: str, *, inbound: bool) -> bool:
         """False for an inbound connection past its peer's budget; the peer is charged."""
-        muxed = conn.muxed_conn
-        if getattr(muxed, "is_initiator", False):  # we dialled: our redials are not its churn
+        if not inbound:  # we dialled: our redials are not its churn
             return True
-        peer = muxed.peer_id.to_base58()
         if self._limiter.take(peer):
             return True
         self.turned_away += 1

@@ -1279,7 +1279,9 @@ class P2PHost:
 
     def _admit_connection(self, conn: INetConn) -> bool:
         """On the trio thread: False for a connection past its peer's budget, closed soon."""
-        if self._connections.admits(conn):
+        muxed = conn.muxed_conn
+        inbound = not getattr(muxed, "is_initiator", False)
+        if self._connections.admits(muxed.peer_id.to_base58(), inbound=inbound):
             return True
         with contextlib.suppress(HostClosed):  # not inline: libp2p's add_conn awaits the notifee
             self._bridge.spawn(conn.close)
