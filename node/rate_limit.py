@@ -35,7 +35,8 @@ class TokenBucket:
 
 
 class RateLimiter:
-    """One bucket per client (an address, a peer id), bounded: the oldest is forgotten."""
+    """One bucket per client (an address, a peer id), bounded: the least recently seen is
+    forgotten (a stranger's new ids push out idle buckets, not one in use)."""
 
     def __init__(self, rate_per_s: float, burst: int, clock: Clock) -> None:
         self._rate = rate_per_s
@@ -44,8 +45,10 @@ class RateLimiter:
         self._buckets: dict[str, TokenBucket] = {}
 
     def take(self, client: str) -> bool:
-        bucket = self._buckets.get(client)
-        if bucket is None:
+        bucket = self._buckets.pop(client, None)  # re-inserted last: the order is recency
+        if bucket is not None:
+            self._buckets[client] = bucket
+        else:
             if len(self._buckets) >= MAX_TRACKED_CLIENTS:
                 del self._buckets[next(iter(self._buckets))]
             bucket = self._buckets[client] = TokenBucket(self._rate, self._burst, self._clock)

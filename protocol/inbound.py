@@ -44,6 +44,12 @@ class InboundPolicy:
     gossipsub, kad), before negotiation (default 64); past it a new one is reset unread."""
     max_libp2p_streams: int = 4_096
     """Inbound and outbound streams of all peers together in all protocols (default 4,096)."""
+    connection_burst: int = 16
+    """New inbound connections one peer may open at once (default 16), loopback included; past
+    them and `connections_per_min`, a new one is closed before we greet it and the peer is
+    charged (SPEC §11.6.6): each one costs identify, our hello and a pubsub hello."""
+    connections_per_min: float = 12
+    """How fast a peer's connection budget refills (default 12 a minute)."""
 
 
 class InboundLedger:

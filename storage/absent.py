@@ -30,10 +30,10 @@ from .keys import (
     prefix_end,
     sender_seq_key,
     sequence_key,
-    unpack_u64,
 )
 from .kv import KvTxn
 from .outbox import destinations_txn, park_new_txn
+from .records import decode_u64_at
 
 __all__ = ["absent_destinations_txn", "expand_txn", "mark_txn", "markers_txn", "pending_txn"]
 
@@ -45,14 +45,14 @@ def mark_txn(txn: KvTxn, destination: bytes, room: bytes, sender_device: bytes, 
     last = next(txn.scan(Table.OUTBOX_ABSENT, prefix, prefix_end(prefix), reverse=True), None)
     if last is not None:
         first_seq = decode_absent_key(last[0])[3]
-        last_seq = unpack_u64(last[1])
+        last_seq = decode_u64_at(Table.OUTBOX_ABSENT, last[0], last[1])
         if first_seq <= seq <= last_seq:
             return
         if seq == last_seq + 1:
             _put(txn, destination, room, sender_device, first_seq, seq)
             return
     for key, value in txn.scan(Table.OUTBOX_ABSENT, prefix, prefix_end(prefix)):
-        if decode_absent_key(key)[3] <= seq <= unpack_u64(value):
+        if decode_absent_key(key)[3] <= seq <= decode_u64_at(Table.OUTBOX_ABSENT, key, value):
             return  # an earlier run has it already (a commit out of order)
     _put(txn, destination, room, sender_device, seq, seq)
 
@@ -76,7 +76,7 @@ def markers_txn(txn: KvTxn, destination: bytes) -> list[tuple[bytes, bytes, int,
     found = []
     for key, value in txn.scan(Table.OUTBOX_ABSENT, prefix, prefix_end(prefix)):
         _, room, device, first_seq = decode_absent_key(key)
-        found.append((room, device, first_seq, unpack_u64(value)))
+        found.append((room, device, first_seq, decode_u64_at(Table.OUTBOX_ABSENT, key, value)))
     return found
 
 
@@ -108,7 +108,8 @@ def pending_txn(txn: KvTxn, room: bytes, sender_device: bytes, seq: int) -> bool
     """True if a marker still owes event `seq` of `sender_device` in `room` to someone."""
     prefix = sequence_key(room, sender_device)
     runs = txn.scan(Table.OUTBOX_ABSENT_BY_ROOM, prefix, prefix + pack_u64(seq + 1))
-    return any(unpack_u64(last) >= seq for _, last in runs)  # runs that start by `seq`
+    # runs that start by `seq`
+    return any(decode_u64_at(Table.OUTBOX_ABSENT_BY_ROOM, at, last) >= seq for at, last in runs)
 
 
 def absent_destinations_txn(txn: KvTxn) -> list[bytes]:

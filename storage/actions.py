@@ -22,9 +22,10 @@ from hearthmesh.protocol.identity import UserId
 from . import absent
 from .api import StoredEvent
 from .history import get_event_txn, withdraw_event_txn
-from .keys import ID_BYTES, Table, prefix_end, release_key, unpack_u64
+from .keys import ID_BYTES, Table, prefix_end, release_key
 from .kv import KvTxn
 from .media_refs import forget_media_txn
+from .records import decode_u64_at
 
 __all__ = [
     "actions_of_txn",
@@ -113,8 +114,9 @@ def _purge_if_unneeded_txn(txn: KvTxn, target: MessageId, sender: UserId) -> boo
     if absent.pending_txn(txn, envelope.room, envelope.sender_device, envelope.seq):
         return False  # owed to a user whose home no record names yet (SPEC §11.5.2)
     # No progress saved: our own device's sends, which no release order here holds back.
-    progress = txn.get(Table.SYNC, release_key(envelope.room, envelope.sender_device))
-    if progress is not None and unpack_u64(progress) <= envelope.seq:
+    at = release_key(envelope.room, envelope.sender_device)
+    progress = txn.get(Table.SYNC, at)
+    if progress is not None and decode_u64_at(Table.SYNC, at, progress) <= envelope.seq:
         return False  # not released here yet: later numbers are read back behind it
     withdraw_event_txn(txn, held, on_removed=forget_media_txn)
     return True

@@ -30,6 +30,7 @@ from .keys import (
     unpack_u64,
 )
 from .kv import KvTxn
+from .records import decode_u64_at
 
 __all__ = [
     "account_txn",
@@ -266,13 +267,13 @@ def first_index_given_txn(txn: KvTxn, room: RoomId, session_id: bytes, user: Use
     (SPEC §27.13.1); None if neither."""
     prefix = crypto_pair_key(room, session_id)
     found = [
-        unpack_u64(value[ID_BYTES:]) if len(value) > ID_BYTES else 0
-        for _, value in txn.scan(Table.E2EE_SHARED, prefix, prefix_end(prefix))
+        decode_u64_at(Table.E2EE_SHARED, key, value[ID_BYTES:]) if len(value) > ID_BYTES else 0
+        for key, value in txn.scan(Table.E2EE_SHARED, prefix, prefix_end(prefix))
         if value[:ID_BYTES] == user
     ]
     owed = txn.get(Table.E2EE_OWED, prefix + user)
     if owed is not None:
-        found.append(unpack_u64(owed))
+        found.append(decode_u64_at(Table.E2EE_OWED, prefix + user, owed))
     return min(found, default=None)
 
 
@@ -281,6 +282,6 @@ def owed_users_txn(txn: KvTxn, room: RoomId, session_id: bytes) -> dict[UserId, 
     owed index."""
     prefix = crypto_pair_key(room, session_id)
     return {
-        UserId(key[2 * ID_BYTES :]): unpack_u64(value)
+        UserId(key[2 * ID_BYTES :]): decode_u64_at(Table.E2EE_OWED, key, value)
         for key, value in txn.scan(Table.E2EE_OWED, prefix, prefix_end(prefix))
     }

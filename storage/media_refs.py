@@ -30,6 +30,7 @@ from .keys import (
     unpack_u64,
 )
 from .kv import KvTxn
+from .records import corrupt
 
 __all__ = [
     "MEDIA_REFS_FILLED_SETTING",
@@ -84,6 +85,8 @@ def media_references_txn(txn: KvTxn, digest: bytes) -> list[MediaReference]:
     for key, value in txn.scan(Table.MEDIA_REFS, digest, prefix_end(digest)):
         room_and_sender = key[ID_BYTES : 3 * ID_BYTES]
         if room_and_sender not in found:
+            if len(value) < 9:  # size and seal length: our damage, not the message's
+                raise corrupt(Table.MEDIA_REFS, key, f"{len(value)} bytes, no size and seal length")
             seal_end = 9 + value[8]
             found[room_and_sender] = MediaReference(
                 room=RoomId(room_and_sender[:ID_BYTES]),

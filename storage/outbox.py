@@ -30,10 +30,9 @@ from .keys import (
     pack_u64,
     peer_prefix,
     prefix_end,
-    unpack_u64,
 )
 from .kv import KvTxn
-from .records import corrupt, decode_outbox_value, encode_outbox_value
+from .records import corrupt, decode_outbox_value, decode_u64_at, encode_outbox_value
 
 __all__ = [
     "ack_many_txn",
@@ -123,10 +122,11 @@ def next_due_txn(txn: KvTxn) -> int | None:
 
 def _locate_txn(txn: KvTxn, destination: bytes, message_id: bytes) -> tuple[Table, bytes] | None:
     """The table and key of a pending entry (queued or parked), None if there is none."""
-    at = txn.get(Table.OUTBOX_BY_MESSAGE, outbox_message_key(message_id, destination))
+    key = outbox_message_key(message_id, destination)
+    at = txn.get(Table.OUTBOX_BY_MESSAGE, key)
     if at is None:
         return None
-    when = unpack_u64(at[:8])
+    when = decode_u64_at(Table.OUTBOX_BY_MESSAGE, key, at[:8])
     if at[8:] == _PARKED:
         return Table.OUTBOX_PARKED, outbox_parked_key(destination, when, message_id)
     return Table.OUTBOX_QUEUE, outbox_queue_key(when, destination, message_id)

@@ -36,6 +36,7 @@ from .records import (
     corrupt,
     decode_relay_message,
     decode_relay_usage,
+    decode_u64_at,
     encode_relay_message,
     encode_relay_usage,
 )
@@ -233,9 +234,10 @@ def relay_ack_txn(txn: KvTxn, recipient: bytes, message_ids: Sequence[bytes]) ->
     """Drop delivered entries; returns how many were held."""
     dropped = 0
     for message_id in message_ids:
-        arrival = txn.get(Table.RELAY_IDS, relay_id_key(recipient, message_id))
+        key = relay_id_key(recipient, message_id)
+        arrival = txn.get(Table.RELAY_IDS, key)
         if arrival is not None:
-            _remove_txn(txn, recipient, unpack_u64(arrival))
+            _remove_txn(txn, recipient, decode_u64_at(Table.RELAY_IDS, key, arrival))
             dropped += 1
     return dropped
 

@@ -72,9 +72,9 @@ from .keys import (
     pack_u64,
     prefix_end,
     push_key,
-    unpack_u64,
 )
 from .kv import KvEngine, KvTxn, T
+from .records import decode_u64_at
 from .staged import StagedWrites
 
 __all__ = ["RELAY_EXPIRED_PER_PUT", "KvStore"]
@@ -686,8 +686,9 @@ class KvStore:
     def release_progress(self, room: bytes, device: bytes) -> int | None:
         """The next sequence number of `device` in `room` to release; None if none saved."""
         with self._engine.read() as txn:
-            stored = txn.get(Table.SYNC, directory.release_progress_key(room, device))
-        return None if stored is None else unpack_u64(stored)
+            key = directory.release_progress_key(room, device)
+            stored = txn.get(Table.SYNC, key)
+        return None if stored is None else decode_u64_at(Table.SYNC, key, stored)
 
     def set_release_progress(self, room: bytes, device: bytes, next_seq: int) -> None:
         """Save how far `device`'s envelopes in `room` were released."""

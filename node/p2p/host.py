@@ -46,6 +46,7 @@ from hearthmesh.node.p2p.addresses import dialable_addrs, remote_ip
 from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
 from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.circuit_relay import CircuitRelayLayer, relay_of
+from hearthmesh.node.p2p.connection_budget import ConnectionBudget
 from hearthmesh.node.p2p.dht import DhtLayer, DhtSelect, DhtValidate
 from hearthmesh.node.p2p.errors import (
     DialFailed,
@@ -364,9 +365,17 @@ class _ConnectionTracker(INotifee):
     reasons of those we are closing.
     """
 
-    def __init__(self, network: INetwork, report: _ConnectionReport) -> None:
+    def __init__(
+        self,
+        network: INetwork,
+        report: _ConnectionReport,
+        admits: Callable[[INetConn], bool] = lambda _conn: True,
+    ) -> None:
         self._network = network
         self._report = report
+        self._admits = admits
+        self._turned_away: set[INetConn] = set()
+        """Closed past their peer's budget, never counted (until libp2p no longer lists them)."""
         self._closing: dict[INetConn, str] = {}
         # A connection's path is read once: py-libp2p answers a connection's transport
         # addresses from the peerstore when it has none of its own, and a relayed circuit's
@@ -385,8 +394,12 @@ class _ConnectionTracker(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        if conn not in self._paths:  # else counted already by `_reconcile`
-            self._count_in(conn)
+        if conn in self._paths or conn in self._turned_away:  # counted by `_reconcile`
+            return
+        if not self._admits(conn):  # churn past the budget, being closed: no count, no hello
+            self._turned_away.add(conn)
+            return
+        self._count_in(conn)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
         if conn in self._paths:  # else never counted, or counted out by `_reconcile`
@@ -411,7 +424,8 @@ class _ConnectionTracker(INotifee):
         listed = {conn for conn in self._network.get_connections() if not conn.is_closed}
         for conn in [conn for conn in self._paths if conn not in listed]:
             self._count_out(conn)
-        for conn in listed - self._paths.keys():
+        self._turned_away &= listed
+        for conn in listed - self._paths.keys() - self._turned_away:
             self._count_in(conn)
 
     def closing(self, conn: INetConn, reason: str) -> None:
@@ -495,6 +509,7 @@ class P2PHost:
         self.inbound = InboundLedger(config.inbound)
         """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
         self._stream_slots = PerPeerStreamSlots(config.inbound, self._slots_exceeded)
+        self._connections = ConnectionBudget(config.inbound, self._stream_refused)
         self._read_limits = ReadLimits(
             budget=self.inbound,
             frame_timeout_s=config.inbound.frame_timeout_ms / 1000,
@@ -651,7 +666,9 @@ class P2PHost:
             self._webrtc.build(host)
         if self._dht is not None:
             self._dht.build(host)
-        tracker = self._tracker = _ConnectionTracker(host.get_network(), self._report_connection)
+        tracker = self._tracker = _ConnectionTracker(
+            host.get_network(), self._report_connection, self._admit_connection
+        )
         host.get_network().register_notifee(tracker)
         if self.config.dial_from is not None:
             _dial_from(host.get_network(), self.config.dial_from)
@@ -1082,6 +1099,10 @@ class P2PHost:
         """Connections the prefix gate refused before their handshake."""
         return 0 if self._gate is None else self._gate.refused
 
+    def connections_turned_away(self) -> int:
+        """Connections closed past their peer's connection budget, before our hello."""
+        return self._connections.turned_away
+
     def disconnect_nowait(self, peer_id: str) -> None:
         """Start closing every connection to `peer_id` and return at once; failures are logged.
 
@@ -1255,6 +1276,16 @@ class P2PHost:
         task = self._tasks.create_task(self._serve(handler, stream))
         self._handler_tasks.add(task)
         task.add_done_callback(self._handler_tasks.discard)
+
+    def _admit_connection(self, conn: INetConn) -> bool:
+        """On the trio thread: False for a connection past its peer's budget, closed soon."""
+        muxed = conn.muxed_conn
+        inbound = not getattr(muxed, "is_initiator", False)
+        if self._connections.admits(muxed.peer_id.to_base58(), inbound=inbound):
+            return True
+        with contextlib.suppress(HostClosed):  # not inline: libp2p's add_conn awaits the notifee
+            self._bridge.spawn(conn.close)
+        return False
 
     def _slots_exceeded(self, peer: str) -> None:
         """On the trio thread: a stream of `peer` past its slots was reset before negotiation."""

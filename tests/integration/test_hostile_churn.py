@@ -2,11 +2,14 @@
 closes the one the node's gossip stream to it was on, the node greets it again (a new stream
 and a hello with our record, `HelloPubsub._greet_again`). That is bounded per peer, and a peer
 past the bound is charged, so a loop of reconnects costs the node no stream or hello each.
+A peer that closes all its connections and dials again meets the connection budget instead
+(`node.p2p.connection_budget`, SPEC §11.6.6): past it, its connection is closed before our hello.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import multiaddr  # type: ignore[import-untyped]
@@ -16,6 +19,7 @@ from libp2p.peer.id import ID
 from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.pubsub_hello import REGREET_BURST, REGREET_PER_S, HelloPubsub
+from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .conftest import node_config, wait_until
@@ -49,6 +53,64 @@ async def test_a_peer_that_churns_connections_is_greeted_again_within_a_budget_a
         assert pubsub.not_regreeted == ROUNDS - pubsub.regreeted
         await wait_until(lambda: node.peer_points(kit.peer_id) > 0)  # charged, from the trio side
         assert node.failure is None
+
+
+BURST = 3
+PER_MIN = 30.0
+"""A small budget, so that the test is short: 3 connections at once, then one per 2 s."""
+
+
+async def test_a_peer_that_reconnects_in_full_past_its_budget_is_not_greeted_and_charged(
+    tmp_path: Path,
+) -> None:
+    policy = InboundPolicy(connection_burst=BURST, connections_per_min=PER_MIN)
+    async with (
+        asyncio.timeout(60),
+        Node(node_config(tmp_path / "node", inbound=policy)) as node,
+        HostilePeer(listens=False) as kit,  # every connection between them is the kit's
+    ):
+        kit.answer_hellos()  # counts the node's hellos to it
+        address = f"{node.listen_addrs[0]}/p2p/{node.peer_id}"
+        host = node._host
+        started = asyncio.get_running_loop().time()
+        for done in range(1, ROUNDS + 1):
+            await _dial(kit, node.peer_id, address)
+            # each connection is greeted or turned away
+            await wait_until(lambda: kit.hellos_answered + host.connections_turned_away() >= done)  # noqa: B023
+            await _disconnected(node, kit)  # all of them: the next one is a full reconnect
+        refills = (asyncio.get_running_loop().time() - started) * PER_MIN / 60  # ~5 here
+        turned_away = host.connections_turned_away()
+        assert kit.hellos_answered >= BURST  # the burst was greeted ...
+        assert turned_away >= ROUNDS - BURST - int(refills) - 1  # ... the rest mostly not
+        await wait_until(lambda: node.peer_points(kit.peer_id) > 0)  # charged
+        assert node.failure is None
+        # A peer that comes back after a while is served as any other.
+        await asyncio.sleep(60 / PER_MIN + 0.5)
+        await _disconnected(node, kit)
+        served = kit.hellos_answered
+        await _dial(kit, node.peer_id, address)
+        await wait_until(lambda: kit.hellos_answered > served)
+        assert node.failure is None
+
+
+async def _disconnected(node: Node, kit: HostilePeer) -> None:
+    """Every connection between them closed, as the node sees it."""
+    await kit.host.disconnect(node.peer_id)
+    await wait_until(lambda: kit.peer_id not in node._host.connected_peers())
+
+
+async def _dial(kit: HostilePeer, peer: str, address: str) -> None:
+    """A new connection, whatever the kit's own list says (it may still hold one the node
+    closed); one the node turns away may fail the dial."""
+    target = ID.from_base58(peer)
+
+    async def dial() -> None:
+        libp2p_host = kit.host._host
+        assert libp2p_host is not None
+        await libp2p_host.get_network().dial_addr(multiaddr.Multiaddr(address), target)
+
+    with contextlib.suppress(P2PError):
+        await kit.host._call(P2PError, "dial", dial)
 
 
 def _pubsub(node: Node) -> HelloPubsub:

@@ -159,7 +159,9 @@ class HostilePeer:
         rng: Rng = os.urandom,
         answer_s: float = ANSWER_S,
         dial_from: str | None = None,
+        listens: bool = True,
     ) -> None:
+        """`listens=False`: the kit cannot be dialled, so its target never dials it back."""
         self.rng = rng
         self.clock = SystemClock()
         self.seed = seed if seed is not None else rng(_SEED_BYTES)
@@ -168,7 +170,10 @@ class HostilePeer:
         self.answer_s = answer_s
         self.host = P2PHost(
             HostConfig(
-                identity_seed=self.seed, max_frame_bytes=KIT_MAX_FRAME_BYTES, dial_from=dial_from
+                identity_seed=self.seed,
+                max_frame_bytes=KIT_MAX_FRAME_BYTES,
+                dial_from=dial_from,
+                listen_addrs=["/ip4/127.0.0.1/tcp/0"] if listens else [],
             )
         )
         self.dial_from = dial_from
@@ -178,6 +183,8 @@ class HostilePeer:
         self._batch_ids = itertools.count(1)
         self._deliver: dict[str, FrameStream] = {}
         self._topics: dict[str, Subscription] = {}
+        self.hellos_answered = 0
+        """The target's hellos `answer_hellos` answered: how often it greeted us."""
 
     @property
     def stranger(self) -> Stranger:
@@ -397,6 +404,7 @@ class HostilePeer:
 
         async def serve(stream: FrameStream) -> None:
             await stream.read_frame()
+            self.hellos_answered += 1
             answer = Hello(records=(self._home_record(),), sent_ms=self.now_ms())
             await stream.write_frame(encode_hello(answer))
 
