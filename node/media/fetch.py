@@ -333,5 +333,5 @@ def _drop_if_damaged(store: Store, digest: bytes, own_user: UserId) -> bool:
         store.delete_media(digest)
         return True
     except UnreadableItem:  # its file cannot be read now: that may pass, the bytes may be good
-        return False
+        pass
     return False

@@ -68,18 +68,22 @@ _original_write = NetStream.write
 _original_set_protocol = NetStream.set_protocol
 
 
+def _counts_of(stream: NetStream) -> WireCounts | None:
+    """The counts of the host `stream` belongs to, None if that host is not tracked."""
+    swarm_conn = stream.swarm_conn
+    return None if swarm_conn is None else _tracked.get(swarm_conn.swarm)
+
+
 async def _counted_write(self: NetStream, data: bytes) -> None:
     await _original_write(self, data)
-    swarm_conn = self.swarm_conn
-    counts = None if swarm_conn is None else _tracked.get(swarm_conn.swarm)
+    counts = _counts_of(self)
     if counts is not None:
         counts.add(str(self.protocol_id) if self.protocol_id else NEGOTIATION, len(data))
 
 
 def _counted_set_protocol(self: NetStream, protocol_id: TProtocol) -> None:
     _original_set_protocol(self, protocol_id)
-    swarm_conn = self.swarm_conn
-    counts = None if swarm_conn is None else _tracked.get(swarm_conn.swarm)
+    counts = _counts_of(self)
     # Both ends agree on the protocol; the stream counts at the end that opened it.
     if counts is not None and getattr(self.muxed_stream, "is_initiator", False):
         counts.opened(str(protocol_id))
