@@ -91,6 +91,9 @@ class NodeConfig:
     live_ping_ms: int = 5_000
     """How long a connection whose batch went unanswered has to answer a ping (or read
     anything) to be kept, slow but not gone (SPEC §11.5.2; the host's `LIVE_PING_S`)."""
+    dial_retry_delay_ms: int = 100
+    """The pause before a failed dial's first retry, doubled before each of the next two (the
+    host's `DIAL_RETRY_DELAY_S`, py-libp2p's default)."""
     gap_grace_ms: int = 1500
     """How long a gap in a sender's sequence may stay open before other homes are asked for
     the missing envelopes (SPEC §26); the sender's own retries usually fill it sooner."""

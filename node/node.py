@@ -168,6 +168,7 @@ class Node:
                     webrtc_retry_after_s=retry_s,
                     webrtc_upgrade_timeout_s=self.config.webrtc_upgrade_timeout_ms / 1000,
                     live_ping_s=self.config.live_ping_ms / 1000,
+                    dial_retry_delay_s=self.config.dial_retry_delay_ms / 1000,
                     upnp=self.config.upnp,
                     relay_rank=self._rank_relays,
                     trio_on_loop=self.config.trio_on_loop,

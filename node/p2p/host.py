@@ -30,7 +30,7 @@ from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.discovery.events.peerDiscovery import peerDiscovery
 from libp2p.identity_utils import create_identity_from_seed
-from libp2p.network.config import ConnectionConfig
+from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
@@ -139,6 +139,9 @@ CLOSED_BY_PEER: Final = "peer_or_transport"
 LIVE_PING_S: Final = 5.0
 """How long a connection whose batch went unanswered has to answer a ping (or read anything
 from its peer) to be kept (`redial_nowait`, SPEC §11.5.2)."""
+DIAL_RETRY_DELAY_S: Final = RetryConfig().initial_delay
+"""The pause before the first of a failed dial's retries, doubled before each next (py-libp2p's
+0.1 s: a refused dial fails after ~0.7 s, three retries in)."""
 NEGOTIATION_S: Final = 60.0
 """How long libp2p waits for the two ends of a stream to agree on its protocol, each way (10 s
 by default). Under load (50 nodes on 2 cores) a live peer's answer took longer by the
@@ -221,6 +224,9 @@ class HostConfig:
     live_ping_s: float = LIVE_PING_S
     """How long a connection whose batch went unanswered has to answer a ping to be kept
     (SPEC §11.5.2); tests of a dead path shorten it."""
+    dial_retry_delay_s: float = DIAL_RETRY_DELAY_S
+    """The pause before a failed dial's first retry (`DIAL_RETRY_DELAY_S`); the test nodes
+    shorten it, as their away homes' refused dials held each send ~0.7 s."""
     stop_grace_s: float = STOP_GRACE_S
     """Bound on closing the connections at stop; twice it, the sockets still open are closed
     under them (`STOP_ABORT_S`). The test of a stop stuck on a cut-off peer shortens it."""
@@ -653,6 +659,8 @@ class P2PHost:
         )
         network = host.get_network()
         if isinstance(network, Swarm):  # refuse banned prefixes before their handshake
+            # (new_host takes no retry_config: the swarm's is set in its place)
+            network.retry_config = RetryConfig(initial_delay=self.config.dial_retry_delay_s)
             gate = network.connection_config
             network.connection_gate = self._gate = PrefixGate(
                 allow_list=gate.allow_list, deny_list=gate.deny_list
