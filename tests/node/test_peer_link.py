@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import struct
 import threading
-import time
 from typing import Any, cast
 
 import pytest
@@ -49,6 +48,10 @@ look at the connection (one per ack bound past the bound) waits this long for it
 for anything read, so a loaded machine must starve the peer's pong ten ack bounds to fail
 these tests. The host's default (`LIVE_PING_S`), named here: with a pong bound of 0.1 ms
 the three tests fail (`_NoPong`), so the bound is what stands between them and load."""
+LIVE_ACK_TIMEOUT_S = 0.25
+"""The ack bound of the tests whose connection answers each ping: they count bounds (an ack
+four bounds late, a patience of three), and `ALIVE_PING_S`, not the bound,
+is what stands between them and load; at `ACK_TIMEOUT_S` the late ack test waited 4 s."""
 TICKS = "/hearthmesh/test-ticks/1"
 
 
@@ -58,14 +61,20 @@ async def never_answers(stream: FrameStream) -> None:
     await asyncio.sleep(30)
 
 
-def freezing(host: P2PHost) -> StreamHandler:
-    """A deliver handler that reads the batch, then stops `host`'s libp2p thread past its
-    peer's ping bound, `DEAD_PING_S`, after one ack bound (a dead path: nothing comes back, not
-    even a pong; what came just before the batch counts as heard, so one bound goes first)."""
+FROZEN_AT_MOST_S = 15.0
+"""How long `freezing` stops a host's libp2p thread if the test never thaws it."""
+
+
+def freezing(host: P2PHost, thawed: threading.Event) -> StreamHandler:
+    """A deliver handler that reads the batch, then stops `host`'s libp2p thread until the test
+    sets `thawed`, once its peer has given the path up (a dead path: nothing comes back, not
+    even a pong). It slept a fixed ack bound + `DEAD_PING_S` + 1 s before, which each test
+    then waited out: under load B may freeze a little late, and the peer's ping be answered,
+    so the peer's next look decides instead."""
 
     async def freezes(stream: FrameStream) -> None:
         await stream.read_frame()
-        host._bridge.run_sync_soon(time.sleep, ACK_TIMEOUT_S + DEAD_PING_S + 1)
+        host._bridge.run_sync_soon(thawed.wait, FROZEN_AT_MOST_S)
         await asyncio.sleep(30)
 
     return freezes
@@ -77,13 +86,17 @@ async def test_an_unanswered_batch_closes_the_tcp_connection_so_the_next_try_dia
     once a ping goes unanswered, well inside 20 s. (Under load B may freeze a little late, and
     what it sent before counts as heard: the batch may then wait on past its bound; CI saw
     `waited_late` 1 once.)"""
+    thawed = threading.Event()
     async with asyncio.timeout(20), hosts(config(1, live_ping_s=DEAD_PING_S), config(2)) as (a, b):
-        b.set_stream_handler(DELIVER_PROTOCOL, freezing(b))
+        b.set_stream_handler(DELIVER_PROTOCOL, freezing(b, thawed))
         await a.connect(b.listen_addrs[0])
         links = PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S, ack_patience_s=60.0)
-        with pytest.raises(DeliveryFailed, match="TimeoutError"):
-            await links.deliver(b.peer_id, [], [])
-        await wait_until(lambda: b.peer_id not in a.connected_peers())
+        try:
+            with pytest.raises(DeliveryFailed, match="TimeoutError"):
+                await links.deliver(b.peer_id, [], [])
+            await wait_until(lambda: b.peer_id not in a.connected_peers())
+        finally:
+            thawed.set()
         # Counted by why (SPEC §10.13): ours on A, the peer's on B.
         await wait_until(lambda: a.connections_closed == {CLOSED_UNANSWERED: 1})
         await wait_until(lambda: b.connections_closed == {CLOSED_BY_PEER: 1})
@@ -123,9 +136,10 @@ async def test_a_late_ack_on_a_connection_that_answers_a_ping_is_waited_for() ->
     (a relay copy, its next batches parked, all of them sent again later), and at 50 nodes on
     2 cores that extra work made more acks late until the mesh stalled (SPEC §20.6)."""
     async with asyncio.timeout(20), hosts(config(1, live_ping_s=ALIVE_PING_S), config(2)) as (a, b):
-        b.set_stream_handler(DELIVER_PROTOCOL, acking_late(seed(2), 4 * ACK_TIMEOUT_S))
+        b.set_stream_handler(DELIVER_PROTOCOL, acking_late(seed(2), 4 * LIVE_ACK_TIMEOUT_S))
         await a.connect(b.listen_addrs[0])
-        links = PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S, ack_patience_s=20 * ACK_TIMEOUT_S)
+        bound_s = LIVE_ACK_TIMEOUT_S
+        links = PeerLinks(a, ack_timeout_s=bound_s, ack_patience_s=20 * bound_s)
         ack = await links.deliver(b.peer_id, [], [])
         assert ack.results == ()
         assert links.waited_late == 1
@@ -175,7 +189,8 @@ async def test_a_late_ack_is_waited_for_no_longer_than_the_patience() -> None:
     async with asyncio.timeout(20), hosts(config(1, live_ping_s=ALIVE_PING_S), config(2)) as (a, b):
         b.set_stream_handler(DELIVER_PROTOCOL, never_answers)
         await a.connect(b.listen_addrs[0])
-        links = PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S, ack_patience_s=3 * ACK_TIMEOUT_S)
+        bound_s = LIVE_ACK_TIMEOUT_S
+        links = PeerLinks(a, ack_timeout_s=bound_s, ack_patience_s=3 * bound_s)
         with pytest.raises(DeliveryFailed, match="TimeoutError"):
             await links.deliver(b.peer_id, [], [])
         assert links.waited_late == 1
@@ -291,16 +306,20 @@ async def test_an_unanswered_batch_closes_its_streams_connection_only() -> None:
     (dead: B's libp2p thread stops, so not even a ping comes back) is closed (SPEC §11.5.2),
     the WebRTC one beside it stays. Every connection to the peer was closed before, WebRTC
     included, which no dial makes again."""
+    thawed = threading.Event()
     async with asyncio.timeout(20), hosts(config(1, live_ping_s=DEAD_PING_S), config(2)) as (a, b):
-        b.set_stream_handler(DELIVER_PROTOCOL, freezing(b))
+        b.set_stream_handler(DELIVER_PROTOCOL, freezing(b, thawed))
         await a.connect(b.listen_addrs[0])
         await b.wait_connected(a.peer_id)
         assert await a.upgrade_to_webrtc(b.peer_id)
         assert a.paths_of(b.peer_id) == ["direct", "webrtc"]
         links = PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S)
-        with pytest.raises(DeliveryFailed, match="TimeoutError"):
-            await links.deliver(b.peer_id, [], [])
-        await wait_until(lambda: a.paths_of(b.peer_id) == ["webrtc"])
+        try:
+            with pytest.raises(DeliveryFailed, match="TimeoutError"):
+                await links.deliver(b.peer_id, [], [])
+            await wait_until(lambda: a.paths_of(b.peer_id) == ["webrtc"])
+        finally:
+            thawed.set()
         await asyncio.sleep(0.5)  # a close of every connection would have come by now
         assert a.paths_of(b.peer_id) == ["webrtc"]
 
