@@ -153,6 +153,10 @@ class NodeConfig:
     webrtc_retry_after_ms: tuple[int, ...] | None = None
     """Pauses before each new WebRTC offer after a failed one, while the peer is reached
     through relays alone (SPEC §10.11); None: the host's `RETRY_AFTER_S` (10 s, then 30 s)."""
+    unilateral_dial_ms: int = 2_000
+    """How long the plain direct dial of a relayed peer's addresses before each hole punch may
+    take (SPEC §10.9; the host's `UNILATERAL_DIAL_S`): behind NATs it goes unanswered, and the
+    punch starts only at this bound."""
     webrtc_upgrade_timeout_ms: int = 15_000
     """Bound on one whole WebRTC upgrade: signaling, ICE, DTLS and Noise (SPEC §10.11); ICE
     between homes whose NATs defeat it fails only at this bound."""

@@ -165,6 +165,7 @@ class Node:
                     relay_reservations=self.config.relay_reservations,
                     webrtc=self.config.webrtc,
                     stun_servers=list(self.config.stun_servers),
+                    unilateral_dial_s=self.config.unilateral_dial_ms / 1000,
                     webrtc_retry_after_s=retry_s,
                     webrtc_upgrade_timeout_s=self.config.webrtc_upgrade_timeout_ms / 1000,
                     live_ping_s=self.config.live_ping_ms / 1000,

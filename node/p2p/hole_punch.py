@@ -50,6 +50,7 @@ __all__ = [
     "DIRECT_DIAL_TIMEOUT_S",
     "PUNCH_RETRY_AFTER_S",
     "PUNCH_WINDOW_S",
+    "UNILATERAL_DIAL_S",
     "HolePunchCounts",
     "HolePunchLayer",
     "HolePunchReport",
@@ -60,6 +61,10 @@ log = logging.getLogger(__name__)
 
 DIRECT_DIAL_TIMEOUT_S: Final = 2
 """How long one direct dial of a hole punch (or of the plain upgrade before it) may take."""
+UNILATERAL_DIAL_S: Final = DIRECT_DIAL_TIMEOUT_S
+"""How long the plain upgrade before a punch (a direct dial of the peer's addresses) may take
+by default (`HostConfig.unilateral_dial_s`). Behind NATs its dials go unanswered, so each
+punch waits it out: the NAT lab's nodes shorten it."""
 PUNCH_WINDOW_S: Final = 3.0
 """How long one hole punch may take before it counts as failed."""
 PUNCH_RETRY_AFTER_S: Final = (2.0, 6.0, 18.0, 54.0)
@@ -96,9 +101,17 @@ class _BoundedDCUtR(DCUtRProtocol):
     """`DCUtRProtocol` whose punches are bounded in time and counted, and started by
     `HolePunchLayer` alone (module docstring)."""
 
-    def __init__(self, host: IHost, report: HolePunchReport) -> None:
+    def __init__(self, host: IHost, report: HolePunchReport, unilateral_dial_s: float) -> None:
         super().__init__(host, dial_timeout=DIRECT_DIAL_TIMEOUT_S)
         self._report = report
+        self._unilateral_dial_s = unilateral_dial_s
+
+    async def _try_unilateral_upgrade(self, peer_id: ID) -> bool:
+        """py-libp2p's plain upgrade, bounded by `unilateral_dial_s` (its own bound is the
+        punch dials' `dial_timeout`)."""
+        with trio.move_on_after(self._unilateral_dial_s):
+            return await super()._try_unilateral_upgrade(peer_id)
+        return await self._verify_direct_connection(peer_id)
 
     async def _auto_drive_loop(self) -> None:
         """Not run: `HolePunchLayer` starts the punches (module docstring)."""
@@ -149,10 +162,14 @@ class HolePunchLayer:
     peer id than ours (the peer drives the others), one punch at a time (trio thread only)."""
 
     def __init__(
-        self, report: HolePunchReport, retry_after_s: Sequence[float] = PUNCH_RETRY_AFTER_S
+        self,
+        report: HolePunchReport,
+        retry_after_s: Sequence[float] = PUNCH_RETRY_AFTER_S,
+        unilateral_dial_s: float = UNILATERAL_DIAL_S,
     ) -> None:
         self._report = report
         self._retry_after_s = tuple(retry_after_s)
+        self._unilateral_dial_s = unilateral_dial_s
         self._dcutr: _BoundedDCUtR | None = None
         self._nursery: trio.Nursery | None = None
         self._driving: set[ID] = set()  # peers with a schedule of punches under way
@@ -160,7 +177,7 @@ class HolePunchLayer:
 
     def build(self, host: IHost) -> None:
         """Create the protocol for `host` (its handler is installed by `running`)."""
-        self._dcutr = _BoundedDCUtR(host, self._report)
+        self._dcutr = _BoundedDCUtR(host, self._report, self._unilateral_dial_s)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -67,7 +67,7 @@ from hearthmesh.node.p2p.gossip import (
     Subscription,
 )
 from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
-from hearthmesh.node.p2p.hole_punch import HolePunchCounts, HolePunchLayer
+from hearthmesh.node.p2p.hole_punch import UNILATERAL_DIAL_S, HolePunchCounts, HolePunchLayer
 from hearthmesh.node.p2p.mdns import announced_on_lan
 from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
@@ -213,6 +213,8 @@ class HostConfig:
     """Reservations, circuits, bytes and time the hop service gives (SPEC §10.7)."""
     relay_reservations: int = 2
     """Relays a private node reserves on, in `relay_rank` order (SPEC §10.7)."""
+    unilateral_dial_s: float = UNILATERAL_DIAL_S
+    """How long the plain direct dial before each hole punch may take (SPEC §10.9)."""
     webrtc: bool = True
     """Upgrade a relayed connection that hole punching left relayed to WebRTC (SPEC §10.11)."""
     stun_servers: list[str] = field(default_factory=list)
@@ -494,7 +496,9 @@ class P2PHost:
         self._relay = CircuitRelayLayer(
             hop=config.relay_service, limits=config.relay_limits, report=self._report_relayed
         )
-        self._punch = HolePunchLayer(report=self._report_punch)
+        self._punch = HolePunchLayer(
+            report=self._report_punch, unilateral_dial_s=config.unilateral_dial_s
+        )
         self._webrtc = WebRtcLayer(
             report=self._report_webrtc,
             punch_ended=self._punch.punch_ended,
