@@ -18,6 +18,7 @@ from typing import Any, cast
 import pytest
 import trio
 from libp2p.abc import INetConn, INetStream, INetwork
+from libp2p.network.config import RetryConfig
 from libp2p.peer.id import ID
 
 from hearthmesh.node.p2p.autonat import Reachability
@@ -522,3 +523,13 @@ def test_libp2ps_errors_that_a_peer_causes_are_demoted_and_others_stay_errors(
     autonat.error("something else broke")
     shown = {(r.levelno, r.getMessage()) for r in caplog.records}
     assert shown == {(logging.ERROR, "something else broke")}
+
+
+async def test_a_hosts_dial_retry_pause_is_its_configs_and_py_libp2ps_by_default() -> None:
+    """The swarm's first pause before retrying a failed dial is `dial_retry_delay_s` (the test
+    nodes shorten it: their away homes' refused dials held each send ~0.7 s); by default it
+    stays py-libp2p's, with its count of retries."""
+    async with hosts(config(1), config(2, dial_retry_delay_s=0.01)) as (default, short):
+        for host, pause_s in ((default, RetryConfig().initial_delay), (short, 0.01)):
+            retry = cast(Any, host._require_host().get_network()).retry_config
+            assert (retry.initial_delay, retry.max_retries) == (pause_s, RetryConfig().max_retries)
