@@ -83,7 +83,9 @@ run: $(STAMP)
 # (the per-test log in 10 s windows), and 308 of their 421 s of wall were waits (timers,
 # NAT labs, node processes); at -n 6 1.3-1.6 cores, for ~4 s more CPU (each worker ~2 s to
 # start and collect). -n 6 now: 13-28 s sooner than -n 4 at the same code. -n 8 was slower:
-# 98 s, 152 s (4.9), then -n 6 81 s, 134 s (10.2), the branch at 6307e04 both times.
+# 98 s, 152 s (4.9), then -n 6 81 s, 134 s (10.2), the branch at 6307e04 both times; then
+# main -n 6 86 s, 136 s (2.6) and the branch -n 6 91 s, 137 s (4.6): at -n 6 the branch's
+# shorter test timers are within the noise (lower in 2 of 3 pairs), near the CPU's floor.
 # mDNS tests take a machine-wide lock (tests/conftest.py); TEST_ARGS="-n 0" runs serially.
 TEST_ARGS ?= -n 6
 # The NAT tests build network namespaces with iproute2 and nftables (tests/integration/netlab.py),
