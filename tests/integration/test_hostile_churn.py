@@ -124,6 +124,39 @@ async def test_a_sibling_that_reconnects_past_the_budget_is_still_greeted_and_no
             assert home.failure is None
 
 
+async def test_a_connection_turned_away_costs_no_write_not_even_a_gossip_hello(
+    tmp_path: Path,
+) -> None:
+    """SPEC §11.6.6, §14.3: pubsub learns of a connection from libp2p as the budget does, and
+    greets it on its own; on one the budget turns away it opens no stream and writes no hello
+    (the node's wire counts: no write at all, not even a stream's negotiation)."""
+    policy = InboundPolicy(connection_burst=1, connections_per_min=1.0)  # the first one only
+    async with (
+        asyncio.timeout(60),
+        Node(node_config(tmp_path / "node", inbound=policy)) as node,
+        HostilePeer(listens=False) as kit,
+    ):
+        kit.answer_hellos()
+        address = f"{node.listen_addrs[0]}/p2p/{node.peer_id}"
+        host = node._host
+        await _dial(kit, node.peer_id, address)
+        await wait_until(lambda: _gossip_writes(node) >= 1)  # the one admitted: greeted
+        await _disconnected(node, kit)
+        before = host.wire()["writes"]
+        for done in range(1, ROUNDS + 1):
+            await _dial(kit, node.peer_id, address)
+            await wait_until(lambda: host.connections_turned_away() >= done)  # noqa: B023
+            await _disconnected(node, kit)
+        assert host.wire()["writes"] == before
+        assert node.failure is None
+
+
+def _gossip_writes(node: Node) -> int:
+    """The node's writes on streams of a gossip protocol (its hello is the first)."""
+    writes: dict[str, int] = node._host.wire()["writes"]
+    return sum(n for protocol, n in writes.items() if "meshsub" in protocol)
+
+
 async def _disconnected(node: Node, kit: HostilePeer) -> None:
     """Every connection between them closed, as the node sees it."""
     await kit.host.disconnect(node.peer_id)
