@@ -27,6 +27,7 @@ from . import (
     outbox,
     relay,
     rooms,
+    sequences,
 )
 from .api import (
     DEFAULT_RELAY_QUOTA,
@@ -176,7 +177,7 @@ class KvStore:
     def last_seq(self, room: bytes, sender_device: bytes) -> int:
         """The highest sequence number of `sender_device` stored in `room`, 0 if none."""
         with self._engine.read() as txn:
-            return history.last_seq_txn(txn, room, sender_device)
+            return sequences.last_seq_txn(txn, room, sender_device)
 
     def sender_events(
         self, room: bytes, sender_device: bytes, first_seq: int, last_seq: int
