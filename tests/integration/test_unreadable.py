@@ -8,6 +8,7 @@ asking for it five times would end `hearthmesh run` for good.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from hearthmesh.node.p2p.gossip import GossipMessage
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.e2ee.rotation import Rotation
 from hearthmesh.protocol.envelope import Envelope, RoomId, load_envelope
-from hearthmesh.protocol.errors import ErrorCode
+from hearthmesh.protocol.errors import ErrorCode, HearthError, NotFound
 from hearthmesh.protocol.gossip import GossipItem, encode_gossip, load_gossip, room_topic
 from hearthmesh.protocol.media import MediaRefused
 from hearthmesh.storage.api import MediaReference
@@ -32,6 +33,7 @@ from hearthmesh.storage.keys import Table, crypto_pair_key, sequence_key
 
 from .api_helpers import home, link
 from .conftest import NodeFactory, collect, node_config, wait_until, wait_until_async
+from .test_devices import link_device
 from .test_media import _download, _send_image
 
 pytestmark = pytest.mark.integration
@@ -110,6 +112,45 @@ async def test_a_damaged_blob_another_user_sent_is_dropped_and_fetched_again(
         assert blob.read_bytes() != damaged
         assert b.node.unreadable_items == 1 and b.node.failure is None
         assert a.node.unreadable_items == 0
+
+
+async def test_our_own_damaged_blob_is_replaced_by_a_siblings_copy(tmp_path: Path) -> None:
+    """Alice's copy of the image she sent no longer matches its address, and she sent it
+    alone, so it is kept (ours may be the only copy), but her laptop, another home of hers,
+    fetched it when her message reached it: her client gets 500 UNREADABLE once, her node
+    asks the laptop, and the next download is the image (SPEC §11.8.7)."""
+    image = os.urandom(4096)
+    async with asyncio.timeout(60), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        config, _ = await link_device(a.node, tmp_path / "laptop")
+        async with Node(config) as laptop:
+            await laptop.connect(a.node.listen_addrs[0])
+            await link(a, b)
+            media = await _send_image(a, b, image)
+            digest = bytes.fromhex(media["digest"])
+
+            async def on_laptop() -> int:
+                """The laptop's copy, as a download there gets it (its message may wait for
+                its room key a while, and no fetch starts before it opens)."""
+                try:
+                    return int(await laptop.media.wait_fetched(digest, wait_s=1.0))
+                except NotFound:  # the message is not there, or not opened yet
+                    with contextlib.suppress(HearthError):  # what siblings do every minute
+                        await laptop.sync_with(a.node.peer_id)
+                    await asyncio.sleep(0.2)
+                    return 0
+
+            await wait_until_async(on_laptop, 1)  # fetched from alice's home
+            fetched = a.node.media.fetched
+            [blob] = [p for p in (tmp_path / "a").rglob(media["digest"]) if p.is_file()]
+            damaged = bytes(len(blob.read_bytes()))
+            blob.write_bytes(damaged)
+            status, body, _ = await _download(a, media["digest"])  # alice's client meets it
+            assert (status, json.loads(body)["error"]["code"]) == (500, ErrorCode.UNREADABLE)
+            await wait_until(lambda: a.node.media.fetched > fetched)  # from the laptop
+            assert (await _download(a, media["digest"]))[:2] == (200, image)
+            assert blob.read_bytes() != damaged  # the file itself, replaced
+            assert a.node.unreadable_items == 1 and a.node.failure is None
+            assert laptop.unreadable_items == 0
 
 
 async def test_a_gossip_batch_with_one_unreadable_item_takes_the_others(tmp_path: Path) -> None:
