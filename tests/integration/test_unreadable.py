@@ -31,7 +31,7 @@ from hearthmesh.storage.api import MediaReference
 from hearthmesh.storage.directory import release_progress_key
 from hearthmesh.storage.keys import Table, crypto_pair_key, sequence_key
 
-from .api_helpers import home, link
+from .api_helpers import Home, home, link
 from .conftest import NodeFactory, collect, node_config, wait_until, wait_until_async
 from .test_devices import link_device
 from .test_media import _download, _send_image
@@ -101,15 +101,7 @@ async def test_a_damaged_blob_another_user_sent_is_dropped_and_fetched_again(
         await link(a, b)
         media = await _send_image(a, b, image)
         assert (await _download(b, media["digest"]))[:2] == (200, image)  # fetched, intact
-        fetched = b.node.media.fetched
-        [blob] = [p for p in (tmp_path / "b").rglob(media["digest"]) if p.is_file()]
-        damaged = bytes(len(blob.read_bytes()))
-        blob.write_bytes(damaged)
-        status, body, _ = await _download(b, media["digest"])  # bob's client meets it
-        assert (status, json.loads(body)["error"]["code"]) == (500, ErrorCode.UNREADABLE)
-        await wait_until(lambda: b.node.media.fetched > fetched)  # fetched from alice again
-        assert (await _download(b, media["digest"]))[:2] == (200, image)
-        assert blob.read_bytes() != damaged
+        await _damaged_then_fetched_again(b, tmp_path / "b", media["digest"], image)  # from alice
         assert b.node.unreadable_items == 1 and b.node.failure is None
         assert a.node.unreadable_items == 0
 
@@ -140,17 +132,29 @@ async def test_our_own_damaged_blob_is_replaced_by_a_siblings_copy(tmp_path: Pat
                     return 0
 
             await wait_until_async(on_laptop, 1)  # fetched from alice's home
-            fetched = a.node.media.fetched
-            [blob] = [p for p in (tmp_path / "a").rglob(media["digest"]) if p.is_file()]
-            damaged = bytes(len(blob.read_bytes()))
-            blob.write_bytes(damaged)
-            status, body, _ = await _download(a, media["digest"])  # alice's client meets it
-            assert (status, json.loads(body)["error"]["code"]) == (500, ErrorCode.UNREADABLE)
-            await wait_until(lambda: a.node.media.fetched > fetched)  # from the laptop
-            assert (await _download(a, media["digest"]))[:2] == (200, image)
-            assert blob.read_bytes() != damaged  # the file itself, replaced
+            await _damaged_then_fetched_again(a, tmp_path / "a", media["digest"], image)  # laptop
             assert a.node.unreadable_items == 1 and a.node.failure is None
             assert laptop.unreadable_items == 0
+
+
+async def _damaged_then_fetched_again(h: Home, data_dir: Path, digest: str, image: bytes) -> None:
+    """Damage `h`'s copy of the blob on disk; its client meets it (500 UNREADABLE), its node
+    fetches a good copy, and the next download is the image, from a file replaced."""
+    fetched = h.node.media.fetched
+    blob, damaged = _damage(data_dir, digest)
+    status, body, _ = await _download(h, digest)
+    assert (status, json.loads(body)["error"]["code"]) == (500, ErrorCode.UNREADABLE)
+    await wait_until(lambda: h.node.media.fetched > fetched)
+    assert (await _download(h, digest))[:2] == (200, image)
+    assert blob.read_bytes() != damaged
+
+
+def _damage(data_dir: Path, digest: str) -> tuple[Path, bytes]:
+    """Overwrite the blob's file under `data_dir` with zeros: (its path, the damaged bytes)."""
+    [blob] = [p for p in data_dir.rglob(digest) if p.is_file()]
+    damaged = bytes(len(blob.read_bytes()))
+    blob.write_bytes(damaged)
+    return blob, damaged
 
 
 async def test_a_gossip_batch_with_one_unreadable_item_takes_the_others(tmp_path: Path) -> None:
