@@ -195,6 +195,7 @@ class Node:
         """Our user's profile, blocks, presence visibility and message requests (SPEC §32)."""
         self._stack.push_async_callback(s.links.aclose)
         host.set_peer_filter(s.standing.admits)
+        host.set_protected(s.homes.is_sibling)  # reads a set replaced whole: safe off asyncio
         host.set_refusal_handler(s.standing.refused)  # a stream's outcome
         self._supervisor.set_charge(s.standing.refused_item)  # one contained item
         host.set_connection_handler(self._connection_changed)

@@ -402,6 +402,7 @@ def build_services(
         rng=rng,
         find_home=home_lookups.find,
         own_user=user,
+        siblings=homes.sibling_peers,
     )
     supervisor.observe_unreadable(media.replace_damaged)
     verification = VerificationService(

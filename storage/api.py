@@ -447,6 +447,11 @@ class HistoryStore(Protocol):
         read (it opened when its room key came, SPEC §27.11)."""
         ...
 
+    def index_media(self, envelopes: Sequence[Envelope]) -> None:
+        """Note the blobs these stored envelopes reference: ones stored before they could be
+        read (they opened when their room key came, SPEC §27.11), as an append notes them."""
+        ...
+
     def withdraw(self, target: bytes, recall: bytes, sender: bytes) -> bool:
         """Record `sender`'s recall of `target`; purge its body once nothing here needs it
         (SPEC §31.1). True if the body was removed now."""

@@ -13,12 +13,12 @@ from .absent import mark_txn
 from .actions import index_action_txn
 from .api import AppendRequest, AppendResult
 from .arrivals import ArrivalCounter
-from .keys import Table, history_key, pack_u64, sender_seq_key, sequence_key
+from .keys import Table, history_key, sender_seq_key
 from .kv import KvTxn
 from .media_refs import note_media_txn
 from .outbox import enqueue_txn
-from .records import decode_u64_at
 from .rooms import bump_conversation_txn, local_members_txn
+from .sequences import raise_seq_txn
 
 __all__ = ["append_batch_txn", "check_appendable"]
 
@@ -53,10 +53,7 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
             # The first event stored under a number keeps it, as the first released does.
             by_sender = sender_seq_key(envelope.room, envelope.sender_device, envelope.seq)
             txn.insert(Table.BY_SENDER, by_sender, hlc)
-            at = sequence_key(envelope.room, envelope.sender_device)
-            highest = txn.get(Table.SEQUENCES, at)
-            if highest is None or decode_u64_at(Table.SEQUENCES, at, highest) < envelope.seq:
-                txn.put(Table.SEQUENCES, at, pack_u64(envelope.seq))
+            raise_seq_txn(txn, envelope.room, envelope.sender_device, envelope.seq)
         for destination in request.outbox_to:
             enqueue_txn(txn, destination, envelope.message_id, request.next_attempt_ms)
         for destination in request.absent_to:

@@ -25,7 +25,8 @@ class BlobStore(Protocol):
     """Where blob contents live; the digest is the sha-256 of the content."""
 
     def write(self, digest: bytes, data: bytes) -> None:
-        """Store `data` durably under `digest` (no-op if present)."""
+        """Store `data` durably under `digest`: a no-op if a good copy is present, while a
+        copy that no longer matches its address is replaced (SPEC §11.8.7)."""
         ...
 
     def read(self, digest: bytes) -> bytes | None:
@@ -56,7 +57,7 @@ class FileBlobs:
     def write(self, digest: bytes, data: bytes) -> None:
         """Write, fsync, rename: a crash leaves the old state or the whole blob."""
         path = self._path(digest)
-        if path.exists():
+        if path.exists() and not self._damaged(digest):
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
@@ -85,6 +86,17 @@ class FileBlobs:
             raise UnreadableItem(f"cannot read media blob {path}: {exc}", item=str(path)) from None
         return _check(digest, data, str(path))
 
+    def _damaged(self, digest: bytes) -> bool:
+        """The file's bytes no longer match `digest` (one that cannot be read now is kept:
+        that may pass, and its bytes may be good)."""
+        try:
+            self.read(digest)
+        except DamagedBlob:
+            return True
+        except UnreadableItem:
+            pass
+        return False
+
     def delete(self, digest: bytes) -> None:
         """Unlink the file if it exists."""
         with contextlib.suppress(FileNotFoundError):
@@ -98,8 +110,10 @@ class MemoryBlobs:
         self._blobs: dict[bytes, bytes] = {}
 
     def write(self, digest: bytes, data: bytes) -> None:
-        """Keep a copy."""
-        self._blobs.setdefault(digest, bytes(data))
+        """Keep a copy (in place of a damaged one)."""
+        held = self._blobs.get(digest)
+        if held is None or hashlib.sha256(held).digest() != digest:
+            self._blobs[digest] = bytes(data)
 
     def read(self, digest: bytes) -> bytes | None:
         """The copy, verified."""

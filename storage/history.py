@@ -41,18 +41,16 @@ from .keys import (
     pack_u64,
     prefix_end,
     sender_seq_key,
-    sequence_key,
     unpack_u64,
 )
 from .kv import KvTxn
-from .records import corrupt, decode_envelope_at, decode_status, decode_u64_at, encode_status
+from .records import corrupt, decode_envelope_at, decode_status, encode_status
 
 __all__ = [
     "MAX_HISTORY_PAGE",
     "MAX_SENDER_RANGE",
     "fill_sender_index_txn",
     "get_event_txn",
-    "last_seq_txn",
     "latest_event_txn",
     "page_history_txn",
     "purge_events_txn",
@@ -253,13 +251,6 @@ def _forget_opened_txn(txn: KvTxn, key: bytes, value: bytes) -> None:
     except RemoteProtocolError:
         return  # never held: a body that does not parse was refused before it was stored
     unhold_txn(txn, session_id, envelope.message_id)
-
-
-def last_seq_txn(txn: KvTxn, room: bytes, sender_device: bytes) -> int:
-    """The highest sequence number of `sender_device` stored in `room`, 0 if none."""
-    key = sequence_key(room, sender_device)
-    value = txn.get(Table.SEQUENCES, key)
-    return 0 if value is None else decode_u64_at(Table.SEQUENCES, key, value)
 
 
 def sender_events_txn(

@@ -1,7 +1,9 @@
 """The relay inbox: other users' envelopes held for their home nodes, within bounds (`_txn`).
 
 Usage per recipient (count, bytes) is kept in `relay.usage`, and the shares of each sender user,
-sending peer and class in `relay_shares`, all in the transaction of the entry they count. A put
+sending peer and class in `relay_shares`, all in the transaction of the entry they count. A
+`relay.usage` row that does not decode is rebuilt from the recipient's entries, which it only
+counts (`_usage_txn`, SPEC §11.8.7). A put
 past a bound of its own recipient, sender or peer raises `QuotaExceeded` and changes nothing;
 one past a pool's cap (strangers', or all) evicts the oldest entries of the pool's largest
 holder only when that is fair, else it is refused too (SPEC §11.5.3). Entries expire at
@@ -10,11 +12,17 @@ holder only when that is fair, else it is refused too (SPEC §11.5.3). Entries e
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Final
 
 from hearthmesh.protocol.envelope import Envelope, load_envelope
-from hearthmesh.protocol.errors import HearthError, LocalProtocolError, QuotaExceeded
+from hearthmesh.protocol.errors import (
+    HearthError,
+    LocalProtocolError,
+    QuotaExceeded,
+    UnreadableItem,
+)
 from hearthmesh.protocol.identity import UserId
 
 from .api import RelayEntry, RelayQuota, RelayUsage
@@ -66,6 +74,8 @@ __all__ = [
     "relay_usage_txn",
 ]
 
+log = logging.getLogger(__name__)
+
 MAX_EVICTIONS_PER_PUT: Final = 256
 """Most entries one put may evict to make room; past it the put is refused."""
 RELAY_SHARES_FILLED_SETTING: Final = "storage.relay_shares"
@@ -76,7 +86,25 @@ LEGACY_PEER: Final = b"-"
 
 def relay_usage_txn(txn: KvTxn, recipient: bytes) -> RelayUsage:
     """What `recipient` holds now."""
-    return decode_relay_usage(recipient, txn.get(Table.RELAY_USAGE, recipient))[0]
+    return _usage_txn(txn, recipient)[0]
+
+
+def _usage_txn(txn: KvTxn, recipient: bytes, *, repairing: bool = False) -> tuple[RelayUsage, int]:
+    """(usage, next arrival) of `recipient`. A damaged row is answered from `relay.messages`:
+    the entries held, their wire bytes, and one past the last arrival (a number no entry holds,
+    and every index of an entry goes with it). `repairing`: the caller rewrites the row in this
+    write transaction, so the repair is logged, once."""
+    data = txn.get(Table.RELAY_USAGE, recipient)
+    try:
+        return decode_relay_usage(recipient, data)
+    except UnreadableItem as exc:
+        count = size = next_arrival = 0
+        for key, value in txn.scan(Table.RELAY_MESSAGES, recipient, prefix_end(recipient)):
+            count, size = count + 1, size + len(decode_relay_message(key, value)[2])
+            next_arrival = unpack_u64(key[ID_BYTES:]) + 1
+        if repairing:
+            log.warning("%s: rebuilt from %s", exc, Table.RELAY_MESSAGES.value.decode())
+        return RelayUsage(count=count, bytes=size), next_arrival
 
 
 def relay_put_txn(
@@ -113,7 +141,7 @@ def relay_put_txn(
     if not holder.known:
         _make_room_txn(txn, holder, size, (False,), quota.stranger_count, quota.stranger_bytes)
     _make_room_txn(txn, holder, size, (False, True), quota.total_count, quota.total_bytes)
-    usage, arrival = decode_relay_usage(recipient, txn.get(Table.RELAY_USAGE, recipient))
+    usage, arrival = _usage_txn(txn, recipient, repairing=True)
     expires_ms = now_ms + ttl_ms
     txn.put(
         Table.RELAY_MESSAGES,
@@ -221,10 +249,10 @@ def _remove_txn(txn: KvTxn, recipient: bytes, arrival: int) -> None:
     if value is None:
         raise corrupt(Table.RELAY_MESSAGES, key, "indexed relay entry is missing")
     expires_ms, message_id, wire = decode_relay_message(key, value)
+    usage, next_arrival = _usage_txn(txn, recipient, repairing=True)  # this entry still counted
     txn.delete(Table.RELAY_MESSAGES, key)
     txn.delete(Table.RELAY_IDS, relay_id_key(recipient, message_id))
     txn.delete(Table.RELAY_EXPIRY, relay_expiry_key(expires_ms, recipient, arrival))
-    usage, next_arrival = decode_relay_usage(recipient, txn.get(Table.RELAY_USAGE, recipient))
     shrunk = RelayUsage(count=usage.count - 1, bytes=usage.bytes - len(wire))
     txn.put(Table.RELAY_USAGE, recipient, encode_relay_usage(shrunk, next_arrival))
     release_share_txn(txn, recipient, arrival, expires_ms, len(wire))
@@ -285,8 +313,5 @@ def relay_expired_txn(txn: KvTxn, now_ms: int) -> bool:
 
 def relay_recipients_txn(txn: KvTxn) -> list[UserId]:
     """Recipients that hold at least one relayed envelope, by user id."""
-    return [
-        UserId(key)
-        for key, value in txn.scan(Table.RELAY_USAGE, b"", KEY_END)
-        if decode_relay_usage(key, value)[0].count > 0
-    ]
+    keys = [key for key, _ in txn.scan(Table.RELAY_USAGE, b"", KEY_END)]
+    return [UserId(key) for key in keys if _usage_txn(txn, key)[0].count > 0]

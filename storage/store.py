@@ -27,6 +27,7 @@ from . import (
     outbox,
     relay,
     rooms,
+    sequences,
 )
 from .api import (
     DEFAULT_RELAY_QUOTA,
@@ -122,6 +123,15 @@ class KvStore:
         """Note that the stored action `action` names `target`."""
         self._engine.write(lambda txn: actions.index_action_txn(txn, target, action))
 
+    def index_media(self, envelopes: Sequence[Envelope]) -> None:
+        """Note the blobs these stored envelopes reference (opened since they were stored)."""
+
+        def note(txn: KvTxn) -> None:
+            for envelope in envelopes:
+                media_refs.note_media_txn(txn, envelope)
+
+        self._engine.write(note)
+
     def withdraw(self, target: bytes, recall: bytes, sender: bytes) -> bool:
         """Record a recall; purge the body once nothing here needs it (SPEC §31.1)."""
         return self._engine.write(lambda txn: actions.withdraw_txn(txn, target, recall, sender))
@@ -176,7 +186,7 @@ class KvStore:
     def last_seq(self, room: bytes, sender_device: bytes) -> int:
         """The highest sequence number of `sender_device` stored in `room`, 0 if none."""
         with self._engine.read() as txn:
-            return history.last_seq_txn(txn, room, sender_device)
+            return sequences.last_seq_txn(txn, room, sender_device)
 
     def sender_events(
         self, room: bytes, sender_device: bytes, first_seq: int, last_seq: int

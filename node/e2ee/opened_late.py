@@ -1,8 +1,8 @@
 """What an envelope opened after it was stored sets off (SPEC §27.11).
 
 An envelope whose room key came after it was stored as ciphertext, so its arrival could not
-act on what it says: it indexed no action, credited no receipt, applied no profile or contact
-event (a friend request sent before its sender knew a device of ours). When the
+act on what it says: it indexed no action and no media blob, credited no receipt, applied no
+profile or contact event (a friend request sent before its sender knew a device of ours). When the
 key comes (a ROOM_KEY, a forward from one of our homes, an answered key request, §27.13) the
 envelopes it opens get that now, in the write batch that opened them, as on arrival. Those the
 release order already passed (they went by the app as ciphertext, unseen) are told to it then,
@@ -73,6 +73,7 @@ def react_to_opened(
     """Apply to each just-opened envelope what its arrival left undone, for our `users`; the
     rooms whose contact events made us contacts (our profile goes to them, SPEC §32.1)."""
     index_opened(store, opened)  # actions: indexed by the message they name, a recall applied
+    store.index_media(opened)  # a blob referenced: served to members, fetched (SPEC §25.4)
     contacts_made: set[RoomId] = set()
     for envelope in opened:
         if envelope.kind is Kind.RECEIPT:

@@ -8,7 +8,9 @@ plaintext must hash to the seal's digest, SPEC §28.3) and stores the ciphertext
 seal. A round that gets nothing is retried with the outbox's backoff; after GIVE_UP_ATTEMPTS
 rounds the fetch stops, and the client API starting one again (`wait_fetched`) begins a new
 series. A peer that served bad bytes is not asked for that digest again for SHUN_MS. A blob
-held damaged that another user sent is dropped and fetched again (`replace_damaged`, §11.8.7).
+held damaged that another user sent is dropped and fetched again (`replace_damaged`, §11.8.7);
+one only our user sent is kept (ours may be the only copy) and asked of our user's other homes,
+whose good copy takes its place.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Final
 
 from hearthmesh.node.clock import Clock
@@ -96,9 +99,12 @@ class MediaFetcher:
         rng: Rng,
         find_home: Callable[[UserId], Awaitable[bool]],
         own_user: UserId,
+        siblings: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
+        """`siblings()`: the peer ids of our user's other homes (`OwnHomes.sibling_peers`)."""
         self._host = host
         self._own_user = own_user
+        self._siblings = siblings
         self._links = links
         self._store = store
         self._directory = directory
@@ -149,7 +155,8 @@ class MediaFetcher:
     def replace_damaged(self, exc: UnreadableItem) -> None:
         """An unreadable item was met (`Supervisor.observe_unreadable`): a blob held damaged
         that another user sent is dropped and fetched again from their homes (SPEC §11.8.7).
-        One that only our user sent is kept: ours may be its only copy."""
+        One that only our user sent is kept, ours may be its only copy, and asked of our
+        user's other homes once each time it is met: a good copy replaces it."""
         if not isinstance(exc, DamagedBlob) or self._group is None:
             return
         if exc.digest in self._replacing or exc.digest in self._fetches:
@@ -160,11 +167,26 @@ class MediaFetcher:
     async def _replace(self, digest: bytes) -> None:
         try:
             store = self._store
-            if await store.run_long(_drop_if_damaged, store.store, digest, self._own_user):
+            damage = await store.run_long(_drop_if_damaged, store.store, digest, self._own_user)
+            if damage is _Damage.DROPPED:
                 log.warning("media %s held damaged: dropped, fetching it again", digest.hex()[:12])
                 self._start(digest)
+            elif damage is _Damage.KEPT and await self._repair_from_siblings(digest):
+                log.warning(
+                    "media %s held damaged: replaced by a sibling's copy", digest.hex()[:12]
+                )
         finally:
             self._replacing.discard(digest)
+
+    async def _repair_from_siblings(self, digest: bytes) -> bool:
+        """Ask our user's other homes for a blob we hold damaged; True once a good copy was
+        stored in its place (`put_media` replaces a damaged file, its metadata kept)."""
+        references = await self._store.read(self._store.store.media_references, digest)
+        references = [r for r in references if r.size <= MAX_BLOB_BYTES]
+        if not references:
+            return False
+        siblings = sorted(self._siblings() - {self._host.peer_id})
+        return await self._ask(digest, [(peer, references[0]) for peer in siblings])
 
     async def wait_fetched(self, digest: bytes, *, wait_s: float) -> bool:
         """For the client API: is the blob here, after at most one more round (`wait_s`)?
@@ -219,7 +241,11 @@ class MediaFetcher:
         """Ask each source once; True once the blob is stored."""
         references = await self._store.read(self._store.store.media_references, digest)
         references = [r for r in references if r.size <= MAX_BLOB_BYTES]
-        for peer, reference in await self._sources(digest, references):
+        return await self._ask(digest, await self._sources(digest, references))
+
+    async def _ask(self, digest: bytes, sources: list[tuple[str, MediaReference]]) -> bool:
+        """Ask each source in turn; True once one's blob is stored."""
+        for peer, reference in sources:
             try:
                 await self.fetch_from(peer, digest, reference)
             except (MediaRefused, RemoteProtocolError) as exc:  # fetch_from logged it
@@ -322,16 +348,27 @@ class MediaFetcher:
             return info
 
 
-def _drop_if_damaged(store: Store, digest: bytes, own_user: UserId) -> bool:
+class _Damage(Enum):
+    """What `_drop_if_damaged` found and did."""
+
+    NONE = "none"
+    """Not damaged (now), or its file cannot be read now: that may pass, the bytes may be good."""
+    DROPPED = "dropped"
+    """Damaged and another user sent it: dropped, their homes hold a good copy."""
+    KEPT = "kept"
+    """Damaged and only our user sent it: kept, ours may be the only copy."""
+
+
+def _drop_if_damaged(store: Store, digest: bytes, own_user: UserId) -> _Damage:
     """Drop the blob if it is still damaged (a fetch may have replaced it meanwhile) and
-    another user sent it, so their homes hold a good copy; True if it was dropped."""
-    if all(reference.sender == own_user for reference in store.media_references(digest)):
-        return False
+    another user sent it."""
     try:
         store.read_media(digest)
     except DamagedBlob:
+        if all(reference.sender == own_user for reference in store.media_references(digest)):
+            return _Damage.KEPT
         store.delete_media(digest)
-        return True
-    except UnreadableItem:  # its file cannot be read now: that may pass, the bytes may be good
+        return _Damage.DROPPED
+    except UnreadableItem:
         pass
-    return False
+    return _Damage.NONE

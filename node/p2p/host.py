@@ -402,12 +402,8 @@ class _ConnectionTracker(INotifee):
         pass
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        if conn in self._paths or conn in self._turned_away:  # counted by `_reconcile`
-            return
-        if not self._admits(conn):  # churn past the budget, being closed: no count, no hello
-            self._turned_away.add(conn)
-            return
-        self._count_in(conn)
+        if conn not in self._paths and conn not in self._turned_away:  # else met by `_reconcile`
+            self._meet(conn)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
         if conn in self._paths:  # else never counted, or counted out by `_reconcile`
@@ -434,7 +430,7 @@ class _ConnectionTracker(INotifee):
             self._count_out(conn)
         self._turned_away &= listed
         for conn in listed - self._paths.keys() - self._turned_away:
-            self._count_in(conn)
+            self._meet(conn)  # listed before libp2p announced it: judged here, once
 
     def closing(self, conn: INetConn, reason: str) -> None:
         """We are about to close `conn` for `reason`; a connection not counted is not marked
@@ -448,6 +444,14 @@ class _ConnectionTracker(INotifee):
             return self._paths[conn]
         except KeyError:  # a stream on it before its `connected` ran
             return _path_of(conn)
+
+    def _meet(self, conn: INetConn) -> None:
+        """A connection seen for the first time, by `connected` or `_reconcile`, whichever
+        comes first: each one passes the budget once."""
+        if not self._admits(conn):  # churn past the budget, being closed: no count, no hello
+            self._turned_away.add(conn)
+            return
+        self._count_in(conn)
 
     def _count_in(self, conn: INetConn) -> None:
         watch_reads(conn.muxed_conn)  # its liveness under load (`answers_ping`)
@@ -1054,6 +1058,11 @@ class P2PHost:
     def set_peer_filter(self, admits: PeerFilter) -> None:
         """Reset unread every inbound stream from a peer `admits` refuses (asked on asyncio)."""
         self._admits = admits
+
+    def set_protected(self, protected: PeerFilter) -> None:
+        """Exempt the peers `protected` names (our user's other homes) from the connection
+        budget (SPEC §11.6.6); asked on the trio thread, so it must be safe to call there."""
+        self._connections.protect(protected)
 
     def _garbled_gossip(self, peer: str, error: RemoteProtocolError) -> None:
         """From the trio thread: a peer's gossip RPC did not decode (a whole frame, §11.6)."""

@@ -4,6 +4,7 @@ and a hello with our record, `HelloPubsub._greet_again`). That is bounded per pe
 past the bound is charged, so a loop of reconnects costs the node no stream or hello each.
 A peer that closes all its connections and dials again meets the connection budget instead
 (`node.p2p.connection_budget`, SPEC §11.6.6): past it, its connection is closed before our hello.
+Our user's other homes are exempt: a sibling that reconnects as often is greeted each time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .conftest import node_config, wait_until
+from .test_devices import link_device
 
 pytestmark = pytest.mark.integration
 
@@ -91,6 +93,68 @@ async def test_a_peer_that_reconnects_in_full_past_its_budget_is_not_greeted_and
         await _dial(kit, node.peer_id, address)
         await wait_until(lambda: kit.hellos_answered > served)
         assert node.failure is None
+
+
+async def test_a_sibling_that_reconnects_past_the_budget_is_still_greeted_and_not_charged(
+    tmp_path: Path,
+) -> None:
+    """SPEC §11.6.6: our user's other homes are never turned away by the connection budget. The
+    sibling is the kit with the linked home's node key (a running node would dial back)."""
+    policy = InboundPolicy(connection_burst=BURST, connections_per_min=1.0)  # no refill here
+    async with asyncio.timeout(90), Node(node_config(tmp_path / "home", inbound=policy)) as home:
+        config, linked = await link_device(home, tmp_path / "laptop")
+        async with Node(config) as laptop:
+            seed = laptop.keyring.node.seed
+        async with HostilePeer(seed=seed, listens=False) as sibling:
+            assert sibling.peer_id == linked.peer_id
+            sibling.answer_hellos()  # counts the home's hellos to it
+            address = f"{home.listen_addrs[0]}/p2p/{home.peer_id}"
+            host = home._host
+            for done in range(1, ROUNDS + 1):
+                await _dial(sibling, home.peer_id, address)
+                await wait_until(
+                    lambda: (
+                        sibling.hellos_answered >= done  # noqa: B023
+                        or host.connections_turned_away() > 0
+                    )
+                )
+                assert host.connections_turned_away() == 0  # each one greeted, none turned away
+                await _disconnected(home, sibling)
+            assert home.peer_points(sibling.peer_id) == 0
+            assert home.failure is None
+
+
+async def test_a_connection_turned_away_costs_no_write_not_even_a_gossip_hello(
+    tmp_path: Path,
+) -> None:
+    """SPEC §11.6.6, §14.3: pubsub learns of a connection from libp2p as the budget does, and
+    greets it on its own; on one the budget turns away it opens no stream and writes no hello
+    (the node's wire counts: no write at all, not even a stream's negotiation)."""
+    policy = InboundPolicy(connection_burst=1, connections_per_min=1.0)  # the first one only
+    async with (
+        asyncio.timeout(60),
+        Node(node_config(tmp_path / "node", inbound=policy)) as node,
+        HostilePeer(listens=False) as kit,
+    ):
+        kit.answer_hellos()
+        address = f"{node.listen_addrs[0]}/p2p/{node.peer_id}"
+        host = node._host
+        await _dial(kit, node.peer_id, address)
+        await wait_until(lambda: _gossip_writes(node) >= 1)  # the one admitted: greeted
+        await _disconnected(node, kit)
+        before = host.wire()["writes"]
+        for done in range(1, ROUNDS + 1):
+            await _dial(kit, node.peer_id, address)
+            await wait_until(lambda: host.connections_turned_away() >= done)  # noqa: B023
+            await _disconnected(node, kit)
+        assert host.wire()["writes"] == before
+        assert node.failure is None
+
+
+def _gossip_writes(node: Node) -> int:
+    """The node's writes on streams of a gossip protocol (its hello is the first)."""
+    writes: dict[str, int] = node._host.wire()["writes"]
+    return sum(n for protocol, n in writes.items() if "meshsub" in protocol)
 
 
 async def _disconnected(node: Node, kit: HostilePeer) -> None:

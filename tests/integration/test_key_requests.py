@@ -15,8 +15,10 @@ import pytest
 from hearthmesh.node.api import ApiConfig, ApiServer
 from hearthmesh.node.e2ee.key_requests import REQUESTS_BURST
 from hearthmesh.node.events import MessageReceived
+from hearthmesh.node.media.sealed import plain_size, put_sealed, read_opened
 from hearthmesh.node.node import Node
 from hearthmesh.protocol import e2ee
+from hearthmesh.protocol.content import MEDIA_CONTENT_TYPE, MediaRef, encode_media
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
 from hearthmesh.protocol.envelope import Kind, RoomId
 from hearthmesh.protocol.errors import ErrorCode
@@ -96,6 +98,38 @@ async def test_a_message_sent_before_its_recipients_record_was_known_is_read_and
         received = await asyncio.wait_for(announced, 10)
         assert [e.envelope.message_id for e in received] == [e.message_id for e in sent]
         assert [e.envelope.body for e in received] == texts
+
+
+async def test_a_media_message_opened_late_is_fetched(make_node: NodeFactory) -> None:
+    """SPEC §25.4, §27.11: an image alice sent carol before she knew carol's record opens on
+    carol's home only when its key comes (a key request); its blob is then referenced there
+    as on arrival, and fetched from alice's home. It was never indexed: no fetch found a
+    source, and a download on carol's home answered NOT_FOUND for good."""
+    quiet = {"share_presence": False}
+    image = os.urandom(2048)
+    async with (
+        asyncio.timeout(60),
+        make_node("alice", **quiet) as alice,
+        make_node("carol", **quiet) as carol,
+    ):
+        room = await alice.open_direct(carol.user_id)
+        info = await alice.store.run_long(
+            put_sealed, alice.store.store, image, content_type="image/png", now_ms=0
+        )
+        media = MediaRef(
+            type="image",
+            digest=info.digest,
+            content_type="image/png",
+            size=plain_size(info),
+            seal=info.seal,
+        )
+        await alice.send(room, encode_media(media), content_type=MEDIA_CONTENT_TYPE)
+        await carol.connect(alice.listen_addrs[0])  # hello: alice learns carol's home
+        await until_messages(carol, room, 1)
+        await wait_until_readable(carol, room)  # opened late, by a key request
+        assert await carol.media.wait_fetched(info.digest, wait_s=10.0)
+        held = await carol.store.run(read_opened, carol.store.store, info.digest)
+        assert held is not None and held[1] == image
 
 
 async def until_messages(node: Node, room: RoomId, count: int) -> None:

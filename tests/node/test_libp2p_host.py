@@ -445,6 +445,34 @@ async def test_a_connection_we_close_is_counted_out_with_our_reason() -> None:
     assert reports == [(1, None), (-1, CLOSED_UNANSWERED), (1, None), (-1, CLOSED_BY_PEER)]
 
 
+async def test_a_connection_listed_before_it_is_announced_passes_the_budget_once() -> None:
+    """SPEC §11.6.6: the once-a-second reconcile may list a connection before libp2p announces
+    it; the budget judges it there (a connection past it is never counted in), and the
+    announcement that follows does not judge it again."""
+    admitted, refused = (peer_id_from_seed(seed(n)) for n in (8, 9))
+    conns = [cast(INetConn, _Conn(_Muxed(peer, []))) for peer in (admitted, refused)]
+    for conn in conns:
+        cast(Any, conn).is_closed = False
+    asked: list[str] = []
+
+    def admits(conn: INetConn) -> bool:
+        peer = conn.muxed_conn.peer_id.to_base58()
+        asked.append(peer)
+        return peer == admitted
+
+    reports: list[tuple[str, int]] = []
+    network = cast(INetwork, SimpleNamespace(get_connections=lambda: list(conns)))
+    tracker = _ConnectionTracker(
+        network, lambda p, delta, _ip, _path, _closed: reports.append((p, delta)), admits
+    )
+    tracker._reconcile()  # both listed, neither announced yet
+    for conn in conns:
+        await tracker.connected(network, conn)  # the announcements, late
+    tracker._reconcile()
+    assert sorted(asked) == sorted([admitted, refused])  # each judged once
+    assert reports == [(admitted, 1)]  # the one past its budget never counted in
+
+
 async def test_a_stream_takes_the_path_its_connection_was_counted_under() -> None:
     """A stream's path is read from the tracker, once per connection, not from the connection
     at each stream open: a relayed connection whose circuit address is gone by then is still

@@ -1,0 +1,67 @@
+"""A sender's highest sequence number in a room (`history.sequences`), rebuilt when damaged.
+
+The row is derived: each append that stores a sequenced event writes the event's
+`history.by_sender` entry and raises the row in the same transaction, so the row is the highest
+number in `by_sender`, or higher once a purge or a recall removed the newest events (their
+numbers are never given again: a sender resumes its numbering here). A row that does not
+decode is therefore rebuilt rather than contained as one unreadable item (SPEC §11.8.7): from
+the highest number in `by_sender`, never below the sender's release progress (the numbers
+released to the app, which a purge does not take back). Reads answer from those sources
+without writing; the next append rewrites the row in its own write transaction and logs the
+repair once (the row is whole again after it).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .keys import SEQ_BYTES, Table, pack_u64, prefix_end, release_key, sequence_key, unpack_u64
+from .kv import KvTxn
+
+__all__ = ["last_seq_txn", "raise_seq_txn"]
+
+log = logging.getLogger(__name__)
+
+
+def last_seq_txn(txn: KvTxn, room: bytes, sender_device: bytes) -> int:
+    """The highest sequence number of `sender_device` stored in `room`, 0 if none; a damaged
+    row is answered from its sources (nothing written: `txn` may be a read)."""
+    key = sequence_key(room, sender_device)
+    value = txn.get(Table.SEQUENCES, key)
+    if value is None:
+        return 0
+    if len(value) != SEQ_BYTES:
+        return _rebuilt_txn(txn, room, sender_device)
+    return unpack_u64(value)
+
+
+def raise_seq_txn(txn: KvTxn, room: bytes, sender_device: bytes, seq: int) -> None:
+    """In a write transaction that stored `seq` (and its `by_sender` entry): raise the row to
+    `seq`, rebuilding a damaged row first."""
+    key = sequence_key(room, sender_device)
+    value = txn.get(Table.SEQUENCES, key)
+    if value is not None and len(value) != SEQ_BYTES:
+        highest = max(_rebuilt_txn(txn, room, sender_device), seq)
+        txn.put(Table.SEQUENCES, key, pack_u64(highest))
+        log.warning(
+            "damaged row %s/%s (%d bytes, not a u64) rebuilt from %s: %d",
+            Table.SEQUENCES.value.decode(),
+            key.hex(),
+            len(value),
+            Table.BY_SENDER.value.decode(),
+            highest,
+        )
+    elif value is None or unpack_u64(value) < seq:
+        txn.put(Table.SEQUENCES, key, pack_u64(seq))
+
+
+def _rebuilt_txn(txn: KvTxn, room: bytes, sender_device: bytes) -> int:
+    """The row's value from its sources: the highest number in `by_sender`, at least the last
+    one released to the app (a damaged progress row counts for nothing here)."""
+    prefix = sequence_key(room, sender_device)  # by_sender keys: room | device | seq
+    last = next(txn.scan(Table.BY_SENDER, prefix, prefix_end(prefix), reverse=True), None)
+    highest = 0 if last is None else unpack_u64(last[0][-SEQ_BYTES:])
+    progress = txn.get(Table.SYNC, release_key(room, sender_device))
+    if progress is not None and len(progress) == SEQ_BYTES:
+        highest = max(highest, unpack_u64(progress) - 1)
+    return highest

@@ -1,0 +1,79 @@
+"""A damaged highest-sequence row (`history.sequences`) is rebuilt from its sources, not
+contained for good (SPEC §11.8.7), on real LMDB: the row is derived from `history.by_sender`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.storage.api import AppendRequest, AppendResult
+from hearthmesh.storage.keys import Table, pack_u64, sequence_key
+from hearthmesh.storage.store import KvStore
+
+from .conftest import open_store
+from .helpers import ROOM_A, make_envelope
+
+SENDER = make_envelope().sender_device
+ROW = sequence_key(ROOM_A, SENDER)
+
+
+@pytest.fixture
+def lmdb(tmp_path: Path) -> Iterator[KvStore]:
+    opened = open_store("lmdb", tmp_path)
+    yield opened
+    opened.close()
+
+
+def _append(store: KvStore, seq: int) -> AppendResult:
+    envelope = make_envelope(seq=seq, wall_ms=1_000 + seq, body=f"m{seq}".encode())
+    return store.append(AppendRequest(envelope=envelope))
+
+
+def _damage(store: KvStore) -> None:
+    store._engine.write(lambda txn: txn.put(Table.SEQUENCES, ROW, b"\x01\x02\x03"))
+
+
+def _row(store: KvStore) -> bytes | None:
+    with store._engine.read() as txn:
+        return txn.get(Table.SEQUENCES, ROW)
+
+
+def test_a_damaged_row_is_rebuilt_by_the_next_append_and_logged_once(
+    lmdb: KvStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    for seq in (1, 2, 3):
+        assert _append(lmdb, seq) is AppendResult.STORED
+    _damage(lmdb)
+    assert lmdb.last_seq(ROOM_A, SENDER) == 3  # answered from by_sender, not unreadable
+    with caplog.at_level(logging.WARNING, logger="hearthmesh.storage.sequences"):
+        assert _append(lmdb, 4) is AppendResult.STORED
+        assert _append(lmdb, 5) is AppendResult.STORED
+    assert _row(lmdb) == pack_u64(5)  # whole again, and raised as before
+    assert lmdb.last_seq(ROOM_A, SENDER) == 5
+    repairs = [r for r in caplog.records if "rebuilt" in r.getMessage()]
+    assert len(repairs) == 1 and "history.sequences" in repairs[0].getMessage()
+
+
+def test_a_rebuilt_row_keeps_numbers_released_before_a_purge(lmdb: KvStore) -> None:
+    """A recall took the newest event out of `by_sender`; its number was released to the app,
+    so the rebuilt row does not give it again."""
+    for seq in (1, 2, 3):
+        _append(lmdb, seq)
+    newest = make_envelope(seq=3, wall_ms=1_003, body=b"m3")
+    lmdb.set_release_progress(ROOM_A, SENDER, 4)
+    assert lmdb.withdraw(newest.message_id, b"\x01" * 32, newest.sender_user)
+    assert lmdb.sender_events(ROOM_A, SENDER, 3, 3) == []  # gone from by_sender
+    _damage(lmdb)
+    assert lmdb.last_seq(ROOM_A, SENDER) == 3
+    assert _append(lmdb, 4) is AppendResult.STORED
+    assert _row(lmdb) == pack_u64(4)
+
+
+def test_a_damaged_row_of_a_sender_with_nothing_stored_reads_zero(lmdb: KvStore) -> None:
+    _damage(lmdb)
+    assert lmdb.last_seq(ROOM_A, SENDER) == 0
+    assert _append(lmdb, 1) is AppendResult.STORED
+    assert _row(lmdb) == pack_u64(1)
