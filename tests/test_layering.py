@@ -81,6 +81,8 @@ BRIDGE_MODULES = {
     "node/p2p/serving.py",
     "node/p2p/prefix_gate.py",
     "node/p2p/wire_counts.py",
+    "node/p2p/kept_addrs.py",
+    "node/p2p/task_parents.py",
 }
 """The only modules that may import trio or libp2p (ARCHITECTURE §5)."""
 

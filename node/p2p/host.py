@@ -42,6 +42,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP
 
+from hearthmesh.node.p2p import task_parents
 from hearthmesh.node.p2p.addresses import dialable_addrs, remote_ip
 from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
 from hearthmesh.node.p2p.bridge import TrioThread
@@ -68,6 +69,7 @@ from hearthmesh.node.p2p.gossip import (
 )
 from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
 from hearthmesh.node.p2p.hole_punch import UNILATERAL_DIAL_S, HolePunchCounts, HolePunchLayer
+from hearthmesh.node.p2p.kept_addrs import keep_addrs
 from hearthmesh.node.p2p.mdns import announced_on_lan
 from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
@@ -674,6 +676,8 @@ class P2PHost:
                 allow_list=gate.allow_list, deny_list=gate.deny_list
             )
         track(network, self._wire)
+        keep_addrs(host, self._kept_advertised)
+        task_parents.install()
         self._gossip.build(host)
         self._autonat.build(host)
         self._relay.build(host)
@@ -754,9 +758,10 @@ class P2PHost:
             return [multiaddr.Multiaddr(a) for a in self.config.announce_addrs]
         # Our listen addresses only: an address a peer observed us at is, behind a NAT, a
         # mapping that drops new connections (each dial of it waits out libp2p's 10 s).
+        kept = self._kept_advertised()
+        if kept is not None:
+            return list(kept[1])
         mapped = tuple(self._mapped_addrs)
-        if self._advertised is not None and self._advertised[0] == mapped:
-            return list(self._advertised[1])
         host = self._host
         listening = candidates if host is None else host.get_transport_addrs()
         expanded = dialable_addrs([str(a) for a in listening])
@@ -768,6 +773,11 @@ class P2PHost:
             # mesh's busy time.
             self._advertised = (mapped, addrs)
         return list(addrs)
+
+    def _kept_advertised(self) -> tuple[tuple[str, ...], list[multiaddr.Multiaddr]] | None:
+        """What `_advertised_addrs` kept, while the mapped addresses are the ones it had."""
+        kept = self._advertised
+        return kept if kept is not None and kept[0] == tuple(self._mapped_addrs) else None
 
     async def _close_host(self, host: IHost) -> None:
         """`host.run()` alone leaves listener and outbound sockets open (3 fds per 2-host
