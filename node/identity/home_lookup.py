@@ -74,16 +74,22 @@ LONG_MISS_AFTER: Final = 2
 LONG_MISS_WAIT_MS: Final = 15 * 60_000
 """How long a user known nowhere waits for its next lookup (uniform in its second half)."""
 
-REPEAT_GAP_MS: Final = 10_000
+REPEAT_GAP_MS: Final = 30_000
 """Node-wide, lookups after a miss (and first ones past `FIRST_LOOKUP_BURST`) are at least this
 far apart: a due user takes the next free turn, so 1,000 absent members cost a lookup a turn,
 not 2,000 at once. At 1 s, every home that had sent to a 1,024-member group walked once a
-second for good (the creator's idle minute: 5-11 CPU s against a member's 0.8-1.9)."""
+second for good (the creator's idle minute: 5-11 CPU s against a member's 0.8-1.9). At 10 s
+those turns were, with the burst, every kad stream a node opened in a workload (1.22 a message
+per node at 10 nodes, 3 per walk, each walk a miss: SPEC §20.6); a crowd that large waits
+hours for its turns either way, and its members' homes are learnt by hello and presence."""
 
-FIRST_LOOKUP_BURST: Final = 16
+FIRST_LOOKUP_BURST: Final = 8
 """First lookups (of users never missed) walked at once before the others take turns; one
 comes back each `REPEAT_GAP_MS`. A hello or presence teaches a member's record at once
-(SPEC §13.3, §14.2); the walks are for records no peer told us of."""
+(SPEC §13.3, §14.2); the walks are for records no peer told us of. At 16, a home's first send
+to a group of 1,024 spent the 16 on absent members, known nowhere (48 kad streams at once,
+SPEC §20.6): a few members whose hello failed are what a burst is for, and 8 is twice the
+walks under way at once (`LOOKUPS_AT_ONCE`)."""
 
 WALK_TIMEOUT_S: Final = 10.0
 """A lookup still going after this long counts as a miss: on a loaded mesh a lookup of a user
