@@ -11,6 +11,7 @@ from hearthmesh.node.identity.home_lookup import (
     LONG_MISS_AFTER,
     LONG_MISS_WAIT_MS,
     LOOKUPS_AT_ONCE,
+    REFRESH_GAP_MS,
     REPEAT_GAP_MS,
     RETRY_AFTER_MISS_MS,
     HomeLookups,
@@ -303,8 +304,8 @@ async def test_a_record_learnt_while_waiting_for_a_slot_needs_no_walk() -> None:
     """SPEC §13.5: a member's lookup queued behind the absent members' walks is answered
     without a walk once a record of theirs came otherwise (a hello retried, presence)."""
     clock, dht = FakeClock(), _Dht()
-    held: set[UserId] = set()
-    lookups = _lookups(dht, clock, known=held.__contains__)
+    held: dict[UserId, int] = {}
+    lookups = _lookups(dht, clock, issued_ms=held.get)
     absent = [UserId(bytes([n]) * 32) for n in range(3, 3 + LOOKUPS_AT_ONCE)]
     async with asyncio.timeout(5):
         dht.release = asyncio.Event()
@@ -313,10 +314,30 @@ async def test_a_record_learnt_while_waiting_for_a_slot_needs_no_walk() -> None:
         for _ in range(10):
             await asyncio.sleep(0)
         assert dht.asked == absent  # every slot taken: alice waits
-        held.add(ALICE)  # her home's hello came through meanwhile
+        held[ALICE] = 1  # her home's hello came through meanwhile
         dht.release.set()
         assert await waiting
         await asyncio.gather(*walks)
         assert await lookups.find(ALICE)  # held: answered at once
     assert ALICE not in dht.asked
     assert lookups.asked == LOOKUPS_AT_ONCE
+
+
+async def test_a_held_record_is_refreshed_from_the_dht_once_a_gap() -> None:
+    """SPEC §13.5: a lookup asked while a record is held (an envelope from a device it does
+    not list) walks for a newer one; it answered at once without a walk, so a device linked
+    since was never learnt from the DHT. Again within REFRESH_GAP_MS: no walk; a record
+    newer than the one held when asked, learnt while it waited for a slot: no walk."""
+    clock, dht = FakeClock(), _Dht()
+    held: dict[UserId, int] = {BOB: 1}
+    lookups = _lookups(dht, clock, issued_ms=held.get)
+    dht.homes.add(BOB)
+    assert await lookups.find(BOB)
+    assert dht.asked == [BOB]  # walked, though a record was held
+    clock.advance(REFRESH_GAP_MS - 1)
+    assert await lookups.find(BOB)
+    assert dht.asked == [BOB]  # refreshed lately: what the DHT held then is what we hold
+    clock.advance(1)
+    assert await lookups.find(BOB)
+    assert dht.asked == [BOB, BOB]
+    assert lookups.asked == 2
