@@ -281,7 +281,7 @@ def build_services(
         spawn=supervisor.spawn,
         clock=clock,
         rng=rng,
-        known=directory.knows,
+        issued_ms=directory.issued_ms,
     )
     relays = RelayChooser(
         host=host,

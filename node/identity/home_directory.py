@@ -202,6 +202,12 @@ class HomeDirectory:
         """A record naming at least one of the user's homes is held."""
         return bool(self.homes(user))
 
+    def issued_ms(self, user: UserId) -> int | None:
+        """When the user's newest record we hold was issued, if it names a home (else None):
+        what tells a record learnt since apart from the one held (`HomeLookups`)."""
+        record = self._records.get(user)
+        return record.issued_ms if record is not None and record.homes else None
+
     def addresses(self, user: UserId) -> tuple[str, ...]:
         record = self._records.get(user)
         return () if record is None else record.addrs

@@ -23,13 +23,17 @@ others wait on. (It ended it, and with it the outbox's probe that shared it: a 5
 creator kept five real members' welcomes parked for good, their records learnt by hello
 minutes before, SPEC §20.6.) A record learnt by hello, presence or another lookup needs no
 lookup (its probe runs at once, §11.5.2), and a lookup that waited for a slot while such a
-record came is answered without one.
+record came is answered without one. A lookup asked while a record is held (it lists no such
+device: an envelope from a device it does not list, a key request from a home it does not
+name) walks for a newer one, at most once a `REFRESH_GAP_MS` per user: a record held when
+asked answered every such lookup at once, without a walk, so a device linked since was never
+learnt from the DHT.
 At most `LOOKUPS_AT_ONCE` lookups run at a time, users missed fewest times first: a member
 whose hello failed must not wait behind hundreds of absent members (SPEC §10.4, §13.5).
 
 State: per user, the misses in a row, when to ask again and whether that is a turn it took;
-the next free turn; the lookups running, and the slots of those under way with the users
-waiting for one.
+when a held record was last refreshed; the next free turn; the lookups running, and the
+slots of those under way with the users waiting for one.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ __all__ = [
     "LONG_MISS_WAIT_MS",
     "LOOKUPS_AT_ONCE",
     "MAX_REMEMBERED_MISSES",
+    "REFRESH_GAP_MS",
     "REPEAT_GAP_MS",
     "RETRY_AFTER_MISS_MS",
     "WALK_TIMEOUT_S",
@@ -74,16 +79,27 @@ LONG_MISS_AFTER: Final = 2
 LONG_MISS_WAIT_MS: Final = 15 * 60_000
 """How long a user known nowhere waits for its next lookup (uniform in its second half)."""
 
-REPEAT_GAP_MS: Final = 10_000
+REPEAT_GAP_MS: Final = 30_000
 """Node-wide, lookups after a miss (and first ones past `FIRST_LOOKUP_BURST`) are at least this
 far apart: a due user takes the next free turn, so 1,000 absent members cost a lookup a turn,
 not 2,000 at once. At 1 s, every home that had sent to a 1,024-member group walked once a
-second for good (the creator's idle minute: 5-11 CPU s against a member's 0.8-1.9)."""
+second for good (the creator's idle minute: 5-11 CPU s against a member's 0.8-1.9). At 10 s
+those turns were, with the burst, every kad stream a node opened in a workload (1.22 a message
+per node at 10 nodes, 3 per walk, each walk a miss: SPEC §20.6); a crowd that large waits
+hours for its turns either way, and its members' homes are learnt by hello and presence."""
 
-FIRST_LOOKUP_BURST: Final = 16
+FIRST_LOOKUP_BURST: Final = 8
 """First lookups (of users never missed) walked at once before the others take turns; one
 comes back each `REPEAT_GAP_MS`. A hello or presence teaches a member's record at once
-(SPEC §13.3, §14.2); the walks are for records no peer told us of."""
+(SPEC §13.3, §14.2); the walks are for records no peer told us of. At 16, a home's first send
+to a group of 1,024 spent the 16 on absent members, known nowhere (48 kad streams at once,
+SPEC §20.6): a few members whose hello failed are what a burst is for, and 8 is twice the
+walks under way at once (`LOOKUPS_AT_ONCE`)."""
+
+REFRESH_GAP_MS: Final = 60_000
+"""A user whose held record a lookup refreshed from the DHT is not walked for again within
+this: each envelope from a device its record does not list asks, and a peer sending many
+would otherwise cost a walk each."""
 
 WALK_TIMEOUT_S: Final = 10.0
 """A lookup still going after this long counts as a miss: on a loaded mesh a lookup of a user
@@ -112,18 +128,21 @@ class HomeLookups:
         spawn: Callable[[Coroutine[Any, Any, None], str], None],
         clock: Clock,
         rng: Rng,
-        known: Callable[[UserId], bool] = lambda _user: False,
+        issued_ms: Callable[[UserId], int | None] = lambda _user: None,
         walk_timeout_s: float = WALK_TIMEOUT_S,
     ) -> None:
-        """`spawn(work, name)` runs each lookup (the node's supervisor); `known(user)`: a
-        record of the user's homes is held already (the directory)."""
+        """`spawn(work, name)` runs each lookup (the node's supervisor); `issued_ms(user)`:
+        when the record of the user's homes held was issued, None if none is (the
+        directory)."""
         self._lookup = lookup
         self._spawn = spawn
-        self._known = known
+        self._issued_ms = issued_ms
         self._walk_timeout_s = walk_timeout_s
         self._clock = clock
         self._rng = rng
         self._misses: OrderedDict[UserId, _Missed] = OrderedDict()
+        self._refreshed: OrderedDict[UserId, int] = OrderedDict()
+        """When each user's held record was last refreshed by a walk."""
         self._next_turn_ms = 0
         """The first turn no user has taken (`REPEAT_GAP_MS`)."""
         self._first_walks = float(FIRST_LOOKUP_BURST)
@@ -139,6 +158,9 @@ class HomeLookups:
         Cancelling a caller ends its wait alone: the lookup goes on for the others."""
         running = self._running.get(user)
         if running is None:
+            held_ms = self._issued_ms(user)
+            if held_ms is not None and self._refreshed_lately(user):
+                return True  # what the DHT held a moment ago: the record we hold
             missed = self._misses.get(user)
             if missed is None and not self._first_walk_free():
                 # past the burst: a first lookup takes a turn too, as one missed (no miss counted)
@@ -149,22 +171,29 @@ class HomeLookups:
             self._running[user] = running
             misses = 0 if missed is None else missed.misses
             try:
-                self._spawn(self._walk(user, misses, running), f"lookup-{user.hex()[:8]}")
+                self._spawn(self._walk(user, misses, held_ms, running), f"lookup-{user.hex()[:8]}")
             except BaseException:  # not started (the node stops): no one may wait on it
                 del self._running[user]
                 raise
         return await asyncio.shield(running)
 
-    async def _walk(self, user: UserId, misses: int, answer: asyncio.Future[bool]) -> None:
+    async def _walk(
+        self, user: UserId, misses: int, held_ms: int | None, answer: asyncio.Future[bool]
+    ) -> None:
         """The one lookup of `user` under way: a slot, then the walk (or the record learnt
-        while it waited); its outcome goes to every caller through `answer`."""
+        while it waited: newer than `held_ms`, the one held when asked); its outcome goes to
+        every caller through `answer`."""
         try:
             await self._walks.take(misses)
             try:
-                if self._known(user):  # learnt while it waited for a slot (a hello retried)
+                issued_ms = self._issued_ms(user)
+                if issued_ms is not None and issued_ms != held_ms:  # a hello retried, presence
                     found = True
+                    self._note_refresh(user)  # as fresh as a walk would have made it
                 else:
                     self.asked += 1
+                    if held_ms is not None:
+                        self._note_refresh(user)
                     async with asyncio.timeout(self._walk_timeout_s):
                         found = await self._lookup(user)
             except TimeoutError:
@@ -188,6 +217,16 @@ class HomeLookups:
         at no cost. A user known nowhere may be given a later turn when it is asked then."""
         missed = self._misses.get(user)
         return 0 if missed is None else missed.again_ms
+
+    def _refreshed_lately(self, user: UserId) -> bool:
+        at_ms = self._refreshed.get(user)
+        return at_ms is not None and self._clock.now_ms() - at_ms < REFRESH_GAP_MS
+
+    def _note_refresh(self, user: UserId) -> None:
+        self._refreshed.pop(user, None)
+        self._refreshed[user] = self._clock.now_ms()
+        while len(self._refreshed) > MAX_REMEMBERED_MISSES:
+            self._refreshed.popitem(last=False)
 
     def _first_walk_free(self) -> bool:
         """Take one of the first lookups' burst, refilled one each `REPEAT_GAP_MS`."""
