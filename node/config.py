@@ -85,6 +85,9 @@ class NodeConfig:
     ack_patience_ms: int = 60_000
     """How long in all a delivered batch may wait for its ack while its connection answers a
     ping each `ack_timeout_ms`: a slow home, not a gone one (SPEC §11.5.2)."""
+    stream_open_ms: int = 5_000
+    """How long opening a deliver stream over a held connection may take before that
+    connection must answer a ping to be waited on (peer_link's `OPEN_TIMEOUT_S`, SPEC §11.5.2)."""
     capability_ask_ms: int = 10_000
     """How long a peer's answer to a capability request may take, dialling included, before
     the send that asked goes on without it (SPEC §20.7; `capabilities.ASK_S`)."""

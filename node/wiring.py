@@ -212,6 +212,7 @@ def build_services(
         on_ack=standing.exchanged,
         ack_timeout_s=config.ack_timeout_ms / 1000,
         ack_patience_s=config.ack_patience_ms / 1000,
+        open_timeout_s=config.stream_open_ms / 1000,
     )
     outcomes = StoreOutcomes()
     receiver = Receiver(

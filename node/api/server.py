@@ -38,6 +38,11 @@ __all__ = ["ApiServer"]
 log = logging.getLogger(__name__)
 
 _SHUTDOWN_S = 2.0
+_LINGER_S = 0.5
+"""How long aiohttp keeps reading, and discarding, a request body the API answered without
+reading (a 413 on its declared size) so the client sees the answer before the close; its
+default is 10 s. That read does not notice the client leaving, so until it ends the API's
+stop waits on it, up to `_SHUTDOWN_S` (aiohttp 3.14)."""
 NODE_FAILED_CLOSE: Final = b"NODE_FAILED: the node stopped itself; reconnect with your cursor"
 """The close reason a failed node's clients get, with code 1011 (SPEC §11.8.5)."""
 
@@ -104,7 +109,11 @@ class ApiServer:
         await self._stack.enter_async_context(supervisor)
         await self.service.start(supervisor)
         runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=_SHUTDOWN_S, logger=_ServerLogger()
+            app,
+            access_log=None,
+            shutdown_timeout=_SHUTDOWN_S,
+            lingering_time=_LINGER_S,
+            logger=_ServerLogger(),
         )
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)

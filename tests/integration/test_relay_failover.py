@@ -18,6 +18,10 @@ from .conftest import NodeProcess, acks_of, collect, spawn_node, wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BEFORE, AFTER = 10, 10
+STREAM_OPEN_MS = 1_000
+"""Alice's deliver stream to bob over the dead relay's circuit never opens: past this bound
+(5 s by default) the connection must answer a ping, it cannot, and the batch goes to the
+spare relay. The test waited out the 5 s."""
 
 
 async def public_relay(stack: AsyncExitStack, ns: str, path: Path) -> NodeProcess:
@@ -55,7 +59,13 @@ async def test_a_relay_killed_mid_chat_loses_nothing_acked_and_the_homes_move_to
             # No WebRTC: the chat must stay relayed to show the move (SPEC §10.11 upgrades it).
             alice, bob = [
                 await start_node(
-                    stack, ns, tmp_path / name, *bootstrap, relay_reservations=1, webrtc=False
+                    stack,
+                    ns,
+                    tmp_path / name,
+                    *bootstrap,
+                    relay_reservations=1,
+                    webrtc=False,
+                    stream_open_ms=STREAM_OPEN_MS,
                 )
                 for ns, name in ((alice_ns, "alice"), (bob_ns, "bob"))
             ]

@@ -116,7 +116,9 @@ async def test_webrtc_through_nats_that_shift_ports_connects_only_with_a_stun_se
             assert offerer.hole_punches().direct.get("tcp") is None  # TCP punching failed
             if not with_stun:
                 assert offerer.hole_punches().direct.get("webrtc") is None
-                assert offerer.peer_paths()[other.peer_id] == [relay.peer_id]
+                # Relayed: a loaded machine may have closed the circuit's connection a moment
+                # (its ping went unanswered) and the next send dials it again.
+                await wait_until(lambda: offerer.peer_paths().get(other.peer_id) == [relay.peer_id])
                 await chat(alice, bob)  # still delivered, relayed
                 return
             # A try that a loaded machine let time out is made again (SPEC §10.11).

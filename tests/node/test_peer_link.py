@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import threading
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -15,7 +16,8 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.stream_muxer.yamux.yamux import TYPE_PING, YAMUX_HEADER_FORMAT
 from multiaddr import Multiaddr  # type: ignore[import-untyped]
 
-from hearthmesh.node.delivery.peer_link import DeliveryFailed, PeerLinks
+from hearthmesh.node.delivery.peer_link import OPEN_TIMEOUT_S, DeliveryFailed, PeerLinks
+from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import (
     CLOSED_BY_PEER,
@@ -32,7 +34,7 @@ from hearthmesh.protocol.delivery import (
     sign_ack,
 )
 from hearthmesh.protocol.identity import keypair_from_seed
-from tests.integration.conftest import wait_until
+from tests.integration.conftest import node_config, wait_until
 from tests.node.test_libp2p_host import config, hosts, seed
 from tests.node.test_webrtc import webrtc_only
 
@@ -398,3 +400,13 @@ async def test_batches_share_one_deliver_stream_and_a_broken_one_is_opened_again
         assert a.wire()["opens"][DELIVER_PROTOCOL] == 2
         assert DELIVER_PROTOCOL not in b.wire()["opens"]  # counted where it was opened
         await links.aclose()
+
+
+async def test_a_nodes_bound_on_opening_a_deliver_stream_is_its_setting(tmp_path: Path) -> None:
+    """`stream_open_ms` reaches the node's deliver streams (tests set it shorter where they
+    wait on a dead circuit); `OPEN_TIMEOUT_S` by default."""
+    async with asyncio.timeout(20):
+        async with Node(node_config(tmp_path / "a", stream_open_ms=750)) as node:
+            assert node._services.links._open_timeout_s == 0.75
+        async with Node(node_config(tmp_path / "b")) as node:
+            assert node._services.links._open_timeout_s == OPEN_TIMEOUT_S
