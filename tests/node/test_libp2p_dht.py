@@ -6,7 +6,6 @@ import asyncio
 import logging
 import os
 import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -242,13 +241,11 @@ async def test_stopping_dht_hosts_leaks_no_threads_fds_or_tasks() -> None:
     async with asyncio.timeout(9):
         await _cycle(10)  # warm-up: lazy imports, loggers, the loop's own sockets
         threads, fds = threading.active_count(), _fd_count()
-        started = time.monotonic()
         for first in (20, 30, 40):
             await _cycle(first)
         assert threading.active_count() == threads
         assert _fd_count() == fds
         assert asyncio.all_tasks() == {asyncio.current_task()}
-        assert time.monotonic() - started < 6
 
 
 async def test_our_answers_name_closer_peers_by_address_without_their_signed_records() -> None:
