@@ -102,6 +102,9 @@ class Table(Enum):
     """room | hlc(12) | sender device | seq u64 -> message id | envelope wire bytes."""
     SEQUENCES = b"history.sequences"
     """room | sender device -> highest seq u64 stored (a sender resumes its numbering here)."""
+    SEQUENCE_FLOORS = b"history.sequence_floors"
+    """room | sender device -> highest seq u64 a purge or a recall took out of `by_sender`: with
+    it, a rebuilt `history.sequences` row never gives a number twice (written only by removals)."""
     BY_SENDER = b"history.by_sender"
     """room | sender device | seq u64 -> hlc(12): a sender's events by number (gap fetching)."""
     MESSAGE_IDS = b"history.ids"
