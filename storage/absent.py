@@ -40,7 +40,7 @@ from .keys import (
 )
 from .kv import KvTxn
 from .outbox import destinations_txn, park_new_txn
-from .records import decode_u64_at
+from .records import decode_u64_at, log_u64_rebuilt
 
 __all__ = ["absent_destinations_txn", "expand_txn", "mark_txn", "markers_txn", "pending_txn"]
 
@@ -137,14 +137,8 @@ def _last_seq_txn(txn: KvTxn, key: bytes, value: bytes) -> int:
     else:
         last_seq = decode_u64_at(Table.OUTBOX_ABSENT, marker, source)
         txn.put(Table.OUTBOX_ABSENT_BY_ROOM, key, pack_u64(last_seq))
-    log.warning(
-        "damaged row %s/%s (%d bytes, not a u64) rebuilt from %s: %s",
-        Table.OUTBOX_ABSENT_BY_ROOM.value.decode(),
-        key.hex(),
-        len(value),
-        Table.OUTBOX_ABSENT.value.decode(),
-        "no marker, dropped" if source is None else last_seq,
-    )
+    result = "no marker, dropped" if source is None else last_seq
+    log_u64_rebuilt(log, Table.OUTBOX_ABSENT_BY_ROOM, key, value, Table.OUTBOX_ABSENT, result)
     return last_seq
 
 

@@ -18,6 +18,7 @@ import logging
 
 from .keys import SEQ_BYTES, Table, pack_u64, prefix_end, release_key, sequence_key, unpack_u64
 from .kv import KvTxn
+from .records import log_u64_rebuilt
 
 __all__ = ["last_seq_txn", "note_removed_txn", "raise_seq_txn"]
 
@@ -44,14 +45,7 @@ def raise_seq_txn(txn: KvTxn, room: bytes, sender_device: bytes, seq: int) -> No
     if value is not None and len(value) != SEQ_BYTES:
         highest = max(_rebuilt_txn(txn, room, sender_device), seq)
         txn.put(Table.SEQUENCES, key, pack_u64(highest))
-        log.warning(
-            "damaged row %s/%s (%d bytes, not a u64) rebuilt from %s: %d",
-            Table.SEQUENCES.value.decode(),
-            key.hex(),
-            len(value),
-            Table.BY_SENDER.value.decode(),
-            highest,
-        )
+        log_u64_rebuilt(log, Table.SEQUENCES, key, value, Table.BY_SENDER, highest)
     elif value is None or unpack_u64(value) < seq:
         txn.put(Table.SEQUENCES, key, pack_u64(seq))
 

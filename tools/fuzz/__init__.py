@@ -1,1 +1,0 @@
-"""Coverage-guided fuzzing of the decoders a stranger reaches: `python -m hearthmesh.tools.fuzz`."""
