@@ -10,19 +10,25 @@ starts a new one. The marker is an outbox entry in short form: purge keeps the e
 (`pending_txn`), and once the user's home is tried (a probe, or a home reached) it turns into
 the entries it stands for, parked in history order (`expand_txn`), before anything is unparked.
 
-Owns: `outbox.absent` and its index by event, `outbox.absent_by_room`, written together.
+Owns: `outbox.absent` and its index by event, `outbox.absent_by_room`, written together. The
+index is derived, so a row of it that does not decode is rebuilt from its marker where it is
+met (SPEC §11.8.7), not contained as an unreadable item that would stop every purge.
 """
 
 from __future__ import annotations
+
+import logging
 
 from hearthmesh.protocol.hlc import decode_timestamp
 from hearthmesh.protocol.outbox import LEASE_MS
 
 from .keys import (
     ID_BYTES,
+    SEQ_BYTES,
     Table,
     absent_by_room_key,
     absent_key,
+    decode_absent_by_room_key,
     decode_absent_key,
     history_key,
     pack_u64,
@@ -30,12 +36,15 @@ from .keys import (
     prefix_end,
     sender_seq_key,
     sequence_key,
+    unpack_u64,
 )
 from .kv import KvTxn
 from .outbox import destinations_txn, park_new_txn
-from .records import decode_u64_at
+from .records import decode_u64_at, log_u64_rebuilt
 
 __all__ = ["absent_destinations_txn", "expand_txn", "mark_txn", "markers_txn", "pending_txn"]
+
+log = logging.getLogger(__name__)
 
 
 def mark_txn(txn: KvTxn, destination: bytes, room: bytes, sender_device: bytes, seq: int) -> None:
@@ -105,11 +114,32 @@ def expand_txn(txn: KvTxn, destination: bytes) -> int:
 
 
 def pending_txn(txn: KvTxn, room: bytes, sender_device: bytes, seq: int) -> bool:
-    """True if a marker still owes event `seq` of `sender_device` in `room` to someone."""
+    """True if a marker still owes event `seq` of `sender_device` in `room` to someone.
+
+    `txn` writes (purge calls this): a damaged index row is rebuilt here."""
     prefix = sequence_key(room, sender_device)
-    runs = txn.scan(Table.OUTBOX_ABSENT_BY_ROOM, prefix, prefix + pack_u64(seq + 1))
-    # runs that start by `seq`
-    return any(decode_u64_at(Table.OUTBOX_ABSENT_BY_ROOM, at, last) >= seq for at, last in runs)
+    # runs that start by `seq`; listed first, since a rebuild must not write under the cursor
+    runs = list(txn.scan(Table.OUTBOX_ABSENT_BY_ROOM, prefix, prefix + pack_u64(seq + 1)))
+    return any(_last_seq_txn(txn, at, last) >= seq for at, last in runs)
+
+
+def _last_seq_txn(txn: KvTxn, key: bytes, value: bytes) -> int:
+    """The last seq of the `outbox.absent_by_room` row `key`; one that does not decode is
+    rewritten from its `outbox.absent` marker, or dropped with no marker (it owes nothing)."""
+    if len(value) == SEQ_BYTES:
+        return unpack_u64(value)
+    destination, room, device, first_seq = decode_absent_by_room_key(key)
+    marker = absent_key(destination, room, device, first_seq)
+    source = txn.get(Table.OUTBOX_ABSENT, marker)
+    if source is None:
+        last_seq = 0
+        txn.delete(Table.OUTBOX_ABSENT_BY_ROOM, key)
+    else:
+        last_seq = decode_u64_at(Table.OUTBOX_ABSENT, marker, source)
+        txn.put(Table.OUTBOX_ABSENT_BY_ROOM, key, pack_u64(last_seq))
+    result = "no marker, dropped" if source is None else last_seq
+    log_u64_rebuilt(log, Table.OUTBOX_ABSENT_BY_ROOM, key, value, Table.OUTBOX_ABSENT, result)
+    return last_seq
 
 
 def absent_destinations_txn(txn: KvTxn) -> list[bytes]:

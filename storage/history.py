@@ -18,7 +18,7 @@ from hearthmesh.protocol.envelope import Envelope
 from hearthmesh.protocol.errors import LocalProtocolError, MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.hlc import TIMESTAMP_BYTES
 
-from . import absent
+from . import absent, sequences
 from .api import (
     MAX_SENDER_RANGE,
     Cursor,
@@ -290,6 +290,7 @@ def _unindex_sender_txn(txn: KvTxn, key: bytes) -> None:
     by_sender, hlc = _by_sender(key)
     if txn.get(Table.BY_SENDER, by_sender) == hlc:
         txn.delete(Table.BY_SENDER, by_sender)
+        sequences.note_removed_txn(txn, by_sender[:-SEQ_BYTES], unpack_u64(by_sender[-SEQ_BYTES:]))
 
 
 def fill_sender_index_txn(txn: KvTxn) -> int:

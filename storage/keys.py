@@ -34,6 +34,7 @@ __all__ = [
     "contact_key",
     "conversation_key",
     "crypto_pair_key",
+    "decode_absent_by_room_key",
     "decode_absent_key",
     "decode_activity_key",
     "decode_outbox_parked_key",
@@ -102,6 +103,9 @@ class Table(Enum):
     """room | hlc(12) | sender device | seq u64 -> message id | envelope wire bytes."""
     SEQUENCES = b"history.sequences"
     """room | sender device -> highest seq u64 stored (a sender resumes its numbering here)."""
+    SEQUENCE_FLOORS = b"history.sequence_floors"
+    """room | sender device -> highest seq u64 a purge or a recall took out of `by_sender`: with
+    it, a rebuilt `history.sequences` row never gives a number twice (written only by removals)."""
     BY_SENDER = b"history.by_sender"
     """room | sender device | seq u64 -> hlc(12): a sender's events by number (gap fetching)."""
     MESSAGE_IDS = b"history.ids"
@@ -353,6 +357,15 @@ def absent_by_room_key(
 ) -> bytes:
     """room | sender device | first seq | len | destination."""
     return room + sender_device + pack_u64(first_seq) + _peer(destination)
+
+
+def decode_absent_by_room_key(key: bytes) -> tuple[bytes, bytes, bytes, int]:
+    """(destination, room, sender device, first seq) of an `outbox.absent_by_room` key."""
+    head = 2 * ID_BYTES + SEQ_BYTES
+    if len(key) <= head or len(key) != head + 1 + key[head]:
+        raise LocalProtocolError(f"not an outbox.absent_by_room key: {key.hex()}")
+    room, device, first_seq = key[:ID_BYTES], key[ID_BYTES : 2 * ID_BYTES], key[2 * ID_BYTES : head]
+    return key[head + 1 :], room, device, unpack_u64(first_seq)
 
 
 def outbox_message_key(message_id: bytes, destination: bytes) -> bytes:

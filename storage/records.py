@@ -7,6 +7,7 @@ key, so one bad record is reported precisely and the rest of the store stays rea
 
 from __future__ import annotations
 
+import logging
 import struct
 from typing import Final
 
@@ -59,6 +60,7 @@ __all__ = [
     "encode_relay_share",
     "encode_relay_usage",
     "encode_status",
+    "log_u64_rebuilt",
 ]
 
 _MAX_RECORD_BYTES: Final = 1 << 20
@@ -74,6 +76,21 @@ def corrupt(table: Table, key: bytes, detail: str) -> UnreadableItem:
     return UnreadableItem(
         f"undecodable value in {table_name} at key {key.hex()}: {detail}",
         item=f"{table_name}/{key.hex()}",
+    )
+
+
+def log_u64_rebuilt(
+    log: logging.Logger, table: Table, key: bytes, data: bytes, source: Table, value: object
+) -> None:
+    """Log, as a WARNING, a derived u64 row that did not decode, rewritten as `value` from
+    `source` (SPEC §11.8.7: rebuilt, not contained); once, since it is whole after."""
+    log.warning(
+        "damaged row %s/%s (%d bytes, not a u64) rebuilt from %s: %s",
+        table.value.decode(),
+        key.hex(),
+        len(data),
+        source.value.decode(),
+        value,
     )
 
 

@@ -5,10 +5,11 @@ The row is derived: each append that stores a sequenced event writes the event's
 number in `by_sender`, or higher once a purge or a recall removed the newest events (their
 numbers are never given again: a sender resumes its numbering here). A row that does not
 decode is therefore rebuilt rather than contained as one unreadable item (SPEC §11.8.7): from
-the highest number in `by_sender`, never below the sender's release progress (the numbers
-released to the app, which a purge does not take back). Reads answer from those sources
-without writing; the next append rewrites the row in its own write transaction and logs the
-repair once (the row is whole again after it).
+the highest number in `by_sender`, never below the highest number a purge or a recall took
+out of `by_sender` (`history.sequence_floors`, written by each removal, so no number stored
+here is ever given again) nor the sender's release progress (numbers released to the app).
+Reads answer from those sources without writing; the next append rewrites the row in its own
+write transaction and logs the repair once (the row is whole again after it).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import logging
 
 from .keys import SEQ_BYTES, Table, pack_u64, prefix_end, release_key, sequence_key, unpack_u64
 from .kv import KvTxn
+from .records import log_u64_rebuilt
 
-__all__ = ["last_seq_txn", "raise_seq_txn"]
+__all__ = ["last_seq_txn", "note_removed_txn", "raise_seq_txn"]
 
 log = logging.getLogger(__name__)
 
@@ -43,24 +45,31 @@ def raise_seq_txn(txn: KvTxn, room: bytes, sender_device: bytes, seq: int) -> No
     if value is not None and len(value) != SEQ_BYTES:
         highest = max(_rebuilt_txn(txn, room, sender_device), seq)
         txn.put(Table.SEQUENCES, key, pack_u64(highest))
-        log.warning(
-            "damaged row %s/%s (%d bytes, not a u64) rebuilt from %s: %d",
-            Table.SEQUENCES.value.decode(),
-            key.hex(),
-            len(value),
-            Table.BY_SENDER.value.decode(),
-            highest,
-        )
+        log_u64_rebuilt(log, Table.SEQUENCES, key, value, Table.BY_SENDER, highest)
     elif value is None or unpack_u64(value) < seq:
         txn.put(Table.SEQUENCES, key, pack_u64(seq))
 
 
+def note_removed_txn(txn: KvTxn, row: bytes, seq: int) -> None:
+    """In the write transaction that takes event `seq` out of `by_sender` (`row`: room | sender
+    device): raise the sender's floor to `seq`. A removal, not an append, pays this write."""
+    if _floor_txn(txn, row) < seq:  # a damaged floor is replaced: `history.sequences` holds
+        txn.put(Table.SEQUENCE_FLOORS, row, pack_u64(seq))
+
+
+def _floor_txn(txn: KvTxn, row: bytes) -> int:
+    value = txn.get(Table.SEQUENCE_FLOORS, row)
+    return unpack_u64(value) if value is not None and len(value) == SEQ_BYTES else 0
+
+
 def _rebuilt_txn(txn: KvTxn, room: bytes, sender_device: bytes) -> int:
-    """The row's value from its sources: the highest number in `by_sender`, at least the last
-    one released to the app (a damaged progress row counts for nothing here)."""
+    """The row's value from its sources: the highest number in `by_sender` or removed from it,
+    at least the last one released to the app (a damaged floor or progress row counts for
+    nothing here)."""
     prefix = sequence_key(room, sender_device)  # by_sender keys: room | device | seq
     last = next(txn.scan(Table.BY_SENDER, prefix, prefix_end(prefix), reverse=True), None)
     highest = 0 if last is None else unpack_u64(last[0][-SEQ_BYTES:])
+    highest = max(highest, _floor_txn(txn, prefix))
     progress = txn.get(Table.SYNC, release_key(room, sender_device))
     if progress is not None and len(progress) == SEQ_BYTES:
         highest = max(highest, unpack_u64(progress) - 1)

@@ -117,11 +117,17 @@ class GossipLayer:
         self._queue_size = subscription_queue_size
         self._degree = degree
         self._subscriptions: dict[str, Subscription] = {}
+        self._protected: Callable[[str], bool] = lambda _peer: False
         # Owned by the trio thread:
         self._host: IHost | None = None
         self._pubsub: Pubsub | None = None
         self._gossipsub: MeshRouter | None = None
         self._trio_validators: dict[str, GossipValidator] = {}
+
+    def protect(self, protected: Callable[[str], bool]) -> None:
+        """Exempt the peers `protected` names from the greeting-again budget (`HelloPubsub`);
+        asked on the trio thread, so it must be safe to call there."""
+        self._protected = protected
 
     # ---- lifetime (trio thread) ---------------------------------------------------------------
 
@@ -146,6 +152,7 @@ class GossipLayer:
             msg_id_constructor=self._msg_id_constructor(),
             wire=self._wire,
             refused=self._on_churn,
+            protected=lambda peer: self._protected(peer),  # set before or after the build
         )
         self._pubsub.counter = first_seqno(SystemClock().now_ms())
         for protocol in self._gossipsub.get_protocols():  # in place of pubsub's own handler

@@ -1071,8 +1071,10 @@ class P2PHost:
 
     def set_protected(self, protected: PeerFilter) -> None:
         """Exempt the peers `protected` names (our user's other homes) from the connection
-        budget (SPEC §11.6.6); asked on the trio thread, so it must be safe to call there."""
+        budget (SPEC §11.6.6) and gossip's greeting-again budget (§14.3); asked on the trio
+        thread, so it must be safe to call there."""
         self._connections.protect(protected)
+        self._gossip.protect(protected)
 
     def _garbled_gossip(self, peer: str, error: RemoteProtocolError) -> None:
         """From the trio thread: a peer's gossip RPC did not decode (a whole frame, §11.6)."""

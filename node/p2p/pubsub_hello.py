@@ -73,13 +73,17 @@ class HelloPubsub(Pubsub):
         *args: object,
         wire: WireCounts | None = None,
         refused: Callable[[str, RemoteProtocolError], None] | None = None,
+        protected: Callable[[str], bool] = lambda _peer: False,
         **kwargs: object,
     ) -> None:
-        """`refused(peer, error)` (trio thread) charges a peer past its greeting budget."""
+        """`refused(peer, error)` (trio thread) charges a peer past its greeting budget;
+        `protected(peer)` (trio thread) names the peers exempt from it (our user's other homes,
+        as for the connection budget, SPEC §11.6.6)."""
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._records_told = RecordsTold()
         self._wire = wire
         self._refused = refused
+        self._protected = protected
         self._regreets = RateLimiter(REGREET_PER_S, REGREET_BURST, SystemClock())
         self.regreeted = 0
         """Peers greeted again (`_greet_again`), for tests and the budget's check."""
@@ -140,9 +144,9 @@ class HelloPubsub(Pubsub):
         """`_greet_again`, at most `REGREET_BURST` then one per 15 s per peer: past it the
         peer is charged and not greeted; its stream stays as it is (our next write to it fails
         and it leaves pubsub), so a peer that churns connections costs us no stream or hello
-        for each one."""
+        for each one. A protected peer is greeted each time and never charged."""
         peer = peer_id.to_base58()
-        if self._regreets.take(peer):
+        if self._protected(peer) or self._regreets.take(peer):
             self._greet_again(peer_id)
             return
         self.not_regreeted += 1

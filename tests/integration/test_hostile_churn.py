@@ -124,6 +124,30 @@ async def test_a_sibling_that_reconnects_past_the_budget_is_still_greeted_and_no
             assert home.failure is None
 
 
+async def test_a_sibling_that_churns_connections_is_greeted_again_each_time_and_not_charged(
+    tmp_path: Path,
+) -> None:
+    """SPEC §14.3: our user's other homes are exempt from the greeting-again budget, as from
+    the connection budget (§11.6.6). The sibling is the kit with the linked home's key."""
+    async with asyncio.timeout(90), Node(node_config(tmp_path / "home")) as home:
+        config, linked = await link_device(home, tmp_path / "laptop")
+        async with Node(config) as laptop:
+            seed = laptop.keyring.node.seed
+        async with HostilePeer(seed=seed) as sibling:
+            assert sibling.peer_id == linked.peer_id
+            address = f"{home.listen_addrs[0]}/p2p/{home.peer_id}"
+            await sibling.connect(address)
+            pubsub = _pubsub(home)
+            sibling_id = ID.from_base58(sibling.peer_id)
+            for done in range(1, ROUNDS + 1):
+                await wait_until(lambda: sibling_id in pubsub.peers)
+                await _reconnect(sibling, home.peer_id, address)
+                await wait_until(lambda: pubsub.regreeted + pubsub.not_regreeted >= done)  # noqa: B023
+            assert (pubsub.regreeted, pubsub.not_regreeted) == (ROUNDS, 0)  # past REGREET_BURST
+            assert home.peer_points(sibling.peer_id) == 0
+            assert home.failure is None
+
+
 async def test_a_connection_turned_away_costs_no_write_not_even_a_gossip_hello(
     tmp_path: Path,
 ) -> None:

@@ -77,3 +77,39 @@ def test_a_damaged_row_of_a_sender_with_nothing_stored_reads_zero(lmdb: KvStore)
     assert lmdb.last_seq(ROOM_A, SENDER) == 0
     assert _append(lmdb, 1) is AppendResult.STORED
     assert _row(lmdb) == pack_u64(1)
+
+
+def test_a_rebuilt_row_never_gives_again_a_number_a_recall_took_without_progress(
+    lmdb: KvStore,
+) -> None:
+    """Our own device keeps no release progress: the floor a removal writes is what keeps the
+    recalled newest number from being given again (a reused (sender, seq) is a CONFLICT)."""
+    for seq in (1, 2, 3):
+        _append(lmdb, seq)
+    newest = make_envelope(seq=3, wall_ms=1_003, body=b"m3")
+    assert lmdb.withdraw(newest.message_id, b"\x01" * 32, newest.sender_user)
+    _damage(lmdb)
+    assert lmdb.last_seq(ROOM_A, SENDER) == 3  # not 2: the next send takes 4
+    assert _append(lmdb, 4) is AppendResult.STORED
+    assert _row(lmdb) == pack_u64(4)
+
+
+def test_a_rebuilt_row_never_gives_again_a_number_a_purge_took(lmdb: KvStore) -> None:
+    for seq in (1, 2, 3):
+        _append(lmdb, seq)
+    report = lmdb.purge(now_ms=1_000_000, retention_ms=1)
+    assert report.events == 3 and lmdb.sender_events(ROOM_A, SENDER, 1, 3) == []
+    _damage(lmdb)
+    assert lmdb.last_seq(ROOM_A, SENDER) == 3
+    assert _append(lmdb, 4) is AppendResult.STORED
+    assert _row(lmdb) == pack_u64(4)
+
+
+def test_a_damaged_floor_is_replaced_by_the_next_removal(lmdb: KvStore) -> None:
+    for seq in (1, 2):
+        _append(lmdb, seq)
+    lmdb._engine.write(lambda txn: txn.put(Table.SEQUENCE_FLOORS, ROW, b"\x09"))
+    newest = make_envelope(seq=2, wall_ms=1_002, body=b"m2")
+    assert lmdb.withdraw(newest.message_id, b"\x01" * 32, newest.sender_user)
+    with lmdb._engine.read() as txn:
+        assert txn.get(Table.SEQUENCE_FLOORS, ROW) == pack_u64(2)
