@@ -70,7 +70,9 @@ async def test_homes_behind_symmetric_nats_stay_relayed_deliver_and_status_says_
             for home in (alice, bob):
                 assert home.hole_punches().direct == {}
                 assert home.reachability == "private"
-            assert offerer.peer_paths()[other.peer_id] == [relay.peer_id]
+            # Relayed: a loaded machine may have closed the circuit's connection a moment
+            # (its ping went unanswered) and the next send dials it again.
+            await wait_until(lambda: offerer.peer_paths().get(other.peer_id) == [relay.peer_id])
             await chat(alice, bob)  # still delivered, every message acked, on the relayed path
             await chat(bob, alice)
             shown = status_text(offerer, token_file)
