@@ -90,13 +90,13 @@ LONG_MISS_WAIT_MS: Final = 15 * 60_000
 """How long a user known nowhere waits for its next lookup (uniform in its second half)."""
 
 REPEAT_GAP_MS: Final = 30_000
-"""Node-wide, lookups after a miss (and first ones past `FIRST_LOOKUP_BURST`) are at least this
-far apart: due users queue for the turns (`HomeLookups._turn_for`), so 1,000 absent members cost a lookup a turn,
-not 2,000 at once. At 1 s, every home that had sent to a 1,024-member group walked once a
-second for good (the creator's idle minute: 5-11 CPU s against a member's 0.8-1.9). At 10 s
-those turns were, with the burst, every kad stream a node opened in a workload (1.22 a message
-per node at 10 nodes, 3 per walk, each walk a miss: SPEC §20.6); a crowd that large waits
-hours for its turns either way, and its members' homes are learnt by hello and presence."""
+"""Node-wide, lookups after a miss (and first ones past `FIRST_LOOKUP_BURST`) are at least this far
+apart: due users queue for the turns (`HomeLookups._turn_for`), so 1,000 absent members cost a
+lookup a turn, not 2,000 at once. At 1 s, every home that had sent to a 1,024-member group walked
+once a second for good (the creator's idle minute: 5-11 CPU s against a member's 0.8-1.9). At 10 s
+those turns were, with the burst, every kad stream a node opened in a workload (1.22 a message per
+node at 10 nodes, 3 per walk, each walk a miss: SPEC §20.6); a crowd that large waits hours for its
+turns either way, and its members' homes are learnt by hello and presence."""
 
 FIRST_LOOKUP_BURST: Final = 8
 """First lookups (of users never missed) walked at once before the others take turns; one
