@@ -484,7 +484,7 @@ def build_services(
             crypto=crypto,
             store=store,
             directory=directory,
-            find_record=home_lookups.find,
+            find_record=home_lookups.find_routine,  # every member with no record, at once
             device=keyring.device_id,
             clock=clock,
             rotation=config.megolm_rotation,

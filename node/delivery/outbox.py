@@ -476,7 +476,7 @@ class OutboxWorker:
         off per user, `HomeLookups`) finds one; until then the probe costs no store write, and
         the next waits for the user's next lookup (a record learnt otherwise probes at once)."""
         user = UserId(destination)
-        if await self._lookups.find(user):
+        if await self._lookups.find_routine(user):
             await self._probe(destination, limit)
         else:
             asked_ms = self._lookups.next_ask_ms(user)
@@ -484,7 +484,7 @@ class OutboxWorker:
             self._rearm()
 
     async def _look_up(self, recipient: UserId) -> None:
-        await self._lookups.find(recipient)  # HomeRecords adopts what it finds, and revives
+        await self._lookups.find_routine(recipient)  # HomeRecords adopts it, and revives
 
     async def _unpark_all(self, destination: bytes) -> None:
         """Everything parked for a destination that is back: due now, in order, in one go."""

@@ -9,10 +9,15 @@ So, per user: a lookup that found nothing is asked again once, `RETRY_AFTER_MISS
 home coming up publishes its record 10-30 s after its first peer, SPEC §13.4); after
 `LONG_MISS_AFTER` misses in a row the user is known nowhere, asked again only after
 `LONG_MISS_WAIT_MS`. Node-wide, every lookup after a miss, and every first lookup past
-`FIRST_LOOKUP_BURST` (refilled one a turn), takes turns `REPEAT_GAP_MS` apart: each due user
-takes the next free turn. A group's absent members then cost a home one burst and a lookup a
-turn, whatever their number: each home that sent to a 1,024-member group walked twice for
-each of its ~1,000 absent members within a minute, then once a second for good; the creator,
+`FIRST_LOOKUP_BURST` (refilled one a turn), takes turns `REPEAT_GAP_MS` apart. Users waiting
+for a turn queue: fewest misses first; among users never walked the latest asked first, among
+users missed in the order asked. Handed out in the order asked, a first send's ~1,000 absent
+members booked a turn each, and a user asked after them (a member whose hello failed, rows
+waiting) waited all of theirs: 8 hours. A user takes its turn when it asks at it
+(`next_ask_ms`); one whose caller is gone gives its place up after a turn. A group's absent
+members then cost a home one burst and a lookup a turn, whatever their number: each home that
+sent to a 1,024-member group walked twice for each of its ~1,000 absent members within a
+minute, then once a second for good; the creator,
 whose walks start at the ADDs, spent 6-9 times an idle member's CPU at 25 nodes, and the
 walks were 4-11 % of a 50-node workload's samples (SPEC §20.6). A returning member's home is
 learnt at once by hello or presence (§13.3, §14.2), by a lookup within `LONG_MISS_WAIT_MS` or
@@ -31,14 +36,15 @@ learnt from the DHT.
 At most `LOOKUPS_AT_ONCE` lookups run at a time, users missed fewest times first: a member
 whose hello failed must not wait behind hundreds of absent members (SPEC §10.4, §13.5).
 
-State: per user, the misses in a row, when to ask again and whether that is a turn it took;
-when a held record was last refreshed; the next free turn; the lookups running, and the
+State: per user, the misses in a row and when to ask again; when a held record was last
+refreshed; the queue of users waiting for a turn and the next turn; the lookups running, and the
 slots of those under way with the users waiting for one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import heapq
 import itertools
 from collections import OrderedDict
@@ -54,6 +60,7 @@ __all__ = [
     "LONG_MISS_AFTER",
     "LONG_MISS_WAIT_MS",
     "LOOKUPS_AT_ONCE",
+    "MAX_QUEUED",
     "MAX_REMEMBERED_MISSES",
     "REFRESH_GAP_MS",
     "REPEAT_GAP_MS",
@@ -69,6 +76,9 @@ peers, and a peer resets what passes its per-peer slots)."""
 MAX_REMEMBERED_MISSES: Final = 10_000
 """Users whose misses are remembered; the oldest are forgotten first (and asked again)."""
 
+MAX_QUEUED: Final = 10_000
+"""Users waiting for a turn (`HomeLookups._turn_for`); past it the last one leaves."""
+
 RETRY_AFTER_MISS_MS: Final = 30_000
 """After a first miss the user is asked again this long later (uniform in its second half):
 a home coming up publishes its record 10-30 s after its first peer (SPEC §13.4)."""
@@ -80,13 +90,13 @@ LONG_MISS_WAIT_MS: Final = 15 * 60_000
 """How long a user known nowhere waits for its next lookup (uniform in its second half)."""
 
 REPEAT_GAP_MS: Final = 30_000
-"""Node-wide, lookups after a miss (and first ones past `FIRST_LOOKUP_BURST`) are at least this
-far apart: a due user takes the next free turn, so 1,000 absent members cost a lookup a turn,
-not 2,000 at once. At 1 s, every home that had sent to a 1,024-member group walked once a
-second for good (the creator's idle minute: 5-11 CPU s against a member's 0.8-1.9). At 10 s
-those turns were, with the burst, every kad stream a node opened in a workload (1.22 a message
-per node at 10 nodes, 3 per walk, each walk a miss: SPEC §20.6); a crowd that large waits
-hours for its turns either way, and its members' homes are learnt by hello and presence."""
+"""Node-wide, lookups after a miss (and first ones past `FIRST_LOOKUP_BURST`) are at least this far
+apart: due users queue for the turns (`HomeLookups._turn_for`), so 1,000 absent members cost a
+lookup a turn, not 2,000 at once. At 1 s, every home that had sent to a 1,024-member group walked
+once a second for good (the creator's idle minute: 5-11 CPU s against a member's 0.8-1.9). At 10 s
+those turns were, with the burst, every kad stream a node opened in a workload (1.22 a message per
+node at 10 nodes, 3 per walk, each walk a miss: SPEC §20.6); a crowd that large waits hours for its
+turns either way, and its members' homes are learnt by hello and presence."""
 
 FIRST_LOOKUP_BURST: Final = 8
 """First lookups (of users never missed) walked at once before the others take turns; one
@@ -114,8 +124,6 @@ class _Missed:
     """Consecutive misses."""
     again_ms: int
     """Not asked again before this."""
-    turn: bool = False
-    """`again_ms` is a turn the user took: asked then without another."""
 
 
 class HomeLookups:
@@ -144,7 +152,12 @@ class HomeLookups:
         self._refreshed: OrderedDict[UserId, int] = OrderedDict()
         """When each user's held record was last refreshed by a walk."""
         self._next_turn_ms = 0
-        """The first turn no user has taken (`REPEAT_GAP_MS`)."""
+        """The next turn (`REPEAT_GAP_MS` after the last one taken)."""
+        self._queue: list[tuple[int, int, int, UserId]] = []
+        """Users waiting for a turn, sorted: (misses, asked at (negated if never missed),
+        arrival, user)."""
+        self._queued: dict[UserId, tuple[int, int, int, UserId]] = {}
+        self._arrivals = itertools.count()
         self._first_walks = float(FIRST_LOOKUP_BURST)
         self._first_walks_at_ms = 0
         """First lookups that may walk at once, as of `_first_walks_at_ms`."""
@@ -153,29 +166,37 @@ class HomeLookups:
         self.asked = 0
         """Lookups actually sent to the DHT (for tests and status)."""
 
-    async def find(self, user: UserId) -> bool:
+    async def find(self, user: UserId, *, live: bool = True) -> bool:
         """Look `user`'s home up unless a recent miss says not yet; False if none was found.
-        Cancelling a caller ends its wait alone: the lookup goes on for the others."""
+        Cancelling a caller ends its wait alone: the lookup goes on for the others. A `live`
+        ask (a need of this moment: an envelope or a key request from the user, a media
+        reference) moves a user waiting for a turn to the front of those with its misses."""
         running = self._running.get(user)
         if running is None:
             held_ms = self._issued_ms(user)
             if held_ms is not None and self._refreshed_lately(user):
                 return True  # what the DHT held a moment ago: the record we hold
             missed = self._misses.get(user)
-            if missed is None and not self._first_walk_free():
-                # past the burst: a first lookup takes a turn too, as one missed (no miss counted)
-                missed = self._misses[user] = _Missed(0, 0)
-            if missed is not None and not self._due(missed):
+            if missed is not None and self._clock.now_ms() < missed.again_ms:
+                return False
+            misses = 0 if missed is None else missed.misses
+            first = missed is None and user not in self._queued
+            walk_now = first and self._first_walk_free()
+            if not walk_now and not self._turn_for(user, misses, live):
                 return False
             running = asyncio.get_running_loop().create_future()
             self._running[user] = running
-            misses = 0 if missed is None else missed.misses
             try:
                 self._spawn(self._walk(user, misses, held_ms, running), f"lookup-{user.hex()[:8]}")
             except BaseException:  # not started (the node stops): no one may wait on it
                 del self._running[user]
                 raise
         return await asyncio.shield(running)
+
+    async def find_routine(self, user: UserId) -> bool:
+        """`find`, asked again and again for every user alike (the outbox's probes, the room key's
+        sender for every member it has no record of): it keeps a waiting user's place."""
+        return await self.find(user, live=False)
 
     async def _walk(
         self, user: UserId, misses: int, held_ms: int | None, answer: asyncio.Future[bool]
@@ -215,6 +236,9 @@ class HomeLookups:
     def next_ask_ms(self, user: UserId) -> int:
         """The earliest time `find(user)` may ask the DHT (0: now); asking before gets False
         at no cost. A user known nowhere may be given a later turn when it is asked then."""
+        key = self._queued.get(user)
+        if key is not None:  # its place in the queue, if no one is asked ahead of it meanwhile
+            return self._next_turn_ms + bisect.bisect_left(self._queue, key) * REPEAT_GAP_MS
         missed = self._misses.get(user)
         return 0 if missed is None else missed.again_ms
 
@@ -239,18 +263,48 @@ class HomeLookups:
         self._first_walks -= 1
         return True
 
-    def _due(self, missed: _Missed) -> bool:
-        """May a user waiting on a miss (or past the burst) be asked now? It takes the next
-        free turn first, and is asked only once it comes."""
+    def _turn_for(self, user: UserId, misses: int, live: bool) -> bool:
+        """Does `user` (waiting on a miss, or past the burst) take the turn free now? Users
+        waiting for one queue by fewest misses; users never walked latest asked first (the crowd
+        asked once at a first send goes behind a user asked since), users missed in the order
+        asked (none waits behind an endless line of later misses) after those asked live. The
+        user at the head takes the next turn when it asks; a user further back takes it once
+        each one ahead let a whole turn pass unasked (their callers gone: they lose their
+        place)."""
         now_ms = self._clock.now_ms()
-        if now_ms < missed.again_ms:
+        key = self._queued.get(user)
+        if key is not None and live:  # asked again for a need of now: to the front
+            self._queue.remove(key)
+            del self._queued[user]
+            key = None
+        if key is None:
+            if not self._queue:
+                self._next_turn_ms = max(self._next_turn_ms, now_ms)
+            # a new need first; routine retries in turn, behind live asks
+            order_ms = -now_ms if misses == 0 or live else now_ms
+            key = self._queued[user] = (misses, order_ms, next(self._arrivals), user)
+            bisect.insort(self._queue, key)
+            self._bound_queue()
+            if user not in self._queued:
+                return False
+        rank = bisect.bisect_left(self._queue, key)
+        if now_ms < self._next_turn_ms + rank * REPEAT_GAP_MS:
             return False
-        if missed.turn:
-            return True
-        turn_ms = max(now_ms, self._next_turn_ms)
-        self._next_turn_ms = turn_ms + REPEAT_GAP_MS
-        missed.again_ms, missed.turn = turn_ms, True
-        return turn_ms == now_ms
+        for lapsed in self._queue[: rank + 1]:
+            del self._queued[lapsed[3]]
+        del self._queue[: rank + 1]
+        self._next_turn_ms = now_ms + REPEAT_GAP_MS
+        return True
+
+    def _bound_queue(self) -> None:
+        """Past `MAX_QUEUED`, the last user (most misses, asked longest ago) leaves the queue
+        and is not asked again for half a `LONG_MISS_WAIT_MS`: its next ask queues it anew."""
+        while len(self._queue) > MAX_QUEUED:
+            misses, _, _, dropped = self._queue.pop()
+            del self._queued[dropped]
+            self._misses.pop(dropped, None)
+            self._misses[dropped] = _Missed(misses, self._clock.now_ms() + LONG_MISS_WAIT_MS // 2)
+            self._bound_misses()
 
     def _note(self, user: UserId, found: bool) -> None:
         if found:
@@ -262,6 +316,9 @@ class HomeLookups:
         half = wait_ms // 2
         again_ms = self._clock.now_ms() + half + int.from_bytes(self._rng(4), "big") % (half + 1)
         self._misses[user] = _Missed(misses, again_ms)
+        self._bound_misses()
+
+    def _bound_misses(self) -> None:
         while len(self._misses) > MAX_REMEMBERED_MISSES:
             self._misses.popitem(last=False)
 

@@ -41,10 +41,10 @@ async def test_a_parked_member_whose_lookup_a_bounded_caller_gave_up_gets_the_gr
         asked_by: list[str] = []
         find = lookups.find
 
-        async def noting_find(user: UserId) -> bool:
+        async def noting_find(user: UserId, *, live: bool = True) -> bool:
             task = asyncio.current_task()
             asked_by.append("" if task is None else task.get_coro().__qualname__)  # type: ignore[union-attr]
-            return await find(user)
+            return await find(user, live=live)
 
         lookups.find = noting_find  # type: ignore[method-assign]
         # A caller with a bound of its own (a room key's sender: 3 s) asks first: it owns the walk.

@@ -11,6 +11,7 @@ from hearthmesh.node.identity.home_lookup import (
     LONG_MISS_AFTER,
     LONG_MISS_WAIT_MS,
     LOOKUPS_AT_ONCE,
+    MAX_QUEUED,
     REFRESH_GAP_MS,
     REPEAT_GAP_MS,
     RETRY_AFTER_MISS_MS,
@@ -259,6 +260,80 @@ async def test_a_crowd_known_nowhere_costs_a_node_a_few_walks_in_its_first_two_m
             if lookups.next_ask_ms(user) <= clock.now_ms():
                 assert not await lookups.find(user)
     assert len(dht.asked) <= 15
+
+
+async def _probe_due(lookups: HomeLookups, clock: FakeClock, users: list[UserId]) -> None:
+    """The outbox: each user whose next ask is due is asked."""
+    for user in users:
+        if lookups.next_ask_ms(user) <= clock.now_ms():
+            await lookups.find_routine(user)
+
+
+async def test_a_user_asked_after_a_crowd_walks_within_two_turns() -> None:
+    """SPEC §13.5: a first send asks for ~1,000 absent members at once, and the outbox probes
+    each as its next ask comes. Turns handed out in the order asked made a member in that
+    crowd (its hello failed, rows waiting) wait for all of them, 8 hours, even once an
+    envelope from it asked again; a live ask now puts it first."""
+    clock, dht = FakeClock(), _Dht()
+    lookups = _lookups(dht, clock)
+    crowd = [UserId(n.to_bytes(2, "big") * 16) for n in range(1_003, 2_003)]  # not alice
+    # the room key's sender, alice among the last
+    await asyncio.gather(*(lookups.find_routine(user) for user in [*crowd, ALICE]))
+    clock.advance(1_000)
+    asked_ms = clock.now_ms()
+    assert not await lookups.find(ALICE)  # an envelope from her: the turn is taken, the next
+    while ALICE not in dht.asked and clock.now_ms() < asked_ms + 10 * REPEAT_GAP_MS:
+        clock.advance(1_000)
+        await _probe_due(lookups, clock, [*crowd, ALICE])
+    assert ALICE in dht.asked
+    assert clock.now_ms() - asked_ms <= 2 * REPEAT_GAP_MS
+    crowd_walks = [user for user in dht.asked if user in crowd]
+    assert len(crowd_walks) == FIRST_LOOKUP_BURST + 1  # the burst, one turn; then alice's
+
+
+async def test_a_user_missed_goes_behind_users_never_walked() -> None:
+    """SPEC §13.5: a miss sends a user to the back: its retry, asked first, waits behind users
+    never walked asked after it; and a caller gone gives its place up after a turn."""
+    clock, dht = FakeClock(), _Dht()
+    lookups = _lookups(dht, clock)
+    before = [UserId(bytes([n]) * 32) for n in range(3, 3 + FIRST_LOOKUP_BURST)]
+    for user in [ALICE, *before]:  # the burst, then one turn: each misses
+        assert not await lookups.find(user)
+    clock.advance(RETRY_AFTER_MISS_MS)  # every retry due, the burst back by one
+    assert not await lookups.find(before[0])  # takes the turn free now
+    assert not await lookups.find(ALICE)  # waits for the next
+    fresh = [UserId(bytes([n]) * 32) for n in range(20, 24)]
+    for user in fresh:  # one walks (the burst), three queue ahead of alice
+        assert not await lookups.find(user)
+    waiting = fresh[1:]
+    assert lookups.next_ask_ms(ALICE) > max(lookups.next_ask_ms(u) for u in waiting)
+    deadline_ms = clock.now_ms() + 10 * REPEAT_GAP_MS
+    while dht.asked.count(ALICE) < 2 and clock.now_ms() < deadline_ms:
+        clock.advance(1_000)
+        await _probe_due(lookups, clock, [ALICE, *waiting[1:]])  # waiting[0]'s caller is gone
+    assert [u for u in dht.asked if u in waiting] == waiting[1:]
+    assert dht.asked[-1] == ALICE
+
+
+async def test_the_queue_is_bounded_the_last_user_waits_a_long_while() -> None:
+    """SPEC §13.5: at most MAX_QUEUED users wait for a turn; past it the last leaves the queue
+    and is not asked for half a LONG_MISS_WAIT_MS."""
+    clock, dht = FakeClock(), _Dht()
+    lookups = _lookups(dht, clock)
+    count = FIRST_LOOKUP_BURST + 2 + MAX_QUEUED  # the burst, the turn, a full queue and one
+    users = [UserId(n.to_bytes(4, "big") * 8) for n in range(10, 10 + count)]
+    for user in users[: FIRST_LOOKUP_BURST + 1]:  # the burst, then the turn free now
+        await lookups.find(user)
+    stamp = clock.now_ms()
+    for user in users[FIRST_LOOKUP_BURST + 1 :]:
+        assert not await lookups.find(user)
+    # the one before it waits its place in line: MAX_QUEUED - 1 turns after the next
+    assert lookups.next_ask_ms(users[-2]) == stamp + MAX_QUEUED * REPEAT_GAP_MS
+    last = users[-1]
+    assert lookups.next_ask_ms(last) == stamp + LONG_MISS_WAIT_MS // 2
+    clock.advance(LONG_MISS_WAIT_MS // 2 - 1)
+    assert not await lookups.find(last)
+    assert last not in dht.asked
 
 
 async def test_a_user_never_missed_walks_before_users_that_missed() -> None:
