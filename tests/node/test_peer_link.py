@@ -398,3 +398,35 @@ async def test_batches_share_one_deliver_stream_and_a_broken_one_is_opened_again
         assert a.wire()["opens"][DELIVER_PROTOCOL] == 2
         assert DELIVER_PROTOCOL not in b.wire()["opens"]  # counted where it was opened
         await links.aclose()
+
+
+async def test_a_deliver_stream_is_reused_until_near_the_receivers_idle_reset() -> None:
+    """SPEC §11.5.2, §10.4: B resets a deliver stream on which no frame began for its idle
+    timeout (120 s by default). A stream A last used three quarters of that ago (90 s, past
+    the old 60 s bound) carries the next batch, acked on it: no new open. One last used 10 s
+    short of B's reset (within `REUSE_MARGIN_S`) is closed and the batch goes on a new one.
+    The last use is set back instead of waited for."""
+    receiver = config(2)
+    idle_s = receiver.inbound.idle_timeout_ms / 1000
+    async with asyncio.timeout(20), hosts(config(1), receiver) as (a, b):
+        streams: list[FrameStream] = []
+
+        async def acks(stream: FrameStream) -> None:
+            streams.append(stream)
+            async for data in stream:
+                frame = decode_frame(data)
+                assert isinstance(frame, Deliver)
+                ack = sign_ack(keypair_from_seed(seed(2)), frame.batch_id, ())
+                await stream.write_frame(encode_ack(ack))
+
+        b.set_stream_handler(DELIVER_PROTOCOL, acks)
+        await a.connect(b.listen_addrs[0])
+        links = PeerLinks(a, ack_timeout_s=5)
+        await links.deliver(b.peer_id, [], [])
+        links._last_used[b.peer_id] -= 0.75 * idle_s
+        await links.deliver(b.peer_id, [], [])
+        assert (a.wire()["opens"][DELIVER_PROTOCOL], len(streams)) == (1, 1)
+        links._last_used[b.peer_id] -= idle_s - 10
+        await links.deliver(b.peer_id, [], [])
+        assert (a.wire()["opens"][DELIVER_PROTOCOL], len(streams)) == (2, 2)
+        await links.aclose()
