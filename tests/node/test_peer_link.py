@@ -409,24 +409,15 @@ async def test_a_deliver_stream_is_reused_until_near_the_receivers_idle_reset() 
     receiver = config(2)
     idle_s = receiver.inbound.idle_timeout_ms / 1000
     async with asyncio.timeout(20), hosts(config(1), receiver) as (a, b):
-        streams: list[FrameStream] = []
-
-        async def acks(stream: FrameStream) -> None:
-            streams.append(stream)
-            async for data in stream:
-                frame = decode_frame(data)
-                assert isinstance(frame, Deliver)
-                ack = sign_ack(keypair_from_seed(seed(2)), frame.batch_id, ())
-                await stream.write_frame(encode_ack(ack))
-
-        b.set_stream_handler(DELIVER_PROTOCOL, acks)
+        acked: list[str | None] = []
+        b.set_stream_handler(DELIVER_PROTOCOL, acking(seed(2), acked))
         await a.connect(b.listen_addrs[0])
         links = PeerLinks(a, ack_timeout_s=5)
         await links.deliver(b.peer_id, [], [])
         links._last_used[b.peer_id] -= 0.75 * idle_s
         await links.deliver(b.peer_id, [], [])
-        assert (a.wire()["opens"][DELIVER_PROTOCOL], len(streams)) == (1, 1)
+        assert (a.wire()["opens"][DELIVER_PROTOCOL], len(acked)) == (1, 2)
         links._last_used[b.peer_id] -= idle_s - 10
         await links.deliver(b.peer_id, [], [])
-        assert (a.wire()["opens"][DELIVER_PROTOCOL], len(streams)) == (2, 2)
+        assert (a.wire()["opens"][DELIVER_PROTOCOL], len(acked)) == (2, 3)
         await links.aclose()
