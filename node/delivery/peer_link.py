@@ -33,6 +33,7 @@ from hearthmesh.protocol.delivery import (
 from hearthmesh.protocol.envelope import sender_device_of
 from hearthmesh.protocol.errors import HearthError, MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.identity import DeviceId
+from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.protocol.peer_id import peer_id_of_node_key
 
 __all__ = [
@@ -52,10 +53,17 @@ TCP's retransmission backoff, holding the destination's one batch in flight (SPE
 Past it, the open is waited on while a connection to the peer answers a ping (§11.5.2): under
 load (50 nodes on 2 cores) opens took longer on live connections by the thousand."""
 
-REUSE_IDLE_S: Final = 60.0
-"""A deliver stream idle longer is not reused but replaced: receivers reset streams idle for
-their idle timeout, at least 120 s by default (SPEC §10.4), and a batch written into a stream
-being reset would fail and wait for a retry."""
+REUSE_MARGIN_S: Final = 15.0
+"""Of the receiver's idle timeout, what is left for our next batch's first bytes to reach it:
+its idle clock starts once it acked our last batch, after our `_last_used`, so only that
+transit (seconds on a loaded machine) can carry a batch past its reset."""
+
+REUSE_IDLE_S: Final = InboundPolicy().idle_timeout_ms / 1000 - REUSE_MARGIN_S
+"""A deliver stream idle longer is not reused but replaced: the receiver resets a stream on
+which no frame began for its idle timeout (120 s, SPEC §10.4), and a batch written into a
+stream being reset would fail and wait for a retry. At 60 s, half the receiver's, a 50-node
+sender sending every ~100 s reopened most of its streams (0.56 opens a message per node,
+SPEC §20.6) that both ends would have kept."""
 
 REACH_DIAL_TIMEOUT_S: Final = 4.0
 """Bound on one dial of one address of a home record (SPEC §10.8). An address that does not

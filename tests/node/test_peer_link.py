@@ -410,3 +410,26 @@ async def test_a_nodes_bound_on_opening_a_deliver_stream_is_its_setting(tmp_path
             assert node._services.links._open_timeout_s == 0.75
         async with Node(node_config(tmp_path / "b")) as node:
             assert node._services.links._open_timeout_s == OPEN_TIMEOUT_S
+
+
+async def test_a_deliver_stream_is_reused_until_near_the_receivers_idle_reset() -> None:
+    """SPEC §11.5.2, §10.4: B resets a deliver stream on which no frame began for its idle
+    timeout (120 s by default). A stream A last used three quarters of that ago (90 s, past
+    the old 60 s bound) carries the next batch, acked on it: no new open. One last used 10 s
+    short of B's reset (within `REUSE_MARGIN_S`) is closed and the batch goes on a new one.
+    The last use is set back instead of waited for."""
+    receiver = config(2)
+    idle_s = receiver.inbound.idle_timeout_ms / 1000
+    async with asyncio.timeout(20), hosts(config(1), receiver) as (a, b):
+        acked: list[str | None] = []
+        b.set_stream_handler(DELIVER_PROTOCOL, acking(seed(2), acked))
+        await a.connect(b.listen_addrs[0])
+        links = PeerLinks(a, ack_timeout_s=5)
+        await links.deliver(b.peer_id, [], [])
+        links._last_used[b.peer_id] -= 0.75 * idle_s
+        await links.deliver(b.peer_id, [], [])
+        assert (a.wire()["opens"][DELIVER_PROTOCOL], len(acked)) == (1, 2)
+        links._last_used[b.peer_id] -= idle_s - 10
+        await links.deliver(b.peer_id, [], [])
+        assert (a.wire()["opens"][DELIVER_PROTOCOL], len(acked)) == (2, 3)
+        await links.aclose()

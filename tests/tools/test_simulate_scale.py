@@ -156,9 +156,10 @@ def test_scale_sizes_that_are_not_node_counts_are_refused(
 async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: Path) -> None:
     """Three `hearthmesh run` processes and a group of five (two members whose homes are
     absent): every acked message reaches the two other real members once, and both phases
-    are metered per node."""
+    are metered per node. A bystander (`--bystanders`) runs beside them, in no group."""
     config = ScaleConfig(
         sizes=(3,),
+        bystanders=1,
         members=5,
         idle=1.0,
         settle=1.0,
@@ -187,3 +188,5 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     assert homes["first"] <= homes["p50"] <= homes["last"] <= size["formation_s"], size
     assert (tmp_path / "scale.png").stat().st_size > 0
     assert (tmp_path / "latency-3.png").stat().st_size > 0
+    assert report["config"]["bystanders"] == 1
+    assert (tmp_path / "nodes" / "n3-by" / "node0" / "store").is_dir()  # the bystander ran

@@ -45,6 +45,13 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     sim.add_argument("--members", type=int, default=0, help="--scale: group members (the users)")
     sim.add_argument("--idle", type=float, default=30.0, metavar="S", help="--scale: idle phase")
+    sim.add_argument(
+        "--bystanders",
+        type=int,
+        default=0,
+        metavar="N",
+        help="--scale: N idle nodes beside each size, in a mesh of their own (a machine control)",
+    )
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -109,6 +116,7 @@ def _run_scale(args: argparse.Namespace) -> int:
         seed=args.seed,
         out=args.out,
         progress=not args.no_progress,
+        bystanders=max(0, args.bystanders),
     )
     try:
         report = scale(config)

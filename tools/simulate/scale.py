@@ -25,6 +25,7 @@ State: none beyond one size's run (`run._Run`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -32,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,10 @@ class ScaleConfig:
     seed: int = 0
     out: Path | None = None
     progress: bool = True
+    bystanders: int = 0
+    """Idle node processes beside each size's mesh, dialled to each other but not to it and in
+    no group: a control for what more processes cost the machine (the run queue, caches,
+    each one's idle work), apart from what a larger mesh costs the protocol."""
 
 
 def _say(config: ScaleConfig, text: str) -> None:
@@ -313,6 +319,24 @@ def _closed_between(before: list[dict[str, Any]], after: list[dict[str, Any]]) -
     return dict(sorted(closed.items()))
 
 
+@contextlib.asynccontextmanager
+async def _bystanders(count: int, root: Path, sockets: Path) -> AsyncIterator[None]:
+    """`count` idle nodes for the span of one size: started and dialled in a ring of their own
+    before the measured mesh picks its ports (theirs are then taken), never metered."""
+    if count == 0:
+        yield
+        return
+    await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
+    mesh = Mesh(root, sockets, [(i, 0) for i in range(count)], [hearthmesh_script()] * count, None)
+    try:
+        async with asyncio.timeout(300 + 10 * count):
+            await mesh.start()
+            await _connect(mesh)
+        yield
+    finally:
+        await close_quietly(mesh)
+
+
 async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -> dict[str, Any]:
     nodes: list[tuple[int, int]] = [(i, 0) for i in range(size)]
     (root / f"n{size}").mkdir(parents=True, exist_ok=True)
@@ -452,7 +476,10 @@ async def run_scale(config: ScaleConfig) -> dict[str, Any]:
         root = Path(scratch) if config.out is None else config.out / "nodes"
         root.mkdir(parents=True, exist_ok=True)
         for size in config.sizes:
-            results.append(await _one_size(size, config, root, Path(sockets)))
+            async with _bystanders(config.bystanders, root / f"n{size}-by", Path(sockets)):
+                if config.bystanders:
+                    _say(config, f"{config.bystanders} bystanders up")
+                results.append(await _one_size(size, config, root, Path(sockets)))
             if config.out is not None:  # a later, larger size may not finish on a busy machine
                 (config.out / f"scale-{size}.json").write_text(json.dumps(results[-1]))
     report: dict[str, Any] = {
@@ -463,6 +490,7 @@ async def run_scale(config: ScaleConfig) -> dict[str, Any]:
             "duration_s": config.duration,
             "rate_per_s": config.rate,
             "seed": config.seed,
+            "bystanders": config.bystanders,
             "cpus": os.cpu_count(),
         },
         "sizes": results,
