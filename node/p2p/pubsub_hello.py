@@ -25,6 +25,8 @@ from contextvars import ContextVar
 from typing import Final
 
 from libp2p.abc import INetStream
+from libp2p.host.exceptions import StreamFailure
+from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
@@ -37,7 +39,7 @@ from hearthmesh.node.p2p.wire_counts import WireCounts
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol.errors import RemoteProtocolError, TooManyStreams
 
-__all__ = ["REGREET_BURST", "REGREET_PER_S", "HelloPubsub", "rpc_kind"]
+__all__ = ["NEGOTIATION_RETRIES", "REGREET_BURST", "REGREET_PER_S", "HelloPubsub", "rpc_kind"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,19 @@ REGREET_PER_S: Final = 1 / 15
 is a stream and a hello with our record, set off by the peer opening a connection and closing
 the one our stream was on; an honest peer does that now and then, a churning one in a loop
 (SPEC §14.3)."""
+
+NEGOTIATION_RETRIES: Final = 3
+"""Times a failed negotiation of our gossip stream to a peer that is still connected is tried
+again (py-libp2p's backoff: 0.5, 1, 2 s). py-libp2p retries a stream that failed to open but
+gives up for good on one whose negotiation failed, and a stream opened on a connection that was
+closing fails that way: the peer then stayed out of gossip until it connected afresh (a test's
+reconnecting sibling, under load). Bounded: a peer that does not speak gossip costs 3 more."""
+
+_negotiation_failures: ContextVar[list[int] | None] = ContextVar(
+    "_negotiation_failures", default=None
+)
+"""Failed negotiations so far in this task's registration loop (`_handle_new_peer_with_retry`
+runs in a task of its own)."""
 
 _hello_topics: ContextVar[frozenset[str] | None] = ContextVar("_hello_topics", default=None)
 """The topics of the hello built in this task (each `_handle_new_peer` runs in its own)."""
@@ -174,11 +189,33 @@ class HelloPubsub(Pubsub):
         _hello_topics.set(frozenset(sub.topicid for sub in packet.subscriptions))
         return packet
 
+    async def _handle_new_peer_with_retry(
+        self,
+        peer_id: ID,
+        timeout: float | None = None,  # noqa: ASYNC109 (py-libp2p's signature)
+    ) -> None:
+        token = _negotiation_failures.set([0])
+        try:
+            await super()._handle_new_peer_with_retry(peer_id, timeout)
+        finally:
+            _negotiation_failures.reset(token)
+
     async def _handle_new_peer(self, peer_id: ID) -> None:
+        if not self._peer_is_connected(peer_id):
+            # A gossip stream rides a connection the peer or we made; py-libp2p's `new_stream`
+            # would dial one, so a greeting again or a retry that came after the peer left
+            # (or after we closed it) called it back.
+            return
         token = _hello_topics.set(None)
         try:
             await super()._handle_new_peer(peer_id)
             told = _hello_topics.get()
+        except StreamFailure as error:
+            failures = _negotiation_failures.get()
+            if failures is None or failures[0] >= NEGOTIATION_RETRIES:
+                raise
+            failures[0] += 1  # py-libp2p's loop retries this one while the peer is connected
+            raise SwarmException(f"gossip stream negotiation failed: {error}") from error
         finally:
             _hello_topics.reset(token)
         queue = self.peer_queues.get(peer_id)

@@ -52,7 +52,7 @@ async def test_a_peer_that_churns_connections_is_greeted_again_within_a_budget_a
         refills = (asyncio.get_running_loop().time() - started) * REGREET_PER_S  # ~0.1 at idle
         assert pubsub.regreeted >= 1  # the greeting again ran ...
         assert pubsub.regreeted <= REGREET_BURST + int(refills) + 1  # ... within its budget
-        assert pubsub.not_regreeted == ROUNDS - pubsub.regreeted
+        assert pubsub.not_regreeted >= ROUNDS - pubsub.regreeted  # a greeting can count twice
         await wait_until(lambda: node.peer_points(kit.peer_id) > 0)  # charged, from the trio side
         assert node.failure is None
 
@@ -145,7 +145,10 @@ async def test_a_sibling_that_churns_connections_is_greeted_again_each_time_and_
                 await wait_until(lambda: sibling_id in pubsub.peers)
                 await _reconnect(sibling, home.peer_id, address)
                 await wait_until(lambda: pubsub.regreeted + pubsub.not_regreeted >= done)  # noqa: B023
-            assert (pubsub.regreeted, pubsub.not_regreeted) == (ROUNDS, 0)  # past REGREET_BURST
+            # Past REGREET_BURST, none refused. At least once a round: under load a greeting's
+            # stream can land on the connection the kit is closing and be greeted again itself.
+            assert pubsub.not_regreeted == 0
+            assert pubsub.regreeted >= ROUNDS
             assert home.peer_points(sibling.peer_id) == 0
             assert home.failure is None
 
