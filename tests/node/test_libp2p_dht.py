@@ -272,3 +272,28 @@ async def test_our_answers_name_closer_peers_by_address_without_their_signed_rec
         (named,) = (await b._bridge.run(answer)).closerPeers
         assert ID(named.id) == peer and named.addrs
         assert not named.HasField("signedRecord")
+
+
+SENDER_RECORD_BYTES = 213
+"""Our signed peer record as py-libp2p put it in each kad request (one listen address)."""
+
+
+async def test_our_gets_carry_no_signed_peer_record_and_are_answered() -> None:
+    """SPEC §13.5: py-libp2p put our signed peer record in each GET_VALUE (213 bytes of a
+    271-byte request), which the server verified and stored where identify had stored it when
+    the connection opened. Ours carry none, in one write, and a py-libp2p server answers them:
+    a held record is found, a key held nowhere is a miss."""
+    async with asyncio.timeout(9), hosts(dht_config(1), dht_config(2)) as (a, b):
+        record = home_record(ALICE, NOW_MS)
+        await a.dht_put(ALICE_KEY, record)  # no peer yet: held at a alone
+        await link(b, a)
+        before = b.wire()
+        assert await b.dht_get(ALICE_KEY) == record  # a's answer
+        assert await b.dht_get(BOB_KEY) is None
+        after = b.wire()
+    kad = "/ipfs/kad/1.0.0"
+    sent = after["bytes"][kad] - before["bytes"].get(kad, 0)
+    writes = after["writes"][kad] - before["writes"].get(kad, 0)
+    assert b.dht_asked == 2
+    assert sent < 2 * SENDER_RECORD_BYTES  # each request is smaller than the record alone
+    assert writes == 2  # one write a request, its length and message together
