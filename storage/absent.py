@@ -10,9 +10,13 @@ starts a new one. The marker is an outbox entry in short form: purge keeps the e
 (`pending_txn`), and once the user's home is tried (a probe, or a home reached) it turns into
 the entries it stands for, parked in history order (`expand_txn`), before anything is unparked.
 
-Owns: `outbox.absent` and its index by event, `outbox.absent_by_room`, written together. The
-index is derived, so a row of it that does not decode is rebuilt from its marker where it is
-met (SPEC §11.8.7), not contained as an unreadable item that would stop every purge.
+Owns: `outbox.absent` and its index by event, `outbox.absent_by_room`, written together and
+dropped together, so each mirrors the other: a row of either that does not decode is rebuilt
+from its mirror where it is met (SPEC §11.8.7), not contained as an unreadable item that would
+stop every purge or every send to the room; so is a marker gone while its index row stands (a
+purge meets the index row: the events it owes are kept, and the marker is written again so the
+user is still probed). A row whose mirror is gone or damaged too has no source: a marker stays
+unreadable, an index row is dropped (it owes nothing that a marker names).
 """
 
 from __future__ import annotations
@@ -54,14 +58,15 @@ def mark_txn(txn: KvTxn, destination: bytes, room: bytes, sender_device: bytes, 
     last = next(txn.scan(Table.OUTBOX_ABSENT, prefix, prefix_end(prefix), reverse=True), None)
     if last is not None:
         first_seq = decode_absent_key(last[0])[3]
-        last_seq = decode_u64_at(Table.OUTBOX_ABSENT, last[0], last[1])
+        last_seq = _marker_last_txn(txn, *last, rebuild=True)
         if first_seq <= seq <= last_seq:
             return
         if seq == last_seq + 1:
             _put(txn, destination, room, sender_device, first_seq, seq)
             return
-    for key, value in txn.scan(Table.OUTBOX_ABSENT, prefix, prefix_end(prefix)):
-        if decode_absent_key(key)[3] <= seq <= decode_u64_at(Table.OUTBOX_ABSENT, key, value):
+    # listed first, since a rebuild must not write under the cursor
+    for key, value in list(txn.scan(Table.OUTBOX_ABSENT, prefix, prefix_end(prefix))):
+        if decode_absent_key(key)[3] <= seq <= _marker_last_txn(txn, key, value, rebuild=True):
             return  # an earlier run has it already (a commit out of order)
     _put(txn, destination, room, sender_device, seq, seq)
 
@@ -79,13 +84,16 @@ def _put(
     )
 
 
-def markers_txn(txn: KvTxn, destination: bytes) -> list[tuple[bytes, bytes, int, int]]:
-    """(room, sender device, first seq, last seq) of each marker of `destination`, in order."""
+def markers_txn(
+    txn: KvTxn, destination: bytes, *, rebuild: bool = False
+) -> list[tuple[bytes, bytes, int, int]]:
+    """(room, sender device, first seq, last seq) of each marker of `destination`, in order; a
+    damaged marker is answered from its index row, and rewritten if `rebuild` (`txn` writes)."""
     prefix = peer_prefix(destination)
     found = []
-    for key, value in txn.scan(Table.OUTBOX_ABSENT, prefix, prefix_end(prefix)):
+    for key, value in list(txn.scan(Table.OUTBOX_ABSENT, prefix, prefix_end(prefix))):
         _, room, device, first_seq = decode_absent_key(key)
-        found.append((room, device, first_seq, decode_u64_at(Table.OUTBOX_ABSENT, key, value)))
+        found.append((room, device, first_seq, _marker_last_txn(txn, key, value, rebuild=rebuild)))
     return found
 
 
@@ -93,7 +101,7 @@ def expand_txn(txn: KvTxn, destination: bytes) -> int:
     """Turn every marker of `destination` into the parked outbox entries it stands for, in
     history order (as if each had been parked at its commit), and drop the markers; returns how
     many entries were new. An event gone since (a recall purged it) is passed over."""
-    markers = markers_txn(txn, destination)
+    markers = markers_txn(txn, destination, rebuild=True)
     owed: list[tuple[int, bytes]] = []
     for room, device, first_seq, last_seq in markers:
         for seq in range(first_seq, last_seq + 1):
@@ -120,14 +128,31 @@ def pending_txn(txn: KvTxn, room: bytes, sender_device: bytes, seq: int) -> bool
     prefix = sequence_key(room, sender_device)
     # runs that start by `seq`; listed first, since a rebuild must not write under the cursor
     runs = list(txn.scan(Table.OUTBOX_ABSENT_BY_ROOM, prefix, prefix + pack_u64(seq + 1)))
-    return any(_last_seq_txn(txn, at, last) >= seq for at, last in runs)
+    return any(_owes_txn(txn, at, last, seq) for at, last in runs)
 
 
-def _last_seq_txn(txn: KvTxn, key: bytes, value: bytes) -> int:
-    """The last seq of the `outbox.absent_by_room` row `key`; one that does not decode is
-    rewritten from its `outbox.absent` marker, or dropped with no marker (it owes nothing)."""
-    if len(value) == SEQ_BYTES:
-        return unpack_u64(value)
+def _owes_txn(txn: KvTxn, key: bytes, value: bytes, seq: int) -> bool:
+    """True if the `outbox.absent_by_room` row `key` owes `seq`. The run that keeps an event
+    has its marker checked (one read per kept event): a marker gone is written again from the
+    row, so the user it names is still probed and sent what it is owed."""
+    if len(value) != SEQ_BYTES:
+        return _index_last_txn(txn, key, value) >= seq
+    last_seq = unpack_u64(value)
+    if last_seq < seq:
+        return False
+    destination, room, device, first_seq = decode_absent_by_room_key(key)
+    marker = absent_key(destination, room, device, first_seq)
+    if txn.get(Table.OUTBOX_ABSENT, marker) is None:
+        txn.put(Table.OUTBOX_ABSENT, marker, value)
+        log_u64_rebuilt(
+            log, Table.OUTBOX_ABSENT, marker, None, Table.OUTBOX_ABSENT_BY_ROOM, last_seq
+        )
+    return True
+
+
+def _index_last_txn(txn: KvTxn, key: bytes, value: bytes) -> int:
+    """The last seq of the damaged `outbox.absent_by_room` row `key`, rewritten from its
+    `outbox.absent` marker, or dropped with no marker (it owes nothing)."""
     destination, room, device, first_seq = decode_absent_by_room_key(key)
     marker = absent_key(destination, room, device, first_seq)
     source = txn.get(Table.OUTBOX_ABSENT, marker)
@@ -139,6 +164,24 @@ def _last_seq_txn(txn: KvTxn, key: bytes, value: bytes) -> int:
         txn.put(Table.OUTBOX_ABSENT_BY_ROOM, key, pack_u64(last_seq))
     result = "no marker, dropped" if source is None else last_seq
     log_u64_rebuilt(log, Table.OUTBOX_ABSENT_BY_ROOM, key, value, Table.OUTBOX_ABSENT, result)
+    return last_seq
+
+
+def _marker_last_txn(txn: KvTxn, key: bytes, value: bytes, *, rebuild: bool) -> int:
+    """The last seq of the `outbox.absent` marker `key`. One that does not decode is answered
+    from its index row, and rewritten and logged once if `rebuild` (`txn` writes); with no
+    readable index row it stays unreadable (contained: no source)."""
+    if len(value) == SEQ_BYTES:
+        return unpack_u64(value)
+    destination, room, device, first_seq = decode_absent_key(key)
+    index = absent_by_room_key(room, device, first_seq, destination)
+    source = txn.get(Table.OUTBOX_ABSENT_BY_ROOM, index)
+    if source is None or len(source) != SEQ_BYTES:
+        return decode_u64_at(Table.OUTBOX_ABSENT, key, value)  # raises: no source
+    last_seq = unpack_u64(source)
+    if rebuild:
+        txn.put(Table.OUTBOX_ABSENT, key, source)
+        log_u64_rebuilt(log, Table.OUTBOX_ABSENT, key, value, Table.OUTBOX_ABSENT_BY_ROOM, last_seq)
     return last_seq
 
 

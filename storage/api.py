@@ -921,10 +921,17 @@ class MediaStore(Protocol):
     """Content-addressed blobs (files beside the environment) and their metadata."""
 
     def put_media(
-        self, data: bytes, *, content_type: str, now_ms: int, seal: MediaSeal | None = None
+        self,
+        data: bytes,
+        *,
+        content_type: str,
+        now_ms: int,
+        seal: MediaSeal | None = None,
+        over_damaged: bool = False,
     ) -> MediaInfo:
         """Store a blob under its sha-256 (idempotent) and return its metadata; `seal` opens a
-        sealed blob (SPEC §28)."""
+        sealed blob (SPEC §28). A held copy is kept unread, unless `over_damaged` (the repair
+        of a blob held damaged, SPEC §11.8.7): then one that no longer matches is replaced."""
         ...
 
     def media_info(self, digest: bytes) -> MediaInfo | None:

@@ -25,8 +25,13 @@ class BlobStore(Protocol):
     """Where blob contents live; the digest is the sha-256 of the content."""
 
     def write(self, digest: bytes, data: bytes) -> None:
-        """Store `data` durably under `digest`: a no-op if a good copy is present, while a
-        copy that no longer matches its address is replaced (SPEC §11.8.7)."""
+        """Store `data` durably under `digest`: a no-op if a copy is present (it is not read:
+        a re-upload or a second fetch of a held blob costs one look-up)."""
+        ...
+
+    def write_over_damaged(self, digest: bytes, data: bytes) -> None:
+        """`write`, but a copy that no longer matches its address is replaced (the repair of
+        SPEC §11.8.7 reads the held copy; a good one, or one that cannot be read now, stays)."""
         ...
 
     def read(self, digest: bytes) -> bytes | None:
@@ -55,10 +60,18 @@ class FileBlobs:
         return self._root / blob_name(digest)
 
     def write(self, digest: bytes, data: bytes) -> None:
+        """Write unless the file exists (one stat)."""
+        if not self._path(digest).exists():
+            self._replace(digest, data)
+
+    def write_over_damaged(self, digest: bytes, data: bytes) -> None:
+        """Write unless a file that matches `digest`, or cannot be read now, exists."""
+        if not self._path(digest).exists() or self._damaged(digest):
+            self._replace(digest, data)
+
+    def _replace(self, digest: bytes, data: bytes) -> None:
         """Write, fsync, rename: a crash leaves the old state or the whole blob."""
         path = self._path(digest)
-        if path.exists() and not self._damaged(digest):
-            return
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
         try:
@@ -110,7 +123,11 @@ class MemoryBlobs:
         self._blobs: dict[bytes, bytes] = {}
 
     def write(self, digest: bytes, data: bytes) -> None:
-        """Keep a copy (in place of a damaged one)."""
+        """Keep a copy unless one is held."""
+        self._blobs.setdefault(digest, bytes(data))
+
+    def write_over_damaged(self, digest: bytes, data: bytes) -> None:
+        """Keep a copy, in place of a damaged one."""
         held = self._blobs.get(digest)
         if held is None or hashlib.sha256(held).digest() != digest:
             self._blobs[digest] = bytes(data)

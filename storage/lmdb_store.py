@@ -34,6 +34,7 @@ from .keys import SCHEMA_KEY, SCHEMA_VERSION, Table, pack_u32, unpack_u32
 from .kv import KvTxn, Outcome, T, check_key
 from .media_refs import fill_media_refs_txn
 from .relay import fill_relay_shares_txn
+from .sequences import fill_sequence_floors_txn
 from .staged import OverlayTxn, StagedWrites
 from .store import KvStore
 
@@ -497,6 +498,7 @@ class LmdbStore(KvStore):
             self._lmdb.write(fill_sender_index_txn)
             self._lmdb.write(fill_media_refs_txn)
             self._lmdb.write(fill_relay_shares_txn)
+            self._lmdb.write(fill_sequence_floors_txn)  # after the sender index it reads
         except BaseException:
             self._lmdb.close()
             raise

@@ -80,15 +80,16 @@ def corrupt(table: Table, key: bytes, detail: str) -> UnreadableItem:
 
 
 def log_u64_rebuilt(
-    log: logging.Logger, table: Table, key: bytes, data: bytes, source: Table, value: object
+    log: logging.Logger, table: Table, key: bytes, data: bytes | None, source: Table, value: object
 ) -> None:
-    """Log, as a WARNING, a derived u64 row that did not decode, rewritten as `value` from
-    `source` (SPEC §11.8.7: rebuilt, not contained); once, since it is whole after."""
+    """Log, as a WARNING, a derived u64 row that did not decode (or was gone: `data` None),
+    rewritten as `value` from `source` (SPEC §11.8.7: rebuilt, not contained); once, since it
+    is whole after."""
     log.warning(
-        "damaged row %s/%s (%d bytes, not a u64) rebuilt from %s: %s",
+        "damaged row %s/%s (%s) rebuilt from %s: %s",
         table.value.decode(),
         key.hex(),
-        len(data),
+        "missing" if data is None else f"{len(data)} bytes, not a u64",
         source.value.decode(),
         value,
     )

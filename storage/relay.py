@@ -3,7 +3,8 @@
 Usage per recipient (count, bytes) is kept in `relay.usage`, and the shares of each sender user,
 sending peer and class in `relay_shares`, all in the transaction of the entry they count. A
 `relay.usage` row that does not decode is rebuilt from the recipient's entries, which it only
-counts (`_usage_txn`, SPEC §11.8.7). A put
+counts (`_usage_txn`, SPEC §11.8.7), and a share from the entries of its holder
+(`relay_shares`). A put
 past a bound of its own recipient, sender or peer raises `QuotaExceeded` and changes nothing;
 one past a pool's cap (strangers', or all) evicts the oldest entries of the pool's largest
 holder only when that is fair, else it is refused too (SPEC §11.5.3). Entries expire at

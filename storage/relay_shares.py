@@ -4,14 +4,19 @@ A class is *known* (the envelope's sender or recipient has a relationship with t
 users) or a *stranger's* (SPEC §11.5.3). Every counter here changes in the transaction that
 writes or removes the entry it counts, so a bound is checked by reading a few keys, never by
 scanning; `relay.by_size` and `relay.by_peer` find the largest holder of a class and its oldest
-entry for fair eviction.
+entry for fair eviction. The counters are derived from the entries they count
+(`relay.holders`, sized by `relay.messages`), so one that does not decode is recounted from
+them where it is met, rewritten and logged (SPEC §11.8.7), not contained as an unreadable item
+that would refuse every envelope of its sender, its peer or, for a class total, everyone.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from hearthmesh.protocol.errors import QuotaExceeded
+from hearthmesh.protocol.errors import QuotaExceeded, UnreadableItem
 
 from .api import RelayQuota, RelayUsage
 from .keys import (
@@ -46,6 +51,8 @@ __all__ = [
     "release_share_txn",
 ]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class Holder:
@@ -57,7 +64,40 @@ class Holder:
 
 
 def _share_txn(txn: KvTxn, table: Table, key: bytes) -> RelayUsage:
-    return decode_relay_share(table, key, txn.get(table, key))
+    """A share's counter; one that does not decode is recounted from the held entries (a
+    scan, bounded by the total cap) and rewritten: every reader is in a relay write. A refused
+    put drops its repair with the rest of its transaction, so the next put recounts again."""
+    try:
+        return decode_relay_share(table, key, txn.get(table, key))
+    except UnreadableItem as exc:
+        usage = RelayUsage(count=0, bytes=0)
+        for _, holder, message in _held_txn(txn):
+            if message is not None and (table, key) in _share_keys(holder):
+                usage = _moved(usage, 1, _wire_bytes(message))
+        _set_share_txn(txn, table, key, usage)
+        log.warning("%s: rebuilt from %s: %s", exc, Table.RELAY_HOLDERS.value.decode(), usage)
+        return usage
+
+
+def _held_txn(txn: KvTxn) -> Iterator[tuple[bytes, Holder, bytes | None]]:
+    """(entry key, holder, `relay.messages` value or None) of each entry that has a share."""
+    for key, value in txn.scan(Table.RELAY_HOLDERS, b"", KEY_END):
+        known, sender, peer = decode_relay_holder(key, value)
+        yield key, Holder(known=known, sender=sender, peer=peer), txn.get(Table.RELAY_MESSAGES, key)
+
+
+def _wire_bytes(message: bytes) -> int:
+    """The envelope bytes of a `relay.messages` value (expires_ms u64 | message id | wire)."""
+    return len(message) - 8 - ID_BYTES
+
+
+def _share_keys(holder: Holder) -> tuple[tuple[Table, bytes], ...]:
+    """The counters an entry of `holder` is counted in."""
+    return (
+        (Table.RELAY_SENDERS, holder.sender),
+        (Table.RELAY_PEERS, relay_holder_key(holder.known, holder.peer)),
+        (Table.RELAY_TOTALS, bytes([holder.known])),
+    )
 
 
 def _set_share_txn(txn: KvTxn, table: Table, key: bytes, usage: RelayUsage) -> None:
@@ -191,19 +231,20 @@ def audit_shares_txn(txn: KvTxn) -> list[str]:
             counted.get((table, key), RelayUsage(count=0, bytes=0)), 1, size
         )
 
-    for key, value in txn.scan(Table.RELAY_HOLDERS, b"", KEY_END):
-        known, sender, peer = decode_relay_holder(key, value)
-        message = txn.get(Table.RELAY_MESSAGES, key)
+    for key, holder, message in _held_txn(txn):
         if message is None:
             return [f"holder without an entry at {key.hex()}"]
         expires_ms = int.from_bytes(message[:8], "big")
-        size = len(message) - 8 - ID_BYTES
-        add(Table.RELAY_SENDERS, sender, size)
-        add(Table.RELAY_PEERS, relay_holder_key(known, peer), size)
-        add(Table.RELAY_TOTALS, bytes([known]), size)
+        size = _wire_bytes(message)
+        for table, share in _share_keys(holder):
+            add(table, share, size)
         indexed.add(
             relay_by_peer_key(
-                known, peer, expires_ms, key[:ID_BYTES], int.from_bytes(key[ID_BYTES:], "big")
+                holder.known,
+                holder.peer,
+                expires_ms,
+                key[:ID_BYTES],
+                int.from_bytes(key[ID_BYTES:], "big"),
             )
         )
     problems = []

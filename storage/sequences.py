@@ -10,19 +10,45 @@ out of `by_sender` (`history.sequence_floors`, written by each removal, so no nu
 here is ever given again) nor the sender's release progress (numbers released to the app).
 Reads answer from those sources without writing; the next append rewrites the row in its own
 write transaction and logs the repair once (the row is whole again after it).
+
+A store written before the floors existed made removals that raised none: at its first open
+with them, each healthy row above the highest number left in `by_sender` (its newest events
+were removed) becomes its sender's floor, once (`fill_sequence_floors_txn`, marked done in
+`meta.settings`). The row is at least every number ever stored, so it is a floor that holds;
+recall tombstones name no numbers and a purge leaves no mark, so the rows are the one source.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Final
 
-from .keys import SEQ_BYTES, Table, pack_u64, prefix_end, release_key, sequence_key, unpack_u64
+from .directory import setting_key
+from .keys import (
+    KEY_END,
+    SEQ_BYTES,
+    Table,
+    pack_u64,
+    prefix_end,
+    release_key,
+    sequence_key,
+    unpack_u64,
+)
 from .kv import KvTxn
 from .records import log_u64_rebuilt
 
-__all__ = ["last_seq_txn", "note_removed_txn", "raise_seq_txn"]
+__all__ = [
+    "SEQUENCE_FLOORS_FILLED_SETTING",
+    "fill_sequence_floors_txn",
+    "last_seq_txn",
+    "note_removed_txn",
+    "raise_seq_txn",
+]
 
 log = logging.getLogger(__name__)
+
+SEQUENCE_FLOORS_FILLED_SETTING: Final = "storage.sequence_floors"
+"""Set once the floors of removals made before floors existed were seeded."""
 
 
 def last_seq_txn(txn: KvTxn, room: bytes, sender_device: bytes) -> int:
@@ -62,14 +88,40 @@ def _floor_txn(txn: KvTxn, row: bytes) -> int:
     return unpack_u64(value) if value is not None and len(value) == SEQ_BYTES else 0
 
 
+def fill_sequence_floors_txn(txn: KvTxn) -> int:
+    """Seed the floors of removals made before floors existed, once per store: each healthy
+    row above the highest number left in `by_sender` (a damaged one has no source). Returns
+    how many floors were seeded."""
+    done = setting_key(SEQUENCE_FLOORS_FILLED_SETTING)
+    if txn.get(Table.SETTINGS, done) is not None:
+        return 0
+    seeded = []
+    for row, value in txn.scan(Table.SEQUENCES, b"", KEY_END):
+        if len(value) != SEQ_BYTES:
+            continue
+        highest = unpack_u64(value)
+        if highest > max(_highest_stored_txn(txn, row), _floor_txn(txn, row)):
+            seeded.append((row, value))
+    for row, value in seeded:  # after the scan: never mutate under a cursor
+        txn.put(Table.SEQUENCE_FLOORS, row, value)
+    txn.put(Table.SETTINGS, done, b"1")
+    if seeded:
+        log.info("seeded %d sequence floors of removals made before floors existed", len(seeded))
+    return len(seeded)
+
+
+def _highest_stored_txn(txn: KvTxn, row: bytes) -> int:
+    """The highest number in `by_sender` of `row` (room | sender device), 0 if none."""
+    last = next(txn.scan(Table.BY_SENDER, row, prefix_end(row), reverse=True), None)
+    return 0 if last is None else unpack_u64(last[0][-SEQ_BYTES:])
+
+
 def _rebuilt_txn(txn: KvTxn, room: bytes, sender_device: bytes) -> int:
     """The row's value from its sources: the highest number in `by_sender` or removed from it,
     at least the last one released to the app (a damaged floor or progress row counts for
     nothing here)."""
     prefix = sequence_key(room, sender_device)  # by_sender keys: room | device | seq
-    last = next(txn.scan(Table.BY_SENDER, prefix, prefix_end(prefix), reverse=True), None)
-    highest = 0 if last is None else unpack_u64(last[0][-SEQ_BYTES:])
-    highest = max(highest, _floor_txn(txn, prefix))
+    highest = max(_highest_stored_txn(txn, prefix), _floor_txn(txn, prefix))
     progress = txn.get(Table.SYNC, release_key(room, sender_device))
     if progress is not None and len(progress) == SEQ_BYTES:
         highest = max(highest, unpack_u64(progress) - 1)

@@ -723,11 +723,20 @@ class KvStore:
     # --- media ---------------------------------------------------------------------------
 
     def put_media(
-        self, data: bytes, *, content_type: str, now_ms: int, seal: MediaSeal | None = None
+        self,
+        data: bytes,
+        *,
+        content_type: str,
+        now_ms: int,
+        seal: MediaSeal | None = None,
+        over_damaged: bool = False,
     ) -> MediaInfo:
         """Write the blob file first, then commit its metadata (idempotent)."""
         digest = hashlib.sha256(data).digest()
-        self._blobs.write(digest, data)
+        if over_damaged:
+            self._blobs.write_over_damaged(digest, data)
+        else:
+            self._blobs.write(digest, data)
         info = MediaInfo(
             digest=digest, size=len(data), content_type=content_type, created_ms=now_ms, seal=seal
         )

@@ -180,13 +180,15 @@ class MediaFetcher:
 
     async def _repair_from_siblings(self, digest: bytes) -> bool:
         """Ask our user's other homes for a blob we hold damaged; True once a good copy was
-        stored in its place (`put_media` replaces a damaged file, its metadata kept)."""
+        stored in its place (`put_media(over_damaged=True)`: only this path reads the held
+        copy, its metadata kept)."""
         references = await self._store.read(self._store.store.media_references, digest)
         references = [r for r in references if r.size <= MAX_BLOB_BYTES]
         if not references:
             return False
         siblings = sorted(self._siblings() - {self._host.peer_id})
-        return await self._ask(digest, [(peer, references[0]) for peer in siblings])
+        sources = [(peer, references[0]) for peer in siblings]
+        return await self._ask(digest, sources, over_damaged=True)
 
     async def wait_fetched(self, digest: bytes, *, wait_s: float) -> bool:
         """For the client API: is the blob here, after at most one more round (`wait_s`)?
@@ -243,11 +245,17 @@ class MediaFetcher:
         references = [r for r in references if r.size <= MAX_BLOB_BYTES]
         return await self._ask(digest, await self._sources(digest, references))
 
-    async def _ask(self, digest: bytes, sources: list[tuple[str, MediaReference]]) -> bool:
+    async def _ask(
+        self,
+        digest: bytes,
+        sources: list[tuple[str, MediaReference]],
+        *,
+        over_damaged: bool = False,
+    ) -> bool:
         """Ask each source in turn; True once one's blob is stored."""
         for peer, reference in sources:
             try:
-                await self.fetch_from(peer, digest, reference)
+                await self.fetch_from(peer, digest, reference, over_damaged=over_damaged)
             except (MediaRefused, RemoteProtocolError) as exc:  # fetch_from logged it
                 log.debug("media %s: %s: %s", digest.hex()[:12], peer[-8:], exc)
             except (HearthError, OSError, TimeoutError) as exc:
@@ -281,8 +289,11 @@ class MediaFetcher:
         """Is `peer` barred from serving `digest` (it served bad bytes lately)?"""
         return self._shunned.get((peer, digest), 0) > self._clock.now_ms()
 
-    async def fetch_from(self, peer: str, digest: bytes, reference: MediaReference) -> MediaInfo:
-        """One transfer from one peer, verified, then stored.
+    async def fetch_from(
+        self, peer: str, digest: bytes, reference: MediaReference, *, over_damaged: bool = False
+    ) -> MediaInfo:
+        """One transfer from one peer, verified, then stored (`over_damaged`: in place of a
+        copy held damaged).
 
         Raises:
             MediaRefused: the peer answered ERROR (not found, not authorized, ...).
@@ -295,7 +306,7 @@ class MediaFetcher:
         if self.shunned(peer, digest):
             raise PeerShunned(f"{peer[-8:]} served bad bytes for this media lately")
         try:
-            return await self._transfer(peer, digest, reference)
+            return await self._transfer(peer, digest, reference, over_damaged)
         except MediaRefused as exc:
             log.info("media %s: %s %s", digest.hex()[:12], peer[-8:], exc)
             raise
@@ -304,7 +315,9 @@ class MediaFetcher:
             self._shun(peer, digest)
             raise
 
-    async def _transfer(self, peer: str, digest: bytes, reference: MediaReference) -> MediaInfo:
+    async def _transfer(
+        self, peer: str, digest: bytes, reference: MediaReference, over_damaged: bool
+    ) -> MediaInfo:
         async with self._transfers:
             download = MediaDownload(digest, reference.size)
             large = reference.size >= LARGE_BYTES
@@ -335,6 +348,7 @@ class MediaFetcher:
                 content_type=reference.content_type,
                 now_ms=self._clock.now_ms(),
                 seal=reference.seal,
+                over_damaged=over_damaged,
             )
             self.fetched += 1
             if large:

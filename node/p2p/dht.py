@@ -30,6 +30,15 @@ message grew with the mesh until it had 21 nodes (3.0 KB at 10 nodes, 5.5 at 25,
 and each asker verified every record (an Ed25519 check each, uncached). Kademlia's answers
 carry no records in go-libp2p either; a dial to an address checks the peer's key anyway
 (Noise), so a record only proves an address the dial proves.
+
+Our GET_VALUE requests (`_get_value`) carry no record of our own either: py-libp2p put our
+signed peer record (213 bytes of a 271-byte request) in each, which the server verified and
+stored in its peerstore, where identify had stored the same record when the connection
+opened; a request without one is answered alike (the field is optional). Nor do we verify the
+one the server puts in its answer (an Ed25519 check and a rewrite of its addresses): identify
+stored that record too when the connection opened. Our answers carry none either
+(`_AnswersWithoutRecord`: py-libp2p sets it inside its handler, so it comes off on the way
+out), and each goes out in one write, not its length and then itself.
 """
 
 from __future__ import annotations
@@ -37,17 +46,22 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Final, cast
 
 import trio
-from libp2p.abc import IHost
+import varint  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError
+from libp2p.abc import IHost, INetStream
 from libp2p.kad_dht import DHTMode, KadDHT
+from libp2p.kad_dht.common import PROTOCOL_ID
 from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
 from libp2p.kad_dht.utils import sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerstore import PeerStoreError
 from libp2p.records.validator import NamespacedValidator, Validator
 from libp2p.tools.anyio_service import background_trio_service
+from libp2p.utils.varint import read_varint_prefixed_bytes_limited
+from multiaddr import Multiaddr  # type: ignore[import-untyped]
 
 from hearthmesh.node.p2p import dht_log
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
@@ -77,6 +91,13 @@ last answers named; a mesh whose routing tables are nearly complete needs one.""
 
 ASK_TIMEOUT_S: Final = 5.0
 """One peer's answer to a get: a peer that takes longer counts as holding nothing."""
+
+MAX_ANSWER_BYTES: Final = 64 * 1024
+"""A GET_VALUE answer we read at most: a home record (12 KiB) and 20 closer peers with their
+addresses fit many times (py-libp2p reads up to 4 MiB from any peer)."""
+
+CLOSER_ADDRS_TTL_S: Final = 600
+"""How long the addresses an answer gives for a closer peer are kept (py-libp2p's own)."""
 
 ADDRS_WAIT_S: Final = 10.0
 """How long a newly connected peer may take to tell its addresses (identify's own bound)
@@ -138,7 +159,11 @@ class _AppValidator(Validator):
 
 
 class _KadDHT(KadDHT):
-    """py-libp2p's DHT, whose answers name closer peers without their signed records."""
+    """py-libp2p's DHT, whose answers carry no signed records: neither ours nor those of the
+    closer peers they name."""
+
+    async def _do_handle_stream(self, stream: INetStream) -> None:
+        await super()._do_handle_stream(cast(INetStream, _AnswersWithoutRecord(stream)))
 
     def _add_closer_peers_to_response(
         self, response: Message, closest_peers: Sequence[ID], exclude_peer_id: ID | None = None
@@ -146,6 +171,46 @@ class _KadDHT(KadDHT):
         super()._add_closer_peers_to_response(response, closest_peers, exclude_peer_id)
         for peer in response.closerPeers:
             peer.ClearField("signedRecord")
+
+
+class _AnswersWithoutRecord:
+    """An inbound kad stream as py-libp2p's handler writes to it: each answer's length, then
+    the answer, with our signed peer record set. The pair goes out as one write, the answer
+    without the record; a write that is not such a pair goes out as it came."""
+
+    def __init__(self, stream: INetStream) -> None:
+        self._stream = stream
+        self._length: bytes | None = None
+        """An answer's length prefix, held until the answer comes."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+    async def write(self, data: bytes) -> None:
+        if self._length is None and 0 < len(data) <= _MAX_VARINT_BYTES and data[-1] < 0x80:
+            self._length = data
+            return
+        length, self._length = self._length or b"", None
+        if length and varint.decode_bytes(length) == len(data):
+            data = _without_record(data)
+            length = varint.encode(len(data))
+        await self._stream.write(length + data)
+
+
+_MAX_VARINT_BYTES: Final = 10
+
+
+def _without_record(answer: bytes) -> bytes:
+    """A kad message without its sender's signed record (as it came if it does not parse)."""
+    message = Message()
+    try:
+        message.ParseFromString(answer)
+    except DecodeError:
+        return answer
+    if not message.HasField("senderRecord"):
+        return answer
+    message.ClearField("senderRecord")
+    return message.SerializeToString()
 
 
 class DhtLayer:
@@ -272,16 +337,13 @@ class DhtLayer:
         """One GET_VALUE: a valid value goes to `found`, the closer peers named to `known`."""
         self.asked += 1
         with trio.move_on_after(ASK_TIMEOUT_S):
-            # Private in py-libp2p 0.8.1, and the one call that asks a single peer; it
-            # catches the peer's failures (None, no peers) and checks the sender's record.
-            answer = await dht.value_store._get_from_peer(
-                peer, key.encode(), return_record=True, return_closer_peers=True
-            )
-            if not isinstance(answer, tuple):
+            try:
+                record, closer = await _get_value(dht.host, peer, key.encode())
+            except Exception as exc:  # the peer failed or went away: as if it held nothing
+                log.debug("DHT get %s from %s failed: %r", key[:80], peer, exc)
                 return
-            record, closer = answer
             known.update(p for p in closer if p != dht.local_peer_id)
-            if not isinstance(record, Record):
+            if record is None:
                 return
             try:
                 self._app_validator.validate(key, record.value)
@@ -289,3 +351,35 @@ class DhtLayer:
                 log.debug("DHT value for %s from %s refused: %r", key[:80], peer, exc)
                 return
             found.append(record.value)
+
+
+async def _get_value(host: IHost, peer: ID, key: bytes) -> tuple[Record | None, list[ID]]:
+    """One GET_VALUE RPC to `peer` (trio thread): (its record for `key` if it holds one, the
+    closer peers it names, their addresses kept). py-libp2p's own (`_get_from_peer`) sends
+    our signed peer record with the request and verifies the one in the answer; see the
+    module docstring for why this one does neither."""
+    answer = await _rpc(host, peer, Message(type=Message.MessageType.GET_VALUE, key=key))
+    closer = []
+    for named in answer.closerPeers:
+        closer_id = ID(named.id)
+        if closer_id != host.get_id():
+            closer.append(closer_id)
+            if named.addrs:
+                addrs = [Multiaddr(addr) for addr in named.addrs]
+                host.get_peerstore().add_addrs(closer_id, addrs, CLOSER_ADDRS_TTL_S)
+    found = answer.type == Message.MessageType.GET_VALUE and answer.HasField("record")
+    return (answer.record if found and answer.record.value else None), closer
+
+
+async def _rpc(host: IHost, peer: ID, request: Message) -> Message:
+    """`request` to `peer` on a kad stream of its own, in one write (its length and itself),
+    and the answer (trio thread; at most `MAX_ANSWER_BYTES`)."""
+    stream = await host.new_stream(peer, [PROTOCOL_ID])
+    try:
+        body = request.SerializeToString()
+        await stream.write(varint.encode(len(body)) + body)
+        answer = Message()
+        answer.ParseFromString(await read_varint_prefixed_bytes_limited(stream, MAX_ANSWER_BYTES))
+        return answer
+    finally:
+        await stream.close()

@@ -13,7 +13,7 @@ import pytest
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.peer.id import ID
 
-from hearthmesh.node.p2p.dht import NEAREST_ASKED, home_record_rules
+from hearthmesh.node.p2p.dht import NEAREST_ASKED, _rpc, home_record_rules
 from hearthmesh.node.p2p.host import HostConfig, P2PHost, peer_id_from_seed
 from hearthmesh.protocol.errors import LocalProtocolError
 from hearthmesh.protocol.home_dht import home_record_key
@@ -272,3 +272,52 @@ async def test_our_answers_name_closer_peers_by_address_without_their_signed_rec
         (named,) = (await b._bridge.run(answer)).closerPeers
         assert ID(named.id) == peer and named.addrs
         assert not named.HasField("signedRecord")
+
+
+SENDER_RECORD_BYTES = 213
+"""Our signed peer record as py-libp2p put it in each kad request and answer (one address)."""
+KAD = "/ipfs/kad/1.0.0"
+
+
+async def test_our_gets_carry_no_signed_peer_record_and_are_answered() -> None:
+    """SPEC §13.5: py-libp2p put our signed peer record in each GET_VALUE (213 bytes of a
+    271-byte request, in two writes), which the server verified and stored where identify had
+    stored it when the connection opened. Ours carry none, and a py-libp2p server answers
+    them: a held record is found, keys held nowhere are misses."""
+    misses = 20
+    async with asyncio.timeout(9), hosts(dht_config(1), dht_config(2)) as (a, b):
+        record = home_record(ALICE, NOW_MS)
+        await a.dht_put(ALICE_KEY, record)  # no peer yet: held at a alone
+        await link(b, a)
+        assert await b.dht_get(ALICE_KEY) == record  # a's answer
+        before = b.wire()
+        for n in range(misses):
+            assert await b.dht_get(home_record_key(UserId(bytes([n]) * 32))) is None
+        after = b.wire()
+    sent = after["bytes"][KAD] - before["bytes"][KAD]
+    writes = after["writes"][KAD] - before["writes"][KAD]
+    assert b.dht_asked == 1 + misses
+    # each request smaller than the record alone (the mean: b's own kad upkeep may add some)
+    assert sent < misses * SENDER_RECORD_BYTES
+    assert writes < 2 * misses  # its length and message together
+
+
+async def test_our_answers_carry_no_signed_peer_record_and_are_taken() -> None:
+    """py-libp2p's server put its signed peer record in each answer too (213 bytes of a
+    271-byte answer to a miss); ours carry none, and the asker takes them."""
+    async with asyncio.timeout(9), hosts(dht_config(1), dht_config(2)) as (a, b):
+        record = home_record(ALICE, NOW_MS)
+        await a.dht_put(ALICE_KEY, record)
+        await link(b, a)
+        layer = b._dht
+        assert layer is not None and layer._dht is not None
+        host, server = layer._dht.host, ID.from_base58(a.peer_id)
+
+        async def ask(key: str) -> Message:
+            request = Message(type=Message.MessageType.GET_VALUE, key=key.encode())
+            return await _rpc(host, server, request)
+
+        held = await b._bridge.run(ask, ALICE_KEY)
+        missed = await b._bridge.run(ask, BOB_KEY)
+    assert held.record.value == record and not held.HasField("senderRecord")
+    assert not missed.HasField("record") and not missed.HasField("senderRecord")

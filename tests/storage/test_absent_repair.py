@@ -1,6 +1,7 @@
-"""A damaged `outbox.absent_by_room` row is rebuilt from the marker it mirrors (SPEC §11.8.7),
-on real LMDB: the index is derived, so it is not contained as an unreadable item that would
-stop every purge, and the events the marker owes are still kept."""
+"""A damaged `outbox.absent_by_room` row is rebuilt from the marker it mirrors, and a damaged or
+missing `outbox.absent` marker from its index row (SPEC §11.8.7), on real LMDB: each mirrors
+the other, so neither is contained as an unreadable item that would stop every purge or every
+send to the room, and the events a marker owes are still kept and still sent."""
 
 from __future__ import annotations
 
@@ -31,10 +32,23 @@ def lmdb(tmp_path: Path) -> Iterator[KvStore]:
     opened.close()
 
 
-def _owe_three(store: KvStore) -> None:
-    for seq in (1, 2, 3):
+def _owe(store: KvStore, *seqs: int) -> None:
+    for seq in seqs:
         envelope = make_envelope(seq=seq, wall_ms=1_000 + seq, body=f"m{seq}".encode())
         store.append(AppendRequest(envelope=envelope, absent_to=(ABSENT,)))
+
+
+def _owe_three(store: KvStore) -> None:
+    _owe(store, 1, 2, 3)
+
+
+def _repairs(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "rebuilt" in r.getMessage()]
+
+
+def _sent_on_probe(store: KvStore) -> int:
+    """How many parked entries the user's probe makes of its markers (and puts back in queue)."""
+    return store.unpark(ABSENT, now_ms=10**9, limit=100)
 
 
 def _row(store: KvStore, table: Table, key: bytes) -> bytes | None:
@@ -70,3 +84,49 @@ def test_a_damaged_index_row_with_no_marker_is_dropped_and_owes_nothing(lmdb: Kv
     report = lmdb.purge(now_ms=1_000_000, retention_ms=1)
     assert (report.events, report.kept_for_outbox) == (3, 0)
     assert _row(lmdb, Table.OUTBOX_ABSENT_BY_ROOM, INDEX) is None
+
+
+def test_a_damaged_marker_is_rebuilt_from_its_index_row_by_the_next_send_and_logged_once(
+    lmdb: KvStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    _owe_three(lmdb)
+    lmdb._engine.write(lambda txn: txn.put(Table.OUTBOX_ABSENT, MARKER, b"\x01\x02"))
+    # a read answers from the index row and writes nothing
+    assert lmdb.absent_markers(ABSENT) == [(ROOM_A, SENDER, 1, 3)]
+    assert _row(lmdb, Table.OUTBOX_ABSENT, MARKER) == b"\x01\x02"
+    with caplog.at_level(logging.WARNING, logger="hearthmesh.storage.absent"):
+        _owe(lmdb, 4, 5)  # the next sends to the room meet it: the run grows from it
+    assert lmdb.absent_markers(ABSENT) == [(ROOM_A, SENDER, 1, 5)]
+    assert _row(lmdb, Table.OUTBOX_ABSENT, MARKER) == pack_u64(5)
+    repairs = _repairs(caplog)
+    assert len(repairs) == 1 and "outbox.absent/" in repairs[0]
+    assert _sent_on_probe(lmdb) == 5
+
+
+def test_a_damaged_marker_met_by_the_users_probe_still_sends_all_it_owes(
+    lmdb: KvStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    _owe_three(lmdb)
+    lmdb._engine.write(lambda txn: txn.put(Table.OUTBOX_ABSENT, MARKER, b"\x01"))
+    with caplog.at_level(logging.WARNING, logger="hearthmesh.storage.absent"):
+        assert _sent_on_probe(lmdb) == 3
+    assert len(_repairs(caplog)) == 1
+    assert lmdb.absent_markers(ABSENT) == []
+    assert _row(lmdb, Table.OUTBOX_ABSENT_BY_ROOM, INDEX) is None
+
+
+def test_a_missing_marker_is_written_again_from_its_index_row_where_a_purge_meets_it(
+    lmdb: KvStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    _owe_three(lmdb)
+    lmdb._engine.write(lambda txn: txn.delete(Table.OUTBOX_ABSENT, MARKER))
+    with caplog.at_level(logging.WARNING, logger="hearthmesh.storage.absent"):
+        report = lmdb.purge(now_ms=1_000_000, retention_ms=1)
+        again = lmdb.purge(now_ms=1_000_000, retention_ms=1)
+    assert (report.events, report.kept_for_outbox) == (0, 3)
+    assert (again.events, again.kept_for_outbox) == (0, 3)
+    repairs = _repairs(caplog)
+    assert len(repairs) == 1 and "outbox.absent/" in repairs[0] and "missing" in repairs[0]
+    # the user is probed again and sent what it is owed
+    assert lmdb.parked_destinations() == [ABSENT]
+    assert _sent_on_probe(lmdb) == 3

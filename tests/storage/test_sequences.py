@@ -1,5 +1,6 @@
 """A damaged highest-sequence row (`history.sequences`) is rebuilt from its sources, not
-contained for good (SPEC §11.8.7), on real LMDB: the row is derived from `history.by_sender`."""
+contained for good (SPEC §11.8.7), on real LMDB: the row is derived from `history.by_sender`;
+a store written before the floors existed seeds them once at open."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from pathlib import Path
 import pytest
 
 from hearthmesh.storage.api import AppendRequest, AppendResult
-from hearthmesh.storage.keys import Table, pack_u64, sequence_key
+from hearthmesh.storage.keys import KEY_END, Table, pack_u64, sequence_key
+from hearthmesh.storage.kv import KvTxn
+from hearthmesh.storage.sequences import SEQUENCE_FLOORS_FILLED_SETTING
 from hearthmesh.storage.store import KvStore
 
 from .conftest import open_store
-from .helpers import ROOM_A, make_envelope
+from .helpers import ROOM_A, ROOM_B, make_envelope
 
 SENDER = make_envelope().sender_device
 ROW = sequence_key(ROOM_A, SENDER)
@@ -113,3 +116,36 @@ def test_a_damaged_floor_is_replaced_by_the_next_removal(lmdb: KvStore) -> None:
     assert lmdb.withdraw(newest.message_id, b"\x01" * 32, newest.sender_user)
     with lmdb._engine.read() as txn:
         assert txn.get(Table.SEQUENCE_FLOORS, ROW) == pack_u64(2)
+
+
+def _as_written_before_floors(txn: KvTxn) -> None:
+    """What a store written before floors existed holds: no floor, no mark that they were
+    seeded."""
+    for row in [key for key, _ in txn.scan(Table.SEQUENCE_FLOORS, b"", KEY_END)]:
+        txn.delete(Table.SEQUENCE_FLOORS, row)
+    txn.delete(Table.SETTINGS, SEQUENCE_FLOORS_FILLED_SETTING.encode())
+
+
+def test_an_old_store_seeds_its_floors_once_at_open_from_its_rows(tmp_path: Path) -> None:
+    """A purge made before floors existed raised none: the open after seeds the floor from the
+    row, so a later rebuild still never gives the purged numbers again."""
+    store = open_store("lmdb", tmp_path)
+    for seq in (1, 2, 3):
+        _append(store, seq)
+    assert store.purge(now_ms=1_000_000, retention_ms=1).events == 3
+    other = make_envelope(ROOM_B, seq=5, wall_ms=1_005)  # nothing removed: no floor to seed
+    store.append(AppendRequest(envelope=other))
+    store._engine.write(_as_written_before_floors)
+    store.close()
+    store = open_store("lmdb", tmp_path)
+    try:
+        _damage(store)
+        assert store.last_seq(ROOM_A, SENDER) == 3  # not 0: the purged numbers stay taken
+        assert _append(store, 4) is AppendResult.STORED
+        assert _row(store) == pack_u64(4)
+        with store._engine.read() as txn:  # room B's row, with nothing removed, needs none
+            assert [k for k, _ in txn.scan(Table.SEQUENCE_FLOORS, b"", KEY_END)] == [ROW]
+            # marked done: later opens do not scan the rows again
+            assert txn.get(Table.SETTINGS, SEQUENCE_FLOORS_FILLED_SETTING.encode()) == b"1"
+    finally:
+        store.close()

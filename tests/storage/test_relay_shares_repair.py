@@ -1,0 +1,67 @@
+"""A damaged relay share (`relay.senders`, `relay.peers`, `relay.totals`) is recounted from the
+entries it counts (SPEC §11.8.7), on real LMDB: the relay inbox goes on, the bounds still hold
+at the recounted share, and the counters agree with the entries again."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hearthmesh.protocol.errors import QuotaExceeded
+from hearthmesh.storage.api import RelayQuota
+from hearthmesh.storage.keys import Table, relay_holder_key
+from hearthmesh.storage.lmdb_store import LmdbStore
+from hearthmesh.storage.relay_shares import audit_shares_txn
+from hearthmesh.storage.store import KvStore
+
+from .helpers import PEER, USER_A, USER_B, make_envelope
+
+BOUND = 4
+"""The bound of the damaged share: the recount must reach it after 3 puts, not restart at 0."""
+QUOTAS = {
+    Table.RELAY_SENDERS: RelayQuota(max_count=100, max_bytes=1 << 30, sender_count=BOUND),
+    Table.RELAY_PEERS: RelayQuota(max_count=100, max_bytes=1 << 30, peer_count=BOUND),
+    # a class total is a pool's cap: a known envelope past it evicts rather than is refused,
+    # so the strangers' pool shows it (one peer, the largest holder, is refused)
+    Table.RELAY_TOTALS: RelayQuota(max_count=100, max_bytes=1 << 30, stranger_count=BOUND),
+}
+KEYS = {
+    Table.RELAY_SENDERS: USER_A,
+    Table.RELAY_PEERS: relay_holder_key(False, PEER),
+    Table.RELAY_TOTALS: bytes([False]),
+}
+ENVELOPES = [make_envelope(seq=n, wall_ms=1_000 + n, body=b"x" * (10 * n)) for n in range(1, 6)]
+
+
+@pytest.fixture(params=list(QUOTAS), ids=lambda table: table.value.decode())
+def damaged(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Table, KvStore]]:
+    store = LmdbStore(tmp_path / "store", map_size=1 << 22, relay_quota=QUOTAS[request.param])
+    yield request.param, store
+    store.close()
+
+
+def _put(store: KvStore, index: int) -> bool:
+    return store.relay_put(
+        USER_B, ENVELOPES[index], peer=PEER, known=False, now_ms=0, ttl_ms=60_000
+    )
+
+
+def test_a_damaged_share_is_recounted_from_the_entries_and_its_bound_still_holds(
+    damaged: tuple[Table, KvStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    table, store = damaged
+    assert _put(store, 0) and _put(store, 1) and _put(store, 2)
+    store._engine.write(lambda txn: txn.put(table, KEYS[table], b"\x01\x02\x03"))
+    with caplog.at_level(logging.WARNING, logger="hearthmesh.storage.relay_shares"):
+        assert _put(store, 3)  # the 4th of a bound of 4: the recount says 3 are held
+        with pytest.raises(QuotaExceeded):
+            _put(store, 4)  # a recount from 0 would take a 5th
+        assert store.relay_ack(USER_B, [ENVELOPES[0].message_id]) == 1
+    with store._engine.read() as txn:
+        assert audit_shares_txn(txn) == []
+    repairs = [r.getMessage() for r in caplog.records if "rebuilt" in r.getMessage()]
+    assert len(repairs) == 1 and table.value.decode() in repairs[0]
+    assert _put(store, 4)  # room again after the ack
