@@ -12,6 +12,7 @@ Profiles (`HYPOTHESIS_PROFILE=...`):
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import json
 import os
@@ -115,7 +116,10 @@ if TUNED_GC:
 
 def pytest_collection_finish() -> None:
     if TUNED_GC:
-        process_gc.freeze_startup_objects()
+        # Frozen as it is, not collected first (process_gc.freeze_startup_objects): of the
+        # ~230,000 objects collection leaves, ~700 are garbage, and the full scan that would
+        # free them cost each pytest process 0.07-0.14 s of CPU.
+        gc.freeze()
 
 
 QUICK_SHARE: Final = 5
