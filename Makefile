@@ -86,6 +86,13 @@ run: $(STAMP)
 # 98 s, 152 s (4.9), then -n 6 81 s, 134 s (10.2), the branch at 6307e04 both times; then
 # main -n 6 86 s, 136 s (2.6) and the branch -n 6 91 s, 137 s (4.6): at -n 6 the branch's
 # shorter test timers are within the noise (lower in 2 of 3 pairs), near the CPU's floor.
+# Session 17 (suite; main 322a2c0 against s17-suite 8031d2f, interleaved, the heavy lock,
+# nice 10, warm caches; pytest's wall, user+sys of make, load at the start), in the order run:
+# branch 82 s, 135 s (12.7); main 122 s, 147 s (9.5); branch 125 s, 143 s (13.7; 1 failed:
+# test_hostile_churn's reconnect test hung to its 60 s bound); main 123 s, 156 s (2.3); branch
+# 76 s, 127 s (9.6); main 79 s, 132 s (27.9); branch 76 s, 126 s (8.1); main 84 s, 140 s (10.2).
+# The node processes fork from one zygote that the workers share (tests/conftest.py): the
+# tests' node processes 21-25 s of CPU in the log, 26-30 s on main.
 # mDNS tests take a machine-wide lock (tests/conftest.py); TEST_ARGS="-n 0" runs serially.
 TEST_ARGS ?= -n 6
 # The NAT tests build network namespaces with iproute2 and nftables (tests/integration/netlab.py),

@@ -12,6 +12,7 @@ Profiles (`HYPOTHESIS_PROFILE=...`):
 from __future__ import annotations
 
 import fcntl
+import gc
 import hashlib
 import json
 import os
@@ -64,18 +65,43 @@ if "PYTEST_DEBUG_TEMPROOT" not in os.environ and (ram := _ram_temp_root()) is no
     os.environ["PYTEST_DEBUG_TEMPROOT"] = str(ram)  # xdist workers inherit it
 
 ZYGOTE: Final = os.environ.get("HEARTHMESH_TEST_ZYGOTE", "1") != "0"
-"""The node processes the tests start (tools/node_process.py) fork from one zygote per pytest
-process that has the node imported: a start then costs ~0.2-0.35 s of CPU, not ~0.8-0.9 s
-(tools/zygote.py). `HEARTHMESH_TEST_ZYGOTE=0` execs each as before. Tests of `hearthmesh run`
-as people start it exec the script themselves (tests/tools/test_cli_home.py, test_public_node)."""
-if ZYGOTE:
-    zygote.enable()
+"""The node processes the tests start (tools/node_process.py) fork from one zygote that has
+the node imported: a start then costs ~0.2-0.35 s of CPU, not ~0.8-0.9 s (tools/zygote.py).
+Under xdist the controller shares one with its workers, so the node is imported once a run,
+not once a worker (~0.9 s of CPU each); `-n 0` starts its own. `HEARTHMESH_TEST_ZYGOTE=0`
+execs each as before. Tests of `hearthmesh run` as people start it exec the script themselves
+(tests/tools/test_cli_home.py, test_public_node)."""
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Before xdist starts its workers (its own sessionstart runs last): they inherit the
+    shared zygote's address."""
+    if not ZYGOTE:
+        return
+    if _is_controller(session):
+        zygote.share(str(Path(tempfile.mkdtemp(prefix="hm-zygote-")) / "socket"))
+    elif "PYTEST_XDIST_WORKER" in os.environ:
+        zygote.enable(address=os.environ.get(zygote.ADDRESS_ENV))
+    else:
+        zygote.enable()
+
+
+@pytest.hookimpl(trylast=True)  # after xdist has stopped the workers (and their children)
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    controller = _is_controller(session)
+    shared_cpu_s = zygote.cpu_s() if controller else 0.0  # the import, once for the workers
     zygote.shutdown()  # reaped here, its CPU and its children's reach the worker's totals
+    address = os.environ.get(zygote.ADDRESS_ENV)
+    if controller and ZYGOTE and address is not None:
+        Path(address).unlink(missing_ok=True)
+        Path(address).parent.rmdir()
     if CPU_LOG is not None:
-        _log_outside_tests(controller=session.config.pluginmanager.has_plugin("dsession"))
+        _log_outside_tests(controller=controller, shared_cpu_s=shared_cpu_s)
+
+
+def _is_controller(session: pytest.Session) -> bool:
+    """The xdist controller: it runs no tests, its workers do."""
+    return session.config.pluginmanager.has_plugin("dsession")
 
 
 TUNED_GC: Final = os.environ.get("HEARTHMESH_TEST_GC", "1") != "0"
@@ -90,7 +116,10 @@ if TUNED_GC:
 
 def pytest_collection_finish() -> None:
     if TUNED_GC:
-        process_gc.freeze_startup_objects()
+        # Frozen as it is, not collected first (process_gc.freeze_startup_objects): of the
+        # ~230,000 objects collection leaves, ~700 are garbage, and the full scan that would
+        # free them cost each pytest process 0.07-0.14 s of CPU.
+        gc.freeze()
 
 
 QUICK_SHARE: Final = 5
@@ -209,8 +238,9 @@ def _log(lines: list[tuple[str, str, float, _Spent]]) -> None:
             log.write(json.dumps(line) + "\n")
 
 
-def _log_outside_tests(*, controller: bool) -> None:
-    children = 0.0 if controller else _children_cpu_s() - _logged.children_cpu_s
+def _log_outside_tests(*, controller: bool, shared_cpu_s: float) -> None:
+    # the controller's children are its workers, whose own lines count them
+    children = shared_cpu_s if controller else _children_cpu_s() - _logged.children_cpu_s
     outside = _Spent(0.0, time.process_time() - _logged.cpu_s, children)
     _log([(OUTSIDE_TESTS, OUTSIDE_TESTS, time.time(), outside)])
 

@@ -10,15 +10,22 @@ namespace; its exit code comes back as `asyncio.subprocess.Process` gives it (-9
 kill -9). `hearthmesh run` as people start it is unchanged: only callers that `enable()` the
 zygote (tests/conftest.py, the simulator) get their nodes this way.
 
+Shared: a zygote can also serve other processes (`share`: its owner listens on a Unix socket
+and passes it over). A pytest run under xdist starts one in the controller and each worker
+connects to it (`enable(address=...)`): the node is imported once a run, not once a worker
+(~0.85 s of CPU each). The zygote imports on its first request, so a run that starts no node
+pays nothing. Each connection's children die when it closes, as a zygote's do when its owner
+closes; each child's CPU comes back with its exit code to the caller that started it.
+
 Fork safety: the zygote imports, then forks before any thread, event loop or LMDB environment
 exists in it (it checks that it has one thread); CPython re-seeds `random` in a fork's child
 and the node draws its keys from `os.urandom`; logging has no handlers until the child's own
 main sets them up. The children share the zygote's str hash seed (PYTHONHASHSEED is read at
 interpreter start): nothing of ours depends on it differing between nodes.
 
-State: in the caller, each `Zygote`'s process and control socket, and the one that `enable`
-makes shared by the process's node starts; in the zygote, the status channel of each child it
-forked.
+State: in the caller, each `Zygote`'s process (or connection) and control socket, the CPU
+its ended children reported, and the one that `enable` makes shared by the process's node
+starts; in the zygote, the status channel and the caller of each child it forked.
 """
 
 from __future__ import annotations
@@ -44,12 +51,14 @@ from typing import Final
 from hearthmesh.protocol.errors import HearthError
 
 __all__ = [
+    "ADDRESS_ENV",
     "PRELOAD",
     "ForkedProcess",
     "Zygote",
     "ZygoteFailed",
     "cpu_s",
     "enable",
+    "share",
     "shared",
     "shutdown",
 ]
@@ -59,8 +68,18 @@ PRELOAD: Final = (
     "hearthmesh.tools.home",
     "hearthmesh.tools.node_process",
     "hearthmesh.tools.settings",
+    # what `hearthmesh run` imports after these, lazily: its client API (aiohttp) and the
+    # other commands' parsers (~0.1 s of CPU in each forked home, not once in the zygote)
+    "hearthmesh.node.api.server",
+    "hearthmesh.node.api.service",
+    "hearthmesh.tools.message_cli",
+    "hearthmesh.tools.conformance.cli",
+    "hearthmesh.tools.simulate.cli",
 )
 """What a node process imports before it serves (`hearthmesh run`, the bare node process)."""
+
+ADDRESS_ENV: Final = "HEARTHMESH_ZYGOTE_ADDRESS"
+"""Where a shared zygote listens (`share` sets it for the processes started after it)."""
 
 _MAX_REQUEST_BYTES: Final = 1 << 20
 _FDS_PER_REQUEST: Final = 4  # status channel, stdin, stdout, stderr
@@ -87,6 +106,8 @@ class ForkedProcess:
         self._pending = b""
         self._returncode: int | None = None
         self._waiting = asyncio.Lock()
+        self.cpu_s = 0.0
+        """The CPU seconds it used, user and system (its children's too), once it ended."""
 
     @property
     def returncode(self) -> int | None:
@@ -121,8 +142,10 @@ class ForkedProcess:
         if not data:  # the zygote is gone (killing what it had, `_end`): no code will come
             self._returncode = -signal.SIGKILL
         self._pending += data
-        if b"\n" in self._pending:
-            self._returncode = int(self._pending.split(b"\n", 1)[0])
+        if b"\n" in self._pending:  # "CODE CPU_S\n"
+            code, cpu = self._pending.split(b"\n", 1)[0].split()
+            self.cpu_s = float(cpu)
+            self._returncode = int(code)
 
 
 async def _readable(channel: socket.socket) -> None:
@@ -142,13 +165,21 @@ async def _readable(channel: socket.socket) -> None:
 
 class Zygote:
     """A zygote process, started on the first `start` (the imports of `preload` then run in
-    it once) and stopped by `close`."""
+    it once, before its first fork) and stopped by `close`; with `listen` (a bound, listening
+    Unix SEQPACKET socket, which it takes over) it also serves the processes that connect
+    there (`Connected`)."""
 
-    def __init__(self, preload: Sequence[str] = PRELOAD) -> None:
+    def __init__(
+        self, preload: Sequence[str] = PRELOAD, *, listen: socket.socket | None = None
+    ) -> None:
         self._preload = tuple(preload)
+        self._listen = listen
+        self._is_shared = listen is not None  # then each caller counts its children's CPU
         self._process: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
         self._lock = threading.Lock()  # one request at a time on the control socket
+        self._children: list[ForkedProcess] = []  # not yet reported ended
+        self._children_cpu_s = 0.0
 
     def _running(self) -> socket.socket:
         if self._control is not None and self._process is not None:
@@ -156,16 +187,20 @@ class Zygote:
                 return self._control
             self.close()
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        listen, self._listen = self._listen, None  # the zygote's alone from now on
         with theirs:
             # our sys.path, so that it imports what we would (wherever we run from)
             path = json.dumps(sys.path)
-            command = [sys.executable, "-m", "hearthmesh.tools.zygote", str(theirs.fileno()), path]
+            fds = (theirs.fileno(),) if listen is None else (theirs.fileno(), listen.fileno())
+            command = [sys.executable, "-m", "hearthmesh.tools.zygote", path, *map(str, fds)]
             self._process = subprocess.Popen(
-                [*command, *self._preload],
+                [*command, "--", *self._preload],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
+                pass_fds=fds,
             )
+        if listen is not None:
+            listen.close()
         self._control = ours
         return ours
 
@@ -184,8 +219,10 @@ class Zygote:
             self._process = None
 
     def cpu_s(self) -> float:
-        """CPU seconds of the zygote and the children it has reaped so far (0 if it does not
-        run): theirs reach this process's RUSAGE_CHILDREN only when the zygote ends."""
+        """CPU seconds of the zygote (0 if it does not run) and of the children it has reaped
+        so far: theirs reach this process's RUSAGE_CHILDREN only when the zygote ends. A
+        zygote that serves others counts the children this process started alone (the
+        others count theirs)."""
         if self._process is None:
             return 0.0
         try:
@@ -194,7 +231,19 @@ class Zygote:
         except OSError:
             return 0.0
         # utime, stime, cutime, cstime: fields 14-17 of proc(5), counted after the command
-        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        if not self._is_shared:
+            return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        own = sum(int(f) for f in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+        return own + self.children_cpu_s()
+
+    def children_cpu_s(self) -> float:
+        """CPU seconds of the children this process started that have ended (each reports
+        its own when the zygote reaps it)."""
+        for child in list(self._children):
+            if child.returncode is not None:
+                self._children_cpu_s += child.cpu_s
+                self._children.remove(child)
+        return self._children_cpu_s
 
     async def start(
         self,
@@ -271,7 +320,41 @@ class Zygote:
         process = ForkedProcess(int(pid_text), mine, reader)
         if rest:
             process._take(rest)
+        if self._is_shared:
+            self._children.append(process)
         return process
+
+
+class Connected(Zygote):
+    """A zygote another process owns and `share`s, reached at `address` (its `pid` is not
+    known here): the connection is made on the first `start`; `close` ends it, and the
+    zygote kills the children this process started that still run."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(())
+        self._address = address
+        self._is_shared = True
+
+    def _running(self) -> socket.socket:
+        if self._control is None:
+            control = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                control.connect(self._address)
+            except OSError:
+                control.close()
+                raise
+            self._control = control
+        return self._control
+
+    def close(self) -> None:
+        if self._control is not None:
+            self._control.close()
+            self._control = None
+
+    def cpu_s(self) -> float:
+        """CPU seconds of the children this process started that have ended (the zygote's
+        own are its owner's)."""
+        return self.children_cpu_s()
 
 
 def _kill_unawaited(channel: socket.socket) -> None:
@@ -287,11 +370,32 @@ _shared: Zygote | None = None
 """The zygote of this process's node starts (`enable`)."""
 
 
-def enable(preload: Sequence[str] = PRELOAD) -> None:
-    """From now on this process's node starts fork from one zygote (started on first use)."""
+def enable(preload: Sequence[str] = PRELOAD, *, address: str | None = None) -> None:
+    """From now on this process's node starts fork from one zygote: its own (started on
+    first use), or the one another process `share`s at `address`."""
     global _shared
     if _shared is None:
-        _shared = Zygote(preload)
+        _shared = Zygote(preload) if address is None else Connected(address)
+
+
+def share(address: str, preload: Sequence[str] = PRELOAD) -> None:
+    """Start this process's zygote now, serving too the processes that connect to `address`
+    (a path, not yet in use; `ADDRESS_ENV` names it in our environment, for the processes we
+    start after this). It imports on its first request; `shutdown` stops it and its
+    children, everyone's."""
+    global _shared
+    if _shared is not None:
+        raise ZygoteFailed("this process's zygote is made already")
+    listen = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    try:
+        listen.bind(address)  # bound before any connects: no process can come too early
+        listen.listen()
+    except OSError:
+        listen.close()
+        raise
+    _shared = Zygote(preload, listen=listen)
+    _shared._running()
+    os.environ[ADDRESS_ENV] = address
 
 
 def shared() -> Zygote | None:
@@ -326,29 +430,61 @@ class _Request:
     stdio: tuple[int, int, int]
 
 
-def _serve(control: socket.socket) -> _Request | None:
-    """Fork a child per request until the control socket closes (then kill and reap what is
-    left and return None). Returns in a forked child, with the request it is to run."""
+@dataclass(frozen=True, slots=True)
+class _Child:
+    channel: socket.socket  # its status: the pid, then "CODE CPU_S" when it ended
+    caller: socket.socket  # the control socket or connection that asked for it
+
+
+def _serve(
+    control: socket.socket, listen: socket.socket | None, preload: Sequence[str]
+) -> _Request | None:
+    """Fork a child per request, from the control socket or a connection made to `listen`,
+    until the control socket closes (then kill and reap every child and return None); a
+    connection that closes takes its children along. `preload` is imported before the first
+    fork. Returns in a forked child, with the request it is to run."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller's Ctrl-C: it closes control
     wake_read, wake_write = os.pipe()
     os.set_blocking(wake_read, False)
     os.set_blocking(wake_write, False)
     signal.set_wakeup_fd(wake_write)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-    channels: dict[int, socket.socket] = {}
+    children: dict[int, _Child] = {}
+    callers = [control]
     selector = selectors.DefaultSelector()
-    selector.register(control, selectors.EVENT_READ)
-    selector.register(wake_read, selectors.EVENT_READ)
+    for source in (control, wake_read) if listen is None else (control, wake_read, listen):
+        selector.register(source, selectors.EVENT_READ)
+    loaded = False
     while True:
         for key, _ in selector.select():
-            if key.fileobj is not control:
+            caller = key.fileobj
+            if caller is listen:
+                connection, _ = listen.accept()
+                callers.append(connection)
+                selector.register(connection, selectors.EVENT_READ)
+                continue
+            if not isinstance(caller, socket.socket):  # the wake-up pipe: a child ended
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_read, 4096)
                 continue
-            message, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST_BYTES, _FDS_PER_REQUEST)
-            if not message:
-                _end(channels)
+            try:
+                message, fds, _, _ = socket.recv_fds(caller, _MAX_REQUEST_BYTES, _FDS_PER_REQUEST)
+            except OSError:
+                message, fds = b"", []
+            if not message and caller is control:
+                _end(children)
                 return None
+            if not message:  # a connection closed: its children go with it
+                selector.unregister(caller)
+                callers.remove(caller)
+                caller.close()
+                for pid in [pid for pid, child in children.items() if child.caller is caller]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)  # reaped with the others, below
+                continue
+            if not loaded:
+                _preload(preload)
+                loaded = True
             channel = socket.socket(fileno=fds[0])
             try:
                 pid = os.fork()
@@ -360,42 +496,54 @@ def _serve(control: socket.socket) -> _Request | None:
                     selector.close()
                     for fd in (wake_read, wake_write):
                         os.close(fd)
-                    for owned in (control, channel, *channels.values()):
-                        owned.close()
+                    owned = [*callers, channel, *(child.channel for child in children.values())]
+                    for sock in owned if listen is None else [*owned, listen]:
+                        sock.close()
                     return _request(message, (fds[1], fds[2], fds[3]))
-                channels[pid] = channel
+                children[pid] = _Child(channel, caller)
                 try:
                     channel.sendall(b"%d\n" % pid)
                 except OSError:  # the caller gave up on it already: nobody owns the child
                     os.kill(pid, signal.SIGKILL)
             for fd in fds[1:]:
                 os.close(fd)
-        _reap(channels, block=False)
+        _reap(children, block=False)
 
 
-def _reap(channels: dict[int, socket.socket], *, block: bool) -> None:
-    """Tell each ended child's caller its exit code."""
-    while channels:
+def _preload(names: Sequence[str]) -> None:
+    for name in names:
+        importlib.import_module(name)
+    if threading.active_count() != 1:  # a thread would not survive the fork: fail loudly
+        raise SystemExit(f"zygote: {threading.active_count()} threads after the imports")
+    gc.collect()
+    gc.freeze()  # what the imports built is never scanned again, in the zygote or a child
+    gc.disable()  # nor is it touched (copy-on-write) by a collection before the fork
+
+
+def _reap(children: dict[int, _Child], *, block: bool) -> None:
+    """Tell each ended child's caller its exit code and the CPU it used."""
+    while children:
         try:
-            pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
+            pid, status, usage = os.wait4(-1, 0 if block else os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
-        channel = channels.pop(pid, None)
-        if channel is not None:
+        child = children.pop(pid, None)
+        if child is not None:
+            code, cpu_s = os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
             with contextlib.suppress(OSError):  # a caller that stopped listening
-                channel.sendall(b"%d\n" % os.waitstatus_to_exitcode(status))
-            channel.close()
+                child.channel.sendall(b"%d %.3f\n" % (code, cpu_s))
+            child.channel.close()
 
 
-def _end(channels: dict[int, socket.socket]) -> None:
-    """The caller is gone: no child outlives it (as one killed with its launcher would not
+def _end(children: dict[int, _Child]) -> None:
+    """The owner is gone: no child outlives it (as one killed with its launcher would not
     be reaped by anyone that cares)."""
-    for pid in channels:
+    for pid in children:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    _reap(channels, block=True)
+    _reap(children, block=True)
 
 
 def _request(message: bytes, stdio: tuple[int, int, int]) -> _Request:
@@ -438,17 +586,13 @@ def _become(request: _Request) -> None:
 
 
 def main() -> None:
-    """Entry point: `python -m hearthmesh.tools.zygote CONTROL_FD SYS_PATH_JSON MODULE...`."""
-    control = socket.socket(fileno=int(sys.argv[1]))
-    sys.path[:] = json.loads(sys.argv[2])
-    for name in sys.argv[3:]:
-        importlib.import_module(name)
-    if threading.active_count() != 1:  # a thread would not survive the fork: fail loudly
-        raise SystemExit(f"zygote: {threading.active_count()} threads after the imports")
-    gc.collect()
-    gc.freeze()  # what the imports built is never scanned again, in the zygote or a child
-    gc.disable()  # nor is it touched (copy-on-write) by a collection before the fork
-    request = _serve(control)
+    """Entry point: `python -m hearthmesh.tools.zygote SYS_PATH_JSON CONTROL_FD [LISTEN_FD]
+    -- MODULE...`."""
+    args = sys.argv[1:]
+    split = args.index("--")
+    sys.path[:] = json.loads(args[0])
+    control, *listen = (socket.socket(fileno=int(fd)) for fd in args[1:split])
+    request = _serve(control, listen[0] if listen else None, args[split + 1 :])
     if request is None:
         sys.exit(0)
     _become(request)

@@ -1,6 +1,8 @@
 """The zygote (tools/zygote.py): the processes it forks are processes of their own, with the
 argv, environment, working directory, stdout and stderr the caller gave, their exit codes and
-their deaths by kill -9 as an exec'd child's; none outlives the zygote's close."""
+their deaths by kill -9 as an exec'd child's; none outlives the zygote's close. One zygote
+serves the processes that connect to it too: none of a caller's children outlives its
+connection, and each caller counts the CPU of its own children alone."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hearthmesh.tools.zygote import Zygote
+from hearthmesh.tools.zygote import Connected, Zygote
 from tests.integration.conftest import wait_until
 
 CHILD = "tests.tools.zygote_child:main"
@@ -121,3 +123,33 @@ async def test_a_caller_gone_before_its_pid_is_sent_takes_neither_the_zygote_nor
         later = await forks.start(CHILD, ["zygote_child", "exit", "4"])  # still serving
         assert await later.wait() == 4
         await wait_until(lambda: not _children(forks))  # the orphan was killed and reaped
+
+
+async def test_a_shared_zygote_forks_for_each_caller_and_a_closed_connection_takes_its_own_along(
+    tmp_path: Path,
+) -> None:
+    address = str(tmp_path / "z")
+    listen = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listen.bind(address)
+    listen.listen()
+    owner = Zygote(preload=("tests.tools.zygote_child",), listen=listen)
+    other = Connected(address)
+    try:
+        async with asyncio.timeout(30):
+            mine = await owner.start(CHILD, ["zygote_child", "sleep"])
+            theirs = [await other.start(CHILD, ["zygote_child", "sleep"]) for _ in range(2)]
+            for child in (mine, *theirs):
+                assert child.stdout is not None and await child.stdout.readline() == b"up\n"
+            assert sorted(_children(owner)) == sorted(str(c.pid) for c in (mine, *theirs))
+            spins = await other.start(CHILD, ["zygote_child", "spin", "0.3"])
+            assert await spins.wait() == 0
+            assert other.cpu_s() >= 0.3 > owner.children_cpu_s()  # each counts its own
+            other.close()
+            assert [await child.wait() for child in theirs] == [-signal.SIGKILL] * 2
+            assert mine.returncode is None and _alive(mine.pid)  # the owner's stays up
+            exits = await owner.start(CHILD, ["zygote_child", "exit", "5"])  # still serving
+            assert await exits.wait() == 5
+    finally:
+        other.close()
+        owner.close()
+    assert not _alive(mine.pid)

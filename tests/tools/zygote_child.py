@@ -1,5 +1,6 @@
 """A process for tests/tools/test_zygote.py to fork: `facts` prints what it was given and what
-it is as one JSON line; `exit N` exits with N; `sleep` waits to be killed."""
+it is as one JSON line; `exit N` exits with N; `spin S` uses S seconds of CPU and exits; `sleep`
+waits to be killed."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ def main() -> int:
             return 0
         case ["exit", code]:
             return int(code)
+        case ["spin", seconds]:  # uses that much CPU, then exits
+            while time.process_time() < float(seconds):
+                pass
+            return 0
         case _:
             print("up", flush=True)
             time.sleep(60)
