@@ -83,6 +83,7 @@ BRIDGE_MODULES = {
     "node/p2p/wire_counts.py",
     "node/p2p/kept_addrs.py",
     "node/p2p/task_parents.py",
+    "node/p2p/unweighted_scorer.py",
 }
 """The only modules that may import trio or libp2p (ARCHITECTURE §5)."""
 

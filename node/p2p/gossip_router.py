@@ -20,6 +20,10 @@ we GRAFT a peer only `BACKOFF_SLACK_S` after a backoff ended (both sides count w
 of their own clocks, so ours may end a second before theirs), while a peer's GRAFT is taken as
 soon as it ended: py-libp2p asks one `_check_back_off` for both.
 
+We give no score weights, so every peer scores 0: the scorer is `UnweightedScorer`, which
+counts and decays nothing, and the heartbeat's mesh "quality" step, which only scores peers
+to replace one by a better, is left out (SPEC §14.3).
+
 py-libp2p 0.8.1 also never learnt a peer's IP (`_track_peer_ip`), so its IP-colocation scoring
 and its grafting for IP diversity never ran; ours reads it from the peer's connection.
 
@@ -48,6 +52,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.rpc_queue import OutBoundQueueSize
 
 from hearthmesh.node.p2p.addresses import remote_ip
+from hearthmesh.node.p2p.unweighted_scorer import UnweightedScorer, unweighted
 
 __all__ = [
     "BACKOFF_SLACK_S",
@@ -116,6 +121,8 @@ class MeshRouter(GossipSub):
         self._taking_graft = False
         self._drop_logged_at = -DROP_LOG_S
         self.mcache = _MessageCache(self.mcache.window_size, self.mcache.history_size, self)
+        if self.scorer is not None and unweighted(self.scorer.params):  # ours: no weights
+            self.scorer = UnweightedScorer(self.scorer.params)
 
     def mesh_heartbeat(self) -> tuple[defaultdict[ID, list[str]], defaultdict[ID, list[str]]]:
         """py-libp2p's mesh maintenance, then a backoff for each peer it pruned (SPEC §14.3):
@@ -171,6 +178,13 @@ class MeshRouter(GossipSub):
                 grafted.append(peer)
         self.counts.grafts_sent += len(grafted)  # sent with the heartbeat's
         return grafted
+
+    async def _maintain_mesh_quality(self, topic: str) -> None:
+        """None when every peer scores 0 (`UnweightedScorer`): py-libp2p's step scores each
+        peer of the topic each heartbeat to replace a mesh peer by one scoring 0.1 more, and
+        otherwise only logs a mesh past D_high + 2."""
+        if not isinstance(self.scorer, UnweightedScorer):
+            await super()._maintain_mesh_quality(topic)
 
     def _track_peer_ip(self, peer_id: ID) -> None:
         """Record the IP of `peer_id`'s connection with the scorer (SPEC §14.3): what the

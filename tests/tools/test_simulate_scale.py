@@ -156,10 +156,12 @@ def test_scale_sizes_that_are_not_node_counts_are_refused(
 async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: Path) -> None:
     """Three `hearthmesh run` processes and a group of five (two members whose homes are
     absent): every acked message reaches the two other real members once, and both phases
-    are metered per node. A bystander (`--bystanders`) runs beside them, in no group."""
+    are metered per node. A busy bystander (`--bystanders 1 --busy-bystanders`) runs beside
+    them, in a group of its own, and sends into it while they do."""
     config = ScaleConfig(
         sizes=(3,),
         bystanders=1,
+        busy_bystanders=True,
         members=5,
         idle=1.0,
         settle=1.0,
@@ -188,5 +190,7 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     assert homes["first"] <= homes["p50"] <= homes["last"] <= size["formation_s"], size
     assert (tmp_path / "scale.png").stat().st_size > 0
     assert (tmp_path / "latency-3.png").stat().st_size > 0
-    assert report["config"]["bystanders"] == 1
+    assert report["config"]["bystanders"] == 1 and report["config"]["busy_bystanders"]
+    crowd = size["bystanders"]
+    assert crowd["busy"] and crowd["sent"] >= 5 and crowd["acked"] >= 5, crowd
     assert (tmp_path / "nodes" / "n3-by" / "node0" / "store").is_dir()  # the bystander ran

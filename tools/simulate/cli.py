@@ -52,6 +52,12 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
         metavar="N",
         help="--scale: N idle nodes beside each size, in a mesh of their own (a machine control)",
     )
+    sim.add_argument(
+        "--busy-bystanders",
+        action="store_true",
+        help="--scale: the bystanders form a group of --members and send into it at --rate "
+        "during the workload",
+    )
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -117,6 +123,7 @@ def _run_scale(args: argparse.Namespace) -> int:
         out=args.out,
         progress=not args.no_progress,
         bystanders=max(0, args.bystanders),
+        busy_bystanders=args.busy_bystanders,
     )
     try:
         report = scale(config)

@@ -95,9 +95,13 @@ class ScaleConfig:
     out: Path | None = None
     progress: bool = True
     bystanders: int = 0
-    """Idle node processes beside each size's mesh, dialled to each other but not to it and in
-    no group: a control for what more processes cost the machine (the run queue, caches,
+    """Node processes beside each size's mesh, dialled to each other but not to it and never
+    metered: a control for what more processes cost the machine (the run queue, caches,
     each one's idle work), apart from what a larger mesh costs the protocol."""
+    busy_bystanders: bool = False
+    """The bystanders form a group of their own (`members` in all, as the mesh's) and send into
+    it at `rate` while the mesh's workload sends: each then does what a node of a mesh of
+    theirs plus the size does, so the machine is as loaded as by one mesh of both."""
 
 
 def _say(config: ScaleConfig, text: str) -> None:
@@ -319,25 +323,71 @@ def _closed_between(before: list[dict[str, Any]], after: list[dict[str, Any]]) -
     return dict(sorted(closed.items()))
 
 
+class _Crowd:
+    """The bystanders of one size (`_bystanders`): busy ones send while the mesh's workload
+    does (`sending`), from the same start and for as long."""
+
+    def __init__(self, run: _Run | None, config: ScaleConfig) -> None:
+        self._run = run
+        self._rng = random.Random(config.seed + 1)
+        self.report: dict[str, Any] = {"count": config.bystanders, "busy": run is not None}
+
+    @contextlib.asynccontextmanager
+    async def sending(self) -> AsyncIterator[None]:
+        run = self._run
+        if run is None:
+            yield
+            return
+        run.start = time.monotonic()
+        for client in run.clients:
+            client.start = run.start
+        task = asyncio.create_task(_send_loop(run, self._rng))
+        try:
+            yield
+        finally:  # the mesh's workload ended: its sends ended at the same time as these
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self.report["sent"] = run.serial
+            self.report["acked"] = len(run.acked())
+            self.report["missing"] = run.missing()
+
+
 @contextlib.asynccontextmanager
-async def _bystanders(count: int, root: Path, sockets: Path) -> AsyncIterator[None]:
-    """`count` idle nodes for the span of one size: started and dialled in a ring of their own
-    before the measured mesh picks its ports (theirs are then taken), never metered."""
+async def _bystanders(config: ScaleConfig, root: Path, sockets: Path) -> AsyncIterator[_Crowd]:
+    """`config.bystanders` nodes for the span of one size: started and dialled in a ring of
+    their own before the measured mesh picks its ports (theirs are then taken), never
+    metered; when busy, with a client each and a group of their own, formed before the mesh
+    starts."""
+    count = config.bystanders
     if count == 0:
-        yield
+        yield _Crowd(None, config)
         return
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
     mesh = Mesh(root, sockets, [(i, 0) for i in range(count)], [hearthmesh_script()] * count, None)
+    sim = SimulateConfig(nodes=count, duration=config.duration, rate=config.rate, progress=False)
+    run = _Run(sim, mesh)
     try:
-        async with asyncio.timeout(300 + 10 * count):
+        async with asyncio.timeout(300 + (30 if config.busy_bystanders else 10) * count):
             await mesh.start()
             await _connect(mesh)
-        yield
+            run.setup["connected_s"] = run.now()
+            if config.busy_bystanders:
+                users = {n.user_text: n.user for n in mesh.nodes}
+                run.clients = [DeviceClient(n, "", run.start, users) for n in mesh.nodes]
+                run.readers = [asyncio.create_task(c.run()) for c in run.clients]
+                await asyncio.gather(*(c.wait_connected() for c in run.clients))
+                await _group(run, max(config.members, count), random.Random(config.seed + 1))
+        yield _Crowd(run if config.busy_bystanders else None, config)
     finally:
+        for task in run.readers:
+            task.cancel()
+        await asyncio.gather(*run.readers, return_exceptions=True)
         await close_quietly(mesh)
 
 
-async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -> dict[str, Any]:
+async def _one_size(
+    size: int, config: ScaleConfig, root: Path, sockets: Path, crowd: _Crowd
+) -> dict[str, Any]:
     nodes: list[tuple[int, int]] = [(i, 0) for i in range(size)]
     (root / f"n{size}").mkdir(parents=True, exist_ok=True)
     mesh = Mesh(root / f"n{size}", sockets, nodes, [hearthmesh_script()] * size, None)
@@ -380,7 +430,8 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
         for client in run.clients:
             client.start = run.start
         meter = await _metered(mesh)
-        seconds, before, status, after = await _workload(run, config, rng)
+        async with crowd.sending():
+            seconds, before, status, after = await _workload(run, config, rng)
         work_costs = await meter.stop()
         work = summarize(work_costs, seconds)
         acked = run.acked()
@@ -406,6 +457,7 @@ async def _one_size(size: int, config: ScaleConfig, root: Path, sockets: Path) -
             "setup_s": {step: round(at, 1) for step, at in run.setup.items()},
             # from the mesh connected until every real member's client showed the whole group
             "formation_s": round(run.setup["group_s"] - run.setup["connected_s"], 1),
+            "bystanders": crowd.report,
             "formation": formation,
             "idle": idle,
             "workload": {
@@ -476,10 +528,10 @@ async def run_scale(config: ScaleConfig) -> dict[str, Any]:
         root = Path(scratch) if config.out is None else config.out / "nodes"
         root.mkdir(parents=True, exist_ok=True)
         for size in config.sizes:
-            async with _bystanders(config.bystanders, root / f"n{size}-by", Path(sockets)):
+            async with _bystanders(config, root / f"n{size}-by", Path(sockets)) as crowd:
                 if config.bystanders:
                     _say(config, f"{config.bystanders} bystanders up")
-                results.append(await _one_size(size, config, root, Path(sockets)))
+                results.append(await _one_size(size, config, root, Path(sockets), crowd))
             if config.out is not None:  # a later, larger size may not finish on a busy machine
                 (config.out / f"scale-{size}.json").write_text(json.dumps(results[-1]))
     report: dict[str, Any] = {
@@ -491,6 +543,7 @@ async def run_scale(config: ScaleConfig) -> dict[str, Any]:
             "rate_per_s": config.rate,
             "seed": config.seed,
             "bystanders": config.bystanders,
+            "busy_bystanders": config.busy_bystanders,
             "cpus": os.cpu_count(),
         },
         "sizes": results,
