@@ -53,11 +53,13 @@ from .relay_shares import (
     Holder,
     check_own_bounds_txn,
     class_share_txn,
+    damaged_shares_txn,
     grant_share_txn,
     largest_holder_txn,
     oldest_entry_txn,
     peer_share_txn,
     release_share_txn,
+    repair_shares_txn,
 )
 
 __all__ = [
@@ -65,6 +67,7 @@ __all__ = [
     "MAX_EVICTIONS_PER_PUT",
     "RELAY_SHARES_FILLED_SETTING",
     "Holder",
+    "damaged_shares_txn",
     "fill_relay_shares_txn",
     "purge_relay_txn",
     "relay_ack_txn",
@@ -73,6 +76,7 @@ __all__ = [
     "relay_recipients_txn",
     "relay_take_txn",
     "relay_usage_txn",
+    "repair_shares_txn",
 ]
 
 log = logging.getLogger(__name__)

@@ -44,11 +44,13 @@ __all__ = [
     "audit_shares_txn",
     "check_own_bounds_txn",
     "class_share_txn",
+    "damaged_shares_txn",
     "grant_share_txn",
     "largest_holder_txn",
     "oldest_entry_txn",
     "peer_share_txn",
     "release_share_txn",
+    "repair_shares_txn",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,8 @@ class Holder:
 def _share_txn(txn: KvTxn, table: Table, key: bytes) -> RelayUsage:
     """A share's counter; one that does not decode is recounted from the held entries (a
     scan, bounded by the total cap) and rewritten: every reader is in a relay write. A refused
-    put drops its repair with the rest of its transaction, so the next put recounts again."""
+    put drops a repair made in its transaction, so a put repairs the shares it checks in a
+    write of its own first (`damaged_shares_txn`, `repair_shares_txn`)."""
     try:
         return decode_relay_share(table, key, txn.get(table, key))
     except UnreadableItem as exc:
@@ -77,6 +80,36 @@ def _share_txn(txn: KvTxn, table: Table, key: bytes) -> RelayUsage:
         _set_share_txn(txn, table, key, usage)
         log.warning("%s: rebuilt from %s: %s", exc, Table.RELAY_HOLDERS.value.decode(), usage)
         return usage
+
+
+def _checked_keys(holder: Holder) -> tuple[tuple[Table, bytes], ...]:
+    """The shares a put of `holder` checks: its sender's, its peer's in both classes (a peer's
+    bound counts both) and both class totals (the pools)."""
+    return (
+        (Table.RELAY_SENDERS, holder.sender),
+        (Table.RELAY_PEERS, relay_holder_key(False, holder.peer)),
+        (Table.RELAY_PEERS, relay_holder_key(True, holder.peer)),
+        (Table.RELAY_TOTALS, bytes([False])),
+        (Table.RELAY_TOTALS, bytes([True])),
+    )
+
+
+def damaged_shares_txn(txn: KvTxn, holder: Holder) -> bool:
+    """Whether a share a put of `holder` checks does not decode (a read: five gets)."""
+    for table, key in _checked_keys(holder):
+        try:
+            decode_relay_share(table, key, txn.get(table, key))
+        except UnreadableItem:
+            return True
+    return False
+
+
+def repair_shares_txn(txn: KvTxn, holder: Holder) -> None:
+    """Recount the damaged shares a put of `holder` checks, in a write of their own: made in
+    the put's transaction, a repair was dropped with it when the put was refused, and each
+    refused put recounted and logged again until one was taken."""
+    for table, key in _checked_keys(holder):
+        _share_txn(txn, table, key)
 
 
 def _held_txn(txn: KvTxn) -> Iterator[tuple[bytes, Holder, bytes | None]]:

@@ -317,14 +317,17 @@ class KvStore:
         ttl_ms: int,
     ) -> bool:
         """Hold an envelope for another user's home node (see `api.RelayInbox.relay_put`)."""
+        holder = relay.Holder(known=known, sender=envelope.sender_user, peer=peer)
         with self._engine.read() as txn:
             expired = relay.relay_expired_txn(txn, now_ms)
+            damaged = relay.damaged_shares_txn(txn, holder)
         if expired:
             # Its own write (nested in a batch): what expired is gone even if the put is refused.
             self._engine.write(
                 lambda txn: relay.purge_relay_txn(txn, now_ms, RELAY_EXPIRED_PER_PUT)
             )
-        holder = relay.Holder(known=known, sender=envelope.sender_user, peer=peer)
+        if damaged:  # its own write too: the repair stays even if the put is refused
+            self._engine.write(lambda txn: relay.repair_shares_txn(txn, holder))
         return self._engine.write(
             lambda txn: relay.relay_put_txn(
                 txn,

@@ -37,8 +37,13 @@ stored in its peerstore, where identify had stored the same record when the conn
 opened; a request without one is answered alike (the field is optional). Nor do we verify the
 one the server puts in its answer (an Ed25519 check and a rewrite of its addresses): identify
 stored that record too when the connection opened. Our answers carry none either
-(`_AnswersWithoutRecord`: py-libp2p sets it inside its handler, so it comes off on the way
-out), and each goes out in one write, not its length and then itself.
+(`_WithoutRecord`: py-libp2p sets it inside its handler, so it comes off on the way
+out), and each goes out in one write, not its length and then itself. py-libp2p's own PUT_VALUE
+and FIND_NODE requests (a put, the routing table's upkeep) go out the same way (`_KadDHT`
+gives its requesters a host whose streams are `_WithoutRecord`): 586 bytes in two writes for a
+put to one peer, was 1,019 in four. A record another peer's request carries is checked once
+while unchanged and held, as gossip's are (`_consume_once`, node/p2p/peer_records.py), not on
+every request.
 """
 
 from __future__ import annotations
@@ -48,14 +53,18 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, cast
 
+import libp2p.kad_dht.kad_dht as _kad_module
+import libp2p.kad_dht.peer_routing as _peer_routing_module
+import libp2p.kad_dht.value_store as _value_store_module
 import trio
 import varint  # type: ignore[import-untyped]
 from google.protobuf.message import DecodeError
 from libp2p.abc import IHost, INetStream
+from libp2p.custom_types import TProtocol
 from libp2p.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.common import PROTOCOL_ID
 from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
-from libp2p.kad_dht.utils import sort_peer_ids_by_distance
+from libp2p.kad_dht.utils import maybe_consume_signed_record, sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerstore import PeerStoreError
 from libp2p.records.validator import NamespacedValidator, Validator
@@ -63,7 +72,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 from multiaddr import Multiaddr  # type: ignore[import-untyped]
 
-from hearthmesh.node.p2p import dht_log
+from hearthmesh.node.p2p import dht_log, peer_records
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
 from hearthmesh.node.p2p.gossipsub import BridgeCall
 from hearthmesh.protocol.errors import LocalProtocolError
@@ -134,6 +143,25 @@ def _has_addrs(host: IHost, peer: ID) -> bool:
         return False
 
 
+def _consume_once(msg: Message | Message.Peer, host: IHost, peer_id: ID | None = None) -> bool:
+    """py-libp2p's `maybe_consume_signed_record` for kad, skipping a sender's record already
+    accepted from that peer and still held (`peer_records.consume_record_once`)."""
+    if not isinstance(msg, Message) or peer_id is None or not msg.HasField("senderRecord"):
+        return maybe_consume_signed_record(msg, host, peer_id)
+    return peer_records.consume_record_once(
+        bytes(msg.senderRecord),
+        host,
+        peer_id,
+        lambda: maybe_consume_signed_record(msg, host, peer_id),
+    )
+
+
+def _install_consume_once() -> None:
+    """Use `_consume_once` in py-libp2p's kad modules that check records (idempotent)."""
+    for module in (_kad_module, _peer_routing_module, _value_store_module):
+        module.maybe_consume_signed_record = _consume_once  # type: ignore[attr-defined]
+
+
 class _AppValidator(Validator):
     """Adapts the app's two callables to py-libp2p's `Validator` (trio thread)."""
 
@@ -159,11 +187,18 @@ class _AppValidator(Validator):
 
 
 class _KadDHT(KadDHT):
-    """py-libp2p's DHT, whose answers carry no signed records: neither ours nor those of the
-    closer peers they name."""
+    """py-libp2p's DHT, whose answers and requests carry no signed records: neither ours nor
+    those of the closer peers its answers name."""
+
+    def __init__(self, host: IHost, *args: object, **kwargs: object) -> None:
+        super().__init__(host, *args, **kwargs)  # type: ignore[arg-type]
+        # Its PUT_VALUE and FIND_NODE requests go out on streams these open.
+        requester = cast(IHost, _RequestsWithoutRecord(host))
+        self.value_store.host = requester
+        self.peer_routing.host = requester
 
     async def _do_handle_stream(self, stream: INetStream) -> None:
-        await super()._do_handle_stream(cast(INetStream, _AnswersWithoutRecord(stream)))
+        await super()._do_handle_stream(cast(INetStream, _WithoutRecord(stream)))
 
     def _add_closer_peers_to_response(
         self, response: Message, closest_peers: Sequence[ID], exclude_peer_id: ID | None = None
@@ -173,15 +208,29 @@ class _KadDHT(KadDHT):
             peer.ClearField("signedRecord")
 
 
-class _AnswersWithoutRecord:
-    """An inbound kad stream as py-libp2p's handler writes to it: each answer's length, then
-    the answer, with our signed peer record set. The pair goes out as one write, the answer
-    without the record; a write that is not such a pair goes out as it came."""
+class _RequestsWithoutRecord:
+    """The host as py-libp2p's kad requesters use it: the streams it opens are `_WithoutRecord`."""
+
+    def __init__(self, host: IHost) -> None:
+        self._host = host
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._host, name)
+
+    async def new_stream(self, peer: ID, protocols: Sequence[TProtocol]) -> INetStream:
+        stream = await self._host.new_stream(peer, protocols)
+        return cast(INetStream, _WithoutRecord(stream))
+
+
+class _WithoutRecord:
+    """A kad stream as py-libp2p writes to it: each message's length, then the message, with
+    our signed peer record set. The pair goes out as one write, the message without the
+    record; a write that is not such a pair goes out as it came."""
 
     def __init__(self, stream: INetStream) -> None:
         self._stream = stream
         self._length: bytes | None = None
-        """An answer's length prefix, held until the answer comes."""
+        """A message's length prefix, held until the message comes."""
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._stream, name)
@@ -229,6 +278,7 @@ class DhtLayer:
     def build(self, host: IHost) -> None:
         """Create the DHT on `host` before it listens; this registers the kad protocol."""
         dht_log.install()
+        _install_consume_once()
         validator = NamespacedValidator(
             {DHT_NAMESPACE: self._app_validator}, strict_validation=True
         )

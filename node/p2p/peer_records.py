@@ -33,6 +33,7 @@ from __future__ import annotations
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Final
 
 import libp2p.pubsub.gossipsub as _gossipsub_module
@@ -44,7 +45,7 @@ from libp2p.peer.peerstore import PeerStoreError
 from libp2p.pubsub.pb.rpc_pb2 import RPC
 from libp2p.pubsub.utils import maybe_consume_signed_record
 
-__all__ = ["MAX_PEERS", "RecordsTold", "consume_once", "install"]
+__all__ = ["MAX_PEERS", "RecordsTold", "consume_once", "consume_record_once", "install"]
 
 MAX_PEERS: Final = 1024
 """Peers whose accepted record one host remembers."""
@@ -67,13 +68,24 @@ def consume_once(msg: RPC, host: IHost, peer_id: ID) -> bool:
     """`maybe_consume_signed_record` that skips a record already accepted and still held."""
     if not msg.HasField("senderRecord"):
         return True
-    record = bytes(msg.senderRecord)
+    return consume_record_once(
+        bytes(msg.senderRecord),
+        host,
+        peer_id,
+        lambda: maybe_consume_signed_record(msg, host, peer_id),
+    )
+
+
+def consume_record_once(record: bytes, host: IHost, peer_id: ID, check: Callable[[], bool]) -> bool:
+    """`check()` (py-libp2p's, which verifies `record` from `peer_id` and stores it in the
+    peerstore) unless `record` is the one last accepted from `peer_id` and still held. The
+    kad server's check is the same (node/p2p/dht.py), so a record either accepted is known."""
     accepted = _accepted_of(host)
     known = accepted.get(peer_id)
     if known is not None and known[0] == record and _held(host, peer_id) is known[1]:
         accepted.move_to_end(peer_id)
         return True
-    if not maybe_consume_signed_record(msg, host, peer_id):
+    if not check():
         accepted.pop(peer_id, None)
         return False
     envelope = _held(host, peer_id)

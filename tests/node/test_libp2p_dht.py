@@ -6,12 +6,17 @@ import asyncio
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import pytest
+from libp2p.abc import IHost
+from libp2p.kad_dht import utils as kad_utils
 from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.peer.id import ID
+from libp2p.peer.peerstore import env_to_send_in_RPC
+from libp2p.pubsub import utils as pubsub_utils
 
 from hearthmesh.node.p2p.dht import NEAREST_ASKED, _rpc, home_record_rules
 from hearthmesh.node.p2p.host import HostConfig, P2PHost, peer_id_from_seed
@@ -294,8 +299,8 @@ async def test_our_gets_carry_no_signed_peer_record_and_are_answered() -> None:
         for n in range(misses):
             assert await b.dht_get(home_record_key(UserId(bytes([n]) * 32))) is None
         after = b.wire()
-    sent = after["bytes"][KAD] - before["bytes"][KAD]
-    writes = after["writes"][KAD] - before["writes"][KAD]
+    sent = after["bytes"][KAD] - before["bytes"].get(KAD, 0)
+    writes = after["writes"][KAD] - before["writes"].get(KAD, 0)
     assert b.dht_asked == 1 + misses
     # each request smaller than the record alone (the mean: b's own kad upkeep may add some)
     assert sent < misses * SENDER_RECORD_BYTES
@@ -321,3 +326,65 @@ async def test_our_answers_carry_no_signed_peer_record_and_are_taken() -> None:
         missed = await b._bridge.run(ask, BOB_KEY)
     assert held.record.value == record and not held.HasField("senderRecord")
     assert not missed.HasField("record") and not missed.HasField("senderRecord")
+
+
+async def test_our_puts_carry_no_signed_peer_record() -> None:
+    """py-libp2p put our signed peer record in each PUT_VALUE and FIND_NODE request too
+    (a put sends one of each here), in two writes each; ours carry none, in one write each,
+    and the record is stored."""
+    puts = 10
+    async with asyncio.timeout(9), hosts(dht_config(1), dht_config(2)) as (a, b):
+        await link(b, a)
+        before = b.wire()
+        for n in range(puts):
+            user = keypair_from_seed(bytes([n + 1]) * 32)
+            await b.dht_put(home_record_key(UserId(user.public)), home_record(user, NOW_MS))
+        after = b.wire()
+        assert await a.dht_get(home_record_key(UserId(keypair_from_seed(b"\1" * 32).public)))
+    sent = after["bytes"][KAD] - before["bytes"].get(KAD, 0)
+    writes = after["writes"][KAD] - before["writes"].get(KAD, 0)
+    # the two requests of a put, with a record each, were 2 x 213 bytes more (the mean: b's
+    # own kad upkeep may add some)
+    assert sent < puts * (len(home_record(ALICE, NOW_MS)) + 2 * SENDER_RECORD_BYTES)
+    assert writes < 3 * puts
+
+
+async def test_our_server_checks_a_peers_signed_record_once_while_it_is_unchanged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """py-libp2p's kad server verified the sender's record in every request (an Ed25519
+    check and a rewrite of its addresses); ours checks a peer's record once while it stays
+    the same and the peerstore holds it (node/p2p/peer_records.py), and answers each."""
+    verified: list[bytes] = []
+    for module in (kad_utils, pubsub_utils):
+        real: Callable[..., Any] = module.consume_envelope
+
+        def counting(data: bytes, domain: str, real: Callable[..., Any] = real) -> Any:
+            verified.append(bytes(data))
+            return real(data, domain)
+
+        monkeypatch.setattr(module, "consume_envelope", counting)
+    async with asyncio.timeout(9), hosts(dht_config(1), dht_config(2)) as (a, b):
+        await link(b, a)
+        layer = b._dht
+        assert layer is not None and layer._dht is not None
+        host, server = layer._dht.host, ID.from_base58(a.peer_id)
+
+        record = await b._bridge.run(_record_of, host)
+
+        async def ask(type_: Message.MessageType) -> Message:
+            request = Message(type=type_, key=server.to_bytes(), senderRecord=record)
+            return await _rpc(host, server, request)
+
+        answers = []
+        for type_ in [Message.MessageType.FIND_NODE, Message.MessageType.GET_VALUE] * 3:
+            answers.append(await b._bridge.run(ask, type_))
+    assert [answer.type for answer in answers] == [
+        Message.MessageType.FIND_NODE,
+        Message.MessageType.GET_VALUE,
+    ] * 3
+    assert verified.count(record) <= 1  # the record from b's hello may have been checked
+
+
+async def _record_of(host: IHost) -> bytes:
+    return env_to_send_in_RPC(host)[0]

@@ -65,3 +65,21 @@ def test_a_damaged_share_is_recounted_from_the_entries_and_its_bound_still_holds
     repairs = [r.getMessage() for r in caplog.records if "rebuilt" in r.getMessage()]
     assert len(repairs) == 1 and table.value.decode() in repairs[0]
     assert _put(store, 4)  # room again after the ack
+
+
+def test_a_damaged_share_is_recounted_once_even_when_the_puts_are_refused(
+    damaged: tuple[Table, KvStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A put refused at its bound dropped the repair made in its transaction, so each refused
+    put recounted and logged again: the repair is a write of its own."""
+    table, store = damaged
+    assert all(_put(store, n) for n in range(BOUND))
+    store._engine.write(lambda txn: txn.put(table, KEYS[table], b"\x01\x02\x03"))
+    with caplog.at_level(logging.WARNING, logger="hearthmesh.storage.relay_shares"):
+        for _ in range(2):
+            with pytest.raises(QuotaExceeded):
+                _put(store, BOUND)
+    repairs = [r.getMessage() for r in caplog.records if "rebuilt" in r.getMessage()]
+    assert len(repairs) == 1 and table.value.decode() in repairs[0]
+    with store._engine.read() as txn:
+        assert audit_shares_txn(txn) == []
