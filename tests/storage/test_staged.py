@@ -22,7 +22,7 @@ from hearthmesh.storage.lmdb_store import LmdbEngine, LmdbStore
 from hearthmesh.storage.staged import StagedWrites
 from tests.conftest import examples
 
-from .helpers import make_envelope
+from .helpers import kept_busy, make_envelope
 
 
 def _storage_threads() -> list[threading.Thread]:
@@ -214,7 +214,11 @@ async def test_the_loop_serves_while_a_commit_syncs_and_acks_follow_the_commit(
 ) -> None:
     async with asyncio.timeout(20):
         store = _HeldCommits(tmp_path / "db")
-        async with AsyncStore(store, max_staged=2) as db, asyncio.TaskGroup() as tasks:
+        async with (
+            AsyncStore(store, max_staged=2) as db,
+            kept_busy(),
+            asyncio.TaskGroup() as tasks,
+        ):
             first = tasks.create_task(db.run(store.set_setting, "a", b"1"))
             await asyncio.to_thread(store.entered.wait, 5)
             # The writer is held in its commit: the loop still runs, and stages what comes.
@@ -252,7 +256,7 @@ async def test_a_failed_commit_fails_its_batch_and_every_batch_staged_over_it(
 ) -> None:
     async with asyncio.timeout(20):
         store = _HeldCommits(tmp_path / "db", fail=True)
-        async with AsyncStore(store, max_staged=2) as db:
+        async with AsyncStore(store, max_staged=2) as db, kept_busy():
             first = asyncio.create_task(db.run(store.set_setting, "a", b"1"))
             await asyncio.to_thread(store.entered.wait, 5)
             second = asyncio.create_task(db.run(store.set_setting, "b", b"2"))
@@ -270,7 +274,7 @@ async def test_a_batch_that_writes_nothing_waits_only_for_the_commits_it_read_ov
 ) -> None:
     async with asyncio.timeout(20):
         store = _HeldCommits(tmp_path / "db")
-        async with AsyncStore(store, max_staged=2) as db:
+        async with AsyncStore(store, max_staged=2) as db, kept_busy():
             # Nothing in flight: a read-only batch read only what is durable, no commit needed.
             assert await db.run(store.get_setting, "a") is None
             assert store.commits == [] and not store.entered.is_set()
@@ -293,7 +297,10 @@ async def test_what_arrives_during_a_sync_is_staged_as_one_batch_once_it_is_dura
 ) -> None:
     async with asyncio.timeout(20):
         store = _HeldCommits(tmp_path / "db")
-        async with AsyncStore(store) as db:  # MAX_STAGED: one batch waits for the writer
+        async with (
+            AsyncStore(store) as db,
+            kept_busy(),
+        ):  # MAX_STAGED: one batch waits for the writer
             assert MAX_STAGED == 1
             first = asyncio.create_task(db.run(store.set_setting, "a", b"1"))
             await asyncio.to_thread(store.entered.wait, 5)
