@@ -15,9 +15,8 @@ from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, Outco
 from hearthmesh.storage.async_store import AsyncStore
 from hearthmesh.storage.lmdb_store import LmdbStore
 from hearthmesh.storage.memory import MemoryStore
-from hearthmesh.storage.staged import StagedWrites
 
-from .helpers import ROOM_A, kept_busy, make_envelope
+from .helpers import ROOM_A, make_envelope
 
 
 def _storage_threads() -> list[threading.Thread]:
@@ -138,36 +137,6 @@ async def test_every_kind_of_write_shares_the_commit(tmp_path: Path) -> None:
             assert isinstance(results[4], LocalProtocolError)
             assert db.batches_committed == before + 1
             assert await db.read(db.store.last_seq, ROOM_A, make_envelope().sender_device) == 3
-
-
-class _CommitThreadStore(LmdbStore):
-    """Records which thread committed each staged transaction."""
-
-    committed_on: list[str]
-
-    def commit_staged(self, batches: Sequence[StagedWrites]) -> None:
-        self.committed_on.append(threading.current_thread().name)
-        super().commit_staged(batches)
-
-
-async def test_an_idle_loop_commits_in_place_and_a_busy_one_hands_the_commit_over(
-    tmp_path: Path,
-) -> None:
-    async with asyncio.timeout(20):
-        store = _CommitThreadStore(tmp_path / "db")
-        store.committed_on = []
-        async with AsyncStore(store) as db:
-            await db.run(store.set_setting, "a", b"1")
-            # Nothing else to run: no hand-off to the writer thread and back.
-            assert store.committed_on == [threading.current_thread().name]
-            assert await db.read(store.get_setting, "a") == b"1"
-
-            async with kept_busy():
-                await db.run(store.set_setting, "a", b"2")
-            # Other work was ready: the loop kept serving it while the writer thread committed.
-            assert store.committed_on[1].startswith("hearthmesh-store")
-            assert await db.read(store.get_setting, "a") == b"2"
-            assert db.transactions == 2
 
 
 class _SlowWriteStore(LmdbStore):

@@ -251,6 +251,25 @@ async def test_the_loop_serves_while_a_commit_syncs_and_acks_follow_the_commit(
     assert _storage_threads() == []
 
 
+async def test_an_idle_loop_commits_in_place_and_a_busy_one_hands_the_commit_over(
+    tmp_path: Path,
+) -> None:
+    async with asyncio.timeout(20):
+        store = _HeldCommits(tmp_path / "db")
+        store.gate.set()
+        async with AsyncStore(store) as db:
+            await db.run(store.set_setting, "a", b"1")
+            # Nothing else to run: no hand-off to the writer thread and back.
+            assert store.threads["commit"] == threading.current_thread().name
+            assert await db.read(store.get_setting, "a") == b"1"
+            async with kept_busy():
+                await db.run(store.set_setting, "a", b"2")
+            # Other work was ready: the loop kept serving it while the writer thread committed.
+            assert store.threads["commit"].startswith("hearthmesh-store")
+            assert await db.read(store.get_setting, "a") == b"2"
+            assert store.commits == [1, 1] and db.transactions == 2
+
+
 async def test_a_failed_commit_fails_its_batch_and_every_batch_staged_over_it(
     tmp_path: Path,
 ) -> None:
