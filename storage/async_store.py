@@ -20,8 +20,11 @@ A batch staged when no commit is in flight and no other callback is ready commit
 thread instead (`_commit_inline`): the loop had nothing to do but wait, py-lmdb lets the GIL go
 during the commit's flushes (so the trio thread runs), and the hand-off to the writer thread and
 back, each a thread's wake-up and a wait for the GIL (0.29 and 0.15 ms at the median in
-ARCHITECTURE §10's same-node trace), is saved. A message sent alone takes this way; in a burst
-other work is ready and the batches go to the writer thread.
+ARCHITECTURE §10's same-node trace), is saved. Only a batch of one write does so: a message
+sent alone takes this way, while in a burst the writes that gathered during a commit form a
+larger batch, which the writer thread commits as the loop goes on with the burst (committed in
+place, the loop did none of the burst's work during the flushes: `bench api` same-node msgs/s
+fell in 2 of 3 pairs, ARCHITECTURE §10).
 A write no caller needs durable soon (`run_lazy`: the outbox's settles, SPEC §11.4) rides in the
 next batch that commits anyway, or commits alone after `LAZY_MS`: one message sent and acked
 cost its home two commits, each two device flushes on the message path's disk, where one would
@@ -297,7 +300,7 @@ class AsyncStore:
             # The engine committed it (the in-memory twin), or it wrote nothing and read only
             # what is durable: no commit to wait for.
             self._settle_all(groups, outcomes)
-        elif not self._committing and _loop_is_idle(loop):
+        elif len(batch) == 1 and not self._committing and _loop_is_idle(loop):
             self._commit_inline(groups, outcomes, staged)
         else:
             self._committing.append((groups, outcomes))

@@ -267,7 +267,15 @@ async def test_an_idle_loop_commits_in_place_and_a_busy_one_hands_the_commit_ove
             # Other work was ready: the loop kept serving it while the writer thread committed.
             assert store.threads["commit"].startswith("hearthmesh-store")
             assert await db.read(store.get_setting, "a") == b"2"
-            assert store.commits == [1, 1] and db.transactions == 2
+            await db.run(store.set_setting, "a", b"3")
+            assert store.threads["commit"] == threading.current_thread().name
+            # Several writes at once, as in a burst: the writer commits them while the loop
+            # goes on with the burst.
+            await asyncio.gather(
+                db.run(store.set_setting, "a", b"4"), db.run(store.set_setting, "b", b"1")
+            )
+            assert store.threads["commit"].startswith("hearthmesh-store")
+            assert store.commits == [1, 1, 1, 1] and db.transactions == 4
 
 
 async def test_a_failed_commit_fails_its_batch_and_every_batch_staged_over_it(
