@@ -10,12 +10,21 @@ A batch is run in two halves (`Store.stage_batch`, `Store.commit_staged`). Its c
 event loop's thread, since they read and change the loop's state (a room's members, a Megolm
 session), over the committed snapshot with the batches staged before laid over it. The writer
 thread, the one owner of LMDB's write transaction, then replays the batch's writes and commits
-them, and the callers' awaits return once that commit is durable. So the loop never waits out
-an fsync (which took 2.5 ms median and 14 ms p90 on the loaded test machine, when commits ran
+them, and the callers' awaits return once that commit is durable. So a busy loop never waits
+out an fsync (which took 2.5 ms median and 14 ms p90 on the loaded test machine, when commits ran
 on the loop: 429 of alice's 737 loop callbacks over 2 ms in `bench api` were commits). While one
 commit syncs, the writes that arrive meanwhile gather, and are staged as one batch once it is
 durable (`MAX_STAGED`; a deeper pipeline stages each over the ones before, and the writer
 commits every batch it finds waiting in one transaction).
+A batch staged when no commit is in flight and no other callback is ready commits on the loop's
+thread instead (`_commit_inline`): the loop had nothing to do but wait, py-lmdb lets the GIL go
+during the commit's flushes (so the trio thread runs), and the hand-off to the writer thread and
+back, each a thread's wake-up and a wait for the GIL (0.29 and 0.15 ms at the median in
+ARCHITECTURE §10's same-node trace), is saved. Only a batch of one write does so: a message
+sent alone takes this way, while in a burst the writes that gathered during a commit form a
+larger batch, which the writer thread commits as the loop goes on with the burst (committed in
+place, the loop did none of the burst's work during the flushes: `bench api` same-node msgs/s
+fell in 2 of 3 pairs, ARCHITECTURE §10).
 A write no caller needs durable soon (`run_lazy`: the outbox's settles, SPEC §11.4) rides in the
 next batch that commits anyway, or commits alone after `LAZY_MS`: one message sent and acked
 cost its home two commits, each two device flushes on the message path's disk, where one would
@@ -291,11 +300,27 @@ class AsyncStore:
             # The engine committed it (the in-memory twin), or it wrote nothing and read only
             # what is durable: no commit to wait for.
             self._settle_all(groups, outcomes)
+        elif len(batch) == 1 and not self._committing and _loop_is_idle(loop):
+            self._commit_inline(groups, outcomes, staged)
         else:
             self._committing.append((groups, outcomes))
             self._to_commit.append(staged)
             self._writer.submit(self._commit_waiting, loop)
         self._flush_soon(loop)
+
+    def _commit_inline(
+        self, groups: list[list[_Write]], outcomes: list[Outcome], staged: StagedWrites
+    ) -> None:
+        """Commit a batch on the loop's thread, which had nothing else to run: py-lmdb lets the
+        GIL go for the commit, so the trio thread runs during the flushes, and the hand-off to
+        the writer thread and back (each a thread's wake-up and a wait for the GIL) is saved."""
+        try:
+            self._store.commit_staged([staged])
+        except Exception as exc:  # every caller of the batch gets it
+            self._settle_all(groups, exc)
+            return
+        self.transactions += 1
+        self._settle_all(groups, outcomes)
 
     def _commit_waiting(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the writer thread: commit every staged batch waiting (none if an earlier call
@@ -370,6 +395,14 @@ class AsyncStore:
                 self._reader.shutdown(wait=True)
             self._writer.shutdown(wait=True)
             self._closed.set()
+
+
+def _loop_is_idle(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether no callback is ready to run on `loop` (asyncio's own loops keep them in
+    `_ready`; a loop without it counts as busy, so its commits go to the writer thread). I/O
+    that became ready since the loop last polled is not seen: it waits out an inline commit."""
+    ready = getattr(loop, "_ready", None)
+    return ready is not None and not ready
 
 
 def _group_calls(batch: list[_Write]) -> list[list[_Write]]:

@@ -1,12 +1,16 @@
-"""Envelopes for storage tests: real sealed envelopes with chosen order fields."""
+"""Envelopes for storage tests: real sealed envelopes with chosen order fields; a busy loop."""
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import KeyPair, UserId, keypair_from_seed
 
-__all__ = ["PEER", "ROOM_A", "ROOM_B", "USER_A", "USER_B", "device", "make_envelope"]
+__all__ = ["PEER", "ROOM_A", "ROOM_B", "USER_A", "USER_B", "device", "kept_busy", "make_envelope"]
 
 ROOM_A = RoomId(b"\xaa" * 32)
 ROOM_B = RoomId(b"\xbb" * 32)
@@ -48,3 +52,22 @@ def make_envelope(
         content_type=content_type,
         body=body,
     )
+
+
+@contextlib.asynccontextmanager
+async def kept_busy() -> AsyncIterator[None]:
+    """A callback that schedules itself again at every turn, so the loop always has one
+    ready: an `AsyncStore` then hands each commit to its writer thread, as in a burst, instead
+    of committing in place on an idle loop."""
+    loop = asyncio.get_running_loop()
+    busy = True
+
+    def again() -> None:
+        if busy:
+            loop.call_soon(again)
+
+    loop.call_soon(again)
+    try:
+        yield
+    finally:
+        busy = False

@@ -22,7 +22,7 @@ from hearthmesh.storage.lmdb_store import LmdbEngine, LmdbStore
 from hearthmesh.storage.staged import StagedWrites
 from tests.conftest import examples
 
-from .helpers import make_envelope
+from .helpers import kept_busy, make_envelope
 
 
 def _storage_threads() -> list[threading.Thread]:
@@ -214,7 +214,11 @@ async def test_the_loop_serves_while_a_commit_syncs_and_acks_follow_the_commit(
 ) -> None:
     async with asyncio.timeout(20):
         store = _HeldCommits(tmp_path / "db")
-        async with AsyncStore(store, max_staged=2) as db, asyncio.TaskGroup() as tasks:
+        async with (
+            AsyncStore(store, max_staged=2) as db,
+            kept_busy(),
+            asyncio.TaskGroup() as tasks,
+        ):
             first = tasks.create_task(db.run(store.set_setting, "a", b"1"))
             await asyncio.to_thread(store.entered.wait, 5)
             # The writer is held in its commit: the loop still runs, and stages what comes.
@@ -247,12 +251,39 @@ async def test_the_loop_serves_while_a_commit_syncs_and_acks_follow_the_commit(
     assert _storage_threads() == []
 
 
+async def test_an_idle_loop_commits_in_place_and_a_busy_one_hands_the_commit_over(
+    tmp_path: Path,
+) -> None:
+    async with asyncio.timeout(20):
+        store = _HeldCommits(tmp_path / "db")
+        store.gate.set()
+        async with AsyncStore(store) as db:
+            await db.run(store.set_setting, "a", b"1")
+            # Nothing else to run: no hand-off to the writer thread and back.
+            assert store.threads["commit"] == threading.current_thread().name
+            assert await db.read(store.get_setting, "a") == b"1"
+            async with kept_busy():
+                await db.run(store.set_setting, "a", b"2")
+            # Other work was ready: the loop kept serving it while the writer thread committed.
+            assert store.threads["commit"].startswith("hearthmesh-store")
+            assert await db.read(store.get_setting, "a") == b"2"
+            await db.run(store.set_setting, "a", b"3")
+            assert store.threads["commit"] == threading.current_thread().name
+            # Several writes at once, as in a burst: the writer commits them while the loop
+            # goes on with the burst.
+            await asyncio.gather(
+                db.run(store.set_setting, "a", b"4"), db.run(store.set_setting, "b", b"1")
+            )
+            assert store.threads["commit"].startswith("hearthmesh-store")
+            assert store.commits == [1, 1, 1, 1] and db.transactions == 4
+
+
 async def test_a_failed_commit_fails_its_batch_and_every_batch_staged_over_it(
     tmp_path: Path,
 ) -> None:
     async with asyncio.timeout(20):
         store = _HeldCommits(tmp_path / "db", fail=True)
-        async with AsyncStore(store, max_staged=2) as db:
+        async with AsyncStore(store, max_staged=2) as db, kept_busy():
             first = asyncio.create_task(db.run(store.set_setting, "a", b"1"))
             await asyncio.to_thread(store.entered.wait, 5)
             second = asyncio.create_task(db.run(store.set_setting, "b", b"2"))
@@ -270,7 +301,7 @@ async def test_a_batch_that_writes_nothing_waits_only_for_the_commits_it_read_ov
 ) -> None:
     async with asyncio.timeout(20):
         store = _HeldCommits(tmp_path / "db")
-        async with AsyncStore(store, max_staged=2) as db:
+        async with AsyncStore(store, max_staged=2) as db, kept_busy():
             # Nothing in flight: a read-only batch read only what is durable, no commit needed.
             assert await db.run(store.get_setting, "a") is None
             assert store.commits == [] and not store.entered.is_set()
@@ -293,7 +324,10 @@ async def test_what_arrives_during_a_sync_is_staged_as_one_batch_once_it_is_dura
 ) -> None:
     async with asyncio.timeout(20):
         store = _HeldCommits(tmp_path / "db")
-        async with AsyncStore(store) as db:  # MAX_STAGED: one batch waits for the writer
+        async with (
+            AsyncStore(store) as db,
+            kept_busy(),
+        ):  # MAX_STAGED: one batch waits for the writer
             assert MAX_STAGED == 1
             first = asyncio.create_task(db.run(store.set_setting, "a", b"1"))
             await asyncio.to_thread(store.entered.wait, 5)
