@@ -1,18 +1,15 @@
 """Serving inbound deliver streams and gossip: verify, store, then ack (ARCHITECTURE §3 step 5).
 
 Verification is pure protocol/ work; storing is `Inbox.accept` in one store write batch; the signed
-ack goes out only after that transaction committed, and after the frames of what it released
-(`APP_TURNS`). A frame that cannot be a DELIVER batch is
+ack goes out only after that transaction committed. A frame that cannot be a DELIVER batch is
 answered with an ERROR frame and the stream is closed; a bad envelope inside a good batch is
 rejected alone and the rest of the batch is stored.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
-from typing import Final
 
 from hearthmesh.node.clock import Clock, HybridClock
 from hearthmesh.node.delivery.inbox import Arrival, Inbox, StoreOutcome
@@ -38,16 +35,9 @@ from hearthmesh.protocol.gossip import GossipItem
 from hearthmesh.protocol.identity import UserId, encode_certificate
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["APP_TURNS", "Receiver"]
+__all__ = ["Receiver"]
 
 log = logging.getLogger(__name__)
-
-APP_TURNS: Final = 3
-"""Loop iterations from a batch's `MessageReceived` to its client frame on the socket (the
-API's event pump, the feed's tail and the client's writer task each take one). The ACK waits
-them out before its bridge hop: once handed over, trio takes the GIL from the loop until the
-ACK is written (0.2-0.4 ms at the median, ARCHITECTURE §10), and the frame is what the user
-waits for, while the ACK only frees the sender's next batch."""
 
 
 class Receiver:
@@ -76,8 +66,6 @@ class Receiver:
         self._is_sibling = is_sibling
         self._standing = standing
         self.rejected_frames = 0
-        self.shown = 0
-        """`MessageReceived` events emitted so far (envelopes released to the app)."""
         self._recent = RecentlyStored()
         """What the store answered STORED or DUPLICATE lately (`protocol.arrival`: the store
         owns dedupe; this only spares a second copy the checks)."""
@@ -106,14 +94,10 @@ class Receiver:
                 self._refuse(stream.remote_peer, exc)
                 await stream.write_frame(encode_error(exc))
                 return
-            shown = self.shown
             results = await self.accept_batch(
                 frame, peer=stream.remote_peer, from_sibling=self._is_sibling(stream.remote_peer)
             )
             self._standing.refused_results(stream.remote_peer, results)
-            if self.shown != shown:  # the app's frames first, then the ACK's hop
-                for _ in range(APP_TURNS):
-                    await asyncio.sleep(0)
             answer = encode_ack(sign_ack(self._keyring.node, frame.batch_id, tuple(results)))
 
     def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
@@ -206,7 +190,6 @@ class Receiver:
         self._recent.note(outcome.results)
         for envelope in outcome.released:
             if reaches_the_app(envelope):
-                self.shown += 1
                 self._emit(MessageReceived(envelope=envelope))
         self._on_outcome(outcome)
 
