@@ -170,6 +170,18 @@ async def test_a_reconnect_before_the_old_connection_closed_greets_again_on_the_
         assert sum(carried) > records_before  # the new stream carried the record again
 
 
+@asynccontextmanager
+async def _home_and_peer_in_topic() -> AsyncIterator[tuple[P2PHost, P2PHost]]:
+    """Two hosts in TOPIC, not yet connected."""
+    async with (
+        P2PHost(HostConfig(identity_seed=b"\x01" * 32)) as home,
+        P2PHost(HostConfig(identity_seed=b"\x02" * 32)) as peer,
+    ):
+        await home.subscribe(TOPIC)
+        await peer.subscribe(TOPIC)
+        yield home, peer
+
+
 def _failed_negotiations(host: P2PHost) -> list[int]:
     """Counts, as they happen, the gossip streams `host` opened whose negotiation failed."""
     pubsub = host._gossip._pubsub
@@ -210,13 +222,7 @@ async def test_a_gossip_stream_whose_negotiation_failed_is_tried_again_while_con
     of our gossip while it stayed connected (a reconnecting sibling, under load; SPEC §14.3).
     The peer refuses our first stream, then speaks gossip again: it is added, within the
     bounded retries."""
-    async with (
-        asyncio.timeout(30),
-        P2PHost(HostConfig(identity_seed=b"\x01" * 32)) as home,
-        P2PHost(HostConfig(identity_seed=b"\x02" * 32)) as peer,
-    ):
-        await home.subscribe(TOPIC)
-        await peer.subscribe(TOPIC)
+    async with asyncio.timeout(30), _home_and_peer_in_topic() as (home, peer):
         failed = _failed_negotiations(home)
         await _speak_gossip(peer, speaks=False)
         await peer.connect(f"{home.listen_addrs[0]}/p2p/{home.peer_id}")
@@ -234,13 +240,7 @@ async def test_a_gossip_retry_after_the_peer_left_does_not_dial_it() -> None:
     """A greeting again or a retry of our gossip stream runs after the connection it was for
     may have closed; py-libp2p's stream open then dialled the peer, so a peer that left (or
     that we disconnected) was called back by gossip alone (SPEC §14.3)."""
-    async with (
-        asyncio.timeout(30),
-        P2PHost(HostConfig(identity_seed=b"\x01" * 32)) as home,
-        P2PHost(HostConfig(identity_seed=b"\x02" * 32)) as peer,
-    ):
-        await home.subscribe(TOPIC)
-        await peer.subscribe(TOPIC)
+    async with asyncio.timeout(30), _home_and_peer_in_topic() as (home, peer):
         await home.connect(f"{peer.listen_addrs[0]}/p2p/{peer.peer_id}")
         await home.wait_for_mesh_peer(TOPIC, peer.peer_id)
         await home.disconnect(peer.peer_id)
