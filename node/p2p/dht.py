@@ -57,7 +57,6 @@ import libp2p.kad_dht.kad_dht as _kad_module
 import libp2p.kad_dht.peer_routing as _peer_routing_module
 import libp2p.kad_dht.value_store as _value_store_module
 import trio
-import varint  # type: ignore[import-untyped]
 from google.protobuf.message import DecodeError
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
@@ -69,7 +68,11 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerstore import PeerStoreError
 from libp2p.records.validator import NamespacedValidator, Validator
 from libp2p.tools.anyio_service import background_trio_service
-from libp2p.utils.varint import read_varint_prefixed_bytes_limited
+from libp2p.utils.varint import (
+    decode_uvarint,
+    encode_varint_prefixed,
+    read_varint_prefixed_bytes_limited,
+)
 from multiaddr import Multiaddr  # type: ignore[import-untyped]
 
 from hearthmesh.node.p2p import dht_log, peer_records
@@ -240,9 +243,9 @@ class _WithoutRecord:
             self._length = data
             return
         length, self._length = self._length or b"", None
-        if length and varint.decode_bytes(length) == len(data):
-            data = _without_record(data)
-            length = varint.encode(len(data))
+        if length and decode_uvarint(length) == len(data):
+            await self._stream.write(encode_varint_prefixed(_without_record(data)))
+            return
         await self._stream.write(length + data)
 
 
@@ -426,8 +429,7 @@ async def _rpc(host: IHost, peer: ID, request: Message) -> Message:
     and the answer (trio thread; at most `MAX_ANSWER_BYTES`)."""
     stream = await host.new_stream(peer, [PROTOCOL_ID])
     try:
-        body = request.SerializeToString()
-        await stream.write(varint.encode(len(body)) + body)
+        await stream.write(encode_varint_prefixed(request.SerializeToString()))
         answer = Message()
         answer.ParseFromString(await read_varint_prefixed_bytes_limited(stream, MAX_ANSWER_BYTES))
         return answer
