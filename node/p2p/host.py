@@ -540,7 +540,7 @@ class P2PHost:
             message_id=config.message_id,
             subscription_queue_size=config.subscription_queue_size,
             degree=config.gossip_degree,
-            on_garbled=self._garbled_gossip,
+            on_garbled=self._garbled,
             on_churn=self._stream_refused,
             wire=self._wire,
         )
@@ -549,7 +549,10 @@ class P2PHost:
             raise LocalProtocolError("dht_validate and dht_select go together")
         if config.dht_validate is not None and config.dht_select is not None:
             self._dht = DhtLayer(
-                call=self._call, validate=config.dht_validate, select=config.dht_select
+                call=self._call,
+                validate=config.dht_validate,
+                select=config.dht_select,
+                refused=self._garbled,
             )
         self.reachability = Reachability.UNKNOWN
         """AutoNAT's latest verdict on whether peers elsewhere can dial us (SPEC §10.6)."""
@@ -1076,8 +1079,9 @@ class P2PHost:
         self._connections.protect(protected)
         self._gossip.protect(protected)
 
-    def _garbled_gossip(self, peer: str, error: RemoteProtocolError) -> None:
-        """From the trio thread: a peer's gossip RPC did not decode (a whole frame, §11.6)."""
+    def _garbled(self, peer: str, error: RemoteProtocolError) -> None:
+        """From the trio thread: a peer's gossip RPC or kad answer cannot be right (a whole
+        frame, §11.6)."""
         self._bridge.to_asyncio(self._report_refused, peer, error)
 
     def _report_refused(self, peer: str, error: RemoteProtocolError) -> None:
