@@ -125,6 +125,11 @@ MAX_ANSWER_BYTES: Final = 64 * 1024
 """A GET_VALUE answer we read at most: a home record (12 KiB) and 20 closer peers with their
 addresses fit many times (py-libp2p reads up to 4 MiB from any peer)."""
 
+CLOSER_TAKEN: Final = 20
+"""Closer peers taken from one answer at most, the first named: kad's bucket size, the most an
+honest server names (py-libp2p and go-libp2p alike). An answer naming more (up to some 1,500
+fit in `MAX_ANSWER_BYTES`) filled the peerstore with addresses kept `CLOSER_ADDRS_TTL_S`."""
+
 CLOSER_ADDRS_TTL_S: Final = 600
 """How long the addresses an answer gives for a closer peer are kept (py-libp2p's own)."""
 
@@ -452,7 +457,7 @@ async def _get_value(host: IHost, peer: ID, key: bytes) -> tuple[Record | None, 
     answer = await _rpc(host, peer, Message(type=Message.MessageType.GET_VALUE, key=key))
     if answer.type != Message.MessageType.GET_VALUE:
         raise MalformedMessage(f"a kad answer of type {answer.type} to a GET_VALUE")
-    named_addrs = [(ID(named.id), _addrs(named)) for named in answer.closerPeers]
+    named_addrs = [(ID(named.id), _addrs(named)) for named in answer.closerPeers[:CLOSER_TAKEN]]
     closer = []
     for closer_id, addrs in named_addrs:
         if closer_id != host.get_id():

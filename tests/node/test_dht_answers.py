@@ -150,3 +150,23 @@ async def test_a_silent_kad_peer_counts_as_holding_nothing_and_is_not_charged(
         assert [code for _, code, _ in refusals] == [ErrorCode.MALFORMED] * 2
         silent = peer_id_from_seed(bytes([50]) * 32)
         assert silent not in {peer for peer, _, _ in refusals}
+
+
+async def test_an_answer_naming_more_closer_peers_than_a_bucket_holds_gives_only_a_bucket() -> None:
+    """An honest server names at most `CLOSER_TAKEN` (kad's bucket size) closer peers; the
+    rest of an answer naming more is not learnt, so one answer cannot fill the peerstore."""
+    named = [peer_id_from_seed(bytes([100 + n]) * 32) for n in range(3 * dht.CLOSER_TAKEN)]
+    answer = _framed(
+        Message(
+            type=Message.MessageType.GET_VALUE,
+            closerPeers=[
+                Message.Peer(id=ID.from_base58(p).to_bytes(), addrs=[STRANGER_ADDR.to_bytes()])
+                for p in named
+            ],
+        )
+    )
+    async with asyncio.timeout(20), victim_with(answer) as (victim, refusals):
+        assert await victim.dht_get(ALICE_KEY) is None
+        learnt = [peer for peer in named if await _learnt(victim, peer)]
+    assert learnt == named[: dht.CLOSER_TAKEN]
+    assert refusals == []
