@@ -15,8 +15,10 @@ dropped together, so each mirrors the other: a row of either that does not decod
 from its mirror where it is met (SPEC §11.8.7), not contained as an unreadable item that would
 stop every purge or every send to the room; so is a marker gone while its index row stands (a
 purge meets the index row: the events it owes are kept, and the marker is written again so the
-user is still probed). A row whose mirror is gone or damaged too has no source: a marker stays
-unreadable, an index row is dropped (it owes nothing that a marker names).
+user is still probed), and an index row gone while its marker stands, written again at open
+(`restore_index_txn`: a purge finds owed events through the index alone, so it purged them).
+A row whose mirror is gone or damaged too has no source: a marker stays unreadable, an index
+row is dropped (it owes nothing that a marker names).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from hearthmesh.protocol.outbox import LEASE_MS
 
 from .keys import (
     ID_BYTES,
+    KEY_END,
     SEQ_BYTES,
     Table,
     absent_by_room_key,
@@ -46,7 +49,14 @@ from .kv import KvTxn
 from .outbox import destinations_txn, park_new_txn
 from .records import decode_u64_at, log_u64_rebuilt
 
-__all__ = ["absent_destinations_txn", "expand_txn", "mark_txn", "markers_txn", "pending_txn"]
+__all__ = [
+    "absent_destinations_txn",
+    "expand_txn",
+    "mark_txn",
+    "markers_txn",
+    "pending_txn",
+    "restore_index_txn",
+]
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +193,25 @@ def _marker_last_txn(txn: KvTxn, key: bytes, value: bytes, *, rebuild: bool) -> 
         txn.put(Table.OUTBOX_ABSENT, key, source)
         log_u64_rebuilt(log, Table.OUTBOX_ABSENT, key, value, Table.OUTBOX_ABSENT_BY_ROOM, last_seq)
     return last_seq
+
+
+def restore_index_txn(txn: KvTxn) -> int:
+    """Write again the `outbox.absent_by_room` row of each readable marker that has none, and
+    log each (at open: one scan of the markers and one get each). Without its row a marker's
+    events were purged (`pending_txn` finds them through the index) and its user's probe sent
+    none of them. Returns how many rows were written."""
+    missing = []
+    for key, value in txn.scan(Table.OUTBOX_ABSENT, b"", KEY_END):
+        destination, room, device, first_seq = decode_absent_key(key)
+        index = absent_by_room_key(room, device, first_seq, destination)
+        if len(value) == SEQ_BYTES and txn.get(Table.OUTBOX_ABSENT_BY_ROOM, index) is None:
+            missing.append((index, value))
+    for index, value in missing:  # after the scan: never mutate under a cursor
+        txn.put(Table.OUTBOX_ABSENT_BY_ROOM, index, value)
+        log_u64_rebuilt(
+            log, Table.OUTBOX_ABSENT_BY_ROOM, index, None, Table.OUTBOX_ABSENT, unpack_u64(value)
+        )
+    return len(missing)
 
 
 def absent_destinations_txn(txn: KvTxn) -> list[bytes]:

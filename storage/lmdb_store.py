@@ -27,6 +27,7 @@ import lmdb
 
 from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 
+from .absent import restore_index_txn
 from .api import DEFAULT_RELAY_QUOTA, RelayQuota
 from .blobs import FileBlobs
 from .history import fill_sender_index_txn
@@ -499,6 +500,7 @@ class LmdbStore(KvStore):
             self._lmdb.write(fill_media_refs_txn)
             self._lmdb.write(fill_relay_shares_txn)
             self._lmdb.write(fill_sequence_floors_txn)  # after the sender index it reads
+            self._lmdb.write(restore_index_txn)  # a marker's index row, lost to damage
         except BaseException:
             self._lmdb.close()
             raise

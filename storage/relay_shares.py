@@ -82,21 +82,29 @@ def _share_txn(txn: KvTxn, table: Table, key: bytes) -> RelayUsage:
         return usage
 
 
-def _checked_keys(holder: Holder) -> tuple[tuple[Table, bytes], ...]:
+def _checked_txn(txn: KvTxn, holder: Holder) -> list[tuple[Table, bytes]]:
     """The shares a put of `holder` checks: its sender's, its peer's in both classes (a peer's
-    bound counts both) and both class totals (the pools)."""
-    return (
+    bound counts both), both class totals (the pools), and the share of each class's largest
+    holder, which a put into a full pool reads to pick its victim (refused, the put dropped a
+    recount of it, so each refused put recounted it again)."""
+    keys = [
         (Table.RELAY_SENDERS, holder.sender),
         (Table.RELAY_PEERS, relay_holder_key(False, holder.peer)),
         (Table.RELAY_PEERS, relay_holder_key(True, holder.peer)),
         (Table.RELAY_TOTALS, bytes([False])),
         (Table.RELAY_TOTALS, bytes([True])),
-    )
+    ]
+    for known in (False, True):
+        largest = largest_holder_txn(txn, known)
+        if largest is not None and largest != holder.peer:
+            keys.append((Table.RELAY_PEERS, relay_holder_key(known, largest)))
+    return keys
 
 
 def damaged_shares_txn(txn: KvTxn, holder: Holder) -> bool:
-    """Whether a share a put of `holder` checks does not decode (a read: five gets)."""
-    for table, key in _checked_keys(holder):
+    """Whether a share a put of `holder` checks does not decode (a read: five gets, and two
+    more with the largest holders found in `relay.by_size`)."""
+    for table, key in _checked_txn(txn, holder):
         try:
             decode_relay_share(table, key, txn.get(table, key))
         except UnreadableItem:
@@ -108,7 +116,7 @@ def repair_shares_txn(txn: KvTxn, holder: Holder) -> None:
     """Recount the damaged shares a put of `holder` checks, in a write of their own: made in
     the put's transaction, a repair was dropped with it when the put was refused, and each
     refused put recounted and logged again until one was taken."""
-    for table, key in _checked_keys(holder):
+    for table, key in _checked_txn(txn, holder):
         _share_txn(txn, table, key)
 
 

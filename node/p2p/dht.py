@@ -44,6 +44,15 @@ gives its requesters a host whose streams are `_WithoutRecord`): 586 bytes in tw
 put to one peer, was 1,019 in four. A record another peer's request carries is checked once
 while unchanged and held, as gossip's are (`_consume_once`, node/p2p/peer_records.py), not on
 every request.
+
+An answer to our GET_VALUE that cannot be right is charged to the peer that sent it as a
+whole frame (`refused`, SPEC §11.6.1) and taken as holding nothing, its closer peers
+unlearnt: a length over `MAX_ANSWER_BYTES` (`TOO_LARGE`), bytes that are no kad message, or a
+message of another type or with a closer peer's address that does not parse (`MALFORMED`).
+A peer that does not answer within `ASK_TIMEOUT_S`, or whose stream ends or fails, is not
+charged: a loaded or departing honest peer does the same. Nor is a record that fails our
+checks: an honest server holds a record it checked when it took it, whose certificate may
+have expired since (SPEC §13.5).
 """
 
 from __future__ import annotations
@@ -60,6 +69,8 @@ import trio
 from google.protobuf.message import DecodeError
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.exceptions import ParseError
+from libp2p.io.exceptions import MessageTooLarge
 from libp2p.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.common import PROTOCOL_ID
 from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
@@ -74,11 +85,17 @@ from libp2p.utils.varint import (
     read_varint_prefixed_bytes_limited,
 )
 from multiaddr import Multiaddr  # type: ignore[import-untyped]
+from multiaddr.exceptions import Error as MultiaddrError  # type: ignore[import-untyped]
 
 from hearthmesh.node.p2p import dht_log, peer_records
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
 from hearthmesh.node.p2p.gossipsub import BridgeCall
-from hearthmesh.protocol.errors import LocalProtocolError
+from hearthmesh.protocol.errors import (
+    LocalProtocolError,
+    MalformedMessage,
+    RemoteProtocolError,
+    TooLarge,
+)
 from hearthmesh.protocol.home_dht import (
     HOME_DHT_NAMESPACE,
     select_home_record,
@@ -108,6 +125,11 @@ MAX_ANSWER_BYTES: Final = 64 * 1024
 """A GET_VALUE answer we read at most: a home record (12 KiB) and 20 closer peers with their
 addresses fit many times (py-libp2p reads up to 4 MiB from any peer)."""
 
+CLOSER_TAKEN: Final = 20
+"""Closer peers taken from one answer at most, the first named: kad's bucket size, the most an
+honest server names (py-libp2p and go-libp2p alike). An answer naming more (up to some 1,500
+fit in `MAX_ANSWER_BYTES`) filled the peerstore with addresses kept `CLOSER_ADDRS_TTL_S`."""
+
 CLOSER_ADDRS_TTL_S: Final = 600
 """How long the addresses an answer gives for a closer peer are kept (py-libp2p's own)."""
 
@@ -124,6 +146,10 @@ pure (close over a clock if it needs one), fast and thread-safe."""
 
 DhtSelect = Callable[[str, list[bytes]], int]
 """`select(key, values)`: the index of the best of several validated values for `key`."""
+
+DhtRefused = Callable[[str, RemoteProtocolError], None]
+"""`refused(peer id, error)`: a peer's kad answer cannot be right (trio thread; a whole frame,
+SPEC §11.6.1)."""
 
 
 def home_record_rules(now_ms: Callable[[], int]) -> tuple[DhtValidate, DhtSelect]:
@@ -268,8 +294,16 @@ def _without_record(answer: bytes) -> bytes:
 class DhtLayer:
     """The kad-dht half of one `P2PHost` (see the module docstring)."""
 
-    def __init__(self, *, call: BridgeCall, validate: DhtValidate, select: DhtSelect) -> None:
+    def __init__(
+        self,
+        *,
+        call: BridgeCall,
+        validate: DhtValidate,
+        select: DhtSelect,
+        refused: DhtRefused,
+    ) -> None:
         self._call = call
+        self._refused = refused
         self._app_validator = _AppValidator(validate, select)
         # Owned by the trio thread:
         self._dht: KadDHT | None = None
@@ -392,6 +426,10 @@ class DhtLayer:
         with trio.move_on_after(ASK_TIMEOUT_S):
             try:
                 record, closer = await _get_value(dht.host, peer, key.encode())
+            except RemoteProtocolError as exc:  # an answer that cannot be right: charged
+                log.debug("DHT get %s from %s refused: %r", key[:80], peer, exc)
+                self._refused(peer.to_base58(), exc)
+                return
             except Exception as exc:  # the peer failed or went away: as if it held nothing
                 log.debug("DHT get %s from %s failed: %r", key[:80], peer, exc)
                 return
@@ -410,28 +448,60 @@ async def _get_value(host: IHost, peer: ID, key: bytes) -> tuple[Record | None, 
     """One GET_VALUE RPC to `peer` (trio thread): (its record for `key` if it holds one, the
     closer peers it names, their addresses kept). py-libp2p's own (`_get_from_peer`) sends
     our signed peer record with the request and verifies the one in the answer; see the
-    module docstring for why this one does neither."""
+    module docstring for why this one does neither.
+
+    Raises:
+        RemoteProtocolError: the answer cannot be right (see the module docstring); nothing
+            of it was kept.
+    """
     answer = await _rpc(host, peer, Message(type=Message.MessageType.GET_VALUE, key=key))
+    if answer.type != Message.MessageType.GET_VALUE:
+        raise MalformedMessage(f"a kad answer of type {answer.type} to a GET_VALUE")
+    named_addrs = [(ID(named.id), _addrs(named)) for named in answer.closerPeers[:CLOSER_TAKEN]]
     closer = []
-    for named in answer.closerPeers:
-        closer_id = ID(named.id)
+    for closer_id, addrs in named_addrs:
         if closer_id != host.get_id():
             closer.append(closer_id)
-            if named.addrs:
-                addrs = [Multiaddr(addr) for addr in named.addrs]
+            if addrs:
                 host.get_peerstore().add_addrs(closer_id, addrs, CLOSER_ADDRS_TTL_S)
-    found = answer.type == Message.MessageType.GET_VALUE and answer.HasField("record")
-    return (answer.record if found and answer.record.value else None), closer
+    found = answer.HasField("record") and bool(answer.record.value)
+    return (answer.record if found else None), closer
+
+
+def _addrs(named: Message.Peer) -> list[Multiaddr]:
+    """A closer peer's addresses, each parsed: `Multiaddr(bytes)` parses lazily, so bytes that
+    are no address went into the peerstore and failed whatever read them there."""
+    addrs = [Multiaddr(addr) for addr in named.addrs]
+    try:
+        for addr in addrs:
+            str(addr)
+    except MultiaddrError as exc:
+        raise MalformedMessage(f"a closer peer's address does not parse: {exc}") from None
+    return addrs
 
 
 async def _rpc(host: IHost, peer: ID, request: Message) -> Message:
     """`request` to `peer` on a kad stream of its own, in one write (its length and itself),
-    and the answer (trio thread; at most `MAX_ANSWER_BYTES`)."""
+    and the answer (trio thread; at most `MAX_ANSWER_BYTES`).
+
+    Raises:
+        TooLarge: the answer's length is over `MAX_ANSWER_BYTES`.
+        MalformedMessage: its length or its bytes do not parse.
+    """
     stream = await host.new_stream(peer, [PROTOCOL_ID])
     try:
         await stream.write(encode_varint_prefixed(request.SerializeToString()))
+        try:
+            data = await read_varint_prefixed_bytes_limited(stream, MAX_ANSWER_BYTES)
+        except MessageTooLarge as exc:
+            raise TooLarge(f"a kad answer: {exc}") from None
+        except ParseError as exc:
+            raise MalformedMessage(f"a kad answer's length: {exc}") from None
         answer = Message()
-        answer.ParseFromString(await read_varint_prefixed_bytes_limited(stream, MAX_ANSWER_BYTES))
+        try:
+            answer.ParseFromString(data)
+        except DecodeError as exc:
+            raise MalformedMessage(f"a kad answer that is no kad message: {exc}") from None
         return answer
     finally:
         await stream.close()

@@ -92,6 +92,7 @@ from hearthmesh.protocol.inbound import InboundLedger, InboundPolicy
 
 __all__ = [
     "DIRECT_PATH",
+    "DISCONNECT_ABORT_S",
     "HEARTBEAT_S",
     "STOP_ABORT_S",
     "STOP_GRACE_S",
@@ -164,6 +165,13 @@ py-libp2p resets a stream whose opening failed (or was given up) in a shielded s
 waits for that lock (`BasicHost.new_stream`): that reset never ended, nor did the nursery
 holding it, so the stop hung, and a test's hang guard with it. Closing the socket fails the
 blocked write, and every one queued behind it, at once."""
+DISCONNECT_ABORT_S: Final = STOP_GRACE_S
+"""How long a disconnect (a ban, a dead path's redial) waits for its connections to close
+before it closes their TCP sockets under them. py-libp2p's close writes a GO_AWAY under the
+muxer's write lock, holding its stream lock meanwhile: behind a partition or a peer that
+stopped reading, a write stuck on the full socket held that lock, and the close with it, until
+TCP gave up, ~15 minutes, with the connection listed and its reads stopped. Closing the socket
+fails the stuck write, and the close goes on."""
 _SEED_BYTES: Final = 32
 
 
@@ -540,7 +548,7 @@ class P2PHost:
             message_id=config.message_id,
             subscription_queue_size=config.subscription_queue_size,
             degree=config.gossip_degree,
-            on_garbled=self._garbled_gossip,
+            on_garbled=self._garbled,
             on_churn=self._stream_refused,
             wire=self._wire,
         )
@@ -549,7 +557,10 @@ class P2PHost:
             raise LocalProtocolError("dht_validate and dht_select go together")
         if config.dht_validate is not None and config.dht_select is not None:
             self._dht = DhtLayer(
-                call=self._call, validate=config.dht_validate, select=config.dht_select
+                call=self._call,
+                validate=config.dht_validate,
+                select=config.dht_select,
+                refused=self._garbled,
             )
         self.reachability = Reachability.UNKNOWN
         """AutoNAT's latest verdict on whether peers elsewhere can dial us (SPEC §10.6)."""
@@ -1076,8 +1087,9 @@ class P2PHost:
         self._connections.protect(protected)
         self._gossip.protect(protected)
 
-    def _garbled_gossip(self, peer: str, error: RemoteProtocolError) -> None:
-        """From the trio thread: a peer's gossip RPC did not decode (a whole frame, §11.6)."""
+    def _garbled(self, peer: str, error: RemoteProtocolError) -> None:
+        """From the trio thread: a peer's gossip RPC or kad answer cannot be right (a whole
+        frame, §11.6)."""
         self._bridge.to_asyncio(self._report_refused, peer, error)
 
     def _report_refused(self, peer: str, error: RemoteProtocolError) -> None:
@@ -1260,11 +1272,15 @@ class P2PHost:
         if host is None:
             return
         peer = ID.from_base58(peer_id)
-        self._mark_closing(host.get_network().get_connections(peer), reason)
-        try:
-            await host.disconnect(peer)
-        except Exception as exc:
-            log.debug("disconnecting %s failed: %r", peer_id, exc)
+        connections = host.get_network().get_connections(peer)
+        self._mark_closing(connections, reason)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_close_sockets_after, connections, DISCONNECT_ABORT_S)
+            try:
+                await host.disconnect(peer)
+            except Exception as exc:
+                log.debug("disconnecting %s failed: %r", peer_id, exc)
+            nursery.cancel_scope.cancel()
 
     # ---- streams -----------------------------------------------------------------------------
 
@@ -1560,10 +1576,24 @@ async def _close_connections(host: IHost, grace_s: float) -> None:
 def _close_sockets(host: IHost) -> None:
     """Close the TCP socket under each of `host`'s connections (`STOP_ABORT_S`)."""
     for conns in list(host.get_network().connections.values()):
-        for conn in list(conns):
-            socket = _tcp_socket_of(conn)
-            if socket is not None:
-                socket.socket.close()  # a no-op where the connection closed it already
+        _close_sockets_of(conns)
+
+
+def _close_sockets_of(connections: list[INetConn]) -> None:
+    for conn in connections:
+        socket = _tcp_socket_of(conn)
+        if socket is not None:
+            socket.socket.close()  # a no-op where the connection closed it already
+
+
+async def _close_sockets_after(connections: list[INetConn], seconds: float) -> None:
+    """Close the TCP sockets under `connections` if their close still runs after `seconds`
+    (`DISCONNECT_ABORT_S`); cancelled when it ended."""
+    await trio.sleep(seconds)
+    log.info(
+        "closing %d connection(s) still open after %g s: their sockets", len(connections), seconds
+    )
+    _close_sockets_of(connections)
 
 
 _LAYER_ATTRS: Final = ("muxed_conn", "secured_conn", "conn", "read_writer", "read_write_closer")

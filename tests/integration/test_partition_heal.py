@@ -17,6 +17,7 @@ from libp2p.peer.id import ID
 
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.p2p import host as host_module
+from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.tools.simulate.faults import PARTITION_TABLE, partition_rules
@@ -100,24 +101,9 @@ async def test_a_host_stops_in_bounded_time_with_a_write_to_a_cut_off_peer_stuck
     require_netlab()
     caplog.set_level(logging.INFO, logger=host_module.__name__)
     with NetLab() as lab:
-        a_ns, a_ip = lab.public_host(1)
-        b_ns, b_ip = lab.public_host(2)
         async with asyncio.timeout(60), AsyncExitStack() as stack:
-            hosts = []
-            for n, ns in ((1, a_ns), (2, b_ns)):
-                config = HostConfig(
-                    identity_seed=bytes([n]) * 32,
-                    listen_addrs=["/ip4/0.0.0.0/tcp/4470"],
-                    stop_grace_s=STOP_GRACE,
-                )
-                with in_netns(ns):
-                    hosts.append(await stack.enter_async_context(P2PHost(config)))
-            a, b = hosts
-            b.set_stream_handler(SINK, sink)
-            await a.connect(b.listen_addrs[0])
-            stream = await a.open_stream(b.peer_id, SINK)
-            lab.nft(a_ns, partition_rules([b_ip]))
-            lab.nft(b_ns, partition_rules([a_ip]))
+            a, b, stream, partition = await _hosts_with_a_stream(lab, stack)
+            partition.cut()
 
             async def open_in_vain() -> None:  # its request goes out, no answer comes back
                 await a.open_stream(b.peer_id, SINK)
@@ -132,20 +118,7 @@ async def test_a_host_stops_in_bounded_time_with_a_write_to_a_cut_off_peer_stuck
             # the muxer's state, read on the trio thread, has no event to wait on
             while await a._bridge.run(streams_to_b) == streams:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
-            written = 0
-
-            async def fill() -> None:
-                nonlocal written
-                while True:
-                    await stream.write_frame(bytes(64 * 1024))
-                    written += 1
-
-            filling = asyncio.create_task(fill())
-            while True:  # until the send buffer is full: the write blocks
-                before = written
-                await asyncio.sleep(1)
-                if written == before:
-                    break
+            filling = await _filled(stream)
             assert not opening.done()  # no answer came back
             opening.cancel()  # given up now: its reset waits behind the stuck write
             with pytest.raises(asyncio.CancelledError):
@@ -157,9 +130,98 @@ async def test_a_host_stops_in_bounded_time_with_a_write_to_a_cut_off_peer_stuck
             done, _ = await asyncio.wait([stopping], timeout=30)
             stopped = stopping in done
             if not stopped:  # heal: TCP's retries end the stuck write, and the test in time
-                for ns in (a_ns, b_ns):
-                    lab.nft(ns, f"delete table inet {PARTITION_TABLE}\n")
+                partition.heal()
                 await stopping
             assert stopped, "the host did not stop within 30 s"
             aborted = [r for r in caplog.records if "closing its sockets" in r.getMessage()]
             assert aborted, "the stop ended before STOP_ABORT_S: nothing waited on the write"
+
+
+@pytest.mark.slow
+async def test_a_disconnect_with_a_write_to_a_cut_off_peer_stuck_ends_in_bounded_time() -> None:
+    """Behind a partition, a write that filled the TCP send buffer holds the connection's muxer
+    lock, and py-libp2p's close of the connection writes its GO_AWAY under that lock (holding
+    the muxer's stream lock meanwhile): a ban's disconnect, or the redial of a dead path, waited
+    on TCP's retries, ~15 minutes, with the peer still listed as connected. The disconnect
+    closes the socket under the connection once `DISCONNECT_ABORT_S` have passed."""
+    require_netlab()
+    with NetLab() as lab:
+        async with asyncio.timeout(60), AsyncExitStack() as stack:
+            a, b, stream, partition = await _hosts_with_a_stream(lab, stack)
+            partition.cut()
+            filling = await _filled(stream)
+            a.disconnect_nowait(b.peer_id)
+
+            async def closed() -> bool:  # trio thread: the swarm lists it until its close ends
+                return not a._require_host().get_network().get_connections(peer)
+
+            peer = ID.from_base58(b.peer_id)
+            try:
+                async with asyncio.timeout(15):
+                    while not await a._bridge.run(closed):  # noqa: ASYNC110 (no event)
+                        await asyncio.sleep(0.1)
+                gone = True
+            except TimeoutError:
+                gone = False
+                partition.heal()  # TCP's retries end the stuck write, and the test in time
+            filling.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StreamClosed):  # its socket closed
+                await filling
+            assert gone, "the disconnect did not end within 15 s"
+
+
+class _Partition:
+    """nftables rules that drop all packets between two namespaces, and their removal."""
+
+    def __init__(self, lab: NetLab, a: tuple[str, str], b: tuple[str, str]) -> None:
+        self._lab, self._a, self._b = lab, a, b
+
+    def cut(self) -> None:
+        self._lab.nft(self._a[0], partition_rules([self._b[1]]))
+        self._lab.nft(self._b[0], partition_rules([self._a[1]]))
+
+    def heal(self) -> None:
+        for ns in (self._a[0], self._b[0]):
+            self._lab.nft(ns, f"delete table inet {PARTITION_TABLE}\n")
+
+
+async def _hosts_with_a_stream(
+    lab: NetLab, stack: AsyncExitStack
+) -> tuple[P2PHost, P2PHost, FrameStream, _Partition]:
+    """Hosts a and b in namespaces of their own (stop grace `STOP_GRACE`), a stream from a to
+    b's sink, and the partition between them (not cut yet)."""
+    a_ns, a_ip = lab.public_host(1)
+    b_ns, b_ip = lab.public_host(2)
+    hosts = []
+    for n, ns in ((1, a_ns), (2, b_ns)):
+        config = HostConfig(
+            identity_seed=bytes([n]) * 32,
+            listen_addrs=["/ip4/0.0.0.0/tcp/4470"],
+            stop_grace_s=STOP_GRACE,
+        )
+        with in_netns(ns):
+            hosts.append(await stack.enter_async_context(P2PHost(config)))
+    a, b = hosts
+    b.set_stream_handler(SINK, sink)
+    await a.connect(b.listen_addrs[0])
+    stream = await a.open_stream(b.peer_id, SINK)
+    return a, b, stream, _Partition(lab, (a_ns, a_ip), (b_ns, b_ip))
+
+
+async def _filled(stream: FrameStream) -> asyncio.Task[None]:
+    """A task writing on `stream` until a write blocks (the send buffer is full), returned
+    once it has not written for a second."""
+    written = 0
+
+    async def fill() -> None:
+        nonlocal written
+        while True:
+            await stream.write_frame(bytes(64 * 1024))
+            written += 1
+
+    filling = asyncio.create_task(fill())
+    while True:
+        before = written
+        await asyncio.sleep(1)
+        if written == before:
+            return filling

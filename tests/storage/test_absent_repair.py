@@ -130,3 +130,30 @@ def test_a_missing_marker_is_written_again_from_its_index_row_where_a_purge_meet
     # the user is probed again and sent what it is owed
     assert lmdb.parked_destinations() == [ABSENT]
     assert _sent_on_probe(lmdb) == 3
+
+
+def test_a_missing_index_row_is_written_again_from_its_marker_at_open_and_the_events_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A purge finds what a marker owes through its index row only: with the row gone, the
+    owed events were purged and the user's probe sent none of them (the next send to the room
+    rewrote the row, if one came). The store writes the row again from its marker at open."""
+    store = open_store("lmdb", tmp_path)
+    _owe_three(store)
+    store._engine.write(lambda txn: txn.delete(Table.OUTBOX_ABSENT_BY_ROOM, INDEX))
+    store.close()
+    with caplog.at_level(logging.WARNING, logger="hearthmesh.storage.absent"):
+        store = open_store("lmdb", tmp_path)
+    try:
+        repairs = _repairs(caplog)
+        assert len(repairs) == 1 and "outbox.absent_by_room/" in repairs[0]
+        assert "missing" in repairs[0]
+        assert _row(store, Table.OUTBOX_ABSENT_BY_ROOM, INDEX) == pack_u64(3)
+        report = store.purge(now_ms=1_000_000, retention_ms=1)
+        assert (report.events, report.kept_for_outbox) == (0, 3)
+        assert _sent_on_probe(store) == 3
+    finally:
+        store.close()
+    with caplog.at_level(logging.WARNING, logger="hearthmesh.storage.absent"):
+        open_store("lmdb", tmp_path).close()  # whole again: nothing to write, nothing logged
+    assert len(_repairs(caplog)) == 1

@@ -83,3 +83,36 @@ def test_a_damaged_share_is_recounted_once_even_when_the_puts_are_refused(
     assert len(repairs) == 1 and table.value.decode() in repairs[0]
     with store._engine.read() as txn:
         assert audit_shares_txn(txn) == []
+
+
+OTHER_PEER = b"12D3KooWStorageTestLargest"
+"""The pool's largest holder: a refused put reads its share to pick a victim."""
+
+
+def test_the_largest_holders_damaged_share_is_recounted_once_when_the_puts_are_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A put into a full pool reads the largest holder's share to decide whether to evict from
+    it; refused (the newcomer holds as many), the put dropped the recount made in its
+    transaction, so each refused put recounted that share and logged again."""
+    quota = RelayQuota(max_count=100, max_bytes=1 << 30, stranger_count=BOUND)
+    store = LmdbStore(tmp_path / "store", map_size=1 << 22, relay_quota=quota)
+    try:
+        for n, peer in enumerate([OTHER_PEER, OTHER_PEER, PEER, PEER]):
+            body = b"x" * (100 if peer == OTHER_PEER else 10)  # the other is the largest
+            envelope = make_envelope(seq=n + 1, wall_ms=1_000 + n, body=body)
+            assert store.relay_put(
+                USER_B, envelope, peer=peer, known=False, now_ms=0, ttl_ms=60_000
+            )
+        key = relay_holder_key(False, OTHER_PEER)
+        store._engine.write(lambda txn: txn.put(Table.RELAY_PEERS, key, b"\x01\x02\x03"))
+        with caplog.at_level(logging.WARNING, logger="hearthmesh.storage.relay_shares"):
+            for _ in range(2):
+                with pytest.raises(QuotaExceeded):  # its 3rd: not more than the largest's 2
+                    _put(store, 4)
+        repairs = [r.getMessage() for r in caplog.records if "rebuilt" in r.getMessage()]
+        assert len(repairs) == 1 and "relay.peers" in repairs[0]
+        with store._engine.read() as txn:
+            assert audit_shares_txn(txn) == []
+    finally:
+        store.close()
