@@ -84,6 +84,7 @@ BRIDGE_MODULES = {
     "node/p2p/kept_addrs.py",
     "node/p2p/task_parents.py",
     "node/p2p/unweighted_scorer.py",
+    "node/p2p/pipelined_select.py",
 }
 """The only modules that may import trio or libp2p (ARCHITECTURE §5)."""
 

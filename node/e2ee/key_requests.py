@@ -12,8 +12,8 @@ interval; a session asked `KEY_REQUEST_ATTEMPTS` times and still held counts its
 undecryptable (it is still asked, at the longest backoff).
 
 State: the server's per-peer rate buckets; the asker's attempts and next time per held
-session (at most `MAX_TRACKED_SESSIONS`), its counts of keys taken and of undecryptable
-envelopes.
+session (at most `MAX_TRACKED_SESSIONS`), the sender devices it is asking now, its counts of
+keys taken and of undecryptable envelopes.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ REQUESTS_BURST: Final = 4
 MAX_TRACKED_SESSIONS: Final = 256
 """Held sessions the asker keeps attempts for; more wait until some open or are purged."""
 MAX_SENDERS_PER_ROUND: Final = 8
-"""Sender devices asked per round: the outstanding requests at once."""
+"""Sender devices asked at once (each in a task of its own: the outstanding requests)."""
 ASK_TIMEOUT_S: Final = 10.0
 RECORD_LOOKUP_S: Final = 3.0
 """How long the server looks up a member's record that does not list the asking home yet (a
@@ -215,42 +215,47 @@ class KeyRequests:
         self._clock = clock
         self._interval_ms = interval_ms
         self._attempts: OrderedDict[bytes, _Attempts] = OrderedDict()
+        self._outstanding: set[DeviceId] = set()
+        """Sender devices being asked now (at most MAX_SENDERS_PER_ROUND)."""
         self.keys_taken = 0
         """Room keys senders gave us on request."""
         self.undecryptable = 0
         """Held envelopes whose session was asked for KEY_REQUEST_ATTEMPTS times (§27.13.3)."""
 
     async def run(self) -> None:
-        """Ask while something is held, every interval, until cancelled."""
-        while True:
-            await asyncio.sleep(self._interval_ms / 1000)
-            await self.ask_due()
+        """Ask while something is held, every interval, until cancelled. Each sender is asked
+        in a task of its own: asked one after another, a sender that did not answer held every
+        other one and the next rounds for its ASK_TIMEOUT_S (at 50 nodes a home was owed keys
+        by a dozen senders, some of them loaded, SPEC §20.6)."""
+        async with asyncio.TaskGroup() as asking:
+            while True:
+                await asyncio.sleep(self._interval_ms / 1000)
+                await self.ask_due(asking)
 
-    async def ask_due(self) -> int:
-        """One round: ask the senders of the due held sessions; how many keys were taken."""
+    async def ask_due(self, asking: asyncio.TaskGroup) -> None:
+        """One round: start asking the senders of the due held sessions that are not being
+        asked already, so that at most MAX_SENDERS_PER_ROUND are asked at once."""
         held = await self._store.read(_held, self._store.store)
         now = self._clock.now_ms()
-        due = self._due(held, now)
-        taken = 0
-        for (user, device), sessions in list(due.items())[:MAX_SENDERS_PER_ROUND]:
+        waiting = [
+            (sender, sessions)
+            for sender, sessions in self._due(held, now).items()
+            if sender[1] not in self._outstanding
+        ]
+        for (user, device), sessions in waiting[: MAX_SENDERS_PER_ROUND - len(self._outstanding)]:
             for _, session_id in sessions:
                 attempts = self._attempts[session_id]
                 attempts.count += 1
                 attempts.next_ms = e2ee.next_key_request_ms(
                     attempts.count, now, first_ms=self._interval_ms
                 )
-            try:
-                async with asyncio.timeout(ASK_TIMEOUT_S):
-                    taken += await self._ask(user, device, sessions)
-            except (HearthError, P2PError, TimeoutError) as exc:
-                log.info("asking %s for room keys failed: %s", device.hex()[:12], exc)
-        self.keys_taken += taken
+            self._outstanding.add(device)
+            asking.create_task(self._ask_within(user, device, sessions))
         self.undecryptable = sum(
             h.envelopes
             for h in held
             if (a := self._attempts.get(h.session_id)) and a.count >= e2ee.KEY_REQUEST_ATTEMPTS
         )
-        return taken
 
     def _due(
         self, held: list[_Held], now: int
@@ -274,6 +279,19 @@ class KeyRequests:
             if len(sessions) < e2ee.MAX_FORWARDED_KEYS:
                 sessions.append((h.room, h.session_id))
         return due
+
+    async def _ask_within(
+        self, user: UserId, device: DeviceId, sessions: list[tuple[RoomId, bytes]]
+    ) -> None:
+        """`_ask`, bounded by ASK_TIMEOUT_S; a failure is logged and takes nothing."""
+        try:
+            async with asyncio.timeout(ASK_TIMEOUT_S):
+                taken = await self._ask(user, device, sessions)
+            self.keys_taken += taken  # not `+= await`: that reads the count before the wait
+        except (HearthError, P2PError, TimeoutError) as exc:
+            log.info("asking %s for room keys failed: %s", device.hex()[:12], exc)
+        finally:
+            self._outstanding.discard(device)
 
     async def _ask(
         self, user: UserId, device: DeviceId, sessions: list[tuple[RoomId, bytes]]

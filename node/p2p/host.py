@@ -29,6 +29,7 @@ from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.discovery.events.peerDiscovery import peerDiscovery
+from libp2p.host.basic_host import BasicHost
 from libp2p.identity_utils import create_identity_from_seed
 from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
@@ -71,6 +72,7 @@ from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
 from hearthmesh.node.p2p.hole_punch import UNILATERAL_DIAL_S, HolePunchCounts, HolePunchLayer
 from hearthmesh.node.p2p.kept_addrs import keep_addrs
 from hearthmesh.node.p2p.mdns import announced_on_lan
+from hearthmesh.node.p2p.pipelined_select import pipeline_negotiation
 from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
@@ -678,6 +680,8 @@ class P2PHost:
             # What identify and AutoNAT tell peers: never 0.0.0.0 (a peer would dial itself).
             addrs_factory=self._advertised_addrs,
         )
+        if isinstance(host, BasicHost):  # before any handler is set: it takes over the table
+            pipeline_negotiation(host)
         network = host.get_network()
         if isinstance(network, Swarm):  # refuse banned prefixes before their handshake
             # (new_host takes no retry_config: the swarm's is set in its place)

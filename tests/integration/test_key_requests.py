@@ -7,16 +7,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hearthmesh.node.api import ApiConfig, ApiServer
+from hearthmesh.node.e2ee import key_requests
 from hearthmesh.node.e2ee.key_requests import REQUESTS_BURST
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.media.sealed import plain_size, put_sealed, read_opened
 from hearthmesh.node.node import Node
+from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.content import MEDIA_CONTENT_TYPE, MediaRef, encode_media
 from hearthmesh.protocol.delivery import ProtocolErrorFrame
@@ -252,3 +255,60 @@ async def test_a_message_opened_late_reaches_the_clients_live_feed_once(
                 while (frame := await resumed.next("message", in_room))["message"] != "sentinel":
                     replayed.append(frame["message"])
             assert sorted(replayed) == texts
+
+
+async def test_each_sender_is_asked_on_its_own_not_after_another(
+    make_node: NodeFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPEC §27.13.3: bob's new laptop holds carol's and dave's messages, keyless; both their
+    homes are slow to answer (each holds the request until the test lets it go). The laptop
+    asks each on its own: one by one (or a round waiting for its slowest), a sender that did
+    not answer held the other back for the whole ask bound (at 50 nodes a home was owed keys
+    by a dozen senders, SPEC §20.6)."""
+    monkeypatch.setattr(key_requests, "ASK_TIMEOUT_S", 600.0)  # no ask ends on its own here
+    async with (
+        asyncio.timeout(60),
+        make_node("bob") as bob,
+        make_node("carol") as carol,
+        make_node("dave") as dave,
+    ):
+        rooms = []
+        for sender in (carol, dave):
+            await sender.connect(bob.listen_addrs[0])
+            room = await sender.open_direct(bob.user_id)
+            await sender.send(room, b"before the laptop")
+            await until_messages(bob, room, 1)
+            await wait_until_readable(bob, room)
+            rooms.append(room)
+
+        asked: dict[str, str] = {}  # the sender asked: who asked it
+        answer = asyncio.Event()
+
+        def slow(sender: Node) -> Callable[[FrameStream], Awaitable[None]]:
+            async def serve(stream: FrameStream) -> None:
+                asked[sender.peer_id] = stream.remote_peer
+                await answer.wait()
+                await sender._services.key_request_server.serve(stream)
+
+            return serve
+
+        for sender in (carol, dave):
+            sender._host.set_stream_handler(e2ee.KEY_REQUEST_PROTOCOL, slow(sender))
+        config, _ = await link_device(bob, tmp_path / "bob-laptop")
+        config = dataclasses.replace(
+            config, key_forward_interval_ms=NEVER_MS, key_request_interval_ms=100
+        )
+        async with Node(config) as laptop:
+            for sender in (carol, dave):  # known before anything is held: each first ask goes
+                await laptop.learn_home_record(sender.home_record())
+                await laptop.connect(sender.listen_addrs[0])  # hello: they learn the laptop
+            await laptop.connect(bob.listen_addrs[0])  # syncs both rooms from its sibling
+            for room in rooms:
+                await until_messages(laptop, room, 1)
+            while len(asked) < 2:  # noqa: ASYNC110 - the handlers have no event of their own
+                await asyncio.sleep(0.05)
+            assert set(asked.values()) == {laptop.peer_id} and not answer.is_set()
+            answer.set()
+            for room in rooms:
+                await wait_until_readable(laptop, room)
+            assert laptop.key_requests_taken >= 2 and laptop.undecryptable == 0

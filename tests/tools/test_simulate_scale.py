@@ -57,6 +57,17 @@ def test_a_summary_spreads_each_cost_over_the_nodes_and_the_phase() -> None:
     assert summarize({}, 10.0) == {}
 
 
+def test_cpu_seconds_keep_a_third_decimal_of_the_mean_of_ticks() -> None:
+    """Each node's CPU comes in 10 ms ticks; the mean over three nodes of 10, 20 and 20 ms is
+    17 ms, which two decimals would round to 20 (a cut of 3 ms a node would not show)."""
+    costs = {
+        pid: NodeCost(cpu_s=cpu, sent_bytes=0, received_bytes=0, rss_mb=1.0, connections=0)
+        for pid, cpu in ((1, 0.01), (2, 0.02), (3, 0.02))
+    }
+    summary = summarize(costs, 30.0)
+    assert summary["cpu_s"] == {"mean": 0.017, "p50": 0.02, "max": 0.02}
+
+
 def _size(cpu: float, sent: float) -> dict[str, object]:
     phase = {
         "cpu_s": {"mean": cpu},

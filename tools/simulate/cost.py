@@ -28,6 +28,9 @@ __all__ = ["NodeCost", "PhaseMeter", "parse_ss", "summarize"]
 SAMPLE_S = 3.0
 """How often the socket counters are read during a phase."""
 
+CPU_DIGITS = 3
+"""Decimals of the CPU seconds reported (the rest: two)."""
+
 _OWNER = re.compile(r"pid=(\d+),")
 _BYTES = re.compile(r"\bbytes_(sent|received):(\d+)")
 
@@ -111,7 +114,7 @@ class PhaseMeter:
             sent = sum(self._last[s][0] - self._first.get(s, [0, 0])[0] for s in mine)
             received = sum(self._last[s][1] - self._first.get(s, [0, 0])[1] for s in mine)
             costs[pid] = NodeCost(
-                cpu_s=round(process_cpu_s(pid) - self._cpu[pid], 2),
+                cpu_s=round(process_cpu_s(pid) - self._cpu[pid], 3),
                 sent_bytes=sent,
                 received_bytes=received,
                 rss_mb=process_rss_mb(pid),
@@ -132,11 +135,11 @@ class PhaseMeter:
             await self._sample()
 
 
-def _spread(values: Sequence[float]) -> dict[str, float]:
+def _spread(values: Sequence[float], digits: int = 2) -> dict[str, float]:
     return {
-        "mean": round(statistics.fmean(values), 2),
-        "p50": round(statistics.median(values), 2),
-        "max": round(max(values), 2),
+        "mean": round(statistics.fmean(values), digits),
+        "p50": round(statistics.median(values), digits),
+        "max": round(max(values), digits),
     }
 
 
@@ -149,7 +152,9 @@ def summarize(costs: Mapping[int, NodeCost], seconds: float) -> dict[str, object
     per_s = max(seconds, 1e-9)
     return {
         "seconds": round(seconds, 1),
-        "cpu_s": _spread([c.cpu_s for c in values]),
+        # A node's CPU is read in clock ticks (10 ms); their mean over the nodes is finer, and a
+        # cut of a few ms a node in a 30 s idle phase shows only in the third decimal.
+        "cpu_s": _spread([c.cpu_s for c in values], CPU_DIGITS),
         "cpu_pct_of_a_core": _spread([100 * c.cpu_s / per_s for c in values]),
         "sent_kib": _spread([c.sent_bytes / 1024 for c in values]),
         "received_kib": _spread([c.received_bytes / 1024 for c in values]),
@@ -157,5 +162,5 @@ def summarize(costs: Mapping[int, NodeCost], seconds: float) -> dict[str, object
         "received_kib_per_s": _spread([c.received_bytes / 1024 / per_s for c in values]),
         "rss_mb": _spread([c.rss_mb for c in values]),
         "connections": _spread([float(c.connections) for c in values]),
-        "cpu_s_p99": round(percentile([c.cpu_s for c in values], 99), 2),
+        "cpu_s_p99": round(percentile([c.cpu_s for c in values], 99), CPU_DIGITS),
     }

@@ -1,0 +1,161 @@
+"""Multistream-select in one round trip (node/p2p/pipelined_select.py, SPEC §10.1): real hosts
+on 127.0.0.1, pipelined and plain py-libp2p ones, each way; and what a stream costs in writes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import multiaddr  # type: ignore[import-untyped]
+import pytest
+import trio
+from libp2p import new_host
+from libp2p.abc import INetStream
+from libp2p.crypto.ed25519 import create_new_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.host.basic_host import BasicHost
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.protocol_muxer.exceptions import MultiselectClientError
+from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.node.p2p.pipelined_select import (
+    PipelinedSelect,
+    PipelinedSelectClient,
+    pipeline_negotiation,
+)
+from hearthmesh.node.p2p.wire_counts import NEGOTIATION
+
+pytestmark = pytest.mark.integration
+
+ECHO = TProtocol("/hearthmesh/test-echo/1")
+UNKNOWN = TProtocol("/hearthmesh/test-nobody/1")
+
+
+def _plain_host() -> BasicHost:
+    key_pair = create_new_key_pair()
+    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
+    host = new_host(
+        key_pair=key_pair,
+        sec_opt={NOISE_PROTOCOL_ID: noise},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+    )
+    assert isinstance(host, BasicHost)
+    return host
+
+
+async def _echo(stream: INetStream) -> None:
+    await stream.write(await stream.read(1024))
+    await stream.close()
+
+
+@asynccontextmanager
+async def _two(pipelined: tuple[bool, bool]) -> AsyncIterator[tuple[BasicHost, BasicHost]]:
+    """Two py-libp2p hosts, connected, each speaking ECHO; `pipelined` says which get ours."""
+    pair = (_plain_host(), _plain_host())
+    async with AsyncExitStack() as stack:
+        for host, ours in zip(pair, pipelined, strict=True):
+            if ours:
+                pipeline_negotiation(host)
+            host.set_stream_handler(ECHO, _echo)
+            listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+            await stack.enter_async_context(host.run(listen_addrs=listen))
+        opener, listener = pair
+        await opener.connect(PeerInfo(listener.get_id(), listener.get_addrs()))
+        yield opener, listener
+
+
+async def _open_echo(opener: BasicHost, listener: BasicHost) -> None:
+    stream = await opener.new_stream(listener.get_id(), [ECHO])
+    assert stream.get_protocol() == ECHO
+    await stream.write(b"ping")
+    assert await stream.read(1024) == b"ping"
+    await stream.close()
+
+
+@pytest.mark.parametrize(
+    ("opener_ours", "listener_ours"), [(True, False), (False, True), (True, True), (False, False)]
+)
+def test_pipelined_and_plain_hosts_agree_either_way(opener_ours: bool, listener_ours: bool) -> None:
+    """Each direction against a plain py-libp2p 0.8.1 host (and both ours, both plain): the
+    stream gets its protocol and carries data; a refused id is refused; a refused first
+    choice falls back to the second."""
+
+    async def run() -> None:
+        with trio.fail_after(30):
+            async with _two((opener_ours, listener_ours)) as (opener, listener):
+                assert isinstance(opener.multiselect_client, PipelinedSelectClient) == opener_ours
+                assert isinstance(listener.multiselect, PipelinedSelect) == listener_ours
+                for _ in range(3):
+                    await _open_echo(opener, listener)
+                with pytest.raises(Exception) as refused:
+                    await opener.new_stream(listener.get_id(), [UNKNOWN])
+                assert "protocols not supported" in repr(refused.value) + repr(
+                    refused.value.__cause__
+                )
+                # Identify may have told the opener ECHO is spoken; ask the client itself.
+                raw = await opener.get_network().new_stream(listener.get_id())
+                chosen = await opener.multiselect_client.select_one_of(
+                    [UNKNOWN, ECHO], MultiselectCommunicator(raw), 10
+                )
+                assert chosen == ECHO
+                raw.set_protocol(chosen)
+                await raw.write(b"second")
+                assert await raw.read(1024) == b"second"
+                await _open_echo(opener, listener)  # the listener still serves
+
+    trio.run(run)
+
+
+def test_an_opener_that_waits_for_our_header_gets_it_and_may_ask_again() -> None:
+    """A plain opener waits for our header before it names a protocol: our listener, with
+    nothing more in hand, sends it alone, then answers each id in turn (`na`, then the echo)."""
+
+    async def run() -> None:
+        with trio.fail_after(30):
+            async with _two((False, True)) as (opener, listener):
+                raw = await opener.get_network().new_stream(listener.get_id())
+                communicator = MultiselectCommunicator(raw)
+                await opener.multiselect_client.handshake(communicator)  # got our header
+                with pytest.raises(MultiselectClientError):
+                    await opener.multiselect_client.try_select(communicator, UNKNOWN)
+                assert await opener.multiselect_client.try_select(communicator, ECHO) == ECHO
+
+    trio.run(run)
+
+
+async def _frame_echo(stream: FrameStream) -> None:
+    async for frame in stream:
+        await stream.write_frame(frame)
+
+
+async def test_our_hosts_agree_on_a_stream_in_one_write_each() -> None:
+    """Streams between two of our hosts: each side makes one negotiation write a stream (the
+    opener its header and protocol id, the listener its header and the echo), not two."""
+    streams = 20
+    async with (
+        asyncio.timeout(60),
+        P2PHost(HostConfig(identity_seed=b"\x11" * 32)) as opener,
+        P2PHost(HostConfig(identity_seed=b"\x12" * 32)) as listener,
+    ):
+        listener.set_stream_handler(ECHO, _frame_echo)
+        await opener.connect(listener.listen_addrs[0])
+        stream = await opener.open_stream(listener.peer_id, ECHO)  # one first, to settle
+        assert await stream.write_then_read(b"first") == b"first"
+        await stream.close()
+        opened = opener.wire()["writes"][NEGOTIATION]
+        answered = listener.wire()["writes"][NEGOTIATION]
+        for n in range(streams):
+            stream = await opener.open_stream(listener.peer_id, ECHO)
+            assert await stream.write_then_read(b"%d" % n) == b"%d" % n
+            await stream.close()
+        # Other streams (identify, gossip) may open meanwhile: a margin of a quarter.
+        assert opener.wire()["writes"][NEGOTIATION] - opened < streams * 1.25
+        assert listener.wire()["writes"][NEGOTIATION] - answered < streams * 1.25
