@@ -16,11 +16,12 @@ on the loop: 429 of alice's 737 loop callbacks over 2 ms in `bench api` were com
 commit syncs, the writes that arrive meanwhile gather, and are staged as one batch once it is
 durable (`MAX_STAGED`; a deeper pipeline stages each over the ones before, and the writer
 commits every batch it finds waiting in one transaction).
-A batch staged when no commit is in flight and no other callback is ready commits on the loop's
-thread instead (`_commit_inline`): the loop had nothing to do but wait, py-lmdb lets the GIL go
-during the commit's flushes (so the trio thread runs), and the hand-off to the writer thread and
-back, each a thread's wake-up and a wait for the GIL (0.29 and 0.15 ms at the median in
-ARCHITECTURE §10's same-node trace), is saved. Only a batch of one write does so: a message
+A batch staged when no commit is in flight and the loop has nothing else to run (no callback
+ready, no descriptor it watches ready: `LoopIdle`, on asyncio's loop and uvloop's) commits on the
+loop's thread instead (`_commit_inline`): the loop had nothing to do but wait, py-lmdb lets the
+GIL go during the commit's flushes (so the trio thread runs), and the hand-off to the writer
+thread and back, each a thread's wake-up and a wait for the GIL (0.29 and 0.15 ms at the median
+in ARCHITECTURE §10's same-node trace), is saved. Only a batch of one write does so: a message
 sent alone takes this way, while in a burst the writes that gathered during a commit form a
 larger batch, which the writer thread commits as the loop goes on with the burst (committed in
 place, the loop did none of the burst's work during the flushes: `bench api` same-node msgs/s
@@ -54,6 +55,7 @@ from hearthmesh.protocol.errors import LocalProtocolError, StorageError
 
 from .api import AppendRequest, AppendResult, Outcome, Store
 from .append import check_appendable
+from .loop_idle import LoopIdle
 from .staged import StagedWrites
 
 __all__ = ["LAZY_MS", "MAX_BATCH", "MAX_STAGED", "AsyncStore"]
@@ -119,6 +121,8 @@ class AsyncStore:
         self._lazy_ripe = False
         """The lazy writes pending waited `lazy_ms`: they start a batch."""
         self._flush_due = False
+        self._loop_idle: LoopIdle | None = None
+        """Built at the first flush, on the loop's thread (`_flush`)."""
         self._long_running = False
         self._committing: deque[tuple[list[list[_Write]], list[Outcome]]] = deque()
         """Staged batches waiting for their commit, oldest first: their writes and outcomes."""
@@ -300,13 +304,18 @@ class AsyncStore:
             # The engine committed it (the in-memory twin), or it wrote nothing and read only
             # what is durable: no commit to wait for.
             self._settle_all(groups, outcomes)
-        elif len(batch) == 1 and not self._committing and _loop_is_idle(loop):
+        elif len(batch) == 1 and not self._committing and self._idle_now(loop):
             self._commit_inline(groups, outcomes, staged)
         else:
             self._committing.append((groups, outcomes))
             self._to_commit.append(staged)
             self._writer.submit(self._commit_waiting, loop)
         self._flush_soon(loop)
+
+    def _idle_now(self, loop: asyncio.AbstractEventLoop) -> bool:
+        if self._loop_idle is None:
+            self._loop_idle = LoopIdle(loop)
+        return self._loop_idle()
 
     def _commit_inline(
         self, groups: list[list[_Write]], outcomes: list[Outcome], staged: StagedWrites
@@ -395,14 +404,6 @@ class AsyncStore:
                 self._reader.shutdown(wait=True)
             self._writer.shutdown(wait=True)
             self._closed.set()
-
-
-def _loop_is_idle(loop: asyncio.AbstractEventLoop) -> bool:
-    """Whether no callback is ready to run on `loop` (asyncio's own loops keep them in
-    `_ready`; a loop without it counts as busy, so its commits go to the writer thread). I/O
-    that became ready since the loop last polled is not seen: it waits out an inline commit."""
-    ready = getattr(loop, "_ready", None)
-    return ready is not None and not ready
 
 
 def _group_calls(batch: list[_Write]) -> list[list[_Write]]:

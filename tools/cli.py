@@ -220,6 +220,11 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         help="run libp2p's trio on the event loop's thread (off; ARCHITECTURE §5)",
     )
     parser.add_argument(
+        "--uvloop",
+        action=argparse.BooleanOptionalAction,
+        help="run the node on uvloop's event loop, not asyncio's (on; ARCHITECTURE §5)",
+    )
+    parser.add_argument(
         "--api-allowed-host",
         dest="api_allowed_hosts",
         metavar="NAME",

@@ -26,6 +26,7 @@ from hearthmesh.protocol.actions import MAX_RECALL_WINDOW_MS
 from hearthmesh.protocol.errors import HearthError, NodeFailed, StorageError
 from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.tools.bench.loop_lag import watch_loop
+from hearthmesh.tools.event_loop import run_node_loop
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 from hearthmesh.tools.restarts import RestartPolicy, Restarts
 from hearthmesh.tools.settings import HomeSettings, SettingsError, parse_api
@@ -330,7 +331,7 @@ def run_node(settings: HomeSettings) -> int:
     logging.getLogger("multiaddr").setLevel(logging.WARNING)  # a line per address parsed
     tune_collector()
     try:
-        return asyncio.run(_serve(settings, started))
+        return run_node_loop(_serve(settings, started), uvloop=settings.uvloop)
     except HearthError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

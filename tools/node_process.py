@@ -5,8 +5,8 @@
 [--listen MULTIADDR]` prints one JSON line (peer id, user id, address) once the node is up,
 then serves until killed or until SIGTERM, which stops it cleanly. With `--report` it also
 prints a JSON line `{"received": <message id hex>, "at_ns": <wall clock>}` for every message
-it takes in. `HEARTHMESH_TRIO_ON_LOOP` sets `NodeConfig.trio_on_loop` as it does for
-`hearthmesh run`.
+it takes in. `HEARTHMESH_TRIO_ON_LOOP` sets `NodeConfig.trio_on_loop`, and `HEARTHMESH_UVLOOP`
+the process's event loop (`tools/event_loop.py`), as they do for `hearthmesh run`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.tools import zygote
+from hearthmesh.tools.event_loop import run_node_loop
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 from hearthmesh.tools.settings import env_setting
 
@@ -289,8 +290,9 @@ def main() -> None:
     parser.add_argument("--listen", help="a multiaddr to listen on instead of --port")
     args = parser.parse_args()
     tune_collector()
-    asyncio.run(
-        serve(args.data_dir, args.port, args.connect, report=args.report, listen=args.listen)
+    run_node_loop(
+        serve(args.data_dir, args.port, args.connect, report=args.report, listen=args.listen),
+        uvloop=env_setting("uvloop"),
     )
     sys.exit(0)
 

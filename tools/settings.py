@@ -124,6 +124,9 @@ class HomeSettings:
     trio_on_loop: bool = False
     """Run libp2p's trio on the event loop's thread, not a thread of its own (ARCHITECTURE §5):
     off, since on a loaded machine it made cross-node delivery slower."""
+    uvloop: bool = True
+    """Run the node on uvloop's event loop, not asyncio's own (`tools/event_loop.py`,
+    ARCHITECTURE §5)."""
     sources: dict[str, str] = field(default_factory=dict)
     """Key -> `default`, `file <path>:<line>`, `env HEARTHMESH_<KEY>` or `flag`."""
 
@@ -173,6 +176,7 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "log_level": str,
     "recall_window_ms": int,
     "trio_on_loop": bool,
+    "uvloop": bool,
 }
 """Every setting and its type; the config file accepts these keys and no others."""
 

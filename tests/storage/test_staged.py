@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from hearthmesh.storage.lmdb_store import LmdbEngine, LmdbStore
 from hearthmesh.storage.staged import StagedWrites
 from tests.conftest import examples
 
+from .conftest import RunOn
 from .helpers import kept_busy, make_envelope
 
 
@@ -251,31 +253,58 @@ async def test_the_loop_serves_while_a_commit_syncs_and_acks_follow_the_commit(
     assert _storage_threads() == []
 
 
-async def test_an_idle_loop_commits_in_place_and_a_busy_one_hands_the_commit_over(
-    tmp_path: Path,
+def test_an_idle_loop_commits_in_place_and_a_busy_one_hands_the_commit_over(
+    tmp_path: Path, run_on: RunOn[None]
 ) -> None:
-    async with asyncio.timeout(20):
-        store = _HeldCommits(tmp_path / "db")
-        store.gate.set()
-        async with AsyncStore(store) as db:
-            await db.run(store.set_setting, "a", b"1")
-            # Nothing else to run: no hand-off to the writer thread and back.
-            assert store.threads["commit"] == threading.current_thread().name
-            assert await db.read(store.get_setting, "a") == b"1"
-            async with kept_busy():
-                await db.run(store.set_setting, "a", b"2")
-            # Other work was ready: the loop kept serving it while the writer thread committed.
-            assert store.threads["commit"].startswith("hearthmesh-store")
-            assert await db.read(store.get_setting, "a") == b"2"
-            await db.run(store.set_setting, "a", b"3")
-            assert store.threads["commit"] == threading.current_thread().name
-            # Several writes at once, as in a burst: the writer commits them while the loop
-            # goes on with the burst.
-            await asyncio.gather(
-                db.run(store.set_setting, "a", b"4"), db.run(store.set_setting, "b", b"1")
-            )
-            assert store.threads["commit"].startswith("hearthmesh-store")
-            assert store.commits == [1, 1, 1, 1] and db.transactions == 4
+    async def main() -> None:
+        async with asyncio.timeout(20):
+            store = _HeldCommits(tmp_path / "db")
+            store.gate.set()
+            async with AsyncStore(store) as db:
+                await db.run(store.set_setting, "a", b"1")
+                # Nothing else to run: no hand-off to the writer thread and back.
+                assert store.threads["commit"] == threading.current_thread().name
+                assert await db.read(store.get_setting, "a") == b"1"
+                async with kept_busy():
+                    await db.run(store.set_setting, "a", b"2")
+                # Other work was ready: the loop kept serving it while the writer committed.
+                assert store.threads["commit"].startswith("hearthmesh-store")
+                assert await db.read(store.get_setting, "a") == b"2"
+                await db.run(store.set_setting, "a", b"3")
+                assert store.threads["commit"] == threading.current_thread().name
+                async with _readable_socket():
+                    await db.run(store.set_setting, "a", b"4")
+                # A frame waited on a socket the loop watches: the writer committed, and the
+                # loop read it meanwhile instead of after the flushes.
+                assert store.threads["commit"].startswith("hearthmesh-store")
+                # Several writes at once, as in a burst: the writer commits them while the
+                # loop goes on with the burst.
+                await asyncio.gather(
+                    db.run(store.set_setting, "a", b"5"), db.run(store.set_setting, "b", b"1")
+                )
+                assert store.threads["commit"].startswith("hearthmesh-store")
+                assert store.commits == [1, 1, 1, 1, 1] and db.transactions == 5
+
+    run_on(main())
+
+
+@contextlib.asynccontextmanager
+async def _readable_socket() -> AsyncIterator[None]:
+    """A socket the loop watches whose data comes while the loop runs its ready callbacks,
+    just before the store's flush: the loop has not polled since, so only the poll's own
+    descriptor says that a read is waiting (as a transport's is while the loop works)."""
+    loop = asyncio.get_running_loop()
+    ours, peers = socket.socketpair()
+    with ours, peers:
+        ours.setblocking(False)
+        loop.add_reader(ours.fileno(), ours.recv, 64)
+        for _ in range(2):  # libuv adds a watched descriptor to its poll at its next turn
+            await asyncio.sleep(0)
+        loop.call_soon(peers.send, b"frame")  # runs ahead of the flush the caller's write asks
+        try:
+            yield
+        finally:
+            loop.remove_reader(ours.fileno())
 
 
 async def test_a_failed_commit_fails_its_batch_and_every_batch_staged_over_it(

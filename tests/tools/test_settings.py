@@ -57,6 +57,7 @@ public_address = "203.0.113.7"
 stun_servers = ["stun:198.51.100.3:3478"]
 log_level = "info"
 trio_on_loop = true
+uvloop = false
 """
 
 
@@ -85,6 +86,7 @@ def test_the_config_file_in_the_data_dir_sets_every_setting(tmp_path: Path) -> N
     assert not settings.webrtc and not settings.upnp
     assert settings.log_level == "info"
     assert settings.trio_on_loop
+    assert not settings.uvloop
     assert all(source != "default" for *_, source in settings.describe())
     sources = {key: source for key, _, source in settings.describe()}
     assert sources["data_dir"] == "flag"

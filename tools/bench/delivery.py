@@ -8,7 +8,8 @@ time; `deliver_rtt_*` is the part from the batch being written on the stream to 
 being verified (the remote store included); `*_max_ms` is the slowest sample of each.
 Throughput keeps many sends in flight and counts acks until the last one arrives.
 `HEARTHMESH_TRIO_ON_LOOP=1` runs both nodes' trio as a guest on their event loop, as the
-setting does for `hearthmesh run` (`bench api` passes it on to its nodes).
+setting does for `hearthmesh run` (`bench api` passes it on to its nodes); `HEARTHMESH_UVLOOP=0`
+runs both on asyncio's own loop instead of uvloop's (`tools/event_loop.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from hearthmesh.node.node import Node
 from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.tools.bench.stats import percentile, process_rss_mb
+from hearthmesh.tools.event_loop import run_node_loop
 from hearthmesh.tools.node_process import free_port, spawn_node
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 from hearthmesh.tools.settings import env_setting
@@ -115,4 +117,4 @@ class _AckWatch:
 def run(quick: bool) -> dict[str, Any]:
     """Figures for `hearthmesh bench delivery`."""
     tune_collector()
-    return asyncio.run(_measure(quick))
+    return run_node_loop(_measure(quick), uvloop=env_setting("uvloop"))
