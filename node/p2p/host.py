@@ -72,6 +72,7 @@ from hearthmesh.node.p2p.hole_punch import UNILATERAL_DIAL_S, HolePunchCounts, H
 from hearthmesh.node.p2p.kept_addrs import keep_addrs
 from hearthmesh.node.p2p.mdns import announced_on_lan
 from hearthmesh.node.p2p.prefix_gate import PrefixGate
+from hearthmesh.node.p2p.quick_locks import quicken_connection, quicken_stream
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
@@ -399,6 +400,7 @@ class _ConnectionTracker(INotifee):
         # otherwise sent a WINDOW_UPDATE after nearly every read: on a group's creator walking
         # the DHT for absent members, half the socket writes of an idle minute.
         adopt_yamux_stream(getattr(stream, "muxed_stream", None))
+        quicken_stream(stream)  # free locks cost no scheduler pass (`quick_locks`)
 
     async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
         pass
@@ -457,6 +459,7 @@ class _ConnectionTracker(INotifee):
 
     def _count_in(self, conn: INetConn) -> None:
         watch_reads(conn.muxed_conn)  # its liveness under load (`answers_ping`)
+        quicken_connection(conn.muxed_conn)
         path = self._paths[conn] = _path_of(conn)
         self._report(conn.muxed_conn.peer_id.to_base58(), 1, remote_ip(conn), path, None)
 

@@ -55,6 +55,8 @@ from libp2p.stream_muxer.yamux.yamux import (
     YamuxStream,
 )
 
+from hearthmesh.node.p2p.quick_locks import QuickLock
+
 __all__ = ["RESET_AFTER_FAILED_WRITE_S", "adopt_yamux_stream", "answers_ping", "watch_reads"]
 
 RESET_AFTER_FAILED_WRITE_S: Final = 1.0
@@ -146,7 +148,7 @@ async def _credit_half_windows(self: YamuxStream, *, bytes_read: int = 0) -> Non
 
 def _whole_writes(write: Any, stream: YamuxStream) -> Any:
     """`stream.write` with one lock held for the whole write (see the module docstring)."""
-    lock = trio.Lock()
+    lock = QuickLock()  # a free lock costs no scheduler pass (`quick_locks`)
 
     async def write_whole(data: bytes) -> None:
         async with lock:
