@@ -78,7 +78,12 @@ from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
 from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, UPGRADE_TIMEOUT_S, WebRtcLayer, is_webrtc
 from hearthmesh.node.p2p.wire_counts import WireCounts, track
-from hearthmesh.node.p2p.yamux import adopt_yamux_stream, answers_ping, watch_reads
+from hearthmesh.node.p2p.yamux import (
+    adopt_yamux_stream,
+    answers_ping,
+    lean_frame_writes,
+    watch_reads,
+)
 from hearthmesh.protocol.errors import (
     HearthError,
     LocalProtocolError,
@@ -460,6 +465,7 @@ class _ConnectionTracker(INotifee):
     def _count_in(self, conn: INetConn) -> None:
         watch_reads(conn.muxed_conn)  # its liveness under load (`answers_ping`)
         quicken_connection(conn.muxed_conn)
+        lean_frame_writes(conn.muxed_conn)
         path = self._paths[conn] = _path_of(conn)
         self._report(conn.muxed_conn.peer_id.to_base58(), 1, remote_ip(conn), path, None)
 
