@@ -6,6 +6,7 @@ came from the peer it meant to reach (SPEC §11.3).
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 from .errors import InvalidIdentifier
@@ -42,6 +43,13 @@ def peer_id_of_node_key(node_key: bytes) -> str:
     """The base58 peer id (`12D3KooW…`) of an Ed25519 public key."""
     if len(node_key) != KEY_BYTES:
         raise InvalidIdentifier("an Ed25519 node key is 32 bytes")
+    return _peer_id(bytes(node_key))
+
+
+@functools.lru_cache(maxsize=1024)
+def _peer_id(node_key: bytes) -> str:
+    # Memoised: base58 in Python costs ~10 µs, paid for each signed ACK a sender checks
+    # (one per batch, SPEC §11.3) though its homes' keys are few; bounded for a stranger's keys.
     return _b58encode(_PREFIX + node_key)
 
 

@@ -74,12 +74,18 @@ from hearthmesh.node.p2p.kept_addrs import keep_addrs
 from hearthmesh.node.p2p.mdns import announced_on_lan
 from hearthmesh.node.p2p.pipelined_select import pipeline_negotiation
 from hearthmesh.node.p2p.prefix_gate import PrefixGate
+from hearthmesh.node.p2p.quick_locks import quicken_connection, quicken_stream
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
 from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, UPGRADE_TIMEOUT_S, WebRtcLayer, is_webrtc
 from hearthmesh.node.p2p.wire_counts import WireCounts, track
-from hearthmesh.node.p2p.yamux import adopt_yamux_stream, answers_ping, watch_reads
+from hearthmesh.node.p2p.yamux import (
+    adopt_yamux_stream,
+    answers_ping,
+    lean_frame_writes,
+    watch_reads,
+)
 from hearthmesh.protocol.errors import (
     HearthError,
     LocalProtocolError,
@@ -409,6 +415,7 @@ class _ConnectionTracker(INotifee):
         # otherwise sent a WINDOW_UPDATE after nearly every read: on a group's creator walking
         # the DHT for absent members, half the socket writes of an idle minute.
         adopt_yamux_stream(getattr(stream, "muxed_stream", None))
+        quicken_stream(stream)  # free locks cost no scheduler pass (`quick_locks`)
 
     async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
         pass
@@ -467,6 +474,8 @@ class _ConnectionTracker(INotifee):
 
     def _count_in(self, conn: INetConn) -> None:
         watch_reads(conn.muxed_conn)  # its liveness under load (`answers_ping`)
+        quicken_connection(conn.muxed_conn)
+        lean_frame_writes(conn.muxed_conn)
         path = self._paths[conn] = _path_of(conn)
         self._report(conn.muxed_conn.peer_id.to_base58(), 1, remote_ip(conn), path, None)
 

@@ -55,7 +55,15 @@ from libp2p.stream_muxer.yamux.yamux import (
     YamuxStream,
 )
 
-__all__ = ["RESET_AFTER_FAILED_WRITE_S", "adopt_yamux_stream", "answers_ping", "watch_reads"]
+from hearthmesh.node.p2p.quick_locks import QuickLock
+
+__all__ = [
+    "RESET_AFTER_FAILED_WRITE_S",
+    "adopt_yamux_stream",
+    "answers_ping",
+    "lean_frame_writes",
+    "watch_reads",
+]
 
 RESET_AFTER_FAILED_WRITE_S: Final = 1.0
 """How long the reset after a failed write may wait for the connection (it shields a cancel)."""
@@ -94,6 +102,23 @@ def watch_reads(muxed_conn: Any) -> None:
         return data
 
     secured.read = read_noting  # type: ignore[method-assign]
+
+
+def lean_frame_writes(muxed_conn: Any) -> None:
+    """Write this yamux connection's frames without py-libp2p 0.8.1's per-frame extras: its
+    `_write_frame` unpacks each header and formats a debug line whether or not debug logging
+    is on, and ends with a checkpoint of its own right after the socket's send has made one
+    (a second scheduler pass, and an epoll poll that lets the GIL go, per frame). Nothing for
+    another muxer."""
+    if not isinstance(muxed_conn, Yamux):
+        return
+    secured = muxed_conn.secured_conn
+
+    async def write_frame(data: bytes) -> None:
+        async with muxed_conn._write_lock:  # read at each write: `quick_locks` may swap it
+            await secured.write(data)
+
+    muxed_conn._write_frame = write_frame  # type: ignore[method-assign]
 
 
 def _read_since(muxed_conn: Any, asked: float) -> bool:
@@ -146,7 +171,7 @@ async def _credit_half_windows(self: YamuxStream, *, bytes_read: int = 0) -> Non
 
 def _whole_writes(write: Any, stream: YamuxStream) -> Any:
     """`stream.write` with one lock held for the whole write (see the module docstring)."""
-    lock = trio.Lock()
+    lock = QuickLock()  # a free lock costs no scheduler pass (`quick_locks`)
 
     async def write_whole(data: bytes) -> None:
         async with lock:

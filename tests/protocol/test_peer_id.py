@@ -26,3 +26,11 @@ def test_matches_libp2p(seed: bytes) -> None:
 def test_other_forms_are_invalid(text: str) -> None:
     with pytest.raises(InvalidIdentifier):
         node_key_of_peer_id(text)
+
+
+def test_a_keys_peer_id_is_worked_out_once() -> None:
+    key = keypair_from_seed(b"\x07" * 32).public
+    first = peer_id_of_node_key(key)
+    assert peer_id_of_node_key(bytes(bytearray(key))) is first  # the same text, not redone
+    with pytest.raises(InvalidIdentifier):
+        peer_id_of_node_key(key[:31])
