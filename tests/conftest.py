@@ -94,6 +94,7 @@ PRELOAD: Final = (
     "pytest",
     "hearthmesh.node.node",
     "playwright.async_api",
+    "hypothesis.stateful",
 )
 """The shared zygote's imports: its node processes' and the xdist workers'
 (tests/xdist_zygote.py)."""

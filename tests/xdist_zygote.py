@@ -24,9 +24,10 @@ def bootstrap() -> None:
     """In the forked worker: run the `-c` code as the interpreter would (a fresh `__main__`
     namespace; sys.argv is ["-c"])."""
     # The zygote froze its imports (out of every collection, for its node processes'
-    # copy-on-write); a worker's collector sees them as a new interpreter's would: frozen,
-    # gc.get_referrers misses their references, and Hypothesis then warned that trio's
-    # Random, which trio's module holds, could be collected (register_random's check).
+    # copy-on-write); a worker's collector sees them as a new interpreter's would, until
+    # tests/conftest.py freezes what collection built. Frozen, gc.get_referrers misses
+    # their references: Hypothesis' register_random then warned that trio's Random (which
+    # trio's module holds) could be collected, when Hypothesis was imported after the fork.
     gc.unfreeze()
     code = sys.argv.pop(1)
     exec(code, {"__name__": "__main__", "__builtins__": builtins})
