@@ -34,6 +34,15 @@ def _children(zygote: Zygote) -> list[str]:
     return Path(f"/proc/{zygote.pid}/task/{zygote.pid}/children").read_text().split()
 
 
+def _sharing(tmp_path: Path, preload: str) -> tuple[str, Zygote]:
+    """A zygote that serves the processes that connect to the address too (`zygote.share`)."""
+    address = str(tmp_path / "z")
+    listen = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listen.bind(address)
+    listen.listen()
+    return address, Zygote(preload=(preload,), listen=listen)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -129,11 +138,7 @@ async def test_a_caller_gone_before_its_pid_is_sent_takes_neither_the_zygote_nor
 async def test_a_shared_zygote_forks_for_each_caller_and_a_closed_connection_takes_its_own_along(
     tmp_path: Path,
 ) -> None:
-    address = str(tmp_path / "z")
-    listen = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    listen.bind(address)
-    listen.listen()
-    owner = Zygote(preload=("tests.tools.zygote_child",), listen=listen)
+    address, owner = _sharing(tmp_path, "tests.tools.zygote_child")
     other = Connected(address)
     try:
         async with asyncio.timeout(30):
@@ -164,11 +169,7 @@ LAUNCHER = Path(__file__).parents[1] / "xdist_zygote.py"
 async def test_the_worker_launcher_runs_the_code_in_a_fork_on_its_pipes_and_dies_with_it(
     tmp_path: Path,
 ) -> None:
-    address = str(tmp_path / "z")
-    listen = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    listen.bind(address)
-    listen.listen()
-    owner = Zygote(preload=("tests.xdist_zygote",), listen=listen)
+    address, owner = _sharing(tmp_path, "tests.xdist_zygote")
     owner._running()
     env = {**os.environ, ADDRESS_ENV: address}
     code = "import os, sys\nprint(os.getpid(), os.getppid(), sys.stdin.readline().upper(), end='')"
