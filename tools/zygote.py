@@ -632,6 +632,10 @@ def _become(request: _Request) -> None:
     # when the zygote started, so honour the child's own here (line by line, as `-u` nearly).
     if request.env.get("PYTHONUNBUFFERED") and isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
+    # CPython 3.11 keeps the zygote's thread id as the main thread's `native_id` after a
+    # fork: whatever maps /proc/self/task to thread names (tools/bench/node_cost.py) would
+    # find no main thread.
+    vars(threading.main_thread())["_native_id"] = threading.get_native_id()
     gc.enable()
 
 

@@ -75,6 +75,7 @@ async def test_each_child_is_a_process_of_its_own_with_what_it_was_given(
         assert {f["cwd"] for f in facts} == {str(tmp_path)}
         assert facts[0]["random"] != facts[1]["random"]  # re-seeded in each child
         assert facts[0]["threads"] == 1
+        assert [f["main_thread_id"] for f in facts] == [f["pid"] for f in facts]
 
 
 async def test_kill_9_ends_that_child_alone_and_exit_codes_come_back(forks: Zygote) -> None:
