@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import resource
+import shlex
 import sys
 import tempfile
 import time
@@ -79,11 +80,35 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if not ZYGOTE:
         return
     if _is_controller(session):
-        zygote.share(str(Path(tempfile.mkdtemp(prefix="hm-zygote-")) / "socket"))
+        zygote.share(str(Path(tempfile.mkdtemp(prefix="hm-zygote-")) / "socket"), PRELOAD)
+        _fork_workers(session.config)
     elif "PYTEST_XDIST_WORKER" in os.environ:
         zygote.enable(address=os.environ.get(zygote.ADDRESS_ENV))
     else:
         zygote.enable()
+
+
+PRELOAD: Final = (
+    *zygote.PRELOAD,
+    # what every worker imports to collect, beside the node: forked with them imported
+    "pytest",
+    "hearthmesh.node.node",
+    "playwright.async_api",
+    "hypothesis.stateful",
+)
+"""The shared zygote's imports: its node processes' and the xdist workers'
+(tests/xdist_zygote.py)."""
+
+WORKER_LAUNCHER: Final = Path(__file__).with_name("xdist_zygote.py")
+
+
+def _fork_workers(config: pytest.Config) -> None:
+    """xdist's workers (`-n N`: N `popen` specs, read after this hook) start through the
+    launcher, which has the zygote fork them."""
+    tx = config.getoption("tx", None) or []
+    if tx and all(spec == "popen" for spec in tx):
+        python = shlex.join([sys.executable, str(WORKER_LAUNCHER)])
+        config.option.tx = [f"popen//python={python}"] * len(tx)
 
 
 @pytest.hookimpl(trylast=True)  # after xdist has stopped the workers (and their children)

@@ -272,20 +272,12 @@ class Zygote:
         loop = asyncio.get_running_loop()
         mine, theirs = socket.socketpair()
         read_end, write_end = os.pipe() if stdout_pipe else (-1, 1)
-        request = {
-            "entry": entry,
-            "argv": list(argv),
-            "env": dict(os.environ if env is None else env),
-            "cwd": os.getcwd(),
-            "netns": netns,
-        }
         stdin = os.open(os.devnull, os.O_RDONLY)  # a node reads no input
         # stdout and stderr, when not given, are our process's descriptors, as a child
         # exec'd by `subprocess` inherits them (not sys.stdout: pytest's capture replaces it)
-        fds = [theirs.fileno(), stdin, write_end, 2 if stderr is None else stderr]
+        stdio = (stdin, write_end, 2 if stderr is None else stderr)
         try:
-            with self._lock:
-                socket.send_fds(self._running(), [json.dumps(request).encode()], fds)
+            self._send(entry, argv, theirs, stdio, env=env, netns=netns)
         except OSError as exc:
             mine.close()
             if stdout_pipe:
@@ -323,6 +315,64 @@ class Zygote:
         if self._is_shared:
             self._children.append(process)
         return process
+
+    def run(self, entry: str, argv: Sequence[str]) -> int:
+        """Fork a process that runs `entry` as `start` does, on this process's own stdin,
+        stdout and stderr, and wait for it to end (blocking): its exit code. For a launcher
+        that stands in for the process it asks for (tests/xdist_zygote.py); it hands its
+        stdin and stdout over, so that only the child holds them and the other end sees
+        their EOF when the child ends.
+
+        Raises:
+            ZygoteFailed: the zygote is gone or could not fork.
+        """
+        mine, theirs = socket.socketpair()
+        with mine:
+            try:
+                with theirs:
+                    self._send(entry, argv, theirs, (0, 1, 2))
+            except OSError as exc:
+                raise ZygoteFailed(f"the zygote is gone: {exc}") from exc
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1):
+                os.dup2(null, fd)
+            os.close(null)
+            line = b""  # "PID\n", at times with the exit line after it
+            while b"\n" not in line:
+                if not (data := mine.recv(64)):
+                    raise ZygoteFailed("the zygote did not fork the process")
+                line += data
+            pid_text, _, rest = line.partition(b"\n")
+            process = ForkedProcess(int(pid_text), mine, None)
+            if rest:
+                process._take(rest)
+            while (code := process.returncode) is None:  # a blocking socket: recv waits
+                pass
+            return code
+
+    def _send(
+        self,
+        entry: str,
+        argv: Sequence[str],
+        channel: socket.socket,
+        stdio: tuple[int, int, int],
+        *,
+        env: Mapping[str, str] | None = None,
+        netns: str | None = None,
+    ) -> None:
+        """Ask the zygote for a child with our working directory; `channel` gets its pid,
+        then its exit code and CPU."""
+        request = {
+            "entry": entry,
+            "argv": list(argv),
+            "env": dict(os.environ if env is None else env),
+            "cwd": os.getcwd(),
+            "netns": netns,
+        }
+        with self._lock:
+            socket.send_fds(
+                self._running(), [json.dumps(request).encode()], [channel.fileno(), *stdio]
+            )
 
 
 class Connected(Zygote):
@@ -582,6 +632,10 @@ def _become(request: _Request) -> None:
     # when the zygote started, so honour the child's own here (line by line, as `-u` nearly).
     if request.env.get("PYTHONUNBUFFERED") and isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(line_buffering=True)
+    # CPython 3.11 keeps the zygote's thread id as the main thread's `native_id` after a
+    # fork: whatever maps /proc/self/task to thread names (tools/bench/node_cost.py) would
+    # find no main thread.
+    vars(threading.main_thread())["_native_id"] = threading.get_native_id()
     gc.enable()
 
 

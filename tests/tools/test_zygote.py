@@ -11,12 +11,13 @@ import json
 import os
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from hearthmesh.tools.zygote import Connected, Zygote
+from hearthmesh.tools.zygote import ADDRESS_ENV, Connected, Zygote
 from tests.integration.conftest import wait_until
 
 CHILD = "tests.tools.zygote_child:main"
@@ -31,6 +32,15 @@ def forks() -> Iterator[Zygote]:
 
 def _children(zygote: Zygote) -> list[str]:
     return Path(f"/proc/{zygote.pid}/task/{zygote.pid}/children").read_text().split()
+
+
+def _sharing(tmp_path: Path, preload: str) -> tuple[str, Zygote]:
+    """A zygote that serves the processes that connect to the address too (`zygote.share`)."""
+    address = str(tmp_path / "z")
+    listen = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    listen.bind(address)
+    listen.listen()
+    return address, Zygote(preload=(preload,), listen=listen)
 
 
 def _alive(pid: int) -> bool:
@@ -65,6 +75,7 @@ async def test_each_child_is_a_process_of_its_own_with_what_it_was_given(
         assert {f["cwd"] for f in facts} == {str(tmp_path)}
         assert facts[0]["random"] != facts[1]["random"]  # re-seeded in each child
         assert facts[0]["threads"] == 1
+        assert [f["main_thread_id"] for f in facts] == [f["pid"] for f in facts]
 
 
 async def test_kill_9_ends_that_child_alone_and_exit_codes_come_back(forks: Zygote) -> None:
@@ -128,11 +139,7 @@ async def test_a_caller_gone_before_its_pid_is_sent_takes_neither_the_zygote_nor
 async def test_a_shared_zygote_forks_for_each_caller_and_a_closed_connection_takes_its_own_along(
     tmp_path: Path,
 ) -> None:
-    address = str(tmp_path / "z")
-    listen = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    listen.bind(address)
-    listen.listen()
-    owner = Zygote(preload=("tests.tools.zygote_child",), listen=listen)
+    address, owner = _sharing(tmp_path, "tests.tools.zygote_child")
     other = Connected(address)
     try:
         async with asyncio.timeout(30):
@@ -153,3 +160,44 @@ async def test_a_shared_zygote_forks_for_each_caller_and_a_closed_connection_tak
         other.close()
         owner.close()
     assert not _alive(mine.pid)
+
+
+EXECNET_LINE = "import sys;exec(eval(sys.stdin.readline()))"
+"""What execnet's popen gateway runs with `-c` (tests/xdist_zygote.py stands in for it)."""
+LAUNCHER = Path(__file__).parents[1] / "xdist_zygote.py"
+
+
+async def test_the_worker_launcher_runs_the_code_in_a_fork_on_its_pipes_and_dies_with_it(
+    tmp_path: Path,
+) -> None:
+    address, owner = _sharing(tmp_path, "tests.xdist_zygote")
+    owner._running()
+    env = {**os.environ, ADDRESS_ENV: address}
+    code = "import os, sys\nprint(os.getpid(), os.getppid(), sys.stdin.readline().upper(), end='')"
+
+    async def launch(source: str) -> asyncio.subprocess.Process:
+        launcher = await asyncio.create_subprocess_exec(
+            sys.executable, str(LAUNCHER), "-u", "-c", EXECNET_LINE, env=env,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert launcher.stdin is not None
+        launcher.stdin.write(f"{source!r}\nhello\n".encode())
+        await launcher.stdin.drain()
+        return launcher
+
+    try:
+        async with asyncio.timeout(30):
+            echoes = await launch(code + "\nsys.exit(3)")
+            out, _ = await echoes.communicate()
+            pid, ppid, text = out.decode().split()
+            assert (int(ppid), text) == (owner.pid, "HELLO") and int(pid) != echoes.pid
+            assert echoes.returncode == 3
+            sleeps = await launch(code + "\nsys.stdout.flush()\nimport time\ntime.sleep(60)")
+            assert sleeps.stdout is not None
+            pid, ppid, text = (await sleeps.stdout.readline()).decode().split()
+            assert int(ppid) == owner.pid and _alive(int(pid))
+            sleeps.kill()  # as execnet kills a worker it gave up on
+            await sleeps.wait()
+            await wait_until(lambda: not _children(owner))  # the fork went with it
+    finally:
+        owner.close()

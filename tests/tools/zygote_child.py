@@ -24,6 +24,7 @@ def main() -> int:
                 "cwd": os.getcwd(),
                 "random": random.getrandbits(64),
                 "threads": threading.active_count(),
+                "main_thread_id": threading.main_thread().native_id,
             }
             print(json.dumps(facts), flush=True)
             return 0
