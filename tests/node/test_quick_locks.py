@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -121,35 +123,35 @@ async def _steps_per_round_trip(host: P2PHost, stream: FrameStream, rounds: int 
         await host._bridge.run(unwatch)
 
 
-@pytest.mark.integration
-async def test_an_echo_between_real_hosts_takes_few_trio_steps() -> None:
+@asynccontextmanager
+async def _echo_stream(seed: int) -> AsyncIterator[tuple[P2PHost, FrameStream]]:
+    """Host a's stream to host b's echo handler (two real hosts, seeds `seed` and `seed + 1`)."""
     async with (
         asyncio.timeout(10),
-        P2PHost(HostConfig(identity_seed=bytes([0x51]) * 32)) as a,
-        P2PHost(HostConfig(identity_seed=bytes([0x52]) * 32)) as b,
+        P2PHost(HostConfig(identity_seed=bytes([seed]) * 32)) as a,
+        P2PHost(HostConfig(identity_seed=bytes([seed + 1]) * 32)) as b,
     ):
         await a.connect(b.listen_addrs[0])
         b.set_stream_handler(ECHO, _echo)
         async with await a.open_stream(b.peer_id, ECHO) as stream:
-            per_round_trip = await _steps_per_round_trip(a, stream)
+            yield a, stream
+
+
+@pytest.mark.integration
+async def test_an_echo_between_real_hosts_takes_few_trio_steps() -> None:
+    async with _echo_stream(0x51) as (a, stream):
+        per_round_trip = await _steps_per_round_trip(a, stream)
         # A write and a read on the sending host: 22 steps with py-libp2p's own locks, 8 here.
         assert per_round_trip < 14
 
 
 @pytest.mark.integration
 async def test_a_lean_frame_write_saves_a_scheduler_pass_per_frame() -> None:
-    async with (
-        asyncio.timeout(10),
-        P2PHost(HostConfig(identity_seed=bytes([0x53]) * 32)) as a,
-        P2PHost(HostConfig(identity_seed=bytes([0x54]) * 32)) as b,
-    ):
-        await a.connect(b.listen_addrs[0])
-        b.set_stream_handler(ECHO, _echo)
-        async with await a.open_stream(b.peer_id, ECHO) as stream:
-            muxed = stream._raw._stream.muxed_stream.conn  # type: ignore[attr-defined]
-            assert isinstance(muxed, Yamux)
-            assert "_write_frame" in vars(muxed)  # `lean_frame_writes` installed it
-            lean = await _steps_per_round_trip(a, stream)
-            del muxed._write_frame  # py-libp2p's own again
-            plain = await _steps_per_round_trip(a, stream)
+    async with _echo_stream(0x53) as (a, stream):
+        muxed = stream._raw._stream.muxed_stream.conn  # type: ignore[attr-defined]
+        assert isinstance(muxed, Yamux)
+        assert "_write_frame" in vars(muxed)  # `lean_frame_writes` installed it
+        lean = await _steps_per_round_trip(a, stream)
+        del muxed._write_frame  # py-libp2p's own again
+        plain = await _steps_per_round_trip(a, stream)
         assert lean + 0.5 < plain  # one frame written per round trip: one pass fewer
