@@ -7,8 +7,10 @@ with a key bundle, when that user is a member of every asked room now, with the 
 device owns and gave to that user (or to our own user): exported at the first index held,
 Olm-encrypted to that device, like a forward (§27.12). Refusals are charged to the peer.
 `KeyRequests` is the asking side: every `interval_ms` it asks each due session's sender,
-first an interval after it sees the session held, then with backoff doubling from the
-interval; a session asked `KEY_REQUEST_ATTEMPTS` times and still held counts its envelopes as
+first one to two intervals after it sees the session held, then with backoff doubling from the
+interval, each wait shortened by a spread drawn once per session (so homes that saw a
+session held together, a group's members at its formation, do not ask its sender in step:
+SPEC §27.13.3); a session asked `KEY_REQUEST_ATTEMPTS` times and still held counts its envelopes as
 undecryptable (it is still asked, at the longest backoff).
 
 State: the server's per-peer rate buckets; the asker's attempts and next time per held
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -185,6 +188,8 @@ class _Held:
 class _Attempts:
     count: int
     next_ms: int
+    spread: float
+    """This session's jitter in [0, 1) for `e2ee.next_key_request_ms`."""
 
 
 class KeyRequests:
@@ -203,6 +208,7 @@ class KeyRequests:
         device: DeviceId,
         clock: Clock,
         interval_ms: int,
+        rng: random.Random | None = None,
     ) -> None:
         self._host = host
         self._taker = taker
@@ -214,6 +220,7 @@ class KeyRequests:
         self._device = device
         self._clock = clock
         self._interval_ms = interval_ms
+        self._rng = rng or random.Random()
         self._attempts: OrderedDict[bytes, _Attempts] = OrderedDict()
         self._outstanding: set[DeviceId] = set()
         """Sender devices being asked now (at most MAX_SENDERS_PER_ROUND)."""
@@ -247,7 +254,7 @@ class KeyRequests:
                 attempts = self._attempts[session_id]
                 attempts.count += 1
                 attempts.next_ms = e2ee.next_key_request_ms(
-                    attempts.count, now, first_ms=self._interval_ms
+                    attempts.count, now, first_ms=self._interval_ms, spread=attempts.spread
                 )
             self._outstanding.add(device)
             asking.create_task(self._ask_within(user, device, sessions))
@@ -271,8 +278,10 @@ class KeyRequests:
             if attempts is None:
                 if len(self._attempts) >= MAX_TRACKED_SESSIONS:
                     continue
-                # the first ask waits an interval: its ROOM_KEY may be a moment behind
-                attempts = self._attempts[h.session_id] = _Attempts(0, now + self._interval_ms)
+                # the first ask waits an interval or more: its ROOM_KEY may be a moment behind
+                spread = self._rng.random()
+                first = e2ee.next_key_request_ms(0, now, first_ms=self._interval_ms, spread=spread)
+                attempts = self._attempts[h.session_id] = _Attempts(0, first, spread)
             if now < attempts.next_ms:
                 continue
             sessions = due.setdefault((h.sender_user, h.sender_device), [])

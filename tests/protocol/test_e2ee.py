@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import random
 from importlib import resources
 from typing import Any
 
@@ -339,11 +340,62 @@ def test_a_key_request_names_its_user_and_1_to_64_sessions() -> None:
         e2ee.decode_key_request(e2ee.encode_forward_request(list(sessions)))
 
 
+def _schedule(spread: float, asks: int, *, first_ms: int = 2_000) -> list[int]:
+    """The times of a session's first `asks` requests, seen held at 0, with one spread."""
+    times = [e2ee.next_key_request_ms(0, 0, first_ms=first_ms, spread=spread)]
+    for n in range(1, asks):
+        times.append(e2ee.next_key_request_ms(n, times[-1], first_ms=first_ms, spread=spread))
+    return times
+
+
 def test_key_requests_back_off_doubling_to_ten_minutes() -> None:
-    """SPEC §27.13.3: the interval, then twice as long each time, never past 10 minutes."""
-    waits = [e2ee.next_key_request_ms(n, 1_000, first_ms=2_000) - 1_000 for n in range(1, 12)]
-    assert waits[:4] == [2_000, 4_000, 8_000, 16_000]
-    assert max(waits) == e2ee.KEY_REQUEST_MAX_BACKOFF_MS == waits[-1]
+    """SPEC §27.13.3: with no spread, the interval, then twice as long each time, never past
+    10 minutes; with the most spread, each wait is at least half of that."""
+    for spread, share in ((0.0, 1.0), (0.999_999, 0.5)):
+        waits = [
+            e2ee.next_key_request_ms(n, 1_000, first_ms=2_000, spread=spread) - 1_000
+            for n in range(1, 12)
+        ]
+        assert waits[:4] == [int(w * share) + (share < 1) for w in (2_000, 4_000, 8_000, 16_000)]
+        cap = e2ee.KEY_REQUEST_MAX_BACKOFF_MS
+        assert max(waits) == waits[-1] == int(cap * share) + (share < 1) <= cap
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError):
+            e2ee.next_key_request_ms(1, 0, first_ms=2_000, spread=bad)
+
+
+def test_key_request_first_ask_waits_one_to_two_intervals() -> None:
+    """SPEC §27.13.3: the first ask waits at least the interval (the ROOM_KEY may be a moment
+    behind), at most twice it, placed by the spread."""
+    firsts = [e2ee.next_key_request_ms(0, 500, first_ms=2_000, spread=s / 10) for s in range(10)]
+    assert firsts == [2_500 + 200 * s for s in range(10)]
+
+
+def test_a_spread_never_delays_the_last_counted_request() -> None:
+    """SPEC §27.13.3: whatever a session's spread, its KEY_REQUEST_ATTEMPTS-th request is no
+    later than with none (16 intervals after the session is seen held)."""
+    unspread = _schedule(0.0, e2ee.KEY_REQUEST_ATTEMPTS)
+    assert unspread == [2_000, 4_000, 8_000, 16_000, 32_000]
+    for step in range(1_000):
+        last = _schedule(step / 1_000, e2ee.KEY_REQUEST_ATTEMPTS)[-1]
+        assert 2_000 * e2ee.KEY_REQUEST_ATTEMPTS < last <= unspread[-1]
+
+
+def test_homes_that_see_a_session_together_ask_its_sender_apart() -> None:
+    """SPEC §27.13.3, #18: 50 homes that see the group creator's session held at the same
+    moment, each drawing its spread, do not ask it in step. With no spread all 50 ask in the
+    same millisecond every time; with it, every ask is spread over 0.4 interval or more, and
+    from the KEY_REQUEST_ATTEMPTS-th ask on no 2 s window holds more than a third of them."""
+    rng = random.Random(18)
+    asks = e2ee.KEY_REQUEST_ATTEMPTS + 2
+    homes = [_schedule(rng.random(), asks) for _ in range(50)]
+    assert len({tuple(_schedule(0.0, asks)) for _ in homes}) == 1
+    for ask in range(asks):
+        times = sorted(home[ask] for home in homes)
+        assert times[-1] - times[0] >= 800
+        if ask >= e2ee.KEY_REQUEST_ATTEMPTS - 1:
+            busiest = max(sum(1 for t in times if start <= t < start + 2_000) for start in times)
+            assert busiest <= len(homes) // 3, (ask, busiest)
 
 
 def test_a_requested_key_must_be_the_answering_devices_session() -> None:
