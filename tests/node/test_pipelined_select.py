@@ -4,6 +4,7 @@ on 127.0.0.1, pipelined and plain py-libp2p ones, each way; and what a stream co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -127,6 +128,33 @@ def test_an_opener_that_waits_for_our_header_gets_it_and_may_ask_again() -> None
                 with pytest.raises(MultiselectClientError):
                     await opener.multiselect_client.try_select(communicator, UNKNOWN)
                 assert await opener.multiselect_client.try_select(communicator, ECHO) == ECHO
+
+    trio.run(run)
+
+
+@pytest.mark.parametrize(
+    "opening",
+    [
+        b"\x07garbage",  # a length and bytes that are no multistream line
+        b"\x13/multistream/9.9.9\n/hearthmesh/test-echo/1\n",  # a wrong header, an id after it
+        b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01",  # a length that never ends
+    ],
+)
+def test_a_bad_opening_gets_nothing_and_the_listener_serves_on(opening: bytes) -> None:
+    """Hostile openings to our listener: the stream ends with nothing written to it (our
+    header waits for the opener's) and the next stream is served as before."""
+
+    async def run() -> None:
+        with trio.fail_after(30):
+            async with _two((False, True)) as (opener, listener):
+                raw = await opener.get_network().new_stream(listener.get_id())
+                await raw.write(opening)
+                received = b""
+                with contextlib.suppress(Exception):  # reset or closed: either ends it
+                    while chunk := await raw.read(1024):
+                        received += chunk
+                assert received == b""  # not even our header: it waits for a good one
+                await _open_echo(opener, listener)
 
     trio.run(run)
 
