@@ -18,6 +18,7 @@ from libp2p.peer.id import ID
 
 from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.errors import P2PError
+from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.p2p.pubsub_hello import REGREET_BURST, REGREET_PER_S, HelloPubsub
 from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.tools.hostile.peer import HostilePeer
@@ -185,10 +186,32 @@ def _gossip_writes(node: Node) -> int:
     return sum(n for protocol, n in writes.items() if "meshsub" in protocol)
 
 
+DISCONNECT_SEEN_S = 30.0
+"""How long the node may take to count out the connections the kit closed (~0.2 s alone; a
+fresh clone's CI beside five venv builds once waited out the test's whole 90 s here)."""
+
+
 async def _disconnected(node: Node, kit: HostilePeer) -> None:
-    """Every connection between them closed, as the node sees it."""
+    """Every connection between them closed, as the node sees it; if not within
+    `DISCONNECT_SEEN_S`, fail with what each side still lists."""
     await kit.host.disconnect(node.peer_id)
-    await wait_until(lambda: kit.peer_id not in node._host.connected_peers())
+    try:
+        async with asyncio.timeout(DISCONNECT_SEEN_S):
+            await wait_until(lambda: kit.peer_id not in node._host.connected_peers())
+    except TimeoutError:
+        pytest.fail(
+            f"the node still counts the kit: node lists {_connections(node._host, kit.peer_id)},"
+            f" kit lists {_connections(kit.host, node.peer_id)}"
+        )
+
+
+def _connections(host: P2PHost, peer: str) -> list[str]:
+    """What libp2p lists towards `peer` (read from the test's thread: a diagnosis only)."""
+    libp2p_host = host._host
+    if libp2p_host is None:
+        return ["no host"]
+    listed = libp2p_host.get_network().get_connections(ID.from_base58(peer))
+    return [f"closed={conn.is_closed} streams={len(conn.get_streams())}" for conn in listed]
 
 
 DIAL_SEEN_S = 5.0
