@@ -48,6 +48,7 @@ from hearthmesh.node.p2p.addresses import dialable_addrs, remote_ip
 from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
 from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.circuit_relay import CircuitRelayLayer, relay_of
+from hearthmesh.node.p2p.close_peer import close_peer_keeping_newer
 from hearthmesh.node.p2p.connection_budget import ConnectionBudget
 from hearthmesh.node.p2p.dht import DhtLayer, DhtSelect, DhtValidate
 from hearthmesh.node.p2p.errors import (
@@ -699,6 +700,7 @@ class P2PHost:
             network.connection_gate = self._gate = PrefixGate(
                 allow_list=gate.allow_list, deny_list=gate.deny_list
             )
+            close_peer_keeping_newer(network)
         track(network, self._wire)
         keep_addrs(host, self._kept_advertised)
         task_parents.install()
