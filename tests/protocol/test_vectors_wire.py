@@ -27,6 +27,8 @@ WIRE_TOPICS = (
     "fetch",
     "linking",
     "keys",
+    "groups",
+    "actions",
 )
 
 

@@ -70,6 +70,8 @@ from hearthmesh.protocol.membership import (
 from hearthmesh.protocol.receipts import decode_receipt
 from hearthmesh.protocol.sync import decode_sync_frame
 
+from .data_cases import DATA_OPS
+
 __all__ = ["OPS", "as_json", "run_op"]
 
 Case = dict[str, Any]
@@ -313,8 +315,10 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "key_forward_answer": _key_forward_answer,
     "forwarded_key": _forwarded_key,
     "key_request": lambda c: as_json(decode_key_request(_hex(c))),
+    **DATA_OPS,
 }
-"""Every operation a wire vector names; the keys are the `op` of its cases."""
+"""Every operation a vector names; the keys are the `op` of its cases (the data files' cases
+as `data_cases.wire_case` puts them)."""
 
 
 def run_op(case: Case) -> Any:
