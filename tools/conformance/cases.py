@@ -37,6 +37,7 @@ from hearthmesh.protocol.membership import (
     MembershipChange,
     encode_membership,
 )
+from hearthmesh.protocol.ordering import REORDER_WINDOW
 from hearthmesh.protocol.receipts import (
     RECEIPT_CONTENT_TYPE,
     Receipt,
@@ -185,6 +186,14 @@ async def _message_unsequenced(s: Session) -> str:
     (SPEC §8.5)."""
     wire = s.kit.forge.raw(room=s.room, now_ms=s.kit.now_ms(), seq=UNSEQUENCED)
     return await s.deliver([wire])
+
+
+async def _far_ahead_stored(s: Session) -> str:
+    """A number far past the reorder window: never held in memory, yet stored and acked, to be
+    released in its turn by a read-back (SPEC §8.3, §8.4); a refusal would have its sender
+    retry an envelope no later batch makes acceptable."""
+    far = len(s.delivered) + 2 * REORDER_WINDOW
+    return await s.deliver([s.kit.forge.raw(room=s.room, now_ms=s.kit.now_ms(), seq=far)])
 
 
 def _read_of_ours(s: Session) -> bytes:
@@ -584,6 +593,7 @@ CASES: Final[tuple[Case, ...]] = (
         level=Level.IM,
     ),
     Case(name="gap_fetch", section="§26.4", expected="ANSWER:1,2,3", run=_gap_fetch),
+    Case(name="far_ahead_stored", section="§8.3", expected="STORED", run=_far_ahead_stored),
     Case(
         name="receipt_not_addressed",
         section="§16.2.3",
