@@ -29,6 +29,7 @@ WIRE_TOPICS = (
     "keys",
     "groups",
     "actions",
+    "caps",
 )
 
 

@@ -22,6 +22,7 @@ from hearthmesh.protocol.actions import (
     decode_annotated,
     fold_actions,
 )
+from hearthmesh.protocol.capabilities import decode_caps_answer, decode_caps_request
 from hearthmesh.protocol.content import decode_media
 from hearthmesh.protocol.delivery import Ack, decode_frame, verify_ack
 from hearthmesh.protocol.e2ee import (
@@ -121,6 +122,12 @@ def _history_order(wires: list[str]) -> list[Any]:
     """Envelopes sorted by (hlc, sender device, seq) (SPEC §4.5), whatever order they came in."""
     envelopes = [decode_envelope(bytes.fromhex(w)) for w in wires]
     return sorted(envelopes, key=lambda e: (encode_timestamp(e.hlc), e.sender_device, e.seq))
+
+
+def _caps_request(case: Case) -> Any:
+    """§20.5: the one request, `[0]`."""
+    decode_caps_request(_hex(case))
+    return {"request": True}
 
 
 def _state(state: RoomState) -> Any:
@@ -315,6 +322,8 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "key_forward_answer": _key_forward_answer,
     "forwarded_key": _forwarded_key,
     "key_request": lambda c: as_json(decode_key_request(_hex(c))),
+    "caps_request": _caps_request,
+    "caps_answer": lambda c: {"levels": sorted(str(n) for n in decode_caps_answer(_hex(c)))},
     **DATA_OPS,
 }
 """Every operation a vector names; the keys are the `op` of its cases (the data files' cases

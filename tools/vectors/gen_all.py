@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import (
     gen_actions,
+    gen_caps,
     gen_delivery,
     gen_e2ee,
     gen_envelope,
@@ -42,6 +43,7 @@ def generate_all(directory: Path = VECTORS_DIR) -> list[Path]:
         gen_keys,
         gen_groups,
         gen_actions,
+        gen_caps,
     )
     for single in singles:
         paths.append(single.generate(directory))
