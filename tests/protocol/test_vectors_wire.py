@@ -30,6 +30,7 @@ WIRE_TOPICS = (
     "groups",
     "actions",
     "caps",
+    "claim",
 )
 
 

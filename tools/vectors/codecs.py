@@ -26,10 +26,14 @@ from hearthmesh.protocol.capabilities import decode_caps_answer, decode_caps_req
 from hearthmesh.protocol.content import decode_media
 from hearthmesh.protocol.delivery import Ack, decode_frame, verify_ack
 from hearthmesh.protocol.e2ee import (
+    ClaimAnswer,
     ForwardAnswer,
     address_room_key_refusal,
+    check_claim_answer,
     check_forwarded_key,
     check_sender_bundle,
+    decode_claim_answer,
+    decode_claim_request,
     decode_forward_answer,
     decode_forward_request,
     decode_forwarded_key,
@@ -128,6 +132,15 @@ def _caps_request(case: Case) -> Any:
     """§20.5: the one request, `[0]`."""
     decode_caps_request(_hex(case))
     return {"request": True}
+
+
+def _claim_answer(case: Case) -> Any:
+    """§27.2.2: an ANSWER, its keys checked as those of `device_hex`, or an ERROR frame."""
+    answer = decode_claim_answer(_hex(case))
+    if isinstance(answer, ClaimAnswer):
+        bundle, one_time_key = check_claim_answer(answer, DeviceId(_hex(case, "device_hex")))
+        return {"bundle": as_json(bundle), "one_time_key": as_json(one_time_key)}
+    return as_json(answer)
 
 
 def _state(state: RoomState) -> Any:
@@ -323,6 +336,8 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "forwarded_key": _forwarded_key,
     "key_request": lambda c: as_json(decode_key_request(_hex(c))),
     "caps_request": _caps_request,
+    "claim_request": lambda c: {"device": decode_claim_request(_hex(c)).hex()},
+    "claim_answer": _claim_answer,
     "caps_answer": lambda c: {"levels": sorted(str(n) for n in decode_caps_answer(_hex(c)))},
     **DATA_OPS,
 }

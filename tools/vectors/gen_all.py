@@ -11,6 +11,7 @@ from pathlib import Path
 from . import (
     gen_actions,
     gen_caps,
+    gen_claim,
     gen_delivery,
     gen_e2ee,
     gen_envelope,
@@ -44,6 +45,7 @@ def generate_all(directory: Path = VECTORS_DIR) -> list[Path]:
         gen_groups,
         gen_actions,
         gen_caps,
+        gen_claim,
     )
     for single in singles:
         paths.append(single.generate(directory))
