@@ -31,6 +31,7 @@ WIRE_TOPICS = (
     "actions",
     "caps",
     "claim",
+    "verify",
 )
 
 

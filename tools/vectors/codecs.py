@@ -74,6 +74,7 @@ from hearthmesh.protocol.membership import (
 )
 from hearthmesh.protocol.receipts import decode_receipt
 from hearthmesh.protocol.sync import decode_sync_frame
+from hearthmesh.protocol.verification import decode_verify_frame
 
 from .data_cases import DATA_OPS
 
@@ -338,6 +339,7 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "caps_request": _caps_request,
     "claim_request": lambda c: {"device": decode_claim_request(_hex(c)).hex()},
     "claim_answer": _claim_answer,
+    "verify_frame": lambda c: as_json(decode_verify_frame(_hex(c))),
     "caps_answer": lambda c: {"levels": sorted(str(n) for n in decode_caps_answer(_hex(c)))},
     **DATA_OPS,
 }

@@ -24,6 +24,7 @@ from . import (
     gen_membership,
     gen_reconcile,
     gen_transfer,
+    gen_verify,
 )
 from .common import VECTORS_DIR
 
@@ -46,6 +47,7 @@ def generate_all(directory: Path = VECTORS_DIR) -> list[Path]:
         gen_actions,
         gen_caps,
         gen_claim,
+        gen_verify,
     )
     for single in singles:
         paths.append(single.generate(directory))
