@@ -32,6 +32,7 @@ WIRE_TOPICS = (
     "caps",
     "claim",
     "verify",
+    "bodies",
 )
 
 

@@ -23,7 +23,7 @@ from hearthmesh.protocol.actions import (
     fold_actions,
 )
 from hearthmesh.protocol.capabilities import decode_caps_answer, decode_caps_request
-from hearthmesh.protocol.content import decode_media
+from hearthmesh.protocol.content import decode_contact, decode_media, decode_profile, decode_typing
 from hearthmesh.protocol.delivery import Ack, decode_frame, verify_ack
 from hearthmesh.protocol.e2ee import (
     ClaimAnswer,
@@ -72,6 +72,7 @@ from hearthmesh.protocol.membership import (
     fold,
     ruling,
 )
+from hearthmesh.protocol.private import decode_private
 from hearthmesh.protocol.receipts import decode_receipt
 from hearthmesh.protocol.sync import decode_sync_frame
 from hearthmesh.protocol.verification import decode_verify_frame
@@ -340,6 +341,10 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "claim_request": lambda c: {"device": decode_claim_request(_hex(c)).hex()},
     "claim_answer": _claim_answer,
     "verify_frame": lambda c: as_json(decode_verify_frame(_hex(c))),
+    "typing_body": lambda c: {"active": decode_typing(_hex(c))},
+    "contact_body": lambda c: as_json(decode_contact(_hex(c))),
+    "private_body": lambda c: as_json(decode_private(_hex(c))),
+    "profile_body": lambda c: as_json(decode_profile(_hex(c))),
     "caps_answer": lambda c: {"levels": sorted(str(n) for n in decode_caps_answer(_hex(c)))},
     **DATA_OPS,
 }

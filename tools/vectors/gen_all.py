@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import (
     gen_actions,
+    gen_bodies,
     gen_caps,
     gen_claim,
     gen_delivery,
@@ -48,6 +49,7 @@ def generate_all(directory: Path = VECTORS_DIR) -> list[Path]:
         gen_caps,
         gen_claim,
         gen_verify,
+        gen_bodies,
     )
     for single in singles:
         paths.append(single.generate(directory))
