@@ -20,7 +20,7 @@ import vodozemac
 
 from hearthmesh.protocol import e2ee, errors
 from hearthmesh.protocol.digest import history_digest
-from hearthmesh.protocol.envelope import MessageId, decode_envelope
+from hearthmesh.protocol.envelope import Envelope, MessageId, decode_envelope
 from hearthmesh.protocol.hlc import Timestamp, decode_timestamp, encode_timestamp, receive, send
 from hearthmesh.protocol.identity import (
     DeviceId,
@@ -35,7 +35,7 @@ from hearthmesh.protocol.identity import (
 from hearthmesh.protocol.reconcile import Reconciler, SortedItems, decode_message, fingerprint
 from hearthmesh.protocol.rooms import direct_room_id
 
-__all__ = ["DATA_OPS", "DATA_TOPICS", "run_exchange", "wire_case"]
+__all__ = ["DATA_OPS", "DATA_TOPICS", "envelope_fields", "run_exchange", "wire_case"]
 
 Case = dict[str, Any]
 Item = tuple[Timestamp, MessageId]
@@ -115,9 +115,8 @@ def _hlc_send(case: Case) -> Any:
     return {"timestamp": [got.wall_ms, got.counter]}
 
 
-def _envelope(case: Case) -> Any:
-    """§5-7: an envelope decoded (signature verified) with its message id."""
-    envelope = decode_envelope(bytes.fromhex(case["hex"]))
+def envelope_fields(envelope: Envelope) -> dict[str, Any]:
+    """The fields of §5.1 as envelope.json pins them."""
     return {
         "version": envelope.version,
         "kind": int(envelope.kind),
@@ -128,8 +127,13 @@ def _envelope(case: Case) -> Any:
         "hlc": [envelope.hlc.wall_ms, envelope.hlc.counter],
         "content_type": envelope.content_type,
         "body_hex": envelope.body.hex(),
-        "message_id_hex": envelope.message_id.hex(),
     }
+
+
+def _envelope(case: Case) -> Any:
+    """§5-7: an envelope decoded (signature verified) with its message id."""
+    envelope = decode_envelope(bytes.fromhex(case["hex"]))
+    return {**envelope_fields(envelope), "message_id_hex": envelope.message_id.hex()}
 
 
 def _fingerprint(case: Case) -> Any:
