@@ -8,6 +8,7 @@ with the case's `expected`. State: none (a run's state is its `Session`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -35,6 +36,7 @@ from hearthmesh.protocol.membership import (
     MEMBERSHIP_CONTENT_TYPE,
     Action,
     MembershipChange,
+    decode_membership,
     encode_membership,
 )
 from hearthmesh.protocol.ordering import REORDER_WINDOW
@@ -436,6 +438,47 @@ async def _owed_then_requested(s: Session) -> str:
     return _open_with_answer(answer, account, ours, envelope, text)
 
 
+async def _membership_history_for_the_added(s: Session) -> str:
+    """§12.7: the node's user creates a group with a member whose home is away, then adds a
+    newcomer (another stranger, its own home, with no history at the node); whoever adds a
+    member delivers the room's earlier MEMBERSHIP events to them, so the newcomer's home gets
+    the CREATE and the first ADD besides the ADD naming it, and can fold the same state.
+    What came, in sequence order: CREATE, ADD, ADD:us when all did."""
+    assert s.api is not None
+    async with s.kit.rotated(new_user=True, seed=s.kit.rng(32)) as newcomer:
+        await newcomer.connect(s.address)
+        trap = newcomer.catch_deliveries(AckStatus.STORED)
+        reply = await newcomer.announce_home(s.peer_id)
+        if reply.frame is None:
+            return f"hello:{reply.outcome}"
+        away = user_id_text(UserId(s.kit.rng(32)))
+        summary = await s.api.call("POST", "/v1/groups", {"name": "welcome", "members": [away]})
+        room = RoomId(bytes.fromhex(summary["id"]))
+        ours = user_id_text(newcomer.user_id)
+        await s.api.call("POST", f"/v1/groups/{room.hex()}/members", {"user_id": ours})
+        expected = ["CREATE", "ADD", "ADD:us"]
+        got: list[str] = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DELIVERY_WAIT_S):
+                while (got := _membership_of(newcomer.user_id, trap, room)) != expected:
+                    trap.got_one.clear()
+                    await trap.got_one.wait()
+    return ",".join(got) or "nothing-came"
+
+
+def _membership_of(us: UserId, trap: DeliveryTrap, room: RoomId) -> list[str]:
+    """The MEMBERSHIP events of `room` delivered to us, once each, in sequence order."""
+    events = {}
+    for wire in trap.wires:
+        envelope = decode_envelope(wire)
+        if envelope.kind == Kind.MEMBERSHIP and envelope.room == room:
+            events[envelope.seq] = decode_membership(envelope.body)
+    return [
+        f"{change.action.name}:us" if change.target == us else change.action.name
+        for _, change in sorted(events.items())
+    ]
+
+
 async def _encrypted_from_node(s: Session, trap: DeliveryTrap) -> Envelope:
     """The first encrypted MESSAGE of the node's user in our direct room that reaches our
     trap. Raises TimeoutError."""
@@ -813,6 +856,14 @@ CASES: Final[tuple[Case, ...]] = (
         run=_key_request_stranger,
         hostile=True,
         level=Level.E2EE,
+    ),
+    Case(
+        name="membership_history_for_the_added",
+        section="§12.7",
+        expected="CREATE,ADD,ADD:us",
+        run=_membership_history_for_the_added,
+        needs_api=True,
+        level=Level.IM,
     ),
 )
 """Every case, in the order they run (later ones use what earlier ones delivered)."""
