@@ -466,6 +466,31 @@ async def _membership_history_for_the_added(s: Session) -> str:
     return ",".join(got) or "nothing-came"
 
 
+async def _dropped_batch_sent_again(s: Session) -> str:
+    """§11.4-11.5: a home that takes a batch and drops it (reads it, never acks, resets the
+    stream) has acked nothing, so the node must send those envelopes again, and they come.
+    A newcomer with a home of its own, as in the case above; the node's user writes to it."""
+    assert s.api is not None
+    async with s.kit.rotated(new_user=True, seed=s.kit.rng(32)) as newcomer:
+        await newcomer.connect(s.address)
+        trap = newcomer.catch_deliveries(AckStatus.STORED, drop=1)
+        reply = await newcomer.announce_home(s.peer_id)
+        if reply.frame is None:
+            return f"hello:{reply.outcome}"
+        to = {"recipient_id": user_id_text(newcomer.user_id)}
+        room = (await s.api.call("POST", "/v1/conversation", to))["room_id"]
+        text = {"message": "dropped once, then sent again"}
+        await s.api.call("POST", f"/v1/conversation/{room}/messages", text)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DELIVERY_WAIT_S):
+                while not (trap.dropped and set(trap.dropped) <= set(trap.wires)):
+                    trap.got_one.clear()
+                    await trap.got_one.wait()
+        if not trap.dropped:
+            return "nothing-came"
+        return "SENT-AGAIN" if set(trap.dropped) <= set(trap.wires) else "dropped-for-good"
+
+
 def _membership_of(us: UserId, trap: DeliveryTrap, room: RoomId) -> list[str]:
     """The MEMBERSHIP events of `room` delivered to us, once each, in sequence order."""
     events = {}
@@ -864,6 +889,13 @@ CASES: Final[tuple[Case, ...]] = (
         run=_membership_history_for_the_added,
         needs_api=True,
         level=Level.IM,
+    ),
+    Case(
+        name="dropped_batch_sent_again",
+        section="§11.4, §11.5",
+        expected="SENT-AGAIN",
+        run=_dropped_batch_sent_again,
+        needs_api=True,
     ),
 )
 """Every case, in the order they run (later ones use what earlier ones delivered)."""
