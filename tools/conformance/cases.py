@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -21,7 +21,7 @@ from hearthmesh.protocol.canonical import CborValue, encode_canonical
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, AckStatus, ProtocolErrorFrame
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, decode_envelope
-from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.errors import HearthError, LocalProtocolError
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL, FetchAnswer, FetchRequest
 from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
 from hearthmesh.protocol.fetch import encode_request as encode_fetch_request
@@ -54,7 +54,7 @@ from hearthmesh.tools.hostile.forge import (
     new_stranger,
     random_room,
 )
-from hearthmesh.tools.hostile.peer import DeliveryTrap
+from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer
 
 from .session import Session, outcome
 
@@ -438,6 +438,22 @@ async def _owed_then_requested(s: Session) -> str:
     return _open_with_answer(answer, account, ours, envelope, text)
 
 
+@contextlib.asynccontextmanager
+async def _newcomer(
+    s: Session, *, drop: int = 0
+) -> AsyncIterator[tuple[HostilePeer, DeliveryTrap]]:
+    """Another stranger with a home of its own, known to the node by its hello and with no
+    history there: what the node delivers to it lands in the trap (the first `drop` batches
+    dropped unacked). Drawn from the run's rng, so a seed replays it."""
+    async with s.kit.rotated(new_user=True, seed=s.kit.rng(32)) as newcomer:
+        await newcomer.connect(s.address)
+        trap = newcomer.catch_deliveries(AckStatus.STORED, drop=drop)
+        reply = await newcomer.announce_home(s.peer_id)
+        if reply.frame is None:
+            raise LocalProtocolError(f"the newcomer's hello: {reply.outcome}")
+        yield newcomer, trap
+
+
 async def _membership_history_for_the_added(s: Session) -> str:
     """§12.7: the node's user creates a group with a member whose home is away, then adds a
     newcomer (another stranger, its own home, with no history at the node); whoever adds a
@@ -445,12 +461,7 @@ async def _membership_history_for_the_added(s: Session) -> str:
     the CREATE and the first ADD besides the ADD naming it, and can fold the same state.
     What came, in sequence order: CREATE, ADD, ADD:us when all did."""
     assert s.api is not None
-    async with s.kit.rotated(new_user=True, seed=s.kit.rng(32)) as newcomer:
-        await newcomer.connect(s.address)
-        trap = newcomer.catch_deliveries(AckStatus.STORED)
-        reply = await newcomer.announce_home(s.peer_id)
-        if reply.frame is None:
-            return f"hello:{reply.outcome}"
+    async with _newcomer(s) as (newcomer, trap):
         away = user_id_text(UserId(s.kit.rng(32)))
         summary = await s.api.call("POST", "/v1/groups", {"name": "welcome", "members": [away]})
         room = RoomId(bytes.fromhex(summary["id"]))
@@ -471,12 +482,7 @@ async def _dropped_batch_sent_again(s: Session) -> str:
     stream) has acked nothing, so the node must send those envelopes again, and they come.
     A newcomer with a home of its own, as in the case above; the node's user writes to it."""
     assert s.api is not None
-    async with s.kit.rotated(new_user=True, seed=s.kit.rng(32)) as newcomer:
-        await newcomer.connect(s.address)
-        trap = newcomer.catch_deliveries(AckStatus.STORED, drop=1)
-        reply = await newcomer.announce_home(s.peer_id)
-        if reply.frame is None:
-            return f"hello:{reply.outcome}"
+    async with _newcomer(s, drop=1) as (newcomer, trap):
         to = {"recipient_id": user_id_text(newcomer.user_id)}
         room = (await s.api.call("POST", "/v1/conversation", to))["room_id"]
         text = {"message": "dropped once, then sent again"}
