@@ -1,4 +1,9 @@
-"""The one place that reads the system clock (CONVENTIONS §1.6)."""
+"""The one place that reads the system clock (CONVENTIONS §1.6).
+
+State owned here: the node's HLC, its newest stamp issued or merged (`HybridClock`, on the
+event loop's thread), and the offset our home reports with whom it tells of each correction
+(`CorrectedClock`, SPEC §24).
+"""
 
 from __future__ import annotations
 

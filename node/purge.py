@@ -3,6 +3,8 @@
 Runs in the node's task group. Each pass calls `Store.purge` in bounded batches, one write
 transaction each on the store's thread, and yields to the event loop between batches, so a big
 backlog (a node back after a month away) never blocks the loop; long passes log progress.
+State: none beyond its settings; what a pass removes is the store's, and when the next pass
+runs is its task's.
 """
 
 from __future__ import annotations

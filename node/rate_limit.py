@@ -1,4 +1,7 @@
-"""Token buckets: how often a client (an API caller, a peer) may ask for something."""
+"""Token buckets: how often a client (an API caller, a peer) may ask for something.
+
+State owned here: each bucket's tokens and when it last filled, one bucket per client key in
+`RateLimiter`, which forgets the least recently seen first."""
 
 from __future__ import annotations
 

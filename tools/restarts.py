@@ -5,7 +5,7 @@ service manager behind it, so it restarts the node in the same process from the 
 The wait before each restart doubles with the faults in the window; the fault that makes
 `RESTART_GIVE_UP_FAULTS` within `RESTART_WINDOW_S` gives up instead: a fault that comes back at
 once is not cured by starting again, and an operator (or a service manager) must look.
-Sans-I/O: the caller passes the time.
+Sans-I/O: the caller passes the time. State owned here: the times of the faults in the window.
 """
 
 from __future__ import annotations

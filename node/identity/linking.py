@@ -3,6 +3,8 @@
 The primary keeps its one-time codes in memory (a restart voids them, which is safe) and, on a
 request with a valid proof, certifies the new device, adds its node to the user's home record
 and answers with both. The new device runs `link_new_device` once, before its first start.
+State owned here: the primary's pending one-time codes (memory only); the home record is
+`OwnHomes`'s.
 """
 
 from __future__ import annotations

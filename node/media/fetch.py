@@ -11,6 +11,9 @@ series. A peer that served bad bytes is not asked for that digest again for SHUN
 held damaged that another user sent is dropped and fetched again (`replace_damaged`, §11.8.7);
 one only our user sent is kept (ours may be the only copy) and asked of our user's other homes,
 whose good copy takes its place.
+State owned here: the fetches running (one per digest, which API callers wait on), the peers
+shunned per digest, and the damaged blobs being replaced; the blobs themselves are the
+store's.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ A room topic brings the fast-path copies of the room's envelopes, taken in batch
 whatever queued up goes to the store in one hop. Typing indicators never go on it (they go to
 contacts alone, SPEC §32.4): one that comes anyway is dropped. Payloads were verified by our
 topic validator before they got here.
+State owned here: the topics we follow (`RoomTopics`: one subscription per room, and the rooms
+whose subscription is under way); who is a member is `RoomRegistry`'s.
 """
 
 from __future__ import annotations

@@ -8,13 +8,16 @@ import json
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from hearthmesh.node.mesh.capabilities import CapabilityServer
 from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.protocol import delivery
 from hearthmesh.protocol.capabilities import Level
+from hearthmesh.protocol.outbox import OutboxMachine
 from hearthmesh.tools.cli import main
 from hearthmesh.tools.conformance.cases import CASES
 from hearthmesh.tools.conformance.suite import BASELINE, run_suite
@@ -60,6 +63,40 @@ async def test_a_node_that_skips_the_signature_check_fails_that_case(
     assert forged.got == "STORED" and forged.expected == "REJECTED:BAD_SIGNATURE"
     needs_api = [c.name for c in CASES if c.needs_api]
     assert summary["skipped"] == needs_api  # no API given: not run, not passed
+
+
+async def test_a_node_that_welcomes_without_the_earlier_membership_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: an ADD queues no earlier MEMBERSHIP event for its new member (SPEC
+    §12.7), who then cannot fold the group's state."""
+    monkeypatch.setattr(RoomRegistry, "membership_events", lambda self, room: [])
+    names = ("hello", "membership_history_for_the_added")
+    cases = tuple(c for c in CASES if c.name in names)
+    async with asyncio.timeout(60), home(tmp_path / "node") as h:
+        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
+    summary = report.as_json()
+    assert summary["failed"] == ["membership_history_for_the_added"], summary
+    assert not report.results[1].got.startswith("CREATE")  # the fold's first event never came
+
+
+async def test_a_node_that_gives_up_a_failed_batch_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a batch no home took is forgotten, not parked for a retry (SPEC
+    §11.5)."""
+
+    def forget(self: OutboxMachine[Any], destination: bytes, *args: Any, **kw: Any) -> list[Any]:
+        del self._in_flight[destination]
+        return []
+
+    monkeypatch.setattr(OutboxMachine, "send_failed", forget)
+    cases = tuple(c for c in CASES if c.name in ("hello", "dropped_batch_sent_again"))
+    async with asyncio.timeout(60), home(tmp_path / "node") as h:
+        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
+    summary = report.as_json()
+    assert summary["failed"] == ["dropped_batch_sent_again"], summary
+    assert report.results[1].got == "dropped-for-good"
 
 
 async def test_our_node_passes_every_case_over_the_wire_and_the_api(

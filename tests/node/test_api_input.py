@@ -178,3 +178,21 @@ async def test_a_required_body_is_required_and_405_names_what_is_allowed(tmp_pat
         assert status == 405 and headers["Allow"] == "POST"
         status, body, headers = await _request(h, "GET", "/v1/ws")
         assert status == 426 and headers["Upgrade"] == "websocket"
+
+
+async def test_a_body_that_is_no_object_and_a_group_of_65_are_refused_and_change_nothing(
+    tmp_path: Path,
+) -> None:
+    """SPEC §15.6: a route's JSON body MUST be an object; a group is created with at most 64
+    members named (each one membership commit: more are added later)."""
+    members = [user_id_text(UserId(bytes([n]) * 32)) for n in range(1, 66)]
+    async with asyncio.timeout(10), home(tmp_path / "a") as h:
+        for body in ([], ["name"], "group", 7, None):
+            status, answer, _ = await _request(h, "POST", "/v1/groups", json=body)
+            assert (status, answer["error"]["code"]) == (400, 2), body
+        status, answer, _ = await _request(
+            h, "POST", "/v1/groups", json={"name": "g", "members": members}
+        )
+        assert (status, answer["error"]["code"]) == (400, 2)
+        status, answer, _ = await _request(h, "GET", "/v1/groups")
+        assert (status, answer["groups"]) == (200, [])

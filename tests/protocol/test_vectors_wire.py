@@ -13,6 +13,7 @@ import pytest
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.tools.vectors.codecs import OPS, run_op
 from hearthmesh.tools.vectors.common import VECTORS_DIR
+from hearthmesh.tools.vectors.data_cases import DATA_TOPICS, wire_case
 from hearthmesh.tools.vectors.gen_all import generate_all
 
 WIRE_TOPICS = (
@@ -27,6 +28,12 @@ WIRE_TOPICS = (
     "fetch",
     "linking",
     "keys",
+    "groups",
+    "actions",
+    "caps",
+    "claim",
+    "verify",
+    "bodies",
 )
 
 
@@ -60,6 +67,27 @@ def test_invalid_cases_raise_their_error_and_code(case: dict[str, Any]) -> None:
         run_op(case)
     assert type(raised.value).__name__ == case["error"]
     assert int(raised.value.code) == case["code"]
+
+
+def data_cases(kind: str) -> list[Any]:
+    """The data files' cases (§3-7, §21, §27) in the wire form `conformance vectors` sends."""
+    return [
+        pytest.param(wire_case(topic, case), id=f"{topic}-tc{case['id']}")
+        for topic in DATA_TOPICS
+        for case in load(topic)[kind]
+    ]
+
+
+@pytest.mark.parametrize("case", data_cases("valid"))
+def test_data_cases_in_the_wire_form_decode_to_what_their_files_pin(case: dict[str, Any]) -> None:
+    assert run_op(case) == case["fields"]
+
+
+@pytest.mark.parametrize("case", data_cases("invalid"))
+def test_data_cases_in_the_wire_form_raise_their_error_and_code(case: dict[str, Any]) -> None:
+    with pytest.raises(HearthError) as raised:
+        run_op(case)
+    assert (type(raised.value).__name__, int(raised.value.code)) == (case["error"], case["code"])
 
 
 def test_every_wire_case_has_an_id_a_note_and_a_known_op() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hearthmesh.protocol.capabilities import Level
 from hearthmesh.tools.cli import main
 
 SCRIPT = Path(sys.executable).parent / "hearthmesh"
@@ -42,6 +43,15 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_here(capsys, "--help")
     assert code == 0
     assert "version" in out and "bench" in out
+
+
+def test_the_conformance_suite_can_be_told_every_level(capsys: pytest.CaptureFixture[str]) -> None:
+    """SPEC §20.5: `--level` names any level, the revisions' (`add-several`, ...) too."""
+    for level in Level:
+        code, _, err = run_here(
+            capsys, "conformance", "node", "--peer", "x", "--level", level, "-h"
+        )
+        assert code == 0, err
 
 
 def test_bench_list_names_codec(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,8 @@ with the case's `expected`. State: none (a run's state is its `Session`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -20,7 +21,7 @@ from hearthmesh.protocol.canonical import CborValue, encode_canonical
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, AckStatus, ProtocolErrorFrame
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, decode_envelope
-from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.errors import HearthError, LocalProtocolError
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL, FetchAnswer, FetchRequest
 from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
 from hearthmesh.protocol.fetch import encode_request as encode_fetch_request
@@ -35,8 +36,10 @@ from hearthmesh.protocol.membership import (
     MEMBERSHIP_CONTENT_TYPE,
     Action,
     MembershipChange,
+    decode_membership,
     encode_membership,
 )
+from hearthmesh.protocol.ordering import REORDER_WINDOW
 from hearthmesh.protocol.receipts import (
     RECEIPT_CONTENT_TYPE,
     Receipt,
@@ -51,7 +54,7 @@ from hearthmesh.tools.hostile.forge import (
     new_stranger,
     random_room,
 )
-from hearthmesh.tools.hostile.peer import DeliveryTrap
+from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer
 
 from .session import Session, outcome
 
@@ -185,6 +188,14 @@ async def _message_unsequenced(s: Session) -> str:
     (SPEC §8.5)."""
     wire = s.kit.forge.raw(room=s.room, now_ms=s.kit.now_ms(), seq=UNSEQUENCED)
     return await s.deliver([wire])
+
+
+async def _far_ahead_stored(s: Session) -> str:
+    """A number far past the reorder window: never held in memory, yet stored and acked, to be
+    released in its turn by a read-back (SPEC §8.3, §8.4); a refusal would have its sender
+    retry an envelope no later batch makes acceptable."""
+    far = len(s.delivered) + 2 * REORDER_WINDOW
+    return await s.deliver([s.kit.forge.raw(room=s.room, now_ms=s.kit.now_ms(), seq=far)])
 
 
 def _read_of_ours(s: Session) -> bytes:
@@ -427,6 +438,78 @@ async def _owed_then_requested(s: Session) -> str:
     return _open_with_answer(answer, account, ours, envelope, text)
 
 
+@contextlib.asynccontextmanager
+async def _newcomer(
+    s: Session, *, drop: int = 0
+) -> AsyncIterator[tuple[HostilePeer, DeliveryTrap]]:
+    """Another stranger with a home of its own, known to the node by its hello and with no
+    history there: what the node delivers to it lands in the trap (the first `drop` batches
+    dropped unacked). Drawn from the run's rng, so a seed replays it."""
+    async with s.kit.rotated(new_user=True, seed=s.kit.rng(32)) as newcomer:
+        await newcomer.connect(s.address)
+        trap = newcomer.catch_deliveries(AckStatus.STORED, drop=drop)
+        reply = await newcomer.announce_home(s.peer_id)
+        if reply.frame is None:
+            raise LocalProtocolError(f"the newcomer's hello: {reply.outcome}")
+        yield newcomer, trap
+
+
+async def _membership_history_for_the_added(s: Session) -> str:
+    """§12.7: the node's user creates a group with a member whose home is away, then adds a
+    newcomer (another stranger, its own home, with no history at the node); whoever adds a
+    member delivers the room's earlier MEMBERSHIP events to them, so the newcomer's home gets
+    the CREATE and the first ADD besides the ADD naming it, and can fold the same state.
+    What came, in sequence order: CREATE, ADD, ADD:us when all did."""
+    assert s.api is not None
+    async with _newcomer(s) as (newcomer, trap):
+        away = user_id_text(UserId(s.kit.rng(32)))
+        summary = await s.api.call("POST", "/v1/groups", {"name": "welcome", "members": [away]})
+        room = RoomId(bytes.fromhex(summary["id"]))
+        ours = user_id_text(newcomer.user_id)
+        await s.api.call("POST", f"/v1/groups/{room.hex()}/members", {"user_id": ours})
+        expected = ["CREATE", "ADD", "ADD:us"]
+        got: list[str] = []
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DELIVERY_WAIT_S):
+                while (got := _membership_of(newcomer.user_id, trap, room)) != expected:
+                    trap.got_one.clear()
+                    await trap.got_one.wait()
+    return ",".join(got) or "nothing-came"
+
+
+async def _dropped_batch_sent_again(s: Session) -> str:
+    """§11.4-11.5: a home that takes a batch and drops it (reads it, never acks, resets the
+    stream) has acked nothing, so the node must send those envelopes again, and they come.
+    A newcomer with a home of its own, as in the case above; the node's user writes to it."""
+    assert s.api is not None
+    async with _newcomer(s, drop=1) as (newcomer, trap):
+        to = {"recipient_id": user_id_text(newcomer.user_id)}
+        room = (await s.api.call("POST", "/v1/conversation", to))["room_id"]
+        text = {"message": "dropped once, then sent again"}
+        await s.api.call("POST", f"/v1/conversation/{room}/messages", text)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DELIVERY_WAIT_S):
+                while not (trap.dropped and set(trap.dropped) <= set(trap.wires)):
+                    trap.got_one.clear()
+                    await trap.got_one.wait()
+        if not trap.dropped:
+            return "nothing-came"
+        return "SENT-AGAIN" if set(trap.dropped) <= set(trap.wires) else "dropped-for-good"
+
+
+def _membership_of(us: UserId, trap: DeliveryTrap, room: RoomId) -> list[str]:
+    """The MEMBERSHIP events of `room` delivered to us, once each, in sequence order."""
+    events = {}
+    for wire in trap.wires:
+        envelope = decode_envelope(wire)
+        if envelope.kind == Kind.MEMBERSHIP and envelope.room == room:
+            events[envelope.seq] = decode_membership(envelope.body)
+    return [
+        f"{change.action.name}:us" if change.target == us else change.action.name
+        for _, change in sorted(events.items())
+    ]
+
+
 async def _encrypted_from_node(s: Session, trap: DeliveryTrap) -> Envelope:
     """The first encrypted MESSAGE of the node's user in our direct room that reaches our
     trap. Raises TimeoutError."""
@@ -584,6 +667,7 @@ CASES: Final[tuple[Case, ...]] = (
         level=Level.IM,
     ),
     Case(name="gap_fetch", section="§26.4", expected="ANSWER:1,2,3", run=_gap_fetch),
+    Case(name="far_ahead_stored", section="§8.3", expected="STORED", run=_far_ahead_stored),
     Case(
         name="receipt_not_addressed",
         section="§16.2.3",
@@ -803,6 +887,21 @@ CASES: Final[tuple[Case, ...]] = (
         run=_key_request_stranger,
         hostile=True,
         level=Level.E2EE,
+    ),
+    Case(
+        name="membership_history_for_the_added",
+        section="§12.7",
+        expected="CREATE,ADD,ADD:us",
+        run=_membership_history_for_the_added,
+        needs_api=True,
+        level=Level.IM,
+    ),
+    Case(
+        name="dropped_batch_sent_again",
+        section="§11.4, §11.5",
+        expected="SENT-AGAIN",
+        run=_dropped_batch_sent_again,
+        needs_api=True,
     ),
 )
 """Every case, in the order they run (later ones use what earlier ones delivered)."""

@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hearthmesh.protocol.capabilities import Level
+
 if TYPE_CHECKING:
     from .suite import SuiteReport
 
@@ -32,7 +34,7 @@ def add_conformance_parser(commands: argparse._SubParsersAction[argparse.Argumen
     simulate.add_argument("--no-restarts", action="store_true", help="never kill a node")
     simulate.add_argument("--no-partitions", action="store_true", help="never split the mesh")
     vectors = tools.add_parser(
-        "vectors", help="every wire vector through an implementation, as JSON lines"
+        "vectors", help="every vector through an implementation, as JSON lines"
     )
     vectors.add_argument(
         "--impl", metavar="CMD", help="the implementation's command line (default: ours)"
@@ -60,7 +62,7 @@ def add_conformance_parser(commands: argparse._SubParsersAction[argparse.Argumen
         "--level",
         dest="levels",
         action="append",
-        choices=["core", "im", "multi-device", "relay", "e2ee"],
+        choices=[level.value for level in Level],  # the revisions' levels too (SPEC §20.5)
         help="test these capability levels (repeatable; default: those the node advertises)",
     )
 
@@ -101,7 +103,6 @@ def run_conformance(args: argparse.Namespace) -> int:
 
 
 async def _run_suite(args: argparse.Namespace) -> SuiteReport:
-    from hearthmesh.protocol.capabilities import Level
     from hearthmesh.tools.client import ApiClient
 
     from .suite import run_suite

@@ -1,5 +1,5 @@
-"""`hearthmesh conformance vectors --impl CMD` (SPEC §20.1): every wire vector through another
-implementation, as JSON lines on its stdin and stdout.
+"""`hearthmesh conformance vectors --impl CMD` (SPEC §20.1): every vector of every file of §20
+through another implementation, as JSON lines on its stdin and stdout.
 
 Each case goes out as one line, `{"file", "id", "op", <inputs>}` (what the case holds but its
 expectations), and the implementation answers one line: `{"fields": ...}` for what it decoded
@@ -17,8 +17,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from hearthmesh.protocol.errors import LocalProtocolError
 from hearthmesh.tools.vectors.codecs import OPS
 from hearthmesh.tools.vectors.common import VECTORS_DIR
+from hearthmesh.tools.vectors.data_cases import DATA_TOPICS, wire_case
 
 __all__ = ["OUR_IMPL", "VectorReport", "drive"]
 
@@ -47,13 +49,17 @@ class VectorReport:
 
 
 def _wire_cases() -> list[tuple[str, dict[str, Any]]]:
-    """Every case of every vector file whose cases name an op of `codecs.OPS`."""
+    """Every case of every vector file: the wire files' as they are, the data files' (§3-7,
+    §21, §27) in the same form (`data_cases.wire_case`)."""
     found = []
     for path in sorted(VECTORS_DIR.glob("*.json")):
         document = json.loads(path.read_text(encoding="utf-8"))
         for case in document["valid"] + document["invalid"]:
-            if case.get("op") in OPS:
-                found.append((path.stem, case))
+            if path.stem in DATA_TOPICS:
+                case = wire_case(path.stem, case)
+            if case.get("op") not in OPS:
+                raise LocalProtocolError(f"{path.name} case {case['id']}: no op this driver knows")
+            found.append((path.stem, case))
     return found
 
 

@@ -6,6 +6,7 @@ attacker of issue #12. `EnvelopeForge` seals valid envelopes of any kind into an
 that names someone else or is signed by the wrong key (SPEC §3.3), an unknown version or kind
 (SPEC §5.1, §5.2), bodies past the limits of SPEC §7. Each broken envelope breaks exactly one
 rule: everything else about it is valid, so a refusal code names that rule.
+State owned here: each forge's next sequence number per room.
 """
 
 from __future__ import annotations

@@ -137,6 +137,10 @@ class DeliveryTrap:
     recipients: set[bytes] = field(default_factory=set)
     wires: list[bytes] = field(default_factory=list)
     got_one: asyncio.Event = field(default_factory=asyncio.Event)
+    drop: int = 0
+    """Batches still to drop: read, never acked, their stream reset (a peer that fails)."""
+    dropped: list[bytes] = field(default_factory=list)
+    """The envelopes of the batches dropped."""
 
 
 def grind_seed(rng: Rng, *, tries: int) -> bytes:
@@ -361,15 +365,20 @@ class HostilePeer:
         """Serve the deliver protocol as a relay that answers RELAYED and passes nothing on."""
         return self.catch_deliveries(AckStatus.RELAYED)
 
-    def catch_deliveries(self, status: AckStatus) -> DeliveryTrap:
+    def catch_deliveries(self, status: AckStatus, *, drop: int = 0) -> DeliveryTrap:
         """Serve the deliver protocol: each envelope delivered to us answered `status` and kept
-        in the trap."""
-        trap = DeliveryTrap()
+        in the trap, after the first `drop` batches, which are dropped unanswered."""
+        trap = DeliveryTrap(drop=drop)
 
         async def serve(stream: FrameStream) -> None:
             async for data in stream:
                 frame = decode_frame(data)
                 if not isinstance(frame, Deliver):
+                    return
+                if trap.drop > 0:
+                    trap.drop -= 1
+                    trap.dropped.extend(item.wire for item in frame.items)
+                    await stream.reset()
                     return
                 trap.batches += 1
                 trap.envelopes += len(frame.items)

@@ -1,6 +1,7 @@
 """`DeliverPipe`: one deliver stream written as fast as the kit likes, its answers read as
 they come, for a flood that does not wait for acks (SPEC §11 allows one batch in flight; a
 hostile peer ignores that). Only the stream's flow control slows the writer down.
+State owned here: the pipe's stream, its batch numbers and the batches not yet answered.
 """
 
 from __future__ import annotations

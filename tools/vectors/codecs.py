@@ -22,13 +22,18 @@ from hearthmesh.protocol.actions import (
     decode_annotated,
     fold_actions,
 )
-from hearthmesh.protocol.content import decode_media
+from hearthmesh.protocol.capabilities import decode_caps_answer, decode_caps_request
+from hearthmesh.protocol.content import decode_contact, decode_media, decode_profile, decode_typing
 from hearthmesh.protocol.delivery import Ack, decode_frame, verify_ack
 from hearthmesh.protocol.e2ee import (
+    ClaimAnswer,
     ForwardAnswer,
     address_room_key_refusal,
+    check_claim_answer,
     check_forwarded_key,
     check_sender_bundle,
+    decode_claim_answer,
+    decode_claim_request,
     decode_forward_answer,
     decode_forward_request,
     decode_forwarded_key,
@@ -67,8 +72,12 @@ from hearthmesh.protocol.membership import (
     fold,
     ruling,
 )
+from hearthmesh.protocol.private import decode_private
 from hearthmesh.protocol.receipts import decode_receipt
 from hearthmesh.protocol.sync import decode_sync_frame
+from hearthmesh.protocol.verification import decode_verify_frame
+
+from .data_cases import DATA_OPS
 
 __all__ = ["OPS", "as_json", "run_op"]
 
@@ -119,6 +128,21 @@ def _history_order(wires: list[str]) -> list[Any]:
     """Envelopes sorted by (hlc, sender device, seq) (SPEC §4.5), whatever order they came in."""
     envelopes = [decode_envelope(bytes.fromhex(w)) for w in wires]
     return sorted(envelopes, key=lambda e: (encode_timestamp(e.hlc), e.sender_device, e.seq))
+
+
+def _caps_request(case: Case) -> Any:
+    """§20.5: the one request, `[0]`."""
+    decode_caps_request(_hex(case))
+    return {"request": True}
+
+
+def _claim_answer(case: Case) -> Any:
+    """§27.2.2: an ANSWER, its keys checked as those of `device_hex`, or an ERROR frame."""
+    answer = decode_claim_answer(_hex(case))
+    if isinstance(answer, ClaimAnswer):
+        bundle, one_time_key = check_claim_answer(answer, DeviceId(_hex(case, "device_hex")))
+        return {"bundle": as_json(bundle), "one_time_key": as_json(one_time_key)}
+    return as_json(answer)
 
 
 def _state(state: RoomState) -> Any:
@@ -313,8 +337,19 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "key_forward_answer": _key_forward_answer,
     "forwarded_key": _forwarded_key,
     "key_request": lambda c: as_json(decode_key_request(_hex(c))),
+    "caps_request": _caps_request,
+    "claim_request": lambda c: {"device": decode_claim_request(_hex(c)).hex()},
+    "claim_answer": _claim_answer,
+    "verify_frame": lambda c: as_json(decode_verify_frame(_hex(c))),
+    "typing_body": lambda c: {"active": decode_typing(_hex(c))},
+    "contact_body": lambda c: as_json(decode_contact(_hex(c))),
+    "private_body": lambda c: as_json(decode_private(_hex(c))),
+    "profile_body": lambda c: as_json(decode_profile(_hex(c))),
+    "caps_answer": lambda c: {"levels": sorted(str(n) for n in decode_caps_answer(_hex(c)))},
+    **DATA_OPS,
 }
-"""Every operation a wire vector names; the keys are the `op` of its cases."""
+"""Every operation a vector names; the keys are the `op` of its cases (the data files' cases
+as `data_cases.wire_case` puts them)."""
 
 
 def run_op(case: Case) -> Any:

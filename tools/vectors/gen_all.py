@@ -10,6 +10,9 @@ from pathlib import Path
 
 from . import (
     gen_actions,
+    gen_bodies,
+    gen_caps,
+    gen_claim,
     gen_delivery,
     gen_e2ee,
     gen_envelope,
@@ -22,6 +25,7 @@ from . import (
     gen_membership,
     gen_reconcile,
     gen_transfer,
+    gen_verify,
 )
 from .common import VECTORS_DIR
 
@@ -42,6 +46,10 @@ def generate_all(directory: Path = VECTORS_DIR) -> list[Path]:
         gen_keys,
         gen_groups,
         gen_actions,
+        gen_caps,
+        gen_claim,
+        gen_verify,
+        gen_bodies,
     )
     for single in singles:
         paths.append(single.generate(directory))

@@ -16,6 +16,7 @@ from hearthmesh.protocol.identity import KeyPair, UserId, keypair_from_seed
 from hearthmesh.protocol.rooms import direct_room_id
 
 from .common import VECTORS_DIR, fixed_seed, write_vectors
+from .data_cases import envelope_fields
 
 __all__ = ["generate"]
 
@@ -23,17 +24,7 @@ __all__ = ["generate"]
 def _case(envelope: Envelope, device: KeyPair, note: str) -> dict[str, Any]:
     return {
         "device_seed_hex": device.seed.hex(),
-        "fields": {
-            "version": envelope.version,
-            "kind": int(envelope.kind),
-            "room_hex": envelope.room.hex(),
-            "sender_user_hex": envelope.sender_user.hex(),
-            "sender_device_hex": envelope.sender_device.hex(),
-            "seq": envelope.seq,
-            "hlc": [envelope.hlc.wall_ms, envelope.hlc.counter],
-            "content_type": envelope.content_type,
-            "body_hex": envelope.body.hex(),
-        },
+        "fields": envelope_fields(envelope),
         "wire_hex": envelope.wire.hex(),
         "message_id_hex": envelope.message_id.hex(),
         "note": note,

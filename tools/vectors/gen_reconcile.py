@@ -11,9 +11,10 @@ from hearthmesh.protocol.digest import history_digest
 from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.protocol.errors import MalformedMessage, UnsupportedVersion
 from hearthmesh.protocol.hlc import Timestamp
-from hearthmesh.protocol.reconcile import Reconciler, SortedItems, fingerprint
+from hearthmesh.protocol.reconcile import fingerprint
 
 from .common import VECTORS_DIR, write_vectors
+from .data_cases import run_exchange
 
 __all__ = ["generate"]
 
@@ -41,37 +42,17 @@ def _fingerprint_case(ids: list[MessageId], note: str) -> dict[str, Any]:
 
 def _exchange(a: list[int], b: list[int], options: dict[str, int], note: str) -> dict[str, Any]:
     """Drive two machines against each other and record every message and the outcome."""
-    machines = {
-        name: Reconciler(SortedItems(_item(n) for n in numbers), **options)
-        for name, numbers in (("a", a), ("b", b))
-    }
-    have: dict[str, list[str]] = {"a": [], "b": []}
-    need: dict[str, list[str]] = {"a": [], "b": []}
-    transcript: list[str] = []
-    message: bytes | None = machines["a"].initiate()
-    turn = 0
-    while message is not None:
-        transcript.append(message.hex())
-        name = "b" if turn % 2 == 0 else "a"
-        step = machines[name].reconcile(message)
-        have[name] += [i.hex() for i in step.have]
-        need[name] += [i.hex() for i in step.need]
-        message = step.reply
-        turn += 1
 
     def items(numbers: list[int]) -> list[list[Any]]:
         return [[t.wall_ms, t.counter, i.hex()] for t, i in map(_item, sorted(numbers))]
 
+    outcome = run_exchange([_item(n) for n in a], [_item(n) for n in b], options)
     return {
         "op": "exchange",
         "options": options,
         "a_items": items(a),
         "b_items": items(b),
-        "transcript_hex": transcript,
-        "a_have": sorted(have["a"]),
-        "a_need": sorted(need["a"]),
-        "b_have": sorted(have["b"]),
-        "b_need": sorted(need["b"]),
+        **outcome,
         "note": note,
     }
 
