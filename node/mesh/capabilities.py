@@ -81,7 +81,9 @@ class CapabilityServer:
     ) -> None:
         self._on_refused = on_refused
         """Charges the peer's standing (SPEC §11.6)."""
-        self._answer = encode_caps_answer(OUR_LEVELS - withheld)
+        self.levels: Final = OUR_LEVELS - withheld
+        """What we advertise, here and in our hello (SPEC §13.3)."""
+        self._answer = encode_caps_answer(self.levels)
 
     async def serve(self, stream: FrameStream) -> None:
         """Answer one request, then let the host close the stream."""

@@ -7,6 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import cast
 
+import pytest
+
+from hearthmesh.node import wiring
+from hearthmesh.node.mesh import hello
 from hearthmesh.node.mesh.capabilities import (
     MAX_PEERS_KNOWN,
     OUR_LEVELS,
@@ -17,7 +21,7 @@ from hearthmesh.node.mesh.capabilities import (
 from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamOpenFailed
 from hearthmesh.node.p2p.host import P2PHost
-from hearthmesh.protocol.capabilities import Level, encode_caps_answer
+from hearthmesh.protocol.capabilities import CAPS_PROTOCOL, Level, encode_caps_answer
 from hearthmesh.protocol.identity import UserId
 from tests.integration.conftest import node_config
 
@@ -298,3 +302,73 @@ async def test_an_answer_over_the_connection_its_ask_opened_counts_after_the_hel
         await alice._services.greetings.wait(bob.peer_id)  # the hello of the ask's connection
         assert alice._services.peer_levels.of(bob.peer_id) == OUR_LEVELS
         assert not alice._services.peer_levels.due(bob.peer_id)
+
+
+async def _levels_heard(node: Node, peer_id: str, levels: frozenset[Level]) -> None:
+    """Wait until `node` holds `levels` for `peer_id` (the caller's timeout bounds it)."""
+    while node._services.peer_levels.of(peer_id) != levels:  # noqa: ASYNC110 (no event)
+        await asyncio.sleep(0.02)
+
+
+def _caps_opened(node: Node) -> int:
+    opens: int = node._host.wire()["opens"].get(CAPS_PROTOCOL, 0)
+    return opens
+
+
+async def test_levels_told_in_the_hello_open_no_caps_stream(tmp_path: Path) -> None:
+    """SPEC §13.3, §20.7: the answer to our hello on `/hearthmesh/hello/1` names the peer's
+    levels, so a send that depends on them asks nothing (at 50 nodes the caps streams were
+    0.20 opens a message per node, §20.6)."""
+    async with (
+        asyncio.timeout(20),
+        Node(node_config(tmp_path / "a")) as alice,
+        Node(node_config(tmp_path / "b")) as bob,
+    ):
+        await alice.connect(bob.listen_addrs[0])
+        await alice.learn_home_record(bob.home_record())
+        await _levels_heard(alice, bob.peer_id, OUR_LEVELS)
+        assert await alice._services.revisions.speak({bob.user_id}, Level.ADDRESSED_RECEIPTS)
+        assert _caps_opened(alice) == 0
+
+
+async def test_a_peer_back_with_a_level_withheld_is_no_longer_listed_with_it(
+    tmp_path: Path,
+) -> None:
+    """A peer that went back a release connects anew; its hello on that connection replaces
+    what it said before (nothing is only added, as identify's protocol list is), and no caps
+    stream is opened either time."""
+    older = OUR_LEVELS - {Level.ADDRESSED_RECEIPTS}
+    async with asyncio.timeout(30), Node(node_config(tmp_path / "a")) as alice:
+        async with Node(node_config(tmp_path / "b")) as bob:
+            bob_id, bob_user = bob.peer_id, bob.user_id
+            await bob.connect(alice.listen_addrs[0])
+            await alice.learn_home_record(bob.home_record())
+            await _levels_heard(alice, bob_id, OUR_LEVELS)
+        async with Node(node_config(tmp_path / "b", withheld_levels=OUR_LEVELS - older)) as bob:
+            await bob.connect(alice.listen_addrs[0])
+            await _levels_heard(alice, bob_id, older)
+            assert not await alice._services.revisions.speak({bob_user}, Level.ADDRESSED_RECEIPTS)
+        assert _caps_opened(alice) == 0
+
+
+async def test_a_peer_without_hello_1_is_greeted_on_hello_0_and_asked_its_levels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interop with the release before: a peer that answers `na` to hello/1 is greeted on
+    hello/0, tells no levels, and is asked on `/hearthmesh/caps/0` as before."""
+    not_served = "/hearthmesh/not-served/0"
+    monkeypatch.setattr(hello, "HELLO_LEVELS_PROTOCOL", not_served)  # either asks it: `na`
+    bob = Node(node_config(tmp_path / "b"))
+    with monkeypatch.context() as older:  # bob serves no hello/1; alice does
+        older.setattr(wiring, "HELLO_LEVELS_PROTOCOL", "/hearthmesh/asked-by-none/0")
+        await bob.start()
+    try:
+        async with asyncio.timeout(20), Node(node_config(tmp_path / "a")) as alice:
+            await alice.connect(bob.listen_addrs[0])  # the hello: raises if it failed
+            await alice.learn_home_record(bob.home_record())
+            assert alice._services.peer_levels.of(bob.peer_id) is None
+            assert await alice._services.revisions.speak({bob.user_id}, Level.ADDRESSED_RECEIPTS)
+            assert alice._services.peer_levels.of(bob.peer_id) == OUR_LEVELS
+            assert _caps_opened(alice) == 1
+    finally:
+        await bob.stop()
