@@ -19,11 +19,18 @@ a frame and an encryption on one side and a read on the other.
   protocol (py-libp2p's own), so the header goes out alone and py-libp2p's loop follows. It
   never waits for bytes an opener would send only after hearing from us: every opener sends its
   header first, unasked.
+- A lazy opening (`lazily`, SPEC §10.1) goes further, as V1Lazy does: the opener writes
+  nothing while it selects; `LazyOpening` puts the header and id in front of the stream's first
+  write (the opener's first frame: one write for all three) and reads the header and the answer
+  before its first read. A refusal then comes at that read (`ProtocolNotSupportedError`), so
+  only an opener that writes first and handles a refusal there opens lazily.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import trio
 from libp2p.abc import IMultiselectCommunicator, INetStream
@@ -48,12 +55,66 @@ from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicat
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 from libp2p.utils import encode_delim
 
-__all__ = ["PipelinedSelect", "PipelinedSelectClient", "pipeline_negotiation"]
+__all__ = [
+    "LazyOpening",
+    "PipelinedSelect",
+    "PipelinedSelectClient",
+    "lazily",
+    "pipeline_negotiation",
+]
 
 _HEADER = encode_delim(MULTISELECT_PROTOCOL_ID.encode())
 
 # What py-libp2p's communicator turns into its own error on a write (QUIC's closed streams too).
 _WRITE_ERRORS = (IOException, AssertionError, ValueError)
+
+_lazy: ContextVar[bool] = ContextVar("_lazy", default=False)
+"""Set while this task opens a stream lazily (`lazily`)."""
+
+
+@contextmanager
+def lazily() -> Iterator[None]:
+    """Streams this task opens meanwhile (one protocol each) are selected without a write or
+    a wait: the caller wraps each in a `LazyOpening`."""
+    token = _lazy.set(True)
+    try:
+        yield
+    finally:
+        _lazy.reset(token)
+
+
+class LazyOpening:
+    """The negotiation a lazy select left to the stream's first write and first read."""
+
+    def __init__(self, stream: INetStream, protocol: TProtocol) -> None:
+        self._stream = stream
+        self._protocol = protocol
+        self._opening: bytes | None = _HEADER + encode_delim(protocol.encode())
+        """Header and id, until the first write takes them."""
+        self._answered = False
+
+    def first_write(self, data: bytes) -> bytes:
+        """`data` with the header and id in front, the first time; as it is after."""
+        opening, self._opening = self._opening, None
+        return data if opening is None else opening + data
+
+    async def before_read(self) -> None:
+        """Read the listener's header and answer, once (the opening goes out first if no write
+        took it). Raises ProtocolNotSupportedError on `na`, MultiselectClientError otherwise."""
+        if self._answered:
+            return
+        self._answered = True
+        if self._opening is not None:
+            await _write(self._stream, self.first_write(b""), MultiselectClientError)
+        communicator = MultiselectCommunicator(self._stream)
+        header = await _read(communicator, MultiselectClientError)
+        if header != MULTISELECT_PROTOCOL_ID:
+            raise MultiselectClientError(f"multiselect protocol ID mismatch: got {header!r}")
+        answer = await _read(communicator, MultiselectClientError)
+        if answer == PROTOCOL_NOT_FOUND_MSG:
+            raise ProtocolNotSupportedError(f"protocols not supported: {self._protocol}")
+        if answer != self._protocol:
+            raise MultiselectClientError(f"unrecognized response: {answer!r} to {self._protocol}")
 
 
 def pipeline_negotiation(host: BasicHost) -> None:
@@ -151,6 +212,8 @@ class PipelinedSelectClient(MultiselectClient):
         if stream is None or not protocols:
             return await super().select_one_of(protocols, communicator, negotiate_timeout)
         first, rest = protocols[0], protocols[1:]
+        if _lazy.get() and not rest:
+            return first  # the stream's first write and read negotiate (`LazyOpening`)
         with trio.move_on_after(negotiate_timeout):
             await _write(stream, _HEADER + encode_delim(first.encode()), MultiselectClientError)
             header = await _read(communicator, MultiselectClientError)

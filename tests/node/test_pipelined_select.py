@@ -19,12 +19,14 @@ from libp2p.custom_types import TProtocol
 from libp2p.host.basic_host import BasicHost
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.protocol_muxer.exceptions import MultiselectClientError
+from libp2p.protocol_muxer.multiselect import Multiselect
 from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicator
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from hearthmesh.node.p2p.errors import ProtocolNotSpoken
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.node.p2p.pipelined_select import (
@@ -187,3 +189,48 @@ async def test_our_hosts_agree_on_a_stream_in_one_write_each() -> None:
         # Other streams (identify, gossip) may open meanwhile: a margin of a quarter.
         assert opener.wire()["writes"][NEGOTIATION] - opened < streams * 1.25
         assert listener.wire()["writes"][NEGOTIATION] - answered < streams * 1.25
+
+
+def _plain_listener(host: P2PHost) -> None:
+    """`host` answers as a plain py-libp2p host does: its header at once, unasked."""
+    libp2p_host = host._require_host()
+    assert isinstance(libp2p_host, BasicHost)
+    libp2p_host.multiselect = Multiselect(libp2p_host.multiselect.handlers)
+
+
+@pytest.mark.parametrize("listener_plain", [False, True])
+async def test_a_lazy_opening_writes_header_id_and_first_frame_at_once(
+    listener_plain: bool,
+) -> None:
+    """SPEC §10.1: a lazy opener's first frame goes out with the header and protocol id, one
+    write a stream and none before it, to our listener and to a plain py-libp2p one; a refused
+    protocol is `ProtocolNotSpoken` at the first read, and the listener serves on."""
+    streams = 20
+    async with (
+        asyncio.timeout(60),
+        P2PHost(HostConfig(identity_seed=b"\x21" * 32)) as opener,
+        P2PHost(HostConfig(identity_seed=b"\x22" * 32)) as listener,
+    ):
+        listener.set_stream_handler(ECHO, _frame_echo)
+        if listener_plain:
+            _plain_listener(listener)
+        await opener.connect(listener.listen_addrs[0])
+        stream = await opener.open_stream(listener.peer_id, ECHO, lazy=True)  # one, to settle
+        assert await stream.write_then_read(b"first") == b"first"
+        await stream.close()
+        before = opener.wire()["writes"]
+        for n in range(streams):
+            stream = await opener.open_stream(listener.peer_id, ECHO, lazy=True)
+            assert await stream.write_then_read(b"%d" % n) == b"%d" % n
+            await stream.close()
+        after = opener.wire()["writes"]
+        assert after[ECHO] - before[ECHO] == streams  # the opening rode on each first frame
+        # Other streams (identify, gossip) may open meanwhile: a margin of a quarter.
+        assert after.get(NEGOTIATION, 0) - before.get(NEGOTIATION, 0) < streams * 0.25
+        refused = await opener.open_stream(listener.peer_id, UNKNOWN, lazy=True)
+        with pytest.raises(ProtocolNotSpoken):
+            await refused.write_then_read(b"anyone?")
+        await refused.reset()
+        stream = await opener.open_stream(listener.peer_id, ECHO, lazy=True)
+        assert await stream.write_then_read(b"again") == b"again"
+        await stream.close()

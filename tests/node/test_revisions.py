@@ -55,7 +55,7 @@ class _Unreachable:
     def __init__(self) -> None:
         self.opened: list[str] = []
 
-    async def open_stream(self, peer_id: str, protocol_id: str) -> object:
+    async def open_stream(self, peer_id: str, protocol_id: str, lazy: bool = False) -> object:
         self.opened.append(peer_id)
         raise StreamOpenFailed(f"open {protocol_id} to {peer_id}: no route")
 
@@ -158,7 +158,7 @@ class _Slow:
         self.opened: list[str] = []
         self.answer = asyncio.Event()
 
-    async def open_stream(self, peer_id: str, protocol_id: str) -> object:
+    async def open_stream(self, peer_id: str, protocol_id: str, lazy: bool = False) -> object:
         self.opened.append(peer_id)
         await self.answer.wait()
         raise StreamOpenFailed(f"open {protocol_id} to {peer_id}: no route")
@@ -173,7 +173,7 @@ class _Failing:
     def __init__(self, error: StreamOpenFailed) -> None:
         self.error = error
 
-    async def open_stream(self, peer_id: str, protocol_id: str) -> object:
+    async def open_stream(self, peer_id: str, protocol_id: str, lazy: bool = False) -> object:
         raise self.error
 
     def connected_peers(self) -> list[str]:
@@ -230,6 +230,10 @@ class _Stream:
     async def read_frame(self) -> bytes:
         return encode_caps_answer(OUR_LEVELS)
 
+    async def write_then_read(self, frame: bytes) -> bytes:
+        await self.write_frame(frame)
+        return await self.read_frame()
+
 
 class _BehindNat:
     """A host that opens streams only on connections made through `reach` (libp2p's own dial
@@ -244,7 +248,7 @@ class _BehindNat:
         self.connected.add(peer_id)
         return True
 
-    async def open_stream(self, peer_id: str, protocol_id: str) -> _Stream:
+    async def open_stream(self, peer_id: str, protocol_id: str, lazy: bool = False) -> _Stream:
         if peer_id not in self.connected:
             raise StreamOpenFailed(f"open {protocol_id} to {peer_id}: no route")
         return _Stream()
