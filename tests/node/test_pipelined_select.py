@@ -166,26 +166,37 @@ async def _frame_echo(stream: FrameStream) -> None:
         await stream.write_frame(frame)
 
 
-async def test_our_hosts_agree_on_a_stream_in_one_write_each() -> None:
-    """Streams between two of our hosts: each side makes one negotiation write a stream (the
-    opener its header and protocol id, the listener its header and the echo), not two."""
-    streams = 20
+@asynccontextmanager
+async def _our_hosts(*, plain_listener: bool) -> AsyncIterator[tuple[P2PHost, P2PHost]]:
+    """Two of our hosts, connected, the listener serving ECHO (as plain py-libp2p would
+    negotiate it if `plain_listener`)."""
     async with (
-        asyncio.timeout(60),
         P2PHost(HostConfig(identity_seed=b"\x11" * 32)) as opener,
         P2PHost(HostConfig(identity_seed=b"\x12" * 32)) as listener,
     ):
         listener.set_stream_handler(ECHO, _frame_echo)
+        if plain_listener:
+            _plain_listener(listener)
         await opener.connect(listener.listen_addrs[0])
-        stream = await opener.open_stream(listener.peer_id, ECHO)  # one first, to settle
-        assert await stream.write_then_read(b"first") == b"first"
-        await stream.close()
+        yield opener, listener
+
+
+async def _echo_once(opener: P2PHost, listener: P2PHost, data: bytes, *, lazy: bool) -> None:
+    stream = await opener.open_stream(listener.peer_id, ECHO, lazy=lazy)
+    assert await stream.write_then_read(data) == data
+    await stream.close()
+
+
+async def test_our_hosts_agree_on_a_stream_in_one_write_each() -> None:
+    """Streams between two of our hosts: each side makes one negotiation write a stream (the
+    opener its header and protocol id, the listener its header and the echo), not two."""
+    streams = 20
+    async with asyncio.timeout(60), _our_hosts(plain_listener=False) as (opener, listener):
+        await _echo_once(opener, listener, b"first", lazy=False)  # one first, to settle
         opened = opener.wire()["writes"][NEGOTIATION]
         answered = listener.wire()["writes"][NEGOTIATION]
         for n in range(streams):
-            stream = await opener.open_stream(listener.peer_id, ECHO)
-            assert await stream.write_then_read(b"%d" % n) == b"%d" % n
-            await stream.close()
+            await _echo_once(opener, listener, b"%d" % n, lazy=False)
         # Other streams (identify, gossip) may open meanwhile: a margin of a quarter.
         assert opener.wire()["writes"][NEGOTIATION] - opened < streams * 1.25
         assert listener.wire()["writes"][NEGOTIATION] - answered < streams * 1.25
@@ -206,23 +217,12 @@ async def test_a_lazy_opening_writes_header_id_and_first_frame_at_once(
     write a stream and none before it, to our listener and to a plain py-libp2p one; a refused
     protocol is `ProtocolNotSpoken` at the first read, and the listener serves on."""
     streams = 20
-    async with (
-        asyncio.timeout(60),
-        P2PHost(HostConfig(identity_seed=b"\x21" * 32)) as opener,
-        P2PHost(HostConfig(identity_seed=b"\x22" * 32)) as listener,
-    ):
-        listener.set_stream_handler(ECHO, _frame_echo)
-        if listener_plain:
-            _plain_listener(listener)
-        await opener.connect(listener.listen_addrs[0])
-        stream = await opener.open_stream(listener.peer_id, ECHO, lazy=True)  # one, to settle
-        assert await stream.write_then_read(b"first") == b"first"
-        await stream.close()
+    async with asyncio.timeout(60), _our_hosts(plain_listener=listener_plain) as hosts:
+        opener, listener = hosts
+        await _echo_once(opener, listener, b"first", lazy=True)  # one first, to settle
         before = opener.wire()["writes"]
         for n in range(streams):
-            stream = await opener.open_stream(listener.peer_id, ECHO, lazy=True)
-            assert await stream.write_then_read(b"%d" % n) == b"%d" % n
-            await stream.close()
+            await _echo_once(opener, listener, b"%d" % n, lazy=True)
         after = opener.wire()["writes"]
         assert after[ECHO] - before[ECHO] == streams  # the opening rode on each first frame
         # Other streams (identify, gossip) may open meanwhile: a margin of a quarter.
@@ -231,6 +231,4 @@ async def test_a_lazy_opening_writes_header_id_and_first_frame_at_once(
         with pytest.raises(ProtocolNotSpoken):
             await refused.write_then_read(b"anyone?")
         await refused.reset()
-        stream = await opener.open_stream(listener.peer_id, ECHO, lazy=True)
-        assert await stream.write_then_read(b"again") == b"again"
-        await stream.close()
+        await _echo_once(opener, listener, b"again", lazy=True)
