@@ -76,7 +76,8 @@ Case = dict[str, Any]
 
 
 def as_json(value: object) -> Any:
-    """Decoded values as JSON: dataclasses as objects, bytes as hex, enums as their value."""
+    """Decoded values as JSON: dataclasses as objects, bytes as hex, enums as their value,
+    sets as sorted lists."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: as_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
         return {"type": type(value).__name__, **fields}
@@ -86,6 +87,8 @@ def as_json(value: object) -> Any:
         return value.value
     if isinstance(value, tuple | list):
         return [as_json(v) for v in value]
+    if isinstance(value, frozenset):  # a set has no order: sorted
+        return sorted(as_json(v) for v in value)
     if isinstance(value, dict):
         return {as_json(k): as_json(v) for k, v in value.items()}
     return value
