@@ -19,9 +19,11 @@ from hearthmesh.node.mesh.capabilities import (
     Revisions,
 )
 from hearthmesh.node.node import Node
-from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamOpenFailed
+from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed, StreamOpenFailed
 from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.protocol.canonical import encode_canonical
 from hearthmesh.protocol.capabilities import CAPS_PROTOCOL, Level, encode_caps_answer
+from hearthmesh.protocol.hello import HELLO_LEVELS_PROTOCOL
 from hearthmesh.protocol.identity import UserId
 from tests.integration.conftest import node_config
 
@@ -376,3 +378,22 @@ async def test_a_peer_without_hello_1_is_greeted_on_hello_0_and_asked_its_levels
             assert _caps_opened(alice) == 1
     finally:
         await bob.stop()
+
+
+async def test_a_malformed_hello_1_is_charged_and_changes_no_levels(tmp_path: Path) -> None:
+    """SPEC §11.6, §13.3: levels out of order in a hello/1 are refused: the stream ends with
+    no answer, the sender is charged, and what it told before stands."""
+    async with (
+        asyncio.timeout(20),
+        Node(node_config(tmp_path / "a")) as alice,
+        Node(node_config(tmp_path / "b")) as bob,
+    ):
+        await alice.connect(bob.listen_addrs[0])
+        await _levels_heard(bob, alice.peer_id, OUR_LEVELS)
+        bad = encode_canonical([1, [], 9, ["e2ee", "core"]])
+        async with await alice._host.open_stream(bob.peer_id, HELLO_LEVELS_PROTOCOL) as stream:
+            await stream.write_frame(bad)
+            with pytest.raises(StreamClosed):
+                await stream.read_frame()
+        assert bob._services.standing.points(alice.peer_id) > 0
+        assert bob._services.peer_levels.of(alice.peer_id) == OUR_LEVELS
