@@ -72,7 +72,12 @@ from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
 from hearthmesh.node.p2p.hole_punch import UNILATERAL_DIAL_S, HolePunchCounts, HolePunchLayer
 from hearthmesh.node.p2p.kept_addrs import keep_addrs
 from hearthmesh.node.p2p.mdns import announced_on_lan
-from hearthmesh.node.p2p.pipelined_select import LazyOpening, lazily, pipeline_negotiation
+from hearthmesh.node.p2p.pipelined_select import (
+    LazyOpening,
+    PipelinedSelect,
+    lazily,
+    pipeline_negotiation,
+)
 from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.quick_locks import quicken_connection, quicken_stream
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
@@ -327,10 +332,13 @@ class _LibP2PStream:
         stream: INetStream,
         paths: _ConnectionTracker | None,
         lazy: LazyOpening | None = None,
+        held: bytes = b"",
     ) -> None:
         self._stream = stream
         self._lazy = lazy
         """A lazy opening's negotiation, left to the first write and read (SPEC §10.1)."""
+        self._held = held
+        """Our header and echo to a lazy opener, held for the first write or the close."""
         self.connection: INetConn | None = getattr(stream, "swarm_conn", None)
         """The connection the stream runs on (None: libp2p did not say)."""
         self.path: str | None = None
@@ -359,6 +367,7 @@ class _LibP2PStream:
     async def write(self, data: bytes) -> None:
         if self._lazy is not None:
             data = self._lazy.first_write(data)
+        data, self._held = self._held + data, b""
         try:
             await self._stream.write(data)
         except StreamError as exc:
@@ -366,6 +375,8 @@ class _LibP2PStream:
 
     async def close(self) -> None:
         try:
+            if self._held:  # no answer written: the echo alone, or the opener reads a refusal
+                await self.write(b"")
             await self._stream.close()
         except StreamError as exc:
             raise StreamClosed(f"stream close failed: {exc!r}") from exc
@@ -1328,14 +1339,21 @@ class P2PHost:
         self._bridge.run_sync_soon(self._install_handler_on_trio, protocol_id)
 
     def _install_handler_on_trio(self, protocol_id: str) -> None:
+        selector = getattr(self._host, "multiselect", None)
+        if not isinstance(selector, PipelinedSelect):
+            selector = None
+
         async def on_stream(stream: INetStream) -> None:
-            raw = _LibP2PStream(stream, self._tracker)
+            held = b"" if selector is None else selector.take_deferred(stream)
+            raw = _LibP2PStream(stream, self._tracker, held=held)
             peer = stream.muxed_conn.peer_id.to_base58()
             if not self._bridge.to_asyncio(self._on_inbound, protocol_id, raw, peer):
                 await raw.reset()
 
         if self._host is not None:
             self._host.set_stream_handler(TProtocol(protocol_id), on_stream)
+            if selector is not None:  # our handler takes what is held (`on_stream`)
+                selector.defer_answer(TProtocol(protocol_id))
 
     def _on_inbound(self, protocol_id: str, raw: _LibP2PStream, peer: str) -> None:
         handler = self._handlers.get(protocol_id)

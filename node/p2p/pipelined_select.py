@@ -24,6 +24,12 @@ a frame and an encryption on one side and a read on the other.
   write (the opener's first frame: one write for all three) and reads the header and the answer
   before its first read. A refusal then comes at that read (`ProtocolNotSupportedError`), so
   only an opener that writes first and handles a refusal there opens lazily.
+- Met by a lazy opener (its first frame already in hand after the id), the listener holds its
+  header and echo for the stream's first write (its answer) instead of writing them alone, for
+  the protocols our host serves itself (`defer_answer`): its stream flushes them on that write
+  or at its close (`take_deferred`). A lazy opener does not wait for the echo to send, so
+  nothing waits on it; py-libp2p's own handlers (identify, kad, gossip) never take it, so their
+  protocols are answered at once.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from weakref import WeakKeyDictionary
 
 import trio
 from libp2p.abc import IMultiselectCommunicator, INetStream
@@ -156,7 +163,22 @@ async def _write(stream: INetStream, data: bytes, error: type[Exception]) -> Non
 
 
 class PipelinedSelect(Multiselect):
-    """The listener: our header waits for the opener's, and goes out with the first answer."""
+    """The listener: our header waits for the opener's, and goes out with the first answer
+    (or, to a lazy opener, with the handler's first write)."""
+
+    def __init__(self, handlers: dict[TProtocol | None, StreamHandlerFn | None]) -> None:
+        super().__init__(handlers)
+        self._deferrable: set[TProtocol] = set()
+        self._deferred: WeakKeyDictionary[INetStream, bytes] = WeakKeyDictionary()
+
+    def defer_answer(self, protocol: TProtocol) -> None:
+        """`protocol`'s handler takes its stream's held answer (`take_deferred`) and writes it
+        with its first write or at its close."""
+        self._deferrable.add(protocol)
+
+    def take_deferred(self, stream: INetStream) -> bytes:
+        """The header and echo held for `stream` (b"": none, they went out)."""
+        return self._deferred.pop(stream, b"")
 
     async def negotiate(
         self,
@@ -179,7 +201,7 @@ class PipelinedSelect(Multiselect):
             raise MultiselectError("handshake read timeout") from exc
 
     async def _answer(
-        self, communicator: IMultiselectCommunicator, stream: INetStream, before: bytes
+        self, communicator: IMultiselectCommunicator, stream: NetStream, before: bytes
     ) -> tuple[TProtocol | None, StreamHandlerFn | None]:
         """py-libp2p's command loop, with `before` (our header, or nothing) put in front of
         the first answer."""
@@ -193,6 +215,9 @@ class PipelinedSelect(Multiselect):
                 answer = command
             else:
                 answer = PROTOCOL_NOT_FOUND_MSG
+            if protocol in self._deferrable and _buffered(stream):  # a lazy opener's frame
+                self._deferred[stream] = before + encode_delim(answer.encode())
+                return protocol, self.handlers[protocol]
             await _write(stream, before + encode_delim(answer.encode()), MultiselectError)
             before = b""
             if command != "ls" and protocol in self.handlers:

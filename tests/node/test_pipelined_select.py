@@ -26,7 +26,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from hearthmesh.node.p2p.errors import ProtocolNotSpoken
+from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.node.p2p.pipelined_select import (
@@ -40,6 +40,7 @@ pytestmark = pytest.mark.integration
 
 ECHO = TProtocol("/hearthmesh/test-echo/1")
 UNKNOWN = TProtocol("/hearthmesh/test-nobody/1")
+QUIET = TProtocol("/hearthmesh/test-quiet/1")
 
 
 def _plain_host() -> BasicHost:
@@ -214,21 +215,41 @@ async def test_a_lazy_opening_writes_header_id_and_first_frame_at_once(
     listener_plain: bool,
 ) -> None:
     """SPEC §10.1: a lazy opener's first frame goes out with the header and protocol id, one
-    write a stream and none before it, to our listener and to a plain py-libp2p one; a refused
-    protocol is `ProtocolNotSpoken` at the first read, and the listener serves on."""
+    write a stream and none before it, to our listener and to a plain py-libp2p one; our
+    listener's header and echo go out with its answer, one write too; a refused protocol is
+    `ProtocolNotSpoken` at the first read, and the listener serves on."""
     streams = 20
     async with asyncio.timeout(60), _our_hosts(plain_listener=listener_plain) as hosts:
         opener, listener = hosts
         await _echo_once(opener, listener, b"first", lazy=True)  # one first, to settle
-        before = opener.wire()["writes"]
+        before = opener.wire()["writes"], listener.wire()["writes"]
         for n in range(streams):
             await _echo_once(opener, listener, b"%d" % n, lazy=True)
-        after = opener.wire()["writes"]
-        assert after[ECHO] - before[ECHO] == streams  # the opening rode on each first frame
+        after = opener.wire()["writes"], listener.wire()["writes"]
         # Other streams (identify, gossip) may open meanwhile: a margin of a quarter.
-        assert after.get(NEGOTIATION, 0) - before.get(NEGOTIATION, 0) < streams * 0.25
+        sides = (0, 1) if not listener_plain else (0,)  # a plain one writes its header alone
+        for side in sides:
+            assert after[side][ECHO] - before[side][ECHO] == streams  # each rode on a frame
+            negotiation = after[side].get(NEGOTIATION, 0) - before[side].get(NEGOTIATION, 0)
+            assert negotiation < streams * 0.25
         refused = await opener.open_stream(listener.peer_id, UNKNOWN, lazy=True)
         with pytest.raises(ProtocolNotSpoken):
             await refused.write_then_read(b"anyone?")
         await refused.reset()
         await _echo_once(opener, listener, b"again", lazy=True)
+
+
+async def _read_one_and_close(stream: FrameStream) -> None:
+    await stream.read_frame()
+
+
+async def test_a_held_echo_goes_out_at_the_close_of_a_handler_that_never_wrote() -> None:
+    """Our listener holds its echo to a lazy opener for its handler's first write; a handler
+    that closes without one still sends it, so the opener reads a clean end (`StreamClosed`),
+    not a failed negotiation (`StreamRefused`)."""
+    async with asyncio.timeout(60), _our_hosts(plain_listener=False) as (opener, listener):
+        listener.set_stream_handler(QUIET, _read_one_and_close)
+        stream = await opener.open_stream(listener.peer_id, QUIET, lazy=True)
+        with pytest.raises(StreamClosed):
+            await stream.write_then_read(b"no answer")
+        await _echo_once(opener, listener, b"served on", lazy=True)
