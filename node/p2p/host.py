@@ -75,7 +75,6 @@ from hearthmesh.node.p2p.mdns import announced_on_lan
 from hearthmesh.node.p2p.pipelined_select import (
     LazyOpening,
     PipelinedSelect,
-    lazily,
     pipeline_negotiation,
 )
 from hearthmesh.node.p2p.prefix_gate import PrefixGate
@@ -1474,7 +1473,10 @@ class P2PHost:
         await self._forget_closed_connections(peer)  # so a closed one does not stop the dial
         host = self._require_host()
         try:
-            with lazily() if lazy else contextlib.nullcontext():
+            if lazy:  # a bare stream: its first write and read negotiate (`LazyOpening`)
+                stream = await host.get_network().new_stream(peer)
+                stream.set_protocol(TProtocol(protocol_id))
+            else:
                 stream = await host.new_stream(peer, [TProtocol(protocol_id)])
         except Exception as exc:
             if _refused_protocol(exc):

@@ -19,8 +19,9 @@ a frame and an encryption on one side and a read on the other.
   protocol (py-libp2p's own), so the header goes out alone and py-libp2p's loop follows. It
   never waits for bytes an opener would send only after hearing from us: every opener sends its
   header first, unasked.
-- A lazy opening (`lazily`, SPEC §10.1) goes further, as V1Lazy does: the opener writes
-  nothing while it selects; `LazyOpening` puts the header and id in front of the stream's first
+- A lazy opening (SPEC §10.1) goes further, as V1Lazy does: the opener selects nothing before
+  it writes (the host opens a bare stream); `LazyOpening` puts the header and id in front of the
+  stream's first
   write (the opener's first frame: one write for all three) and reads the header and the answer
   before its first read. A refusal then comes at that read (`ProtocolNotSupportedError`), so
   only an opener that writes first and handles a refusal there opens lazily.
@@ -34,9 +35,7 @@ a frame and an encryption on one side and a read on the other.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
 from weakref import WeakKeyDictionary
 
 import trio
@@ -66,7 +65,6 @@ __all__ = [
     "LazyOpening",
     "PipelinedSelect",
     "PipelinedSelectClient",
-    "lazily",
     "pipeline_negotiation",
 ]
 
@@ -74,20 +72,6 @@ _HEADER = encode_delim(MULTISELECT_PROTOCOL_ID.encode())
 
 # What py-libp2p's communicator turns into its own error on a write (QUIC's closed streams too).
 _WRITE_ERRORS = (IOException, AssertionError, ValueError)
-
-_lazy: ContextVar[bool] = ContextVar("_lazy", default=False)
-"""Set while this task opens a stream lazily (`lazily`)."""
-
-
-@contextmanager
-def lazily() -> Iterator[None]:
-    """Streams this task opens meanwhile (one protocol each) are selected without a write or
-    a wait: the caller wraps each in a `LazyOpening`."""
-    token = _lazy.set(True)
-    try:
-        yield
-    finally:
-        _lazy.reset(token)
 
 
 class LazyOpening:
@@ -153,6 +137,8 @@ async def _read(communicator: IMultiselectCommunicator, error: type[Exception]) 
         return await communicator.read()
     except MultiselectCommunicatorError as exc:
         raise error(f"multistream read failed: {exc}") from exc
+    except UnicodeDecodeError as exc:  # py-libp2p lets it out of negotiate: the host ended
+        raise error(f"multistream line is not UTF-8: {exc}") from exc
 
 
 async def _write(stream: INetStream, data: bytes, error: type[Exception]) -> None:
@@ -237,8 +223,6 @@ class PipelinedSelectClient(MultiselectClient):
         if stream is None or not protocols:
             return await super().select_one_of(protocols, communicator, negotiate_timeout)
         first, rest = protocols[0], protocols[1:]
-        if _lazy.get() and not rest:
-            return first  # the stream's first write and read negotiate (`LazyOpening`)
         with trio.move_on_after(negotiate_timeout):
             await _write(stream, _HEADER + encode_delim(first.encode()), MultiselectClientError)
             header = await _read(communicator, MultiselectClientError)
