@@ -155,9 +155,9 @@ class PeerLevels:
                 # waited out ASK_S before it was sealed.
                 if addresses and peer_id not in self._host.connected_peers():
                     await self._reach(peer_id, addresses)
-                # Lazily: `na` comes at the read, and is still `core` below (SPEC §10.1).
-                opening = self._host.open_stream(peer_id, CAPS_PROTOCOL, lazy=True)
-                async with await opening as stream:
+                # Not lazily: the homes asked are of a release before hello/1, and their `na`
+                # must be told from a failed stream (SPEC §10.1, §20.7).
+                async with await self._host.open_stream(peer_id, CAPS_PROTOCOL) as stream:
                     levels = decode_caps_answer(await stream.write_then_read(encode_caps_request()))
         except ProtocolNotSpoken:  # it answered it has no such protocol
             self.remember(peer_id, frozenset())

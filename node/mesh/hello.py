@@ -85,7 +85,7 @@ class HelloService:
 
     async def _ask(self, peer_id: str, *, with_levels: bool) -> Hello:
         protocol = HELLO_LEVELS_PROTOCOL if with_levels else HELLO_PROTOCOL
-        async with await self._host.open_stream(peer_id, protocol, lazy=True) as stream:
+        async with await self._host.open_stream(peer_id, protocol) as stream:
             ours = Hello(
                 records=(self._home_record(),),
                 sent_ms=self._clock.now_ms(),
