@@ -80,7 +80,7 @@ from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
 from hearthmesh.protocol.e2ee import KEY_FORWARD_PROTOCOL, KEY_REQUEST_PROTOCOL, KEYS_PROTOCOL
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC, SIGNALS_PROTOCOL
-from hearthmesh.protocol.hello import HELLO_PROTOCOL
+from hearthmesh.protocol.hello import HELLO_LEVELS_PROTOCOL, HELLO_PROTOCOL
 from hearthmesh.protocol.history_share import HISTORY_PROTOCOL
 from hearthmesh.protocol.invites import JOIN_PROTOCOL, MAX_INVITE_ADDRS
 from hearthmesh.protocol.linking import LINK_PROTOCOL
@@ -332,6 +332,14 @@ def build_services(
         wake_outbox=outbox.wake,
         on_refused=standing.refused,
     )
+    capabilities = CapabilityServer(on_refused=standing.refused, withheld=config.withheld_levels)
+    peer_levels = PeerLevels(
+        host=host,
+        clock=clock,
+        on_refused=standing.refused,
+        reach=links.reach,
+        ask_s=config.capability_ask_ms / 1000,
+    )
     hello = HelloService(
         host=host,
         clock=clock,
@@ -339,6 +347,8 @@ def build_services(
         learn=records.learn,
         takes_time_from=homes.is_clock_source,
         standing=standing,
+        levels=capabilities.levels,
+        heard_levels=peer_levels.remember,
     )
     media_server = MediaServer(
         store=store,
@@ -453,14 +463,6 @@ def build_services(
         certificates=validator_certificates,
     )
     gossip_out = GossipPublisher(host)
-    capabilities = CapabilityServer(on_refused=standing.refused, withheld=config.withheld_levels)
-    peer_levels = PeerLevels(
-        host=host,
-        clock=clock,
-        on_refused=standing.refused,
-        reach=links.reach,
-        ask_s=config.capability_ask_ms / 1000,
-    )
     revisions = Revisions(  # which form of a revised event reaches whom (SPEC §20.7)
         levels=peer_levels,
         user=user,
@@ -613,6 +615,7 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
         SYNC_PROTOCOL: s.sync.serve,
         DELIVER_PROTOCOL: s.receiver.serve_deliver,
         HELLO_PROTOCOL: s.hello.serve,
+        HELLO_LEVELS_PROTOCOL: s.hello.serve_with_levels,
         MEDIA_PROTOCOL: s.media_server.serve,
         KEYS_PROTOCOL: s.key_server.serve,
         KEY_FORWARD_PROTOCOL: s.key_forward_server.serve,

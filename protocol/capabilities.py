@@ -29,6 +29,8 @@ __all__ = [
     "decode_caps_request",
     "encode_caps_answer",
     "encode_caps_request",
+    "level_names",
+    "levels_named",
     "speak",
 ]
 
@@ -84,19 +86,31 @@ def decode_caps_request(data: bytes) -> None:
 
 def encode_caps_answer(levels: frozenset[Level]) -> bytes:
     """`[1, [name, ...]]`, sorted."""
-    names: list[CborValue] = [str(level) for level in sorted(levels)]
-    return encode_canonical([_ANSWER, names])
+    return encode_canonical([_ANSWER, level_names(levels)])
 
 
 def decode_caps_answer(data: bytes) -> frozenset[Level]:
     """The levels an answer names (unknown names skipped). Raises MalformedMessage (TooLarge
     past the bound) for another shape, a name twice or out of order, or too many."""
     match decode_canonical(data, max_bytes=MAX_CAPS_BYTES):
-        case [1, list() as names] if (
-            len(names) <= _MAX_LEVELS
-            and all(isinstance(n, str) and 0 < len(n) <= _MAX_NAME for n in names)
-            and names == sorted({str(n) for n in names})
-        ):
-            known = {str(level) for level in Level}
-            return frozenset(Level(n) for n in names if isinstance(n, str) and n in known)
+        case [1, list() as names]:
+            return levels_named(names)
     raise MalformedMessage("a capability answer is [1, [sorted distinct names]]")
+
+
+def level_names(levels: frozenset[Level]) -> list[CborValue]:
+    """The names of `levels`, sorted: how an answer (and a hello, SPEC §13.3) lists them."""
+    return [str(level) for level in sorted(levels)]
+
+
+def levels_named(names: list[CborValue]) -> frozenset[Level]:
+    """The levels `names` lists, unknown names skipped. Raises MalformedMessage for a name
+    twice, out of order, not text of 1-32 characters, or more than 32 names."""
+    if not (
+        len(names) <= _MAX_LEVELS
+        and all(isinstance(n, str) and 0 < len(n) <= _MAX_NAME for n in names)
+        and names == sorted({str(n) for n in names})
+    ):
+        raise MalformedMessage("capability levels are at most 32 sorted distinct names")
+    known = {str(level) for level in Level}
+    return frozenset(Level(n) for n in names if isinstance(n, str) and n in known)

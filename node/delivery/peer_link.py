@@ -332,7 +332,8 @@ class PeerLinks:
             stream = None
         if stream is None or stream.closed:
             # Not connected, libp2p dials the addresses it knows, each for up to 38 s.
-            opening = self._host.open_stream(peer_id, DELIVER_PROTOCOL)
+            # Lazily (SPEC §10.1): a refusal at the first read fails the batch as at the open.
+            opening = self._host.open_stream(peer_id, DELIVER_PROTOCOL, lazy=True)
             if peer_id in self._host.connected_peers():
                 alive = functools.partial(self._host.peer_answers, peer_id, self._ack_timeout_s)
                 stream = await self._patiently(opening, self._open_timeout_s, alive)

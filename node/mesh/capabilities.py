@@ -81,7 +81,9 @@ class CapabilityServer:
     ) -> None:
         self._on_refused = on_refused
         """Charges the peer's standing (SPEC §11.6)."""
-        self._answer = encode_caps_answer(OUR_LEVELS - withheld)
+        self.levels: Final = OUR_LEVELS - withheld
+        """What we advertise, here and in our hello (SPEC §13.3)."""
+        self._answer = encode_caps_answer(self.levels)
 
     async def serve(self, stream: FrameStream) -> None:
         """Answer one request, then let the host close the stream."""
@@ -153,9 +155,10 @@ class PeerLevels:
                 # waited out ASK_S before it was sealed.
                 if addresses and peer_id not in self._host.connected_peers():
                     await self._reach(peer_id, addresses)
+                # Not lazily: the homes asked are of a release before hello/1, and their `na`
+                # must be told from a failed stream (SPEC §10.1, §20.7).
                 async with await self._host.open_stream(peer_id, CAPS_PROTOCOL) as stream:
-                    await stream.write_frame(encode_caps_request())
-                    levels = decode_caps_answer(await stream.read_frame())
+                    levels = decode_caps_answer(await stream.write_then_read(encode_caps_request()))
         except ProtocolNotSpoken:  # it answered it has no such protocol
             self.remember(peer_id, frozenset())
         except (P2PError, TimeoutError) as exc:

@@ -4,6 +4,12 @@ The connecting side asks; the other answers with its own records and its estimat
 asker's clock offset. A linked device that hears from its own user's home corrects its clock
 by that offset (SPEC §24), so a device whose clock is minutes off still stamps times that every
 other node accepts and orders alike.
+
+Each side also tells its capability levels (`/hearthmesh/hello/1`, SPEC §13.3, §20.7): the
+levels in a peer's hello or answer on a connection are its own for that connection (both come
+after the connection's report, which forgets the levels before), so no caps stream is opened
+to it. A peer that does not speak hello/1 (an older release) is greeted
+on hello/0 and asked on `/hearthmesh/caps/0` before a send that depends on it.
 """
 
 from __future__ import annotations
@@ -13,11 +19,18 @@ from collections.abc import Awaitable, Callable
 
 from hearthmesh.node.clock import CorrectedClock
 from hearthmesh.node.mesh.standing import PeerStanding
-from hearthmesh.node.p2p.errors import StreamClosed
+from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.errors import HearthError, RemoteProtocolError, store_failed
-from hearthmesh.protocol.hello import HELLO_PROTOCOL, Hello, decode_hello, encode_hello
+from hearthmesh.protocol.hello import (
+    HELLO_LEVELS_PROTOCOL,
+    HELLO_PROTOCOL,
+    Hello,
+    decode_hello,
+    encode_hello,
+)
 from hearthmesh.protocol.hlc import estimate_offset
 
 __all__ = ["HelloService"]
@@ -26,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 class HelloService:
-    """Both sides of `/hearthmesh/hello/0`."""
+    """Both sides of `/hearthmesh/hello/1` and `/hearthmesh/hello/0`."""
 
     def __init__(
         self,
@@ -37,24 +50,29 @@ class HelloService:
         learn: Callable[[bytes], Awaitable[None]],
         takes_time_from: Callable[[str], bool],
         standing: PeerStanding,
+        levels: frozenset[Level],
+        heard_levels: Callable[[str, frozenset[Level]], None],
     ) -> None:
+        """`levels` are ours (those withheld left out); `heard_levels(peer, levels)` keeps what
+        a peer's answer told (`PeerLevels.remember`)."""
         self._host = host
         self._clock = clock
         self._home_record = home_record
         self._learn = learn
         self._takes_time_from = takes_time_from
         self._standing = standing
+        self._levels = levels
+        self._heard_levels = heard_levels
 
     async def hello(self, peer_id: str) -> None:
-        """Ask `peer_id`; adopt its records, and its view of our clock if it is our home."""
-        async with await self._host.open_stream(peer_id, HELLO_PROTOCOL) as stream:
-            ours = Hello(records=(self._home_record(),), sent_ms=self._clock.now_ms())
-            await stream.write_frame(encode_hello(ours))
-            try:
-                answer = decode_hello(await stream.read_frame())
-            except RemoteProtocolError as exc:
-                self._standing.refused(peer_id, exc)
-                raise
+        """Ask `peer_id`; adopt its records and levels, and its view of our clock if it is our
+        home. hello/1 first; on `na` (an older peer), hello/0."""
+        try:
+            answer = await self._ask(peer_id, with_levels=True)
+        except ProtocolNotSpoken:
+            answer = await self._ask(peer_id, with_levels=False)
+        if answer.levels is not None:
+            self._heard_levels(peer_id, answer.levels)
         await self._take_records(peer_id, answer)
         if answer.offset_ms is not None and self._takes_time_from(peer_id):
             if answer.offset_ms != 0:
@@ -65,10 +83,32 @@ class HelloService:
                 )
             self._clock.correct(answer.offset_ms)
 
+    async def _ask(self, peer_id: str, *, with_levels: bool) -> Hello:
+        protocol = HELLO_LEVELS_PROTOCOL if with_levels else HELLO_PROTOCOL
+        async with await self._host.open_stream(peer_id, protocol) as stream:
+            ours = Hello(
+                records=(self._home_record(),),
+                sent_ms=self._clock.now_ms(),
+                levels=self._levels if with_levels else None,
+            )
+            await stream.write_frame(encode_hello(ours))
+            try:
+                return decode_hello(await stream.read_frame(), with_levels=with_levels)
+            except RemoteProtocolError as exc:
+                self._standing.refused(peer_id, exc)
+                raise
+
     async def serve(self, stream: FrameStream) -> None:
-        """Answer one hello."""
+        """Answer one hello on hello/0."""
+        await self._answer(stream, with_levels=False)
+
+    async def serve_with_levels(self, stream: FrameStream) -> None:
+        """Answer one hello on hello/1, and keep the asker's levels as an answer's are."""
+        await self._answer(stream, with_levels=True)
+
+    async def _answer(self, stream: FrameStream, *, with_levels: bool) -> None:
         try:
-            asked = decode_hello(await stream.read_frame())
+            asked = decode_hello(await stream.read_frame(), with_levels=with_levels)
         except StreamClosed:
             return
         except RemoteProtocolError as exc:  # hello has no error frame: the stream just ends
@@ -80,9 +120,14 @@ class HelloService:
             event_ms=asked.sent_ms, send_ms=asked.sent_ms, receive_ms=received_ms
         )
         answer = Hello(
-            records=(self._home_record(),), sent_ms=received_ms, offset_ms=offset.offset_ms
+            records=(self._home_record(),),
+            sent_ms=received_ms,
+            offset_ms=offset.offset_ms,
+            levels=self._levels if with_levels else None,
         )
         await stream.write_frame(encode_hello(answer))
+        if asked.levels is not None:
+            self._heard_levels(stream.remote_peer, asked.levels)
         await self._take_records(stream.remote_peer, asked)
 
     async def _take_records(self, peer: str, hello: Hello) -> None:

@@ -36,7 +36,7 @@ from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.protocol_muxer.exceptions import MultiselectClientError
+from libp2p.protocol_muxer.exceptions import MultiselectClientError, ProtocolNotSupportedError
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -73,7 +73,11 @@ from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
 from hearthmesh.node.p2p.hole_punch import UNILATERAL_DIAL_S, HolePunchCounts, HolePunchLayer
 from hearthmesh.node.p2p.kept_addrs import keep_addrs
 from hearthmesh.node.p2p.mdns import announced_on_lan
-from hearthmesh.node.p2p.pipelined_select import pipeline_negotiation
+from hearthmesh.node.p2p.pipelined_select import (
+    LazyOpening,
+    PipelinedSelect,
+    pipeline_negotiation,
+)
 from hearthmesh.node.p2p.prefix_gate import PrefixGate
 from hearthmesh.node.p2p.quick_locks import quicken_connection, quicken_stream
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
@@ -323,8 +327,18 @@ def _configure_libp2p_logging() -> None:
 class _LibP2PStream:
     """`RawStream` over a libp2p stream; its coroutines run on the trio thread."""
 
-    def __init__(self, stream: INetStream, paths: _ConnectionTracker | None) -> None:
+    def __init__(
+        self,
+        stream: INetStream,
+        paths: _ConnectionTracker | None,
+        lazy: LazyOpening | None = None,
+        held: bytes = b"",
+    ) -> None:
         self._stream = stream
+        self._lazy = lazy
+        """A lazy opening's negotiation, left to the first write and read (SPEC §10.1)."""
+        self._held = held
+        """Our header and echo to a lazy opener, held for the first write or the close."""
         self.connection: INetConn | None = getattr(stream, "swarm_conn", None)
         """The connection the stream runs on (None: libp2p did not say)."""
         self.path: str | None = None
@@ -338,13 +352,22 @@ class _LibP2PStream:
 
     async def read(self, max_bytes: int) -> bytes:
         try:
+            if self._lazy is not None:
+                await self._lazy.before_read()
             return await self._stream.read(max_bytes)
         except StreamEOF:
             return b""
         except StreamError as exc:
             raise StreamClosed(f"stream read failed: {exc!r}") from exc
+        except ProtocolNotSupportedError as exc:  # as `open_stream` tells it, one read later
+            raise ProtocolNotSpoken(f"{exc} ({self._stream.get_protocol()})") from exc
+        except MultiselectClientError as exc:
+            raise StreamRefused(f"lazy negotiation failed: {exc}") from exc
 
     async def write(self, data: bytes) -> None:
+        if self._lazy is not None:
+            data = self._lazy.first_write(data)
+        data, self._held = self._held + data, b""
         try:
             await self._stream.write(data)
         except StreamError as exc:
@@ -352,6 +375,8 @@ class _LibP2PStream:
 
     async def close(self) -> None:
         try:
+            if self._held:  # no answer written: the echo alone, or the opener reads a refusal
+                await self.write(b"")
             await self._stream.close()
         except StreamError as exc:
             raise StreamClosed(f"stream close failed: {exc!r}") from exc
@@ -1315,14 +1340,21 @@ class P2PHost:
         self._bridge.run_sync_soon(self._install_handler_on_trio, protocol_id)
 
     def _install_handler_on_trio(self, protocol_id: str) -> None:
+        selector = getattr(self._host, "multiselect", None)
+        if not isinstance(selector, PipelinedSelect):
+            selector = None
+
         async def on_stream(stream: INetStream) -> None:
-            raw = _LibP2PStream(stream, self._tracker)
+            held = b"" if selector is None else selector.take_deferred(stream)
+            raw = _LibP2PStream(stream, self._tracker, held=held)
             peer = stream.muxed_conn.peer_id.to_base58()
             if not self._bridge.to_asyncio(self._on_inbound, protocol_id, raw, peer):
                 await raw.reset()
 
         if self._host is not None:
             self._host.set_stream_handler(TProtocol(protocol_id), on_stream)
+            if selector is not None:  # our handler takes what is held (`on_stream`)
+                selector.defer_answer(TProtocol(protocol_id))
 
     def _on_inbound(self, protocol_id: str, raw: _LibP2PStream, peer: str) -> None:
         handler = self._handlers.get(protocol_id)
@@ -1413,8 +1445,15 @@ class P2PHost:
             path=raw.path,
         )
 
-    async def open_stream(self, peer_id: str, protocol_id: str) -> FrameStream:
+    async def open_stream(
+        self, peer_id: str, protocol_id: str, *, lazy: bool = False
+    ) -> FrameStream:
         """Open a stream to `peer_id` (dialling known addresses if not connected).
+
+        `lazy`: negotiate in the stream's first write (header, id and the caller's first frame
+        in one) and first read (SPEC §10.1). For a caller that writes first and handles at
+        its first read what the open would raise for the protocol: `ProtocolNotSpoken`, or
+        `StreamRefused` for a negotiation that failed otherwise.
 
         Raises:
             PeerUnreachable: no connection could be made or kept (the path is lost).
@@ -1427,15 +1466,20 @@ class P2PHost:
             self._open_on_trio,
             peer_id,
             protocol_id,
+            lazy,
         )
         return self._frame_stream(raw, peer_id, protocol_id)
 
-    async def _open_on_trio(self, peer_id: str, protocol_id: str) -> _LibP2PStream:
+    async def _open_on_trio(self, peer_id: str, protocol_id: str, lazy: bool) -> _LibP2PStream:
         peer = ID.from_base58(peer_id)
         await self._forget_closed_connections(peer)  # so a closed one does not stop the dial
         host = self._require_host()
         try:
-            stream = await host.new_stream(peer, [TProtocol(protocol_id)])
+            if lazy:  # a bare stream: its first write and read negotiate (`LazyOpening`)
+                stream = await host.get_network().new_stream(peer)
+                stream.set_protocol(TProtocol(protocol_id))
+            else:
+                stream = await host.new_stream(peer, [TProtocol(protocol_id)])
         except Exception as exc:
             if _refused_protocol(exc):
                 raise ProtocolNotSpoken(f"{peer_id} does not speak {protocol_id}") from exc
@@ -1445,7 +1489,8 @@ class P2PHost:
             if _open_connection(host, peer):
                 raise StreamRefused(what) from exc
             raise PeerUnreachable(what) from exc
-        return _LibP2PStream(stream, self._tracker)
+        opening = LazyOpening(stream, TProtocol(protocol_id)) if lazy else None
+        return _LibP2PStream(stream, self._tracker, opening)
 
     # ---- gossip (node/p2p/gossipsub.py) -------------------------------------------------------
 

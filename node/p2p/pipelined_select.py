@@ -19,11 +19,24 @@ a frame and an encryption on one side and a read on the other.
   protocol (py-libp2p's own), so the header goes out alone and py-libp2p's loop follows. It
   never waits for bytes an opener would send only after hearing from us: every opener sends its
   header first, unasked.
+- A lazy opening (SPEC §10.1) goes further, as V1Lazy does: the opener selects nothing before
+  it writes (the host opens a bare stream); `LazyOpening` puts the header and id in front of the
+  stream's first
+  write (the opener's first frame: one write for all three) and reads the header and the answer
+  before its first read. A refusal then comes at that read (`ProtocolNotSupportedError`), so
+  only an opener that writes first and handles a refusal there opens lazily.
+- Met by a lazy opener (its first frame already in hand after the id), the listener holds its
+  header and echo for the stream's first write (its answer) instead of writing them alone, for
+  the protocols our host serves itself (`defer_answer`): its stream flushes them on that write
+  or at its close (`take_deferred`). A lazy opener does not wait for the echo to send, so
+  nothing waits on it; py-libp2p's own handlers (identify, kad, gossip) never take it, so their
+  protocols are answered at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from weakref import WeakKeyDictionary
 
 import trio
 from libp2p.abc import IMultiselectCommunicator, INetStream
@@ -48,12 +61,51 @@ from libp2p.protocol_muxer.multiselect_communicator import MultiselectCommunicat
 from libp2p.stream_muxer.yamux.yamux import YamuxStream
 from libp2p.utils import encode_delim
 
-__all__ = ["PipelinedSelect", "PipelinedSelectClient", "pipeline_negotiation"]
+__all__ = [
+    "LazyOpening",
+    "PipelinedSelect",
+    "PipelinedSelectClient",
+    "pipeline_negotiation",
+]
 
 _HEADER = encode_delim(MULTISELECT_PROTOCOL_ID.encode())
 
 # What py-libp2p's communicator turns into its own error on a write (QUIC's closed streams too).
 _WRITE_ERRORS = (IOException, AssertionError, ValueError)
+
+
+class LazyOpening:
+    """The negotiation a lazy select left to the stream's first write and first read."""
+
+    def __init__(self, stream: INetStream, protocol: TProtocol) -> None:
+        self._stream = stream
+        self._protocol = protocol
+        self._opening: bytes | None = _HEADER + encode_delim(protocol.encode())
+        """Header and id, until the first write takes them."""
+        self._answered = False
+
+    def first_write(self, data: bytes) -> bytes:
+        """`data` with the header and id in front, the first time; as it is after."""
+        opening, self._opening = self._opening, None
+        return data if opening is None else opening + data
+
+    async def before_read(self) -> None:
+        """Read the listener's header and answer, once (the opening goes out first if no write
+        took it). Raises ProtocolNotSupportedError on `na`, MultiselectClientError otherwise."""
+        if self._answered:
+            return
+        self._answered = True
+        if self._opening is not None:
+            await _write(self._stream, self.first_write(b""), MultiselectClientError)
+        communicator = MultiselectCommunicator(self._stream)
+        header = await _read(communicator, MultiselectClientError)
+        if header != MULTISELECT_PROTOCOL_ID:
+            raise MultiselectClientError(f"multiselect protocol ID mismatch: got {header!r}")
+        answer = await _read(communicator, MultiselectClientError)
+        if answer == PROTOCOL_NOT_FOUND_MSG:
+            raise ProtocolNotSupportedError(f"protocols not supported: {self._protocol}")
+        if answer != self._protocol:
+            raise MultiselectClientError(f"unrecognized response: {answer!r} to {self._protocol}")
 
 
 def pipeline_negotiation(host: BasicHost) -> None:
@@ -85,6 +137,8 @@ async def _read(communicator: IMultiselectCommunicator, error: type[Exception]) 
         return await communicator.read()
     except MultiselectCommunicatorError as exc:
         raise error(f"multistream read failed: {exc}") from exc
+    except UnicodeDecodeError as exc:  # py-libp2p lets it out of negotiate: the host ended
+        raise error(f"multistream line is not UTF-8: {exc}") from exc
 
 
 async def _write(stream: INetStream, data: bytes, error: type[Exception]) -> None:
@@ -95,7 +149,22 @@ async def _write(stream: INetStream, data: bytes, error: type[Exception]) -> Non
 
 
 class PipelinedSelect(Multiselect):
-    """The listener: our header waits for the opener's, and goes out with the first answer."""
+    """The listener: our header waits for the opener's, and goes out with the first answer
+    (or, to a lazy opener, with the handler's first write)."""
+
+    def __init__(self, handlers: dict[TProtocol | None, StreamHandlerFn | None]) -> None:
+        super().__init__(handlers)
+        self._deferrable: set[TProtocol] = set()
+        self._deferred: WeakKeyDictionary[INetStream, bytes] = WeakKeyDictionary()
+
+    def defer_answer(self, protocol: TProtocol) -> None:
+        """`protocol`'s handler takes its stream's held answer (`take_deferred`) and writes it
+        with its first write or at its close."""
+        self._deferrable.add(protocol)
+
+    def take_deferred(self, stream: INetStream) -> bytes:
+        """The header and echo held for `stream` (b"": none, they went out)."""
+        return self._deferred.pop(stream, b"")
 
     async def negotiate(
         self,
@@ -118,7 +187,7 @@ class PipelinedSelect(Multiselect):
             raise MultiselectError("handshake read timeout") from exc
 
     async def _answer(
-        self, communicator: IMultiselectCommunicator, stream: INetStream, before: bytes
+        self, communicator: IMultiselectCommunicator, stream: NetStream, before: bytes
     ) -> tuple[TProtocol | None, StreamHandlerFn | None]:
         """py-libp2p's command loop, with `before` (our header, or nothing) put in front of
         the first answer."""
@@ -132,6 +201,9 @@ class PipelinedSelect(Multiselect):
                 answer = command
             else:
                 answer = PROTOCOL_NOT_FOUND_MSG
+            if protocol in self._deferrable and _buffered(stream):  # a lazy opener's frame
+                self._deferred[stream] = before + encode_delim(answer.encode())
+                return protocol, self.handlers[protocol]
             await _write(stream, before + encode_delim(answer.encode()), MultiselectError)
             before = b""
             if command != "ls" and protocol in self.handlers:

@@ -7,6 +7,10 @@ import asyncio
 from pathlib import Path
 from typing import cast
 
+import pytest
+
+from hearthmesh.node import wiring
+from hearthmesh.node.mesh import hello
 from hearthmesh.node.mesh.capabilities import (
     MAX_PEERS_KNOWN,
     OUR_LEVELS,
@@ -15,9 +19,11 @@ from hearthmesh.node.mesh.capabilities import (
     Revisions,
 )
 from hearthmesh.node.node import Node
-from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamOpenFailed
+from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed, StreamOpenFailed
 from hearthmesh.node.p2p.host import P2PHost
-from hearthmesh.protocol.capabilities import Level, encode_caps_answer
+from hearthmesh.protocol.canonical import encode_canonical
+from hearthmesh.protocol.capabilities import CAPS_PROTOCOL, Level, encode_caps_answer
+from hearthmesh.protocol.hello import HELLO_LEVELS_PROTOCOL
 from hearthmesh.protocol.identity import UserId
 from tests.integration.conftest import node_config
 
@@ -51,7 +57,7 @@ class _Unreachable:
     def __init__(self) -> None:
         self.opened: list[str] = []
 
-    async def open_stream(self, peer_id: str, protocol_id: str) -> object:
+    async def open_stream(self, peer_id: str, protocol_id: str, lazy: bool = False) -> object:
         self.opened.append(peer_id)
         raise StreamOpenFailed(f"open {protocol_id} to {peer_id}: no route")
 
@@ -154,7 +160,7 @@ class _Slow:
         self.opened: list[str] = []
         self.answer = asyncio.Event()
 
-    async def open_stream(self, peer_id: str, protocol_id: str) -> object:
+    async def open_stream(self, peer_id: str, protocol_id: str, lazy: bool = False) -> object:
         self.opened.append(peer_id)
         await self.answer.wait()
         raise StreamOpenFailed(f"open {protocol_id} to {peer_id}: no route")
@@ -169,7 +175,7 @@ class _Failing:
     def __init__(self, error: StreamOpenFailed) -> None:
         self.error = error
 
-    async def open_stream(self, peer_id: str, protocol_id: str) -> object:
+    async def open_stream(self, peer_id: str, protocol_id: str, lazy: bool = False) -> object:
         raise self.error
 
     def connected_peers(self) -> list[str]:
@@ -226,6 +232,10 @@ class _Stream:
     async def read_frame(self) -> bytes:
         return encode_caps_answer(OUR_LEVELS)
 
+    async def write_then_read(self, frame: bytes) -> bytes:
+        await self.write_frame(frame)
+        return await self.read_frame()
+
 
 class _BehindNat:
     """A host that opens streams only on connections made through `reach` (libp2p's own dial
@@ -240,7 +250,7 @@ class _BehindNat:
         self.connected.add(peer_id)
         return True
 
-    async def open_stream(self, peer_id: str, protocol_id: str) -> _Stream:
+    async def open_stream(self, peer_id: str, protocol_id: str, lazy: bool = False) -> _Stream:
         if peer_id not in self.connected:
             raise StreamOpenFailed(f"open {protocol_id} to {peer_id}: no route")
         return _Stream()
@@ -298,3 +308,92 @@ async def test_an_answer_over_the_connection_its_ask_opened_counts_after_the_hel
         await alice._services.greetings.wait(bob.peer_id)  # the hello of the ask's connection
         assert alice._services.peer_levels.of(bob.peer_id) == OUR_LEVELS
         assert not alice._services.peer_levels.due(bob.peer_id)
+
+
+async def _levels_heard(node: Node, peer_id: str, levels: frozenset[Level]) -> None:
+    """Wait until `node` holds `levels` for `peer_id` (the caller's timeout bounds it)."""
+    while node._services.peer_levels.of(peer_id) != levels:  # noqa: ASYNC110 (no event)
+        await asyncio.sleep(0.02)
+
+
+def _caps_opened(node: Node) -> int:
+    opens: int = node._host.wire()["opens"].get(CAPS_PROTOCOL, 0)
+    return opens
+
+
+async def test_levels_told_in_the_hello_open_no_caps_stream(tmp_path: Path) -> None:
+    """SPEC §13.3, §20.7: the answer to our hello on `/hearthmesh/hello/1` names the peer's
+    levels, so a send that depends on them asks nothing (at 50 nodes the caps streams were
+    0.20 opens a message per node, §20.6)."""
+    async with (
+        asyncio.timeout(20),
+        Node(node_config(tmp_path / "a")) as alice,
+        Node(node_config(tmp_path / "b")) as bob,
+    ):
+        await alice.connect(bob.listen_addrs[0])
+        await alice.learn_home_record(bob.home_record())
+        await _levels_heard(alice, bob.peer_id, OUR_LEVELS)
+        assert await alice._services.revisions.speak({bob.user_id}, Level.ADDRESSED_RECEIPTS)
+        assert _caps_opened(alice) == 0
+
+
+async def test_a_peer_back_with_a_level_withheld_is_no_longer_listed_with_it(
+    tmp_path: Path,
+) -> None:
+    """A peer that went back a release connects anew; its hello on that connection replaces
+    what it said before (nothing is only added, as identify's protocol list is), and no caps
+    stream is opened either time."""
+    older = OUR_LEVELS - {Level.ADDRESSED_RECEIPTS}
+    async with asyncio.timeout(30), Node(node_config(tmp_path / "a")) as alice:
+        async with Node(node_config(tmp_path / "b")) as bob:
+            bob_id, bob_user = bob.peer_id, bob.user_id
+            await bob.connect(alice.listen_addrs[0])
+            await alice.learn_home_record(bob.home_record())
+            await _levels_heard(alice, bob_id, OUR_LEVELS)
+        async with Node(node_config(tmp_path / "b", withheld_levels=OUR_LEVELS - older)) as bob:
+            await bob.connect(alice.listen_addrs[0])
+            await _levels_heard(alice, bob_id, older)
+            assert not await alice._services.revisions.speak({bob_user}, Level.ADDRESSED_RECEIPTS)
+        assert _caps_opened(alice) == 0
+
+
+async def test_a_peer_without_hello_1_is_greeted_on_hello_0_and_asked_its_levels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interop with the release before: a peer that answers `na` to hello/1 is greeted on
+    hello/0, tells no levels, and is asked on `/hearthmesh/caps/0` as before."""
+    not_served = "/hearthmesh/not-served/0"
+    monkeypatch.setattr(hello, "HELLO_LEVELS_PROTOCOL", not_served)  # either asks it: `na`
+    bob = Node(node_config(tmp_path / "b"))
+    with monkeypatch.context() as older:  # bob serves no hello/1; alice does
+        older.setattr(wiring, "HELLO_LEVELS_PROTOCOL", "/hearthmesh/asked-by-none/0")
+        await bob.start()
+    try:
+        async with asyncio.timeout(20), Node(node_config(tmp_path / "a")) as alice:
+            await alice.connect(bob.listen_addrs[0])  # the hello: raises if it failed
+            await alice.learn_home_record(bob.home_record())
+            assert alice._services.peer_levels.of(bob.peer_id) is None
+            assert await alice._services.revisions.speak({bob.user_id}, Level.ADDRESSED_RECEIPTS)
+            assert alice._services.peer_levels.of(bob.peer_id) == OUR_LEVELS
+            assert _caps_opened(alice) == 1
+    finally:
+        await bob.stop()
+
+
+async def test_a_malformed_hello_1_is_charged_and_changes_no_levels(tmp_path: Path) -> None:
+    """SPEC §11.6, §13.3: levels out of order in a hello/1 are refused: the stream ends with
+    no answer, the sender is charged, and what it told before stands."""
+    async with (
+        asyncio.timeout(20),
+        Node(node_config(tmp_path / "a")) as alice,
+        Node(node_config(tmp_path / "b")) as bob,
+    ):
+        await alice.connect(bob.listen_addrs[0])
+        await _levels_heard(bob, alice.peer_id, OUR_LEVELS)
+        bad = encode_canonical([1, [], 9, ["e2ee", "core"]])
+        async with await alice._host.open_stream(bob.peer_id, HELLO_LEVELS_PROTOCOL) as stream:
+            await stream.write_frame(bad)
+            with pytest.raises(StreamClosed):
+                await stream.read_frame()
+        assert bob._services.standing.points(alice.peer_id) > 0
+        assert bob._services.peer_levels.of(alice.peer_id) == OUR_LEVELS

@@ -85,7 +85,8 @@ Case = dict[str, Any]
 
 
 def as_json(value: object) -> Any:
-    """Decoded values as JSON: dataclasses as objects, bytes as hex, enums as their value."""
+    """Decoded values as JSON: dataclasses as objects, bytes as hex, enums as their value,
+    sets as sorted lists."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: as_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
         return {"type": type(value).__name__, **fields}
@@ -95,6 +96,8 @@ def as_json(value: object) -> Any:
         return value.value
     if isinstance(value, tuple | list):
         return [as_json(v) for v in value]
+    if isinstance(value, frozenset):  # a set has no order: sorted
+        return sorted(as_json(v) for v in value)
     if isinstance(value, dict):
         return {as_json(k): as_json(v) for k, v in value.items()}
     return value
@@ -297,13 +300,23 @@ def _forwarded_key(case: Case) -> Any:
     return as_json(key)
 
 
+def _hello(case: Case) -> Any:
+    """§13.3: a hello; `"levels": true` names the form of `/hearthmesh/hello/1`, whose fields
+    add `levels` (hello/0's have none)."""
+    with_levels = bool(case.get("levels", False))
+    fields = as_json(decode_hello(_hex(case), with_levels=with_levels))
+    if not with_levels:
+        del fields["levels"]
+    return fields
+
+
 OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "action_body": _action_body,
     "annotated_body": lambda c: as_json(decode_annotated(_hex(c))),
     "action_check": _action_check,
     "action_fold": _action_fold,
     "deliver_frame": _deliver_frame,
-    "hello": lambda c: as_json(decode_hello(_hex(c))),
+    "hello": _hello,
     "home_record": _home_record,
     "home_dht_key": lambda c: {"key": home_record_key(UserId(_hex(c, "user_hex")))},
     "home_dht_validate": _home_dht_validate,

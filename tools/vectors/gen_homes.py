@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hearthmesh.protocol.canonical import CborValue, decode_canonical, encode_canonical
+from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.e2ee.keys import KeyBundle, encode_key_bundle, issue_key_bundle
 from hearthmesh.protocol.envelope import Kind, RoomId
 from hearthmesh.protocol.errors import (
@@ -79,6 +80,9 @@ def _record(
     )
 
 
+_LEVELS = frozenset({Level.CORE, Level.E2EE, Level.ADDRESSED_ROOM_KEYS})
+
+
 def _hello(c: Cast, directory: Path) -> Path:
     record = _record(c, c.alice, c.phone)
     valid = [
@@ -96,6 +100,26 @@ def _hello(c: Cast, directory: Path) -> Path:
             "hello",
             "a node with no users yet",
             hex=encode_hello(Hello(records=(), sent_ms=0)).hex(),
+        ),
+        pin(
+            "hello",
+            "hello/1: the sender's levels after its clock, sorted",
+            levels=True,
+            hex=encode_hello(Hello(records=(record,), sent_ms=NOW_MS, levels=_LEVELS)).hex(),
+        ),
+        pin(
+            "hello",
+            "hello/1's answer: the levels, then the offset",
+            levels=True,
+            hex=encode_hello(
+                Hello(records=(), sent_ms=NOW_MS, offset_ms=-1500, levels=_LEVELS)
+            ).hex(),
+        ),
+        pin(
+            "hello",
+            "hello/1: a level not known here is skipped",
+            levels=True,
+            hex=encode_canonical([1, [], NOW_MS, ["core", "from-a-later-release"]]).hex(),
         ),
     ]
     invalid = [
@@ -117,6 +141,20 @@ def _hello(c: Cast, directory: Path) -> Path:
             MalformedMessage,
             "an offset beyond ten years",
             hex=encode_canonical([0, [], NOW_MS, 10 * 365 * 24 * 3600 * 1000 + 1]).hex(),
+        ),
+        refuse(
+            "hello",
+            MalformedMessage,
+            "hello/1: levels out of order",
+            levels=True,
+            hex=encode_canonical([1, [], NOW_MS, ["e2ee", "core"]]).hex(),
+        ),
+        refuse(
+            "hello",
+            MalformedMessage,
+            "hello/1: the form of hello/0",
+            levels=True,
+            hex=encode_canonical([0, [], NOW_MS]).hex(),
         ),
     ]
     return write_vectors(
