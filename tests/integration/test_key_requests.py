@@ -179,6 +179,16 @@ async def test_a_request_from_anyone_but_a_members_listed_home_is_refused_and_ch
         assert alice.key_requests_answered == 0
 
 
+async def read_by(bob: Node, sender: Node) -> RoomId:
+    """`sender` opens a direct room with bob and sends one message, which bob's home reads."""
+    await sender.connect(bob.listen_addrs[0])
+    room = await sender.open_direct(bob.user_id)
+    await sender.send(room, b"before the laptop")
+    await until_messages(bob, room, 1)
+    await wait_until_readable(bob, room)
+    return room
+
+
 def _request(user: UserId, room: RoomId, session: bytes) -> bytes:
     return e2ee.encode_key_request(e2ee.KeyRequest(user=user, sessions=((room, session),)))
 
@@ -273,14 +283,7 @@ async def test_each_sender_is_asked_on_its_own_not_after_another(
         make_node("carol") as carol,
         make_node("dave") as dave,
     ):
-        rooms = []
-        for sender in (carol, dave):
-            await sender.connect(bob.listen_addrs[0])
-            room = await sender.open_direct(bob.user_id)
-            await sender.send(room, b"before the laptop")
-            await until_messages(bob, room, 1)
-            await wait_until_readable(bob, room)
-            rooms.append(room)
+        rooms = [await read_by(bob, sender) for sender in (carol, dave)]
 
         asked: dict[str, str] = {}  # the sender asked: who asked it
         answer = asyncio.Event()
@@ -331,11 +334,7 @@ async def test_a_sender_is_asked_again_its_backoff_after_each_request_ended(
         make_node("bob") as bob,
         make_node("carol") as carol,
     ):
-        await carol.connect(bob.listen_addrs[0])
-        room = await carol.open_direct(bob.user_id)
-        await carol.send(room, b"before the laptop")
-        await until_messages(bob, room, 1)
-        await wait_until_readable(bob, room)
+        room = await read_by(bob, carol)
         asked: list[int] = []
         ended: list[int] = []
 
