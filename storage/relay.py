@@ -69,8 +69,8 @@ __all__ = [
     "MAX_EVICTIONS_PER_PUT",
     "RELAY_SHARES_FILLED_SETTING",
     "Holder",
+    "damaged_evicted_txn",
     "damaged_shares_txn",
-    "damaged_victims_txn",
     "fill_relay_shares_txn",
     "purge_relay_txn",
     "relay_ack_txn",
@@ -79,8 +79,8 @@ __all__ = [
     "relay_recipients_txn",
     "relay_take_txn",
     "relay_usage_txn",
+    "repair_evicted_txn",
     "repair_shares_txn",
-    "repair_victims_txn",
 ]
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,32 @@ def _usage_txn(txn: KvTxn, recipient: bytes, *, repairing: bool = False) -> tupl
         if repairing:
             log.warning("%s: rebuilt from %s", exc, Table.RELAY_MESSAGES.value.decode())
         return RelayUsage(count=count, bytes=size), next_arrival
+
+
+def _usage_damaged_txn(txn: KvTxn, recipient: bytes) -> bool:
+    try:
+        decode_relay_usage(recipient, txn.get(Table.RELAY_USAGE, recipient))
+    except UnreadableItem:
+        return True
+    return False
+
+
+def damaged_evicted_txn(txn: KvTxn, evicted: list[tuple[bytes, int]]) -> bool:
+    """Whether a share of the entries a refused put evicted, or their recipient's usage row,
+    does not decode: each was recounted in the put's transaction, which the refusal dropped."""
+    return damaged_victims_txn(txn, evicted) or any(
+        _usage_damaged_txn(txn, recipient) for recipient in {r for r, _ in evicted}
+    )
+
+
+def repair_evicted_txn(txn: KvTxn, evicted: list[tuple[bytes, int]]) -> None:
+    """Recount what `damaged_evicted_txn` found, in a write of its own, so the next refused
+    put does not recount (a scan) and log it again."""
+    repair_victims_txn(txn, evicted)
+    for recipient in {r for r, _ in evicted}:
+        if _usage_damaged_txn(txn, recipient):
+            usage, next_arrival = _usage_txn(txn, recipient, repairing=True)
+            txn.put(Table.RELAY_USAGE, recipient, encode_relay_usage(usage, next_arrival))
 
 
 def relay_put_txn(

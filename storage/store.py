@@ -351,13 +351,14 @@ class KvStore:
         try:
             return self._engine.write(put)
         except QuotaExceeded:
-            # Refused after evicting: a victim's share recounted in the put's transaction went
-            # with it; kept in a write of its own, it is recounted once, not on every such put.
+            # Refused after evicting: a victim's share or usage row recounted in the put's
+            # transaction went with it; kept in a write of its own, it is recounted once, not
+            # on every such put.
             if evicted:
                 with self._engine.read() as txn:
-                    damaged = relay.damaged_victims_txn(txn, evicted)
+                    damaged = relay.damaged_evicted_txn(txn, evicted)
                 if damaged:
-                    self._engine.write(lambda txn: relay.repair_victims_txn(txn, evicted))
+                    self._engine.write(lambda txn: relay.repair_evicted_txn(txn, evicted))
             raise
 
     def relay_take(self, recipient: bytes, *, now_ms: int, limit: int) -> list[RelayEntry]:

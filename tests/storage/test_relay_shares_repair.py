@@ -120,16 +120,22 @@ def test_the_largest_holders_damaged_share_is_recounted_once_when_the_puts_are_r
 
 THIRD_PEER = b"12D3KooWStorageTestSecond"
 """The strangers' second largest holder: a put's second victim."""
+LATER_VICTIM_ROWS = {
+    "relay.peers": (Table.RELAY_PEERS, relay_holder_key(False, THIRD_PEER)),
+    "relay.usage": (Table.RELAY_USAGE, USER_B),  # the victims' recipient
+}
 
 
+@pytest.mark.parametrize("damaged_row", list(LATER_VICTIM_ROWS))
 def test_a_later_victims_damaged_share_is_recounted_once_when_the_puts_are_refused(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    damaged_row: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A known envelope evicts the strangers' largest holder's entry, then the next largest's,
     and is still refused (it does not fit the pool). The pre-check repairs the largest
-    holders' shares only; the second victim's, recounted in the put's transaction, went with
-    the refusal, so each such put recounted it (a scan of the pool) and logged again: the
-    store now repairs a refused put's victims' shares in a write of their own."""
+    holders' shares only; the second victim's share (or its recipient's usage row), recounted
+    in the put's transaction, went with the refusal, so each such put recounted it (a scan)
+    and logged again: the store now repairs what a refused put's victims are counted in, in a
+    write of its own."""
     sizes = {OTHER_PEER: 2_000, THIRD_PEER: 1_500}
     strangers = [
         make_envelope(seq=n + 1, body=b"x" * size) for n, size in enumerate(sizes.values())
@@ -141,17 +147,17 @@ def test_a_later_victims_damaged_share_is_recounted_once_when_the_puts_are_refus
             assert store.relay_put(
                 USER_B, envelope, peer=peer, known=False, now_ms=0, ttl_ms=60_000
             )
-        key = relay_holder_key(False, THIRD_PEER)
-        store._engine.write(lambda txn: txn.put(Table.RELAY_PEERS, key, b"\x01\x02\x03"))
+        table, key = LATER_VICTIM_ROWS[damaged_row]
+        store._engine.write(lambda txn: txn.put(table, key, b"\x01\x02\x03"))
         too_big = make_envelope(seq=9, body=b"y" * 4_600)  # past the pool with both gone
 
         def refused() -> None:
             with pytest.raises(QuotaExceeded):
                 store.relay_put(USER_A, too_big, peer=PEER, known=True, now_ms=0, ttl_ms=60_000)
 
-        with caplog.at_level(logging.WARNING, logger="hearthmesh.storage.relay_shares"):
+        with caplog.at_level(logging.WARNING, logger="hearthmesh.storage"):
             refused()  # the first recounts (in its transaction, and then in a write of its own)
-            assert any("relay.peers" in r.getMessage() for r in caplog.records)
+            assert any(damaged_row in r.getMessage() for r in caplog.records)
             caplog.clear()
             refused()
             refused()
