@@ -54,12 +54,14 @@ from .relay_shares import (
     check_own_bounds_txn,
     class_share_txn,
     damaged_shares_txn,
+    damaged_victims_txn,
     grant_share_txn,
     largest_holder_txn,
     oldest_entry_txn,
     peer_share_txn,
     release_share_txn,
     repair_shares_txn,
+    repair_victims_txn,
 )
 
 __all__ = [
@@ -67,6 +69,7 @@ __all__ = [
     "MAX_EVICTIONS_PER_PUT",
     "RELAY_SHARES_FILLED_SETTING",
     "Holder",
+    "damaged_evicted_txn",
     "damaged_shares_txn",
     "fill_relay_shares_txn",
     "purge_relay_txn",
@@ -76,6 +79,7 @@ __all__ = [
     "relay_recipients_txn",
     "relay_take_txn",
     "relay_usage_txn",
+    "repair_evicted_txn",
     "repair_shares_txn",
 ]
 
@@ -112,6 +116,32 @@ def _usage_txn(txn: KvTxn, recipient: bytes, *, repairing: bool = False) -> tupl
         return RelayUsage(count=count, bytes=size), next_arrival
 
 
+def _usage_damaged_txn(txn: KvTxn, recipient: bytes) -> bool:
+    try:
+        decode_relay_usage(recipient, txn.get(Table.RELAY_USAGE, recipient))
+    except UnreadableItem:
+        return True
+    return False
+
+
+def damaged_evicted_txn(txn: KvTxn, evicted: list[tuple[bytes, int]]) -> bool:
+    """Whether a share of the entries a refused put evicted, or their recipient's usage row,
+    does not decode: each was recounted in the put's transaction, which the refusal dropped."""
+    return damaged_victims_txn(txn, evicted) or any(
+        _usage_damaged_txn(txn, recipient) for recipient in {r for r, _ in evicted}
+    )
+
+
+def repair_evicted_txn(txn: KvTxn, evicted: list[tuple[bytes, int]]) -> None:
+    """Recount what `damaged_evicted_txn` found, in a write of its own, so the next refused
+    put does not recount (a scan) and log it again."""
+    repair_victims_txn(txn, evicted)
+    for recipient in {r for r, _ in evicted}:
+        if _usage_damaged_txn(txn, recipient):
+            usage, next_arrival = _usage_txn(txn, recipient, repairing=True)
+            txn.put(Table.RELAY_USAGE, recipient, encode_relay_usage(usage, next_arrival))
+
+
 def relay_put_txn(
     txn: KvTxn,
     recipient: bytes,
@@ -121,8 +151,11 @@ def relay_put_txn(
     now_ms: int,
     ttl_ms: int,
     quota: RelayQuota,
+    evicted: list[tuple[bytes, int]] | None = None,
 ) -> bool:
-    """Hold `envelope` for `recipient` until `now_ms + ttl_ms`; False if already held.
+    """Hold `envelope` for `recipient` until `now_ms + ttl_ms`; False if already held. Each
+    entry evicted to make room is added to `evicted` (recipient, arrival), so a caller whose
+    put is refused after evicting can repair what the dropped transaction recounted.
 
     Raises:
         QuotaExceeded: a bound of the recipient, sender or peer would be passed, or a pool is
@@ -143,9 +176,11 @@ def relay_put_txn(
             f"refused {size} more bytes"
         )
     check_own_bounds_txn(txn, holder, size, quota)
+    evicted = [] if evicted is None else evicted
     if not holder.known:
-        _make_room_txn(txn, holder, size, (False,), quota.stranger_count, quota.stranger_bytes)
-    _make_room_txn(txn, holder, size, (False, True), quota.total_count, quota.total_bytes)
+        pool = quota.stranger_count, quota.stranger_bytes
+        _make_room_txn(txn, holder, size, (False,), *pool, evicted)
+    _make_room_txn(txn, holder, size, (False, True), quota.total_count, quota.total_bytes, evicted)
     usage, arrival = _usage_txn(txn, recipient, repairing=True)
     expires_ms = now_ms + ttl_ms
     txn.put(
@@ -174,8 +209,10 @@ def _make_room_txn(
     pool: tuple[bool, ...],
     max_count: int,
     max_bytes: int,
+    evicted: list[tuple[bytes, int]],
 ) -> None:
-    """Evict until one more entry of `size` fits the pool of the classes in `pool`, or refuse.
+    """Evict until one more entry of `size` fits the pool of the classes in `pool`, or refuse;
+    each victim (recipient, arrival) is added to `evicted`.
 
     The victim is the oldest entry of the pool's largest holder (by bytes), taken in class
     order (strangers first). Within the newcomer's own class the victim must hold more than the
@@ -197,6 +234,7 @@ def _make_room_txn(
                 f"{max_count} / {max_bytes}, and no larger holder to evict for {size} bytes"
             )
         _, recipient, arrival = victim
+        evicted.append((recipient, arrival))
         _remove_txn(txn, recipient, arrival)
     raise QuotaExceeded(f"relay pool: more than {MAX_EVICTIONS_PER_PUT} evictions for one put")
 
@@ -255,12 +293,12 @@ def _remove_txn(txn: KvTxn, recipient: bytes, arrival: int) -> None:
         raise corrupt(Table.RELAY_MESSAGES, key, "indexed relay entry is missing")
     expires_ms, message_id, wire = decode_relay_message(key, value)
     usage, next_arrival = _usage_txn(txn, recipient, repairing=True)  # this entry still counted
+    release_share_txn(txn, recipient, arrival, expires_ms, len(wire))  # and in its shares
     txn.delete(Table.RELAY_MESSAGES, key)
     txn.delete(Table.RELAY_IDS, relay_id_key(recipient, message_id))
     txn.delete(Table.RELAY_EXPIRY, relay_expiry_key(expires_ms, recipient, arrival))
     shrunk = RelayUsage(count=usage.count - 1, bytes=usage.bytes - len(wire))
     txn.put(Table.RELAY_USAGE, recipient, encode_relay_usage(shrunk, next_arrival))
-    release_share_txn(txn, recipient, arrival, expires_ms, len(wire))
 
 
 def relay_ack_txn(txn: KvTxn, recipient: bytes, message_ids: Sequence[bytes]) -> int:

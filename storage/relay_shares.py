@@ -45,12 +45,14 @@ __all__ = [
     "check_own_bounds_txn",
     "class_share_txn",
     "damaged_shares_txn",
+    "damaged_victims_txn",
     "grant_share_txn",
     "largest_holder_txn",
     "oldest_entry_txn",
     "peer_share_txn",
     "release_share_txn",
     "repair_shares_txn",
+    "repair_victims_txn",
 ]
 
 log = logging.getLogger(__name__)
@@ -104,12 +106,42 @@ def _checked_txn(txn: KvTxn, holder: Holder) -> list[tuple[Table, bytes]]:
 def damaged_shares_txn(txn: KvTxn, holder: Holder) -> bool:
     """Whether a share a put of `holder` checks does not decode (a read: five gets, and two
     more with the largest holders found in `relay.by_size`)."""
-    for table, key in _checked_txn(txn, holder):
-        try:
-            decode_relay_share(table, key, txn.get(table, key))
-        except UnreadableItem:
-            return True
+    return any(_damaged(txn, table, key) for table, key in _checked_txn(txn, holder))
+
+
+def _damaged(txn: KvTxn, table: Table, key: bytes) -> bool:
+    try:
+        decode_relay_share(table, key, txn.get(table, key))
+    except UnreadableItem:
+        return True
     return False
+
+
+def _victims_keys_txn(txn: KvTxn, evicted: list[tuple[bytes, int]]) -> set[tuple[Table, bytes]]:
+    """The shares the entries `evicted` (recipient, arrival) are counted in, as they stand."""
+    keys: set[tuple[Table, bytes]] = set()
+    for recipient, arrival in evicted:
+        key = relay_message_key(recipient, arrival)
+        value = txn.get(Table.RELAY_HOLDERS, key)
+        if value is not None:
+            known, sender, peer = decode_relay_holder(key, value)
+            keys.update(_share_keys(Holder(known=known, sender=sender, peer=peer)))
+    return keys
+
+
+def damaged_victims_txn(txn: KvTxn, evicted: list[tuple[bytes, int]]) -> bool:
+    """Whether a share of the entries a refused put evicted does not decode (a read: a get per
+    entry and per share). The pre-check (`_checked_txn`) sees only the largest holders at the
+    start; a put that evicts several entries meets the next largest, and each entry's sender."""
+    return any(_damaged(txn, table, key) for table, key in _victims_keys_txn(txn, evicted))
+
+
+def repair_victims_txn(txn: KvTxn, evicted: list[tuple[bytes, int]]) -> None:
+    """Recount the damaged shares of the entries a refused put evicted, in a write of their
+    own: the refusal dropped the recount made in the put's transaction, so each such put
+    recounted (a scan of the pool) and logged again."""
+    for table, key in _victims_keys_txn(txn, evicted):
+        _share_txn(txn, table, key)
 
 
 def repair_shares_txn(txn: KvTxn, holder: Holder) -> None:
@@ -199,16 +231,18 @@ def grant_share_txn(
 def release_share_txn(
     txn: KvTxn, recipient: bytes, arrival: int, expires_ms: int, size: int
 ) -> None:
-    """Return a removed entry's share (an entry held before shares existed has none)."""
+    """Return the share of an entry about to be removed (an entry held before shares existed
+    has none). Moved while the entry is still held: a damaged share met here is recounted with
+    it, then loses it (recounted after, it lost the entry twice)."""
     key = relay_message_key(recipient, arrival)
     value = txn.get(Table.RELAY_HOLDERS, key)
     if value is None:
         return
     known, sender, peer = decode_relay_holder(key, value)
     holder = Holder(known=known, sender=sender, peer=peer)
+    _move_txn(txn, holder, -1, -size)
     txn.delete(Table.RELAY_HOLDERS, key)
     txn.delete(Table.RELAY_BY_PEER, relay_by_peer_key(known, peer, expires_ms, recipient, arrival))
-    _move_txn(txn, holder, -1, -size)
 
 
 def check_own_bounds_txn(txn: KvTxn, holder: Holder, size: int, quota: RelayQuota) -> None:

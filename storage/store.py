@@ -11,7 +11,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Final, Self
 
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
-from hearthmesh.protocol.errors import DamagedBlob, LocalProtocolError, UnreadableItem
+from hearthmesh.protocol.errors import (
+    DamagedBlob,
+    LocalProtocolError,
+    QuotaExceeded,
+    UnreadableItem,
+)
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.media_seal import MediaSeal
 
@@ -328,8 +333,11 @@ class KvStore:
             )
         if damaged:  # its own write too: the repair stays even if the put is refused
             self._engine.write(lambda txn: relay.repair_shares_txn(txn, holder))
-        return self._engine.write(
-            lambda txn: relay.relay_put_txn(
+        evicted: list[tuple[bytes, int]] = []
+
+        def put(txn: KvTxn) -> bool:
+            evicted.clear()  # a write may run its function again
+            return relay.relay_put_txn(
                 txn,
                 recipient,
                 envelope,
@@ -337,8 +345,21 @@ class KvStore:
                 now_ms=now_ms,
                 ttl_ms=ttl_ms,
                 quota=self._relay_quota,
+                evicted=evicted,
             )
-        )
+
+        try:
+            return self._engine.write(put)
+        except QuotaExceeded:
+            # Refused after evicting: a victim's share or usage row recounted in the put's
+            # transaction went with it; kept in a write of its own, it is recounted once, not
+            # on every such put.
+            if evicted:
+                with self._engine.read() as txn:
+                    damaged = relay.damaged_evicted_txn(txn, evicted)
+                if damaged:
+                    self._engine.write(lambda txn: relay.repair_evicted_txn(txn, evicted))
+            raise
 
     def relay_take(self, recipient: bytes, *, now_ms: int, limit: int) -> list[RelayEntry]:
         """The oldest unexpired envelopes held for `recipient`."""

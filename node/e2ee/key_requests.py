@@ -8,9 +8,10 @@ device owns and gave to that user (or to our own user): exported at the first in
 Olm-encrypted to that device, like a forward (§27.12). Refusals are charged to the peer.
 `KeyRequests` is the asking side: every `interval_ms` it asks each due session's sender,
 first one to two intervals after it sees the session held, then with backoff doubling from the
-interval, each wait shortened by a spread drawn once per session (so homes that saw a
-session held together, a group's members at its formation, do not ask its sender in step:
-SPEC §27.13.3); a session asked `KEY_REQUEST_ATTEMPTS` times and still held counts its envelopes as
+interval, each wait counted from the end of the request before and shortened by a spread drawn
+for it (so homes that saw a session held together, a group's members at its formation, do not
+ask its sender in step, not even after asks that all timed out together: SPEC §27.13.3); a
+session asked `KEY_REQUEST_ATTEMPTS` times and still held counts its envelopes as
 undecryptable (it is still asked, at the longest backoff).
 
 State: the server's per-peer rate buckets; the asker's attempts and next time per held
@@ -184,14 +185,6 @@ class _Held:
     envelopes: int
 
 
-@dataclass(slots=True)
-class _Attempts:
-    count: int
-    next_ms: int
-    spread: float
-    """This session's jitter in [0, 1) for `e2ee.next_key_request_ms`."""
-
-
 class KeyRequests:
     """Asks senders for the keys of what we hold unopened (see the module docstring)."""
 
@@ -221,7 +214,7 @@ class KeyRequests:
         self._clock = clock
         self._interval_ms = interval_ms
         self._rng = rng or random.Random()
-        self._attempts: OrderedDict[bytes, _Attempts] = OrderedDict()
+        self._attempts: OrderedDict[bytes, e2ee.KeyRequestSchedule] = OrderedDict()
         self._outstanding: set[DeviceId] = set()
         """Sender devices being asked now (at most MAX_SENDERS_PER_ROUND)."""
         self.keys_taken = 0
@@ -251,17 +244,11 @@ class KeyRequests:
         ]
         for (user, device), sessions in waiting[: MAX_SENDERS_PER_ROUND - len(self._outstanding)]:
             for _, session_id in sessions:
-                attempts = self._attempts[session_id]
-                attempts.count += 1
-                attempts.next_ms = e2ee.next_key_request_ms(
-                    attempts.count, now, first_ms=self._interval_ms, spread=attempts.spread
-                )
+                self._attempts[session_id].asked()
             self._outstanding.add(device)
             asking.create_task(self._ask_within(user, device, sessions))
         self.undecryptable = sum(
-            h.envelopes
-            for h in held
-            if (a := self._attempts.get(h.session_id)) and a.count >= e2ee.KEY_REQUEST_ATTEMPTS
+            h.envelopes for h in held if (a := self._attempts.get(h.session_id)) and a.undecryptable
         )
 
     def _due(
@@ -278,11 +265,10 @@ class KeyRequests:
             if attempts is None:
                 if len(self._attempts) >= MAX_TRACKED_SESSIONS:
                     continue
-                # the first ask waits an interval or more: its ROOM_KEY may be a moment behind
-                spread = self._rng.random()
-                first = e2ee.next_key_request_ms(0, now, first_ms=self._interval_ms, spread=spread)
-                attempts = self._attempts[h.session_id] = _Attempts(0, first, spread)
-            if now < attempts.next_ms:
+                attempts = self._attempts[h.session_id] = e2ee.KeyRequestSchedule.seen(
+                    now, interval_ms=self._interval_ms, spread=self._rng.random()
+                )
+            if not attempts.due(now):
                 continue
             sessions = due.setdefault((h.sender_user, h.sender_device), [])
             if len(sessions) < e2ee.MAX_FORWARDED_KEYS:
@@ -292,7 +278,8 @@ class KeyRequests:
     async def _ask_within(
         self, user: UserId, device: DeviceId, sessions: list[tuple[RoomId, bytes]]
     ) -> None:
-        """`_ask`, bounded by ASK_TIMEOUT_S; a failure is logged and takes nothing."""
+        """`_ask`, bounded by ASK_TIMEOUT_S; a failure is logged and takes nothing. However it
+        ends, each asked session still tracked waits its next backoff from now."""
         try:
             async with asyncio.timeout(ASK_TIMEOUT_S):
                 taken = await self._ask(user, device, sessions)
@@ -301,6 +288,10 @@ class KeyRequests:
             log.info("asking %s for room keys failed: %s", device.hex()[:12], exc)
         finally:
             self._outstanding.discard(device)
+            now = self._clock.now_ms()
+            for _, session_id in sessions:
+                if (attempts := self._attempts.get(session_id)) is not None:
+                    attempts.ended(now, spread=self._rng.random())
 
     async def _ask(
         self, user: UserId, device: DeviceId, sessions: list[tuple[RoomId, bytes]]

@@ -38,8 +38,10 @@ from .key_request import (
     KEY_REQUEST_PROTOCOL,
     MAX_KEY_REQUEST_BYTES,
     KeyRequest,
+    KeyRequestSchedule,
     decode_key_request,
     encode_key_request,
+    last_counted_request_ms,
     next_key_request_ms,
 )
 from .keys import (
@@ -126,6 +128,7 @@ __all__ = [
     "KeyBundle",
     "KeyGroup",
     "KeyRequest",
+    "KeyRequestSchedule",
     "OlmKind",
     "OneTimeKey",
     "Opened",
@@ -173,6 +176,7 @@ __all__ = [
     "issue_one_time_key",
     "key_bytes",
     "key_text",
+    "last_counted_request_ms",
     "needs_rotation",
     "next_key_request_ms",
     "open_encrypted",

@@ -5,7 +5,7 @@ device that sent them: one REQUEST `[1, user, [[room, session id], ...]]` per st
 asking home's user (whose record must list the asking home) and 1 to 64 sessions. The answer is
 the key-forward ANSWER or ERROR frame (§27.12): the sender device's bundle and one Olm message
 per asked session it owns, each a `ForwardedKey`. The asker's retry bounds are
-`next_key_request_ms` and `KEY_REQUEST_ATTEMPTS`. Owns no state.
+`next_key_request_ms`, `KEY_REQUEST_ATTEMPTS` and one `KeyRequestSchedule` per held session.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ __all__ = [
     "KEY_REQUEST_PROTOCOL",
     "MAX_KEY_REQUEST_BYTES",
     "KeyRequest",
+    "KeyRequestSchedule",
     "decode_key_request",
     "encode_key_request",
+    "last_counted_request_ms",
     "next_key_request_ms",
 ]
 
@@ -73,12 +75,12 @@ def decode_key_request(data: bytes) -> KeyRequest:
 def next_key_request_ms(attempts: int, now_ms: int, *, first_ms: int, spread: float) -> int:
     """When to ask for a session after `attempts` requests (§27.13.3). `first_ms` is the
     asker's interval (2 s by default); `spread`, in [0, 1), is drawn once per session by the
-    asker, so homes that saw the session held together do not ask its sender together.
+    asker (once for the first ask, afresh for each later wait), so homes that saw the session
+    held together do not ask its sender together.
 
-    The first ask (`attempts` 0) is `first_ms` to twice that away; each later wait is the
-    interval doubling per request, at most 10 minutes, shortened by up to half by `spread`.
-    With one `spread` per session the fifth request is never later than without it
-    (I(1+s) + 15I(1-s/2) <= 16I), and from the fourth request on two homes drift apart.
+    The first ask (`attempts` 0) is `first_ms` to twice that away; each later wait, counted
+    from the end of the request before (`KeyRequestSchedule.ended`), is the interval doubling
+    per request, at most 10 minutes, shortened by up to half by `spread`.
 
     Raises:
         ValueError: `spread` not in [0, 1).
@@ -90,3 +92,51 @@ def next_key_request_ms(attempts: int, now_ms: int, *, first_ms: int, spread: fl
         return now_ms + interval + int(interval * spread)
     backoff = min(interval << min(attempts - 1, 20), KEY_REQUEST_MAX_BACKOFF_MS)
     return now_ms + backoff - int(backoff * spread / 2)
+
+
+def last_counted_request_ms(first_ms: int, ask_bound_ms: int) -> int:
+    """The latest the KEY_REQUEST_ATTEMPTS-th request goes after a session is seen held, when
+    each request lasts at most `ask_bound_ms` (§27.13.3): the first ask at most 2 I, each
+    request's end then at most `ask_bound_ms` after its start, each wait from that end at most
+    its backoff (I, 2I, 4I, 8I): 17 I + 4 T, 74 s by default (I 2 s, T 10 s)."""
+    waits = sum(first_ms << n for n in range(KEY_REQUEST_ATTEMPTS - 1))
+    return 2 * first_ms + waits + (KEY_REQUEST_ATTEMPTS - 1) * ask_bound_ms
+
+
+@dataclass(slots=True)
+class KeyRequestSchedule:
+    """One held session's requests to its sender (§27.13.3): how many went, and when the next
+    is due; `next_ms` is None while one is out. Each wait counts from the end of the request
+    before, with a spread drawn for it: counted from its start, every wait shorter than the
+    ask bound (10 s) ended inside a request that timed out, and every home that had asked a
+    silent sender together asked it again together, in step with the timeout (#18)."""
+
+    interval_ms: int
+    next_ms: int | None
+    count: int = 0
+
+    @classmethod
+    def seen(cls, now_ms: int, *, interval_ms: int, spread: float) -> KeyRequestSchedule:
+        """A session first seen held at `now_ms`: asked first one to two intervals later (its
+        ROOM_KEY may be a moment behind)."""
+        return cls(interval_ms, next_key_request_ms(0, now_ms, first_ms=interval_ms, spread=spread))
+
+    def due(self, now_ms: int) -> bool:
+        return self.next_ms is not None and now_ms >= self.next_ms
+
+    def asked(self) -> None:
+        """A request for it went out: not due again until it ends."""
+        self.count += 1
+        self.next_ms = None
+
+    def ended(self, now_ms: int, *, spread: float) -> None:
+        """The request ended at `now_ms` (answered without this session, refused, failed or
+        timed out): the next waits its backoff from now, shortened by a fresh `spread`."""
+        self.next_ms = next_key_request_ms(
+            max(self.count, 1), now_ms, first_ms=self.interval_ms, spread=spread
+        )
+
+    @property
+    def undecryptable(self) -> bool:
+        """Asked KEY_REQUEST_ATTEMPTS times and still held: its envelopes count as such."""
+        return self.count >= KEY_REQUEST_ATTEMPTS

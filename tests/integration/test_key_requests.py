@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from hearthmesh.node.api import ApiConfig, ApiServer
+from hearthmesh.node.clock import SystemClock
 from hearthmesh.node.e2ee import key_requests
 from hearthmesh.node.e2ee.key_requests import REQUESTS_BURST
 from hearthmesh.node.events import MessageReceived
@@ -178,6 +179,16 @@ async def test_a_request_from_anyone_but_a_members_listed_home_is_refused_and_ch
         assert alice.key_requests_answered == 0
 
 
+async def read_by(bob: Node, sender: Node) -> RoomId:
+    """`sender` opens a direct room with bob and sends one message, which bob's home reads."""
+    await sender.connect(bob.listen_addrs[0])
+    room = await sender.open_direct(bob.user_id)
+    await sender.send(room, b"before the laptop")
+    await until_messages(bob, room, 1)
+    await wait_until_readable(bob, room)
+    return room
+
+
 def _request(user: UserId, room: RoomId, session: bytes) -> bytes:
     return e2ee.encode_key_request(e2ee.KeyRequest(user=user, sessions=((room, session),)))
 
@@ -272,14 +283,7 @@ async def test_each_sender_is_asked_on_its_own_not_after_another(
         make_node("carol") as carol,
         make_node("dave") as dave,
     ):
-        rooms = []
-        for sender in (carol, dave):
-            await sender.connect(bob.listen_addrs[0])
-            room = await sender.open_direct(bob.user_id)
-            await sender.send(room, b"before the laptop")
-            await until_messages(bob, room, 1)
-            await wait_until_readable(bob, room)
-            rooms.append(room)
+        rooms = [await read_by(bob, sender) for sender in (carol, dave)]
 
         asked: dict[str, str] = {}  # the sender asked: who asked it
         answer = asyncio.Event()
@@ -312,3 +316,45 @@ async def test_each_sender_is_asked_on_its_own_not_after_another(
             for room in rooms:
                 await wait_until_readable(laptop, room)
             assert laptop.key_requests_taken >= 2 and laptop.undecryptable == 0
+
+
+async def test_a_sender_is_asked_again_its_backoff_after_each_request_ended(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """SPEC §27.13.3, #18: carol's home holds each key request for a while, then ends it
+    unanswered. Bob's new laptop asks her again no sooner than half its backoff after each
+    request ended. Counted from the request's start, the backoffs shorter than the request
+    (0.2, 0.4, 0.8 s here; 2 to 8 s against the 10 s ask bound by default) had passed when
+    it ended, and it asked again at its first round: every home that had asked a loaded
+    sender together asked it again together."""
+    hold_s, interval_ms = 1.2, 200
+    clock = SystemClock()  # the asker's own clock
+    async with (
+        asyncio.timeout(60),
+        make_node("bob") as bob,
+        make_node("carol") as carol,
+    ):
+        room = await read_by(bob, carol)
+        asked: list[int] = []
+        ended: list[int] = []
+
+        async def unanswered(stream: FrameStream) -> None:
+            asked.append(clock.now_ms())
+            await asyncio.sleep(hold_s)
+            ended.append(clock.now_ms())  # the stream closes on return: the laptop's ask fails
+
+        carol._host.set_stream_handler(e2ee.KEY_REQUEST_PROTOCOL, unanswered)
+        config, _ = await link_device(bob, tmp_path / "bob-laptop")
+        config = dataclasses.replace(
+            config, key_forward_interval_ms=NEVER_MS, key_request_interval_ms=interval_ms
+        )
+        async with Node(config) as laptop:
+            await laptop.learn_home_record(carol.home_record())
+            await laptop.connect(carol.listen_addrs[0])
+            await laptop.connect(bob.listen_addrs[0])  # syncs carol's message, keyless
+            await until_messages(laptop, room, 1)
+            while len(asked) < 4:  # noqa: ASYNC110 - the handler has no event of its own
+                await asyncio.sleep(0.05)
+        waits = [again - end for end, again in zip(ended, asked[1:], strict=False)]
+        halves = [interval_ms * 2**n // 2 for n in range(3)]
+        assert all(wait >= half for wait, half in zip(waits, halves, strict=False)), (waits, halves)

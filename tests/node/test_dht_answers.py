@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import pytest
 from libp2p.abc import INetStream
@@ -15,9 +16,13 @@ from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_uvarint, encode_varint_prefixed, read_varint_prefixed_bytes
 from multiaddr import Multiaddr  # type: ignore[import-untyped]
 
+from hearthmesh.node.node import Node
 from hearthmesh.node.p2p import dht
 from hearthmesh.node.p2p.host import HostConfig, P2PHost, peer_id_from_seed
 from hearthmesh.protocol.errors import ErrorCode, RemoteProtocolError
+from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.standing import StandingPolicy
+from tests.integration.conftest import node_config
 from tests.node.test_libp2p_dht import ALICE, ALICE_KEY, BOB_KEY, NOW_MS, dht_config, home_record
 
 pytestmark = pytest.mark.integration
@@ -170,3 +175,22 @@ async def test_an_answer_naming_more_closer_peers_than_a_bucket_holds_gives_only
         learnt = [peer for peer in named if await _learnt(victim, peer)]
     assert learnt == named[: dht.CLOSER_TAKEN]
     assert refusals == []
+
+
+async def test_a_nodes_kad_charge_reaches_its_peer_standing(tmp_path: Path) -> None:
+    """SPEC §11.6.1, §13.5, node level: a node looking a user's home up asks a hostile peer
+    whose kad answer is no kad message; the charge reaches the node's `PeerStanding`, a whole
+    frame's points, as every refused stream's does (the host's refusal handler), and the
+    lookup finds nothing. Only the host was tested before: a node that did not hand the host
+    its standing (or a DHT layer without the host's handler) would charge no one."""
+    async with (
+        asyncio.timeout(20),
+        Node(node_config(tmp_path / "victim")) as victim,
+        P2PHost(HostConfig(identity_seed=b"\x33" * 32)) as hostile,
+    ):
+        await serve_kad(hostile, ANSWERS["bytes that are no kad message"])
+        await victim._host.connect(hostile.listen_addrs[0])
+        assert not await victim.find_home(UserId(b"u" * 32))
+        while victim.peer_points(hostile.peer_id) == 0:  # noqa: ASYNC110 - a call, no event
+            await asyncio.sleep(0.02)
+        assert victim.peer_points(hostile.peer_id) == StandingPolicy().frame_points

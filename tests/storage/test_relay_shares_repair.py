@@ -116,3 +116,73 @@ def test_the_largest_holders_damaged_share_is_recounted_once_when_the_puts_are_r
             assert audit_shares_txn(txn) == []
     finally:
         store.close()
+
+
+THIRD_PEER = b"12D3KooWStorageTestSecond"
+"""The strangers' second largest holder: a put's second victim."""
+LATER_VICTIM_ROWS = {
+    "relay.peers": (Table.RELAY_PEERS, relay_holder_key(False, THIRD_PEER)),
+    "relay.usage": (Table.RELAY_USAGE, USER_B),  # the victims' recipient
+}
+
+
+@pytest.mark.parametrize("damaged_row", list(LATER_VICTIM_ROWS))
+def test_a_later_victims_damaged_share_is_recounted_once_when_the_puts_are_refused(
+    damaged_row: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A known envelope evicts the strangers' largest holder's entry, then the next largest's,
+    and is still refused (it does not fit the pool). The pre-check repairs the largest
+    holders' shares only; the second victim's share (or its recipient's usage row), recounted
+    in the put's transaction, went with the refusal, so each such put recounted it (a scan)
+    and logged again: the store now repairs what a refused put's victims are counted in, in a
+    write of its own."""
+    sizes = {OTHER_PEER: 2_000, THIRD_PEER: 1_500}
+    strangers = [
+        make_envelope(seq=n + 1, body=b"x" * size) for n, size in enumerate(sizes.values())
+    ]
+    quota = RelayQuota(max_count=100, max_bytes=1 << 30, total_bytes=4_500)
+    store = LmdbStore(tmp_path / "store", map_size=1 << 22, relay_quota=quota)
+    try:
+        for peer, envelope in zip(sizes, strangers, strict=True):
+            assert store.relay_put(
+                USER_B, envelope, peer=peer, known=False, now_ms=0, ttl_ms=60_000
+            )
+        table, key = LATER_VICTIM_ROWS[damaged_row]
+        store._engine.write(lambda txn: txn.put(table, key, b"\x01\x02\x03"))
+        too_big = make_envelope(seq=9, body=b"y" * 4_600)  # past the pool with both gone
+
+        def refused() -> None:
+            with pytest.raises(QuotaExceeded):
+                store.relay_put(USER_A, too_big, peer=PEER, known=True, now_ms=0, ttl_ms=60_000)
+
+        with caplog.at_level(logging.WARNING, logger="hearthmesh.storage"):
+            refused()  # the first recounts (in its transaction, and then in a write of its own)
+            assert any(damaged_row in r.getMessage() for r in caplog.records)
+            caplog.clear()
+            refused()
+            refused()
+        assert [r.getMessage() for r in caplog.records if "rebuilt" in r.getMessage()] == []
+        assert store.relay_usage(USER_B).count == 2  # the refused puts evicted nothing
+        with store._engine.read() as txn:
+            assert audit_shares_txn(txn) == []
+    finally:
+        store.close()
+
+
+def test_a_damaged_share_met_as_an_entry_is_removed_is_recounted_with_that_entry(
+    tmp_path: Path,
+) -> None:
+    """An ack (or an eviction, or a purge) that meets its entry's damaged share recounts it
+    while the entry is still held, then takes the entry off: recounted after the entry was
+    deleted, the share lost it twice (kept 1 for 2 held) and the size index kept a stale key."""
+    store = LmdbStore(tmp_path / "store", map_size=1 << 22, relay_quota=QUOTAS[Table.RELAY_PEERS])
+    try:
+        for n in range(3):
+            assert _put(store, n)
+        key = KEYS[Table.RELAY_PEERS]
+        store._engine.write(lambda txn: txn.put(Table.RELAY_PEERS, key, b"\x01\x02\x03"))
+        assert store.relay_ack(USER_B, [ENVELOPES[0].message_id]) == 1
+        with store._engine.read() as txn:
+            assert audit_shares_txn(txn) == []
+    finally:
+        store.close()
