@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -36,7 +37,10 @@ class StoreMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.directory = Path(tempfile.mkdtemp(prefix="hearthmesh-stateful-"))
+        # Where tmp_path is (tests/conftest.py: a tmpfs when there is one), not /tmp: on disk
+        # each of the ~800 steps' commits waited for its fsync.
+        root = os.environ.get("PYTEST_DEBUG_TEMPROOT")
+        self.directory = Path(tempfile.mkdtemp(prefix="hearthmesh-stateful-", dir=root))
         self.store = LmdbStore(self.directory / "db", map_size=128 * 1024)
         self.now_ms = 0
         self.events: dict[bytes, Envelope] = {}
