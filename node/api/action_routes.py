@@ -33,7 +33,7 @@ def _service(request: web.Request) -> ApiService:
 async def _perform(request: web.Request, event: str, body: dict[str, Any]) -> web.Response:
     frame = {**body, "message_id": request.match_info["message_id"]}
     command = decode_message_command(event, frame)
-    answer = await _service(request).actions.perform(command)
+    answer = await _service(request).perform_action(command)
     return web.json_response(answer, status=200 if event == "delete_for_me" else 201)
 
 

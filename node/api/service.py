@@ -53,7 +53,7 @@ from hearthmesh.node.node import Node
 from hearthmesh.node.rooms.message_actions import states_of
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.actions import ANNOTATED_CONTENT_TYPE, Annotated, target_of
-from hearthmesh.protocol.client_api import Send
+from hearthmesh.protocol.client_api import MessageCommand, Send
 from hearthmesh.protocol.content import (
     CONTACT_CONTENT_TYPE,
     MEDIA_CONTENT_TYPE,
@@ -365,9 +365,21 @@ class ApiService:
         # client_id was noted as it was sealed, so even a render before this line names it.
         if witness is not None:
             witness.message_sent(command.client_id, envelope)
+        await self._publish_now()
+        return envelope
+
+    async def perform_action(self, command: MessageCommand) -> dict[str, Any]:
+        """A client's message action (`MessageActions.perform`), shown at once to our user's
+        clients on this node, as a send is: the feed publishes it now, not at its next poll
+        (`feed._POLL_S`, 2 s later)."""
+        answer = await self.actions.perform(command)
+        await self._publish_now()
+        return answer
+
+    async def _publish_now(self) -> None:
+        """What is new goes to our user's clients now, not at the feed's next poll."""
         with contextlib.suppress(StorageError):  # closing: clients read it by cursor later
             await self.feed.catch_up()
-        return envelope
 
     async def _reply_target(self, room: RoomId, message_id: MessageId) -> None:
         """A reply answers a message of its own room (SPEC §31.4). Raises NotFound, WrongRoom."""

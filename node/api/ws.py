@@ -232,6 +232,6 @@ async def _handle(service: ApiService, command: ClientCommand) -> dict[str, Any]
             await node.send_typing(room, active)
             return None
         case RecallMessage() | EditMessage() | ReactToMessage() | ForwardMessage() | DeleteForMe():
-            done = await service.actions.perform(command)
+            done = await service.perform_action(command)
             return {"event": "message_action_done", **done, **_request_id(command)}
     return {"event": "error", "error": {"code": int(ErrorCode.MALFORMED), "message": "?"}}

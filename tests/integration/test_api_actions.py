@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from hearthmesh.node.api import feed
 from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.tools.client import ApiRefused
 from tests.integration.api_helpers import Home, home, link, open_conversation
@@ -154,3 +155,37 @@ async def test_forward_copies_the_content_marked_forwarded(tmp_path: Path) -> No
         )
         copy = _by_id(seen, answer["action_id"])
         assert copy["message"] == "pass it on" and copy["forwarded"] and copy["sender_id"] == alice
+
+
+async def _frame(ws: Any, check: Any) -> dict[str, Any]:
+    """The next WebSocket frame `check` accepts (the caller bounds the wait)."""
+    while True:
+        frame: dict[str, Any] = await ws.receive_json()
+        if check(frame):
+            return frame
+
+
+async def test_our_clients_see_our_own_action_at_once_not_at_the_feeds_poll(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit (over HTTP) and a recall (over the WebSocket) by our user reach our user's
+    WebSocket client as a send does, when they are stored: before, only the feed's poll
+    (every 2 s) published them. Here the poll is an hour, so without the publish neither
+    comes."""
+    monkeypatch.setattr(feed, "_POLL_S", 3600.0)
+    async with asyncio.timeout(30), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        room = await open_conversation(a, (await b.status())["user_id"])
+        async with a.client.websocket() as ws:
+            sent = await _send(a, room, "helo")
+            await _frame(ws, lambda f: f.get("message_id") == sent)
+            await a.client.call("POST", f"/v1/messages/{sent}/edit", {"message": "hello"})
+            edited = await _frame(
+                ws, lambda f: f.get("event") == "message_updated" and f.get("edited")
+            )
+            assert edited["message_id"] == sent and edited["message"] == "hello"
+            await ws.send_json({"event": "recall", "message_id": sent})
+            recalled = await _frame(
+                ws, lambda f: f.get("event") == "message_updated" and f.get("is_deleted")
+            )
+            assert recalled["message_id"] == sent and recalled["status"] == "RECALLED"
