@@ -15,8 +15,10 @@ import pytest
 from hearthmesh.node.mesh.capabilities import CapabilityServer
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.node.social.signals import ContactSignals
 from hearthmesh.protocol import delivery
 from hearthmesh.protocol.capabilities import Level
+from hearthmesh.protocol.gossip import GossipItem
 from hearthmesh.protocol.outbox import OutboxMachine
 from hearthmesh.tools.cli import main
 from hearthmesh.tools.conformance.cases import CASES
@@ -135,3 +137,21 @@ async def test_our_node_passes_every_case_over_the_wire_and_the_api(
     if os.environ.get("HEARTHMESH_WRITE_BASELINE"):  # after a case is added or changed
         BASELINE.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert BASELINE.read_text(encoding="utf-8").splitlines() == lines
+
+
+async def test_a_node_that_takes_presence_from_anyone_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a presence push is taken without asking whether its sender is a
+    contact (SPEC §32.4.1), so a stranger is shown online."""
+
+    async def take_anyone(self: ContactSignals, item: GossipItem) -> None:
+        await self._presence(item)
+
+    monkeypatch.setattr(ContactSignals, "_take", take_anyone)
+    cases = tuple(c for c in CASES if c.name in ("hello", "presence_from_contacts_only"))
+    async with asyncio.timeout(60), home(tmp_path / "node") as h:
+        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
+    summary = report.as_json()
+    assert summary["failed"] == ["presence_from_contacts_only"], summary
+    assert report.results[1].got == "CONTACT:true,STRANGER:true"

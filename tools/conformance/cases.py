@@ -19,13 +19,25 @@ from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.canonical import CborValue, encode_canonical
 from hearthmesh.protocol.capabilities import Level
+from hearthmesh.protocol.content import (
+    CONTACT_CONTENT_TYPE,
+    ContactAction,
+    ContactEvent,
+    encode_contact,
+)
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL, AckStatus, ProtocolErrorFrame
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, decode_envelope
 from hearthmesh.protocol.errors import HearthError, LocalProtocolError
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL, FetchAnswer, FetchRequest
 from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
 from hearthmesh.protocol.fetch import encode_request as encode_fetch_request
-from hearthmesh.protocol.gossip import room_topic
+from hearthmesh.protocol.gossip import (
+    PRESENCE_CONTENT_TYPE,
+    SIGNALS_PROTOCOL,
+    PresenceStatus,
+    encode_presence,
+    room_topic,
+)
 from hearthmesh.protocol.hello import decode_hello
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
 from hearthmesh.protocol.identity import DeviceId, UserId, user_id_text
@@ -74,6 +86,12 @@ FLOOD_FRAMES: Final = 8
 
 MEDIA_FLOOD: Final = 40
 """Media requests sent back to back: twice the burst a node must allow (SPEC §25.3.3)."""
+
+PRESENCE_TTL_MS: Final = 60_000
+"""How long a presence we push says we stay online (SPEC §14.2): past the case's run."""
+
+PRESENCE_ROOM: Final = RoomId(bytes(32))
+"""The all-zero room of envelopes that belong to no room, presence among them (SPEC §14.2)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -475,6 +493,70 @@ async def _membership_history_for_the_added(s: Session) -> str:
                     trap.got_one.clear()
                     await trap.got_one.wait()
     return ",".join(got) or "nothing-came"
+
+
+async def _presence_from_contacts_only(s: Session) -> str:
+    """§32.4.1, §17.2: a home takes presence pushed on `/hearthmesh/signals/0` from its user's
+    contacts only. A newcomer asks the node's user for friendship and is accepted over the API;
+    then our stranger, no contact, pushes ONLINE, and the newcomer after it. The node's user is
+    shown the contact online, and, once it is (the push before it was read by then), the
+    stranger still offline."""
+    assert s.api is not None
+    async with _newcomer(s) as (friend, _):
+        request = encode_contact(ContactEvent(action=ContactAction.REQUEST, note="conformance"))
+        asked = Session(kit=friend, address=s.address, peer_id=s.peer_id, user=s.user)
+        room = direct_room_id(friend.user_id, s.user)
+        envelope = friend.forge.seal(
+            Kind.MESSAGE, room, request, now_ms=s.kit.now_ms(), content_type=CONTACT_CONTENT_TYPE
+        )
+        if (stored := await asked.deliver([envelope.wire])) != "STORED":
+            return f"friend-request-{stored}"
+        contact = user_id_text(friend.user_id)
+        await s.api.call("POST", f"/v1/friends/requests/{contact}/accept")
+        for kit in (s.kit, friend):
+            await _push_presence(kit, s.peer_id)
+        return (
+            "CONTACT:"
+            + await _shown_online(s, contact)
+            + ",STRANGER:"
+            + str(
+                (await s.api.call("GET", f"/v1/users/{user_id_text(s.kit.user_id)}"))["online"]
+            ).lower()
+        )
+
+
+async def _push_presence(kit: HostilePeer, peer: str) -> None:
+    """One ONLINE push of `kit`'s user, carrying its home record, on a stream of its own;
+    nothing is answered (SPEC §32.4.1)."""
+    record = kit.stranger.home_record(
+        peer_ids=(kit.peer_id,), addrs=tuple(kit.host.listen_addrs), now_ms=kit.now_ms()
+    )
+    wire = kit.forge.raw(
+        room=PRESENCE_ROOM,
+        now_ms=kit.now_ms(),
+        kind=int(Kind.PRESENCE),
+        body=encode_presence(PresenceStatus.ONLINE, PRESENCE_TTL_MS, record),
+        content_type=PRESENCE_CONTENT_TYPE,
+        seq=1,
+    )
+    stream = await kit.host.open_stream(peer, SIGNALS_PROTOCOL)
+    try:
+        await stream.write_frame(kit.gossip(wire))
+        await stream.close()
+    finally:
+        await stream.reset()
+
+
+async def _shown_online(s: Session, user: str) -> str:
+    """`true` once the node's user is shown `user` online, within the delivery wait; else
+    what it was shown last."""
+    assert s.api is not None
+    online = False
+    for _ in range(int(DELIVERY_WAIT_S / 0.05)):  # a push is answered by nothing: poll the API
+        if online := (await s.api.call("GET", f"/v1/users/{user}"))["online"]:
+            break
+        await asyncio.sleep(0.05)
+    return str(online).lower()
 
 
 async def _dropped_batch_sent_again(s: Session) -> str:
@@ -902,6 +984,14 @@ CASES: Final[tuple[Case, ...]] = (
         expected="SENT-AGAIN",
         run=_dropped_batch_sent_again,
         needs_api=True,
+    ),
+    Case(
+        name="presence_from_contacts_only",
+        section="§32.4.1, §17.2",
+        expected="CONTACT:true,STRANGER:false",
+        run=_presence_from_contacts_only,
+        needs_api=True,
+        level=Level.IM,
     ),
 )
 """Every case, in the order they run (later ones use what earlier ones delivered)."""
