@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from hearthmesh.node.delivery.sync import SyncService
 from hearthmesh.node.mesh.capabilities import CapabilityServer
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.rooms.registry import RoomRegistry
@@ -155,3 +156,22 @@ async def test_a_node_that_takes_presence_from_anyone_fails_that_case(
     summary = report.as_json()
     assert summary["failed"] == ["presence_from_contacts_only"], summary
     assert report.results[1].got == "CONTACT:true,STRANGER:true"
+
+
+async def test_a_node_that_hands_a_syncing_home_nothing_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: what reconciliation finds a sibling home lacking is not queued for it
+    (SPEC §23.4), so a home linked late never gets the history."""
+
+    async def push_nothing(self: SyncService, *args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(SyncService, "_push", push_nothing)
+    names = ("hello", "deliver_and_ack", "out_of_order_stored", "sync_to_a_linked_home")
+    cases = tuple(c for c in CASES if c.name in names)
+    async with asyncio.timeout(60), home(tmp_path / "node") as h:
+        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
+    summary = report.as_json()
+    assert summary["failed"] == ["sync_to_a_linked_home"], summary
+    assert report.results[-1].got == "HISTORY:"
