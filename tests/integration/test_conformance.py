@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from hearthmesh.node.delivery.sync import SyncService
+from hearthmesh.node.media import server as media_server
 from hearthmesh.node.mesh.capabilities import CapabilityServer
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.rooms.registry import RoomRegistry
@@ -175,3 +176,17 @@ async def test_a_node_that_hands_a_syncing_home_nothing_fails_that_case(
     summary = report.as_json()
     assert summary["failed"] == ["sync_to_a_linked_home"], summary
     assert report.results[-1].got == "HISTORY:"
+
+
+async def test_a_node_that_serves_media_to_anyone_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a blob is served to any peer that names its digest, not only to the
+    homes of the members of a room it was sent in (SPEC §25.3.1)."""
+    monkeypatch.setattr(media_server, "may_read", lambda *args, **kw: True)
+    cases = tuple(c for c in CASES if c.name in ("hello", "media_served_to_a_member"))
+    async with asyncio.timeout(60), home(tmp_path / "node") as h:
+        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
+    summary = report.as_json()
+    assert summary["failed"] == ["media_served_to_a_member"], summary
+    assert report.results[1].got == "SERVED,SERVED"

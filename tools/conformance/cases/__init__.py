@@ -56,6 +56,7 @@ CASES: Final[tuple[Case, ...]] = (
     im.MEMBERSHIP_HISTORY_FOR_THE_ADDED,
     core.DROPPED_BATCH_SENT_AGAIN,
     im.PRESENCE_FROM_CONTACTS_ONLY,
+    im.MEDIA_SERVED_TO_A_MEMBER,
     multi_device.SYNC_TO_A_LINKED_HOME,
 )
 """Every case, in the order they run (later ones use what earlier ones delivered)."""

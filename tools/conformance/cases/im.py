@@ -17,6 +17,7 @@ from hearthmesh.protocol.content import (
     encode_contact,
 )
 from hearthmesh.protocol.envelope import Kind, RoomId, decode_envelope
+from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.gossip import (
     PRESENCE_CONTENT_TYPE,
     SIGNALS_PROTOCOL,
@@ -25,8 +26,9 @@ from hearthmesh.protocol.gossip import (
     room_topic,
 )
 from hearthmesh.protocol.identity import UserId, user_id_text
-from hearthmesh.protocol.media import MEDIA_PROTOCOL
+from hearthmesh.protocol.media import MEDIA_PROTOCOL, MediaDownload, MediaRefused
 from hearthmesh.protocol.media import encode_request as encode_media_request
+from hearthmesh.protocol.media_seal import sealed_size
 from hearthmesh.protocol.membership import (
     MAX_ADD_TARGETS,
     MEMBERSHIP_CONTENT_TYPE,
@@ -44,7 +46,7 @@ from hearthmesh.tools.hostile.forge import (
     new_stranger,
     random_room,
 )
-from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer
+from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer, code_name
 
 from ..session import Session
 from .case import Case
@@ -58,6 +60,7 @@ __all__ = [
     "GROUP_MEMBER_KICKS",
     "GROUP_MEMBER_WRITES",
     "MEDIA_FLOOD",
+    "MEDIA_SERVED_TO_A_MEMBER",
     "MEDIA_UNKNOWN_DIGEST",
     "MEMBERSHIP_HISTORY_FOR_THE_ADDED",
     "MEMBERSHIP_IN_A_DIRECT_ROOM",
@@ -73,6 +76,10 @@ GOSSIP_WAIT_S: Final = 10.0
 MEDIA_FLOOD_REQUESTS: Final = 40
 """Media requests sent back to back: twice the burst a node must allow (SPEC §25.3.3)."""
 
+
+MEDIA_BLOB_BYTES: Final = 300_000
+"""The blob the node's user sends us: past one chunk of 256 KiB, so it comes in two (SPEC
+§25.1)."""
 
 PRESENCE_TTL_MS: Final = 60_000
 """How long a presence we push says we stay online (SPEC §14.2): past the case's run."""
@@ -204,6 +211,44 @@ async def _membership_in_direct(s: Session) -> str:
 async def _media_unknown(s: Session) -> str:
     digest = s.kit.rng(32)
     return (await s.kit.request(s.peer_id, MEDIA_PROTOCOL, encode_media_request(digest))).summary
+
+
+async def _media_served_to_a_member(s: Session) -> str:
+    """§25.3.1, §25.2.2, §28.1.1: the node's user sends a blob in our direct room (uploaded
+    and sent over the API); the node serves it, sealed, to our home, a member's, in chunks
+    then END, bytes that hash to the digest, and refuses a newcomer's home, in no room of the
+    node's user, with ERROR `NOT_AUTHORIZED`."""
+    assert s.api is not None
+    blob = s.kit.rng(MEDIA_BLOB_BYTES)
+    media = await s.api.upload(blob, "image/png")
+    sent = {"message": "a blob for you", "type": "image", "media": media}
+    to = {"recipient_id": user_id_text(s.kit.user_id)}  # opened, if no case opened it before
+    room = (await s.api.call("POST", "/v1/conversation", to))["room_id"]
+    await s.api.call("POST", f"/v1/conversation/{room}/messages", sent)
+    digest = bytes.fromhex(media["digest"])
+    served = await _download(s.kit, s.peer_id, digest, blob)
+    async with newcomer_home(s) as (newcomer, _):
+        refused = await _download(newcomer, s.peer_id, digest, blob)
+    return f"{served},{refused}"
+
+
+async def _download(kit: HostilePeer, peer: str, digest: bytes, blob: bytes) -> str:
+    """Ask `peer` for `digest` (SPEC §25.2.2): SERVED when the answer is `blob` sealed (SPEC
+    §28.1.1: its length plus the tag, bytes that hash to the digest), in order; else the
+    refusal (`ERROR:<code>`) or what went wrong. The seal is in the message, not checked."""
+    stream = await kit.host.open_stream(peer, MEDIA_PROTOCOL)
+    download = MediaDownload(digest, sealed_size(len(blob)))
+    try:
+        await stream.write_frame(encode_media_request(digest))
+        while (got := download.receive(await stream.read_frame())) is None:
+            pass
+    except MediaRefused as exc:
+        return f"ERROR:{code_name(exc.refusal_code)}"
+    except HearthError as exc:
+        return f"invalid:{type(exc).__name__}"
+    finally:
+        await stream.reset()
+    return "SERVED" if len(got) == sealed_size(len(blob)) else "served-other-bytes"
 
 
 async def _media_flood(s: Session) -> str:
@@ -437,6 +482,15 @@ PRESENCE_FROM_CONTACTS_ONLY: Final = Case(
     section="§32.4.1, §17.2",
     expected="CONTACT:true,STRANGER:false",
     run=_presence_from_contacts_only,
+    needs_api=True,
+    level=Level.IM,
+)
+
+MEDIA_SERVED_TO_A_MEMBER: Final = Case(
+    name="media_served_to_a_member",
+    section="§25.3.1, §25.2.2, §28.1.1",
+    expected="SERVED,ERROR:NOT_AUTHORIZED",
+    run=_media_served_to_a_member,
     needs_api=True,
     level=Level.IM,
 )
