@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from hearthmesh.node.delivery.relay import RelayForwarder
 from hearthmesh.node.delivery.sync import SyncService
 from hearthmesh.node.media import server as media_server
 from hearthmesh.node.mesh.capabilities import CapabilityServer
@@ -190,3 +191,21 @@ async def test_a_node_that_serves_media_to_anyone_fails_that_case(
     summary = report.as_json()
     assert summary["failed"] == ["media_served_to_a_member"], summary
     assert report.results[1].got == "SERVED,SERVED"
+
+
+async def test_a_relay_that_never_forwards_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: what a relay holds for a user stays held when that user's home comes
+    (SPEC §11.2.3: a relay forwards to the homes the newest record names)."""
+
+    async def hold_forever(self: RelayForwarder, recipient: Any) -> bool:
+        return False
+
+    monkeypatch.setattr(RelayForwarder, "_forward", hold_forever)
+    cases = tuple(c for c in CASES if c.name in ("hello", "relay_forwarded_when_the_home_comes"))
+    async with asyncio.timeout(60), home(tmp_path / "node") as h:
+        report = await run_suite(h.node.listen_addrs[0], cases=cases)
+    summary = report.as_json()
+    assert summary["failed"] == ["relay_forwarded_when_the_home_comes"], summary
+    assert report.results[1].got == "RELAYED,0-came"

@@ -58,5 +58,6 @@ CASES: Final[tuple[Case, ...]] = (
     im.PRESENCE_FROM_CONTACTS_ONLY,
     im.MEDIA_SERVED_TO_A_MEMBER,
     multi_device.SYNC_TO_A_LINKED_HOME,
+    relay.RELAY_FORWARDED_WHEN_THE_HOME_COMES,
 )
 """Every case, in the order they run (later ones use what earlier ones delivered)."""

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Final
 
 from hearthmesh.protocol.capabilities import Level
@@ -16,8 +18,9 @@ from hearthmesh.tools.hostile.forge import (
 
 from ..session import Session
 from .case import Case
+from .shared import DELIVERY_WAIT_S, greet_node, newcomer_home
 
-__all__ = ["RELAY_FOR_ANOTHER_USER", "RELAY_STRANGERS_BOUND"]
+__all__ = ["RELAY_FORWARDED_WHEN_THE_HOME_COMES", "RELAY_FOR_ANOTHER_USER", "RELAY_STRANGERS_BOUND"]
 
 RELAY_STRANGER_BOUND: Final = 100
 """Strangers' envelopes one sending peer may have a relay hold, by default (SPEC §11.5.3)."""
@@ -31,6 +34,24 @@ async def _relay_for_another_user(s: Session) -> str:
         direct_room_id(s.kit.user_id, other), "keep this for them", now_ms=s.kit.now_ms()
     )
     return await s.deliver([envelope.wire], recipient=other)
+
+
+async def _relay_forwarded_when_the_home_comes(s: Session) -> str:
+    """§11.2.3, §11.5.2: a message of ours to a newcomer whose home the node does not know yet
+    is held (RELAYED); once that home says hello with the newcomer's record, the node forwards
+    it there, the same bytes. What the node answered, then FORWARDED or what came instead."""
+    async with newcomer_home(s, greet=False) as (newcomer, trap):
+        room = direct_room_id(s.kit.user_id, newcomer.user_id)
+        envelope = s.kit.forge.message(room, "held until you came", now_ms=s.kit.now_ms())
+        held = await s.deliver([envelope.wire], recipient=newcomer.user_id)
+        await greet_node(newcomer, s.peer_id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DELIVERY_WAIT_S):
+                while envelope.wire not in trap.wires:
+                    trap.got_one.clear()
+                    await trap.got_one.wait()
+        forwarded = "FORWARDED" if envelope.wire in trap.wires else f"{len(trap.wires)}-came"
+    return f"{held},{forwarded}"
 
 
 async def _relay_strangers_bound(s: Session) -> str:
@@ -64,5 +85,13 @@ RELAY_STRANGERS_BOUND: Final = Case(
     expected="DEFERRED:QUOTA_EXCEEDED,RELAYED",
     run=_relay_strangers_bound,
     hostile=True,
+    level=Level.RELAY,
+)
+
+RELAY_FORWARDED_WHEN_THE_HOME_COMES: Final = Case(
+    name="relay_forwarded_when_the_home_comes",
+    section="§11.2.3, §11.5.2",
+    expected="RELAYED,FORWARDED",
+    run=_relay_forwarded_when_the_home_comes,
     level=Level.RELAY,
 )
