@@ -76,13 +76,8 @@ async def test_a_node_that_welcomes_without_the_earlier_membership_fails_that_ca
     """Broken on purpose: an ADD queues no earlier MEMBERSHIP event for its new member (SPEC
     §12.7), who then cannot fold the group's state."""
     monkeypatch.setattr(RoomRegistry, "membership_events", lambda self, room: [])
-    names = ("hello", "membership_history_for_the_added")
-    cases = tuple(c for c in CASES if c.name in names)
-    async with asyncio.timeout(60), home(tmp_path / "node") as h:
-        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
-    summary = report.as_json()
-    assert summary["failed"] == ["membership_history_for_the_added"], summary
-    assert not report.results[1].got.startswith("CREATE")  # the fold's first event never came
+    got = await _fails_alone(tmp_path, "membership_history_for_the_added")
+    assert not got.startswith("CREATE")  # the fold's first event never came
 
 
 async def test_a_node_that_gives_up_a_failed_batch_fails_that_case(
@@ -96,12 +91,7 @@ async def test_a_node_that_gives_up_a_failed_batch_fails_that_case(
         return []
 
     monkeypatch.setattr(OutboxMachine, "send_failed", forget)
-    cases = tuple(c for c in CASES if c.name in ("hello", "dropped_batch_sent_again"))
-    async with asyncio.timeout(60), home(tmp_path / "node") as h:
-        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
-    summary = report.as_json()
-    assert summary["failed"] == ["dropped_batch_sent_again"], summary
-    assert report.results[1].got == "dropped-for-good"
+    assert await _fails_alone(tmp_path, "dropped_batch_sent_again") == "dropped-for-good"
 
 
 async def test_our_node_passes_every_case_over_the_wire_and_the_api(
@@ -152,12 +142,8 @@ async def test_a_node_that_takes_presence_from_anyone_fails_that_case(
         await self._presence(item)
 
     monkeypatch.setattr(ContactSignals, "_take", take_anyone)
-    cases = tuple(c for c in CASES if c.name in ("hello", "presence_from_contacts_only"))
-    async with asyncio.timeout(60), home(tmp_path / "node") as h:
-        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
-    summary = report.as_json()
-    assert summary["failed"] == ["presence_from_contacts_only"], summary
-    assert report.results[1].got == "CONTACT:true,STRANGER:true"
+    got = await _fails_alone(tmp_path, "presence_from_contacts_only")
+    assert got == "CONTACT:true,STRANGER:true"
 
 
 async def test_a_node_that_hands_a_syncing_home_nothing_fails_that_case(
@@ -170,13 +156,8 @@ async def test_a_node_that_hands_a_syncing_home_nothing_fails_that_case(
         return None
 
     monkeypatch.setattr(SyncService, "_push", push_nothing)
-    names = ("hello", "deliver_and_ack", "out_of_order_stored", "sync_to_a_linked_home")
-    cases = tuple(c for c in CASES if c.name in names)
-    async with asyncio.timeout(60), home(tmp_path / "node") as h:
-        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
-    summary = report.as_json()
-    assert summary["failed"] == ["sync_to_a_linked_home"], summary
-    assert report.results[-1].got == "HISTORY:"
+    before = ("hello", "deliver_and_ack", "out_of_order_stored")  # the history to sync
+    assert await _fails_alone(tmp_path, "sync_to_a_linked_home", before=before) == "HISTORY:"
 
 
 async def test_a_node_that_serves_media_to_anyone_fails_that_case(
@@ -185,12 +166,7 @@ async def test_a_node_that_serves_media_to_anyone_fails_that_case(
     """Broken on purpose: a blob is served to any peer that names its digest, not only to the
     homes of the members of a room it was sent in (SPEC §25.3.1)."""
     monkeypatch.setattr(media_server, "may_read", lambda *args, **kw: True)
-    cases = tuple(c for c in CASES if c.name in ("hello", "media_served_to_a_member"))
-    async with asyncio.timeout(60), home(tmp_path / "node") as h:
-        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
-    summary = report.as_json()
-    assert summary["failed"] == ["media_served_to_a_member"], summary
-    assert report.results[1].got == "SERVED,SERVED"
+    assert await _fails_alone(tmp_path, "media_served_to_a_member") == "SERVED,SERVED"
 
 
 async def test_a_relay_that_never_forwards_fails_that_case(
@@ -203,9 +179,16 @@ async def test_a_relay_that_never_forwards_fails_that_case(
         return False
 
     monkeypatch.setattr(RelayForwarder, "_forward", hold_forever)
-    cases = tuple(c for c in CASES if c.name in ("hello", "relay_forwarded_when_the_home_comes"))
+    got = await _fails_alone(tmp_path, "relay_forwarded_when_the_home_comes")
+    assert got == "RELAYED,0-came"
+
+
+async def _fails_alone(tmp_path: Path, case: str, *, before: tuple[str, ...] = ("hello",)) -> str:
+    """Run the cases `before`, then `case`, against a fresh node (broken by the caller) and its
+    API: `case` alone fails. Returns what it got."""
+    cases = tuple(c for c in CASES if c.name in (*before, case))
     async with asyncio.timeout(60), home(tmp_path / "node") as h:
-        report = await run_suite(h.node.listen_addrs[0], cases=cases)
+        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
     summary = report.as_json()
-    assert summary["failed"] == ["relay_forwarded_when_the_home_comes"], summary
-    assert report.results[1].got == "RELAYED,0-came"
+    assert summary["failed"] == [case], summary
+    return report.results[-1].got
