@@ -23,6 +23,7 @@ from hearthmesh.protocol import delivery
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.gossip import GossipItem
 from hearthmesh.protocol.outbox import OutboxMachine
+from hearthmesh.storage.api import Store
 from hearthmesh.tools.cli import main
 from hearthmesh.tools.conformance.cases import CASES
 from hearthmesh.tools.conformance.suite import BASELINE, run_suite
@@ -192,3 +193,19 @@ async def _fails_alone(tmp_path: Path, case: str, *, before: tuple[str, ...] = (
     summary = report.as_json()
     assert summary["failed"] == [case], summary
     return report.results[-1].got
+
+
+async def test_a_node_that_opens_media_to_anyone_naming_it_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: any stored message naming a digest opens the blob to its room, not
+    only one of the node's own user (SPEC §25.3.1)."""
+
+    def any_reference(store: Store, digest: bytes, own_user: Any) -> tuple[set[Any], Any]:
+        rooms = {reference.room for reference in store.media_references(digest)}
+        viewers = {member.user for room in rooms for member in store.members(room)}
+        return viewers, store.media_info(digest)
+
+    monkeypatch.setattr(media_server, "_viewers", any_reference)
+    got = await _fails_alone(tmp_path, "media_named_by_a_stranger")
+    assert got == "STORED,SERVED"

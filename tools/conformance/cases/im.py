@@ -60,6 +60,7 @@ __all__ = [
     "GROUP_MEMBER_KICKS",
     "GROUP_MEMBER_WRITES",
     "MEDIA_FLOOD",
+    "MEDIA_NAMED_BY_A_STRANGER",
     "MEDIA_SERVED_TO_A_MEMBER",
     "MEDIA_UNKNOWN_DIGEST",
     "MEMBERSHIP_HISTORY_FOR_THE_ADDED",
@@ -218,18 +219,38 @@ async def _media_served_to_a_member(s: Session) -> str:
     and sent over the API); the node serves it, sealed, to our home, a member's, in chunks
     then END, bytes that hash to the digest, and refuses a newcomer's home, in no room of the
     node's user, with ERROR `NOT_AUTHORIZED`."""
-    assert s.api is not None
     blob = s.kit.rng(MEDIA_BLOB_BYTES)
-    media = await s.api.upload(blob, "image/png")
-    sent = {"message": "a blob for you", "type": "image", "media": media}
-    to = {"recipient_id": user_id_text(s.kit.user_id)}  # opened, if no case opened it before
-    room = (await s.api.call("POST", "/v1/conversation", to))["room_id"]
-    await s.api.call("POST", f"/v1/conversation/{room}/messages", sent)
-    digest = bytes.fromhex(media["digest"])
+    digest = await _send_blob(s, s.kit.user_id, blob)
     served = await _download(s.kit, s.peer_id, digest, blob)
     async with newcomer_home(s) as (newcomer, _):
         refused = await _download(newcomer, s.peer_id, digest, blob)
     return f"{served},{refused}"
+
+
+async def _media_named_by_a_stranger(s: Session) -> str:
+    """§25.3.1: media opens to a room only through a message of the node's own user. The node's
+    user sends a blob to a newcomer; our stranger names its digest in a message of its own in
+    our direct room (STORED: any user may name any digest) and asks for it: ERROR
+    `NOT_AUTHORIZED`, as our home is no member of the newcomer's room."""
+    assert s.api is not None
+    blob = s.kit.rng(MEDIA_BLOB_BYTES)
+    async with newcomer_home(s) as (newcomer, _):
+        digest = await _send_blob(s, newcomer.user_id, blob)
+    named = s.kit.forge.media_message(s.room, digest, now_ms=s.kit.now_ms())
+    stored = await s.deliver([named.wire])
+    return f"{stored},{await _download(s.kit, s.peer_id, digest, blob)}"
+
+
+async def _send_blob(s: Session, to: UserId, blob: bytes) -> bytes:
+    """The node's user uploads `blob` and sends it to `to` over the API (opening their direct
+    room if no case did before); returns its digest."""
+    assert s.api is not None
+    media = await s.api.upload(blob, "image/png")
+    recipient = {"recipient_id": user_id_text(to)}
+    room = (await s.api.call("POST", "/v1/conversation", recipient))["room_id"]
+    sent = {"message": "a blob for you", "type": "image", "media": media}
+    await s.api.call("POST", f"/v1/conversation/{room}/messages", sent)
+    return bytes.fromhex(media["digest"])
 
 
 async def _download(kit: HostilePeer, peer: str, digest: bytes, blob: bytes) -> str:
@@ -491,6 +512,15 @@ MEDIA_SERVED_TO_A_MEMBER: Final = Case(
     section="§25.3.1, §25.2.2, §28.1.1",
     expected="SERVED,ERROR:NOT_AUTHORIZED",
     run=_media_served_to_a_member,
+    needs_api=True,
+    level=Level.IM,
+)
+
+MEDIA_NAMED_BY_A_STRANGER: Final = Case(
+    name="media_named_by_a_stranger",
+    section="§25.3.1",
+    expected="STORED,ERROR:NOT_AUTHORIZED",
+    run=_media_named_by_a_stranger,
     needs_api=True,
     level=Level.IM,
 )
