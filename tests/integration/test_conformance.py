@@ -12,12 +12,18 @@ from typing import Any
 
 import pytest
 
+from hearthmesh.node.delivery.relay import RelayForwarder
+from hearthmesh.node.delivery.sync import SyncService
+from hearthmesh.node.media import server as media_server
 from hearthmesh.node.mesh.capabilities import CapabilityServer
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.node.social.signals import ContactSignals
 from hearthmesh.protocol import delivery
 from hearthmesh.protocol.capabilities import Level
+from hearthmesh.protocol.gossip import GossipItem
 from hearthmesh.protocol.outbox import OutboxMachine
+from hearthmesh.storage.api import Store
 from hearthmesh.tools.cli import main
 from hearthmesh.tools.conformance.cases import CASES
 from hearthmesh.tools.conformance.suite import BASELINE, run_suite
@@ -71,13 +77,8 @@ async def test_a_node_that_welcomes_without_the_earlier_membership_fails_that_ca
     """Broken on purpose: an ADD queues no earlier MEMBERSHIP event for its new member (SPEC
     §12.7), who then cannot fold the group's state."""
     monkeypatch.setattr(RoomRegistry, "membership_events", lambda self, room: [])
-    names = ("hello", "membership_history_for_the_added")
-    cases = tuple(c for c in CASES if c.name in names)
-    async with asyncio.timeout(60), home(tmp_path / "node") as h:
-        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
-    summary = report.as_json()
-    assert summary["failed"] == ["membership_history_for_the_added"], summary
-    assert not report.results[1].got.startswith("CREATE")  # the fold's first event never came
+    got = await _fails_alone(tmp_path, "membership_history_for_the_added")
+    assert not got.startswith("CREATE")  # the fold's first event never came
 
 
 async def test_a_node_that_gives_up_a_failed_batch_fails_that_case(
@@ -91,12 +92,7 @@ async def test_a_node_that_gives_up_a_failed_batch_fails_that_case(
         return []
 
     monkeypatch.setattr(OutboxMachine, "send_failed", forget)
-    cases = tuple(c for c in CASES if c.name in ("hello", "dropped_batch_sent_again"))
-    async with asyncio.timeout(60), home(tmp_path / "node") as h:
-        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
-    summary = report.as_json()
-    assert summary["failed"] == ["dropped_batch_sent_again"], summary
-    assert report.results[1].got == "dropped-for-good"
+    assert await _fails_alone(tmp_path, "dropped_batch_sent_again") == "dropped-for-good"
 
 
 async def test_our_node_passes_every_case_over_the_wire_and_the_api(
@@ -135,3 +131,81 @@ async def test_our_node_passes_every_case_over_the_wire_and_the_api(
     if os.environ.get("HEARTHMESH_WRITE_BASELINE"):  # after a case is added or changed
         BASELINE.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert BASELINE.read_text(encoding="utf-8").splitlines() == lines
+
+
+async def test_a_node_that_takes_presence_from_anyone_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a presence push is taken without asking whether its sender is a
+    contact (SPEC §32.4.1), so a stranger is shown online."""
+
+    async def take_anyone(self: ContactSignals, item: GossipItem) -> None:
+        await self._presence(item)
+
+    monkeypatch.setattr(ContactSignals, "_take", take_anyone)
+    got = await _fails_alone(tmp_path, "presence_from_contacts_only")
+    assert got == "CONTACT:true,STRANGER:true"
+
+
+async def test_a_node_that_hands_a_syncing_home_nothing_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: what reconciliation finds a sibling home lacking is not queued for it
+    (SPEC §23.4), so a home linked late never gets the history."""
+
+    async def push_nothing(self: SyncService, *args: Any) -> None:
+        return None
+
+    monkeypatch.setattr(SyncService, "_push", push_nothing)
+    before = ("hello", "deliver_and_ack", "out_of_order_stored")  # the history to sync
+    assert await _fails_alone(tmp_path, "sync_to_a_linked_home", before=before) == "HISTORY:"
+
+
+async def test_a_node_that_serves_media_to_anyone_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a blob is served to any peer that names its digest, not only to the
+    homes of the members of a room it was sent in (SPEC §25.3.1)."""
+    monkeypatch.setattr(media_server, "may_read", lambda *args, **kw: True)
+    assert await _fails_alone(tmp_path, "media_served_to_a_member") == "SERVED,SERVED"
+
+
+async def test_a_relay_that_never_forwards_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: what a relay holds for a user stays held when that user's home comes
+    (SPEC §11.2.3: a relay forwards to the homes the newest record names)."""
+
+    async def hold_forever(self: RelayForwarder, recipient: Any) -> bool:
+        return False
+
+    monkeypatch.setattr(RelayForwarder, "_forward", hold_forever)
+    got = await _fails_alone(tmp_path, "relay_forwarded_when_the_home_comes")
+    assert got == "RELAYED,0-came"
+
+
+async def _fails_alone(tmp_path: Path, case: str, *, before: tuple[str, ...] = ("hello",)) -> str:
+    """Run the cases `before`, then `case`, against a fresh node (broken by the caller) and its
+    API: `case` alone fails. Returns what it got."""
+    cases = tuple(c for c in CASES if c.name in (*before, case))
+    async with asyncio.timeout(60), home(tmp_path / "node") as h:
+        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
+    summary = report.as_json()
+    assert summary["failed"] == [case], summary
+    return report.results[-1].got
+
+
+async def test_a_node_that_opens_media_to_anyone_naming_it_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: any stored message naming a digest opens the blob to its room, not
+    only one of the node's own user (SPEC §25.3.1)."""
+
+    def any_reference(store: Store, digest: bytes, own_user: Any) -> tuple[set[Any], Any]:
+        rooms = {reference.room for reference in store.media_references(digest)}
+        viewers = {member.user for room in rooms for member in store.members(room)}
+        return viewers, store.media_info(digest)
+
+    monkeypatch.setattr(media_server, "_viewers", any_reference)
+    got = await _fails_alone(tmp_path, "media_named_by_a_stranger")
+    assert got == "STORED,SERVED"

@@ -1,0 +1,341 @@
+"""The cases of level `core` (SPEC §20.5): hello, delivery and ack, order, gap fetch, and
+the hostile frames and envelopes every node must refuse (SPEC §20.2). State: none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Final
+
+from hearthmesh.protocol.addressing import UNSEQUENCED
+from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
+from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.fetch import FETCH_PROTOCOL, FetchAnswer, FetchRequest
+from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
+from hearthmesh.protocol.fetch import encode_request as encode_fetch_request
+from hearthmesh.protocol.hello import decode_hello
+from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
+from hearthmesh.protocol.identity import DeviceId, user_id_text
+from hearthmesh.protocol.ordering import REORDER_WINDOW
+from hearthmesh.tools.hostile.forge import (
+    certificate_of_other,
+    random_room,
+)
+
+from ..session import Session, outcome
+from .case import Case
+from .shared import DELIVERY_WAIT_S, newcomer_home
+
+__all__ = [
+    "CERTIFICATE_OF_ANOTHER_DEVICE",
+    "DELIVER_AND_ACK",
+    "DROPPED_BATCH_SENT_AGAIN",
+    "DUPLICATE",
+    "FAR_AHEAD_STORED",
+    "FORGED_SIGNATURE",
+    "GAP_FETCH",
+    "GAP_FETCH_OUTSIDE_THE_ROOM",
+    "HELLO",
+    "MALFORMED_FLOOD",
+    "MALFORMED_FRAME",
+    "MESSAGE_UNSEQUENCED",
+    "OUT_OF_ORDER_STORED",
+    "OVERSIZED_BODY",
+    "OVERSIZED_FRAME",
+    "REPLAYED_BY_ANOTHER_PEER",
+    "UNKNOWN_KIND",
+    "UNKNOWN_VERSION",
+]
+
+FLOOD_FRAMES: Final = 8
+"""Malformed frames a flood sends at most: twice what a ban takes (SPEC §11.6)."""
+
+
+async def _hello(s: Session) -> str:
+    """Our hello carries our record; the answer carries the node's users' records and our
+    clock offset (SPEC §13.3, §24)."""
+    reply = await s.kit.announce_home(s.peer_id)
+    if reply.frame is None:
+        return reply.outcome
+    try:
+        hello = decode_hello(reply.frame)
+        records = [decode_home_record(r) for r in hello.records]
+        for record in records:
+            verify_home_record(record, now_ms=s.kit.now_ms())
+    except HearthError as exc:
+        return f"invalid:{type(exc).__name__}"
+    if hello.offset_ms is None:
+        return "answer-without-offset"
+    homed = [r for r in records if s.peer_id in r.homes]
+    if not homed:
+        return "no-record-names-the-node"
+    s.user = homed[0].user
+    position = homed[0].homes.index(s.peer_id)
+    if position < len(homed[0].devices):
+        s.device = homed[0].devices[position].device
+    return "ok"
+
+
+async def _deliver(s: Session) -> str:
+    envelope = s.message("hello from the conformance suite")
+    s.delivered.append(envelope)
+    return await s.deliver([envelope.wire])
+
+
+async def _duplicate(s: Session) -> str:
+    return await s.deliver([s.delivered[0].wire])
+
+
+async def _out_of_order(s: Session) -> str:
+    second, third = s.message("second"), s.message("third")
+    s.delivered += [second, third]
+    return ",".join([await s.deliver([third.wire]), await s.deliver([second.wire])])
+
+
+async def _message_unsequenced(s: Session) -> str:
+    """A MESSAGE with the number of no place in a sequence: only a RECEIPT may carry it
+    (SPEC §8.5)."""
+    wire = s.kit.forge.raw(room=s.room, now_ms=s.kit.now_ms(), seq=UNSEQUENCED)
+    return await s.deliver([wire])
+
+
+async def _far_ahead_stored(s: Session) -> str:
+    """A number far past the reorder window: never held in memory, yet stored and acked, to be
+    released in its turn by a read-back (SPEC §8.3, §8.4); a refusal would have its sender
+    retry an envelope no later batch makes acceptable."""
+    far = len(s.delivered) + 2 * REORDER_WINDOW
+    return await s.deliver([s.kit.forge.raw(room=s.room, now_ms=s.kit.now_ms(), seq=far)])
+
+
+async def _fetch(s: Session, room: RoomId, first: int, last: int) -> str:
+    request = FetchRequest(
+        room=room,
+        sender_device=DeviceId(s.kit.stranger.device.public),
+        first_seq=first,
+        last_seq=last,
+    )
+    answer = await s.ask(FETCH_PROTOCOL, encode_fetch_request(request), decode_fetch_answer)
+    if not isinstance(answer, FetchAnswer):
+        return outcome(answer)
+    seqs = []
+    for _, wire in answer.items:
+        seqs.append(next((e.seq for e in s.delivered if e.wire == wire), -1))
+    return "ANSWER:" + ",".join(map(str, seqs))
+
+
+async def _gap_fetch(s: Session) -> str:
+    return await _fetch(s, s.room, 1, 3)
+
+
+async def _gap_fetch_outside(s: Session) -> str:
+    return await _fetch(s, random_room(s.kit.rng), 1, 1)
+
+
+async def _dropped_batch_sent_again(s: Session) -> str:
+    """§11.4-11.5: a home that takes a batch and drops it (reads it, never acks, resets the
+    stream) has acked nothing, so the node must send those envelopes again, and they come.
+    A newcomer with a home of its own, as in the case above; the node's user writes to it."""
+    assert s.api is not None
+    async with newcomer_home(s, drop=1) as (newcomer, trap):
+        to = {"recipient_id": user_id_text(newcomer.user_id)}
+        room = (await s.api.call("POST", "/v1/conversation", to))["room_id"]
+        text = {"message": "dropped once, then sent again"}
+        await s.api.call("POST", f"/v1/conversation/{room}/messages", text)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DELIVERY_WAIT_S):
+                while not (trap.dropped and set(trap.dropped) <= set(trap.wires)):
+                    trap.got_one.clear()
+                    await trap.got_one.wait()
+        if not trap.dropped:
+            return "nothing-came"
+        return "SENT-AGAIN" if set(trap.dropped) <= set(trap.wires) else "dropped-for-good"
+
+
+async def _malformed_frame(s: Session) -> str:
+    return (await s.kit.request(s.peer_id, DELIVER_PROTOCOL, b"\xa1\x01\x02")).summary
+
+
+async def _malformed_flood(s: Session) -> str:
+    """Malformed deliver frames back to back, 25 points each (SPEC §11.6.1): each answered
+    MALFORMED until the fourth brings the peer to 100 points and a ban cuts it off, closed
+    while it answers that frame or refused at the next (§11.6.2); a clean peer is still
+    answered (the liveness probe after every hostile case)."""
+    answers: list[str] = []
+    for _ in range(FLOOD_FRAMES):
+        answers.append((await s.kit.request(s.peer_id, DELIVER_PROTOCOL, b"\xa1\x01\x02")).summary)
+        if answers[-1] != "ERROR:MALFORMED":
+            break
+    *answered, last = answers
+    if last not in ("closed", "refused"):
+        return f"never-cut-off:{last}"
+    return (
+        "cut-off-at-100-points" if len(answered) in (3, 4) else f"cut-off-at-frame:{len(answers)}"
+    )
+
+
+async def _forged(s: Session) -> str:
+    return await s.deliver([s.kit.forge.bad_signature(s.room, now_ms=s.kit.now_ms())])
+
+
+async def _unknown_version(s: Session) -> str:
+    return await s.deliver([s.kit.forge.unknown_version(s.room, now_ms=s.kit.now_ms())])
+
+
+async def _unknown_kind(s: Session) -> str:
+    return await s.deliver([s.kit.forge.unknown_kind(s.room, now_ms=s.kit.now_ms())])
+
+
+async def _oversized_body(s: Session) -> str:
+    return await s.deliver([s.kit.forge.oversized_body(s.room, now_ms=s.kit.now_ms())])
+
+
+async def _unauthorized_certificate(s: Session) -> str:
+    other = certificate_of_other(s.kit.rng, now_ms=s.kit.now_ms())
+    return await s.deliver([s.message("whose device?").wire], certificate=other)
+
+
+async def _replayed(s: Session) -> str:
+    """Run under a fresh peer id, like every hostile case: bytes another peer delivered."""
+    return await s.deliver([s.delivered[0].wire])
+
+
+async def _oversized_frame(s: Session) -> str:
+    """A frame one byte past the 1 MiB limit: refused before it is read (SPEC §10.2)."""
+    reply = await s.kit.request(s.peer_id, DELIVER_PROTOCOL, bytes(1024 * 1024 + 1))
+    return "refused" if reply.outcome in ("closed", "refused") else reply.summary
+
+
+HELLO: Final = Case(name="hello", section="§13.3", expected="ok", run=_hello)
+
+
+DELIVER_AND_ACK: Final = Case(
+    name="deliver_and_ack", section="§11.2, §11.3", expected="STORED", run=_deliver
+)
+
+
+DUPLICATE: Final = Case(name="duplicate", section="§11.3", expected="DUPLICATE", run=_duplicate)
+
+
+OUT_OF_ORDER_STORED: Final = Case(
+    name="out_of_order_stored",
+    section="§8.2",
+    expected="STORED,STORED",
+    run=_out_of_order,
+)
+
+
+GAP_FETCH: Final = Case(name="gap_fetch", section="§26.4", expected="ANSWER:1,2,3", run=_gap_fetch)
+
+
+FAR_AHEAD_STORED: Final = Case(
+    name="far_ahead_stored", section="§8.3", expected="STORED", run=_far_ahead_stored
+)
+
+
+MESSAGE_UNSEQUENCED: Final = Case(
+    name="message_unsequenced",
+    section="§8.5",
+    expected="REJECTED:MALFORMED",
+    run=_message_unsequenced,
+)
+
+
+GAP_FETCH_OUTSIDE_THE_ROOM: Final = Case(
+    name="gap_fetch_outside_the_room",
+    section="§26.3",
+    expected="ERROR:NOT_AUTHORIZED",
+    run=_gap_fetch_outside,
+    hostile=True,
+)
+
+
+MALFORMED_FRAME: Final = Case(
+    name="malformed_frame",
+    section="§11.1",
+    expected="ERROR:MALFORMED",
+    run=_malformed_frame,
+    hostile=True,
+)
+
+
+MALFORMED_FLOOD: Final = Case(
+    name="malformed_flood",
+    section="§11.6",
+    expected="cut-off-at-100-points",
+    run=_malformed_flood,
+    hostile=True,
+)
+
+
+OVERSIZED_FRAME: Final = Case(
+    name="oversized_frame",
+    section="§10.2",
+    expected="refused",
+    run=_oversized_frame,
+    hostile=True,
+)
+
+
+FORGED_SIGNATURE: Final = Case(
+    name="forged_signature",
+    section="§5.4",
+    expected="REJECTED:BAD_SIGNATURE",
+    run=_forged,
+    hostile=True,
+)
+
+
+UNKNOWN_VERSION: Final = Case(
+    name="unknown_version",
+    section="§5.1",
+    expected="REJECTED:UNSUPPORTED_VERSION",
+    run=_unknown_version,
+    hostile=True,
+)
+
+
+UNKNOWN_KIND: Final = Case(
+    name="unknown_kind",
+    section="§5.2",
+    expected="REJECTED:UNKNOWN_KIND",
+    run=_unknown_kind,
+    hostile=True,
+)
+
+
+OVERSIZED_BODY: Final = Case(
+    name="oversized_body",
+    section="§7",
+    expected="REJECTED:TOO_LARGE",
+    run=_oversized_body,
+    hostile=True,
+)
+
+
+CERTIFICATE_OF_ANOTHER_DEVICE: Final = Case(
+    name="certificate_of_another_device",
+    section="§11.2",
+    expected="REJECTED:NOT_AUTHORIZED",
+    run=_unauthorized_certificate,
+    hostile=True,
+)
+
+
+REPLAYED_BY_ANOTHER_PEER: Final = Case(
+    name="replayed_by_another_peer",
+    section="§11.3",
+    expected="DUPLICATE",
+    run=_replayed,
+    hostile=True,
+)
+
+
+DROPPED_BATCH_SENT_AGAIN: Final = Case(
+    name="dropped_batch_sent_again",
+    section="§11.4, §11.5",
+    expected="SENT-AGAIN",
+    run=_dropped_batch_sent_again,
+    needs_api=True,
+)

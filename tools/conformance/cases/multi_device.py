@@ -1,0 +1,131 @@
+"""The cases of level `multi-device` (SPEC §20.5): linked devices and sync between the homes of
+one user (SPEC §22, §23). State: none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Final
+
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.protocol.capabilities import Level
+from hearthmesh.protocol.delivery import AckStatus
+from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.identity import decode_certificate, generate_keypair, keypair_from_seed
+from hearthmesh.protocol.linking import (
+    LINK_PROTOCOL,
+    LinkRequest,
+    decode_link_answer,
+    decode_link_code,
+    encode_link_request,
+    link_proof,
+)
+from hearthmesh.protocol.reconcile import Reconciler, SortedItems
+from hearthmesh.protocol.sync import (
+    SYNC_PROTOCOL,
+    RoomList,
+    RoomReconcile,
+    decode_sync_frame,
+    encode_done,
+    encode_reconcile,
+    encode_room_list,
+)
+from hearthmesh.tools.hostile.peer import HostilePeer
+
+from ..session import Session
+from .case import Case
+from .shared import DELIVERY_WAIT_S
+
+__all__ = ["SYNC_FROM_A_STRANGER", "SYNC_TO_A_LINKED_HOME"]
+
+
+async def _sync_stranger(s: Session) -> str:
+    return (await s.kit.request(s.peer_id, SYNC_PROTOCOL, encode_room_list([]))).summary
+
+
+async def _sync_to_a_linked_home(s: Session) -> str:
+    """§22.2, §23.3-23.4: the node's user shows a pairing code (over the API) and a new home
+    of that user, empty, links with it; the new home then syncs, holding nothing, so the node
+    must queue and deliver it the history it lacks, in history order. What of our stranger's
+    direct room came, by sequence number in the order it came: HISTORY:1,2,3 when all did."""
+    assert s.api is not None
+    code = decode_link_code((await s.api.call("POST", "/v1/devices/link"))["code"])
+    async with s.kit.rotated(new_user=True, seed=s.kit.rng(32)) as home:
+        await home.connect(s.address)
+        trap = home.catch_deliveries(AckStatus.STORED)
+        if (linked := await _link(home, s.peer_id, code.secret)) != "linked":
+            return linked
+        async with await home.host.open_stream(s.peer_id, SYNC_PROTOCOL) as stream:
+            if (synced := await _sync_holding_nothing(stream)) != "synced":
+                return synced
+        ours = {e.wire: e.seq for e in s.delivered}
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DELIVERY_WAIT_S):
+                while not set(ours) <= set(trap.wires):
+                    trap.got_one.clear()
+                    await trap.got_one.wait()
+        came = [ours[w] for w in dict.fromkeys(trap.wires) if w in ours]
+        return "HISTORY:" + ",".join(map(str, came))
+
+
+async def _link(home: HostilePeer, peer: str, secret: bytes) -> str:
+    """Link `home` as a new device of the node's user with a pairing code's `secret` (SPEC
+    §22.2): "linked" when the answer certifies our device, else what happened."""
+    device = generate_keypair(home.rng)
+    node_key = keypair_from_seed(home.seed).public
+    proof = link_proof(secret, device=device.public, node_key=node_key)
+    request = LinkRequest(
+        device=device.public, node_key=node_key, addrs=tuple(home.host.listen_addrs), proof=proof
+    )
+    reply = await home.request(peer, LINK_PROTOCOL, encode_link_request(request))
+    if reply.frame is None:
+        return f"link-{reply.outcome}"
+    try:
+        certificate = decode_certificate(decode_link_answer(reply.frame).certificate)
+    except HearthError as exc:
+        return f"link-refused:{type(exc).__name__}"
+    return "linked" if certificate.device == device.public else "certified-another-device"
+
+
+async def _sync_holding_nothing(stream: FrameStream) -> str:
+    """The initiator's side of a sync (SPEC §23.3) for a home that holds nothing: an empty
+    ROOMS, then each of the node's rooms reconciled against no items, then DONE."""
+    await stream.write_frame(encode_room_list([]))
+    theirs = decode_sync_frame(await stream.read_frame())
+    if not isinstance(theirs, RoomList):
+        return "no-room-list"
+    for room in sorted({entry.room for entry in theirs.rooms}):
+        reconciler = Reconciler(SortedItems([]))
+        await stream.write_frame(encode_reconcile(room, reconciler.initiate()))
+        while True:
+            frame = decode_sync_frame(await stream.read_frame())
+            if not isinstance(frame, RoomReconcile) or frame.room != room:
+                return "answered-another-room"
+            if not frame.message:
+                break
+            step = reconciler.reconcile(frame.message)
+            await stream.write_frame(encode_reconcile(room, step.reply or b""))
+            if step.reply is None:
+                break
+    await stream.write_frame(encode_done())
+    return "synced"
+
+
+SYNC_FROM_A_STRANGER: Final = Case(
+    name="sync_from_a_stranger",
+    section="§23.1",
+    expected="ERROR:NOT_AUTHORIZED",
+    run=_sync_stranger,
+    hostile=True,
+    level=Level.MULTI_DEVICE,
+)
+
+SYNC_TO_A_LINKED_HOME: Final = Case(
+    name="sync_to_a_linked_home",
+    section="§22.2, §23.3, §23.4",
+    expected="HISTORY:1,2,3",
+    run=_sync_to_a_linked_home,
+    needs_api=True,
+    level=Level.MULTI_DEVICE,
+)

@@ -1,0 +1,55 @@
+"""What cases of several levels use: the delivery wait, a receipt of ours, a newcomer.
+State: none.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Final
+
+from hearthmesh.protocol.delivery import AckStatus
+from hearthmesh.protocol.errors import LocalProtocolError
+from hearthmesh.protocol.receipts import (
+    Receipt,
+    ReceiptStatus,
+    encode_receipt,
+)
+from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer
+
+from ..session import Session
+
+__all__ = ["DELIVERY_WAIT_S", "greet_node", "newcomer_home", "read_of_ours"]
+
+DELIVERY_WAIT_S: Final = 10.0
+"""How long a case waits for the node to deliver what its user sent us."""
+
+
+def read_of_ours(s: Session) -> bytes:
+    """A READ receipt body naming the first message we delivered."""
+    return encode_receipt(
+        Receipt(status=ReceiptStatus.READ, message_ids=(s.delivered[0].message_id,))
+    )
+
+
+@contextlib.asynccontextmanager
+async def newcomer_home(
+    s: Session, *, drop: int = 0, greet: bool = True
+) -> AsyncIterator[tuple[HostilePeer, DeliveryTrap]]:
+    """Another stranger with a home of its own, known to the node by its hello (unless not
+    `greet`: then by the `greet_node` the case makes) and with no history there: what the
+    node delivers to it lands in the trap (the first `drop` batches dropped unacked). Drawn
+    from the run's rng, so a seed replays it."""
+    async with s.kit.rotated(new_user=True, seed=s.kit.rng(32)) as newcomer:
+        await newcomer.connect(s.address)
+        trap = newcomer.catch_deliveries(AckStatus.STORED, drop=drop)
+        if greet:
+            await greet_node(newcomer, s.peer_id)
+        yield newcomer, trap
+
+
+async def greet_node(home: HostilePeer, peer: str) -> None:
+    """`home`'s hello with its user's record (SPEC §13.3). Raises LocalProtocolError unanswered."""
+    reply = await home.announce_home(peer)
+    if reply.frame is None:
+        raise LocalProtocolError(f"the newcomer's hello: {reply.outcome}")
