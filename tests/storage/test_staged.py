@@ -193,6 +193,8 @@ class _HeldCommits(LmdbStore):
         self.entered = threading.Event()
         self.fail = fail
         self.commits: list[int] = []
+        self.log: list[str] = []
+        """"commit" as each commit starts, beside what a test adds."""
         self.stages = 0
         self.threads: dict[str, str] = {}
 
@@ -203,6 +205,7 @@ class _HeldCommits(LmdbStore):
 
     def commit_staged(self, batches: Sequence[StagedWrites]) -> None:
         self.threads["commit"] = threading.current_thread().name
+        self.log.append("commit")
         self.entered.set()
         self.gate.wait(10)
         self.commits.append(len(batches))
@@ -272,11 +275,13 @@ def test_an_idle_loop_commits_in_place_and_a_busy_one_hands_the_commit_over(
                 assert await db.read(store.get_setting, "a") == b"2"
                 await db.run(store.set_setting, "a", b"3")
                 assert store.threads["commit"] == threading.current_thread().name
-                async with _readable_socket():
+                async with _readable_socket(store.log):
                     await db.run(store.set_setting, "a", b"4")
-                # A frame waited on a socket the loop watches: the writer committed, and the
-                # loop read it meanwhile instead of after the flushes.
-                assert store.threads["commit"].startswith("hearthmesh-store")
+                # A frame waited on a socket the loop watches: the loop read it before the
+                # flushes (it waited one turn: uvloop reads in its poll), or meanwhile while the
+                # writer committed (asyncio queues the read behind the flush), never after them.
+                in_place = store.threads["commit"] == threading.current_thread().name
+                assert not in_place or store.log.index("read") < store.log.index("commit", 3)
                 # Several writes at once, as in a burst: the writer commits them while the
                 # loop goes on with the burst.
                 await asyncio.gather(
@@ -288,8 +293,33 @@ def test_an_idle_loop_commits_in_place_and_a_busy_one_hands_the_commit_over(
     run_on(main())
 
 
+def test_a_lone_write_waits_one_turn_for_a_busy_loop_then_commits_in_place(
+    tmp_path: Path, run_on: RunOn[None]
+) -> None:
+    """A callback ready as a lone write is flushed runs first; the write then commits on the
+    loop's thread, which is idle by then, rather than paying the hand-off to the writer thread
+    and back (ARCHITECTURE §10)."""
+
+    async def main() -> None:
+        async with asyncio.timeout(20):
+            store = _HeldCommits(tmp_path / "db")
+            store.gate.set()
+            loop = asyncio.get_running_loop()
+            async with AsyncStore(store) as db:
+                write = asyncio.create_task(db.run(store.set_setting, "a", b"1"))
+                await asyncio.sleep(0)  # the write's task runs and asks for its flush
+                loop.call_soon(store.log.append, "ready")  # ready as the flush runs
+                await write
+                assert store.log == ["ready", "commit"]
+                assert store.threads["commit"] == threading.current_thread().name
+                assert db.transactions == 1
+                assert await db.read(store.get_setting, "a") == b"1"
+
+    run_on(main())
+
+
 @contextlib.asynccontextmanager
-async def _readable_socket() -> AsyncIterator[None]:
+async def _readable_socket(log: list[str]) -> AsyncIterator[None]:
     """A socket the loop watches whose data comes while the loop runs its ready callbacks,
     just before the store's flush: the loop has not polled since, so only the poll's own
     descriptor says that a read is waiting (as a transport's is while the loop works)."""
@@ -297,7 +327,12 @@ async def _readable_socket() -> AsyncIterator[None]:
     ours, peers = socket.socketpair()
     with ours, peers:
         ours.setblocking(False)
-        loop.add_reader(ours.fileno(), ours.recv, 64)
+
+        def read() -> None:
+            ours.recv(64)
+            log.append("read")
+
+        loop.add_reader(ours.fileno(), read)
         for _ in range(2):  # libuv adds a watched descriptor to its poll at its next turn
             await asyncio.sleep(0)
         loop.call_soon(peers.send, b"frame")  # runs ahead of the flush the caller's write asks
