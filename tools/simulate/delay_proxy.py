@@ -84,7 +84,7 @@ class _Direction:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         delay: Callable[[], float],
-        source: asyncio.BaseTransport,
+        source: asyncio.WriteTransport,
     ) -> None:
         """`source`: the transport `reader` reads, aborted when the far side is gone."""
         self._reader = reader
