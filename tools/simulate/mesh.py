@@ -185,16 +185,19 @@ class Mesh:
     async def start(self) -> None:
         """Start every primary, then link and start the other devices."""
         await asyncio.gather(*(self._forwarder(n) for n in self.nodes))
-        for node in self.nodes:
+        primaries = [n for n in self.nodes if n.device == 0]
+        others = [n for n in self.nodes if n.device != 0]
+        for node in primaries:
             if node.proxy is not None:
                 await node.proxy.start()
-        primaries = [n for n in self.nodes if n.device == 0]
         await _all(self._spawn(n) for n in primaries)
-        for node in self.nodes:
-            if node.device != 0:
-                primary = next(p for p in primaries if p.user == node.user)
-                await self._link(primary, node)
-        await _all(self._spawn(n) for n in self.nodes if n.device != 0)
+        for node in others:
+            primary = next(p for p in primaries if p.user == node.user)
+            await self._link(primary, node)
+        for node in others:  # after the link, whose host listened on the proxy's port
+            if node.proxy is not None:
+                await node.proxy.start()
+        await _all(self._spawn(n) for n in others)
 
     async def connect_all(self) -> None:
         """Dial every other node from each (home records are swapped in hello, SPEC §13.3)."""
@@ -267,7 +270,12 @@ class Mesh:
         """`hearthmesh init --link` a new device of `primary`'s user (SPEC §22)."""
         offer = await primary.call("POST", "/v1/devices/link")
         prefix = ["ip", "netns", "exec", node.ns] if node.ns is not None else []
+        # The link request gives the primary the addresses its host listens on, which the
+        # user's home record then names: the proxy's, so no peer learns the real port. (The
+        # link code names the primary's real port: this one dial of `init` goes past it.)
         listen = f"/ip4/{node.host}/tcp/{node.p2p_port}"
+        if node.proxy is not None:
+            listen = self._proxy_addr(node)
         args = ["init", "--data-dir", str(node.data_dir), "--link", offer["code"]]
         process = await asyncio.create_subprocess_exec(
             *prefix,

@@ -395,8 +395,6 @@ async def _simulate(config: SimulateConfig, root: Path, sockets: Path) -> dict[s
     run = _Run(config, mesh)
     rng = random.Random(config.seed)
     tasks: list[asyncio.Task[Any]] = []
-    if config.latency is not None:  # from the first dial on: the setup's dials count too
-        tasks.append(asyncio.create_task(mesh.watch_unproxied()))
     try:
         try:
             async with asyncio.timeout(_SETUP_S):
@@ -406,6 +404,8 @@ async def _simulate(config: SimulateConfig, root: Path, sockets: Path) -> dict[s
         run.start = time.monotonic()
         for client in run.clients:
             client.start = run.start
+        if config.latency is not None:  # the setup's connections are still open: seen too
+            tasks.append(asyncio.create_task(mesh.watch_unproxied()))
         _set_loss(run, True)
         faults = [asyncio.create_task(_kills(run, rng)), asyncio.create_task(_partition(run))]
         tasks += faults
