@@ -26,6 +26,12 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     sim.add_argument("--users", type=int, help="users that chat (nodes / devices)")
     sim.add_argument("--devices", type=int, default=1, help="devices per chatting user (1)")
     sim.add_argument("--loss", type=float, default=0.0, metavar="PCT", help="packet loss %%")
+    sim.add_argument(
+        "--latency",
+        metavar="MS[±J]",
+        help="one-way delay per hop in ms, optionally ± up to J ms (seeded): a TCP delay proxy "
+        "in front of each node",
+    )
     sim.add_argument("--kill-every", type=float, default=0.0, metavar="S", help="kill -9 a node")
     sim.add_argument("--down", type=float, default=3.0, metavar="S", help="a killed node's rest")
     sim.add_argument("--partition", metavar="AT+LEN[:i,j]", help="split the mesh at AT s for LEN s")
@@ -65,6 +71,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     not be set up."""
     from hearthmesh.protocol.errors import HearthError
     from hearthmesh.tools import zygote
+    from hearthmesh.tools.simulate.delay_proxy import parse_latency
     from hearthmesh.tools.simulate.faults import parse_partition
     from hearthmesh.tools.simulate.run import SimulateConfig, simulate
 
@@ -73,11 +80,13 @@ def run_simulate(args: argparse.Namespace) -> int:
     zygote.enable()  # the nodes fork from one process that imported the node once
     try:
         partition = None if args.partition is None else parse_partition(args.partition, args.nodes)
+        latency = None if args.latency is None else parse_latency(args.latency)
         config = SimulateConfig(
             nodes=args.nodes,
             users=args.users,
             devices=args.devices,
             loss=args.loss,
+            latency=latency,
             kill_every=args.kill_every,
             down_s=args.down,
             partition=partition,

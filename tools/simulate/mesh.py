@@ -23,11 +23,13 @@ from typing import Any
 from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.netlab import NetLab, in_netns
 from hearthmesh.tools.node_process import HomeProcess, NodeProcessFailed, spawn_home
+from hearthmesh.tools.simulate.delay_proxy import DelayProxy, Latency, unproxied_peers
 
 __all__ = ["Mesh", "SimNode", "close_quietly"]
 
 _NS_P2P_PORT = 4470
 _NS_API_PORT = 8470
+_NS_PROXY_PORT = 4471
 _PORTS_FROM = 20000
 _PORTS_TO = 32000
 """Loopback ports are taken from below the kernel's ephemeral range (32768-60999): a port
@@ -75,6 +77,8 @@ class SimNode:
     token: str = ""
     restarts: int = 0
     forwarder: asyncio.Server | None = field(default=None, repr=False)
+    proxy: DelayProxy | None = field(default=None, repr=False)
+    """With --latency: what peers dial instead of `p2p_port` (the address the node announces)."""
 
     @property
     def up(self) -> bool:
@@ -143,11 +147,17 @@ class Mesh:
         plan: list[tuple[int, int]],
         scripts: list[str],
         netlab: NetLab | None,
+        latency: Latency | None = None,
+        seed: int = 0,
     ) -> None:
-        """`plan`: (user, device) per node; `scripts`: the `hearthmesh` script per node."""
+        """`plan`: (user, device) per node; `scripts`: the `hearthmesh` script per node;
+        `latency`: a delay proxy in front of each node, node i's delays drawn from seed + i."""
         self.netlab = netlab
         self.nodes: list[SimNode] = []
-        ports = _unused_ports(2 * len(plan))
+        self.unproxied: set[tuple[int, tuple[str, int]]] = set()
+        """(node, peer address) of each connection seen on a node's real port that did not
+        come through its proxy (`watch_unproxied`)."""
+        ports = _unused_ports((2 if latency is None else 3) * len(plan))
         for index, (user, device) in enumerate(plan):
             ns, host = (None, "127.0.0.1") if netlab is None else netlab.public_host(index + 1)
             self.nodes.append(
@@ -164,17 +174,30 @@ class Mesh:
                     unix=None if ns is None else str(sockets / f"api{index}.sock"),
                 )
             )
+        for node in self.nodes:
+            if latency is None:
+                break
+            port = next(ports) if node.ns is None else _NS_PROXY_PORT
+            delay = latency.sampler(seed + node.index)
+            upstream = (node.host, node.p2p_port)
+            node.proxy = DelayProxy((node.host, port), upstream, delay, ns=node.ns)
 
     async def start(self) -> None:
         """Start every primary, then link and start the other devices."""
         await asyncio.gather(*(self._forwarder(n) for n in self.nodes))
         primaries = [n for n in self.nodes if n.device == 0]
+        others = [n for n in self.nodes if n.device != 0]
+        for node in primaries:
+            if node.proxy is not None:
+                await node.proxy.start()
         await _all(self._spawn(n) for n in primaries)
-        for node in self.nodes:
-            if node.device != 0:
-                primary = next(p for p in primaries if p.user == node.user)
-                await self._link(primary, node)
-        await _all(self._spawn(n) for n in self.nodes if n.device != 0)
+        for node in others:
+            primary = next(p for p in primaries if p.user == node.user)
+            await self._link(primary, node)
+        for node in others:  # after the link, whose host listened on the proxy's port
+            if node.proxy is not None:
+                await node.proxy.start()
+        await _all(self._spawn(n) for n in others)
 
     async def connect_all(self) -> None:
         """Dial every other node from each (home records are swapped in hello, SPEC §13.3)."""
@@ -194,17 +217,33 @@ class Mesh:
         node.restarts += 1
 
     async def stop(self) -> None:
-        """SIGTERM every node still up (cleanly), close the forwarders."""
+        """SIGTERM every node still up (cleanly), close the forwarders and proxies."""
         await asyncio.gather(*(n.process.terminate() for n in self.nodes if n.up and n.process))
         for node in self.nodes:
             if node.forwarder is not None:
                 node.forwarder.close()
+            if node.proxy is not None:
+                node.proxy.close()
+
+    async def watch_unproxied(self, every_s: float = 0.5) -> None:
+        """Until cancelled, note each connection on a node's real port that its proxy did not
+        make: a peer that learnt the real port and dialled past the delay."""
+        while True:
+            for node in self.nodes:
+                if node.proxy is not None and node.up and node.process is not None:
+                    pid, sources = node.process.process.pid, node.proxy.upstream_sources
+                    for peer in unproxied_peers(pid, node.p2p_port, sources):
+                        self.unproxied.add((node.index, peer))
+            await asyncio.sleep(every_s)
 
     async def _forwarder(self, node: SimNode) -> None:
         if node.ns is not None and node.unix is not None:
             node.forwarder = await _forward_into(node.ns, node.api_port, node.unix)
 
     async def _spawn(self, node: SimNode) -> None:
+        # Peers learn the proxy's address, never the real port: identify and the home record
+        # give the announced addresses only (SPEC §10.3, §13).
+        announce = () if node.proxy is None else ("--announce", self._proxy_addr(node))
         process = await spawn_home(
             node.data_dir,
             name=f"user{node.user}",
@@ -214,16 +253,29 @@ class Mesh:
             netns=node.ns,
             script=node.script,
             log=node.data_dir.parent / f"node{node.index}.log",
+            flags=announce,
         )
         node.process = process
         node.user_text, node.token = process.user_text, process.token
         node.addr = process.addr
+        if node.proxy is not None:  # what the simulator dials too
+            node.addr = f"{self._proxy_addr(node)}/p2p/{process.addr.rsplit('/p2p/', 1)[1]}"
+
+    @staticmethod
+    def _proxy_addr(node: SimNode) -> str:
+        assert node.proxy is not None
+        return f"/ip4/{node.host}/tcp/{node.proxy.listen[1]}"
 
     async def _link(self, primary: SimNode, node: SimNode) -> None:
         """`hearthmesh init --link` a new device of `primary`'s user (SPEC §22)."""
         offer = await primary.call("POST", "/v1/devices/link")
         prefix = ["ip", "netns", "exec", node.ns] if node.ns is not None else []
+        # The link request gives the primary the addresses its host listens on, which the
+        # user's home record then names: the proxy's, so no peer learns the real port. (The
+        # link code names the primary's real port: this one dial of `init` goes past it.)
         listen = f"/ip4/{node.host}/tcp/{node.p2p_port}"
+        if node.proxy is not None:
+            listen = self._proxy_addr(node)
         args = ["init", "--data-dir", str(node.data_dir), "--link", offer["code"]]
         process = await asyncio.create_subprocess_exec(
             *prefix,

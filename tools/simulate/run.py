@@ -30,6 +30,7 @@ from hearthmesh.tools.bench.stats import percentile
 from hearthmesh.tools.netlab import NetLab, netlab_unavailable
 from hearthmesh.tools.node_process import hearthmesh_script
 from hearthmesh.tools.simulate.checker import Acked, Seen, check, missing_on
+from hearthmesh.tools.simulate.delay_proxy import Latency
 from hearthmesh.tools.simulate.faults import (
     LOSS_TABLE,
     PARTITION_TABLE,
@@ -62,6 +63,8 @@ class SimulateConfig:
     """Devices (home nodes) per chatting user; nodes beyond users x devices only relay."""
     loss: float = 0.0
     """Percent of packets each node drops on the way out (needs namespaces)."""
+    latency: Latency | None = None
+    """One-way delay per hop: a delay proxy in front of each node (SPEC §20.4)."""
     kill_every: float = 0.0
     """Seconds between kill -9s (drawn from 2/3 to 4/3 of it); 0: none."""
     down_s: float = 3.0
@@ -388,7 +391,7 @@ async def _simulate(config: SimulateConfig, root: Path, sockets: Path) -> dict[s
         if why is not None:
             raise SimulationFailed(f"--loss and --partition need network namespaces: {why}")
         netlab = NetLab().__enter__()
-    mesh = Mesh(root, sockets, _plan(config), _scripts(config), netlab)
+    mesh = Mesh(root, sockets, _plan(config), _scripts(config), netlab, config.latency, config.seed)
     run = _Run(config, mesh)
     rng = random.Random(config.seed)
     tasks: list[asyncio.Task[Any]] = []
@@ -401,9 +404,11 @@ async def _simulate(config: SimulateConfig, root: Path, sockets: Path) -> dict[s
         run.start = time.monotonic()
         for client in run.clients:
             client.start = run.start
+        if config.latency is not None:  # the setup's connections are still open: seen too
+            tasks.append(asyncio.create_task(mesh.watch_unproxied()))
         _set_loss(run, True)
         faults = [asyncio.create_task(_kills(run, rng)), asyncio.create_task(_partition(run))]
-        tasks = list(faults)
+        tasks += faults
         if config.progress:
             tasks.append(asyncio.create_task(_progress(run)))
         await _send_loop(run, rng)
@@ -483,6 +488,8 @@ def _report(
             "users": config.chatting_users,
             "devices": config.devices,
             "loss_pct": config.loss,
+            "latency_ms": None if config.latency is None else config.latency.delay_s * 1000,
+            "jitter_ms": None if config.latency is None else config.latency.jitter_s * 1000,
             "kill_every_s": config.kill_every,
             "partition": None
             if partition is None
@@ -524,6 +531,11 @@ def _report(
         "history_events": events,
         "messages_equal_all": messages_equal,
         "refused_by_homes": refused,
+        # a peer that dialled a node's real port went past its delay (--latency; not judged)
+        "unproxied_connections": [
+            {"node": node, "peer": f"{host}:{port}"}
+            for node, (host, port) in sorted(run.mesh.unproxied)
+        ],
         "bans": bans,
         "faults": run.log.as_json(),
         "ok": ok,
