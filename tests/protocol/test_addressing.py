@@ -35,12 +35,12 @@ KEY = keypair_from_seed(b"\x09" * 32)
 ROOM = RoomId(b"\x0a" * 32)
 
 
-def _envelope(kind: Kind, seq: int) -> Envelope:
+def _envelope(kind: Kind, seq: int, room: RoomId = ROOM) -> Envelope:
     body = encode_receipt(Receipt(status=ReceiptStatus.READ, message_ids=(b"\x01" * 32,)))  # type: ignore[arg-type]
     return seal(
         KEY,
         kind=kind,
-        room=ROOM,
+        room=room,
         sender_user=UserId(KEY.public),
         seq=seq,
         hlc=Timestamp(wall_ms=1_000 + seq % 1000, counter=0),
@@ -148,21 +148,8 @@ def test_which_kinds_a_sender_gossips_pinned_kind_by_kind() -> None:
 def test_nothing_of_a_direct_room_is_gossiped() -> None:
     alice, bob = UserId(KEY.public), UserId(b"\x0b" * 32)
     direct = direct_room_id(alice, bob)
-
-    def in_room(kind: Kind, room: RoomId) -> Envelope:
-        return seal(
-            KEY,
-            kind=kind,
-            room=room,
-            sender_user=alice,
-            seq=5,
-            hlc=Timestamp(wall_ms=1_005, counter=0),
-            content_type="text/plain",
-            body=b"hi",
-        )
-
-    assert not is_gossiped(in_room(Kind.MESSAGE, direct), [alice, bob])
-    assert not is_gossiped(in_room(Kind.MESSAGE, direct), [bob, alice, alice])  # a set of users
+    assert not is_gossiped(_envelope(Kind.MESSAGE, 5, direct), [alice, bob])
+    assert not is_gossiped(_envelope(Kind.MESSAGE, 5, direct), [bob, alice, alice])  # users
     # the same two users in a group room, or a third member: the group's fan-out
-    assert is_gossiped(in_room(Kind.MESSAGE, ROOM), [alice, bob])
-    assert is_gossiped(in_room(Kind.MESSAGE, direct), [alice, bob, UserId(b"\x0c" * 32)])
+    assert is_gossiped(_envelope(Kind.MESSAGE, 5), [alice, bob])
+    assert is_gossiped(_envelope(Kind.MESSAGE, 5, direct), [alice, bob, UserId(b"\x0c" * 32)])
