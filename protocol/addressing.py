@@ -13,22 +13,29 @@ Both may also come in the form of the revision before (SPEC §20.7): sequenced, 
 member and gossiped, as any other kind. A node sends it so while a home it would reach has not
 advertised `addressed-receipts` (`addressed-room-keys`), and every node takes it without
 charge. Which form an envelope has is read from its number alone, so a relay or a sibling that
-forwards it needs to know nothing of who sealed it. Pure rules; no state.
+forwards it needs to know nothing of who sealed it. Which envelopes a sender gossips at all
+(`is_gossiped`: not MEMBERSHIP, PRIVATE, an addressed one, nor a direct room's) is judged here
+too. Pure rules; no state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final
 
 from .envelope import MAX_SEQ, Envelope, Kind
 from .errors import MalformedMessage, NotAddressed
+from .identity import UserId
+from .rooms import is_direct_room
 
 __all__ = [
     "ADDRESSED_KINDS",
+    "NOT_GOSSIPED_KINDS",
     "UNSEQUENCED",
     "check_gossiped",
     "check_sequencing",
     "is_addressed",
+    "is_gossiped",
     "is_sequenced",
 ]
 
@@ -38,6 +45,11 @@ envelope may carry (SPEC §5.1), which no sender reaches, and beyond every reord
 
 ADDRESSED_KINDS: Final = frozenset({Kind.RECEIPT, Kind.ROOM_KEY})
 """Kinds that may be sent to some members' homes only, unsequenced and never gossiped."""
+
+NOT_GOSSIPED_KINDS: Final = frozenset({Kind.MEMBERSHIP, Kind.PRIVATE})
+"""Kinds a sender never publishes, whatever their number: MEMBERSHIP goes by the guaranteed
+path only (SPEC §12.2: a validator charges it on gossip like a forgery), PRIVATE only to its
+sender's own homes."""
 
 
 def is_sequenced(envelope: Envelope) -> bool:
@@ -76,3 +88,15 @@ def check_gossiped(envelope: Envelope) -> None:
     """
     if is_addressed(envelope):
         raise NotAddressed(f"an unsequenced {envelope.kind.name} never travels on gossip")
+
+
+def is_gossiped(envelope: Envelope, members: Iterable[UserId]) -> bool:
+    """Does the sender publish `envelope` on its room's topic as well as delivering it (SPEC
+    §14)? Not a MEMBERSHIP or PRIVATE, not an addressed (unsequenced) envelope, and nothing of
+    a direct room of these `members`: its one other home node is reached by the deliver stream
+    at once, so gossip would only double the work on both ends (SPEC §14.1)."""
+    return (
+        envelope.kind not in NOT_GOSSIPED_KINDS
+        and is_sequenced(envelope)
+        and not is_direct_room(envelope.room, members)
+    )

@@ -4,6 +4,9 @@ Sans-I/O: `FrameDecoder` is fed whatever chunks the stream returns and yields wh
 reader asks the stream for large chunks instead of the one-byte reads of libp2p's
 `read_varint_prefixed_bytes` (libp2p-notes "Hosts and streams"). The declared length is checked
 against the limit before any payload is buffered, so a hostile length cannot make us allocate.
+
+State: a `FrameDecoder` owns the bytes of a frame not yet whole; one per stream, used by that
+stream's one reader.
 """
 
 from __future__ import annotations

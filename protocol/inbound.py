@@ -6,6 +6,9 @@ arrive whole, and gives the bytes back with `release` once the frame is read or 
 ends. So however many streams peers open and however long they hold a frame open, the bytes
 buffered for partially read frames stay under `max_buffered_bytes`, and each peer holds at
 most `max_streams_per_peer` streams. The timeouts are applied by the reader (node/).
+
+State: the instance's: streams per peer and the bytes reserved for partial frames; its owner
+(the host) calls it from one thread.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ itself is fetched from a home node of the sender over this stream: one REQUEST, 
 CHUNK frames in offset order and an END frame, or by one ERROR frame. `MediaDownload` is the
 fetcher's side as a sans-I/O machine: it takes the answer frames and returns the blob only
 once its bytes are contiguous, within the declared size and hash to the digest.
+
+State: a `MediaDownload` owns the chunks of one blob received so far; one per fetch, used by
+the fetching task.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Each sender (a device, per room) numbers its envelopes 1, 2, 3, ... An event that arrives early
 waits in a bounded reorder window until the events before it arrive; `gaps()` names what to
 fetch from the sender's home node. Pure and synchronous: the caller decides when to fetch.
+
+State: the instance's: per sender, the next number expected and the events waiting in the
+reorder window; its owner calls it from one thread.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ from one prefix were banned within a window the prefix itself is banned, for as 
 peer's ban and doubling the same way. Loopback peers have no prefix unless the policy says so:
 on loopback every peer comes through a local proxy or tunnel (Tor, SSH), so the address says
 nothing about who is behind it. Pure bookkeeping with the time passed in.
+
+State: the instance's: new and banned identities per address prefix, bounded; its owner calls
+it from one thread.
 """
 
 from __future__ import annotations

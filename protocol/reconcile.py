@@ -11,6 +11,9 @@ moving the events themselves is outside this protocol.
 Sans-I/O: the caller moves the bytes. `Reconciler.initiate()` gives the first message;
 `Reconciler.reconcile(message)` consumes one and returns a `Step`. Items come through the narrow
 `ItemSource` protocol, so storage can serve them from running sums without loading a history.
+
+State: a `Reconciler` owns one round's progress and the ids found had and needed; one per
+exchange, driven by its caller.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ sent it, and learns when a peer crossed the threshold. A refusal costs points on
 input is the sender's fault for sure: bytes that cannot be right (malformed, oversized, a bad
 signature, a forged certificate or sender, an unknown version or kind). Whatever may be right
 later (clock skew, quotas, rates, a sender not yet known as a member: DEFERRED) costs nothing.
+
+State: the instance's: points and bans per peer, bounded; its owner calls it from one thread.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 A typist's app that dies never sends `active: false`; the home node ends the indicator for its
 clients `ttl_ms` after the latest `active: true`, and every new `active: true` starts it again.
 Sans-I/O: the caller passes `now_ms`, asks `timer_ms()` when to call `handle_timer` next.
+
+State: the instance's: the deadline of each active typing indicator; its owner calls it from
+one thread.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ The client feed (SPEC §15.4) resumes by these numbers, so they must survive a r
 append transaction gives each newly stored event the next number and writes
 `arrival -> history key` beside it (one put, no extra transaction). The counter is the last key
 of the log itself; trimming never removes the newest entry, so a number is never reused.
+
+State: the arrival log in the store; an `ArrivalCounter` holds the last number for one write
+transaction only, on the thread that writes it.
 """
 
 from __future__ import annotations

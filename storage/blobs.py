@@ -4,6 +4,9 @@ A blob is written to a temporary file, fsynced and renamed into `media/ab/abcdef
 metadata is committed, so committed metadata always points at a complete file. A blob that no
 longer matches its address is `DamagedBlob`, one whose file cannot be read `UnreadableItem` (that
 blob alone); a blob that cannot be written is `StorageError` (the store failed).
+
+State: the blob files under `root` (`FileBlobs`) or a dict (`MemoryBlobs`), no other; each
+file is whole before its name exists, so any thread may read while another writes.
 """
 
 from __future__ import annotations

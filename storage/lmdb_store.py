@@ -11,6 +11,11 @@ Settings, and why:
 - Transactions are short and never span an await; readers use MVCC snapshots and never block
   the writer, so `AsyncStore` reads on a second thread while its writer commits.
 No `lmdb` type or exception leaves this module: errors become `StorageError` naming the path.
+
+State: the LMDB environment and its handles; the batches staged by `write_batch` and not yet
+committed (under `_staged_lock`: staged on the caller's thread, committed by `AsyncStore` inline
+or on its writer thread); each thread's open transaction frames (thread-local); the read gate
+that holds snapshots while the map grows; and the failure that ends the store.
 """
 
 from __future__ import annotations

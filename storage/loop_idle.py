@@ -10,6 +10,9 @@ queue, a `deque` in both (asyncio's `_ready`; uvloop's is a Cython attribute, re
 (asyncio's selector, libuv's backend: `_get_backend_id`), which is readable while any
 descriptor it watches is ready. A loop that offers no ready queue counts as never idle, so
 its commits go to the writer thread.
+
+State: a `LoopIdle` holds references to its loop's ready queue and polled descriptor, built on
+and called from that loop's thread (`AsyncStore`).
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 It keeps LMDB's semantics that the store relies on: ordered byte keys, all-or-nothing write
 transactions (an undo log rolls back a failed one), the 511-byte key limit, and a clean error
 after close. It holds nothing across restarts.
+
+State: the sorted tables and the open transaction frames, of the one thread that uses the twin
+(tests).
 """
 
 from __future__ import annotations

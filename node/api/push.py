@@ -8,6 +8,10 @@ Two kinds of endpoint, both an HTTP POST:
 
 Failures are retried with exponential backoff; an endpoint that answers 404 or 410
 `DEAD_AFTER` times in a row is gone for good (RFC 8030 §7.3) and is dropped.
+
+State: `PushDispatcher` owns the bounded queue of notifications, the endpoints found gone or
+withdrawn since start, and its counts; on the asyncio loop, filled by `ApiService`, drained by
+its workers. The subscriptions themselves are the store's.
 """
 
 from __future__ import annotations

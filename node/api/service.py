@@ -7,6 +7,10 @@ reads `Node.events()`: a stored event is handed to the feed with its envelope (r
 that copy, not read back) and wakes it; ephemeral ones (presence, typing, verification flows as
 they move, SPEC §29.5.2) become frames at once, with no cursor. A message for our user that
 arrives while no client is connected becomes a push notification (SPEC §19).
+
+State: the connected client sessions, the feed, the receipts and push dispatcher it was built
+with, and who is typing where (`_typing`); all on the asyncio loop, touched by the API's
+handlers and the one pump over `Node.events()`.
 """
 
 from __future__ import annotations

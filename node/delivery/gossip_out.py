@@ -3,6 +3,9 @@
 A send is done when it is durable (ARCHITECTURE §3 step 2); the gossip copy is a best-effort extra
 (at most once), so `send` never waits for it. The queue is bounded: past `MAX_QUEUED` a new
 payload is dropped and counted — the guaranteed path still carries it.
+
+State: the bounded queue of payloads to publish and the count dropped; on the asyncio loop,
+filled by `Outgoing` and drained by `run`.
 """
 
 from __future__ import annotations

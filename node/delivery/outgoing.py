@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
 
 from hearthmesh.node.clock import Clock, HybridClock
 from hearthmesh.node.delivery.gossip_out import GossipPublisher
@@ -36,7 +35,7 @@ from hearthmesh.node.rooms.message_actions import apply_recall
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.actions import target_of
-from hearthmesh.protocol.addressing import ADDRESSED_KINDS, UNSEQUENCED, is_sequenced
+from hearthmesh.protocol.addressing import ADDRESSED_KINDS, UNSEQUENCED, is_gossiped, is_sequenced
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.content import TYPING_CONTENT_TYPE, encode_typing
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
@@ -55,16 +54,11 @@ from hearthmesh.protocol.membership import (
     encode_membership,
 )
 from hearthmesh.protocol.receipts import OUT_OF_TURN_KINDS
-from hearthmesh.protocol.rooms import is_direct_room
 from hearthmesh.protocol.written_time import written_stamp
 from hearthmesh.storage.api import AppendRequest, AppendResult, Store
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["Outgoing", "Sealed", "SealedKey", "WrittenTimes"]
-
-_NOT_GOSSIPED: Final = frozenset({Kind.MEMBERSHIP, Kind.PRIVATE})
-"""Membership goes by the guaranteed path only; private state only to our own homes; an
-addressed (unsequenced) receipt only to the homes it is addressed to (SPEC §16.2.3)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -300,13 +294,7 @@ class Outgoing:
             await self._store_encrypted(requests, sealed.encryption)
         if envelope.kind is Kind.RECALL:  # our own home purges it too (SPEC §31.1)
             await self._store.run(apply_recall, self._store.store, envelope)
-        # Gossip is a fan-out: a direct room has one other home node, which the direct stream
-        # reaches at once, so gossip would only double the work on both ends.
-        gossiped = (
-            envelope.kind not in _NOT_GOSSIPED
-            and is_sequenced(envelope)
-            and not is_direct_room(envelope.room, members)
-        )
+        gossiped = is_gossiped(envelope, members)
         for each, to, marked in [*keys, (envelope, rows, absent)]:
             self._outbox.submit(each, to, marked)
             if gossiped and is_sequenced(each):  # an addressed room key never (SPEC §27.5.3)

@@ -4,6 +4,10 @@ Verification is pure protocol/ work; storing is `Inbox.accept` in one store writ
 ack goes out only after that transaction committed. A frame that cannot be a DELIVER batch is
 answered with an ERROR frame and the stream is closed; a bad envelope inside a good batch is
 rejected alone and the rest of the batch is stored.
+
+State: the ids of envelopes stored recently (`RecentlyStored`, bounded), the certificates
+verified on this thread, and the count of rejected frames; on the asyncio loop, touched by the
+deliver-stream handler and the gossip pump. History is the store's.
 """
 
 from __future__ import annotations

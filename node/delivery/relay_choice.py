@@ -3,6 +3,9 @@
 The facts come from here (connected peers, the homes of users who share a room with ours, each
 peer's standing); the rule and its tiers are `protocol.relay_choice`; the randomness within a
 tier is `secrets`, passed in by the node.
+
+State: none of its own but the injected `rng`; the facts are the host's, the standing table's
+and the directory's, read on the asyncio loop.
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ its declared size from a budget shared by all inbound streams before the rest is
 left: reset, `Busy`); a frame begun must be complete within the frame timeout (else reset,
 `FrameTimeout`, which the handler charges); a stream with no frame begun for the idle timeout
 is reset (`StreamIdle`, a quiet end).
+
+State: each `FrameStream` owns its decoder's buffer, the bytes it reserved from the shared
+`ReadBudget`, and whether it ended; its reader and its writer (asyncio tasks, one each, behind
+their locks) touch it, the raw stream's reads and writes run on the trio thread.
 """
 
 from __future__ import annotations

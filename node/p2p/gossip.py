@@ -4,6 +4,10 @@ Gossip is the at-most-once fast path (ARCHITECTURE §3 step 3). A subscription b
 `maxsize` messages; when the consumer falls behind, newer messages are dropped and counted
 (`dropped`), never queued without bound and never allowed to block the trio thread. Delivery
 that matters goes again over the ack-and-retry stream path.
+
+State: each `Subscription` owns its bounded buffer, its counts and whether it ended; the trio
+thread hands it messages through the asyncio loop (`TrioThread.to_asyncio`), so only the loop
+touches it.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ It also writes our signed peer record once per stream rather than in every RPC
 (`peer_records.RecordsTold`), and counts the announces and publishes py-libp2p drops for a
 full peer queue with the router's drops (`MeshRouter.note_dropped`), and counts each RPC it
 writes by kind (`rpc_kind`) in the host's `WireCounts`.
+
+State: per host, the peer records told per stream, the rate of re-greetings per peer and their
+counts; on the trio thread only (py-libp2p's pubsub runs there).
 """
 
 from __future__ import annotations

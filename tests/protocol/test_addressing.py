@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 
 from hearthmesh.protocol.addressing import (
+    ADDRESSED_KINDS,
     UNSEQUENCED,
     check_gossiped,
     check_sequencing,
     is_addressed,
+    is_gossiped,
     is_sequenced,
 )
 from hearthmesh.protocol.arrival import ArrivalRules, Verdict
@@ -26,18 +28,19 @@ from hearthmesh.protocol.receipts import (
     encode_receipt,
 )
 from hearthmesh.protocol.release import SenderReleases
+from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.protocol.standing import OFFENCE_CODES
 
 KEY = keypair_from_seed(b"\x09" * 32)
 ROOM = RoomId(b"\x0a" * 32)
 
 
-def _envelope(kind: Kind, seq: int) -> Envelope:
+def _envelope(kind: Kind, seq: int, room: RoomId = ROOM) -> Envelope:
     body = encode_receipt(Receipt(status=ReceiptStatus.READ, message_ids=(b"\x01" * 32,)))  # type: ignore[arg-type]
     return seal(
         KEY,
         kind=kind,
-        room=ROOM,
+        room=room,
         sender_user=UserId(KEY.public),
         seq=seq,
         hlc=Timestamp(wall_ms=1_000 + seq % 1000, counter=0),
@@ -116,3 +119,37 @@ class _NoRooms:
 
     def membership_log(self, room: RoomId) -> MembershipLog:
         raise AssertionError("not read")
+
+
+def test_which_kinds_a_sender_gossips_pinned_kind_by_kind() -> None:
+    alice, bob, carol = UserId(KEY.public), UserId(b"\x0b" * 32), UserId(b"\x0c" * 32)
+    group = [alice, bob, carol]
+    gossiped = {
+        Kind.MESSAGE: True,
+        Kind.EDIT: True,
+        Kind.RECALL: True,
+        Kind.REACTION: True,
+        Kind.RECEIPT: True,  # the broadcast form (§20.7); the addressed one never, below
+        Kind.MEMBERSHIP: False,  # the guaranteed path only (§12.2)
+        Kind.PROFILE: True,
+        Kind.HOME_RECORD: True,
+        Kind.TYPING: True,  # never sealed through the outbox: the rule does not judge it
+        Kind.PRESENCE: True,
+        Kind.PRIVATE: False,  # its sender's own homes only
+        Kind.ROOM_KEY: True,
+    }
+    assert set(gossiped) == set(Kind)  # a new kind must be pinned here
+    for kind, expected in gossiped.items():
+        assert is_gossiped(_envelope(kind, 5), group) is expected, kind
+    for kind in ADDRESSED_KINDS:  # unsequenced: to some members' homes only (§16.2.3, §27.5.3)
+        assert not is_gossiped(_envelope(kind, UNSEQUENCED), group), kind
+
+
+def test_nothing_of_a_direct_room_is_gossiped() -> None:
+    alice, bob = UserId(KEY.public), UserId(b"\x0b" * 32)
+    direct = direct_room_id(alice, bob)
+    assert not is_gossiped(_envelope(Kind.MESSAGE, 5, direct), [alice, bob])
+    assert not is_gossiped(_envelope(Kind.MESSAGE, 5, direct), [bob, alice, alice])  # users
+    # the same two users in a group room, or a third member: the group's fan-out
+    assert is_gossiped(_envelope(Kind.MESSAGE, 5), [alice, bob])
+    assert is_gossiped(_envelope(Kind.MESSAGE, 5, direct), [alice, bob, UserId(b"\x0c" * 32)])
