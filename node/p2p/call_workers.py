@@ -150,9 +150,15 @@ class CallWorkers:
 
     def _take_queued(self) -> Job | None:
         mine: tuple[Job, Callable[[], None]] | None = None
+        if self._closed:  # stopping: what is queued is refused, not started
+            self._sweep()
+            return None
         try:
             while self._queue:
-                item = self._queue.popleft()
+                try:
+                    item = self._queue.popleft()
+                except IndexError:  # a late `_put`'s sweep took it
+                    break
                 if isinstance(item, _Sync):
                     item.fn(*item.args)
                 elif mine is None:

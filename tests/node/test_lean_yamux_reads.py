@@ -6,23 +6,17 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 
 import multiaddr  # type: ignore[import-untyped]
 import pytest
 import trio
-from libp2p import new_host
 from libp2p.abc import INetStream
-from libp2p.crypto.ed25519 import create_new_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.host.basic_host import BasicHost
 from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 from libp2p.peer.peerinfo import PeerInfo
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import MAX_WINDOW_SIZE, TYPE_DATA, YAMUX_HEADER_FORMAT, Yamux
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 
 from hearthmesh.node.p2p.yamux import (
     LeanYamux,
@@ -31,6 +25,7 @@ from hearthmesh.node.p2p.yamux import (
     read_plain_frames_lean,
     watch_reads,
 )
+from tests.node.test_pipelined_select import _plain_host
 
 pytestmark = pytest.mark.integration
 
@@ -41,14 +36,7 @@ with the lean loop's."""
 
 
 def _host(lean: bool) -> BasicHost:
-    key_pair = create_new_key_pair()
-    noise = NoiseTransport(key_pair, noise_privkey=create_x25519_key_pair().private_key)
-    host = new_host(
-        key_pair=key_pair,
-        sec_opt={NOISE_PROTOCOL_ID: noise},
-        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
-    )
-    assert isinstance(host, BasicHost)
+    host = _plain_host()
     if lean:
         read_plain_frames_lean(host.get_network())
     return host
@@ -71,26 +59,30 @@ async def _read_or_end(stream: INetStream) -> bytes:
 
 @asynccontextmanager
 async def _two(lean: tuple[bool, bool]) -> AsyncIterator[tuple[BasicHost, BasicHost]]:
-    pair = (_host(lean[0]), _host(lean[1]))
-    async with AsyncExitStack() as stack:
-        for host in pair:
-            host.set_stream_handler(ECHO, _echo)
-            listen = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
-            await stack.enter_async_context(host.run(listen_addrs=listen))
-        opener, listener = pair
+    """Two py-libp2p hosts on 127.0.0.1, the first connected to the second, both echoing;
+    `lean` says which read plain frames lean."""
+    opener, listener = _host(lean[0]), _host(lean[1])
+    opener.set_stream_handler(ECHO, _echo)
+    listener.set_stream_handler(ECHO, _echo)
+    loopback = [multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]
+    async with opener.run(listen_addrs=loopback), listener.run(listen_addrs=loopback):
         await opener.connect(PeerInfo(listener.get_id(), listener.get_addrs()))
         yield opener, listener
 
 
 async def _echo_through(opener: BasicHost, listener: BasicHost, payload: bytes) -> None:
     stream = await opener.new_stream(listener.get_id(), [ECHO])
+    await _echo_on(stream, payload)
+    await stream.close()
+
+
+async def _echo_on(stream: INetStream, payload: bytes) -> None:
     got = bytearray()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stream.write, payload)
         while len(got) < len(payload):
             got += await stream.read(65536)
     assert bytes(got) == payload
-    await stream.close()
 
 
 def _muxer_of(host: BasicHost, peer: BasicHost) -> Yamux:
@@ -120,13 +112,7 @@ def test_lean_and_plain_muxers_agree_either_way(opener_lean: bool, listener_lean
                 await _echo_through(opener, listener, bytes(range(256)) * (BULK_BYTES // 256))
                 stream = await opener.new_stream(listener.get_id(), [ECHO])
                 adopt_yamux_stream(stream.muxed_stream)  # type: ignore[attr-defined]
-                payload = bytes(range(256)) * (BULK_BYTES // 256)
-                got = bytearray()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(stream.write, payload)
-                    while len(got) < len(payload):
-                        got += await stream.read(65536)
-                assert bytes(got) == payload
+                await _echo_on(stream, bytes(range(256)) * (BULK_BYTES // 256))
                 await stream.reset()
                 reset = await opener.new_stream(listener.get_id(), [ECHO])
                 await reset.write(b"x")
