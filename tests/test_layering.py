@@ -60,6 +60,7 @@ def test_package_respects_the_import_direction(package: str) -> None:
 
 BRIDGE_MODULES = {
     "node/p2p/bridge.py",
+    "node/p2p/call_workers.py",
     "node/p2p/guest_run.py",
     "node/p2p/host.py",
     "node/p2p/gossipsub.py",

@@ -46,6 +46,7 @@ from typing import Any, Final, Generic, TypeVar
 import outcome
 import trio
 
+from hearthmesh.node.p2p.call_workers import CallWorkers
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
 from hearthmesh.node.p2p.guest_run import GuestRun, start_guest_on_loop
 
@@ -131,6 +132,9 @@ class TrioThread:
         self._drain_due = False
         """A `_drain` is scheduled on the loop and has not begun: a call handed over now rides
         in it, with no wake-up of its own."""
+        self._workers: CallWorkers | None = None
+        """With a thread of its own, while the work nursery is open: `run` hands its calls to
+        trio tasks waiting for them (`call_workers`)."""
         self._guest: GuestRun | None = None
         """The guest run, when it is one: `run` starts its trio task in place (no write to
         trio's wake-up socket)."""
@@ -247,16 +251,30 @@ class TrioThread:
     ) -> None:
         self._token = trio.lowlevel.current_trio_token()
         self._stop_event = trio.Event()
-        async with service(), trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                self._to_loop(_mark_ready, ready)
-                await self._stop_event.wait()
-            finally:
-                # Also when a failed task cancelled this wait: the nursery then closes while
-                # the service still exits, and a call started there would kill trio itself.
-                self._nursery = None
-            nursery.cancel_scope.cancel()
+        # A guest run starts the loop's calls in place (`GuestRun.call_now`); one in a thread
+        # of its own has workers waiting for them (`call_workers`).
+        in_thread = self._thread is not None and threading.current_thread() is self._thread
+        workers = CallWorkers() if in_thread else None
+        try:
+            async with service(), trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if workers is not None:
+                    workers.start(nursery)
+                    self._workers = workers
+                try:
+                    self._to_loop(_mark_ready, ready)
+                    await self._stop_event.wait()
+                finally:
+                    # Also when a failed task cancelled this wait: the nursery then closes while
+                    # the service still exits, and a call started there would kill trio itself.
+                    self._nursery = None
+                    self._workers = None
+                    if workers is not None:
+                        workers.close()
+                nursery.cancel_scope.cancel()
+        finally:
+            if workers is not None:
+                workers.close_sockets()
 
     def _to_loop(self, fn: Callable[..., Any], *args: Any) -> bool:
         """Schedule `fn(*args)` on the loop, after every call handed over before it. From
@@ -309,6 +327,10 @@ class TrioThread:
         token = self._token
         if token is None or self._stopping:
             raise HostClosed(f"trio thread {self._name} is not running")
+        workers = self._workers
+        if workers is not None:  # in line with `run`'s calls, which go there too
+            workers.submit_sync(fn, *args)
+            return
         try:
             token.run_sync_soon(fn, *args)
         except trio.RunFinishedError as exc:
@@ -349,21 +371,28 @@ class TrioThread:
                     value = HostClosed(f"trio thread {self._name} stopped during the call")
                 self._to_loop(_settle, call, ok, value)
 
+        def refuse() -> None:
+            self._to_loop(_settle, call, False, HostClosed("trio thread is stopping"))
+
         def start() -> None:
             nursery = self._nursery
             if nursery is None:
-                self._to_loop(_settle, call, False, HostClosed("trio thread is stopping"))
+                refuse()
             else:
                 nursery.start_soon(task)
 
-        guest = self._guest
+        guest, workers = self._guest, self._workers
         in_place = (
             guest is not None
             and not self._stopping
             and threading.get_ident() == self._guest_thread
             and guest.call_now(start)
         )
-        if not in_place:
+        if in_place:
+            pass
+        elif workers is not None and not self._stopping:
+            workers.submit(task, refuse)
+        else:
             self.run_sync_soon(start)
         try:
             return await call.result

@@ -89,6 +89,7 @@ from hearthmesh.node.p2p.yamux import (
     adopt_yamux_stream,
     answers_ping,
     lean_frame_writes,
+    read_plain_frames_lean,
     watch_reads,
 )
 from hearthmesh.protocol.errors import (
@@ -719,6 +720,7 @@ class P2PHost:
             pipeline_negotiation(host)
         network = host.get_network()
         if isinstance(network, Swarm):  # refuse banned prefixes before their handshake
+            read_plain_frames_lean(network)  # plain DATA frames without py-libp2p's loop
             # (new_host takes no retry_config: the swarm's is set in its place)
             network.retry_config = RetryConfig(initial_delay=self.config.dial_retry_delay_s)
             gate = network.connection_config

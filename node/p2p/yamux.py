@@ -41,27 +41,36 @@ were slow, not dead, were closed by the thousand and the mesh fell apart.
 from __future__ import annotations
 
 import contextlib
+import logging
 import struct
 import types
 import weakref
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 import trio
+from libp2p.io.exceptions import IncompleteReadError
 from libp2p.stream_muxer.yamux.yamux import (
     FLAG_SYN,
+    HEADER_SIZE,
+    MAX_WINDOW_SIZE,
+    TYPE_DATA,
     TYPE_PING,
     YAMUX_HEADER_FORMAT,
     Yamux,
     YamuxStream,
+    _yamux_data_read_timeout,
 )
 
 from hearthmesh.node.p2p.quick_locks import QuickLock
 
 __all__ = [
     "RESET_AFTER_FAILED_WRITE_S",
+    "LeanYamux",
     "adopt_yamux_stream",
     "answers_ping",
     "lean_frame_writes",
+    "read_plain_frames_lean",
     "watch_reads",
 ]
 
@@ -84,11 +93,130 @@ class _LastRead:
 _last_read: weakref.WeakKeyDictionary[Any, _LastRead] = weakref.WeakKeyDictionary()
 """Yamux connection -> its last read, for those `watch_reads` watches."""
 
+log = logging.getLogger(__name__)
+
+_HEADER: Final = struct.Struct(YAMUX_HEADER_FORMAT)
+
+
+class LeanYamux(Yamux):
+    """py-libp2p 0.8.1's yamux connection, whose plain DATA frames (no flags, on a stream it
+    has) are read by a lean loop: `Yamux.handle_incoming` formats six debug lines per frame
+    whether or not debug logging is on, and bounds each body's read with a deadline even when
+    the body is already decrypted in hand. Every other frame (a stream's opening, FIN, RST,
+    window updates, pings, GO_AWAY, a frame too large or for an unknown stream) goes to
+    py-libp2p's own loop as before: the lean loop sits in the connection's reads, under it,
+    and hands it only those frames' headers (and then their bodies). Same effect per frame:
+    bytes into the stream's buffer, its receive window charged (clamped at 0 with a warning,
+    as py-libp2p does), its reader woken. The host gives it to every yamux connection its
+    swarm upgrades (`read_plain_frames_lean`); a peer's muxer can be anything that speaks
+    yamux."""
+
+    read_note: _LastRead | None = None
+    """Set by `watch_reads`: each read of the connection notes its time here."""
+
+    async def handle_incoming(self) -> None:
+        secured = self.secured_conn
+        secured.read = _plain_frames_apart(self, secured.read)  # type: ignore[assignment]
+        await super().handle_incoming()
+
+
+def read_plain_frames_lean(swarm: Any) -> None:
+    """Make each yamux connection `swarm` upgrades a `LeanYamux`, before its muxer starts.
+    py-libp2p 0.8.1 builds `Yamux` by name whatever class `muxer_opt` names, so the new
+    connection's class is swapped (a subclass with no state of its own: nothing else
+    changes)."""
+    muxers = swarm.upgrader.muxer_multistream
+    new_conn = muxers.new_conn
+
+    async def new_lean_conn(conn: Any, peer_id: Any) -> Any:
+        muxed = await new_conn(conn, peer_id)
+        if type(muxed) is Yamux:
+            muxed.__class__ = LeanYamux
+        return muxed
+
+    muxers.new_conn = new_lean_conn
+
+
+def _plain_frames_apart(
+    conn: LeanYamux, read: Callable[[int], Awaitable[bytes]]
+) -> Callable[[int | None], Coroutine[Any, Any, bytes]]:
+    """`read` of `conn`'s secured connection with its plain DATA frames taken out (installed
+    before the first read, so it knows where each frame starts)."""
+    owed = 0
+    """Body bytes of a frame handed to py-libp2p, which it reads next."""
+
+    async def read_noted(n: int) -> bytes:
+        data = await read(n)
+        note = conn.read_note
+        if note is not None:
+            note.at = trio.current_time()
+        return data
+
+    async def exactly(n: int) -> bytes:
+        data = await read_noted(n)  # n at once, unless the connection ended
+        while len(data) < n:
+            more = await read_noted(n - len(data))
+            if not more:
+                raise IncompleteReadError(
+                    f"connection ended inside a yamux frame: {len(data)} of {n} bytes",
+                    expected_bytes=n,
+                    received_bytes=len(data),
+                )
+            data += more
+        return data
+
+    async def body(length: int) -> bytes:
+        secured = conn.secured_conn
+        in_hand = getattr(secured, "high_watermark", 0) - getattr(secured, "low_watermark", 0)
+        if length <= in_hand:  # decrypted already: no wait, so no deadline to set
+            return await exactly(length)
+        with trio.fail_after(_yamux_data_read_timeout()):  # py-libp2p's bound, kept
+            return await exactly(length)
+
+    async def filtered(n: int | None = None) -> bytes:
+        nonlocal owed
+        if owed or n != HEADER_SIZE or conn.event_shutting_down.is_set():
+            data = await read_noted(n)  # type: ignore[arg-type]
+            owed = max(0, owed - len(data))
+            return data
+        while True:
+            header = await exactly(HEADER_SIZE)
+            _, typ, flags, stream_id, length = _HEADER.unpack(header)
+            plain = typ == TYPE_DATA and not flags and length <= MAX_WINDOW_SIZE
+            if not plain or stream_id not in conn.streams:
+                owed = length if typ == TYPE_DATA and length <= MAX_WINDOW_SIZE else 0
+                return header
+            data = await body(length) if length else b""
+            async with conn.streams_lock:
+                _deliver(conn, stream_id, data)
+
+    return filtered
+
+
+def _deliver(conn: Yamux, stream_id: int, data: bytes) -> None:
+    """What py-libp2p does with a plain DATA frame's body (a stream gone meanwhile: dropped)."""
+    stream, buffer = conn.streams.get(stream_id), conn.stream_buffers.get(stream_id)
+    if stream is None or buffer is None:
+        return
+    buffer.extend(data)
+    stream.recv_window -= len(data)
+    if stream.recv_window < 0:
+        log.warning("yamux stream %d: peer exceeded the receive window", stream_id)
+        stream.recv_window = 0
+    event = conn.stream_events.get(stream_id)
+    if event is not None:
+        event.set()
+    if stream.closed:
+        conn._finalize_stream_locked(stream, fully_closed=True)
+
 
 def watch_reads(muxed_conn: Any) -> None:
     """Note the time of each read of a yamux connection from its peer (for `answers_ping`);
     once per connection, nothing for another muxer."""
     if not isinstance(muxed_conn, Yamux) or muxed_conn in _last_read:
+        return
+    if isinstance(muxed_conn, LeanYamux):  # its reads note themselves
+        muxed_conn.read_note = _last_read[muxed_conn] = _LastRead(trio.current_time())
         return
     secured = muxed_conn.secured_conn
     read = secured.read
