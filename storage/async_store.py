@@ -326,8 +326,10 @@ class AsyncStore:
         self._flush_soon(loop)
 
     def _lone_write_waits(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """A lone write, with no commit in flight, finds the loop busy for the first time."""
-        if self._deferred or self._committing or len(self._pending) != 1:
+        """A lone write, with no commit in flight, finds the loop busy for the first time (on
+        an engine with a commit to wait for: the in-memory twin, which reads on the loop, also
+        commits as it stages, so the turn would win it nothing)."""
+        if self._reader is None or self._deferred or self._committing or len(self._pending) != 1:
             return False
         return not self._pending[0].long and not self._idle_now(loop)
 
