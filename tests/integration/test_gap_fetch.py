@@ -212,12 +212,18 @@ async def test_a_tampered_answer_is_discarded_and_the_gap_is_asked_for_again(
     ):
         user, device = keypair_from_seed(os.urandom(32)), keypair_from_seed(os.urandom(32))
         cert = issue_certificate(user, DeviceId(device.public), created_ms=0)
+        wall = SystemClock().now_ms()
+        # Issued now: a stranger's record over 30 days old goes at carol's next purge (SPEC
+        # §11.5.4), and her first one runs at start, before or after this learn.
         record = issue_home_record(
-            user, issued_ms=1, homes=(eve.peer_id,), addrs=tuple(eve.listen_addrs), devices=(cert,)
+            user,
+            issued_ms=wall,
+            homes=(eve.peer_id,),
+            addrs=tuple(eve.listen_addrs),
+            devices=(cert,),
         )
         await carol.learn_home_record(encode_home_record(record))
         room = direct_room_id(UserId(user.public), carol.user_id)
-        wall = SystemClock().now_ms()
         sent = [
             seal(
                 device,
