@@ -373,10 +373,14 @@ class RoomSender:
                     await asyncio.gather(*(self._find_record(user) for user in unknown))
             devices = self._member_devices(members)
         missing = {d: devices[d] for d in devices if d not in outbound.shared}
+        # Owed from the records the shares are made from: a record learnt while they are made
+        # (a hello) must not leave its member neither given the key nor owed it (SPEC §27.10.1).
+        owed = self._unowed(outbound, members)
         spares = [
             _new_outbound(now_ms, looked_up=outbound.looked_up)
             for _ in range(self._spares_wanted(room, outbound))
         ]
+        spares_owed = self._unowed(spares[0], members) if spares else ()  # each owes none yet
         key_shares: tuple[e2ee.AddressedShare, ...] = ()
         bundle: e2ee.KeyBundle | None = None
         if fresh or missing or spares:
@@ -392,13 +396,12 @@ class RoomSender:
             ready = self._ready.setdefault(room, collections.deque())
             for spare, spare_shares in zip(spares, shares[1:], strict=True):
                 spare.shared.update(everyone)
-                spare_owed = self._unowed(spare, members)
-                spare.owed.update(dict.fromkeys(spare_owed, 0))  # its first send owes them
+                spare.owed.update(dict.fromkeys(spares_owed, 0))  # its first send owes them
                 work = _KeyWork(
                     key_shares=_with_users(spare_shares, devices),
                     sender_bundle=ours,
                     newly=dict(everyone),
-                    owed=spare_owed,
+                    owed=spares_owed,
                 )
                 ready.append(_Ready(outbound=spare, work=work))
         self._rooms[room] = outbound  # a new session only once it is stored
@@ -406,7 +409,6 @@ class RoomSender:
         # them back if the commit fails
         newly = {device: user for device, (user, _) in missing.items()}
         outbound.shared.update(newly)
-        owed = self._unowed(outbound, members)
         return outbound, _KeyWork(
             key_shares=key_shares, sender_bundle=bundle, newly=newly, owed=owed
         )
