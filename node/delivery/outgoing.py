@@ -10,9 +10,11 @@ envelope as our homes show it (`e2ee.opened_view`), whose wire is the encrypted 
 
 State: our next sequence number per room, kept on the event loop, so the hot path from a
 client's `send` to the store's append awaits nothing else; the order of each room's pending
-seals (`SealOrder`: sends seal in the order they were accepted, SPEC §15.4.5). Member sets are
-`RoomRegistry`'s (read through `RoomMembers`, from memory when it holds the room); what our
-membership changes did goes out on the `StoreOutcomes` flow, never to a caller above.
+seals (`SealOrder`: sends seal in the order they were accepted, SPEC §15.4.5); our membership
+changes sealed and not yet committed, per room, which the members a send seals for include
+(SPEC §27.10.1). Member sets are `RoomRegistry`'s (read through `RoomMembers`, from memory when
+it holds the room, and read again from memory where a send encrypts and where it seals); what
+our membership changes did goes out on the `StoreOutcomes` flow, never to a caller above.
 """
 
 from __future__ import annotations
