@@ -10,9 +10,11 @@ envelope as our homes show it (`e2ee.opened_view`), whose wire is the encrypted 
 
 State: our next sequence number per room, kept on the event loop, so the hot path from a
 client's `send` to the store's append awaits nothing else; the order of each room's pending
-seals (`SealOrder`: sends seal in the order they were accepted, SPEC §15.4.5). Member sets are
-`RoomRegistry`'s (read through `RoomMembers`, from memory when it holds the room); what our
-membership changes did goes out on the `StoreOutcomes` flow, never to a caller above.
+seals (`SealOrder`: sends seal in the order they were accepted, SPEC §15.4.5); our membership
+changes sealed and not yet committed, per room, which the members a send seals for include
+(SPEC §27.10.1). Member sets are `RoomRegistry`'s (read through `RoomMembers`, from memory when
+it holds the room, and read again from memory where a send encrypts and where it seals); what
+our membership changes did goes out on the `StoreOutcomes` flow, never to a caller above.
 """
 
 from __future__ import annotations
@@ -133,6 +135,8 @@ class Outgoing:
         self._next_seq: dict[RoomId, int] = {}
         self._seq_lock = asyncio.Lock()
         self._order = SealOrder()
+        self._changing: dict[RoomId, list[Envelope]] = {}
+        """Per room, our MEMBERSHIP changes sealed and not yet folded (`_members_now`)."""
 
     def take_turn(self, room: RoomId) -> SealTurn:
         """A send's place among our sends of `room`, taken as it is accepted (SPEC §15.4.5): it is
@@ -208,7 +212,10 @@ class Outgoing:
         if self._encryption is None or not e2ee.encrypts(kind):
             await turn.wait()
             hlc = None if written is None else self._written_stamp(written)
-            seq = UNSEQUENCED if addressed else await self._take_seq(room)
+            if not addressed:
+                await self._load_seq(room)
+            members = self._members_now(room, members)  # sealed after what changed meanwhile
+            seq = UNSEQUENCED if addressed else self._next(room)
             envelope = self._seal(room, content_type, kind, body, seq=seq, hlc=hlc)
             turn.release()
             return Sealed(envelope=envelope, members=members, to=to, acts_on=acts_on)
@@ -228,7 +235,21 @@ class Outgoing:
         # next send's turn comes only once this one has entered: releasing it here keeps the
         # sends queued behind a session being started encrypted together (SPEC §27.5).
         turn.release()
+        # The members read again: one added while this send waited (a home's answer, its turn)
+        # is in history before this envelope (its sequence number and HLC come after), so it
+        # is given the session too (SPEC §27.10.1)...
+        members = self._members_now(room, members)
         encryption = await self._encryption.encrypt(room, members, content_type, body)
+        # ...and one added while it was encrypted (its session prepared, its queue) is owed
+        # the session from this envelope's index, a key request bringing it (§27.13.1).
+        try:
+            now = self._members_now(room, members)
+        except NotAuthorized:
+            self._encryption.abandon(encryption)  # never sealed: its shares never go out
+            raise
+        if now != members:
+            encryption = self._encryption.owe(encryption, now - members)
+            members = now
         room_keys = self._seal_keys(room, encryption, keys_to)
         seq = UNSEQUENCED if addressed else self._next(room)
         encrypted = self._seal(
@@ -385,6 +406,8 @@ class Outgoing:
         )
         # a welcome queues the room's whole membership history: off the loop's thread
         commit = self._store.run_long if welcome else self._store.run
+        changing = self._changing.setdefault(room, [])
+        changing.append(envelope)  # our sends sealed after it count it in (`_members_now`)
         try:
             outcome = await commit(
                 _commit_own,
@@ -401,6 +424,10 @@ class Outgoing:
         except HearthError:
             self._give_back_seq(room, seq)  # refused after all (a change raced in): no gap
             raise
+        finally:
+            changing.remove(envelope)  # folded, or undone
+            if not changing:
+                del self._changing[room]
         self._outcomes.publish(outcome)
         self._outbox.submit(envelope, recipients, absent)
         if welcome:
@@ -502,6 +529,28 @@ class Outgoing:
         seq = self._next_seq[room]
         self._next_seq[room] = seq + 1
         return seq
+
+    def _members_now(self, room: RoomId, read: frozenset[UserId]) -> frozenset[UserId]:
+        """The room's members as memory holds them now, with our changes already sealed (a
+        sequence number taken) whose commit, which folds them, is still under way: an envelope
+        sealed after such a change is in history after it. `read` (read earlier) when memory
+        no longer holds the room. Our user must still be one.
+
+        Raises:
+            NotAuthorized: our user was removed from `room` meanwhile.
+        """
+        state = self._rooms.view(room)
+        if state is None:
+            return read
+        changing = self._changing.get(room)
+        if changing:
+            state = state.copy()
+            for change in changing:
+                state.apply(change)  # refused, so no change, once folded already
+        members = frozenset(state.members)
+        if self._user not in members:
+            raise NotAuthorized(f"not a member of room {room.hex()[:12]}")
+        return members
 
     def _give_back_seq(self, room: RoomId, seq: int) -> None:
         """Return `seq` unless a later one was taken meanwhile (then the gap stays)."""

@@ -24,7 +24,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import vodozemac
@@ -84,10 +84,11 @@ class Encryption:
     newly_shared: dict[DeviceId, UserId]
     outbound: _Outbound
     newly_owed: tuple[UserId, ...] = ()
-    """Members this envelope is the session's first for while we know none of their devices."""
-    shared_at: int = 0
-    """The message index the newly shared devices got the session's key at (or the newly owed
-    members were first sent)."""
+    """Members this envelope is the session's first for while we know none of their devices,
+    or that joined while its send waited (`owe`)."""
+    index: int = 0
+    """The session's message index this envelope was encrypted at: the newly shared devices
+    got the session's key there, and the newly owed members are owed it from there."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,9 +142,9 @@ def _encrypt(
     members it is owed to from here go with it, or, if it cannot be encrypted, those devices
     are taken as lacking the key again and those members as owed nothing."""
     newly, owed = work.newly, work.owed
-    shared_at = outbound.session.message_index  # where its ROOM_KEY bodies start, if any
+    index = outbound.session.message_index  # where its ROOM_KEY bodies start, if any
     for user in owed:
-        outbound.owed[user] = shared_at
+        outbound.owed[user] = index
     plaintext = e2ee.encode_plaintext(content_type, body)
     try:
         encrypted, _ = e2ee.encrypt_plaintext(outbound.session, plaintext)
@@ -163,7 +164,7 @@ def _encrypt(
         newly_shared=newly,
         outbound=outbound,
         newly_owed=owed,
-        shared_at=shared_at if newly or owed else 0,
+        index=index,
     )
 
 
@@ -372,10 +373,14 @@ class RoomSender:
                     await asyncio.gather(*(self._find_record(user) for user in unknown))
             devices = self._member_devices(members)
         missing = {d: devices[d] for d in devices if d not in outbound.shared}
+        # Owed from the records the shares are made from: a record learnt while they are made
+        # (a hello) must not leave its member neither given the key nor owed it (SPEC §27.10.1).
+        owed = self._unowed(outbound, members)
         spares = [
             _new_outbound(now_ms, looked_up=outbound.looked_up)
             for _ in range(self._spares_wanted(room, outbound))
         ]
+        spares_owed = self._unowed(spares[0], members) if spares else ()  # each owes none yet
         key_shares: tuple[e2ee.AddressedShare, ...] = ()
         bundle: e2ee.KeyBundle | None = None
         if fresh or missing or spares:
@@ -391,13 +396,12 @@ class RoomSender:
             ready = self._ready.setdefault(room, collections.deque())
             for spare, spare_shares in zip(spares, shares[1:], strict=True):
                 spare.shared.update(everyone)
-                spare_owed = self._unowed(spare, members)
-                spare.owed.update(dict.fromkeys(spare_owed, 0))  # its first send owes them
+                spare.owed.update(dict.fromkeys(spares_owed, 0))  # its first send owes them
                 work = _KeyWork(
                     key_shares=_with_users(spare_shares, devices),
                     sender_bundle=ours,
                     newly=dict(everyone),
-                    owed=spare_owed,
+                    owed=spares_owed,
                 )
                 ready.append(_Ready(outbound=spare, work=work))
         self._rooms[room] = outbound  # a new session only once it is stored
@@ -405,7 +409,6 @@ class RoomSender:
         # them back if the commit fails
         newly = {device: user for device, (user, _) in missing.items()}
         outbound.shared.update(newly)
-        owed = self._unowed(outbound, members)
         return outbound, _KeyWork(
             key_shares=key_shares, sender_bundle=bundle, newly=newly, owed=owed
         )
@@ -452,14 +455,14 @@ class RoomSender:
                     encryption.room,
                     encryption.outbound.session_id,
                     encryption.newly_shared,
-                    encryption.shared_at,
+                    encryption.index,
                 )
             if encryption.newly_owed:
                 store.mark_owed(
                     encryption.room,
                     encryption.outbound.session_id,
                     encryption.newly_owed,
-                    encryption.shared_at,
+                    encryption.index,
                 )
         for encryption in latest.values():
             outbound = encryption.outbound
@@ -469,6 +472,21 @@ class RoomSender:
                 created_ms=outbound.created_ms,
                 messages=outbound.messages,
             )
+
+    def owe(self, encryption: Encryption, joined: Set[UserId]) -> Encryption:
+        """`encryption` with the members that joined the room while its send waited (read at
+        the send's start, its seal's sequence number and HLC coming after their addition) owed
+        the session from its index, as members none of whose devices it knew are (SPEC
+        §27.10.1): its shares went to the devices of the members read, so a key request from
+        theirs is answered from there, not from the index their devices are given later.
+        Call it with no await between it and the seal; a member owed from earlier stays so."""
+        outbound = encryption.outbound
+        late = tuple(sorted(user for user in joined if user not in outbound.owed))
+        if not late:
+            return encryption
+        for user in late:
+            outbound.owed[user] = encryption.index
+        return replace(encryption, newly_owed=(*encryption.newly_owed, *late))
 
     def abandon(self, encryption: Encryption) -> None:
         """The commit failed: the ROOM_KEY bodies never went out, so share again next time
