@@ -140,9 +140,14 @@ class Services:
 
 
 def announce_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
-    """Where our home record says this node is: the configured addresses, else the host's
-    listen addresses as they are now (relayed ones come and go, SPEC §10.7)."""
-    return config.announce_addrs or tuple(host.listen_addrs)
+    """Where our home record and invites say this node is, each naming a peer id: the
+    configured addresses, else the host's listen addresses as they are now (relayed ones come
+    and go, SPEC §10.7). A configured address given without `/p2p/` (as `--announce` takes
+    it) gets ours: the record keeps only addresses that end in our id, and one announced bare
+    left the record with none, so a peer could dial a restarted node only once it dialled
+    them (`simulate --latency --kill-every`: p50 21-41 s, SPEC §20.4)."""
+    addrs = config.announce_addrs or tuple(host.listen_addrs)
+    return tuple(a if "/p2p/" in a else f"{a}/p2p/{host.peer_id}" for a in addrs)
 
 
 def build_services(
@@ -599,10 +604,7 @@ def build_services(
 
 def _invite_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
     """Our addresses as an invite names them: each with /p2p/, at most MAX_INVITE_ADDRS."""
-    full = tuple(
-        a if "/p2p/" in a else f"{a}/p2p/{host.peer_id}" for a in announce_addrs(config, host)
-    )
-    return full[:MAX_INVITE_ADDRS]
+    return announce_addrs(config, host)[:MAX_INVITE_ADDRS]
 
 
 def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:

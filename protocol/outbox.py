@@ -333,10 +333,13 @@ class OutboxMachine(Generic[E]):
 
     def _size(self, destination: bytes) -> int:
         """How many rows the destination's next batch to its homes carries: halved after a
-        batch no home took, doubled after each batch of that size acked, back to
-        BATCH_ENTRIES (SPEC §11.5.2). A home too slow to store a full batch within the ack
-        bound (a loaded machine) failed that same full batch each time its outage ended, a
-        probe's 8 rows per 10 s timeout; now it gets its backlog a smaller batch at a time.
+        batch a home was too slow to ack (`send_failed(slow=True)`), doubled after each batch
+        of that size acked, back to BATCH_ENTRIES (SPEC §11.5.2). A home too slow to store a
+        full batch within the ack bound (a loaded machine) failed that same full batch each
+        time its outage ended, a probe's 8 rows per 10 s timeout; now it gets its backlog a
+        smaller batch at a time. A lost path (a partition, a kill) says nothing of what a
+        batch costs the home: halving there too left a partition's backlog to go in rounds
+        of 8, 16, 32, ... after the heal, 5 round trips before its last message arrived.
         The batches of a destination that is parking (relayed and parked, not sent) stay
         full."""
         return self._sizes.get(destination, BATCH_ENTRIES)
@@ -420,14 +423,18 @@ class OutboxMachine(Generic[E]):
         *,
         homeless: bool = False,
         refused: bool = False,
+        slow: bool = False,
     ) -> list[OutboxCommand]:
         """No home took the batch in flight (`homeless`: no record names one to try;
         `refused`: each home tried was connected and refused the stream, so its probes back
-        off to §11.5.1's cap): the destination is down, the batch parked."""
+        off to §11.5.1's cap; `slow`: a home read it on a connection that answered pings, and
+        no ack came within the patience, so the next batches are smaller): the destination is
+        down, the batch parked."""
         batch = self._batch_of(destination)
         del self._in_flight[destination]
         self._release(destination, batch)
-        self._shrink(destination, len(batch))
+        if slow:
+            self._shrink(destination, len(batch))
         commands: list[OutboxCommand] = []
         if self._outages.failed(destination, now_ms, homeless=homeless, refused=refused):
             commands.append(WentDown(destination=destination, error=error))

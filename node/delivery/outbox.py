@@ -26,6 +26,7 @@ from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.peer_link import (
     DeliveryFailed,
     PeerLinks,
+    SlowHome,
     addresses_of,
     build_batch,
 )
@@ -434,6 +435,7 @@ class OutboxWorker:
                 )
         errors: list[str] = []
         refused = True  # every home tried was connected and refused the stream (SPEC §11.5.2)
+        slow = False  # a home read it and answered pings, but no ack came: smaller batches
         addresses = self._directory.addresses(recipient)
         for home in homes:
             try:
@@ -450,13 +452,15 @@ class OutboxWorker:
             except (DeliveryFailed, P2PError) as exc:
                 errors.append(str(exc))
                 refused = refused and isinstance(exc.__cause__ or exc, StreamRefused)
+                slow = slow or isinstance(exc, SlowHome)
                 continue
             return self._machine.ack_received(destination, home, ack.results, self._now())
         if command.relay_fallback:
             self._hops.hand_off(HandOff(recipient, homes, certs, items))
             errors.append("handed to a relay")
         text = failure_text(errors)
-        return self._machine.send_failed(destination, text, self._now(), refused=refused)
+        now = self._now()
+        return self._machine.send_failed(destination, text, now, refused=refused, slow=slow)
 
     async def _probe(self, destination: bytes, limit: int) -> None:
         """Put a few parked rows back, due now: the next batch tries the homes (SPEC §11.5.2)."""

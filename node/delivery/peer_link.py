@@ -40,6 +40,7 @@ __all__ = [
     "BATCH_BYTES",
     "DeliveryFailed",
     "PeerLinks",
+    "SlowHome",
     "addresses_of",
     "build_batch",
 ]
@@ -131,6 +132,11 @@ class DeliveryFailed(HearthError):
     """A batch could not be handed to a peer (unreachable, closed, refused, bad ack)."""
 
 
+class SlowHome(DeliveryFailed):
+    """The batch went out on a connection that answered pings, and no ack came within the
+    patience: the home is there but too slow for it now (a smaller batch may get through)."""
+
+
 class _NoPong(TimeoutError):
     """A deliver stream's open or a batch's ack was late, and the connection answered no ping
     either: a dead path."""
@@ -188,8 +194,10 @@ class PeerLinks:
         async with lock:
             batch_id = next(self._batch_ids)
             stream: FrameStream | None = None
+            sent = False
             try:
                 stream = await self._stream(peer_id)
+                sent = True
                 started = time.perf_counter()
                 batch = encode_deliver(batch_id, certificates, items)
                 alive = functools.partial(self._host.stream_answers, stream, self._ack_timeout_s)
@@ -216,7 +224,9 @@ class PeerLinks:
                 if isinstance(exc, DeliveryFailed):
                     raise
                 kind = "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__
-                raise DeliveryFailed(f"{peer_id[-8:]}: {kind}: {exc}") from exc
+                slow = sent and isinstance(exc, TimeoutError) and not isinstance(exc, _NoPong)
+                failed = SlowHome if slow else DeliveryFailed
+                raise failed(f"{peer_id[-8:]}: {kind}: {exc}") from exc
             return ack
 
     async def _patiently(

@@ -60,6 +60,7 @@ async def test_three_processes_in_namespaces_under_loss_and_a_partition(tmp_path
         seed=2,
         out=tmp_path,
         progress=False,
+        node_log_level="info",
     )
     async with asyncio.timeout(300):
         report = await run_simulation(config)
@@ -73,3 +74,5 @@ async def test_three_processes_in_namespaces_under_loss_and_a_partition(tmp_path
     arrivals = [json.loads(line) for line in (tmp_path / "arrivals.jsonl").read_text().splitlines()]
     assert len(arrivals) == report["expected"], report
     assert all(pair["shown_s"] is not None for pair in arrivals), report
+    node_log = (tmp_path / "nodes" / "node0.log").read_text()  # at INFO: why one was late
+    assert " INFO hearthmesh.node.node: node up" in node_log

@@ -17,7 +17,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.stream_muxer.yamux.yamux import TYPE_PING, YAMUX_HEADER_FORMAT
 from multiaddr import Multiaddr  # type: ignore[import-untyped]
 
-from hearthmesh.node.delivery.peer_link import OPEN_TIMEOUT_S, DeliveryFailed, PeerLinks
+from hearthmesh.node.delivery.peer_link import OPEN_TIMEOUT_S, DeliveryFailed, PeerLinks, SlowHome
 from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import (
@@ -104,8 +104,9 @@ async def test_an_unanswered_batch_closes_the_tcp_connection_so_the_next_try_dia
         await a.connect(b.listen_addrs[0])
         links = PeerLinks(a, ack_timeout_s=ACK_TIMEOUT_S, ack_patience_s=60.0)
         try:
-            with pytest.raises(DeliveryFailed, match="TimeoutError"):
+            with pytest.raises(DeliveryFailed, match="TimeoutError") as failed:
                 await links.deliver(b.peer_id, [], [])
+            assert not isinstance(failed.value, SlowHome)  # a lost path: batches keep their size
             await wait_until(lambda: b.peer_id not in a.connected_peers())
         finally:
             thawed.set()
@@ -209,7 +210,7 @@ async def test_a_late_ack_is_waited_for_no_longer_than_the_patience(
         await a.connect(b.listen_addrs[0])
         bound_s = LIVE_ACK_TIMEOUT_S
         links = PeerLinks(a, ack_timeout_s=bound_s, ack_patience_s=3 * bound_s)
-        with pytest.raises(DeliveryFailed, match="TimeoutError"):
+        with pytest.raises(SlowHome, match="TimeoutError"):  # the next batches are smaller
             await links.deliver(b.peer_id, [], [])
         assert links.waited_late == 1
         await logged(caplog, "answers a ping: slow, not gone: kept")  # the close's ping, answered

@@ -207,8 +207,9 @@ def _perform(outbox: Outbox, homes: dict[bytes, Home], command: OutboxCommand, n
                     outbox.seen.append(step)
                     home = homes[destination]
                     results = home.deliver(batch)
-                    if results is None:
-                        steps.extend(machine.send_failed(destination, "away", now_ms))
+                    if results is None:  # up and no answer: too slow for that batch
+                        failed = machine.send_failed(destination, "away", now_ms, slow=home.up)
+                        steps.extend(failed)
                     else:
                         steps.extend(machine.ack_received(destination, home.peer, results, now_ms))
                 else:
@@ -606,6 +607,28 @@ def test_a_home_too_slow_for_a_full_batch_gets_its_backlog_in_smaller_ones() -> 
         transfer(outbox, {BOB: bob}, T0 + round_ * PROBE_MAX_MS)
     assert sorted(bob.stored) == sorted(ids) and sum(bob.batches) == len(ids)
     assert max(bob.batches) <= 40 and bob.stored[:8] == ids[:8]  # the probe: the oldest
+
+
+def test_a_backlog_after_a_partition_goes_in_full_batches_once_the_probe_is_acked() -> None:
+    """SPEC §11.5.2: batches that failed because a partition cut the path (not a home too
+    slow for them) say nothing of what a full batch costs the home. Halving after them left
+    the destination at 8-row batches, so the backlog of the partition reached the home in
+    rounds of 8, 16, 32, 64, 128 after the heal (simulate R1: 5 round trips, seconds each on a
+    loaded machine, before the last message of the partition arrived)."""
+    outbox = Outbox()
+    bob = Home("bob")
+    send_one_by_one(outbox, bob, BOB, 2)  # live: a row a batch
+    bob.up = False  # the partition
+    now = T0
+    for n in range(2, 300):  # sends go on meanwhile: parked after the second failure
+        outbox.rows.add(BOB, [mid(n)], now)
+        transfer(outbox, {BOB: bob}, now)
+        now += 100
+    assert outbox.machine.down() == [BOB] and bob.batches == [1, 1]
+    bob.up = True  # the heal: the next probe finds the home
+    transfer(outbox, {BOB: bob}, now + PROBE_MAX_MS)
+    assert sorted(bob.stored) == sorted(mid(n) for n in range(300))
+    assert bob.batches == [1, 1, PROBE_ENTRIES, BATCH_ENTRIES, 300 - 2 - PROBE_ENTRIES - 256]
 
 
 def test_a_clean_stop_settles_and_hands_back_the_rows_in_hand_in_order() -> None:

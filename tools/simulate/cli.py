@@ -10,6 +10,8 @@ import json
 import sys
 from pathlib import Path
 
+from hearthmesh.tools.settings import LOG_LEVELS
+
 __all__ = ["add_simulate_parser", "run_simulate"]
 
 
@@ -43,6 +45,11 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     sim.add_argument("--out", type=Path, metavar="DIR", help="write latency.png here")
     sim.add_argument("--upgrade", type=Path, metavar="OLD_VENV", help="odd nodes run that venv")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    sim.add_argument(
+        "--node-log-level",
+        choices=LOG_LEVELS,
+        help="what each node writes to its nodeN.log beside the report (warning)",
+    )
     sim.add_argument(
         "--scale",
         metavar="N,N,...",
@@ -98,6 +105,7 @@ def run_simulate(args: argparse.Namespace) -> int:
             out=args.out,
             upgrade=args.upgrade,
             progress=not args.no_progress,
+            node_log_level=args.node_log_level,
         )
         report = simulate(config)
     except HearthError as exc:  # bad settings, no namespaces, a node that did not start

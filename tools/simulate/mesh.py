@@ -149,10 +149,13 @@ class Mesh:
         netlab: NetLab | None,
         latency: Latency | None = None,
         seed: int = 0,
+        flags: tuple[str, ...] = (),
     ) -> None:
         """`plan`: (user, device) per node; `scripts`: the `hearthmesh` script per node;
-        `latency`: a delay proxy in front of each node, node i's delays drawn from seed + i."""
+        `latency`: a delay proxy in front of each node, node i's delays drawn from seed + i;
+        `flags`: more `hearthmesh run` options for every node (`--log-level info`, say)."""
         self.netlab = netlab
+        self.flags = flags
         self.nodes: list[SimNode] = []
         self.unproxied: set[tuple[int, tuple[str, int]]] = set()
         """(node, peer address) of each connection seen on a node's real port that did not
@@ -253,7 +256,7 @@ class Mesh:
             netns=node.ns,
             script=node.script,
             log=node.data_dir.parent / f"node{node.index}.log",
-            flags=announce,
+            flags=(*announce, *self.flags),
         )
         node.process = process
         node.user_text, node.token = process.user_text, process.token

@@ -81,6 +81,12 @@ class SimulateConfig:
     upgrade: Path | None = None
     """Another venv: every other node runs its `hearthmesh` (an upgrade test)."""
     progress: bool = True
+    node_log_level: str | None = None
+    """What the nodes log in their `nodeN.log` (None: `hearthmesh run`'s default, warning)."""
+
+    @property
+    def node_flags(self) -> tuple[str, ...]:
+        return () if self.node_log_level is None else ("--log-level", self.node_log_level)
 
     @property
     def chatting_users(self) -> int:
@@ -391,7 +397,8 @@ async def _simulate(config: SimulateConfig, root: Path, sockets: Path) -> dict[s
         if why is not None:
             raise SimulationFailed(f"--loss and --partition need network namespaces: {why}")
         netlab = NetLab().__enter__()
-    mesh = Mesh(root, sockets, _plan(config), _scripts(config), netlab, config.latency, config.seed)
+    plan, scripts, flags = _plan(config), _scripts(config), config.node_flags
+    mesh = Mesh(root, sockets, plan, scripts, netlab, config.latency, config.seed, flags)
     run = _Run(config, mesh)
     rng = random.Random(config.seed)
     tasks: list[asyncio.Task[Any]] = []
