@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -90,11 +91,34 @@ async def serve(
                 reporter.cancel()
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _fixed_ports() -> range:
+    """Ports the kernel never gives an outgoing connection: those below its ephemeral range
+    (Linux's default 32768-60999), or above it where the range starts low."""
+    try:
+        low, high = map(int, _EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):
+        low, high = 32_768, 60_999
+    return range(10_000, low) if low > 20_000 else range(high + 1, 65_536) or range(low, high)
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing holds right now, for a node to listen on a moment
+    later. Not one from `bind(0)`: that is a port of the ephemeral range, which any outgoing
+    connection on the machine may take before the node binds it (a whole suite under load
+    failed so: "address already in use" at a node process's start); a random one outside it
+    is taken only by another caller picking the same one."""
+    ports, pick = _fixed_ports(), random.SystemRandom()  # the OS's: not a forked twin's sequence
+    while True:
+        port = pick.choice(ports)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 class NodeProcessFailed(HearthError):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import statistics
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -98,8 +99,13 @@ async def _echo(stream: FrameStream) -> None:
         await stream.write_frame(frame)
 
 
-async def _steps_per_round_trip(host: P2PHost, stream: FrameStream, rounds: int = 40) -> float:
-    """Trio task steps on `host` per echo round trip of a 200-byte frame on `stream`."""
+async def _steps_per_round_trip(host: P2PHost, stream: FrameStream, rounds: int = 40) -> int:
+    """Trio task steps on `host` in a typical echo round trip of a 200-byte frame on `stream`:
+    the median of `rounds` counted one by one. Not their mean: the host's timed tasks (yamux's
+    RTT ping 0.5 s after the connection, the 1 s peer reconcile, gossipsub's heartbeat) add
+    their steps to whichever round trips they fall in, more of them the longer the rounds take
+    (the rounds 30 ms apart: the ping's 17 steps in one of 40 lean round trips, the others
+    7-9)."""
     counted = _Steps()
 
     async def watch() -> None:
@@ -114,22 +120,27 @@ async def _steps_per_round_trip(host: P2PHost, stream: FrameStream, rounds: int 
         assert await stream.read_frame() == payload
     await host._bridge.run(watch)
     try:
-        before = counted.steps
+        steps = []
         for _ in range(rounds):
+            before = counted.steps
             await stream.write_frame(payload)
             assert await stream.read_frame() == payload
-        return (counted.steps - before) / rounds
+            steps.append(counted.steps - before)
+        return statistics.median_low(steps)
     finally:
         await host._bridge.run(unwatch)
 
 
 @asynccontextmanager
 async def _echo_stream(seed: int) -> AsyncIterator[tuple[P2PHost, FrameStream]]:
-    """Host a's stream to host b's echo handler (two real hosts, seeds `seed` and `seed + 1`)."""
+    """Host a's stream to host b's echo handler (two real hosts, seeds `seed` and `seed + 1`).
+    Without AutoNAT rounds: 0.5 s after the connection, a's round asks b to dial it back, and
+    that connection's ~290 steps on a fell in the first 40 round trips of a slow run (a mean
+    of 15.3 and 16.3 steps a round trip, over the 8 of a quiet one, in two suites under load)."""
     async with (
         asyncio.timeout(10),
-        P2PHost(HostConfig(identity_seed=bytes([seed]) * 32)) as a,
-        P2PHost(HostConfig(identity_seed=bytes([seed + 1]) * 32)) as b,
+        P2PHost(HostConfig(identity_seed=bytes([seed]) * 32, autonat_checks=False)) as a,
+        P2PHost(HostConfig(identity_seed=bytes([seed + 1]) * 32, autonat_checks=False)) as b,
     ):
         await a.connect(b.listen_addrs[0])
         b.set_stream_handler(ECHO, _echo)
@@ -154,4 +165,4 @@ async def test_a_lean_frame_write_saves_a_scheduler_pass_per_frame() -> None:
         lean = await _steps_per_round_trip(a, stream)
         del muxed._write_frame  # py-libp2p's own again
         plain = await _steps_per_round_trip(a, stream)
-        assert lean + 0.5 < plain  # one frame written per round trip: one pass fewer
+        assert lean < plain  # one frame written per round trip: one pass fewer (8 and 9)
