@@ -18,10 +18,9 @@ from hearthmesh.node.media import server as media_server
 from hearthmesh.node.mesh.capabilities import CapabilityServer
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.rooms.registry import RoomRegistry
-from hearthmesh.node.social.signals import ContactSignals
+from hearthmesh.node.social import signals as contact_signals
 from hearthmesh.protocol import delivery
 from hearthmesh.protocol.capabilities import Level
-from hearthmesh.protocol.gossip import GossipItem
 from hearthmesh.protocol.outbox import OutboxMachine
 from hearthmesh.storage.api import Store
 from hearthmesh.tools.cli import main
@@ -139,10 +138,10 @@ async def test_a_node_that_takes_presence_from_anyone_fails_that_case(
     """Broken on purpose: a presence push is taken without asking whether its sender is a
     contact (SPEC §32.4.1), so a stranger is shown online."""
 
-    async def take_anyone(self: ContactSignals, item: GossipItem) -> None:
-        await self._presence(item)
+    def anyone(**_: bool) -> None:
+        return None
 
-    monkeypatch.setattr(ContactSignals, "_take", take_anyone)
+    monkeypatch.setattr(contact_signals, "check_signal_sender", anyone)
     got = await _fails_alone(tmp_path, "presence_from_contacts_only")
     assert got == "CONTACT:true,STRANGER:true"
 

@@ -37,6 +37,7 @@ from hearthmesh.protocol.e2ee import (
     decode_forward_answer,
     decode_forward_request,
     decode_forwarded_key,
+    decode_key_bundle,
     decode_key_request,
     decode_room_key_shares,
     verify_key_bundle,
@@ -46,7 +47,7 @@ from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
 from hearthmesh.protocol.fetch import decode_request as decode_fetch_request
 from hearthmesh.protocol.gossip import decode_gossip, decode_presence
 from hearthmesh.protocol.hello import decode_hello
-from hearthmesh.protocol.history_share import decode_history_request
+from hearthmesh.protocol.history_share import decode_history_request, take_history_answer
 from hearthmesh.protocol.hlc import encode_timestamp
 from hearthmesh.protocol.home_dht import home_record_key, select_home_record, validate_home_record
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
@@ -74,6 +75,7 @@ from hearthmesh.protocol.membership import (
 )
 from hearthmesh.protocol.private import decode_private
 from hearthmesh.protocol.receipts import decode_receipt
+from hearthmesh.protocol.signals import check_signal_sender, decode_signal
 from hearthmesh.protocol.sync import decode_sync_frame
 from hearthmesh.protocol.verification import decode_verify_frame
 
@@ -211,6 +213,31 @@ def _media_download(case: Case) -> Any:
     return {"blob_hex": None if blob is None else blob.hex()}
 
 
+def _signal(case: Case) -> Any:
+    """§32.4.1: a push on `/hearthmesh/signals/0` at a home whose user has the contacts
+    `contacts_hex` and blocks `blocked_hex`: the sender and the body of its kind."""
+    signal = decode_signal(_hex(case), now_ms=case["now_ms"])
+    sender = signal.item.envelope.sender_user.hex()
+    check_signal_sender(
+        contact=sender in case["contacts_hex"], blocked=sender in case["blocked_hex"]
+    )
+    envelope = signal.item.envelope
+    return {
+        "kind": int(envelope.kind),
+        "sender_user": sender,
+        "sender_device": envelope.sender_device.hex(),
+        "room": envelope.room.hex(),
+        "presence": as_json(signal.presence),
+        "typing": signal.typing,
+    }
+
+
+def _history_answer(case: Case) -> Any:
+    """§30.6.2, §30.6.4: the admin's home's answer, taken only from the device whose bundle
+    `listed_hex` the admin's record names at the peer asked; an ERROR frame raises its code."""
+    return as_json(take_history_answer(_hex(case), decode_key_bundle(_hex(case, "listed_hex"))))
+
+
 def _link_request(case: Case) -> Any:
     """§22: a link request, its HMAC proof checked with the code's secret."""
     request = decode_link_request(_hex(case))
@@ -342,6 +369,8 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "invite_link": lambda c: as_json(decode_invite(c["text"])),
     "join_request": lambda c: as_json(decode_join_request(_hex(c))),
     "history_request": lambda c: as_json(decode_history_request(_hex(c))),
+    "history_answer": _history_answer,
+    "signal": _signal,
     "join_answer": _join_answer,
     "invite_check": _invite_check,
     "room_key_body": _room_key_body,
