@@ -89,7 +89,7 @@ from hearthmesh.protocol.sync import SYNC_PROTOCOL
 from hearthmesh.protocol.verification import VERIFY_PROTOCOL
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["Services", "announce_addrs", "build_services", "serve"]
+__all__ = ["Services", "announce_addrs", "build_services", "dial_addrs", "serve"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -597,12 +597,17 @@ def build_services(
     )
 
 
-def _invite_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
-    """Our addresses as an invite names them: each with /p2p/, at most MAX_INVITE_ADDRS."""
-    full = tuple(
+def dial_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
+    """Our announced addresses as another peer dials them, each with /p2p/: what an invite or
+    a pairing code names (behind a proxy or a NAT's forward, the listen port is unreachable)."""
+    return tuple(
         a if "/p2p/" in a else f"{a}/p2p/{host.peer_id}" for a in announce_addrs(config, host)
     )
-    return full[:MAX_INVITE_ADDRS]
+
+
+def _invite_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:
+    """Our addresses as an invite names them: at most MAX_INVITE_ADDRS."""
+    return dial_addrs(config, host)[:MAX_INVITE_ADDRS]
 
 
 def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
