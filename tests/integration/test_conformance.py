@@ -8,7 +8,7 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -16,9 +16,11 @@ from hearthmesh.node.delivery.relay import RelayForwarder
 from hearthmesh.node.delivery.sync import SyncService
 from hearthmesh.node.media import server as media_server
 from hearthmesh.node.mesh.capabilities import CapabilityServer
+from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.social import signals as contact_signals
+from hearthmesh.node.social.signals import ContactSignals
 from hearthmesh.protocol import delivery
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.outbox import OutboxMachine
@@ -31,6 +33,9 @@ from hearthmesh.tools.hostile.peer import HostilePeer
 from .api_helpers import TOKEN, home
 
 pytestmark = pytest.mark.integration
+
+PRESENCE_EVERY: Final[dict[str, Any]] = {"presence_interval_ms": 500}
+"""The node's presence rounds every 0.5 s, not 10: `presence_pushed_to_contacts` waits for two."""
 
 
 async def test_a_node_that_advertises_no_levels_is_tested_at_core_only(
@@ -101,7 +106,7 @@ async def test_our_node_passes_every_case_over_the_wire_and_the_api(
     prints the report and exits by it: one run serves both (they were two tests)."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    async with asyncio.timeout(120), home(tmp_path / "node") as h:
+    async with asyncio.timeout(120), home(tmp_path / "node", **PRESENCE_EVERY) as h:
         argv = ["conformance", "node", "--peer", h.node.listen_addrs[0], "--jsonl"]
         argv += ["--api", h.url, "--token-file", str(token_file), "--seed", "11"]
         assert await asyncio.to_thread(main, argv) == 0
@@ -146,6 +151,35 @@ async def test_a_node_that_takes_presence_from_anyone_fails_that_case(
     assert got == "CONTACT:true,STRANGER:true"
 
 
+async def test_a_node_that_pushes_presence_to_every_peer_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: the node's presence goes to every peer it is connected to, not to
+    its user's contacts alone (SPEC §32.4.1), so a stranger learns it."""
+
+    async def to_everyone(self: ContactSignals, payload: bytes, users: Any) -> None:
+        await asyncio.gather(*(self._push(p, payload) for p in self._host.connected_peers()))
+
+    monkeypatch.setattr(ContactSignals, "send", to_everyone)
+    got = await _fails_alone(tmp_path, "presence_pushed_to_contacts")
+    assert got == "CONTACT:ONLINE,STRANGER:ONLINE"
+
+
+async def test_a_node_that_never_syncs_a_sibling_it_connects_to_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: connecting to a home of its own user starts no sync (SPEC §23.1)."""
+
+    async def sync_nothing(self: Node, peer_id: str) -> None:
+        return None
+
+    monkeypatch.setattr(Node, "_sync_quietly", sync_nothing)
+    before = ("hello", "deliver_and_ack", "out_of_order_stored")  # the history to sync
+    assert await _fails_alone(tmp_path, "sync_started_by_the_node", before=before) == (
+        "no-sync-opened"
+    )
+
+
 async def test_a_node_that_hands_a_syncing_home_nothing_fails_that_case(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -187,7 +221,7 @@ async def _fails_alone(tmp_path: Path, case: str, *, before: tuple[str, ...] = (
     """Run the cases `before`, then `case`, against a fresh node (broken by the caller) and its
     API: `case` alone fails. Returns what it got."""
     cases = tuple(c for c in CASES if c.name in (*before, case))
-    async with asyncio.timeout(60), home(tmp_path / "node") as h:
+    async with asyncio.timeout(60), home(tmp_path / "node", **PRESENCE_EVERY) as h:
         report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
     summary = report.as_json()
     assert summary["failed"] == [case], summary

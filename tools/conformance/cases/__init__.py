@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from . import core, e2ee, im, multi_device, relay, revisions
+from . import core, e2ee, im, multi_device, presence, relay, revisions
 from .case import Case
 
 __all__ = ["CASES", "Case"]
@@ -56,9 +56,11 @@ CASES: Final[tuple[Case, ...]] = (
     im.MEMBERSHIP_HISTORY_FOR_THE_ADDED,
     core.DROPPED_BATCH_SENT_AGAIN,
     im.PRESENCE_FROM_CONTACTS_ONLY,
+    presence.PRESENCE_PUSHED_TO_CONTACTS,
     im.MEDIA_SERVED_TO_A_MEMBER,
     im.MEDIA_NAMED_BY_A_STRANGER,
     multi_device.SYNC_TO_A_LINKED_HOME,
+    multi_device.SYNC_STARTED_BY_THE_NODE,
     relay.RELAY_FORWARDED_WHEN_THE_HOME_COMES,
 )
 """Every case, in the order they run (later ones use what earlier ones delivered)."""

@@ -10,12 +10,6 @@ from typing import Final
 
 from hearthmesh.protocol.canonical import CborValue, encode_canonical
 from hearthmesh.protocol.capabilities import Level
-from hearthmesh.protocol.content import (
-    CONTACT_CONTENT_TYPE,
-    ContactAction,
-    ContactEvent,
-    encode_contact,
-)
 from hearthmesh.protocol.envelope import Kind, RoomId, decode_envelope
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.gossip import (
@@ -40,7 +34,7 @@ from hearthmesh.protocol.membership import (
 from hearthmesh.protocol.receipts import (
     RECEIPT_CONTENT_TYPE,
 )
-from hearthmesh.protocol.rooms import direct_room_id, group_room_id
+from hearthmesh.protocol.rooms import group_room_id
 from hearthmesh.tools.hostile.forge import (
     EnvelopeForge,
     new_stranger,
@@ -50,6 +44,7 @@ from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer, code_name
 
 from ..session import Session
 from .case import Case
+from .presence import befriend
 from .shared import DELIVERY_WAIT_S, newcomer_home, read_of_ours
 
 __all__ = [
@@ -326,16 +321,9 @@ async def _presence_from_contacts_only(s: Session) -> str:
     stranger still offline."""
     assert s.api is not None
     async with newcomer_home(s) as (friend, _):
-        request = encode_contact(ContactEvent(action=ContactAction.REQUEST, note="conformance"))
-        asked = Session(kit=friend, address=s.address, peer_id=s.peer_id, user=s.user)
-        room = direct_room_id(friend.user_id, s.user)
-        envelope = friend.forge.seal(
-            Kind.MESSAGE, room, request, now_ms=s.kit.now_ms(), content_type=CONTACT_CONTENT_TYPE
-        )
-        if (stored := await asked.deliver([envelope.wire])) != "STORED":
-            return f"friend-request-{stored}"
+        if (refused := await befriend(s, friend)) is not None:
+            return refused
         contact = user_id_text(friend.user_id)
-        await s.api.call("POST", f"/v1/friends/requests/{contact}/accept")
         for kit in (s.kit, friend):
             await _push_presence(kit, s.peer_id)
         return (
