@@ -21,8 +21,9 @@ from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.social import signals as contact_signals
 from hearthmesh.node.social.signals import ContactSignals
-from hearthmesh.protocol import delivery
+from hearthmesh.protocol import delivery, verification
 from hearthmesh.protocol.capabilities import Level
+from hearthmesh.protocol.fetch import FetchRequest
 from hearthmesh.protocol.outbox import OutboxMachine
 from hearthmesh.storage.api import Store
 from hearthmesh.tools.cli import main
@@ -178,6 +179,26 @@ async def test_a_node_that_never_syncs_a_sibling_it_connects_to_fails_that_case(
     assert await _fails_alone(tmp_path, "sync_started_by_the_node", before=before) == (
         "no-sync-opened"
     )
+
+
+async def test_a_node_that_takes_what_it_did_not_ask_for_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a gap fetch's answer is taken whatever numbers it holds, not only
+    the range asked for (SPEC §26.5), so the sender's 4 enters with the answer for its 2."""
+    monkeypatch.setattr(FetchRequest, "wants", lambda self, room, device, seq: True)
+    got = await _fails_alone(tmp_path, "gap_answer_filtered")
+    assert got == "ASKED-AGAIN,SHOWN:1,2,3,4"
+
+
+async def test_a_node_that_checks_no_commitment_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: the initiator of a verification takes the responder's KEY without
+    checking it against the ACCEPT's commitment (SPEC §29.3.1)."""
+    monkeypatch.setattr(verification, "check_commitment", lambda *args: None)
+    got = await _fails_alone(tmp_path, "commitment_checked")
+    assert got == "MATCHED:showing,SWAPPED:showing"
 
 
 async def test_a_node_that_hands_a_syncing_home_nothing_fails_that_case(

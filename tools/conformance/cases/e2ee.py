@@ -9,19 +9,31 @@ from typing import Final
 
 import vodozemac
 
+from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.delivery import AckStatus, ProtocolErrorFrame
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, decode_envelope
-from hearthmesh.protocol.errors import HearthError
-from hearthmesh.protocol.identity import DeviceId
-from hearthmesh.tools.hostile.peer import DeliveryTrap
+from hearthmesh.protocol.errors import HearthError, LocalProtocolError
+from hearthmesh.protocol.identity import DeviceId, user_id_text
+from hearthmesh.protocol.verification import (
+    VERIFY_PROTOCOL,
+    Accept,
+    Cancel,
+    KeyShare,
+    Start,
+    commitment_of,
+    decode_verify_frame,
+    encode_verify_frame,
+)
+from hearthmesh.tools.hostile.peer import DeliveryTrap, code_name
 
 from ..session import Session, outcome
 from .case import Case
-from .shared import DELIVERY_WAIT_S
+from .shared import DELIVERY_WAIT_S, greet_node
 
 __all__ = [
+    "COMMITMENT_CHECKED",
     "ENCRYPTED_WITH_AN_UNKNOWN_SESSION",
     "KEY_CLAIM",
     "KEY_REQUEST_FROM_A_STRANGER",
@@ -178,5 +190,82 @@ KEY_REQUEST_FROM_A_STRANGER: Final = Case(
     expected="ERROR:KEY_REQUEST_DENIED",
     run=_key_request_stranger,
     hostile=True,
+    level=Level.E2EE,
+)
+
+
+async def _commitment_checked(s: Session) -> str:
+    """§29.3.1: the node's user starts verifying our stranger's device (over the API); the
+    node, the initiator, must check the KEY we answer with against the commitment of our
+    ACCEPT. A KEY that matches it moves the flow on (the API shows the strings: `showing`);
+    one that does not is cancelled with `SAS_MISMATCH` on the stream."""
+    assert s.api is not None
+    await greet_node(s.kit, s.peer_id)  # the node's newest record of us names this peer
+    matched = await _respond_to_a_flow(s, swap=False)
+    swapped = await _respond_to_a_flow(s, swap=True)
+    return f"MATCHED:{matched},SWAPPED:{swapped}"
+
+
+async def _respond_to_a_flow(s: Session, *, swap: bool) -> str:
+    """Answer one flow the node's user starts as the responder (§29.3.1), our KEY the one our
+    ACCEPT committed to or (`swap`) another: the flow's state once our KEY was judged (the
+    API's), and for a flow the node cancelled, the frame it sent us after our KEY."""
+    assert s.api is not None
+    ours, another = vodozemac.Sas().public_key.to_bytes(), vodozemac.Sas().public_key.to_bytes()
+    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def respond(stream: FrameStream) -> None:
+        try:
+            start_bytes = await stream.read_frame()
+            start = decode_verify_frame(start_bytes)
+            if not isinstance(start, Start):
+                raise LocalProtocolError(f"{type(start).__name__} first")
+            stranger = s.kit.stranger
+            commitment = commitment_of(ours, start_bytes)
+            accept = Accept(
+                flow=start.flow,
+                user=stranger.user.public,
+                device=stranger.device.public,
+                commitment=commitment,
+            )
+            await stream.write_frame(encode_verify_frame(accept))
+            if not isinstance(decode_verify_frame(await stream.read_frame()), KeyShare):
+                raise LocalProtocolError("no KEY")
+            key = KeyShare(flow=start.flow, key=another if swap else ours)
+            await stream.write_frame(encode_verify_frame(key))
+            after = decode_verify_frame(await stream.read_frame())
+            got = f"CANCEL:{code_name(after.code)}" if isinstance(after, Cancel) else "no-cancel"
+        except HearthError as exc:
+            got = f"broken:{type(exc).__name__}"
+        if not ended.done():
+            ended.set_result(got)
+
+    s.kit.host.set_stream_handler(VERIFY_PROTOCOL, respond)
+    body = {"user_id": user_id_text(s.kit.user_id), "peer_id": s.kit.peer_id}
+    flow = (await s.api.call("POST", "/v1/verifications", body))["flow_id"]
+    state = "started"
+    for _ in range(int(DELIVERY_WAIT_S / 0.05)):  # until our KEY was judged: poll the API
+        if (state := (await s.api.call("GET", f"/v1/verifications/{flow}"))["state"]) not in (
+            "started",
+            "key_sent",
+        ):
+            break
+        await asyncio.sleep(0.05)
+    if state == "showing":  # the node waits for its user now: end the flow (one per peer)
+        await s.api.call("POST", f"/v1/verifications/{flow}/cancel")
+    try:
+        async with asyncio.timeout(DELIVERY_WAIT_S):
+            after = await ended
+    except TimeoutError:
+        return f"{state},no-frame-after-our-key"
+    return after if swap and state == "cancelled" else state
+
+
+COMMITMENT_CHECKED: Final = Case(
+    name="commitment_checked",
+    section="§29.3.1",
+    expected="MATCHED:showing,SWAPPED:CANCEL:SAS_MISMATCH",
+    run=_commitment_checked,
+    needs_api=True,
     level=Level.E2EE,
 )
