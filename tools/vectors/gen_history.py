@@ -26,6 +26,7 @@ from hearthmesh.protocol.errors import (
     KeyRequestDenied,
     MalformedMessage,
     RateLimited,
+    RemoteProtocolError,
     TooLarge,
 )
 from hearthmesh.protocol.identity import KeyPair
@@ -73,27 +74,21 @@ def generate(directory: Path = VECTORS_DIR) -> Path:
             listed_hex=listed_hex,
         ),
     ]
+    refusals: list[tuple[type[RemoteProtocolError], str]] = [
+        (HistoryNotShared, "the group does not share history, or the asker is no member"),
+        (KeyRequestDenied, "the asker's record does not list the asking home with a bundle"),
+        (RateLimited, "more than one request a second"),
+    ]
     invalid = [
-        refuse(
-            "history_answer",
-            HistoryNotShared,
-            "an ERROR frame: the group does not share history, or the asker is no member",
-            hex=encode_claim_error(HistoryNotShared("not shared")).hex(),
-            listed_hex=listed_hex,
-        ),
-        refuse(
-            "history_answer",
-            KeyRequestDenied,
-            "an ERROR frame: the asker's record does not list the asking home with a bundle",
-            hex=encode_claim_error(KeyRequestDenied("no bundle listed")).hex(),
-            listed_hex=listed_hex,
-        ),
-        refuse(
-            "history_answer",
-            RateLimited,
-            "an ERROR frame: more than one request a second",
-            hex=encode_claim_error(RateLimited("slow down")).hex(),
-            listed_hex=listed_hex,
+        *(
+            refuse(
+                "history_answer",
+                error,
+                f"an ERROR frame: {note}",
+                hex=encode_claim_error(error(note)).hex(),
+                listed_hex=listed_hex,
+            )
+            for error, note in refusals
         ),
         refuse(
             "history_answer",
