@@ -14,6 +14,7 @@ import pytest
 
 from hearthmesh.node.delivery.relay import RelayForwarder
 from hearthmesh.node.delivery.sync import SyncService
+from hearthmesh.node.identity.verification import VerificationService
 from hearthmesh.node.media import server as media_server
 from hearthmesh.node.mesh.capabilities import CapabilityServer
 from hearthmesh.node.node import Node
@@ -199,6 +200,15 @@ async def test_a_node_that_checks_no_commitment_fails_that_case(
     monkeypatch.setattr(verification, "check_commitment", lambda *args: None)
     got = await _fails_alone(tmp_path, "commitment_checked")
     assert got == "MATCHED:showing,SWAPPED:showing"
+
+
+async def test_a_node_that_takes_keys_its_peer_does_not_hold_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a verification goes on whatever device the peer names, not only the
+    one its user's record places on that peer (SPEC §29.4.1)."""
+    monkeypatch.setattr(VerificationService, "_check_peer", lambda self, flow: None)
+    assert await _fails_alone(tmp_path, "binding_checked") == "showing"
 
 
 async def test_a_node_that_hands_a_syncing_home_nothing_fails_that_case(

@@ -14,8 +14,8 @@ from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.delivery import AckStatus, ProtocolErrorFrame
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, decode_envelope
-from hearthmesh.protocol.errors import HearthError, LocalProtocolError
-from hearthmesh.protocol.identity import DeviceId, user_id_text
+from hearthmesh.protocol.errors import HearthError
+from hearthmesh.protocol.identity import DeviceId, generate_keypair, user_id_text
 from hearthmesh.protocol.verification import (
     VERIFY_PROTOCOL,
     Accept,
@@ -26,13 +26,14 @@ from hearthmesh.protocol.verification import (
     decode_verify_frame,
     encode_verify_frame,
 )
-from hearthmesh.tools.hostile.peer import DeliveryTrap, code_name
+from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer, code_name
 
 from ..session import Session, outcome
 from .case import Case
-from .shared import DELIVERY_WAIT_S, greet_node
+from .shared import DELIVERY_WAIT_S, greet_node, newcomer_home
 
 __all__ = [
+    "BINDING_CHECKED",
     "COMMITMENT_CHECKED",
     "ENCRYPTED_WITH_AN_UNKNOWN_SESSION",
     "KEY_CLAIM",
@@ -201,47 +202,41 @@ async def _commitment_checked(s: Session) -> str:
     one that does not is cancelled with `SAS_MISMATCH` on the stream."""
     assert s.api is not None
     await greet_node(s.kit, s.peer_id)  # the node's newest record of us names this peer
-    matched = await _respond_to_a_flow(s, swap=False)
-    swapped = await _respond_to_a_flow(s, swap=True)
+    matched = await _respond_to_a_flow(s, s.kit)
+    swapped = await _respond_to_a_flow(s, s.kit, swap=True)
     return f"MATCHED:{matched},SWAPPED:{swapped}"
 
 
-async def _respond_to_a_flow(s: Session, *, swap: bool) -> str:
-    """Answer one flow the node's user starts as the responder (§29.3.1), our KEY the one our
-    ACCEPT committed to or (`swap`) another: the flow's state once our KEY was judged (the
-    API's), and for a flow the node cancelled, the frame it sent us after our KEY."""
+async def _binding_checked(s: Session) -> str:
+    """§29.4.1: the keys a responder names in ACCEPT must be the device its user's newest
+    record places on the stream's peer. The node's user starts verifying a newcomer, whose
+    ACCEPT names a device key of no record: the node must cancel with `NOT_AUTHORIZED` before
+    it sends its KEY."""
+    async with newcomer_home(s) as (newcomer, _):
+        return await _respond_to_a_flow(s, newcomer, device=generate_keypair(newcomer.rng).public)
+
+
+async def _respond_to_a_flow(
+    s: Session, kit: HostilePeer, *, swap: bool = False, device: bytes | None = None
+) -> str:
+    """Answer, as `kit`, one flow the node's user starts with `kit`'s user (§29.3.1): our
+    ACCEPT names our device (or `device`), our KEY is the one it committed to (or, `swap`,
+    another). The flow's state once the node judged what we sent (the API's); for a flow the
+    node cancelled, the frame it cancelled with."""
     assert s.api is not None
     ours, another = vodozemac.Sas().public_key.to_bytes(), vodozemac.Sas().public_key.to_bytes()
     ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def respond(stream: FrameStream) -> None:
         try:
-            start_bytes = await stream.read_frame()
-            start = decode_verify_frame(start_bytes)
-            if not isinstance(start, Start):
-                raise LocalProtocolError(f"{type(start).__name__} first")
-            stranger = s.kit.stranger
-            commitment = commitment_of(ours, start_bytes)
-            accept = Accept(
-                flow=start.flow,
-                user=stranger.user.public,
-                device=stranger.device.public,
-                commitment=commitment,
+            ended.set_result(
+                await _answer_start(stream, kit, device, ours, another if swap else ours)
             )
-            await stream.write_frame(encode_verify_frame(accept))
-            if not isinstance(decode_verify_frame(await stream.read_frame()), KeyShare):
-                raise LocalProtocolError("no KEY")
-            key = KeyShare(flow=start.flow, key=another if swap else ours)
-            await stream.write_frame(encode_verify_frame(key))
-            after = decode_verify_frame(await stream.read_frame())
-            got = f"CANCEL:{code_name(after.code)}" if isinstance(after, Cancel) else "no-cancel"
         except HearthError as exc:
-            got = f"broken:{type(exc).__name__}"
-        if not ended.done():
-            ended.set_result(got)
+            ended.set_result(f"broken:{type(exc).__name__}")
 
-    s.kit.host.set_stream_handler(VERIFY_PROTOCOL, respond)
-    body = {"user_id": user_id_text(s.kit.user_id), "peer_id": s.kit.peer_id}
+    kit.host.set_stream_handler(VERIFY_PROTOCOL, respond)
+    body = {"user_id": user_id_text(kit.user_id), "peer_id": kit.peer_id}
     flow = (await s.api.call("POST", "/v1/verifications", body))["flow_id"]
     state = "started"
     for _ in range(int(DELIVERY_WAIT_S / 0.05)):  # until our KEY was judged: poll the API
@@ -258,8 +253,42 @@ async def _respond_to_a_flow(s: Session, *, swap: bool) -> str:
             after = await ended
     except TimeoutError:
         return f"{state},no-frame-after-our-key"
-    return after if swap and state == "cancelled" else state
+    return after if state == "cancelled" else state
 
+
+async def _answer_start(
+    stream: FrameStream, kit: HostilePeer, device: bytes | None, committed: bytes, sent: bytes
+) -> str:
+    """The responder's frames: ACCEPT committing to `committed`, then, after the node's KEY,
+    a KEY of `sent`; the frame the node sends after ours, as `CANCEL:<code>` or its type."""
+    start_bytes = await stream.read_frame()
+    start = decode_verify_frame(start_bytes)
+    if not isinstance(start, Start):
+        return f"first:{type(start).__name__}"
+    accept = Accept(
+        flow=start.flow,
+        user=kit.stranger.user.public,
+        device=kit.stranger.device.public if device is None else device,
+        commitment=commitment_of(committed, start_bytes),
+    )
+    await stream.write_frame(encode_verify_frame(accept))
+    answer = decode_verify_frame(await stream.read_frame())  # the node's KEY, or a CANCEL
+    if isinstance(answer, KeyShare):
+        await stream.write_frame(encode_verify_frame(KeyShare(flow=start.flow, key=sent)))
+        answer = decode_verify_frame(await stream.read_frame())  # a CANCEL, at once or later
+    return (
+        f"CANCEL:{code_name(answer.code)}" if isinstance(answer, Cancel) else type(answer).__name__
+    )
+
+
+BINDING_CHECKED: Final = Case(
+    name="binding_checked",
+    section="§29.4.1",
+    expected="CANCEL:NOT_AUTHORIZED",
+    run=_binding_checked,
+    needs_api=True,
+    level=Level.E2EE,
+)
 
 COMMITMENT_CHECKED: Final = Case(
     name="commitment_checked",
