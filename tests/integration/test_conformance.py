@@ -23,6 +23,7 @@ from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.social import signals as contact_signals
 from hearthmesh.node.social.signals import ContactSignals
 from hearthmesh.protocol import delivery, verification
+from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.fetch import FetchRequest
 from hearthmesh.protocol.outbox import OutboxMachine
@@ -209,6 +210,16 @@ async def test_a_node_that_takes_keys_its_peer_does_not_hold_fails_that_case(
     one its user's record places on that peer (SPEC §29.4.1)."""
     monkeypatch.setattr(VerificationService, "_check_peer", lambda self, flow: None)
     assert await _fails_alone(tmp_path, "binding_checked") == "showing"
+
+
+async def test_a_node_that_shows_what_a_blocked_user_sends_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a blocked user's envelopes are kept like any other's, not dropped
+    (SPEC §32.3.2), so the node's user is shown what they send."""
+    monkeypatch.setattr(ArrivalRules, "_keeps_from_blocked", lambda self, envelope: True)
+    got = await _fails_alone(tmp_path, "blocked_user_dropped")
+    assert got == "BLOCKED:STORED,SHOWN:1,2"
 
 
 async def test_a_node_that_hands_a_syncing_home_nothing_fails_that_case(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from . import core, e2ee, im, multi_device, presence, relay, revisions
+from . import core, e2ee, im, multi_device, relay, revisions, social
 from .case import Case
 
 __all__ = ["CASES", "Case"]
@@ -59,7 +59,8 @@ CASES: Final[tuple[Case, ...]] = (
     e2ee.COMMITMENT_CHECKED,
     e2ee.BINDING_CHECKED,
     im.PRESENCE_FROM_CONTACTS_ONLY,
-    presence.PRESENCE_PUSHED_TO_CONTACTS,
+    social.PRESENCE_PUSHED_TO_CONTACTS,
+    social.BLOCKED_USER_DROPPED,
     im.MEDIA_SERVED_TO_A_MEMBER,
     im.MEDIA_NAMED_BY_A_STRANGER,
     multi_device.SYNC_TO_A_LINKED_HOME,

@@ -44,8 +44,8 @@ from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer, code_name
 
 from ..session import Session
 from .case import Case
-from .presence import befriend
 from .shared import DELIVERY_WAIT_S, newcomer_home, read_of_ours
+from .social import befriend
 
 __all__ = [
     "ADD_OF_TOO_MANY",

@@ -1,5 +1,6 @@
-"""The node's own presence, pushed to its user's contacts (SPEC §32.4.1, level `im`), and the
-friendship that makes a newcomer one (`befriend`). State: none.
+"""The cases of level `im` on our user among others (SPEC §32): the node's own presence pushed
+to its user's contacts, a blocked user's envelopes, and the friendship that makes a newcomer a
+contact (`befriend`). State: none.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from ..session import Session
 from .case import Case
 from .shared import newcomer_home
 
-__all__ = ["PRESENCE_PUSHED_TO_CONTACTS", "PRESENCE_WAIT_S", "befriend"]
+__all__ = ["BLOCKED_USER_DROPPED", "PRESENCE_PUSHED_TO_CONTACTS", "PRESENCE_WAIT_S", "befriend"]
 
 PRESENCE_WAIT_S: Final = 25.0
 """How long a case waits for two of the node's presence rounds: two of our node's default
@@ -89,6 +90,39 @@ def _said(s: Session, trap: SignalTrap) -> str:
             said.append(presence.status.name)
     return "+".join(dict.fromkeys(said)) or "none"
 
+
+async def _blocked_user_dropped(s: Session) -> str:
+    """§32.3.2: once the node's user blocks a newcomer (over the API), the newcomer's next
+    message is acked STORED, as any stored one (nothing tells them), and stored nothing: the
+    node's user is not shown it. The ack follows the commit (§11.3), so what was stored shows
+    by then. SHOWN: the newcomer's numbers shown in the room, 1 (from before the block)."""
+    assert s.api is not None
+    async with newcomer_home(s) as (newcomer, _):
+        room = direct_room_id(newcomer.user_id, s.user)
+        as_newcomer = Session(kit=newcomer, address=s.address, peer_id=s.peer_id, user=s.user)
+        before, after = (
+            newcomer.forge.message(room, text, now_ms=s.kit.now_ms()) for text in ("1", "2")
+        )
+        if (stored := await as_newcomer.deliver([before.wire])) != "STORED":
+            return f"before-block:{stored}"
+        await s.api.call("PUT", f"/v1/friends/blocked/{user_id_text(newcomer.user_id)}")
+        acked = await as_newcomer.deliver([after.wire])
+        page = await s.api.call(
+            "GET", f"/v1/conversation/{room.hex()}/details", params={"limit": "100"}
+        )
+        ours = {e.message_id.hex(): e.seq for e in (before, after)}
+        shown = [str(ours[m["message_id"]]) for m in page["messages"] if m["message_id"] in ours]
+        return f"BLOCKED:{acked},SHOWN:" + ",".join(shown)
+
+
+BLOCKED_USER_DROPPED: Final = Case(
+    name="blocked_user_dropped",
+    section="§32.3.2",
+    expected="BLOCKED:STORED,SHOWN:1",
+    run=_blocked_user_dropped,
+    needs_api=True,
+    level=Level.IM,
+)
 
 PRESENCE_PUSHED_TO_CONTACTS: Final = Case(
     name="presence_pushed_to_contacts",
