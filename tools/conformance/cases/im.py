@@ -70,6 +70,7 @@ GOSSIP_WAIT_S: Final = 10.0
 
 
 MEDIA_FLOOD_REQUESTS: Final = 40
+MEDIA_FLOOD_AT_ONCE: Final = 8
 """Media requests sent back to back: twice the burst a node must allow (SPEC §25.3.3)."""
 
 
@@ -269,11 +270,19 @@ async def _download(kit: HostilePeer, peer: str, digest: bytes, blob: bytes) -> 
 
 async def _media_flood(s: Session) -> str:
     """More media requests than the burst of 20 (SPEC §25.3.3): the excess is refused with
-    RATE_LIMITED, not served and not the end of the node."""
-    answers = set()
-    for _ in range(MEDIA_FLOOD_REQUESTS):
-        request = encode_media_request(s.kit.rng(32))
-        answers.add((await s.kit.request(s.peer_id, MEDIA_PROTOCOL, request)).summary)
+    RATE_LIMITED, not served and not the end of the node. Sent 8 at a time (under the 16
+    streams a peer may hold, §10.4): one after another, on a loaded machine, they came slower
+    than the 2 a second the bucket refills, and none was over the limit."""
+    answers: set[str] = set()
+    requests = [encode_media_request(s.kit.rng(32)) for _ in range(MEDIA_FLOOD_REQUESTS)]
+    for at in range(0, len(requests), MEDIA_FLOOD_AT_ONCE):
+        replies = await asyncio.gather(
+            *(
+                s.kit.request(s.peer_id, MEDIA_PROTOCOL, request)
+                for request in requests[at : at + MEDIA_FLOOD_AT_ONCE]
+            )
+        )
+        answers.update(reply.summary for reply in replies)
     return ",".join(sorted(answers))
 
 
