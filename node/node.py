@@ -47,7 +47,7 @@ from hearthmesh.node.rooms.members import room_members
 from hearthmesh.node.run_state import RunState
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
-from hearthmesh.node.wiring import build_services, serve
+from hearthmesh.node.wiring import announce_addrs, build_services, serve
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.destinations import destination_peer
 from hearthmesh.protocol.digest import HistoryDigest
@@ -390,10 +390,12 @@ class Node:
         return await self._store.read(_digest_room, self._store.store, room)
 
     def create_link_code(self, *, ttl_ms: int = 600_000) -> LinkCode:
-        """A one-time pairing code for a new device of our user (primary only)."""
+        """A one-time pairing code for a new device of our user (primary only), naming the
+        address we announce (SPEC §22.1)."""
         if not self.keyring.is_primary:
             raise LocalProtocolError("only the primary device links new devices")
-        return self._services.linking.offer(address=self._host.listen_addrs[0], ttl_ms=ttl_ms)
+        address = announce_addrs(self.config, self._host)[0]
+        return self._services.linking.offer(address=address, ttl_ms=ttl_ms)
 
     async def learn_home_record(self, data: bytes) -> None:
         """Adopt another user's home record (a contact card). Raises RemoteProtocolError."""

@@ -7,7 +7,8 @@ envelopes, as stored (ciphertext), to that user's homes on the guaranteed path (
 answers with the key-forward ANSWER or ERROR frame (§27.12.1): its device's bundle and one Olm
 message per Megolm session of those envelopes, each exported at the lowest index among them, so
 the joiner reads the shared messages and nothing before them. `choose_history` is the one rule
-of what is shared; `check_history_request` who may ask.
+of what is shared; `check_history_request` who may ask; `take_history_answer` what the joiner
+takes.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from typing import Final
 import vodozemac
 
 from .canonical import decode_canonical, encode_canonical
-from .e2ee.forward import MAX_FORWARDED_KEYS
+from .delivery import ProtocolErrorFrame
+from .e2ee.forward import MAX_FORWARDED_KEYS, ForwardAnswer, decode_forward_answer
+from .e2ee.keys import KeyBundle
 from .e2ee.megolm import decode_encrypted_body
 from .envelope import Envelope, Kind, MessageId, RoomId, load_envelope
-from .errors import HistoryNotShared, MalformedMessage, RemoteProtocolError
+from .errors import HistoryNotShared, MalformedMessage, RemoteProtocolError, refusal
 from .identity import KEY_BYTES, UserId
 from .membership import HISTORY_SHARED, RoomState
 
@@ -37,6 +40,7 @@ __all__ = [
     "decode_history_request",
     "encode_history_request",
     "megolm_position",
+    "take_history_answer",
 ]
 
 HISTORY_PROTOCOL: Final = "/hearthmesh/history/0"
@@ -124,3 +128,21 @@ def choose_history(
         from_index[session] = min(index, from_index.get(session, index))
         chosen.append(envelope.message_id)
     return SharedHistory(messages=tuple(reversed(chosen)), from_index=from_index)
+
+
+def take_history_answer(data: bytes, listed: KeyBundle) -> ForwardAnswer:
+    """The admin's home's answer, taken only from the device whose bundle (`listed`) the
+    admin's newest record names at the peer asked (SPEC §30.6.4); an ERROR frame is the refusal
+    its code names.
+
+    Raises:
+        HistoryNotShared: an answer from another device; nothing of it is taken.
+        RemoteProtocolError: the code of an ERROR frame (HISTORY_NOT_SHARED,
+            KEY_REQUEST_DENIED, RATE_LIMITED, ...), or a malformed or oversized answer.
+    """
+    answer = decode_forward_answer(data)
+    if isinstance(answer, ProtocolErrorFrame):
+        raise refusal(answer.code, f"history refused: {answer.message}")
+    if answer.sender_bundle != listed:
+        raise HistoryNotShared("the answer is not from the admin's listed device")
+    return answer

@@ -57,6 +57,8 @@ __all__ = [
     "Start",
     "VerifyFrameType",
     "VerifyState",
+    "check_commitment",
+    "commitment_of",
     "decode_verify_frame",
     "encode_verify_frame",
     "keys_changed",
@@ -213,6 +215,22 @@ def encode_verify_frame(frame: VerifyFrame) -> bytes:
     raise LocalProtocolError(f"not a verify frame: {frame!r}")
 
 
+def commitment_of(sas_key: bytes, start: bytes) -> bytes:
+    """The responder's ACCEPT commitment: SHA-256 of its SAS key then the START frame's bytes
+    (SPEC §29.3.1)."""
+    return hashlib.sha256(sas_key + start).digest()
+
+
+def check_commitment(commitment: bytes, sas_key: bytes, start: bytes) -> None:
+    """The initiator's check of the responder's KEY against its ACCEPT (SPEC §29.3.1).
+
+    Raises:
+        SasMismatch: the key is not the one committed to over this START.
+    """
+    if commitment_of(sas_key, start) != commitment:
+        raise SasMismatch("the responder's key does not match its commitment")
+
+
 def _key(value: object) -> bytes:
     if isinstance(value, bytes) and len(value) == _KEY_BYTES:
         return value
@@ -361,7 +379,7 @@ class SasVerification:
             case Start(user=user, device=device), VerifyState.ACCEPTED if self.peer_device is None:
                 self.peer_user, self.peer_device = user, device
                 self._start_bytes = data
-                commitment = hashlib.sha256(self._our_key + data).digest()
+                commitment = commitment_of(self._our_key, data)
                 self._queue(
                     Accept(
                         flow=self._flow, user=self._user, device=self._device, commitment=commitment
@@ -376,8 +394,7 @@ class SasVerification:
                 self._queue(KeyShare(flow=self._flow, key=self._our_key))
                 self._establish(key, initiator_key=key, responder_key=self._our_key)
             case KeyShare(key=key), VerifyState.KEY_SENT:
-                if hashlib.sha256(key + self._start_bytes).digest() != self._commitment:
-                    raise SasMismatch("the responder's key does not match its commitment")
+                check_commitment(self._commitment, key, self._start_bytes)
                 self._establish(key, initiator_key=self._our_key, responder_key=key)
             case Mac(mac=mac), VerifyState.SHOWING | VerifyState.CONFIRMED:
                 self._check_mac(mac)

@@ -43,6 +43,7 @@ from hearthmesh.protocol.gossip import (
 from hearthmesh.protocol.gossip import (
     Presence as PresencePayload,
 )
+from hearthmesh.protocol.signals import Signal
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["PRESENCE_ROOM", "RECORD_EVERY", "PresenceService"]
@@ -170,10 +171,11 @@ class PresenceService:
                     raise
                 log.debug("presence from %s ignored: %s", message.origin[-8:], exc)
 
-    async def _take_from_contact(self, item: GossipItem) -> None:
+    async def _take_from_contact(self, signal: Signal) -> None:
         """A contact's presence, pushed to us (SPEC §32.4): its record, and their status."""
         now = self._clock.now_ms()
-        presence = await self._learn(item)
+        item = signal.item
+        presence = await self._learn(item, signal.presence)
         user = item.envelope.sender_user
         if presence is None or presence.status is PresenceStatus.RECORD:
             return
@@ -190,9 +192,16 @@ class PresenceService:
         if held is None or held.online != online:
             self._emit(PresenceChanged(user=user, online=online, last_seen_ms=seen))
 
-    async def _learn(self, item: GossipItem) -> PresencePayload | None:
-        """Adopt the home record a verified announcement carries; None for our own."""
-        presence = decode_presence(item.envelope, now_ms=self._clock.now_ms())
+    async def _learn(
+        self, item: GossipItem, decoded: PresencePayload | None = None
+    ) -> PresencePayload | None:
+        """Adopt the home record a verified announcement carries (`decoded`: its body, when
+        already decoded); None for our own."""
+        presence = (
+            decode_presence(item.envelope, now_ms=self._clock.now_ms())
+            if decoded is None
+            else decoded
+        )
         if item.envelope.sender_user == self._keyring.user_id:
             return None
         newer = await self._store.run(

@@ -28,12 +28,10 @@ from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.protocol import e2ee
-from hearthmesh.protocol.delivery import ProtocolErrorFrame
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.errors import (
     HistoryNotShared,
     RemoteProtocolError,
-    refusal,
 )
 from hearthmesh.protocol.history_share import (
     HISTORY_PROTOCOL,
@@ -43,6 +41,7 @@ from hearthmesh.protocol.history_share import (
     choose_history,
     decode_history_request,
     encode_history_request,
+    take_history_answer,
 )
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.membership import (
@@ -217,11 +216,7 @@ class HistoryFetch:
         request = HistoryRequest(room=room, user=self._user)
         async with await self._host.open_stream(peer, HISTORY_PROTOCOL) as stream:
             await stream.write_frame(encode_history_request(request))
-            answer = e2ee.decode_forward_answer(await stream.read_frame())
-        if isinstance(answer, ProtocolErrorFrame):
-            raise refusal(answer.code, f"history refused: {answer.message}")
-        if answer.sender_bundle != listed:
-            raise HistoryNotShared("the answer is not from the admin's listed device")
+            answer = take_history_answer(await stream.read_frame(), listed)
         taken = await self._taker.take(answer)
         self.keys_taken += taken
         return taken

@@ -25,17 +25,12 @@ from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.node.social.privacy import Privacy, Visibility
 from hearthmesh.protocol.certificate_cache import VerifiedCertificates
-from hearthmesh.protocol.content import decode_typing
-from hearthmesh.protocol.envelope import Kind, RoomId
-from hearthmesh.protocol.errors import (
-    HearthError,
-    MalformedMessage,
-    NotAContact,
-    RemoteProtocolError,
-)
-from hearthmesh.protocol.gossip import SIGNALS_PROTOCOL, GossipItem, decode_gossip
+from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.errors import HearthError, NotAContact, RemoteProtocolError
+from hearthmesh.protocol.gossip import SIGNALS_PROTOCOL
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.rooms import direct_room_id
+from hearthmesh.protocol.signals import Signal, check_signal_sender, decode_signal
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["ContactSignals"]
@@ -78,13 +73,13 @@ class ContactSignals:
         self._emit = emit
         self._on_refused = on_refused
         self._limits = RateLimiter(PUSHES_PER_S, PUSHES_BURST, clock)
-        self._presence: Callable[[GossipItem], Awaitable[None]] = _take_nothing
+        self._presence: Callable[[Signal], Awaitable[None]] = _take_nothing
         self.dropped = 0
         """Pushes not taken: not from a contact, blocked, malformed (for tests and status)."""
         self.pushed = 0
         """Pushes sent to a home (for tests and status)."""
 
-    def on_presence(self, take: Callable[[GossipItem], Awaitable[None]]) -> None:
+    def on_presence(self, take: Callable[[Signal], Awaitable[None]]) -> None:
         """Hand a contact's verified presence to `take` (the presence service)."""
         self._presence = take
 
@@ -129,34 +124,30 @@ class ContactSignals:
         peer = stream.remote_peer
         try:
             self._limits.require(peer, "presence and typing pushes")
-            item = decode_gossip(data, now_ms=self._clock.now_ms(), certificates=self._certificates)
-            await self._take(item)
+            signal = decode_signal(
+                data, now_ms=self._clock.now_ms(), certificates=self._certificates
+            )
+            await self._take(signal)
         except NotAContact as exc:  # not charged: a former contact still thinks it is one
             self.dropped += 1
             log.debug("signal from %s dropped: %s", peer[-8:], exc)
         except RemoteProtocolError as exc:
             self._refuse(peer, exc)
 
-    async def _take(self, item: GossipItem) -> None:
-        sender = item.envelope.sender_user
+    async def _take(self, signal: Signal) -> None:
+        envelope = signal.item.envelope
+        sender = envelope.sender_user
         store = self._store
-        if self._privacy.blocks(sender) or not await store.read(
-            store.store.is_contact, self._user, sender
-        ):
-            raise NotAContact("presence and typing are taken from contacts only")
-        match item.envelope.kind:
-            case Kind.PRESENCE:
-                await self._presence(item)
-            case Kind.TYPING:
-                active = decode_typing(item.envelope.body)
-                room = item.envelope.room
-                # our direct room with a contact counts before either side wrote in it
-                if room == direct_room_id(self._user, sender) or sender in await self._members(
-                    room
-                ):
-                    self._emit(TypingChanged(room=room, user=sender, active=active))
-            case _:
-                raise MalformedMessage("a signal is a PRESENCE or TYPING envelope")
+        blocked = self._privacy.blocks(sender)
+        contact = not blocked and await store.read(store.store.is_contact, self._user, sender)
+        check_signal_sender(contact=contact, blocked=blocked)
+        if signal.presence is not None:
+            await self._presence(signal)
+        elif signal.typing is not None:
+            room = envelope.room
+            # our direct room with a contact counts before either side wrote in it
+            if room == direct_room_id(self._user, sender) or sender in await self._members(room):
+                self._emit(TypingChanged(room=room, user=sender, active=signal.typing))
 
     def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
         self.dropped += 1
@@ -164,5 +155,5 @@ class ContactSignals:
         log.debug("signal from %s refused: %s (code %d)", peer[-8:], error, error.code)
 
 
-async def _take_nothing(_: GossipItem) -> None:
+async def _take_nothing(_: Signal) -> None:
     """The presence hook until `on_presence` sets one."""

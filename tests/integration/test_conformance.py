@@ -8,20 +8,24 @@ import json
 import os
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
 from hearthmesh.node.delivery.relay import RelayForwarder
 from hearthmesh.node.delivery.sync import SyncService
+from hearthmesh.node.identity.verification import VerificationService
 from hearthmesh.node.media import server as media_server
 from hearthmesh.node.mesh.capabilities import CapabilityServer
+from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.rooms.registry import RoomRegistry
+from hearthmesh.node.social import signals as contact_signals
 from hearthmesh.node.social.signals import ContactSignals
-from hearthmesh.protocol import delivery
+from hearthmesh.protocol import delivery, verification
+from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.capabilities import Level
-from hearthmesh.protocol.gossip import GossipItem
+from hearthmesh.protocol.fetch import FetchRequest
 from hearthmesh.protocol.outbox import OutboxMachine
 from hearthmesh.storage.api import Store
 from hearthmesh.tools.cli import main
@@ -32,6 +36,9 @@ from hearthmesh.tools.hostile.peer import HostilePeer
 from .api_helpers import TOKEN, home
 
 pytestmark = pytest.mark.integration
+
+PRESENCE_EVERY: Final[dict[str, Any]] = {"presence_interval_ms": 500}
+"""The node's presence rounds every 0.5 s, not 10: `presence_pushed_to_contacts` waits for two."""
 
 
 async def test_a_node_that_advertises_no_levels_is_tested_at_core_only(
@@ -102,7 +109,7 @@ async def test_our_node_passes_every_case_over_the_wire_and_the_api(
     prints the report and exits by it: one run serves both (they were two tests)."""
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    async with asyncio.timeout(120), home(tmp_path / "node") as h:
+    async with asyncio.timeout(120), home(tmp_path / "node", **PRESENCE_EVERY) as h:
         argv = ["conformance", "node", "--peer", h.node.listen_addrs[0], "--jsonl"]
         argv += ["--api", h.url, "--token-file", str(token_file), "--seed", "11"]
         assert await asyncio.to_thread(main, argv) == 0
@@ -139,12 +146,80 @@ async def test_a_node_that_takes_presence_from_anyone_fails_that_case(
     """Broken on purpose: a presence push is taken without asking whether its sender is a
     contact (SPEC §32.4.1), so a stranger is shown online."""
 
-    async def take_anyone(self: ContactSignals, item: GossipItem) -> None:
-        await self._presence(item)
+    def anyone(**_: bool) -> None:
+        return None
 
-    monkeypatch.setattr(ContactSignals, "_take", take_anyone)
+    monkeypatch.setattr(contact_signals, "check_signal_sender", anyone)
     got = await _fails_alone(tmp_path, "presence_from_contacts_only")
     assert got == "CONTACT:true,STRANGER:true"
+
+
+async def test_a_node_that_pushes_presence_to_every_peer_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: the node's presence goes to every peer it is connected to, not to
+    its user's contacts alone (SPEC §32.4.1), so a stranger learns it."""
+
+    async def to_everyone(self: ContactSignals, payload: bytes, users: Any) -> None:
+        await asyncio.gather(*(self._push(p, payload) for p in self._host.connected_peers()))
+
+    monkeypatch.setattr(ContactSignals, "send", to_everyone)
+    got = await _fails_alone(tmp_path, "presence_pushed_to_contacts")
+    assert got == "CONTACT:ONLINE,STRANGER:ONLINE"
+
+
+async def test_a_node_that_never_syncs_a_sibling_it_connects_to_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: connecting to a home of its own user starts no sync (SPEC §23.1)."""
+
+    async def sync_nothing(self: Node, peer_id: str) -> None:
+        return None
+
+    monkeypatch.setattr(Node, "_sync_quietly", sync_nothing)
+    before = ("hello", "deliver_and_ack", "out_of_order_stored")  # the history to sync
+    assert await _fails_alone(tmp_path, "sync_started_by_the_node", before=before) == (
+        "no-sync-opened"
+    )
+
+
+async def test_a_node_that_takes_what_it_did_not_ask_for_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a gap fetch's answer is taken whatever numbers it holds, not only
+    the range asked for (SPEC §26.5), so the sender's 4 enters with the answer for its 2."""
+    monkeypatch.setattr(FetchRequest, "wants", lambda self, room, device, seq: True)
+    got = await _fails_alone(tmp_path, "gap_answer_filtered")
+    assert got == "ASKED-AGAIN,SHOWN:1,2,3,4"
+
+
+async def test_a_node_that_checks_no_commitment_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: the initiator of a verification takes the responder's KEY without
+    checking it against the ACCEPT's commitment (SPEC §29.3.1)."""
+    monkeypatch.setattr(verification, "check_commitment", lambda *args: None)
+    got = await _fails_alone(tmp_path, "commitment_checked")
+    assert got == "MATCHED:showing,SWAPPED:showing"
+
+
+async def test_a_node_that_takes_keys_its_peer_does_not_hold_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a verification goes on whatever device the peer names, not only the
+    one its user's record places on that peer (SPEC §29.4.1)."""
+    monkeypatch.setattr(VerificationService, "_check_peer", lambda self, flow: None)
+    assert await _fails_alone(tmp_path, "binding_checked") == "showing"
+
+
+async def test_a_node_that_shows_what_a_blocked_user_sends_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a blocked user's envelopes are kept like any other's, not dropped
+    (SPEC §32.3.2), so the node's user is shown what they send."""
+    monkeypatch.setattr(ArrivalRules, "_keeps_from_blocked", lambda self, envelope: True)
+    got = await _fails_alone(tmp_path, "blocked_user_dropped")
+    assert got == "BLOCKED:STORED,SHOWN:1,2"
 
 
 async def test_a_node_that_hands_a_syncing_home_nothing_fails_that_case(
@@ -188,7 +263,7 @@ async def _fails_alone(tmp_path: Path, case: str, *, before: tuple[str, ...] = (
     """Run the cases `before`, then `case`, against a fresh node (broken by the caller) and its
     API: `case` alone fails. Returns what it got."""
     cases = tuple(c for c in CASES if c.name in (*before, case))
-    async with asyncio.timeout(60), home(tmp_path / "node") as h:
+    async with asyncio.timeout(60), home(tmp_path / "node", **PRESENCE_EVERY) as h:
         report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
     summary = report.as_json()
     assert summary["failed"] == [case], summary

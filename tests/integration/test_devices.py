@@ -22,6 +22,7 @@ from hearthmesh.protocol.errors import ErrorCode, NotAuthorized
 from hearthmesh.protocol.home_record import decode_home_record
 from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.protocol.linking import LINK_PROTOCOL, Readdress, encode_link_code, encode_readdress
+from hearthmesh.tools.simulate.delay_proxy import DelayProxy
 
 from .conftest import (
     NodeFactory,
@@ -49,6 +50,32 @@ async def link_device(primary: Node, path: Path) -> tuple[NodeConfig, LinkedDevi
         listen_addrs=config.listen_addrs,
     )
     return config, linked
+
+
+async def test_a_pairing_code_names_the_announced_address_and_links_through_it(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """A primary reached only through a forward (here the simulator's delay proxy, no delay)
+    announces the forward's address; its pairing code names that, so the new device dials it
+    (SPEC §22.2), not the listen port a proxy or a NAT hides."""
+    port = free_port()
+    proxy = DelayProxy(("127.0.0.1", 0), ("127.0.0.1", port), lambda: 0.0)
+    await proxy.start()
+    announced = f"/ip4/127.0.0.1/tcp/{proxy.port}"
+    try:
+        async with (
+            asyncio.timeout(30),
+            make_node(
+                "alice", listen_addrs=(f"/ip4/127.0.0.1/tcp/{port}",), announce_addrs=(announced,)
+            ) as alice,
+        ):
+            code = alice.create_link_code()
+            assert code.address == f"{announced}/p2p/{alice.peer_id}"
+            _, linked = await link_device(alice, tmp_path / "alice-laptop")
+            assert linked.user == alice.user_id
+            assert proxy.accepted >= 1  # the link's dial went through the forward
+    finally:
+        proxy.close()
 
 
 async def history_ids(node: Node, room: RoomId) -> list[bytes]:

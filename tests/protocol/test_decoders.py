@@ -46,6 +46,7 @@ from hearthmesh.protocol import (
     private,
     receipts,
     reconcile,
+    signals,
     sync,
     verification,
 )
@@ -465,6 +466,24 @@ DECODERS: dict[str, Decoder] = {
         _presence,
         _encode_presence,
         (gossip.encode_presence(gossip.PresenceStatus.ONLINE, 3000, _RECORD_BYTES),),
+    ),
+    "signals.decode_signal": Decoder(
+        lambda b: signals.decode_signal(b, now_ms=10),
+        lambda signal: gossip.encode_gossip(
+            identity.encode_certificate(signal.item.certificate), signal.item.envelope.wire
+        ),
+        (
+            gossip.encode_gossip(
+                _CERT_BYTES,
+                _seal(
+                    envelope.Kind.PRESENCE,
+                    gossip.encode_presence(gossip.PresenceStatus.ONLINE, 3000, _RECORD_BYTES),
+                ).wire,
+            ),
+            gossip.encode_gossip(
+                _CERT_BYTES, _seal(envelope.Kind.TYPING, content.encode_typing(True)).wire
+            ),
+        ),
     ),
     "hello.decode_hello": Decoder(
         hello.decode_hello,

@@ -34,6 +34,8 @@ WIRE_TOPICS = (
     "claim",
     "verify",
     "bodies",
+    "signals",
+    "history",
 )
 
 

@@ -27,6 +27,10 @@ for line in sys.stdin:
         got = {"fields": {"type": "Receipt"}}
     if case["op"] == "hlc_receive" and "error" in got:  # adopts a remote clock however far ahead
         got = {"fields": {"timestamp": case["remote"]}}
+    if case["op"] == "signal" and got.get("code") == 71:  # takes presence from anyone
+        got = {"fields": {}}
+    if case["op"] == "verify_commitment" and got.get("code") == 41:  # checks no commitment
+        got = {"fields": {}}
     print(json.dumps(got), flush=True)
 """
 
@@ -50,6 +54,10 @@ def test_an_implementation_that_breaks_rules_fails_exactly_those_cases(tmp_path:
     expected |= {("receipts", c["id"]) for c in receipts["invalid"]}
     hlc = json.loads((VECTORS_DIR / "hlc.json").read_text())
     expected |= {("hlc", c["id"]) for c in hlc["invalid"] if c["op"] == "receive"}
+    signals = json.loads((VECTORS_DIR / "signals.json").read_text())
+    expected |= {("signals", c["id"]) for c in signals["invalid"] if c["code"] == 71}
+    verify = json.loads((VECTORS_DIR / "verify.json").read_text())
+    expected |= {("verify", c["id"]) for c in verify["invalid"] if c["code"] == 41}
     assert {(f["file"], f["id"]) for f in report.failed} == expected
 
 

@@ -46,7 +46,7 @@ from hearthmesh.protocol.delivery import (
 from hearthmesh.protocol.e2ee import KeyBundle
 from hearthmesh.protocol.envelope import MessageId, load_envelope
 from hearthmesh.protocol.errors import ErrorCode, HearthError, LocalProtocolError
-from hearthmesh.protocol.gossip import encode_gossip
+from hearthmesh.protocol.gossip import SIGNALS_PROTOCOL, encode_gossip
 from hearthmesh.protocol.hello import HELLO_PROTOCOL, Hello, encode_hello
 from hearthmesh.protocol.identity import Rng, UserId, keypair_from_seed
 
@@ -59,6 +59,7 @@ __all__ = [
     "HeldStreams",
     "HostilePeer",
     "Reply",
+    "SignalTrap",
     "code_name",
     "grind_seed",
     "result_outcome",
@@ -141,6 +142,15 @@ class DeliveryTrap:
     """Batches still to drop: read, never acked, their stream reset (a peer that fails)."""
     dropped: list[bytes] = field(default_factory=list)
     """The envelopes of the batches dropped."""
+
+
+@dataclass
+class SignalTrap:
+    """Posing as a contact's home: every push on `/hearthmesh/signals/0` to us, as it came
+    (SPEC §32.4.1)."""
+
+    frames: list[bytes] = field(default_factory=list)
+    got_one: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def grind_seed(rng: Rng, *, tries: int) -> bytes:
@@ -394,6 +404,18 @@ class HostilePeer:
                 )
 
         self.host.set_stream_handler(DELIVER_PROTOCOL, serve)
+        return trap
+
+    def catch_signals(self) -> SignalTrap:
+        """Serve the signals protocol: each push's one frame kept in the trap, nothing
+        answered (SPEC §32.4.1)."""
+        trap = SignalTrap()
+
+        async def serve(stream: FrameStream) -> None:
+            trap.frames.append(await stream.read_frame())
+            trap.got_one.set()
+
+        self.host.set_stream_handler(SIGNALS_PROTOCOL, serve)
         return trap
 
     # ---- hello (SPEC §13.3) -------------------------------------------------------------------

@@ -24,7 +24,13 @@ from hearthmesh.protocol.actions import (
 )
 from hearthmesh.protocol.capabilities import decode_caps_answer, decode_caps_request
 from hearthmesh.protocol.content import decode_contact, decode_media, decode_profile, decode_typing
-from hearthmesh.protocol.delivery import Ack, decode_frame, verify_ack
+from hearthmesh.protocol.delivery import (
+    Ack,
+    ProtocolErrorFrame,
+    decode_frame,
+    verify_ack,
+    verify_batch,
+)
 from hearthmesh.protocol.e2ee import (
     ClaimAnswer,
     ForwardAnswer,
@@ -37,16 +43,19 @@ from hearthmesh.protocol.e2ee import (
     decode_forward_answer,
     decode_forward_request,
     decode_forwarded_key,
+    decode_key_bundle,
     decode_key_request,
     decode_room_key_shares,
     verify_key_bundle,
 )
-from hearthmesh.protocol.envelope import Kind, RoomId, decode_envelope
+from hearthmesh.protocol.envelope import Kind, RoomId, decode_envelope, load_envelope
+from hearthmesh.protocol.errors import MalformedMessage, refusal
+from hearthmesh.protocol.fetch import answer_batch
 from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
 from hearthmesh.protocol.fetch import decode_request as decode_fetch_request
 from hearthmesh.protocol.gossip import decode_gossip, decode_presence
 from hearthmesh.protocol.hello import decode_hello
-from hearthmesh.protocol.history_share import decode_history_request
+from hearthmesh.protocol.history_share import decode_history_request, take_history_answer
 from hearthmesh.protocol.hlc import encode_timestamp
 from hearthmesh.protocol.home_dht import home_record_key, select_home_record, validate_home_record
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
@@ -74,8 +83,15 @@ from hearthmesh.protocol.membership import (
 )
 from hearthmesh.protocol.private import decode_private
 from hearthmesh.protocol.receipts import decode_receipt
+from hearthmesh.protocol.signals import check_signal_sender, decode_signal
 from hearthmesh.protocol.sync import decode_sync_frame
-from hearthmesh.protocol.verification import decode_verify_frame
+from hearthmesh.protocol.verification import (
+    Accept,
+    KeyShare,
+    Start,
+    check_commitment,
+    decode_verify_frame,
+)
 
 from .data_cases import DATA_OPS
 
@@ -211,6 +227,66 @@ def _media_download(case: Case) -> Any:
     return {"blob_hex": None if blob is None else blob.hex()}
 
 
+def _signal(case: Case) -> Any:
+    """§32.4.1: a push on `/hearthmesh/signals/0` at a home whose user has the contacts
+    `contacts_hex` and blocks `blocked_hex`: the sender and the body of its kind."""
+    signal = decode_signal(_hex(case), now_ms=case["now_ms"])
+    sender = signal.item.envelope.sender_user.hex()
+    check_signal_sender(
+        contact=sender in case["contacts_hex"], blocked=sender in case["blocked_hex"]
+    )
+    envelope = signal.item.envelope
+    return {
+        "kind": int(envelope.kind),
+        "sender_user": sender,
+        "sender_device": envelope.sender_device.hex(),
+        "room": envelope.room.hex(),
+        "presence": as_json(signal.presence),
+        "typing": signal.typing,
+    }
+
+
+def _history_answer(case: Case) -> Any:
+    """§30.6.2, §30.6.4: the admin's home's answer, taken only from the device whose bundle
+    `listed_hex` the admin's record names at the peer asked; an ERROR frame raises its code."""
+    return as_json(take_history_answer(_hex(case), decode_key_bundle(_hex(case, "listed_hex"))))
+
+
+def _fetch_taken(case: Case) -> Any:
+    """§26.5: what the asker of `request_hex` takes of the answer `hex`: only items of the
+    requested room, device and range, each number once, in the order they came, each then
+    verified alone (§11.2): `taken` the numbers that verified, `discarded` [number, code] of
+    those that did not. An ERROR frame is the refusal its code names."""
+    answer = decode_fetch_answer(_hex(case))
+    if isinstance(answer, ProtocolErrorFrame):
+        raise refusal(answer.code, answer.message)
+    batch = answer_batch(decode_fetch_request(_hex(case, "request_hex")), answer, b"")
+    taken: list[int] = []
+    discarded: list[list[int]] = []
+    for item, verified in zip(batch.items, verify_batch(batch, now_ms=case["now_ms"]), strict=True):
+        seq = load_envelope(item.wire).seq
+        if verified.error is None:
+            taken.append(seq)
+        else:
+            discarded.append([seq, int(verified.error.code)])
+    return {"taken": taken, "discarded": discarded}
+
+
+def _verify_commitment(case: Case) -> Any:
+    """§29.3.1: the initiator's check of the responder's KEY frame (`hex`) against the
+    commitment of its ACCEPT over the START frame's bytes; all three of one flow (§29.3.3)."""
+    start_bytes = _hex(case, "start_hex")
+    start = decode_verify_frame(start_bytes)
+    accept = decode_verify_frame(_hex(case, "accept_hex"))
+    key = decode_verify_frame(_hex(case))
+    if not (isinstance(start, Start) and isinstance(accept, Accept) and isinstance(key, KeyShare)):
+        raise MalformedMessage("START, ACCEPT and KEY frames")
+    if not start.flow == accept.flow == key.flow:
+        raise MalformedMessage("a frame of another flow")
+    check_commitment(accept.commitment, key.key, start_bytes)
+    return {"sas_key": key.key.hex()}
+
+
 def _link_request(case: Case) -> Any:
     """§22: a link request, its HMAC proof checked with the code's secret."""
     request = decode_link_request(_hex(case))
@@ -334,6 +410,7 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "media_descriptor": lambda c: as_json(decode_media(_hex(c))),
     "fetch_request": lambda c: as_json(decode_fetch_request(_hex(c))),
     "fetch_answer": lambda c: as_json(decode_fetch_answer(_hex(c))),
+    "fetch_taken": _fetch_taken,
     "link_code": lambda c: as_json(decode_link_code(c["text"])),
     "link_request": _link_request,
     "link_answer": lambda c: as_json(decode_link_answer(_hex(c))),
@@ -342,6 +419,8 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "invite_link": lambda c: as_json(decode_invite(c["text"])),
     "join_request": lambda c: as_json(decode_join_request(_hex(c))),
     "history_request": lambda c: as_json(decode_history_request(_hex(c))),
+    "history_answer": _history_answer,
+    "signal": _signal,
     "join_answer": _join_answer,
     "invite_check": _invite_check,
     "room_key_body": _room_key_body,
@@ -354,6 +433,7 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "claim_request": lambda c: {"device": decode_claim_request(_hex(c)).hex()},
     "claim_answer": _claim_answer,
     "verify_frame": lambda c: as_json(decode_verify_frame(_hex(c))),
+    "verify_commitment": _verify_commitment,
     "typing_body": lambda c: {"active": decode_typing(_hex(c))},
     "contact_body": lambda c: as_json(decode_contact(_hex(c))),
     "private_body": lambda c: as_json(decode_private(_hex(c))),

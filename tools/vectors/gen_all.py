@@ -17,6 +17,7 @@ from . import (
     gen_e2ee,
     gen_envelope,
     gen_groups,
+    gen_history,
     gen_hlc,
     gen_homes,
     gen_identity,
@@ -24,6 +25,7 @@ from . import (
     gen_linking,
     gen_membership,
     gen_reconcile,
+    gen_signals,
     gen_transfer,
     gen_verify,
 )
@@ -50,6 +52,8 @@ def generate_all(directory: Path = VECTORS_DIR) -> list[Path]:
         gen_claim,
         gen_verify,
         gen_bodies,
+        gen_signals,
+        gen_history,
     )
     for single in singles:
         paths.append(single.generate(directory))

@@ -39,9 +39,9 @@ from .cast import NOW_MS, Cast
 from .common import VECTORS_DIR, pin, refuse, write_vectors
 from .gen_e2ee import curve_public
 
-__all__ = ["generate"]
+__all__ = ["PRESENCE_ROOM", "generate", "presence_wire", "record_bytes"]
 
-_PRESENCE_ROOM = RoomId(bytes(32))
+PRESENCE_ROOM = RoomId(bytes(32))
 """PRESENCE envelopes name no room (SPEC §14.2)."""
 
 
@@ -60,7 +60,7 @@ def _resign(user: KeyPair, unsigned: list[CborValue]) -> bytes:
     return encode_canonical([*unsigned, user.sign(HOME_RECORD_DOMAIN + encode_canonical(unsigned))])
 
 
-def _record(
+def record_bytes(
     c: Cast,
     user: KeyPair,
     device: KeyPair,
@@ -80,11 +80,25 @@ def _record(
     )
 
 
+def presence_wire(c: Cast, body: bytes, user: KeyPair, device: KeyPair) -> bytes:
+    """A PRESENCE envelope of `user`'s `device` with this body (SPEC §14.2)."""
+    envelope = c.seal(
+        user,
+        device,
+        kind=Kind.PRESENCE,
+        room=PRESENCE_ROOM,
+        seq=1,
+        body=body,
+        content_type=PRESENCE_CONTENT_TYPE,
+    )
+    return envelope.wire
+
+
 _LEVELS = frozenset({Level.CORE, Level.E2EE, Level.ADDRESSED_ROOM_KEYS})
 
 
 def _hello(c: Cast, directory: Path) -> Path:
-    record = _record(c, c.alice, c.phone)
+    record = record_bytes(c, c.alice, c.phone)
     valid = [
         pin(
             "hello",
@@ -168,9 +182,9 @@ def _hello(c: Cast, directory: Path) -> Path:
 
 
 def _home_record(c: Cast, directory: Path) -> Path:
-    record = _record(c, c.alice, c.phone)
-    newer = _record(c, c.alice, c.phone, issued_ms=NOW_MS + 60_000)
-    bob_record = _record(c, c.bob, c.laptop)
+    record = record_bytes(c, c.alice, c.phone)
+    newer = record_bytes(c, c.alice, c.phone, issued_ms=NOW_MS + 60_000)
+    bob_record = record_bytes(c, c.bob, c.laptop)
     key = home_record_key(c.user(c.alice))
     forged = bytearray(record)
     forged[-1] ^= 0x01
@@ -206,7 +220,7 @@ def _home_record(c: Cast, directory: Path) -> Path:
         pin(
             "home_record",
             "issued exactly MAX_DRIFT_MS ahead of the verifier",
-            hex=_record(c, c.alice, c.phone, issued_ms=NOW_MS + MAX_DRIFT_MS).hex(),
+            hex=record_bytes(c, c.alice, c.phone, issued_ms=NOW_MS + MAX_DRIFT_MS).hex(),
             now_ms=NOW_MS,
         ),
         pin(
@@ -236,7 +250,7 @@ def _home_record(c: Cast, directory: Path) -> Path:
             "home_record",
             ClockSkew,
             "issued one ms past MAX_DRIFT_MS ahead",
-            hex=_record(c, c.alice, c.phone, issued_ms=NOW_MS + MAX_DRIFT_MS + 1).hex(),
+            hex=record_bytes(c, c.alice, c.phone, issued_ms=NOW_MS + MAX_DRIFT_MS + 1).hex(),
             now_ms=NOW_MS,
         ),
         refuse(
@@ -309,19 +323,10 @@ def _home_record(c: Cast, directory: Path) -> Path:
 
 
 def _gossip(c: Cast, directory: Path) -> Path:
-    record = _record(c, c.alice, c.phone)
+    record = record_bytes(c, c.alice, c.phone)
 
     def presence(body: bytes, user: KeyPair = c.alice, device: KeyPair = c.phone) -> str:
-        envelope = c.seal(
-            user,
-            device,
-            kind=Kind.PRESENCE,
-            room=_PRESENCE_ROOM,
-            seq=1,
-            body=body,
-            content_type=PRESENCE_CONTENT_TYPE,
-        )
-        return envelope.wire.hex()
+        return presence_wire(c, body, user, device).hex()
 
     message = c.seal(
         c.alice,
@@ -366,7 +371,7 @@ def _gossip(c: Cast, directory: Path) -> Path:
             NotAuthorized,
             "bob's record in alice's announcement",
             hex=presence(
-                encode_presence(PresenceStatus.ONLINE, 60_000, _record(c, c.bob, c.laptop))
+                encode_presence(PresenceStatus.ONLINE, 60_000, record_bytes(c, c.bob, c.laptop))
             ),
             now_ms=NOW_MS,
         ),

@@ -18,7 +18,7 @@ from hearthmesh.protocol.media import DigestMismatch, answer_frames, encode_medi
 from hearthmesh.protocol.media import encode_request as encode_media_request
 from hearthmesh.protocol.sync import RoomEntry, encode_done, encode_reconcile, encode_room_list
 
-from .cast import Cast
+from .cast import NOW_MS, Cast
 from .common import VECTORS_DIR, pin, refuse, write_vectors
 
 __all__ = ["generate"]
@@ -185,6 +185,27 @@ def _fetch(c: Cast, directory: Path) -> Path:
     ]
     cert = c.certificate_bytes(c.alice, c.phone)
     room: RoomId = c.group_room
+    asked = {"request_hex": encode_fetch_request(request).hex(), "now_ms": NOW_MS}
+
+    def sealed(seq: int, *, of: RoomId = room, body: bytes = b"m", bob: bool = False) -> bytes:
+        user, device = (c.bob, c.laptop) if bob else (c.alice, c.phone)
+        return c.seal(
+            user, device, kind=Kind.MESSAGE, room=of, seq=seq, body=body, content_type="text/plain"
+        ).wire
+
+    bob_cert = c.certificate_bytes(c.bob, c.laptop)
+    strays = [
+        (cert, sealed(2)),  # below the range
+        (cert, wires[0]),
+        (cert, sealed(4, of=c.direct_room)),  # another room
+        (cert, wires[1]),
+        (cert, sealed(4, body=b"a second envelope numbered 4")),  # a number again
+        (bob_cert, sealed(4, bob=True)),  # another device
+        (cert, wires[2]),
+        (cert, sealed(6)),  # above it
+    ]
+    tampered = bytearray(wires[1])
+    tampered[-70] ^= 1  # a body byte: it still parses, its signature no longer verifies
     valid = [
         pin(
             "fetch_request",
@@ -197,6 +218,33 @@ def _fetch(c: Cast, directory: Path) -> Path:
             hex=encode_fetch_answer([(cert, w) for w in wires]).hex(),
         ),
         pin("fetch_answer", "ERROR frame", hex=encode_canonical([3, 14, "not found"]).hex()),
+        pin(
+            "fetch_taken",
+            "what was asked for, in the order it came",
+            hex=encode_fetch_answer([(cert, w) for w in reversed(wires)]).hex(),
+            **asked,
+        ),
+        pin(
+            "fetch_taken",
+            "strays dropped: below and above the range, another room, a number again, another "
+            "device (§26.5)",
+            hex=encode_fetch_answer(strays).hex(),
+            **asked,
+        ),
+        pin(
+            "fetch_taken",
+            "a tampered 4 is discarded alone (BAD_SIGNATURE); 3 and 5 are taken",
+            hex=encode_fetch_answer(
+                [(cert, wires[0]), (cert, bytes(tampered)), (cert, wires[2])]
+            ).hex(),
+            **asked,
+        ),
+        pin(
+            "fetch_taken",
+            "an item that is no envelope is dropped",
+            hex=encode_canonical([2, [cert], [[0, b"\x00not cbor"], [0, wires[0]]]]).hex(),
+            **asked,
+        ),
     ]
     invalid = [
         refuse(
@@ -229,11 +277,18 @@ def _fetch(c: Cast, directory: Path) -> Path:
             "257 items",
             hex=encode_canonical([2, [cert], [[0, b"x"]] * 257]).hex(),
         ),
+        refuse(
+            "fetch_taken",
+            NotFound,
+            "an ERROR frame: nothing taken, the code is the refusal",
+            hex=encode_canonical([3, 14, "not found"]).hex(),
+            **asked,
+        ),
     ]
     return write_vectors(
         "fetch",
-        spec="SPEC.md §26.2, §26.3",
-        function="tools/vectors/codecs.py ops fetch_request, fetch_answer",
+        spec="SPEC.md §26.2, §26.3, §26.5",
+        function="tools/vectors/codecs.py ops fetch_request, fetch_answer, fetch_taken",
         valid=valid,
         invalid=invalid,
         directory=directory,

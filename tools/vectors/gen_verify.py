@@ -1,18 +1,19 @@
-"""Generate protocol/vectors/verify.json: the frames of `/hearthmesh/verify/0` (SPEC §29.2).
+"""Generate protocol/vectors/verify.json: the frames of `/hearthmesh/verify/0` (SPEC §29.2)
+and the initiator's commitment check (§29.3.1).
 
-The SAS exchange itself runs on ephemeral X25519 keys (vodozemac draws them), so it is tested
-by driving two machines (tests/protocol/test_verification.py), not pinned; these pin the
-frames' forms and what a decoder must refuse.
+The SAS exchange itself runs on ephemeral X25519 keys (vodozemac draws them), so the strings
+and MACs are tested by driving two machines (tests/protocol/test_verification.py), not
+pinned; these pin the frames' forms, what a decoder must refuse, and which responder KEY an
+ACCEPT's commitment admits (a hash of public values: pinnable).
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 from hearthmesh.protocol.canonical import CborValue, encode_canonical
-from hearthmesh.protocol.errors import ErrorCode, MalformedMessage, TooLarge
+from hearthmesh.protocol.errors import ErrorCode, MalformedMessage, SasMismatch, TooLarge
 from hearthmesh.protocol.verification import (
     Accept,
     Cancel,
@@ -21,6 +22,7 @@ from hearthmesh.protocol.verification import (
     Mac,
     Start,
     VerifyFrame,
+    commitment_of,
     encode_verify_frame,
 )
 
@@ -37,7 +39,7 @@ def generate(directory: Path = VECTORS_DIR) -> Path:
     sas_key = fixed_seed("verify-sas-key")  # 32 bytes standing in for an X25519 public key
     start = Start(flow=flow, user=c.alice.public, device=c.phone.public)
     start_bytes = encode_verify_frame(start)
-    commitment = hashlib.sha256(sas_key + start_bytes).digest()
+    commitment = commitment_of(sas_key, start_bytes)
     mac = "n5Y6cuCQBjZ6Ku/ECW0n7o+Ojr0lGJx8/gA1Nko8ly0"  # vodozemac's form: 43 characters
     frames: list[tuple[VerifyFrame, str]] = [
         (start, "START: the initiator's user and device keys"),
@@ -54,12 +56,49 @@ def generate(directory: Path = VECTORS_DIR) -> Path:
         ),
     ]
     valid = [pin("verify_frame", note, hex=encode_verify_frame(f).hex()) for f, note in frames]
+    accept = Accept(flow=flow, user=c.bob.public, device=c.laptop.public, commitment=commitment)
+    exchange = {"start_hex": start_bytes.hex(), "accept_hex": encode_verify_frame(accept).hex()}
+
+    def key_frame(key: bytes, of_flow: bytes = flow) -> str:
+        return encode_verify_frame(KeyShare(flow=of_flow, key=key)).hex()
+
+    valid.append(
+        pin(
+            "verify_commitment",
+            "the responder's KEY is the one its ACCEPT committed to over this START",
+            hex=key_frame(sas_key),
+            **exchange,
+        )
+    )
     key = c.phone.public
 
     def broken(value: list[CborValue], note: str) -> dict[str, Any]:
         return refuse("verify_frame", MalformedMessage, note, hex=encode_canonical(value).hex())
 
+    other_start = Start(flow=flow, user=c.alice.public, device=c.bob.public)
     invalid = [
+        refuse(
+            "verify_commitment",
+            SasMismatch,
+            "another SAS key than the one committed to",
+            hex=key_frame(fixed_seed("verify-other-sas-key")),
+            **exchange,
+        ),
+        refuse(
+            "verify_commitment",
+            SasMismatch,
+            "the committed key, but the commitment was over another START",
+            hex=key_frame(sas_key),
+            start_hex=encode_verify_frame(other_start).hex(),
+            accept_hex=exchange["accept_hex"],
+        ),
+        refuse(
+            "verify_commitment",
+            MalformedMessage,
+            "a KEY of another flow",
+            hex=key_frame(sas_key, fixed_seed("verify-other-flow")[:16]),
+            **exchange,
+        ),
         broken([1, flow[:15], key, key], "a flow id of 15 bytes"),
         broken([1, flow, key[:31], key], "a user key of 31 bytes"),
         broken([3, flow, key, key], "KEY with one element too many"),
@@ -77,8 +116,9 @@ def generate(directory: Path = VECTORS_DIR) -> Path:
     ]
     return write_vectors(
         "verify",
-        spec="SPEC.md §29.1, §29.2",
-        function="tools/vectors/codecs.py op verify_frame: decode_verify_frame",
+        spec="SPEC.md §29.1, §29.2, §29.3.1",
+        function="tools/vectors/codecs.py ops verify_frame: decode_verify_frame; "
+        "verify_commitment: check_commitment",
         valid=valid,
         invalid=invalid,
         directory=directory,

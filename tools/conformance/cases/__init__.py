@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from . import core, e2ee, im, multi_device, relay, revisions
+from . import core, e2ee, im, multi_device, relay, revisions, social
 from .case import Case
 
 __all__ = ["CASES", "Case"]
@@ -55,10 +55,16 @@ CASES: Final[tuple[Case, ...]] = (
     e2ee.KEY_REQUEST_FROM_A_STRANGER,
     im.MEMBERSHIP_HISTORY_FOR_THE_ADDED,
     core.DROPPED_BATCH_SENT_AGAIN,
+    core.GAP_ANSWER_FILTERED,
+    e2ee.COMMITMENT_CHECKED,
+    e2ee.BINDING_CHECKED,
     im.PRESENCE_FROM_CONTACTS_ONLY,
+    social.PRESENCE_PUSHED_TO_CONTACTS,
+    social.BLOCKED_USER_DROPPED,
     im.MEDIA_SERVED_TO_A_MEMBER,
     im.MEDIA_NAMED_BY_A_STRANGER,
     multi_device.SYNC_TO_A_LINKED_HOME,
+    multi_device.SYNC_STARTED_BY_THE_NODE,
     relay.RELAY_FORWARDED_WHEN_THE_HOME_COMES,
 )
 """Every case, in the order they run (later ones use what earlier ones delivered)."""

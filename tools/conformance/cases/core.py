@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from typing import Final
 
+from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
-from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.envelope import RoomId, load_envelope
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL, FetchAnswer, FetchRequest
 from hearthmesh.protocol.fetch import decode_answer as decode_fetch_answer
+from hearthmesh.protocol.fetch import decode_request as decode_fetch_request
+from hearthmesh.protocol.fetch import encode_answer as encode_fetch_answer
 from hearthmesh.protocol.fetch import encode_request as encode_fetch_request
 from hearthmesh.protocol.hello import decode_hello
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
 from hearthmesh.protocol.identity import DeviceId, user_id_text
 from hearthmesh.protocol.ordering import REORDER_WINDOW
+from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.tools.hostile.forge import (
     certificate_of_other,
     random_room,
@@ -35,6 +40,7 @@ __all__ = [
     "DUPLICATE",
     "FAR_AHEAD_STORED",
     "FORGED_SIGNATURE",
+    "GAP_ANSWER_FILTERED",
     "GAP_FETCH",
     "GAP_FETCH_OUTSIDE_THE_ROOM",
     "HELLO",
@@ -50,6 +56,9 @@ __all__ = [
 ]
 
 FLOOD_FRAMES: Final = 8
+BAN_POINTS: Final = 100
+FRAME_POINTS: Final = 25
+"""SPEC §11.6.1: a refused frame costs 25 points; 100 bans."""
 """Malformed frames a flood sends at most: twice what a ban takes (SPEC §11.6)."""
 
 
@@ -133,6 +142,58 @@ async def _gap_fetch_outside(s: Session) -> str:
     return await _fetch(s, random_room(s.kit.rng), 1, 1)
 
 
+async def _gap_answer_filtered(s: Session) -> str:
+    """§26.1, §26.5: a node with a gap in a sender's numbers asks that sender's home for it;
+    it takes only what it asked for and each item alone. A newcomer delivers its 1 and 3 in
+    its direct room with the node's user and answers the node's first fetch with its 4 (not
+    asked for) and a 2 whose signature is broken: nothing of that answer may enter, so the gap
+    stays open and is asked for again; the second answer, the good 2, fills it. What the node's
+    user is shown of the newcomer's numbers once 2 shows (what is stored shows, §8.2):
+    SHOWN:1,2,3 (a 4 taken: 1,2,3,4)."""
+    assert s.api is not None
+    async with newcomer_home(s) as (sender, _):
+        room = direct_room_id(sender.user_id, s.user)
+        now = s.kit.now_ms()
+        wires = [sender.forge.raw(room=room, now_ms=now + n, seq=n) for n in range(1, 5)]
+        one, two, three, four = wires
+        broken = two[:-1] + bytes([two[-1] ^ 1])  # the signature's last byte
+        answers = ([four, broken], [two])
+        asked: list[FetchRequest] = []
+        certificate = sender.stranger.certificate_bytes
+
+        async def answer(stream: FrameStream) -> None:
+            asked.append(decode_fetch_request(await stream.read_frame()))
+            items = answers[min(len(asked), len(answers)) - 1]
+            await stream.write_frame(encode_fetch_answer([(certificate, w) for w in items]))
+
+        sender.host.set_stream_handler(FETCH_PROTOCOL, answer)
+        as_sender = Session(kit=sender, address=s.address, peer_id=s.peer_id, user=s.user)
+        for wire in (one, three):
+            if (stored := await as_sender.deliver([wire])) != "STORED":
+                return f"not-stored:{stored}"
+        seqs = {load_envelope(w).message_id.hex(): n for n, w in enumerate(wires, 1)}
+        shown: list[int] = []
+        for _ in range(int(2 * DELIVERY_WAIT_S / 0.1)):  # the grace, a bad answer, the next ask
+            if 2 in (shown := await _shown_of(s, room, seqs)):  # shown by the API: poll it
+                break
+            await asyncio.sleep(0.1)
+        if not asked:
+            return "never-asked"
+        if not asked[0].wants(room, load_envelope(two).sender_device, 2):
+            return "asked-for-another-range"
+        again = "ASKED-AGAIN" if len(asked) > 1 else "ASKED-ONCE"
+        return f"{again},SHOWN:" + ",".join(map(str, shown))
+
+
+async def _shown_of(s: Session, room: RoomId, seqs: dict[str, int]) -> list[int]:
+    """The numbers of `seqs`' messages the node's user is shown in `room`, in the order shown."""
+    assert s.api is not None
+    page = await s.api.call(
+        "GET", f"/v1/conversation/{room.hex()}/details", params={"limit": "100"}
+    )
+    return [seqs[m["message_id"]] for m in page["messages"] if m["message_id"] in seqs]
+
+
 async def _dropped_batch_sent_again(s: Session) -> str:
     """§11.4-11.5: a home that takes a batch and drops it (reads it, never acks, resets the
     stream) has acked nothing, so the node must send those envelopes again, and they come.
@@ -161,8 +222,11 @@ async def _malformed_flood(s: Session) -> str:
     """Malformed deliver frames back to back, 25 points each (SPEC §11.6.1): each answered
     MALFORMED until the fourth brings the peer to 100 points and a ban cuts it off, closed
     while it answers that frame or refused at the next (§11.6.2); a clean peer is still
-    answered (the liveness probe after every hostile case)."""
+    answered (the liveness probe after every hostile case). A point is forgiven each second
+    (§11.6.1), so on a slow machine a later frame may be the one that reaches 100: one more
+    frame is allowed per 25 points forgiven while they went."""
     answers: list[str] = []
+    started_ms = s.kit.now_ms()
     for _ in range(FLOOD_FRAMES):
         answers.append((await s.kit.request(s.peer_id, DELIVER_PROTOCOL, b"\xa1\x01\x02")).summary)
         if answers[-1] != "ERROR:MALFORMED":
@@ -170,8 +234,12 @@ async def _malformed_flood(s: Session) -> str:
     *answered, last = answers
     if last not in ("closed", "refused"):
         return f"never-cut-off:{last}"
+    forgiven = (s.kit.now_ms() - started_ms) / 1000  # at most a point a second
+    banning = math.ceil((BAN_POINTS + forgiven) / FRAME_POINTS)  # the latest frame to reach 100
     return (
-        "cut-off-at-100-points" if len(answered) in (3, 4) else f"cut-off-at-frame:{len(answers)}"
+        "cut-off-at-100-points"
+        if 3 <= len(answered) <= banning
+        else f"cut-off-at-frame:{len(answers)}"
     )
 
 
@@ -227,6 +295,15 @@ OUT_OF_ORDER_STORED: Final = Case(
 
 
 GAP_FETCH: Final = Case(name="gap_fetch", section="§26.4", expected="ANSWER:1,2,3", run=_gap_fetch)
+
+
+GAP_ANSWER_FILTERED: Final = Case(
+    name="gap_answer_filtered",
+    section="§26.1, §26.5",
+    expected="ASKED-AGAIN,SHOWN:1,2,3",
+    run=_gap_answer_filtered,
+    needs_api=True,
+)
 
 
 FAR_AHEAD_STORED: Final = Case(

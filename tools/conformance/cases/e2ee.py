@@ -9,19 +9,32 @@ from typing import Final
 
 import vodozemac
 
+from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.delivery import AckStatus, ProtocolErrorFrame
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, decode_envelope
 from hearthmesh.protocol.errors import HearthError
-from hearthmesh.protocol.identity import DeviceId
-from hearthmesh.tools.hostile.peer import DeliveryTrap
+from hearthmesh.protocol.identity import DeviceId, generate_keypair, user_id_text
+from hearthmesh.protocol.verification import (
+    VERIFY_PROTOCOL,
+    Accept,
+    Cancel,
+    KeyShare,
+    Start,
+    commitment_of,
+    decode_verify_frame,
+    encode_verify_frame,
+)
+from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer, code_name
 
 from ..session import Session, outcome
 from .case import Case
-from .shared import DELIVERY_WAIT_S
+from .shared import DELIVERY_WAIT_S, greet_node, newcomer_home
 
 __all__ = [
+    "BINDING_CHECKED",
+    "COMMITMENT_CHECKED",
     "ENCRYPTED_WITH_AN_UNKNOWN_SESSION",
     "KEY_CLAIM",
     "KEY_REQUEST_FROM_A_STRANGER",
@@ -178,5 +191,110 @@ KEY_REQUEST_FROM_A_STRANGER: Final = Case(
     expected="ERROR:KEY_REQUEST_DENIED",
     run=_key_request_stranger,
     hostile=True,
+    level=Level.E2EE,
+)
+
+
+async def _commitment_checked(s: Session) -> str:
+    """§29.3.1: the node's user starts verifying our stranger's device (over the API); the
+    node, the initiator, must check the KEY we answer with against the commitment of our
+    ACCEPT. A KEY that matches it moves the flow on (the API shows the strings: `showing`);
+    one that does not is cancelled with `SAS_MISMATCH` on the stream."""
+    assert s.api is not None
+    await greet_node(s.kit, s.peer_id)  # the node's newest record of us names this peer
+    matched = await _respond_to_a_flow(s, s.kit)
+    swapped = await _respond_to_a_flow(s, s.kit, swap=True)
+    return f"MATCHED:{matched},SWAPPED:{swapped}"
+
+
+async def _binding_checked(s: Session) -> str:
+    """§29.4.1: the keys a responder names in ACCEPT must be the device its user's newest
+    record places on the stream's peer. The node's user starts verifying a newcomer, whose
+    ACCEPT names a device key of no record: the node must cancel with `NOT_AUTHORIZED` before
+    it sends its KEY."""
+    async with newcomer_home(s) as (newcomer, _):
+        return await _respond_to_a_flow(s, newcomer, device=generate_keypair(newcomer.rng).public)
+
+
+async def _respond_to_a_flow(
+    s: Session, kit: HostilePeer, *, swap: bool = False, device: bytes | None = None
+) -> str:
+    """Answer, as `kit`, one flow the node's user starts with `kit`'s user (§29.3.1): our
+    ACCEPT names our device (or `device`), our KEY is the one it committed to (or, `swap`,
+    another). The flow's state once the node judged what we sent (the API's); for a flow the
+    node cancelled, the frame it cancelled with."""
+    assert s.api is not None
+    ours, another = vodozemac.Sas().public_key.to_bytes(), vodozemac.Sas().public_key.to_bytes()
+    ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def respond(stream: FrameStream) -> None:
+        try:
+            ended.set_result(
+                await _answer_start(stream, kit, device, ours, another if swap else ours)
+            )
+        except HearthError as exc:
+            ended.set_result(f"broken:{type(exc).__name__}")
+
+    kit.host.set_stream_handler(VERIFY_PROTOCOL, respond)
+    body = {"user_id": user_id_text(kit.user_id), "peer_id": kit.peer_id}
+    flow = (await s.api.call("POST", "/v1/verifications", body))["flow_id"]
+    state = "started"
+    for _ in range(int(DELIVERY_WAIT_S / 0.05)):  # until our KEY was judged: poll the API
+        if (state := (await s.api.call("GET", f"/v1/verifications/{flow}"))["state"]) not in (
+            "started",
+            "key_sent",
+        ):
+            break
+        await asyncio.sleep(0.05)
+    if state == "showing":  # the node waits for its user now: end the flow (one per peer)
+        await s.api.call("POST", f"/v1/verifications/{flow}/cancel")
+    try:
+        async with asyncio.timeout(DELIVERY_WAIT_S):
+            after = await ended
+    except TimeoutError:
+        return f"{state},no-frame-after-our-key"
+    return after if state == "cancelled" else state
+
+
+async def _answer_start(
+    stream: FrameStream, kit: HostilePeer, device: bytes | None, committed: bytes, sent: bytes
+) -> str:
+    """The responder's frames: ACCEPT committing to `committed`, then, after the node's KEY,
+    a KEY of `sent`; the frame the node sends after ours, as `CANCEL:<code>` or its type."""
+    start_bytes = await stream.read_frame()
+    start = decode_verify_frame(start_bytes)
+    if not isinstance(start, Start):
+        return f"first:{type(start).__name__}"
+    accept = Accept(
+        flow=start.flow,
+        user=kit.stranger.user.public,
+        device=kit.stranger.device.public if device is None else device,
+        commitment=commitment_of(committed, start_bytes),
+    )
+    await stream.write_frame(encode_verify_frame(accept))
+    answer = decode_verify_frame(await stream.read_frame())  # the node's KEY, or a CANCEL
+    if isinstance(answer, KeyShare):
+        await stream.write_frame(encode_verify_frame(KeyShare(flow=start.flow, key=sent)))
+        answer = decode_verify_frame(await stream.read_frame())  # a CANCEL, at once or later
+    return (
+        f"CANCEL:{code_name(answer.code)}" if isinstance(answer, Cancel) else type(answer).__name__
+    )
+
+
+BINDING_CHECKED: Final = Case(
+    name="binding_checked",
+    section="§29.4.1",
+    expected="CANCEL:NOT_AUTHORIZED",
+    run=_binding_checked,
+    needs_api=True,
+    level=Level.E2EE,
+)
+
+COMMITMENT_CHECKED: Final = Case(
+    name="commitment_checked",
+    section="§29.3.1",
+    expected="MATCHED:showing,SWAPPED:CANCEL:SAS_MISMATCH",
+    run=_commitment_checked,
+    needs_api=True,
     level=Level.E2EE,
 )
