@@ -19,7 +19,6 @@ from hearthmesh.tools.hostile.peer import DeliveryTrap
 
 from ..session import Session, outcome
 from .case import Case
-from .shared import DELIVERY_WAIT_S
 
 __all__ = [
     "ENCRYPTED_WITH_AN_UNKNOWN_SESSION",
@@ -93,7 +92,7 @@ async def _owed_then_requested(s: Session) -> str:
 async def _encrypted_from_node(s: Session, trap: DeliveryTrap) -> Envelope:
     """The first encrypted MESSAGE of the node's user in our direct room that reaches our
     trap. Raises TimeoutError."""
-    async with asyncio.timeout(DELIVERY_WAIT_S):
+    async with asyncio.timeout(s.wait_s):
         while True:
             for wire in trap.wires:
                 envelope = decode_envelope(wire)

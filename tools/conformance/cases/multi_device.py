@@ -35,7 +35,6 @@ from hearthmesh.tools.hostile.peer import HostilePeer
 
 from ..session import Session
 from .case import Case
-from .shared import DELIVERY_WAIT_S
 
 __all__ = ["SYNC_FROM_A_STRANGER", "SYNC_TO_A_LINKED_HOME"]
 
@@ -61,7 +60,7 @@ async def _sync_to_a_linked_home(s: Session) -> str:
                 return synced
         ours = {e.wire: e.seq for e in s.delivered}
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(DELIVERY_WAIT_S):
+            async with asyncio.timeout(s.wait_s):
                 while not set(ours) <= set(trap.wires):
                     trap.got_one.clear()
                     await trap.got_one.wait()
