@@ -173,6 +173,7 @@ class Node:
                     upnp=self.config.upnp,
                     relay_rank=self._rank_relays,
                     trio_on_loop=self.config.trio_on_loop,
+                    clock=self._clock,
                 )
             )
         )

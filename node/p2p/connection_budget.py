@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hearthmesh.node.clock import SystemClock
+from hearthmesh.node.clock import Clock
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol.errors import RemoteProtocolError, TooManyStreams
 from hearthmesh.protocol.inbound import InboundPolicy
@@ -30,11 +30,12 @@ class ConnectionBudget:
     thread); `refused(peer, error)` charges."""
 
     def __init__(
-        self, policy: InboundPolicy, refused: Callable[[str, RemoteProtocolError], None]
+        self,
+        policy: InboundPolicy,
+        refused: Callable[[str, RemoteProtocolError], None],
+        clock: Clock,
     ) -> None:
-        self._limiter = RateLimiter(
-            policy.connections_per_min / 60, policy.connection_burst, SystemClock()
-        )
+        self._limiter = RateLimiter(policy.connections_per_min / 60, policy.connection_burst, clock)
         self._refused = refused
         self._why = (
             f"a connection past the peer's budget ({policy.connection_burst} at once, "

@@ -43,6 +43,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP
 
+from hearthmesh.node.clock import Clock, SystemClock
 from hearthmesh.node.p2p import task_parents
 from hearthmesh.node.p2p.addresses import dialable_addrs, remote_ip
 from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
@@ -265,6 +266,8 @@ class HostConfig:
     trio_on_loop: bool = False
     """Run libp2p's trio as a guest on the event loop's thread, not in a thread of its own
     (`TrioThread`, ARCHITECTURE §5; `NodeConfig.trio_on_loop`)."""
+    clock: Clock = field(default_factory=SystemClock)
+    """Refills the peers' connection budgets (`ConnectionBudget`); read on the trio thread."""
 
 
 def peer_id_from_seed(seed: bytes) -> str:
@@ -571,7 +574,7 @@ class P2PHost:
         self.inbound = InboundLedger(config.inbound)
         """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
         self._stream_slots = PerPeerStreamSlots(config.inbound, self._slots_exceeded)
-        self._connections = ConnectionBudget(config.inbound, self._stream_refused)
+        self._connections = ConnectionBudget(config.inbound, self._stream_refused, config.clock)
         self._read_limits = ReadLimits(
             budget=self.inbound,
             frame_timeout_s=config.inbound.frame_timeout_ms / 1000,

@@ -30,6 +30,7 @@ from hearthmesh.protocol.outbox import OutboxMachine
 from hearthmesh.storage.api import Store
 from hearthmesh.tools.cli import main
 from hearthmesh.tools.conformance.cases import CASES
+from hearthmesh.tools.conformance.session import DELIVERY_WAIT_S
 from hearthmesh.tools.conformance.suite import BASELINE, run_suite
 from hearthmesh.tools.hostile.peer import HostilePeer
 
@@ -39,6 +40,11 @@ pytestmark = pytest.mark.integration
 
 PRESENCE_EVERY: Final[dict[str, Any]] = {"presence_interval_ms": 500}
 """The node's presence rounds every 0.5 s, not 10: `presence_pushed_to_contacts` waits for two."""
+
+
+WAITED_OUT_S: Final = 2.0
+"""The case's wait where the node is broken so that what the case waits for never comes: our
+node takes 0.1-0.3 s for any case (the runner's 10 s default is for nodes we do not know)."""
 
 
 async def test_a_node_that_advertises_no_levels_is_tested_at_core_only(
@@ -84,7 +90,7 @@ async def test_a_node_that_welcomes_without_the_earlier_membership_fails_that_ca
     """Broken on purpose: an ADD queues no earlier MEMBERSHIP event for its new member (SPEC
     §12.7), who then cannot fold the group's state."""
     monkeypatch.setattr(RoomRegistry, "membership_events", lambda self, room: [])
-    got = await _fails_alone(tmp_path, "membership_history_for_the_added")
+    got = await _fails_alone(tmp_path, "membership_history_for_the_added", wait_s=WAITED_OUT_S)
     assert not got.startswith("CREATE")  # the fold's first event never came
 
 
@@ -99,7 +105,8 @@ async def test_a_node_that_gives_up_a_failed_batch_fails_that_case(
         return []
 
     monkeypatch.setattr(OutboxMachine, "send_failed", forget)
-    assert await _fails_alone(tmp_path, "dropped_batch_sent_again") == "dropped-for-good"
+    got = await _fails_alone(tmp_path, "dropped_batch_sent_again", wait_s=WAITED_OUT_S)
+    assert got == "dropped-for-good"
 
 
 async def test_our_node_passes_every_case_over_the_wire_and_the_api(
@@ -233,7 +240,8 @@ async def test_a_node_that_hands_a_syncing_home_nothing_fails_that_case(
 
     monkeypatch.setattr(SyncService, "_push", push_nothing)
     before = ("hello", "deliver_and_ack", "out_of_order_stored")  # the history to sync
-    assert await _fails_alone(tmp_path, "sync_to_a_linked_home", before=before) == "HISTORY:"
+    got = await _fails_alone(tmp_path, "sync_to_a_linked_home", before=before, wait_s=WAITED_OUT_S)
+    assert got == "HISTORY:"
 
 
 async def test_a_node_that_serves_media_to_anyone_fails_that_case(
@@ -255,16 +263,22 @@ async def test_a_relay_that_never_forwards_fails_that_case(
         return False
 
     monkeypatch.setattr(RelayForwarder, "_forward", hold_forever)
-    got = await _fails_alone(tmp_path, "relay_forwarded_when_the_home_comes")
+    got = await _fails_alone(tmp_path, "relay_forwarded_when_the_home_comes", wait_s=WAITED_OUT_S)
     assert got == "RELAYED,0-came"
 
 
-async def _fails_alone(tmp_path: Path, case: str, *, before: tuple[str, ...] = ("hello",)) -> str:
+async def _fails_alone(
+    tmp_path: Path,
+    case: str,
+    *,
+    before: tuple[str, ...] = ("hello",),
+    wait_s: float = DELIVERY_WAIT_S,
+) -> str:
     """Run the cases `before`, then `case`, against a fresh node (broken by the caller) and its
-    API: `case` alone fails. Returns what it got."""
+    API, each case waiting `wait_s` at most: `case` alone fails. Returns what it got."""
     cases = tuple(c for c in CASES if c.name in (*before, case))
     async with asyncio.timeout(60), home(tmp_path / "node", **PRESENCE_EVERY) as h:
-        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases)
+        report = await run_suite(h.node.listen_addrs[0], api=h.client, cases=cases, wait_s=wait_s)
     summary = report.as_json()
     assert summary["failed"] == [case], summary
     return report.results[-1].got

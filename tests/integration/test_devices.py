@@ -250,13 +250,17 @@ async def wait_until_members(node: Node, room: RoomId, count: int) -> None:
 
 
 class SkewedClock:
-    """The system clock, `skew_ms` off: a device whose clock is wrong."""
+    """The system clock, `skew_ms` off: a device whose clock is wrong (or a test's clock that
+    `advance` moves on, where a wait would be for time alone to pass)."""
 
     def __init__(self, skew_ms: int) -> None:
         self._skew_ms = skew_ms
 
     def now_ms(self) -> int:
         return SystemClock().now_ms() + self._skew_ms
+
+    def advance(self, ms: int) -> None:
+        self._skew_ms += ms
 
 
 @pytest.mark.parametrize("skew_ms", [300_000, -300_000])

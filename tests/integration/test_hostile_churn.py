@@ -25,7 +25,7 @@ from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .conftest import node_config, wait_until
-from .test_devices import link_device
+from .test_devices import SkewedClock, link_device
 
 pytestmark = pytest.mark.integration
 
@@ -67,9 +67,10 @@ async def test_a_peer_that_reconnects_in_full_past_its_budget_is_not_greeted_and
     tmp_path: Path,
 ) -> None:
     policy = InboundPolicy(connection_burst=BURST, connections_per_min=PER_MIN)
+    clock = SkewedClock(0)
     async with (
         asyncio.timeout(60),
-        Node(node_config(tmp_path / "node", inbound=policy)) as node,
+        Node(node_config(tmp_path / "node", inbound=policy), clock=clock) as node,
         HostilePeer(listens=False) as kit,  # every connection between them is the kit's
     ):
         kit.answer_hellos()  # counts the node's hellos to it
@@ -88,7 +89,7 @@ async def test_a_peer_that_reconnects_in_full_past_its_budget_is_not_greeted_and
         await wait_until(lambda: node.peer_points(kit.peer_id) > 0)  # charged
         assert node.failure is None
         # A peer that comes back after a while is served as any other.
-        await asyncio.sleep(60 / PER_MIN + 0.5)
+        clock.advance(int(60_000 / PER_MIN) + 500)
         await _disconnected(node, kit)
         served = kit.hellos_answered
         await _dial(kit, node, address)

@@ -19,6 +19,7 @@ from trio._core._wakeup_socketpair import WakeupSocketpair
 from hearthmesh.node.p2p import guest_run
 from hearthmesh.node.p2p.bridge import TrioThread, _only_a_closing_race
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
+from tests.integration.conftest import wait_until
 from tests.integration.netlab import NetLab, in_netns, require_netlab
 
 CLOSED = RuntimeError("Nursery is closed to new arrivals")
@@ -63,7 +64,8 @@ async def test_a_call_while_the_work_nursery_is_closed_by_a_failed_task_is_host_
     async with asyncio.timeout(10):
         await bridge.start(_slow_to_exit)
         bridge.run_sync_soon(bridge.spawn, fails)
-        await asyncio.sleep(0.2)  # the failure has closed the nursery; the service still exits
+        # the failure has closed the nursery; the service still exits (0.5 s)
+        await wait_until(lambda: not bridge.running)
         with pytest.raises(HostClosed):
             await bridge.run(answer)
         with pytest.raises(P2PError) as failed:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from hearthmesh.protocol.delivery import (
     DELIVER_PROTOCOL,
@@ -28,9 +28,12 @@ from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.hostile.forge import EnvelopeForge
 from hearthmesh.tools.hostile.peer import HostilePeer, code_name, result_outcome
 
-__all__ = ["Session", "outcome"]
+__all__ = ["DELIVERY_WAIT_S", "Session", "outcome"]
 
 T = TypeVar("T")
+
+DELIVERY_WAIT_S: Final = 10.0
+"""A case's wait by default (`Session.wait_s`): our node takes 0.1-0.3 s for any of them."""
 
 
 @dataclass(slots=True)
@@ -52,6 +55,9 @@ class Session:
     api: ApiClient | None = None
     """The node's client API, when the run was given one: cases that look at what the node's
     user is shown need it."""
+    wait_s: float = DELIVERY_WAIT_S
+    """How long a case waits for what it checks the node sends or shows: a node that never
+    does (broken on purpose, in tests/integration/test_conformance.py) waits it out."""
 
     @property
     def room(self) -> RoomId:

@@ -34,7 +34,7 @@ from hearthmesh.tools.hostile.catalogue import Target, probe
 from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .cases import CASES, Case
-from .session import Session
+from .session import DELIVERY_WAIT_S, Session
 
 __all__ = ["BASELINE", "CaseResult", "SuiteReport", "advertised_levels", "run_suite"]
 
@@ -142,6 +142,7 @@ async def _run_case(case: Case, session: Session) -> str:
                     user=session.user,
                     delivered=session.delivered,
                     group=session.group,
+                    wait_s=session.wait_s,
                 )
             )
     except (HearthError, IndexError) as exc:  # cut off, or an earlier case left nothing
@@ -161,13 +162,15 @@ async def run_suite(
     cases: tuple[Case, ...] = CASES,
     levels: frozenset[Level] | None = None,
     seed: int | None = None,
+    wait_s: float = DELIVERY_WAIT_S,
 ) -> SuiteReport:
     """Every case against the node at `address` (a multiaddr ending in /p2p/<peer id>), and
     its client API when `api` is given, of `levels` (default: those the node advertises).
 
     Every random choice of the run (the strangers' keys, rooms, nonces, digests) comes from
     `seed` (a fresh one when None; the report names it): the same seed against a fresh node
-    replays the same cases."""
+    replays the same cases. `wait_s` bounds each case's wait for what it checks the node
+    sends or shows (`Session.wait_s`)."""
     if seed is None:
         seed = int.from_bytes(os.urandom(4))
     report = SuiteReport(target=address, seed=seed)
@@ -187,7 +190,7 @@ async def run_suite(
                 )
             )
             return report
-        session = Session(kit=kit, address=address, peer_id=peer_id, api=api)
+        session = Session(kit=kit, address=address, peer_id=peer_id, api=api, wait_s=wait_s)
         advertised = await advertised_levels(session)
         report.advertised = None if advertised is None else sorted(advertised)
         tested = levels or advertised or frozenset({Level.CORE})

@@ -138,6 +138,7 @@ class DeliveryTrap:
     recipients: set[bytes] = field(default_factory=set)
     wires: list[bytes] = field(default_factory=list)
     got_one: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set as each batch comes, kept or dropped: a waiter clears it and looks again."""
     drop: int = 0
     """Batches still to drop: read, never acked, their stream reset (a peer that fails)."""
     dropped: list[bytes] = field(default_factory=list)
@@ -388,6 +389,7 @@ class HostilePeer:
                 if trap.drop > 0:
                     trap.drop -= 1
                     trap.dropped.extend(item.wire for item in frame.items)
+                    trap.got_one.set()
                     await stream.reset()
                     return
                 trap.batches += 1

@@ -30,7 +30,7 @@ from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer, code_name
 
 from ..session import Session, outcome
 from .case import Case
-from .shared import DELIVERY_WAIT_S, greet_node, newcomer_home
+from .shared import greet_node, newcomer_home
 
 __all__ = [
     "BINDING_CHECKED",
@@ -106,7 +106,7 @@ async def _owed_then_requested(s: Session) -> str:
 async def _encrypted_from_node(s: Session, trap: DeliveryTrap) -> Envelope:
     """The first encrypted MESSAGE of the node's user in our direct room that reaches our
     trap. Raises TimeoutError."""
-    async with asyncio.timeout(DELIVERY_WAIT_S):
+    async with asyncio.timeout(s.wait_s):
         while True:
             for wire in trap.wires:
                 envelope = decode_envelope(wire)
@@ -239,7 +239,7 @@ async def _respond_to_a_flow(
     body = {"user_id": user_id_text(kit.user_id), "peer_id": kit.peer_id}
     flow = (await s.api.call("POST", "/v1/verifications", body))["flow_id"]
     state = "started"
-    for _ in range(int(DELIVERY_WAIT_S / 0.05)):  # until our KEY was judged: poll the API
+    for _ in range(int(s.wait_s / 0.05)):  # until our KEY was judged: poll the API
         if (state := (await s.api.call("GET", f"/v1/verifications/{flow}"))["state"]) not in (
             "started",
             "key_sent",
@@ -249,7 +249,7 @@ async def _respond_to_a_flow(
     if state == "showing":  # the node waits for its user now: end the flow (one per peer)
         await s.api.call("POST", f"/v1/verifications/{flow}/cancel")
     try:
-        async with asyncio.timeout(DELIVERY_WAIT_S):
+        async with asyncio.timeout(s.wait_s):
             after = await ended
     except TimeoutError:
         return f"{state},no-frame-after-our-key"

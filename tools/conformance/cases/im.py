@@ -44,7 +44,7 @@ from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer, code_name
 
 from ..session import Session
 from .case import Case
-from .shared import DELIVERY_WAIT_S, newcomer_home, read_of_ours
+from .shared import newcomer_home, read_of_ours
 from .social import befriend
 
 __all__ = [
@@ -302,7 +302,7 @@ async def _membership_history_for_the_added(s: Session) -> str:
         expected = ["CREATE", "ADD", "ADD:us"]
         got: list[str] = []
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(DELIVERY_WAIT_S):
+            async with asyncio.timeout(s.wait_s):
                 while (got := _membership_of(newcomer.user_id, trap, room)) != expected:
                     trap.got_one.clear()
                     await trap.got_one.wait()
@@ -372,7 +372,7 @@ async def _shown_online(s: Session, user: str) -> str:
     what it was shown last."""
     assert s.api is not None
     online = False
-    for _ in range(int(DELIVERY_WAIT_S / 0.05)):  # a push is answered by nothing: poll the API
+    for _ in range(int(s.wait_s / 0.05)):  # a push is answered by nothing: poll the API
         if online := (await s.api.call("GET", f"/v1/users/{user}"))["online"]:
             break
         await asyncio.sleep(0.05)

@@ -36,7 +36,6 @@ from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer
 
 from ..session import Session
 from .case import Case
-from .shared import DELIVERY_WAIT_S
 
 __all__ = ["SYNC_FROM_A_STRANGER", "SYNC_STARTED_BY_THE_NODE", "SYNC_TO_A_LINKED_HOME"]
 
@@ -68,7 +67,7 @@ async def _history_came(s: Session, trap: DeliveryTrap) -> str:
     order it came, within the delivery wait: HISTORY:1,2,3 when all did."""
     ours = {e.wire: e.seq for e in s.delivered}
     with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(DELIVERY_WAIT_S):
+        async with asyncio.timeout(s.wait_s):
             while not set(ours) <= set(trap.wires):
                 trap.got_one.clear()
                 await trap.got_one.wait()
@@ -103,7 +102,7 @@ async def _sync_started_by_the_node(s: Session) -> str:
         home.host.set_stream_handler(SYNC_PROTOCOL, respond)
         await s.api.call("POST", "/v1/peers", {"address": home.host.listen_addrs[0]})
         try:
-            async with asyncio.timeout(DELIVERY_WAIT_S):
+            async with asyncio.timeout(s.wait_s):
                 if (outcome := await synced) != "synced":
                     return outcome
         except TimeoutError:

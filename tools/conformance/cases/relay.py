@@ -18,7 +18,7 @@ from hearthmesh.tools.hostile.forge import (
 
 from ..session import Session
 from .case import Case
-from .shared import DELIVERY_WAIT_S, greet_node, newcomer_home
+from .shared import greet_node, newcomer_home
 
 __all__ = ["RELAY_FORWARDED_WHEN_THE_HOME_COMES", "RELAY_FOR_ANOTHER_USER", "RELAY_STRANGERS_BOUND"]
 
@@ -46,7 +46,7 @@ async def _relay_forwarded_when_the_home_comes(s: Session) -> str:
         held = await s.deliver([envelope.wire], recipient=newcomer.user_id)
         await greet_node(newcomer, s.peer_id)
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(DELIVERY_WAIT_S):
+            async with asyncio.timeout(s.wait_s):
                 while envelope.wire not in trap.wires:
                     trap.got_one.clear()
                     await trap.got_one.wait()

@@ -1,4 +1,4 @@
-"""What cases of several levels use: the delivery wait, a receipt of ours, a newcomer.
+"""What cases of several levels use: a receipt of ours, a newcomer.
 State: none.
 """
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Final
 
 from hearthmesh.protocol.delivery import AckStatus
 from hearthmesh.protocol.errors import LocalProtocolError
@@ -19,10 +18,7 @@ from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer
 
 from ..session import Session
 
-__all__ = ["DELIVERY_WAIT_S", "greet_node", "newcomer_home", "read_of_ours"]
-
-DELIVERY_WAIT_S: Final = 10.0
-"""How long a case waits for the node to deliver what its user sent us."""
+__all__ = ["greet_node", "newcomer_home", "read_of_ours"]
 
 
 def read_of_ours(s: Session) -> bytes:
