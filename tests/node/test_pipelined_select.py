@@ -26,7 +26,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed
+from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed, StreamRefused
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.node.p2p.pipelined_select import (
@@ -255,6 +255,23 @@ async def test_a_held_echo_goes_out_at_the_close_of_a_handler_that_never_wrote()
         with pytest.raises(StreamClosed):
             await stream.write_then_read(b"no answer")
         await _echo_once(opener, listener, b"served on", lazy=True)
+
+
+async def test_a_lazy_opening_whose_connection_closes_before_the_answer_is_not_a_refusal() -> None:
+    """The listener reads the opener's first frame, then closes the connection before any
+    answer (a peer killed): the opener reads a lost path (`StreamClosed`), not a refusal
+    (`StreamRefused`, whose probes back off to a minute, SPEC §11.5.2)."""
+    async with asyncio.timeout(60), _our_hosts(plain_listener=False) as (opener, listener):
+
+        async def read_one_and_hang_up(stream: FrameStream) -> None:
+            await stream.read_frame()
+            await listener.disconnect(opener.peer_id)
+
+        listener.set_stream_handler(QUIET, read_one_and_hang_up)
+        stream = await opener.open_stream(listener.peer_id, QUIET, lazy=True)
+        with pytest.raises(StreamClosed) as ended:
+            await stream.write_then_read(b"no answer")
+        assert not isinstance(ended.value, StreamRefused)
 
 
 async def test_a_lazy_opening_that_dials_leaves_the_connections_other_streams_negotiated() -> None:
