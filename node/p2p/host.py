@@ -31,6 +31,7 @@ from libp2p.custom_types import TProtocol
 from libp2p.discovery.events.peerDiscovery import peerDiscovery
 from libp2p.host.basic_host import BasicHost
 from libp2p.identity_utils import create_identity_from_seed
+from libp2p.io.exceptions import IncompleteReadError
 from libp2p.network.config import ConnectionConfig, RetryConfig
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
 from libp2p.network.swarm import Swarm
@@ -366,6 +367,8 @@ class _LibP2PStream:
         except ProtocolNotSupportedError as exc:  # as `open_stream` tells it, one read later
             raise ProtocolNotSpoken(f"{exc} ({self._stream.get_protocol()})") from exc
         except MultiselectClientError as exc:
+            if _ended_unanswered(exc):  # no answer, just an end: the connection closed under it
+                raise StreamClosed(f"stream ended during lazy negotiation: {exc}") from exc
             raise StreamRefused(f"lazy negotiation failed: {exc}") from exc
 
     async def write(self, data: bytes) -> None:
@@ -1581,6 +1584,20 @@ def _refused_protocol(exc: BaseException) -> bool:
         if isinstance(seen, MultiselectClientError) and str(seen).startswith(
             "protocols not supported"
         ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _ended_unanswered(error: BaseException) -> bool:
+    """A lazy negotiation that failed because the stream just ended (py-libp2p wraps an end
+    and a reset alike): a peer that refuses resets the stream or answers `na`; an end with no
+    answer is the connection closing under it (the peer killed), a lost path as `open_stream`
+    tells it. Taken for a refusal, it backed a sender's probes of a restarted home off to
+    §11.5.1's minute (SPEC §11.5.2)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, StreamEOF | IncompleteReadError):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -26,9 +26,9 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
-from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed
+from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed, StreamRefused
 from hearthmesh.node.p2p.frame_stream import FrameStream
-from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.node.p2p.host import HostConfig, P2PHost, StreamHandler
 from hearthmesh.node.p2p.pipelined_select import (
     PipelinedSelect,
     PipelinedSelectClient,
@@ -169,15 +169,35 @@ async def _frame_echo(stream: FrameStream) -> None:
         await stream.write_frame(frame)
 
 
+class _CountedEcho:
+    """`_frame_echo`, counting the streams it has served to their end. A write is counted
+    (wire counts) on the listener's trio thread once it returns, after its bytes left: the
+    opener can read its echo, close, and read the counts before the listener's last write (or
+    first) is counted. A handler that returned has had all its writes counted."""
+
+    def __init__(self) -> None:
+        self.served = 0
+
+    async def __call__(self, stream: FrameStream) -> None:
+        await _frame_echo(stream)
+        self.served += 1
+
+    async def until_served(self, streams: int) -> None:
+        while self.served < streams:  # noqa: ASYNC110 (a count, no event; the guard ends a hang)
+            await asyncio.sleep(0.01)
+
+
 @asynccontextmanager
-async def _our_hosts(*, plain_listener: bool) -> AsyncIterator[tuple[P2PHost, P2PHost]]:
-    """Two of our hosts, connected, the listener serving ECHO (as plain py-libp2p would
-    negotiate it if `plain_listener`)."""
+async def _our_hosts(
+    *, plain_listener: bool, echo: StreamHandler = _frame_echo
+) -> AsyncIterator[tuple[P2PHost, P2PHost]]:
+    """Two of our hosts, connected, the listener serving ECHO with `echo` (as plain py-libp2p
+    would negotiate it if `plain_listener`)."""
     async with (
         P2PHost(HostConfig(identity_seed=b"\x11" * 32)) as opener,
         P2PHost(HostConfig(identity_seed=b"\x12" * 32)) as listener,
     ):
-        listener.set_stream_handler(ECHO, _frame_echo)
+        listener.set_stream_handler(ECHO, echo)
         if plain_listener:
             _plain_listener(listener)
         await opener.connect(listener.listen_addrs[0])
@@ -221,12 +241,18 @@ async def test_a_lazy_opening_writes_header_id_and_first_frame_at_once(
     listener's header and echo go out with its answer, one write too; a refused protocol is
     `ProtocolNotSpoken` at the first read, and the listener serves on."""
     streams = 20
-    async with asyncio.timeout(60), _our_hosts(plain_listener=listener_plain) as hosts:
+    echo = _CountedEcho()
+    async with (
+        asyncio.timeout(60),
+        _our_hosts(plain_listener=listener_plain, echo=echo) as hosts,
+    ):
         opener, listener = hosts
         await _echo_once(opener, listener, b"first", lazy=True)  # one first, to settle
+        await echo.until_served(1)  # its echo counted on the listener too
         before = opener.wire()["writes"], listener.wire()["writes"]
         for n in range(streams):
             await _echo_once(opener, listener, b"%d" % n, lazy=True)
+        await echo.until_served(1 + streams)
         after = opener.wire()["writes"], listener.wire()["writes"]
         # Other streams (identify, gossip) may open meanwhile: a margin of a quarter.
         sides = (0, 1) if not listener_plain else (0,)  # a plain one writes its header alone
@@ -255,6 +281,23 @@ async def test_a_held_echo_goes_out_at_the_close_of_a_handler_that_never_wrote()
         with pytest.raises(StreamClosed):
             await stream.write_then_read(b"no answer")
         await _echo_once(opener, listener, b"served on", lazy=True)
+
+
+async def test_a_lazy_opening_whose_connection_closes_before_the_answer_is_not_a_refusal() -> None:
+    """The listener reads the opener's first frame, then closes the connection before any
+    answer (a peer killed): the opener reads a lost path (`StreamClosed`), not a refusal
+    (`StreamRefused`, whose probes back off to a minute, SPEC §11.5.2)."""
+    async with asyncio.timeout(60), _our_hosts(plain_listener=False) as (opener, listener):
+
+        async def read_one_and_hang_up(stream: FrameStream) -> None:
+            await stream.read_frame()
+            await listener.disconnect(opener.peer_id)
+
+        listener.set_stream_handler(QUIET, read_one_and_hang_up)
+        stream = await opener.open_stream(listener.peer_id, QUIET, lazy=True)
+        with pytest.raises(StreamClosed) as ended:
+            await stream.write_then_read(b"no answer")
+        assert not isinstance(ended.value, StreamRefused)
 
 
 async def test_a_lazy_opening_that_dials_leaves_the_connections_other_streams_negotiated() -> None:
