@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from libp2p.peer.id import ID
@@ -214,6 +215,23 @@ class Burst:
     standing: PeerStanding
     refusals: list[str]
     """Each refusal the host reported, as `peer: error` (the assertions' evidence)."""
+    channel: Any
+    """The stream's aiortc data channel."""
+
+    def drained(self) -> bool:
+        """The channel's SCTP stream is reset both ways (aiortc forgets it then): nothing the
+        peer wrote on it is in flight any more, so no charge for it can still come."""
+        return self.channel not in self.channel.transport._data_channels.values()
+
+
+_GREETED = "hearthmesh/test/webrtc-greeted"
+
+
+def _knows_subscribed(host: P2PHost, peer: str, topic: str) -> bool:
+    """`host`'s gossip has read `peer`'s subscription to `topic` (from the peer's stream)."""
+    pubsub = host._gossip._pubsub
+    assert pubsub is not None
+    return ID.from_base58(peer) in pubsub.peer_topics.get(topic, ())
 
 
 @asynccontextmanager
@@ -258,19 +276,25 @@ async def burst_unread(
         webrtc = await webrtc_only(a, b)
         assert isinstance(webrtc, WebRtcConnection)
         budget = webrtc.read_budget
-        # A greeting (our record, ~210 bytes) held unread under a budget of a few frames would
-        # be refused, a second charge: the one the gossip stream moved onto WebRTC brings.
-        await wait_until(lambda: budget.buffered_bytes_of(b.peer_id) == 0)
-        default = InboundPolicy()
-        budget.policy = InboundPolicy(
-            max_buffered_bytes_per_peer=budget_per_peer or default.max_buffered_bytes_per_peer,
-            max_buffered_bytes=budget_in_all or default.max_buffered_bytes,
-        )
-        budget.peak_buffered_bytes = budget.buffered_bytes  # the peak under this policy
-        async with await a.open_stream(b.peer_id, BURST) as stream:
-            await stream.write_frame(b"go")
-            await written.wait()
-            yield Burst(stream, budget, b.peer_id, standing, refusals)
+        # The greeting `b`'s gossip stream brings onto WebRTC (its record, ~210 bytes) held
+        # under a budget of a few frames is refused, a second charge ('0 bytes held unread
+        # already'), and `webrtc_only` returns once that stream is open, maybe before its
+        # greeting came: an empty buffer alone said nothing. So `b` subscribes, and once `a`
+        # knows it, the greeting before it on that stream has been read too.
+        async with await b.subscribe(_GREETED):
+            await wait_until(lambda: _knows_subscribed(a, b.peer_id, _GREETED))
+            await wait_until(lambda: budget.buffered_bytes_of(b.peer_id) == 0)
+            default = InboundPolicy()
+            budget.policy = InboundPolicy(
+                max_buffered_bytes_per_peer=budget_per_peer or default.max_buffered_bytes_per_peer,
+                max_buffered_bytes=budget_in_all or default.max_buffered_bytes,
+            )
+            budget.peak_buffered_bytes = budget.buffered_bytes  # the peak under this policy
+            async with await a.open_stream(b.peer_id, BURST) as stream:
+                channel = webrtc._channels[_muxed(stream).channel_id]  # (open until "go")
+                await stream.write_frame(b"go")
+                await written.wait()
+                yield Burst(stream, budget, b.peer_id, standing, refusals, channel)
 
 
 async def test_a_burst_its_reader_is_behind_on_arrives_whole() -> None:
@@ -296,7 +320,7 @@ async def test_a_burst_past_the_read_ahead_resets_the_stream_and_leaves_no_gap()
         assert (
             burst.budget.buffered_bytes_of(burst.peer) == 0
         )  # what nobody will read is given back
-        await wait_until(lambda: burst.standing.points(burst.peer) > 0)
+        await wait_until(lambda: burst.standing.points(burst.peer) > 0 and burst.drained())
         assert burst.standing.points(burst.peer) <= StandingPolicy().item_points, burst.refusals
 
 
@@ -310,7 +334,7 @@ async def test_a_peer_past_its_read_budget_has_its_stream_reset_and_is_charged()
         await wait_until(lambda: muxed._state is StreamState.RESET)
         assert burst.budget.peak_buffered_bytes <= budget_bytes
         assert burst.budget.buffered_bytes_of(burst.peer) == 0
-        await wait_until(lambda: burst.standing.points(burst.peer) > 0)
+        await wait_until(lambda: burst.standing.points(burst.peer) > 0 and burst.drained())
         assert burst.standing.points(burst.peer) <= StandingPolicy().item_points, burst.refusals
 
 
