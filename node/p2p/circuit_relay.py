@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 
 HOP_PROTOCOL: Final = str(HOP_PROTOCOL_ID)
 RESERVE_TIMEOUT_S: Final = 10.0
+IDENTIFY_WAIT_S: Final = 10.0
+"""How long a pass waits for connected candidates' identify (a stranger that never answers
+identify holds a pass no longer than this)."""
+IDENTIFY_POLL_S: Final = 0.2
 
 
 RelayedAddrsReport = Callable[[dict[str, str]], None]
@@ -149,34 +153,58 @@ class CircuitRelayLayer:
 
     async def reserve(self, candidates: list[str], wanted: int) -> list[str]:
         """Reserve on relays from `candidates` (in order, connected directly, serving hop)
-        until we hold `wanted`; returns the relay peer ids we hold reservations on."""
-        host, transport, nursery = self._host, self._transport, self._nursery
-        if host is None or transport is None or nursery is None:
+        until we hold `wanted`; returns the relay peer ids we hold reservations on.
+
+        A candidate whose identify has not finished (its protocols unknown) is tried after the
+        others, once identify tells (within `IDENTIFY_WAIT_S`): identify signals no end, and
+        skipped, a relay that connected just before the pass was never reserved on."""
+        host = self._host
+        if host is None or self._transport is None or self._nursery is None:
             return []
+        pending = []
         for candidate in candidates:
             if len(self.relayed_addrs) >= wanted:
                 break
-            if candidate in self.relayed_addrs:
-                continue
-            relay = ID.from_base58(candidate)
-            relay_addr = _direct_addr(host, relay)
-            if relay_addr is None or HOP_PROTOCOL not in _protocols(host, relay):
-                continue
-            try:
-                with trio.fail_after(RESERVE_TIMEOUT_S):
-                    stream = await host.new_stream(relay, [HOP_PROTOCOL_ID])
-                    try:
-                        reserved = await transport.reserve(stream, relay, nursery)
-                    finally:
-                        await stream.close()
-            except Exception as exc:  # a relay that cannot serve us: try the next
-                log.debug("reservation on %s failed: %r", candidate, exc)
-                continue
-            if reserved:
-                me = host.get_id().to_base58()
-                self.relayed_addrs[candidate] = f"{relay_addr}/p2p/{candidate}/p2p-circuit/p2p/{me}"
-                self._report(self.relayed_addrs)
+            if candidate not in self.relayed_addrs:
+                if _protocols(host, ID.from_base58(candidate)):
+                    await self._reserve_on(candidate)
+                else:
+                    pending.append(candidate)
+        if pending and len(self.relayed_addrs) < wanted:
+            peers = [ID.from_base58(p) for p in pending]
+            with trio.move_on_after(IDENTIFY_WAIT_S):
+                while not all(_protocols(host, p) for p in peers):  # noqa: ASYNC110
+                    await trio.sleep(IDENTIFY_POLL_S)
+            for candidate in pending:
+                if len(self.relayed_addrs) >= wanted:
+                    break
+                await self._reserve_on(candidate)
         return list(self.relayed_addrs)
+
+    async def _reserve_on(self, candidate: str) -> None:
+        """Reserve on `candidate` if it is connected directly and serves hop; a relay that
+        cannot serve us is logged and left (the caller tries the next)."""
+        host, transport, nursery = self._host, self._transport, self._nursery
+        if host is None or transport is None or nursery is None:
+            return
+        relay = ID.from_base58(candidate)
+        relay_addr = _direct_addr(host, relay)
+        if relay_addr is None or HOP_PROTOCOL not in _protocols(host, relay):
+            return
+        try:
+            with trio.fail_after(RESERVE_TIMEOUT_S):
+                stream = await host.new_stream(relay, [HOP_PROTOCOL_ID])
+                try:
+                    reserved = await transport.reserve(stream, relay, nursery)
+                finally:
+                    await stream.close()
+        except Exception as exc:  # a relay that cannot serve us: try the next
+            log.debug("reservation on %s failed: %r", candidate, exc)
+            return
+        if reserved:
+            me = host.get_id().to_base58()
+            self.relayed_addrs[candidate] = f"{relay_addr}/p2p/{candidate}/p2p-circuit/p2p/{me}"
+            self._report(self.relayed_addrs)
 
     def forget(self, relay: str) -> None:
         """The connection to `relay` closed: its circuit address no longer reaches us."""

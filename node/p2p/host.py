@@ -548,6 +548,7 @@ class P2PHost:
         self._remote_ips: dict[str, str] = {}
         self._paths: dict[str, dict[str | None, int]] = {}
         self._reserving = False
+        self._reserve_again = False
         self._relayed_via: dict[str, str] = {}
         self._on_addresses: Callable[[], None] = lambda: None
         self._direct_addrs: list[str] = []
@@ -857,16 +858,25 @@ class P2PHost:
             self._bridge.to_asyncio(self._schedule_reserve)
 
     def _schedule_reserve(self) -> None:
-        if self._closing or self._tasks is None or self._reserving:
+        if self._closing or self._tasks is None:
+            return
+        if self._reserving:  # the pass in flight may have listed its candidates already
+            self._reserve_again = True
             return
         self._reserving = True
         self._tasks.create_task(self._reserve_in_background())
 
     async def _reserve_in_background(self) -> None:
+        """One pass, then another for each batch of triggers that came during it (a relay
+        that connected after the pass listed its candidates was else never reserved on)."""
         try:
-            await self.reserve_relays()
-        except (P2PError, HostClosed) as exc:
-            log.info("relay reservation failed: %r", exc)
+            self._reserve_again = True
+            while self._reserve_again and not self._closing:
+                self._reserve_again = False
+                try:
+                    await self.reserve_relays()
+                except (P2PError, HostClosed) as exc:
+                    log.info("relay reservation failed: %r", exc)
         finally:
             self._reserving = False
 
@@ -960,13 +970,13 @@ class P2PHost:
                 self._webrtc.relayed_connection_opened(peer)
         elif delta > 0 and path is None and self.config.webrtc:  # direct beats WebRTC
             self._webrtc.direct_connection_opened(peer)
+        reserve = False
         if delta > 0:  # a new peer may serve AutoNAT, or be a relay we want
             self._autonat.peer_connected()
-            if self._autonat.reachability is Reachability.PRIVATE:
-                self._spawn_reserve()
+            reserve = self._autonat.reachability is Reachability.PRIVATE
         elif peer in self._relay.relayed_addrs and path is None:  # our direct one to it
             self._relay.forget(peer)
-            self._spawn_reserve()
+            reserve = True
         self._bridge.to_asyncio(self._apply_path, peer, delta, path)
         if delta > 0 and self._dht is not None:  # a new peer may serve the DHT
             with contextlib.suppress(HostClosed):
@@ -974,6 +984,8 @@ class P2PHost:
         self._bridge.to_asyncio(self._apply_connection, peer, delta, ip)
         if closed is not None:
             self._bridge.to_asyncio(self._count_closed, closed)
+        if reserve:  # after `_apply_connection` (FIFO): the pass lists this peer as connected
+            self._spawn_reserve()
 
     def _count_closed(self, reason: str) -> None:
         self.connections_closed[reason] = self.connections_closed.get(reason, 0) + 1

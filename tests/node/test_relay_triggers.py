@@ -1,0 +1,76 @@
+"""A private node's relay reservations (SPEC §10.7, node/p2p/host.py and circuit_relay.py): no
+trigger is lost, between real hosts on this machine. The node is made private by announcing an
+address nobody listens on (AutoNAT's dial-back fails there) and asking for the verdict itself."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hearthmesh.node.p2p.autonat import Reachability
+from hearthmesh.node.p2p.host import HostConfig
+from tests.integration.conftest import wait_until
+from tests.node.test_libp2p_host import config, hosts
+
+NOBODY_LISTENS = "/ip4/127.0.0.1/tcp/1"  # a dial-back here is refused: we are "private"
+
+
+def relay_config(n: int) -> HostConfig:
+    return config(n, webrtc=False, autonat_checks=False)
+
+
+def private_config(n: int, **kwargs: object) -> HostConfig:
+    return config(
+        n,
+        webrtc=False,
+        autonat_checks=False,  # the test asks for the verdict, once
+        autonat_confirmations=1,
+        announce_addrs=[NOBODY_LISTENS],
+        **kwargs,
+    )
+
+
+async def test_a_relay_that_connects_while_a_reservation_is_in_flight_is_reserved_on() -> None:
+    """The verdict starts a pass; the second relay connects while the pass is in flight (held
+    in its ranking, after it listed its candidates). Before: that trigger was dropped
+    (`_reserving`), the pass reserved on the first relay only, and nothing ever reserved on the
+    second (the loaded NAT test's `len(laptop.relays()) == 2` that timed out)."""
+    ranking, release = asyncio.Event(), asyncio.Event()
+
+    async def held_once(candidates: list[str]) -> list[str]:
+        if not ranking.is_set():
+            ranking.set()
+            await release.wait()
+        return candidates
+
+    async with (
+        asyncio.timeout(40),  # a guard only: the waits below are conditions
+        hosts(relay_config(1), relay_config(2), private_config(3, relay_rank=held_once)) as (
+            first,
+            second,
+            home,
+        ),
+    ):
+        assert await home.connect(first.listen_addrs[0]) == first.peer_id
+        while await home.check_reachability() is not Reachability.PRIVATE:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)  # identify has not yet told that `first` serves AutoNAT
+        await ranking.wait()  # the verdict's pass is in flight, its candidates listed
+        assert await home.connect(second.listen_addrs[0]) == second.peer_id
+        await wait_until(lambda: second.peer_id in home.connected_peers())  # its trigger ran
+        release.set()
+        await wait_until(lambda: home.relays() == sorted([first.peer_id, second.peer_id]))
+
+
+async def test_a_relay_whose_identify_is_still_running_is_reserved_on() -> None:
+    """A private node holding one reservation meets a second relay: the trigger comes with
+    the connection, before identify tells the relay serves hop. Before: the pass skipped it
+    (protocols unknown) and nothing reserved again when identify finished."""
+    async with (
+        asyncio.timeout(40),
+        hosts(relay_config(4), relay_config(5), private_config(6)) as (first, second, home),
+    ):
+        assert await home.connect(first.listen_addrs[0]) == first.peer_id
+        while await home.check_reachability() is not Reachability.PRIVATE:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await wait_until(lambda: home.relays() == [first.peer_id])
+        assert await home.connect(second.listen_addrs[0]) == second.peer_id
+        await wait_until(lambda: home.relays() == sorted([first.peer_id, second.peer_id]))
