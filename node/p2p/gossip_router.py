@@ -101,6 +101,11 @@ class MeshCounts:
     """Message ids our heartbeats named in IHAVEs to peers outside the mesh."""
     ids_wanted: int = 0
     """Message ids we asked for by IWANT: named in an IHAVE, not seen here."""
+    mesh_peers_seen: int = 0
+    """Each heartbeat's mesh sizes, summed over its topics and the heartbeats: over
+    `meshes_seen`, a topic's mean mesh, what a node's copies per message follow (SPEC §20.6)."""
+    meshes_seen: int = 0
+    """Topics with a mesh, summed over the heartbeats."""
     rpcs_dropped: int = 0
     """RPCs py-libp2p dropped, not sent, as the peer's outbound queue was full (32 RPCs,
     `rpc_queue.OutBoundQueueSize`): the router's (a forwarded message, gossip, control) and
@@ -134,6 +139,8 @@ class MeshRouter(GossipSub):
         self.counts.grafts_sent += sum(len(topics) for topics in to_graft.values())
         self.counts.prunes_sent += sum(len(topics) for topics in to_prune.values())
         self.counts.heartbeats += 1
+        self.counts.mesh_peers_seen += sum(len(peers) for peers in self.mesh.values())
+        self.counts.meshes_seen += len(self.mesh)
         if self.counts.heartbeats % COUNTS_LOG_HEARTBEATS == 0:
             sizes = sorted(len(peers) for peers in self.mesh.values())
             log.info("gossip mesh sizes %s; since the start %s", sizes, self.counts)

@@ -18,7 +18,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from types import TracebackType
 from typing import Any, Final, Protocol, TypeVar
 
@@ -942,9 +942,14 @@ class P2PHost:
 
     def wire(self) -> dict[str, Any]:
         """What we wrote to peers since the start, per protocol (`wire_counts`: payload
-        bytes and writes), and the gossip RPCs py-libp2p dropped for a full peer queue (SPEC
+        bytes and writes), the gossip RPCs py-libp2p dropped for a full peer queue, and the
+        gossip router's counts (`MeshCounts`: ids offered and wanted, mesh sizes; SPEC
         §20.6); from the asyncio side."""
-        return {**self._wire.snapshot(), "gossip_rpcs_dropped": self._gossip.rpcs_dropped()}
+        return {
+            **self._wire.snapshot(),
+            "gossip_rpcs_dropped": self._gossip.rpcs_dropped(),
+            "gossip": asdict(self._gossip.mesh_counts()),
+        }
 
     def peer_paths(self) -> dict[str, list[str]]:
         """Each connected peer -> how we reach it: `"direct"`, `"webrtc"` and/or the relays'

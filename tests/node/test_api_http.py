@@ -86,7 +86,14 @@ async def test_node_status_names_peer_user_and_version(tmp_path: Path) -> None:
         assert status["unreachable"] == {"users": [], "own_homes": []}
         assert status["undecryptable"] == 0  # nothing held for a key (SPEC §27.13.3)
         # alone, it wrote to no peer (per protocol, SPEC §15.5, §20.6)
-        assert status["wire"] == {"bytes": {}, "writes": {}, "opens": {}, "gossip_rpcs_dropped": 0}
+        wire = status["wire"]
+        assert {k: wire[k] for k in ("bytes", "writes", "opens", "gossip_rpcs_dropped")} == {
+            "bytes": {},
+            "writes": {},
+            "opens": {},
+            "gossip_rpcs_dropped": 0,
+        }
+        assert wire["gossip"]["ids_offered"] == wire["gossip"]["mesh_peers_seen"] == 0
         # a message for a user whose home no one can find: status names who we wait for
         room = await open_conversation(h, OTHER)
         await h.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "hi"})

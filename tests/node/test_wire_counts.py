@@ -56,6 +56,10 @@ async def test_each_hosts_writes_are_counted_per_protocol_and_apart() -> None:
         assert f"{PROTOCOL_ID_V11} message" not in read["bytes"]
         assert sent["writes"][NEGOTIATION] > 0 and read["writes"][NEGOTIATION] > 0
         assert sent["gossip_rpcs_dropped"] == read["gossip_rpcs_dropped"] == 0
+        # the router's counts: a heartbeat saw the reader in the mesh, a mesh of one (§20.6)
+        await _until(lambda: sender.wire()["gossip"]["mesh_peers_seen"] > 0)
+        gossip = sender.wire()["gossip"]
+        assert 0 < gossip["mesh_peers_seen"] <= gossip["meshes_seen"] <= gossip["heartbeats"]
 
 
 def test_a_gossip_rpc_is_counted_as_its_first_part() -> None:

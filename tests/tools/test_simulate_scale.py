@@ -138,6 +138,35 @@ def test_wire_counts_in_a_phase_are_per_protocol_per_node_per_message() -> None:
     assert _wire_between(before, after, 10.0, "s")["bytes_per_node_per_s"]["/kad"] == 200
 
 
+def test_gossip_counts_in_a_phase_are_per_node_per_message_and_the_mesh_a_mean() -> None:
+    """The router's counts (status `wire.gossip`) over a phase: ids offered and wanted, GRAFTs
+    and PRUNEs per node per message, and a topic's mean mesh over the phase's heartbeats (two
+    nodes, 10 messages: meshes of 8 and 6 through 20 topic-heartbeats each, so 7)."""
+
+    def wire(offered: int, wanted: int, mesh_peers: int, meshes: int) -> dict[str, Any]:
+        counts = {"ids_offered": offered, "ids_wanted": wanted, "grafts_sent": 3}
+        counts |= {"prunes_sent": 1, "mesh_peers_seen": mesh_peers, "meshes_seen": meshes}
+        return {
+            "wire": {"bytes": {}, "writes": {}, "opens": {}, "gossip_rpcs_dropped": 0}
+            | {"gossip": counts}
+        }
+
+    before = [wire(5, 0, 40, 5), wire(0, 0, 0, 0)]
+    after = [wire(65, 4, 200, 25), wire(40, 2, 120, 20)]
+    found = _wire_between(before, after, 10, "message")
+    assert found["gossip_per_node_per_message"] == {
+        "ids_offered": 5.0,
+        "ids_wanted": 0.3,
+        "grafts_sent": 0.0,
+        "prunes_sent": 0.0,
+    }
+    assert found["gossip_mesh_mean"] == 7.0
+    # a release without the counts: nothing reported
+    for status in before + after:
+        del status["wire"]["gossip"]
+    assert "gossip_mesh_mean" not in _wire_between(before, after, 10, "message")
+
+
 def test_formation_steps_count_from_the_mesh_connected() -> None:
     """Where a group's formation waits: the creator's calls, then the homes one by one."""
     formed = {0: 20.0, 1: 18.0, 2: 31.0, 3: 19.0}

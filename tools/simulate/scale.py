@@ -299,6 +299,7 @@ def _wire_between(
             opens[protocol] = opens.get(protocol, 0) + count
             opens[protocol] -= earlier["wire"]["opens"].get(protocol, 0)
     return {
+        **_gossip_between(before, after, share, unit),
         f"bytes_per_node_per_{unit}": {p: round(b / share) for p, (b, _) in by_bytes},
         f"writes_per_node_per_{unit}": {p: round(w / share, 2) for p, (_, w) in by_bytes},
         f"opens_per_node_per_{unit}": {
@@ -308,6 +309,37 @@ def _wire_between(
             later["wire"]["gossip_rpcs_dropped"] - earlier["wire"]["gossip_rpcs_dropped"]
             for earlier, later in zip(before, after, strict=True)
         ),
+    }
+
+
+_GOSSIP_COUNTS = ("ids_offered", "ids_wanted", "grafts_sent", "prunes_sent")
+"""The gossip router's counts (status `wire.gossip`, `MeshCounts`) a phase reports per node."""
+
+
+def _gossip_between(
+    before: list[dict[str, Any]], after: list[dict[str, Any]], share: float, unit: str
+) -> dict[str, Any]:
+    """The gossip router's counts over a phase (`_wire_between`): ids offered in IHAVEs and
+    asked by IWANT, GRAFTs and PRUNEs sent, per node per `unit`, and a topic's mean mesh over
+    the phase's heartbeats (what a node's copies per message follow); nothing from nodes of a
+    release without them."""
+    pairs = [
+        (e["wire"]["gossip"], a["wire"]["gossip"])
+        for e, a in zip(before, after, strict=True)
+        if "gossip" in e["wire"] and "gossip" in a["wire"]
+    ]
+    if not pairs:
+        return {}
+
+    def summed(key: str) -> int:
+        return sum(int(a[key]) - int(e[key]) for e, a in pairs)
+
+    share = share * len(pairs) / max(1, len(after))
+    return {
+        f"gossip_per_node_per_{unit}": {
+            key: round(summed(key) / share, 2) for key in _GOSSIP_COUNTS
+        },
+        "gossip_mesh_mean": round(summed("mesh_peers_seen") / max(1, summed("meshes_seen")), 2),
     }
 
 
