@@ -395,8 +395,18 @@ class Outgoing:
         # Checked before a sequence number is taken: a refusal must not leave a gap in it.
         await self._check_membership_body(room, body)
         members = await self._members.of(room)
-        seq = await self._take_seq(room)
-        envelope = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=seq)
+        await self._load_seq(room)
+        sender = self._encryption
+        if sender is not None:  # a send encrypted before it must seal before it
+            await sender.hold_queue(room)
+        try:
+            seq = self._next(room)
+            envelope = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=seq)
+            changing = self._changing.setdefault(room, [])
+            changing.append(envelope)  # our sends sealed after it count it in (`_members_now`)
+        finally:
+            if sender is not None:
+                sender.release_queue(room)  # its sends are encrypted for the members after it
         # the new member's entries are queued with the room's history (in `_commit_own`)
         skip = {self._user, *welcome}
         others = tuple(sorted(members - skip))
@@ -409,8 +419,6 @@ class Outgoing:
         )
         # a welcome queues the room's whole membership history: off the loop's thread
         commit = self._store.run_long if welcome else self._store.run
-        changing = self._changing.setdefault(room, [])
-        changing.append(envelope)  # our sends sealed after it count it in (`_members_now`)
         try:
             outcome = await commit(
                 _commit_own,
@@ -512,10 +520,6 @@ class Outgoing:
     def _publish(self, envelope: Envelope) -> None:
         payload = encode_gossip(self._keyring.certificate_bytes, envelope.wire)
         self._gossip.publish_nowait(room_topic(envelope.room), payload)
-
-    async def _take_seq(self, room: RoomId) -> int:
-        await self._load_seq(room)
-        return self._next(room)
 
     async def _load_seq(self, room: RoomId) -> None:
         """Seed our next sequence number in `room` from the store, once."""

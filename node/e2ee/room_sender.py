@@ -231,6 +231,10 @@ class RoomSender:
         sends queue behind them, so every send seals in the order it was encrypted."""
         self._ready: dict[RoomId, collections.deque[_Ready]] = {}
         """Per room, sessions started and shared ahead (at most `MAX_READY_SESSIONS`)."""
+        self._held: dict[RoomId, int] = {}
+        """Per room, our membership changes about to seal (`hold_queue`): its queue waits."""
+        self._resumes: dict[RoomId, asyncio.Event] = {}
+        """Per room, set once every send woken with its encryption has resumed."""
 
     async def encrypt(
         self,
@@ -348,12 +352,43 @@ class RoomSender:
             self._unresumed[room] = left
             return
         del self._unresumed[room]
+        resumed = self._resumes.pop(room, None)
+        if resumed is not None:
+            resumed.set()
         if room in self._queues and room not in self._preparing:
+            self._serve_queue(room)
+
+    async def hold_queue(self, room: RoomId) -> None:
+        """Hold the room's queue of sends for a membership change of ours about to seal:
+        returns once every send encrypted from the queue has sealed, and no queued send is
+        encrypted until `release_queue`. Call `release_queue` once the change is sealed, with
+        no await between this returning and the seal: a send encrypted for the members before
+        the change (a member it removes among them) then seals before it, never after
+        (SPEC §27.9, §27.10.1)."""
+        self._held[room] = self._held.get(room, 0) + 1
+        try:
+            while self._unresumed.get(room):
+                await self._resumes.setdefault(room, asyncio.Event()).wait()
+        except BaseException:
+            self.release_queue(room)
+            raise
+
+    def release_queue(self, room: RoomId) -> None:
+        """End a `hold_queue`: the sends queued meanwhile are served (for the members now)."""
+        left = self._held[room] - 1
+        if left:
+            self._held[room] = left
+            return
+        del self._held[room]
+        if room in self._queues and room not in self._preparing and not self._unresumed.get(room):
             self._serve_queue(room)
 
     def _serve_queue(self, room: RoomId) -> None:
         """Encrypt the room's queued sends in order, up to the first that needs work first:
-        that one is woken to do it, the rest stay queued behind it."""
+        that one is woken to do it, the rest stay queued behind it; none while the queue is
+        held for a membership change of ours (`hold_queue`)."""
+        if room in self._held:
+            return  # `release_queue` serves it
         queue = self._queues[room]
         while queue:
             queued = queue.popleft()

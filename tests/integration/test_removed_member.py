@@ -103,3 +103,59 @@ async def test_a_member_removed_while_a_send_waits_for_its_shares_cannot_read_th
         # Alice gave their sessions' keys to none of carol's devices, and carol's opens neither.
         assert [carol.user_id in await _shared_with(alice, each) for each in sent] == [False] * 2
         assert [await _carol_opens(carol, each) for each in sent] == [False, False]
+
+
+async def test_a_send_encrypted_from_the_queue_before_our_kick_seals_before_it(
+    make_node: NodeFactory,
+) -> None:
+    """The same group, but alice's first send (sharing with dave) is queued for the store's
+    writer before the KICK's rule check. The second send, queued behind the first, is
+    encrypted (for carol too) as the first finishes, and resumes to seal a step later; the
+    KICK's check returns in that step. The send must seal before the KICK (carol may read
+    what history holds before her removal), the KICK waiting for it. On main the KICK sealed
+    in that step and the send after it, with the session carol holds: her device opened a
+    message history holds after her removal."""
+    entered, gate = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        entered.set()
+        gate.wait(60)
+
+    async with (
+        asyncio.timeout(90),
+        make_node("alice") as alice,
+        make_node("bob") as bob,
+        make_node("carol") as carol,
+        make_node("dave") as dave,
+    ):
+        for other in (bob, carol, dave):
+            await other.connect(alice.listen_addrs[0])
+        room = await alice.create_group("removal", [bob.user_id, carol.user_id])
+        await alice.send(room, b"before the removal")
+        await until_messages(carol, room, 1)
+        await wait_until_readable(carol, room)
+        await alice.add_member(room, dave.user_id)
+        services, store = alice._services, alice._store
+        outgoing = services.outgoing
+        sender = outgoing._encryption
+        assert sender is not None
+        holding = asyncio.create_task(store.run_long(hold))
+        await asyncio.to_thread(entered.wait, 10)
+        first = asyncio.create_task(alice.send(room, b"shared with dave before carol left"))
+        while not _queued(store, sender._start_and_share):  # noqa: ASYNC110 - no event
+            await asyncio.sleep(0)
+        second = asyncio.create_task(alice.send(room, b"queued as carol left"))
+        while len(sender._queues.get(room, ())) < 1:  # noqa: ASYNC110 - no event
+            await asyncio.sleep(0)
+        kick = MembershipChange(action=Action.KICK, target=carol.user_id)
+        removing = asyncio.create_task(outgoing.change_membership(room, kick))
+        while not _queued(store, services.rooms.check_own):  # noqa: ASYNC110 - no event
+            await asyncio.sleep(0)
+        gate.set()
+        await holding
+        removed, before, after = await removing, await first, await second
+        assert before.seq < after.seq < removed.seq
+        await until_messages(bob, room, 3)
+        await wait_until_readable(bob, room)
+        held = await bodies(bob, room)
+        assert b"shared with dave before carol left" in held and b"queued as carol left" in held
