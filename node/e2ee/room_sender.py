@@ -299,24 +299,21 @@ class RoomSender:
             self._queues[room] = collections.deque()
             self._preparing.add(room)
         try:
-            return await self._prepare_and_encrypt(room, members, content_type, body)
+            outbound, work, read, now = await self._prepared(room, members)
+            return self.owe(_encrypt(room, outbound, read, content_type, body, work), now - read)
         finally:
             self._preparing.discard(room)
             self._serve_queue(room)
 
-    async def _prepare_and_encrypt(
-        self,
-        room: RoomId,
-        members: Callable[[], frozenset[UserId]],
-        content_type: str,
-        body: bytes,
-    ) -> Encryption:
-        """Prepare the room's session for the members read, read them again once it is ready
-        and encrypt for those. A member removed while it was prepared (its shares made, its
-        records looked up) has it prepared again, for the members now: the shares made for
-        that member's devices are dropped unsent, and a session whose key they held already
-        rotates (SPEC §27.9). A member added meanwhile is owed the session from this
-        envelope's index, as in `owe`."""
+    async def _prepared(
+        self, room: RoomId, members: Callable[[], frozenset[UserId]]
+    ) -> tuple[_Outbound, _KeyWork, frozenset[UserId], frozenset[UserId]]:
+        """The room's session prepared for the members read, with those members and the
+        members read again once it is ready. A member removed while it was prepared (its
+        shares made, its records looked up) has it prepared again, for the members then: the
+        shares made for that member's devices are dropped unsent, and a session whose key
+        they held already rotates (SPEC §27.9). A member added meanwhile (in the second set,
+        not the first) is to be owed the session from the envelope's index (`owe`)."""
         read = members()
         while True:
             outbound, work = await self._prepare(room, read)
@@ -326,10 +323,9 @@ class RoomSender:
                 _unshare(outbound, work)
                 raise
             if read <= now:
-                break
+                return outbound, work, read, now
             _unshare(outbound, work)  # never sent: the next preparation shares afresh
             read = now
-        return self.owe(_encrypt(room, outbound, read, content_type, body, work), now - read)
 
     def may_share(self, room: RoomId, members: Set[UserId]) -> bool:
         """Might the next send in `room` carry shares of a session's key (a session to start,
