@@ -20,6 +20,7 @@ our membership changes did goes out on the `StoreOutcomes` flow, never to a call
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -235,21 +236,23 @@ class Outgoing:
         # next send's turn comes only once this one has entered: releasing it here keeps the
         # sends queued behind a session being started encrypted together (SPEC §27.5).
         turn.release()
-        # The members read again: one added while this send waited (a home's answer, its turn)
-        # is in history before this envelope (its sequence number and HLC come after), so it
-        # is given the session too (SPEC §27.10.1)...
-        members = self._members_now(room, members)
-        encryption = await self._encryption.encrypt(room, members, content_type, body)
-        # ...and one added while it was encrypted (its session prepared, its queue) is owed
-        # the session from this envelope's index, a key request bringing it (§27.13.1).
+        # The members are read where the content is encrypted, after whatever this send waited
+        # for (a home's answer, its turn, a session being prepared, the room's queue): one
+        # added meanwhile is in history before this envelope (its sequence number and HLC come
+        # after), so it is given the session or owed it from here; one removed meanwhile gets
+        # no key of it (SPEC §27.9, §27.10.1).
+        encryption = await self._encryption.encrypt(
+            room, functools.partial(self._members_now, room, members), content_type, body
+        )
+        # A send woken from the room's queue seals on a later step of the loop than it was
+        # encrypted on: one added in between is owed the session from its index (§27.13.1).
         try:
-            now = self._members_now(room, members)
+            members = self._members_now(room, encryption.members)
         except NotAuthorized:
             self._encryption.abandon(encryption)  # never sealed: its shares never go out
             raise
-        if now != members:
-            encryption = self._encryption.owe(encryption, now - members)
-            members = now
+        if members != encryption.members:
+            encryption = self._encryption.owe(encryption, members - encryption.members)
         room_keys = self._seal_keys(room, encryption, keys_to)
         seq = UNSEQUENCED if addressed else self._next(room)
         encrypted = self._seal(
@@ -392,8 +395,18 @@ class Outgoing:
         # Checked before a sequence number is taken: a refusal must not leave a gap in it.
         await self._check_membership_body(room, body)
         members = await self._members.of(room)
-        seq = await self._take_seq(room)
-        envelope = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=seq)
+        await self._load_seq(room)
+        sender = self._encryption
+        if sender is not None:  # a send encrypted before it must seal before it
+            await sender.hold_queue(room)
+        try:
+            seq = self._next(room)
+            envelope = self._seal(room, MEMBERSHIP_CONTENT_TYPE, Kind.MEMBERSHIP, body, seq=seq)
+            changing = self._changing.setdefault(room, [])
+            changing.append(envelope)  # our sends sealed after it count it in (`_members_now`)
+        finally:
+            if sender is not None:
+                sender.release_queue(room)  # its sends are encrypted for the members after it
         # the new member's entries are queued with the room's history (in `_commit_own`)
         skip = {self._user, *welcome}
         others = tuple(sorted(members - skip))
@@ -406,8 +419,6 @@ class Outgoing:
         )
         # a welcome queues the room's whole membership history: off the loop's thread
         commit = self._store.run_long if welcome else self._store.run
-        changing = self._changing.setdefault(room, [])
-        changing.append(envelope)  # our sends sealed after it count it in (`_members_now`)
         try:
             outcome = await commit(
                 _commit_own,
@@ -509,10 +520,6 @@ class Outgoing:
     def _publish(self, envelope: Envelope) -> None:
         payload = encode_gossip(self._keyring.certificate_bytes, envelope.wire)
         self._gossip.publish_nowait(room_topic(envelope.room), payload)
-
-    async def _take_seq(self, room: RoomId) -> int:
-        await self._load_seq(room)
-        return self._next(room)
 
     async def _load_seq(self, room: RoomId) -> None:
         """Seed our next sequence number in `room` from the store, once."""

@@ -83,6 +83,9 @@ class Encryption:
     """Our key bundle, the head of every ROOM_KEY body (SPEC §27.5.1); None with no shares."""
     newly_shared: dict[DeviceId, UserId]
     outbound: _Outbound
+    members: frozenset[UserId]
+    """The room's members as read where it was encrypted: the session's key is with their
+    devices (or owed to them), and with no removed member's (SPEC §27.9, §27.10.1)."""
     newly_owed: tuple[UserId, ...] = ()
     """Members this envelope is the session's first for while we know none of their devices,
     or that joined while its send waited (`owe`)."""
@@ -118,7 +121,7 @@ class _Ready:
 class _Queued:
     """A send waiting while another starts or shares the room's session."""
 
-    members: Set[UserId]
+    members: Callable[[], frozenset[UserId]]
     content_type: str
     body: bytes
     future: asyncio.Future[Encryption | _Turn]
@@ -134,6 +137,7 @@ _YOUR_TURN: Final = _Turn()
 def _encrypt(
     room: RoomId,
     outbound: _Outbound,
+    members: frozenset[UserId],
     content_type: str,
     body: bytes,
     work: _KeyWork = _NO_KEY_WORK,
@@ -163,9 +167,17 @@ def _encrypt(
         sender_bundle=work.sender_bundle,
         newly_shared=newly,
         outbound=outbound,
+        members=members,
         newly_owed=owed,
         index=index,
     )
+
+
+def _unshare(outbound: _Outbound, work: _KeyWork) -> None:
+    """The devices a preparation shared with, taken as lacking the key again: its shares
+    were never sent."""
+    for device in work.newly:
+        outbound.shared.pop(device, None)
 
 
 def _with_users(
@@ -219,11 +231,26 @@ class RoomSender:
         sends queue behind them, so every send seals in the order it was encrypted."""
         self._ready: dict[RoomId, collections.deque[_Ready]] = {}
         """Per room, sessions started and shared ahead (at most `MAX_READY_SESSIONS`)."""
+        self._held: dict[RoomId, int] = {}
+        """Per room, our membership changes about to seal (`hold_queue`): its queue waits."""
+        self._resumes: dict[RoomId, asyncio.Event] = {}
+        """Per room, set once every send woken with its encryption has resumed."""
 
     async def encrypt(
-        self, room: RoomId, members: Set[UserId], content_type: str, body: bytes
+        self,
+        room: RoomId,
+        members: Callable[[], frozenset[UserId]],
+        content_type: str,
+        body: bytes,
     ) -> Encryption:
         """Encrypt (content type, body) for the member devices of `room`.
+
+        `members` reads the room's members as they are now; it is read where the content is
+        encrypted (after any wait), so the session's key is with the devices of the members
+        read there and with no removed member's: a member removed while the send waited (a
+        session being started or shared, its queue) is not given this envelope's key, and
+        the session rotates if it had it (SPEC §27.9, §27.10.1). What it raises, `encrypt`
+        raises (NotAuthorized: our user was removed meanwhile).
 
         A send that finds the room's session ready (in memory, within its limits, its key with
         every member device) encrypts at once, without awaiting. One that must start a session,
@@ -266,17 +293,39 @@ class RoomSender:
                 self._resumed(room)
                 return served
         else:
-            ready = self._encrypt_ready(room, members, content_type, body)
+            ready = self._encrypt_ready(room, members(), content_type, body)
             if ready is not None:
                 return ready
             self._queues[room] = collections.deque()
             self._preparing.add(room)
         try:
-            outbound, work = await self._prepare(room, members)
-            return _encrypt(room, outbound, content_type, body, work)
+            outbound, work, read, now = await self._prepared(room, members)
+            return self.owe(_encrypt(room, outbound, read, content_type, body, work), now - read)
         finally:
             self._preparing.discard(room)
             self._serve_queue(room)
+
+    async def _prepared(
+        self, room: RoomId, members: Callable[[], frozenset[UserId]]
+    ) -> tuple[_Outbound, _KeyWork, frozenset[UserId], frozenset[UserId]]:
+        """The room's session prepared for the members read, with those members and the
+        members read again once it is ready. A member removed while it was prepared (its
+        shares made, its records looked up) has it prepared again, for the members then: the
+        shares made for that member's devices are dropped unsent, and a session whose key
+        they held already rotates (SPEC §27.9). A member added meanwhile (in the second set,
+        not the first) is to be owed the session from the envelope's index (`owe`)."""
+        read = members()
+        while True:
+            outbound, work = await self._prepare(room, read)
+            try:
+                now = members()
+            except HearthError:
+                _unshare(outbound, work)
+                raise
+            if read <= now:
+                return outbound, work, read, now
+            _unshare(outbound, work)  # never sent: the next preparation shares afresh
+            read = now
 
     def may_share(self, room: RoomId, members: Set[UserId]) -> bool:
         """Might the next send in `room` carry shares of a session's key (a session to start,
@@ -299,20 +348,51 @@ class RoomSender:
             self._unresumed[room] = left
             return
         del self._unresumed[room]
+        resumed = self._resumes.pop(room, None)
+        if resumed is not None:
+            resumed.set()
         if room in self._queues and room not in self._preparing:
+            self._serve_queue(room)
+
+    async def hold_queue(self, room: RoomId) -> None:
+        """Hold the room's queue of sends for a membership change of ours about to seal:
+        returns once every send encrypted from the queue has sealed, and no queued send is
+        encrypted until `release_queue`. Call `release_queue` once the change is sealed, with
+        no await between this returning and the seal: a send encrypted for the members before
+        the change (a member it removes among them) then seals before it, never after
+        (SPEC §27.9, §27.10.1)."""
+        self._held[room] = self._held.get(room, 0) + 1
+        try:
+            while self._unresumed.get(room):
+                await self._resumes.setdefault(room, asyncio.Event()).wait()
+        except BaseException:
+            self.release_queue(room)
+            raise
+
+    def release_queue(self, room: RoomId) -> None:
+        """End a `hold_queue`: the sends queued meanwhile are served (for the members now)."""
+        left = self._held[room] - 1
+        if left:
+            self._held[room] = left
+            return
+        del self._held[room]
+        if room in self._queues and room not in self._preparing and not self._unresumed.get(room):
             self._serve_queue(room)
 
     def _serve_queue(self, room: RoomId) -> None:
         """Encrypt the room's queued sends in order, up to the first that needs work first:
-        that one is woken to do it, the rest stay queued behind it."""
+        that one is woken to do it, the rest stay queued behind it; none while the queue is
+        held for a membership change of ours (`hold_queue`)."""
+        if room in self._held:
+            return  # `release_queue` serves it
         queue = self._queues[room]
         while queue:
             queued = queue.popleft()
             if queued.future.done():  # its sender gave up
                 continue
-            try:
+            try:  # the members as they are now, not when it queued
                 encryption = self._encrypt_ready(
-                    room, queued.members, queued.content_type, queued.body
+                    room, queued.members(), queued.content_type, queued.body
                 )
             except HearthError as exc:
                 queued.future.set_exception(exc)
@@ -326,19 +406,19 @@ class RoomSender:
         del self._queues[room]
 
     def _encrypt_ready(
-        self, room: RoomId, members: Set[UserId], content_type: str, body: bytes
+        self, room: RoomId, members: frozenset[UserId], content_type: str, body: bytes
     ) -> Encryption | None:
         """Encrypt with the room's session, or with the next session started ahead when the
         room's needs work (its ROOM_KEY bodies go with this send); None if neither will do."""
         outbound = self._rooms.get(room)
         if outbound is not None and not self._needs_work(outbound, members):
-            return _encrypt(room, outbound, content_type, body)
+            return _encrypt(room, outbound, members, content_type, body)
         ready = self._ready.get(room)
         while ready:
             spare = ready.popleft()
             if not self._needs_work(spare.outbound, members):  # else stale: dropped
                 self._rooms[room] = spare.outbound
-                return _encrypt(room, spare.outbound, content_type, body, spare.work)
+                return _encrypt(room, spare.outbound, members, content_type, body, spare.work)
         self._ready.pop(room, None)
         return None
 
@@ -481,12 +561,16 @@ class RoomSender:
         theirs is answered from there, not from the index their devices are given later.
         Call it with no await between it and the seal; a member owed from earlier stays so."""
         outbound = encryption.outbound
-        late = tuple(sorted(user for user in joined if user not in outbound.owed))
-        if not late:
+        if joined <= encryption.members:
             return encryption
+        late = tuple(sorted(user for user in joined if user not in outbound.owed))
         for user in late:
             outbound.owed[user] = encryption.index
-        return replace(encryption, newly_owed=(*encryption.newly_owed, *late))
+        return replace(
+            encryption,
+            members=encryption.members.union(joined),
+            newly_owed=(*encryption.newly_owed, *late),
+        )
 
     def abandon(self, encryption: Encryption) -> None:
         """The commit failed: the ROOM_KEY bodies never went out, so share again next time
