@@ -11,7 +11,11 @@ node needs around it (SPEC §8.4: release by what is stored, not by what memory 
   pump read the store from the next number on (`Step.read_from`) and feed what it finds to
   `offer_read_back`;
 - `progress()` hands over how far each sender moved since the last call, for the pump to save
-  with the batch that released them.
+  with the batch that released them;
+- history (SPEC §8.6: an envelope of a group from before our joining point) goes to the app as
+  it is offered and moves its sender past its number (`SenderSequencer.skip_to`), releasing
+  what waited behind; `pass_over` does the same for one a gap fetch brought and the pump did
+  not store.
 
 State owned here: per (room, device) sender, the next number due, the envelopes held back, the
 highest number stored beyond memory, whose progress is unsaved, and the sender's user.

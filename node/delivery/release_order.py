@@ -6,7 +6,8 @@ Incoming: `protocol.release.SenderReleases` decides what goes to the app and whe
 must be read back (SPEC §8.4); this pump reads each sender's saved progress on first sight,
 and the highest number stored, reads back what the machine asks for, and saves the progress
 with the batch, so a restart neither repeats nor skips what the app was given. State owned
-here: none beyond the machine's.
+here: none beyond the machine's. What a late joiner is not owed (SPEC §8.6) the inbox tells it:
+`history` to `offer`, and `pass_over` for a fetched envelope it did not store.
 """
 
 from __future__ import annotations
