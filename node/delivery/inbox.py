@@ -272,9 +272,11 @@ class Inbox:
 
     def _not_owed(self, envelope: Envelope, verdict: Verdict, rooms: RoomStates) -> bool:
         """Is a fetched envelope one our users are not owed (SPEC §8.6): from before their
-        joining point, and not a MEMBERSHIP event (the welcome gives those)?"""
+        joining point, and not a MEMBERSHIP event (the welcome gives those)? Its signature is
+        checked and its place is its sender's: whether the rules would store it now (a sender
+        who left since is deferred) does not change that its number is not owed."""
         return (
-            verdict is Verdict.STORE
+            verdict in (Verdict.STORE, Verdict.DEFER)
             and envelope.kind is not Kind.MEMBERSHIP
             and is_sequenced(envelope)
             and self._rules.before_joining(envelope, rooms)
