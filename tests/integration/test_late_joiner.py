@@ -43,6 +43,20 @@ async def _released(events: AsyncIterator[NodeEvent], body: bytes) -> Envelope:
     raise AssertionError("the event stream ended")
 
 
+async def _shown_with_nothing_owed_before(
+    sender: Node, joiner: Node, room: RoomId, body: bytes, *, not_owed: Envelope
+) -> None:
+    """`sender` writes `body` after the joiner's ADD: it reaches the joiner's app, nothing is
+    left waiting on a number before the ADD (so nothing more is fetched), and `not_owed` (sent
+    before the ADD, not shared) is not held there, nor anything it cannot read."""
+    releasing = asyncio.create_task(_released(joiner.events(), body))
+    await sender.send(room, body)
+    await releasing
+    assert held_back(joiner) == 0, "nothing waits on a number before the ADD"
+    assert await joiner.get_event(not_owed.message_id) is None, "not owed: never stored"
+    assert await _unreadable(joiner, room) == []
+
+
 async def _unreadable(node: Node, room: RoomId) -> list[Envelope]:
     page = await node.history(room, limit=200)
     return [
@@ -68,16 +82,10 @@ async def test_a_late_joiner_waits_for_and_fetches_no_unshared_message_from_befo
         first = await alice.send(group, b"first")
         await bob.send(group, b"bob's word")
         await wait_until_readable(bob, group, [b"first", b"bob's word"])
-        events = carol.events()
         assert await carol.groups.join_by_invite(_through(link, bob)) == group
         await wait_until_readable(carol, group, [b"bob's word"])  # the shared window
         await alice.learn_home_record(carol.home_record())  # as a lookup would find it
-        releasing = asyncio.create_task(_released(events, b"after"))
-        await alice.send(group, b"after")
-        await releasing
-        assert held_back(carol) == 0, "nothing waits on a number before the ADD"
-        assert await carol.get_event(first.message_id) is None, "not owed: never stored"
-        assert await _unreadable(carol, group) == []
+        await _shown_with_nothing_owed_before(alice, carol, group, b"after", not_owed=first)
         assert await _readable(carol, group) == [b"bob's word", b"after"]
 
 
@@ -101,11 +109,5 @@ async def test_a_rejoined_member_is_owed_nothing_sent_while_it_was_away(
             await asyncio.sleep(0.02)
         away = await alice.send(group, b"while away")
         await wait_until_readable(bob, group, [b"hello carol", b"while away"])
-        events = carol.events()
         await alice.add_member(group, carol.user_id)
-        releasing = asyncio.create_task(_released(events, b"back"))
-        await alice.send(group, b"back")
-        await releasing
-        assert held_back(carol) == 0, "nothing waits on a number from her absence"
-        assert await carol.get_event(away.message_id) is None, "not owed: never stored"
-        assert await _unreadable(carol, group) == []
+        await _shown_with_nothing_owed_before(alice, carol, group, b"back", not_owed=away)
