@@ -295,6 +295,7 @@ async def test_with_history_joined_carol_gets_nothing_from_before_her_add(
         page = await carol.history(group, limit=200)
         stored = [e.envelope for e in page.events if e.envelope.kind is Kind.MESSAGE]
         assert [content_of(e) for e in stored] == [content_of(stored[-1])], "nothing from before"
+        assert held_back(carol) == 0, "nor is it waited for (SPEC §8.6)"
 
 
 async def test_history_is_refused_unless_the_group_shares_and_taken_only_from_an_admin(
