@@ -218,7 +218,8 @@ class Inbox:
                 continue
             if fetched and self._not_owed(envelope, decision.verdict, rooms):
                 append_pending()  # what it frees follows what came before it
-                outcome.released += self._release.pass_over(store, envelope)
+                freed = self._release.pass_over(store, envelope)
+                outcome.released += [self._as_shown(store, e) for e in freed]
                 results.append(rejected(envelope.message_id, _NOT_OWED))
                 continue
             opener = self._opener
