@@ -403,17 +403,7 @@ def _joiner(c: Cast) -> list[dict[str, Any]]:
         tick=4_500,
     )
     a4, a5, a6 = (
-        c.seal(
-            c.alice,
-            c.phone,
-            kind=Kind.MESSAGE,
-            room=c.group_room,
-            seq=n,
-            body=f"message {n}".encode(),
-            content_type="text/plain",
-            tick=n * 1000,
-        )
-        for n in (4, 5, 6)
+        c.group_message(n, body=f"message {n}".encode(), tick=n * 1000) for n in (4, 5, 6)
     )
     held = {
         "room_hex": c.group_room.hex(),
