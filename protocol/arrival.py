@@ -258,11 +258,26 @@ class ArrivalRules:
         """Is the envelope's room the direct room of its sender and one of our users?"""
         return direct_partner(envelope, self._local) is not None
 
-    def first_seq_if_new(self, envelope: Envelope) -> int:
+    def first_seq_if_new(self, envelope: Envelope, *, history: bool = False) -> int:
         """Where the release order starts a sender it never saw (SPEC §8): 1 in a direct room
-        with one of our users, else the first number the guaranteed path brought (a group
-        joined later has earlier history we were never sent)."""
+        with one of our users; after a `history` envelope (`before_joining`), since nothing
+        up to it is owed in order (SPEC §8.6); else the first number the guaranteed path
+        brought (a group joined later has earlier history we were never sent)."""
+        if history:
+            return envelope.seq + 1
         return 1 if self.is_direct_with_local(envelope) else envelope.seq
+
+    def before_joining(self, envelope: Envelope, rooms: RoomStates) -> bool:
+        """Does a stored envelope of a group sort before where our users joined it, or come
+        while none of them is a member (SPEC §8.6)? Then it is history (the welcome's
+        MEMBERSHIP events, the shared window): it goes to the app as it is stored, and its
+        sender owes us nothing in order up to its number. Never in a direct room, whose two
+        members are members from its start, nor for a room unknown here."""
+        state = rooms.state(envelope.room)
+        if state is None or state.direct:
+            return False
+        joined = rooms.membership_log(envelope.room).joined_at(self._local)
+        return joined is None or envelope.order_key <= joined
 
     def reactions(self, envelope: Envelope) -> frozenset[Reaction]:
         """What storing `envelope` (new here) sets off besides its release."""

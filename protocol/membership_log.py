@@ -17,6 +17,7 @@ replaced whole by a state folded aside, so such a reader sees a state before or 
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -96,6 +97,8 @@ class MembershipLog:
         self._per_sender: dict[UserId, int] = {}
         self._checkpoints: list[RoomState] = [RoomState(room=room)]
         """`_checkpoints[j]` is the fold of the first `j * checkpoint_every` events."""
+        self._joined: dict[UserId, OrderKey | None] = {}
+        """`joined_at`'s answers per user, forgotten when an event is added."""
 
     @classmethod
     def load(
@@ -130,6 +133,31 @@ class MembershipLog:
         """The events held, in history order."""
         return [entry.message_id for entry in self._entries]
 
+    def joined_at(self, users: Iterable[UserId]) -> OrderKey | None:
+        """Where the earliest joined of `users` who are members now became one (SPEC §8.6): the
+        place of the newest event held that made them one (their CREATE, ADD or JOIN); None
+        if none of them is a member. Kept until the next event is added (the message path asks
+        for every envelope it releases)."""
+        found: OrderKey | None = None
+        for user in users:
+            if user not in self._joined:
+                self._joined[user] = self._joining_of(user)
+            key = self._joined[user]
+            if key is not None and (found is None or key < found):
+                found = key
+        return found
+
+    def _joining_of(self, user: UserId) -> OrderKey | None:
+        if not self.state.is_member(user):
+            return None
+        for entry in reversed(self._entries):
+            change = entry.change
+            if change.action is Action.CREATE and entry.sender == user:
+                return entry.key
+            if change.action in (Action.ADD, Action.JOIN) and user in change.targets:
+                return entry.key
+        return None  # a member by no event held (cannot be: every member was made one)
+
     def state_before(self, envelope: Envelope) -> RoomState:
         """The fold of the events held that sort before `envelope`: where the rules are applied
         to it (SPEC §12.3). The current state itself if it sorts last (read it, never change it).
@@ -155,6 +183,7 @@ class MembershipLog:
         if envelope.message_id in self._ids:
             return MemberDiff()
         entry = _entry(envelope, change)
+        self._joined.clear()
         place = bisect.bisect(self._keys, entry.key)
         if place == len(self._entries):  # in order: one step on the current state
             self._insert(place, entry)

@@ -53,6 +53,22 @@ class SenderSequencer(Generic[K, T]):
         for seq in [s for s in pending if s < next_seq]:
             del pending[seq]
 
+    def skip_to(self, sender: K, next_seq: int) -> list[T]:
+        """Owe `sender` nothing before `next_seq` (SPEC §8.6: history before our joining point):
+        return what was held below it, then the run it frees from `next_seq` on, in order."""
+        if next_seq <= self.next_seq(sender):
+            return []
+        pending = self._pending.get(sender, {})
+        released = [pending.pop(seq) for seq in sorted(s for s in pending if s < next_seq)]
+        expected = next_seq
+        while expected in pending:
+            released.append(pending.pop(expected))
+            expected += 1
+        self._next[sender] = expected
+        if not pending:
+            self._pending.pop(sender, None)
+        return released
+
     def offer(self, sender: K, seq: int, item: T) -> list[T]:
         """Take one item; return the items now releasable, in order (maybe none).
 

@@ -11,7 +11,11 @@ node needs around it (SPEC §8.4: release by what is stored, not by what memory 
   pump read the store from the next number on (`Step.read_from`) and feed what it finds to
   `offer_read_back`;
 - `progress()` hands over how far each sender moved since the last call, for the pump to save
-  with the batch that released them.
+  with the batch that released them;
+- history (SPEC §8.6: an envelope of a group from before our joining point) goes to the app as
+  it is offered and moves its sender past its number (`SenderSequencer.skip_to`), releasing
+  what waited behind; `pass_over` does the same for one a gap fetch brought and the pump did
+  not store.
 
 State owned here: per (room, device) sender, the next number due, the envelopes held back, the
 highest number stored beyond memory, whose progress is unsaved, and the sender's user.
@@ -92,20 +96,30 @@ class SenderReleases:
         if last_stored >= next_seq:
             self._beyond[sender] = last_stored
 
-    def offer(self, envelope: Envelope, *, new: bool = True) -> Step:
+    def offer(self, envelope: Envelope, *, new: bool = True, history: bool = False) -> Step:
         """Take a stored envelope (`new`, or a duplicate of one stored) of a resumed sender.
 
         An unsequenced one (a RECEIPT, SPEC §8.5) goes to the app as it is stored, once: its
-        sender need not be resumed, and nothing waits for it.
+        sender need not be resumed, and nothing waits for it. One of `history` (it sorts
+        before our joining point, SPEC §8.6) goes to the app as it is stored, once, and its
+        sender is owed nothing up to its number: what waited behind those numbers follows.
         """
         if not is_sequenced(envelope):
             return Step(released=[envelope] if new else [])
         sender = (envelope.room, envelope.sender_device)
+        if history:
+            return self._pass(sender, envelope, new=new)
         released = self._offer(sender, envelope)
         if not released:
             return Step()
         self._unsaved.add(sender)
         return Step(released=released, read_from=self._read_from(sender))
+
+    def pass_over(self, envelope: Envelope) -> Step:
+        """A verified envelope of a resumed sender from before our joining point that is not
+        stored here (a gap fetch brought it, SPEC §8.6): its number and every lower one are
+        owed no more, and what waited behind them is released."""
+        return self._pass((envelope.room, envelope.sender_device), envelope, new=False)
 
     def offer_read_back(self, sender: Sender, envelopes: Iterable[Envelope]) -> Step:
         """Take what the store holds of `sender` from `Step.read_from` on, in number order."""
@@ -148,6 +162,17 @@ class SenderReleases:
                     last=gap.last,
                 )
         return list(found.values())
+
+    def _pass(self, sender: Sender, envelope: Envelope, *, new: bool) -> Step:
+        """Release a history envelope (if `new`) and owe its sender nothing up to its number."""
+        seq = envelope.seq
+        mine = [envelope] if new else []
+        if seq < self._sequencer.next_seq(sender):
+            return Step(released=mine)  # below where the sender stands: shown as it comes
+        freed = self._sequencer.skip_to(sender, seq + 1)  # a held copy of it is among these
+        self._unsaved.add(sender)
+        released = [e for e in freed if e.seq < seq] + mine + [e for e in freed if e.seq >= seq]
+        return Step(released=released, read_from=self._read_from(sender))
 
     def _read_from(self, sender: Sender) -> int | None:
         beyond = self._beyond.get(sender)

@@ -144,7 +144,7 @@ class GapFetcher:
                 if not batch.items:
                     continue
                 results = await self._receiver.accept_batch(
-                    batch, peer=peer, from_sibling=peer in self._sibling_peers()
+                    batch, peer=peer, from_sibling=peer in self._sibling_peers(), fetched=True
                 )
             except (HearthError, OSError, TimeoutError) as exc:
                 log.info("fetch of a gap from %s failed: %s", peer[-8:], exc)
@@ -153,6 +153,8 @@ class GapFetcher:
             self.filled += stored
             progress = progress or stored > 0
             left = await self._gap_of(gap.room, gap.device)
+            # closed or moved on without a store: numbers from before our joining point
+            progress = progress or left is None or left.first > gap.first
             if left is None:
                 break
             gap = left  # partly filled (or an answer cut at its size budget): ask for the rest

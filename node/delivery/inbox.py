@@ -38,10 +38,11 @@ from hearthmesh.node.social.privacy import Privacy
 from hearthmesh.node.social.profile_events import apply_profile
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.actions import ACTION_KINDS
-from hearthmesh.protocol.addressing import is_addressed
+from hearthmesh.protocol.addressing import is_addressed, is_sequenced
 from hearthmesh.protocol.arrival import (
     ArrivalRules,
     Reaction,
+    RoomStates,
     Verdict,
     appended_result,
     awaiting_key,
@@ -50,7 +51,12 @@ from hearthmesh.protocol.arrival import (
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult, rejected
 from hearthmesh.protocol.e2ee import ENCRYPTED_CONTENT_TYPE as ENCRYPTED
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId
-from hearthmesh.protocol.errors import LocalProtocolError, QuotaExceeded, RemoteProtocolError
+from hearthmesh.protocol.errors import (
+    LocalProtocolError,
+    NotAuthorized,
+    QuotaExceeded,
+    RemoteProtocolError,
+)
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.private import (
     BlockChanged,
@@ -94,6 +100,10 @@ class StoreOutcome:
     learn our user's rooms from our other homes (SPEC §23.5)."""
 
 
+_NOT_OWED: Final = NotAuthorized("from before our users joined the group: not owed (SPEC §8.6)")
+"""Why a fetched envelope from before our joining point is not stored (never sent: a fetch
+answer is not acked)."""
+
 _PENDING: Final = DeliveryResult(message_id=MessageId(b""), status=AckStatus.DEFERRED)
 """Holds an admitted item's place until the store answers (`_after_append` replaces it)."""
 
@@ -135,6 +145,7 @@ class Inbox:
         peer: str = "",
         from_sibling: bool = False,
         fast_path: bool = False,
+        fetched: bool = False,
     ) -> StoreOutcome:
         """Store or relay each arrival; runs in a store write batch. Results are in input order.
 
@@ -146,6 +157,9 @@ class Inbox:
             fast_path: they came by gossip, which may overtake the ROOM_KEY a message needs:
                 one that cannot be opened yet is DEFERRED, and the guaranteed path brings it
                 again after its key (SPEC §27.11).
+            fetched: they answer our gap fetch (SPEC §26): one from before our joining point,
+                not a MEMBERSHIP event, is not owed and not stored; it only tells the release
+                order its sender owes nothing up to it (SPEC §8.6).
         """
         outcome = StoreOutcome()
         # What reaches one of our homes from outside goes on to the others (ARCHITECTURE §8); what a
@@ -176,7 +190,7 @@ class Inbox:
                         store, envelope, stored, now_ms, outcome, named
                     )
                 for request, stored in zip(requests, appended, strict=True):
-                    self._offer_stored(store, request.envelope, stored, outcome)
+                    self._offer_stored(store, request.envelope, stored, outcome, rooms)
                 requests.clear()
                 slots.clear()
 
@@ -201,6 +215,12 @@ class Inbox:
                 outcome.unknown_rooms_from.add(peer)
             if decision.verdict is Verdict.RELAY:
                 results.append(self._relay(store, item, peer, now_ms, outcome))
+                continue
+            if fetched and self._not_owed(envelope, decision.verdict, rooms):
+                append_pending()  # what it frees follows what came before it
+                freed = self._release.pass_over(store, envelope)
+                outcome.released += [self._as_shown(store, e) for e in freed]
+                results.append(rejected(envelope.message_id, _NOT_OWED))
                 continue
             opener = self._opener
             if decision.result is None and opener and envelope.content_type == ENCRYPTED:
@@ -251,6 +271,18 @@ class Inbox:
         self._release.save(store)
         return outcome
 
+    def _not_owed(self, envelope: Envelope, verdict: Verdict, rooms: RoomStates) -> bool:
+        """Is a fetched envelope one our users are not owed (SPEC §8.6): from before their
+        joining point, and not a MEMBERSHIP event (the welcome gives those)? Its signature is
+        checked and its place is its sender's: whether the rules would store it now (a sender
+        who left since is deferred) does not change that its number is not owed."""
+        return (
+            verdict in (Verdict.STORE, Verdict.DEFER)
+            and envelope.kind is not Kind.MEMBERSHIP
+            and is_sequenced(envelope)
+            and self._rules.before_joining(envelope, rooms)
+        )
+
     def _room_key_refusal(
         self, envelope: Envelope, recipient: UserId
     ) -> RemoteProtocolError | None:
@@ -299,15 +331,25 @@ class Inbox:
         return result
 
     def _offer_stored(
-        self, store: Store, envelope: Envelope, stored: AppendResult, outcome: StoreOutcome
+        self,
+        store: Store,
+        envelope: Envelope,
+        stored: AppendResult,
+        outcome: StoreOutcome,
+        rooms: RoomStates,
     ) -> None:
-        """Offer an appended envelope to the release order (SPEC §8.2, §8.4)."""
+        """Offer an appended envelope to the release order (SPEC §8.2, §8.4, §8.6)."""
         if stored is AppendResult.CONFLICT:
             return
+        history = is_sequenced(envelope) and self._rules.before_joining(envelope, rooms)
         # a duplicate held back before a restart may be due now: the app has not seen it yet
-        first = self._rules.first_seq_if_new(envelope)
+        first = self._rules.first_seq_if_new(envelope, history=history)
         released = self._release.offer(
-            store, envelope, first_seq_if_new=first, new=stored is AppendResult.STORED
+            store,
+            envelope,
+            first_seq_if_new=first,
+            new=stored is AppendResult.STORED,
+            history=history,
         )
         outcome.released += [self._as_shown(store, e) for e in released]
 

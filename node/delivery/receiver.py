@@ -110,11 +110,12 @@ class Receiver:
         log.debug("refused a frame from %s: %s (code %d)", peer[-8:], error, error.code)
 
     async def accept_batch(
-        self, batch: Deliver, *, peer: str, from_sibling: bool = False
+        self, batch: Deliver, *, peer: str, from_sibling: bool = False, fetched: bool = False
     ) -> list[DeliveryResult]:
         """Verify, merge clocks, store; one result per item, in order.
 
-        `peer` delivered the batch (or answered our fetch): relayed items count against it.
+        `peer` delivered the batch (or answered our fetch, `fetched`: what our users are not
+        owed is not stored, SPEC §8.6): relayed items count against it.
         """
         # "Stored lately" answers DUPLICATE only for our user: a copy addressed to another
         # user is for us to relay even if we hold our own (a member of the same room).
@@ -152,6 +153,7 @@ class Receiver:
             now_ms=self._clock.now_ms(),
             peer=peer,
             from_sibling=from_sibling,
+            fetched=fetched,
         )
         self._publish(outcome)
         return outcome.results

@@ -6,14 +6,15 @@ Incoming: `protocol.release.SenderReleases` decides what goes to the app and whe
 must be read back (SPEC §8.4); this pump reads each sender's saved progress on first sight,
 and the highest number stored, reads back what the machine asks for, and saves the progress
 with the batch, so a restart neither repeats nor skips what the app was given. State owned
-here: none beyond the machine's.
+here: none beyond the machine's. What a late joiner is not owed (SPEC §8.6) the inbox tells it:
+`history` to `offer`, and `pass_over` for a fetched envelope it did not store.
 """
 
 from __future__ import annotations
 
 from hearthmesh.protocol.addressing import is_sequenced
 from hearthmesh.protocol.envelope import Envelope
-from hearthmesh.protocol.release import SenderGap, SenderReleases
+from hearthmesh.protocol.release import SenderGap, SenderReleases, Step
 from hearthmesh.storage.api import MAX_SENDER_RANGE, Store
 
 __all__ = ["ReleaseOrder", "SenderGap"]
@@ -26,7 +27,13 @@ class ReleaseOrder:
         self._machine = SenderReleases()
 
     def offer(
-        self, store: Store, envelope: Envelope, *, first_seq_if_new: int, new: bool = True
+        self,
+        store: Store,
+        envelope: Envelope,
+        *,
+        first_seq_if_new: int,
+        new: bool = True,
+        history: bool = False,
     ) -> list[Envelope]:
         """Take a stored envelope (`new`, or a duplicate of one stored); return what may now
         go to the app, in order.
@@ -34,14 +41,31 @@ class ReleaseOrder:
         Args:
             first_seq_if_new: where a sender never seen before starts (1 in a direct room; the
                 first number the guaranteed path brought in a group joined later).
+            history: it sorts before our joining point (SPEC §8.6): shown as it is stored,
+                and nothing of its sender up to its number is waited for.
         """
+        self._resume(store, envelope, first_seq_if_new)
+        step = self._machine.offer(envelope, new=new, history=history)
+        return self._read_back(store, envelope, step)
+
+    def pass_over(self, store: Store, envelope: Envelope) -> list[Envelope]:
+        """A verified envelope from before our joining point, not stored (a gap fetch brought
+        it, SPEC §8.6): nothing of its sender up to its number is owed; return what that
+        releases, in order."""
+        self._resume(store, envelope, envelope.seq + 1)
+        return self._read_back(store, envelope, self._machine.pass_over(envelope))
+
+    def _resume(self, store: Store, envelope: Envelope, first_seq_if_new: int) -> None:
         room, device = sender = (envelope.room, envelope.sender_device)
         if is_sequenced(envelope) and not self._machine.knows(sender):
             saved = store.release_progress(room, device)
             start = saved if saved is not None else first_seq_if_new
             last = store.last_seq(room, device)  # what a restart may have left unreleased
             self._machine.resume(sender, envelope.sender_user, start, last_stored=last)
-        step = self._machine.offer(envelope, new=new)
+
+    def _read_back(self, store: Store, envelope: Envelope, step: Step) -> list[Envelope]:
+        """Follow the machine's read-backs of the sender's stored envelopes (SPEC §8.4)."""
+        room, device = sender = (envelope.room, envelope.sender_device)
         released = step.released
         while step.read_from is not None:
             first = step.read_from

@@ -361,3 +361,56 @@ def test_a_blocked_users_envelopes_are_acked_as_stored_and_dropped_but_group_mem
     assert decide(sealed(ADMIN), rooms, rules=rules).verdict is Verdict.STORE  # not blocked
     other = decide(sealed(MEMBER), rooms, rules=rules, recipient=uid(STRANGER))
     assert other.verdict is Verdict.RELAY  # a relay keeps it for its own recipient
+
+
+def test_what_sorts_before_our_users_joining_point_is_history_and_only_in_a_group() -> None:
+    """SPEC §8.6: the welcome's events (stored before our ADD is folded) and everything that
+    sorts up to our latest ADD are history; what sorts after it is owed in order. A direct room
+    has no joining point: both its members are owed everything from its start."""
+    rules = ArrivalRules(LOCAL)
+    rooms = Rooms()
+    create = membership(ADMIN, CREATE)
+    before = sealed(ADMIN)
+    rooms.hold(create)
+    assert rules.before_joining(create, rooms) and rules.before_joining(before, rooms)
+    add = membership(ADMIN, MembershipChange(action=Action.ADD, target=OUR_USER))
+    rooms.hold(create, add)
+    after = sealed(MEMBER)
+    assert rules.before_joining(before, rooms) and rules.before_joining(add, rooms)
+    assert not rules.before_joining(after, rooms)
+    leave = membership(OURS, MembershipChange(action=Action.LEAVE, target=OUR_USER))
+    while_away = sealed(ADMIN)
+    again = membership(ADMIN, MembershipChange(action=Action.ADD, target=OUR_USER))
+    rooms.hold(create, add, leave)
+    assert rules.before_joining(while_away, rooms), "not a member: all is history"
+    rooms.hold(create, add, leave, again)
+    assert rules.before_joining(after, rooms) and rules.before_joining(while_away, rooms)
+    assert not rules.before_joining(sealed(ADMIN), rooms)
+    rooms.fixed[DIRECT] = direct_room_state(OUR_USER, uid(MEMBER))
+    assert not rules.before_joining(sealed(MEMBER, DIRECT), rooms)
+    assert not rules.before_joining(sealed(MEMBER, RoomId(b"\x09" * 32)), rooms), "unknown"
+
+
+def test_a_sender_first_seen_by_history_starts_after_it() -> None:
+    rules = ArrivalRules(LOCAL)
+    envelope = sealed(ADMIN, seq=7)
+    assert rules.first_seq_if_new(envelope, history=True) == 8
+    assert rules.first_seq_if_new(envelope) == 7
+
+
+def test_the_joining_point_follows_each_event_the_log_takes_in() -> None:
+    """`MembershipLog.joined_at` keeps its answer only until the next event: the earliest of
+    our users who are members, at the newest event that made them one."""
+    second = keypair_from_seed(b"\x21" * 32)
+    create = membership(ADMIN, CREATE)
+    log = MembershipLog.load(GROUP, [create])
+    ours = {OUR_USER, uid(second)}
+    assert log.joined_at(ours) is None
+    assert log.joined_at({uid(ADMIN)}) == create.order_key
+    add_second = MembershipChange(action=Action.ADD, target=uid(second))
+    first_add = membership(ADMIN, add_second)
+    log.add(first_add, add_second)
+    assert log.joined_at(ours) == first_add.order_key
+    add_ours = MembershipChange(action=Action.ADD, target=OUR_USER)
+    log.add(membership(ADMIN, add_ours), add_ours)
+    assert log.joined_at(ours) == first_add.order_key, "the earliest of our users"

@@ -71,3 +71,16 @@ def test_any_arrival_order_releases_each_once_in_order(
     assert released == list(range(1, 40))
     assert seq.gaps() == []
     assert seq.held() == 0
+
+
+def test_skipping_to_a_number_hands_over_what_was_held_below_it_and_the_run_it_frees() -> None:
+    seq: SenderSequencer[str, int] = SenderSequencer()
+    assert seq.offer("a", 1, 1) == [1]
+    assert seq.offer("a", 3, 3) == []
+    assert seq.offer("a", 6, 6) == []
+    assert seq.offer("a", 7, 7) == []
+    assert seq.skip_to("a", 6) == [3, 6, 7]
+    assert seq.next_seq("a") == 8 and seq.gaps() == [] and seq.held() == 0
+    assert seq.skip_to("a", 5) == []  # never backwards
+    assert seq.next_seq("a") == 8
+    assert seq.skip_to("b", 4) == [] and seq.next_seq("b") == 4

@@ -160,3 +160,52 @@ def test_any_arrival_order_with_restarts_releases_each_once_in_order(
         for moved in pump.machine.progress():
             saved = moved.next_seq
     assert released == list(range(1, 13))
+
+
+def history(pump: Pump, seq: int) -> list[int]:
+    """Store and offer an envelope from before our joining point (SPEC §8.6)."""
+    new = seq not in pump.stored
+    item = pump.stored.setdefault(seq, envelope(seq))
+    if not pump.machine.knows(SENDER):
+        pump.machine.resume(SENDER, USER, seq + 1, last_stored=max(pump.stored))
+    return [e.seq for e in pump.machine.offer(item, new=new, history=True).released]
+
+
+def test_history_is_released_as_it_is_stored_and_no_number_up_to_it_is_owed() -> None:
+    """A joiner's welcome brings a sender's 1 and 5 (membership events), the shared window its
+    3: each goes to the app once, as it comes; its 2 and 4 (unshared) are never waited for, nor
+    named as a gap; 6, the first after the ADD, is released at once."""
+    pump = Pump()
+    assert history(pump, 1) == [1]
+    assert history(pump, 5) == [5]
+    assert history(pump, 3) == [3]
+    assert history(pump, 3) == []  # a duplicate changes nothing
+    assert pump.machine.gaps() == []
+    assert pump.arrive(6) == [6]
+    assert pump.machine.progress() == [Progress(room=ROOM, device=DEVICE, next_seq=7)]
+
+
+def test_history_past_where_a_sender_stood_frees_what_waited_behind_it() -> None:
+    """A rejoin: the release stood at 3 when we left; our new ADD's welcome brings 9 (history)
+    while 10, sent after the ADD, waits behind the gap 3..8 it made: 9 is released, then 10,
+    and nothing of 3..8 is owed any more."""
+    pump = Pump()
+    assert pump.arrive(1) == [1]
+    assert pump.arrive(2) == [2]
+    assert pump.arrive(10) == []
+    assert pump.machine.gaps() == [SenderGap(room=ROOM, device=DEVICE, user=USER, first=3, last=9)]
+    assert history(pump, 9) == [9, 10]
+    assert pump.machine.gaps() == [] and pump.machine.held() == 0
+    assert pump.arrive(11) == [11]
+
+
+def test_a_fetched_number_from_before_the_joining_point_is_passed_over_not_released() -> None:
+    """SPEC §8.6: the gap fetch brings 4, from before our ADD: it is not stored nor shown, but
+    it proves nothing up to 4 is owed, so 5 goes to the app."""
+    pump = Pump()
+    history(pump, 3)
+    assert pump.arrive(5) == []
+    step = pump.machine.pass_over(envelope(4))
+    assert [e.seq for e in step.released] == [5]
+    assert pump.machine.gaps() == []
+    assert pump.machine.released_before(SENDER, 4)

@@ -94,6 +94,19 @@ class Cast:
     def node_peer_id(self) -> str:
         return peer_id_of_node_key(self.node.public)
 
+    def group_message(self, seq: int, *, body: bytes, tick: int) -> Envelope:
+        """Alice's phone's plain-text MESSAGE number `seq` in the group, stamped `tick`."""
+        return self.seal(
+            self.alice,
+            self.phone,
+            kind=Kind.MESSAGE,
+            room=self.group_room,
+            seq=seq,
+            body=body,
+            content_type="text/plain",
+            tick=tick,
+        )
+
     def seal(
         self,
         user: KeyPair,

@@ -94,6 +94,7 @@ from hearthmesh.protocol.verification import (
 )
 
 from .data_cases import DATA_OPS
+from .joiner_release import joiner_release
 
 __all__ = ["OPS", "as_json", "run_op"]
 
@@ -411,6 +412,7 @@ OPS: Final[dict[str, Callable[[Case], Any]]] = {
     "fetch_request": lambda c: as_json(decode_fetch_request(_hex(c))),
     "fetch_answer": lambda c: as_json(decode_fetch_answer(_hex(c))),
     "fetch_taken": _fetch_taken,
+    "joiner_release": joiner_release,
     "link_code": lambda c: as_json(decode_link_code(c["text"])),
     "link_request": _link_request,
     "link_answer": lambda c: as_json(decode_link_answer(_hex(c))),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hearthmesh.protocol.canonical import encode_canonical
-from hearthmesh.protocol.envelope import MessageId
+from hearthmesh.protocol.envelope import Kind, MessageId
 from hearthmesh.protocol.errors import (
     InvalidIdentifier,
     InviteExpired,
@@ -27,7 +27,13 @@ from hearthmesh.protocol.invites import (
     encode_join_request,
     invite_id,
 )
-from hearthmesh.protocol.membership import Action, MembershipChange, Role, encode_membership
+from hearthmesh.protocol.membership import (
+    MEMBERSHIP_CONTENT_TYPE,
+    Action,
+    MembershipChange,
+    Role,
+    encode_membership,
+)
 
 from .cast import NOW_MS, Cast
 from .common import VECTORS_DIR, fixed_seed, pin, refuse, write_vectors
@@ -376,16 +382,68 @@ def _invites(c: Cast, wires: list[str]) -> tuple[list[dict[str, Any]], list[dict
     return valid, invalid
 
 
+def _joiner(c: Cast) -> list[dict[str, Any]]:
+    """§8.6: carol, ADDed by bob after alice's unshared 4, is owed none of alice's numbers up to
+    4 but what she holds; alice's 5 and 6, after the ADD, are owed in order."""
+    alice, bob, carol = c.user(c.alice), c.user(c.bob), c.user(c.carol)
+    changes = [
+        MembershipChange(action=Action.CREATE, target=alice, nonce=c.group_nonce, name="hearth"),
+        MembershipChange(action=Action.ADD, target=bob),
+        MembershipChange(action=Action.ROLE, target=bob, role=Role.ADMIN),
+    ]
+    a1, a2, a3 = (event(c, c.alice, c.phone, n, change) for n, change in enumerate(changes, 1))
+    add = c.seal(  # bob's ADD of carol sorts after alice's 4
+        c.bob,
+        c.laptop,
+        kind=Kind.MEMBERSHIP,
+        room=c.group_room,
+        seq=1,
+        body=encode_membership(MembershipChange(action=Action.ADD, target=carol)),
+        content_type=MEMBERSHIP_CONTENT_TYPE,
+        tick=4_500,
+    )
+    a4, a5, a6 = (
+        c.group_message(n, body=f"message {n}".encode(), tick=n * 1000) for n in (4, 5, 6)
+    )
+    held = {
+        "room_hex": c.group_room.hex(),
+        "events_hex": [e.wire.hex() for e in (a1, a2, a3, add)],
+        "user_hex": carol.hex(),
+    }
+    welcome = [[e.wire.hex(), "stored"] for e in (a1, a2, a3)]
+    after = [[e.wire.hex(), "stored"] for e in (a5, a6)]
+    return [
+        pin(
+            "joiner_release",
+            "the welcome goes to the app as it comes; 5 and 6 wait behind 4, which is fetched",
+            **held,
+            arrivals=welcome + after,
+        ),
+        pin(
+            "joiner_release",
+            "the fetched 4 sorts before carol's ADD: passed over, not stored; 5 and 6 follow",
+            **held,
+            arrivals=[*welcome, *after, [a4.wire.hex(), "fetched"]],
+        ),
+        pin(
+            "joiner_release",
+            "the welcome comes after 5 (its order is the queue's): nothing waits, none is owed",
+            **held,
+            arrivals=[after[0], *welcome, after[1]],
+        ),
+    ]
+
+
 def generate(directory: Path = VECTORS_DIR) -> Path:
     c = Cast()
     role_valid, role_invalid, wires = _roles(c)
     invite_valid, invite_invalid = _invites(c, wires)
     return write_vectors(
         "groups",
-        spec="SPEC.md §30.1-30.4, §30.6",
+        spec="SPEC.md §30.1-30.4, §30.6, §8.6",
         function="tools/vectors/codecs.py ops membership_body, membership_fold, membership_ruling, "
-        "invite_link, join_request, join_answer, invite_check, history_request",
-        valid=role_valid + invite_valid,
+        "invite_link, join_request, join_answer, invite_check, history_request, joiner_release",
+        valid=role_valid + invite_valid + _joiner(c),
         invalid=role_invalid + invite_invalid,
         directory=directory,
     )

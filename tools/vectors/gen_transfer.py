@@ -170,19 +170,7 @@ def _media(directory: Path) -> Path:
 def _fetch(c: Cast, directory: Path) -> Path:
     device = DeviceId(c.phone.public)
     request = FetchRequest(room=c.group_room, sender_device=device, first_seq=3, last_seq=5)
-    wires = [
-        c.seal(
-            c.alice,
-            c.phone,
-            kind=Kind.MESSAGE,
-            room=c.group_room,
-            seq=n,
-            body=b"m",
-            content_type="text/plain",
-            tick=n,
-        ).wire
-        for n in (3, 4, 5)
-    ]
+    wires = [c.group_message(n, body=b"m", tick=n).wire for n in (3, 4, 5)]
     cert = c.certificate_bytes(c.alice, c.phone)
     room: RoomId = c.group_room
     asked = {"request_hex": encode_fetch_request(request).hex(), "now_ms": NOW_MS}
