@@ -16,6 +16,7 @@ State owned here: one run's report; the run's state is its `Session` (session.py
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -122,8 +123,14 @@ class SuiteReport:
 
 
 async def _still_up(session: Session, prober: HostilePeer) -> bool:
-    """A clean peer's hello is answered (SPEC §13.3): the node survived the case."""
+    """A clean peer's hello is answered (SPEC §13.3): the node survived the case. Unanswered
+    over the prober's kept connection, it is asked again over a fresh one: the node may have
+    closed the old one and the prober not yet seen it, which a fresh peer never met."""
     target = Target(peer_id=session.peer_id, address=session.address, user=session.user)
+    if await probe(prober, target):
+        return True
+    with contextlib.suppress(P2PError):
+        await prober.host.disconnect(session.peer_id)
     return await probe(prober, target)
 
 
