@@ -324,10 +324,10 @@ async def test_a_sender_is_asked_again_its_backoff_after_each_request_ended(
     """SPEC §27.13.3, #18: carol's home holds each key request for a while, then ends it
     unanswered. Bob's new laptop asks her again no sooner than half its backoff after each
     request ended. Counted from the request's start, the backoffs shorter than the request
-    (0.2, 0.4, 0.8 s here; 2 to 8 s against the 10 s ask bound by default) had passed when
+    (0.1, 0.2, 0.4 s here; 2 to 8 s against the 10 s ask bound by default) had passed when
     it ended, and it asked again at its first round: every home that had asked a loaded
     sender together asked it again together."""
-    hold_s, interval_ms = 1.2, 200
+    hold_s, interval_ms = 0.6, 100
     clock = SystemClock()  # the asker's own clock
     async with (
         asyncio.timeout(60),
