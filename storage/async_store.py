@@ -21,11 +21,12 @@ ready, no descriptor it watches ready: `LoopIdle`, on asyncio's loop and uvloop'
 loop's thread instead (`_commit_inline`): the loop had nothing to do but wait, py-lmdb lets the
 GIL go during the commit's flushes (so the trio thread runs), and the hand-off to the writer
 thread and back, each a thread's wake-up and a wait for the GIL (0.29 and 0.15 ms at the median
-in ARCHITECTURE §10's same-node trace), is saved. Only a batch of one write does so: a message
-sent alone takes this way, while in a burst the writes that gathered during a commit form a
-larger batch, which the writer thread commits as the loop goes on with the burst (committed in
-place, the loop did none of the burst's work during the flushes: `bench api` same-node msgs/s
-fell in 2 of 3 pairs, ARCHITECTURE §10). A lone write that finds a callback ready waits one
+in ARCHITECTURE §10's same-node trace), is saved. Only a batch with one write a caller waits
+for does so (lazy writes may ride in it: they are no burst): a message sent alone takes this
+way, while in a burst the writes that gathered during a commit form a larger batch, which the
+writer thread commits as the loop goes on with the burst (committed in place, the loop did none
+of the burst's work during the flushes: `bench api` same-node msgs/s fell in 2 of 3 pairs,
+ARCHITECTURE §10). A lone write that finds a callback ready waits one
 turn of the loop for it first, and then commits in place if the loop is idle by then: in the
 same-node trace 47 of 100 messages found a callback or two ready (a task's wake-up, trio's
 results) and paid the writer's hand-offs (0.47 ms more to the commit's start, 0.07 back), where
@@ -317,7 +318,7 @@ class AsyncStore:
             # The engine committed it (the in-memory twin), or it wrote nothing and read only
             # what is durable: no commit to wait for.
             self._settle_all(groups, outcomes)
-        elif len(batch) == 1 and not self._committing and self._idle_now(loop):
+        elif _lone(batch) and not self._committing and self._idle_now(loop):
             self._commit_inline(groups, outcomes, staged)
         else:
             self._committing.append((groups, outcomes))
@@ -329,9 +330,9 @@ class AsyncStore:
         """A lone write, with no commit in flight, finds the loop busy for the first time (on
         an engine with a commit to wait for: the in-memory twin, which reads on the loop, also
         commits as it stages, so the turn would win it nothing)."""
-        if self._reader is None or self._deferred or self._committing or len(self._pending) != 1:
+        if self._reader is None or self._deferred or self._committing or self._eager != 1:
             return False
-        return not self._pending[0].long and not self._idle_now(loop)
+        return not any(write.long for write in self._pending) and not self._idle_now(loop)
 
     def _idle_now(self, loop: asyncio.AbstractEventLoop) -> bool:
         if self._loop_idle is None:
@@ -437,6 +438,12 @@ def _group_calls(batch: list[_Write]) -> list[list[_Write]]:
         else:
             groups.append([write])
     return groups
+
+
+def _lone(batch: list[_Write]) -> bool:
+    """At most one write a caller waits for: the lazy ones riding in the batch (an outbox
+    settle waiting for company) do not make it a burst."""
+    return sum(not write.lazy for write in batch) <= 1
 
 
 def _settle(group: list[_Write], outcome: Outcome) -> None:

@@ -318,6 +318,29 @@ def test_a_lone_write_waits_one_turn_for_a_busy_loop_then_commits_in_place(
     run_on(main())
 
 
+def test_a_lone_write_commits_in_place_with_the_lazy_writes_riding_in_its_batch(
+    tmp_path: Path, run_on: RunOn[None]
+) -> None:
+    """A lazy write (an outbox settle) pending beside a lone write is no burst: the batch
+    commits on the idle loop's thread, in one transaction, as the write alone would
+    (ARCHITECTURE §10)."""
+
+    async def main() -> None:
+        async with asyncio.timeout(20):
+            store = _HeldCommits(tmp_path / "db")
+            store.gate.set()
+            async with AsyncStore(store) as db:
+                lazy = asyncio.create_task(db.run_lazy(store.set_setting, "b", b"1"))
+                await asyncio.sleep(0)  # queued: it waits for a batch to ride in
+                await db.run(store.set_setting, "a", b"1")
+                await lazy
+                assert store.threads["commit"] == threading.current_thread().name
+                assert store.commits == [1] and db.transactions == 1
+                assert await db.read(store.get_setting, "b") == b"1"
+
+    run_on(main())
+
+
 @contextlib.asynccontextmanager
 async def _readable_socket(log: list[str]) -> AsyncIterator[None]:
     """A socket the loop watches whose data comes while the loop runs its ready callbacks,

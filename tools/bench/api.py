@@ -23,8 +23,12 @@ the nearest-rank p99 is that sample too, so the two agree there.
 message (with its receipt): a cost a loaded machine distorts far less than latency. The `deflate_*`
 figures repeat both with three more clients that offer permessage-deflate (RFC 7692), as
 browsers do, so the server compresses every frame it sends them. `*_node_loop` is how late
-each node's event loop ran over the whole run (`tools/bench/loop_lag.py`: a 1 ms ticker in the
-node; `stalls_over_2ms` counts its wake-ups more than 2 ms late).
+each node's event loop ran in a phase of its own after the plain runs (`tools/bench/loop_lag.py`:
+a 1 ms ticker in the node; `stalls_over_2ms` counts its wake-ups more than 2 ms late): the same
+samples and bursts again, same-node and across, with the ticker on, whose latencies are
+`ticked_*`. Every other phase runs without it, as a real node does: a wake-up ready each
+millisecond made the store's lone commits wait a turn or go to the writer thread
+(ARCHITECTURE §10), so the instrument raised the latencies it was meant to explain.
 `*_node_commits_per_msg` is each node's store write transactions (each one durable commit:
 LMDB flushes the data, then the meta page) over the
 whole run, its start and the receipts included, per message the clients sent.
@@ -37,19 +41,20 @@ node never runs so).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from hearthmesh.tools.bench.loop_lag import LOOP_LAG_ENV, read_lag
+from hearthmesh.tools.bench.loop_lag import LOOP_LAG_ENV, TICK_OFF, TICK_ON, read_lag
 from hearthmesh.tools.bench.stats import percentile, process_cpu_s
 from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.node_process import HomeProcess, spawn_home
@@ -182,8 +187,9 @@ async def _bench(quick: bool, *, on_tmpfs: bool) -> dict[str, Any]:
         finally:
             await alice.terminate()
         loops = {name: read_lag(where) for name, where in lag.items()}
-        # every message the clients sent: warm-up and both pairs of runs, with and without deflate
-        sent = 2 * (sum(_WARM) + 2 * (samples + burst))
+        # every message the clients sent: warm-up, both pairs of runs (with and without
+        # deflate) and the pair of runs with the loop watched
+        sent = 2 * (sum(_WARM) + 3 * (samples + burst))
         commits = {
             f"{name}_node_commits_per_msg": round(loop.pop("store_transactions", 0) / sent, 3)
             for name, loop in loops.items()
@@ -204,6 +210,18 @@ async def _spawn(data_dir: Path, name: str, lag: Path) -> HomeProcess:
         return await spawn_home(data_dir, name=name)
     finally:
         del os.environ[LOOP_LAG_ENV]
+
+
+@contextlib.contextmanager
+def _ticking(*homes: HomeProcess) -> Iterator[None]:
+    """The homes' loop-lag tickers run while the block does (`loop_lag.TICK_ON`)."""
+    for home in homes:
+        os.kill(home.process.pid, TICK_ON)
+    try:
+        yield
+    finally:
+        for home in homes:
+            os.kill(home.process.pid, TICK_OFF)
 
 
 async def _between(
@@ -263,6 +281,18 @@ async def _between(
                         "alice": round(used[0] / sent * 1e6, 1),
                         "bob": round(used[1] / sent * 1e6, 1),
                     }
+                    await _settled(phone, settle)
+                    with _ticking(alice, bob):
+                        for name, receiver in (("ls", laptop), ("lc", bob_client)):
+                            figures[name] = await _measure(
+                                phone,
+                                receiver,
+                                room,
+                                samples=samples,
+                                burst=burst,
+                                tag=name,
+                                quiet=settle,
+                            )
                 for reader in readers:
                     reader.cancel()
                 if not deflate:
@@ -288,6 +318,10 @@ async def _between(
         "deflate_cross_node_p99_ms": zcross["p99_ms"],
         "deflate_cross_node_max_ms": zcross["max_ms"],
         "deflate_cross_node_msgs_per_s": zcross["msgs_per_s"],
+        "ticked_same_node_p50_ms": figures["ls"]["p50_ms"],
+        "ticked_same_node_p99_ms": figures["ls"]["p99_ms"],
+        "ticked_cross_node_p50_ms": figures["lc"]["p50_ms"],
+        "ticked_cross_node_p99_ms": figures["lc"]["p99_ms"],
         "alice_node_cpu_us_per_msg": figures["cpu"]["alice"],
         "bob_node_cpu_us_per_msg": figures["cpu"]["bob"],
         "receipt_events_seen_by_alice": receipts,
