@@ -22,7 +22,7 @@ from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.social import signals as contact_signals
 from hearthmesh.node.social.signals import ContactSignals
-from hearthmesh.protocol import delivery, verification
+from hearthmesh.protocol import delivery, e2ee, verification
 from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.fetch import FetchRequest
@@ -136,6 +136,7 @@ async def test_our_node_passes_every_case_over_the_wire_and_the_api(
         "e2ee",
         "im",
         "multi-device",
+        "owed-held",
         "relay",
     ]
     # SPEC §20.5: every level has cases, and all passed
@@ -208,6 +209,17 @@ async def test_a_node_that_checks_no_commitment_fails_that_case(
     monkeypatch.setattr(verification, "check_commitment", lambda *args: None)
     got = await _fails_alone(tmp_path, "commitment_checked")
     assert got == "MATCHED:showing,SWAPPED:showing"
+
+
+async def test_a_node_that_refuses_what_is_older_than_its_session_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose, as a release before the hold (SPEC §27.11.2-27.11.3): an envelope
+    older than the session the node holds is refused, not held, though it advertises
+    `owed-held`."""
+    monkeypatch.setattr(e2ee, "signed_before_known", lambda *args: False)
+    got = await _fails_alone(tmp_path, "older_than_the_session_held")
+    assert got == "KEY:STORED,STORED,OLDER:REJECTED:UNDECRYPTABLE"
 
 
 async def test_a_node_that_takes_keys_its_peer_does_not_hold_fails_that_case(
