@@ -222,6 +222,21 @@ async def test_a_node_that_refuses_what_is_older_than_its_session_fails_that_cas
     assert got == "KEY:STORED,STORED,OLDER:REJECTED:UNDECRYPTABLE"
 
 
+async def test_a_node_that_checks_no_mac_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a side takes whatever MAC its peer sends as verified (SPEC §29.3.3),
+    so a wrong one ends the flow DONE and verifies the peer's device."""
+
+    def take_any_mac(self: verification.SasVerification, mac: str) -> None:
+        self._peer_mac_ok = True
+        self._finish_if_done()
+
+    monkeypatch.setattr(verification.SasVerification, "_check_mac", take_any_mac)
+    got = await _fails_alone(tmp_path, "mac_checked")
+    assert got == "WRONG:DONE,verified,RIGHT:DONE,verified"
+
+
 async def test_a_node_that_takes_keys_its_peer_does_not_hold_fails_that_case(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from . import core, e2ee, im, multi_device, owed_held, relay, revisions, social
+from . import core, e2ee, im, multi_device, owed_held, relay, revisions, sas_mac, social
 from .case import Case
 
 __all__ = ["CASES", "Case"]
@@ -59,6 +59,7 @@ CASES: Final[tuple[Case, ...]] = (
     core.GAP_ANSWER_FILTERED,
     e2ee.COMMITMENT_CHECKED,
     e2ee.BINDING_CHECKED,
+    sas_mac.MAC_CHECKED,
     im.PRESENCE_FROM_CONTACTS_ONLY,
     social.PRESENCE_PUSHED_TO_CONTACTS,
     social.BLOCKED_USER_DROPPED,
