@@ -218,8 +218,9 @@ async def test_a_node_that_refuses_what_is_older_than_its_session_fails_that_cas
     older than the session the node holds is refused, not held, though it advertises
     `owed-held`."""
     monkeypatch.setattr(e2ee, "signed_before_known", lambda *args: False)
-    got = await _fails_alone(tmp_path, "older_than_the_session_held")
-    assert got == "KEY:STORED,STORED,OLDER:REJECTED:UNDECRYPTABLE"
+    assert await _fails_alone(tmp_path, "older_than_the_session_held") == (
+        "KEY:STORED,STORED,OLDER:REJECTED:UNDECRYPTABLE"  # the key's message opens, the older not
+    )
 
 
 async def test_a_node_that_checks_no_mac_fails_that_case(
