@@ -86,7 +86,7 @@ async def _flow_with_our_mac(s: Session, *, right: bool) -> str:
                     break
                 await asyncio.sleep(0.05)
             trusted = await _verified(s)
-            while right and not trusted:  # recorded as the flow is done (§29.4.2)
+            while after == "DONE" and not trusted:  # recorded once the flow is done (§29.4.2)
                 await asyncio.sleep(0.05)
                 trusted = await _verified(s)
     except TimeoutError:
