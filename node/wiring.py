@@ -75,7 +75,7 @@ from hearthmesh.node.social.signals import ContactSignals
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.arrival import ArrivalRules
-from hearthmesh.protocol.capabilities import CAPS_PROTOCOL
+from hearthmesh.protocol.capabilities import CAPS_PROTOCOL, Level
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
 from hearthmesh.protocol.e2ee import KEY_FORWARD_PROTOCOL, KEY_REQUEST_PROTOCOL, KEYS_PROTOCOL
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
@@ -495,6 +495,7 @@ def build_services(
             device=keyring.device_id,
             clock=clock,
             rotation=config.megolm_rotation,
+            owed_held=lambda users: revisions.advertised(users, Level.OWED_HELD),
         ),
     )
     social = Social(store=store, privacy=privacy, outgoing=outgoing, user=user, now_ms=clock.now_ms)

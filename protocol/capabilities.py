@@ -61,6 +61,9 @@ class Level(StrEnum):
     """Revision (§20.7): a RECEIPT may be addressed and unsequenced (§8.5, §16.2.3)."""
     ADDRESSED_ROOM_KEYS = "addressed-room-keys"
     """Revision (§20.7): a ROOM_KEY may be addressed to one user's homes, unsequenced (§27.5.3)."""
+    OWED_HELD = "owed-held"
+    """A home that holds an envelope older than the session it holds, never refuses it
+    (§27.11.2): a sender may give it a session it owes its user without a rotation (§27.11.3)."""
 
 
 def speak(homes: Iterable[frozenset[Level]], level: Level) -> bool:

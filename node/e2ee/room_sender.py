@@ -6,7 +6,9 @@ member devices that lack it, each with its device's user (`Outgoing` groups them
 bodies, per user where the revision `addressed-room-keys` allows, SPEC §27.5.3): every device
 the members' home records list with a key bundle (our own user's other devices included). A
 new session starts when the room has none, when `needs_rotation` says so, or when a device
-that had the key left the room (a member removed or a device revoked). `persist` writes the
+that had the key left the room (a member removed or a device revoked), or when the key would
+reach a device of a member the session owes whose homes have not all advertised `owed-held`
+(SPEC §27.11.3). `persist` writes the
 session's advance and whom its key went to in the batch that commits the envelopes
 (SPEC §27.8); `abandon` takes back what a failed commit never sent.
 
@@ -213,7 +215,10 @@ class RoomSender:
         device: DeviceId,
         clock: Clock,
         rotation: e2ee.Rotation,
+        owed_held: Callable[[Set[UserId]], Set[UserId]],
     ) -> None:
+        """`owed_held(users)`: those of `users` whose homes all advertised `owed-held`
+        (`Revisions.advertised`, from answers already in hand: a send never waits on it)."""
         self._crypto = crypto
         self._store = store
         self._directory = directory
@@ -221,6 +226,7 @@ class RoomSender:
         self._device = device
         self._clock = clock
         self._rotation = rotation
+        self._owed_held = owed_held
         self._rooms: dict[RoomId, _Outbound] = {}
         self._queues: dict[RoomId, collections.deque[_Queued]] = {}
         """Per room a send is starting or sharing a session in: the sends waiting for it."""
@@ -453,6 +459,13 @@ class RoomSender:
                     await asyncio.gather(*(self._find_record(user) for user in unknown))
             devices = self._member_devices(members)
         missing = {d: devices[d] for d in devices if d not in outbound.shared}
+        if not fresh and self._owes_a_home_that_refuses(outbound, missing):
+            # The share would reach an owed member's home of a release that refuses what is
+            # older than the session it holds: a new session keeps the owed ones held there
+            # (SPEC §27.11.3). The old one stays kept, with whom it owes, for their requests.
+            outbound = _new_outbound(now_ms, looked_up=outbound.looked_up)
+            fresh = True
+            missing = dict(devices)
         # Owed from the records the shares are made from: a record learnt while they are made
         # (a hello) must not leave its member neither given the key nor owed it (SPEC §27.10.1).
         owed = self._unowed(outbound, members)
@@ -491,6 +504,17 @@ class RoomSender:
         outbound.shared.update(newly)
         return outbound, _KeyWork(
             key_shares=key_shares, sender_bundle=bundle, newly=newly, owed=owed
+        )
+
+    def _owes_a_home_that_refuses(
+        self, outbound: _Outbound, missing: dict[DeviceId, tuple[UserId, e2ee.KeyBundle]]
+    ) -> bool:
+        """Would sharing `outbound` with the `missing` devices give it to a member it owes
+        whose homes have not all advertised `owed-held` (SPEC §27.11.3)?"""
+        receiving = {user for user, _ in missing.values()}
+        owed = receiving & outbound.owed.keys()
+        return bool(owed) and e2ee.owes_a_home_that_refuses(
+            receiving=receiving, owed=owed, holding=self._owed_held(owed)
         )
 
     def _spares_wanted(self, room: RoomId, outbound: _Outbound) -> int:

@@ -52,10 +52,12 @@ OUR_LEVELS: Final = frozenset(
         Level.ADD_SEVERAL,
         Level.ADDRESSED_RECEIPTS,
         Level.ADDRESSED_ROOM_KEYS,
+        Level.OWED_HELD,
     }
 )
 """What this implementation does today: Megolm is on the message path (SPEC §27.10-27.13),
-and it speaks every revision of §20.7."""
+it speaks every revision of §20.7, and it holds what is older than a session it holds
+(SPEC §27.11.2-27.11.3)."""
 
 _V = TypeVar("_V")
 
@@ -252,6 +254,18 @@ class Revisions:
         if not self._speak(siblings, level):
             return frozenset()
         return frozenset(user for user, theirs in homes.items() if self._speak(theirs, level))
+
+    def advertised(self, users: Iterable[UserId], level: Level) -> frozenset[UserId]:
+        """Those of `users` every home of whose (as their newest record we hold lists them)
+        advertised `level` in its latest answer or hello. Asks nothing and awaits nothing: a
+        home that has not answered yet counts as one that does not advertise it, the safe side
+        of a level a sender may skip a precaution for (`owed-held`, SPEC §27.11.3)."""
+        held = {user: self._homes_of(user) for user in users}
+        return frozenset(
+            user
+            for user, homes in held.items()
+            if homes and all(level in (self._levels.of(peer) or ()) for peer in homes)
+        )
 
     def _speak(self, peers: Iterable[str], level: Level) -> bool:
         answers = (self._levels.of(peer) for peer in peers)

@@ -97,7 +97,7 @@ from .room_key import (
     encode_room_key,
     encode_room_key_shares,
 )
-from .rotation import DEFAULT_ROTATION, Rotation, needs_rotation
+from .rotation import DEFAULT_ROTATION, Rotation, needs_rotation, owes_a_home_that_refuses
 
 __all__ = [
     "CURVE_KEY_BYTES",
@@ -181,6 +181,7 @@ __all__ = [
     "next_key_request_ms",
     "open_encrypted",
     "opened_view",
+    "owes_a_home_that_refuses",
     "plan_open",
     "session_id_bytes",
     "signed_before_known",

@@ -1,11 +1,15 @@
-"""When a sending device starts a new Megolm session in a room (SPEC §27.9), sans-I/O."""
+"""When a sending device starts a new Megolm session in a room (SPEC §27.9, §27.11.3),
+sans-I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["DEFAULT_ROTATION", "Rotation", "needs_rotation"]
+from ..identity import UserId
+
+__all__ = ["DEFAULT_ROTATION", "Rotation", "needs_rotation", "owes_a_home_that_refuses"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -36,3 +40,14 @@ def needs_rotation(
         or messages >= limits.max_messages
         or now_ms - created_ms >= limits.max_age_ms
     )
+
+
+def owes_a_home_that_refuses(
+    *, receiving: Iterable[UserId], owed: Collection[UserId], holding: Collection[UserId]
+) -> bool:
+    """Would giving the session to devices of `receiving` users reach a member it is `owed`
+    to (SPEC §27.10.1) whose homes have not all advertised `owed-held` (`holding`, §20.5)?
+    Such a home, of a release before the hold of §27.11.2, refuses the envelopes older than
+    the index it is given, and the outbox drops them as final; the send starts a new session
+    instead, so that home holds them under one it has no key of and asks for it (§27.11.3)."""
+    return any(user in owed and user not in holding for user in receiving)

@@ -22,7 +22,7 @@ from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.social import signals as contact_signals
 from hearthmesh.node.social.signals import ContactSignals
-from hearthmesh.protocol import delivery, verification
+from hearthmesh.protocol import delivery, e2ee, verification
 from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.fetch import FetchRequest
@@ -139,6 +139,7 @@ async def test_our_node_passes_every_case_over_the_wire_and_the_api(
         "e2ee",
         "im",
         "multi-device",
+        "owed-held",
         "relay",
     ]
     # SPEC §20.5: every level has cases, and all passed
@@ -212,6 +213,33 @@ async def test_a_node_that_checks_no_commitment_fails_that_case(
     monkeypatch.setattr(verification, "check_commitment", lambda *args: None)
     got = await _fails_alone(tmp_path, "commitment_checked")
     assert got == "MATCHED:showing,SWAPPED:showing"
+
+
+async def test_a_node_that_refuses_what_is_older_than_its_session_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose, as a release before the hold (SPEC §27.11.2-27.11.3): an envelope
+    older than the session the node holds is refused, not held, though it advertises
+    `owed-held`."""
+    monkeypatch.setattr(e2ee, "signed_before_known", lambda *args: False)
+    assert await _fails_alone(tmp_path, "older_than_the_session_held") == (
+        "KEY:STORED,STORED,OLDER:REJECTED:UNDECRYPTABLE"  # the key's message opens, the older not
+    )
+
+
+async def test_a_node_that_checks_no_mac_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a side takes whatever MAC its peer sends as verified (SPEC §29.3.3),
+    so a wrong one ends the flow DONE and verifies the peer's device."""
+
+    def take_any_mac(self: verification.SasVerification, mac: str) -> None:
+        self._peer_mac_ok = True
+        self._finish_if_done()
+
+    monkeypatch.setattr(verification.SasVerification, "_check_mac", take_any_mac)
+    got = await _fails_alone(tmp_path, "mac_checked")
+    assert got == "WRONG:DONE,verified,RIGHT:DONE,verified"
 
 
 async def test_a_node_that_takes_keys_its_peer_does_not_hold_fails_that_case(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +147,47 @@ async def test_a_member_whose_record_comes_while_the_shares_are_made_is_owed_fro
         assert await store.read(store.store.first_index_given, ROOM, session, carol) == 0
 
 
+async def test_a_share_that_would_reach_an_owed_member_whose_home_refuses_starts_a_new_session(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """SPEC §27.11.3: alice's first two sends owe carol the session from 0 (no record of hers
+    found). Once carol's record is learnt, the next send would give carol's device the key at
+    index 2; when carol's homes have not advertised `owed-held` it starts a new session
+    instead, whose key her device gets from 0, and the first session never goes to her device
+    (it stays owed to her from 0, for her home's request). When they have, it goes on at 2."""
+    for holds in (False, True):
+
+        def owed_held(users: Set[UserId], holds: bool = holds) -> Set[UserId]:
+            return users if holds else frozenset()
+
+        async with AsyncStore(LmdbStore(tmp_path / f"db-{holds}")) as store:
+            alice = await _alice(store, tmp_path, clock, find_record=_nowhere, owed_held=owed_held)
+            carol_store = LmdbStore(tmp_path / f"carol-db-{holds}")
+            try:
+                _, carol_record = _device("carol", carol_store, tmp_path / "carol", clock)
+            finally:
+                carol_store.close()
+            carol, members = carol_record.user, {alice.user, carol_record.user}
+            sent = []
+            for text in (b"0", b"1", b"2"):
+                if text == b"2":
+                    await store.run(alice.directory.learn_verified, store.store, carol_record)
+                encryption = await alice.sender.encrypt(ROOM, _now(members), "text/plain", text)
+                await store.run(alice.sender.persist, store.store, [encryption])
+                sent.append(encryption)
+            first, third = sent[0].outbound.session_id, sent[2].outbound.session_id
+            assert sent[1].outbound.session_id == first
+            assert list(sent[2].newly_shared.values()) == [carol]
+            assert await store.read(store.store.owed_users, ROOM, first) == {carol: 0}
+            shared = await store.read(store.store.shared_devices, ROOM, first)
+            if holds:
+                assert (third, sent[2].index) == (first, 2)
+                assert carol in shared.values()
+            else:
+                assert third != first and sent[2].index == 0
+                assert carol not in shared.values()
+
+
 def _now(members: set[UserId]) -> Callable[[], frozenset[UserId]]:
     """The room's members as `RoomSender.encrypt` reads them: these, whenever it reads."""
     return lambda: frozenset(members)
@@ -171,8 +212,10 @@ async def _alice(
     clock: FakeClock,
     *,
     find_record: Callable[[UserId], Awaitable[bool]],
+    owed_held: Callable[[Set[UserId]], Set[UserId]] = lambda users: users,
 ) -> _Alice:
-    """Alice's sender; `find_record` stands for the lookups of the records she lacks."""
+    """Alice's sender; `find_record` stands for the lookups of the records she lacks,
+    `owed_held` for what the members' homes advertised (by default: all `owed-held`)."""
     crypto, record = _device("alice", store.store, tmp_path / "alice", clock)
     directory = HomeDirectory(local_users={record.user})
     assert await store.run(directory.learn_verified, store.store, record)
@@ -184,6 +227,7 @@ async def _alice(
         device=record.bundles[0].device,
         clock=clock,
         rotation=e2ee.Rotation(max_messages=100),
+        owed_held=owed_held,
     )
     return _Alice(sender=sender, user=record.user, directory=directory)
 

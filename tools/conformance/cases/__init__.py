@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from . import core, e2ee, im, multi_device, relay, revisions, social
+from . import core, e2ee, im, multi_device, owed_held, relay, revisions, sas_mac, social
 from .case import Case
 
 __all__ = ["CASES", "Case"]
@@ -52,12 +52,14 @@ CASES: Final[tuple[Case, ...]] = (
     e2ee.KEY_CLAIM,
     e2ee.ENCRYPTED_WITH_AN_UNKNOWN_SESSION,
     e2ee.OWED_THEN_REQUESTED,
+    owed_held.OLDER_THAN_THE_SESSION_HELD,
     e2ee.KEY_REQUEST_FROM_A_STRANGER,
     im.MEMBERSHIP_HISTORY_FOR_THE_ADDED,
     core.DROPPED_BATCH_SENT_AGAIN,
     core.GAP_ANSWER_FILTERED,
     e2ee.COMMITMENT_CHECKED,
     e2ee.BINDING_CHECKED,
+    sas_mac.MAC_CHECKED,
     im.PRESENCE_FROM_CONTACTS_ONLY,
     social.PRESENCE_PUSHED_TO_CONTACTS,
     social.BLOCKED_USER_DROPPED,
