@@ -32,7 +32,7 @@ from hearthmesh.protocol.capabilities import (
     encode_caps_request,
 )
 from hearthmesh.protocol.errors import HearthError
-from hearthmesh.tools.client import ApiClient
+from hearthmesh.tools.client import ApiClient, ApiRefused
 from hearthmesh.tools.hostile.catalogue import Target, probe
 from hearthmesh.tools.hostile.peer import HostilePeer
 
@@ -154,7 +154,9 @@ async def _run_case(case: Case, session: Session) -> str:
                 )
             )
     except (HearthError, IndexError) as exc:  # cut off, or an earlier case left nothing
-        return f"cut-short:{type(exc).__name__}"
+        # An API refusal names its status and code, so a rare one is told apart in a report.
+        detail = f":{exc.status}:{exc.error_code}" if isinstance(exc, ApiRefused) else ""
+        return f"cut-short:{type(exc).__name__}{detail}"
 
 
 async def advertised_levels(session: Session) -> frozenset[Level] | None:
