@@ -24,6 +24,7 @@ _install:
 	  for pkg in $(PKG_DIRS); do \
 	    link=$$(echo build/__editable__.hearthmesh-*/hearthmesh)/$$pkg && \
 	    rm -rf $$link && ln -s $(CURDIR)/$$pkg $$link || exit 1; done && \
+	  $(PY) -m tests.pycache_seed $(BYTECODE_CACHE) >>$(VENV)/install.log 2>&1 && \
 	  rm -f $(VENV)/.installed-* && touch $(STAMP); } || { cat $(VENV)/install.log; exit 1; }
 
 venv: $(STAMP)
@@ -119,7 +120,11 @@ netlab:
 # Compiled modules are kept even where PYTHONDONTWRITEBYTECODE is set, in the venv: pytest
 # rewrites its plugins and conftest.py before tests/conftest.py can say so (~0.7 s of CPU per
 # pytest process); tests/conftest.py names the same folder for the nodes the tests start.
-PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(abspath $(VENV))/pycache \
+# Under a prefix Python reads no __pycache__ folder: the install seeds the prefix with those
+# of site-packages (pip's) and the stdlib (tests/pycache_seed.py), which a new venv otherwise
+# compiled again.
+BYTECODE_CACHE := $(abspath $(VENV))/pycache
+PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(BYTECODE_CACHE) \
   $(PY) -m pytest -q
 # The suite's Hypothesis profile: `quick`, a fifth of each property's examples; `make fuzz` runs
 # every property at its full count (`dev`): 112 tests, ~35 s of CPU at -n 4. See tests/conftest.py.
