@@ -24,6 +24,7 @@ _install:
 	  for pkg in $(PKG_DIRS); do \
 	    link=$$(echo build/__editable__.hearthmesh-*/hearthmesh)/$$pkg && \
 	    rm -rf $$link && ln -s $(CURDIR)/$$pkg $$link || exit 1; done && \
+	  $(PY) -m tests.pycache_seed $(BYTECODE_CACHE) >>$(VENV)/install.log 2>&1 && \
 	  rm -f $(VENV)/.installed-* && touch $(STAMP); } || { cat $(VENV)/install.log; exit 1; }
 
 venv: $(STAMP)
@@ -99,6 +100,22 @@ run: $(STAMP)
 # the native_id bug 4ac929d fixes); branch 75 s, 124 s (6.5); main 81 s, 130 s (4.7). The
 # log's "(outside tests)" 13.5-14.9 s -> 8.6-9.7 s: a worker's start and collection 1.8-2.1 s
 # -> 0.8-1.0 s of CPU, the zygote's one import 1.0 -> 1.4 s.
+# Session 22 (suite; fresh clones running .ci/run, base 80ceed6 against s22-suite e17c615, the
+# heavy lock, pairs back to back; pytest's wall, user+sys of .ci/run with make lint, load at the
+# start): base 115.7 s, 235 s (5.9); branch 178.6 s, 263 s (5.5); branch 104.0 s, 180 s (10.0);
+# base 99.2 s, 182 s (7.0); base 103.8 s, 205 s (5.4); branch 104.8 s, 208 s (5.0); all passed.
+# The same code took 156-237 s of CPU in the per-test log from run to run: the machine's load
+# sets the cost, as in session 15. The tests kept 1.7-1.9 cores busy while the machine was
+# quiet: the suite is CPU-bound at -n 6, its ~150-190 s of CPU (in-process nodes ~33 %, node
+# processes and labs ~28 %, unit tests ~13 %, starts and collections ~13 %) a floor of 75-95 s
+# on 2 cores, beside ~7 s from the compiling collection's end to the first test and 1.5-3 s
+# after the last. Of the waits, only the schemathesis test is long (24-64 s, all CPU: 17 s
+# alone at load 12). A fresh venv no longer compiles pip's and the stdlib's modules again under
+# the bytecode prefix (tests/pycache_seed.py): the collection that compiles before the run
+# 13.8 / 10.4 / 10.6 s -> 10.7 / 7.3 / 7.8 s of CPU (pairs 1-3). -n 8 against -n 6 after them
+# (the branch's clone, warm, back to back): -n 6 93.9 s, 155 s (6.8; 1 failed: binding_checked's
+# broken-node test cut short by a 404 NOT_FOUND, the refusal main's e1ab1e8 addresses); -n 8
+# 104.9 s, 176 s (6.1). -n 6 stays.
 # mDNS tests take a machine-wide lock (tests/conftest.py); TEST_ARGS="-n 0" runs serially.
 TEST_ARGS ?= -n 6
 # The NAT tests build network namespaces with iproute2 and nftables (tests/integration/netlab.py),
@@ -119,7 +136,11 @@ netlab:
 # Compiled modules are kept even where PYTHONDONTWRITEBYTECODE is set, in the venv: pytest
 # rewrites its plugins and conftest.py before tests/conftest.py can say so (~0.7 s of CPU per
 # pytest process); tests/conftest.py names the same folder for the nodes the tests start.
-PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(abspath $(VENV))/pycache \
+# Under a prefix Python reads no __pycache__ folder: the install seeds the prefix with those
+# of site-packages (pip's) and the stdlib (tests/pycache_seed.py), which a new venv otherwise
+# compiled again.
+BYTECODE_CACHE := $(abspath $(VENV))/pycache
+PYTEST := env -u PYTHONDONTWRITEBYTECODE PYTHONPYCACHEPREFIX=$(BYTECODE_CACHE) \
   $(PY) -m pytest -q
 # The suite's Hypothesis profile: `quick`, a fifth of each property's examples; `make fuzz` runs
 # every property at its full count (`dev`): 112 tests, ~35 s of CPU at -n 4. See tests/conftest.py.

@@ -323,11 +323,16 @@ async def test_a_deliver_stream_over_a_relay_is_left_once_a_direct_connection_is
         assert paths == [relay.peer_id, "direct", "direct"]
 
 
-async def test_an_unanswered_batch_closes_its_streams_connection_only() -> None:
+async def test_an_unanswered_batch_closes_its_streams_connection_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A batch unanswered on one connection says nothing of the peer's others: the stream's
     (dead: B's libp2p thread stops, so not even a ping comes back) is closed (SPEC §11.5.2),
     the WebRTC one beside it stays. Every connection to the peer was closed before, WebRTC
-    included, which no dial makes again."""
+    included, which no dial makes again. The failed delivery starts one close, of the
+    stream's connection or (no stream) of all; the host logs which, and once that close has
+    ended nothing else closes (the test slept 0.5 s for a close of all instead)."""
+    caplog.set_level(logging.INFO, logger=HOST_LOG)
     thawed = threading.Event()
     async with asyncio.timeout(20), hosts(config(1, live_ping_s=DEAD_PING_S), config(2)) as (a, b):
         b.set_stream_handler(DELIVER_PROTOCOL, freezing(b, thawed))
@@ -342,8 +347,10 @@ async def test_an_unanswered_batch_closes_its_streams_connection_only() -> None:
             await wait_until(lambda: a.paths_of(b.peer_id) == ["webrtc"])
         finally:
             thawed.set()
-        await asyncio.sleep(0.5)  # a close of every connection would have come by now
+        await logged(caplog, "a connection answers no ping: closed")  # the one close started
+        await wait_until(lambda: a.connections_closed.get(CLOSED_UNANSWERED) == 1)
         assert a.paths_of(b.peer_id) == ["webrtc"]
+        assert a.connections_closed == {CLOSED_UNANSWERED: 1}
 
 
 async def test_a_batch_unanswered_while_a_write_is_stuck_on_its_connection_fails() -> None:
