@@ -205,6 +205,17 @@ async def test_a_node_that_takes_what_it_did_not_ask_for_fails_that_case(
     assert got == "ASKED-AGAIN,SHOWN:1,2,3,4"
 
 
+async def test_a_node_that_ignores_its_users_joining_point_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: nothing of a group is history to a late joiner (SPEC §8.6), so its
+    release order waits on the numbers before its ADD and its gap fetcher stores them: the
+    co-admin's 2, fetched, is shown."""
+    monkeypatch.setattr(ArrivalRules, "before_joining", lambda self, envelope, rooms: False)
+    got = await _fails_alone(tmp_path, "late_joiners_release")
+    assert got.endswith(",SHOWN:B2,A6,B4"), got  # whether A's 4 was asked by then varies
+
+
 async def test_a_node_that_checks_no_commitment_fails_that_case(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

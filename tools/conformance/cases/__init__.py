@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from typing import Final
 
-from . import core, e2ee, im, multi_device, owed_held, relay, revisions, sas_mac, social
+from . import (
+    core,
+    e2ee,
+    im,
+    late_joiner,
+    multi_device,
+    owed_held,
+    relay,
+    revisions,
+    sas_mac,
+    social,
+)
 from .case import Case
 
 __all__ = ["CASES", "Case"]
@@ -57,6 +68,7 @@ CASES: Final[tuple[Case, ...]] = (
     im.MEMBERSHIP_HISTORY_FOR_THE_ADDED,
     core.DROPPED_BATCH_SENT_AGAIN,
     core.GAP_ANSWER_FILTERED,
+    late_joiner.LATE_JOINERS_RELEASE,
     e2ee.COMMITMENT_CHECKED,
     e2ee.BINDING_CHECKED,
     sas_mac.MAC_CHECKED,
