@@ -117,11 +117,7 @@ async def test_a_member_whose_record_comes_while_the_shares_are_made_is_owed_fro
 
     async with AsyncStore(LmdbStore(tmp_path / "db")) as store:
         alice = await _alice(store, tmp_path, clock, find_record=_nowhere)
-        carol_store = LmdbStore(tmp_path / "carol-db")
-        try:
-            _, carol_record = _device("carol", carol_store, tmp_path / "carol", clock)
-        finally:
-            carol_store.close()
+        carol_record = _carol_record(tmp_path / "carol-db", clock)
         carol, members = carol_record.user, {alice.user, carol_record.user}
         holding = asyncio.create_task(store.run_long(hold))
         await asyncio.to_thread(entered.wait, 10)
@@ -162,19 +158,9 @@ async def test_a_share_that_would_reach_an_owed_member_whose_home_refuses_starts
 
         async with AsyncStore(LmdbStore(tmp_path / f"db-{holds}")) as store:
             alice = await _alice(store, tmp_path, clock, find_record=_nowhere, owed_held=owed_held)
-            carol_store = LmdbStore(tmp_path / f"carol-db-{holds}")
-            try:
-                _, carol_record = _device("carol", carol_store, tmp_path / "carol", clock)
-            finally:
-                carol_store.close()
-            carol, members = carol_record.user, {alice.user, carol_record.user}
-            sent = []
-            for text in (b"0", b"1", b"2"):
-                if text == b"2":
-                    await store.run(alice.directory.learn_verified, store.store, carol_record)
-                encryption = await alice.sender.encrypt(ROOM, _now(members), "text/plain", text)
-                await store.run(alice.sender.persist, store.store, [encryption])
-                sent.append(encryption)
+            carol_record = _carol_record(tmp_path / f"carol-db-{holds}", clock)
+            carol = carol_record.user
+            sent = await _sends_learning_carol_before_the_third(store, alice, carol_record, 3)
             first, third = sent[0].outbound.session_id, sent[2].outbound.session_id
             assert sent[1].outbound.session_id == first
             assert list(sent[2].newly_shared.values()) == [carol]
@@ -218,22 +204,37 @@ async def test_an_owed_members_home_whose_levels_are_not_known_is_asked_before_a
             owed_held=owed_held,
             ask_levels=ask_levels,
         )
-        carol_store = LmdbStore(tmp_path / "carol-db")
-        try:
-            _, carol_record = _device("carol", carol_store, tmp_path / "carol", clock)
-        finally:
-            carol_store.close()
-        carol, members = carol_record.user, {alice.user, carol_record.user}
-        sent = []
-        for text in (b"0", b"1", b"2", b"3"):
-            if text == b"2":
-                await store.run(alice.directory.learn_verified, store.store, carol_record)
-            encryption = await alice.sender.encrypt(ROOM, _now(members), "text/plain", text)
-            await store.run(alice.sender.persist, store.store, [encryption])
-            sent.append(encryption)
+        carol_record = _carol_record(tmp_path / "carol-db", clock)
+        carol = carol_record.user
+        sent = await _sends_learning_carol_before_the_third(store, alice, carol_record, 4)
         assert {e.outbound.session_id for e in sent} == {sent[0].outbound.session_id}
         assert list(sent[2].newly_shared.values()) == [carol] and sent[2].index == 2
         assert asked == [{carol}], "asked once, where it would have rotated"
+
+
+def _carol_record(db: Path, clock: FakeClock) -> HomeRecord:
+    """Carol's record listing her one device with its bundle (her store only makes it)."""
+    carol_store = LmdbStore(db)
+    try:
+        return _device("carol", carol_store, db.with_name("carol"), clock)[1]
+    finally:
+        carol_store.close()
+
+
+async def _sends_learning_carol_before_the_third(
+    store: AsyncStore, alice: _Alice, carol_record: HomeRecord, sends: int
+) -> list[Encryption]:
+    """Alice's `sends` sends to her and carol, each committed; carol's record is learnt
+    before the third (so the first two owe her the session from 0)."""
+    members = {alice.user, carol_record.user}
+    sent = []
+    for n in range(sends):
+        if n == 2:
+            await store.run(alice.directory.learn_verified, store.store, carol_record)
+        encryption = await alice.sender.encrypt(ROOM, _now(members), "text/plain", b"%d" % n)
+        await store.run(alice.sender.persist, store.store, [encryption])
+        sent.append(encryption)
+    return sent
 
 
 def _now(members: set[UserId]) -> Callable[[], frozenset[UserId]]:
