@@ -119,16 +119,19 @@ class HelloService:
         offset = estimate_offset(
             event_ms=asked.sent_ms, send_ms=asked.sent_ms, receive_ms=received_ms
         )
+        # The asker's records and levels are taken before we answer, so an asker holding the
+        # answer may act on our holding its record at once (SPEC §13.3): a verification it
+        # starts, a delivery it expects us to route to it.
+        if asked.levels is not None:
+            self._heard_levels(stream.remote_peer, asked.levels)
+        await self._take_records(stream.remote_peer, asked)
         answer = Hello(
             records=(self._home_record(),),
-            sent_ms=received_ms,
+            sent_ms=self._clock.now_ms(),
             offset_ms=offset.offset_ms,
             levels=self._levels if with_levels else None,
         )
         await stream.write_frame(encode_hello(answer))
-        if asked.levels is not None:
-            self._heard_levels(stream.remote_peer, asked.levels)
-        await self._take_records(stream.remote_peer, asked)
 
     async def _take_records(self, peer: str, hello: Hello) -> None:
         for record in hello.records:

@@ -125,8 +125,10 @@ async def test_our_node_passes_every_case_over_the_wire_and_the_api(
     async with asyncio.timeout(120), home(tmp_path / "node", **QUICK_TIMERS) as h:
         argv = ["conformance", "node", "--peer", h.node.listen_addrs[0], "--jsonl"]
         argv += ["--api", h.url, "--token-file", str(token_file), "--seed", "11"]
-        assert await asyncio.to_thread(main, argv) == 0
+        exit_code = await asyncio.to_thread(main, argv)
     *cases, last = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [(c["case"], c["expected"], c["got"]) for c in cases if not c["passed"]] == []
+    assert exit_code == 0
     assert last["passed"] is True and last["failed"] == [] and "results" not in last
     async with HostilePeer(rng=random.Random(11).randbytes) as replay:  # the run's stranger again
         assert last["seed"] == 11 and last["stranger"] == bytes(replay.user_id).hex()
