@@ -43,9 +43,8 @@ QUICK_TIMERS: Final[dict[str, Any]] = {"presence_interval_ms": 500, "gap_grace_m
 A gap is asked for after 0.2 s, not 1.5 (`gap_answer_filtered` waits the grace out twice,
 `late_joiners_release` once). At 0.2 s `binding_checked` was once cut short by an API refusal
 in 3 of 24 runs of its broken-node test: the verification's start, refused 404 `NOT_FOUND`
-before the node had taken the newcomer's record from its hello, which the suite now waits for
-(`wait_record_taken`: 0 of 56 runs at 0.2 s and 0 of 56 at 1.5 s since, 8 of 96 at either
-without it)."""
+(8 of 96 runs at either grace in session 22) before the node had taken the newcomer's record
+from its hello, which a node now takes before it answers (SPEC §13.3)."""
 
 
 WAITED_OUT_S: Final = 2.0
