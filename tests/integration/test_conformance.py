@@ -17,6 +17,7 @@ from hearthmesh.node.delivery.sync import SyncService
 from hearthmesh.node.identity.verification import VerificationService
 from hearthmesh.node.media import server as media_server
 from hearthmesh.node.mesh.capabilities import CapabilityServer
+from hearthmesh.node.mesh.hello import HelloService
 from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.rooms.registry import RoomRegistry
@@ -218,6 +219,29 @@ async def test_a_node_that_ignores_its_users_joining_point_fails_that_case(
     monkeypatch.setattr(ArrivalRules, "before_joining", lambda self, envelope, rooms: False)
     got = await _fails_alone(tmp_path, "late_joiners_release")
     assert got.endswith(",SHOWN:B2,A6,B4"), got  # whether A's 4 was asked by then varies
+
+
+async def test_a_node_that_answers_a_hello_before_it_takes_its_records_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a hello is answered first and its records are taken after it, 0.3 s
+    later as under load (SPEC §13.3), so the newcomer that asks at once is no home the node
+    knows of a member of that room."""
+    take = HelloService._take_records
+    later: set[asyncio.Task[None]] = set()
+
+    async def after_the_answer(self: HelloService, peer: str, hello: Any) -> None:
+        async def slowly() -> None:
+            await asyncio.sleep(0.3)
+            await take(self, peer, hello)
+
+        task = asyncio.create_task(slowly())
+        later.add(task)
+        task.add_done_callback(later.discard)
+
+    monkeypatch.setattr(HelloService, "_take_records", after_the_answer)
+    got = await _fails_alone(tmp_path, "records_taken_with_the_hello")
+    assert got == "ERROR:NOT_AUTHORIZED"
 
 
 async def test_a_node_that_checks_no_commitment_fails_that_case(

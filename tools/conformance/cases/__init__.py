@@ -46,6 +46,7 @@ CASES: Final[tuple[Case, ...]] = (
     im.GROUP_FORGED_CREATE,
     im.MEMBERSHIP_IN_A_DIRECT_ROOM,
     core.GAP_FETCH_OUTSIDE_THE_ROOM,
+    core.RECORDS_TAKEN_WITH_THE_HELLO,
     multi_device.SYNC_FROM_A_STRANGER,
     im.MEDIA_UNKNOWN_DIGEST,
     im.MEDIA_FLOOD,
