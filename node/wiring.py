@@ -496,6 +496,7 @@ def build_services(
             clock=clock,
             rotation=config.megolm_rotation,
             owed_held=lambda users: revisions.advertised(users, Level.OWED_HELD),
+            ask_levels=revisions.ask_due,
         ),
     )
     social = Social(store=store, privacy=privacy, outgoing=outgoing, user=user, now_ms=clock.now_ms)

@@ -216,9 +216,13 @@ class RoomSender:
         clock: Clock,
         rotation: e2ee.Rotation,
         owed_held: Callable[[Set[UserId]], Set[UserId]],
+        ask_levels: Callable[[Set[UserId]], Awaitable[bool]],
     ) -> None:
         """`owed_held(users)`: those of `users` whose homes all advertised `owed-held`
-        (`Revisions.advertised`, from answers already in hand: a send never waits on it)."""
+        (`Revisions.advertised`, from answers already in hand). `ask_levels(users)`: ask
+        those of their homes that never answered (`Revisions.ask_due`), True if it asked any;
+        awaited only where a session would otherwise rotate for an owed member's home whose
+        levels are not known (SPEC §27.11.3)."""
         self._crypto = crypto
         self._store = store
         self._directory = directory
@@ -227,6 +231,7 @@ class RoomSender:
         self._clock = clock
         self._rotation = rotation
         self._owed_held = owed_held
+        self._ask_levels = ask_levels
         self._rooms: dict[RoomId, _Outbound] = {}
         self._queues: dict[RoomId, collections.deque[_Queued]] = {}
         """Per room a send is starting or sharing a session in: the sends waiting for it."""
@@ -459,6 +464,17 @@ class RoomSender:
                     await asyncio.gather(*(self._find_record(user) for user in unknown))
             devices = self._member_devices(members)
         missing = {d: devices[d] for d in devices if d not in outbound.shared}
+        if (
+            not fresh
+            and self._owes_a_home_that_refuses(outbound, missing)
+            and await self._ask_levels(self._owed_receiving(outbound, missing))
+        ):
+            # A record learnt after the send asked the members' homes (a lookup, gossip): its
+            # homes' levels are not known yet, and a home that does advertise `owed-held`
+            # would cost a rotation for nothing (2 of 3 bursts while records came, SPEC
+            # §27.11.3). Asked now; records may have come meanwhile.
+            devices = self._member_devices(members)
+            missing = {d: devices[d] for d in devices if d not in outbound.shared}
         if not fresh and self._owes_a_home_that_refuses(outbound, missing):
             # The share would reach an owed member's home of a release that refuses what is
             # older than the session it holds: a new session keeps the owed ones held there
@@ -512,10 +528,17 @@ class RoomSender:
         """Would sharing `outbound` with the `missing` devices give it to a member it owes
         whose homes have not all advertised `owed-held` (SPEC §27.11.3)?"""
         receiving = {user for user, _ in missing.values()}
-        owed = receiving & outbound.owed.keys()
+        owed = self._owed_receiving(outbound, missing)
         return bool(owed) and e2ee.owes_a_home_that_refuses(
             receiving=receiving, owed=owed, holding=self._owed_held(owed)
         )
+
+    @staticmethod
+    def _owed_receiving(
+        outbound: _Outbound, missing: dict[DeviceId, tuple[UserId, e2ee.KeyBundle]]
+    ) -> set[UserId]:
+        """The members `outbound` owes whom sharing with the `missing` devices would reach."""
+        return {user for user, _ in missing.values()} & outbound.owed.keys()
 
     def _spares_wanted(self, room: RoomId, outbound: _Outbound) -> int:
         """How many more sessions the room's queued sends will need past `outbound` (which

@@ -242,7 +242,20 @@ class Revisions:
         revised form (SPEC §20.7, §27.5.3). Asks as `speak` does, every due home at once;
         awaits nothing when none is due."""
         siblings = set(self._siblings())
-        homes = {user: () if user == self._user else self._homes_of(user) for user in users}
+        homes = {user: self._homes_of_user(user) for user in users}
+        await self._ask_due(homes, siblings)
+        if not self._speak(siblings, level):
+            return frozenset()
+        return frozenset(user for user, theirs in homes.items() if self._speak(theirs, level))
+
+    async def ask_due(self, users: Iterable[UserId]) -> bool:
+        """Ask every due home of `users` (never answered since its latest connection, and not
+        tried in the last `RETRY_MS`), all at once; True if any was asked. For a check that
+        reads the answers in hand (`advertised`) where a record came after the send asked
+        (SPEC §27.11.3); awaits nothing when none is due."""
+        return await self._ask_due({user: self._homes_of_user(user) for user in users}, set())
+
+    async def _ask_due(self, homes: dict[UserId, tuple[str, ...]], siblings: set[str]) -> bool:
         user_of = {peer: user for user, theirs in homes.items() for peer in theirs}
         user_of.update((peer, self._user) for peer in siblings)
         due = sorted(peer for peer in user_of if self._levels.due(peer))
@@ -251,9 +264,11 @@ class Revisions:
             await asyncio.gather(
                 *(self._levels.learn(peer, addresses[user_of[peer]]) for peer in due)
             )
-        if not self._speak(siblings, level):
-            return frozenset()
-        return frozenset(user for user, theirs in homes.items() if self._speak(theirs, level))
+        return bool(due)
+
+    def _homes_of_user(self, user: UserId) -> tuple[str, ...]:
+        """Peer ids of `user`'s homes; our own user's other homes are the siblings."""
+        return () if user == self._user else self._homes_of(user)
 
     def advertised(self, users: Iterable[UserId], level: Level) -> frozenset[UserId]:
         """Those of `users` every home of whose (as their newest record we hold lists them)

@@ -129,6 +129,23 @@ async def test_an_unreachable_home_is_not_counted_and_not_asked_again_for_a_whil
     assert levels.of("alice-1") is None and levels.due("alice-1")
 
 
+async def test_ask_due_asks_only_the_homes_that_never_answered_and_not_our_siblings() -> None:
+    """SPEC §27.11.3: before a rotation for an owed member whose home's levels are not known,
+    that member's homes that never answered (and were not tried lately) are asked, nothing
+    else; True when any was."""
+    host, clock = _Unreachable(), _Clock()
+    levels = _levels(host, clock)
+    levels.remember("alice-1", OUR_LEVELS)
+    revisions = _revisions(levels)
+    assert await revisions.ask_due({ALICE, US})
+    assert host.opened == ["alice-2"]  # not alice-1 (answered), nor our sibling us-2
+    assert not await revisions.ask_due({ALICE})  # alice-2 tried just now: not due
+    assert host.opened == ["alice-2"]
+    assert revisions.advertised({ALICE}, Level.OWED_HELD) == frozenset()
+    levels.remember("alice-2", OUR_LEVELS)
+    assert revisions.advertised({ALICE}, Level.OWED_HELD) == {ALICE}
+
+
 def test_what_peers_advertised_is_bounded_and_the_oldest_answer_goes_first() -> None:
     levels = _levels()
     for n in range(MAX_PEERS_KNOWN + 1):

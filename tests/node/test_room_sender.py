@@ -117,11 +117,7 @@ async def test_a_member_whose_record_comes_while_the_shares_are_made_is_owed_fro
 
     async with AsyncStore(LmdbStore(tmp_path / "db")) as store:
         alice = await _alice(store, tmp_path, clock, find_record=_nowhere)
-        carol_store = LmdbStore(tmp_path / "carol-db")
-        try:
-            _, carol_record = _device("carol", carol_store, tmp_path / "carol", clock)
-        finally:
-            carol_store.close()
+        carol_record = _carol_record(tmp_path / "carol-db", clock)
         carol, members = carol_record.user, {alice.user, carol_record.user}
         holding = asyncio.create_task(store.run_long(hold))
         await asyncio.to_thread(entered.wait, 10)
@@ -162,19 +158,9 @@ async def test_a_share_that_would_reach_an_owed_member_whose_home_refuses_starts
 
         async with AsyncStore(LmdbStore(tmp_path / f"db-{holds}")) as store:
             alice = await _alice(store, tmp_path, clock, find_record=_nowhere, owed_held=owed_held)
-            carol_store = LmdbStore(tmp_path / f"carol-db-{holds}")
-            try:
-                _, carol_record = _device("carol", carol_store, tmp_path / "carol", clock)
-            finally:
-                carol_store.close()
-            carol, members = carol_record.user, {alice.user, carol_record.user}
-            sent = []
-            for text in (b"0", b"1", b"2"):
-                if text == b"2":
-                    await store.run(alice.directory.learn_verified, store.store, carol_record)
-                encryption = await alice.sender.encrypt(ROOM, _now(members), "text/plain", text)
-                await store.run(alice.sender.persist, store.store, [encryption])
-                sent.append(encryption)
+            carol_record = _carol_record(tmp_path / f"carol-db-{holds}", clock)
+            carol = carol_record.user
+            sent = await _sends_learning_carol_before_the_third(store, alice, carol_record, 3)
             first, third = sent[0].outbound.session_id, sent[2].outbound.session_id
             assert sent[1].outbound.session_id == first
             assert list(sent[2].newly_shared.values()) == [carol]
@@ -188,12 +174,79 @@ async def test_a_share_that_would_reach_an_owed_member_whose_home_refuses_starts
                 assert carol not in shared.values()
 
 
+async def test_an_owed_members_home_whose_levels_are_not_known_is_asked_before_a_rotation(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """SPEC §27.11.3: as above, carol is owed the session from 0, and her record is learnt
+    (as a lookup or gossip brings it) after the send would have asked her homes: her home's
+    levels are not known when the third send would give her device the key at 2. Her homes
+    are asked then; they advertise `owed-held`, so the send goes on in the session at no
+    rotation's cost. On the parent commit the unknown levels counted as withheld, and the
+    send rotated (2 of 3 bursts of 40 sends, records learnt meanwhile, in a mesh where every
+    home advertised it)."""
+    answered: set[UserId] = set()
+    asked: list[Set[UserId]] = []
+
+    def owed_held(users: Set[UserId]) -> Set[UserId]:
+        return users & answered
+
+    async def ask_levels(users: Set[UserId]) -> bool:
+        asked.append(set(users))
+        answered.update(users)
+        return True
+
+    async with AsyncStore(LmdbStore(tmp_path / "db")) as store:
+        alice = await _alice(
+            store,
+            tmp_path,
+            clock,
+            find_record=_nowhere,
+            owed_held=owed_held,
+            ask_levels=ask_levels,
+        )
+        carol_record = _carol_record(tmp_path / "carol-db", clock)
+        carol = carol_record.user
+        sent = await _sends_learning_carol_before_the_third(store, alice, carol_record, 4)
+        assert {e.outbound.session_id for e in sent} == {sent[0].outbound.session_id}
+        assert list(sent[2].newly_shared.values()) == [carol] and sent[2].index == 2
+        assert asked == [{carol}], "asked once, where it would have rotated"
+
+
+def _carol_record(db: Path, clock: FakeClock) -> HomeRecord:
+    """Carol's record listing her one device with its bundle (her store only makes it)."""
+    carol_store = LmdbStore(db)
+    try:
+        return _device("carol", carol_store, db.with_name("carol"), clock)[1]
+    finally:
+        carol_store.close()
+
+
+async def _sends_learning_carol_before_the_third(
+    store: AsyncStore, alice: _Alice, carol_record: HomeRecord, sends: int
+) -> list[Encryption]:
+    """Alice's `sends` sends to her and carol, each committed; carol's record is learnt
+    before the third (so the first two owe her the session from 0)."""
+    members = {alice.user, carol_record.user}
+    sent = []
+    for n in range(sends):
+        if n == 2:
+            await store.run(alice.directory.learn_verified, store.store, carol_record)
+        encryption = await alice.sender.encrypt(ROOM, _now(members), "text/plain", b"%d" % n)
+        await store.run(alice.sender.persist, store.store, [encryption])
+        sent.append(encryption)
+    return sent
+
+
 def _now(members: set[UserId]) -> Callable[[], frozenset[UserId]]:
     """The room's members as `RoomSender.encrypt` reads them: these, whenever it reads."""
     return lambda: frozenset(members)
 
 
 async def _nowhere(_: UserId) -> bool:
+    return False
+
+
+async def _none_due(_: Set[UserId]) -> bool:
     return False
 
 
@@ -213,9 +266,11 @@ async def _alice(
     *,
     find_record: Callable[[UserId], Awaitable[bool]],
     owed_held: Callable[[Set[UserId]], Set[UserId]] = lambda users: users,
+    ask_levels: Callable[[Set[UserId]], Awaitable[bool]] | None = None,
 ) -> _Alice:
     """Alice's sender; `find_record` stands for the lookups of the records she lacks,
-    `owed_held` for what the members' homes advertised (by default: all `owed-held`)."""
+    `owed_held` for what the members' homes advertised (by default: all `owed-held`),
+    `ask_levels` for asking the homes that never answered (by default: none is due)."""
     crypto, record = _device("alice", store.store, tmp_path / "alice", clock)
     directory = HomeDirectory(local_users={record.user})
     assert await store.run(directory.learn_verified, store.store, record)
@@ -228,6 +283,7 @@ async def _alice(
         clock=clock,
         rotation=e2ee.Rotation(max_messages=100),
         owed_held=owed_held,
+        ask_levels=ask_levels or _none_due,
     )
     return _Alice(sender=sender, user=record.user, directory=directory)
 

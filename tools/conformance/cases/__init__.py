@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from typing import Final
 
-from . import core, e2ee, im, multi_device, owed_held, relay, revisions, sas_mac, social
+from . import (
+    core,
+    e2ee,
+    im,
+    late_joiner,
+    multi_device,
+    owed_held,
+    relay,
+    revisions,
+    sas_mac,
+    social,
+)
 from .case import Case
 
 __all__ = ["CASES", "Case"]
@@ -35,6 +46,7 @@ CASES: Final[tuple[Case, ...]] = (
     im.GROUP_FORGED_CREATE,
     im.MEMBERSHIP_IN_A_DIRECT_ROOM,
     core.GAP_FETCH_OUTSIDE_THE_ROOM,
+    core.RECORDS_TAKEN_WITH_THE_HELLO,
     multi_device.SYNC_FROM_A_STRANGER,
     im.MEDIA_UNKNOWN_DIGEST,
     im.MEDIA_FLOOD,
@@ -57,6 +69,7 @@ CASES: Final[tuple[Case, ...]] = (
     im.MEMBERSHIP_HISTORY_FOR_THE_ADDED,
     core.DROPPED_BATCH_SENT_AGAIN,
     core.GAP_ANSWER_FILTERED,
+    late_joiner.LATE_JOINERS_RELEASE,
     e2ee.COMMITMENT_CHECKED,
     e2ee.BINDING_CHECKED,
     sas_mac.MAC_CHECKED,

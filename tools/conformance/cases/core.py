@@ -31,7 +31,7 @@ from hearthmesh.tools.hostile.forge import (
 
 from ..session import DELIVERY_WAIT_S, Session, outcome
 from .case import Case
-from .shared import newcomer_home
+from .shared import greet_node, newcomer_home
 
 __all__ = [
     "CERTIFICATE_OF_ANOTHER_DEVICE",
@@ -50,6 +50,7 @@ __all__ = [
     "OUT_OF_ORDER_STORED",
     "OVERSIZED_BODY",
     "OVERSIZED_FRAME",
+    "RECORDS_TAKEN_WITH_THE_HELLO",
     "REPLAYED_BY_ANOTHER_PEER",
     "UNKNOWN_KIND",
     "UNKNOWN_VERSION",
@@ -140,6 +141,23 @@ async def _gap_fetch(s: Session) -> str:
 
 async def _gap_fetch_outside(s: Session) -> str:
     return await _fetch(s, random_room(s.kit.rng), 1, 1)
+
+
+async def _records_taken_with_the_hello(s: Session) -> str:
+    """§13.3: a node takes a hello's records before it answers it, so the asker may act on the
+    node holding its record at once. A newcomer, not greeted yet, delivers its 1 in its direct
+    room with the node's user (STORED), says hello, and once answered asks for its 1 (§26.2):
+    a room's envelopes go to the homes of its members alone (§26.3), which the node knows
+    from the newcomer's record, taken with the hello (ERROR `NOT_AUTHORIZED` before)."""
+    async with newcomer_home(s, greet=False) as (newcomer, _):
+        as_newcomer = Session(kit=newcomer, address=s.address, peer_id=s.peer_id, user=s.user)
+        room = direct_room_id(newcomer.user_id, s.user)
+        first = newcomer.forge.message(room, "before our hello", now_ms=s.kit.now_ms())
+        if (stored := await as_newcomer.deliver([first.wire])) != "STORED":
+            return f"not-stored:{stored}"
+        as_newcomer.delivered.append(first)
+        await greet_node(newcomer, s.peer_id)
+        return await _fetch(as_newcomer, room, 1, 1)
 
 
 async def _gap_answer_filtered(s: Session) -> str:
@@ -300,6 +318,14 @@ OUT_OF_ORDER_STORED: Final = Case(
 
 
 GAP_FETCH: Final = Case(name="gap_fetch", section="§26.4", expected="ANSWER:1,2,3", run=_gap_fetch)
+
+
+RECORDS_TAKEN_WITH_THE_HELLO: Final = Case(
+    name="records_taken_with_the_hello",
+    section="§13.3, §26.3",
+    expected="ANSWER:1",
+    run=_records_taken_with_the_hello,
+)
 
 
 GAP_ANSWER_FILTERED: Final = Case(
