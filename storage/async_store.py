@@ -255,8 +255,25 @@ class AsyncStore:
         self._pending.append(write)
         self._eager += not lazy
         self._idle.clear()
-        self._flush_soon(loop)
+        if self._commits_at_once(loop, write):
+            self._flush_due = True
+            self._flush(loop)  # settles `future` before the await: no turn of the loop
+        else:
+            self._flush_soon(loop)
         return await future
+
+    def _commits_at_once(self, loop: asyncio.AbstractEventLoop, write: _Write) -> bool:
+        """A lone write on an idle loop is staged and committed in place in its caller's step,
+        which then goes on without a turn of the loop: the turn to `_flush` and the one back
+        to the caller would run nothing else (the loop is idle) but cost a poll each, where
+        the trio thread can take the GIL (ARCHITECTURE §10). Only where `_flush` would commit
+        it in place anyway: nothing staged, flushing or running long, no other write a caller
+        waits for (lazy ones ride along)."""
+        if write.lazy or write.long or self._reader is None or self._eager != 1:
+            return False
+        if self._flush_due or self._long_running or self._committing:
+            return False
+        return self._idle_now(loop)
 
     def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         """Stage the pending writes in the next loop iteration (writes issued together in this
