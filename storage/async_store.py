@@ -30,7 +30,10 @@ ARCHITECTURE §10). A lone write that finds a callback ready waits one
 turn of the loop for it first, and then commits in place if the loop is idle by then: in the
 same-node trace 47 of 100 messages found a callback or two ready (a task's wake-up, trio's
 results) and paid the writer's hand-offs (0.47 ms more to the commit's start, 0.07 back), where
-one turn costs what the writer would have waited for the GIL anyway.
+one turn costs what the writer would have waited for the GIL anyway. A lone write that finds
+the loop idle as it is queued does not wait for a turn at all: it is staged and committed in its
+caller's step, which goes on at once (`_commits_at_once`), since the turn to stage it and the
+turn back to the caller would run nothing else but cost a poll each.
 A write no caller needs durable soon (`run_lazy`: the outbox's settles, SPEC §11.4) rides in the
 next batch that commits anyway, or commits alone after `LAZY_MS`: one message sent and acked
 cost its home two commits, each two device flushes on the message path's disk, where one would
