@@ -30,7 +30,10 @@ ARCHITECTURE §10). A lone write that finds a callback ready waits one
 turn of the loop for it first, and then commits in place if the loop is idle by then: in the
 same-node trace 47 of 100 messages found a callback or two ready (a task's wake-up, trio's
 results) and paid the writer's hand-offs (0.47 ms more to the commit's start, 0.07 back), where
-one turn costs what the writer would have waited for the GIL anyway.
+one turn costs what the writer would have waited for the GIL anyway. A lone write that finds
+the loop idle as it is queued does not wait for a turn at all: it is staged and committed in its
+caller's step, which goes on at once (`_commits_at_once`), since the turn to stage it would
+run nothing else but cost a poll, where the trio thread can take the GIL.
 A write no caller needs durable soon (`run_lazy`: the outbox's settles, SPEC §11.4) rides in the
 next batch that commits anyway, or commits alone after `LAZY_MS`: one message sent and acked
 cost its home two commits, each two device flushes on the message path's disk, where one would
@@ -255,8 +258,25 @@ class AsyncStore:
         self._pending.append(write)
         self._eager += not lazy
         self._idle.clear()
-        self._flush_soon(loop)
+        if self._commits_at_once(loop, write):
+            self._flush_due = True
+            self._flush(loop)  # settles `future` before the await: no turn of the loop
+        else:
+            self._flush_soon(loop)
         return await future
+
+    def _commits_at_once(self, loop: asyncio.AbstractEventLoop, write: _Write) -> bool:
+        """A lone write on an idle loop is staged and committed in place in its caller's step,
+        which then goes on without a turn of the loop: the turn to `_flush` and the caller's
+        wake-up after it would run nothing else (the loop is idle), but the turn costs a poll,
+        where the trio thread can take the GIL (ARCHITECTURE §10). Only where `_flush` would
+        commit it in place anyway: nothing staged, flushing or running long, no other write a
+        caller waits for (lazy ones ride along)."""
+        if write.lazy or write.long or self._reader is None or self._eager != 1:
+            return False
+        if self._flush_due or self._long_running or self._committing:
+            return False
+        return self._idle_now(loop)
 
     def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         """Stage the pending writes in the next loop iteration (writes issued together in this

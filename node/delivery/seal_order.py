@@ -15,6 +15,7 @@ a room's entry goes once its last turn is released, so it holds no more than the
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from hearthmesh.protocol.envelope import RoomId
 
@@ -25,12 +26,21 @@ class SealTurn:
     """One send's place in its room's order of seals; a context manager whose exit releases
     it (for its taker: `with order.take(room) as turn:`)."""
 
-    __slots__ = ("_before", "_done")
+    __slots__ = ("_before", "_done", "_ended")
 
-    def __init__(self, before: asyncio.Future[None] | None, done: asyncio.Future[None]) -> None:
+    def __init__(
+        self,
+        before: asyncio.Future[None] | None,
+        done: asyncio.Future[None],
+        ended: Callable[[asyncio.Future[None]], None] | None = None,
+    ) -> None:
         self._before = before
         """Released once every send of the room accepted before this one is."""
         self._done = done
+        self._ended = ended
+        """Told as `done` is set (the order's bookkeeping): in the same step, not through a
+        done-callback, which would be a callback ready on the loop just as the send's commit
+        asks whether the loop is idle (`AsyncStore._commits_at_once`, ARCHITECTURE §10)."""
 
     async def wait(self) -> None:
         """Until every send of the room accepted before this one has sealed or given up."""
@@ -45,13 +55,18 @@ class SealTurn:
             return
         before = self._before
         if before is None or before.done():
-            self._done.set_result(None)
+            self._end()
         else:
             before.add_done_callback(self._pass_on)
 
     def _pass_on(self, _: asyncio.Future[None]) -> None:
         if not self._done.done():
-            self._done.set_result(None)
+            self._end()
+
+    def _end(self) -> None:
+        self._done.set_result(None)
+        if self._ended is not None:
+            self._ended(self._done)
 
     def __enter__(self) -> SealTurn:
         return self
@@ -77,8 +92,7 @@ class SealOrder:
         before = self._last.get(room)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._last[room] = done
-        done.add_done_callback(lambda _: self._drop(room, done))
-        return SealTurn(before, done)
+        return SealTurn(before, done, lambda ended: self._drop(room, ended))
 
     def __len__(self) -> int:
         """Rooms with a turn not yet released."""

@@ -49,8 +49,21 @@ async def test_a_turns_block_releases_it_however_it_ends() -> None:
         raise LookupError("the send failed before its seal")
     with order.take(ROOM) as after:
         await asyncio.wait_for(after.wait(), 1)
-    await asyncio.sleep(0)  # (a room's entry goes in a done-callback)
     assert len(order) == 0
+
+
+async def test_a_release_leaves_no_callback_on_the_loop() -> None:
+    """A room's entry goes as its last turn is released, in that step: no callback is left
+    ready on the loop, so the send's commit that follows finds it idle and commits at once
+    (`AsyncStore._commits_at_once`, ARCHITECTURE §10)."""
+    order = SealOrder()
+    turn = order.take(ROOM)
+    await turn.wait()
+    ready = asyncio.get_running_loop()._ready  # type: ignore[attr-defined]  # asyncio's queue
+    queued = len(ready)
+    turn.release()
+    assert len(order) == 0
+    assert len(ready) == queued
 
 
 async def test_node_sends_seal_in_the_order_of_their_turns(tmp_path: Path) -> None:

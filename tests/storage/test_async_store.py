@@ -211,7 +211,8 @@ async def test_a_lazy_write_rides_in_the_next_batch_another_write_starts(tmp_pat
             assert not lazy.done() and db.transactions == 0  # no commit of its own
             assert await db.read_inline(db.store.get_setting, "settled") is None
             await db.append(AppendRequest(envelope=make_envelope(seq=1)))
-            assert lazy.done()
+            assert db.transactions == 1
+            await lazy  # its future settled in that commit; its task wakes on the next turn
             assert db.transactions == 1  # both in one commit
             assert await db.read_inline(db.store.get_setting, "settled") == b"1"
 
@@ -236,3 +237,26 @@ async def test_closing_commits_lazy_writes_without_waiting_out_their_bound(tmp_p
         with LmdbStore(tmp_path / "db") as reopened:
             assert reopened.get_setting("settled") == b"1"
         assert _storage_threads() == []
+
+
+async def test_a_lone_write_on_an_idle_loop_commits_without_a_turn(tmp_path: Path) -> None:
+    """A lone write that finds the loop idle is staged and committed in its caller's step, which
+    goes on at once: no turn of the loop to stage it and none back (ARCHITECTURE §10). A
+    callback ready makes the loop busy: the write waits its turn as before."""
+    async with asyncio.timeout(20):
+        async with AsyncStore(LmdbStore(tmp_path / "db")) as db:
+            write = db.run(db.store.set_setting, "a", b"1")
+            with pytest.raises(StopIteration):
+                write.send(None)  # done in its first step: it never yielded to the loop
+            assert db.transactions == 1
+            assert await db.read(db.store.get_setting, "a") == b"1"  # durable: a snapshot sees it
+            asyncio.get_running_loop().call_soon(lambda: None)
+            write = db.run(db.store.set_setting, "b", b"1")
+            waiting = write.send(None)  # the loop was busy: the write yielded its future
+            committed = asyncio.Event()
+            waiting.add_done_callback(lambda _: committed.set())
+            await committed.wait()  # committed on a later turn
+            with pytest.raises(StopIteration):
+                write.send(None)
+            assert db.transactions == 2
+            assert await db.read(db.store.get_setting, "b") == b"1"
