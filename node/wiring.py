@@ -495,7 +495,7 @@ def build_services(
             device=keyring.device_id,
             clock=clock,
             rotation=config.megolm_rotation,
-            owed_held=lambda users: revisions.advertised(users, Level.OWED_HELD),
+            owed_held=functools.partial(revisions.advertised, level=Level.OWED_HELD),
             ask_levels=revisions.ask_due,
         ),
     )
