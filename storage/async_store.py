@@ -272,11 +272,9 @@ class AsyncStore:
         where the trio thread can take the GIL (ARCHITECTURE §10). Only where `_flush` would
         commit it in place anyway: nothing staged, flushing or running long, no other write a
         caller waits for (lazy ones ride along)."""
-        if write.lazy or write.long or self._reader is None or self._eager != 1:
+        if write.lazy or self._flush_due or self._long_running:
             return False
-        if self._flush_due or self._long_running or self._committing:
-            return False
-        return self._idle_now(loop)
+        return self._one_write_to_commit() and self._idle_now(loop)
 
     def _flush_soon(self, loop: asyncio.AbstractEventLoop) -> None:
         """Stage the pending writes in the next loop iteration (writes issued together in this
@@ -350,9 +348,17 @@ class AsyncStore:
         """A lone write, with no commit in flight, finds the loop busy for the first time (on
         an engine with a commit to wait for: the in-memory twin, which reads on the loop, also
         commits as it stages, so the turn would win it nothing)."""
-        if self._reader is None or self._deferred or self._committing or self._eager != 1:
+        if self._deferred:
             return False
-        return not any(write.long for write in self._pending) and not self._idle_now(loop)
+        return self._one_write_to_commit() and not self._idle_now(loop)
+
+    def _one_write_to_commit(self) -> bool:
+        """One pending write a caller waits for, none long, no commit in flight, on an engine
+        with a commit to wait for (not the in-memory twin): where committing in place may
+        save the writer thread's hand-offs."""
+        if self._reader is None or self._committing or self._eager != 1:
+            return False
+        return not any(write.long for write in self._pending)
 
     def _idle_now(self, loop: asyncio.AbstractEventLoop) -> bool:
         if self._loop_idle is None:
