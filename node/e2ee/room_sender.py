@@ -464,10 +464,11 @@ class RoomSender:
                     await asyncio.gather(*(self._find_record(user) for user in unknown))
             devices = self._member_devices(members)
         missing = {d: devices[d] for d in devices if d not in outbound.shared}
+        owed_receiving = self._owed_receiving(outbound, missing)
         if (
             not fresh
-            and self._owes_a_home_that_refuses(outbound, missing)
-            and await self._ask_levels(self._owed_receiving(outbound, missing))
+            and self._owes_a_home_that_refuses(owed_receiving)
+            and await self._ask_levels(owed_receiving)
         ):
             # A record learnt after the send asked the members' homes (a lookup, gossip): its
             # homes' levels are not known yet, and a home that does advertise `owed-held`
@@ -475,7 +476,8 @@ class RoomSender:
             # §27.11.3). Asked now; records may have come meanwhile.
             devices = self._member_devices(members)
             missing = {d: devices[d] for d in devices if d not in outbound.shared}
-        if not fresh and self._owes_a_home_that_refuses(outbound, missing):
+            owed_receiving = self._owed_receiving(outbound, missing)
+        if not fresh and self._owes_a_home_that_refuses(owed_receiving):
             # The share would reach an owed member's home of a release that refuses what is
             # older than the session it holds: a new session keeps the owed ones held there
             # (SPEC §27.11.3). The old one stays kept, with whom it owes, for their requests.
@@ -522,15 +524,11 @@ class RoomSender:
             key_shares=key_shares, sender_bundle=bundle, newly=newly, owed=owed
         )
 
-    def _owes_a_home_that_refuses(
-        self, outbound: _Outbound, missing: dict[DeviceId, tuple[UserId, e2ee.KeyBundle]]
-    ) -> bool:
-        """Would sharing `outbound` with the `missing` devices give it to a member it owes
-        whose homes have not all advertised `owed-held` (SPEC §27.11.3)?"""
-        receiving = {user for user, _ in missing.values()}
-        owed = self._owed_receiving(outbound, missing)
-        return bool(owed) and e2ee.owes_a_home_that_refuses(
-            receiving=receiving, owed=owed, holding=self._owed_held(owed)
+    def _owes_a_home_that_refuses(self, owed_receiving: set[UserId]) -> bool:
+        """Would a share reach a member the session owes (`_owed_receiving`) whose homes have
+        not all advertised `owed-held` (SPEC §27.11.3)?"""
+        return bool(owed_receiving) and e2ee.owes_a_home_that_refuses(
+            receiving=owed_receiving, owed=owed_receiving, holding=self._owed_held(owed_receiving)
         )
 
     @staticmethod
