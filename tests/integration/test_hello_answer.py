@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from pathlib import Path
 
 import pytest
 
 from hearthmesh.node.identity.home_records import HomeRecords
+from hearthmesh.tools.hostile.forge import new_stranger
 from hearthmesh.tools.hostile.peer import HostilePeer
 
 from .conftest import NodeFactory
@@ -30,5 +32,24 @@ async def test_an_asker_holding_the_answer_is_known_to_the_node(
     monkeypatch.setattr(HomeRecords, "learn", slow_take)
     async with asyncio.timeout(20), make_node() as node, HostilePeer() as newcomer:
         await newcomer.connect(node.listen_addrs[0])
-        assert await newcomer.announce_home(node.peer_id)
+        assert (await newcomer.announce_home(node.peer_id)).frame is not None  # answered
         assert node._services.directory.record(newcomer.user_id) is not None
+
+
+async def test_a_forged_record_beside_the_askers_own_is_charged_and_still_answered(
+    make_node: NodeFactory,
+) -> None:
+    """Taking the records before the answer must not let a bad one cost the asker its answer
+    or the node anything: the forged record (another user's, its signature's last byte
+    flipped) is refused and charged (SPEC §11.6), the asker's own is taken, and the answer
+    comes."""
+    async with asyncio.timeout(20), make_node() as node, HostilePeer() as asker:
+        other = new_stranger(random.Random(7).randbytes, now_ms=asker.now_ms())
+        record = other.home_record(peer_ids=(asker.peer_id,), addrs=(), now_ms=asker.now_ms())
+        forged = record[:-1] + bytes([record[-1] ^ 1])
+        await asker.connect(node.listen_addrs[0])
+        assert (await asker.announce_home(node.peer_id, records=[forged])).frame is not None
+        directory = node._services.directory
+        assert directory.record(asker.user_id) is not None
+        assert directory.record(other.user_id) is None
+        assert node._services.standing.points(asker.peer_id) > 0
