@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -148,11 +149,15 @@ async def test_a_silent_kad_peer_counts_as_holding_nothing_and_is_not_charged(
     monkeypatch.setattr(dht, "ASK_TIMEOUT_S", 0.5)
     garbage = ANSWERS["bytes that are no kad message"]
     async with asyncio.timeout(20), victim_with(None, garbage) as (victim, refusals):
-        assert await victim.dht_get(ALICE_KEY) is None
-        assert await victim.dht_get(BOB_KEY) is None
+        # Asked until the garbage was charged twice: on a loaded machine its answer, too, can
+        # miss the 0.5 s and count as silence. Each get returns after both peers' turns.
+        for key in itertools.islice(itertools.cycle((ALICE_KEY, BOB_KEY)), 12):
+            assert await victim.dht_get(key) is None
+            if len(refusals) >= 2:
+                break
         await _charged(refusals, 2)
         assert len({peer for peer, _, _ in refusals}) == 1
-        assert [code for _, code, _ in refusals] == [ErrorCode.MALFORMED] * 2
+        assert {code for _, code, _ in refusals} == {ErrorCode.MALFORMED}
         silent = peer_id_from_seed(bytes([50]) * 32)
         assert silent not in {peer for peer, _, _ in refusals}
 

@@ -91,9 +91,13 @@ async def test_a_peer_the_heartbeat_pruned_is_not_grafted_again_within_the_backo
             return {leaf.peer_id for leaf in leaves if _backing_off_from(leaf, hub.peer_id)}
 
         def settled() -> bool:  # each leaf in the hub's mesh or pruned from it, one pruned
-            gone = pruned()
+            gone, kept = pruned(), _mesh(hub)
+            # Both sides of each kept link: a leaf counts the hub in its mesh once it sent its
+            # GRAFT, and a hub that has not read it yet may graft that leaf itself at the
+            # next heartbeat (a GRAFT counted after the snapshot below).
             return bool(gone) and all(
-                leaf.peer_id in gone or hub.peer_id in _mesh(leaf) for leaf in leaves
+                leaf.peer_id in gone or (hub.peer_id in _mesh(leaf) and leaf.peer_id in kept)
+                for leaf in leaves
             )
 
         # The hub is each leaf's one peer: six end up in a mesh whose D_high is 4, whoever
