@@ -21,12 +21,12 @@ ready, no descriptor it watches ready: `LoopIdle`, on asyncio's loop and uvloop'
 loop's thread instead (`_commit_inline`): the loop had nothing to do but wait, py-lmdb lets the
 GIL go during the commit's flushes (so the trio thread runs), and the hand-off to the writer
 thread and back, each a thread's wake-up and a wait for the GIL (0.29 and 0.15 ms at the median
-in ARCHITECTURE §10's same-node trace), is saved. Only a batch with one write a caller waits
+in MEASUREMENTS §3.2's same-node trace), is saved. Only a batch with one write a caller waits
 for does so (lazy writes may ride in it: they are no burst): a message sent alone takes this
 way, while in a burst the writes that gathered during a commit form a larger batch, which the
 writer thread commits as the loop goes on with the burst (committed in place, the loop did none
 of the burst's work during the flushes: `bench api` same-node msgs/s fell in 2 of 3 pairs,
-ARCHITECTURE §10). A lone write that finds a callback ready waits one
+MEASUREMENTS §10.2). A lone write that finds a callback ready waits one
 turn of the loop for it first, and then commits in place if the loop is idle by then: in the
 same-node trace 47 of 100 messages found a callback or two ready (a task's wake-up, trio's
 results) and paid the writer's hand-offs (0.47 ms more to the commit's start, 0.07 back), where

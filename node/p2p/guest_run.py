@@ -7,7 +7,7 @@ hands each wake-up back to the loop: on this project's loaded machines that hand
 cross-node path more than one shared thread saved (ARCHITECTURE §5). Here the loop does the
 waiting: it watches trio's epoll descriptor (`loop.add_reader`) and trio's next deadline
 (`loop.call_at`); when either fires, trio's events are polled without blocking and its next
-tick runs, all on the loop's thread. Measured in ARCHITECTURE §5: with the disk's sync on it
+tick runs, all on the loop's thread. Measured in MEASUREMENTS §5.3: with the disk's sync on it
 was slower than trio's own thread on this project's machines, so it runs only where
 `NodeConfig.trio_on_loop` asks for it.
 
