@@ -10,7 +10,7 @@ measure.
 - across nodes: alice's phone sends, bob's client on node B receives.
 
 Latency is one message at a time (send → the other client's `message` frame), and includes
-what the clients themselves cost, since they share this process: traced (ARCHITECTURE §10),
+what the clients themselves cost, since they share this process: traced (MEASUREMENTS §3.1),
 the sender's encode and write took 0.03-0.04 ms at the median, and a frame the node had written
 reached the receiving client's reader 0.11-0.21 ms later (p90 0.55-1.75 ms at load 16-22:
 loopback and this process's turn, behind the sender's own frames); throughput is
