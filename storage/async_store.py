@@ -25,8 +25,8 @@ in MEASUREMENTS §3.2's same-node trace), is saved. Only a batch with one write 
 for does so (lazy writes may ride in it: they are no burst): a message sent alone takes this
 way, while in a burst the writes that gathered during a commit form a larger batch, which the
 writer thread commits as the loop goes on with the burst (committed in place, the loop did none
-of the burst's work during the flushes: `bench api` same-node msgs/s fell in 2 of 3 pairs,
-MEASUREMENTS §10.2). A lone write that finds a callback ready waits one
+of the burst's work during the flushes: `bench api` same-node msgs/s fell in both first pairs,
+sync on and off, MEASUREMENTS §10.2). A lone write that finds a callback ready waits one
 turn of the loop for it first, and then commits in place if the loop is idle by then: in the
 same-node trace 47 of 100 messages found a callback or two ready (a task's wake-up, trio's
 results) and paid the writer's hand-offs (0.47 ms more to the commit's start, 0.07 back), where
