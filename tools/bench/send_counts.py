@@ -177,4 +177,4 @@ async def _drive(alice: HomeProcess, bob: HomeProcess, messages: int) -> None:
 def run(quick: bool) -> dict[str, Any]:
     """Counts and CPU per same-node message on the sending home (see the module docstring)."""
     logging.getLogger("libp2p").setLevel(logging.CRITICAL)
-    return asyncio.run(_bench(100 if quick else 400, top=40))
+    return asyncio.run(_bench(50 if quick else 400, top=40))
