@@ -35,7 +35,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Final
 
-from hearthmesh.tools.bench.api import _Client, _settled
+from hearthmesh.tools.bench.api import BenchClient, open_direct_room, settled, three_clients
 from hearthmesh.tools.bench.path_counts import (
     COUNT_CALLS,
     COUNT_CPU,
@@ -102,15 +102,15 @@ def _per_message(windows: list[Window], messages: int, top: int) -> dict[str, An
 async def _window(
     alice: HomeProcess,
     opening: int,
-    phone: _Client,
-    laptop: _Client,
-    settle: list[_Client],
+    phone: BenchClient,
+    laptop: BenchClient,
+    settle: list[BenchClient],
     room: str,
     messages: int,
     tag: str,
 ) -> None:
     """`messages` same-node messages one at a time inside one window of alice's node."""
-    await _settled(phone, settle)
+    await settled(phone, settle)
     os.kill(alice.process.pid, opening)
     for i in range(messages):
         client_id = f"{tag}{i}"
@@ -119,7 +119,7 @@ async def _window(
         await phone.wait(lambda c=client_id: c in phone.sent)  # type: ignore[misc]
         sent = phone.sent[client_id]
         await laptop.wait(lambda m=sent: m in laptop.arrived)  # type: ignore[misc]
-    await _settled(phone, settle)  # bob's receipts stored on A too
+    await settled(phone, settle)  # bob's receipts stored on A too
     os.kill(alice.process.pid, COUNT_STOP)
 
 
@@ -151,27 +151,12 @@ async def _drive(alice: HomeProcess, bob: HomeProcess, messages: int) -> None:
         ApiClient(alice.api, alice.token) as alice_api,
         ApiClient(bob.api, bob.token) as bob_api,
     ):
-        await alice_api.call("POST", "/v1/peers", {"address": bob.addr})
-        opened = await alice_api.call("POST", "/v1/conversation", {"recipient_id": bob.user_text})
-        await bob_api.call("POST", "/v1/conversation", {"recipient_id": alice.user_text})
-        room = opened["room_id"]
-        async with (
-            alice_api.websocket() as phone_ws,
-            alice_api.websocket() as laptop_ws,
-            bob_api.websocket() as bob_ws,
-            asyncio.TaskGroup() as group,
-        ):
-            phone = _Client(phone_ws, alice.user_text, ack=False)
-            laptop = _Client(laptop_ws, alice.user_text, ack=False)
-            bob_client = _Client(bob_ws, bob.user_text, ack=True)
-            readers = [group.create_task(c.read()) for c in (phone, laptop, bob_client)]
-            settle = [laptop, bob_client]
-            args = (phone, laptop, settle, room)
+        room = await open_direct_room(alice, bob, alice_api, bob_api)
+        async with three_clients(alice, bob, alice_api, bob_api) as (phone, laptop, bob_client):
+            args = (phone, laptop, [laptop, bob_client], room)
             await _window(alice, COUNT_CPU, *args, messages=messages // 5, tag="warm")
             await _window(alice, COUNT_CPU, *args, messages=messages, tag="cpu")
             await _window(alice, COUNT_CALLS, *args, messages=messages, tag="calls")
-            for reader in readers:
-                reader.cancel()
 
 
 def run(quick: bool) -> dict[str, Any]:
