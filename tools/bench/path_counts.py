@@ -47,12 +47,13 @@ async def count_path() -> AsyncIterator[None]:
     loop = asyncio.get_running_loop()
     windows: list[Window] = []
     open_: list[tuple[tuple[int, int, int], TaskFactory | None, cProfile.Profile | None]] = []
-    tasks = [0]  # created in the open window
+    tasks = [0]  # created in the open window (one cell, which `_counting` adds to)
 
     def start(profiled: bool) -> None:
         if open_:
             return
         profiler = cProfile.Profile(time.thread_time_ns, 1e-9) if profiled else None
+        tasks[0] = 0
         open_.append((_thread_cpu(), loop.get_task_factory(), profiler))
         loop.set_task_factory(_counting(loop.get_task_factory(), tasks))
         if profiler is not None:
@@ -70,9 +71,8 @@ async def count_path() -> AsyncIterator[None]:
             "loop_user_ns": user,
             "loop_system_ns": system,
             "process_cpu_ns": process,
-            "tasks_created": tasks.pop(),
+            "tasks_created": tasks[0],
         }
-        tasks.append(0)
         if profiler is not None:
             window["calls"] = _calls(profiler)
             profiler.dump_stats(f"{where}.{len(windows)}.pstats")  # for a look at the callers
@@ -105,7 +105,7 @@ def _counting(factory: TaskFactory | None, tasks: list[int]) -> TaskFactory:
     profiler does not see) and makes them as `factory` would."""
 
     def create(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        tasks[-1] += 1
+        tasks[0] += 1
         if factory is not None:
             return factory(loop, coro, **kwargs)
         return asyncio.Task(coro, loop=loop, **kwargs)
