@@ -16,7 +16,7 @@ from .arrivals import ArrivalCounter
 from .keys import Table, history_key, sender_seq_key
 from .kv import KvTxn
 from .media_refs import note_media_txn
-from .outbox import enqueue_txn
+from .outbox import enqueue_stored_txn
 from .rooms import bump_conversation_txn, local_members_txn
 from .sequences import raise_seq_txn
 
@@ -55,12 +55,12 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
             txn.insert(Table.BY_SENDER, by_sender, hlc)
             raise_seq_txn(txn, envelope.room, envelope.sender_device, envelope.seq)
         for destination in request.outbox_to:
-            enqueue_txn(txn, destination, envelope.message_id, request.next_attempt_ms)
+            enqueue_stored_txn(txn, destination, envelope.message_id, request.next_attempt_ms)
         for destination in request.absent_to:
             if is_sequenced(envelope):
                 mark_txn(txn, destination, envelope.room, envelope.sender_device, envelope.seq)
             else:  # no number to name it by: an entry of its own
-                enqueue_txn(txn, destination, envelope.message_id, request.next_attempt_ms)
+                enqueue_stored_txn(txn, destination, envelope.message_id, request.next_attempt_ms)
         for user in local_members_txn(txn, envelope.room):
             bump_conversation_txn(txn, user, envelope.room, hlc)
         note_media_txn(txn, envelope)

@@ -121,36 +121,79 @@ def _check_directory(path: Path) -> None:
 
 class _ReadGate:
     """Growing the map invalidates every open transaction of the process (py-lmdb closes them),
-    so snapshots on other threads hold the gate shared and a resize holds it alone."""
+    so snapshots on other threads hold the gate shared and a resize holds it alone. Every read
+    passes it, so a snapshot's way through costs one lock each way and no Condition call
+    unless a resize is under way."""
 
     def __init__(self) -> None:
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._readers = 0
         self._resizing = False
 
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        with self._changed:
-            self._changed.wait_for(lambda: not self._resizing)
+    def enter(self) -> None:
+        """A snapshot opens (after any resize under way)."""
+        with self._lock:
+            if self._resizing:
+                self._changed.wait_for(lambda: not self._resizing)
             self._readers += 1
-        try:
-            yield
-        finally:
-            with self._changed:
-                self._readers -= 1
+
+    def leave(self) -> None:
+        """A snapshot `enter` opened is closed."""
+        with self._lock:
+            self._readers -= 1
+            if self._resizing and not self._readers:  # only a resize waits for no readers
                 self._changed.notify_all()
 
     @contextmanager
     def resizing(self) -> Iterator[None]:
-        with self._changed:
+        with self._lock:
             self._resizing = True
             self._changed.wait_for(lambda: self._readers == 0)
         try:
             yield
         finally:
-            with self._changed:
+            with self._lock:
                 self._resizing = False
                 self._changed.notify_all()
+
+
+class _Snapshot:
+    """A read-only transaction under the read gate, closed on exit; LMDB's errors, from its
+    opening or from the reads inside, become `StorageError`. A class rather than a generator's
+    context manager, since every read of the store opens one."""
+
+    __slots__ = ("_dbs", "_env", "_gate", "_path", "_txn")
+
+    def __init__(
+        self, env: lmdb.Environment, dbs: dict[Table, lmdb._Database], gate: _ReadGate, path: Path
+    ) -> None:
+        self._env = env
+        self._dbs = dbs
+        self._gate = gate
+        self._path = path
+
+    def __enter__(self) -> _LmdbTxn:
+        self._gate.enter()
+        try:
+            self._txn = self._env.begin()
+        except lmdb.Error as exc:
+            self._gate.leave()
+            raise StorageError(f"read from store {self._path} failed: {exc}") from None
+        except BaseException:
+            self._gate.leave()
+            raise
+        return _LmdbTxn(self._txn, self._dbs)
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            self._txn.abort()
+        except lmdb.Error as failed:
+            exc = exc or failed
+        finally:
+            self._gate.leave()
+        if isinstance(exc, lmdb.Error):
+            raise StorageError(f"read from store {self._path} failed: {exc}") from None
 
 
 @dataclass(slots=True)
@@ -261,18 +304,8 @@ class LmdbEngine:
             return nullcontext(frames[-1].view)
         return self._read()
 
-    @contextmanager
-    def _read(self) -> Iterator[_LmdbTxn]:
-        with self._gate.reading():
-            env = self._live_env()
-            try:
-                txn = env.begin()
-                try:
-                    yield _LmdbTxn(txn, self._dbs)
-                finally:
-                    txn.abort()
-            except lmdb.Error as exc:
-                raise StorageError(f"read from store {self._path} failed: {exc}") from None
+    def _read(self) -> _Snapshot:
+        return _Snapshot(self._live_env(), self._dbs, self._gate, self._path)
 
     def snapshot(self, fn: Callable[[], T]) -> T:
         """Run `fn` with all its reads in one snapshot; it may not write."""

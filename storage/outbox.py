@@ -39,6 +39,7 @@ __all__ = [
     "ack_txn",
     "destinations_txn",
     "enqueue_many_txn",
+    "enqueue_stored_txn",
     "enqueue_txn",
     "next_due_txn",
     "park_many_txn",
@@ -62,6 +63,14 @@ def enqueue_txn(txn: KvTxn, destination: bytes, message_id: bytes, next_attempt_
     """
     if not txn.get(Table.MESSAGE_IDS, message_id):  # not stored, or purged by a recall
         raise LocalProtocolError(f"cannot enqueue unknown message {message_id.hex()}")
+    return enqueue_stored_txn(txn, destination, message_id, next_attempt_ms)
+
+
+def enqueue_stored_txn(
+    txn: KvTxn, destination: bytes, message_id: bytes, next_attempt_ms: int
+) -> bool:
+    """`enqueue_txn` for a message this transaction has just stored (the append's own entries),
+    which needs no read to know it is there; False if it is already pending."""
     return _add_txn(txn, destination, message_id, Table.OUTBOX_QUEUE, next_attempt_ms)
 
 

@@ -274,16 +274,18 @@ class Outgoing:
         envelope, members = sealed.envelope, sealed.members
         siblings = self._sibling_destinations()  # our user's other homes get everything
         everyone: tuple[bytes, ...] = tuple(sorted(members - {self._user})) + siblings
-        # A receipt goes to the homes of the users it names (SPEC §16.2.3); the room keys
-        # sealed before it, to every member.
-        addressees = sealed.to if sealed.to is not None else members
-        recipients = tuple(sorted((addressees & members) - {self._user})) + siblings
         # The entries are handed to the worker in memory, so they are stored already leased:
         # the outbox serves them again by itself only if this node dies before the ack.
         due_ms = self._outbox.lease_due_ms()
         # Members whose homes no record names get a marker, not an entry each (SPEC §11.5.2).
         everyone_rows, everyone_absent = self._outbox.split(everyone)
-        rows, absent = self._outbox.split(recipients)
+        # A receipt goes to the homes of the users it names (SPEC §16.2.3); the room keys
+        # sealed before it, and everything else, to every member (split once, not twice).
+        if sealed.to is None:
+            rows, absent = everyone_rows, everyone_absent
+        else:
+            recipients = tuple(sorted((sealed.to & members) - {self._user})) + siblings
+            rows, absent = self._outbox.split(recipients)
         # Each destination's entries are queued in this order, the room keys first, so its
         # keys normally reach it before the messages that need them (SPEC §27.5.3).
         keys = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import lmdb
@@ -43,6 +45,47 @@ def test_map_grows_instead_of_failing(tmp_path: Path) -> None:
         assert store.map_size > start
         page = store.page_history(ROOM_A, direction=Direction.FORWARD, limit=1000)
         assert len(page.events) == 200
+
+
+def test_a_map_growth_waits_for_an_open_snapshot_and_goes_on_once_it_closes(
+    tmp_path: Path,
+) -> None:
+    with LmdbStore(tmp_path / "db", map_size=64 * 1024) as store:
+        first = make_envelope(seq=1)
+        store.append(AppendRequest(envelope=first))
+        opened, close = threading.Event(), threading.Event()
+
+        read: list[bytes | None] = []
+        grown: list[int] = []
+
+        def read_across_the_growth() -> None:
+            opened.set()
+            close.wait(10)
+            stored = store.get_event(first.message_id)  # the snapshot is still good
+            read.append(None if stored is None else stored.envelope.wire)
+
+        def grow() -> None:
+            for i in range(2, 200):
+                store.append(AppendRequest(envelope=make_envelope(seq=i, body=bytes(2_000))))
+            grown.append(store.map_size)
+
+        gate = store._engine._gate  # type: ignore[attr-defined]
+        # daemons: a growth that is never let go must fail the test, not hang its end
+        reader = threading.Thread(target=store.snapshot, args=(read_across_the_growth,))
+        writer = threading.Thread(target=grow, daemon=True)
+        reader.daemon = True
+        reader.start()
+        assert opened.wait(10)
+        writer.start()
+        deadline = time.monotonic() + 20
+        while not gate._resizing:  # the growth waits for the snapshot to close
+            assert time.monotonic() < deadline and writer.is_alive()
+            time.sleep(0.001)
+        close.set()
+        reader.join(10)
+        assert read == [first.wire]
+        writer.join(20)
+        assert grown and grown[0] > 64 * 1024  # the snapshot's close let the growth go on
 
 
 def test_opening_twice_in_one_process_is_refused(tmp_path: Path) -> None:

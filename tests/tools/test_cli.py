@@ -108,6 +108,20 @@ def test_bench_node_cost_prints_the_cycle_and_an_idle_mesh(
     assert idle["loop_callbacks_per_node_per_s"]  # something woke the loop: it was counted
 
 
+def test_bench_send_counts_counts_what_a_same_node_message_costs_its_home(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run_here(capsys, "bench", "send-counts", "--quick")
+    assert code == 0, err
+    figures = json.loads(out)
+    assert figures["benchmark"] == "send-counts"
+    counts = figures["counts"]  # the profiled window in alice's node process saw the sends
+    assert counts["staged_writes"] > 0 and counts["read_snapshots"] > 0
+    assert counts["cbor_encodes"] > 0 and counts["json_frames_out"] >= 2  # sent, and echoed
+    assert figures["python_calls_per_msg"] > 100 and figures["top"]
+    assert figures["loop_user_cpu_us_per_msg"] + figures["loop_system_cpu_us_per_msg"] > 0
+
+
 def test_bench_e2ee_prints_one_json_object_with_messages_keys_and_media(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

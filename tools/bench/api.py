@@ -48,7 +48,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +59,17 @@ from hearthmesh.tools.bench.stats import percentile, process_cpu_s
 from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.node_process import HomeProcess, spawn_home
 
-__all__ = ["run", "run_nosync"]
+__all__ = [
+    "BenchClient",
+    "open_direct_room",
+    "run",
+    "run_nosync",
+    "settled",
+    "three_clients",
+]
 
 
-class _Client:
+class BenchClient:
     """One WebSocket client that records when each message arrived and acks others' messages."""
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse, own: str, *, ack: bool) -> None:
@@ -108,7 +115,7 @@ _SETTLE_S = 60.0
 """Longest a phase waits for the one before it to drain."""
 
 
-async def _settled(sender: _Client, clients: list[_Client]) -> None:
+async def settled(sender: BenchClient, clients: list[BenchClient]) -> None:
     """Until every client has every message the sender sent so far, and the sender a receipt
     for each: a phase's latencies start on an idle mesh. Without it the first cross-node
     sample rode behind the same-node burst still on its way to bob (traced: in a 115-message
@@ -117,7 +124,7 @@ async def _settled(sender: _Client, clients: list[_Client]) -> None:
     async with asyncio.timeout(_SETTLE_S):
         for client in clients:
 
-            def has_all(client: _Client = client) -> bool:
+            def has_all(client: BenchClient = client) -> bool:
                 return sent <= client.arrived.keys()
 
             await client.wait(has_all)
@@ -125,16 +132,16 @@ async def _settled(sender: _Client, clients: list[_Client]) -> None:
 
 
 async def _measure(
-    sender: _Client,
-    receiver: _Client,
+    sender: BenchClient,
+    receiver: BenchClient,
     room: str,
     *,
     samples: int,
     burst: int,
     tag: str,
-    quiet: list[_Client],
+    quiet: list[BenchClient],
 ) -> dict[str, float]:
-    await _settled(sender, quiet)
+    await settled(sender, quiet)
     latencies: list[float] = []
     for i in range(samples):
         client_id = f"{tag}-l{i}"
@@ -224,6 +231,42 @@ def _ticking(*homes: HomeProcess) -> Iterator[None]:
             os.kill(home.process.pid, TICK_OFF)
 
 
+async def open_direct_room(
+    alice: HomeProcess, bob: HomeProcess, alice_api: ApiClient, bob_api: ApiClient
+) -> str:
+    """alice's home meets bob's and a direct room opens on both; its id."""
+    await alice_api.call("POST", "/v1/peers", {"address": bob.addr})
+    opened = await alice_api.call("POST", "/v1/conversation", {"recipient_id": bob.user_text})
+    await bob_api.call("POST", "/v1/conversation", {"recipient_id": alice.user_text})
+    return str(opened["room_id"])
+
+
+@contextlib.asynccontextmanager
+async def three_clients(
+    alice: HomeProcess,
+    bob: HomeProcess,
+    alice_api: ApiClient,
+    bob_api: ApiClient,
+    *,
+    deflate: bool = False,
+) -> AsyncIterator[tuple[BenchClient, BenchClient, BenchClient]]:
+    """alice's phone and laptop, and bob's client (who acks what others send), each reading
+    its WebSocket while the block runs."""
+    async with (
+        alice_api.websocket(deflate=deflate) as phone_ws,
+        alice_api.websocket(deflate=deflate) as laptop_ws,
+        bob_api.websocket(deflate=deflate) as bob_ws,
+        asyncio.TaskGroup() as group,
+    ):
+        phone = BenchClient(phone_ws, alice.user_text, ack=False)
+        laptop = BenchClient(laptop_ws, alice.user_text, ack=False)
+        bob_client = BenchClient(bob_ws, bob.user_text, ack=True)
+        readers = [group.create_task(c.read()) for c in (phone, laptop, bob_client)]
+        yield phone, laptop, bob_client
+        for reader in readers:
+            reader.cancel()
+
+
 async def _between(
     alice: HomeProcess, bob: HomeProcess, samples: int, burst: int
 ) -> dict[str, Any]:
@@ -231,23 +274,15 @@ async def _between(
         ApiClient(alice.api, alice.token) as alice_api,
         ApiClient(bob.api, bob.token) as bob_api,
     ):
-        await alice_api.call("POST", "/v1/peers", {"address": bob.addr})
-        opened = await alice_api.call("POST", "/v1/conversation", {"recipient_id": bob.user_text})
-        await bob_api.call("POST", "/v1/conversation", {"recipient_id": alice.user_text})
-        room = opened["room_id"]
+        room = await open_direct_room(alice, bob, alice_api, bob_api)
         figures: dict[str, dict[str, float]] = {}
         receipts = 0
         for deflate in (False, True):
-            async with (
-                alice_api.websocket(deflate=deflate) as phone_ws,
-                alice_api.websocket(deflate=deflate) as laptop_ws,
-                bob_api.websocket(deflate=deflate) as bob_ws,
-                asyncio.TaskGroup() as group,
+            async with three_clients(alice, bob, alice_api, bob_api, deflate=deflate) as (
+                phone,
+                laptop,
+                bob_client,
             ):
-                phone = _Client(phone_ws, alice.user_text, ack=False)
-                laptop = _Client(laptop_ws, alice.user_text, ack=False)
-                bob_client = _Client(bob_ws, bob.user_text, ack=True)
-                readers = [group.create_task(c.read()) for c in (phone, laptop, bob_client)]
                 settle = [laptop, bob_client]
                 tag = "z" if deflate else ""
                 warm_samples, warm_burst = _WARM
@@ -281,7 +316,7 @@ async def _between(
                         "alice": round(used[0] / sent * 1e6, 1),
                         "bob": round(used[1] / sent * 1e6, 1),
                     }
-                    await _settled(phone, settle)
+                    await settled(phone, settle)
                     with _ticking(alice, bob):
                         for name, receiver in (("ls", laptop), ("lc", bob_client)):
                             figures[name] = await _measure(
@@ -293,9 +328,6 @@ async def _between(
                                 tag=name,
                                 quiet=settle,
                             )
-                for reader in readers:
-                    reader.cancel()
-                if not deflate:
                     receipts = phone.receipts + laptop.receipts
     same, cross, zsame, zcross = figures["s"], figures["c"], figures["zs"], figures["zc"]
     return {

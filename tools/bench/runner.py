@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, str] = {
     "hostile-tunnel": "hearthmesh.tools.bench.hostile:run_tunnel",
     "node-cost": "hearthmesh.tools.bench.node_cost",
     "p2p": "hearthmesh.tools.bench.p2p",
+    "send-counts": "hearthmesh.tools.bench.send_counts",
     "storage": "hearthmesh.tools.bench.storage",
     "sync": "hearthmesh.tools.bench.sync",
     "web": "hearthmesh.tools.bench.web",
