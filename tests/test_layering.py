@@ -86,6 +86,7 @@ BRIDGE_MODULES = {
     "node/p2p/wire_counts.py",
     "node/p2p/kept_addrs.py",
     "node/p2p/task_parents.py",
+    "node/p2p/eof_reads.py",
     "node/p2p/unweighted_scorer.py",
     "node/p2p/pipelined_select.py",
 }

@@ -15,7 +15,7 @@ handshake on it (proving the peer id at that address), then closes it without re
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from enum import StrEnum
 from typing import Final
@@ -35,6 +35,7 @@ __all__ = [
     "AutoNatLayer",
     "Reachability",
     "ReachabilityReport",
+    "worth_asking",
 ]
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,7 @@ class AutoNatLayer:
         self._periodic = periodic
         self._service: _FreshDialBack | None = None
         self._wake = trio.Event()
+        self._ask_all = False
         self.reachability = Reachability.UNKNOWN
 
     def build(self, host: IHost) -> None:
@@ -141,7 +143,8 @@ class AutoNatLayer:
 
     def addresses_changed(self) -> None:
         """We have a new address to be dialled at (a port mapping, SPEC §10.12): check soon,
-        whatever we knew."""
+        whatever we knew, with every server (their verdicts were about the old addresses)."""
+        self._ask_all = True
         self._wake.set()
 
     @asynccontextmanager
@@ -165,12 +168,22 @@ class AutoNatLayer:
             # Identify (which tells us who serves AutoNAT) follows a new connection closely.
             await trio.sleep(IDENTIFY_GRACE_S)
             self._wake = trio.Event()
-            await self.check_once()
+            ask_all, self._ask_all = self._ask_all, False
+            await self._round(ask_all=ask_all or self.reachability is not Reachability.UNKNOWN)
 
     async def check_once(self) -> Reachability:
         """Ask the connected AutoNAT servers (direct connections only) to dial us back."""
+        return await self._round(ask_all=True)
+
+    async def _round(self, *, ask_all: bool) -> Reachability:
+        """Ask the connected servers, or while unknown (not `ask_all`) those `worth_asking`."""
         service = self._service
         if service is None:
+            return self.reachability
+        servers = _servers(service.host)
+        if not ask_all:
+            servers = worth_asking(servers, service.dial_results, self._confirmations)
+        if not servers:
             return self.reachability
         addrs = [multiaddr.Multiaddr(a).to_bytes() for a in self._advertised()]
 
@@ -181,7 +194,7 @@ class AutoNatLayer:
                 log.debug("AutoNAT query to %s failed: %r", server, exc)
 
         async with trio.open_nursery() as nursery:  # a dial-back may take DIAL_BACK_TIMEOUT_S
-            for server in _servers(service.host)[:MAX_SERVERS_PER_ROUND]:
+            for server in servers[:MAX_SERVERS_PER_ROUND]:
                 nursery.start_soon(ask, server)
         service.update_status()
         now = _FROM_LIBP2P.get(service.get_status(), Reachability.UNKNOWN)
@@ -189,6 +202,17 @@ class AutoNatLayer:
             self.reachability = now
             self._report(now)
         return now
+
+
+def worth_asking(servers: list[ID], answered: Collection[ID], confirmations: int) -> list[ID]:
+    """The servers a round while unknown asks (SPEC §10.6): all of them once the verdicts
+    held and to come could number `confirmations`, else only those with no verdict yet. A
+    verdict is kept per server, so asking one that answered again changes nothing while too
+    few servers are known to decide: a home with one or two peers dialled back by each of them
+    every 5 s, a new connection and security handshake on both ends each time."""
+    if len({*servers, *answered}) >= confirmations:
+        return servers
+    return [server for server in servers if server not in answered]
 
 
 def _servers(host: IHost) -> list[ID]:

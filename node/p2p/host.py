@@ -45,7 +45,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.transport.tcp.tcp import TCP
 
 from hearthmesh.node.clock import Clock, SystemClock
-from hearthmesh.node.p2p import task_parents
+from hearthmesh.node.p2p import eof_reads, task_parents
 from hearthmesh.node.p2p.addresses import dialable_addrs, remote_ip
 from hearthmesh.node.p2p.autonat import AutoNatLayer, Reachability
 from hearthmesh.node.p2p.bridge import TrioThread
@@ -738,6 +738,7 @@ class P2PHost:
         track(network, self._wire)
         keep_addrs(host, self._kept_advertised)
         task_parents.install()
+        eof_reads.install()
         self._gossip.build(host)
         self._autonat.build(host)
         self._relay.build(host)
