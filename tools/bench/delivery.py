@@ -32,7 +32,7 @@ from hearthmesh.tools.node_process import free_port, spawn_node
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 from hearthmesh.tools.settings import env_setting
 
-__all__ = ["run"]
+__all__ = ["AckWatch", "run"]
 
 _BODY = b"x" * 200
 
@@ -51,7 +51,7 @@ async def _measure(quick: bool) -> dict[str, Any]:
                 freeze_startup_objects()
                 await alice.connect(recipient.addr)
                 room = await alice.open_direct(UserId(recipient.user_id))
-                acks = _AckWatch(alice)
+                acks = AckWatch(alice)
                 for _ in range(20):  # warm-up: streams open, caches filled
                     await acks.wait_for((await alice.send(room, _BODY)).message_id)
                 latencies = []
@@ -90,7 +90,7 @@ async def _measure(quick: bool) -> dict[str, Any]:
     return figures
 
 
-class _AckWatch:
+class AckWatch:
     """Collects DeliveredToHome events so a sender can await one message's ack."""
 
     def __init__(self, node: Node) -> None:
