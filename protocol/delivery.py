@@ -30,7 +30,6 @@ from .identity import (
     SIGNATURE_BYTES,
     DeviceCertificate,
     KeyPair,
-    decode_certificate,
     verify_signature,
 )
 
@@ -48,6 +47,7 @@ __all__ = [
     "FrameType",
     "ProtocolErrorFrame",
     "VerifiedItem",
+    "ack_frame",
     "decode_frame",
     "encode_ack",
     "encode_deliver",
@@ -66,6 +66,8 @@ MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 _MAX_ERROR_TEXT: Final = 256
 UNPARSED_ID: Final = MessageId(bytes(32))
 """Stands in an ACK for an item whose envelope did not parse (results are positional)."""
+_ARRAY_5: Final = b"\x85"
+_SIGNATURE_ITEM: Final = b"\x58\x40"  # CBOR byte string header of 64 bytes
 
 
 class FrameType(IntEnum):
@@ -170,11 +172,25 @@ def _ack_unsigned(
     return [int(FrameType.ACK), batch_id, node_key, rows]
 
 
+def _signed_ack(
+    node: KeyPair, batch_id: int, results: tuple[DeliveryResult, ...]
+) -> tuple[bytes, bytes]:
+    """The canonical encoding of the unsigned ACK array, and the node's signature of it."""
+    unsigned = encode_canonical(_ack_unsigned(batch_id, node.public, results))
+    return unsigned, node.sign(ACK_DOMAIN + unsigned)
+
+
 def sign_ack(node: KeyPair, batch_id: int, results: tuple[DeliveryResult, ...]) -> Ack:
     """The node's signature over `ACK_DOMAIN || CBOR([2, batch_id, node_key, results])`."""
-    unsigned = _ack_unsigned(batch_id, node.public, results)
-    signature = node.sign(ACK_DOMAIN + encode_canonical(unsigned))
+    signature = _signed_ack(node, batch_id, results)[1]
     return Ack(batch_id=batch_id, node_key=node.public, results=results, signature=signature)
+
+
+def ack_frame(node: KeyPair, batch_id: int, results: tuple[DeliveryResult, ...]) -> bytes:
+    """`encode_ack(sign_ack(...))` with one CBOR encoding: the 5-item frame is the signed
+    4-item array with its one-byte header changed and the signature appended."""
+    unsigned, signature = _signed_ack(node, batch_id, results)
+    return _ARRAY_5 + unsigned[1:] + _SIGNATURE_ITEM + signature
 
 
 def encode_ack(ack: Ack) -> bytes:
@@ -310,9 +326,7 @@ def verify_batch(
     for index, wire in ((i.certificate, i.wire) for i in batch.items):
         if index not in proofs:
             try:
-                cert = decode_certificate(batch.certificates[index])
-                seen.verify(cert, now_ms=now_ms)
-                proofs[index] = cert
+                proofs[index] = seen.verify_encoded(batch.certificates[index], now_ms=now_ms)
             except RemoteProtocolError as exc:
                 proofs[index] = exc
         try:
