@@ -9,7 +9,7 @@ STORED or DUPLICATE result signed by a recipient's home node ends a delivery (SP
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
@@ -66,8 +66,10 @@ MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 _MAX_ERROR_TEXT: Final = 256
 UNPARSED_ID: Final = MessageId(bytes(32))
 """Stands in an ACK for an item whose envelope did not parse (results are positional)."""
+_ARRAY_4: Final = b"\x84"
 _ARRAY_5: Final = b"\x85"
 _SIGNATURE_ITEM: Final = b"\x58\x40"  # CBOR byte string header of 64 bytes
+_SIGNATURE_TAIL: Final = len(_SIGNATURE_ITEM) + SIGNATURE_BYTES
 
 
 class FrameType(IntEnum):
@@ -133,6 +135,12 @@ class Ack:
     """Ed25519 public key of the node that signs: its libp2p identity (SPEC §11.3)."""
     results: tuple[DeliveryResult, ...]
     signature: bytes
+    unsigned: bytes = field(default=b"", init=False, repr=False, compare=False)
+    """The canonical encoding of the fields the signature covers, when `decode_frame` read
+    them from one (the frame is that encoding with its header changed and the signature
+    appended), so `verify_ack` checks those bytes without encoding them again; empty for an
+    ACK built otherwise, whose fields are encoded. Not an argument: an ACK made from another
+    (`dataclasses.replace`) has its own fields encoded, never the bytes of the one it copied."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,7 +249,7 @@ def _decode_deliver(value: list[CborValue]) -> Deliver:
     )
 
 
-def _decode_ack(value: list[CborValue]) -> Ack:
+def _decode_ack(value: list[CborValue], data: bytes) -> Ack:
     match value:
         case [_, int() as batch_id, bytes() as node_key, list() as rows, bytes() as signature] if (
             batch_id >= 0 and len(node_key) == KEY_BYTES and len(signature) == SIGNATURE_BYTES
@@ -264,7 +272,10 @@ def _decode_ack(value: list[CborValue]) -> Ack:
                 )
             case _:
                 raise MalformedMessage("an ack result is [message id, status, code]")
-    return Ack(batch_id=batch_id, node_key=node_key, results=tuple(results), signature=signature)
+    ack = Ack(batch_id=batch_id, node_key=node_key, results=tuple(results), signature=signature)
+    # `data` is canonical (decode_canonical), so this is exactly what its signature covers
+    object.__setattr__(ack, "unsigned", _ARRAY_4 + data[1:-_SIGNATURE_TAIL])
+    return ack
 
 
 def decode_frame(data: bytes) -> Deliver | Ack | ProtocolErrorFrame:
@@ -281,7 +292,7 @@ def decode_frame(data: bytes) -> Deliver | Ack | ProtocolErrorFrame:
     if frame_type == FrameType.DELIVER:
         return _decode_deliver(value)
     if frame_type == FrameType.ACK:
-        return _decode_ack(value)
+        return _decode_ack(value, data)
     if frame_type == FrameType.ERROR:
         match value:
             case [_, int() as code, str() as message] if (
@@ -297,8 +308,10 @@ def decode_frame(data: bytes) -> Deliver | Ack | ProtocolErrorFrame:
 
 def verify_ack(ack: Ack) -> None:
     """Check the node's signature. Raises BadSignature."""
-    unsigned = _ack_unsigned(ack.batch_id, ack.node_key, ack.results)
-    verify_signature(ack.node_key, ACK_DOMAIN + encode_canonical(unsigned), ack.signature)
+    unsigned = ack.unsigned or encode_canonical(
+        _ack_unsigned(ack.batch_id, ack.node_key, ack.results)
+    )
+    verify_signature(ack.node_key, ACK_DOMAIN + unsigned, ack.signature)
 
 
 def verify_batch(

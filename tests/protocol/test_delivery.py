@@ -208,6 +208,29 @@ def test_an_ack_frame_is_the_signed_ack_encoded(count: int) -> None:
     assert decoded.results == results
 
 
+def test_a_decoded_ack_is_verified_without_encoding_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    results = tuple(
+        DeliveryResult(message_id=MessageId(bytes([n]) * 32), status=AckStatus.STORED)
+        for n in range(3)
+    )
+    decoded = decode_frame(ack_frame(NODE, 9, results))
+    assert isinstance(decoded, Ack)
+
+    def no_encoding(_: object) -> bytes:
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr(delivery_module, "encode_canonical", no_encoding)
+    verify_ack(decoded)
+    forged = dataclasses.replace(decoded, results=results[:2])  # its own fields are encoded
+    with pytest.raises(AssertionError, match="encoded again"):
+        verify_ack(forged)
+    monkeypatch.undo()
+    with pytest.raises(BadSignature):
+        verify_ack(forged)
+
+
 def test_tampered_ack_fails() -> None:
     ack = sign_ack(NODE, 3, (DeliveryResult(message_id=UNPARSED_ID, status=AckStatus.REJECTED),))
     lie = Ack(
