@@ -130,15 +130,19 @@ class _ReadGate:
 
     @contextmanager
     def reading(self) -> Iterator[None]:
+        # Each staged batch and read takes this: the waits and wake-ups are made only while a
+        # resize is under way (a dozen Python calls a snapshot otherwise, for nothing).
         with self._changed:
-            self._changed.wait_for(lambda: not self._resizing)
+            if self._resizing:
+                self._changed.wait_for(lambda: not self._resizing)
             self._readers += 1
         try:
             yield
         finally:
             with self._changed:
                 self._readers -= 1
-                self._changed.notify_all()
+                if self._resizing:  # set under the lock before a resize waits for readers
+                    self._changed.notify_all()
 
     @contextmanager
     def resizing(self) -> Iterator[None]:
