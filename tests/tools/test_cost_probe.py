@@ -9,15 +9,8 @@ from pathlib import Path
 import pytest
 
 from hearthmesh.protocol.canonical import decode_canonical, encode_canonical
-from hearthmesh.tools.bench.cost_probe import (
-    COST_ENV,
-    WINDOW_END,
-    WINDOW_START,
-    CostWindow,
-    per_message,
-    read_windows,
-    serve_windows,
-)
+from hearthmesh.tools.bench import cost_probe
+from hearthmesh.tools.bench.cost_probe import CostWindow, per_message
 
 
 def test_a_counted_window_counts_the_strict_decodes_it_saw() -> None:
@@ -45,14 +38,14 @@ async def test_windows_open_and_close_on_their_signals_plain_then_counted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     where = tmp_path / "cost.jsonl"
-    monkeypatch.setenv(COST_ENV, str(where))
-    async with serve_windows(lambda: {"n": 0}):
+    monkeypatch.setenv(cost_probe.COST_ENV, str(where))
+    async with cost_probe.serve_windows(lambda: {"n": 0}):
         for window in range(2):
-            os.kill(os.getpid(), WINDOW_START)
-            await read_windows(where, 2 * window + 1)
-            os.kill(os.getpid(), WINDOW_END)
-            await read_windows(where, 2 * window + 2)
-    lines = await read_windows(where, 4)
+            os.kill(os.getpid(), cost_probe.WINDOW_START)
+            await cost_probe.read_windows(where, 2 * window + 1)
+            os.kill(os.getpid(), cost_probe.WINDOW_END)
+            await cost_probe.read_windows(where, 2 * window + 2)
+    lines = await cost_probe.read_windows(where, 4)
     assert [line.get("opened") for line in lines[::2]] == [1, 2]
     assert "calls" not in lines[1] and "calls" in lines[3]
     assert lines[1]["counters"] == {"n": 0}

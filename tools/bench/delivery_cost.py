@@ -23,9 +23,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.node import Node
-from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.tools.bench.cost_probe import (
     COST_ENV,
     WINDOW_END,
@@ -35,27 +34,26 @@ from hearthmesh.tools.bench.cost_probe import (
     read_windows,
     store_counters,
 )
-from hearthmesh.tools.bench.delivery import AckWatch
+from hearthmesh.tools.bench.delivery import BODY, AckWatch, sending_to
 from hearthmesh.tools.event_loop import run_node_loop
 from hearthmesh.tools.node_process import NodeProcess, free_port, spawn_node
-from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
+from hearthmesh.tools.process_gc import tune_collector
 from hearthmesh.tools.settings import env_setting
 
 __all__ = ["run"]
 
-_BODY = b"x" * 200
 _TMPFS = Path("/dev/shm")
 
 
 async def _window(
-    alice: Node, room: Any, acks: AckWatch, bob: NodeProcess, cost_file: Path, *, n: int, k: int
+    alice: Node, room: RoomId, acks: AckWatch, bob: NodeProcess, cost_file: Path, *, n: int, k: int
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The k-th window (from 0) of n messages: (alice's figures, bob's)."""
     os.kill(bob.process.pid, WINDOW_START)
     await read_windows(cost_file, 2 * k + 1)  # bob's window is open
     window = CostWindow(counted=k % 2 == 1, counters=partial(store_counters, alice))
     for _ in range(n):
-        await acks.wait_for((await alice.send(room, _BODY)).message_id)
+        await acks.wait_for((await alice.send(room, BODY)).message_id)
     mine = window.close()
     os.kill(bob.process.pid, WINDOW_END)
     return mine, (await read_windows(cost_file, 2 * k + 2))[-1]
@@ -72,21 +70,9 @@ async def _measure(quick: bool, *, on_tmpfs: bool) -> dict[str, Any]:
         finally:
             del os.environ[COST_ENV]
         try:
-            config = NodeConfig(
-                data_dir=Path(tmp) / "alice",
-                listen_addrs=("/ip4/127.0.0.1/tcp/0",),
-                trio_on_loop=env_setting("trio_on_loop"),
-            )
-            async with Node(config) as alice:
-                freeze_startup_objects()
-                await alice.connect(bob.addr)
-                room = await alice.open_direct(UserId(bob.user_id))
-                acks = AckWatch(alice)
-                for _ in range(20):  # warm-up: streams open, caches filled
-                    await acks.wait_for((await alice.send(room, _BODY)).message_id)
+            async with sending_to(Path(tmp) / "alice", bob) as (alice, room, acks):
                 plain = await _window(alice, room, acks, bob, cost_file, n=n, k=0)
                 counted = await _window(alice, room, acks, bob, cost_file, n=n, k=1)
-                acks.close()
         finally:
             await bob.terminate()
     homes = {}
@@ -96,7 +82,7 @@ async def _measure(quick: bool, *, on_tmpfs: bool) -> dict[str, Any]:
         figures.update({k: v for k, v in counts.items() if k != "cpu_us_per_msg"})
         homes[home] = figures
     stores = "tmpfs (fsync free)" if on_tmpfs else "disk"
-    return {"messages_per_window": n, "body_bytes": len(_BODY), "stores": stores, **homes}
+    return {"messages_per_window": n, "body_bytes": len(BODY), "stores": stores, **homes}
 
 
 def run(quick: bool) -> dict[str, Any]:
