@@ -9,7 +9,7 @@ STORED or DUPLICATE result signed by a recipient's home node ends a delivery (SP
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
@@ -30,7 +30,6 @@ from .identity import (
     SIGNATURE_BYTES,
     DeviceCertificate,
     KeyPair,
-    decode_certificate,
     verify_signature,
 )
 
@@ -48,6 +47,7 @@ __all__ = [
     "FrameType",
     "ProtocolErrorFrame",
     "VerifiedItem",
+    "ack_frame",
     "decode_frame",
     "encode_ack",
     "encode_deliver",
@@ -66,6 +66,10 @@ MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
 _MAX_ERROR_TEXT: Final = 256
 UNPARSED_ID: Final = MessageId(bytes(32))
 """Stands in an ACK for an item whose envelope did not parse (results are positional)."""
+_ARRAY_4: Final = b"\x84"
+_ARRAY_5: Final = b"\x85"
+_SIGNATURE_ITEM: Final = b"\x58\x40"  # CBOR byte string header of 64 bytes
+_SIGNATURE_TAIL: Final = len(_SIGNATURE_ITEM) + SIGNATURE_BYTES
 
 
 class FrameType(IntEnum):
@@ -131,6 +135,12 @@ class Ack:
     """Ed25519 public key of the node that signs: its libp2p identity (SPEC §11.3)."""
     results: tuple[DeliveryResult, ...]
     signature: bytes
+    unsigned: bytes = field(default=b"", init=False, repr=False, compare=False)
+    """The canonical encoding of the fields the signature covers, when `decode_frame` read
+    them from one (the frame is that encoding with its header changed and the signature
+    appended), so `verify_ack` checks those bytes without encoding them again; empty for an
+    ACK built otherwise, whose fields are encoded. Not an argument: an ACK made from another
+    (`dataclasses.replace`) has its own fields encoded, never the bytes of the one it copied."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -170,11 +180,25 @@ def _ack_unsigned(
     return [int(FrameType.ACK), batch_id, node_key, rows]
 
 
+def _signed_ack(
+    node: KeyPair, batch_id: int, results: tuple[DeliveryResult, ...]
+) -> tuple[bytes, bytes]:
+    """The canonical encoding of the unsigned ACK array, and the node's signature of it."""
+    unsigned = encode_canonical(_ack_unsigned(batch_id, node.public, results))
+    return unsigned, node.sign(ACK_DOMAIN + unsigned)
+
+
 def sign_ack(node: KeyPair, batch_id: int, results: tuple[DeliveryResult, ...]) -> Ack:
     """The node's signature over `ACK_DOMAIN || CBOR([2, batch_id, node_key, results])`."""
-    unsigned = _ack_unsigned(batch_id, node.public, results)
-    signature = node.sign(ACK_DOMAIN + encode_canonical(unsigned))
+    signature = _signed_ack(node, batch_id, results)[1]
     return Ack(batch_id=batch_id, node_key=node.public, results=results, signature=signature)
+
+
+def ack_frame(node: KeyPair, batch_id: int, results: tuple[DeliveryResult, ...]) -> bytes:
+    """`encode_ack(sign_ack(...))` with one CBOR encoding: the 5-item frame is the signed
+    4-item array with its one-byte header changed and the signature appended."""
+    unsigned, signature = _signed_ack(node, batch_id, results)
+    return _ARRAY_5 + unsigned[1:] + _SIGNATURE_ITEM + signature
 
 
 def encode_ack(ack: Ack) -> bytes:
@@ -225,7 +249,7 @@ def _decode_deliver(value: list[CborValue]) -> Deliver:
     )
 
 
-def _decode_ack(value: list[CborValue]) -> Ack:
+def _decode_ack(value: list[CborValue], data: bytes) -> Ack:
     match value:
         case [_, int() as batch_id, bytes() as node_key, list() as rows, bytes() as signature] if (
             batch_id >= 0 and len(node_key) == KEY_BYTES and len(signature) == SIGNATURE_BYTES
@@ -248,7 +272,10 @@ def _decode_ack(value: list[CborValue]) -> Ack:
                 )
             case _:
                 raise MalformedMessage("an ack result is [message id, status, code]")
-    return Ack(batch_id=batch_id, node_key=node_key, results=tuple(results), signature=signature)
+    ack = Ack(batch_id=batch_id, node_key=node_key, results=tuple(results), signature=signature)
+    # `data` is canonical (decode_canonical), so this is exactly what its signature covers
+    object.__setattr__(ack, "unsigned", _ARRAY_4 + data[1:-_SIGNATURE_TAIL])
+    return ack
 
 
 def decode_frame(data: bytes) -> Deliver | Ack | ProtocolErrorFrame:
@@ -265,7 +292,7 @@ def decode_frame(data: bytes) -> Deliver | Ack | ProtocolErrorFrame:
     if frame_type == FrameType.DELIVER:
         return _decode_deliver(value)
     if frame_type == FrameType.ACK:
-        return _decode_ack(value)
+        return _decode_ack(value, data)
     if frame_type == FrameType.ERROR:
         match value:
             case [_, int() as code, str() as message] if (
@@ -281,8 +308,10 @@ def decode_frame(data: bytes) -> Deliver | Ack | ProtocolErrorFrame:
 
 def verify_ack(ack: Ack) -> None:
     """Check the node's signature. Raises BadSignature."""
-    unsigned = _ack_unsigned(ack.batch_id, ack.node_key, ack.results)
-    verify_signature(ack.node_key, ACK_DOMAIN + encode_canonical(unsigned), ack.signature)
+    unsigned = ack.unsigned or encode_canonical(
+        _ack_unsigned(ack.batch_id, ack.node_key, ack.results)
+    )
+    verify_signature(ack.node_key, ACK_DOMAIN + unsigned, ack.signature)
 
 
 def verify_batch(
@@ -310,9 +339,7 @@ def verify_batch(
     for index, wire in ((i.certificate, i.wire) for i in batch.items):
         if index not in proofs:
             try:
-                cert = decode_certificate(batch.certificates[index])
-                seen.verify(cert, now_ms=now_ms)
-                proofs[index] = cert
+                proofs[index] = seen.verify_encoded(batch.certificates[index], now_ms=now_ms)
             except RemoteProtocolError as exc:
                 proofs[index] = exc
         try:

@@ -95,6 +95,11 @@ _U64_MAX: Final = (1 << 64) - 1
 class Table(Enum):
     """The named sub-databases; the value is the LMDB name (dotted nouns, CONVENTIONS §3)."""
 
+    # Members are singletons compared by identity, so identity is their hash: Enum's own
+    # `__hash__` is a Python call, and each transaction's lookup of a table's handle made one
+    # (~22 a delivered message on each home, `bench delivery-cost`).
+    __hash__ = object.__hash__
+
     SCHEMA = b"meta.schema"
     """b"version" -> u32."""
     SETTINGS = b"meta.settings"

@@ -456,7 +456,9 @@ class LmdbEngine:
                                 db = self._dbs[table]
                                 for key in deletes:
                                     txn.delete(key, db=db)
-                                if puts:
+                                if len(puts) == 1:  # most tables a message writes: no cursor
+                                    txn.put(*puts[0], db=db)
+                                elif puts:
                                     txn.cursor(db).putmulti(puts)
                     break
                 except lmdb.MapFullError:

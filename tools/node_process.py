@@ -5,8 +5,10 @@
 [--listen MULTIADDR]` prints one JSON line (peer id, user id, address) once the node is up,
 then serves until killed or until SIGTERM, which stops it cleanly. With `--report` it also
 prints a JSON line `{"received": <message id hex>, "at_ns": <wall clock>}` for every message
-it takes in. `HEARTHMESH_TRIO_ON_LOOP` sets `NodeConfig.trio_on_loop`, and `HEARTHMESH_UVLOOP`
-the process's event loop (`tools/event_loop.py`), as they do for `hearthmesh run`.
+it takes in. With `HEARTHMESH_COST_FILE` set, it measures windows of its own cost between two
+signals (`tools/bench/cost_probe.py`). `HEARTHMESH_TRIO_ON_LOOP` sets `NodeConfig.trio_on_loop`,
+and `HEARTHMESH_UVLOOP` the process's event loop (`tools/event_loop.py`), as they do for
+`hearthmesh run`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -30,6 +33,7 @@ from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.tools import zygote
+from hearthmesh.tools.bench.cost_probe import serve_windows, store_counters
 from hearthmesh.tools.event_loop import run_node_loop
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 from hearthmesh.tools.settings import env_setting
@@ -74,7 +78,7 @@ async def serve(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    async with Node(config) as node:
+    async with Node(config) as node, serve_windows(partial(store_counters, node)):
         for address in connect:
             await node.connect(address)
         freeze_startup_objects()

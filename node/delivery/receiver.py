@@ -28,10 +28,9 @@ from hearthmesh.protocol.delivery import (
     AckStatus,
     Deliver,
     DeliveryResult,
+    ack_frame,
     decode_frame,
-    encode_ack,
     encode_error,
-    sign_ack,
     verify_batch,
 )
 from hearthmesh.protocol.errors import ClockSkew, MalformedMessage, RemoteProtocolError
@@ -102,7 +101,7 @@ class Receiver:
                 frame, peer=stream.remote_peer, from_sibling=self._is_sibling(stream.remote_peer)
             )
             self._standing.refused_results(stream.remote_peer, results)
-            answer = encode_ack(sign_ack(self._keyring.node, frame.batch_id, tuple(results)))
+            answer = ack_frame(self._keyring.node, frame.batch_id, tuple(results))
 
     def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
         self.rejected_frames += 1

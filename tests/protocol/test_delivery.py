@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 from hypothesis import given, settings
@@ -18,6 +19,7 @@ from hearthmesh.protocol.delivery import (
     Deliver,
     DeliveryResult,
     ProtocolErrorFrame,
+    ack_frame,
     decode_frame,
     encode_ack,
     encode_deliver,
@@ -27,7 +29,14 @@ from hearthmesh.protocol.delivery import (
     verify_ack,
     verify_batch,
 )
-from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal, verify_envelope
+from hearthmesh.protocol.envelope import (
+    Envelope,
+    Kind,
+    MessageId,
+    RoomId,
+    seal,
+    verify_envelope,
+)
 from hearthmesh.protocol.errors import (
     BadCertificate,
     BadSignature,
@@ -38,6 +47,7 @@ from hearthmesh.protocol.errors import (
 )
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import (
+    SIGNATURE_BYTES,
     DeviceId,
     UserId,
     decode_certificate,
@@ -89,6 +99,20 @@ def test_a_shared_certificate_cache_remembers_across_batches() -> None:
     seen = VerifiedCertificates()  # empty, so falsy: it must still be the one filled
     assert [i.error for i in verify_batch(frame, now_ms=NOW_MS, certificates=seen)] == [None]
     assert decode_certificate(CERT) in seen
+
+
+def test_a_remembered_certificates_forgery_is_refused_in_a_later_batch() -> None:
+    seen = VerifiedCertificates()
+    forged = encode_certificate(
+        dataclasses.replace(decode_certificate(CERT), signature=bytes(SIGNATURE_BYTES))
+    )
+    results = []
+    for cert in (CERT, forged, CERT):
+        frame = decode_frame(encode_deliver(7, [cert], [BatchItem(0, RECIPIENT, envelope_wire(1))]))
+        assert isinstance(frame, Deliver)
+        results.append(verify_batch(frame, now_ms=NOW_MS, certificates=seen)[0].error)
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], BadCertificate)
 
 
 def test_one_bad_item_does_not_spoil_the_batch() -> None:
@@ -168,6 +192,43 @@ def test_ack_is_signed_and_round_trips() -> None:
     assert isinstance(decoded, Ack)
     verify_ack(decoded)
     assert decoded.results[1].code == 4
+
+
+@pytest.mark.parametrize("count", [0, 1, 23, 24, 256])
+def test_an_ack_frame_is_the_signed_ack_encoded(count: int) -> None:
+    results = tuple(
+        DeliveryResult(message_id=MessageId(bytes([n]) * 32), status=AckStatus.STORED, code=n)
+        for n in range(count)
+    )
+    wire = ack_frame(NODE, 2**40, results)
+    assert wire == encode_ack(sign_ack(NODE, 2**40, results))
+    decoded = decode_frame(wire)  # strict: the canonical encoding
+    assert isinstance(decoded, Ack)
+    verify_ack(decoded)
+    assert decoded.results == results
+
+
+def test_a_decoded_ack_is_verified_without_encoding_it_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    results = tuple(
+        DeliveryResult(message_id=MessageId(bytes([n]) * 32), status=AckStatus.STORED)
+        for n in range(3)
+    )
+    decoded = decode_frame(ack_frame(NODE, 9, results))
+    assert isinstance(decoded, Ack)
+
+    def no_encoding(_: object) -> bytes:
+        raise AssertionError("encoded again")
+
+    monkeypatch.setattr(delivery_module, "encode_canonical", no_encoding)
+    verify_ack(decoded)
+    forged = dataclasses.replace(decoded, results=results[:2])  # its own fields are encoded
+    with pytest.raises(AssertionError, match="encoded again"):
+        verify_ack(forged)
+    monkeypatch.undo()
+    with pytest.raises(BadSignature):
+        verify_ack(forged)
 
 
 def test_tampered_ack_fails() -> None:

@@ -15,26 +15,28 @@ runs both on asyncio's own loop instead of uvloop's (`tools/event_loop.py`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import DeliveredToHome
 from hearthmesh.node.node import Node
-from hearthmesh.protocol.envelope import MessageId
+from hearthmesh.protocol.envelope import MessageId, RoomId
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.tools.bench.stats import percentile, process_rss_mb
 from hearthmesh.tools.event_loop import run_node_loop
-from hearthmesh.tools.node_process import free_port, spawn_node
+from hearthmesh.tools.node_process import NodeProcess, free_port, spawn_node
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 from hearthmesh.tools.settings import env_setting
 
-__all__ = ["run"]
+__all__ = ["BODY", "AckWatch", "run", "sending_to"]
 
-_BODY = b"x" * 200
+BODY = b"x" * 200
 
 
 async def _measure(quick: bool) -> dict[str, Any]:
@@ -42,37 +44,25 @@ async def _measure(quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-") as tmp:
         recipient = await spawn_node(Path(tmp) / "bob", free_port())
         try:
-            config = NodeConfig(
-                data_dir=Path(tmp) / "alice",
-                listen_addrs=("/ip4/127.0.0.1/tcp/0",),
-                trio_on_loop=env_setting("trio_on_loop"),
-            )
-            async with Node(config) as alice:
-                freeze_startup_objects()
-                await alice.connect(recipient.addr)
-                room = await alice.open_direct(UserId(recipient.user_id))
-                acks = _AckWatch(alice)
-                for _ in range(20):  # warm-up: streams open, caches filled
-                    await acks.wait_for((await alice.send(room, _BODY)).message_id)
+            async with sending_to(Path(tmp) / "alice", recipient) as (alice, room, acks):
                 latencies = []
                 warm_trips = len(alice.delivery_round_trips_ms)
                 for _ in range(samples):
                     started = time.perf_counter()
-                    envelope = await alice.send(room, _BODY)
+                    envelope = await alice.send(room, BODY)
                     await acks.wait_for(envelope.message_id)
                     latencies.append((time.perf_counter() - started) * 1000)
                 trips = alice.delivery_round_trips_ms[warm_trips:]
                 started = time.perf_counter()
-                sent = await asyncio.gather(*(alice.send(room, _BODY) for _ in range(burst)))
+                sent = await asyncio.gather(*(alice.send(room, BODY) for _ in range(burst)))
                 sent_s = time.perf_counter() - started
                 for envelope in sent:
                     await acks.wait_for(envelope.message_id)
                 delivered_s = time.perf_counter() - started
-                acks.close()
                 figures = {
                     "samples": samples,
                     "burst": burst,
-                    "body_bytes": len(_BODY),
+                    "body_bytes": len(BODY),
                     "latency_p50_ms": round(percentile(latencies, 50), 3),
                     "latency_p99_ms": round(percentile(latencies, 99), 3),
                     "latency_max_ms": round(max(latencies), 3),
@@ -90,7 +80,32 @@ async def _measure(quick: bool) -> dict[str, Any]:
     return figures
 
 
-class _AckWatch:
+@contextlib.asynccontextmanager
+async def sending_to(
+    data_dir: Path, recipient: NodeProcess
+) -> AsyncIterator[tuple[Node, RoomId, AckWatch]]:
+    """The sender's node in this process, in a direct room with `recipient`'s user, 20
+    messages sent and acked (the streams open, the caches filled): the node, the room and
+    its acks."""
+    config = NodeConfig(
+        data_dir=data_dir,
+        listen_addrs=("/ip4/127.0.0.1/tcp/0",),
+        trio_on_loop=env_setting("trio_on_loop"),
+    )
+    async with Node(config) as alice:
+        freeze_startup_objects()
+        await alice.connect(recipient.addr)
+        room = await alice.open_direct(UserId(recipient.user_id))
+        acks = AckWatch(alice)
+        try:
+            for _ in range(20):
+                await acks.wait_for((await alice.send(room, BODY)).message_id)
+            yield alice, room, acks
+        finally:
+            acks.close()
+
+
+class AckWatch:
     """Collects DeliveredToHome events so a sender can await one message's ack."""
 
     def __init__(self, node: Node) -> None:

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
@@ -33,6 +31,7 @@ from typing import Any, Final
 
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.node import Node
+from hearthmesh.tools.bench.cost_probe import thread_cpu_s
 
 __all__ = ["run"]
 
@@ -41,30 +40,6 @@ _TOP_CALLBACKS: Final = 12
 
 def _config(path: Path) -> NodeConfig:
     return NodeConfig(data_dir=path, listen_addrs=("/ip4/127.0.0.1/tcp/0",))
-
-
-def _thread_cpu_s() -> dict[str, float]:
-    """CPU seconds of this process's threads so far, grouped: loop, trio, store, other."""
-    names = {t.native_id: t.name for t in threading.enumerate()}
-    groups: dict[str, float] = collections.defaultdict(float)
-    for tid in os.listdir("/proc/self/task"):
-        try:  # nanoseconds on the CPU: /proc's stat counts 10 ms ticks, coarse for idle
-            with open(f"/proc/self/task/{tid}/schedstat") as stat:
-                on_cpu_ns = int(stat.read().split()[0])
-        except OSError:  # the thread ended meanwhile
-            continue
-        name = names.get(int(tid), "")
-        group = (
-            "loop"
-            if name == "MainThread"
-            else "trio"
-            if name.startswith("libp2p-")
-            else "store"
-            if name.startswith("hearthmesh-store")
-            else "other"
-        )
-        groups[group] += on_cpu_ns / 1e9
-    return groups
 
 
 def _callback_name(callback: Callable[..., Any]) -> str:
@@ -148,11 +123,11 @@ async def _idle(nodes: int, seconds: float, settle_s: float) -> dict[str, Any]:
             for i in range(nodes if nodes > 2 else nodes - 1):  # a ring (a line of two)
                 await ring[i].connect(ring[(i + 1) % nodes].listen_addrs[0])
             await asyncio.sleep(settle_s)  # hellos, identify, the first gossip heartbeats
-            cpu0, wall0 = _thread_cpu_s(), time.perf_counter()
+            cpu0, wall0 = thread_cpu_s(), time.perf_counter()
             batches0 = sum(n.store.batches_committed for n in ring)
             commits0 = sum(n.store.transactions for n in ring)
             await asyncio.sleep(seconds)
-            cpu1, wall = _thread_cpu_s(), time.perf_counter() - wall0
+            cpu1, wall = thread_cpu_s(), time.perf_counter() - wall0
             batches = sum(n.store.batches_committed for n in ring) - batches0
             commits = sum(n.store.transactions for n in ring) - commits0
             with _counting_callbacks() as counts:

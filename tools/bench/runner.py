@@ -22,6 +22,8 @@ BENCHMARKS: dict[str, str] = {
     "codec": "hearthmesh.tools.bench.codec",
     "connectivity": "hearthmesh.tools.bench.connectivity",
     "delivery": "hearthmesh.tools.bench.delivery",
+    "delivery-cost": "hearthmesh.tools.bench.delivery_cost",
+    "delivery-cost-disk": "hearthmesh.tools.bench.delivery_cost:run_disk",
     "e2ee": "hearthmesh.tools.bench.e2ee",
     "fanout": "hearthmesh.tools.bench.fanout",
     "group": "hearthmesh.tools.bench.group",

@@ -102,10 +102,13 @@ Case = dict[str, Any]
 
 
 def as_json(value: object) -> Any:
-    """Decoded values as JSON: dataclasses as objects, bytes as hex, enums as their value,
-    sets as sorted lists."""
+    """Decoded values as JSON: dataclasses as objects (the fields one is built from: not one
+    derived as it is decoded, `init=False`), bytes as hex, enums as their value, sets as
+    sorted lists."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: as_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        fields = {
+            f.name: as_json(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init
+        }
         return {"type": type(value).__name__, **fields}
     if isinstance(value, bytes):
         return value.hex()

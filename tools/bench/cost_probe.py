@@ -1,0 +1,226 @@
+"""What a node costs per message in figures a loaded machine does not move: each thread's CPU
+and the loop thread's calls (issue #13; `bench delivery-cost`).
+
+A window is opened and closed around N messages. Each window records every thread's CPU time
+(`/proc/self/task/*/schedstat`, ns on a CPU: the waits for the GIL or a core are not in it),
+grouped as the loop, the trio thread, the store's threads and the rest; a counted window also
+runs cProfile on the loop's thread, for call counts (cProfile's own cost makes that window's CPU
+no figure, so the CPU is a plain window's). A node process (`tools/node_process.py`) opens a
+window on `WINDOW_START` and closes it on `WINDOW_END` when the environment names a file in
+`COST_ENV`, and appends each window's figures there as a JSON line; its windows alternate plain,
+counted, plain, ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import cProfile
+import json
+import os
+import pstats
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from hearthmesh.node.node import Node
+
+__all__ = [
+    "COST_ENV",
+    "PSTATS_ENV",
+    "WINDOW_END",
+    "WINDOW_START",
+    "CostWindow",
+    "per_message",
+    "read_windows",
+    "serve_windows",
+    "store_counters",
+    "thread_cpu_s",
+]
+
+COST_ENV: Final = "HEARTHMESH_COST_FILE"
+PSTATS_ENV: Final = "HEARTHMESH_COST_PSTATS"
+"""A directory: each counted window's whole profile is dumped there too (`pid-n.pstats`), to
+read who called what (`python -m pstats`)."""
+WINDOW_START: Final = signal.SIGUSR1
+WINDOW_END: Final = signal.SIGUSR2
+
+CATEGORIES: Final[dict[str, tuple[str, ...]]] = {
+    "strict_decodes": ("canonical.py:decode_canonical",),
+    "cbor_loads": ("_cbor2.loads", "cbor2._decoder.loads"),
+    "cbor_dumps": ("_cbor2.dumps", "cbor2._encoder.dumps"),
+    "envelope_parses": ("envelope.py:_parse",),
+    "signature_verifies": ("identity.py:verify_signature",),
+    "signs": ("identity.py:sign",),
+    "megolm_decrypts": ("'decrypt' of",),
+    "lmdb_gets": ("'get' of 'Transaction'", "'get' of 'lmdb.Transaction'"),
+    "lmdb_puts": ("'put' of 'Transaction'", "'put' of 'lmdb.Transaction'", "'putmulti' of"),
+    "lmdb_cursors": ("'cursor' of 'Transaction'", "'cursor' of 'lmdb.Transaction'"),
+    "lmdb_txns": ("'begin' of 'Environment'", "'begin' of 'lmdb.Environment'"),
+    "store_flushes": ("async_store.py:_flush",),
+    "tasks_created": ("taskgroups.py:create_task", "tasks.py:create_task"),
+    "to_trio_calls": ("call_workers.py:_put",),
+    "to_loop_drains": ("bridge.py:_drain",),
+    "writer_submits": ("thread.py:submit",),
+}
+"""Figure → the substrings of cProfile's function labels (file:function, or a built-in's
+description) whose calls it sums. The built-ins' labels differ between C and pure builds, so
+each names both. Only plain functions: cProfile counts each resumption of a coroutine as a
+call, and no call of a Cython method (uvloop's `create_task`: the tasks counted are those
+created through a `TaskGroup` or `asyncio.create_task`)."""
+
+_WAIT_S: Final = 10.0
+_TOP: Final = 30
+_dumped = [0]
+
+
+def thread_cpu_s() -> dict[str, float]:
+    """CPU seconds of this process's threads so far, grouped: loop, trio, store, other."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    groups: dict[str, float] = collections.defaultdict(float)
+    for tid in os.listdir("/proc/self/task"):
+        try:  # nanoseconds on the CPU: /proc's stat counts 10 ms ticks, coarse for idle
+            with open(f"/proc/self/task/{tid}/schedstat") as stat:
+                on_cpu_ns = int(stat.read().split()[0])
+        except OSError:  # the thread ended meanwhile
+            continue
+        name = names.get(int(tid), "")
+        group = (
+            "loop"
+            if name == "MainThread"
+            else "trio"
+            if name.startswith("libp2p-")
+            else "store"
+            if name.startswith("hearthmesh-store")
+            else "other"
+        )
+        groups[group] += on_cpu_ns / 1e9
+    return groups
+
+
+def store_counters(node: Node) -> dict[str, int]:
+    """The store's write batches and transactions so far (each transaction one durable commit)."""
+    return {"transactions": node.store.transactions, "batches": node.store.batches_committed}
+
+
+def _label(func: tuple[str, int, str]) -> str:
+    file, _, name = func
+    return name if file == "~" else f"{os.path.basename(file)}:{name}"
+
+
+class CostWindow:
+    """One window: CPU per thread group from `open` to `close`, and, when `counted`, the loop
+    thread's calls (cProfile runs on the thread that opens the window, which must close it)."""
+
+    def __init__(
+        self, *, counted: bool, counters: Callable[[], dict[str, int]] | None = None
+    ) -> None:
+        self._counters = counters
+        self._before = counters() if counters is not None else {}
+        # its timer is the thread's CPU, so a dumped profile charges no GIL wait to a function
+        self._profile = cProfile.Profile(time.thread_time_ns, 1e-9) if counted else None
+        self._cpu0 = thread_cpu_s()
+        if self._profile is not None:
+            self._profile.enable()
+
+    def close(self) -> dict[str, Any]:
+        """The window's totals: `cpu_s` by group, with `calls` (by category, and the most
+        called functions) when counted, and how far each of `counters` moved meanwhile."""
+        if self._profile is not None:
+            self._profile.disable()
+        cpu1 = thread_cpu_s()
+        figures: dict[str, Any] = {
+            "cpu_s": {g: cpu1[g] - self._cpu0.get(g, 0.0) for g in sorted(cpu1)},
+        }
+        if self._profile is not None:
+            if where := os.environ.get(PSTATS_ENV):
+                _dumped[0] += 1
+                self._profile.dump_stats(Path(where) / f"{os.getpid()}-{_dumped[0]}.pstats")
+            stats = pstats.Stats(self._profile).stats  # type: ignore[attr-defined]
+            calls = {_label(func): row[1] for func, row in stats.items()}  # primitive + recursive
+            figures["python_calls"] = sum(calls.values())
+            figures["calls"] = {
+                category: sum(n for label, n in calls.items() if any(s in label for s in subs))
+                for category, subs in CATEGORIES.items()
+            }
+            top = sorted(calls.items(), key=lambda kv: -kv[1])[:_TOP]
+            figures["top_calls"] = dict(top)
+        if self._counters is not None:
+            after = self._counters()
+            figures["counters"] = {k: v - self._before.get(k, 0) for k, v in after.items()}
+        return figures
+
+
+def per_message(window: dict[str, Any], messages: int) -> dict[str, Any]:
+    """A window's totals divided by the messages it saw (CPU in µs, calls per message)."""
+    out: dict[str, Any] = {
+        "cpu_us_per_msg": {
+            g: round(s * 1e6 / messages, 1) for g, s in window.get("cpu_s", {}).items()
+        },
+    }
+    out["cpu_us_per_msg"]["all"] = round(sum(window.get("cpu_s", {}).values()) * 1e6 / messages, 1)
+    if "calls" in window:
+        out["python_calls_per_msg"] = round(window["python_calls"] / messages, 1)
+        out["calls_per_msg"] = {k: round(v / messages, 2) for k, v in window["calls"].items()}
+        out["top_calls_per_msg"] = {
+            k: round(v / messages, 2) for k, v in window["top_calls"].items()
+        }
+    if "counters" in window:
+        out["counters_per_msg"] = {k: round(v / messages, 3) for k, v in window["counters"].items()}
+    return out
+
+
+@contextlib.asynccontextmanager
+async def serve_windows(counters: Callable[[], dict[str, int]]) -> AsyncIterator[None]:
+    """While the block runs, if `COST_ENV` names a file: open a window on `WINDOW_START` and
+    close it on `WINDOW_END`, appending its figures (with how far `counters` moved) to that
+    file as a JSON line (and `{"opened": n}` as the n-th opens); the first window is plain,
+    the next counted, and so on."""
+    where = os.environ.get(COST_ENV)
+    if not where:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    open_now: list[CostWindow] = []
+    windows = [0]
+
+    def start() -> None:
+        if not open_now:
+            open_now.append(CostWindow(counted=windows[0] % 2 == 1, counters=counters))
+            windows[0] += 1
+            with Path(where).open("a") as out:  # the bench waits for this before it sends
+                out.write(json.dumps({"opened": windows[0]}) + "\n")
+
+    def end() -> None:
+        if open_now:
+            figures = open_now.pop().close()
+            with Path(where).open("a") as out:  # a few hundred bytes, once a window
+                out.write(json.dumps(figures) + "\n")
+
+    loop.add_signal_handler(WINDOW_START, start)
+    loop.add_signal_handler(WINDOW_END, end)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(WINDOW_START)
+        loop.remove_signal_handler(WINDOW_END)
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text() if path.exists() else ""  # a few lines: no thread for it
+    return [json.loads(line) for line in text.splitlines()]
+
+
+async def read_windows(path: Path, count: int) -> list[dict[str, Any]]:
+    """The first `count` lines a node process wrote to its `COST_ENV` file, once it has."""
+    async with asyncio.timeout(_WAIT_S):
+        while True:
+            lines = _read(path)
+            if len(lines) >= count:
+                return lines[:count]
+            await asyncio.sleep(0.005)
