@@ -88,6 +88,7 @@ BRIDGE_MODULES = {
     "node/p2p/task_parents.py",
     "node/p2p/unweighted_scorer.py",
     "node/p2p/pipelined_select.py",
+    "node/p2p/periodic_jobs.py",
 }
 """The only modules that may import trio or libp2p (ARCHITECTURE §5)."""
 
