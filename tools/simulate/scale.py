@@ -288,16 +288,24 @@ def _above_idle(
     return round(1000 * above / max(1, messages), 2)
 
 
+def _wire_pairs(
+    before: list[dict[str, Any]], after: list[dict[str, Any]], key: str
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each node's status `wire[key]` at a phase's start and end, for the nodes whose release
+    reports it at both."""
+    return [
+        (e["wire"][key], a["wire"][key])
+        for e, a in zip(before, after, strict=True)
+        if key in e["wire"] and key in a["wire"]
+    ]
+
+
 def _periodic_between(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str, Any]:
     """The periodic jobs a node ran between two status rounds (`wire.periodic`): per job, its
     runs and CPU seconds per node (mean), and their CPU in all (`cpu_s`); nothing from nodes of
     a release without them. What a phase holds of them depends on the mesh's age, not on its
     messages, so they are taken out of the CPU a message (`_above_idle`)."""
-    pairs = [
-        (e["wire"]["periodic"], a["wire"]["periodic"])
-        for e, a in zip(before, after, strict=True)
-        if "periodic" in e["wire"] and "periodic" in a["wire"]
-    ]
+    pairs = _wire_pairs(before, after, "periodic")
     if not pairs:
         return {}
     jobs = {
@@ -358,11 +366,7 @@ def _gossip_between(
     asked by IWANT, GRAFTs and PRUNEs sent, per node per `unit`, and a topic's mean mesh over
     the phase's heartbeats (what a node's copies per message follow); nothing from nodes of a
     release without them."""
-    pairs = [
-        (e["wire"]["gossip"], a["wire"]["gossip"])
-        for e, a in zip(before, after, strict=True)
-        if "gossip" in e["wire"] and "gossip" in a["wire"]
-    ]
+    pairs = _wire_pairs(before, after, "gossip")
     if not pairs:
         return {}
 
