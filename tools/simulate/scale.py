@@ -36,7 +36,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.protocol.identity import UserId, user_id_text
@@ -58,7 +58,7 @@ from hearthmesh.tools.simulate.run import (
 )
 from hearthmesh.tools.simulate.workload import DeviceClient
 
-__all__ = ["ScaleConfig", "run_scale", "scale"]
+__all__ = ["IDLE_S", "ScaleConfig", "run_scale", "scale"]
 
 _ADD_AT_ONCE = MAX_ADD_TARGETS
 """Members named by the create and by each later add: each call is one MEMBERSHIP event
@@ -78,13 +78,20 @@ _LAST_HOMES = 3
 
 _NEIGHBOURS = 3
 
+IDLE_S: Final = 300.0
+"""The idle phase's default: what a node does with nothing sent comes in rounds, and a phase
+shorter than a round holds all of one or none, by the mesh's age. The home records on the
+presence topic go out in bursts (homes that started together republish together, every 300 s
+at 50 nodes, §32.4.3: a 30 s idle held a burst at 25 nodes and none at 50), and an AutoNAT round
+comes every 300 s; the periodic jobs are also taken out by their own count (`periodic`)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class ScaleConfig:
     sizes: tuple[int, ...] = (10, 25, 50)
     members: int = 0
     """Group members; 0 or fewer than a size: the size's users only."""
-    idle: float = 30.0
+    idle: float = IDLE_S
     duration: float = 60.0
     rate: float = 2.0
     converge_timeout: float = 120.0
