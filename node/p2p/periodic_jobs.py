@@ -3,18 +3,20 @@
 routing-table refresh.
 
 Part of the libp2p bridge (ARCHITECTURE §5, tests/test_layering.py `BRIDGE_MODULES`); all of it
-runs on the trio thread but `snapshot`. Why: an AutoNAT round (every 300 s) or a kad refresh
-(every 600 s) costs a node about as much CPU as ten workload messages, and a scale run's phases
-meet them at different ages of the mesh, so a phase's CPU a message moved by a whole round
-between sizes. Knowing each job's runs and CPU in a phase, `simulate --scale` takes them out.
+runs on the trio thread but `snapshot`. Why: a kad refresh (every 600 s) cost a 50-node mesh's
+node 0.26 CPU s, about ten workload messages, an AutoNAT round (every 300 s) with the 8
+dial-backs it asks of others 0.05-0.07 s, and a scale run's phases meet them at different ages
+of the mesh, so a phase's CPU a message moved by a whole round between sizes. Knowing each
+job's runs and CPU in a phase, `simulate --scale` takes them out.
 
 How: a job runs inside `PeriodicJobs.running(job)`, which names the job in a context variable;
 trio gives each task a copy of its spawner's context, so the tasks the job starts carry the
 name too. While any job runs, a trio instrument adds the thread CPU of each step of a task
-carrying a name to that job (two clock reads a step of every task, only then; between jobs
-no instrument is installed and nothing is read). What the job makes other tasks do is not
-its own: the peer's side of a dial-back (its Noise handshake in the listener's task) and the
-kad peers' answers count as the tasks they run in, so the figures are a floor.
+carrying a name to that job while its run is open (two hook calls a step of every task and
+two clock reads a step of a job's, only then; between jobs no instrument is installed). What the job makes
+other tasks do is not its own: the peer's side of a dial-back (its Noise handshake in the
+listener's task) and the kad peers' answers count as the tasks they run in, so the figures
+are a floor.
 
 State: per job, its runs and CPU nanoseconds; the jobs running now.
 """
@@ -40,8 +42,6 @@ KAD_REFRESH: Final = "kad_refresh"
 """py-libp2p's routing-table refresh (FIND_NODE walks), at the start and every 10 minutes."""
 JOBS: Final = (AUTONAT_ROUND, DIAL_BACK, KAD_REFRESH)
 
-_JOB: Final[ContextVar[str | None]] = ContextVar("hearthmesh_periodic_job", default=None)
-
 
 @dataclass(slots=True)
 class JobCost:
@@ -50,20 +50,34 @@ class JobCost:
     """Thread CPU of the job's task steps (see the module: a floor)."""
 
 
+@dataclass(slots=True)
+class _Run:
+    """One run of a job, named in the context of its task and of the tasks it starts."""
+
+    cost: JobCost
+    open: bool = True
+    """A task the run started may outlive it (a connection's reader): charged only while
+    the run is open, not to the job during a later run of any job."""
+
+
+_JOB: Final[ContextVar[_Run | None]] = ContextVar("hearthmesh_periodic_job", default=None)
+
+
 class PeriodicJobs:
     """The periodic jobs of one host (trio thread)."""
 
     def __init__(self) -> None:
         self.jobs: Final = {job: JobCost() for job in JOBS}
         self._running = 0
-        self._meter = _StepMeter(self.jobs)
+        self._meter = _StepMeter()
 
     @contextlib.contextmanager
     def running(self, job: str) -> Iterator[None]:
         """Count one run of `job` and meter the CPU of this task's steps and its children's
         until the block ends."""
         self.jobs[job].runs += 1
-        token = _JOB.set(job)
+        run = _Run(self.jobs[job])
+        token = _JOB.set(run)
         if self._running == 0:
             self._meter.step_ended()  # nothing is being metered (a step left over: dropped)
             trio.lowlevel.add_instrument(self._meter)
@@ -75,6 +89,7 @@ class PeriodicJobs:
             if self._running == 0:
                 self._meter.step_ended()  # this step: its after-hook will not be called
                 trio.lowlevel.remove_instrument(self._meter)
+            run.open = False
             _JOB.reset(token)
 
     def snapshot(self) -> dict[str, dict[str, float]]:
@@ -86,23 +101,23 @@ class PeriodicJobs:
 
 
 class _StepMeter(trio.abc.Instrument):
-    """Adds the thread CPU of each step of a task whose context names a job to that job."""
+    """Adds the thread CPU of each step of a task whose context names an open run to its job."""
 
-    def __init__(self, jobs: dict[str, JobCost]) -> None:
-        self._jobs = jobs
-        self._job: str | None = None
+    def __init__(self) -> None:
+        self._run: _Run | None = None
         self._began_ns = 0
 
     def before_task_step(self, task: trio.lowlevel.Task) -> None:
-        self._job = task.context.get(_JOB)
-        if self._job is not None:
+        run = task.context.get(_JOB)
+        self._run = run if run is not None and run.open else None
+        if self._run is not None:
             self._began_ns = time.thread_time_ns()
 
     def after_task_step(self, task: trio.lowlevel.Task) -> None:
         self.step_ended()
 
     def step_ended(self) -> None:
-        # The job named before the step: the step that ends a job's block still is its own.
-        if self._job is not None:
-            self._jobs[self._job].cpu_ns += time.thread_time_ns() - self._began_ns
-            self._job = None
+        # The run named before the step: the step that ends a job's block still is its own.
+        if self._run is not None:
+            self._run.cost.cpu_ns += time.thread_time_ns() - self._began_ns
+            self._run = None
