@@ -13,10 +13,10 @@ How: a job runs inside `PeriodicJobs.running(job)`, which names the job in a con
 trio gives each task a copy of its spawner's context, so the tasks the job starts carry the
 name too. While any job runs, a trio instrument adds the thread CPU of each step of a task
 carrying a name to that job while its run is open (two hook calls a step of every task and
-two clock reads a step of a job's, only then; between jobs no instrument is installed). What the job makes
-other tasks do is not its own: the peer's side of a dial-back (its Noise handshake in the
-listener's task) and the kad peers' answers count as the tasks they run in, so the figures
-are a floor.
+two clock reads a step of a job's, only then; between jobs no instrument is installed). What
+the job makes other tasks do is not its own: the peer's side of a dial-back (its Noise
+handshake in the listener's task) and the kad peers' answers count as the tasks they run in,
+so the figures are a floor.
 
 State: per job, its runs and CPU nanoseconds; the jobs running now.
 """
