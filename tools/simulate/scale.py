@@ -281,8 +281,8 @@ def _above_idle(
     keepalives and presence of those seconds are no message's cost (25 nodes at load 20-30:
     34.8 ms a message in all, 30.8 above idle). `less_periodic`: each phase's CPU less its
     periodic jobs' (`periodic`), which the phases meet at different ages of the mesh (an
-    AutoNAT round every 300 s, a kad refresh every 600 s): a round in one phase and not in the
-    other moved the figure by ~3.6 ms a message at 50 nodes (SPEC §20.6)."""
+    AutoNAT round every 300 s, a kad refresh every 600 s): a refresh in the workload and not in
+    the idle phase, 0.26 CPU s a node at 50 nodes, moved it by 3 ms a message (SPEC §20.6)."""
     if not work or not idle or idle_s <= 0:
         return None
     idle_cpu, work_cpu = float(idle["cpu_s"]["mean"]), float(work["cpu_s"]["mean"])
