@@ -10,6 +10,9 @@ import trio.lowlevel
 
 from hearthmesh.node.p2p.periodic_jobs import AUTONAT_ROUND, KAD_REFRESH, PeriodicJobs
 
+STEPS = 10
+BURN_S = 0.002
+
 
 def _burn(seconds: float) -> None:
     end = time.thread_time() + seconds
@@ -18,31 +21,39 @@ def _burn(seconds: float) -> None:
 
 
 def test_a_task_a_job_started_is_charged_while_the_run_is_open_and_not_after() -> None:
-    """A task the kad refresh started (as a connection's reader would be) burns CPU during the
-    refresh, which is charged for it, and again during a later AutoNAT round, which charges
-    neither job for it (fails if a leftover task's name still charges its old job)."""
+    """A task the kad refresh started (as a connection's reader would be) burns 10 steps of
+    2 ms of thread CPU during the refresh, which is charged for them, and 10 more during a
+    later AutoNAT round, which charges neither job for them (fails if a leftover task's name
+    still charges its old job). Counted in steps, not wall time: the same under any load."""
 
     async def main() -> tuple[int, int, int]:
         jobs = PeriodicJobs()
+        steps = 0
         async with trio.open_nursery() as nursery:
 
             async def leftover() -> None:
+                nonlocal steps
                 while True:
-                    _burn(0.002)
+                    _burn(BURN_S)
+                    steps += 1
+                    await trio.lowlevel.checkpoint()
+
+            async def until(count: int) -> None:
+                while steps < count:
                     await trio.lowlevel.checkpoint()
 
             with jobs.running(KAD_REFRESH):
                 nursery.start_soon(leftover)
-                await trio.sleep(0.05)
+                await until(STEPS)
             refresh = jobs.jobs[KAD_REFRESH].cpu_ns
             with jobs.running(AUTONAT_ROUND):
-                await trio.sleep(0.05)  # the leftover task burns meanwhile
+                await until(steps + STEPS)
             nursery.cancel_scope.cancel()
         counts = jobs.snapshot()
         assert counts[KAD_REFRESH]["runs"] == counts[AUTONAT_ROUND]["runs"] == 1
         return refresh, jobs.jobs[KAD_REFRESH].cpu_ns, jobs.jobs[AUTONAT_ROUND].cpu_ns
 
     refresh, after, autonat = trio.run(main)
-    assert refresh >= 20_000_000  # most of the 50 ms went to the leftover's steps
+    assert refresh >= STEPS * BURN_S * 1e9  # the leftover's steps while the refresh ran
     assert after == refresh  # its steps after the refresh ended are nobody's
-    assert autonat < 5_000_000  # the round's own few steps only
+    assert autonat < STEPS * BURN_S * 1e9 / 2  # the round's own checkpoints only
