@@ -89,6 +89,7 @@ BRIDGE_MODULES = {
     "node/p2p/eof_reads.py",
     "node/p2p/unweighted_scorer.py",
     "node/p2p/pipelined_select.py",
+    "node/p2p/periodic_jobs.py",
 }
 """The only modules that may import trio or libp2p (ARCHITECTURE §5)."""
 

@@ -22,13 +22,14 @@ from typing import Final
 
 import multiaddr  # type: ignore[import-untyped]
 import trio
-from libp2p.abc import IHost, IMuxedConn
+from libp2p.abc import IHost, IMuxedConn, INetStream
 from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID, AutoNATService, AutoNATStatus
 from libp2p.host.basic_host import BasicHost
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 
 from hearthmesh.node.p2p.circuit_relay import is_relayed
+from hearthmesh.node.p2p.periodic_jobs import AUTONAT_ROUND, DIAL_BACK, PeriodicJobs
 
 __all__ = [
     "AUTONAT_PROTOCOL",
@@ -71,7 +72,16 @@ _FROM_LIBP2P: Final = {
 
 
 class _FreshDialBack(AutoNATService):
-    """`AutoNATService` whose dial-back opens a new connection (see the module docstring)."""
+    """`AutoNATService` whose dial-back opens a new connection (see the module docstring), each
+    served request a run of the periodic job `DIAL_BACK`."""
+
+    def __init__(self, host: BasicHost, *, jobs: PeriodicJobs, confirmations: int) -> None:
+        self._jobs = jobs
+        super().__init__(host, serve=True, confirmations=confirmations)
+
+    async def handle_stream(self, stream: INetStream) -> None:
+        with self._jobs.running(DIAL_BACK):
+            await super().handle_stream(stream)
 
     async def _try_dial(self, peer_id: ID, addrs: list[bytes]) -> bytes | None:
         network = self.host.get_network()
@@ -111,6 +121,7 @@ class AutoNatLayer:
         advertised: Callable[[], list[str]],
         confirmations: int,
         interval_s: float,
+        jobs: PeriodicJobs,
         periodic: bool = True,
     ) -> None:
         """Args:
@@ -118,6 +129,7 @@ class AutoNatLayer:
         advertised: the addresses we ask servers to dial (expanded, never `0.0.0.0`).
         confirmations: agreeing verdicts needed to call us public or private.
         interval_s: time between two rounds of checks.
+        jobs: counts and meters the rounds and the dial-backs served (SPEC §20.6).
         periodic: run rounds of checks by ourselves; else only `check_once` asks.
         """
         self._report = report
@@ -125,6 +137,7 @@ class AutoNatLayer:
         self._confirmations = confirmations
         self._interval_s = interval_s
         self._periodic = periodic
+        self._jobs = jobs
         self._service: _FreshDialBack | None = None
         self._wake = trio.Event()
         self._ask_all = False
@@ -134,7 +147,7 @@ class AutoNatLayer:
         """Install the AutoNAT server on `host` (before it listens)."""
         if not isinstance(host, BasicHost):
             raise TypeError("AutoNAT needs a BasicHost")
-        self._service = _FreshDialBack(host, serve=True, confirmations=self._confirmations)
+        self._service = _FreshDialBack(host, jobs=self._jobs, confirmations=self._confirmations)
 
     def peer_connected(self) -> None:
         """A new peer may be a server we have not asked: check soon while we know nothing."""
@@ -168,8 +181,9 @@ class AutoNatLayer:
             # Identify (which tells us who serves AutoNAT) follows a new connection closely.
             await trio.sleep(IDENTIFY_GRACE_S)
             self._wake = trio.Event()
-            ask_all, self._ask_all = self._ask_all, False
-            await self._round(ask_all=ask_all or self.reachability is not Reachability.UNKNOWN)
+            with self._jobs.running(AUTONAT_ROUND):
+                ask_all, self._ask_all = self._ask_all, False
+                await self._round(ask_all=ask_all or self.reachability is not Reachability.UNKNOWN)
 
     async def check_once(self) -> Reachability:
         """Ask the connected AutoNAT servers (direct connections only) to dial us back."""

@@ -90,6 +90,7 @@ from multiaddr.exceptions import Error as MultiaddrError  # type: ignore[import-
 from hearthmesh.node.p2p import dht_log, peer_records
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
 from hearthmesh.node.p2p.gossipsub import BridgeCall
+from hearthmesh.node.p2p.periodic_jobs import KAD_REFRESH, PeriodicJobs
 from hearthmesh.protocol.errors import (
     LocalProtocolError,
     MalformedMessage,
@@ -219,8 +220,9 @@ class _KadDHT(KadDHT):
     """py-libp2p's DHT, whose answers and requests carry no signed records: neither ours nor
     those of the closer peers its answers name."""
 
-    def __init__(self, host: IHost, *args: object, **kwargs: object) -> None:
+    def __init__(self, host: IHost, *args: object, jobs: PeriodicJobs, **kwargs: object) -> None:
         super().__init__(host, *args, **kwargs)  # type: ignore[arg-type]
+        self._jobs = jobs
         # Its PUT_VALUE and FIND_NODE requests go out on streams these open.
         requester = cast(IHost, _RequestsWithoutRecord(host))
         self.value_store.host = requester
@@ -228,6 +230,11 @@ class _KadDHT(KadDHT):
 
     async def _do_handle_stream(self, stream: INetStream) -> None:
         await super()._do_handle_stream(cast(INetStream, _WithoutRecord(stream)))
+
+    async def refresh_routing_table(self) -> None:
+        """py-libp2p's, as a run of the periodic job `KAD_REFRESH` (SPEC §20.6)."""
+        with self._jobs.running(KAD_REFRESH):
+            await super().refresh_routing_table()
 
     def _add_closer_peers_to_response(
         self, response: Message, closest_peers: Sequence[ID], exclude_peer_id: ID | None = None
@@ -301,9 +308,11 @@ class DhtLayer:
         validate: DhtValidate,
         select: DhtSelect,
         refused: DhtRefused,
+        jobs: PeriodicJobs,
     ) -> None:
         self._call = call
         self._refused = refused
+        self._jobs = jobs
         self._app_validator = _AppValidator(validate, select)
         # Owned by the trio thread:
         self._dht: KadDHT | None = None
@@ -322,6 +331,7 @@ class DhtLayer:
         self._dht = _KadDHT(
             host,
             DHTMode.SERVER,
+            jobs=self._jobs,
             validator=validator,
             validator_changed=True,  # else py-libp2p adds its `pk` and `ipns` namespaces
             strict_validation=True,  # else keys outside every namespace are accepted

@@ -42,7 +42,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from libp2p.peer.id import ID
@@ -53,6 +53,7 @@ from libp2p.pubsub.rpc_queue import OutBoundQueueSize
 
 from hearthmesh.node.p2p.addresses import remote_ip
 from hearthmesh.node.p2p.unweighted_scorer import UnweightedScorer, unweighted
+from hearthmesh.protocol.gossip import PRESENCE_TOPIC
 
 __all__ = [
     "BACKOFF_SLACK_S",
@@ -62,6 +63,8 @@ __all__ = [
     "GOSSIP_WINDOW",
     "MeshCounts",
     "MeshRouter",
+    "TopicGossip",
+    "topic_kind",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,37 @@ COUNTS_LOG_HEARTBEATS: Final = 60
 
 
 @dataclass(slots=True)
+class TopicGossip:
+    """The gossip of one kind of topic (`topic_kind`) since the start: what a node's IHAVEs
+    follow, by topic (SPEC §20.6)."""
+
+    messages: int = 0
+    """Messages put in the cache (published here or first seen): what the IHAVEs offer."""
+    heartbeats: int = 0
+    """Heartbeats (one per topic of the kind) with ids of the kind to offer."""
+    ihaves: int = 0
+    """IHAVEs (one peer, one topic) those heartbeats sent."""
+    ids_offered: int = 0
+    outside_mesh: int = 0
+    """Peers of the topic outside its mesh, summed over those heartbeats: over `heartbeats`,
+    how many the IHAVEs were picked from."""
+
+
+def topic_kind(topic: str) -> str:
+    """`room` (a room's topic), `presence` (presence and home records, SPEC §14.2) or `other`."""
+    if topic.startswith("/hearthmesh/room/"):
+        return "room"
+    return "presence" if topic == PRESENCE_TOPIC else "other"
+
+
+_KINDS: Final = ("room", "presence", "other")
+
+
+def _by_kind() -> dict[str, TopicGossip]:
+    return {kind: TopicGossip() for kind in _KINDS}
+
+
+@dataclass(slots=True)
 class MeshCounts:
     """Control messages and heartbeats since the start (trio thread; logs and tests)."""
 
@@ -99,6 +133,12 @@ class MeshCounts:
     """Heartbeats run."""
     ids_offered: int = 0
     """Message ids our heartbeats named in IHAVEs to peers outside the mesh."""
+    ihave_peers: int = 0
+    """Peers sent IHAVEs, summed over the heartbeats: the RPCs that carried them (a
+    heartbeat packs a peer's IHAVEs of every topic into one)."""
+    topics: dict[str, TopicGossip] = field(default_factory=_by_kind)
+    """The IHAVEs by kind of topic (`topic_kind`); every kind is there from the start, so
+    the dict never changes size while the asyncio side copies it."""
     ids_wanted: int = 0
     """Message ids we asked for by IWANT: named in an IHAVE, not seen here."""
     mesh_peers_seen: int = 0
@@ -217,7 +257,25 @@ class MeshRouter(GossipSub):
     def gossip_heartbeat(self) -> defaultdict[ID, dict[str, list[bytes]]]:
         to_gossip = super().gossip_heartbeat()
         self.counts.ids_offered += sum(len(ids) for t in to_gossip.values() for ids in t.values())
+        self.counts.ihave_peers += len(to_gossip)
+        self._count_by_topic(to_gossip)
         return to_gossip
+
+    def _count_by_topic(self, to_gossip: defaultdict[ID, dict[str, list[bytes]]]) -> None:
+        """`MeshCounts.topics` for one heartbeat's IHAVEs."""
+        offered: dict[str, tuple[int, int]] = {}
+        for topics in to_gossip.values():
+            for topic, ids in topics.items():
+                ihaves, named = offered.get(topic, (0, 0))
+                offered[topic] = (ihaves + 1, named + len(ids))
+        peer_topics = {} if self.pubsub is None else self.pubsub.peer_topics
+        for topic, (ihaves, named) in offered.items():
+            counts = self.counts.topics[topic_kind(topic)]
+            near = self.mesh.get(topic) or self.fanout.get(topic) or set()
+            counts.heartbeats += 1
+            counts.ihaves += ihaves
+            counts.ids_offered += named
+            counts.outside_mesh += len(peer_topics.get(topic, set()) - near)
 
     async def emit_iwant(self, msg_ids: Sequence[bytes], to_peer: ID) -> None:
         self.counts.ids_wanted += len(msg_ids)
@@ -292,7 +350,7 @@ class _MessageCache(MessageCache):
     messages received, and its bytes sent up by 45 % (SPEC §14.3).
     """
 
-    def __init__(self, window_size: int, history_size: int, router: GossipSub) -> None:
+    def __init__(self, window_size: int, history_size: int, router: MeshRouter) -> None:
         super().__init__(window_size, history_size)
         self._router = router
 
@@ -303,5 +361,7 @@ class _MessageCache(MessageCache):
         )
         if mid in self.msgs:
             return
+        for topic in msg.topicIDs:
+            self._router.counts.topics[topic_kind(topic)].messages += 1
         self.msgs[mid] = msg
         self.history[0].append(CacheEntry(mid, msg.topicIDs))

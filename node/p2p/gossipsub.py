@@ -19,7 +19,7 @@ it stays the same (`peer_records`), and a new peer learns the subscriptions its 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import copy
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -217,7 +217,7 @@ class GossipLayer:
     def mesh_counts(self) -> MeshCounts:
         """A copy of the router's GRAFT and PRUNE counts (zeros before `build`)."""
         router = self._gossipsub
-        return MeshCounts() if router is None else dataclasses.replace(router.counts)
+        return MeshCounts() if router is None else copy.deepcopy(router.counts)
 
     def rpcs_dropped(self) -> int:
         """RPCs py-libp2p dropped for a full peer queue (`MeshCounts.rpcs_dropped`); an int

@@ -75,6 +75,7 @@ from hearthmesh.node.p2p.gossipsub import HEARTBEAT_S, GossipLayer
 from hearthmesh.node.p2p.hole_punch import UNILATERAL_DIAL_S, HolePunchCounts, HolePunchLayer
 from hearthmesh.node.p2p.kept_addrs import keep_addrs
 from hearthmesh.node.p2p.mdns import announced_on_lan
+from hearthmesh.node.p2p.periodic_jobs import PeriodicJobs
 from hearthmesh.node.p2p.pipelined_select import (
     LazyOpening,
     PipelinedSelect,
@@ -598,6 +599,8 @@ class P2PHost:
             wire=self._wire,
         )
         self._dht: DhtLayer | None = None
+        self._jobs = PeriodicJobs()
+        """AutoNAT's and kad's periodic jobs, counted and metered apart (SPEC §20.6)."""
         if (config.dht_validate is None) != (config.dht_select is None):
             raise LocalProtocolError("dht_validate and dht_select go together")
         if config.dht_validate is not None and config.dht_select is not None:
@@ -606,6 +609,7 @@ class P2PHost:
                 validate=config.dht_validate,
                 select=config.dht_select,
                 refused=self._garbled,
+                jobs=self._jobs,
             )
         self.reachability = Reachability.UNKNOWN
         """AutoNAT's latest verdict on whether peers elsewhere can dial us (SPEC §10.6)."""
@@ -614,6 +618,7 @@ class P2PHost:
             advertised=lambda: list(config.announce_addrs or self._direct_addrs),
             confirmations=config.autonat_confirmations,
             interval_s=config.autonat_interval_s,
+            jobs=self._jobs,
             periodic=config.autonat_checks,
         )
         # Owned by the trio thread:
@@ -945,11 +950,12 @@ class P2PHost:
         """What we wrote to peers since the start, per protocol (`wire_counts`: payload
         bytes and writes), the gossip RPCs py-libp2p dropped for a full peer queue, and the
         gossip router's counts (`MeshCounts`: ids offered and wanted, mesh sizes; SPEC
-        §20.6); from the asyncio side."""
+        §20.6) and the periodic jobs' runs and CPU (`PeriodicJobs`); from the asyncio side."""
         return {
             **self._wire.snapshot(),
             "gossip_rpcs_dropped": self._gossip.rpcs_dropped(),
             "gossip": asdict(self._gossip.mesh_counts()),
+            "periodic": self._jobs.snapshot(),
         }
 
     def peer_paths(self) -> dict[str, list[str]]:

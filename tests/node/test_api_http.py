@@ -94,6 +94,8 @@ async def test_node_status_names_peer_user_and_version(tmp_path: Path) -> None:
             "gossip_rpcs_dropped": 0,
         }
         assert wire["gossip"]["ids_offered"] == wire["gossip"]["mesh_peers_seen"] == 0
+        assert wire["gossip"]["topics"]["room"]["ihaves"] == 0  # by kind of topic (§20.6)
+        assert wire["periodic"]["autonat_dial_back"] == {"runs": 0, "cpu_s": 0.0}  # none asked
         # a message for a user whose home no one can find: status names who we wait for
         room = await open_conversation(h, OTHER)
         await h.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "hi"})

@@ -22,9 +22,11 @@ from hearthmesh.node.p2p.gossip_router import (
     GOSSIP_PEERS,
     MeshCounts,
     MeshRouter,
+    TopicGossip,
 )
 from hearthmesh.node.p2p.gossipsub import MESH_SLACK
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.protocol.gossip import PRESENCE_TOPIC
 
 pytestmark = pytest.mark.integration
 
@@ -235,6 +237,34 @@ def test_an_ihave_goes_to_d_lazy_peers_outside_the_mesh_once_per_id_however_many
         assert not set(offered) & set(peers[:6])
         router.mcache.shift()  # as the heartbeat does after its gossip
         assert dict(router.gossip_heartbeat()) == {}  # offered once, not in 3 heartbeats
+
+
+def test_ihaves_are_counted_by_kind_of_topic_and_by_the_peers_that_carry_them() -> None:
+    """SPEC §20.6: each heartbeat's IHAVEs per kind of topic (a room's, presence), the ids
+    offered, the peers outside the topic's mesh they were picked from, and the RPCs that
+    carried them: a heartbeat packs a peer's IHAVEs of both topics into one, so two topics'
+    picks of 6 among 40 make 6 to 12 RPCs, fewer the more the picks overlap. A real router
+    and pubsub, not running: both topics with a mesh of 6 among 46 peers, a message cached in
+    each, one heartbeat's gossip."""
+    room = "/hearthmesh/room/0/" + "ab" * 16
+    with _router_alone(degree=6, degree_low=4, peers=46) as (router, peers):
+        assert router.pubsub is not None
+        for topic in (room, PRESENCE_TOPIC):
+            router.pubsub.peer_topics[topic] = set(peers)
+            router.mesh[topic] = set(peers[:6])
+            message = rpc_pb2.Message(
+                from_id=b"\x01", seqno=topic.encode()[-8:], data=b"x", topicIDs=[topic]
+            )
+            router.mcache.put(message)
+        offered = router.gossip_heartbeat()
+        counts = router.counts
+        for kind in ("room", "presence"):
+            found = counts.topics[kind]
+            assert (found.messages, found.heartbeats, found.ihaves) == (1, 1, GOSSIP_PEERS)
+            assert (found.ids_offered, found.outside_mesh) == (GOSSIP_PEERS, 40)
+        assert counts.topics["other"] == TopicGossip()
+        assert counts.ihave_peers == len(offered)
+        assert GOSSIP_PEERS <= counts.ihave_peers <= 2 * GOSSIP_PEERS
 
 
 async def test_each_pubsub_peer_is_scored_with_the_ip_of_its_connection() -> None:

@@ -415,6 +415,23 @@ async def test_a_host_without_autonat_checks_asks_no_peer_until_told() -> None:
         assert await a.check_reachability() is Reachability.PUBLIC
 
 
+async def test_autonat_rounds_and_dial_backs_are_counted_and_metered_apart() -> None:
+    """SPEC §20.6: a host's status counts its AutoNAT rounds and the dial-backs it served for
+    a peer, each with the CPU of its own task steps, so a scale run can take them out of a
+    phase's CPU (fails if the jobs go uncounted or their steps unmetered)."""
+    asker, server = config(1, autonat_confirmations=1), config(2, autonat_checks=False)
+    async with asyncio.timeout(20), hosts(asker, server) as (b, a):
+        assert b.wire()["periodic"]["autonat_round"] == {"runs": 0, "cpu_s": 0.0}
+        await b.connect(a.listen_addrs[0])
+        await wait_until(lambda: b.reachability is Reachability.PUBLIC)
+        rounds, served = b.wire()["periodic"], a.wire()["periodic"]
+        assert rounds["autonat_round"]["runs"] >= 1 and rounds["autonat_round"]["cpu_s"] > 0
+        assert served["autonat_dial_back"]["runs"] >= 1
+        assert served["autonat_dial_back"]["cpu_s"] > 0  # its Noise handshake, at least
+        assert served["autonat_round"]["runs"] == 0  # a host without checks runs none
+        assert rounds["autonat_dial_back"]["runs"] == 0
+
+
 async def test_a_connection_closes_under_the_path_it_opened_with() -> None:
     """A relayed connection whose circuit address is gone when it closes (py-libp2p reads a
     connection's addresses from the peerstore when it has none of its own) leaves no path

@@ -18,6 +18,7 @@ from hearthmesh.tools.simulate.scale import (
     _closed_between,
     _formation,
     _growth,
+    _periodic_between,
     _wire_between,
     run_scale,
 )
@@ -95,6 +96,34 @@ def test_cpu_per_message_above_idle_leaves_out_the_idle_rate_over_the_workload()
     assert _above_idle({}, idle, 30.0, 60) is None
 
 
+def test_periodic_jobs_in_a_phase_are_per_node_and_left_out_of_the_cpu_a_message() -> None:
+    """Each job's runs and CPU per node over a phase (status `wire.periodic`), and the CPU a
+    message above idle with each phase's periodic CPU taken out: two nodes, one of which ran an
+    AutoNAT round (0.4 s) in the workload, none in the idle phase; of a node's 4.4 s over 60
+    messages, 0.2 s (its share of the round) and 1.2 s (the idle rate) are no message's."""
+
+    def status(rounds: int, cpu_s: float) -> dict[str, Any]:
+        jobs = {"autonat_round": {"runs": rounds, "cpu_s": cpu_s}}
+        return {"wire": {"periodic": jobs | {"kad_refresh": {"runs": 1, "cpu_s": 0.1}}}}
+
+    before, after = [status(1, 0.3), status(1, 0.3)], [status(2, 0.7), status(1, 0.3)]
+    work = {"cpu_s": {"mean": 4.4}, "seconds": 120.0, "periodic": _periodic_between(before, after)}
+    assert work["periodic"] == {
+        "cpu_s": 0.2,
+        "jobs": {
+            "autonat_round": {"runs": 0.5, "cpu_s": 0.2},
+            "kad_refresh": {"runs": 0, "cpu_s": 0},
+        },
+    }
+    idle = {"cpu_s": {"mean": 0.3}, "seconds": 30.0, "periodic": _periodic_between(after, after)}
+    assert _above_idle(work, idle, 30.0, 60) == round(1000 * (4.4 - 1.2) / 60, 2)  # 53.33
+    assert _above_idle(work, idle, 30.0, 60, less_periodic=True) == 50.0
+    # nodes of a release that does not meter them: no figure, not a wrong one
+    assert _periodic_between([{"wire": {}}], [{"wire": {}}]) == {}
+    work["periodic"] = {}
+    assert _above_idle(work, idle, 30.0, 60, less_periodic=True) is None
+
+
 def test_closes_in_a_phase_are_each_nodes_new_ones_summed_per_reason() -> None:
     before: list[dict[str, Any]] = [
         {"connections_closed": {"unanswered": 2}},
@@ -167,6 +196,39 @@ def test_gossip_counts_in_a_phase_are_per_node_per_message_and_the_mesh_a_mean()
     assert "gossip_mesh_mean" not in _wire_between(before, after, 10, "message")
 
 
+def test_ihaves_in_a_phase_are_counted_per_kind_of_topic() -> None:
+    """The router's IHAVE counts by kind of topic (`wire.gossip.topics`) over a phase, per node
+    per message, with the peers outside a topic's mesh a mean over the heartbeats that
+    gossiped it, and the RPCs that carried IHAVEs (two nodes, 10 messages)."""
+
+    def wire(room: tuple[int, ...], presence: tuple[int, ...], rpcs: int) -> dict[str, Any]:
+        keys = ("messages", "heartbeats", "ihaves", "ids_offered", "outside_mesh")
+        counts: dict[str, Any] = {"ids_offered": 0, "ids_wanted": 0, "grafts_sent": 0}
+        counts |= {"prunes_sent": 0, "mesh_peers_seen": 0, "meshes_seen": 0, "ihave_peers": rpcs}
+        kinds = {"room": room, "presence": presence}
+        counts["topics"] = {k: dict(zip(keys, v, strict=True)) for k, v in kinds.items()}
+        return {
+            "wire": {"bytes": {}, "writes": {}, "opens": {}, "gossip_rpcs_dropped": 0}
+            | {"gossip": counts}
+        }
+
+    zero = (0, 0, 0, 0, 0)
+    before = [wire(zero, zero, 0), wire((2, 1, 6, 6, 40), zero, 6)]
+    after = [
+        wire((10, 8, 48, 60, 320), (20, 4, 24, 24, 80), 60),
+        wire((12, 9, 54, 66, 400), zero, 46),
+    ]
+    found = _wire_between(before, after, 10, "message")
+    assert found["gossip_by_topic_per_node_per_message"] == {
+        "room": {"messages": 1.0, "ihaves": 4.8, "ids_offered": 6.0, "outside_mesh_mean": 42.5},
+        "presence": {"messages": 1.0, "ihaves": 1.2, "ids_offered": 1.2, "outside_mesh_mean": 20.0},
+    }
+    assert found["ihave_rpcs_per_node_per_message"] == 5.0
+    for status in before + after:
+        del status["wire"]["gossip"]["topics"]
+    assert "ihave_rpcs_per_node_per_message" not in _wire_between(before, after, 10, "message")
+
+
 def test_formation_steps_count_from_the_mesh_connected() -> None:
     """Where a group's formation waits: the creator's calls, then the homes one by one."""
     formed = {0: 20.0, 1: 18.0, 2: 31.0, 3: 19.0}
@@ -225,6 +287,10 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     assert work["wire"]["bytes_per_node_per_message"]["/meshsub/1.1.0"] > 0, work
     assert size["idle"]["wire"]["gossip_rpcs_dropped"] == 0, size
     assert size["idle"]["rss_mb"]["mean"] > 0, size
+    # the periodic jobs of both phases, and the CPU a message without them (SPEC §20.6)
+    assert set(size["idle"]["periodic"]["jobs"]) >= {"autonat_round", "kad_refresh"}, size
+    assert work["cpu_ms_per_message_per_node_above_idle_less_periodic"] is not None, work
+    assert set(work["wire"]["gossip_by_topic_per_node_per_message"]) >= {"room", "presence"}
     formation, homes = size["formation"], size["formation"]["homes_formed_s"]
     assert 0 <= formation["created_s"] <= formation["added_s"] <= homes["first"], size
     assert homes["first"] <= homes["p50"] <= homes["last"] <= size["formation_s"], size

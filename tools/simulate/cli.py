@@ -57,7 +57,13 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "last member (SPEC §20.6); uses --members, --idle, --duration, --rate, --out",
     )
     sim.add_argument("--members", type=int, default=0, help="--scale: group members (the users)")
-    sim.add_argument("--idle", type=float, default=30.0, metavar="S", help="--scale: idle phase")
+    sim.add_argument(
+        "--idle",
+        type=float,
+        default=None,
+        metavar="S",
+        help="--scale: idle phase (default 300 s: it holds the home records' period, §20.6)",
+    )
     sim.add_argument(
         "--bystanders",
         type=int,
@@ -119,7 +125,7 @@ def _run_scale(args: argparse.Namespace) -> int:
     """`simulate --scale`: 0 when every size delivered every acked message once; 1 otherwise;
     2 when a size could not be set up."""
     from hearthmesh.protocol.errors import HearthError
-    from hearthmesh.tools.simulate.scale import ScaleConfig, scale
+    from hearthmesh.tools.simulate.scale import IDLE_S, ScaleConfig, scale
 
     try:
         sizes = tuple(int(n) for n in args.scale.split(","))
@@ -132,7 +138,7 @@ def _run_scale(args: argparse.Namespace) -> int:
     config = ScaleConfig(
         sizes=sizes,
         members=args.members,
-        idle=args.idle,
+        idle=IDLE_S if args.idle is None else args.idle,
         duration=args.duration,
         rate=args.rate,
         converge_timeout=args.converge_timeout,
