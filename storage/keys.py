@@ -228,11 +228,6 @@ class Table(Enum):
     HIDDEN = b"history.hidden"
     """user | message id -> b"": messages a user deleted for themselves (SPEC §31.7)."""
 
-    # Every store operation looks its table up in a dict (LMDB's handle); Enum's own hash is a
-    # Python call each time (hash of the name). A member is its one instance and equal only to
-    # itself, so the identity hash is the same contract at C speed.
-    __hash__ = object.__hash__
-
 
 def crypto_pair_key(first: bytes, second: bytes) -> bytes:
     """A 32-byte id followed by a second id: the e2ee tables' keys (room | session, ...)."""
