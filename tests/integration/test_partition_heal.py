@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Final, cast
 
+import multiaddr  # type: ignore[import-untyped]
 import pytest
 from libp2p.peer.id import ID
 
+from hearthmesh.node.delivery.peer_link import DeliveryFailed, PeerLinks
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.p2p import host as host_module
 from hearthmesh.node.p2p.errors import StreamClosed
@@ -178,6 +181,44 @@ async def test_a_disconnect_with_a_write_to_a_cut_off_peer_stuck_ends_in_bounded
             with contextlib.suppress(asyncio.CancelledError, StreamClosed):  # its socket closed
                 await filling
             assert gone, "the disconnect did not end within 15 s"
+
+
+@pytest.mark.slow
+async def test_a_batch_queued_behind_one_that_found_the_path_dead_fails_with_it() -> None:
+    """R1 (issue #18): one batch at a time goes to a peer (the outbox's, the relay forwarder's,
+    relay hops'), so behind a partition each batch queued for it waited its own ack bound and
+    ping in turn, on the peer's next connection (two are usual: each side dialled), and a
+    probe's batch waited behind them past the heal (31 s, 46 s). A batch that was waiting while
+    the one before it found the path dead (no answer, no ping answered) fails at once."""
+    require_netlab()
+    with NetLab() as lab:
+        async with asyncio.timeout(60), AsyncExitStack() as stack:
+            a, b, _stream, partition = await _hosts_with_a_stream(lab, stack)
+            await a._bridge.run(_second_connection, a, b)
+            links = PeerLinks(a, ack_timeout_s=1.0, ack_patience_s=60.0)
+            partition.cut()
+            failed_at: list[float] = []
+
+            async def deliver() -> None:
+                with pytest.raises(DeliveryFailed):
+                    await links.deliver(b.peer_id, [], [])
+                failed_at.append(time.monotonic())
+
+            try:
+                await asyncio.gather(deliver(), deliver())
+            finally:
+                partition.heal()
+            first, second = failed_at
+            # Its own ack bound and ping (1 + 5 s) before the fix; a cut-off pass at once after.
+            assert second - first < 1.0, f"the queued batch failed {second - first:.1f} s later"
+
+
+async def _second_connection(a: P2PHost, b: P2PHost) -> None:
+    """A second connection from a to b (trio thread): libp2p's connect keeps the first."""
+    address, _, peer = b.listen_addrs[0].rpartition("/p2p/")
+    network = a._require_host().get_network()
+    await network.dial_addr(multiaddr.Multiaddr(address), ID.from_base58(peer))
+    assert len(network.get_connections(ID.from_base58(peer))) == 2
 
 
 class _Partition:
