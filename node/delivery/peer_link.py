@@ -198,10 +198,10 @@ class PeerLinks:
         async with lock:
             if self._dead_paths.get(peer_id, 0) != dead_paths:
                 # The batch before this one found no answer and no ping answered while this
-                # one waited: trying again would wait out the bound and a ping once more on
-                # the peer's next connection, then the next batch queued on the one after, so
-                # a probe's batch reached the peer 30-45 s after a partition healed (R1,
-                # SPEC §11.5.2). The caller's own retry (a probe) dials afresh.
+                # one waited: tried, it would wait out the bound and a ping once more on the
+                # peer's next connection, and the batch queued next on the one after (a
+                # probe's attempt took 31 s in a `simulate --partition` run, 16 s of it in
+                # this queue; SPEC §11.5.2). The caller's own retry (a probe) dials afresh.
                 raise DeliveryFailed(f"{peer_id[-8:]}: the path was found dead meanwhile")
             batch_id = next(self._batch_ids)
             stream: FrameStream | None = None

@@ -184,11 +184,11 @@ blocked write, and every one queued behind it, at once."""
 DISCONNECT_ABORT_S: Final = STOP_GRACE_S
 """How long a disconnect (a ban, a dead path's redial), or the close of a connection that
 answered no ping, waits for its connections to close before it closes their TCP sockets under
-them. py-libp2p's close writes a GO_AWAY under the
-muxer's write lock, holding its stream lock meanwhile: behind a partition or a peer that
-stopped reading, a write stuck on the full socket held that lock, and the close with it, until
-TCP gave up, ~15 minutes, with the connection listed and its reads stopped. Closing the socket
-fails the stuck write, and the close goes on."""
+them. py-libp2p's close writes a GO_AWAY under the muxer's write lock, holding its stream lock
+meanwhile: behind a partition or a peer that stopped reading, a write stuck on the full socket
+held that lock, and the close with it, until TCP gave up, ~15 minutes, with the connection
+listed and its reads stopped. Closing the socket fails the stuck write, and the close goes
+on."""
 _SEED_BYTES: Final = 32
 
 
