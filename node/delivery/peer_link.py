@@ -179,6 +179,9 @@ class PeerLinks:
         self._streams: dict[str, FrameStream] = {}
         self._last_used: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._dead_paths: dict[str, int] = {}
+        """Per peer, how many of its batches found the path dead (`_NoPong`): a batch that
+        waited for the peer's lock meanwhile fails with it (`deliver`)."""
         self._batch_ids = itertools.count(1)
         self.round_trips_ms: deque[float] = deque(maxlen=1024)
         """Batch written to signed ack verified, most recent last (status and benchmarks)."""
@@ -191,7 +194,15 @@ class PeerLinks:
                 `peer_id`, not for this batch, or not one result per item.
         """
         lock = self._locks.setdefault(peer_id, asyncio.Lock())
+        dead_paths = self._dead_paths.get(peer_id, 0)
         async with lock:
+            if self._dead_paths.get(peer_id, 0) != dead_paths:
+                # The batch before this one found no answer and no ping answered while this
+                # one waited: tried, it would wait out the bound and a ping once more on the
+                # peer's next connection, and the batch queued next on the one after (a
+                # probe's attempt took 31 s in a `simulate --partition` run, 16 s of it in
+                # this queue; SPEC §11.5.2). The caller's own retry (a probe) dials afresh.
+                raise DeliveryFailed(f"{peer_id[-8:]}: the path was found dead meanwhile")
             batch_id = next(self._batch_ids)
             stream: FrameStream | None = None
             sent = False
@@ -221,6 +232,8 @@ class PeerLinks:
                     else:
                         unanswered = isinstance(exc, _NoPong)  # pinged already: no second one
                         self._host.drop_connection_nowait(stream, unanswered=unanswered)
+                    if isinstance(exc, _NoPong):
+                        self._dead_paths[peer_id] = self._dead_paths.get(peer_id, 0) + 1
                 if isinstance(exc, DeliveryFailed):
                     raise
                 kind = "TimeoutError" if isinstance(exc, TimeoutError) else type(exc).__name__

@@ -183,12 +183,13 @@ waits for that lock (`BasicHost.new_stream`): that reset never ended, nor did th
 holding it, so the stop hung, and a test's hang guard with it. Closing the socket fails the
 blocked write, and every one queued behind it, at once."""
 DISCONNECT_ABORT_S: Final = STOP_GRACE_S
-"""How long a disconnect (a ban, a dead path's redial) waits for its connections to close
-before it closes their TCP sockets under them. py-libp2p's close writes a GO_AWAY under the
-muxer's write lock, holding its stream lock meanwhile: behind a partition or a peer that
-stopped reading, a write stuck on the full socket held that lock, and the close with it, until
-TCP gave up, ~15 minutes, with the connection listed and its reads stopped. Closing the socket
-fails the stuck write, and the close goes on."""
+"""How long a disconnect (a ban, a dead path's redial), or the close of a connection that
+answered no ping, waits for its connections to close before it closes their TCP sockets under
+them. py-libp2p's close writes a GO_AWAY under the muxer's write lock, holding its stream lock
+meanwhile: behind a partition or a peer that stopped reading, a write stuck on the full socket
+held that lock, and the close with it, until TCP gave up, ~15 minutes, with the connection
+listed and its reads stopped. Closing the socket fails the stuck write, and the close goes
+on."""
 _SEED_BYTES: Final = 32
 
 
@@ -1305,10 +1306,7 @@ class P2PHost:
     async def _close_unanswered(self, connection: INetConn) -> None:
         log.info("a connection answers no ping: closed")
         self._mark_closing([connection], CLOSED_UNANSWERED)
-        try:
-            await connection.close()
-        except Exception as exc:
-            log.debug("closing a connection failed: %r", exc)
+        await _close_within_abort([connection], connection.close)
 
     def _start_nowait(self, work: Callable[[T], Awaitable[None]], arg: T) -> None:
         """Start `work(arg)` in the trio thread's nursery (the host's stop ends it) and return
@@ -1346,13 +1344,7 @@ class P2PHost:
         peer = ID.from_base58(peer_id)
         connections = host.get_network().get_connections(peer)
         self._mark_closing(connections, reason)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_close_sockets_after, connections, DISCONNECT_ABORT_S)
-            try:
-                await host.disconnect(peer)
-            except Exception as exc:
-                log.debug("disconnecting %s failed: %r", peer_id, exc)
-            nursery.cancel_scope.cancel()
+        await _close_within_abort(connections, functools.partial(host.disconnect, peer))
 
     # ---- streams -----------------------------------------------------------------------------
 
@@ -1690,6 +1682,20 @@ def _close_sockets_of(connections: list[INetConn]) -> None:
         socket = _tcp_socket_of(conn)
         if socket is not None:
             socket.socket.close()  # a no-op where the connection closed it already
+
+
+async def _close_within_abort(
+    connections: list[INetConn], closing: Callable[[], Awaitable[None]]
+) -> None:
+    """Run `closing` (a close of `connections`), with their TCP sockets closed under them if
+    it still runs after `DISCONNECT_ABORT_S`; its failure is logged."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_close_sockets_after, connections, DISCONNECT_ABORT_S)
+        try:
+            await closing()
+        except Exception as exc:
+            log.debug("closing %d connection(s) failed: %r", len(connections), exc)
+        nursery.cancel_scope.cancel()
 
 
 async def _close_sockets_after(connections: list[INetConn], seconds: float) -> None:

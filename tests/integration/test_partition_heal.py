@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, Final, cast
 
+import multiaddr  # type: ignore[import-untyped]
 import pytest
 from libp2p.peer.id import ID
 
+from hearthmesh.node.delivery.peer_link import DeliveryFailed, PeerLinks
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.p2p import host as host_module
 from hearthmesh.node.p2p.errors import StreamClosed
@@ -138,19 +141,29 @@ async def test_a_host_stops_in_bounded_time_with_a_write_to_a_cut_off_peer_stuck
 
 
 @pytest.mark.slow
-async def test_a_disconnect_with_a_write_to_a_cut_off_peer_stuck_ends_in_bounded_time() -> None:
+@pytest.mark.parametrize("closing", ["disconnect", "unanswered"])
+async def test_a_disconnect_with_a_write_to_a_cut_off_peer_stuck_ends_in_bounded_time(
+    closing: str,
+) -> None:
     """Behind a partition, a write that filled the TCP send buffer holds the connection's muxer
     lock, and py-libp2p's close of the connection writes its GO_AWAY under that lock (holding
     the muxer's stream lock meanwhile): a ban's disconnect, or the redial of a dead path, waited
     on TCP's retries, ~15 minutes, with the peer still listed as connected. The disconnect
-    closes the socket under the connection once `DISCONNECT_ABORT_S` have passed."""
+    closes the socket under the connection once `DISCONNECT_ABORT_S` have passed.
+
+    So does the close of the one connection a batch went unanswered on (`unanswered`): it had
+    no such bound, and the peer stayed listed as connected meanwhile, so a probe's reach took
+    it as reached (R1, issue #18)."""
     require_netlab()
     with NetLab() as lab:
         async with asyncio.timeout(60), AsyncExitStack() as stack:
             a, b, stream, partition = await _hosts_with_a_stream(lab, stack)
             partition.cut()
             filling = await _filled(stream)
-            a.disconnect_nowait(b.peer_id)
+            if closing == "disconnect":
+                a.disconnect_nowait(b.peer_id)
+            else:
+                a.drop_connection_nowait(stream, unanswered=True)
 
             async def closed() -> bool:  # trio thread: the swarm lists it until its close ends
                 return not a._require_host().get_network().get_connections(peer)
@@ -168,6 +181,45 @@ async def test_a_disconnect_with_a_write_to_a_cut_off_peer_stuck_ends_in_bounded
             with contextlib.suppress(asyncio.CancelledError, StreamClosed):  # its socket closed
                 await filling
             assert gone, "the disconnect did not end within 15 s"
+
+
+@pytest.mark.slow
+async def test_a_batch_queued_behind_one_that_found_the_path_dead_fails_with_it() -> None:
+    """R1 (issue #18): one batch at a time goes to a peer (the outbox's, the relay forwarder's,
+    relay hops'), so behind a partition each batch queued for it waited its own ack bound and
+    ping in turn, on the peer's next connection (two are usual: each side dialled): a probe's
+    attempt took 31 s in a `simulate --partition` run, 16 s of it queued. A batch that was
+    waiting while the one before it found the path dead (no answer, no ping answered) fails at
+    once."""
+    require_netlab()
+    with NetLab() as lab:
+        async with asyncio.timeout(60), AsyncExitStack() as stack:
+            a, b, _stream, partition = await _hosts_with_a_stream(lab, stack)
+            await a._bridge.run(_second_connection, a, b)
+            links = PeerLinks(a, ack_timeout_s=1.0, ack_patience_s=60.0)
+            partition.cut()
+            failed_at: list[float] = []
+
+            async def deliver() -> None:
+                with pytest.raises(DeliveryFailed):
+                    await links.deliver(b.peer_id, [], [])
+                failed_at.append(time.monotonic())
+
+            try:
+                await asyncio.gather(deliver(), deliver())
+            finally:
+                partition.heal()
+            first, second = failed_at
+            # Its own ack bound and ping (1 + 5 s) on the second connection before the fix.
+            assert second - first < 1.0, f"the queued batch failed {second - first:.1f} s later"
+
+
+async def _second_connection(a: P2PHost, b: P2PHost) -> None:
+    """A second connection from a to b (trio thread): libp2p's connect keeps the first."""
+    address, _, peer = b.listen_addrs[0].rpartition("/p2p/")
+    network = a._require_host().get_network()
+    await network.dial_addr(multiaddr.Multiaddr(address), ID.from_base58(peer))
+    assert len(network.get_connections(ID.from_base58(peer))) == 2
 
 
 class _Partition:
