@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 from hearthmesh.protocol.actions import MAX_RECALL_WINDOW_MS
 from hearthmesh.protocol.errors import HearthError, NodeFailed, StorageError
 from hearthmesh.protocol.prefixes import PrefixPolicy
+from hearthmesh.tools.bench.cost_probe import node_windows
 from hearthmesh.tools.bench.loop_lag import watch_loop
-from hearthmesh.tools.bench.path_counts import count_path
 from hearthmesh.tools.event_loop import run_node_loop
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 from hearthmesh.tools.restarts import RestartPolicy, Restarts
@@ -221,7 +221,7 @@ async def _serve_once(
         Node(node_config(settings)) as node,
         ApiServer(node, _api_config(settings)) as api,
         watch_loop(lambda: {"store_transactions": node.store.transactions}),
-        count_path(),
+        node_windows(node),
     ):
         started(node, api)
         failure = await _stopped_or_failed(stop, node)

@@ -115,11 +115,13 @@ def test_bench_send_counts_counts_what_a_same_node_message_costs_its_home(
     assert code == 0, err
     figures = json.loads(out)
     assert figures["benchmark"] == "send-counts"
-    counts = figures["counts"]  # the profiled window in alice's node process saw the sends
-    assert counts["staged_writes"] > 0 and counts["read_snapshots"] > 0
-    assert counts["cbor_encodes"] > 0 and counts["json_frames_out"] >= 2  # sent, and echoed
-    assert figures["python_calls_per_msg"] > 100 and figures["top"]
-    assert figures["loop_user_cpu_us_per_msg"] + figures["loop_system_cpu_us_per_msg"] > 0
+    counts = figures["calls_per_msg"]  # the counted window in alice's node process saw the sends
+    assert counts["staged_writes"] > 0 and counts["lmdb_txns"] > 0
+    assert counts["cbor_dumps"] > 0 and counts["json_frames_out"] >= 2  # sent, and echoed
+    assert figures["python_calls_per_msg"] > 100 and figures["top_calls_per_msg"]
+    cpu = figures["cpu_us_per_msg"]  # the plain window's
+    assert cpu["loop_user"] + cpu["loop_system"] > 0 and cpu["all"] >= cpu["loop"] > 0
+    assert figures["counters_per_msg"]["transactions"] > 0
 
 
 def test_bench_e2ee_prints_one_json_object_with_messages_keys_and_media(

@@ -1,14 +1,17 @@
 """What a node costs per message in figures a loaded machine does not move: each thread's CPU
-and the loop thread's calls (issue #13; `bench delivery-cost`).
+and the loop thread's calls by kind (issue #13; `bench send-counts` and `bench delivery-cost`).
 
 A window is opened and closed around N messages. Each window records every thread's CPU time
 (`/proc/self/task/*/schedstat`, ns on a CPU: the waits for the GIL or a core are not in it),
-grouped as the loop, the trio thread, the store's threads and the rest; a counted window also
-runs cProfile on the loop's thread, for call counts (cProfile's own cost makes that window's CPU
-no figure, so the CPU is a plain window's). A node process (`tools/node_process.py`) opens a
-window on `WINDOW_START` and closes it on `WINDOW_END` when the environment names a file in
-`COST_ENV`, and appends each window's figures there as a JSON line; its windows alternate plain,
-counted, plain, ...
+grouped as the loop, the trio thread, the store's threads and the rest, the loop thread's own
+user and system time (`getrusage`: the system part is mostly the kernel's work for a commit made
+on the loop's thread), and the tasks the loop created (a counting task factory: uvloop's
+`create_task` is C, which the profiler does not see). A counted window also runs cProfile on the
+loop's thread, for call counts by kind (`CATEGORIES`); cProfile's own cost makes that window's
+CPU no figure, so the CPU is a plain window's. A node process (`hearthmesh run`,
+`tools/node_process.py`) opens a window on `WINDOW_START` and closes it on `WINDOW_END` when the
+environment names a file in `COST_ENV`, and appends each window's figures there as a JSON line;
+its windows alternate plain, counted, plain, ...
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ import cProfile
 import json
 import os
 import pstats
+import re
+import resource
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -31,12 +37,16 @@ if TYPE_CHECKING:
     from hearthmesh.node.node import Node
 
 __all__ = [
+    "CATEGORIES",
     "COST_ENV",
     "PSTATS_ENV",
     "WINDOW_END",
     "WINDOW_START",
     "CostWindow",
+    "by_kind",
+    "node_windows",
     "per_message",
+    "plain_and_counted",
     "read_windows",
     "serve_windows",
     "store_counters",
@@ -51,32 +61,46 @@ WINDOW_START: Final = signal.SIGUSR1
 WINDOW_END: Final = signal.SIGUSR2
 
 CATEGORIES: Final[dict[str, tuple[str, ...]]] = {
-    "strict_decodes": ("canonical.py:decode_canonical",),
-    "cbor_loads": ("_cbor2.loads", "cbor2._decoder.loads"),
-    "cbor_dumps": ("_cbor2.dumps", "cbor2._encoder.dumps"),
-    "envelope_parses": ("envelope.py:_parse",),
-    "signature_verifies": ("identity.py:verify_signature",),
-    "signs": ("identity.py:sign",),
-    "megolm_decrypts": ("'decrypt' of",),
-    "lmdb_gets": ("'get' of 'Transaction'", "'get' of 'lmdb.Transaction'"),
-    "lmdb_puts": ("'put' of 'Transaction'", "'put' of 'lmdb.Transaction'", "'putmulti' of"),
-    "lmdb_cursors": ("'cursor' of 'Transaction'", "'cursor' of 'lmdb.Transaction'"),
-    "lmdb_txns": ("'begin' of 'Environment'", "'begin' of 'lmdb.Environment'"),
-    "store_flushes": ("async_store.py:_flush",),
-    "tasks_created": ("taskgroups.py:create_task", "tasks.py:create_task"),
-    "to_trio_calls": ("call_workers.py:_put",),
-    "to_loop_drains": ("bridge.py:_drain",),
-    "writer_submits": ("thread.py:submit",),
+    "strict_decodes": ("protocol/canonical.py:decode_canonical",),
+    "cbor_loads": ("<built-in method cbor2._cbor2.loads>", "cbor2/_decoder.py:loads"),
+    "cbor_dumps": ("<built-in method cbor2._cbor2.dumps>", "cbor2/_encoder.py:dumps"),
+    "envelope_parses": ("protocol/envelope.py:_parse",),
+    "signature_verifies": ("protocol/identity.py:verify_signature",),
+    "signs": ("protocol/identity.py:sign",),
+    "megolm_decrypts": ("<method 'decrypt' of 'builtins.InboundGroupSession' objects>",),
+    "overlay_reads": ("storage/staged.py:get", "storage/staged.py:scan"),
+    "staged_writes": (
+        "storage/staged.py:put",
+        "storage/staged.py:insert",
+        "storage/staged.py:delete",
+    ),
+    "lmdb_gets": ("<method 'get' of 'Transaction' objects>",),
+    "lmdb_puts": (
+        "<method 'put' of 'Transaction' objects>",
+        "<method 'putmulti' of 'Cursor' objects>",
+    ),
+    "lmdb_cursors": ("<method 'cursor' of 'Transaction' objects>",),
+    "lmdb_txns": ("<method 'begin' of 'Environment' objects>",),
+    "staged_batches": ("storage/lmdb_store.py:stage_batch",),
+    "commits_in_place": ("storage/async_store.py:_commit_inline",),
+    "store_flushes": ("storage/async_store.py:_flush",),
+    "to_other_threads": ("concurrent/futures/thread.py:submit",),
+    "to_trio": ("node/p2p/call_workers.py:_put",),
+    "to_loop_drains": ("node/p2p/bridge.py:_drain",),
+    "json_frames_out": ("json/encoder.py:encode",),
+    "json_frames_in": ("json/__init__.py:loads",),
 }
-"""Figure → the substrings of cProfile's function labels (file:function, or a built-in's
-description) whose calls it sums. The built-ins' labels differ between C and pure builds, so
-each names both. Only plain functions: cProfile counts each resumption of a coroutine as a
-call, and no call of a Cython method (uvloop's `create_task`: the tasks counted are those
-created through a `TaskGroup` or `asyncio.create_task`)."""
+"""Kind → the functions whose calls it sums, as `_label` names them (`path:function` from the
+package or site-packages down, a built-in by cProfile's own description; cbor2's C and pure
+builds each named). Only plain functions: cProfile counts each resumption of a coroutine as a
+call. `to_other_threads` is the submits to the store's writer and reader threads, `to_trio` every
+call handed to the trio thread (`TrioThread.run` and `run_sync_soon` alike); `tasks_created`
+(added to these) is the counting task factory's."""
 
 _WAIT_S: Final = 10.0
-_TOP: Final = 30
+_TOP: Final = 40
 _dumped = [0]
+_ROOTS: Final = re.compile(r".*/(?:hearthmesh|site-packages|python3\.\d+)/")
 
 
 def thread_cpu_s() -> dict[str, float]:
@@ -103,51 +127,90 @@ def thread_cpu_s() -> dict[str, float]:
     return groups
 
 
+def _loop_user_system_s() -> tuple[float, float]:
+    used = resource.getrusage(resource.RUSAGE_THREAD)
+    return used.ru_utime, used.ru_stime
+
+
+def by_kind(calls: Mapping[str, int]) -> dict[str, int]:
+    """The calls of each of `CATEGORIES`, from the calls of each function (by `_label`)."""
+    return {
+        kind: sum(calls.get(label, 0) for label in labels) for kind, labels in CATEGORIES.items()
+    }
+
+
 def store_counters(node: Node) -> dict[str, int]:
     """The store's write batches and transactions so far (each transaction one durable commit)."""
     return {"transactions": node.store.transactions, "batches": node.store.batches_committed}
 
 
 def _label(func: tuple[str, int, str]) -> str:
+    """A function as `CATEGORIES` names it: the same anywhere the package is installed."""
     file, _, name = func
-    return name if file == "~" else f"{os.path.basename(file)}:{name}"
+    return name if file == "~" else f"{_ROOTS.sub('', file, count=1)}:{name}"
+
+
+TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
 
 class CostWindow:
-    """One window: CPU per thread group from `open` to `close`, and, when `counted`, the loop
-    thread's calls (cProfile runs on the thread that opens the window, which must close it)."""
+    """One window: CPU per thread group from `open` to `close`, the tasks the running loop
+    created, and, when `counted`, the loop thread's calls (cProfile runs on the thread that
+    opens the window, which must close it)."""
 
     def __init__(
         self, *, counted: bool, counters: Callable[[], dict[str, int]] | None = None
     ) -> None:
         self._counters = counters
         self._before = counters() if counters is not None else {}
+        self._tasks = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        with contextlib.suppress(RuntimeError):  # no loop running here: no tasks to count
+            self._loop = asyncio.get_running_loop()
+        self._factory = None if self._loop is None else self._loop.get_task_factory()
+        if self._loop is not None:
+            self._loop.set_task_factory(self._counting)
         # its timer is the thread's CPU, so a dumped profile charges no GIL wait to a function
         self._profile = cProfile.Profile(time.thread_time_ns, 1e-9) if counted else None
         self._cpu0 = thread_cpu_s()
+        self._rusage0 = _loop_user_system_s()
         if self._profile is not None:
             self._profile.enable()
 
+    def _counting(
+        self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any
+    ) -> asyncio.Future[Any]:
+        """Makes a task as the loop's own factory would, counting it."""
+        self._tasks += 1
+        if self._factory is not None:
+            return self._factory(loop, coro, **kwargs)
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
     def close(self) -> dict[str, Any]:
-        """The window's totals: `cpu_s` by group, with `calls` (by category, and the most
-        called functions) when counted, and how far each of `counters` moved meanwhile."""
+        """The window's totals: `cpu_s` by group, the loop thread's `loop_cpu_s` (user and
+        system), `tasks_created`, with `calls` (by kind, and the most called functions) when
+        counted, and how far each of `counters` moved meanwhile."""
         if self._profile is not None:
             self._profile.disable()
+        user1, system1 = _loop_user_system_s()
         cpu1 = thread_cpu_s()
+        if self._loop is not None:
+            self._loop.set_task_factory(self._factory)
         figures: dict[str, Any] = {
             "cpu_s": {g: cpu1[g] - self._cpu0.get(g, 0.0) for g in sorted(cpu1)},
+            "loop_cpu_s": {"user": user1 - self._rusage0[0], "system": system1 - self._rusage0[1]},
+            "tasks_created": self._tasks,
         }
         if self._profile is not None:
             if where := os.environ.get(PSTATS_ENV):
                 _dumped[0] += 1
                 self._profile.dump_stats(Path(where) / f"{os.getpid()}-{_dumped[0]}.pstats")
             stats = pstats.Stats(self._profile).stats  # type: ignore[attr-defined]
-            calls = {_label(func): row[1] for func, row in stats.items()}  # primitive + recursive
+            calls: dict[str, int] = collections.Counter()
+            for func, row in stats.items():
+                calls[_label(func)] += row[1]  # primitive + recursive
             figures["python_calls"] = sum(calls.values())
-            figures["calls"] = {
-                category: sum(n for label, n in calls.items() if any(s in label for s in subs))
-                for category, subs in CATEGORIES.items()
-            }
+            figures["calls"] = by_kind(calls)
             top = sorted(calls.items(), key=lambda kv: -kv[1])[:_TOP]
             figures["top_calls"] = dict(top)
         if self._counters is not None:
@@ -158,15 +221,17 @@ class CostWindow:
 
 def per_message(window: dict[str, Any], messages: int) -> dict[str, Any]:
     """A window's totals divided by the messages it saw (CPU in µs, calls per message)."""
+    cpu = window.get("cpu_s", {})
     out: dict[str, Any] = {
-        "cpu_us_per_msg": {
-            g: round(s * 1e6 / messages, 1) for g, s in window.get("cpu_s", {}).items()
-        },
+        "cpu_us_per_msg": {g: round(s * 1e6 / messages, 1) for g, s in cpu.items()},
     }
-    out["cpu_us_per_msg"]["all"] = round(sum(window.get("cpu_s", {}).values()) * 1e6 / messages, 1)
+    out["cpu_us_per_msg"]["all"] = round(sum(cpu.values()) * 1e6 / messages, 1)
+    for part, s in window.get("loop_cpu_s", {}).items():
+        out["cpu_us_per_msg"][f"loop_{part}"] = round(s * 1e6 / messages, 1)
     if "calls" in window:
         out["python_calls_per_msg"] = round(window["python_calls"] / messages, 1)
         out["calls_per_msg"] = {k: round(v / messages, 2) for k, v in window["calls"].items()}
+        out["calls_per_msg"]["tasks_created"] = round(window["tasks_created"] / messages, 2)
         out["top_calls_per_msg"] = {
             k: round(v / messages, 2) for k, v in window["top_calls"].items()
         }
@@ -175,12 +240,27 @@ def per_message(window: dict[str, Any], messages: int) -> dict[str, Any]:
     return out
 
 
+def plain_and_counted(
+    plain: dict[str, Any], counted: dict[str, Any], messages: int
+) -> dict[str, Any]:
+    """One home's figures per message: the CPU of the plain window, the rest of the counted."""
+    figures = per_message(counted, messages)
+    figures["cpu_us_per_msg"] = per_message(plain, messages)["cpu_us_per_msg"]
+    return figures
+
+
+def node_windows(node: Node) -> contextlib.AbstractAsyncContextManager[None]:
+    """The hook a node process (`hearthmesh run`, `tools/node_process.py`) runs its node in:
+    `serve_windows` with the store's counters."""
+    return serve_windows(partial(store_counters, node))
+
+
 @contextlib.asynccontextmanager
 async def serve_windows(counters: Callable[[], dict[str, int]]) -> AsyncIterator[None]:
     """While the block runs, if `COST_ENV` names a file: open a window on `WINDOW_START` and
     close it on `WINDOW_END`, appending its figures (with how far `counters` moved) to that
     file as a JSON line (and `{"opened": n}` as the n-th opens); the first window is plain,
-    the next counted, and so on."""
+    the next counted, and so on. Nothing is installed otherwise."""
     where = os.environ.get(COST_ENV)
     if not where:
         yield
@@ -199,7 +279,7 @@ async def serve_windows(counters: Callable[[], dict[str, int]]) -> AsyncIterator
     def end() -> None:
         if open_now:
             figures = open_now.pop().close()
-            with Path(where).open("a") as out:  # a few hundred bytes, once a window
+            with Path(where).open("a") as out:  # a few KB, once a window
                 out.write(json.dumps(figures) + "\n")
 
     loop.add_signal_handler(WINDOW_START, start)
@@ -209,6 +289,7 @@ async def serve_windows(counters: Callable[[], dict[str, int]]) -> AsyncIterator
     finally:
         loop.remove_signal_handler(WINDOW_START)
         loop.remove_signal_handler(WINDOW_END)
+        end()  # a window left open is closed with the node, not leaked as a task factory
 
 
 def _read(path: Path) -> list[dict[str, Any]]:

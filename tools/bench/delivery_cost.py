@@ -4,12 +4,12 @@ figures a loaded machine does not move (issue #13).
 `bench delivery`'s layout: the sender's node in this process, the recipient's home node a
 child process (`tools/node_process.py`), one message at a time, each awaited until the
 recipient's signed STORED ack is back. Two windows of N messages each, measured on both homes
-(`tools/bench/cost_probe.py`): in the first, each thread group's CPU per message (`cpu_us_per_msg`:
-the loop, the trio thread, the store's threads, the rest; the sender's figure includes this
-bench's own loop work, a send and an await per message); in the second, cProfile on each
-loop's thread counts its calls per message (`calls_per_msg`: strict decodes, kept reads,
-CBOR loads and dumps, envelope parses, signature verifies and signs, Megolm decrypts, LMDB gets,
-puts and cursors, store batches, tasks, calls into trio and wake-ups from it, writer submits;
+(`tools/bench/cost_probe.py`, the probe `bench send-counts` reads too): in the first, each
+thread group's CPU per message (`cpu_us_per_msg`: the loop, the trio thread, the store's
+threads, the rest, and the loop thread's user and system time; the sender's figure includes this
+bench's own loop work, a send and an await per message); in the second, cProfile on each loop's
+thread counts its calls per message by kind (`calls_per_msg`, the probe's `CATEGORIES`: decodes,
+encodes, verifies, LMDB and overlay operations, commits, hand-offs between threads, tasks;
 `top_calls_per_msg`, the most called functions; `python_calls_per_msg`, all of them), and each
 store's write batches and transactions per message (`counters_per_msg`). Those counts are the
 same at any load; the CPU moves some with it, far less than the latencies.
@@ -30,7 +30,7 @@ from hearthmesh.tools.bench.cost_probe import (
     WINDOW_END,
     WINDOW_START,
     CostWindow,
-    per_message,
+    plain_and_counted,
     read_windows,
     store_counters,
 )
@@ -75,12 +75,10 @@ async def _measure(quick: bool, *, on_tmpfs: bool) -> dict[str, Any]:
                 counted = await _window(alice, room, acks, bob, cost_file, n=n, k=1)
         finally:
             await bob.terminate()
-    homes = {}
-    for side, home in enumerate(("sender", "recipient")):
-        figures = per_message(plain[side], n)  # the CPU of the plain window, the counted's calls
-        counts = per_message(counted[side], n)
-        figures.update({k: v for k, v in counts.items() if k != "cpu_us_per_msg"})
-        homes[home] = figures
+    homes = {
+        home: plain_and_counted(plain[side], counted[side], n)
+        for side, home in enumerate(("sender", "recipient"))
+    }
     stores = "tmpfs (fsync free)" if on_tmpfs else "disk"
     return {"messages_per_window": n, "body_bytes": len(BODY), "stores": stores, **homes}
 
