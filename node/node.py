@@ -72,7 +72,7 @@ from hearthmesh.protocol.private import (
     self_room_id,
 )
 from hearthmesh.protocol.rooms import group_room_id
-from hearthmesh.storage.api import Cursor, Direction, HistoryPage, Store
+from hearthmesh.storage.api import Cursor, Direction, FeedEntry, HistoryPage, Store
 from hearthmesh.storage.async_store import AsyncStore
 from hearthmesh.storage.lmdb_store import LmdbStore
 
@@ -736,6 +736,7 @@ class Node:
         content_type: str = "text/plain",
         kind: Kind = Kind.MESSAGE,
         on_sealed: Callable[[Envelope], None] | None = None,
+        on_stored: Callable[[list[FeedEntry]], None] | None = None,
         written: WrittenTimes | None = None,
         acts_on: MessageId | None = None,
         to: frozenset[UserId] | None = None,
@@ -744,7 +745,9 @@ class Node:
         """Seal, store durably (history + outbox in one transaction), then fan out.
 
         Returns once the envelope is committed on this node: "sent" (ARCHITECTURE §3 step 2).
-        `on_sealed(envelope)` runs before it is stored (an app may note its message id first).
+        `on_sealed(envelope)` runs before it is stored (an app may note its message id first),
+        `on_stored(entries)` once committed, with the arrival-log entries the commit gave it
+        and the ROOM_KEY envelopes before it (an app may show it without reading it back).
         `written` stamps a message a client wrote earlier where it was written (SPEC §31.6);
         `acts_on` names the message an EDIT, RECALL or REACTION acts on (SPEC §31.5); `to`
         names the users whose homes a RECEIPT goes to (SPEC §16.2.3). Our sends of a room seal
@@ -764,7 +767,7 @@ class Node:
         )
         if on_sealed is not None:
             on_sealed(sealed.envelope)
-        return await self._services.outgoing.commit(sealed)
+        return await self._services.outgoing.commit(sealed, on_stored)
 
     def _refuse_if_failed(self) -> None:
         """A failed node acks nothing: it could not deliver it (SPEC §11.8.5)."""

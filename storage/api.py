@@ -438,6 +438,14 @@ class HistoryStore(Protocol):
         """Store many events in ONE transaction (group commit); results in request order."""
         ...
 
+    def append_entries(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[tuple[AppendResult, FeedEntry | None]]:
+        """`append_many`, with each stored event's arrival-log entry as that transaction
+        numbered it (None where nothing was stored): an event told to clients from the
+        envelope in hand, not read back."""
+        ...
+
     def actions_of(self, target: bytes) -> list[StoredEvent]:
         """The stored edits, recalls and reactions that name `target` (SPEC §31.5)."""
         ...

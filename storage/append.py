@@ -11,9 +11,9 @@ from hearthmesh.protocol.hlc import encode_timestamp
 
 from .absent import mark_txn
 from .actions import index_action_txn
-from .api import AppendRequest, AppendResult
+from .api import AppendRequest, AppendResult, Cursor, FeedEntry, StoredEvent
 from .arrivals import ArrivalCounter
-from .keys import Table, history_key, sender_seq_key
+from .keys import Table, decode_slot, history_key, sender_seq_key
 from .kv import KvTxn
 from .media_refs import note_media_txn
 from .outbox import enqueue_stored_txn
@@ -33,8 +33,17 @@ def check_appendable(request: AppendRequest) -> None:
         raise LocalProtocolError(f"{request.envelope.kind.name} events are never stored")
 
 
-def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[AppendResult]:
-    """Append each request in order; a duplicate or a conflict writes nothing for that request."""
+def append_batch_txn(
+    txn: KvTxn,
+    requests: Sequence[AppendRequest],
+    entries: list[FeedEntry | None] | None = None,
+) -> list[AppendResult]:
+    """Append each request in order; a duplicate or a conflict writes nothing for that request.
+
+    `entries`, if given, gets each request's arrival-log entry as this transaction numbered it
+    (None where nothing was stored): the request's own envelope, for a caller that tells it to
+    clients without reading it back (`KvStore.append_entries`).
+    """
     results = []
     arrivals = ArrivalCounter()
     for request in requests:
@@ -43,12 +52,19 @@ def append_batch_txn(txn: KvTxn, requests: Sequence[AppendRequest]) -> list[Appe
         key = history_key(envelope.room, hlc, envelope.sender_device, envelope.seq)
         if not txn.insert(Table.MESSAGE_IDS, envelope.message_id, key):  # or recalled (§31.1)
             results.append(AppendResult.DUPLICATE)
+            if entries is not None:
+                entries.append(None)
             continue
         if not txn.insert(Table.HISTORY, key, envelope.message_id + envelope.wire):
             txn.delete(Table.MESSAGE_IDS, envelope.message_id)  # undo: nothing else was written
             results.append(AppendResult.CONFLICT)
+            if entries is not None:
+                entries.append(None)
             continue
-        arrivals.record_txn(txn, key)
+        number = arrivals.record_txn(txn, key)
+        if entries is not None:
+            event = StoredEvent(envelope=envelope, cursor=Cursor(decode_slot(key)[1]))
+            entries.append(FeedEntry(number=number, event=event))
         if is_sequenced(envelope):  # a RECEIPT has no number to find it by (SPEC §8.5)
             # The first event stored under a number keeps it, as the first released does.
             by_sender = sender_seq_key(envelope.room, envelope.sender_device, envelope.seq)

@@ -47,6 +47,7 @@ from .api import (
     DeliveryStatus,
     DeviceRecord,
     Direction,
+    FeedEntry,
     FeedPage,
     FriendRequest,
     HistoryPage,
@@ -118,6 +119,21 @@ class KvStore:
         if not requests:
             return []
         return self._engine.write(lambda txn: append_batch_txn(txn, requests))
+
+    def append_entries(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[tuple[AppendResult, FeedEntry | None]]:
+        """`append_many`, with each stored event's arrival-log entry as this transaction
+        numbered it (None where nothing was stored)."""
+        for request in requests:
+            check_appendable(request)
+
+        def append(txn: KvTxn) -> list[tuple[AppendResult, FeedEntry | None]]:
+            entries: list[FeedEntry | None] = []  # made anew if the write is retried
+            results = append_batch_txn(txn, requests, entries)
+            return list(zip(results, entries, strict=True))
+
+        return self._engine.write(append) if requests else []
 
     def actions_of(self, target: bytes) -> list[StoredEvent]:
         """The stored edits, recalls and reactions that name `target`."""

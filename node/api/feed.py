@@ -13,8 +13,9 @@ the order holds either way.
 The live tail renders each new event from the envelope already in hand (`hold`: the one a
 client just sent, or the one the node reported arriving): the store's log still gives the
 numbers and order (they are assigned in the append transaction), but a held envelope is not
-decoded again from its stored bytes. A replay for a client that is catching up decodes from
-the store.
+decoded again from its stored bytes. A client's own send, whose commit handed back the
+numbers it gave (`catch_up(told)`), is not read from the log at all when those numbers are the
+next ones. A replay for a client that is catching up decodes from the store.
 
 State owned here: the epoch, the published position, and the envelopes in hand.
 """
@@ -27,7 +28,7 @@ import json
 import logging
 import secrets
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from hearthmesh.protocol.envelope import Envelope
@@ -137,13 +138,23 @@ class Feed:
                 async with asyncio.timeout(_POLL_S):
                     await self._wake.wait()
 
-    async def catch_up(self) -> None:
-        """Publish what is new now, in the calling task; if a drain is under way, it will."""
+    async def catch_up(self, told: Sequence[FeedEntry] = ()) -> None:
+        """Publish what is new now, in the calling task; if a drain is under way, it will.
+
+        `told`: entries the caller's commit just made, in number order (its own send). When
+        they are the next numbers and follow each other, they are published from these, with
+        no read of the log: every number up to them is published and none lies between them, so
+        the order and exactly-once hold. Anything after them is the tail's, as it always was;
+        otherwise (a number before them not yet published) the log is read.
+        """
         if self._draining.locked():
             self._wake.set()
             return
         async with self._draining:
-            await self._drain()
+            if _follow(told, self.position):
+                await self._publish_entries(told)
+            else:
+                await self._drain()
 
     async def _drain(self) -> None:
         store = self._store
@@ -152,11 +163,7 @@ class Feed:
             page = await store.read_inline(
                 store.store.arrivals_after, self.position, limit=_PAGE, in_hand=self._in_hand
             )
-            for entry in page.entries:
-                self._release(entry.event.envelope.message_id)
-                for text in await self._frames(entry, live=True):
-                    self._publish(text)
-                self.position = entry.number
+            await self._publish_entries(page.entries)
             self.position = max(self.position, page.position)
             if page.position >= page.last:
                 # Caught up. What is still held was published before it was held (the tail
@@ -167,6 +174,14 @@ class Feed:
                         self._release(message_id)
                     self._aging, self._aging_at = list(self._in_hand), page.last
                 return
+
+    async def _publish_entries(self, entries: Sequence[FeedEntry]) -> None:
+        """Publish these log entries live, in order (the caller holds `_draining`)."""
+        for entry in entries:
+            self._release(entry.event.envelope.message_id)
+            for text in await self._frames(entry, live=True):
+                self._publish(text)
+            self.position = entry.number
 
     async def replay(self, cursor: str, upto: int) -> list[str] | None:
         """Frames of every entry after `cursor` up to `upto`; None if that cannot be exact.
@@ -205,3 +220,10 @@ class Feed:
             return []
         cursor = self.cursor_at(entry.number)
         return [dumps({**frame, "cursor": cursor}) for frame in frames]
+
+
+def _follow(entries: Sequence[FeedEntry], position: int) -> bool:
+    """Are `entries` numbered position + 1, position + 2, ... in turn (and some at all)?"""
+    return bool(entries) and all(
+        entry.number == position + i for i, entry in enumerate(entries, start=1)
+    )

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, Final, Protocol
 
 from aiohttp import web
@@ -81,7 +82,7 @@ from hearthmesh.protocol.identity import UserId, device_id_text, user_id_text
 from hearthmesh.protocol.membership import Role
 from hearthmesh.protocol.rooms import direct_room_id
 from hearthmesh.protocol.typing_ttl import TypingTimers
-from hearthmesh.storage.api import Cursor, Direction, FriendRequest, Profile, Store
+from hearthmesh.storage.api import Cursor, Direction, FeedEntry, FriendRequest, Profile, Store
 
 __all__ = ["SERVICE_KEY", "ApiService", "ClientSession", "SendWitness"]
 
@@ -353,12 +354,14 @@ class ApiService:
                 sent_ms=command.sent_ms,
                 received_ms=self.clock.now_ms(),
             )
+        told: list[FeedEntry] = []
         try:
             envelope = await self.node.send(
                 command.room_id,
                 body,
                 content_type=content_type,
                 on_sealed=lambda sealed: self._sealed(sealed, command.client_id),
+                on_stored=told.extend,
                 written=written,
                 turn=turn,
             )
@@ -369,7 +372,7 @@ class ApiService:
         # client_id was noted as it was sealed, so even a render before this line names it.
         if witness is not None:
             witness.message_sent(command.client_id, envelope)
-        await self._publish_now()
+        await self._publish_now(told)
         return envelope
 
     async def perform_action(self, command: MessageCommand) -> dict[str, Any]:
@@ -380,10 +383,11 @@ class ApiService:
         await self._publish_now()
         return answer
 
-    async def _publish_now(self) -> None:
-        """What is new goes to our user's clients now, not at the feed's next poll."""
+    async def _publish_now(self, told: Sequence[FeedEntry] = ()) -> None:
+        """What is new goes to our user's clients now, not at the feed's next poll; `told`:
+        the entries this task's commit just made (`Feed.catch_up`)."""
         with contextlib.suppress(StorageError):  # closing: clients read it by cursor later
-            await self.feed.catch_up()
+            await self.feed.catch_up(told)
 
     async def _reply_target(self, room: RoomId, message_id: MessageId) -> None:
         """A reply answers a message of its own room (SPEC §31.4). Raises NotFound, WrongRoom."""

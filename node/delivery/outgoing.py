@@ -58,7 +58,7 @@ from hearthmesh.protocol.membership import (
 )
 from hearthmesh.protocol.receipts import OUT_OF_TURN_KINDS
 from hearthmesh.protocol.written_time import written_stamp
-from hearthmesh.storage.api import AppendRequest, AppendResult, Store
+from hearthmesh.storage.api import AppendRequest, AppendResult, FeedEntry, Store
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["Outgoing", "Sealed", "SealedKey", "WrittenTimes"]
@@ -71,6 +71,10 @@ class WrittenTimes:
     written_ms: int
     sent_ms: int
     received_ms: int
+
+
+Appended = tuple[AppendResult, FeedEntry | None]
+"""What an append did to one request, with the arrival-log entry it made (`append_entries`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -267,10 +271,14 @@ class Outgoing:
             encryption=encryption,
         )
 
-    async def commit(self, sealed: Sealed) -> Envelope:
+    async def commit(
+        self, sealed: Sealed, on_stored: Callable[[list[FeedEntry]], None] | None = None
+    ) -> Envelope:
         """Store a sealed envelope durably (history + outbox in one commit, with the ROOM_KEY
         envelopes before it and the Megolm session's advance), then hand them to the outbox and
-        gossip them. Returns once it is committed here: "sent"."""
+        gossip them. Returns once it is committed here: "sent". `on_stored` gets the
+        arrival-log entries the commit gave them, in number order (the envelope last), as soon
+        as it committed."""
         envelope, members = sealed.envelope, sealed.members
         siblings = self._sibling_destinations()  # our user's other homes get everything
         everyone: tuple[bytes, ...] = tuple(sorted(members - {self._user})) + siblings
@@ -313,11 +321,16 @@ class Outgoing:
             ),
         ]
         if sealed.encryption is None:
-            result = await self._store.append(requests[0])
-            if result is not AppendResult.STORED:
-                raise LocalProtocolError(f"own envelope not stored: {result.value}")
+            stored = [await self._store.run_grouped(self._store.store.append_entries, requests[0])]
         else:
-            await self._store_encrypted(requests, sealed.encryption)
+            stored = await self._store_encrypted(requests, sealed.encryption)
+        entries = []
+        for result, entry in stored:
+            if entry is None:
+                raise LocalProtocolError(f"own envelope not stored: {result.value}")
+            entries.append(entry)
+        if on_stored is not None:
+            on_stored(entries)
         if envelope.kind is Kind.RECALL:  # our own home purges it too (SPEC §31.1)
             await self._store.run(apply_recall, self._store.store, envelope)
         gossiped = is_gossiped(envelope, members)
@@ -327,36 +340,39 @@ class Outgoing:
                 self._publish(each)
         return envelope
 
-    async def _store_encrypted(self, requests: list[AppendRequest], encryption: Encryption) -> None:
+    async def _store_encrypted(
+        self, requests: list[AppendRequest], encryption: Encryption
+    ) -> list[Appended]:
         sender = self._encryption
         if sender is None:
             raise LocalProtocolError("an encrypted seal without a room sender")
         try:
-            results = await self._store.run_grouped(self._commit_encrypted, (requests, encryption))
-            for result in results:
+            stored = await self._store.run_grouped(self._commit_encrypted, (requests, encryption))
+            for result, _ in stored:
                 if result is not AppendResult.STORED:
                     raise LocalProtocolError(f"own envelope not stored: {result.value}")
         except HearthError:
             sender.abandon(encryption)  # its ROOM_KEY bodies never went out
             raise
+        return stored
 
     def _commit_encrypted(
         self, sends: list[tuple[list[AppendRequest], Encryption]]
-    ) -> list[list[AppendResult]]:
+    ) -> list[list[Appended]]:
         """Store the ROOM_KEY envelopes and encrypted envelopes of the sends queued together,
         the plaintexts for our own view and each session's advance: one call of a store write
         batch, all or nothing, with one pickle per session (SPEC §27.8)."""
         sender, store = self._encryption, self._store.store
         if sender is None:
             raise LocalProtocolError("an encrypted seal without a room sender")
-        results = store.append_many([request for requests, _ in sends for request in requests])
+        results = store.append_entries([request for requests, _ in sends for request in requests])
         sender.persist(store, [encryption for _, encryption in sends])
-        per_send: list[list[AppendResult]] = []
+        per_send: list[list[Appended]] = []
         plaintexts = []
         for requests, encryption in sends:
             mine, results = results[: len(requests)], results[len(requests) :]
             per_send.append(mine)
-            if mine[-1] is AppendResult.STORED:  # as encrypted: not encoded again
+            if mine[-1][0] is AppendResult.STORED:  # as encrypted: not encoded again
                 plaintexts.append((requests[-1].envelope.message_id, encryption.plaintext))
         store.put_plaintexts(plaintexts)
         return per_send

@@ -114,3 +114,81 @@ async def test_held_envelopes_the_tail_passed_are_let_go(store: AsyncStore) -> N
         await feed.catch_up()
         assert [e.seq for e in rendered.envelopes] == [1, 2, 3]
         assert feed.held_count == 0
+
+
+async def _append_told(store: AsyncStore, *envelopes: Envelope) -> list[FeedEntry]:
+    """Append as our own send does (one grouped call), keeping the entries it was told."""
+    requests = [AppendRequest(envelope=e) for e in envelopes]
+    told = await store.run(store.store.append_entries, requests)
+    return [entry for _, entry in told if entry is not None]
+
+
+def _count_log_reads(store: AsyncStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the feed's reads of the arrival log (the store's own method still runs)."""
+    reads = [0]
+    read = store.store.arrivals_after
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads[0] += 1
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(store.store, "arrivals_after", counted)
+    return reads
+
+
+async def test_a_send_told_its_next_numbers_is_published_from_them_not_the_log(
+    store: AsyncStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with asyncio.timeout(10):
+        rendered = _Rendered()
+        feed = await _feed(store, rendered)
+        start = feed.cursor_at(feed.position)
+        key, message = make_envelope(seq=1, wall_ms=1_000), make_envelope(seq=2, wall_ms=2_000)
+        feed.hold(message)  # as it was sealed
+        told = await _append_told(store, key, message)
+        reads = _count_log_reads(store, monkeypatch)
+        await feed.catch_up(told)
+        assert reads == [0]
+        assert rendered.envelopes == [key, message]
+        assert all(a is b for a, b in zip(rendered.envelopes, (key, message), strict=True))
+        assert feed.position == 2 and feed.held_count == 0
+        later = make_envelope(seq=3, wall_ms=3_000)
+        await store.append(AppendRequest(envelope=later))
+        await feed.catch_up()  # the tail goes on from there: each event once, in order
+        assert [e.seq for e in rendered.envelopes] == [1, 2, 3]
+        # A client that reconnects with the first cursor gets what the live clients got.
+        replay = await feed.replay(start, feed.position)
+        assert replay == [t.replace('"live":true', '"live":false') for t in rendered.texts]
+
+
+async def test_told_entries_behind_an_unpublished_one_wait_for_the_log(
+    store: AsyncStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An event numbered before the send's and not yet published goes out first, once."""
+    async with asyncio.timeout(10):
+        rendered = _Rendered()
+        feed = await _feed(store, rendered)
+        arrived = make_envelope(seq=1, wall_ms=1_000)
+        await store.append(AppendRequest(envelope=arrived))  # its wake not yet served
+        told = await _append_told(store, make_envelope(seq=2, wall_ms=2_000))
+        reads = _count_log_reads(store, monkeypatch)
+        await feed.catch_up(told)
+        assert reads == [1]
+        assert [e.seq for e in rendered.envelopes] == [1, 2]
+        assert rendered.envelopes[1] is not told[0].event.envelope  # read back
+        await feed.catch_up(told)  # told again, or by a send of its group: nothing again
+        assert len(rendered.texts) == 2 and feed.position == 2
+
+
+async def test_sends_of_one_group_are_each_published_once_whichever_resumes_first(
+    store: AsyncStore,
+) -> None:
+    async with asyncio.timeout(10):
+        rendered = _Rendered()
+        feed = await _feed(store, rendered)
+        first, second = make_envelope(seq=1, wall_ms=1_000), make_envelope(seq=2, wall_ms=2_000)
+        told = await _append_told(store, first, second)
+        await feed.catch_up(told[1:])  # the second send resumed first: not next, the log read
+        await feed.catch_up(told[:1])
+        assert [e.seq for e in rendered.envelopes] == [1, 2]
+        assert feed.position == 2

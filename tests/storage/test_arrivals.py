@@ -77,6 +77,22 @@ def test_duplicates_conflicts_and_failed_writes_take_no_number(store: KvStore) -
     ]
 
 
+def test_an_append_tells_the_entries_it_numbered_as_the_log_reads_them(store: KvStore) -> None:
+    store.append(AppendRequest(envelope=make_envelope(ROOM_B)))
+    first, second = make_envelope(seq=1, wall_ms=1_000), make_envelope(seq=2, wall_ms=2_000)
+    told = store.append_entries([AppendRequest(envelope=e) for e in (first, first, second)])
+    assert [result for result, _ in told] == [
+        AppendResult.STORED,
+        AppendResult.DUPLICATE,  # no entry: nothing stored
+        AppendResult.STORED,
+    ]
+    assert told[1][1] is None
+    entries = [entry for _, entry in told if entry is not None]
+    assert entries[0].event.envelope is first  # the request's own envelope, not a decode
+    assert entries == list(store.arrivals_after(1, limit=10).entries)  # numbers and cursors
+    assert store.append_entries([]) == []
+
+
 def test_purged_events_are_passed_over_and_numbers_are_never_reused(store: KvStore) -> None:
     old = [make_envelope(seq=i, wall_ms=i) for i in (1, 2)]
     kept = make_envelope(seq=3, wall_ms=10**6)
