@@ -2,7 +2,15 @@
 # Each target creates .venv on first use and re-installs only when pyproject.toml changes.
 # The strict editable install links each file; we then link the four package folders whole,
 # so a module added later is importable (and visible to mypy) without a re-install.
-PYTHON ?= python3
+# The interpreter .venv is made from: the distribution's /usr/bin/python3 when it is 3.11+ and
+# can make a venv, else `python3` on PATH. Debian's links libpython into the executable; the
+# pyenv build first on our machines' PATH is `--enable-shared` (-fPIC, calls through the PLT)
+# and ran 20 % more instructions on the same pure-Python work (callgrind), so the suite, CPU-bound
+# on 2 cores, took less CPU on Debian's (session 24: figures below, at `TEST_ARGS`).
+# `PYTHON=...` chooses another; an existing .venv keeps its own (`make clean` first).
+SYSTEM_PYTHON := /usr/bin/python3
+PYTHON ?= $(shell $(SYSTEM_PYTHON) -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' \
+  2>/dev/null && echo $(SYSTEM_PYTHON) || echo python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PKG_DIRS := protocol storage node tools
