@@ -1268,10 +1268,10 @@ class P2PHost:
         (SPEC §11.5.2)? False for a stream on no libp2p yamux connection (WebRTC) and on a
         host that is stopping.
 
-        A read counts as lately only within `live_ping_s`, as fresh as a pong would be: with
-        the ack bound (10 s) as the window, the last frames read just before a partition
-        passed the first check of the batch written before them, and that batch was judged
-        dead one ack bound late (26 s, not 16 s, in R1's partition runs)."""
+        A read counts only within `live_ping_s`, as fresh as a pong would be: with the ack
+        bound (10 s) as the window, the last frames read just before a partition's cut passed
+        the first check of the batch written before them, and that batch was judged dead one
+        ack bound late (26 s, not 16 s, in R1's partition runs)."""
         raw = stream.raw
         if not isinstance(raw, _LibP2PStream) or raw.connection is None:
             return False
@@ -1286,8 +1286,8 @@ class P2PHost:
         """Does a connection to `peer_id` other than a WebRTC one answer a ping within
         `live_ping_s`, or read anything meanwhile or in the `live_ping_s` before (as
         `stream_answers`)?"""
+        live_s = self.config.live_ping_s
         try:
-            live_s = self.config.live_ping_s
             return await self._bridge.run(self._answers_on_trio, peer_id, live_s)
         except HostClosed:
             return False
