@@ -211,7 +211,7 @@ class PeerLinks:
                 sent = True
                 started = time.perf_counter()
                 batch = encode_deliver(batch_id, certificates, items)
-                alive = functools.partial(self._host.stream_answers, stream, self._ack_timeout_s)
+                alive = functools.partial(self._host.stream_answers, stream)
                 answer = stream.write_then_read(batch)
                 frame = decode_frame(await self._patiently(answer, self._ack_timeout_s, alive))
                 ack = self._check(peer_id, batch_id, len(items), frame)
@@ -358,7 +358,7 @@ class PeerLinks:
             # Lazily (SPEC §10.1): a refusal at the first read fails the batch as at the open.
             opening = self._host.open_stream(peer_id, DELIVER_PROTOCOL, lazy=True)
             if peer_id in self._host.connected_peers():
-                alive = functools.partial(self._host.peer_answers, peer_id, self._ack_timeout_s)
+                alive = functools.partial(self._host.peer_answers, peer_id)
                 stream = await self._patiently(opening, self._open_timeout_s, alive)
             else:
                 async with asyncio.timeout(REACH_DIAL_TIMEOUT_S):

@@ -1262,28 +1262,33 @@ class P2PHost:
         close = self._close_unanswered if unanswered else self._close_unless_alive
         self._start_nowait(close, raw.connection)
 
-    async def stream_answers(self, stream: FrameStream, heard_within_s: float = 0.0) -> bool:
+    async def stream_answers(self, stream: FrameStream) -> bool:
         """Does the connection `stream` runs on answer a ping within `live_ping_s`, or read
-        anything from its peer meanwhile or in the `heard_within_s` before: slow, not gone
+        anything from its peer meanwhile or in the `live_ping_s` before: slow, not gone
         (SPEC §11.5.2)? False for a stream on no libp2p yamux connection (WebRTC) and on a
-        host that is stopping."""
+        host that is stopping.
+
+        A read counts only within `live_ping_s`, as fresh as a pong would be: with the ack
+        bound (10 s) as the window, the last frames read just before a partition's cut passed
+        the first check of the batch written before them, and that batch was judged dead one
+        ack bound late (26 s, not 16 s, in R1's partition runs)."""
         raw = stream.raw
         if not isinstance(raw, _LibP2PStream) or raw.connection is None:
             return False
         muxed = raw.connection.muxed_conn
+        live_s = self.config.live_ping_s
         try:
-            return await self._bridge.run(
-                answers_ping, muxed, self.config.live_ping_s, heard_within_s
-            )
+            return await self._bridge.run(answers_ping, muxed, live_s, live_s)
         except HostClosed:
             return False
 
-    async def peer_answers(self, peer_id: str, heard_within_s: float = 0.0) -> bool:
+    async def peer_answers(self, peer_id: str) -> bool:
         """Does a connection to `peer_id` other than a WebRTC one answer a ping within
-        `live_ping_s`, or read anything meanwhile or in the `heard_within_s` before (as
+        `live_ping_s`, or read anything meanwhile or in the `live_ping_s` before (as
         `stream_answers`)?"""
+        live_s = self.config.live_ping_s
         try:
-            return await self._bridge.run(self._answers_on_trio, peer_id, heard_within_s)
+            return await self._bridge.run(self._answers_on_trio, peer_id, live_s)
         except HostClosed:
             return False
 

@@ -23,6 +23,8 @@ from hearthmesh.node.p2p import host as host_module
 from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
+from hearthmesh.node.p2p.yamux import answers_ping
+from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
 from hearthmesh.tools.simulate.faults import PARTITION_TABLE, partition_rules
 from tests.integration.netlab import NetLab, in_netns, require_netlab, start_node
 
@@ -214,6 +216,51 @@ async def test_a_batch_queued_behind_one_that_found_the_path_dead_fails_with_it(
             assert second - first < 1.0, f"the queued batch failed {second - first:.1f} s later"
 
 
+async def test_a_read_from_before_the_cut_does_not_keep_a_batch_waiting_a_second_bound() -> None:
+    """R1 (issue #18): the first check of a batch's late ack counts a read from the peer as
+    alive without a ping, and with the ack bound as its window, the last frames read just
+    after the batch went out, before the cut, passed it: the batch was judged dead a whole
+    ack bound later (26 s, not 16 s, in R1's partition runs). A read counts only within the
+    ping's bound, so the batch fails after the ack bound and one unanswered ping.
+
+    Here b, 0.5 s after reading the batch, pings a over the batch's connection (a frame a
+    reads there) and never acks; the cut comes once the pong is back, about 3 s before the
+    first check. (With no pause, the read came within milliseconds of the write, where the
+    old window's start fell too, and the test passed without the fix in 2 of 3 runs.)"""
+    require_netlab()
+    ack_s, live_ping_s = 4.0, 1.0
+    with NetLab() as lab:
+        async with asyncio.timeout(60), AsyncExitStack() as stack:
+            a, b, _stream, partition = await _hosts_with_a_stream(lab, stack, live_ping_s)
+            heard = asyncio.Event()
+
+            async def last_words(stream: FrameStream) -> None:  # b's deliver handler
+                await stream.read_frame()
+                await asyncio.sleep(0.5)  # R1's last reads came 0.2-0.3 s after the batch
+                muxed = cast(Any, stream.raw).connection.muxed_conn
+                if await b._bridge.run(answers_ping, muxed, 5.0):
+                    heard.set()
+                await asyncio.sleep(60)  # no ack
+
+            b.set_stream_handler(DELIVER_PROTOCOL, last_words)
+            links = PeerLinks(a, ack_timeout_s=ack_s, ack_patience_s=60.0)
+            started = time.monotonic()
+            delivering = asyncio.create_task(links.deliver(b.peer_id, [], []))
+            try:
+                async with asyncio.timeout(ack_s - live_ping_s):  # else fresh: kept, rightly
+                    await heard.wait()
+                partition.cut()
+                with pytest.raises(DeliveryFailed, match="no ping answered"):
+                    await delivering
+                failed_after_s = time.monotonic() - started
+            finally:
+                partition.heal()
+            # Without the fix: 9 s, one ack bound more, the first check passed by b's ping.
+            bound_s = ack_s + live_ping_s
+            assert failed_after_s < bound_s + 1.5, f"judged dead after {failed_after_s:.1f} s"
+            assert links.waited_late == 0  # no check passed it
+
+
 async def _second_connection(a: P2PHost, b: P2PHost) -> None:
     """A second connection from a to b (trio thread): libp2p's connect keeps the first."""
     address, _, peer = b.listen_addrs[0].rpartition("/p2p/")
@@ -238,10 +285,11 @@ class _Partition:
 
 
 async def _hosts_with_a_stream(
-    lab: NetLab, stack: AsyncExitStack
+    lab: NetLab, stack: AsyncExitStack, live_ping_s: float = host_module.LIVE_PING_S
 ) -> tuple[P2PHost, P2PHost, FrameStream, _Partition]:
-    """Hosts a and b in namespaces of their own (stop grace `STOP_GRACE`), a stream from a to
-    b's sink, and the partition between them (not cut yet)."""
+    """Hosts a and b in namespaces of their own (stop grace `STOP_GRACE`, the ping bound
+    `live_ping_s`), a stream from a to b's sink, and the partition between them (not cut
+    yet)."""
     a_ns, a_ip = lab.public_host(1)
     b_ns, b_ip = lab.public_host(2)
     hosts = []
@@ -250,6 +298,7 @@ async def _hosts_with_a_stream(
             identity_seed=bytes([n]) * 32,
             listen_addrs=["/ip4/0.0.0.0/tcp/4470"],
             stop_grace_s=STOP_GRACE,
+            live_ping_s=live_ping_s,
         )
         with in_netns(ns):
             hosts.append(await stack.enter_async_context(P2PHost(config)))
