@@ -154,6 +154,9 @@ CLOSED_UNANSWERED: Final = "unanswered"
 the connection answered no ping either (SPEC §11.5.2)."""
 CLOSED_REFUSED: Final = "refused"
 """A close reason: ours, the peer or its address prefix is banned or not admitted (SPEC §11.6)."""
+CLOSED_TRIMMED: Final = "trimmed"
+"""A close reason: ours, libp2p closed one of two connections to a peer (it keeps one,
+`max_connections_per_peer`): both ends dialled, or a relayed or hole-punched one came."""
 CLOSED_BY_PEER: Final = "peer_or_transport"
 """A close reason: not ours (the peer closed it, or libp2p or the transport failed it)."""
 LIVE_PING_S: Final = 5.0
@@ -492,6 +495,17 @@ class _ConnectionTracker(INotifee):
         if conn in self._paths:
             self._closing.setdefault(conn, reason)
 
+    def name_trims(self, swarm: Swarm) -> None:
+        """Count libp2p's trims of a peer's extra connections as ours (`CLOSED_TRIMMED`): the
+        swarm closes a trimmed connection through `_close_connection_async` alone."""
+        close = swarm._close_connection_async
+
+        async def close_trimmed(conn: INetConn) -> None:
+            self.closing(conn, CLOSED_TRIMMED)
+            await close(conn)
+
+        swarm._close_connection_async = close_trimmed  # type: ignore[method-assign,assignment]
+
     def path_of(self, conn: INetConn) -> str | None:
         """`_path_of(conn)` as it was when `conn` was counted (read afresh if not yet)."""
         try:
@@ -516,6 +530,13 @@ class _ConnectionTracker(INotifee):
 
     def _count_out(self, conn: INetConn) -> None:
         reason = self._closing.pop(conn, CLOSED_BY_PEER)
+        log.info(
+            "connection to %s (%s, %s) closed: %s",
+            conn.muxed_conn.peer_id.to_base58()[-8:],
+            getattr(conn, "direction", "?"),
+            self._paths.get(conn) or DIRECT_PATH,
+            reason,
+        )
         self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, self._paths.pop(conn), reason)
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
@@ -576,7 +597,7 @@ class P2PHost:
         """Hole punches tried and those that went direct, per transport (SPEC §10.9)."""
         self.connections_closed: dict[str, int] = {}
         """Connections that closed since the start, per reason (`CLOSED_UNANSWERED`,
-        `CLOSED_REFUSED`: ours; `CLOSED_BY_PEER`) (SPEC §10.13); on asyncio."""
+        `CLOSED_REFUSED`, `CLOSED_TRIMMED`: ours; `CLOSED_BY_PEER`) (SPEC §10.13); on asyncio."""
         self.inbound = InboundLedger(config.inbound)
         """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
         self._stream_slots = PerPeerStreamSlots(config.inbound, self._slots_exceeded)
@@ -756,6 +777,8 @@ class P2PHost:
         tracker = self._tracker = _ConnectionTracker(
             host.get_network(), self._report_connection, self._admit_connection
         )
+        if isinstance(network, Swarm):
+            tracker.name_trims(network)
         host.get_network().register_notifee(tracker)
         if self.config.dial_from is not None:
             _dial_from(host.get_network(), self.config.dial_from)
@@ -920,6 +943,7 @@ class P2PHost:
         self._bridge.to_asyncio(self._apply_relayed, dict(relayed))
 
     def _apply_relayed(self, relayed: dict[str, str]) -> None:
+        log.info("circuit addresses: %s", sorted(relayed.values()))
         self._relayed_via = relayed
         self._apply_addresses()
 
