@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -441,6 +442,8 @@ class _ConnectionTracker(INotifee):
         self._turned_away: set[INetConn] = set()
         """Closed past their peer's budget, never counted (until libp2p no longer lists them)."""
         self._closing: dict[INetConn, str] = {}
+        self._trimmed: weakref.WeakSet[INetConn] = weakref.WeakSet()
+        """Unlisted by libp2p's trim (`name_trims`); weak: some are never counted in or out."""
         # A connection's path is read once: py-libp2p answers a connection's transport
         # addresses from the peerstore when it has none of its own, and a relayed circuit's
         # carrier can be gone by the time it closes, so read again at the close it could name
@@ -496,15 +499,19 @@ class _ConnectionTracker(INotifee):
             self._closing.setdefault(conn, reason)
 
     def name_trims(self, swarm: Swarm) -> None:
-        """Count libp2p's trims of a peer's extra connections as ours (`CLOSED_TRIMMED`): the
-        swarm closes a trimmed connection through `_close_connection_async` alone."""
-        close = swarm._close_connection_async
+        """Count libp2p's trims of a peer's extra connections as ours (`CLOSED_TRIMMED`). The
+        mark goes on as the trim unlists them: their close runs later, in a task of its own,
+        and `_reconcile` may count them out before it; and the one trimmed may be the new one,
+        which the swarm announces after (so not counted yet: `closing` would not mark it)."""
+        trim = swarm._trim_connections
 
-        async def close_trimmed(conn: INetConn) -> None:
-            self.closing(conn, CLOSED_TRIMMED)
-            await close(conn)
+        def trim_named(peer_id: ID) -> None:
+            listed = list(swarm.connections.get(peer_id, ()))
+            trim(peer_id)
+            kept = swarm.connections.get(peer_id, ())
+            self._trimmed.update(conn for conn in listed if conn not in kept)
 
-        swarm._close_connection_async = close_trimmed  # type: ignore[method-assign,assignment]
+        swarm._trim_connections = trim_named  # type: ignore[method-assign]
 
     def path_of(self, conn: INetConn) -> str | None:
         """`_path_of(conn)` as it was when `conn` was counted (read afresh if not yet)."""
@@ -529,7 +536,9 @@ class _ConnectionTracker(INotifee):
         self._report(conn.muxed_conn.peer_id.to_base58(), 1, remote_ip(conn), path, None)
 
     def _count_out(self, conn: INetConn) -> None:
-        reason = self._closing.pop(conn, CLOSED_BY_PEER)
+        reason = self._closing.pop(conn, None) or (
+            CLOSED_TRIMMED if conn in self._trimmed else CLOSED_BY_PEER
+        )
         log.info(
             "connection to %s (%s, %s) closed: %s",
             conn.muxed_conn.peer_id.to_base58()[-8:],
