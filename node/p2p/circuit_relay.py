@@ -259,12 +259,14 @@ def _listened_like(host: IHost, peer: ID, remote: str) -> str | None:
         known = host.get_peerstore().addrs(peer)
     except Exception:  # not in the peerstore: nothing known
         return None
+    if shape is None:
+        return None
     for addr in known:
         text = str(addr).split("/p2p/", 1)[0]
         match = _DIRECT.fullmatch(text)
-        if text == remote or match is None or shape is None:
+        if text == remote or match is None:
             continue
-        if match.group("where") == shape.group("where") and match["quic"] == shape["quic"]:
+        if match["where"] == shape["where"] and match["quic"] == shape["quic"]:
             return text
     return None
 
