@@ -43,9 +43,13 @@ log = logging.getLogger(__name__)
 
 AUTONAT_PROTOCOL: Final = str(AUTONAT_PROTOCOL_ID)
 DIAL_BACK_TIMEOUT_S: Final = 5.0
-"""How long a server tries one address of a requester before calling it unreachable."""
+"""How long a server's connect to one address of a requester may take before it calls that
+address unreachable (a NAT or a firewall drops the connect, so it times out)."""
 QUERY_TIMEOUT_S: Final = 10.0
 """How long we wait for one server's verdict (it may try several of our addresses)."""
+HANDSHAKE_TIMEOUT_S: Final = QUERY_TIMEOUT_S
+"""How long a server's security handshake on a dial-back may take once the connect succeeded.
+Past it the requester has stopped waiting (`QUERY_TIMEOUT_S`), so no verdict is given."""
 UNKNOWN_RETRY_S: Final = 5.0
 """Time between rounds while no verdict is in (few servers connected yet)."""
 IDENTIFY_GRACE_S: Final = 0.5
@@ -71,6 +75,11 @@ _FROM_LIBP2P: Final = {
 }
 
 
+class _SlowHandshake(Exception):
+    """A dial-back connected but its handshake did not end in time: the requester is reachable
+    there and slow (its CPU is busy), which says nothing of a NAT, so it gets no verdict."""
+
+
 class _FreshDialBack(AutoNATService):
     """`AutoNATService` whose dial-back opens a new connection (see the module docstring), each
     served request a run of the periodic job `DIAL_BACK`."""
@@ -87,6 +96,7 @@ class _FreshDialBack(AutoNATService):
         network = self.host.get_network()
         if not isinstance(network, Swarm):
             return None
+        slow = False
         for raw in addrs:
             addr = multiaddr.Multiaddr(raw)
             transport = network.transport_manager.transport_for_dialing(addr)
@@ -95,19 +105,31 @@ class _FreshDialBack(AutoNATService):
             try:
                 with trio.fail_after(DIAL_BACK_TIMEOUT_S):
                     conn = await transport.dial(addr)
-                    try:
-                        if not isinstance(conn, IMuxedConn):  # QUIC authenticates in dial
-                            # Noise proves the peer id at this address. No muxer: a whole
-                            # second connection would make the peer trim one of its two, maybe
-                            # the one in use (max_connections_per_peer=1).
-                            secured = await network.upgrader.upgrade_security(conn, True, peer_id)
-                            await secured.close()
-                    finally:
-                        await conn.close()
             except Exception as exc:  # any failure means: not reachable at this address
                 log.debug("AutoNAT dial-back to %s at %s failed: %r", peer_id, addr, exc)
                 continue
+            try:
+                # Bounded apart from the connect: a busy requester (50 nodes on 2 cores) took
+                # over 5 s to answer its handshake, and was told private (SPEC §10.6).
+                with trio.fail_after(HANDSHAKE_TIMEOUT_S):
+                    if not isinstance(conn, IMuxedConn):  # QUIC authenticates in dial
+                        # Noise proves the peer id at this address. No muxer: a whole
+                        # second connection would make the peer trim one of its two, maybe
+                        # the one in use (max_connections_per_peer=1).
+                        secured = await network.upgrader.upgrade_security(conn, True, peer_id)
+                        await secured.close()
+            except trio.TooSlowError:
+                log.debug("AutoNAT dial-back to %s at %s: handshake too slow", peer_id, addr)
+                slow = True
+                continue
+            except Exception as exc:  # another listener, or the handshake failed
+                log.debug("AutoNAT dial-back to %s at %s failed: %r", peer_id, addr, exc)
+                continue
+            finally:
+                await conn.close()
             return raw
+        if slow:  # raised, the request is left unanswered (`handle_stream`): no verdict
+            raise _SlowHandshake(f"{peer_id}: connected, handshake too slow")
         return None
 
 
@@ -213,6 +235,8 @@ class AutoNatLayer:
         service.update_status()
         now = _FROM_LIBP2P.get(service.get_status(), Reachability.UNKNOWN)
         if now != self.reachability:
+            held = service.dial_results.values()
+            log.info("reachability %s: %d servers dialled us back, %d did not", now, *_split(held))
             self.reachability = now
             self._report(now)
         return now
@@ -227,6 +251,11 @@ def worth_asking(servers: list[ID], answered: Collection[ID], confirmations: int
     if len({*servers, *answered}) >= confirmations:
         return servers
     return [server for server in servers if server not in answered]
+
+
+def _split(verdicts: Collection[bool]) -> tuple[int, int]:
+    ok = sum(verdicts)
+    return ok, len(verdicts) - ok
 
 
 def _servers(host: IHost) -> list[ID]:

@@ -10,6 +10,7 @@ the relay's reservations and circuits) and `CircuitV2Transport` (our reservation
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Final
@@ -18,6 +19,7 @@ import multiaddr  # type: ignore[import-untyped]
 import trio
 from libp2p.abc import IHost, INetConn
 from libp2p.peer.id import ID
+from libp2p.rcmgr import Direction
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
@@ -229,14 +231,48 @@ def _protocols(host: IHost, peer: ID) -> list[str]:
 
 
 def _direct_addr(host: IHost, peer: ID) -> str | None:
-    """The address of our direct connection to `peer` (None if only relayed or none)."""
+    """An address `peer` listens on, in the transport and IP of our direct connection to it
+    (None if only relayed or none, or it dialled us and told no such address).
+
+    The far end of a connection the peer dialled is its ephemeral port, which nothing listens
+    on: a circuit address through it reached no one (SPEC §10.7), and a peer that dialled it
+    with its others failed to connect at all (50 nodes on loopback, SPEC §20.6)."""
     for conn in host.get_network().get_connections(peer):
         if is_relayed(conn):
             continue
         remote = _remote_addr(conn)
-        if remote is not None:
+        if remote is None:
+            continue
+        if getattr(conn, "direction", None) is Direction.OUTBOUND:  # we dialled it there
             return remote
+        listened = _listened_like(host, peer, remote)
+        if listened is not None:
+            return listened
     return None
+
+
+def _listened_like(host: IHost, peer: ID, remote: str) -> str | None:
+    """A known address of `peer` (identify's listen addresses are among them) on the IP and
+    transport of `remote`, other than `remote` itself."""
+    shape = _DIRECT.fullmatch(remote)
+    try:
+        known = host.get_peerstore().addrs(peer)
+    except Exception:  # not in the peerstore: nothing known
+        return None
+    if shape is None:
+        return None
+    for addr in known:
+        text = str(addr).split("/p2p/", 1)[0]
+        match = _DIRECT.fullmatch(text)
+        if text == remote or match is None:
+            continue
+        if match["where"] == shape["where"] and match["quic"] == shape["quic"]:
+            return text
+    return None
+
+
+_DIRECT: Final = re.compile(r"(?P<where>/ip[46]/[^/]+/(tcp|udp))/\d+(?P<quic>/quic-v1)?")
+"""A direct address, `/ip4/<ip>/tcp/<port>` or `.../udp/<port>/quic-v1`, split at its port."""
 
 
 def _remote_addr(conn: INetConn) -> str | None:

@@ -289,6 +289,26 @@ class MeshRouter(GossipSub):
         self.counts.prunes_sent += 1
         await super().emit_prune(topic, to_peer, do_px, is_unsubscribe)
 
+    async def _emit_control_msgs(
+        self,
+        peers_to_graft: dict[ID, list[str]],
+        peers_to_prune: dict[ID, list[str]],
+        peers_to_gossip: dict[ID, dict[str, list[bytes]]],
+    ) -> None:
+        """The heartbeat's GRAFTs, PRUNEs and IHAVEs, one RPC a peer with that peer's alone.
+        py-libp2p 0.8.1's grows its lists across the peers it grafts, so the k-th grafted peer
+        got the GRAFTs and IHAVEs of the k - 1 before it too, and a pruned peer with no IHAVE
+        of its own got the last one's: GRAFTs for meshes the sender never put it in (meshes
+        one-sided while they form), and ids offered again."""
+        for peer in dict.fromkeys([*peers_to_graft, *peers_to_prune, *peers_to_gossip]):
+            grafts = [rpc_pb2.ControlGraft(topicID=t) for t in peers_to_graft.get(peer, ())]
+            prunes = [rpc_pb2.ControlPrune(topicID=t) for t in peers_to_prune.get(peer, ())]
+            ihaves = [
+                rpc_pb2.ControlIHave(messageIDs=ids, topicID=topic)
+                for topic, ids in peers_to_gossip.get(peer, {}).items()
+            ]
+            await self.emit_control_message(self.pack_control_msgs(ihaves, grafts, prunes), peer)
+
     def _check_back_off(self, peer: ID, topic: str) -> bool:
         """True while `peer` is in backoff on `topic`: for a GRAFT of ours until
         `BACKOFF_SLACK_S` after it ended, for one of theirs (`handle_graft`) until it ended."""

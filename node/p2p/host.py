@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
@@ -154,6 +155,9 @@ CLOSED_UNANSWERED: Final = "unanswered"
 the connection answered no ping either (SPEC §11.5.2)."""
 CLOSED_REFUSED: Final = "refused"
 """A close reason: ours, the peer or its address prefix is banned or not admitted (SPEC §11.6)."""
+CLOSED_TRIMMED: Final = "trimmed"
+"""A close reason: ours, libp2p closed one of two connections to a peer (it keeps one,
+`max_connections_per_peer`): both ends dialled, or a relayed or hole-punched one came."""
 CLOSED_BY_PEER: Final = "peer_or_transport"
 """A close reason: not ours (the peer closed it, or libp2p or the transport failed it)."""
 LIVE_PING_S: Final = 5.0
@@ -438,6 +442,8 @@ class _ConnectionTracker(INotifee):
         self._turned_away: set[INetConn] = set()
         """Closed past their peer's budget, never counted (until libp2p no longer lists them)."""
         self._closing: dict[INetConn, str] = {}
+        self._trimmed: weakref.WeakSet[INetConn] = weakref.WeakSet()
+        """Unlisted by libp2p's trim (`name_trims`); weak: some are never counted in or out."""
         # A connection's path is read once: py-libp2p answers a connection's transport
         # addresses from the peerstore when it has none of its own, and a relayed circuit's
         # carrier can be gone by the time it closes, so read again at the close it could name
@@ -492,6 +498,21 @@ class _ConnectionTracker(INotifee):
         if conn in self._paths:
             self._closing.setdefault(conn, reason)
 
+    def name_trims(self, swarm: Swarm) -> None:
+        """Count libp2p's trims of a peer's extra connections as ours (`CLOSED_TRIMMED`). The
+        mark goes on as the trim unlists them: their close runs later, in a task of its own,
+        and `_reconcile` may count them out before it; and the one trimmed may be the new one,
+        which the swarm announces after (so not counted yet: `closing` would not mark it)."""
+        trim = swarm._trim_connections
+
+        def trim_named(peer_id: ID) -> None:
+            listed = list(swarm.connections.get(peer_id, ()))
+            trim(peer_id)
+            kept = swarm.connections.get(peer_id, ())
+            self._trimmed.update(conn for conn in listed if conn not in kept)
+
+        swarm._trim_connections = trim_named  # type: ignore[method-assign]
+
     def path_of(self, conn: INetConn) -> str | None:
         """`_path_of(conn)` as it was when `conn` was counted (read afresh if not yet)."""
         try:
@@ -515,7 +536,16 @@ class _ConnectionTracker(INotifee):
         self._report(conn.muxed_conn.peer_id.to_base58(), 1, remote_ip(conn), path, None)
 
     def _count_out(self, conn: INetConn) -> None:
-        reason = self._closing.pop(conn, CLOSED_BY_PEER)
+        reason = self._closing.pop(conn, None) or (
+            CLOSED_TRIMMED if conn in self._trimmed else CLOSED_BY_PEER
+        )
+        log.info(
+            "connection to %s (%s, %s) closed: %s",
+            conn.muxed_conn.peer_id.to_base58()[-8:],
+            getattr(conn, "direction", "?"),
+            self._paths.get(conn) or DIRECT_PATH,
+            reason,
+        )
         self._report(conn.muxed_conn.peer_id.to_base58(), -1, None, self._paths.pop(conn), reason)
 
     async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
@@ -576,7 +606,7 @@ class P2PHost:
         """Hole punches tried and those that went direct, per transport (SPEC §10.9)."""
         self.connections_closed: dict[str, int] = {}
         """Connections that closed since the start, per reason (`CLOSED_UNANSWERED`,
-        `CLOSED_REFUSED`: ours; `CLOSED_BY_PEER`) (SPEC §10.13); on asyncio."""
+        `CLOSED_REFUSED`, `CLOSED_TRIMMED`: ours; `CLOSED_BY_PEER`) (SPEC §10.13); on asyncio."""
         self.inbound = InboundLedger(config.inbound)
         """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
         self._stream_slots = PerPeerStreamSlots(config.inbound, self._slots_exceeded)
@@ -756,6 +786,8 @@ class P2PHost:
         tracker = self._tracker = _ConnectionTracker(
             host.get_network(), self._report_connection, self._admit_connection
         )
+        if isinstance(network, Swarm):
+            tracker.name_trims(network)
         host.get_network().register_notifee(tracker)
         if self.config.dial_from is not None:
             _dial_from(host.get_network(), self.config.dial_from)
@@ -920,6 +952,7 @@ class P2PHost:
         self._bridge.to_asyncio(self._apply_relayed, dict(relayed))
 
     def _apply_relayed(self, relayed: dict[str, str]) -> None:
+        log.info("circuit addresses: %s", sorted(relayed.values()))
         self._relayed_via = relayed
         self._apply_addresses()
 

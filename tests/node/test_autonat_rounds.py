@@ -1,5 +1,6 @@
-"""AutoNAT's rounds while a node's reachability is unknown (SPEC §10.6): a server that has
-answered is asked again only when enough verdicts could be held to decide."""
+"""AutoNAT (SPEC §10.6): while a node's reachability is unknown, a server that has answered is
+asked again only when enough verdicts could be held to decide; a busy node whose dial-back
+connects but handshakes slowly is not told private."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import asyncio
 from collections import Counter
 
 import pytest
+import trio
+from libp2p.abc import IRawConnection, ISecureConn
 from libp2p.peer.id import ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from hearthmesh.node.p2p import autonat
 from hearthmesh.node.p2p.autonat import Reachability, worth_asking
@@ -66,3 +70,64 @@ async def test_a_node_with_one_server_is_dialled_back_once_not_every_round(
         await wait_until(lambda: a.reachability is Reachability.PUBLIC)
         assert dial_backs[c.peer_id, a.peer_id] == 1
         assert dial_backs[b.peer_id, a.peer_id] == 2
+
+
+def slow_handshakes_of(peer: str, delay_s: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`peer` answers each inbound Noise handshake `delay_s` late, as a node whose CPU is busy
+    (50 nodes on 2 cores) does; the other hosts in this process answer at once."""
+    secure_inbound = NoiseTransport.secure_inbound
+
+    async def slow(self: NoiseTransport, conn: IRawConnection) -> ISecureConn:
+        if str(self.local_peer) == peer:
+            await trio.sleep(delay_s)
+        return await secure_inbound(self, conn)
+
+    monkeypatch.setattr(NoiseTransport, "secure_inbound", slow)
+
+
+async def test_a_dial_back_that_connects_but_handshakes_slowly_is_not_a_private_verdict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """a's handshake answers 2 s late; a dial-back's connect has 1 s. Before: the one bound
+    covered connect and handshake, b's dial-back timed out, and a was told private (in a
+    50-node run, 12 homes reserved relays and put circuit addresses in their records). Now
+    the handshake has its own bound (`HANDSHAKE_TIMEOUT_S`), and a is public."""
+    monkeypatch.setattr(autonat, "DIAL_BACK_TIMEOUT_S", 1.0)
+    quiet = {"autonat_checks": False, "autonat_confirmations": 1}
+    async with asyncio.timeout(30), hosts(config(10, **quiet), config(11, **quiet)) as (a, b):
+        slow_handshakes_of(a.peer_id, 2.0, monkeypatch)
+        await a.connect(b.listen_addrs[0])
+        while (now := await a.check_reachability()) is Reachability.UNKNOWN:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)  # identify has not yet told that b serves AutoNAT
+        assert now is Reachability.PUBLIC
+
+
+async def test_a_dial_back_whose_handshake_outlasts_the_query_gives_no_verdict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """a's handshake answers 2 s late, past the handshake's bound (1 s here): b leaves the
+    request unanswered, and a, which has no verdict, stays unknown (not private)."""
+    monkeypatch.setattr(autonat, "HANDSHAKE_TIMEOUT_S", 1.0)
+    outcomes: list[str] = []
+    dial = autonat._FreshDialBack._try_dial
+
+    async def noted(self: autonat._FreshDialBack, peer_id: ID, addrs: list[bytes]) -> bytes | None:
+        try:
+            answer = await dial(self, peer_id, addrs)
+        except Exception as exc:
+            outcomes.append(type(exc).__name__)
+            raise
+        outcomes.append("ok" if answer is not None else "unreachable")
+        return answer
+
+    monkeypatch.setattr(autonat._FreshDialBack, "_try_dial", noted)
+    quiet = {"autonat_checks": False, "autonat_confirmations": 1}
+    async with asyncio.timeout(30), hosts(config(12, **quiet), config(13, **quiet)) as (a, b):
+        slow_handshakes_of(a.peer_id, 2.0, monkeypatch)
+        await a.connect(b.listen_addrs[0])
+        while not outcomes:  # the first rounds may find b's protocols not yet told
+            assert await a.check_reachability() is Reachability.UNKNOWN
+            await asyncio.sleep(0.1)
+        assert outcomes == ["_SlowHandshake"]
+        assert await a.check_reachability() is Reachability.UNKNOWN
+        assert outcomes == ["_SlowHandshake"] * 2

@@ -333,3 +333,51 @@ async def test_an_ihave_names_the_ids_peers_dedupe_by_so_nothing_seen_is_asked_f
         await _until(lambda: min(_counts(host).heartbeats for host in group) >= beats + 3)
         assert sum(_counts(host).ids_offered for host in group) > offered
         assert [_counts(host).ids_wanted for host in group] == wanted
+
+
+async def test_each_peer_gets_only_its_own_grafts_prunes_and_ihaves_from_a_heartbeat() -> None:
+    """py-libp2p 0.8.1's `_emit_control_msgs` kept its GRAFT and IHAVE lists across the peers
+    it grafted, so the second grafted peer also got the first's, and a pruned peer with no
+    IHAVE of its own got the last one's. A hub and three leaves, on a topic nobody joined (so
+    nothing else sends on it): the hub emits a heartbeat's messages; each leaf reads only its
+    own (before: the second leaf read the first's IHAVE and GRAFT, the third that IHAVE)."""
+    topic, other = "hearthmesh/test/control", "hearthmesh/test/control-2"
+    async with asyncio.timeout(30), hosts(4) as (hub, first, second, third):
+        leaves = (first, second, third)
+        for leaf in leaves:
+            await leaf.connect(hub.listen_addrs[0])
+        router = _router(hub)
+        ids = {ID.from_base58(leaf.peer_id): leaf for leaf in leaves}
+        await _until(lambda: set(ids) <= set(dict(router.peer_protocol)))
+        read: dict[str, list[tuple[str, str]]] = {leaf.peer_id: [] for leaf in leaves}
+
+        def note(leaf: P2PHost, kind: str) -> None:
+            leaf_router = _router(leaf)
+            handle = getattr(leaf_router, f"handle_{kind}")
+
+            async def noted(message: object, sender: ID) -> None:
+                name = getattr(message, "topicID", "")
+                if name in (topic, other):
+                    read[leaf.peer_id].append((kind, name))
+                else:
+                    await handle(message, sender)
+
+            setattr(leaf_router, f"handle_{kind}", noted)
+
+        for leaf in leaves:
+            for kind in ("graft", "prune", "ihave"):
+                note(leaf, kind)
+        one, two, three = (ID.from_base58(leaf.peer_id) for leaf in leaves)
+        await hub._bridge.run(
+            router._emit_control_msgs,
+            {one: [topic], two: [other]},
+            {three: [topic]},
+            {one: {topic: [b"id-for-the-first"]}},
+        )
+        await _until(lambda: all(read.values()))
+        await asyncio.sleep(0.3)  # anything more that was sent has arrived
+        assert read == {
+            first.peer_id: [("ihave", topic), ("graft", topic)],
+            second.peer_id: [("graft", other)],
+            third.peer_id: [("prune", topic)],
+        }

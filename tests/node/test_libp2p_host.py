@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from types import SimpleNamespace
 from typing import Any, cast
 
+import multiaddr  # type: ignore[import-untyped]
 import pytest
 import trio
 from libp2p.abc import INetConn, INetStream, INetwork
@@ -33,6 +34,7 @@ from hearthmesh.node.p2p.gossip import GossipMessage, Subscription
 from hearthmesh.node.p2p.host import (
     CLOSED_BY_PEER,
     CLOSED_REFUSED,
+    CLOSED_TRIMMED,
     CLOSED_UNANSWERED,
     HostConfig,
     P2PHost,
@@ -539,6 +541,27 @@ async def test_a_closed_connection_libp2p_still_lists_does_not_stop_a_dial() -> 
         async with await a.open_stream(b.peer_id, ECHO) as stream:
             await stream.write_frame(b"again")
             assert await stream.read_frame() == b"again"
+
+
+async def test_a_second_connection_libp2p_trims_is_counted_out_as_trimmed() -> None:
+    """SPEC §10.13: with `max_connections_per_peer` 1, a second connection to a peer makes
+    libp2p close one of the two (past its grace period). That close is ours, `trimmed`; before,
+    it counted as `peer_or_transport` on both ends, like a peer that went away (the closes
+    in 50-node runs could not be told apart)."""
+    async with asyncio.timeout(30), hosts(config(1), config(2)) as (a, b):
+        assert await a.connect(b.listen_addrs[0]) == b.peer_id
+
+        async def dial_again() -> None:
+            swarm = cast(Any, a._require_host().get_network())
+            swarm.connection_config.grace_period = 0.0  # the first is trimmable at once
+            await swarm.dial_addr(multiaddr.Multiaddr(b.listen_addrs[0]), ID.from_base58(b.peer_id))
+
+        await a._bridge.run(dial_again)
+        await wait_until(lambda: sum(a.connections_closed.values()) == 1)
+        assert a.connections_closed == {CLOSED_TRIMMED: 1}
+        await wait_until(lambda: sum(b.connections_closed.values()) == 1)
+        assert b.connections_closed == {CLOSED_BY_PEER: 1}
+        assert a.connected_peers() == [b.peer_id]
 
 
 async def test_a_connection_libp2p_drops_without_a_disconnected_call_is_counted_out() -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from hearthmesh.node.p2p.autonat import Reachability
-from hearthmesh.node.p2p.host import HostConfig
+from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from tests.integration.conftest import wait_until
 from tests.node.test_libp2p_host import config, hosts
 
@@ -27,6 +27,14 @@ def private_config(n: int, **kwargs: object) -> HostConfig:
         announce_addrs=[NOBODY_LISTENS],
         **kwargs,
     )
+
+
+async def reserved_when_private(home: P2PHost, relay: P2PHost) -> None:
+    """`home`, connected to `relay` alone, asks until it is found private (identify may not
+    yet have told that `relay` serves AutoNAT), then reserves on it."""
+    while await home.check_reachability() is not Reachability.PRIVATE:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    await wait_until(lambda: home.relays() == [relay.peer_id])
 
 
 async def test_a_relay_that_connects_while_a_reservation_is_in_flight_is_reserved_on() -> None:
@@ -69,8 +77,24 @@ async def test_a_relay_whose_identify_is_still_running_is_reserved_on() -> None:
         hosts(relay_config(4), relay_config(5), private_config(6)) as (first, second, home),
     ):
         assert await home.connect(first.listen_addrs[0]) == first.peer_id
-        while await home.check_reachability() is not Reachability.PRIVATE:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-        await wait_until(lambda: home.relays() == [first.peer_id])
+        await reserved_when_private(home, first)
         assert await home.connect(second.listen_addrs[0]) == second.peer_id
         await wait_until(lambda: home.relays() == sorted([first.peer_id, second.peer_id]))
+
+
+async def test_a_relay_that_dialled_us_is_named_by_the_address_it_listens_on() -> None:
+    """The relay dialled the home, so the home's connection to it ends at the relay's
+    ephemeral port. Before: the circuit address named that port, nothing listened there, and a
+    peer dialling the home through it failed (12 of 50 homes' records in a 50-node run). Now it
+    names the relay's listen address, and a third peer reaches the home through it."""
+    async with (
+        asyncio.timeout(40),
+        hosts(relay_config(7), private_config(8), relay_config(9)) as (relay, home, peer),
+    ):
+        assert await relay.connect(home.listen_addrs[0]) == home.peer_id
+        await reserved_when_private(home, relay)
+        circuit = home.listen_addrs[0]
+        assert circuit == f"{relay.listen_addrs[0]}/p2p-circuit/p2p/{home.peer_id}"
+        await peer.connect(relay.listen_addrs[0])
+        assert await peer.connect(circuit) == home.peer_id
+        assert peer.paths_of(home.peer_id) == [relay.peer_id]

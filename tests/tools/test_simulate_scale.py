@@ -271,6 +271,7 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
         rate=4.0,
         out=tmp_path,
         progress=False,
+        node_log_level="info",
     )
     async with asyncio.timeout(300):  # a guard: under load a start takes 10-30 s
         report = await run_scale(config)
@@ -300,3 +301,5 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     crowd = size["bystanders"]
     assert crowd["busy"] and crowd["sent"] >= 5 and crowd["acked"] >= 5, crowd
     assert (tmp_path / "nodes" / "n3-by" / "node0" / "store").is_dir()  # the bystander ran
+    # --node-log-level reaches the nodes (it did not: a 50-node run's logs held no INFO)
+    assert " INFO " in (tmp_path / "nodes" / "n3" / "node0.log").read_text()

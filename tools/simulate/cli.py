@@ -147,6 +147,7 @@ def _run_scale(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         bystanders=max(0, args.bystanders),
         busy_bystanders=args.busy_bystanders,
+        node_log_level=args.node_log_level,
     )
     try:
         report = scale(config)

@@ -105,10 +105,17 @@ class ScaleConfig:
     """Node processes beside each size's mesh, dialled to each other but not to it and never
     metered: a control for what more processes cost the machine (the run queue, caches,
     each one's idle work), apart from what a larger mesh costs the protocol."""
+    node_log_level: str | None = None
+    """What the nodes log in their `nodeN.log` (None: `hearthmesh run`'s default, warning)."""
     busy_bystanders: bool = False
     """The bystanders form a group of their own (`members` in all, as the mesh's) and send into
     it at `rate` while the mesh's workload sends: each then does what a node of a mesh of
     theirs plus the size does, so the machine is as loaded as by one mesh of both."""
+
+
+def _node_flags(config: ScaleConfig) -> tuple[str, ...]:
+    level = config.node_log_level
+    return () if level is None else ("--log-level", level)
 
 
 def _say(config: ScaleConfig, text: str) -> None:
@@ -472,7 +479,14 @@ async def _bystanders(config: ScaleConfig, root: Path, sockets: Path) -> AsyncIt
         yield _Crowd(None, config)
         return
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
-    mesh = Mesh(root, sockets, [(i, 0) for i in range(count)], [hearthmesh_script()] * count, None)
+    mesh = Mesh(
+        root,
+        sockets,
+        [(i, 0) for i in range(count)],
+        [hearthmesh_script()] * count,
+        None,
+        flags=_node_flags(config),
+    )
     sim = SimulateConfig(nodes=count, duration=config.duration, rate=config.rate, progress=False)
     run = _Run(sim, mesh)
     try:
@@ -499,7 +513,14 @@ async def _one_size(
 ) -> dict[str, Any]:
     nodes: list[tuple[int, int]] = [(i, 0) for i in range(size)]
     (root / f"n{size}").mkdir(parents=True, exist_ok=True)
-    mesh = Mesh(root / f"n{size}", sockets, nodes, [hearthmesh_script()] * size, None)
+    mesh = Mesh(
+        root / f"n{size}",
+        sockets,
+        nodes,
+        [hearthmesh_script()] * size,
+        None,
+        flags=_node_flags(config),
+    )
     sim = SimulateConfig(
         nodes=size,
         duration=config.duration,
