@@ -33,7 +33,7 @@ from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.node import Node
 from hearthmesh.protocol.errors import HearthError
 from hearthmesh.tools import zygote
-from hearthmesh.tools.bench.cost_probe import serve_windows, store_counters
+from hearthmesh.tools.bench.cost_probe import serve_windows, store_counters, trio_thread_of
 from hearthmesh.tools.event_loop import run_node_loop
 from hearthmesh.tools.process_gc import freeze_startup_objects, tune_collector
 from hearthmesh.tools.settings import env_setting
@@ -78,7 +78,10 @@ async def serve(
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    async with Node(config) as node, serve_windows(partial(store_counters, node)):
+    async with (
+        Node(config) as node,
+        serve_windows(partial(store_counters, node), trio_thread_of(node)),
+    ):
         for address in connect:
             await node.connect(address)
         freeze_startup_objects()

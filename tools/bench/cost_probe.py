@@ -4,8 +4,9 @@ and the loop thread's calls (issue #13; `bench delivery-cost`).
 A window is opened and closed around N messages. Each window records every thread's CPU time
 (`/proc/self/task/*/schedstat`, ns on a CPU: the waits for the GIL or a core are not in it),
 grouped as the loop, the trio thread, the store's threads and the rest; a counted window also
-runs cProfile on the loop's thread, for call counts (cProfile's own cost makes that window's CPU
-no figure, so the CPU is a plain window's). A node process (`tools/node_process.py`) opens a
+runs cProfile on the loop's thread, and on the trio thread when it has one of its own, for
+call counts (cProfile's own cost makes that window's CPU no figure, so the CPU is a plain
+window's). A node process (`tools/node_process.py`) opens a
 window on `WINDOW_START` and closes it on `WINDOW_END` when the environment names a file in
 `COST_ENV`, and appends each window's figures there as a JSON line; its windows alternate plain,
 counted, plain, ...
@@ -41,6 +42,7 @@ __all__ = [
     "serve_windows",
     "store_counters",
     "thread_cpu_s",
+    "trio_thread_of",
 ]
 
 COST_ENV: Final = "HEARTHMESH_COST_FILE"
@@ -74,6 +76,17 @@ each names both. Only plain functions: cProfile counts each resumption of a coro
 call, and no call of a Cython method (uvloop's `create_task`: the tasks counted are those
 created through a `TaskGroup` or `asyncio.create_task`)."""
 
+TRIO_CATEGORIES: Final[dict[str, tuple[str, ...]]] = {
+    "lock_acquires": ("quick_locks.py:acquire", "_sync.py:acquire"),
+    "scheduler_passes": ("_io_epoll.py:get_events",),
+    "socket_sends": ("'send' of '_socket.socket'",),
+    "socket_recvs": ("'recv' of '_socket.socket'",),
+    "to_loop_wakeups": ("call_soon_threadsafe",),
+    "debug_logs": ("logging/__init__.py:debug", "__init__.py:debug"),
+}
+"""`CATEGORIES` for the trio thread: the locks taken (ours and trio's own), trio's scheduler
+passes (each polls epoll), the socket calls and the wake-ups of the loop."""
+
 _WAIT_S: Final = 10.0
 _TOP: Final = 30
 _dumped = [0]
@@ -103,6 +116,13 @@ def thread_cpu_s() -> dict[str, float]:
     return groups
 
 
+def trio_thread_of(node: Node) -> Callable[[Callable[[], object]], None] | None:
+    """What runs a function on `node`'s trio thread, if trio has a thread of its own (as a
+    guest of the loop its calls are the loop thread's)."""
+    bridge = node._host._bridge  # a probe reads the node's insides
+    return None if bridge._guest is not None else bridge.run_sync_soon
+
+
 def store_counters(node: Node) -> dict[str, int]:
     """The store's write batches and transactions so far (each transaction one durable commit)."""
     return {"transactions": node.store.transactions, "batches": node.store.batches_committed}
@@ -113,27 +133,67 @@ def _label(func: tuple[str, int, str]) -> str:
     return name if file == "~" else f"{os.path.basename(file)}:{name}"
 
 
+def _counted(profile: cProfile.Profile, categories: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """A profile's calls: all, by category, and the most called functions."""
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    calls = {_label(func): row[1] for func, row in stats.items()}  # primitive + recursive
+    return {
+        "python_calls": sum(calls.values()),
+        "calls": {
+            category: sum(n for label, n in calls.items() if any(s in label for s in subs))
+            for category, subs in categories.items()
+        },
+        "top_calls": dict(sorted(calls.items(), key=lambda kv: -kv[1])[:_TOP]),
+    }
+
+
 class CostWindow:
     """One window: CPU per thread group from `open` to `close`, and, when `counted`, the loop
-    thread's calls (cProfile runs on the thread that opens the window, which must close it)."""
+    thread's calls (cProfile runs on the thread that opens the window, which must close it)
+    and the trio thread's (`trio` runs a function there: `trio_thread_of`)."""
 
     def __init__(
-        self, *, counted: bool, counters: Callable[[], dict[str, int]] | None = None
+        self,
+        *,
+        counted: bool,
+        counters: Callable[[], dict[str, int]] | None = None,
+        trio: Callable[[Callable[[], object]], None] | None = None,
     ) -> None:
         self._counters = counters
         self._before = counters() if counters is not None else {}
         # its timer is the thread's CPU, so a dumped profile charges no GIL wait to a function
         self._profile = cProfile.Profile(time.thread_time_ns, 1e-9) if counted else None
+        self._trio = trio if counted else None
+        self._trio_profile = cProfile.Profile(time.thread_time_ns, 1e-9)
         self._cpu0 = thread_cpu_s()
+        if self._trio is not None:  # queued ahead of the window's first call into trio
+            self._trio(self._trio_profile.enable)
         if self._profile is not None:
             self._profile.enable()
+
+    def _trio_calls(self) -> dict[str, Any] | None:
+        """The trio thread's calls, once its profile stopped there (None if it did not)."""
+        if self._trio is None:
+            return None
+        stopped = threading.Event()
+
+        def stop() -> None:
+            self._trio_profile.disable()
+            stopped.set()
+
+        self._trio(stop)
+        if not stopped.wait(_WAIT_S):
+            return None
+        if where := os.environ.get(PSTATS_ENV):
+            self._trio_profile.dump_stats(Path(where) / f"{os.getpid()}-{_dumped[0]}-trio.pstats")
+        return _counted(self._trio_profile, TRIO_CATEGORIES)
 
     def close(self) -> dict[str, Any]:
         """The window's totals: `cpu_s` by group, with `calls` (by category, and the most
         called functions) when counted, and how far each of `counters` moved meanwhile."""
         if self._profile is not None:
             self._profile.disable()
-        cpu1 = thread_cpu_s()
+        cpu1 = thread_cpu_s()  # before the wait for the trio thread's profile
         figures: dict[str, Any] = {
             "cpu_s": {g: cpu1[g] - self._cpu0.get(g, 0.0) for g in sorted(cpu1)},
         }
@@ -141,15 +201,9 @@ class CostWindow:
             if where := os.environ.get(PSTATS_ENV):
                 _dumped[0] += 1
                 self._profile.dump_stats(Path(where) / f"{os.getpid()}-{_dumped[0]}.pstats")
-            stats = pstats.Stats(self._profile).stats  # type: ignore[attr-defined]
-            calls = {_label(func): row[1] for func, row in stats.items()}  # primitive + recursive
-            figures["python_calls"] = sum(calls.values())
-            figures["calls"] = {
-                category: sum(n for label, n in calls.items() if any(s in label for s in subs))
-                for category, subs in CATEGORIES.items()
-            }
-            top = sorted(calls.items(), key=lambda kv: -kv[1])[:_TOP]
-            figures["top_calls"] = dict(top)
+            figures.update(_counted(self._profile, CATEGORIES))
+        if (trio := self._trio_calls()) is not None:
+            figures["trio"] = trio
         if self._counters is not None:
             after = self._counters()
             figures["counters"] = {k: v - self._before.get(k, 0) for k, v in after.items()}
@@ -164,19 +218,25 @@ def per_message(window: dict[str, Any], messages: int) -> dict[str, Any]:
         },
     }
     out["cpu_us_per_msg"]["all"] = round(sum(window.get("cpu_s", {}).values()) * 1e6 / messages, 1)
-    if "calls" in window:
-        out["python_calls_per_msg"] = round(window["python_calls"] / messages, 1)
-        out["calls_per_msg"] = {k: round(v / messages, 2) for k, v in window["calls"].items()}
-        out["top_calls_per_msg"] = {
-            k: round(v / messages, 2) for k, v in window["top_calls"].items()
-        }
+    for prefix, counted in (("", window), ("trio_", window.get("trio", {}))):
+        if "calls" in counted:
+            out[f"{prefix}python_calls_per_msg"] = round(counted["python_calls"] / messages, 1)
+            out[f"{prefix}calls_per_msg"] = {
+                k: round(v / messages, 2) for k, v in counted["calls"].items()
+            }
+            out[f"{prefix}top_calls_per_msg"] = {
+                k: round(v / messages, 2) for k, v in counted["top_calls"].items()
+            }
     if "counters" in window:
         out["counters_per_msg"] = {k: round(v / messages, 3) for k, v in window["counters"].items()}
     return out
 
 
 @contextlib.asynccontextmanager
-async def serve_windows(counters: Callable[[], dict[str, int]]) -> AsyncIterator[None]:
+async def serve_windows(
+    counters: Callable[[], dict[str, int]],
+    trio: Callable[[Callable[[], object]], None] | None = None,
+) -> AsyncIterator[None]:
     """While the block runs, if `COST_ENV` names a file: open a window on `WINDOW_START` and
     close it on `WINDOW_END`, appending its figures (with how far `counters` moved) to that
     file as a JSON line (and `{"opened": n}` as the n-th opens); the first window is plain,
@@ -191,7 +251,8 @@ async def serve_windows(counters: Callable[[], dict[str, int]]) -> AsyncIterator
 
     def start() -> None:
         if not open_now:
-            open_now.append(CostWindow(counted=windows[0] % 2 == 1, counters=counters))
+            counted = windows[0] % 2 == 1
+            open_now.append(CostWindow(counted=counted, counters=counters, trio=trio))
             windows[0] += 1
             with Path(where).open("a") as out:  # the bench waits for this before it sends
                 out.write(json.dumps({"opened": windows[0]}) + "\n")
