@@ -50,6 +50,7 @@ from typing import Any, Final
 
 import trio
 from libp2p.io.exceptions import IncompleteReadError
+from libp2p.stream_muxer.exceptions import MuxedStreamEOF, MuxedStreamReset
 from libp2p.stream_muxer.yamux.yamux import (
     FLAG_SYN,
     HEADER_SIZE,
@@ -109,7 +110,7 @@ class LeanYamux(Yamux):
     bytes into the stream's buffer, its receive window charged (clamped at 0 with a warning,
     as py-libp2p does), its reader woken. The host gives it to every yamux connection its
     swarm upgrades (`read_plain_frames_lean`); a peer's muxer can be anything that speaks
-    yamux."""
+    yamux. Its streams' reads (`read_stream`) skip py-libp2p's debug lines too."""
 
     read_note: _LastRead | None = None
     """Set by `watch_reads`: each read of the connection notes its time here."""
@@ -118,6 +119,44 @@ class LeanYamux(Yamux):
         secured = self.secured_conn
         secured.read = _plain_frames_apart(self, secured.read)  # type: ignore[assignment]
         await super().handle_incoming()
+
+    async def read_stream(self, stream_id: int, n: int = -1) -> bytes:
+        """py-libp2p 0.8.1's `Yamux.read_stream` without its debug lines: it formats 5 a
+        read of a waiting stream (the peer id, the stream's flags), debug logging on or not.
+        The same answers in the same order: what is buffered (up to `n`) unless a reset came
+        before the stream's end, then the reset, the end, a stream closed, or a wait for the
+        next frame."""
+        if n is None:
+            n = -1
+        while True:
+            async with self.streams_lock:
+                stream = self.streams.get(stream_id)
+                if stream is None:
+                    raise MuxedStreamEOF("Stream closed")
+                if self.event_shutting_down.is_set():
+                    raise MuxedStreamEOF("Connection shut down")
+                buffer = self.stream_buffers.get(stream_id)
+                if buffer is None:
+                    if stream.reset_received:
+                        raise MuxedStreamReset("Stream was reset")
+                    raise MuxedStreamEOF("Stream buffer closed")
+                if buffer and (stream.recv_closed or not stream.reset_received):
+                    data = bytes(buffer) if n == -1 or n >= len(buffer) else bytes(buffer[:n])
+                    del buffer[: len(data)]
+                    if stream.closed:  # drained: py-libp2p reclaims it here too
+                        self._finalize_stream_locked(stream, fully_closed=True)
+                    return data
+                if stream.reset_received:
+                    raise MuxedStreamReset("Stream was reset")
+                if stream.recv_closed:
+                    raise MuxedStreamEOF("Stream is closed for receiving")
+                if stream.closed:
+                    raise MuxedStreamReset("Stream is reset or closed")
+            try:
+                await self.stream_events[stream_id].wait()
+                self.stream_events[stream_id] = trio.Event()
+            except KeyError:
+                raise MuxedStreamEOF("Stream was removed") from None
 
 
 def read_plain_frames_lean(swarm: Any) -> None:
