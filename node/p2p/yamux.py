@@ -27,7 +27,9 @@ window, and a new subscriber's replay garbled the RPCs its reader decoded (two h
 process, 2,000 cached 5 kB messages: garbled in 4 of 4 cycles; none with credit per read or
 with whole writes). So one write's frames go out together, and a write that fails or is
 cancelled (some of its frames may be out) resets the stream: the peer sees a reset, never a
-message with another's bytes in it, or a later message after a cut-off one.
+message with another's bytes in it, or a later message after a cut-off one. Under that lock a
+write that fits one frame and the send window needs no read-write lock of py-libp2p's, nor
+its debug line (`_in_one_frame`); any other goes through py-libp2p's own write.
 
 Liveness: `answers_ping` sends a yamux ping on a connection and waits for its pong, which the
 peer's libp2p thread sends by itself (no stream, no handler): a connection that answers
@@ -50,10 +52,11 @@ from typing import Any, Final
 
 import trio
 from libp2p.io.exceptions import IncompleteReadError
-from libp2p.stream_muxer.exceptions import MuxedStreamEOF, MuxedStreamReset
+from libp2p.stream_muxer.exceptions import MuxedStreamEOF, MuxedStreamError, MuxedStreamReset
 from libp2p.stream_muxer.yamux.yamux import (
     FLAG_SYN,
     HEADER_SIZE,
+    MAX_MESSAGE_SIZE,
     MAX_WINDOW_SIZE,
     TYPE_DATA,
     TYPE_PING,
@@ -336,6 +339,23 @@ async def _credit_half_windows(self: YamuxStream, *, bytes_read: int = 0) -> Non
     await self.send_window_update(credit)
 
 
+async def _in_one_frame(stream: YamuxStream, data: bytes) -> bool:
+    """py-libp2p 0.8.1's `YamuxStream.write` of `data` that fits one frame and the send window
+    (True), without its debug line and read-write lock (`_whole_writes` holds a lock of its
+    own for the whole write): the same checks and window charge under `window_lock`, the same
+    frame. False, with nothing done, for any other write."""
+    async with stream.window_lock:
+        if stream.closed:
+            raise MuxedStreamError("Stream is closed")
+        size = len(data)
+        if not 0 < size <= stream.send_window or size > MAX_MESSAGE_SIZE - HEADER_SIZE:
+            return False
+        stream.send_window -= size
+        frame = _HEADER.pack(0, TYPE_DATA, 0, stream.stream_id, size) + data
+    await stream.conn._write_frame(frame)
+    return True
+
+
 def _whole_writes(write: Any, stream: YamuxStream) -> Any:
     """`stream.write` with one lock held for the whole write (see the module docstring)."""
     lock = QuickLock()  # a free lock costs no scheduler pass (`quick_locks`)
@@ -346,7 +366,8 @@ def _whole_writes(write: Any, stream: YamuxStream) -> Any:
                 await write(data)  # raises: closed for sending, so nothing of `data` goes out
                 return
             try:
-                await write(data)
+                if not await _in_one_frame(stream, data):
+                    await write(data)
             except BaseException:
                 # Frames of `data` may be out: nothing may follow them on this stream.
                 stream.send_closed = True
