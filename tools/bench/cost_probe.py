@@ -77,15 +77,16 @@ call, and no call of a Cython method (uvloop's `create_task`: the tasks counted 
 created through a `TaskGroup` or `asyncio.create_task`)."""
 
 TRIO_CATEGORIES: Final[dict[str, tuple[str, ...]]] = {
-    "lock_acquires": ("quick_locks.py:acquire", "_sync.py:acquire"),
+    "lock_acquires": ("quick_locks.py:acquire",),
     "scheduler_passes": ("_io_epoll.py:get_events",),
     "socket_sends": ("'send' of '_socket.socket'",),
     "socket_recvs": ("'recv' of '_socket.socket'",),
     "to_loop_wakeups": ("call_soon_threadsafe",),
     "debug_logs": ("logging/__init__.py:debug", "__init__.py:debug"),
 }
-"""`CATEGORIES` for the trio thread: the locks taken (ours and trio's own), trio's scheduler
-passes (each polls epoll), the socket calls and the wake-ups of the loop."""
+"""`CATEGORIES` for the trio thread: the locks taken (py-libp2p's, each a `QuickLock` since
+the host swapped it, and ours), trio's scheduler passes (each polls epoll), the socket calls,
+the wake-ups of the loop and py-libp2p's debug log calls (formatted whether logged or not)."""
 
 _WAIT_S: Final = 10.0
 _TOP: Final = 30
