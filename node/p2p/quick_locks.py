@@ -43,7 +43,7 @@ class QuickLock:
 
     Its own state, not a `trio.Lock`'s: trio's free acquire and release register the owner as
     the lot's breaker and check it, about 20 Python calls a pair, and the deliver path takes
-    13 pairs a message. What that drops is trio's diagnosis of misuse (a release by another
+    12-13 pairs a message. What that drops is trio's diagnosis of misuse (a release by another
     task, a task ending while it holds the lock, which then waits forever instead of raising
     `BrokenResourceError`); py-libp2p takes these locks in `async with` or try/finally. Like a
     `trio.Semaphore(1)`, any task may release it (py-libp2p's read-write lock lets the last
