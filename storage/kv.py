@@ -56,6 +56,11 @@ class KvTxn(Protocol):
         """Remove `key`; True if it existed."""
         ...
 
+    def discard(self, table: Table, key: bytes) -> None:
+        """Remove `key` if it exists, without asking whether it did (a staged batch then
+        reads nothing below it)."""
+        ...
+
     def scan(
         self, table: Table, start: bytes, end: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:

@@ -83,6 +83,9 @@ class _LmdbTxn:
         check_key(key)
         return self._txn.delete(key, db=self._dbs[table])
 
+    def discard(self, table: Table, key: bytes) -> None:
+        self.delete(table, key)
+
     def scan(
         self, table: Table, start: bytes, end: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:

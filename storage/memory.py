@@ -80,6 +80,9 @@ class _MemoryTxn:
         del t.keys[bisect.bisect_left(t.keys, key)]
         return True
 
+    def discard(self, table: Table, key: bytes) -> None:
+        self.delete(table, key)
+
     def scan(
         self, table: Table, start: bytes, end: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:

@@ -50,7 +50,8 @@ def bump_conversation_txn(txn: KvTxn, user: bytes, room: bytes, hlc: bytes) -> N
     if old is not None:
         if old >= hlc:
             return
-        txn.delete(Table.ACTIVITY, activity_key(user, old, room))
+        # written with the conversation's row, so no read to learn whether it is there
+        txn.discard(Table.ACTIVITY, activity_key(user, old, room))
     txn.put(Table.CONVERSATIONS, key, hlc)
     txn.put(Table.ACTIVITY, activity_key(user, hlc, room), b"")
 

@@ -166,6 +166,10 @@ class OverlayTxn:
         self._stage(table, key, _GONE)
         return True
 
+    def discard(self, table: Table, key: bytes) -> None:
+        check_key(key)
+        self._stage(table, key, _GONE)  # a key absent below: its delete is a no-op at commit
+
     def scan(
         self, table: Table, start: bytes, end: bytes, *, reverse: bool = False
     ) -> Iterator[tuple[bytes, bytes]]:

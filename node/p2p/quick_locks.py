@@ -10,12 +10,14 @@ trip between two hosts took 22.5 task steps and 18 zero-timeout epoll polls on e
 (counted with a trio `Instrument`). None of those locks is ever contended on the
 one-batch-in-flight deliver path.
 
-`QuickLock` wraps a `trio.Lock` (or `trio.Semaphore`): a free one is taken at once, after
-`checkpoint_if_cancelled` (so a cancelled task still stops here); a held one is waited for
-as before, in trio's FIFO order (a released lock passes straight to its first waiter, so a
-free lock has none). The socket's own send and receive still checkpoint, so no task loops
-without yielding. `quicken_stream` and `quicken_connection` swap the locks of one stream and
-one yamux connection in place; the host calls them as a stream or connection is added.
+`QuickLock` takes the place of a `trio.Lock` (or a `trio.Semaphore(1)`): a free one is taken
+at once, after `checkpoint_if_cancelled` (so a cancelled task still stops here); a held one
+is waited for in FIFO order, as trio's (a released lock passes straight to its first waiter,
+so a free lock has none). The socket's own send and receive still checkpoint, so no task
+loops without yielding. `quicken_stream` and `quicken_connection` swap the locks of one
+stream and one yamux connection in place; the host calls them as a stream or connection is
+added, when a lock may be held (a connection's reader waits in its TCP read under one), so a
+lock swapped while held is waited for by the new one's first holder.
 """
 
 from __future__ import annotations
@@ -37,28 +39,70 @@ class _TrioLock(Protocol):
 
 
 class QuickLock:
-    """A trio lock or semaphore whose free acquire does not yield (module docstring)."""
+    """A mutex for trio tasks whose free acquire does not yield (module docstring).
 
-    __slots__ = ("_lock",)
+    Its own state, not a `trio.Lock`'s: trio's free acquire and release register the owner as
+    the lot's breaker and check it, about 20 Python calls a pair, and the deliver path takes
+    12-13 pairs a message. What that drops is trio's diagnosis of misuse (a release by another
+    task, a task ending while it holds the lock, which then waits forever instead of raising
+    `BrokenResourceError`); py-libp2p takes these locks in `async with` or try/finally. Like a
+    `trio.Semaphore(1)`, any task may release it (py-libp2p's read-write lock lets the last
+    reader release what the first took)."""
 
-    def __init__(self, lock: _TrioLock | None = None) -> None:
-        self._lock: _TrioLock = trio.Lock() if lock is None else lock
+    __slots__ = ("_before", "_held", "_lot", "_waiting")
+
+    def __init__(self, before: _TrioLock | None = None) -> None:
+        self._held = False
+        self._waiting = 0
+        """Tasks parked in `_lot`, or woken from it and not yet run (a release asks the lot)."""
+        self._lot = trio.lowlevel.ParkingLot()
+        self._before = before
+        """The lock this one replaced while a task held it (`_quicken`): the first task to take
+        this one also waits for that one to be let go, so the two holders never overlap."""
 
     async def acquire(self) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
+        if self._held:
+            self._waiting += 1
+            try:
+                await self._lot.park()  # `release` hands the lock straight to its first waiter
+            finally:
+                self._waiting -= 1
+        else:
+            self._held = True
+        if self._before is not None:
+            await self._wait_for_before()
+
+    __aenter__ = acquire
+
+    async def _wait_for_before(self) -> None:
+        before = self._before
+        assert before is not None
         try:
-            self._lock.acquire_nowait()
-        except trio.WouldBlock:
-            await self._lock.acquire()
+            await before.acquire()
+        except BaseException:
+            self.release()
+            raise
+        before.release()
+        self._before = None
 
     def acquire_nowait(self) -> None:
-        self._lock.acquire_nowait()
+        """Take the lock if it is free; `trio.WouldBlock` if not."""
+        if self._held:
+            raise trio.WouldBlock
+        if self._before is not None:
+            self._before.acquire_nowait()  # WouldBlock while its holder has it
+            self._before.release()
+            self._before = None
+        self._held = True
 
     def release(self) -> None:
-        self._lock.release()
-
-    async def __aenter__(self) -> None:
-        await self.acquire()
+        if not self._held:
+            raise RuntimeError("release of a QuickLock that is not held")
+        # A waiter cancelled meanwhile has left the lot (still counted until it runs): then
+        # nobody is woken and the lock is free.
+        if not (self._waiting and self._lot.unpark(count=1)):
+            self._held = False
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.release()
@@ -67,14 +111,15 @@ class QuickLock:
 def _quicken(owner: Any, *names: str) -> None:
     for name in names:
         lock = getattr(owner, name, None)
-        if isinstance(lock, trio.Lock | trio.Semaphore):
-            setattr(owner, name, QuickLock(lock))
+        if isinstance(lock, trio.Lock):
+            setattr(owner, name, QuickLock(lock if lock.locked() else None))
+        elif isinstance(lock, trio.Semaphore) and lock.value <= 1:  # a mutex (`_writer_lock`)
+            setattr(owner, name, QuickLock(lock if lock.value == 0 else None))
 
 
 def quicken_stream(net_stream: Any) -> None:
     """Swap the locks a read or write of this stream takes (its `NetStream` and, for yamux,
-    the muxed stream's). A swapped lock wraps the same trio lock, so one held meanwhile is
-    released as before."""
+    the muxed stream's)."""
     _quicken(net_stream, "_state_lock")
     muxed = getattr(net_stream, "muxed_stream", None)
     if isinstance(muxed, YamuxStream):

@@ -27,7 +27,9 @@ window, and a new subscriber's replay garbled the RPCs its reader decoded (two h
 process, 2,000 cached 5 kB messages: garbled in 4 of 4 cycles; none with credit per read or
 with whole writes). So one write's frames go out together, and a write that fails or is
 cancelled (some of its frames may be out) resets the stream: the peer sees a reset, never a
-message with another's bytes in it, or a later message after a cut-off one.
+message with another's bytes in it, or a later message after a cut-off one. Under that lock a
+write that fits one frame and the send window needs no read-write lock of py-libp2p's, nor
+its debug line (`_in_one_frame`); any other goes through py-libp2p's own write.
 
 Liveness: `answers_ping` sends a yamux ping on a connection and waits for its pong, which the
 peer's libp2p thread sends by itself (no stream, no handler): a connection that answers
@@ -50,9 +52,11 @@ from typing import Any, Final
 
 import trio
 from libp2p.io.exceptions import IncompleteReadError
+from libp2p.stream_muxer.exceptions import MuxedStreamEOF, MuxedStreamError, MuxedStreamReset
 from libp2p.stream_muxer.yamux.yamux import (
     FLAG_SYN,
     HEADER_SIZE,
+    MAX_MESSAGE_SIZE,
     MAX_WINDOW_SIZE,
     TYPE_DATA,
     TYPE_PING,
@@ -109,7 +113,7 @@ class LeanYamux(Yamux):
     bytes into the stream's buffer, its receive window charged (clamped at 0 with a warning,
     as py-libp2p does), its reader woken. The host gives it to every yamux connection its
     swarm upgrades (`read_plain_frames_lean`); a peer's muxer can be anything that speaks
-    yamux."""
+    yamux. Its streams' reads (`read_stream`) skip py-libp2p's debug lines too."""
 
     read_note: _LastRead | None = None
     """Set by `watch_reads`: each read of the connection notes its time here."""
@@ -118,6 +122,44 @@ class LeanYamux(Yamux):
         secured = self.secured_conn
         secured.read = _plain_frames_apart(self, secured.read)  # type: ignore[assignment]
         await super().handle_incoming()
+
+    async def read_stream(self, stream_id: int, n: int = -1) -> bytes:
+        """py-libp2p 0.8.1's `Yamux.read_stream` without its debug lines: it formats 5 a
+        read of a waiting stream (the peer id, the stream's flags), debug logging on or not.
+        The same answers in the same order: what is buffered (up to `n`) unless a reset came
+        before the stream's end, then the reset, the end, a stream closed, or a wait for the
+        next frame."""
+        if n is None:
+            n = -1
+        while True:
+            async with self.streams_lock:
+                stream = self.streams.get(stream_id)
+                if stream is None:
+                    raise MuxedStreamEOF("Stream closed")
+                if self.event_shutting_down.is_set():
+                    raise MuxedStreamEOF("Connection shut down")
+                buffer = self.stream_buffers.get(stream_id)
+                if buffer is None:
+                    if stream.reset_received:
+                        raise MuxedStreamReset("Stream was reset")
+                    raise MuxedStreamEOF("Stream buffer closed")
+                if buffer and (stream.recv_closed or not stream.reset_received):
+                    data = bytes(buffer) if n == -1 or n >= len(buffer) else bytes(buffer[:n])
+                    del buffer[: len(data)]
+                    if stream.closed:  # drained: py-libp2p reclaims it here too
+                        self._finalize_stream_locked(stream, fully_closed=True)
+                    return data
+                if stream.reset_received:
+                    raise MuxedStreamReset("Stream was reset")
+                if stream.recv_closed:
+                    raise MuxedStreamEOF("Stream is closed for receiving")
+                if stream.closed:
+                    raise MuxedStreamReset("Stream is reset or closed")
+            try:
+                await self.stream_events[stream_id].wait()
+                self.stream_events[stream_id] = trio.Event()
+            except KeyError:
+                raise MuxedStreamEOF("Stream was removed") from None
 
 
 def read_plain_frames_lean(swarm: Any) -> None:
@@ -297,6 +339,23 @@ async def _credit_half_windows(self: YamuxStream, *, bytes_read: int = 0) -> Non
     await self.send_window_update(credit)
 
 
+async def _in_one_frame(stream: YamuxStream, data: bytes) -> bool:
+    """py-libp2p 0.8.1's `YamuxStream.write` of `data` that fits one frame and the send window
+    (True), without its debug line and read-write lock (`_whole_writes` holds a lock of its
+    own for the whole write): the same checks and window charge under `window_lock`, the same
+    frame. False, with nothing done, for any other write."""
+    async with stream.window_lock:
+        if stream.closed:
+            raise MuxedStreamError("Stream is closed")
+        size = len(data)
+        if not 0 < size <= stream.send_window or size > MAX_MESSAGE_SIZE - HEADER_SIZE:
+            return False
+        stream.send_window -= size
+        frame = _HEADER.pack(0, TYPE_DATA, 0, stream.stream_id, size) + data
+    await stream.conn._write_frame(frame)
+    return True
+
+
 def _whole_writes(write: Any, stream: YamuxStream) -> Any:
     """`stream.write` with one lock held for the whole write (see the module docstring)."""
     lock = QuickLock()  # a free lock costs no scheduler pass (`quick_locks`)
@@ -307,7 +366,8 @@ def _whole_writes(write: Any, stream: YamuxStream) -> Any:
                 await write(data)  # raises: closed for sending, so nothing of `data` goes out
                 return
             try:
-                await write(data)
+                if not await _in_one_frame(stream, data):
+                    await write(data)
             except BaseException:
                 # Frames of `data` may be out: nothing may follow them on this stream.
                 stream.send_closed = True

@@ -132,15 +132,19 @@ def test_lean_and_plain_muxers_agree_either_way(opener_lean: bool, listener_lean
 
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "plain"])
 def test_plain_data_frames_skip_py_libp2ps_loop(lean: bool) -> None:
-    """With the lean loop, no plain DATA frame reaches py-libp2p's loop (its per-frame debug
-    line is the witness); without it, every one does."""
+    """With the lean loop, no plain DATA frame reaches py-libp2p's loop, and no stream's read
+    goes through py-libp2p's `read_stream` (their debug lines are the witnesses); without it,
+    every one does."""
     seen: list[str] = []
+    reads: list[str] = []
 
     class Witness(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             text = record.getMessage()
             if "YAMUX RX: type=DATA flags=0 " in text:
                 seen.append(text)
+            if text.startswith("Reading from stream "):
+                reads.append(text)
 
     yamux_log = logging.getLogger("libp2p.stream_muxer.yamux.yamux")
     witness, level = Witness(), yamux_log.level
@@ -162,9 +166,9 @@ def test_plain_data_frames_skip_py_libp2ps_loop(lean: bool) -> None:
 
     trio.run(run)
     if lean:
-        assert seen == []
+        assert seen == reads == []
     else:
-        assert len(seen) >= 30
+        assert len(seen) >= 30 and len(reads) >= 30
 
 
 def _frame(stream_id: int, body: bytes, *, length: int | None = None) -> bytes:

@@ -4,6 +4,7 @@ steps, and each write's frames kept together."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -79,6 +80,39 @@ async def test_small_frames_cost_no_window_update_and_half_a_window_returns_cred
                 credited = True
                 break
         assert credited
+
+
+async def test_a_write_that_fits_one_frame_skips_py_libp2ps_write_and_a_bigger_one_does_not() -> (
+    None
+):
+    """A write that fits one frame and the window goes out without py-libp2p's `write` (its
+    debug line is the witness), still charged to the send window (the test above); a bigger
+    one still goes through it."""
+    lines: list[str] = []
+
+    class Witness(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    yamux_log = logging.getLogger("libp2p.stream_muxer.yamux.yamux")
+    witness, level = Witness(), yamux_log.level
+    async with asyncio.timeout(20), _echo_stream(0x3B) as stream:
+        mine = f"Stream {_yamux_of(stream).stream_id}: Starts writing"
+        yamux_log.addHandler(witness)
+        yamux_log.setLevel(logging.DEBUG)
+        try:
+            for n in range(10):
+                await stream.write_frame(bytes([n]) * 300)
+                assert await stream.read_frame() == bytes([n]) * 300
+            small = sum(mine in line for line in lines)
+            big = os.urandom(100_000)  # two frames
+            await stream.write_frame(big)
+            assert await stream.read_frame() == big
+        finally:
+            yamux_log.removeHandler(witness)
+            yamux_log.setLevel(level)
+    assert small == 0
+    assert sum(mine in line for line in lines) >= 1
 
 
 def _gossip_stream_to(host: P2PHost, peer_id: str) -> YamuxStream:

@@ -1,5 +1,6 @@
 """`QuickLock` (node/p2p/quick_locks.py): a free lock is taken without a scheduler pass, a
-held one is waited for in order, a cancelled task still stops; and on real hosts an echo
+held one is waited for in order, a cancelled task still stops, a waiter cancelled leaves it
+free, and a lock swapped while held keeps its holder alone; and on real hosts an echo
 round trip takes fewer task steps with py-libp2p's locks swapped, and one fewer per frame
 with `lean_frame_writes` (node/p2p/yamux.py)."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
+import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -18,7 +20,7 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
-from hearthmesh.node.p2p.quick_locks import QuickLock
+from hearthmesh.node.p2p.quick_locks import QuickLock, quicken_stream
 
 ECHO = "/hearthmesh/test-echo/1"
 
@@ -76,7 +78,7 @@ def test_a_held_lock_is_waited_for_in_order() -> None:
 
 def test_a_cancelled_task_stops_at_a_free_lock() -> None:
     async def main() -> bool:
-        lock = QuickLock(trio.Semaphore(1))
+        lock = QuickLock()
         with trio.CancelScope() as scope:
             scope.cancel()
             await lock.acquire()
@@ -84,6 +86,57 @@ def test_a_cancelled_task_stops_at_a_free_lock() -> None:
         return scope.cancelled_caught
 
     assert trio.run(main)
+
+
+def test_a_waiter_cancelled_before_it_runs_leaves_the_lock_free() -> None:
+    async def main() -> None:
+        lock = QuickLock()
+        await lock.acquire()
+        waiting = trio.CancelScope()
+
+        async def waiter() -> None:
+            with waiting:
+                await lock.acquire()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            waiting.cancel()  # it leaves the lot now, and runs later
+            lock.release()
+            lock.acquire_nowait()  # nobody took it: free (WouldBlock if handed to no one)
+            lock.release()
+
+    trio.run(main)
+
+
+def test_a_lock_swapped_while_held_is_taken_only_once_its_holder_lets_go() -> None:
+    async def main() -> list[str]:
+        stream = types.SimpleNamespace(_state_lock=trio.Lock())
+        old = stream._state_lock
+        let_go = trio.Event()
+        order: list[str] = []
+
+        async def holder() -> None:
+            async with old:  # taken before the swap, let go after it
+                await let_go.wait()
+                order.append("holder")
+
+        async def taker() -> None:
+            async with stream._state_lock:
+                order.append("taker")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(holder)
+            await trio.testing.wait_all_tasks_blocked()
+            quicken_stream(stream)
+            assert isinstance(stream._state_lock, QuickLock)
+            nursery.start_soon(taker)
+            await trio.testing.wait_all_tasks_blocked()
+            assert order == []
+            let_go.set()
+        return order
+
+    assert trio.run(main) == ["holder", "taker"]
 
 
 class _Steps(trio.abc.Instrument):

@@ -20,7 +20,7 @@ from hearthmesh.storage.async_store import MAX_STAGED, AsyncStore
 from hearthmesh.storage.keys import Table
 from hearthmesh.storage.kv import KvTxn
 from hearthmesh.storage.lmdb_store import LmdbEngine, LmdbStore
-from hearthmesh.storage.staged import StagedWrites
+from hearthmesh.storage.staged import OverlayTxn, StagedWrites
 from tests.conftest import examples
 
 from .conftest import RunOn
@@ -100,7 +100,9 @@ def test_a_commit_that_fills_the_map_grows_it_and_replays(tmp_path: Path) -> Non
 
 _KEYS = st.binary(min_size=1, max_size=2).map(lambda k: b"k" + k)
 _OPS = st.lists(
-    st.tuples(st.sampled_from(["put", "insert", "delete"]), _KEYS, st.binary(max_size=3)),
+    st.tuples(
+        st.sampled_from(["put", "insert", "delete", "discard"]), _KEYS, st.binary(max_size=3)
+    ),
     max_size=12,
 )
 
@@ -113,8 +115,11 @@ def _apply(txn: KvTxn, model: dict[bytes, bytes], ops: list[tuple[str, bytes, by
         elif op == "insert":
             assert txn.insert(Table.SETTINGS, key, value) is (key not in model)
             model.setdefault(key, value)
-        else:
+        elif op == "delete":
             assert txn.delete(Table.SETTINGS, key) is (key in model)
+            model.pop(key, None)
+        else:
+            txn.discard(Table.SETTINGS, key)
             model.pop(key, None)
 
 
@@ -176,6 +181,37 @@ def test_the_overlay_reads_as_if_every_batch_before_had_committed(
         engine.commit_staged([staged_below, staged])
         with engine.read() as after:
             assert list(after.scan(Table.SETTINGS, b"\x00", b"\xff")) == sorted(model.items())
+    finally:
+        engine.close()
+
+
+class _CountedReads:
+    """A transaction whose gets are counted (a staged batch's snapshot below)."""
+
+    def __init__(self, txn: KvTxn) -> None:
+        self.txn = txn
+        self.gets = 0
+
+    def get(self, table: Table, key: bytes) -> bytes | None:
+        self.gets += 1
+        return self.txn.get(table, key)
+
+
+def test_a_discard_stages_its_delete_without_reading_below(tmp_path: Path) -> None:
+    engine = LmdbEngine(tmp_path / "db")
+    try:
+        engine.write(lambda txn: txn.put(Table.SETTINGS, b"old", b"x"))
+        with engine.read() as snapshot:
+            below = _CountedReads(snapshot)
+            overlay = OverlayTxn(below, [])  # type: ignore[arg-type]
+            overlay.discard(Table.SETTINGS, b"old")
+            overlay.discard(Table.SETTINGS, b"never")
+            assert below.gets == 0
+            assert overlay.get(Table.SETTINGS, b"old") is None
+        # both deletes go to the commit (the absent key's a no-op there: the property above)
+        assert [(t, d) for t, _, d in overlay.writes.by_table()] == [
+            (Table.SETTINGS, [b"never", b"old"])
+        ]
     finally:
         engine.close()
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,24 @@ async def test_a_counted_window_counts_the_calls_and_tasks_inside_it_only() -> N
     assert figures["calls_per_msg"]["tasks_created"] == 1
     assert figures["counters_per_msg"] == {"ticks": 3}
     assert figures["cpu_us_per_msg"]["loop"] > 0
+
+
+def test_a_counted_window_counts_the_trio_threads_calls_on_that_thread() -> None:
+    left, right = socket.socketpair()
+    with left, right, ThreadPoolExecutor(1) as other:
+
+        def on_other(fn: Callable[[], object]) -> None:
+            other.submit(fn)
+
+        window = CostWindow(counted=True, trio=on_other)
+        for _ in range(4):
+            other.submit(left.send, b"x").result()
+        left.send(b"y")  # on this thread: not the trio thread's
+        figures = per_message(window.close(), 2)
+        plain = per_message(CostWindow(counted=False, trio=on_other).close(), 1)
+    assert figures["trio_calls_per_msg"]["socket_sends"] == 2
+    assert figures["calls_per_msg"]["strict_decodes"] == 0
+    assert "trio_calls_per_msg" not in plain
 
 
 def test_a_plain_window_counts_no_calls() -> None:

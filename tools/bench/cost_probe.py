@@ -7,8 +7,9 @@ grouped as the loop, the trio thread, the store's threads and the rest, the loop
 user and system time (`getrusage`: the system part is mostly the kernel's work for a commit made
 on the loop's thread), and the tasks the loop created (a counting task factory: uvloop's
 `create_task` is C, which the profiler does not see). A counted window also runs cProfile on the
-loop's thread, for call counts by kind (`CATEGORIES`); cProfile's own cost makes that window's
-CPU no figure, so the CPU is a plain window's. A node process (`hearthmesh run`,
+loop's thread, and on the trio thread when it has one of its own, for call counts by kind
+(`CATEGORIES`, `TRIO_CATEGORIES`); cProfile's own cost makes that window's CPU no figure, so the
+CPU is a plain window's. A node process (`hearthmesh run`,
 `tools/node_process.py`) opens a window on `WINDOW_START` and closes it on `WINDOW_END` when the
 environment names a file in `COST_ENV`, and appends each window's figures there as a JSON line;
 its windows alternate plain, counted, plain, ...
@@ -51,6 +52,7 @@ __all__ = [
     "serve_windows",
     "store_counters",
     "thread_cpu_s",
+    "trio_thread_of",
 ]
 
 COST_ENV: Final = "HEARTHMESH_COST_FILE"
@@ -97,6 +99,21 @@ call. `to_other_threads` is the submits to the store's writer and reader threads
 call handed to the trio thread (`TrioThread.run` and `run_sync_soon` alike); `tasks_created`
 (added to these) is the counting task factory's."""
 
+TRIO_CATEGORIES: Final[dict[str, tuple[str, ...]]] = {
+    "lock_acquires": ("node/p2p/quick_locks.py:acquire",),
+    "scheduler_passes": ("trio/_core/_io_epoll.py:get_events",),
+    "socket_sends": ("<method 'send' of '_socket.socket' objects>",),
+    "socket_recvs": ("<method 'recv' of '_socket.socket' objects>",),
+    "to_loop_wakeups": (
+        "<method 'call_soon_threadsafe' of 'uvloop.loop.Loop' objects>",
+        "asyncio/base_events.py:call_soon_threadsafe",
+    ),
+    "debug_logs": ("logging/__init__.py:debug",),
+}
+"""`CATEGORIES` for the trio thread: the locks taken (py-libp2p's, each a `QuickLock` since
+the host swapped it, and ours), trio's scheduler passes (each polls epoll), the socket calls,
+the wake-ups of the loop and py-libp2p's debug log calls (formatted whether logged or not)."""
+
 _WAIT_S: Final = 10.0
 _TOP: Final = 40
 _dumped = [0]
@@ -132,11 +149,20 @@ def _loop_user_system_s() -> tuple[float, float]:
     return used.ru_utime, used.ru_stime
 
 
-def by_kind(calls: Mapping[str, int]) -> dict[str, int]:
-    """The calls of each of `CATEGORIES`, from the calls of each function (by `_label`)."""
+def by_kind(
+    calls: Mapping[str, int], categories: Mapping[str, tuple[str, ...]] = CATEGORIES
+) -> dict[str, int]:
+    """The calls of each of `categories`, from the calls of each function (by `_label`)."""
     return {
-        kind: sum(calls.get(label, 0) for label in labels) for kind, labels in CATEGORIES.items()
+        kind: sum(calls.get(label, 0) for label in labels) for kind, labels in categories.items()
     }
+
+
+def trio_thread_of(node: Node) -> Callable[[Callable[[], object]], None] | None:
+    """What runs a function on `node`'s trio thread, if trio has a thread of its own (as a
+    guest of the loop its calls are the loop thread's)."""
+    bridge = node._host._bridge  # a probe reads the node's insides
+    return None if bridge._guest is not None else bridge.run_sync_soon
 
 
 def store_counters(node: Node) -> dict[str, int]:
@@ -153,13 +179,33 @@ def _label(func: tuple[str, int, str]) -> str:
 TaskFactory = Callable[..., "asyncio.Future[Any]"]
 
 
+def _counted(
+    profile: cProfile.Profile, categories: Mapping[str, tuple[str, ...]]
+) -> dict[str, Any]:
+    """A profile's calls: all, by kind, and the most called functions."""
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    calls: dict[str, int] = collections.Counter()
+    for func, row in stats.items():
+        calls[_label(func)] += row[1]  # primitive + recursive
+    return {
+        "python_calls": sum(calls.values()),
+        "calls": by_kind(calls, categories),
+        "top_calls": dict(sorted(calls.items(), key=lambda kv: -kv[1])[:_TOP]),
+    }
+
+
 class CostWindow:
     """One window: CPU per thread group from `open` to `close`, the tasks the running loop
     created, and, when `counted`, the loop thread's calls (cProfile runs on the thread that
-    opens the window, which must close it)."""
+    opens the window, which must close it) and the trio thread's (`trio` runs a function
+    there: `trio_thread_of`)."""
 
     def __init__(
-        self, *, counted: bool, counters: Callable[[], dict[str, int]] | None = None
+        self,
+        *,
+        counted: bool,
+        counters: Callable[[], dict[str, int]] | None = None,
+        trio: Callable[[Callable[[], object]], None] | None = None,
     ) -> None:
         self._counters = counters
         self._before = counters() if counters is not None else {}
@@ -172,8 +218,12 @@ class CostWindow:
             self._loop.set_task_factory(self._counting)
         # its timer is the thread's CPU, so a dumped profile charges no GIL wait to a function
         self._profile = cProfile.Profile(time.thread_time_ns, 1e-9) if counted else None
+        self._trio = trio if counted else None
+        self._trio_profile = cProfile.Profile(time.thread_time_ns, 1e-9)
         self._cpu0 = thread_cpu_s()
         self._rusage0 = _loop_user_system_s()
+        if self._trio is not None:  # queued ahead of the window's first call into trio
+            self._trio(self._trio_profile.enable)
         if self._profile is not None:
             self._profile.enable()
 
@@ -186,6 +236,23 @@ class CostWindow:
             return self._factory(loop, coro, **kwargs)
         return asyncio.Task(coro, loop=loop, **kwargs)
 
+    def _trio_calls(self) -> dict[str, Any] | None:
+        """The trio thread's calls, once its profile stopped there (None if it did not)."""
+        if self._trio is None:
+            return None
+        stopped = threading.Event()
+
+        def stop() -> None:
+            self._trio_profile.disable()
+            stopped.set()
+
+        self._trio(stop)
+        if not stopped.wait(_WAIT_S):
+            return None
+        if where := os.environ.get(PSTATS_ENV):
+            self._trio_profile.dump_stats(Path(where) / f"{os.getpid()}-{_dumped[0]}-trio.pstats")
+        return _counted(self._trio_profile, TRIO_CATEGORIES)
+
     def close(self) -> dict[str, Any]:
         """The window's totals: `cpu_s` by group, the loop thread's `loop_cpu_s` (user and
         system), `tasks_created`, with `calls` (by kind, and the most called functions) when
@@ -193,7 +260,7 @@ class CostWindow:
         if self._profile is not None:
             self._profile.disable()
         user1, system1 = _loop_user_system_s()
-        cpu1 = thread_cpu_s()
+        cpu1 = thread_cpu_s()  # before the wait for the trio thread's profile
         if self._loop is not None:
             self._loop.set_task_factory(self._factory)
         figures: dict[str, Any] = {
@@ -205,14 +272,9 @@ class CostWindow:
             if where := os.environ.get(PSTATS_ENV):
                 _dumped[0] += 1
                 self._profile.dump_stats(Path(where) / f"{os.getpid()}-{_dumped[0]}.pstats")
-            stats = pstats.Stats(self._profile).stats  # type: ignore[attr-defined]
-            calls: dict[str, int] = collections.Counter()
-            for func, row in stats.items():
-                calls[_label(func)] += row[1]  # primitive + recursive
-            figures["python_calls"] = sum(calls.values())
-            figures["calls"] = by_kind(calls)
-            top = sorted(calls.items(), key=lambda kv: -kv[1])[:_TOP]
-            figures["top_calls"] = dict(top)
+            figures.update(_counted(self._profile, CATEGORIES))
+        if (trio := self._trio_calls()) is not None:
+            figures["trio"] = trio
         if self._counters is not None:
             after = self._counters()
             figures["counters"] = {k: v - self._before.get(k, 0) for k, v in after.items()}
@@ -228,13 +290,17 @@ def per_message(window: dict[str, Any], messages: int) -> dict[str, Any]:
     out["cpu_us_per_msg"]["all"] = round(sum(cpu.values()) * 1e6 / messages, 1)
     for part, s in window.get("loop_cpu_s", {}).items():
         out["cpu_us_per_msg"][f"loop_{part}"] = round(s * 1e6 / messages, 1)
+    for prefix, counted in (("", window), ("trio_", window.get("trio", {}))):
+        if "calls" in counted:
+            out[f"{prefix}python_calls_per_msg"] = round(counted["python_calls"] / messages, 1)
+            out[f"{prefix}calls_per_msg"] = {
+                k: round(v / messages, 2) for k, v in counted["calls"].items()
+            }
+            out[f"{prefix}top_calls_per_msg"] = {
+                k: round(v / messages, 2) for k, v in counted["top_calls"].items()
+            }
     if "calls" in window:
-        out["python_calls_per_msg"] = round(window["python_calls"] / messages, 1)
-        out["calls_per_msg"] = {k: round(v / messages, 2) for k, v in window["calls"].items()}
         out["calls_per_msg"]["tasks_created"] = round(window["tasks_created"] / messages, 2)
-        out["top_calls_per_msg"] = {
-            k: round(v / messages, 2) for k, v in window["top_calls"].items()
-        }
     if "counters" in window:
         out["counters_per_msg"] = {k: round(v / messages, 3) for k, v in window["counters"].items()}
     return out
@@ -251,12 +317,15 @@ def plain_and_counted(
 
 def node_windows(node: Node) -> contextlib.AbstractAsyncContextManager[None]:
     """The hook a node process (`hearthmesh run`, `tools/node_process.py`) runs its node in:
-    `serve_windows` with the store's counters."""
-    return serve_windows(partial(store_counters, node))
+    `serve_windows` with the store's counters and its trio thread."""
+    return serve_windows(partial(store_counters, node), trio_thread_of(node))
 
 
 @contextlib.asynccontextmanager
-async def serve_windows(counters: Callable[[], dict[str, int]]) -> AsyncIterator[None]:
+async def serve_windows(
+    counters: Callable[[], dict[str, int]],
+    trio: Callable[[Callable[[], object]], None] | None = None,
+) -> AsyncIterator[None]:
     """While the block runs, if `COST_ENV` names a file: open a window on `WINDOW_START` and
     close it on `WINDOW_END`, appending its figures (with how far `counters` moved) to that
     file as a JSON line (and `{"opened": n}` as the n-th opens); the first window is plain,
@@ -271,7 +340,8 @@ async def serve_windows(counters: Callable[[], dict[str, int]]) -> AsyncIterator
 
     def start() -> None:
         if not open_now:
-            open_now.append(CostWindow(counted=windows[0] % 2 == 1, counters=counters))
+            counted = windows[0] % 2 == 1
+            open_now.append(CostWindow(counted=counted, counters=counters, trio=trio))
             windows[0] += 1
             with Path(where).open("a") as out:  # the bench waits for this before it sends
                 out.write(json.dumps({"opened": windows[0]}) + "\n")

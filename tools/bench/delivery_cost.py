@@ -10,8 +10,11 @@ threads, the rest, and the loop thread's user and system time; the sender's figu
 bench's own loop work, a send and an await per message); in the second, cProfile on each loop's
 thread counts its calls per message by kind (`calls_per_msg`, the probe's `CATEGORIES`: decodes,
 encodes, verifies, LMDB and overlay operations, commits, hand-offs between threads, tasks;
-`top_calls_per_msg`, the most called functions; `python_calls_per_msg`, all of them), and each
-store's write batches and transactions per message (`counters_per_msg`). Those counts are the
+`top_calls_per_msg`, the most called functions; `python_calls_per_msg`, all of them), the same
+for each trio thread (`trio_calls_per_msg`, the probe's `TRIO_CATEGORIES`: locks taken,
+scheduler passes, socket sends and receives, wake-ups of the loop, debug log calls;
+`trio_python_calls_per_msg`), and each store's write batches and transactions per message
+(`counters_per_msg`). Those counts are the
 same at any load; the CPU moves some with it, far less than the latencies.
 """
 
@@ -33,6 +36,7 @@ from hearthmesh.tools.bench.cost_probe import (
     plain_and_counted,
     read_windows,
     store_counters,
+    trio_thread_of,
 )
 from hearthmesh.tools.bench.delivery import BODY, AckWatch, sending_to
 from hearthmesh.tools.event_loop import run_node_loop
@@ -51,7 +55,9 @@ async def _window(
     """The k-th window (from 0) of n messages: (alice's figures, bob's)."""
     os.kill(bob.process.pid, WINDOW_START)
     await read_windows(cost_file, 2 * k + 1)  # bob's window is open
-    window = CostWindow(counted=k % 2 == 1, counters=partial(store_counters, alice))
+    window = CostWindow(
+        counted=k % 2 == 1, counters=partial(store_counters, alice), trio=trio_thread_of(alice)
+    )
     for _ in range(n):
         await acks.wait_for((await alice.send(room, BODY)).message_id)
     mine = window.close()
