@@ -36,16 +36,17 @@ async def store(tmp_path: Path) -> AsyncIterator[AsyncStore]:
         yield store
 
 
-async def _feed(store: AsyncStore, rendered: _Rendered) -> Feed:
+async def _feed(store: AsyncStore) -> tuple[Feed, _Rendered]:
+    """A started feed, and what it rendered and published."""
+    rendered = _Rendered()
     feed = Feed(store, render=rendered.render, publish=rendered.texts.append, replay_limit=100)
     await feed.start()
-    return feed
+    return feed, rendered
 
 
 async def test_the_tail_renders_held_envelopes_and_decodes_the_rest(store: AsyncStore) -> None:
     async with asyncio.timeout(10):
-        rendered = _Rendered()
-        feed = await _feed(store, rendered)
+        feed, rendered = await _feed(store)
         held, other = make_envelope(seq=1, wall_ms=1_000), make_envelope(seq=2, wall_ms=2_000)
         for envelope in (held, other):
             await store.append(AppendRequest(envelope=envelope))
@@ -63,8 +64,7 @@ async def test_envelopes_held_before_their_group_commit_are_rendered_from_the_ha
     """Sends committed together are all published by the first to resume: each was held as
     it was sealed, before the commit."""
     async with asyncio.timeout(10):
-        rendered = _Rendered()
-        feed = await _feed(store, rendered)
+        feed, rendered = await _feed(store)
         envelopes = [make_envelope(seq=n, wall_ms=1_000 * n) for n in (1, 2, 3)]
         for envelope in envelopes:
             feed.hold(envelope)
@@ -78,8 +78,7 @@ async def test_envelopes_held_before_their_group_commit_are_rendered_from_the_ha
 
 async def test_a_replay_renders_from_the_store_as_the_tail_did(store: AsyncStore) -> None:
     async with asyncio.timeout(10):
-        rendered = _Rendered()
-        feed = await _feed(store, rendered)
+        feed, rendered = await _feed(store)
         start = feed.cursor_at(feed.position)
         envelopes = [make_envelope(seq=n, wall_ms=1_000 * n) for n in (1, 2, 3)]
         for envelope in envelopes:
@@ -96,8 +95,7 @@ async def test_a_replay_renders_from_the_store_as_the_tail_did(store: AsyncStore
 async def test_held_envelopes_the_tail_passed_are_let_go(store: AsyncStore) -> None:
     """An envelope held after the tail already published it is not kept for ever."""
     async with asyncio.timeout(10):
-        rendered = _Rendered()
-        feed = await _feed(store, rendered)
+        feed, rendered = await _feed(store)
         late = make_envelope(seq=1, wall_ms=1_000)
         await store.append(AppendRequest(envelope=late))
         await feed.catch_up()  # published from the store: nothing held yet
@@ -140,8 +138,7 @@ async def test_a_send_told_its_next_numbers_is_published_from_them_not_the_log(
     store: AsyncStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with asyncio.timeout(10):
-        rendered = _Rendered()
-        feed = await _feed(store, rendered)
+        feed, rendered = await _feed(store)
         start = feed.cursor_at(feed.position)
         key, message = make_envelope(seq=1, wall_ms=1_000), make_envelope(seq=2, wall_ms=2_000)
         feed.hold(message)  # as it was sealed
@@ -166,8 +163,7 @@ async def test_told_entries_behind_an_unpublished_one_wait_for_the_log(
 ) -> None:
     """An event numbered before the send's and not yet published goes out first, once."""
     async with asyncio.timeout(10):
-        rendered = _Rendered()
-        feed = await _feed(store, rendered)
+        feed, rendered = await _feed(store)
         arrived = make_envelope(seq=1, wall_ms=1_000)
         await store.append(AppendRequest(envelope=arrived))  # its wake not yet served
         told = await _append_told(store, make_envelope(seq=2, wall_ms=2_000))
@@ -184,8 +180,7 @@ async def test_sends_of_one_group_are_each_published_once_whichever_resumes_firs
     store: AsyncStore,
 ) -> None:
     async with asyncio.timeout(10):
-        rendered = _Rendered()
-        feed = await _feed(store, rendered)
+        feed, rendered = await _feed(store)
         first, second = make_envelope(seq=1, wall_ms=1_000), make_envelope(seq=2, wall_ms=2_000)
         told = await _append_told(store, first, second)
         await feed.catch_up(told[1:])  # the second send resumed first: not next, the log read
