@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,15 @@ def run_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, 
         code = int(exit_.code or 0)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def quick_bench(capsys: pytest.CaptureFixture[str], name: str) -> dict[str, Any]:
+    """`bench NAME --quick` in this process: its one JSON object, checked to be that bench's."""
+    code, out, err = run_here(capsys, "bench", name, "--quick")
+    assert code == 0, err
+    figures: dict[str, Any] = json.loads(out)
+    assert figures["benchmark"] == name
+    return figures
 
 
 def test_version_names_package_and_protocol() -> None:
@@ -75,10 +85,7 @@ def test_bench_group_refuses_more_members_than_a_group_is_built_for(
 
 
 def test_bench_codec_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_here(capsys, "bench", "codec", "--quick")
-    assert code == 0, err
-    figures = json.loads(out)
-    assert figures["benchmark"] == "codec"
+    figures = quick_bench(capsys, "codec")
     assert figures["encode_per_s"] > 0 and figures["decode_per_s"] > 0
     assert figures["machine"]["cpu_count"] >= 1
     load = figures["machine"]["load_1min"]  # the run's figures come with the machine's load
@@ -87,10 +94,7 @@ def test_bench_codec_prints_one_json_object(capsys: pytest.CaptureFixture[str]) 
 
 @pytest.mark.slow
 def test_bench_sync_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run_here(capsys, "bench", "sync", "--quick")
-    assert code == 0, err
-    figures = json.loads(out)
-    assert figures["benchmark"] == "sync"
+    figures = quick_bench(capsys, "sync")
     assert set(figures["diff_bytes"]) == {"1", "10", "100", "1000"}
     assert figures["insync_round_trips"] >= 1 and figures["new_device_bytes"] > 0
 
@@ -98,10 +102,7 @@ def test_bench_sync_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -
 def test_bench_node_cost_prints_the_cycle_and_an_idle_mesh(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, out, err = run_here(capsys, "bench", "node-cost", "--quick")
-    assert code == 0, err
-    figures = json.loads(out)
-    assert figures["benchmark"] == "node-cost"
+    figures = quick_bench(capsys, "node-cost")
     assert all(figures[f"cycle_{p}_cpu_ms"] > 0 for p in ("start_two", "connect", "stop_two"))
     idle = figures["idle_2_nodes"]
     assert set(idle["cpu_pct_per_node_by_thread"]) >= {"loop", "trio"}
@@ -111,10 +112,7 @@ def test_bench_node_cost_prints_the_cycle_and_an_idle_mesh(
 def test_bench_send_counts_counts_what_a_same_node_message_costs_its_home(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, out, err = run_here(capsys, "bench", "send-counts", "--quick")
-    assert code == 0, err
-    figures = json.loads(out)
-    assert figures["benchmark"] == "send-counts"
+    figures = quick_bench(capsys, "send-counts")
     counts = figures["calls_per_msg"]  # the counted window in alice's node process saw the sends
     assert counts["staged_writes"] > 0 and counts["lmdb_txns"] > 0
     assert counts["cbor_dumps"] > 0 and counts["json_frames_out"] >= 2  # sent, and echoed
@@ -127,10 +125,7 @@ def test_bench_send_counts_counts_what_a_same_node_message_costs_its_home(
 def test_bench_e2ee_prints_one_json_object_with_messages_keys_and_media(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, out, err = run_here(capsys, "bench", "e2ee", "--quick")
-    assert code == 0, err
-    figures = json.loads(out)
-    assert figures["benchmark"] == "e2ee"
+    figures = quick_bench(capsys, "e2ee")
     assert figures["encrypt_sign_us"] > 0 and figures["verify_decrypt_us"] > 0
     assert set(figures["room_key_share_ms"]) == {"10", "100"}
     assert set(figures["media"]) == {"1mib", "10mib"}
