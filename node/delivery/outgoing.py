@@ -77,6 +77,16 @@ Appended = tuple[AppendResult, FeedEntry | None]
 """What an append did to one request, with the arrival-log entry it made (`append_entries`)."""
 
 
+def _stored_entries(appended: list[Appended]) -> list[FeedEntry]:
+    """The arrival-log entries of our own envelopes, each of which must have been stored."""
+    entries = []
+    for result, entry in appended:
+        if entry is None:
+            raise LocalProtocolError(f"own envelope not stored: {result.value}")
+        entries.append(entry)
+    return entries
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SealedKey:
     """A ROOM_KEY sealed before the envelope whose session it shares (SPEC §27.5)."""
@@ -321,14 +331,10 @@ class Outgoing:
             ),
         ]
         if sealed.encryption is None:
-            stored = [await self._store.run_grouped(self._store.store.append_entries, requests[0])]
+            appended = await self._store.run_grouped(self._store.store.append_entries, requests[0])
+            entries = _stored_entries([appended])
         else:
-            stored = await self._store_encrypted(requests, sealed.encryption)
-        entries = []
-        for result, entry in stored:
-            if entry is None:
-                raise LocalProtocolError(f"own envelope not stored: {result.value}")
-            entries.append(entry)
+            entries = await self._store_encrypted(requests, sealed.encryption)
         if on_stored is not None:
             on_stored(entries)
         if envelope.kind is Kind.RECALL:  # our own home purges it too (SPEC §31.1)
@@ -342,19 +348,16 @@ class Outgoing:
 
     async def _store_encrypted(
         self, requests: list[AppendRequest], encryption: Encryption
-    ) -> list[Appended]:
+    ) -> list[FeedEntry]:
         sender = self._encryption
         if sender is None:
             raise LocalProtocolError("an encrypted seal without a room sender")
         try:
             stored = await self._store.run_grouped(self._commit_encrypted, (requests, encryption))
-            for result, _ in stored:
-                if result is not AppendResult.STORED:
-                    raise LocalProtocolError(f"own envelope not stored: {result.value}")
+            return _stored_entries(stored)
         except HearthError:
             sender.abandon(encryption)  # its ROOM_KEY bodies never went out
             raise
-        return stored
 
     def _commit_encrypted(
         self, sends: list[tuple[list[AppendRequest], Encryption]]
