@@ -113,9 +113,12 @@ class ScaleConfig:
     theirs plus the size does, so the machine is as loaded as by one mesh of both."""
 
 
-def _node_flags(config: ScaleConfig) -> tuple[str, ...]:
+def _mesh(config: ScaleConfig, root: Path, sockets: Path, count: int) -> Mesh:
+    """`count` single-device nodes of this package in `root`, logging at the run's level."""
     level = config.node_log_level
-    return () if level is None else ("--log-level", level)
+    flags = () if level is None else ("--log-level", level)
+    nodes = [(i, 0) for i in range(count)]
+    return Mesh(root, sockets, nodes, [hearthmesh_script()] * count, None, flags=flags)
 
 
 def _say(config: ScaleConfig, text: str) -> None:
@@ -479,14 +482,7 @@ async def _bystanders(config: ScaleConfig, root: Path, sockets: Path) -> AsyncIt
         yield _Crowd(None, config)
         return
     await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
-    mesh = Mesh(
-        root,
-        sockets,
-        [(i, 0) for i in range(count)],
-        [hearthmesh_script()] * count,
-        None,
-        flags=_node_flags(config),
-    )
+    mesh = _mesh(config, root, sockets, count)
     sim = SimulateConfig(nodes=count, duration=config.duration, rate=config.rate, progress=False)
     run = _Run(sim, mesh)
     try:
@@ -511,16 +507,8 @@ async def _bystanders(config: ScaleConfig, root: Path, sockets: Path) -> AsyncIt
 async def _one_size(
     size: int, config: ScaleConfig, root: Path, sockets: Path, crowd: _Crowd
 ) -> dict[str, Any]:
-    nodes: list[tuple[int, int]] = [(i, 0) for i in range(size)]
     (root / f"n{size}").mkdir(parents=True, exist_ok=True)
-    mesh = Mesh(
-        root / f"n{size}",
-        sockets,
-        nodes,
-        [hearthmesh_script()] * size,
-        None,
-        flags=_node_flags(config),
-    )
+    mesh = _mesh(config, root / f"n{size}", sockets, size)
     sim = SimulateConfig(
         nodes=size,
         duration=config.duration,
