@@ -80,6 +80,11 @@ class _SlowHandshake(Exception):
     there and slow (its CPU is busy), which says nothing of a NAT, so it gets no verdict."""
 
 
+class _AskerGone(Exception):
+    """The asker's wait for the answer (`QUERY_TIMEOUT_S`) is over: no address is tried past it,
+    however many it listed, and the request is left unanswered."""
+
+
 class _FreshDialBack(AutoNATService):
     """`AutoNATService` whose dial-back opens a new connection (see the module docstring), each
     served request a run of the periodic job `DIAL_BACK`."""
@@ -96,6 +101,23 @@ class _FreshDialBack(AutoNATService):
         network = self.host.get_network()
         if not isinstance(network, Swarm):
             return None
+        answer, slow = None, False
+        # All of a request, not each address, within the asker's wait: one that lists many
+        # addresses at its IP, each taking the connect and never handshaking, held a dial-back
+        # 15 s an address.
+        with trio.move_on_after(QUERY_TIMEOUT_S) as asked:
+            answer, slow = await self._first_to_answer(network, peer_id, addrs)
+        if asked.cancelled_caught:
+            raise _AskerGone(f"{peer_id}: asked {QUERY_TIMEOUT_S:g} s ago")
+        if answer is None and slow:  # raised, the request is left unanswered: no verdict
+            raise _SlowHandshake(f"{peer_id}: connected, handshake too slow")
+        return answer
+
+    async def _first_to_answer(
+        self, network: Swarm, peer_id: ID, addrs: list[bytes]
+    ) -> tuple[bytes | None, bool]:
+        """The first of `addrs` where `peer_id` handshook, if any; and whether any connected
+        there but handshook too slowly."""
         slow = False
         for raw in addrs:
             addr = multiaddr.Multiaddr(raw)
@@ -127,10 +149,8 @@ class _FreshDialBack(AutoNATService):
                 continue
             finally:
                 await conn.close()
-            return raw
-        if slow:  # raised, the request is left unanswered (`handle_stream`): no verdict
-            raise _SlowHandshake(f"{peer_id}: connected, handshake too slow")
-        return None
+            return raw, slow
+        return None, slow
 
 
 class AutoNatLayer:

@@ -1,21 +1,27 @@
 """AutoNAT (SPEC §10.6): while a node's reachability is unknown, a server that has answered is
 asked again only when enough verdicts could be held to decide; a busy node whose dial-back
-connects but handshakes slowly is not told private."""
+connects but handshakes slowly is not told private; a request's dial-backs end with the
+asker's wait."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
+import multiaddr  # type: ignore[import-untyped]
 import pytest
 import trio
+from libp2p import new_host
 from libp2p.abc import IRawConnection, ISecureConn
+from libp2p.host.basic_host import BasicHost
 from libp2p.peer.id import ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from hearthmesh.node.p2p import autonat
 from hearthmesh.node.p2p.autonat import Reachability, worth_asking
 from hearthmesh.node.p2p.host import peer_id_from_seed
+from hearthmesh.node.p2p.periodic_jobs import PeriodicJobs
 from tests.integration.conftest import wait_until
 from tests.node.test_libp2p_host import config, hosts, seed
 
@@ -131,3 +137,43 @@ async def test_a_dial_back_whose_handshake_outlasts_the_query_gives_no_verdict(
         assert outcomes == ["_SlowHandshake"]
         assert await a.check_reachability() is Reachability.UNKNOWN
         assert outcomes == ["_SlowHandshake"] * 2
+
+
+def test_a_dial_back_ends_when_the_asker_stops_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hostile asker lists many addresses at its own IP, each of which accepts the connect
+    and never handshakes: the server tries them only while the asker still waits for its
+    answer (`QUERY_TIMEOUT_S`, 1.5 s here, with 1 s a handshake), not 1 s for each of the five,
+    and leaves the request unanswered."""
+    monkeypatch.setattr(autonat, "HANDSHAKE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(autonat, "QUERY_TIMEOUT_S", 1.5)
+    accepted: list[trio.SocketStream] = []
+
+    async def main() -> None:
+        listeners = [(await trio.open_tcp_listeners(0, host="127.0.0.1"))[0] for _ in range(5)]
+        addrs = [
+            multiaddr.Multiaddr(f"/ip4/127.0.0.1/tcp/{listener.socket.getsockname()[1]}")
+            for listener in listeners
+        ]
+        host = new_host()
+        assert isinstance(host, BasicHost)
+        server = autonat._FreshDialBack(host, jobs=PeriodicJobs(), confirmations=1)
+        asker = ID.from_base58(peer_id_from_seed(seed(14)))
+        async with trio.open_nursery() as nursery:
+            for listener in listeners:  # accept, then say nothing
+                nursery.start_soon(trio.serve_listeners, _keep(accepted), [listener])
+            with pytest.raises(autonat._AskerGone):
+                await server._try_dial(asker, [a.to_bytes() for a in addrs])
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    assert 1 <= len(accepted) <= 2  # tried while the asker waited; 5 without the bound
+
+
+def _keep(
+    accepted: list[trio.SocketStream],
+) -> Callable[[trio.SocketStream], Awaitable[None]]:
+    async def handle(stream: trio.SocketStream) -> None:
+        accepted.append(stream)
+        await trio.sleep_forever()
+
+    return handle
