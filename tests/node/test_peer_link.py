@@ -460,3 +460,21 @@ async def test_a_deliver_stream_is_reused_until_near_the_receivers_idle_reset() 
         await links.deliver(b.peer_id, [], [])
         assert (a.wire()["opens"][DELIVER_PROTOCOL], len(acked)) == (2, 3)
         await links.aclose()
+
+
+async def test_a_redial_of_a_peer_no_longer_connected_says_so_and_closes_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The outbox asks for a redial after a failed batch; by then the connection may have
+    closed by itself. The host logged "answers no ping: closed" for it, a close that never
+    happened (three in a 50-node run, none in its close counts); now it says the peer is not
+    connected, and counts no close."""
+    caplog.set_level(logging.INFO, logger=HOST_LOG)
+    async with asyncio.timeout(20), hosts(config(1), config(2)) as (a, b):
+        await a.connect(b.listen_addrs[0])
+        a.disconnect_nowait(b.peer_id)
+        await wait_until(lambda: b.peer_id not in a.connected_peers())
+        a.redial_nowait(b.peer_id)
+        await logged(caplog, f"{b.peer_id} is not connected: the next stream dials afresh")
+        assert not any("answers no ping" in record.getMessage() for record in caplog.records)
+        assert CLOSED_UNANSWERED not in a.connections_closed
