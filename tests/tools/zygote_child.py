@@ -27,12 +27,16 @@ class _Freed:
         write(1, b"freed\n")  # os itself may be torn down by then
 
 
+def _end_later() -> None:
+    time.sleep(0.2)
+    print("thread ended")
+
+
 def _end(code: str) -> None:
     gc.disable()  # the cycle waits for the teardown
     _Freed()
     atexit.register(print, "atexit ran")
-    # not daemonic: the exit waits for it
-    threading.Thread(target=lambda: (time.sleep(0.2), print("thread ended"))).start()
+    threading.Thread(target=_end_later).start()  # not daemonic: the exit waits for it
     print("unflushed", end=" ")  # a pipe's stdout is block-buffered
     sys.exit(int(code) if code.isdigit() else code)
 
