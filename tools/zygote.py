@@ -665,7 +665,7 @@ def _exit_without_teardown(code: object) -> NoReturn:
 
     A child holds the zygote's whole heap (every import, copy-on-write); tearing its modules
     and objects down touched all of it, and cost a node process ~90 ms of CPU after its node
-    had stopped, as much as its start and a second of idling. Kept, in the order
+    had stopped: more than its whole start (40-60 ms). Kept, in the order
     `Py_FinalizeEx` runs them: the wait for non-daemon threads, the atexit functions (logging
     flushes and closes its handlers), the flush of stdout and stderr. Skipped: freeing what is
     left, which no one reads (what must reach a disk is closed by its owner before: a node's
