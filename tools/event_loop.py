@@ -14,6 +14,13 @@ from typing import Any, TypeVar
 
 __all__ = ["run_node_loop"]
 
+try:  # with the module, not at the loop's start: a zygote's forks find it imported (~10 ms)
+    import uvloop
+except ImportError:  # a platform without its wheel: asyncio's own loop
+    HAVE_UVLOOP = False
+else:
+    HAVE_UVLOOP = True
+
 T = TypeVar("T")
 
 
@@ -24,8 +31,4 @@ def run_node_loop(main: Coroutine[Any, Any, T], *, uvloop: bool) -> T:
 
 
 def _uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:  # a platform without its wheel: asyncio's own loop
-        return None
-    return uvloop.new_event_loop
+    return uvloop.new_event_loop if HAVE_UVLOOP else None

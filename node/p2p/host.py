@@ -581,6 +581,7 @@ class P2PHost:
         self._paths: dict[str, dict[str | None, int]] = {}
         self._reserving = False
         self._reserve_again = False
+        self._reserve_task: asyncio.Task[None] | None = None
         self._relayed_via: dict[str, str] = {}
         self._on_addresses: Callable[[], None] = lambda: None
         self._direct_addrs: list[str] = []
@@ -689,6 +690,10 @@ class P2PHost:
             self._bridge.run_sync_soon(self._spawn_socket_closer)
         for task in self._handler_tasks:
             task.cancel()
+        if self._reserve_task is not None:
+            # A pass waits up to 10 s for a relay's identify, then its answer: a stop waited
+            # it out (IDENTIFY_WAIT_S, RESERVE_TIMEOUT_S); a reservation is of no use now.
+            self._reserve_task.cancel()
         try:
             if self._tasks is not None:
                 await self._tasks.__aexit__(None, None, None)
@@ -903,7 +908,7 @@ class P2PHost:
             self._reserve_again = True
             return
         self._reserving = True
-        self._tasks.create_task(self._reserve_in_background())
+        self._reserve_task = self._tasks.create_task(self._reserve_in_background())
 
     async def _reserve_in_background(self) -> None:
         """One pass, then another for each batch of triggers that came during it (a relay

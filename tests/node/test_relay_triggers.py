@@ -98,3 +98,27 @@ async def test_a_relay_that_dialled_us_is_named_by_the_address_it_listens_on() -
         await peer.connect(relay.listen_addrs[0])
         assert await peer.connect(circuit) == home.peer_id
         assert peer.paths_of(home.peer_id) == [relay.peer_id]
+
+
+async def test_a_stop_cancels_a_reservation_pass_in_flight() -> None:
+    """A pass can wait 10 s on a relay (its identify, then its answer: IDENTIFY_WAIT_S,
+    RESERVE_TIMEOUT_S); a stop cancels it. Before, the stop waited the pass out: here, held in
+    its ranking, forever; the test above, whose relay dialled the home, took 10.2 s in 10 of
+    11 runs of this file (0.3 s since)."""
+    ranking = asyncio.Event()
+
+    async def held(candidates: list[str]) -> list[str]:
+        ranking.set()
+        await asyncio.Future()  # a pass that does not end by itself
+        return candidates
+
+    async with (
+        asyncio.timeout(40),  # a guard only: the stop below either ends or never does
+        hosts(relay_config(10), private_config(11, relay_rank=held)) as (relay, home),
+    ):
+        assert await home.connect(relay.listen_addrs[0]) == relay.peer_id
+        while await home.check_reachability() is not Reachability.PRIVATE:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)  # identify has not yet told that `relay` serves AutoNAT
+        await ranking.wait()  # the verdict's pass is in flight
+        await home.aclose()
+        assert home.relays() == []
