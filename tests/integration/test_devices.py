@@ -185,10 +185,10 @@ async def test_a_device_linked_late_gets_the_whole_history(
         direct = await alice.open_direct(bob.user_id)
         assert await bob.open_direct(alice.user_id) == direct
         group = await alice.create_group("three", [bob.user_id, carol.user_id])
-        for i in range(5):
+        for i in range(20):
             await alice.send(direct, f"a{i}".encode())
             await bob.send(direct, f"b{i}".encode())
-        await wait_until_digests_agree([alice, bob], direct, 10)
+        await wait_until_digests_agree([alice, bob], direct, 40)
         for member in (bob, carol):
             await wait_until_members(member, group, 3)
             await member.send(group, b"hello group")
@@ -198,7 +198,7 @@ async def test_a_device_linked_late_gets_the_whole_history(
         laptop_config, _ = await link_device(alice, tmp_path / "alice-laptop")
         async with Node(laptop_config) as laptop:
             await laptop.connect(alice.listen_addrs[0])  # connecting to a sibling syncs
-            await wait_until_digests_agree([alice, laptop], direct, 10)
+            await wait_until_digests_agree([alice, laptop], direct, 40)
             await wait_until_digests_agree([alice, laptop], group, 4)
             assert await laptop.members(group) == await alice.members(group)
             # its siblings forward the room keys of that history (SPEC §27.12): it reads it all
@@ -349,8 +349,8 @@ async def test_three_devices_two_friends_skew_churn_and_a_late_link_converge(
                 await wait_until_members(carol, group, 3)
                 senders = [(alice, direct), (fast, direct), (slow, direct), (bob, direct)]
                 senders += [(alice, group), (fast, group), (bob, group), (carol, group)]
-                await asyncio.gather(  # two each, all at once: concurrent sends from every device
-                    *(n.send(r, f"burst {i}".encode()) for n, r in senders for i in range(2))
+                await asyncio.gather(
+                    *(n.send(r, f"burst {i}".encode()) for n, r in senders for i in range(5))
                 )
             # slow is away now; the others keep talking
             await asyncio.gather(*(n.send(direct, b"while slow is away") for n in (alice, bob)))
@@ -361,8 +361,8 @@ async def test_three_devices_two_friends_skew_churn_and_a_late_link_converge(
                 async with Node(late) as latecomer:
                     await latecomer.connect(alice.listen_addrs[0])
                     devices = [alice, fast, slow, latecomer]
-                    await wait_until_digests_agree([*devices, bob], direct, 10)
-                    await wait_until_digests_agree([*devices, bob, carol], group, 11)
+                    await wait_until_digests_agree([*devices, bob], direct, 22)
+                    await wait_until_digests_agree([*devices, bob, carol], group, 23)
 
 
 async def test_a_restart_under_a_clock_that_went_back_stamps_after_earlier_events(

@@ -79,15 +79,15 @@ async def test_five_node_group_in_a_chain(make_node: NodeFactory) -> None:
             await wait_until_members(node, room, set(users))
         # Only the messages: the group's membership may still be released to some of them.
         streams = [
-            asyncio.create_task(collect(n.events(), MessageReceived, 8, where=is_a_message))
+            asyncio.create_task(collect(n.events(), MessageReceived, 16, where=is_a_message))
             for n in nodes
         ]
         sent = {
-            i: [await nodes[i].send(room, f"{i}:{k}".encode()) for k in range(2)] for i in range(5)
+            i: [await nodes[i].send(room, f"{i}:{k}".encode()) for k in range(4)] for i in range(5)
         }
         for i, task in enumerate(streams):
             got = [e.envelope for e in await task]
-            assert len({e.message_id for e in got}) == 8
+            assert len({e.message_id for e in got}) == 16
             for j in range(5):
                 if j != i:
                     theirs = [e.message_id for e in got if e.sender_user == users[j]]
