@@ -134,7 +134,7 @@ run: $(STAMP)
 # warm caches; pytest's wall, the per-test log's CPU, load at the start), in the order run: base
 # 186 s, 246 s (11.4); branch 200 s, 241 s (7.7); branch 184 s, 230 s (21.2); base 246 s, 231 s
 # (7.4); base 147 s, 227 s (5.2); branch (a29ee3b) 119 s, 197 s (7.1); all 2,192 passed. The cut
-# (the `bench sync` and `send-counts` smoke sizes) is ~2.3 s of CPU a run; the rest of each
+# (the `bench sync` and `send-counts` smoke sizes) is 1.8-2.7 s of CPU a run; the rest of each
 # difference is the load. Fewer messages in the in-process tests saved nothing (their nodes'
 # starts and syncs cost, not the sends). Every worker ended within 4-11 s of the others and
 # ~14 s of wall is before the first test and after the last: not the order's to win.
