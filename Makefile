@@ -130,6 +130,15 @@ run: $(STAMP)
 # (worktree, warm) 361 s, 300 s of CPU in the log (load 17.6 -> 25.4; 1 browser test failed);
 # the branch's fresh clone on Debian's (.ci/run) 220 s, 264 s beside the compiling collection's
 # 8.5 s (load 8.7 -> 11.7), all passed. The loads differ: the pairs above carry the comparison.
+# Session 25 (suite; main 0143bf3 against s25-suite, both on Debian's 3.11.2, the heavy lock, -n 6,
+# warm caches; pytest's wall, the per-test log's CPU, load at the start), in the order run: base
+# 186 s, 246 s (11.4); branch 200 s, 241 s (7.7); branch 184 s, 230 s (21.2); base 246 s, 231 s
+# (7.4); base 147 s, 227 s (5.2); branch (a29ee3b) 119 s, 197 s (7.1); all 2,192 passed. The cut
+# (the `bench sync` and `send-counts` smoke sizes) is 1.8-2.7 s of CPU a run; the rest of each
+# difference is the load. Fewer messages in the in-process tests saved nothing (their nodes'
+# starts and syncs cost, not the sends). Every worker ended within 4-11 s of the others and
+# ~14 s of wall is before the first test and after the last: not the order's to win.
+# Then -n 4 152 s, 222 s (2.3); -n 6 122 s, 201 s (2.2), the branch's end both: -n 6 stays.
 # mDNS tests take a machine-wide lock (tests/conftest.py); TEST_ARGS="-n 0" runs serially.
 TEST_ARGS ?= -n 6
 # The NAT tests build network namespaces with iproute2 and nftables (tests/integration/netlab.py),

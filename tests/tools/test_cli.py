@@ -97,6 +97,7 @@ def test_bench_sync_prints_one_json_object(capsys: pytest.CaptureFixture[str]) -
     figures = quick_bench(capsys, "sync")
     assert set(figures["diff_bytes"]) == {"1", "10", "100", "1000"}
     assert figures["insync_round_trips"] >= 1 and figures["new_device_bytes"] > 0
+    assert figures["new_device_round_trips"] >= 2  # quick still spans frames (SPEC §21.6.2)
 
 
 def test_bench_node_cost_prints_the_cycle_and_an_idle_mesh(
