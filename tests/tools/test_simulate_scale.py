@@ -344,10 +344,12 @@ def test_a_slow_message_names_its_last_member_its_path_and_the_senders_outage() 
         "sent_s": 10.0,
         "to_last_s": 9.0,
         "sender": 0,
+        "senders_nth": 1,
         "last_member": 2,
         "path": "direct",
         "parked": {"down_before_s": 6.0, "ended_after_s": 9.0, "no_record": True},
     }
     assert (second["last_member"], second["path"]) == (1, "relayed via node 2")
+    assert second["senders_nth"] == 2
     assert second["parked"] == {"down_before_s": 8.0, "ended_after_s": 7.0, "no_record": False}
     assert report["by_path"] == {"direct, parked": 1, "relayed via node 2, parked": 1}

@@ -44,6 +44,10 @@ def slow_messages(
     peers = {str(s["peer_id"]): i for i, s in enumerate(statuses)}
     users = [str(s["user_id"]) for s in statuses]
     routes = [{a["message_id"]: a for a in s.get("slow_arrivals", [])} for s in statuses]
+    nth: dict[str, int] = {}  # a sender's first message starts its session (SPEC §27.5)
+    for sender in {m.acked.device for m in messages}:
+        mine = sorted((m.acked for m in messages if m.acked.device == sender), key=_sent_at)
+        nth.update((acked.message_id, n) for n, acked in enumerate(mine, 1))
     slow = []
     for message in messages:
         last = max(message.shown_at, key=message.shown_at.__getitem__)
@@ -56,14 +60,17 @@ def slow_messages(
     for latency, last, acked in slow:
         arrival = routes[last].get(acked.message_id)
         path = _path(None if arrival is None else str(arrival["route"]), acked.device, peers)
-        sent_ms = int((start_wall_s + acked.sent_at) * 1000)
-        parked = _parked(statuses[acked.device], users[last], sent_ms)
+        sent_ms, acked_ms = (
+            int((start_wall_s + at) * 1000) for at in (acked.sent_at, acked.acked_at)
+        )
+        parked = _parked(statuses[acked.device], users[last], sent_ms, acked_ms)
         paths[path + (", parked" if parked else "")] += 1
         listed.append(
             {
                 "sent_s": round(acked.sent_at, 1),
                 "to_last_s": round(latency, 2),
                 "sender": acked.device,
+                "senders_nth": nth[acked.message_id],
                 "last_member": last,
                 "path": path,
                 "parked": parked,
@@ -75,6 +82,10 @@ def slow_messages(
         "by_path": dict(paths.most_common()),
         "slowest": listed[:KEPT],
     }
+
+
+def _sent_at(acked: Acked) -> float:
+    return acked.sent_at
 
 
 def _path(route: str | None, sender: int, peers: dict[str, int]) -> str:
@@ -91,12 +102,19 @@ def _path(route: str | None, sender: int, peers: dict[str, int]) -> str:
     return "opened late by its key" if kind == "key" else kind
 
 
-def _parked(sender: dict[str, Any], user: str, sent_ms: int) -> dict[str, Any] | None:
+def _parked(
+    sender: dict[str, Any], user: str, sent_ms: int, acked_ms: int
+) -> dict[str, Any] | None:
     """The sender's outage of the last member that the message was sent in (its copy waited
     parked, or as a marker if no record named a home of it), if any: seconds it had been down
-    at the send, and until it was acked again."""
+    at the send (negative: it went down as the send was stored, before its ack), and until it
+    was acked again."""
     for outage in sender.get("outages_ended", []):
-        if outage["user"] == user and outage["since_ms"] <= sent_ms <= outage["ended_ms"]:
+        if (
+            outage["user"] == user
+            and outage["since_ms"] <= acked_ms
+            and sent_ms <= outage["ended_ms"]
+        ):
             return {
                 "down_before_s": round((sent_ms - outage["since_ms"]) / 1000, 1),
                 "ended_after_s": round((outage["ended_ms"] - sent_ms) / 1000, 1),
