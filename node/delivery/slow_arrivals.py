@@ -26,15 +26,17 @@ SLOW_MS: Final = 2_000
 """Later than this after its stamp: a member's copy the fast path (under 1 s) did not bring."""
 
 KEPT: Final = 256
+"""Slow arrivals kept, the latest: a run's slow messages, not a history."""
 
 
 @dataclass(frozen=True, slots=True)
 class SlowArrival:
+    """One message released late: its id, what released it (`gossip`, `deliver:<peer>`,
+    `fetch:<peer>`, or `key`: opened late) and how long after its stamp."""
+
     message_id: bytes
     route: str
-    """`gossip`, `deliver:<peer>`, `fetch:<peer>` or `key` (opened late)."""
     late_ms: int
-    """From the sender's stamp to the release."""
 
 
 class SlowArrivals:
