@@ -61,7 +61,7 @@ from hearthmesh.protocol.errors import (
 )
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC, gossip_message_id
 from hearthmesh.protocol.hlc import ZERO, Timestamp, decode_timestamp, encode_timestamp
-from hearthmesh.protocol.identity import DeviceCertificate, DeviceId, UserId
+from hearthmesh.protocol.identity import DeviceCertificate, DeviceId, UserId, user_id_text
 from hearthmesh.protocol.inbound import InboundLedger
 from hearthmesh.protocol.linking import LinkCode
 from hearthmesh.protocol.membership import MAX_ADD_TARGETS, Action, MembershipChange, RoomState
@@ -566,6 +566,27 @@ class Node:
     def home_lookups(self) -> int:
         """DHT lookups of other users' home records this node walked (SPEC §13.5)."""
         return self._services.home_lookups.asked
+
+    def slow_arrivals(self) -> list[dict[str, Any]]:
+        """The latest messages released to our app late, each with what brought it (SPEC
+        §20.6): the last member's side of a slow message."""
+        return [
+            {"message_id": a.message_id.hex(), "route": a.route, "late_ms": a.late_ms}
+            for a in self._services.receiver.slow.latest
+        ]
+
+    def outages_ended(self) -> list[dict[str, Any]]:
+        """The latest recipients that were down and acked again (SPEC §20.6): the sender's side
+        of a slow message (its copy waited parked, or as a marker while no record was known)."""
+        return [
+            {
+                "user": user_id_text(o.user),
+                "since_ms": o.since_ms,
+                "ended_ms": o.ended_ms,
+                "absent": o.absent,
+            }
+            for o in self._services.outbox.outages_ended
+        ]
 
     @property
     def undecryptable(self) -> int:

@@ -311,7 +311,7 @@ def build_services(
         probe_max_ms=config.outage_probe_max_ms,
     )
     records.revive_with(outbox.revive)
-    presence.revive_with(outbox.revive)
+    presence.revive_with(functools.partial(outbox.revive, cause="presence"))
     purge = PurgeService(
         store=store,
         directory=directory,
@@ -349,7 +349,7 @@ def build_services(
         host=host,
         clock=clock,
         home_record=homes.signed_record,
-        learn=records.learn,
+        learn=functools.partial(records.learn, source="hello"),
         takes_time_from=homes.is_clock_source,
         standing=standing,
         levels=capabilities.levels,
@@ -375,7 +375,12 @@ def build_services(
         store=store, crypto=crypto, homes=homes, clock=clock, on_refused=standing.refused
     )
     # what a forward, a key request or a history handoff opens
-    news = LateNews(release=release, emit=events.emit, publish=outcomes.publish)
+    news = LateNews(
+        release=release,
+        emit=events.emit,
+        publish=outcomes.publish,
+        slow=receiver.slow,
+    )
     taker = AnswerTaker(
         store=store, crypto=crypto, opener=opener, user=user, clock=clock, news=news
     )

@@ -47,6 +47,10 @@ class _Outage:
     """One of its homes connected while a probe was under way: probe again at once."""
     homeless: bool = False
     """Its last failure found no home to try: no record names one (a lookup found none)."""
+    since_ms: int = 0
+    """When it went down (0: before a restart): how long its deliveries waited, for the log."""
+    was_homeless: bool = False
+    """Absent at some time in this outage (`revive` clears `homeless`, not this)."""
 
 
 class Outages:
@@ -100,8 +104,17 @@ class Outages:
             cap_ms = BACKOFF_CAP_MS if refused else self._probe_max_ms
             retry_at = next_attempt_ms(failures, now_ms, self._rng, cap_ms=cap_ms)
             retry_at = max(retry_at, not_before_ms)
+        since_ms, was_homeless = (
+            (now_ms, homeless)
+            if outage is None
+            else (outage.since_ms, homeless or outage.was_homeless)
+        )
         self._down[destination] = _Outage(
-            failures=failures, retry_at_ms=retry_at, homeless=homeless
+            failures=failures,
+            retry_at_ms=retry_at,
+            homeless=homeless,
+            since_ms=since_ms,
+            was_homeless=was_homeless,
         )
         heapq.heappush(self._due, (retry_at, destination))
         return outage is None
@@ -118,6 +131,12 @@ class Outages:
     def reached(self, destination: bytes) -> bool:
         """One of its homes answered; True if it was down until now."""
         return self._down.pop(destination, None) is not None
+
+    def down_since(self, destination: bytes) -> tuple[int, bool] | None:
+        """When it went down (0: before a restart) and whether it was absent in this outage
+        (no record named a home of it); None if it is up."""
+        outage = self._down.get(destination)
+        return None if outage is None else (outage.since_ms, outage.was_homeless)
 
     def restored(self, destinations: Iterable[bytes]) -> None:
         """After a restart: these have parked entries; probe each at once."""

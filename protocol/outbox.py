@@ -24,7 +24,7 @@ its batches are halved until full ones are acked again (SPEC §11.5.2).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Generic, Protocol, TypeAlias, TypeVar
 
 from .backoff import next_attempt_ms
@@ -151,6 +151,10 @@ class UnparkAll:
     """The destination is back: every parked row of it is due now, in order."""
 
     destination: bytes
+    down_since_ms: int = field(default=0, compare=False)
+    """When it went down (0: before a restart; for the log and `simulate --scale`)."""
+    was_absent: bool = field(default=False, compare=False)
+    """No record named a home of it in this outage: its envelopes waited as markers."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -402,8 +406,12 @@ class OutboxMachine(Generic[E]):
                 done.append(entry.message_id)
             else:  # RELAYED, DEFERRED: not a delivery
                 again.append(entry)
-        if self._outages.reached(destination):
-            commands.append(UnparkAll(destination=destination))
+        down = self._outages.down_since(destination)
+        if down is not None and self._outages.reached(destination):
+            since_ms, absent = down
+            commands.append(
+                UnparkAll(destination=destination, down_since_ms=since_ms, was_absent=absent)
+            )
         if done:
             commands.append(Delivered(destination=destination, home=home, message_ids=tuple(done)))
             self._acked.setdefault(destination, {}).update(dict.fromkeys(done))

@@ -135,6 +135,8 @@ async def node_status(request: web.Request) -> web.Response:
             "unreachable": {"users": [user_id_text(u) for u in users], "own_homes": homes},
             "clients": len(service.sessions),
             "undecryptable": node.undecryptable,
+            "slow_arrivals": node.slow_arrivals(),
+            "outages_ended": node.outages_ended(),
             "api_url": service.api_url,
             "version": _version(),
             "protocol_version": PROTOCOL_VERSION,

@@ -208,7 +208,8 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             "peer id, listen addresses, user id, connected peers, reachability (public, "
             "private, unknown), relays we hold reservations on, each peer's paths (direct, "
             "webrtc or relay peer ids), hole punches per transport, unreachable homes, "
-            "undecryptable (held messages whose key was asked for in vain, SPEC §27.13), version"
+            "undecryptable (held messages whose key was asked for in vain, SPEC §27.13), "
+            "slow arrivals and ended outages (SPEC §20.6), version"
         )
     },
     "/v1/peers": {

@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from hearthmesh.node.clock import Clock
@@ -63,7 +64,7 @@ from hearthmesh.protocol.outbox import (
 from hearthmesh.storage.api import OutboxEntry, Store
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["LEASE_MS", "OutboxWorker", "failure_text"]
+__all__ = ["LEASE_MS", "OUTAGES_KEPT", "EndedOutage", "OutboxWorker", "failure_text"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,9 @@ HOME_FAILURE_TEXT_MAX: Final = 600
 """Characters kept of one home's failure in a batch's reason: room for an error with its
 causes (`describe_error`, up to six), so the log says why, not only that, a home was not reached."""
 
+OUTAGES_KEPT: Final = 256
+"""Ended outages of recipients the pump remembers (`outages_ended`), newest last."""
+
 FAILURE_TEXT_MAX: Final = 2_000
 """Characters kept of a batch's whole reason (each home's failure, then the relay's hand-off):
 a record names at most 8 homes, and a log line stays bounded whatever a peer's errors say."""
@@ -94,6 +98,19 @@ def failure_text(errors: Iterable[str]) -> str:
     the cause chain that says what went wrong (a reset, a negotiation timeout, a refusal)."""
     text = "; ".join(error[:HOME_FAILURE_TEXT_MAX] for error in errors)
     return text[:FAILURE_TEXT_MAX]
+
+
+@dataclass(frozen=True, slots=True)
+class EndedOutage:
+    """A recipient that was down and acked again: what its deliveries waited for (status,
+    `simulate --scale`'s slow messages)."""
+
+    user: UserId
+    since_ms: int
+    """When it went down (0: before a restart)."""
+    ended_ms: int
+    absent: bool
+    """No record named a home of it for some of the outage: its envelopes waited as markers."""
 
 
 class OutboxWorker:
@@ -139,6 +156,8 @@ class OutboxWorker:
         history into entries, so it runs as a long write (`AsyncStore.run_long`)."""
         self.delivered = 0
         """Entries acked by a home node (for status and benchmarks)."""
+        self.outages_ended: deque[EndedOutage] = deque(maxlen=OUTAGES_KEPT)
+        """The latest recipients' outages that ended, oldest first."""
 
     def _new_machine(self) -> OutboxMachine[OutboxEntry]:
         return OutboxMachine(rng=self._rng, probe_max_ms=self._probe_max_ms)
@@ -160,8 +179,9 @@ class OutboxWorker:
         """Destinations down now (SPEC §11.5.2): their deliveries wait parked."""
         return self._machine.down()
 
-    def revive(self, peer_id: str) -> None:
-        """`peer_id` connected: a destination down that it is a home of is probed at once."""
+    def revive(self, peer_id: str, *, cause: str = "connected") -> None:
+        """`peer_id` connected (or a record naming it was learnt, `cause`): a destination down
+        that it is a home of is probed at once."""
 
         def homed_at(destination: bytes) -> bool:
             own_home = destination_peer(destination)
@@ -169,7 +189,12 @@ class OutboxWorker:
                 return own_home == peer_id
             return peer_id in self._directory.homes(UserId(destination))
 
-        if self._machine.home_connected(filter(homed_at, self._machine.down())):
+        machine = self._machine
+        revived = [d for d in machine.down() if homed_at(d)]
+        for destination in revived:
+            if machine.absent(destination):  # its deliveries waited as markers until now
+                log.info("%s known at %s (%s): probing", _name(destination), peer_id[-8:], cause)
+        if machine.home_connected(revived):
             self.wake()
 
     def lease_due_ms(self) -> int:
@@ -376,8 +401,17 @@ class OutboxWorker:
                         await self._probe(destination, limit)
                     elif self._group is not None:  # a lookup may take seconds: not inline
                         self._group.create_task(self._probe_unknown(destination, limit))
-                case UnparkAll(destination=destination):
-                    log.info("%s reachable again: delivering what was parked", _name(destination))
+                case UnparkAll(destination=destination, down_since_ms=since, was_absent=absent):
+                    now_ms = self._now()
+                    log.info(
+                        "%s reachable again after %.1f s%s: delivering what was parked",
+                        _name(destination),
+                        (now_ms - since) / 1000 if since else 0.0,
+                        " (no record named a home of it)" if absent else "",
+                    )
+                    if destination_peer(destination) is None:
+                        ended = EndedOutage(UserId(destination), since, now_ms, absent)
+                        self.outages_ended.append(ended)
                     if self._group is not None:
                         self._group.create_task(self._unpark_all(destination))
                 case Settle(acked=acked):

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from hearthmesh.node.clock import Clock, HybridClock
 from hearthmesh.node.delivery.inbox import Arrival, Inbox, StoreOutcome
+from hearthmesh.node.delivery.slow_arrivals import SlowArrivals
 from hearthmesh.node.events import MessageReceived, NodeEvent
 from hearthmesh.node.identity.certificates import ThreadCertificates
 from hearthmesh.node.identity.keyring import Keyring
@@ -72,6 +73,8 @@ class Receiver:
         self._recent = RecentlyStored()
         """What the store answered STORED or DUPLICATE lately (`protocol.arrival`: the store
         owns dedupe; this only spares a second copy the checks)."""
+        self.slow = SlowArrivals(clock)
+        """Messages released to the app late, with what brought them (SPEC §20.6)."""
         self.certificates = ThreadCertificates()
         """Sender certificates verified so far: the event loop's cache (deliveries, gossip
         listeners and presence share it; the trio thread's validators have their own)."""
@@ -154,7 +157,7 @@ class Receiver:
             from_sibling=from_sibling,
             fetched=fetched,
         )
-        self._publish(outcome)
+        self._publish(outcome, f"{'fetch' if fetched else 'deliver'}:{peer}")
         return outcome.results
 
     async def accept_gossip(self, items: list[GossipItem]) -> list[DeliveryResult]:
@@ -188,11 +191,13 @@ class Receiver:
             now_ms=self._clock.now_ms(),
             fast_path=True,
         )
-        self._publish(outcome)
+        self._publish(outcome, "gossip")
         return outcome.results
 
-    def _publish(self, outcome: StoreOutcome) -> None:
+    def _publish(self, outcome: StoreOutcome, route: str) -> None:
         self._recent.note(outcome.results)
+        if outcome.released:
+            self.slow.note(outcome.released, route)
         for envelope in outcome.released:
             if reaches_the_app(envelope):
                 self._emit(MessageReceived(envelope=envelope))

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence, Set
 from typing import TYPE_CHECKING
 
 from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.delivery.slow_arrivals import SlowArrivals
 from hearthmesh.node.events import MessageReceived, NodeEvent
 from hearthmesh.node.rooms.contact_events import apply_contact_event
 from hearthmesh.node.rooms.message_actions import index_opened
@@ -49,10 +50,13 @@ class LateNews:
         release: ReleaseOrder,
         emit: Callable[[NodeEvent], None],
         publish: Callable[[StoreOutcome], None],
+        slow: SlowArrivals | None = None,
     ) -> None:
+        """`slow`: where the messages opened late are noted (the receiver's)."""
         self._release = release
         self._emit = emit
         self._publish = publish
+        self._slow = slow
 
     def passed(self, store: Store, opened: Sequence[Envelope]) -> list[Envelope]:
         """Of `opened` (in sender order), those released before they opened; in the write
@@ -61,6 +65,8 @@ class LateNews:
 
     def tell(self, outcome: StoreOutcome) -> None:
         """Announce what the batch that opened them did, once it committed."""
+        if self._slow is not None and outcome.released:
+            self._slow.note(outcome.released, "key")
         for envelope in outcome.released:
             if reaches_the_app(envelope):
                 self._emit(MessageReceived(envelope=envelope))

@@ -47,6 +47,7 @@ import asyncio
 import bisect
 import heapq
 import itertools
+import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -68,6 +69,8 @@ __all__ = [
     "WALK_TIMEOUT_S",
     "HomeLookups",
 ]
+
+log = logging.getLogger(__name__)
 
 LOOKUPS_AT_ONCE: Final = 4
 """DHT lookups under way at once; the others wait their turn (each opens streams to several
@@ -307,11 +310,13 @@ class HomeLookups:
             self._bound_misses()
 
     def _note(self, user: UserId, found: bool) -> None:
-        if found:
-            self._misses.pop(user, None)
-            return
         held = self._misses.pop(user, None)
+        if found:
+            if held is not None:  # what a member's deliveries waited for (SPEC §20.6)
+                log.info("home of %s found after %d misses", user.hex()[:12], held.misses)
+            return
         misses = 1 if held is None else held.misses + 1
+        log.debug("home of %s not found (%d misses)", user.hex()[:12], misses)
         wait_ms = LONG_MISS_WAIT_MS if misses >= LONG_MISS_AFTER else RETRY_AFTER_MISS_MS
         half = wait_ms // 2
         again_ms = self._clock.now_ms() + half + int.from_bytes(self._rng(4), "big") % (half + 1)

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.relay import RelayForwarder
@@ -76,11 +75,12 @@ class HomeRecords:
         """Set with `published`: what a caller that needs the record in the DHT awaits."""
         self._putting = False
         self._again = False
-        self._revive: Callable[[str], None] = _revive_nothing
+        self._revive: _Revive = _revive_nothing
 
-    def revive_with(self, revive: Callable[[str], None]) -> None:
-        """Tell `revive` each home of a user whose newer record we learn: its addresses may be
-        new (a relay reservation, SPEC §10.8), so a delivery waiting on it tries again now."""
+    def revive_with(self, revive: _Revive) -> None:
+        """Tell `revive` each home of a user whose newer record we learn (and where from): its
+        addresses may be new (a relay reservation, SPEC §10.8), so a delivery waiting on it
+        tries again now."""
         self._revive = revive
 
     async def publish(self) -> bool:
@@ -129,7 +129,7 @@ class HomeRecords:
             data = await self._host.dht_get(home_record_key(user))
             if data is None:
                 return False
-            await self.learn(data)
+            await self.learn(data, source="dht")
         except HearthError as exc:
             if store_failed(exc):  # the store failed: the node fail-stops
                 raise
@@ -137,15 +137,16 @@ class HomeRecords:
             return False
         return True
 
-    async def learn(self, data: bytes) -> None:
-        """Adopt another user's home record (a contact card). Raises RemoteProtocolError."""
+    async def learn(self, data: bytes, *, source: str = "record") -> None:
+        """Adopt another user's home record (a contact card; `source`: where it came from, for
+        the log). Raises RemoteProtocolError."""
         record = await self._store.run(
             self._directory.learn, self._store.store, data, now_ms=self._clock.now_ms()
         )
         if record is not None:
             await self._homes.consider(record, data)  # our own user's, newer: a change of devices
             for home in record.homes:
-                self._revive(home)
+                self._revive(home, cause=source)
             await self._trust.adopted(record)  # SPEC §29.5: warn if verified keys changed
             self._relay.wake((record.user,))
 
@@ -206,5 +207,9 @@ class HomeRecords:
         return answer
 
 
-def _revive_nothing(peer: str) -> None:
+class _Revive(Protocol):
+    def __call__(self, peer_id: str, *, cause: str) -> None: ...
+
+
+def _revive_nothing(peer_id: str, *, cause: str) -> None:
     """The revive hook until `revive_with` sets one."""

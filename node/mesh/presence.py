@@ -148,7 +148,7 @@ class PresenceService:
             log.info("presence not published: %s", exc)
 
     def _record_due(self) -> bool:
-        return self._pacing.due(self._home_record())
+        return self._pacing.due(self._home_record(), self._host.topic_peers(PRESENCE_TOPIC))
 
     async def run(self, subscription: Subscription) -> None:
         """Announce every interval, expire silent users, and take others' announcements."""

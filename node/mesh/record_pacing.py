@@ -8,8 +8,17 @@ its own last publication, so the mesh as a whole republishes about `RECORD_PUBLI
 a period, however large it is; a changed record still goes at once. Every home sees about the
 same publishers in one period, so the periods agree.
 
-State: the record last published, the intervals since, and the other users heard on the topic
-since (at most `MAX_HEARD`).
+A publication reaches only the peers that follow the topic as it goes out: a home's first, as
+it starts, reaches none, and at 50 nodes (started a minute apart, dialled after) the next ones
+a period later reached a mesh still forming. Members then held no record of some homes minutes
+into sending, and their deliveries to those homes waited as markers until a connection's hello
+brought the record (23-140 s, SPEC §20.6). So the record also goes again as soon as the topic's
+peers have doubled since it last went out (counted from the fewest seen since, so a home that
+lost its peers and found them again republishes too): a few more publications while a home
+joins a mesh, none in a steady one.
+
+State: the record last published, the intervals since, the topic's peers it reached (lowered
+as peers leave), and the other users heard on the topic since (at most `MAX_HEARD`).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ class RecordPacing:
     def __init__(self) -> None:
         self._published: bytes | None = None
         self._since = 0
+        self._reached = 0
         self._heard: set[bytes] = set()
 
     @property
@@ -49,12 +59,15 @@ class RecordPacing:
         if len(self._heard) < MAX_HEARD:
             self._heard.add(user)
 
-    def due(self, record: bytes) -> bool:
-        """One presence interval passed: publish `record` now? (It changed, or a period
-        went by.) A yes starts the next period."""
+    def due(self, record: bytes, peers: int = 0) -> bool:
+        """One presence interval passed, with `peers` following the topic: publish `record`
+        now? (It changed, a period went by, or the peers doubled since it went out.) A yes
+        starts the next period."""
         self._since += 1
-        if record == self._published and self._since < self.period:
+        self._reached = min(self._reached, peers)
+        grown = peers > self._reached and peers >= 2 * self._reached
+        if record == self._published and self._since < self.period and not grown:
             return False
-        self._published, self._since = record, 0
+        self._published, self._since, self._reached = record, 0, peers
         self._heard.clear()
         return True

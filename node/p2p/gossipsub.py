@@ -225,6 +225,12 @@ class GossipLayer:
         router = self._gossipsub
         return 0 if router is None else router.counts.rpcs_dropped
 
+    def topic_peers(self, topic: str) -> int:
+        """Peers known to follow `topic` (0 before `build`); a set's length read across
+        threads is whole."""
+        pubsub = self._pubsub
+        return 0 if pubsub is None else len(pubsub.peer_topics.get(topic, ()))
+
     def _require_pubsub(self) -> Pubsub:
         if self._pubsub is None:
             raise HostClosed("libp2p host is not running")

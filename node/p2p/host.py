@@ -1591,6 +1591,10 @@ class P2PHost:
         """
         await self._gossip.publish(topic, data)
 
+    def topic_peers(self, topic: str) -> int:
+        """How many peers we know follow `topic` (their subscriptions reached us)."""
+        return self._gossip.topic_peers(topic)
+
     async def wait_for_mesh_peer(self, topic: str, peer_id: str) -> None:
         """Wait until `peer_id` is in our gossipsub mesh for `topic` (bound it with a timeout)."""
         await self._gossip.wait_for_mesh_peer(topic, peer_id)

@@ -25,9 +25,9 @@ async def test_an_asker_holding_the_answer_is_known_to_the_node(
     the taking was slow (under load). Here the taking is made slow on purpose."""
     take = HomeRecords.learn
 
-    async def slow_take(self: HomeRecords, record: bytes) -> None:
+    async def slow_take(self: HomeRecords, record: bytes, *, source: str = "record") -> None:
         await asyncio.sleep(0.3)
-        await take(self, record)
+        await take(self, record, source=source)
 
     monkeypatch.setattr(HomeRecords, "learn", slow_take)
     async with asyncio.timeout(20), make_node() as node, HostilePeer() as newcomer:

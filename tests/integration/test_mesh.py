@@ -16,6 +16,7 @@ import pytest
 
 from hearthmesh.node.clock import SystemClock
 from hearthmesh.node.events import MessageReceived, NodeEvent, PresenceChanged, TypingChanged
+from hearthmesh.node.mesh import record_pacing
 from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
 from hearthmesh.node.social.privacy import Visibility
@@ -30,7 +31,7 @@ from hearthmesh.protocol.delivery import (
 )
 from hearthmesh.protocol.envelope import Kind, RoomId, seal
 from hearthmesh.protocol.errors import ErrorCode, HearthError
-from hearthmesh.protocol.gossip import room_topic
+from hearthmesh.protocol.gossip import PRESENCE_TOPIC, room_topic
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import (
     DeviceId,
@@ -282,6 +283,31 @@ async def test_unknown_user_is_found_through_the_dht(make_node: NodeFactory) -> 
         arriving = asyncio.create_task(collect(carol.events(), MessageReceived, 1))
         sent = await alice.send(room, b"found you")
         assert [e.envelope.message_id for e in await arriving] == [sent.message_id]
+
+
+async def test_a_home_that_started_alone_puts_its_record_on_the_topic_once_it_has_peers(
+    make_node: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPEC §32.4.3: alice's first record goes out before she has a peer, to nobody. Once she
+    connects to bob, the topic's peers have grown and it goes again, through bob to carol, who
+    follows the topic (a bare host: no hello, so the topic is all she hears of alice). Alice's
+    period is put out of the test's reach: at 50 nodes it was minutes, and members held no
+    record of some homes minutes into sending."""
+    monkeypatch.setattr(record_pacing, "RECORD_EVERY", 100_000)
+    async with (
+        asyncio.timeout(20),
+        make_node("alice", **PRESENCE) as alice,
+        make_node("bob", **PRESENCE) as bob,
+        P2PHost(HostConfig(identity_seed=os.urandom(32))) as carol,
+    ):
+        rounds = alice._services.presence.announcements
+        await wait_until(lambda: alice._services.presence.announcements > rounds)
+        topic = await carol.subscribe(PRESENCE_TOPIC)
+        await carol.connect(bob.listen_addrs[0])
+        await wait_until(lambda: bob._host.topic_peers(PRESENCE_TOPIC) == 1)
+        await alice.connect(bob.listen_addrs[0])
+        while (await topic.get()).origin != alice.peer_id:
+            pass  # bob's own records
 
 
 async def test_a_killed_node_goes_offline_after_the_ttl(

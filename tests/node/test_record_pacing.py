@@ -60,3 +60,17 @@ def test_a_flood_of_strangers_records_stretches_the_period_only_so_far() -> None
     assert pacing.due(RECORD)
     _hear(pacing, 100 * MAX_HEARD)
     assert _intervals_until_due(pacing) == RECORD_EVERY * MAX_STRETCH
+
+
+def test_the_record_goes_again_each_time_the_topics_peers_doubled_since_it_went_out() -> None:
+    """SPEC §32.4.3: a home's first record goes out before it has peers; it goes again as the
+    topic's peers grow (1, 2, 4, 8: a mesh forming), not for a peer more in a steady mesh,
+    and again as peers come back after it lost them."""
+    pacing = RecordPacing()
+    assert pacing.due(RECORD, 0)  # at the start: nobody hears it
+    assert not pacing.due(RECORD, 0)
+    went = [peers for peers in (1, 2, 3, 4, 5, 7, 8, 9, 15, 16) if pacing.due(RECORD, peers)]
+    assert went == [1, 2, 4, 8, 16]
+    assert [pacing.due(RECORD, peers) for peers in (17, 20, 31)] == [False] * 3
+    assert not pacing.due(RECORD, 3)  # most peers gone: nothing new to tell those left
+    assert pacing.due(RECORD, 6)  # back, doubled from the fewest: they may have missed it

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from hearthmesh.tools.cli import main
+from hearthmesh.tools.simulate.checker import Acked, Seen
 from hearthmesh.tools.simulate.cost import NodeCost, parse_ss, summarize
 from hearthmesh.tools.simulate.scale import (
     ScaleConfig,
@@ -22,6 +23,7 @@ from hearthmesh.tools.simulate.scale import (
     _wire_between,
     run_scale,
 )
+from hearthmesh.tools.simulate.slow_paths import messages_of, slow_messages
 
 SS = """\
 0      0      127.0.0.1:4001 127.0.0.1:50000 users:(("hearthmesh",pid=11,fd=7))
@@ -282,6 +284,7 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     assert work["acked"] >= 5 and work["missing"] == work["duplicates"] == 0, work
     assert work["delivered"] == 2 * work["acked"], work
     assert work["to_last_member"]["messages"] == work["acked"], work
+    assert work["slow_messages"]["count"] <= work["acked"], work  # each named (SPEC §20.6)
     assert work["cpu_s"]["mean"] > 0 and work["sent_kib"]["mean"] > 0, work
     assert work["connections"]["mean"] >= 2, work  # the two other nodes, whatever else
     assert isinstance(work["connections_closed"], dict), work  # per reason (SPEC §10.13)
@@ -303,3 +306,50 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     assert (tmp_path / "nodes" / "n3-by" / "node0" / "store").is_dir()  # the bystander ran
     # --node-log-level reaches the nodes (it did not: a 50-node run's logs held no INFO)
     assert " INFO " in (tmp_path / "nodes" / "n3" / "node0.log").read_text()
+
+
+def test_a_slow_message_names_its_last_member_its_path_and_the_senders_outage() -> None:
+    """SPEC §20.6: a message slow to its last member is listed with that member, the path
+    its node noted (direct from the sender's home, a relay, gossip) and the sender's outage of
+    that member it was sent in; a fast one is not listed."""
+    statuses: list[dict[str, Any]] = [
+        {
+            "peer_id": f"peer{i}",
+            "user_id": f"user{i}",
+            "slow_arrivals": [],
+            "outages_ended": [],
+        }
+        for i in range(3)
+    ]
+    statuses[2]["slow_arrivals"] = [{"message_id": "m1", "route": "deliver:peer0", "late_ms": 9}]
+    statuses[1]["slow_arrivals"] = [{"message_id": "m2", "route": "deliver:peer2", "late_ms": 5}]
+    start_wall_s = 1000.0
+    statuses[0]["outages_ended"] = [
+        {"user": "user2", "since_ms": 1_001_000, "ended_ms": 1_002_000, "absent": False},
+        {"user": "user2", "since_ms": 1_004_000, "ended_ms": 1_019_000, "absent": True},
+        {"user": "user1", "since_ms": 1_004_000, "ended_ms": 1_019_000, "absent": False},
+    ]
+    messages = messages_of(
+        [Acked("m1", 0, 10.0, 10.1), Acked("m2", 0, 12.0, 12.1), Acked("m3", 1, 12.0, 12.1)],
+        {
+            0: [Seen("m3", "d1", 1, 12.5)],
+            1: [Seen("m1", "d0", 1, 10.4), Seen("m2", "d0", 2, 17.0)],
+            2: [Seen("m1", "d0", 1, 19.0), Seen("m2", "d0", 2, 12.3), Seen("m3", "d1", 1, 12.4)],
+        },
+    )
+    report = slow_messages(messages, statuses, start_wall_s)
+    assert report["count"] == 2
+    first, second = report["slowest"]
+    assert first == {
+        "sent_s": 10.0,
+        "to_last_s": 9.0,
+        "sender": 0,
+        "senders_nth": 1,
+        "last_member": 2,
+        "path": "direct",
+        "parked": {"down_before_s": 6.0, "ended_after_s": 9.0, "no_record": True},
+    }
+    assert (second["last_member"], second["path"]) == (1, "relayed via node 2")
+    assert second["senders_nth"] == 2
+    assert second["parked"] == {"down_before_s": 8.0, "ended_after_s": 7.0, "no_record": False}
+    assert report["by_path"] == {"direct, parked": 1, "relayed via node 2, parked": 1}

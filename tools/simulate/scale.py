@@ -56,6 +56,7 @@ from hearthmesh.tools.simulate.run import (
     _send_loop,
     _wait_member,
 )
+from hearthmesh.tools.simulate.slow_paths import Message, messages_of, slow_messages
 from hearthmesh.tools.simulate.workload import DeviceClient
 
 __all__ = ["IDLE_S", "ScaleConfig", "run_scale", "scale"]
@@ -208,20 +209,12 @@ def _formation(
     }
 
 
-def _to_last_member(run: _Run) -> list[tuple[float, float]]:
+def _to_last_member(messages: list[Message]) -> list[tuple[float, float]]:
     """Per acked message that reached every other real member: (sent at, seconds until the
     last one had it)."""
-    arrived: dict[str, dict[int, float]] = {}
-    for client in run.clients:
-        for seen in client.seen:
-            arrived.setdefault(seen.message_id, {}).setdefault(client.node.index, seen.at)
-    others = len(run.clients) - 1
-    latencies = []
-    for acked in run.acked():
-        at = {d: t for d, t in arrived.get(acked.message_id, {}).items() if d != acked.device}
-        if len(at) == others:
-            latencies.append((acked.sent_at, max(0.0, max(at.values()) - acked.sent_at)))
-    return latencies
+    return [
+        (m.acked.sent_at, max(0.0, max(m.shown_at.values()) - m.acked.sent_at)) for m in messages
+    ]
 
 
 def _by_window(latencies: list[tuple[float, float]], window_s: float) -> list[float]:
@@ -564,7 +557,9 @@ async def _one_size(
             [n.user for n in mesh.nodes],
         )
         cpu = [c.cpu_s for c in work_costs.values()]
-        last = _to_last_member(run)
+        shown = messages_of(acked, {c.node.index: c.seen for c in run.clients})
+        last = _to_last_member(shown)
+        start_wall_s = time.time() - (time.monotonic() - run.start)
         if config.out is not None:
             setting = f"({size} nodes, {members} members, {config.rate:g}/s)"
             png = config.out / f"latency-{size}.png"
@@ -600,6 +595,8 @@ async def _one_size(
                 ),
                 "to_last_member": {**_latency([lat for _, lat in last]), "messages": len(last)},
                 "to_last_member_p50_by_10s": _by_window(last, 10.0),
+                # each slow message's last member and the path its copy took (SPEC §20.6)
+                "slow_messages": slow_messages(shown, after, start_wall_s),
                 # held for want of a room key (SPEC §27.13), and members a home could not reach,
                 # summed over the nodes as the last message was sent: what a slow member waits on
                 "undecryptable": sum(int(s["undecryptable"]) for s in status),
