@@ -157,7 +157,7 @@ class Receiver:
             from_sibling=from_sibling,
             fetched=fetched,
         )
-        self._publish(outcome, f"{'fetch' if fetched else 'deliver'}:{peer}")
+        self._publish(outcome, "fetch" if fetched else "deliver", peer)
         return outcome.results
 
     async def accept_gossip(self, items: list[GossipItem]) -> list[DeliveryResult]:
@@ -194,10 +194,10 @@ class Receiver:
         self._publish(outcome, "gossip")
         return outcome.results
 
-    def _publish(self, outcome: StoreOutcome, route: str) -> None:
+    def _publish(self, outcome: StoreOutcome, route: str, peer: str | None = None) -> None:
         self._recent.note(outcome.results)
         if outcome.released:
-            self.slow.note(outcome.released, route)
+            self.slow.note(outcome.released, route, peer)
         for envelope in outcome.released:
             if reaches_the_app(envelope):
                 self._emit(MessageReceived(envelope=envelope))

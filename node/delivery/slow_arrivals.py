@@ -46,9 +46,12 @@ class SlowArrivals:
         self._clock = clock
         self.latest: deque[SlowArrival] = deque(maxlen=KEPT)
 
-    def note(self, released: Iterable[Envelope], route: str) -> None:
+    def note(self, released: Iterable[Envelope], route: str, peer: str | None = None) -> None:
+        """Keep those of `released` that came late, by `route` (from `peer`: `route:peer`,
+        named only for a late one, since this runs for every batch)."""
         now_ms = self._clock.now_ms()
         for envelope in released:
             late_ms = now_ms - envelope.hlc.wall_ms
             if late_ms > SLOW_MS:
-                self.latest.append(SlowArrival(envelope.message_id, route, late_ms))
+                named = route if peer is None else f"{route}:{peer}"
+                self.latest.append(SlowArrival(envelope.message_id, named, late_ms))
