@@ -24,7 +24,6 @@ import multiaddr  # type: ignore[import-untyped]
 import trio
 from libp2p.abc import IHost, IMuxedConn, INetStream
 from libp2p.host.autonat.autonat import AUTONAT_PROTOCOL_ID, AutoNATService, AutoNATStatus
-from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.host.basic_host import BasicHost
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
@@ -74,10 +73,6 @@ _FROM_LIBP2P: Final = {
     AutoNATStatus.PUBLIC: Reachability.PUBLIC,
     AutoNATStatus.PRIVATE: Reachability.PRIVATE,
 }
-
-
-_VERDICTS: Final = frozenset({int(Message.OK), int(Message.E_DIAL_ERROR)})
-"""The answers that say whether we are reachable: dialled back, or every dial-back failed."""
 
 
 class _SlowHandshake(Exception):
@@ -249,17 +244,10 @@ class AutoNatLayer:
         addrs = [multiaddr.Multiaddr(a).to_bytes() for a in self._advertised()]
 
         async def ask(server: ID) -> None:
-            held = service.dial_results.get(server)
             try:
-                status, _ = await service.query_server(server, addrs, timeout=QUERY_TIMEOUT_S)
+                await service.query_server(server, addrs, timeout=QUERY_TIMEOUT_S)
             except Exception as exc:  # a server that cannot answer gives no verdict
                 log.debug("AutoNAT query to %s failed: %r", server, exc)
-                return
-            if status not in _VERDICTS:
-                # py-libp2p holds any status but OK as "not reachable"; a refusal (no address
-                # at the IP it sees us from, a relayed request) or an error says nothing of us.
-                log.debug("AutoNAT server %s gave no verdict: status %d", server, status)
-                _hold(service.dial_results, server, held)
 
         async with trio.open_nursery() as nursery:  # a dial-back may take DIAL_BACK_TIMEOUT_S
             for server in servers[:MAX_SERVERS_PER_ROUND]:
@@ -283,14 +271,6 @@ def worth_asking(servers: list[ID], answered: Collection[ID], confirmations: int
     if len({*servers, *answered}) >= confirmations:
         return servers
     return [server for server in servers if server not in answered]
-
-
-def _hold(verdicts: dict[ID, bool], server: ID, verdict: bool | None) -> None:
-    """Put back the verdict `server` gave before (none: forget it)."""
-    if verdict is None:
-        verdicts.pop(server, None)
-    else:
-        verdicts[server] = verdict
 
 
 def _split(verdicts: Collection[bool]) -> tuple[int, int]:

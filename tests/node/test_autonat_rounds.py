@@ -1,7 +1,7 @@
 """AutoNAT (SPEC §10.6): while a node's reachability is unknown, a server that has answered is
 asked again only when enough verdicts could be held to decide; a busy node whose dial-back
 connects but handshakes slowly is not told private; a request's dial-backs end with the
-asker's wait; a refusal is no verdict."""
+asker's wait."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import pytest
 import trio
 from libp2p import new_host
 from libp2p.abc import IRawConnection, ISecureConn
-from libp2p.host.autonat.pb.autonat_pb2 import Message
 from libp2p.host.basic_host import BasicHost
 from libp2p.peer.id import ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -178,35 +177,3 @@ def _keep(
         await trio.sleep_forever()
 
     return handle
-
-
-async def test_a_refused_dial_back_is_not_a_private_verdict(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """a advertises only an address at another IP than the one b sees it from, so b refuses
-    to dial it (E_DIAL_REFUSED: dialling it could aim b at a third party). py-libp2p held the
-    refusal as "not reachable" and a, with one confirmation needed, was private; a refusal
-    says nothing of a's reachability, so a stays unknown."""
-    statuses: list[int] = []
-    handle = autonat._FreshDialBack._handle_dial
-
-    async def noted(
-        self: autonat._FreshDialBack, message: Message, observed_ip: str | None, relayed: bool
-    ) -> Message:
-        response = await handle(self, message, observed_ip, relayed)
-        statuses.append(int(response.dialResponse.status))
-        return response
-
-    monkeypatch.setattr(autonat._FreshDialBack, "_handle_dial", noted)
-    quiet = {"autonat_checks": False, "autonat_confirmations": 1}
-    elsewhere = {"announce_addrs": ["/ip4/127.0.0.2/tcp/4001"]}
-    async with (
-        asyncio.timeout(30),
-        hosts(config(14, **quiet, **elsewhere), config(15, **quiet)) as (a, b),
-    ):
-        await a.connect(b.listen_addrs[0])
-        while not statuses:  # the first rounds may find b's protocols not yet told
-            assert await a.check_reachability() is Reachability.UNKNOWN
-            await asyncio.sleep(0.1)
-        assert statuses == [Message.E_DIAL_REFUSED]
-        assert await a.check_reachability() is Reachability.UNKNOWN
