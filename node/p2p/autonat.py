@@ -248,6 +248,8 @@ class AutoNatLayer:
                 await service.query_server(server, addrs, timeout=QUERY_TIMEOUT_S)
             except Exception as exc:  # a server that cannot answer gives no verdict
                 log.debug("AutoNAT query to %s failed: %r", server, exc)
+            # A refusal (no listed address at the IP the server sees) stays "not reachable", as
+            # py-libp2p holds it: a home behind a NAT lists only private addresses (SPEC §10.6).
 
         async with trio.open_nursery() as nursery:  # a dial-back may take DIAL_BACK_TIMEOUT_S
             for server in servers[:MAX_SERVERS_PER_ROUND]:
