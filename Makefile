@@ -205,6 +205,7 @@ browser:
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check protocol storage node tools tests
+	$(VENV)/bin/ruff format --check protocol storage node tools tests
 	$(VENV)/bin/mypy --strict -p hearthmesh.protocol -p hearthmesh.storage -p hearthmesh.node -p hearthmesh.tools
 	$(VENV)/bin/mypy --strict tests
 

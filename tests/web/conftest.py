@@ -24,9 +24,7 @@ from playwright.async_api import (
     async_playwright,
 )
 
-CHROMIUM = Path(
-    os.environ.get("HEARTHMESH_CHROMIUM", "/usr/lib/chromium/chromium-headless-shell")
-)
+CHROMIUM = Path(os.environ.get("HEARTHMESH_CHROMIUM", "/usr/lib/chromium/chromium-headless-shell"))
 """Debian's Chromium headless shell (what Playwright itself runs headless): the same Blink and
 V8 without the full browser's UI, so the browser tests' Chromium took ~9 s less CPU (18 tests:
 13.3 and 13.6 s, against 21.7 and 23.9 s with the full browser, interleaved pairs)."""
