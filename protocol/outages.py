@@ -128,14 +128,10 @@ class Outages:
         self.failed(destination, now_ms, homeless=True)
         return True
 
-    def reached(self, destination: bytes) -> bool:
-        """One of its homes answered; True if it was down until now."""
-        return self._down.pop(destination, None) is not None
-
-    def down_since(self, destination: bytes) -> tuple[int, bool] | None:
-        """When it went down (0: before a restart) and whether it was absent in this outage
-        (no record named a home of it); None if it is up."""
-        outage = self._down.get(destination)
+    def reached(self, destination: bytes) -> tuple[int, bool] | None:
+        """One of its homes answered: the outage that ended, if it was down until now: when
+        it began (0: before a restart) and whether no record named a home of it in it."""
+        outage = self._down.pop(destination, None)
         return None if outage is None else (outage.since_ms, outage.was_homeless)
 
     def restored(self, destinations: Iterable[bytes]) -> None:

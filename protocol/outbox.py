@@ -406,9 +406,8 @@ class OutboxMachine(Generic[E]):
                 done.append(entry.message_id)
             else:  # RELAYED, DEFERRED: not a delivery
                 again.append(entry)
-        down = self._outages.down_since(destination)
-        if down is not None and self._outages.reached(destination):
-            since_ms, absent = down
+        if (ended := self._outages.reached(destination)) is not None:
+            since_ms, absent = ended
             commands.append(
                 UnparkAll(destination=destination, down_since_ms=since_ms, was_absent=absent)
             )

@@ -146,12 +146,12 @@ def test_an_outage_says_when_it_began_and_whether_no_record_named_a_home_in_it()
     """What a sender's slow message waited for (SPEC §20.6): the outage's start holds over its
     later failures, and "absent" over the record that ended it."""
     outages = Outages(rng=counter_rng())
-    assert outages.down_since(BOB) is None
+    assert outages.reached(BOB) is None  # not down: nothing ended
     assert outages.known_nowhere(BOB, T0)  # no record names a home of bob: markers
     assert outages.revive([BOB])  # his record came
     assert not outages.failed(BOB, T0 + 5_000)  # the probe's batch found no home answering
-    assert outages.down_since(BOB) == (T0, True)
+    assert outages.reached(BOB) == (T0, True)
     outages.failed(CAROL, T0 + 1_000)
     outages.failed(CAROL, T0 + 2_000)
-    assert outages.down_since(CAROL) == (T0 + 1_000, False)
-    assert outages.reached(CAROL) and outages.down_since(CAROL) is None
+    assert outages.reached(CAROL) == (T0 + 1_000, False)
+    assert outages.reached(CAROL) is None
