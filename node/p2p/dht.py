@@ -273,8 +273,15 @@ class _KadDHT(KadDHT):
         wait = self._spread.next_wait()
         if wait > 0:
             await trio.sleep(wait)
+        started = trio.current_time()
         with self._jobs.running(KAD_REFRESH):
             await super().refresh_routing_table()
+        # when each node's refreshes ran, to tell them apart from the load of a run's windows
+        log.info(
+            "routing-table refresh took %.1f s, after %.0f s of spread",
+            trio.current_time() - started,
+            wait,
+        )
 
     def _add_closer_peers_to_response(
         self, response: Message, closest_peers: Sequence[ID], exclude_peer_id: ID | None = None
