@@ -292,8 +292,9 @@ async def _first_sends(run: _Run, config: ScaleConfig) -> dict[str, Any]:
     meter = await _metered(run.mesh)
     before = await _statuses(nodes)
     started = run.now()
+    sent = 0
     for n, client in enumerate(run.clients):
-        await client.send(-1 - n)  # below the workload's serials: client ids stay apart
+        sent += await client.send(-1 - n)  # below the workload's serials: client ids stay apart
         await asyncio.sleep(FIRST_SEND_GAP_S)
     await _delivered(run, config)
     seconds = run.now() - started
@@ -301,7 +302,7 @@ async def _first_sends(run: _Run, config: ScaleConfig) -> dict[str, Any]:
     after = await _statuses(nodes)
     acked = len(run.acked())
     phase.update(
-        sent=len(run.clients),
+        sent=sent,
         acked=acked,
         missing=run.missing(),
         periodic=_periodic_between(before, after),
