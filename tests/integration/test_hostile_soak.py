@@ -27,8 +27,8 @@ from hearthmesh.tools.hostile import Observation, Scale, Target, run_catalogue
 pytestmark = pytest.mark.integration
 
 RATE_PER_S = 40
-MESSAGES_PER_ATTACK = 8
-"""Sent at RATE_PER_S as each attack starts (0.2 s; the attacks take 0.07-0.9 s each): a fixed
+MESSAGES_PER_ATTACK = 5
+"""Sent at RATE_PER_S as each attack starts (0.125 s; the attacks take 0.07-0.9 s each): a fixed
 count, where a chat for as long as the catalogue ran sent more, and cost more CPU, the busier
 the machine was (issue #13)."""
 TAG = "soak"
