@@ -52,7 +52,8 @@ def install() -> None:
         owner = getattr(importlib.import_module(module), cls)
         setattr(owner, method, _counting(name, getattr(owner, method)))
         counts[name] = 0
-    # exec'd processes: Chromium, `hearthmesh run` as users start it, the netlab's tools
+    # exec'd processes: `hearthmesh run` as users start it, the netlab's tools, Playwright's
+    # driver (Chromium is the driver's child: not counted)
     popen_init = subprocess.Popen.__init__
     subprocess.Popen.__init__ = _counting("execs", popen_init)  # type: ignore[method-assign]
     counts["execs"] = 0
