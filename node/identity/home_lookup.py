@@ -201,10 +201,10 @@ class HomeLookups:
             if held_ms is not None and self._refreshed_lately(user):
                 return True  # what the DHT held a moment ago: the record we hold
             missed = self._misses.get(user)
-            if missed is not None and self._clock.now_ms() < missed.again_ms:
+            now_ms = self._clock.now_ms()
+            if missed is not None and now_ms < missed.again_ms:
                 return False
             misses = 0 if missed is None else missed.misses
-            now_ms = self._clock.now_ms()
             first = missed is None and user not in self._queued
             walk_now = first and self._first_walks.take(now_ms)
             live_now = not walk_now and live and self._live_walks.take(now_ms)
@@ -390,23 +390,24 @@ class _Budget:
 
 
 class _WalkSlots:
-    """At most `slots` walks at once; a waiting user with fewer misses goes first, in arrival
-    order among equals. A group's absent members are hundreds of users known nowhere: in
-    arrival order a real member's walk waited behind every one of theirs, and its rows with it
-    (a 25-node group of 256 where two homes had not folded the group after 8 minutes)."""
+    """At most `slots` walks at once; a waiting user with fewer misses goes first (a live
+    walk, rank -1, before all), in arrival order among equals. A group's absent members are
+    hundreds of users known nowhere: in arrival order a real member's walk waited behind every
+    one of theirs, and its rows with it (a 25-node group of 256 where two homes had not folded
+    the group after 8 minutes)."""
 
     def __init__(self, slots: int) -> None:
         self._free = slots
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        """A heap of (misses, arrival, wake-up)."""
+        """A heap of (rank: misses, -1 if live; arrival; wake-up)."""
         self._arrivals = itertools.count()
 
-    async def take(self, misses: int) -> None:
+    async def take(self, rank: int) -> None:
         if self._free > 0 and not self._waiting:
             self._free -= 1
             return
         wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (misses, next(self._arrivals), wake))
+        heapq.heappush(self._waiting, (rank, next(self._arrivals), wake))
         try:
             await wake
         except asyncio.CancelledError:
