@@ -54,12 +54,13 @@ RECORD_LOOKUP_S: Final = 3.0
 none of: once per member per session, so a member whose record is nowhere costs one wait."""
 
 RECORD_WAIT_MEMBERS: Final = 4
-"""A send waits for the records of at most this many members (those whose lookup can walk now,
-`may_walk_now`): a few is a member whose hello failed, whose record a walk brings in time for
-its share. More is a crowd, at scale a group's members with no home (974 of 1,024 in the
-50-node runs): waiting on a few walks drawn from it held each sender's first message 2-3.8 s
-before its stamp for records that never came (SPEC §20.6). A crowd is not waited for and owed
-the key instead; its real members' key requests ask for their records live (SPEC §27.10.1)."""
+"""A send waits for records only when it holds none of at most this many members (and then
+only for those whose lookup can walk now, `may_walk_now`): a few is a member whose hello
+failed, whose record a walk brings in time for its share. More is a crowd, at scale a group's
+members with no home (974 of 1,024 in the 50-node runs): waiting on the few walks drawn from it
+(the burst, a turn, walks under way) held each sender's first message 2-3.8 s before its stamp
+for records that never came (SPEC §20.6). A crowd is not waited for and owed the key instead;
+its real members' key requests ask for their records live (SPEC §27.10.1)."""
 
 
 @dataclass(slots=True)
@@ -535,12 +536,15 @@ class RoomSender:
         )
 
     async def _records_came(self, unknown: Set[UserId]) -> bool:
-        """Wait (at most `RECORD_LOOKUP_S`) for the records of the `unknown` members whose
-        lookup can walk now, when they are few (`RECORD_WAIT_MEMBERS`); did it wait? The
-        others' homes are probed by the outbox, and what the session owes them their key
-        requests get (SPEC §27.10.1)."""
+        """When the `unknown` members are few (`RECORD_WAIT_MEMBERS`), wait (at most
+        `RECORD_LOOKUP_S`) for the records of those whose lookup can walk now; did it wait?
+        The others' homes are probed by the outbox, and what the session owes them their key
+        requests get (SPEC §27.10.1). A crowd's few walks under way or due are not waited on:
+        counted alone, they made a crowd look few."""
+        if len(unknown) > RECORD_WAIT_MEMBERS:
+            return False
         due = [user for user in unknown if self._may_walk_now(user)]
-        if not due or len(due) > RECORD_WAIT_MEMBERS:
+        if not due:
             return False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(RECORD_LOOKUP_S):
