@@ -392,9 +392,8 @@ async def test_a_user_never_missed_walks_before_users_that_missed() -> None:
         walks = [
             asyncio.create_task(lookups.find_routine(user)) for user in absent[:LOOKUPS_AT_ONCE]
         ]
-        again = asyncio.create_task(
-            lookups.find_routine(missed)
-        )  # its turn is now: waits for a slot
+        # its turn is now: waits for a slot
+        again = asyncio.create_task(lookups.find_routine(missed))
         for _ in range(10):
             await asyncio.sleep(0)
         dht.homes.add(ALICE)
