@@ -377,6 +377,7 @@ def test_a_slow_message_names_its_last_member_its_path_and_the_senders_outage() 
     assert first == {
         "sent_s": 10.0,
         "to_last_s": 9.0,
+        "acked_s": 0.1,
         "sender": 0,
         "senders_nth": 1,
         "last_member": 2,
@@ -387,3 +388,6 @@ def test_a_slow_message_names_its_last_member_its_path_and_the_senders_outage() 
     assert second["senders_nth"] == 2
     assert second["parked"] == {"down_before_s": 8.0, "ended_after_s": 7.0, "no_record": False}
     assert report["by_path"] == {"direct, parked": 1, "relayed via node 2, parked": 1}
+    # m1 and m3 are their senders' first (9.0 and 0.5 s), m2 a later one (5.0 s)
+    assert report["first_sends"] == {"messages": 2, "p50_s": 4.75, "slow": 1}
+    assert report["later_sends"] == {"messages": 1, "p50_s": 5.0, "slow": 1}
