@@ -860,6 +860,12 @@ class CryptoStore(Protocol):
         """Note a stored event waiting for the room key of `session_id`."""
         ...
 
+    @property
+    def holds(self) -> int:
+        """`hold_encrypted` calls whose write returned since this store opened (the only
+        writer of held notes): while it has not moved, what a read found held still is."""
+        ...
+
     def held_encrypted(self, session_id: bytes, limit: int) -> list[tuple[MessageId, RoomId]]:
         """Up to `limit` events waiting for the key of `session_id`, as (message id, room)."""
         ...

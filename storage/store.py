@@ -100,6 +100,7 @@ class KvStore:
         self._engine = engine
         self._blobs = blobs
         self._relay_quota = relay_quota
+        self._holds = 0
 
     @property
     def where(self) -> str:
@@ -671,6 +672,12 @@ class KvStore:
     def hold_encrypted(self, session_id: bytes, message_id: MessageId, room: RoomId) -> None:
         """Note a stored event waiting for its room key."""
         self._engine.write(lambda txn: crypto.hold_txn(txn, session_id, message_id, room))
+        self._holds += 1  # after the write: in a batch, before the batch commits (HeldWatch)
+
+    @property
+    def holds(self) -> int:
+        """`hold_encrypted` calls whose write returned since this store opened."""
+        return self._holds
 
     def held_encrypted(self, session_id: bytes, limit: int) -> list[tuple[MessageId, RoomId]]:
         """Events waiting for the key of `session_id`."""

@@ -5,9 +5,9 @@ A device that holds envelopes it cannot open (linked after they were sent, or mi
 sender's share) asks its sibling homes for the keys of those sessions; `KeyForwardServer`
 answers a sibling only, Olm-encrypted to the key bundle our record lists for that sibling's
 device, with every asked session it holds exported at the first index it holds. `KeyForwarding`
-is the asking side: every `interval_ms` while something is held, it asks each connected
-sibling, takes in what verifies, and opens what waited. State: the server's per-peer rate
-buckets; counts of keys taken in.
+is the asking side: every `interval_ms` while something is held (a `HeldWatch`: an idle home
+reads nothing), it asks each connected sibling, takes in what verifies, and opens what waited.
+State: the server's per-peer rate buckets; counts of keys taken in.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Final
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
+from hearthmesh.node.e2ee.held_watch import HeldWatch
 from hearthmesh.node.e2ee.opened_late import LateNews, react_to_opened
 from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import RoomOpener
@@ -109,6 +110,7 @@ class KeyForwarding:
         self._store = store
         self._homes = homes
         self._interval_s = interval_ms / 1000
+        self._held = HeldWatch(store)
         self.keys_taken = 0
         """Room keys our siblings forwarded that we did not hold."""
 
@@ -116,7 +118,7 @@ class KeyForwarding:
         """Ask while something is held, every interval, until cancelled."""
         while True:
             await asyncio.sleep(self._interval_s)
-            held = await self._store.read(self._store.store.held_sessions, e2ee.MAX_FORWARDED_KEYS)
+            held = await self._held.read(_held_sessions)
             if held:
                 await self.ask_siblings(held)
 
@@ -143,6 +145,10 @@ class KeyForwarding:
         if listed is None or answer.sender_bundle != listed:
             raise KeyMismatch("a forwarder's bundle is not the one our record lists")
         return await self._taker.take(answer)
+
+
+def _held_sessions(store: Store) -> list[tuple[RoomId, bytes]]:
+    return store.held_sessions(e2ee.MAX_FORWARDED_KEYS)
 
 
 class AnswerTaker:

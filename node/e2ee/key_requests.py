@@ -6,13 +6,14 @@ device that sent them. `KeyRequestServer` answers a home that the named user's r
 with a key bundle, when that user is a member of every asked room now, with the sessions this
 device owns and gave to that user (or to our own user): exported at the first index held,
 Olm-encrypted to that device, like a forward (§27.12). Refusals are charged to the peer.
-`KeyRequests` is the asking side: every `interval_ms` it asks each due session's sender,
-first one to two intervals after it sees the session held, then with backoff doubling from the
-interval, each wait counted from the end of the request before and shortened by a spread drawn
-for it (so homes that saw a session held together, a group's members at its formation, do not
-ask its sender in step, not even after asks that all timed out together: SPEC §27.13.3); a
-session asked `KEY_REQUEST_ATTEMPTS` times and still held counts its envelopes as
-undecryptable (it is still asked, at the longest backoff).
+`KeyRequests` is the asking side: every `interval_ms` (reading the store only while something
+may be held: `HeldWatch`) it asks each due session's sender, first one to two intervals after
+it sees the session held, then with backoff doubling from the interval, each wait counted
+from the end of the request before and shortened by a spread drawn for it (so homes that saw a
+session held together, a group's members at its formation, do not ask its sender in step, not
+even after asks that all timed out together: SPEC §27.13.3); a session asked
+`KEY_REQUEST_ATTEMPTS` times and still held counts its envelopes as undecryptable (it is still
+asked, at the longest backoff).
 
 State: the server's per-peer rate buckets; the asker's attempts and next time per held
 session (at most `MAX_TRACKED_SESSIONS`), the sender devices it is asking now, its counts of
@@ -33,6 +34,7 @@ from typing import Final
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.peer_link import PeerLinks
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
+from hearthmesh.node.e2ee.held_watch import HeldWatch
 from hearthmesh.node.e2ee.key_forwarding import AnswerTaker
 from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import MAX_OPENED_PER_KEY
@@ -214,6 +216,7 @@ class KeyRequests:
         self._clock = clock
         self._interval_ms = interval_ms
         self._rng = rng or random.Random()
+        self._held = HeldWatch(store)
         self._attempts: OrderedDict[bytes, e2ee.KeyRequestSchedule] = OrderedDict()
         self._outstanding: set[DeviceId] = set()
         """Sender devices being asked now (at most MAX_SENDERS_PER_ROUND)."""
@@ -235,7 +238,7 @@ class KeyRequests:
     async def ask_due(self, asking: asyncio.TaskGroup) -> None:
         """One round: start asking the senders of the due held sessions that are not being
         asked already, so that at most MAX_SENDERS_PER_ROUND are asked at once."""
-        held = await self._store.read(_held, self._store.store)
+        held = await self._held.read(_held)
         now = self._clock.now_ms()
         waiting = [
             (sender, sessions)
