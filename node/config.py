@@ -144,6 +144,9 @@ class NodeConfig:
     # --- NAT traversal (#16): SPEC §10.6, §10.7 ---
     autonat_confirmations: int = 3
     """Agreeing AutoNAT verdicts of other nodes that make this node public or private."""
+    autonat_loopback: bool = False
+    """Run AutoNAT rounds even while every address we advertise is loopback (the host's
+    `autonat_loopback`): off, such a node asks no server by itself (SPEC §10.6)."""
     relay_service: bool = True
     """Offer circuit relay v2 to peers ("every node a relay"), within `relay_limits`."""
     relay_limits: RelayServiceLimits = field(default_factory=RelayServiceLimits)

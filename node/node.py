@@ -160,6 +160,7 @@ class Node:
                     inbound=self.config.inbound,
                     announce_addrs=list(self.config.announce_addrs),
                     autonat_confirmations=self.config.autonat_confirmations,
+                    autonat_loopback=self.config.autonat_loopback,
                     relay_service=self.config.relay_service,
                     relay_limits=self.config.relay_limits,
                     relay_reservations=self.config.relay_reservations,

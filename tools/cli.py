@@ -170,6 +170,7 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
         ("relay-service", "offer circuit relay v2 to peers, within the relay_* limits (on)"),
         ("webrtc", "upgrade relayed connections that hole punching left relayed to WebRTC (on)"),
         ("upnp", "ask the LAN's gateway (UPnP IGD) to forward the listen ports (on)"),
+        ("autonat-loopback", "run AutoNAT rounds while only loopback is advertised (off)"),
     ):
         parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, help=what)
     parser.add_argument(

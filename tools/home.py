@@ -145,6 +145,7 @@ def node_config(settings: HomeSettings) -> NodeConfig:
         webrtc=settings.webrtc,
         stun_servers=tuple(settings.stun_servers),
         upnp=settings.upnp,
+        autonat_loopback=settings.autonat_loopback,
         trio_on_loop=settings.trio_on_loop,
         relay_limits=RelayServiceLimits(
             max_reservations=settings.relay_max_reservations,

@@ -112,6 +112,10 @@ class HomeSettings:
     """`stun:HOST:PORT` servers WebRTC's ICE asks for our NAT's mapping (SPEC §10.16)."""
     upnp: bool = True
     """Ask the LAN's gateway (UPnP IGD) to forward the listen ports (SPEC §10.12)."""
+    autonat_loopback: bool = False
+    """Ask AutoNAT servers in rounds even while every address we advertise is loopback (SPEC
+    §10.6): only this machine could dial us back then; `simulate` turns it on, so a mesh on
+    one machine does the rounds homes on many do."""
     log_level: str = "warning"
     """What the node logs on stderr: debug, info, warning or error (libp2p's own chatter stays
     silent whatever this says: it logs a peer's every misstep as an error)."""
@@ -172,6 +176,7 @@ SETTING_KEYS: Final[dict[str, type]] = {
     "webrtc": bool,
     "stun_servers": list,
     "upnp": bool,
+    "autonat_loopback": bool,
     "prefix_exempt_loopback": bool,
     "log_level": str,
     "recall_window_ms": int,

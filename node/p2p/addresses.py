@@ -3,7 +3,8 @@
 A node that listens on `0.0.0.0` (every interface, the default of `hearthmesh run`) must not
 put `0.0.0.0` (nor `127.0.0.1`) in its home record: a peer would dial its own machine. This
 module expands an unspecified address into one address per IPv4 interface other than loopback,
-and says which IP a connection comes from (`remote_ip`). It owns no state.
+says which IP a connection comes from (`remote_ip`) and whether only this machine can dial a
+list of addresses (`loopback_only`). It owns no state.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 
-__all__ = ["dialable_addrs", "expand_unspecified", "interface_ipv4s", "remote_ip"]
+__all__ = ["dialable_addrs", "expand_unspecified", "interface_ipv4s", "loopback_only", "remote_ip"]
 
 _ANY_IPV4 = "/ip4/0.0.0.0/"
 
@@ -63,6 +64,21 @@ def expand_unspecified(addrs: Sequence[str], ips: Iterable[str]) -> list[str]:
             candidates = [addr]
         expanded += [c for c in candidates if c not in expanded]
     return expanded
+
+
+def loopback_only(addrs: Sequence[str]) -> bool:
+    """There is an address in `addrs` and every one is at a loopback IP (`/ip4/127.x` or
+    `/ip6/::1`): only this machine can dial them."""
+    for addr in addrs:
+        parts = addr.split("/")
+        if len(parts) < 3 or parts[1] not in ("ip4", "ip6"):
+            return False  # a name, a relay circuit: not known to be this machine
+        try:
+            if not ipaddress.ip_address(parts[2]).is_loopback:
+                return False
+        except ValueError:
+            return False
+    return bool(addrs)
 
 
 def remote_ip(conn: Any) -> str | None:

@@ -28,6 +28,7 @@ from libp2p.host.basic_host import BasicHost
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 
+from hearthmesh.node.p2p.addresses import loopback_only
 from hearthmesh.node.p2p.circuit_relay import is_relayed
 from hearthmesh.node.p2p.periodic_jobs import AUTONAT_ROUND, DIAL_BACK, PeriodicJobs
 
@@ -165,6 +166,7 @@ class AutoNatLayer:
         interval_s: float,
         jobs: PeriodicJobs,
         periodic: bool = True,
+        loopback: bool = False,
     ) -> None:
         """Args:
         report: told each change of reachability.
@@ -173,12 +175,14 @@ class AutoNatLayer:
         interval_s: time between two rounds of checks.
         jobs: counts and meters the rounds and the dial-backs served (SPEC §20.6).
         periodic: run rounds of checks by ourselves; else only `check_once` asks.
+        loopback: run them even while every address in `advertised` is loopback.
         """
         self._report = report
         self._advertised = advertised
         self._confirmations = confirmations
         self._interval_s = interval_s
         self._periodic = periodic
+        self._loopback = loopback
         self._jobs = jobs
         self._service: _FreshDialBack | None = None
         self._wake = trio.Event()
@@ -220,6 +224,11 @@ class AutoNatLayer:
                 wait_s = min(wait_s, UNKNOWN_RETRY_S)
             with trio.move_on_after(wait_s):
                 await self._wake.wait()
+            if not self._loopback and loopback_only(self._advertised()):
+                # Only this machine can dial us: a verdict would say nothing of peers
+                # elsewhere, and each dial-back costs both ends a Noise handshake (SPEC §10.6).
+                self._wake = trio.Event()
+                continue
             # Identify (which tells us who serves AutoNAT) follows a new connection closely.
             await trio.sleep(IDENTIFY_GRACE_S)
             self._wake = trio.Event()

@@ -239,6 +239,10 @@ class HostConfig:
     Off, only `P2PHost.check_reachability` asks, so reachability stays unknown until it is
     called (and a private node reserves no relay); the host still answers peers' requests.
     Tests that need a connection's streams to be theirs alone turn it off."""
+    autonat_loopback: bool = False
+    """Run those rounds even while every address we advertise is loopback. Off, such a node
+    (tests, `simulate` on one machine) asks no server by itself: only this machine could dial
+    it back, so the verdict would say nothing of peers elsewhere (SPEC §10.6)."""
     relay_service: bool = True
     """Offer circuit relay v2 hop service to peers, within `relay_limits` (SPEC §10.7)."""
     relay_limits: RelayServiceLimits = field(default_factory=RelayServiceLimits)
@@ -652,6 +656,7 @@ class P2PHost:
             interval_s=config.autonat_interval_s,
             jobs=self._jobs,
             periodic=config.autonat_checks,
+            loopback=config.autonat_loopback,
         )
         # Owned by the trio thread:
         self._host: IHost | None = None

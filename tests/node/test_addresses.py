@@ -1,11 +1,17 @@
-"""`node/p2p/addresses.py`: an unspecified listen address becomes one per interface."""
+"""`node/p2p/addresses.py`: an unspecified listen address becomes one per interface; whether
+only this machine can dial a list of addresses."""
 
 from __future__ import annotations
 
 import psutil  # type: ignore[import-untyped]
 import pytest
 
-from hearthmesh.node.p2p.addresses import dialable_addrs, expand_unspecified, interface_ipv4s
+from hearthmesh.node.p2p.addresses import (
+    dialable_addrs,
+    expand_unspecified,
+    interface_ipv4s,
+    loopback_only,
+)
 
 PEER = "/p2p/12D3KooWK99VoVxNE7XzyBwXEzW7xhK7Gpv85r9F3V3fyKSUKPH5"
 
@@ -49,3 +55,11 @@ def test_interfaces_are_read_only_when_an_address_needs_expanding(
     unspecified = [f"/ip4/0.0.0.0/tcp/1{PEER}"]
     assert dialable_addrs(unspecified) == expand_unspecified(unspecified, interface_ipv4s())
     assert len(reads) == 2
+
+
+def test_only_loopback_addresses_are_loopback_only() -> None:
+    assert loopback_only([f"/ip4/127.0.0.1/tcp/1{PEER}", "/ip4/127.3.0.1/udp/2/quic-v1"])
+    assert loopback_only(["/ip6/::1/tcp/1"])
+    assert not loopback_only([f"/ip4/127.0.0.1/tcp/1{PEER}", "/ip4/192.0.2.1/tcp/1"])
+    assert not loopback_only(["/dns4/localhost/tcp/1"])  # a name: not known to be here
+    assert not loopback_only([])  # nothing to dial is no reason to skip a round

@@ -1,7 +1,7 @@
 """AutoNAT (SPEC §10.6): while a node's reachability is unknown, a server that has answered is
 asked again only when enough verdicts could be held to decide; a busy node whose dial-back
 connects but handshakes slowly is not told private; a request's dial-backs end with the
-asker's wait."""
+asker's wait; a node only this machine can dial runs no rounds by itself."""
 
 from __future__ import annotations
 
@@ -40,6 +40,33 @@ def test_every_server_is_asked_once_verdicts_enough_to_decide_could_be_held() ->
     assert worth_asking([], answered={}, confirmations=3) == []
 
 
+async def test_a_node_on_loopback_alone_runs_no_rounds_by_itself_one_elsewhere_does(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """a advertises 127.0.0.1 only: however many rounds' waits pass, it asks no server (only
+    this machine could dial it back), yet `check_reachability` still asks. c, which advertises
+    an address elsewhere, runs its rounds: b refuses it (not at the IP the request came from),
+    so c is private. Fails with the loopback rule undone (a's rounds run, a turns public)."""
+    monkeypatch.setattr(autonat, "UNKNOWN_RETRY_S", 0.05)
+    monkeypatch.setattr(autonat, "IDENTIFY_GRACE_S", 0.05)
+    elsewhere = {"announce_addrs": ["/ip4/192.0.2.1/tcp/4001"], "autonat_confirmations": 1}
+    async with (
+        asyncio.timeout(20),
+        hosts(
+            config(1, autonat_confirmations=1),
+            config(2, autonat_checks=False),
+            config(3, **elsewhere),
+        ) as (a, b, c),
+    ):
+        await a.connect(b.listen_addrs[0])
+        await c.connect(b.listen_addrs[0])
+        await wait_until(lambda: c.reachability is Reachability.PRIVATE)
+        await asyncio.sleep(0.5)  # some ten of a's round waits
+        assert a.wire()["periodic"]["autonat_round"]["runs"] == 0
+        assert a.reachability is Reachability.UNKNOWN
+        assert await a.check_reachability() is Reachability.PUBLIC
+
+
 async def test_a_node_with_one_server_is_dialled_back_once_not_every_round(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -61,7 +88,11 @@ async def test_a_node_with_one_server_is_dialled_back_once_not_every_round(
     quiet = {"autonat_checks": False}  # b and c ask a nothing: only a's rounds are counted
     async with (
         asyncio.timeout(20),
-        hosts(config(1, autonat_confirmations=2), config(2, **quiet), config(3, **quiet)) as (
+        hosts(
+            config(1, autonat_confirmations=2, autonat_loopback=True),
+            config(2, **quiet),
+            config(3, **quiet),
+        ) as (
             a,
             b,
             c,

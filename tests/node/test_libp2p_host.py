@@ -409,7 +409,8 @@ async def test_a_host_without_autonat_checks_asks_no_peer_until_told() -> None:
     connection carries none of its AutoNAT streams, yet it still answers the peer's round and
     an explicit `check_reachability` still asks."""
     quiet = config(1, autonat_checks=False, autonat_confirmations=1)
-    async with asyncio.timeout(20), hosts(quiet, config(2, autonat_confirmations=1)) as (a, b):
+    asker = config(2, autonat_confirmations=1, autonat_loopback=True)
+    async with asyncio.timeout(20), hosts(quiet, asker) as (a, b):
         await b.connect(a.listen_addrs[0])
         # b's round, started by the same connection as a's would be, got its verdict from a.
         await wait_until(lambda: b.reachability is Reachability.PUBLIC)
@@ -421,7 +422,8 @@ async def test_autonat_rounds_and_dial_backs_are_counted_and_metered_apart() -> 
     """SPEC §20.6: a host's status counts its AutoNAT rounds and the dial-backs it served for
     a peer, each with the CPU of its own task steps, so a scale run can take them out of a
     phase's CPU (fails if the jobs go uncounted or their steps unmetered)."""
-    asker, server = config(1, autonat_confirmations=1), config(2, autonat_checks=False)
+    asker = config(1, autonat_confirmations=1, autonat_loopback=True)
+    server = config(2, autonat_checks=False)
     async with asyncio.timeout(20), hosts(asker, server) as (b, a):
         assert b.wire()["periodic"]["autonat_round"] == {"runs": 0, "cpu_s": 0.0}
         await b.connect(a.listen_addrs[0])

@@ -44,6 +44,7 @@ prefix_exempt_loopback = false
 recall_window_ms = 3600000
 webrtc = false
 upnp = false
+autonat_loopback = true
 relay_reservations = 1
 relay_inbox_days = 3
 relay_inbox_recipient_count = 500
@@ -84,6 +85,7 @@ def test_the_config_file_in_the_data_dir_sets_every_setting(tmp_path: Path) -> N
     assert not settings.prefix_exempt_loopback
     assert settings.recall_window_ms == 3_600_000
     assert not settings.webrtc and not settings.upnp
+    assert settings.autonat_loopback
     assert settings.log_level == "info"
     assert settings.trio_on_loop
     assert not settings.uvloop
@@ -117,6 +119,13 @@ def test_trio_runs_in_a_thread_unless_told_to_run_on_the_loop() -> None:
     assert node_config(resolve_settings(args("--trio-on-loop"), env={})).trio_on_loop
     on = resolve_settings(args(), env={"HEARTHMESH_TRIO_ON_LOOP": "1"})
     assert node_config(on).trio_on_loop
+
+
+def test_autonat_rounds_on_loopback_alone_are_off_unless_asked() -> None:
+    """SPEC §10.6: a home advertising loopback only asks no AutoNAT server by itself; the flag
+    (which `simulate --scale` passes) reaches the node's config."""
+    assert not node_config(resolve_settings(args(), env={})).autonat_loopback
+    assert node_config(resolve_settings(args("--autonat-loopback"), env={})).autonat_loopback
 
 
 def test_a_node_run_without_hearthmesh_run_reads_one_setting_from_the_environment() -> None:

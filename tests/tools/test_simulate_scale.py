@@ -19,6 +19,7 @@ from hearthmesh.tools.simulate.scale import (
     _closed_between,
     _formation,
     _growth,
+    _mesh,
     _periodic_between,
     _wire_between,
     run_scale,
@@ -253,6 +254,15 @@ def test_scale_sizes_that_are_not_node_counts_are_refused(
 ) -> None:
     assert main(["simulate", "--scale", sizes]) == 2
     assert "--scale" in capsys.readouterr().err
+
+
+def test_a_scale_runs_nodes_run_autonat_rounds_though_all_are_on_loopback(tmp_path: Path) -> None:
+    """SPEC §10.6, §20.6: a node advertising loopback alone asks no AutoNAT server by itself;
+    the scale run's nodes are told to, as homes on many machines do."""
+    quiet = _mesh(ScaleConfig(sizes=(3,), out=tmp_path), tmp_path, tmp_path, 3)
+    assert quiet.flags == ("--autonat-loopback",)
+    info = ScaleConfig(sizes=(3,), out=tmp_path, node_log_level="info")
+    assert _mesh(info, tmp_path, tmp_path, 3).flags == ("--autonat-loopback", "--log-level", "info")
 
 
 @pytest.mark.integration

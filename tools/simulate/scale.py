@@ -124,8 +124,9 @@ class ScaleConfig:
 
 def _mesh(config: ScaleConfig, root: Path, sockets: Path, count: int) -> Mesh:
     """`count` single-device nodes of this package in `root`, logging at the run's level."""
-    level = config.node_log_level
-    flags = () if level is None else ("--log-level", level)
+    level = () if config.node_log_level is None else ("--log-level", config.node_log_level)
+    # All on loopback, yet each runs the AutoNAT rounds a home among many runs (SPEC §20.6).
+    flags = ("--autonat-loopback", *level)
     nodes = [(i, 0) for i in range(count)]
     return Mesh(root, sockets, nodes, [hearthmesh_script()] * count, None, flags=flags)
 
