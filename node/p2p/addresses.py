@@ -72,7 +72,7 @@ def loopback_only(addrs: Sequence[str]) -> bool:
     for addr in addrs:
         parts = addr.split("/")
         if len(parts) < 3 or parts[1] not in ("ip4", "ip6"):
-            return False  # a name, a relay circuit: not known to be this machine
+            return False  # a name (`/dns4/...`): not known to be this machine
         try:
             if not ipaddress.ip_address(parts[2]).is_loopback:
                 return False

@@ -241,8 +241,8 @@ class HostConfig:
     Tests that need a connection's streams to be theirs alone turn it off."""
     autonat_loopback: bool = False
     """Run those rounds even while every address we advertise is loopback. Off, such a node
-    (tests, `simulate` on one machine) asks no server by itself: only this machine could dial
-    it back, so the verdict would say nothing of peers elsewhere (SPEC §10.6)."""
+    (the tests' nodes, say) asks no server by itself: only this machine could dial it back, so
+    the verdict would say nothing of peers elsewhere (SPEC §10.6)."""
     relay_service: bool = True
     """Offer circuit relay v2 hop service to peers, within `relay_limits` (SPEC §10.7)."""
     relay_limits: RelayServiceLimits = field(default_factory=RelayServiceLimits)
