@@ -3,8 +3,9 @@ events become for clients (SPEC §15-§19).
 
 Durable events (message, receipt, membership, contact) reach clients through the feed, which
 tails the store's arrival log in number order (feed.py, frames.py; SPEC §15.4.3). One pump
-reads `Node.events()`: a stored event is handed to the feed with its envelope (rendered from
-that copy, not read back) and wakes it; ephemeral ones (presence, typing, verification flows as
+reads `Node.events()`: the log entries a commit made (`Logged`) go to the feed, which publishes
+them as they are, with no read of the log; an event the node reports stored that no told entry
+names is handed over with its envelope (rendered from that copy) and wakes it; ephemeral ones (presence, typing, verification flows as
 they move, SPEC §29.5.2) become frames at once, with no cursor. A message for our user that
 arrives while no client is connected becomes a push notification (SPEC §19).
 
@@ -46,6 +47,7 @@ from hearthmesh.node.delivery.seal_order import SealTurn
 from hearthmesh.node.events import (
     DeviceKeysChanged,
     DeviceVerified,
+    Logged,
     MembershipChanged,
     MessageReceived,
     NodeEvent,
@@ -225,9 +227,10 @@ class ApiService:
 
     def _on_event(self, event: NodeEvent) -> None:
         match event:
+            case Logged(entries=entries):
+                self.feed.tell(entries)
             case MessageReceived(envelope=envelope):
-                self.feed.hold(envelope)
-                self.feed.wake()
+                self.feed.arrived(envelope)
             case MembershipChanged():
                 self.feed.wake()
             case PresenceChanged(user=user, online=online, last_seen_ms=last_seen):

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from hearthmesh.node.clock import Clock, HybridClock
 from hearthmesh.node.delivery.inbox import Arrival, Inbox, StoreOutcome
-from hearthmesh.node.events import MessageReceived, NodeEvent
+from hearthmesh.node.events import Logged, MessageReceived, NodeEvent
 from hearthmesh.node.identity.certificates import ThreadCertificates
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.mesh.standing import PeerStanding
@@ -193,6 +193,9 @@ class Receiver:
 
     def _publish(self, outcome: StoreOutcome) -> None:
         self._recent.note(outcome.results)
+        logged = outcome.logged
+        if logged is None or logged:  # before the releases: a feed takes their entries first
+            self._emit(Logged(entries=None if logged is None else tuple(logged)))
         for envelope in outcome.released:
             if reaches_the_app(envelope):
                 self._emit(MessageReceived(envelope=envelope))

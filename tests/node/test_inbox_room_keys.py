@@ -27,7 +27,7 @@ from hearthmesh.protocol.envelope import Envelope, Kind, seal
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import DeviceId, keypair_from_seed
 from hearthmesh.protocol.rooms import direct_room_id
-from hearthmesh.storage.api import AppendRequest, AppendResult, FriendRequest
+from hearthmesh.storage.api import AppendRequest, AppendResult, FeedEntry, FriendRequest
 from hearthmesh.storage.memory import MemoryStore
 from hearthmesh.storage.store import KvStore
 
@@ -159,9 +159,11 @@ class _CountingStore(MemoryStore):
         super().__init__()
         self.appends: list[list[Kind]] = []
 
-    def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
+    def append_entries(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[tuple[AppendResult, FeedEntry | None]]:
         self.appends.append([r.envelope.kind for r in requests])
-        return super().append_many(requests)
+        return super().append_entries(requests)
 
 
 def test_a_room_key_earlier_in_a_batch_is_taken_in_before_the_next_message_is_opened() -> None:
@@ -266,3 +268,22 @@ def test_a_message_older_than_the_room_key_that_came_first_is_stored_held_not_re
     assert taken == 1
     assert [e.body for e in opened.released] == [b"a", b"b"]
     assert store.held_sessions(10) == []
+
+
+def test_a_batch_whose_room_key_opens_a_held_message_tells_no_log_entries(
+    store: KvStore,
+) -> None:
+    """A message stored held, then opened by a ROOM_KEY later in its batch, moves to the log's
+    end as it opens (SPEC §27.13.5): the batch's appends no longer say what the log holds, so
+    it tells none (`StoreOutcome.logged` None) and a client feed reads the log."""
+    ours = DeviceCrypto(store, pickle_key=PICKLE_KEY, device_key=OUR_DEVICE, user=uid(OURS))
+    inbox = make_inbox(opener=RoomOpener(ours))
+    alice = _Alice(ours)
+    key = alice.rotate()
+    message = alice.send(b"m")
+    before = store.last_arrival()
+    outcome = inbox.accept(store, [arrival(message), arrival(key)], now_ms=NOW_MS, peer=PEER)
+    assert [e.body for e in outcome.released if reaches_the_app(e)] == [b"m"]
+    assert outcome.logged is None
+    logged = store.arrivals_after(before, limit=10).entries
+    assert [e.event.envelope.message_id for e in logged] == [key.message_id, message.message_id]
