@@ -120,9 +120,12 @@ class Feed:
         if entries is None:
             self.wake()
             return
+        told = self._told
         for entry in entries:
-            self._told[entry.event.envelope.message_id] = entry
-        self._wake.set()
+            if entry.number > self.position:  # else published already (`catch_up`)
+                told[entry.event.envelope.message_id] = entry
+        if told:
+            self._wake.set()
 
     def arrived(self, envelope: Envelope) -> None:
         """The node reported `envelope` (stored): publish it soon, from this copy, unless the

@@ -5,8 +5,9 @@ Durable events (message, receipt, membership, contact) reach clients through the
 tails the store's arrival log in number order (feed.py, frames.py; SPEC §15.4.3). One pump
 reads `Node.events()`: the log entries a commit made (`Logged`) go to the feed, which publishes
 them as they are, with no read of the log; an event the node reports stored that no told entry
-names is handed over with its envelope (rendered from that copy) and wakes it; ephemeral ones (presence, typing, verification flows as
-they move, SPEC §29.5.2) become frames at once, with no cursor. A message for our user that
+names is handed over with its envelope (rendered from that copy) and wakes it; ephemeral ones
+(presence, typing, verification flows as they move, SPEC §29.5.2) become frames at once, with
+no cursor. A message for our user that
 arrives while no client is connected becomes a push notification (SPEC §19).
 
 State: the connected client sessions, the feed, the receipts and push dispatcher it was built
