@@ -173,8 +173,9 @@ class Feed:
         they are the next numbers and follow each other, they are published from these, with
         no read of the log: every number up to them is published and none lies between them, so
         the order and exactly-once hold. Anything after them is the tail's, as it always was;
-        otherwise (a number before them not yet published) the log is read. The tail does the
-        same with the entries `tell` gave it, unless something else woke it too.
+        otherwise (a number before them not yet published) the log is read. Entries `tell` gave
+        and the tail has not taken join them (an arrival committed just before the send); the
+        tail does the same with those, unless something else woke it too.
         """
         if self._draining.locked():
             if told:
@@ -183,30 +184,33 @@ class Feed:
                 self.wake()
             return
         async with self._draining:
-            if _follow(told, self.position):
-                await self._publish_entries(told)
+            entries = self._take_told(told)
+            if told and _follow(entries, self.position):
+                await self._publish_entries(entries)
             else:
-                await self._read_log(told)
+                await self._read_log(entries)
 
     async def _tail(self) -> None:
         """Publish what commits told, with no read of the log when only they woke the tail
         and they are the next numbers; else read the log (the told envelopes in hand)."""
         self._wake.clear()
-        told = sorted(
-            (entry for entry in self._told.values() if entry.number > self.position),
-            key=lambda entry: entry.number,
-        )
-        self._told.clear()
+        told = self._take_told()
         if not self._stale and (not told or _follow(told, self.position)):
             await self._publish_entries(told)
         else:
             await self._read_log(told)
 
+    def _take_told(self, more: Sequence[FeedEntry] = ()) -> list[FeedEntry]:
+        """The entries told and not yet published, with `more`, in number order."""
+        position = self.position
+        by_number = {e.number: e for e in (*self._told.values(), *more) if e.number > position}
+        self._told.clear()
+        return [by_number[number] for number in sorted(by_number)]
+
     async def _read_log(self, told: Sequence[FeedEntry]) -> None:
         """Publish from the log what it holds past the position, told envelopes in hand."""
-        for entry in (*told, *self._told.values()):
-            if entry.number > self.position:
-                self.hold(entry.event.envelope)
+        for entry in told:
+            self.hold(entry.event.envelope)
         await self._drain()
 
     async def _drain(self) -> None:

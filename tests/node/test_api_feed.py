@@ -185,6 +185,24 @@ async def test_told_entries_behind_an_unpublished_one_wait_for_the_log(
         assert len(rendered.texts) == 2 and feed.position == 2
 
 
+async def test_a_send_publishes_the_arrivals_told_just_before_it_with_no_read(
+    store: AsyncStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An arrival committed just before the send, told and not yet taken by the tail, goes
+    out first from its told entry, then the send: the two together are the next numbers."""
+    async with asyncio.timeout(10):
+        feed, rendered = await _feed(store)
+        arrival = await _append_told(store, make_envelope(seq=1, wall_ms=1_000))
+        feed.tell(arrival)
+        send = await _append_told(store, make_envelope(seq=2, wall_ms=2_000))
+        reads = _count_log_reads(store, monkeypatch)
+        await feed.catch_up(send)
+        assert reads == [0]
+        assert [e.seq for e in rendered.envelopes] == [1, 2] and feed.position == 2
+        await feed.catch_up()  # told nothing: the log is read, and has nothing more
+        assert reads == [1] and len(rendered.texts) == 2
+
+
 async def test_sends_of_one_group_are_each_published_once_whichever_resumes_first(
     store: AsyncStore,
 ) -> None:
