@@ -183,6 +183,7 @@ async def test_told_entries_behind_an_unpublished_one_wait_for_the_log(
         assert rendered.envelopes[1] is told[0].event.envelope  # numbered by the log, not decoded
         await feed.catch_up(told)  # told again, or by a send of its group: nothing again
         assert len(rendered.texts) == 2 and feed.position == 2
+        assert feed.held_count == 0  # nor kept in hand
 
 
 async def test_a_send_publishes_the_arrivals_told_just_before_it_with_no_read(
