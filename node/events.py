@@ -31,8 +31,8 @@ class MessageReceived:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Logged:
-    """A commit here numbered events in the arrival log (storage/arrivals.py): what arrived,
-    or our own send. `entries` are those it made, in number order, with the envelopes as
+    """A commit of what arrived here numbered events in the arrival log (storage/arrivals.py).
+    `entries` are those it made, in number order, with the envelopes as
     stored, so a client feed tells them without reading the log back; None when it also moved
     or removed entries (only the log tells what it holds now)."""
 

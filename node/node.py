@@ -35,7 +35,7 @@ from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.delivery.outgoing import WrittenTimes
 from hearthmesh.node.delivery.seal_order import SealTurn
 from hearthmesh.node.delivery.sync import SyncReport
-from hearthmesh.node.events import Logged, NodeEvent
+from hearthmesh.node.events import NodeEvent
 from hearthmesh.node.identity.home_directory import Presence
 from hearthmesh.node.identity.keyring import Keyring, load_or_create_keyring
 from hearthmesh.node.p2p.dht import home_record_rules
@@ -747,8 +747,7 @@ class Node:
         Returns once the envelope is committed on this node: "sent" (ARCHITECTURE §3 step 2).
         `on_sealed(envelope)` runs before it is stored (an app may note its message id first),
         `on_stored(entries)` once committed, with the arrival-log entries the commit gave it
-        and the ROOM_KEY envelopes before it (an app may show it without reading it back);
-        without `on_stored` they go to `events()` as `Logged`.
+        and the ROOM_KEY envelopes before it (an app may show it without reading it back).
         `written` stamps a message a client wrote earlier where it was written (SPEC §31.6);
         `acts_on` names the message an EDIT, RECALL or REACTION acts on (SPEC §31.5); `to`
         names the users whose homes a RECEIPT goes to (SPEC §16.2.3). Our sends of a room seal
@@ -768,11 +767,7 @@ class Node:
         )
         if on_sealed is not None:
             on_sealed(sealed.envelope)
-        return await self._services.outgoing.commit(sealed, on_stored or self._logged)
-
-    def _logged(self, entries: list[FeedEntry]) -> None:
-        """A send's entries, for the app's event stream when the caller took none."""
-        self._events.emit(Logged(entries=tuple(entries)))
+        return await self._services.outgoing.commit(sealed, on_stored)
 
     def _refuse_if_failed(self) -> None:
         """A failed node acks nothing: it could not deliver it (SPEC §11.8.5)."""

@@ -178,7 +178,7 @@ class ApiService:
         self.config = config
         self.clock = clock
         self.sessions: set[ClientSession] = set()
-        self.receipts = ReceiptService(node, clock)
+        self.receipts = ReceiptService(node, clock, on_stored=self._told)
         self.actions = MessageActions(node, config, clock)
         self.frames = FrameRenderer(node, self.receipts, self.actions, self._on_message)
         self.feed = Feed(
@@ -221,6 +221,10 @@ class ApiService:
     def _publish(self, text: str) -> None:
         for session in self.sessions:
             session.put(text)
+
+    def _told(self, entries: list[FeedEntry]) -> None:
+        """A commit of ours the feed was not part of (a receipt) made these log entries."""
+        self.feed.tell(entries)
 
     async def _pump(self) -> None:
         async for event in self.node.events():
