@@ -7,39 +7,26 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from .api_helpers import Home, home, link, open_conversation
+from tests.node.test_api_feed import count_log_reads
+
+from .api_helpers import home, link, open_conversation
 
 pytestmark = pytest.mark.integration
 
 _SAID = [f"m{n}" for n in range(10)]
 
 
-def _count_log_reads(h: Home) -> list[int]:
-    """Counts the feed's reads of `h`'s arrival log (the store's own method still runs)."""
-    store = h.node.store.store
-    reads = [0]
-    read = store.arrivals_after
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        reads[0] += 1
-        return read(*args, **kwargs)
-
-    store.arrivals_after = counted  # type: ignore[method-assign]
-    return reads
-
-
 async def test_arrivals_reach_clients_in_order_without_reading_the_log_back(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with asyncio.timeout(30), home(tmp_path / "a") as alice, home(tmp_path / "b") as bob:
         await link(alice, bob)
         room = await open_conversation(alice, (await bob.status())["user_id"])
         async with bob.socket() as phone:
-            reads = _count_log_reads(bob)
+            reads = count_log_reads(bob.node.store, monkeypatch)
             frames = []
             for text in _SAID:  # one at a time: each arrival a commit of its own on bob's home
                 await alice.client.call(

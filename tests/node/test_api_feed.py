@@ -129,7 +129,7 @@ async def _append_told(store: AsyncStore, *envelopes: Envelope) -> list[FeedEntr
     return [entry for _, entry in told if entry is not None]
 
 
-def _count_log_reads(store: AsyncStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def count_log_reads(store: AsyncStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the feed's reads of the arrival log (the store's own method still runs)."""
     reads = [0]
     read = store.store.arrivals_after
@@ -151,7 +151,7 @@ async def test_a_send_told_its_next_numbers_is_published_from_them_not_the_log(
         key, message = make_envelope(seq=1, wall_ms=1_000), make_envelope(seq=2, wall_ms=2_000)
         feed.hold(message)  # as it was sealed
         told = await _append_told(store, key, message)
-        reads = _count_log_reads(store, monkeypatch)
+        reads = count_log_reads(store, monkeypatch)
         await feed.catch_up(told)
         assert reads == [0]
         assert rendered.envelopes == [key, message]
@@ -175,7 +175,7 @@ async def test_told_entries_behind_an_unpublished_one_wait_for_the_log(
         arrived = make_envelope(seq=1, wall_ms=1_000)
         await store.append(AppendRequest(envelope=arrived))  # its wake not yet served
         told = await _append_told(store, make_envelope(seq=2, wall_ms=2_000))
-        reads = _count_log_reads(store, monkeypatch)
+        reads = count_log_reads(store, monkeypatch)
         await feed.catch_up(told)
         assert reads == [1]
         assert [e.seq for e in rendered.envelopes] == [1, 2]
@@ -196,7 +196,7 @@ async def test_a_send_publishes_the_arrivals_told_just_before_it_with_no_read(
         arrival = await _append_told(store, make_envelope(seq=1, wall_ms=1_000))
         feed.tell(arrival)
         send = await _append_told(store, make_envelope(seq=2, wall_ms=2_000))
-        reads = _count_log_reads(store, monkeypatch)
+        reads = count_log_reads(store, monkeypatch)
         await feed.catch_up(send)
         assert reads == [0]
         assert [e.seq for e in rendered.envelopes] == [1, 2] and feed.position == 2
@@ -248,7 +248,7 @@ async def tail(store: AsyncStore, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     task = asyncio.create_task(feed.run())
     async with asyncio.timeout(10):
         await first_pass.wait()  # its first pass reads the log once, as at every start
-    reads = _count_log_reads(store, monkeypatch)
+    reads = count_log_reads(store, monkeypatch)
     yield _Tail(feed, rendered, reads)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
