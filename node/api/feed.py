@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import operator
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -52,6 +53,8 @@ decoded from the store, as a replay does)."""
 Render = Callable[[FeedEntry, bool], Awaitable[list[dict[str, Any]]]]
 """(entry, live) -> client frames; `live` applies the entry's side effects first."""
 
+
+_NUMBER: Final = operator.attrgetter("number")
 
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 """One encoder for every frame: `json.dumps` with arguments builds a new one each call (~1 µs
@@ -200,17 +203,23 @@ class Feed:
         else:
             await self._read_log(told)
 
-    def _take_told(self, more: Sequence[FeedEntry] = ()) -> list[FeedEntry]:
-        """The entries told and not yet published, with `more`, in number order."""
-        position = self.position
-        by_number = {e.number: e for e in (*self._told.values(), *more) if e.number > position}
-        self._told.clear()
-        return [by_number[number] for number in sorted(by_number)]
+    def _take_told(self, more: Sequence[FeedEntry] = ()) -> Sequence[FeedEntry]:
+        """The entries told and not yet published, with `more` (a send's own, in number order,
+        none of them told), in number order."""
+        told = self._told
+        if not told:
+            return more  # the usual send: nothing else was told meanwhile
+        entries = [*told.values(), *more]  # (one published since it was told: the log is read)
+        told.clear()
+        if len(entries) > 1:
+            entries.sort(key=_NUMBER)
+        return entries
 
     async def _read_log(self, told: Sequence[FeedEntry]) -> None:
         """Publish from the log what it holds past the position, told envelopes in hand."""
         for entry in told:
-            self.hold(entry.event.envelope)
+            if entry.number > self.position:  # else published already: nothing to hold for
+                self.hold(entry.event.envelope)
         await self._drain()
 
     async def _drain(self) -> None:
