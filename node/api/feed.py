@@ -14,8 +14,8 @@ The live tail renders each new event from the envelope already in hand (`hold`: 
 client just sent, or the one the node reported arriving): the store's log still gives the
 numbers and order (they are assigned in the append transaction), but a held envelope is not
 decoded again from its stored bytes. A commit that hands back the entries it numbered (a
-client's own send, `catch_up(told)`; what arrived, or any send, `tell`) is not read from the
-log at all when those numbers are the next ones. A replay for a client that is catching up
+client's own send, `catch_up(told)`; what arrived, or a receipt of ours, `tell`) is not read
+from the log at all when those numbers are the next ones. A replay for a client that is catching up
 decodes from the store.
 
 State owned here: the epoch, the published position, the envelopes in hand and the entries

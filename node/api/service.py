@@ -7,8 +7,8 @@ reads `Node.events()`: the log entries a commit made (`Logged`) go to the feed, 
 them as they are, with no read of the log; an event the node reports stored that no told entry
 names is handed over with its envelope (rendered from that copy) and wakes it; ephemeral ones
 (presence, typing, verification flows as they move, SPEC §29.5.2) become frames at once, with
-no cursor. A message for our user that
-arrives while no client is connected becomes a push notification (SPEC §19).
+no cursor. A message for our user that arrives while no client is connected becomes a push
+notification (SPEC §19).
 
 State: the connected client sessions, the feed, the receipts and push dispatcher it was built
 with, and who is typing where (`_typing`); all on the asyncio loop, touched by the API's
