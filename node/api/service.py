@@ -3,10 +3,12 @@ events become for clients (SPEC §15-§19).
 
 Durable events (message, receipt, membership, contact) reach clients through the feed, which
 tails the store's arrival log in number order (feed.py, frames.py; SPEC §15.4.3). One pump
-reads `Node.events()`: a stored event is handed to the feed with its envelope (rendered from
-that copy, not read back) and wakes it; ephemeral ones (presence, typing, verification flows as
-they move, SPEC §29.5.2) become frames at once, with no cursor. A message for our user that
-arrives while no client is connected becomes a push notification (SPEC §19).
+reads `Node.events()`: the log entries a commit made (`Logged`) go to the feed, which publishes
+them as they are, with no read of the log; an event the node reports stored that no told entry
+names is handed over with its envelope (rendered from that copy) and wakes it; ephemeral ones
+(presence, typing, verification flows as they move, SPEC §29.5.2) become frames at once, with
+no cursor. A message for our user that arrives while no client is connected becomes a push
+notification (SPEC §19).
 
 State: the connected client sessions, the feed, the receipts and push dispatcher it was built
 with, and who is typing where (`_typing`); all on the asyncio loop, touched by the API's
@@ -46,6 +48,7 @@ from hearthmesh.node.delivery.seal_order import SealTurn
 from hearthmesh.node.events import (
     DeviceKeysChanged,
     DeviceVerified,
+    Logged,
     MembershipChanged,
     MessageReceived,
     NodeEvent,
@@ -175,7 +178,7 @@ class ApiService:
         self.config = config
         self.clock = clock
         self.sessions: set[ClientSession] = set()
-        self.receipts = ReceiptService(node, clock)
+        self.receipts = ReceiptService(node, clock, on_stored=self._told)
         self.actions = MessageActions(node, config, clock)
         self.frames = FrameRenderer(node, self.receipts, self.actions, self._on_message)
         self.feed = Feed(
@@ -219,15 +222,20 @@ class ApiService:
         for session in self.sessions:
             session.put(text)
 
+    def _told(self, entries: list[FeedEntry]) -> None:
+        """A commit of ours the feed was not part of (a receipt) made these log entries."""
+        self.feed.tell(entries)
+
     async def _pump(self) -> None:
         async for event in self.node.events():
             self._on_event(event)
 
     def _on_event(self, event: NodeEvent) -> None:
         match event:
+            case Logged(entries=entries):
+                self.feed.tell(entries)
             case MessageReceived(envelope=envelope):
-                self.feed.hold(envelope)
-                self.feed.wake()
+                self.feed.arrived(envelope)
             case MembershipChanged():
                 self.feed.wake()
             case PresenceChanged(user=user, online=online, last_seen_ms=last_seen):

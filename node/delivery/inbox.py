@@ -64,7 +64,7 @@ from hearthmesh.protocol.private import (
     MessageHidden,
     decode_private,
 )
-from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, Store
+from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, FeedEntry, Store
 
 __all__ = ["Arrival", "Inbox", "StoreOutcome"]
 
@@ -98,6 +98,11 @@ class StoreOutcome:
     unknown_rooms_from: set[str] = field(default_factory=set)
     """Peers that delivered our own user's envelopes for rooms unknown here ("" for gossip):
     learn our user's rooms from our other homes (SPEC §23.5)."""
+    logged: list[FeedEntry] | None = field(default_factory=list)
+    """The arrival-log entries the batch's appends made, in number order, each with the
+    envelope as stored: a client feed tells them without reading the log back. None when the
+    batch also moved or removed entries (a room key opened held events, a recall withdrew
+    one), so only the log tells what it holds now."""
 
 
 _NOT_OWED: Final = NotAuthorized("from before our users joined the group: not owed (SPEC §8.6)")
@@ -177,19 +182,21 @@ class Inbox:
             nonlocal key_pending
             key_pending = False
             if requests:
-                appended = store.append_many(requests)
+                appended = store.append_entries(requests)
+                if outcome.logged is not None:
+                    outcome.logged += [entry for _, entry in appended if entry is not None]
                 # What each stored envelope sets off comes first, the releases after: a release
                 # reads its sender's stored envelopes back (SPEC §8.4), so it may reach one
                 # later in this commit, which must have taken effect by then. (A ROOM_KEY
                 # reached before its key was taken let the messages of its session go to the
                 # app unopened, and they were shown as it opened them, after later ones.)
-                for slot, request, stored in zip(slots, requests, appended, strict=True):
+                for slot, request, (stored, _) in zip(slots, requests, appended, strict=True):
                     envelope = request.envelope
                     named = judged.pop(envelope.message_id, None)
                     results[slot] = self._after_append(
                         store, envelope, stored, now_ms, outcome, named
                     )
-                for request, stored in zip(requests, appended, strict=True):
+                for request, (stored, _) in zip(requests, appended, strict=True):
                     self._offer_stored(store, request.envelope, stored, outcome, rooms)
                 requests.clear()
                 slots.clear()
@@ -322,6 +329,8 @@ class Inbox:
                 # what waited for this key and went by unseen is shown now (SPEC §27.11);
                 # what still waits for its turn is released in order from the store, opened
                 opened = self._opener.take_room_key(store, envelope)
+                if opened:  # renumbered in the log (node/e2ee/room_opener.py)
+                    outcome.logged = None
                 outcome.contacts_made |= react_to_opened(
                     store, opened, users=self._local, now_ms=now_ms
                 )
@@ -385,6 +394,7 @@ class Inbox:
                     apply_profile(store, user, envelope)
             case Reaction.APPLY_RECALL:
                 apply_recall(store, envelope)
+                outcome.logged = None  # it may have withdrawn an event this batch logged
 
     def _relay(
         self, store: Store, arrival: Arrival, peer: str, now_ms: int, outcome: StoreOutcome

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from hearthmesh.node.clock import Clock, HybridClock
 from hearthmesh.node.delivery.inbox import Arrival, Inbox, StoreOutcome
 from hearthmesh.node.delivery.slow_arrivals import SlowArrivals
-from hearthmesh.node.events import MessageReceived, NodeEvent
+from hearthmesh.node.events import Logged, MessageReceived, NodeEvent
 from hearthmesh.node.identity.certificates import ThreadCertificates
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.mesh.standing import PeerStanding
@@ -198,6 +198,9 @@ class Receiver:
         self._recent.note(outcome.results)
         if outcome.released:
             self.slow.note(outcome.released, route, peer)
+        logged = outcome.logged
+        if logged is None or logged:  # before the releases: a feed takes their entries first
+            self._emit(Logged(entries=None if logged is None else tuple(logged)))
         for envelope in outcome.released:
             if reaches_the_app(envelope):
                 self._emit(MessageReceived(envelope=envelope))

@@ -289,3 +289,19 @@ def test_a_receipt_reads_each_message_it_names_once_for_its_refusal_and_credit()
     assert statuses(outcome.results) == [STORED]
     assert sorted(store.reads) == sorted(e.message_id for e in ours)
     assert all(delivered_to(store, e) == {uid(MEMBER): ReceiptStatus.DELIVERED} for e in ours)
+
+
+def test_a_batch_tells_the_log_entries_it_made_as_the_log_reads_them(store: KvStore) -> None:
+    """`StoreOutcome.logged` (a client feed publishes from it, not the log): each stored
+    envelope's entry with its number and cursor as the log reads them back, the arrival's own
+    envelope object, nothing for a duplicate."""
+    inbox = make_inbox()
+    before = store.last_arrival()
+    batch = [change(1, Action.CREATE, ADMIN), change(2, Action.ADD, OURS), sealed(ADMIN, 3)]
+    first = inbox.accept(store, [arrival(e) for e in batch], now_ms=0, peer=PEER)
+    later = sealed(ADMIN, 4)
+    again = inbox.accept(store, [arrival(batch[2]), arrival(later)], now_ms=0, peer=PEER)
+    assert first.logged is not None and again.logged is not None
+    told = first.logged + again.logged
+    assert told == list(store.arrivals_after(before, limit=10).entries)
+    assert all(a.event.envelope is b for a, b in zip(told, [*batch, later], strict=True))

@@ -1,0 +1,45 @@
+"""What arrives from another home reaches the receiving home's clients from the entries its
+store commit numbered, not read back from the arrival log (node/api/feed.py, ARCHITECTURE §3
+step 6): the same frames in the same order, and a client that reconnects with an early
+cursor gets them again from the log (SPEC §15.4.3)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests.node.test_api_feed import count_log_reads
+
+from .api_helpers import home, link, open_conversation
+
+pytestmark = pytest.mark.integration
+
+_SAID = [f"m{n}" for n in range(10)]
+
+
+async def test_arrivals_reach_clients_in_order_without_reading_the_log_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with asyncio.timeout(30), home(tmp_path / "a") as alice, home(tmp_path / "b") as bob:
+        await link(alice, bob)
+        room = await open_conversation(alice, (await bob.status())["user_id"])
+        async with bob.socket() as phone:
+            reads = count_log_reads(bob.node.store, monkeypatch)
+            frames = []
+            for text in _SAID:  # one at a time: each arrival a commit of its own on bob's home
+                await alice.client.call(
+                    "POST", f"/v1/conversation/{room}/messages", {"message": text}
+                )
+                frame = await phone.next("message")
+                frames.append(frame)
+                await phone.send(event="ack", message_id=frame["message_id"], status="read")
+            assert [f["message"] for f in frames] == _SAID
+            # Each arrival (and bob's own receipts) was told; a read is left only for a
+            # poll or a wake besides them. The log read back every arrival before.
+            assert reads[0] <= 2
+            start = frames[0]["cursor"]
+        async with bob.socket(start) as again:  # the log gives the same frames
+            replayed = [await again.next("message") for _ in _SAID[1:]]
+            assert replayed == frames[1:]
