@@ -15,7 +15,8 @@ client just sent, or the one the node reported arriving): the store's log still 
 numbers and order (they are assigned in the append transaction), but a held envelope is not
 decoded again from its stored bytes. A commit that hands back the entries it numbered (a
 client's own send, `catch_up(told)`; what arrived, or a receipt of ours, `tell`) is not read
-from the log at all when those numbers are the next ones. A replay for a client that is catching up
+from the log at all when those numbers are the next ones; a receipt of ours does not wake the
+tail, it rides its next pass. A replay for a client that is catching up
 decodes from the store.
 
 State owned here: the epoch, the published position, the envelopes in hand and the entries
@@ -117,9 +118,14 @@ class Feed:
         self._stale = True
         self._wake.set()
 
-    def tell(self, entries: Sequence[FeedEntry] | None) -> None:
+    def tell(self, entries: Sequence[FeedEntry] | None, *, wake: bool = True) -> None:
         """A commit made these log entries (None: it also moved or removed some): publish them
-        soon, from these when they are the next numbers."""
+        soon, from these when they are the next numbers.
+
+        `wake=False`: no client waits on them (our own receipts, each ack's echo): they go out
+        with the tail's next pass (the next commit told or woken, a send, the poll), as an
+        event stored with no word always did, instead of a pass of their own.
+        """
         if entries is None:
             self.wake()
             return
@@ -127,7 +133,7 @@ class Feed:
         for entry in entries:
             if entry.number > self.position:  # else published already (`catch_up`)
                 told[entry.event.envelope.message_id] = entry
-        if told:
+        if told and wake:
             self._wake.set()
 
     def arrived(self, envelope: Envelope) -> None:

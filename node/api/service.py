@@ -223,8 +223,9 @@ class ApiService:
             session.put(text)
 
     def _told(self, entries: list[FeedEntry]) -> None:
-        """A commit of ours the feed was not part of (a receipt) made these log entries."""
-        self.feed.tell(entries)
+        """A commit of ours the feed was not part of (a receipt) made these log entries: they
+        ride the tail's next pass (a client acking each arrival would else wake it twice)."""
+        self.feed.tell(entries, wake=False)
 
     async def _pump(self) -> None:
         async for event in self.node.events():

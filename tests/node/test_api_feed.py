@@ -341,3 +341,29 @@ async def test_a_commit_that_moved_entries_is_read_from_the_log(
         feed.tell(None)
         await tail.published(1)
         assert tail.reads == [1] and [e.seq for e in rendered.envelopes] == [1]
+
+
+async def test_entries_told_without_a_wake_ride_the_next_pass(
+    store: AsyncStore, tail: _Tail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our own receipt (`tell(wake=False)`) makes no pass of the tail: it goes out with the
+    next told arrival, first (its number is), from its told entry, with no read."""
+    async with asyncio.timeout(10):
+        feed, rendered = tail.feed, tail.rendered
+        passes = [0]
+        take = feed._take_told
+
+        def counted(more: Any = ()) -> Any:
+            passes[0] += 1
+            return take(more)
+
+        monkeypatch.setattr(feed, "_take_told", counted)
+        receipt = await _append_told(store, make_envelope(seq=1, wall_ms=1_000))
+        feed.tell(receipt, wake=False)
+        await tail.published(0)  # a pass, were one due, would have run
+        assert rendered.texts == [] and passes == [0]
+        arrival = await _append_told(store, make_envelope(seq=2, wall_ms=2_000))
+        feed.tell(arrival)
+        await tail.published(2)
+        assert [e.seq for e in rendered.envelopes] == [1, 2] and passes == [1]
+        assert rendered.envelopes[0] is receipt[0].event.envelope and tail.reads == [0]
