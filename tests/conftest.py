@@ -29,6 +29,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from hearthmesh.tools import process_gc, zygote
+from tests import work_counts
 
 BYTECODE_CACHE: Final = Path(sys.prefix) / "pycache"
 """Where the suite keeps compiled modules when the environment says write none
@@ -248,10 +249,10 @@ and collection, and between tests; the xdist controller's own (not its workers':
 children)."""
 
 
-def _log(lines: list[tuple[str, str, float, _Spent]]) -> None:
+def _log(lines: list[tuple[str, str, float, _Spent, dict[str, int]]]) -> None:
     global _logged
     with open(str(CPU_LOG), "a") as log:  # one short append per line: no interleaving
-        for test, kind, start, figures in lines:
+        for test, kind, start, figures, work in lines:
             _logged = _Spent(*(a + b for a, b in zip(_logged, figures, strict=True)))
             line = {
                 "test": test,
@@ -259,6 +260,7 @@ def _log(lines: list[tuple[str, str, float, _Spent]]) -> None:
                 "kind": kind,
                 "start": round(start, 3),
                 **{name: round(value, 3) for name, value in figures._asdict().items()},
+                **work,
             }
             log.write(json.dumps(line) + "\n")
 
@@ -267,7 +269,7 @@ def _log_outside_tests(*, controller: bool, shared_cpu_s: float) -> None:
     # the controller's children are its workers, whose own lines count them
     children = shared_cpu_s if controller else _children_cpu_s() - _logged.children_cpu_s
     outside = _Spent(0.0, time.process_time() - _logged.cpu_s, children)
-    _log([(OUTSIDE_TESTS, OUTSIDE_TESTS, time.time(), outside)])
+    _log([(OUTSIDE_TESTS, OUTSIDE_TESTS, time.time(), outside, {})])
 
 
 @pytest.hookimpl(wrapper=True)
@@ -285,16 +287,19 @@ def pytest_runtest_teardown(nextitem: pytest.Item | None) -> Generator[None, obj
 def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
     if CPU_LOG is None:
         return (yield)
+    work_counts.install()
+    counted = work_counts.counts.copy()
     start, before = time.time(), _Spent.now()
     try:
         return (yield)
     finally:
         spent = _Spent.now() - before
-        lines = [(item.nodeid, _kind(item), start, spent)]
+        work = work_counts.since(counted)
+        lines = [(item.nodeid, _kind(item), start, spent, work)]
         if _session_teardown:  # this was the worker's last test
             session = _session_teardown.pop()
-            lines = [(item.nodeid, lines[0][1], start, spent - session)]
-            lines.append((SESSION_TEARDOWN, SESSION_TEARDOWN, start, session))
+            lines = [(item.nodeid, lines[0][1], start, spent - session, work)]
+            lines.append((SESSION_TEARDOWN, SESSION_TEARDOWN, start, session, {}))
         _log(lines)
 
 

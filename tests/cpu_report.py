@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import sys
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from tests.work_counts import NAMES as WORK
 
 
 def main(argv: list[str]) -> None:
@@ -36,6 +39,7 @@ def main(argv: list[str]) -> None:
     for name, (cpu, wall) in sorted(by_file.items(), key=lambda x: -x[1][0])[:top]:
         print(f"{cpu:6.1f} {wall:7.1f}  {name}")
     _kinds(lines)
+    _work(lines, top)
     _workers(lines)
 
 
@@ -62,6 +66,32 @@ def _kinds(lines: list[dict[str, Any]]) -> None:
     print("\ntests   cpu_s  (children)  wall_s  kind")
     for kind, (count, cpu, children, wall) in sorted(by_kind.items(), key=lambda x: -x[1][1]):
         print(f"{count:5.0f} {cpu:7.1f} ({children:7.1f}) {wall:7.1f}  {kind}")
+
+
+def _work(lines: list[dict[str, Any]], top: int) -> None:
+    """The tests and files that make the code do the most: host starts first (each node start
+    is one; the hostile kit's peers and the host tests start bare hosts), then meetings. These
+    counts do not move with the load, where CPU and wall do."""
+    counted = [line for line in lines if any(line.get(name) for name in WORK)]
+    if not counted:
+        return
+    by_file: dict[str, Counter[str]] = defaultdict(Counter)
+    for line in counted:
+        by_file[line["test"].split("::")[0]].update({name: line.get(name, 0) for name in WORK})
+    totals: Counter[str] = sum(by_file.values(), Counter())
+    print("\nwork counts over the run: " + ", ".join(f"{totals[n]} {n}" for n in WORK))
+    header = " ".join(f"{name[:6]:>6s}" for name in WORK)
+
+    def rank(counts: Mapping[str, int]) -> tuple[int, ...]:
+        return tuple(-counts.get(name, 0) for name in ("host_starts", "meetings", "forks", "execs"))
+
+    print(f"\n{header}  cpu_s  test (by host starts, then meetings)")
+    for line in sorted(counted, key=rank)[:top]:
+        row = " ".join(f"{line.get(name, 0):6d}" for name in WORK)
+        print(f"{row} {line['total_cpu_s']:6.1f}  {line['test']}")
+    print(f"\n{header}  file")
+    for name, file in sorted(by_file.items(), key=lambda x: rank(x[1]))[:top]:
+        print(" ".join(f"{file[n]:6d}" for n in WORK) + f"  {name}")
 
 
 def _workers(lines: list[dict[str, Any]]) -> None:

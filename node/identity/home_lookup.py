@@ -35,10 +35,18 @@ asked answered every such lookup at once, without a walk, so a device linked sin
 learnt from the DHT.
 At most `LOOKUPS_AT_ONCE` lookups run at a time, users missed fewest times first: a member
 whose hello failed must not wait behind hundreds of absent members (SPEC §10.4, §13.5).
+A live ask (a need of now: an envelope or a key request from the user, a media reference, a
+send that waits on a few members' records) that finds no turn free walks at once while the
+live budget lasts (`LIVE_WALK_BURST`, one back each `LIVE_WALK_GAP_MS`), ahead of the queue and
+of routine walks waiting for a slot: queued by misses, a real member missed once waited behind
+a group's ~974 never-walked absent members, one turn every 30 s (hours), so a home that missed
+presence and every hello had no fallback. The budget bounds what strangers' asks can make us
+walk, whatever users they name.
 
 State: per user, the misses in a row and when to ask again; when a held record was last
-refreshed; the queue of users waiting for a turn and the next turn; the lookups running, and the
-slots of those under way with the users waiting for one.
+refreshed; the queue of users waiting for a turn and the next turn; the first lookups' and the
+live asks' budgets; the lookups running, and the slots of those under way with the users
+waiting for one.
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ from hearthmesh.protocol.identity import Rng, UserId
 
 __all__ = [
     "FIRST_LOOKUP_BURST",
+    "LIVE_WALK_BURST",
+    "LIVE_WALK_GAP_MS",
     "LONG_MISS_AFTER",
     "LONG_MISS_WAIT_MS",
     "LOOKUPS_AT_ONCE",
@@ -108,6 +118,15 @@ comes back each `REPEAT_GAP_MS`. A hello or presence teaches a member's record a
 to a group of 1,024 spent the 16 on absent members, known nowhere (48 kad streams at once,
 SPEC §20.6): a few members whose hello failed are what a burst is for, and 8 is twice the
 walks under way at once (`LOOKUPS_AT_ONCE`)."""
+
+LIVE_WALK_BURST: Final = 4
+"""Live asks that walk at once past the queue before the others queue; one comes back each
+`LIVE_WALK_GAP_MS`. Envelopes from made-up users are live asks too: this is all they can make
+us walk (4 walks, then one every 10 s), and each walk still takes one of the `LOOKUPS_AT_ONCE`
+slots."""
+
+LIVE_WALK_GAP_MS: Final = 10_000
+"""How often a live walk comes back to `LIVE_WALK_BURST`."""
 
 REFRESH_GAP_MS: Final = 60_000
 """A user whose held record a lookup refreshed from the DHT is not walked for again within
@@ -161,9 +180,10 @@ class HomeLookups:
         arrival, user)."""
         self._queued: dict[UserId, tuple[int, int, int, UserId]] = {}
         self._arrivals = itertools.count()
-        self._first_walks = float(FIRST_LOOKUP_BURST)
-        self._first_walks_at_ms = 0
-        """First lookups that may walk at once, as of `_first_walks_at_ms`."""
+        self._first_walks = _Budget(FIRST_LOOKUP_BURST, REPEAT_GAP_MS)
+        """First lookups (users never missed nor queued) that may walk at once."""
+        self._live_walks = _Budget(LIVE_WALK_BURST, LIVE_WALK_GAP_MS)
+        """Live asks that may walk at once past the queue."""
         self._running: dict[UserId, asyncio.Future[bool]] = {}
         self._walks = _WalkSlots(LOOKUPS_AT_ONCE)
         self.asked = 0
@@ -173,24 +193,30 @@ class HomeLookups:
         """Look `user`'s home up unless a recent miss says not yet; False if none was found.
         Cancelling a caller ends its wait alone: the lookup goes on for the others. A `live`
         ask (a need of this moment: an envelope or a key request from the user, a media
-        reference) moves a user waiting for a turn to the front of those with its misses."""
+        reference) walks at once while the live budget lasts (`LIVE_WALK_BURST`), else moves a
+        user waiting for a turn to the front of those with its misses."""
         running = self._running.get(user)
         if running is None:
             held_ms = self._issued_ms(user)
             if held_ms is not None and self._refreshed_lately(user):
                 return True  # what the DHT held a moment ago: the record we hold
             missed = self._misses.get(user)
-            if missed is not None and self._clock.now_ms() < missed.again_ms:
+            now_ms = self._clock.now_ms()
+            if missed is not None and now_ms < missed.again_ms:
                 return False
             misses = 0 if missed is None else missed.misses
             first = missed is None and user not in self._queued
-            walk_now = first and self._first_walk_free()
-            if not walk_now and not self._turn_for(user, misses, live):
+            walk_now = first and self._first_walks.take(now_ms)
+            live_now = not walk_now and live and self._live_walks.take(now_ms)
+            if live_now:
+                self._unqueue(user)
+            elif not walk_now and not self._turn_for(user, misses, live):
                 return False
             running = asyncio.get_running_loop().create_future()
             self._running[user] = running
+            rank = -1 if live_now else misses  # a live walk's slot comes before routine ones
             try:
-                self._spawn(self._walk(user, misses, held_ms, running), f"lookup-{user.hex()[:8]}")
+                self._spawn(self._walk(user, rank, held_ms, running), f"lookup-{user.hex()[:8]}")
             except BaseException:  # not started (the node stops): no one may wait on it
                 del self._running[user]
                 raise
@@ -201,14 +227,30 @@ class HomeLookups:
         sender for every member it has no record of): it keeps a waiting user's place."""
         return await self.find(user, live=False)
 
+    def may_walk_now(self, user: UserId) -> bool:
+        """Would a live `find(user)` walk now, or join a walk under way? Not for a user backing
+        off a miss (known nowhere), nor for one that neither a turn nor a budget lets walk."""
+        if user in self._running:
+            return True
+        now_ms = self._clock.now_ms()
+        missed = self._misses.get(user)
+        if missed is not None and now_ms < missed.again_ms:
+            return False
+        if self._live_walks.left(now_ms):
+            return True
+        if user in self._queued:
+            return self.next_ask_ms(user) <= now_ms  # its turn
+        first_free = missed is None and self._first_walks.left(now_ms)
+        return first_free or now_ms >= self._next_turn_ms  # the burst, or a turn free
+
     async def _walk(
-        self, user: UserId, misses: int, held_ms: int | None, answer: asyncio.Future[bool]
+        self, user: UserId, rank: int, held_ms: int | None, answer: asyncio.Future[bool]
     ) -> None:
-        """The one lookup of `user` under way: a slot, then the walk (or the record learnt
-        while it waited: newer than `held_ms`, the one held when asked); its outcome goes to
-        every caller through `answer`."""
+        """The one lookup of `user` under way: a slot (`rank`: its misses, -1 if live), then
+        the walk (or the record learnt while it waited: newer than `held_ms`, the one held
+        when asked); its outcome goes to every caller through `answer`."""
         try:
-            await self._walks.take(misses)
+            await self._walks.take(rank)
             try:
                 issued_ms = self._issued_ms(user)
                 if issued_ms is not None and issued_ms != held_ms:  # a hello retried, presence
@@ -255,16 +297,10 @@ class HomeLookups:
         while len(self._refreshed) > MAX_REMEMBERED_MISSES:
             self._refreshed.popitem(last=False)
 
-    def _first_walk_free(self) -> bool:
-        """Take one of the first lookups' burst, refilled one each `REPEAT_GAP_MS`."""
-        now_ms = self._clock.now_ms()
-        refill = (now_ms - self._first_walks_at_ms) / REPEAT_GAP_MS
-        self._first_walks = min(float(FIRST_LOOKUP_BURST), self._first_walks + refill)
-        self._first_walks_at_ms = now_ms
-        if self._first_walks < 1:
-            return False
-        self._first_walks -= 1
-        return True
+    def _unqueue(self, user: UserId) -> None:
+        key = self._queued.pop(user, None)
+        if key is not None:
+            self._queue.remove(key)
 
     def _turn_for(self, user: UserId, misses: int, live: bool) -> bool:
         """Does `user` (waiting on a miss, or past the burst) take the turn free now? Users
@@ -275,11 +311,9 @@ class HomeLookups:
         each one ahead let a whole turn pass unasked (their callers gone: they lose their
         place)."""
         now_ms = self._clock.now_ms()
+        if live:  # asked again for a need of now: to the front
+            self._unqueue(user)
         key = self._queued.get(user)
-        if key is not None and live:  # asked again for a need of now: to the front
-            self._queue.remove(key)
-            del self._queued[user]
-            key = None
         if key is None:
             if not self._queue:
                 self._next_turn_ms = max(self._next_turn_ms, now_ms)
@@ -328,24 +362,52 @@ class HomeLookups:
             self._misses.popitem(last=False)
 
 
+class _Budget:
+    """Walks that may start at once: `burst` of them, one back each `gap_ms`."""
+
+    def __init__(self, burst: int, gap_ms: int) -> None:
+        self._burst = burst
+        self._gap_ms = gap_ms
+        self._left = float(burst)
+        self._at_ms = 0
+        """`_left` as of this time."""
+
+    def left(self, now_ms: int) -> bool:
+        """Is one left now?"""
+        return self._refilled(now_ms) >= 1
+
+    def take(self, now_ms: int) -> bool:
+        """Take one if one is left."""
+        self._left = self._refilled(now_ms)
+        self._at_ms = now_ms
+        if self._left < 1:
+            return False
+        self._left -= 1
+        return True
+
+    def _refilled(self, now_ms: int) -> float:
+        return min(float(self._burst), self._left + (now_ms - self._at_ms) / self._gap_ms)
+
+
 class _WalkSlots:
-    """At most `slots` walks at once; a waiting user with fewer misses goes first, in arrival
-    order among equals. A group's absent members are hundreds of users known nowhere: in
-    arrival order a real member's walk waited behind every one of theirs, and its rows with it
-    (a 25-node group of 256 where two homes had not folded the group after 8 minutes)."""
+    """At most `slots` walks at once; a waiting user with fewer misses goes first (a live
+    walk, rank -1, before all), in arrival order among equals. A group's absent members are
+    hundreds of users known nowhere: in arrival order a real member's walk waited behind every
+    one of theirs, and its rows with it (a 25-node group of 256 where two homes had not folded
+    the group after 8 minutes)."""
 
     def __init__(self, slots: int) -> None:
         self._free = slots
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        """A heap of (misses, arrival, wake-up)."""
+        """A heap of (rank: misses, -1 if live; arrival; wake-up)."""
         self._arrivals = itertools.count()
 
-    async def take(self, misses: int) -> None:
+    async def take(self, rank: int) -> None:
         if self._free > 0 and not self._waiting:
             self._free -= 1
             return
         wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (misses, next(self._arrivals), wake))
+        heapq.heappush(self._waiting, (rank, next(self._arrivals), wake))
         try:
             await wake
         except asyncio.CancelledError:

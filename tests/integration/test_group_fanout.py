@@ -6,7 +6,7 @@ invite), 36 users whose homes are away (no record anywhere), and a late member w
 but whom no one has met yet. Each message she sends is delivered once to each real member's
 home; what the absent members are owed is one marker each, which costs no relay copy and no
 outbox entry per message; and when the late member's home connects, it gets every message it
-is owed, in order.
+is owed, in order, and reads them (the key owed to it, SPEC §27.10.1).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from hearthmesh.protocol.identity import UserId
 from hearthmesh.storage.api import Direction
 
 from .conftest import NodeFactory, collect, wait_until
+from .test_devices import wait_until_readable
 
 pytestmark = pytest.mark.integration
 
@@ -79,6 +80,9 @@ async def test_a_group_message_is_one_delivery_per_home_and_a_marker_for_the_abs
 
         while not await late_has_all():  # noqa: ASYNC110 - a store read, no event to wait on
             await asyncio.sleep(0.05)
+        # alice's sends owed it the key (a crowd she holds no record of: none waited for,
+        # SPEC §27.10.1): its home asks her for it and opens them
+        await wait_until_readable(late, group)
         page = await late.history(group, direction=Direction.FORWARD, limit=200)
         await wait_until(lambda: not outbox.absent(late.user_id))
 
@@ -104,6 +108,9 @@ async def test_a_group_message_is_one_delivery_per_home_and_a_marker_for_the_abs
         if e.envelope.sender_user == alice.user_id and e.envelope.kind is Kind.MESSAGE
     ]
     assert from_alice == seqs
+    assert {f"to all {n}".encode() for n in range(MESSAGES)} <= {
+        e.envelope.body for e in page.events
+    }
 
 
 async def test_a_members_first_message_is_a_marker_when_no_record_names_its_home(

@@ -10,6 +10,7 @@ the attacks after which bob's node was down and every attack's outcomes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 from pathlib import Path
@@ -25,7 +26,11 @@ from hearthmesh.tools.hostile import Observation, Scale, Target, run_catalogue
 
 pytestmark = pytest.mark.integration
 
-RATE_PER_S = 20
+RATE_PER_S = 40
+MESSAGES_PER_ATTACK = 5
+"""Sent at RATE_PER_S as each attack starts (0.125 s; the attacks take 0.07-0.9 s each): a fixed
+count, where a chat for as long as the catalogue ran sent more, and cost more CPU, the busier
+the machine was (issue #13)."""
 TAG = "soak"
 
 
@@ -86,12 +91,15 @@ async def test_a_chat_loses_nothing_while_the_kit_runs_the_whole_catalogue(
         chat = SteadyChat(alice_ws, bob_ws)
         reading = [readers.create_task(chat.read_alice()), readers.create_task(chat.read_bob())]
         target = await _target(pair)
-        async with asyncio.TaskGroup() as group:
-            attacks = group.create_task(run_catalogue(target))
-            await chat.send(
-                pair.room, tag=TAG, rate_per_s=RATE_PER_S, duration_s=60, until=attacks.done
-            )
-        observations = attacks.result()
+        attack_no = itertools.count()
+
+        async def chat_beside_an_attack() -> None:
+            # client ids `soak-<attack>-<i>`: `TAG`'s, in the order sent
+            tag = f"{TAG}-{next(attack_no)}"
+            duration_s = MESSAGES_PER_ATTACK / RATE_PER_S
+            await chat.send(pair.room, tag=tag, rate_per_s=RATE_PER_S, duration_s=duration_s)
+
+        observations = await run_catalogue(target, beside=chat_beside_an_attack)
         report = _report(observations)
         print(report)  # what each attack got, for the one reading the log
         await chat.settle(TAG)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Coroutine
 from typing import Any
 
 from hearthmesh.node.identity.home_lookup import (
     FIRST_LOOKUP_BURST,
+    LIVE_WALK_BURST,
+    LIVE_WALK_GAP_MS,
     LONG_MISS_AFTER,
     LONG_MISS_WAIT_MS,
     LOOKUPS_AT_ONCE,
@@ -164,7 +167,7 @@ async def _known_nowhere(
     """Ask for `users` until each missed `LONG_MISS_AFTER` times, a turn at a time."""
     while any(dht.asked.count(user) < LONG_MISS_AFTER for user in users):
         for user in users:
-            assert not await lookups.find(user)
+            assert not await lookups.find_routine(user)
         clock.advance(REPEAT_GAP_MS)
 
 
@@ -181,21 +184,21 @@ async def test_users_known_nowhere_take_turns_a_repeat_gap_apart() -> None:
     dht.asked.clear()
     start_ms = clock.now_ms()
     for user in absent:
-        assert not await lookups.find(user)
+        assert not await lookups.find_routine(user)
     assert dht.asked == absent[:1]  # the first takes the turn now, the others the next ones
     assert [lookups.next_ask_ms(u) for u in absent[1:]] == [
         start_ms + k * REPEAT_GAP_MS for k in range(1, len(absent))
     ]
-    assert not await lookups.find(ALICE)  # never missed: asked now, not after their turns
+    assert not await lookups.find_routine(ALICE)  # never missed: asked now, not after their turns
     assert dht.asked == [absent[0], ALICE]
     for turn in range(1, len(absent)):
         clock.advance(REPEAT_GAP_MS - 1)
         for user in absent:
-            assert not await lookups.find(user)
+            assert not await lookups.find_routine(user)
         assert len(dht.asked) == turn + 1  # not one before its turn
         clock.advance(1)
         for user in absent:
-            assert not await lookups.find(user)
+            assert not await lookups.find_routine(user)
         assert dht.asked[-1] == absent[turn]  # exactly one more, at its turn
     assert len(dht.asked) == len(absent) + 1
 
@@ -210,7 +213,7 @@ async def test_first_lookups_past_the_burst_and_every_retry_take_turns() -> None
     users = [UserId(bytes([n]) * 32) for n in range(3, 3 + FIRST_LOOKUP_BURST + 3)]
     start_ms = clock.now_ms()
     for user in users:
-        assert not await lookups.find(user)
+        assert not await lookups.find_routine(user)
     # the burst, then the one turn free now; the others wait for theirs
     assert dht.asked == users[: FIRST_LOOKUP_BURST + 1]
     waiting = users[FIRST_LOOKUP_BURST + 1 :]
@@ -219,24 +222,24 @@ async def test_first_lookups_past_the_burst_and_every_retry_take_turns() -> None
     ]
     clock.advance(REPEAT_GAP_MS - 1)
     for user in waiting:
-        assert not await lookups.find(user)
+        assert not await lookups.find_routine(user)
     assert len(dht.asked) == FIRST_LOOKUP_BURST + 1
     clock.advance(1)
     for user in waiting:
-        assert not await lookups.find(user)
+        assert not await lookups.find_routine(user)
     assert dht.asked[-1] == waiting[0]  # at its turn
-    assert not await lookups.find(ALICE)  # the burst came back by one: a new user walks now
+    assert not await lookups.find_routine(ALICE)  # the burst came back by one: a new user walks now
     assert dht.asked[-1] == ALICE
 
     clock, dht = FakeClock(), _Dht()
     lookups = _lookups(dht, clock)
     missed = users[:3]
     for user in missed:
-        assert not await lookups.find(user)
+        assert not await lookups.find_routine(user)
     clock.advance(RETRY_AFTER_MISS_MS)  # each retry is due: one walks, the others take turns
     retry_ms = clock.now_ms()
     for user in missed:
-        assert not await lookups.find(user)
+        assert not await lookups.find_routine(user)
     assert dht.asked == [*missed, missed[0]]
     assert [lookups.next_ask_ms(u) for u in missed[1:]] == [
         retry_ms + REPEAT_GAP_MS * k for k in (1, 2)
@@ -253,12 +256,12 @@ async def test_a_crowd_known_nowhere_costs_a_node_a_few_walks_in_its_first_two_m
     clock, dht = FakeClock(), _Dht()
     lookups = _lookups(dht, clock)
     crowd = [UserId(n.to_bytes(2, "big") * 16) for n in range(3, 1_003)]
-    await asyncio.gather(*(lookups.find(user) for user in crowd))  # the room key's sender
+    await asyncio.gather(*(lookups.find_routine(user) for user in crowd))  # the first probes
     for _ in range(120):  # the outbox probes each user when its next ask is due
         clock.advance(1_000)
         for user in crowd:
             if lookups.next_ask_ms(user) <= clock.now_ms():
-                assert not await lookups.find(user)
+                assert not await lookups.find_routine(user)
     assert len(dht.asked) <= 15
 
 
@@ -269,26 +272,63 @@ async def _probe_due(lookups: HomeLookups, clock: FakeClock, users: list[UserId]
             await lookups.find_routine(user)
 
 
-async def test_a_user_asked_after_a_crowd_walks_within_two_turns() -> None:
-    """SPEC §13.5: a first send asks for ~1,000 absent members at once, and the outbox probes
-    each as its next ask comes. Turns handed out in the order asked made a member in that
-    crowd (its hello failed, rows waiting) wait for all of them, 8 hours, even once an
-    envelope from it asked again; a live ask now puts it first."""
+async def test_a_user_asked_live_after_a_crowd_walks_at_once() -> None:
+    """SPEC §13.5: the outbox probes a group's ~1,000 absent members as their turns come.
+    Turns handed out in the order asked made a member in that crowd (its hello failed, rows
+    waiting) wait for all of them, 8 hours; a live ask (an envelope from it) put it first of
+    the queue, a turn (30 s) away. It now walks at once, from the live budget."""
     clock, dht = FakeClock(), _Dht()
     lookups = _lookups(dht, clock)
     crowd = [UserId(n.to_bytes(2, "big") * 16) for n in range(1_003, 2_003)]  # not alice
-    # the room key's sender, alice among the last
     await asyncio.gather(*(lookups.find_routine(user) for user in [*crowd, ALICE]))
     clock.advance(1_000)
-    asked_ms = clock.now_ms()
-    assert not await lookups.find(ALICE)  # an envelope from her: the turn is taken, the next
-    while ALICE not in dht.asked and clock.now_ms() < asked_ms + 10 * REPEAT_GAP_MS:
-        clock.advance(1_000)
-        await _probe_due(lookups, clock, [*crowd, ALICE])
-    assert ALICE in dht.asked
-    assert clock.now_ms() - asked_ms <= 2 * REPEAT_GAP_MS
-    crowd_walks = [user for user in dht.asked if user in crowd]
-    assert len(crowd_walks) == FIRST_LOOKUP_BURST + 1  # the burst, one turn; then alice's
+    assert lookups.may_walk_now(ALICE)
+    assert not await lookups.find(ALICE)  # an envelope from her
+    assert dht.asked[-1] == ALICE
+    assert len([user for user in dht.asked if user in crowd]) == FIRST_LOOKUP_BURST + 1
+
+
+async def test_a_member_missed_once_walks_past_a_crowd_never_walked_when_asked_live() -> None:
+    """SPEC §13.5: alice missed once (her home not up yet) queues behind users with fewer
+    misses: a group's ~1,000 absent members, never walked, one turn every 30 s, hours. A live
+    ask once her retry is due (her home's key request, an envelope from her) walks at once
+    and finds her; a routine one (the outbox's probe) does not."""
+    clock, dht = FakeClock(), _Dht()
+    lookups = _lookups(dht, clock)
+    assert not await lookups.find_routine(ALICE)  # a miss
+    crowd = [UserId(n.to_bytes(2, "big") * 16) for n in range(1_003, 2_003)]
+    await asyncio.gather(*(lookups.find_routine(user) for user in crowd))
+    clock.advance(RETRY_AFTER_MISS_MS)
+    dht.homes.add(ALICE)
+    asked = len(dht.asked)
+    assert not await lookups.find_routine(ALICE)  # queued behind the crowd
+    assert len(dht.asked) == asked
+    assert await lookups.find(ALICE)
+    assert dht.asked[-1] == ALICE
+
+
+async def test_live_asks_walk_past_the_queue_at_most_their_budget() -> None:
+    """SPEC §13.5: envelopes from users made up by a stranger are live asks: past the burst
+    and the turns, they walk LIVE_WALK_BURST at once and then one each LIVE_WALK_GAP_MS,
+    however many are asked; the others queue for turns as before."""
+    clock, dht = FakeClock(), _Dht()
+    lookups = _lookups(dht, clock)
+    made_up = (UserId(n.to_bytes(4, "big") * 8) for n in itertools.count(10))
+    for _ in range(FIRST_LOOKUP_BURST + 1):  # the burst, then the turn free now
+        await lookups.find_routine(next(made_up))
+    walked = len(dht.asked)
+    for _ in range(3 * LIVE_WALK_BURST):
+        assert not await lookups.find(next(made_up))
+    assert len(dht.asked) == walked + LIVE_WALK_BURST
+    assert not lookups.may_walk_now(next(made_up))
+    clock.advance(LIVE_WALK_GAP_MS - 1)
+    for _ in range(10):
+        assert not await lookups.find(next(made_up))
+    assert len(dht.asked) == walked + LIVE_WALK_BURST
+    clock.advance(1)
+    for _ in range(10):
+        assert not await lookups.find(next(made_up))
+    assert len(dht.asked) == walked + LIVE_WALK_BURST + 1
 
 
 async def test_a_user_missed_goes_behind_users_never_walked() -> None:
@@ -298,13 +338,13 @@ async def test_a_user_missed_goes_behind_users_never_walked() -> None:
     lookups = _lookups(dht, clock)
     before = [UserId(bytes([n]) * 32) for n in range(3, 3 + FIRST_LOOKUP_BURST)]
     for user in [ALICE, *before]:  # the burst, then one turn: each misses
-        assert not await lookups.find(user)
+        assert not await lookups.find_routine(user)
     clock.advance(RETRY_AFTER_MISS_MS)  # every retry due, the burst back by one
-    assert not await lookups.find(before[0])  # takes the turn free now
-    assert not await lookups.find(ALICE)  # waits for the next
+    assert not await lookups.find_routine(before[0])  # takes the turn free now
+    assert not await lookups.find_routine(ALICE)  # waits for the next
     fresh = [UserId(bytes([n]) * 32) for n in range(20, 24)]
     for user in fresh:  # one walks (the burst), three queue ahead of alice
-        assert not await lookups.find(user)
+        assert not await lookups.find_routine(user)
     waiting = fresh[1:]
     assert lookups.next_ask_ms(ALICE) > max(lookups.next_ask_ms(u) for u in waiting)
     deadline_ms = clock.now_ms() + 10 * REPEAT_GAP_MS
@@ -323,16 +363,16 @@ async def test_the_queue_is_bounded_the_last_user_waits_a_long_while() -> None:
     count = FIRST_LOOKUP_BURST + 2 + MAX_QUEUED  # the burst, the turn, a full queue and one
     users = [UserId(n.to_bytes(4, "big") * 8) for n in range(10, 10 + count)]
     for user in users[: FIRST_LOOKUP_BURST + 1]:  # the burst, then the turn free now
-        await lookups.find(user)
+        await lookups.find_routine(user)
     stamp = clock.now_ms()
     for user in users[FIRST_LOOKUP_BURST + 1 :]:
-        assert not await lookups.find(user)
+        assert not await lookups.find_routine(user)
     # the one before it waits its place in line: MAX_QUEUED - 1 turns after the next
     assert lookups.next_ask_ms(users[-2]) == stamp + MAX_QUEUED * REPEAT_GAP_MS
     last = users[-1]
     assert lookups.next_ask_ms(last) == stamp + LONG_MISS_WAIT_MS // 2
     clock.advance(LONG_MISS_WAIT_MS // 2 - 1)
-    assert not await lookups.find(last)
+    assert not await lookups.find_routine(last)
     assert last not in dht.asked
 
 
@@ -345,16 +385,19 @@ async def test_a_user_never_missed_walks_before_users_that_missed() -> None:
     absent = [UserId(bytes([n]) * 32) for n in range(3, 4 + LOOKUPS_AT_ONCE)]
     missed = absent[-1]
     async with asyncio.timeout(5):
-        assert not await lookups.find(missed)
+        assert not await lookups.find_routine(missed)
         clock.advance(RETRY_AFTER_MISS_MS)
         dht.release = asyncio.Event()
         dht.asked.clear()
-        walks = [asyncio.create_task(lookups.find(user)) for user in absent[:LOOKUPS_AT_ONCE]]
-        again = asyncio.create_task(lookups.find(missed))  # its turn is now: waits for a slot
+        walks = [
+            asyncio.create_task(lookups.find_routine(user)) for user in absent[:LOOKUPS_AT_ONCE]
+        ]
+        # its turn is now: waits for a slot
+        again = asyncio.create_task(lookups.find_routine(missed))
         for _ in range(10):
             await asyncio.sleep(0)
         dht.homes.add(ALICE)
-        fresh = asyncio.create_task(lookups.find(ALICE))  # arrives last, never missed
+        fresh = asyncio.create_task(lookups.find_routine(ALICE))  # arrives last, never missed
         for _ in range(10):
             await asyncio.sleep(0)
         assert dht.asked == absent[:LOOKUPS_AT_ONCE]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.pickle_key import load_or_create_pickle_key
-from hearthmesh.node.e2ee.room_sender import Encryption, RoomSender
+from hearthmesh.node.e2ee.room_sender import RECORD_WAIT_MEMBERS, Encryption, RoomSender
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import RoomId
@@ -98,6 +98,70 @@ async def test_members_that_joined_while_a_send_waited_are_owed_from_its_index(
         session = late.outbound.session_id
         assert await store.read(store.store.owed_users, ROOM, session) == {CAROL: 1, DAVE: 4}
         assert await store.read(store.store.first_index_given, ROOM, session, CAROL) == 1
+
+
+async def test_a_first_send_waits_for_no_record_of_a_crowd_of_members_it_holds_none_of(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """SPEC §27.10.1, §20.6: a first send to a group whose members' records alice mostly
+    lacks (at scale, 974 of 1,024 with no home) asks for none of them and waits for no walk:
+    each of them is owed the key from index 0, carol among them, and her record, learnt after
+    (a hello), gets her device the key on the next send. Waiting on the few walks a crowd's
+    lookups could start held each sender's first message 2-3.8 s before its stamp in the
+    50-node runs, for records that never came; and the crowd's one walk that could go now
+    (here, under way) is not waited on either."""
+    asked: list[UserId] = []
+
+    async def never(user: UserId) -> bool:  # a walk that does not end while the send waits
+        asked.append(user)
+        await asyncio.Event().wait()
+        return False
+
+    crowd = {UserId(bytes([n]) * 32) for n in range(RECORD_WAIT_MEMBERS)}
+    walking = min(crowd)  # the one walk of the crowd's under way (or its turn, the burst)
+    async with AsyncStore(LmdbStore(tmp_path / "db")) as store:
+        alice = await _alice(
+            store, tmp_path, clock, find_record=never, may_walk_now=lambda u: u == walking
+        )
+        carol_record = _carol_record(tmp_path / "carol-db", clock)
+        members = {alice.user, carol_record.user, *crowd}  # one more than a send waits for
+        first = await alice.sender.encrypt(ROOM, _now(members), "text/plain", b"0")
+        await store.run(alice.sender.persist, store.store, [first])
+        assert asked == []
+        assert set(first.newly_owed) == members - {alice.user} and first.index == 0
+        await store.run(alice.directory.learn_verified, store.store, carol_record)
+        second = await alice.sender.encrypt(ROOM, _now(members), "text/plain", b"1")
+        assert list(second.newly_shared.values()) == [carol_record.user]
+        assert asked == []
+
+
+async def test_a_send_waits_only_for_the_records_of_the_few_members_whose_lookup_can_walk(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """SPEC §27.10.1: carol's record is found by a walk (her hello failed): alice's first send
+    waits for it and shares with carol's device at once. The few members known nowhere beside
+    her (whose lookups cannot walk now, `may_walk_now`) are neither asked for nor waited on,
+    but owed the key; before, the send waited on every member it held no record of."""
+    asked: list[UserId] = []
+    carol_record = _carol_record(tmp_path / "carol-db", clock)
+    nowhere = {UserId(bytes([n]) * 32) for n in range(RECORD_WAIT_MEMBERS - 1)}
+
+    async with AsyncStore(LmdbStore(tmp_path / "db")) as store:
+
+        async def find(user: UserId) -> bool:
+            asked.append(user)
+            if user != carol_record.user:
+                await asyncio.Event().wait()  # a walk that does not end: not to be waited on
+            return await store.run(alice.directory.learn_verified, store.store, carol_record)
+
+        alice = await _alice(
+            store, tmp_path, clock, find_record=find, may_walk_now=lambda u: u not in nowhere
+        )
+        members = {alice.user, carol_record.user, *nowhere}
+        first = await alice.sender.encrypt(ROOM, _now(members), "text/plain", b"0")
+        assert asked == [carol_record.user]
+        assert list(first.newly_shared.values()) == [carol_record.user]
+        assert set(first.newly_owed) == nowhere
 
 
 async def test_a_member_whose_record_comes_while_the_shares_are_made_is_owed_from_there(
@@ -265,6 +329,7 @@ async def _alice(
     clock: FakeClock,
     *,
     find_record: Callable[[UserId], Awaitable[bool]],
+    may_walk_now: Callable[[UserId], bool] = lambda _user: True,
     owed_held: Callable[[Set[UserId]], Set[UserId]] = lambda users: users,
     ask_levels: Callable[[Set[UserId]], Awaitable[bool]] | None = None,
 ) -> _Alice:
@@ -279,6 +344,7 @@ async def _alice(
         store=store,
         directory=directory,
         find_record=find_record,
+        may_walk_now=may_walk_now,
         device=record.bundles[0].device,
         clock=clock,
         rotation=e2ee.Rotation(max_messages=100),

@@ -308,6 +308,40 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     assert " INFO " in (tmp_path / "nodes" / "n3" / "node0.log").read_text()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
+async def test_first_sends_are_metered_apart_and_no_workload_message_is_a_senders_first(
+    tmp_path: Path,
+) -> None:
+    """`--first-sends` (SPEC §20.6): each of three nodes sends once before the idle phase,
+    metered as a phase of its own, then dropped: the workload's messages are checked and
+    counted alone."""
+    config = ScaleConfig(
+        sizes=(3,),
+        members=4,
+        idle=1.0,
+        settle=1.0,
+        duration=2.0,
+        rate=3.0,
+        progress=False,
+        first_sends=True,
+    )
+    async with asyncio.timeout(300):
+        report = await run_scale(config)
+    assert report["ok"], report
+    assert report["config"]["first_sends"]
+    (size,) = report["sizes"]
+    first, work = size["first_sends"], size["workload"]
+    assert first["sent"] == first["acked"] == 3 and first["missing"] == 0, first
+    assert first["cpu_s"]["mean"] > 0, first
+    assert first["wire"]["writes_per_node_per_message"]["/hearthmesh/deliver/0"] > 0, first
+    assert first["cpu_ms_per_message_per_node_above_idle_less_periodic"] is not None, first
+    assert work["acked"] == work["sent"] >= 3, work  # none of the first sends among them
+    assert work["missing"] == work["duplicates"] == 0, work
+    assert work["delivered"] == 2 * work["acked"], work  # the first sends are not counted
+    assert work["to_last_member"]["messages"] == work["acked"], work
+
+
 def test_a_slow_message_names_its_last_member_its_path_and_the_senders_outage() -> None:
     """SPEC §20.6: a message slow to its last member is listed with that member, the path
     its node noted (direct from the sender's home, a relay, gossip) and the sender's outage of
@@ -343,6 +377,7 @@ def test_a_slow_message_names_its_last_member_its_path_and_the_senders_outage() 
     assert first == {
         "sent_s": 10.0,
         "to_last_s": 9.0,
+        "acked_s": 0.1,
         "sender": 0,
         "senders_nth": 1,
         "last_member": 2,
@@ -353,3 +388,6 @@ def test_a_slow_message_names_its_last_member_its_path_and_the_senders_outage() 
     assert second["senders_nth"] == 2
     assert second["parked"] == {"down_before_s": 8.0, "ended_after_s": 7.0, "no_record": False}
     assert report["by_path"] == {"direct, parked": 1, "relayed via node 2, parked": 1}
+    # m1 and m3 are their senders' first (9.0 and 0.5 s), m2 a later one (5.0 s)
+    assert report["first_sends"] == {"messages": 2, "p50_s": 4.75, "slow": 1}
+    assert report["later_sends"] == {"messages": 1, "p50_s": 5.0, "slow": 1}

@@ -40,7 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,22 +165,12 @@ class SteadyChat:
                 self.arrivals.append(frame["message_id"])
                 self._changed.set()
 
-    async def send(
-        self,
-        room: str,
-        *,
-        tag: str,
-        rate_per_s: float,
-        duration_s: float,
-        until: Callable[[], bool] = lambda: False,
-    ) -> None:
-        """Send `rate_per_s` messages a second for `duration_s` (or until `until()`), each
-        with client id and text `tag-<i>`."""
+    async def send(self, room: str, *, tag: str, rate_per_s: float, duration_s: float) -> None:
+        """Send `rate_per_s` messages a second for `duration_s`, each with client id and text
+        `tag-<i>`."""
         count = int(rate_per_s * duration_s)
 
         async def one(i: int) -> bool:
-            if until():
-                return False
             client_id = f"{tag}-{i}"
             self.sent[client_id] = _Sent(at=time.perf_counter())
             frame = {"event": "send", "room_id": room, "message": client_id, "client_id": client_id}

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Final
@@ -550,7 +550,21 @@ async def run_attack(
     return seen
 
 
-async def run_catalogue(target: Target, attacks: Sequence[Attack] = ATTACKS) -> list[Observation]:
-    """Every attack in turn against `target`, each observed and followed by a probe."""
+async def run_catalogue(
+    target: Target,
+    attacks: Sequence[Attack] = ATTACKS,
+    *,
+    beside: Callable[[], Coroutine[object, None, object]] | None = None,
+) -> list[Observation]:
+    """Every attack in turn against `target`, each observed and followed by a probe; with
+    `beside`, a call of it runs alongside each attack and the next attack waits for both (the
+    soak test's chat: a fixed amount of traffic during every attack, however long they take)."""
+    seen: list[Observation] = []
     async with HostilePeer() as prober:
-        return [await run_attack(attack, target, prober) for attack in attacks]
+        for attack in attacks:
+            async with asyncio.TaskGroup() as group:
+                if beside is not None:
+                    group.create_task(beside())
+                observed = group.create_task(run_attack(attack, target, prober))
+            seen.append(observed.result())
+    return seen

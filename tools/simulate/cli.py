@@ -65,6 +65,12 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="--scale: idle phase (default 300 s: it holds the home records' period, §20.6)",
     )
     sim.add_argument(
+        "--first-sends",
+        action="store_true",
+        help="--scale: each node sends once before the idle phase, metered apart, so that no "
+        "workload message is its sender's first (§20.6)",
+    )
+    sim.add_argument(
         "--bystanders",
         type=int,
         default=0,
@@ -148,6 +154,7 @@ def _run_scale(args: argparse.Namespace) -> int:
         bystanders=max(0, args.bystanders),
         busy_bystanders=args.busy_bystanders,
         node_log_level=args.node_log_level,
+        first_sends=args.first_sends,
     )
     try:
         report = scale(config)

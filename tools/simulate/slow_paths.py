@@ -5,13 +5,16 @@ The last member's node noted the message if it reached its app more than two sec
 sender stamped it (`slow_arrivals` in its status: gossip, a deliver stream from the sender's
 home or a relay, a gap fetch, or opened late by its room key); the sender's node noted each
 recipient that was down and acked again (`outages_ended`: parked, or a marker while no record
-named a home of it). Both are read from the statuses at the workload's end.
+named a home of it). Both are read from the statuses at the workload's end. Each slow message
+says how long its send waited for its ack (its stamp), and the senders' first messages are
+counted apart from the later ones.
 
 State: none.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Final
@@ -49,9 +52,11 @@ def slow_messages(
         mine = sorted((m.acked for m in messages if m.acked.device == sender), key=_sent_at)
         nth.update((acked.message_id, n) for n, acked in enumerate(mine, 1))
     slow = []
+    by_nth: dict[bool, list[float]] = {True: [], False: []}
     for message in messages:
         last = max(message.shown_at, key=message.shown_at.__getitem__)
         latency = message.shown_at[last] - message.acked.sent_at
+        by_nth[nth[message.acked.message_id] == 1].append(latency)
         if latency > SLOW_S:
             slow.append((latency, last, message.acked))
     slow.sort(key=lambda item: -item[0])
@@ -69,6 +74,7 @@ def slow_messages(
             {
                 "sent_s": round(acked.sent_at, 1),
                 "to_last_s": round(latency, 2),
+                "acked_s": round(acked.acked_at - acked.sent_at, 2),  # before its stamp
                 "sender": acked.device,
                 "senders_nth": nth[acked.message_id],
                 "last_member": last,
@@ -80,7 +86,19 @@ def slow_messages(
         "over_s": SLOW_S,
         "count": len(slow),
         "by_path": dict(paths.most_common()),
+        "first_sends": _sends(by_nth[True]),
+        "later_sends": _sends(by_nth[False]),
         "slowest": listed[:KEPT],
+    }
+
+
+def _sends(latencies: list[float]) -> dict[str, Any]:
+    """How many messages, their median to the last member, and how many were slow: a
+    sender's first starts its session and shares its key (SPEC §27.5, §27.10)."""
+    return {
+        "messages": len(latencies),
+        "p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "slow": sum(latency > SLOW_S for latency in latencies),
     }
 
 
