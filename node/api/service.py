@@ -228,7 +228,7 @@ class ApiService:
         self.feed.tell(entries, wake=False)
 
     async def _pump(self) -> None:
-        async for event in self.node.events():
+        async for event in self.node.events(logged=True):
             self._on_event(event)
 
     def _on_event(self, event: NodeEvent) -> None:

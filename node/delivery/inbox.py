@@ -98,9 +98,10 @@ class StoreOutcome:
     unknown_rooms_from: set[str] = field(default_factory=set)
     """Peers that delivered our own user's envelopes for rooms unknown here ("" for gossip):
     learn our user's rooms from our other homes (SPEC §23.5)."""
-    logged: list[FeedEntry] | None = field(default_factory=list)
+    logged: list[FeedEntry] | None = None
     """The arrival-log entries the batch's appends made, in number order, each with the
-    envelope as stored: a client feed tells them without reading the log back. None when the
+    envelope as stored: a client feed tells them without reading the log back. None when no
+    feed asked for them (`accept(log=...)`: a node with no client builds none), or when the
     batch also moved or removed entries (a room key opened held events, a recall withdrew
     one), so only the log tells what it holds now."""
 
@@ -151,6 +152,7 @@ class Inbox:
         from_sibling: bool = False,
         fast_path: bool = False,
         fetched: bool = False,
+        log: bool = False,
     ) -> StoreOutcome:
         """Store or relay each arrival; runs in a store write batch. Results are in input order.
 
@@ -165,8 +167,9 @@ class Inbox:
             fetched: they answer our gap fetch (SPEC §26): one from before our joining point,
                 not a MEMBERSHIP event, is not owed and not stored; it only tells the release
                 order its sender owes nothing up to it (SPEC §8.6).
+            log: a client feed takes the log entries the appends make (`StoreOutcome.logged`).
         """
-        outcome = StoreOutcome()
+        outcome = StoreOutcome(logged=[] if log else None)
         # What reaches one of our homes from outside goes on to the others (ARCHITECTURE §8); what a
         # sibling sends us it has sent to every sibling itself.
         forward = () if from_sibling else self._sibling_destinations()
@@ -182,21 +185,25 @@ class Inbox:
             nonlocal key_pending
             key_pending = False
             if requests:
-                appended = store.append_entries(requests)
-                if outcome.logged is not None:
-                    outcome.logged += [entry for _, entry in appended if entry is not None]
+                logged = outcome.logged
+                if logged is None:
+                    appended = store.append_many(requests)
+                else:
+                    made = store.append_entries(requests)
+                    logged += [entry for _, entry in made if entry is not None]
+                    appended = [stored for stored, _ in made]
                 # What each stored envelope sets off comes first, the releases after: a release
                 # reads its sender's stored envelopes back (SPEC §8.4), so it may reach one
                 # later in this commit, which must have taken effect by then. (A ROOM_KEY
                 # reached before its key was taken let the messages of its session go to the
                 # app unopened, and they were shown as it opened them, after later ones.)
-                for slot, request, (stored, _) in zip(slots, requests, appended, strict=True):
+                for slot, request, stored in zip(slots, requests, appended, strict=True):
                     envelope = request.envelope
                     named = judged.pop(envelope.message_id, None)
                     results[slot] = self._after_append(
                         store, envelope, stored, now_ms, outcome, named
                     )
-                for request, (stored, _) in zip(requests, appended, strict=True):
+                for request, stored in zip(requests, appended, strict=True):
                     self._offer_stored(store, request.envelope, stored, outcome, rooms)
                 requests.clear()
                 slots.clear()

@@ -179,7 +179,9 @@ def test_a_batch_with_a_recall_tells_no_log_entries(store: KvStore) -> None:
     recall = _action(
         OURS, 2, Kind.RECALL, RECALL_CONTENT_TYPE, encode_recall(Recall(target=words.message_id))
     )
-    outcome = make_inbox().accept(store, [arrival(words), arrival(recall)], now_ms=0, peer=PEER)
+    outcome = make_inbox().accept(
+        store, [arrival(words), arrival(recall)], now_ms=0, peer=PEER, log=True
+    )
     assert [r.status for r in outcome.results] == [AckStatus.STORED] * 2
     assert outcome.logged is None
     logged = store.arrivals_after(before, limit=10).entries

@@ -27,7 +27,7 @@ from hearthmesh.protocol.envelope import Envelope, Kind, seal
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import DeviceId, keypair_from_seed
 from hearthmesh.protocol.rooms import direct_room_id
-from hearthmesh.storage.api import AppendRequest, AppendResult, FeedEntry, FriendRequest
+from hearthmesh.storage.api import AppendRequest, AppendResult, FriendRequest
 from hearthmesh.storage.memory import MemoryStore
 from hearthmesh.storage.store import KvStore
 
@@ -163,11 +163,9 @@ class _CountingStore(MemoryStore):
         super().__init__()
         self.appends: list[list[Kind]] = []
 
-    def append_entries(
-        self, requests: Sequence[AppendRequest]
-    ) -> list[tuple[AppendResult, FeedEntry | None]]:
+    def append_many(self, requests: Sequence[AppendRequest]) -> list[AppendResult]:
         self.appends.append([r.envelope.kind for r in requests])
-        return super().append_entries(requests)
+        return super().append_many(requests)
 
 
 def test_a_room_key_earlier_in_a_batch_is_taken_in_before_the_next_message_is_opened() -> None:
@@ -280,7 +278,9 @@ def test_a_batch_whose_room_key_opens_a_held_message_tells_no_log_entries(
     key = alice.rotate()
     message = alice.send(b"m")
     before = store.last_arrival()
-    outcome = inbox.accept(store, [arrival(message), arrival(key)], now_ms=NOW_MS, peer=PEER)
+    outcome = inbox.accept(
+        store, [arrival(message), arrival(key)], now_ms=NOW_MS, peer=PEER, log=True
+    )
     assert [e.body for e in outcome.released if reaches_the_app(e)] == [b"m"]
     assert outcome.logged is None
     logged = store.arrivals_after(before, limit=10).entries
