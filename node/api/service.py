@@ -387,9 +387,10 @@ class ApiService:
     async def perform_action(self, command: MessageCommand) -> dict[str, Any]:
         """A client's message action (`MessageActions.perform`), shown at once to our user's
         clients on this node, as a send is: the feed publishes it now, not at its next poll
-        (`feed._POLL_S`, 2 s later)."""
-        answer = await self.actions.perform(command)
-        await self._publish_now()
+        (`feed._POLL_S`, 2 s later), from the entries its commit made, not read back."""
+        told: list[FeedEntry] = []
+        answer = await self.actions.perform(command, on_stored=told.extend)
+        await self._publish_now(told)
         return answer
 
     async def _publish_now(self, told: Sequence[FeedEntry] = ()) -> None:
@@ -585,7 +586,10 @@ class ApiService:
             display_name=own.display_name if own else "",
             handle=own.handle if own else "",
         )
-        return await self.node.send(room, encode_contact(event), content_type=CONTACT_CONTENT_TYPE)
+        # our own contact events show no frame (frames.py): their entries ride the next pass
+        return await self.node.send(
+            room, encode_contact(event), content_type=CONTACT_CONTENT_TYPE, on_stored=self._told
+        )
 
 
 def _is_message(envelope: Envelope) -> bool:
