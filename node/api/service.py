@@ -3,12 +3,12 @@ events become for clients (SPEC §15-§19).
 
 Durable events (message, receipt, membership, contact) reach clients through the feed, which
 tails the store's arrival log in number order (feed.py, frames.py; SPEC §15.4.3). One pump
-reads `Node.events()`: the log entries a commit made (`Logged`) go to the feed, which publishes
-them as they are, with no read of the log; an event the node reports stored that no told entry
-names is handed over with its envelope (rendered from that copy) and wakes it; ephemeral ones
-(presence, typing, verification flows as they move, SPEC §29.5.2) become frames at once, with
-no cursor. A message for our user that arrives while no client is connected becomes a push
-notification (SPEC §19).
+reads `Node.events(logged=True)`: the log entries a commit made (`Logged`, built only while it
+asks) go to the feed, which publishes them as they are, with no read of the log; an event the
+node reports stored that no told entry names is handed over with its envelope (rendered from
+that copy) and wakes it; ephemeral ones (presence, typing, verification flows as they move,
+SPEC §29.5.2) become frames at once, with no cursor. A message for our user that arrives while
+no client is connected becomes a push notification (SPEC §19).
 
 State: the connected client sessions, the feed, the receipts and push dispatcher it was built
 with, and who is typing where (`_typing`); all on the asyncio loop, touched by the API's
@@ -223,8 +223,9 @@ class ApiService:
             session.put(text)
 
     def _told(self, entries: list[FeedEntry]) -> None:
-        """A commit of ours the feed was not part of (a receipt) made these log entries: they
-        ride the tail's next pass (a client acking each arrival would else wake it twice)."""
+        """A commit of ours the feed was not part of (a receipt, a contact event) made these log
+        entries: they ride the tail's next pass (a client acking each arrival would else wake it
+        twice), which then needs no read of the log for them."""
         self.feed.tell(entries, wake=False)
 
     async def _pump(self) -> None:
