@@ -6,11 +6,13 @@ from dataclasses import dataclass
 
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.identity import DeviceId, UserId
+from hearthmesh.storage.api import FeedEntry
 
 __all__ = [
     "DeliveredToHome",
     "DeviceKeysChanged",
     "DeviceVerified",
+    "Logged",
     "MembershipChanged",
     "MessageReceived",
     "NodeEvent",
@@ -25,6 +27,16 @@ class MessageReceived:
     """A stored, non-ephemeral envelope of a room this node's user is in, in per-sender order."""
 
     envelope: Envelope
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Logged:
+    """A commit of what arrived here numbered events in the arrival log (storage/arrivals.py).
+    `entries` are those it made, in number order, with the envelopes as
+    stored, so a client feed tells them without reading the log back; None when it also moved
+    or removed entries (only the log tells what it holds now)."""
+
+    entries: tuple[FeedEntry, ...] | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,6 +103,7 @@ class VerificationChanged:
 
 NodeEvent = (
     MessageReceived
+    | Logged
     | DeliveredToHome
     | PresenceChanged
     | MembershipChanged

@@ -828,9 +828,10 @@ class Node:
         stored = await self._store.read_inline(self._store.store.get_event, message_id)
         return None if stored is None else stored.envelope
 
-    def events(self) -> AsyncIterator[NodeEvent]:
-        """Subscribe to this node's events from now on (bounded: see EventHub)."""
-        return self._events.subscribe()
+    def events(self, *, logged: bool = False) -> AsyncIterator[NodeEvent]:
+        """Subscribe to this node's events from now on (bounded: see EventHub); `logged`: with
+        `Logged`, the arrival-log entries of each batch that arrived (a client feed's)."""
+        return self._events.subscribe(logged=logged)
 
     @property
     def outbox_delivered(self) -> int:

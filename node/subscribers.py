@@ -3,6 +3,9 @@
 Each subscriber has its own queue of at most `MAX_QUEUED_EVENTS`. A subscriber that falls that
 far behind is ended with `SubscriberTooSlow` rather than growing memory without bound or
 slowing the node; everything it missed is in the store (history, statuses) to re-read.
+
+`Logged` (a batch's arrival-log entries) is built and emitted only while a subscriber asked for
+it (a client feed): a node with no feed pays nothing for it.
 """
 
 from __future__ import annotations
@@ -32,12 +35,17 @@ class EventHub:
     def __init__(self, *, max_queued: int = MAX_QUEUED_EVENTS) -> None:
         self._max = max_queued
         self._queues: set[asyncio.Queue[object]] = set()
+        self._logged: set[asyncio.Queue[object]] = set()
+        """The subscribers that asked for `Logged` (every subscriber gets it while one does)."""
+        self.takes_logged = False
+        """Does a subscriber take `Logged`? While none does, the receiver builds no entries
+        (an attribute, not a property: it is read on every arriving batch)."""
         self._closed = False
 
     def emit(self, event: NodeEvent) -> None:
         for queue in list(self._queues):
             if queue.qsize() >= self._max:
-                self._queues.discard(queue)
+                self._end(queue)
                 queue.put_nowait(SubscriberTooSlow(f"more than {self._max} events behind"))
             else:
                 queue.put_nowait(event)
@@ -48,14 +56,20 @@ class EventHub:
         for queue in self._queues:
             queue.put_nowait(_END)
         self._queues.clear()
+        self._logged.clear()
+        self.takes_logged = False
 
-    def subscribe(self) -> AsyncGenerator[NodeEvent]:
-        """Events from this call on (not from the first iteration) until the node stops."""
+    def subscribe(self, *, logged: bool = False) -> AsyncGenerator[NodeEvent]:
+        """Events from this call on (not from the first iteration) until the node stops;
+        `logged`: with `Logged` (a client feed's)."""
         queue: asyncio.Queue[object] = asyncio.Queue()  # bounded by emit(), one slot over max
         if self._closed:
             queue.put_nowait(_END)
         else:
             self._queues.add(queue)
+            if logged:
+                self._logged.add(queue)
+                self.takes_logged = True
         return self._drain(queue)
 
     async def _drain(self, queue: asyncio.Queue[object]) -> AsyncGenerator[NodeEvent]:
@@ -68,4 +82,9 @@ class EventHub:
                     raise item
                 yield item  # type: ignore[misc]
         finally:
-            self._queues.discard(queue)
+            self._end(queue)
+
+    def _end(self, queue: asyncio.Queue[object]) -> None:
+        self._queues.discard(queue)
+        self._logged.discard(queue)
+        self.takes_logged = bool(self._logged)

@@ -226,7 +226,7 @@ def build_services(
         keyring=keyring,
         clock=clock,
         hlc=hlc,
-        emit=events.emit,
+        events=events,
         on_outcome=outcomes.publish,
         is_sibling=homes.is_sibling,
         standing=standing,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 from typing import Final
 
 from .addressing import is_addressed
@@ -92,8 +93,14 @@ def encode_receipt(receipt: Receipt) -> bytes:
     return encode_canonical([int(receipt.status), list(receipt.message_ids)])
 
 
+@lru_cache(maxsize=256)
 def decode_receipt(body: bytes) -> Receipt:
-    """Parse a RECEIPT body. Raises MalformedMessage (or TooLarge)."""
+    """Parse a RECEIPT body. Raises MalformedMessage (or TooLarge).
+
+    Remembers the latest bodies: a receipt is decoded where it is credited as it arrives and
+    again as its frame is rendered (36 Python calls each). A `Receipt` is immutable, so one
+    may be shared; what raises is not remembered.
+    """
     value = decode_canonical(body, max_bytes=16 + MAX_RECEIPT_IDS * (_ID_BYTES + 2))
     match value:
         case [int() as status, list() as ids] if status in ReceiptStatus._value2member_map_:

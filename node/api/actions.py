@@ -9,7 +9,7 @@ message of our user. Owns no state.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from hearthmesh.node.api.config import ApiConfig
@@ -58,9 +58,12 @@ from hearthmesh.protocol.errors import (
 )
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, user_id_text
-from hearthmesh.storage.api import Store, StoredEvent
+from hearthmesh.storage.api import FeedEntry, Store, StoredEvent
 
 __all__ = ["MessageActions", "annotate"]
+
+OnStored = Callable[[list[FeedEntry]], None] | None
+"""Told an action's arrival-log entries once it is committed (the API's feed, `Node.send`)."""
 
 _QUOTE_CHARS: Final = 200
 """Of a replied-to message's text, what a quote carries."""
@@ -78,8 +81,9 @@ class MessageActions:
     def _own(self) -> UserId:
         return self._node.user_id
 
-    async def perform(self, command: MessageCommand) -> dict[str, Any]:
+    async def perform(self, command: MessageCommand, on_stored: OnStored = None) -> dict[str, Any]:
         """Do a client's action; the answer names the message and the action's envelope.
+        `on_stored`: the action's arrival-log entries once committed (`Node.send`).
 
         Raises:
             NotFound: no such message in a conversation of our user.
@@ -91,20 +95,21 @@ class MessageActions:
         answer: dict[str, Any] = {"message_id": target.message_id.hex()}
         match command:
             case RecallMessage():
-                envelope = await self._recall(target)
+                envelope = await self._recall(target, on_stored)
             case EditMessage(message=text):
                 edit = Edit(target=target.message_id, text=text)
                 self._check(target, edit)
                 await self._not_recalled(target)
-                envelope = await self._send(target, encode_edit(edit), Kind.EDIT)
+                envelope = await self._send(target, encode_edit(edit), Kind.EDIT, on_stored)
             case ReactToMessage(emoji=emoji, active=active):
                 reaction = Reaction(target=target.message_id, emoji=emoji, active=active)
                 self._check(target, reaction)
                 await self._not_recalled(target)
-                envelope = await self._send(target, encode_reaction(reaction), Kind.REACTION)
+                body = encode_reaction(reaction)
+                envelope = await self._send(target, body, Kind.REACTION, on_stored)
             case ForwardMessage(room_id=room):
                 await self._not_recalled(target)
-                envelope = await self._forward(target, room)
+                envelope = await self._forward(target, room, on_stored)
             case DeleteForMe():
                 await self._node.delete_for_me(target.room, target.message_id)
                 return answer | {"deleted_for_me": True}
@@ -133,7 +138,7 @@ class MessageActions:
         if await store.read(store.store.withdrawn_by, target.message_id) == target.sender_user:
             raise MessageRecalled("that message was recalled")
 
-    async def _recall(self, target: Envelope) -> Envelope:
+    async def _recall(self, target: Envelope, on_stored: OnStored) -> Envelope:
         if target.sender_user != self._own:
             raise NotSender("only its sender may recall a message")
         if self._clock.now_ms() - target.hlc.wall_ms > self._config.recall_window_ms:
@@ -143,9 +148,9 @@ class MessageActions:
         await self._not_recalled(target)
         recall = Recall(target=target.message_id)
         self._check(target, recall)
-        return await self._send(target, encode_recall(recall), Kind.RECALL)
+        return await self._send(target, encode_recall(recall), Kind.RECALL, on_stored)
 
-    async def _forward(self, target: Envelope, room: RoomId) -> Envelope:
+    async def _forward(self, target: Envelope, room: RoomId, on_stored: OnStored) -> Envelope:
         content = content_of(target)
         if content is None:
             raise NotFound("that message cannot be read here")
@@ -156,9 +161,13 @@ class MessageActions:
         if content_type not in (TEXT_CONTENT_TYPE, MEDIA_CONTENT_TYPE):
             raise MalformedMessage("only text and media are forwarded")
         wrapped = annotate(Annotated(content_type=content_type, body=body, forwarded=True))
-        return await self._node.send(room, wrapped, content_type=ANNOTATED_CONTENT_TYPE)
+        return await self._node.send(
+            room, wrapped, content_type=ANNOTATED_CONTENT_TYPE, on_stored=on_stored
+        )
 
-    async def _send(self, target: Envelope, body: bytes, kind: Kind) -> Envelope:
+    async def _send(
+        self, target: Envelope, body: bytes, kind: Kind, on_stored: OnStored
+    ) -> Envelope:
         """Send an action on `target`, in its room."""
         content_type = {
             Kind.EDIT: EDIT_CONTENT_TYPE,
@@ -166,7 +175,12 @@ class MessageActions:
             Kind.REACTION: REACTION_CONTENT_TYPE,
         }[kind]
         return await self._node.send(
-            target.room, body, content_type=content_type, kind=kind, acts_on=target.message_id
+            target.room,
+            body,
+            content_type=content_type,
+            kind=kind,
+            acts_on=target.message_id,
+            on_stored=on_stored,
         )
 
     # --- views ------------------------------------------------------------------------------

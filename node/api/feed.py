@@ -13,19 +13,22 @@ the order holds either way.
 The live tail renders each new event from the envelope already in hand (`hold`: the one a
 client just sent, or the one the node reported arriving): the store's log still gives the
 numbers and order (they are assigned in the append transaction), but a held envelope is not
-decoded again from its stored bytes. A client's own send, whose commit handed back the
-numbers it gave (`catch_up(told)`), is not read from the log at all when those numbers are the
-next ones. A replay for a client that is catching up decodes from the store.
+decoded again from its stored bytes. A commit that hands back the entries it numbered (a
+client's own send, `catch_up(told)`; what arrived, or a receipt of ours, `tell`) is not read
+from the log at all when those numbers are the next ones; a receipt of ours does not wake the
+tail, it rides its next pass. A replay for a client that is catching up
+decodes from the store.
 
-State owned here: the epoch, the published position, and the envelopes in hand.
+State owned here: the epoch, the published position, the envelopes in hand and the entries
+told and not yet published.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
+import operator
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,6 +54,8 @@ decoded from the store, as a replay does)."""
 Render = Callable[[FeedEntry, bool], Awaitable[list[dict[str, Any]]]]
 """(entry, live) -> client frames; `live` applies the entry's side effects first."""
 
+
+_NUMBER: Final = operator.attrgetter("number")
 
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 """One encoder for every frame: `json.dumps` with arguments builds a new one each call (~1 µs
@@ -89,6 +94,10 @@ class Feed:
         """Held when the log last grew: let go once it grows again without them."""
         self._aging_at = -1
         """The log's newest number when `_aging` was taken."""
+        self._told: dict[bytes, FeedEntry] = {}
+        """Entries commits told (`tell`) and the tail has not taken yet, by message id."""
+        self._stale = True
+        """Woken by more than told entries (`wake`, the poll): the tail reads the log."""
 
     async def start(self) -> None:
         """Load (or create) the store's epoch; the tail starts at the newest entry."""
@@ -106,7 +115,33 @@ class Feed:
 
     def wake(self) -> None:
         """Something was stored: publish it soon."""
+        self._stale = True
         self._wake.set()
+
+    def tell(self, entries: Sequence[FeedEntry] | None, *, wake: bool = True) -> None:
+        """A commit made these log entries (None: it also moved or removed some): publish them
+        soon, from these when they are the next numbers.
+
+        `wake=False`: no client waits on them (our own receipts, each ack's echo): they go out
+        with the tail's next pass (the next commit told or woken, a send, the poll), as an
+        event stored with no word always did, instead of a pass of their own.
+        """
+        if entries is None:
+            self.wake()
+            return
+        told = self._told
+        for entry in entries:
+            if entry.number > self.position:  # else published already (`catch_up`)
+                told[entry.event.envelope.message_id] = entry
+        if told and wake:
+            self._wake.set()
+
+    def arrived(self, envelope: Envelope) -> None:
+        """The node reported `envelope` (stored): publish it soon, from this copy, unless the
+        entry of its commit was told already."""
+        if envelope.message_id not in self._told:
+            self.hold(envelope)
+            self.wake()
 
     def hold(self, envelope: Envelope) -> None:
         """`envelope` was just stored, or is about to be: the tail renders it from this copy,
@@ -133,10 +168,12 @@ class Feed:
         """Publish new log entries in number order until cancelled."""
         while True:
             async with self._draining:
-                await self._drain()
-            with contextlib.suppress(TimeoutError):
+                await self._tail()
+            try:
                 async with asyncio.timeout(_POLL_S):
                     await self._wake.wait()
+            except TimeoutError:
+                self._stale = True
 
     async def catch_up(self, told: Sequence[FeedEntry] = ()) -> None:
         """Publish what is new now, in the calling task; if a drain is under way, it will.
@@ -145,21 +182,57 @@ class Feed:
         they are the next numbers and follow each other, they are published from these, with
         no read of the log: every number up to them is published and none lies between them, so
         the order and exactly-once hold. Anything after them is the tail's, as it always was;
-        otherwise (a number before them not yet published) the log is read.
+        otherwise (a number before them not yet published) the log is read. Entries `tell` gave
+        and the tail has not taken join them (an arrival committed just before the send); the
+        tail does the same with those, unless something else woke it too.
         """
         if self._draining.locked():
-            self._wake.set()
+            if told:
+                self.tell(told)
+            else:
+                self.wake()
             return
         async with self._draining:
-            if _follow(told, self.position):
-                await self._publish_entries(told)
+            entries = self._take_told(told)
+            if told and _follow(entries, self.position):
+                await self._publish_entries(entries)
             else:
-                await self._drain()
+                await self._read_log(entries)
+
+    async def _tail(self) -> None:
+        """Publish what commits told, with no read of the log when only they woke the tail
+        and they are the next numbers; else read the log (the told envelopes in hand)."""
+        self._wake.clear()
+        told = self._take_told()
+        if not self._stale and (not told or _follow(told, self.position)):
+            await self._publish_entries(told)
+        else:
+            await self._read_log(told)
+
+    def _take_told(self, more: Sequence[FeedEntry] = ()) -> Sequence[FeedEntry]:
+        """The entries told and not yet published, with `more` (a send's own, in number order,
+        none of them told), in number order."""
+        told = self._told
+        if not told:
+            return more  # the usual send: nothing else was told meanwhile
+        entries = [*told.values(), *more]  # (one published since it was told: the log is read)
+        told.clear()
+        if len(entries) > 1:
+            entries.sort(key=_NUMBER)
+        return entries
+
+    async def _read_log(self, told: Sequence[FeedEntry]) -> None:
+        """Publish from the log what it holds past the position, told envelopes in hand."""
+        for entry in told:
+            if entry.number > self.position:  # else published already: nothing to hold for
+                self.hold(entry.event.envelope)
+        await self._drain()
 
     async def _drain(self) -> None:
         store = self._store
         while True:
             self._wake.clear()  # before reading: a wake during the read is not lost
+            self._stale = False
             page = await store.read_inline(
                 store.store.arrivals_after, self.position, limit=_PAGE, in_hand=self._in_hand
             )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -45,7 +46,7 @@ from hearthmesh.protocol.receipts import (
     is_receiptable,
     sends_receipt,
 )
-from hearthmesh.storage.api import DeliveryStatus, Store
+from hearthmesh.storage.api import DeliveryStatus, FeedEntry, Store
 
 __all__ = [
     "RECEIPT_LINGER_MS",
@@ -82,9 +83,16 @@ class StatusChange:
 class ReceiptService:
     """Sends our user's receipts and reads back what the receipts others sent us credited."""
 
-    def __init__(self, node: Node, clock: Clock) -> None:
+    def __init__(
+        self,
+        node: Node,
+        clock: Clock,
+        on_stored: Callable[[list[FeedEntry]], None] | None = None,
+    ) -> None:
+        """`on_stored`: each receipt's arrival-log entries, once it is committed (the feed)."""
         self._node = node
         self._clock = clock
+        self._on_stored = on_stored
         self._pending: dict[tuple[RoomId, ReceiptStatus, UserId], list[MessageId]] = {}
         """Acks per (room, status, the messages' sender), waiting for one receipt."""
         self._wake = asyncio.Event()
@@ -167,6 +175,7 @@ class ReceiptService:
             kind=Kind.RECEIPT,
             content_type=RECEIPT_CONTENT_TYPE,
             to=frozenset({sender}),  # the homes of the user whose messages it names
+            on_stored=self._on_stored,
         )
         self.sent += 1
 

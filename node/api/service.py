@@ -3,10 +3,12 @@ events become for clients (SPEC §15-§19).
 
 Durable events (message, receipt, membership, contact) reach clients through the feed, which
 tails the store's arrival log in number order (feed.py, frames.py; SPEC §15.4.3). One pump
-reads `Node.events()`: a stored event is handed to the feed with its envelope (rendered from
-that copy, not read back) and wakes it; ephemeral ones (presence, typing, verification flows as
-they move, SPEC §29.5.2) become frames at once, with no cursor. A message for our user that
-arrives while no client is connected becomes a push notification (SPEC §19).
+reads `Node.events(logged=True)`: the log entries a commit made (`Logged`, built only while it
+asks) go to the feed, which publishes them as they are, with no read of the log; an event the
+node reports stored that no told entry names is handed over with its envelope (rendered from
+that copy) and wakes it; ephemeral ones (presence, typing, verification flows as they move,
+SPEC §29.5.2) become frames at once, with no cursor. A message for our user that arrives while
+no client is connected becomes a push notification (SPEC §19).
 
 State: the connected client sessions, the feed, the receipts and push dispatcher it was built
 with, and who is typing where (`_typing`); all on the asyncio loop, touched by the API's
@@ -46,6 +48,7 @@ from hearthmesh.node.delivery.seal_order import SealTurn
 from hearthmesh.node.events import (
     DeviceKeysChanged,
     DeviceVerified,
+    Logged,
     MembershipChanged,
     MessageReceived,
     NodeEvent,
@@ -175,7 +178,7 @@ class ApiService:
         self.config = config
         self.clock = clock
         self.sessions: set[ClientSession] = set()
-        self.receipts = ReceiptService(node, clock)
+        self.receipts = ReceiptService(node, clock, on_stored=self._told)
         self.actions = MessageActions(node, config, clock)
         self.frames = FrameRenderer(node, self.receipts, self.actions, self._on_message)
         self.feed = Feed(
@@ -219,15 +222,22 @@ class ApiService:
         for session in self.sessions:
             session.put(text)
 
+    def _told(self, entries: list[FeedEntry]) -> None:
+        """A commit of ours the feed was not part of (a receipt, a contact event) made these log
+        entries: they ride the tail's next pass (a client acking each arrival would else wake it
+        twice), which then needs no read of the log for them."""
+        self.feed.tell(entries, wake=False)
+
     async def _pump(self) -> None:
-        async for event in self.node.events():
+        async for event in self.node.events(logged=True):
             self._on_event(event)
 
     def _on_event(self, event: NodeEvent) -> None:
         match event:
+            case Logged(entries=entries):
+                self.feed.tell(entries)
             case MessageReceived(envelope=envelope):
-                self.feed.hold(envelope)
-                self.feed.wake()
+                self.feed.arrived(envelope)
             case MembershipChanged():
                 self.feed.wake()
             case PresenceChanged(user=user, online=online, last_seen_ms=last_seen):
@@ -378,9 +388,10 @@ class ApiService:
     async def perform_action(self, command: MessageCommand) -> dict[str, Any]:
         """A client's message action (`MessageActions.perform`), shown at once to our user's
         clients on this node, as a send is: the feed publishes it now, not at its next poll
-        (`feed._POLL_S`, 2 s later)."""
-        answer = await self.actions.perform(command)
-        await self._publish_now()
+        (`feed._POLL_S`, 2 s later), from the entries its commit made, not read back."""
+        told: list[FeedEntry] = []
+        answer = await self.actions.perform(command, on_stored=told.extend)
+        await self._publish_now(told)
         return answer
 
     async def _publish_now(self, told: Sequence[FeedEntry] = ()) -> None:
@@ -576,7 +587,10 @@ class ApiService:
             display_name=own.display_name if own else "",
             handle=own.handle if own else "",
         )
-        return await self.node.send(room, encode_contact(event), content_type=CONTACT_CONTENT_TYPE)
+        # our own contact events show no frame (frames.py): their entries ride the next pass
+        return await self.node.send(
+            room, encode_contact(event), content_type=CONTACT_CONTENT_TYPE, on_stored=self._told
+        )
 
 
 def _is_message(envelope: Envelope) -> bool:

@@ -64,7 +64,7 @@ from hearthmesh.protocol.private import (
     MessageHidden,
     decode_private,
 )
-from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, Store
+from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, FeedEntry, Store
 
 __all__ = ["Arrival", "Inbox", "StoreOutcome"]
 
@@ -98,6 +98,12 @@ class StoreOutcome:
     unknown_rooms_from: set[str] = field(default_factory=set)
     """Peers that delivered our own user's envelopes for rooms unknown here ("" for gossip):
     learn our user's rooms from our other homes (SPEC §23.5)."""
+    logged: list[FeedEntry] | None = None
+    """The arrival-log entries the batch's appends made, in number order, each with the
+    envelope as stored: a client feed tells them without reading the log back. None when no
+    feed asked for them (`accept(log=...)`: a node with no client builds none), or when the
+    batch also moved or removed entries (a room key opened held events, a recall withdrew
+    one), so only the log tells what it holds now."""
 
 
 _NOT_OWED: Final = NotAuthorized("from before our users joined the group: not owed (SPEC §8.6)")
@@ -146,6 +152,7 @@ class Inbox:
         from_sibling: bool = False,
         fast_path: bool = False,
         fetched: bool = False,
+        log: bool = False,
     ) -> StoreOutcome:
         """Store or relay each arrival; runs in a store write batch. Results are in input order.
 
@@ -160,8 +167,9 @@ class Inbox:
             fetched: they answer our gap fetch (SPEC §26): one from before our joining point,
                 not a MEMBERSHIP event, is not owed and not stored; it only tells the release
                 order its sender owes nothing up to it (SPEC §8.6).
+            log: a client feed takes the log entries the appends make (`StoreOutcome.logged`).
         """
-        outcome = StoreOutcome()
+        outcome = StoreOutcome(logged=[] if log else None)
         # What reaches one of our homes from outside goes on to the others (ARCHITECTURE §8); what a
         # sibling sends us it has sent to every sibling itself.
         forward = () if from_sibling else self._sibling_destinations()
@@ -177,7 +185,13 @@ class Inbox:
             nonlocal key_pending
             key_pending = False
             if requests:
-                appended = store.append_many(requests)
+                logged = outcome.logged
+                if logged is None:
+                    appended = store.append_many(requests)
+                else:
+                    made = store.append_entries(requests)
+                    logged += [entry for _, entry in made if entry is not None]
+                    appended = [stored for stored, _ in made]
                 # What each stored envelope sets off comes first, the releases after: a release
                 # reads its sender's stored envelopes back (SPEC §8.4), so it may reach one
                 # later in this commit, which must have taken effect by then. (A ROOM_KEY
@@ -322,6 +336,8 @@ class Inbox:
                 # what waited for this key and went by unseen is shown now (SPEC §27.11);
                 # what still waits for its turn is released in order from the store, opened
                 opened = self._opener.take_room_key(store, envelope)
+                if opened:  # renumbered in the log (node/e2ee/room_opener.py)
+                    outcome.logged = None
                 outcome.contacts_made |= react_to_opened(
                     store, opened, users=self._local, now_ms=now_ms
                 )
@@ -385,6 +401,7 @@ class Inbox:
                     apply_profile(store, user, envelope)
             case Reaction.APPLY_RECALL:
                 apply_recall(store, envelope)
+                outcome.logged = None  # it may have withdrawn an event this batch logged
 
     def _relay(
         self, store: Store, arrival: Arrival, peer: str, now_ms: int, outcome: StoreOutcome

@@ -18,12 +18,13 @@ from collections.abc import Callable
 from hearthmesh.node.clock import Clock, HybridClock
 from hearthmesh.node.delivery.inbox import Arrival, Inbox, StoreOutcome
 from hearthmesh.node.delivery.slow_arrivals import SlowArrivals
-from hearthmesh.node.events import MessageReceived, NodeEvent
+from hearthmesh.node.events import Logged, MessageReceived
 from hearthmesh.node.identity.certificates import ThreadCertificates
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.mesh.standing import PeerStanding
 from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.subscribers import EventHub
 from hearthmesh.protocol.arrival import RecentlyStored, error_result, reaches_the_app
 from hearthmesh.protocol.delivery import (
     AckStatus,
@@ -55,7 +56,7 @@ class Receiver:
         keyring: Keyring,
         clock: Clock,
         hlc: HybridClock,
-        emit: Callable[[NodeEvent], None],
+        events: EventHub,
         on_outcome: Callable[[StoreOutcome], None],
         is_sibling: Callable[[str], bool],
         standing: PeerStanding,
@@ -65,7 +66,8 @@ class Receiver:
         self._keyring = keyring
         self._clock = clock
         self._hlc = hlc
-        self._emit = emit
+        self._events = events
+        self._emit = events.emit
         self._on_outcome = on_outcome
         self._is_sibling = is_sibling
         self._standing = standing
@@ -156,6 +158,7 @@ class Receiver:
             peer=peer,
             from_sibling=from_sibling,
             fetched=fetched,
+            log=self._events.takes_logged,
         )
         self._publish(outcome, "fetch" if fetched else "deliver", peer)
         return outcome.results
@@ -190,6 +193,7 @@ class Receiver:
             arrivals,
             now_ms=self._clock.now_ms(),
             fast_path=True,
+            log=self._events.takes_logged,
         )
         self._publish(outcome, "gossip")
         return outcome.results
@@ -198,6 +202,10 @@ class Receiver:
         self._recent.note(outcome.results)
         if outcome.released:
             self.slow.note(outcome.released, route, peer)
+        if self._events.takes_logged:  # a client feed: it takes the entries before the releases
+            logged = outcome.logged  # None: built for no feed, or entries moved (read the log)
+            if logged is None or logged:
+                self._emit(Logged(entries=None if logged is None else tuple(logged)))
         for envelope in outcome.released:
             if reaches_the_app(envelope):
                 self._emit(MessageReceived(envelope=envelope))

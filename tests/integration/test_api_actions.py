@@ -13,6 +13,7 @@ from hearthmesh.node.api import feed
 from hearthmesh.protocol.envelope import MessageId
 from hearthmesh.tools.client import ApiRefused
 from tests.integration.api_helpers import Home, home, link, open_conversation
+from tests.node.test_api_feed import count_log_reads
 
 
 async def _messages(h: Home, room: str) -> list[dict[str, Any]]:
@@ -189,3 +190,25 @@ async def test_our_clients_see_our_own_action_at_once_not_at_the_feeds_poll(
                 ws, lambda f: f.get("event") == "message_updated" and f.get("is_deleted")
             )
             assert recalled["message_id"] == sent and recalled["status"] == "RECALLED"
+
+
+async def test_an_action_reaches_our_clients_from_its_commit_not_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit or a reaction goes to our user's clients at once from the entries its commit
+    made (`Node.send`'s `on_stored`), as a client's send does: no read of the arrival log."""
+    monkeypatch.setattr(feed, "_POLL_S", 60.0)  # only what happens here moves the feed
+    async with asyncio.timeout(30), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        bob = (await b.status())["user_id"]
+        room = await open_conversation(b, (await a.status())["user_id"])
+        async with b.socket() as phone:
+            hello = await _send(b, room, "helo")
+            await phone.next("message", lambda f: f["message_id"] == hello)
+            reads = count_log_reads(b.node.store, monkeypatch)
+            await b.client.call("POST", f"/v1/messages/{hello}/edit", {"message": "hello"})
+            edited = await phone.next("message_updated")
+            await b.client.call("POST", f"/v1/messages/{hello}/reactions", {"emoji": "👍"})
+            reacted = await phone.next("message_updated", lambda f: bool(f["reactions"]))
+            assert (edited["message"], reacted["reactions"]) == ("hello", {"👍": [bob]})
+            assert reads == [0]

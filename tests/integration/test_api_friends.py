@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from hearthmesh.node.api import feed
 from hearthmesh.tools.client import ApiRefused
+from tests.node.test_api_feed import count_log_reads
 
-from .api_helpers import Home, home, link
+from .api_helpers import Home, home, link, open_conversation
 
 pytestmark = pytest.mark.integration
 
@@ -61,3 +63,24 @@ async def test_a_withdrawn_request_leaves_both_sides(tmp_path: Path) -> None:
         assert refused.value.status == 404
         with pytest.raises(ApiRefused):  # and bob has nothing left to accept
             await b.client.call("POST", f"/v1/friends/requests/{alice}/accept")
+
+
+async def test_our_friend_request_is_told_to_the_feed_not_read_back_from_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our own contact event shows our clients nothing, but it takes a number in the arrival
+    log: its commit tells the feed its entry (`on_stored`), so the feed's next pass (here our
+    next send's) goes on from the entries it was told, with no read of the log."""
+    monkeypatch.setattr(feed, "_POLL_S", 60.0)  # only what happens here moves the feed
+    async with asyncio.timeout(15), home(tmp_path / "a") as a, home(tmp_path / "b") as b:
+        await link(a, b)
+        bob = (await b.status())["user_id"]
+        room = await open_conversation(a, bob)
+        async with a.socket() as alice_ws:
+            await a.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "hi"})
+            await alice_ws.next("message")
+            reads = count_log_reads(a.node.store, monkeypatch)
+            await a.client.call("POST", "/v1/friends/requests", {"user_id": bob, "note": "hi"})
+            await a.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "yo"})
+            assert (await alice_ws.next("message"))["message"] == "yo"
+            assert reads == [0]

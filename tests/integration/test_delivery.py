@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from hearthmesh.node.events import MessageReceived
+from hearthmesh.node.events import Logged, MessageReceived, NodeEvent
 from hearthmesh.protocol import outbox as outbox_machine
 from hearthmesh.protocol.envelope import Kind
 from hearthmesh.protocol.identity import UserId
@@ -42,6 +43,54 @@ async def test_two_nodes_exactly_once_in_order(make_node: NodeFactory) -> None:
         assert {e.recipient for e in await acks_of(alice_events, sent)} == {bob.user_id}
         page = await bob.history(room, limit=100)
         assert [e.envelope.body for e in page.events] == [e.body for e in sent]
+
+
+async def _through_messages(events: AsyncIterator[NodeEvent], count: int) -> list[NodeEvent]:
+    """Every event up to and with the `count`-th `MessageReceived`."""
+    seen: list[NodeEvent] = []
+    async for event in events:
+        seen.append(event)
+        if sum(isinstance(e, MessageReceived) for e in seen) == count:
+            break
+    return seen
+
+
+def _logged_ids(events: list[NodeEvent]) -> list[bytes]:
+    return [
+        entry.event.envelope.message_id
+        for event in events
+        if isinstance(event, Logged)
+        for entry in event.entries or ()
+    ]
+
+
+async def test_a_batchs_log_entries_are_built_only_while_a_subscriber_asks(
+    make_node: NodeFactory,
+) -> None:
+    """`Logged` (the arrival-log entries a client feed publishes from) costs a node with no
+    feed nothing: no subscriber asked, none is emitted. While one asks (`events(logged=True)`,
+    the API's pump) each arriving batch tells its entries, in log order, before its messages;
+    once it has gone, none again."""
+    async with asyncio.timeout(20), make_node("alice") as alice, make_node("bob") as bob:
+        await alice.connect(bob.listen_addrs[0])
+        room = await alice.open_direct(bob.user_id)
+        plain = bob.events()
+        first = [await alice.send(room, f"a{i}".encode()) for i in range(3)]
+        assert _logged_ids(await _through_messages(plain, 3)) == []
+        feed = bob.events(logged=True)
+        told = asyncio.create_task(_through_messages(feed, 3))
+        sent = [await alice.send(room, f"b{i}".encode()) for i in range(3)]
+        got = await told
+        ids = [e.message_id for e in sent]
+        assert [i for i in _logged_ids(got) if i in ids] == ids
+        assert _logged_ids(await _through_messages(plain, 3))  # every subscriber gets them
+        assert isinstance(feed, AsyncGenerator)
+        await feed.aclose()
+        later = [await alice.send(room, f"c{i}".encode()) for i in range(3)]
+        assert _logged_ids(await _through_messages(plain, 3)) == []
+        page = await bob.history(room, limit=100)
+        messages = [e.envelope.body for e in page.events if e.envelope.kind is Kind.MESSAGE]
+        assert messages == [e.body for e in [*first, *sent, *later]]
 
 
 @pytest.mark.slow

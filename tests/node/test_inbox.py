@@ -5,6 +5,7 @@ one result per item in order, membership folded item by item, the store's answer
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,13 @@ from hearthmesh.protocol.receipts import (
     encode_receipt,
 )
 from hearthmesh.protocol.rooms import direct_room_id, group_room_id
-from hearthmesh.storage.api import RelayQuota, StoredEvent
+from hearthmesh.storage.api import (
+    AppendRequest,
+    AppendResult,
+    FeedEntry,
+    RelayQuota,
+    StoredEvent,
+)
 from hearthmesh.storage.lmdb_store import LmdbStore
 from hearthmesh.storage.memory import MemoryStore
 from hearthmesh.storage.store import KvStore
@@ -289,3 +296,39 @@ def test_a_receipt_reads_each_message_it_names_once_for_its_refusal_and_credit()
     assert statuses(outcome.results) == [STORED]
     assert sorted(store.reads) == sorted(e.message_id for e in ours)
     assert all(delivered_to(store, e) == {uid(MEMBER): ReceiptStatus.DELIVERED} for e in ours)
+
+
+def test_a_batch_tells_the_log_entries_it_made_as_the_log_reads_them(store: KvStore) -> None:
+    """`StoreOutcome.logged` (a client feed publishes from it, not the log): each stored
+    envelope's entry with its number and cursor as the log reads them back, the arrival's own
+    envelope object, nothing for a duplicate."""
+    inbox = make_inbox()
+    before = store.last_arrival()
+    batch = [change(1, Action.CREATE, ADMIN), change(2, Action.ADD, OURS), sealed(ADMIN, 3)]
+    first = inbox.accept(store, [arrival(e) for e in batch], now_ms=0, peer=PEER, log=True)
+    later = sealed(ADMIN, 4)
+    again = inbox.accept(store, [arrival(batch[2]), arrival(later)], now_ms=0, peer=PEER, log=True)
+    assert first.logged is not None and again.logged is not None
+    told = first.logged + again.logged
+    assert told == list(store.arrivals_after(before, limit=10).entries)
+    assert all(a.event.envelope is b for a, b in zip(told, [*batch, later], strict=True))
+
+
+class _NoEntries(MemoryStore):
+    """A store whose appends must not build arrival-log entries."""
+
+    def append_entries(
+        self, requests: Sequence[AppendRequest]
+    ) -> list[tuple[AppendResult, FeedEntry | None]]:
+        raise AssertionError("entries built with no feed to take them")
+
+
+def test_a_batch_no_feed_asked_for_builds_no_log_entries() -> None:
+    """A node with no client feed (`log` False: no subscriber takes `Logged`) stores with
+    `append_many` and tells nothing: the feed's entries cost it nothing."""
+    store = _NoEntries()
+    outcome = make_inbox().accept(
+        store, [arrival(change(1, Action.CREATE, ADMIN))], now_ms=0, peer=PEER
+    )
+    assert statuses(outcome.results) == [STORED]
+    assert outcome.logged is None

@@ -166,3 +166,23 @@ def test_a_recall_that_opens_after_it_was_stored_is_indexed_and_applied(store: K
     assert store.withdrawn_by(target) == uid(ADMIN)
     store.purge(now_ms=0, retention_ms=1)
     assert store.get_event(target) is None
+
+
+def test_a_batch_with_a_recall_tells_no_log_entries(store: KvStore) -> None:
+    """A recall may withdraw an event its own batch logged (SPEC §31.1): here our user's own
+    words and their recall, from our other device (no release progress holds them), so the
+    body goes at once. The log, not the batch's appends, says what a client feed shows
+    (`StoreOutcome.logged` None)."""
+    _setup(store)
+    before = store.last_arrival()
+    words = sealed(OURS, 1, body=b"said in haste", wall_ms=10_000)
+    recall = _action(
+        OURS, 2, Kind.RECALL, RECALL_CONTENT_TYPE, encode_recall(Recall(target=words.message_id))
+    )
+    outcome = make_inbox().accept(
+        store, [arrival(words), arrival(recall)], now_ms=0, peer=PEER, log=True
+    )
+    assert [r.status for r in outcome.results] == [AckStatus.STORED] * 2
+    assert outcome.logged is None
+    logged = store.arrivals_after(before, limit=10).entries
+    assert [e.event.envelope.message_id for e in logged] == [recall.message_id]  # withdrawn

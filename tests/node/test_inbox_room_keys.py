@@ -115,6 +115,12 @@ def _take_alices_key(
     )
 
 
+def _opening_inbox(store: KvStore) -> tuple[Inbox, _Alice]:
+    """Our inbox, opening with our device's keys in `store`, and alice sharing with it."""
+    ours = DeviceCrypto(store, pickle_key=PICKLE_KEY, device_key=OUR_DEVICE, user=uid(OURS))
+    return make_inbox(opener=RoomOpener(ours)), _Alice(ours)
+
+
 def _shown(inbox: Inbox, store: KvStore, batch: list[Envelope], now_ms: int) -> list[bytes]:
     """Deliver one batch; the bodies of what went to the app, in order."""
     outcome = inbox.accept(store, [arrival(e) for e in batch], now_ms=now_ms, peer=PEER)
@@ -130,9 +136,7 @@ def test_what_a_room_key_opens_keeps_its_place_when_a_read_back_reaches_past_the
     store, the key of S2 among them. Its key used to be taken only after that release, so b1
     and b2 went out unopened (not shown), c went out opened, and b1 b2 were shown after c, as
     the key opened them (the order a CI run saw at index 200 of 300 messages)."""
-    ours = DeviceCrypto(store, pickle_key=PICKLE_KEY, device_key=OUR_DEVICE, user=uid(OURS))
-    inbox = make_inbox(opener=RoomOpener(ours))
-    alice = _Alice(ours)
+    inbox, alice = _opening_inbox(store)
     key1 = alice.rotate()
     a = alice.send(b"a")
     key2 = alice.rotate()
@@ -168,9 +172,7 @@ def test_a_room_key_earlier_in_a_batch_is_taken_in_before_the_next_message_is_op
     """Each ROOM_KEY is appended (its session taken in) before the encrypted envelope after it
     is opened, so the batch's messages open as they come, in order (SPEC §27.11)."""
     store = _CountingStore()
-    ours = DeviceCrypto(store, pickle_key=PICKLE_KEY, device_key=OUR_DEVICE, user=uid(OURS))
-    inbox = make_inbox(opener=RoomOpener(ours))
-    alice = _Alice(ours)
+    inbox, alice = _opening_inbox(store)
     batch = [alice.rotate(), alice.send(b"a"), alice.send(b"b"), alice.rotate(), alice.send(b"c")]
     outcome = inbox.accept(store, [arrival(e) for e in batch], now_ms=NOW_MS, peer=PEER)
     assert all(r.status is AckStatus.STORED for r in outcome.results)
@@ -186,9 +188,7 @@ def test_a_friend_request_that_opens_when_its_key_comes_is_a_request_then(
     the key that opens it (here a ROOM_KEY, as a key request's answer does) makes it a
     request, as its arrival would have (SPEC §18, §27.11). It used to stay history only: the
     request never listed (the presence test on tmpfs, where the send beat the hello)."""
-    ours = DeviceCrypto(store, pickle_key=PICKLE_KEY, device_key=OUR_DEVICE, user=uid(OURS))
-    inbox = make_inbox(opener=RoomOpener(ours))
-    alice = _Alice(ours)
+    inbox, alice = _opening_inbox(store)
     key = alice.rotate()
     request = alice.send(
         encode_contact(ContactEvent(action=ContactAction.REQUEST, note="hi")),
@@ -266,3 +266,22 @@ def test_a_message_older_than_the_room_key_that_came_first_is_stored_held_not_re
     assert taken == 1
     assert [e.body for e in opened.released] == [b"a", b"b"]
     assert store.held_sessions(10) == []
+
+
+def test_a_batch_whose_room_key_opens_a_held_message_tells_no_log_entries(
+    store: KvStore,
+) -> None:
+    """A message stored held, then opened by a ROOM_KEY later in its batch, moves to the log's
+    end as it opens (SPEC §27.13.5): the batch's appends no longer say what the log holds, so
+    it tells none (`StoreOutcome.logged` None) and a client feed reads the log."""
+    inbox, alice = _opening_inbox(store)
+    key = alice.rotate()
+    message = alice.send(b"m")
+    before = store.last_arrival()
+    outcome = inbox.accept(
+        store, [arrival(message), arrival(key)], now_ms=NOW_MS, peer=PEER, log=True
+    )
+    assert [e.body for e in outcome.released if reaches_the_app(e)] == [b"m"]
+    assert outcome.logged is None
+    logged = store.arrivals_after(before, limit=10).entries
+    assert [e.event.envelope.message_id for e in logged] == [key.message_id, message.message_id]

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hearthmesh.protocol import receipts as receipts_module
 from hearthmesh.protocol.addressing import UNSEQUENCED
+from hearthmesh.protocol.canonical import decode_canonical, encode_canonical
 from hearthmesh.protocol.content import TEXT_CONTENT_TYPE
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
 from hearthmesh.protocol.errors import ErrorCode, MalformedMessage, RemoteProtocolError
@@ -64,6 +68,28 @@ def test_receipt_round_trips_and_refuses_bad_bodies() -> None:
     ):
         with pytest.raises(MalformedMessage):
             encode_receipt(bad)
+
+
+def test_a_receipt_body_decoded_again_is_not_parsed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its credit as it arrives and its frame each decode it: the second is remembered. What
+    raises is parsed (and raises) each time."""
+    parses = []
+    parse = decode_canonical
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        parses.append(args[0])
+        return parse(*args, **kwargs)
+
+    monkeypatch.setattr(receipts_module, "decode_canonical", counted)
+    ids = (MessageId(os.urandom(32)),)  # a body no other test decoded
+    body = encode_receipt(Receipt(status=ReceiptStatus.READ, message_ids=ids))
+    first = decode_receipt(body)
+    assert decode_receipt(bytes(bytearray(body))) is first and len(parses) == 1
+    sent = encode_canonical([ReceiptStatus.SENT.value, list(ids)])
+    for _ in range(2):
+        with pytest.raises(MalformedMessage):
+            decode_receipt(sent)
+    assert len(parses) == 3
 
 
 @given(st.binary(max_size=200))

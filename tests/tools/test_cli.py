@@ -121,6 +121,9 @@ def test_bench_send_counts_counts_what_a_same_node_message_costs_its_home(
     cpu = figures["cpu_us_per_msg"]  # the plain window's
     assert cpu["loop_user"] + cpu["loop_system"] > 0 and cpu["all"] >= cpu["loop"] > 0
     assert figures["counters_per_msg"]["transactions"] > 0
+    assert counts["feed_passes"] >= 1  # the sends' own (`catch_up`)
+    bob = figures["receiver"]  # the receiving home, in the same windows
+    assert bob["calls_per_msg"]["feed_passes"] > 0 and bob["python_calls_per_msg"] > 100
 
 
 def test_bench_e2ee_prints_one_json_object_with_messages_keys_and_media(

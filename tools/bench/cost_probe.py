@@ -91,12 +91,16 @@ CATEGORIES: Final[dict[str, tuple[str, ...]]] = {
     "to_loop_drains": ("node/p2p/bridge.py:_drain",),
     "json_frames_out": ("json/encoder.py:encode",),
     "json_frames_in": ("json/__init__.py:loads",),
+    "feed_passes": ("node/api/feed.py:_take_told",),
+    "feed_log_reads": ("storage/arrivals.py:arrivals_after_txn",),
 }
 """Kind → the functions whose calls it sums, as `_label` names them (`path:function` from the
 package or site-packages down, a built-in by cProfile's own description; cbor2's C and pure
 builds each named). Only plain functions: cProfile counts each resumption of a coroutine as a
 call. `to_other_threads` is the submits to the store's writer and reader threads, `to_trio` every
-call handed to the trio thread (`TrioThread.run` and `run_sync_soon` alike); `tasks_created`
+call handed to the trio thread (`TrioThread.run` and `run_sync_soon` alike); `feed_passes` the
+client feed's publishing passes (its tail task's, and a send's `catch_up`), `feed_log_reads` its
+pages read from the arrival log; `tasks_created`
 (added to these) is the counting task factory's."""
 
 TRIO_CATEGORIES: Final[dict[str, tuple[str, ...]]] = {
