@@ -500,7 +500,6 @@ def build_services(
             store=store,
             directory=directory,
             find_record=home_lookups.find,  # a few members' records, a send waiting on them
-            may_walk_now=home_lookups.may_walk_now,
             device=keyring.device_id,
             clock=clock,
             rotation=config.megolm_rotation,

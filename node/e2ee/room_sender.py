@@ -55,8 +55,9 @@ none of: once per member per session, so a member whose record is nowhere costs 
 
 RECORD_WAIT_MEMBERS: Final = 4
 """A send waits for records only when it holds none of at most this many members (and then
-only for those whose lookup can walk now, `may_walk_now`): a few is a member whose hello
-failed, whose record a walk brings in time for its share. More is a crowd, at scale a group's
+only for those whose lookup walks now: `find_record` answers the others at once, a miss
+backing off or no turn or budget left): a few is a member whose hello failed, whose record a
+walk brings in time for its share. More is a crowd, at scale a group's
 members with no home (974 of 1,024 in the 50-node runs): waiting on the few walks drawn from it
 (the burst, a turn, walks under way) held each sender's first message 2-3.8 s before its stamp
 for records that never came (SPEC §20.6). A crowd is not waited for and owed the key instead;
@@ -228,15 +229,14 @@ class RoomSender:
         store: AsyncStore,
         directory: HomeDirectory,
         find_record: Callable[[UserId], Awaitable[bool]],
-        may_walk_now: Callable[[UserId], bool],
         device: DeviceId,
         clock: Clock,
         rotation: e2ee.Rotation,
         owed_held: Callable[[Set[UserId]], Set[UserId]],
         ask_levels: Callable[[Set[UserId]], Awaitable[bool]],
     ) -> None:
-        """`find_record(user)` looks a member's record up (True once found);
-        `may_walk_now(user)`: could that lookup walk now (`HomeLookups.may_walk_now`).
+        """`find_record(user)` looks a member's record up (True once found; False at once
+        when no walk may start, `HomeLookups.find`).
         `owed_held(users)`: those of `users` whose homes all advertised `owed-held`
         (`Revisions.advertised`, from answers already in hand). `ask_levels(users)`: ask
         those of their homes that never answered (`Revisions.ask_due`), True if it asked any;
@@ -246,7 +246,6 @@ class RoomSender:
         self._store = store
         self._directory = directory
         self._find_record = find_record
-        self._may_walk_now = may_walk_now
         self._device = device
         self._clock = clock
         self._rotation = rotation
@@ -602,18 +601,15 @@ class RoomSender:
 
     async def _records_came(self, unknown: Set[UserId]) -> bool:
         """When the `unknown` members are few (`RECORD_WAIT_MEMBERS`), wait (at most
-        `RECORD_LOOKUP_S`) for the records of those whose lookup can walk now; did it wait?
-        The others' homes are probed by the outbox, and what the session owes them their key
-        requests get (SPEC §27.10.1). A crowd's few walks under way or due are not waited on:
-        counted alone, they made a crowd look few."""
+        `RECORD_LOOKUP_S`) for their lookups, which answer at once when they cannot walk now;
+        did it ask? The others' homes are probed by the outbox, and what the session owes
+        them their key requests get (SPEC §27.10.1). A crowd is not asked at all: counted
+        alone, its few walks under way or due made it look few."""
         if len(unknown) > RECORD_WAIT_MEMBERS:
-            return False
-        due = [user for user in unknown if self._may_walk_now(user)]
-        if not due:
             return False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(RECORD_LOOKUP_S):
-                await asyncio.gather(*(self._find_record(user) for user in due))
+                await asyncio.gather(*(self._find_record(user) for user in unknown))
         return True
 
     def _owes_a_home_that_refuses(self, owed_receiving: set[UserId]) -> bool:

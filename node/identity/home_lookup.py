@@ -227,22 +227,6 @@ class HomeLookups:
         sender for every member it has no record of): it keeps a waiting user's place."""
         return await self.find(user, live=False)
 
-    def may_walk_now(self, user: UserId) -> bool:
-        """Would a live `find(user)` walk now, or join a walk under way? Not for a user backing
-        off a miss (known nowhere), nor for one that neither a turn nor a budget lets walk."""
-        if user in self._running:
-            return True
-        now_ms = self._clock.now_ms()
-        missed = self._misses.get(user)
-        if missed is not None and now_ms < missed.again_ms:
-            return False
-        if self._live_walks.left(now_ms):
-            return True
-        if user in self._queued:
-            return self.next_ask_ms(user) <= now_ms  # its turn
-        first_free = missed is None and self._first_walks.left(now_ms)
-        return first_free or now_ms >= self._next_turn_ms  # the burst, or a turn free
-
     async def _walk(
         self, user: UserId, rank: int, held_ms: int | None, answer: asyncio.Future[bool]
     ) -> None:

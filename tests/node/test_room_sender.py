@@ -16,6 +16,7 @@ from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.pickle_key import load_or_create_pickle_key
 from hearthmesh.node.e2ee.room_sender import RECORD_WAIT_MEMBERS, Encryption, RoomSender
 from hearthmesh.node.identity.home_directory import HomeDirectory
+from hearthmesh.node.identity.home_lookup import HomeLookups
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.protocol.home_record import HomeRecord, issue_home_record
@@ -24,7 +25,8 @@ from hearthmesh.storage.api import Store
 from hearthmesh.storage.async_store import AsyncStore
 from hearthmesh.storage.lmdb_store import LmdbStore
 
-from ..conftest import FakeClock
+from ..conftest import FakeClock, counter_rng
+from .test_home_lookup import _Dht, _lookups, _Tasks
 
 ROOM = RoomId(b"r" * 32)
 CAROL, DAVE = UserId(b"c" * 32), UserId(b"d" * 32)
@@ -111,58 +113,58 @@ async def test_a_first_send_waits_for_no_record_of_a_crowd_of_members_it_holds_n
     each of them is owed the key from index 0, carol among them, and her record, learnt after
     (a hello), gets her device the key on the next send. Waiting on the few walks a crowd's
     lookups could start held each sender's first message 2-3.8 s before its stamp in the
-    50-node runs, for records that never came; and the crowd's one walk that could go now
-    (here, under way) is not waited on either."""
-    asked: list[UserId] = []
-
-    async def never(user: UserId) -> bool:  # a walk that does not end while the send waits
-        asked.append(user)
-        await asyncio.Event().wait()
-        return False
-
+    50-node runs, for records that never came; and the crowd's one walk under way (the
+    outbox's probe, in a DHT that does not answer) is not joined either."""
     crowd = {UserId(bytes([n]) * 32) for n in range(RECORD_WAIT_MEMBERS)}
-    walking = min(crowd)  # the one walk of the crowd's under way (or its turn, the burst)
+    dht = _Dht()
+    dht.release = asyncio.Event()  # no walk ends while the send waits
     async with AsyncStore(LmdbStore(tmp_path / "db")) as store:
-        alice = await _alice(
-            store, tmp_path, clock, find_record=never, may_walk_now=lambda u: u == walking
-        )
+        lookups = _lookups(dht, clock)
+        alice = await _alice(store, tmp_path, clock, find_record=lookups.find)
+        probe = asyncio.create_task(lookups.find_routine(min(crowd)))
+        while not dht.asked:  # noqa: ASYNC110 - the fake DHT has no event for it
+            await asyncio.sleep(0)
         carol_record = _carol_record(tmp_path / "carol-db", clock)
         members = {alice.user, carol_record.user, *crowd}  # one more than a send waits for
+        walked = list(dht.asked)
         first = await alice.sender.encrypt(ROOM, _now(members), "text/plain", b"0")
         await store.run(alice.sender.persist, store.store, [first])
-        assert asked == []
+        assert dht.asked == walked == [min(crowd)]
         assert set(first.newly_owed) == members - {alice.user} and first.index == 0
         await store.run(alice.directory.learn_verified, store.store, carol_record)
         second = await alice.sender.encrypt(ROOM, _now(members), "text/plain", b"1")
         assert list(second.newly_shared.values()) == [carol_record.user]
-        assert asked == []
+        assert dht.asked == walked
+        dht.release.set()
+        await probe
 
 
 async def test_a_send_waits_only_for_the_records_of_the_few_members_whose_lookup_can_walk(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     """SPEC §27.10.1: carol's record is found by a walk (her hello failed): alice's first send
-    waits for it and shares with carol's device at once. The few members known nowhere beside
-    her (whose lookups cannot walk now, `may_walk_now`) are neither asked for nor waited on,
-    but owed the key; before, the send waited on every member it held no record of."""
-    asked: list[UserId] = []
+    waits for it and shares with carol's device at once. The few members beside her that the
+    DHT missed a moment ago (known nowhere, backing off) walk no more, and are owed the key;
+    before, the send waited on every member it held no record of."""
     carol_record = _carol_record(tmp_path / "carol-db", clock)
     nowhere = {UserId(bytes([n]) * 32) for n in range(RECORD_WAIT_MEMBERS - 1)}
-
+    dht = _Dht()
     async with AsyncStore(LmdbStore(tmp_path / "db")) as store:
 
-        async def find(user: UserId) -> bool:
-            asked.append(user)
-            if user != carol_record.user:
-                await asyncio.Event().wait()  # a walk that does not end: not to be waited on
+        async def walk(user: UserId) -> bool:  # a walk that finds a record learns it
+            if not await dht.lookup(user):
+                return False
             return await store.run(alice.directory.learn_verified, store.store, carol_record)
 
-        alice = await _alice(
-            store, tmp_path, clock, find_record=find, may_walk_now=lambda u: u not in nowhere
-        )
+        lookups = HomeLookups(walk, spawn=_Tasks(), clock=clock, rng=counter_rng())
+        alice = await _alice(store, tmp_path, clock, find_record=lookups.find)
+        dht.homes.add(carol_record.user)
+        for user in sorted(nowhere):  # the outbox's probes missed them
+            assert not await lookups.find_routine(user)
+        walked = len(dht.asked)
         members = {alice.user, carol_record.user, *nowhere}
         first = await alice.sender.encrypt(ROOM, _now(members), "text/plain", b"0")
-        assert asked == [carol_record.user]
+        assert dht.asked[walked:] == [carol_record.user]
         assert list(first.newly_shared.values()) == [carol_record.user]
         assert set(first.newly_owed) == nowhere
 
@@ -397,7 +399,6 @@ async def _alice(
     clock: FakeClock,
     *,
     find_record: Callable[[UserId], Awaitable[bool]],
-    may_walk_now: Callable[[UserId], bool] = lambda _user: True,
     owed_held: Callable[[Set[UserId]], Set[UserId]] = lambda users: users,
     ask_levels: Callable[[Set[UserId]], Awaitable[bool]] | None = None,
 ) -> _Alice:
@@ -412,7 +413,6 @@ async def _alice(
         store=store,
         directory=directory,
         find_record=find_record,
-        may_walk_now=may_walk_now,
         device=record.bundles[0].device,
         clock=clock,
         rotation=e2ee.Rotation(max_messages=100),
