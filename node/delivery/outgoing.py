@@ -315,10 +315,15 @@ class Outgoing:
             recipients = tuple(sorted((sealed.to & members) - {self._user})) + siblings
             rows, absent = self._outbox.split(recipients)
         # Each destination's entries are queued in this order, the room keys first, so its
-        # keys normally reach it before the messages that need them (SPEC §27.5.3).
-        keys = self._keys_to(sealed.room_keys, (everyone_rows, everyone_absent), siblings)
+        # keys normally reach it before the messages that need them (SPEC §27.5.3). Most
+        # sends carry none (their session's key went before): no calls for them.
+        keys = (
+            self._keys_to(sealed.room_keys, (everyone_rows, everyone_absent), siblings)
+            if sealed.room_keys
+            else []
+        )
         requests = [
-            *_key_requests(keys, due_ms),
+            *(_key_requests(keys, due_ms) if keys else ()),
             AppendRequest(
                 envelope=envelope,
                 outbox_to=rows,
