@@ -287,7 +287,8 @@ of about this rate sends them."""
 
 async def _first_sends(run: _Run, config: ScaleConfig) -> dict[str, Any]:
     """One message from each node in turn, until each is on every other client: the phase's
-    cost per node (`summarize`), its wire per message and its periodic jobs."""
+    cost per node (`summarize`), its wire per message, its periodic jobs and each message's
+    time to its last member (a first send shares its session's key, SPEC §27.10.3)."""
     nodes = run.mesh.nodes
     meter = await _metered(run.mesh)
     before = await _statuses(nodes)
@@ -301,9 +302,11 @@ async def _first_sends(run: _Run, config: ScaleConfig) -> dict[str, Any]:
     phase = summarize(await meter.stop(), seconds)
     after = await _statuses(nodes)
     acked = len(run.acked())
+    last = _to_last_member(messages_of(run.acked(), {c.node.index: c.seen for c in run.clients}))
     phase.update(
         sent=sent,
         acked=acked,
+        to_last_member={**_latency([lat for _, lat in last]), "messages": len(last)},
         missing=run.missing(),
         periodic=_periodic_between(before, after),
         wire=_wire_between(before, after, acked, "message"),
