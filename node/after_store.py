@@ -5,9 +5,9 @@ batch's `StoreOutcome` on the `StoreOutcomes` flow (node/delivery/outcomes.py) a
 of who reacts. `AfterStore` is the subscriber that turns an outcome into the reactions of the
 services above the store: hold relayed envelopes, look up unknown devices' homes, learn the rooms
 of the sibling whose own-user envelope named a room unknown here, forward to our siblings, fetch
-media, follow a room we joined, share our key of it ahead and tell the app its members
-changed, and send our profile to a
-user who just became a contact (SPEC §32.1).
+media, follow a room we joined, share our key of a room ahead when its members change
+(SPEC §27.10.3) and tell the app they changed, and send our profile to a user who just became
+a contact (SPEC §32.1).
 
 State: none of its own (it reads the rooms
 through `RoomMembers` and acts through the services it was given).
@@ -74,8 +74,8 @@ class AfterStore:
         self._events = events
         self._supervisor = supervisor
         self._learn_rooms = learn_rooms
-        self._key_ahead = key_ahead
         """`SyncService.learn_rooms`: the rooms-only exchange with a sibling (SPEC §23.5)."""
+        self._key_ahead = key_ahead
 
     def react(self, outcome: StoreOutcome) -> None:
         """Act on `outcome`; background work runs under the supervisor."""
