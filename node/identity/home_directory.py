@@ -11,8 +11,7 @@ deliveries outside any kept record are a bounded LRU.
 
 State: other users' home records, the device certificates they and delivery batches carry,
 and presence, by user and by device; who is told of a newer record kept (`watch`). Our own
-user's record is `OwnHomes`'s, our own keys the
-`Keyring`'s (ARCHITECTURE §7).
+user's record is `OwnHomes`'s, our own keys the `Keyring`'s (ARCHITECTURE §7).
 """
 
 from __future__ import annotations
