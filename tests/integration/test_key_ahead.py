@@ -7,12 +7,13 @@ leaves, alice's next session goes to the members left before she sends, and neve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from hearthmesh.node.node import Node
-from hearthmesh.protocol.envelope import RoomId
+from hearthmesh.protocol.envelope import Envelope, RoomId
 
 from .conftest import NodeFactory, wait_until_async
 from .test_e2ee_canary import session_of
@@ -22,13 +23,30 @@ from .test_room_key_addressing import _devices, _recipients, _room_keys
 pytestmark = pytest.mark.integration
 
 
-async def _group(alice: Node, bob: Node, carol: Node) -> RoomId:
+@contextlib.asynccontextmanager
+async def _group(make_node: NodeFactory) -> AsyncIterator[tuple[Node, Node, Node, RoomId]]:
     """alice's group with bob and carol, their homes connected and records known."""
-    for node in (bob, carol):
-        await node.connect(alice.listen_addrs[0])
-        await alice.learn_home_record(node.home_record())
-    await carol.connect(bob.listen_addrs[0])
-    return await alice.create_group("ahead", [bob.user_id, carol.user_id])
+    async with (
+        asyncio.timeout(60),
+        make_node("alice") as alice,
+        make_node("bob") as bob,
+        make_node("carol") as carol,
+    ):
+        for node in (bob, carol):
+            await node.connect(alice.listen_addrs[0])
+            await alice.learn_home_record(node.home_record())
+        await carol.connect(bob.listen_addrs[0])
+        yield alice, bob, carol, await alice.create_group("ahead", [bob.user_id, carol.user_id])
+
+
+async def _read_by(sender: Node, room: RoomId, body: bytes, *readers: Node) -> Envelope:
+    """`sender` sends `body`; returns it once each of `readers` was shown it."""
+    gets = [asyncio.create_task(next_messages(reader.events(), 1)) for reader in readers]
+    await asyncio.sleep(0)
+    sent = await sender.send(room, body)
+    for got in gets:
+        assert [m.body for m in await got] == [body]
+    return sent
 
 
 def _keys_from(node: Node, room: RoomId, sender: Node) -> Callable[[], Awaitable[int]]:
@@ -43,21 +61,11 @@ def _keys_from(node: Node, room: RoomId, sender: Node) -> Callable[[], Awaitable
 async def test_a_first_message_is_read_on_arrival_with_the_key_shared_ahead(
     make_node: NodeFactory,
 ) -> None:
-    async with (
-        asyncio.timeout(60),
-        make_node("alice") as alice,
-        make_node("bob") as bob,
-        make_node("carol") as carol,
-    ):
-        room = await _group(alice, bob, carol)
+    async with _group(make_node) as (alice, bob, carol, room):
         for member in (bob, carol):  # alice's key reaches them with no message of hers
             await wait_until_async(_keys_from(member, room, alice), 1)
         shared = len(await _room_keys(alice, room, alice.user_id))
-        gets = [asyncio.create_task(next_messages(m.events(), 1)) for m in (bob, carol)]
-        await asyncio.sleep(0)
-        await alice.send(room, b"first")
-        for got in gets:
-            assert [m.body for m in await got] == [b"first"]
+        await _read_by(alice, room, b"first", bob, carol)
         assert len(await _room_keys(alice, room, alice.user_id)) == shared  # it carried none
         assert bob.key_requests_taken == carol.key_requests_taken == 0
         assert alice.key_requests_answered == 0
@@ -66,18 +74,8 @@ async def test_a_first_message_is_read_on_arrival_with_the_key_shared_ahead(
 async def test_after_a_member_leaves_the_next_key_goes_ahead_to_the_others_alone(
     make_node: NodeFactory,
 ) -> None:
-    async with (
-        asyncio.timeout(60),
-        make_node("alice") as alice,
-        make_node("bob") as bob,
-        make_node("carol") as carol,
-    ):
-        room = await _group(alice, bob, carol)
-        gets = [asyncio.create_task(next_messages(m.events(), 1)) for m in (bob, carol)]
-        await asyncio.sleep(0)
-        first = await alice.send(room, b"before")
-        for got in gets:
-            assert [m.body for m in await got] == [b"before"]
+    async with _group(make_node) as (alice, bob, carol, room):
+        first = await _read_by(alice, room, b"before", bob, carol)
         on_bob = len(await _room_keys(bob, room, alice.user_id))
         on_carol = len(await _room_keys(carol, room, alice.user_id))
         before = len(await _room_keys(alice, room, alice.user_id))
@@ -88,10 +86,7 @@ async def test_after_a_member_leaves_the_next_key_goes_ahead_to_the_others_alone
         # alice's session rotates ahead (SPEC §27.9): its key reaches bob before she sends
         await wait_until_async(_keys_from(bob, room, alice), on_bob + 1)
         shared = len(await _room_keys(alice, room, alice.user_id))
-        bob_gets = asyncio.create_task(next_messages(bob.events(), 1))
-        await asyncio.sleep(0)
-        later = await alice.send(room, b"after carol left")
-        assert [m.body for m in await bob_gets] == [b"after carol left"]
+        later = await _read_by(alice, room, b"after carol left", bob)
         assert session_of(later) != session_of(first)
         since = (await _room_keys(alice, room, alice.user_id))[before:]
         assert _recipients(since) == _devices(bob)  # never a share for carol's device
