@@ -57,6 +57,7 @@ from hearthmesh.protocol.membership import (
     encode_membership,
 )
 from hearthmesh.protocol.receipts import OUT_OF_TURN_KINDS
+from hearthmesh.protocol.rooms import is_direct_room
 from hearthmesh.protocol.written_time import written_stamp
 from hearthmesh.storage.api import AppendRequest, AppendResult, FeedEntry, Store
 from hearthmesh.storage.async_store import AsyncStore
@@ -361,7 +362,9 @@ class Outgoing:
         if sender is None:
             return 0
         members = await self._members.of(room)
-        if self._user not in members or not sender.wants_ahead(room, members):
+        if self._user not in members or is_direct_room(room, members):
+            return 0  # a direct room's message goes with its key in one delivery, no gossip
+        if not sender.wants_ahead(room, members):
             return 0
         await self._load_seq(room)
         keys_to = await self._revisions.speakers(members, Level.ADDRESSED_ROOM_KEYS)

@@ -16,7 +16,7 @@ from hearthmesh.node.node import Node
 from hearthmesh.protocol.envelope import Envelope, RoomId
 
 from .conftest import NodeFactory, wait_until_async
-from .test_e2ee_canary import session_of
+from .test_e2ee_canary import direct_room, session_of
 from .test_gap_fetch import next_messages
 from .test_room_key_addressing import _devices, _recipients, _room_keys
 
@@ -69,6 +69,15 @@ async def test_a_first_message_is_read_on_arrival_with_the_key_shared_ahead(
         assert len(await _room_keys(alice, room, alice.user_id)) == shared  # it carried none
         assert bob.key_requests_taken == carol.key_requests_taken == 0
         assert alice.key_requests_answered == 0
+
+
+async def test_nothing_is_shared_ahead_in_a_direct_room(make_node: NodeFactory) -> None:
+    """A direct room's messages are not gossiped (SPEC §14.1): the first goes with its key in
+    one delivery, so sharing ahead would add a delivery and win nothing."""
+    async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
+        room = await direct_room(alice, bob)
+        assert await alice._services.outgoing.share_ahead(room) == 0
+        assert await _room_keys(alice, room, alice.user_id) == []
 
 
 async def test_after_a_member_leaves_the_next_key_goes_ahead_to_the_others_alone(
