@@ -5,8 +5,9 @@ batch's `StoreOutcome` on the `StoreOutcomes` flow (node/delivery/outcomes.py) a
 of who reacts. `AfterStore` is the subscriber that turns an outcome into the reactions of the
 services above the store: hold relayed envelopes, look up unknown devices' homes, learn the rooms
 of the sibling whose own-user envelope named a room unknown here, forward to our siblings, fetch
-media, follow a room we joined and tell the app its members changed, and send our profile to a
-user who just became a contact (SPEC §32.1).
+media, follow a room we joined, share our key of a room ahead when its members change
+(SPEC §27.10.3) and tell the app they changed, and send our profile to a user who just became
+a contact (SPEC §32.1).
 
 State: none of its own (it reads the rooms
 through `RoomMembers` and acts through the services it was given).
@@ -20,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.delivery.relay import RelayForwarder
+from hearthmesh.node.e2ee.key_ahead import KeyAhead
 from hearthmesh.node.events import MembershipChanged
 from hearthmesh.node.identity.home_lookup import HomeLookups
 from hearthmesh.node.identity.own_homes import OwnHomes
@@ -57,6 +59,7 @@ class AfterStore:
         supervisor: Supervisor,
         share_profile: Callable[[RoomId], Awaitable[None]],
         learn_rooms: Callable[[str], Awaitable[None]],
+        key_ahead: KeyAhead,
     ) -> None:
         self._share_profile = share_profile
         self._user = user
@@ -72,6 +75,7 @@ class AfterStore:
         self._supervisor = supervisor
         self._learn_rooms = learn_rooms
         """`SyncService.learn_rooms`: the rooms-only exchange with a sibling (SPEC §23.5)."""
+        self._key_ahead = key_ahead
 
     def react(self, outcome: StoreOutcome) -> None:
         """Act on `outcome`; background work runs under the supervisor."""
@@ -123,6 +127,7 @@ class AfterStore:
             members = await self._members.of(room)
             if self._user in members:
                 await self._topics.watch(room)
+                self._key_ahead.room_changed(room)  # our key to its new members, or rotated
         except HearthError as exc:  # a background reaction must never take the node down
             if store_failed(exc):  # the store failed: the node fail-stops
                 raise

@@ -65,6 +65,10 @@ class NodeConfig:
     withheld_levels: frozenset[Level] = frozenset()
     """Levels this node speaks but does not advertise (SPEC §20.7): peers then send it the
     form of the revision before, which it still takes; a rollout can hold a revision back."""
+    room_key_ahead_ms: int = 1_000
+    """How long after a room's members or a member's record changed our session key is shared
+    ahead of our next send (SPEC §27.10.3): the changes of a group's formation are shared
+    once."""
     megolm_rotation: Rotation = DEFAULT_ROTATION
     """When a sending device starts a new Megolm session in a room besides a member leaving:
     `max_messages` (`megolm_rotate_messages`, 100) and `max_age_ms` (`megolm_rotate_ms`, a

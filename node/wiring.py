@@ -36,6 +36,7 @@ from hearthmesh.node.delivery.relay_choice import RelayChooser
 from hearthmesh.node.delivery.release_order import ReleaseOrder
 from hearthmesh.node.delivery.sync import SyncService
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
+from hearthmesh.node.e2ee.key_ahead import KeyAhead
 from hearthmesh.node.e2ee.key_claims import KeyServer
 from hearthmesh.node.e2ee.key_forwarding import AnswerTaker, KeyForwarding, KeyForwardServer
 from hearthmesh.node.e2ee.key_requests import KeyRequests, KeyRequestServer
@@ -78,10 +79,12 @@ from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.capabilities import CAPS_PROTOCOL, Level
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
 from hearthmesh.protocol.e2ee import KEY_FORWARD_PROTOCOL, KEY_REQUEST_PROTOCOL, KEYS_PROTOCOL
+from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC, SIGNALS_PROTOCOL
 from hearthmesh.protocol.hello import HELLO_LEVELS_PROTOCOL, HELLO_PROTOCOL
 from hearthmesh.protocol.history_share import HISTORY_PROTOCOL
+from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.invites import JOIN_PROTOCOL, MAX_INVITE_ADDRS
 from hearthmesh.protocol.linking import LINK_PROTOCOL
 from hearthmesh.protocol.media import MEDIA_PROTOCOL
@@ -504,6 +507,13 @@ def build_services(
             ask_levels=revisions.ask_due,
         ),
     )
+    key_ahead = KeyAhead(
+        share=outgoing.share_ahead,
+        is_member=functools.partial(_member_held, rooms),
+        spawn=supervisor.spawn,
+        delay_s=config.room_key_ahead_ms / 1000,
+    )
+    directory.watch(key_ahead.record_learnt)
     social = Social(store=store, privacy=privacy, outgoing=outgoing, user=user, now_ms=clock.now_ms)
     meeting = Meeting(
         hello=hello,
@@ -527,6 +537,7 @@ def build_services(
         supervisor=supervisor,
         share_profile=social.share_with,
         learn_rooms=sync.learn_rooms,
+        key_ahead=key_ahead,
     )
     outcomes.subscribe(after_store.react)
     history_server = HistoryServer(
@@ -607,6 +618,12 @@ def build_services(
         signals=signals,
         social=social,
     )
+
+
+def _member_held(rooms: RoomRegistry, room: RoomId, user: UserId) -> bool:
+    """Is `user` a member of `room` by the state memory holds (`KeyAhead`: no store read)?"""
+    state = rooms.view(room)
+    return state is not None and user in state.members
 
 
 def _invite_addrs(config: NodeConfig, host: P2PHost) -> tuple[str, ...]:

@@ -57,6 +57,7 @@ from hearthmesh.protocol.membership import (
     encode_membership,
 )
 from hearthmesh.protocol.receipts import OUT_OF_TURN_KINDS
+from hearthmesh.protocol.rooms import is_direct_room
 from hearthmesh.protocol.written_time import written_stamp
 from hearthmesh.storage.api import AppendRequest, AppendResult, FeedEntry, Store
 from hearthmesh.storage.async_store import AsyncStore
@@ -113,6 +114,16 @@ class Sealed:
     room_keys: tuple[SealedKey, ...] = ()
     """ROOM_KEY envelopes committed and sent before it (SPEC §27.5)."""
     encryption: Encryption | None = None
+
+
+def _key_requests(
+    keys: list[tuple[Envelope, tuple[bytes, ...], tuple[bytes, ...]]], due_ms: int
+) -> list[AppendRequest]:
+    """The appends of ROOM_KEY envelopes (`Outgoing._keys_to`), leased until `due_ms`."""
+    return [
+        AppendRequest(envelope=key, outbox_to=to, absent_to=marked, next_attempt_ms=due_ms)
+        for key, to, marked in keys
+    ]
 
 
 class Outgoing:
@@ -305,23 +316,15 @@ class Outgoing:
             recipients = tuple(sorted((sealed.to & members) - {self._user})) + siblings
             rows, absent = self._outbox.split(recipients)
         # Each destination's entries are queued in this order, the room keys first, so its
-        # keys normally reach it before the messages that need them (SPEC §27.5.3).
-        keys = [
-            (key.envelope, everyone_rows, everyone_absent)
-            if key.to is None  # else its user's homes (none: our own) and our other homes
-            else (key.envelope, *self._outbox.split(tuple({key.to} - {self._user}) + siblings))
-            for key in sealed.room_keys
-        ]
+        # keys normally reach it before the messages that need them (SPEC §27.5.3). Most
+        # sends carry none (their session's key went before): no calls for them.
+        keys = (
+            self._keys_to(sealed.room_keys, (everyone_rows, everyone_absent), siblings)
+            if sealed.room_keys
+            else []
+        )
         requests = [
-            *(
-                AppendRequest(
-                    envelope=key,
-                    outbox_to=to,
-                    absent_to=marked,
-                    next_attempt_ms=due_ms,
-                )
-                for key, to, marked in keys
-            ),
+            *(_key_requests(keys, due_ms) if keys else ()),
             AppendRequest(
                 envelope=envelope,
                 outbox_to=rows,
@@ -345,6 +348,67 @@ class Outgoing:
             if gossiped and is_sequenced(each):  # an addressed room key never (SPEC §27.5.3)
                 self._publish(each)
         return envelope
+
+    async def share_ahead(self, room: RoomId) -> int:
+        """Share the room's session key with the member devices that lack it, ahead of our
+        next send (`RoomSender.share_ahead`, SPEC §27.10.3): its ROOM_KEY envelopes alone,
+        sealed in the room's order of seals and committed with the session's advance and whom
+        its key went to, as a send's are. Returns how many ROOM_KEY envelopes went out.
+
+        Raises:
+            NotAuthorized: our user was removed from `room` while the shares were made.
+        """
+        sender = self._encryption
+        if sender is None:
+            return 0
+        members = await self._members.of(room)
+        if self._user not in members or is_direct_room(room, members):
+            return 0  # a direct room's message goes with its key in one delivery, no gossip
+        if not sender.wants_ahead(room, members):
+            return 0
+        await self._load_seq(room)
+        keys_to = await self._revisions.speakers(members, Level.ADDRESSED_ROOM_KEYS)
+        with self.take_turn(room) as turn:  # a sequenced ROOM_KEY takes the room's next number
+            await turn.wait()
+            turn.release()
+            shares = await sender.share_ahead(
+                room, functools.partial(self._members_now, room, members)
+            )
+            if shares is None:
+                return 0
+            try:
+                members = self._members_now(room, shares.members)
+            except NotAuthorized:
+                sender.abandon(shares)  # never sealed: its shares never go out
+                raise
+            room_keys = self._seal_keys(room, shares, keys_to)
+        siblings = self._sibling_destinations()
+        everyone: tuple[tuple[bytes, ...], tuple[bytes, ...]] = ((), ())
+        if any(key.to is None for key in room_keys):  # a sequenced one goes to every member
+            everyone = self._outbox.split(tuple(sorted(members - {self._user})) + siblings)
+        keys = self._keys_to(room_keys, everyone, siblings)
+        await self._store_encrypted(_key_requests(keys, self._outbox.lease_due_ms()), shares)
+        for key, to, marked in keys:
+            self._outbox.submit(key, to, marked)
+            if is_sequenced(key) and is_gossiped(key, members):  # an addressed one never
+                self._publish(key)
+        return len(keys)
+
+    def _keys_to(
+        self,
+        room_keys: tuple[SealedKey, ...],
+        everyone: tuple[tuple[bytes, ...], tuple[bytes, ...]],
+        siblings: tuple[bytes, ...],
+    ) -> list[tuple[Envelope, tuple[bytes, ...], tuple[bytes, ...]]]:
+        """Each ROOM_KEY with its outbox destinations and absent markers: a sequenced one to
+        `everyone` (split), an addressed one to its user's homes (none: our own) and our other
+        homes (SPEC §27.5.3)."""
+        return [
+            (key.envelope, *everyone)
+            if key.to is None
+            else (key.envelope, *self._outbox.split(tuple({key.to} - {self._user}) + siblings))
+            for key in room_keys
+        ]
 
     async def _store_encrypted(
         self, requests: list[AppendRequest], encryption: Encryption
@@ -375,6 +439,8 @@ class Outgoing:
         for requests, encryption in sends:
             mine, results = results[: len(requests)], results[len(requests) :]
             per_send.append(mine)
+            if encryption.keys_only:  # shared ahead: no content of ours to keep
+                continue
             if mine[-1][0] is AppendResult.STORED:  # as encrypted: not encoded again
                 plaintexts.append((requests[-1].envelope.message_id, encryption.plaintext))
         store.put_plaintexts(plaintexts)

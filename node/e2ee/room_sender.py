@@ -63,6 +63,11 @@ members with no home (974 of 1,024 in the 50-node runs): waiting on the few walk
 for records that never came (SPEC §20.6). A crowd is not waited for and owed the key instead;
 its real members' key requests ask for their records live (SPEC §27.10.1)."""
 
+AHEAD_MAX_DEVICES: Final = 64
+"""A room's session is shared ahead of our next send (`share_ahead`) only while its members
+list at most this many devices: a member that never sends pays that many shares a session at
+most, and nothing in a larger room, whose first send shares as before (SPEC §27.10.3)."""
+
 
 @dataclass(slots=True)
 class _Outbound:
@@ -104,6 +109,8 @@ class Encryption:
     index: int = 0
     """The session's message index this envelope was encrypted at: the newly shared devices
     got the session's key there, and the newly owed members are owed it from there."""
+    keys_only: bool = False
+    """The shares alone, ahead of our next send (`share_ahead`): no content, no envelope."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -349,6 +356,64 @@ class RoomSender:
                 return outbound, work, read, now
             _unshare(outbound, work)  # never sent: the next preparation shares afresh
             read = now
+
+    def wants_ahead(self, room: RoomId, members: Set[UserId]) -> bool:
+        """Would `share_ahead` share now? Only while no send of the room is at work (it
+        shares itself), the members list 1 to `AHEAD_MAX_DEVICES` devices, and some lack the
+        key of the session our next send would use: none held yet, a device that joined or
+        was linked since, or (for a session we sent with) a rotation due, a leaver's among
+        them. A session that never encrypted rotates at our first send, as before: a member
+        that never sends does not start a session again at every leave (SPEC §27.10.3)."""
+        if room in self._queues or room in self._held or self._unresumed.get(room):
+            return False
+        devices = self._member_devices(members)
+        if not 0 < len(devices) <= AHEAD_MAX_DEVICES:
+            return False
+        outbound = self._rooms.get(room)
+        if outbound is None:
+            return True  # a session kept in the store is read and judged by `share_ahead`
+        if self._rotates(outbound, members, devices):
+            return outbound.messages > 0
+        return any(device not in outbound.shared for device in devices)
+
+    async def share_ahead(
+        self, room: RoomId, members: Callable[[], frozenset[UserId]]
+    ) -> Encryption | None:
+        """The shares of the room's session (started or rotated first if it must be) for the
+        member devices that lack its key, ahead of our next send, which then carries none and
+        goes on the room's gossip like any later one: a first message was read only once its
+        key's direct copy came, one delivery per member home (SPEC §27.10.3). `Outgoing` seals
+        and commits them (`keys_only`); None when `wants_ahead` says no, or there is nothing
+        to share. Sends meanwhile queue behind it as behind a send's preparation."""
+        if room not in self._rooms:
+            kept = await self._store.read_inline(self._kept, self._store.store, room)
+            if kept is not None and room not in self._rooms:
+                self._rooms[room] = kept
+        if not self.wants_ahead(room, members()):
+            return None
+        self._queues[room] = collections.deque()
+        self._preparing.add(room)
+        try:
+            outbound, work, read, _ = await self._prepared(room, members)
+        finally:
+            self._preparing.discard(room)
+            self._serve_queue(room)
+        if not work.key_shares:
+            _unshare(outbound, work)  # nothing goes out: a later send shares with them
+            return None
+        # Whom the session owes is noted by the send that encrypts for them (their index).
+        return Encryption(
+            room=room,
+            body=b"",
+            plaintext=b"",
+            key_shares=work.key_shares,
+            sender_bundle=work.sender_bundle,
+            newly_shared=work.newly,
+            outbound=outbound,
+            members=read,
+            index=outbound.session.message_index,
+            keys_only=True,
+        )
 
     def may_share(self, room: RoomId, members: Set[UserId]) -> bool:
         """Might the next send in `room` carry shares of a session's key (a session to start,

@@ -10,15 +10,15 @@ dropped by the purge once older than `record_max_age_ms`. Certificates remembere
 deliveries outside any kept record are a bounded LRU.
 
 State: other users' home records, the device certificates they and delivery batches carry,
-and presence, by user and by device. Our own user's record is `OwnHomes`'s, our own keys the
-`Keyring`'s (ARCHITECTURE §7).
+and presence, by user and by device; who is told of a newer record kept (`watch`). Our own
+user's record is `OwnHomes`'s, our own keys the `Keyring`'s (ARCHITECTURE §7).
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -89,6 +89,11 @@ class HomeDirectory:
         """Certificates from deliveries, least recently remembered first."""
         self._devices: dict[UserId, frozenset[DeviceId]] = {}
         self.presence: dict[UserId, Presence] = {}
+        self._watchers: list[Callable[[UserId], None]] = []
+
+    def watch(self, learnt: Callable[[UserId], None]) -> None:
+        """Call `learnt(user)` whenever a newer record of `user` is kept from now on."""
+        self._watchers.append(learnt)
 
     def load(self, store: Store, users: list[UserId]) -> None:
         """Read the stored records of `users` (the outbox's destinations, say)."""
@@ -124,7 +129,11 @@ class HomeDirectory:
         store.set_setting(_RECORD_SETTING + record.user.hex(), encode_home_record(record))
         while len(self._strangers) > self._max_strangers:
             self._forget(store, next(iter(self._strangers)))
-        return record.user in self._records
+        kept = record.user in self._records
+        if kept:
+            for learnt in self._watchers:
+                learnt(record.user)
+        return kept
 
     def _adopt(self, record: HomeRecord, *, known: bool) -> None:
         self._drop_certificates(record.user)

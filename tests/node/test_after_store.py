@@ -12,6 +12,7 @@ from hearthmesh.node.after_store import AfterStore
 from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.delivery.relay import RelayForwarder
+from hearthmesh.node.e2ee.key_ahead import KeyAhead
 from hearthmesh.node.events import MembershipChanged
 from hearthmesh.node.identity.home_lookup import HomeLookups
 from hearthmesh.node.identity.own_homes import OwnHomes
@@ -45,6 +46,7 @@ class Calls:
     shared: list[RoomId] = field(default_factory=list)
     sibling_peers: frozenset[str] = frozenset()
     learnt_from: list[str] = field(default_factory=list)
+    ahead: list[RoomId] = field(default_factory=list)
 
 
 class FakeServices:
@@ -86,6 +88,9 @@ class FakeServices:
     async def share_profile(self, room: RoomId) -> None:
         self.calls.shared.append(room)
 
+    def room_changed(self, room: RoomId) -> None:
+        self.calls.ahead.append(room)
+
 
 def after_store(calls: Calls, run_state: RunState, events: EventHub, sup: Supervisor) -> AfterStore:
     fake = FakeServices(calls)
@@ -103,6 +108,7 @@ def after_store(calls: Calls, run_state: RunState, events: EventHub, sup: Superv
         supervisor=sup,
         share_profile=fake.share_profile,
         learn_rooms=fake.learn_rooms,
+        key_ahead=cast(KeyAhead, fake),
     )
 
 
@@ -135,6 +141,7 @@ async def test_each_part_of_an_outcome_sets_off_its_reaction() -> None:
         assert got == {JOINED: frozenset({ALICE, BOB}), LEFT: frozenset({BOB})}
         assert calls.held == [{BOB}]
         assert calls.watched == [JOINED]  # the room we are a member of; the broken fold: none
+        assert calls.ahead == [JOINED]  # our key shared ahead there alone
         assert calls.wanted == [[]]
         assert calls.wakes == 0  # nothing released: no entries for the siblings
         while not calls.looked_up or not calls.shared:  # noqa: ASYNC110 - the fake has no event

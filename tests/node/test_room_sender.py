@@ -9,6 +9,9 @@ from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
+from hearthmesh.node.e2ee import room_sender
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.pickle_key import load_or_create_pickle_key
 from hearthmesh.node.e2ee.room_sender import RECORD_WAIT_MEMBERS, Encryption, RoomSender
@@ -278,11 +281,76 @@ async def test_an_owed_members_home_whose_levels_are_not_known_is_asked_before_a
         assert asked == [{carol}], "asked once, where it would have rotated"
 
 
-def _carol_record(db: Path, clock: FakeClock) -> HomeRecord:
-    """Carol's record listing her one device with its bundle (her store only makes it)."""
+async def test_a_session_is_shared_ahead_within_its_bound_and_the_first_send_carries_no_key(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SPEC §27.10.3: with no send of alice's yet, her session's key goes to carol's and
+    dave's devices ahead (index 0, no content), and her first message then carries no share;
+    a room whose members list more devices than the bound is not shared ahead."""
+    async with AsyncStore(LmdbStore(tmp_path / "db")) as store:
+        alice = await _alice(store, tmp_path, clock, find_record=_nowhere)
+        sender = alice.sender
+        members = {alice.user, *await _carol_and_dave(store, alice, tmp_path, clock)}
+        monkeypatch.setattr(room_sender, "AHEAD_MAX_DEVICES", 1)
+        assert not sender.wants_ahead(ROOM, members)
+        assert await sender.share_ahead(ROOM, _now(members)) is None
+        monkeypatch.undo()
+        ahead = await sender.share_ahead(ROOM, _now(members))
+        assert ahead is not None and ahead.keys_only and ahead.index == 0
+        assert set(ahead.newly_shared.values()) == members - {alice.user}
+        await store.run(sender.persist, store.store, [ahead])
+        assert not sender.wants_ahead(ROOM, members)
+        first = await sender.encrypt(ROOM, _now(members), "text/plain", b"0")
+        assert (first.key_shares, first.newly_shared, first.index) == ((), {}, 0)
+        assert first.outbound.session_id == ahead.outbound.session_id
+
+
+async def test_after_a_leave_only_a_session_that_encrypted_is_started_again_ahead(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """SPEC §27.10.3, §27.9: dave leaves. Alice's session of a room she sent in rotates ahead,
+    its key for carol's device alone; in a room she never sent in, the session shared ahead is
+    not started again (her first send rotates it), so a member that never sends pays no
+    rotation per leave."""
+    quiet = RoomId(b"q" * 32)
+    async with AsyncStore(LmdbStore(tmp_path / "db")) as store:
+        alice = await _alice(store, tmp_path, clock, find_record=_nowhere)
+        sender = alice.sender
+        carol, dave = await _carol_and_dave(store, alice, tmp_path, clock)
+        members = {alice.user, carol, dave}
+        for room in (ROOM, quiet):
+            ahead = await sender.share_ahead(room, _now(members))
+            assert ahead is not None
+            await store.run(sender.persist, store.store, [ahead])
+        sent = await sender.encrypt(ROOM, _now(members), "text/plain", b"0")
+        await store.run(sender.persist, store.store, [sent])
+        left = {alice.user, carol}
+        assert not sender.wants_ahead(quiet, left)
+        assert sender.wants_ahead(ROOM, left)
+        rotated = await sender.share_ahead(ROOM, _now(left))
+        assert rotated is not None
+        assert rotated.outbound.session_id != sent.outbound.session_id
+        assert set(rotated.newly_shared.values()) == {carol}
+
+
+async def _carol_and_dave(
+    store: AsyncStore, alice: _Alice, tmp_path: Path, clock: FakeClock
+) -> tuple[UserId, UserId]:
+    """Carol's and dave's records, one device each, learnt by alice."""
+    users = []
+    for name in ("carol", "dave"):
+        record = _carol_record(tmp_path / f"{name}-db", clock, name)
+        await store.run(alice.directory.learn_verified, store.store, record)
+        users.append(record.user)
+    return users[0], users[1]
+
+
+def _carol_record(db: Path, clock: FakeClock, name: str = "carol") -> HomeRecord:
+    """Carol's (or `name`'s) record listing her one device with its bundle (her store only
+    makes it)."""
     carol_store = LmdbStore(db)
     try:
-        return _device("carol", carol_store, db.with_name("carol"), clock)[1]
+        return _device(name, carol_store, db.with_name(name), clock)[1]
     finally:
         carol_store.close()
 
