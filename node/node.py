@@ -72,7 +72,7 @@ from hearthmesh.protocol.private import (
     self_room_id,
 )
 from hearthmesh.protocol.rooms import group_room_id
-from hearthmesh.storage.api import Cursor, Direction, FeedEntry, HistoryPage, Store
+from hearthmesh.storage.api import Cursor, Direction, HistoryPage, OnStored, Store
 from hearthmesh.storage.async_store import AsyncStore
 from hearthmesh.storage.lmdb_store import LmdbStore
 
@@ -758,7 +758,7 @@ class Node:
         content_type: str = "text/plain",
         kind: Kind = Kind.MESSAGE,
         on_sealed: Callable[[Envelope], None] | None = None,
-        on_stored: Callable[[list[FeedEntry]], None] | None = None,
+        on_stored: OnStored | None = None,
         written: WrittenTimes | None = None,
         acts_on: MessageId | None = None,
         to: frozenset[UserId] | None = None,

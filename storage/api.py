@@ -49,6 +49,7 @@ __all__ = [
     "MediaReference",
     "MediaStore",
     "Member",
+    "OnStored",
     "OutboundSession",
     "Outbox",
     "OutboxEntry",
@@ -164,6 +165,11 @@ class FeedEntry:
 
     number: int
     event: StoredEvent
+
+
+OnStored = Callable[[list[FeedEntry]], None]
+"""Told the arrival-log entries a write made, once its commit is durable (a client feed takes
+them without reading the log back)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

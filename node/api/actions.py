@@ -9,7 +9,7 @@ message of our user. Owns no state.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, Final
 
 from hearthmesh.node.api.config import ApiConfig
@@ -58,12 +58,9 @@ from hearthmesh.protocol.errors import (
 )
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import UserId, user_id_text
-from hearthmesh.storage.api import FeedEntry, Store, StoredEvent
+from hearthmesh.storage.api import OnStored, Store, StoredEvent
 
 __all__ = ["MessageActions", "annotate"]
-
-OnStored = Callable[[list[FeedEntry]], None] | None
-"""Told an action's arrival-log entries once it is committed (the API's feed, `Node.send`)."""
 
 _QUOTE_CHARS: Final = 200
 """Of a replied-to message's text, what a quote carries."""
@@ -81,7 +78,9 @@ class MessageActions:
     def _own(self) -> UserId:
         return self._node.user_id
 
-    async def perform(self, command: MessageCommand, on_stored: OnStored = None) -> dict[str, Any]:
+    async def perform(
+        self, command: MessageCommand, on_stored: OnStored | None = None
+    ) -> dict[str, Any]:
         """Do a client's action; the answer names the message and the action's envelope.
         `on_stored`: the action's arrival-log entries once committed (`Node.send`).
 
@@ -138,7 +137,7 @@ class MessageActions:
         if await store.read(store.store.withdrawn_by, target.message_id) == target.sender_user:
             raise MessageRecalled("that message was recalled")
 
-    async def _recall(self, target: Envelope, on_stored: OnStored) -> Envelope:
+    async def _recall(self, target: Envelope, on_stored: OnStored | None) -> Envelope:
         if target.sender_user != self._own:
             raise NotSender("only its sender may recall a message")
         if self._clock.now_ms() - target.hlc.wall_ms > self._config.recall_window_ms:
@@ -150,7 +149,9 @@ class MessageActions:
         self._check(target, recall)
         return await self._send(target, encode_recall(recall), Kind.RECALL, on_stored)
 
-    async def _forward(self, target: Envelope, room: RoomId, on_stored: OnStored) -> Envelope:
+    async def _forward(
+        self, target: Envelope, room: RoomId, on_stored: OnStored | None
+    ) -> Envelope:
         content = content_of(target)
         if content is None:
             raise NotFound("that message cannot be read here")
@@ -166,7 +167,7 @@ class MessageActions:
         )
 
     async def _send(
-        self, target: Envelope, body: bytes, kind: Kind, on_stored: OnStored
+        self, target: Envelope, body: bytes, kind: Kind, on_stored: OnStored | None
     ) -> Envelope:
         """Send an action on `target`, in its room."""
         content_type = {

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -46,7 +45,7 @@ from hearthmesh.protocol.receipts import (
     is_receiptable,
     sends_receipt,
 )
-from hearthmesh.storage.api import DeliveryStatus, FeedEntry, Store
+from hearthmesh.storage.api import DeliveryStatus, OnStored, Store
 
 __all__ = [
     "RECEIPT_LINGER_MS",
@@ -87,7 +86,7 @@ class ReceiptService:
         self,
         node: Node,
         clock: Clock,
-        on_stored: Callable[[list[FeedEntry]], None] | None = None,
+        on_stored: OnStored | None = None,
     ) -> None:
         """`on_stored`: each receipt's arrival-log entries, once it is committed (the feed)."""
         self._node = node

@@ -59,7 +59,7 @@ from hearthmesh.protocol.membership import (
 from hearthmesh.protocol.receipts import OUT_OF_TURN_KINDS
 from hearthmesh.protocol.rooms import is_direct_room
 from hearthmesh.protocol.written_time import written_stamp
-from hearthmesh.storage.api import AppendRequest, AppendResult, FeedEntry, Store
+from hearthmesh.storage.api import AppendRequest, AppendResult, FeedEntry, OnStored, Store
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["Outgoing", "Sealed", "SealedKey", "WrittenTimes"]
@@ -292,9 +292,7 @@ class Outgoing:
             encryption=encryption,
         )
 
-    async def commit(
-        self, sealed: Sealed, on_stored: Callable[[list[FeedEntry]], None] | None = None
-    ) -> Envelope:
+    async def commit(self, sealed: Sealed, on_stored: OnStored | None = None) -> Envelope:
         """Store a sealed envelope durably (history + outbox in one commit, with the ROOM_KEY
         envelopes before it and the Megolm session's advance), then hand them to the outbox and
         gossip them. Returns once it is committed here: "sent". `on_stored` gets the
