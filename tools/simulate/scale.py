@@ -226,6 +226,11 @@ def _to_last_member(messages: list[Message]) -> list[tuple[float, float]]:
     ]
 
 
+def _last_member_latency(last: list[tuple[float, float]]) -> dict[str, float | int | None]:
+    """p50 / p99 / max of `_to_last_member`'s latencies, and how many messages they cover."""
+    return {**_latency([latency for _, latency in last]), "messages": len(last)}
+
+
 def _by_window(latencies: list[tuple[float, float]], window_s: float) -> list[float]:
     """The median latency of the messages sent in each `window_s` of the workload: whether
     the mesh keeps up or falls behind as the run goes on."""
@@ -307,7 +312,7 @@ async def _first_sends(run: _Run, config: ScaleConfig) -> dict[str, Any]:
     phase.update(
         sent=sent,
         acked=acked,
-        to_last_member={**_latency([lat for _, lat in last]), "messages": len(last)},
+        to_last_member=_last_member_latency(last),
         missing=run.missing(),
         periodic=_periodic_between(before, after),
         wire=_wire_between(before, after, acked, "message"),
@@ -662,7 +667,7 @@ async def _one_size(
                 "cpu_ms_per_message_per_node_above_idle_less_periodic": _above_idle(
                     work, idle, config.idle, len(acked), less_periodic=True
                 ),
-                "to_last_member": {**_latency([lat for _, lat in last]), "messages": len(last)},
+                "to_last_member": _last_member_latency(last),
                 "to_last_member_p50_by_10s": _by_window(last, 10.0),
                 # each slow message's last member and the path its copy took (SPEC §20.6)
                 "slow_messages": slow_messages(shown, after, start_wall_s),
