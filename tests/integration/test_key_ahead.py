@@ -24,15 +24,18 @@ from .test_room_key_addressing import _devices, _recipients, _room_keys
 
 pytestmark = pytest.mark.integration
 
+QUICK = AheadPolicy(quiet_ms=300, spread_ms=300)
+"""The plan's rules with shorter waits: what goes ahead is the subject here, not when."""
+
 
 @contextlib.asynccontextmanager
 async def _group(make_node: NodeFactory) -> AsyncIterator[tuple[Node, Node, Node, RoomId]]:
     """alice's group with bob and carol, their homes connected and records known."""
     async with (
         asyncio.timeout(60),
-        make_node("alice") as alice,
-        make_node("bob") as bob,
-        make_node("carol") as carol,
+        make_node("alice", key_ahead=QUICK) as alice,
+        make_node("bob", key_ahead=QUICK) as bob,
+        make_node("carol", key_ahead=QUICK) as carol,
     ):
         for node in (bob, carol):
             await node.connect(alice.listen_addrs[0])
