@@ -32,7 +32,9 @@ class AheadPolicy:
 
     quiet_ms: int = 3_000
     """The room's changes quiet this long: a group's adds come one by one, each a commit and a
-    delivery to every member home (1-2.2 s apart at 50 nodes on 2 cores, SPEC §20.6)."""
+    delivery to every member home (0.25-2.3 s apart at 50 nodes on 2 cores, SPEC §20.6; an
+    add whose capability asks take longer, 9-13 s for the first ones in run F1, lets the homes
+    share in between, as they did there)."""
     max_wait_ms: int = 60_000
     """Since the room's first change not yet shared: changes that never stop (a member's
     records churned) postpone it no longer. Longer than a formation of 1,024 members in 16
