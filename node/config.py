@@ -14,6 +14,7 @@ from hearthmesh.node.identity.home_directory import (
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.protocol.authority import DEFAULT_DEFERRAL_POLICY, DeferralPolicy
 from hearthmesh.protocol.capabilities import Level
+from hearthmesh.protocol.e2ee.ahead import DEFAULT_AHEAD, AheadPolicy
 from hearthmesh.protocol.e2ee.rotation import DEFAULT_ROTATION, Rotation
 from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.protocol.membership_log import DEFAULT_MEMBERSHIP_LIMITS, MembershipLimits
@@ -65,10 +66,10 @@ class NodeConfig:
     withheld_levels: frozenset[Level] = frozenset()
     """Levels this node speaks but does not advertise (SPEC §20.7): peers then send it the
     form of the revision before, which it still takes; a rollout can hold a revision back."""
-    room_key_ahead_ms: int = 1_000
-    """How long after a room's members or a member's record changed our session key is shared
-    ahead of our next send (SPEC §27.10.3): the changes of a group's formation are shared
-    once."""
+    key_ahead: AheadPolicy = DEFAULT_AHEAD
+    """When our session key is shared ahead of our next send after a room's members or a
+    member's record changed, and how often at most (SPEC §27.10.3): once the changes are
+    quiet, at this home's own offset, within a bucket per room."""
     megolm_rotation: Rotation = DEFAULT_ROTATION
     """When a sending device starts a new Megolm session in a room besides a member leaving:
     `max_messages` (`megolm_rotate_messages`, 100) and `max_age_ms` (`megolm_rotate_ms`, a

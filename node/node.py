@@ -35,6 +35,7 @@ from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.delivery.outgoing import WrittenTimes
 from hearthmesh.node.delivery.seal_order import SealTurn
 from hearthmesh.node.delivery.sync import SyncReport
+from hearthmesh.node.e2ee.key_ahead import KeyAhead
 from hearthmesh.node.events import NodeEvent
 from hearthmesh.node.identity.home_directory import Presence
 from hearthmesh.node.identity.keyring import Keyring, load_or_create_keyring
@@ -557,6 +558,11 @@ class Node:
     def key_requests_taken(self) -> int:
         """Room keys senders gave this device on request (SPEC §27.13)."""
         return self._services.key_requests.keys_taken
+
+    @property
+    def key_ahead(self) -> KeyAhead:
+        """Our rooms' keys shared ahead of our next send: when, and how many (SPEC §27.10.3)."""
+        return self._services.key_ahead
 
     @property
     def key_requests_answered(self) -> int:

@@ -78,7 +78,12 @@ from hearthmesh.node.supervisor import Supervisor
 from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.capabilities import CAPS_PROTOCOL, Level
 from hearthmesh.protocol.delivery import DELIVER_PROTOCOL
-from hearthmesh.protocol.e2ee import KEY_FORWARD_PROTOCOL, KEY_REQUEST_PROTOCOL, KEYS_PROTOCOL
+from hearthmesh.protocol.e2ee import (
+    KEY_FORWARD_PROTOCOL,
+    KEY_REQUEST_PROTOCOL,
+    KEYS_PROTOCOL,
+    AheadPlan,
+)
 from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.protocol.fetch import FETCH_PROTOCOL
 from hearthmesh.protocol.gossip import PRESENCE_TOPIC, SIGNALS_PROTOCOL
@@ -130,6 +135,7 @@ class Services:
     topics: RoomTopics
     gossip_out: GossipPublisher
     outgoing: Outgoing
+    key_ahead: KeyAhead
     greetings: Greetings
     verification: VerificationService
     capabilities: CapabilityServer
@@ -511,7 +517,8 @@ def build_services(
         share=outgoing.share_ahead,
         is_member=functools.partial(_member_held, rooms),
         spawn=supervisor.spawn,
-        delay_s=config.room_key_ahead_ms / 1000,
+        plan=AheadPlan(config.key_ahead, keyring.device_id),
+        now_ms=clock.now_ms,
     )
     directory.watch(key_ahead.record_learnt)
     social = Social(store=store, privacy=privacy, outgoing=outgoing, user=user, now_ms=clock.now_ms)
@@ -607,6 +614,7 @@ def build_services(
         topics=topics,
         gossip_out=gossip_out,
         outgoing=outgoing,
+        key_ahead=key_ahead,
         greetings=greetings,
         verification=verification,
         capabilities=capabilities,

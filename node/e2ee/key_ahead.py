@@ -5,21 +5,23 @@ delivery per member home, and a member reads the message only once that copy lan
 later sends' gossip copies are read on arrival: at 50 nodes a sender's first message reached
 its last member ~3x slower than its later ones (SPEC §20.6). So when a room's members change
 (our join, a member added or gone) or a member's newer record is learnt (a device linked, a
-home found), the key goes out then, in the background, a moment later (`delay_s`: a group's
-formation, a burst of adds or records, is shared once), and the next send carries none.
-`RoomSender.wants_ahead` bounds what that costs.
+home found), the key goes out in the background once those changes have settled, at this
+home's own moment (`protocol.e2ee.AheadPlan` decides when, and how often at most), and the
+next send carries none. `RoomSender.wants_ahead` bounds what one share costs.
 
-State: the rooms due a look, the rooms watched (those whose members changed since start: a
-record of one of their members makes them due), and whether the worker runs. Event loop only.
+State: the plan (rooms watched, changes not yet shared, each room's bucket), whether the worker
+runs, and counts of what went ahead. Event loop only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from hearthmesh.protocol.e2ee import AheadPlan
 from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.protocol.errors import HearthError, store_failed
 from hearthmesh.protocol.identity import UserId
@@ -38,7 +40,8 @@ class KeyAhead:
         share: Callable[[RoomId], Awaitable[int]],
         is_member: Callable[[RoomId, UserId], bool],
         spawn: Callable[[Coroutine[Any, Any, None], str], None],
-        delay_s: float,
+        plan: AheadPlan,
+        now_ms: Callable[[], int],
     ) -> None:
         """`share(room)`: `Outgoing.share_ahead`. `is_member(room, user)`: by the room's state
         in memory (a room not held there is not made due by a record). `spawn`: the
@@ -46,41 +49,64 @@ class KeyAhead:
         self._share = share
         self._is_member = is_member
         self._spawn = spawn
-        self._delay_s = delay_s
-        self._due: set[RoomId] = set()
-        self._watched: set[RoomId] = set()
+        self._plan = plan
+        self._now_ms = now_ms
+        self._changed = asyncio.Event()
+        """Set by each change: the worker reads the plan's timer again."""
         self._running = False
+        self.rounds = 0
+        """Rooms shared ahead (each a look at which member devices lack the key)."""
+        self.shares = 0
+        """ROOM_KEY envelopes those rounds sent."""
+
+    def due_ms(self, room: RoomId) -> int | None:
+        """When `room`'s key goes ahead next; None if no change waits for it."""
+        return self._plan.due_ms(room)
+
+    @property
+    def watched(self) -> int:
+        """How many rooms a member's record makes due (bounded by the plan)."""
+        return sum(1 for _ in self._plan.watched)
 
     def room_changed(self, room: RoomId) -> None:
         """The members of `room` changed (we are one of them)."""
-        self._watched.add(room)
-        self._make_due(room)
+        self._plan.room_changed(room, self._now_ms())
+        self._wake()
 
     def record_learnt(self, user: UserId) -> None:
         """A newer home record of `user` was kept: its devices may lack our keys."""
-        for room in self._watched:
-            if self._is_member(room, user):
-                self._make_due(room)
+        rooms = [room for room in self._plan.watched if self._is_member(room, user)]
+        if rooms:
+            now_ms = self._now_ms()
+            for room in rooms:
+                self._plan.record_changed(room, now_ms)
+            self._wake()
 
-    def _make_due(self, room: RoomId) -> None:
-        self._due.add(room)
+    def _wake(self) -> None:
+        self._changed.set()
         if not self._running:
             self._running = True
             self._spawn(self._run(), "key-ahead")
 
     async def _run(self) -> None:
         try:
-            while self._due:
-                await asyncio.sleep(self._delay_s)
-                rooms, self._due = self._due, set()
-                for room in rooms:
+            while (timer_ms := self._plan.timer_ms()) is not None:
+                self._changed.clear()
+                wait_ms = timer_ms - self._now_ms()
+                if wait_ms > 0:  # a change meanwhile may make a room due sooner: look again
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait_ms / 1000):
+                            await self._changed.wait()
+                    continue
+                for room in self._plan.take_due(self._now_ms()):
                     await self._share_quietly(room)
         finally:
             self._running = False
 
     async def _share_quietly(self, room: RoomId) -> None:
+        self.rounds += 1
         try:
-            await self._share(room)
+            self.shares += await self._share(room)
         except HearthError as exc:  # our next send shares instead
             if store_failed(exc):  # the store failed: the node fail-stops
                 raise

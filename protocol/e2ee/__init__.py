@@ -6,6 +6,7 @@ state. Everything public is re-exported here.
 
 from __future__ import annotations
 
+from .ahead import DEFAULT_AHEAD, AheadPlan, AheadPolicy
 from .claim import (
     KEYS_PROTOCOL,
     MAX_CLAIM_FRAME_BYTES,
@@ -101,6 +102,7 @@ from .rotation import DEFAULT_ROTATION, Rotation, needs_rotation, owes_a_home_th
 
 __all__ = [
     "CURVE_KEY_BYTES",
+    "DEFAULT_AHEAD",
     "DEFAULT_ROTATION",
     "ENCRYPTED_CONTENT_TYPE",
     "ENCRYPTED_KINDS",
@@ -119,6 +121,8 @@ __all__ = [
     "ONE_TIME_KEY_DOMAIN",
     "ROOM_KEY_CONTENT_TYPE",
     "AddressedShare",
+    "AheadPlan",
+    "AheadPolicy",
     "ClaimAnswer",
     "Decrypt",
     "EncryptedBody",

@@ -13,14 +13,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from hearthmesh.node.node import Node
+from hearthmesh.protocol.e2ee import AheadPolicy
 from hearthmesh.protocol.envelope import Envelope, RoomId
+from hearthmesh.protocol.identity import UserId
 
-from .conftest import NodeFactory, wait_until_async
+from .conftest import NodeFactory, wait_until, wait_until_async
 from .test_e2ee_canary import direct_room, session_of
 from .test_gap_fetch import next_messages
 from .test_room_key_addressing import _devices, _recipients, _room_keys
 
 pytestmark = pytest.mark.integration
+
+QUICK = AheadPolicy(quiet_ms=300, spread_ms=300)
+"""The plan's rules with shorter waits: what goes ahead is the subject here, not when."""
 
 
 @contextlib.asynccontextmanager
@@ -28,9 +33,9 @@ async def _group(make_node: NodeFactory) -> AsyncIterator[tuple[Node, Node, Node
     """alice's group with bob and carol, their homes connected and records known."""
     async with (
         asyncio.timeout(60),
-        make_node("alice") as alice,
-        make_node("bob") as bob,
-        make_node("carol") as carol,
+        make_node("alice", key_ahead=QUICK) as alice,
+        make_node("bob", key_ahead=QUICK) as bob,
+        make_node("carol", key_ahead=QUICK) as carol,
     ):
         for node in (bob, carol):
             await node.connect(alice.listen_addrs[0])
@@ -104,3 +109,38 @@ async def test_after_a_member_leaves_the_next_key_goes_ahead_to_the_others_alone
         assert len(await _room_keys(carol, room, alice.user_id)) == on_carol
         assert len(await _room_keys(alice, room, alice.user_id)) == shared  # it carried none
         assert bob.key_requests_taken == 0
+
+
+SETTLE = AheadPolicy(quiet_ms=2_000, max_wait_ms=60_000, spread_ms=0)
+ADDS, ADD_GAP_S = 5, 0.5
+"""A formation: an add every 0.5 s for 2.5 s, longer than a fixed wait of `quiet_ms` from the
+first change, each gap well inside it."""
+
+
+async def test_a_formation_is_shared_ahead_once_its_changes_are_quiet(
+    make_node: NodeFactory,
+) -> None:
+    """bob's home sees alice's group form over 2.5 s: it shares once the adds have been quiet
+    for 2 s, one round for all of them, not one while they still come (SPEC §27.10.3)."""
+    async with (
+        asyncio.timeout(60),
+        make_node("alice") as alice,
+        make_node("bob", key_ahead=SETTLE) as bob,
+    ):
+        await bob.connect(alice.listen_addrs[0])
+        await alice.learn_home_record(bob.home_record())
+        room = await alice.create_group("forming", [bob.user_id])
+        await wait_until(lambda: bob.key_ahead.due_ms(room) is not None)  # bob holds the create
+        for n in range(ADDS):
+            await asyncio.sleep(ADD_GAP_S)  # the pace of a formation, not a wait for a state
+            await alice.add_members(room, [UserId(bytes([n + 1]) * 32)])
+        await wait_until(lambda: len(_members_held(bob, room)) == 2 + ADDS)
+        await wait_until(lambda: bob.key_ahead.rounds > 0 and bob.key_ahead.due_ms(room) is None)
+        assert bob.key_ahead.rounds == 1
+        assert bob.key_ahead.shares == 1  # alice's device, once
+
+
+def _members_held(node: Node, room: RoomId) -> set[UserId]:
+    """The members of `room` as `node` holds them in memory."""
+    state = node._services.rooms.view(room)
+    return set() if state is None else set(state.members)
