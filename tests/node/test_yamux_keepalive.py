@@ -5,10 +5,12 @@ short (py-libp2p's own with it, so the test fails with py-libp2p's loop)."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
+from libp2p.host.basic_host import BasicHost
 from libp2p.stream_muxer.yamux import yamux as py_yamux
 from libp2p.stream_muxer.yamux.yamux import FLAG_SYN, TYPE_PING, YAMUX_HEADER_FORMAT, Yamux
 
@@ -44,6 +46,22 @@ def _count_pings(muxer: Yamux) -> list[float]:
     return sent
 
 
+@asynccontextmanager
+async def _watched_pair(
+    pings: dict[str, list[float]],
+) -> AsyncIterator[tuple[BasicHost, BasicHost, Yamux, Yamux]]:
+    """Two hosts, the first dialled to the second, their muxers' reads watched (as the host
+    watches each connection's) and, once past the first pings, their pings counted into
+    `pings["dialer"]` and `pings["listener"]`."""
+    async with _two((True, True)) as (dialer, listener):
+        out, into = _muxer_of(dialer, listener), _muxer_of(listener, dialer)
+        watch_reads(out)
+        watch_reads(into)
+        await trio.sleep(1.0)
+        pings["dialer"], pings["listener"] = _count_pings(out), _count_pings(into)
+        yield dialer, listener, out, into
+
+
 def test_a_quiet_connection_is_kept_alive_by_its_dialer_alone() -> None:
     """Both ends measure the RTT once as the connection starts; then the dialer pings each
     interval and the listener never (py-libp2p: both ends, each interval)."""
@@ -51,13 +69,8 @@ def test_a_quiet_connection_is_kept_alive_by_its_dialer_alone() -> None:
 
     async def run() -> None:
         with trio.fail_after(30):
-            async with _two((True, True)) as (dialer, listener):
-                out, into = _muxer_of(dialer, listener), _muxer_of(listener, dialer)
-                watch_reads(out)
-                watch_reads(into)
-                await trio.sleep(1.0)  # past the first pings
+            async with _watched_pair(pings) as (_, _, out, into):
                 assert out.rtt() > 0 and into.rtt() > 0
-                pings["dialer"], pings["listener"] = _count_pings(out), _count_pings(into)
                 await trio.sleep(WINDOW_S)
 
     trio.run(run)
@@ -71,14 +84,9 @@ def test_a_connection_that_carries_bytes_from_the_peer_is_not_pinged() -> None:
 
     async def run() -> None:
         with trio.fail_after(30):
-            async with _two((True, True)) as (dialer, listener):
-                out, into = _muxer_of(dialer, listener), _muxer_of(listener, dialer)
-                watch_reads(out)
-                watch_reads(into)
+            async with _watched_pair(pings) as (dialer, listener, _, _):
                 stream = await dialer.new_stream(listener.get_id(), [ECHO])
                 adopt_yamux_stream(stream.muxed_stream)  # type: ignore[attr-defined]
-                await trio.sleep(1.0)  # past the first pings
-                pings["dialer"], pings["listener"] = _count_pings(out), _count_pings(into)
                 deadline = trio.current_time() + WINDOW_S
                 while trio.current_time() < deadline:
                     await stream.write(b"tick")  # echoed back: bytes from the listener
