@@ -42,7 +42,7 @@ were slow, not dead, were closed by the thousand and the mesh fell apart.
 Keepalive: py-libp2p pings from both ends of every connection every 30 s; a `LeanYamux`
 pings from each end once as it starts and then from the dialer alone, when the connection
 was quiet (`LeanYamux._measure_rtt_loop`): a node holds a connection to every home of its
-groups, and the pings were most of what an idle node's cost grew by with the mesh (§20.6).
+groups, and at 50 nodes the pings were most of an idle node's frames (§20.6).
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ class LeanYamux(Yamux):
     async def _measure_rtt_loop(self) -> None:
         """py-libp2p 0.8.1's RTT loop (`Yamux._measure_rtt_loop`), bounded: both ends pinged
         every connection every 30 s, so an idle node wrote two frames and read two per
-        connection each 30 s, and it holds one to every home of its groups (4 writes and 4
-        reads a second at 50 nodes, four times its gossip's; SPEC §20.6). Now each end pings
+        connection each 30 s, and it holds one to every home of its groups (at 50 nodes ~4
+        writes and ~4 reads a second, where its gossip wrote 1; SPEC §20.6). Now each end pings
         once as the connection starts (the RTT its windows' tuning reads), and then the
         dialer alone, and only after `keepalive_s` in which it read nothing from the peer:
         one end's ping and pong keep a NAT's mapping and show a dead peer as well as both
