@@ -38,6 +38,11 @@ connection reads while the ping waits count as well (`watch_reads`): the peer's 
 a ping after the frames queued before it, and at 50 nodes on 2 cores (load 50-80) a pong
 often took longer than the bound while gossip and acks still came in, so connections that
 were slow, not dead, were closed by the thousand and the mesh fell apart.
+
+Keepalive: py-libp2p pings from both ends of every connection every 30 s; a `LeanYamux`
+pings from each end once as it starts and then from the dialer alone, when the connection
+was quiet (`LeanYamux._measure_rtt_loop`): a node holds a connection to every home of its
+groups, and at 50 nodes the pings were most of an idle node's frames (§20.6).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from libp2p.stream_muxer.yamux.yamux import (
     HEADER_SIZE,
     MAX_MESSAGE_SIZE,
     MAX_WINDOW_SIZE,
+    RTT_MEASURE_INTERVAL,
     TYPE_DATA,
     TYPE_PING,
     YAMUX_HEADER_FORMAT,
@@ -83,6 +89,10 @@ RESET_AFTER_FAILED_WRITE_S: Final = 1.0
 
 _HEARD_POLL_S: Final = 0.25
 """How often a ping's wait looks whether the connection read anything meanwhile."""
+_FIRST_PING_S: Final = 0.5
+"""A connection's first ping, after its start (py-libp2p's delay)."""
+_PONG_WAIT_S: Final = 10.0
+"""How long a keepalive ping waits for its pong (py-libp2p's bound)."""
 
 
 class _LastRead:
@@ -117,6 +127,32 @@ class LeanYamux(Yamux):
 
     read_note: _LastRead | None = None
     """Set by `watch_reads`: each read of the connection notes its time here."""
+
+    keepalive_s: float = RTT_MEASURE_INTERVAL
+    """The dialer's ping interval on a quiet connection (py-libp2p's and go-yamux's 30 s)."""
+
+    async def _measure_rtt_loop(self) -> None:
+        """py-libp2p 0.8.1's RTT loop (`Yamux._measure_rtt_loop`), bounded: both ends pinged
+        every connection every 30 s, so an idle node wrote two frames and read two per
+        connection each 30 s, and it holds one to every home of its groups (at 50 nodes ~4
+        writes and ~4 reads a second, where its gossip wrote 1; SPEC §20.6). Now each end pings
+        once as the connection starts (the RTT its windows' tuning reads), and then the
+        dialer alone, and only after `keepalive_s` in which it read nothing from the peer:
+        one end's ping and pong keep a NAT's mapping and show a dead peer as well as both
+        ends' did, and bytes from the peer show both. py-libp2p's loop closed nothing on a
+        missing pong either (our liveness asks are `answers_ping`'s)."""
+        await trio.sleep(_FIRST_PING_S)
+        await answers_ping(self, _PONG_WAIT_S)
+        if not self.is_initiator_value:
+            return
+        looked = trio.current_time()  # after our pong: our own ping's answer is not "heard"
+        while not self.event_shutting_down.is_set():
+            with trio.move_on_after(self.keepalive_s):
+                await self.event_shutting_down.wait()
+            note = self.read_note
+            if note is None or note.at <= looked:
+                await answers_ping(self, _PONG_WAIT_S)
+            looked = trio.current_time()
 
     async def handle_incoming(self) -> None:
         secured = self.secured_conn
@@ -302,9 +338,9 @@ async def answers_ping(muxed_conn: Any, timeout_s: float, heard_within_s: float 
     for another muxer.
 
     py-libp2p 0.8.1 pings for its RTT estimate and sets the connection's current
-    `_ping_event` on any pong: ours is made current just before our ping. Its own measuring
-    loop may replace it meanwhile (every 30 s), which makes this answer False: the caller's
-    choice without the ping.
+    `_ping_event` on any pong: ours is made current just before our ping. The connection's
+    own keepalive (`LeanYamux._measure_rtt_loop`, on a quiet connection only) may replace it
+    meanwhile, which makes this answer False: the caller's choice without the ping.
     """
     if not isinstance(muxed_conn, Yamux) or not muxed_conn.is_established:
         return False
