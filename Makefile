@@ -144,7 +144,7 @@ run: $(STAMP)
 # 70.4 s, 103.4 s (5.1); branch 71.5 s, 99.4 s (5.9); base 82.2 s, 104.8 s (3.9; my own test
 # runs beside it); base 78.8 s, 107.4 s (6.2); branch 71.4 s, 99.2 s (7.1); 2,239 tests each, one
 # failed in the third and fifth runs: test_key_requests' each-sender test, main's race that
-# 9e2d053 fixes. ~2 s of each difference is the branch's (test_partition_heal 8 s and
+# 9e2d053 fixes; then branch 9e2d053 66.0 s, 83.4 s (6.7), base 69.3 s, 88.9 s (6.2), all passed. ~2 s of each difference is the branch's (test_partition_heal 8 s and
 # test_delay_proxy 2 s of the tests' walls); the rest sits in files it did not touch. In this,
 # the machine's faster regime the tests kept 1.3-1.4 cores busy and their walls summed to
 # 390-450 s: a worker's share of them (~65-75 s) sets the end, and every worker ended within
