@@ -15,6 +15,7 @@ import fcntl
 import gc
 import hashlib
 import json
+import logging
 import os
 import resource
 import shlex
@@ -319,6 +320,23 @@ class FakeClock:
 
     def advance(self, ms: int) -> None:
         self._now_ms += ms
+
+
+QUIETED_LOGGERS: Final = tuple(logging.getLogger(name) for name in ("libp2p", "multiaddr"))
+"""Loggers a command quiets for its process (`hearthmesh run`, the benches: libp2p at
+CRITICAL), which the tests run in their worker."""
+
+
+@pytest.fixture(autouse=True)
+def _logger_levels_kept() -> Iterator[None]:
+    """Each test starts with the loggers' levels as the worker had them: a bench run in-process
+    left libp2p at CRITICAL for every later test of its worker, and the test that libp2p's
+    ERRORs still show (tests/node/test_libp2p_host.py) saw none after one (at -n 2)."""
+    levels = [logger.level for logger in QUIETED_LOGGERS]
+    yield
+    for logger, level in zip(QUIETED_LOGGERS, levels, strict=True):
+        if logger.level != level:
+            logger.setLevel(level)
 
 
 MDNS_LOCK: Final = Path(tempfile.gettempdir()) / "hearthmesh-tests-mdns.lock"

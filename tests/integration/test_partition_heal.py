@@ -196,7 +196,9 @@ async def test_a_batch_queued_behind_one_that_found_the_path_dead_fails_with_it(
     require_netlab()
     with NetLab() as lab:
         async with asyncio.timeout(60), AsyncExitStack() as stack:
-            a, b, _stream, partition = await _hosts_with_a_stream(lab, stack)
+            # The ping bound 1 s, not 5 s: the first batch fails 2 s after the cut, not 6 s;
+            # without the fix the queued one fails its own 2 s later, still past the bound below.
+            a, b, _stream, partition = await _hosts_with_a_stream(lab, stack, live_ping_s=1.0)
             await a._bridge.run(_second_connection, a, b)
             links = PeerLinks(a, ack_timeout_s=1.0, ack_patience_s=60.0)
             partition.cut()
@@ -212,7 +214,7 @@ async def test_a_batch_queued_behind_one_that_found_the_path_dead_fails_with_it(
             finally:
                 partition.heal()
             first, second = failed_at
-            # Its own ack bound and ping (1 + 5 s) on the second connection before the fix.
+            # Its own ack bound and ping (1 + 1 s) on the second connection before the fix.
             assert second - first < 1.0, f"the queued batch failed {second - first:.1f} s later"
 
 

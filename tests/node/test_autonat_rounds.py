@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import multiaddr  # type: ignore[import-untyped]
 import pytest
@@ -19,6 +19,7 @@ from libp2p.peer.id import ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 
 from hearthmesh.node.p2p import autonat
+from hearthmesh.node.p2p.addresses import loopback_only
 from hearthmesh.node.p2p.autonat import Reachability, worth_asking
 from hearthmesh.node.p2p.host import peer_id_from_seed
 from hearthmesh.node.p2p.periodic_jobs import PeriodicJobs
@@ -49,6 +50,14 @@ async def test_a_node_on_loopback_alone_runs_no_rounds_by_itself_one_elsewhere_d
     so c is private. Fails with the loopback rule undone (a's rounds run, a turns public)."""
     monkeypatch.setattr(autonat, "UNKNOWN_RETRY_S", 0.05)
     monkeypatch.setattr(autonat, "IDENTIFY_GRACE_S", 0.05)
+    skipped = 0  # round waits that ended in the loopback rule's skip: only a's do
+
+    def counted(addrs: Sequence[str]) -> bool:
+        nonlocal skipped
+        skipped += (only := loopback_only(addrs))
+        return only
+
+    monkeypatch.setattr(autonat, "loopback_only", counted)
     elsewhere = {"announce_addrs": ["/ip4/192.0.2.1/tcp/4001"], "autonat_confirmations": 1}
     async with (
         asyncio.timeout(20),
@@ -61,7 +70,8 @@ async def test_a_node_on_loopback_alone_runs_no_rounds_by_itself_one_elsewhere_d
         await a.connect(b.listen_addrs[0])
         await c.connect(b.listen_addrs[0])
         await wait_until(lambda: c.reachability is Reachability.PRIVATE)
-        await asyncio.sleep(0.5)  # some ten of a's round waits
+        # Ten of a's round waits have passed, each a round before the rule (or one ran).
+        await wait_until(lambda: skipped >= 10 or a.wire()["periodic"]["autonat_round"]["runs"])
         assert a.wire()["periodic"]["autonat_round"]["runs"] == 0
         assert a.reachability is Reachability.UNKNOWN
         assert await a.check_reachability() is Reachability.PUBLIC
@@ -100,7 +110,8 @@ async def test_a_node_with_one_server_is_dialled_back_once_not_every_round(
     ):
         await a.connect(b.listen_addrs[0])
         await wait_until(lambda: dial_backs[b.peer_id, a.peer_id] == 1)
-        await asyncio.sleep(1.0)  # some ten rounds
+        rounds = a.wire()["periodic"]["autonat_round"]["runs"]
+        await wait_until(lambda: a.wire()["periodic"]["autonat_round"]["runs"] >= rounds + 10)
         assert dial_backs[b.peer_id, a.peer_id] == 1
         assert a.reachability is Reachability.UNKNOWN
         await a.connect(c.listen_addrs[0])

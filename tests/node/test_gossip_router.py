@@ -342,6 +342,7 @@ async def test_each_peer_gets_only_its_own_grafts_prunes_and_ihaves_from_a_heart
     nothing else sends on it): the hub emits a heartbeat's messages; each leaf reads only its
     own (before: the second leaf read the first's IHAVE and GRAFT, the third that IHAVE)."""
     topic, other = "hearthmesh/test/control", "hearthmesh/test/control-2"
+    fence = "hearthmesh/test/control-fence"  # a GRAFT sent after them: all before it arrived
     async with asyncio.timeout(30), hosts(4) as (hub, first, second, third):
         leaves = (first, second, third)
         for leaf in leaves:
@@ -357,7 +358,7 @@ async def test_each_peer_gets_only_its_own_grafts_prunes_and_ihaves_from_a_heart
 
             async def noted(message: object, sender: ID) -> None:
                 name = getattr(message, "topicID", "")
-                if name in (topic, other):
+                if name in (topic, other, fence):
                     read[leaf.peer_id].append((kind, name))
                 else:
                     await handle(message, sender)
@@ -374,8 +375,11 @@ async def test_each_peer_gets_only_its_own_grafts_prunes_and_ihaves_from_a_heart
             {three: [topic]},
             {one: {topic: [b"id-for-the-first"]}},
         )
-        await _until(lambda: all(read.values()))
-        await asyncio.sleep(0.3)  # anything more that was sent has arrived
+        # Each leaf reads the hub's control messages in order on one stream.
+        await hub._bridge.run(router._emit_control_msgs, {peer: [fence] for peer in ids}, {}, {})
+        await _until(lambda: all(("graft", fence) in got for got in read.values()))
+        for got in read.values():
+            got[:] = [entry for entry in got if entry[1] != fence]
         assert read == {
             first.peer_id: [("ihave", topic), ("graft", topic)],
             second.peer_id: [("graft", other)],
