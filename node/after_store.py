@@ -87,8 +87,8 @@ class AfterStore:
             self._supervisor.spawn(self._refresh_home(user), "refresh-home")
         for peer in self._rooms_known_by(outcome.unknown_rooms_from):
             self._supervisor.spawn(self._learn_rooms_quietly(peer), "learn-rooms")
-        if outcome.released and self._homes.sibling_destinations():
-            self._outbox.wake()  # stored with entries for our siblings
+        if outcome.queued_for_siblings:  # released or held back: the outbox sleeps meanwhile
+            self._outbox.wake()
         self._media.want(outcome.released)
         for room in outcome.membership_changed:
             self._supervisor.spawn(self._membership_changed(RoomId(room)), "membership")

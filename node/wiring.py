@@ -4,7 +4,8 @@
 where each exists before whoever needs it; nothing reaches back up into `Node`. Where a service
 needs a question answered, it gets the bound method of the service that owns the answer (our
 siblings: `OwnHomes`; member sets: `RoomMembers` over `RoomRegistry`; home records:
-`HomeRecords`), and what the store took in flows out on `StoreOutcomes` to `AfterStore`.
+`HomeRecords`), and what the store took in flows out on `StoreOutcomes` to `AfterStore` and to
+the sleepers it wakes (the key askers' `HeldWatch`es, the `GapFetcher`).
 `serve` then hands the host the stream handlers, gossip validators and peer policy, each stream
 under the supervisor. `Node` is the facade: it owns the lifetime (store, keys, host, supervisor)
 and the embedding API, and calls this.
@@ -547,6 +548,10 @@ def build_services(
         key_ahead=key_ahead,
     )
     outcomes.subscribe(after_store.react)
+    # the sleepers a committed batch wakes (each names why in its module)
+    outcomes.subscribe(key_forwarding.held.after_batch)
+    outcomes.subscribe(key_requests.held.after_batch)
+    outcomes.subscribe(gaps.after_batch)
     history_server = HistoryServer(
         store=store,
         rooms=rooms,

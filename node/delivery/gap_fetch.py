@@ -6,6 +6,14 @@ means the sender's node may be gone, so this worker asks, in turn, the sender us
 own user's other homes and the homes of the room's other members, and feeds each answer through
 the receive path, which verifies every envelope. A gap is never skipped: one that no one can
 fill stays open and is asked about again, less and less often (SPEC §11.5 backoff).
+
+While no sender's envelopes are held back there is no gap, and the fetcher sleeps. Its wake
+source is the `StoreOutcomes` flow (`after_batch`, subscribed by the wiring): the release order
+holds an envelope back only inside an arrival batch, and `Receiver` publishes every such
+batch's outcome once it committed, so no backstop look is needed (a failed batch fail-stops the
+node). An idle node looked 2.7 times a second.
+
+State: when each open gap is next asked about, and the wake-up event (event loop).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.fetch import FetchService
+from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.delivery.peer_link import PeerLinks
 from hearthmesh.node.delivery.receiver import Receiver
 from hearthmesh.node.delivery.release_order import ReleaseOrder, SenderGap
@@ -81,13 +90,26 @@ class GapFetcher:
         self._sibling_peers = sibling_peers
         self._grace_ms = grace_ms
         self._open: dict[tuple[RoomId, DeviceId], _Open] = {}
+        self._held_back = asyncio.Event()
+        """Set by `after_batch` when a committed batch left envelopes held back."""
         self.filled = 0
         """Envelopes stored from fetch answers (status and tests)."""
 
+    def after_batch(self, _outcome: StoreOutcome) -> None:
+        """A store batch committed (a `StoreOutcomes` reaction): wake if envelopes are held
+        back, so a gap may be open."""
+        if self._release.held():
+            self._held_back.set()
+
     async def run(self) -> None:
-        """Look for gaps a few times per grace period, until cancelled."""
+        """Look for gaps a few times per grace period while envelopes are held back, asleep
+        while none are, until cancelled."""
         poll_s = max(self._grace_ms // 4, 50) / 1000
         while True:
+            if not self._release.held():
+                self._open.clear()
+                self._held_back.clear()
+                await self._held_back.wait()
             await asyncio.sleep(poll_s)
             await self.check()
 
@@ -95,8 +117,7 @@ class GapFetcher:
         """One look: note new gaps, forget closed ones, fetch those due."""
         if not self._release.held():
             # A gap holds a later envelope back: none held, none open. Read on the loop, where
-            # the batches change it; only a look that may find one pays a write batch's hop
-            # (an idle node looked 2.7 times a second, each a batch with nothing to write).
+            # the batches change it; only a look that may find one pays a write batch's hop.
             self._open.clear()
             return
         gaps = await self._store.run(self._release.gaps)

@@ -95,6 +95,9 @@ class StoreOutcome:
     """Users who sent from a device their newest record we hold does not list."""
     contacts_made: set[RoomId] = field(default_factory=set)
     """Direct rooms whose two users an accepted friend request just made contacts."""
+    queued_for_siblings: bool = False
+    """The batch stored envelopes with outbox entries for our other homes (SPEC §22.3): the
+    outbox is woken to take them (it sleeps while nothing is due)."""
     unknown_rooms_from: set[str] = field(default_factory=set)
     """Peers that delivered our own user's envelopes for rooms unknown here ("" for gossip):
     learn our user's rooms from our other homes (SPEC §23.5)."""
@@ -185,6 +188,7 @@ class Inbox:
             nonlocal key_pending
             key_pending = False
             if requests:
+                outcome.queued_for_siblings |= bool(forward)
                 logged = outcome.logged
                 if logged is None:
                     appended = store.append_many(requests)

@@ -71,12 +71,14 @@ log = logging.getLogger(__name__)
 _ALL: Final = 1 << 40
 """`unpark` limit meaning every entry."""
 
-IDLE_POLL_MAX_MS: Final = 2_000
+IDLE_POLL_MAX_MS: Final = 30_000
 """Longest wait between two looks at the stored outbox when nothing is known to come due.
-The pump sleeps until the store's next due entry (`Store.next_due_ms`), and every writer of
-entries due sooner wakes it (`wake`); this look is only a backstop, so it backs off from
-`poll_ms`, doubling while looks find nothing: an idle node looked 5 times a second (20 with
-the tests' 50 ms), each a write batch."""
+The pump sleeps until the store's next due entry (`Store.next_due_ms`) or the machine's timer
+(a lease, a settle, a probe), and every writer of entries due sooner wakes it (`wake`: our
+sends and membership changes, `AfterStore` for the rows an arrival queued for our siblings,
+sync, the history handoff, its own unparks); this look is only a backstop for a writer that
+forgot to, so it backs off from `poll_ms`, doubling while looks find nothing: an idle node
+looked 5 times a second (20 with the tests' 50 ms), each a write batch, and then every 2 s."""
 
 _NEVER_MS: Final = 1 << 62
 

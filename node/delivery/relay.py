@@ -9,6 +9,9 @@ all, neither at each poll nor at each wake, until its record comes (`wake` with 
 Trying it read its held envelopes in a store write batch each time, and a home relaying for a
 group's ~1,000 absent members spent most of its loop on that, every second (SPEC §11.2.3).
 
+While it holds nothing it sleeps until the inbox relays something (`hold`, told by
+`AfterStore` once the batch committed): there is nothing a poll could find.
+
 State: the recipients held for, those due at the next pass, and the count forwarded.
 """
 
@@ -90,7 +93,8 @@ class RelayForwarder:
                         self.waiting.discard(recipient)
             everyone = True
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_s):
+                # holding nothing, nothing to poll: `hold` wakes it (an idle node woke each second)
+                async with asyncio.timeout(self._poll_s if self.waiting else None):
                     await self._wake.wait()
                     everyone = False
 

@@ -1,4 +1,5 @@
-"""Whether the room-key askers need to read what the store holds unopened (SPEC §27.12, §27.13).
+"""Whether the room-key askers need to read what the store holds unopened (SPEC §27.12, §27.13),
+and when they may sleep.
 
 `KeyForwarding` and `KeyRequests` ask every interval while envelopes wait for a room key. A home
 that holds none read the store to find that out each time: at the tests' 250 ms, ~2.5-3 ms of
@@ -12,20 +13,35 @@ arrival's batch). So an empty read is confirmed through the write path (`AsyncSt
 sees every batch staged or run before it) before the watch goes quiet. A new watch is not
 quiet: what was held before the node started is read at its first round.
 
-State: the count at the last confirmed empty read (one watch per asker).
+A quiet watch also lets its asker sleep (`wait`) instead of waking each interval to find the
+count unmoved. The wake source is the `StoreOutcomes` flow (`after_batch`, subscribed by the
+wiring): every batch that writes a held note publishes its outcome there once it committed
+(`Receiver` for arrivals, `LateNews` for what a key answer opened), so the read the asker then
+makes sees the hold.
+
+State: the count at the last confirmed empty read and the wake-up event (one watch per asker,
+event loop).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
+from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.storage.api import Store
 from hearthmesh.storage.async_store import AsyncStore
 
-__all__ = ["HeldWatch"]
+__all__ = ["QUIET_BACKSTOP_S", "HeldWatch"]
 
 T = TypeVar("T")
+
+QUIET_BACKSTOP_S: Final = 30.0
+"""How long a quiet watch sleeps at most before it looks at the count again without a wake-up.
+A hold whose batch published no outcome (a writer of held notes added later that forgets to)
+would otherwise leave its envelopes unread for good; the look is a comparison of two integers."""
 
 
 class HeldWatch:
@@ -35,11 +51,29 @@ class HeldWatch:
         self._store = store
         self._quiet_at: int | None = None
         """`Store.holds` when a read last confirmed nothing held; None before any read."""
+        self._moved = asyncio.Event()
+        """Set by `after_batch` when a committed batch moved the count past `_quiet_at`."""
 
     @property
     def quiet(self) -> bool:
         """Nothing is held: no hold was written since a read found none."""
         return self._store.store.holds == self._quiet_at
+
+    def after_batch(self, _outcome: StoreOutcome) -> None:
+        """A store batch committed (a `StoreOutcomes` reaction): wake the asker if it wrote a
+        held note since the watch went quiet."""
+        if not self.quiet:
+            self._moved.set()
+
+    async def wait(self, interval_s: float) -> None:
+        """Sleep one interval before the next round; while quiet, first until a committed batch
+        moved the count (or, at the longest, `QUIET_BACKSTOP_S` found it moved)."""
+        while self.quiet:
+            self._moved.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(QUIET_BACKSTOP_S):
+                    await self._moved.wait()
+        await asyncio.sleep(interval_s)
 
     async def read(self, fn: Callable[[Store], list[T]]) -> list[T]:
         """`fn(store)`, a read of what is held; [] without touching the store while quiet."""

@@ -6,8 +6,10 @@ sender's share) asks its sibling homes for the keys of those sessions; `KeyForwa
 answers a sibling only, Olm-encrypted to the key bundle our record lists for that sibling's
 device, with every asked session it holds exported at the first index it holds. `KeyForwarding`
 is the asking side: every `interval_ms` while something is held (a `HeldWatch`: an idle home
-reads nothing), it asks each connected sibling, takes in what verifies, and opens what waited.
-State: the server's per-peer rate buckets; counts of keys taken in.
+reads nothing, and sleeps until a committed batch holds something), it asks each connected
+sibling, takes in what verifies, and opens what waited.
+State: the server's per-peer rate buckets; counts of keys taken in. The asker's wake source is
+its `held` watch, which the wiring subscribes to `StoreOutcomes`.
 """
 
 from __future__ import annotations
@@ -110,15 +112,17 @@ class KeyForwarding:
         self._store = store
         self._homes = homes
         self._interval_s = interval_ms / 1000
-        self._held = HeldWatch(store)
+        self.held = HeldWatch(store)
+        """What may be held; its `after_batch` wakes this asker (the wiring subscribes it)."""
         self.keys_taken = 0
         """Room keys our siblings forwarded that we did not hold."""
 
     async def run(self) -> None:
-        """Ask while something is held, every interval, until cancelled."""
+        """Ask while something is held, every interval, until cancelled; asleep while nothing
+        is."""
         while True:
-            await asyncio.sleep(self._interval_s)
-            held = await self._held.read(_held_sessions)
+            await self.held.wait(self._interval_s)
+            held = await self.held.read(_held_sessions)
             if held:
                 await self.ask_siblings(held)
 

@@ -7,11 +7,12 @@ with a key bundle, when that user is a member of every asked room now, with the 
 device owns and gave to that user (or to our own user): exported at the first index held,
 Olm-encrypted to that device, like a forward (§27.12). Refusals are charged to the peer.
 `KeyRequests` is the asking side: every `interval_ms` (reading the store only while something
-may be held: `HeldWatch`) it asks each due session's sender, first one to two intervals after
-it sees the session held, then with backoff doubling from the interval, each wait counted
-from the end of the request before and shortened by a spread drawn for it (so homes that saw a
-session held together, a group's members at its formation, do not ask its sender in step, not
-even after asks that all timed out together: SPEC §27.13.3); a session asked
+may be held, and asleep while nothing is: `HeldWatch`, its wake source) it asks each due
+session's sender, first one to two intervals after it sees the session held, then with backoff
+doubling from the interval, each wait counted from the end of the request before and shortened
+by a spread drawn for it (so homes that saw a session held together, a group's members at its
+formation, do not ask its sender in step, not even after asks that all timed out together:
+SPEC §27.13.3); a session asked
 `KEY_REQUEST_ATTEMPTS` times and still held counts its envelopes as undecryptable (it is still
 asked, at the longest backoff).
 
@@ -216,7 +217,8 @@ class KeyRequests:
         self._clock = clock
         self._interval_ms = interval_ms
         self._rng = rng or random.Random()
-        self._held = HeldWatch(store)
+        self.held = HeldWatch(store)
+        """What may be held; its `after_batch` wakes this asker (the wiring subscribes it)."""
         self._attempts: OrderedDict[bytes, e2ee.KeyRequestSchedule] = OrderedDict()
         self._outstanding: set[DeviceId] = set()
         """Sender devices being asked now (at most MAX_SENDERS_PER_ROUND)."""
@@ -226,19 +228,20 @@ class KeyRequests:
         """Held envelopes whose session was asked for KEY_REQUEST_ATTEMPTS times (§27.13.3)."""
 
     async def run(self) -> None:
-        """Ask while something is held, every interval, until cancelled. Each sender is asked
+        """Ask while something is held, every interval, until cancelled (asleep while nothing
+        is). Each sender is asked
         in a task of its own: asked one after another, a sender that did not answer held every
         other one and the next rounds for its ASK_TIMEOUT_S (at 50 nodes a home was owed keys
         by a dozen senders, some of them loaded, SPEC §20.6)."""
         async with asyncio.TaskGroup() as asking:
             while True:
-                await asyncio.sleep(self._interval_ms / 1000)
+                await self.held.wait(self._interval_ms / 1000)
                 await self.ask_due(asking)
 
     async def ask_due(self, asking: asyncio.TaskGroup) -> None:
         """One round: start asking the senders of the due held sessions that are not being
         asked already, so that at most MAX_SENDERS_PER_ROUND are asked at once."""
-        held = await self._held.read(_held)
+        held = await self.held.read(_held)
         now = self._clock.now_ms()
         waiting = [
             (sender, sessions)

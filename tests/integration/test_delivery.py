@@ -246,7 +246,7 @@ async def test_a_full_hand_takes_more_as_soon_as_a_batch_is_delivered(
 
 async def test_an_idle_outbox_is_not_polled_at_its_first_interval(make_node: NodeFactory) -> None:
     """With nothing due, the worker sleeps until the store's next due entry or a wake, and its
-    backstop look backs off from `retry_poll_ms` (50 ms here) to 2 s: an idle node made some
+    backstop look backs off from `retry_poll_ms` (50 ms here) to 30 s: an idle node made some
     15 write batches a second for looks that found nothing. Counted, not timed: a loaded
     machine makes fewer looks, never more."""
     async with asyncio.timeout(20), make_node("idle") as node:

@@ -275,7 +275,8 @@ async def test_with_nothing_held_a_look_for_gaps_costs_no_write_batch(
     make_node: NodeFactory,
 ) -> None:
     """A gap holds a later envelope back: with none held there is none to find, and the look
-    (every `gap_grace_ms` / 4) must not hop through a write batch for nothing."""
+    (every `gap_grace_ms` / 4 while something is held back; the fetcher sleeps otherwise) must
+    not hop through a write batch for nothing."""
     async with asyncio.timeout(20), make_node("idle", retry_poll_ms=60_000) as node:
         gaps = node._services.gaps
         await asyncio.sleep(0.3)  # what the start wrote is committed

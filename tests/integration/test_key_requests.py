@@ -15,7 +15,7 @@ import pytest
 
 from hearthmesh.node.api import ApiConfig, ApiServer
 from hearthmesh.node.clock import SystemClock
-from hearthmesh.node.e2ee import key_requests
+from hearthmesh.node.e2ee import held_watch, key_requests
 from hearthmesh.node.e2ee.key_requests import REQUESTS_BURST
 from hearthmesh.node.events import MessageReceived
 from hearthmesh.node.media.sealed import plain_size, put_sealed, read_opened
@@ -102,6 +102,29 @@ async def test_a_message_sent_before_its_recipients_record_was_known_is_read_and
         received = await asyncio.wait_for(announced, 10)
         assert [e.envelope.message_id for e in received] == [e.message_id for e in sent]
         assert [e.envelope.body for e in received] == texts
+
+
+async def test_asleep_with_nothing_held_the_asker_is_woken_by_the_batch_that_holds(
+    make_node: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key askers sleep while nothing is held (`HeldWatch`); the arrival batch that holds
+    alice's envelope on carol's home wakes them once it committed, and carol asks alice. The
+    quiet watches' backstop is out of reach here: only that wake brings the ask."""
+    monkeypatch.setattr(held_watch, "QUIET_BACKSTOP_S", 3600.0)
+    quiet = {"share_presence": False}
+    async with (
+        asyncio.timeout(60),
+        make_node("alice", **quiet) as alice,
+        make_node("carol", **quiet) as carol,
+    ):
+        askers = (carol._services.key_requests, carol._services.key_forwarding)
+        await wait_until(lambda: all(asker.held.quiet for asker in askers))  # asleep
+        room = await alice.open_direct(carol.user_id)
+        await alice.send(room, b"before I knew your record")
+        await carol.connect(alice.listen_addrs[0])  # hello: alice learns carol's home
+        await until_messages(carol, room, 1)
+        await wait_until_readable(carol, room)
+        assert carol.key_requests_taken == 1 and alice.key_requests_answered == 1
 
 
 async def test_a_media_message_opened_late_is_fetched(make_node: NodeFactory) -> None:

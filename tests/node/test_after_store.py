@@ -150,16 +150,19 @@ async def test_each_part_of_an_outcome_sets_off_its_reaction() -> None:
         assert calls.shared == [JOINED]  # a new contact gets our profile (SPEC §32.1)
 
 
-async def test_a_released_envelope_wakes_the_outbox_only_when_we_have_siblings() -> None:
+async def test_the_outbox_wakes_only_for_a_batch_that_queued_entries_for_our_siblings() -> None:
+    """Released or held back alike: the outbox sleeps until a writer wakes it."""
     released = [cast(Envelope, object())]
-    for siblings, wakes in (((), 0), ((b"sibling",), 1)):
-        calls = Calls(siblings=siblings)
+    for queued, held_back, wakes in ((False, False, 0), (True, False, 1), (True, True, 1)):
+        calls = Calls(siblings=(b"sibling",))
         run_state = RunState()
         run_state.started()
+        outcome = StoreOutcome(released=[] if held_back else released)
+        outcome.queued_for_siblings = queued
         async with asyncio.timeout(5), Supervisor() as sup:
-            after_store(calls, run_state, EventHub(), sup).react(StoreOutcome(released=released))
+            after_store(calls, run_state, EventHub(), sup).react(outcome)
         assert calls.wakes == wakes
-        assert calls.wanted == [released]
+        assert calls.wanted == [outcome.released]
 
 
 async def test_our_own_envelope_for_an_unknown_room_learns_the_rooms_of_who_sent_it() -> None:

@@ -1,11 +1,16 @@
 """`HeldWatch`: the room-key askers read what is held only while something may be; a hold
-written after an empty read, or before the store opened, is still read."""
+written after an empty read, or before the store opened, is still read; a quiet asker sleeps
+until a committed batch that held something is told (or its backstop finds the count moved)."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
+import pytest
+
+from hearthmesh.node.delivery.inbox import StoreOutcome
+from hearthmesh.node.e2ee import held_watch
 from hearthmesh.node.e2ee.held_watch import HeldWatch
 from hearthmesh.protocol.envelope import MessageId, RoomId
 from hearthmesh.storage.api import Store
@@ -68,3 +73,47 @@ def test_a_hold_moves_the_count_once_its_write_returned(tmp_path: Path) -> None:
         assert store.holds == 2  # only holds move it: a read after an unhold finds what is left
     finally:
         store.close()
+
+
+async def _asleep(task: asyncio.Task[None]) -> bool:
+    """The task is still waiting after a short deadline (a negative check on a condition)."""
+    done, _ = await asyncio.wait({task}, timeout=0.2)
+    return not done
+
+
+async def test_a_quiet_asker_sleeps_until_a_committed_hold_is_told(tmp_path: Path) -> None:
+    async with asyncio.timeout(10), AsyncStore(LmdbStore(tmp_path / "db")) as db:
+        watch = HeldWatch(db)
+        assert await watch.read(_CountedRead()) == []
+        waiting = asyncio.create_task(watch.wait(0))
+        watch.after_batch(StoreOutcome())  # a batch that held nothing
+        assert await _asleep(waiting)
+        await db.run(db.store.hold_encrypted, SESSION, MESSAGE, ROOM)
+        assert await _asleep(waiting)  # committed, but no outcome told it: the backstop's case
+        watch.after_batch(StoreOutcome())
+        await waiting  # woken: its next round reads the hold
+        assert await watch.read(_CountedRead()) == [(ROOM, SESSION)]
+
+
+async def test_a_watch_not_quiet_waits_one_interval_without_a_wake(tmp_path: Path) -> None:
+    """Before its first read (what a restart left held) and while something is held, the asker
+    goes round every interval as before."""
+    async with asyncio.timeout(10), AsyncStore(LmdbStore(tmp_path / "db")) as db:
+        watch = HeldWatch(db)
+        await watch.wait(0)
+        await db.run(db.store.hold_encrypted, SESSION, MESSAGE, ROOM)
+        assert await watch.read(_CountedRead()) == [(ROOM, SESSION)]
+        await watch.wait(0)
+
+
+async def test_a_hold_no_outcome_told_is_found_by_the_backstop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(held_watch, "QUIET_BACKSTOP_S", 0.05)
+    async with asyncio.timeout(10), AsyncStore(LmdbStore(tmp_path / "db")) as db:
+        watch = HeldWatch(db)
+        assert await watch.read(_CountedRead()) == []
+        waiting = asyncio.create_task(watch.wait(0))
+        assert await _asleep(waiting)  # backstop looks: the count has not moved
+        await db.run(db.store.hold_encrypted, SESSION, MESSAGE, ROOM)
+        await waiting

@@ -19,6 +19,7 @@ from hearthmesh.node.social.privacy import Privacy
 from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.authority import DeferralPolicy
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
+from hearthmesh.protocol.destinations import node_destination
 from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, seal
 from hearthmesh.protocol.errors import ErrorCode
 from hearthmesh.protocol.hlc import Timestamp
@@ -106,10 +107,14 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> KvStore:
 
 
 def make_inbox(
-    *, deferrals: DeferralPolicy | None = None, opener: RoomOpener | None = None
+    *,
+    deferrals: DeferralPolicy | None = None,
+    opener: RoomOpener | None = None,
+    siblings: tuple[bytes, ...] = (),
 ) -> Inbox:
     """Our user's inbox; `deferrals` bounds how long a non-member is deferred, `opener` opens
-    encrypted envelopes (none: they are stored as they come)."""
+    encrypted envelopes (none: they are stored as they come), `siblings` are the outbox
+    destinations of our other homes."""
     local = {uid(OURS)}
     rules = ArrivalRules(local) if deferrals is None else ArrivalRules(local, deferrals=deferrals)
     return Inbox(
@@ -119,7 +124,7 @@ def make_inbox(
         release=ReleaseOrder(),
         directory=HomeDirectory(local_users=local),
         relay_ttl_ms=60_000,
-        sibling_destinations=tuple,
+        sibling_destinations=lambda: siblings,
         opener=opener,
     )
 
@@ -332,3 +337,24 @@ def test_a_batch_no_feed_asked_for_builds_no_log_entries() -> None:
     )
     assert statuses(outcome.results) == [STORED]
     assert outcome.logged is None
+
+
+def test_a_batch_that_queued_entries_for_our_siblings_says_so_released_or_held_back(
+    store: KvStore,
+) -> None:
+    """`queued_for_siblings` is what wakes the sleeping outbox (`AfterStore`): an envelope held
+    back behind a gap gets its entries for our other homes as a released one does; one our
+    sibling sent us gets none (it sent them to every sibling itself, ARCHITECTURE §8)."""
+    sibling = node_destination("12D3KooWRawPbxPtP1eZaJpumGnyWX2DcUyd3RQnydr3eAto4Az7")
+    inbox = make_inbox(siblings=(sibling,))
+    made = [change(1, Action.CREATE, ADMIN), change(2, Action.ADD, OURS)]
+    assert inbox.accept(store, [arrival(e) for e in made], now_ms=0, peer=PEER).queued_for_siblings
+    held_back = inbox.accept(store, [arrival(sealed(ADMIN, 4))], now_ms=0, peer=PEER)  # 3 missing
+    assert statuses(held_back.results) == [STORED] and held_back.released == []
+    assert held_back.queued_for_siblings
+    due = store.take_due(now_ms=1, limit=10, lease_ms=1000)
+    assert {e.destination for e in due} == {sibling} and len(due) == 3
+    theirs = inbox.accept(
+        store, [arrival(sealed(ADMIN, 5))], now_ms=0, peer=PEER, from_sibling=True
+    )
+    assert statuses(theirs.results) == [STORED] and not theirs.queued_for_siblings

@@ -7,6 +7,10 @@ Two parts, nodes in this process as the integration tests run them (real libp2p 
   message and waits for its ack (and its ROOM_KEY's), then both stop: CPU and wall
   milliseconds of each phase, the median over the cycles (CPU is the whole process, both
   nodes and all their threads).
+- `meeting`: what two started nodes do when one `Node.connect`s to the other, until both have
+  been quiet for a settle: the streams each opened, per protocol, the writes on them, the
+  connections made (each a Noise handshake) and the process's CPU milliseconds (medians of
+  the cycles; the counts of the last).
 - `idle_*`: N nodes, each connected to the next of a ring, left alone after a settle: the
   CPU per node as a % of one core (the asyncio loop's thread, the libp2p trio threads and the
   store's threads apart), the write batches and LMDB transactions per node per second, and
@@ -38,22 +42,33 @@ __all__ = ["run"]
 _TOP_CALLBACKS: Final = 12
 
 
-def _config(path: Path) -> NodeConfig:
-    return NodeConfig(data_dir=path, listen_addrs=("/ip4/127.0.0.1/tcp/0",))
+TEST_TIMERS: Final[dict[str, Any]] = {
+    "retry_poll_ms": 50,
+    "key_forward_interval_ms": 250,
+    "key_request_interval_ms": 250,
+}
+"""The timers the test suite's nodes run with (tests/integration/conftest.py `FAST`): the
+suite's idle nodes cost what `idle_2_nodes_test_timers` says."""
+
+
+def _config(path: Path, **timers: Any) -> NodeConfig:
+    return NodeConfig(data_dir=path, listen_addrs=("/ip4/127.0.0.1/tcp/0",), **timers)
 
 
 def _callback_name(callback: Callable[..., Any]) -> str:
-    """A task's coroutine (and what it awaits), else the callback's qualified name."""
+    """A task's chain of coroutines down to what it awaits (a supervised service's own `run`
+    under `Supervisor._keep`), else the callback's qualified name."""
     task = getattr(callback, "__self__", None)
     if isinstance(task, asyncio.Task):
         coro: Any = task.get_coro()
-        name = getattr(coro, "__qualname__", repr(coro))
+        chain = [str(getattr(coro, "__qualname__", repr(coro)))]
         inner = coro
         while (awaited := getattr(inner, "cr_await", None)) is not None and hasattr(
             awaited, "cr_code"
         ):
             inner = awaited
-        return f"task {name} > {getattr(inner, '__qualname__', '?')}"
+            chain.append(str(getattr(inner, "__qualname__", "?")))
+        return "task " + " > ".join(chain)
     func = getattr(callback, "func", callback)  # functools.partial
     return str(getattr(func, "__qualname__", type(func).__name__))
 
@@ -113,11 +128,69 @@ async def _cycles(count: int) -> dict[str, float]:
     return figures
 
 
-async def _idle(nodes: int, seconds: float, settle_s: float) -> dict[str, Any]:
+MEETING_SETTLE_S: Final = 3.0
+"""How long a meeting is watched after `connect` returned: the hello, identify, the gossip
+greeting and the record's DHT put in the background all end well within it."""
+
+
+def _diff(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in sorted(after.items()) if v != before.get(k, 0)}
+
+
+async def _meeting(root: Path, n: int) -> dict[str, Any]:
+    """One meeting of two fresh nodes: per node, streams opened and writes per protocol, the
+    connections counted in (a bench's wrap of each host's `_apply_connection`), and CPU."""
+    async with AsyncExitStack() as stack:
+        a = await stack.enter_async_context(Node(_config(root / f"ma{n}")))
+        b = await stack.enter_async_context(Node(_config(root / f"mb{n}")))
+        connections = {"a": 0, "b": 0}
+        for name, node in (("a", a), ("b", b)):
+            host: Any = node._host
+            apply = host._apply_connection
+
+            def counted(
+                peer: str, delta: int, ip: str | None, _n: str = name, _f: Any = apply
+            ) -> None:
+                connections[_n] += delta > 0
+                _f(peer, delta, ip)
+
+            host._apply_connection = counted
+        await asyncio.sleep(0.5)  # what the start set off
+        before = {"a": a.wire(), "b": b.wire()}
+        cpu0 = time.process_time()
+        await a.connect(b.listen_addrs[0])
+        await asyncio.sleep(MEETING_SETTLE_S)
+        cpu_ms = (time.process_time() - cpu0) * 1000
+        after = {"a": a.wire(), "b": b.wire()}
+    figures: dict[str, Any] = {"cpu_ms": round(cpu_ms, 1)}
+    for name in ("a", "b"):
+        figures[name] = {
+            "connections": connections[name],
+            "opens": _diff(after[name]["opens"], before[name]["opens"]),
+            "writes": _diff(after[name]["writes"], before[name]["writes"]),
+        }
+    return figures
+
+
+async def _meetings(count: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-") as tmp:
+        runs = [await _meeting(Path(tmp), n) for n in range(count + 1)][1:]  # the first warms up
+    last = runs[-1]
+    return {
+        "cpu_ms_median": round(statistics.median(r["cpu_ms"] for r in runs), 1),
+        "cpu_ms": [r["cpu_ms"] for r in runs],
+        "connector": last["a"],
+        "connected": last["b"],
+    }
+
+
+async def _idle(
+    nodes: int, seconds: float, settle_s: float, timers: dict[str, Any] | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-") as tmp:
         async with AsyncExitStack() as stack:
             ring = [
-                await stack.enter_async_context(Node(_config(Path(tmp) / f"n{i}")))
+                await stack.enter_async_context(Node(_config(Path(tmp) / f"n{i}", **timers or {})))
                 for i in range(nodes)
             ]
             for i in range(nodes if nodes > 2 else nodes - 1):  # a ring (a line of two)
@@ -153,6 +226,8 @@ def run(quick: bool) -> dict[str, Any]:
     cycles, seconds, settle_s, sizes = (1, 1.0, 1.0, (2,)) if quick else (10, 20.0, 3.0, (1, 10))
     figures: dict[str, Any] = {"cycles": cycles, "idle_s": seconds}
     figures.update(asyncio.run(_cycles(cycles)))
+    figures["meeting"] = asyncio.run(_meetings(min(cycles, 5)))
     for size in sizes:
         figures[f"idle_{size}_nodes"] = asyncio.run(_idle(size, seconds, settle_s))
+    figures["idle_2_nodes_test_timers"] = asyncio.run(_idle(2, seconds, settle_s, TEST_TIMERS))
     return figures
