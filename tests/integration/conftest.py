@@ -17,6 +17,7 @@ from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.standing import StandingPolicy
+from hearthmesh.tools.bench.node_cost import TEST_TIMERS
 from hearthmesh.tools.hostile.peer import HostilePeer
 from hearthmesh.tools.node_process import NodeProcess, free_port, spawn_node
 
@@ -33,12 +34,7 @@ __all__ = [
 
 E = TypeVar("E")
 
-FAST = {
-    "retry_poll_ms": 50,
-    "key_forward_interval_ms": 250,
-    "key_request_interval_ms": 250,
-    "dial_retry_delay_ms": 10,
-}
+FAST = TEST_TIMERS
 """Every test node's timers, shortened where a test waits on them. A dial of an away home's
 address (its port closed) is refused at once, but the swarm tried it three times more, 0.1,
 0.2 and 0.4 s apart: 10 ms apart here, the same tries."""

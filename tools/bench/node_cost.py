@@ -46,9 +46,11 @@ TEST_TIMERS: Final[dict[str, Any]] = {
     "retry_poll_ms": 50,
     "key_forward_interval_ms": 250,
     "key_request_interval_ms": 250,
+    "dial_retry_delay_ms": 10,
 }
-"""The timers the test suite's nodes run with (tests/integration/conftest.py `FAST`): the
-suite's idle nodes cost what `idle_2_nodes_test_timers` says."""
+"""The timers every test node runs with (tests/integration/conftest.py `FAST` is this dict),
+shortened where a test waits on them: the suite's idle nodes cost what
+`idle_2_nodes_test_timers` says."""
 
 
 def _config(path: Path, **timers: Any) -> NodeConfig:
