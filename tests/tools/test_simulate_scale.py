@@ -347,6 +347,7 @@ async def test_first_sends_are_metered_apart_and_no_workload_message_is_a_sender
     assert first["wire"]["writes_per_node_per_message"]["/hearthmesh/deliver/0"] > 0, first
     assert first["cpu_ms_per_message_per_node_above_idle_less_periodic"] is not None, first
     assert first["to_last_member"]["messages"] == 3, first  # each reached every member
+    assert first["slow_messages"]["count"] <= first["acked"], first  # each slow one named
     assert work["acked"] == work["sent"] >= 3, work  # none of the first sends among them
     assert work["missing"] == work["duplicates"] == 0, work
     assert work["delivered"] == 2 * work["acked"], work  # the first sends are not counted

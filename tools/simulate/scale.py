@@ -308,17 +308,25 @@ async def _first_sends(run: _Run, config: ScaleConfig) -> dict[str, Any]:
     phase = summarize(await meter.stop(), seconds)
     after = await _statuses(nodes)
     acked = len(run.acked())
-    last = _to_last_member(messages_of(run.acked(), {c.node.index: c.seen for c in run.clients}))
+    shown = messages_of(run.acked(), {c.node.index: c.seen for c in run.clients})
+    last = _to_last_member(shown)
     phase.update(
         sent=sent,
         acked=acked,
         to_last_member=_last_member_latency(last),
+        # as the workload's: a slow first send names its last member and its copy's path
+        slow_messages=slow_messages(shown, after, _wall_at_start(run)),
         missing=run.missing(),
         periodic=_periodic_between(before, after),
         wire=_wire_between(before, after, acked, "message"),
     )
     _say(config, f"{len(nodes)} nodes: first sends, {acked} acked in {seconds:.0f} s")
     return phase
+
+
+def _wall_at_start(run: _Run) -> float:
+    """The wall clock at the run's second 0 (what the nodes' notes of slow arrivals stamp)."""
+    return time.time() - run.now()
 
 
 def _forget_sends(run: _Run) -> None:
@@ -632,7 +640,6 @@ async def _one_size(
         cpu = [c.cpu_s for c in work_costs.values()]
         shown = messages_of(acked, {c.node.index: c.seen for c in run.clients})
         last = _to_last_member(shown)
-        start_wall_s = time.time() - (time.monotonic() - run.start)
         if config.out is not None:
             setting = f"({size} nodes, {members} members, {config.rate:g}/s)"
             png = config.out / f"latency-{size}.png"
@@ -670,7 +677,7 @@ async def _one_size(
                 "to_last_member": _last_member_latency(last),
                 "to_last_member_p50_by_10s": _by_window(last, 10.0),
                 # each slow message's last member and the path its copy took (SPEC §20.6)
-                "slow_messages": slow_messages(shown, after, start_wall_s),
+                "slow_messages": slow_messages(shown, after, _wall_at_start(run)),
                 # held for want of a room key (SPEC §27.13), and members a home could not reach,
                 # summed over the nodes as the last message was sent: what a slow member waits on
                 "undecryptable": sum(int(s["undecryptable"]) for s in status),
