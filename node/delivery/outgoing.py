@@ -300,12 +300,10 @@ class Outgoing:
         as it committed."""
         envelope, members = sealed.envelope, sealed.members
         siblings = self._sibling_destinations()  # our user's other homes get everything
-        everyone: tuple[bytes, ...] = tuple(sorted(members - {self._user})) + siblings
         # The entries are handed to the worker in memory, so they are stored already leased:
         # the outbox serves them again by itself only if this node dies before the ack.
         due_ms = self._outbox.lease_due_ms()
-        # Members whose homes no record names get a marker, not an entry each (SPEC §11.5.2).
-        everyone_rows, everyone_absent = self._outbox.split(everyone)
+        everyone_rows, everyone_absent = self._to_everyone(members, siblings)
         # A receipt goes to the homes of the users it names (SPEC §16.2.3); the room keys
         # sealed before it, and everything else, to every member (split once, not twice).
         if sealed.to is None:
@@ -383,7 +381,7 @@ class Outgoing:
         siblings = self._sibling_destinations()
         everyone: tuple[tuple[bytes, ...], tuple[bytes, ...]] = ((), ())
         if any(key.to is None for key in room_keys):  # a sequenced one goes to every member
-            everyone = self._outbox.split(tuple(sorted(members - {self._user})) + siblings)
+            everyone = self._to_everyone(members, siblings)
         keys = self._keys_to(room_keys, everyone, siblings)
         await self._store_encrypted(_key_requests(keys, self._outbox.lease_due_ms()), shares)
         for key, to, marked in keys:
@@ -391,6 +389,13 @@ class Outgoing:
             if is_sequenced(key) and is_gossiped(key, members):  # an addressed one never
                 self._publish(key)
         return len(keys)
+
+    def _to_everyone(
+        self, members: frozenset[UserId], siblings: tuple[bytes, ...]
+    ) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """Every other member and our other homes as outbox rows and absent markers: members
+        whose homes no record names get a marker, not an entry each (SPEC §11.5.2)."""
+        return self._outbox.split(tuple(sorted(members - {self._user})) + siblings)
 
     def _keys_to(
         self,

@@ -66,7 +66,7 @@ class KeyAhead:
     @property
     def watched(self) -> int:
         """How many rooms a member's record makes due (bounded by the plan)."""
-        return sum(1 for _ in self._plan.watched)
+        return len(self._plan.watched)
 
     def room_changed(self, room: RoomId) -> None:
         """The members of `room` changed (we are one of them)."""

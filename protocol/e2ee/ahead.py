@@ -17,7 +17,7 @@ each room's bucket, all of watched rooms only. Owned by `node.e2ee.key_ahead.Key
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import KeysView
 from dataclasses import dataclass
 from typing import Final
 
@@ -74,9 +74,9 @@ class AheadPlan:
         """Each room's bucket as the time its tokens would all be back (a GCRA)."""
 
     @property
-    def watched(self) -> Iterator[RoomId]:
+    def watched(self) -> KeysView[RoomId]:
         """The rooms whose members changed since we started (a record may make them due)."""
-        return iter(self._watched)
+        return self._watched.keys()
 
     def room_changed(self, room: RoomId, now_ms: int) -> None:
         """The members of `room` changed (we are one of them): watch it and note the change."""
