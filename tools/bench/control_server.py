@@ -2,11 +2,12 @@
 
 `python -m hearthmesh.tools.bench.control_server [--store DIR]` serves `/v1/ws` on 127.0.0.1
 (any bearer token), prints one JSON line `{"port": P}` once up, and serves until SIGTERM; then
-it prints `{"commits": N}` and exits. It has the node API's shape and nothing of the node: each
-connection's reader starts one task per `send` frame, and each connection has a writer task
-that sends its queued frames in order (as `node/api/ws.py` and `ApiService` do). A send is
-answered with `message_sent` to its sender, then a `message` frame to every connection, the
-sender's first (the node's echo, then the other clients'). With `--store`, each send first
+it prints `{"commits": N, "sends": M}` and exits. It has the node API's shape and nothing else
+of the node: each connection's reader starts one task per `send` frame, and each connection's
+queued frames go out in order from its writer task (the node's own `ClientSession`,
+`node/api/service.py`, used as `node/api/ws.py` uses it). A send is answered with
+`message_sent` to its sender, then a `message` frame to every connection, the sender's first
+(the node's echo, then the other clients'). With `--store`, each send first
 puts its frame's bytes in an LMDB store, the node's own engine (`storage/lmdb_store.py`'s
 `LmdbEngine`: sync and metasync on), and commits on the loop's thread, as the node commits a
 lone write when its loop is idle (ARCHITECTURE §10): one commit, its two flushes.
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import json
 import signal
 import sys
@@ -31,6 +31,8 @@ from typing import Final
 
 from aiohttp import WSMsgType, web
 
+from hearthmesh.node.api.config import ApiConfig
+from hearthmesh.node.api.service import ClientSession
 from hearthmesh.storage.keys import Table
 from hearthmesh.storage.lmdb_store import LmdbEngine
 from hearthmesh.tools.event_loop import run_node_loop
@@ -42,26 +44,8 @@ __all__ = ["SENDER_ID", "main"]
 SENDER_ID: Final = "control"
 """The `sender_id` of every `message` frame (the clients are all one user's, so none acks)."""
 _HEARTBEAT_S: Final = 30.0
-
-
-class _Connection:
-    """One client's WebSocket and the frames queued for it (the node's `ClientSession`)."""
-
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
-        self._queue: collections.deque[str] = collections.deque()
-        self._wake = asyncio.Event()
-
-    def put(self, text: str) -> None:
-        self._queue.append(text)
-        self._wake.set()
-
-    async def write_loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                await self.ws.send_str(self._queue.popleft())
+_CLIENT_QUEUE: Final = ApiConfig(token="").client_queue
+"""Frames queued for a client at most: the node API's default."""
 
 
 class _Relay:
@@ -69,7 +53,7 @@ class _Relay:
 
     def __init__(self, store: LmdbEngine | None) -> None:
         self.store = store
-        self.connections: list[_Connection] = []
+        self.connections: list[ClientSession] = []
         self.sends = 0
         self.commits = 0
 
@@ -81,7 +65,7 @@ class _Relay:
         self.store.write(lambda txn: txn.put(Table.HISTORY, key, data))
         self.commits += 1
 
-    async def send(self, sender: _Connection, frame: dict[str, str], data: bytes) -> None:
+    async def send(self, sender: ClientSession, frame: dict[str, str], data: bytes) -> None:
         self.sends += 1
         message_id = f"{self.sends:032x}"
         if self.store is not None:
@@ -104,9 +88,9 @@ class _Relay:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=_HEARTBEAT_S)
         await ws.prepare(request)
-        connection = _Connection(ws)
+        connection = ClientSession(ws, max_queued=_CLIENT_QUEUE)
         self.connections.append(connection)
-        connection.put(json.dumps({"event": "ready", "user_id": SENDER_ID}))
+        connection.open([json.dumps({"event": "ready", "user_id": SENDER_ID})])
         try:
             async with asyncio.TaskGroup() as group:
                 writer = group.create_task(connection.write_loop())
