@@ -134,3 +134,15 @@ def test_bench_e2ee_prints_one_json_object_with_messages_keys_and_media(
     assert set(figures["room_key_share_ms"]) == {"10", "100"}
     assert set(figures["media"]) == {"1mib", "10mib"}
     assert all(f["seal_mb_s"] > 0 and f["open_mb_s"] > 0 for f in figures["media"].values())
+
+
+def test_bench_api_control_measures_the_relay_and_the_stored_relay(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    figures = quick_bench(capsys, "api-control")
+    for run_name in ("relay", "stored"):
+        name = f"{run_name}_same_node"
+        assert figures[f"{name}_p99_ms"] >= figures[f"{name}_p50_ms"] > 0
+        assert figures[f"{name}_p99_over_p50"] >= 1 and figures[f"{name}_msgs_per_s"] > 0
+    assert figures["relay_same_node_commits_per_msg"] == 0
+    assert figures["stored_same_node_commits_per_msg"] == 1  # each send's own durable commit

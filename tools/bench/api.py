@@ -60,7 +60,9 @@ from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.node_process import HomeProcess, spawn_home
 
 __all__ = [
+    "WARM",
     "BenchClient",
+    "measure",
     "open_direct_room",
     "run",
     "run_nosync",
@@ -115,11 +117,13 @@ _SETTLE_S = 60.0
 """Longest a phase waits for the one before it to drain."""
 
 
-async def settled(sender: BenchClient, clients: list[BenchClient]) -> None:
-    """Until every client has every message the sender sent so far, and the sender a receipt
-    for each: a phase's latencies start on an idle mesh. Without it the first cross-node
-    sample rode behind the same-node burst still on its way to bob (traced: in a 115-message
-    DELIVER batch, 53 ms against a median of 5), and was the whole quick run's p99."""
+async def settled(
+    sender: BenchClient, clients: list[BenchClient], *, receipts: bool = True
+) -> None:
+    """Until every client has every message the sender sent so far, and (`receipts`) the
+    sender a receipt for each: a phase's latencies start on an idle mesh. Without it the first
+    cross-node sample rode behind the same-node burst still on its way to bob (traced: in a
+    115-message DELIVER batch, 53 ms against a median of 5), and was the whole quick run's p99."""
     sent = set(sender.sent.values())
     async with asyncio.timeout(_SETTLE_S):
         for client in clients:
@@ -128,10 +132,11 @@ async def settled(sender: BenchClient, clients: list[BenchClient]) -> None:
                 return sent <= client.arrived.keys()
 
             await client.wait(has_all)
-        await sender.wait(lambda: sender.receipts >= len(sent))
+        if receipts:
+            await sender.wait(lambda: sender.receipts >= len(sent))
 
 
-async def _measure(
+async def measure(
     sender: BenchClient,
     receiver: BenchClient,
     room: str,
@@ -140,8 +145,11 @@ async def _measure(
     burst: int,
     tag: str,
     quiet: list[BenchClient],
+    receipts: bool = True,
 ) -> dict[str, float]:
-    await settled(sender, quiet)
+    """`samples` messages one at a time (each one's latency), then `burst` pipelined (msgs/s),
+    once `quiet` has settled (`settled`)."""
+    await settled(sender, quiet, receipts=receipts)
     latencies: list[float] = []
     for i in range(samples):
         client_id = f"{tag}-l{i}"
@@ -175,7 +183,7 @@ async def _measure(
 
 
 _TMPFS = Path("/dev/shm")
-_WARM = (10, 50)
+WARM = (10, 50)
 """Latency samples and burst of the warm-up before each pair of runs."""
 
 
@@ -196,7 +204,7 @@ async def _bench(quick: bool, *, on_tmpfs: bool) -> dict[str, Any]:
         loops = {name: read_lag(where) for name, where in lag.items()}
         # every message the clients sent: warm-up, both pairs of runs (with and without
         # deflate) and the pair of runs with the loop watched
-        sent = 2 * (sum(_WARM) + 3 * (samples + burst))
+        sent = 2 * (sum(WARM) + 3 * (samples + burst))
         commits = {
             f"{name}_node_commits_per_msg": round(loop.pop("store_transactions", 0) / sent, 3)
             for name, loop in loops.items()
@@ -285,8 +293,8 @@ async def _between(
             ):
                 settle = [laptop, bob_client]
                 tag = "z" if deflate else ""
-                warm_samples, warm_burst = _WARM
-                await _measure(
+                warm_samples, warm_burst = WARM
+                await measure(
                     phone,
                     bob_client,
                     room,
@@ -296,10 +304,10 @@ async def _between(
                     quiet=[],
                 )
                 cpu = [process_cpu_s(p.process.pid) for p in (alice, bob)]
-                figures[f"{tag}s"] = await _measure(
+                figures[f"{tag}s"] = await measure(
                     phone, laptop, room, samples=samples, burst=burst, tag=f"{tag}s", quiet=settle
                 )
-                figures[f"{tag}c"] = await _measure(
+                figures[f"{tag}c"] = await measure(
                     phone,
                     bob_client,
                     room,
@@ -319,7 +327,7 @@ async def _between(
                     await settled(phone, settle)
                     with _ticking(alice, bob):
                         for name, receiver in (("ls", laptop), ("lc", bob_client)):
-                            figures[name] = await _measure(
+                            figures[name] = await measure(
                                 phone,
                                 receiver,
                                 room,

@@ -18,6 +18,7 @@ BenchFn = Callable[[bool], dict[str, Any]]
 
 BENCHMARKS: dict[str, str] = {
     "api": "hearthmesh.tools.bench.api",
+    "api-control": "hearthmesh.tools.bench.api_control",
     "api-nosync": "hearthmesh.tools.bench.api:run_nosync",
     "codec": "hearthmesh.tools.bench.codec",
     "connectivity": "hearthmesh.tools.bench.connectivity",
