@@ -4,7 +4,6 @@ home it would reach advertised it; what peers advertised is kept, bounded."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
@@ -264,12 +263,20 @@ class _Held:
         self.released: dict[str, asyncio.Event] = {}
         self.at_once = 0
         self.most_at_once = 0
+        self._opened = asyncio.Condition()
+
+    async def wait_opened(self, peers: list[str]) -> None:
+        """Until the asks opened so far are `peers` (the caller's timeout bounds it)."""
+        async with self._opened:
+            await self._opened.wait_for(lambda: self.opened == peers)
 
     def release(self, peer_id: str) -> None:
         self.released.setdefault(peer_id, asyncio.Event()).set()
 
     async def open_stream(self, peer_id: str, protocol_id: str, lazy: bool = False) -> _Stream:
         self.opened.append(peer_id)
+        async with self._opened:
+            self._opened.notify_all()
         self.at_once += 1
         self.most_at_once = max(self.most_at_once, self.at_once)
         try:
@@ -280,12 +287,6 @@ class _Held:
 
     def connected_peers(self) -> list[str]:
         return []
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    """Let the loop run until `condition` holds (the caller's timeout bounds it)."""
-    while not condition():
-        await asyncio.sleep(0)
 
 
 async def test_background_asks_go_a_few_at_a_time() -> None:
@@ -303,8 +304,8 @@ async def test_background_asks_go_a_few_at_a_time() -> None:
     peers = [f"peer-{n}" for n in range(6)]
     async with asyncio.timeout(5):
         asking = asyncio.gather(*(levels.learn(p, background=True) for p in peers))
-        for peer in peers:
-            await _until(lambda peer=peer: peer in host.opened)
+        for n, peer in enumerate(peers):
+            await host.wait_opened(peers[: min(n + 2, len(peers))])  # two on the wire at once
             assert host.at_once <= 2
             host.release(peer)
         await asking
@@ -327,7 +328,7 @@ async def test_a_users_ask_never_waits_behind_background_asks() -> None:
     async with asyncio.timeout(5):
         slow = asyncio.ensure_future(levels.learn("slow", background=True))
         queued = asyncio.ensure_future(levels.learn("bob-1", background=True))
-        await _until(lambda: host.opened == ["slow"])
+        await host.wait_opened(["slow"])
         host.release("bob-1")
         await levels.learn("bob-1")  # the send's: not behind "slow", which still holds its slot
         assert levels.of("bob-1") == OUR_LEVELS and not slow.done()
