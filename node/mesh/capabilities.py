@@ -28,12 +28,12 @@ from hearthmesh.protocol.capabilities import (
     encode_caps_request,
     speak,
 )
+from hearthmesh.protocol.e2ee.ahead import DEFAULT_AHEAD
 from hearthmesh.protocol.errors import RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
 
 __all__ = [
     "ASK_S",
-    "BACKGROUND_ASKS",
     "MAX_PEERS_KNOWN",
     "OUR_LEVELS",
     "RETRY_MS",
@@ -68,12 +68,6 @@ ASK_S: Final = 10.0
 
 RETRY_MS: Final = 60_000
 """How long a home that could not be reached is not asked again before a send."""
-
-BACKGROUND_ASKS: Final = 4
-"""Asks for background work (a room's key shared ahead, SPEC §27.10.3) under way at once; a
-user's action asks at once, never behind them. At a 50-home group's formation every home's
-round asked the 48 others at once, mostly homes it had no connection to: ~2,400 dials and
-asks on 2 cores, of which 566 of 700 timed out (SPEC §20.6)."""
 
 MAX_PEERS_KNOWN: Final = 4096
 """Peers whose answer (or failed try) is kept; the oldest goes first (a stranger's is one)."""
@@ -122,7 +116,7 @@ class PeerLevels:
         on_refused: Callable[[str, RemoteProtocolError], None],
         reach: Callable[[str, tuple[str, ...]], Awaitable[bool]],
         ask_s: float = ASK_S,
-        background_asks: int = BACKGROUND_ASKS,
+        background_asks: int = DEFAULT_AHEAD.asks_at_once,
     ) -> None:
         self._host = host
         self._ask_s = ask_s
@@ -140,7 +134,7 @@ class PeerLevels:
         """Peers asked now: a send meanwhile waits for that answer instead of asking again (a
         burst of sends would otherwise open a stream each, past the peer's slots)."""
         self._background = asyncio.Semaphore(background_asks)
-        """Slots of background asks (`BACKGROUND_ASKS`); a user's action takes none."""
+        """Slots of background asks (`AheadPolicy.asks_at_once`); a user's action takes none."""
 
     async def learn(
         self, peer_id: str, addresses: tuple[str, ...] = (), *, background: bool = False
@@ -151,7 +145,7 @@ class PeerLevels:
         whose answer is malformed (charged); one that could not be reached, whose stream failed
         otherwise (a negotiation timed out on a loaded peer) or that did not answer in
         `ASK_S` keeps what it answered before, if anything. `background`: for work no user
-        waits on, it waits for one of `BACKGROUND_ASKS` slots first; a user's ask of the same
+        waits on, it waits for one of `background_asks` slots first; a user's ask of the same
         peer meanwhile asks at once, and this one takes its answer."""
         if background:
             async with self._background:
