@@ -69,7 +69,9 @@ async def _never_reached(peer_id: str, addresses: tuple[str, ...]) -> bool:
     return False
 
 
-def _levels(host: object = None, clock: _Clock | None = None) -> PeerLevels:
+def _levels(
+    host: object = None, clock: _Clock | None = None, *, background_asks: int = 4
+) -> PeerLevels:
     """By default nothing is asked: every home the test names answered already (a host that
     is not there would fail any ask)."""
     return PeerLevels(
@@ -77,6 +79,7 @@ def _levels(host: object = None, clock: _Clock | None = None) -> PeerLevels:
         clock=clock or _Clock(),
         on_refused=lambda peer, exc: None,
         reach=_never_reached,
+        background_asks=background_asks,
     )
 
 
@@ -294,13 +297,7 @@ async def test_background_asks_go_a_few_at_a_time() -> None:
     `background_asks` at a time, where it asked all at once (2,400 asks at a 50-home group's
     formation, most timed out); each is asked once and all are answered."""
     host = _Held()
-    levels = PeerLevels(
-        host=cast(P2PHost, host),
-        clock=_Clock(),
-        on_refused=lambda peer, exc: None,
-        reach=_never_reached,
-        background_asks=2,
-    )
+    levels = _levels(host, background_asks=2)
     peers = [f"peer-{n}" for n in range(6)]
     async with asyncio.timeout(5):
         asking = asyncio.gather(*(levels.learn(p, background=True) for p in peers))
@@ -318,13 +315,7 @@ async def test_a_users_ask_never_waits_behind_background_asks() -> None:
     """A send asks a home at once, even while background asks fill every slot, and a
     background ask of that home queued meanwhile takes its answer instead of asking again."""
     host = _Held()
-    levels = PeerLevels(
-        host=cast(P2PHost, host),
-        clock=_Clock(),
-        on_refused=lambda peer, exc: None,
-        reach=_never_reached,
-        background_asks=1,
-    )
+    levels = _levels(host, background_asks=1)
     async with asyncio.timeout(5):
         slow = asyncio.ensure_future(levels.learn("slow", background=True))
         queued = asyncio.ensure_future(levels.learn("bob-1", background=True))
