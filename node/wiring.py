@@ -354,6 +354,7 @@ def build_services(
         on_refused=standing.refused,
         reach=links.reach,
         ask_s=config.capability_ask_ms / 1000,
+        background_asks=config.key_ahead.asks_at_once,
     )
     hello = HelloService(
         host=host,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Final, Generic, Protocol, TypeAlias, TypeVar
 
 from .backoff import next_attempt_ms
+from .deferred_rows import DeferredRows
 from .delivery import AckStatus, DeliveryResult
 from .destinations import destination_peer
 from .envelope import MessageId
@@ -230,6 +231,8 @@ class OutboxMachine(Generic[E]):
         self._hand_full = False
         self._sizes: dict[bytes, int] = {}
         """Batch size of each destination whose batch failed lately (others: BATCH_ENTRIES)."""
+        self._deferred = DeferredRows()
+        """Rows a home deferred: due again once a home of theirs stores a batch of ours."""
         self._starting = True
         """Until a take comes back short: rows leased by the machine before this one count as
         due (`due_by_ms`)."""
@@ -389,11 +392,14 @@ class OutboxMachine(Generic[E]):
         commands: list[OutboxCommand] = []
         done: list[MessageId] = []
         again: list[E] = []
+        deferred: list[MessageId] = []
+        stored = False
         for entry, result in zip(batch, results, strict=True):
             if result.message_id != entry.message_id and result.status is not AckStatus.REJECTED:
                 again.append(entry)  # the home answered for another envelope: keep ours
             elif result.status in (AckStatus.STORED, AckStatus.DUPLICATE):
                 done.append(entry.message_id)
+                stored = True
             elif result.status is AckStatus.REJECTED:
                 commands.append(
                     Rejected(
@@ -406,6 +412,8 @@ class OutboxMachine(Generic[E]):
                 done.append(entry.message_id)
             else:  # RELAYED, DEFERRED: not a delivery
                 again.append(entry)
+                if result.status is AckStatus.DEFERRED:
+                    deferred.append(entry.message_id)
         if (ended := self._outages.reached(destination)) is not None:
             since_ms, absent = ended
             commands.append(
@@ -416,11 +424,30 @@ class OutboxMachine(Generic[E]):
             self._acked.setdefault(destination, {}).update(dict.fromkeys(done))
             if self._settle_at_ms is None:
                 self._settle_at_ms = now_ms + SETTLE_EVERY_MS
+        if done:
+            self._deferred.forget(destination, done)
+        if stored:
+            commands.extend(self._deferred_due(destination, now_ms))
         if again:
             plan = self._retry_plan(again, now_ms)
             error = f"deferred by {home[-8:]}"
             commands.append(Reschedule(destination=destination, plan=plan, error=error))
+        if deferred:
+            self._deferred.note(destination, deferred, now_ms)
         return commands + self._ended()
+
+    def _deferred_due(self, destination: bytes, now_ms: int) -> list[Reschedule]:
+        """A home of the destination stored a batch of ours: rows it deferred before are due
+        now (`DeferredRows`), but for those in hand."""
+        plan = tuple(
+            (message_id, now_ms)
+            for message_id in self._deferred.due(destination, now_ms)
+            if (destination, message_id) not in self._held
+        )
+        if not plan:
+            return []
+        error = "due again: its home stores our envelopes now"
+        return [Reschedule(destination=destination, plan=plan, error=error)]
 
     def send_failed(
         self,

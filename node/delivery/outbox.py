@@ -396,6 +396,10 @@ class OutboxWorker:
                             wait_ms / 1000,
                             error,
                         )
+                    elif wait_ms <= 0:  # what its home deferred, due again (DeferredRows)
+                        log.info(
+                            "%d deliveries to %s due now (%s)", len(plan), _name(destination), error
+                        )
                 case Park(destination=destination, message_ids=ids):
                     await store.run(store.store.park_many, destination, ids)
                 case Probe(destination=destination, limit=limit):

@@ -363,7 +363,10 @@ class Outgoing:
         if not sender.wants_ahead(room, members):
             return 0
         await self._load_seq(room)
-        keys_to = await self._revisions.speakers(members, Level.ADDRESSED_ROOM_KEYS)
+        # A few asks at a time: no user waits on this, and a send meanwhile asks at once
+        keys_to = await self._revisions.speakers(
+            members, Level.ADDRESSED_ROOM_KEYS, background=True
+        )
         with self.take_turn(room) as turn:  # a sequenced ROOM_KEY takes the room's next number
             await turn.wait()
             turn.release()

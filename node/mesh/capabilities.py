@@ -2,7 +2,8 @@
 levels each peer advertised, and which form of a revised event may reach a set of users.
 
 State: `PeerLevels` owns what each peer answered since its latest connection, and when a peer
-that never answered was last tried, both bounded; `CapabilityServer` and `Revisions` own none.
+that never answered was last tried, both bounded, and the slots of background asks;
+`CapabilityServer` and `Revisions` own none.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from hearthmesh.protocol.capabilities import (
     encode_caps_request,
     speak,
 )
+from hearthmesh.protocol.e2ee.ahead import DEFAULT_AHEAD
 from hearthmesh.protocol.errors import RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
 
@@ -114,6 +116,7 @@ class PeerLevels:
         on_refused: Callable[[str, RemoteProtocolError], None],
         reach: Callable[[str, tuple[str, ...]], Awaitable[bool]],
         ask_s: float = ASK_S,
+        background_asks: int = DEFAULT_AHEAD.asks_at_once,
     ) -> None:
         self._host = host
         self._ask_s = ask_s
@@ -130,14 +133,28 @@ class PeerLevels:
         self._asking: dict[str, asyncio.Event] = {}
         """Peers asked now: a send meanwhile waits for that answer instead of asking again (a
         burst of sends would otherwise open a stream each, past the peer's slots)."""
+        self._background = asyncio.Semaphore(background_asks)
+        """Slots of background asks (`AheadPolicy.asks_at_once`); a user's action takes none."""
 
-    async def learn(self, peer_id: str, addresses: tuple[str, ...] = ()) -> None:
+    async def learn(
+        self, peer_id: str, addresses: tuple[str, ...] = (), *, background: bool = False
+    ) -> None:
         """Ask `peer_id`, or wait for the answer to a question already on its way; not
         connected, it is dialled first from `addresses` (its home record's). A peer
         that answers it does not serve the protocol is at `core` (SPEC §20.5), as is one
         whose answer is malformed (charged); one that could not be reached, whose stream failed
         otherwise (a negotiation timed out on a loaded peer) or that did not answer in
-        `ASK_S` keeps what it answered before, if anything."""
+        `ASK_S` keeps what it answered before, if anything. `background`: for work no user
+        waits on, it waits for one of `background_asks` slots first; a user's ask of the same
+        peer meanwhile asks at once, and this one takes its answer."""
+        if background:
+            async with self._background:
+                if self.due(peer_id) or peer_id in self._asking:
+                    await self._learn(peer_id, addresses)
+            return
+        await self._learn(peer_id, addresses)
+
+    async def _learn(self, peer_id: str, addresses: tuple[str, ...]) -> None:
         asked = self._asking.get(peer_id)
         if asked is not None:
             await asked.wait()
@@ -236,14 +253,16 @@ class Revisions:
         asked = set(users) or {self._user}  # our own user's homes: the siblings alone
         return asked <= await self.speakers(asked, level)
 
-    async def speakers(self, users: Iterable[UserId], level: Level) -> frozenset[UserId]:
+    async def speakers(
+        self, users: Iterable[UserId], level: Level, *, background: bool = False
+    ) -> frozenset[UserId]:
         """Those of `users` whose homes, with our own user's other homes, all speak `level`:
         the users an event of that revision, addressed to one user at a time, may reach in its
-        revised form (SPEC §20.7, §27.5.3). Asks as `speak` does, every due home at once;
-        awaits nothing when none is due."""
+        revised form (SPEC §20.7, §27.5.3). Asks as `speak` does, every due home at once
+        (`background`: a few at a time, `PeerLevels.learn`); awaits nothing when none is due."""
         siblings = set(self._siblings())
         homes = {user: self._homes_of_user(user) for user in users}
-        await self._ask_due(homes, siblings)
+        await self._ask_due(homes, siblings, background=background)
         if not self._speak(siblings, level):
             return frozenset()
         return frozenset(user for user, theirs in homes.items() if self._speak(theirs, level))
@@ -255,14 +274,23 @@ class Revisions:
         (SPEC §27.11.3); awaits nothing when none is due."""
         return await self._ask_due({user: self._homes_of_user(user) for user in users}, set())
 
-    async def _ask_due(self, homes: dict[UserId, tuple[str, ...]], siblings: set[str]) -> bool:
+    async def _ask_due(
+        self,
+        homes: dict[UserId, tuple[str, ...]],
+        siblings: set[str],
+        *,
+        background: bool = False,
+    ) -> bool:
         user_of = {peer: user for user, theirs in homes.items() for peer in theirs}
         user_of.update((peer, self._user) for peer in siblings)
         due = sorted(peer for peer in user_of if self._levels.due(peer))
         if due:
             addresses = {user: self._addresses_of(user) for user in {user_of[p] for p in due}}
             await asyncio.gather(
-                *(self._levels.learn(peer, addresses[user_of[peer]]) for peer in due)
+                *(
+                    self._levels.learn(peer, addresses[user_of[peer]], background=background)
+                    for peer in due
+                )
             )
         return bool(due)
 

@@ -69,7 +69,9 @@ async def _never_reached(peer_id: str, addresses: tuple[str, ...]) -> bool:
     return False
 
 
-def _levels(host: object = None, clock: _Clock | None = None) -> PeerLevels:
+def _levels(
+    host: object = None, clock: _Clock | None = None, *, background_asks: int = 4
+) -> PeerLevels:
     """By default nothing is asked: every home the test names answered already (a host that
     is not there would fail any ask)."""
     return PeerLevels(
@@ -77,6 +79,7 @@ def _levels(host: object = None, clock: _Clock | None = None) -> PeerLevels:
         clock=clock or _Clock(),
         on_refused=lambda peer, exc: None,
         reach=_never_reached,
+        background_asks=background_asks,
     )
 
 
@@ -252,6 +255,77 @@ class _Stream:
     async def write_then_read(self, frame: bytes) -> bytes:
         await self.write_frame(frame)
         return await self.read_frame()
+
+
+class _Held:
+    """A host connected to every peer whose caps answers wait until the test releases each
+    peer's (`release`); it counts the asks on the wire at once."""
+
+    def __init__(self) -> None:
+        self.opened: list[str] = []
+        self.released: dict[str, asyncio.Event] = {}
+        self.at_once = 0
+        self.most_at_once = 0
+        self._opened = asyncio.Condition()
+
+    async def wait_opened(self, peers: list[str]) -> None:
+        """Until the asks opened so far are `peers` (the caller's timeout bounds it)."""
+        async with self._opened:
+            await self._opened.wait_for(lambda: self.opened == peers)
+
+    def release(self, peer_id: str) -> None:
+        self.released.setdefault(peer_id, asyncio.Event()).set()
+
+    async def open_stream(self, peer_id: str, protocol_id: str, lazy: bool = False) -> _Stream:
+        self.opened.append(peer_id)
+        async with self._opened:
+            self._opened.notify_all()
+        self.at_once += 1
+        self.most_at_once = max(self.most_at_once, self.at_once)
+        try:
+            await self.released.setdefault(peer_id, asyncio.Event()).wait()
+        finally:
+            self.at_once -= 1
+        return _Stream()
+
+    def connected_peers(self) -> list[str]:
+        return []
+
+
+async def test_background_asks_go_a_few_at_a_time() -> None:
+    """SPEC §27.10.3: a round shared ahead asks the member homes it has not heard from
+    `background_asks` at a time, where it asked all at once (2,400 asks at a 50-home group's
+    formation, most timed out); each is asked once and all are answered."""
+    host = _Held()
+    levels = _levels(host, background_asks=2)
+    peers = [f"peer-{n}" for n in range(6)]
+    async with asyncio.timeout(5):
+        asking = asyncio.gather(*(levels.learn(p, background=True) for p in peers))
+        for n, peer in enumerate(peers):
+            await host.wait_opened(peers[: min(n + 2, len(peers))])  # two on the wire at once
+            assert host.at_once <= 2
+            host.release(peer)
+        await asking
+    assert host.most_at_once == 2
+    assert sorted(host.opened) == peers
+    assert all(levels.of(p) == OUR_LEVELS for p in peers)
+
+
+async def test_a_users_ask_never_waits_behind_background_asks() -> None:
+    """A send asks a home at once, even while background asks fill every slot, and a
+    background ask of that home queued meanwhile takes its answer instead of asking again."""
+    host = _Held()
+    levels = _levels(host, background_asks=1)
+    async with asyncio.timeout(5):
+        slow = asyncio.ensure_future(levels.learn("slow", background=True))
+        queued = asyncio.ensure_future(levels.learn("bob-1", background=True))
+        await host.wait_opened(["slow"])
+        host.release("bob-1")
+        await levels.learn("bob-1")  # the send's: not behind "slow", which still holds its slot
+        assert levels.of("bob-1") == OUR_LEVELS and not slow.done()
+        host.release("slow")
+        await asyncio.gather(slow, queued)
+    assert host.opened == ["slow", "bob-1"]
 
 
 class _BehindNat:

@@ -20,6 +20,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from hearthmesh.protocol import outbox as outbox_module
 from hearthmesh.protocol.backoff import BACKOFF_BASE_MS
+from hearthmesh.protocol.deferred_rows import (
+    DEFERRED_AGAIN_MS,
+    DEFERRED_AGAIN_ROWS,
+    MAX_DEFERRED_NOTED,
+    DeferredRows,
+)
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
 from hearthmesh.protocol.destinations import node_destination
 from hearthmesh.protocol.envelope import MessageId
@@ -378,6 +384,46 @@ def test_a_deferred_row_backs_off_by_its_attempts() -> None:
     for (_, when), row in zip(reschedule.plan, rows, strict=True):
         nominal = BACKOFF_BASE_MS << (row.attempts - 1)
         assert T0 + nominal // 2 <= when <= T0 + nominal
+
+
+def test_rows_a_home_deferred_come_due_again_once_it_stores_a_later_batch() -> None:
+    """SPEC §11.5.1: a home that deferred a row (a room's key, for a room it did not hold
+    yet) and then stores a later batch of ours has the row due again at once, not after the
+    backoff grown while it waited; not within DEFERRED_AGAIN_MS of the deferral."""
+    outbox = Outbox()
+    knows_room = False
+    bob = Home("bob", answer=lambda row: AckStatus.STORED if knows_room else AckStatus.DEFERRED)
+    outbox.rows.add(BOB, [mid(1)], T0)
+    now = deferred_at = T0
+    for _ in range(8):  # deferred 8 times: its backoff is 16-32 s now
+        deferred_at = now
+        transfer(outbox, {BOB: bob}, now)
+        now = outbox.rows.rows[BOB, mid(1)].due_ms
+    assert now - deferred_at >= 16_000
+    now = deferred_at + DEFERRED_AGAIN_MS
+    knows_room = True
+    outbox.rows.add(BOB, [mid(2)], now)  # our next message: stored at once
+    transfer(outbox, {BOB: bob}, now)
+    assert bob.stored == [mid(2), mid(1)]  # the key right after it, not a backoff later
+    assert outbox.commands(Reschedule)[-1].error == "due again: its home stores our envelopes now"
+
+
+def test_rows_deferred_again_at_once_are_few_and_not_too_often() -> None:
+    """A home that keeps deferring some rows while it stores others is sent the deferred ones
+    again at most DEFERRED_AGAIN_ROWS at a time, once per DEFERRED_AGAIN_MS: within the
+    deferrals it grants one sender (SPEC §12.5)."""
+    rows = DeferredRows()
+    rows.note(BOB, [mid(n) for n in range(40)], T0)
+    assert rows.due(BOB, T0 + DEFERRED_AGAIN_MS - 1) == []
+    assert rows.due(BOB, T0 + DEFERRED_AGAIN_MS) == [mid(n) for n in range(DEFERRED_AGAIN_ROWS)]
+    rows.note(BOB, [mid(0)], T0 + DEFERRED_AGAIN_MS)  # deferred once more
+    assert rows.due(BOB, T0 + 2 * DEFERRED_AGAIN_MS - 1) == []
+    rows.forget(BOB, [mid(16)])  # acked meanwhile
+    assert rows.due(BOB, T0 + 2 * DEFERRED_AGAIN_MS) == [mid(n) for n in range(17, 33)]
+    assert len(rows) == 40 - 32 - 1 + 1
+    for n in range(MAX_DEFERRED_NOTED + 1):  # bounded: the destination noted first goes
+        rows.note(CAROL + n.to_bytes(2, "big"), [mid(n)], T0)
+    assert len(rows) == MAX_DEFERRED_NOTED and rows.due(BOB, T0 + 10 * DEFERRED_AGAIN_MS) == []
 
 
 # --- down destinations: park, relay, probe, revive (SPEC §11.5.2) ---------------------------

@@ -139,6 +139,9 @@ class DeliveryTrap:
     wires: list[bytes] = field(default_factory=list)
     got_one: asyncio.Event = field(default_factory=asyncio.Event)
     """Set as each batch comes, kept or dropped: a waiter clears it and looks again."""
+    status: AckStatus = AckStatus.STORED
+    """What each envelope delivered is answered; a case may change it between batches (a
+    deliver stream stays open, so a new trap would not see them)."""
     drop: int = 0
     """Batches still to drop: read, never acked, their stream reset (a peer that fails)."""
     dropped: list[bytes] = field(default_factory=list)
@@ -377,9 +380,10 @@ class HostilePeer:
         return self.catch_deliveries(AckStatus.RELAYED)
 
     def catch_deliveries(self, status: AckStatus, *, drop: int = 0) -> DeliveryTrap:
-        """Serve the deliver protocol: each envelope delivered to us answered `status` and kept
-        in the trap, after the first `drop` batches, which are dropped unanswered."""
-        trap = DeliveryTrap(drop=drop)
+        """Serve the deliver protocol: each envelope delivered to us answered `status` (the
+        trap's, which a case may change) and kept in the trap, after the first `drop` batches,
+        which are dropped unanswered."""
+        trap = DeliveryTrap(status=status, drop=drop)
 
         async def serve(stream: FrameStream) -> None:
             async for data in stream:
@@ -398,7 +402,7 @@ class HostilePeer:
                 trap.wires.extend(item.wire for item in frame.items)
                 trap.got_one.set()
                 results = tuple(
-                    DeliveryResult(message_id=_message_id(item.wire), status=status)
+                    DeliveryResult(message_id=_message_id(item.wire), status=trap.status)
                     for item in frame.items
                 )
                 await stream.write_frame(
