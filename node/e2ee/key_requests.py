@@ -6,13 +6,13 @@ device that sent them. `KeyRequestServer` answers a home that the named user's r
 with a key bundle, when that user is a member of every asked room now, with the sessions this
 device owns and gave to that user (or to our own user): exported at the first index held,
 Olm-encrypted to that device, like a forward (§27.12). Refusals are charged to the peer.
-`KeyRequests` is the asking side: every `interval_ms` (reading the store only while something
-may be held, and asleep while nothing is: `HeldWatch`, its wake source) it asks each due
-session's sender, first one to two intervals after it sees the session held, then with backoff
-doubling from the interval, each wait counted from the end of the request before and shortened
-by a spread drawn for it (so homes that saw a session held together, a group's members at its
-formation, do not ask its sender in step, not even after asks that all timed out together:
-SPEC §27.13.3); a session asked
+`KeyRequests` is the asking side: in rounds that read what is held (only while something may
+be, `HeldWatch`, its wake source), it asks each due session's sender, then sleeps until the
+next due time (`next_round_ms`), a hold written or a request's end. A session is asked first
+one to two intervals after it is seen held, then with backoff doubling from the interval, each
+wait counted from the end of the request before and shortened by a spread drawn for it (so
+homes that saw a session held together, a group's members at its formation, do not ask its
+sender in step, not even after asks that all timed out together: SPEC §27.13.3); a session asked
 `KEY_REQUEST_ATTEMPTS` times and still held counts its envelopes as undecryptable (it is still
 asked, at the longest backoff).
 
@@ -226,17 +226,26 @@ class KeyRequests:
         """Room keys senders gave us on request."""
         self.undecryptable = 0
         """Held envelopes whose session was asked for KEY_REQUEST_ATTEMPTS times (§27.13.3)."""
+        self.rounds = 0
+        """Rounds run (each a look at what is held): what the asker's wake-ups cost."""
 
     async def run(self) -> None:
-        """Ask while something is held, every interval, until cancelled (asleep while nothing
-        is). Each sender is asked
+        """Ask while something is held, until cancelled: a round reads what is held and asks
+        what is due, then the asker sleeps to the next due time, or until a hold is written or
+        a request ends (asleep while nothing is held). Each sender is asked
         in a task of its own: asked one after another, a sender that did not answer held every
         other one and the next rounds for its ASK_TIMEOUT_S (at 50 nodes a home was owed keys
         by a dozen senders, some of them loaded, SPEC §20.6)."""
         async with asyncio.TaskGroup() as asking:
             while True:
-                await self.held.wait(self._interval_ms / 1000)
+                self.rounds += 1
                 await self.ask_due(asking)
+                await self.held.wait_due(self._until_next_round_s())
+
+    def _until_next_round_s(self) -> float | None:
+        now = self._clock.now_ms()
+        due = e2ee.next_round_ms(self._attempts.values(), now)
+        return None if due is None else (due - now) / 1000
 
     async def ask_due(self, asking: asyncio.TaskGroup) -> None:
         """One round: start asking the senders of the due held sessions that are not being
@@ -298,6 +307,7 @@ class KeyRequests:
             for _, session_id in sessions:
                 if (attempts := self._attempts.get(session_id)) is not None:
                     attempts.ended(now, spread=self._rng.random())
+            self.held.wake()  # a next due time, and any session this sender held back
 
     async def _ask(
         self, user: UserId, device: DeviceId, sessions: list[tuple[RoomId, bytes]]

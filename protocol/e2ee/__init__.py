@@ -44,6 +44,7 @@ from .key_request import (
     encode_key_request,
     last_counted_request_ms,
     next_key_request_ms,
+    next_round_ms,
 )
 from .keys import (
     CURVE_KEY_BYTES,
@@ -183,6 +184,7 @@ __all__ = [
     "last_counted_request_ms",
     "needs_rotation",
     "next_key_request_ms",
+    "next_round_ms",
     "open_encrypted",
     "opened_view",
     "owes_a_home_that_refuses",

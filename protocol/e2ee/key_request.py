@@ -5,11 +5,13 @@ device that sent them: one REQUEST `[1, user, [[room, session id], ...]]` per st
 asking home's user (whose record must list the asking home) and 1 to 64 sessions. The answer is
 the key-forward ANSWER or ERROR frame (§27.12): the sender device's bundle and one Olm message
 per asked session it owns, each a `ForwardedKey`. The asker's retry bounds are
-`next_key_request_ms`, `KEY_REQUEST_ATTEMPTS` and one `KeyRequestSchedule` per held session.
+`next_key_request_ms`, `KEY_REQUEST_ATTEMPTS` and one `KeyRequestSchedule` per held session;
+`next_round_ms` is when the asker next has something to do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,6 +32,7 @@ __all__ = [
     "encode_key_request",
     "last_counted_request_ms",
     "next_key_request_ms",
+    "next_round_ms",
 ]
 
 KEY_REQUEST_PROTOCOL: Final = "/hearthmesh/key-request/0"
@@ -140,3 +143,15 @@ class KeyRequestSchedule:
     def undecryptable(self) -> bool:
         """Asked KEY_REQUEST_ATTEMPTS times and still held: its envelopes count as such."""
         return self.count >= KEY_REQUEST_ATTEMPTS
+
+
+def next_round_ms(schedules: Iterable[KeyRequestSchedule], now_ms: int) -> int | None:
+    """When the asker's next round is due (§27.13.3): the earliest ask still to come, after
+    `now_ms`; None when none is. A session due at or before `now_ms` after a round is waiting
+    for a request to end (its sender's, or any while MAX senders are being asked), and one
+    being asked has no time until its request ends: that end wakes the asker, so it sleeps
+    through its interval instead of reading the store to find nothing due."""
+    return min(
+        (s.next_ms for s in schedules if s.next_ms is not None and s.next_ms > now_ms),
+        default=None,
+    )

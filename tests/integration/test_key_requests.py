@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -395,3 +396,39 @@ async def test_a_sender_is_asked_again_its_backoff_after_each_request_ended(
         waits = [again - end for end, again in zip(ended, asked[1:], strict=False)]
         halves = [interval_ms * 2**n // 2 for n in range(3)]
         assert all(wait >= half for wait, half in zip(waits, halves, strict=False)), (waits, halves)
+
+
+async def test_an_idle_asker_sleeps_from_one_due_ask_to_the_next(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """SPEC §27.13.3: carol's home ends every key request unanswered, so bob's new laptop
+    holds her session while its backoff grows. Between two asks the laptop's asker runs two
+    rounds (the one the last request's end woke, the one at the next due time), however long
+    the wait: it does not wake every interval (100 ms here) to read what is held to find
+    nothing due. Between the fifth and sixth asks (0.8 s at least) that was 8 rounds or more."""
+    interval_ms = 100
+    async with (
+        asyncio.timeout(60),
+        make_node("bob") as bob,
+        make_node("carol") as carol,
+    ):
+        room = await read_by(bob, carol)
+        rounds_at_ask: list[int] = []
+        config, _ = await link_device(bob, tmp_path / "bob-laptop")
+        config = dataclasses.replace(
+            config, key_forward_interval_ms=NEVER_MS, key_request_interval_ms=interval_ms
+        )
+        async with Node(config) as laptop:
+            asker = laptop._services.key_requests
+
+            async def unanswered(stream: FrameStream) -> None:
+                rounds_at_ask.append(asker.rounds)  # the stream closes on return: asked in vain
+
+            carol._host.set_stream_handler(e2ee.KEY_REQUEST_PROTOCOL, unanswered)
+            await laptop.learn_home_record(carol.home_record())
+            await laptop.connect(carol.listen_addrs[0])
+            await laptop.connect(bob.listen_addrs[0])  # syncs carol's message, keyless
+            await until_messages(laptop, room, 1)
+            await wait_until(lambda: len(rounds_at_ask) >= 6)
+        between = [b - a for a, b in itertools.pairwise(rounds_at_ask)]
+        assert all(rounds <= 3 for rounds in between[2:5]), between

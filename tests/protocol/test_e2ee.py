@@ -396,6 +396,26 @@ def test_a_request_that_ended_is_asked_again_its_backoff_after_the_end() -> None
         assert schedule.next_ms == 100_000 + 2_000 * 2 ** (n - 1)
 
 
+def test_the_asker_sleeps_to_the_earliest_ask_still_to_come() -> None:
+    """SPEC §27.13.3: the next round is the earliest next ask after now; a session due now (a
+    round left it waiting for a request to end) or being asked sets no time, since a
+    request's end wakes the asker; none of either: no time at all (it waits for a hold)."""
+    seen = [e2ee.KeyRequestSchedule.seen(0, interval_ms=1_000, spread=s) for s in (0.5, 0.25)]
+    assert [s.next_ms for s in seen] == [1_500, 1_250]
+    assert e2ee.next_round_ms(seen, 0) == 1_250
+    assert e2ee.next_round_ms(seen, 1_249) == 1_250
+    assert e2ee.next_round_ms(seen, 1_250) == 1_500  # due now: waits for its sender's end
+    seen[1].asked()
+    assert e2ee.next_round_ms(seen, 0) == 1_500  # being asked: no time until it ends
+    seen[1].ended(1_300, spread=0.0)
+    assert e2ee.next_round_ms(seen, 1_300) == 1_500
+    seen[0].asked()
+    assert e2ee.next_round_ms(seen, 1_600) == 2_300
+    seen[1].asked()
+    assert e2ee.next_round_ms(seen, 2_300) is None
+    assert e2ee.next_round_ms([], 0) is None
+
+
 def test_the_last_counted_request_is_bounded_whatever_the_spreads_and_timeouts() -> None:
     """SPEC §27.13.3: the KEY_REQUEST_ATTEMPTS-th request goes at most 17 intervals and 4 ask
     bounds (74 s by default) after the session is seen held, whatever the spreads, whether
