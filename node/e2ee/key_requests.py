@@ -30,7 +30,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NoReturn
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.peer_link import PeerLinks
@@ -50,6 +50,7 @@ from hearthmesh.protocol.errors import (
     HearthError,
     KeyMismatch,
     KeyRequestDenied,
+    NotListed,
     RemoteProtocolError,
     refusal,
 )
@@ -115,7 +116,7 @@ class KeyRequestServer(RequestServer):
         asked = e2ee.decode_key_request(request)
         for room in {room for room, _ in asked.sessions}:
             if asked.user not in await self._members_of(room):
-                raise KeyRequestDenied("room keys go to the room's current members only")
+                self._deny(asked.user, peer)
         recipient = await self._recipient(asked.user, peer)
         messages = await self._store.run(self._answer, self._store.store, asked, recipient)
         if messages:
@@ -123,6 +124,15 @@ class KeyRequestServer(RequestServer):
         return e2ee.encode_forward_answer(
             e2ee.ForwardAnswer(sender_bundle=self._own_bundle, messages=tuple(messages))
         )
+
+    def _deny(self, user: UserId, peer: str) -> NoReturn:
+        """Refuse a request naming a non-member: KEY_REQUEST_DENIED to a home the record we
+        hold lists, NOT_LISTED to any other (no lookup: a stranger learns no one's rooms, and
+        costs us no search), as a member's unlisted home is told (SPEC §27.13.1)."""
+        record = self._directory.record(user)
+        if record is None or record.bundle_at_home(peer) is None:
+            raise NotListed("the asking home is not a device its user's record lists")
+        raise KeyRequestDenied("room keys go to the room's current members only")
 
     async def _recipient(self, user: UserId, peer: str) -> e2ee.KeyBundle:
         return await listed_bundle(self._directory, self._find_record, user, peer)
@@ -162,8 +172,8 @@ async def listed_bundle(
     for that user there (SPEC §27.13.1, §30.6).
 
     Raises:
-        KeyRequestDenied: the newest record we hold or find lists no such device (never
-            listed, or revoked since).
+        NotListed: the newest record we hold or find lists no such device (not yet, never,
+            or revoked since).
     """
     record = directory.record(user)
     if record is None or record.bundle_at_home(peer) is None:
@@ -173,7 +183,7 @@ async def listed_bundle(
         record = directory.record(user)
     bundle = None if record is None else record.bundle_at_home(peer)
     if bundle is None:
-        raise KeyRequestDenied("the asking home is not a device its user's record lists")
+        raise NotListed("the asking home is not a device its user's record lists")
     return bundle
 
 
@@ -295,17 +305,25 @@ class KeyRequests:
     ) -> None:
         """`_ask`, bounded by ASK_TIMEOUT_S; a failure is logged and takes nothing. However it
         ends, each asked session still tracked waits its next backoff from now."""
+        not_listed = False
         try:
             async with asyncio.timeout(ASK_TIMEOUT_S):
                 taken = await self._ask(user, device, sessions)
             self.keys_taken += taken  # not `+= await`: that reads the count before the wait
+        except NotListed as exc:
+            not_listed = True  # our record has not reached the sender yet: asked again later
+            log.info("%s does not list this home yet: %s", device.hex()[:12], exc)
         except (HearthError, P2PError, TimeoutError) as exc:
             log.info("asking %s for room keys failed: %s", device.hex()[:12], exc)
         finally:
             self._outstanding.discard(device)
             now = self._clock.now_ms()
             for _, session_id in sessions:
-                if (attempts := self._attempts.get(session_id)) is not None:
+                if (attempts := self._attempts.get(session_id)) is None:
+                    continue
+                if not_listed:
+                    attempts.refused_not_listed(now, spread=self._rng.random())
+                else:
                     attempts.ended(now, spread=self._rng.random())
             self.held.wake()  # a next due time, and any session this sender held back
 
