@@ -8,7 +8,8 @@ import asyncio
 import dataclasses
 import itertools
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -401,6 +402,32 @@ async def test_a_sender_is_asked_again_its_backoff_after_each_request_ended(
         assert all(wait >= half for wait, half in zip(waits, halves, strict=False)), (waits, halves)
 
 
+@asynccontextmanager
+async def carols_message_held_on_a_new_laptop(
+    make_node: NodeFactory,
+    tmp_path: Path,
+    serve: Callable[[Node], Callable[[FrameStream], Awaitable[None]]],
+    *,
+    interval_ms: int = 100,
+) -> AsyncIterator[Node]:
+    """Bob's home reads carol's message; bob then links a laptop (asking its siblings never,
+    carol every `interval_ms`), which syncs the message keyless from its sibling. Carol's home
+    serves key requests with `serve(laptop)`. Yields the laptop holding the message."""
+    async with make_node("bob") as bob, make_node("carol") as carol:
+        room = await read_by(bob, carol)
+        config, _ = await link_device(bob, tmp_path / "bob-laptop")
+        config = dataclasses.replace(
+            config, key_forward_interval_ms=NEVER_MS, key_request_interval_ms=interval_ms
+        )
+        async with Node(config) as laptop:
+            carol._host.set_stream_handler(e2ee.KEY_REQUEST_PROTOCOL, serve(laptop))
+            await laptop.learn_home_record(carol.home_record())
+            await laptop.connect(carol.listen_addrs[0])
+            await laptop.connect(bob.listen_addrs[0])  # syncs carol's message, keyless
+            await until_messages(laptop, room, 1)
+            yield laptop
+
+
 async def test_an_idle_asker_sleeps_from_one_due_ask_to_the_next(
     make_node: NodeFactory, tmp_path: Path
 ) -> None:
@@ -409,32 +436,21 @@ async def test_an_idle_asker_sleeps_from_one_due_ask_to_the_next(
     rounds (the one the last request's end woke, the one at the next due time), however long
     the wait: it does not wake every interval (100 ms here) to read what is held to find
     nothing due. Between the fifth and sixth asks (0.8 s at least) that was 8 rounds or more."""
-    interval_ms = 100
+    rounds_at_ask: list[int] = []
+
+    def unanswered(laptop: Node) -> Callable[[FrameStream], Awaitable[None]]:
+        async def serve(stream: FrameStream) -> None:
+            rounds_at_ask.append(laptop._services.key_requests.rounds)  # closes: in vain
+
+        return serve
+
     async with (
         asyncio.timeout(60),
-        make_node("bob") as bob,
-        make_node("carol") as carol,
+        carols_message_held_on_a_new_laptop(make_node, tmp_path, unanswered),
     ):
-        room = await read_by(bob, carol)
-        rounds_at_ask: list[int] = []
-        config, _ = await link_device(bob, tmp_path / "bob-laptop")
-        config = dataclasses.replace(
-            config, key_forward_interval_ms=NEVER_MS, key_request_interval_ms=interval_ms
-        )
-        async with Node(config) as laptop:
-            asker = laptop._services.key_requests
-
-            async def unanswered(stream: FrameStream) -> None:
-                rounds_at_ask.append(asker.rounds)  # the stream closes on return: asked in vain
-
-            carol._host.set_stream_handler(e2ee.KEY_REQUEST_PROTOCOL, unanswered)
-            await laptop.learn_home_record(carol.home_record())
-            await laptop.connect(carol.listen_addrs[0])
-            await laptop.connect(bob.listen_addrs[0])  # syncs carol's message, keyless
-            await until_messages(laptop, room, 1)
-            await wait_until(lambda: len(rounds_at_ask) >= 6)
-        between = [b - a for a, b in itertools.pairwise(rounds_at_ask)]
-        assert all(rounds <= 3 for rounds in between[2:5]), between
+        await wait_until(lambda: len(rounds_at_ask) >= 6)
+    between = [b - a for a, b in itertools.pairwise(rounds_at_ask)]
+    assert all(rounds <= 3 for rounds in between[2:5]), between
 
 
 async def test_a_sender_saying_not_listed_forever_is_asked_a_bounded_number_of_times(
@@ -445,28 +461,19 @@ async def test_a_sender_saying_not_listed_forever_is_asked_a_bounded_number_of_t
     The first KEY_REQUEST_NOT_LISTED_DEFERRALS (4) of them are not counted; then they count, so
     the laptop counts carol's message undecryptable at its ninth request (4 + 5), not before
     (at its fifth, when each counted)."""
+    undecryptable_at_ask: list[int] = []
+
+    def not_listed(laptop: Node) -> Callable[[FrameStream], Awaitable[None]]:
+        async def serve(stream: FrameStream) -> None:
+            await stream.read_frame()
+            undecryptable_at_ask.append(laptop.undecryptable)
+            await stream.write_frame(e2ee.encode_claim_error(NotListed("who are you?")))
+
+        return serve
+
     async with (
         asyncio.timeout(60),
-        make_node("bob") as bob,
-        make_node("carol") as carol,
+        carols_message_held_on_a_new_laptop(make_node, tmp_path, not_listed),
     ):
-        room = await read_by(bob, carol)
-        undecryptable_at_ask: list[int] = []
-        config, _ = await link_device(bob, tmp_path / "bob-laptop")
-        config = dataclasses.replace(
-            config, key_forward_interval_ms=NEVER_MS, key_request_interval_ms=100
-        )
-        async with Node(config) as laptop:
-
-            async def not_listed(stream: FrameStream) -> None:
-                await stream.read_frame()
-                undecryptable_at_ask.append(laptop.undecryptable)
-                await stream.write_frame(e2ee.encode_claim_error(NotListed("who are you?")))
-
-            carol._host.set_stream_handler(e2ee.KEY_REQUEST_PROTOCOL, not_listed)
-            await laptop.learn_home_record(carol.home_record())
-            await laptop.connect(carol.listen_addrs[0])
-            await laptop.connect(bob.listen_addrs[0])  # syncs carol's message, keyless
-            await until_messages(laptop, room, 1)
-            await wait_until(lambda: len(undecryptable_at_ask) >= 9)
-        assert undecryptable_at_ask[:9] == [0] * 8 + [1]  # 4 not counted, then 5 counted
+        await wait_until(lambda: len(undecryptable_at_ask) >= 9)
+    assert undecryptable_at_ask[:9] == [0] * 8 + [1]  # 4 not counted, then 5 counted
