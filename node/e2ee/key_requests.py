@@ -242,15 +242,23 @@ class KeyRequests:
     async def run(self) -> None:
         """Ask while something is held, until cancelled: a round reads what is held and asks
         what is due, then the asker sleeps to the next due time, or until a hold is written or
-        a request ends (asleep while nothing is held). Each sender is asked
+        a request ends, and at least until an interval after the round began (asleep while
+        nothing is held). Each sender is asked
         in a task of its own: asked one after another, a sender that did not answer held every
         other one and the next rounds for its ASK_TIMEOUT_S (at 50 nodes a home was owed keys
         by a dozen senders, some of them loaded, SPEC §20.6)."""
         async with asyncio.TaskGroup() as asking:
             while True:
+                started_ms = self._clock.now_ms()
                 self.rounds += 1
                 await self.ask_due(asking)
                 await self.held.wait_due(self._until_next_round_s())
+                # Rounds come at most one an interval apart, as they came every interval
+                # before: a sibling's sync of held history commits a hold in batch after batch,
+                # and each would wake a read of every held session.
+                rest_ms = started_ms + self._interval_ms - self._clock.now_ms()
+                if rest_ms > 0:
+                    await asyncio.sleep(rest_ms / 1000)
 
     def _until_next_round_s(self) -> float | None:
         now = self._clock.now_ms()
