@@ -8,7 +8,8 @@ device owns and gave to that user (or to our own user): exported at the first in
 Olm-encrypted to that device, like a forward (§27.12). Refusals are charged to the peer.
 `KeyRequests` is the asking side: in rounds that read what is held (only while something may
 be, `HeldWatch`, its wake source), it asks each due session's sender, then sleeps until the
-next due time (`next_round_ms`), a hold written or a request's end. A session is asked first
+next due time (`next_round_ms`), a hold written or a request's end, and no less than an
+interval after the round began. A session is asked first
 one to two intervals after it is seen held, then with backoff doubling from the interval, each
 wait counted from the end of the request before and shortened by a spread drawn for it (so
 homes that saw a session held together, a group's members at its formation, do not ask its
