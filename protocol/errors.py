@@ -40,6 +40,7 @@ __all__ = [
     "NotAddressed",
     "NotAuthorized",
     "NotFound",
+    "NotListed",
     "NotSender",
     "ProtocolError",
     "QuotaExceeded",
@@ -95,6 +96,7 @@ class ErrorCode(IntEnum):
     UNDECRYPTABLE = 50
     KEY_MISMATCH = 51
     REPLAYED = 52
+    NOT_LISTED = 53
     # 60-64: groups, invites and roles (SPEC §30)
     INVITE_INVALID = 60
     INVITE_EXPIRED = 61
@@ -352,9 +354,19 @@ class NotAContact(RemoteProtocolError):
     code = ErrorCode.NOT_A_CONTACT
 
 
+class NotListed(RemoteProtocolError):
+    """A room-key request from a home that the named user's newest record, as the answerer
+    holds or finds it, does not list with a key bundle: not yet (a device linked since the
+    answerer last heard) or no more (revoked) (SPEC §27.13.1). An asker does not count it as
+    one of its attempts, a bounded number of times (§27.13.3)."""
+
+    code = ErrorCode.NOT_LISTED
+
+
 class KeyRequestDenied(RemoteProtocolError):
-    """A room-key request from a home that is not a current member's listed device (SPEC
-    §27.13)."""
+    """A room-key request naming a user who is not a member of an asked room now, from a home
+    that user's record lists (SPEC §27.13.1); or a history request from a home its user's record
+    does not list (§30.6)."""
 
     code = ErrorCode.KEY_REQUEST_DENIED
 
@@ -442,6 +454,7 @@ _REMOTE_BY_CODE: dict[int, type[HearthError]] = {
         Undecryptable,
         KeyMismatch,
         Replayed,
+        NotListed,
         NotSender,
         RecallWindowClosed,
         WrongRoom,

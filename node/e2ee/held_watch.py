@@ -17,10 +17,12 @@ A quiet watch also lets its asker sleep (`wait`) instead of waking each interval
 count unmoved. The wake source is the `StoreOutcomes` flow (`after_batch`, subscribed by the
 wiring): every batch that writes a held note publishes its outcome there once it committed
 (`Receiver` for arrivals, `LateNews` for what a key answer opened), so the read the asker then
-makes sees the hold.
+makes sees the hold. An asker that keeps a schedule of what is held (`KeyRequests`) sleeps to
+its next due time instead (`wait_due`), woken as well by a hold written since its last read
+and by its own `wake` (a request ended): what it read is what is held until then.
 
-State: the count at the last confirmed empty read and the wake-up event (one watch per asker,
-event loop).
+State: the count at the last read and at the last confirmed empty one, and the wake-up event
+(one watch per asker, event loop).
 """
 
 from __future__ import annotations
@@ -51,19 +53,30 @@ class HeldWatch:
         self._store = store
         self._quiet_at: int | None = None
         """`Store.holds` when a read last confirmed nothing held; None before any read."""
+        self._read_at: int | None = None
+        """`Store.holds` before the last read (or look that found the watch quiet)."""
         self._moved = asyncio.Event()
-        """Set by `after_batch` when a committed batch moved the count past `_quiet_at`."""
+        """Set by `after_batch` when a committed batch moved the count past `_read_at`, or by
+        `wake`."""
 
     @property
     def quiet(self) -> bool:
         """Nothing is held: no hold was written since a read found none."""
         return self._store.store.holds == self._quiet_at
 
+    @property
+    def _held_since_read(self) -> bool:
+        return self._store.store.holds != self._read_at
+
     def after_batch(self, _outcome: StoreOutcome) -> None:
-        """A store batch committed (a `StoreOutcomes` reaction): wake the asker if it wrote a
-        held note since the watch went quiet."""
-        if not self.quiet:
+        """A store batch committed (a `StoreOutcomes` reaction): wake the asker if a held note
+        was written since its last read (since the watch went quiet, when it is)."""
+        if self._held_since_read:
             self._moved.set()
+
+    def wake(self) -> None:
+        """Wake a `wait_due` now: its asker has something to do that no hold brought."""
+        self._moved.set()
 
     async def wait(self, interval_s: float) -> None:
         """Sleep one interval before the next round; while quiet, first until a committed batch
@@ -75,9 +88,21 @@ class HeldWatch:
                     await self._moved.wait()
         await asyncio.sleep(interval_s)
 
+    async def wait_due(self, delay_s: float | None) -> None:
+        """Sleep `delay_s` (None: no time is due; at most `QUIET_BACKSTOP_S`), or until a
+        committed batch wrote a hold since the last read, or `wake`."""
+        if self._held_since_read:
+            return  # a hold committed after the read began: read again now
+        self._moved.clear()
+        timeout = QUIET_BACKSTOP_S if delay_s is None else min(delay_s, QUIET_BACKSTOP_S)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._moved.wait()
+
     async def read(self, fn: Callable[[Store], list[T]]) -> list[T]:
         """`fn(store)`, a read of what is held; [] without touching the store while quiet."""
         holds = self._store.store.holds  # before the read: a hold after it moves the count
+        self._read_at = holds
         if holds == self._quiet_at:
             return []
         found = await self._store.read(fn, self._store.store)

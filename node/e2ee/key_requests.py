@@ -6,13 +6,14 @@ device that sent them. `KeyRequestServer` answers a home that the named user's r
 with a key bundle, when that user is a member of every asked room now, with the sessions this
 device owns and gave to that user (or to our own user): exported at the first index held,
 Olm-encrypted to that device, like a forward (§27.12). Refusals are charged to the peer.
-`KeyRequests` is the asking side: every `interval_ms` (reading the store only while something
-may be held, and asleep while nothing is: `HeldWatch`, its wake source) it asks each due
-session's sender, first one to two intervals after it sees the session held, then with backoff
-doubling from the interval, each wait counted from the end of the request before and shortened
-by a spread drawn for it (so homes that saw a session held together, a group's members at its
-formation, do not ask its sender in step, not even after asks that all timed out together:
-SPEC §27.13.3); a session asked
+`KeyRequests` is the asking side: in rounds that read what is held (only while something may
+be, `HeldWatch`, its wake source), it asks each due session's sender, then sleeps until the
+next due time (`next_round_ms`), a hold written or a request's end, and no less than an
+interval after the round began. A session is asked first
+one to two intervals after it is seen held, then with backoff doubling from the interval, each
+wait counted from the end of the request before and shortened by a spread drawn for it (so
+homes that saw a session held together, a group's members at its formation, do not ask its
+sender in step, not even after asks that all timed out together: SPEC §27.13.3); a session asked
 `KEY_REQUEST_ATTEMPTS` times and still held counts its envelopes as undecryptable (it is still
 asked, at the longest backoff).
 
@@ -30,7 +31,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NoReturn
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.peer_link import PeerLinks
@@ -50,6 +51,7 @@ from hearthmesh.protocol.errors import (
     HearthError,
     KeyMismatch,
     KeyRequestDenied,
+    NotListed,
     RemoteProtocolError,
     refusal,
 )
@@ -115,7 +117,7 @@ class KeyRequestServer(RequestServer):
         asked = e2ee.decode_key_request(request)
         for room in {room for room, _ in asked.sessions}:
             if asked.user not in await self._members_of(room):
-                raise KeyRequestDenied("room keys go to the room's current members only")
+                self._deny(asked.user, peer)
         recipient = await self._recipient(asked.user, peer)
         messages = await self._store.run(self._answer, self._store.store, asked, recipient)
         if messages:
@@ -123,6 +125,15 @@ class KeyRequestServer(RequestServer):
         return e2ee.encode_forward_answer(
             e2ee.ForwardAnswer(sender_bundle=self._own_bundle, messages=tuple(messages))
         )
+
+    def _deny(self, user: UserId, peer: str) -> NoReturn:
+        """Refuse a request naming a non-member: KEY_REQUEST_DENIED to a home the record we
+        hold lists, NOT_LISTED to any other (no lookup: a stranger learns no one's rooms, and
+        costs us no search), as a member's unlisted home is told (SPEC §27.13.1)."""
+        record = self._directory.record(user)
+        if record is None or record.bundle_at_home(peer) is None:
+            raise NotListed("the asking home is not a device its user's record lists")
+        raise KeyRequestDenied("room keys go to the room's current members only")
 
     async def _recipient(self, user: UserId, peer: str) -> e2ee.KeyBundle:
         return await listed_bundle(self._directory, self._find_record, user, peer)
@@ -162,8 +173,8 @@ async def listed_bundle(
     for that user there (SPEC §27.13.1, §30.6).
 
     Raises:
-        KeyRequestDenied: the newest record we hold or find lists no such device (never
-            listed, or revoked since).
+        NotListed: the newest record we hold or find lists no such device (not yet, never,
+            or revoked since).
     """
     record = directory.record(user)
     if record is None or record.bundle_at_home(peer) is None:
@@ -173,7 +184,7 @@ async def listed_bundle(
         record = directory.record(user)
     bundle = None if record is None else record.bundle_at_home(peer)
     if bundle is None:
-        raise KeyRequestDenied("the asking home is not a device its user's record lists")
+        raise NotListed("the asking home is not a device its user's record lists")
     return bundle
 
 
@@ -226,17 +237,34 @@ class KeyRequests:
         """Room keys senders gave us on request."""
         self.undecryptable = 0
         """Held envelopes whose session was asked for KEY_REQUEST_ATTEMPTS times (§27.13.3)."""
+        self.rounds = 0
+        """Rounds run (each a look at what is held): what the asker's wake-ups cost."""
 
     async def run(self) -> None:
-        """Ask while something is held, every interval, until cancelled (asleep while nothing
-        is). Each sender is asked
+        """Ask while something is held, until cancelled: a round reads what is held and asks
+        what is due, then the asker sleeps to the next due time, or until a hold is written or
+        a request ends, and at least until an interval after the round began (asleep while
+        nothing is held). Each sender is asked
         in a task of its own: asked one after another, a sender that did not answer held every
         other one and the next rounds for its ASK_TIMEOUT_S (at 50 nodes a home was owed keys
         by a dozen senders, some of them loaded, SPEC §20.6)."""
         async with asyncio.TaskGroup() as asking:
             while True:
-                await self.held.wait(self._interval_ms / 1000)
+                started_ms = self._clock.now_ms()
+                self.rounds += 1
                 await self.ask_due(asking)
+                await self.held.wait_due(self._until_next_round_s())
+                # Rounds come at most one an interval apart, as they came every interval
+                # before: a sibling's sync of held history commits a hold in batch after batch,
+                # and each would wake a read of every held session.
+                rest_ms = started_ms + self._interval_ms - self._clock.now_ms()
+                if rest_ms > 0:
+                    await asyncio.sleep(rest_ms / 1000)
+
+    def _until_next_round_s(self) -> float | None:
+        now = self._clock.now_ms()
+        due = e2ee.next_round_ms(self._attempts.values(), now)
+        return None if due is None else (due - now) / 1000
 
     async def ask_due(self, asking: asyncio.TaskGroup) -> None:
         """One round: start asking the senders of the due held sessions that are not being
@@ -286,18 +314,27 @@ class KeyRequests:
     ) -> None:
         """`_ask`, bounded by ASK_TIMEOUT_S; a failure is logged and takes nothing. However it
         ends, each asked session still tracked waits its next backoff from now."""
+        not_listed = False
         try:
             async with asyncio.timeout(ASK_TIMEOUT_S):
                 taken = await self._ask(user, device, sessions)
             self.keys_taken += taken  # not `+= await`: that reads the count before the wait
+        except NotListed as exc:
+            not_listed = True  # our record has not reached the sender yet: asked again later
+            log.info("%s does not list this home yet: %s", device.hex()[:12], exc)
         except (HearthError, P2PError, TimeoutError) as exc:
             log.info("asking %s for room keys failed: %s", device.hex()[:12], exc)
         finally:
             self._outstanding.discard(device)
             now = self._clock.now_ms()
             for _, session_id in sessions:
-                if (attempts := self._attempts.get(session_id)) is not None:
+                if (attempts := self._attempts.get(session_id)) is None:
+                    continue
+                if not_listed:
+                    attempts.refused_not_listed(now, spread=self._rng.random())
+                else:
                     attempts.ended(now, spread=self._rng.random())
+            self.held.wake()  # a next due time, and any session this sender held back
 
     async def _ask(
         self, user: UserId, device: DeviceId, sessions: list[tuple[RoomId, bytes]]

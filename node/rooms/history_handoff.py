@@ -31,6 +31,8 @@ from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.errors import (
     HistoryNotShared,
+    KeyRequestDenied,
+    NotListed,
     RemoteProtocolError,
 )
 from hearthmesh.protocol.history_share import (
@@ -106,7 +108,10 @@ class HistoryServer(RequestServer):
         state = await self._store.run(self._rooms.state, self._store.store, asked.room)
         limit = check_history_request(state, asked.user)
         assert state is not None  # checked above
-        recipient = await listed_bundle(self._directory, self._find_record, asked.user, peer)
+        try:
+            recipient = await listed_bundle(self._directory, self._find_record, asked.user, peer)
+        except NotListed as exc:  # SPEC §30.6 keeps KEY_REQUEST_DENIED for an unlisted home
+            raise KeyRequestDenied(str(exc)) from None
         messages = await self._store.run(
             self._share,
             self._store.store,

@@ -36,6 +36,7 @@ from .key_addressing import AddressedShare, KeyGroup, address_room_key_refusal, 
 from .key_request import (
     KEY_REQUEST_ATTEMPTS,
     KEY_REQUEST_MAX_BACKOFF_MS,
+    KEY_REQUEST_NOT_LISTED_DEFERRALS,
     KEY_REQUEST_PROTOCOL,
     MAX_KEY_REQUEST_BYTES,
     KeyRequest,
@@ -44,6 +45,7 @@ from .key_request import (
     encode_key_request,
     last_counted_request_ms,
     next_key_request_ms,
+    next_round_ms,
 )
 from .keys import (
     CURVE_KEY_BYTES,
@@ -111,6 +113,7 @@ __all__ = [
     "KEY_FORWARD_PROTOCOL",
     "KEY_REQUEST_ATTEMPTS",
     "KEY_REQUEST_MAX_BACKOFF_MS",
+    "KEY_REQUEST_NOT_LISTED_DEFERRALS",
     "KEY_REQUEST_PROTOCOL",
     "MAX_CLAIM_FRAME_BYTES",
     "MAX_FORWARDED_KEYS",
@@ -183,6 +186,7 @@ __all__ = [
     "last_counted_request_ms",
     "needs_rotation",
     "next_key_request_ms",
+    "next_round_ms",
     "open_encrypted",
     "opened_view",
     "owes_a_home_that_refuses",

@@ -5,11 +5,13 @@ device that sent them: one REQUEST `[1, user, [[room, session id], ...]]` per st
 asking home's user (whose record must list the asking home) and 1 to 64 sessions. The answer is
 the key-forward ANSWER or ERROR frame (§27.12): the sender device's bundle and one Olm message
 per asked session it owns, each a `ForwardedKey`. The asker's retry bounds are
-`next_key_request_ms`, `KEY_REQUEST_ATTEMPTS` and one `KeyRequestSchedule` per held session.
+`next_key_request_ms`, `KEY_REQUEST_ATTEMPTS` and one `KeyRequestSchedule` per held session;
+`next_round_ms` is when the asker next has something to do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
@@ -22,6 +24,7 @@ from .forward import MAX_FORWARDED_KEYS, decode_session_pairs
 __all__ = [
     "KEY_REQUEST_ATTEMPTS",
     "KEY_REQUEST_MAX_BACKOFF_MS",
+    "KEY_REQUEST_NOT_LISTED_DEFERRALS",
     "KEY_REQUEST_PROTOCOL",
     "MAX_KEY_REQUEST_BYTES",
     "KeyRequest",
@@ -30,6 +33,7 @@ __all__ = [
     "encode_key_request",
     "last_counted_request_ms",
     "next_key_request_ms",
+    "next_round_ms",
 ]
 
 KEY_REQUEST_PROTOCOL: Final = "/hearthmesh/key-request/0"
@@ -39,6 +43,11 @@ KEY_REQUEST_ATTEMPTS: Final = 5
 """Requests for one session before its held envelopes count as undecryptable (§27.13.3)."""
 KEY_REQUEST_MAX_BACKOFF_MS: Final = 10 * 60_000
 """The longest wait between two requests for one session: it is asked for as long as held."""
+KEY_REQUEST_NOT_LISTED_DEFERRALS: Final = 4
+"""NOT_LISTED refusals of one session that are not counted as requests (§27.13.3): our user's
+record listing this home had not reached the sender yet. Each waits the interval doubling per
+such refusal (2, 4, 8, 16 s by default: ~30 s for the record to spread), and past these they
+count: a sender that says NOT_LISTED forever costs 4 requests more than one that refuses."""
 _REQUEST: Final = 1
 
 
@@ -94,26 +103,33 @@ def next_key_request_ms(attempts: int, now_ms: int, *, first_ms: int, spread: fl
     return now_ms + backoff - int(backoff * spread / 2)
 
 
-def last_counted_request_ms(first_ms: int, ask_bound_ms: int) -> int:
-    """The latest the KEY_REQUEST_ATTEMPTS-th request goes after a session is seen held, when
-    each request lasts at most `ask_bound_ms` (§27.13.3): the first ask at most 2 I, each
-    request's end then at most `ask_bound_ms` after its start, each wait from that end at most
-    its backoff (I, 2I, 4I, 8I): 17 I + 4 T, 74 s by default (I 2 s, T 10 s)."""
+def last_counted_request_ms(first_ms: int, ask_bound_ms: int, *, not_listed: int = 0) -> int:
+    """The latest the KEY_REQUEST_ATTEMPTS-th counted request goes after a session is seen
+    held, when each request lasts at most `ask_bound_ms` (§27.13.3): the first ask at most 2 I,
+    each request's end then at most `ask_bound_ms` after its start, each wait from that end at
+    most its backoff (I, 2I, 4I, 8I): 17 I + 4 T, 74 s by default (I 2 s, T 10 s). Each of
+    `not_listed` NOT_LISTED refusals before it (at most KEY_REQUEST_NOT_LISTED_DEFERRALS) adds
+    its request and its wait (I, 2I, ...): with all 4, 32 I + 8 T, 144 s by default."""
     waits = sum(first_ms << n for n in range(KEY_REQUEST_ATTEMPTS - 1))
-    return 2 * first_ms + waits + (KEY_REQUEST_ATTEMPTS - 1) * ask_bound_ms
+    deferrals = min(not_listed, KEY_REQUEST_NOT_LISTED_DEFERRALS)
+    waits += sum(first_ms << n for n in range(deferrals))
+    return 2 * first_ms + waits + (KEY_REQUEST_ATTEMPTS - 1 + deferrals) * ask_bound_ms
 
 
 @dataclass(slots=True)
 class KeyRequestSchedule:
-    """One held session's requests to its sender (§27.13.3): how many went, and when the next
-    is due; `next_ms` is None while one is out. Each wait counts from the end of the request
-    before, with a spread drawn for it: counted from its start, every wait shorter than the
-    ask bound (10 s) ended inside a request that timed out, and every home that had asked a
-    silent sender together asked it again together, in step with the timeout (#18)."""
+    """One held session's requests to its sender (§27.13.3): how many went (and how many were
+    refused NOT_LISTED, uncounted), and when the next is due; `next_ms` is None while one is
+    out. Each wait counts from the end of the request before, with a spread drawn for it:
+    counted from its start, every wait shorter than the ask bound (10 s) ended inside a
+    request that timed out, and every home that had asked a silent sender together asked it
+    again together, in step with the timeout (#18)."""
 
     interval_ms: int
     next_ms: int | None
     count: int = 0
+    not_listed: int = 0
+    """NOT_LISTED refusals not counted in `count` (at most KEY_REQUEST_NOT_LISTED_DEFERRALS)."""
 
     @classmethod
     def seen(cls, now_ms: int, *, interval_ms: int, spread: float) -> KeyRequestSchedule:
@@ -136,7 +152,33 @@ class KeyRequestSchedule:
             max(self.count, 1), now_ms, first_ms=self.interval_ms, spread=spread
         )
 
+    def refused_not_listed(self, now_ms: int, *, spread: float) -> None:
+        """The sender refused NOT_LISTED at `now_ms`: it does not hold our user's record
+        listing this home yet. The request is not counted, and the next waits the interval
+        doubling per such refusal, for the record to reach the sender; past
+        KEY_REQUEST_NOT_LISTED_DEFERRALS such refusals it counts, as `ended`."""
+        if self.not_listed >= KEY_REQUEST_NOT_LISTED_DEFERRALS:
+            self.ended(now_ms, spread=spread)
+            return
+        self.not_listed += 1
+        self.count -= 1
+        self.next_ms = next_key_request_ms(
+            self.not_listed, now_ms, first_ms=self.interval_ms, spread=spread
+        )
+
     @property
     def undecryptable(self) -> bool:
         """Asked KEY_REQUEST_ATTEMPTS times and still held: its envelopes count as such."""
         return self.count >= KEY_REQUEST_ATTEMPTS
+
+
+def next_round_ms(schedules: Iterable[KeyRequestSchedule], now_ms: int) -> int | None:
+    """When the asker's next round is due (§27.13.3): the earliest ask still to come, after
+    `now_ms`; None when none is. A session due at or before `now_ms` after a round is waiting
+    for a request to end (its sender's, or any while MAX senders are being asked), and one
+    being asked has no time until its request ends: that end wakes the asker, so it sleeps
+    through its interval instead of reading the store to find nothing due."""
+    return min(
+        (s.next_ms for s in schedules if s.next_ms is not None and s.next_ms > now_ms),
+        default=None,
+    )

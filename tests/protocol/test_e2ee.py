@@ -396,6 +396,75 @@ def test_a_request_that_ended_is_asked_again_its_backoff_after_the_end() -> None
         assert schedule.next_ms == 100_000 + 2_000 * 2 ** (n - 1)
 
 
+def test_the_asker_sleeps_to_the_earliest_ask_still_to_come() -> None:
+    """SPEC §27.13.3: the next round is the earliest next ask after now; a session due now (a
+    round left it waiting for a request to end) or being asked sets no time, since a
+    request's end wakes the asker; none of either: no time at all (it waits for a hold)."""
+    seen = [e2ee.KeyRequestSchedule.seen(0, interval_ms=1_000, spread=s) for s in (0.5, 0.25)]
+    assert [s.next_ms for s in seen] == [1_500, 1_250]
+    assert e2ee.next_round_ms(seen, 0) == 1_250
+    assert e2ee.next_round_ms(seen, 1_249) == 1_250
+    assert e2ee.next_round_ms(seen, 1_250) == 1_500  # due now: waits for its sender's end
+    seen[1].asked()
+    assert e2ee.next_round_ms(seen, 0) == 1_500  # being asked: no time until it ends
+    seen[1].ended(1_300, spread=0.0)
+    assert e2ee.next_round_ms(seen, 1_300) == 1_500
+    seen[0].asked()
+    assert e2ee.next_round_ms(seen, 1_600) == 2_300
+    seen[1].asked()
+    assert e2ee.next_round_ms(seen, 2_300) is None
+    assert e2ee.next_round_ms([], 0) is None
+
+
+def test_a_not_listed_refusal_is_not_counted_four_times_then_is() -> None:
+    """SPEC §27.13.3: a NOT_LISTED refusal leaves the count where it was and waits the interval
+    doubling per such refusal (the counted backoff untouched); past
+    KEY_REQUEST_NOT_LISTED_DEFERRALS of them each counts, so a sender that says it forever is
+    asked 4 times more before the session counts undecryptable, the fifth counted request at
+    most 32 intervals and 8 ask bounds after it was seen held."""
+    schedule = e2ee.KeyRequestSchedule.seen(0, interval_ms=1_000, spread=0.0)
+    schedule.asked()
+    schedule.ended(1_000, spread=0.0)  # one counted: the next waits 1 s
+    now = 2_000
+    for n in range(1, e2ee.KEY_REQUEST_NOT_LISTED_DEFERRALS + 1):
+        schedule.asked()
+        schedule.refused_not_listed(now, spread=0.0)
+        assert (schedule.count, schedule.not_listed) == (1, n)
+        now += 1_000 * 2 ** (n - 1)
+        assert schedule.next_ms == now
+    for n in range(2, e2ee.KEY_REQUEST_ATTEMPTS + 1):
+        schedule.asked()
+        assert schedule.undecryptable == (n >= e2ee.KEY_REQUEST_ATTEMPTS)
+        schedule.refused_not_listed(now, spread=0.0)  # counted now, with the counted backoff
+        now += 1_000 * 2 ** (n - 1)
+        assert schedule.count == n and schedule.next_ms == now
+    assert e2ee.last_counted_request_ms(2_000, 10_000, not_listed=4) == 144_000
+    assert e2ee.last_counted_request_ms(2_000, 10_000, not_listed=9) == 144_000
+    rng = random.Random(53)
+    for ask_ms in (0, 10_000):
+        for _ in range(300):
+            refusals = set(rng.sample(range(9), 4))
+            last = _requests_until_counted(refusals, rng, ask_ms)
+            assert last <= e2ee.last_counted_request_ms(2_000, ask_ms, not_listed=4)
+
+
+def _requests_until_counted(refused: set[int], rng: random.Random, ask_ms: int) -> int:
+    """When the KEY_REQUEST_ATTEMPTS-th counted request goes, seen held at 0, each request
+    lasting `ask_ms` and those numbered in `refused` refused NOT_LISTED, spreads at random."""
+    schedule = e2ee.KeyRequestSchedule.seen(0, interval_ms=2_000, spread=rng.random())
+    for n in range(100):
+        assert schedule.next_ms is not None
+        start = schedule.next_ms
+        schedule.asked()
+        if schedule.undecryptable:
+            return start
+        if n in refused:
+            schedule.refused_not_listed(start + ask_ms, spread=rng.random())
+        else:
+            schedule.ended(start + ask_ms, spread=rng.random())
+    raise AssertionError("never counted five")
+
+
 def test_the_last_counted_request_is_bounded_whatever_the_spreads_and_timeouts() -> None:
     """SPEC §27.13.3: the KEY_REQUEST_ATTEMPTS-th request goes at most 17 intervals and 4 ask
     bounds (74 s by default) after the session is seen held, whatever the spreads, whether

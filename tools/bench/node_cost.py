@@ -16,6 +16,8 @@ Two parts, nodes in this process as the integration tests run them (real libp2p 
   store's threads apart), the write batches and LMDB transactions per node per second, and
   what woke the asyncio loop (callbacks per node per second, by name; counted over a second
   window, since counting costs CPU itself).
+- `idle_held_test_timers`: the same of two nodes at the tests' timers, one of which holds a
+  message whose sender never answers its key requests, and when it asked after the hold.
 
 CPU is each thread's time on a CPU (`/proc/self/task/*/schedstat`, in ns), which a loaded
 machine distorts far less than wall time; compare runs side by side (perf notes).
@@ -35,6 +37,7 @@ from typing import Any, Final
 
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.node import Node
+from hearthmesh.protocol.e2ee import KEY_REQUEST_PROTOCOL
 from hearthmesh.tools.bench.cost_probe import thread_cpu_s
 
 __all__ = ["run"]
@@ -197,19 +200,53 @@ async def _idle(
             ]
             for i in range(nodes if nodes > 2 else nodes - 1):  # a ring (a line of two)
                 await ring[i].connect(ring[(i + 1) % nodes].listen_addrs[0])
-            await asyncio.sleep(settle_s)  # hellos, identify, the first gossip heartbeats
-            cpu0, wall0 = thread_cpu_s(), time.perf_counter()
-            batches0 = sum(n.store.batches_committed for n in ring)
-            commits0 = sum(n.store.transactions for n in ring)
-            await asyncio.sleep(seconds)
-            cpu1, wall = thread_cpu_s(), time.perf_counter() - wall0
-            batches = sum(n.store.batches_committed for n in ring) - batches0
-            commits = sum(n.store.transactions for n in ring) - commits0
-            with _counting_callbacks() as counts:
-                counted_at = time.perf_counter()
-                await asyncio.sleep(seconds)
-                counted_s = time.perf_counter() - counted_at
-    per_node = nodes * wall
+            return await _left_alone(ring, seconds, settle_s)
+
+
+async def _idle_held(seconds: float, settle_s: float) -> dict[str, Any]:
+    """Two nodes at the tests' timers, one of which holds a message whose key its sender never
+    gives: alice writes to carol before she knows carol's record (no share for carol, SPEC
+    §27.10.1), and her home ends each of carol's key requests unanswered (a bench's stand-in
+    handler), so carol keeps asking at her growing backoff (§27.13.3)."""
+    asked: list[float] = []
+
+    async def unanswered(_stream: Any) -> None:
+        asked.append(time.perf_counter())  # the stream closes on return: asked in vain
+
+    quiet = {**TEST_TIMERS, "share_presence": False}
+    with tempfile.TemporaryDirectory(prefix="hearthmesh-bench-") as tmp:
+        async with AsyncExitStack() as stack:
+            alice, carol = [
+                await stack.enter_async_context(Node(_config(Path(tmp) / name, **quiet)))
+                for name in ("alice", "carol")
+            ]
+            alice._host.set_stream_handler(KEY_REQUEST_PROTOCOL, unanswered)
+            room = await alice.open_direct(carol.user_id)
+            await alice.send(room, b"before I knew your record")
+            await carol.connect(alice.listen_addrs[0])
+            while carol.store.store.holds < 1:  # noqa: ASYNC110 - a store count has no event
+                await asyncio.sleep(0.01)
+            held_at = time.perf_counter()
+            figures = await _left_alone([alice, carol], seconds, settle_s)
+    figures["key_requests_s_after_held"] = [round(t - held_at, 2) for t in asked]
+    return figures
+
+
+async def _left_alone(nodes: list[Node], seconds: float, settle_s: float) -> dict[str, Any]:
+    """CPU, write batches and the loop's callbacks of `nodes` left alone after `settle_s`."""
+    await asyncio.sleep(settle_s)  # hellos, identify, the first gossip heartbeats
+    cpu0, wall0 = thread_cpu_s(), time.perf_counter()
+    batches0 = sum(n.store.batches_committed for n in nodes)
+    commits0 = sum(n.store.transactions for n in nodes)
+    await asyncio.sleep(seconds)
+    cpu1, wall = thread_cpu_s(), time.perf_counter() - wall0
+    batches = sum(n.store.batches_committed for n in nodes) - batches0
+    commits = sum(n.store.transactions for n in nodes) - commits0
+    with _counting_callbacks() as counts:
+        counted_at = time.perf_counter()
+        await asyncio.sleep(seconds)
+        counted_s = time.perf_counter() - counted_at
+    per_node = len(nodes) * wall
     by_thread = {g: round(100 * (cpu1[g] - cpu0.get(g, 0.0)) / per_node, 3) for g in sorted(cpu1)}
     return {
         "cpu_pct_per_node": round(sum(by_thread.values()), 3),
@@ -217,7 +254,7 @@ async def _idle(
         "write_batches_per_node_per_s": round(batches / per_node, 2),
         "commits_per_node_per_s": round(commits / per_node, 2),
         "loop_callbacks_per_node_per_s": {
-            name: round(count / nodes / counted_s, 2)
+            name: round(count / len(nodes) / counted_s, 2)
             for name, count in counts.most_common(_TOP_CALLBACKS)
         },
     }
@@ -232,4 +269,5 @@ def run(quick: bool) -> dict[str, Any]:
     for size in sizes:
         figures[f"idle_{size}_nodes"] = asyncio.run(_idle(size, seconds, settle_s))
     figures["idle_2_nodes_test_timers"] = asyncio.run(_idle(2, seconds, settle_s, TEST_TIMERS))
+    figures["idle_held_test_timers"] = asyncio.run(_idle_held(seconds, settle_s))
     return figures
