@@ -24,6 +24,7 @@ from hearthmesh.tools.simulate.scale import (
     _wire_between,
     run_scale,
 )
+from hearthmesh.tools.simulate.scale_groups import group_homes, group_rate
 from hearthmesh.tools.simulate.slow_paths import messages_of, slow_messages
 
 SS = """\
@@ -256,6 +257,27 @@ def test_scale_sizes_that_are_not_node_counts_are_refused(
     assert "--scale" in capsys.readouterr().err
 
 
+def test_group_homes_split_every_size_into_groups_of_k_each_sent_into_at_the_rate() -> None:
+    """`--group-homes K` (SPEC §20.6): each node in one group of K homes, and the rate is each
+    group's, so a node sends and hears the same at every size; 0 is one group of everyone."""
+    assert group_homes(4, 0) == [[0, 1, 2, 3]]
+    assert group_homes(6, 2) == [[0, 1], [2, 3], [4, 5]]
+    assert group_homes(50, 5)[-1] == [45, 46, 47, 48, 49]
+    assert (group_rate(0.5, 50, 0), group_rate(0.5, 10, 5), group_rate(0.5, 50, 5)) == (
+        0.5,
+        1.0,
+        5.0,
+    )
+
+
+@pytest.mark.parametrize("homes", ["3", "1"])
+def test_group_homes_that_do_not_split_a_size_are_refused(
+    homes: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--scale", "4,10", "--group-homes", homes]) == 2
+    assert "--group-homes" in capsys.readouterr().err
+
+
 def test_a_scale_runs_nodes_run_autonat_rounds_though_all_are_on_loopback(tmp_path: Path) -> None:
     """SPEC §10.6, §20.6: a node advertising loopback alone asks no AutoNAT server by itself;
     the scale run's nodes are told to, as homes on many machines do."""
@@ -403,3 +425,33 @@ def test_a_slow_message_names_its_last_member_its_path_and_the_senders_outage() 
     # m1 and m3 are their senders' first (9.0 and 0.5 s), m2 a later one (5.0 s)
     assert report["first_sends"] == {"messages": 2, "p50_s": 4.75, "slow": 1}
     assert report["later_sends"] == {"messages": 1, "p50_s": 5.0, "slow": 1}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+async def test_groups_of_k_homes_each_deliver_within_their_group_alone(tmp_path: Path) -> None:
+    """`--group-homes 2` (SPEC §20.6): four `hearthmesh run` processes in two groups of two
+    homes, each group sent into at the rate: every acked message reaches the one other home
+    of its group once and no other (a group of everyone: the three others), and the checks,
+    the convergence and the latency to the last member are the groups'."""
+    config = ScaleConfig(
+        sizes=(4,),
+        group_homes=2,
+        members=2,
+        idle=1.0,
+        settle=1.0,
+        duration=2.0,
+        rate=2.0,  # each group's: 4 a second in all
+        progress=False,
+    )
+    async with asyncio.timeout(300):
+        report = await run_scale(config)
+    assert report["ok"], report
+    assert report["config"]["group_homes"] == 2
+    (size,) = report["sizes"]
+    assert (size["groups"], size["rate_per_s"], size["members"]) == (2, 4.0, 2), size
+    assert size["absent_members"] == 0, size
+    work = size["workload"]
+    assert work["acked"] >= 4 and work["missing"] == work["duplicates"] == 0, work
+    assert work["expected"] == work["delivered"] == work["acked"], work  # one other home each
+    assert work["to_last_member"]["messages"] == work["acked"], work
