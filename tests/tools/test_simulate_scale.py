@@ -11,7 +11,7 @@ import pytest
 
 from hearthmesh.tools.cli import main
 from hearthmesh.tools.simulate.checker import Acked, Seen
-from hearthmesh.tools.simulate.cost import NodeCost, parse_ss, summarize
+from hearthmesh.tools.simulate.cost import NodeCost, parse_ss, peers_of, summarize
 from hearthmesh.tools.simulate.scale import (
     ScaleConfig,
     _above_idle,
@@ -47,6 +47,30 @@ def test_ss_counters_are_read_per_pid_and_socket_and_api_ports_are_left_out() ->
         (13, "127.0.0.1:50200", "127.0.0.1:4001"): [0, 0],  # nothing sent yet: no counters
     }
     assert (11, "127.0.0.1:8470", "127.0.0.1:50100") in parse_ss(SS)
+
+
+def test_a_nodes_peers_are_the_processes_its_connections_lead_to_each_once() -> None:
+    """SPEC §20.6: pids 11 and 12 joined by two connections (both dialled), 13 by one to 11,
+    and a socket to a process not metered: 11 has 2 peers on 3 connections, 12 and 13 one."""
+    sockets = {
+        (11, "127.0.0.1:4001", "127.0.0.1:50000"),
+        (12, "127.0.0.1:50000", "127.0.0.1:4001"),
+        (12, "127.0.0.1:4002", "127.0.0.1:50001"),
+        (11, "127.0.0.1:50001", "127.0.0.1:4002"),
+        (13, "127.0.0.1:50200", "127.0.0.1:4001"),
+        (11, "127.0.0.1:4001", "127.0.0.1:50200"),
+        (13, "127.0.0.1:50300", "127.0.0.1:9999"),
+    }
+    assert peers_of(sockets) == {11: 2, 12: 1, 13: 1}
+    costs = {
+        11: NodeCost(cpu_s=1.0, sent_bytes=0, received_bytes=0, rss_mb=1.0, connections=3, peers=2),
+        12: NodeCost(cpu_s=1.0, sent_bytes=0, received_bytes=0, rss_mb=1.0, connections=2, peers=1),
+    }
+    assert summarize(costs, 1.0)["connections_beyond_one_a_peer"] == {
+        "mean": 1.0,
+        "p50": 1.0,
+        "max": 1.0,
+    }
 
 
 def test_a_summary_spreads_each_cost_over_the_nodes_and_the_phase() -> None:
