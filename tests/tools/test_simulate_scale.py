@@ -364,6 +364,11 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     assert " INFO " in (tmp_path / "nodes" / "n3" / "node0.log").read_text()
 
 
+def _short_phases(**options: Any) -> ScaleConfig:
+    """A scale run of 1 s idle and settle phases and 2 s of sending, quiet, with `options`."""
+    return ScaleConfig(idle=1.0, settle=1.0, duration=2.0, progress=False, **options)
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 async def test_first_sends_are_metered_apart_and_no_workload_message_is_a_senders_first(
@@ -372,16 +377,7 @@ async def test_first_sends_are_metered_apart_and_no_workload_message_is_a_sender
     """`--first-sends` (SPEC §20.6): each of three nodes sends once before the idle phase,
     metered as a phase of its own, then dropped: the workload's messages are checked and
     counted alone."""
-    config = ScaleConfig(
-        sizes=(3,),
-        members=4,
-        idle=1.0,
-        settle=1.0,
-        duration=2.0,
-        rate=3.0,
-        progress=False,
-        first_sends=True,
-    )
+    config = _short_phases(sizes=(3,), members=4, rate=3.0, first_sends=True)
     async with asyncio.timeout(300):
         report = await run_scale(config)
     assert report["ok"], report
@@ -458,16 +454,7 @@ async def test_groups_of_k_homes_each_deliver_within_their_group_alone(tmp_path:
     homes, each group sent into at the rate: every acked message reaches the one other home
     of its group once and no other (a group of everyone: the three others), and the checks,
     the convergence and the latency to the last member are the groups'."""
-    config = ScaleConfig(
-        sizes=(4,),
-        group_homes=2,
-        members=2,
-        idle=1.0,
-        settle=1.0,
-        duration=2.0,
-        rate=2.0,  # each group's: 4 a second in all
-        progress=False,
-    )
+    config = _short_phases(sizes=(4,), group_homes=2, members=2, rate=2.0)  # 4/s in all
     async with asyncio.timeout(300):
         report = await run_scale(config)
     assert report["ok"], report
