@@ -11,7 +11,7 @@ import pytest
 
 from hearthmesh.tools.cli import main
 from hearthmesh.tools.simulate.checker import Acked, Seen
-from hearthmesh.tools.simulate.cost import NodeCost, parse_ss, summarize
+from hearthmesh.tools.simulate.cost import NodeCost, parse_ss, peers_of, summarize
 from hearthmesh.tools.simulate.scale import (
     ScaleConfig,
     _above_idle,
@@ -24,6 +24,7 @@ from hearthmesh.tools.simulate.scale import (
     _wire_between,
     run_scale,
 )
+from hearthmesh.tools.simulate.scale_groups import group_homes, group_rate
 from hearthmesh.tools.simulate.slow_paths import messages_of, slow_messages
 
 SS = """\
@@ -46,6 +47,30 @@ def test_ss_counters_are_read_per_pid_and_socket_and_api_ports_are_left_out() ->
         (13, "127.0.0.1:50200", "127.0.0.1:4001"): [0, 0],  # nothing sent yet: no counters
     }
     assert (11, "127.0.0.1:8470", "127.0.0.1:50100") in parse_ss(SS)
+
+
+def test_a_nodes_peers_are_the_processes_its_connections_lead_to_each_once() -> None:
+    """SPEC §20.6: pids 11 and 12 joined by two connections (both dialled), 13 by one to 11,
+    and a socket to a process not metered: 11 has 2 peers on 3 connections, 12 and 13 one."""
+    sockets = {
+        (11, "127.0.0.1:4001", "127.0.0.1:50000"),
+        (12, "127.0.0.1:50000", "127.0.0.1:4001"),
+        (12, "127.0.0.1:4002", "127.0.0.1:50001"),
+        (11, "127.0.0.1:50001", "127.0.0.1:4002"),
+        (13, "127.0.0.1:50200", "127.0.0.1:4001"),
+        (11, "127.0.0.1:4001", "127.0.0.1:50200"),
+        (13, "127.0.0.1:50300", "127.0.0.1:9999"),
+    }
+    assert peers_of(sockets) == {11: 2, 12: 1, 13: 1}
+    costs = {
+        11: NodeCost(cpu_s=1.0, sent_bytes=0, received_bytes=0, rss_mb=1.0, connections=3, peers=2),
+        12: NodeCost(cpu_s=1.0, sent_bytes=0, received_bytes=0, rss_mb=1.0, connections=2, peers=1),
+    }
+    assert summarize(costs, 1.0)["connections_beyond_one_a_peer"] == {
+        "mean": 1.0,
+        "p50": 1.0,
+        "max": 1.0,
+    }
 
 
 def test_a_summary_spreads_each_cost_over_the_nodes_and_the_phase() -> None:
@@ -256,6 +281,27 @@ def test_scale_sizes_that_are_not_node_counts_are_refused(
     assert "--scale" in capsys.readouterr().err
 
 
+def test_group_homes_split_every_size_into_groups_of_k_each_sent_into_at_the_rate() -> None:
+    """`--group-homes K` (SPEC §20.6): each node in one group of K homes, and the rate is each
+    group's, so a node sends and hears the same at every size; 0 is one group of everyone."""
+    assert group_homes(4, 0) == [[0, 1, 2, 3]]
+    assert group_homes(6, 2) == [[0, 1], [2, 3], [4, 5]]
+    assert group_homes(50, 5)[-1] == [45, 46, 47, 48, 49]
+    assert (group_rate(0.5, 50, 0), group_rate(0.5, 10, 5), group_rate(0.5, 50, 5)) == (
+        0.5,
+        1.0,
+        5.0,
+    )
+
+
+@pytest.mark.parametrize("homes", ["3", "1"])
+def test_group_homes_that_do_not_split_a_size_are_refused(
+    homes: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", "--scale", "4,10", "--group-homes", homes]) == 2
+    assert "--group-homes" in capsys.readouterr().err
+
+
 def test_a_scale_runs_nodes_run_autonat_rounds_though_all_are_on_loopback(tmp_path: Path) -> None:
     """SPEC §10.6, §20.6: a node advertising loopback alone asks no AutoNAT server by itself;
     the scale run's nodes are told to, as homes on many machines do."""
@@ -318,6 +364,11 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     assert " INFO " in (tmp_path / "nodes" / "n3" / "node0.log").read_text()
 
 
+def _short_phases(**options: Any) -> ScaleConfig:
+    """A scale run of 1 s idle and settle phases and 2 s of sending, quiet, with `options`."""
+    return ScaleConfig(idle=1.0, settle=1.0, duration=2.0, progress=False, **options)
+
+
 @pytest.mark.integration
 @pytest.mark.slow
 async def test_first_sends_are_metered_apart_and_no_workload_message_is_a_senders_first(
@@ -326,16 +377,7 @@ async def test_first_sends_are_metered_apart_and_no_workload_message_is_a_sender
     """`--first-sends` (SPEC §20.6): each of three nodes sends once before the idle phase,
     metered as a phase of its own, then dropped: the workload's messages are checked and
     counted alone."""
-    config = ScaleConfig(
-        sizes=(3,),
-        members=4,
-        idle=1.0,
-        settle=1.0,
-        duration=2.0,
-        rate=3.0,
-        progress=False,
-        first_sends=True,
-    )
+    config = _short_phases(sizes=(3,), members=4, rate=3.0, first_sends=True)
     async with asyncio.timeout(300):
         report = await run_scale(config)
     assert report["ok"], report
@@ -403,3 +445,24 @@ def test_a_slow_message_names_its_last_member_its_path_and_the_senders_outage() 
     # m1 and m3 are their senders' first (9.0 and 0.5 s), m2 a later one (5.0 s)
     assert report["first_sends"] == {"messages": 2, "p50_s": 4.75, "slow": 1}
     assert report["later_sends"] == {"messages": 1, "p50_s": 5.0, "slow": 1}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+async def test_groups_of_k_homes_each_deliver_within_their_group_alone(tmp_path: Path) -> None:
+    """`--group-homes 2` (SPEC §20.6): four `hearthmesh run` processes in two groups of two
+    homes, each group sent into at the rate: every acked message reaches the one other home
+    of its group once and no other (a group of everyone: the three others), and the checks,
+    the convergence and the latency to the last member are the groups'."""
+    config = _short_phases(sizes=(4,), group_homes=2, members=2, rate=2.0)  # 4/s in all
+    async with asyncio.timeout(300):
+        report = await run_scale(config)
+    assert report["ok"], report
+    assert report["config"]["group_homes"] == 2
+    (size,) = report["sizes"]
+    assert (size["groups"], size["rate_per_s"], size["members"]) == (2, 4.0, 2), size
+    assert size["absent_members"] == 0, size
+    work = size["workload"]
+    assert work["acked"] >= 4 and work["missing"] == work["duplicates"] == 0, work
+    assert work["expected"] == work["delivered"] == work["acked"], work  # one other home each
+    assert work["to_last_member"]["messages"] == work["acked"], work

@@ -71,6 +71,14 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "workload message is its sender's first (§20.6)",
     )
     sim.add_argument(
+        "--group-homes",
+        type=int,
+        default=0,
+        metavar="K",
+        help="--scale: groups of K homes each (of --members each), every node in one, each sent "
+        "into at --rate: a node's own workload held fixed while the mesh grows (§20.6)",
+    )
+    sim.add_argument(
         "--bystanders",
         type=int,
         default=0,
@@ -132,6 +140,7 @@ def _run_scale(args: argparse.Namespace) -> int:
     2 when a size could not be set up."""
     from hearthmesh.protocol.errors import HearthError
     from hearthmesh.tools.simulate.scale import IDLE_S, ScaleConfig, scale
+    from hearthmesh.tools.simulate.scale_groups import GroupsRefused, group_homes
 
     try:
         sizes = tuple(int(n) for n in args.scale.split(","))
@@ -140,6 +149,12 @@ def _run_scale(args: argparse.Namespace) -> int:
         return 2
     if any(n < 2 for n in sizes):
         print("error: --scale: every size is at least 2 nodes", file=sys.stderr)
+        return 2
+    try:
+        for size in sizes:
+            group_homes(size, args.group_homes)
+    except GroupsRefused as exc:
+        print(f"error: --group-homes: {exc}", file=sys.stderr)
         return 2
     config = ScaleConfig(
         sizes=sizes,
@@ -155,6 +170,7 @@ def _run_scale(args: argparse.Namespace) -> int:
         busy_bystanders=args.busy_bystanders,
         node_log_level=args.node_log_level,
         first_sends=args.first_sends,
+        group_homes=args.group_homes,
     )
     try:
         report = scale(config)

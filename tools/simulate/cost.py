@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from hearthmesh.tools.bench.stats import percentile, process_cpu_s, process_rss_mb
 
-__all__ = ["NodeCost", "PhaseMeter", "parse_ss", "summarize"]
+__all__ = ["NodeCost", "PhaseMeter", "parse_ss", "peers_of", "summarize"]
 
 SAMPLE_S = 3.0
 """How often the socket counters are read during a phase."""
@@ -60,6 +60,19 @@ def parse_ss(text: str, excluded_ports: frozenset[int] = frozenset()) -> dict[So
     return counts
 
 
+def peers_of(sockets: set[Socket]) -> dict[int, int]:
+    """Per pid, the other pids among `sockets` that one of its sockets leads to (its peer
+    address is their local one): a pair of processes counts once however many connections
+    join them."""
+    owner = {local: pid for pid, local, _ in sockets}
+    reached: dict[int, set[int]] = {}
+    for pid, _, peer in sockets:
+        other = owner.get(peer)
+        if other is not None and other != pid:
+            reached.setdefault(pid, set()).add(other)
+    return {pid: len(others) for pid, others in reached.items()}
+
+
 async def _read_sockets(excluded_ports: frozenset[int]) -> dict[Socket, list[int]]:
     process = await asyncio.create_subprocess_exec(
         "ss",
@@ -83,6 +96,9 @@ class NodeCost:
     rss_mb: float
     connections: int
     """Its established TCP connections of the mesh at the phase's end."""
+    peers: int = 0
+    """The metered processes at the other end of those (`peers_of`): fewer than `connections`
+    by the peers it holds two or more connections to, as when both ends dialled at once."""
 
 
 @dataclass
@@ -108,6 +124,7 @@ class PhaseMeter:
             self._sampler.cancel()
             await asyncio.gather(self._sampler, return_exceptions=True)
         await self._sample()
+        peers = peers_of(self._open)
         costs = {}
         for pid in self.pids:
             mine = [s for s in self._last if s[0] == pid]
@@ -119,6 +136,7 @@ class PhaseMeter:
                 received_bytes=received,
                 rss_mb=process_rss_mb(pid),
                 connections=sum(1 for s in self._open if s[0] == pid),
+                peers=peers.get(pid, 0),
             )
         return costs
 
@@ -162,5 +180,7 @@ def summarize(costs: Mapping[int, NodeCost], seconds: float) -> dict[str, object
         "received_kib_per_s": _spread([c.received_bytes / 1024 / per_s for c in values]),
         "rss_mb": _spread([c.rss_mb for c in values]),
         "connections": _spread([float(c.connections) for c in values]),
+        # a peer held by two connections or more (both ends dialled at once, SPEC §20.6)
+        "connections_beyond_one_a_peer": _spread([float(c.connections - c.peers) for c in values]),
         "cpu_s_p99": round(percentile([c.cpu_s for c in values], 99), CPU_DIGITS),
     }

@@ -33,7 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -44,7 +44,6 @@ from hearthmesh.protocol.membership import MAX_ADD_TARGETS
 from hearthmesh.tools.bench.stats import percentile
 from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.node_process import hearthmesh_script
-from hearthmesh.tools.simulate.checker import check
 from hearthmesh.tools.simulate.cost import PhaseMeter, summarize
 from hearthmesh.tools.simulate.faults import FaultLog
 from hearthmesh.tools.simulate.mesh import Mesh, SimNode, close_quietly
@@ -56,7 +55,14 @@ from hearthmesh.tools.simulate.run import (
     _send_loop,
     _wait_member,
 )
-from hearthmesh.tools.simulate.slow_paths import Message, messages_of, slow_messages
+from hearthmesh.tools.simulate.scale_groups import (
+    group_homes,
+    group_rate,
+    groups_check,
+    groups_missing,
+    groups_shown,
+)
+from hearthmesh.tools.simulate.slow_paths import Message, slow_messages
 from hearthmesh.tools.simulate.workload import DeviceClient
 
 __all__ = ["IDLE_S", "ScaleConfig", "run_scale", "scale"]
@@ -116,6 +122,10 @@ class ScaleConfig:
     mesh twice as large has twice the senders whose first message falls in the workload
     (10, 23 and 42 of 90 messages at 10, 25 and 50 nodes), so without this the CPU a message
     mixes a per-pair setup into what a message costs (SPEC §20.6)."""
+    group_homes: int = 0
+    """0: one group of every node. K: disjoint groups of K homes (each with `members` members,
+    at least K), each sent into at `rate`, so a node's own workload is the same at every size
+    while the mesh grows (`scale_groups`)."""
     busy_bystanders: bool = False
     """The bystanders form a group of their own (`members` in all, as the mesh's) and send into
     it at `rate` while the mesh's workload sends: each then does what a node of a mesh of
@@ -164,10 +174,26 @@ async def _connect(mesh: Mesh) -> int:
     return undialled
 
 
-async def _group(run: _Run, members: int, rng: random.Random) -> tuple[str, dict[str, Any]]:
-    """The group of every node's user and the absent members; its id once every real member
-    holds it whole, and when each step of forming it ended (`_formation`)."""
-    nodes = run.mesh.nodes
+async def _groups(
+    run: _Run, groups: list[list[int]], members: int, rng: random.Random
+) -> dict[str, Any]:
+    """Each group of `groups` (node indices) with its absent members, all formed at once;
+    when each step ended, the last group's create and ADD and every home (`_formation`)."""
+    formed = await asyncio.gather(*(_one_group(run, g, max(members, len(g)), rng) for g in groups))
+    formed_at = {index: at for _, _, _, homes in formed for index, at in homes.items()}
+    created_at = max(created for _, created, _, _ in formed)
+    added_at = max(added for _, _, added, _ in formed)
+    return _formation(run.setup["connected_s"], created_at, added_at, formed_at)
+
+
+async def _one_group(
+    run: _Run, homes: Sequence[int], members: int, rng: random.Random
+) -> tuple[str, float, float, dict[int, float]]:
+    """The group of the users of the nodes `homes` (by index) and `members - len(homes)`
+    absent ones, created by the first; its id once each of its homes holds it whole, when the
+    create and the last ADD were answered and when each home showed it; each home's client
+    sends into it."""
+    nodes = [run.mesh.nodes[i] for i in homes]
     creator = nodes[0]
     absent = [user_id_text(UserId(rng.randbytes(32))) for _ in range(max(0, members - len(nodes)))]
     others = [n.user_text for n in nodes[1:]] + absent
@@ -185,8 +211,8 @@ async def _group(run: _Run, members: int, rng: random.Random) -> tuple[str, dict
             "POST", f"/v1/groups/{room}/members", {"user_ids": users}, timeout_s=_GROUP_CALL_S
         )
     added_at = run.now()
-    for client in run.clients:
-        client.room = room
+    for index in homes:
+        run.clients[index].room = room
     formed_at: dict[int, float] = {}
 
     async def formed(node: SimNode) -> None:
@@ -194,7 +220,7 @@ async def _group(run: _Run, members: int, rng: random.Random) -> tuple[str, dict
         formed_at[node.index] = run.now()
 
     await asyncio.gather(*(formed(n) for n in nodes))
-    return room, _formation(run.setup["connected_s"], created_at, added_at, formed_at)
+    return room, created_at, added_at, formed_at
 
 
 def _formation(
@@ -261,7 +287,7 @@ async def _metered(mesh: Mesh) -> PhaseMeter:
 
 
 async def _workload(
-    run: _Run, config: ScaleConfig, rng: random.Random
+    run: _Run, config: ScaleConfig, groups: list[list[int]], rng: random.Random
 ) -> tuple[float, list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Send, then wait until every acked message is on every other client; the phase's
     seconds, and each node's status before it, as the last message was sent and at its end."""
@@ -270,17 +296,19 @@ async def _workload(
     started = run.now()
     await _send_loop(run, rng)
     status = await _statuses(nodes)
-    await _delivered(run, config)
+    await _delivered(run, config, groups)
     seconds = run.now() - started
     return seconds, before, status, await _statuses(nodes)
 
 
-async def _delivered(run: _Run, config: ScaleConfig) -> None:
-    """Until every acked message is on every other client and every send is acked, or
-    `converge_timeout` passed."""
+async def _delivered(run: _Run, config: ScaleConfig, groups: list[list[int]]) -> None:
+    """Until every acked message is on every other client of its group and every send is
+    acked, or `converge_timeout` passed."""
     deadline = run.now() + config.converge_timeout
     sends = [s for c in run.clients for s in c.sends.values()]
-    while run.missing() > 0 or any(s.acked_at is None for s in sends):  # the last acks too
+    while groups_missing(run, groups) > 0 or any(
+        s.acked_at is None for s in sends
+    ):  # the last acks too
         if run.now() > deadline:
             break
         await asyncio.sleep(0.5)
@@ -291,7 +319,7 @@ FIRST_SEND_GAP_S: Final = 1.0
 of about this rate sends them."""
 
 
-async def _first_sends(run: _Run, config: ScaleConfig) -> dict[str, Any]:
+async def _first_sends(run: _Run, config: ScaleConfig, groups: list[list[int]]) -> dict[str, Any]:
     """One message from each node in turn, until each is on every other client: the phase's
     cost per node (`summarize`), its wire per message, its periodic jobs and each message's
     time to its last member (a first send shares its session's key, SPEC §27.10.3)."""
@@ -303,12 +331,12 @@ async def _first_sends(run: _Run, config: ScaleConfig) -> dict[str, Any]:
     for n, client in enumerate(run.clients):
         sent += await client.send(-1 - n)  # below the workload's serials: client ids stay apart
         await asyncio.sleep(FIRST_SEND_GAP_S)
-    await _delivered(run, config)
+    await _delivered(run, config, groups)
     seconds = run.now() - started
     phase = summarize(await meter.stop(), seconds)
     after = await _statuses(nodes)
     acked = len(run.acked())
-    shown = messages_of(run.acked(), {c.node.index: c.seen for c in run.clients})
+    shown = groups_shown(run, groups)
     last = _to_last_member(shown)
     phase.update(
         sent=sent,
@@ -316,7 +344,7 @@ async def _first_sends(run: _Run, config: ScaleConfig) -> dict[str, Any]:
         to_last_member=_last_member_latency(last),
         # as the workload's: a slow first send names its last member and its copy's path
         slow_messages=slow_messages(shown, after, _wall_at_start(run)),
-        missing=run.missing(),
+        missing=groups_missing(run, groups),
         periodic=_periodic_between(before, after),
         wire=_wire_between(before, after, acked, "message"),
     )
@@ -562,7 +590,9 @@ async def _bystanders(config: ScaleConfig, root: Path, sockets: Path) -> AsyncIt
                 run.clients = [DeviceClient(n, "", run.start, users) for n in mesh.nodes]
                 run.readers = [asyncio.create_task(c.run()) for c in run.clients]
                 await asyncio.gather(*(c.wait_connected() for c in run.clients))
-                await _group(run, max(config.members, count), random.Random(config.seed + 1))
+                await _groups(
+                    run, group_homes(count, 0), config.members, random.Random(config.seed + 1)
+                )
         yield _Crowd(run if config.busy_bystanders else None, config)
     finally:
         for task in run.readers:
@@ -576,17 +606,19 @@ async def _one_size(
 ) -> dict[str, Any]:
     (root / f"n{size}").mkdir(parents=True, exist_ok=True)
     mesh = _mesh(config, root / f"n{size}", sockets, size)
+    groups = group_homes(size, config.group_homes)
+    rate = group_rate(config.rate, size, config.group_homes)
     sim = SimulateConfig(
         nodes=size,
         duration=config.duration,
-        rate=config.rate,
+        rate=rate,
         seed=config.seed,
         converge_timeout=config.converge_timeout,
         progress=False,
     )
     run = _Run(sim, mesh)
     rng = random.Random(config.seed)
-    members = max(config.members, size)
+    members = max(config.members, len(groups[0]))
     try:
         try:
             async with asyncio.timeout(300 + 30 * size):  # minutes on a loaded machine
@@ -599,12 +631,12 @@ async def _one_size(
                 run.clients = [DeviceClient(n, "", run.start, users) for n in mesh.nodes]
                 run.readers = [asyncio.create_task(c.run()) for c in run.clients]
                 await asyncio.gather(*(c.wait_connected() for c in run.clients))
-                _, formation = await _group(run, members, rng)
+                formation = await _groups(run, groups, members, rng)
                 run.setup["group_s"] = run.now()
                 _say(config, f"{size} nodes: group of {members} after {run.now():.0f} s")
         except TimeoutError:
             raise SimulationFailed(f"{size} nodes were not set up in time: {run.setup}") from None
-        first = await _first_sends(run, config) if config.first_sends else None
+        first = await _first_sends(run, config, groups) if config.first_sends else None
         await asyncio.sleep(config.settle)
         if first is not None:
             _forget_sends(run)
@@ -625,20 +657,14 @@ async def _one_size(
             client.start = run.start
         meter = await _metered(mesh)
         async with crowd.sending():
-            seconds, before, status, after = await _workload(run, config, rng)
+            seconds, before, status, after = await _workload(run, config, groups, rng)
         work_costs = await meter.stop()
         work = summarize(work_costs, seconds)
         work["periodic"] = _periodic_between(before, after)
         acked = run.acked()
-        verdict = check(
-            acked,
-            {c.node.index: c.seen for c in run.clients},
-            {c.node.index: c.acks for c in run.clients},
-            [r for c in run.clients for r in c.receipts],
-            [n.user for n in mesh.nodes],
-        )
+        verdict = groups_check(run, groups)
         cpu = [c.cpu_s for c in work_costs.values()]
-        shown = messages_of(acked, {c.node.index: c.seen for c in run.clients})
+        shown = groups_shown(run, groups)
         last = _to_last_member(shown)
         if config.out is not None:
             setting = f"({size} nodes, {members} members, {config.rate:g}/s)"
@@ -648,7 +674,9 @@ async def _one_size(
         return {
             "nodes": size,
             "members": members,
-            "absent_members": members - size,
+            "absent_members": members - len(groups[0]),
+            "groups": len(groups),
+            "rate_per_s": rate,
             "failed_dials": undialled,
             "setup_s": {step: round(at, 1) for step, at in run.setup.items()},
             # from the mesh connected until every real member's client showed the whole group
@@ -746,6 +774,7 @@ async def run_scale(config: ScaleConfig) -> dict[str, Any]:
             "seed": config.seed,
             "bystanders": config.bystanders,
             "busy_bystanders": config.busy_bystanders,
+            "group_homes": config.group_homes,
             "first_sends": config.first_sends,
             "cpus": os.cpu_count(),
         },
