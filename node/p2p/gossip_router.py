@@ -34,13 +34,6 @@ was offered three times). IHAVEs were what a node's gossip RPCs grew by with the
 10 nodes (every peer in the mesh), 6.6 per message per node at 25 (SPEC §20.6); and a room's
 fast path is at most once anyway, its guaranteed path a direct delivery to every member home
 (§11).
-
-The presence topic's ids are offered every `PRESENCE_GOSSIP_HEARTBEATS` heartbeats, all those
-put since the last offer in one IHAVE a peer (`_MessageCache`): a node takes in the same
-records a second at 10 and at 50 nodes (paced, SPEC §32.4.3), but at 50 they fall into more
-heartbeats, one or two ids each, and every such heartbeat sent its IHAVEs to 6 peers: the
-presence IHAVE RPCs grew 0.09-0.16 to 0.52 a second for the same ids (§20.6). A room's ids
-are still offered the heartbeat after they came: its fast path is what a member waits on.
 """
 
 from __future__ import annotations
@@ -68,8 +61,6 @@ __all__ = [
     "DROP_LOG_S",
     "GOSSIP_PEERS",
     "GOSSIP_WINDOW",
-    "PRESENCE_BATCH_MAX",
-    "PRESENCE_GOSSIP_HEARTBEATS",
     "MeshCounts",
     "MeshRouter",
     "TopicGossip",
@@ -85,13 +76,6 @@ at 25 nodes in 3 of 3 pairs (§20.6): a member that missed its mesh copy then wa
 direct delivery, slower under load."""
 GOSSIP_WINDOW: Final = 1
 """Heartbeats whose message ids an IHAVE names: each id is offered in one heartbeat."""
-PRESENCE_GOSSIP_HEARTBEATS: Final = 10
-"""Heartbeats between two offers of the presence topic's ids (see the module): a record that
-missed a node's mesh copies reaches it by IWANT up to 10 s later; records are republished every
-~300 s (SPEC §32.4.3)."""
-PRESENCE_BATCH_MAX: Final = 256
-"""Presence messages held for the next offer, at most; past it one is offered the next
-heartbeat, as a room's: the held and the last offer's kept for IWANTs are bounded by count."""
 BACKOFF_SLACK_S: Final = 2
 """Seconds after a backoff ended before we GRAFT that peer ourselves (SPEC §14.3)."""
 DROP_LOG_S: Final = 60.0
@@ -376,8 +360,7 @@ class MeshRouter(GossipSub):
 
 
 class _MessageCache(MessageCache):
-    """py-libp2p's message cache keyed by the message id pubsub dedupes by, not by its own,
-    with the presence topic's ids offered in batches.
+    """py-libp2p's message cache keyed by the message id pubsub dedupes by, not by its own.
 
     py-libp2p 0.8.1's cache keys each message by `from + seqno` whatever id function pubsub
     was given, so an IHAVE named ids that no peer's seen-cache holds (ours are the envelope's
@@ -385,18 +368,11 @@ class _MessageCache(MessageCache):
     a heartbeat for the 3 heartbeats of the gossip window, to each peer outside the mesh. In a
     10-node scale run with meshes of 6-7, that was a node's IWANT for 694 ids against 1,061
     messages received, and its bytes sent up by 45 % (SPEC §14.3).
-
-    A presence message goes to `_batch`, not the history, until the next offering heartbeat
-    (every `PRESENCE_GOSSIP_HEARTBEATS`, counted by `shift`), whose `window` names them all;
-    then to `_offered` for as many heartbeats, so the IWANTs that offer brings find them.
     """
 
     def __init__(self, window_size: int, history_size: int, router: MeshRouter) -> None:
         super().__init__(window_size, history_size)
         self._router = router
-        self._shifts = 0
-        self._batch: list[CacheEntry] = []
-        self._offered: list[CacheEntry] = []
 
     def put(self, msg: rpc_pb2.Message) -> None:
         pubsub = self._router.pubsub
@@ -408,26 +384,4 @@ class _MessageCache(MessageCache):
         for topic in msg.topicIDs:
             self._router.counts.topics[topic_kind(topic)].messages += 1
         self.msgs[mid] = msg
-        entry = CacheEntry(mid, msg.topicIDs)
-        if list(msg.topicIDs) == [PRESENCE_TOPIC] and len(self._batch) < PRESENCE_BATCH_MAX:
-            self._batch.append(entry)
-        else:
-            self.history[0].append(entry)
-
-    def window(self, topic: str) -> list[bytes]:
-        """The ids this heartbeat offers of `topic`: py-libp2p's window, and on an offering
-        heartbeat the presence batch."""
-        mids = super().window(topic)
-        if topic == PRESENCE_TOPIC and self._shifts % PRESENCE_GOSSIP_HEARTBEATS == 0:
-            mids.extend(entry.mid for entry in self._batch)
-        return mids
-
-    def shift(self) -> None:
-        """py-libp2p's shift (the heartbeat's last step); after an offering heartbeat the
-        batch is kept as offered, and the offer before it dropped."""
-        super().shift()
-        self._shifts += 1
-        if (self._shifts - 1) % PRESENCE_GOSSIP_HEARTBEATS == 0:
-            for entry in self._offered:
-                self.msgs.pop(entry.mid, None)
-            self._offered, self._batch = self._batch, []
+        self.history[0].append(CacheEntry(mid, msg.topicIDs))

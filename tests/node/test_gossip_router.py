@@ -20,8 +20,6 @@ from hearthmesh.node.p2p import gossip_router
 from hearthmesh.node.p2p.gossip_router import (
     BACKOFF_SLACK_S,
     GOSSIP_PEERS,
-    PRESENCE_BATCH_MAX,
-    PRESENCE_GOSSIP_HEARTBEATS,
     MeshCounts,
     MeshRouter,
     TopicGossip,
@@ -267,85 +265,6 @@ def test_ihaves_are_counted_by_kind_of_topic_and_by_the_peers_that_carry_them() 
         assert counts.topics["other"] == TopicGossip()
         assert counts.ihave_peers == len(offered)
         assert GOSSIP_PEERS <= counts.ihave_peers <= 2 * GOSSIP_PEERS
-
-
-def _message(topic: str, n: int) -> rpc_pb2.Message:
-    """The `n`th message of `topic` (its id, from + seqno, apart from every other topic's)."""
-    return rpc_pb2.Message(
-        from_id=topic.encode(), seqno=n.to_bytes(8, "big"), data=b"x", topicIDs=[topic]
-    )
-
-
-def test_presence_ids_are_offered_every_few_heartbeats_each_once_and_a_rooms_at_once() -> None:
-    """SPEC §14.3, §20.6: a presence record a heartbeat made 6 IHAVE RPCs a heartbeat at 50
-    nodes, one or two ids each; its ids now go out every `PRESENCE_GOSSIP_HEARTBEATS`
-    heartbeats, all of them once, to at most `GOSSIP_PEERS` peers, and stay cached for the
-    IWANTs that offer brings; a room's ids the heartbeat after they came, as before. A real
-    router and pubsub, not running: both topics with a mesh of 6 among 46 peers, a presence
-    and a room message cached each heartbeat for three offers' worth of heartbeats."""
-    room = "/hearthmesh/room/0/" + "cd" * 16
-    every = PRESENCE_GOSSIP_HEARTBEATS
-    with _router_alone(degree=6, degree_low=4, peers=46) as (router, peers):
-        assert router.pubsub is not None
-        for topic in (room, PRESENCE_TOPIC):
-            router.pubsub.peer_topics[topic] = set(peers)
-            router.mesh[topic] = set(peers[:6])
-        offers: list[tuple[int, set[bytes]]] = []
-        offered_ids: list[bytes] = []
-        for beat in range(3 * every):
-            presence, room_message = _message(PRESENCE_TOPIC, beat), _message(room, beat)
-            router.mcache.put(presence)
-            router.mcache.put(room_message)
-            to_gossip = router.gossip_heartbeat()
-            assert len(to_gossip) <= 2 * GOSSIP_PEERS
-            room_ids = {bytes(i) for topics in to_gossip.values() for i in topics.get(room, [])}
-            assert room_ids == {router.pubsub.get_message_id(room_message)}
-            named = [
-                topics[PRESENCE_TOPIC] for topics in to_gossip.values() if PRESENCE_TOPIC in topics
-            ]
-            if named:
-                assert len(named) == GOSSIP_PEERS
-                assert all(ids == named[0] for ids in named)
-                offers.append((beat, set(named[0])))
-                offered_ids.extend(named[0])
-            for offer_beat, ids in offers:  # cached for the IWANTs until the next offer
-                if beat <= offer_beat + every:
-                    assert all(router.mcache.get(i) is not None for i in ids)
-            router.mcache.shift()
-        assert [beat for beat, _ in offers] == [0, every, 2 * every]
-        assert [len(ids) for _, ids in offers] == [1, every, every]
-        assert len(offered_ids) == len(set(offered_ids)) == 2 * every + 1  # each once
-        assert router.counts.topics["presence"].ihaves == 3 * GOSSIP_PEERS
-
-
-def test_presence_messages_held_for_an_offer_are_bounded_and_the_rest_offered_at_once() -> None:
-    """SPEC §14.3: the presence messages held for the next offer are at most
-    `PRESENCE_BATCH_MAX`; one past it is offered the next heartbeat, as a room's, and an offer's
-    messages are dropped from the cache one offer later. A real router and pubsub, not
-    running: a full batch and one more put between two offers."""
-    with _router_alone(degree=6, degree_low=4, peers=46) as (router, peers):
-        assert router.pubsub is not None
-        router.pubsub.peer_topics[PRESENCE_TOPIC] = set(peers)
-        router.mesh[PRESENCE_TOPIC] = set(peers[:6])
-        router.gossip_heartbeat()  # the first offer, of nothing
-        router.mcache.shift()
-        held = [_message(PRESENCE_TOPIC, n) for n in range(PRESENCE_BATCH_MAX + 1)]
-        for message in held:
-            router.mcache.put(message)
-        ids = [router.pubsub.get_message_id(message) for message in held]
-        named = [t[PRESENCE_TOPIC] for t in router.gossip_heartbeat().values()]
-        assert named and all(list(i) == ids[-1:] for i in named)  # the one past the bound
-        router.mcache.shift()
-        for _ in range(PRESENCE_GOSSIP_HEARTBEATS - 1):
-            named = [t[PRESENCE_TOPIC] for t in router.gossip_heartbeat().values()]
-            router.mcache.shift()
-        assert named and all(sorted(i) == sorted(ids[:-1]) for i in named)
-        for _ in range(PRESENCE_GOSSIP_HEARTBEATS):
-            assert all(router.mcache.get(i) is not None for i in ids[:-1])
-            router.gossip_heartbeat()
-            router.mcache.shift()
-        assert all(router.mcache.get(i) is None for i in ids)
-        assert router.mcache.msgs == {}
 
 
 async def test_each_pubsub_peer_is_scored_with_the_ip_of_its_connection() -> None:
