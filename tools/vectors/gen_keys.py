@@ -41,6 +41,7 @@ from hearthmesh.protocol.errors import (
     KeyRequestDenied,
     MalformedMessage,
     NotAddressed,
+    NotListed,
     UnsupportedVersion,
 )
 from hearthmesh.protocol.hlc import Timestamp
@@ -149,6 +150,13 @@ def generate(directory: Path = VECTORS_DIR) -> Path:
             "key_forward_answer",
             "a refusal: KEY_REQUEST_DENIED (§27.13.1)",
             hex=encode_claim_error(KeyRequestDenied("not a member")).hex(),
+        ),
+        pin(
+            "key_forward_answer",
+            "a refusal: NOT_LISTED, the asking home is not one its user's record lists yet,"
+            " which an asker does not count as an attempt, four times a session (§27.13.1,"
+            " §27.13.3)",
+            hex=encode_claim_error(NotListed("not listed")).hex(),
         ),
         pin(
             "forwarded_key",
