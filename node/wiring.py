@@ -400,6 +400,7 @@ def build_services(
         store=store,
         taker=taker,
         homes=homes,
+        clock=clock,
         interval_ms=config.key_forward_interval_ms,
     )
     key_request_server = KeyRequestServer(

@@ -55,6 +55,8 @@ class HeldWatch:
         """`Store.holds` when a read last confirmed nothing held; None before any read."""
         self._read_at: int | None = None
         """`Store.holds` before the last read (or look that found the watch quiet)."""
+        self._holds_told = 0
+        """`Store.holds` at the last `new_holds`."""
         self._moved = asyncio.Event()
         """Set by `after_batch` when a committed batch moved the count past `_read_at`, or by
         `wake`."""
@@ -73,6 +75,13 @@ class HeldWatch:
         was written since its last read (since the watch went quiet, when it is)."""
         if self._held_since_read:
             self._moved.set()
+
+    def new_holds(self) -> bool:
+        """A hold was written since the last call (the first call: whether any was)."""
+        holds = self._store.store.holds
+        moved = holds != self._holds_told
+        self._holds_told = holds
+        return moved
 
     def wake(self) -> None:
         """Wake a `wait_due` now: its asker has something to do that no hold brought."""

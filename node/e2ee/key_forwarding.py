@@ -5,17 +5,20 @@ A device that holds envelopes it cannot open (linked after they were sent, or mi
 sender's share) asks its sibling homes for the keys of those sessions; `KeyForwardServer`
 answers a sibling only, Olm-encrypted to the key bundle our record lists for that sibling's
 device, with every asked session it holds exported at the first index it holds. `KeyForwarding`
-is the asking side: every `interval_ms` while something is held (a `HeldWatch`: an idle home
-reads nothing, and sleeps until a committed batch holds something), it asks each connected
-sibling, takes in what verifies, and opens what waited.
-State: the server's per-peer rate buckets; counts of keys taken in. The asker's wake source is
-its `held` watch, which the wiring subscribes to `StoreOutcomes`.
+is the asking side: while something is held (a `HeldWatch`: an idle home reads nothing, and
+sleeps until a committed batch holds something), it asks each connected sibling that is due
+(`e2ee.SiblingAsks`: the interval on while it forwards keys, backing off while it forwards
+none, all due again when a hold is written), takes in what verifies, and opens what waited;
+between rounds it sleeps to the next due ask or a hold written, and at least an interval.
+State: the server's per-peer rate buckets; the asker's `SiblingAsks` and counts of keys taken
+in. The asker's wake source is its `held` watch, which the wiring subscribes to `StoreOutcomes`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable, Set
 from typing import Final
 
@@ -105,37 +108,74 @@ class KeyForwarding:
         store: AsyncStore,
         taker: AnswerTaker,
         homes: OwnHomes,
+        clock: Clock,
         interval_ms: int,
+        rng: random.Random | None = None,
     ) -> None:
         self._host = host
         self._taker = taker
         self._store = store
         self._homes = homes
-        self._interval_s = interval_ms / 1000
+        self._clock = clock
+        self._interval_ms = interval_ms
+        self._rng = rng or random.Random()
+        self._asks = e2ee.SiblingAsks(interval_ms)
         self.held = HeldWatch(store)
         """What may be held; its `after_batch` wakes this asker (the wiring subscribes it)."""
         self.keys_taken = 0
         """Room keys our siblings forwarded that we did not hold."""
+        self.asks = 0
+        """Asks made of siblings (each a stream)."""
 
     async def run(self) -> None:
-        """Ask while something is held, every interval, until cancelled; asleep while nothing
-        is."""
+        """Ask while something is held, until cancelled: a round asks the due siblings, then
+        the asker sleeps to the next due ask or until a hold is written, and at least an
+        interval from the round's start (asleep while nothing is held)."""
         while True:
-            await self.held.wait(self._interval_s)
+            started_ms = self._clock.now_ms()
             held = await self.held.read(_held_sessions)
             if held:
+                if self.held.new_holds():
+                    self._asks.held_more()
                 await self.ask_siblings(held)
+            await self.held.wait_due(self._until_next_s() if held else None)
+            # at most a round an interval, as before: holds committed batch after batch (a
+            # sibling's sync of held history) would each wake a read of every held session
+            rest_ms = started_ms + self._interval_ms - self._clock.now_ms()
+            if rest_ms > 0:
+                await asyncio.sleep(rest_ms / 1000)
+
+    def _until_next_s(self) -> float | None:
+        """To the next due ask of a connected sibling, and at most an interval while a sibling
+        is not connected (it is looked for as before); None with neither."""
+        now = self._clock.now_ms()
+        siblings, connected = self._siblings()
+        due = self._asks.next_ms(connected, now)
+        waits = [] if due is None else [due - now]
+        if len(connected) < len(siblings):
+            waits.append(self._interval_ms)
+        return min(waits) / 1000 if waits else None
+
+    def _siblings(self) -> tuple[frozenset[str], list[str]]:
+        """Our user's other homes, and those connected now, in order."""
+        siblings = frozenset(self._homes.sibling_peers())
+        self._asks.keep(siblings)
+        return siblings, sorted(siblings & set(self._host.connected_peers()))
 
     async def ask_siblings(self, sessions: list[tuple[RoomId, bytes]]) -> int:
-        """Ask each connected sibling for `sessions`; how many keys were newly taken in."""
+        """Ask each connected sibling that is due for `sessions`; how many keys were newly
+        taken in."""
         taken = 0
-        connected = set(self._host.connected_peers())
-        for peer in sorted(self._homes.sibling_peers() & connected):
+        for peer in self._asks.due(self._siblings()[1], self._clock.now_ms()):
+            got = 0
             try:
                 async with asyncio.timeout(ASK_TIMEOUT_S):
-                    taken += await self._ask(peer, sessions)
+                    got = await self._ask(peer, sessions)
             except (HearthError, P2PError, TimeoutError) as exc:
                 log.info("asking %s for room keys failed: %s", peer[-8:], exc)
+            self.asks += 1
+            self._asks.asked(peer, self._clock.now_ms(), taken=got, spread=self._rng.random())
+            taken += got
         self.keys_taken += taken
         return taken
 

@@ -101,6 +101,7 @@ from .room_key import (
     encode_room_key_shares,
 )
 from .rotation import DEFAULT_ROTATION, Rotation, needs_rotation, owes_a_home_that_refuses
+from .sibling_asks import SiblingAsks
 
 __all__ = [
     "CURVE_KEY_BYTES",
@@ -143,6 +144,7 @@ __all__ = [
     "RoomKeyShares",
     "Rotation",
     "Share",
+    "SiblingAsks",
     "address_room_key_refusal",
     "check_claim_answer",
     "check_forwarded_key",

@@ -508,3 +508,35 @@ async def test_a_burst_of_holds_wakes_the_asker_at_most_once_an_interval(
                 await until_messages(laptop, room, count)
             assert laptop.store.store.holds >= 1  # the synced one at least, after the first look
             assert laptop._services.key_requests.rounds == 1
+
+
+async def test_a_sibling_that_forwards_nothing_is_asked_with_backoff(
+    make_node: NodeFactory, tmp_path: Path
+) -> None:
+    """SPEC §27.12.1: bob's new laptop holds carol's message (carol never asked), and bob's
+    home answers every key-forward request with no key, as a sibling that never got the
+    session does. The laptop asks it again with the key requests' backoff, the interval (100
+    ms here) doubling per ask that took nothing: the fifth wait is at least 0.8 s (8 intervals
+    less the spread's half), where asking every interval made it ~0.1 s."""
+    asked_at: list[float] = []
+    async with make_node("bob") as bob, make_node("carol") as carol:
+        room = await read_by(bob, carol)
+
+        async def forwards_nothing(stream: FrameStream) -> None:
+            await stream.read_frame()
+            asked_at.append(asyncio.get_running_loop().time())
+            answer = e2ee.ForwardAnswer(sender_bundle=bob._services.homes.own_bundle, messages=())
+            await stream.write_frame(e2ee.encode_forward_answer(answer))
+
+        bob._host.set_stream_handler(e2ee.KEY_FORWARD_PROTOCOL, forwards_nothing)
+        config, _ = await link_device(bob, tmp_path / "bob-laptop")
+        config = dataclasses.replace(
+            config, key_forward_interval_ms=100, key_request_interval_ms=NEVER_MS
+        )
+        async with asyncio.timeout(60), Node(config) as laptop:
+            await laptop.connect(bob.listen_addrs[0])  # syncs carol's message, keyless
+            await until_messages(laptop, room, 1)
+            await wait_until(lambda: len(asked_at) >= 6)
+            assert laptop._services.key_forwarding.keys_taken == 0
+    waits = [b - a for a, b in itertools.pairwise(asked_at)]
+    assert waits[4] >= 0.8, waits

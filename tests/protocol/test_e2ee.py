@@ -416,6 +416,34 @@ def test_the_asker_sleeps_to_the_earliest_ask_still_to_come() -> None:
     assert e2ee.next_round_ms([], 0) is None
 
 
+def test_a_sibling_that_forwards_nothing_is_asked_with_backoff_and_again_at_a_new_hold() -> None:
+    """SPEC §27.12.1: a sibling first seen is due at once; one that forwarded keys is asked
+    again an interval on; one that forwarded none, after the interval doubling per such ask (up
+    to the key requests' longest wait); a hold written makes every sibling due again; homes no
+    longer our user's are forgotten."""
+    asks = e2ee.SiblingAsks(1_000)
+    assert asks.due(["a", "b"], 0) == ["a", "b"]
+    asks.asked("a", 0, taken=2, spread=0.0)
+    nexts = []
+    now = 0
+    for _ in range(5):
+        asks.asked("b", now, taken=0, spread=0.0)
+        now = asks.next_ms(["b"], now) or 0
+        nexts.append(now)
+    assert nexts == [1_000, 3_000, 7_000, 15_000, 31_000]
+    assert asks.due(["a", "b"], 1_000) == ["a"]
+    assert asks.next_ms(["a", "b"], 1_000) == 31_000
+    for _ in range(20):
+        asks.asked("b", now, taken=0, spread=0.0)
+    assert asks.next_ms(["b"], now) == now + e2ee.KEY_REQUEST_MAX_BACKOFF_MS
+    asks.held_more()
+    assert asks.due(["a", "b"], now) == ["a", "b"]
+    asks.asked("b", now, taken=0, spread=0.0)
+    assert asks.next_ms(["b"], now) == now + 1_000  # the backoff starts over
+    asks.keep(frozenset({"a"}))
+    assert asks.due(["b"], now) == ["b"]  # forgotten: due at once if it comes back
+
+
 def test_a_not_listed_refusal_is_not_counted_four_times_then_is() -> None:
     """SPEC §27.13.3: a NOT_LISTED refusal leaves the count where it was and waits the interval
     doubling per such refusal (the counted backoff untouched); past
