@@ -13,16 +13,17 @@ arrival's batch). So an empty read is confirmed through the write path (`AsyncSt
 sees every batch staged or run before it) before the watch goes quiet. A new watch is not
 quiet: what was held before the node started is read at its first round.
 
-A quiet watch also lets its asker sleep (`wait`) instead of waking each interval to find the
-count unmoved. The wake source is the `StoreOutcomes` flow (`after_batch`, subscribed by the
-wiring): every batch that writes a held note publishes its outcome there once it committed
-(`Receiver` for arrivals, `LateNews` for what a key answer opened), so the read the asker then
-makes sees the hold. An asker that keeps a schedule of what is held (`KeyRequests`) sleeps to
-its next due time instead (`wait_due`), woken as well by a hold written since its last read
-and by its own `wake` (a request ended): what it read is what is held until then.
+A quiet watch also lets its asker sleep (`wait_due` with no due time) instead of waking each
+interval to find the count unmoved. The wake source is the `StoreOutcomes` flow (`after_batch`,
+subscribed by the wiring): every batch that writes a held note publishes its outcome there once
+it committed (`Receiver` for arrivals, `LateNews` for what a key answer opened), so the read
+the asker then makes sees the hold. While something is held, an asker keeping a schedule
+(`KeyRequests`, `KeyForwarding`) sleeps to its next due time (`next_round`), woken as well by a
+hold written since its last read and by its own `wake` (a request ended), and at least an
+interval from its last read: what it read is what is held until then.
 
-State: the count at the last read and at the last confirmed empty one, and the wake-up event
-(one watch per asker, event loop).
+State: the count at the last read, at the last confirmed empty one and at the last
+`new_holds`, the last read's start, and the wake-up event (one watch per asker, event loop).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class HeldWatch:
         """`Store.holds` before the last read (or look that found the watch quiet)."""
         self._holds_told = 0
         """`Store.holds` at the last `new_holds`."""
+        self._read_s = 0.0
+        """The loop's time at the last read's start."""
         self._moved = asyncio.Event()
         """Set by `after_batch` when a committed batch moved the count past `_read_at`, or by
         `wake`."""
@@ -87,29 +90,30 @@ class HeldWatch:
         """Wake a `wait_due` now: its asker has something to do that no hold brought."""
         self._moved.set()
 
-    async def wait(self, interval_s: float) -> None:
-        """Sleep one interval before the next round; while quiet, first until a committed batch
-        moved the count (or, at the longest, `QUIET_BACKSTOP_S` found it moved)."""
-        while self.quiet:
-            self._moved.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(QUIET_BACKSTOP_S):
-                    await self._moved.wait()
-        await asyncio.sleep(interval_s)
-
     async def wait_due(self, delay_s: float | None) -> None:
         """Sleep `delay_s` (None: no time is due; at most `QUIET_BACKSTOP_S`), or until a
         committed batch wrote a hold since the last read, or `wake`."""
         if self._held_since_read:
-            return  # a hold committed after the read began: read again now
+            return  # a hold committed after the read began (or none read yet): read now
         self._moved.clear()
         timeout = QUIET_BACKSTOP_S if delay_s is None else min(delay_s, QUIET_BACKSTOP_S)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._moved.wait()
 
+    async def next_round(self, delay_s: float | None, interval_s: float) -> None:
+        """`wait_due`, then the rest of `interval_s` from the last read's start: rounds come at
+        most one an interval apart, since a sibling's sync of held history commits hold after
+        hold, and each would otherwise wake a read of every held session."""
+        await self.wait_due(delay_s)
+        rest_s = self._read_s + interval_s - asyncio.get_running_loop().time()
+        if rest_s > 0:
+            await asyncio.sleep(rest_s)
+
     async def read(self, fn: Callable[[Store], list[T]]) -> list[T]:
-        """`fn(store)`, a read of what is held; [] without touching the store while quiet."""
+        """`fn(store)`, a read of what is held (a round's start); [] without touching the store
+        while quiet."""
+        self._read_s = asyncio.get_running_loop().time()
         holds = self._store.store.holds  # before the read: a hold after it moves the count
         self._read_at = holds
         if holds == self._quiet_at:

@@ -132,18 +132,13 @@ class KeyForwarding:
         the asker sleeps to the next due ask or until a hold is written, and at least an
         interval from the round's start (asleep while nothing is held)."""
         while True:
-            started_ms = self._clock.now_ms()
             held = await self.held.read(_held_sessions)
             if held:
                 if self.held.new_holds():
                     self._asks.held_more()
                 await self.ask_siblings(held)
-            await self.held.wait_due(self._until_next_s() if held else None)
-            # at most a round an interval, as before: holds committed batch after batch (a
-            # sibling's sync of held history) would each wake a read of every held session
-            rest_ms = started_ms + self._interval_ms - self._clock.now_ms()
-            if rest_ms > 0:
-                await asyncio.sleep(rest_ms / 1000)
+            delay_s = self._until_next_s() if held else None
+            await self.held.next_round(delay_s, self._interval_ms / 1000)
 
     def _until_next_s(self) -> float | None:
         """To the next due ask of a connected sibling, and at most an interval while a sibling

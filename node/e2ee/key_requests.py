@@ -250,16 +250,9 @@ class KeyRequests:
         by a dozen senders, some of them loaded, SPEC §20.6)."""
         async with asyncio.TaskGroup() as asking:
             while True:
-                started_ms = self._clock.now_ms()
                 self.rounds += 1
                 await self.ask_due(asking)
-                await self.held.wait_due(self._until_next_round_s())
-                # Rounds come at most one an interval apart, as they came every interval
-                # before: a sibling's sync of held history commits a hold in batch after batch,
-                # and each would wake a read of every held session.
-                rest_ms = started_ms + self._interval_ms - self._clock.now_ms()
-                if rest_ms > 0:
-                    await asyncio.sleep(rest_ms / 1000)
+                await self.held.next_round(self._until_next_round_s(), self._interval_ms / 1000)
 
     def _until_next_round_s(self) -> float | None:
         now = self._clock.now_ms()

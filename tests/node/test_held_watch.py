@@ -85,7 +85,7 @@ async def test_a_quiet_asker_sleeps_until_a_committed_hold_is_told(tmp_path: Pat
     async with asyncio.timeout(10), AsyncStore(LmdbStore(tmp_path / "db")) as db:
         watch = HeldWatch(db)
         assert await watch.read(_CountedRead()) == []
-        waiting = asyncio.create_task(watch.wait(0))
+        waiting = asyncio.create_task(watch.wait_due(None))
         watch.after_batch(StoreOutcome())  # a batch that held nothing
         assert await _asleep(waiting)
         await db.run(db.store.hold_encrypted, SESSION, MESSAGE, ROOM)
@@ -95,15 +95,15 @@ async def test_a_quiet_asker_sleeps_until_a_committed_hold_is_told(tmp_path: Pat
         assert await watch.read(_CountedRead()) == [(ROOM, SESSION)]
 
 
-async def test_a_watch_not_quiet_waits_one_interval_without_a_wake(tmp_path: Path) -> None:
-    """Before its first read (what a restart left held) and while something is held, the asker
-    goes round every interval as before."""
+async def test_a_watch_not_quiet_waits_its_due_time_without_a_wake(tmp_path: Path) -> None:
+    """Before its first read (what a restart left held) the asker goes round at once, and while
+    something is held at its next due time."""
     async with asyncio.timeout(10), AsyncStore(LmdbStore(tmp_path / "db")) as db:
         watch = HeldWatch(db)
-        await watch.wait(0)
+        await watch.wait_due(None)
         await db.run(db.store.hold_encrypted, SESSION, MESSAGE, ROOM)
         assert await watch.read(_CountedRead()) == [(ROOM, SESSION)]
-        await watch.wait(0)
+        await watch.next_round(0, 0)
 
 
 async def test_a_hold_no_outcome_told_is_found_by_the_backstop(
@@ -113,7 +113,8 @@ async def test_a_hold_no_outcome_told_is_found_by_the_backstop(
     async with asyncio.timeout(10), AsyncStore(LmdbStore(tmp_path / "db")) as db:
         watch = HeldWatch(db)
         assert await watch.read(_CountedRead()) == []
-        waiting = asyncio.create_task(watch.wait(0))
-        assert await _asleep(waiting)  # backstop looks: the count has not moved
+        waiting = asyncio.create_task(watch.wait_due(None))
+        await asyncio.sleep(0)  # it waits now: the hold below comes after its look
         await db.run(db.store.hold_encrypted, SESSION, MESSAGE, ROOM)
-        await waiting
+        await waiting  # no outcome told: the backstop ends the wait
+        assert await watch.read(_CountedRead()) == [(ROOM, SESSION)]
