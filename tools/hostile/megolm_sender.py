@@ -92,13 +92,7 @@ class MegolmSender:
     def encrypted(self, text: str) -> Envelope:
         """A MESSAGE of our session at its next index (SPEC §27.6)."""
         body, _ = e2ee.encrypt_content(self._session, "text/plain", text.encode())
-        return self.kit.forge.seal(
-            Kind.MESSAGE,
-            self.room,
-            body,
-            now_ms=self.kit.now_ms(),
-            content_type=e2ee.ENCRYPTED_CONTENT_TYPE,
-        )
+        return self._seal(Kind.MESSAGE, body, e2ee.ENCRYPTED_CONTENT_TYPE)
 
     def room_key(self, theirs: e2ee.KeyBundle, *, from_first: bool = False) -> Envelope:
         """A ROOM_KEY of our session for the device of `theirs` (§27.5), from its current index
@@ -123,12 +117,11 @@ class MegolmSender:
         body = e2ee.encode_room_key_shares(
             e2ee.RoomKeyShares(sender_bundle=self.bundle, shares=(share,))
         )
+        return self._seal(Kind.ROOM_KEY, body, e2ee.ROOM_KEY_CONTENT_TYPE)
+
+    def _seal(self, kind: Kind, body: bytes, content_type: str) -> Envelope:
         return self.kit.forge.seal(
-            Kind.ROOM_KEY,
-            self.room,
-            body,
-            now_ms=self.kit.now_ms(),
-            content_type=e2ee.ROOM_KEY_CONTENT_TYPE,
+            kind, self.room, body, now_ms=self.kit.now_ms(), content_type=content_type
         )
 
     def answer(self, theirs: e2ee.KeyBundle) -> bytes:
