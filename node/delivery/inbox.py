@@ -345,7 +345,8 @@ class Inbox:
                 session_id, opened = self._opener.take_room_key(store, envelope)
                 if opened:  # renumbered in the log (node/e2ee/room_opener.py)
                     outcome.logged = None
-                    outcome.opened_held[session_id] = len(opened)
+                    held = outcome.opened_held  # (a key of it from an earlier index opens more)
+                    held[session_id] = held.get(session_id, 0) + len(opened)
                 outcome.contacts_made |= react_to_opened(
                     store, opened, users=self._local, now_ms=now_ms
                 )
