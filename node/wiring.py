@@ -425,7 +425,7 @@ def build_services(
         device=keyring.device_id,
         clock=clock,
         interval_ms=config.key_request_interval_ms,
-        on_bad_answer=standing.refused,
+        on_bad_answer=standing.bad_answer,
     )
     media = MediaFetcher(
         host=host,

@@ -220,7 +220,8 @@ class KeyRequests:
         on_bad_answer: Callable[[str, RemoteProtocolError], None],
         rng: random.Random | None = None,
     ) -> None:
-        """`on_bad_answer` charges a sender's home whose answer cannot be right (SPEC §11.6)."""
+        """`on_bad_answer` charges a sender's home whose answer cannot be right (SPEC §11.6,
+        §27.13.2)."""
         self._host = host
         self._on_bad_answer = on_bad_answer
         self._taker = taker
@@ -379,14 +380,18 @@ class KeyRequests:
             frame = await stream.read_frame()
         try:
             answer = e2ee.decode_forward_answer(frame)
-            if not isinstance(answer, ProtocolErrorFrame):
-                if answer.sender_bundle != listed:
-                    raise KeyMismatch("the answering bundle is not the one its record lists")
-                return await self._taker.take(answer, owner=device)
-        except RemoteProtocolError as exc:  # nothing taken (SPEC §27.13.2): the answer's fault
+        except RemoteProtocolError as exc:
             self._on_bad_answer(peer, exc)
             raise
-        raise refusal(answer.code, f"key request refused: {answer.message}")  # not charged
+        if isinstance(answer, ProtocolErrorFrame):  # an answer: never charged
+            raise refusal(answer.code, f"key request refused: {answer.message}")
+        if answer.sender_bundle != listed:  # not charged: the record we hold may be stale
+            raise KeyMismatch("the answering bundle is not the one the sender's record lists")
+        try:
+            return await self._taker.take(answer, owner=device)
+        except RemoteProtocolError as exc:  # nothing taken (SPEC §27.13.2)
+            self._on_bad_answer(peer, exc)
+            raise
 
 
 def _held(store: Store) -> list[_Held]:

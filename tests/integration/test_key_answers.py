@@ -24,14 +24,18 @@ async def test_a_key_answer_that_cannot_be_right_is_charged_and_takes_nothing(
     make_node: NodeFactory,
 ) -> None:
     """Bob's home holds the kit's message and asks the kit's home for its key. A frame that is
-    no answer is `MALFORMED`: charged as a whole frame (§11.6.1). A key of another session
-    under the asked session's id is `KEY_MISMATCH`, and costs nothing (not a code that proves
-    the sender at fault: a bundle mismatch is also what a stale record of an honest sender
-    gives). Neither is taken: the message is still held at each next ask (bob asks only once
-    a request ended), and the right key, asked for next, opens it; a kept forged key, the
-    first of its session id, would have stood in for it for good."""
-    frame_points = StandingPolicy().frame_points
-    async with asyncio.timeout(30), make_node("bob") as bob, HostilePeer() as kit:
+    no answer is `MALFORMED`, and a key of another session under the asked session's id, in an
+    Olm message from the kit's listed identity key, `KEY_MISMATCH`: each is charged as a whole
+    frame (§11.6.1, `answer_points`). Neither is taken: the message is still held at each next
+    ask (bob asks only once a request ended), and the right key, asked for next, opens it; a
+    kept forged key, the first of its session id, would have stood in for it for good."""
+    standing = StandingPolicy(forgive_ms=3_600_000)  # no point forgiven while the test runs
+    frame_points = standing.frame_points
+    async with (
+        asyncio.timeout(30),
+        make_node("bob", standing=standing) as bob,
+        HostilePeer() as kit,
+    ):
         peer = await kit.connect(bob.listen_addrs[0])
         room = direct_room_id(kit.user_id, bob.user_id)
         sender = MegolmSender(kit, room)
@@ -55,4 +59,4 @@ async def test_a_key_answer_that_cannot_be_right_is_charged_and_takes_nothing(
         await log.wait_for(lambda log: log.ended >= len(answers))
         await wait_until_readable(bob, room)
         assert bob.key_requests_taken == 1
-    assert seen == [(0, 1), (frame_points, 1), (frame_points, 1)]
+    assert seen == [(0, 1), (frame_points, 1), (2 * frame_points, 1)]
