@@ -425,6 +425,7 @@ def build_services(
         device=keyring.device_id,
         clock=clock,
         interval_ms=config.key_request_interval_ms,
+        on_bad_answer=standing.bad_answer,
     )
     media = MediaFetcher(
         host=host,
@@ -552,7 +553,7 @@ def build_services(
     outcomes.subscribe(after_store.react)
     # the sleepers a committed batch wakes (each names why in its module)
     outcomes.subscribe(key_forwarding.held.after_batch)
-    outcomes.subscribe(key_requests.held.after_batch)
+    outcomes.subscribe(key_requests.after_batch)
     outcomes.subscribe(gaps.after_batch)
     history_server = HistoryServer(
         store=store,

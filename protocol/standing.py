@@ -20,10 +20,12 @@ from .delivery import AckStatus, DeliveryResult
 from .errors import ErrorCode
 
 __all__ = [
+    "ANSWER_OFFENCE_CODES",
     "OFFENCE_CODES",
     "Ban",
     "StandingPolicy",
     "StandingTable",
+    "answer_points",
     "batch_points",
     "refusal_points",
     "result_points",
@@ -73,6 +75,19 @@ class StandingPolicy:
     quota_points: int = 10
     """A delivered batch some of whose envelopes a relay bound refused (SPEC §11.5.3): once
     per batch, so an honest home retrying with backoff is forgiven, a flood is banned."""
+
+
+ANSWER_OFFENCE_CODES: Final = OFFENCE_CODES | {ErrorCode.KEY_MISMATCH}
+"""Codes that prove the peer at fault in its answer to a key request of ours (SPEC §27.13.2):
+those of any input, and a key that is not the session, sender or recipient it names, carried
+in an Olm message that opened with the identity key the sender's record lists (only that device
+wrote it). Not UNDECRYPTABLE (an Olm message to a key of ours we no longer hold), and the
+caller charges no bundle that differs from the record we hold (it may be stale)."""
+
+
+def answer_points(code: int, policy: StandingPolicy) -> int:
+    """Points for a peer's answer to our own request refused with `code` (a whole frame)."""
+    return policy.frame_points if code in ANSWER_OFFENCE_CODES else 0
 
 
 def refusal_points(code: int, policy: StandingPolicy, *, whole_frame: bool) -> int:

@@ -101,6 +101,9 @@ class StoreOutcome:
     unknown_rooms_from: set[str] = field(default_factory=set)
     """Peers that delivered our own user's envelopes for rooms unknown here ("" for gossip):
     learn our user's rooms from our other homes (SPEC §23.5)."""
+    opened_held: dict[bytes, int] = field(default_factory=dict)
+    """Held envelopes a key the batch took opened, by session id: the undecryptable count
+    drops with them at once (SPEC §27.13.3), not at the asker's next look."""
     logged: list[FeedEntry] | None = None
     """The arrival-log entries the batch's appends made, in number order, each with the
     envelope as stored: a client feed tells them without reading the log back. None when no
@@ -339,9 +342,11 @@ class Inbox:
             if envelope.kind is Kind.ROOM_KEY and self._opener is not None:
                 # what waited for this key and went by unseen is shown now (SPEC §27.11);
                 # what still waits for its turn is released in order from the store, opened
-                opened = self._opener.take_room_key(store, envelope)
+                session_id, opened = self._opener.take_room_key(store, envelope)
                 if opened:  # renumbered in the log (node/e2ee/room_opener.py)
                     outcome.logged = None
+                    held = outcome.opened_held  # (a key of it from an earlier index opens more)
+                    held[session_id] = held.get(session_id, 0) + len(opened)
                 outcome.contacts_made |= react_to_opened(
                     store, opened, users=self._local, now_ms=now_ms
                 )

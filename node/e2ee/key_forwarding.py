@@ -247,10 +247,12 @@ def take_forwarded(
     already (in sender order: several sessions may interleave) and the direct rooms whose
     contact events made us contacts (SPEC §27.13.6, §32.1)."""
     keys = crypto.accept_forwarded(answer.sender_bundle, answer.messages, owner=owner)
-    opened = [shown for key in keys for shown in opener.open_held(store, key.session_id)]
+    by_session = {key.session_id: opener.open_held(store, key.session_id) for key in keys}
+    opened = [shown for shown_of_one in by_session.values() for shown in shown_of_one]
     opened.sort(key=lambda e: e.order_key)  # their senders' order (SPEC §4.5)
     outcome = StoreOutcome(
         contacts_made=react_to_opened(store, opened, users=users, now_ms=now_ms),
         released=news.passed(store, opened),
+        opened_held={session: len(shown) for session, shown in by_session.items() if shown},
     )
     return len(keys), outcome

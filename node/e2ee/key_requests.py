@@ -13,13 +13,14 @@ interval after the round began. A session is asked first
 one to two intervals after it is seen held, then with backoff doubling from the interval, each
 wait counted from the end of the request before and shortened by a spread drawn for it (so
 homes that saw a session held together, a group's members at its formation, do not ask its
-sender in step, not even after asks that all timed out together: SPEC §27.13.3); a session asked
-`KEY_REQUEST_ATTEMPTS` times and still held counts its envelopes as undecryptable (it is still
-asked, at the longest backoff).
+sender in step, not even after asks that all timed out together: SPEC §27.13.3); a session
+whose `KEY_REQUEST_ATTEMPTS`-th counted request ended and which is still held counts its
+envelopes as undecryptable (it is still asked, at the longest backoff), until a key opens them
+(`after_batch`: at once). An answer that cannot be right is charged to the peer (§27.13.2).
 
 State: the server's per-peer rate buckets; the asker's attempts and next time per held
-session (at most `MAX_TRACKED_SESSIONS`), the sender devices it is asking now, its counts of
-keys taken and of undecryptable envelopes.
+session (at most `MAX_TRACKED_SESSIONS`), the sender devices it is asking now, its count of
+keys taken and its undecryptable envelopes per session.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import Final, NoReturn
 
 from hearthmesh.node.clock import Clock
+from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.delivery.peer_link import PeerLinks
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.held_watch import HeldWatch
@@ -215,9 +217,13 @@ class KeyRequests:
         device: DeviceId,
         clock: Clock,
         interval_ms: int,
+        on_bad_answer: Callable[[str, RemoteProtocolError], None],
         rng: random.Random | None = None,
     ) -> None:
+        """`on_bad_answer` charges a sender's home whose answer cannot be right (SPEC §11.6,
+        §27.13.2)."""
         self._host = host
+        self._on_bad_answer = on_bad_answer
         self._taker = taker
         self._links = links
         self._store = store
@@ -235,10 +241,32 @@ class KeyRequests:
         """Sender devices being asked now (at most MAX_SENDERS_PER_ROUND)."""
         self.keys_taken = 0
         """Room keys senders gave us on request."""
-        self.undecryptable = 0
-        """Held envelopes whose session was asked for KEY_REQUEST_ATTEMPTS times (§27.13.3)."""
+        self._undecryptable: dict[bytes, int] = {}
+        """Held envelopes of each session asked for KEY_REQUEST_ATTEMPTS times in vain
+        (§27.13.3), as the last round read them, less those opened since (`after_batch`)."""
         self.rounds = 0
         """Rounds run (each a look at what is held): what the asker's wake-ups cost."""
+
+    @property
+    def undecryptable(self) -> int:
+        """Held envelopes whose session was asked for KEY_REQUEST_ATTEMPTS times (§27.13.3)."""
+        return sum(self._undecryptable.values())
+
+    def after_batch(self, outcome: StoreOutcome) -> None:
+        """A store batch committed (a `StoreOutcomes` reaction): wake the asker for a hold it
+        wrote (`HeldWatch`); held envelopes a key opened (a ROOM_KEY, a forward, an answer)
+        leave the undecryptable count now, not at the next round (due only at the session's
+        next ask, or the 30 s backstop), and a session some opened in is read again at the
+        next round: a round's read may predate the opening, and a key from a later index leaves
+        the earlier envelopes held."""
+        self.held.after_batch(outcome)
+        for session_id, opened in outcome.opened_held.items():
+            if session_id not in self._attempts:
+                continue
+            self.held.wake()
+            left = self._undecryptable.pop(session_id, 0) - opened
+            if left > 0:
+                self._undecryptable[session_id] = left
 
     async def run(self) -> None:
         """Ask while something is held, until cancelled: a round reads what is held and asks
@@ -274,9 +302,11 @@ class KeyRequests:
                 self._attempts[session_id].asked()
             self._outstanding.add(device)
             asking.create_task(self._ask_within(user, device, sessions))
-        self.undecryptable = sum(
-            h.envelopes for h in held if (a := self._attempts.get(h.session_id)) and a.undecryptable
-        )
+        self._undecryptable = {
+            h.session_id: h.envelopes
+            for h in held
+            if (a := self._attempts.get(h.session_id)) and a.undecryptable
+        }
 
     def _due(
         self, held: list[_Held], now: int
@@ -347,12 +377,21 @@ class KeyRequests:
         request = e2ee.KeyRequest(user=self._user, sessions=tuple(sessions))
         async with await self._host.open_stream(peer, e2ee.KEY_REQUEST_PROTOCOL) as stream:
             await stream.write_frame(e2ee.encode_key_request(request))
-            answer = e2ee.decode_forward_answer(await stream.read_frame())
-        if isinstance(answer, ProtocolErrorFrame):
+            frame = await stream.read_frame()
+        try:
+            answer = e2ee.decode_forward_answer(frame)
+        except RemoteProtocolError as exc:
+            self._on_bad_answer(peer, exc)
+            raise
+        if isinstance(answer, ProtocolErrorFrame):  # an answer: never charged
             raise refusal(answer.code, f"key request refused: {answer.message}")
-        if answer.sender_bundle != listed:
+        if answer.sender_bundle != listed:  # not charged: the record we hold may be stale
             raise KeyMismatch("the answering bundle is not the one the sender's record lists")
-        return await self._taker.take(answer, owner=device)
+        try:
+            return await self._taker.take(answer, owner=device)
+        except RemoteProtocolError as exc:  # nothing taken (SPEC §27.13.2)
+            self._on_bad_answer(peer, exc)
+            raise
 
 
 def _held(store: Store) -> list[_Held]:

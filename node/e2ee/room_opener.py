@@ -60,8 +60,9 @@ class RoomOpener:
             return envelope
         return e2ee.opened_view(envelope, opened.content_type, opened.body)
 
-    def take_room_key(self, store: Store, envelope: Envelope) -> list[Envelope]:
-        """Take our share of a stored ROOM_KEY in; the held envelopes it opened, as shown.
+    def take_room_key(self, store: Store, envelope: Envelope) -> tuple[bytes, list[Envelope]]:
+        """Take our share of a stored ROOM_KEY in; its session id (b"" when none was taken)
+        and the held envelopes it opened, as shown.
 
         A share that fails is logged and counted, never raised: the envelope is history
         (it carries other devices' shares) and is stored either way.
@@ -71,10 +72,10 @@ class RoomOpener:
         except RemoteProtocolError as exc:
             self.bad_room_keys += 1
             log.info("room key %s not taken: %s", envelope.message_id.hex()[:12], exc)
-            return []
+            return b"", []
         if accepted is None:
-            return []
-        return self.open_held(store, accepted.session_id)
+            return b"", []
+        return accepted.session_id, self.open_held(store, accepted.session_id)
 
     def open_held(self, store: Store, session_id: bytes) -> list[Envelope]:
         """Open what waited for `session_id`, now that its key is here; those opened."""

@@ -32,6 +32,7 @@ from hearthmesh.protocol.relay_choice import RelayCandidate
 from hearthmesh.protocol.standing import (
     StandingPolicy,
     StandingTable,
+    answer_points,
     batch_points,
     refusal_points,
 )
@@ -164,6 +165,10 @@ class PeerStanding:
             self._charge(peer, points, "rejected or over-quota envelopes in a batch")
         else:
             self.exchanged(peer)
+
+    def bad_answer(self, peer: str, error: RemoteProtocolError) -> None:
+        """`peer`'s answer to our own key request cannot be right (SPEC §27.13.2)."""
+        self._charge(peer, answer_points(error.code, self.policy), error)
 
     def refused_threadsafe(self, peer: str, error: RemoteProtocolError) -> None:
         """`refused(..., whole_frame=False)` from another thread (gossip validators)."""

@@ -40,7 +40,8 @@ KEY_REQUEST_PROTOCOL: Final = "/hearthmesh/key-request/0"
 MAX_KEY_REQUEST_BYTES: Final = 8 * 1024
 """64 pairs of two 32-byte ids with their CBOR heads, and the user id: under 5 KiB."""
 KEY_REQUEST_ATTEMPTS: Final = 5
-"""Requests for one session before its held envelopes count as undecryptable (§27.13.3)."""
+"""Counted requests for one session that ended before its held envelopes count as
+undecryptable (§27.13.3)."""
 KEY_REQUEST_MAX_BACKOFF_MS: Final = 10 * 60_000
 """The longest wait between two requests for one session: it is asked for as long as held."""
 KEY_REQUEST_NOT_LISTED_DEFERRALS: Final = 4
@@ -118,16 +119,21 @@ def last_counted_request_ms(first_ms: int, ask_bound_ms: int, *, not_listed: int
 
 @dataclass(slots=True)
 class KeyRequestSchedule:
-    """One held session's requests to its sender (§27.13.3): how many went (and how many were
-    refused NOT_LISTED, uncounted), and when the next is due; `next_ms` is None while one is
-    out. Each wait counts from the end of the request before, with a spread drawn for it:
+    """One held session's requests to its sender (§27.13.3): how many ended counted (and how
+    many were refused NOT_LISTED, uncounted), and when the next is due; `next_ms` is None while
+    one is out. Each wait counts from the end of the request before, with a spread drawn for it:
     counted from its start, every wait shorter than the ask bound (10 s) ended inside a
     request that timed out, and every home that had asked a silent sender together asked it
-    again together, in step with the timeout (#18)."""
+    again together, in step with the timeout (#18). A request is counted when it ends, not when
+    it goes: counted as it went and taken back at a NOT_LISTED refusal, a session whose fifth
+    counted request was so refused showed undecryptable while it was out, then not (the node's
+    count went 1 -> 0), then again at the next request."""
 
     interval_ms: int
     next_ms: int | None
     count: int = 0
+    """Requests that ended counted: answered without this session, refused other than
+    NOT_LISTED (or NOT_LISTED past KEY_REQUEST_NOT_LISTED_DEFERRALS), failed or timed out."""
     not_listed: int = 0
     """NOT_LISTED refusals not counted in `count` (at most KEY_REQUEST_NOT_LISTED_DEFERRALS)."""
 
@@ -142,14 +148,15 @@ class KeyRequestSchedule:
 
     def asked(self) -> None:
         """A request for it went out: not due again until it ends."""
-        self.count += 1
         self.next_ms = None
 
     def ended(self, now_ms: int, *, spread: float) -> None:
         """The request ended at `now_ms` (answered without this session, refused, failed or
-        timed out): the next waits its backoff from now, shortened by a fresh `spread`."""
+        timed out): it counts, and the next waits its backoff from now, shortened by a fresh
+        `spread`."""
+        self.count += 1
         self.next_ms = next_key_request_ms(
-            max(self.count, 1), now_ms, first_ms=self.interval_ms, spread=spread
+            self.count, now_ms, first_ms=self.interval_ms, spread=spread
         )
 
     def refused_not_listed(self, now_ms: int, *, spread: float) -> None:
@@ -161,14 +168,14 @@ class KeyRequestSchedule:
             self.ended(now_ms, spread=spread)
             return
         self.not_listed += 1
-        self.count -= 1
         self.next_ms = next_key_request_ms(
             self.not_listed, now_ms, first_ms=self.interval_ms, spread=spread
         )
 
     @property
     def undecryptable(self) -> bool:
-        """Asked KEY_REQUEST_ATTEMPTS times and still held: its envelopes count as such."""
+        """KEY_REQUEST_ATTEMPTS requests ended counted and it is still held: its envelopes
+        count as such, from then on (the count never goes back while it is held)."""
         return self.count >= KEY_REQUEST_ATTEMPTS
 
 

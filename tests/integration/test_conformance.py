@@ -14,6 +14,7 @@ import pytest
 
 from hearthmesh.node.delivery.relay import RelayForwarder
 from hearthmesh.node.delivery.sync import SyncService
+from hearthmesh.node.e2ee.key_requests import KeyRequests
 from hearthmesh.node.identity.verification import VerificationService
 from hearthmesh.node.media import server as media_server
 from hearthmesh.node.mesh.capabilities import CapabilityServer
@@ -265,6 +266,19 @@ async def test_a_node_that_refuses_what_is_older_than_its_session_fails_that_cas
     assert await _fails_alone(tmp_path, "older_than_the_session_held") == (
         "KEY:STORED,STORED,OLDER:REJECTED:UNDECRYPTABLE"  # the key's message opens, the older not
     )
+
+
+async def test_a_node_whose_undecryptable_count_waits_for_its_next_look_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose, as before session 30: a held message a ROOM_KEY opens leaves the
+    undecryptable count only at the asker's next look (SPEC §27.13.3), which a request out
+    puts off until it ends (10 s) or the 30 s backstop."""
+    monkeypatch.setattr(
+        KeyRequests, "after_batch", lambda self, outcome: self.held.after_batch(outcome)
+    )
+    got = await _fails_alone(tmp_path, "key_refused_then_shared", wait_s=WAITED_OUT_S)
+    assert got == "UNCOUNTED:5,THEN:1,SHARED:STORED,COUNT:1"
 
 
 async def test_a_node_that_checks_no_mac_fails_that_case(

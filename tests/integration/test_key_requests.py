@@ -459,8 +459,9 @@ async def test_a_sender_saying_not_listed_forever_is_asked_a_bounded_number_of_t
     """SPEC §27.13.3: carol's home answers each of bob's new laptop's key requests NOT_LISTED,
     as a sender that has not heard of the laptop yet does, and as a hostile one can forever.
     The first KEY_REQUEST_NOT_LISTED_DEFERRALS (4) of them are not counted; then they count, so
-    the laptop counts carol's message undecryptable at its ninth request (4 + 5), not before
-    (at its fifth, when each counted)."""
+    the laptop counts carol's message undecryptable once its ninth request (4 + 5) ended: at
+    its tenth, not before (at its fifth, when each counted; at the ninth's start, when a request
+    counted as it went)."""
     undecryptable_at_ask: list[int] = []
 
     def not_listed(laptop: Node) -> Callable[[FrameStream], Awaitable[None]]:
@@ -475,8 +476,8 @@ async def test_a_sender_saying_not_listed_forever_is_asked_a_bounded_number_of_t
         asyncio.timeout(60),
         carols_message_held_on_a_new_laptop(make_node, tmp_path, not_listed),
     ):
-        await wait_until(lambda: len(undecryptable_at_ask) >= 9)
-    assert undecryptable_at_ask[:9] == [0] * 8 + [1]  # 4 not counted, then 5 counted
+        await wait_until(lambda: len(undecryptable_at_ask) >= 10)
+    assert undecryptable_at_ask[:10] == [0] * 9 + [1]  # 4 not counted, then 5 counted
 
 
 async def test_a_burst_of_holds_wakes_the_asker_at_most_once_an_interval(

@@ -265,6 +265,7 @@ def test_a_message_older_than_the_room_key_that_came_first_is_stored_held_not_re
     taken, opened = _take_alices_key(ours, opener, store, alice, session_id, news, NOW_MS + 2)
     assert taken == 1
     assert [e.body for e in opened.released] == [b"a", b"b"]
+    assert opened.opened_held == {session_id: 2}  # they leave the undecryptable count at once
     assert store.held_sessions(10) == []
 
 
@@ -283,5 +284,7 @@ def test_a_batch_whose_room_key_opens_a_held_message_tells_no_log_entries(
     )
     assert [e.body for e in outcome.released if reaches_the_app(e)] == [b"m"]
     assert outcome.logged is None
+    # it leaves the undecryptable count when the batch commits (SPEC §27.13.3)
+    assert outcome.opened_held == {e2ee.decode_encrypted_body(message.body).session_id: 1}
     logged = store.arrivals_after(before, limit=10).entries
     assert [e.event.envelope.message_id for e in logged] == [key.message_id, message.message_id]

@@ -385,14 +385,18 @@ def test_a_request_that_ended_is_asked_again_its_backoff_after_the_end() -> None
     schedule = e2ee.KeyRequestSchedule.seen(0, interval_ms=2_000, spread=0.0)
     assert not schedule.due(1_999) and schedule.due(2_000)
     schedule.asked()
-    assert schedule.count == 1 and not schedule.due(12_000)
-    for spread, earliest in ((0.0, 14_000), (0.999, 13_001)):
-        schedule.ended(12_000, spread=spread)  # timed out
-        assert not schedule.due(earliest - 1) and schedule.due(earliest)
+    assert schedule.count == 0 and not schedule.due(12_000)
+    schedule.ended(12_000, spread=0.0)  # timed out
+    assert schedule.count == 1 and not schedule.due(13_999) and schedule.due(14_000)
+    spread = e2ee.KeyRequestSchedule.seen(0, interval_ms=2_000, spread=0.0)
+    spread.asked()
+    spread.ended(12_000, spread=0.999)  # the same end, with the most spread
+    assert not spread.due(13_000) and spread.due(13_001)
     for n in range(2, e2ee.KEY_REQUEST_ATTEMPTS + 1):
         schedule.asked()
-        assert schedule.undecryptable == (n >= e2ee.KEY_REQUEST_ATTEMPTS)
+        assert not schedule.undecryptable  # counted as it ends, not as it goes
         schedule.ended(100_000, spread=0.0)
+        assert schedule.undecryptable == (n >= e2ee.KEY_REQUEST_ATTEMPTS)
         assert schedule.next_ms == 100_000 + 2_000 * 2 ** (n - 1)
 
 
@@ -462,8 +466,8 @@ def test_a_not_listed_refusal_is_not_counted_four_times_then_is() -> None:
         assert schedule.next_ms == now
     for n in range(2, e2ee.KEY_REQUEST_ATTEMPTS + 1):
         schedule.asked()
-        assert schedule.undecryptable == (n >= e2ee.KEY_REQUEST_ATTEMPTS)
         schedule.refused_not_listed(now, spread=0.0)  # counted now, with the counted backoff
+        assert schedule.undecryptable == (n >= e2ee.KEY_REQUEST_ATTEMPTS)
         now += 1_000 * 2 ** (n - 1)
         assert schedule.count == n and schedule.next_ms == now
     assert e2ee.last_counted_request_ms(2_000, 10_000, not_listed=4) == 144_000
@@ -476,6 +480,29 @@ def test_a_not_listed_refusal_is_not_counted_four_times_then_is() -> None:
             assert last <= e2ee.last_counted_request_ms(2_000, ask_ms, not_listed=4)
 
 
+def test_a_fifth_counted_ask_refused_not_listed_never_shows_undecryptable() -> None:
+    """SPEC §27.13.3: four requests end counted (timed out), then the fifth that would count is
+    refused NOT_LISTED, and the one after it times out. The session is undecryptable from the
+    end of its fifth counted request on, and never before: counted as they went, the fifth
+    showed it undecryptable while it was out and not once refused (the node's count 1 -> 0),
+    then again at the next ask."""
+    schedule = e2ee.KeyRequestSchedule.seen(0, interval_ms=1_000, spread=0.0)
+    shown: list[bool] = []
+    outcomes = ["timeout"] * 4 + ["not_listed", "timeout", "timeout"]
+    for outcome in outcomes:
+        assert schedule.next_ms is not None
+        now = schedule.next_ms
+        schedule.asked()
+        shown.append(schedule.undecryptable)  # while the request is out
+        if outcome == "not_listed":
+            schedule.refused_not_listed(now + 10, spread=0.0)
+        else:
+            schedule.ended(now + 10, spread=0.0)
+        shown.append(schedule.undecryptable)  # once it ended
+    assert shown == [False] * 11 + [True] * 3
+    assert (schedule.count, schedule.not_listed) == (6, 1)
+
+
 def _requests_until_counted(refused: set[int], rng: random.Random, ask_ms: int) -> int:
     """When the KEY_REQUEST_ATTEMPTS-th counted request goes, seen held at 0, each request
     lasting `ask_ms` and those numbered in `refused` refused NOT_LISTED, spreads at random."""
@@ -484,12 +511,12 @@ def _requests_until_counted(refused: set[int], rng: random.Random, ask_ms: int) 
         assert schedule.next_ms is not None
         start = schedule.next_ms
         schedule.asked()
-        if schedule.undecryptable:
-            return start
         if n in refused:
             schedule.refused_not_listed(start + ask_ms, spread=rng.random())
         else:
             schedule.ended(start + ask_ms, spread=rng.random())
+        if schedule.undecryptable:
+            return start
     raise AssertionError("never counted five")
 
 

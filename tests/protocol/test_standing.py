@@ -12,6 +12,7 @@ from hearthmesh.protocol.errors import ErrorCode
 from hearthmesh.protocol.standing import (
     StandingPolicy,
     StandingTable,
+    answer_points,
     batch_points,
     refusal_points,
     result_points,
@@ -157,3 +158,31 @@ def test_a_batch_over_a_relay_bound_costs_quota_points_once() -> None:
     assert batch_points([over, over, over], POLICY) == POLICY.quota_points
     assert batch_points([over, forged], POLICY) == POLICY.quota_points + POLICY.item_points
     assert batch_points([skewed, result(AckStatus.RELAYED, ErrorCode.PROTOCOL)], POLICY) == 0
+
+
+def test_an_answer_to_our_key_request_naming_another_key_costs_a_frame() -> None:
+    """SPEC §27.13.2: in a sender's answer to our key request, a key that is not what it names
+    proves the answering device at fault (its Olm message opened with the identity key its
+    record lists): a whole frame, as a malformed answer. An Olm message that does not open (a
+    key of ours we no longer hold) and a refusal cost nothing; and an envelope's KEY_MISMATCH,
+    which an honest relay may carry, still costs nothing as an item or a frame."""
+    policy = StandingPolicy()
+    costs = {
+        code: answer_points(code, policy)
+        for code in (
+            ErrorCode.KEY_MISMATCH,
+            ErrorCode.MALFORMED,
+            ErrorCode.UNDECRYPTABLE,
+            ErrorCode.NOT_LISTED,
+            ErrorCode.KEY_REQUEST_DENIED,
+        )
+    }
+    assert costs == {
+        ErrorCode.KEY_MISMATCH: policy.frame_points,
+        ErrorCode.MALFORMED: policy.frame_points,
+        ErrorCode.UNDECRYPTABLE: 0,
+        ErrorCode.NOT_LISTED: 0,
+        ErrorCode.KEY_REQUEST_DENIED: 0,
+    }
+    for whole_frame in (True, False):
+        assert refusal_points(ErrorCode.KEY_MISMATCH, policy, whole_frame=whole_frame) == 0

@@ -12,6 +12,7 @@ from typing import Final
 from . import (
     core,
     e2ee,
+    held_keys,
     im,
     late_joiner,
     multi_device,
@@ -62,6 +63,9 @@ CASES: Final[tuple[Case, ...]] = (
     relay.RELAY_FOR_ANOTHER_USER,
     relay.RELAY_STRANGERS_BOUND,
     e2ee.KEY_CLAIM,
+    held_keys.KEY_REFUSED_NOT_LISTED_FOREVER,
+    held_keys.KEY_REFUSED_THEN_SHARED,
+    held_keys.KEY_ANSWERS_FORGED_THEN_RIGHT,
     e2ee.ENCRYPTED_WITH_AN_UNKNOWN_SESSION,
     e2ee.OWED_THEN_REQUESTED,
     owed_held.OLDER_THAN_THE_SESSION_HELD,
@@ -82,4 +86,6 @@ CASES: Final[tuple[Case, ...]] = (
     multi_device.SYNC_STARTED_BY_THE_NODE,
     relay.RELAY_FORWARDED_WHEN_THE_HOME_COMES,
 )
-"""Every case, in the order they run (later ones use what earlier ones delivered)."""
+"""Every case, in the order they run (later ones use what earlier ones delivered; the
+`held_keys` cases read the node's undecryptable count, so they come before any case that leaves
+a session held there)."""

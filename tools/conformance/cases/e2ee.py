@@ -26,6 +26,7 @@ from hearthmesh.protocol.verification import (
     decode_verify_frame,
     encode_verify_frame,
 )
+from hearthmesh.tools.hostile.megolm_sender import MegolmSender
 from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer, code_name
 
 from ..session import Session, outcome
@@ -61,12 +62,7 @@ async def _key_claim(s: Session) -> str:
 async def _encrypted_unknown_session(s: Session) -> str:
     """A Megolm message of a session whose key the node was never given (SPEC §27.7.1): it is
     history, so the home stores it and holds its plaintext until a key comes."""
-    session = vodozemac.GroupSession()
-    body, _ = e2ee.encrypt_content(session, "text/plain", b"sealed for no one yet")
-    envelope = s.kit.forge.seal(
-        Kind.MESSAGE, s.room, body, now_ms=s.kit.now_ms(), content_type=e2ee.ENCRYPTED_CONTENT_TYPE
-    )
-    return await s.deliver([envelope.wire])
+    return await s.deliver([MegolmSender(s.kit, s.room).encrypted("sealed for no one yet").wire])
 
 
 async def _owed_then_requested(s: Session) -> str:

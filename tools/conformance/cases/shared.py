@@ -1,4 +1,4 @@
-"""What cases of several levels use: a receipt of ours, a newcomer.
+"""What cases of several levels use: a receipt of ours, a newcomer, the node's key bundle.
 State: none.
 """
 
@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from hearthmesh.protocol.delivery import AckStatus
-from hearthmesh.protocol.errors import LocalProtocolError
+from hearthmesh.protocol import e2ee
+from hearthmesh.protocol.delivery import AckStatus, ProtocolErrorFrame
+from hearthmesh.protocol.errors import HearthError, LocalProtocolError
 from hearthmesh.protocol.receipts import (
     Receipt,
     ReceiptStatus,
@@ -16,9 +17,9 @@ from hearthmesh.protocol.receipts import (
 )
 from hearthmesh.tools.hostile.peer import DeliveryTrap, HostilePeer
 
-from ..session import Session
+from ..session import Session, outcome
 
-__all__ = ["greet_node", "newcomer_home", "read_of_ours"]
+__all__ = ["greet_node", "newcomer_home", "node_bundle", "read_of_ours"]
 
 
 def read_of_ours(s: Session) -> bytes:
@@ -49,3 +50,19 @@ async def greet_node(home: HostilePeer, peer: str) -> None:
     reply = await home.announce_home(peer)
     if reply.frame is None:
         raise LocalProtocolError(f"the newcomer's hello: {reply.outcome}")
+
+
+async def node_bundle(s: Session) -> e2ee.KeyBundle | str:
+    """The key bundle of the node's device, claimed (SPEC §27.2.2): what a sender encrypts its
+    room keys to over Olm. Else what failed, as an outcome string."""
+    if s.device is None:
+        return "no-device-in-the-record"
+    claimed = await s.ask(
+        e2ee.KEYS_PROTOCOL, e2ee.encode_claim_request(s.device), e2ee.decode_claim_answer
+    )
+    if isinstance(claimed, str | ProtocolErrorFrame):
+        return f"claim:{outcome(claimed)}"
+    try:
+        return e2ee.decode_key_bundle(claimed.bundle)
+    except HearthError as exc:
+        return f"claim:invalid:{type(exc).__name__}"
