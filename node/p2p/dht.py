@@ -419,6 +419,12 @@ class DhtLayer:
         except Exception as exc:  # a peer that went away meanwhile: nothing to add
             log.debug("adding %s to the DHT routing table failed: %r", peer, exc)
 
+    def buckets(self) -> list[list[str]]:
+        """The routing table's peers, bucket by bucket (trio thread; none before `build`)."""
+        if self._dht is None:
+            return []
+        return [[p.to_base58() for p in b.peer_ids()] for b in self._dht.routing_table.buckets]
+
     def _require_dht(self) -> KadDHT:
         if self._dht is None:
             raise HostClosed("libp2p host is not running")

@@ -16,6 +16,13 @@ process (tests) count apart. A write that raises is not counted.
 
 State: per tracked swarm, its `WireCounts` (a weak reference: a host gone is forgotten); each
 host's counts are added to on its own trio thread only and copied whole for a reader.
+
+The connection census (`connections`, SPEC §20.6): each connection counted in once under who
+dialled it (`outbound`: we did), and under the first protocol agreed on a stream the dialling
+end opened on it, gossip's standing streams, identify and ping aside: what the dial was for
+(`outbound /ipfs/kad/1.0.0`). One whose dialler opened no such stream counts under its
+direction alone, so `outbound` less its protocols is the dials made for nothing else (a
+`connect`, a bootstrap). A set of the connections already named (weak) keeps it to one.
 """
 
 from __future__ import annotations
@@ -28,10 +35,12 @@ from libp2p.abc import INetwork
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.net_stream import NetStream
 
-__all__ = ["NEGOTIATION", "WireCounts", "install", "track"]
+__all__ = ["NEGOTIATION", "NOT_A_CAUSE", "WireCounts", "install", "track"]
 
 NEGOTIATION: Final = "negotiation"
 """The key of writes made before the stream's protocol was agreed (multistream's own)."""
+NOT_A_CAUSE: Final = ("/meshsub/", "/floodsub/", "/ipfs/id/", "/ipfs/ping/")
+"""Streams opened on every connection whatever it was dialled for: not named by the census."""
 
 
 class WireCounts:
@@ -41,6 +50,7 @@ class WireCounts:
         self._writes: dict[str, int] = {}
         self._bytes: dict[str, int] = {}
         self._opens: dict[str, int] = {}
+        self._connections: dict[str, int] = {}
 
     def add(self, protocol: str, size: int) -> None:
         """One write of `size` bytes on a stream of `protocol` (the host's trio thread)."""
@@ -51,6 +61,16 @@ class WireCounts:
         """One stream we initiated agreed on `protocol` (the host's trio thread)."""
         self._opens[protocol] = self._opens.get(protocol, 0) + 1
 
+    def connected(self, outbound: bool) -> None:
+        """One connection counted in (the host's trio thread)."""
+        key = _direction(outbound)
+        self._connections[key] = self._connections.get(key, 0) + 1
+
+    def dialled_for(self, outbound: bool, protocol: str) -> None:
+        """The first stream the dialler of a connection opened agreed on `protocol`."""
+        key = f"{_direction(outbound)} {protocol}"
+        self._connections[key] = self._connections.get(key, 0) + 1
+
     def snapshot(self) -> dict[str, dict[str, int]]:
         """`{"bytes": {protocol: n}, "writes": {protocol: n}, "opens": {protocol: n}}`, from
         any thread: `dict()` of a dict copies it while holding the GIL, so a key the trio
@@ -59,13 +79,20 @@ class WireCounts:
             "bytes": dict(self._bytes),
             "writes": dict(self._writes),
             "opens": dict(self._opens),
+            "connections": dict(self._connections),
         }
+
+
+def _direction(outbound: bool) -> str:
+    return "outbound" if outbound else "inbound"
 
 
 _tracked: weakref.WeakKeyDictionary[INetwork, WireCounts] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()  # hosts of one process (tests) start on several trio threads
 _original_write = NetStream.write
 _original_set_protocol = NetStream.set_protocol
+_named: weakref.WeakSet[object] = weakref.WeakSet()
+"""Connections the census has named the cause of (`dialled_for`)."""
 
 
 def _counts_of(stream: NetStream) -> WireCounts | None:
@@ -85,8 +112,18 @@ def _counted_set_protocol(self: NetStream, protocol_id: TProtocol) -> None:
     _original_set_protocol(self, protocol_id)
     counts = _counts_of(self)
     # Both ends agree on the protocol; the stream counts at the end that opened it.
-    if counts is not None and getattr(self.muxed_stream, "is_initiator", False):
+    if counts is None:
+        return
+    initiator = bool(getattr(self.muxed_stream, "is_initiator", False))
+    if initiator:
         counts.opened(str(protocol_id))
+    conn = self.swarm_conn
+    if conn is None or conn in _named or str(protocol_id).startswith(NOT_A_CAUSE):
+        return
+    outbound = bool(getattr(conn.muxed_conn, "is_initiator", False))
+    if initiator == outbound:  # opened by the end that dialled
+        _named.add(conn)
+        counts.dialled_for(outbound, str(protocol_id))
 
 
 def install() -> None:
