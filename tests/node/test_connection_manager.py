@@ -80,3 +80,21 @@ async def test_over_the_high_mark_idle_connections_close_and_kept_and_busy_ones_
             assert await stranger.connect(a.listen_addrs[0]) == a.peer_id
             await wait_until(lambda: a.connections_closed == {CLOSED_IDLE: 3})
             assert sorted(a.connected_peers()) == sorted([b.peer_id, c.peer_id])
+
+
+async def test_each_connection_is_counted_under_its_dialler_and_the_first_stream_it_opened() -> (
+    None
+):
+    """The census (status `wire.connections`, SPEC §20.6): a dials b and opens an echo stream:
+    a counts one outbound connection opened for echo, b one inbound; a later stream, and one
+    b opens, name it no more. gossip's, identify's and ping's streams name nothing."""
+    async with asyncio.timeout(30), hosts(config(1), config(2)) as (a, b):
+        a.set_stream_handler(ECHO, echo)
+        b.set_stream_handler(ECHO, echo)
+        assert await a.connect(b.listen_addrs[0]) == b.peer_id
+        for opener, peer in ((a, b), (a, b), (b, a)):
+            async with await opener.open_stream(peer.peer_id, ECHO) as stream:
+                await stream.write_frame(b"x")
+                assert await stream.read_frame() == b"x"
+        assert a.wire()["connections"] == {"outbound": 1, f"outbound {ECHO}": 1}
+        assert b.wire()["connections"] == {"inbound": 1, f"inbound {ECHO}": 1}
