@@ -179,7 +179,7 @@ class NodeConfig:
     """Ask the LAN's gateway (UPnP IGD) to forward our listen ports, and announce the mapped
     address (SPEC §10.12); `hearthmesh run` turns it on."""
     connection_trim: TrimPolicy | None = field(default_factory=TrimPolicy)
-    """The connection manager's watermarks and graces (SPEC §10.14; the host's
+    """The connection manager's watermarks and graces (SPEC §10.17; the host's
     `connection_trim`); None: no duplicate or idle connection is closed."""
     trio_on_loop: bool = False
     """Run libp2p's trio as a guest on the event loop's thread, its I/O waited for by the loop

@@ -241,7 +241,7 @@ class Node:
         keep(s.relay.run, "relay")
         keep(s.purge.run, "purge")
         kept = KeptPeers(members=s.members, directory=s.directory, homes=s.homes, host=host)
-        keep(kept.run, "kept-peers")  # the connection manager's to keep (SPEC §10.14)
+        keep(kept.run, "kept-peers")  # the connection manager's to keep (SPEC §10.17)
         keep(s.media.run, "media")
         keep(s.verification.run, "verification")
         keep(s.key_forwarding.run, "key-forwarding")

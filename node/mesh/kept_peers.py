@@ -1,5 +1,5 @@
 """The peers whose connections the host never closes as idle: our groups' homes and our
-siblings (SPEC §10.14).
+siblings (SPEC §10.17).
 
 The connection manager runs on the trio thread and closes idle connections over its high
 watermark; which homes our rooms deliver to is this side's to know. So every

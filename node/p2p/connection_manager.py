@@ -1,5 +1,5 @@
 """A host's connections kept bounded: duplicates closed, idle ones trimmed over a high
-watermark (SPEC §10.14).
+watermark (SPEC §10.17).
 
 Part of the libp2p bridge (ARCHITECTURE §5, tests/test_layering.py `BRIDGE_MODULES`). At 50
 nodes a node held ~58 connections, most of them opened by the DHT's first walks and by both

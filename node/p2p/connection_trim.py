@@ -1,5 +1,5 @@
 """Which of a host's connections to close: a peer's duplicates, then the least recently used
-idle ones over the high watermark (SPEC §10.14).
+idle ones over the high watermark (SPEC §10.17).
 
 Sans-I/O: a pure function of a snapshot (`ConnectionView`s, the protected peers, the time),
 in the manner of go-libp2p's connmgr; `connection_manager` takes the snapshot on the trio

@@ -283,7 +283,7 @@ class HostConfig:
     """Refills the peers' connection budgets (`ConnectionBudget`) and times the connections'
     use (`ConnectionManager`); read on the trio thread."""
     connection_trim: TrimPolicy | None = field(default_factory=TrimPolicy)
-    """Watermarks and graces of the connection manager (SPEC §10.14); None: nothing closes a
+    """Watermarks and graces of the connection manager (SPEC §10.17); None: nothing closes a
     peer's duplicate or idle connections (as before it)."""
 
 
@@ -1228,13 +1228,13 @@ class P2PHost:
         self._siblings = protected
 
     def set_kept(self, peers: frozenset[str]) -> None:
-        """The peers whose connections are never closed as idle (SPEC §10.14): our groups'
+        """The peers whose connections are never closed as idle (SPEC §10.17): our groups'
         homes and our siblings; replaced whole (from asyncio; the trio thread reads it)."""
         self._kept = peers
 
     def _protected_peers(self, connected: frozenset[str]) -> frozenset[str]:
         """Trio thread, for the connection manager: of `connected`, the peers it keeps (SPEC
-        §10.14): `set_kept`'s, our siblings, the relays we hold a reservation on, our gossip
+        §10.17): `set_kept`'s, our siblings, the relays we hold a reservation on, our gossip
         meshes' peers and the first few connected ones of each DHT bucket."""
         kept = set(self._kept) | set(self._relay.relayed_addrs) | self._gossip.mesh_peers()
         kept.update(peer for peer in connected if self._siblings(peer))

@@ -1,4 +1,4 @@
-"""Delivery across the connection manager's closes (SPEC §10.14, §11.5): a connection it closes
+"""Delivery across the connection manager's closes (SPEC §10.17, §11.5): a connection it closes
 mid-traffic is redialled by the outbox, and nothing is lost or doubled."""
 
 from __future__ import annotations

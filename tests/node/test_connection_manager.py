@@ -1,5 +1,5 @@
 """The connection manager on real hosts on 127.0.0.1 (node/p2p/connection_manager.py, SPEC
-§10.14): duplicates closed the same at both ends, idle connections trimmed over the high
+§10.17): duplicates closed the same at both ends, idle connections trimmed over the high
 watermark, kept and busy ones left."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Which connections the manager closes (node/p2p/connection_trim.py, SPEC §10.14): a pure
+"""Which connections the manager closes (node/p2p/connection_trim.py, SPEC §10.17): a pure
 function of a snapshot, driven from both ends of each pair."""
 
 from __future__ import annotations
