@@ -90,7 +90,7 @@ from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
 from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, UPGRADE_TIMEOUT_S, WebRtcLayer, is_webrtc
-from hearthmesh.node.p2p.wire_counts import WireCounts, track
+from hearthmesh.node.p2p.wire_counts import WireCounts, stream_opened, track
 from hearthmesh.node.p2p.yamux import (
     adopt_yamux_stream,
     answers_ping,
@@ -466,6 +466,7 @@ class _ConnectionTracker(INotifee):
         # otherwise sent a WINDOW_UPDATE after nearly every read: on a group's creator walking
         # the DHT for absent members, half the socket writes of an idle minute.
         adopt_yamux_stream(getattr(stream, "muxed_stream", None))
+        stream_opened(stream)  # the census, in the order streams open (SPEC §20.6)
         quicken_stream(stream)  # free locks cost no scheduler pass (`quick_locks`)
 
     async def closed_stream(self, network: INetwork, stream: INetStream) -> None:

@@ -8,12 +8,13 @@ import asyncio
 
 import multiaddr  # type: ignore[import-untyped]
 import pytest
+from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from hearthmesh.node.p2p.connection_trim import CLOSED_DUPLICATE, CLOSED_IDLE, TrimPolicy
 from hearthmesh.node.p2p.host import CLOSED_BY_PEER, P2PHost
 from tests.integration.conftest import wait_until
-from tests.node.test_libp2p_host import ECHO, config, echo, hosts
+from tests.node.test_libp2p_host import ECHO, SINK, config, echo, hosts
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +99,26 @@ async def test_each_connection_is_counted_under_its_dialler_and_the_first_stream
                 assert await stream.read_frame() == b"x"
         assert a.wire()["connections"] == {"outbound": 1, f"outbound {ECHO}": 1}
         assert b.wire()["connections"] == {"inbound": 1, f"inbound {ECHO}": 1}
+
+
+async def test_the_census_names_a_connection_by_the_stream_opened_first_not_agreed_first() -> None:
+    """py-libp2p's streams agree on their protocol a round trip after they open, our lazy ones
+    at once: a kad request that dialled a connection agreed after the hello opened as it was
+    announced, and the census named hello. It goes by the order streams opened."""
+    async with asyncio.timeout(30), hosts(config(1), config(2)) as (a, b):
+        assert await a.connect(b.listen_addrs[0]) == b.peer_id
+
+        async def open_two() -> None:
+            network = a._require_host().get_network()
+            peer = ID.from_base58(b.peer_id)
+            first = await network.new_stream(peer)  # say, the kad request that dialled
+            second = await network.new_stream(peer)  # say, the hello
+            second.set_protocol(TProtocol(ECHO))
+            first.set_protocol(TProtocol(SINK))
+            for stream in (first, second):
+                await stream.reset()
+
+        await a._bridge.run(open_two)
+        # named once the streams opened before them (identify's, gossip's) have agreed
+        await wait_until(lambda: a.wire()["connections"] != {"outbound": 1})
+        assert a.wire()["connections"] == {"outbound": 1, f"outbound {SINK}": 1}

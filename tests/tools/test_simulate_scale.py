@@ -484,3 +484,7 @@ def test_the_connection_census_is_a_mean_per_node_with_the_unnamed_rest() -> Non
         "outbound none": 1.5,
         "inbound none": 1.5,
     }
+    earlier = [{"wire": {"connections": {"outbound": 2, "outbound /ipfs/kad/1.0.0": 1}}}, {}]
+    earlier[1] = {"wire": {}}  # a status without the census counts none
+    assert _connection_census(statuses, earlier)["outbound /ipfs/kad/1.0.0"] == 1.0
+    assert _connection_census(statuses, earlier)["outbound none"] == 1.0

@@ -537,15 +537,21 @@ def _closed_between(before: list[dict[str, Any]], after: list[dict[str, Any]]) -
     return dict(sorted(closed.items()))
 
 
-def _connection_census(statuses: list[dict[str, Any]]) -> dict[str, float]:
-    """The connections a node opened since its start (status `wire.connections`), a mean per
-    node: `outbound`/`inbound` in all, and under the first protocol the dialler opened on one
-    (`outbound /ipfs/kad/1.0.0`); the rest, `outbound none` and `inbound none`, opened no
-    stream of any other protocol than gossip's, identify or ping (SPEC §20.6)."""
+def _connection_census(
+    statuses: list[dict[str, Any]], since: list[dict[str, Any]] | None = None
+) -> dict[str, float]:
+    """The connections a node opened since its start (status `wire.connections`), or since the
+    status round `since`, a mean per node: `outbound`/`inbound` in all, and under the first
+    protocol the dialler opened on one (`outbound /ipfs/kad/1.0.0`); the rest, `outbound none`
+    and `inbound none`, opened no stream of any other protocol than gossip's, identify or ping
+    (SPEC §20.6)."""
     total: dict[str, int] = {}
     for status in statuses:
         for key, count in status["wire"].get("connections", {}).items():
             total[key] = total.get(key, 0) + count
+    for status in since or ():
+        for key, count in status["wire"].get("connections", {}).items():
+            total[key] = total.get(key, 0) - count
     for direction in ("outbound", "inbound"):
         named = sum(n for key, n in total.items() if key.startswith(f"{direction} "))
         total[f"{direction} none"] = total.get(direction, 0) - named
@@ -665,6 +671,7 @@ async def _one_size(
         idle["periodic"] = _periodic_between(idle_from, idle_to)
         idle["connections_closed"] = _closed_between(idle_from, idle_to)
         idle["connections_opened"] = _connection_census(idle_to)
+        idle["connections_opened_in_phase"] = _connection_census(idle_to, idle_from)
         _say(config, f"{size} nodes: idle metered; workload {config.duration:g} s")
         if first is not None:
             first["cpu_ms_per_message_per_node_above_idle_less_periodic"] = _above_idle(
