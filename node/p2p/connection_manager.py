@@ -23,13 +23,14 @@ from typing import Final
 
 import trio
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.network.swarm import Swarm
 from multiaddr import Multiaddr  # type: ignore[import-untyped]
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.p2p.circuit_relay import is_relayed
 from hearthmesh.node.p2p.connection_trim import ConnectionView, TrimPolicy, to_close
 
-__all__ = ["STANDING_PREFIXES", "ConnectionManager"]
+__all__ = ["STANDING_PREFIXES", "ConnectionManager", "dial_no_peerstore"]
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,24 @@ class ConnectionManager(INotifee):
 
     async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
         pass
+
+
+def dial_no_peerstore(swarm: Swarm) -> None:
+    """Keep py-libp2p's auto-connector from dialling (before the swarm runs).
+
+    It dials peerstore peers we are not connected to whenever the connections are below a
+    target, at start, every 30 s and at each disconnect. The target is the midpoint of the low
+    and high watermarks: the host set the low one to 0 to turn it off, but the high one stayed
+    at its 300, so the target was 150, and every node dialled every peer it had an address of.
+    At 50 nodes that was the ~58 connections a node (SPEC §20.6): 1,016 of 1,225 pairs within
+    20 s, before any group formed, both ends of a pair often at once (the duplicates), and
+    each connection this manager closed as idle was dialled again at the next disconnect. The
+    app picks its peers: the ones it sends to, gossip's and the DHT's."""
+
+    async def connect_none() -> None:
+        return None
+
+    swarm.auto_connector.maybe_connect = connect_none  # type: ignore[method-assign]
 
 
 def _standing(stream: INetStream) -> bool:

@@ -53,7 +53,7 @@ from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.circuit_relay import CircuitRelayLayer, relay_of
 from hearthmesh.node.p2p.close_peer import close_peer_keeping_newer
 from hearthmesh.node.p2p.connection_budget import ConnectionBudget
-from hearthmesh.node.p2p.connection_manager import ConnectionManager
+from hearthmesh.node.p2p.connection_manager import ConnectionManager, dial_no_peerstore
 from hearthmesh.node.p2p.connection_trim import TrimPolicy, dht_kept
 from hearthmesh.node.p2p.dht import DhtLayer, DhtSelect, DhtValidate
 from hearthmesh.node.p2p.errors import (
@@ -767,8 +767,9 @@ class P2PHost:
             enable_mDNS=False,
             # QUIC (TLS 1.3 inside, its own streams) only where a listen address asks for it.
             enable_quic=any("/quic" in a for a in self.config.listen_addrs),
-            # One connection per peer skips the 250 ms dial fallback; min/low 0 keeps libp2p's
-            # auto-connector from dialling every peerstore entry: the app picks its peers.
+            # One connection per peer skips the 250 ms dial fallback. min/low 0 did not keep
+            # libp2p's auto-connector from dialling every peerstore entry (its target is the
+            # midpoint of low and high): `dial_no_peerstore` does.
             connection_config=ConnectionConfig(
                 max_connections_per_peer=1,
                 min_connections=0,
@@ -792,6 +793,7 @@ class P2PHost:
                 allow_list=gate.allow_list, deny_list=gate.deny_list
             )
             close_peer_keeping_newer(network)
+            dial_no_peerstore(network)  # the app picks its peers (SPEC §10.17)
         track(network, self._wire)
         keep_addrs(host, self._kept_advertised)
         task_parents.install()

@@ -122,3 +122,18 @@ async def test_the_census_names_a_connection_by_the_stream_opened_first_not_agre
         # named once the streams opened before them (identify's, gossip's) have agreed
         await wait_until(lambda: a.wire()["connections"] != {"outbound": 1})
         assert a.wire()["connections"] == {"outbound": 1, f"outbound {SINK}": 1}
+
+
+async def test_a_peer_in_the_peerstore_is_not_dialled_by_libp2ps_auto_connector() -> None:
+    """py-libp2p's auto-connector dials peerstore peers up to the midpoint of its watermarks
+    (150 with ours): every node dialled every peer it had an address of (SPEC §20.6). Its
+    cycle, run to its end, dials nobody now."""
+    async with asyncio.timeout(30), hosts(config(1), config(2)) as (a, b):
+        await a.add_peer_address(b.listen_addrs[0])
+
+        async def cycle() -> None:
+            await a._require_host().get_network().auto_connector.maybe_connect()
+
+        await a._bridge.run(cycle)
+        assert a.connected_peers() == [] and b.connected_peers() == []
+        assert await a.connect(b.listen_addrs[0]) == b.peer_id  # a dial the app asks for
