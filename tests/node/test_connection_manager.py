@@ -9,6 +9,7 @@ import asyncio
 import multiaddr  # type: ignore[import-untyped]
 import pytest
 from libp2p.custom_types import TProtocol
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 
 from hearthmesh.node.p2p.connection_trim import CLOSED_DUPLICATE, CLOSED_IDLE, TrimPolicy
@@ -132,7 +133,9 @@ async def test_a_peer_in_the_peerstore_is_not_dialled_by_libp2ps_auto_connector(
         await a.add_peer_address(b.listen_addrs[0])
 
         async def cycle() -> None:
-            await a._require_host().get_network().auto_connector.maybe_connect()
+            swarm = a._require_host().get_network()
+            assert isinstance(swarm, Swarm)
+            await swarm.auto_connector.maybe_connect()
 
         await a._bridge.run(cycle)
         assert a.connected_peers() == [] and b.connected_peers() == []
