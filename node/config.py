@@ -11,6 +11,7 @@ from hearthmesh.node.identity.home_directory import (
     DEFAULT_MAX_STRANGERS,
     DEFAULT_RECORD_MAX_AGE_MS,
 )
+from hearthmesh.node.p2p.connection_trim import TrimPolicy
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.protocol.authority import DEFAULT_DEFERRAL_POLICY, DeferralPolicy
 from hearthmesh.protocol.capabilities import Level
@@ -177,6 +178,9 @@ class NodeConfig:
     upnp: bool = False
     """Ask the LAN's gateway (UPnP IGD) to forward our listen ports, and announce the mapped
     address (SPEC §10.12); `hearthmesh run` turns it on."""
+    connection_trim: TrimPolicy | None = field(default_factory=TrimPolicy)
+    """The connection manager's watermarks and graces (SPEC §10.17; the host's
+    `connection_trim`); None: no duplicate or idle connection is closed."""
     trio_on_loop: bool = False
     """Run libp2p's trio as a guest on the event loop's thread, its I/O waited for by the loop
     (`node/p2p/guest_run.py`, ARCHITECTURE §5), not in a thread of its own. Off: on this

@@ -39,6 +39,7 @@ from hearthmesh.node.e2ee.key_ahead import KeyAhead
 from hearthmesh.node.events import NodeEvent
 from hearthmesh.node.identity.home_directory import Presence
 from hearthmesh.node.identity.keyring import Keyring, load_or_create_keyring
+from hearthmesh.node.mesh.kept_peers import KeptPeers
 from hearthmesh.node.p2p.dht import home_record_rules
 from hearthmesh.node.p2p.hole_punch import HolePunchCounts
 from hearthmesh.node.p2p.host import HostConfig, P2PHost
@@ -176,6 +177,7 @@ class Node:
                     relay_rank=self._rank_relays,
                     trio_on_loop=self.config.trio_on_loop,
                     clock=self._clock,
+                    connection_trim=self.config.connection_trim,
                 )
             )
         )
@@ -238,6 +240,8 @@ class Node:
         keep(self._sync_siblings_periodically, "sync-siblings")
         keep(s.relay.run, "relay")
         keep(s.purge.run, "purge")
+        kept = KeptPeers(members=s.members, directory=s.directory, homes=s.homes, host=host)
+        keep(kept.run, "kept-peers")  # the connection manager's to keep (SPEC §10.17)
         keep(s.media.run, "media")
         keep(s.verification.run, "verification")
         keep(s.key_forwarding.run, "key-forwarding")

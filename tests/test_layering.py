@@ -71,6 +71,7 @@ BRIDGE_MODULES = {
     "node/p2p/dht_log.py",
     "node/p2p/yamux.py",
     "node/p2p/close_peer.py",
+    "node/p2p/connection_manager.py",
     "node/p2p/quick_locks.py",
     "node/p2p/stream_slots.py",
     "node/p2p/autonat.py",

@@ -75,6 +75,7 @@ from libp2p.io.exceptions import MessageTooLarge
 from libp2p.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.common import PROTOCOL_ID
 from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
+from libp2p.kad_dht.routing_table import KBucket
 from libp2p.kad_dht.utils import maybe_consume_signed_record, sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerstore import PeerStoreError
@@ -199,6 +200,26 @@ def _install_consume_once() -> None:
     """Use `_consume_once` in py-libp2p's kad modules that check records (idempotent)."""
     for module in (_kad_module, _peer_routing_module, _value_store_module):
         module.maybe_consume_signed_record = _consume_once  # type: ignore[attr-defined]
+
+
+_ping_peer = KBucket._ping_peer
+
+
+async def _ping_if_connected(bucket: KBucket, peer_id: ID) -> bool:
+    """py-libp2p's liveness ping of a full bucket's oldest peer (before a new peer may take its
+    place), unless we hold no connection to it: then it is kept, as one alive, and not dialled.
+    Each new connection offers its peer to the table (`add_peer`); at 50 nodes a bucket holds
+    more than 20 of them, so each offer pinged the bucket's oldest, which the connection manager
+    had mostly closed as idle (SPEC §10.17): a dial, and at its far end a new connection whose
+    offer pinged and dialled again, a chain of dials across the mesh (b1, SPEC §20.6)."""
+    if not bucket.host.get_network().get_connections(peer_id):
+        return True
+    return await _ping_peer(bucket, peer_id)
+
+
+def _install_ping_if_connected() -> None:
+    """Use `_ping_if_connected` in every bucket (idempotent)."""
+    KBucket._ping_peer = _ping_if_connected  # type: ignore[method-assign,assignment]
 
 
 class _AppValidator(Validator):
@@ -374,6 +395,7 @@ class DhtLayer:
         """Create the DHT on `host` before it listens; this registers the kad protocol."""
         dht_log.install()
         _install_consume_once()
+        _install_ping_if_connected()
         validator = NamespacedValidator(
             {DHT_NAMESPACE: self._app_validator}, strict_validation=True
         )
@@ -418,6 +440,12 @@ class DhtLayer:
             await dht.add_peer(peer)
         except Exception as exc:  # a peer that went away meanwhile: nothing to add
             log.debug("adding %s to the DHT routing table failed: %r", peer, exc)
+
+    def buckets(self) -> list[list[str]]:
+        """The routing table's peers, bucket by bucket (trio thread; none before `build`)."""
+        if self._dht is None:
+            return []
+        return [[p.to_base58() for p in b.peer_ids()] for b in self._dht.routing_table.buckets]
 
     def _require_dht(self) -> KadDHT:
         if self._dht is None:

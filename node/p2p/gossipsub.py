@@ -225,6 +225,13 @@ class GossipLayer:
         router = self._gossipsub
         return 0 if router is None else router.counts.rpcs_dropped
 
+    def mesh_peers(self) -> set[str]:
+        """The peers in any of our topics' meshes (trio thread; none before `build`)."""
+        router = self._gossipsub
+        if router is None:
+            return set()
+        return {peer.to_base58() for peers in router.mesh.values() for peer in peers}
+
     def topic_peers(self, topic: str) -> int:
         """Peers known to follow `topic` (0 before `build`); a set's length read across
         threads is whole."""

@@ -53,6 +53,8 @@ from hearthmesh.node.p2p.bridge import TrioThread
 from hearthmesh.node.p2p.circuit_relay import CircuitRelayLayer, relay_of
 from hearthmesh.node.p2p.close_peer import close_peer_keeping_newer
 from hearthmesh.node.p2p.connection_budget import ConnectionBudget
+from hearthmesh.node.p2p.connection_manager import ConnectionManager, dial_no_peerstore
+from hearthmesh.node.p2p.connection_trim import TrimPolicy, dht_kept
 from hearthmesh.node.p2p.dht import DhtLayer, DhtSelect, DhtValidate
 from hearthmesh.node.p2p.errors import (
     DialFailed,
@@ -88,7 +90,7 @@ from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
 from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, UPGRADE_TIMEOUT_S, WebRtcLayer, is_webrtc
-from hearthmesh.node.p2p.wire_counts import WireCounts, track
+from hearthmesh.node.p2p.wire_counts import WireCounts, stream_opened, track
 from hearthmesh.node.p2p.yamux import (
     adopt_yamux_stream,
     answers_ping,
@@ -278,7 +280,11 @@ class HostConfig:
     """Run libp2p's trio as a guest on the event loop's thread, not in a thread of its own
     (`TrioThread`, ARCHITECTURE §5; `NodeConfig.trio_on_loop`)."""
     clock: Clock = field(default_factory=SystemClock)
-    """Refills the peers' connection budgets (`ConnectionBudget`); read on the trio thread."""
+    """Refills the peers' connection budgets (`ConnectionBudget`) and times the connections'
+    use (`ConnectionManager`); read on the trio thread."""
+    connection_trim: TrimPolicy | None = field(default_factory=TrimPolicy)
+    """Watermarks and graces of the connection manager (SPEC §10.17); None: nothing closes a
+    peer's duplicate or idle connections (as before it)."""
 
 
 def peer_id_from_seed(seed: bytes) -> str:
@@ -460,6 +466,7 @@ class _ConnectionTracker(INotifee):
         # otherwise sent a WINDOW_UPDATE after nearly every read: on a group's creator walking
         # the DHT for absent members, half the socket writes of an idle minute.
         adopt_yamux_stream(getattr(stream, "muxed_stream", None))
+        stream_opened(stream)  # the census, in the order streams open (SPEC §20.6)
         quicken_stream(stream)  # free locks cost no scheduler pass (`quick_locks`)
 
     async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
@@ -580,6 +587,7 @@ class P2PHost:
         self._peer_waiters: dict[str, asyncio.Event] = {}
         self._on_connection: ConnectionHandler | None = None
         self._admits: PeerFilter = lambda _peer: True
+        self._siblings: PeerFilter = lambda _peer: False
         self._refused: RefusalHandler = _refuse_nothing
         self._remote_ips: dict[str, str] = {}
         self._paths: dict[str, dict[str | None, int]] = {}
@@ -662,6 +670,9 @@ class P2PHost:
         self._host: IHost | None = None
         self._gate: PrefixGate | None = None
         self._tracker: _ConnectionTracker | None = None  # trio thread
+        self._manager: ConnectionManager | None = None  # trio thread
+        self._kept: frozenset[str] = frozenset()
+        """Peers whose connections the manager never closes as idle (`set_kept`)."""
 
     # ---- lifetime -------------------------------------------------------------------------
 
@@ -756,8 +767,9 @@ class P2PHost:
             enable_mDNS=False,
             # QUIC (TLS 1.3 inside, its own streams) only where a listen address asks for it.
             enable_quic=any("/quic" in a for a in self.config.listen_addrs),
-            # One connection per peer skips the 250 ms dial fallback; min/low 0 keeps libp2p's
-            # auto-connector from dialling every peerstore entry: the app picks its peers.
+            # One connection per peer skips the 250 ms dial fallback. min/low 0 did not keep
+            # libp2p's auto-connector from dialling every peerstore entry (its target is the
+            # midpoint of low and high): `dial_no_peerstore` does.
             connection_config=ConnectionConfig(
                 max_connections_per_peer=1,
                 min_connections=0,
@@ -781,6 +793,7 @@ class P2PHost:
                 allow_list=gate.allow_list, deny_list=gate.deny_list
             )
             close_peer_keeping_newer(network)
+            dial_no_peerstore(network)  # the app picks its peers (SPEC §10.17)
         track(network, self._wire)
         keep_addrs(host, self._kept_advertised)
         task_parents.install()
@@ -799,6 +812,18 @@ class P2PHost:
         if isinstance(network, Swarm):
             tracker.name_trims(network)
         host.get_network().register_notifee(tracker)
+        trim = self.config.connection_trim
+        if trim is not None:
+            self._manager = ConnectionManager(
+                host.get_network(),
+                own_peer=self.peer_id,
+                policy=trim,
+                protected=self._protected_peers,
+                close=self._close_trimmed,
+                clock=self.config.clock,
+            )
+            host.get_network().register_notifee(self._manager)
+        managing = contextlib.nullcontext() if self._manager is None else self._manager.running()
         if self.config.dial_from is not None:
             _dial_from(host.get_network(), self.config.dial_from)
         self._host = host
@@ -825,6 +850,7 @@ class P2PHost:
                         self._punch.running(),
                         self._webrtc.running(),
                         tracker.running(),
+                        managing,
                     ):
                         try:
                             listening = [
@@ -1202,6 +1228,27 @@ class P2PHost:
         thread, so it must be safe to call there."""
         self._connections.protect(protected)
         self._gossip.protect(protected)
+        self._siblings = protected
+
+    def set_kept(self, peers: frozenset[str]) -> None:
+        """The peers whose connections are never closed as idle (SPEC §10.17): our groups'
+        homes and our siblings; replaced whole (from asyncio; the trio thread reads it)."""
+        self._kept = peers
+
+    def _protected_peers(self, connected: frozenset[str]) -> frozenset[str]:
+        """Trio thread, for the connection manager: of `connected`, the peers it keeps (SPEC
+        §10.17): `set_kept`'s, our siblings, the relays we hold a reservation on, our gossip
+        meshes' peers and the first few connected ones of each DHT bucket."""
+        kept = set(self._kept) | set(self._relay.relayed_addrs) | self._gossip.mesh_peers()
+        kept.update(peer for peer in connected if self._siblings(peer))
+        if self._dht is not None and self.config.connection_trim is not None:
+            per_bucket = self.config.connection_trim.dht_per_bucket
+            kept |= dht_kept(self._dht.buckets(), connected, per_bucket)
+        return frozenset(kept & connected)
+
+    async def _close_trimmed(self, conn: INetConn, reason: str) -> None:
+        self._mark_closing([conn], reason)
+        await _close_within_abort([conn], conn.close)
 
     def _garbled(self, peer: str, error: RemoteProtocolError) -> None:
         """From the trio thread: a peer's gossip RPC or kad answer cannot be right (a whole
@@ -1453,6 +1500,7 @@ class P2PHost:
         muxed = conn.muxed_conn
         inbound = not getattr(muxed, "is_initiator", False)
         if self._connections.admits(muxed.peer_id.to_base58(), inbound=inbound):
+            self._wire.connected(outbound=not inbound)  # the census (SPEC §20.6)
             return True
         with contextlib.suppress(HostClosed):  # not inline: libp2p's add_conn awaits the notifee
             self._bridge.spawn(conn.close)

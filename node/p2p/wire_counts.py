@@ -16,6 +16,18 @@ process (tests) count apart. A write that raises is not counted.
 
 State: per tracked swarm, its `WireCounts` (a weak reference: a host gone is forgotten); each
 host's counts are added to on its own trio thread only and copied whole for a reader.
+
+The connection census (`connections`, SPEC §20.6): each connection counted in once under who
+dialled it (`outbound`: we did), and under the protocol of the first stream the dialling end
+opened on it, gossip's standing streams, identify and ping aside: what the dial was for
+(`outbound /ipfs/kad/1.0.0`). First by opening, not by agreeing: a stream py-libp2p opens
+agrees on its protocol a round trip later, a lazy one of ours at once, so the hello opened as
+a connection is announced was agreed before the kad request that dialled it. The dialler's
+first few streams are kept in the order they opened (`stream_opened`, told by the host's
+notifee) until the earliest that names a cause has agreed. One whose dialler opened no such
+stream counts under its direction alone, so `outbound` less its protocols is the dials made
+for nothing else (a `connect`, a bootstrap). Weak maps of the connections waiting and named
+keep each to one count.
 """
 
 from __future__ import annotations
@@ -24,14 +36,16 @@ import threading
 import weakref
 from typing import Final
 
-from libp2p.abc import INetwork
+from libp2p.abc import INetStream, INetwork
 from libp2p.custom_types import TProtocol
 from libp2p.network.stream.net_stream import NetStream
 
-__all__ = ["NEGOTIATION", "WireCounts", "install", "track"]
+__all__ = ["NEGOTIATION", "NOT_A_CAUSE", "WireCounts", "install", "stream_opened", "track"]
 
 NEGOTIATION: Final = "negotiation"
 """The key of writes made before the stream's protocol was agreed (multistream's own)."""
+NOT_A_CAUSE: Final = ("/meshsub/", "/floodsub/", "/ipfs/id/", "/ipfs/ping/")
+"""Streams opened on every connection whatever it was dialled for: not named by the census."""
 
 
 class WireCounts:
@@ -41,6 +55,7 @@ class WireCounts:
         self._writes: dict[str, int] = {}
         self._bytes: dict[str, int] = {}
         self._opens: dict[str, int] = {}
+        self._connections: dict[str, int] = {}
 
     def add(self, protocol: str, size: int) -> None:
         """One write of `size` bytes on a stream of `protocol` (the host's trio thread)."""
@@ -51,6 +66,16 @@ class WireCounts:
         """One stream we initiated agreed on `protocol` (the host's trio thread)."""
         self._opens[protocol] = self._opens.get(protocol, 0) + 1
 
+    def connected(self, outbound: bool) -> None:
+        """One connection counted in (the host's trio thread)."""
+        key = _direction(outbound)
+        self._connections[key] = self._connections.get(key, 0) + 1
+
+    def dialled_for(self, outbound: bool, protocol: str) -> None:
+        """The first stream the dialler of a connection opened agreed on `protocol`."""
+        key = f"{_direction(outbound)} {protocol}"
+        self._connections[key] = self._connections.get(key, 0) + 1
+
     def snapshot(self) -> dict[str, dict[str, int]]:
         """`{"bytes": {protocol: n}, "writes": {protocol: n}, "opens": {protocol: n}}`, from
         any thread: `dict()` of a dict copies it while holding the GIL, so a key the trio
@@ -59,13 +84,23 @@ class WireCounts:
             "bytes": dict(self._bytes),
             "writes": dict(self._writes),
             "opens": dict(self._opens),
+            "connections": dict(self._connections),
         }
+
+
+def _direction(outbound: bool) -> str:
+    return "outbound" if outbound else "inbound"
 
 
 _tracked: weakref.WeakKeyDictionary[INetwork, WireCounts] = weakref.WeakKeyDictionary()
 _lock = threading.Lock()  # hosts of one process (tests) start on several trio threads
 _original_write = NetStream.write
 _original_set_protocol = NetStream.set_protocol
+_named: weakref.WeakSet[object] = weakref.WeakSet()
+"""Connections the census has named the cause of (`dialled_for`)."""
+_EARLY_STREAMS: Final = 6
+_early: weakref.WeakKeyDictionary[object, list[NetStream]] = weakref.WeakKeyDictionary()
+"""Per connection not yet named, its dialler's first streams in the order they opened."""
 
 
 def _counts_of(stream: NetStream) -> WireCounts | None:
@@ -85,8 +120,44 @@ def _counted_set_protocol(self: NetStream, protocol_id: TProtocol) -> None:
     _original_set_protocol(self, protocol_id)
     counts = _counts_of(self)
     # Both ends agree on the protocol; the stream counts at the end that opened it.
-    if counts is not None and getattr(self.muxed_stream, "is_initiator", False):
+    if counts is None:
+        return
+    if getattr(self.muxed_stream, "is_initiator", False):
         counts.opened(str(protocol_id))
+    conn = self.swarm_conn
+    if conn is not None and conn in _early:
+        _name(conn, counts)
+
+
+def stream_opened(stream: INetStream) -> None:
+    """A stream added to one of a tracked host's connections (the host's notifee, called in
+    the order streams open): kept for the census if the connection's dialler opened it."""
+    conn = getattr(stream, "swarm_conn", None)
+    if not isinstance(stream, NetStream) or conn is None or conn in _named:
+        return
+    initiator = bool(getattr(stream.muxed_stream, "is_initiator", False))
+    if initiator == _outbound(conn):
+        early = _early.setdefault(conn, [])
+        if len(early) < _EARLY_STREAMS:
+            early.append(stream)
+
+
+def _name(conn: object, counts: WireCounts) -> None:
+    """Name `conn` by its dialler's earliest stream that names a cause, once every stream
+    opened before it has agreed on a protocol (one that never agrees leaves it unnamed)."""
+    for stream in _early[conn]:
+        if stream.protocol_id is None:
+            return
+        protocol = str(stream.protocol_id)
+        if not protocol.startswith(NOT_A_CAUSE):
+            del _early[conn]
+            _named.add(conn)
+            counts.dialled_for(_outbound(conn), protocol)
+            return
+
+
+def _outbound(conn: object) -> bool:
+    return bool(getattr(getattr(conn, "muxed_conn", None), "is_initiator", False))
 
 
 def install() -> None:

@@ -397,3 +397,33 @@ async def test_our_server_checks_a_peers_signed_record_once_while_it_is_unchange
 
 async def _record_of(host: IHost) -> bytes:
     return env_to_send_in_RPC(host)[0]
+
+
+async def test_a_full_buckets_oldest_peer_is_pinged_only_over_a_connection_held() -> None:
+    """SPEC §10.17: a new peer offered to a full bucket pings its oldest (py-libp2p), which
+    dialled it when not connected: with connections trimmed, a chain of dials across the mesh.
+    Not connected, the oldest is kept and not dialled; connected, it is pinged as before."""
+    from libp2p.kad_dht.routing_table import KBucket
+    from libp2p.peer.peerinfo import PeerInfo
+
+    async with asyncio.timeout(30), hosts(dht_config(1), dht_config(2), dht_config(3)) as h:
+        a, old, new = h
+        await a.add_peer_address(old.listen_addrs[0])
+
+        async def offer() -> tuple[bool, list[str]]:
+            host = a._require_host()
+            bucket = KBucket(host, bucket_size=1)
+            bucket.peers[ID.from_base58(old.peer_id)] = (
+                PeerInfo(
+                    ID.from_base58(old.peer_id),
+                    host.get_peerstore().addrs(ID.from_base58(old.peer_id)),
+                ),
+                0.0,
+            )
+            added = await bucket.add_peer(PeerInfo(ID.from_base58(new.peer_id), []))
+            return added, [p.to_base58() for p in bucket.peer_ids()]
+
+        assert await a._bridge.run(offer) == (False, [old.peer_id])
+        assert old.peer_id not in a.connected_peers()  # not dialled
+        assert await a.connect(old.listen_addrs[0]) == old.peer_id
+        assert await a._bridge.run(offer) == (False, [old.peer_id])  # pinged, answered

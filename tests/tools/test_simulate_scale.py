@@ -17,6 +17,7 @@ from hearthmesh.tools.simulate.scale import (
     _above_idle,
     _by_window,
     _closed_between,
+    _connection_census,
     _formation,
     _growth,
     _mesh,
@@ -466,3 +467,24 @@ async def test_groups_of_k_homes_each_deliver_within_their_group_alone(tmp_path:
     assert work["acked"] >= 4 and work["missing"] == work["duplicates"] == 0, work
     assert work["expected"] == work["delivered"] == work["acked"], work  # one other home each
     assert work["to_last_member"]["messages"] == work["acked"], work
+
+
+def test_the_connection_census_is_a_mean_per_node_with_the_unnamed_rest() -> None:
+    """SPEC §20.6: each node's `wire.connections` summed and shared; the connections whose
+    dialler opened no other stream than gossip's, identify or ping count under `none`."""
+    statuses = [
+        {"wire": {"connections": {"outbound": 4, "outbound /ipfs/kad/1.0.0": 3, "inbound": 2}}},
+        {"wire": {"connections": {"outbound": 2, "inbound": 4, "inbound /ipfs/kad/1.0.0": 3}}},
+    ]
+    assert _connection_census(statuses) == {
+        "outbound": 3.0,
+        "inbound": 3.0,
+        "outbound /ipfs/kad/1.0.0": 1.5,
+        "inbound /ipfs/kad/1.0.0": 1.5,
+        "outbound none": 1.5,
+        "inbound none": 1.5,
+    }
+    earlier = [{"wire": {"connections": {"outbound": 2, "outbound /ipfs/kad/1.0.0": 1}}}, {}]
+    earlier[1] = {"wire": {}}  # a status without the census counts none
+    assert _connection_census(statuses, earlier)["outbound /ipfs/kad/1.0.0"] == 1.0
+    assert _connection_census(statuses, earlier)["outbound none"] == 1.0

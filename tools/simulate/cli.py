@@ -65,6 +65,14 @@ def add_simulate_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
         help="--scale: idle phase (default 300 s: it holds the home records' period, §20.6)",
     )
     sim.add_argument(
+        "--settle",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="--scale: wait after the group formed before the idle phase (10 s; the DHT's "
+        "first walks and the connections they leave take about a minute, §20.6)",
+    )
+    sim.add_argument(
         "--first-sends",
         action="store_true",
         help="--scale: each node sends once before the idle phase, metered apart, so that no "
@@ -160,6 +168,7 @@ def _run_scale(args: argparse.Namespace) -> int:
         sizes=sizes,
         members=args.members,
         idle=IDLE_S if args.idle is None else args.idle,
+        settle=args.settle,
         duration=args.duration,
         rate=args.rate,
         converge_timeout=args.converge_timeout,

@@ -537,6 +537,28 @@ def _closed_between(before: list[dict[str, Any]], after: list[dict[str, Any]]) -
     return dict(sorted(closed.items()))
 
 
+def _connection_census(
+    statuses: list[dict[str, Any]], since: list[dict[str, Any]] | None = None
+) -> dict[str, float]:
+    """The connections a node opened since its start (status `wire.connections`), or since the
+    status round `since`, a mean per node: `outbound`/`inbound` in all, and under the first
+    protocol the dialler opened on one (`outbound /ipfs/kad/1.0.0`); the rest, `outbound none`
+    and `inbound none`, opened no stream of any other protocol than gossip's, identify or ping
+    (SPEC §20.6)."""
+    total: dict[str, int] = {}
+    for status in statuses:
+        for key, count in status["wire"].get("connections", {}).items():
+            total[key] = total.get(key, 0) + count
+    for status in since or ():
+        for key, count in status["wire"].get("connections", {}).items():
+            total[key] = total.get(key, 0) - count
+    for direction in ("outbound", "inbound"):
+        named = sum(n for key, n in total.items() if key.startswith(f"{direction} "))
+        total[f"{direction} none"] = total.get(direction, 0) - named
+    share = max(1, len(statuses))
+    return {key: round(n / share, 2) for key, n in sorted(total.items(), key=lambda kv: -kv[1])}
+
+
 class _Crowd:
     """The bystanders of one size (`_bystanders`): busy ones send while the mesh's workload
     does (`sending`), from the same start and for as long."""
@@ -647,6 +669,9 @@ async def _one_size(
         idle_to = await _statuses(mesh.nodes)
         idle["wire"] = _wire_between(idle_from, idle_to, config.idle, "s")
         idle["periodic"] = _periodic_between(idle_from, idle_to)
+        idle["connections_closed"] = _closed_between(idle_from, idle_to)
+        idle["connections_opened"] = _connection_census(idle_to)
+        idle["connections_opened_in_phase"] = _connection_census(idle_to, idle_from)
         _say(config, f"{size} nodes: idle metered; workload {config.duration:g} s")
         if first is not None:
             first["cpu_ms_per_message_per_node_above_idle_less_periodic"] = _above_idle(
