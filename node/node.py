@@ -454,18 +454,19 @@ class Node:
 
     def _connection_changed(self, peer_id: str, connected: bool) -> None:
         """The host's report of a peer's first connection or last disconnection."""
+        levels = self._services.peer_levels
         if not connected:
             self._services.greetings.forget(peer_id)
             self._services.standing.disconnected(peer_id)
+            levels.disconnected(peer_id)
             return
-        # It may have upgraded or gone back since it last answered: asked again before the next
-        # event whose form depends on it is sealed (no stream of ours beyond the hello). Forgotten
-        # as it connects, not after the hello: an answer given over this connection (to an ask
-        # that dialled it) counts, or the next send asked again (SPEC §20.7).
-        self._services.peer_levels.forget(peer_id)
         if not self._services.standing.connected(peer_id, self._host.remote_ip(peer_id)):
             self._host.disconnect_nowait(peer_id)  # banned (itself or its prefix), or one too many
         elif self._run_state.running():
+            # What it told before stands until this connection's hello replaces it (a peer
+            # that upgraded or went back restarted, so it connects anew); a send meanwhile
+            # waits for the hello only if it never told any (SPEC §20.7.1).
+            levels.connected(peer_id)
             self._services.greetings.start(peer_id)
 
     async def sync_with(self, peer_id: str) -> SyncReport:
