@@ -575,6 +575,18 @@ class Node:
         """DHT lookups of other users' home records this node walked (SPEC §13.5)."""
         return self._services.home_lookups.asked
 
+    @property
+    def deferred_due_again(self) -> int:
+        """Rows a home deferred that came due again once it stored a later batch of ours
+        (`DeferredRows`, SPEC §11.5.1)."""
+        return self._services.outbox.deferred_due_again
+
+    def capability_asks(self) -> dict[str, int]:
+        """What learning peers' levels cost (SPEC §20.7.1): caps streams asked, asks that got no
+        answer in time, and sends that waited for a hello on its way instead."""
+        levels = self._services.peer_levels
+        return {"asked": levels.asked, "unanswered": levels.unanswered, "hellos": levels.hellos}
+
     def slow_arrivals(self) -> list[dict[str, Any]]:
         """The latest messages released to our app late, each with what brought it (SPEC
         §20.6): the last member's side of a slow message."""

@@ -130,6 +130,12 @@ class PeerLevels:
         burst of sends would otherwise open a stream each, past the peer's slots)."""
         self._background = asyncio.Semaphore(background_asks)
         """Slots of background asks (`AheadPolicy.asks_at_once`); a user's action takes none."""
+        self.asked = 0
+        """Caps streams we opened (the status's `capability_asks`)."""
+        self.hellos = 0
+        """Asks that waited for the peer's hello on its way instead."""
+        self.unanswered = 0
+        """Asks (or waits for a hello) with no answer in `ask_s`: unreachable, failed, late."""
 
     async def learn(
         self, peer_id: str, addresses: tuple[str, ...] = (), *, background: bool = False
@@ -173,6 +179,7 @@ class PeerLevels:
                     await self._reach(peer_id, addresses)
                 if await self._told_in_hello(peer_id):
                     return
+                self.asked += 1
                 # Not lazily: the homes asked are of a release before hello/1, and their `na`
                 # must be told from a failed stream (SPEC §10.1, §20.7).
                 async with await self._host.open_stream(peer_id, CAPS_PROTOCOL) as stream:
@@ -181,6 +188,7 @@ class PeerLevels:
             self.remember(peer_id, frozenset())
         except (P2PError, TimeoutError) as exc:
             log.debug("no capability answer from %s: %r", peer_id[-8:], exc)
+            self.unanswered += 1
             self._book.missed(peer_id, self._clock.now_ms())
         except RemoteProtocolError as exc:
             self._on_refused(peer_id, exc)
@@ -192,6 +200,7 @@ class PeerLevels:
         """Wait for `peer_id`'s hello on this connection if it is on its way; did it (or an
         answer meanwhile) tell the levels? Not after a hello/0 or a failed hello: then asked."""
         if self._book.step(peer_id, self._clock.now_ms()) is Step.AWAIT_HELLO:
+            self.hellos += 1
             await self._hello_ended.setdefault(peer_id, asyncio.Event()).wait()
         return self._book.of(peer_id) is not None
 

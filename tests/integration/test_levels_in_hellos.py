@@ -70,6 +70,7 @@ async def test_a_reconnected_home_is_not_asked_what_it_told_stands_until_its_hel
         assert levels.of(bob.peer_id) == OUR_LEVELS and not levels.due(bob.peer_id)
         assert await alice._services.revisions.speak({bob.user_id}, LEVEL)
         assert _caps_opened(alice) == 0  # neither asked nor waiting on the held hello
+        assert alice.capability_asks() == {"asked": 0, "unanswered": 0, "hellos": 0}
         hellos.set()
 
 
@@ -87,6 +88,7 @@ async def test_a_send_to_a_home_that_never_told_waits_for_its_hello_not_a_caps_s
         assert await send
         assert alice._services.peer_levels.of(bob.peer_id) == OUR_LEVELS
         assert _caps_opened(alice) == 0
+        assert alice.capability_asks() == {"asked": 0, "unanswered": 0, "hellos": 1}
 
 
 async def test_a_home_whose_hello_did_not_end_in_time_is_not_waited_on_as_it_reconnects(
@@ -119,3 +121,4 @@ async def test_a_home_whose_hello_did_not_end_in_time_is_not_waited_on_as_it_rec
         hellos.set()  # the hello lands: it tells the levels, nothing asked
         await wait_until(lambda: levels.of(bob.peer_id) == OUR_LEVELS)
         assert _caps_opened(alice) == 0
+        assert alice.capability_asks() == {"asked": 0, "unanswered": 1, "hellos": 1}
