@@ -458,18 +458,19 @@ class Node:
 
     def _connection_changed(self, peer_id: str, connected: bool) -> None:
         """The host's report of a peer's first connection or last disconnection."""
+        levels = self._services.peer_levels
         if not connected:
             self._services.greetings.forget(peer_id)
             self._services.standing.disconnected(peer_id)
+            levels.disconnected(peer_id)
             return
-        # It may have upgraded or gone back since it last answered: asked again before the next
-        # event whose form depends on it is sealed (no stream of ours beyond the hello). Forgotten
-        # as it connects, not after the hello: an answer given over this connection (to an ask
-        # that dialled it) counts, or the next send asked again (SPEC §20.7).
-        self._services.peer_levels.forget(peer_id)
         if not self._services.standing.connected(peer_id, self._host.remote_ip(peer_id)):
             self._host.disconnect_nowait(peer_id)  # banned (itself or its prefix), or one too many
         elif self._run_state.running():
+            # What it told before stands until this connection's hello replaces it (a peer
+            # that upgraded or went back restarted, so it connects anew); a send meanwhile
+            # waits for the hello only if it never told any (SPEC §20.7.1).
+            levels.connected(peer_id)
             self._services.greetings.start(peer_id)
 
     async def sync_with(self, peer_id: str) -> SyncReport:
@@ -577,6 +578,18 @@ class Node:
     def home_lookups(self) -> int:
         """DHT lookups of other users' home records this node walked (SPEC §13.5)."""
         return self._services.home_lookups.asked
+
+    @property
+    def deferred_due_again(self) -> int:
+        """Rows a home deferred that came due again once it stored a later batch of ours
+        (`DeferredRows`, SPEC §11.5.1)."""
+        return self._services.outbox.deferred_due_again
+
+    def capability_asks(self) -> dict[str, int]:
+        """What learning peers' levels cost (SPEC §20.7.1): caps streams asked, asks that got no
+        answer in time, and sends that waited for a hello on its way instead."""
+        levels = self._services.peer_levels
+        return {"asked": levels.asked, "unanswered": levels.unanswered, "hellos": levels.hellos}
 
     def slow_arrivals(self) -> list[dict[str, Any]]:
         """The latest messages released to our app late, each with what brought it (SPEC

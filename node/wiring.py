@@ -364,7 +364,7 @@ def build_services(
         takes_time_from=homes.is_clock_source,
         standing=standing,
         levels=capabilities.levels,
-        heard_levels=peer_levels.remember,
+        peer_levels=peer_levels,
     )
     media_server = MediaServer(
         store=store,

@@ -233,6 +233,8 @@ class OutboxMachine(Generic[E]):
         """Batch size of each destination whose batch failed lately (others: BATCH_ENTRIES)."""
         self._deferred = DeferredRows()
         """Rows a home deferred: due again once a home of theirs stores a batch of ours."""
+        self.deferred_due_again = 0
+        """Rows `DeferredRows` made due again (status, and the scale run's report, SPEC §20.6)."""
         self._starting = True
         """Until a take comes back short: rows leased by the machine before this one count as
         due (`due_by_ms`)."""
@@ -446,6 +448,7 @@ class OutboxMachine(Generic[E]):
         )
         if not plan:
             return []
+        self.deferred_due_again += len(plan)
         error = "due again: its home stores our envelopes now"
         return [Reschedule(destination=destination, plan=plan, error=error)]
 

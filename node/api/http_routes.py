@@ -136,6 +136,8 @@ async def node_status(request: web.Request) -> web.Response:
             "clients": len(service.sessions),
             "undecryptable": node.undecryptable,
             "slow_arrivals": node.slow_arrivals(),
+            "deferred_due_again": node.deferred_due_again,
+            "capability_asks": node.capability_asks(),
             "outages_ended": node.outages_ended(),
             "api_url": service.api_url,
             "version": _version(),

@@ -209,7 +209,8 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             "private, unknown), relays we hold reservations on, each peer's paths (direct, "
             "webrtc or relay peer ids), hole punches per transport, unreachable homes, "
             "undecryptable (held messages whose key was asked for in vain, SPEC §27.13), "
-            "slow arrivals and ended outages (SPEC §20.6), version"
+            "slow arrivals and ended outages (SPEC §20.6), deferred rows due again "
+            "(SPEC §11.5.1), capability asks (SPEC §20.7.1), version"
         )
     },
     "/v1/peers": {

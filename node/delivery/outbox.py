@@ -177,6 +177,12 @@ class OutboxWorker:
             self._nudge.set()
 
     @property
+    def deferred_due_again(self) -> int:
+        """Rows its homes deferred made due again once they stored a later batch (SPEC
+        §11.5.1), since the outbox's run last started."""
+        return self._machine.deferred_due_again
+
+    @property
     def unreachable(self) -> list[bytes]:
         """Destinations down now (SPEC §11.5.2): their deliveries wait parked."""
         return self._machine.down()

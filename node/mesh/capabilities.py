@@ -1,9 +1,9 @@
 """`/hearthmesh/caps/0` both ways (SPEC §20.5, §20.7): the levels this node advertises, the
 levels each peer advertised, and which form of a revised event may reach a set of users.
 
-State: `PeerLevels` owns what each peer answered since its latest connection, and when a peer
-that never answered was last tried, both bounded, and the slots of background asks;
-`CapabilityServer` and `Revisions` own none.
+State: `PeerLevels` owns the book of what each peer told (`LevelsBook`: its levels, its hello
+awaited, when an unreachable peer was last tried), the waits on those hellos and the slots of
+background asks; `CapabilityServer` and `Revisions` own none.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Final, TypeVar
+from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.p2p.errors import P2PError, ProtocolNotSpoken, StreamClosed
@@ -31,6 +30,7 @@ from hearthmesh.protocol.capabilities import (
 from hearthmesh.protocol.e2ee.ahead import DEFAULT_AHEAD
 from hearthmesh.protocol.errors import RemoteProtocolError
 from hearthmesh.protocol.identity import UserId
+from hearthmesh.protocol.levels_book import MAX_PEERS_KNOWN, RETRY_MS, LevelsBook, Step
 
 __all__ = [
     "ASK_S",
@@ -61,16 +61,9 @@ OUR_LEVELS: Final = frozenset(
 it speaks every revision of §20.7, and it holds what is older than a session it holds
 (SPEC §27.11.2-27.11.3)."""
 
-_V = TypeVar("_V")
-
 ASK_S: Final = 10.0
-"""How long an answer may take (dialling included) before the peer is taken to be older."""
-
-RETRY_MS: Final = 60_000
-"""How long a home that could not be reached is not asked again before a send."""
-
-MAX_PEERS_KNOWN: Final = 4096
-"""Peers whose answer (or failed try) is kept; the oldest goes first (a stranger's is one)."""
+"""How long an answer may take (dialling included, or the wait for a hello on its way)
+before the peer is taken to be unreachable for `RETRY_MS`."""
 
 
 class CapabilityServer:
@@ -104,9 +97,10 @@ class CapabilityServer:
 
 
 class PeerLevels:
-    """What each peer advertised, asked before a send that depends on it and again after each
-    new connection (a peer that upgraded or went back restarted, so it connects anew), and
-    kept while it is away."""
+    """What each peer advertised, told in its hello on each connection (so a peer of this
+    release is never asked), asked of a peer greeted on hello/0 before a send that depends on
+    it, and kept while it is away and across its reconnections until its hello replaces it
+    (SPEC §20.7.1)."""
 
     def __init__(
         self,
@@ -127,19 +121,28 @@ class PeerLevels:
         """Dials a peer from the addresses of its home record (`PeerLinks.reach`)."""
         self._on_refused = on_refused
         """Charges a malformed answer (SPEC §11.6)."""
-        self._levels: OrderedDict[str, frozenset[Level]] = OrderedDict()
-        self._missed: OrderedDict[str, int] = OrderedDict()
-        """Peers never answered that could not be reached, and when we last tried."""
+        self._book = LevelsBook()
+        self._hello_ended: dict[str, asyncio.Event] = {}
+        """Peers whose hello on this connection an ask waits for (set, and dropped, when it
+        ends either way or the peer goes)."""
         self._asking: dict[str, asyncio.Event] = {}
         """Peers asked now: a send meanwhile waits for that answer instead of asking again (a
         burst of sends would otherwise open a stream each, past the peer's slots)."""
         self._background = asyncio.Semaphore(background_asks)
         """Slots of background asks (`AheadPolicy.asks_at_once`); a user's action takes none."""
+        self.asked = 0
+        """Caps streams we opened (the status's `capability_asks`)."""
+        self.hellos = 0
+        """Asks that waited for the peer's hello on its way instead."""
+        self.unanswered = 0
+        """Asks (or waits for a hello) with no answer in `ask_s`: unreachable, failed, late."""
 
     async def learn(
         self, peer_id: str, addresses: tuple[str, ...] = (), *, background: bool = False
     ) -> None:
-        """Ask `peer_id`, or wait for the answer to a question already on its way; not
+        """Ask `peer_id`, or wait for the answer to a question already on its way, or for its
+        hello on this connection if that is on its way (it tells the levels of a peer of this
+        release, so no stream of ours is opened); not
         connected, it is dialled first from `addresses` (its home record's). A peer
         that answers it does not serve the protocol is at `core` (SPEC §20.5), as is one
         whose answer is malformed (charged); one that could not be reached, whose stream failed
@@ -174,6 +177,9 @@ class PeerLevels:
                 # waited out ASK_S before it was sealed.
                 if addresses and peer_id not in self._host.connected_peers():
                     await self._reach(peer_id, addresses)
+                if await self._told_in_hello(peer_id):
+                    return
+                self.asked += 1
                 # Not lazily: the homes asked are of a release before hello/1, and their `na`
                 # must be told from a failed stream (SPEC §10.1, §20.7).
                 async with await self._host.open_stream(peer_id, CAPS_PROTOCOL) as stream:
@@ -181,47 +187,64 @@ class PeerLevels:
         except ProtocolNotSpoken:  # it answered it has no such protocol
             self.remember(peer_id, frozenset())
         except (P2PError, TimeoutError) as exc:
-            self._miss(peer_id, exc)
+            log.debug("no capability answer from %s: %r", peer_id[-8:], exc)
+            self.unanswered += 1
+            self._book.missed(peer_id, self._clock.now_ms())
         except RemoteProtocolError as exc:
             self._on_refused(peer_id, exc)
             self.remember(peer_id, frozenset())
         else:
             self.remember(peer_id, levels)
 
-    def forget(self, peer_id: str) -> None:
-        """`peer_id` connected anew: it may have upgraded or gone back, so it is asked again
-        before the next send that depends on it."""
-        self._levels.pop(peer_id, None)
-        self._missed.pop(peer_id, None)
+    async def _told_in_hello(self, peer_id: str) -> bool:
+        """Wait for `peer_id`'s hello on this connection if it is on its way; did it (or an
+        answer meanwhile) tell the levels? Not after a hello/0 or a failed hello: then asked."""
+        if self._book.step(peer_id, self._clock.now_ms()) is Step.AWAIT_HELLO:
+            self.hellos += 1
+            await self._hello_ended.setdefault(peer_id, asyncio.Event()).wait()
+        return self._book.of(peer_id) is not None
+
+    def connected(self, peer_id: str) -> None:
+        """`peer_id` connected anew: its hello is awaited (what it told before stands until
+        that hello replaces it)."""
+        self._book.connected(peer_id)
+
+    def disconnected(self, peer_id: str) -> None:
+        """`peer_id`'s last connection closed: no hello of it is on its way."""
+        self._book.disconnected(peer_id)
+        self._end_wait(peer_id)
 
     def remember(self, peer_id: str, levels: frozenset[Level]) -> None:
-        """Keep `peer_id`'s answer, dropping the oldest past `MAX_PEERS_KNOWN`."""
-        self._missed.pop(peer_id, None)
-        _bounded_put(self._levels, peer_id, levels)
+        """Keep what `peer_id` told (a caps answer, its hello/1 either way), replacing what it
+        told before; the oldest peer goes past `MAX_PEERS_KNOWN`."""
+        self._book.told(peer_id, levels)
+        self._end_wait(peer_id)
+
+    def greeted_older(self, peer_id: str) -> None:
+        """`peer_id` was greeted on hello/0 (a release before hello/1): what it told before is
+        dropped, and it is asked before the next send that depends on it (at once, a try that
+        failed lately notwithstanding)."""
+        self._book.greeted_older(peer_id)
+        self._end_wait(peer_id)
+
+    def hello_failed(self, peer_id: str) -> None:
+        """Our hello to `peer_id` failed: an ask waiting for it asks instead."""
+        self._book.hello_failed(peer_id)
+        self._end_wait(peer_id)
+
+    def _end_wait(self, peer_id: str) -> None:
+        ended = self._hello_ended.pop(peer_id, None)
+        if ended is not None:
+            ended.set()
 
     def of(self, peer_id: str) -> frozenset[Level] | None:
-        """What `peer_id` advertised when last asked; None: it never answered."""
-        return self._levels.get(peer_id)
+        """What `peer_id` told last; None: it never told any."""
+        return self._book.of(peer_id)
 
     def due(self, peer_id: str) -> bool:
-        """Is `peer_id` worth asking before a send: never answered, and not tried in the last
-        `RETRY_MS` (an unreachable home must not stall every send)?"""
-        if peer_id in self._levels:
-            return False
-        tried = self._missed.get(peer_id)
-        return tried is None or self._clock.now_ms() - tried >= RETRY_MS
-
-    def _miss(self, peer_id: str, exc: Exception) -> None:
-        log.debug("no capability answer from %s: %r", peer_id[-8:], exc)
-        if peer_id not in self._levels:
-            _bounded_put(self._missed, peer_id, self._clock.now_ms())
-
-
-def _bounded_put(table: OrderedDict[str, _V], key: str, value: _V) -> None:
-    table[key] = value
-    table.move_to_end(key)
-    while len(table) > MAX_PEERS_KNOWN:
-        table.popitem(last=False)
+        """Is `peer_id` worth asking (or its hello awaiting) before a send: never told, and not
+        tried in the last `RETRY_MS` (an unreachable home must not stall every send)?"""
+        return self._book.step(peer_id, self._clock.now_ms()) in (Step.AWAIT_HELLO, Step.ASK)
 
 
 class Revisions:

@@ -6,10 +6,10 @@ by that offset (SPEC §24), so a device whose clock is minutes off still stamps 
 other node accepts and orders alike.
 
 Each side also tells its capability levels (`/hearthmesh/hello/1`, SPEC §13.3, §20.7): the
-levels in a peer's hello or answer on a connection are its own for that connection (both come
-after the connection's report, which forgets the levels before), so no caps stream is opened
-to it. A peer that does not speak hello/1 (an older release) is greeted
-on hello/0 and asked on `/hearthmesh/caps/0` before a send that depends on it.
+levels in a peer's hello or answer on a connection replace what it told before, so no caps
+stream is opened to it; an ask meanwhile waits for this hello (`PeerLevels`). A peer greeted on
+hello/0 either way (an older release) has what it told before dropped and is asked on
+`/hearthmesh/caps/0` before a send that depends on it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from hearthmesh.node.clock import CorrectedClock
+from hearthmesh.node.mesh.capabilities import PeerLevels
 from hearthmesh.node.mesh.standing import PeerStanding
 from hearthmesh.node.p2p.errors import ProtocolNotSpoken, StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
@@ -51,10 +52,10 @@ class HelloService:
         takes_time_from: Callable[[str], bool],
         standing: PeerStanding,
         levels: frozenset[Level],
-        heard_levels: Callable[[str, frozenset[Level]], None],
+        peer_levels: PeerLevels,
     ) -> None:
-        """`levels` are ours (those withheld left out); `heard_levels(peer, levels)` keeps what
-        a peer's answer told (`PeerLevels.remember`)."""
+        """`levels` are ours (those withheld left out); `peer_levels` keeps what a peer's hello
+        told, or that it told nothing (hello/0), or that ours failed."""
         self._host = host
         self._clock = clock
         self._home_record = home_record
@@ -62,17 +63,20 @@ class HelloService:
         self._takes_time_from = takes_time_from
         self._standing = standing
         self._levels = levels
-        self._heard_levels = heard_levels
+        self._peer_levels = peer_levels
 
     async def hello(self, peer_id: str) -> None:
         """Ask `peer_id`; adopt its records and levels, and its view of our clock if it is our
         home. hello/1 first; on `na` (an older peer), hello/0."""
         try:
-            answer = await self._ask(peer_id, with_levels=True)
-        except ProtocolNotSpoken:
-            answer = await self._ask(peer_id, with_levels=False)
-        if answer.levels is not None:
-            self._heard_levels(peer_id, answer.levels)
+            try:
+                answer = await self._ask(peer_id, with_levels=True)
+            except ProtocolNotSpoken:
+                answer = await self._ask(peer_id, with_levels=False)
+        except HearthError:
+            self._peer_levels.hello_failed(peer_id)  # an ask waiting for it asks instead
+            raise
+        self._told(peer_id, answer.levels)
         await self._take_records(peer_id, answer)
         if answer.offset_ms is not None and self._takes_time_from(peer_id):
             if answer.offset_ms != 0:
@@ -122,8 +126,7 @@ class HelloService:
         # The asker's records and levels are taken before we answer, so an asker holding the
         # answer may act on our holding its record at once (SPEC §13.3): a verification it
         # starts, a delivery it expects us to route to it.
-        if asked.levels is not None:
-            self._heard_levels(stream.remote_peer, asked.levels)
+        self._told(stream.remote_peer, asked.levels)
         await self._take_records(stream.remote_peer, asked)
         answer = Hello(
             records=(self._home_record(),),
@@ -132,6 +135,13 @@ class HelloService:
             levels=self._levels if with_levels else None,
         )
         await stream.write_frame(encode_hello(answer))
+
+    def _told(self, peer: str, levels: frozenset[Level] | None) -> None:
+        """A hello/1 tells the peer's levels; a hello/0 none (SPEC §20.7.1)."""
+        if levels is None:
+            self._peer_levels.greeted_older(peer)
+        else:
+            self._peer_levels.remember(peer, levels)
 
     async def _take_records(self, peer: str, hello: Hello) -> None:
         for record in hello.records:

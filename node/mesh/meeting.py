@@ -1,8 +1,8 @@
 """What meeting a peer on a new connection does (SPEC §13.3): the hello, then what a new peer
 makes worth doing: deliveries that waited for it are revived, on our first peer (mDNS, or one
-that dialled us) our home record is published a little later, once the DHT has a member. (What
-it advertised before is forgotten as it connects, by `Node`, not here: an answer given over the
-new connection before the hello ended counts, SPEC §20.7.)
+that dialled us) our home record is published a little later, once the DHT has a member. (The
+levels the hello tells go to `PeerLevels`, which keeps what the peer told before until then,
+SPEC §20.7.1.)
 
 State: none of its own (`HomeRecords.published` says whether the record went out).
 """

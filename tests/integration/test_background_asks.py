@@ -1,7 +1,8 @@
 """Background work asks member homes' capabilities a few at a time, and a user's send never
 waits for a slot (SPEC §20.7, §27.10.3), with real homes on 127.0.0.1: bob's round shared
-ahead asks carol's and dave's homes, whose capability answers the test holds, one at a time;
-bob's send meanwhile asks the one still queued at once, and the round takes that answer.
+ahead asks carol's and dave's homes, whose capability answers and hellos (either way) the test
+holds, one at a time; bob's send meanwhile asks the one still queued at once, and the round
+takes that answer.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections import Counter
 import pytest
 
 from hearthmesh.node.mesh.capabilities import CapabilityServer
+from hearthmesh.node.mesh.hello import HelloService
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.e2ee import AheadPolicy
@@ -24,15 +26,23 @@ pytestmark = pytest.mark.integration
 async def test_a_rounds_asks_go_one_at_a_time_and_a_send_asks_at_once(
     make_node: NodeFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    held: dict[int, asyncio.Event] = {}  # by the id of a home's server: its answers wait
-    serve = CapabilityServer.serve
+    held: dict[object, asyncio.Event] = {}  # by a home's server or peer id: its answers wait
+    serve, greet = CapabilityServer.serve, HelloService._answer
 
     async def held_serve(self: CapabilityServer, stream: FrameStream) -> None:
         if (gate := held.get(id(self))) is not None:
             await gate.wait()
         await serve(self, stream)
 
+    async def held_greet(self: HelloService, stream: FrameStream, *, with_levels: bool) -> None:
+        # A hello tells the levels (SPEC §20.7.1): held like an answer, whichever side greets.
+        gate = held.get(id(self)) or held.get(stream.remote_peer)
+        if gate is not None:
+            await gate.wait()
+        await greet(self, stream, with_levels=with_levels)
+
     monkeypatch.setattr(CapabilityServer, "serve", held_serve)
+    monkeypatch.setattr(HelloService, "_answer", held_greet)
     async with (
         asyncio.timeout(30),
         make_node("bob", key_ahead=AheadPolicy(asks_at_once=1)) as bob,
@@ -42,7 +52,8 @@ async def test_a_rounds_asks_go_one_at_a_time_and_a_send_asks_at_once(
         gates = {}
         for home in (carol, dave):
             await bob.learn_home_record(home.home_record())  # not connected: each ask dials
-            gates[home.peer_id] = held[id(home._services.capabilities)] = asyncio.Event()
+            gate = gates[home.peer_id] = held[home.peer_id] = asyncio.Event()
+            held[id(home._services.capabilities)] = held[id(home._services.hello)] = gate
         levels, revisions = bob._services.peer_levels, bob._services.revisions
         on_wire: set[str] = set()
         asked: Counter[str] = Counter()

@@ -49,3 +49,4 @@ async def test_a_deferred_message_is_sent_again_once_its_home_stores_a_later_one
         ids = (await _taken(trap, first.message_id, deferred))[deferred:]
         assert ids[0] == second.message_id  # the first came after the second was stored ...
         assert any("due now" in r.getMessage() for r in caplog.records)  # ... because it was
+        assert bob.deferred_due_again == 1  # the rule's count, as the status shows it

@@ -128,7 +128,9 @@ async def test_an_unreachable_home_is_not_counted_and_not_asked_again_for_a_whil
     assert host.opened == ["alice-1", "alice-2", "alice-2"]  # alice-1 answered: kept
     await levels.learn("alice-1")  # an ask that fails: the answer stays
     assert levels.of("alice-1") == OLDER
-    levels.forget("alice-1")  # it connected anew (upgraded?): asked before the next send
+    levels.connected("alice-1")  # it connected anew: the answer stands until its hello
+    assert levels.of("alice-1") == OLDER and not levels.due("alice-1")
+    levels.greeted_older("alice-1")  # on hello/0: went back a release, asked before a send
     assert levels.of("alice-1") is None and levels.due("alice-1")
 
 
@@ -207,14 +209,14 @@ async def test_only_a_home_that_says_it_does_not_speak_the_protocol_is_at_core()
     timed out on a loaded machine) tells nothing of its levels. Taken as `core`, one such
     failure at a 25-node group's creator made it add 1,023 members one event each, past the
     API's 30 s; a home that answers `na` is at `core`."""
-    host = _Failing(StreamOpenFailed("open caps to bob-1: response timed out after 5s"))
-    levels = _levels(host)
+    host, clock = _Failing(StreamOpenFailed("open caps to bob-1: timed out after 5s")), _Clock()
+    levels = _levels(host, clock)
     levels.remember("us-2", OUR_LEVELS)
     await levels.learn("bob-1")
     assert levels.of("bob-1") is None  # not answered: not counted
     assert await _revisions(levels).speak({BOB}, Level.ADD_SEVERAL)
     host.error = ProtocolNotSpoken("bob-1 does not speak caps")
-    levels.forget("bob-1")
+    clock.ms = RETRY_MS  # the failed try no longer holds an ask back
     await levels.learn("bob-1")
     assert levels.of("bob-1") == frozenset()  # core
     assert not await _revisions(levels).speak({BOB}, Level.ADD_SEVERAL)
@@ -377,7 +379,7 @@ async def test_a_home_not_connected_is_dialled_from_its_record_before_it_is_aske
     ]
     assert levels.of("bob-1") == OUR_LEVELS
     host.reached.clear()
-    levels.forget("bob-1")  # connected anew: asked again, on the connection it has
+    levels.greeted_older("bob-1")  # went back a release: asked again, on its connection
     assert await revisions.speak({BOB}, Level.ADDRESSED_ROOM_KEYS)
     assert host.reached == []
 

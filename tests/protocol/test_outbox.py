@@ -400,12 +400,14 @@ def test_rows_a_home_deferred_come_due_again_once_it_stores_a_later_batch() -> N
         transfer(outbox, {BOB: bob}, now)
         now = outbox.rows.rows[BOB, mid(1)].due_ms
     assert now - deferred_at >= 16_000
+    assert outbox.machine.deferred_due_again == 0
     now = deferred_at + DEFERRED_AGAIN_MS
     knows_room = True
     outbox.rows.add(BOB, [mid(2)], now)  # our next message: stored at once
     transfer(outbox, {BOB: bob}, now)
     assert bob.stored == [mid(2), mid(1)]  # the key right after it, not a backoff later
     assert outbox.commands(Reschedule)[-1].error == "due again: its home stores our envelopes now"
+    assert outbox.machine.deferred_due_again == 1  # counted for the node's status
 
 
 def test_rows_deferred_again_at_once_are_few_and_not_too_often() -> None:

@@ -23,6 +23,7 @@ from hearthmesh.tools.simulate.scale import (
     _mesh,
     _periodic_between,
     _wire_between,
+    run_counters,
     run_scale,
 )
 from hearthmesh.tools.simulate.scale_groups import group_homes, group_rate
@@ -355,6 +356,13 @@ async def test_a_scale_run_meters_real_processes_idle_and_under_load(tmp_path: P
     formation, homes = size["formation"], size["formation"]["homes_formed_s"]
     assert 0 <= formation["created_s"] <= formation["added_s"] <= homes["first"], size
     assert homes["first"] <= homes["p50"] <= homes["last"] <= size["formation_s"], size
+    # the nodes' counters over the run, from their statuses (SPEC §11.5.1, §20.7.1)
+    assert set(size["counters"]) == {
+        "deferred_due_again",
+        "capability_asks",
+        "capability_asks_unanswered",
+        "capability_hellos_awaited",
+    }, size
     assert (tmp_path / "scale.png").stat().st_size > 0
     assert (tmp_path / "latency-3.png").stat().st_size > 0
     assert report["config"]["bystanders"] == 1 and report["config"]["busy_bystanders"]
@@ -488,3 +496,19 @@ def test_the_connection_census_is_a_mean_per_node_with_the_unnamed_rest() -> Non
     earlier[1] = {"wire": {}}  # a status without the census counts none
     assert _connection_census(statuses, earlier)["outbound /ipfs/kad/1.0.0"] == 1.0
     assert _connection_census(statuses, earlier)["outbound none"] == 1.0
+
+
+def test_the_runs_counters_are_summed_over_the_nodes() -> None:
+    """`simulate --scale` reports the rows made due again and the capability asks of all
+    nodes (SPEC §11.5.1, §20.7.1); a node of a release without them counts none."""
+    statuses: list[dict[str, Any]] = [
+        {"deferred_due_again": 3, "capability_asks": {"asked": 2, "unanswered": 1, "hellos": 4}},
+        {"deferred_due_again": 5, "capability_asks": {"asked": 0, "unanswered": 0, "hellos": 1}},
+        {},
+    ]
+    assert run_counters(statuses) == {
+        "deferred_due_again": 8,
+        "capability_asks": 2,
+        "capability_asks_unanswered": 1,
+        "capability_hellos_awaited": 5,
+    }

@@ -368,6 +368,20 @@ def _forget_sends(run: _Run) -> None:
         client.receipts.clear()
 
 
+def run_counters(statuses: list[dict[str, Any]]) -> dict[str, int]:
+    """Over the run, summed over the nodes (their statuses at its end): rows a home deferred
+    made due again once it stored a later batch (SPEC §11.5.1), and what learning peers'
+    levels cost: caps streams asked, asks with no answer in time, sends that waited for a
+    hello instead (SPEC §20.7.1)."""
+    asks = [s.get("capability_asks", {}) for s in statuses]
+    return {
+        "deferred_due_again": sum(s.get("deferred_due_again", 0) for s in statuses),
+        "capability_asks": sum(a.get("asked", 0) for a in asks),
+        "capability_asks_unanswered": sum(a.get("unanswered", 0) for a in asks),
+        "capability_hellos_awaited": sum(a.get("hellos", 0) for a in asks),
+    }
+
+
 async def _statuses(nodes: list[SimNode]) -> list[dict[str, Any]]:
     return list(await asyncio.gather(*(n.call("GET", "/v1/node/status") for n in nodes)))
 
@@ -708,6 +722,7 @@ async def _one_size(
             "formation_s": round(run.setup["group_s"] - run.setup["connected_s"], 1),
             "bystanders": crowd.report,
             "formation": formation,
+            "counters": run_counters(after),
             **({} if first is None else {"first_sends": first}),
             "idle": idle,
             "workload": {
