@@ -62,6 +62,41 @@ async def test_a_receipt_raises_the_status_as_it_is_stored_with_no_api(
         await wait_until_async(read_by_bob, 1)
 
 
+async def test_a_receipt_alone_is_taken_in_with_the_homes_next_commit(
+    make_node: NodeFactory,
+) -> None:
+    """Receipts alone that reach a home wait to share its next commit, a send's, staged after
+    it (SPEC §16.3.3). With the wait at an hour, nothing credits bob's receipt until alice
+    sends; her send's commit does, so the status is READ as soon as her send returns."""
+    async with (
+        asyncio.timeout(20),
+        make_node("alice", receipt_wait_ms=3_600_000) as alice,
+        make_node("bob") as bob,
+    ):
+        await bob.connect(alice.listen_addrs[0])
+        room = await alice.open_direct(bob.user_id)
+        sent = await alice.send(room, b"hello bob")
+        await wait_until_digests_agree([alice, bob], room, 1)
+        await bob.send(room, b"hello alice")  # his room key goes with it, not with the receipt
+        await wait_until_digests_agree([alice, bob], room, 2)
+        body = encode_receipt(Receipt(status=ReceiptStatus.READ, message_ids=(sent.message_id,)))
+        await bob.send(
+            room,
+            body,
+            kind=Kind.RECEIPT,
+            content_type=RECEIPT_CONTENT_TYPE,
+            to=frozenset({alice.user_id}),
+        )
+
+        async def waiting() -> int:
+            return alice.store.waiting_behind
+
+        await wait_until_async(waiting, 1)  # arrived, waiting for a commit to share
+        assert await _status(alice, sent.message_id, bob.user_id) is None
+        await alice.send(room, b"and another")
+        assert await _status(alice, sent.message_id, bob.user_id) == DeliveryStatus.READ
+
+
 @pytest.mark.slow
 async def test_a_read_on_one_device_is_read_on_the_others(
     make_node: NodeFactory, tmp_path: Path
