@@ -24,6 +24,7 @@ from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.protocol.relay_choice import RelayPolicy
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.storage.api import DEFAULT_RELAY_QUOTA, RelayQuota
+from hearthmesh.storage.async_store import BEHIND_MS
 
 __all__ = ["DEFAULT_LISTEN", "NodeConfig"]
 
@@ -78,6 +79,9 @@ class NodeConfig:
     relay_quota: RelayQuota = DEFAULT_RELAY_QUOTA
     """What the relay inbox holds at most: per recipient, sender user and sending peer, for
     strangers and in total, each field with its default (SPEC §11.5.3, `RelayQuota`)."""
+    receipt_wait_ms: int = BEHIND_MS
+    """Longest a batch of receipts alone that arrived here waits to share the store's next
+    commit (a client's send) before it commits on its own (SPEC §16.3.3)."""
     sync_interval_ms: int = 60_000
     """How often this node reconciles its rooms with its user's other homes (ARCHITECTURE §8)."""
     retry_poll_ms: int = 200

@@ -141,7 +141,9 @@ class Node:
         store = self._sync_store or LmdbStore(
             data_dir / "store", relay_quota=self.config.relay_quota
         )
-        self._store = await self._stack.enter_async_context(AsyncStore(store))
+        self._store = await self._stack.enter_async_context(
+            AsyncStore(store, behind_ms=self.config.receipt_wait_ms)
+        )
         self.keyring: Keyring = await self._store.run(
             load_or_create_keyring, store, now_ms=self._clock.now_ms, rng=secrets.token_bytes
         )

@@ -40,6 +40,7 @@ __all__ = [
     "is_receiptable",
     "receipt_updates",
     "sends_receipt",
+    "waits_for_a_commit",
 ]
 
 RECEIPT_CONTENT_TYPE: Final = "application/x-hearthmesh-receipt"
@@ -131,6 +132,15 @@ def sends_receipt(status: ReceiptStatus, members: int) -> bool:
     message for the sender's home to take in (half the guaranteed path's deliveries), for an
     aggregate that members offline keep at "sent" anyway; "read" still travels."""
     return status is not ReceiptStatus.DELIVERED or members <= DELIVERED_RECEIPTS_MAX_MEMBERS
+
+
+def waits_for_a_commit(kinds: Iterable[Kind]) -> bool:
+    """May a home take in an arriving batch of envelopes of these kinds with its next commit
+    rather than one of its own (SPEC §16.3.3)? Only a batch of receipts alone: no client waits
+    on it, and a client's send that meets it then shares its commit and goes first instead of
+    waiting out the receipt's."""
+    kinds = tuple(kinds)
+    return bool(kinds) and all(kind is Kind.RECEIPT for kind in kinds)
 
 
 def is_receiptable(envelope: Envelope) -> bool:

@@ -37,7 +37,10 @@ run nothing else but cost a poll, where the trio thread can take the GIL.
 A write no caller needs durable soon (`run_lazy`: the outbox's settles, SPEC §11.4) rides in the
 next batch that commits anyway, or commits alone after `LAZY_MS`: one message sent and acked
 cost its home two commits, each two device flushes on the message path's disk, where one would
-do (ARCHITECTURE §10).
+do (ARCHITECTURE §10). A write that rides behind (`run_behind`: another home's RECEIPT as it
+arrives) is lazy with a shorter bound, `BEHIND_MS`, and is staged after the batch's other
+writes: a client's send that meets it shares its commit and goes first, instead of waiting out
+the receipt's staging, its commit and its client frames (the same-node tail, MEASUREMENTS §3.3).
 Work whose cost grows with what is stored (`run_long`: a media blob, a room's history handed to
 a new member, a sync plan, the directory at start) runs whole on the writer thread instead, so
 the loop keeps its slices of the GIL meanwhile; nothing is staged while it runs.
@@ -66,7 +69,7 @@ from .append import check_appendable
 from .loop_idle import LoopIdle
 from .staged import StagedWrites
 
-__all__ = ["LAZY_MS", "MAX_BATCH", "MAX_STAGED", "AsyncStore"]
+__all__ = ["BEHIND_MS", "LAZY_MS", "MAX_BATCH", "MAX_STAGED", "AsyncStore"]
 
 MAX_BATCH: Final = 1024
 """Most writes staged in one batch; bounds a batch's latency and size."""
@@ -79,6 +82,11 @@ little: `bench api` same-node msgs/s fell from 1,225-1,724 to 347-516 (load 44-5
 
 LAZY_MS: Final = 500
 """Longest a lazy write (`run_lazy`) waits for a batch to ride in before it commits alone."""
+
+BEHIND_MS: Final = 10
+"""Longest a write that rides behind (`run_behind`) waits for a batch before it commits alone:
+what another home's receipt may wait for a send to share its commit (well below the 20 ms its
+sender gathered acks for, `RECEIPT_LINGER_MS`)."""
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -97,7 +105,11 @@ class _Write:
     long: bool = False
     """Costs more as the store grows: committed on the writer thread."""
     lazy: bool = False
-    """Starts no batch of its own before `LAZY_MS` (`run_lazy`)."""
+    """Starts no batch of its own before `due` (`run_lazy`, `run_behind`)."""
+    due: float = 0.0
+    """The loop's time at which a lazy write starts a batch of its own."""
+    behind: bool = False
+    """Staged after the batch's other writes (`run_behind`)."""
 
 
 class AsyncStore:
@@ -110,6 +122,7 @@ class AsyncStore:
         max_batch: int = MAX_BATCH,
         max_staged: int = MAX_STAGED,
         lazy_ms: int = LAZY_MS,
+        behind_ms: int = BEHIND_MS,
     ) -> None:
         self._store = store
         self._max_batch = max_batch
@@ -124,8 +137,12 @@ class AsyncStore:
         self._eager = 0
         """Pending writes that are not lazy: any of them starts a batch."""
         self._lazy_s = lazy_ms / 1000
+        self._behind_s = behind_ms / 1000
         self._lazy_timer: asyncio.TimerHandle | None = None
-        """Armed while only lazy writes are pending: when it fires, they commit alone."""
+        """Armed while only lazy writes are pending, for the earliest one's `due`: when it
+        fires, they commit alone."""
+        self._lazy_at = 0.0
+        """When `_lazy_timer` fires (the loop's time)."""
         self._lazy_ripe = False
         """The lazy writes pending waited `lazy_ms`: they start a batch."""
         self._flush_due = False
@@ -156,6 +173,11 @@ class AsyncStore:
     def store(self) -> Store:
         """The synchronous store; call its methods through `run` or `read`, never directly."""
         return self._store
+
+    @property
+    def waiting_behind(self) -> int:
+        """Writes riding behind (`run_behind`) that wait for a batch (for tests)."""
+        return sum(write.behind for write in self._pending)
 
     async def __aenter__(self) -> Self:
         return self
@@ -196,7 +218,17 @@ class AsyncStore:
         that another write starts, or after `LAZY_MS` commits on its own, so it costs no commit
         (and no wait behind one) of its own while writes flow. Returns once committed, as `run`.
         """
-        return cast(R, await self._queue(call=functools.partial(fn, *args, **kwargs), lazy=True))
+        call = functools.partial(fn, *args, **kwargs)
+        return cast(R, await self._queue(call=call, lazy=True, wait_s=self._lazy_s))
+
+    async def run_behind(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+        """`run_lazy` for a write a peer waits on but no client here does (another home's
+        RECEIPT, SPEC §16.3): it joins the next batch another write starts, staged after that
+        batch's other writes, or commits on its own after `BEHIND_MS`. A send that comes
+        meanwhile shares its commit and is told first, instead of waiting behind it. Returns
+        once committed, as `run`."""
+        call = functools.partial(fn, *args, **kwargs)
+        return cast(R, await self._queue(call=call, lazy=True, wait_s=self._behind_s, behind=True))
 
     async def run_long(self, fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         """`run` for work whose cost grows with the store (a whole room, a media blob): its
@@ -250,11 +282,22 @@ class AsyncStore:
         call: Callable[[], object] | None = None,
         long: bool = False,
         lazy: bool = False,
+        wait_s: float = 0.0,
+        behind: bool = False,
     ) -> object:
         self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        write = _Write(future=future, grouped=grouped, item=item, call=call, long=long, lazy=lazy)
+        write = _Write(
+            future=future,
+            grouped=grouped,
+            item=item,
+            call=call,
+            long=long,
+            lazy=lazy,
+            due=loop.time() + wait_s,
+            behind=behind,
+        )
         self._pending.append(write)
         self._eager += not lazy
         self._idle.clear()
@@ -287,8 +330,12 @@ class AsyncStore:
                 self._idle.set()
             return
         if not (self._eager or self._lazy_ripe or self._closing):  # lazy only: wait for company
-            if self._lazy_timer is None:
-                self._lazy_timer = loop.call_later(self._lazy_s, self._lazy_expired, loop)
+            due = min(write.due for write in self._pending)
+            if self._lazy_timer is None or due < self._lazy_at:
+                if self._lazy_timer is not None:
+                    self._lazy_timer.cancel()
+                self._lazy_timer = loop.call_at(due, self._lazy_expired, loop)
+                self._lazy_at = due
             return
         self._flush_due = True
         loop.call_soon(self._flush, loop)
@@ -308,7 +355,7 @@ class AsyncStore:
             return
         self._deferred = False
         self._flush_due = False
-        batch = self._pending[: self._max_batch]
+        batch = _behind_last(self._pending[: self._max_batch])
         del self._pending[: self._max_batch]
         self._eager = sum(not write.lazy for write in self._pending)
         if not any(write.lazy for write in self._pending):  # every lazy write found its batch
@@ -464,6 +511,15 @@ def _group_calls(batch: list[_Write]) -> list[list[_Write]]:
         else:
             groups.append([write])
     return groups
+
+
+def _behind_last(batch: list[_Write]) -> list[_Write]:
+    """The batch's writes in the order they were issued, those that ride behind moved last (in
+    their own order): each came from outside, unordered with the writes issued here, so staging
+    it after them is taking it in a moment later."""
+    if not any(write.behind for write in batch):
+        return batch
+    return [w for w in batch if not w.behind] + [w for w in batch if w.behind]
 
 
 def _lone(batch: list[_Write]) -> bool:

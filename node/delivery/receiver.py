@@ -38,6 +38,7 @@ from hearthmesh.protocol.delivery import (
 from hearthmesh.protocol.errors import ClockSkew, MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.gossip import GossipItem
 from hearthmesh.protocol.identity import UserId, encode_certificate
+from hearthmesh.protocol.receipts import waits_for_a_commit
 from hearthmesh.storage.async_store import AsyncStore
 
 __all__ = ["Receiver"]
@@ -150,7 +151,11 @@ class Receiver:
                     envelope=item.envelope, recipient=UserId(raw.recipient), certificate=certificate
                 )
             )
-        outcome = await self._store.run(
+        # Receipts alone ride behind the next commit (a send's), or commit after a short wait
+        # (SPEC §16.3.3): a send that meets them no longer waits out their commit.
+        kinds = (item.envelope.kind for item in items if isinstance(item, Arrival))
+        run = self._store.run_behind if waits_for_a_commit(kinds) else self._store.run
+        outcome = await run(
             self._inbox.accept,
             self._store.store,
             items,

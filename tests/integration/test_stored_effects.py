@@ -15,7 +15,8 @@ from hearthmesh.protocol.content import (
     ContactEvent,
     encode_contact,
 )
-from hearthmesh.protocol.envelope import Kind
+from hearthmesh.protocol.envelope import Kind, MessageId, RoomId
+from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.receipts import (
     RECEIPT_CONTENT_TYPE,
     Receipt,
@@ -39,6 +40,15 @@ async def _status(node: Node, message_id: bytes, user: bytes) -> DeliveryStatus 
     return next((r.status for r in records if r.recipient == user), None)
 
 
+async def _read(node: Node, room: RoomId, message_id: MessageId, sender: UserId) -> None:
+    """`node`'s user reads `sender`'s message: a READ receipt to the homes of `sender` only
+    (SPEC §16.2.3)."""
+    body = encode_receipt(Receipt(status=ReceiptStatus.READ, message_ids=(message_id,)))
+    await node.send(
+        room, body, kind=Kind.RECEIPT, content_type=RECEIPT_CONTENT_TYPE, to=frozenset({sender})
+    )
+
+
 async def test_a_receipt_raises_the_status_as_it_is_stored_with_no_api(
     make_node: NodeFactory,
 ) -> None:
@@ -47,19 +57,40 @@ async def test_a_receipt_raises_the_status_as_it_is_stored_with_no_api(
         room = await alice.open_direct(bob.user_id)
         sent = await alice.send(room, b"hello bob")
         await wait_until_digests_agree([alice, bob], room, 1)
-        body = encode_receipt(Receipt(status=ReceiptStatus.READ, message_ids=(sent.message_id,)))
-        await bob.send(
-            room,
-            body,
-            kind=Kind.RECEIPT,
-            content_type=RECEIPT_CONTENT_TYPE,
-            to=frozenset({alice.user_id}),  # the homes of whose message it names (§16.2.3)
-        )
+        await _read(bob, room, sent.message_id, alice.user_id)
 
         async def read_by_bob() -> int:
             return int(await _status(alice, sent.message_id, bob.user_id) == DeliveryStatus.READ)
 
         await wait_until_async(read_by_bob, 1)
+
+
+async def test_a_receipt_alone_is_taken_in_with_the_homes_next_commit(
+    make_node: NodeFactory,
+) -> None:
+    """Receipts alone that reach a home wait to share its next commit, a send's, staged after
+    it (SPEC §16.3.3). With the wait at an hour, nothing credits bob's receipt until alice
+    sends; her send's commit does, so the status is READ as soon as her send returns."""
+    async with (
+        asyncio.timeout(20),
+        make_node("alice", receipt_wait_ms=3_600_000) as alice,
+        make_node("bob") as bob,
+    ):
+        await bob.connect(alice.listen_addrs[0])
+        room = await alice.open_direct(bob.user_id)
+        sent = await alice.send(room, b"hello bob")
+        await wait_until_digests_agree([alice, bob], room, 1)
+        await bob.send(room, b"hello alice")  # his room key goes with it, not with the receipt
+        await wait_until_digests_agree([alice, bob], room, 2)
+        await _read(bob, room, sent.message_id, alice.user_id)
+
+        async def waiting() -> int:
+            return alice.store.waiting_behind
+
+        await wait_until_async(waiting, 1)  # arrived, waiting for a commit to share
+        assert await _status(alice, sent.message_id, bob.user_id) is None
+        await alice.send(room, b"and another")
+        assert await _status(alice, sent.message_id, bob.user_id) == DeliveryStatus.READ
 
 
 @pytest.mark.slow

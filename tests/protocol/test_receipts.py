@@ -30,6 +30,7 @@ from hearthmesh.protocol.receipts import (
     encode_receipt,
     receipt_updates,
     sends_receipt,
+    waits_for_a_commit,
 )
 
 ALICE = keypair_from_seed(b"\x01" * 32)
@@ -160,6 +161,16 @@ def test_a_receipt_in_the_broadcast_form_of_the_revision_before_is_for_every_mem
     assert address_refusal(broadcast, receipt, UserId(CAROL.public), held) is None
     updates = receipt_updates(broadcast, receipt, held)  # alice's homes credit it as ever
     assert [(u.recipient, u.status) for u in updates] == [(UserId(BOB.public), ReceiptStatus.READ)]
+
+
+def test_only_a_batch_of_receipts_alone_waits_for_a_commit() -> None:
+    """SPEC §16.3.3: receipts alone may wait to share the home's next commit; a batch with
+    anything else (a message, the ROOM_KEY before a receipt) is taken in at once."""
+    assert waits_for_a_commit([Kind.RECEIPT])
+    assert waits_for_a_commit(iter([Kind.RECEIPT, Kind.RECEIPT]))
+    assert not waits_for_a_commit([Kind.RECEIPT, Kind.MESSAGE])
+    assert not waits_for_a_commit([Kind.ROOM_KEY, Kind.RECEIPT])
+    assert not waits_for_a_commit([])
 
 
 def test_a_big_groups_delivered_acks_are_not_sent_and_reads_are() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from hearthmesh.protocol.envelope import Kind
 from hearthmesh.protocol.errors import LocalProtocolError, StorageError
-from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, Outcome
+from hearthmesh.storage.api import AppendRequest, AppendResult, Direction, Outcome, Store
 from hearthmesh.storage.async_store import AsyncStore
 from hearthmesh.storage.lmdb_store import LmdbStore
 from hearthmesh.storage.memory import MemoryStore
@@ -225,6 +225,49 @@ async def test_a_lazy_write_alone_commits_after_its_bound(tmp_path: Path) -> Non
             assert await db.read_inline(db.store.get_setting, "settled") == b"1"
             await db.run_lazy(db.store.set_setting, "settled", b"2")  # the timer arms again
             assert db.transactions == 2
+
+
+def _seen_then_set(store: Store) -> bytes | None:
+    """Records what the setting "sent" held when it ran, and returns it."""
+    seen = store.get_setting("sent")
+    store.set_setting("seen", seen or b"-")
+    return seen
+
+
+async def test_a_write_behind_rides_in_the_next_batch_staged_after_the_write_that_started_it(
+    tmp_path: Path,
+) -> None:
+    """Another home's receipt (`run_behind`) waits for the next batch and is staged after the
+    write that started it (a client's send), which commits in place with it: one commit, the
+    send first (SPEC §16.3.3)."""
+    async with asyncio.timeout(20):
+        async with AsyncStore(LmdbStore(tmp_path / "db"), behind_ms=60_000) as db:
+            behind = asyncio.create_task(db.run_behind(_seen_then_set, db.store))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not behind.done() and db.transactions == 0  # no commit of its own
+            assert db.waiting_behind == 1
+            await db.run(db.store.set_setting, "sent", b"1")
+            assert db.transactions == 1 and db.waiting_behind == 0
+            assert await behind == b"1"  # staged after the send, though issued before it
+            assert db.transactions == 1  # both in one commit
+            assert await db.read_inline(db.store.get_setting, "seen") == b"1"
+
+
+async def test_a_write_behind_alone_commits_after_its_own_bound_with_the_lazy_writes(
+    tmp_path: Path,
+) -> None:
+    """A write behind waits `behind_ms`, not the lazy writes' bound: one pending before it (an
+    hour here) commits with it then."""
+    async with asyncio.timeout(20):
+        async with AsyncStore(LmdbStore(tmp_path / "db"), lazy_ms=3_600_000, behind_ms=1) as db:
+            lazy = asyncio.create_task(db.run_lazy(db.store.set_setting, "settled", b"1"))
+            for _ in range(5):
+                await asyncio.sleep(0)
+            assert await db.run_behind(_seen_then_set, db.store) is None
+            await lazy
+            assert db.transactions == 1
+            assert await db.read_inline(db.store.get_setting, "settled") == b"1"
 
 
 async def test_closing_commits_lazy_writes_without_waiting_out_their_bound(tmp_path: Path) -> None:
