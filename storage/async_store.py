@@ -141,8 +141,6 @@ class AsyncStore:
         self._lazy_timer: asyncio.TimerHandle | None = None
         """Armed while only lazy writes are pending, for the earliest one's `due`: when it
         fires, they commit alone."""
-        self._lazy_at = 0.0
-        """When `_lazy_timer` fires (the loop's time)."""
         self._lazy_ripe = False
         """The lazy writes pending waited `lazy_ms`: they start a batch."""
         self._flush_due = False
@@ -331,11 +329,10 @@ class AsyncStore:
             return
         if not (self._eager or self._lazy_ripe or self._closing):  # lazy only: wait for company
             due = min(write.due for write in self._pending)
-            if self._lazy_timer is None or due < self._lazy_at:
+            if self._lazy_timer is None or due < self._lazy_timer.when():
                 if self._lazy_timer is not None:
                     self._lazy_timer.cancel()
                 self._lazy_timer = loop.call_at(due, self._lazy_expired, loop)
-                self._lazy_at = due
             return
         self._flush_due = True
         loop.call_soon(self._flush, loop)

@@ -62,8 +62,6 @@ class ConnectionManager(INotifee):
         self._opened: weakref.WeakKeyDictionary[INetConn, float] = weakref.WeakKeyDictionary()
         self._used: weakref.WeakKeyDictionary[INetConn, float] = weakref.WeakKeyDictionary()
         self._closing: weakref.WeakSet[INetConn] = weakref.WeakSet()
-        self.closed: dict[str, int] = {}
-        """Connections this closed, per reason (tests)."""
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -96,7 +94,6 @@ class ConnectionManager(INotifee):
         for view, reason in verdict:
             conn = conns[view.key]
             self._closing.add(conn)
-            self.closed[reason] = self.closed.get(reason, 0) + 1
             log.debug("closing a connection to %s: %s", view.peer[-8:], reason)
             nursery.start_soon(self._close, conn, reason)
 
