@@ -67,11 +67,12 @@ sender sending every ~100 s reopened most of its streams (0.56 opens a message p
 SPEC §20.6) that both ends would have kept."""
 
 REACH_DIAL_TIMEOUT_S: Final = 4.0
-"""Bound on one dial of one address of a home record (SPEC §10.8). An address that does not
-answer (a home's LAN address seen from elsewhere) drops the SYN, and libp2p's dial of it retries
-for 13-38 s (measured in the netlab); a probe stuck there held back the spare relay's circuit
-address, learned meanwhile, as long. With the bound the probe moves on within two SYN
-retransmissions, and the one after it (at once, SPEC §11.5.2) dials the new record."""
+"""Bound on one address of a home record answering a dial (SPEC §10.8). An address that does
+not answer (a home's LAN address seen from elsewhere) drops the SYN, and libp2p's dial of it
+retries for 13-38 s (measured in the netlab); a probe stuck there held back the spare relay's
+circuit address, learned meanwhile, as long. With the bound the probe moves on within two SYN
+retransmissions, and the one after it (at once, SPEC §11.5.2) dials the new record. An address
+that answered is not cut here: its handshakes under load took longer (`DialAnswers`)."""
 
 LET_GO_TIMEOUT_S: Final = 1.0
 """Bound on resetting a failed deliver stream (or closing an idle one). Its frame waits for the
@@ -316,7 +317,8 @@ class PeerLinks:
         self, peer_id: str, addresses: tuple[str, ...], *, retry_now: bool = False
     ) -> bool:
         """Dial `peer_id` from the addresses a home record gives, unless connected already;
-        each dial is bounded by `REACH_DIAL_TIMEOUT_S`.
+        each address has `REACH_DIAL_TIMEOUT_S` to answer (then its handshakes are given
+        longer, `P2PHost.connect`'s `answer_s`).
 
         `retry_now`: the caller backs off on its own; see `P2PHost.connect`.
         """
@@ -324,8 +326,9 @@ class PeerLinks:
             return True
         for address in addresses_of(peer_id, addresses):
             try:
-                async with asyncio.timeout(REACH_DIAL_TIMEOUT_S):
-                    await self._host.connect(address, retry_now=retry_now)
+                await self._host.connect(
+                    address, retry_now=retry_now, answer_s=REACH_DIAL_TIMEOUT_S
+                )
             except (P2PError, TimeoutError) as exc:
                 log.debug("dial of %s at %s failed: %r", peer_id[-8:], address, exc)
                 continue

@@ -175,9 +175,13 @@ class PeerLevels:
                 # A home behind a NAT is reached through its record's circuit addresses, which
                 # libp2p's own dial (the stream open's) never tries: the first send to it
                 # waited out ASK_S before it was sealed.
-                if addresses and peer_id not in self._host.connected_peers():
+                dialled = bool(addresses) and peer_id not in self._host.connected_peers()
+                if dialled:
                     await self._reach(peer_id, addresses)
-                if await self._told_in_hello(peer_id):
+                # After our own dial its hello is asked too, but on a loaded home it answers
+                # late (it takes our records first, §13.3): a caps stream answered more asks
+                # within `ask_s` at a 50-home group's formation (SPEC §20.6, §20.7.1).
+                if not dialled and await self._told_in_hello(peer_id):
                     return
                 self.asked += 1
                 # Not lazily: the homes asked are of a release before hello/1, and their `na`

@@ -1,5 +1,6 @@
 """What meeting a peer on a new connection does (SPEC §13.3): the hello, then what a new peer
-makes worth doing: deliveries that waited for it are revived, on our first peer (mDNS, or one
+makes worth doing: deliveries that waited for it are revived (at once if its record is held,
+else once the hello told one), on our first peer (mDNS, or one
 that dialled us) our home record is published a little later, once the DHT has a member. (The
 levels the hello tells go to `PeerLevels`, which keeps what the peer told before until then,
 SPEC §20.7.1.)
@@ -44,8 +45,12 @@ class Meeting:
         self._supervisor = supervisor
 
     async def meet(self, peer_id: str) -> None:
+        # A home we were waiting for may have come back: one whose record we hold goes at
+        # once, not after its hello (5-30 s at a 50-home group's formation, SPEC §20.6);
+        # one the hello tells a record of, after it.
+        self._outbox.revive(peer_id)
         await self._hello.hello(peer_id)
-        self._outbox.revive(peer_id)  # a home we were waiting for may have come back
+        self._outbox.revive(peer_id)
         if not self._records.published and self._host.connected_peers() == [peer_id]:
             # Later and spread out, so a burst of new peers is not a burst of DHT puts.
             self._supervisor.spawn(self._publish_after(FIRST_PUBLISH_DELAY_S), "publish-home")

@@ -56,6 +56,7 @@ from hearthmesh.node.p2p.connection_budget import ConnectionBudget
 from hearthmesh.node.p2p.connection_manager import ConnectionManager, dial_no_peerstore
 from hearthmesh.node.p2p.connection_trim import TrimPolicy, dht_kept
 from hearthmesh.node.p2p.dht import DhtLayer, DhtSelect, DhtValidate
+from hearthmesh.node.p2p.dial_answers import DialAnswers
 from hearthmesh.node.p2p.errors import (
     DialFailed,
     HostClosed,
@@ -580,6 +581,7 @@ class P2PHost:
         relay reservations (SPEC §10.7), then the listen addresses (ports resolved, `0.0.0.0`
         expanded per interface); set by `__aenter__`."""
         self._bridge = TrioThread(name=f"libp2p-{self.peer_id[-8:]}", on_loop=config.trio_on_loop)
+        self._dial_answers = DialAnswers()
         self._tasks: asyncio.TaskGroup | None = None
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._handlers: dict[str, StreamHandler] = {}
@@ -794,6 +796,7 @@ class P2PHost:
             )
             close_peer_keeping_newer(network)
             dial_no_peerstore(network)  # the app picks its peers (SPEC §10.17)
+            self._dial_answers.install(network)
         track(network, self._wire)
         keep_addrs(host, self._kept_advertised)
         task_parents.install()
@@ -1121,13 +1124,18 @@ class P2PHost:
 
     # ---- connections ------------------------------------------------------------------------
 
-    async def connect(self, address: str, *, retry_now: bool = False) -> str:
+    async def connect(
+        self, address: str, *, retry_now: bool = False, answer_s: float | None = None
+    ) -> str:
         """Connect to a peer at `address` (a multiaddr ending in `/p2p/<id>`).
 
         Args:
             retry_now: dial even if libp2p's negative cache says every address of the peer
                 failed within the last minute: for callers with a backoff of their own (the
                 outbox's probes), whom a peer back from a partition must not wait a minute for.
+            answer_s: cut the dial if `address` has not answered within it (a direct TCP
+                address: its connection opened; any other: the dial ended), else give its
+                handshakes `dial_answers.AFTER_ANSWER_S` more (`DialAnswers`).
 
         Returns:
             The peer id (base58).
@@ -1142,20 +1150,34 @@ class P2PHost:
         if "/p2p-circuit/" in address:
             # The swarm's own dial expects a raw connection from every transport; the circuit
             # transport hands back an upgraded one, so it dials itself (SPEC §10.7).
-            await self._call(DialFailed, f"connect to {address}", self._relay.dial, address)
+            async with asyncio.timeout(answer_s):
+                await self._call(DialFailed, f"connect to {address}", self._relay.dial, address)
         else:
             await self._call(
-                DialFailed, f"connect to {address}", self._connect_on_trio, info, retry_now
+                DialFailed,
+                f"connect to {address}",
+                self._connect_on_trio,
+                info,
+                retry_now,
+                answer_s,
             )
         return info.peer_id.to_base58()
 
-    async def _connect_on_trio(self, info: PeerInfo, retry_now: bool) -> None:
+    async def _connect_on_trio(
+        self, info: PeerInfo, retry_now: bool, answer_s: float | None = None
+    ) -> None:
         host = self._require_host()
         network = host.get_network()
         if retry_now and isinstance(network, Swarm):
             network.unblock_peer(info.peer_id)
         await self._forget_closed_connections(info.peer_id)
-        await host.connect(info)
+        if answer_s is None:
+            await host.connect(info)
+            return
+        with self._dial_answers.bounded(info.addrs[0], answer_s) as bound:
+            await host.connect(info)
+        if bound.cancelled_caught:
+            raise DialFailed(f"{info.addrs[0]} did not answer, or its handshakes took too long")
 
     async def _forget_closed_connections(self, peer: ID) -> None:
         """Drop what libp2p still lists for `peer` when every connection of it is closed.

@@ -12,7 +12,9 @@ import pytest
 
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import DeliveredToHome, NodeEvent
+from hearthmesh.node.mesh.hello import HelloService
 from hearthmesh.node.node import Node
+from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.protocol.identity import UserId
@@ -76,6 +78,21 @@ def make_node(tmp_path: Path) -> NodeFactory:
             yield node
 
     return factory
+
+
+@pytest.fixture
+def hellos(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set: hellos are answered; cleared: every hello's answer (either way) waits."""
+    gate = asyncio.Event()
+    gate.set()
+    greet = HelloService._answer
+
+    async def held(self: HelloService, stream: FrameStream, *, with_levels: bool) -> None:
+        await gate.wait()
+        await greet(self, stream, with_levels=with_levels)
+
+    monkeypatch.setattr(HelloService, "_answer", held)
+    return gate
 
 
 @asynccontextmanager

@@ -2,6 +2,7 @@
 (SPEC §20.7.1), with real homes on 127.0.0.1 whose hellos (either way) the test holds. What a
 home told stands across its reconnections until its new hello replaces it; a send to a home
 that never told waits for its hello on its way rather than opening a caps stream beside it;
+but a home it had to dial to ask is asked on caps/0 at once, its hello heavier on a loaded home;
 and a home whose hello did not end in time is not waited on again for a while, however often
 it connects: at a 50-home group's formation each new connection made the creator ask again,
 and each of its first ADDs waited 12-13 s (SPEC §20.6).
@@ -15,9 +16,7 @@ from collections import Counter
 import pytest
 
 from hearthmesh.node.mesh.capabilities import OUR_LEVELS
-from hearthmesh.node.mesh.hello import HelloService
 from hearthmesh.node.node import Node
-from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol.capabilities import CAPS_PROTOCOL, Level
 
 from .conftest import NodeFactory, wait_until
@@ -25,21 +24,6 @@ from .conftest import NodeFactory, wait_until
 pytestmark = pytest.mark.integration
 
 LEVEL = Level.ADDRESSED_RECEIPTS
-
-
-@pytest.fixture
-def hellos(monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """Set: hellos are answered; cleared: every hello's answer (either way) waits."""
-    gate = asyncio.Event()
-    gate.set()
-    greet = HelloService._answer
-
-    async def held(self: HelloService, stream: FrameStream, *, with_levels: bool) -> None:
-        await gate.wait()
-        await greet(self, stream, with_levels=with_levels)
-
-    monkeypatch.setattr(HelloService, "_answer", held)
-    return gate
 
 
 def _caps_opened(node: Node) -> int:
@@ -89,6 +73,23 @@ async def test_a_send_to_a_home_that_never_told_waits_for_its_hello_not_a_caps_s
         assert alice._services.peer_levels.of(bob.peer_id) == OUR_LEVELS
         assert _caps_opened(alice) == 0
         assert alice.capability_asks() == {"asked": 0, "unanswered": 0, "hellos": 1}
+
+
+async def test_a_home_dialled_to_ask_it_is_asked_at_once_not_waited_on_for_its_hello(
+    make_node: NodeFactory, hellos: asyncio.Event
+) -> None:
+    async with (
+        asyncio.timeout(30),
+        make_node("alice", capability_ask_ms=5_000) as alice,
+        make_node("bob") as bob,
+    ):
+        await alice.learn_home_record(bob.home_record())  # not connected: the ask dials it
+        hellos.clear()  # its hello (either way) would not end within the ask's bound
+        assert await alice._services.revisions.speak({bob.user_id}, LEVEL)
+        assert alice._services.peer_levels.of(bob.peer_id) == OUR_LEVELS  # answered, not skipped
+        assert _caps_opened(alice) == 1
+        assert alice.capability_asks() == {"asked": 1, "unanswered": 0, "hellos": 0}
+        hellos.set()
 
 
 async def test_a_home_whose_hello_did_not_end_in_time_is_not_waited_on_as_it_reconnects(

@@ -1,0 +1,59 @@
+"""A home's address that answered a dial is not cut at the dial's bound while its handshakes go
+on (SPEC §10.8), with real homes on 127.0.0.1, bob's behind a TCP delay proxy: at a 50-home
+group's formation the creator's first dials to ~20 homes were all cut at the 4 s bound, their
+handshakes slow under load, and their deliveries parked for 40 s (SPEC §20.6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from hearthmesh.node.delivery import peer_link
+from hearthmesh.tools.simulate.delay_proxy import DelayProxy
+
+from .conftest import NodeFactory, free_port
+
+pytestmark = pytest.mark.integration
+
+BOUND_S = 0.5
+"""The dial's bound here: the proxy answers at once, the handshakes take several round trips
+of `2 * DELAY_S` each."""
+DELAY_S = 0.4
+
+
+async def test_an_address_that_answered_is_dialled_past_the_bound_to_its_handshakes_end(
+    make_node: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peer_link, "REACH_DIAL_TIMEOUT_S", BOUND_S)
+    port = free_port()
+    proxy = DelayProxy(("127.0.0.1", 0), ("127.0.0.1", port), lambda: DELAY_S)
+    await proxy.start()
+    try:
+        async with (
+            asyncio.timeout(30),
+            make_node("alice") as alice,
+            make_node("bob", listen_addrs=(f"/ip4/127.0.0.1/tcp/{port}",)) as bob,
+        ):
+            proxied = f"/ip4/127.0.0.1/tcp/{proxy.port}/p2p/{bob.peer_id}"
+            assert await alice._services.links.reach(bob.peer_id, (proxied,), retry_now=True)
+            assert bob.peer_id in alice._host.connected_peers()
+            assert proxy.accepted == 1  # one dial, through the proxy, not cut and made again
+    finally:
+        proxy.close()
+
+
+async def test_an_address_that_does_not_answer_is_cut_at_the_bound(
+    make_node: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(peer_link, "REACH_DIAL_TIMEOUT_S", BOUND_S)
+    with socket.socket() as silent, socket.socket() as first:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        first.connect(silent.getsockname())  # its queue full, it drops every later SYN
+        async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
+            address = f"/ip4/127.0.0.1/tcp/{silent.getsockname()[1]}/p2p/{bob.peer_id}"
+            async with asyncio.timeout(BOUND_S * 6):  # libp2p alone retries it for 13-38 s
+                assert not await alice._services.links.reach(bob.peer_id, (address,))
