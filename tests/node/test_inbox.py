@@ -5,13 +5,14 @@ one result per item in order, membership folded item by item, the store's answer
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from hearthmesh.node.delivery.inbox import Arrival, Inbox
 from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.delivery.sent_in_hand import SentInHand
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.rooms.registry import RoomRegistry
@@ -111,6 +112,7 @@ def make_inbox(
     deferrals: DeferralPolicy | None = None,
     opener: RoomOpener | None = None,
     siblings: tuple[bytes, ...] = (),
+    sent: SentInHand | None = None,
 ) -> Inbox:
     """Our user's inbox; `deferrals` bounds how long a non-member is deferred, `opener` opens
     encrypted envelopes (none: they are stored as they come), `siblings` are the outbox
@@ -126,6 +128,7 @@ def make_inbox(
         relay_ttl_ms=60_000,
         sibling_destinations=lambda: siblings,
         opener=opener,
+        sent=sent,
     )
 
 
@@ -282,9 +285,12 @@ class _CountingStore(MemoryStore):
         super().__init__()
         self.reads: list[bytes] = []
 
-    def get_event(self, message_id: bytes) -> StoredEvent | None:
-        self.reads.append(message_id)
-        return super().get_event(message_id)
+    def get_events(
+        self, message_ids: Iterable[bytes], *, in_hand: Mapping[bytes, Envelope] | None = None
+    ) -> dict[MessageId, StoredEvent]:
+        message_ids = list(message_ids)
+        self.reads += message_ids
+        return super().get_events(message_ids, in_hand=in_hand)
 
 
 def test_a_receipt_reads_each_message_it_names_once_for_its_refusal_and_credit() -> None:
