@@ -21,7 +21,7 @@ from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.authority import DeferralPolicy
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
 from hearthmesh.protocol.destinations import node_destination
-from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, seal
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
 from hearthmesh.protocol.errors import ErrorCode
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import KeyPair, UserId, keypair_from_seed
@@ -72,13 +72,14 @@ def sealed(
     body: bytes = b"hi",
     wall_ms: int | None = None,
     content_type: str | None = None,
+    room: RoomId = GROUP,
 ) -> Envelope:
     if content_type is None:
         content_type = MEMBERSHIP_CONTENT_TYPE if kind is Kind.MEMBERSHIP else "text/plain"
     return seal(
         who,
         kind=kind,
-        room=GROUP,
+        room=room,
         sender_user=uid(who),
         seq=seq,
         hlc=Timestamp(wall_ms=next(_wall) if wall_ms is None else wall_ms, counter=0),
@@ -87,12 +88,15 @@ def sealed(
     )
 
 
-def change(seq: int, action: Action, target: KeyPair) -> Envelope:
+def change(
+    seq: int, action: Action, target: KeyPair, *, room: RoomId = GROUP, nonce: bytes = NONCE
+) -> Envelope:
+    """ADMIN's change of `room` (created with `nonce`)."""
     role = Role.ADMIN if action is Action.CREATE else Role.MEMBER
     body = MembershipChange(
-        action=action, target=uid(target), role=role, nonce=NONCE if seq == 1 else b""
+        action=action, target=uid(target), role=role, nonce=nonce if seq == 1 else b""
     )
-    return sealed(ADMIN, seq, kind=Kind.MEMBERSHIP, body=encode_membership(body))
+    return sealed(ADMIN, seq, kind=Kind.MEMBERSHIP, body=encode_membership(body), room=room)
 
 
 def arrival(envelope: Envelope, recipient: KeyPair = OURS) -> Arrival:

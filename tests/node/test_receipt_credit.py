@@ -10,16 +10,10 @@ import pytest
 from hearthmesh.node.delivery.sent_in_hand import SentInHand
 from hearthmesh.protocol.addressing import UNSEQUENCED
 from hearthmesh.protocol.delivery import AckStatus
-from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
+from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
 from hearthmesh.protocol.errors import ErrorCode
-from hearthmesh.protocol.hlc import Timestamp
-from hearthmesh.protocol.identity import KeyPair
 from hearthmesh.protocol.membership import (
-    MEMBERSHIP_CONTENT_TYPE,
     Action,
-    MembershipChange,
-    Role,
-    encode_membership,
 )
 from hearthmesh.protocol.receipts import (
     RECEIPT_CONTENT_TYPE,
@@ -31,34 +25,23 @@ from hearthmesh.protocol.rooms import group_room_id
 from hearthmesh.storage import records
 from hearthmesh.storage.store import KvStore
 
-from .test_inbox import ADMIN, MEMBER, OURS, PEER, arrival, change, make_inbox, sealed, uid
+from .test_inbox import (
+    ADMIN,
+    GROUP,
+    MEMBER,
+    NONCE,
+    OURS,
+    PEER,
+    arrival,
+    change,
+    make_inbox,
+    sealed,
+    uid,
+)
 from .test_inbox import store as store
 
 OTHER_NONCE = b"\x02" * 16
-OTHER_ROOM = group_room_id(uid(ADMIN), OTHER_NONCE)
-
-
-def _in_other_room(who: KeyPair, seq: int, body: bytes, kind: Kind, content_type: str) -> Envelope:
-    return seal(
-        who,
-        kind=kind,
-        room=RoomId(OTHER_ROOM),
-        sender_user=uid(who),
-        seq=seq,
-        hlc=Timestamp(wall_ms=50_000 + seq, counter=0),
-        content_type=content_type,
-        body=body,
-    )
-
-
-def _other_room_change(seq: int, action: Action, target: KeyPair) -> Envelope:
-    role = Role.ADMIN if action is Action.CREATE else Role.MEMBER
-    body = MembershipChange(
-        action=action, target=uid(target), role=role, nonce=OTHER_NONCE if seq == 1 else b""
-    )
-    return _in_other_room(
-        ADMIN, seq, encode_membership(body), Kind.MEMBERSHIP, MEMBERSHIP_CONTENT_TYPE
-    )
+OTHER_ROOM = RoomId(group_room_id(uid(ADMIN), OTHER_NONCE))
 
 
 def _receipt(*named: Envelope, room_of: Envelope | None = None) -> Envelope:
@@ -66,10 +49,14 @@ def _receipt(*named: Envelope, room_of: Envelope | None = None) -> Envelope:
     body = encode_receipt(
         Receipt(status=ReceiptStatus.DELIVERED, message_ids=tuple(e.message_id for e in named))
     )
-    if room_of is not None:
-        return _in_other_room(MEMBER, UNSEQUENCED, body, Kind.RECEIPT, RECEIPT_CONTENT_TYPE)
+    room = GROUP if room_of is None else room_of.room
     return sealed(
-        MEMBER, UNSEQUENCED, kind=Kind.RECEIPT, body=body, content_type=RECEIPT_CONTENT_TYPE
+        MEMBER,
+        UNSEQUENCED,
+        kind=Kind.RECEIPT,
+        body=body,
+        content_type=RECEIPT_CONTENT_TYPE,
+        room=room,
     )
 
 
@@ -82,19 +69,13 @@ class _World:
         self.store = store
         self.sent = SentInHand()
         self.inbox = make_inbox(sent=self.sent)
-        setup = [change(1, Action.CREATE, ADMIN), change(2, Action.ADD, OURS)]
-        setup.append(change(3, Action.ADD, MEMBER))
-        setup += [
-            _other_room_change(n, a, t)
-            for n, a, t in (
-                (1, Action.CREATE, ADMIN),
-                (2, Action.ADD, OURS),
-                (3, Action.ADD, MEMBER),
-            )
-        ]
+        setup = []
+        for room, nonce in ((GROUP, NONCE), (OTHER_ROOM, OTHER_NONCE)):
+            steps = ((1, Action.CREATE, ADMIN), (2, Action.ADD, OURS), (3, Action.ADD, MEMBER))
+            setup += [change(n, a, t, room=room, nonce=nonce) for n, a, t in steps]
         self.ours, self.recalled, self.unstored = (sealed(OURS, n) for n in (1, 2, 3))
         self.admins = sealed(ADMIN, 4)
-        self.admins_elsewhere = _in_other_room(ADMIN, 4, b"hi", Kind.MESSAGE, "text/plain")
+        self.admins_elsewhere = sealed(ADMIN, 4, room=OTHER_ROOM)
         stored = [*setup, self.ours, self.recalled, self.admins, self.admins_elsewhere]
         outcome = self.inbox.accept(store, [arrival(e) for e in stored], now_ms=0, peer=PEER)
         assert all(r.status is AckStatus.STORED for r in outcome.results)
