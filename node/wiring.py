@@ -35,6 +35,7 @@ from hearthmesh.node.delivery.receiver import Receiver
 from hearthmesh.node.delivery.relay import RelayForwarder
 from hearthmesh.node.delivery.relay_choice import RelayChooser
 from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.delivery.sent_in_hand import SentInHand
 from hearthmesh.node.delivery.sync import SyncService
 from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.key_ahead import KeyAhead
@@ -136,6 +137,7 @@ class Services:
     topics: RoomTopics
     gossip_out: GossipPublisher
     outgoing: Outgoing
+    sent: SentInHand
     key_ahead: KeyAhead
     greetings: Greetings
     verification: VerificationService
@@ -201,6 +203,7 @@ def build_services(
         own_bundle=crypto.key_bundle(clock.now_ms()),
     )
     release = ReleaseOrder()
+    sent = SentInHand()  # our sends (Outgoing), for the receipts that name them (Inbox)
     privacy = Privacy()  # loaded by Node.start before anything arrives
     inbox = Inbox(
         local_users=local,
@@ -212,6 +215,7 @@ def build_services(
         relay_ttl_ms=config.relay_ttl_ms,
         sibling_destinations=homes.sibling_destinations,
         opener=opener,
+        sent=sent,
     )
     standing = PeerStanding(
         clock=clock,
@@ -516,6 +520,7 @@ def build_services(
             owed_held=functools.partial(revisions.advertised, level=Level.OWED_HELD),
             ask_levels=revisions.ask_due,
         ),
+        sent=sent,
     )
     key_ahead = KeyAhead(
         share=outgoing.share_ahead,
@@ -622,6 +627,7 @@ def build_services(
         topics=topics,
         gossip_out=gossip_out,
         outgoing=outgoing,
+        sent=sent,
         key_ahead=key_ahead,
         greetings=greetings,
         verification=verification,

@@ -487,6 +487,17 @@ class HistoryStore(Protocol):
         """The stored event with this id, if any."""
         ...
 
+    def get_events(
+        self, message_ids: Iterable[bytes], *, in_hand: Mapping[bytes, Envelope] | None = None
+    ) -> dict[MessageId, StoredEvent]:
+        """The stored events of these ids that the store holds (the others are left out).
+
+        `in_hand`: envelopes the caller holds already, by message id; an event whose stored
+        bytes are one of them gets that envelope instead of a decode of its bytes (whether it
+        is held is still read: one recalled or purged is left out all the same).
+        """
+        ...
+
     def page_history(
         self, room: bytes, *, direction: Direction, cursor: Cursor | None = None, limit: int = 50
     ) -> HistoryPage:

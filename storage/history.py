@@ -96,15 +96,17 @@ def _opened(txn: KvTxn, envelope: Envelope) -> Envelope:
     return opened_view(envelope, content_type, body)
 
 
-def get_event_txn(txn: KvTxn, message_id: bytes) -> StoredEvent | None:
-    """The event stored under `message_id`."""
+def get_event_txn(
+    txn: KvTxn, message_id: bytes, in_hand: Mapping[bytes, Envelope] | None = None
+) -> StoredEvent | None:
+    """The event stored under `message_id`; one in `in_hand` is not decoded (`stored_event`)."""
     key = txn.get(Table.MESSAGE_IDS, message_id)
     if not key:  # never stored, or recalled and purged (WITHDRAWN_SLOT)
         return None
     value = txn.get(Table.HISTORY, key)
     if value is None:
         raise corrupt(Table.MESSAGE_IDS, message_id, "points at a missing history entry")
-    return stored_event(txn, key, value)
+    return stored_event(txn, key, value, in_hand)
 
 
 def latest_event_txn(txn: KvTxn, room: bytes) -> StoredEvent | None:

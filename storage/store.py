@@ -177,6 +177,14 @@ class KvStore:
         with self._engine.read() as txn:
             return history.get_event_txn(txn, message_id)
 
+    def get_events(
+        self, message_ids: Iterable[bytes], *, in_hand: Mapping[bytes, Envelope] | None = None
+    ) -> dict[MessageId, StoredEvent]:
+        """The stored events of these ids that the store holds, read in one snapshot."""
+        with self._engine.read() as txn:
+            found = ((m, history.get_event_txn(txn, m, in_hand)) for m in message_ids)
+            return {MessageId(m): event for m, event in found if event is not None}
+
     def page_history(
         self, room: bytes, *, direction: Direction, cursor: Cursor | None = None, limit: int = 50
     ) -> HistoryPage:

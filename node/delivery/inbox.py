@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.delivery.sent_in_hand import SentInHand
 from hearthmesh.node.e2ee.opened_late import react_to_opened
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
@@ -37,7 +38,7 @@ from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.social.privacy import Privacy
 from hearthmesh.node.social.profile_events import apply_profile
 from hearthmesh.protocol import e2ee
-from hearthmesh.protocol.actions import ACTION_KINDS
+from hearthmesh.protocol.actions import ACTION_KINDS, target_of
 from hearthmesh.protocol.addressing import is_addressed, is_sequenced
 from hearthmesh.protocol.arrival import (
     ArrivalRules,
@@ -136,8 +137,11 @@ class Inbox:
         sibling_destinations: Callable[[], tuple[bytes, ...]],
         opener: RoomOpener | None,
         privacy: Privacy | None = None,
+        sent: SentInHand | None = None,
     ) -> None:
-        """`opener` None keeps encrypted envelopes as they came (tests of the layers below)."""
+        """`opener` None keeps encrypted envelopes as they came (tests of the layers below);
+        `sent`: our recent sends in hand, which the receipts that name them need not decode."""
+        self._sent = sent or SentInHand(kept=0)
         self._local = local_users
         self._privacy = privacy or Privacy()
         self._opener = opener
@@ -259,7 +263,7 @@ class Inbox:
             if decision.result is None and envelope.kind in ACTION_KINDS:
                 refused = action_refusal(store, envelope)
             elif decision.result is None and envelope.kind is Kind.RECEIPT:  # SPEC §16.2.3
-                named = read_named(store, envelope)
+                named = read_named(store, envelope, in_hand=self._sent.envelopes)
                 refused = receipt_refusal(named, envelope, item.recipient)
                 if named is not None and refused is None:
                     judged[envelope.message_id] = named
@@ -410,6 +414,8 @@ class Inbox:
                     apply_profile(store, user, envelope)
             case Reaction.APPLY_RECALL:
                 apply_recall(store, envelope)
+                if (target := target_of(envelope)) is not None:  # our other device's recall
+                    self._sent.recalled(target)
                 outcome.logged = None  # it may have withdrawn an event this batch logged
 
     def _relay(

@@ -30,6 +30,7 @@ from hearthmesh.node.delivery.inbox import StoreOutcome
 from hearthmesh.node.delivery.outbox import OutboxWorker
 from hearthmesh.node.delivery.outcomes import StoreOutcomes
 from hearthmesh.node.delivery.seal_order import SealOrder, SealTurn, out_of_turn
+from hearthmesh.node.delivery.sent_in_hand import SentInHand
 from hearthmesh.node.e2ee.room_sender import Encryption, RoomSender
 from hearthmesh.node.identity.keyring import Keyring
 from hearthmesh.node.mesh.capabilities import Revisions
@@ -144,9 +145,12 @@ class Outgoing:
         outcomes: StoreOutcomes,
         revisions: Revisions,
         encryption: RoomSender | None,
+        sent: SentInHand | None = None,
     ) -> None:
-        """`encryption` None sends content in the clear (tests of the layers below it)."""
+        """`encryption` None sends content in the clear (tests of the layers below it);
+        `sent` keeps what our sends committed for the receipts that will name them."""
         self._keyring = keyring
+        self._sent = sent or SentInHand(kept=0)
         self._encryption = encryption
         self._hlc = hlc
         self._clock = clock
@@ -336,8 +340,11 @@ class Outgoing:
             entries = await self._store_encrypted(requests, sealed.encryption)
         if on_stored is not None:
             on_stored(entries)
+        self._sent.sent(envelope)  # the receipts that name it take it from memory
         if envelope.kind is Kind.RECALL:  # our own home purges it too (SPEC §31.1)
             await self._store.run(apply_recall, self._store.store, envelope)
+            if (target := target_of(envelope)) is not None:
+                self._sent.recalled(target)
         gossiped = is_gossiped(envelope, members)
         for each, to, marked in [*keys, (envelope, rows, absent)]:
             self._outbox.submit(each, to, marked)

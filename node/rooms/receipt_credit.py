@@ -8,7 +8,9 @@ commit of its own, and nothing stored is ever left uncredited, even while no cli
 A receipt that reached a home it is not addressed to is refused before it is stored
 (`receipt_refusal`, SPEC §16.2.3). The arrival batch reads the named messages once
 (`read_named`) for both the refusal and the credit: decoding each named envelope was the
-largest part of a receipt's cost on the home of the messages it names. State owned here: none.
+largest part of a receipt's cost on the home of the messages it names, so the ones our home
+sent lately are taken from memory (node/delivery/sent_in_hand.py) once the store shows it still
+holds them. State owned here: none.
 """
 
 from __future__ import annotations
@@ -47,9 +49,17 @@ class NamedMessages:
     """The named messages held here, any sender, as the store showed them."""
 
 
-def read_named(store: Store, envelope: Envelope) -> NamedMessages | None:
+def read_named(
+    store: Store, envelope: Envelope, *, in_hand: Mapping[bytes, Envelope] | None = None
+) -> NamedMessages | None:
     """The receipt in this RECEIPT and the named messages held here (reads only); None while
-    it is not opened (no room key) or when its body does not decode."""
+    it is not opened (no room key) or when its body does not decode.
+
+    Args:
+        in_hand: envelopes held already as the store shows them (our recent sends,
+            node/delivery/sent_in_hand.py): whether each is held is read all the same, only
+            its decode is spared.
+    """
     content = content_of(envelope)
     if content is None:
         return None
@@ -57,7 +67,7 @@ def read_named(store: Store, envelope: Envelope) -> NamedMessages | None:
         receipt = decode_receipt(content.body)
     except RemoteProtocolError:
         return None  # stored as sent, it credits nothing (`credit_receipt`)
-    return NamedMessages(receipt=receipt, held=_held(store, receipt.message_ids))
+    return NamedMessages(receipt=receipt, held=_held(store, receipt.message_ids, in_hand))
 
 
 def credited_updates(
@@ -146,14 +156,14 @@ def credit_receipt(
     )
 
 
-def _held(store: Store, message_ids: Iterable[MessageId]) -> dict[MessageId, Envelope]:
+def _held(
+    store: Store,
+    message_ids: Iterable[MessageId],
+    in_hand: Mapping[bytes, Envelope] | None = None,
+) -> dict[MessageId, Envelope]:
     """The stored envelopes of the named ids that this home holds, any sender."""
-    held: dict[MessageId, Envelope] = {}
-    for message_id in message_ids:
-        stored = store.get_event(message_id)
-        if stored is not None:
-            held[message_id] = stored.envelope
-    return held
+    found = store.get_events(message_ids, in_hand=in_hand)
+    return {message_id: stored.envelope for message_id, stored in found.items()}
 
 
 def _is_others_in(stored: Envelope | None, receipt: Envelope, own: UserId) -> bool:

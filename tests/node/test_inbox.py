@@ -5,13 +5,14 @@ one result per item in order, membership folded item by item, the store's answer
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
 from hearthmesh.node.delivery.inbox import Arrival, Inbox
 from hearthmesh.node.delivery.release_order import ReleaseOrder
+from hearthmesh.node.delivery.sent_in_hand import SentInHand
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.home_directory import HomeDirectory
 from hearthmesh.node.rooms.registry import RoomRegistry
@@ -20,7 +21,7 @@ from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.authority import DeferralPolicy
 from hearthmesh.protocol.delivery import AckStatus, DeliveryResult
 from hearthmesh.protocol.destinations import node_destination
-from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, seal
+from hearthmesh.protocol.envelope import Envelope, Kind, MessageId, RoomId, seal
 from hearthmesh.protocol.errors import ErrorCode
 from hearthmesh.protocol.hlc import Timestamp
 from hearthmesh.protocol.identity import KeyPair, UserId, keypair_from_seed
@@ -71,13 +72,14 @@ def sealed(
     body: bytes = b"hi",
     wall_ms: int | None = None,
     content_type: str | None = None,
+    room: RoomId = GROUP,
 ) -> Envelope:
     if content_type is None:
         content_type = MEMBERSHIP_CONTENT_TYPE if kind is Kind.MEMBERSHIP else "text/plain"
     return seal(
         who,
         kind=kind,
-        room=GROUP,
+        room=room,
         sender_user=uid(who),
         seq=seq,
         hlc=Timestamp(wall_ms=next(_wall) if wall_ms is None else wall_ms, counter=0),
@@ -86,12 +88,15 @@ def sealed(
     )
 
 
-def change(seq: int, action: Action, target: KeyPair) -> Envelope:
+def change(
+    seq: int, action: Action, target: KeyPair, *, room: RoomId = GROUP, nonce: bytes = NONCE
+) -> Envelope:
+    """ADMIN's change of `room` (created with `nonce`)."""
     role = Role.ADMIN if action is Action.CREATE else Role.MEMBER
     body = MembershipChange(
-        action=action, target=uid(target), role=role, nonce=NONCE if seq == 1 else b""
+        action=action, target=uid(target), role=role, nonce=nonce if seq == 1 else b""
     )
-    return sealed(ADMIN, seq, kind=Kind.MEMBERSHIP, body=encode_membership(body))
+    return sealed(ADMIN, seq, kind=Kind.MEMBERSHIP, body=encode_membership(body), room=room)
 
 
 def arrival(envelope: Envelope, recipient: KeyPair = OURS) -> Arrival:
@@ -111,6 +116,7 @@ def make_inbox(
     deferrals: DeferralPolicy | None = None,
     opener: RoomOpener | None = None,
     siblings: tuple[bytes, ...] = (),
+    sent: SentInHand | None = None,
 ) -> Inbox:
     """Our user's inbox; `deferrals` bounds how long a non-member is deferred, `opener` opens
     encrypted envelopes (none: they are stored as they come), `siblings` are the outbox
@@ -126,6 +132,7 @@ def make_inbox(
         relay_ttl_ms=60_000,
         sibling_destinations=lambda: siblings,
         opener=opener,
+        sent=sent,
     )
 
 
@@ -282,9 +289,12 @@ class _CountingStore(MemoryStore):
         super().__init__()
         self.reads: list[bytes] = []
 
-    def get_event(self, message_id: bytes) -> StoredEvent | None:
-        self.reads.append(message_id)
-        return super().get_event(message_id)
+    def get_events(
+        self, message_ids: Iterable[bytes], *, in_hand: Mapping[bytes, Envelope] | None = None
+    ) -> dict[MessageId, StoredEvent]:
+        message_ids = list(message_ids)
+        self.reads += message_ids
+        return super().get_events(message_ids, in_hand=in_hand)
 
 
 def test_a_receipt_reads_each_message_it_names_once_for_its_refusal_and_credit() -> None:

@@ -790,3 +790,25 @@ def test_trust_is_kept_per_user_and_device_key(store: KvStore) -> None:
         alice: {DeviceId(b"1" * 32): Trust.VERIFIED},
         bob: {DeviceId(b"2" * 32): Trust.VERIFIED, DeviceId(b"3" * 32): Trust.VERIFIED},
     }
+
+
+def test_events_read_together_take_envelopes_in_hand_only_for_what_is_still_held(
+    store: KvStore,
+) -> None:
+    """`get_events` (a receipt's named messages): what is held, as `get_event` reads it; an
+    envelope in hand spares only its decode, never makes a recalled or unknown id held."""
+    held, other, recalled = (make_envelope(seq=n, wall_ms=n * 1_000) for n in (1, 2, 3))
+    store.append_many([AppendRequest(envelope=e) for e in (held, other, recalled)])
+    assert store.withdraw(recalled.message_id, b"\x01" * 32, USER_A)  # body purged
+    unknown = make_envelope(seq=4, wall_ms=4_000)  # never stored
+    in_hand: dict[bytes, Envelope] = {e.message_id: e for e in (held, recalled, unknown)}
+    ids = [e.message_id for e in (held, other, recalled, unknown)]
+    found = store.get_events(ids, in_hand=in_hand)
+    assert list(found) == [held.message_id, other.message_id]
+    assert found[held.message_id].envelope is held  # taken as it is
+    assert found[other.message_id].envelope is not other  # read from the store
+    assert found == store.get_events(ids) == {m: store.get_event(m) for m in ids[:2]}
+    # A held envelope whose bytes are not the stored ones is never taken for them.
+    impostor = make_envelope(seq=1, wall_ms=1_000, body=b"else")
+    taken = store.get_events([held.message_id], in_hand={held.message_id: impostor})
+    assert taken[held.message_id].envelope.wire == held.wire
