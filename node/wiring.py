@@ -393,7 +393,13 @@ def build_services(
         slow=receiver.slow,
     )
     taker = AnswerTaker(
-        store=store, crypto=crypto, opener=opener, user=user, clock=clock, news=news
+        store=store,
+        crypto=crypto,
+        opener=opener,
+        user=user,
+        clock=clock,
+        news=news,
+        on_bad_answer=standing.bad_answer,
     )
     key_forwarding = KeyForwarding(
         host=host,
@@ -425,7 +431,6 @@ def build_services(
         device=keyring.device_id,
         clock=clock,
         interval_ms=config.key_request_interval_ms,
-        on_bad_answer=standing.bad_answer,
     )
     media = MediaFetcher(
         host=host,
@@ -436,6 +441,7 @@ def build_services(
         rng=rng,
         find_home=home_lookups.find,
         own_user=user,
+        on_bad_answer=standing.bad_answer,
         siblings=homes.sibling_peers,
     )
     supervisor.observe_unreadable(media.replace_damaged)

@@ -99,7 +99,7 @@ async def _held_at_the_node(s: Session, text: str) -> AsyncIterator[_Held | str]
 
 async def _counted_at_asks(
     s: Session, held: _Held, answer: Callable[[int], Awaitable[bytes]]
-) -> tuple[list[int], AskedLog]:
+) -> tuple[list[int], AskedLog[e2ee.KeyRequest]]:
     """Answer the node's key requests with `answer(n)`, noting the count (less `held.before`)
     as each comes, until the count rises; the counts at the asks, and the log of them."""
     counts: list[int] = []
@@ -171,7 +171,7 @@ async def _refused_then_shared(s: Session) -> str:
         return f"{counted},SHARED:{got},{dropped}"
 
 
-async def _dropped_while_asked(s: Session, held: _Held, log: AskedLog) -> str:
+async def _dropped_while_asked(s: Session, held: _Held, log: AskedLog[e2ee.KeyRequest]) -> str:
     """`COUNT:0` once the count is back to where it was while the held request is still out;
     else the count when that request ended (`ASK-ENDED:<n>`) or the wait ran out."""
     out = len(log.requests) - 1  # requests ended while the last one is held
