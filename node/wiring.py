@@ -225,6 +225,7 @@ def build_services(
     links = PeerLinks(
         host,
         on_ack=standing.exchanged,
+        on_bad_ack=standing.bad_answer,
         ack_timeout_s=config.ack_timeout_ms / 1000,
         ack_patience_s=config.ack_patience_ms / 1000,
         open_timeout_s=config.stream_open_ms / 1000,
