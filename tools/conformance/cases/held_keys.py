@@ -31,6 +31,7 @@ __all__ = [
     "KEY_ANSWERS_FORGED_THEN_RIGHT",
     "KEY_REFUSED_NOT_LISTED_FOREVER",
     "KEY_REFUSED_THEN_SHARED",
+    "shown_as",
 ]
 
 ASKS_WAIT_S: Final = e2ee.last_counted_request_ms(2_000, 10_000, not_listed=4) / 1000
@@ -215,19 +216,21 @@ async def _forged_then_right(s: Session) -> str:
 
 
 async def _shown_as(s: Session, held: _Held) -> str:
-    """What the node's user is shown of the held message: `held` (nothing, or ciphertext:
-    a held message is not shown, §27.13.5), `OPENED` (its text), or its type."""
+    return await shown_as(s, held.room, held.message_id, held.text)
+
+
+async def shown_as(s: Session, room: str, message_id: str, text: str) -> str:
+    """What the node's user is shown of a held message (hex ids): `held` (nothing, or
+    ciphertext: a held message is not shown, §27.13.5), `OPENED` (its `text`), or its type."""
     assert s.api is not None
     try:
-        page = await s.api.call(
-            "GET", f"/v1/conversation/{held.room}/details", params={"limit": "100"}
-        )
+        page = await s.api.call("GET", f"/v1/conversation/{room}/details", params={"limit": "100"})
     except HearthError as exc:
         return f"api:{type(exc).__name__}"
-    view = next((m for m in page["messages"] if m["message_id"] == held.message_id), None)
+    view = next((m for m in page["messages"] if m["message_id"] == message_id), None)
     if view is None or view["type"] == "encrypted":
         return "held"
-    return "OPENED" if view.get("message") == held.text else str(view["type"])
+    return "OPENED" if view.get("message") == text else str(view["type"])
 
 
 KEY_REFUSED_NOT_LISTED_FOREVER: Final = Case(
