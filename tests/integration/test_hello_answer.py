@@ -9,10 +9,14 @@ from pathlib import Path
 import pytest
 
 from hearthmesh.node.identity.home_records import HomeRecords
+from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.protocol.canonical import encode_canonical
+from hearthmesh.protocol.hello import HELLO_LEVELS_PROTOCOL
+from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.hostile.forge import new_stranger
 from hearthmesh.tools.hostile.peer import HostilePeer
 
-from .conftest import NodeFactory
+from .conftest import NodeFactory, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +57,24 @@ async def test_a_forged_record_beside_the_askers_own_is_charged_and_still_answer
         assert directory.record(asker.user_id) is not None
         assert directory.record(other.user_id) is None
         assert node._services.standing.points(asker.peer_id) > 0
+
+
+async def test_an_answer_to_our_hello_that_is_no_hello_is_charged(make_node: NodeFactory) -> None:
+    """The asking side (SPEC §13.3, §11.6.1): bob greets the kit when it connects; the kit
+    answers his hello/1 with a frame that is no hello: bob charges it a whole frame."""
+    standing = StandingPolicy(forgive_ms=3_600_000)  # no point forgiven while the test runs
+    async with (
+        asyncio.timeout(20),
+        make_node("bob", standing=standing) as bob,
+        HostilePeer() as kit,
+    ):
+        asked: list[bytes] = []
+
+        async def garbage(stream: FrameStream) -> None:
+            asked.append(await stream.read_frame())
+            await stream.write_frame(encode_canonical([9, "no hello"]))
+
+        kit.host.set_stream_handler(HELLO_LEVELS_PROTOCOL, garbage)
+        await kit.connect(bob.listen_addrs[0])
+        await wait_until(lambda: bool(asked) and bob.peer_points(kit.peer_id) > 0)
+        assert bob.peer_points(kit.peer_id) >= standing.frame_points
