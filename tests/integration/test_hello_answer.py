@@ -11,6 +11,7 @@ import pytest
 from hearthmesh.node.identity.home_records import HomeRecords
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol.canonical import encode_canonical
+from hearthmesh.protocol.capabilities import CAPS_PROTOCOL
 from hearthmesh.protocol.hello import HELLO_LEVELS_PROTOCOL
 from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.hostile.forge import new_stranger
@@ -78,3 +79,31 @@ async def test_an_answer_to_our_hello_that_is_no_hello_is_charged(make_node: Nod
         await kit.connect(bob.listen_addrs[0])
         await wait_until(lambda: bool(asked) and bob.peer_points(kit.peer_id) > 0)
         assert bob.peer_points(kit.peer_id) >= standing.frame_points
+
+
+async def test_a_caps_answer_that_is_no_answer_is_charged_and_leaves_the_peer_at_core(
+    make_node: NodeFactory,
+) -> None:
+    """The asking side of `/hearthmesh/caps/0` (SPEC §20.5, §11.6.1): the kit greets on hello/0
+    only (an older release's), so bob asks it for its levels; its answer is no caps answer:
+    charged as a whole frame, and the kit counts as `core` (no level)."""
+    standing = StandingPolicy(forgive_ms=3_600_000)  # no point forgiven while the test runs
+    async with (
+        asyncio.timeout(20),
+        make_node("bob", standing=standing) as bob,
+        HostilePeer() as kit,
+    ):
+        kit.answer_hellos()
+
+        async def garbage(stream: FrameStream) -> None:
+            await stream.read_frame()
+            await stream.write_frame(encode_canonical([9, "no levels"]))
+
+        kit.host.set_stream_handler(CAPS_PROTOCOL, garbage)
+        await kit.connect(bob.listen_addrs[0])
+        levels = bob._services.peer_levels
+        await levels.learn(kit.peer_id)
+        assert (bob.peer_points(kit.peer_id), levels.of(kit.peer_id)) == (
+            standing.frame_points,
+            frozenset(),
+        )
