@@ -25,10 +25,8 @@ from hearthmesh.protocol.delivery import (
 from hearthmesh.protocol.envelope import load_envelope
 from hearthmesh.protocol.errors import Busy
 from hearthmesh.protocol.identity import keypair_from_seed
-from hearthmesh.protocol.standing import StandingPolicy
-from hearthmesh.tools.hostile.peer import HostilePeer
 
-from .conftest import NodeFactory, wait_until
+from .conftest import UNFORGIVING, NodeFactory, node_and_kit, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -40,11 +38,9 @@ async def test_an_ack_that_cannot_be_right_is_charged_and_a_refusal_is_not(
     (`BUSY`: not charged), then a frame that is no ACK (`MALFORMED`), then an ACK signed by
     another node's key (`BAD_SIGNATURE`), each charged as a whole frame (§11.6.1), then the
     right ACK: bob's points at each batch are noted as it comes."""
-    standing = StandingPolicy(forgive_ms=3_600_000)  # no point forgiven while the test runs
     async with (
         asyncio.timeout(60),
-        make_node("bob", standing=standing) as bob,
-        HostilePeer() as kit,
+        node_and_kit(make_node, "bob") as (bob, kit),
     ):
         other = keypair_from_seed(os.urandom(32))
         points: list[int] = []
@@ -73,6 +69,6 @@ async def test_an_ack_that_cannot_be_right_is_charged_and_a_refusal_is_not(
         await kit.announce_home(peer)
         await bob.send(await bob.open_direct(kit.user_id), b"to the kit")
         await wait_until(lambda: len(points) >= 4)
-        frame = standing.frame_points
+        frame = UNFORGIVING.frame_points
         assert points[:4] == [0, 0, frame, 2 * frame]
         await wait_until(lambda: bob.peer_points(kit.peer_id) == 2 * frame)

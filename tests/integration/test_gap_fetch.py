@@ -46,11 +46,16 @@ from hearthmesh.protocol.identity import (
     keypair_from_seed,
 )
 from hearthmesh.protocol.rooms import direct_room_id
-from hearthmesh.protocol.standing import StandingPolicy
-from hearthmesh.tools.hostile.peer import HostilePeer
 from tests.conftest import FakeClock
 
-from .conftest import CATALOGUE_STANDING, NodeFactory, node_config, wait_until
+from .conftest import (
+    CATALOGUE_STANDING,
+    UNFORGIVING,
+    NodeFactory,
+    node_and_kit,
+    node_config,
+    wait_until,
+)
 from .test_mesh import wait_until_members
 
 pytestmark = pytest.mark.integration
@@ -296,11 +301,9 @@ async def test_a_fetch_answer_that_is_no_answer_is_charged_and_the_gap_asked_aga
     frame that is neither an answer nor an ERROR frame, charged as a whole frame (§26.5,
     §11.6.1); its refusal next (`NOT_FOUND`) is an answer and costs nothing; the gap is asked
     for again and its good answer fills it."""
-    standing = StandingPolicy(forgive_ms=3_600_000)  # no point forgiven while the test runs
     async with (
         asyncio.timeout(30),
-        make_node("carol", gap_grace_ms=GRACE_MS, standing=standing) as carol,
-        HostilePeer() as kit,
+        node_and_kit(make_node, "carol", gap_grace_ms=GRACE_MS) as (carol, kit),
     ):
         peer = await kit.connect(carol.listen_addrs[0])
         await kit.announce_home(peer)
@@ -321,6 +324,6 @@ async def test_a_fetch_answer_that_is_no_answer_is_charged_and_the_gap_asked_aga
         assert await kit.deliver_wires(peer, [sent[1].wire], carol.user_id) == ["STORED"]
         got = await receiving
         assert [e.message_id for e in got] == [e.message_id for e in sent]
-        frame_points = StandingPolicy().frame_points
+        frame_points = UNFORGIVING.frame_points
         assert points == [0, frame_points, frame_points]
         assert carol.peer_points(kit.peer_id) == frame_points

@@ -13,11 +13,10 @@ from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol.canonical import encode_canonical
 from hearthmesh.protocol.capabilities import CAPS_PROTOCOL
 from hearthmesh.protocol.hello import HELLO_LEVELS_PROTOCOL
-from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.hostile.forge import new_stranger
 from hearthmesh.tools.hostile.peer import HostilePeer
 
-from .conftest import NodeFactory, wait_until
+from .conftest import UNFORGIVING, NodeFactory, node_and_kit, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -63,11 +62,9 @@ async def test_a_forged_record_beside_the_askers_own_is_charged_and_still_answer
 async def test_an_answer_to_our_hello_that_is_no_hello_is_charged(make_node: NodeFactory) -> None:
     """The asking side (SPEC §13.3, §11.6.1): bob greets the kit when it connects; the kit
     answers his hello/1 with a frame that is no hello: bob charges it a whole frame."""
-    standing = StandingPolicy(forgive_ms=3_600_000)  # no point forgiven while the test runs
     async with (
         asyncio.timeout(20),
-        make_node("bob", standing=standing) as bob,
-        HostilePeer() as kit,
+        node_and_kit(make_node, "bob") as (bob, kit),
     ):
         asked: list[bytes] = []
 
@@ -78,7 +75,7 @@ async def test_an_answer_to_our_hello_that_is_no_hello_is_charged(make_node: Nod
         kit.host.set_stream_handler(HELLO_LEVELS_PROTOCOL, garbage)
         await kit.connect(bob.listen_addrs[0])
         await wait_until(lambda: bool(asked) and bob.peer_points(kit.peer_id) > 0)
-        assert bob.peer_points(kit.peer_id) >= standing.frame_points
+        assert bob.peer_points(kit.peer_id) >= UNFORGIVING.frame_points
 
 
 async def test_a_caps_answer_that_is_no_answer_is_charged_and_leaves_the_peer_at_core(
@@ -87,11 +84,9 @@ async def test_a_caps_answer_that_is_no_answer_is_charged_and_leaves_the_peer_at
     """The asking side of `/hearthmesh/caps/0` (SPEC §20.5, §11.6.1): the kit greets on hello/0
     only (an older release's), so bob asks it for its levels; its answer is no caps answer:
     charged as a whole frame, and the kit counts as `core` (no level)."""
-    standing = StandingPolicy(forgive_ms=3_600_000)  # no point forgiven while the test runs
     async with (
         asyncio.timeout(20),
-        make_node("bob", standing=standing) as bob,
-        HostilePeer() as kit,
+        node_and_kit(make_node, "bob") as (bob, kit),
     ):
         kit.answer_hellos()
 
@@ -104,6 +99,6 @@ async def test_a_caps_answer_that_is_no_answer_is_charged_and_leaves_the_peer_at
         levels = bob._services.peer_levels
         await levels.learn(kit.peer_id)
         assert (bob.peer_points(kit.peer_id), levels.of(kit.peer_id)) == (
-            standing.frame_points,
+            UNFORGIVING.frame_points,
             frozenset(),
         )

@@ -25,11 +25,10 @@ from hearthmesh.protocol.errors import (
 from hearthmesh.protocol.history_share import HistoryRequest
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.protocol.membership import Action, Role
-from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.hostile.megolm_sender import MegolmSender
 from hearthmesh.tools.hostile.peer import HostilePeer
 
-from .conftest import NodeFactory
+from .conftest import UNFORGIVING, NodeFactory, node_and_kit
 from .test_devices import wait_until_readable
 
 pytestmark = pytest.mark.integration
@@ -58,8 +57,7 @@ class _Admitted:
 
 @asynccontextmanager
 async def _kit_is_the_admin(make_node: NodeFactory) -> AsyncIterator[_Admitted]:
-    standing = StandingPolicy(forgive_ms=3_600_000)  # no point forgiven while the test runs
-    async with make_node("bob", standing=standing) as bob, HostilePeer() as kit:
+    async with node_and_kit(make_node, "bob") as (bob, kit):
         peer = await kit.connect(bob.listen_addrs[0])
         group = await bob.create_group("g", [])
         await bob.add_member(group, kit.user_id)
@@ -103,7 +101,7 @@ async def test_a_history_answer_that_cannot_be_right_is_charged_and_takes_nothin
             seen.append((error, it.bob.peer_points(it.kit.peer_id), await it.held()))
         assert await it.ask() == 1
         await wait_until_readable(it.bob, it.group)
-    frame = StandingPolicy().frame_points
+    frame = UNFORGIVING.frame_points
     assert seen == [
         (MalformedMessage, frame, 1),
         (KeyMismatch, 2 * frame, 1),

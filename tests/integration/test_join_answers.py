@@ -13,10 +13,8 @@ from hearthmesh.protocol.delivery import encode_error
 from hearthmesh.protocol.errors import InviteInvalid, MalformedMessage
 from hearthmesh.protocol.invites import JOIN_PROTOCOL, Invite, encode_invite
 from hearthmesh.protocol.rooms import group_room_id
-from hearthmesh.protocol.standing import StandingPolicy
-from hearthmesh.tools.hostile.peer import HostilePeer
 
-from .conftest import NodeFactory
+from .conftest import UNFORGIVING, NodeFactory, node_and_kit
 
 pytestmark = pytest.mark.integration
 
@@ -27,11 +25,9 @@ async def test_a_join_answer_that_is_no_answer_is_charged_and_a_refusal_is_not(
     """Carol joins by an invite naming the kit's home. Its first answer is a frame that is
     neither the ADD's id nor an ERROR frame: `MALFORMED`, charged as a whole frame (§11.6.1);
     its second an ERROR `INVITE_INVALID`, a refusal the admin's home may give: not charged."""
-    standing = StandingPolicy(forgive_ms=3_600_000)  # no point forgiven while the test runs
     async with (
         asyncio.timeout(30),
-        make_node("carol", standing=standing) as carol,
-        HostilePeer() as kit,
+        node_and_kit(make_node, "carol") as (carol, kit),
     ):
         kit.answer_hellos()
         answers = [encode_canonical([9, "no answer"]), encode_error(InviteInvalid("no such"))]
@@ -51,5 +47,5 @@ async def test_a_join_answer_that_is_no_answer_is_charged_and_a_refusal_is_not(
         with pytest.raises(InviteInvalid):
             await carol.groups.join_by_invite(link)
         assert len(asked) == 2
-    assert charged == standing.frame_points
+    assert charged == UNFORGIVING.frame_points
     assert carol.peer_points(kit.peer_id) == charged
