@@ -229,6 +229,7 @@ def build_services(
     links = PeerLinks(
         host,
         on_ack=standing.exchanged,
+        on_bad_ack=standing.bad_answer,
         ack_timeout_s=config.ack_timeout_ms / 1000,
         ack_patience_s=config.ack_patience_ms / 1000,
         open_timeout_s=config.stream_open_ms / 1000,
@@ -397,7 +398,13 @@ def build_services(
         slow=receiver.slow,
     )
     taker = AnswerTaker(
-        store=store, crypto=crypto, opener=opener, user=user, clock=clock, news=news
+        store=store,
+        crypto=crypto,
+        opener=opener,
+        user=user,
+        clock=clock,
+        news=news,
+        on_bad_answer=standing.bad_answer,
     )
     key_forwarding = KeyForwarding(
         host=host,
@@ -429,7 +436,6 @@ def build_services(
         device=keyring.device_id,
         clock=clock,
         interval_ms=config.key_request_interval_ms,
-        on_bad_answer=standing.bad_answer,
     )
     media = MediaFetcher(
         host=host,
@@ -440,6 +446,7 @@ def build_services(
         rng=rng,
         find_home=home_lookups.find,
         own_user=user,
+        on_bad_answer=standing.bad_answer,
         siblings=homes.sibling_peers,
     )
     supervisor.observe_unreadable(media.replace_damaged)

@@ -35,6 +35,7 @@ __all__ = [
     "MAX_HISTORY_SCAN",
     "HistoryRequest",
     "SharedHistory",
+    "check_history_answer",
     "check_history_request",
     "choose_history",
     "decode_history_request",
@@ -143,6 +144,17 @@ def take_history_answer(data: bytes, listed: KeyBundle) -> ForwardAnswer:
     answer = decode_forward_answer(data)
     if isinstance(answer, ProtocolErrorFrame):
         raise refusal(answer.code, f"history refused: {answer.message}")
+    return check_history_answer(answer, listed)
+
+
+def check_history_answer(answer: ForwardAnswer, listed: KeyBundle) -> ForwardAnswer:
+    """`answer`, when its bundle is `listed` (see `take_history_answer`, of which this is the
+    part after the decode: the node decodes through the reader that charges a frame that does
+    not decode, SPEC §30.6.4).
+
+    Raises:
+        HistoryNotShared: an answer from another device; nothing of it is taken.
+    """
     if answer.sender_bundle != listed:
         raise HistoryNotShared("the answer is not from the admin's listed device")
     return answer

@@ -75,13 +75,19 @@ class FetchService:
         """Ask `peer_id` for a sender's envelopes; the answer is not verified yet.
 
         Raises:
-            RemoteProtocolError: the peer refused (with its code) or answered nonsense.
+            RemoteProtocolError: the peer refused (with its code), or answered nonsense (a
+                frame that is neither an answer nor an ERROR frame: charged to the peer).
             P2PError: the peer could not be reached.
         """
         async with await self._host.open_stream(peer_id, FETCH_PROTOCOL) as stream:
             await stream.write_frame(encode_request(request))
-            answer = decode_answer(await stream.read_frame())
-        if isinstance(answer, ProtocolErrorFrame):
+            frame = await stream.read_frame()
+        try:
+            answer = decode_answer(frame)
+        except RemoteProtocolError as exc:  # no answer nor refusal: charged (SPEC §26.5)
+            self._on_refused(peer_id, exc)
+            raise
+        if isinstance(answer, ProtocolErrorFrame):  # a refusal is an answer: not charged
             raise refusal(answer.code, f"{peer_id[-8:]} refused the fetch: {answer.message}")
         return answer
 

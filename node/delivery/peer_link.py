@@ -31,7 +31,12 @@ from hearthmesh.protocol.delivery import (
     verify_ack,
 )
 from hearthmesh.protocol.envelope import sender_device_of
-from hearthmesh.protocol.errors import HearthError, MalformedMessage, RemoteProtocolError
+from hearthmesh.protocol.errors import (
+    BadSignature,
+    HearthError,
+    MalformedMessage,
+    RemoteProtocolError,
+)
 from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.protocol.peer_id import peer_id_of_node_key
@@ -164,8 +169,11 @@ class PeerLinks:
         ack_patience_s: float = 0.0,
         open_timeout_s: float = OPEN_TIMEOUT_S,
         on_ack: Callable[[str], None] = lambda _peer: None,
+        on_bad_ack: Callable[[str, RemoteProtocolError], None] = lambda _peer, _error: None,
     ) -> None:
         self._host = host
+        self._on_bad_ack = on_bad_ack
+        """Charges a peer whose answer to our batch cannot be right (SPEC §11.3, §11.6.1)."""
         self._open_timeout_s = open_timeout_s
         """How long a deliver stream's open over a connection we hold may take before that
         connection must answer a ping to be waited on (`OPEN_TIMEOUT_S`)."""
@@ -192,7 +200,8 @@ class PeerLinks:
 
         Raises:
             DeliveryFailed: no stream, a timeout, an ERROR frame, or an ack that is not from
-                `peer_id`, not for this batch, or not one result per item.
+                `peer_id`, not for this batch, or not one result per item (an answer that
+                cannot be right: charged to `peer_id` by `on_bad_ack`, an ERROR frame not).
         """
         lock = self._locks.setdefault(peer_id, asyncio.Lock())
         dead_paths = self._dead_paths.get(peer_id, 0)
@@ -219,6 +228,8 @@ class PeerLinks:
                 self.round_trips_ms.append((time.perf_counter() - started) * 1000)
                 self._on_ack(peer_id)
             except (HearthError, OSError, TimeoutError) as exc:
+                if isinstance(exc, RemoteProtocolError):  # not an ERROR frame: that is refused
+                    self._on_bad_ack(peer_id, exc)
                 await self._drop(peer_id)
                 if isinstance(exc, TimeoutError):
                     # No answer within the bound and no ping answered either (or none within
@@ -342,7 +353,7 @@ class PeerLinks:
             raise MalformedMessage("expected an ACK frame")
         verify_ack(frame)
         if peer_id_of_node_key(frame.node_key) != peer_id:
-            raise RemoteProtocolError("ack signed by another node")
+            raise BadSignature("ack signed by another node")
         if frame.batch_id != batch_id or len(frame.results) != count:
             raise MalformedMessage("ack does not answer this batch")
         return frame

@@ -177,13 +177,11 @@ class KeyForwarding:
     async def _ask(self, peer: str, sessions: list[tuple[RoomId, bytes]]) -> int:
         async with await self._host.open_stream(peer, e2ee.KEY_FORWARD_PROTOCOL) as stream:
             await stream.write_frame(e2ee.encode_forward_request(sessions))
-            answer = e2ee.decode_forward_answer(await stream.read_frame())
-        if isinstance(answer, ProtocolErrorFrame):
-            raise refusal(answer.code, f"key forwarding refused: {answer.message}")
+            answer = self._taker.read(peer, await stream.read_frame(), "key forwarding")
         listed = self._homes.sibling_bundle(peer)
         if listed is None or answer.sender_bundle != listed:
             raise KeyMismatch("a forwarder's bundle is not the one our record lists")
-        return await self._taker.take(answer)
+        return await self._taker.take(peer, answer)
 
 
 def _held_sessions(store: Store) -> list[tuple[RoomId, bytes]]:
@@ -191,8 +189,10 @@ def _held_sessions(store: Store) -> list[tuple[RoomId, bytes]]:
 
 
 class AnswerTaker:
-    """Takes in the keys of a verified ANSWER (a sibling's forward, a sender's answer to a
-    key request, an admin's history handoff) for our user, and opens what waited for them.
+    """Reads and takes in the keys of an ANSWER to a request of ours (a sibling's forward, a
+    sender's answer to a key request, an admin's history handoff) for our user, and opens what
+    waited for them; an answer that cannot be right is charged to the peer that gave it
+    (`on_bad_answer`, SPEC §27.13.2, §30.6.4; our siblings are never charged, §11.6.2).
     Holds no state: what the three askers share to do it."""
 
     def __init__(
@@ -204,6 +204,7 @@ class AnswerTaker:
         user: UserId,
         clock: Clock,
         news: LateNews,
+        on_bad_answer: Callable[[str, RemoteProtocolError], None],
     ) -> None:
         self._store = store
         self._crypto = crypto
@@ -211,21 +212,51 @@ class AnswerTaker:
         self._user = user
         self._clock = clock
         self._news = news
+        self._on_bad_answer = on_bad_answer
 
-    async def take(self, answer: e2ee.ForwardAnswer, *, owner: DeviceId | None = None) -> int:
+    def read(self, peer: str, frame: bytes, what: str) -> e2ee.ForwardAnswer:
+        """The ANSWER in `peer`'s `frame` (its bundle is the caller's to check).
+
+        Raises:
+            MalformedMessage: the frame is no ANSWER or ERROR frame: charged to `peer`.
+            RemoteProtocolError: the refusal an ERROR frame's code names: an answer, never
+                charged.
+        """
+        try:
+            answer = e2ee.decode_forward_answer(frame)
+        except RemoteProtocolError as exc:
+            self._on_bad_answer(peer, exc)
+            raise
+        if isinstance(answer, ProtocolErrorFrame):
+            raise refusal(answer.code, f"{what} refused: {answer.message}")
+        return answer
+
+    async def take(
+        self, peer: str, answer: e2ee.ForwardAnswer, *, owner: DeviceId | None = None
+    ) -> int:
         """`take_forwarded` in one write batch; what it opened that the app was passed is
-        told to it once the batch committed (SPEC §27.13.5). How many keys were new."""
-        taken, outcome = await self._store.run(
-            take_forwarded,
-            self._crypto,
-            self._opener,
-            self._store.store,
-            answer,
-            users={self._user},
-            now_ms=self._clock.now_ms(),
-            news=self._news,
-            owner=owner,
-        )
+        told to it once the batch committed (SPEC §27.13.5). How many keys were new.
+
+        Raises:
+            RemoteProtocolError: a key that cannot be right; nothing is taken, and `peer` is
+                charged by `answer_points` (a key to a key of ours no longer held,
+                UNDECRYPTABLE, is not).
+        """
+        try:
+            taken, outcome = await self._store.run(
+                take_forwarded,
+                self._crypto,
+                self._opener,
+                self._store.store,
+                answer,
+                users={self._user},
+                now_ms=self._clock.now_ms(),
+                news=self._news,
+                owner=owner,
+            )
+        except RemoteProtocolError as exc:  # nothing taken (SPEC §27.13.2)
+            self._on_bad_answer(peer, exc)
+            raise
         self._news.tell(outcome)
         return taken
 

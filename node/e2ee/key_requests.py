@@ -47,7 +47,6 @@ from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol import e2ee
-from hearthmesh.protocol.delivery import ProtocolErrorFrame
 from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.protocol.errors import (
     HearthError,
@@ -55,7 +54,6 @@ from hearthmesh.protocol.errors import (
     KeyRequestDenied,
     NotListed,
     RemoteProtocolError,
-    refusal,
 )
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.storage.api import Store
@@ -217,13 +215,9 @@ class KeyRequests:
         device: DeviceId,
         clock: Clock,
         interval_ms: int,
-        on_bad_answer: Callable[[str, RemoteProtocolError], None],
         rng: random.Random | None = None,
     ) -> None:
-        """`on_bad_answer` charges a sender's home whose answer cannot be right (SPEC §11.6,
-        §27.13.2)."""
         self._host = host
-        self._on_bad_answer = on_bad_answer
         self._taker = taker
         self._links = links
         self._store = store
@@ -377,21 +371,10 @@ class KeyRequests:
         request = e2ee.KeyRequest(user=self._user, sessions=tuple(sessions))
         async with await self._host.open_stream(peer, e2ee.KEY_REQUEST_PROTOCOL) as stream:
             await stream.write_frame(e2ee.encode_key_request(request))
-            frame = await stream.read_frame()
-        try:
-            answer = e2ee.decode_forward_answer(frame)
-        except RemoteProtocolError as exc:
-            self._on_bad_answer(peer, exc)
-            raise
-        if isinstance(answer, ProtocolErrorFrame):  # an answer: never charged
-            raise refusal(answer.code, f"key request refused: {answer.message}")
+            answer = self._taker.read(peer, await stream.read_frame(), "key request")
         if answer.sender_bundle != listed:  # not charged: the record we hold may be stale
             raise KeyMismatch("the answering bundle is not the one the sender's record lists")
-        try:
-            return await self._taker.take(answer, owner=device)
-        except RemoteProtocolError as exc:  # nothing taken (SPEC §27.13.2)
-            self._on_bad_answer(peer, exc)
-            raise
+        return await self._taker.take(peer, answer, owner=device)
 
 
 def _held(store: Store) -> list[_Held]:

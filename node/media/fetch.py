@@ -102,10 +102,13 @@ class MediaFetcher:
         rng: Rng,
         find_home: Callable[[UserId], Awaitable[bool]],
         own_user: UserId,
+        on_bad_answer: Callable[[str, RemoteProtocolError], None],
         siblings: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
-        """`siblings()`: the peer ids of our user's other homes (`OwnHomes.sibling_peers`)."""
+        """`siblings()`: the peer ids of our user's other homes (`OwnHomes.sibling_peers`);
+        `on_bad_answer` charges a peer whose answer broke SPEC §25.4.2 (§11.6.1)."""
         self._host = host
+        self._on_bad_answer = on_bad_answer
         self._own_user = own_user
         self._siblings = siblings
         self._links = links
@@ -301,28 +304,36 @@ class MediaFetcher:
         Raises:
             MediaRefused: the peer answered ERROR (not found, not authorized, ...).
             RemoteProtocolError: the peer broke SPEC §25 (bad frames, too many bytes, another
-                blob's bytes) or served a blob its seal does not open (MediaTampered, SPEC
-                §28.3): nothing is stored, and the peer is shunned for this digest.
+                blob's bytes: charged to it as a whole frame) or served a blob its seal does
+                not open (MediaTampered, SPEC §28.3: its sender's fault, not charged):
+                nothing is stored, and the peer is shunned for this digest.
+            TooLarge: the reference declares more than MAX_BLOB_BYTES; no one was asked.
             PeerShunned: the peer served bad bytes for this digest lately; it was not asked.
             P2PError, TimeoutError: the peer could not be reached or stalled.
         """
         if self.shunned(peer, digest):
             raise PeerShunned(f"{peer[-8:]} served bad bytes for this media lately")
+        download = MediaDownload(digest, reference.size)  # the reference's size: not the peer's
         try:
-            return await self._transfer(peer, digest, reference, over_damaged)
+            return await self._transfer(peer, digest, download, reference, over_damaged)
         except MediaRefused as exc:
             log.info("media %s: %s %s", digest.hex()[:12], peer[-8:], exc)
             raise
         except RemoteProtocolError as exc:
             log.warning("media %s from %s discarded: %s", digest.hex()[:12], peer[-8:], exc)
             self._shun(peer, digest)
+            self._on_bad_answer(peer, exc)  # `answer_points`: MEDIA_TAMPERED costs nothing
             raise
 
     async def _transfer(
-        self, peer: str, digest: bytes, reference: MediaReference, over_damaged: bool
+        self,
+        peer: str,
+        digest: bytes,
+        download: MediaDownload,
+        reference: MediaReference,
+        over_damaged: bool,
     ) -> MediaInfo:
         async with self._transfers:
-            download = MediaDownload(digest, reference.size)
             large = reference.size >= LARGE_BYTES
             if large:
                 log.info(

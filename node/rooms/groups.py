@@ -299,8 +299,13 @@ class GroupService:
     async def _ask(self, peer: str, request: invites.JoinRequest) -> MessageId:
         async with await self._host.open_stream(peer, invites.JOIN_PROTOCOL) as stream:
             await stream.write_frame(invites.encode_join_request(request))
-            answer = invites.decode_join_answer(await stream.read_frame())
-        if isinstance(answer, ProtocolErrorFrame):
+            frame = await stream.read_frame()
+        try:
+            answer = invites.decode_join_answer(frame)
+        except RemoteProtocolError as exc:  # no answer nor refusal: charged (SPEC §30.4)
+            self._on_refused(peer, exc)
+            raise
+        if isinstance(answer, ProtocolErrorFrame):  # a refusal is an answer: not charged
             raise refusal(answer.code, f"join refused: {answer.message}")
         return answer
 

@@ -39,11 +39,11 @@ from hearthmesh.protocol.history_share import (
     HISTORY_PROTOCOL,
     MAX_HISTORY_SCAN,
     HistoryRequest,
+    check_history_answer,
     check_history_request,
     choose_history,
     decode_history_request,
     encode_history_request,
-    take_history_answer,
 )
 from hearthmesh.protocol.identity import UserId
 from hearthmesh.protocol.membership import (
@@ -205,7 +205,8 @@ class HistoryFetch:
         Raises:
             HistoryNotShared: the ADD's sender is no admin here, or the answer comes from a
                 device their record does not list at `peer`; nothing is taken.
-            RemoteProtocolError: the admin's home refused (its code), or answered nonsense.
+            RemoteProtocolError: the admin's home refused (its code: not charged), or its
+                answer cannot be right (charged, SPEC §30.6.4); nothing is taken.
         """
         state = await self._store.run(self._rooms.state, self._store.store, room)
         if state is None or state.history != HISTORY_SHARED:
@@ -221,7 +222,8 @@ class HistoryFetch:
         request = HistoryRequest(room=room, user=self._user)
         async with await self._host.open_stream(peer, HISTORY_PROTOCOL) as stream:
             await stream.write_frame(encode_history_request(request))
-            answer = take_history_answer(await stream.read_frame(), listed)
-        taken = await self._taker.take(answer)
+            answer = self._taker.read(peer, await stream.read_frame(), "history")
+        # another bundle is not charged: the admin's record we hold may be stale (§27.13.2)
+        taken = await self._taker.take(peer, check_history_answer(answer, listed))
         self.keys_taken += taken
         return taken

@@ -52,6 +52,20 @@ CATALOGUE_STANDING = StandingPolicy(ban_points=1_000_000)
 not the ban that would follow the fourth (SPEC §11.6 has its own tests)."""
 
 
+UNFORGIVING = StandingPolicy(forgive_ms=3_600_000)
+"""For a test that reads a peer's points exactly: none is forgiven while it runs."""
+
+
+@asynccontextmanager
+async def node_and_kit(
+    make_node: NodeFactory, name: str, **overrides: Any
+) -> AsyncIterator[tuple[Node, HostilePeer]]:
+    """A node named `name` that forgives no point (`UNFORGIVING`) and a hostile kit, not yet
+    connected: for a test of what the node charges the kit."""
+    async with make_node(name, standing=UNFORGIVING, **overrides) as node, HostilePeer() as kit:
+        yield node, kit
+
+
 def node_config(path: Path, **overrides: Any) -> NodeConfig:
     settings = {"listen_addrs": ("/ip4/127.0.0.1/tcp/0",), **FAST, **overrides}
     return NodeConfig(data_dir=path, **settings)

@@ -7,13 +7,16 @@ import asyncio
 import json
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import pytest
+import vodozemac
 
 from hearthmesh.node.delivery.relay import RelayForwarder
 from hearthmesh.node.delivery.sync import SyncService
+from hearthmesh.node.e2ee.device_crypto import DeviceCrypto
 from hearthmesh.node.e2ee.key_requests import KeyRequests
 from hearthmesh.node.identity.verification import VerificationService
 from hearthmesh.node.media import server as media_server
@@ -28,6 +31,7 @@ from hearthmesh.protocol import delivery, e2ee, verification
 from hearthmesh.protocol.arrival import ArrivalRules
 from hearthmesh.protocol.capabilities import Level
 from hearthmesh.protocol.fetch import FetchRequest
+from hearthmesh.protocol.identity import DeviceId
 from hearthmesh.protocol.outbox import OutboxMachine
 from hearthmesh.storage.api import Store
 from hearthmesh.tools.cli import main
@@ -303,6 +307,35 @@ async def test_a_node_that_takes_keys_its_peer_does_not_hold_fails_that_case(
     one its user's record places on that peer (SPEC §29.4.1)."""
     monkeypatch.setattr(VerificationService, "_check_peer", lambda self, flow: None)
     assert await _fails_alone(tmp_path, "binding_checked") == "showing"
+
+
+async def test_a_node_that_keeps_a_forged_history_key_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a forwarded key is kept under the session id it names without
+    checking that it is that session (SPEC §27.12.2), so the forged key of a history answer
+    stands in for the right one, which then opens nothing (§30.6.4)."""
+
+    def keeps_as_named(
+        self: DeviceCrypto,
+        sender: e2ee.KeyBundle,
+        messages: Sequence[tuple[int, bytes]],
+        *,
+        owner: DeviceId | None = None,
+    ) -> list[e2ee.ForwardedKey]:
+        kept = []
+        for kind, ciphertext in messages:
+            share = e2ee.Share(recipient=self._device, olm_kind=kind, ciphertext=ciphertext)
+            key = e2ee.decode_forwarded_key(self._olm_open(sender.identity_key, share))
+            exported = vodozemac.ExportedSessionKey(e2ee.key_text(key.exported_key))
+            inbound = vodozemac.InboundGroupSession.import_session(exported)
+            if self._keep_session(key.room, key.session_id, inbound, owner=key.sender_device):
+                kept.append(key)
+        return kept
+
+    monkeypatch.setattr(DeviceCrypto, "accept_forwarded", keeps_as_named)
+    got = await _fails_alone(tmp_path, "history_answers_forged_then_right")
+    assert got == "FORGED:held,MALFORMED:held,REFUSED:held,RIGHT:held"
 
 
 async def test_a_node_that_shows_what_a_blocked_user_sends_fails_that_case(

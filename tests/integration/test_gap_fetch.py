@@ -24,9 +24,10 @@ from hearthmesh.protocol.delivery import (
     ProtocolErrorFrame,
     decode_frame,
     encode_deliver,
+    encode_error,
 )
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId, seal
-from hearthmesh.protocol.errors import ErrorCode
+from hearthmesh.protocol.errors import ErrorCode, NotFound
 from hearthmesh.protocol.fetch import (
     FETCH_PROTOCOL,
     FetchRequest,
@@ -47,7 +48,14 @@ from hearthmesh.protocol.identity import (
 from hearthmesh.protocol.rooms import direct_room_id
 from tests.conftest import FakeClock
 
-from .conftest import CATALOGUE_STANDING, NodeFactory, node_config, wait_until
+from .conftest import (
+    CATALOGUE_STANDING,
+    UNFORGIVING,
+    NodeFactory,
+    node_and_kit,
+    node_config,
+    wait_until,
+)
 from .test_mesh import wait_until_members
 
 pytestmark = pytest.mark.integration
@@ -284,3 +292,38 @@ async def test_with_nothing_held_a_look_for_gaps_costs_no_write_batch(
         for _ in range(20):
             await gaps.check()
         assert node.store.batches_committed == before
+
+
+async def test_a_fetch_answer_that_is_no_answer_is_charged_and_the_gap_asked_again(
+    make_node: NodeFactory,
+) -> None:
+    """Hostile peer (the kit as the sender's home): its first answer to carol's fetch is a
+    frame that is neither an answer nor an ERROR frame, charged as a whole frame (§26.5,
+    §11.6.1); its refusal next (`NOT_FOUND`) is an answer and costs nothing; the gap is asked
+    for again and its good answer fills it."""
+    async with (
+        asyncio.timeout(30),
+        node_and_kit(make_node, "carol", gap_grace_ms=GRACE_MS) as (carol, kit),
+    ):
+        peer = await kit.connect(carol.listen_addrs[0])
+        await kit.announce_home(peer)
+        room = direct_room_id(kit.user_id, carol.user_id)
+        sent = [kit.forge.message(room, f"m{n}", now_ms=kit.now_ms()) for n in (1, 2)]
+        answers = [encode_canonical([9, "no answer"]), encode_error(NotFound("none here"))]
+        points: list[int] = []
+
+        async def answer(stream: FrameStream) -> None:
+            await stream.read_frame()  # carol's request, for number 1
+            points.append(carol.peer_points(kit.peer_id))
+            good = encode_answer([(kit.stranger.certificate_bytes, sent[0].wire)])
+            await stream.write_frame(answers[len(points) - 1] if len(points) <= 2 else good)
+
+        kit.host.set_stream_handler(FETCH_PROTOCOL, answer)
+        events = carol.events()
+        receiving = asyncio.create_task(next_messages(events, 2))
+        assert await kit.deliver_wires(peer, [sent[1].wire], carol.user_id) == ["STORED"]
+        got = await receiving
+        assert [e.message_id for e in got] == [e.message_id for e in sent]
+        frame_points = UNFORGIVING.frame_points
+        assert points == [0, frame_points, frame_points]
+        assert carol.peer_points(kit.peer_id) == frame_points

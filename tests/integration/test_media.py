@@ -200,6 +200,8 @@ async def test_bad_bytes_are_discarded_and_the_liar_is_not_asked_again(tmp_path:
             await b.node.media.fetch_from(mallory.peer_id, digest, reference)
         assert await b.node.store.run(b.node.store.store.media_info, digest) is None
         assert b.node.media.shunned(mallory.peer_id, digest)
+        lied_once = b.node.peer_points(mallory.peer_id)
+        assert lied_once > 0, "an answer that cannot be right is charged (SPEC §25.4.2)"
         with pytest.raises(PeerShunned):
             await b.node.media.fetch_from(mallory.peer_id, digest, reference)
         assert len(asked) == 1  # not asked again for that digest
@@ -209,6 +211,7 @@ async def test_bad_bytes_are_discarded_and_the_liar_is_not_asked_again(tmp_path:
             await b.node.media.fetch_from(mallory.peer_id, other, reference)
         assert await b.node.store.run(b.node.store.store.media_info, other) is None
         assert b.node.media.fetched == 0
+        assert b.node.peer_points(mallory.peer_id) > lied_once, "and so is this one"
 
 
 async def test_bobs_api_answers_504_while_alices_home_is_away_then_fetches(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ answered as a script says.
 key with the target's device as a ROOM_KEY over Olm (`room_key`, §27.5); and makes the
 key-request answers (§27.13, the key-forward ANSWER of §27.12.2) a scripted sender sends:
 the right key (`answer`), a forged one (`forged_answer`: another session's key under this
-session's id) or a refusal (`refusal`). `serve_key_requests` answers the target's requests on
-our host with whatever a script returns for the n-th of them.
+session's id), one naming another recipient device (`misaddressed_answer`) or a refusal
+(`refusal`). `serve_key_requests` answers the target's requests on our host with whatever a
+script returns for the n-th of them, and `serve_history` its history requests (§30.6) alike.
 
 State owned here: the Olm account and Megolm session (vodozemac objects, in memory), and the
 requests served so far (`AskedLog`).
@@ -20,6 +21,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import vodozemac
 
@@ -28,27 +30,35 @@ from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.protocol import e2ee
 from hearthmesh.protocol.envelope import Envelope, Kind, RoomId
 from hearthmesh.protocol.errors import HearthError, RemoteProtocolError
+from hearthmesh.protocol.history_share import (
+    HISTORY_PROTOCOL,
+    HistoryRequest,
+    decode_history_request,
+)
 from hearthmesh.protocol.identity import DeviceId
 
 from .peer import HostilePeer, Reply
 
 __all__ = ["AskedLog", "MegolmSender", "Script"]
 
-Script = Callable[[int, e2ee.KeyRequest], Awaitable[bytes | None]]
-"""The frame to answer the n-th key request (from 0) with; None ends the stream unanswered."""
+Asked = TypeVar("Asked")
+"""A request the target makes of us: a key request, a history request."""
+
+Script = Callable[[int, Asked], Awaitable[bytes | None]]
+"""The frame to answer the n-th request (from 0) with; None ends the stream unanswered."""
 
 
 @dataclass(slots=True)
-class AskedLog:
-    """The key requests the target made of us, as they came."""
+class AskedLog(Generic[Asked]):
+    """The requests the target made of us, as they came."""
 
-    requests: list[e2ee.KeyRequest] = field(default_factory=list)
+    requests: list[Asked] = field(default_factory=list)
     ended: int = 0
     """Requests whose stream is done (answered, or closed by either side)."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set at each request that comes and each that ends."""
 
-    async def wait_for(self, done: Callable[[AskedLog], bool]) -> None:
+    async def wait_for(self, done: Callable[[AskedLog[Asked]], bool]) -> None:
         """Until `done(self)`; the caller bounds the wait."""
         while not done(self):
             self.changed.clear()
@@ -136,12 +146,23 @@ class MegolmSender:
         other = vodozemac.InboundGroupSession(vodozemac.GroupSession().session_key)
         return self._answer_with(theirs, other)
 
+    def misaddressed_answer(self, theirs: e2ee.KeyBundle, other: DeviceId) -> bytes:
+        """The right key, over Olm to the device of `theirs`, but naming device `other` as
+        its recipient (§27.12.2: a key for another device, `KEY_MISMATCH`)."""
+        return self._answer_with(theirs, self._first, recipient=other)
+
     @staticmethod
     def refusal(error: RemoteProtocolError) -> bytes:
         """An ERROR frame `[3, code, message]` refusing a request with `error`'s code."""
         return e2ee.encode_claim_error(error)
 
-    def _answer_with(self, theirs: e2ee.KeyBundle, inbound: vodozemac.InboundGroupSession) -> bytes:
+    def _answer_with(
+        self,
+        theirs: e2ee.KeyBundle,
+        inbound: vodozemac.InboundGroupSession,
+        *,
+        recipient: DeviceId | None = None,
+    ) -> bytes:
         exported = inbound.export_at(0)
         if exported is None:  # a session made here always exports from its first index
             raise HearthError("our own inbound session does not export from index 0")
@@ -152,7 +173,7 @@ class MegolmSender:
                 exported_key=e2ee.key_bytes(exported.to_base64()),
                 first_index=0,
                 sender_device=self.device,
-                recipient_device=theirs.device,
+                recipient_device=theirs.device if recipient is None else recipient,
             )
         )
         kind, ciphertext = self._olm_to(theirs).encrypt(payload).to_parts()
@@ -167,20 +188,30 @@ class MegolmSender:
             vodozemac.Curve25519PublicKey.from_bytes(theirs.fallback_key),
         )
 
-    def serve_key_requests(self, script: Script) -> AskedLog:
+    def serve_key_requests(self, script: Script[e2ee.KeyRequest]) -> AskedLog[e2ee.KeyRequest]:
         """Answer the target's key requests on our host (SPEC §27.13) with `script`; the log
         they are noted in. A script may hold a request open by not returning: it is cancelled
         when the target ends the request (its own ask bound) or our host closes."""
-        log = AskedLog()
+        return self._serve(e2ee.KEY_REQUEST_PROTOCOL, e2ee.decode_key_request, script)
 
-        async def answer(n: int, request: e2ee.KeyRequest, stream: FrameStream) -> None:
+    def serve_history(self, script: Script[HistoryRequest]) -> AskedLog[HistoryRequest]:
+        """Answer the target's history requests (SPEC §30.6: we are the admin's home that let
+        it in) with `script`, as `serve_key_requests` does key requests."""
+        return self._serve(HISTORY_PROTOCOL, decode_history_request, script)
+
+    def _serve(
+        self, protocol: str, decode: Callable[[bytes], Asked], script: Script[Asked]
+    ) -> AskedLog[Asked]:
+        log: AskedLog[Asked] = AskedLog()
+
+        async def answer(n: int, request: Asked, stream: FrameStream) -> None:
             frame = await script(n, request)
             with contextlib.suppress(HearthError, P2PError):
                 await (stream.close() if frame is None else stream.write_frame(frame))
 
         async def serve(stream: FrameStream) -> None:
             try:
-                request = e2ee.decode_key_request(await stream.read_frame())
+                request = decode(await stream.read_frame())
             except (HearthError, P2PError):
                 return  # broken off, or not a request: nothing to answer
             log.requests.append(request)
@@ -195,5 +226,5 @@ class MegolmSender:
                 log.ended += 1
                 log.changed.set()
 
-        self.kit.host.set_stream_handler(e2ee.KEY_REQUEST_PROTOCOL, serve)
+        self.kit.host.set_stream_handler(protocol, serve)
         return log

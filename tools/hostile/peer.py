@@ -435,14 +435,15 @@ class HostilePeer:
         hello = Hello(records=(self._home_record(bundles), *records), sent_ms=self.now_ms())
         return await self.request(peer, HELLO_PROTOCOL, encode_hello(hello))
 
-    def answer_hellos(self) -> None:
-        """Answer a target's hello with our user's home record, as a node does; unlike a node,
-        we never greet the target ourselves (only its greeting of us runs)."""
+    def answer_hellos(self, *, bundles: tuple[KeyBundle, ...] = ()) -> None:
+        """Answer a target's hello with our user's home record (listing our device's
+        `bundles`), as a node does; unlike a node, we never greet the target ourselves (only
+        its greeting of us runs)."""
 
         async def serve(stream: FrameStream) -> None:
             await stream.read_frame()
             self.hellos_answered += 1
-            answer = Hello(records=(self._home_record(),), sent_ms=self.now_ms())
+            answer = Hello(records=(self._home_record(bundles),), sent_ms=self.now_ms())
             await stream.write_frame(encode_hello(answer))
 
         self.host.set_stream_handler(HELLO_PROTOCOL, serve)

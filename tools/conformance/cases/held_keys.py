@@ -31,6 +31,7 @@ __all__ = [
     "KEY_ANSWERS_FORGED_THEN_RIGHT",
     "KEY_REFUSED_NOT_LISTED_FOREVER",
     "KEY_REFUSED_THEN_SHARED",
+    "shown_as",
 ]
 
 ASKS_WAIT_S: Final = e2ee.last_counted_request_ms(2_000, 10_000, not_listed=4) / 1000
@@ -99,7 +100,7 @@ async def _held_at_the_node(s: Session, text: str) -> AsyncIterator[_Held | str]
 
 async def _counted_at_asks(
     s: Session, held: _Held, answer: Callable[[int], Awaitable[bytes]]
-) -> tuple[list[int], AskedLog]:
+) -> tuple[list[int], AskedLog[e2ee.KeyRequest]]:
     """Answer the node's key requests with `answer(n)`, noting the count (less `held.before`)
     as each comes, until the count rises; the counts at the asks, and the log of them."""
     counts: list[int] = []
@@ -171,7 +172,7 @@ async def _refused_then_shared(s: Session) -> str:
         return f"{counted},SHARED:{got},{dropped}"
 
 
-async def _dropped_while_asked(s: Session, held: _Held, log: AskedLog) -> str:
+async def _dropped_while_asked(s: Session, held: _Held, log: AskedLog[e2ee.KeyRequest]) -> str:
     """`COUNT:0` once the count is back to where it was while the held request is still out;
     else the count when that request ended (`ASK-ENDED:<n>`) or the wait ran out."""
     out = len(log.requests) - 1  # requests ended while the last one is held
@@ -215,19 +216,21 @@ async def _forged_then_right(s: Session) -> str:
 
 
 async def _shown_as(s: Session, held: _Held) -> str:
-    """What the node's user is shown of the held message: `held` (nothing, or ciphertext:
-    a held message is not shown, §27.13.5), `OPENED` (its text), or its type."""
+    return await shown_as(s, held.room, held.message_id, held.text)
+
+
+async def shown_as(s: Session, room: str, message_id: str, text: str) -> str:
+    """What the node's user is shown of a held message (hex ids): `held` (nothing, or
+    ciphertext: a held message is not shown, §27.13.5), `OPENED` (its `text`), or its type."""
     assert s.api is not None
     try:
-        page = await s.api.call(
-            "GET", f"/v1/conversation/{held.room}/details", params={"limit": "100"}
-        )
+        page = await s.api.call("GET", f"/v1/conversation/{room}/details", params={"limit": "100"})
     except HearthError as exc:
         return f"api:{type(exc).__name__}"
-    view = next((m for m in page["messages"] if m["message_id"] == held.message_id), None)
+    view = next((m for m in page["messages"] if m["message_id"] == message_id), None)
     if view is None or view["type"] == "encrypted":
         return "held"
-    return "OPENED" if view.get("message") == held.text else str(view["type"])
+    return "OPENED" if view.get("message") == text else str(view["type"])
 
 
 KEY_REFUSED_NOT_LISTED_FOREVER: Final = Case(
