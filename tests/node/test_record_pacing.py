@@ -72,6 +72,30 @@ def test_a_home_that_publishes_last_of_a_round_still_counts_the_round() -> None:
     assert _intervals_until_due(pacing) == RECORD_EVERY  # nobody heard in two periods
 
 
+def _mesh_rate_a_minute(homes: int, minutes: int = 60) -> float:
+    """Records a minute the whole mesh republishes, its second half-hour: `homes` homes started
+    together, each at its own second of the first interval (in step), every record heard by
+    every other home at once."""
+    pacings = [RecordPacing() for _ in range(homes)]
+    published = 0
+    for interval in range(6 * minutes):
+        for n, pacing in enumerate(pacings):  # in the order of their seconds
+            if pacing.due(RECORD, 6):
+                published += interval >= 3 * minutes
+                for other in pacings:
+                    if other is not pacing:
+                        other.heard(n.to_bytes(32, "big"))
+    return published / (minutes / 2)
+
+
+def test_homes_in_step_republish_about_ten_records_a_minute_whatever_their_number() -> None:
+    """SPEC §32.4.3, §20.6: the mesh's rate stays flat as it grows, up to `MAX_HEARD` homes
+    (before, homes in step republished 13 a minute at 25, 17 at 50, 18 at 100)."""
+    for homes in (10, 25, 50, 100):
+        assert 9.0 <= _mesh_rate_a_minute(homes) <= 10.5
+    assert _mesh_rate_a_minute(150) == 15.0  # each home once in 10 minutes: N / 10
+
+
 def test_a_flood_of_strangers_records_stretches_the_period_only_so_far() -> None:
     pacing = RecordPacing()
     assert pacing.due(RECORD)
