@@ -99,6 +99,11 @@ class TopicGossip:
     outside_mesh: int = 0
     """Peers of the topic outside its mesh, summed over those heartbeats: over `heartbeats`,
     how many the IHAVEs were picked from."""
+    mesh_peers: int = 0
+    """Each heartbeat's mesh size for topics of the kind, summed: over `meshes`, the kind's
+    mean mesh, what a node's copies of each of its messages follow (about one less)."""
+    meshes: int = 0
+    """Topics of the kind with a mesh, summed over the heartbeats."""
 
 
 def topic_kind(topic: str) -> str:
@@ -181,6 +186,10 @@ class MeshRouter(GossipSub):
         self.counts.heartbeats += 1
         self.counts.mesh_peers_seen += sum(len(peers) for peers in self.mesh.values())
         self.counts.meshes_seen += len(self.mesh)
+        for topic, peers in self.mesh.items():
+            counts = self.counts.topics[topic_kind(topic)]
+            counts.mesh_peers += len(peers)
+            counts.meshes += 1
         if self.counts.heartbeats % COUNTS_LOG_HEARTBEATS == 0:
             sizes = sorted(len(peers) for peers in self.mesh.values())
             log.info("gossip mesh sizes %s; since the start %s", sizes, self.counts)

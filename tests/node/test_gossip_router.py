@@ -267,6 +267,26 @@ def test_ihaves_are_counted_by_kind_of_topic_and_by_the_peers_that_carry_them() 
         assert GOSSIP_PEERS <= counts.ihave_peers <= 2 * GOSSIP_PEERS
 
 
+def test_meshes_are_counted_by_kind_of_topic() -> None:
+    """SPEC §20.6: each heartbeat's mesh size per kind of topic, so a run can tell the presence
+    topic's mesh (what a node's copies of each record follow) from its rooms'. A real router
+    and pubsub, not running: a presence mesh of 6 and two rooms' of 3 and 4 among 8 peers (D 3,
+    so maintenance keeps them; D_high 6), two heartbeats' mesh maintenance."""
+    rooms = ["/hearthmesh/room/0/" + "ab" * 16, "/hearthmesh/room/0/" + "cd" * 16]
+    with _router_alone(degree=3, degree_low=2, peers=8) as (router, peers):
+        assert router.pubsub is not None
+        for topic, size in ((PRESENCE_TOPIC, 6), (rooms[0], 3), (rooms[1], 4)):
+            router.pubsub.peer_topics[topic] = set(peers)
+            router.mesh[topic] = set(peers[:size])
+        for _ in range(2):
+            router.mesh_heartbeat()
+        found = router.counts.topics
+        assert (found["presence"].mesh_peers, found["presence"].meshes) == (12, 2)
+        assert (found["room"].mesh_peers, found["room"].meshes) == (14, 4)
+        assert (found["other"].mesh_peers, found["other"].meshes) == (0, 0)
+        assert router.counts.mesh_peers_seen == 26  # all kinds, as before
+
+
 async def test_each_pubsub_peer_is_scored_with_the_ip_of_its_connection() -> None:
     """py-libp2p 0.8.1 looked a new peer's IP up on its pubsub stream before that stream was
     stored, so it recorded none, and its IP-colocation scoring and grafting for IP diversity

@@ -12,6 +12,7 @@ import pytest
 from hearthmesh.tools.cli import main
 from hearthmesh.tools.simulate.checker import Acked, Seen
 from hearthmesh.tools.simulate.cost import NodeCost, parse_ss, peers_of, summarize
+from hearthmesh.tools.simulate.idle_bytes import by_cause
 from hearthmesh.tools.simulate.scale import (
     ScaleConfig,
     _above_idle,
@@ -254,9 +255,52 @@ def test_ihaves_in_a_phase_are_counted_per_kind_of_topic() -> None:
         "presence": {"messages": 1.0, "ihaves": 1.2, "ids_offered": 1.2, "outside_mesh_mean": 20.0},
     }
     assert found["ihave_rpcs_per_node_per_message"] == 5.0
+    # with each kind's mesh sizes: the kind's mean mesh over the phase's heartbeats
+    for status, presence_mesh in zip(before + after, (0, 0, 96, 0), strict=True):
+        for kind, topics in status["wire"]["gossip"]["topics"].items():
+            topics |= {"mesh_peers": presence_mesh if kind == "presence" else 0, "meshes": 0}
+    after[0]["wire"]["gossip"]["topics"]["presence"]["meshes"] = 20
+    found = _wire_between(before, after, 10, "message")["gossip_by_topic_per_node_per_message"]
+    assert (found["presence"]["mesh_mean"], found["room"]["mesh_mean"]) == (4.8, 0.0)
     for status in before + after:
         del status["wire"]["gossip"]["topics"]
     assert "ihave_rpcs_per_node_per_message" not in _wire_between(before, after, 10, "message")
+
+
+def test_idle_bytes_are_split_by_cause() -> None:
+    """An idle phase's bytes sent a second per node by cause (SPEC §20.6): gossip copies (0.8
+    copies a second of 0.2 messages taken in: 4 a message, 1,150 bytes each), IHAVEs, the rest
+    of gossip, other protocols, and the kernel's count beyond every payload (framing, pings)."""
+    idle: dict[str, Any] = {
+        "sent_kib_per_s": {"mean": 1.0},
+        "wire": {
+            "bytes_per_node_per_s": {
+                "/meshsub/1.1.0": 980,
+                "/meshsub/1.1.0 message": 920,
+                "/meshsub/1.1.0 ihave": 50,
+                "/meshsub/1.1.0 iwant": 10,
+                "/ipfs/kad/1.0.0": 20,
+                "negotiation": 4,
+            },
+            "writes_per_node_per_s": {"/meshsub/1.1.0 message": 0.8},
+            "gossip_by_topic_per_node_per_s": {
+                "room": {"messages": 0.0},
+                "presence": {"messages": 0.2},
+            },
+        },
+    }
+    assert by_cause(idle) == {
+        "messages_taken_in": 0.2,
+        "copies_a_message": 4.0,
+        "bytes_a_copy": 1150,
+        "copies": 920,
+        "ihaves": 50,
+        "other_gossip": 10,
+        "other_protocols": 24,
+        "framing_and_pings": 20,
+    }
+    del idle["wire"]["gossip_by_topic_per_node_per_s"]  # a release without the counts
+    assert by_cause(idle) == {}
 
 
 def test_formation_steps_count_from_the_mesh_connected() -> None:

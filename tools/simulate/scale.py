@@ -46,6 +46,7 @@ from hearthmesh.tools.client import ApiClient
 from hearthmesh.tools.node_process import hearthmesh_script
 from hearthmesh.tools.simulate.cost import PhaseMeter, summarize
 from hearthmesh.tools.simulate.faults import FaultLog
+from hearthmesh.tools.simulate.idle_bytes import by_cause
 from hearthmesh.tools.simulate.mesh import Mesh, SimNode, close_quietly
 from hearthmesh.tools.simulate.plot import plot_latency
 from hearthmesh.tools.simulate.run import (
@@ -470,7 +471,7 @@ def _wire_between(
     return {
         **_gossip_between(before, after, share, unit),
         f"bytes_per_node_per_{unit}": {p: round(b / share) for p, (b, _) in by_bytes},
-        f"writes_per_node_per_{unit}": {p: round(w / share, 2) for p, (_, w) in by_bytes},
+        f"writes_per_node_per_{unit}": {p: round(w / share, 3) for p, (_, w) in by_bytes},
         f"opens_per_node_per_{unit}": {
             p: round(n / share, 2) for p, n in sorted(opens.items(), key=lambda item: -item[1])
         },
@@ -529,9 +530,11 @@ def _gossip_by_topic(
 
         heartbeats = summed("heartbeats")
         by_topic[kind] = {
-            **{k: round(summed(k) / share, 2) for k in ("messages", "ihaves", "ids_offered")},
+            **{k: round(summed(k) / share, 3) for k in ("messages", "ihaves", "ids_offered")},
             "outside_mesh_mean": round(summed("outside_mesh") / max(1, heartbeats), 2),
         }
+        if all("meshes" in status["topics"][kind] for pair in pairs for status in pair):
+            by_topic[kind]["mesh_mean"] = round(summed("mesh_peers") / max(1, summed("meshes")), 2)
     ihave_rpcs = sum(int(a["ihave_peers"]) - int(e["ihave_peers"]) for e, a in pairs)
     return {
         f"gossip_by_topic_per_node_per_{unit}": by_topic,
@@ -682,6 +685,7 @@ async def _one_size(
         idle = summarize(await meter.stop(), config.idle)
         idle_to = await _statuses(mesh.nodes)
         idle["wire"] = _wire_between(idle_from, idle_to, config.idle, "s")
+        idle["bytes_by_cause"] = by_cause(idle)
         idle["periodic"] = _periodic_between(idle_from, idle_to)
         idle["connections_closed"] = _closed_between(idle_from, idle_to)
         idle["connections_opened"] = _connection_census(idle_to)
