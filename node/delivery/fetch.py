@@ -14,14 +14,15 @@ from typing import Final
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.identity.home_directory import HomeDirectory
+from hearthmesh.node.mesh.answers import read_answer
 from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.protocol.access import may_read
-from hearthmesh.protocol.delivery import ProtocolErrorFrame, encode_error
-from hearthmesh.protocol.errors import NotAuthorized, RemoteProtocolError, refusal
+from hearthmesh.protocol.delivery import encode_error
+from hearthmesh.protocol.errors import NotAuthorized, RemoteProtocolError
 from hearthmesh.protocol.fetch import (
     FETCH_PROTOCOL,
     FetchAnswer,
@@ -82,14 +83,13 @@ class FetchService:
         async with await self._host.open_stream(peer_id, FETCH_PROTOCOL) as stream:
             await stream.write_frame(encode_request(request))
             frame = await stream.read_frame()
-        try:
-            answer = decode_answer(frame)
-        except RemoteProtocolError as exc:  # no answer nor refusal: charged (SPEC §26.5)
-            self._on_refused(peer_id, exc)
-            raise
-        if isinstance(answer, ProtocolErrorFrame):  # a refusal is an answer: not charged
-            raise refusal(answer.code, f"{peer_id[-8:]} refused the fetch: {answer.message}")
-        return answer
+        return read_answer(  # SPEC §26.5
+            frame,
+            decode_answer,
+            peer=peer_id,
+            charge=self._on_refused,
+            refused_as=f"{peer_id[-8:]} refused the fetch",
+        )
 
     async def serve(self, stream: FrameStream) -> None:
         """Answer one request, or refuse it with an ERROR frame of its code."""

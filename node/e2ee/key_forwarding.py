@@ -30,11 +30,11 @@ from hearthmesh.node.e2ee.opened_late import LateNews, react_to_opened
 from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.own_homes import OwnHomes
+from hearthmesh.node.mesh.answers import read_answer
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
 from hearthmesh.protocol import e2ee
-from hearthmesh.protocol.delivery import ProtocolErrorFrame
 from hearthmesh.protocol.envelope import RoomId
 from hearthmesh.protocol.errors import (
     HearthError,
@@ -42,7 +42,6 @@ from hearthmesh.protocol.errors import (
     NotAuthorized,
     NotFound,
     RemoteProtocolError,
-    refusal,
 )
 from hearthmesh.protocol.identity import DeviceId, UserId
 from hearthmesh.storage.api import Store
@@ -222,14 +221,13 @@ class AnswerTaker:
             RemoteProtocolError: the refusal an ERROR frame's code names: an answer, never
                 charged.
         """
-        try:
-            answer = e2ee.decode_forward_answer(frame)
-        except RemoteProtocolError as exc:
-            self._on_bad_answer(peer, exc)
-            raise
-        if isinstance(answer, ProtocolErrorFrame):
-            raise refusal(answer.code, f"{what} refused: {answer.message}")
-        return answer
+        return read_answer(
+            frame,
+            e2ee.decode_forward_answer,
+            peer=peer,
+            charge=self._on_bad_answer,
+            refused_as=f"{what} refused",
+        )
 
     async def take(
         self, peer: str, answer: e2ee.ForwardAnswer, *, owner: DeviceId | None = None

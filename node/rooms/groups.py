@@ -27,6 +27,7 @@ from hearthmesh.node.clock import Clock
 from hearthmesh.node.delivery.outgoing import Outgoing
 from hearthmesh.node.events import MembershipChanged, NodeEvent
 from hearthmesh.node.identity.home_records import HomeRecords
+from hearthmesh.node.mesh.answers import read_answer
 from hearthmesh.node.mesh.greetings import Greetings
 from hearthmesh.node.p2p.errors import StreamClosed
 from hearthmesh.node.p2p.frame_stream import FrameStream
@@ -36,14 +37,13 @@ from hearthmesh.node.rooms.history_handoff import HistoryFetch
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.protocol import invites
-from hearthmesh.protocol.delivery import ProtocolErrorFrame, encode_error
+from hearthmesh.protocol.delivery import encode_error
 from hearthmesh.protocol.envelope import Envelope, MessageId, RoomId
 from hearthmesh.protocol.errors import (
     HearthError,
     MalformedMessage,
     NotFound,
     RemoteProtocolError,
-    refusal,
     store_failed,
 )
 from hearthmesh.protocol.home_record import decode_home_record, verify_home_record
@@ -300,14 +300,13 @@ class GroupService:
         async with await self._host.open_stream(peer, invites.JOIN_PROTOCOL) as stream:
             await stream.write_frame(invites.encode_join_request(request))
             frame = await stream.read_frame()
-        try:
-            answer = invites.decode_join_answer(frame)
-        except RemoteProtocolError as exc:  # no answer nor refusal: charged (SPEC §30.4)
-            self._on_refused(peer, exc)
-            raise
-        if isinstance(answer, ProtocolErrorFrame):  # a refusal is an answer: not charged
-            raise refusal(answer.code, f"join refused: {answer.message}")
-        return answer
+        return read_answer(  # SPEC §30.4
+            frame,
+            invites.decode_join_answer,
+            peer=peer,
+            charge=self._on_refused,
+            refused_as="join refused",
+        )
 
     # --- serving joins ------------------------------------------------------------------------
 
