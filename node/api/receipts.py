@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
 from hearthmesh.node.clock import Clock
+from hearthmesh.node.delivery.envelopes_in_hand import IN_HAND_BYTES, IN_HAND_KEPT, EnvelopesInHand
 from hearthmesh.node.e2ee.readable import content_of
 from hearthmesh.node.node import Node
 from hearthmesh.node.rooms.receipt_credit import credited_updates
@@ -61,9 +61,9 @@ log = logging.getLogger(__name__)
 
 RECEIPT_LINGER_MS: Final = 20
 """How long an ack waits for others to share its receipt: below what an eye sees on a tick."""
-SHOWN_KEPT: Final = 2048
+SHOWN_KEPT: Final = IN_HAND_KEPT
 """Messages shown to our clients that acks and receipts find in memory, at most..."""
-SHOWN_BYTES: Final = 4 * 1024 * 1024
+SHOWN_BYTES: Final = IN_HAND_BYTES
 """...and their bytes (wire and shown body) at most: a peer's 64 KB messages keep fewer."""
 
 
@@ -95,22 +95,18 @@ class ReceiptService:
         self._pending: dict[tuple[RoomId, ReceiptStatus, UserId], list[MessageId]] = {}
         """Acks per (room, status, the messages' sender), waiting for one receipt."""
         self._wake = asyncio.Event()
-        self._shown: OrderedDict[MessageId, Envelope] = OrderedDict()
-        """The messages of the newest `message` frames rendered for our clients, oldest first."""
-        self.shown_bytes = 0
-        """Bytes of the envelopes in `_shown` (`_size`)."""
+        self._shown = EnvelopesInHand(kept=SHOWN_KEPT, max_bytes=SHOWN_BYTES)
+        """The messages of the newest `message` frames rendered for our clients."""
         self.sent = 0
+
+    @property
+    def shown_bytes(self) -> int:
+        """Bytes of the messages kept as shown (wire and shown body)."""
+        return self._shown.size_bytes
 
     def shown(self, envelope: Envelope) -> None:
         """Our clients are shown the message `envelope`: acks and receipts name it next."""
-        old = self._shown.pop(envelope.message_id, None)
-        if old is not None:
-            self.shown_bytes -= _size(old)
-        self._shown[envelope.message_id] = envelope
-        self.shown_bytes += _size(envelope)
-        while len(self._shown) > SHOWN_KEPT or self.shown_bytes > SHOWN_BYTES:
-            _, oldest = self._shown.popitem(last=False)
-            self.shown_bytes -= _size(oldest)
+        self._shown.keep(envelope)
 
     async def ack(self, message_id: MessageId, status: ReceiptStatus) -> None:
         """A client of our user received (or read) a message: queue the receipt.
@@ -119,7 +115,7 @@ class ReceiptService:
             NotFound: no such message here.
             MalformedMessage: our own message, or one that takes no receipts.
         """
-        envelope = self._shown.get(message_id) or await self._node.get_event(message_id)
+        envelope = self._shown.envelopes.get(message_id) or await self._node.get_event(message_id)
         if envelope is None:
             raise NotFound(f"no message {message_id.hex()[:16]}")
         if envelope.sender_user == self._node.user_id:
@@ -190,15 +186,15 @@ class ReceiptService:
             return []  # no room key yet: told when it opens (SPEC §27.13.5)
         receipt = decode_receipt(content.body)
         members = await self._node.members(envelope.room)
-        shown = {m: held for m in receipt.message_ids if (held := self._shown.get(m)) is not None}
+        shown = {
+            m: held
+            for m in receipt.message_ids
+            if (held := self._shown.envelopes.get(m)) is not None
+        }
         store = self._node.store
         return await store.read_inline(
             _current, store.store, self._node.user_id, envelope, receipt, members, shown
         )
-
-
-def _size(envelope: Envelope) -> int:
-    return len(envelope.wire) + len(envelope.body)
 
 
 def _chunks(ids: list[MessageId]) -> list[tuple[MessageId, ...]]:
