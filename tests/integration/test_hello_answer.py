@@ -96,6 +96,9 @@ async def test_a_caps_answer_that_is_no_answer_is_charged_and_leaves_the_peer_at
 
         kit.host.set_stream_handler(CAPS_PROTOCOL, garbage)
         await kit.connect(bob.listen_addrs[0])
+        # The kit's dial returns before bob's swarm has taken the connection in: asked
+        # sooner, bob has no address of the kit to open the stream on.
+        await wait_until(lambda: kit.peer_id in bob.connected_peers())
         levels = bob._services.peer_levels
         await levels.learn(kit.peer_id)
         assert (bob.peer_points(kit.peer_id), levels.of(kit.peer_id)) == (
