@@ -22,6 +22,8 @@ BOUND_S = 0.5
 """The dial's bound here: the proxy answers at once, the handshakes take several round trips
 of `2 * DELAY_S` each."""
 DELAY_S = 0.4
+AFTER_S = 1.0
+"""`AFTER_ANSWER_S` here: how long an answered dial's handshakes may take."""
 
 
 async def test_an_address_that_answered_is_dialled_past_the_bound_to_its_handshakes_end(
@@ -57,3 +59,30 @@ async def test_an_address_that_does_not_answer_is_cut_at_the_bound(
             address = f"/ip4/127.0.0.1/tcp/{silent.getsockname()[1]}/p2p/{bob.peer_id}"
             async with asyncio.timeout(BOUND_S * 6):  # libp2p alone retries it for 13-38 s
                 assert not await alice._services.links.reach(bob.peer_id, (address,))
+
+
+async def test_an_address_that_answered_but_never_ends_its_handshakes_is_cut_after_the_answer(
+    make_node: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listener that accepts the TCP connection and never says a word (no multistream, no
+    Noise): the dial answered, so the bound moved to `AFTER_ANSWER_S` past it (here 1 s), and
+    the dial is cut there rather than left to libp2p."""
+    monkeypatch.setattr(peer_link, "REACH_DIAL_TIMEOUT_S", BOUND_S)
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # held open, never written to
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with asyncio.timeout(30), make_node("alice") as alice, make_node("bob") as bob:
+            alice._host._dial_answers._after_answer_s = AFTER_S
+            address = f"/ip4/127.0.0.1/tcp/{port}/p2p/{bob.peer_id}"
+            async with asyncio.timeout(AFTER_S * 8):
+                assert not await alice._services.links.reach(bob.peer_id, (address,))
+            assert len(accepted) == 1  # it answered: the first bound did not cut it
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
