@@ -609,6 +609,7 @@ class P2PHost:
             report=self._report_webrtc,
             punch_ended=self._punch.punch_ended,
             refused=self._stream_refused,
+            garbled=self._garbled,
             stun_servers=config.stun_servers,
             retry_after_s=config.webrtc_retry_after_s,
             upgrade_timeout_s=config.webrtc_upgrade_timeout_s,
@@ -1273,8 +1274,8 @@ class P2PHost:
         await _close_within_abort([conn], conn.close)
 
     def _garbled(self, peer: str, error: RemoteProtocolError) -> None:
-        """From the trio thread: a peer's gossip RPC or kad answer cannot be right (a whole
-        frame, §11.6)."""
+        """From the trio thread: a peer's gossip RPC, kad answer or request, or WebRTC offer
+        or answer cannot be right (a whole frame, §11.6)."""
         self._bridge.to_asyncio(self._report_refused, peer, error)
 
     def _report_refused(self, peer: str, error: RemoteProtocolError) -> None:
