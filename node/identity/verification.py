@@ -247,6 +247,14 @@ class VerificationService:
             machine.cancel(ErrorCode.VERIFICATION_CANCELLED, "timed out")
             with contextlib.suppress(StreamClosed, P2PError):
                 await self._flush(flow)
+        except RemoteProtocolError as exc:  # no frame at all (over the limit): charged here,
+            # on a flow our user started too, whose task has no stream handler to charge it
+            # (it ended every flow's task group, and the flow held the peer's slot for good)
+            self._standing.refused(flow.peer, exc)
+            log.info("verification with %s failed: %s", flow.peer[-8:], exc)
+            machine.cancel(exc.code, str(exc))
+            with contextlib.suppress(StreamClosed, P2PError):
+                await self._flush(flow)
         except (StreamClosed, P2PError) as exc:
             machine.cancel(ErrorCode.VERIFICATION_CANCELLED, f"stream ended: {exc}")
             machine.data_to_send()  # nowhere to send it
