@@ -33,7 +33,7 @@ from google.protobuf.message import DecodeError
 from libp2p.abc import INetStream
 from libp2p.exceptions import ParseError
 from libp2p.io.exceptions import MessageTooLarge
-from libp2p.kad_dht.pb.kademlia_pb2 import Message
+from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
 from libp2p.records.validator import NamespacedValidator, Validator
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
@@ -50,6 +50,7 @@ __all__ = [
     "JudgedRequests",
     "JudgedValidator",
     "KadRefused",
+    "encode_put_value",
     "request_fault",
     "serving",
 ]
@@ -145,6 +146,14 @@ class JudgedRequests:
     def _charged(self, error: RemoteProtocolError) -> RemoteProtocolError:
         self._refused(self._peer, error)
         return error
+
+
+def encode_put_value(key: str, value: bytes, *, record_key: str | None = None) -> bytes:
+    """A framed PUT_VALUE of `value` under `key` (its record's key `record_key`, if given): what
+    a peer pushes, for the hostile kit outside the bridge."""
+    record = Record(key=(record_key or key).encode(), value=value)
+    message = Message(type=Message.MessageType.PUT_VALUE, key=key.encode(), record=record)
+    return encode_varint_prefixed(message.SerializeToString())
 
 
 def request_fault(data: bytes) -> RemoteProtocolError | None:

@@ -10,12 +10,14 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
+from libp2p.kad_dht.pb.kademlia_pb2 import Message
 from libp2p.utils.varint import encode_uvarint, encode_varint_prefixed
 
 from hearthmesh.node.node import Node
 from hearthmesh.node.p2p import kad_requests
+from hearthmesh.node.p2p.dht import KAD_PROTOCOL
 from hearthmesh.node.p2p.host import P2PHost
+from hearthmesh.node.p2p.kad_requests import encode_put_value
 from hearthmesh.protocol.errors import ErrorCode, RemoteProtocolError
 from hearthmesh.protocol.hlc import MAX_DRIFT_MS
 from hearthmesh.protocol.home_record import (
@@ -39,13 +41,6 @@ from tests.node.test_libp2p_dht import (
 pytestmark = pytest.mark.integration
 
 
-def _put(key: str, value: bytes, *, record_key: str | None = None) -> bytes:
-    """A framed PUT_VALUE of `value` under `key` (its record under `record_key` if given)."""
-    record = Record(key=(record_key or key).encode(), value=value)
-    message = Message(type=Message.MessageType.PUT_VALUE, key=key.encode(), record=record)
-    return encode_varint_prefixed(message.SerializeToString())
-
-
 def _alice_with(*, expires_ms: int | None = None, forged_cert: bool = False) -> bytes:
     cert = issue_certificate(
         ALICE, DeviceId(DEVICE.public), created_ms=NOW_MS - 10_000, expires_ms=expires_ms
@@ -67,8 +62,8 @@ FORGED = encode_home_record(
 )
 
 PUSHES: list[tuple[str, bytes, ErrorCode | None]] = [
-    ("a newer valid record", _put(ALICE_KEY, NEWEST), None),
-    ("an older record than the one held", _put(ALICE_KEY, HELD), None),
+    ("a newer valid record", encode_put_value(ALICE_KEY, NEWEST), None),
+    ("an older record than the one held", encode_put_value(ALICE_KEY, HELD), None),
     ("bytes that are no kad message", encode_varint_prefixed(b"\x0fgarbage"), ErrorCode.MALFORMED),
     (
         "a length over the bound",
@@ -84,32 +79,44 @@ PUSHES: list[tuple[str, bytes, ErrorCode | None]] = [
     ),
     (
         "a record whose key is not the message's",
-        _put(ALICE_KEY, NEWEST, record_key=ALICE_KEY[:-1] + "A"),
+        encode_put_value(ALICE_KEY, NEWEST, record_key=ALICE_KEY[:-1] + "A"),
         ErrorCode.MALFORMED,
     ),
-    ("a key outside the home namespace", _put("/pk/abc", NEWEST), ErrorCode.INVALID_IDENTIFIER),
-    ("a home key that names no user", _put("/home/abc", NEWEST), ErrorCode.INVALID_IDENTIFIER),
-    ("a value that is no home record", _put(ALICE_KEY, b"junk"), ErrorCode.MALFORMED),
-    ("a value over a record's bound", _put(ALICE_KEY, b"\0" * 13_000), ErrorCode.TOO_LARGE),
-    ("a record signed by no one", _put(ALICE_KEY, FORGED), ErrorCode.BAD_SIGNATURE),
+    (
+        "a key outside the home namespace",
+        encode_put_value("/pk/abc", NEWEST),
+        ErrorCode.INVALID_IDENTIFIER,
+    ),
+    (
+        "a home key that names no user",
+        encode_put_value("/home/abc", NEWEST),
+        ErrorCode.INVALID_IDENTIFIER,
+    ),
+    ("a value that is no home record", encode_put_value(ALICE_KEY, b"junk"), ErrorCode.MALFORMED),
+    (
+        "a value over a record's bound",
+        encode_put_value(ALICE_KEY, b"\0" * 13_000),
+        ErrorCode.TOO_LARGE,
+    ),
+    ("a record signed by no one", encode_put_value(ALICE_KEY, FORGED), ErrorCode.BAD_SIGNATURE),
     (
         "a forged certificate",
-        _put(ALICE_KEY, _alice_with(forged_cert=True)),
+        encode_put_value(ALICE_KEY, _alice_with(forged_cert=True)),
         ErrorCode.BAD_CERTIFICATE,
     ),
     (
         "bob's record under alice's key",
-        _put(ALICE_KEY, home_record(BOB, NOW_MS + 9)),
+        encode_put_value(ALICE_KEY, home_record(BOB, NOW_MS + 9)),
         ErrorCode.NOT_AUTHORIZED,
     ),
     (
         "a certificate expired by our clock",
-        _put(ALICE_KEY, _alice_with(expires_ms=NOW_MS - 1)),
+        encode_put_value(ALICE_KEY, _alice_with(expires_ms=NOW_MS - 1)),
         None,
     ),
     (
         "a record issued ahead of our clock",
-        _put(ALICE_KEY, home_record(ALICE, NOW_MS + MAX_DRIFT_MS + 1_000)),
+        encode_put_value(ALICE_KEY, home_record(ALICE, NOW_MS + MAX_DRIFT_MS + 1_000)),
         None,
     ),
     ("bytes that are no kad message, again", encode_varint_prefixed(b"\x0f"), ErrorCode.MALFORMED),
@@ -134,7 +141,10 @@ async def test_a_push_no_honest_peer_sends_is_charged_an_older_or_expired_one_is
     answered, and it is what the victim holds afterwards: nothing refused was stored."""
     refusals: list[tuple[str, ErrorCode, bool]] = []
 
-    def refused(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
+    def refused(
+        peer: str, error: RemoteProtocolError, *, protocol: str, whole_frame: bool = True
+    ) -> None:
+        assert protocol == KAD_PROTOCOL
         refusals.append((peer, ErrorCode(error.code), whole_frame))
 
     async with asyncio.timeout(30), P2PHost(dht_config(1)) as victim, HostilePeer() as kit:
@@ -163,7 +173,9 @@ async def test_a_nodes_kad_push_charge_reaches_its_peer_standing(tmp_path: Path)
         HostilePeer() as kit,
     ):
         await kit.connect(victim.listen_addrs[0])
-        assert (await kit.push_kad(victim.peer_id, _put(ALICE_KEY, FORGED))).outcome == "closed"
+        assert (
+            await kit.push_kad(victim.peer_id, encode_put_value(ALICE_KEY, FORGED))
+        ).outcome == "closed"
         while victim.peer_points(kit.peer_id) == 0:  # noqa: ASYNC110 - a call, no event
             await asyncio.sleep(0.02)
         assert victim.peer_points(kit.peer_id) <= 25

@@ -276,9 +276,11 @@ async def burst_unread(
         )
         refusals: list[str] = []
 
-        def refused(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
+        def refused(
+            peer: str, error: RemoteProtocolError, *, protocol: str, whole_frame: bool = True
+        ) -> None:
             refusals.append(f"{peer}: {error!r}")
-            standing.refused(peer, error, whole_frame=whole_frame)
+            standing.refused(peer, error, protocol=protocol, whole_frame=whole_frame)
 
         a.set_refusal_handler(refused)
         b.set_stream_handler(BURST, burst)
@@ -436,7 +438,10 @@ async def test_an_offer_no_honest_peer_sends_is_charged_and_one_cut_short_is_not
     The last push, sent until it is charged, shows the one cut short was judged before it."""
     refusals: list[tuple[str, ErrorCode, bool]] = []
 
-    def refused(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
+    def refused(
+        peer: str, error: RemoteProtocolError, *, protocol: str, whole_frame: bool = True
+    ) -> None:
+        assert protocol == SIGNALING_PROTOCOL
         refusals.append((peer, ErrorCode(error.code), whole_frame))
 
     async with asyncio.timeout(40), P2PHost(config(1)) as victim, HostilePeer(answer_s=1.0) as kit:
@@ -466,7 +471,10 @@ async def test_an_answer_no_honest_peer_sends_is_charged_to_the_peer_we_offered(
     whole frame (`MALFORMED`)."""
     refusals: list[tuple[str, ErrorCode, bool]] = []
 
-    def refused(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
+    def refused(
+        peer: str, error: RemoteProtocolError, *, protocol: str, whole_frame: bool = True
+    ) -> None:
+        assert protocol == SIGNALING_PROTOCOL
         refusals.append((peer, ErrorCode(error.code), whole_frame))
 
     async def answer_with_an_offer(stream: FrameStream) -> None:
