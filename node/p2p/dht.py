@@ -73,8 +73,6 @@ import trio
 from google.protobuf.message import DecodeError
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.exceptions import ParseError
-from libp2p.io.exceptions import MessageTooLarge
 from libp2p.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.common import PROTOCOL_ID
 from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
@@ -87,7 +85,6 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.varint import (
     decode_uvarint,
     encode_varint_prefixed,
-    read_varint_prefixed_bytes_limited,
 )
 from multiaddr import Multiaddr  # type: ignore[import-untyped]
 from multiaddr.exceptions import Error as MultiaddrError  # type: ignore[import-untyped]
@@ -102,11 +99,11 @@ from hearthmesh.node.p2p.kad_requests import (
     serving,
 )
 from hearthmesh.node.p2p.periodic_jobs import KAD_REFRESH, PeriodicJobs
+from hearthmesh.node.p2p.varint_messages import parse_message, read_message_bytes
 from hearthmesh.protocol.errors import (
     LocalProtocolError,
     MalformedMessage,
     RemoteProtocolError,
-    TooLarge,
 )
 from hearthmesh.protocol.home_dht import (
     HOME_DHT_NAMESPACE,
@@ -602,17 +599,7 @@ async def _rpc(host: IHost, peer: ID, request: Message) -> Message:
     stream = await host.new_stream(peer, [PROTOCOL_ID])
     try:
         await stream.write(encode_varint_prefixed(request.SerializeToString()))
-        try:
-            data = await read_varint_prefixed_bytes_limited(stream, MAX_ANSWER_BYTES)
-        except MessageTooLarge as exc:
-            raise TooLarge(f"a kad answer: {exc}") from None
-        except ParseError as exc:
-            raise MalformedMessage(f"a kad answer's length: {exc}") from None
-        answer = Message()
-        try:
-            answer.ParseFromString(data)
-        except DecodeError as exc:
-            raise MalformedMessage(f"a kad answer that is no kad message: {exc}") from None
-        return answer
+        data = await read_message_bytes(stream, MAX_ANSWER_BYTES, "a kad answer")
+        return parse_message(data, Message(), "a kad answer")
     finally:
         await stream.close()

@@ -29,19 +29,16 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Final
 
-from google.protobuf.message import DecodeError
 from libp2p.abc import INetStream
-from libp2p.exceptions import ParseError
-from libp2p.io.exceptions import MessageTooLarge
 from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
 from libp2p.records.validator import NamespacedValidator, Validator
-from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
+from libp2p.utils.varint import encode_varint_prefixed
 
+from hearthmesh.node.p2p.varint_messages import parse_message, read_message_bytes
 from hearthmesh.protocol.errors import (
     InvalidIdentifier,
     MalformedMessage,
     RemoteProtocolError,
-    TooLarge,
 )
 from hearthmesh.protocol.home_dht import charged_when_pushed
 
@@ -133,11 +130,9 @@ class JudgedRequests:
             RemoteProtocolError: the request cannot be right; charged to the peer.
         """
         try:
-            data = await read_varint_prefixed_bytes_limited(self._stream, MAX_REQUEST_BYTES)
-        except MessageTooLarge as exc:
-            raise self._charged(TooLarge(f"a kad request: {exc}")) from None
-        except ParseError as exc:
-            raise self._charged(MalformedMessage(f"a kad request's length: {exc}")) from None
+            data = await read_message_bytes(self._stream, MAX_REQUEST_BYTES, "a kad request")
+        except RemoteProtocolError as exc:
+            raise self._charged(exc) from None
         error = request_fault(data)
         if error is not None:
             raise self._charged(error)
@@ -158,11 +153,10 @@ def encode_put_value(key: str, value: bytes, *, record_key: str | None = None) -
 
 def request_fault(data: bytes) -> RemoteProtocolError | None:
     """Why a kad request's bytes cannot come from an honest peer, or None (SPEC §13.4.1)."""
-    message = Message()
     try:
-        message.ParseFromString(data)
-    except DecodeError as exc:
-        return MalformedMessage(f"a kad request that is no kad message: {exc}")
+        message = parse_message(data, Message(), "a kad request")
+    except MalformedMessage as exc:
+        return exc
     if message.type != Message.MessageType.PUT_VALUE:
         return None
     record = message.record

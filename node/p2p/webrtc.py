@@ -41,12 +41,9 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import trio
-from google.protobuf.message import DecodeError
 from libp2p.abc import IHost, INetStream
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.exceptions import ParseError
-from libp2p.io.exceptions import MessageTooLarge
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.transport.webrtc._asyncio_bridge import AsyncioBridge
@@ -60,12 +57,12 @@ from libp2p.transport.webrtc.noise_handshake import (
 )
 from libp2p.transport.webrtc.signaling import SignalingSession
 from libp2p.transport.webrtc.signaling_pb.signaling_pb2 import SignalingMessage
-from libp2p.utils.varint import read_varint_prefixed_bytes_limited
 
 from hearthmesh.node.p2p.circuit_relay import is_relayed
 from hearthmesh.node.p2p.hole_punch import PUNCH_WINDOW_S
+from hearthmesh.node.p2p.varint_messages import parse_message, read_message_bytes
 from hearthmesh.node.p2p.webrtc_connection import StreamRefusal, WebRtcConnection
-from hearthmesh.protocol.errors import MalformedMessage, RemoteProtocolError, TooLarge
+from hearthmesh.protocol.errors import MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.inbound import InboundLedger
 
 __all__ = [
@@ -456,17 +453,8 @@ async def _read_sdp(stream: INetStream, expected: int) -> str:
             another type, or an SDP that is not UTF-8 or has no data channel section (both
             ends open the Noise channel before the offer, so an honest SDP always has one).
     """
-    try:
-        data = await read_varint_prefixed_bytes_limited(stream, MAX_SIGNALING_BYTES)
-    except MessageTooLarge as exc:
-        raise TooLarge(f"a signaling message: {exc}") from None
-    except ParseError as exc:
-        raise MalformedMessage(f"a signaling message's length: {exc}") from None
-    message = SignalingMessage()
-    try:
-        message.ParseFromString(data)
-    except DecodeError as exc:
-        raise MalformedMessage(f"bytes that are no signaling message: {exc}") from None
+    data = await read_message_bytes(stream, MAX_SIGNALING_BYTES, "a signaling message")
+    message = parse_message(data, SignalingMessage(), "a signaling message")
     if message.type != expected:
         raise MalformedMessage(f"a signaling message of type {message.type}, not {expected}")
     try:

@@ -18,7 +18,7 @@ from hearthmesh.node.p2p import kad_requests
 from hearthmesh.node.p2p.dht import KAD_PROTOCOL
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.p2p.kad_requests import encode_put_value
-from hearthmesh.protocol.errors import ErrorCode, RemoteProtocolError
+from hearthmesh.protocol.errors import ErrorCode
 from hearthmesh.protocol.hlc import MAX_DRIFT_MS
 from hearthmesh.protocol.home_record import (
     decode_home_record,
@@ -28,6 +28,7 @@ from hearthmesh.protocol.home_record import (
 from hearthmesh.protocol.identity import DeviceId, issue_certificate
 from hearthmesh.tools.hostile.peer import HostilePeer
 from tests.integration.conftest import node_config
+from tests.node.refusals import RefusalLog
 from tests.node.test_libp2p_dht import (
     ALICE,
     ALICE_KEY,
@@ -139,16 +140,10 @@ async def test_a_push_no_honest_peer_sends_is_charged_an_older_or_expired_one_is
     frame with its code, in the order pushed; an older record, a certificate expired by our
     clock and a record from a clock ahead cost nothing. Only the newer valid record is
     answered, and it is what the victim holds afterwards: nothing refused was stored."""
-    refusals: list[tuple[str, ErrorCode, bool]] = []
-
-    def refused(
-        peer: str, error: RemoteProtocolError, *, protocol: str, whole_frame: bool = True
-    ) -> None:
-        assert protocol == KAD_PROTOCOL
-        refusals.append((peer, ErrorCode(error.code), whole_frame))
-
+    log = RefusalLog()
+    refusals = log.seen
     async with asyncio.timeout(30), P2PHost(dht_config(1)) as victim, HostilePeer() as kit:
-        victim.set_refusal_handler(refused)
+        victim.set_refusal_handler(log)
         await victim.dht_put(ALICE_KEY, HELD)  # no peer yet: held by the victim alone
         await kit.connect(victim.listen_addrs[0])
         outcomes = [
@@ -157,6 +152,7 @@ async def test_a_push_no_honest_peer_sends_is_charged_an_older_or_expired_one_is
         expected = [(kit.peer_id, code, True) for _, _, code in PUSHES if code is not None]
         await _reported(refusals, len(expected))
         assert refusals == expected
+        assert log.protocols == {KAD_PROTOCOL}
         assert outcomes == [
             (name, "answered" if name == "a newer valid record" else "closed")
             for name, _, _ in PUSHES

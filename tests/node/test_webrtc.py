@@ -35,6 +35,7 @@ from hearthmesh.protocol.standing import StandingPolicy
 from hearthmesh.tools.hostile.peer import HostilePeer
 from tests.integration.conftest import wait_until
 from tests.node.pubsub_streams import gossip_streams_on_their_connection
+from tests.node.refusals import RefusalLog
 from tests.node.test_libp2p_host import ECHO, config, echo, hosts
 
 pytestmark = pytest.mark.integration
@@ -436,16 +437,11 @@ async def test_an_offer_no_honest_peer_sends_is_charged_and_one_cut_short_is_not
     whole frame with its code, in the order sent, and the stream is closed; an offer cut
     short (the kit gave up and reset the stream, as a departing peer does) costs nothing.
     The last push, sent until it is charged, shows the one cut short was judged before it."""
-    refusals: list[tuple[str, ErrorCode, bool]] = []
-
-    def refused(
-        peer: str, error: RemoteProtocolError, *, protocol: str, whole_frame: bool = True
-    ) -> None:
-        assert protocol == SIGNALING_PROTOCOL
-        refusals.append((peer, ErrorCode(error.code), whole_frame))
+    log = RefusalLog()
+    refusals = log.seen
 
     async with asyncio.timeout(40), P2PHost(config(1)) as victim, HostilePeer(answer_s=1.0) as kit:
-        victim.set_refusal_handler(refused)
+        victim.set_refusal_handler(log)
         await kit.connect(victim.listen_addrs[0])
         outcomes = [
             (await kit.request(victim.peer_id, SIGNALING_PROTOCOL, raw, framed=False)).outcome
@@ -463,19 +459,15 @@ async def test_an_offer_no_honest_peer_sends_is_charged_and_one_cut_short_is_not
             if await _within(0.5, lambda: len(refusals) > len(expected)):
                 break
         assert refusals == [*expected, (kit.peer_id, ErrorCode.MALFORMED, True)]
+        assert log.protocols == {SIGNALING_PROTOCOL}
 
 
 async def test_an_answer_no_honest_peer_sends_is_charged_to_the_peer_we_offered() -> None:
     """SPEC §10.11: the offerer judges the answer as the answerer judges the offer. The kit,
     offered WebRTC, answers with an offer of its own: the upgrade fails and the kit pays a
     whole frame (`MALFORMED`)."""
-    refusals: list[tuple[str, ErrorCode, bool]] = []
-
-    def refused(
-        peer: str, error: RemoteProtocolError, *, protocol: str, whole_frame: bool = True
-    ) -> None:
-        assert protocol == SIGNALING_PROTOCOL
-        refusals.append((peer, ErrorCode(error.code), whole_frame))
+    log = RefusalLog()
+    refusals = log.seen
 
     async def answer_with_an_offer(stream: FrameStream) -> None:
         await stream.read_bytes()  # the victim's offer
@@ -483,10 +475,11 @@ async def test_an_answer_no_honest_peer_sends_is_charged_to_the_peer_we_offered(
         await stream.read_bytes()  # until the victim ends it
 
     async with asyncio.timeout(40), P2PHost(config(1)) as victim, HostilePeer() as kit:
-        victim.set_refusal_handler(refused)
+        victim.set_refusal_handler(log)
         kit.host.set_stream_handler(SIGNALING_PROTOCOL, answer_with_an_offer)
         await kit.connect(victim.listen_addrs[0])
         await victim.wait_connected(kit.peer_id)
         assert not await victim.upgrade_to_webrtc(kit.peer_id)
         await _within(10, lambda: bool(refusals))
         assert refusals == [(kit.peer_id, ErrorCode.MALFORMED, True)]
+        assert log.protocols == {SIGNALING_PROTOCOL}
