@@ -644,6 +644,15 @@ class Node:
         """The points `peer_id` has for refused input, before forgiveness ends them (§11.6)."""
         return self._services.standing.points(peer_id)
 
+    def charged_by_protocol(self) -> dict[str, int]:
+        """Charges that cost a peer points since start, by the protocol they came on (§11.6.7)."""
+        return dict(self._services.standing.charged_by_protocol)
+
+    @property
+    def bans(self) -> int:
+        """Peers banned since start (SPEC §11.6.2)."""
+        return self._services.standing.bans
+
     @property
     def prefix_bans(self) -> int:
         """Address prefixes banned since start (SPEC §11.6.5)."""

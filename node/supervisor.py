@@ -54,8 +54,12 @@ FATAL: Final = (StorageError, NodeFailed)
 MAX_UNREADABLE_LOGGED: Final = 1024
 """Unreadable items remembered as logged; past it, each new one is one DEBUG line."""
 
-Charge = Callable[[str, RemoteProtocolError], None]
-"""Charges a refusal to a peer (`PeerStanding.refused` for one item)."""
+
+class Charge(Protocol):
+    """Charges a refusal to a peer, under the input's name (`PeerStanding.refused_item`)."""
+
+    def __call__(self, peer: str, error: RemoteProtocolError, *, protocol: str) -> None: ...
+
 
 Report = Callable[[str, HearthError], None]
 """Where a fault met outside a supervisor goes (`Supervisor.report`, `Node.report_fault`)."""
@@ -203,10 +207,10 @@ class Supervisor:
             log.debug("%s: the link to %s ended: %s", name, _short(peer), exc)
         except RemoteProtocolError as exc:
             log.debug("%s: input from %s refused: %s", name, _short(peer), exc)
-            self._charge_peer(peer, exc)
+            self._charge_peer(peer, exc, name)
         except Exception as exc:
             self._fault(name, exc, peer)
-            self._charge_peer(peer, MalformedMessage(f"input made {name} fail: {exc!r}"))
+            self._charge_peer(peer, MalformedMessage(f"input made {name} fail: {exc!r}"), name)
 
     def _start(self, work: Work, name: str) -> asyncio.Task[None]:
         if self._group is None:
@@ -291,9 +295,9 @@ class Supervisor:
         self._logged.add(key)
         log.error("%s failed; it goes on: %r", context, exc, exc_info=exc)
 
-    def _charge_peer(self, peer: str | None, error: RemoteProtocolError) -> None:
+    def _charge_peer(self, peer: str | None, error: RemoteProtocolError, name: str) -> None:
         if peer and self._charge is not None:
-            self._charge(peer, error)
+            self._charge(peer, error, protocol=name)
 
 
 def _short(peer: str | None) -> str:

@@ -229,7 +229,7 @@ def build_services(
     links = PeerLinks(
         host,
         on_ack=standing.exchanged,
-        on_bad_ack=standing.bad_answer,
+        on_bad_ack=standing.answer_charger(DELIVER_PROTOCOL),
         ack_timeout_s=config.ack_timeout_ms / 1000,
         ack_patience_s=config.ack_patience_ms / 1000,
         open_timeout_s=config.stream_open_ms / 1000,
@@ -265,7 +265,7 @@ def build_services(
         certificates=receiver.certificates,
         members=members.of,
         emit=events.emit,
-        on_refused=standing.refused,
+        on_refused=standing.charger(SIGNALS_PROTOCOL),
     )
     presence = PresenceService(
         signals=signals,
@@ -350,13 +350,15 @@ def build_services(
         is_sibling=homes.is_sibling,
         now_ms=clock.now_ms,
         wake_outbox=outbox.wake,
-        on_refused=standing.refused,
+        on_refused=standing.charger(SYNC_PROTOCOL),
     )
-    capabilities = CapabilityServer(on_refused=standing.refused, withheld=config.withheld_levels)
+    capabilities = CapabilityServer(
+        on_refused=standing.charger(CAPS_PROTOCOL), withheld=config.withheld_levels
+    )
     peer_levels = PeerLevels(
         host=host,
         clock=clock,
-        on_refused=standing.refused,
+        on_refused=standing.charger(CAPS_PROTOCOL),
         reach=links.reach,
         ask_s=config.capability_ask_ms / 1000,
         background_asks=config.key_ahead.asks_at_once,
@@ -376,7 +378,7 @@ def build_services(
         directory=directory,
         own_user=user,
         sibling_peers=homes.sibling_peers,
-        on_refused=standing.refused,
+        on_refused=standing.charger(MEDIA_PROTOCOL),
         on_unreadable=supervisor.unreadable,
         clock=clock,
     )
@@ -385,10 +387,14 @@ def build_services(
         crypto=crypto,
         device=keyring.device_id,
         clock=clock,
-        on_refused=standing.refused,
+        on_refused=standing.charger(KEYS_PROTOCOL),
     )
     key_forward_server = KeyForwardServer(
-        store=store, crypto=crypto, homes=homes, clock=clock, on_refused=standing.refused
+        store=store,
+        crypto=crypto,
+        homes=homes,
+        clock=clock,
+        on_refused=standing.charger(KEY_FORWARD_PROTOCOL),
     )
     # what a forward, a key request or a history handoff opens
     news = LateNews(
@@ -423,7 +429,7 @@ def build_services(
         own_bundle=homes.own_bundle,
         user=user,
         clock=clock,
-        on_refused=standing.refused,
+        on_refused=standing.charger(KEY_REQUEST_PROTOCOL),
     )
     key_requests = KeyRequests(
         host=host,
@@ -446,7 +452,7 @@ def build_services(
         rng=rng,
         find_home=home_lookups.find,
         own_user=user,
-        on_bad_answer=standing.bad_answer,
+        on_bad_answer=standing.answer_charger(MEDIA_PROTOCOL),
         siblings=homes.sibling_peers,
     )
     supervisor.observe_unreadable(media.replace_damaged)
@@ -468,7 +474,7 @@ def build_services(
         directory=directory,
         is_sibling=homes.is_sibling,
         certificate_of=CertificateLookup(keyring=keyring, directory=directory).of,
-        on_refused=standing.refused,
+        on_refused=standing.charger(FETCH_PROTOCOL),
         clock=clock,
     )
     gaps = GapFetcher(
@@ -576,7 +582,7 @@ def build_services(
         own_bundle=homes.own_bundle,
         wake_outbox=outbox.wake,
         clock=clock,
-        on_refused=standing.refused,
+        on_refused=standing.charger(HISTORY_PROTOCOL),
     )
     history = HistoryFetch(
         host=host,
@@ -600,7 +606,7 @@ def build_services(
         events=events,
         clock=clock,
         user=user,
-        on_refused=standing.refused,
+        on_refused=standing.charger(JOIN_PROTOCOL),
     )
     return Services(
         directory=directory,
@@ -684,5 +690,9 @@ def serve(services: Services, *, host: P2PHost, supervisor: Supervisor) -> None:
     }
     for protocol, handler in handlers.items():
         host.set_stream_handler(protocol, supervisor.handler(protocol, handler))
-    host.set_topic_validator(PRESENCE_TOPIC, s.standing.gossip_validator(s.presence.check))
-    host.set_topic_validator(ROOM_TOPIC_PREFIX, s.standing.gossip_validator(s.topics.check))
+    host.set_topic_validator(
+        PRESENCE_TOPIC, s.standing.gossip_validator(s.presence.check, topic=PRESENCE_TOPIC)
+    )
+    host.set_topic_validator(
+        ROOM_TOPIC_PREFIX, s.standing.gossip_validator(s.topics.check, topic=ROOM_TOPIC_PREFIX)
+    )

@@ -185,6 +185,12 @@ class BadCertificate(RemoteProtocolError):
 
     code = ErrorCode.BAD_CERTIFICATE
 
+    def __init__(self, message: str = "", *, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired
+        """Past its expiry by our clock, and nothing else found wrong: it was good when it
+        was issued, so a peer that pushes a record carrying it may be honest (SPEC §13.4.1)."""
+
 
 class NotAuthorized(RemoteProtocolError):
     """The sender may not do this: not a member, a revoked device, a wrong token."""

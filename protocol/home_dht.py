@@ -19,13 +19,21 @@ import base64
 import binascii
 from typing import Final
 
-from .errors import InvalidIdentifier, MalformedMessage, NotAuthorized, RemoteProtocolError
+from .errors import (
+    BadCertificate,
+    ClockSkew,
+    InvalidIdentifier,
+    MalformedMessage,
+    NotAuthorized,
+    RemoteProtocolError,
+)
 from .home_record import HomeRecord, decode_home_record, verify_home_record
 from .identity import KEY_BYTES, UserId
 
 __all__ = [
     "HOME_DHT_NAMESPACE",
     "MAX_FIND_NODE_KEY_BYTES",
+    "charged_when_pushed",
     "home_record_key",
     "select_home_record",
     "validate_home_record",
@@ -123,3 +131,15 @@ def select_home_record(key: str, values: list[bytes]) -> int:
     if best_rank is None:
         raise MalformedMessage(f"no home record for {key[:80]!r} among {len(values)} values")
     return best_index
+
+
+def charged_when_pushed(error: RemoteProtocolError) -> bool:
+    """Whether refusing a record a peer pushed to us (a kad PUT_VALUE) charges that peer
+    (SPEC §13.4.1): yes for what no honest pusher sends (bytes that are no record, a forged
+    signature or certificate, a key that is not the record's user's); no for what an honest
+    pusher's clock may have let through: a certificate past its expiry by ours, or a time
+    ahead of ours (`ClockSkew`). An older record than the one held is not refused here at all:
+    it loses `select_home_record` and is not stored."""
+    if isinstance(error, BadCertificate):
+        return not error.expired
+    return not isinstance(error, ClockSkew)

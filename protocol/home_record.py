@@ -186,7 +186,8 @@ def verify_home_record(record: HomeRecord, *, now_ms: int) -> None:
         BadSignature: not signed by `record.user`.
         ClockSkew: issued (or a certificate created) beyond MAX_DRIFT_MS in the future: one of
             the two clocks is wrong, so the record may be good later (SPEC §13.2).
-        BadCertificate: a device certificate that fails or belongs to someone else.
+        BadCertificate: a device certificate that fails or belongs to someone else
+            (`expired` set for one past its expiry alone).
     """
     unsigned = HOME_RECORD_DOMAIN + encode_canonical(record._unsigned())
     verify_signature(record.user, unsigned, record.signature)
@@ -200,7 +201,9 @@ def verify_home_record(record: HomeRecord, *, now_ms: int) -> None:
         except ClockSkew:
             raise
         except RemoteProtocolError as exc:
-            raise BadCertificate(f"device certificate: {exc}") from None
+            # an expired one keeps saying so: it was good when pushed (SPEC §13.4.1)
+            expired = isinstance(exc, BadCertificate) and exc.expired
+            raise BadCertificate(f"device certificate: {exc}", expired=expired) from None
     listed = {cert.device for cert in record.devices}
     seen: set[bytes] = set()
     for bundle in record.bundles:

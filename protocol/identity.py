@@ -260,10 +260,10 @@ def check_certificate_window(cert: DeviceCertificate, *, now_ms: int) -> None:
     """The time checks of `verify_certificate` alone (for a certificate verified before).
 
     Raises:
-        BadCertificate: expired.
+        BadCertificate: expired (`expired` set).
         ClockSkew: created more than MAX_DRIFT_MS after `now_ms`.
     """
     if cert.created_ms - now_ms > MAX_DRIFT_MS:  # a clock problem, not a forgery: retry later
         raise ClockSkew(f"certificate created {cert.created_ms - now_ms} ms in the future")
     if cert.expires_ms is not None and now_ms >= cert.expires_ms:
-        raise BadCertificate("certificate expired")
+        raise BadCertificate("certificate expired", expired=True)

@@ -69,6 +69,8 @@ BRIDGE_MODULES = {
     "node/p2p/pubsub_hello.py",
     "node/p2p/dht.py",
     "node/p2p/dht_log.py",
+    "node/p2p/kad_requests.py",
+    "node/p2p/varint_messages.py",
     "node/p2p/dial_answers.py",
     "node/p2p/yamux.py",
     "node/p2p/close_peer.py",

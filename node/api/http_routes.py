@@ -139,6 +139,11 @@ async def node_status(request: web.Request) -> web.Response:
             "deferred_due_again": node.deferred_due_again,
             "capability_asks": node.capability_asks(),
             "outages_ended": node.outages_ended(),
+            "standing": {
+                "charged_by_protocol": dict(sorted(node.charged_by_protocol().items())),
+                "bans": node.bans,
+                "prefix_bans": node.prefix_bans,
+            },
             "api_url": service.api_url,
             "version": _version(),
             "protocol_version": PROTOCOL_VERSION,

@@ -210,7 +210,8 @@ _PATHS: Final[dict[str, dict[str, Any]]] = {
             "webrtc or relay peer ids), hole punches per transport, unreachable homes, "
             "undecryptable (held messages whose key was asked for in vain, SPEC §27.13), "
             "slow arrivals and ended outages (SPEC §20.6), deferred rows due again "
-            "(SPEC §11.5.1), capability asks (SPEC §20.7.1), version"
+            "(SPEC §11.5.1), capability asks (SPEC §20.7.1), standing (charges by protocol, "
+            "bans and prefix bans since start, SPEC §11.6.7), version"
         )
     },
     "/v1/peers": {

@@ -27,6 +27,7 @@ from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.subscribers import EventHub
 from hearthmesh.protocol.arrival import RecentlyStored, error_result, reaches_the_app
 from hearthmesh.protocol.delivery import (
+    DELIVER_PROTOCOL,
     AckStatus,
     Deliver,
     DeliveryResult,
@@ -106,12 +107,13 @@ class Receiver:
             results = await self.accept_batch(
                 frame, peer=stream.remote_peer, from_sibling=self._is_sibling(stream.remote_peer)
             )
-            self._standing.refused_results(stream.remote_peer, results)
+            self._standing.refused_results(stream.remote_peer, results, protocol=DELIVER_PROTOCOL)
             answer = ack_frame(self._keyring.node, frame.batch_id, tuple(results))
 
     def _refuse(self, peer: str, error: RemoteProtocolError) -> None:
         self.rejected_frames += 1
-        self._standing.refused(peer, error)  # it logs a ban once; each frame only at DEBUG
+        # it logs a ban once; each frame only at DEBUG
+        self._standing.refused(peer, error, protocol=DELIVER_PROTOCOL)
         log.debug("refused a frame from %s: %s (code %d)", peer[-8:], error, error.code)
 
     async def accept_batch(

@@ -17,6 +17,7 @@ in. The asker's wake source is its `held` watch, which the wiring subscribes to 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Callable, Set
@@ -31,6 +32,7 @@ from hearthmesh.node.e2ee.request_server import RequestServer
 from hearthmesh.node.e2ee.room_opener import RoomOpener
 from hearthmesh.node.identity.own_homes import OwnHomes
 from hearthmesh.node.mesh.answers import read_answer
+from hearthmesh.node.mesh.standing import AnswerCharge
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rate_limit import RateLimiter
@@ -176,11 +178,11 @@ class KeyForwarding:
     async def _ask(self, peer: str, sessions: list[tuple[RoomId, bytes]]) -> int:
         async with await self._host.open_stream(peer, e2ee.KEY_FORWARD_PROTOCOL) as stream:
             await stream.write_frame(e2ee.encode_forward_request(sessions))
-            answer = self._taker.read(peer, await stream.read_frame(), "key forwarding")
+            answer = self._taker.read(peer, await stream.read_frame(), e2ee.KEY_FORWARD_PROTOCOL)
         listed = self._homes.sibling_bundle(peer)
         if listed is None or answer.sender_bundle != listed:
             raise KeyMismatch("a forwarder's bundle is not the one our record lists")
-        return await self._taker.take(peer, answer)
+        return await self._taker.take(peer, answer, protocol=e2ee.KEY_FORWARD_PROTOCOL)
 
 
 def _held_sessions(store: Store) -> list[tuple[RoomId, bytes]]:
@@ -203,7 +205,7 @@ class AnswerTaker:
         user: UserId,
         clock: Clock,
         news: LateNews,
-        on_bad_answer: Callable[[str, RemoteProtocolError], None],
+        on_bad_answer: AnswerCharge,
     ) -> None:
         self._store = store
         self._crypto = crypto
@@ -213,8 +215,8 @@ class AnswerTaker:
         self._news = news
         self._on_bad_answer = on_bad_answer
 
-    def read(self, peer: str, frame: bytes, what: str) -> e2ee.ForwardAnswer:
-        """The ANSWER in `peer`'s `frame` (its bundle is the caller's to check).
+    def read(self, peer: str, frame: bytes, protocol: str) -> e2ee.ForwardAnswer:
+        """The ANSWER in `peer`'s `frame` on `protocol` (its bundle is the caller's to check).
 
         Raises:
             MalformedMessage: the frame is no ANSWER or ERROR frame: charged to `peer`.
@@ -225,12 +227,17 @@ class AnswerTaker:
             frame,
             e2ee.decode_forward_answer,
             peer=peer,
-            charge=self._on_bad_answer,
-            refused_as=f"{what} refused",
+            charge=functools.partial(self._on_bad_answer, protocol=protocol),
+            refused_as=f"{protocol} refused",
         )
 
     async def take(
-        self, peer: str, answer: e2ee.ForwardAnswer, *, owner: DeviceId | None = None
+        self,
+        peer: str,
+        answer: e2ee.ForwardAnswer,
+        *,
+        protocol: str,
+        owner: DeviceId | None = None,
     ) -> int:
         """`take_forwarded` in one write batch; what it opened that the app was passed is
         told to it once the batch committed (SPEC §27.13.5). How many keys were new.
@@ -253,7 +260,7 @@ class AnswerTaker:
                 owner=owner,
             )
         except RemoteProtocolError as exc:  # nothing taken (SPEC §27.13.2)
-            self._on_bad_answer(peer, exc)
+            self._on_bad_answer(peer, exc, protocol=protocol)
             raise
         self._news.tell(outcome)
         return taken

@@ -371,10 +371,12 @@ class KeyRequests:
         request = e2ee.KeyRequest(user=self._user, sessions=tuple(sessions))
         async with await self._host.open_stream(peer, e2ee.KEY_REQUEST_PROTOCOL) as stream:
             await stream.write_frame(e2ee.encode_key_request(request))
-            answer = self._taker.read(peer, await stream.read_frame(), "key request")
+            answer = self._taker.read(peer, await stream.read_frame(), e2ee.KEY_REQUEST_PROTOCOL)
         if answer.sender_bundle != listed:  # not charged: the record we hold may be stale
             raise KeyMismatch("the answering bundle is not the one the sender's record lists")
-        return await self._taker.take(peer, answer, owner=device)
+        return await self._taker.take(
+            peer, answer, protocol=e2ee.KEY_REQUEST_PROTOCOL, owner=device
+        )
 
 
 def _held(store: Store) -> list[_Held]:

@@ -129,7 +129,7 @@ class LinkService:
         except StreamClosed:
             return
         except RemoteProtocolError as exc:  # a guessed code costs as much as garbage
-            self._standing.refused(stream.remote_peer, exc)
+            self._standing.refused(stream.remote_peer, exc, protocol=LINK_PROTOCOL)
             log.info("link request from %s refused: %s", stream.remote_peer[-8:], exc)
             await stream.write_frame(encode_error(exc))
             return

@@ -214,7 +214,7 @@ class VerificationService:
         except Busy:  # no one peer's fault: nothing charged
             return
         except RemoteProtocolError as exc:
-            self._standing.refused(peer, exc)
+            self._standing.refused(peer, exc, protocol=VERIFY_PROTOCOL)
             log.info("verification from %s refused: %s", peer[-8:], exc)
             if flow is not None:
                 with contextlib.suppress(StreamClosed, P2PError):
@@ -238,13 +238,21 @@ class VerificationService:
                     except VerificationCancelled:
                         log.info("verification with %s cancelled by the peer", flow.peer[-8:])
                     except RemoteProtocolError as exc:
-                        self._standing.refused(flow.peer, exc)
+                        self._standing.refused(flow.peer, exc, protocol=VERIFY_PROTOCOL)
                         log.info("verification with %s failed: %s", flow.peer[-8:], exc)
                     await self._flush(flow)
                     await self._settle(flow)
                     self._changed(flow)
         except TimeoutError:
             machine.cancel(ErrorCode.VERIFICATION_CANCELLED, "timed out")
+            with contextlib.suppress(StreamClosed, P2PError):
+                await self._flush(flow)
+        except RemoteProtocolError as exc:  # no frame at all (over the limit): charged here,
+            # on a flow our user started too, whose task has no stream handler to charge it
+            # (it ended every flow's task group, and the flow held the peer's slot for good)
+            self._standing.refused(flow.peer, exc, protocol=VERIFY_PROTOCOL)
+            log.info("verification with %s failed: %s", flow.peer[-8:], exc)
+            machine.cancel(exc.code, str(exc))
             with contextlib.suppress(StreamClosed, P2PError):
                 await self._flush(flow)
         except (StreamClosed, P2PError) as exc:

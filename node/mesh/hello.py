@@ -77,7 +77,8 @@ class HelloService:
             self._peer_levels.hello_failed(peer_id)  # an ask waiting for it asks instead
             raise
         self._told(peer_id, answer.levels)
-        await self._take_records(peer_id, answer)
+        asked_on = HELLO_PROTOCOL if answer.levels is None else HELLO_LEVELS_PROTOCOL
+        await self._take_records(peer_id, answer, asked_on)
         if answer.offset_ms is not None and self._takes_time_from(peer_id):
             if answer.offset_ms != 0:
                 log.info(
@@ -99,7 +100,7 @@ class HelloService:
             try:
                 return decode_hello(await stream.read_frame(), with_levels=with_levels)
             except RemoteProtocolError as exc:
-                self._standing.refused(peer_id, exc)
+                self._standing.refused(peer_id, exc, protocol=protocol)
                 raise
 
     async def serve(self, stream: FrameStream) -> None:
@@ -116,7 +117,7 @@ class HelloService:
         except StreamClosed:
             return
         except RemoteProtocolError as exc:  # hello has no error frame: the stream just ends
-            self._standing.refused(stream.remote_peer, exc)
+            self._standing.refused(stream.remote_peer, exc, protocol=stream.protocol_id)
             log.debug("hello from %s refused: %s", stream.remote_peer[-8:], exc)
             return
         received_ms = self._clock.now_ms()
@@ -127,7 +128,7 @@ class HelloService:
         # answer may act on our holding its record at once (SPEC §13.3): a verification it
         # starts, a delivery it expects us to route to it.
         self._told(stream.remote_peer, asked.levels)
-        await self._take_records(stream.remote_peer, asked)
+        await self._take_records(stream.remote_peer, asked, stream.protocol_id)
         answer = Hello(
             records=(self._home_record(),),
             sent_ms=self._clock.now_ms(),
@@ -143,12 +144,12 @@ class HelloService:
         else:
             self._peer_levels.remember(peer, levels)
 
-    async def _take_records(self, peer: str, hello: Hello) -> None:
+    async def _take_records(self, peer: str, hello: Hello, protocol: str) -> None:
         for record in hello.records:
             try:
                 await self._learn(record)
             except RemoteProtocolError as exc:  # forged costs the sender; skewed does not
-                self._standing.refused(peer, exc, whole_frame=False)
+                self._standing.refused(peer, exc, protocol=protocol, whole_frame=False)
                 log.info("a home record in a hello from %s was refused: %s", peer[-8:], exc)
             except HearthError as exc:
                 if store_failed(exc):  # the store failed: the node fail-stops

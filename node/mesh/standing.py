@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from hearthmesh.node.clock import Clock
 from hearthmesh.node.p2p.gossip import GossipMessage, GossipValidator
@@ -37,12 +39,22 @@ from hearthmesh.protocol.standing import (
     refusal_points,
 )
 
-__all__ = ["GossipCheck", "PeerStanding"]
+__all__ = ["AnswerCharge", "GossipCheck", "PeerStanding", "RefusalCharge"]
 
 log = logging.getLogger(__name__)
 
 GossipCheck = Callable[[GossipMessage], None]
 """A gossip check that raises `RemoteProtocolError` for a message to refuse (trio thread)."""
+
+RefusalCharge = Callable[[str, RemoteProtocolError], None]
+"""`charge(peer, error)`: a final refusal of what `peer` sent on one protocol (a whole frame);
+`PeerStanding.charger` makes one."""
+
+
+class AnswerCharge(Protocol):
+    """`PeerStanding.bad_answer`: an answer to our request on `protocol` cannot be right."""
+
+    def __call__(self, peer: str, error: RemoteProtocolError, *, protocol: str) -> None: ...
 
 
 class PeerStanding:
@@ -78,6 +90,10 @@ class PeerStanding:
         """Bans started since the node started."""
         self.prefix_bans = 0
         """Prefix bans started since the node started."""
+        self.charged_by_protocol: dict[str, int] = {}
+        """Charges that cost a peer points since the node started, by the protocol (or the
+        kind of input, for what is not a stream protocol's) it came on: the status's black
+        box (SPEC §11.6.7). Keys are ours, never a peer's: bounded by what the node serves."""
 
     @property
     def policy(self) -> StandingPolicy:
@@ -152,53 +168,73 @@ class PeerStanding:
         """The peer's current points (0 for a peer never charged)."""
         return self._table.points(peer, self._clock.now_ms())
 
-    def refused(self, peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
-        """A final refusal of what `peer` sent: a whole frame or request, or one item."""
-        self._charge(peer, refusal_points(error.code, self.policy, whole_frame=whole_frame), error)
+    def refused(
+        self, peer: str, error: RemoteProtocolError, *, protocol: str, whole_frame: bool = True
+    ) -> None:
+        """A final refusal of what `peer` sent on `protocol`: a whole frame or request, or one
+        item."""
+        points = refusal_points(error.code, self.policy, whole_frame=whole_frame)
+        self._charge(peer, points, error, protocol)
 
-    def refused_results(self, peer: str, results: Iterable[DeliveryResult]) -> None:
+    def charger(self, protocol: str) -> RefusalCharge:
+        """`refused` for a service that serves or reads `protocol` (a whole frame each)."""
+        return functools.partial(self.refused, protocol=protocol)
+
+    def refused_results(
+        self, peer: str, results: Iterable[DeliveryResult], *, protocol: str
+    ) -> None:
         """The results of a batch `peer` delivered: REJECTED items cost, DEFERRED ones do not,
         but a batch with envelopes over a relay bound does (`protocol.standing.batch_points`);
         a batch with nothing to charge is an exchange that went well."""
         points = batch_points(results, self.policy)
         if points:
-            self._charge(peer, points, "rejected or over-quota envelopes in a batch")
+            self._charge(peer, points, "rejected or over-quota envelopes in a batch", protocol)
         else:
             self.exchanged(peer)
 
-    def bad_answer(self, peer: str, error: RemoteProtocolError) -> None:
-        """`peer`'s answer to our own key request cannot be right (SPEC §27.13.2)."""
-        self._charge(peer, answer_points(error.code, self.policy), error)
+    def bad_answer(self, peer: str, error: RemoteProtocolError, *, protocol: str) -> None:
+        """`peer`'s answer to our own request on `protocol` cannot be right (SPEC §11.6.1)."""
+        self._charge(peer, answer_points(error.code, self.policy), error, protocol)
 
-    def refused_threadsafe(self, peer: str, error: RemoteProtocolError) -> None:
-        """`refused(..., whole_frame=False)` from another thread (gossip validators)."""
+    def answer_charger(self, protocol: str) -> RefusalCharge:
+        """`bad_answer` for an asker on `protocol`."""
+        return functools.partial(self.bad_answer, protocol=protocol)
+
+    def refused_threadsafe(self, peer: str, error: RemoteProtocolError, *, protocol: str) -> None:
+        """`refused_item` from another thread (gossip validators)."""
         with contextlib.suppress(RuntimeError):  # the loop closed: the node is gone
-            self._loop.call_soon_threadsafe(self.refused_item, peer, error)
+            self._loop.call_soon_threadsafe(
+                functools.partial(self.refused_item, peer, error, protocol=protocol)
+            )
 
-    def refused_item(self, peer: str, error: RemoteProtocolError) -> None:
+    def refused_item(self, peer: str, error: RemoteProtocolError, *, protocol: str) -> None:
         """`refused(..., whole_frame=False)`: one item (a gossip message, an input) refused."""
-        self.refused(peer, error, whole_frame=False)
+        self.refused(peer, error, protocol=protocol, whole_frame=False)
 
-    def gossip_validator(self, check: GossipCheck) -> GossipValidator:
-        """A topic validator from `check`; each refusal is charged to the forwarding peer."""
+    def gossip_validator(self, check: GossipCheck, *, topic: str) -> GossipValidator:
+        """A topic validator from `check`; each refusal is charged to the forwarding peer,
+        counted under `topic` (a topic or a topic prefix)."""
 
         def validate(message: GossipMessage) -> bool:
             try:
                 check(message)
             except RemoteProtocolError as exc:
                 if message.forwarder:
-                    self.refused_threadsafe(message.forwarder, exc)
+                    self.refused_threadsafe(message.forwarder, exc, protocol=topic)
                 return False
             return True
 
         return validate
 
-    def _charge(self, peer: str, points: int, why: RemoteProtocolError | str) -> None:
+    def _charge(
+        self, peer: str, points: int, why: RemoteProtocolError | str, protocol: str
+    ) -> None:
         if points <= 0 or peer == self._own_peer:
             return
         if self._protected(peer):
             log.debug("our own home %s sent what we refused: %s", peer[-8:], why)
             return
+        self.charged_by_protocol[protocol] = self.charged_by_protocol.get(protocol, 0) + 1
         ban = self._table.offend(peer, points, self._clock.now_ms())
         if ban is None:
             log.debug("peer %s charged %d points: %s", peer[-8:], points, why)

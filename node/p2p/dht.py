@@ -53,6 +53,9 @@ A peer that does not answer within `ASK_TIMEOUT_S`, or whose stream ends or fail
 charged: a loaded or departing honest peer does the same. Nor is a record that fails our
 checks: an honest server holds a record it checked when it took it, whose certificate may
 have expired since (SPEC §13.5).
+
+A peer's request to our server that cannot be right, and a record it pushes that no honest
+pusher sends, are charged to it the same way (`kad_requests`, SPEC §13.4.1).
 """
 
 from __future__ import annotations
@@ -70,8 +73,6 @@ import trio
 from google.protobuf.message import DecodeError
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.exceptions import ParseError
-from libp2p.io.exceptions import MessageTooLarge
 from libp2p.kad_dht import DHTMode, KadDHT
 from libp2p.kad_dht.common import PROTOCOL_ID
 from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
@@ -79,12 +80,11 @@ from libp2p.kad_dht.routing_table import KBucket
 from libp2p.kad_dht.utils import maybe_consume_signed_record, sort_peer_ids_by_distance
 from libp2p.peer.id import ID
 from libp2p.peer.peerstore import PeerStoreError
-from libp2p.records.validator import NamespacedValidator, Validator
+from libp2p.records.validator import Validator
 from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.varint import (
     decode_uvarint,
     encode_varint_prefixed,
-    read_varint_prefixed_bytes_limited,
 )
 from multiaddr import Multiaddr  # type: ignore[import-untyped]
 from multiaddr.exceptions import Error as MultiaddrError  # type: ignore[import-untyped]
@@ -92,12 +92,18 @@ from multiaddr.exceptions import Error as MultiaddrError  # type: ignore[import-
 from hearthmesh.node.p2p import dht_log, peer_records
 from hearthmesh.node.p2p.errors import HostClosed, P2PError
 from hearthmesh.node.p2p.gossipsub import BridgeCall
+from hearthmesh.node.p2p.kad_requests import (
+    JudgedRequests,
+    JudgedValidator,
+    KadRefused,
+    serving,
+)
 from hearthmesh.node.p2p.periodic_jobs import KAD_REFRESH, PeriodicJobs
+from hearthmesh.node.p2p.varint_messages import parse_message, read_message_bytes
 from hearthmesh.protocol.errors import (
     LocalProtocolError,
     MalformedMessage,
     RemoteProtocolError,
-    TooLarge,
 )
 from hearthmesh.protocol.home_dht import (
     HOME_DHT_NAMESPACE,
@@ -107,6 +113,7 @@ from hearthmesh.protocol.home_dht import (
 
 __all__ = [
     "DHT_NAMESPACE",
+    "KAD_PROTOCOL",
     "REFRESH_SPREAD_S",
     "DhtLayer",
     "DhtSelect",
@@ -116,6 +123,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+KAD_PROTOCOL: Final = str(PROTOCOL_ID)
+"""py-libp2p's kad protocol id, which our DHT serves (for a peer outside the bridge)."""
 
 DHT_NAMESPACE: Final = HOME_DHT_NAMESPACE
 """The only key namespace the DHT accepts: keys are `/home/<...>`."""
@@ -158,9 +168,9 @@ pure (close over a clock if it needs one), fast and thread-safe."""
 DhtSelect = Callable[[str, list[bytes]], int]
 """`select(key, values)`: the index of the best of several validated values for `key`."""
 
-DhtRefused = Callable[[str, RemoteProtocolError], None]
-"""`refused(peer id, error)`: a peer's kad answer cannot be right (trio thread; a whole frame,
-SPEC §11.6.1)."""
+DhtRefused = KadRefused
+"""`refused(peer id, error)`: a peer's kad answer or request cannot be right (trio thread; a
+whole frame, SPEC §11.6.1)."""
 
 
 def home_record_rules(now_ms: Callable[[], int]) -> tuple[DhtValidate, DhtSelect]:
@@ -278,9 +288,17 @@ class _KadDHT(KadDHT):
     """py-libp2p's DHT, whose answers and requests carry no signed records: neither ours nor
     those of the closer peers its answers name."""
 
-    def __init__(self, host: IHost, *args: object, jobs: PeriodicJobs, **kwargs: object) -> None:
+    def __init__(
+        self,
+        host: IHost,
+        *args: object,
+        jobs: PeriodicJobs,
+        refused: DhtRefused,
+        **kwargs: object,
+    ) -> None:
         super().__init__(host, *args, **kwargs)  # type: ignore[arg-type]
         self._jobs = jobs
+        self._refused = refused
         self._spread = RefreshSpread()
         # Its PUT_VALUE and FIND_NODE requests go out on streams these open.
         requester = cast(IHost, _RequestsWithoutRecord(host))
@@ -288,7 +306,11 @@ class _KadDHT(KadDHT):
         self.peer_routing.host = requester
 
     async def _do_handle_stream(self, stream: INetStream) -> None:
-        await super()._do_handle_stream(cast(INetStream, _WithoutRecord(stream)))
+        # A peer's requests judged and charged (node/p2p/kad_requests.py, SPEC §13.4.1).
+        peer = stream.muxed_conn.peer_id.to_base58()
+        judged = cast(INetStream, JudgedRequests(stream, peer, self._refused))
+        with serving(peer):
+            await super()._do_handle_stream(cast(INetStream, _WithoutRecord(judged)))
 
     async def refresh_routing_table(self) -> None:
         """py-libp2p's, as a run of the periodic job `KAD_REFRESH`, after `RefreshSpread`'s
@@ -396,13 +418,12 @@ class DhtLayer:
         dht_log.install()
         _install_consume_once()
         _install_ping_if_connected()
-        validator = NamespacedValidator(
-            {DHT_NAMESPACE: self._app_validator}, strict_validation=True
-        )
+        validator = JudgedValidator({DHT_NAMESPACE: self._app_validator}, self._refused)
         self._dht = _KadDHT(
             host,
             DHTMode.SERVER,
             jobs=self._jobs,
+            refused=self._refused,
             validator=validator,
             validator_changed=True,  # else py-libp2p adds its `pk` and `ipns` namespaces
             strict_validation=True,  # else keys outside every namespace are accepted
@@ -578,17 +599,7 @@ async def _rpc(host: IHost, peer: ID, request: Message) -> Message:
     stream = await host.new_stream(peer, [PROTOCOL_ID])
     try:
         await stream.write(encode_varint_prefixed(request.SerializeToString()))
-        try:
-            data = await read_varint_prefixed_bytes_limited(stream, MAX_ANSWER_BYTES)
-        except MessageTooLarge as exc:
-            raise TooLarge(f"a kad answer: {exc}") from None
-        except ParseError as exc:
-            raise MalformedMessage(f"a kad answer's length: {exc}") from None
-        answer = Message()
-        try:
-            answer.ParseFromString(data)
-        except DecodeError as exc:
-            raise MalformedMessage(f"a kad answer that is no kad message: {exc}") from None
-        return answer
+        data = await read_message_bytes(stream, MAX_ANSWER_BYTES, "a kad answer")
+        return parse_message(data, Message(), "a kad answer")
     finally:
         await stream.close()

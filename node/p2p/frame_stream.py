@@ -287,6 +287,11 @@ class FrameStream:
         partial frame, a lying length); nodes only ever write frames."""
         await self._write(data)
 
+    async def read_bytes(self) -> bytes:
+        """One chunk as it came, unframed (`b""` at the end): for a test peer speaking a
+        protocol framed otherwise (kad's varints); nodes only ever read frames."""
+        return await self._read_chunk(None)
+
     async def _write(self, data: bytes) -> None:
         async with self._write_lock:
             if self._closed:

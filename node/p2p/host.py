@@ -55,7 +55,7 @@ from hearthmesh.node.p2p.close_peer import close_peer_keeping_newer
 from hearthmesh.node.p2p.connection_budget import ConnectionBudget
 from hearthmesh.node.p2p.connection_manager import ConnectionManager, dial_no_peerstore
 from hearthmesh.node.p2p.connection_trim import TrimPolicy, dht_kept
-from hearthmesh.node.p2p.dht import DhtLayer, DhtSelect, DhtValidate
+from hearthmesh.node.p2p.dht import KAD_PROTOCOL, DhtLayer, DhtSelect, DhtValidate
 from hearthmesh.node.p2p.dial_answers import DialAnswers
 from hearthmesh.node.p2p.errors import (
     DialFailed,
@@ -90,7 +90,13 @@ from hearthmesh.node.p2p.quick_locks import quicken_connection, quicken_stream
 from hearthmesh.node.p2p.relay_limits import RelayServiceLimits
 from hearthmesh.node.p2p.stream_slots import PerPeerStreamSlots
 from hearthmesh.node.p2p.upnp import UpnpLayer
-from hearthmesh.node.p2p.webrtc import RETRY_AFTER_S, UPGRADE_TIMEOUT_S, WebRtcLayer, is_webrtc
+from hearthmesh.node.p2p.webrtc import (
+    RETRY_AFTER_S,
+    SIGNALING_PROTOCOL,
+    UPGRADE_TIMEOUT_S,
+    WebRtcLayer,
+    is_webrtc,
+)
 from hearthmesh.node.p2p.wire_counts import WireCounts, stream_opened, track
 from hearthmesh.node.p2p.yamux import (
     adopt_yamux_stream,
@@ -112,6 +118,10 @@ from hearthmesh.protocol.framing import MAX_FRAME_BYTES
 from hearthmesh.protocol.inbound import InboundLedger, InboundPolicy
 
 __all__ = [
+    "CHARGED_CONNECTIONS",
+    "CHARGED_GOSSIP",
+    "CHARGED_STREAMS",
+    "CHARGED_WEBRTC_STREAMS",
     "DIRECT_PATH",
     "DISCONNECT_ABORT_S",
     "HEARTBEAT_S",
@@ -145,9 +155,22 @@ PeerFilter = Callable[[str], bool]
 class RefusalHandler(Protocol):
     """Told on asyncio of what a peer did wrong at the stream level (SPEC §10.4, §11.6)."""
 
-    def __call__(self, peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
-        """`whole_frame=False` for a lesser offence (one stream past the peer's cap)."""
+    def __call__(
+        self, peer: str, error: RemoteProtocolError, *, protocol: str, whole_frame: bool = True
+    ) -> None:
+        """`protocol`: the stream protocol, or `CHARGED_*`'s kind of input, it came on;
+        `whole_frame=False` for a lesser offence (one stream past the peer's cap)."""
         ...
+
+
+CHARGED_STREAMS: Final = "streams"
+"""A stream past its peer's slots, reset before its protocol was negotiated (SPEC §10.4)."""
+CHARGED_CONNECTIONS: Final = "connections"
+"""A connection past its peer's inbound budget (SPEC §11.6.6)."""
+CHARGED_GOSSIP: Final = "gossipsub"
+"""A gossip RPC that does not decode, or a peer greeting again past its budget (SPEC §14.3)."""
+CHARGED_WEBRTC_STREAMS: Final = "webrtc-streams"
+"""A WebRTC stream past its read-ahead or its peer's share of the budget (SPEC §10.11)."""
 
 
 DIRECT_PATH: Final = "direct"
@@ -608,7 +631,8 @@ class P2PHost:
         self._webrtc = WebRtcLayer(
             report=self._report_webrtc,
             punch_ended=self._punch.punch_ended,
-            refused=self._stream_refused,
+            refused=functools.partial(self._stream_refused, protocol=CHARGED_WEBRTC_STREAMS),
+            garbled=functools.partial(self._garbled, protocol=SIGNALING_PROTOCOL),
             stun_servers=config.stun_servers,
             retry_after_s=config.webrtc_retry_after_s,
             upgrade_timeout_s=config.webrtc_upgrade_timeout_s,
@@ -625,7 +649,11 @@ class P2PHost:
         self.inbound = InboundLedger(config.inbound)
         """Inbound streams open and bytes held for partial frames (SPEC §10.4)."""
         self._stream_slots = PerPeerStreamSlots(config.inbound, self._slots_exceeded)
-        self._connections = ConnectionBudget(config.inbound, self._stream_refused, config.clock)
+        self._connections = ConnectionBudget(
+            config.inbound,
+            functools.partial(self._stream_refused, protocol=CHARGED_CONNECTIONS),
+            config.clock,
+        )
         self._read_limits = ReadLimits(
             budget=self.inbound,
             frame_timeout_s=config.inbound.frame_timeout_ms / 1000,
@@ -640,8 +668,8 @@ class P2PHost:
             message_id=config.message_id,
             subscription_queue_size=config.subscription_queue_size,
             degree=config.gossip_degree,
-            on_garbled=self._garbled,
-            on_churn=self._stream_refused,
+            on_garbled=functools.partial(self._garbled, protocol=CHARGED_GOSSIP),
+            on_churn=functools.partial(self._stream_refused, protocol=CHARGED_GOSSIP),
             wire=self._wire,
         )
         self._dht: DhtLayer | None = None
@@ -654,7 +682,7 @@ class P2PHost:
                 call=self._call,
                 validate=config.dht_validate,
                 select=config.dht_select,
-                refused=self._garbled,
+                refused=functools.partial(self._garbled, protocol=KAD_PROTOCOL),
                 jobs=self._jobs,
             )
         self.reachability = Reachability.UNKNOWN
@@ -1272,13 +1300,13 @@ class P2PHost:
         self._mark_closing([conn], reason)
         await _close_within_abort([conn], conn.close)
 
-    def _garbled(self, peer: str, error: RemoteProtocolError) -> None:
-        """From the trio thread: a peer's gossip RPC or kad answer cannot be right (a whole
-        frame, §11.6)."""
-        self._bridge.to_asyncio(self._report_refused, peer, error)
+    def _garbled(self, peer: str, error: RemoteProtocolError, *, protocol: str) -> None:
+        """From the trio thread: a peer's gossip RPC, kad answer or request, or WebRTC offer
+        or answer cannot be right (a whole frame, §11.6)."""
+        self._bridge.to_asyncio(self._report_refused, peer, error, protocol)
 
-    def _report_refused(self, peer: str, error: RemoteProtocolError) -> None:
-        self._refused(peer, error)
+    def _report_refused(self, peer: str, error: RemoteProtocolError, protocol: str) -> None:
+        self._refused(peer, error, protocol=protocol)
 
     def set_refusal_handler(self, refused: RefusalHandler) -> None:
         """Report to `refused` each stream-level offence of a peer: a stream past its cap, or a
@@ -1509,7 +1537,7 @@ class P2PHost:
             self.inbound.open(peer)
         except RemoteProtocolError as exc:  # SPEC §10.4: past a cap, reset unread
             self._reset_unread(raw)
-            self._refused(peer, exc, whole_frame=False)  # BUSY costs nothing
+            self._refused(peer, exc, protocol=protocol_id, whole_frame=False)  # BUSY: free
             log.debug("inbound %s stream from %s refused: %s", protocol_id, peer[-8:], exc)
             return
         stream = self._frame_stream(raw, peer, protocol_id, self._read_limits)
@@ -1531,15 +1559,15 @@ class P2PHost:
     def _slots_exceeded(self, peer: str) -> None:
         """On the trio thread: a stream of `peer` past its slots was reset before negotiation."""
         excess = TooManyStreams("a stream past the peer's slots, reset before negotiation")
-        self._stream_refused(peer, excess)
+        self._stream_refused(peer, excess, protocol=CHARGED_STREAMS)
 
-    def _stream_refused(self, peer: str, error: RemoteProtocolError) -> None:
+    def _stream_refused(self, peer: str, error: RemoteProtocolError, *, protocol: str) -> None:
         """On the trio thread: a stream of `peer` was reset for what the peer did (past its
         slots, over a WebRTC read budget); charged as one item (SPEC §10.4, §10.11)."""
-        self._bridge.to_asyncio(self._charge_stream_refused, peer, error)
+        self._bridge.to_asyncio(self._charge_stream_refused, peer, error, protocol)
 
-    def _charge_stream_refused(self, peer: str, error: RemoteProtocolError) -> None:
-        self._refused(peer, error, whole_frame=False)
+    def _charge_stream_refused(self, peer: str, error: RemoteProtocolError, protocol: str) -> None:
+        self._refused(peer, error, protocol=protocol, whole_frame=False)
 
     def _reset_unread(self, raw: _LibP2PStream) -> None:
         with contextlib.suppress(HostClosed):
@@ -1556,7 +1584,7 @@ class P2PHost:
             log.debug("%s stream from %s met %s", stream.protocol_id, peer[-8:], exc.item)
             await stream.reset()
         except RemoteProtocolError as exc:  # every peer error path reaches its standing
-            self._refused(peer, exc)
+            self._refused(peer, exc, protocol=stream.protocol_id)
             log.debug("%s stream from %s refused: %s", stream.protocol_id, peer[-8:], exc)
             await stream.reset()
         except (StorageError, NodeFailed) as exc:  # the node's fatal fault: the supervisor's
@@ -1759,7 +1787,9 @@ def _leaves(error: BaseException | None) -> str:
     return repr(error)
 
 
-def _refuse_nothing(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
+def _refuse_nothing(
+    peer: str, error: RemoteProtocolError, *, protocol: str, whole_frame: bool = True
+) -> None:
     """The refusal handler until one is set: a bare host keeps no standing."""
 
 

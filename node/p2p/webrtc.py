@@ -26,7 +26,9 @@ channel per libp2p stream), which we hand to the swarm like any connection. What
 - a connection whose peer connection closes or fails (the peer closed its end, or ICE consent
   lapsed) is closed here too, so the swarm drops it: py-libp2p's never looks (`_when_ended`);
 - its connection's streams are opened and ended without py-libp2p's stalls and leak
-  (`webrtc_connection.py`).
+  (`webrtc_connection.py`);
+- the peer's offer or answer is judged (`_read_sdp`): one no honest peer sends is charged
+  to it as a whole frame (`garbled`), a stream that ends or times out is not (SPEC §10.11).
 """
 
 from __future__ import annotations
@@ -54,15 +56,19 @@ from libp2p.transport.webrtc.noise_handshake import (
     perform_noise_handshake,
 )
 from libp2p.transport.webrtc.signaling import SignalingSession
+from libp2p.transport.webrtc.signaling_pb.signaling_pb2 import SignalingMessage
 
 from hearthmesh.node.p2p.circuit_relay import is_relayed
 from hearthmesh.node.p2p.hole_punch import PUNCH_WINDOW_S
+from hearthmesh.node.p2p.varint_messages import parse_message, read_message_bytes
 from hearthmesh.node.p2p.webrtc_connection import StreamRefusal, WebRtcConnection
+from hearthmesh.protocol.errors import MalformedMessage, RemoteProtocolError
 from hearthmesh.protocol.inbound import InboundLedger
 
 __all__ = [
     "FALLBACK_AFTER_S",
     "MAX_CONNECTIONS",
+    "MAX_SIGNALING_BYTES",
     "MAX_UPGRADES",
     "RETRY_AFTER_S",
     "SIGNALING_PROTOCOL",
@@ -90,6 +96,9 @@ MAX_UPGRADES: Final = 8
 MAX_CONNECTIONS: Final = 64
 """WebRTC connections held at once (each holds UDP sockets and SCTP state); past it no upgrade
 is offered or answered, and the peers stay relayed."""
+
+MAX_SIGNALING_BYTES: Final = 64 * 1024
+"""A peer's offer or answer read at most (py-libp2p's own bound on a signaling message)."""
 
 WebRtcReport = Callable[[str, bool], None]
 """Told (on the trio thread) each upgrade's peer and whether it went through."""
@@ -151,6 +160,7 @@ class WebRtcLayer:
         report: WebRtcReport,
         punch_ended: Callable[[ID], Awaitable[None]],
         refused: StreamRefusal,
+        garbled: StreamRefusal,
         stun_servers: Sequence[str] = (),
         retry_after_s: Sequence[float] = RETRY_AFTER_S,
         upgrade_timeout_s: float = UPGRADE_TIMEOUT_S,
@@ -158,6 +168,8 @@ class WebRtcLayer:
         self._report = report
         self._refused = refused
         """Told of each stream reset for what its peer sent (over the read budget)."""
+        self._garbled = garbled
+        """Told of each offer or answer no honest peer sends (a whole frame, SPEC §10.11)."""
         self._punch_ended = punch_ended
         self._stun_servers = list(stun_servers)
         """`stun:HOST:PORT` URLs ICE asks for our server-reflexive candidates (SPEC §10.16)."""
@@ -282,6 +294,9 @@ class WebRtcLayer:
                     went = await self._connect(stream, peer, offerer=True)
                 finally:
                     await _close_quietly(stream)
+        except RemoteProtocolError as exc:  # an answer no honest peer sends: charged
+            self._garbled(peer.to_base58(), exc)
+            log.info("WebRTC to %s refused: %r", peer, exc)
         except Exception as exc:  # the relayed connection still carries the chat
             log.info("WebRTC to %s failed: %r", peer, exc)
         finally:
@@ -298,6 +313,9 @@ class WebRtcLayer:
         try:
             with trio.move_on_after(self._upgrade_timeout_s):
                 await self._connect(stream, peer, offerer=False)
+        except RemoteProtocolError as exc:  # an offer no honest peer sends: charged
+            self._garbled(peer.to_base58(), exc)
+            log.info("WebRTC from %s refused: %r", peer, exc)
         except Exception as exc:
             log.info("WebRTC from %s failed: %r", peer, exc)
         finally:
@@ -355,12 +373,12 @@ class WebRtcLayer:
                 await session.send_offer(
                     with_predicted_candidates(pc.localDescription.sdp, public_ips).encode()
                 )
-                answer = (await session.receive_answer()).decode()
+                answer = await _read_sdp(stream, SignalingMessage.SDP_ANSWER)
                 await bridge.run_coro(
                     pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
                 )
             else:
-                offer = (await session.receive_offer()).decode()
+                offer = await _read_sdp(stream, SignalingMessage.SDP_OFFER)
                 await bridge.run_coro(
                     pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
                 )
@@ -421,6 +439,31 @@ class WebRtcLayer:
                 except Exception:
                     log.debug("closing a failed WebRTC connection failed", exc_info=True)
             raise
+
+
+async def _read_sdp(stream: INetStream, expected: int) -> str:
+    """The peer's offer or answer (`expected`: its signaling message type), judged as
+    py-libp2p's `SignalingSession` does not: it let bytes that are no signaling message out
+    as a protobuf error and a non-UTF-8 SDP as a decoding error, and aiortc takes an SDP
+    without a single media section (SPEC §10.11).
+
+    Raises:
+        TooLarge: a length over `MAX_SIGNALING_BYTES`.
+        MalformedMessage: a length or bytes that are no signaling message, a message of
+            another type, or an SDP that is not UTF-8 or has no data channel section (both
+            ends open the Noise channel before the offer, so an honest SDP always has one).
+    """
+    data = await read_message_bytes(stream, MAX_SIGNALING_BYTES, "a signaling message")
+    message = parse_message(data, SignalingMessage(), "a signaling message")
+    if message.type != expected:
+        raise MalformedMessage(f"a signaling message of type {message.type}, not {expected}")
+    try:
+        sdp = message.data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedMessage("an SDP that is not UTF-8") from None
+    if not any(line.startswith("m=application ") for line in sdp.splitlines()):
+        raise MalformedMessage("an SDP without a data channel section")
+    return sdp
 
 
 async def _when_ended(pc: Any, ended: Callable[[], None]) -> None:

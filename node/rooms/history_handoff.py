@@ -222,8 +222,10 @@ class HistoryFetch:
         request = HistoryRequest(room=room, user=self._user)
         async with await self._host.open_stream(peer, HISTORY_PROTOCOL) as stream:
             await stream.write_frame(encode_history_request(request))
-            answer = self._taker.read(peer, await stream.read_frame(), "history")
+            answer = self._taker.read(peer, await stream.read_frame(), HISTORY_PROTOCOL)
         # another bundle is not charged: the admin's record we hold may be stale (§27.13.2)
-        taken = await self._taker.take(peer, check_history_answer(answer, listed))
+        taken = await self._taker.take(
+            peer, check_history_answer(answer, listed), protocol=HISTORY_PROTOCOL
+        )
         self.keys_taken += taken
         return taken

@@ -161,7 +161,9 @@ class RoomTopics:
         sender = {item.envelope.message_id: _sender(message) for message, item in taken}
         for result in results:
             if result.status is AckStatus.REJECTED and result.message_id in sender:
-                self._standing.refused_results(sender[result.message_id], [result])
+                self._standing.refused_results(
+                    sender[result.message_id], [result], protocol=ROOM_TOPIC_PREFIX
+                )
 
 
 def _sender(message: GossipMessage) -> str:

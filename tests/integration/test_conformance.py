@@ -23,7 +23,9 @@ from hearthmesh.node.media import server as media_server
 from hearthmesh.node.mesh.capabilities import CapabilityServer
 from hearthmesh.node.mesh.hello import HelloService
 from hearthmesh.node.node import Node
+from hearthmesh.node.p2p import kad_requests
 from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.node.rooms.registry import RoomRegistry
 from hearthmesh.node.social import signals as contact_signals
 from hearthmesh.node.social.signals import ContactSignals
@@ -236,10 +238,10 @@ async def test_a_node_that_answers_a_hello_before_it_takes_its_records_fails_tha
     take = HelloService._take_records
     later: set[asyncio.Task[None]] = set()
 
-    async def after_the_answer(self: HelloService, peer: str, hello: Any) -> None:
+    async def after_the_answer(self: HelloService, peer: str, hello: Any, protocol: str) -> None:
         async def slowly() -> None:
             await asyncio.sleep(0.3)
-            await take(self, peer, hello)
+            await take(self, peer, hello, protocol)
 
         task = asyncio.create_task(slowly())
         later.add(task)
@@ -417,3 +419,27 @@ async def test_a_node_that_opens_media_to_anyone_naming_it_fails_that_case(
     monkeypatch.setattr(media_server, "_viewers", any_reference)
     got = await _fails_alone(tmp_path, "media_named_by_a_stranger")
     assert got == "STORED,SERVED"
+
+
+async def test_a_node_that_takes_a_forged_push_at_no_cost_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a record pushed to the node's DHT that fails its checks is refused
+    but never charged (SPEC §13.4.1): the status's count does not move (§11.6.7)."""
+    monkeypatch.setattr(kad_requests, "charged_when_pushed", lambda error: False)
+    got = await _fails_alone(tmp_path, "kad_push_judged", wait_s=WAITED_OUT_S)
+    assert got == "VALID:answered:+0,FORGED:closed:+0"
+
+
+async def test_a_node_that_takes_a_garbled_offer_at_no_cost_fails_that_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Broken on purpose: a WebRTC offer that is no signaling message ends the upgrade but is
+    never charged (SPEC §10.11), nor is anything else the host's trio side finds garbled."""
+
+    def charge_nothing(self: P2PHost, peer: str, error: Any, *, protocol: str) -> None:
+        return None
+
+    monkeypatch.setattr(P2PHost, "_garbled", charge_nothing)
+    got = await _fails_alone(tmp_path, "signaling_offer_judged", wait_s=WAITED_OUT_S)
+    assert got == "GARBLED:closed:+0"

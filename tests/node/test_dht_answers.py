@@ -95,7 +95,9 @@ async def victim_with(*answers: bytes | None) -> AsyncIterator[tuple[P2PHost, li
     reports (`P2PHost.set_refusal_handler`, which the node gives its `PeerStanding`)."""
     refusals: list[Refusal] = []
 
-    def refused(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
+    def refused(
+        peer: str, error: RemoteProtocolError, *, protocol: str, whole_frame: bool = True
+    ) -> None:
         refusals.append((peer, error.code, whole_frame))
 
     async with AsyncExitStack() as stack:

@@ -39,7 +39,9 @@ class Refusals:
     def __init__(self) -> None:
         self.seen: list[tuple[str, RemoteProtocolError, bool]] = []
 
-    def __call__(self, peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
+    def __call__(
+        self, peer: str, error: RemoteProtocolError, *, protocol: str, whole_frame: bool = True
+    ) -> None:
         self.seen.append((peer, error, whole_frame))
 
     def of(self, kind: type[RemoteProtocolError]) -> list[str]:

@@ -16,12 +16,15 @@ from hearthmesh.protocol.errors import (
     ClockSkew,
     ErrorCode,
     MalformedMessage,
+    TooLarge,
 )
 from hearthmesh.protocol.prefixes import PrefixPolicy
 from hearthmesh.protocol.standing import StandingPolicy
 from tests.conftest import FakeClock
 
 OWN, HOME, MALLORY, HONEST = "own", "home", "mallory", "honest"
+ON = "/hearthmesh/test/0"
+"""The protocol the refusals in these tests came on."""
 
 
 def keeper(
@@ -46,7 +49,7 @@ def ban_by_sybils(standing: PeerStanding, network: str = "203.0.113") -> None:
     `StandingPolicy(ban_points=25)`): the third bans the prefix."""
     for n in range(3):
         assert standing.connected(f"sybil{n}", f"{network}.{20 + n}")
-        standing.refused(f"sybil{n}", MalformedMessage("garbage"))
+        standing.refused(f"sybil{n}", MalformedMessage("garbage"), protocol=ON)
 
 
 async def test_a_flood_bans_once_logs_once_and_touches_no_one_else(
@@ -56,11 +59,11 @@ async def test_a_flood_bans_once_logs_once_and_touches_no_one_else(
     standing = keeper(clock, disconnected)
     garbage = MalformedMessage("garbage")
     with caplog.at_level(logging.DEBUG, logger="hearthmesh.node.mesh.standing"):
-        standing.refused(HONEST, garbage)
+        standing.refused(HONEST, garbage, protocol=ON)
         for _ in range(1000):
-            standing.refused(MALLORY, garbage)
-            standing.refused(HOME, garbage)  # our own home: never banned
-            standing.refused(OWN, garbage)
+            standing.refused(MALLORY, garbage, protocol=ON)
+            standing.refused(HOME, garbage, protocol=ON)  # our own home: never banned
+            standing.refused(OWN, garbage, protocol=ON)
     bans = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(bans) == 1 and MALLORY in bans[0].getMessage()
     assert disconnected == [MALLORY]
@@ -77,13 +80,13 @@ async def test_deferred_results_cost_nothing_and_rejected_forgeries_do(clock: Fa
         DeliveryResult(message_id=mid, status=AckStatus.DEFERRED, code=int(code))
         for code in (ErrorCode.CLOCK_SKEW, ErrorCode.NOT_AUTHORIZED)
     ]
-    standing.refused_results(MALLORY, deferred)
-    standing.refused(MALLORY, ClockSkew("ahead"))
+    standing.refused_results(MALLORY, deferred, protocol=ON)
+    standing.refused(MALLORY, ClockSkew("ahead"), protocol=ON)
     assert standing.points(MALLORY) == 0
     forged = DeliveryResult(
         message_id=mid, status=AckStatus.REJECTED, code=int(ErrorCode.BAD_SIGNATURE)
     )
-    standing.refused_results(MALLORY, [forged, forged])
+    standing.refused_results(MALLORY, [forged, forged], protocol=ON)
     assert standing.points(MALLORY) == 2 * standing.policy.item_points
 
 
@@ -95,11 +98,11 @@ async def test_a_batch_over_a_relay_bound_costs_once(clock: FakeClock) -> None:
         status=AckStatus.DEFERRED,
         code=int(ErrorCode.QUOTA_EXCEEDED),
     )
-    standing.refused_results(MALLORY, [over] * 200)
+    standing.refused_results(MALLORY, [over] * 200, protocol=ON)
     assert standing.points(MALLORY) == standing.policy.quota_points
     batches = standing.policy.ban_points // standing.policy.quota_points
     for _ in range(batches):
-        standing.refused_results(MALLORY, [over])
+        standing.refused_results(MALLORY, [over], protocol=ON)
     assert not standing.admits(MALLORY)
 
 
@@ -112,7 +115,7 @@ async def test_gossip_refusals_are_charged_to_the_forwarder(clock: FakeClock) ->
         if message.data == b"skewed":
             raise ClockSkew("ahead")
 
-    validate = standing.gossip_validator(check)
+    validate = standing.gossip_validator(check, topic=ON)
 
     def message(data: bytes, forwarder: str) -> GossipMessage:
         return GossipMessage(
@@ -172,7 +175,7 @@ async def test_a_vouched_correspondent_outlasts_its_prefixs_ban(clock: FakeClock
         assert standing.connected(peer, f"203.0.113.{len(peer)}")
         for _ in range(exchanges):
             standing.exchanged(peer)
-    standing.refused("charged", MalformedMessage("one bad frame"), whole_frame=False)
+    standing.refused("charged", MalformedMessage("one bad frame"), whole_frame=False, protocol=ON)
     ban_by_sybils(standing)
     assert standing.prefix_bans == 1
     assert "correspondent" not in disconnected
@@ -186,10 +189,31 @@ async def test_relay_facts_are_connected_time_and_good_exchanges(clock: FakeCloc
     standing.connected(HONEST, "198.51.100.1")
     clock.advance(5000)
     standing.exchanged(HONEST)
-    standing.refused_results(HONEST, [])  # a batch with nothing to charge
+    standing.refused_results(HONEST, [], protocol=ON)  # a batch with nothing to charge
     standing.exchanged("never-connected")
     fact = standing.relay_candidate(HONEST, co_member_home=False)
     assert (fact.connected_ms, fact.exchanges, fact.points) == (5000, 2, 0)
     assert standing.relay_candidate("never-connected", co_member_home=True).exchanges == 0
     standing.disconnected(HONEST)
     assert standing.relay_candidate(HONEST, co_member_home=False).connected_ms == 0
+
+
+async def test_charges_are_counted_by_protocol_and_what_costs_nothing_is_not(
+    clock: FakeClock,
+) -> None:
+    """SPEC §11.6.7: the status's count of charges by protocol counts each refusal that cost
+    points, under the protocol it came on; a refusal that costs nothing, and one of our own
+    home or our own node, counts nowhere."""
+    standing = keeper(clock, [])
+    standing.refused(MALLORY, MalformedMessage("garbage"), protocol=ON)
+    standing.charger("/hearthmesh/other/0")(MALLORY, MalformedMessage("garbage"))
+    standing.refused(MALLORY, ClockSkew("ahead"), protocol=ON)  # costs nothing
+    standing.refused(HOME, MalformedMessage("garbage"), protocol=ON)  # our own home
+    standing.refused(OWN, MalformedMessage("garbage"), protocol=ON)  # ourselves
+    standing.answer_charger("/hearthmesh/asked/0")(MALLORY, MalformedMessage("no answer"))
+    standing.refused_item(HONEST, TooLarge("one item"), protocol=ON)
+    assert standing.charged_by_protocol == {
+        ON: 2,
+        "/hearthmesh/other/0": 1,
+        "/hearthmesh/asked/0": 1,
+    }

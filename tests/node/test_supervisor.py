@@ -128,7 +128,7 @@ async def test_contained_inputs_are_charged_to_their_peer(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     charged: list[tuple[str, RemoteProtocolError]] = []
-    supervisor = Supervisor(charge=lambda peer, error: charged.append((peer, error)))
+    supervisor = Supervisor(charge=lambda peer, error, protocol: charged.append((peer, error)))
     with supervisor.contain("listener", "peer-a"):
         raise TooLarge("a refusal of the family")
     for _ in range(3):
@@ -192,7 +192,7 @@ async def test_an_unreadable_item_is_contained_logged_once_and_charged_to_no_one
 
     async with asyncio.timeout(5):
         async with Supervisor(
-            charge=lambda peer, error: charged.append((peer, error)), backoff_s=FAST
+            charge=lambda peer, error, protocol: charged.append((peer, error)), backoff_s=FAST
         ) as supervisor:
             for _ in range(3):  # the host resets that stream alone
                 with pytest.raises(UnreadableItem):

@@ -4,7 +4,8 @@ between two real hosts on this machine."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -12,20 +13,29 @@ from typing import Any
 import pytest
 from libp2p.peer.id import ID
 from libp2p.transport.webrtc.connection import WebRTCConnection
+from libp2p.transport.webrtc.signaling_pb.signaling_pb2 import SignalingMessage
 from libp2p.transport.webrtc.stream import StreamState, WebRTCStream
+from libp2p.utils.varint import encode_uvarint, encode_varint_prefixed
 
 from hearthmesh.node.clock import SystemClock
 from hearthmesh.node.mesh.standing import PeerStanding
 from hearthmesh.node.p2p.errors import StreamClosed, StreamOpenFailed
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.host import P2PHost
-from hearthmesh.node.p2p.webrtc import is_webrtc, with_predicted_candidates
+from hearthmesh.node.p2p.webrtc import (
+    MAX_SIGNALING_BYTES,
+    SIGNALING_PROTOCOL,
+    is_webrtc,
+    with_predicted_candidates,
+)
 from hearthmesh.node.p2p.webrtc_connection import READ_AHEAD_MESSAGES, WebRtcConnection
-from hearthmesh.protocol.errors import RemoteProtocolError
+from hearthmesh.protocol.errors import ErrorCode, RemoteProtocolError
 from hearthmesh.protocol.inbound import InboundLedger, InboundPolicy
 from hearthmesh.protocol.standing import StandingPolicy
+from hearthmesh.tools.hostile.peer import HostilePeer
 from tests.integration.conftest import wait_until
 from tests.node.pubsub_streams import gossip_streams_on_their_connection
+from tests.node.refusals import RefusalLog
 from tests.node.test_libp2p_host import ECHO, config, echo, hosts
 
 pytestmark = pytest.mark.integration
@@ -267,9 +277,11 @@ async def burst_unread(
         )
         refusals: list[str] = []
 
-        def refused(peer: str, error: RemoteProtocolError, *, whole_frame: bool = True) -> None:
+        def refused(
+            peer: str, error: RemoteProtocolError, *, protocol: str, whole_frame: bool = True
+        ) -> None:
             refusals.append(f"{peer}: {error!r}")
-            standing.refused(peer, error, whole_frame=whole_frame)
+            standing.refused(peer, error, protocol=protocol, whole_frame=whole_frame)
 
         a.set_refusal_handler(refused)
         b.set_stream_handler(BURST, burst)
@@ -378,3 +390,96 @@ async def test_an_ended_streams_data_channel_is_closed_and_its_stream_id_used_ag
             lambda: all(c.negotiated or c in kept for c in sctp._data_channels.values())
         )
         assert len(used) < 10, sorted(used)  # py-libp2p alone: 40 ids, 2 to 80
+
+
+def _signal(kind: SignalingMessage.Type, data: bytes) -> bytes:
+    return encode_varint_prefixed(SignalingMessage(type=kind, data=data).SerializeToString())
+
+
+_WITH_CHANNEL = b"v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n"
+OFFERS: list[tuple[str, bytes, ErrorCode]] = [
+    ("bytes that are no signaling message", encode_varint_prefixed(b"\x0f"), ErrorCode.MALFORMED),
+    (
+        "a length over the bound",
+        encode_uvarint(MAX_SIGNALING_BYTES + 1) + b"\0" * 64,
+        ErrorCode.TOO_LARGE,
+    ),
+    (
+        "an answer where the offer is due",
+        _signal(SignalingMessage.SDP_ANSWER, _WITH_CHANNEL),
+        ErrorCode.MALFORMED,
+    ),
+    (
+        "an SDP that is not UTF-8",
+        _signal(SignalingMessage.SDP_OFFER, b"\xff\xfe" + _WITH_CHANNEL),
+        ErrorCode.MALFORMED,
+    ),
+    (
+        "an SDP without a data channel",
+        _signal(SignalingMessage.SDP_OFFER, b"v=0\r\ns=-\r\n"),
+        ErrorCode.MALFORMED,
+    ),
+]
+"""Offers no honest peer sends, each with the code it costs (SPEC §10.11)."""
+
+
+async def _within(seconds: float, predicate: Callable[[], bool]) -> bool:
+    """Whether `predicate` came true within `seconds` (a missing charge then shows in the
+    test's assertion, not as its timeout)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wait_until(predicate)
+    return predicate()
+
+
+async def test_an_offer_no_honest_peer_sends_is_charged_and_one_cut_short_is_not() -> None:
+    """SPEC §10.11, §11.6.1: each malformed offer on the signaling stream costs the kit a
+    whole frame with its code, in the order sent, and the stream is closed; an offer cut
+    short (the kit gave up and reset the stream, as a departing peer does) costs nothing.
+    The last push, sent until it is charged, shows the one cut short was judged before it."""
+    log = RefusalLog()
+    refusals = log.seen
+
+    async with asyncio.timeout(40), P2PHost(config(1)) as victim, HostilePeer(answer_s=1.0) as kit:
+        victim.set_refusal_handler(log)
+        await kit.connect(victim.listen_addrs[0])
+        outcomes = [
+            (await kit.request(victim.peer_id, SIGNALING_PROTOCOL, raw, framed=False)).outcome
+            for _, raw, _ in OFFERS
+        ]
+        assert outcomes == ["closed"] * len(OFFERS)
+        cut_short = encode_uvarint(100) + b"\0" * 10
+        reply = await kit.request(victim.peer_id, SIGNALING_PROTOCOL, cut_short, framed=False)
+        assert reply.outcome == "no-answer"
+        expected = [(kit.peer_id, code, True) for _, _, code in OFFERS]
+        await _within(10, lambda: len(refusals) >= len(expected))
+        sentinel = OFFERS[0][1]
+        for _ in range(50):  # refused unjudged while the one cut short is still in hand
+            await kit.request(victim.peer_id, SIGNALING_PROTOCOL, sentinel, framed=False)
+            if await _within(0.5, lambda: len(refusals) > len(expected)):
+                break
+        assert refusals == [*expected, (kit.peer_id, ErrorCode.MALFORMED, True)]
+        assert log.protocols == {SIGNALING_PROTOCOL}
+
+
+async def test_an_answer_no_honest_peer_sends_is_charged_to_the_peer_we_offered() -> None:
+    """SPEC §10.11: the offerer judges the answer as the answerer judges the offer. The kit,
+    offered WebRTC, answers with an offer of its own: the upgrade fails and the kit pays a
+    whole frame (`MALFORMED`)."""
+    log = RefusalLog()
+    refusals = log.seen
+
+    async def answer_with_an_offer(stream: FrameStream) -> None:
+        await stream.read_bytes()  # the victim's offer
+        await stream.write_bytes(_signal(SignalingMessage.SDP_OFFER, _WITH_CHANNEL))
+        await stream.read_bytes()  # until the victim ends it
+
+    async with asyncio.timeout(40), P2PHost(config(1)) as victim, HostilePeer() as kit:
+        victim.set_refusal_handler(log)
+        kit.host.set_stream_handler(SIGNALING_PROTOCOL, answer_with_an_offer)
+        await kit.connect(victim.listen_addrs[0])
+        await victim.wait_connected(kit.peer_id)
+        assert not await victim.upgrade_to_webrtc(kit.peer_id)
+        await _within(10, lambda: bool(refusals))
+        assert refusals == [(kit.peer_id, ErrorCode.MALFORMED, True)]
+        assert log.protocols == {SIGNALING_PROTOCOL}

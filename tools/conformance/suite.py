@@ -150,6 +150,7 @@ async def _run_case(case: Case, session: Session) -> str:
                     user=session.user,
                     delivered=session.delivered,
                     group=session.group,
+                    api=session.api,
                     wait_s=session.wait_s,
                 )
             )

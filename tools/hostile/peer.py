@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Final
 
 from hearthmesh.node.clock import SystemClock
+from hearthmesh.node.p2p.dht import KAD_PROTOCOL
 from hearthmesh.node.p2p.errors import P2PError
 from hearthmesh.node.p2p.frame_stream import FrameStream
 from hearthmesh.node.p2p.gossip import Subscription
@@ -274,6 +275,26 @@ class HostilePeer:
             await stream.write_bytes(_HEADER.pack(declared) + b"\x00" * sent)
             await stream.close()
             return await self._answer(stream)
+        except P2PError:
+            return Reply("closed")
+        finally:
+            await stream.reset()
+
+    async def push_kad(self, peer: str, request: bytes) -> Reply:
+        """Open a kad stream, write `request` as it is (a varint-framed kad message, or any
+        bytes) and report what came back: "answered" with its bytes, "closed" when the
+        target ended or reset the stream unanswered (SPEC §13.4.1)."""
+        try:
+            stream = await self.host.open_stream(peer, KAD_PROTOCOL)
+        except P2PError:
+            return Reply("refused")
+        try:
+            await stream.write_bytes(request)
+            async with asyncio.timeout(self.answer_s):
+                answer = await stream.read_bytes()
+            return Reply("answered", answer) if answer else Reply("closed")
+        except TimeoutError:
+            return Reply("no-answer")
         except P2PError:
             return Reply("closed")
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from . import (
+    charges,
     core,
     e2ee,
     held_keys,
@@ -87,6 +88,8 @@ CASES: Final[tuple[Case, ...]] = (
     multi_device.SYNC_TO_A_LINKED_HOME,
     multi_device.SYNC_STARTED_BY_THE_NODE,
     relay.RELAY_FORWARDED_WHEN_THE_HOME_COMES,
+    charges.KAD_PUSH_JUDGED,
+    charges.SIGNALING_OFFER_JUDGED,
 )
 """Every case, in the order they run (later ones use what earlier ones delivered; the
 `held_keys` cases read the node's undecryptable count, so they come before any case that leaves
