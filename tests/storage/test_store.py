@@ -239,7 +239,6 @@ def test_one_recipients_status_is_read_by_its_key_as_the_scan_shows_it(store: Kv
     assert store.status(b"\x00" * 32, USER_B) is None
 
 
-
 def test_outbox_take_lease_ack_reschedule(store: KvStore) -> None:
     a, b = make_envelope(seq=1), make_envelope(seq=2, wall_ms=1_001)
     store.append(AppendRequest(envelope=a, outbox_to=(DEST_1, DEST_2), next_attempt_ms=100))
