@@ -551,11 +551,6 @@ class HistoryStore(Protocol):
         """Every recipient's status of one message, by recipient."""
         ...
 
-    def status(self, message_id: bytes, recipient: bytes) -> DeliveryStatus | None:
-        """One recipient's status of one message (None: none recorded): one key read, where
-        `statuses` scans every recipient's."""
-        ...
-
 
 class Outbox(Protocol):
     """Pending deliveries, due in time order."""

@@ -56,7 +56,6 @@ __all__ = [
     "purge_events_txn",
     "sender_events_txn",
     "set_status_txn",
-    "status_txn",
     "statuses_txn",
     "stored_event",
     "withdraw_event_txn",
@@ -161,13 +160,6 @@ def set_status_txn(
         return False
     txn.put(Table.STATUS, key, encode_status(status, now_ms))
     return True
-
-
-def status_txn(txn: KvTxn, message_id: bytes, recipient: bytes) -> DeliveryStatus | None:
-    """One recipient's status of one message (None: none recorded)."""
-    key = message_id + recipient
-    value = txn.get(Table.STATUS, key)
-    return None if value is None else decode_status(key, value)[0]
 
 
 def statuses_txn(txn: KvTxn, message_id: bytes) -> list[StatusRecord]:

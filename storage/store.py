@@ -252,11 +252,6 @@ class KvStore:
         with self._engine.read() as txn:
             return history.statuses_txn(txn, message_id)
 
-    def status(self, message_id: bytes, recipient: bytes) -> DeliveryStatus | None:
-        """One recipient's status of one message, if recorded."""
-        with self._engine.read() as txn:
-            return history.status_txn(txn, message_id, recipient)
-
     # --- outbox --------------------------------------------------------------------------
 
     def enqueue(self, destination: bytes, message_id: bytes, *, next_attempt_ms: int) -> bool:

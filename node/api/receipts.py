@@ -207,16 +207,15 @@ def _fresh(
     """The ids (each once) whose recorded status of our own user is below `status`."""
     fresh = []
     for message_id in dict.fromkeys(ids):
-        held = _status_of(store, own, message_id)
+        held = _own_status(store, own, message_id)
         if held is None or held < status:
             fresh.append(message_id)
     return fresh
 
 
-def _status_of(store: Store, user: UserId, message_id: MessageId) -> int | None:
-    """A user's recorded status of a message (None: no receipt yet): ours of another's, in
-    `_fresh` and `unread_count`; a recipient's of ours, in `_current`."""
-    return store.status(message_id, user)
+def _own_status(store: Store, own: UserId, message_id: MessageId) -> int | None:
+    """Our own user's recorded status of another user's message (None: no receipt yet)."""
+    return {r.recipient: r.status for r in store.statuses(message_id)}.get(own)
 
 
 def unread_count(store: Store, own: UserId, envelopes: list[Envelope]) -> int:
@@ -229,7 +228,7 @@ def unread_count(store: Store, own: UserId, envelopes: list[Envelope]) -> int:
             break
         if not is_receiptable(envelope):
             continue
-        held = _status_of(store, own, envelope.message_id)
+        held = _own_status(store, own, envelope.message_id)
         if held is not None and held >= ReceiptStatus.READ:
             break
         count += 1
@@ -251,28 +250,17 @@ def _current(
     shown: dict[MessageId, Envelope],
 ) -> list[StatusChange]:
     changes: list[StatusChange] = []
-    # In a direct room the one recipient's status is the aggregate: one key read a message,
-    # not a scan of its statuses and their aggregate (a receipt names ~25 messages in a burst).
-    direct = members - {own} == {envelope.sender_user}
     for update in credited_updates(store, own, envelope, receipt, known=shown):
-        if direct:
-            if _status_of(store, update.recipient, update.message_id) != update.status:
-                continue  # overtaken by a later status (or never credited): nothing to tell
-            aggregate = update.status
-        else:
-            statuses = {
-                UserId(r.recipient): int(r.status) for r in store.statuses(update.message_id)
-            }
-            if statuses.get(update.recipient) != update.status:
-                continue  # as above
-            aggregate = aggregate_status(own, members, statuses)
+        statuses = {UserId(r.recipient): int(r.status) for r in store.statuses(update.message_id)}
+        if statuses.get(update.recipient) != update.status:
+            continue  # overtaken by a later status (or never credited): nothing to tell
         changes.append(
             StatusChange(
                 room=envelope.room,
                 message_id=update.message_id,
                 recipient=update.recipient,
                 status=update.status,
-                aggregate=aggregate,
+                aggregate=aggregate_status(own, members, statuses),
             )
         )
     return changes

@@ -223,20 +223,7 @@ def test_status_only_moves_forward(store: KvStore) -> None:
     assert not store.set_status(b"\x00" * 32, USER_B, DeliveryStatus.READ, now_ms=9)
 
 
-def test_one_recipients_status_is_read_by_its_key_as_the_scan_shows_it(store: KvStore) -> None:
-    """`status` (one key read, the receipt frames' and acks' read) answers as `statuses`."""
-    env = make_envelope()
-    store.append(AppendRequest(envelope=env))
-    mid = env.message_id
-    assert store.status(mid, USER_B) is None
-    store.set_statuses(
-        [(mid, USER_B, DeliveryStatus.DELIVERED), (mid, USER_A, DeliveryStatus.READ)], now_ms=5
-    )
-    assert store.set_status(mid, USER_B, DeliveryStatus.READ, now_ms=6)
-    scanned = {r.recipient: r.status for r in store.statuses(mid)}
-    assert {u: store.status(mid, u) for u in (USER_A, USER_B)} == scanned
-    assert scanned == {USER_A: DeliveryStatus.READ, USER_B: DeliveryStatus.READ}
-    assert store.status(b"\x00" * 32, USER_B) is None
+# --- outbox --------------------------------------------------------------------------------
 
 
 def test_outbox_take_lease_ack_reschedule(store: KvStore) -> None:
