@@ -31,6 +31,7 @@ from typing import Final
 
 from libp2p.abc import INetStream
 from libp2p.kad_dht.pb.kademlia_pb2 import Message, Record
+from libp2p.records.utils import InvalidRecordType
 from libp2p.records.validator import NamespacedValidator, Validator
 from libp2p.utils.varint import encode_varint_prefixed
 
@@ -89,7 +90,8 @@ class JudgedValidator(NamespacedValidator):
         except RemoteProtocolError as exc:
             self._charge(exc)
             raise
-        except Exception as exc:  # strict mode: a key in no namespace we hold
+        except InvalidRecordType as exc:  # strict mode: a key in no namespace we hold
+            # (only this: an unexpected error of our validator is our fault, not the pusher's)
             self._charge(InvalidIdentifier(f"a DHT key outside our namespace: {exc}"))
             raise
 
