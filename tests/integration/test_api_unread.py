@@ -23,7 +23,7 @@ async def test_the_list_counts_unread_until_the_newest_is_read_or_answered(
         await link(a, b)
         alice = (await a.status())["user_id"]
         room = await open_conversation(b, alice)
-        async with a.socket() as alice_ws:
+        async with a.socket() as alice_ws, b.socket() as bob_ws:
             for text in ("one", "two", "three"):
                 await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": text})
             arrived = [await alice_ws.next("message") for _ in range(3)]
@@ -37,6 +37,10 @@ async def test_the_list_counts_unread_until_the_newest_is_read_or_answered(
 
             await wait_until_async(read, 3)
             await a.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "hi"})
+            # "four" answers "hi" only once bob's home has it (its clock then orders "four"
+            # after it, §4); sent sooner, the two were concurrent, and in one millisecond the
+            # history could order "four" first (seen in CI: 0 unread)
+            await bob_ws.next("message", lambda f: f["message"] == "hi")
             await b.client.call("POST", f"/v1/conversation/{room}/messages", {"message": "four"})
             await alice_ws.next("message", lambda f: f["message"] == "four")
             assert await _unread(a) == 1  # counted back to our own reply
