@@ -214,8 +214,7 @@ class VerificationService:
         except Busy:  # no one peer's fault: nothing charged
             return
         except RemoteProtocolError as exc:
-            self._standing.refused(peer, exc, protocol=VERIFY_PROTOCOL)
-            log.info("verification from %s refused: %s", peer[-8:], exc)
+            self._refused(peer, exc, "verification from %s refused: %s")
             if flow is not None:
                 with contextlib.suppress(StreamClosed, P2PError):
                     await self._flush(flow)
@@ -238,8 +237,7 @@ class VerificationService:
                     except VerificationCancelled:
                         log.info("verification with %s cancelled by the peer", flow.peer[-8:])
                     except RemoteProtocolError as exc:
-                        self._standing.refused(flow.peer, exc, protocol=VERIFY_PROTOCOL)
-                        log.info("verification with %s failed: %s", flow.peer[-8:], exc)
+                        self._refused(flow.peer, exc, "verification with %s failed: %s")
                     await self._flush(flow)
                     await self._settle(flow)
                     self._changed(flow)
@@ -250,8 +248,7 @@ class VerificationService:
         except RemoteProtocolError as exc:  # no frame at all (over the limit): charged here,
             # on a flow our user started too, whose task has no stream handler to charge it
             # (it ended every flow's task group, and the flow held the peer's slot for good)
-            self._standing.refused(flow.peer, exc, protocol=VERIFY_PROTOCOL)
-            log.info("verification with %s failed: %s", flow.peer[-8:], exc)
+            self._refused(flow.peer, exc, "verification with %s failed: %s")
             machine.cancel(exc.code, str(exc))
             with contextlib.suppress(StreamClosed, P2PError):
                 await self._flush(flow)
@@ -262,6 +259,11 @@ class VerificationService:
             with contextlib.suppress(StreamClosed, P2PError):
                 await flow.stream.close()
             self._changed(flow)  # ended: by its last frame, a timeout or the stream
+
+    def _refused(self, peer: str, exc: RemoteProtocolError, logged_as: str) -> None:
+        """Charge `peer` for a frame on a verification flow (SPEC §29.4.1) and log it."""
+        self._standing.refused(peer, exc, protocol=VERIFY_PROTOCOL)
+        log.info(logged_as, peer[-8:], exc)
 
     def _check_peer(self, flow: VerifyFlow) -> None:
         """The keys the peer named are the device its user's record places on this peer."""
