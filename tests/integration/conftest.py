@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from libp2p.abc import INetConn
+from libp2p.peer.id import ID
 
 from hearthmesh.node.config import NodeConfig
 from hearthmesh.node.events import DeliveredToHome, NodeEvent
 from hearthmesh.node.mesh.hello import HelloService
 from hearthmesh.node.node import Node
 from hearthmesh.node.p2p.frame_stream import FrameStream
+from hearthmesh.node.p2p.host import P2PHost
 from hearthmesh.protocol.envelope import Envelope, RoomId
 from hearthmesh.protocol.gossip import room_topic
 from hearthmesh.protocol.identity import UserId
@@ -161,6 +164,21 @@ async def wait_until(predicate: Callable[[], bool], *, poll_s: float = 0.02) -> 
     """Poll a condition that has no event to await (callers bound it with asyncio.timeout)."""
     while not predicate():  # noqa: ASYNC110 - the condition (a peer's state) has no event
         await asyncio.sleep(poll_s)
+
+
+def listed_connections(host: P2PHost, peer: str) -> list[INetConn]:
+    """The connections libp2p lists towards `peer` (a copy, read from the test's thread)."""
+    libp2p_host = host._host
+    return (
+        []
+        if libp2p_host is None
+        else libp2p_host.get_network().get_connections(ID.from_base58(peer))
+    )
+
+
+def live_connections(host: P2PHost, peer: str) -> list[INetConn]:
+    """`listed_connections` that are not closed."""
+    return [conn for conn in listed_connections(host, peer) if not conn.is_closed]
 
 
 async def wait_until_async(probe: Callable[[], Awaitable[int]], target: int) -> None:

@@ -24,7 +24,7 @@ from hearthmesh.node.p2p.pubsub_hello import REGREET_BURST, REGREET_PER_S, Hello
 from hearthmesh.protocol.inbound import InboundPolicy
 from hearthmesh.tools.hostile.peer import HostilePeer
 
-from .conftest import node_config, wait_until
+from .conftest import listed_connections, live_connections, node_config, wait_until
 from .test_devices import SkewedClock, link_device
 
 pytestmark = pytest.mark.integration
@@ -205,7 +205,7 @@ async def _disconnected(node: Node, kit: HostilePeer) -> None:
                 await wait_until(
                     lambda: (
                         kit.peer_id not in node._host.connected_peers()
-                        or bool(_live(kit.host, node.peer_id))
+                        or bool(live_connections(kit.host, node.peer_id))
                     )
                 )
     except TimeoutError:
@@ -215,19 +215,9 @@ async def _disconnected(node: Node, kit: HostilePeer) -> None:
         )
 
 
-def _listed(host: P2PHost, peer: str) -> list[INetConn]:
-    """The connections libp2p lists towards `peer` (a copy, read from the test's thread)."""
-    libp2p_host = host._host
-    return (
-        []
-        if libp2p_host is None
-        else libp2p_host.get_network().get_connections(ID.from_base58(peer))
-    )
-
-
 def _connections(host: P2PHost, peer: str) -> list[str]:
     """What libp2p lists towards `peer`, for a failure's message."""
-    listed = _listed(host, peer)
+    listed = listed_connections(host, peer)
     return [f"closed={conn.is_closed} streams={len(conn.get_streams())}" for conn in listed]
 
 
@@ -273,7 +263,9 @@ async def _reconnect(kit: HostilePeer, node: Node, address: str) -> None:
     the wait for the greeting then ran out, seen under load in a suite)."""
     target = ID.from_base58(node.peer_id)
     old: list[INetConn] = []
-    listed = _live(node._host, kit.peer_id)  # by identity: one of them may close meanwhile
+    listed = live_connections(
+        node._host, kit.peer_id
+    )  # by identity: one of them may close meanwhile
 
     async def dial() -> None:
         libp2p_host = kit.host._host
@@ -288,11 +280,8 @@ async def _reconnect(kit: HostilePeer, node: Node, address: str) -> None:
 
     await kit.host._call(P2PError, "reconnect", dial)
     await wait_until(
-        lambda: any(all(c is not was for was in listed) for c in _live(node._host, kit.peer_id))
+        lambda: any(
+            all(c is not was for was in listed) for c in live_connections(node._host, kit.peer_id)
+        )
     )
     await kit.host._call(P2PError, "reconnect", close_old)
-
-
-def _live(host: P2PHost, peer: str) -> list[INetConn]:
-    """The connections libp2p lists towards `peer` that are not closed."""
-    return [conn for conn in _listed(host, peer) if not conn.is_closed]
